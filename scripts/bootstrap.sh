@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install corral and what it needs into the current Python.
+# An already-installed torch (e.g. a CUDA build) is kept; without one, torch==2.13.0 is
+# installed (the CPU wheel on this kind of machine) so pip never resolves a CUDA build itself.
+# Usage: scripts/bootstrap.sh [--dev]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
+    echo "corral: installing torch==2.13.0" >&2
+    "$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
+fi
+extra=""
+[ "${1:-}" = "--dev" ] && extra="[dev]"
+"$PY" -m pip install -q --disable-pip-version-check -e ".${extra}"

@@ -1,0 +1,25 @@
+"""The pushed packages (trainer, profiles) must never pull in the console side."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+FORBIDDEN = ("console", "remote", "textual", "asyncssh")
+
+
+def test_pushed_packages_import_nothing_from_the_console_side() -> None:
+    code = (
+        "import sys, importlib, pkgutil\n"
+        "import trainer, profiles\n"
+        "for pkg in (trainer, profiles):\n"
+        "    for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        if not info.name.endswith('__main__'):\n"
+        "            importlib.import_module(info.name)\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "", f"trainer/profiles imported {out}"

@@ -1,0 +1,275 @@
+"""The trainer's event format: the contract the remote layer and the console read.
+
+Each rank appends one JSON object per line to ``RUN_DIR/metrics/rank-<r>.jsonl`` and flushes
+after every line, so a ``tail`` sees events as they happen. Every object has ``"event"`` (its
+kind), ``"v"`` (the schema version), ``"t"`` (Unix time, seconds) and ``"rank"``. The kinds and
+their fields are the dataclasses below; ``docs/events.md`` describes them for humans.
+
+Readers ignore fields they do not know and lines whose kind they do not know, so adding a field
+or a kind is backwards compatible. Removing or renaming one bumps ``SCHEMA_VERSION``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, ClassVar, Literal
+
+from profiles.errors import CorralError
+
+SCHEMA_VERSION = 1
+
+EndStatus = Literal["completed", "failed", "interrupted"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartEvent:
+    """A rank has joined the process group and is about to train."""
+
+    kind: ClassVar[str] = "start"
+    t: float
+    rank: int
+    world_size: int
+    local_rank: int
+    host: str
+    """Hostname of the machine this rank runs on."""
+    pid: int
+    device: str
+    """torch device string: ``"cuda:0"`` or ``"cpu"``."""
+    device_name: str
+    """Human name: the GPU's name, or the CPU model."""
+    backend: str
+    """``"nccl"`` or ``"gloo"``: the process group's backend."""
+    model: str
+    dataset: str
+    global_batch: int
+    split: tuple[int, ...]
+    """Per-rank local batch sizes at the first step (sums to ``global_batch``)."""
+    policy: str
+    """Balancing policy: ``static``, ``proportional`` or ``dynamic``."""
+    step: int
+    """Steps already done before this start (0, or the checkpoint's step on resume)."""
+    total_steps: int
+    """The step the run ends at."""
+    steps_per_epoch: int
+    threads: int
+    """CPU threads this rank uses (``torch.get_num_threads()``)."""
+    slowdown: float
+    """Emulated slowdown factor (1.0 = none); see ``--slowdown``."""
+    resumed_from: str | None = None
+    """Checkpoint path this run resumed from, or None."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepEvent:
+    """One optimizer step finished on this rank."""
+
+    kind: ClassVar[str] = "step"
+    t: float
+    rank: int
+    step: int
+    """Steps completed so far, counting this one (the first step is 1)."""
+    epoch: int
+    """Epoch this step's samples came from (0-based)."""
+    local_batch: int
+    loss: float
+    """Mean loss over this rank's local batch."""
+    compute_s: float
+    """Forward + backward time on this rank (emulated slowdown included), without waiting
+    for the gradient all-reduce."""
+    step_s: float
+    """Whole step wall time on this rank: data, compute, all-reduce, optimizer."""
+    samples_per_s: float
+    """``local_batch / step_s``."""
+    global_loss: float | None = None
+    """Rank 0 only: mean loss over all ``global_batch`` samples of the step."""
+    cluster_samples_per_s: float | None = None
+    """Rank 0 only: ``global_batch / step_s``, the cluster's throughput."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CapacityEvent:
+    """Rank 0: where the per-rank capacities behind the initial split came from."""
+
+    kind: ClassVar[str] = "capacity"
+    t: float
+    rank: int
+    source: Literal["profile", "warmup", "split"]
+    """``profile``: stored profiles; ``warmup``: measured at start; ``split``: the given split."""
+    samples_per_s: tuple[float | None, ...]
+    """Per-rank solo capacity estimate (samples/s), None where unknown."""
+    max_batch: tuple[int | None, ...]
+    """Per-rank largest local batch allowed (memory cap), None for no cap."""
+    detail: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RebalanceEvent:
+    """Rank 0: the balancer changed the split; it applies from ``step`` on every rank."""
+
+    kind: ClassVar[str] = "rebalance"
+    t: float
+    rank: int
+    step: int
+    """First step (1-based) that runs with the new split."""
+    previous: tuple[int, ...]
+    split: tuple[int, ...]
+    reason: str
+    predicted_gain: float
+    """Predicted relative reduction of the step's compute time (0.12 = 12 % faster)."""
+    times: tuple[float, ...]
+    """Measured (smoothed) per-rank compute seconds per step under ``previous``."""
+    policy: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResourceEvent:
+    """A periodic resource sample of this rank's device and process (every few seconds)."""
+
+    kind: ClassVar[str] = "resources"
+    t: float
+    rank: int
+    gpu_util: float | None = None
+    """GPU utilisation, percent; None on CPU or when NVML cannot tell."""
+    gpu_mem_used: int | None = None
+    """Bytes in use on this rank's GPU."""
+    gpu_mem_total: int | None = None
+    cpu_percent: float | None = None
+    """This process's CPU use, percent of one core (can exceed 100 with several threads)."""
+    rss_bytes: int | None = None
+    """This process's resident memory."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointEvent:
+    """Rank 0 wrote a complete checkpoint."""
+
+    kind: ClassVar[str] = "checkpoint"
+    t: float
+    rank: int
+    step: int
+    path: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class EndEvent:
+    """This rank stopped training (the last line of its file)."""
+
+    kind: ClassVar[str] = "end"
+    t: float
+    rank: int
+    step: int
+    status: EndStatus
+    checkpoint: str | None = None
+    """Newest checkpoint written by this run, if any."""
+    error: str | None = None
+    """One-line reason when ``status`` is not ``completed``."""
+
+
+TrainerEvent = (
+    StartEvent
+    | StepEvent
+    | CapacityEvent
+    | RebalanceEvent
+    | ResourceEvent
+    | CheckpointEvent
+    | EndEvent
+)
+
+EVENT_TYPES: dict[str, type[Any]] = {
+    cls.kind: cls
+    for cls in (
+        StartEvent,
+        StepEvent,
+        CapacityEvent,
+        RebalanceEvent,
+        ResourceEvent,
+        CheckpointEvent,
+        EndEvent,
+    )
+}
+
+
+class EventFormatError(CorralError):
+    """A line of an events file is not a valid event."""
+
+    title = "bad event line"
+
+
+def event_to_dict(event: TrainerEvent) -> dict[str, Any]:
+    """The JSON object written for ``event`` (``event`` and ``v`` first)."""
+    body = dataclasses.asdict(event)
+    return {"event": event.kind, "v": SCHEMA_VERSION, **body}
+
+
+def event_to_json(event: TrainerEvent) -> str:
+    """One line of JSON (no newline) for ``event``."""
+    return json.dumps(event_to_dict(event), separators=(",", ":"), allow_nan=False)
+
+
+def event_from_dict(obj: dict[str, Any]) -> TrainerEvent | None:
+    """Build the event for a decoded JSON object; None for a kind this reader does not know.
+
+    Unknown fields are ignored; lists become tuples. A known kind with missing or ill-typed
+    required fields raises ``EventFormatError``.
+    """
+    cls = EVENT_TYPES.get(str(obj.get("event")))
+    if cls is None:
+        return None
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        if field.name in obj:
+            value = obj[field.name]
+            values[field.name] = tuple(value) if isinstance(value, list) else value
+    try:
+        return cls(**values)  # type: ignore[no-any-return]
+    except TypeError as exc:
+        raise EventFormatError(f"{cls.kind} event is missing fields: {exc}") from None
+
+
+def parse_event(line: str) -> TrainerEvent | None:
+    """Parse one line of an events file; None for an unknown kind or a blank line."""
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise EventFormatError(f"not JSON ({exc.msg}): {line[:80]!r}") from None
+    if not isinstance(obj, dict):
+        raise EventFormatError(f"not a JSON object: {line[:80]!r}")
+    return event_from_dict(obj)
+
+
+def events_path(run_dir: str | os.PathLike[str], rank: int) -> Path:
+    """Where rank ``rank`` writes its events inside ``run_dir``."""
+    return Path(run_dir) / "metrics" / f"rank-{rank}.jsonl"
+
+
+class EventWriter:
+    """Appends events to one rank's JSONL file, flushing each line as it is written."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Append: a resumed run continues the same file, so readers see one history.
+        self._file: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def emit(self, event: TrainerEvent) -> None:
+        """Write ``event`` as one line and flush it to the OS."""
+        self._file.write(event_to_json(event) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> EventWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
