@@ -150,8 +150,9 @@ class RunController(Protocol):
         ...
 
     async def start(self, *, resume: bool = False, policy: str | None = None) -> RunHandle:
-        """Begin a run and return its handle at once (``resume``: from the newest checkpoint;
-        ``policy`` overrides ``[run] policy`` for this start).
+        """Begin a run and return its handle at once. ``resume``: relaunch the newest run of
+        this cluster (same run id and directories) from its newest checkpoint; ``policy``
+        overrides ``[run] policy`` for this start.
 
         Check, push and launch then happen in the background and show as ``RunStatus`` and
         ``HostStatus`` events on the handle; a failed check ends the stream with a ``failed``

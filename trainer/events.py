@@ -225,7 +225,8 @@ def event_from_dict(obj: dict[str, Any]) -> TrainerEvent | None:
             value = obj[field.name]
             values[field.name] = tuple(value) if isinstance(value, list) else value
     try:
-        return cls(**values)  # type: ignore[no-any-return]
+        event: TrainerEvent = cls(**values)
+        return event
     except TypeError as exc:
         raise EventFormatError(f"{cls.kind} event is missing fields: {exc}") from None
 
