@@ -13,5 +13,5 @@ fi
 bash scripts/bootstrap.sh --dev
 "$PY" -m ruff check .
 "$PY" -m mypy
-lint-imports
+"$PY" -c "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports())"
 exec "$PY" -m pytest -q -p no:cacheprovider "$@"
