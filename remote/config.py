@@ -1,14 +1,48 @@
 """cluster.toml: the one file a user writes. Parsed once into frozen dataclasses.
 
 CONTRACT (shared by remote, console and their tests): the dataclass and field names below.
-Parsing and strict validation (``load_cluster``) live in this module too.
+``load_cluster(path)`` / ``parse_cluster(text, path=...)`` read a file strictly: every problem
+in it is collected and raised together as one ``ConfigError`` (a ``UsageError``, exit code 2),
+each naming the file, the section and the key. The value rules live in ``config_rules`` and run
+both here and in each dataclass's ``__post_init__``, so a config built in code obeys them too.
+``docs/cluster-toml.md`` is generated from these classes (``python -m remote.config_doc``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from remote import config_rules as rules
+from remote.config_errors import ConfigError, ConfigProblem, closest, host_where, quote
+from remote.config_errors import section_where as _where
+from remote.config_toml import field_hints, toml_type, typed_fields
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = [
+    "ClusterConfig", "ClusterSection", "ConfigError", "ConfigProblem", "HostSection",
+    "RunSection", "SshSection", "load_cluster", "parse_cluster",
+]
+
+
+def _check(section: str, problems: list[tuple[str, str]]) -> None:
+    """Raise the problems a dataclass found in its own values (a config built in code)."""
+    if problems:
+        raise ConfigError([ConfigProblem(path=None, where=f"{section}{key}", message=msg)
+                           for key, msg in problems])
+
+
+def _values(obj: object) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -16,7 +50,7 @@ class ClusterSection:
     """``[cluster]``: the cluster as a whole."""
 
     name: str
-    """Shown in the console header and used in run ids."""
+    """Shown in the console header and used in run ids: letters, digits, ``.``, ``_``, ``-``."""
     master: str
     """Name of the ``[[hosts]]`` entry that hosts the rendezvous (node rank 0)."""
     rendezvous_port: int | Literal["auto"] = "auto"
@@ -27,13 +61,17 @@ class ClusterSection:
     run_root: str = "~/.corral/runs"
     """Directory on every host (and locally) under which each run gets ``<run_root>/<run_id>``."""
 
+    def __post_init__(self) -> None:
+        _check("[cluster] ", rules.cluster_problems(_values(self)))
+
 
 @dataclass(frozen=True, kw_only=True)
 class HostSection:
     """One ``[[hosts]]`` entry: a machine (or, with ``address = "local"``, this machine)."""
 
     name: str
-    """Unique name used in the console, logs and ``[cluster] master``."""
+    """Unique name used in the console, logs and ``[cluster] master``: letters, digits,
+    ``.``, ``_``, ``-``."""
     address: str
     """An ssh_config alias, hostname or IP, or ``"local"`` for this machine without SSH."""
     user: str | None = None
@@ -41,7 +79,8 @@ class HostSection:
     port: int | None = None
     """SSH port; default from ssh_config, else 22."""
     identity_file: str | None = None
-    """Private key file; default from ssh_config and the ssh agent."""
+    """Private key file; default from ssh_config and the ssh agent. ``~`` is expanded and a
+    relative path is taken from the directory of cluster.toml; the file must be readable."""
     python: str = "python3"
     """Python interpreter on the host (with torch installed)."""
     workdir: str = "~/.corral"
@@ -59,10 +98,19 @@ class HostSection:
     interface: str | None = None
     """Network interface for Gloo/NCCL (``GLOO_SOCKET_IFNAME``); default: detected."""
 
+    def __post_init__(self) -> None:
+        _check(f"{host_where(None, self.name)}.", rules.host_problems(_values(self)))
+
     @property
     def is_local(self) -> bool:
         """True for ``address = "local"`` (run here without SSH)."""
         return self.address == "local"
+
+    @property
+    def known_nproc(self) -> int | None:
+        """Ranks on this host when known without contacting it: ``nproc``, else ``gpus``
+        when it is a number (1 for ``gpus = 0``); None for ``gpus = "auto"``."""
+        return rules.resolved_nproc(self.nproc, self.gpus)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,22 +118,43 @@ class RunSection:
     """``[run]``: the trainer's settings (each maps to a ``python -m trainer`` flag)."""
 
     model: str = "simple_cnn"
+    """Network to train (the trainer's ``--model``)."""
     dataset: str = "synthetic_image"
+    """Training data; synthetic images are generated from the seed on every host."""
     data_dir: str | None = None
+    """Directory on every host holding the CIFAR python-pickle batches (required for cifar)."""
     samples: int = 4096
-    """Size of the synthetic dataset."""
+    """Size of the synthetic dataset (at least ``global_batch``)."""
     global_batch: int = 64
+    """Samples per optimizer step over all ranks together; at least one per rank."""
     split: tuple[int, ...] | None = None
-    """Initial per-rank shares (sum = global_batch); default equal."""
+    """Initial per-rank shares, one per rank in host order (sum = global_batch); default
+    equal."""
     policy: Literal["static", "proportional", "dynamic"] = "dynamic"
+    """How the split is chosen and changed: kept, proportional to measured capacity, or
+    re-solved during the run."""
     rebalance_every: int = 10
+    """Steps between rebalancing decisions (dynamic policy)."""
     steps: int | None = None
+    """The run's total number of optimizer steps; give ``steps`` or ``epochs``, not both."""
     epochs: int | None = None
+    """The run's total number of epochs; 1 when neither ``steps`` nor ``epochs`` is given."""
     lr: float = 0.05
+    """Learning rate (greater than 0)."""
     optimizer: Literal["sgd", "adamw"] = "sgd"
+    """SGD with momentum, or AdamW."""
     seed: int = 0
+    """Seed for the weights, the synthetic data and the sample order."""
     checkpoint_every: int = 50
+    """Rank 0 writes a checkpoint every this many steps (0 = only at the end)."""
     backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """Process-group backend; ``auto`` = nccl when every rank has a GPU, else gloo."""
+
+    def __post_init__(self) -> None:
+        _check("[run] ", rules.run_problems(_values(self)))
+        if self.steps is None and self.epochs is None:
+            # Written out so every reader (flags, console, reports) sees the same length.
+            object.__setattr__(self, "epochs", 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +170,14 @@ class SshSection:
     ``insecure`` skips verification and prints a warning."""
     max_parallel_connects: int = 8
     """Connects in flight at once (sshd's MaxStartups drops bursts)."""
+    known_hosts_file: str = "~/.ssh/known_hosts"
+    """The known_hosts file host keys are verified against (and ``corral trust`` adds to)."""
+    config_file: str = "~/.ssh/config"
+    """The OpenSSH client config read for aliases, User, Port, IdentityFile and ProxyJump
+    (ignored when the file does not exist)."""
+
+    def __post_init__(self) -> None:
+        _check("[ssh] ", rules.ssh_problems(_values(self)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,11 +187,204 @@ class ClusterConfig:
     path: Path
     """The file it was read from (named in every error)."""
     cluster: ClusterSection
+    """``[cluster]``."""
     hosts: tuple[HostSection, ...]
+    """``[[hosts]]``, in the order written."""
     run: RunSection = field(default_factory=RunSection)
+    """``[run]``."""
     ssh: SshSection = field(default_factory=SshSection)
+    """``[ssh]``."""
+
+    def __post_init__(self) -> None:
+        problems = rules.cross_problems(
+            _values(self.cluster), [_values(h) for h in self.hosts], _values(self.run))
+        if not self.hosts:
+            problems.insert(0, ("[[hosts]]", "no hosts; add at least one [[hosts]] entry"))
+        if problems:
+            raise ConfigError([ConfigProblem(path=self.path, where=where, message=msg)
+                               for where, msg in problems])
 
     @property
     def master_host(self) -> HostSection:
         """The ``[[hosts]]`` entry named by ``[cluster] master``."""
         return next(h for h in self.hosts if h.name == self.cluster.master)
+
+    @property
+    def world_size_hint(self) -> int | None:
+        """Total ranks when every host's count is known without contacting it (see
+        ``HostSection.known_nproc``); None when some host has ``gpus = "auto"`` and no
+        ``nproc``."""
+        counts = [h.known_nproc for h in self.hosts]
+        return None if None in counts else sum(c for c in counts if c is not None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a file: TOML -> typed values -> rules -> dataclasses. Nothing is built until every
+# problem in the file has been collected.
+
+SECTIONS: dict[str, type] = {
+    "cluster": ClusterSection, "hosts": HostSection, "run": RunSection, "ssh": SshSection,
+}
+"""Top-level keys of cluster.toml and the dataclass each one fills."""
+HEADERS = {"cluster": "[cluster]", "hosts": "[[hosts]]", "run": "[run]", "ssh": "[ssh]"}
+CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
+    (RunSection, "model"): rules.MODELS, (RunSection, "dataset"): rules.DATASETS,
+}
+"""String fields limited to a set of values (``Literal`` fields carry theirs in the type)."""
+
+
+def load_cluster(path: str | os.PathLike[str]) -> ClusterConfig:
+    """Read and check the cluster.toml at ``path``.
+
+    Raises ``ConfigError`` (exit code 2) for a missing or unreadable file, invalid TOML, or
+    any number of problems in its contents, every one of them named in the message.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise _file_error(path, "no such file; start from the repository's cluster.toml "
+                                "(keys are described in docs/cluster-toml.md)") from None
+    except OSError as error:
+        raise _file_error(path, f"cannot be read: {error.strerror or error}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise _file_error(path, f"is not UTF-8 text (bad byte at offset {error.start})",
+                          title=f"{path.name} is invalid") from None
+    return parse_cluster(text, path=path)
+
+
+def parse_cluster(text: str, *, path: str | os.PathLike[str]) -> ClusterConfig:
+    """Check the TOML ``text`` of a cluster.toml; ``path`` is named in errors and kept as
+    ``ClusterConfig.path`` (relative identity files are resolved against its directory)."""
+    path = Path(path)
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise _file_error(path, f"invalid TOML: {error}", title=f"{path.name} is invalid") \
+            from None
+    except RecursionError:
+        raise _file_error(path, "invalid TOML: arrays or tables nested too deeply",
+                          title=f"{path.name} is invalid") from None
+    return _Reader(path).build(document)
+
+
+def _file_order(problem: ConfigProblem) -> tuple[int, int]:
+    """Problems in the order of the file's sections (unknown sections first)."""
+    head = problem.where.split(" ")[0].split(".")[0]
+    if head.startswith("hosts["):
+        return 2, int(head[len("hosts["):-1])
+    return {"[cluster]": 1, "[[hosts]]": 2, "[run]": 3, "[ssh]": 4}.get(head, 0), -1
+
+
+def _file_error(path: Path, message: str, *, title: str | None = None) -> ConfigError:
+    problem = ConfigProblem(path=path, where="", message=message)
+    return ConfigError([problem], title=title or f"cannot read {path.name}")
+
+
+class _Reader:
+    """Collects every problem of one document, then builds the config if there were none."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.problems: list[ConfigProblem] = []
+
+    def add(self, where: str, message: str) -> None:
+        self.problems.append(ConfigProblem(path=self.path, where=where, message=message))
+
+    def build(self, document: Mapping[str, Any]) -> ClusterConfig:
+        self._unknown_sections(document)
+        cluster = self._table(document, "cluster", lambda key: _where("cluster", key))
+        hosts = self._hosts(document)
+        run = self._table(document, "run", lambda key: _where("run", key))
+        ssh = self._table(document, "ssh", lambda key: _where("ssh", key))
+        for name, values, check in (("cluster", cluster, rules.cluster_problems),
+                                    ("run", run, rules.run_problems),
+                                    ("ssh", ssh, rules.ssh_problems)):
+            if values is not None:
+                for key, message in check(values):
+                    self.add(_where(name, key), message)
+        for index, host in enumerate(hosts):
+            for key, message in rules.host_problems(host):
+                self.add(host_where(index, host.get("name"), key), message)
+            self._identity_file(index, host)
+        for where, message in rules.cross_problems(cluster or {}, hosts, run or {}):
+            self.add(where, message)
+        if self.problems or cluster is None or not hosts:
+            self.problems.sort(key=_file_order)  # stable: within a table, the order found
+            raise ConfigError(self.problems, title=f"{self.path.name} is invalid")
+        return ClusterConfig(
+            path=self.path, cluster=ClusterSection(**cluster),
+            hosts=tuple(HostSection(**host) for host in hosts),
+            run=RunSection(**(run or {})), ssh=SshSection(**(ssh or {})),
+        )
+
+    def _unknown_sections(self, document: Mapping[str, Any]) -> None:
+        for key, value in document.items():
+            if key in SECTIONS:
+                continue
+            owner = next((s for s, cls in SECTIONS.items() if key in field_hints(cls)), None)
+            if owner is not None and not isinstance(value, dict | list):
+                self.add(key, f"unknown top-level key; keys go in a section: did you mean to "
+                              f"put it under {HEADERS[owner]}?")
+                continue
+            match = closest(key, SECTIONS)
+            hint = f"; did you mean {HEADERS[match]}?" if match else ""
+            self.add(f"[{key}]", f"unknown section (sections: {', '.join(HEADERS.values())})"
+                                 f"{hint}")
+
+    def _table(self, document: Mapping[str, Any], name: str,
+               where: Callable[[str], str]) -> dict[str, Any] | None:
+        """A ``[section]``'s typed values; None if it is missing (only [cluster] must exist)."""
+        raw = document.get(name)
+        if raw is None:
+            if name != "cluster":
+                return {}
+            self.add("[cluster]", "missing section; add [cluster] with name and master")
+            return None
+        if not isinstance(raw, dict):
+            self.add(f"[{name}]", f"must be a table ({HEADERS[name]}), got {toml_type(raw)}")
+            return None if name == "cluster" else {}
+        return self._fields(SECTIONS[name], raw, where)
+
+    def _hosts(self, document: Mapping[str, Any]) -> list[dict[str, Any]]:
+        raw = document.get("hosts")
+        if raw is None or raw == []:
+            self.add("[[hosts]]", 'no hosts; add one [[hosts]] entry per machine (address = '
+                                  '"local" for this one)')
+            return []
+        if not isinstance(raw, list):
+            self.add("[[hosts]]", f"must be an array of tables (a [[hosts]] header per host), "
+                                  f"got {toml_type(raw)}")
+            return []
+        hosts = []
+        for index, entry in enumerate(raw):
+            if not isinstance(entry, dict):
+                self.add(host_where(index, None), f"must be a table, got {toml_type(entry)}")
+                continue
+            where = functools.partial(host_where, index, entry.get("name"))
+            hosts.append(self._fields(HostSection, entry, where))
+        return hosts
+
+    def _fields(self, cls: type, raw: Mapping[str, Any],
+                where: Callable[[str], str]) -> dict[str, Any]:
+        return typed_fields(cls, raw, lambda key, msg: self.add(where(key), msg),
+                            {key: c for (owner, key), c in CHOICES.items() if owner is cls})
+
+    def _identity_file(self, index: int, host: dict[str, Any]) -> None:
+        """Resolve ``identity_file`` (``~``, relative to cluster.toml) and check it is readable."""
+        given = host.get("identity_file")
+        if not isinstance(given, str) or not given.strip() or host.get("address") == "local":
+            return
+        resolved = self.path.parent / Path(given).expanduser()
+        where = host_where(index, host.get("name"), "identity_file")
+        if not resolved.exists():
+            self.add(where, f"{quote(given)} does not exist (looked at {resolved})")
+        elif not resolved.is_file():
+            self.add(where, f"{quote(given)} is not a file ({resolved})")
+        elif not os.access(resolved, os.R_OK):
+            self.add(where, f"{quote(given)} is not readable by this user ({resolved})")
+        else:
+            host["identity_file"] = str(resolved.absolute())
+
