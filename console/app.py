@@ -1,0 +1,227 @@
+"""The corral console: a thin Textual app over the run API and the run model.
+
+Everything slow (check, start, stop, the event stream) runs in workers; the stream's events go
+straight into ``RunModel`` and the panels redraw from it on a timer (at most 4 Hz), so the UI
+never waits on the network and a run with hundreds of ranks cannot flood the message queue.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import ClassVar
+
+from textual.app import ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.containers import Container
+from textual.css.query import NoMatches
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from console.controls import RunControls
+from console.state import RunModel
+from console.widgets.balancer import BalancerPanel
+from console.widgets.header import RunHeader
+from console.widgets.hosts import HostsPanel
+from console.widgets.logs import LogsPanel
+from console.widgets.modals import ConfirmScreen, HelpScreen, QuitScreen
+from console.widgets.throughput import ThroughputPanel
+from profiles.errors import CorralError
+from remote.api import RunController
+
+POLICIES = ("static", "proportional", "dynamic")
+
+
+class ConsoleApp(RunControls):
+    """The operator's console for one cluster: panels, keys, and the run it drives."""
+
+    CSS_PATH = Path(__file__).with_name("app.tcss")
+    TITLE = "corral"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (150, "-wide")]  # noqa: RUF012
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (40, "-tall")]  # noqa: RUF012
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s", "start", "Start"),
+        Binding("x", "stop", "Stop"),
+        Binding("r", "restart", "Restart"),
+        Binding("c", "check", "Check"),
+        Binding("p", "cycle_policy", "Policy"),
+        Binding("l", "focus_logs", "Logs"),
+        Binding("slash", "filter_logs", "Filter", key_display="/"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    # ---------------------------------------------------------------- layout and refresh
+    def compose(self) -> ComposeResult:
+        yield RunHeader(self.model, self.clock, id="header")
+        with Container(id="body"):
+            yield HostsPanel(self.model, id="hosts")
+            yield ThroughputPanel(self.model, id="throughput")
+            yield BalancerPanel(self.model, id="balancer")
+            yield LogsPanel(self.model, id="logs")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.refresh_panels(force=True)
+        self.set_interval(self.refresh_s, self.refresh_panels)
+        # Everything built so far lives as long as the app: keep it out of the collector's
+        # full passes, which otherwise stall key presses for tens of milliseconds.
+        gc.freeze()
+        if self.attach_run is not None:
+            self.busy = "attaching"
+            self._worker_attach(self.attach_run)
+
+    def refresh_panels(self, *, force: bool = False) -> None:
+        """Redraw the panels from the model if it changed (the header always: time moves).
+
+        Under a modal the panels wait: redrawing them would re-render the dimmed background.
+        """
+        if len(self.screen_stack) > 1 and not force:
+            return
+        try:
+            self.query_one(RunHeader).sync()
+        except NoMatches:  # shutting down: the panels are gone
+            return
+        if not force and self.model.version == self._drawn_version:
+            return
+        self._drawn_version = self.model.version
+        self.query_one(HostsPanel).sync()
+        self.query_one(ThroughputPanel).sync()
+        self.query_one(BalancerPanel).sync()
+        self.query_one(LogsPanel).sync()
+
+    # ---------------------------------------------------------------- actions (keys)
+    def action_start(self) -> None:
+        if self._refuse_if_busy() or self._refuse_if_live("start"):
+            return
+        self.busy = "starting"
+        self._worker_start(resume=False)
+
+    def action_stop(self) -> None:
+        if self._refuse_if_busy() or self.handle is None or not self.model.live:
+            if not self.busy:
+                self.notify("No live run to stop.", severity="warning")
+            return
+        question = f"Stop run {self.handle.run_id} on every host?"
+        self.show_modal(ConfirmScreen("Stop run", question, yes="Stop"),
+                         lambda answer: self._begin("stopping", self._worker_stop, answer))
+
+    def action_restart(self) -> None:
+        if self._refuse_if_busy():
+            return
+        run = self.handle.run_id if self.handle else "the newest run"
+        question = (f"Stop {run} and restart it from its newest checkpoint?" if self.model.live
+                    else f"Restart {run} from its newest checkpoint?")
+        self.show_modal(ConfirmScreen("Restart from checkpoint", question, yes="Restart"),
+                         lambda answer: self._begin("restarting", self._worker_restart, answer))
+
+    def action_check(self) -> None:
+        if not self._refuse_if_busy():
+            self.busy = "checking"
+            self._worker_check()
+
+    def action_cycle_policy(self) -> None:
+        current = self.model.next_policy
+        following = POLICIES[(POLICIES.index(current) + 1) % len(POLICIES)] \
+            if current in POLICIES else POLICIES[0]
+        self.set_policy(following)
+
+    def set_policy(self, policy: str) -> None:
+        """Use ``policy`` for the next start."""
+        self.model.next_policy = policy
+        self.model.version += 1
+        self.refresh_panels()
+        self.notify(f"Balancing policy for the next start: {policy}", timeout=3)
+
+    def action_focus_logs(self) -> None:
+        self.query_one(LogsPanel).focus_lines()
+
+    def action_filter_logs(self) -> None:
+        self.query_one(LogsPanel).open_filter()
+
+    def action_toggle_follow(self) -> None:
+        self.query_one(LogsPanel).action_toggle_follow()
+
+    def action_help(self) -> None:
+        self.show_modal(HelpScreen())
+
+    async def action_quit(self) -> None:
+        if self.model.live and self.handle is not None:
+            self.show_modal(QuitScreen(self.handle.run_id), self._quit_answer)
+        else:
+            self._worker_leave()
+
+    def _quit_answer(self, choice: object) -> None:
+        if choice == "leave" and self.handle is not None:
+            self.exit_note = (f"Run {self.handle.run_id} left running; reattach with "
+                              f"`corral attach {self.handle.run_id}`.")
+            self._worker_leave()
+        elif choice == "stop" and not self._refuse_if_busy():
+            self.busy = "stopping"
+            self._worker_stop(then_quit=True)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield SystemCommand("Start run", "Check, push and launch (s)", self.action_start)
+        yield SystemCommand("Stop run", "Stop the live run on every host (x)", self.action_stop)
+        yield SystemCommand("Restart from checkpoint", "Stop, then resume from the newest "
+                            "checkpoint (r)", self.action_restart)
+        yield SystemCommand("Pre-flight check", "Check every host (c)", self.action_check)
+        yield SystemCommand("Cycle policy", "Next balancing policy for the next start (p)",
+                            self.action_cycle_policy)
+        for policy in POLICIES:
+            yield SystemCommand(f"Policy: {policy}", f"Use the {policy} balancing policy for "
+                                "the next start", lambda p=policy: self.set_policy(p))
+        yield SystemCommand("Focus logs", "Move the keyboard to the logs (l)",
+                            self.action_focus_logs)
+        yield SystemCommand("Filter logs", "Show only lines containing a text (/)",
+                            self.action_filter_logs)
+        yield SystemCommand("Toggle log follow", "Keep the newest log line in view (f)",
+                            self.action_toggle_follow)
+        yield SystemCommand("Help", "Keys and panels (?)", self.action_help)
+        yield SystemCommand("Quit", "Quit the console (q)", self.action_quit)
+        yield from (c for c in super().get_system_commands(screen)
+                    if c.title not in ("Quit", "Keys"))
+
+def build_app(
+    config_path: Path, *, attach_run: str | None = None, controller: RunController | None = None,
+    clock: Callable[[], float] = time.time,
+) -> ConsoleApp:
+    """The console for ``config_path`` (on the SSH controller unless one is given).
+
+    Raises ``CorralError`` for an unusable cluster.toml.
+    """
+    from remote.config import load_cluster
+
+    config = load_cluster(config_path)
+    if controller is None:
+        from remote.controller import open_controller
+
+        controller = open_controller(config_path)
+    model = RunModel(
+        cluster_name=config.cluster.name, hosts=[h.name for h in config.hosts],
+        policy=config.run.policy, total_steps=config.run.steps,
+        global_batch=config.run.global_batch,
+    )
+    return ConsoleApp(controller=controller, model=model, attach_run=attach_run, clock=clock)
+
+
+def run_console(
+    config_path: Path, *, attach_run: str | None = None, controller: RunController | None = None,
+) -> int:
+    """Open the console on ``config_path`` (attached to ``attach_run`` if given); exit code.
+
+    Config and connection errors print one line (``corral: title: message``) and return the
+    error's exit code; nothing raises a traceback at the operator.
+    """
+    try:
+        app = build_app(config_path, attach_run=attach_run, controller=controller)
+    except CorralError as exc:
+        print(f"corral: {exc.title}: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    code = app.run()
+    if app.exit_note:
+        print(app.exit_note)
+    return code or 0

@@ -1,0 +1,107 @@
+"""The records the console's run model is made of: ranks, rows, decisions, points, log lines.
+
+Plain dataclasses with no behaviour beyond small derived values; ``console.state`` fills them
+from the run's events and the widgets read them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+SPARK_POINTS = 40
+"""Per-rank throughput samples kept for the sparklines."""
+
+
+@dataclass
+class RankRow:
+    """Everything known about one rank (kept after it dies, greyed out with the reason)."""
+
+    rank: int
+    host: str
+    device: str = ""
+    backend: str = ""
+    local_batch: int | None = None
+    step: int = 0
+    loss: float | None = None
+    samples_per_s: float | None = None
+    compute_s: float | None = None
+    step_s: float | None = None
+    solo_capacity: float | None = None
+    """Measured samples/s this rank could do alone: ``local_batch / compute_s``, smoothed."""
+    gpu_util: float | None = None
+    gpu_mem_used: int | None = None
+    gpu_mem_total: int | None = None
+    cpu_percent: float | None = None
+    rss_bytes: int | None = None
+    end_status: str | None = None
+    reason: str = ""
+    history: deque[float] = field(default_factory=lambda: deque(maxlen=SPARK_POINTS))
+
+    @property
+    def compute_share(self) -> float | None:
+        """Fraction of the step spent computing (the rest is waiting for the others)."""
+        if self.compute_s is None or not self.step_s:
+            return None
+        return max(0.0, min(1.0, self.compute_s / self.step_s))
+
+
+@dataclass(frozen=True)
+class RowView:
+    """One line of the hosts panel: a rank, or a host whose ranks are not known yet."""
+
+    host: str
+    rank: RankRow | None
+    status: str
+    stale: bool
+    """Show greyed out: the host or rank is dead; the values are the last ones known."""
+    reason: str
+
+
+@dataclass
+class Decision:
+    """One balancer decision and, once enough steps have run, what it actually gained."""
+
+    step: int
+    previous: tuple[int, ...]
+    split: tuple[int, ...]
+    reason: str
+    predicted_gain: float
+    policy: str
+    before_s: float | None
+    """Slowest rank's smoothed compute time under ``previous`` (what the gain is against)."""
+    measured_gain: float | None = None
+
+
+@dataclass(frozen=True)
+class ThroughputPoint:
+    """Cluster throughput at one step, with the ideal it is measured against."""
+
+    step: int
+    t: float
+    samples_per_s: float
+    ideal: float | None
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One log line, already prefixed with where it came from."""
+
+    t: float
+    source: str
+    """``host:rank``, ``host:launcher`` or ``corral``."""
+    text: str
+    level: str = "info"
+    """``info``, ``warning`` or ``error`` (colours the line)."""
+
+    @property
+    def line(self) -> str:
+        return f"{self.source} {self.text}"
+
+
+@dataclass
+class HostInfo:
+    """A host's latest lifecycle state and why."""
+
+    state: str | None = None
+    detail: str = ""

@@ -1,0 +1,399 @@
+"""The console's model of a run: pure Python, built only from ``RunEvent``s.
+
+The widgets never look at events; they read this model. A worker feeds every event of the
+run's stream into ``RunModel.apply`` (cheap, no rendering) and the app redraws the panels from
+the model on a timer, so a flood of per-rank metrics costs one redraw per tick, not one per
+event. Nothing here knows about Textual, so the numbers the panels show are tested on their own.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+from console.records import (
+    Decision,
+    HostInfo,
+    LogEntry,
+    RankRow,
+    RowView,
+    ThroughputPoint,
+)
+from remote.api import (
+    FINAL_RUN_STATES,
+    CheckReport,
+    HostStatus,
+    LogLine,
+    RankEvent,
+    RunEvent,
+    RunStatus,
+)
+from trainer.events import (
+    CapacityEvent,
+    CheckpointEvent,
+    EndEvent,
+    RebalanceEvent,
+    ResourceEvent,
+    StartEvent,
+    StepEvent,
+)
+
+STRAGGLER_RATIO = 1.25
+"""A rank whose compute time is this many times the median's makes the others wait."""
+MEASURE_AFTER_STEPS = 5
+"""A balancer decision's measured gain is taken over this many steps after it applies."""
+HISTORY_POINTS = 600
+"""Cluster throughput points kept for the chart."""
+LOG_LINES = 5000
+"""Log lines kept in memory (older ones are dropped)."""
+DECISIONS_KEPT = 200
+"""Balancer decisions kept in the log."""
+CAPACITY_SMOOTHING = 0.3
+"""Weight of the newest step in a rank's measured solo capacity (exponential average)."""
+ETA_WINDOW = 20
+"""Recent steps whose pace gives the ETA."""
+
+RANK_STATUSES = (
+    "idle", "connecting", "pushing", "starting", "running", "straggler", "failed", "done",
+)
+"""What the hosts panel shows per row."""
+
+_HOST_TO_ROW_STATUS = {
+    None: "idle", "connecting": "connecting", "checking": "connecting", "pushing": "pushing",
+    "starting": "starting", "running": "starting", "done": "done", "stopped": "done",
+    "failed": "failed", "unreachable": "failed",
+}
+_DEAD_HOST_STATES = frozenset({"failed", "unreachable"})
+
+
+class RunModel:
+    """The console's view of one cluster and its current run, updated by ``apply``."""
+
+    def __init__(
+        self, *, cluster_name: str, hosts: Sequence[str], policy: str,
+        total_steps: int | None = None, global_batch: int | None = None,
+    ) -> None:
+        self.cluster_name = cluster_name
+        self.host_order: list[str] = list(hosts)
+        self.next_policy = policy
+        """Balancing policy the next start uses (``p`` changes it)."""
+        self.logs: deque[LogEntry] = deque(maxlen=LOG_LINES)
+        self.logs_total = 0
+        """Log lines ever added (a widget compares it with what it has shown)."""
+        self.version = 0
+        """Bumped on every change: the panels redraw only when it moved."""
+        self._config_total_steps = total_steps
+        self._config_global_batch = global_batch
+        self.reset_run(None)
+
+    # ---------------------------------------------------------------- run lifecycle
+    def reset_run(self, run_id: str | None, *, t: float | None = None) -> None:
+        """Forget the previous run's numbers (logs are kept) before following ``run_id``."""
+        self.run_id = run_id
+        self.state = "idle" if run_id is None else "checking"
+        self.state_detail = ""
+        self.failed_host: str | None = None
+        self.failed_rank: int | None = None
+        self.check_report: CheckReport | None = None
+        self.started_t: float | None = None
+        """Time of the run's first event (event times, so an attached run counts from its
+        real start)."""
+        self.finished_t: float | None = None
+        self.hosts: dict[str, HostInfo] = {name: HostInfo() for name in self.host_order}
+        self.ranks: dict[int, RankRow] = {}
+        self.world_size: int | None = None
+        self.global_batch = self._config_global_batch
+        self.total_steps = self._config_total_steps
+        self.steps_per_epoch: int | None = None
+        self.step = 0
+        self.first_step: int | None = None
+        self.epoch = 0
+        self.loss: float | None = None
+        self.split: tuple[int, ...] = ()
+        self.policy: str | None = None
+        self.capacity: tuple[float | None, ...] = ()
+        self.capacity_source = ""
+        self.checkpoint: str | None = None
+        self.history: deque[ThroughputPoint] = deque(maxlen=HISTORY_POINTS)
+        self.decisions: deque[Decision] = deque(maxlen=DECISIONS_KEPT)
+        self._pending: list[Decision] = []
+        self._step_max_compute: dict[int, float] = {}
+        self._step_times: deque[tuple[int, float]] = deque(maxlen=ETA_WINDOW)
+        self._rows_cache: tuple[int, list[RowView]] | None = None
+        self._ranks_cache: list[RankRow] | None = None
+        self._ideal_cache: tuple[int, float | None] = (-1, None)
+        if run_id is not None:
+            self.add_log("corral", f"following run {run_id}", t=t or 0.0)
+        self.version += 1
+
+    @property
+    def live(self) -> bool:
+        """A run is in progress (not idle and not in a final state)."""
+        return self.run_id is not None and self.state not in FINAL_RUN_STATES
+
+    def add_log(self, source: str, text: str, *, t: float, level: str = "info") -> None:
+        """Append one line to the logs buffer."""
+        self.logs.append(LogEntry(t=t, source=source, text=text, level=level))
+        self.logs_total += 1
+        self.version += 1
+
+    # ---------------------------------------------------------------- events
+    def apply_all(self, events: Iterable[RunEvent]) -> None:
+        """Apply several events in order."""
+        for event in events:
+            self.apply(event)
+
+    def apply(self, event: RunEvent) -> None:
+        """Absorb one event of the run's stream."""
+        if isinstance(event, RankEvent):
+            self._apply_rank_event(event)
+        elif isinstance(event, LogLine):
+            where = "launcher" if event.rank is None else str(event.rank)
+            self.add_log(f"{event.host}:{where}", event.text, t=event.t)
+        elif isinstance(event, HostStatus):
+            self._apply_host_status(event)
+        elif isinstance(event, RunStatus):
+            self._apply_run_status(event)
+        self.version += 1
+
+    def _apply_host_status(self, event: HostStatus) -> None:
+        if self.started_t is None:
+            self.started_t = event.t
+        if event.host not in self.hosts:
+            self.host_order.append(event.host)
+        self.hosts[event.host] = HostInfo(state=event.state, detail=event.detail)
+        dead = event.state in _DEAD_HOST_STATES
+        text = f"{event.state}: {event.detail}" if event.detail else event.state
+        self.add_log(f"{event.host}:corral", text, t=event.t, level="error" if dead else "info")
+
+    def _apply_run_status(self, event: RunStatus) -> None:
+        if self.run_id is None or event.run_id != self.run_id:
+            self.run_id = event.run_id
+        if self.started_t is None:
+            self.started_t = event.t
+        self.state = event.state
+        self.state_detail = event.detail
+        if event.report is not None:
+            self.check_report = event.report
+        if event.state in FINAL_RUN_STATES:
+            self.finished_t = event.t
+        if event.state == "failed":
+            self.failed_host, self.failed_rank = event.failed_host, event.failed_rank
+            row = self.ranks.get(event.failed_rank) if event.failed_rank is not None else None
+            if row is not None and not row.reason:
+                row.reason = event.detail
+        text = f"run {event.run_id} {event.state}" + (f": {event.detail}" if event.detail else "")
+        level = {"failed": "error", "stopped": "warning"}.get(event.state, "info")
+        self.add_log("corral", text, t=event.t, level=level)
+
+    def _row(self, rank: int, host: str) -> RankRow:
+        row = self.ranks.get(rank)
+        if row is None:
+            row = self.ranks[rank] = RankRow(rank=rank, host=host)
+            self._rows_cache = None
+            if host not in self.hosts:
+                self.host_order.append(host)
+                self.hosts[host] = HostInfo()
+        return row
+
+    def _apply_rank_event(self, wrapped: RankEvent) -> None:
+        event = wrapped.event
+        row = self._row(event.rank, wrapped.host)
+        if isinstance(event, StepEvent):
+            self._apply_step(row, event)
+        elif isinstance(event, ResourceEvent):
+            row.gpu_util, row.gpu_mem_used = event.gpu_util, event.gpu_mem_used
+            row.gpu_mem_total, row.cpu_percent = event.gpu_mem_total, event.cpu_percent
+            row.rss_bytes = event.rss_bytes
+        elif isinstance(event, StartEvent):
+            self._apply_start(row, event)
+        elif isinstance(event, RebalanceEvent):
+            self.split, self.policy = event.split, event.policy
+            decision = Decision(
+                step=event.step, previous=event.previous, split=event.split, reason=event.reason,
+                predicted_gain=event.predicted_gain, policy=event.policy,
+                before_s=max(event.times) if event.times else None,
+            )
+            self.decisions.append(decision)
+            self._pending.append(decision)
+        elif isinstance(event, CapacityEvent):
+            self.capacity, self.capacity_source = event.samples_per_s, event.source
+        elif isinstance(event, CheckpointEvent):
+            self.checkpoint = event.path
+            self.add_log(f"{wrapped.host}:{event.rank}", f"checkpoint at step {event.step}: "
+                         f"{event.path}", t=event.t)
+        elif isinstance(event, EndEvent):
+            row.end_status = event.status
+            row.step = max(row.step, event.step)
+            if event.error:
+                row.reason = event.error
+            if event.status == "failed":
+                self.add_log(f"{wrapped.host}:{event.rank}", f"failed: {event.error or '?'}",
+                             t=event.t, level="error")
+
+    def _apply_start(self, row: RankRow, event: StartEvent) -> None:
+        row.device = "CPU" if event.device == "cpu" else event.device_name
+        row.backend = event.backend
+        row.step, row.end_status, row.reason = event.step, None, ""
+        if event.rank < len(event.split):
+            row.local_batch = event.split[event.rank]
+        self.world_size, self.global_batch = event.world_size, event.global_batch
+        self.total_steps, self.steps_per_epoch = event.total_steps, event.steps_per_epoch
+        self.split, self.policy = event.split, event.policy
+        if self.first_step is None or event.step < self.first_step:
+            self.first_step = event.step
+        self.step = max(self.step, event.step)
+
+    def _apply_step(self, row: RankRow, event: StepEvent) -> None:
+        row.step, row.local_batch, row.loss = event.step, event.local_batch, event.loss
+        row.samples_per_s, row.compute_s, row.step_s = (
+            event.samples_per_s, event.compute_s, event.step_s)
+        row.history.append(event.samples_per_s)
+        if event.compute_s > 0 and event.local_batch > 0:
+            solo = event.local_batch / event.compute_s
+            row.solo_capacity = solo if row.solo_capacity is None else (
+                CAPACITY_SMOOTHING * solo + (1 - CAPACITY_SMOOTHING) * row.solo_capacity)
+        if self._pending and event.step >= self._pending[0].step:
+            previous = self._step_max_compute.get(event.step, 0.0)
+            self._step_max_compute[event.step] = max(previous, event.compute_s)
+        if event.rank != 0:
+            return
+        # Rank 0 speaks for the cluster: progress, loss, throughput, ETA, measured gains.
+        self.step, self.epoch = event.step, event.epoch
+        self.loss = event.global_loss if event.global_loss is not None else event.loss
+        cluster = event.cluster_samples_per_s
+        if cluster is None and self.global_batch and event.step_s > 0:
+            cluster = self.global_batch / event.step_s
+        if cluster is not None:
+            self.history.append(ThroughputPoint(
+                step=event.step, t=event.t, samples_per_s=cluster, ideal=self.ideal_samples_per_s))
+        self._step_times.append((event.step, event.t))
+        self._settle_decisions(event.step)
+
+    def _settle_decisions(self, step: int) -> None:
+        """Measure decisions whose window of steps has fully run (rank 0 is one step past it)."""
+        while self._pending and step >= self._pending[0].step + MEASURE_AFTER_STEPS:
+            decision = self._pending.pop(0)
+            window = range(decision.step, decision.step + MEASURE_AFTER_STEPS)
+            times = [self._step_max_compute[s] for s in window if s in self._step_max_compute]
+            if times and decision.before_s:
+                decision.measured_gain = 1.0 - statistics.fmean(times) / decision.before_s
+        keep_from = self._pending[0].step if self._pending else step + 1
+        for old in [s for s in self._step_max_compute if s < keep_from]:
+            del self._step_max_compute[old]
+
+    # ---------------------------------------------------------------- derived values
+    def rank_capacity(self, row: RankRow) -> float | None:
+        """Solo samples/s of a rank: measured when it has run, else the run's estimate."""
+        if row.solo_capacity is not None:
+            return row.solo_capacity
+        if row.rank < len(self.capacity):
+            return self.capacity[row.rank]
+        return None
+
+    @property
+    def ideal_samples_per_s(self) -> float | None:
+        """Σ of every rank's solo capacity: the throughput with no waiting at all."""
+        if self._ideal_cache[0] != self.version:
+            self._ideal_cache = (self.version, self._ideal())
+        return self._ideal_cache[1]
+
+    def _ideal(self) -> float | None:
+        count = max(len(self.capacity), self.world_size or 0,
+                    max(self.ranks) + 1 if self.ranks else 0)
+        values = []
+        for rank in range(count):
+            row = self.ranks.get(rank)
+            if row is not None:
+                values.append(self.rank_capacity(row))
+            elif rank < len(self.capacity):
+                values.append(self.capacity[rank])
+        known = [v for v in values if v is not None]
+        return sum(known) if known else None
+
+    @property
+    def samples_per_s(self) -> float | None:
+        """The cluster's latest measured throughput."""
+        return self.history[-1].samples_per_s if self.history else None
+
+    @property
+    def efficiency(self) -> float | None:
+        """Measured throughput / ideal (1.0 = every rank busy all the time)."""
+        measured, ideal = self.samples_per_s, self.ideal_samples_per_s
+        if measured is None or not ideal:
+            return None
+        return measured / ideal
+
+    @property
+    def progress(self) -> float | None:
+        """Fraction of the run's steps done."""
+        if not self.total_steps:
+            return None
+        return max(0.0, min(1.0, self.step / self.total_steps))
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the pace of the recent steps (from event times, not the clock)."""
+        if not self.total_steps or len(self._step_times) < 2 or not self.live:
+            return None
+        (s0, t0), (s1, t1) = self._step_times[0], self._step_times[-1]
+        if s1 <= s0 or t1 <= t0:
+            return None
+        return max(0, self.total_steps - s1) * (t1 - t0) / (s1 - s0)
+
+    def elapsed_s(self, now: float) -> float | None:
+        """Seconds since the run started (frozen once it ended)."""
+        if self.started_t is None:
+            return None
+        end = self.finished_t if self.finished_t is not None else now
+        return max(0.0, end - self.started_t)
+
+    def straggler_threshold(self) -> float | None:
+        """Compute time above which a running rank counts as a straggler."""
+        times = [r.compute_s for r in self.ranks.values()
+                 if r.compute_s is not None and r.end_status is None]
+        if len(times) < 2:
+            return None
+        return STRAGGLER_RATIO * statistics.median(times)
+
+    def sorted_ranks(self) -> list[RankRow]:
+        """Every rank known, in rank order."""
+        if self._ranks_cache is None or len(self._ranks_cache) != len(self.ranks):
+            self._ranks_cache = [row for _, row in sorted(self.ranks.items())]
+        return self._ranks_cache
+
+    def rows(self) -> list[RowView]:
+        """The hosts panel's rows: every rank in rank order, then hosts with no rank yet."""
+        if self._rows_cache is not None and self._rows_cache[0] == self.version:
+            return self._rows_cache[1]
+        threshold = self.straggler_threshold()
+        views = [self._rank_view(row, threshold) for row in self.sorted_ranks()]
+        with_ranks = {row.host for row in self.ranks.values()}
+        for name in self.host_order:
+            if name not in with_ranks:
+                info = self.hosts[name]
+                dead = info.state in _DEAD_HOST_STATES
+                views.append(RowView(host=name, rank=None, stale=dead, reason=info.detail,
+                                     status=_HOST_TO_ROW_STATUS.get(info.state, "idle")))
+        self._rows_cache = (self.version, views)
+        return views
+
+    def _rank_view(self, row: RankRow, threshold: float | None) -> RowView:
+        host = self.hosts.get(row.host, HostInfo())
+        if row.end_status == "failed" or host.state in _DEAD_HOST_STATES or (
+                self.failed_rank == row.rank and self.state == "failed"):
+            return RowView(host=row.host, rank=row, status="failed", stale=True,
+                           reason=row.reason or host.detail or self.state_detail)
+        if row.end_status is not None or host.state in ("done", "stopped") or (
+                self.state in FINAL_RUN_STATES):
+            return RowView(host=row.host, rank=row, status="done", stale=False,
+                           reason=row.reason)
+        if row.compute_s is None:
+            status = _HOST_TO_ROW_STATUS.get(host.state, "starting")
+            if status in ("idle", "done"):
+                status = "starting"
+            return RowView(host=row.host, rank=row, status=status, stale=False, reason="")
+        straggler = threshold is not None and row.compute_s > threshold
+        return RowView(host=row.host, rank=row, status="straggler" if straggler else "running",
+                       stale=False, reason="")

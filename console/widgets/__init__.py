@@ -1,0 +1,1 @@
+"""The console's panels, one package per screen region."""

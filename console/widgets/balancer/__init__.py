@@ -1,0 +1,105 @@
+"""Balancer panel: the current split as a bar per rank, the policy, and the decision log."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from console.records import Decision
+from console.state import RunModel
+from console.widgets.common import LinesView, bar, cells, fmt_percent
+
+SHARE_STYLE = "cyan"
+
+
+def policy_line(model: RunModel) -> Text:
+    """``policy dynamic · next start: static``."""
+    text = Text("policy ")
+    text.append(model.policy or model.next_policy, style="bold")
+    if model.policy is not None and model.policy != model.next_policy:
+        text.append(f" · next start: {model.next_policy}", style="yellow")
+    elif model.policy is None:
+        text.append(" (next start)", style="grey50")
+    if model.capacity_source:
+        text.append(f" · capacities: {model.capacity_source}", style="grey50")
+    return text
+
+
+def split_row(model: RunModel, index: int, width: int) -> Text:
+    """``beta:1 ██████▌    24``: one rank's share of the global batch."""
+    share = model.split[index]
+    ranks = model.sorted_ranks()
+    label = f"{ranks[index].host}:{index}" if index < len(ranks) else f"rank {index}"
+    total = sum(model.split) or 1
+    bar_width = max(4, width - 12 - 5 - 2)
+    return cells((label, 12, "left"),
+                 (Text(bar(share / total, bar_width), style=SHARE_STYLE), bar_width, "left"),
+                 (str(share), 5, "right"))
+
+
+def shares(values: Sequence[int]) -> str:
+    """``20/20/20``."""
+    return "/".join(str(v) for v in values)
+
+
+def _gain(text: Text, gain: float | None) -> None:
+    if gain is None:
+        text.append("…", style="grey50")
+    else:
+        text.append(fmt_percent(gain, signed=True), style="green" if gain >= 0 else "red")
+
+
+def decision_row(decision: Decision, width: int = 100) -> Text:
+    """``step 6  20/20/20 → 34/17/9  pred +30%  meas +28%  reason``; narrow:
+    ``6: →34/17/9 pred +30% meas +28%``."""
+    narrow = width < 60
+    if narrow:
+        text = Text(f"{decision.step}: ", style="bold")
+        text.append(f"→{shares(decision.split)}")
+    else:
+        text = Text(f"step {decision.step:<5}", style="bold")
+        text.append(f"{shares(decision.previous)} → {shares(decision.split)}")
+    text.append(" pred " if narrow else "  pred ")
+    text.append(fmt_percent(decision.predicted_gain, signed=True), style="yellow")
+    text.append(" meas " if narrow else "  meas ")
+    _gain(text, decision.measured_gain)
+    text.append(f"  {decision.reason}", style="grey50")
+    return text
+
+
+class BalancerPanel(Vertical):
+    """How the global batch is split now and every change the balancer made."""
+
+    def __init__(self, model: RunModel, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.model = model
+        self.border_title = "Balancer"
+        self._policy_shown = ""
+
+    def compose(self) -> ComposeResult:
+        yield Static(policy_line(self.model), id="policy")
+        yield LinesView(count=lambda: len(self.model.split),
+                        line=lambda i, w: split_row(self.model, i, w),
+                        signature=lambda: self.model.split, id="split")
+        yield LinesView(count=lambda: len(self.model.decisions),
+                        line=lambda i, w: decision_row(self.model.decisions[i], w),
+                        follow=True, signature=self._decisions_signature, id="decisions")
+
+    def _decisions_signature(self) -> object:
+        decisions = self.model.decisions
+        return len(decisions), sum(d.measured_gain is not None for d in decisions)
+
+    def sync(self) -> None:
+        """Redraw from the model."""
+        line = policy_line(self.model)
+        if line.plain != self._policy_shown:  # an update re-lays out the screen: only on change
+            self._policy_shown = line.plain
+            self.query_one("#policy", Static).update(line)
+        count = len(self.model.decisions)
+        self.border_subtitle = f"{count} decision{'s' if count != 1 else ''}"
+        for view in self.query(LinesView):
+            view.sync()

@@ -1,0 +1,72 @@
+"""Header: cluster, run id and state; progress bar with step, epoch, ETA, loss and elapsed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rich.text import Text
+from textual.widget import Widget
+
+from console.state import RunModel
+from console.widgets.common import bar, fmt_duration
+
+STATE_STYLES = {
+    "idle": "grey50", "checking": "cyan", "pushing": "cyan", "launching": "cyan",
+    "running": "bold green", "stopping": "yellow", "completed": "bold blue",
+    "failed": "bold red", "stopped": "yellow",
+}
+
+
+def title_line(model: RunModel) -> Text:
+    """``corral · lab · run lab-0412 · ● running · detail``."""
+    text = Text("corral", style="bold")
+    text.append(f" · {model.cluster_name}")
+    text.append(f" · run {model.run_id}" if model.run_id else " · no run")
+    text.append(" · ")
+    text.append(f"● {model.state}", style=STATE_STYLES.get(model.state, ""))
+    if model.state_detail:
+        text.append(f" · {model.state_detail}", style="grey50")
+    return text
+
+
+def progress_line(model: RunModel, now: float, width: int) -> Text:
+    """``[████▌    ] 31%  step 123/400  ep 2  ETA 2m05s  loss 0.423  elapsed 1m12s``."""
+    total = model.total_steps
+    parts = [f"step {model.step}/{total}" if total else f"step {model.step}"]
+    if model.steps_per_epoch:
+        parts.append(f"ep {model.epoch}")
+    parts.append(f"ETA {fmt_duration(model.eta_s)}")
+    parts.append("loss —" if model.loss is None else f"loss {model.loss:.4g}")
+    parts.append(f"elapsed {fmt_duration(model.elapsed_s(now))}")
+    tail = "  " + "  ".join(parts)
+    fraction = model.progress or 0.0
+    bar_width = max(5, width - len(tail) - 7)
+    text = Text("[")
+    text.append(bar(fraction, bar_width), style="green")
+    text.append(f"] {fraction * 100:3.0f}%")
+    text.append(tail)
+    return text
+
+
+class RunHeader(Widget):
+    """Two lines at the top of the screen; redrawn by the app's refresh timer."""
+
+    DEFAULT_CSS = "RunHeader { height: 2; dock: top; background: $panel; }"
+
+    def __init__(self, model: RunModel, clock: Callable[[], float], *,
+                 id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.model = model
+        self.clock = clock
+        self._shown = ""
+
+    def sync(self) -> None:
+        """Redraw if the text changed (elapsed time moves once a second)."""
+        text = self.render().plain
+        if text != self._shown:
+            self._shown = text
+            self.refresh()
+
+    def render(self) -> Text:
+        return Text("\n").join([title_line(self.model),
+                                progress_line(self.model, self.clock(), self.size.width)])

@@ -1,0 +1,125 @@
+"""Hosts and ranks panel: one row per rank (or per host before its ranks are known)."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from rich.text import Text
+
+from console.records import RowView
+from console.state import RunModel
+from console.widgets.common import LinesView, bar, cells, fmt_bytes, fmt_rate
+
+STATUS_STYLES = {
+    "idle": "grey50", "connecting": "cyan", "pushing": "cyan", "starting": "cyan",
+    "running": "green", "straggler": "yellow", "failed": "bold red", "done": "blue",
+}
+STALE_STYLE = "grey50"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of the table; narrow terminals drop the lowest-priority ones first."""
+
+    title: str
+    width: int
+    justify: str
+    priority: int
+    """Lower is kept longer."""
+
+
+COLUMNS = (
+    Column("host", 10, "left", 0),
+    Column("rank", 4, "right", 0),
+    Column("device", 14, "left", 3),
+    Column("backend", 7, "left", 4),
+    Column("batch", 5, "right", 1),
+    Column("samples/s", 9, "right", 0),
+    Column("compute", 9, "left", 1),
+    Column("resources", 16, "left", 2),
+)
+STATUS_MIN_WIDTH = 14
+
+
+@functools.lru_cache(maxsize=64)
+def visible_columns(width: int) -> tuple[Column, ...]:
+    """The columns that fit ``width`` cells next to a status column of useful width."""
+    keep = list(COLUMNS)
+    for victim in sorted(COLUMNS, key=lambda c: -c.priority):
+        used = sum(c.width + 1 for c in keep)
+        if used + STATUS_MIN_WIDTH <= width or victim.priority == 0:
+            break
+        keep.remove(victim)
+    return tuple(keep)
+
+
+def resources_text(view: RowView) -> str:
+    """GPU utilisation and memory, or CPU use and resident memory."""
+    row = view.rank
+    if row is None:
+        return ""
+    if row.gpu_util is not None or row.gpu_mem_used is not None:
+        util = "—" if row.gpu_util is None else f"{row.gpu_util:.0f}%"
+        return f"GPU {util} {fmt_bytes(row.gpu_mem_used)}/{fmt_bytes(row.gpu_mem_total)}"
+    if row.cpu_percent is not None or row.rss_bytes is not None:
+        cpu = "—" if row.cpu_percent is None else f"{row.cpu_percent:.0f}%"
+        return f"CPU {cpu} {fmt_bytes(row.rss_bytes)}"
+    return ""
+
+
+def row_values(view: RowView) -> dict[str, str]:
+    """The text of each column for one row."""
+    row = view.rank
+    if row is None:
+        return {"host": view.host, "rank": "—"}
+    share = row.compute_share
+    compute = "" if share is None else f"{bar(share, 4)} {share * 100:3.0f}%"
+    return {
+        "host": view.host, "rank": str(row.rank), "device": row.device,
+        "backend": row.backend, "batch": "" if row.local_batch is None else str(row.local_batch),
+        "samples/s": fmt_rate(row.samples_per_s) if row.samples_per_s is not None else "",
+        "compute": compute, "resources": resources_text(view),
+    }
+
+
+def render_row(view: RowView, width: int) -> Text:
+    """One row of the table at ``width`` cells."""
+    columns = visible_columns(width)
+    values = row_values(view)
+    text = cells(*((values.get(c.title, ""), c.width, c.justify) for c in columns))
+    if view.stale:
+        text.stylize(STALE_STYLE)
+    status = Text(view.status, style=STATUS_STYLES.get(view.status, ""))
+    if view.reason:
+        status.append(f": {view.reason}", style=STALE_STYLE if view.stale else "")
+    text.append(" ")
+    text.append_text(status)
+    return text
+
+
+def render_header(width: int) -> Text:
+    """The column titles."""
+    columns = visible_columns(width)
+    text = cells(*((c.title, c.width, c.justify) for c in columns))
+    text.append(" status")
+    text.stylize("bold")
+    return text
+
+
+class HostsPanel(LinesView):
+    """Every rank's host, device, batch, throughput, compute share, resources and status."""
+
+    def __init__(self, model: RunModel, *, id: str | None = None) -> None:
+        super().__init__(count=lambda: len(model.rows()),
+                         line=lambda i, w: render_row(model.rows()[i], w),
+                         header=render_header, id=id)
+        self.model = model
+        self.border_title = "Hosts & ranks"
+
+    def sync(self) -> None:
+        rows = self.model.rows()
+        ranks = sum(1 for r in rows if r.rank is not None)
+        hosts = len({r.host for r in rows})
+        self.border_subtitle = f"{hosts} hosts · {ranks} ranks"
+        super().sync()

@@ -1,0 +1,122 @@
+"""Logs panel: every rank's and launcher's output, ``host:rank``-prefixed, filterable."""
+
+from __future__ import annotations
+
+import itertools
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.widgets import Input
+
+from console.records import LogEntry
+from console.state import LOG_LINES, RunModel
+from console.widgets.common import LinesView
+
+LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "red"}
+SOURCE_STYLE = "bold cyan"
+
+
+def log_row(entry: LogEntry) -> Text:
+    """``beta:1 loss 0.42``: the source in colour, then the text."""
+    text = Text(entry.source, style=SOURCE_STYLE if entry.level == "info" else
+                LEVEL_STYLES[entry.level])
+    text.append(" ")
+    text.append(entry.text, style=LEVEL_STYLES.get(entry.level, ""))
+    return text
+
+
+def matches(entry: LogEntry, pattern: str) -> bool:
+    """Case-insensitive substring match on the whole prefixed line."""
+    return not pattern or pattern.lower() in entry.line.lower()
+
+
+class LogsPanel(Vertical):
+    """The log lines that pass the filter; follows the newest line unless follow is off."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f", "toggle_follow", "Follow"),
+        Binding("escape", "close_filter", "Close filter", show=False),
+    ]
+
+    def __init__(self, model: RunModel, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.model = model
+        self.pattern = ""
+        self.shown: list[LogEntry] = []
+        """The entries that pass the filter, oldest first."""
+        self._seen = 0
+        self.border_title = "Logs"
+
+    def compose(self) -> ComposeResult:
+        yield LinesView(count=lambda: len(self.shown), line=lambda i, w: log_row(self.shown[i]),
+                        follow=True, signature=lambda: (self._seen, self.pattern),
+                        id="log-lines")
+        filter_input = Input(placeholder="filter (substring, Enter to keep, Esc to close)",
+                             id="log-filter")
+        filter_input.display = False
+        yield filter_input
+
+    @property
+    def follow(self) -> bool:
+        return self.query_one(LinesView).follow
+
+    def focus_lines(self) -> None:
+        """Give the keyboard to the log lines (``l``)."""
+        self.query_one(LinesView).focus()
+
+    def open_filter(self) -> None:
+        """Show the filter input and focus it (``/``)."""
+        box = self.query_one(Input)
+        box.display = True
+        box.value = self.pattern
+        box.focus()
+
+    def set_filter(self, pattern: str) -> None:
+        """Show only the lines containing ``pattern`` (case-insensitive); "" shows all."""
+        self.pattern = pattern
+        self.shown = [e for e in self.model.logs if matches(e, pattern)]
+        self._seen = self.model.logs_total
+        self._update_subtitle()
+        self.query_one(LinesView).sync()
+
+    def action_toggle_follow(self) -> None:
+        view = self.query_one(LinesView)
+        view.follow = not view.follow
+        self._update_subtitle()
+        view.sync()
+
+    def action_close_filter(self) -> None:
+        box = self.query_one(Input)
+        if box.display:
+            box.display = False
+            self.focus_lines()
+
+    @on(Input.Changed, "#log-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.set_filter(event.value)
+
+    @on(Input.Submitted, "#log-filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        self.set_filter(event.value)
+        self.action_close_filter()
+
+    def sync(self) -> None:
+        """Take in the lines added since the last sync."""
+        new = min(self.model.logs_total - self._seen, len(self.model.logs))
+        self._seen = self.model.logs_total
+        if new > 0:
+            fresh = list(itertools.islice(reversed(self.model.logs), new))
+            self.shown.extend(e for e in reversed(fresh) if matches(e, self.pattern))
+            if len(self.shown) > 2 * LOG_LINES:
+                del self.shown[:-LOG_LINES]
+        self._update_subtitle()
+        self.query_one(LinesView).sync()
+
+    def _update_subtitle(self) -> None:
+        parts = [f"filter: {self.pattern}"] if self.pattern else []
+        parts.append("follow on" if self.follow else "follow off")
+        self.border_subtitle = " · ".join(parts)

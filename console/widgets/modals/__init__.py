@@ -1,0 +1,172 @@
+"""Modal screens: confirmations, the pre-flight check table, messages, help, quit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Static
+
+from remote.api import CheckReport, StopReport
+
+
+class _Dialog(ModalScreen[object]):
+    """A centred box with a title, a body and a row of buttons; Esc dismisses with None."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss_none", "Close")]
+    DEFAULT_CSS = """
+    _Dialog { align: center middle; }
+    _Dialog > Vertical {
+        width: auto; max-width: 90%; min-width: 40; height: auto; max-height: 90%;
+        border: thick $accent; background: $surface; padding: 0 1;
+    }
+    _Dialog .dialog-title { text-style: bold; padding-bottom: 1; }
+    _Dialog VerticalScroll { height: auto; max-height: 20; }
+    _Dialog Horizontal { height: auto; align-horizontal: right; padding-top: 1; }
+    _Dialog Button { margin-left: 1; min-width: 8; }
+    """
+
+    def __init__(self, title: str, body: Text | str,
+                 buttons: Iterable[tuple[str, str, str]]) -> None:
+        super().__init__()
+        self.title_text = title
+        self.body = body
+        self.buttons = list(buttons)
+        """``(id, label, variant)`` per button; pressing one dismisses with its id."""
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.title_text, classes="dialog-title")
+            with VerticalScroll():
+                yield from self.compose_body()
+            with Horizontal():
+                for button_id, label, variant in self.buttons:
+                    yield Button(label, id=button_id, variant=variant)  # type: ignore[arg-type]
+
+    def compose_body(self) -> ComposeResult:
+        # Plain strings are shown as they are (a "[l]" key hint is not markup).
+        yield Static(Text(self.body) if isinstance(self.body, str) else self.body)
+
+    def on_mount(self) -> None:
+        self.query(Button).first().focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id)
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmScreen(_Dialog):
+    """Ask before something disruptive; dismisses with ``"yes"`` or None. ``y``/``n`` work."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer('yes')", "Yes"), Binding("n", "answer('no')", "No")]
+
+    def __init__(self, title: str, question: str, *, yes: str = "Yes") -> None:
+        super().__init__(title, question, [("no", "Cancel", "default"), ("yes", yes, "error")])
+
+    def action_answer(self, answer: str) -> None:
+        self.dismiss(answer if answer == "yes" else None)
+
+
+class QuitScreen(_Dialog):
+    """Quitting with a live run: leave it running, stop it, or cancel."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("l", "choose('leave')", "Leave running"),
+                Binding("s", "choose('stop')", "Stop run")]
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            "Quit with a live run",
+            f"Run {run_id} is still live.\n\n[l] Leave it running: reattach later with "
+            f"`corral attach {run_id}`.\n[s] Stop it on every host, then quit.",
+            [("cancel", "Cancel", "default"), ("stop", "Stop run", "error"),
+             ("leave", "Leave running", "primary")],
+        )
+
+    def action_choose(self, choice: str) -> None:
+        self.dismiss(choice)
+
+
+class MessageScreen(_Dialog):
+    """A message (an error with its fix, a stop report) with one OK button."""
+
+    def __init__(self, title: str, body: Text | str) -> None:
+        super().__init__(title, body, [("ok", "OK", "primary")])
+
+
+class CheckReportScreen(_Dialog):
+    """The pre-flight check as a table: host, check, result, detail, and the fix for failures."""
+
+    def __init__(self, report: CheckReport, *, title: str = "Pre-flight check") -> None:
+        verdict = "all checks passed" if report.ok else f"{len(report.failures())} failed"
+        super().__init__(f"{title}: {verdict}", "", [("ok", "OK", "primary")])
+        self.report = report
+
+    def compose_body(self) -> ComposeResult:
+        table: DataTable[Text | str] = DataTable(zebra_stripes=True, cursor_type="row")
+        table.add_columns("host", "check", "ok", "detail", "fix")
+        for item in self.report.items:
+            mark = Text("ok", style="green") if item.ok else Text("FAIL", style="bold red")
+            table.add_row(item.host, item.name, mark, item.detail, item.hint)
+        yield table
+
+
+def stop_report_text(report: StopReport) -> Text:
+    """What a stop found on every host, for a notification or a modal."""
+    if report.clean:
+        hosts = len(report.remaining)
+        return Text(f"Run {report.run_id} stopped: no process left on any host "
+                    f"({hosts} host{'s' if hosts != 1 else ''} verified).")
+    text = Text(f"Run {report.run_id}: stop could not verify every host.\n", style="bold red")
+    for host, count in report.remaining.items():
+        if count:
+            text.append(f"  {host}: {count} process(es) of the run still alive\n")
+    for host in report.unreachable:
+        text.append(f"  {host}: unreachable, not verified\n")
+    text.append("Run `corral stop` again once the hosts are reachable.")
+    return text
+
+
+HELP_TEXT = """\
+[b]Keys[/b]
+  s       start a run: check, push, launch (shown per host)
+  x       stop the run (asks); every host is verified clean
+  r       restart from the newest checkpoint (asks)
+  c       pre-flight check of every host, as a table
+  p       balancing policy for the next start (cycles)
+  l       focus the logs; there, f turns follow on/off
+  /       filter the logs (substring; Esc closes)
+  ctrl+p  command palette with the same actions
+  ?       this help
+  q       quit; with a live run: leave it running or stop it
+
+[b]Panels[/b]
+  Hosts & ranks  per rank: device, backend, local batch,
+                 samples/s, compute share (the rest of a step
+                 is waiting), GPU or CPU use and memory, status.
+                 A dead host keeps its last values, greyed.
+  Throughput     cluster samples/s (bars) against the ideal
+                 (line): the sum of every rank's solo capacity.
+                 Efficiency = measured / ideal.
+  Balancer       the split per rank, the policy, and each
+                 decision: predicted gain, and the gain measured
+                 a few steps later.
+  Logs           every rank's and launcher's output,
+                 prefixed host:rank.
+"""
+
+
+class HelpScreen(MessageScreen):
+    """Keys and what each panel shows."""
+
+    def __init__(self) -> None:
+        super().__init__("corral console help", Text.from_markup(HELP_TEXT))

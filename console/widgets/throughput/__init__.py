@@ -1,0 +1,117 @@
+"""Throughput panel: cluster samples/s over time against the ideal, and per-rank sparklines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+
+from console.records import ThroughputPoint
+from console.state import RunModel
+from console.widgets.common import LinesView, cells, fmt_percent, fmt_rate, sparkline
+
+MEASURED_STYLE = "green"
+IDEAL_STYLE = "yellow"
+_FILL = " ▁▂▃▄▅▆▇█"
+
+
+def summary(model: RunModel, width: int = 80) -> Text:
+    """``812 samples/s  ideal 950  efficiency 85%`` (``812/s  ideal 950/s ...`` when narrow)."""
+    unit = " samples/s" if width >= 42 else "/s"
+    text = Text()
+    text.append(fmt_rate(model.samples_per_s) + unit, style=f"bold {MEASURED_STYLE}")
+    text.append("  ideal ")
+    text.append(fmt_rate(model.ideal_samples_per_s) + ("" if width >= 42 else "/s"),
+                style=IDEAL_STYLE)
+    text.append("  efficiency ")
+    text.append(fmt_percent(model.efficiency), style="bold")
+    return text
+
+
+def chart(points: Sequence[ThroughputPoint], width: int, height: int) -> list[Text]:
+    """Measured throughput as bars (one column per step, newest right), ideal as a line."""
+    if width <= 0 or height <= 0:
+        return []
+    points = list(points)[-width:]
+    if not points:
+        return [Text(" " * width) for _ in range(height)]
+    top = max(max(p.samples_per_s for p in points),
+              max((p.ideal or 0.0) for p in points)) * 1.05 or 1.0
+    levels = height * 8
+    bars = [round(p.samples_per_s / top * levels) for p in points]
+    ideal_rows = [None if p.ideal is None else min(height - 1, int(p.ideal / top * height))
+                  for p in points]
+    lines = []
+    for row in range(height - 1, -1, -1):
+        cells_ = []
+        ideal_at = []
+        for x, (value, ideal_row) in enumerate(zip(bars, ideal_rows, strict=True)):
+            fill = max(0, min(8, value - row * 8))
+            if fill == 0 and ideal_row == row:
+                cells_.append("─")
+                ideal_at.append(x)
+            else:
+                cells_.append(_FILL[fill])
+        line = Text("".join(cells_).ljust(width), style=MEASURED_STYLE)
+        for x in ideal_at:
+            line.stylize(IDEAL_STYLE, x, x + 1)
+        lines.append(line)
+    return lines
+
+
+class ThroughputChart(LinesView):
+    """The chart part: summary line, then bars and ideal line filling the widget."""
+
+    DEFAULT_CSS = "ThroughputChart { height: 2fr; min-height: 3; overflow-y: hidden; }"
+
+    def __init__(self, model: RunModel, *, id: str | None = None) -> None:
+        super().__init__(count=lambda: self.size.height, line=self._chart_line,
+                         signature=self._signature, id=id)
+        self.model = model
+        self._lines: list[Text] = []
+        self._lines_key: object = None
+        self.can_focus = False
+
+    def _signature(self) -> object:
+        history = self.model.history
+        return (len(history), history[-1] if history else None,
+                self.model.ideal_samples_per_s)
+
+    def _chart_line(self, index: int, width: int) -> Text:
+        key = (self._signature(), width, self.size.height)
+        if key != self._lines_key:
+            self._lines_key = key
+            self._lines = [summary(self.model, width), *chart(
+                self.model.history, width, self.size.height - 1)]
+        return self._lines[index].copy() if index < len(self._lines) else Text()
+
+
+def spark_row(model: RunModel, index: int, width: int) -> Text:
+    """``beta:1 ▂▃▅▆▇ 48.2``: one rank's recent samples/s."""
+    row = model.sorted_ranks()[index]
+    label = f"{row.host}:{row.rank}"
+    spark_width = max(4, width - 12 - 8)
+    return cells((label, 12, "left"), (Text(sparkline(row.history, spark_width),
+                                           style=MEASURED_STYLE), spark_width, "left"),
+                 (fmt_rate(row.samples_per_s), 6, "right"))
+
+
+class ThroughputPanel(Vertical):
+    """Cluster throughput with its ideal and efficiency, and every rank's sparkline."""
+
+    def __init__(self, model: RunModel, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.model = model
+        self.border_title = "Throughput"
+
+    def compose(self) -> ComposeResult:
+        yield ThroughputChart(self.model, id="throughput-chart")
+        yield LinesView(count=lambda: len(self.model.ranks),
+                        line=lambda i, w: spark_row(self.model, i, w), id="rank-sparks")
+
+    def sync(self) -> None:
+        """Redraw from the model."""
+        self.query_one(ThroughputChart).sync()
+        self.query_one("#rank-sparks", LinesView).sync()

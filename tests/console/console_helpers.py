@@ -1,0 +1,45 @@
+"""Helpers for the console tests: an app on the fake controller with a frozen clock."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from console.app import ConsoleApp
+from console.fake import FakeController
+from console.state import RunModel
+
+FIXED_NOW = 1_000_030.0
+"""The injected clock: elapsed times and snapshots do not depend on when the test runs."""
+
+
+def make_app(controller: FakeController | None = None, **options: Any) -> ConsoleApp:
+    """A console on the fake controller (three hosts, 20 steps) with a frozen clock."""
+    controller = controller or FakeController()
+    model = RunModel(cluster_name="lab", hosts=[h.name for h in controller.hosts],
+                     policy="dynamic", total_steps=20, global_batch=60)
+    return ConsoleApp(controller=controller, model=model, clock=lambda: FIXED_NOW, **options)
+
+
+async def wait_for(pilot: Any, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Let the app run until ``condition()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {condition}")
+        await pilot.pause(0.02)
+    await asyncio.sleep(0)
+
+
+def screen_text(app: Any) -> str:
+    """The app's whole screen as plain text (what the operator reads); ``settle`` first."""
+    strips = app.screen._compositor.render_strips()
+    return "\n".join(strip.text for strip in strips)
+
+
+async def settle(pilot: Any) -> None:
+    """Redraw the panels from the model and let the screen update."""
+    pilot.app.refresh_panels(force=True)
+    await pilot.pause()
