@@ -1,0 +1,317 @@
+"""The ``corral`` command line: the console by default, and headless commands for scripts.
+
+Every command reads one cluster.toml (``-c FILE``, default ``./cluster.toml``). A problem the
+user can fix (a ``CorralError``) is printed as ``corral: <title>: <message>`` without a
+traceback, and the process exits with the error's exit code (2 for bad input or config).
+Heavy modules (Textual, asyncssh, torch) are imported only by the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from profiles.errors import CorralError, UsageError
+
+if TYPE_CHECKING:
+    from remote.api import RunController, RunHandle
+
+DEFAULT_CONFIG = Path("cluster.toml")
+POLICIES = ("static", "proportional", "dynamic")
+DETACHED_EXIT = 130
+"""Exit status after Ctrl-C detached the follower from a run that keeps going."""
+
+
+# ---- parser ----------------------------------------------------------------------------------
+
+
+def _config_option(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # On the top parser the option has its default; on a subcommand it is SUPPRESSed so that
+    # ``corral -c a.toml run`` and ``corral run -c a.toml`` both work.
+    parser.add_argument(
+        "-c", "--config", metavar="FILE", type=Path,
+        default=DEFAULT_CONFIG if top else argparse.SUPPRESS,
+        help="the cluster description to use (default: ./cluster.toml)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``corral`` argument parser with every subcommand and option."""
+    parser = argparse.ArgumentParser(
+        prog="corral",
+        description="Train one PyTorch model across a mixed bag of machines. Without a "
+        "command, opens the console on the cluster file.",
+    )
+    _config_option(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        child = sub.add_parser(name, help=text, description=text)
+        _config_option(child, top=False)
+        return child
+
+    command("console", "Open the terminal console (the default command).")
+    command("check", "Pre-flight check of every host: reachable, versions, GPUs, disk, "
+            "leftover processes, rendezvous port, network interface. Exit 1 on any failure.")
+    run = command("run", "Check, push the code and start a run on every host, then follow it "
+                  "here until it ends (exit 0 only if it completed). Ctrl-C detaches and "
+                  "leaves the run going; `corral stop RUN` ends it.")
+    run.add_argument("--detach", action="store_true",
+                     help="return as soon as every host is running instead of following")
+    run.add_argument("--resume", action="store_true",
+                     help="relaunch the newest run of this cluster from its newest checkpoint")
+    run.add_argument("--policy", choices=POLICIES,
+                     help="balancing policy for this run (default: [run] policy)")
+    stop = command("stop", "Stop a run on every host (TERM, KILL after the grace period) and "
+                   "verify that none of its processes is left.")
+    stop.add_argument("run_id", metavar="RUN", nargs="?",
+                      help="run id (default: the newest run that is still running)")
+    stop.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
+                      help="seconds between TERM and KILL (default: 10)")
+    command("status", "List the runs of this cluster and their state.")
+    attach = command("attach", "Reconnect to a live run: in the console, or with --headless "
+                     "in this terminal (Ctrl-C detaches again).")
+    attach.add_argument("run_id", metavar="RUN", help="run id (see `corral status`)")
+    attach.add_argument("--headless", action="store_true",
+                        help="follow in this terminal instead of opening the console")
+    command("profile", "Benchmark the configured model on every host and store the profiles "
+            "that the proportional and dynamic policies start from.")
+    trust = command("trust", "Fetch a host's SSH key, show its fingerprint and add it to the "
+                    "known_hosts file.")
+    trust.add_argument("host", metavar="HOST", help="a host name from cluster.toml")
+    return parser
+
+
+# ---- seams (tests replace these) ------------------------------------------------------------
+
+
+def open_controller(path: Path) -> RunController:
+    """The SSH run controller for the cluster file at ``path``."""
+    from remote.controller import open_controller as open_ssh_controller
+
+    return open_ssh_controller(path)
+
+
+def load_config(path: Path) -> Any:
+    """The parsed cluster file (``ConfigError`` for any problem in it)."""
+    from remote.config import load_cluster
+
+    return load_cluster(path)
+
+
+# ---- commands ----------------------------------------------------------------------------------
+
+
+def cmd_console(args: argparse.Namespace, console: Console) -> int:
+    """Open the Textual console (imported only now: it is the heaviest import)."""
+    from console.app import run_console
+
+    return run_console(args.config, attach_run=getattr(args, "run_id", None))
+
+
+async def cmd_check(args: argparse.Namespace, console: Console) -> int:
+    """Print the pre-flight table; 1 when anything failed."""
+    from console.follow import check_table
+
+    controller = open_controller(args.config)
+    try:
+        report = await controller.check()
+    finally:
+        await controller.aclose()
+    console.print(check_table(report))
+    failures = report.failures()
+    if failures:
+        console.print(f"[red]{len(failures)} check(s) failed[/]; each row says how to fix it.")
+        return 1
+    console.print("[green]all checks passed[/]")
+    return 0
+
+
+class FirstInterrupt:
+    """While active, the first Ctrl-C sets ``fired`` and cancels ``task`` (if one is set)
+    instead of raising KeyboardInterrupt somewhere unknown."""
+
+    def __init__(self) -> None:
+        self.fired = False
+        self.task: asyncio.Future[int] | None = None
+
+    def _fire(self) -> None:
+        self.fired = True
+        if self.task is not None:
+            self.task.cancel()
+
+    def __enter__(self) -> FirstInterrupt:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._fire)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+
+
+async def follow_detachable(handle: RunHandle, console: Console, interrupt: FirstInterrupt, *,
+                            until_running: bool, launching: bool) -> int:
+    """Follow ``handle``; the first Ctrl-C detaches and says how to stop or re-attach.
+
+    ``launching``: this process is launching the run, so a Ctrl-C before it runs stops it.
+    """
+    from console.follow import RunView, follow_run
+
+    view = RunView(handle.run_id)
+    if not interrupt.fired:
+        interrupt.task = asyncio.ensure_future(
+            follow_run(handle, console=console, until_running=until_running, view=view))
+        try:
+            return await interrupt.task
+        except asyncio.CancelledError:
+            if not interrupt.fired:
+                raise
+    run_id = handle.run_id
+    if launching and view.state in ("starting", "checking", "pushing", "launching"):
+        # Half-launched hosts would wait at the rendezvous for hosts that never come: stop them.
+        console.print(f"interrupted before run {run_id} was running: stopping it")
+        report = await handle.stop()
+        console.print("stopped" if report.clean else f"[red]not clean[/]: {report}")
+        return DETACHED_EXIT
+    console.print(
+        f"detached from run {run_id}; it keeps running on the hosts.\n"
+        f"  stop it:    corral stop {run_id}\n"
+        f"  follow it:  corral attach {run_id} --headless   (or in the console without "
+        f"--headless)"
+    )
+    return DETACHED_EXIT
+
+
+async def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    """Start a run and follow it (or return once it runs, with ``--detach``)."""
+    with FirstInterrupt() as interrupt:  # first: a Ctrl-C from here on never strands a run
+        controller = open_controller(args.config)
+        try:
+            handle = await controller.start(resume=args.resume, policy=args.policy)
+            console.print(f"run {handle.run_id}")
+            code = await follow_detachable(handle, console, interrupt,
+                                           until_running=args.detach, launching=True)
+        finally:
+            await controller.aclose()
+    if args.detach and code == 0:
+        console.print(f"run {handle.run_id} is running. Follow it with `corral attach "
+                      f"{handle.run_id}`, stop it with `corral stop {handle.run_id}`.")
+    return code
+
+
+async def cmd_attach(args: argparse.Namespace, console: Console) -> int:
+    """Follow a live run in this terminal (``--headless``)."""
+    with FirstInterrupt() as interrupt:
+        controller = open_controller(args.config)
+        try:
+            handle = await controller.attach(args.run_id)
+            return await follow_detachable(handle, console, interrupt, until_running=False,
+                                           launching=False)
+        finally:
+            await controller.aclose()
+
+
+async def cmd_stop(args: argparse.Namespace, console: Console) -> int:
+    """Stop a run; 1 if a host could not be reached or a process survived."""
+    run_id = args.run_id
+    if run_id is None:
+        from remote.api import FINAL_RUN_STATES
+        from remote.runs import list_runs
+
+        live = [r for r in list_runs(load_config(args.config))
+                if r.state not in FINAL_RUN_STATES]
+        if not live:
+            raise UsageError("no run of this cluster is running; name one: corral stop RUN "
+                             "(see `corral status`)", title="nothing to stop")
+        run_id = live[0].run_id
+    controller = open_controller(args.config)
+    try:
+        handle = await controller.attach(run_id)
+        report = await handle.stop(grace_s=args.grace)
+    finally:
+        await controller.aclose()
+    if report.clean:
+        console.print(f"run {run_id} stopped; no process of it is left on any host")
+        return 0
+    for host, count in sorted(report.remaining.items()):
+        if count:
+            console.print(f"[red]{escape(host)}: {count} process(es) of run {run_id} remain[/]")
+    for host in report.unreachable:
+        console.print(f"[red]{escape(host)}: unreachable, could not stop or verify[/]")
+    return 1
+
+
+async def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    """Table of the cluster's runs."""
+    from console.follow import runs_table
+    from remote.runs import list_runs
+
+    runs = list_runs(load_config(args.config))
+    if not runs:
+        console.print("no runs yet")
+        return 0
+    console.print(runs_table(runs))
+    return 0
+
+
+async def cmd_profile(args: argparse.Namespace, console: Console) -> int:
+    """Benchmark the model on every host; 1 if a host failed."""
+    from console.follow import profiles_table
+    from remote.profile_all import profile_cluster
+
+    results = await profile_cluster(load_config(args.config))
+    console.print(profiles_table(results))
+    return 0 if all(r.ok for r in results) else 1
+
+
+async def cmd_trust(args: argparse.Namespace, console: Console) -> int:
+    """Add a host's key to known_hosts."""
+    from remote.ssh import trust_host
+
+    message = await trust_host(load_config(args.config), args.host)
+    console.print(escape(message))
+    return 0
+
+
+ASYNC_COMMANDS = {
+    "check": cmd_check, "run": cmd_run, "stop": cmd_stop, "status": cmd_status,
+    "profile": cmd_profile, "trust": cmd_trust,
+}
+
+
+def dispatch(args: argparse.Namespace, console: Console) -> int:
+    """Run the command ``args`` names and return its exit status."""
+    if args.command in (None, "console") or (args.command == "attach" and not args.headless):
+        return cmd_console(args, console)
+    if args.command == "attach":
+        return asyncio.run(cmd_attach(args, console))
+    return asyncio.run(ASYNC_COMMANDS[args.command](args, console))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``corral`` console script and ``python -m console``."""
+    args = build_parser().parse_args(argv)
+    # soft_wrap: long lines (commands to copy, run ids) are left to the terminal to wrap.
+    console = Console(highlight=False, soft_wrap=True)
+    errors = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        return dispatch(args, console)
+    except CorralError as exc:
+        errors.print(f"[bold red]corral: {escape(exc.title)}:[/] {escape(exc.message)}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        errors.print("corral: interrupted")
+        return DETACHED_EXIT
+
+
+if __name__ == "__main__":  # pragma: no cover
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

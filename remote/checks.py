@@ -1,0 +1,317 @@
+"""Pre-flight checks of a cluster (``corral check``, and the first phase of ``corral run``).
+
+Every host is checked in parallel, with one shell command per host (SSH sessions are slow to
+open): reachable and authenticated, Python and torch versions (torch must match across hosts),
+CUDA and GPU count, free disk in the workdir, leftover processes of earlier runs, the interface
+that routes to the master. Alongside, the rendezvous port is tested for real
+(``remote.port_check``): a short-lived listener on the master, a TCP connect from every worker.
+Each failure carries a hint with the exact fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from profiles.errors import CorralError
+from remote.api import CheckItem, CheckReport
+from remote.config import ClusterConfig, HostSection
+from remote.launch import master_address
+from remote.netif import interface_script, parse_interface
+from remote.pool import HostPool
+from remote.port_check import check_rendezvous_port, last_json, python_c
+from remote.transport import HostKeyNotTrusted, Transport, shell_path
+
+MIN_PYTHON = (3, 10)
+MIN_FREE_BYTES = 1 << 30
+"""A workdir with less free space than this fails the disk check (code, logs, checkpoints)."""
+PROBE_TIMEOUT_S = 120.0
+"""Seconds allowed for the Python probe (importing torch can take a while on a cold disk)."""
+
+# Prints one JSON object: the interpreter's and torch's versions and what CUDA torch sees.
+# torch is imported only where a GPU device node exists (importing it takes seconds): on other
+# hosts its version comes from torch/version.py and there is no CUDA device to count.
+PROBE_PY = """\
+import importlib.util, json, os, platform
+out = {"python": platform.python_version()}
+spec = importlib.util.find_spec("torch")
+version = None
+if spec is not None and spec.origin:
+    try:
+        with open(os.path.join(os.path.dirname(spec.origin), "version.py")) as f:
+            for line in f:
+                if line.startswith("__version__"):
+                    version = line.split("=", 1)[1].strip().strip(chr(34) + chr(39))
+    except OSError:
+        pass
+gpu_nodes = any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/kfd"))
+try:
+    if spec is None:
+        raise ImportError("No module named 'torch'")
+    if version is None or gpu_nodes:
+        import torch
+        version = torch.__version__
+        cuda = bool(torch.cuda.is_available())
+        gpus = torch.cuda.device_count() if cuda else 0
+        out.update(cuda=cuda, gpus=gpus, cuda_version=torch.version.cuda,
+                   gpu_names=[torch.cuda.get_device_name(i) for i in range(gpus)])
+    out.update(torch=version.split("+")[0], torch_full=version)
+except Exception as exc:
+    out["torch_error"] = type(exc).__name__ + ": " + str(exc)
+print(json.dumps(out))
+"""
+
+
+@dataclass(kw_only=True)
+class HostFacts:
+    """What the probes found on one reachable host."""
+
+    items: list[CheckItem] = field(default_factory=list)
+    torch: str | None = None
+    """torch's version without the local build tag, when torch imports."""
+    python_ok: bool = False
+
+
+def _item(host: HostSection | str, name: str, ok: bool, detail: str, hint: str = "") -> CheckItem:
+    label = host if isinstance(host, str) else host.name
+    return CheckItem(host=label, name=name, ok=ok, detail=detail, hint=hint)
+
+
+def _fix_in_toml(host: HostSection, key: str, example: str) -> str:
+    return f"set {key} = {example} in the [[hosts]] entry named {host.name!r} of cluster.toml"
+
+
+# ---- per-host probes: one shell command per host, its output in marked sections -----------
+
+SECTION = "@@corral-check "
+
+
+def probe_script(host: HostSection, config: ClusterConfig, master_addr: str) -> str:
+    """Every per-host probe as one shell command (one SSH session: they are slow to open)."""
+    is_master = host.name == config.cluster.master
+    parts = {
+        "python": f"{python_c(host, PROBE_PY)} 2>&1",
+        "home": 'printf "%s\\n" "$HOME"',
+        # df needs an existing path: the nearest existing directory at or above the workdir.
+        "disk": (f'd={shell_path(host.workdir)}; while [ ! -e "$d" ]; do d=$(dirname "$d"); '
+                 'done; df -Pk "$d" 2>&1 | tail -n 1'),
+        "ps": "ps -ww -eo pid=,args=",
+        "interface": f"{interface_script(master_addr, is_master=is_master)} 2>&1",
+    }
+    if host.interface is not None:
+        parts["links"] = "ip -o addr show 2>&1"
+    return "; ".join(f"echo '{SECTION}{name}'; {{ {command}; }}; echo '{SECTION}{name} end' $?"
+                     for name, command in parts.items())
+
+
+def split_sections(stdout: str) -> dict[str, tuple[str, int]]:
+    """``probe_script`` output: per section, its text and exit status."""
+    sections: dict[str, tuple[str, int]] = {}
+    current: str | None = None
+    lines: list[str] = []
+    for line in stdout.splitlines():
+        if not line.startswith(SECTION):
+            lines.append(line)
+            continue
+        words = line[len(SECTION):].split()
+        if len(words) == 1:
+            current, lines = words[0], []
+        elif len(words) == 3 and words[0] == current and words[2].lstrip("-").isdigit():
+            sections[current] = ("\n".join(lines), int(words[2]))
+            current = None
+    return sections
+
+
+def _judge_python(host: HostSection, text: str, status: int, facts: HostFacts) -> None:
+    found = last_json(text) if status == 0 else None
+    if found is None:
+        why = (text.strip().splitlines() or [f"exit status {status}"])[-1]
+        facts.items.append(_item(host, "python", False, f"{host.python!r} did not run: {why}",
+                                 _fix_in_toml(host, "python", '"/path/to/python3"')))
+        return
+    version = str(found.get("python", "?"))
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    facts.python_ok = parts >= MIN_PYTHON
+    need = ".".join(map(str, MIN_PYTHON))
+    facts.items.append(_item(
+        host, "python", facts.python_ok, f"{version} ({host.python})",
+        "" if facts.python_ok else
+        f"install Python >= {need} on {host.name} and " + _fix_in_toml(host, "python", '"..."'),
+    ))
+    if "torch" not in found:
+        facts.items.append(_item(
+            host, "torch", False, str(found.get("torch_error", "torch not importable")),
+            f"install torch on {host.name}: {host.python} -m pip install torch",
+        ))
+        return
+    facts.torch = str(found["torch"])
+    facts.items.append(_item(host, "torch", True, str(found.get("torch_full", facts.torch))))
+    gpus = int(found.get("gpus", 0))
+    names = sorted(set(found.get("gpu_names") or []))
+    if gpus:
+        detail = f"{gpus} GPU(s): {', '.join(names)} (CUDA {found.get('cuda_version')})"
+    else:
+        detail = "no CUDA device (CPU ranks)"
+    ok = host.gpus == "auto" or host.gpus <= gpus
+    hint = "" if ok else (f"{host.name} has {gpus} GPU(s) that torch can use; "
+                          + _fix_in_toml(host, "gpus", f'{gpus} (or "auto")'))
+    facts.items.append(_item(host, "cuda", ok, detail, hint))
+
+
+def _leftovers(ps_output: str, run_root: str) -> dict[str, list[int]]:
+    """Process ids per run id of processes started with ``--run-dir <run_root>/<run id>``.
+
+    Every rank (and its torchrun, which carries the trainer's arguments) has that flag; a
+    program that merely has a file of the run open does not.
+    """
+    root = run_root.rstrip("/") + "/"
+    found: dict[str, list[int]] = {}
+    for line in ps_output.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        for marker in (f"--run-dir {root}", f"--run-dir={root}"):
+            if marker in args and pid.isdigit():
+                run_id = args.split(marker, 1)[1].split("/", 1)[0].split(" ", 1)[0]
+                if run_id:
+                    found.setdefault(run_id, []).append(int(pid))
+                break
+    return found
+
+
+def _judge_disk(host: HostSection, df_line: str, facts: HostFacts) -> None:
+    fields = df_line.split()
+    if len(fields) < 4 or not fields[3].isdigit():
+        facts.items.append(_item(host, "disk", False, f"could not read free space: {df_line}",
+                                 f"check that {host.workdir!r} is a valid path on {host.name}"))
+        return
+    free = int(fields[3]) * 1024
+    ok = free >= MIN_FREE_BYTES
+    facts.items.append(_item(
+        host, "disk", ok, f"{free / (1 << 30):.1f} GiB free for {host.workdir}",
+        "" if ok else f"free space on {host.name} or " + _fix_in_toml(host, "workdir", '"..."'),
+    ))
+
+
+def _judge_leftovers(host: HostSection, config: ClusterConfig, home: str, ps_output: str,
+                     facts: HostFacts) -> None:
+    run_root = config.cluster.run_root
+    if run_root == "~" or run_root.startswith("~/"):
+        run_root = home.strip() + run_root[1:]
+    runs = _leftovers(ps_output, run_root)
+    count = sum(len(pids) for pids in runs.values())
+    detail = "none" if not runs else f"{count} process(es) of run(s) {', '.join(sorted(runs))}"
+    hint = "; ".join(f"corral stop {run_id}" for run_id in sorted(runs))
+    facts.items.append(_item(host, "leftovers", not runs, detail, hint))
+
+
+def _judge_interface(host: HostSection, config: ClusterConfig, master_addr: str,
+                     sections: dict[str, tuple[str, int]], facts: HostFacts) -> None:
+    if host.interface is not None:
+        links, status = sections.get("links", ("", 1))
+        names = {line.split()[1].split("@")[0] for line in links.splitlines()
+                 if len(line.split()) > 1 and line.split()[0].rstrip(":").isdigit()}
+        ok = status != 0 or host.interface in names
+        facts.items.append(_item(
+            host, "interface", ok, f"{host.interface} (from cluster.toml)",
+            "" if ok else f"{host.name} has no interface {host.interface!r} (it has "
+            f"{', '.join(sorted(names))}); " + _fix_in_toml(host, "interface", '"<one of them>"'),
+        ))
+        return
+    is_master = host.name == config.cluster.master
+    address, name = parse_interface(sections.get("interface", ("", 1))[0], is_master=is_master)
+    how = "holds" if is_master else "routes to"
+    if address is None:
+        facts.items.append(_item(
+            host, "interface", False, f"{host.name} cannot resolve the master address "
+            f"{master_addr!r}", "set [cluster] master_addr to an IP address of the master, or "
+            "to a name that every host resolves"))
+    elif name is not None:
+        facts.items.append(_item(host, "interface", True, f"{name} ({how} {master_addr})"))
+    else:
+        facts.items.append(_item(
+            host, "interface", True, f"warning: cannot tell which interface {how} "
+            f"{master_addr} (is `ip` installed?); Gloo/NCCL will choose",
+            f"install iproute2 on {host.name} or " + _fix_in_toml(host, "interface", '"eth0"'),
+        ))
+
+
+async def _probe_host(
+    transport: Transport, config: ClusterConfig, master_addr: str
+) -> HostFacts:
+    host = transport.host
+    facts = HostFacts()
+    facts.items.append(_item(host, "reachable", True,
+                             "this machine" if host.is_local else "connected"))
+    try:
+        done = await transport.run(probe_script(host, config, master_addr),
+                                   timeout=PROBE_TIMEOUT_S)
+    except CorralError as exc:
+        # A hung interpreter or disk: the probes as a whole fail, the host stays reachable.
+        facts.items.append(_item(host, "python", False, exc.message,
+                                 f"run the check again; if it persists, log in to {host.name} "
+                                 "and run its python by hand"))
+        return facts
+    sections = split_sections(done.stdout)
+    _judge_python(host, *sections.get("python", (done.stderr, 1)), facts)
+    _judge_disk(host, sections.get("disk", ("", 1))[0], facts)
+    _judge_leftovers(host, config, sections.get("home", ("", 1))[0],
+                     sections.get("ps", ("", 1))[0], facts)
+    _judge_interface(host, config, master_addr, sections, facts)
+    return facts
+
+
+def _unreachable_item(host: HostSection, error: BaseException) -> CheckItem:
+    if isinstance(error, HostKeyNotTrusted):
+        hint = f"if the fingerprint is right: corral trust {host.name}"
+    else:
+        hint = (f"check the address/port/user of {host.name!r} in cluster.toml "
+                f"(`ssh {host.address}` must work without a password prompt)")
+    return _item(host, "reachable", False, str(error) or type(error).__name__, hint)
+
+
+# ---- cluster-wide checks -----------------------------------------------------------------
+
+
+def _torch_item(facts: dict[str, HostFacts]) -> CheckItem | None:
+    versions: dict[str, list[str]] = {}
+    for name, host_facts in facts.items():
+        if host_facts.torch is not None:
+            versions.setdefault(host_facts.torch, []).append(name)
+    if len(versions) <= 1:
+        return None if not versions else _item("*", "torch", True, f"{next(iter(versions))} "
+                                               "on every reachable host")
+    detail = "; ".join(f"{v} on {', '.join(hosts)}" for v, hosts in sorted(versions.items()))
+    common = max(versions, key=lambda v: len(versions[v]))
+    return _item("*", "torch", False, f"torch versions differ: {detail}",
+                 f"install torch=={common} on every host (`<python> -m pip install "
+                 f"torch=={common}`)")
+
+
+async def check_cluster(config: ClusterConfig, pool: HostPool) -> CheckReport:
+    """Every pre-flight check of ``config``'s hosts, run in parallel over ``pool``."""
+    master_addr = master_address(config)
+    # The port test runs alongside the probes; its items count only for hosts whose probes
+    # show a working interpreter (the others already fail for that reason).
+    results, rendezvous = await asyncio.gather(
+        pool.gather(lambda t: _probe_host(t, config, master_addr)),
+        check_rendezvous_port(config, pool, master_addr),
+    )
+    items: list[CheckItem] = []
+    facts: dict[str, HostFacts] = {}
+    for host in config.hosts:
+        result = results.get(host.name)
+        if isinstance(result, HostFacts):
+            facts[host.name] = result
+            items.extend(result.items)
+        else:
+            error = result if result is not None else RuntimeError("no result")
+            items.append(_unreachable_item(host, error))
+    testable = {name for name, host_facts in facts.items() if host_facts.python_ok}
+    if config.cluster.master in testable:
+        items.extend(item for item in rendezvous if item.host in testable)
+    torch_item = _torch_item(facts)
+    if torch_item is not None:
+        items.append(torch_item)
+    # Stable: each host's items keep their order, the cluster-wide ones ("*") come last.
+    order = {h.name: i for i, h in enumerate(config.hosts)}
+    items.sort(key=lambda it: order.get(it.host, len(order)))
+    return CheckReport(items=tuple(items))

@@ -1,0 +1,207 @@
+"""Cluster in a box: network namespaces on a bridge, each with its own address and sshd.
+
+Layout (every address lives inside a namespace created here; the root namespace's network is
+never touched, and nothing routes anywhere but the private bridge):
+
+    <prefix>-ctl   the "laptop": the bridge <prefix>br (10.77.0.254/24); corral runs here
+    <prefix>-n1    10.77.0.1/24 on <prefix>-1, sshd on port 22     (the master)
+    <prefix>-n2    10.77.0.2/24 on <prefix>-2, sshd on port 22
+    <prefix>-n3    10.77.0.3/24 on <prefix>-3, sshd on port 22
+
+The namespaces share the file system, /etc/hosts and the hostname, so a rank's hostname
+resolves to 127.0.0.1 in every namespace: Gloo then advertises loopback and the hosts cannot
+reach each other unless GLOO_SOCKET_IFNAME names the veth. ``NetnsCluster.close`` kills every
+process left in the namespaces (and only those), then deletes the namespaces, which removes
+the veth pairs and the bridge with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+try:
+    from conftest import _keygen  # the sshd fixture's key generation
+except ImportError:  # imported as a package module
+    from tests.remote.conftest import _keygen
+
+SUBNET = "10.77.0"
+CTL_ADDRESS = f"{SUBNET}.254"
+SSHD = "/usr/sbin/sshd"
+START_TIMEOUT_S = 20.0
+
+
+def unavailable_reason() -> str | None:
+    """Why a cluster in a box cannot be built here, or None when it can."""
+    if os.geteuid() != 0:
+        return "needs root"
+    if shutil.which("ip") is None:
+        return "needs iproute2 (ip)"
+    if not Path(SSHD).exists() or shutil.which("ssh-keygen") is None:
+        return "needs OpenSSH's sshd and ssh-keygen"
+    probe = f"crlprobe{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"ip netns unavailable: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+def keygen(path: Path) -> Path:
+    """A new passphrase-less ed25519 key pair at ``path`` (+ ``.pub``)."""
+    _keygen(path)
+    return path
+
+
+@dataclass
+class Node:
+    """One namespace with an sshd: a host of the cluster."""
+
+    name: str
+    netns: str
+    address: str
+    ifname: str
+    sshd: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class NetnsCluster:
+    """The namespaces, their sshds, and the files a cluster.toml for them needs."""
+
+    prefix: str
+    root: Path
+    ctl_netns: str
+    client_key: Path
+    known_hosts: Path
+    nodes: list[Node] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+
+    def in_ctl(self, *argv: str) -> list[str]:
+        """``argv`` run inside the controller's namespace."""
+        return ["ip", "netns", "exec", self.ctl_netns, *argv]
+
+    def write_cluster_toml(self, python: str, *, run: str, interface: str | None = None) -> Path:
+        """A cluster.toml with every node as an SSH host; ``interface`` set on every host
+        when given (default: none, so corral selects one)."""
+        hosts = []
+        for node in self.nodes:
+            hosts.append(
+                f'[[hosts]]\nname = "{node.name}"\naddress = "{node.address}"\nuser = "root"\n'
+                f'identity_file = "{self.client_key}"\npython = "{python}"\n'
+                f'workdir = "{self.root}/work-{node.name}"\ngpus = 0\nnproc = 1\nthreads = 1\n'
+                + (f'interface = "{interface}"\n' if interface else ""))
+        path = self.root / "cluster.toml"
+        path.write_text(
+            f'[cluster]\nname = "box"\nmaster = "{self.nodes[0].name}"\n'
+            f'run_root = "{self.root}/runs"\n\n' + "\n".join(hosts)
+            + f"\n[run]\n{run}\n\n[ssh]\nconnect_timeout = 10.0\n"
+            f'known_hosts_file = "{self.known_hosts}"\n'
+            f'config_file = "{self.root}/no-ssh-config"\n', encoding="utf-8")
+        return path
+
+    def processes_left(self) -> dict[str, list[int]]:
+        """Pids still running in each node namespace, sshd itself excluded."""
+        sshd_pids = {n.sshd.pid for n in self.nodes if n.sshd is not None}
+        left: dict[str, list[int]] = {}
+        for node in self.nodes:
+            done = subprocess.run(["ip", "netns", "pids", node.netns], capture_output=True,
+                                  text=True)
+            pids = [int(p) for p in done.stdout.split() if int(p) not in sshd_pids]
+            if pids:
+                left[node.name] = pids
+        return left
+
+    def close(self) -> None:
+        """Kill every process in the namespaces, delete them; safe to call twice."""
+        for netns in self.namespaces:
+            done = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True)
+            for pid in done.stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+        for node in self.nodes:
+            if node.sshd is not None:
+                node.sshd.kill()
+                node.sshd.wait()
+                node.sshd = None
+        for netns in reversed(self.namespaces):
+            subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+        self.namespaces.clear()
+
+
+def _sshd_config(root: Path, node: Node, host_key: Path, authorized: Path) -> Path:
+    path = root / f"sshd-{node.name}.conf"
+    path.write_text(
+        f"ListenAddress {node.address}\nPort 22\nHostKey {host_key}\n"
+        f"AuthorizedKeysFile {authorized}\nPidFile {root}/sshd-{node.name}.pid\n"
+        "StrictModes no\nUsePAM no\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+        "MaxStartups 64\nMaxSessions 64\nLogLevel INFO\n", encoding="utf-8")
+    return path
+
+
+def _wait_listening(log: Path, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if "Server listening" in text:
+            return
+        if "fatal" in text.lower():
+            raise RuntimeError(f"sshd failed: {text[-500:]}")
+        time.sleep(0.05)
+    raise RuntimeError(f"sshd did not start listening within {START_TIMEOUT_S} s: {log}")
+
+
+def build(root: Path, *, hosts: int = 3) -> NetnsCluster:
+    """Namespaces, bridge, veths, addresses and one sshd per node; close() undoes it all."""
+    prefix = f"crl{os.getpid() % 100000}"
+    box = NetnsCluster(prefix=prefix, root=root, ctl_netns=f"{prefix}-ctl",
+                       client_key=keygen(root / "client_key"), known_hosts=root / "known_hosts")
+    try:
+        _ip("netns", "add", box.ctl_netns)
+        box.namespaces.append(box.ctl_netns)
+        bridge = f"{prefix}br"
+        _ip("-n", box.ctl_netns, "link", "set", "lo", "up")
+        _ip("-n", box.ctl_netns, "link", "add", bridge, "type", "bridge")
+        _ip("-n", box.ctl_netns, "addr", "add", f"{CTL_ADDRESS}/24", "dev", bridge)
+        _ip("-n", box.ctl_netns, "link", "set", bridge, "up")
+        authorized = root / "authorized_keys"
+        authorized.write_text((root / "client_key.pub").read_text())
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+        known = []
+        for i in range(1, hosts + 1):
+            node = Node(name=f"n{i}", netns=f"{prefix}-n{i}", address=f"{SUBNET}.{i}",
+                        ifname=f"{prefix}-{i}")
+            _ip("netns", "add", node.netns)
+            box.namespaces.append(node.netns)
+            # Both ends are created inside namespaces: the root namespace never sees them.
+            _ip("-n", box.ctl_netns, "link", "add", f"{node.ifname}b", "type", "veth",
+                "peer", "name", node.ifname, "netns", node.netns)
+            _ip("-n", box.ctl_netns, "link", "set", f"{node.ifname}b", "master", bridge)
+            _ip("-n", box.ctl_netns, "link", "set", f"{node.ifname}b", "up")
+            _ip("-n", node.netns, "addr", "add", f"{node.address}/24", "dev", node.ifname)
+            _ip("-n", node.netns, "link", "set", node.ifname, "up")
+            _ip("-n", node.netns, "link", "set", "lo", "up")
+            host_key = keygen(root / f"host_key_{node.name}")
+            known.append(f"{node.address} {(root / f'{host_key.name}.pub').read_text().strip()}")
+            log = root / f"sshd-{node.name}.log"
+            config = _sshd_config(root, node, host_key, authorized)
+            with open(log, "wb") as out:
+                node.sshd = subprocess.Popen(
+                    ["ip", "netns", "exec", node.netns, SSHD, "-D", "-e", "-f", str(config)],
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+            box.nodes.append(node)
+            _wait_listening(log, time.monotonic() + START_TIMEOUT_S)
+        box.known_hosts.write_text("\n".join(known) + "\n")
+    except BaseException:
+        box.close()
+        raise
+    return box
