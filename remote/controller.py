@@ -1,0 +1,250 @@
+"""``SshRunController``: the remote layer's implementation of ``remote.api.RunController``.
+
+``start`` returns a handle at once; iterating its ``events()`` drives the run: pre-flight check,
+push, launch on every host, then the merged event tail until the run ends. ``attach`` follows a
+run started earlier (by this or another process) from the local copy's offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+from profiles.errors import CorralError
+from remote.api import (
+    CheckReport,
+    HostStatus,
+    RankEvent,
+    RunEvent,
+    RunState,
+    RunStatus,
+    StopReport,
+)
+from remote.config import ClusterConfig
+from remote.launch import run_dir_for
+from remote.monitor import RunMonitor
+from remote.pool import HostPool
+from remote.runs import (
+    RunInfo,
+    local_run_dir,
+    new_run_id,
+    newest_run,
+    read_run_info,
+    update_run_state,
+    validate_run_id,
+    write_run_info,
+)
+from remote.start import launch_run
+from remote.stop import stop_run
+from remote.stream import CollectedCopy, TailItem, merged, tail_host
+from trainer.events import StartEvent
+
+FAILURE_SETTLE_S = 10.0
+"""After the first failure, wait at most this long for the report that names its cause before
+stopping the other hosts (a peer's error often arrives before the killed rank's launcher
+reports it); ``RunMonitor.cause_settled`` usually ends the wait much earlier."""
+STOP_GRACE_ON_FAILURE_S = 5.0
+
+
+class _Tick:
+    """Internal: lets the follow loop act on time passing while the hosts are quiet."""
+
+
+async def _ticker(every: float = 0.5) -> AsyncIterator[TailItem]:
+    while True:
+        await asyncio.sleep(every)
+        yield _Tick()  # type: ignore[misc]
+
+
+class SshRunHandle:
+    """One run: its event stream (``events``) and ``stop``."""
+
+    def __init__(self, controller: SshRunController, info: RunInfo, *, launch: bool,
+                 resume: bool = False, policy: str | None = None) -> None:
+        self.run_id = info.run_id
+        self._controller = controller
+        self._info = info
+        self._launch = launch
+        self._resume = resume
+        self._policy = policy
+        self._monitor: RunMonitor | None = None
+        self._stopping = False
+
+    @property
+    def config(self) -> ClusterConfig:
+        """The cluster this run belongs to."""
+        return self._controller.config
+
+    @property
+    def run_dir(self) -> str:
+        """``<run_root>/<run_id>`` as the hosts see it."""
+        return run_dir_for(self.config, self.run_id)
+
+    def _status(self, state: RunState, detail: str = "", **extra: object) -> RunStatus:
+        if state != "idle":
+            update_run_state(self.config, self.run_id, state, detail.split("\n", 1)[0])
+        return RunStatus(t=time.time(), run_id=self.run_id, state=state, detail=detail,
+                         **extra)  # type: ignore[arg-type]
+
+    async def events(self) -> AsyncIterator[RunEvent]:
+        """Every event of the run, ending with its final ``RunStatus``."""
+        if self._launch:
+            final: RunStatus | None = None
+            try:
+                async for event in launch_run(self._controller.pool, self.config, self._info,
+                                              resume=self._resume, policy=self._policy,
+                                              status=self._status,
+                                              preflight=self._controller.preflight):
+                    if isinstance(event, RunStatus) and event.state in ("failed", "stopped"):
+                        final = event
+                    yield event
+            except CorralError as exc:
+                # Whatever was started is stopped again: a failed launch leaves nothing behind.
+                await stop_run(self._controller.pool, self.run_dir, self.run_id, grace_s=2.0)
+                final = self._status("failed", f"{exc.title}: {exc}")
+                yield final
+            if final is not None:
+                return
+            with contextlib.suppress(CorralError):
+                self._info = read_run_info(self.config, self.run_id)
+        async for event in self._follow():
+            yield event
+
+    async def _follow(self) -> AsyncIterator[RunEvent]:
+        pool = self._controller.pool
+        hosts = self._info.hosts
+        monitor = self._monitor = RunMonitor(run_id=self.run_id, hosts=hosts,
+                                             stop_requested=self._stopping)
+        local_dir = local_run_dir(self.config, self.run_id)
+        copies = {h: CollectedCopy(local_dir, h) for h in hosts}
+        sources: list[tuple[str, AsyncIterator[TailItem]]] = [("", _ticker())]
+        for host in hosts:
+            try:
+                transport = await pool.get(host)
+            except CorralError as exc:
+                if not self._launch:
+                    raise  # attaching changes nothing on the hosts: report, leave the run be
+                monitor.observe((host, exc))
+                yield HostStatus(t=time.time(), host=host, state="unreachable", detail=str(exc))
+                continue
+            sources.append((host, tail_host(transport, self.run_dir, copies[host])))
+        yield self._status("running")
+        failed_at: float | None = None
+        stop_task: asyncio.Task[StopReport] | None = None
+        running_hosts: set[str] = set()
+        try:
+            async for item in merged(sources):
+                if isinstance(item, tuple):
+                    # The host dropped: forget the dead connection so stop can reconnect.
+                    await pool.drop(item[0])
+                for event in monitor.observe(item):
+                    if (isinstance(event, RankEvent) and isinstance(event.event, StartEvent)
+                            and event.host not in running_hosts):
+                        running_hosts.add(event.host)
+                        yield HostStatus(t=time.time(), host=event.host, state="running")
+                    yield event
+                if monitor.finished:
+                    break
+                if monitor.failing and failed_at is None:
+                    failed_at = time.monotonic()
+                if (failed_at is not None and stop_task is None
+                        and (monitor.cause_settled()
+                             or time.monotonic() - failed_at >= FAILURE_SETTLE_S)):
+                    cause = monitor.first_failure()
+                    monitor.stop_requested = True
+                    monitor.stopping_for_failure = True
+                    left = [h for h in hosts if h not in monitor.exited]
+                    yield self._status("stopping", f"{cause.host if cause else '?'} failed; "
+                                       f"stopping {', '.join(left) or 'nothing'}")
+                    stop_task = asyncio.create_task(stop_run(
+                        pool, self.run_dir, self.run_id, grace_s=STOP_GRACE_ON_FAILURE_S,
+                        hosts=left))
+        finally:
+            for copy in copies.values():
+                copy.close()
+        final = monitor.final_status()
+        if stop_task is not None:
+            report = await stop_task
+            if not report.clean:
+                final = replace(final, detail=final.detail + f"\n(stop left {report.remaining}"
+                                f", unreachable {list(report.unreachable)})")
+        elif final.state == "failed":
+            # Every launcher ended by itself; make sure no straggler rank is left either.
+            await stop_run(pool, self.run_dir, self.run_id, grace_s=STOP_GRACE_ON_FAILURE_S)
+        update_run_state(self.config, self.run_id, final.state, final.detail.split("\n", 1)[0])
+        yield final
+
+    async def stop(self, *, grace_s: float = 10.0) -> StopReport:
+        """TERM every host's process group, KILL after ``grace_s``, verify nothing is left."""
+        self._stopping = True
+        if self._monitor is not None:
+            self._monitor.stop_requested = True
+        update_run_state(self.config, self.run_id, "stopping")
+        report = await stop_run(self._controller.pool, self.run_dir, self.run_id,
+                                grace_s=grace_s, hosts=list(self._info.hosts))
+        if self._monitor is None and report.clean:
+            update_run_state(self.config, self.run_id, "stopped")
+        return report
+
+
+class SshRunController:
+    """Runs of one cluster.toml over SSH (and ``local`` hosts)."""
+
+    def __init__(self, config: ClusterConfig, *, preflight: bool = True) -> None:
+        self.config = config
+        self.pool = HostPool(config)
+        self.preflight = preflight
+        """Run the pre-flight check before each launch (off only to save time in tests)."""
+
+    async def check(self) -> CheckReport:
+        """Pre-flight check of every host in parallel."""
+        try:
+            from remote.checks import check_cluster
+        except ImportError:
+            return CheckReport(items=())
+        return await check_cluster(self.config, self.pool)
+
+    async def start(self, *, resume: bool = False, policy: str | None = None) -> SshRunHandle:
+        """A handle on a new run (or, with ``resume``, the newest run relaunched)."""
+        if policy is not None and policy not in ("static", "proportional", "dynamic"):
+            raise CorralError(f"unknown policy {policy!r}: use static, proportional or dynamic")
+        hosts = tuple(h.name for h in self.config.hosts)
+        if resume:
+            previous = newest_run(self.config)
+            info = replace(previous, state="checking", hosts=hosts,
+                           config_path=str(self.config.path))
+        else:
+            info = RunInfo(run_id=new_run_id(self.config.cluster.name),
+                           cluster=self.config.cluster.name, state="checking",
+                           started=time.time(), hosts=hosts, config_path=str(self.config.path))
+        write_run_info(self.config, info)
+        return SshRunHandle(self, info, launch=True, resume=resume, policy=policy)
+
+    async def attach(self, run_id: str) -> SshRunHandle:
+        """Follow run ``run_id`` from the last event this machine's copy holds."""
+        validate_run_id(run_id)
+        try:
+            info = read_run_info(self.config, run_id)
+        except CorralError:
+            # Started elsewhere: follow it on every host of this cluster.toml.
+            info = RunInfo(run_id=run_id, cluster=self.config.cluster.name, state="running",
+                           started=time.time(), hosts=tuple(h.name for h in self.config.hosts),
+                           config_path=str(self.config.path))
+            write_run_info(self.config, info)
+        return SshRunHandle(self, info, launch=False)
+
+    async def aclose(self) -> None:
+        """Close every SSH connection (runs keep going on the hosts)."""
+        await self.pool.aclose()
+
+
+def open_controller(path: str | os.PathLike[str]) -> SshRunController:
+    """Load ``path`` (a cluster.toml) and return its controller."""
+    from remote.config import load_cluster
+
+    return SshRunController(load_cluster(path))
+

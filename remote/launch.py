@@ -1,0 +1,200 @@
+"""Start torch's launcher on every host of a run.
+
+On each host corral starts ``python -m torch.distributed.run`` (torchrun) with c10d rendezvous
+at ``master:port`` and the run id as rendezvous id, in its own session and process group
+(``setsid``), stdin from /dev/null, output appended to ``<run dir>/logs/<host>/launcher.log``.
+The process-group id goes to ``<run dir>/hosts/<host>.pgid``; when the launcher exits by itself
+its exit status goes to ``<run dir>/hosts/<host>.exit``. Ranks inherit ``CORRAL_HOST`` and
+``CORRAL_RUN_ID`` so the event tailer can tell which ranks belong to which host even when
+several hosts share one machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from profiles.errors import CorralError
+from remote.config import ClusterConfig, HostSection, RunSection
+from remote.ssh import resolve_endpoint
+from remote.transport import Transport, env_prefix, shell_path
+
+RDZV_JOIN_TIMEOUT_S = 120
+"""Seconds torchrun waits for every host to join the rendezvous before it gives up."""
+LOG_LINE_PREFIX = "[rank${rank}]:"
+"""torchrun's prefix for each rank's teed output line (``${rank}`` is the global rank)."""
+FREE_PORT_PY = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
+
+InterfaceSelector = Callable[..., Awaitable[str | None]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchPlan:
+    """What every host of one launch shares."""
+
+    run_id: str
+    run_dir: str
+    """``<run_root>/<run_id>`` as the hosts' shells see it (a leading ``~`` is kept)."""
+    code_digest: str
+    master_addr: str
+    port: int
+    nnodes: int
+    resume: bool = False
+    policy: str | None = None
+    """Overrides ``[run] policy`` for this launch."""
+
+
+def run_dir_for(config: ClusterConfig, run_id: str) -> str:
+    """``<run_root>/<run_id>`` with ``~`` unexpanded (each host expands it for itself)."""
+    return f"{config.cluster.run_root.rstrip('/')}/{run_id}"
+
+
+def master_address(config: ClusterConfig) -> str:
+    """The master's address as the workers reach it."""
+    if config.cluster.master_addr:
+        return config.cluster.master_addr
+    master = config.master_host
+    if master.is_local:
+        return "127.0.0.1"
+    return resolve_endpoint(master, config.ssh)[0]
+
+
+def node_address(config: ClusterConfig, host: HostSection, master_addr: str) -> str | None:
+    """The address the other hosts reach ``host`` at (torchrun's ``--local-addr``)."""
+    if host.name == config.cluster.master:
+        return master_addr
+    if host.is_local:
+        return "127.0.0.1" if config.master_host.is_local else None
+    return resolve_endpoint(host, config.ssh)[0]
+
+
+async def pick_port(transport: Transport) -> int:
+    """A TCP port that is free on ``transport``'s host right now."""
+    py = env_prefix(transport.host.env) + shlex.quote(transport.host.python)
+    done = await transport.run(f"{py} -c {shlex.quote(FREE_PORT_PY)}", check=True, timeout=30.0)
+    try:
+        return int(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise CorralError(f"could not pick a free port on {transport.host.name}: "
+                          f"{done.stdout.strip()[:200]!r}") from None
+
+
+async def host_nproc(transport: Transport) -> int:
+    """Ranks to start on the host: ``nproc``, else its GPU count (``gpus``), else 1."""
+    host = transport.host
+    if host.nproc is not None:
+        return host.nproc
+    if isinstance(host.gpus, int):
+        return max(host.gpus, 1)
+    done = await transport.run("nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true", timeout=30.0)
+    count = done.stdout.strip()
+    return max(int(count), 1) if count.isdigit() else 1
+
+
+async def host_interface(
+    transport: Transport, *, master_addr: str, is_master: bool,
+    selector: InterfaceSelector | None,
+) -> str | None:
+    """The interface for GLOO/NCCL_SOCKET_IFNAME: the host's own, else the selector's guess."""
+    if transport.host.interface:
+        return transport.host.interface
+    if selector is None:
+        return None
+    with contextlib.suppress(CorralError, OSError):
+        return await selector(transport, master_addr=master_addr, is_master=is_master)
+    return None
+
+
+def trainer_flags(run: RunSection, host: HostSection, plan: LaunchPlan) -> list[str]:
+    """``python -m trainer`` arguments (unquoted, except ``--run-dir``, which is shell syntax)."""
+    flags = ["--model", run.model, "--dataset", run.dataset, "--samples", str(run.samples),
+             "--global-batch", str(run.global_batch), "--policy", plan.policy or run.policy,
+             "--rebalance-every", str(run.rebalance_every), "--lr", repr(run.lr),
+             "--optimizer", run.optimizer, "--seed", str(run.seed),
+             "--checkpoint-every", str(run.checkpoint_every), "--backend", run.backend,
+             "--slowdown", repr(host.slowdown)]
+    if run.data_dir is not None:
+        flags += ["--data-dir", run.data_dir]
+    if run.split is not None:
+        flags += ["--split", ",".join(str(s) for s in run.split)]
+    if run.steps is not None:
+        flags += ["--steps", str(run.steps)]
+    if run.epochs is not None:
+        flags += ["--epochs", str(run.epochs)]
+    if host.threads is not None:
+        flags += ["--threads", str(host.threads)]
+    if plan.resume:
+        flags.append("--resume")
+    return flags
+
+
+def launcher_command(
+    config: ClusterConfig, host: HostSection, plan: LaunchPlan, *,
+    node_rank: int, nproc: int, interface: str | None, local_addr: str | None,
+) -> str:
+    """The command line the host's shell runs in its new session (torchrun, then the exit file)."""
+    code = shell_path(f"{host.workdir.rstrip('/')}/code/{plan.code_digest}")
+    env = dict(host.env)
+    if "PYTHONPATH" in env:  # the pushed code first, then the host's own additions
+        code += ":" + shlex.quote(env.pop("PYTHONPATH"))
+    env.update(CORRAL_HOST=host.name, CORRAL_RUN_ID=plan.run_id, PYTHONUNBUFFERED="1",
+               TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE=LOG_LINE_PREFIX,
+               # INFO makes torchrun log the rendezvous result (``global_ranks=[...]``),
+               # which tells the tailer which ranks run on this host.
+               LOGLEVEL="INFO")
+    if interface:
+        env.update(GLOO_SOCKET_IFNAME=interface, NCCL_SOCKET_IFNAME=interface)
+    is_host = "true" if host.name == config.cluster.master else "false"
+    torchrun = [
+        "-m", "torch.distributed.run", "--nnodes", str(plan.nnodes),
+        "--nproc-per-node", str(nproc), "--node-rank", str(node_rank),
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{plan.master_addr}:{plan.port}",
+        "--rdzv-id", plan.run_id,
+        "--rdzv-conf", f"is_host={is_host},join_timeout={RDZV_JOIN_TIMEOUT_S}",
+        "--max-restarts", "0", "--log-dir", f"logs/{host.name}/ranks", "--redirects", "3",
+        "--tee", "3",
+    ]
+    if local_addr:
+        torchrun += ["--local-addr", local_addr]
+    words = [shlex.quote(w) for w in (*torchrun, "-m", "trainer")]
+    flags = [shlex.quote(w) for w in trainer_flags(config.run, host, plan)]
+    run_dir = shell_path(plan.run_dir)
+    exit_file = shlex.quote(f"hosts/{host.name}.exit")
+    return (
+        f"{env_prefix(env)}PYTHONPATH={code} {shlex.quote(host.python)} {' '.join(words)} "
+        f"--run-dir {run_dir} {' '.join(flags)}; "
+        f"echo $? > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}"
+    )
+
+
+async def launch_host(
+    transport: Transport, config: ClusterConfig, plan: LaunchPlan, *,
+    node_rank: int, nproc: int, interface: str | None, local_addr: str | None,
+) -> int:
+    """Start the host's launcher in the background; return its process-group id."""
+    host = transport.host
+    inner = launcher_command(config, host, plan, node_rank=node_rank, nproc=nproc,
+                             interface=interface, local_addr=local_addr)
+    logs = shlex.quote(f"logs/{host.name}")
+    pgid_file = shlex.quote(f"hosts/{host.name}.pgid")
+    exit_file = shlex.quote(f"hosts/{host.name}.exit")
+    ranks_file = shlex.quote(f"hosts/{host.name}.ranks")
+    stopped_file = shlex.quote(f"hosts/{host.name}.stopped")
+    run_dir = shell_path(plan.run_dir)
+    # Not a job-control shell, so the background child is no group leader and setsid(1)
+    # makes it the leader of a new session without forking: $! is the new process group.
+    script = (
+        f"set -e; mkdir -p {run_dir}; cd {run_dir}; mkdir -p {logs} hosts; "
+        f"rm -f {exit_file} {ranks_file} {stopped_file}; "
+        f"setsid sh -c {shlex.quote(inner)} </dev/null >>{logs}/launcher.log 2>&1 & "
+        f"echo $! > {pgid_file}.tmp; mv {pgid_file}.tmp {pgid_file}; echo $!"
+    )
+    done = await transport.run(script, check=True, timeout=30.0)
+    try:
+        return int(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise CorralError(
+            f"launch on {host.name} gave no process id: {done.stdout[:200]!r}"
+        ) from None

@@ -1,0 +1,91 @@
+"""Push the ``trainer`` and ``profiles`` packages to a host, content-addressed.
+
+The packages go to ``<workdir>/code/<sha256 of the files>`` as one tar stream over the command
+channel (stdin of ``tar -x``), unpacked into a temporary directory that is renamed into place
+only when complete, so a host never runs a half-written tree. An unchanged tree (the final
+directory exists with its marker file) is not sent again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import shlex
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from profiles.errors import CorralError
+from remote.transport import Transport, shell_path
+
+PUSHED_PACKAGES = ("trainer", "profiles")
+MARKER = ".corral-complete"
+"""Written last into a pushed tree: its presence means the tree is complete."""
+PUSH_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class CodeBundle:
+    """The pushed packages as one tar archive and its content hash."""
+
+    digest: str
+    """sha256 over every file's relative path and bytes (names the remote directory)."""
+    tar: bytes
+    files: int
+
+
+def package_files(packages: tuple[str, ...] = PUSHED_PACKAGES) -> list[tuple[str, Path]]:
+    """``(relative path, file)`` for every file of ``packages``, sorted, without caches."""
+    found: list[tuple[str, Path]] = []
+    for name in packages:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise CorralError(f"cannot find the {name!r} package to push (is corral installed?)")
+        root = Path(next(iter(spec.submodule_search_locations)))
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root.parent)
+            if path.is_file() and "__pycache__" not in rel.parts and path.suffix != ".pyc":
+                found.append((rel.as_posix(), path))
+    return sorted(found)
+
+
+def build_bundle(packages: tuple[str, ...] = PUSHED_PACKAGES) -> CodeBundle:
+    """Hash and tar ``packages`` (deterministic: fixed order, times and owners)."""
+    files = package_files(packages)
+    digest = hashlib.sha256()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for rel, path in files:
+            data = path.read_bytes()
+            digest.update(rel.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+            info = tarfile.TarInfo(rel)
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    return CodeBundle(digest=digest.hexdigest(), tar=buffer.getvalue(), files=len(files))
+
+
+def code_dir(workdir: str, digest: str) -> str:
+    """The pushed tree's directory on a host (unexpanded ``~`` kept)."""
+    return f"{workdir.rstrip('/')}/code/{digest}"
+
+
+async def push_code(transport: Transport, bundle: CodeBundle) -> bool:
+    """Make ``bundle`` present on ``transport``'s host; True when it had to be sent."""
+    final = shell_path(code_dir(transport.host.workdir, bundle.digest))
+    marker = f"{final}/{MARKER}"
+    present = await transport.run(f"test -e {marker}", timeout=30.0)
+    if present.ok:
+        return False
+    parent = shell_path(f"{transport.host.workdir.rstrip('/')}/code")
+    # Unpack beside the final directory, mark complete, then rename: atomic on one filesystem.
+    # A concurrent push of the same tree loses the rename race harmlessly.
+    script = (
+        f"set -e; mkdir -p {parent}; tmp=$(mktemp -d {parent}/.push.XXXXXX); "
+        f'trap \'rm -rf "$tmp"\' EXIT; tar -x -f - -C "$tmp"; touch "$tmp"/{shlex.quote(MARKER)}; '
+        f"if [ ! -e {marker} ]; then rm -rf {final}; mv \"$tmp\" {final}; fi"
+    )
+    await transport.run(script, check=True, timeout=PUSH_TIMEOUT_S, input=bundle.tar)
+    return True

@@ -1,0 +1,179 @@
+"""Run ids and the local run registry (``corral status``).
+
+Every run has a unique id ``<cluster>-<UTC time>-<random>``; the id names its directory
+``<run_root>/<run_id>`` on every host and on this machine. Locally that directory holds
+``run.json`` (what was launched where, and the run's last known state) and ``collected/``
+(the copy of every event and log line received from the hosts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shlex
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from profiles.errors import CorralError
+from remote.config import ClusterConfig
+from remote.pool import HostPool
+
+RUN_FILE = "run.json"
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunInfo:
+    """One run as recorded on this machine."""
+
+    run_id: str
+    cluster: str
+    """``[cluster] name`` of the cluster.toml that started it."""
+    state: str
+    """Last known ``RunState`` (``launching``, ``running``, ``completed``, ...)."""
+    started: float
+    """Unix time of the (first) launch."""
+    hosts: tuple[str, ...]
+    config_path: str = ""
+    master_addr: str = ""
+    port: int = 0
+    pgids: dict[str, int] | None = None
+    """Per host: the process group of its launcher, once launched."""
+    code_digest: str = ""
+    detail: str = ""
+
+
+def new_run_id(cluster_name: str) -> str:
+    """A fresh run id: the cluster name (safe characters only), UTC time and 6 random hex digits."""
+    safe = re.sub(r"[^A-Za-z0-9]+", "-", cluster_name).strip("-")[:32] or "run"
+    return f"{safe}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+
+
+def validate_run_id(run_id: str) -> str:
+    """``run_id`` if it is a well-formed run id (it reaches shells and process patterns)."""
+    if not RUN_ID_RE.match(run_id):
+        raise CorralError(f"{run_id!r} is not a run id (see `corral status` for the runs)")
+    return run_id
+
+
+def local_run_root(config: ClusterConfig) -> Path:
+    """``[cluster] run_root`` on this machine."""
+    return Path(config.cluster.run_root).expanduser()
+
+
+def local_run_dir(config: ClusterConfig, run_id: str) -> Path:
+    """This machine's directory of run ``run_id``."""
+    return local_run_root(config) / validate_run_id(run_id)
+
+
+def write_run_info(config: ClusterConfig, info: RunInfo) -> None:
+    """Record ``info`` atomically in the run's local ``run.json``."""
+    directory = local_run_dir(config, info.run_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{RUN_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(asdict(info), indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, directory / RUN_FILE)
+
+
+def read_run_info(config: ClusterConfig, run_id: str) -> RunInfo:
+    """The recorded ``run.json`` of ``run_id``; CorralError when there is none."""
+    path = local_run_dir(config, run_id) / RUN_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["hosts"] = tuple(data["hosts"])
+        return RunInfo(**data)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise CorralError(
+            f"no run {run_id!r} recorded under {local_run_root(config)} ({exc.__class__.__name__});"
+            " see `corral status` for the runs of this cluster"
+        ) from None
+
+
+def update_run_state(config: ClusterConfig, run_id: str, state: str, detail: str = "") -> None:
+    """Set the recorded state of ``run_id`` (ignored if the run is not recorded)."""
+    try:
+        info = read_run_info(config, run_id)
+    except CorralError:
+        return
+    write_run_info(config, replace(info, state=state, detail=detail or info.detail))
+
+
+def list_runs(config: ClusterConfig) -> list[RunInfo]:
+    """Every recorded run of this cluster, newest first."""
+    root = local_run_root(config)
+    runs: list[RunInfo] = []
+    if not root.is_dir():
+        return runs
+    for entry in root.iterdir():
+        if not (entry / RUN_FILE).is_file() or not RUN_ID_RE.match(entry.name):
+            continue
+        try:
+            info = read_run_info(config, entry.name)
+        except CorralError:
+            continue
+        if info.cluster == config.cluster.name:
+            runs.append(info)
+    return sorted(runs, key=lambda r: r.started, reverse=True)
+
+
+def newest_run(config: ClusterConfig) -> RunInfo:
+    """The most recently started run of this cluster (for ``--resume``)."""
+    runs = list_runs(config)
+    if not runs:
+        raise CorralError(
+            f"no earlier run of cluster {config.cluster.name!r} under {local_run_root(config)} "
+            "to resume; start one with `corral run`"
+        )
+    return runs[0]
+
+
+async def refresh_runs(config: ClusterConfig, pool: HostPool) -> list[RunInfo]:
+    """``list_runs``, with every run not in a final state re-examined on its hosts.
+
+    A run whose follower went away keeps its last recorded state; this asks the hosts: any
+    process of the run left means ``running``; otherwise the launchers' exit files decide
+    (``completed`` when all exited 0, ``stopped`` when ``corral stop`` ended them, else
+    ``failed``). Unreachable hosts leave the recorded state as it is.
+    """
+    from remote.api import FINAL_RUN_STATES
+    from remote.stop import run_pattern
+    from remote.transport import Transport, shell_path
+
+    runs = list_runs(config)
+
+    async def probe(transport: Transport, info: RunInfo) -> tuple[int, str, bool]:
+        name = transport.host.name
+        run_dir = shell_path(f"{config.cluster.run_root.rstrip('/')}/{info.run_id}")
+        script = (f"pgrep -f {shlex.quote(run_pattern(info.run_id))} | wc -l; "
+                  f"cd {run_dir} 2>/dev/null && cat {shlex.quote(f'hosts/{name}.exit')} "
+                  f"2>/dev/null; echo; test -e {shlex.quote(f'hosts/{name}.stopped')} "
+                  "&& echo stopped; true")
+        lines = (await transport.run(script, timeout=30.0)).stdout.split("\n")
+        return int(lines[0].strip() or 0), lines[1].strip(), "stopped" in lines[2:]
+
+    refreshed: list[RunInfo] = []
+    for info in runs:
+        if info.state in FINAL_RUN_STATES:
+            refreshed.append(info)
+            continue
+        found = await pool.gather(lambda t, i=info: probe(t, i), list(info.hosts))  # type: ignore[misc]
+        if any(isinstance(r, BaseException) for r in found.values()):
+            refreshed.append(info)
+            continue
+        results = [r for r in found.values() if not isinstance(r, BaseException)]
+        if any(count for count, _, _ in results):
+            state = "running"
+        elif any(stopped for _, _, stopped in results):
+            state = "stopped"
+        elif all(code == "0" for _, code, _ in results):
+            state = "completed"
+        else:
+            state = "failed"
+        if state != info.state:
+            info = replace(info, state=state)
+            write_run_info(config, info)
+        refreshed.append(info)
+    return refreshed

@@ -1,0 +1,184 @@
+"""Real OpenSSH sshd daemons on loopback ports: several daemons are several hosts.
+
+``sshd_cluster(n)`` starts ``n`` sshd processes (``/usr/sbin/sshd -D -e``) with generated host
+keys, a generated client key in ``authorized_keys`` and a known_hosts file that trusts them, and
+returns what a test needs to write a cluster for them. Nothing depends on ``$HOME``: the client
+key, known_hosts and ssh config paths are passed through the cluster config. The daemons are
+killed when the test ends. Tests using it skip when sshd or ssh-keygen is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from remote.config import ClusterConfig, ClusterSection, HostSection, RunSection, SshSection
+
+SSHD = "/usr/sbin/sshd"
+START_DEADLINE_S = 15.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def fingerprint(pub: Path) -> str:
+    """The SHA256 fingerprint ssh-keygen prints for a public key file."""
+    out = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", str(pub)],
+                         check=True, capture_output=True, text=True).stdout
+    return out.split()[1]
+
+
+def _wait_for_banner(port: int, proc: subprocess.Popen[bytes], deadline: float) -> None:
+    while True:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"sshd on port {port} exited: {err}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+                if sock.recv(64).startswith(b"SSH-"):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"sshd on port {port} did not answer within {START_DEADLINE_S} s")
+        time.sleep(0.05)  # polling the port with a deadline; the condition is the banner
+
+
+@dataclass
+class SshdHost:
+    """One running sshd."""
+
+    name: str
+    port: int
+    host_key_pub: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA256 fingerprint of the daemon's host key."""
+        return fingerprint(self.host_key_pub)
+
+
+@dataclass
+class SshdCluster:
+    """Daemons plus the client side files that reach them."""
+
+    root: Path
+    client_key: Path
+    known_hosts: Path
+    ssh_config: Path
+    hosts: list[SshdHost] = field(default_factory=list)
+
+    def host(self, name: str, **overrides: object) -> HostSection:
+        """A ``[[hosts]]`` entry for daemon ``name`` (this interpreter, tmp workdir)."""
+        daemon = next(h for h in self.hosts if h.name == name)
+        values: dict[str, object] = dict(
+            name=name, address="127.0.0.1", port=daemon.port, user="root",
+            identity_file=str(self.client_key), python=sys.executable,
+            workdir=str(self.root / "work" / name), gpus=0, nproc=1, threads=1,
+        )
+        values.update(overrides)
+        return HostSection(**values)  # type: ignore[arg-type]
+
+    def ssh_section(self, **overrides: object) -> SshSection:
+        """``[ssh]`` pointing at this cluster's known_hosts and ssh config."""
+        values: dict[str, object] = dict(
+            connect_timeout=5.0, keepalive=5.0, known_hosts_file=str(self.known_hosts),
+            config_file=str(self.ssh_config),
+        )
+        values.update(overrides)
+        return SshSection(**values)  # type: ignore[arg-type]
+
+    def config(self, *, hosts: list[HostSection] | None = None, run: RunSection | None = None,
+               ssh: SshSection | None = None, name: str = "t") -> ClusterConfig:
+        """A cluster of every daemon (or ``hosts``), the first being the master."""
+        chosen = hosts or [self.host(h.name) for h in self.hosts]
+        return ClusterConfig(
+            path=self.root / "cluster.toml",
+            cluster=ClusterSection(name=name, master=chosen[0].name,
+                                   run_root=str(self.root / "runs")),
+            hosts=tuple(chosen), run=run or RunSection(), ssh=ssh or self.ssh_section(),
+        )
+
+
+def _sshd_config(root: Path, port: int, host_key: Path, authorized: Path) -> Path:
+    path = root / f"sshd_config.{port}"
+    path.write_text("\n".join([
+        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}",
+        f"PidFile {root / f'sshd.{port}.pid'}", f"AuthorizedKeysFile {authorized}",
+        "PermitRootLogin yes", "StrictModes no", "UsePAM no", "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "LogLevel ERROR",
+        "MaxStartups 100", "MaxSessions 100", "ClientAliveInterval 0", "",
+    ]))
+    return path
+
+
+@pytest.fixture
+def sshd_cluster(tmp_path: Path) -> Iterator[Callable[..., SshdCluster]]:
+    """Factory: ``sshd_cluster(n, trusted=True)`` starts ``n`` daemons named h0, h1, ..."""
+    if not os.path.exists(SSHD) or shutil.which("ssh-keygen") is None:
+        pytest.skip("OpenSSH sshd is not installed (apt-get install openssh-server)")
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(n: int, *, trusted: bool = True) -> SshdCluster:
+        root = tmp_path / "ssh"
+        root.mkdir(exist_ok=True)
+        os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
+        client_key = root / "client_key"
+        if not client_key.exists():
+            _keygen(client_key)
+        authorized = root / "authorized_keys"
+        authorized.write_text((root / "client_key.pub").read_text())
+        known = root / "known_hosts"
+        ssh_config = root / "ssh_config"
+        ssh_config.write_text("# empty: the cluster config says everything\n")
+        cluster = SshdCluster(root=root, client_key=client_key, known_hosts=known,
+                              ssh_config=ssh_config)
+        lines: list[str] = []
+        for i in range(n):
+            port = free_port()
+            host_key = root / f"host_key.{port}"
+            _keygen(host_key)
+            config = _sshd_config(root, port, host_key, authorized)
+            proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE)
+            started.append(proc)
+            _wait_for_banner(port, proc, time.monotonic() + START_DEADLINE_S)
+            pub = Path(f"{host_key}.pub")
+            key_type, key_data = pub.read_text().split()[:2]
+            lines.append(f"[127.0.0.1]:{port} {key_type} {key_data}\n")
+            cluster.hosts.append(SshdHost(name=f"h{i}", port=port, host_key_pub=pub, proc=proc))
+        known.write_text("".join(lines) if trusted else "")
+        return cluster
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in started:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+

@@ -1,0 +1,124 @@
+"""``attach``: a follower killed mid-run, a new one continues without duplicates or gaps."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from remote.api import RankEvent, RunEvent, RunStatus
+from remote.controller import open_controller
+from remote.stream import CollectedCopy
+from trainer.events import StepEvent
+
+try:
+    from runkit import bounded, run_processes
+except ImportError:  # collected as a package
+    from tests.remote.runkit import bounded, run_processes  # type: ignore[no-redef]
+
+pytestmark = [pytest.mark.sshd, pytest.mark.slow]
+
+FOLLOWER = """
+import asyncio, sys
+from remote.api import RankEvent
+from remote.config import load_cluster
+from remote.controller import SshRunController
+
+async def main():
+    controller = SshRunController(load_cluster(sys.argv[1]), preflight=False)
+    handle = await controller.start()
+    print("run", handle.run_id, flush=True)
+    async for event in handle.events():
+        if isinstance(event, RankEvent) and event.event.kind == "step":
+            print("step", event.event.rank, event.event.step, flush=True)
+
+asyncio.run(main())
+"""
+
+
+def _write_toml(cluster, path: Path) -> None:
+    hosts = "".join(
+        f'[[hosts]]\nname = "{h.name}"\naddress = "127.0.0.1"\nport = {h.port}\nuser = "root"\n'
+        f'identity_file = "{cluster.client_key}"\npython = "{sys.executable}"\n'
+        f'workdir = "{cluster.root / "work" / h.name}"\ngpus = 0\nnproc = 1\nthreads = 1\n'
+        f"slowdown = 8.0\n\n"
+        for h in cluster.hosts)
+    path.write_text(
+        f'[cluster]\nname = "attach"\nmaster = "h0"\nrun_root = "{cluster.root / "runs"}"\n\n'
+        f"{hosts}"
+        "[run]\nsamples = 64\nglobal_batch = 8\nsteps = 40\ncheckpoint_every = 1000\n\n"
+        f'[ssh]\nconnect_timeout = 5.0\nknown_hosts_file = "{cluster.known_hosts}"\n'
+        f'config_file = "{cluster.ssh_config}"\n')
+
+
+def _steps(path: Path) -> list[int]:
+    if not path.exists():
+        return []
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()
+            if '"event":"step"' in line]
+
+
+async def test_attach_continues_where_the_killed_follower_stopped(sshd_cluster) -> None:
+    cluster = sshd_cluster(2)
+    toml = cluster.root / "cluster.toml"
+    _write_toml(cluster, toml)
+    follower = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FOLLOWER, str(toml), stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert follower.stdout is not None
+    run_id = ""
+    try:
+        # Kill the follower once it has shown a few steps of both ranks.
+        shown: dict[int, list[int]] = {0: [], 1: []}
+        while min(len(steps) for steps in shown.values()) < 3:
+            line = (await asyncio.wait_for(follower.stdout.readline(), 180)).decode()
+            assert line, "the follower ended early"
+            words = line.split()
+            if words[0] == "run":
+                run_id = words[1]
+            elif words[0] == "step":
+                shown[int(words[1])].append(int(words[2]))
+    finally:
+        follower.send_signal(signal.SIGKILL)
+        await follower.wait()
+
+    run_dir = cluster.root / "runs" / run_id
+    controller = open_controller(toml)
+    controller.preflight = False
+    received: list[RunEvent] = []
+    try:
+        handle = await controller.attach(run_id)
+        # What this machine held when the follower died (cut back to its saved offsets).
+        held = {}
+        for host in ("h0", "h1"):
+            copy = CollectedCopy(run_dir, host)
+            copy.close()
+            for rank in (0, 1):
+                held[(host, rank)] = _steps(
+                    run_dir / "collected" / host / "metrics" / f"rank-{rank}.jsonl")
+        received = [e async for e in bounded(handle.events())]
+    finally:
+        await controller.aclose()
+
+    final = received[-1]
+    assert isinstance(final, RunStatus) and final.state == "completed", final
+    for rank in (0, 1):
+        host = next(e.host for e in received if isinstance(e, RankEvent)
+                    and e.event.rank == rank)
+        before = held[(host, rank)]
+        after = [e.event.step for e in received if isinstance(e, RankEvent)
+                 and e.event.rank == rank and isinstance(e.event, StepEvent)]
+        # Everything the killed follower showed is in this machine's copy.
+        assert before[: len(shown[rank])] == shown[rank]
+        assert after, "the run was still going when attached"
+        # Continues right after the last step held: no duplicate, no gap, to the end.
+        assert before + after == list(range(1, 41)), (rank, before, after)
+        written = (run_dir / "metrics" / f"rank-{rank}.jsonl").read_bytes()
+        assert (run_dir / "collected" / host / "metrics" / f"rank-{rank}.jsonl").read_bytes() \
+            == written
+    assert run_processes(run_id) == []

@@ -1,0 +1,57 @@
+"""Code push: one tar stream into a content-addressed directory, skipped when unchanged."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from remote.pool import HostPool
+from remote.push import MARKER, build_bundle, code_dir, package_files, push_code
+
+
+def _package(root: Path, text: str) -> None:
+    (root / "pkgx").mkdir(parents=True, exist_ok=True)
+    (root / "pkgx" / "__init__.py").write_text(text)
+    (root / "pkgx" / "__pycache__").mkdir(exist_ok=True)
+    (root / "pkgx" / "__pycache__" / "junk.pyc").write_bytes(b"\0")
+
+
+def test_the_bundle_holds_both_packages_without_caches() -> None:
+    files = [rel for rel, _ in package_files()]
+    assert "trainer/__init__.py" in files and "profiles/__init__.py" in files
+    assert not any("__pycache__" in rel or rel.endswith(".pyc") for rel in files)
+    assert build_bundle().digest == build_bundle().digest  # deterministic
+
+
+@pytest.mark.sshd
+async def test_push_sends_once_and_again_only_when_the_tree_changes(
+    sshd_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = sshd_cluster(1)
+    src = tmp_path / "src"
+    _package(src, "VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(src))
+    sys.modules.pop("pkgx", None)
+    pool = HostPool(cluster.config())
+    try:
+        transport = await pool.get("h0")
+        first = build_bundle(("pkgx",))
+        assert await push_code(transport, first) is True
+        remote = Path(code_dir(transport.host.workdir, first.digest))
+        assert (remote / "pkgx" / "__init__.py").read_text() == "VALUE = 1\n"
+        assert (remote / MARKER).exists() and not (remote / "pkgx" / "__pycache__").exists()
+        assert await push_code(transport, first) is False  # unchanged: not sent again
+
+        _package(src, "VALUE = 2\n")
+        second = build_bundle(("pkgx",))
+        assert second.digest != first.digest
+        assert await push_code(transport, second) is True
+        assert (Path(code_dir(transport.host.workdir, second.digest)) / "pkgx" /
+                "__init__.py").read_text() == "VALUE = 2\n"
+        # Nothing half-written is left beside the trees.
+        assert sorted(p.name for p in remote.parent.iterdir()) == sorted(
+            [first.digest, second.digest])
+    finally:
+        await pool.aclose()

@@ -1,0 +1,117 @@
+"""How a run's end is decided from what the hosts report (no processes involved)."""
+
+from __future__ import annotations
+
+from remote.api import LogLine, RankEvent
+from remote.monitor import RunMonitor
+from remote.stream import LauncherExit
+from trainer.events import EndEvent, StartEvent
+
+
+def _start(host: str, rank: int) -> RankEvent:
+    return RankEvent(host=host, event=StartEvent(
+        t=1.0, rank=rank, world_size=2, local_rank=0, host="m", pid=1, device="cpu",
+        device_name="cpu", backend="gloo", model="simple_cnn", dataset="synthetic_image",
+        global_batch=8, split=(4, 4), policy="static", step=0, total_steps=10,
+        steps_per_epoch=8, threads=1, slowdown=1.0))
+
+
+def _end(host: str, rank: int, status: str, t: float = 5.0, error: str | None = None) -> RankEvent:
+    return RankEvent(host=host, event=EndEvent(t=t, rank=rank, step=3, status=status,  # type: ignore[arg-type]
+                                               error=error))
+
+
+def _exit(host: str, status: str, t: float = 6.0) -> LauncherExit:
+    return LauncherExit(t=t, host=host, status=status)
+
+
+def _log(host: str, text: str, rank: int | None = None) -> LogLine:
+    return LogLine(t=1.0, host=host, rank=rank, text=text)
+
+
+def test_every_launcher_exiting_zero_completes_the_run() -> None:
+    monitor = RunMonitor(run_id="r", hosts=("a", "b"))
+    for item in (_start("a", 0), _start("b", 1), _end("a", 0, "completed"), _exit("a", "0")):
+        monitor.observe(item)
+    assert not monitor.finished
+    monitor.observe(_end("b", 1, "completed"))
+    monitor.observe(_exit("b", "0"))
+    assert monitor.finished and monitor.final_status().state == "completed"
+
+
+def test_a_killed_rank_is_named_over_the_peer_that_failed_first() -> None:
+    monitor = RunMonitor(run_id="r", hosts=("a", "b"))
+    monitor.observe(_start("a", 0))
+    monitor.observe(_start("b", 1))
+    monitor.observe(_log("b", "step 3 loss 0.1", rank=1))
+    # The peer's error is reported first: its connection to the killed rank broke.
+    monitor.observe(_end("a", 0, "failed", t=2.0, error="Connection closed by peer"))
+    for line in ("Root Cause (first observed failure):", "  rank      : 1 (local_rank: 0)",
+                 "  exitcode  : -9 (pid: 42)"):
+        monitor.observe(_log("b", line))
+    monitor.observe(_exit("b", "1", t=3.0))
+    monitor.observe(_exit("a", "1", t=4.0))
+    final = monitor.final_status()
+    assert final.state == "failed"
+    assert (final.failed_host, final.failed_rank) == ("b", 1)
+    assert "signal 9" in final.detail and "step 3 loss 0.1" in final.detail
+
+
+def test_the_earliest_failed_rank_is_the_cause() -> None:
+    monitor = RunMonitor(run_id="r", hosts=("a", "b"))
+    monitor.observe(_start("a", 0))
+    monitor.observe(_start("b", 1))
+    monitor.observe(_end("a", 0, "failed", t=7.0, error="peer gone"))
+    monitor.observe(_end("b", 1, "failed", t=5.0, error="ValueError: bad batch"))
+    monitor.observe(_exit("a", "1"))
+    monitor.observe(_exit("b", "1"))
+    final = monitor.final_status()
+    assert (final.failed_host, final.failed_rank) == ("b", 1)
+    assert "ValueError: bad batch" in final.detail
+
+
+def test_hosts_without_a_start_event_are_named_as_never_joined() -> None:
+    monitor = RunMonitor(run_id="r", hosts=("a", "b", "c"))
+    monitor.observe(_log("a", "torch.distributed.elastic.rendezvous.api.RendezvousTimeoutError"))
+    monitor.observe(_exit("a", "1"))
+    monitor.observe(("b", ConnectionError("connection lost")))
+    monitor.observe(_exit("c", "1"))
+    final = monitor.final_status()
+    assert final.state == "failed" and final.failed_host == "b"  # the drop, over exits
+    assert "never joined the rendezvous: a, b, c" in final.detail
+
+
+def test_a_stop_from_elsewhere_ends_the_run_as_stopped() -> None:
+    monitor = RunMonitor(run_id="r", hosts=("a", "b"))
+    monitor.observe(_start("a", 0))
+    monitor.observe(_start("b", 1))
+    # b's rank saw a's rank vanish before b's own TERM arrived.
+    monitor.observe(_end("b", 1, "failed", error="Connection closed by peer"))
+    monitor.observe(_exit("a", "stopped"))
+    monitor.observe(_exit("b", "stopped"))
+    assert monitor.final_status().state == "stopped"
+
+
+def test_the_cause_is_settled_only_when_no_running_host_may_still_report_a_death() -> None:
+    monitor = RunMonitor(run_id="r", hosts=("a", "b"))
+    monitor.observe(_start("a", 0))
+    monitor.observe(_start("b", 1))
+    monitor.observe(_end("a", 0, "failed", error="Connection closed by peer"))
+    assert monitor.failing and not monitor.cause_settled()  # b's rank 1 has not ended
+    for line in ("  rank      : 1 (local_rank: 0)", "  exitcode  : -9 (pid: 42)"):
+        monitor.observe(_log("b", line))
+    monitor.observe(_exit("b", "1"))
+    assert monitor.cause_settled()
+    assert monitor.first_failure() is not None and monitor.first_failure().rank == 1  # type: ignore[union-attr]
+
+
+def test_a_dropped_host_is_the_cause_over_peers_that_then_failed() -> None:
+    monitor = RunMonitor(run_id="r", hosts=("a", "b"))
+    monitor.observe(_start("a", 0))
+    monitor.observe(_start("b", 1))
+    monitor.observe(("b", ConnectionError("connection lost")))
+    assert monitor.cause_settled()
+    monitor.observe(_end("a", 0, "failed", t=9e9, error="Connection closed by peer"))
+    monitor.observe(_exit("a", "1"))
+    final = monitor.final_status()
+    assert (final.failed_host, final.failed_rank) == ("b", None) and "lost" in final.detail

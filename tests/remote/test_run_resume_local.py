@@ -1,0 +1,84 @@
+"""Restart = stop + start(resume=True): same run id and directory, from the newest checkpoint."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from remote.api import RankEvent, RunEvent, RunStatus
+from remote.config import ClusterConfig, ClusterSection, HostSection
+from remote.controller import SshRunController
+from remote.pool import HostPool
+from remote.runs import list_runs, refresh_runs, update_run_state
+from trainer.events import CheckpointEvent, StartEvent, StepEvent
+
+try:
+    from runkit import bounded, run_processes, tiny_run
+except ImportError:  # collected as a package
+    from tests.remote.runkit import bounded, run_processes, tiny_run  # type: ignore[no-redef]
+
+pytestmark = pytest.mark.slow
+
+
+def _local_cluster(root: Path) -> ClusterConfig:
+    hosts = tuple(
+        HostSection(name=name, address="local", python=sys.executable,
+                    workdir=str(root / "work"), gpus=0, nproc=1, threads=1)
+        for name in ("one", "two"))
+    return ClusterConfig(
+        path=root / "cluster.toml",
+        cluster=ClusterSection(name="resume", master="one", run_root=str(root / "runs")),
+        hosts=hosts, run=replace(tiny_run(steps=100000), checkpoint_every=3))
+
+
+async def _until(handle, stop_when) -> list[RunEvent]:
+    events: list[RunEvent] = []
+    stopping = False
+    async for event in bounded(handle.events()):
+        events.append(event)
+        if not stopping and stop_when(event):
+            stopping = True
+            assert (await handle.stop(grace_s=20)).clean
+    return events
+
+
+async def test_resume_relaunches_the_newest_run_from_its_checkpoint(tmp_path: Path) -> None:
+    config = _local_cluster(tmp_path)
+    controller = SshRunController(config, preflight=False)
+    try:
+        first = await controller.start()
+        before = await _until(first, lambda e: isinstance(e, RankEvent)
+                              and isinstance(e.event, CheckpointEvent))
+        assert isinstance(before[-1], RunStatus) and before[-1].state == "stopped"
+        saved = max(e.event.step for e in before if isinstance(e, RankEvent)
+                    and isinstance(e.event, CheckpointEvent))
+
+        second = await controller.start(resume=True)
+        assert second.run_id == first.run_id
+        after = await _until(second, lambda e: isinstance(e, RankEvent)
+                             and isinstance(e.event, StepEvent))
+    finally:
+        await controller.aclose()
+    starts = [e.event for e in after if isinstance(e, RankEvent)
+              and isinstance(e.event, StartEvent)]
+    assert len(starts) == 2
+    assert all(s.step >= saved and s.resumed_from for s in starts)
+    # The resumed stream shows the new launch only, not the history before it.
+    steps = [e.event.step for e in after if isinstance(e, RankEvent)
+             and isinstance(e.event, StepEvent)]
+    assert steps and min(steps) > saved
+    assert isinstance(after[-1], RunStatus) and after[-1].state == "stopped"
+    assert [r.run_id for r in list_runs(config)] == [first.run_id]
+    assert run_processes(first.run_id) == []
+
+    # A follower that died leaves a stale state; the hosts tell the real one.
+    update_run_state(config, first.run_id, "running")
+    pool = HostPool(config)
+    try:
+        assert [r.state for r in await refresh_runs(config, pool)] == ["stopped"]
+    finally:
+        await pool.aclose()
+    assert [r.state for r in list_runs(config)] == ["stopped"]

@@ -1,0 +1,134 @@
+"""SSH and local transports against real sshd daemons: commands, quoting, host keys, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+import socket
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from remote.pool import HostPool
+from remote.ssh import trust_host
+from remote.transport import (
+    HostKeyNotTrusted,
+    HostUnreachable,
+    LocalTransport,
+    RemoteCommandError,
+    RemoteTimeout,
+)
+
+pytestmark = pytest.mark.sshd
+
+
+async def test_commands_run_over_ssh_and_values_stay_quoted(sshd_cluster, tmp_path: Path) -> None:
+    cluster = sshd_cluster(1)
+    pool = HostPool(cluster.config())
+    try:
+        transport = await pool.get("h0")
+        assert await pool.get("h0") is transport  # one connection per host, reused
+        canary = tmp_path / "canary"
+        nasty = f"x'; touch {canary}; echo \"$(touch {canary})\" `touch {canary}`"
+        done = await transport.run(f"printf %s {shlex.quote(nasty)}", timeout=10)
+        assert done.ok and done.stdout == nasty
+        assert not canary.exists()
+        done = await transport.run("cat", input=b"through stdin", timeout=10)
+        assert done.stdout == "through stdin"
+        failed = await transport.run("echo oops >&2; exit 3", timeout=10)
+        assert failed.exit_status == 3 and not failed.ok and "oops" in failed.stderr
+        with pytest.raises(RemoteCommandError, match=r"(?s)h0.*status 3.*oops"):
+            await transport.run("echo oops >&2; exit 3", check=True, timeout=10)
+        with pytest.raises(RemoteTimeout, match="h0"):
+            await transport.run("sleep 30", timeout=0.5)
+    finally:
+        await pool.aclose()
+
+
+async def test_gather_reports_each_host_separately(sshd_cluster) -> None:
+    cluster = sshd_cluster(2)
+    hosts = [cluster.host("h0"), cluster.host("h1")]
+    # A third host whose port has no daemon.
+    dead = replace(cluster.host("h0"), name="dead", port=_closed_port())
+    pool = HostPool(cluster.config(hosts=[*hosts, dead]))
+    try:
+        results = await pool.gather(lambda t: t.run("echo $SSH_CONNECTION", timeout=10))
+        assert results["h0"].ok and results["h1"].ok  # type: ignore[union-attr]
+        assert str(cluster.hosts[1].port) in results["h1"].stdout  # type: ignore[union-attr]
+        assert isinstance(results["dead"], HostUnreachable)
+    finally:
+        await pool.aclose()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_unknown_host_key_is_refused_with_its_fingerprint(sshd_cluster) -> None:
+    cluster = sshd_cluster(1, trusted=False)
+    config = cluster.config()
+    pool = HostPool(config)
+    try:
+        with pytest.raises(HostKeyNotTrusted) as caught:
+            await pool.get("h0")
+        message = str(caught.value)
+        assert cluster.hosts[0].fingerprint in message
+        assert "corral trust h0" in message
+        # The fix the message names works: trust, then connect.
+        line = await trust_host(config, "h0")
+        assert cluster.hosts[0].fingerprint in line
+        done = await (await pool.get("h0")).run("echo ok", timeout=10)
+        assert done.stdout.strip() == "ok"
+    finally:
+        await pool.aclose()
+
+
+async def test_a_changed_host_key_is_refused(sshd_cluster) -> None:
+    cluster = sshd_cluster(2)
+    # h1's known_hosts line is put under h0's port: h0 now presents a key that does not match.
+    lines = cluster.known_hosts.read_text().splitlines()
+    wrong = lines[1].replace(f"[127.0.0.1]:{cluster.hosts[1].port}",
+                             f"[127.0.0.1]:{cluster.hosts[0].port}")
+    cluster.known_hosts.write_text(wrong + "\n")
+    pool = HostPool(cluster.config(hosts=[cluster.host("h0")]))
+    try:
+        with pytest.raises(HostKeyNotTrusted, match=re.escape(cluster.hosts[0].fingerprint)):
+            await pool.get("h0")
+    finally:
+        await pool.aclose()
+
+
+async def test_an_unanswering_port_fails_within_the_connect_timeout(sshd_cluster) -> None:
+    cluster = sshd_cluster(1)
+    # A listener that accepts and never speaks SSH: only the connect timeout can end the wait.
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = cluster.config(hosts=[cluster.host("h0", port=port)],
+                            ssh=cluster.ssh_section(connect_timeout=1.0))
+    pool = HostPool(config)
+    try:
+        started = time.monotonic()
+        with pytest.raises(HostUnreachable, match=rf"h0.*127\.0\.0\.1:{port}"):
+            await pool.get("h0")
+        assert time.monotonic() - started < 1.0 + 2.5
+    finally:
+        await pool.aclose()
+        server.close()
+
+
+async def test_local_transport_runs_the_same_command_lines(tmp_path: Path) -> None:
+    from remote.config import HostSection
+
+    transport = LocalTransport(HostSection(name="here", address="local"))
+    done = await transport.run("printf '%s|' \"$0\" a 'b c'", timeout=10)
+    assert done.stdout == "sh|a|b c|"
+    assert (await transport.run("cat", input=b"in", timeout=10)).stdout == "in"
+    with pytest.raises(RemoteTimeout, match="here"):
+        await transport.run("sleep 30", timeout=0.3)
+    lines = [line async for line in transport.stream("printf 'one\\ntwo\\n'")]
+    assert lines == ["one", "two"]
