@@ -1,0 +1,73 @@
+"""A bare DDP training loop: the reference corral's trainer is measured against.
+
+Same model, data, global batch and optimizer as ``python -m trainer`` with an equal split, but
+nothing else: no events, no balancer, no compute timing, no per-step all-gather. Run it with
+torch's launcher; rank 0 prints one JSON line with its throughput between two steps:
+
+    python -m torch.distributed.run --standalone --nproc-per-node 2 bench/ddp_baseline.py \\
+        --global-batch 64 --steps 60 --skip 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from trainer.data import synthetic_image
+from trainer.models import build_model
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model", default="simple_cnn")
+    p.add_argument("--norm", default="group")
+    p.add_argument("--samples", type=int, default=4096)
+    p.add_argument("--global-batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--skip", type=int, default=10, help="steps before the clock starts")
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+
+    torch.set_num_threads(args.threads)
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    data = synthetic_image(args.samples, args.seed)
+    torch.manual_seed(args.seed)
+    model = DDP(build_model(args.model, data.num_classes, args.norm))
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
+    local = args.global_batch // world
+    steps_per_epoch = len(data) // args.global_batch
+
+    t_start, perm_epoch, perm = 0.0, -1, torch.empty(0, dtype=torch.int64)
+    for step in range(args.steps):
+        epoch, pos = divmod(step, steps_per_epoch)
+        if epoch != perm_epoch:  # one shuffle per epoch, as the trainer does
+            perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(epoch))
+            perm_epoch = epoch
+        start = pos * args.global_batch + rank * local
+        x, y = data.batch(perm[start : start + local])
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step + 1 == args.skip:
+            t_start = time.time()
+    elapsed = time.time() - t_start
+    if rank == 0:
+        measured = args.steps - args.skip
+        print(json.dumps({"samples_per_s": measured * args.global_batch / elapsed,
+                          "steps": measured, "seconds": elapsed, "pid": os.getpid()}))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The proof: the split changes nothing but speed (gloo ranks on CPU, simple_cnn, synthetic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from trainer_runs import check, events, final_params, launch, max_rel_diff, of_kind
+
+pytestmark = pytest.mark.slow
+
+COMMON = ("--model", "simple_cnn", "--dataset", "synthetic_image", "--samples", "512",
+          "--global-batch", "32", "--steps", "20", "--seed", "3", "--lr", "0.05")
+
+
+def test_any_split_gives_the_same_parameters_after_20_steps(tmp_path: Path) -> None:
+    params = {}
+    for split in ("32", "24,8", "20,8,4", "4,8,20"):
+        run_dir = tmp_path / split.replace(",", "-")
+        nproc = len(split.split(","))
+        check(launch(nproc, *COMMON, "--split", split, "--run-dir", str(run_dir)))
+        params[split] = final_params(run_dir)
+        for rank in range(nproc):
+            steps = of_kind(events(run_dir, rank), "step")
+            assert [e["step"] for e in steps] == list(range(1, 21))  # same count on every rank
+            assert {e["local_batch"] for e in steps} == {int(split.split(",")[rank])}
+    reference = params.pop("32")
+    for split, p in params.items():
+        assert max_rel_diff(reference, p) <= 1e-4, split
+
+
+def test_synthetic_data_is_learnable_and_events_describe_the_run(tmp_path: Path) -> None:
+    check(launch(2, *COMMON, "--split", "20,12", "--run-dir", str(tmp_path)))
+    rank0, rank1 = events(tmp_path, 0), events(tmp_path, 1)
+    start = of_kind(rank0, "start")[0]
+    assert (start["world_size"], start["backend"], start["device"]) == (2, "gloo", "cpu")
+    assert start["split"] == [20, 12] and start["total_steps"] == 20
+    assert of_kind(rank0, "capacity")[0]["source"] == "split"
+    steps0 = of_kind(rank0, "step")
+    losses = [e["global_loss"] for e in steps0]
+    # The loss falls: the last five steps average well below the first five.
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+    assert all(e["cluster_samples_per_s"] > 0 and e["compute_s"] > 0 for e in steps0)
+    assert all(e["global_loss"] is None for e in of_kind(rank1, "step"))
+    # Global loss is the sample-weighted mean of the ranks' local losses.
+    s1 = of_kind(rank1, "step")
+    for a, b in zip(steps0, s1, strict=True):
+        assert a["global_loss"] == pytest.approx((20 * a["loss"] + 12 * b["loss"]) / 32, rel=1e-5)
+    assert rank0[-1]["event"] == "end" and rank0[-1]["status"] == "completed"
+    assert rank1[-1]["event"] == "end" and rank1[-1]["status"] == "completed"
+    assert rank0[-1]["checkpoint"].endswith("step-00000020.pt")

@@ -1,0 +1,82 @@
+"""Models, slowdown emulation and checkpoint files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainer.checkpoint import (
+    list_checkpoints,
+    load_newest_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from trainer.config import SlowdownChange
+from trainer.models import build_model
+from trainer.slowdown import SlowdownSchedule, emulate_slowdown
+
+
+@pytest.mark.parametrize("name", ["simple_cnn", "resnet18", "resnet50"])
+def test_models_classify_32x32_images(name: str) -> None:
+    model = build_model(name, 10, "group" if name == "simple_cnn" else "batch")
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_norm_choice_changes_the_layers() -> None:
+    def kinds(norm: str) -> set[str]:
+        return {type(m).__name__ for m in build_model("resnet18", 100, norm).modules()}
+    assert "BatchNorm2d" in kinds("batch") and "GroupNorm" not in kinds("batch")
+    assert "GroupNorm" in kinds("group") and "BatchNorm2d" not in kinds("group")
+    assert "SyncBatchNorm" in kinds("syncbatch")
+
+
+def test_emulated_slowdown_sleeps_the_extra_time() -> None:
+    t0 = time.perf_counter()
+    assert emulate_slowdown(3.0, 0.05) == pytest.approx(0.15)
+    assert time.perf_counter() - t0 >= 0.099
+    t0 = time.perf_counter()
+    assert emulate_slowdown(1.0, 0.5) == 0.5
+    assert time.perf_counter() - t0 < 0.05  # factor 1: no sleep at all
+
+
+def test_slowdown_schedule_changes_at_the_given_step() -> None:
+    changes = (SlowdownChange(step=50, rank=1, factor=2.0),
+               SlowdownChange(step=20, rank=1, factor=1.5),
+               SlowdownChange(step=10, rank=0, factor=4.0))
+    s = SlowdownSchedule(1.0, changes, rank=1)
+    assert [s.factor_at(n) for n in (1, 19, 20, 49, 50, 99)] == [1, 1, 1.5, 1.5, 2, 2]
+    assert SlowdownSchedule(3.0, changes, rank=2).factor_at(60) == 3.0
+
+
+def _state(step: int) -> dict[str, object]:
+    return {"step": step, "model": {"w": torch.full((3,), float(step))}}
+
+
+def test_checkpoints_are_atomic_pruned_and_truncation_is_detected(tmp_path: Path) -> None:
+    for step in (5, 10, 15, 20):
+        save_checkpoint(tmp_path, _state(step), keep=3)
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [20, 15, 10]
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if "tmp" in p.name]
+    newest = tmp_path / "checkpoints" / "step-00000020.pt"
+    newest.write_bytes(newest.read_bytes()[:-200])  # cut short
+    found = load_newest_checkpoint(tmp_path)
+    assert found is not None
+    path, state, skipped = found
+    assert path.name == "step-00000015.pt" and state["step"] == 15
+    assert skipped and skipped[0].startswith("step-00000020.pt")
+    assert torch.equal(state["model"]["w"], torch.full((3,), 15.0))
+    assert load_newest_checkpoint(tmp_path / "nothing-here") is None
+
+
+def test_rng_state_round_trips() -> None:
+    saved = rng_state()
+    a = torch.rand(4)
+    set_rng_state(saved)
+    assert torch.equal(torch.rand(4), a)

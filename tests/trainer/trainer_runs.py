@@ -1,0 +1,71 @@
+"""Helpers for tests that launch real trainer ranks with torch's launcher (gloo, CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def rank_env() -> dict[str, str]:
+    """One thread per rank: the test machine is small and shared."""
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env.pop("CORRAL_SLOWDOWN", None)
+    # No stored profiles unless a test provides some: capacities come from the warm-up.
+    env["CORRAL_PROFILE_DIR"] = str(Path(tempfile.gettempdir()) / "corral-tests-no-profiles")
+    return env
+
+
+def launch_cmd(nproc: int, *flags: str) -> list[str]:
+    """``python -m torch.distributed.run --standalone`` (a free port) + ``-m trainer``."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={nproc}", "-m", "trainer", "--threads", "1",
+            "--resources-every", "0", *flags]
+
+
+def launch(nproc: int, *flags: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run the trainer on ``nproc`` local ranks and wait for it."""
+    return subprocess.run(launch_cmd(nproc, *flags), cwd=REPO, env=rank_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def events(run_dir: Path, rank: int) -> list[dict[str, Any]]:
+    """Every event rank ``rank`` wrote, decoded."""
+    path = run_dir / "metrics" / f"rank-{rank}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def of_kind(evts: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [e for e in evts if e["event"] == kind]
+
+
+def final_params(run_dir: Path) -> dict[str, torch.Tensor]:
+    """Model parameters in the newest checkpoint of ``run_dir``."""
+    newest = sorted((run_dir / "checkpoints").glob("step-*.pt"))[-1]
+    state = torch.load(newest, map_location="cpu", weights_only=False)
+    return dict(state["model"])
+
+
+def max_rel_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """Largest per-tensor ``max|a-b| / max|a|`` over all tensors."""
+    assert a.keys() == b.keys()
+    return max(
+        ((a[k].double() - b[k].double()).abs().max() / a[k].double().abs().max().clamp_min(1e-12))
+        .item()
+        for k in a
+    )
+
+
+def check(proc: subprocess.CompletedProcess[str]) -> None:
+    """Fail with the launcher's output when a run did not exit 0."""
+    output = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"rc={proc.returncode}\n{output}"

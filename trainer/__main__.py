@@ -1,0 +1,33 @@
+"""``python -m trainer``: one rank of a corral run (start it with torch's launcher).
+
+    python -m torch.distributed.run --nproc-per-node 2 -m trainer --global-batch 64 --steps 100
+
+Bad input (flags, splits, data) is reported in one line with exit code 2, before the rank
+joins the process group, so no other rank is left waiting on a collective.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from profiles.errors import CorralError
+from trainer.config import parse_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags, train, and return the exit code."""
+    try:
+        config = parse_config(argv)
+        from trainer.train import train  # torch loads only once the flags are known good
+
+        return train(config)
+    except CorralError as exc:
+        # Every rank hits the same error; one line per host is enough.
+        if os.environ.get("LOCAL_RANK", "0") == "0":
+            print(f"corral trainer: {exc.title}: {exc.message}", file=sys.stderr, flush=True)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

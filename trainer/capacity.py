@@ -1,0 +1,137 @@
+"""The initial split: given, equal, or proportional to each rank's capacity (samples/s).
+
+Capacities come from stored profiles when every rank has one for its exact conditions, else
+from a short warm-up: each rank times a few forward+backward passes at the equal share (its
+emulated slowdown included) and the results are all-gathered. Every rank takes the same branch
+because the choice is made from all-gathered facts.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from trainer.balancer import equal_split, proportional_split
+from trainer.config import TrainConfig
+from trainer.data import ImageDataset
+from trainer.dist import all_gather_floats
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capacity:
+    """The starting split and where it came from (rank 0 writes it as a ``capacity`` event)."""
+
+    split: tuple[int, ...]
+    source: Literal["profile", "warmup", "split"]
+    samples_per_s: tuple[float | None, ...]
+    max_batch: tuple[int | None, ...]
+    detail: str
+
+
+def initial_split(
+    config: TrainConfig, *, world_size: int, rank: int, model: nn.Module,
+    dataset: ImageDataset, device: torch.device, slowdown: float, host: str, device_name: str,
+    resumed_split: tuple[int, ...] | None,
+) -> Capacity:
+    """Decide the split of the first step (collective: every rank must call it)."""
+    caps = config.max_batch or (None,) * world_size
+    unknown: tuple[float | None, ...] = (None,) * world_size
+    if resumed_split is not None:
+        return Capacity(split=resumed_split, source="split", samples_per_s=unknown,
+                        max_batch=caps, detail="split restored from the checkpoint")
+    if config.policy == "static" or config.split is not None:
+        split = config.split or equal_split(config.global_batch, world_size)
+        detail = "given by --split" if config.split else "equal split"
+        return Capacity(split=split, source="split", samples_per_s=unknown, max_batch=caps,
+                        detail=detail)
+
+    # -- capacities from stored profiles, when every rank has one -----------------------------
+    share = max(1, config.global_batch // world_size)
+    profile_rate, profile_cap, reason = _profile_capacity(config, share, slowdown, host,
+                                                          device_name)
+    rows = all_gather_floats([profile_rate, profile_cap], device)
+    if all(row[0] > 0 for row in rows):
+        rates = [row[0] for row in rows]
+        caps = _merge_caps(caps, [int(row[1]) if row[1] > 0 else None for row in rows])
+        source: Literal["profile", "warmup"] = "profile"
+        detail = "stored profiles at the equal share"
+    else:
+        # -- or a short warm-up: time forward+backward at the equal share on every rank -----
+        own = _warmup_rate(model, dataset, device, share, config.warmup_steps, slowdown)
+        rates = [row[0] for row in all_gather_floats([own], device)]
+        missing = [r for r, row in enumerate(rows) if row[0] <= 0]
+        source = "warmup"
+        detail = (f"{config.warmup_steps} timed passes at batch {share}; no profile on ranks "
+                  f"{','.join(map(str, missing))}" + (f" ({reason})" if rank in missing else ""))
+    split = proportional_split(rates, config.global_batch, max_batch=caps)
+    return Capacity(split=split, source=source, samples_per_s=tuple(rates), max_batch=caps,
+                    detail=detail)
+
+
+def _profile_capacity(
+    config: TrainConfig, share: int, slowdown: float, host: str, device_name: str
+) -> tuple[float, float, str]:
+    """``(samples/s at share, max_batch or 0, reason)``; samples/s 0 when there is no profile."""
+    try:
+        from profiles.store import find_profile
+    except ImportError:
+        return 0.0, 0.0, "profile store unavailable"
+    try:
+        profile, reason = find_profile(
+            host=host, device_name=device_name, model=config.model,
+            torch_version=torch.__version__, threads=torch.get_num_threads(), slowdown=slowdown,
+        )
+    except Exception as exc:  # a broken store must not stop training: measure instead
+        return 0.0, 0.0, f"profile lookup failed: {exc}"
+    if profile is None:
+        return 0.0, 0.0, reason
+    return profile.samples_per_s(share), float(profile.max_batch or 0), reason
+
+
+def _merge_caps(
+    flags: Sequence[int | None], profiled: Sequence[int | None]
+) -> tuple[int | None, ...]:
+    """The tighter of the --max-batch cap and the profile's memory cap, per rank."""
+    out: list[int | None] = []
+    for a, b in zip(flags, profiled, strict=True):
+        out.append(b if a is None else a if b is None else min(a, b))
+    return tuple(out)
+
+
+def _warmup_rate(
+    model: nn.Module, dataset: ImageDataset, device: torch.device, batch: int, passes: int,
+    slowdown: float,
+) -> float:
+    """Samples/s of forward+backward on this rank at ``batch`` (slowdown applied, no sleep).
+
+    Buffers (BatchNorm running statistics) are restored afterwards and gradients cleared, so
+    the warm-up leaves the model exactly as it found it.
+    """
+    saved = {name: buf.detach().clone() for name, buf in model.named_buffers()}
+    x, y = dataset.batch(torch.arange(min(batch, len(dataset))))
+    x, y = x.to(device), y.to(device)
+    times = []
+    for i in range(passes + 1):  # the first pass warms caches and allocators: not counted
+        _sync(device)
+        t0 = time.perf_counter()
+        loss = nn.functional.cross_entropy(model(x), y, reduction="sum")
+        loss.backward()
+        _sync(device)
+        if i > 0:
+            times.append(time.perf_counter() - t0)
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            buf.copy_(saved[name])
+    return x.shape[0] / (slowdown * statistics.median(times))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,58 @@
+"""Timing a rank's own forward+backward without the gradient all-reduce wait.
+
+DDP overlaps the all-reduce with backward, and ``backward()`` returns only once the all-reduce
+is done, so timing around it would give every rank the slowest rank's time and hide the
+straggler. Instead a DDP communication hook notes when the last gradient bucket becomes ready:
+that is when this rank's own backward finished. It then runs the usual all-reduce, unchanged.
+"""
+
+# No `from __future__ import annotations`: DDP checks the hook's annotations at runtime.
+import time
+
+import torch
+import torch.distributed as dist
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+
+class ComputeClock:
+    """Forward-start to last-bucket-ready time; CUDA events on GPUs, perf_counter on CPUs."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._cuda = device.type == "cuda"
+        self._t0 = 0.0
+        self._t1: float | None = None
+        if self._cuda:
+            self._start_event = torch.cuda.Event(enable_timing=True)
+            self._end_event = torch.cuda.Event(enable_timing=True)
+            self._end_recorded = False
+
+    def start(self) -> None:
+        """Mark the start of the forward pass."""
+        self._t1 = None
+        if self._cuda:
+            self._end_recorded = False
+            self._start_event.record()
+        else:
+            self._t0 = time.perf_counter()
+
+    def hook(
+        self, process_group: dist.ProcessGroup | None, bucket: dist.GradBucket
+    ) -> torch.futures.Future[torch.Tensor]:
+        """DDP comm hook: timestamp the last bucket, then DDP's own all-reduce (mean)."""
+        if bucket.is_last():
+            if self._cuda:
+                self._end_event.record()
+                self._end_recorded = True
+            else:
+                self._t1 = time.perf_counter()
+        return allreduce_hook(process_group, bucket)  # type: ignore[arg-type]
+
+    def elapsed(self) -> float:
+        """Seconds of this rank's forward+backward in the step just run (after backward)."""
+        if self._cuda:
+            if not self._end_recorded:  # no bucket seen (no gradients): time up to now
+                self._end_event.record()
+            self._end_event.synchronize()
+            return float(self._start_event.elapsed_time(self._end_event)) / 1000.0
+        end = self._t1 if self._t1 is not None else time.perf_counter()
+        return end - self._t0

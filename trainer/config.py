@@ -1,0 +1,362 @@
+"""The trainer's settings: one frozen dataclass and the ``python -m trainer`` flags that fill it.
+
+Everything that can be checked without the process group is checked here (``TrainConfig``'s
+``__post_init__``) or in ``check_world`` (needs only the world size torchrun exports), so a bad
+flag ends every rank with exit code 2 before any collective starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from profiles.errors import UsageError
+
+MODELS = ("simple_cnn", "resnet18", "resnet50")
+DATASETS = ("synthetic_image", "cifar10", "cifar100")
+POLICIES = ("static", "proportional", "dynamic")
+NORMS = ("auto", "batch", "syncbatch", "group")
+SLOWDOWN_ENV = "CORRAL_SLOWDOWN"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlowdownChange:
+    """From step ``step`` (1-based) on, global rank ``rank`` behaves ``factor`` times slower."""
+
+    step: int
+    rank: int
+    factor: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """One training run, as every rank sees it (all ranks get the same flags)."""
+
+    model: Literal["simple_cnn", "resnet18", "resnet50"] = "simple_cnn"
+    """Network to train."""
+    dataset: Literal["synthetic_image", "cifar10", "cifar100"] = "synthetic_image"
+    """Training data."""
+    data_dir: str | None = None
+    """Directory holding the CIFAR python-pickle batches (cifar10/cifar100 only)."""
+    samples: int = 4096
+    """Number of images in the synthetic dataset."""
+    global_batch: int = 64
+    """B: samples per optimizer step over all ranks together."""
+    split: tuple[int, ...] | None = None
+    """Initial per-rank local batches (sum B, one per rank); None = equal split."""
+    policy: Literal["static", "proportional", "dynamic"] = "static"
+    """How the split is chosen and changed."""
+    rebalance_every: int = 10
+    """Steps between rebalancing decisions (dynamic policy)."""
+    rebalance_threshold: float = 0.03
+    """Dynamic policy: change the split only when the predicted gain exceeds this fraction."""
+    max_batch: tuple[int | None, ...] | None = None
+    """Per-rank largest local batch (memory caps); None entries = no cap."""
+    warmup_steps: int = 3
+    """Timed forward+backward passes per rank when capacities must be measured."""
+    steps: int | None = None
+    """The run's total number of optimizer steps (a resumed run continues up to it)."""
+    epochs: int | None = None
+    """The run's total number of epochs, when ``steps`` is not given (default 1)."""
+    lr: float = 0.05
+    """Learning rate."""
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    """Optimizer: SGD with momentum 0.9, or AdamW."""
+    weight_decay: float = 0.0
+    """Weight decay for the optimizer."""
+    norm: Literal["auto", "batch", "syncbatch", "group"] = "auto"
+    """Normalisation layers: ``auto`` = group for simple_cnn, batch for the ResNets."""
+    seed: int = 0
+    """Seed for the weights, the synthetic data and the per-epoch sample order."""
+    run_dir: str = "runs/local"
+    """Where metrics/ and checkpoints/ go on each host."""
+    checkpoint_every: int = 0
+    """Rank 0 writes a checkpoint every this many steps (0 = only at the end)."""
+    keep_checkpoints: int = 3
+    """Newest checkpoints kept on disk (0 = keep all)."""
+    resume: bool = False
+    """Continue from the newest complete checkpoint in ``run_dir`` (fresh start if none)."""
+    slowdown: tuple[float, ...] = (1.0,)
+    """Emulated slowdown: one factor for every rank started by this command, or one per rank."""
+    slowdown_at: tuple[SlowdownChange, ...] = ()
+    """Scheduled slowdown changes (``--slowdown-at STEP:RANK:FACTOR``)."""
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """Process-group backend; ``auto`` = nccl when this host has CUDA, else gloo."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Device of each rank; ``auto`` = the local GPU when present, else the CPU."""
+    threads: int | None = None
+    """CPU threads per rank (``torch.set_num_threads``); None = torch's default."""
+    resources_every: float = 2.0
+    """Seconds between ``resources`` events (0 = none)."""
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise UsageError(f"unknown --model {self.model!r}; choose one of {', '.join(MODELS)}")
+        if self.dataset not in DATASETS:
+            raise UsageError(
+                f"unknown --dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}"
+            )
+        if self.policy not in POLICIES:
+            raise UsageError(
+                f"unknown --policy {self.policy!r}; choose one of {', '.join(POLICIES)}"
+            )
+        if self.dataset != "synthetic_image" and not self.data_dir:
+            raise UsageError(f"--dataset {self.dataset} needs --data-dir (the CIFAR batches)")
+        _positive("--global-batch", self.global_batch)
+        _positive("--samples", self.samples)
+        _positive("--rebalance-every", self.rebalance_every)
+        _positive("--warmup-steps", self.warmup_steps)
+        if self.dataset == "synthetic_image" and self.samples < self.global_batch:
+            raise UsageError(
+                f"--samples {self.samples} is smaller than --global-batch {self.global_batch}: "
+                "an epoch must hold at least one step"
+            )
+        if self.steps is not None and self.epochs is not None:
+            raise UsageError("give either --steps or --epochs, not both")
+        if self.steps is not None:
+            _positive("--steps", self.steps)
+        if self.epochs is not None:
+            _positive("--epochs", self.epochs)
+        if not self.lr > 0:
+            raise UsageError(f"--lr must be > 0, got {self.lr}")
+        if self.checkpoint_every < 0 or self.keep_checkpoints < 0:
+            raise UsageError("--checkpoint-every and --keep-checkpoints must be >= 0")
+        if self.threads is not None:
+            _positive("--threads", self.threads)
+        if any(not s >= 1.0 for s in self.slowdown):
+            raise UsageError(f"--slowdown factors must be >= 1, got {_csv(self.slowdown)}")
+        for change in self.slowdown_at:
+            if change.step < 1 or change.rank < 0 or not change.factor >= 1.0:
+                raise UsageError(
+                    f"--slowdown-at {change.step}:{change.rank}:{change.factor}: need "
+                    "STEP >= 1, RANK >= 0 and FACTOR >= 1"
+                )
+        if self.split is not None:
+            if any(b < 0 for b in self.split):
+                raise UsageError(f"--split {_csv(self.split)} has a negative share")
+            if sum(self.split) != self.global_batch:
+                raise UsageError(
+                    f"--split {_csv(self.split)} sums to {sum(self.split)}, "
+                    f"but --global-batch is {self.global_batch}"
+                )
+            if self.policy == "proportional":
+                raise UsageError(
+                    "--policy proportional computes the split itself: drop --split, "
+                    "or use --policy static (or dynamic, which starts from --split)"
+                )
+        if self.max_batch is not None and any(m is not None and m < 1 for m in self.max_batch):
+            raise UsageError(f"--max-batch entries must be >= 1, got {self.max_batch}")
+        if not self.resources_every >= 0:
+            raise UsageError(f"--resources-every must be >= 0 seconds, got {self.resources_every}")
+        if not 0 <= self.rebalance_threshold < 1:
+            raise UsageError("--rebalance-threshold must be in [0, 1)")
+
+    @property
+    def resolved_norm(self) -> Literal["batch", "syncbatch", "group"]:
+        """The normalisation actually used (``auto`` resolved per model)."""
+        if self.norm != "auto":
+            return self.norm
+        return "group" if self.model == "simple_cnn" else "batch"
+
+    def slowdown_for(self, rank: int) -> float:
+        """The initial slowdown factor of global rank ``rank`` (check_world checked the length)."""
+        if len(self.slowdown) == 1:
+            return self.slowdown[0]
+        return self.slowdown[rank]
+
+
+def check_world(config: TrainConfig, world_size: int) -> None:
+    """Checks that need the world size (known from torchrun's environment before any collective)."""
+    if config.split is not None:
+        if len(config.split) != world_size:
+            raise UsageError(
+                f"--split {_csv(config.split)} has {len(config.split)} shares but the run has "
+                f"{world_size} ranks: give one share per rank"
+            )
+        if 0 in config.split:
+            raise UsageError(f"--split {_csv(config.split)} gives a rank 0 samples")
+    elif config.global_batch < world_size:
+        raise UsageError(
+            f"--global-batch {config.global_batch} is smaller than the {world_size} ranks: "
+            "every rank needs at least one sample"
+        )
+    if len(config.slowdown) not in (1, world_size):
+        raise UsageError(
+            f"--slowdown {_csv(config.slowdown)} has {len(config.slowdown)} factors: give one "
+            f"(for every rank) or {world_size} (one per rank)"
+        )
+    for change in config.slowdown_at:
+        if change.rank >= world_size:
+            raise UsageError(
+                f"--slowdown-at names rank {change.rank}, but ranks are 0..{world_size - 1}"
+            )
+    if config.max_batch is not None:
+        if len(config.max_batch) != world_size:
+            raise UsageError(
+                f"--max-batch has {len(config.max_batch)} entries for {world_size} ranks"
+            )
+        caps = [m if m is not None else config.global_batch for m in config.max_batch]
+        if sum(caps) < config.global_batch:
+            raise UsageError(
+                f"--max-batch caps sum to {sum(caps)}, below --global-batch {config.global_batch}"
+            )
+
+
+def _positive(flag: str, value: int) -> None:
+    if value < 1:
+        raise UsageError(f"{flag} must be >= 1, got {value}")
+
+
+def _csv(values: Sequence[object]) -> str:
+    return ",".join(str(v) for v in values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags
+# ---------------------------------------------------------------------------------------------
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 24,8; got {text!r}"
+        ) from None
+
+
+def _cap_list(text: str) -> tuple[int | None, ...]:
+    try:
+        return tuple(None if p.strip() in ("", "-", "none") else int(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers or '-' (no cap) like 64,-; got {text!r}"
+        ) from None
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers like 1,3; got {text!r}"
+        ) from None
+
+
+def _slowdown_change(text: str) -> SlowdownChange:
+    parts = text.split(":")
+    try:
+        if len(parts) != 3:
+            raise ValueError
+        return SlowdownChange(step=int(parts[0]), rank=int(parts[1]), factor=float(parts[2]))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected STEP:RANK:FACTOR like 50:1:2; got {text!r}"
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m trainer`` argument parser (every flag maps to a TrainConfig field)."""
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m trainer",
+        description=(
+            "corral's trainer: exact data-parallel training over unequal ranks. Start it with "
+            "torch's launcher: python -m torch.distributed.run --nproc-per-node N -m trainer ..."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", choices=MODELS, default=d.model, help="network to train")
+    g.add_argument("--norm", choices=NORMS, default=d.norm,
+                   help="normalisation layers; auto = group for simple_cnn, batch for ResNets "
+                   "(batch uses per-rank statistics, see docs/trainer.md)")
+    g.add_argument("--dataset", choices=DATASETS, default=d.dataset, help="training data")
+    g.add_argument("--data-dir", default=d.data_dir,
+                   help="directory with the CIFAR python batches (data_batch_1..5/test_batch/"
+                   "batches.meta for cifar10, train/test/meta for cifar100)")
+    g.add_argument("--samples", type=int, default=d.samples,
+                   help="number of images in the synthetic dataset")
+    g = p.add_argument_group("batch and balancing")
+    g.add_argument("--global-batch", type=int, default=d.global_batch,
+                   help="B: samples per step over all ranks together")
+    g.add_argument("--split", type=_int_list, default=None,
+                   help="initial per-rank local batches b0,b1,... summing to B (default equal)")
+    g.add_argument("--policy", choices=POLICIES, default=d.policy,
+                   help="static: keep the split; proportional: split by measured or profiled "
+                   "capacity; dynamic: also re-balance from measured compute times")
+    g.add_argument("--rebalance-every", type=int, default=d.rebalance_every,
+                   help="steps between rebalancing decisions (dynamic)")
+    g.add_argument("--rebalance-threshold", type=float, default=d.rebalance_threshold,
+                   help="dynamic: move samples only when the predicted gain exceeds this")
+    g.add_argument("--max-batch", type=_cap_list, default=None,
+                   help="per-rank largest local batch (memory caps), '-' for no cap, e.g. 64,-")
+    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
+                   help="timed passes per rank when capacities must be measured")
+    g = p.add_argument_group("optimisation")
+    length = g.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, default=None,
+                        help="the run's total steps (a resumed run continues up to it)")
+    length.add_argument("--epochs", type=int, default=None,
+                        help="the run's total epochs when --steps is not given (default 1)")
+    g.add_argument("--lr", type=float, default=d.lr, help="learning rate")
+    g.add_argument("--optimizer", choices=("sgd", "adamw"), default=d.optimizer,
+                   help="sgd (momentum 0.9) or adamw")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="weight decay")
+    g.add_argument("--seed", type=int, default=d.seed,
+                   help="seed for weights, synthetic data and the per-epoch sample order")
+    g = p.add_argument_group("run directory and checkpoints")
+    g.add_argument("--run-dir", default=d.run_dir,
+                   help="where metrics/rank-<r>.jsonl and checkpoints/ are written on each host")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="rank 0 checkpoints every K steps (0 = only at the end)")
+    g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints,
+                   help="newest checkpoints kept (0 = all)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from the newest complete checkpoint in --run-dir on rank 0 "
+                   "(starts fresh when there is none)")
+    g = p.add_argument_group("devices and emulation")
+    g.add_argument("--backend", choices=("auto", "gloo", "nccl"), default=d.backend,
+                   help="auto = nccl when this host has CUDA, else gloo; pass gloo explicitly "
+                   "when CPU-only and GPU hosts train together")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device,
+                   help="auto = this rank's local GPU when present, else the CPU")
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per rank (default: torch's default)")
+    g.add_argument("--slowdown", type=_float_list, default=None,
+                   help="EMULATION: behave s times slower (sleep (s-1) x compute each step). One "
+                   f"value for every rank of this command, or one per global rank; env "
+                   f"{SLOWDOWN_ENV} is used when the flag is absent")
+    g.add_argument("--slowdown-at", type=_slowdown_change, action="append", default=[],
+                   metavar="STEP:RANK:FACTOR",
+                   help="from step STEP on, rank RANK uses slowdown FACTOR (repeatable)")
+    g.add_argument("--resources-every", type=float, default=d.resources_every,
+                   help="seconds between resources events (0 = none)")
+    return p
+
+
+def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
+    """Parse flags into a TrainConfig; argparse errors exit 2, bad values raise UsageError."""
+    args = build_parser().parse_args(argv)
+    slowdown = args.slowdown
+    if slowdown is None:
+        env = os.environ.get(SLOWDOWN_ENV, "").strip()
+        try:
+            slowdown = _float_list(env) if env else (1.0,)
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"{SLOWDOWN_ENV}: {exc}") from None
+    return TrainConfig(
+        model=args.model, dataset=args.dataset, data_dir=args.data_dir, samples=args.samples,
+        global_batch=args.global_batch, split=args.split, policy=args.policy,
+        rebalance_every=args.rebalance_every, rebalance_threshold=args.rebalance_threshold,
+        max_batch=args.max_batch, warmup_steps=args.warmup_steps, steps=args.steps,
+        epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
+        weight_decay=args.weight_decay, norm=args.norm, seed=args.seed, run_dir=args.run_dir,
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+        resume=args.resume, slowdown=slowdown, slowdown_at=tuple(args.slowdown_at),
+        backend=args.backend, device=args.device, threads=args.threads,
+        resources_every=args.resources_every,
+    )

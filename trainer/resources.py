@@ -1,0 +1,58 @@
+"""Periodic ``resources`` events from the profiles package's sampler (skipped if absent).
+
+The sampler measures in the background; the loop only polls it once per step, which never
+blocks, so resource reporting costs the training step nothing noticeable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+from trainer.dist import print0
+from trainer.events import EventWriter, ResourceEvent
+
+
+class ResourceReporter:
+    """Writes a ``resources`` event whenever the sampler has a fresh sample."""
+
+    def __init__(self, device: str, interval_s: float, rank: int, events: EventWriter) -> None:
+        self._rank = rank
+        self._events = events
+        self._sampler: Any = None
+        if interval_s <= 0:
+            return
+        try:
+            from profiles.sampler import ResourceSampler
+        except ImportError:
+            return
+        try:
+            self._sampler = ResourceSampler(device, interval_s=interval_s)
+            self._sampler.start()
+        except Exception as exc:  # reporting is optional: never stop training for it
+            print0(f"corral trainer: resource sampling disabled ({exc})", rank=rank)
+            self._sampler = None
+
+    def poll(self) -> None:
+        """Emit the newest sample, if one arrived since the last poll."""
+        if self._sampler is None:
+            return
+        try:
+            sample = self._sampler.poll()
+        except Exception as exc:
+            print0(f"corral trainer: resource sampling stopped ({exc})", rank=self._rank)
+            self.stop()
+            return
+        if sample is not None:
+            self._events.emit(ResourceEvent(
+                t=time.time(), rank=self._rank, gpu_util=sample.gpu_util,
+                gpu_mem_used=sample.gpu_mem_used, gpu_mem_total=sample.gpu_mem_total,
+                cpu_percent=sample.cpu_percent, rss_bytes=sample.rss_bytes))
+
+    def stop(self) -> None:
+        """Stop the sampler (idempotent)."""
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            with contextlib.suppress(Exception):
+                sampler.stop()
