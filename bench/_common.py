@@ -1,0 +1,184 @@
+"""Shared helpers for the balancing benchmarks: launch the real trainer, read its events.
+
+Every run goes through torch's launcher exactly as users start it (``python -m
+torch.distributed.run --standalone --nproc-per-node N -m trainer ...``), one CPU thread per rank,
+in its own process group so that a timeout or Ctrl-C ends the whole run and nothing is left
+behind. Throughput is read from rank 0's ``step`` events (``cluster_samples_per_s``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainer.events import RebalanceEvent, StartEvent, StepEvent, events_path, parse_event
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class RunResult:
+    """What one trainer run left in its rank-0 events file."""
+
+    label: str
+    run_dir: Path
+    start: StartEvent
+    steps: list[StepEvent] = field(default_factory=list)
+    rebalances: list[RebalanceEvent] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def throughput(self, skip: int, last: int | None = None) -> float:
+        """Median cluster samples/s over steps ``skip+1 .. last`` (warm-up steps skipped)."""
+        values = [
+            s.cluster_samples_per_s
+            for s in self.steps
+            if s.step > skip and (last is None or s.step <= last) and s.cluster_samples_per_s
+        ]
+        if not values:
+            raise RuntimeError(f"{self.label}: no steps after the first {skip}")
+        return statistics.median(values)
+
+    def compute_spread(self, skip: int) -> float:
+        """Slowest / fastest rank's median ``compute_s`` over the steps after ``skip`` (1.00:
+        the split balances compute), from every rank's events file (one run per directory).
+        Medians per rank first, so per-step noise does not read as imbalance."""
+        medians = []
+        for rank in range(self.start.world_size):
+            with open(events_path(self.run_dir, rank), encoding="utf-8") as f:
+                times = [
+                    e.compute_s
+                    for e in map(parse_event, f)
+                    if isinstance(e, StepEvent) and e.step > skip
+                ]
+            medians.append(statistics.median(times) if times else 0.0)
+        return max(medians) / min(medians) if min(medians) > 0 else float("nan")
+
+    @property
+    def final_split(self) -> tuple[int, ...]:
+        return self.rebalances[-1].split if self.rebalances else self.start.split
+
+
+def run_trainer(
+    label: str,
+    run_dir: Path,
+    *,
+    nproc: int,
+    global_batch: int,
+    steps: int,
+    policy: str = "static",
+    slowdown: Sequence[float] | None = None,
+    extra: Sequence[str] = (),
+    timeout_s: float = 900,
+) -> RunResult:
+    """Train ``steps`` steps of simple_cnn on synthetic data; return rank 0's events.
+
+    Raises ``RuntimeError`` with the tail of the output when the run fails or times out.
+    """
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc-per-node={nproc}", "-m", "trainer",
+        "--model", "simple_cnn", "--dataset", "synthetic_image",
+        "--samples", str(max(4096, 4 * global_batch)),
+        "--global-batch", str(global_batch), "--policy", policy,
+        "--steps", str(steps), "--threads", "1", "--run-dir", str(run_dir),
+    ]  # fmt: skip
+    if slowdown is not None:
+        cmd += ["--slowdown", ",".join(f"{s:g}" for s in slowdown)]
+    cmd += list(extra)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    print(f"  {label}: {nproc} rank(s), B={global_batch}, {steps} steps ...", flush=True)
+    began = time.perf_counter()
+    # Own session: the launcher and its ranks form one process group we can end together.
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        output, _ = proc.communicate(timeout=timeout_s)
+    except BaseException:
+        _end_group(proc)
+        raise
+    finally:
+        if proc.poll() is None:
+            _end_group(proc)
+    wall = time.perf_counter() - began
+    if proc.returncode != 0:
+        tail = "\n".join(output.splitlines()[-20:])
+        raise RuntimeError(f"{label}: trainer exited with {proc.returncode}\n{tail}")
+    result = read_run(label, run_dir)
+    result.wall_s = wall
+    return result
+
+
+def _end_group(proc: subprocess.Popen[str]) -> None:
+    """TERM, then KILL, the process group this module started (never anything else)."""
+    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def read_run(label: str, run_dir: Path) -> RunResult:
+    """Rank 0's newest start event with the steps and rebalances that follow it."""
+    start: StartEvent | None = None
+    steps: list[StepEvent] = []
+    rebalances: list[RebalanceEvent] = []
+    with open(events_path(run_dir, 0), encoding="utf-8") as f:
+        for line in f:
+            event = parse_event(line)
+            if isinstance(event, StartEvent):
+                start, steps, rebalances = event, [], []
+            elif isinstance(event, StepEvent):
+                steps.append(event)
+            elif isinstance(event, RebalanceEvent):
+                rebalances.append(event)
+    if start is None:
+        raise RuntimeError(f"{label}: no start event in {run_dir}")
+    return RunResult(label=label, run_dir=run_dir, start=start, steps=steps, rebalances=rebalances)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def csv(values: Sequence[object]) -> str:
+    return ",".join(str(v) for v in values)
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """Exit with ``main()``'s code; a failed run, Ctrl-C or SIGTERM ends with a one-line
+    message (the run's process group has already been ended by ``run_trainer``)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # TERM (and INT, even where a shell started us with it ignored) unwinds through
+    # run_trainer, which ends the run's process group before the benchmark exits.
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    except RuntimeError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        code = 1
+    raise SystemExit(code)

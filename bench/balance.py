@@ -1,0 +1,118 @@
+"""Balance benchmark: how close each policy gets to the ideal on unequal ranks.
+
+Two CPU ranks (one thread each) train simple_cnn on synthetic data; rank 1 is emulated 3x
+slower (``--slowdown 1,3``). In one invocation it measures, side by side:
+
+- the ideal: Σ of each rank's solo throughput (one process alone at its slowdown, same global
+  batch), an upper bound for any split;
+- ``static`` (equal split), ``proportional`` (warm-up capacities) and ``dynamic``.
+
+The default B=384 keeps compute dominant (about 0.3 s per step on one core) while a solo rank
+still runs where time per sample is constant: on the development CPU it nearly doubles from
+B=384 to B=512 (caches), which would make the solo runs look slow and the ideal too low.
+
+Throughput is the median of rank 0's per-step ``cluster_samples_per_s`` after the warm-up
+steps; "compute max/min" is the ratio of the slowest to the fastest rank's median
+forward+backward time (1.00: the split balances compute perfectly). Targets: dynamic
+>= 0.90 x ideal and >= 1.6 x static.
+
+    python bench/balance.py [--quick] [--rounds N] [--global-batch B] [--run-root DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import RunResult, csv, markdown_table, run_main, run_trainer
+
+SLOWDOWN = (1.0, 3.0)
+POLICIES = ("static", "proportional", "dynamic")
+TARGET_IDEAL = 0.90
+TARGET_STATIC = 1.6
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
+    parser.add_argument(
+        "--global-batch", type=int, default=384,
+        help="B: large, so compute dominates, but where time per sample is still constant",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="run the whole set this many times, interleaved, and report medians",
+    )  # fmt: skip
+    parser.add_argument("--run-root", type=Path, help="keep run directories here")
+    args = parser.parse_args(argv)
+    solo_steps, pair_steps, skip = (20, 40, 8) if args.quick else (40, 80, 15)
+    solo_skip = min(skip, solo_steps // 3)
+    B = args.global_batch
+
+    results: dict[str, list[RunResult]] = {}
+    with tempfile.TemporaryDirectory(prefix="corral-balance-") as tmp:
+        root = args.run_root or Path(tmp)
+        print(f"balance benchmark: B={B}, slowdown {csv(SLOWDOWN)}, runs in {root}")
+        for n in range(args.rounds):
+            for r, s in enumerate(SLOWDOWN):
+                label = f"solo rank {r} (slowdown {s:g})"
+                results.setdefault(label, []).append(
+                    run_trainer(label, root / f"{n}-solo-{r}", nproc=1, global_batch=B,
+                                steps=solo_steps, slowdown=[s])
+                )  # fmt: skip
+            for policy in POLICIES:
+                results.setdefault(policy, []).append(
+                    run_trainer(policy, root / f"{n}-{policy}", nproc=2, global_batch=B,
+                                steps=pair_steps, policy=policy, slowdown=SLOWDOWN)
+                )  # fmt: skip
+
+    def x(label: str) -> float:
+        k = solo_skip if label.startswith("solo") else skip
+        return statistics.median(r.throughput(k) for r in results[label])
+
+    solo_labels = [label for label in results if label.startswith("solo")]
+    ideal = sum(x(label) for label in solo_labels)
+    static_x = x("static")
+    rows: list[list[object]] = [
+        [label, csv(results[label][-1].start.split), "-", "-", f"{x(label):.1f}", "-", "-"]
+        for label in solo_labels
+    ]
+    rows.append(
+        ["ideal (Σ solo)", "-", "-", "-", f"{ideal:.1f}", "1.00", f"{ideal / static_x:.2f}"]
+    )
+    for policy in POLICIES:
+        last = results[policy][-1]
+        spread = statistics.median(r.compute_spread(skip) for r in results[policy])
+        rows.append([policy, csv(last.start.split), _final(last), f"{spread:.2f}",
+                     f"{x(policy):.1f}", f"{x(policy) / ideal:.2f}",
+                     f"{x(policy) / static_x:.2f}"])  # fmt: skip
+    print()
+    rounds = f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else ""
+    print(f"Balance: 2 CPU ranks x 1 thread, slowdown {csv(SLOWDOWN)}, simple_cnn, synthetic, "
+          f"B={B}; median samples/s over steps {skip + 1}..{pair_steps} "
+          f"(solo: {solo_skip + 1}..{solo_steps}){rounds}")  # fmt: skip
+    print()
+    header = ["run", "first split", "final split (rebalances)", "compute max/min",
+              "samples/s", "vs ideal", "vs static"]  # fmt: skip
+    print(markdown_table(header, rows))
+    dyn = x("dynamic")
+    ok_ideal, ok_static = dyn / ideal >= TARGET_IDEAL, dyn / static_x >= TARGET_STATIC
+    print()
+    print(f"dynamic / ideal  = {dyn / ideal:.3f} (target >= {TARGET_IDEAL}: "
+          f"{'met' if ok_ideal else 'MISSED'})")  # fmt: skip
+    print(f"dynamic / static = {dyn / static_x:.3f} (target >= {TARGET_STATIC}: "
+          f"{'met' if ok_static else 'MISSED'})")  # fmt: skip
+    return 0
+
+
+def _final(result: RunResult) -> str:
+    return f"{csv(result.final_split)} ({len(result.rebalances)})"
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,363 @@
+"""Load balancing: how the global batch is shared among unequal ranks.
+
+Three policies (``BalancerConfig.policy``):
+
+- ``static``: the given split, never changed.
+- ``proportional``: shares ∝ per-rank capacity (samples/s) from a warm-up or a stored profile;
+  the trainer computes it once with ``proportional_split`` and passes it in as the split.
+- ``dynamic``: every ``rebalance_every`` steps rank 0 fits each rank's compute time as a line
+  ``t_r(b) = a_r + c_r·b`` from measured forward+backward seconds, solves the split that makes
+  all ranks finish together (``min_max_split``), and moves towards it when the predicted gain
+  beats ``threshold`` plus the measurement noise. Moves are limited (``max_move``), halved when
+  they reverse direction, and a rank whose speed changes has its stale measurements dropped,
+  so the split follows a change within a few decisions and then stays put.
+
+Rank 0 owns the ``Balancer``: it calls ``observe`` every step with every rank's local batch and
+compute seconds, and ``decide`` on rebalance steps; the trainer broadcasts the new split and
+applies it at the next step boundary on every rank. Nothing here touches torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from profiles.errors import UsageError
+from trainer.balancer_fit import RankTimes
+from trainer.balancer_solve import (
+    LinearFit,
+    equal_split,
+    min_max_split,
+    proportional_split,
+    round_split,
+    validate_split,
+)
+
+__all__ = [
+    "Balancer",
+    "BalancerConfig",
+    "Decision",
+    "LinearFit",
+    "equal_split",
+    "min_max_split",
+    "proportional_split",
+    "round_split",
+    "validate_split",
+]
+
+Policy = Literal["static", "proportional", "dynamic"]
+POLICIES: tuple[Policy, ...] = ("static", "proportional", "dynamic")
+
+NOISE_Z = 0.7
+"""The dead-band adds this many typical relative standard errors to the threshold."""
+MIN_DAMPING = 1 / 16
+"""Smallest fraction of the solver's proposed move taken after repeated reversals."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BalancerConfig:
+    """How rank 0 shares the global batch among the ranks."""
+
+    policy: Policy
+    """``static`` (never change), ``proportional`` (set once from capacities) or ``dynamic``
+    (refit and re-solve every ``rebalance_every`` steps)."""
+    global_batch: int
+    """Samples per optimizer step across all ranks (B); every split sums to it."""
+    world_size: int
+    """Number of ranks; every split has one entry per rank."""
+    rebalance_every: int = 10
+    """Steps between two dynamic decisions (the trainer calls ``decide`` on these steps)."""
+    min_batch: int = 1
+    """Smallest local batch a rank may get (the lower bound is 0 instead when ``allow_zero``)."""
+    allow_zero: bool = False
+    """Let a rank get 0 samples (it still joins every all-reduce, contributing nothing)."""
+    max_batch: tuple[int | None, ...] | None = None
+    """Per-rank largest local batch (memory cap), None entries for no cap; None: no caps."""
+    threshold: float = 0.03
+    """Act only when the predicted relative reduction of the slowest rank's time exceeds this."""
+    max_move: float = 0.25
+    """Most samples that may change rank in one decision, as a fraction of the global batch."""
+    smoothing: float = 0.5
+    """Weight a batch size's time estimate keeps when a newer window's median arrives
+    (0: only the newest window counts). A jump beyond 20 % replaces the estimate."""
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise UsageError(f"unknown policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
+        if self.world_size < 1:
+            raise UsageError(f"world size must be at least 1, got {self.world_size}")
+        if self.global_batch < 1:
+            raise UsageError(f"global batch must be at least 1, got {self.global_batch}")
+        if self.rebalance_every < 1:
+            raise UsageError(f"rebalance every must be at least 1 step, got {self.rebalance_every}")
+        if self.min_batch < 0 or (self.min_batch == 0 and not self.allow_zero):
+            raise UsageError(
+                f"min batch must be at least 1 (0 only with zero shares allowed), "
+                f"got {self.min_batch}"
+            )
+        if self.lower_bound * self.world_size > self.global_batch:
+            raise UsageError(
+                f"a global batch of {self.global_batch} cannot give {self.world_size} ranks at "
+                f"least {self.lower_bound} samples each: raise --global-batch"
+            )
+        if self.max_batch is not None:
+            if len(self.max_batch) != self.world_size:
+                raise UsageError(
+                    f"max batch has {len(self.max_batch)} entries but the run has "
+                    f"{self.world_size} ranks: give one cap per rank"
+                )
+            for rank, cap in enumerate(self.max_batch):
+                if cap is not None and cap < max(self.lower_bound, 1):
+                    raise UsageError(
+                        f"rank {rank}'s max batch {cap} is below the smallest allowed share "
+                        f"{max(self.lower_bound, 1)}"
+                    )
+            room = sum(self.global_batch if c is None else c for c in self.max_batch)
+            if room < self.global_batch:
+                raise UsageError(
+                    f"the per-rank max batches add up to {room}, less than the global batch "
+                    f"{self.global_batch}: lower the global batch or raise the caps"
+                )
+        if not 0 <= self.threshold < 1:
+            raise UsageError(f"threshold must be in [0, 1), got {self.threshold}")
+        if not 0 < self.max_move <= 1:
+            raise UsageError(f"max move must be in (0, 1], got {self.max_move}")
+        if not 0 <= self.smoothing < 1:
+            raise UsageError(f"smoothing must be in [0, 1), got {self.smoothing}")
+
+    @property
+    def lower_bound(self) -> int:
+        """The smallest local batch the balancer will give a rank."""
+        return 0 if self.allow_zero else self.min_batch
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    """A change of split made by ``Balancer.decide`` (becomes a ``rebalance`` event)."""
+
+    previous: tuple[int, ...]
+    """The split before the decision."""
+    split: tuple[int, ...]
+    """The new split (sums to the global batch)."""
+    reason: str
+    """One line saying why, for people reading the event log."""
+    predicted_gain: float
+    """Predicted relative reduction of the slowest rank's compute time (0.12 = 12 %)."""
+    times: tuple[float, ...]
+    """Smoothed per-rank compute seconds per step measured under ``previous``."""
+
+
+class Balancer:
+    """Rank 0's balancer: collects per-rank timings and, for ``dynamic``, re-plans the split."""
+
+    def __init__(self, config: BalancerConfig, split: tuple[int, ...]) -> None:
+        self.config = config
+        self._check_split(split)
+        self._split = tuple(split)
+        self._ranks = [RankTimes() for _ in range(config.world_size)]
+        self._decisions = 0
+        self._damping = 1.0
+        self._last_move: tuple[int, ...] | None = None
+
+    @property
+    def split(self) -> tuple[int, ...]:
+        """The current split: the local batch of every rank."""
+        return self._split
+
+    def _check_split(self, split: Sequence[int]) -> None:
+        cfg = self.config
+        validate_split(split, cfg.global_batch, cfg.world_size, allow_zero=cfg.allow_zero)
+        for rank, b in enumerate(split):
+            cap = cfg.max_batch[rank] if cfg.max_batch is not None else None
+            if cap is not None and b > cap:
+                raise UsageError(f"rank {rank}'s share {b} exceeds its max batch {cap}")
+            if 0 < b < cfg.min_batch:
+                raise UsageError(f"rank {rank}'s share {b} is below the min batch {cfg.min_batch}")
+
+    # -- measurements -------------------------------------------------------------------
+
+    def observe(self, local_batches: Sequence[int], compute_s: Sequence[float]) -> None:
+        """Record one step: every rank's local batch and forward+backward seconds.
+
+        Call it on rank 0 every step, with the times gathered from all ranks. Non-finite or
+        negative times are ignored.
+        """
+        n = self.config.world_size
+        if len(local_batches) != n or len(compute_s) != n:
+            raise ValueError(
+                f"observe() needs {n} local batches and {n} times, "
+                f"got {len(local_batches)} and {len(compute_s)}"
+            )
+        for rank, (b, t) in enumerate(zip(local_batches, compute_s, strict=True)):
+            if math.isfinite(t) and t >= 0:
+                self._ranks[rank].add(int(b), float(t))
+
+    def capacities(self) -> tuple[float | None, ...]:
+        """Per-rank samples/s at the most recently measured batch (None where unknown).
+
+        For ``proportional``: run a few warm-up steps, ``observe`` them, then
+        ``proportional_split(capacities(), B)``.
+        """
+        return tuple(r.capacity() for r in self._ranks)
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def decide(self, step: int) -> Decision | None:
+        """Maybe re-plan the split (rank 0, every ``rebalance_every`` steps).
+
+        ``static`` and ``proportional`` never change the split (None). ``dynamic`` returns a
+        ``Decision`` and adopts its split when the predicted gain beats the threshold.
+        """
+        self._decisions += 1
+        now = self._decisions
+        notes = []
+        for rank, times_r in enumerate(self._ranks):
+            ratio = times_r.fold(now, self.config.smoothing, self._split[rank])
+            if ratio is not None:
+                # Fresh start for the step-size control too: the old moves no longer apply.
+                self._damping, self._last_move = 1.0, None
+                notes.append(f"rank {rank} changed speed (x{ratio:.2f})")
+        if self.config.policy != "dynamic":
+            return None
+        models = [t.line(b, now) for t, b in zip(self._ranks, self._split, strict=True)]
+        known = sorted(m.slope for m in models if m is not None)
+        if not known:
+            return None
+        # A rank with no usable line yet (e.g. one sitting out at batch 0) borrows a typical slope.
+        lines = [m if m is not None else LinearFit(0.0, known[len(known) // 2]) for m in models]
+        cfg, old = self.config, self._split
+        times = tuple(
+            self._ranks[r].points[b].seconds if b in self._ranks[r].points else lines[r].seconds(b)
+            for r, b in enumerate(old)
+        )
+        slowest = max(lines[r].seconds(b) for r, b in enumerate(old))
+        if slowest <= 0:
+            return None
+        target = min_max_split(
+            lines, cfg.global_batch, min_batch=cfg.lower_bound, max_batch=cfg.max_batch
+        )
+        delta = [t - o for t, o in zip(target, old, strict=True)]
+        reverses = (
+            self._last_move is not None
+            and sum(d * p for d, p in zip(delta, self._last_move, strict=True)) < 0
+        )
+        damping = max(self._damping / 2, MIN_DAMPING) if reverses else min(self._damping * 2, 1.0)
+        new = self._limited(old, target, damping)
+        if new == old:
+            return None
+        gain = 1 - max(lines[r].seconds(b) for r, b in enumerate(new)) / slowest
+        # Dead-band: the threshold plus the typical rank's measurement error, so that noise
+        # alone (a busy machine) does not move shares back and forth.
+        errors = [
+            t.points[b].error if b in t.points else t.error
+            for t, b in zip(self._ranks, old, strict=True)
+        ]
+        if gain <= cfg.threshold + NOISE_Z * math.sqrt(sum(e * e for e in errors) / len(errors)):
+            return None
+        self._damping = damping
+        self._last_move = tuple(n - o for n, o in zip(new, old, strict=True))
+        self._split = new
+        return Decision(
+            previous=old,
+            split=new,
+            reason=self._reason(step, times, old, new, target, notes),
+            predicted_gain=gain,
+            times=times,
+        )
+
+    def _limited(
+        self, old: tuple[int, ...], target: tuple[int, ...], damping: float
+    ) -> tuple[int, ...]:
+        """Go ``damping`` of the way to ``target``, moving at most ``max_move·B`` samples."""
+        moved = sum(max(t - o, 0) for t, o in zip(target, old, strict=True))
+        if moved == 0:
+            return old
+        allowed = min(self.config.max_move * self.config.global_batch, damping * moved)
+        if allowed >= moved:
+            return target
+        if allowed < 1:
+            return old
+        f = allowed / moved
+        cont = [o + f * (t - o) for t, o in zip(target, old, strict=True)]
+        return _round_between(cont, self.config.global_batch, old, target)
+
+    def _reason(
+        self,
+        step: int,
+        times: tuple[float, ...],
+        old: tuple[int, ...],
+        new: tuple[int, ...],
+        target: tuple[int, ...],
+        notes: list[str],
+    ) -> str:
+        slow = max(range(len(times)), key=lambda r: times[r])
+        fast = min(range(len(times)), key=lambda r: times[r])
+        moved = sum(max(n - o, 0) for n, o in zip(new, old, strict=True))
+        parts = [
+            *notes,
+            f"rank {slow} slowest ({times[slow]:.3f} s vs {times[fast]:.3f} s on "
+            f"rank {fast}) at step {step}",
+            f"moved {moved} samples",
+        ]
+        if new != target:
+            parts.append(f"towards {','.join(map(str, target))} (move limited)")
+        return "; ".join(parts)
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly, as plain Python types (for checkpoints)."""
+        return {
+            "version": 1,
+            "policy": self.config.policy,
+            "split": list(self._split),
+            "decisions": self._decisions,
+            "damping": self._damping,
+            "last_move": None if self._last_move is None else list(self._last_move),
+            "ranks": [r.to_state() for r in self._ranks],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``; raises ``UsageError`` if it does not fit this run."""
+        if state.get("version") != 1:
+            raise UsageError(f"balancer state version {state.get('version')!r} is not supported")
+        ranks = state["ranks"]
+        if len(ranks) != self.config.world_size:
+            raise UsageError(
+                f"the checkpoint's balancer state is for {len(ranks)} ranks but this run has "
+                f"{self.config.world_size}: resume with the same number of ranks"
+            )
+        split = tuple(int(b) for b in state["split"])
+        self._check_split(split)
+        self._split = split
+        self._decisions = int(state["decisions"])
+        self._damping = float(state["damping"])
+        last = state["last_move"]
+        self._last_move = None if last is None else tuple(int(d) for d in last)
+        self._ranks = [RankTimes.from_state(raw) for raw in ranks]
+
+
+def _round_between(
+    cont: Sequence[float], total: int, old: Sequence[int], target: Sequence[int]
+) -> tuple[int, ...]:
+    """Largest-remainder rounding of a point on the way between two valid splits.
+
+    Each entry stays between its old and target value, so bounds both respect hold too.
+    """
+    lo = [min(o, t) for o, t in zip(old, target, strict=True)]
+    hi = [max(o, t) for o, t in zip(old, target, strict=True)]
+    out = [min(max(math.floor(v + 1e-9), lo[r]), hi[r]) for r, v in enumerate(cont)]
+    by_fraction = sorted(range(len(cont)), key=lambda r: math.floor(cont[r] + 1e-9) - cont[r])
+    while sum(out) < total:
+        r = next(r for r in by_fraction if out[r] < hi[r])
+        out[r] += 1
+        by_fraction.remove(r)
+        by_fraction.append(r)
+    while sum(out) > total:
+        r = next(r for r in reversed(by_fraction) if out[r] > lo[r])
+        out[r] -= 1
+        by_fraction.remove(r)
+        by_fraction.insert(0, r)
+    return tuple(out)
