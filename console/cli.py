@@ -252,13 +252,23 @@ async def cmd_stop(args: argparse.Namespace, console: Console) -> int:
 async def cmd_status(args: argparse.Namespace, console: Console) -> int:
     """Table of the cluster's runs."""
     from console.follow import runs_table
-    from remote.runs import list_runs
+    from remote.pool import HostPool
+    from remote.runs import list_runs, refresh_runs_report
 
-    runs = list_runs(load_config(args.config))
-    if not runs:
+    config = load_config(args.config)
+    if not list_runs(config):
         console.print("no runs yet")
         return 0
+    # A run whose follower went away keeps its last recorded state: ask its hosts.
+    pool = HostPool(config)
+    try:
+        runs, unverified = await refresh_runs_report(config, pool)
+    finally:
+        await pool.aclose()
     console.print(runs_table(runs))
+    if unverified:
+        console.print(f"note: the hosts of {', '.join(unverified)} could not be reached; "
+                      "their state is the one last recorded on this machine")
     return 0
 
 

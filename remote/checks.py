@@ -11,15 +11,27 @@ Each failure carries a hint with the exact fix.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from profiles.errors import CorralError
 from remote.api import CheckItem, CheckReport
 from remote.config import ClusterConfig, HostSection
-from remote.launch import master_address
+from remote.launch import LaunchFacts, master_address
 from remote.netif import interface_script, parse_interface
 from remote.pool import HostPool
-from remote.port_check import check_rendezvous_port, last_json, python_c
+from remote.port_check import (
+    PortListener,
+    auto_candidate,
+    check_rendezvous_port,
+    connect_command,
+    connect_item,
+    held_item,
+    last_json,
+    python_c,
+)
+from remote.push import present_command
+from remote.sections import sectioned_script, split_sections
 from remote.transport import HostKeyNotTrusted, Transport, shell_path
 
 MIN_PYTHON = (3, 10)
@@ -70,6 +82,14 @@ class HostFacts:
     torch: str | None = None
     """torch's version without the local build tag, when torch imports."""
     python_ok: bool = False
+    gpus: int | None = None
+    """GPUs torch can use (0 on a host without GPU devices), when torch imports."""
+    interface: str | None = None
+    """The interface the other hosts reach this one through, when it could be told."""
+    connect: str | None = None
+    """The output of this worker's side of the rendezvous-port test, when it ran."""
+    code_present: bool | None = None
+    """Whether the code tree asked about is on the host (None: not asked)."""
 
 
 def _item(host: HostSection | str, name: str, ok: bool, detail: str, hint: str = "") -> CheckItem:
@@ -83,11 +103,15 @@ def _fix_in_toml(host: HostSection, key: str, example: str) -> str:
 
 # ---- per-host probes: one shell command per host, its output in marked sections -----------
 
-SECTION = "@@corral-check "
+def probe_script(host: HostSection, config: ClusterConfig, master_addr: str,
+                 port: int | None = None, code_digest: str | None = None) -> str:
+    """Every per-host probe as one shell command (one SSH session: they are slow to open).
 
-
-def probe_script(host: HostSection, config: ClusterConfig, master_addr: str) -> str:
-    """Every per-host probe as one shell command (one SSH session: they are slow to open)."""
+    With ``port``, a worker's probe also runs its side of the rendezvous-port test (the
+    master's listener runs alongside), in the background while the other probes run, so that
+    test costs no command and little time of its own. With ``code_digest`` it also tells
+    whether that code tree is present already (the push then asks nothing more).
+    """
     is_master = host.name == config.cluster.master
     parts = {
         "python": f"{python_c(host, PROBE_PY)} 2>&1",
@@ -100,26 +124,15 @@ def probe_script(host: HostSection, config: ClusterConfig, master_addr: str) -> 
     }
     if host.interface is not None:
         parts["links"] = "ip -o addr show 2>&1"
-    return "; ".join(f"echo '{SECTION}{name}'; {{ {command}; }}; echo '{SECTION}{name} end' $?"
-                     for name, command in parts.items())
-
-
-def split_sections(stdout: str) -> dict[str, tuple[str, int]]:
-    """``probe_script`` output: per section, its text and exit status."""
-    sections: dict[str, tuple[str, int]] = {}
-    current: str | None = None
-    lines: list[str] = []
-    for line in stdout.splitlines():
-        if not line.startswith(SECTION):
-            lines.append(line)
-            continue
-        words = line[len(SECTION):].split()
-        if len(words) == 1:
-            current, lines = words[0], []
-        elif len(words) == 3 and words[0] == current and words[2].lstrip("-").isdigit():
-            sections[current] = ("\n".join(lines), int(words[2]))
-            current = None
-    return sections
+    if code_digest is not None:
+        parts["code"] = present_command(host.workdir, code_digest)
+    prelude = ""
+    if port is not None and not is_master:
+        # The connect retries until the listener is up: started first, collected last.
+        prelude = ('c=$(mktemp 2>/dev/null || echo "/tmp/corral-port-test.$$"); '
+                   f'{connect_command(host, master_addr, port)} >"$c" 2>&1 & cpid=$!; ')
+        parts["rendezvous"] = 'wait "$cpid"; cat "$c"; rm -f "$c"'
+    return prelude + sectioned_script(parts)
 
 
 def _judge_python(host: HostSection, text: str, status: int, facts: HostFacts) -> None:
@@ -146,7 +159,7 @@ def _judge_python(host: HostSection, text: str, status: int, facts: HostFacts) -
         return
     facts.torch = str(found["torch"])
     facts.items.append(_item(host, "torch", True, str(found.get("torch_full", facts.torch))))
-    gpus = int(found.get("gpus", 0))
+    gpus = facts.gpus = int(found.get("gpus", 0))
     names = sorted(set(found.get("gpu_names") or []))
     if gpus:
         detail = f"{gpus} GPU(s): {', '.join(names)} (CUDA {found.get('cuda_version')})"
@@ -225,6 +238,7 @@ def _judge_interface(host: HostSection, config: ClusterConfig, master_addr: str,
             f"{master_addr!r}", "set [cluster] master_addr to an IP address of the master, or "
             "to a name that every host resolves"))
     elif name is not None:
+        facts.interface = name
         facts.items.append(_item(host, "interface", True, f"{name} ({how} {master_addr})"))
     else:
         facts.items.append(_item(
@@ -234,15 +248,19 @@ def _judge_interface(host: HostSection, config: ClusterConfig, master_addr: str,
         ))
 
 
+AfterProbe = Callable[[Transport, "HostFacts"], Awaitable[None]]
+
+
 async def _probe_host(
-    transport: Transport, config: ClusterConfig, master_addr: str
+    transport: Transport, config: ClusterConfig, master_addr: str, port: int | None = None,
+    code_digest: str | None = None, after: AfterProbe | None = None,
 ) -> HostFacts:
     host = transport.host
     facts = HostFacts()
     facts.items.append(_item(host, "reachable", True,
                              "this machine" if host.is_local else "connected"))
     try:
-        done = await transport.run(probe_script(host, config, master_addr),
+        done = await transport.run(probe_script(host, config, master_addr, port, code_digest),
                                    timeout=PROBE_TIMEOUT_S)
     except CorralError as exc:
         # A hung interpreter or disk: the probes as a whole fail, the host stays reachable.
@@ -251,12 +269,55 @@ async def _probe_host(
                                  "and run its python by hand"))
         return facts
     sections = split_sections(done.stdout)
+    if "rendezvous" in sections:
+        facts.connect = sections["rendezvous"][0]
+    if "code" in sections:
+        facts.code_present = sections["code"][1] == 0
+    if after is not None:
+        await after(transport, facts)
     _judge_python(host, *sections.get("python", (done.stderr, 1)), facts)
     _judge_disk(host, sections.get("disk", ("", 1))[0], facts)
     _judge_leftovers(host, config, sections.get("home", ("", 1))[0],
                      sections.get("ps", ("", 1))[0], facts)
     _judge_interface(host, config, master_addr, sections, facts)
     return facts
+
+
+async def _probe_with_port_test(
+    config: ClusterConfig, pool: HostPool, master_addr: str, code_digest: str | None,
+    after: AfterProbe | None,
+) -> tuple[dict[str, HostFacts | BaseException], list[CheckItem], int | None]:
+    """Every host's probes, and the rendezvous-port test run alongside them: the listener on
+    the master, each worker's connect inside its probe command (no round trip of its own).
+    For ``"auto"`` a random port is tried first; if it is taken, a second round lets the
+    master pick any free port. The port items count only for hosts whose probes show a
+    working interpreter (the others already fail for that reason)."""
+    master = config.master_host
+    setting = config.cluster.rendezvous_port
+    target = auto_candidate() if setting == "auto" else int(setting)
+    workers = [h for h in config.hosts if h.name != master.name]
+    listener = PortListener(config, pool, target, len(workers))
+    opening = asyncio.ensure_future(listener.open())
+    try:
+        results = await pool.gather(
+            lambda t: _probe_host(t, config, master_addr, target, code_digest, after))
+        opened = await opening
+    finally:
+        if not opening.done():
+            opening.cancel()
+            await asyncio.wait({opening})
+        await listener.close()
+    if not isinstance(opened, int):
+        if listener.taken and setting == "auto":
+            items, port = await check_rendezvous_port(config, pool, master_addr)
+            return results, items, port
+        return results, opened or [], None
+    items = [held_item(config, opened)]
+    for host in workers:
+        facts = results.get(host.name)
+        if isinstance(facts, HostFacts) and facts.connect is not None:
+            items.append(connect_item(host, master, master_addr, opened, facts.connect))
+    return results, items, opened
 
 
 def _unreachable_item(host: HostSection, error: BaseException) -> CheckItem:
@@ -288,13 +349,23 @@ def _torch_item(facts: dict[str, HostFacts]) -> CheckItem | None:
 
 async def check_cluster(config: ClusterConfig, pool: HostPool) -> CheckReport:
     """Every pre-flight check of ``config``'s hosts, run in parallel over ``pool``."""
+    return (await check_and_plan(config, pool))[0]
+
+
+async def check_and_plan(
+    config: ClusterConfig, pool: HostPool, *, code_digest: str | None = None,
+    after_probe: AfterProbe | None = None,
+) -> tuple[CheckReport, LaunchFacts]:
+    """``check_cluster``, and what the probes found that a launch needs (so that the launch
+    does not ask the hosts again): GPU counts, interfaces, the tested rendezvous port.
+
+    With ``code_digest`` each probe also asks whether that code tree is present; each host's
+    ``after_probe(transport, facts)`` runs as soon as its probe is done (the push, while the
+    other hosts are still being checked).
+    """
     master_addr = master_address(config)
-    # The port test runs alongside the probes; its items count only for hosts whose probes
-    # show a working interpreter (the others already fail for that reason).
-    results, rendezvous = await asyncio.gather(
-        pool.gather(lambda t: _probe_host(t, config, master_addr)),
-        check_rendezvous_port(config, pool, master_addr),
-    )
+    results, rendezvous, port = await _probe_with_port_test(config, pool, master_addr,
+                                                            code_digest, after_probe)
     items: list[CheckItem] = []
     facts: dict[str, HostFacts] = {}
     for host in config.hosts:
@@ -314,4 +385,6 @@ async def check_cluster(config: ClusterConfig, pool: HostPool) -> CheckReport:
     # Stable: each host's items keep their order, the cluster-wide ones ("*") come last.
     order = {h.name: i for i, h in enumerate(config.hosts)}
     items.sort(key=lambda it: order.get(it.host, len(order)))
-    return CheckReport(items=tuple(items))
+    found = LaunchFacts(gpus={name: f.gpus for name, f in facts.items()},
+                        interfaces={name: f.interface for name, f in facts.items()}, port=port)
+    return CheckReport(items=tuple(items)), found

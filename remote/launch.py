@@ -11,13 +11,15 @@ several hosts share one machine.
 
 from __future__ import annotations
 
-import contextlib
 import shlex
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from profiles.errors import CorralError
 from remote.config import ClusterConfig, HostSection, RunSection
+from remote.netif import interface_script, parse_interface
+from remote.pool import HostPool
+from remote.sections import sectioned_script, split_sections
 from remote.ssh import resolve_endpoint
 from remote.transport import Transport, env_prefix, shell_path
 
@@ -26,8 +28,6 @@ RDZV_JOIN_TIMEOUT_S = 120
 LOG_LINE_PREFIX = "[rank${rank}]:"
 """torchrun's prefix for each rank's teed output line (``${rank}`` is the global rank)."""
 FREE_PORT_PY = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
-
-InterfaceSelector = Callable[..., Awaitable[str | None]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,41 +70,71 @@ def node_address(config: ClusterConfig, host: HostSection, master_addr: str) -> 
     return resolve_endpoint(host, config.ssh)[0]
 
 
-async def pick_port(transport: Transport) -> int:
-    """A TCP port that is free on ``transport``'s host right now."""
-    py = env_prefix(transport.host.env) + shlex.quote(transport.host.python)
-    done = await transport.run(f"{py} -c {shlex.quote(FREE_PORT_PY)}", check=True, timeout=30.0)
-    try:
-        return int(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise CorralError(f"could not pick a free port on {transport.host.name}: "
-                          f"{done.stdout.strip()[:200]!r}") from None
+@dataclass(frozen=True, kw_only=True)
+class LaunchFacts:
+    """What a launch needs to know about the hosts, asked once: by the pre-flight check
+    (``remote.checks.check_and_plan``), or by ``probe_launch_facts`` when the check is off."""
+
+    gpus: Mapping[str, int | None]
+    """GPUs found per host (None: not asked or not known)."""
+    interfaces: Mapping[str, str | None]
+    """The interface the other hosts reach each host through (None: not known)."""
+    port: int | None
+    """A rendezvous port free on the master (None: not known)."""
 
 
-async def host_nproc(transport: Transport) -> int:
+def nproc_for(host: HostSection, gpus: int | None) -> int:
     """Ranks to start on the host: ``nproc``, else its GPU count (``gpus``), else 1."""
-    host = transport.host
     if host.nproc is not None:
         return host.nproc
     if isinstance(host.gpus, int):
         return max(host.gpus, 1)
-    done = await transport.run("nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true", timeout=30.0)
-    count = done.stdout.strip()
-    return max(int(count), 1) if count.isdigit() else 1
+    return max(gpus or 0, 1)
 
 
-async def host_interface(
-    transport: Transport, *, master_addr: str, is_master: bool,
-    selector: InterfaceSelector | None,
-) -> str | None:
-    """The interface for GLOO/NCCL_SOCKET_IFNAME: the host's own, else the selector's guess."""
-    if transport.host.interface:
-        return transport.host.interface
-    if selector is None:
-        return None
-    with contextlib.suppress(CorralError, OSError):
-        return await selector(transport, master_addr=master_addr, is_master=is_master)
-    return None
+def interface_for(host: HostSection, found: str | None) -> str | None:
+    """GLOO/NCCL_SOCKET_IFNAME for the host: its own setting, else the one found."""
+    return host.interface or found
+
+
+async def _probe_one(transport: Transport, config: ClusterConfig,
+                     master_addr: str) -> tuple[int | None, str | None, int | None]:
+    host = transport.host
+    is_master = host.name == config.cluster.master
+    parts: dict[str, str] = {}
+    if host.nproc is None and host.gpus == "auto":
+        parts["gpus"] = "nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true"
+    if host.interface is None:
+        parts["interface"] = f"{interface_script(master_addr, is_master=is_master)} 2>&1"
+    if is_master and config.cluster.rendezvous_port == "auto":
+        py = env_prefix(host.env) + shlex.quote(host.python)
+        parts["port"] = f"{py} -c {shlex.quote(FREE_PORT_PY)}"
+    if not parts:
+        return None, None, None
+    done = await transport.run(sectioned_script(parts), timeout=30.0)
+    sections = split_sections(done.stdout)
+    count = sections.get("gpus", ("", 1))[0].strip()
+    interface = parse_interface(sections.get("interface", ("", 1))[0], is_master=is_master)[1]
+    port_text = sections.get("port", ("", 1))[0].strip().splitlines()
+    port = int(port_text[-1]) if port_text and port_text[-1].isdigit() else None
+    if "port" in parts and port is None:
+        raise CorralError(f"could not pick a free port on {host.name}: {done.stdout[-200:]!r}")
+    return (int(count) if count.isdigit() else None), interface, port
+
+
+async def probe_launch_facts(pool: HostPool, config: ClusterConfig,
+                             master_addr: str) -> LaunchFacts:
+    """``LaunchFacts`` from one command per host, all hosts in parallel (when the pre-flight
+    check, which finds the same facts, is skipped). Raises for a host that cannot answer."""
+    found = await pool.gather(lambda t: _probe_one(t, config, master_addr))
+    errors = {h: r for h, r in found.items() if isinstance(r, BaseException)}
+    if errors:
+        raise CorralError("cannot size the hosts: "
+                          + "; ".join(f"{h}: {e}" for h, e in errors.items()))
+    facts = {h: r for h, r in found.items() if not isinstance(r, BaseException)}
+    master = facts.get(config.cluster.master, (None, None, None))
+    return LaunchFacts(gpus={h: f[0] for h, f in facts.items()},
+                       interfaces={h: f[1] for h, f in facts.items()}, port=master[2])
 
 
 def trainer_flags(run: RunSection, host: HostSection, plan: LaunchPlan) -> list[str]:
@@ -169,11 +199,36 @@ def launcher_command(
     )
 
 
+PREDECESSOR_WAIT_STEPS = 1500
+"""How many 10 ms polls a launch waits for the launcher of the host before it in its address
+group to exist (15 s; then it starts anyway, and the node order is left to chance)."""
+
+
+def wait_for_predecessor(after: str) -> str:
+    """Shell code that waits until host ``after``'s launcher exists (or has ended), polling
+    every 10 ms for at most ``PREDECESSOR_WAIT_STEPS`` polls; run in the run directory."""
+    # The predecessor's launcher exists once its process group (its setsid shell) holds a
+    # second process: the shell forks torchrun first, so that pid is taken. An exit file
+    # means it has come and gone already (it could not start).
+    pgid = shlex.quote(f"hosts/{after}.pgid")
+    exit_file = shlex.quote(f"hosts/{after}.exit")
+    return (f'w=0; while :; do p=$(cat {pgid} 2>/dev/null) && [ -n "$p" ] && '
+            f'[ "$(pgrep -g "$p" 2>/dev/null | wc -l)" -ge 2 ] && break; '
+            f"[ -e {exit_file} ] && break; w=$((w + 1)); "
+            f"[ $w -ge {PREDECESSOR_WAIT_STEPS} ] && break; sleep 0.01; done; ")
+
+
 async def launch_host(
     transport: Transport, config: ClusterConfig, plan: LaunchPlan, *,
     node_rank: int, nproc: int, interface: str | None, local_addr: str | None,
+    after: str | None = None,
 ) -> int:
-    """Start the host's launcher in the background; return its process-group id."""
+    """Start the host's launcher in the background; return its process-group id.
+
+    With ``after`` (a host that shares this host's address and run directory), the host waits
+    until that host's launcher exists before starting its own, so torch, which orders the
+    nodes of one address by launcher pid, gives them node ranks in host order.
+    """
     host = transport.host
     inner = launcher_command(config, host, plan, node_rank=node_rank, nproc=nproc,
                              interface=interface, local_addr=local_addr)
@@ -183,11 +238,12 @@ async def launch_host(
     ranks_file = shlex.quote(f"hosts/{host.name}.ranks")
     stopped_file = shlex.quote(f"hosts/{host.name}.stopped")
     run_dir = shell_path(plan.run_dir)
+    wait = wait_for_predecessor(after) if after is not None else ""
     # Not a job-control shell, so the background child is no group leader and setsid(1)
     # makes it the leader of a new session without forking: $! is the new process group.
     script = (
         f"set -e; mkdir -p {run_dir}; cd {run_dir}; mkdir -p {logs} hosts; "
-        f"rm -f {exit_file} {ranks_file} {stopped_file}; "
+        f"rm -f {exit_file} {ranks_file} {stopped_file} {pgid_file}; {wait}"
         f"setsid sh -c {shlex.quote(inner)} </dev/null >>{logs}/launcher.log 2>&1 & "
         f"echo $! > {pgid_file}.tmp; mv {pgid_file}.tmp {pgid_file}; echo $!"
     )

@@ -4,8 +4,8 @@ The run has ended when every host's launcher has ended (or its host dropped). It
 every launcher exited 0. Otherwise the first failing host and rank are named: a rank that died
 without writing its ``end`` event (killed, crashed), then a host that dropped, are the cause
 over ranks that ended ``failed`` because a peer vanished; among equals the earliest wins. The
-last log lines of that rank (or host) go into the detail, and hosts that never produced a
-``start`` event are named as the ones that never joined the rendezvous.
+last log lines of that rank (or host) go into the detail, and hosts that never joined the
+rendezvous (no ``start`` event and no rendezvous result in their launcher log) are named.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ class RunMonitor:
                              detail=f"{len(self.ended)} rank(s) finished")
         who = failure.host + (f" rank {failure.rank}" if failure.rank is not None else "")
         detail = f"{who} {failure.why}"
-        never = [h for h in self.hosts if h not in self.started_hosts]
+        never = self.never_joined()
         if never:
             detail += "; hosts that never joined the rendezvous: " + ", ".join(never)
         lines = self._last_lines(failure)
@@ -185,6 +185,13 @@ class RunMonitor:
             detail += "\n" + "\n".join(lines)
         return RunStatus(t=now, run_id=self.run_id, state="failed", detail=detail,
                          failed_host=failure.host, failed_rank=failure.rank)
+
+    def never_joined(self) -> list[str]:
+        """Hosts with neither a ``start`` event nor a rendezvous result (no rank of theirs
+        is known): the ones a rendezvous timeout is waiting for. A host whose ranks failed
+        after the rendezvous (in the Gloo mesh, say) joined."""
+        joined = self.started_hosts | set(self.rank_host.values())
+        return [h for h in self.hosts if h not in joined]
 
     def _last_lines(self, failure: _Failure) -> list[str]:
         if failure.rank is not None and self._rank_logs.get(failure.rank):

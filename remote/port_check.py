@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import shlex
 from collections.abc import AsyncIterator
 from typing import Any
@@ -84,24 +85,47 @@ def last_json(text: str) -> dict[str, Any] | None:
     return None
 
 
+AUTO_PORT_RANGE = (30000, 32767)
+"""For ``rendezvous_port = "auto"`` the check first tries a random port from this range (below
+Linux's ephemeral range), so that the workers can try it in their own probe command at once;
+only when it is taken does a second round let the master pick any free port."""
+
+
+def auto_candidate() -> int:
+    """A random port to try first for ``"auto"``."""
+    return random.randint(*AUTO_PORT_RANGE)
+
+
+def connect_command(host: HostSection, master_addr: str, port: int) -> str:
+    """The worker's side of the port test: connect to ``master_addr:port``, retrying refusals
+    until ``PORT_TEST_S`` (the listener may not be up yet); prints one JSON line."""
+    return python_c(host, CONNECT_PY, master_addr, str(port), str(PORT_TEST_S))
+
+
 def _item(host: HostSection, ok: bool, detail: str, hint: str = "") -> CheckItem:
     return CheckItem(host=host.name, name="rendezvous-port", ok=ok, detail=detail, hint=hint)
+
+
+def connect_item(host: HostSection, master: HostSection, master_addr: str, port: int,
+                 stdout: str, stderr: str = "") -> CheckItem:
+    """The worker's ``rendezvous-port`` item from ``connect_command``'s output."""
+    reply = last_json(stdout) or {"ok": False, "error": (stderr or stdout).strip()[-200:]}
+    if reply.get("ok"):
+        return _item(host, True, f"reaches {master_addr}:{port}")
+    return _item(host, False, f"cannot reach {master_addr}:{port}: {reply.get('error')}",
+                 f"allow TCP port {port} into {master.name} (firewall), or set [cluster] "
+                 f"master_addr to an address of {master.name} that {host.name} can reach")
 
 
 async def _connect(pool: HostPool, host: HostSection, master: HostSection, master_addr: str,
                    port: int) -> CheckItem | None:
     try:
         transport = await pool.get(host.name)
-        done = await transport.run(python_c(host, CONNECT_PY, master_addr, str(port),
-                                            str(PORT_TEST_S)), timeout=PORT_TEST_S + 30.0)
+        done = await transport.run(connect_command(host, master_addr, port),
+                                   timeout=PORT_TEST_S + 30.0)
     except CorralError:
         return None  # unreachable: the host's own "reachable" check says so
-    reply = last_json(done.stdout) or {"ok": False, "error": done.stderr.strip()[-200:]}
-    if reply.get("ok"):
-        return _item(host, True, f"reaches {master_addr}:{port}")
-    return _item(host, False, f"cannot reach {master_addr}:{port}: {reply.get('error')}",
-                 f"allow TCP port {port} into {master.name} (firewall), or set [cluster] "
-                 f"master_addr to an address of {master.name} that {host.name} can reach")
+    return connect_item(host, master, master_addr, port, done.stdout, done.stderr)
 
 
 async def _first_line(lines: AsyncIterator[str]) -> str | None:
@@ -110,31 +134,27 @@ async def _first_line(lines: AsyncIterator[str]) -> str | None:
     return None
 
 
-async def _close(lines: AsyncIterator[str], reader: asyncio.Future[str | None]) -> None:
-    # The generator can only be closed once nothing is inside it: end the reader first.
-    if not reader.done():
-        reader.cancel()
-        await asyncio.wait({reader})
-    close = getattr(lines, "aclose", None)
-    if close is not None:
-        await close()
+class PortListener:
+    """The master's side of the port test: a listener on ``port`` (0: any free one) that
+    waits for ``want`` connections, then ends (or when ``close`` closes its input)."""
 
+    def __init__(self, config: ClusterConfig, pool: HostPool, port: int, want: int) -> None:
+        self._config, self._pool, self._port, self._want = config, pool, port, want
+        self._lines: AsyncIterator[str] | None = None
+        self._reader: asyncio.Future[str | None] | None = None
+        self.taken = False
+        """True when the listener could not bind the port (something else holds it)."""
 
-async def check_rendezvous_port(
-    config: ClusterConfig, pool: HostPool, master_addr: str
-) -> list[CheckItem]:
-    """The master's and every reachable worker's ``rendezvous-port`` items."""
-    master = config.master_host
-    try:
-        master_t: Transport = await pool.get(master.name)
-    except CorralError:
-        return []
-    setting = config.cluster.rendezvous_port
-    workers = [h for h in config.hosts if h.name != master.name]
-    lines = master_t.stream(python_c(master, LISTEN_PY, str(0 if setting == "auto" else setting),
-                                     str(len(workers)), str(PORT_TEST_S)))
-    reader = asyncio.ensure_future(_first_line(lines))
-    try:
+    async def open(self) -> list[CheckItem] | int | None:
+        """The port it holds; or the master's failed item; None if the master is unreachable."""
+        master = self._config.master_host
+        try:
+            master_t: Transport = await self._pool.get(master.name)
+        except CorralError:
+            return None
+        self._lines = master_t.stream(python_c(master, LISTEN_PY, str(self._port),
+                                               str(self._want), str(PORT_TEST_S)))
+        self._reader = reader = asyncio.ensure_future(_first_line(self._lines))
         # asyncio.wait, unlike wait_for, leaves the reader alone on timeout or cancellation.
         await asyncio.wait({reader}, timeout=LISTENER_START_S)
         failure = reader.exception() if reader.done() else None
@@ -144,13 +164,46 @@ async def check_rendezvous_port(
             return [_item(master, False, f"the port-test listener did not start{why}",
                           f"check that {master.python!r} runs on {master.name}")]
         if not opened.get("bound"):
+            self.taken = True
             return [_item(master, False,
-                          f"port {setting} not free on {master.name}: {opened.get('error')}",
+                          f"port {self._port} not free on {master.name}: {opened.get('error')}",
                           "choose another [cluster] rendezvous_port, or \"auto\"")]
-        port = int(opened["port"])
+        return int(opened["port"])
+
+    async def close(self) -> None:
+        """End the listener (idempotent)."""
+        reader, lines = self._reader, self._lines
+        self._reader = self._lines = None
+        # The generator can only be closed once nothing is inside it: end the reader first.
+        if reader is not None and not reader.done():
+            reader.cancel()
+            await asyncio.wait({reader})
+        close = getattr(lines, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def held_item(config: ClusterConfig, port: int) -> CheckItem:
+    """The master's item for a port its listener held."""
+    auto = " (auto)" if config.cluster.rendezvous_port == "auto" else ""
+    return _item(config.master_host, True, f"port {port} free on {config.master_host.name}{auto}")
+
+
+async def check_rendezvous_port(
+    config: ClusterConfig, pool: HostPool, master_addr: str
+) -> tuple[list[CheckItem], int | None]:
+    """The master's and every reachable worker's ``rendezvous-port`` items, and the port
+    tested (free on the master, None when the test could not run)."""
+    master = config.master_host
+    setting = config.cluster.rendezvous_port
+    workers = [h for h in config.hosts if h.name != master.name]
+    listener = PortListener(config, pool, 0 if setting == "auto" else int(setting), len(workers))
+    try:
+        port = await listener.open()
+        if not isinstance(port, int):
+            return port or [], None
         replies = await asyncio.gather(*(_connect(pool, h, master, master_addr, port)
                                          for h in workers))
     finally:
-        await _close(lines, reader)
-    free = f"port {port} free on {master.name}" + (" (auto)" if setting == "auto" else "")
-    return [_item(master, True, free), *(r for r in replies if r is not None)]
+        await listener.close()
+    return [held_item(config, port), *(r for r in replies if r is not None)], port

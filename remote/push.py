@@ -72,12 +72,22 @@ def code_dir(workdir: str, digest: str) -> str:
     return f"{workdir.rstrip('/')}/code/{digest}"
 
 
-async def push_code(transport: Transport, bundle: CodeBundle) -> bool:
-    """Make ``bundle`` present on ``transport``'s host; True when it had to be sent."""
+def present_command(workdir: str, digest: str) -> str:
+    """A shell command that exits 0 when the tree ``digest`` is complete under ``workdir``."""
+    return f"test -e {shell_path(code_dir(workdir, digest))}/{MARKER}"
+
+
+async def push_code(transport: Transport, bundle: CodeBundle, *,
+                    present: bool | None = None) -> bool:
+    """Make ``bundle`` present on ``transport``'s host; True when it had to be sent.
+
+    ``present`` is what an earlier probe found (``present_command``); None asks the host.
+    """
     final = shell_path(code_dir(transport.host.workdir, bundle.digest))
     marker = f"{final}/{MARKER}"
-    present = await transport.run(f"test -e {marker}", timeout=30.0)
-    if present.ok:
+    if present is None:
+        present = (await transport.run(f"test -e {marker}", timeout=30.0)).ok
+    if present:
         return False
     parent = shell_path(f"{transport.host.workdir.rstrip('/')}/code")
     # Unpack beside the final directory, mark complete, then rename: atomic on one filesystem.

@@ -131,7 +131,15 @@ def newest_run(config: ClusterConfig) -> RunInfo:
 
 
 async def refresh_runs(config: ClusterConfig, pool: HostPool) -> list[RunInfo]:
-    """``list_runs``, with every run not in a final state re-examined on its hosts.
+    """``list_runs``, with every run not in a final state re-examined on its hosts
+    (see ``refresh_runs_report``)."""
+    return (await refresh_runs_report(config, pool))[0]
+
+
+async def refresh_runs_report(config: ClusterConfig, pool: HostPool
+                              ) -> tuple[list[RunInfo], list[str]]:
+    """``list_runs``, with every run not in a final state re-examined on its hosts, and the
+    ids of the runs that could not be (a host unreachable): those keep their recorded state.
 
     A run whose follower went away keeps its last recorded state; this asks the hosts: any
     process of the run left means ``running``; otherwise the launchers' exit files decide
@@ -155,6 +163,7 @@ async def refresh_runs(config: ClusterConfig, pool: HostPool) -> list[RunInfo]:
         return int(lines[0].strip() or 0), lines[1].strip(), "stopped" in lines[2:]
 
     refreshed: list[RunInfo] = []
+    unverified: list[str] = []
     for info in runs:
         if info.state in FINAL_RUN_STATES:
             refreshed.append(info)
@@ -162,6 +171,7 @@ async def refresh_runs(config: ClusterConfig, pool: HostPool) -> list[RunInfo]:
         found = await pool.gather(lambda t, i=info: probe(t, i), list(info.hosts))  # type: ignore[misc]
         if any(isinstance(r, BaseException) for r in found.values()):
             refreshed.append(info)
+            unverified.append(info.run_id)
             continue
         results = [r for r in found.values() if not isinstance(r, BaseException)]
         if any(count for count, _, _ in results):
@@ -176,4 +186,4 @@ async def refresh_runs(config: ClusterConfig, pool: HostPool) -> list[RunInfo]:
             info = replace(info, state=state)
             write_run_info(config, info)
         refreshed.append(info)
-    return refreshed
+    return refreshed, unverified

@@ -13,16 +13,16 @@ from dataclasses import replace
 
 from profiles.errors import CorralError
 from remote.api import CheckReport, HostStatus, LogLine, RunEvent, RunStatus
+from remote.checks import HostFacts, check_and_plan
 from remote.config import ClusterConfig, HostSection
 from remote.launch import (
-    InterfaceSelector,
     LaunchPlan,
-    host_interface,
-    host_nproc,
+    interface_for,
     launch_host,
     master_address,
     node_address,
-    pick_port,
+    nproc_for,
+    probe_launch_facts,
     run_dir_for,
 )
 from remote.pool import HostPool
@@ -35,34 +35,11 @@ from remote.transport import Transport
 StatusFactory = Callable[..., RunStatus]
 
 
-def _interface_selector() -> InterfaceSelector | None:
-    try:
-        from remote.netif import select_interface
-    except ImportError:
-        return None
-    return select_interface
-
-
-async def _skip_check(config: ClusterConfig, pool: HostPool) -> CheckReport:
-    return CheckReport(items=())
-
-
 class _LaunchFailed(Exception):
     def __init__(self, host: str, error: CorralError) -> None:
         super().__init__(host)
         self.host = host
         self.error = error
-
-
-async def _master_port(pool: HostPool, master: str) -> int | BaseException:
-    try:
-        return await pick_port(await pool.get(master))
-    except CorralError as exc:
-        return exc
-
-
-async def _given(port: int) -> int:
-    return port
 
 
 def _errors(results: Mapping[str, object]) -> dict[str, BaseException]:
@@ -73,52 +50,72 @@ def _describe(errors: dict[str, BaseException]) -> str:
     return "; ".join(f"{h}: {e}" for h, e in errors.items())
 
 
+def launch_groups(config: ClusterConfig, master_addr: str
+                  ) -> dict[str | None, list[tuple[int, HostSection]]]:
+    """Hosts by the address torch knows them by, each group in host order (node rank)."""
+    groups: dict[str | None, list[tuple[int, HostSection]]] = {}
+    for node_rank, host in enumerate(config.hosts):
+        address = node_address(config, host, master_addr)
+        groups.setdefault(address, []).append((node_rank, host))
+    return groups
+
+
 async def launch_run(
     pool: HostPool, config: ClusterConfig, info: RunInfo, *, resume: bool,
     policy: str | None, status: StatusFactory, preflight: bool = True,
 ) -> AsyncIterator[RunEvent]:
-    """Check, push and launch run ``info`` on every host, yielding progress events."""
+    """Check, push and launch run ``info`` on every host, yielding progress events.
+
+    Every host is asked what the launch needs once: the pre-flight check's probes also find
+    each host's GPU count, interface and a free rendezvous port (without the check, one
+    command per host asks just that). The probes also tell whether the code tree is there, and
+    each host's push starts as soon as its probe is done, alongside the rest of the check.
+    """
     hosts = [h.name for h in config.hosts]
     run_dir = run_dir_for(config, info.run_id)
 
-    # -- pre-flight check ---------------------------------------------------------------
+    # -- pre-flight check, and within it the push -------------------------------------------
     yield status("checking")
     for name in hosts:
         yield HostStatus(t=time.time(), host=name, state="checking")
-    try:
-        from remote.checks import check_cluster
-    except ImportError:
-        yield LogLine(t=time.time(), host="*", rank=None, text="pre-flight checks unavailable")
-    else:
-        if not preflight:
-            check_cluster = _skip_check
-        report = await check_cluster(config, pool)
-        if not report.ok:
-            names = sorted({f"{i.host}:{i.name}" for i in report.failures()})
-            yield status("failed", "pre-flight check failed: " + ", ".join(names), report=report)
-            return
-
-    # -- push, and meanwhile size the hosts and prepare the rendezvous ----------------------
-    yield status("pushing")
-    bundle = await asyncio.to_thread(build_bundle)
-    for name in hosts:
-        yield HostStatus(t=time.time(), host=name, state="pushing")
     try:
         master_addr = master_address(config)
     except CorralError as exc:
         yield status("failed", f"cannot find the master's address: {exc}")
         return
-    selector = _interface_selector()
-    pushing = pool.gather(lambda t: push_code(t, bundle))
-    sizing = pool.gather(host_nproc)
-    routing = pool.gather(
-        lambda t: host_interface(t, master_addr=master_addr,
-                                 is_master=t.host.name == config.cluster.master,
-                                 selector=selector))
-    port_setting = config.cluster.rendezvous_port
-    porting = (_master_port(pool, config.cluster.master) if port_setting == "auto"
-               else _given(int(port_setting)))
-    pushed, nprocs, interfaces, port = await asyncio.gather(pushing, sizing, routing, porting)
+    code = await asyncio.to_thread(build_bundle)
+    pushed: dict[str, bool | BaseException] = {}
+
+    async def push_after_probe(transport: Transport, found: HostFacts) -> None:
+        # A push before the whole check has passed is harmless: the tree is content-addressed
+        # and renamed into place only when complete.
+        try:
+            pushed[transport.host.name] = await push_code(transport, code,
+                                                          present=found.code_present)
+        except CorralError as exc:
+            pushed[transport.host.name] = exc
+
+    if preflight:
+        report, facts = await check_and_plan(config, pool, code_digest=code.digest,
+                                             after_probe=push_after_probe)
+    else:
+        pushing = asyncio.ensure_future(pool.gather(lambda t: push_code(t, code)))
+        try:
+            report, facts = CheckReport(items=()), await probe_launch_facts(pool, config,
+                                                                             master_addr)
+        finally:
+            pushed.update(await pushing)
+    if not report.ok:
+        names = sorted({f"{i.host}:{i.name}" for i in report.failures()})
+        yield status("failed", "pre-flight check failed: " + ", ".join(names), report=report)
+        return
+
+    # -- push (done by now: it ran within the check) ----------------------------------------
+    yield status("pushing")
+    for name in hosts:
+        yield HostStatus(t=time.time(), host=name, state="pushing")
+    for name in hosts:
+        pushed.setdefault(name, CorralError(f"{name} was not probed"))
     if errors := _errors(pushed):
         for name, error in errors.items():
             yield HostStatus(t=time.time(), host=name, state="failed", detail=str(error))
@@ -126,13 +123,12 @@ async def launch_run(
         return
     sent = sorted(h for h, was_sent in pushed.items() if was_sent is True)
     yield LogLine(t=time.time(), host="*", rank=None,
-                  text=f"code {bundle.digest[:12]}: sent to {', '.join(sent) or 'no host'}"
-                  f" ({bundle.files} files)")
-    if isinstance(port, BaseException):
-        yield status("failed", f"cannot pick a rendezvous port on the master: {port}")
-        return
-    if errors := _errors(nprocs):
-        yield status("failed", "cannot size the hosts: " + _describe(errors))
+                  text=f"code {code.digest[:12]}: sent to {', '.join(sent) or 'no host'}"
+                  f" ({code.files} files)")
+    port_setting = config.cluster.rendezvous_port
+    port = facts.port if port_setting == "auto" else int(port_setting)
+    if port is None:
+        yield status("failed", "cannot pick a rendezvous port on the master")
         return
 
     # -- launch ---------------------------------------------------------------------------
@@ -146,34 +142,39 @@ async def launch_run(
                 copy = CollectedCopy(local_dir, name)
                 copy.raise_offsets(found)
                 copy.close()
-    plan = LaunchPlan(run_id=info.run_id, run_dir=run_dir, code_digest=bundle.digest,
+    plan = LaunchPlan(run_id=info.run_id, run_dir=run_dir, code_digest=code.digest,
                       master_addr=master_addr, port=port, nnodes=len(hosts), resume=resume,
                       policy=policy)
-    # Where hosts share an address torch orders their nodes by launcher pid, so hosts that
-    # share one are started one after the other, in host order (node ranks then follow it);
-    # hosts with addresses of their own start in parallel.
-    groups: dict[str | None, list[tuple[int, HostSection]]] = {}
-    for node_rank, host in enumerate(config.hosts):
-        address = node_address(config, host, master_addr)
-        groups.setdefault(address, []).append((node_rank, host))
     for name in hosts:
         yield HostStatus(t=time.time(), host=name, state="starting")
     pgids: dict[str, int] = {}
 
+    async def start_one(node_rank: int, host: HostSection, address: str | None,
+                        after: str | None) -> None:
+        try:
+            transport: Transport = await pool.get(host.name)
+            pgids[host.name] = await launch_host(
+                transport, config, plan, node_rank=node_rank,
+                nproc=nproc_for(host, facts.gpus.get(host.name)),
+                interface=interface_for(host, facts.interfaces.get(host.name)),
+                local_addr=address, after=after)
+        except CorralError as exc:
+            raise _LaunchFailed(host.name, exc) from None
+
     async def start_group(members: list[tuple[int, HostSection]], address: str | None) -> None:
+        # Where hosts share an address torch orders their nodes by launcher pid. Hosts that
+        # also share a login (so a run directory) are launched all at once, each waiting on
+        # the host for the launcher before it to exist; others one after the other.
+        if len({host.user for _, host in members}) == 1:
+            await asyncio.gather(*(
+                start_one(rank, host, address, members[i - 1][1].name if i else None)
+                for i, (rank, host) in enumerate(members)))
+            return
         for node_rank, host in members:
-            nproc, interface = nprocs[host.name], interfaces.get(host.name)
-            assert isinstance(nproc, int)
-            try:
-                transport: Transport = await pool.get(host.name)
-                pgids[host.name] = await launch_host(
-                    transport, config, plan, node_rank=node_rank, nproc=nproc,
-                    interface=interface if isinstance(interface, str) else None,
-                    local_addr=address)
-            except CorralError as exc:
-                raise _LaunchFailed(host.name, exc) from None
+            await start_one(node_rank, host, address, None)
 
     # Every group runs to its end before a failure is handled: nothing starts after the stop.
+    groups = launch_groups(config, master_addr)
     outcomes = await asyncio.gather(*(start_group(m, a) for a, m in groups.items()),
                                     return_exceptions=True)
     for failed in outcomes:
@@ -188,8 +189,7 @@ async def launch_run(
                      failed_host=failed.host)
         return
     write_run_info(config, replace(info, state="running", master_addr=master_addr, port=port,
-                                   pgids=pgids, code_digest=bundle.digest))
+                                   pgids=pgids, code_digest=code.digest))
     yield LogLine(t=time.time(), host="*", rank=None,
                   text=f"launched run {info.run_id}: rendezvous {master_addr}:{port}, "
                   + ", ".join(f"{h} pgid {p}" for h, p in pgids.items()))
-

@@ -39,7 +39,11 @@ LOCK_FILE = ".lock"
 SILENCE_LIMIT_S = 20.0
 """A tail channel silent this long (heartbeats come every 2 s) counts as a dropped host."""
 RANK_PREFIX = re.compile(r"^\[rank(\d+)\]:")
-LAUNCHER_INFO = re.compile(r"^I\d{4} \d\d:\d\d:\d\d")
+ROUTINE_INFO = re.compile(r"^(?:\[?I\d{4} \d\d:\d\d:\d\d|INFO:)")
+"""torch's routine INFO log lines (glog-style ``I1121 05:27:09.671000 ...``, or the standard
+``INFO:name:`` format). Launchers run at LOGLEVEL=INFO, which the ranks inherit, so that the
+tailer sees the rendezvous result; these lines stay in the copy but are not shown. WARNING and
+ERROR lines (``W...``, ``E...``) and every other line of a rank's output are."""
 TAIL_SCRIPT = (Path(__file__).with_name("tail_script.py")).read_text(encoding="utf-8")
 
 
@@ -182,12 +186,11 @@ def _line_event(host: str, path: str, text: str) -> RunEvent | None:
         except EventFormatError as exc:
             return LogLine(t=now, host=host, rank=None, text=f"{path}: {exc}")
         return RankEvent(host=host, event=event) if event is not None else None
-    if LAUNCHER_INFO.match(text):
-        return None  # torchrun's INFO chatter stays in the copy, out of the stream
     match = RANK_PREFIX.match(text)
-    if match:
-        return LogLine(t=now, host=host, rank=int(match.group(1)), text=text[match.end():])
-    return LogLine(t=now, host=host, rank=None, text=text)
+    body = text[match.end():] if match else text
+    if ROUTINE_INFO.match(body):
+        return None  # torch's INFO chatter stays in the copy, out of the stream
+    return LogLine(t=now, host=host, rank=int(match.group(1)) if match else None, text=body)
 
 
 async def tail_host(

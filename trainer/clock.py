@@ -4,6 +4,11 @@ DDP overlaps the all-reduce with backward, and ``backward()`` returns only once 
 is done, so timing around it would give every rank the slowest rank's time and hide the
 straggler. Instead a DDP communication hook notes when the last gradient bucket becomes ready:
 that is when this rank's own backward finished. It then runs the usual all-reduce, unchanged.
+
+Emulated slowdown (``--slowdown``) is applied in the same hook, before the last bucket's
+all-reduce starts: a device that is s times slower finishes its backward later, so the other
+ranks must wait for it at the all-reduce, not after it. Sleeping after ``backward()`` instead
+would let the rank's sleep overlap the next step of the others and misstate the straggler.
 """
 
 # No `from __future__ import annotations`: DDP checks the hook's annotations at runtime.
@@ -13,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
+from trainer.slowdown import emulate_slowdown
+
 
 class ComputeClock:
     """Forward-start to last-bucket-ready time; CUDA events on GPUs, perf_counter on CPUs."""
@@ -21,14 +28,18 @@ class ComputeClock:
         self._cuda = device.type == "cuda"
         self._t0 = 0.0
         self._t1: float | None = None
+        self._factor = 1.0
+        self._emulated: float | None = None
         if self._cuda:
             self._start_event = torch.cuda.Event(enable_timing=True)
             self._end_event = torch.cuda.Event(enable_timing=True)
             self._end_recorded = False
 
-    def start(self) -> None:
-        """Mark the start of the forward pass."""
+    def start(self, slowdown: float = 1.0) -> None:
+        """Mark the start of the forward pass; ``slowdown`` is this step's emulation factor."""
         self._t1 = None
+        self._factor = slowdown
+        self._emulated = None
         if self._cuda:
             self._end_recorded = False
             self._start_event.record()
@@ -38,17 +49,29 @@ class ComputeClock:
     def hook(
         self, process_group: dist.ProcessGroup | None, bucket: dist.GradBucket
     ) -> torch.futures.Future[torch.Tensor]:
-        """DDP comm hook: timestamp the last bucket, then DDP's own all-reduce (mean)."""
+        """DDP comm hook: timestamp the last bucket (and emulate a slower device there), then
+        DDP's own all-reduce (mean)."""
         if bucket.is_last():
             if self._cuda:
                 self._end_event.record()
                 self._end_recorded = True
             else:
                 self._t1 = time.perf_counter()
+            if self._factor != 1.0:
+                self._emulated = emulate_slowdown(self._factor, self._real_elapsed())
         return allreduce_hook(process_group, bucket)  # type: ignore[arg-type]
 
     def elapsed(self) -> float:
-        """Seconds of this rank's forward+backward in the step just run (after backward)."""
+        """Seconds of this rank's forward+backward in the step just run (after backward),
+        emulated slowdown included."""
+        if self._emulated is not None:
+            return self._emulated
+        real = self._real_elapsed()
+        if self._factor != 1.0:  # no bucket was seen (no gradients): emulate here instead
+            return emulate_slowdown(self._factor, real)
+        return real
+
+    def _real_elapsed(self) -> float:
         if self._cuda:
             if not self._end_recorded:  # no bucket seen (no gradients): time up to now
                 self._end_event.record()

@@ -8,6 +8,7 @@ is reached by every rank in the same order, so no rank ever waits for one that n
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -52,7 +53,7 @@ from trainer.events import (
 )
 from trainer.models import build_model
 from trainer.resources import ResourceReporter
-from trainer.slowdown import SlowdownSchedule, emulate_slowdown
+from trainer.slowdown import SlowdownSchedule
 
 
 class Interrupted(Exception):
@@ -180,6 +181,9 @@ def _run(config: TrainConfig, *, rank: int, world: int, local_rank: int, device:
                           device=device, slowdown=slowdown.factor_at(step + 1), host=host,
                           device_name=dev_name, resumed_split=resumed_split)
     split = first.split
+    # Memory caps learnt from stored profiles bind every later split, not only the first.
+    if any(cap is not None for cap in first.max_batch):
+        bconfig = dataclasses.replace(bconfig, max_batch=first.max_batch)
     balancer = Balancer(bconfig, split) if rank == 0 else None
     if balancer is not None and balancer_state is not None:
         balancer.load_state_dict(balancer_state)
@@ -216,10 +220,12 @@ def _run(config: TrainConfig, *, rank: int, world: int, local_rank: int, device:
         local_batch = split[rank]
 
         # Forward + backward. The all-reduce runs inside backward, overlapped by DDP.
-        clock.start()
+        # An emulated slow device (--slowdown) finishes its backward later: the clock's hook
+        # waits before the last all-reduce, and compute_s includes that time.
+        clock.start(slowdown.factor_at(step + 1))
         loss_sum = nn.functional.cross_entropy(ddp(x), y, reduction="sum")
         exact_mean_over_global_batch(loss_sum, world, B).backward()
-        compute_s = emulate_slowdown(slowdown.factor_at(step + 1), clock.elapsed())
+        compute_s = clock.elapsed()
 
         # One small all-gather (global loss, every rank's compute time, any stop request),
         # started now so that it overlaps the optimizer step.

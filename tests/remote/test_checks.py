@@ -181,3 +181,25 @@ async def test_an_unreachable_host_fails_within_the_connect_timeout(tmp_path: Pa
     assert not item.ok and "gone" in item.detail and "ssh 127.0.0.1" in item.hint
     assert [i.name for i in report.items if i.host == "gone"] == ["reachable"]
     assert find(report, "a", "rendezvous-port").ok
+
+
+async def test_auto_port_falls_back_to_any_free_port_when_the_first_try_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import remote.checks
+    from remote.checks import check_and_plan
+
+    with socket.create_server(("", 0)) as taken:
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(remote.checks, "auto_candidate", lambda: port)
+        hosts = (local_host("a") + local_host("b")).replace("{tmp}", str(tmp_path))
+        config = write_cluster(tmp_path, hosts)
+        pool = HostPool(config)
+        try:
+            report, facts = await check_and_plan(config, pool)
+        finally:
+            await pool.aclose()
+    assert report.ok, report.failures()
+    assert facts.port is not None and facts.port != port
+    assert f"port {facts.port} free on a (auto)" == find(report, "a", "rendezvous-port").detail
+    assert f"reaches 127.0.0.1:{facts.port}" == find(report, "b", "rendezvous-port").detail

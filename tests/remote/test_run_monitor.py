@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from remote.api import LogLine, RankEvent
 from remote.monitor import RunMonitor
-from remote.stream import LauncherExit
+from remote.stream import LauncherExit, RankOwned
 from trainer.events import EndEvent, StartEvent
 
 
@@ -79,6 +79,34 @@ def test_hosts_without_a_start_event_are_named_as_never_joined() -> None:
     final = monitor.final_status()
     assert final.state == "failed" and final.failed_host == "b"  # the drop, over exits
     assert "never joined the rendezvous: a, b, c" in final.detail
+
+
+def test_a_mesh_failure_after_the_rendezvous_names_the_failing_rank_not_absent_hosts() -> None:
+    # Both launchers logged their rendezvous result, then rank 1 died setting up the Gloo
+    # mesh, before any start event: every host joined, so none may be called absent.
+    monitor = RunMonitor(run_id="r", hosts=("a", "b"))
+    monitor.observe(RankOwned(host="a", rank=0))
+    monitor.observe(RankOwned(host="b", rank=1))
+    monitor.observe(_log("b", "RuntimeError: Gloo connectFullMesh failed", rank=1))
+    for line in ("  rank      : 1 (local_rank: 0)", "  exitcode  : 1 (pid: 7)"):
+        monitor.observe(_log("b", line))
+    monitor.observe(_exit("b", "1", t=3.0))
+    monitor.observe(_exit("a", "1", t=4.0))
+    final = monitor.final_status()
+    assert (final.state, final.failed_host, final.failed_rank) == ("failed", "b", 1)
+    assert "never joined" not in final.detail
+    assert "Gloo connectFullMesh failed" in final.detail
+
+
+def test_only_hosts_without_a_rendezvous_result_are_named_as_never_joined() -> None:
+    monitor = RunMonitor(run_id="r", hosts=("a", "b", "c"))
+    monitor.observe(RankOwned(host="a", rank=0))  # joined, then failed before its start event
+    monitor.observe(_start("b", 1))
+    monitor.observe(_exit("c", "1", t=2.0))
+    for host in ("a", "b"):
+        monitor.observe(_exit(host, "1", t=3.0))
+    final = monitor.final_status()
+    assert final.detail.split("\n")[0].endswith("hosts that never joined the rendezvous: c")
 
 
 def test_a_stop_from_elsewhere_ends_the_run_as_stopped() -> None:

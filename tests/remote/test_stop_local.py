@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -11,8 +12,10 @@ from remote.config import HostSection
 from remote.stop import count_run_processes, run_pattern, stop_host
 from remote.transport import LocalTransport
 
-# Stands in for a launcher that ignores TERM (only KILL ends it).
-STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"
+# Stands in for a launcher that ignores TERM (only KILL ends it); it creates the file named by
+# its last argument once it ignores TERM.
+STUBBORN = ("import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "pathlib.Path(sys.argv[-1]).touch(); time.sleep(300)")
 # Stands in for a rank: exits on TERM.
 POLITE = "import time; time.sleep(300)"
 
@@ -38,12 +41,17 @@ async def test_stop_terms_then_kills_and_spares_other_runs(tmp_path: Path) -> No
     run_id, other_id = "t-20261121-000000-aaaaaa", "t-20261121-000000-aaaaab"
     run_dir = tmp_path / run_id
     (run_dir / "hosts").mkdir(parents=True)
-    launcher = _spawn(STUBBORN, "--rdzv-id", run_id, cwd=tmp_path)
+    ready = tmp_path / "launcher-ignores-term"
+    launcher = _spawn(STUBBORN, "--rdzv-id", run_id, str(ready), cwd=tmp_path)
     rank = _spawn(POLITE, "--run-dir", str(run_dir), cwd=tmp_path)
     other = _spawn(POLITE, "--run-dir", str(tmp_path / other_id), cwd=tmp_path)
     (run_dir / "hosts" / "here.pgid").write_text(f"{launcher.pid}\n")
     transport = LocalTransport(HostSection(name="here", address="local"))
     try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():  # a TERM before that would end it, not test the KILL
+            assert time.monotonic() < deadline and launcher.poll() is None
+            await asyncio.sleep(0.02)
         assert await count_run_processes(transport, run_id) == 2
         started = time.monotonic()
         remaining = await stop_host(transport, str(run_dir), run_id, grace_s=1.0)
