@@ -71,42 +71,42 @@ def main(argv: list[str] | None = None) -> int:
                                 steps=pair_steps, policy=policy, slowdown=SLOWDOWN)
                 )  # fmt: skip
 
-    def x(label: str) -> float:
-        k = solo_skip if label.startswith("solo") else skip
-        return statistics.median(r.throughput(k) for r in results[label])
+        def x(label: str) -> float:
+            k = solo_skip if label.startswith("solo") else skip
+            return statistics.median(r.throughput(k) for r in results[label])
 
-    solo_labels = [label for label in results if label.startswith("solo")]
-    ideal = sum(x(label) for label in solo_labels)
-    static_x = x("static")
-    rows: list[list[object]] = [
-        [label, csv(results[label][-1].start.split), "-", "-", f"{x(label):.1f}", "-", "-"]
-        for label in solo_labels
-    ]
-    rows.append(
-        ["ideal (Σ solo)", "-", "-", "-", f"{ideal:.1f}", "1.00", f"{ideal / static_x:.2f}"]
-    )
-    for policy in POLICIES:
-        last = results[policy][-1]
-        spread = statistics.median(r.compute_spread(skip) for r in results[policy])
-        rows.append([policy, csv(last.start.split), _final(last), f"{spread:.2f}",
-                     f"{x(policy):.1f}", f"{x(policy) / ideal:.2f}",
-                     f"{x(policy) / static_x:.2f}"])  # fmt: skip
-    print()
-    rounds = f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else ""
-    print(f"Balance: 2 CPU ranks x 1 thread, slowdown {csv(SLOWDOWN)}, simple_cnn, synthetic, "
-          f"B={B}; median samples/s over steps {skip + 1}..{pair_steps} "
-          f"(solo: {solo_skip + 1}..{solo_steps}){rounds}")  # fmt: skip
-    print()
-    header = ["run", "first split", "final split (rebalances)", "compute max/min",
-              "samples/s", "vs ideal", "vs static"]  # fmt: skip
-    print(markdown_table(header, rows))
-    dyn = x("dynamic")
-    ok_ideal, ok_static = dyn / ideal >= TARGET_IDEAL, dyn / static_x >= TARGET_STATIC
-    print()
-    print(f"dynamic / ideal  = {dyn / ideal:.3f} (target >= {TARGET_IDEAL}: "
-          f"{'met' if ok_ideal else 'MISSED'})")  # fmt: skip
-    print(f"dynamic / static = {dyn / static_x:.3f} (target >= {TARGET_STATIC}: "
-          f"{'met' if ok_static else 'MISSED'})")  # fmt: skip
+        solo_labels = [label for label in results if label.startswith("solo")]
+        ideal = sum(x(label) for label in solo_labels)
+        static_x = x("static")
+        rows: list[list[object]] = [
+            [label, csv(results[label][-1].start.split), "-", "-", f"{x(label):.1f}", "-", "-"]
+            for label in solo_labels
+        ]
+        rows.append(
+            ["ideal (Σ solo)", "-", "-", "-", f"{ideal:.1f}", "1.00", f"{ideal / static_x:.2f}"]
+        )
+        for policy in POLICIES:
+            last = results[policy][-1]
+            spread = statistics.median(r.compute_spread(skip) for r in results[policy])
+            rows.append([policy, csv(last.start.split), _final(last), f"{spread:.2f}",
+                         f"{x(policy):.1f}", f"{x(policy) / ideal:.2f}",
+                         f"{x(policy) / static_x:.2f}"])  # fmt: skip
+        print()
+        rounds = f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else ""
+        print(f"Balance: 2 CPU ranks x 1 thread, slowdown {csv(SLOWDOWN)}, simple_cnn, synthetic, "
+              f"B={B}; median samples/s over steps {skip + 1}..{pair_steps} "
+              f"(solo: {solo_skip + 1}..{solo_steps}){rounds}")  # fmt: skip
+        print()
+        header = ["run", "first split", "final split (rebalances)", "compute max/min",
+                  "samples/s", "vs ideal", "vs static"]  # fmt: skip
+        print(markdown_table(header, rows))
+        dyn = x("dynamic")
+        ok_ideal, ok_static = dyn / ideal >= TARGET_IDEAL, dyn / static_x >= TARGET_STATIC
+        print()
+        print(f"dynamic / ideal  = {dyn / ideal:.3f} (target >= {TARGET_IDEAL}: "
+              f"{'met' if ok_ideal else 'MISSED'})")  # fmt: skip
+        print(f"dynamic / static = {dyn / static_x:.3f} (target >= {TARGET_STATIC}: "
+              f"{'met' if ok_static else 'MISSED'})")  # fmt: skip
     return 0
 
 
