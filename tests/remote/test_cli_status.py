@@ -1,0 +1,72 @@
+"""``corral status`` corrects a stale recorded state from the hosts, or says it cannot."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import console.cli as cli
+from remote.config import load_cluster
+from remote.runs import RunInfo, read_run_info, write_run_info
+
+
+def _write_config(root: Path, address: str, extra: str = "") -> Path:
+    path = root / "cluster.toml"
+    path.write_text(f"""
+[cluster]
+name = "st"
+master = "one"
+run_root = "{root / 'runs'}"
+
+[[hosts]]
+name = "one"
+address = "{address}"
+python = "{sys.executable}"
+workdir = "{root / 'work'}"
+gpus = 0
+nproc = 1
+{extra}
+
+[ssh]
+connect_timeout = 2.0
+known_hosts_file = "{root / 'known_hosts'}"
+config_file = "{root / 'ssh_config'}"
+""", encoding="utf-8")
+    return path
+
+
+def _record(path: Path, run_id: str, state: str) -> None:
+    config = load_cluster(path)
+    write_run_info(config, RunInfo(run_id=run_id, cluster="st", state=state, started=time.time(),
+                                   hosts=("one",), config_path=str(path)))
+
+
+def test_status_corrects_a_run_left_running_from_its_exit_files(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write_config(tmp_path, "local")
+    _record(path, "st-1", "running")  # the follower died; the run ended meanwhile
+    hosts_dir = tmp_path / "runs" / "st-1" / "hosts"
+    hosts_dir.mkdir(parents=True)
+    (hosts_dir / "one.exit").write_text("0\n")
+    assert cli.main(["-c", str(path), "status"]) == 0
+    out = capsys.readouterr().out
+    assert "st-1" in out and "completed" in out and "could not be reached" not in out
+    assert read_run_info(load_cluster(path), "st-1").state == "completed"
+
+
+def test_status_keeps_the_record_with_a_note_when_a_host_is_unreachable(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path = _write_config(tmp_path, "127.0.0.1", extra=f"port = {port}")
+    _record(path, "st-2", "running")
+    assert cli.main(["-c", str(path), "status"]) == 0
+    out = capsys.readouterr().out.replace("\n", " ")
+    assert "running" in out
+    assert "the hosts of st-2 could not be reached" in out
+    assert read_run_info(load_cluster(path), "st-2").state == "running"

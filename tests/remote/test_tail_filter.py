@@ -1,0 +1,52 @@
+"""What the tail of a host shows: rank output, warnings and errors, not torch's INFO chatter."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from remote.api import LogLine
+from remote.config import HostSection
+from remote.stream import CollectedCopy, LauncherExit, RankOwned, TailItem, tail_host
+from remote.transport import LocalTransport
+
+LAUNCHER_LOG = """\
+I1121 05:27:09.671000 20394 torch/distributed/launcher/api.py:254] Starting elastic_operator
+I1121 05:27:09.878000 20394 torch/distributed/elastic/agent/server/api.py:553]   global_ranks=[0, 1]
+I1121 05:27:09.878000 20394 torch/distributed/elastic/agent/server/api.py:715] Starting worker group
+[rank0]:I1121 05:27:10.100000 20400 torch/distributed/distributed_c10d.py:1] Added key: x
+[rank1]:INFO:torch.distributed.distributed_c10d:Rank 1: Completed store-based barrier
+[rank0]:step 1 loss 2.30
+[rank1]:RuntimeError: Gloo connectFullMesh failed
+W1121 05:27:11.000000 20394 elastic/multiprocessing/api.py:1028] Sending process 1 SIGTERM
+E1121 05:27:11.100000 20394 elastic/multiprocessing/api.py:900] failed (exitcode: 1)
+"""
+
+
+async def test_routine_info_lines_are_kept_in_the_copy_but_not_shown(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / "logs" / "h").mkdir(parents=True)
+    (run_dir / "hosts").mkdir()
+    (run_dir / "logs" / "h" / "launcher.log").write_text(LAUNCHER_LOG)
+    (run_dir / "hosts" / "h.exit").write_text("1\n")  # the launcher ended: the tail ends too
+    host = HostSection(name="h", address="local", python=sys.executable, workdir=str(tmp_path))
+    copy = CollectedCopy(tmp_path / "local", "h")
+    items: list[TailItem] = []
+    try:
+        async for item in tail_host(LocalTransport(host), str(run_dir), copy):
+            items.append(item)
+    finally:
+        copy.close()
+
+    shown = [(i.rank, i.text) for i in items if isinstance(i, LogLine)]
+    assert shown == [
+        (0, "step 1 loss 2.30"),
+        (1, "RuntimeError: Gloo connectFullMesh failed"),
+        (None, LAUNCHER_LOG.splitlines()[-2]),
+        (None, LAUNCHER_LOG.splitlines()[-1]),
+    ]
+    # The rendezvous result still tells which ranks run here; the copy keeps every line.
+    assert sorted(i.rank for i in items if isinstance(i, RankOwned)) == [0, 1]
+    assert isinstance(items[-1], LauncherExit) and items[-1].status == "1"
+    copied = tmp_path / "local" / "collected" / "h" / "logs" / "h" / "launcher.log"
+    assert copied.read_text() == LAUNCHER_LOG
