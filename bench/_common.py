@@ -182,3 +182,13 @@ def run_main(main: Callable[[], int]) -> None:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         code = 1
     raise SystemExit(code)
+
+
+def solo_batches(global_batch: int) -> tuple[int, ...]:
+    """Batch sizes a rank is measured at alone for a solo PEAK: B, B/2 and B/4.
+
+    Time per sample on a CPU depends on the batch size (caches), so one size alone would not
+    bound what a rank can do with the smaller share it gets in a pair.
+    """
+    return tuple(sorted({global_batch, max(1, global_batch // 2), max(1, global_batch // 4)},
+                        reverse=True))

@@ -3,13 +3,14 @@
 Two CPU ranks (one thread each) train simple_cnn on synthetic data; rank 1 is emulated 3x
 slower (``--slowdown 1,3``). In one invocation it measures, side by side:
 
-- the ideal: Σ of each rank's solo throughput (one process alone at its slowdown, same global
-  batch), an upper bound for any split;
+- the ideal (the issue's definition): Σ of each rank's solo throughput (one process alone at
+  its slowdown) at the same global batch B;
+- a stricter bound: Σ of each rank's solo PEAK over B, B/2 and B/4. Time per sample depends on
+  the batch (a fixed cost per step, CPU caches), so a rank with a smaller share in the pair can
+  beat its solo rate at B; the peak sum bounds any split from above;
 - ``static`` (equal split), ``proportional`` (warm-up capacities) and ``dynamic``.
 
-The default B=384 keeps compute dominant (about 0.3 s per step on one core) while a solo rank
-still runs where time per sample is constant: on the development CPU it nearly doubles from
-B=384 to B=512 (caches), which would make the solo runs look slow and the ideal too low.
+The default B=384 keeps compute dominant (about 0.3 s per step on one core).
 
 Throughput is the median of rank 0's per-step ``cluster_samples_per_s`` after the warm-up
 steps; "compute max/min" is the ratio of the slowest to the fastest rank's median
@@ -29,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import RunResult, csv, markdown_table, run_main, run_trainer
+from bench._common import RunResult, csv, markdown_table, run_main, run_trainer, solo_batches
 
 SLOWDOWN = (1.0, 3.0)
 POLICIES = ("static", "proportional", "dynamic")
@@ -60,11 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"balance benchmark: B={B}, slowdown {csv(SLOWDOWN)}, runs in {root}")
         for n in range(args.rounds):
             for r, s in enumerate(SLOWDOWN):
-                label = f"solo rank {r} (slowdown {s:g})"
-                results.setdefault(label, []).append(
-                    run_trainer(label, root / f"{n}-solo-{r}", nproc=1, global_batch=B,
-                                steps=solo_steps, slowdown=[s])
-                )  # fmt: skip
+                for b in solo_batches(B):
+                    label = f"solo rank {r} (slowdown {s:g}) b={b}"
+                    results.setdefault(label, []).append(
+                        run_trainer(label, root / f"{n}-solo-{r}-{b}", nproc=1, global_batch=b,
+                                    steps=solo_steps, slowdown=[s])
+                    )  # fmt: skip
             for policy in POLICIES:
                 results.setdefault(policy, []).append(
                     run_trainer(policy, root / f"{n}-{policy}", nproc=2, global_batch=B,
@@ -76,21 +78,31 @@ def main(argv: list[str] | None = None) -> int:
             return statistics.median(r.throughput(k) for r in results[label])
 
         solo_labels = [label for label in results if label.startswith("solo")]
-        ideal = sum(x(label) for label in solo_labels)
+        # Two ideals. The issue's: Σ of each rank's solo throughput at the same global batch B.
+        # The stricter bound: Σ of each rank's solo PEAK over B, B/2, B/4 — time per sample
+        # depends on the batch (a fixed cost per step, CPU caches), so a rank given a smaller
+        # share in the pair may run faster per sample than it does alone at B.
+        at_b = sum(x(label) for label in solo_labels if label.endswith(f" b={B}"))
+        peaks = sum(
+            max(x(label) for label in solo_labels if label.startswith(f"solo rank {r} "))
+            for r in range(len(SLOWDOWN))
+        )
         static_x = x("static")
         rows: list[list[object]] = [
-            [label, csv(results[label][-1].start.split), "-", "-", f"{x(label):.1f}", "-", "-"]
+            [label, csv(results[label][-1].start.split), "-", "-", f"{x(label):.1f}", "-", "-",
+             "-"]
             for label in solo_labels
-        ]
-        rows.append(
-            ["ideal (Σ solo)", "-", "-", "-", f"{ideal:.1f}", "1.00", f"{ideal / static_x:.2f}"]
-        )
+        ]  # fmt: skip
+        rows.append(["ideal (Σ solo at B)", "-", "-", "-", f"{at_b:.1f}", "1.00",
+                     f"{at_b / peaks:.2f}", f"{at_b / static_x:.2f}"])  # fmt: skip
+        rows.append(["bound (Σ solo peaks)", "-", "-", "-", f"{peaks:.1f}",
+                     f"{peaks / at_b:.2f}", "1.00", f"{peaks / static_x:.2f}"])  # fmt: skip
         for policy in POLICIES:
             last = results[policy][-1]
             spread = statistics.median(r.compute_spread(skip) for r in results[policy])
             rows.append([policy, csv(last.start.split), _final(last), f"{spread:.2f}",
-                         f"{x(policy):.1f}", f"{x(policy) / ideal:.2f}",
-                         f"{x(policy) / static_x:.2f}"])  # fmt: skip
+                         f"{x(policy):.1f}", f"{x(policy) / at_b:.2f}",
+                         f"{x(policy) / peaks:.2f}", f"{x(policy) / static_x:.2f}"])  # fmt: skip
         print()
         rounds = f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else ""
         print(f"Balance: 2 CPU ranks x 1 thread, slowdown {csv(SLOWDOWN)}, simple_cnn, synthetic, "
@@ -98,14 +110,15 @@ def main(argv: list[str] | None = None) -> int:
               f"(solo: {solo_skip + 1}..{solo_steps}){rounds}")  # fmt: skip
         print()
         header = ["run", "first split", "final split (rebalances)", "compute max/min",
-                  "samples/s", "vs ideal", "vs static"]  # fmt: skip
+                  "samples/s", "vs ideal", "vs Σ peaks", "vs static"]  # fmt: skip
         print(markdown_table(header, rows))
         dyn = x("dynamic")
-        ok_ideal, ok_static = dyn / ideal >= TARGET_IDEAL, dyn / static_x >= TARGET_STATIC
+        ok_ideal, ok_static = dyn / at_b >= TARGET_IDEAL, dyn / static_x >= TARGET_STATIC
         print()
-        print(f"dynamic / ideal  = {dyn / ideal:.3f} (target >= {TARGET_IDEAL}: "
+        print(f"dynamic / ideal (Σ solo at B) = {dyn / at_b:.3f} (target >= {TARGET_IDEAL}: "
               f"{'met' if ok_ideal else 'MISSED'})")  # fmt: skip
-        print(f"dynamic / static = {dyn / static_x:.3f} (target >= {TARGET_STATIC}: "
+        print(f"dynamic / Σ solo peaks        = {dyn / peaks:.3f} (stricter bound, no target)")
+        print(f"dynamic / static              = {dyn / static_x:.3f} (target >= {TARGET_STATIC}: "
               f"{'met' if ok_static else 'MISSED'})")  # fmt: skip
     return 0
 

@@ -7,6 +7,7 @@ is within a few percent of the true optimum.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from dataclasses import dataclass, field
@@ -174,6 +175,32 @@ def test_dynamic_tracks_a_mid_run_slowdown_within_a_few_decisions() -> None:
         assert cluster.slowest(reacted[0][1].split) <= 1.05 * cluster.optimum(balancer)
         assert cluster.slowest(balancer.split) <= 1.03 * cluster.optimum(balancer)
         assert run(balancer, cluster, 141, 300) == []
+
+
+@dataclass
+class CurvedCluster(Cluster):
+    """Ranks whose time per sample grows with the batch (caches) on top of a fixed cost per
+    step: the balancer's straight-line model is never quite right for them."""
+
+    def times(self, split: tuple[int, ...]) -> list[float]:
+        return [
+            (f.intercept + f.slope * b * (1 + b / 256)) * max(0.5, self.rng.gauss(1.0, self.noise))
+            for f, b in zip(self.fits, split, strict=True)
+        ]
+
+
+def test_dynamic_settles_when_the_straight_line_model_is_wrong() -> None:
+    for seed in range(5):
+        cluster = CurvedCluster([LinearFit(0.02, 0.001), LinearFit(0.06, 0.003)], seed=seed)
+        balancer = Balancer(config(), equal_split(512, 2))
+        run(balancer, cluster, 1, 100)
+        later = run(balancer, cluster, 101, 400)
+        moves = [d.split[1] - d.previous[1] for _, d in later]
+        reversals = sum(1 for a, b in itertools.pairwise(moves) if a * b < 0)
+        # Measured times balanced within the dead-band: no chasing of the model's own error.
+        assert reversals == 0 and len(later) <= 2, f"seed {seed}: kept moving: {later}"
+        measured = cluster.times(balancer.split)
+        assert max(measured) <= 1.15 * min(measured), f"seed {seed}: unbalanced {measured}"
 
 
 def test_dynamic_respects_caps_minimum_and_move_limit() -> None:
