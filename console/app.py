@@ -33,6 +33,10 @@ from profiles.errors import CorralError
 from remote.api import RunController
 
 POLICIES = ("static", "proportional", "dynamic")
+BUSY_CHANGES_PER_S = 500
+"""Model changes a second above which the panels redraw at ``BUSY_REFRESH_S``, not every tick."""
+BUSY_REFRESH_S = 0.5
+"""Panel redraw period under a flood of events (2 Hz)."""
 
 
 class ConsoleApp(RunControls):
@@ -81,6 +85,9 @@ class ConsoleApp(RunControls):
         """
         if len(self.screen_stack) > 1 and not force:
             return
+        now = time.monotonic()
+        if not force and self._flooded(now):
+            return
         try:
             self.query_one(RunHeader).sync()
         except NoMatches:  # shutting down: the panels are gone
@@ -88,10 +95,24 @@ class ConsoleApp(RunControls):
         if not force and self.model.version == self._drawn_version:
             return
         self._drawn_version = self.model.version
+        self._drawn_at = now
         self.query_one(HostsPanel).sync()
         self.query_one(ThroughputPanel).sync()
         self.query_one(BalancerPanel).sync()
         self.query_one(LogsPanel).sync()
+
+    def _flooded(self, now: float) -> bool:
+        """Whether to skip this tick: the model changes so fast that redraws are the cost.
+
+        Above ``BUSY_CHANGES_PER_S`` model changes a second the panels redraw at most every
+        ``BUSY_REFRESH_S`` (2 Hz) instead of every tick: the numbers move too fast to read
+        at 4 Hz anyway, and a redraw of hundreds of changed rows is what the console spends
+        its time on.
+        """
+        since = now - self._drawn_at
+        if since >= BUSY_REFRESH_S or self._drawn_version < 0:
+            return False
+        return (self.model.version - self._drawn_version) / max(since, 1e-3) > BUSY_CHANGES_PER_S
 
     # ---------------------------------------------------------------- actions (keys)
     def action_start(self) -> None:
@@ -146,7 +167,10 @@ class ConsoleApp(RunControls):
         self.query_one(LogsPanel).action_toggle_follow()
 
     def action_help(self) -> None:
-        self.show_modal(HelpScreen())
+        # Built once and kept installed: composing and styling it anew costs a visible pause.
+        if not self.is_screen_installed("help"):
+            self.install_screen(HelpScreen(), "help")
+        self.show_modal(self.get_screen("help"))
 
     async def action_quit(self) -> None:
         if self.model.live and self.handle is not None:

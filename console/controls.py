@@ -50,6 +50,8 @@ class RunControls(App[int]):
         """Printed by ``run_console`` after the app closed (how to reattach, the stop report)."""
         self._drawn_version = -1
         """Model version the panels show."""
+        self._drawn_at = 0.0
+        """``time.monotonic()`` of the last redraw."""
 
     def refresh_panels(self, *, force: bool = False) -> None:
         """Redraw the panels from the model (the app with panels defines it)."""

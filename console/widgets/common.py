@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from rich.style import Style
 from rich.text import Text
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
@@ -38,9 +39,13 @@ class LinesView(ScrollView):
         self._drawn: object = None
         self.follow = follow
         """Keep the newest (last) row in view as rows are added."""
+        self._pass_style: Style | None = None
+        self._painted: list[Text | None] = []
+        """Each screen line's text as of the last sync (compared to repaint only changes)."""
+        self._painted_view: tuple[int, Size, Size] | None = None
 
     def sync(self) -> None:
-        """Pick up a changed row count and redraw the visible rows (if anything changed)."""
+        """Pick up a changed row count and redraw the visible rows that changed."""
         if self._signature is not None:
             drawn = (self._signature(), self.size, self.follow)
             if drawn == self._drawn:
@@ -48,23 +53,81 @@ class LinesView(ScrollView):
             self._drawn = drawn
         rows = self._count() + (1 if self._header else 0)
         width = self.scrollable_content_region.width
-        if self.virtual_size != Size(width, rows):
-            self.virtual_size = Size(width, rows)
+        size = Size(width, rows)
+        if self.virtual_size != size:
+            self._set_virtual_size(size)
         if self.follow:
             self.scroll_end(animate=False, x_axis=False)
-        self.refresh()
+        self._repaint_changed()
+
+    def _repaint_changed(self) -> None:
+        """Repaint only the screen lines whose text changed since the last sync.
+
+        Most rows of a large run look the same from one tick to the next; repainting every
+        line costs the screen's compositor far more than building the rows' text to compare.
+        After a scroll or a resize every line is repainted.
+        """
+        view = self._view()
+        texts = [self._text_at(y, view) for y in range(self.size.height)]
+        if view != self._painted_view or len(texts) != len(self._painted):
+            self.refresh()
+        else:
+            top = self.scroll_offset.y
+            for y, (old, new) in enumerate(zip(self._painted, texts, strict=True)):
+                if old != new:
+                    self.refresh_line(top + y)
+        self._painted_view, self._painted = view, texts
+
+    def _view(self) -> tuple[int, Size, Size]:
+        """What maps screen lines to rows: the scroll position and the sizes."""
+        return self.scroll_offset.y, self.size, self.virtual_size
+
+    def _text_at(self, y: int, view: tuple[int, Size, Size]) -> Text | None:
+        """The text of screen line ``y`` (None past the last row)."""
+        width = self.scrollable_content_region.width
+        if self._header is not None:
+            if y == 0:
+                return self._header(width)
+            y -= 1
+        index = view[0] + y
+        if index < 0 or index >= self._count():
+            return None
+        return self._line(index, width)
+
+    def _set_virtual_size(self, size: Size) -> None:
+        """Take a new row count, skipping the screen's layout pass when it cannot move anything.
+
+        A growing list (the logs, many times a second) keeps the same width and keeps needing
+        its scrollbar: only the scrollbar's thumb changes, so update that instead of laying the
+        whole screen out again.
+        """
+        old = self.virtual_size
+        height = self.scrollable_content_region.height
+        if (self.is_mounted and size.width == old.width and self.show_vertical_scrollbar
+                and old.height > height and size.height > height):
+            self.set_reactive(LinesView.virtual_size, size)
+            self._scroll_update(size)
+        else:
+            self.virtual_size = size
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # The widget's style is the same for every line of one pass: look it up once.
+        self._pass_style = self.rich_style
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._pass_style = None
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
-        style = self.rich_style
-        if self._header is not None:
-            if y == 0:
-                return self._strip(self._header(width), width, style)
-            y -= 1
-        index = self.scroll_offset.y + y
-        if index < 0 or index >= self._count():
+        style = self._pass_style if self._pass_style is not None else self.rich_style
+        view = self._view()
+        text = self._text_at(y, view)
+        if view == self._painted_view and y < len(self._painted):
+            self._painted[y] = text  # what is on screen now: the next sync compares with it
+        if text is None:
             return Strip.blank(width, style)
-        return self._strip(self._line(index, width), width, style)
+        return self._strip(text, width, style)
 
     def _strip(self, text: Text, width: int, style: object) -> Strip:
         text.no_wrap = True

@@ -79,6 +79,7 @@ class BalancerPanel(Vertical):
         self.model = model
         self.border_title = "Balancer"
         self._policy_shown = ""
+        self._subtitle_shown = ""
 
     def compose(self) -> ComposeResult:
         yield Static(policy_line(self.model), id="policy")
@@ -100,6 +101,8 @@ class BalancerPanel(Vertical):
             self._policy_shown = line.plain
             self.query_one("#policy", Static).update(line)
         count = len(self.model.decisions)
-        self.border_subtitle = f"{count} decision{'s' if count != 1 else ''}"
+        subtitle = f"{count} decision{'s' if count != 1 else ''}"
+        if subtitle != self._subtitle_shown:  # setting it repaints the whole panel
+            self._subtitle_shown = self.border_subtitle = subtitle
         for view in self.query(LinesView):
             view.sync()

@@ -116,10 +116,13 @@ class HostsPanel(LinesView):
                          header=render_header, id=id)
         self.model = model
         self.border_title = "Hosts & ranks"
+        self._subtitle_shown = ""
 
     def sync(self) -> None:
         rows = self.model.rows()
         ranks = sum(1 for r in rows if r.rank is not None)
         hosts = len({r.host for r in rows})
-        self.border_subtitle = f"{hosts} hosts · {ranks} ranks"
+        subtitle = f"{hosts} hosts · {ranks} ranks"
+        if subtitle != self._subtitle_shown:  # setting it repaints the whole panel
+            self._subtitle_shown = self.border_subtitle = subtitle
         super().sync()

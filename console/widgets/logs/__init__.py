@@ -50,6 +50,7 @@ class LogsPanel(Vertical):
         """The entries that pass the filter, oldest first."""
         self._seen = 0
         self.border_title = "Logs"
+        self._subtitle_shown = ""
 
     def compose(self) -> ComposeResult:
         yield LinesView(count=lambda: len(self.shown), line=lambda i, w: log_row(self.shown[i]),
@@ -119,4 +120,6 @@ class LogsPanel(Vertical):
     def _update_subtitle(self) -> None:
         parts = [f"filter: {self.pattern}"] if self.pattern else []
         parts.append("follow on" if self.follow else "follow off")
-        self.border_subtitle = " · ".join(parts)
+        subtitle = " · ".join(parts)
+        if subtitle != self._subtitle_shown:  # setting it repaints the whole panel
+            self._subtitle_shown = self.border_subtitle = subtitle

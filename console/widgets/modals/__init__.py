@@ -166,7 +166,13 @@ HELP_TEXT = """\
 
 
 class HelpScreen(MessageScreen):
-    """Keys and what each panel shows."""
+    """Keys and what each panel shows.
+
+    Opaque, unlike the other dialogs: a see-through screen re-renders and tints the whole
+    console behind it on every frame, and help is read at leisure, not next to the numbers.
+    """
+
+    DEFAULT_CSS = "HelpScreen { background: $background; }"
 
     def __init__(self) -> None:
         super().__init__("corral console help", Text.from_markup(HELP_TEXT))

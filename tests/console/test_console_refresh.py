@@ -1,0 +1,60 @@
+"""Redraw economy: a flood of events slows the panels to 2 Hz; a sync repaints changed rows only."""
+
+from __future__ import annotations
+
+from console_helpers import make_app, screen_text, settle, wait_for
+
+from console.app import BUSY_CHANGES_PER_S
+from console.fake import FakeController
+from console.widgets.common import LinesView
+from console.widgets.hosts import HostsPanel
+
+
+async def test_a_flood_of_changes_is_drawn_late_but_drawn() -> None:
+    app = make_app(FakeController())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.refresh_panels()
+        drawn = app._drawn_version
+        # Far more changes than BUSY_CHANGES_PER_S right after a redraw: this tick is skipped...
+        app.model.version += 10 * BUSY_CHANGES_PER_S
+        app.refresh_panels()
+        assert app._drawn_version == drawn
+        # ...and the refresh timer draws them within the slower period.
+        await wait_for(pilot, lambda: app._drawn_version == app.model.version, timeout=2.0)
+
+
+async def test_a_quiet_change_is_drawn_at_once() -> None:
+    app = make_app(FakeController())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.model.version += 1
+        app.refresh_panels()
+        assert app._drawn_version == app.model.version
+
+
+async def test_sync_repaints_only_the_rows_that_changed() -> None:
+    app = make_app(FakeController())
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.model.state == "completed")
+        await settle(pilot)
+        view = app.query_one(HostsPanel)
+        repainted: list[int] = []
+        original = LinesView.refresh_line
+
+        def spy(self: LinesView, y: int) -> None:
+            if self is view:
+                repainted.append(y)
+            original(self, y)
+
+        LinesView.refresh_line = spy  # type: ignore[method-assign,assignment]
+        try:
+            app.model.ranks[1].samples_per_s = 12345.0
+            app.model.version += 1
+            await settle(pilot)
+            text = screen_text(app)
+        finally:
+            LinesView.refresh_line = original  # type: ignore[method-assign]
+    assert "12.3k" in text
+    assert repainted == [2]  # rank 1's line, under the column titles and rank 0
