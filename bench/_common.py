@@ -76,9 +76,11 @@ def run_trainer(
     slowdown: Sequence[float] | None = None,
     extra: Sequence[str] = (),
     timeout_s: float = 900,
+    tree: Path = REPO,
 ) -> RunResult:
     """Train ``steps`` steps of simple_cnn on synthetic data; return rank 0's events.
 
+    ``tree`` is the checkout whose trainer runs (another one for before/after comparisons).
     Raises ``RuntimeError`` with the tail of the output when the run fails or times out.
     """
     cmd = [
@@ -93,12 +95,12 @@ def run_trainer(
         cmd += ["--slowdown", ",".join(f"{s:g}" for s in slowdown)]
     cmd += list(extra)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
     print(f"  {label}: {nproc} rank(s), B={global_batch}, {steps} steps ...", flush=True)
     began = time.perf_counter()
     # Own session: the launcher and its ranks form one process group we can end together.
     proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
     try:
@@ -190,5 +192,6 @@ def solo_batches(global_batch: int) -> tuple[int, ...]:
     Time per sample on a CPU depends on the batch size (caches), so one size alone would not
     bound what a rank can do with the smaller share it gets in a pair.
     """
-    return tuple(sorted({global_batch, max(1, global_batch // 2), max(1, global_batch // 4)},
-                        reverse=True))
+    return tuple(
+        sorted({global_batch, max(1, global_batch // 2), max(1, global_batch // 4)}, reverse=True)
+    )

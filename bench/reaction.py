@@ -10,11 +10,22 @@ process alone, same global batch B); the stricter bound is Σ of solo peaks over
   bound (the median of the next ``WINDOW`` steps, so one lucky step does not count);
 - the same against the run's own post-change steady state (median of its last 20 steps), which
   stays meaningful on a machine too busy to reach the ideal;
-- rebalances after recovery, and reversals (a move of rank 1's share opposite to its previous
-  move after the change; 0 means no oscillation). Target: recovery <= 30 steps without
-  reversals.
+- rebalances after the change and reversals (a move of rank 1's share opposite to its
+  previous move after the change), split by cause: a reversal whose decision notes a measured
+  speed change (a rank's time at an unchanged share moved by more than the change tolerance,
+  20 % or three standard errors) follows the machine; any
+  other reversal is the balancer crossing the balance point (oscillation);
+- the machine's own drift: how far one rank's median compute time moves between consecutive
+  10-step windows at an unchanged share after the change (0 on a perfectly steady machine).
 
-    python bench/reaction.py [--quick] [--global-batch B] [--change-at STEP] [--run-root DIR]
+``--repeats`` runs the dynamic pair several times (solo runs once) and reports each run and the
+medians. Target: recovery <= 30 steps and no reversal by the balancer itself.
+
+    python bench/reaction.py [--quick] [--repeats N] [--global-batch B] [--change-at STEP]
+                             [--run-root DIR] [--baseline DIR]
+
+``--baseline DIR`` runs the same dynamic pairs with another checkout's trainer, interleaved,
+for a before/after comparison (e.g. ``git worktree add /tmp/old COMMIT``).
 """
 
 from __future__ import annotations
@@ -24,31 +35,65 @@ import itertools
 import statistics
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import RunResult, csv, markdown_table, run_main, run_trainer, solo_batches
-from trainer.events import RebalanceEvent
+from bench._common import REPO, RunResult, csv, markdown_table, run_main, run_trainer, solo_batches
+from trainer.events import StepEvent, events_path, parse_event
 
 WINDOW = 5
 TARGET_STEPS = 30
+DRIFT_WINDOW = 10
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """What one dynamic run did after the change."""
+
+    to_ideal: int | None
+    to_bound: int | None
+    to_steady: int | None
+    steady: float
+    splits: list[str]
+    reversals: int
+    machine_reversals: int
+    drift: list[float]
+
+    @property
+    def balancer_reversals(self) -> int:
+        return self.reversals - self.machine_reversals
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
+    parser.add_argument("--repeats", type=int, default=3, help="dynamic runs (default 3)")
     parser.add_argument("--global-batch", type=int, default=384, help="B (see balance.py)")
     parser.add_argument("--change-at", type=int, help="first step run 2x slower on rank 1")
     parser.add_argument("--run-root", type=Path, help="keep run directories here")
+    parser.add_argument(
+        "--baseline", type=Path, metavar="DIR",
+        help="another checkout (e.g. a git worktree of an older commit) whose trainer runs the "
+        "same dynamic pairs, interleaved with this one's, for a side-by-side comparison",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.baseline is not None and not (args.baseline / "trainer" / "__main__.py").is_file():
+        parser.error(f"--baseline {args.baseline}: no trainer/__main__.py there")
     solo_steps, steps, change = (20, 80, 35) if args.quick else (40, 120, 45)
     change = args.change_at or change
     B = args.global_batch
+    trees = {"this tree": REPO}
+    if args.baseline is not None:
+        trees["baseline"] = args.baseline.resolve()
 
     with tempfile.TemporaryDirectory(prefix="corral-reaction-") as tmp:
         root = args.run_root or Path(tmp)
-        print(f"reaction benchmark: B={B}, rank 1 slows 1 -> 2 at step {change}, runs in {root}")
+        print(f"reaction benchmark: B={B}, rank 1 slows 1 -> 2 at step {change}, "
+              f"{args.repeats} dynamic run(s) per trainer, runs in {root}")  # fmt: skip
         # Each slowdown's solo PEAK over batch sizes (see bench/balance.py: time per sample
         # depends on the batch, so one size alone would not bound the pair).
         solo = {
@@ -57,58 +102,126 @@ def main(argv: list[str] | None = None) -> int:
             for s in (1.0, 2.0)
             for b in solo_batches(B)
         }  # fmt: skip
-        run = run_trainer(
-            "dynamic", root / "dynamic", nproc=2, global_batch=B, steps=steps,
-            policy="dynamic", slowdown=(1.0, 1.0),
-            extra=["--slowdown-at", f"{change}:1:2"],
-        )  # fmt: skip
+        runs: dict[str, list[RunResult]] = {name: [] for name in trees}
+        for i in range(args.repeats):  # interleaved, so a drifting machine affects both alike
+            for name, tree in trees.items():
+                tag = "dynamic" if name == "this tree" else "baseline"
+                runs[name].append(run_trainer(
+                    f"{tag} #{i + 1}", root / f"{tag}-{i + 1}", nproc=2, global_batch=B,
+                    steps=steps, policy="dynamic", slowdown=(1.0, 1.0),
+                    extra=["--slowdown-at", f"{change}:1:2"], tree=tree,
+                ))  # fmt: skip
 
-    skip = min(8, solo_steps // 3)
-    # The issue's ideal (Σ solo at the same B) and the stricter bound (Σ solo peaks over B,
-    # B/2, B/4), as in bench/balance.py.
-    at_b = {s: solo[(s, B)].throughput(skip) for s in (1.0, 2.0)}
-    peak = {s: max(r.throughput(skip) for (f, _), r in solo.items() if f == s) for s in (1.0, 2.0)}
-    ideal_after, bound_after = at_b[1.0] + at_b[2.0], peak[1.0] + peak[2.0]
-    before = run.throughput(skip=10, last=change - 1)
-    steady = statistics.median(_series(run)[-20:])
-    to_ideal = _recovery(run, change, 0.9 * ideal_after)
-    to_bound = _recovery(run, change, 0.9 * bound_after)
-    to_steady = _recovery(run, change, 0.9 * steady)
-    after = [e for e in run.rebalances if e.step >= change]
-    settled = change + max(to_ideal or 0, to_steady or 0)
-    late = [e for e in after if e.step > settled]
-    reversals = _reversals(after)
+        skip = min(8, solo_steps // 3)
+        # The issue's ideal (Σ solo at the same B) and the stricter bound (Σ solo peaks over B,
+        # B/2, B/4), as in bench/balance.py.
+        at_b = {s: solo[(s, B)].throughput(skip) for s in (1.0, 2.0)}
+        peak = {
+            s: max(r.throughput(skip) for (f, _), r in solo.items() if f == s) for s in (1.0, 2.0)
+        }
+        ideal, bound = at_b[1.0] + at_b[2.0], peak[1.0] + peak[2.0]
+        before = statistics.median(
+            r.throughput(skip=10, last=change - 1) for r in runs["this tree"]
+        )
+        results = {
+            name: [_reaction(r, change, ideal, bound) for r in rs] for name, rs in runs.items()
+        }
 
     print()
     print(f"Reaction: 2 CPU ranks x 1 thread, simple_cnn, synthetic, B={B}, dynamic policy "
           f"(rebalance every 10); rank 1 slowdown 1 -> 2 at step {change}")  # fmt: skip
     print()
-    rows = [
-        ["throughput before the change (2 x solo at B / 2 x solo peak)",
-         f"{before:.1f} ({2 * at_b[1.0]:.1f} / {2 * peak[1.0]:.1f})"],
-        ["new ideal: solo x1 + solo x2 at B (the issue's)", f"{ideal_after:.1f}"],
-        ["new bound: solo peak x1 + solo peak x2", f"{bound_after:.1f}"],
-        ["steady state after the change (last 20 steps)",
-         f"{steady:.1f} ({steady / ideal_after:.2f} of ideal, "
-         f"{steady / bound_after:.2f} of bound)"],
-        ["steps until within 10 % of the new ideal", _steps(to_ideal)],
-        ["steps until within 10 % of the new bound", _steps(to_bound)],
-        ["steps until within 10 % of the steady state", _steps(to_steady)],
-        ["rebalances after the change (splits)",
-         f"{len(after)} ({' -> '.join(csv(e.split) for e in after) or '-'})"],
-        ["rebalances after recovery (ideal and steady state)", str(len(late))],
-        ["reversals of rank 1's moves (oscillation)", str(reversals)],
-    ]  # fmt: skip
-    print(markdown_table(["measure", "value"], rows))
-    print()
-    recovered = to_ideal is not None and to_steady is not None
-    met = recovered and max(to_ideal or 0, to_steady or 0) <= TARGET_STEPS and reversals == 0
     print(
-        f"recovery {_steps(to_ideal)} steps to the ideal, {_steps(to_steady)} to the steady "
-        f"state; {len(late)} rebalances after it, {reversals} reversals (target <= "
-        f"{TARGET_STEPS} steps, no oscillation: {'met' if met else 'MISSED'})"
+        f"before the change (median of runs): {before:.1f} samples/s "
+        f"(2 x solo at B {2 * at_b[1.0]:.1f}, 2 x solo peak {2 * peak[1.0]:.1f}); "
+        f"new ideal (solo x1 + solo x2 at B) {ideal:.1f}; new bound (solo peaks) {bound:.1f}"
     )
+    print()
+    rows = [
+        [f"{name} #{i + 1}", _steps(r.to_ideal), _steps(r.to_bound), _steps(r.to_steady),
+         f"{r.steady:.1f} ({r.steady / ideal:.2f} / {r.steady / bound:.2f})",
+         f"{len(r.splits)} ({' -> '.join(r.splits) or '-'})",
+         f"{r.reversals} ({r.machine_reversals} / {r.balancer_reversals})",
+         _drift_text(r.drift)]
+        for i in range(args.repeats)
+        for name, rs in results.items()
+        for r in [rs[i]]
+    ]  # fmt: skip
+    header = ["run", "steps to ideal", "steps to bound", "steps to steady", "steady samples/s "
+              "(of ideal / bound)", "rebalances after the change", "reversals (machine / "
+              "balancer)", "machine drift, median / max"]  # fmt: skip
+    print(markdown_table(header, rows))
+    print()
+    for name, rs in results.items():
+        print(f"{name}: {_summary(rs)}")
     return 0
+
+
+def _summary(results: list[Reaction]) -> str:
+    """One line: recovery, rebalances and reversals over the runs, and whether the target holds."""
+    worst = [max(r.to_ideal, r.to_steady) if r.to_ideal is not None and r.to_steady is not None
+             else None for r in results]  # fmt: skip
+    recovered = [w for w in worst if w is not None]
+    balancer_reversals = sum(r.balancer_reversals for r in results)
+    met = len(recovered) == len(results) and max(recovered) <= TARGET_STEPS
+    return (
+        f"recovery (ideal and steady state), median {_median(recovered)} steps, worst "
+        f"{_steps(max(recovered) if recovered else None)}; rebalances after the change, median "
+        f"{statistics.median(len(r.splits) for r in results):g}; steady state, median "
+        f"{statistics.median(r.steady for r in results):.1f} samples/s; reversals "
+        f"{sum(r.reversals for r in results)} in {len(results)} runs, "
+        f"{sum(r.machine_reversals for r in results)} after a measured speed change, "
+        f"{balancer_reversals} by the balancer (target <= {TARGET_STEPS} steps, no balancer "
+        f"reversal: {'met' if met and balancer_reversals == 0 else 'MISSED'})"
+    )
+
+
+def _reaction(run: RunResult, change: int, ideal: float, bound: float) -> Reaction:
+    steady = statistics.median(_series(run)[-20:])
+    after = [e for e in run.rebalances if e.step > change]
+    moves = [(e.split[1] - e.previous[1], e) for e in after if e.split[1] != e.previous[1]]
+    reversing = [e for (a, _), (b, e) in itertools.pairwise(moves) if a * b < 0]
+    return Reaction(
+        to_ideal=_recovery(run, change, 0.9 * ideal),
+        to_bound=_recovery(run, change, 0.9 * bound),
+        to_steady=_recovery(run, change, 0.9 * steady),
+        steady=steady,
+        splits=[csv(e.split) for e in after],
+        reversals=len(reversing),
+        machine_reversals=sum(1 for e in reversing if "changed speed" in e.reason),
+        drift=_drift(run, change),
+    )
+
+
+def _drift(run: RunResult, change: int) -> list[float]:
+    """|ratio − 1| of one rank's median compute time between consecutive ``DRIFT_WINDOW``-step
+    windows (the balancer's own windows: steps 10k+1 .. 10k+10) that both run the same local
+    batch, from the first window wholly after the change on."""
+    out = []
+    for rank in range(run.start.world_size):
+        windows: dict[int, list[StepEvent]] = {}
+        with open(events_path(run.run_dir, rank), encoding="utf-8") as f:
+            for e in map(parse_event, f):
+                if isinstance(e, StepEvent) and e.step > change:
+                    windows.setdefault((e.step - 1) // DRIFT_WINDOW, []).append(e)
+        medians = {
+            k: (chunk[0].local_batch, statistics.median(e.compute_s for e in chunk))
+            for k, chunk in windows.items()
+            if len(chunk) == DRIFT_WINDOW and len({e.local_batch for e in chunk}) == 1
+        }
+        out += [abs(medians[k + 1][1] / t - 1) for k, (b, t) in medians.items()
+                if k + 1 in medians and medians[k + 1][0] == b and t > 0]  # fmt: skip
+    return out
+
+
+def _drift_text(drift: list[float]) -> str:
+    if not drift:
+        return "-"
+    return f"{100 * statistics.median(drift):.0f} % / {100 * max(drift):.0f} %"
+
+
+def _median(values: list[int]) -> str:
+    return f"{statistics.median(values):g}" if values else "not reached"
 
 
 def _series(run: RunResult) -> list[float]:
@@ -124,12 +237,6 @@ def _recovery(run: RunResult, change: int, level: float) -> int | None:
         if statistics.median(by_step[s] for s in range(step, step + WINDOW)) >= level:
             return step - change
     return None
-
-
-def _reversals(events: list[RebalanceEvent]) -> int:
-    """Moves of rank 1's share in the opposite direction to its previous move."""
-    moves = [e.split[1] - e.previous[1] for e in events if e.split[1] != e.previous[1]]
-    return sum(1 for a, b in itertools.pairwise(moves) if a * b < 0)
 
 
 def _steps(value: int | None) -> str:

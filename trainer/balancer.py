@@ -8,9 +8,14 @@ Three policies (``BalancerConfig.policy``):
 - ``dynamic``: every ``rebalance_every`` steps rank 0 fits each rank's compute time as a line
   ``t_r(b) = a_r + c_r·b`` from measured forward+backward seconds, solves the split that makes
   all ranks finish together (``min_max_split``), and moves towards it when the predicted gain
-  beats ``threshold`` plus the measurement noise. Moves are limited (``max_move``), halved when
-  they reverse direction, and a rank whose speed changes has its stale measurements dropped,
-  so the split follows a change within a few decisions and then stays put.
+  beats ``threshold`` plus the measurement noise (the dead-band). The first move after the
+  start or a speed change goes half way (``FIRST_MOVE``): a line known from one batch size is
+  only a guess, and time per sample that grows with the batch makes it promise too much. Each
+  further move in the same direction may go twice as far, so the split approaches the balance
+  from one side instead of crossing it. Moving back needs twice the dead-band
+  (``REVERSAL_FACTOR``) and is halved. A step too short to beat the dead-band doubles until
+  it does. Moves are also limited (``max_move``), and a rank whose speed changes has its stale
+  measurements dropped, so the split follows a change within a few decisions and then stays put.
 
 Rank 0 owns the ``Balancer``: it calls ``observe`` every step with every rank's local batch and
 compute seconds, and ``decide`` on rebalance steps; the trainer broadcasts the new split and
@@ -50,10 +55,18 @@ __all__ = [
 Policy = Literal["static", "proportional", "dynamic"]
 POLICIES: tuple[Policy, ...] = ("static", "proportional", "dynamic")
 
-NOISE_Z = 0.7
-"""The dead-band adds this many typical relative standard errors to the threshold."""
+NOISE_Z = 1.5
+"""The dead-band adds this many times the typical rank's relative noise to the threshold: a
+gain compares two ranks' estimates, whose difference has about √2 ≈ 1.4 times one rank's
+noise, so a smaller factor would let one standard deviation of noise move shares."""
 MIN_DAMPING = 1 / 16
 """Smallest fraction of the solver's proposed move taken after repeated reversals."""
+REVERSAL_FACTOR = 2.0
+"""A move back against the previous one is made only when going the whole way would gain this
+many times the dead-band."""
+FIRST_MOVE = 0.5
+"""Fraction of the solver's proposed move taken by the first move after the start or after a
+rank's speed changed (each later move in the same direction doubles it, up to 1)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,7 +171,7 @@ class Balancer:
         self._split = tuple(split)
         self._ranks = [RankTimes() for _ in range(config.world_size)]
         self._decisions = 0
-        self._damping = 1.0
+        self._damping = FIRST_MOVE
         self._last_move: tuple[int, ...] | None = None
 
     @property
@@ -217,7 +230,7 @@ class Balancer:
             ratio = times_r.fold(now, self.config.smoothing, self._split[rank])
             if ratio is not None:
                 # Fresh start for the step-size control too: the old moves no longer apply.
-                self._damping, self._last_move = 1.0, None
+                self._damping, self._last_move = FIRST_MOVE, None
                 notes.append(f"rank {rank} changed speed (x{ratio:.2f})")
         if self.config.policy != "dynamic":
             return None
@@ -243,19 +256,37 @@ class Balancer:
             self._last_move is not None
             and sum(d * p for d, p in zip(delta, self._last_move, strict=True)) < 0
         )
-        damping = max(self._damping / 2, MIN_DAMPING) if reverses else min(self._damping * 2, 1.0)
-        new = self._limited(old, target, damping)
-        if new == old:
+        if self._last_move is None:  # first move since the start or a speed change
+            damping = self._damping
+        elif reverses:  # crossed the balance point: shorter steps from here on
+            damping = max(self._damping / 2, MIN_DAMPING)
+        else:  # still short of it: the model under-promises, go further
+            damping = min(self._damping * 2, 1.0)
+        # Dead-band: the threshold plus the typical rank's measurement noise (the larger of an
+        # estimate's standard error and the window-to-window drift), so that noise alone (a
+        # busy machine) does not move shares back and forth.
+        errors = [t.noise(b) for t, b in zip(self._ranks, old, strict=True)]
+        dead_band = cfg.threshold + NOISE_Z * math.sqrt(sum(e * e for e in errors) / len(errors))
+
+        def gain_of(split: tuple[int, ...]) -> float:
+            return 1 - max(lines[r].seconds(b) for r, b in enumerate(split)) / slowest
+
+        # Hysteresis: moving back at all must promise REVERSAL_FACTOR times the dead-band
+        # (going the whole way), so the split does not swing to and fro around a balance the
+        # measurements cannot resolve.
+        if reverses and gain_of(target) <= REVERSAL_FACTOR * dead_band:
             return None
-        gain = 1 - max(lines[r].seconds(b) for r, b in enumerate(new)) / slowest
-        # Dead-band: the threshold plus the typical rank's measurement error, so that noise
-        # alone (a busy machine) does not move shares back and forth.
-        errors = [
-            t.points[b].error if b in t.points else t.error
-            for t, b in zip(self._ranks, old, strict=True)
-        ]
-        if gain <= cfg.threshold + NOISE_Z * math.sqrt(sum(e * e for e in errors) / len(errors)):
-            return None
+        # The damped step if it pays; else the smallest longer one that does (doubling, up to
+        # the whole way): an imbalance is not left standing because half or a quarter of its
+        # correction would fall inside the dead-band.
+        while True:
+            new = self._limited(old, target, damping)
+            gain = gain_of(new)
+            if new != old and gain > dead_band:
+                break
+            if damping >= 1:
+                return None
+            damping = min(damping * 2, 1.0)
         self._damping = damping
         self._last_move = tuple(n - o for n, o in zip(new, old, strict=True))
         self._split = new

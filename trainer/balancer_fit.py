@@ -25,6 +25,11 @@ CHANGE_TOLERANCE = 0.2
 MAX_INTERCEPT_FRACTION = 0.75
 """The fitted fixed cost may explain at most this fraction of a rank's current time. It keeps a
 noisy, nearly flat fit from predicting that a rank can take any number of extra samples."""
+MIN_INTERCEPT_FRACTION = -1.0
+"""The fitted fixed cost may be negative down to this fraction of a rank's current time. Where
+time per sample grows with the batch (caches), the line through neighbouring batch sizes is
+steeper than time/batch and meets the axis below zero; clamping it at zero would understate
+what extra samples cost and overshoot. -1 allows a local slope up to twice time/batch."""
 MAX_SLOPE_ERROR = 0.3
 """A fitted slope is used only when its standard error is below this fraction of it."""
 RECENCY = 0.5
@@ -33,6 +38,9 @@ MAX_POINTS = 16
 """Batch sizes remembered per rank (the least recently measured is forgotten first)."""
 WINDOW_LIMIT = 512
 """Samples kept per rank between two decisions."""
+DRIFT_WEIGHT = 0.2
+"""Weight of the newest window in the running mean square of window-to-window differences
+(the first few windows are averaged evenly)."""
 
 Sample = tuple[int, float, bool]
 """(local batch, compute seconds, first step after this rank's batch changed)."""
@@ -108,12 +116,15 @@ def _tolerance(*errors: float) -> float:
 def anchored(batch: int, seconds: float, slope: float | None) -> LinearFit:
     """A line through the measured ``(batch, seconds)`` with a plausible slope.
 
-    The fixed cost is kept within ``[0, MAX_INTERCEPT_FRACTION·seconds]``; no usable slope
-    means time ∝ batch.
+    The fixed cost is kept within ``[MIN_INTERCEPT_FRACTION·seconds,
+    MAX_INTERCEPT_FRACTION·seconds]``; no usable slope means time ∝ batch.
     """
     if slope is None or slope <= 0:
         slope = seconds / batch
-    intercept = min(max(seconds - slope * batch, 0.0), MAX_INTERCEPT_FRACTION * seconds)
+    intercept = min(
+        max(seconds - slope * batch, MIN_INTERCEPT_FRACTION * seconds),
+        MAX_INTERCEPT_FRACTION * seconds,
+    )
     return LinearFit(intercept, (seconds - intercept) / batch)
 
 
@@ -129,6 +140,12 @@ class RankTimes:
     error: float = 0.0
     """Typical relative standard error of one window's median, pooled over windows (0 until a
     window of 3 or more samples was seen)."""
+    drift: float = 0.0
+    """Root mean square relative difference between a window's median and the estimate it is
+    folded into at the same batch: how much the rank's speed wanders from one window to the
+    next (shared caches, other tenants of a VM), which the spread inside a window misses."""
+    drift_windows: int = 0
+    """Windows that went into ``drift``."""
 
     def add(self, batch: int, seconds: float) -> None:
         """One step's local batch and forward+backward seconds."""
@@ -189,6 +206,7 @@ class RankTimes:
                 self.points[batch] = Point(m, len(samples), now, error)
                 continue
             if p.seconds > 0 and abs(m / p.seconds - 1) <= _tolerance(p.error, error):
+                self._note_drift(m / p.seconds - 1)
                 p.seconds = smoothing * p.seconds + (1 - smoothing) * m
                 p.error = math.hypot(smoothing * p.error, (1 - smoothing) * error)
                 p.samples += len(samples)
@@ -208,6 +226,17 @@ class RankTimes:
         while len(self.points) > MAX_POINTS:
             del self.points[min(self.points, key=lambda b: self.points[b].updated)]
         return changed
+
+    def noise(self, batch: int) -> float:
+        """Relative uncertainty of this rank's time at ``batch`` for the balancer's dead-band:
+        the estimate's standard error, or the window-to-window drift when that is larger."""
+        p = self.points.get(batch)
+        return max(p.error if p is not None else self.error, self.drift)
+
+    def _note_drift(self, difference: float) -> None:
+        self.drift_windows += 1
+        w = max(1 / self.drift_windows, DRIFT_WEIGHT)
+        self.drift = math.sqrt((1 - w) * self.drift**2 + w * difference**2)
 
     def _recent_part(self, samples: list[Sample]) -> list[Sample]:
         """The window's second half when its two halves clearly differ (the speed changed
@@ -231,6 +260,7 @@ class RankTimes:
             "window": [[b, t, first] for b, t, first in self.window],
             "last_batch": self.last_batch,
             "error": self.error,
+            "drift": [self.drift, self.drift_windows],
         }
 
     @classmethod
@@ -246,4 +276,6 @@ class RankTimes:
             window=[(int(b), float(t), bool(f)) for b, t, f in raw["window"]],
             last_batch=None if last is None else int(last),
             error=float(raw["error"]),
+            drift=float(raw.get("drift", [0.0, 0])[0]),  # absent from older checkpoints
+            drift_windows=int(raw.get("drift", [0.0, 0])[1]),
         )

@@ -138,14 +138,20 @@ def test_capacities_feed_the_proportional_split() -> None:
 
 
 def test_dynamic_converges_near_the_optimum_and_stops_moving() -> None:
-    for seed in range(5):
+    late_moves = 0
+    for seed in range(20):
         cluster = Cluster([LinearFit(0.02, 0.001), LinearFit(0.06, 0.003)], seed=seed)
         balancer = Balancer(config(), equal_split(512, 2))
         early = run(balancer, cluster, 1, 40)
+        # Half way first, then the rest once the lines are known from two batch sizes.
         assert 1 <= len(early) <= 3
         late = run(balancer, cluster, 41, 300)
-        assert late == [], f"seed {seed}: moved after converging: {late}"
+        # 26 more decisions at ±3 % noise: an odd one-sample-scale correction may happen, but
+        # never a move back and forth.
+        assert len(late) <= 1, f"seed {seed}: kept moving: {late}"
+        late_moves += len(late)
         assert cluster.slowest(balancer.split) <= 1.03 * cluster.optimum(balancer)
+    assert late_moves <= 3, f"{late_moves} corrections after converging in 20 runs"
 
 
 def test_dynamic_handles_four_unequal_ranks_under_heavy_noise() -> None:
@@ -169,12 +175,22 @@ def test_dynamic_tracks_a_mid_run_slowdown_within_a_few_decisions() -> None:
         run(balancer, cluster, 1, 100)
         # Rank 1 becomes twice as slow from step 101 on.
         cluster.fits[1] = LinearFit(0.02, 0.002)
+        before = cluster.slowest(balancer.split)
+        best = cluster.optimum(balancer)
         reacted = run(balancer, cluster, 101, 140)
         assert 1 <= len(reacted) <= 3, reacted
-        assert "rank 1 changed speed" in reacted[0][1].reason
-        assert cluster.slowest(reacted[0][1].split) <= 1.05 * cluster.optimum(balancer)
-        assert cluster.slowest(balancer.split) <= 1.03 * cluster.optimum(balancer)
-        assert run(balancer, cluster, 141, 300) == []
+        first = reacted[0][1]
+        assert "rank 1 changed speed" in first.reason
+        # The first move (half way) wins back about half of what the change cost...
+        assert before - cluster.slowest(first.split) >= 0.45 * (before - best)
+        # ...and the split approaches the balance from one side: every move gives rank 1 less.
+        assert all(d.split[1] < d.previous[1] for _, d in reacted), reacted
+        assert reacted[-1][0] <= 120  # balanced within two decisions...
+        # ...to within the dead-band (the 3 % threshold plus the noise allowance).
+        assert cluster.slowest(balancer.split) <= 1.05 * best
+        # Then it stays: at most one late correction, still in the same direction.
+        late = run(balancer, cluster, 141, 300)
+        assert len(late) <= 1 and all(d.split[1] < d.previous[1] for _, d in late), late
 
 
 @dataclass
@@ -203,6 +219,35 @@ def test_dynamic_settles_when_the_straight_line_model_is_wrong() -> None:
         assert max(measured) <= 1.15 * min(measured), f"seed {seed}: unbalanced {measured}"
 
 
+@dataclass
+class WanderingCluster(Cluster):
+    """Ranks whose speed wanders from one 10-step window to the next (±10 %, as on a shared
+    VM) on top of the per-step noise: the spread inside a window does not show it."""
+
+    factors: list[float] = field(default_factory=list)
+    steps: int = 0
+
+    def times(self, split: tuple[int, ...]) -> list[float]:
+        if self.steps % 10 == 0:
+            self.factors = [max(0.7, self.rng.gauss(1.0, 0.10)) for _ in self.fits]
+        self.steps += 1
+        return [t * f for t, f in zip(super().times(split), self.factors, strict=True)]
+
+
+def test_dynamic_does_not_chase_a_wandering_machine() -> None:
+    moves = []
+    for seed in range(10):
+        cluster = WanderingCluster([LinearFit(0.02, 0.001), LinearFit(0.06, 0.003)], seed=seed)
+        balancer = Balancer(config(), equal_split(512, 2))
+        run(balancer, cluster, 1, 60)
+        late = run(balancer, cluster, 61, 400)
+        moves.append(len(late))
+        # Balanced as well as the wander allows.
+        assert cluster.slowest(balancer.split) <= 1.15 * cluster.optimum(balancer)
+    # 34 decisions per run, each window ±10 % per rank: a move now and then, not at every turn.
+    assert sum(moves) <= 10, f"moves after settling per run: {moves}"
+
+
 def test_dynamic_respects_caps_minimum_and_move_limit() -> None:
     cluster = Cluster([LinearFit(0.0, 0.001), LinearFit(0.0, 0.1)], noise=0.0)
     balancer = Balancer(config(max_batch=(400, None), max_move=0.1), (256, 256))
@@ -224,16 +269,60 @@ def test_dynamic_respects_caps_minimum_and_move_limit() -> None:
     assert balancer.split == (512, 0)
 
 
+def test_dynamic_follows_a_slowdown_on_curved_ranks_without_crossing_back() -> None:
+    # Time per sample that grows with the batch makes a line through one batch size promise
+    # too much: moving all the way at once would overshoot and then move back.
+    for seed in range(20):
+        cluster = CurvedCluster([LinearFit(0.01, 0.0005), LinearFit(0.01, 0.0005)], seed=seed)
+        balancer = Balancer(config(), equal_split(512, 2))
+        run(balancer, cluster, 1, 100)
+        cluster.fits[1] = LinearFit(0.02, 0.001)  # rank 1 twice as slow from step 101
+        reacted = run(balancer, cluster, 101, 300)
+        moves = [d.split[1] - d.previous[1] for _, d in reacted]
+        assert moves and all(m < 0 for m in moves), f"seed {seed}: moved back: {reacted}"
+        measured = cluster.times(balancer.split)
+        assert max(measured) <= 1.15 * min(measured), f"seed {seed}: unbalanced {measured}"
+
+
 def test_a_decision_explains_itself() -> None:
     cluster = Cluster([LinearFit(0.0, 0.001), LinearFit(0.0, 0.003)], noise=0.0)
     balancer = Balancer(config(), (256, 256))
-    [(step, d)] = run(balancer, cluster, 1, 10)
+    [(step, d), (step2, d2)] = run(balancer, cluster, 1, 20)
     assert step == 10
     assert d.previous == (256, 256)
-    assert d.split == balancer.split == (384, 128)
+    assert d.split == (320, 192)  # the first move goes half way
     assert d.times == pytest.approx((0.256, 0.768))
-    assert d.predicted_gain == pytest.approx(0.5)  # 0.768 s -> 0.384 s
+    assert d.predicted_gain == pytest.approx(0.25)  # 0.768 s -> 0.576 s
     assert "rank 1 slowest" in d.reason
+    assert "moved 64 samples; towards 384,128 (move limited)" in d.reason
+    assert step2 == 20
+    assert d2.split == balancer.split == (384, 128)  # the rest, once measured at two sizes
+
+
+def test_a_first_move_too_small_to_halve_is_taken_whole() -> None:
+    # Half of this move would gain under the 3 % threshold, the whole of it about 4 %.
+    cluster = Cluster([LinearFit(0.0, 0.001), LinearFit(0.0, 0.00108)], noise=0.0)
+    balancer = Balancer(config(), (256, 256))
+    [(_, d)] = run(balancer, cluster, 1, 100)
+    assert d.split == min_max_split(cluster.fits, 512) == (266, 246)
+    assert "move limited" not in d.reason
+
+
+def test_moving_back_must_promise_twice_the_dead_band() -> None:
+    cluster = Cluster([LinearFit(0.0, 0.001), LinearFit(0.0, 0.0012)], noise=0.0)
+    balancer = Balancer(config(), (256, 256))
+    run(balancer, cluster, 1, 100)
+    settled = balancer.split
+    assert settled[0] > 256
+    # Rank 0 gets 8 % slower (under the 20 % that counts as a speed change): moving back would
+    # gain ~3.5 %, over the 3 % dead-band but under twice it. The split stays.
+    cluster.fits[0] = LinearFit(0.0, 0.00108)
+    assert run(balancer, cluster, 101, 200) == []
+    # Twice as slow is a speed change: the split follows it, back towards rank 1.
+    cluster.fits[0] = LinearFit(0.0, 0.002)
+    moved = run(balancer, cluster, 201, 300)
+    assert moved and moved[0][1].split[0] < settled[0]
+    assert "rank 0 changed speed" in moved[0][1].reason
 
 
 def test_threshold_holds_back_small_gains() -> None:
