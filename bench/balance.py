@@ -18,6 +18,7 @@ forward+backward time (1.00: the split balances compute perfectly). Targets: dyn
 >= 0.90 x ideal and >= 1.6 x static.
 
     python bench/balance.py [--quick] [--rounds N] [--global-batch B] [--run-root DIR]
+                            [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import RunResult, csv, markdown_table, run_main, run_trainer, solo_batches
+from bench._common import REPO, RunResult, csv, markdown_table, run_main, run_trainer, solo_batches
 
 SLOWDOWN = (1.0, 3.0)
 POLICIES = ("static", "proportional", "dynamic")
@@ -50,7 +51,17 @@ def main(argv: list[str] | None = None) -> int:
         help="run the whole set this many times, interleaved, and report medians",
     )  # fmt: skip
     parser.add_argument("--run-root", type=Path, help="keep run directories here")
+    parser.add_argument(
+        "--baseline", type=Path, metavar="DIR",
+        help="another checkout (e.g. a git worktree of an older commit) whose trainer also runs "
+        "the dynamic pair in every round, as the row 'dynamic (baseline)'",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.baseline is not None and not (args.baseline / "trainer" / "__main__.py").is_file():
+        parser.error(f"--baseline {args.baseline}: no trainer/__main__.py there")
+    pairs = [(policy, policy, REPO) for policy in POLICIES]
+    if args.baseline is not None:
+        pairs.append(("dynamic (baseline)", "dynamic", args.baseline.resolve()))
     solo_steps, pair_steps, skip = (20, 40, 8) if args.quick else (40, 80, 15)
     solo_skip = min(skip, solo_steps // 3)
     B = args.global_batch
@@ -67,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
                         run_trainer(label, root / f"{n}-solo-{r}-{b}", nproc=1, global_batch=b,
                                     steps=solo_steps, slowdown=[s])
                     )  # fmt: skip
-            for policy in POLICIES:
-                results.setdefault(policy, []).append(
-                    run_trainer(policy, root / f"{n}-{policy}", nproc=2, global_batch=B,
-                                steps=pair_steps, policy=policy, slowdown=SLOWDOWN)
+            for label, policy, tree in pairs:
+                results.setdefault(label, []).append(
+                    run_trainer(label, root / f"{n}-{label.replace(' ', '-')}", nproc=2,
+                                global_batch=B, steps=pair_steps, policy=policy,
+                                slowdown=SLOWDOWN, tree=tree)
                 )  # fmt: skip
 
         def x(label: str) -> float:
@@ -97,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{at_b / peaks:.2f}", f"{at_b / static_x:.2f}"])  # fmt: skip
         rows.append(["bound (Σ solo peaks)", "-", "-", "-", f"{peaks:.1f}",
                      f"{peaks / at_b:.2f}", "1.00", f"{peaks / static_x:.2f}"])  # fmt: skip
-        for policy in POLICIES:
+        for policy, _, _ in pairs:
             last = results[policy][-1]
             spread = statistics.median(r.compute_spread(skip) for r in results[policy])
             rows.append([policy, csv(last.start.split), _final(last), f"{spread:.2f}",
@@ -112,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         header = ["run", "first split", "final split (rebalances)", "compute max/min",
                   "samples/s", "vs ideal", "vs Σ peaks", "vs static"]  # fmt: skip
         print(markdown_table(header, rows))
+        if args.baseline is not None:
+            base = x("dynamic (baseline)")
+            print()
+            print(f"dynamic / dynamic (baseline) = {x('dynamic') / base:.3f}")
         dyn = x("dynamic")
         ok_ideal, ok_static = dyn / at_b >= TARGET_IDEAL, dyn / static_x >= TARGET_STATIC
         print()

@@ -12,10 +12,10 @@ Three policies (``BalancerConfig.policy``):
   start or a speed change goes half way (``FIRST_MOVE``): a line known from one batch size is
   only a guess, and time per sample that grows with the batch makes it promise too much. Each
   further move in the same direction may go twice as far, so the split approaches the balance
-  from one side instead of crossing it. Moving back needs twice the dead-band
-  (``REVERSAL_FACTOR``) and is halved. A step too short to beat the dead-band doubles until
-  it does. Moves are also limited (``max_move``), and a rank whose speed changes has its stale
-  measurements dropped, so the split follows a change within a few decisions and then stays put.
+  from one side instead of crossing it. Moving back needs two decisions in a row that ask for
+  it, and is halved. A step too short to beat the dead-band doubles until it does. Moves are
+  also limited (``max_move``), and a rank whose speed changes has its stale measurements
+  dropped, so the split follows a change within a few decisions and then stays put.
 
 Rank 0 owns the ``Balancer``: it calls ``observe`` every step with every rank's local batch and
 compute seconds, and ``decide`` on rebalance steps; the trainer broadcasts the new split and
@@ -36,6 +36,8 @@ from trainer.balancer_solve import (
     equal_split,
     min_max_split,
     proportional_split,
+    rms,
+    round_between,
     round_split,
     validate_split,
 )
@@ -55,15 +57,16 @@ __all__ = [
 Policy = Literal["static", "proportional", "dynamic"]
 POLICIES: tuple[Policy, ...] = ("static", "proportional", "dynamic")
 
-NOISE_Z = 1.5
-"""The dead-band adds this many times the typical rank's relative noise to the threshold: a
-gain compares two ranks' estimates, whose difference has about √2 ≈ 1.4 times one rank's
-noise, so a smaller factor would let one standard deviation of noise move shares."""
+NOISE_Z = 1.0
+"""The dead-band adds this many typical relative standard errors of an estimate."""
+DRIFT_Z = 1.5
+"""...and this many typical window-to-window drifts (combined in quadrature). A gain compares
+two ranks whose speeds both wander, about √2 ≈ 1.4 times one rank's drift."""
 MIN_DAMPING = 1 / 16
 """Smallest fraction of the solver's proposed move taken after repeated reversals."""
-REVERSAL_FACTOR = 2.0
-"""A move back against the previous one is made only when going the whole way would gain this
-many times the dead-band."""
+SETTLE_STEPS = 5
+"""Steps ignored at the start: a fresh process (and a new batch shape) runs its first few steps
+slower (allocator growth, first touch of memory), and they would read as a speed change."""
 FIRST_MOVE = 0.5
 """Fraction of the solver's proposed move taken by the first move after the start or after a
 rank's speed changed (each later move in the same direction doubles it, up to 1)."""
@@ -173,6 +176,8 @@ class Balancer:
         self._decisions = 0
         self._damping = FIRST_MOVE
         self._last_move: tuple[int, ...] | None = None
+        self._wants_back = False
+        self._settling = SETTLE_STEPS
 
     @property
     def split(self) -> tuple[int, ...]:
@@ -194,7 +199,8 @@ class Balancer:
     def observe(self, local_batches: Sequence[int], compute_s: Sequence[float]) -> None:
         """Record one step: every rank's local batch and forward+backward seconds.
 
-        Call it on rank 0 every step, with the times gathered from all ranks. Non-finite or
+        Call it on rank 0 every step, with the times gathered from all ranks. The first
+        ``SETTLE_STEPS`` steps count for ``capacities`` but not for decisions; non-finite or
         negative times are ignored.
         """
         n = self.config.world_size
@@ -225,6 +231,10 @@ class Balancer:
         """
         self._decisions += 1
         now = self._decisions
+        if self._settling:  # the run's first steps: leave them out when enough others remain
+            for times_r in self._ranks:
+                del times_r.window[: max(0, min(self._settling, len(times_r.window) - 3))]
+            self._settling = 0
         notes = []
         for rank, times_r in enumerate(self._ranks):
             ratio = times_r.fold(now, self.config.smoothing, self._split[rank])
@@ -262,19 +272,21 @@ class Balancer:
             damping = max(self._damping / 2, MIN_DAMPING)
         else:  # still short of it: the model under-promises, go further
             damping = min(self._damping * 2, 1.0)
-        # Dead-band: the threshold plus the typical rank's measurement noise (the larger of an
-        # estimate's standard error and the window-to-window drift), so that noise alone (a
-        # busy machine) does not move shares back and forth.
-        errors = [t.noise(b) for t, b in zip(self._ranks, old, strict=True)]
-        dead_band = cfg.threshold + NOISE_Z * math.sqrt(sum(e * e for e in errors) / len(errors))
+        # Dead-band: the threshold plus the typical rank's noise (its estimate's standard error,
+        # and the drift from window to window, which the next windows will show too), so that
+        # noise alone (a busy machine) does not move shares back and forth.
+        errors = [t.error_at(b) for t, b in zip(self._ranks, old, strict=True)]
+        drifts = [t.drift for t in self._ranks]
+        dead_band = cfg.threshold + math.hypot(NOISE_Z * rms(errors), DRIFT_Z * rms(drifts))
 
         def gain_of(split: tuple[int, ...]) -> float:
             return 1 - max(lines[r].seconds(b) for r, b in enumerate(split)) / slowest
 
-        # Hysteresis: moving back at all must promise REVERSAL_FACTOR times the dead-band
-        # (going the whole way), so the split does not swing to and fro around a balance the
-        # measurements cannot resolve.
-        if reverses and gain_of(target) <= REVERSAL_FACTOR * dead_band:
+        # Hysteresis in time: a move back is made only when two decisions in a row ask for
+        # it (beyond the dead-band), so one noisy window cannot swing the split to and fro.
+        wanted_back, self._wants_back = self._wants_back, False
+        if reverses and not wanted_back:
+            self._wants_back = gain_of(target) > dead_band
             return None
         # The damped step if it pays; else the smallest longer one that does (doubling, up to
         # the whole way): an imbalance is not left standing because half or a quarter of its
@@ -312,7 +324,7 @@ class Balancer:
             return old
         f = allowed / moved
         cont = [o + f * (t - o) for t, o in zip(target, old, strict=True)]
-        return _round_between(cont, self.config.global_batch, old, target)
+        return round_between(cont, self.config.global_batch, old, target)
 
     def _reason(
         self,
@@ -347,6 +359,8 @@ class Balancer:
             "decisions": self._decisions,
             "damping": self._damping,
             "last_move": None if self._last_move is None else list(self._last_move),
+            "wants_back": self._wants_back,
+            "settling": self._settling,
             "ranks": [r.to_state() for r in self._ranks],
         }
 
@@ -367,28 +381,6 @@ class Balancer:
         self._damping = float(state["damping"])
         last = state["last_move"]
         self._last_move = None if last is None else tuple(int(d) for d in last)
+        self._wants_back = bool(state.get("wants_back", False))  # absent in older checkpoints
+        self._settling = int(state.get("settling", 0))
         self._ranks = [RankTimes.from_state(raw) for raw in ranks]
-
-
-def _round_between(
-    cont: Sequence[float], total: int, old: Sequence[int], target: Sequence[int]
-) -> tuple[int, ...]:
-    """Largest-remainder rounding of a point on the way between two valid splits.
-
-    Each entry stays between its old and target value, so bounds both respect hold too.
-    """
-    lo = [min(o, t) for o, t in zip(old, target, strict=True)]
-    hi = [max(o, t) for o, t in zip(old, target, strict=True)]
-    out = [min(max(math.floor(v + 1e-9), lo[r]), hi[r]) for r, v in enumerate(cont)]
-    by_fraction = sorted(range(len(cont)), key=lambda r: math.floor(cont[r] + 1e-9) - cont[r])
-    while sum(out) < total:
-        r = next(r for r in by_fraction if out[r] < hi[r])
-        out[r] += 1
-        by_fraction.remove(r)
-        by_fraction.append(r)
-    while sum(out) > total:
-        r = next(r for r in reversed(by_fraction) if out[r] > lo[r])
-        out[r] -= 1
-        by_fraction.remove(r)
-        by_fraction.insert(0, r)
-    return tuple(out)

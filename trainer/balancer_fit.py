@@ -140,12 +140,12 @@ class RankTimes:
     error: float = 0.0
     """Typical relative standard error of one window's median, pooled over windows (0 until a
     window of 3 or more samples was seen)."""
-    drift: float = 0.0
-    """Root mean square relative difference between a window's median and the estimate it is
-    folded into at the same batch: how much the rank's speed wanders from one window to the
-    next (shared caches, other tenants of a VM), which the spread inside a window misses."""
+    drift_sq: float = 0.0
+    """Running mean of the squared relative difference between a window's median and the
+    estimate it is folded into at the same batch, less what the two standard errors explain
+    (may dip below 0 on a steady machine); see ``drift``."""
     drift_windows: int = 0
-    """Windows that went into ``drift``."""
+    """Windows that went into ``drift_sq``."""
 
     def add(self, batch: int, seconds: float) -> None:
         """One step's local batch and forward+backward seconds."""
@@ -206,7 +206,7 @@ class RankTimes:
                 self.points[batch] = Point(m, len(samples), now, error)
                 continue
             if p.seconds > 0 and abs(m / p.seconds - 1) <= _tolerance(p.error, error):
-                self._note_drift(m / p.seconds - 1)
+                self._note_drift(m / p.seconds - 1, math.hypot(p.error, error))
                 p.seconds = smoothing * p.seconds + (1 - smoothing) * m
                 p.error = math.hypot(smoothing * p.error, (1 - smoothing) * error)
                 p.samples += len(samples)
@@ -227,16 +227,22 @@ class RankTimes:
             del self.points[min(self.points, key=lambda b: self.points[b].updated)]
         return changed
 
-    def noise(self, batch: int) -> float:
-        """Relative uncertainty of this rank's time at ``batch`` for the balancer's dead-band:
-        the estimate's standard error, or the window-to-window drift when that is larger."""
-        p = self.points.get(batch)
-        return max(p.error if p is not None else self.error, self.drift)
+    @property
+    def drift(self) -> float:
+        """How much the rank's speed wanders from one window to the next beyond measurement
+        error (shared caches, other tenants of a VM), relative: 0.1 = ±10 %. The spread inside
+        a window does not show it; the balancer's dead-band must."""
+        return math.sqrt(max(self.drift_sq, 0.0))
 
-    def _note_drift(self, difference: float) -> None:
+    def error_at(self, batch: int) -> float:
+        """Relative standard error of the estimate at ``batch`` (the pooled one if none)."""
+        p = self.points.get(batch)
+        return p.error if p is not None else self.error
+
+    def _note_drift(self, difference: float, explained: float) -> None:
         self.drift_windows += 1
         w = max(1 / self.drift_windows, DRIFT_WEIGHT)
-        self.drift = math.sqrt((1 - w) * self.drift**2 + w * difference**2)
+        self.drift_sq = (1 - w) * self.drift_sq + w * (difference**2 - explained**2)
 
     def _recent_part(self, samples: list[Sample]) -> list[Sample]:
         """The window's second half when its two halves clearly differ (the speed changed
@@ -260,7 +266,7 @@ class RankTimes:
             "window": [[b, t, first] for b, t, first in self.window],
             "last_batch": self.last_batch,
             "error": self.error,
-            "drift": [self.drift, self.drift_windows],
+            "drift": [self.drift_sq, self.drift_windows],
         }
 
     @classmethod
@@ -276,6 +282,6 @@ class RankTimes:
             window=[(int(b), float(t), bool(f)) for b, t, f in raw["window"]],
             last_batch=None if last is None else int(last),
             error=float(raw["error"]),
-            drift=float(raw.get("drift", [0.0, 0])[0]),  # absent from older checkpoints
+            drift_sq=float(raw.get("drift", [0.0, 0])[0]),  # absent from older checkpoints
             drift_windows=int(raw.get("drift", [0.0, 0])[1]),
         )

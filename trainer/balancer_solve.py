@@ -22,6 +22,8 @@ __all__ = [
     "equal_split",
     "min_max_split",
     "proportional_split",
+    "rms",
+    "round_between",
     "round_split",
     "validate_split",
     "water_fill",
@@ -243,4 +245,33 @@ def min_max_split(
     while sum(out) < global_batch:
         r = min((r for r in range(n) if out[r] < hi[r]), key=lambda r: fits[r].seconds(out[r] + 1))
         out[r] += 1
+    return tuple(out)
+
+
+def rms(values: Sequence[float]) -> float:
+    """Root mean square of ``values`` (not empty)."""
+    return math.sqrt(sum(v * v for v in values) / len(values))
+
+
+def round_between(
+    cont: Sequence[float], total: int, old: Sequence[int], target: Sequence[int]
+) -> tuple[int, ...]:
+    """Largest-remainder rounding of a point on the way between two valid splits.
+
+    Each entry stays between its old and target value, so bounds both respect hold too.
+    """
+    lo = [min(o, t) for o, t in zip(old, target, strict=True)]
+    hi = [max(o, t) for o, t in zip(old, target, strict=True)]
+    out = [min(max(math.floor(v + 1e-9), lo[r]), hi[r]) for r, v in enumerate(cont)]
+    by_fraction = sorted(range(len(cont)), key=lambda r: math.floor(cont[r] + 1e-9) - cont[r])
+    while sum(out) < total:
+        r = next(r for r in by_fraction if out[r] < hi[r])
+        out[r] += 1
+        by_fraction.remove(r)
+        by_fraction.append(r)
+    while sum(out) > total:
+        r = next(r for r in reversed(by_fraction) if out[r] > lo[r])
+        out[r] -= 1
+        by_fraction.remove(r)
+        by_fraction.insert(0, r)
     return tuple(out)

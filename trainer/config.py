@@ -291,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rebalance-every", type=int, default=d.rebalance_every,
                    help="steps between rebalancing decisions (dynamic)")
     g.add_argument("--rebalance-threshold", type=float, default=d.rebalance_threshold,
-                   help="dynamic: move samples only when the predicted gain exceeds this")
+                   help="dynamic: move samples only when the predicted gain exceeds this "
+                        "(plus the measured noise)")
     g.add_argument("--max-batch", type=_cap_list, default=None,
                    help="per-rank largest local batch (memory caps), '-' for no cap, e.g. 64,-")
     g.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
