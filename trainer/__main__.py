@@ -23,9 +23,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return train(config)
     except CorralError as exc:
-        # Every rank hits the same error; one line per host is enough.
-        if os.environ.get("LOCAL_RANK", "0") == "0":
-            print(f"corral trainer: {exc.title}: {exc.message}", file=sys.stderr, flush=True)
+        # Every rank hits the same error and says so: the launcher ends the other ranks as soon
+        # as the first one exits, so a line left to one chosen rank could be cut off unsaid.
+        print(f"corral trainer: {exc.title}: {exc.message}", file=sys.stderr, flush=True)
         return exc.exit_code
 
 
