@@ -128,8 +128,8 @@ class RunSection:
     global_batch: int = 64
     """Samples per optimizer step over all ranks together; at least one per rank."""
     split: tuple[int, ...] | None = None
-    """Initial per-rank shares, one per rank in host order (sum = global_batch); default
-    equal."""
+    """Initial per-rank shares, one per rank in host order (sum = global_batch). Not set:
+    equal for ``static``; measured capacities (a profile or a warm-up) for the others."""
     policy: Literal["static", "proportional", "dynamic"] = "dynamic"
     """How the split is chosen and changed: kept, proportional to measured capacity, or
     re-solved during the run."""
