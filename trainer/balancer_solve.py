@@ -262,16 +262,4 @@ def round_between(
     """
     lo = [min(o, t) for o, t in zip(old, target, strict=True)]
     hi = [max(o, t) for o, t in zip(old, target, strict=True)]
-    out = [min(max(math.floor(v + 1e-9), lo[r]), hi[r]) for r, v in enumerate(cont)]
-    by_fraction = sorted(range(len(cont)), key=lambda r: math.floor(cont[r] + 1e-9) - cont[r])
-    while sum(out) < total:
-        r = next(r for r in by_fraction if out[r] < hi[r])
-        out[r] += 1
-        by_fraction.remove(r)
-        by_fraction.append(r)
-    while sum(out) > total:
-        r = next(r for r in reversed(by_fraction) if out[r] > lo[r])
-        out[r] -= 1
-        by_fraction.remove(r)
-        by_fraction.insert(0, r)
-    return tuple(out)
+    return _largest_remainder(cont, total, lo, hi)
