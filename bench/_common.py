@@ -8,6 +8,7 @@ behind. Throughput is read from rank 0's ``step`` events (``cluster_samples_per_
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import statistics
@@ -184,6 +185,19 @@ def run_main(main: Callable[[], int]) -> None:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         code = 1
     raise SystemExit(code)
+
+
+def baseline_tree(parser: argparse.ArgumentParser, value: Path | None) -> Path | None:
+    """The ``--baseline DIR`` checkout, resolved; a parser error unless it holds a trainer."""
+    if value is None:
+        return None
+    if not (value / "trainer" / "__main__.py").is_file():
+        parser.error(f"--baseline {value}: no trainer/__main__.py there")
+    return value.resolve()
+
+
+BASELINE_HELP = "another checkout (e.g. a git worktree of an older commit) whose trainer "
+"""Start of the ``--baseline`` help text; each benchmark says what the baseline runs."""
 
 
 def solo_batches(global_batch: int) -> tuple[int, ...]:

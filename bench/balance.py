@@ -31,7 +31,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import REPO, RunResult, csv, markdown_table, run_main, run_trainer, solo_batches
+from bench._common import (
+    BASELINE_HELP,
+    REPO,
+    RunResult,
+    baseline_tree,
+    csv,
+    markdown_table,
+    run_main,
+    run_trainer,
+    solo_batches,
+)
 
 SLOWDOWN = (1.0, 3.0)
 POLICIES = ("static", "proportional", "dynamic")
@@ -53,15 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-root", type=Path, help="keep run directories here")
     parser.add_argument(
         "--baseline", type=Path, metavar="DIR",
-        help="another checkout (e.g. a git worktree of an older commit) whose trainer also runs "
-        "the dynamic pair in every round, as the row 'dynamic (baseline)'",
+        help=BASELINE_HELP + "also runs the dynamic pair in every round ('dynamic (baseline)')",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    if args.baseline is not None and not (args.baseline / "trainer" / "__main__.py").is_file():
-        parser.error(f"--baseline {args.baseline}: no trainer/__main__.py there")
+    baseline = baseline_tree(parser, args.baseline)
     pairs = [(policy, policy, REPO) for policy in POLICIES]
-    if args.baseline is not None:
-        pairs.append(("dynamic (baseline)", "dynamic", args.baseline.resolve()))
+    if baseline is not None:
+        pairs.append(("dynamic (baseline)", "dynamic", baseline))
     solo_steps, pair_steps, skip = (20, 40, 8) if args.quick else (40, 80, 15)
     solo_skip = min(skip, solo_steps // 3)
     B = args.global_batch

@@ -40,7 +40,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import REPO, RunResult, csv, markdown_table, run_main, run_trainer, solo_batches
+from bench._common import (
+    BASELINE_HELP,
+    REPO,
+    RunResult,
+    baseline_tree,
+    csv,
+    markdown_table,
+    run_main,
+    run_trainer,
+    solo_batches,
+)
 from trainer.events import StepEvent, events_path, parse_event
 
 WINDOW = 5
@@ -75,20 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-root", type=Path, help="keep run directories here")
     parser.add_argument(
         "--baseline", type=Path, metavar="DIR",
-        help="another checkout (e.g. a git worktree of an older commit) whose trainer runs the "
-        "same dynamic pairs, interleaved with this one's, for a side-by-side comparison",
+        help=BASELINE_HELP + "runs the same dynamic pairs, interleaved with this tree's",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    if args.baseline is not None and not (args.baseline / "trainer" / "__main__.py").is_file():
-        parser.error(f"--baseline {args.baseline}: no trainer/__main__.py there")
+    baseline = baseline_tree(parser, args.baseline)
     solo_steps, steps, change = (20, 80, 35) if args.quick else (40, 120, 45)
     change = args.change_at or change
     B = args.global_batch
     trees = {"this tree": REPO}
-    if args.baseline is not None:
-        trees["baseline"] = args.baseline.resolve()
+    if baseline is not None:
+        trees["baseline"] = baseline
 
     with tempfile.TemporaryDirectory(prefix="corral-reaction-") as tmp:
         root = args.run_root or Path(tmp)
