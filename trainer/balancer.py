@@ -65,8 +65,8 @@ two ranks whose speeds both wander, about √2 ≈ 1.4 times one rank's drift.""
 MIN_DAMPING = 1 / 16
 """Smallest fraction of the solver's proposed move taken after repeated reversals."""
 SETTLE_STEPS = 5
-"""Steps ignored at the start: a fresh process (and a new batch shape) runs its first few steps
-slower (allocator growth, first touch of memory), and they would read as a speed change."""
+"""Steps left out of the first window: a fresh process runs its first few steps slower
+(allocator growth, first touch of memory), and they would read as an imbalance."""
 FIRST_MOVE = 0.5
 """Fraction of the solver's proposed move taken by the first move after the start or after a
 rank's speed changed (each later move in the same direction doubles it, up to 1)."""
@@ -267,7 +267,7 @@ class Balancer:
             and sum(d * p for d, p in zip(delta, self._last_move, strict=True)) < 0
         )
         if self._last_move is None:  # first move since the start or a speed change
-            damping = self._damping
+            damping = FIRST_MOVE
         elif reverses:  # crossed the balance point: shorter steps from here on
             damping = max(self._damping / 2, MIN_DAMPING)
         else:  # still short of it: the model under-promises, go further
