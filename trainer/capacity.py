@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from trainer.balancer import equal_split, proportional_split
 from trainer.config import TrainConfig
-from trainer.data import ImageDataset
 from trainer.dist import all_gather_floats
+from trainer.tasks import LossFn
+
+BatchOf = Callable[[int], Any]
+"""``batch_of(n)``: a batch of the first ``n`` training items, on the rank's device."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,8 +38,8 @@ class Capacity:
 
 
 def initial_split(
-    config: TrainConfig, *, world_size: int, rank: int, model: nn.Module,
-    dataset: ImageDataset, device: torch.device, slowdown: float, host: str, device_name: str,
+    config: TrainConfig, *, world_size: int, rank: int, model: nn.Module, loss: LossFn,
+    batch_of: BatchOf, device: torch.device, slowdown: float, host: str, device_name: str,
     resumed_split: tuple[int, ...] | None,
 ) -> Capacity:
     """Decide the split of the first step (collective: every rank must call it)."""
@@ -63,7 +66,7 @@ def initial_split(
         detail = "stored profiles at the equal share"
     else:
         # -- or a short warm-up: time forward+backward at the equal share on every rank -----
-        own = _warmup_rate(model, dataset, device, share, config.warmup_steps, slowdown)
+        own = _warmup_rate(model, loss, batch_of(share), device, config.warmup_steps, slowdown)
         rates = [row[0] for row in all_gather_floats([own], device)]
         missing = [r for r, row in enumerate(rows) if row[0] <= 0]
         source = "warmup"
@@ -78,6 +81,8 @@ def _profile_capacity(
     config: TrainConfig, share: int, slowdown: float, host: str, device_name: str
 ) -> tuple[float, float, str]:
     """``(samples/s at share, max_batch or 0, reason)``; samples/s 0 when there is no profile."""
+    if config.task != "image":
+        return 0.0, 0.0, f"stored profiles cover the image models, not the {config.task} task"
     try:
         from profiles.store import find_profile
     except ImportError:
@@ -105,23 +110,21 @@ def _merge_caps(
 
 
 def _warmup_rate(
-    model: nn.Module, dataset: ImageDataset, device: torch.device, batch: int, passes: int,
+    model: nn.Module, loss: LossFn, batch: Any, device: torch.device, passes: int,
     slowdown: float,
 ) -> float:
-    """Samples/s of forward+backward on this rank at ``batch`` (slowdown applied, no sleep).
+    """Items/s of forward+backward on this rank for ``batch`` (slowdown applied, no sleep).
 
     Buffers (BatchNorm running statistics) are restored afterwards and gradients cleared, so
     the warm-up leaves the model exactly as it found it.
     """
     saved = {name: buf.detach().clone() for name, buf in model.named_buffers()}
-    x, y = dataset.batch(torch.arange(min(batch, len(dataset))))
-    x, y = x.to(device), y.to(device)
     times = []
     for i in range(passes + 1):  # the first pass warms caches and allocators: not counted
         _sync(device)
         t0 = time.perf_counter()
-        loss = nn.functional.cross_entropy(model(x), y, reduction="sum")
-        loss.backward()
+        loss_sum, _ = loss(model, batch)
+        loss_sum.backward()
         _sync(device)
         if i > 0:
             times.append(time.perf_counter() - t0)
@@ -129,7 +132,18 @@ def _warmup_rate(
     with torch.no_grad():
         for name, buf in model.named_buffers():
             buf.copy_(saved[name])
-    return x.shape[0] / (slowdown * statistics.median(times))
+    return batch_items(batch) / (slowdown * statistics.median(times))
+
+
+def batch_items(batch: Any) -> int:
+    """How many items a collated batch holds: the leading size of its first tensor."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() else 1
+    values = batch.values() if isinstance(batch, dict) else batch
+    for value in values:
+        if isinstance(value, torch.Tensor | dict | list | tuple):
+            return batch_items(value)
+    return len(batch)
 
 
 def _sync(device: torch.device) -> None:

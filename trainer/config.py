@@ -35,6 +35,11 @@ class SlowdownChange:
 class TrainConfig:
     """One training run, as every rank sees it (all ranks get the same flags)."""
 
+    task: str = "image"
+    """What to train: ``image``, ``causal_lm`` or a user file ``FILE.py:FUNCTION``."""
+    task_options: tuple[tuple[str, str], ...] = ()
+    """``--task-option KEY=VALUE`` pairs for causal_lm and user tasks (values parsed as JSON
+    when they parse, else kept as text)."""
     model: Literal["simple_cnn", "resnet18", "resnet50"] = "simple_cnn"
     """Network to train."""
     dataset: Literal["synthetic_image", "cifar10", "cifar100"] = "synthetic_image"
@@ -103,13 +108,14 @@ class TrainConfig:
             raise UsageError(
                 f"unknown --policy {self.policy!r}; choose one of {', '.join(POLICIES)}"
             )
-        if self.dataset != "synthetic_image" and not self.data_dir:
+        if self.task == "image" and self.dataset != "synthetic_image" and not self.data_dir:
             raise UsageError(f"--dataset {self.dataset} needs --data-dir (the CIFAR batches)")
         _positive("--global-batch", self.global_batch)
         _positive("--samples", self.samples)
         _positive("--rebalance-every", self.rebalance_every)
         _positive("--warmup-steps", self.warmup_steps)
-        if self.dataset == "synthetic_image" and self.samples < self.global_batch:
+        if (self.task == "image" and self.dataset == "synthetic_image"
+                and self.samples < self.global_batch):
             raise UsageError(
                 f"--samples {self.samples} is smaller than --global-batch {self.global_batch}: "
                 "an epoch must hold at least one step"
@@ -134,15 +140,7 @@ class TrainConfig:
                     f"--slowdown-at {change.step}:{change.rank}:{change.factor}: need "
                     "STEP >= 1, RANK >= 0 and FACTOR >= 1"
                 )
-        if self.split is not None:
-            if any(b < 0 for b in self.split):
-                raise UsageError(f"--split {_csv(self.split)} has a negative share")
-            if sum(self.split) != self.global_batch:
-                raise UsageError(
-                    f"--split {_csv(self.split)} sums to {sum(self.split)}, "
-                    f"but --global-batch is {self.global_batch}"
-                )
-            if self.policy == "proportional":
+        if self.split is not None and self.policy == "proportional":
                 raise UsageError(
                     "--policy proportional computes the split itself: drop --split, "
                     "or use --policy static (or dynamic, which starts from --split)"
@@ -170,15 +168,7 @@ class TrainConfig:
 
 def check_world(config: TrainConfig, world_size: int) -> None:
     """Checks that need the world size (known from torchrun's environment before any collective)."""
-    if config.split is not None:
-        if len(config.split) != world_size:
-            raise UsageError(
-                f"--split {_csv(config.split)} has {len(config.split)} shares but the run has "
-                f"{world_size} ranks: give one share per rank"
-            )
-        if 0 in config.split:
-            raise UsageError(f"--split {_csv(config.split)} gives a rank 0 samples")
-    elif config.global_batch < world_size:
+    if config.split is None and config.global_batch < world_size:
         raise UsageError(
             f"--global-batch {config.global_batch} is smaller than the {world_size} ranks: "
             "every rank needs at least one sample"
@@ -203,6 +193,29 @@ def check_world(config: TrainConfig, world_size: int) -> None:
             raise UsageError(
                 f"--max-batch caps sum to {sum(caps)}, below --global-batch {config.global_batch}"
             )
+    if config.split is not None:
+        check_split(config.split, config.global_batch, config.max_batch, world_size)
+
+
+def check_split(split: Sequence[int], global_batch: int,
+                max_batch: Sequence[int | None] | None, world_size: int) -> None:
+    """The one check of a given ``--split``: one positive share per rank, summing to the
+    global batch, none above its rank's ``--max-batch`` cap."""
+    shown = f"--split {_csv(split)}"
+    if any(b < 0 for b in split):
+        raise UsageError(f"{shown} has a negative share")
+    if sum(split) != global_batch:
+        raise UsageError(f"{shown} sums to {sum(split)}, but --global-batch is {global_batch}")
+    if len(split) != world_size:
+        raise UsageError(f"{shown} has {len(split)} shares but the run has {world_size} "
+                         "ranks: give one share per rank")
+    if 0 in split:
+        raise UsageError(f"{shown} gives a rank 0 samples")
+    for rank, share in enumerate(split):
+        cap = max_batch[rank] if max_batch is not None else None
+        if cap is not None and share > cap:
+            raise UsageError(f"--split {_csv(split)}: rank {rank}'s share {share} exceeds its "
+                             f"--max-batch {cap}")
 
 
 def _positive(flag: str, value: int) -> None:
@@ -258,6 +271,13 @@ def _slowdown_change(text: str) -> SlowdownChange:
         ) from None
 
 
+def _task_option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE like lora_r=16; got {text!r}")
+    return key.strip(), value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m trainer`` argument parser (every flag maps to a TrainConfig field)."""
     d = TrainConfig()
@@ -269,7 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    g = p.add_argument_group("model and data")
+    g = p.add_argument_group("task, model and data")
+    g.add_argument("--task", default=d.task,
+                   help="what to train: image (--model on --dataset), causal_lm (LoRA "
+                   "fine-tuning of a Hugging Face causal LM) or FILE.py:FUNCTION (a user task; "
+                   "see docs/tasks.md)")
+    g.add_argument("--task-option", type=_task_option, action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="an option of the causal_lm or user task (repeatable); VALUE is JSON "
+                   "when it parses (16, 0.5, true), else text")
     g.add_argument("--model", choices=MODELS, default=d.model, help="network to train")
     g.add_argument("--norm", choices=NORMS, default=d.norm,
                    help="normalisation layers; auto = group for simple_cnn, batch for ResNets "
@@ -350,6 +378,7 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"{SLOWDOWN_ENV}: {exc}") from None
     return TrainConfig(
+        task=args.task, task_options=tuple(args.task_option),
         model=args.model, dataset=args.dataset, data_dir=args.data_dir, samples=args.samples,
         global_batch=args.global_batch, split=args.split, policy=args.policy,
         rebalance_every=args.rebalance_every, rebalance_threshold=args.rebalance_threshold,

@@ -1,9 +1,10 @@
 """Training data and the exact global-batch order.
 
 Every rank holds the whole (small) training set in memory and computes the same sample order:
-one seeded permutation per epoch. Step ``s`` of an epoch consumes positions ``[s*B, (s+1)*B)``
-of it, and rank ``r`` takes the slice between the prefix sums of the current split, so the
-ranks together see exactly those B samples whatever the split is.
+one seeded permutation per epoch. The ``s``-th step of an epoch (counting from 0) consumes
+positions ``[s*B, (s+1)*B)`` of it, and rank ``r`` takes the slice between the prefix sums of
+the current split, so the ranks together see exactly those B samples whatever the split is.
+Steps are numbered from 1 everywhere (the first step is step 1).
 """
 
 from __future__ import annotations
@@ -40,11 +41,18 @@ class ImageDataset:
         return int(self.labels.shape[0])
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised float images and labels for ``indices``."""
+        """Normalised float images and labels for ``indices`` (all at once)."""
         x = self.images.index_select(0, indices)
         if x.dtype == torch.uint8:
             x = (x.float().div_(255.0) - _MEAN) / _STD
         return x, self.labels.index_select(0, indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One normalised float image (3, 32, 32) and its label."""
+        x = self.images[index]
+        if x.dtype == torch.uint8:
+            x = ((x.float().div_(255.0) - _MEAN) / _STD)[0]
+        return x, self.labels[index]
 
 
 def build_dataset(name: str, *, data_dir: str | None, samples: int, seed: int) -> ImageDataset:
@@ -149,12 +157,12 @@ class GlobalBatchOrder:
             self._epoch = epoch
         return self._perm
 
-    def epoch_of(self, step_index: int) -> int:
-        """Epoch of the 0-based global step ``step_index``."""
-        return step_index // self.steps_per_epoch
+    def epoch_of(self, step: int) -> int:
+        """Epoch (0-based) whose samples step ``step`` (1-based: the first step is 1) uses."""
+        return (step - 1) // self.steps_per_epoch
 
-    def local_indices(self, step_index: int, split: Sequence[int], rank: int) -> torch.Tensor:
-        """Rank ``rank``'s sample indices for 0-based global step ``step_index``."""
-        epoch, pos = divmod(step_index, self.steps_per_epoch)
+    def local_indices(self, step: int, split: Sequence[int], rank: int) -> torch.Tensor:
+        """Rank ``rank``'s sample indices for step ``step`` (1-based)."""
+        epoch, pos = divmod(step - 1, self.steps_per_epoch)
         start = pos * self.global_batch + sum(split[:rank])
         return self.permutation(epoch)[start : start + split[rank]]

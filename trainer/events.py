@@ -61,6 +61,8 @@ class StartEvent:
     """Emulated slowdown factor (1.0 = none); see ``--slowdown``."""
     resumed_from: str | None = None
     """Checkpoint path this run resumed from, or None."""
+    task: str = "image"
+    """What is trained: ``image``, ``causal_lm`` or a user task ``FILE.py:FUNCTION``."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,7 +78,7 @@ class StepEvent:
     """Epoch this step's samples came from (0-based)."""
     local_batch: int
     loss: float
-    """Mean loss over this rank's local batch."""
+    """Mean loss over this rank's loss units (images, or target tokens)."""
     compute_s: float
     """Forward + backward time on this rank (emulated slowdown included), without waiting
     for the gradient all-reduce."""
@@ -85,9 +87,11 @@ class StepEvent:
     samples_per_s: float
     """``local_batch / step_s``."""
     global_loss: float | None = None
-    """Rank 0 only: mean loss over all ``global_batch`` samples of the step."""
+    """Rank 0 only: mean loss over all loss units of the step's ``global_batch`` samples."""
     cluster_samples_per_s: float | None = None
     """Rank 0 only: ``global_batch / step_s``, the cluster's throughput."""
+    loss_units: int | None = None
+    """This rank's loss units in the step: images, or target tokens for a language model."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,14 +1,15 @@
-"""The training loop: exact data-parallel SGD over ranks with unequal local batches.
+"""The training loop: exact data-parallel training of a task over ranks with unequal batches.
 
-Reads top to bottom: (1) check everything that can be checked alone, (2) join the process
-group, (3) build model and optimizer and maybe resume, (4) choose the first split, (5) train,
-(6) checkpoint and say goodbye. Every rank runs the same number of steps, and every collective
-is reached by every rank in the same order, so no rank ever waits for one that never comes.
+Reads top to bottom: (1) check everything that can be checked alone and build the task (the
+user's code runs here, so its errors end every rank before any collective), (2) join the
+process group, (3) model, optimizer, maybe resume, (4) choose the first split, (5) train,
+(6) checkpoint, write the final result and say goodbye. Every rank runs the same number of
+steps and reaches every collective in the same order, so no rank waits for one that never
+comes. The run's changing state lives in one ``RunState``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import socket
@@ -19,17 +20,18 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from profiles.errors import CorralError, UsageError
 from trainer.balancer import Balancer, BalancerConfig
 from trainer.capacity import initial_split
-from trainer.checkpoint import load_newest_checkpoint, rng_state, save_checkpoint, set_rng_state
+from trainer.checkpoint import set_rng_state
+from trainer.checkpointer import Checkpointer, RunState, load_model_state, resume, write_final
 from trainer.clock import ComputeClock
 from trainer.config import TrainConfig, check_world
-from trainer.data import GlobalBatchOrder, ImageDataset, build_dataset
+from trainer.data import GlobalBatchOrder
 from trainer.dist import (
+    RankInfo,
     broadcast_ints,
     choose_backend,
     choose_device,
@@ -38,11 +40,9 @@ from trainer.dist import (
     init_process_group,
     print0,
     rank_info,
-    start_all_gather_floats,
 )
 from trainer.events import (
     CapacityEvent,
-    CheckpointEvent,
     EndEvent,
     EndStatus,
     EventWriter,
@@ -51,9 +51,17 @@ from trainer.events import (
     StepEvent,
     events_path,
 )
-from trainer.models import build_model
 from trainer.resources import ResourceReporter
 from trainer.slowdown import SlowdownSchedule
+from trainer.step import (
+    StepTally,
+    collated,
+    divide_by_global_units,
+    local_batch,
+    start_gather_tallies,
+)
+from trainer.tasks import Task, trainable_parameters
+from trainer.tasks.loader import build_task, task_label
 
 
 class Interrupted(Exception):
@@ -90,8 +98,7 @@ def train(config: TrainConfig) -> int:
     """Run training on this rank; returns the process exit code."""
     # -- 1. Who am I; everything that can fail alone fails here, before any collective -------
     info = rank_info()
-    rank, world = info.rank, info.world_size
-    check_world(config, world)
+    check_world(config, info.world_size)
     if config.threads:
         torch.set_num_threads(config.threads)
     device = choose_device(config.device, info.local_rank)
@@ -99,38 +106,23 @@ def train(config: TrainConfig) -> int:
     if config.resolved_norm == "syncbatch" and device.type != "cuda":
         raise UsageError("--norm syncbatch needs every rank on CUDA (torch's SyncBatchNorm is "
                          "GPU-only); use --norm group on CPU ranks")
-    bconfig = BalancerConfig(
-        policy=config.policy, global_batch=config.global_batch, world_size=world,
-        rebalance_every=config.rebalance_every, max_batch=config.max_batch,
-        threshold=config.rebalance_threshold,
-    )
-    if config.split is not None:
-        Balancer(bconfig, config.split)  # raises for a split that breaks a --max-batch cap
-    dataset = build_dataset(config.dataset, data_dir=config.data_dir, samples=config.samples,
-                            seed=config.seed)
-    order = GlobalBatchOrder(len(dataset), config.global_batch, config.seed)
-    total_steps = config.steps or (config.epochs or 1) * order.steps_per_epoch
-    slowdown = SlowdownSchedule(config.slowdown_for(rank), config.slowdown_at, rank)
-    events = EventWriter(events_path(config.run_dir, rank))
+    torch.manual_seed(config.seed)  # the task's model is the same on every rank
+    task = build_task(config)
+    order = GlobalBatchOrder(len(task.train_data), config.global_batch, config.seed)
+    run = RunState(total_steps=config.steps or (config.epochs or 1) * order.steps_per_epoch)
+    events = EventWriter(events_path(config.run_dir, info.rank))
     stop = StopSignals()
     stop.install()
 
-    progress: dict[str, Any] = {"step": 0, "checkpoint": None}
     status: EndStatus = "completed"
     error: str | None = None
     code = 0
     try:
         # -- 2. Join the process group (torchrun's rendezvous) ------------------------------
         init_process_group(backend, device, info)
-        stopped = _run(
-            config, rank=rank, world=world, local_rank=info.local_rank, device=device,
-            backend=backend, bconfig=bconfig, dataset=dataset, order=order,
-            total_steps=total_steps, slowdown=slowdown, events=events, stop=stop,
-            progress=progress,
-        )
-        if stopped:  # some rank got SIGINT/SIGTERM; every rank stopped after the same step
-            signum = stop.signum or signal.SIGTERM
-            status, code = "interrupted", 128 + signum
+        Trainer(config, info, device, backend, task, order, events, stop, run).fit()
+        if run.step < run.total_steps:  # a rank got SIGINT/SIGTERM; all stopped together
+            status, code = "interrupted", 128 + (stop.signum or signal.SIGTERM)
             error = (f"stopped by {signal.Signals(stop.signum).name}" if stop.signum
                      else "stopped: another rank was signalled")
     except Interrupted as exc:
@@ -141,238 +133,200 @@ def train(config: TrainConfig) -> int:
         status, error, code = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0], 1
         raise
     finally:
-        events.emit(EndEvent(t=time.time(), rank=rank, step=progress["step"], status=status,
-                             checkpoint=progress["checkpoint"], error=error))
+        events.emit(EndEvent(t=time.time(), rank=info.rank, step=run.step, status=status,
+                             checkpoint=run.checkpoint, error=error))
         events.close()
         destroy_process_group()
-    if error and rank == 0:
+    if error and info.rank == 0:
         print(f"corral trainer: {error}", file=sys.stderr, flush=True)
     return code
 
 
-def _run(config: TrainConfig, *, rank: int, world: int, local_rank: int, device: torch.device,
-         backend: str, bconfig: BalancerConfig, dataset: ImageDataset, order: GlobalBatchOrder,
-         total_steps: int, slowdown: SlowdownSchedule, events: EventWriter, stop: StopSignals,
-         progress: dict[str, Any]) -> bool:
-    """Steps 3 to 6 (after joining the group); True when a signal stopped it early."""
-    B = config.global_batch
-    host, dev_name = socket.gethostname(), device_name(device)
+class Trainer:
+    """Steps 3 to 6 for one rank, after it joined the process group."""
 
-    # -- 3. Model and optimizer, identical on every rank; maybe resume -----------------------
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, dataset.num_classes, config.resolved_norm).to(device)
-    optimizer = _optimizer(config, model)
-    resumed = _resume(config, rank=rank, world=world, device=device)
-    step, resumed_from, resumed_split, balancer_state = 0, None, None, None
-    if resumed is not None:
-        resumed_from, state = resumed
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+    def __init__(self, config: TrainConfig, info: RankInfo, device: torch.device, backend: str,
+                 task: Task, order: GlobalBatchOrder, events: EventWriter, stop: StopSignals,
+                 run: RunState) -> None:
+        self.config, self.task, self.order, self.run = config, task, order, run
+        self.rank, self.world, self.device = info.rank, info.world_size, device
+        self.events, self.stop = events, stop
+        self.slowdown = SlowdownSchedule(config.slowdown_for(self.rank), config.slowdown_at,
+                                         self.rank)
+        self.host, self.device_name = socket.gethostname(), device_name(device)
+
+        # -- 3. Model and optimizer, identical on every rank; maybe resume -------------------
+        self.model = task.model.to(device)
+        self.parameters = trainable_parameters(task)
+        if not self.parameters:
+            raise UsageError(f"the {config.task} task has no parameter to train")
+        self.optimizer = make_optimizer(config, self.parameters)
+        resumed = resume(config, rank=self.rank, device=device)
+        resumed_split, balancer_state, resumed_from = self._restore(resumed)
+
+        # -- 4. The first split: given, equal, or from capacities (profiles or a warm-up) ----
+        first = initial_split(
+            config, world_size=self.world, rank=self.rank, model=self.model, loss=task.loss,
+            batch_of=lambda n: collated(task, range(min(n, len(task.train_data))), device),
+            device=device, slowdown=self.slowdown.factor_at(run.step + 1), host=self.host,
+            device_name=self.device_name, resumed_split=resumed_split)
+        run.split = first.split
+        self.balancer = self._balancer(first.max_batch, balancer_state)
+        self._announce(backend, first, resumed_from)
+
+        # DDP averages gradients over ranks; divide_by_global_units turns that into the exact
+        # mean over the step's units. The comm hook times local backward (trainer/clock.py).
+        self.ddp = DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.clock = ComputeClock(device)
+        self.ddp.register_comm_hook(None, self.clock.hook)
+        self.checkpointer = Checkpointer(config, rank=self.rank, world=self.world, events=events,
+                                         model=self.model, optimizer=self.optimizer,
+                                         balancer=self.balancer)
+
+    def _restore(
+        self, resumed: tuple[str, dict[str, Any]] | None
+    ) -> tuple[tuple[int, ...] | None, dict[str, Any] | None, str | None]:
+        """Load a resumed checkpoint: ``(split, balancer state, path)`` to continue with."""
+        if resumed is None:
+            return None, None, None
+        path, state = resumed
+        load_model_state(self.model, state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
-        step = int(state["step"])
-        progress.update(checkpoint=resumed_from, checkpoint_step=step)
-        if state["world_size"] == world and state["policy"] == config.policy:
-            resumed_split = tuple(state["split"])
-            balancer_state = state["balancer"]
-    progress["step"] = step
+        self.run.step = self.run.checkpoint_step = int(state["step"])
+        self.run.checkpoint = path
+        if state["world_size"] == self.world and state["policy"] == self.config.policy:
+            return tuple(state["split"]), state["balancer"], path
+        return None, None, path
 
-    # -- 4. The first split: given, equal, or from capacities (profiles or a warm-up) --------
-    first = initial_split(config, world_size=world, rank=rank, model=model, dataset=dataset,
-                          device=device, slowdown=slowdown.factor_at(step + 1), host=host,
-                          device_name=dev_name, resumed_split=resumed_split)
-    split = first.split
-    # Memory caps learnt from stored profiles bind every later split, not only the first.
-    if any(cap is not None for cap in first.max_batch):
-        bconfig = dataclasses.replace(bconfig, max_batch=first.max_batch)
-    balancer = Balancer(bconfig, split) if rank == 0 else None
-    if balancer is not None and balancer_state is not None:
-        balancer.load_state_dict(balancer_state)
-    events.emit(StartEvent(
-        t=time.time(), rank=rank, world_size=world, local_rank=local_rank, host=host,
-        pid=os.getpid(), device=str(device), device_name=dev_name, backend=backend,
-        model=config.model, dataset=config.dataset, global_batch=B, split=split,
-        policy=config.policy, step=step, total_steps=total_steps,
-        steps_per_epoch=order.steps_per_epoch, threads=torch.get_num_threads(),
-        slowdown=slowdown.factor_at(step + 1), resumed_from=resumed_from))
-    if rank == 0:
-        events.emit(CapacityEvent(t=time.time(), rank=0, source=first.source,
-                                  samples_per_s=first.samples_per_s, max_batch=first.max_batch,
-                                  detail=first.detail))
-        print0(f"corral trainer: {world} ranks ({backend}), {config.model} on {config.dataset}, "
-               f"B={B} split {_csv(split)} ({first.source}), steps {step}->{total_steps}")
+    def _balancer(self, max_batch: tuple[int | None, ...],
+                  saved: dict[str, Any] | None) -> Balancer | None:
+        """Rank 0's balancer. Memory caps learnt from stored profiles bind every later split."""
+        if self.rank != 0:
+            return None
+        c = self.config
+        bconfig = BalancerConfig(
+            policy=c.policy, global_batch=c.global_batch, world_size=self.world,
+            rebalance_every=c.rebalance_every, threshold=c.rebalance_threshold,
+            max_batch=max_batch if any(m is not None for m in max_batch) else c.max_batch)
+        balancer = Balancer(bconfig, self.run.split)
+        if saved is not None:
+            balancer.load_state_dict(saved)
+        return balancer
 
-    # DDP averages gradients over ranks; the loss scaling below turns that into the exact
-    # mean over B. The comm hook timestamps the end of local backward (see trainer/clock.py).
-    ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    clock = ComputeClock(device)
-    ddp.register_comm_hook(None, clock.hook)
-    resources = ResourceReporter(str(device), config.resources_every, rank, events)
+    def _announce(self, backend: str, first: Any, resumed_from: str | None) -> None:
+        c, run = self.config, self.run
+        model, dataset = task_label(c)
+        self.events.emit(StartEvent(
+            t=time.time(), rank=self.rank, world_size=self.world,
+            local_rank=int(os.environ.get("LOCAL_RANK", "0")), host=self.host, pid=os.getpid(),
+            device=str(self.device), device_name=self.device_name, backend=backend,
+            model=model, dataset=dataset, global_batch=c.global_batch, split=run.split,
+            policy=c.policy, step=run.step, total_steps=run.total_steps,
+            steps_per_epoch=self.order.steps_per_epoch, threads=torch.get_num_threads(),
+            slowdown=self.slowdown.factor_at(run.step + 1), resumed_from=resumed_from,
+            task=c.task))
+        if self.rank == 0:
+            self.events.emit(CapacityEvent(
+                t=time.time(), rank=0, source=first.source, samples_per_s=first.samples_per_s,
+                max_batch=first.max_batch, detail=first.detail))
+            print0(f"corral trainer: {self.world} ranks ({backend}), {model} on {dataset}, "
+                   f"B={c.global_batch} split {_csv(run.split)} ({first.source}), "
+                   f"steps {run.step}->{run.total_steps}")
 
-    # -- 5. Train ------------------------------------------------------------------------------
-    last_end = time.perf_counter()
-    stopping = False
-    while step < total_steps:
-        # Data: this rank's slice of the step's B samples (prefix sums of the split).
-        step_index = step
-        epoch = order.epoch_of(step_index)
-        x, y = dataset.batch(order.local_indices(step_index, split, rank))
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        local_batch = split[rank]
+    # -- 5. Train ----------------------------------------------------------------------------
+    def fit(self) -> None:
+        """Train until the run's last step or a stop request, then finish (step 6)."""
+        run = self.run
+        resources = ResourceReporter(str(self.device), self.config.resources_every, self.rank,
+                                     self.events)
+        last_end = time.perf_counter()
+        while run.step < run.total_steps and not run.stopping:
+            tallies = self.train_step(run.step + 1)
+            now = time.perf_counter()
+            self._report(tallies, step_s=now - last_end)
+            last_end = now
+            resources.poll()
+            self._rebalance()
+            self.checkpointer.save(run)
 
-        # Forward + backward. The all-reduce runs inside backward, overlapped by DDP.
-        # An emulated slow device (--slowdown) finishes its backward later: the clock's hook
-        # waits before the last all-reduce, and compute_s includes that time.
-        clock.start(slowdown.factor_at(step + 1))
-        loss_sum = nn.functional.cross_entropy(ddp(x), y, reduction="sum")
-        exact_mean_over_global_batch(loss_sum, world, B).backward()
-        compute_s = clock.elapsed()
+        # -- 6. Final checkpoint (also when stopped: the last step is complete) -------------
+        resources.stop()
+        self.checkpointer.save(run, last_step=True)
+        if self.rank == 0 and run.step == run.total_steps:
+            final = write_final(self.task, self.model, self.config.run_dir)
+            print0(f"corral trainer: the trained result is in {final}")
+        # Leave together: no rank tears the group down while another still talks to it.
+        dist.barrier()
 
-        # One small all-gather (global loss, every rank's compute time, any stop request),
-        # started now so that it overlaps the optimizer step.
-        stop_flag = 1.0 if stop.signum is not None else 0.0
-        gathered = start_all_gather_floats([loss_sum.item(), compute_s, stop_flag], device)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        progress["step"] = step
-        rows = gathered()
-        now = time.perf_counter()
-        step_s, last_end = now - last_end, now
-        stopping = any(row[2] > 0 for row in rows)
+    def train_step(self, step: int) -> list[StepTally]:
+        """Run step ``step`` (1-based) on this rank; every rank's tally of it, by rank."""
+        # Data: this rank's slice of the step's global batch (prefix sums of the split).
+        batch = local_batch(self.task, self.order, step, self.run.split, self.rank, self.device)
 
-        # Events: every rank its own step; rank 0 adds the global loss and cluster throughput.
-        events.emit(StepEvent(
-            t=time.time(), rank=rank, step=step, epoch=epoch, local_batch=local_batch,
-            loss=rows[rank][0] / max(local_batch, 1), compute_s=compute_s, step_s=step_s,
-            samples_per_s=local_batch / step_s,
-            global_loss=sum(r[0] for r in rows) / B if rank == 0 else None,
-            cluster_samples_per_s=B / step_s if rank == 0 else None))
-        resources.poll()
-        if balancer is not None:
-            balancer.observe(split, [r[1] for r in rows])
-        if rank == 0 and (step % 10 == 0 or step == total_steps):
-            print0(f"step {step}/{total_steps} loss {sum(r[0] for r in rows) / B:.4f} "
-                   f"{B / step_s:.1f} samples/s split {_csv(split)}")
+        # Forward + backward on the SUMMED loss. DDP all-reduces inside backward; an emulated
+        # slow device (--slowdown) finishes later: the clock's hook waits before the last
+        # all-reduce, and compute_s includes that time.
+        self.clock.start(self.slowdown.factor_at(step))
+        loss_sum, units = self.task.loss(self.ddp, batch)
+        loss_sum.backward()
+        compute_s = self.clock.elapsed()
 
-        # Rebalance (dynamic): rank 0 decides, every rank switches at the next step together.
-        if (config.policy == "dynamic" and step % config.rebalance_every == 0
-                and step < total_steps and not stopping):
-            decision = balancer.decide(step) if balancer is not None else None
-            new = broadcast_ints(decision.split if decision else split, device)
-            if decision is not None and new != split:
-                events.emit(RebalanceEvent(
-                    t=time.time(), rank=0, step=step + 1, previous=decision.previous,
-                    split=new, reason=decision.reason, predicted_gain=decision.predicted_gain,
-                    times=decision.times, policy=config.policy))
-                print0(f"rebalance at step {step + 1}: {_csv(split)} -> {_csv(new)} "
-                       f"({decision.reason})")
-            split = new
+        # One small all-gather: every rank's loss sum, unit count, compute time, stop request.
+        mine = StepTally(loss_sum=float(loss_sum.detach()), units=float(units),
+                         compute_s=compute_s, stop=1.0 if self.stop.signum is not None else 0.0)
+        tallies = start_gather_tallies(mine, self.device)()
 
-        # Checkpoint: rank 0 only, every K steps (the final one is written below).
-        if (rank == 0 and config.checkpoint_every and step % config.checkpoint_every == 0
-                and step < total_steps and not stopping):
-            _checkpoint(config, ddp.module, optimizer, balancer, split, step, order, world,
-                        events, progress)
-        if stopping:
-            break
+        # The loss divided by the step's GLOBAL count of loss units (see step.py), then step.
+        divide_by_global_units(self.parameters, self.world, sum(t.units for t in tallies))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.run.step = step
+        self.run.stopping = any(t.stop > 0 for t in tallies)
+        return tallies
 
-    # -- 6. Final checkpoint (also when stopped by a signal: the last step is complete) ------
-    resources.stop()
-    if rank == 0 and step > 0 and not _has_checkpoint(progress, step):
-        _checkpoint(config, ddp.module, optimizer, balancer, split, step, order, world,
-                    events, progress)
-    # Leave together: no rank tears the group down while another still talks to it.
-    dist.barrier()
-    return step < total_steps
+    def _report(self, tallies: list[StepTally], step_s: float) -> None:
+        """Events: every rank its own step; rank 0 adds the global loss and throughput."""
+        run, c, mine = self.run, self.config, tallies[self.rank]
+        share = run.split[self.rank]
+        global_loss = sum(t.loss_sum for t in tallies) / max(sum(t.units for t in tallies), 1)
+        self.events.emit(StepEvent(
+            t=time.time(), rank=self.rank, step=run.step, epoch=self.order.epoch_of(run.step),
+            local_batch=share, loss=mine.loss_sum / max(mine.units, 1), compute_s=mine.compute_s,
+            step_s=step_s, samples_per_s=share / step_s, loss_units=int(mine.units),
+            global_loss=global_loss if self.rank == 0 else None,
+            cluster_samples_per_s=c.global_batch / step_s if self.rank == 0 else None))
+        if self.balancer is not None:
+            self.balancer.observe(run.split, [t.compute_s for t in tallies])
+        if self.rank == 0 and (run.step % 10 == 0 or run.step == run.total_steps):
+            print0(f"step {run.step}/{run.total_steps} loss {global_loss:.4f} "
+                   f"{c.global_batch / step_s:.1f} samples/s split {_csv(run.split)}")
 
-
-def exact_mean_over_global_batch(
-    loss_sum: torch.Tensor, world_size: int, global_batch: int
-) -> torch.Tensor:
-    """The loss to call backward() on so the gradient is the exact mean over all B samples.
-
-    DDP all-reduces gradients and divides by the world size. Scaling each rank's SUMMED loss
-    by ``world_size / B`` turns that into ``(1/B) * sum of the B per-sample gradients``,
-    whatever the split. (Averaging per-rank MEAN losses would over-weight small local batches.)
-    """
-    return loss_sum * (world_size / global_batch)
+    def _rebalance(self) -> None:
+        """Dynamic policy: rank 0 decides, every rank switches at the next step together."""
+        run, c = self.run, self.config
+        if (c.policy != "dynamic" or run.step % c.rebalance_every != 0
+                or run.step >= run.total_steps or run.stopping):
+            return
+        decision = self.balancer.decide(run.step) if self.balancer is not None else None
+        new = broadcast_ints(decision.split if decision else run.split, self.device)
+        if decision is not None and new != run.split:
+            self.events.emit(RebalanceEvent(
+                t=time.time(), rank=0, step=run.step + 1, previous=decision.previous,
+                split=new, reason=decision.reason, predicted_gain=decision.predicted_gain,
+                times=decision.times, policy=c.policy))
+            print0(f"rebalance at step {run.step + 1}: {_csv(run.split)} -> {_csv(new)} "
+                   f"({decision.reason})")
+        run.split = new
 
 
-def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(config: TrainConfig, parameters: list[torch.nn.Parameter]
+                   ) -> torch.optim.Optimizer:
+    """SGD with momentum 0.9, or AdamW, over ``parameters``."""
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                 weight_decay=config.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9,
+        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(parameters, lr=config.lr, momentum=0.9,
                            weight_decay=config.weight_decay)
-
-
-def _resume(
-    config: TrainConfig, *, rank: int, world: int, device: torch.device
-) -> tuple[str, dict[str, Any]] | None:
-    """Rank 0 reads the newest complete checkpoint and broadcasts it (no shared filesystem).
-
-    Collective whenever ``--resume`` is given: every rank gets the same answer or error.
-    """
-    if not config.resume:
-        return None
-    payload: dict[str, Any] = {"state": None, "path": None, "error": None}
-    if rank == 0:
-        try:
-            found = load_newest_checkpoint(config.run_dir)
-        except OSError as exc:
-            found, payload["error"] = None, f"cannot read checkpoints in {config.run_dir}: {exc}"
-        if found is not None:
-            path, state, skipped = found
-            mismatch = _identity_mismatch(config, state.get("run", {}))
-            if mismatch:
-                payload["error"] = f"{path} belongs to a different run ({mismatch})"
-            else:
-                payload.update(state=state, path=str(path))
-                for note in skipped:
-                    print0(f"corral trainer: skipped incomplete checkpoint {note}")
-        elif payload["error"] is None:
-            print0(f"corral trainer: no checkpoint in {config.run_dir}; starting fresh")
-    box = [payload]
-    dist.broadcast_object_list(box, src=0, device=device)
-    payload = box[0]
-    if payload["error"]:
-        raise UsageError(payload["error"])
-    if payload["state"] is None:
-        return None
-    return payload["path"], payload["state"]
-
-
-def _identity(config: TrainConfig) -> dict[str, Any]:
-    """What must match for a checkpoint to continue this run."""
-    return {"model": config.model, "norm": config.resolved_norm, "dataset": config.dataset,
-            "samples": config.samples, "global_batch": config.global_batch,
-            "seed": config.seed, "optimizer": config.optimizer}
-
-
-def _identity_mismatch(config: TrainConfig, saved: dict[str, Any]) -> str:
-    ours = _identity(config)
-    return ", ".join(f"{k} {saved.get(k)!r} != {v!r}" for k, v in ours.items()
-                     if saved.get(k) != v)
-
-
-def _checkpoint(config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-                balancer: Balancer | None, split: tuple[int, ...], step: int,
-                order: GlobalBatchOrder, world: int, events: EventWriter,
-                progress: dict[str, Any]) -> None:
-    state = {
-        "step": step, "epoch": order.epoch_of(step), "samples_seen": step * config.global_batch,
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "split": list(split), "policy": config.policy, "world_size": world,
-        "balancer": balancer.state_dict() if balancer is not None else None,
-        "rng": rng_state(), "run": _identity(config),
-    }
-    path = save_checkpoint(config.run_dir, state, keep=config.keep_checkpoints)
-    progress["checkpoint"], progress["checkpoint_step"] = str(path), step
-    events.emit(CheckpointEvent(t=time.time(), rank=0, step=step, path=str(path)))
-
-
-def _has_checkpoint(progress: dict[str, Any], step: int) -> bool:
-    return progress.get("checkpoint_step") == step
 
 
 def _csv(values: Any) -> str:

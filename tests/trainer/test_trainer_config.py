@@ -38,8 +38,6 @@ def test_slowdown_comes_from_the_environment_when_the_flag_is_absent(
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
-        ({"global_batch": 32, "split": (20, 10)}, "sums to 30"),
-        ({"global_batch": 32, "split": (40, -8)}, "negative"),
         ({"dataset": "cifar10"}, "needs --data-dir"),
         ({"model": "vgg"}, "unknown --model 'vgg'"),
         ({"dataset": "imagenet"}, "unknown --dataset"),
@@ -58,6 +56,11 @@ def test_bad_settings_name_the_flag(kwargs: dict[str, object], needle: str) -> N
     ("kwargs", "world", "needle"),
     [
         ({"global_batch": 32, "split": (16, 16)}, 3, "2 shares but the run has 3 ranks"),
+        ({"global_batch": 32, "split": (20, 10)}, 2, "sums to 30"),
+        ({"global_batch": 32, "split": (40, -8)}, 2, "negative"),
+        ({"global_batch": 32, "split": (32, 0)}, 2, "gives a rank 0 samples"),
+        ({"global_batch": 32, "split": (24, 8), "max_batch": (16, None)}, 2,
+         "rank 0's share 24 exceeds its --max-batch 16"),
         ({"global_batch": 2}, 3, "smaller than the 3 ranks"),
         ({"slowdown": (1.0, 2.0)}, 3, "give one"),
         ({"slowdown_at": (SlowdownChange(step=5, rank=4, factor=2.0),)}, 2, "names rank 4"),

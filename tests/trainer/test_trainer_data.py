@@ -25,17 +25,18 @@ def test_ranks_together_take_exactly_the_global_batch(split: tuple[int, ...]) ->
     order = GlobalBatchOrder(num_samples=100, global_batch=32, seed=1)
     assert order.steps_per_epoch == 3  # 100 // 32: the partial batch is dropped
     seen_epoch: list[int] = []
-    for step in range(6):
+    for step in range(1, 7):  # steps are numbered from 1
         parts = [order.local_indices(step, split, r) for r in range(len(split))]
         assert [len(p) for p in parts] == list(split)
         joined = torch.cat(parts)
-        epoch, pos = divmod(step, 3)
+        epoch, pos = divmod(step - 1, 3)
+        assert order.epoch_of(step) == epoch
         assert torch.equal(joined, order.permutation(epoch)[pos * 32 : pos * 32 + 32])
         if epoch == len(seen_epoch):
             seen_epoch.append(epoch)
     # Each epoch visits distinct samples, and epochs are shuffled differently.
     e0 = torch.cat([torch.cat([order.local_indices(s, split, r) for r in range(len(split))])
-                    for s in range(3)])
+                    for s in range(1, 4)])
     assert len(set(e0.tolist())) == 96
     assert not torch.equal(order.permutation(0), order.permutation(1))
 

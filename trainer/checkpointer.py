@@ -1,0 +1,175 @@
+"""When and what to checkpoint, how to resume, and the run's final result.
+
+The loop only says ``checkpointer.save(run)`` after every step (and ``last_step=True`` at the
+end); the checkpointer decides whether a checkpoint is due. Files are written by
+trainer/checkpoint.py (atomically, rank 0 only). On resume rank 0 reads the newest complete
+checkpoint and broadcasts it, since hosts share no filesystem.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from profiles.errors import UsageError
+from trainer.balancer import Balancer
+from trainer.checkpoint import load_newest_checkpoint, rng_state, save_checkpoint
+from trainer.config import TrainConfig
+from trainer.dist import print0
+from trainer.events import CheckpointEvent, EventWriter
+from trainer.tasks import Task
+from trainer.tasks.loader import task_options
+from trainer.tasks.user import split_spec
+
+
+@dataclass
+class RunState:
+    """What changes as the run goes, in one place (the end event reads it too)."""
+
+    total_steps: int
+    """The step the run ends at."""
+    step: int = 0
+    """Optimizer steps completed. Steps are numbered from 1: the next step is ``step + 1``."""
+    split: tuple[int, ...] = ()
+    """Every rank's local batch for the next step."""
+    checkpoint: str | None = None
+    """The newest checkpoint written or resumed from."""
+    checkpoint_step: int | None = None
+    """The step that checkpoint holds."""
+    stopping: bool = False
+    """Some rank was signalled: every rank stops after the current step."""
+
+
+def run_identity(config: TrainConfig) -> dict[str, Any]:
+    """What must match for a checkpoint to continue this run."""
+    common = {"global_batch": config.global_batch, "seed": config.seed,
+              "optimizer": config.optimizer}
+    if config.task == "image":
+        return {"model": config.model, "norm": config.resolved_norm, "dataset": config.dataset,
+                "samples": config.samples, **common}
+    task = config.task
+    if task not in ("causal_lm",):  # a user file: its pushed path changes with its content
+        path, function = split_spec(task)
+        task = f"{path.name}:{function}"
+    return {"task": task, "task_options": task_options(config.task_options), **common}
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state to checkpoint: everything, or, when some parameters are frozen (LoRA),
+    only the trained parameters and the buffers (the frozen ones come from the task)."""
+    params = dict(model.named_parameters())
+    if all(p.requires_grad for p in params.values()):
+        return model.state_dict()
+    state = model.state_dict()
+    frozen = {name for name, p in params.items() if not p.requires_grad}
+    return {k: v for k, v in state.items() if k not in frozen}
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load ``model_state``'s output; every trained parameter must be in it."""
+    result = model.load_state_dict(state, strict=False)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    missing = sorted(set(result.missing_keys) & trained)
+    if result.unexpected_keys or missing:
+        raise UsageError(f"the checkpoint does not fit the model (missing {missing[:3]}, "
+                         f"unexpected {result.unexpected_keys[:3]})")
+
+
+class Checkpointer:
+    """Rank 0 saves every ``--checkpoint-every`` steps and after the last step."""
+
+    def __init__(self, config: TrainConfig, *, rank: int, world: int, events: EventWriter,
+                 model: nn.Module, optimizer: torch.optim.Optimizer,
+                 balancer: Balancer | None) -> None:
+        self.config, self.rank, self.world, self.events = config, rank, world, events
+        self.model, self.optimizer, self.balancer = model, optimizer, balancer
+
+    def save(self, run: RunState, *, last_step: bool = False) -> None:
+        """Write a checkpoint of ``run.step`` if one is due (rank 0 only)."""
+        every = self.config.checkpoint_every
+        if self.rank != 0 or run.step == 0 or run.checkpoint_step == run.step:
+            return
+        if last_step or (every and run.step % every == 0):
+            self._write(run)
+
+    def _write(self, run: RunState) -> None:
+        config = self.config
+        state = {
+            "step": run.step, "samples_seen": run.step * config.global_batch,
+            "model": model_state(self.model), "optimizer": self.optimizer.state_dict(),
+            "split": list(run.split), "policy": config.policy, "world_size": self.world,
+            "balancer": self.balancer.state_dict() if self.balancer is not None else None,
+            "rng": rng_state(), "run": run_identity(config),
+        }
+        path = save_checkpoint(config.run_dir, state, keep=config.keep_checkpoints)
+        run.checkpoint, run.checkpoint_step = str(path), run.step
+        self.events.emit(CheckpointEvent(t=time.time(), rank=0, step=run.step, path=str(path)))
+
+
+def resume(config: TrainConfig, *, rank: int,
+           device: torch.device) -> tuple[str, dict[str, Any]] | None:
+    """Rank 0 reads the newest complete checkpoint and broadcasts it (no shared filesystem).
+
+    Collective whenever ``--resume`` is given: every rank gets the same answer or error.
+    """
+    if not config.resume:
+        return None
+    payload: dict[str, Any] = {"state": None, "path": None, "error": None}
+    if rank == 0:
+        _read_newest(config, payload)
+    box = [payload]
+    dist.broadcast_object_list(box, src=0, device=device)
+    payload = box[0]
+    if payload["error"]:
+        raise UsageError(payload["error"])
+    if payload["state"] is None:
+        return None
+    return payload["path"], payload["state"]
+
+
+def _read_newest(config: TrainConfig, payload: dict[str, Any]) -> None:
+    try:
+        found = load_newest_checkpoint(config.run_dir)
+    except OSError as exc:
+        payload["error"] = f"cannot read checkpoints in {config.run_dir}: {exc}"
+        return
+    if found is None:
+        print0(f"corral trainer: no checkpoint in {config.run_dir}; starting fresh")
+        return
+    path, state, skipped = found
+    ours, saved = run_identity(config), state.get("run", {})
+    mismatch = ", ".join(f"{k} {saved.get(k)!r} != {v!r}" for k, v in ours.items()
+                         if saved.get(k) != v)
+    if mismatch:
+        payload["error"] = f"{path} belongs to a different run ({mismatch})"
+        return
+    payload.update(state=state, path=str(path))
+    for note in skipped:
+        print0(f"corral trainer: skipped incomplete checkpoint {note}")
+
+
+def write_final(task: Task, model: nn.Module, run_dir: str) -> Path:
+    """Write the trained result to ``RUN_DIR/final`` (complete or not at all): the task's
+    ``save_final``, else ``model.pt`` with the state dict."""
+    final = Path(run_dir) / "final"
+    tmp = final.with_name(f".final.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        if task.save_final is not None:
+            task.save_final(model, tmp)
+        else:
+            torch.save(model.state_dict(), tmp / "model.pt")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final

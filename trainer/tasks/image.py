@@ -1,0 +1,50 @@
+"""The ``image`` task: corral's own networks (trainer/models.py) on its image datasets
+(trainer/data.py), classified with cross-entropy. The loss unit is one image."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from profiles.errors import UsageError
+from trainer.data import build_dataset
+from trainer.models import build_model
+from trainer.tasks import Task
+
+OPTIONS = ("model", "dataset", "data_dir", "samples", "norm", "seed")
+"""What ``build`` reads; the trainer fills them from ``--model``, ``--dataset``, ``--data-dir``,
+``--samples``, ``--norm`` (resolved) and ``--seed``."""
+
+
+def build(options: dict[str, Any]) -> Task:
+    """The image classification task described by ``options`` (see ``OPTIONS``)."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise UsageError(f"the image task has no option {', '.join(unknown)}: it is set up by "
+                         "--model, --dataset, --data-dir, --samples and --norm")
+    dataset = build_dataset(options["dataset"], data_dir=options.get("data_dir"),
+                            samples=int(options["samples"]), seed=int(options["seed"]))
+    model = build_model(options["model"], dataset.num_classes, options["norm"])
+    return Task(model=model, train_data=dataset, loss=classification_loss,
+                evaluate=classification_metrics)
+
+
+def classification_loss(
+    model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, int]:
+    """Cross-entropy summed over the images of the batch, and their number."""
+    images, labels = batch
+    return nn.functional.cross_entropy(model(images), labels, reduction="sum"), len(labels)
+
+
+def classification_metrics(
+    model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
+) -> dict[str, float]:
+    """Held-out sums: summed loss, correct predictions and the number of images."""
+    images, labels = batch
+    logits = model(images)
+    return {"loss_sum": float(nn.functional.cross_entropy(logits, labels, reduction="sum")),
+            "correct": float((logits.argmax(dim=1) == labels).sum()),
+            "count": float(len(labels))}
