@@ -2,7 +2,8 @@
 
 Every run goes through torch's launcher exactly as users start it (``python -m
 torch.distributed.run --standalone --nproc-per-node N -m trainer ...``), one CPU thread per rank,
-in its own process group so that a timeout or Ctrl-C ends the whole run and nothing is left
+with the allocator environment ``corral run`` would give this machine (``corral_env``), in its
+own process group so that a timeout or Ctrl-C ends the whole run and nothing is left
 behind. Throughput is read from rank 0's ``step`` events (``cluster_samples_per_s``).
 """
 
@@ -15,11 +16,12 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer.events import RebalanceEvent, StartEvent, StepEvent, events_path, parse_event
+from trainer.placement import allocator_env, choose_allocator, find_allocators
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,6 +68,30 @@ class RunResult:
         return self.rebalances[-1].split if self.rebalances else self.start.split
 
 
+def corral_env() -> dict[str, str]:
+    """The allocator environment ``corral run`` gives a CPU host like this one (tcmalloc or
+    jemalloc preloaded when present, else tuned glibc): benchmarks measure the product."""
+    found = find_allocators()
+    return allocator_env(choose_allocator("auto", found), found)
+
+
+def trainer_flags(*, global_batch: int, steps: int, run_dir: Path, policy: str = "static",
+                  slowdown: Sequence[float] | None = None, threads: int | None = 1,
+                  model: str = "simple_cnn") -> list[str]:
+    """``-m trainer`` flags for ``steps`` steps of ``model`` on synthetic data."""
+    flags = [
+        "-m", "trainer", "--model", model, "--dataset", "synthetic_image",
+        "--samples", str(max(4096, 4 * global_batch)), "--global-batch", str(global_batch),
+        "--policy", policy, "--steps", str(steps), "--run-dir", str(run_dir),
+        "--resources-every", "0",
+    ]  # fmt: skip
+    if threads is not None:
+        flags += ["--threads", str(threads)]
+    if slowdown is not None:
+        flags += ["--slowdown", ",".join(f"{s:g}" for s in slowdown)]
+    return flags
+
+
 def run_trainer(
     label: str,
     run_dir: Path,
@@ -78,31 +104,35 @@ def run_trainer(
     extra: Sequence[str] = (),
     timeout_s: float = 900,
     tree: Path = REPO,
+    env: Mapping[str, str] | None = None,
 ) -> RunResult:
     """Train ``steps`` steps of simple_cnn on synthetic data; return rank 0's events.
 
-    ``tree`` is the checkout whose trainer runs (another one for before/after comparisons).
+    ``tree`` is the checkout whose trainer runs (another one for before/after comparisons);
+    ``env`` is added to the environment (default: ``corral_env()``, as ``corral run`` does).
     Raises ``RuntimeError`` with the tail of the output when the run fails or times out.
     """
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc-per-node={nproc}", "-m", "trainer",
-        "--model", "simple_cnn", "--dataset", "synthetic_image",
-        "--samples", str(max(4096, 4 * global_batch)),
-        "--global-batch", str(global_batch), "--policy", policy,
-        "--steps", str(steps), "--threads", "1", "--run-dir", str(run_dir),
-    ]  # fmt: skip
-    if slowdown is not None:
-        cmd += ["--slowdown", ",".join(f"{s:g}" for s in slowdown)]
-    cmd += list(extra)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={nproc}",
+           *trainer_flags(global_batch=global_batch, steps=steps, run_dir=run_dir,
+                          policy=policy, slowdown=slowdown), *extra]
     print(f"  {label}: {nproc} rank(s), B={global_batch}, {steps} steps ...", flush=True)
+    return run_command(label, cmd, run_dir, env=corral_env() if env is None else env,
+                       timeout_s=timeout_s, tree=tree)
+
+
+def run_command(label: str, cmd: Sequence[str], run_dir: Path, *,
+                env: Mapping[str, str], timeout_s: float = 900, tree: Path = REPO,
+                threads: int = 1) -> RunResult:
+    """Run a trainer command line in its own process group; return rank 0's events."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1", **env}
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree),
+                                                           os.environ.get("PYTHONPATH")]))
     began = time.perf_counter()
     # Own session: the launcher and its ranks form one process group we can end together.
     proc = subprocess.Popen(
-        cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
+        list(cmd), cwd=tree, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
     )  # fmt: skip
     try:
         output, _ = proc.communicate(timeout=timeout_s)

@@ -19,6 +19,8 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+CPU_SET_WORDS = 64
+"""64-bit words asked of ``nvmlDeviceGetCpuAffinity`` (room for 4096 cores)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,6 +193,22 @@ class NvmlSession:
         return self._field(
             "nvmlDeviceGetCudaComputeCapability", handle, lambda mm: f"{int(mm[0])}.{int(mm[1])}"
         )
+
+    def pci_bus_id(self, handle: object) -> str | None:
+        """The GPU's PCI address as NVML writes it (``"00000000:17:00.0"``), or None."""
+        return self._field("nvmlDeviceGetPciInfo", handle, lambda info: _text(info.busId))
+
+    def cpu_affinity(self, handle: object) -> frozenset[int] | None:
+        """The cores NVML calls ideal for the GPU (those near it), or None."""
+        words = self._call("nvmlDeviceGetCpuAffinity", handle, CPU_SET_WORDS)
+        if words is None:
+            return None
+        try:
+            cores = frozenset(64 * i + bit for i, word in enumerate(words)
+                              for bit in range(64) if int(word) >> bit & 1)
+        except Exception:
+            return None
+        return cores or None
 
     def gpu(self, index: int) -> GpuInfo:
         """Everything about the GPU at NVML ``index``; unknown fields are None."""

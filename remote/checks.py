@@ -15,9 +15,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from profiles.errors import CorralError
+from remote import cpu_placement
 from remote.api import CheckItem, CheckReport
 from remote.config import ClusterConfig, HostSection
-from remote.launch import LaunchFacts, master_address
+from remote.launch import LaunchFacts, master_address, nproc_for
 from remote.netif import interface_script, parse_interface
 from remote.pool import HostPool
 from remote.port_check import (
@@ -90,6 +91,8 @@ class HostFacts:
     """The output of this worker's side of the rendezvous-port test, when it ran."""
     code_present: bool | None = None
     """Whether the code tree asked about is on the host (None: not asked)."""
+    cpu: cpu_placement.HostCpuFacts | None = None
+    """Boot id, usable cores and allocator libraries, when the probe ran."""
 
 
 def _item(host: HostSection | str, name: str, ok: bool, detail: str, hint: str = "") -> CheckItem:
@@ -121,6 +124,7 @@ def probe_script(host: HostSection, config: ClusterConfig, master_addr: str,
                  'done; df -Pk "$d" 2>&1 | tail -n 1'),
         "ps": "ps -ww -eo pid=,args=",
         "interface": f"{interface_script(master_addr, is_master=is_master)} 2>&1",
+        "cpu": cpu_placement.PROBE_SECTION,
     }
     if host.interface is not None:
         parts["links"] = "ip -o addr show 2>&1"
@@ -273,6 +277,8 @@ async def _probe_host(
         facts.connect = sections["rendezvous"][0]
     if "code" in sections:
         facts.code_present = sections["code"][1] == 0
+    if "cpu" in sections:
+        facts.cpu = cpu_placement.parse_probe(sections["cpu"][0])
     if after is not None:
         await after(transport, facts)
     _judge_python(host, *sections.get("python", (done.stderr, 1)), facts)
@@ -382,9 +388,13 @@ async def check_and_plan(
     torch_item = _torch_item(facts)
     if torch_item is not None:
         items.append(torch_item)
+    cpu = {name: f.cpu for name, f in facts.items() if f.cpu is not None}
+    gpus = {name: f.gpus for name, f in facts.items()}
+    nprocs = {h.name: nproc_for(h, gpus.get(h.name)) for h in config.hosts}
+    items.extend(cpu_placement.check_items(config, cpu, nprocs, gpus))
     # Stable: each host's items keep their order, the cluster-wide ones ("*") come last.
     order = {h.name: i for i, h in enumerate(config.hosts)}
     items.sort(key=lambda it: order.get(it.host, len(order)))
-    found = LaunchFacts(gpus={name: f.gpus for name, f in facts.items()},
-                        interfaces={name: f.interface for name, f in facts.items()}, port=port)
+    found = LaunchFacts(gpus=gpus, interfaces={name: f.interface for name, f in facts.items()},
+                        port=port, cpu=cpu)
     return CheckReport(items=tuple(items)), found

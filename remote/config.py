@@ -90,7 +90,19 @@ class HostSection:
     nproc: int | None = None
     """Ranks on this host; default: the GPU count, or 1 on a CPU-only host."""
     threads: int | None = None
-    """CPU threads per rank (the trainer's ``--threads``); default: torch's default."""
+    """CPU threads per rank (the trainer's ``--threads``); default: one per core of the
+    rank's share of the host (see ``pin_cores``)."""
+    pin_cores: bool = True
+    """Give the host's ranks disjoint cores, as many threads as cores each (GPU ranks: the
+    cores near their GPU); hosts on one machine share its cores out first. With more ranks
+    than cores nothing is pinned. ``false`` leaves placement to the kernel."""
+    cores: str | None = None
+    """The cores corral may use on the host, as a list like ``"0-7,16"``; default: all it
+    may run on (keep some free for other work on a desktop)."""
+    allocator: Literal["auto", "tcmalloc", "jemalloc", "glibc", "off"] = "auto"
+    """Memory allocator of the host's ranks: ``auto`` preloads tcmalloc, else jemalloc, when
+    the host has one (``corral check`` says which), else tunes glibc to keep freed memory;
+    ``off`` leaves glibc's defaults (slower CPU ranks)."""
     slowdown: float = 1.0
     """Emulate a device this many times slower (for demos and tests); 1.0 = real speed."""
     env: dict[str, str] = field(default_factory=dict)

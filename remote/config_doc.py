@@ -56,6 +56,8 @@ def _default(f: dataclasses.Field[object]) -> str:
         return "not set"
     if isinstance(value, str):
         return f'`"{value}"`'
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"  # as TOML writes it
     if isinstance(value, dict):
         return "`{}`" if not value else f"`{value}`"
     return f"`{value!r}`"

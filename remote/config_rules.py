@@ -15,6 +15,7 @@ from typing import Any, TypeGuard
 
 from remote.config_errors import did_you_mean, host_where, quote, section_where
 from trainer.config import DATASETS, MODELS, POLICIES
+from trainer.placement import parse_cpulist
 
 __all__ = ["DATASETS", "MODELS", "POLICIES"]  # the trainer's choices, re-exported
 
@@ -137,6 +138,13 @@ def host_problems(values: Mapping[str, Any]) -> Problems:
                             "name (letters, digits and '_', not starting with a digit)"))
             elif isinstance(value, str) and "\0" in value:
                 out.append((f"env.{name}", "must not contain a NUL character"))
+    cores = values.get("cores")
+    if isinstance(cores, str):
+        try:
+            parse_cpulist(cores)
+        except ValueError:
+            out.append(("cores", f"is not a list of cores like \"0-7\" or \"0,2,4-6\", got "
+                                 f"{quote(cores)}"))
     interface = values.get("interface")
     if isinstance(interface, str) and not INTERFACE_RE.match(interface):
         out.append(("interface", f"is not a network interface name (like eth0 or enp3s0, "

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from profiles.errors import CorralError
 from remote.config import ClusterConfig, HostSection, RunSection
+from remote.cpu_placement import PROBE_SECTION, HostCpuFacts, HostCpuPlan, parse_probe
 from remote.netif import interface_script, parse_interface
 from remote.pool import HostPool
 from remote.sections import sectioned_script, split_sections
@@ -81,6 +82,8 @@ class LaunchFacts:
     """The interface the other hosts reach each host through (None: not known)."""
     port: int | None
     """A rendezvous port free on the master (None: not known)."""
+    cpu: Mapping[str, HostCpuFacts] = field(default_factory=dict)
+    """Each host's boot id, usable cores and allocator libraries (absent: not known)."""
 
 
 def nproc_for(host: HostSection, gpus: int | None) -> int:
@@ -97,11 +100,11 @@ def interface_for(host: HostSection, found: str | None) -> str | None:
     return host.interface or found
 
 
-async def _probe_one(transport: Transport, config: ClusterConfig,
-                     master_addr: str) -> tuple[int | None, str | None, int | None]:
+async def _probe_one(transport: Transport, config: ClusterConfig, master_addr: str
+                     ) -> tuple[int | None, str | None, int | None, HostCpuFacts]:
     host = transport.host
     is_master = host.name == config.cluster.master
-    parts: dict[str, str] = {}
+    parts: dict[str, str] = {"cpu": PROBE_SECTION}
     if host.nproc is None and host.gpus == "auto":
         parts["gpus"] = "nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true"
     if host.interface is None:
@@ -109,8 +112,6 @@ async def _probe_one(transport: Transport, config: ClusterConfig,
     if is_master and config.cluster.rendezvous_port == "auto":
         py = env_prefix(host.env) + shlex.quote(host.python)
         parts["port"] = f"{py} -c {shlex.quote(FREE_PORT_PY)}"
-    if not parts:
-        return None, None, None
     done = await transport.run(sectioned_script(parts), timeout=30.0)
     sections = split_sections(done.stdout)
     count = sections.get("gpus", ("", 1))[0].strip()
@@ -119,7 +120,8 @@ async def _probe_one(transport: Transport, config: ClusterConfig,
     port = int(port_text[-1]) if port_text and port_text[-1].isdigit() else None
     if "port" in parts and port is None:
         raise CorralError(f"could not pick a free port on {host.name}: {done.stdout[-200:]!r}")
-    return (int(count) if count.isdigit() else None), interface, port
+    cpu = parse_probe(sections.get("cpu", ("", 1))[0])
+    return (int(count) if count.isdigit() else None), interface, port, cpu
 
 
 async def probe_launch_facts(pool: HostPool, config: ClusterConfig,
@@ -132,9 +134,11 @@ async def probe_launch_facts(pool: HostPool, config: ClusterConfig,
         raise CorralError("cannot size the hosts: "
                           + "; ".join(f"{h}: {e}" for h, e in errors.items()))
     facts = {h: r for h, r in found.items() if not isinstance(r, BaseException)}
-    master = facts.get(config.cluster.master, (None, None, None))
+    master = facts.get(config.cluster.master)
     return LaunchFacts(gpus={h: f[0] for h, f in facts.items()},
-                       interfaces={h: f[1] for h, f in facts.items()}, port=master[2])
+                       interfaces={h: f[1] for h, f in facts.items()},
+                       port=master[2] if master else None,
+                       cpu={h: f[3] for h, f in facts.items()})
 
 
 def trainer_flags(run: RunSection, host: HostSection, plan: LaunchPlan) -> list[str]:
@@ -163,10 +167,16 @@ def trainer_flags(run: RunSection, host: HostSection, plan: LaunchPlan) -> list[
 def launcher_command(
     config: ClusterConfig, host: HostSection, plan: LaunchPlan, *,
     node_rank: int, nproc: int, interface: str | None, local_addr: str | None,
+    cpu: HostCpuPlan | None = None,
 ) -> str:
-    """The command line the host's shell runs in its new session (torchrun, then the exit file)."""
+    """The command line the host's shell runs in its new session (torchrun, then the exit file).
+
+    ``cpu``: the host's allocator environment and core flags (``remote.cpu_placement``).
+    """
     code = shell_path(f"{host.workdir.rstrip('/')}/code/{plan.code_digest}")
     env = dict(host.env)
+    if cpu is not None:
+        env.update(cpu.env)
     if "PYTHONPATH" in env:  # the pushed code first, then the host's own additions
         code += ":" + shlex.quote(env.pop("PYTHONPATH"))
     env.update(CORRAL_HOST=host.name, CORRAL_RUN_ID=plan.run_id, PYTHONUNBUFFERED="1",
@@ -190,6 +200,7 @@ def launcher_command(
         torchrun += ["--local-addr", local_addr]
     words = [shlex.quote(w) for w in (*torchrun, "-m", "trainer")]
     flags = [shlex.quote(w) for w in trainer_flags(config.run, host, plan)]
+    flags += [shlex.quote(w) for w in (cpu.flags if cpu is not None else ())]
     run_dir = shell_path(plan.run_dir)
     exit_file = shlex.quote(f"hosts/{host.name}.exit")
     return (
@@ -221,7 +232,7 @@ def wait_for_predecessor(after: str) -> str:
 async def launch_host(
     transport: Transport, config: ClusterConfig, plan: LaunchPlan, *,
     node_rank: int, nproc: int, interface: str | None, local_addr: str | None,
-    after: str | None = None,
+    after: str | None = None, cpu: HostCpuPlan | None = None,
 ) -> int:
     """Start the host's launcher in the background; return its process-group id.
 
@@ -231,7 +242,7 @@ async def launch_host(
     """
     host = transport.host
     inner = launcher_command(config, host, plan, node_rank=node_rank, nproc=nproc,
-                             interface=interface, local_addr=local_addr)
+                             interface=interface, local_addr=local_addr, cpu=cpu)
     logs = shlex.quote(f"logs/{host.name}")
     pgid_file = shlex.quote(f"hosts/{host.name}.pgid")
     exit_file = shlex.quote(f"hosts/{host.name}.exit")

@@ -15,6 +15,7 @@ from profiles.errors import CorralError
 from remote.api import CheckReport, HostStatus, LogLine, RunEvent, RunStatus
 from remote.checks import HostFacts, check_and_plan
 from remote.config import ClusterConfig, HostSection
+from remote.cpu_placement import host_plans
 from remote.launch import (
     LaunchPlan,
     interface_for,
@@ -148,6 +149,8 @@ async def launch_run(
     for name in hosts:
         yield HostStatus(t=time.time(), host=name, state="starting")
     pgids: dict[str, int] = {}
+    nprocs = {h.name: nproc_for(h, facts.gpus.get(h.name)) for h in config.hosts}
+    cpu = host_plans(config, facts.cpu, nprocs, facts.gpus)
 
     async def start_one(node_rank: int, host: HostSection, address: str | None,
                         after: str | None) -> None:
@@ -155,9 +158,9 @@ async def launch_run(
             transport: Transport = await pool.get(host.name)
             pgids[host.name] = await launch_host(
                 transport, config, plan, node_rank=node_rank,
-                nproc=nproc_for(host, facts.gpus.get(host.name)),
+                nproc=nprocs[host.name],
                 interface=interface_for(host, facts.interfaces.get(host.name)),
-                local_addr=address, after=after)
+                local_addr=address, after=after, cpu=cpu[host.name])
         except CorralError as exc:
             raise _LaunchFailed(host.name, exc) from None
 

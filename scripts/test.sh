@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Quick start, tests: installs what the tests need (Python packages, and OpenSSH's sshd and
-# iproute2 when running as root), then lint, types, layering and the test suite.
+# Quick start, tests: installs what the tests need (Python packages, and OpenSSH's sshd,
+# iproute2 and tcmalloc when running as root), then lint, types, layering and the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-if [ "$(id -u)" = 0 ] && { ! [ -x /usr/sbin/sshd ] || ! command -v ip >/dev/null; }; then
-    echo "corral: installing openssh-server and iproute2" >&2
+if [ "$(id -u)" = 0 ] && { ! [ -x /usr/sbin/sshd ] || ! command -v ip >/dev/null \
+        || ! { ldconfig -p | grep libtcmalloc_minimal >/dev/null; }; }; then
+    echo "corral: installing openssh-server, iproute2 and tcmalloc" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >/dev/null
-    apt-get install -y -q --no-install-recommends openssh-server openssh-client iproute2 >/dev/null
+    apt-get install -y -q --no-install-recommends openssh-server openssh-client iproute2 \
+        libtcmalloc-minimal4 >/dev/null
 fi
 bash scripts/bootstrap.sh --dev
 "$PY" -m ruff check .

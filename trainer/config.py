@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from profiles.errors import UsageError
+from trainer.placement import parse_cpulist
 
 MODELS = ("simple_cnn", "resnet18", "resnet50")
 DATASETS = ("synthetic_image", "cifar10", "cifar100")
@@ -93,7 +94,14 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Device of each rank; ``auto`` = the local GPU when present, else the CPU."""
     threads: int | None = None
-    """CPU threads per rank (``torch.set_num_threads``); None = torch's default."""
+    """CPU threads per rank (``torch.set_num_threads``); None = one per core of the rank's
+    share (see ``pin_cores``)."""
+    pin_cores: bool = True
+    """Give the ranks of this host disjoint cores (CUDA ranks: cores near their GPU); off
+    leaves placement to the kernel. See trainer/placement.py."""
+    cores: str | None = None
+    """The host's cores to share out between its ranks, as a cpulist (``"0-7,16"``); None =
+    every core this process may use."""
     resources_every: float = 2.0
     """Seconds between ``resources`` events (0 = none)."""
 
@@ -132,6 +140,12 @@ class TrainConfig:
             raise UsageError("--checkpoint-every and --keep-checkpoints must be >= 0")
         if self.threads is not None:
             _positive("--threads", self.threads)
+        if self.cores is not None:
+            try:
+                parse_cpulist(self.cores)
+            except ValueError as exc:
+                raise UsageError(f"--cores {self.cores!r}: {exc}; write a list like 0-3,8")\
+                    from None
         if any(not s >= 1.0 for s in self.slowdown):
             raise UsageError(f"--slowdown factors must be >= 1, got {_csv(self.slowdown)}")
         for change in self.slowdown_at:
@@ -354,7 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device,
                    help="auto = this rank's local GPU when present, else the CPU")
     g.add_argument("--threads", type=int, default=None,
-                   help="CPU threads per rank (default: torch's default)")
+                   help="CPU threads per rank (default: one per core of the rank's share)")
+    g.add_argument("--pin-cores", action=argparse.BooleanOptionalAction, default=d.pin_cores,
+                   help="give this host's ranks disjoint cores (CUDA ranks: cores near their "
+                   "GPU); with more ranks than cores nothing is pinned")
+    g.add_argument("--cores", default=d.cores, metavar="LIST",
+                   help="the cores to share out between this host's ranks, e.g. 0-7 (default: "
+                   "every core the process may use)")
     g.add_argument("--slowdown", type=_float_list, default=None,
                    help="EMULATION: behave s times slower (sleep (s-1) x compute each step). One "
                    f"value for every rank of this command, or one per global rank; env "
@@ -388,5 +408,6 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
         resume=args.resume, slowdown=slowdown, slowdown_at=tuple(args.slowdown_at),
         backend=args.backend, device=args.device, threads=args.threads,
+        pin_cores=args.pin_cores, cores=args.cores,
         resources_every=args.resources_every,
     )

@@ -63,6 +63,13 @@ class StartEvent:
     """Checkpoint path this run resumed from, or None."""
     task: str = "image"
     """What is trained: ``image``, ``causal_lm`` or a user task ``FILE.py:FUNCTION``."""
+    cores: str = ""
+    """The cores this rank runs on, as a cpulist (``"0-3"``)."""
+    placement: str = ""
+    """Why those cores: pinned (and among how many local ranks, or near its GPU) or not."""
+    allocator: str = ""
+    """The memory allocator serving this rank: ``tcmalloc``, ``jemalloc``, ``glibc tuned``
+    (freed memory kept for the next step) or ``glibc defaults``."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -51,6 +51,7 @@ from trainer.events import (
     StepEvent,
     events_path,
 )
+from trainer.placement import Placement, format_cpulist, place_this_rank
 from trainer.resources import ResourceReporter
 from trainer.slowdown import SlowdownSchedule
 from trainer.step import (
@@ -99,9 +100,10 @@ def train(config: TrainConfig) -> int:
     # -- 1. Who am I; everything that can fail alone fails here, before any collective -------
     info = rank_info()
     check_world(config, info.world_size)
-    if config.threads:
-        torch.set_num_threads(config.threads)
     device = choose_device(config.device, info.local_rank)
+    # Cores and allocator before any parallel work: threads made later inherit the affinity.
+    placement = place_this_rank(config, device, info.local_rank)
+    torch.set_num_threads(placement.threads)
     backend = choose_backend(config.backend, device)
     if config.resolved_norm == "syncbatch" and device.type != "cuda":
         raise UsageError("--norm syncbatch needs every rank on CUDA (torch's SyncBatchNorm is "
@@ -120,7 +122,8 @@ def train(config: TrainConfig) -> int:
     try:
         # -- 2. Join the process group (torchrun's rendezvous) ------------------------------
         init_process_group(backend, device, info)
-        Trainer(config, info, device, backend, task, order, events, stop, run).fit()
+        Trainer(config, info, device, backend, task, order, events, stop, run,
+                placement=placement).fit()
         if run.step < run.total_steps:  # a rank got SIGINT/SIGTERM; all stopped together
             status, code = "interrupted", 128 + (stop.signum or signal.SIGTERM)
             error = (f"stopped by {signal.Signals(stop.signum).name}" if stop.signum
@@ -147,8 +150,9 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, info: RankInfo, device: torch.device, backend: str,
                  task: Task, order: GlobalBatchOrder, events: EventWriter, stop: StopSignals,
-                 run: RunState) -> None:
+                 run: RunState, placement: Placement | None = None) -> None:
         self.config, self.task, self.order, self.run = config, task, order, run
+        self.placement = placement
         self.rank, self.world, self.device = info.rank, info.world_size, device
         self.events, self.stop = events, stop
         self.slowdown = SlowdownSchedule(config.slowdown_for(self.rank), config.slowdown_at,
@@ -214,6 +218,13 @@ class Trainer:
             balancer.load_state_dict(saved)
         return balancer
 
+    def _placement_fields(self) -> dict[str, str]:
+        """The start event's ``cores``, ``placement`` and ``allocator``."""
+        p = self.placement
+        if p is None:
+            return {}
+        return {"cores": format_cpulist(p.cores), "placement": p.how, "allocator": p.allocator}
+
     def _announce(self, backend: str, first: Any, resumed_from: str | None) -> None:
         c, run = self.config, self.run
         model, dataset = task_label(c)
@@ -225,7 +236,7 @@ class Trainer:
             policy=c.policy, step=run.step, total_steps=run.total_steps,
             steps_per_epoch=self.order.steps_per_epoch, threads=torch.get_num_threads(),
             slowdown=self.slowdown.factor_at(run.step + 1), resumed_from=resumed_from,
-            task=c.task))
+            task=c.task, **self._placement_fields()))
         if self.rank == 0:
             self.events.emit(CapacityEvent(
                 t=time.time(), rank=0, source=first.source, samples_per_s=first.samples_per_s,

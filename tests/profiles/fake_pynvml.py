@@ -5,7 +5,8 @@ Configured with ``configure(spec)`` in-process, or from the ``FAKE_NVML`` enviro
 
     {"driver": "550.54.15", "init_error": false,
      "gpus": [{"name": ..., "uuid": ..., "total": ..., "free": ..., "used": ...,
-               "cc": [9, 0], "util": 35, "power_mw": 312000, "name_bytes": false}]}
+               "cc": [9, 0], "util": 35, "power_mw": 312000, "name_bytes": false,
+               "bus_id": "00000000:17:00.0", "cpu_affinity": [0, 1, 2]}]}
 
 A GPU field set to "unsupported" raises NVMLError_NotSupported, as NVML does for fields a
 GPU lacks.
@@ -62,7 +63,7 @@ def _gpu(handle: Any) -> dict[str, Any]:
 
 
 def _field(handle: Any, key: str) -> Any:
-    value = _gpu(handle)[key]
+    value = _gpu(handle).get(key, UNSUPPORTED)
     if value == UNSUPPORTED:
         raise NVMLError_NotSupported()
     return value
@@ -131,3 +132,15 @@ def nvmlDeviceGetUtilizationRates(handle: int) -> SimpleNamespace:
 
 def nvmlDeviceGetPowerUsage(handle: int) -> int:
     return int(_field(handle, "power_mw"))
+
+
+def nvmlDeviceGetPciInfo(handle: int) -> SimpleNamespace:
+    return SimpleNamespace(busId=_field(handle, "bus_id"))
+
+
+def nvmlDeviceGetCpuAffinity(handle: int, words: int) -> list[int]:
+    cores = _field(handle, "cpu_affinity")
+    out = [0] * words
+    for core in cores:
+        out[core // 64] |= 1 << (core % 64)
+    return out
