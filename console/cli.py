@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
+from console.results_cli import RESULTS_COMMANDS, add_results_parsers
 from profiles.errors import CorralError, UsageError
 
 if TYPE_CHECKING:
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="relaunch the newest run of this cluster from its newest checkpoint")
     run.add_argument("--policy", choices=POLICIES,
                      help="balancing policy for this run (default: [run] policy)")
+    run.add_argument("--name", metavar="NAME",
+                     help="a name for the run, shown with its id everywhere (default: [run] "
+                          "name; a resumed run keeps its own)")
     stop = command("stop", "Stop a run on every host (TERM, KILL after the grace period) and "
                    "verify that none of its processes is left.")
     stop.add_argument("run_id", metavar="RUN", nargs="?",
@@ -88,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     trust = command("trust", "Fetch a host's SSH key, show its fingerprint and add it to the "
                     "known_hosts file.")
     trust.add_argument("host", metavar="HOST", help="a host name from cluster.toml")
+    add_results_parsers(command)
     return parser
 
 
@@ -195,8 +200,10 @@ async def cmd_run(args: argparse.Namespace, console: Console) -> int:
     with FirstInterrupt() as interrupt:  # first: a Ctrl-C from here on never strands a run
         controller = open_controller(args.config)
         try:
-            handle = await controller.start(resume=args.resume, policy=args.policy)
-            console.print(f"run {handle.run_id}")
+            handle = await controller.start(resume=args.resume, policy=args.policy,
+                                            name=args.name)
+            name = getattr(handle, "name", "")
+            console.print(f"run {handle.run_id}" + (f" ({name})" if name else ""))
             code = await follow_detachable(handle, console, interrupt,
                                            until_running=args.detach, launching=True)
         finally:
@@ -293,7 +300,7 @@ async def cmd_trust(args: argparse.Namespace, console: Console) -> int:
 
 ASYNC_COMMANDS = {
     "check": cmd_check, "run": cmd_run, "stop": cmd_stop, "status": cmd_status,
-    "profile": cmd_profile, "trust": cmd_trust,
+    "profile": cmd_profile, "trust": cmd_trust, **RESULTS_COMMANDS,
 }
 
 

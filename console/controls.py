@@ -81,7 +81,7 @@ class RunControls(App[int]):
 
     def _follow_handle(self, handle: RunHandle) -> None:
         self.handle = handle
-        self.model.reset_run(handle.run_id, t=self.clock())
+        self.model.reset_run(handle.run_id, t=self.clock(), name=getattr(handle, "name", ""))
         self._worker_follow(handle)
 
     @work(group="follow", exclusive=True, exit_on_error=False)

@@ -168,8 +168,9 @@ class FakeRun:
     """A ``RunHandle`` that replays a script; ``stop`` ends it like a real stop would."""
 
     def __init__(self, run_id: str, script: Sequence[ScriptItem], *,
-                 hosts: Sequence[str] = (), pace_s: float = 0.0) -> None:
+                 hosts: Sequence[str] = (), pace_s: float = 0.0, name: str = "") -> None:
         self.run_id = run_id
+        self.name = name
         self._script = list(script)
         self.hosts = list(hosts)
         self._pace_s = pace_s
@@ -232,6 +233,8 @@ class FakeController:
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     runs: list[FakeRun] = field(default_factory=list)
     closed: bool = False
+    run_name: str = ""
+    """The name runs get when ``start`` is given none (a cluster.toml's ``[run] name``)."""
 
     async def check(self) -> CheckReport:
         self.calls.append(("check", {}))
@@ -241,7 +244,8 @@ class FakeController:
             CheckItem(host=h.name, name="reachable", ok=True, detail="local")
             for h in self.hosts))
 
-    async def start(self, *, resume: bool = False, policy: str | None = None) -> FakeRun:
+    async def start(self, *, resume: bool = False, policy: str | None = None,
+                    name: str | None = None) -> FakeRun:
         self.calls.append(("start", {"resume": resume, "policy": policy}))
         if self.start_error is not None:
             raise self.start_error
@@ -252,7 +256,8 @@ class FakeController:
         if resume:
             options.setdefault("start_step", 10)
         run = FakeRun(run_id, self.script(run_id, hosts=self.hosts, **options),
-                      hosts=[h.name for h in self.hosts], pace_s=self.pace_s)
+                      hosts=[h.name for h in self.hosts], pace_s=self.pace_s,
+                      name=name or self.run_name)
         self.runs.append(run)
         return run
 
@@ -340,7 +345,8 @@ class LoadController(FakeController):
 
     load: dict[str, Any] = field(default_factory=dict)
 
-    async def start(self, *, resume: bool = False, policy: str | None = None) -> FakeRun:
+    async def start(self, *, resume: bool = False, policy: str | None = None,
+                    name: str | None = None) -> FakeRun:
         self.calls.append(("start", {"resume": resume, "policy": policy}))
         run = LoadRun(f"load-{len(self.runs) + 1}", **self.load)
         self.runs.append(run)

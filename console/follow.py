@@ -219,13 +219,16 @@ def check_table(report: CheckReport) -> Table:
 def runs_table(runs: Sequence[RunInfo]) -> Table:
     """``corral status``: one row per recorded run, newest first."""
     table = Table(title="runs", title_justify="left")
-    for name in ("run", "state", "started (UTC)", "hosts"):  # kept whole: a run id is copied
-        table.add_column(name, no_wrap=True)
+    named = any(run.name for run in runs)
+    for name in ("run", "name", "state", "started (UTC)", "hosts"):  # a run id is copied whole
+        if name != "name" or named:
+            table.add_column(name, no_wrap=True)
     table.add_column("detail", overflow="fold", min_width=12)
     for run in runs:
         started = time.strftime("%m-%d %H:%M:%S", time.gmtime(run.started))
         style = "green" if run.state == "completed" else "red" if run.state == "failed" else ""
-        table.add_row(run.run_id, Text(run.state, style=style), started, str(len(run.hosts)),
+        cells: list[str | Text] = [run.run_id, Text(run.name)] if named else [run.run_id]
+        table.add_row(*cells, Text(run.state, style=style), started, str(len(run.hosts)),
                       Text(run.detail))
     return table
 

@@ -88,9 +88,11 @@ class RunModel:
         self.reset_run(None)
 
     # ---------------------------------------------------------------- run lifecycle
-    def reset_run(self, run_id: str | None, *, t: float | None = None) -> None:
+    def reset_run(self, run_id: str | None, *, t: float | None = None, name: str = "") -> None:
         """Forget the previous run's numbers (logs are kept) before following ``run_id``."""
         self.run_id = run_id
+        self.run_name = name
+        """The run's name (``[run] name``, ``corral run --name``); empty when it has none."""
         self.state = "idle" if run_id is None else "checking"
         self.state_detail = ""
         self.failed_host: str | None = None

@@ -128,6 +128,8 @@ class RunHandle(Protocol):
     """A live (or finished) run: its event stream and the way to stop it."""
 
     run_id: str
+    name: str
+    """The run's name (empty when it has none): what headers show instead of the id."""
 
     def events(self) -> AsyncIterator[RunEvent]:
         """Every event of the run in order, ending after the final ``RunStatus``.
@@ -149,10 +151,12 @@ class RunController(Protocol):
         """Pre-flight check of every host in parallel."""
         ...
 
-    async def start(self, *, resume: bool = False, policy: str | None = None) -> RunHandle:
+    async def start(self, *, resume: bool = False, policy: str | None = None,
+                    name: str | None = None) -> RunHandle:
         """Begin a run and return its handle at once. ``resume``: relaunch the newest run of
         this cluster (same run id and directories) from its newest checkpoint; ``policy``
-        overrides ``[run] policy`` for this start.
+        overrides ``[run] policy`` for this start; ``name`` overrides ``[run] name`` (a
+        resumed run keeps its name unless a new one is given).
 
         Check, push and launch then happen in the background and show as ``RunStatus`` and
         ``HostStatus`` events on the handle; a failed check ends the stream with a ``failed``

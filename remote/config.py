@@ -127,8 +127,12 @@ class HostSection:
 
 @dataclass(frozen=True, kw_only=True)
 class RunSection:
-    """``[run]``: the trainer's settings (each maps to a ``python -m trainer`` flag)."""
+    """``[run]``: the trainer's settings (each maps to a ``python -m trainer`` flag), and the
+    run's name."""
 
+    name: str | None = None
+    """A name for the runs started from this file (``corral run --name`` overrides it): shown
+    in the console header, ``corral status``, reports and TensorBoard; the run id stays unique."""
     model: str = "simple_cnn"
     """Network to train (the trainer's ``--model``)."""
     dataset: str = "synthetic_image"

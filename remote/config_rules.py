@@ -157,6 +157,21 @@ def host_problems(values: Mapping[str, Any]) -> Problems:
     return out
 
 
+RUN_NAME_MAX = 64
+"""Longest run name: it shares a header line with the cluster and the run id."""
+
+
+def run_name_problem(name: str) -> str:
+    """Why ``name`` cannot name a run ("" when it can): printable text, 1 to 64 characters."""
+    if not name.strip():
+        return "must not be empty; leave it out for a run without a name"
+    if len(name) > RUN_NAME_MAX:
+        return f"must be at most {RUN_NAME_MAX} characters, got {len(name)}"
+    if not name.isprintable():
+        return "must be printable text (no tabs, newlines or control characters)"
+    return ""
+
+
 def run_problems(values: Mapping[str, Any]) -> Problems:
     """Rules for ``[run]`` on its own."""
     out: Problems = []
@@ -172,6 +187,11 @@ def run_problems(values: Mapping[str, Any]) -> Problems:
         out.append(("data_dir", f'is required with dataset = "{dataset}": the directory '
                                 "holding its python-pickle batches on every host"))
     _text(out, values, "data_dir")
+    name = values.get("name")
+    if isinstance(name, str):
+        problem = run_name_problem(name)
+        if problem:
+            out.append(("name", problem))
     for key in ("samples", "global_batch", "rebalance_every", "steps", "epochs"):
         _at_least(out, values, key, 1)
     _at_least(out, values, "seed", 0)

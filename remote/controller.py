@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from profiles.errors import CorralError
+from profiles.errors import CorralError, UsageError
 from remote.api import (
     CheckReport,
     HostStatus,
@@ -25,6 +25,7 @@ from remote.api import (
     StopReport,
 )
 from remote.config import ClusterConfig
+from remote.config_rules import run_name_problem
 from remote.launch import run_dir_for
 from remote.monitor import RunMonitor
 from remote.pool import HostPool
@@ -41,6 +42,7 @@ from remote.runs import (
 from remote.start import launch_run
 from remote.stop import stop_run
 from remote.stream import CollectedCopy, TailItem, merged, tail_host
+from remote.tensorboard import live_writer
 from trainer.events import StartEvent
 
 FAILURE_SETTLE_S = 10.0
@@ -66,6 +68,7 @@ class SshRunHandle:
     def __init__(self, controller: SshRunController, info: RunInfo, *, launch: bool,
                  resume: bool = False, policy: str | None = None) -> None:
         self.run_id = info.run_id
+        self.name = info.name
         self._controller = controller
         self._info = info
         self._launch = launch
@@ -121,6 +124,7 @@ class SshRunHandle:
                                              stop_requested=self._stopping)
         local_dir = local_run_dir(self.config, self.run_id)
         copies = {h: CollectedCopy(local_dir, h) for h in hosts}
+        board = live_writer(local_dir, copies.values())
         sources: list[tuple[str, AsyncIterator[TailItem]]] = [("", _ticker())]
         for host in hosts:
             try:
@@ -166,6 +170,8 @@ class SshRunHandle:
         finally:
             for copy in copies.values():
                 copy.close()
+            if board is not None:
+                board.close()
         final = monitor.final_status()
         if stop_task is not None:
             report = await stop_task
@@ -208,19 +214,24 @@ class SshRunController:
             return CheckReport(items=())
         return await check_cluster(self.config, self.pool)
 
-    async def start(self, *, resume: bool = False, policy: str | None = None) -> SshRunHandle:
-        """A handle on a new run (or, with ``resume``, the newest run relaunched)."""
+    async def start(self, *, resume: bool = False, policy: str | None = None,
+                    name: str | None = None) -> SshRunHandle:
+        """A handle on a new run (or, with ``resume``, the newest run relaunched), named
+        ``name``, else ``[run] name`` (a resumed run keeps its own unless one is given)."""
         if policy is not None and policy not in ("static", "proportional", "dynamic"):
             raise CorralError(f"unknown policy {policy!r}: use static, proportional or dynamic")
+        if name is not None and run_name_problem(name):
+            raise UsageError(f"--name {name!r}: {run_name_problem(name)}", title="bad run name")
         hosts = tuple(h.name for h in self.config.hosts)
         if resume:
             previous = newest_run(self.config)
             info = replace(previous, state="checking", hosts=hosts,
-                           config_path=str(self.config.path))
+                           config_path=str(self.config.path), name=name or previous.name)
         else:
             info = RunInfo(run_id=new_run_id(self.config.cluster.name),
                            cluster=self.config.cluster.name, state="checking",
-                           started=time.time(), hosts=hosts, config_path=str(self.config.path))
+                           started=time.time(), hosts=hosts, config_path=str(self.config.path),
+                           name=name or self.config.run.name or "")
         write_run_info(self.config, info)
         return SshRunHandle(self, info, launch=True, resume=resume, policy=policy)
 

@@ -14,10 +14,10 @@ import re
 import secrets
 import shlex
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from profiles.errors import CorralError
+from profiles.errors import CorralError, UsageError
 from remote.config import ClusterConfig
 from remote.pool import HostPool
 
@@ -44,6 +44,13 @@ class RunInfo:
     """Per host: the process group of its launcher, once launched."""
     code_digest: str = ""
     detail: str = ""
+    name: str = ""
+    """The run's name (``corral run --name``, ``[run] name``); empty when none was given."""
+
+    @property
+    def label(self) -> str:
+        """The name when there is one, else the run id: what headers and reports show."""
+        return self.name or self.run_id
 
 
 def new_run_id(cluster_name: str) -> str:
@@ -78,18 +85,28 @@ def write_run_info(config: ClusterConfig, info: RunInfo) -> None:
     os.replace(tmp, directory / RUN_FILE)
 
 
-def read_run_info(config: ClusterConfig, run_id: str) -> RunInfo:
-    """The recorded ``run.json`` of ``run_id``; CorralError when there is none."""
-    path = local_run_dir(config, run_id) / RUN_FILE
+def read_run_info_at(directory: Path) -> RunInfo:
+    """The ``run.json`` in a run's local ``directory``; CorralError when there is none.
+
+    Fields this version does not know (written by a newer corral) are ignored.
+    """
+    path = directory / RUN_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        known = {f.name for f in fields(RunInfo)}
+        data = {key: value for key, value in data.items() if key in known}
         data["hosts"] = tuple(data["hosts"])
         return RunInfo(**data)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise CorralError(
-            f"no run {run_id!r} recorded under {local_run_root(config)} ({exc.__class__.__name__});"
-            " see `corral status` for the runs of this cluster"
+            f"no run {directory.name!r} recorded under {directory.parent} "
+            f"({exc.__class__.__name__}); see `corral status` for the runs of this cluster"
         ) from None
+
+
+def read_run_info(config: ClusterConfig, run_id: str) -> RunInfo:
+    """The recorded ``run.json`` of ``run_id``; CorralError when there is none."""
+    return read_run_info_at(local_run_dir(config, run_id))
 
 
 def update_run_state(config: ClusterConfig, run_id: str, state: str, detail: str = "") -> None:
@@ -117,6 +134,35 @@ def list_runs(config: ClusterConfig) -> list[RunInfo]:
         if info.cluster == config.cluster.name:
             runs.append(info)
     return sorted(runs, key=lambda r: r.started, reverse=True)
+
+
+def find_runs(config: ClusterConfig, wanted: list[str]) -> list[RunInfo]:
+    """The runs ``wanted`` names, in that order: each a run id, a run name (its newest run)
+    or a unique start of a run id; the newest run when ``wanted`` is empty.
+
+    A name that matches no run raises a ``UsageError`` that lists what there is.
+    """
+    runs = list_runs(config)
+    if not runs:
+        raise UsageError(f"no runs of cluster {config.cluster.name!r} under "
+                         f"{local_run_root(config)}; start one with `corral run`",
+                         title="no runs")
+    if not wanted:
+        return [runs[0]]
+    chosen = []
+    for spec in wanted:
+        match = ([r for r in runs if r.run_id == spec] or [r for r in runs if r.name == spec]
+                 or [r for r in runs if r.run_id.startswith(spec)])
+        if len({r.run_id for r in match}) > 1 and not any(r.name == spec for r in match):
+            ids = ", ".join(r.run_id for r in match[:5])
+            raise UsageError(f"{spec!r} matches several runs ({ids}); give more of the id",
+                             title="ambiguous run")
+        if not match:
+            known = ", ".join(r.name or r.run_id for r in runs[:5])
+            raise UsageError(f"no run {spec!r} in cluster {config.cluster.name!r} (newest: "
+                             f"{known}); see `corral status`", title="unknown run")
+        chosen.append(match[0])
+    return chosen
 
 
 def newest_run(config: ClusterConfig) -> RunInfo:

@@ -22,7 +22,7 @@ import os
 import re
 import shlex
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -81,6 +81,8 @@ class CollectedCopy:
         self.offsets: dict[str, int] = {}
         self._sizes: dict[str, int] = {}
         self._files: dict[str, IO[bytes]] = {}
+        self.on_line: Callable[[str, str], None] | None = None
+        """Called with ``(path, text)`` for each line this copy appends (TensorBoard)."""
         self.root.mkdir(parents=True, exist_ok=True)
         # One writer per copy: a second follower of the same run (another terminal, the
         # console) follows from the saved offsets but leaves the copy to the first.
@@ -134,6 +136,8 @@ class CollectedCopy:
         data = (text + "\n").encode("utf-8", "replace")
         handle.write(data)
         self._sizes[path] = self._sizes.get(path, 0) + len(data)
+        if self.on_line is not None:
+            self.on_line(path, text)
 
     def raise_offsets(self, remote_sizes: dict[str, int]) -> None:
         """Skip what the host's files hold already (a resumed run's earlier history)."""

@@ -11,5 +11,6 @@ if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
     "$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
 fi
 extra=""
-[ "${1:-}" = "--dev" ] && extra="[dev]"
+# --dev: the test tools and every local extra the tests exercise (TensorBoard, plots).
+[ "${1:-}" = "--dev" ] && extra="[dev,tensorboard,plot]"
 "$PY" -m pip install -q --disable-pip-version-check -e ".${extra}"

@@ -246,3 +246,13 @@ async def test_attach_follows_the_named_run() -> None:
         await wait_for(pilot, lambda: app.model.state == "completed")
     assert controller.calls[0] == ("attach", {"run_id": "lab-0412"})
     assert app.model.run_id == "lab-0412"
+
+
+async def test_the_header_shows_the_runs_name() -> None:
+    app = make_app(FakeController(run_name="nightly"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.model.state == "completed")
+        await settle(pilot)
+        text = screen_text(app)
+    assert "nightly · run fake-1" in text

@@ -18,9 +18,11 @@ STATE_STYLES = {
 
 
 def title_line(model: RunModel) -> Text:
-    """``corral · lab · run lab-0412 · ● running · detail``."""
+    """``corral · lab · [name ·] run lab-0412 · ● running · detail``."""
     text = Text("corral", style="bold")
     text.append(f" · {model.cluster_name}")
+    if model.run_name:
+        text.append(f" · {model.run_name}", style="bold")
     text.append(f" · run {model.run_id}" if model.run_id else " · no run")
     text.append(" · ")
     text.append(f"● {model.state}", style=STATE_STYLES.get(model.state, ""))

@@ -1,0 +1,188 @@
+"""``corral report`` as rich renderables: one run's summary, or several runs side by side.
+
+The numbers come from ``remote.summary``; this module only lays them out (and draws the
+terminal charts with ``console.termplot``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from console.termplot import Line, chart, legend
+from console.widgets.common import fmt_duration, fmt_percent, fmt_rate
+from remote.series import RunSeries
+from remote.summary import Metric, RunSummary
+
+STATE_STYLES = {"completed": "green", "failed": "red", "stopped": "yellow"}
+LOSS_STYLE, EVAL_STYLE, RATE_STYLE, IDEAL_STYLE = "cyan", "magenta", "green", "yellow"
+
+
+def fmt_number(value: float | None) -> str:
+    """A loss or metric value: 4 significant digits, ``—`` when unknown."""
+    return "—" if value is None else f"{value:.4g}"
+
+
+def fmt_metric(metric: Metric | None) -> str:
+    """``0.4123 (step 300), best 0.4011 (step 280)``."""
+    if metric is None:
+        return "—"
+    text = f"{fmt_number(metric.final)} (step {metric.final_step})"
+    if metric.best_step != metric.final_step:
+        text += f", best {fmt_number(metric.best)} (step {metric.best_step})"
+    return text
+
+
+def title(summary: RunSummary) -> Text:
+    """``run-id · name · ● completed``."""
+    text = Text(summary.run_id, style="bold")
+    if summary.name:
+        text.append(f" · {summary.name}", style="bold cyan")
+    state = summary.outcome.state
+    text.append(" · ")
+    text.append(f"● {state}", style=STATE_STYLES.get(state, ""))
+    return text
+
+
+def what_happened(summary: RunSummary) -> Text | None:
+    """For a run that did not complete: where it stopped and why, in one or two lines."""
+    outcome = summary.outcome
+    if outcome.state == "completed":
+        return None
+    total = f"/{summary.total_steps}" if summary.total_steps else ""
+    verb = {"failed": "failed", "stopped": "was stopped (interrupted)"}.get(
+        outcome.state, f"is {outcome.state}")
+    text = Text(f"The run {verb} after step {outcome.ended_at_step}{total}.",
+                style=STATE_STYLES.get(outcome.state, "bold"))
+    if outcome.failed_rank is not None:
+        text.append(f"\nFirst failure: rank {outcome.failed_rank} on {outcome.failed_host}: "
+                    f"{outcome.error or '?'}")
+    if outcome.detail:
+        text.append(f"\nRecorded: {outcome.detail}")
+    return text
+
+
+def facts(summary: RunSummary) -> Table:
+    """The key/value part of a one-run report."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(summary.started))
+    total = f"/{summary.total_steps}" if summary.total_steps else ""
+    rows = [
+        ("cluster", f"{summary.cluster} · hosts {', '.join(summary.hosts)}"),
+        ("training", f"{summary.model or '?'} on {summary.dataset or '?'} · global batch "
+                     f"{summary.global_batch or '?'} · policy {summary.policy or '?'}"),
+        ("started", started),
+        ("steps", f"{summary.steps_done}{total} in {fmt_duration(summary.wall_s)}"),
+        ("throughput", f"mean {fmt_rate(summary.mean_samples_per_s)} samples/s · p50 "
+                       f"{fmt_rate(summary.p50_samples_per_s)} · p95 "
+                       f"{fmt_rate(summary.p95_samples_per_s)}"),
+        ("efficiency", f"{fmt_percent(summary.efficiency)} of the ideal "
+                       f"{fmt_rate(summary.ideal_samples_per_s)} samples/s"),
+        ("loss", fmt_metric(summary.loss)),
+    ]
+    rows += [(f"eval {name}", fmt_metric(metric)) for name, metric in summary.eval.items()]
+    if summary.final_lr is not None:
+        rows.append(("final lr", f"{summary.final_lr:.4g}"))
+    rows.append(("balancer", f"{len(summary.moves)} move(s)"))
+    rows.append(("restarts", f"{summary.restarts}, {fmt_duration(summary.lost_s)} lost to "
+                             "stops and restarts"))
+    for key, value in rows:
+        table.add_row(key, Text(value))
+    return table
+
+
+def ranks_table(summary: RunSummary) -> Table:
+    """Per rank: host, device, samples/s, utilisation (compute / step time), final share."""
+    table = Table(title="ranks", title_justify="left")
+    for name in ("rank", "host", "device", "samples/s", "utilisation", "final share"):
+        table.add_column(name, justify="right" if name not in ("host", "device") else "left")
+    for rank in summary.ranks:
+        table.add_row(str(rank.rank), rank.host, rank.device,
+                      fmt_rate(rank.mean_samples_per_s), fmt_percent(rank.utilisation),
+                      fmt_percent(rank.final_share))
+    return table
+
+
+def moves_table(summary: RunSummary) -> Table:
+    """Each balancer move: step, old and new split, predicted and measured gain, reason."""
+    table = Table(title="balancer moves", title_justify="left")
+    for name in ("step", "split", "predicted", "measured", "reason"):
+        table.add_column(name, overflow="fold")
+    for move in summary.moves:
+        table.add_row(str(move.step), f"{move.previous} → {move.split}",
+                      fmt_percent(move.predicted_gain, signed=True),
+                      fmt_percent(move.measured_gain, signed=True), Text(move.reason))
+    return table
+
+
+def charts(series: RunSeries, width: int, height: int = 10) -> list[RenderableType]:
+    """Loss (with eval) and throughput (with its ideal) over steps, as terminal charts."""
+    loss_lines = [Line("loss", series.loss, LOSS_STYLE)]
+    for name, points in series.eval.items():
+        at = dict(points)
+        loss_lines.append(Line(f"eval {name}", [at.get(s) for s in series.steps], EVAL_STYLE))
+    rate_lines = [Line("samples/s", series.samples_per_s, RATE_STYLE),
+                  Line("ideal", series.ideal, IDEAL_STYLE)]
+    out: list[RenderableType] = []
+    for lines in (loss_lines, rate_lines):
+        out.append(legend(lines))
+        out.extend(chart(lines, series.steps, width, height))
+    return out
+
+
+def one_run(summary: RunSummary, series: RunSeries | None = None, *,
+            width: int = 80) -> RenderableType:
+    """The report of one run (with terminal charts when ``series`` is given)."""
+    parts: list[RenderableType] = [title(summary)]
+    happened = what_happened(summary)
+    if happened is not None:
+        parts.append(happened)
+    parts += [facts(summary), ranks_table(summary)]
+    if summary.moves:
+        parts.append(moves_table(summary))
+    if series is not None:
+        parts += charts(series, width)
+    return Group(*parts)
+
+
+COMPARED: list[tuple[str, Callable[[RunSummary], str]]] = [
+    ("name", lambda s: s.name or "—"),
+    ("state", lambda s: s.outcome.state),
+    ("policy", lambda s: s.policy or "?"),
+    ("hosts / ranks", lambda s: f"{len(s.hosts)} / {len(s.ranks)}"),
+    ("steps", lambda s: f"{s.steps_done}/{s.total_steps or '?'}"),
+    ("wall time", lambda s: fmt_duration(s.wall_s)),
+    ("mean samples/s", lambda s: fmt_rate(s.mean_samples_per_s)),
+    ("p50 samples/s", lambda s: fmt_rate(s.p50_samples_per_s)),
+    ("p95 samples/s", lambda s: fmt_rate(s.p95_samples_per_s)),
+    ("ideal samples/s", lambda s: fmt_rate(s.ideal_samples_per_s)),
+    ("efficiency", lambda s: fmt_percent(s.efficiency)),
+    ("min utilisation", lambda s: fmt_percent(min(
+        (r.utilisation for r in s.ranks if r.utilisation is not None), default=None))),
+    ("balancer moves", lambda s: str(len(s.moves))),
+    ("final loss", lambda s: fmt_number(s.loss.final if s.loss else None)),
+    ("best loss", lambda s: fmt_number(s.loss.best if s.loss else None)),
+    ("lost to restarts", lambda s: fmt_duration(s.lost_s)),
+]
+"""The comparison's rows: a label and how to show it for one run."""
+
+
+def comparison(summaries: Sequence[RunSummary]) -> Table:
+    """Several runs side by side: one column per run, one row per figure."""
+    table = Table(title="runs compared", title_justify="left")
+    table.add_column("")
+    for summary in summaries:
+        table.add_column(summary.run_id, justify="right", overflow="fold")
+    for label, show in COMPARED:
+        table.add_row(label, *[show(s) for s in summaries])
+    evals = sorted({name for s in summaries for name in s.eval})
+    for name in evals:
+        table.add_row(f"final eval {name}", *[
+            fmt_number(s.eval[name].final) if name in s.eval else "—" for s in summaries])
+    return table

@@ -1,0 +1,147 @@
+"""The results commands of ``corral``: ``report``, ``tensorboard`` and ``fetch``.
+
+They read what this machine recorded about past runs (``<run_root>/<run_id>``); only ``fetch``
+talks to a host. ``console.cli`` adds their parsers and dispatches to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from profiles.errors import UsageError
+
+JSON_SCHEMA_DOC = "docs/report.md"
+
+
+def add_results_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """Add ``report``, ``tensorboard`` and ``fetch`` through ``cli.build_parser``'s factory."""
+    report = command("report", "Summarise a run from what this machine recorded: outcome, "
+                     "steps, wall time, throughput (mean, p50, p95) against the ideal, per-rank "
+                     "utilisation, balancer moves and their measured gains, loss and eval, time "
+                     "lost to restarts. Several runs are compared side by side.")
+    report.add_argument("runs", metavar="RUN", nargs="*",
+                        help="run ids, run names or unique starts of ids (default: the newest)")
+    report.add_argument("--json", action="store_true",
+                        help=f"print the summaries as JSON (schema: {JSON_SCHEMA_DOC})")
+    report.add_argument("--plot", metavar="FILE.png", type=Path,
+                        help="also draw loss, throughput and shares over steps into a PNG "
+                             "(needs matplotlib: the plot extra)")
+    report.add_argument("--chart", action="store_true",
+                        help="also draw loss and throughput over steps in this terminal")
+    board = command("tensorboard", "Write TensorBoard files for runs (converting runs "
+                    "recorded before they were written live) and start TensorBoard on them "
+                    "(needs the tensorboard extra).")
+    board.add_argument("runs", metavar="RUN", nargs="*",
+                       help="run ids or names (default: every run of this cluster)")
+    board.add_argument("--port", type=int, default=6006, help="TensorBoard's port (6006)")
+    board.add_argument("--write-only", action="store_true",
+                       help="write the files and print where, without starting TensorBoard")
+    fetch = command("fetch", "Copy a run's final model (or adapter) from the host that wrote "
+                    "it into the local run directory, verified by checksum; an interrupted "
+                    "fetch resumes where it stopped.")
+    fetch.add_argument("run_id", metavar="RUN", help="run id or name")
+    what = fetch.add_mutually_exclusive_group()
+    what.add_argument("--final", action="store_true",
+                      help="the final model/adapter (RUN_DIR/final/; the default)")
+    what.add_argument("--checkpoint", action="store_true",
+                      help="the newest checkpoint instead")
+
+
+def _load(args: argparse.Namespace, wanted: list[str]) -> tuple[Any, list[Any]]:
+    from console.cli import load_config
+    from remote.runs import find_runs
+
+    config = load_config(args.config)
+    return config, find_runs(config, wanted)
+
+
+async def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    """Print one run's report, or a comparison of several (``--json``: machine-readable)."""
+    from console import report
+    from remote.history import load_history
+    from remote.runs import local_run_dir
+    from remote.summary import SCHEMA_VERSION, summarize, summary_to_json
+
+    config, infos = _load(args, args.runs)
+    runs = [summarize(load_history(local_run_dir(config, info.run_id))) for info in infos]
+    if args.plot is not None:
+        from console.plot_png import write_plot
+
+        written = write_plot(args.plot, runs)
+        if not args.json:
+            console.print(f"plot written to {escape(str(written))}")
+    if args.json:
+        body = {"schema": SCHEMA_VERSION, "runs": [summary_to_json(s) for s, _ in runs]}
+        console.print_json(json.dumps(body, allow_nan=False))
+        return 0
+    width = min(console.width, 120)
+    for summary, series in runs:
+        console.print(report.one_run(summary, series if args.chart else None, width=width))
+        console.print()
+    if len(runs) > 1:
+        console.print(report.comparison([s for s, _ in runs]))
+    return 0
+
+
+async def cmd_tensorboard(args: argparse.Namespace, console: Console) -> int:
+    """Write TensorBoard files for the runs, then serve them (until Ctrl-C)."""
+    import sys
+
+    from console.cli import load_config
+    from remote.runs import list_runs, local_run_dir
+    from remote.tensorboard import board_command, board_label, convert_run
+
+    config = load_config(args.config)
+    infos = _load(args, args.runs)[1] if args.runs else list_runs(config)
+    if not infos:
+        raise UsageError("no runs of this cluster yet; start one with `corral run`",
+                         title="no runs")
+    served = []
+    for info in infos:
+        run_dir = local_run_dir(config, info.run_id)
+        written = convert_run(run_dir)
+        what = ("being followed: written live" if written.points < 0
+                else f"{written.points} points")
+        console.print(f"{escape(info.label)}: {what} in {escape(str(written.directory))}")
+        served.append((board_label(info.run_id, info.name), run_dir))
+    command = board_command(sys.executable, served, args.port)
+    if args.write_only:
+        console.print("start TensorBoard with:  " + escape(" ".join(command)))
+        return 0
+    import subprocess
+
+    console.print(f"TensorBoard on http://localhost:{args.port}/ (Ctrl-C ends it)")
+    return subprocess.call(command)
+
+
+async def cmd_fetch(args: argparse.Namespace, console: Console) -> int:
+    """Copy the final model (or newest checkpoint) of a run here, verified."""
+    from remote.fetch import fetch_results
+    from remote.pool import HostPool
+
+    config, infos = _load(args, [args.run_id])
+    pool = HostPool(config)
+    try:
+        result = await fetch_results(config, pool, infos[0],
+                                     what="checkpoint" if args.checkpoint else "final",
+                                     progress=lambda line: console.print(escape(line)))
+    finally:
+        await pool.aclose()
+    console.print(f"{result.files} file(s), {result.bytes} bytes from {escape(result.host)} "
+                  f"into {escape(str(result.directory))}; sha256 verified"
+                  + (f" ({result.resumed} resumed)" if result.resumed else ""))
+    return 0
+
+
+RESULTS_COMMANDS: dict[str, Callable[[argparse.Namespace, Console],
+                                     Coroutine[Any, Any, int]]] = {
+    "report": cmd_report, "tensorboard": cmd_tensorboard, "fetch": cmd_fetch,
+}
+"""The commands this module adds, by name (``cli.ASYNC_COMMANDS`` includes them)."""

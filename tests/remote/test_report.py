@@ -1,0 +1,192 @@
+"""``corral report`` on recorded runs: what happened to failed, stopped and restarted runs,
+the ``--json`` schema against docs/report.md, plots, and newer event fields."""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import console.cli as cli
+from remote import summary as summary_module
+
+try:
+    from recorded import info, synthetic_run, write_recorded
+except ImportError:  # collected as a package
+    from tests.remote.recorded import info, synthetic_run, write_recorded  # type: ignore[no-redef]
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "report.md"
+
+
+def _cluster(root: Path) -> Path:
+    path = root / "cluster.toml"
+    path.write_text(f"""
+[cluster]
+name = "rep"
+master = "fast"
+run_root = "{root / 'runs'}"
+[[hosts]]
+name = "fast"
+address = "local"
+[[hosts]]
+name = "slow"
+address = "local"
+""", encoding="utf-8")
+    return path
+
+
+def _report(capsys: pytest.CaptureFixture[str], path: Path, *args: str) -> tuple[int, str]:
+    code = cli.main(["-c", str(path), "report", *args])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def _json(capsys: pytest.CaptureFixture[str], path: Path, *runs: str) -> dict[str, Any]:
+    code, out = _report(capsys, path, *runs, "--json")
+    assert code == 0, out
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def test_a_failed_run_says_where_it_stopped_and_why(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _cluster(tmp_path)
+    write_recorded(tmp_path / "runs" / "rep-f", info(
+        "rep-f", "failed", detail="slow rank 1 failed: exit 1"),
+        synthetic_run(steps=12, end="failed", error="RuntimeError: CUDA out of memory"))
+    code, out = _report(capsys, path, "rep-f")
+    assert code == 0
+    assert "failed after step 12/12" in " ".join(out.split())
+    assert "rank 1 on slow: RuntimeError: CUDA out of memory" in " ".join(out.split())
+    outcome = _json(capsys, path, "rep-f")["runs"][0]["outcome"]
+    assert outcome == {"state": "failed", "detail": "slow rank 1 failed: exit 1",
+                       "failed_rank": 1, "failed_host": "slow",
+                       "error": "RuntimeError: CUDA out of memory", "ended_at_step": 12}
+
+
+def test_an_interrupted_run_is_reported_as_stopped_with_its_last_step(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _cluster(tmp_path)
+    write_recorded(tmp_path / "runs" / "rep-i", info("rep-i", "stopped", detail="stopped by user"),
+                   synthetic_run(steps=9, end="interrupted"))
+    code, out = _report(capsys, path)  # the newest run by default
+    assert code == 0
+    flat = " ".join(out.split())
+    assert "was stopped (interrupted) after step 9/9" in flat
+    assert "Recorded: stopped by user" in flat
+
+
+def test_a_restarted_run_counts_each_step_once_and_the_time_lost(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _cluster(tmp_path)
+    first = synthetic_run(steps=10, move_at=None, end="interrupted")
+    # Relaunched 30 s after step 10, from the checkpoint of step 5: steps 6-10 run again.
+    t_restart = 1_700_000_000.0 + 10 * 0.05 + 30.0
+    second = synthetic_run(steps=20, t0=t_restart, move_at=None, first_step=5)
+    write_recorded(tmp_path / "runs" / "rep-r", info("rep-r", "completed"), first + second)
+    run = _json(capsys, path, "rep-r")["runs"][0]
+    assert run["restarts"] == 1 and run["steps_done"] == 20
+    redone = 5 * (8 * 0.003 + 0.002)
+    assert run["lost_s"] == pytest.approx(30.0 + redone, abs=1e-6)
+    step_s = 8 * 0.003 + 0.002
+    assert run["mean_samples_per_s"] == pytest.approx(16 / step_s)
+
+
+def test_moves_have_their_measured_gain_and_ranks_their_utilisation(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _cluster(tmp_path)
+    write_recorded(tmp_path / "runs" / "rep-m", info("rep-m", "completed", name="moves"),
+                   synthetic_run(steps=20))
+    run = _json(capsys, path, "moves")["runs"][0]  # found by name
+    assert run["name"] == "moves"
+    (move,) = run["moves"]
+    # Before: slowest 0.024 s; after (12, 4): max(0.012, 0.012) = 0.012 s -> 50 % faster.
+    assert move["step"] == 6 and move["measured_gain"] == pytest.approx(0.5)
+    slow = run["ranks"][1]
+    assert slow["utilisation"] == pytest.approx(1 - 0.002 * 20 / (
+        5 * (0.024 + 0.002) + 15 * (0.012 + 0.002)), rel=1e-6)
+    assert slow["final_share"] == pytest.approx(0.25)
+    assert run["loss"] == {"final": 0.1, "final_step": 20, "best": 0.1, "best_step": 20}
+
+
+def test_eval_events_and_a_steps_lr_are_picked_up(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _cluster(tmp_path)
+    write_recorded(tmp_path / "runs" / "rep-e", info("rep-e", "completed"),
+                   synthetic_run(steps=20, extra=True))
+    run = _json(capsys, path, "rep-e")["runs"][0]
+    assert run["eval"]["loss"] == {"final": 0.15, "final_step": 20, "best": 0.15,
+                                   "best_step": 20}
+    assert run["eval"]["accuracy"]["best"] == pytest.approx(0.2)  # higher is better
+    assert run["final_lr"] == pytest.approx(0.0005)
+    code, out = _report(capsys, path, "rep-e")
+    assert code == 0 and "eval accuracy" in out
+
+
+def _documented(section: str) -> set[str]:
+    text = DOC.read_text(encoding="utf-8")
+    body = text.split(f"### {section}\n", 1)[1].split("\n### ", 1)[0]
+    return set(re.findall(r"^\| `(\w+)` \|", body, flags=re.M))
+
+
+def test_the_json_schema_in_docs_matches_the_output(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for cls in (summary_module.RunSummary, summary_module.Outcome, summary_module.RankSummary,
+                summary_module.Move, summary_module.Metric):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        assert _documented(cls.__name__) == fields, cls.__name__
+    path = _cluster(tmp_path)
+    write_recorded(tmp_path / "runs" / "rep-j", info("rep-j", "completed"),
+                   synthetic_run(steps=20))
+    body = _json(capsys, path, "rep-j")
+    assert body["schema"] == summary_module.SCHEMA_VERSION == 1
+    run = body["runs"][0]
+    assert set(run) == _documented("RunSummary")
+    assert set(run["outcome"]) == _documented("Outcome")
+    assert set(run["ranks"][0]) == _documented("RankSummary")
+    assert set(run["moves"][0]) == _documented("Move")
+    assert set(run["loss"]) == _documented("Metric")
+
+
+def test_plot_writes_a_png_and_chart_draws_in_the_terminal(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    path = _cluster(tmp_path)
+    write_recorded(tmp_path / "runs" / "rep-p", info("rep-p", "completed"),
+                   synthetic_run(steps=20, extra=True))
+    png = tmp_path / "out" / "runs.png"
+    code, out = _report(capsys, path, "rep-p", "--plot", str(png), "--chart")
+    assert code == 0, out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert "step 1" in out and "┤" in out and "samples/s" in out
+
+
+def test_without_matplotlib_plot_names_the_extra(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _cluster(tmp_path)
+    write_recorded(tmp_path / "runs" / "rep-n", info("rep-n", "completed"),
+                   synthetic_run(steps=5))
+    real_import = builtins.__import__
+
+    def no_matplotlib(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    code, out = _report(capsys, path, "--plot", str(tmp_path / "x.png"))
+    assert code == 2 and "corral[plot]" in out and "Traceback" not in out
+
+
+def test_an_unknown_run_is_a_usage_error_naming_the_runs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _cluster(tmp_path)
+    write_recorded(tmp_path / "runs" / "rep-x", info("rep-x", "completed", name="known"),
+                   synthetic_run(steps=5))
+    code, out = _report(capsys, path, "nope")
+    assert code == 2 and "no run 'nope'" in out and "known" in out
