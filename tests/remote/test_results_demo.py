@@ -28,7 +28,7 @@ except ImportError:  # collected as a package
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-STEPS = 40
+STEPS = 60
 
 
 def demo_toml(root: Path) -> Path:
@@ -75,8 +75,9 @@ def test_report_shows_the_dynamic_runs_higher_throughput_and_its_moves(
     assert [r["name"] for r in runs] == ["demo-static", "demo-dynamic"]
     assert [r["steps_done"] for r in runs] == [STEPS, STEPS]
     assert runs[0]["moves"] == [] and runs[1]["moves"], runs[1]["moves"]
-    assert runs[1]["mean_samples_per_s"] > 1.2 * runs[0]["mean_samples_per_s"], (
-        runs[0]["mean_samples_per_s"], runs[1]["mean_samples_per_s"])
+    # Whole-run figures (not one step's): the balancer's moves pay for themselves.
+    for figure in ("mean_samples_per_s", "p50_samples_per_s"):
+        assert runs[1][figure] > runs[0][figure], (figure, runs[0][figure], runs[1][figure])
     # The slowest rank waits less once the balancer gave it less work... the fastest more.
     assert runs[1]["ranks"][0]["final_share"] > runs[0]["ranks"][0]["final_share"]
 
