@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                   "leaves the run going; `corral stop RUN` ends it.")
     run.add_argument("--detach", action="store_true",
                      help="return as soon as every host is running instead of following")
-    run.add_argument("--resume", action="store_true",
-                     help="relaunch the newest run of this cluster from its newest checkpoint")
+    run.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
+                     help="relaunch an earlier run from its newest good checkpoint: RUN (an id "
+                     "or a unique start of one), else the newest run that has a checkpoint")
     run.add_argument("--policy", choices=POLICIES,
                      help="balancing policy for this run (default: [run] policy)")
     run.add_argument("--name", metavar="NAME",
@@ -214,12 +215,18 @@ async def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return code
 
 
+def _say_resolved(console: Console, given: str, run_id: str) -> None:
+    if given != run_id:
+        console.print(f"{escape(given)} is run {escape(run_id)} (the only run id starting with it)")
+
+
 async def cmd_attach(args: argparse.Namespace, console: Console) -> int:
     """Follow a live run in this terminal (``--headless``)."""
     with FirstInterrupt() as interrupt:
         controller = open_controller(args.config)
         try:
             handle = await controller.attach(args.run_id)
+            _say_resolved(console, args.run_id, handle.run_id)
             return await follow_detachable(handle, console, interrupt, until_running=False,
                                            launching=False)
         finally:
@@ -242,6 +249,8 @@ async def cmd_stop(args: argparse.Namespace, console: Console) -> int:
     controller = open_controller(args.config)
     try:
         handle = await controller.attach(run_id)
+        _say_resolved(console, run_id, handle.run_id)
+        run_id = handle.run_id
         report = await handle.stop(grace_s=args.grace)
     finally:
         await controller.aclose()

@@ -244,7 +244,7 @@ class FakeController:
             CheckItem(host=h.name, name="reachable", ok=True, detail="local")
             for h in self.hosts))
 
-    async def start(self, *, resume: bool = False, policy: str | None = None,
+    async def start(self, *, resume: bool | str = False, policy: str | None = None,
                     name: str | None = None) -> FakeRun:
         self.calls.append(("start", {"resume": resume, "policy": policy}))
         if self.start_error is not None:
@@ -345,7 +345,7 @@ class LoadController(FakeController):
 
     load: dict[str, Any] = field(default_factory=dict)
 
-    async def start(self, *, resume: bool = False, policy: str | None = None,
+    async def start(self, *, resume: bool | str = False, policy: str | None = None,
                     name: str | None = None) -> FakeRun:
         self.calls.append(("start", {"resume": resume, "policy": policy}))
         run = LoadRun(f"load-{len(self.runs) + 1}", **self.load)

@@ -151,12 +151,13 @@ class RunController(Protocol):
         """Pre-flight check of every host in parallel."""
         ...
 
-    async def start(self, *, resume: bool = False, policy: str | None = None,
+    async def start(self, *, resume: bool | str = False, policy: str | None = None,
                     name: str | None = None) -> RunHandle:
-        """Begin a run and return its handle at once. ``resume``: relaunch the newest run of
-        this cluster (same run id and directories) from its newest checkpoint; ``policy``
-        overrides ``[run] policy`` for this start; ``name`` overrides ``[run] name`` (a
-        resumed run keeps its name unless a new one is given).
+        """Begin a run and return its handle at once. ``resume``: relaunch an earlier run (same
+        run id and directories) from its newest good checkpoint: the run it names, or with
+        ``True`` the newest run of this cluster that has a checkpoint; ``policy`` overrides
+        ``[run] policy`` for this start; ``name`` overrides ``[run] name`` (a resumed run keeps
+        its name unless a new one is given).
 
         Check, push and launch then happen in the background and show as ``RunStatus`` and
         ``HostStatus`` events on the handle; a failed check ends the stream with a ``failed``

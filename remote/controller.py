@@ -16,8 +16,10 @@ from dataclasses import replace
 
 from profiles.errors import CorralError, UsageError
 from remote.api import (
+    FINAL_RUN_STATES,
     CheckReport,
     HostStatus,
+    LogLine,
     RankEvent,
     RunEvent,
     RunState,
@@ -31,12 +33,14 @@ from remote.monitor import RunMonitor
 from remote.pool import HostPool
 from remote.runs import (
     RunInfo,
+    describe_stop,
     local_run_dir,
     new_run_id,
-    newest_run,
     read_run_info,
+    record_cleanup,
+    resolve_run_id,
+    run_to_resume,
     update_run_state,
-    validate_run_id,
     write_run_info,
 )
 from remote.start import launch_run
@@ -88,7 +92,8 @@ class SshRunHandle:
         return run_dir_for(self.config, self.run_id)
 
     def _status(self, state: RunState, detail: str = "", **extra: object) -> RunStatus:
-        if state != "idle":
+        if state != "idle" and (self._launch or self._info.state not in FINAL_RUN_STATES):
+            # Following a run that has ended does not rewrite its recorded outcome.
             update_run_state(self.config, self.run_id, state, detail.split("\n", 1)[0])
         return RunStatus(t=time.time(), run_id=self.run_id, state=state, detail=detail,
                          **extra)  # type: ignore[arg-type]
@@ -155,7 +160,12 @@ class SshRunHandle:
                     break
                 if monitor.failing and failed_at is None:
                     failed_at = time.monotonic()
-                if (failed_at is not None and stop_task is None
+                    if not self._launch:
+                        yield LogLine(t=time.time(), host="*", rank=None, text=(
+                            "a rank failed; following changes nothing on the hosts: the "
+                            "process that launched the run stops the rest, or end it with "
+                            f"`corral stop {self.run_id}`"))
+                if (failed_at is not None and stop_task is None and self._launch
                         and (monitor.cause_settled()
                              or time.monotonic() - failed_at >= FAILURE_SETTLE_S)):
                     cause = monitor.first_failure()
@@ -176,25 +186,42 @@ class SshRunHandle:
         if stop_task is not None:
             report = await stop_task
             if not report.clean:
-                final = replace(final, detail=final.detail + f"\n(stop left {report.remaining}"
-                                f", unreachable {list(report.unreachable)})")
-        elif final.state == "failed":
+                final = replace(final, detail=final.detail + f"\n({describe_stop(report)})")
+        elif final.state == "failed" and self._launch:
             # Every launcher ended by itself; make sure no straggler rank is left either.
+            # (Only the process that launched the run does this: attaching is read-only.)
             await stop_run(pool, self.run_dir, self.run_id, grace_s=STOP_GRACE_ON_FAILURE_S)
+        if not self._launch and self._info.state in FINAL_RUN_STATES:
+            # The run had ended before this follower came: its outcome was decided then (the
+            # launching follower saw every event; this one only the ones after its copy).
+            final = replace(final, state=self._info.state,  # type: ignore[arg-type]
+                            detail=self._info.detail or final.detail)
         update_run_state(self.config, self.run_id, final.state, final.detail.split("\n", 1)[0])
         yield final
 
     async def stop(self, *, grace_s: float = 10.0) -> StopReport:
-        """TERM every host's process group, KILL after ``grace_s``, verify nothing is left."""
+        """TERM every host's process group, KILL after ``grace_s``, verify nothing is left.
+
+        A run that already ended (completed, failed, stopped) keeps its recorded outcome; what
+        the stop found goes to the record's ``cleanup``."""
         self._stopping = True
         if self._monitor is not None:
             self._monitor.stop_requested = True
-        update_run_state(self.config, self.run_id, "stopping")
+        outcome = self._recorded_state()
+        if outcome not in FINAL_RUN_STATES:
+            update_run_state(self.config, self.run_id, "stopping")
         report = await stop_run(self._controller.pool, self.run_dir, self.run_id,
                                 grace_s=grace_s, hosts=list(self._info.hosts))
-        if self._monitor is None and report.clean:
+        record_cleanup(self.config, self.run_id, report)
+        if self._monitor is None and report.clean and outcome not in FINAL_RUN_STATES:
             update_run_state(self.config, self.run_id, "stopped")
         return report
+
+    def _recorded_state(self) -> str:
+        try:
+            return read_run_info(self.config, self.run_id).state
+        except CorralError:
+            return self._info.state
 
 
 class SshRunController:
@@ -214,17 +241,20 @@ class SshRunController:
             return CheckReport(items=())
         return await check_cluster(self.config, self.pool)
 
-    async def start(self, *, resume: bool = False, policy: str | None = None,
+    async def start(self, *, resume: bool | str = False, policy: str | None = None,
                     name: str | None = None) -> SshRunHandle:
-        """A handle on a new run (or, with ``resume``, the newest run relaunched), named
-        ``name``, else ``[run] name`` (a resumed run keeps its own unless one is given)."""
+        """A handle on a new run named ``name``, else ``[run] name``. With ``resume``, an
+        earlier run relaunched from its newest checkpoint: the run it names (a run id, name or
+        unique start of an id), or with ``True`` the newest run that has a checkpoint (a
+        resumed run keeps its own name unless one is given)."""
         if policy is not None and policy not in ("static", "proportional", "dynamic"):
             raise CorralError(f"unknown policy {policy!r}: use static, proportional or dynamic")
         if name is not None and run_name_problem(name):
             raise UsageError(f"--name {name!r}: {run_name_problem(name)}", title="bad run name")
         hosts = tuple(h.name for h in self.config.hosts)
         if resume:
-            previous = newest_run(self.config)
+            named = resume if isinstance(resume, str) else None
+            previous = await run_to_resume(self.config, self.pool, named)
             info = replace(previous, state="checking", hosts=hosts,
                            config_path=str(self.config.path), name=name or previous.name)
         else:
@@ -233,19 +263,12 @@ class SshRunController:
                            started=time.time(), hosts=hosts, config_path=str(self.config.path),
                            name=name or self.config.run.name or "")
         write_run_info(self.config, info)
-        return SshRunHandle(self, info, launch=True, resume=resume, policy=policy)
+        return SshRunHandle(self, info, launch=True, resume=bool(resume), policy=policy)
 
     async def attach(self, run_id: str) -> SshRunHandle:
-        """Follow run ``run_id`` from the last event this machine's copy holds."""
-        validate_run_id(run_id)
-        try:
-            info = read_run_info(self.config, run_id)
-        except CorralError:
-            # Started elsewhere: follow it on every host of this cluster.toml.
-            info = RunInfo(run_id=run_id, cluster=self.config.cluster.name, state="running",
-                           started=time.time(), hosts=tuple(h.name for h in self.config.hosts),
-                           config_path=str(self.config.path))
-            write_run_info(self.config, info)
+        """Follow recorded run ``run_id`` (or the one run whose id starts with it) from the last
+        event this machine's copy holds. Following changes nothing on the hosts."""
+        info = read_run_info(self.config, resolve_run_id(self.config, run_id))
         return SshRunHandle(self, info, launch=False)
 
     async def aclose(self) -> None:

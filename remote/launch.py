@@ -3,10 +3,12 @@
 On each host corral starts ``python -m torch.distributed.run`` (torchrun) with c10d rendezvous
 at ``master:port`` and the run id as rendezvous id, in its own session and process group
 (``setsid``), stdin from /dev/null, output appended to ``<run dir>/logs/<host>/launcher.log``.
-The process-group id goes to ``<run dir>/hosts/<host>.pgid``; when the launcher exits by itself
-its exit status goes to ``<run dir>/hosts/<host>.exit``. Ranks inherit ``CORRAL_HOST`` and
-``CORRAL_RUN_ID`` so the event tailer can tell which ranks belong to which host even when
-several hosts share one machine.
+The process-group id goes to ``<run dir>/hosts/<host>.pgid`` and its leader's start time (field 22
+of ``/proc/<pid>/stat``, what makes a process id unique over time) to ``hosts/<host>.leader``, so
+``corral stop`` can tell the launcher from a stranger that got the same id later; when the
+launcher exits by itself its exit status goes to ``<run dir>/hosts/<host>.exit``. Ranks inherit
+``CORRAL_HOST`` and ``CORRAL_RUN_ID`` so the event tailer can tell which ranks belong to which
+host even when several hosts share one machine.
 """
 
 from __future__ import annotations
@@ -248,15 +250,18 @@ async def launch_host(
     exit_file = shlex.quote(f"hosts/{host.name}.exit")
     ranks_file = shlex.quote(f"hosts/{host.name}.ranks")
     stopped_file = shlex.quote(f"hosts/{host.name}.stopped")
+    leader_file = shlex.quote(f"hosts/{host.name}.leader")
     run_dir = shell_path(plan.run_dir)
     wait = wait_for_predecessor(after) if after is not None else ""
     # Not a job-control shell, so the background child is no group leader and setsid(1)
     # makes it the leader of a new session without forking: $! is the new process group.
     script = (
         f"set -e; mkdir -p {run_dir}; cd {run_dir}; mkdir -p {logs} hosts; "
-        f"rm -f {exit_file} {ranks_file} {stopped_file} {pgid_file}; {wait}"
+        f"rm -f {exit_file} {ranks_file} {stopped_file} {pgid_file} {leader_file}; {wait}"
         f"setsid sh -c {shlex.quote(inner)} </dev/null >>{logs}/launcher.log 2>&1 & "
-        f"echo $! > {pgid_file}.tmp; mv {pgid_file}.tmp {pgid_file}; echo $!"
+        f"p=$!; s=$(cat /proc/$p/stat 2>/dev/null) && s=${{s##*\") \"}} && set -- $s && "
+        f"echo \"${{20}}\" > {leader_file} || true; "
+        f"echo $p > {pgid_file}.tmp; mv {pgid_file}.tmp {pgid_file}; echo $p"
     )
     done = await transport.run(script, check=True, timeout=30.0)
     try:

@@ -99,10 +99,10 @@ class RunMonitor:
             self.ended.pop(event.rank, None)
         elif isinstance(event, EndEvent):
             self.ended[event.rank] = event
-            if event.status == "failed" and not self.stop_requested:
+            if event.status in ("failed", "diverged") and not self.stop_requested:
                 self.failures.append(_Failure(
                     host=item.host, rank=event.rank, t=event.t, severity=2,
-                    why=f"failed: {event.error or 'no reason given'}"))
+                    why=f"{event.status}: {event.error or 'no reason given'}"))
 
     def _log_line(self, item: LogLine) -> None:
         if item.rank is not None:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from profiles.errors import CorralError, UsageError
+from remote.api import StopReport
 from remote.config import ClusterConfig
 from remote.pool import HostPool
 
@@ -46,6 +47,9 @@ class RunInfo:
     detail: str = ""
     name: str = ""
     """The run's name (``corral run --name``, ``[run] name``); empty when none was given."""
+    cleanup: str = ""
+    """What the last ``corral stop`` found and did, kept apart from ``state`` (the outcome):
+    stopping a run that had already completed or failed leaves its outcome as it was."""
 
     @property
     def label(self) -> str:
@@ -64,6 +68,17 @@ def validate_run_id(run_id: str) -> str:
     if not RUN_ID_RE.match(run_id):
         raise CorralError(f"{run_id!r} is not a run id (see `corral status` for the runs)")
     return run_id
+
+
+KNOWN_IDS_SHOWN = 8
+"""How many known run ids an unknown-id error lists."""
+
+
+def resolve_run_id(config: ClusterConfig, text: str) -> str:
+    """The recorded run ``text`` names (see ``find_runs``: a run id, a run name or a unique
+    start of a run id). Anything else is a ``UsageError`` listing the known runs, so a typo
+    never acts on (or records) a run that is not the one meant."""
+    return find_runs(config, [text])[0].run_id
 
 
 def local_run_root(config: ClusterConfig) -> Path:
@@ -118,6 +133,26 @@ def update_run_state(config: ClusterConfig, run_id: str, state: str, detail: str
     write_run_info(config, replace(info, state=state, detail=detail or info.detail))
 
 
+def record_cleanup(config: ClusterConfig, run_id: str, report: StopReport) -> None:
+    """Record what a stop found (``cleanup``), leaving the run's outcome (``state``) alone."""
+    try:
+        info = read_run_info(config, run_id)
+    except CorralError:
+        return
+    write_run_info(config, replace(info, cleanup=describe_stop(report, when=time.time())))
+
+
+def describe_stop(report: StopReport, *, when: float | None = None) -> str:
+    """One line for a stop report: ``nothing left`` or which hosts kept how many processes."""
+    stamp = time.strftime(" (%Y-%m-%d %H:%M:%S UTC)", time.gmtime(when)) if when else ""
+    if report.clean:
+        return "stopped: no process left on any host" + stamp
+    parts = [f"{count} process(es) left on {host}" for host, count in
+             sorted(report.remaining.items()) if count]
+    parts += [f"{host} unreachable" for host in report.unreachable]
+    return "stop incomplete: " + ", ".join(parts) + stamp
+
+
 def list_runs(config: ClusterConfig) -> list[RunInfo]:
     """Every recorded run of this cluster, newest first."""
     root = local_run_root(config)
@@ -165,15 +200,51 @@ def find_runs(config: ClusterConfig, wanted: list[str]) -> list[RunInfo]:
     return chosen
 
 
-def newest_run(config: ClusterConfig) -> RunInfo:
-    """The most recently started run of this cluster (for ``--resume``)."""
+async def runs_with_checkpoints(config: ClusterConfig, pool: HostPool) -> dict[str, list[str]]:
+    """Per run id: the hosts whose run directory holds at least one checkpoint file (one
+    command per reachable host; an unreachable host simply adds nothing)."""
+    from remote.transport import Transport, shell_path
+
+    root = shell_path(config.cluster.run_root.rstrip("/"))
+
+    async def listing(transport: Transport) -> str:
+        done = await transport.run(f"cd {root} 2>/dev/null && ls -1d */checkpoints/step-*.pt "
+                                   "2>/dev/null; true", timeout=30.0)
+        return done.stdout
+
+    found: dict[str, list[str]] = {}
+    for host, result in (await pool.gather(listing)).items():
+        if isinstance(result, BaseException):
+            continue
+        for line in result.splitlines():
+            run_id = line.split("/", 1)[0]
+            if RUN_ID_RE.match(run_id) and host not in found.setdefault(run_id, []):
+                found[run_id].append(host)
+    return found
+
+
+async def run_to_resume(config: ClusterConfig, pool: HostPool, named: str | None) -> RunInfo:
+    """The run ``corral run --resume [RUN]`` continues: the named one, else the newest run of
+    this cluster that has a checkpoint on a host. Runs without one (a failed pre-flight check,
+    a run stopped before its first checkpoint) are passed over: resuming them would silently
+    start from step 0."""
+    with_checkpoints = await runs_with_checkpoints(config, pool)
+    if named is not None:
+        info = read_run_info(config, resolve_run_id(config, named))
+        if info.run_id not in with_checkpoints:
+            raise CorralError(f"run {info.run_id} has no checkpoint on any reachable host "
+                              f"(looked in {config.cluster.run_root}/{info.run_id}/checkpoints"
+                              f" on {', '.join(info.hosts)}): nothing to resume from",
+                              title="nothing to resume")
+        return info
     runs = list_runs(config)
-    if not runs:
-        raise CorralError(
-            f"no earlier run of cluster {config.cluster.name!r} under {local_run_root(config)} "
-            "to resume; start one with `corral run`"
-        )
-    return runs[0]
+    for info in runs:
+        if info.run_id in with_checkpoints:
+            return info
+    looked = ", ".join(r.run_id for r in runs[:KNOWN_IDS_SHOWN]) or "none recorded"
+    raise CorralError(
+        f"no run of cluster {config.cluster.name!r} has a checkpoint to resume from (runs: "
+        f"{looked}); start a new one with `corral run`", title="nothing to resume")
 
 
 async def refresh_runs(config: ClusterConfig, pool: HostPool) -> list[RunInfo]:

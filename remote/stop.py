@@ -5,9 +5,16 @@ it on to the ranks, which finish their step, write a checkpoint and exit. After 
 whatever is left gets KILL: the launcher's group and every rank of the run (torchrun starts each
 rank in a session of its own, so a rank outlives a killed launcher). Then what remains is counted.
 
+The recorded group is signalled only while it is still the run's own: right before each signal
+the script checks that the group leader's start time (``/proc/<pgid>/stat``) is the one
+recorded at launch (``hosts/<host>.leader``) and that its command line carries the whole run
+id, and never once the launcher has written its exit file. A process id reused by a stranger
+(after a reboot, or simply much later) fails that check and is left alone.
+
 Processes of the run are found by their command line: torchrun carries ``--rdzv-id <run id>``
 and every rank ``--run-dir <run_root>/<run id>``. The pattern demands one of those flags right
-before the unique run id, so it never matches another run, another user's job or the tailers.
+before the whole run id (a run id that merely ends with it does not match), so it never matches
+another run, another user's job or the tailers.
 """
 
 from __future__ import annotations
@@ -32,27 +39,47 @@ def run_pattern(run_id: str) -> str:
     The leading ``[-]`` keeps the pattern from matching the shell command that carries it.
     """
     escaped = run_id.replace(".", "[.]")
-    return f"[-]-(rdzv-id|run-dir)[ =][^ ]*{escaped}( |/|$)"
+    return f"[-]-(rdzv-id[ =]|run-dir[ =]([^ ]*/)?){escaped}( |/|$)"
+
+
+def owned_group_function(run_dir: str, host_name: str) -> str:
+    """Shell code: ``pg`` (the recorded process group, empty once the launcher has exited) and
+    ``owned``, true only while that group's leader is the run's launcher: the start time
+    recorded at launch and a command line matching ``$pat`` (which the caller sets).
+
+    Call ``owned`` right before every signal to the group: the check and the signal are then
+    microseconds apart, instead of the hours a recorded id may have aged."""
+    pgid_file = shlex.quote(f"hosts/{host_name}.pgid")
+    leader_file = shlex.quote(f"hosts/{host_name}.leader")
+    exit_file = shlex.quote(f"hosts/{host_name}.exit")
+    return (
+        f"pg=; st=; if cd {shell_path(run_dir)} 2>/dev/null && [ ! -e {exit_file} ]; then "
+        f"pg=$(cat {pgid_file} 2>/dev/null); st=$(cat {leader_file} 2>/dev/null); fi; "
+        'case "$pg" in ""|*[!0-9]*) pg= ;; esac; '
+        f'owned() {{ [ -n "$pg" ] && [ -n "$st" ] && [ ! -e {exit_file} ] && '
+        's=$(cat "/proc/$pg/stat" 2>/dev/null) && s=${s##*") "} && set -- $s && '
+        '[ "${20}" = "$st" ] && tr "\\0" " " <"/proc/$pg/cmdline" 2>/dev/null '
+        '| grep -Eq -- "$pat"; }; '
+    )
 
 
 def stop_script(run_dir: str, host_name: str, run_id: str, grace_s: float) -> str:
     """The shell script that stops one host's part of the run and prints what is left."""
-    pgid_file = shlex.quote(f"hosts/{host_name}.pgid")
-    # Tells the tailers that this launcher ends because it was stopped, not by a failure.
+    # Tells the tailers that this launcher ends because it was stopped, not by a failure
+    # (only while it has not ended by itself: a finished run keeps its outcome).
     stopped_file = shlex.quote(f"hosts/{host_name}.stopped")
     ticks = max(round(grace_s * 10), 0)  # tenths of a second
     return (
-        f"pat={shlex.quote(run_pattern(run_id))}; pg=; "
-        f"cd {shell_path(run_dir)} 2>/dev/null && pg=$(cat {pgid_file} 2>/dev/null) "
-        f"&& : > {stopped_file}; "
-        'case "$pg" in ""|*[!0-9]*) pg= ;; esac; '
-        'alive() { { [ -n "$pg" ] && kill -s 0 -- "-$pg" 2>/dev/null; } || '
+        f"pat={shlex.quote(run_pattern(run_id))}; "
+        + owned_group_function(run_dir, host_name)
+        + f'[ -n "$pg" ] && : > {stopped_file}; '
+        'alive() { { owned && kill -s 0 -- "-$pg" 2>/dev/null; } || '
         'pgrep -f "$pat" >/dev/null 2>&1; }; '
         # One TERM per rank: torchrun passes its TERM on to the ranks (a second TERM makes a
         # rank abandon its step), so ranks are signalled directly only without a launcher.
-        '{ [ -n "$pg" ] && kill -s TERM -- "-$pg" 2>/dev/null; } || pkill -TERM -f "$pat"; '
+        '{ owned && kill -s TERM -- "-$pg" 2>/dev/null; } || pkill -TERM -f "$pat"; '
         f"i=0; while alive && [ $i -lt {ticks} ]; do sleep 0.1; i=$((i + 1)); done; "
-        '[ -n "$pg" ] && kill -s KILL -- "-$pg" 2>/dev/null; '
+        'owned && kill -s KILL -- "-$pg" 2>/dev/null; '
         'pkill -KILL -f "$pat" 2>/dev/null; '
         'i=0; while pgrep -f "$pat" >/dev/null 2>&1 && '
         f"[ $i -lt {KILL_WAIT_S * 10} ]; do sleep 0.1; i=$((i + 1)); done; "

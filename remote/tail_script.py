@@ -101,6 +101,8 @@ def main():
                 pgid = int(f.read().strip())
         except (OSError, ValueError):
             return None
+        if not leader_is_ours(pgid):
+            return "gone"
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
@@ -108,6 +110,19 @@ def main():
         except PermissionError:
             return None
         return None
+
+    def leader_is_ours(pgid):
+        # The process that now has the recorded id must have the launcher's start time (a
+        # stranger may have the id by now). No such process: only our group's remaining
+        # members can hold the id, which killpg then finds.
+        try:
+            with open(f"hosts/{host}.leader") as f:
+                recorded = f.read().strip()
+            with open(f"/proc/{pgid}/stat") as f:
+                fields = f.read().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            return True
+        return not recorded or fields[19] == recorded
 
     while True:
         state = launcher_state()

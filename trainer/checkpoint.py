@@ -2,13 +2,19 @@
 
 A checkpoint is one ``torch.save`` file ``step-<step>.pt`` holding model, optimizer, step,
 epoch, data position, split, balancer state and RNG states. It is written to a temporary name,
-fsynced and renamed, so a crash never leaves a half-written file under the real name; a file
-that is truncated anyway (a full disk, a copy cut short) fails to load and the previous one is
-used. No shared filesystem is assumed: on resume rank 0 reads the file and broadcasts it.
+fsynced and renamed, so a crash never leaves a half-written file under the real name.
+
+Next to each file, ``step-<step>.pt.sha256`` holds the SHA-256 of its bytes (``sha256sum -c``
+reads it), written and renamed before the checkpoint itself. Loading verifies it: a file that
+changed after it was written (a same-size overwrite that torch would load without a word, a
+truncated copy) is skipped with the reason, and the previous good one is used. When checkpoint
+files exist but none passes, loading is an error naming each file and why, never a fresh start.
+No shared filesystem is assumed: on resume rank 0 reads the file and broadcasts it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import re
@@ -17,8 +23,33 @@ from typing import Any
 
 import torch
 
+from profiles.errors import CorralError
+
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step-(\d+)\.pt$")
+HASH_SUFFIX = ".sha256"
+"""The content hash of ``step-N.pt`` is in ``step-N.pt.sha256``."""
+_HASH_CHUNK = 1 << 20
+
+
+class CheckpointError(CorralError):
+    """Checkpoint files exist but none of them can be used: resuming would lose progress."""
+
+    title = "no usable checkpoint"
+
+
+def hash_path(path: Path) -> Path:
+    """The content-hash file of checkpoint ``path``."""
+    return path.with_name(path.name + HASH_SUFFIX)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of the file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def checkpoint_dir(run_dir: str | os.PathLike[str]) -> Path:
@@ -51,37 +82,75 @@ def save_checkpoint(
     path = checkpoint_path(run_dir, int(state["step"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp_hash = path.with_name(f".{path.name}{HASH_SUFFIX}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
             torch.save({"format": FORMAT_VERSION, **state}, f)
             f.flush()
             os.fsync(f.fileno())
+        # The hash of the bytes on disk (read back), in place before the file it vouches for.
+        with open(tmp_hash, "w", encoding="ascii") as f:
+            f.write(f"{file_sha256(tmp)}  {path.name}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_hash, hash_path(path))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        tmp_hash.unlink(missing_ok=True)
     _fsync_dir(path.parent)
     if keep > 0:
         for _, old in list_checkpoints(run_dir)[keep:]:
             old.unlink(missing_ok=True)
+            hash_path(old).unlink(missing_ok=True)
     return path
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """Why ``path`` cannot be trusted (no hash file, or bytes that differ from the hash
+    written with it); None when it is intact."""
+    try:
+        recorded = hash_path(path).read_text(encoding="ascii").split()[0]
+    except (OSError, UnicodeDecodeError, IndexError):
+        return f"its content hash {hash_path(path).name} is missing or unreadable"
+    try:
+        actual = file_sha256(path)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if actual != recorded:
+        return ("content hash mismatch: the file changed after it was written "
+                f"(expected sha256 {recorded[:12]}..., found {actual[:12]}...)")
+    return None
 
 
 def load_newest_checkpoint(
     run_dir: str | os.PathLike[str],
 ) -> tuple[Path, dict[str, Any], list[str]] | None:
-    """The newest checkpoint that loads completely: ``(path, state, skipped)``, where
-    ``skipped`` describes newer files that were unreadable; None when there is none."""
+    """The newest checkpoint that passes its content hash and loads: ``(path, state,
+    skipped)``, where ``skipped`` says why each newer file was passed over. None when there is
+    no checkpoint file at all; ``CheckpointError`` naming every file and why when there are
+    files but none can be used."""
     skipped: list[str] = []
-    for _, path in list_checkpoints(run_dir):
+    found = list_checkpoints(run_dir)
+    for _, path in found:
+        problem = verify_checkpoint(path)
+        if problem is not None:
+            skipped.append(f"{path.name}: {problem}")
+            continue
         try:
             # Our own file in our run directory; it holds plain Python state besides tensors.
             state = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc:
-            skipped.append(f"{path.name}: {type(exc).__name__}")
+            skipped.append(f"{path.name}: {type(exc).__name__}: {exc}".splitlines()[0])
             continue
         if isinstance(state, dict) and state.get("format") == FORMAT_VERSION and "model" in state:
             return path, state, skipped
         skipped.append(f"{path.name}: not a corral checkpoint")
+    if found:
+        raise CheckpointError(
+            f"{len(found)} checkpoint file(s) in {checkpoint_dir(run_dir)} but none can be "
+            "used, so resuming would start again from step 0: " + "; ".join(skipped)
+            + ". Restore a good copy, or start a new run without --resume.")
     return None
 
 

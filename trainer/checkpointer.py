@@ -21,7 +21,12 @@ from torch import nn
 
 from profiles.errors import UsageError
 from trainer.balancer import Balancer
-from trainer.checkpoint import load_newest_checkpoint, rng_state, save_checkpoint
+from trainer.checkpoint import (
+    CheckpointError,
+    load_newest_checkpoint,
+    rng_state,
+    save_checkpoint,
+)
 from trainer.config import TrainConfig
 from trainer.dist import print0
 from trainer.events import CheckpointEvent, EventWriter
@@ -129,7 +134,9 @@ def resume(config: TrainConfig, *, rank: int,
     dist.broadcast_object_list(box, src=0, device=device)
     payload = box[0]
     if payload["error"]:
-        raise UsageError(payload["error"])
+        # Files none of which can be used are not bad input: that run's progress is at stake.
+        error_type = CheckpointError if payload.get("unusable") else UsageError
+        raise error_type(payload["error"])
     if payload["state"] is None:
         return None
     return payload["path"], payload["state"]
@@ -138,6 +145,9 @@ def resume(config: TrainConfig, *, rank: int,
 def _read_newest(config: TrainConfig, payload: dict[str, Any]) -> None:
     try:
         found = load_newest_checkpoint(config.run_dir)
+    except CheckpointError as exc:
+        payload.update(error=str(exc), unusable=True)
+        return
     except OSError as exc:
         payload["error"] = f"cannot read checkpoints in {config.run_dir}: {exc}"
         return
@@ -153,7 +163,9 @@ def _read_newest(config: TrainConfig, payload: dict[str, Any]) -> None:
         return
     payload.update(state=state, path=str(path))
     for note in skipped:
-        print0(f"corral trainer: skipped incomplete checkpoint {note}")
+        print0(f"corral trainer: skipped checkpoint {note}")
+    if skipped:
+        print0(f"corral trainer: resuming from the previous good checkpoint {path}")
 
 
 def write_final(task: Task, model: nn.Module, run_dir: str) -> Path:

@@ -22,7 +22,9 @@ from profiles.errors import CorralError
 
 SCHEMA_VERSION = 1
 
-EndStatus = Literal["completed", "failed", "interrupted"]
+EndStatus = Literal["completed", "failed", "interrupted", "diverged"]
+"""How a rank ended. ``diverged``: the global loss became NaN or infinite; every rank stops at
+that step and nothing after the last good checkpoint is saved."""
 
 
 @dataclass(frozen=True, kw_only=True)

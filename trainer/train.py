@@ -10,6 +10,7 @@ comes. The run's changing state lives in one ``RunState``.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -67,6 +68,24 @@ from trainer.tasks.loader import build_task, task_label
 
 class Interrupted(Exception):
     """A second SIGINT/SIGTERM arrived: abandon the current step."""
+
+
+class Diverged(CorralError):
+    """The global loss is not finite: training has diverged (every rank raises it together)."""
+
+    title = "training diverged"
+    exit_code = 3
+
+
+def check_finite_loss(global_loss_sum: float, run: RunState) -> None:
+    """Raise ``Diverged`` when step ``run.step``'s global loss is NaN or infinite."""
+    if math.isfinite(global_loss_sum):
+        return
+    raise Diverged(
+        f"the loss is {global_loss_sum} at step {run.step}; the parameters are no longer "
+        "usable, so no checkpoint was written after it"
+        + (f" (the last good one is {run.checkpoint})" if run.checkpoint else "")
+        + ". Lower [run] lr (or check the data) and start again, or resume from that checkpoint")
 
 
 class StopSignals:
@@ -128,6 +147,8 @@ def train(config: TrainConfig) -> int:
             status, code = "interrupted", 128 + (stop.signum or signal.SIGTERM)
             error = (f"stopped by {signal.Signals(stop.signum).name}" if stop.signum
                      else "stopped: another rank was signalled")
+    except Diverged as exc:
+        status, error, code = "diverged", str(exc), exc.exit_code
     except Interrupted as exc:
         status, error, code = "interrupted", str(exc), 128 + (stop.signum or signal.SIGTERM)
     except CorralError as exc:
@@ -294,6 +315,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.run.step = step
         self.run.stopping = any(t.stop > 0 for t in tallies)
+        # Every rank holds the same tallies, so a non-finite loss stops every rank here,
+        # before the step is reported or checkpointed.
+        check_finite_loss(sum(t.loss_sum for t in tallies), self.run)
         return tallies
 
     def _report(self, tallies: list[StepTally], step_s: float) -> None:

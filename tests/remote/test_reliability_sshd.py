@@ -1,0 +1,179 @@
+"""Reliability over real sshd hosts: a stranger holding the run's old process-group id is never
+signalled, attaching changes nothing, run ids are matched whole, ``--resume`` picks a run it can
+continue, and a diverged run says so."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import remote.controller
+from profiles.errors import CorralError
+from remote.api import RankEvent, RunEvent, RunStatus
+from remote.controller import SshRunController
+from remote.runs import RunInfo, read_run_info, write_run_info
+from trainer.events import StartEvent, StepEvent
+
+try:
+    from runkit import bounded, run_processes, tiny_run
+except ImportError:  # collected as a package
+    from tests.remote.runkit import bounded, run_processes, tiny_run  # type: ignore[no-redef]
+
+pytestmark = [pytest.mark.sshd, pytest.mark.slow]
+
+NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
+
+
+def stranger_with_pid(pid: int) -> subprocess.Popen[bytes]:
+    """``setsid sleep`` whose PID (and so its process group) is ``pid``: the kernel hands out
+    ``ns_last_pid + 1`` next. Other processes may take it first; then try again."""
+    if os.geteuid() != 0 or not os.access(NS_LAST_PID, os.W_OK):
+        pytest.skip("needs root to choose the next PID")
+    for _ in range(200):
+        NS_LAST_PID.write_text(str(pid - 1))
+        proc = subprocess.Popen(["setsid", "sleep", "1000"])
+        if proc.pid == pid:
+            deadline = time.monotonic() + 10
+            while os.getpgid(pid) != pid:  # setsid(1) has not run yet
+                assert time.monotonic() < deadline, "setsid did not make its own group"
+                time.sleep(0.01)  # polling a condition with a deadline
+            return proc
+        proc.kill()
+        proc.wait()
+    pytest.skip(f"PID {pid} kept being taken by other processes")
+
+
+async def follow(handle) -> list[RunEvent]:
+    return [event async for event in bounded(handle.events())]
+
+
+async def test_stop_and_attach_never_signal_a_stranger_holding_the_runs_old_group_id(
+    sshd_cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = sshd_cluster(1)
+    config = cluster.config(run=replace(tiny_run(steps=50), lr=1e9))  # diverges: a failed run
+    controller = SshRunController(config, preflight=False)
+    try:
+        handle = await controller.start()
+        final = (await follow(handle))[-1]
+        assert isinstance(final, RunStatus) and final.state == "failed", final
+        run_dir = Path(config.cluster.run_root) / handle.run_id
+        pgid = int((run_dir / "hosts" / "h0.pgid").read_text())
+        stranger = stranger_with_pid(pgid)
+        try:
+            # `corral stop` of the finished run: the recorded group is no longer the run's.
+            report = await (await controller.attach(handle.run_id)).stop(grace_s=1)
+            assert report.clean, report
+            assert stranger.poll() is None, "the stranger holding the old group id was killed"
+            # Both ways a launcher can be gone: with its exit file (it ended by itself), and
+            # without (killed, or the host rebooted), a stranger having the id either way.
+            exit_file = run_dir / "hosts" / "h0.exit"
+            if exit_file.exists():
+                exit_file.unlink()
+            else:
+                exit_file.write_text("1\n")
+            report = await (await controller.attach(handle.run_id)).stop(grace_s=1)
+            assert report.clean, report
+            assert stranger.poll() is None, "the stranger holding the old group id was killed"
+            # Attaching to the failed run only reads: it stops nothing.
+            stops: list[str] = []
+            real_stop = remote.controller.stop_run
+
+            async def recorded_stop(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+                stops.append(repr(args))
+                return await real_stop(*args, **kwargs)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(remote.controller, "stop_run", recorded_stop)
+            again = (await follow(await controller.attach(handle.run_id)))[-1]
+            assert isinstance(again, RunStatus) and again.state == "failed"
+            assert stops == []
+            monkeypatch.undo()
+
+            info = read_run_info(config, handle.run_id)
+            assert info.state == "failed" and "no process left" in info.cleanup
+        finally:
+            stranger.kill()
+            stranger.wait()
+    finally:
+        await controller.aclose()
+
+
+async def test_a_diverged_run_fails_naming_the_divergence(sshd_cluster) -> None:
+    cluster = sshd_cluster(2)
+    config = cluster.config(run=replace(tiny_run(steps=50), lr=1e9, checkpoint_every=1))
+    controller = SshRunController(config, preflight=False)
+    try:
+        handle = await controller.start()
+        events = await follow(handle)
+    finally:
+        await controller.aclose()
+    final = events[-1]
+    assert isinstance(final, RunStatus) and final.state == "failed", final
+    assert "diverged" in final.detail and "the loss is" in final.detail
+    assert "not JSON compliant" not in final.detail
+    assert run_processes(handle.run_id) == []
+
+
+async def test_a_partial_or_unknown_run_id_is_an_error_and_touches_no_run(sshd_cluster) -> None:
+    cluster = sshd_cluster(1)
+    config = cluster.config(run=tiny_run(steps=100000))
+    controller = SshRunController(config, preflight=False)
+    try:
+        handle = await controller.start()
+        events = handle.events()
+        async for event in bounded(events):
+            if isinstance(event, RankEvent) and isinstance(event.event, StepEvent):
+                break
+        suffix = handle.run_id[-3:]
+        with pytest.raises(CorralError) as unknown:
+            await controller.attach(suffix)
+        assert "unknown run" in unknown.value.title and handle.run_id in str(unknown.value)
+        assert not (Path(config.cluster.run_root) / suffix).exists(), "a ghost run was recorded"
+        # The process match is on the whole id: the suffix matches none of the run's processes.
+        from remote.stop import run_pattern
+        found = subprocess.run(["pgrep", "-f", run_pattern(suffix)], capture_output=True)
+        assert found.stdout == b""
+        assert run_processes(handle.run_id), "the live run was touched"
+        # A unique start of the id is that run.
+        prefix = await controller.attach(handle.run_id[:-2])
+        assert prefix.run_id == handle.run_id
+        assert (await prefix.stop(grace_s=5)).clean
+        final = [e async for e in bounded(events)][-1]
+        assert isinstance(final, RunStatus) and final.state == "stopped"
+    finally:
+        await controller.aclose()
+
+
+async def test_resume_picks_the_newest_run_with_a_checkpoint(sshd_cluster) -> None:
+    cluster = sshd_cluster(1)
+    config = cluster.config(run=tiny_run(steps=2))
+    controller = SshRunController(config, preflight=False)
+    try:
+        first = await controller.start()
+        assert (await follow(first))[-1].state == "completed"  # type: ignore[union-attr]
+        # A newer run that failed its pre-flight check: recorded, but nothing on the hosts.
+        write_run_info(config, RunInfo(run_id=f"{first.run_id}x", cluster=config.cluster.name,
+                                       state="failed", started=time.time() + 1,
+                                       hosts=("h0",)))
+        with pytest.raises(CorralError, match="no checkpoint"):
+            await controller.start(resume=f"{first.run_id}x")
+        longer = SshRunController(replace(config, run=tiny_run(steps=4)), preflight=False)
+        try:
+            resumed = await longer.start(resume=True)
+            assert resumed.run_id == first.run_id
+            events = await follow(resumed)
+        finally:
+            await longer.aclose()
+    finally:
+        await controller.aclose()
+    assert events[-1].state == "completed"  # type: ignore[union-attr]
+    starts = [e.event for e in events if isinstance(e, RankEvent)
+              and isinstance(e.event, StartEvent)]
+    assert [s.step for s in starts] == [2]
+
+
