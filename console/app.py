@@ -21,12 +21,13 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer
 
-from console.controls import RunControls
+from console.past_runs import PastRuns
 from console.state import RunModel
 from console.widgets.balancer import BalancerPanel
 from console.widgets.header import RunHeader
 from console.widgets.hosts import HostsPanel
 from console.widgets.logs import LogsPanel
+from console.widgets.loss import LossPanel
 from console.widgets.modals import ConfirmScreen, HelpScreen, QuitScreen
 from console.widgets.throughput import ThroughputPanel
 from profiles.errors import CorralError
@@ -39,7 +40,7 @@ BUSY_REFRESH_S = 0.5
 """Panel redraw period under a flood of events (2 Hz)."""
 
 
-class ConsoleApp(RunControls):
+class ConsoleApp(PastRuns):
     """The operator's console for one cluster: panels, keys, and the run it drives."""
 
     CSS_PATH = Path(__file__).with_name("app.tcss")
@@ -54,6 +55,8 @@ class ConsoleApp(RunControls):
         Binding("p", "cycle_policy", "Policy"),
         Binding("l", "focus_logs", "Logs"),
         Binding("slash", "filter_logs", "Filter", key_display="/"),
+        Binding("h", "runs", "Runs"),
+        Binding("o", "report", "Report"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
     ]
@@ -64,6 +67,7 @@ class ConsoleApp(RunControls):
         with Container(id="body"):
             yield HostsPanel(self.model, id="hosts")
             yield ThroughputPanel(self.model, id="throughput")
+            yield LossPanel(self.model, id="loss")
             yield BalancerPanel(self.model, id="balancer")
             yield LogsPanel(self.model, id="logs")
         yield Footer()
@@ -98,6 +102,7 @@ class ConsoleApp(RunControls):
         self._drawn_at = now
         self.query_one(HostsPanel).sync()
         self.query_one(ThroughputPanel).sync()
+        self.query_one(LossPanel).sync()
         self.query_one(BalancerPanel).sync()
         self.query_one(LogsPanel).sync()
 
@@ -204,6 +209,9 @@ class ConsoleApp(RunControls):
                             self.action_filter_logs)
         yield SystemCommand("Toggle log follow", "Keep the newest log line in view (f)",
                             self.action_toggle_follow)
+        yield SystemCommand("Past runs", "This cluster's recorded runs; open one read-only (h)",
+                            self.action_runs)
+        yield SystemCommand("Report", "The current run's report (o)", self.action_report)
         yield SystemCommand("Help", "Keys and panels (?)", self.action_help)
         yield SystemCommand("Quit", "Quit the console (q)", self.action_quit)
         yield from (c for c in super().get_system_commands(screen)
@@ -229,7 +237,9 @@ def build_app(
         policy=config.run.policy, total_steps=config.run.steps,
         global_batch=config.run.global_batch,
     )
-    return ConsoleApp(controller=controller, model=model, attach_run=attach_run, clock=clock)
+    app = ConsoleApp(controller=controller, model=model, attach_run=attach_run, clock=clock)
+    app.config = config
+    return app
 
 
 def run_console(

@@ -20,6 +20,8 @@ from console.records import (
     RowView,
     ThroughputPoint,
 )
+from console.rows import DEAD_HOST_STATES, HOST_TO_ROW_STATUS, rank_view
+from console.totals import RunTotals
 from remote.api import (
     FINAL_RUN_STATES,
     CheckReport,
@@ -54,17 +56,6 @@ CAPACITY_SMOOTHING = 0.3
 ETA_WINDOW = 20
 """Recent steps whose pace gives the ETA."""
 
-RANK_STATUSES = (
-    "idle", "connecting", "pushing", "starting", "running", "straggler", "failed", "done",
-)
-"""What the hosts panel shows per row."""
-
-_HOST_TO_ROW_STATUS = {
-    None: "idle", "connecting": "connecting", "checking": "connecting", "pushing": "pushing",
-    "starting": "starting", "running": "starting", "done": "done", "stopped": "done",
-    "failed": "failed", "unreachable": "failed",
-}
-_DEAD_HOST_STATES = frozenset({"failed", "unreachable"})
 
 
 class RunModel:
@@ -125,6 +116,8 @@ class RunModel:
         self._rows_cache: tuple[int, list[RowView]] | None = None
         self._ranks_cache: list[RankRow] | None = None
         self._ideal_cache: tuple[int, float | None] = (-1, None)
+        self.totals = RunTotals()
+        """Whole-run sums and curves: what the panels show once the run has ended."""
         if run_id is not None:
             self.add_log("corral", f"following run {run_id}", t=t or 0.0)
         self.version += 1
@@ -165,7 +158,7 @@ class RunModel:
         if event.host not in self.hosts:
             self.host_order.append(event.host)
         self.hosts[event.host] = HostInfo(state=event.state, detail=event.detail)
-        dead = event.state in _DEAD_HOST_STATES
+        dead = event.state in DEAD_HOST_STATES
         text = f"{event.state}: {event.detail}" if event.detail else event.state
         self.add_log(f"{event.host}:corral", text, t=event.t, level="error" if dead else "info")
 
@@ -180,6 +173,7 @@ class RunModel:
             self.check_report = event.report
         if event.state in FINAL_RUN_STATES:
             self.finished_t = event.t
+            self._show_run_averages()
         if event.state == "failed":
             self.failed_host, self.failed_rank = event.failed_host, event.failed_rank
             row = self.ranks.get(event.failed_rank) if event.failed_rank is not None else None
@@ -188,6 +182,18 @@ class RunModel:
         text = f"run {event.run_id} {event.state}" + (f": {event.detail}" if event.detail else "")
         level = {"failed": "error", "stopped": "warning"}.get(event.state, "info")
         self.add_log("corral", text, t=event.t, level=level)
+
+    def _show_run_averages(self) -> None:
+        """The run ended: each rank's row shows its averages, not its last step."""
+        for rank, row in self.ranks.items():
+            rate, compute_s, step_s = self.totals.rank_mean(rank)
+            if rate is not None:
+                row.samples_per_s, row.compute_s, row.step_s = rate, compute_s, step_s
+
+    @property
+    def finished(self) -> bool:
+        """The run has ended and has steps: figures are whole-run averages and totals."""
+        return self.state in FINAL_RUN_STATES and self.totals.steps > 0
 
     def _row(self, rank: int, host: str) -> RankRow:
         row = self.ranks.get(rank)
@@ -202,6 +208,7 @@ class RunModel:
     def _apply_rank_event(self, wrapped: RankEvent) -> None:
         event = wrapped.event
         row = self._row(event.rank, wrapped.host)
+        self.totals.observe(event)
         if isinstance(event, StepEvent):
             self._apply_step(row, event)
         elif isinstance(event, ResourceEvent):
@@ -296,7 +303,10 @@ class RunModel:
 
     @property
     def ideal_samples_per_s(self) -> float | None:
-        """Σ of every rank's solo capacity: the throughput with no waiting at all."""
+        """Σ of every rank's solo capacity: the throughput with no waiting at all (over the
+        whole run once it has ended)."""
+        if self.finished:
+            return self.totals.ideal_samples_per_s
         if self._ideal_cache[0] != self.version:
             self._ideal_cache = (self.version, self._ideal())
         return self._ideal_cache[1]
@@ -316,7 +326,9 @@ class RunModel:
 
     @property
     def samples_per_s(self) -> float | None:
-        """The cluster's latest measured throughput."""
+        """The cluster's latest measured throughput (its mean once the run has ended)."""
+        if self.finished:
+            return self.totals.mean_samples_per_s
         return self.history[-1].samples_per_s if self.history else None
 
     @property
@@ -370,32 +382,13 @@ class RunModel:
         if self._rows_cache is not None and self._rows_cache[0] == self.version:
             return self._rows_cache[1]
         threshold = self.straggler_threshold()
-        views = [self._rank_view(row, threshold) for row in self.sorted_ranks()]
+        views = [rank_view(self, row, threshold) for row in self.sorted_ranks()]
         with_ranks = {row.host for row in self.ranks.values()}
         for name in self.host_order:
             if name not in with_ranks:
                 info = self.hosts[name]
-                dead = info.state in _DEAD_HOST_STATES
+                dead = info.state in DEAD_HOST_STATES
                 views.append(RowView(host=name, rank=None, stale=dead, reason=info.detail,
-                                     status=_HOST_TO_ROW_STATUS.get(info.state, "idle")))
+                                     status=HOST_TO_ROW_STATUS.get(info.state, "idle")))
         self._rows_cache = (self.version, views)
         return views
-
-    def _rank_view(self, row: RankRow, threshold: float | None) -> RowView:
-        host = self.hosts.get(row.host, HostInfo())
-        if row.end_status == "failed" or host.state in _DEAD_HOST_STATES or (
-                self.failed_rank == row.rank and self.state == "failed"):
-            return RowView(host=row.host, rank=row, status="failed", stale=True,
-                           reason=row.reason or host.detail or self.state_detail)
-        if row.end_status is not None or host.state in ("done", "stopped") or (
-                self.state in FINAL_RUN_STATES):
-            return RowView(host=row.host, rank=row, status="done", stale=False,
-                           reason=row.reason)
-        if row.compute_s is None:
-            status = _HOST_TO_ROW_STATUS.get(host.state, "starting")
-            if status in ("idle", "done"):
-                status = "starting"
-            return RowView(host=row.host, rank=row, status=status, stale=False, reason="")
-        straggler = threshold is not None and row.compute_s > threshold
-        return RowView(host=row.host, rank=row, status="straggler" if straggler else "running",
-                       stale=False, reason="")

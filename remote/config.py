@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from remote import config_rules as rules
-from remote.config_errors import ConfigError, ConfigProblem, closest, host_where, quote
+from remote.config_errors import (
+    ConfigError,
+    ConfigProblem,
+    closest,
+    file_error,
+    file_order,
+    host_where,
+    quote,
+)
 from remote.config_errors import section_where as _where
 from remote.config_toml import field_hints, toml_type, typed_fields
 
@@ -127,12 +135,10 @@ class HostSection:
 
 @dataclass(frozen=True, kw_only=True)
 class RunSection:
-    """``[run]``: the trainer's settings (each maps to a ``python -m trainer`` flag), and the
-    run's name."""
+    """``[run]``: the run's name and the trainer's settings (each a ``python -m trainer`` flag)."""
 
     name: str | None = None
-    """A name for the runs started from this file (``corral run --name`` overrides it): shown
-    in the console header, ``corral status``, reports and TensorBoard; the run id stays unique."""
+    """The runs' name (``corral run --name`` overrides it), shown with their unique run id."""
     model: str = "simple_cnn"
     """Network to train (the trainer's ``--model``)."""
     dataset: str = "synthetic_image"
@@ -259,14 +265,14 @@ def load_cluster(path: str | os.PathLike[str]) -> ClusterConfig:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise _file_error(path, "no such file; start from the repository's cluster.toml "
+        raise file_error(path, "no such file; start from the repository's cluster.toml "
                                 "(keys are described in docs/cluster-toml.md)") from None
     except OSError as error:
-        raise _file_error(path, f"cannot be read: {error.strerror or error}") from None
+        raise file_error(path, f"cannot be read: {error.strerror or error}") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise _file_error(path, f"is not UTF-8 text (bad byte at offset {error.start})",
+        raise file_error(path, f"is not UTF-8 text (bad byte at offset {error.start})",
                           title=f"{path.name} is invalid") from None
     return parse_cluster(text, path=path)
 
@@ -278,25 +284,12 @@ def parse_cluster(text: str, *, path: str | os.PathLike[str]) -> ClusterConfig:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise _file_error(path, f"invalid TOML: {error}", title=f"{path.name} is invalid") \
+        raise file_error(path, f"invalid TOML: {error}", title=f"{path.name} is invalid") \
             from None
     except RecursionError:
-        raise _file_error(path, "invalid TOML: arrays or tables nested too deeply",
+        raise file_error(path, "invalid TOML: arrays or tables nested too deeply",
                           title=f"{path.name} is invalid") from None
     return _Reader(path).build(document)
-
-
-def _file_order(problem: ConfigProblem) -> tuple[int, int]:
-    """Problems in the order of the file's sections (unknown sections first)."""
-    head = problem.where.split(" ")[0].split(".")[0]
-    if head.startswith("hosts["):
-        return 2, int(head[len("hosts["):-1])
-    return {"[cluster]": 1, "[[hosts]]": 2, "[run]": 3, "[ssh]": 4}.get(head, 0), -1
-
-
-def _file_error(path: Path, message: str, *, title: str | None = None) -> ConfigError:
-    problem = ConfigProblem(path=path, where="", message=message)
-    return ConfigError([problem], title=title or f"cannot read {path.name}")
 
 
 class _Reader:
@@ -328,7 +321,7 @@ class _Reader:
         for where, message in rules.cross_problems(cluster or {}, hosts, run or {}):
             self.add(where, message)
         if self.problems or cluster is None or not hosts:
-            self.problems.sort(key=_file_order)  # stable: within a table, the order found
+            self.problems.sort(key=file_order)  # stable: within a table, the order found
             raise ConfigError(self.problems, title=f"{self.path.name} is invalid")
         return ClusterConfig(
             path=self.path, cluster=ClusterSection(**cluster),

@@ -89,3 +89,17 @@ def did_you_mean(word: str, choices: Iterable[str], *, fmt: str = "'{}'") -> str
     """``"; did you mean 'x'?"`` for the closest choice, or ``""`` when nothing is close."""
     match = closest(word, choices)
     return f"; did you mean {fmt.format(match)}?" if match is not None else ""
+
+
+def file_order(problem: ConfigProblem) -> tuple[int, int]:
+    """Problems in the order of the file's sections (unknown sections first)."""
+    head = problem.where.split(" ")[0].split(".")[0]
+    if head.startswith("hosts["):
+        return 2, int(head[len("hosts["):-1])
+    return {"[cluster]": 1, "[[hosts]]": 2, "[run]": 3, "[ssh]": 4}.get(head, 0), -1
+
+
+def file_error(path: Path, message: str, *, title: str | None = None) -> ConfigError:
+    """A problem with the whole file (missing, unreadable, not TOML)."""
+    problem = ConfigProblem(path=path, where="", message=message)
+    return ConfigError([problem], title=title or f"cannot read {path.name}")

@@ -109,7 +109,8 @@ class RunSummary:
     p95_samples_per_s: float | None
     """Percentiles of the per-step cluster throughput."""
     ideal_samples_per_s: float | None
-    """Median over steps of Σ ranks' ``local_batch / compute_s``: no rank ever waiting."""
+    """Σ over ranks of each rank's solo rate (Σ its samples / Σ its compute time): the
+    throughput with no rank ever waiting."""
     efficiency: float | None
     """``mean_samples_per_s / ideal_samples_per_s``."""
     moves: list[Move]
@@ -182,6 +183,18 @@ def _restarts(starts: list[StartEvent], rank0_steps: list[Recorded]) -> tuple[in
     return max(0, len(starts) - 1), lost
 
 
+def _ideal(steps: dict[int, StepRow]) -> float | None:
+    """Σ ranks' solo rates: Σ samples / Σ compute time of each rank over the run."""
+    samples: dict[int, int] = {}
+    compute: dict[int, float] = {}
+    for row in steps.values():
+        for rank, cell in row.ranks.items():
+            samples[rank] = samples.get(rank, 0) + cell.local_batch
+            compute[rank] = compute.get(rank, 0.0) + cell.compute_s
+    rates = [samples[r] / compute[r] for r in samples if compute[r] > 0]
+    return sum(rates) if rates else None
+
+
 def _outcome(history: RunHistory, steps_done: int) -> Outcome:
     ends = [line.event for line in history.lines if isinstance(line.event, EndEvent)]
     state = history.info.state
@@ -234,9 +247,8 @@ def summarize(history: RunHistory) -> tuple[RunSummary, RunSeries]:
     rates = [row.cluster_samples_per_s for row in steps.values() if row.cluster_samples_per_s]
     step_time = sum(row.step_s for row in steps.values())
     samples = sum(row.global_batch for row in steps.values())
-    ideals = [row.ideal_samples_per_s for row in steps.values() if row.ideal_samples_per_s]
     mean_rate = samples / step_time if step_time > 0 else None
-    ideal = statistics.median(ideals) if ideals else None
+    ideal = _ideal(steps)
     first: StartEvent | None = starts_all[0] if starts_all else starts.get(0)
     steps_done = max(steps) if steps else (first.step if first else 0)
     lrs = [row.lr for row in steps.values() if row.lr is not None]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from console_helpers import make_app, screen_text, settle, wait_for
 
-from console.fake import FakeController, ScriptItem
+from console.fake import FakeController, ScriptItem, scripted_run
 from console.widgets.modals import CheckReportScreen, ConfirmScreen, HelpScreen, QuitScreen
 from profiles.errors import CorralError, UsageError
-from remote.api import CheckItem, CheckReport, RunStatus
+from remote.api import CheckItem, CheckReport, RankEvent, RunStatus
+from trainer.events import StepEvent
 
 
 async def test_start_runs_and_panels_show_the_runs_numbers() -> None:
@@ -19,14 +20,22 @@ async def test_start_runs_and_panels_show_the_runs_numbers() -> None:
         await settle(pilot)
         text = screen_text(app)
     assert controller.calls[0] == ("start", {"resume": False, "policy": "dynamic"})
-    # Hosts: the rebalanced local batches and each rank's samples/s.
-    assert "alpha" in text and "89.5" in text and "44.7" in text and "23.7" in text
-    # Throughput: measured, ideal and efficiency.
-    assert "158 samples/s" in text and "ideal 175" in text and "efficiency 90%" in text
+    # The run has ended: whole-run averages, not the last step's values (89.5, 44.7, 23.7
+    # samples/s per rank and 158 samples/s for the cluster at step 20).
+    steps = [e.event for e in scripted_run("fake-1", hosts=controller.hosts)
+             if isinstance(e, RankEvent) and isinstance(e.event, StepEvent)]
+    rank_means = [sum(e.local_batch for e in steps if e.rank == r)
+                  / sum(e.step_s for e in steps if e.rank == r) for r in range(3)]
+    rank0 = [e for e in steps if e.rank == 0]
+    cluster_mean = sum(60 for _ in rank0) / sum(e.step_s for e in rank0)
+    assert "alpha" in text and all(f"{m:.1f}" in text for m in rank_means), rank_means
+    assert "89.5" not in text and "run averages" in text
+    # Throughput: the run's mean against its ideal, and the efficiency.
+    assert f"mean {cluster_mean:.0f} samples/s" in text and "efficiency 70%" in text
     # Balancer: the decision with predicted and measured gain.
     assert "20/20/20 → 34/17/9" in text and "pred +55%" in text and "meas +55%" in text
-    # Header: progress and state.
-    assert "step 20/20" in text and "completed" in text and "100%" in text
+    # Header: progress, state and the run's totals.
+    assert "20/20 steps in" in text and "completed" in text and "100%" in text
 
 
 async def test_failing_rank_is_shown_failed_with_its_reason() -> None:

@@ -64,3 +64,11 @@ def test_quit_dialog_with_a_live_run(snap_compare: Any) -> None:
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_completed_run_at_120x40(snap_compare: Any) -> None:
+    """The loss curve with its axes next to throughput; header and panels show the run's
+    averages and totals once it has ended."""
+    app = make_app(FakeController())
+    assert snap_compare(app, terminal_size=(120, 40),
+                        run_before=run_until(lambda m: m.state == "completed"))

@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.widget import Widget
 
 from console.state import RunModel
-from console.widgets.common import bar, fmt_duration
+from console.widgets.common import bar, fmt_duration, fmt_percent, fmt_rate
 
 STATE_STYLES = {
     "idle": "grey50", "checking": "cyan", "pushing": "cyan", "launching": "cyan",
@@ -31,8 +31,8 @@ def title_line(model: RunModel) -> Text:
     return text
 
 
-def progress_line(model: RunModel, now: float, width: int) -> Text:
-    """``[████▌    ] 31%  step 123/400  ep 2  ETA 2m05s  loss 0.423  elapsed 1m12s``."""
+def live_parts(model: RunModel, now: float) -> list[str]:
+    """``step 123/400  ep 2  ETA 2m05s  loss 0.423  elapsed 1m12s``: where a run is now."""
     total = model.total_steps
     parts = [f"step {model.step}/{total}" if total else f"step {model.step}"]
     if model.steps_per_epoch:
@@ -40,6 +40,29 @@ def progress_line(model: RunModel, now: float, width: int) -> Text:
     parts.append(f"ETA {fmt_duration(model.eta_s)}")
     parts.append("loss —" if model.loss is None else f"loss {model.loss:.4g}")
     parts.append(f"elapsed {fmt_duration(model.elapsed_s(now))}")
+    return parts
+
+
+def finished_parts(model: RunModel, now: float) -> list[str]:
+    """``300/300 steps in 1m23s  mean 812 samples/s  eff 85%  loss 0.201 (best 0.199)``:
+    the whole run's totals and averages, once it has ended."""
+    total = f"/{model.total_steps}" if model.total_steps else ""
+    parts = [f"{model.step}{total} steps in {fmt_duration(model.elapsed_s(now))}",
+             f"mean {fmt_rate(model.samples_per_s)} samples/s",
+             f"eff {fmt_percent(model.efficiency)}"]
+    last, best = model.totals.loss.last, model.totals.loss.best
+    if last is not None:
+        loss = f"loss {last[1]:.4g}"
+        if best is not None and best[0] != last[0]:
+            loss += f" (best {best[1]:.4g})"
+        parts.append(loss)
+    return parts
+
+
+def progress_line(model: RunModel, now: float, width: int) -> Text:
+    """``[████▌    ] 31%  step 123/400 ...``: progress and where the run is (its totals and
+    averages once it has ended)."""
+    parts = finished_parts(model, now) if model.finished else live_parts(model, now)
     tail = "  " + "  ".join(parts)
     fraction = model.progress or 0.0
     bar_width = max(5, width - len(tail) - 7)

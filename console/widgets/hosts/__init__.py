@@ -122,7 +122,8 @@ class HostsPanel(LinesView):
         rows = self.model.rows()
         ranks = sum(1 for r in rows if r.rank is not None)
         hosts = len({r.host for r in rows})
-        subtitle = f"{hosts} hosts · {ranks} ranks"
+        subtitle = f"{hosts} hosts · {ranks} ranks" + (
+            " · run averages" if self.model.finished else "")
         if subtitle != self._subtitle_shown:  # setting it repaints the whole panel
             self._subtitle_shown = self.border_subtitle = subtitle
         super().sync()

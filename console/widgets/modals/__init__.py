@@ -145,6 +145,8 @@ HELP_TEXT = """\
   p       balancing policy for the next start (cycles)
   l       focus the logs; there, f turns follow on/off
   /       filter the logs (substring; Esc closes)
+  h       past runs of this cluster; Enter opens one read-only
+  o       the current run's report (averages, moves, charts)
   ctrl+p  command palette with the same actions
   ?       this help
   q       quit; with a live run: leave it running or stop it
@@ -156,7 +158,9 @@ HELP_TEXT = """\
                  A dead host keeps its last values, greyed.
   Throughput     cluster samples/s (bars) against the ideal
                  (line): the sum of every rank's solo capacity.
-                 Efficiency = measured / ideal.
+                 Efficiency = measured / ideal. Once a run has
+                 ended: its mean, not the last step's.
+  Loss           the global loss (and eval metrics) over steps.
   Balancer       the split per rank, the policy, and each
                  decision: predicted gain, and the gain measured
                  a few steps later.

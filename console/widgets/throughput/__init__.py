@@ -20,12 +20,12 @@ _FILL = " ▁▂▃▄▅▆▇█"
 def summary(model: RunModel, width: int = 80) -> Text:
     """``812 samples/s  ideal 950  efficiency 85%`` (``812/s  ideal 950/s ...`` when narrow)."""
     unit = " samples/s" if width >= 42 else "/s"
-    text = Text()
+    text = Text("mean " if model.finished else "")  # a whole run's average, once it ended
     text.append(fmt_rate(model.samples_per_s) + unit, style=f"bold {MEASURED_STYLE}")
     text.append("  ideal ")
     text.append(fmt_rate(model.ideal_samples_per_s) + ("" if width >= 42 else "/s"),
                 style=IDEAL_STYLE)
-    text.append("  efficiency ")
+    text.append("  efficiency " if width >= 42 else "  eff ")
     text.append(fmt_percent(model.efficiency), style="bold")
     return text
 

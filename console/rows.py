@@ -1,0 +1,44 @@
+"""The hosts panel's view of a rank: its status (failed, done, straggler...) and why."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from console.records import HostInfo, RankRow, RowView
+from remote.api import FINAL_RUN_STATES
+
+if TYPE_CHECKING:
+    from console.state import RunModel
+
+RANK_STATUSES = (
+    "idle", "connecting", "pushing", "starting", "running", "straggler", "failed", "done",
+)
+"""What the hosts panel shows per row."""
+
+HOST_TO_ROW_STATUS = {
+    None: "idle", "connecting": "connecting", "checking": "connecting", "pushing": "pushing",
+    "starting": "starting", "running": "starting", "done": "done", "stopped": "done",
+    "failed": "failed", "unreachable": "failed",
+}
+DEAD_HOST_STATES = frozenset({"failed", "unreachable"})
+
+
+def rank_view(model: RunModel, row: RankRow, threshold: float | None) -> RowView:
+    """How the hosts panel shows one rank: failed, done, starting, straggler or running."""
+    host = model.hosts.get(row.host, HostInfo())
+    if row.end_status == "failed" or host.state in DEAD_HOST_STATES or (
+            model.failed_rank == row.rank and model.state == "failed"):
+        return RowView(host=row.host, rank=row, status="failed", stale=True,
+                       reason=row.reason or host.detail or model.state_detail)
+    if row.end_status is not None or host.state in ("done", "stopped") or (
+            model.state in FINAL_RUN_STATES):
+        return RowView(host=row.host, rank=row, status="done", stale=False,
+                       reason=row.reason)
+    if row.compute_s is None:
+        status = HOST_TO_ROW_STATUS.get(host.state, "starting")
+        if status in ("idle", "done"):
+            status = "starting"
+        return RowView(host=row.host, rank=row, status=status, stale=False, reason="")
+    straggler = threshold is not None and row.compute_s > threshold
+    return RowView(host=row.host, rank=row, status="straggler" if straggler else "running",
+                   stale=False, reason="")

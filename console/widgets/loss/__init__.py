@@ -1,0 +1,68 @@
+"""Loss panel: the global training loss (and any eval metric) over steps, with axes."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from console.state import RunModel
+from console.termplot import Line, chart, legend
+from console.widgets.common import LinesView
+
+LOSS_STYLE = "cyan"
+EVAL_STYLES = ("magenta", "yellow", "red")
+
+
+def loss_lines(model: RunModel) -> tuple[list[Line], list[int]]:
+    """The chart's series on the loss curve's steps: loss, then each eval metric."""
+    points = model.totals.loss.points
+    steps = [step for step, _ in points]
+    lines = [Line("loss", [value for _, value in points], LOSS_STYLE)]
+    for index, (name, curve) in enumerate(sorted(model.totals.evals.items())):
+        at = dict(curve.points)
+        lines.append(Line(f"eval {name}", [at.get(step) for step in steps],
+                          EVAL_STYLES[index % len(EVAL_STYLES)]))
+    return lines, steps
+
+
+def title_line(model: RunModel) -> Text:
+    """``● loss 0.2012 (best 0.1990 @ 281)  ● eval loss 0.25``."""
+    lines, _ = loss_lines(model)
+    text = legend(lines[:1])
+    last, best = model.totals.loss.last, model.totals.loss.best
+    if last is not None:
+        text.append(f" {last[1]:.4g}")
+        if best is not None and best[0] != last[0]:
+            text.append(f" (best {best[1]:.4g} @ {best[0]})", style="grey50")
+    for line, (_, curve) in zip(lines[1:], sorted(model.totals.evals.items()), strict=True):
+        text.append("  ")
+        text.append_text(legend([line]))
+        if curve.last is not None:
+            text.append(f" {curve.last[1]:.4g}")
+    return text
+
+
+class LossPanel(LinesView):
+    """The loss curve filling the panel, its newest and best value on the first line."""
+
+    def __init__(self, model: RunModel, *, id: str | None = None) -> None:
+        super().__init__(count=lambda: self.size.height, line=self._line,
+                         signature=self._signature, id=id)
+        self.model = model
+        self.border_title = "Loss"
+        self._lines: list[Text] = []
+        self._lines_key: object = None
+        self.can_focus = False
+
+    def _signature(self) -> object:
+        totals = self.model.totals
+        return (totals.loss.last, len(totals.loss.points),
+                tuple((name, c.last) for name, c in totals.evals.items()))
+
+    def _line(self, index: int, width: int) -> Text:
+        key = (self._signature(), width, self.size.height)
+        if key != self._lines_key:
+            self._lines_key = key
+            lines, steps = loss_lines(self.model)
+            self._lines = [title_line(self.model),
+                           *chart(lines, steps, width, self.size.height - 1)]
+        return self._lines[index].copy() if index < len(self._lines) else Text()

@@ -1,0 +1,68 @@
+"""A past run opened from the runs screen: the live console's panels, read-only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Container
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from console.state import RunModel
+from console.widgets.balancer import BalancerPanel
+from console.widgets.header import RunHeader
+from console.widgets.hosts import HostsPanel
+from console.widgets.logs import LogsPanel
+from console.widgets.loss import LossPanel
+from console.widgets.runs import READ_ONLY_KEYS
+from console.widgets.throughput import ThroughputPanel
+
+
+class PastRunScreen(Screen[None]):
+    """The same header and panels as the live console, drawn once from a recorded run."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Back"),
+        Binding("o", "report", "Report"),
+        Binding(READ_ONLY_KEYS, "read_only", show=False),
+    ]
+
+    def __init__(self, model: RunModel, clock: Callable[[], float], *,
+                 report: Callable[[], None]) -> None:
+        super().__init__()
+        self.model = model
+        self.clock = clock
+        self._report = report
+
+    def compose(self) -> ComposeResult:
+        yield RunHeader(self.model, self.clock, id="header")
+        with Container(id="body"):
+            yield HostsPanel(self.model, id="hosts")
+            yield ThroughputPanel(self.model, id="throughput")
+            yield LossPanel(self.model, id="loss")
+            yield BalancerPanel(self.model, id="balancer")
+            yield LogsPanel(self.model, id="logs")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"recorded run {self.model.run_id} (read-only)"
+        self.call_after_refresh(self.sync)
+
+    def sync(self) -> None:
+        """Draw every panel from the model (it does not change)."""
+        for panel in (RunHeader, HostsPanel, ThroughputPanel, LossPanel, BalancerPanel,
+                      LogsPanel):
+            self.query_one(panel).sync()  # type: ignore[attr-defined]
+
+    def action_report(self) -> None:
+        self._report()
+
+    def action_read_only(self) -> None:
+        self.notify("This is a recorded run: nothing to start or stop here (Esc goes back).",
+                    severity="warning", timeout=4)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
