@@ -7,6 +7,11 @@ same stream drained with no console) and reported next to the total.
 
     python bench/console_load.py            # 256 ranks, 10 events/s each, 30 s
     python bench/console_load.py --quick    # 5 s
+
+With ``--tensorboard both`` (the default when the tensorboard package is installed) the run is
+measured with and without TensorBoard files being written (every rank event's JSON line goes
+through ``remote.tensorboard.BoardWriter``, as the live follower's copy hands it over),
+interleaved ``--repeat`` times; medians are reported side by side.
 """
 
 from __future__ import annotations
@@ -15,15 +20,21 @@ import argparse
 import asyncio
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from console.app import ConsoleApp
-from console.fake import LoadController, LoadRun
+from console.fake import FakeRun, LoadController, LoadRun
 from console.state import RunModel
 from console.widgets.modals import HelpScreen
+from remote.api import RankEvent, RunEvent
+from trainer.events import event_to_json
 
 CPU_TARGET = 0.25
 LATENCY_TARGET_S = 0.100
@@ -45,18 +56,58 @@ class TimedConsole(ConsoleApp):
         super().action_help()
 
 
-async def source_only_cpu(ranks: int, rate: float, duration: float) -> float:
-    """CPU seconds the synthetic stream costs on its own (drained, nothing rendered)."""
+class BoardLoadRun(LoadRun):
+    """The synthetic load, each rank event also written to TensorBoard files from its JSON
+    line, the way the follower's local copy feeds the writer during a real run."""
+
+    def __init__(self, run_id: str, *, board_dir: Path, **load: Any) -> None:
+        super().__init__(run_id, **load)
+        from remote.tensorboard import BoardWriter
+
+        self.board = BoardWriter(board_dir)
+
+    async def events(self) -> AsyncIterator[RunEvent]:
+        async for event in super().events():
+            if isinstance(event, RankEvent):
+                self.board.add_line(event.host, event.event.rank, event_to_json(event.event))
+            yield event
+        self.board.close()
+
+
+@dataclass
+class BoardLoadController(LoadController):
+    """``LoadController`` whose run writes TensorBoard files into ``board_dir``."""
+
+    board_dir: Path = Path(".")
+
+    async def start(self, *, resume: bool = False, policy: str | None = None,
+                    name: str | None = None) -> FakeRun:
+        run = BoardLoadRun(f"load-{len(self.runs) + 1}", board_dir=self.board_dir, **self.load)
+        self.runs.append(run)
+        return run
+
+
+async def source_only_cpu(ranks: int, rate: float, duration: float, *,
+                          lines: bool = False) -> float:
+    """CPU seconds the synthetic stream costs on its own (drained, nothing rendered).
+
+    ``lines``: also encode each rank event as its JSON line: in a real run the trainer writes
+    those on the hosts, so the TensorBoard variant does not count them as the console's.
+    """
     run = LoadRun("source-only", ranks=ranks, rate_hz=rate, duration_s=duration)
     cpu0 = time.process_time()
-    async for _ in run.events():
-        pass
+    async for event in run.events():
+        if lines and isinstance(event, RankEvent):
+            event_to_json(event.event)
     return time.process_time() - cpu0
 
 
 async def console_under_load(ranks: int, rate: float, duration: float,
-                             size: tuple[int, int]) -> dict[str, float]:
-    controller = LoadController(load={"ranks": ranks, "rate_hz": rate, "duration_s": duration})
+                             size: tuple[int, int], board_dir: Path | None = None,
+                             ) -> dict[str, float]:
+    load = {"ranks": ranks, "rate_hz": rate, "duration_s": duration}
+    controller = (LoadController(load=load) if board_dir is None
+                  else BoardLoadController(load=load, board_dir=board_dir))
     probe = LoadRun("probe", ranks=ranks)
     model = RunModel(cluster_name="load", hosts=probe.hosts, policy="dynamic")
     app = TimedConsole(controller=controller, model=model)
@@ -87,6 +138,50 @@ async def console_under_load(ranks: int, rate: float, duration: float,
     }
 
 
+def measure(args: argparse.Namespace, duration: float, size: tuple[int, int],
+            board: bool) -> dict[str, float]:
+    """One console run under load (TensorBoard files written when ``board``), its source's
+    own CPU measured apart: the figures of one table."""
+    with tempfile.TemporaryDirectory(prefix="corral-board-") as tmp:
+        result = asyncio.run(console_under_load(args.ranks, args.rate, duration, size,
+                                                Path(tmp) if board else None))
+        written = sum(f.stat().st_size for f in Path(tmp).iterdir()) if board else 0
+    source = asyncio.run(source_only_cpu(args.ranks, args.rate, duration, lines=board))
+    wall = result["wall_s"]
+    return {**result, "total": result["cpu_s"] / wall,
+            "console_only": max(0.0, result["cpu_s"] - source) / wall, "board_bytes": written}
+
+
+def table(label: str, runs: list[dict[str, float]], args: argparse.Namespace) -> bool:
+    """Print the medians of ``runs``; True when they meet the targets."""
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    total, console_only = med("total"), med("console_only")
+    median, worst = med("latency_median_s"), max(r["latency_max_s"] for r in runs)
+    spread = [f"{r['console_only']:.1%}" for r in runs]
+
+    def verdict(ok: bool) -> str:
+        return "ok" if ok else "**over**"
+
+    print(f"#### {label} (median of {len(runs)}; console alone per run: {', '.join(spread)})\n")
+    print("| metric | value | target | |")
+    print("|---|---|---|---|")
+    print(f"| events delivered | {med('events'):.0f} ({med('events') / med('wall_s'):.0f}/s) "
+          f"| {args.ranks * args.rate:.0f}/s | |")
+    if med("board_bytes"):
+        print(f"| TensorBoard files written | {med('board_bytes') / 1e6:.1f} MB | | |")
+    print(f"| CPU, whole process (console + synthetic source) | {total:.1%} of a core "
+          f"| < {CPU_TARGET:.0%} | {verdict(total < CPU_TARGET)} |")
+    print(f"| CPU, console alone (source measured apart) | {console_only:.1%} of a core "
+          f"| < {CPU_TARGET:.0%} | {verdict(console_only < CPU_TARGET)} |")
+    print(f"| key → action, median | {median * 1000:.1f} ms "
+          f"| < {LATENCY_TARGET_S * 1000:.0f} ms | {verdict(median < LATENCY_TARGET_S)} |")
+    print(f"| key → action, max | {worst * 1000:.1f} ms | < {LATENCY_TARGET_S * 1000:.0f} ms "
+          f"| {verdict(worst < LATENCY_TARGET_S)} |\n")
+    return console_only < CPU_TARGET and worst < LATENCY_TARGET_S
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ranks", type=int, default=256)
@@ -94,35 +189,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load")
     parser.add_argument("--quick", action="store_true", help="5 s instead of --duration")
     parser.add_argument("--size", default="160x50", help="terminal size, COLSxROWS")
+    parser.add_argument("--tensorboard", choices=("off", "on", "both"), default=None,
+                        help="write TensorBoard files during the run (default: both, "
+                             "interleaved, when tensorboard is installed; else off)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each variant")
     args = parser.parse_args(argv)
     duration = 5.0 if args.quick else args.duration
     cols, rows = (int(v) for v in args.size.split("x"))
+    from remote.tensorboard import available
 
-    result = asyncio.run(console_under_load(args.ranks, args.rate, duration, (cols, rows)))
-    source = asyncio.run(source_only_cpu(args.ranks, args.rate, duration))
-    wall = result["wall_s"]
-    total = result["cpu_s"] / wall
-    console_only = max(0.0, result["cpu_s"] - source) / wall
-    median, worst = result["latency_median_s"], result["latency_max_s"]
-
-    def verdict(ok: bool) -> str:
-        return "ok" if ok else "**over**"
-
+    mode = args.tensorboard or ("both" if available() else "off")
+    variants = {"off": [False], "on": [True], "both": [False, True]}[mode]
+    results: dict[bool, list[dict[str, float]]] = {v: [] for v in variants}
+    for _ in range(args.repeat):  # interleaved: A B A B ... so drift hits both alike
+        for board in variants:
+            results[board].append(measure(args, duration, (cols, rows), board))
     print(f"### Console load: {args.ranks} ranks × {args.rate:g} events/s for {duration:g} s "
           f"({cols}×{rows}, headless)\n")
-    print("| metric | value | target | |")
-    print("|---|---|---|---|")
-    print(f"| events delivered | {result['events']:.0f} ({result['events'] / wall:.0f}/s) "
-          f"| {args.ranks * args.rate:.0f}/s | |")
-    print(f"| CPU, whole process (console + synthetic source) | {total:.1%} of a core "
-          f"| < {CPU_TARGET:.0%} | {verdict(total < CPU_TARGET)} |")
-    print(f"| CPU, console alone (source measured apart) | {console_only:.1%} of a core "
-          f"| < {CPU_TARGET:.0%} | {verdict(console_only < CPU_TARGET)} |")
-    print(f"| key → action, median ({result['keys']:.0f} presses) | {median * 1000:.1f} ms "
-          f"| < {LATENCY_TARGET_S * 1000:.0f} ms | {verdict(median < LATENCY_TARGET_S)} |")
-    print(f"| key → action, max | {worst * 1000:.1f} ms | < {LATENCY_TARGET_S * 1000:.0f} ms "
-          f"| {verdict(worst < LATENCY_TARGET_S)} |")
-    ok = console_only < CPU_TARGET and worst < LATENCY_TARGET_S
+    ok = True
+    for board, runs in results.items():
+        ok &= table("TensorBoard files written" if board else "no TensorBoard", runs, args)
+    if len(results) == 2:
+        off, on = (statistics.median(r["console_only"] for r in results[b])
+                   for b in (False, True))
+        print(f"TensorBoard on / off, console CPU: {on / off:.2f}× ({on:.1%} vs {off:.1%})")
     return 0 if ok else 1
 
 

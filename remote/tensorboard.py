@@ -13,7 +13,8 @@ Scalars, by TensorBoard section (the part of the tag before ``/``):
 - ``throughput/cluster_samples_per_s``, ``throughput/ideal_samples_per_s`` (Σ ranks'
   ``local_batch / compute_s``), ``throughput/efficiency`` (measured / ideal);
 - per rank ``rank_samples_per_s/rankN``, ``rank_compute_s/rankN``, ``rank_share/rankN`` (its part
-  of the global batch), ``rank_utilisation/rankN`` (compute / step time);
+  of the global batch), ``rank_utilisation/rankN`` (compute / step time), every step up to 32
+  ranks, every ``ranks // 32`` steps above;
 - per rank ``gpu_util/rankN``, ``cpu_percent/rankN`` (at the rank's latest step).
 
 Text: ``balancer/decisions``, one entry per rebalance with its reason.
@@ -24,17 +25,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import json
 import re
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from profiles.errors import UsageError
-from remote.history import Recorded, parse_line, read_lines
+from remote.history import Recorded, read_lines
 from remote.stream import COLLECTED, LOCK_FILE, CollectedCopy
-from trainer.events import RebalanceEvent, ResourceEvent, StartEvent, StepEvent
+from trainer.events import EventFormatError, RebalanceEvent, event_from_dict
 
 BOARD_DIR = "tensorboard"
 """Under a run's local directory."""
@@ -43,6 +45,10 @@ MISSING = ("tensorboard is not installed; install the tensorboard extra (pip ins
 PENDING_STEPS = 256
 """Steps kept waiting for every rank's numbers (for the ideal) before they are dropped."""
 RANK_PATH = re.compile(r"^metrics/rank-(\d+)\.jsonl$")
+RANKS_EVERY_STEP = 32
+"""Up to this many ranks, per-rank series get a point every step; a cluster of N ranks gets one
+every N // 32 steps (the cluster-wide series still every step): per-rank points cost the
+follower CPU for every rank and step, and TensorBoard samples long series down anyway."""
 FLUSH_S = 5
 """How often the writer's background thread flushes to disk."""
 
@@ -62,7 +68,13 @@ def board_dir(run_dir: Path) -> Path:
 
 
 class BoardWriter:
-    """Turns a run's event lines into TensorBoard scalars and texts, as they come."""
+    """Turns a run's event lines into TensorBoard scalars and texts, as they come.
+
+    Works on the decoded JSON objects (no event classes are built: this runs for every line of
+    a live run). A step's per-rank values wait until every rank reported the step, then go out
+    as one TensorBoard event with the step's ideal and efficiency: one record per step, not one
+    per rank, whatever the size of the cluster.
+    """
 
     def __init__(self, directory: Path) -> None:
         from tensorboard.compat.proto import event_pb2, summary_pb2
@@ -71,104 +83,148 @@ class BoardWriter:
 
         self._event, self._summary, self._text = event_pb2.Event, summary_pb2.Summary, \
             text_summary.text_pb
+        self._value = summary_pb2.Summary.Value
         self.directory = directory
         self._writer = EventFileWriter(str(directory), max_queue_size=1000, flush_secs=FLUSH_S)
         self.points = 0
         """Scalar points written so far."""
         self._global_batch: int | None = None
         self._world: int | None = None
-        self._cluster: dict[int, float] = {}
-        self._pending: dict[int, dict[int, tuple[int, float]]] = {}
+        self._pending: dict[int, _StepBatch] = {}
         self._rank_step: dict[int, int] = {}
+        self._rank_stride = 1
+        """Per-rank series are written every this many steps (see ``RANKS_EVERY_STEP``)."""
 
     # ---------------------------------------------------------------- writing
-    def _scalars(self, step: int, t: float, values: list[tuple[str, float | None]]) -> None:
-        entries = [self._summary.Value(tag=tag, simple_value=value)
-                   for tag, value in values if value is not None]
-        if entries:
+    def _emit(self, step: int, t: float, values: list[Any]) -> None:
+        if values:
             self._writer.add_event(self._event(wall_time=t, step=step,
-                                               summary=self._summary(value=entries)))
-            self.points += len(entries)
+                                               summary=self._summary(value=values)))
+            self.points += len(values)
+
+    def _scalars(self, step: int, t: float, values: list[tuple[str, float | None]]) -> None:
+        self._emit(step, t, [self._value(tag=tag, simple_value=value)
+                             for tag, value in values if value is not None])
 
     def add_line(self, host: str, rank: int, text: str) -> None:
         """One line of a rank's event file, as copied."""
-        record = parse_line(host, rank, text)
-        if record is not None:
-            self.add(record)
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return
+        if isinstance(data, dict):
+            self.add_data(data)
 
     def add(self, record: Recorded) -> None:
-        """One decoded event line."""
-        event = record.event
-        if isinstance(event, StepEvent):
-            self._step(event, record.data)
-        elif isinstance(event, ResourceEvent):
-            step = self._rank_step.get(event.rank, 0)
-            self._scalars(step, event.t, [(f"gpu_util/rank{event.rank}", event.gpu_util),
-                                          (f"cpu_percent/rank{event.rank}", event.cpu_percent)])
-        elif isinstance(event, RebalanceEvent):
-            self._writer.add_event(self._event(
-                wall_time=event.t, step=event.step,
-                summary=self._text("balancer/decisions", decision_text(event))))
-        elif isinstance(event, StartEvent):
-            self._global_batch, self._world = event.global_batch, event.world_size
-        elif record.kind == "eval" and record.rank == 0:
-            self._eval(record.data)
+        """One recorded event line."""
+        self.add_data(record.data)
 
-    def _step(self, event: StepEvent, data: dict[str, Any]) -> None:
-        rank, step = event.rank, event.step
+    def add_data(self, data: dict[str, Any]) -> None:
+        """One decoded event line (fields this version does not know are ignored)."""
+        kind, rank, t = data.get("event"), _int(data.get("rank")), _num(data.get("t"))
+        if rank is None or t is None:
+            return
+        if kind == "step":
+            self._step(rank, t, data)
+        elif kind == "resources":
+            step = self._rank_step.get(rank, 0)
+            self._scalars(step, t, [(f"gpu_util/rank{rank}", _num(data.get("gpu_util"))),
+                                    (f"cpu_percent/rank{rank}", _num(data.get("cpu_percent")))])
+        elif kind == "rebalance":
+            event = None
+            with contextlib.suppress(EventFormatError):
+                event = event_from_dict(data)
+            if isinstance(event, RebalanceEvent):
+                self._writer.add_event(self._event(
+                    wall_time=t, step=event.step,
+                    summary=self._text("balancer/decisions", decision_text(event))))
+        elif kind == "start":
+            self._global_batch = _int(data.get("global_batch"))
+            self._world = _int(data.get("world_size"))
+            self._rank_stride = max(1, (self._world or 0) // RANKS_EVERY_STEP)
+        elif kind == "eval" and rank == 0:
+            self._eval(t, data)
+
+    def _step(self, rank: int, t: float, data: dict[str, Any]) -> None:
+        step, batch = _int(data.get("step")), _int(data.get("local_batch"))
+        compute, step_s = _num(data.get("compute_s")), _num(data.get("step_s"))
+        if step is None or batch is None or compute is None or step_s is None:
+            return
         self._rank_step[rank] = step
-        share = event.local_batch / self._global_batch if self._global_batch else None
-        utilisation = event.compute_s / event.step_s if event.step_s > 0 else None
-        values: list[tuple[str, float | None]] = [
-            (f"rank_samples_per_s/rank{rank}", event.samples_per_s),
-            (f"rank_compute_s/rank{rank}", event.compute_s),
-            (f"rank_share/rank{rank}", share), (f"rank_utilisation/rank{rank}", utilisation)]
+        pending = self._pending.setdefault(step, _StepBatch())
+        pending.t = max(pending.t, t)
+        pending.cells[rank] = (batch, compute)
+        if step % self._rank_stride == 0:
+            pending.values += [
+                (f"rank_samples_per_s/rank{rank}", _num(data.get("samples_per_s"))),
+                (f"rank_compute_s/rank{rank}", compute),
+                (f"rank_share/rank{rank}", batch / self._global_batch if self._global_batch
+                 else None), (f"rank_utilisation/rank{rank}", compute / step_s if step_s > 0
+                              else None)]
         if rank == 0:
-            cluster = event.cluster_samples_per_s
-            if cluster is None and self._global_batch and event.step_s > 0:
-                cluster = self._global_batch / event.step_s
-            lr = data.get("lr")
-            values += [("loss/global", event.global_loss if event.global_loss is not None
-                        else event.loss), ("throughput/cluster_samples_per_s", cluster),
-                       ("lr/lr", float(lr) if isinstance(lr, int | float) else None)]
-            if cluster is not None:
-                self._cluster[step] = cluster
-        self._scalars(step, event.t, values)
-        self._ideal(step, rank, event)
+            cluster = _num(data.get("cluster_samples_per_s"))
+            if cluster is None and self._global_batch and step_s > 0:
+                cluster = self._global_batch / step_s
+            loss = _num(data.get("global_loss"))
+            pending.cluster = cluster
+            pending.values += [("loss/global", loss if loss is not None
+                                else _num(data.get("loss"))),
+                               ("throughput/cluster_samples_per_s", cluster),
+                               ("lr/lr", _num(data.get("lr")))]
+        if self._world is not None and len(pending.cells) >= self._world:
+            self._flush_step(step)
+        elif len(self._pending) > PENDING_STEPS:
+            self._flush_step(min(self._pending))  # a rank went quiet: write what there is
 
-    def _ideal(self, step: int, rank: int, event: StepEvent) -> None:
-        """Once every rank reported ``step``: its ideal throughput and the efficiency."""
-        cells = self._pending.setdefault(step, {})
-        cells[rank] = (event.local_batch, event.compute_s)
-        if self._world is None or len(cells) < self._world or step not in self._cluster:
-            if len(self._pending) > PENDING_STEPS:
-                oldest = min(self._pending)
-                del self._pending[oldest]
-                self._cluster.pop(oldest, None)
-            return
-        del self._pending[step]
-        cluster = self._cluster.pop(step)
-        ideal = sum(b / c for b, c in cells.values() if c > 0) or None
-        self._scalars(step, event.t, [
-            ("throughput/ideal_samples_per_s", ideal),
-            ("throughput/efficiency", cluster / ideal if ideal else None)])
+    def _flush_step(self, step: int) -> None:
+        """Write a step's values, with its ideal and efficiency when every rank is in."""
+        pending = self._pending.pop(step)
+        values = list(pending.values)
+        if self._world is not None and len(pending.cells) >= self._world:
+            ideal = sum(b / c for b, c in pending.cells.values() if c > 0) or None
+            values += [("throughput/ideal_samples_per_s", ideal),
+                       ("throughput/efficiency", pending.cluster / ideal
+                        if ideal and pending.cluster is not None else None)]
+        self._scalars(step, pending.t, values)
 
-    def _eval(self, data: dict[str, Any]) -> None:
-        step, t = data.get("step"), data.get("t")
-        if not isinstance(step, int) or not isinstance(t, int | float):
+    def _eval(self, t: float, data: dict[str, Any]) -> None:
+        step = _int(data.get("step"))
+        if step is None:
             return
-        self._scalars(step, float(t), [
-            (f"eval/{key}", float(value)) for key, value in data.items()
-            if key not in ("t", "v", "rank", "step", "event")
-            and isinstance(value, int | float) and not isinstance(value, bool)])
+        self._scalars(step, t, [
+            (f"eval/{key}", _num(value)) for key, value in data.items()
+            if key not in ("t", "v", "rank", "step", "event")])
 
     def flush(self) -> None:
         """Write what is queued to disk now."""
         self._writer.flush()
 
     def close(self) -> None:
-        """Flush and close the event file."""
+        """Write the steps still waiting for a rank, flush and close the event file."""
+        for step in sorted(self._pending):
+            self._flush_step(step)
         self._writer.close()
+
+
+@dataclass
+class _StepBatch:
+    """One step's values, waiting for every rank."""
+
+    t: float = 0.0
+    cells: dict[int, tuple[int, float]] = field(default_factory=dict)
+    values: list[tuple[str, float | None]] = field(default_factory=list)
+    cluster: float | None = None
+
+
+def _num(value: object) -> float | None:
+    """A JSON number as a float (None for anything else, booleans included)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def decision_text(event: RebalanceEvent) -> str:
