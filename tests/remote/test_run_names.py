@@ -9,7 +9,7 @@ import pytest
 import console.cli as cli
 from remote.config import ConfigError, load_cluster
 from remote.controller import SshRunController
-from remote.runs import find_runs, read_run_info
+from remote.runs import find_runs, local_run_dir, read_run_info
 
 
 def _toml(root: Path, run: str = "") -> Path:
@@ -36,6 +36,10 @@ async def test_the_name_comes_from_the_file_or_the_flag_and_resume_keeps_it(
     try:
         first = await controller.start()  # nothing launches until its events are read
         second = await controller.start(name="lr 0.1 + warmup")
+        # Only a run with a checkpoint can be resumed: give the second one a file.
+        checkpoints = local_run_dir(config, second.run_id) / "checkpoints"
+        checkpoints.mkdir(parents=True)
+        (checkpoints / "step-00000003.pt").write_bytes(b"x")
         resumed = await controller.start(resume=True)
     finally:
         await controller.aclose()
