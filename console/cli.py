@@ -90,9 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="follow in this terminal instead of opening the console")
     command("profile", "Benchmark the configured model on every host and store the profiles "
             "that the proportional and dynamic policies start from.")
-    trust = command("trust", "Fetch a host's SSH key, show its fingerprint and add it to the "
-                    "known_hosts file.")
+    trust = command("trust", "Fetch a host's SSH key, show its fingerprint and, once you "
+                    "confirm, make it the host's key in the known_hosts file (replacing a "
+                    "changed one).")
     trust.add_argument("host", metavar="HOST", help="a host name from cluster.toml")
+    trust.add_argument("--yes", action="store_true",
+                       help="trust the key shown without asking (scripts; compare the "
+                       "fingerprint it prints with the host's own)")
     add_results_parsers(command)
     return parser
 
@@ -299,12 +303,27 @@ async def cmd_profile(args: argparse.Namespace, console: Console) -> int:
 
 
 async def cmd_trust(args: argparse.Namespace, console: Console) -> int:
-    """Add a host's key to known_hosts."""
+    """Show a host's key and, once confirmed (or with ``--yes``), make it the trusted one;
+    1 when the answer was no (or there was none)."""
     from remote.ssh import trust_host
 
-    message = await trust_host(load_config(args.config), args.host)
+    answers: list[bool] = []
+
+    def confirm(question: str) -> bool:
+        console.print(escape(question), end=" " if not args.yes else "\n")
+        if args.yes:
+            answers.append(True)
+            return True
+        console.print("[y/N]", end=" ")
+        reply = sys.stdin.readline()
+        if not reply:
+            console.print("\nno answer (stdin is closed): pass --yes to trust without asking")
+        answers.append(reply.strip().lower() in ("y", "yes"))
+        return answers[-1]
+
+    message = await trust_host(load_config(args.config), args.host, confirm)
     console.print(escape(message))
-    return 0
+    return 1 if answers and not answers[-1] else 0
 
 
 ASYNC_COMMANDS = {

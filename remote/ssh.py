@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,10 @@ import asyncssh
 
 from profiles.errors import CorralError
 from remote.config import ClusterConfig, HostSection, SshSection
+from remote.known_hosts import host_pattern, read_known_hosts, recorded_keys, replace_host_key
 from remote.transport import (
     CompletedCommand,
+    HostKeyChanged,
     HostKeyNotTrusted,
     HostUnreachable,
     RemoteCommandError,
@@ -59,6 +60,7 @@ def _known_hosts_arg(ssh: SshSection) -> Any:
             _insecure_warned = True
         return None
     path = Path(ssh.known_hosts_file).expanduser()
+    read_known_hosts(path)  # a malformed line is named here, not deep inside asyncssh
     # An empty known_hosts list trusts nothing: every key is then refused with its fingerprint.
     return str(path) if path.is_file() else b""
 
@@ -123,6 +125,12 @@ async def connect(host: HostSection, ssh: SshSection) -> asyncssh.SSHClientConne
         fingerprint: str | None = None
         with contextlib.suppress(CorralError):
             fingerprint = (await fetch_host_key(host, ssh)).get_fingerprint("sha256")
+        name, port = resolve_endpoint(host, ssh)
+        recorded = [k.get_fingerprint("sha256") for k in
+                    recorded_keys(Path(ssh.known_hosts_file).expanduser(), name, port)]
+        if fingerprint is not None and recorded and fingerprint not in recorded:
+            raise HostKeyChanged(host.name, host_pattern(name, port), recorded, fingerprint,
+                                 ssh.known_hosts_file) from None
         raise HostKeyNotTrusted(host.name, host.address, fingerprint, str(exc),
                                 ssh.known_hosts_file) from None
     except asyncssh.PermissionDenied as exc:
@@ -197,11 +205,15 @@ def _text(data: object) -> str:
     return str(data)
 
 
-async def trust_host(config: ClusterConfig, host_name: str) -> str:
-    """Fetch ``host_name``'s key, add it to the known_hosts file, return a line saying so.
+async def trust_host(config: ClusterConfig, host_name: str,
+                     confirm: Callable[[str], bool]) -> str:
+    """Fetch ``host_name``'s key, show it through ``confirm`` and, if confirmed, make it the
+    host's one key in the known_hosts file (replacing a changed one); a line saying what was
+    done.
 
-    The line names the key's SHA256 fingerprint, so the user can compare it with the one the
-    host's administrator publishes (``ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub``).
+    The question names the key's SHA256 fingerprint, so the user can compare it with the one
+    the host's administrator publishes (``ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub``),
+    and, for a changed key, the fingerprint it replaces.
     """
     host = next((h for h in config.hosts if h.name == host_name), None)
     if host is None:
@@ -209,15 +221,20 @@ async def trust_host(config: ClusterConfig, host_name: str) -> str:
         raise CorralError(f"no host named {host_name!r} in {config.path} (hosts: {names})")
     if host.is_local:
         return f"{host_name} is the local machine: no host key is involved"
+    path = Path(config.ssh.known_hosts_file).expanduser()
     key = await fetch_host_key(host, config.ssh)
     name, port = resolve_endpoint(host, config.ssh)
-    pattern = name if port == 22 else f"[{name}]:{port}"
-    key_type, key_data = key.export_public_key("openssh").decode().split()[:2]
-    path = Path(config.ssh.known_hosts_file).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(path, "a", encoding="utf-8") as known:
-        known.write(f"{pattern} {key_type} {key_data}\n")
-        known.flush()
-        os.fsync(known.fileno())
-    return (f"trusted {host_name} ({pattern}): {key_type} key {key.get_fingerprint('sha256')}"
-            f", added to {path}")
+    pattern = host_pattern(name, port)
+    fingerprint = key.get_fingerprint("sha256")
+    recorded = [k.get_fingerprint("sha256") for k in recorded_keys(path, name, port)]
+    if recorded == [fingerprint]:
+        return f"{host_name} ({pattern}): key {fingerprint} is already trusted in {path}"
+    question = f"{host_name} ({pattern}) presents the {key.get_algorithm()} key {fingerprint}."
+    if recorded:
+        question += (f"\nWARNING: {path} records a DIFFERENT key for it: {', '.join(recorded)}."
+                     " Replace it only if you know why the host's key changed.")
+    if not confirm(question + "\nTrust this key?"):
+        return f"nothing changed: {path} still records {', '.join(recorded) or 'no key'}"
+    replaced = replace_host_key(path, name, port, key)
+    what = f"replaced {replaced} old line(s) in" if replaced else "added to"
+    return f"trusted {host_name} ({pattern}): key {fingerprint}, {what} {path}"

@@ -94,6 +94,24 @@ class HostKeyNotTrusted(CorralError):
         self.fingerprint = fingerprint
 
 
+class HostKeyChanged(HostKeyNotTrusted):
+    """The host presented a key other than the one known_hosts records for it."""
+
+    title = "HOST KEY CHANGED"
+
+    def __init__(self, host: str, address: str, recorded: list[str], presented: str,
+                 known_hosts: str) -> None:
+        CorralError.__init__(
+            self,
+            f"the host key of {host!r} ({address}) has CHANGED: {known_hosts} records "
+            f"{', '.join(recorded)}, the host now presents {presented}. Someone may be "
+            "intercepting the connection (or the host was reinstalled and got a new key). "
+            f"Connections to it are refused. Only if you know why it changed: `corral trust "
+            f"{host}` shows the new key and replaces the old one.")
+        self.host = host
+        self.fingerprint = presented
+
+
 def _kill_group(pid: int) -> None:
     """KILL a command started in its own session and whatever it started there."""
     with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -39,9 +39,11 @@ def write_toml(cluster: SshdCluster, tmp_path: Path, run: str) -> Path:
     return path
 
 
-def corral(path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def corral(path: Path, *args: str, timeout: float = 300,
+           stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "console", "-c", str(path), *args],
                           capture_output=True, text=True, timeout=timeout, cwd=path.parent,
+                          input=stdin,
                           env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(ROOT)})
 
 
@@ -54,12 +56,37 @@ def test_check_refuses_unknown_host_keys_until_trusted(
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "corral trust h0" in refused.stdout and "corral trust h1" in refused.stdout
     for daemon in cluster.hosts:
-        trusted = corral(path, "trust", daemon.name)
+        trusted = corral(path, "trust", daemon.name, "--yes")
         assert trusted.returncode == 0, trusted.stderr
         assert daemon.fingerprint in trusted.stdout
     passed = corral(path, "check")
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "all checks passed" in passed.stdout
+
+
+def test_trust_shows_a_changed_key_asks_and_replaces_it(
+    sshd_cluster: Callable[..., SshdCluster], tmp_path: Path
+) -> None:
+    cluster = sshd_cluster(2)
+    path = write_toml(cluster, tmp_path, "steps = 2")
+    h0, h1 = cluster.hosts
+    # known_hosts records h1's key for h0's address: to corral, h0's key has changed.
+    lines = cluster.known_hosts.read_text().splitlines()
+    cluster.known_hosts.write_text(lines[1].replace(f":{h1.port} ", f":{h0.port} ") + "\n"
+                                   + lines[1] + "\n")
+    before = cluster.known_hosts.read_text()
+    refused = corral(path, "trust", "h0", stdin="n\n")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert h0.fingerprint in refused.stdout and h1.fingerprint in refused.stdout
+    assert "DIFFERENT key" in refused.stdout and "Trust this key?" in refused.stdout
+    assert cluster.known_hosts.read_text() == before
+    accepted = corral(path, "trust", "h0", stdin="y\n")
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert "replaced 1 old line" in accepted.stdout
+    # One line per host: the old key of h0 replaced, not appended to; h1's line untouched.
+    after = cluster.known_hosts.read_text().splitlines()
+    assert len(after) == 2 and after[0] == lines[1]
+    assert corral(path, "check").returncode == 0
 
 
 def test_run_detach_then_status_and_stop_leave_nothing(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import shlex
 import socket
 import time
@@ -12,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from remote.known_hosts import KnownHostsError
 from remote.pool import HostPool
 from remote.ssh import trust_host
 from remote.transport import (
+    HostKeyChanged,
     HostKeyNotTrusted,
     HostUnreachable,
     LocalTransport,
@@ -80,7 +81,7 @@ async def test_unknown_host_key_is_refused_with_its_fingerprint(sshd_cluster) ->
         assert cluster.hosts[0].fingerprint in message
         assert "corral trust h0" in message
         # The fix the message names works: trust, then connect.
-        line = await trust_host(config, "h0")
+        line = await trust_host(config, "h0", lambda question: True)
         assert cluster.hosts[0].fingerprint in line
         done = await (await pool.get("h0")).run("echo ok", timeout=10)
         assert done.stdout.strip() == "ok"
@@ -97,8 +98,26 @@ async def test_a_changed_host_key_is_refused(sshd_cluster) -> None:
     cluster.known_hosts.write_text(wrong + "\n")
     pool = HostPool(cluster.config(hosts=[cluster.host("h0")]))
     try:
-        with pytest.raises(HostKeyNotTrusted, match=re.escape(cluster.hosts[0].fingerprint)):
+        with pytest.raises(HostKeyChanged) as caught:
             await pool.get("h0")
+        # Reported as a change, with the recorded and the presented fingerprints.
+        message = str(caught.value)
+        assert "CHANGED" in message and "intercepting" in message
+        assert cluster.hosts[0].fingerprint in message and cluster.hosts[1].fingerprint in message
+    finally:
+        await pool.aclose()
+
+
+async def test_a_malformed_known_hosts_line_is_named_with_file_and_line(sshd_cluster) -> None:
+    cluster = sshd_cluster(1)
+    good = cluster.known_hosts.read_text()
+    cluster.known_hosts.write_text(good + "[127.0.0.1]:22 ssh-ed25519 not*base64\n")
+    pool = HostPool(cluster.config())
+    try:
+        with pytest.raises(KnownHostsError) as caught:
+            await pool.get("h0")
+        assert f"{cluster.known_hosts}, line 2" in str(caught.value)
+        assert "Traceback" not in str(caught.value)
     finally:
         await pool.aclose()
 
