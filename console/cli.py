@@ -273,7 +273,8 @@ async def cmd_status(args: argparse.Namespace, console: Console) -> int:
     """Table of the cluster's runs."""
     from console.follow import runs_table
     from remote.pool import HostPool
-    from remote.runs import list_runs, refresh_runs_report
+    from remote.refresh import refresh_runs_report
+    from remote.runs import list_runs
 
     config = load_config(args.config)
     if not list_runs(config):

@@ -228,8 +228,9 @@ def runs_table(runs: Sequence[RunInfo]) -> Table:
         started = time.strftime("%m-%d %H:%M:%S", time.gmtime(run.started))
         style = "green" if run.state == "completed" else "red" if run.state == "failed" else ""
         cells: list[str | Text] = [run.run_id, Text(run.name)] if named else [run.run_id]
+        detail = run.detail + (f"\ncleanup: {run.cleanup}" if run.cleanup else "")
         table.add_row(*cells, Text(run.state, style=style), started, str(len(run.hosts)),
-                      Text(run.detail))
+                      Text(detail))
     return table
 
 

@@ -2,10 +2,10 @@
 
 Every host is checked in parallel, with one shell command per host (SSH sessions are slow to
 open): reachable and authenticated, Python and torch versions (torch must match across hosts),
-CUDA and GPU count, free disk in the workdir, leftover processes of earlier runs, the interface
-that routes to the master. Alongside, the rendezvous port is tested for real
-(``remote.port_check``): a short-lived listener on the master, a TCP connect from every worker.
-Each failure carries a hint with the exact fix.
+CUDA and GPU count, free disk in the workdir, a usable run_root (``remote.run_root``, also on
+this machine), leftover processes of earlier runs, the interface that routes to the master.
+Alongside, the rendezvous port is tested for real (``remote.port_check``). Each failure carries
+a hint with the exact fix.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from profiles.errors import CorralError
-from remote import cpu_placement
+from remote import cpu_placement, run_root
 from remote.api import CheckItem, CheckReport
 from remote.config import ClusterConfig, HostSection
 from remote.launch import LaunchFacts, master_address, nproc_for
@@ -41,9 +41,8 @@ MIN_FREE_BYTES = 1 << 30
 PROBE_TIMEOUT_S = 120.0
 """Seconds allowed for the Python probe (importing torch can take a while on a cold disk)."""
 
-# Prints one JSON object: the interpreter's and torch's versions and what CUDA torch sees.
-# torch is imported only where a GPU device node exists (importing it takes seconds): on other
-# hosts its version comes from torch/version.py and there is no CUDA device to count.
+# One JSON object: the interpreter's and torch's versions and what CUDA torch sees. torch is
+# imported only where a GPU device node exists (importing it takes seconds).
 PROBE_PY = """\
 import importlib.util, json, os, platform
 out = {"python": platform.python_version()}
@@ -104,8 +103,6 @@ def _fix_in_toml(host: HostSection, key: str, example: str) -> str:
     return f"set {key} = {example} in the [[hosts]] entry named {host.name!r} of cluster.toml"
 
 
-# ---- per-host probes: one shell command per host, its output in marked sections -----------
-
 def probe_script(host: HostSection, config: ClusterConfig, master_addr: str,
                  port: int | None = None, code_digest: str | None = None) -> str:
     """Every per-host probe as one shell command (one SSH session: they are slow to open).
@@ -123,6 +120,7 @@ def probe_script(host: HostSection, config: ClusterConfig, master_addr: str,
         "disk": (f'd={shell_path(host.workdir)}; while [ ! -e "$d" ]; do d=$(dirname "$d"); '
                  'done; df -Pk "$d" 2>&1 | tail -n 1'),
         "ps": "ps -ww -eo pid=,args=",
+        "run-root": run_root.probe_command(config.cluster.run_root),
         "interface": f"{interface_script(master_addr, is_master=is_master)} 2>&1",
         "cpu": cpu_placement.PROBE_SECTION,
     }
@@ -283,6 +281,8 @@ async def _probe_host(
         await after(transport, facts)
     _judge_python(host, *sections.get("python", (done.stderr, 1)), facts)
     _judge_disk(host, sections.get("disk", ("", 1))[0], facts)
+    facts.items.append(run_root.judge(host.name, config.cluster.run_root,
+                                      sections.get("run-root", ("", 1))[0]))
     _judge_leftovers(host, config, sections.get("home", ("", 1))[0],
                      sections.get("ps", ("", 1))[0], facts)
     _judge_interface(host, config, master_addr, sections, facts)
@@ -335,8 +335,6 @@ def _unreachable_item(host: HostSection, error: BaseException) -> CheckItem:
     return _item(host, "reachable", False, str(error) or type(error).__name__, hint)
 
 
-# ---- cluster-wide checks -----------------------------------------------------------------
-
 
 def _torch_item(facts: dict[str, HostFacts]) -> CheckItem | None:
     versions: dict[str, list[str]] = {}
@@ -372,7 +370,7 @@ async def check_and_plan(
     master_addr = master_address(config)
     results, rendezvous, port = await _probe_with_port_test(config, pool, master_addr,
                                                             code_digest, after_probe)
-    items: list[CheckItem] = []
+    items: list[CheckItem] = [run_root.local_item(config.cluster.run_root)]
     facts: dict[str, HostFacts] = {}
     for host in config.hosts:
         result = results.get(host.name)

@@ -171,6 +171,12 @@ class RunSection:
     """Rank 0 writes a checkpoint every this many steps (0 = only at the end)."""
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     """Process-group backend; ``auto`` = nccl when every rank has a GPU, else gloo."""
+    hang_factor: float = 20.0
+    """A rank without a step for this many times its usual step time (and at least 10 s) is
+    reported, with what its process is doing (stopped, blocked, gone, busy, waiting)."""
+    hang_limit: float = 300.0
+    """Seconds without a step after which corral stops the run, naming the rank that holds
+    the others up (0 = wait for torch's own timeout)."""
 
     def __post_init__(self) -> None:
         _check("[run] ", rules.run_problems(_values(self)))

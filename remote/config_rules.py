@@ -55,6 +55,27 @@ def _at_least(out: Problems, values: Mapping[str, Any], key: str, low: int) -> N
         out.append((key, f"must be at least {low}, got {value}"))
 
 
+MAX_COUNT = 10**12
+"""Upper bound for step, sample and batch counts: far beyond any run, well inside the 64-bit
+integers torch and the trainer's flags work with."""
+
+
+def _at_most(out: Problems, values: Mapping[str, Any], key: str, high: int) -> None:
+    value = values.get(key)
+    if _is_int(value) and value > high:
+        out.append((key, f"must be at most {high}, got {value}"))
+
+
+def _address(out: Problems, values: Mapping[str, Any], key: str) -> None:
+    """A host name must fit DNS: labels of at most 63 characters, 253 in all."""
+    value = values.get(key)
+    if not isinstance(value, str) or value == "local" or ":" in value:
+        return
+    if len(value) > 253 or any(len(label) > 63 for label in value.split(".")):
+        out.append((key, f"is not a usable host name: at most 253 characters, each part "
+                         f"between dots at most 63 (got {len(value)} characters)"))
+
+
 def _number(out: Problems, values: Mapping[str, Any], key: str, low: float, *,
             inclusive: bool) -> None:
     value = values.get(key)
@@ -109,6 +130,7 @@ def cluster_problems(values: Mapping[str, Any]) -> Problems:
     _text(out, values, "master")
     _port(out, values, "rendezvous_port")
     _text(out, values, "master_addr", token=True)
+    _address(out, values, "master_addr")
     _text(out, values, "run_root")
     return out
 
@@ -118,6 +140,7 @@ def host_problems(values: Mapping[str, Any]) -> Problems:
     out: Problems = []
     _name(out, values, "name")
     _text(out, values, "address", token=True)
+    _address(out, values, "address")
     _text(out, values, "user", token=True)
     _port(out, values, "port")
     for key in ("identity_file", "python", "workdir"):
@@ -194,7 +217,11 @@ def run_problems(values: Mapping[str, Any]) -> Problems:
             out.append(("name", problem))
     for key in ("samples", "global_batch", "rebalance_every", "steps", "epochs"):
         _at_least(out, values, key, 1)
+    for key in ("samples", "global_batch", "rebalance_every", "steps", "epochs",
+                "checkpoint_every"):
+        _at_most(out, values, key, MAX_COUNT)
     _at_least(out, values, "seed", 0)
+    _at_most(out, values, "seed", 2**63 - 1)
     _at_least(out, values, "checkpoint_every", 0)
     samples, batch = values.get("samples"), values.get("global_batch")
     if (dataset == "synthetic_image" and _is_int(samples) and _is_int(batch)
@@ -202,6 +229,8 @@ def run_problems(values: Mapping[str, Any]) -> Problems:
         out.append(("samples", f"{samples} is smaller than global_batch ({batch}): an epoch "
                                "must hold at least one step"))
     _number(out, values, "lr", 0.0, inclusive=False)
+    _number(out, values, "hang_factor", 1.0, inclusive=True)
+    _number(out, values, "hang_limit", 0.0, inclusive=True)
     if values.get("steps") is not None and values.get("epochs") is not None:
         out.append(("epochs", "give either steps or epochs, not both"))
     split = values.get("split")

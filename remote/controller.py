@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from profiles.errors import CorralError, UsageError
+from remote import launch_lock
 from remote.api import (
     FINAL_RUN_STATES,
     CheckReport,
@@ -28,6 +29,7 @@ from remote.api import (
 )
 from remote.config import ClusterConfig
 from remote.config_rules import run_name_problem
+from remote.hang import HangGuard
 from remote.launch import run_dir_for
 from remote.monitor import RunMonitor
 from remote.pool import HostPool
@@ -38,6 +40,7 @@ from remote.runs import (
     new_run_id,
     read_run_info,
     record_cleanup,
+    record_suspects,
     resolve_run_id,
     run_to_resume,
     update_run_state,
@@ -102,8 +105,16 @@ class SshRunHandle:
         """Every event of the run, ending with its final ``RunStatus``."""
         if self._launch:
             final: RunStatus | None = None
+            pool = self._controller.pool
             try:
-                async for event in launch_run(self._controller.pool, self.config, self._info,
+                await launch_lock.acquire(pool, self.config, self.run_id)
+            except launch_lock.LaunchLocked as exc:
+                yield self._status("failed", f"{exc.title}: {exc}")
+                return
+            except CorralError:
+                pass  # the master cannot be reached: the check below says so, with its fix
+            try:
+                async for event in launch_run(pool, self.config, self._info,
                                               resume=self._resume, policy=self._policy,
                                               status=self._status,
                                               preflight=self._controller.preflight):
@@ -112,9 +123,11 @@ class SshRunHandle:
                     yield event
             except CorralError as exc:
                 # Whatever was started is stopped again: a failed launch leaves nothing behind.
-                await stop_run(self._controller.pool, self.run_dir, self.run_id, grace_s=2.0)
+                await stop_run(pool, self.run_dir, self.run_id, grace_s=2.0)
                 final = self._status("failed", f"{exc.title}: {exc}")
                 yield final
+            finally:
+                await launch_lock.release(pool, self.config, self.run_id)
             if final is not None:
                 return
             with contextlib.suppress(CorralError):
@@ -144,13 +157,18 @@ class SshRunHandle:
         yield self._status("running")
         failed_at: float | None = None
         stop_task: asyncio.Task[StopReport] | None = None
+        run = self.config.run
+        hang = HangGuard(pool, run.hang_factor, run.hang_limit)
         running_hosts: set[str] = set()
         try:
             async for item in merged(sources):
                 if isinstance(item, tuple):
                     # The host dropped: forget the dead connection so stop can reconnect.
                     await pool.drop(item[0])
+                now = time.monotonic()
                 for event in monitor.observe(item):
+                    if isinstance(event, RankEvent):
+                        hang.observe(event, now)
                     if (isinstance(event, RankEvent) and isinstance(event.event, StartEvent)
                             and event.host not in running_hosts):
                         running_hosts.add(event.host)
@@ -158,6 +176,11 @@ class SshRunHandle:
                     yield event
                 if monitor.finished:
                     break
+                lines, hung = hang.check(now)
+                for line in lines:
+                    yield LogLine(t=time.time(), host="*", rank=None, text=line)
+                if hung is not None and not monitor.failing and self._launch:
+                    monitor.declare_hung(*hung)
                 if monitor.failing and failed_at is None:
                     failed_at = time.monotonic()
                     if not self._launch:
@@ -178,11 +201,13 @@ class SshRunHandle:
                         pool, self.run_dir, self.run_id, grace_s=STOP_GRACE_ON_FAILURE_S,
                         hosts=left))
         finally:
+            hang.close()
             for copy in copies.values():
                 copy.close()
             if board is not None:
                 board.close()
         final = monitor.final_status()
+        report: StopReport | None = None
         if stop_task is not None:
             report = await stop_task
             if not report.clean:
@@ -190,7 +215,15 @@ class SshRunHandle:
         elif final.state == "failed" and self._launch:
             # Every launcher ended by itself; make sure no straggler rank is left either.
             # (Only the process that launched the run does this: attaching is read-only.)
-            await stop_run(pool, self.run_dir, self.run_id, grace_s=STOP_GRACE_ON_FAILURE_S)
+            report = await stop_run(pool, self.run_dir, self.run_id,
+                                    grace_s=STOP_GRACE_ON_FAILURE_S)
+        # Hosts cut off when the run ended may still run its processes: status looks again.
+        suspect = set(monitor.dropped)
+        if report is not None:
+            suspect = (suspect - set(report.remaining)) | set(report.unreachable) | {
+                h for h, n in report.remaining.items() if n}
+        if suspect:
+            record_suspects(self.config, self.run_id, suspect)
         if not self._launch and self._info.state in FINAL_RUN_STATES:
             # The run had ended before this follower came: its outcome was decided then (the
             # launching follower saw every event; this one only the ones after its copy).

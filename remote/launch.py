@@ -22,9 +22,10 @@ from remote.config import ClusterConfig, HostSection, RunSection
 from remote.cpu_placement import PROBE_SECTION, HostCpuFacts, HostCpuPlan, parse_probe
 from remote.netif import interface_script, parse_interface
 from remote.pool import HostPool
+from remote.run_root import DiskFull
 from remote.sections import sectioned_script, split_sections
 from remote.ssh import resolve_endpoint
-from remote.transport import Transport, env_prefix, shell_path
+from remote.transport import RemoteCommandError, Transport, env_prefix, shell_path
 
 RDZV_JOIN_TIMEOUT_S = 120
 """Seconds torchrun waits for every host to join the rendezvous before it gives up."""
@@ -263,7 +264,12 @@ async def launch_host(
         f"echo \"${{20}}\" > {leader_file} || true; "
         f"echo $p > {pgid_file}.tmp; mv {pgid_file}.tmp {pgid_file}; echo $p"
     )
-    done = await transport.run(script, check=True, timeout=30.0)
+    try:
+        done = await transport.run(script, check=True, timeout=30.0)
+    except RemoteCommandError as exc:
+        if "No space left on device" in exc.completed.stderr + exc.completed.stdout:
+            raise DiskFull(host.name, plan.run_dir) from None
+        raise
     try:
         return int(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):

@@ -140,6 +140,10 @@ class RunMonitor:
         return [HostStatus(t=item.t, host=item.host, state="failed",
                            detail=f"launcher status {item.status}")]
 
+    def declare_hung(self, host: str, rank: int, why: str) -> None:
+        """Record a rank that stopped stepping as the run's cause of failure."""
+        self.failures.append(_Failure(host=host, rank=rank, t=time.time(), severity=0, why=why))
+
     def cause_settled(self) -> bool:
         """True when waiting longer cannot change which failure is named first.
 

@@ -8,11 +8,12 @@ Every run has a unique id ``<cluster>-<UTC time>-<random>``; the id names its di
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
 import secrets
-import shlex
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from profiles.errors import CorralError, UsageError
 from remote.api import StopReport
 from remote.config import ClusterConfig
 from remote.pool import HostPool
+from remote.run_root import LOCAL, DiskFull
 
 RUN_FILE = "run.json"
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -48,8 +50,12 @@ class RunInfo:
     name: str = ""
     """The run's name (``corral run --name``, ``[run] name``); empty when none was given."""
     cleanup: str = ""
-    """What the last ``corral stop`` found and did, kept apart from ``state`` (the outcome):
-    stopping a run that had already completed or failed leaves its outcome as it was."""
+    """What the last ``corral stop`` (or status check) found and did, kept apart from ``state``
+    (the outcome): stopping a run that had already completed or failed leaves its outcome."""
+    suspect_hosts: tuple[str, ...] = ()
+    """Hosts where processes of the run may still be alive although it has an outcome: cut off
+    when it ended, unreachable for a stop, or a stop left processes. ``corral status`` looks
+    there again until none is left."""
 
     @property
     def label(self) -> str:
@@ -94,10 +100,19 @@ def local_run_dir(config: ClusterConfig, run_id: str) -> Path:
 def write_run_info(config: ClusterConfig, info: RunInfo) -> None:
     """Record ``info`` atomically in the run's local ``run.json``."""
     directory = local_run_dir(config, info.run_id)
-    directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{RUN_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(asdict(info), indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, directory / RUN_FILE)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(asdict(info), indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, directory / RUN_FILE)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise DiskFull(LOCAL, str(directory)) from None
+        raise CorralError(f"cannot record run {info.run_id} in {directory}: "
+                          f"{exc.strerror or exc}; set [cluster] run_root to a writable "
+                          "directory", title="run_root not usable") from None
 
 
 def read_run_info_at(directory: Path) -> RunInfo:
@@ -111,6 +126,7 @@ def read_run_info_at(directory: Path) -> RunInfo:
         known = {f.name for f in fields(RunInfo)}
         data = {key: value for key, value in data.items() if key in known}
         data["hosts"] = tuple(data["hosts"])
+        data["suspect_hosts"] = tuple(data.get("suspect_hosts", ()))
         return RunInfo(**data)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise CorralError(
@@ -139,7 +155,19 @@ def record_cleanup(config: ClusterConfig, run_id: str, report: StopReport) -> No
         info = read_run_info(config, run_id)
     except CorralError:
         return
-    write_run_info(config, replace(info, cleanup=describe_stop(report, when=time.time())))
+    suspect = {h for h in info.suspect_hosts if h not in report.remaining}
+    suspect |= set(report.unreachable) | {h for h, n in report.remaining.items() if n}
+    write_run_info(config, replace(info, cleanup=describe_stop(report, when=time.time()),
+                                   suspect_hosts=tuple(sorted(suspect))))
+
+
+def record_suspects(config: ClusterConfig, run_id: str, hosts: set[str]) -> None:
+    """Record ``hosts`` as places where processes of the run may be left (see RunInfo)."""
+    try:
+        info = read_run_info(config, run_id)
+    except CorralError:
+        return
+    write_run_info(config, replace(info, suspect_hosts=tuple(sorted(hosts))))
 
 
 def describe_stop(report: StopReport, *, when: float | None = None) -> str:
@@ -245,62 +273,3 @@ async def run_to_resume(config: ClusterConfig, pool: HostPool, named: str | None
     raise CorralError(
         f"no run of cluster {config.cluster.name!r} has a checkpoint to resume from (runs: "
         f"{looked}); start a new one with `corral run`", title="nothing to resume")
-
-
-async def refresh_runs(config: ClusterConfig, pool: HostPool) -> list[RunInfo]:
-    """``list_runs``, with every run not in a final state re-examined on its hosts
-    (see ``refresh_runs_report``)."""
-    return (await refresh_runs_report(config, pool))[0]
-
-
-async def refresh_runs_report(config: ClusterConfig, pool: HostPool
-                              ) -> tuple[list[RunInfo], list[str]]:
-    """``list_runs``, with every run not in a final state re-examined on its hosts, and the
-    ids of the runs that could not be (a host unreachable): those keep their recorded state.
-
-    A run whose follower went away keeps its last recorded state; this asks the hosts: any
-    process of the run left means ``running``; otherwise the launchers' exit files decide
-    (``completed`` when all exited 0, ``stopped`` when ``corral stop`` ended them, else
-    ``failed``). Unreachable hosts leave the recorded state as it is.
-    """
-    from remote.api import FINAL_RUN_STATES
-    from remote.stop import run_pattern
-    from remote.transport import Transport, shell_path
-
-    runs = list_runs(config)
-
-    async def probe(transport: Transport, info: RunInfo) -> tuple[int, str, bool]:
-        name = transport.host.name
-        run_dir = shell_path(f"{config.cluster.run_root.rstrip('/')}/{info.run_id}")
-        script = (f"pgrep -f {shlex.quote(run_pattern(info.run_id))} | wc -l; "
-                  f"cd {run_dir} 2>/dev/null && cat {shlex.quote(f'hosts/{name}.exit')} "
-                  f"2>/dev/null; echo; test -e {shlex.quote(f'hosts/{name}.stopped')} "
-                  "&& echo stopped; true")
-        lines = (await transport.run(script, timeout=30.0)).stdout.split("\n")
-        return int(lines[0].strip() or 0), lines[1].strip(), "stopped" in lines[2:]
-
-    refreshed: list[RunInfo] = []
-    unverified: list[str] = []
-    for info in runs:
-        if info.state in FINAL_RUN_STATES:
-            refreshed.append(info)
-            continue
-        found = await pool.gather(lambda t, i=info: probe(t, i), list(info.hosts))  # type: ignore[misc]
-        if any(isinstance(r, BaseException) for r in found.values()):
-            refreshed.append(info)
-            unverified.append(info.run_id)
-            continue
-        results = [r for r in found.values() if not isinstance(r, BaseException)]
-        if any(count for count, _, _ in results):
-            state = "running"
-        elif any(stopped for _, _, stopped in results):
-            state = "stopped"
-        elif all(code == "0" for _, code, _ in results):
-            state = "completed"
-        else:
-            state = "failed"
-        if state != info.state:
-            info = replace(info, state=state)
-            write_run_info(config, info)
-        refreshed.append(info)
-    return refreshed, unverified

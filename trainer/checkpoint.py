@@ -14,10 +14,12 @@ No shared filesystem is assumed: on resume rank 0 reads the file and broadcasts 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -84,17 +86,15 @@ def save_checkpoint(
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp_hash = path.with_name(f".{path.name}{HASH_SUFFIX}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT_VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        # The hash of the bytes on disk (read back), in place before the file it vouches for.
-        with open(tmp_hash, "w", encoding="ascii") as f:
-            f.write(f"{file_sha256(tmp)}  {path.name}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_hash, hash_path(path))
-        os.replace(tmp, path)
+        _write_files(state, path, tmp, tmp_hash)
+    except (OSError, RuntimeError) as exc:  # torch's writer wraps the OSError
+        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc):
+            host = os.environ.get("CORRAL_HOST") or socket.gethostname()
+            raise CorralError(f"disk full on {host} at {path.parent}: the checkpoint of step "
+                              f"{state['step']} could not be written (the previous ones are "
+                              "intact); free space there and resume",
+                              title="disk full") from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
         tmp_hash.unlink(missing_ok=True)
@@ -104,6 +104,20 @@ def save_checkpoint(
             old.unlink(missing_ok=True)
             hash_path(old).unlink(missing_ok=True)
     return path
+
+
+def _write_files(state: dict[str, Any], path: Path, tmp: Path, tmp_hash: Path) -> None:
+    with open(tmp, "wb") as f:
+        torch.save({"format": FORMAT_VERSION, **state}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    # The hash of the bytes on disk (read back), in place before the file it vouches for.
+    with open(tmp_hash, "w", encoding="ascii") as f:
+        f.write(f"{file_sha256(tmp)}  {path.name}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp_hash, hash_path(path))
+    os.replace(tmp, path)
 
 
 def verify_checkpoint(path: Path) -> str | None:

@@ -139,7 +139,10 @@ def sshd_cluster(tmp_path: Path) -> Iterator[Callable[..., SshdCluster]]:
         pytest.skip("OpenSSH sshd is not installed (apt-get install openssh-server)")
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(n: int, *, trusted: bool = True) -> SshdCluster:
+    def start(n: int, *, trusted: bool = True,
+              prefix: Callable[[int], list[str]] | None = None) -> SshdCluster:
+        """``prefix(i)``: words put before daemon ``i``'s command line (e.g. ``unshare -m``
+        and a mount, to give that host its own view of a path)."""
         root = tmp_path / "ssh"
         root.mkdir(exist_ok=True)
         os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
@@ -159,7 +162,8 @@ def sshd_cluster(tmp_path: Path) -> Iterator[Callable[..., SshdCluster]]:
             host_key = root / f"host_key.{port}"
             _keygen(host_key)
             config = _sshd_config(root, port, host_key, authorized)
-            proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
+            words = [*(prefix(i) if prefix else []), SSHD, "-D", "-e", "-f", str(config)]
+            proc = subprocess.Popen(words,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE)
             started.append(proc)

@@ -169,6 +169,8 @@ def test_enum_values_suggest_the_closest_choice(extra: str, expected: str) -> No
     ('address = "-oProxyCommand=touch"', "address: must be one word not starting with '-'"),
     ('user = "bob smith"', "user: must be one word"),
     ('name = "b/2"', 'name: must be letters, digits'),
+    (f'address = "{"a" * 64}.example"', "address: is not a usable host name"),
+    (f'address = "{"a." * 127}b"', "address: is not a usable host name"),
 ])
 def test_host_values_are_checked_and_named(key_value: str, expected: str) -> None:
     key = key_value.split(" ")[0]
@@ -200,6 +202,8 @@ def test_host_values_are_checked_and_named(key_value: str, expected: str) -> Non
     ("[ssh]\nmax_parallel_connects = 0\n", "[ssh] max_parallel_connects: must be at least 1"),
     ("[ssh]\nkeepalive = -1\n", "[ssh] keepalive: must be at least 0"),
     ("[run]\nsteps = 5.0\n", "[run] steps: expected an integer, got a float (5.0)"),
+    ("[run]\nsteps = 99999999999999999999\n", "[run] steps: must be at most 1000000000000"),
+    ("[run]\nseed = 9223372036854775808\n", "[run] seed: must be at most"),
     ("[ssh]\nkeepalive = true\n", "[ssh] keepalive: expected a number, got a boolean"),
 ])
 def test_run_and_ssh_values_are_checked_and_named(extra: str, expected: str) -> None:

@@ -4,7 +4,10 @@ continue, and a diverged run says so."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import time
 from dataclasses import replace
@@ -14,14 +17,16 @@ import pytest
 
 import remote.controller
 from profiles.errors import CorralError
-from remote.api import RankEvent, RunEvent, RunStatus
+from remote.api import LogLine, RankEvent, RunEvent, RunStatus
 from remote.controller import SshRunController
 from remote.runs import RunInfo, read_run_info, write_run_info
 from trainer.events import StartEvent, StepEvent
 
 try:
+    from conftest import SSHD
     from runkit import bounded, run_processes, tiny_run
 except ImportError:  # collected as a package
+    from tests.remote.conftest import SSHD  # type: ignore[no-redef]
     from tests.remote.runkit import bounded, run_processes, tiny_run  # type: ignore[no-redef]
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
@@ -177,3 +182,136 @@ async def test_resume_picks_the_newest_run_with_a_checkpoint(sshd_cluster) -> No
     assert [s.step for s in starts] == [2]
 
 
+
+
+async def test_two_runs_started_at_once_do_not_run_side_by_side(sshd_cluster) -> None:
+    cluster = sshd_cluster(1)
+    config = cluster.config(run=tiny_run(steps=100000))
+    first, second = (SshRunController(config, preflight=False) for _ in range(2))
+    try:
+        handles = [await first.start(), await second.start()]
+
+        async def until_running_or_failed(handle) -> RunStatus:
+            async for event in bounded(handle.events()):
+                if isinstance(event, RunStatus) and event.state in ("running", "failed"):
+                    return event
+            raise AssertionError("the stream ended without a state")
+
+        states = await asyncio.gather(*(until_running_or_failed(h) for h in handles))
+        assert sorted(s.state for s in states) == ["failed", "running"], states
+        refused = next(s for s in states if s.state == "failed")
+        assert "another run is launching" in refused.detail, refused.detail
+        running = handles[[s.state for s in states].index("running")]
+        other = handles[1 - handles.index(running)]
+        assert run_processes(other.run_id) == []
+        assert (await (await first.attach(running.run_id)).stop(grace_s=5)).clean
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    for child in (int(p) for p in children.split()):
+        found += [child, *_descendants(child)]
+    return found
+
+
+async def test_status_finds_what_a_cut_off_host_left_running_and_keeps_the_outcome(
+    sshd_cluster
+) -> None:
+    from remote.pool import HostPool
+    from remote.refresh import refresh_runs_report
+
+    cluster = sshd_cluster(1)
+    config = cluster.config(run=tiny_run(steps=100000))
+    daemon = cluster.hosts[0]
+    controller = SshRunController(config, preflight=False)
+    restarted: subprocess.Popen[bytes] | None = None
+    try:
+        handle = await controller.start()
+        events = handle.events()
+        async for event in bounded(events):
+            if isinstance(event, RankEvent) and isinstance(event.event, StepEvent):
+                break
+        # Cut the host off: its SSH server and every session of it end; training goes on.
+        sessions = _descendants(daemon.proc.pid)
+        daemon.proc.kill()
+        daemon.proc.wait()
+        for pid in sessions:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        final = [e async for e in bounded(events)][-1]
+        assert isinstance(final, RunStatus) and final.state == "failed", final
+        assert run_processes(handle.run_id), "the cut-off host should still be training"
+        assert read_run_info(config, handle.run_id).suspect_hosts == ("h0",)
+
+        # The host comes back: status looks again and reports the leftovers apart.
+        restarted = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(cluster.root / f"sshd_config.{daemon.port}")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        pool = HostPool(config)
+        try:
+            deadline = time.monotonic() + 30
+            while True:  # the new daemon listens once a connection works
+                runs, unverified = await refresh_runs_report(config, pool)
+                if not unverified:
+                    break
+                assert time.monotonic() < deadline, "the restarted sshd never answered"
+                await pool.drop("h0")
+                await asyncio.sleep(0.2)  # polling a condition with a deadline
+            info = next(r for r in runs if r.run_id == handle.run_id)
+            assert info.state == "failed", info
+            assert "processes left" in info.cleanup and "on h0" in info.cleanup, info.cleanup
+            report = await (await controller.attach(handle.run_id)).stop(grace_s=5)
+            assert report.clean, report
+            assert run_processes(handle.run_id) == []
+            runs, _ = await refresh_runs_report(config, pool)
+            info = next(r for r in runs if r.run_id == handle.run_id)
+            assert info.state == "failed" and info.suspect_hosts == ()
+        finally:
+            await pool.aclose()
+    finally:
+        await controller.aclose()
+        if restarted is not None:
+            restarted.kill()
+            restarted.wait()
+
+
+async def test_a_stopped_rank_is_named_and_the_run_stopped_after_the_hang_limit(
+    sshd_cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import remote.hang
+
+    monkeypatch.setattr(remote.hang, "MIN_SILENCE_S", 1.0)  # tiny steps: seconds are plenty
+    cluster = sshd_cluster(2)
+    config = cluster.config(run=replace(tiny_run(steps=100000), hang_factor=3.0,
+                                        hang_limit=8.0))
+    controller = SshRunController(config, preflight=False)
+    events: list[RunEvent] = []
+    paused: int | None = None
+    try:
+        handle = await controller.start()
+        pids: dict[int, int] = {}
+        async for event in bounded(handle.events()):
+            events.append(event)
+            if isinstance(event, RankEvent) and isinstance(event.event, StartEvent):
+                pids[event.event.rank] = event.event.pid
+            if (paused is None and 1 in pids and isinstance(event, RankEvent)
+                    and isinstance(event.event, StepEvent) and event.event.step >= 3):
+                paused = pids[1]
+                os.kill(paused, signal.SIGSTOP)
+    finally:
+        if paused is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(paused, signal.SIGCONT)
+        await controller.aclose()
+    final = events[-1]
+    assert isinstance(final, RunStatus) and final.state == "failed", final
+    assert (final.failed_host, final.failed_rank) == ("h1", 1), final
+    assert "hung: no step for" in final.detail and "stopped (SIGSTOP)" in final.detail
+    said = [e.text for e in events if isinstance(e, LogLine) and e.host == "*"]
+    assert any(t.startswith("no step for") for t in said), said
+    assert any("rank 1 on h1 is stopped (SIGSTOP)" in t for t in said), said
+    assert run_processes(handle.run_id) == []

@@ -12,7 +12,8 @@ from remote.api import RankEvent, RunEvent, RunStatus
 from remote.config import ClusterConfig, ClusterSection, HostSection
 from remote.controller import SshRunController
 from remote.pool import HostPool
-from remote.runs import list_runs, refresh_runs, update_run_state
+from remote.refresh import refresh_runs
+from remote.runs import list_runs, update_run_state
 from trainer.events import CheckpointEvent, StartEvent, StepEvent
 
 try:
