@@ -174,6 +174,10 @@ class RunSection:
     hang_factor: float = 20.0
     """A rank without a step for this many times its usual step time (and at least 10 s) is
     reported, with what its process is doing (stopped, blocked, gone, busy, waiting)."""
+    max_restarts: int = 0
+    """When a rank fails after the run started (killed, crashed, its host dropped, hung),
+    stop the rest and launch the run again from its newest good checkpoint, up to this many
+    times. The data order and random state continue exactly, so the result is the same."""
     hang_limit: float = 300.0
     """Seconds without a step after which corral stops the run, naming the rank that holds
     the others up (0 = wait for torch's own timeout)."""

@@ -223,6 +223,7 @@ def run_problems(values: Mapping[str, Any]) -> Problems:
     _at_least(out, values, "seed", 0)
     _at_most(out, values, "seed", 2**63 - 1)
     _at_least(out, values, "checkpoint_every", 0)
+    _at_least(out, values, "max_restarts", 0)
     samples, batch = values.get("samples"), values.get("global_batch")
     if (dataset == "synthetic_image" and _is_int(samples) and _is_int(batch)
             and 1 <= samples < batch):

@@ -83,6 +83,8 @@ class SshRunHandle:
         self._policy = policy
         self._monitor: RunMonitor | None = None
         self._stopping = False
+        self._stop_clean = True
+        """Whether the last stop after a failure left nothing behind (a restart needs it)."""
 
     @property
     def config(self) -> ClusterConfig:
@@ -102,38 +104,79 @@ class SshRunHandle:
                          **extra)  # type: ignore[arg-type]
 
     async def events(self) -> AsyncIterator[RunEvent]:
-        """Every event of the run, ending with its final ``RunStatus``."""
-        if self._launch:
-            final: RunStatus | None = None
-            pool = self._controller.pool
-            try:
-                await launch_lock.acquire(pool, self.config, self.run_id)
-            except launch_lock.LaunchLocked as exc:
-                yield self._status("failed", f"{exc.title}: {exc}")
-                return
-            except CorralError:
-                pass  # the master cannot be reached: the check below says so, with its fix
-            try:
-                async for event in launch_run(pool, self.config, self._info,
-                                              resume=self._resume, policy=self._policy,
-                                              status=self._status,
-                                              preflight=self._controller.preflight):
-                    if isinstance(event, RunStatus) and event.state in ("failed", "stopped"):
-                        final = event
+        """Every event of the run, ending with its final ``RunStatus``.
+
+        With ``[run] max_restarts``, a run that fails after it ran (a rank died, a host
+        dropped, a hang) is stopped and launched again from its newest checkpoint, up to that
+        many times; each restart shows as a ``launching`` status and a log line."""
+        restarts = 0
+        while True:
+            if self._launch:
+                launched = True
+                async for event in self._launch_once():
+                    if isinstance(event, RunStatus) and event.state in FINAL_RUN_STATES:
+                        launched = False
                     yield event
-            except CorralError as exc:
-                # Whatever was started is stopped again: a failed launch leaves nothing behind.
-                await stop_run(pool, self.run_dir, self.run_id, grace_s=2.0)
-                final = self._status("failed", f"{exc.title}: {exc}")
-                yield final
-            finally:
-                await launch_lock.release(pool, self.config, self.run_id)
-            if final is not None:
+                if not launched:
+                    return
+            final: RunStatus | None = None
+            async for event in self._follow():
+                if isinstance(event, RunStatus) and event.state in FINAL_RUN_STATES:
+                    final = event
+                    break
+                yield event
+            if final is None:
                 return
-            with contextlib.suppress(CorralError):
-                self._info = read_run_info(self.config, self.run_id)
-        async for event in self._follow():
-            yield event
+            why = self._no_restart(final, restarts)
+            if why is not None:
+                yield final if not why else replace(final, detail=f"{final.detail}\n({why})")
+                return
+            restarts += 1
+            cause = final.detail.split("\n", 1)[0]
+            note = (f"restart {restarts} of {self.config.run.max_restarts} after: {cause}; "
+                    "resuming from the newest checkpoint")
+            yield LogLine(t=time.time(), host="*", rank=None, text=note)
+            yield self._status("launching", note)
+            self._resume = True
+
+    def _no_restart(self, final: RunStatus, restarts: int) -> str | None:
+        """Why the run ends with ``final`` instead of restarting ("" when there is nothing to
+        say: it did not fail, or restarts are off); None to restart."""
+        limit = self.config.run.max_restarts
+        if final.state != "failed" or not self._launch or self._stopping or not limit:
+            return ""
+        if restarts >= limit:
+            return f"no restart left: [run] max_restarts = {limit}"
+        if " diverged: " in final.detail.split("\n", 1)[0]:
+            return "not restarted: a diverged run would diverge again from the same checkpoint"
+        if not self._stop_clean:
+            return "not restarted: processes of the failed attempt may be left"
+        return None
+
+    async def _launch_once(self) -> AsyncIterator[RunEvent]:
+        """Lock, check, push and launch; ends with a final status only when that failed."""
+        pool = self._controller.pool
+        try:
+            await launch_lock.acquire(pool, self.config, self.run_id)
+        except launch_lock.LaunchLocked as exc:
+            yield self._status("failed", f"{exc.title}: {exc}")
+            return
+        except CorralError:
+            pass  # the master cannot be reached: the check below says so, with its fix
+        try:
+            async for event in launch_run(pool, self.config, self._info,
+                                          resume=self._resume, policy=self._policy,
+                                          status=self._status,
+                                          preflight=self._controller.preflight):
+                yield event
+        except CorralError as exc:
+            # Whatever was started is stopped again: a failed launch leaves nothing behind.
+            await stop_run(pool, self.run_dir, self.run_id, grace_s=2.0)
+            yield self._status("failed", f"{exc.title}: {exc}")
+        finally:
+            await launch_lock.release(pool, self.config, self.run_id)
+        with contextlib.suppress(CorralError):
+            self._info = read_run_info(self.config, self.run_id)
 
     async def _follow(self) -> AsyncIterator[RunEvent]:
         pool = self._controller.pool
@@ -217,6 +260,7 @@ class SshRunHandle:
             # (Only the process that launched the run does this: attaching is read-only.)
             report = await stop_run(pool, self.run_dir, self.run_id,
                                     grace_s=STOP_GRACE_ON_FAILURE_S)
+        self._stop_clean = report is None or report.clean
         # Hosts cut off when the run ended may still run its processes: status looks again.
         suspect = set(monitor.dropped)
         if report is not None:
