@@ -197,6 +197,9 @@ class SshSection:
     """Seconds before an unreachable host is reported as such."""
     keepalive: float = 15.0
     """Seconds between keepalives on each connection (0 disables)."""
+    lost_after: float = 60.0
+    """Seconds a host of a running run may stay unreachable (its connection is re-opened
+    with backoff meanwhile) before it counts as lost and the run fails without it."""
     known_hosts: Literal["strict", "insecure"] = "strict"
     """``strict`` verifies host keys against ~/.ssh/known_hosts (and ``corral trust``);
     ``insecure`` skips verification and prints a warning."""

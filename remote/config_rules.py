@@ -255,6 +255,7 @@ def ssh_problems(values: Mapping[str, Any]) -> Problems:
     _at_least(out, values, "max_parallel_connects", 1)
     _text(out, values, "known_hosts_file")
     _text(out, values, "config_file")
+    _number(out, values, "lost_after", 0.0, inclusive=True)
     return out
 
 

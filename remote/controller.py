@@ -33,6 +33,7 @@ from remote.hang import HangGuard
 from remote.launch import run_dir_for
 from remote.monitor import RunMonitor
 from remote.pool import HostPool
+from remote.reconnect import resilient_tail
 from remote.runs import (
     RunInfo,
     describe_stop,
@@ -48,7 +49,7 @@ from remote.runs import (
 )
 from remote.start import launch_run
 from remote.stop import stop_run
-from remote.stream import CollectedCopy, TailItem, merged, tail_host
+from remote.stream import CollectedCopy, TailItem, merged
 from remote.tensorboard import live_writer
 from trainer.events import StartEvent
 
@@ -189,14 +190,15 @@ class SshRunHandle:
         sources: list[tuple[str, AsyncIterator[TailItem]]] = [("", _ticker())]
         for host in hosts:
             try:
-                transport = await pool.get(host)
+                await pool.get(host)
             except CorralError as exc:
                 if not self._launch:
                     raise  # attaching changes nothing on the hosts: report, leave the run be
                 monitor.observe((host, exc))
                 yield HostStatus(t=time.time(), host=host, state="unreachable", detail=str(exc))
                 continue
-            sources.append((host, tail_host(transport, self.run_dir, copies[host])))
+            sources.append((host, resilient_tail(pool, host, self.run_dir, copies[host],
+                                                 self.config.ssh.lost_after)))
         yield self._status("running")
         failed_at: float | None = None
         stop_task: asyncio.Task[StopReport] | None = None
@@ -205,6 +207,9 @@ class SshRunHandle:
         running_hosts: set[str] = set()
         try:
             async for item in merged(sources):
+                if isinstance(item, HostStatus):  # a connection lost or found again
+                    yield item
+                    continue
                 if isinstance(item, tuple):
                     # The host dropped: forget the dead connection so stop can reconnect.
                     await pool.drop(item[0])

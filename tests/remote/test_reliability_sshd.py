@@ -17,7 +17,7 @@ import pytest
 
 import remote.controller
 from profiles.errors import CorralError
-from remote.api import LogLine, RankEvent, RunEvent, RunStatus
+from remote.api import HostStatus, LogLine, RankEvent, RunEvent, RunStatus
 from remote.controller import SshRunController
 from remote.runs import RunInfo, read_run_info, write_run_info
 from trainer.events import StartEvent, StepEvent
@@ -225,7 +225,8 @@ async def test_status_finds_what_a_cut_off_host_left_running_and_keeps_the_outco
     from remote.refresh import refresh_runs_report
 
     cluster = sshd_cluster(1)
-    config = cluster.config(run=tiny_run(steps=100000))
+    # Lost for good after 2 s without a connection (the run then fails without the host).
+    config = cluster.config(run=tiny_run(steps=100000), ssh=cluster.ssh_section(lost_after=2.0))
     daemon = cluster.hosts[0]
     controller = SshRunController(config, preflight=False)
     restarted: subprocess.Popen[bytes] | None = None
@@ -236,12 +237,7 @@ async def test_status_finds_what_a_cut_off_host_left_running_and_keeps_the_outco
             if isinstance(event, RankEvent) and isinstance(event.event, StepEvent):
                 break
         # Cut the host off: its SSH server and every session of it end; training goes on.
-        sessions = _descendants(daemon.proc.pid)
-        daemon.proc.kill()
-        daemon.proc.wait()
-        for pid in sessions:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        cut_ssh(daemon)
         final = [e async for e in bounded(events)][-1]
         assert isinstance(final, RunStatus) and final.state == "failed", final
         assert run_processes(handle.run_id), "the cut-off host should still be training"
@@ -315,3 +311,60 @@ async def test_a_stopped_rank_is_named_and_the_run_stopped_after_the_hang_limit(
     assert any(t.startswith("no step for") for t in said), said
     assert any("rank 1 on h1 is stopped (SIGSTOP)" in t for t in said), said
     assert run_processes(handle.run_id) == []
+
+
+def cut_ssh(daemon) -> None:  # type: ignore[no-untyped-def]
+    """Kill a daemon's listener and every session of it (by the PIDs found): the host's
+    processes started over SSH go on, its connections are gone."""
+    sessions = _descendants(daemon.proc.pid)
+    daemon.proc.kill()
+    daemon.proc.wait()
+    for pid in sessions:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_lost_ssh_connection_is_reconnected_and_the_run_goes_on(sshd_cluster) -> None:
+    cluster = sshd_cluster(2)
+    config = cluster.config(run=tiny_run(steps=100000), ssh=cluster.ssh_section(lost_after=60))
+    daemon = cluster.hosts[1]
+    controller = SshRunController(config, preflight=False)
+    restarted: subprocess.Popen[bytes] | None = None
+    events: list[RunEvent] = []
+    try:
+        handle = await controller.start()
+        stream = bounded(handle.events())
+        async for event in stream:
+            events.append(event)
+            if isinstance(event, RankEvent) and isinstance(event.event, StepEvent):
+                break
+        cut_ssh(daemon)
+        async for event in stream:  # the follower notices and says it is reconnecting
+            events.append(event)
+            if isinstance(event, HostStatus) and event.host == "h1" and "reconnecting" in \
+                    event.detail:
+                break
+        restarted = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(cluster.root / f"sshd_config.{daemon.port}")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        back_at = len(events)
+        async for event in stream:
+            events.append(event)
+            if (isinstance(event, RankEvent) and event.host == "h1"
+                    and isinstance(event.event, StepEvent)
+                    and any(isinstance(e, HostStatus) and e.state == "running"
+                            and "reconnected" in e.detail for e in events[back_at:])):
+                break  # h1's steps flow again after the reconnection
+        assert not any(isinstance(e, RunStatus) and e.state == "failed" for e in events)
+        assert (await handle.stop(grace_s=5)).clean
+        final = [e async for e in stream][-1]
+        assert isinstance(final, RunStatus) and final.state == "stopped", final
+    finally:
+        await controller.aclose()
+        if restarted is not None:
+            restarted.kill()
+            restarted.wait()
+    # No step event was lost or shown twice across the reconnection.
+    steps = [e.event.step for e in events if isinstance(e, RankEvent)
+             and isinstance(e.event, StepEvent) and e.event.rank == 1]
+    assert steps == list(range(steps[0], steps[0] + len(steps))), steps
