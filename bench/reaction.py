@@ -6,8 +6,10 @@ both at full speed; from step ``--change-at`` on, rank 1 is emulated 2x slower
 process alone, same global batch B); the stricter bound is Σ of solo peaks over B, B/2 and B/4
 (see bench/balance.py); both measured in the same invocation. Reported:
 
-- steps from the change until throughput is back within 10 % of the new ideal, and of the
-  bound (the median of the next ``WINDOW`` steps, so one lucky step does not count);
+- steps from the change until throughput is back within 10 % of the new oracle (the best
+  static split for the new speeds, searched in the same invocation by bench/oracle.py's search,
+  ``--oracle-rounds``), of the new ideal, and of the bound (the median of the next ``WINDOW``
+  steps, so one lucky step does not count);
 - the same against the run's own post-change steady state (median of its last 20 steps), which
   stays meaningful on a machine too busy to reach the ideal;
 - rebalances after the change and reversals (a move of rank 1's share opposite to its
@@ -65,6 +67,8 @@ class Reaction:
     to_ideal: int | None
     to_bound: int | None
     to_steady: int | None
+    to_oracle: int | None
+    """Steps to within 10 % of the new oracle (None: not reached, or no oracle searched)."""
     steady: float
     splits: list[str]
     reversals: int
@@ -86,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline", type=Path, metavar="DIR",
         help=BASELINE_HELP + "runs the same dynamic pairs, interleaved with this tree's",
+    )  # fmt: skip
+    parser.add_argument(
+        "--oracle-rounds", type=int, default=1,
+        help="rounds of bench/oracle.py's split search for the new speeds (1 and 2) in this "
+        "invocation, the yardstick for 'steps to oracle' (0: no search)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -110,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             for s in (1.0, 2.0)
             for b in solo_batches(B)
         }  # fmt: skip
+        oracle = _oracle(args, root) if args.oracle_rounds > 0 else None
         runs: dict[str, list[RunResult]] = {name: [] for name in trees}
         for i in range(args.repeats):  # interleaved, so a drifting machine affects both alike
             for name, tree in trees.items():
@@ -132,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             r.throughput(skip=10, last=change - 1) for r in runs["this tree"]
         )
         results = {
-            name: [_reaction(r, change, ideal, bound) for r in rs] for name, rs in runs.items()
+            name: [_reaction(r, change, ideal, bound, oracle) for r in rs]
+            for name, rs in runs.items()
         }
 
     print()
@@ -143,10 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         f"before the change (median of runs): {before:.1f} samples/s "
         f"(2 x solo at B {2 * at_b[1.0]:.1f}, 2 x solo peak {2 * peak[1.0]:.1f}); "
         f"new ideal (solo x1 + solo x2 at B) {ideal:.1f}; new bound (solo peaks) {bound:.1f}"
+        + (f"; new oracle (best static split for slowdowns 1, 2: {csv(oracle[0])}) "
+           f"{oracle[1]:.1f}" if oracle else "")
     )
     print()
     rows = [
-        [f"{name} #{i + 1}", _steps(r.to_ideal), _steps(r.to_bound), _steps(r.to_steady),
+        [f"{name} #{i + 1}", _steps(r.to_oracle), _steps(r.to_ideal), _steps(r.to_bound),
+         _steps(r.to_steady),
          f"{r.steady:.1f} ({r.steady / ideal:.2f} / {r.steady / bound:.2f})",
          f"{len(r.splits)} ({' -> '.join(r.splits) or '-'})",
          f"{r.reversals} ({r.machine_reversals} / {r.balancer_reversals})",
@@ -155,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, rs in results.items()
         for r in [rs[i]]
     ]  # fmt: skip
-    header = ["run", "steps to ideal", "steps to bound", "steps to steady", "steady samples/s "
+    header = ["run", "steps to oracle", "steps to ideal", "steps to bound", "steps to steady",
+              "steady samples/s "
               "(of ideal / bound)", "rebalances after the change", "reversals (machine / "
               "balancer)", "machine drift, median / max"]  # fmt: skip
     print(markdown_table(header, rows))
@@ -172,7 +187,13 @@ def _summary(results: list[Reaction]) -> str:
     recovered = [w for w in worst if w is not None]
     balancer_reversals = sum(r.balancer_reversals for r in results)
     met = len(recovered) == len(results) and max(recovered) <= TARGET_STEPS
+    to_oracle = [r.to_oracle for r in results]
+    oracle_met = None not in to_oracle and max(t or 0 for t in to_oracle) <= TARGET_STEPS
+    oracle = ("" if all(r.to_oracle is None for r in results) and not oracle_met else
+              f"to within 10 % of the new oracle: {', '.join(_steps(t) for t in to_oracle)} "
+              f"steps (target <= {TARGET_STEPS}: {'met' if oracle_met else 'MISSED'}); ")
     return (
+        oracle +
         f"recovery (ideal and steady state), median {_median(recovered)} steps, worst "
         f"{_steps(max(recovered) if recovered else None)}; rebalances after the change, median "
         f"{statistics.median(len(r.splits) for r in results):g}; steady state, median "
@@ -184,7 +205,19 @@ def _summary(results: list[Reaction]) -> str:
     )
 
 
-def _reaction(run: RunResult, change: int, ideal: float, bound: float) -> Reaction:
+def _oracle(args: argparse.Namespace, root: Path) -> tuple[tuple[int, ...], float]:
+    """The best static split for the speeds after the change, and its samples/s."""
+    from bench.oracle import Lengths, search
+
+    lengths = Lengths(search_steps=50, search_skip=15, steps=0, skip=0)
+    setting = argparse.Namespace(global_batch=args.global_batch, slowdowns=(1.0, 2.0),
+                                 search_rounds=args.oracle_rounds)
+    best, seen = search(setting, root, lengths)
+    return best, seen[best]
+
+
+def _reaction(run: RunResult, change: int, ideal: float, bound: float,
+              oracle: tuple[tuple[int, ...], float] | None) -> Reaction:
     steady = statistics.median(_series(run)[-20:])
     after = [e for e in run.rebalances if e.step > change]
     moves = [(e.split[1] - e.previous[1], e) for e in after if e.split[1] != e.previous[1]]
@@ -193,6 +226,7 @@ def _reaction(run: RunResult, change: int, ideal: float, bound: float) -> Reacti
         to_ideal=_recovery(run, change, 0.9 * ideal),
         to_bound=_recovery(run, change, 0.9 * bound),
         to_steady=_recovery(run, change, 0.9 * steady),
+        to_oracle=_recovery(run, change, 0.9 * oracle[1]) if oracle else None,
         steady=steady,
         splits=[csv(e.split) for e in after],
         reversals=len(reversing),

@@ -99,6 +99,9 @@ class TrainConfig:
     pin_cores: bool = True
     """Give the ranks of this host disjoint cores (CUDA ranks: cores near their GPU); off
     leaves placement to the kernel. See trainer/placement.py."""
+    prefetch: Literal["auto", "on", "off"] = "auto"
+    """Prepare the next step's batch while the current one computes; auto = on CUDA ranks
+    only (on a CPU rank the worker competes with the step for its cores)."""
     cores: str | None = None
     """The host's cores to share out between its ranks, as a cpulist (``"0-7,16"``); None =
     every core this process may use."""
@@ -372,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pin-cores", action=argparse.BooleanOptionalAction, default=d.pin_cores,
                    help="give this host's ranks disjoint cores (CUDA ranks: cores near their "
                    "GPU); with more ranks than cores nothing is pinned")
+    g.add_argument("--prefetch", choices=("auto", "on", "off"), default=d.prefetch,
+                   help="prepare the next step's batch while this one computes (pinned memory "
+                   "and an asynchronous copy on CUDA); auto = on CUDA ranks only")
     g.add_argument("--cores", default=d.cores, metavar="LIST",
                    help="the cores to share out between this host's ranks, e.g. 0-7 (default: "
                    "every core the process may use)")
@@ -408,6 +414,6 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
         resume=args.resume, slowdown=slowdown, slowdown_at=tuple(args.slowdown_at),
         backend=args.backend, device=args.device, threads=args.threads,
-        pin_cores=args.pin_cores, cores=args.cores,
+        pin_cores=args.pin_cores, cores=args.cores, prefetch=args.prefetch,
         resources_every=args.resources_every,
     )

@@ -53,6 +53,7 @@ from trainer.events import (
     events_path,
 )
 from trainer.placement import Placement, format_cpulist, place_this_rank
+from trainer.prefetch import BatchPrefetcher, prefetch_wanted
 from trainer.resources import ResourceReporter
 from trainer.slowdown import SlowdownSchedule
 from trainer.step import (
@@ -174,6 +175,8 @@ class Trainer:
                  run: RunState, placement: Placement | None = None) -> None:
         self.config, self.task, self.order, self.run = config, task, order, run
         self.placement = placement
+        self.prefetcher = (BatchPrefetcher(task, order, info.rank, device)
+                           if prefetch_wanted(config.prefetch, device) else None)
         self.rank, self.world, self.device = info.rank, info.world_size, device
         self.events, self.stop = events, stop
         self.slowdown = SlowdownSchedule(config.slowdown_for(self.rank), config.slowdown_at,
@@ -284,6 +287,8 @@ class Trainer:
 
         # -- 6. Final checkpoint (also when stopped: the last step is complete) -------------
         resources.stop()
+        if self.prefetcher is not None:
+            self.prefetcher.close()
         self.checkpointer.save(run, last_step=True)
         if self.rank == 0 and run.step == run.total_steps:
             final = write_final(self.task, self.model, self.config.run_dir)
@@ -294,7 +299,11 @@ class Trainer:
     def train_step(self, step: int) -> list[StepTally]:
         """Run step ``step`` (1-based) on this rank; every rank's tally of it, by rank."""
         # Data: this rank's slice of the step's global batch (prefix sums of the split).
-        batch = local_batch(self.task, self.order, step, self.run.split, self.rank, self.device)
+        if self.prefetcher is not None:  # prepared while the previous step computed
+            batch = self.prefetcher.batch(step, self.run.split, self.run.total_steps)
+        else:
+            batch = local_batch(self.task, self.order, step, self.run.split, self.rank,
+                                self.device)
 
         # Forward + backward on the SUMMED loss. DDP all-reduces inside backward; an emulated
         # slow device (--slowdown) finishes later: the clock's hook waits before the last

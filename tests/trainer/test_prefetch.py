@@ -1,0 +1,52 @@
+"""Batch prefetch: a step trains on exactly the batch it would have built itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from trainer_runs import check, events, final_params, launch, max_rel_diff, of_kind
+
+from trainer.data import GlobalBatchOrder
+from trainer.prefetch import BatchPrefetcher, prefetch_wanted
+from trainer.step import local_batch
+from trainer.tasks.image import build
+
+
+def test_prefetched_batches_are_the_ones_each_step_would_build() -> None:
+    task = build({"model": "simple_cnn", "dataset": "synthetic_image", "samples": 64,
+                  "norm": "group", "seed": 1})
+    order = GlobalBatchOrder(len(task.train_data), 16, seed=1)
+    cpu = torch.device("cpu")
+    prefetcher = BatchPrefetcher(task, order, rank=1, device=cpu)
+    splits = [(10, 6)] * 3 + [(12, 4)] * 3  # a rebalance before step 4
+    try:
+        for step, split in enumerate(splits, start=1):
+            got = prefetcher.batch(step, split, last_step=len(splits))
+            want = local_batch(task, order, step, split, 1, cpu)
+            assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True)), step
+    finally:
+        prefetcher.close()
+    # Ready-made for steps 2, 3, 5, 6; step 1 and the step after the rebalance are built.
+    assert prefetcher.hits == 4
+
+
+def test_auto_prefetches_on_cuda_ranks_only() -> None:
+    assert prefetch_wanted("auto", torch.device("cuda", 0))
+    assert not prefetch_wanted("auto", torch.device("cpu"))
+    assert prefetch_wanted("on", torch.device("cpu"))
+    assert not prefetch_wanted("off", torch.device("cuda", 0))
+
+
+@pytest.mark.slow
+def test_prefetch_changes_nothing_but_speed(tmp_path: Path) -> None:
+    common = ("--samples", "512", "--global-batch", "32", "--steps", "12", "--seed", "3")
+    check(launch(2, *common, "--split", "20,12", "--prefetch", "off",
+                 "--run-dir", str(tmp_path / "off")))
+    # Dynamic with a decision every 2 steps: splits change under the prefetcher.
+    check(launch(2, *common, "--split", "28,4", "--policy", "dynamic", "--rebalance-every", "2",
+                 "--rebalance-threshold", "0", "--prefetch", "on",
+                 "--run-dir", str(tmp_path / "on")))
+    assert max_rel_diff(final_params(tmp_path / "off"), final_params(tmp_path / "on")) <= 1e-4
+    assert [e["step"] for e in of_kind(events(tmp_path / "on", 1), "step")] == list(range(1, 13))

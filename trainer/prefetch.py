@@ -1,0 +1,87 @@
+"""The next step's batch, prepared while the current step computes.
+
+A rank's batch for step ``s`` depends only on ``s``, the split and the rank (``trainer.step``),
+so it can be built ahead: after handing out step ``s``'s batch, one worker thread starts on
+step ``s + 1``'s with the same split. If the split has changed by then (a rebalance), the
+prepared batch is dropped and the right one built in place: the batch a step trains on is
+always the one ``local_batch`` gives, so exactness does not depend on prefetching.
+
+On CUDA the batch is collated into pinned host memory and copied with ``non_blocking``, so
+the copy overlaps the compute too. On a CPU rank the worker competes with the step for the
+rank's own cores (and the GIL); ``auto`` therefore prefetches on CUDA only — the CPU
+measurement is in BENCHMARKS.md ("Batch prefetch on a CPU rank").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import torch
+from torch.utils.data import default_collate
+
+from trainer.data import GlobalBatchOrder
+from trainer.step import local_batch, move_to
+from trainer.tasks import Task
+
+PREFETCH_CHOICES = ("auto", "on", "off")
+"""``--prefetch``: auto = on for CUDA ranks, off for CPU ranks."""
+
+
+def prefetch_wanted(setting: str, device: torch.device) -> bool:
+    """Whether a rank on ``device`` prefetches under ``--prefetch setting``."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+class BatchPrefetcher:
+    """``batch(step, split)``: this rank's batch for ``step``, prepared one step ahead."""
+
+    def __init__(self, task: Task, order: GlobalBatchOrder, rank: int,
+                 device: torch.device) -> None:
+        self.task, self.order, self.rank, self.device = task, order, rank, device
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-prefetch")
+        self._ahead: tuple[int, tuple[int, ...], Future[Any]] | None = None
+        self.hits = 0
+        """Batches that were ready-made (for tests and curiosity)."""
+
+    def batch(self, step: int, split: Sequence[int], last_step: int) -> Any:
+        """Step ``step``'s batch for ``split``; starts preparing ``step + 1``'s (same split)
+        unless ``step`` is ``last_step``."""
+        split = tuple(split)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[:2] == (step, split):
+            batch = ahead[2].result()
+            self.hits += 1
+        else:
+            if ahead is not None:
+                ahead[2].result()  # a stale batch (the split changed): let the worker finish
+            batch = self._build(step, split)
+        if step < last_step:
+            self._ahead = (step + 1, split, self._pool.submit(self._build, step + 1, split))
+        return batch
+
+    def _build(self, step: int, split: tuple[int, ...]) -> Any:
+        if self.device.type != "cuda":
+            return local_batch(self.task, self.order, step, split, self.rank, self.device)
+        indices = self.order.local_indices(step, split, self.rank).tolist()
+        items = [self.task.train_data[i] for i in indices]
+        host = _pinned((self.task.collate or default_collate)(items))
+        return move_to(host, self.device)
+
+    def close(self) -> None:
+        """Stop the worker (a prepared batch nobody asked for is dropped)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _pinned(batch: Any) -> Any:
+    """``batch`` with every tensor in page-locked memory (so its copy can be asynchronous)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.pin_memory()
+    if isinstance(batch, dict):
+        return {k: _pinned(v) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a named tuple
+        return type(batch)(*(_pinned(v) for v in batch))
+    if isinstance(batch, tuple | list):
+        return type(batch)(_pinned(v) for v in batch)
+    return batch
