@@ -12,7 +12,7 @@ if [ "$(id -u)" = 0 ] && { ! [ -x /usr/sbin/sshd ] || ! command -v ip >/dev/null
     apt-get install -y -q --no-install-recommends openssh-server openssh-client iproute2 \
         libtcmalloc-minimal4 >/dev/null
 fi
-bash scripts/bootstrap.sh --dev
+bash scripts/bootstrap.sh --dev --llm
 "$PY" -m ruff check .
 "$PY" -m mypy
 "$PY" -c "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports())"

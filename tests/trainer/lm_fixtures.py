@@ -1,0 +1,62 @@
+"""A tiny causal LM and its data for the causal_lm tests (written once per test session)."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass(frozen=True)
+class TinyLM:
+    model: Path
+    """The tiny Llama model directory (save_pretrained layout)."""
+    corpus: Path
+    """A .txt corpus of documents separated by blank lines."""
+    pairs: Path
+    """A .jsonl of prompt/completion pairs of very different lengths."""
+
+
+def write_pairs(path: Path, count: int = 64, seed: int = 1) -> None:
+    """Prompt/completion pairs whose lengths vary from a few to ~60 bytes."""
+    rng = random.Random(seed)
+    words = ("red", "blue", "cat", "river", "seven", "stone", "quiet", "song", "train", "bread")
+    with path.open("w") as f:
+        for _ in range(count):
+            prompt = " ".join(rng.choice(words) for _ in range(rng.randint(1, 8)))
+            completion = " ".join(rng.choice(words) for _ in range(rng.randint(1, 10)))
+            f.write(json.dumps({"prompt": f"Q: {prompt}\nA:", "completion": f" {completion}"})
+                    + "\n")
+
+
+def make_tiny_lm(folder: Path) -> TinyLM:
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    from trainer.tiny_lm import write_corpus, write_tiny_lm
+
+    lm = TinyLM(model=folder / "tiny-lm", corpus=folder / "corpus.txt",
+                pairs=folder / "pairs.jsonl")
+    write_tiny_lm(lm.model, seed=0)
+    write_corpus(lm.corpus, documents=120, seed=0)
+    write_pairs(lm.pairs)
+    return lm
+
+
+def lm_flags(lm: TinyLM, *, data: Path | None = None, packing: bool = True,
+             seq_len: int = 48, optimizer: str = "sgd", extra: tuple[str, ...] = ()
+             ) -> list[str]:
+    """Trainer flags for the causal_lm task on ``lm``.
+
+    The split comparisons use SGD: AdamW divides by the root of each gradient's running square,
+    which turns float-rounding noise on near-zero gradient entries into updates of full size
+    (differences of 1e-6 to 1e-5 after 20 steps instead of 1e-7)."""
+    options = [f"model={lm.model}", f"data={data or lm.corpus}", f"seq_len={seq_len}",
+               "lora_r=4", "lora_alpha=8", f"packing={'true' if packing else 'false'}", *extra]
+    lr = "0.01" if optimizer == "adamw" else "0.2"
+    flags = ["--task", "causal_lm", "--optimizer", optimizer, "--lr", lr, "--seed", "7"]
+    for option in options:
+        flags += ["--task-option", option]
+    return flags

@@ -1,0 +1,199 @@
+"""The ``causal_lm`` task: fine-tune a Hugging Face causal language model, with LoRA (peft) or
+fully. Imported only when a run asks for it, so hosts without transformers/peft can train the
+other tasks. The loss unit is one predicted (target) token.
+
+Options (``[run.task_options]`` / ``--task-option KEY=VALUE``) are ``OPTIONS`` below.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from profiles.errors import UsageError
+from trainer.tasks import Task
+from trainer.tasks.lm_data import (
+    PackedSequences,
+    PaddedExamples,
+    batch_inputs,
+    read_examples,
+    token_loss,
+    tokenize_examples,
+)
+
+PIP_LINE = "pip install 'transformers>=5.0' 'peft>=0.17'"
+"""How to install what this task needs (``corral check`` prints it for a host lacking it)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CausalLMOptions:
+    """The causal_lm task's options."""
+
+    model: str
+    """A local directory in ``save_pretrained`` layout, or a hub id (needs the hub)."""
+    data: str
+    """A ``.txt`` (documents separated by blank lines) or ``.jsonl`` (``text``, or ``prompt``
+    and ``completion`` with the loss on the completion only) file."""
+    seq_len: int = 256
+    """Tokens per sequence (at most the model's ``max_position_embeddings``)."""
+    packing: bool = True
+    """True: concatenate and cut into ``seq_len`` sequences; False: one example per sequence,
+    padded per batch (padding is masked out of the loss and out of the token count)."""
+    lora_r: int = 16
+    """LoRA rank; 0 = full fine-tuning."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input; > 0 draws random masks per rank, so results then depend on
+    the split (0 keeps the exactness guarantee)."""
+    lora_targets: str = "q_proj,v_proj"
+    """Comma-separated module names that get LoRA adapters."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward: less memory, more compute."""
+
+
+OPTIONS = tuple(f.name for f in fields(CausalLMOptions))
+
+
+def parse_options(options: dict[str, Any]) -> CausalLMOptions:
+    """Check the option names and types (UsageError naming the option, with 'did you mean')."""
+    for key in options:
+        if key not in OPTIONS:
+            close = difflib.get_close_matches(key, OPTIONS, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UsageError(f"causal_lm has no option {key!r}{hint}; options: "
+                             f"{', '.join(OPTIONS)}")
+    for required in ("model", "data"):
+        if required not in options:
+            raise UsageError(f"causal_lm needs the option {required} "
+                             f"(--task-option {required}=...)")
+    values: dict[str, Any] = {}
+    for f in fields(CausalLMOptions):
+        if f.name in options:
+            values[f.name] = _typed(f.name, options[f.name], str(f.type))
+    parsed = CausalLMOptions(**values)
+    if parsed.seq_len < 2:
+        raise UsageError(f"causal_lm option seq_len must be >= 2, got {parsed.seq_len}")
+    if parsed.lora_r < 0 or parsed.lora_alpha <= 0 or not 0 <= parsed.lora_dropout < 1:
+        raise UsageError("causal_lm options need lora_r >= 0, lora_alpha > 0 and "
+                         "0 <= lora_dropout < 1")
+    return parsed
+
+
+def _typed(name: str, value: Any, kind: str) -> Any:
+    wrong = UsageError(f"causal_lm option {name}={value!r}: expected {kind}")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise wrong
+    if kind in ("int", "float"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise wrong
+        if kind == "int" and value != int(value):
+            raise wrong
+        return int(value) if kind == "int" else float(value)
+    if isinstance(value, list):  # lora_targets given as a TOML list
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def build(options: dict[str, Any]) -> Task:
+    """The causal_lm task for ``options`` (every mistake is a UsageError naming it)."""
+    opts = parse_options(options)
+    try:
+        import peft  # noqa: F401  (checked here so the message names both packages)
+        import transformers
+    except ImportError as exc:
+        raise UsageError(f"the causal_lm task needs {exc.name}: {PIP_LINE}") from None
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    # peft asks transformers a deprecated question; the warning is about their versions.
+    warnings.filterwarnings("ignore", message=".*(is_)?gradient_checkpointing.*deprecated")
+    model, tokenizer = _load_model(opts)
+    rows = read_examples(Path(opts.data).expanduser())
+    examples = tokenize_examples(
+        rows, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
+        tokenizer.bos_token_id, tokenizer.eos_token_id)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    data: PackedSequences | PaddedExamples
+    data = (PackedSequences(examples, opts.seq_len) if opts.packing
+            else PaddedExamples(examples, opts.seq_len, pad_id))
+    model = _adapt(model, opts)
+
+    def save_final(trained: Any, folder: Path) -> None:
+        trained.save_pretrained(folder)  # adapter files with LoRA, the whole model without
+        tokenizer.save_pretrained(folder)
+
+    return Task(model=model, train_data=data, loss=lm_loss, save_final=save_final,
+                collate=data.collate if isinstance(data, PaddedExamples) else None,
+                evaluate=lm_metrics)
+
+
+def _load_model(opts: CausalLMOptions) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    where = Path(opts.model).expanduser()
+    local = where.exists() or opts.model.startswith(("/", ".", "~"))
+    if local and not where.is_dir():
+        raise UsageError(f"causal_lm model {opts.model}: no such directory (give a directory "
+                         "in save_pretrained layout, e.g. from python -m trainer.tiny_lm)")
+    name = str(where) if local else opts.model
+    try:
+        config = AutoConfig.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"causal_lm model {opts.model} is not a causal language model "
+                         f"transformers can load: {first}") from None
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and opts.seq_len > limit:
+        raise UsageError(f"causal_lm seq_len {opts.seq_len} is longer than model "
+                         f"{opts.model} allows (max_position_embeddings {limit})")
+    return model, tokenizer
+
+
+def _adapt(model: Any, opts: CausalLMOptions) -> Any:
+    """Gradient checkpointing and LoRA adapters (lora_r 0: every weight is trained)."""
+    if opts.gradient_checkpointing:
+        # Non-reentrant checkpointing works under DDP (the reentrant kind marks gradients twice).
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.config.use_cache = False
+    if opts.lora_r == 0:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    targets = [t.strip() for t in opts.lora_targets.split(",") if t.strip()]
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in targets if t not in names]
+    if missing or not targets:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                         if isinstance(m, nn.Linear)})
+        raise UsageError(f"causal_lm lora_targets {','.join(missing) or '(none)'} match no "
+                         f"module of the model; its linear layers are {', '.join(linear)}")
+    lora = LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha,
+                      lora_dropout=opts.lora_dropout, target_modules=targets,
+                      task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def lm_loss(model: nn.Module, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """Next-token cross-entropy summed over the target tokens, and their count."""
+    logits = model(**batch_inputs(batch)).logits
+    return token_loss(logits, batch["labels"])
+
+
+def lm_metrics(model: nn.Module, batch: dict[str, Any]) -> dict[str, float]:
+    """Held-out sums: summed token loss and the number of target tokens."""
+    loss_sum, tokens = lm_loss(model, batch)
+    return {"loss_sum": float(loss_sum), "tokens": float(tokens)}
