@@ -30,6 +30,7 @@ from remote.config_errors import (
 )
 from remote.config_errors import section_where as _where
 from remote.config_toml import field_hints, toml_type, typed_fields
+from remote.task_code import task_problems
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -139,8 +140,16 @@ class RunSection:
 
     name: str | None = None
     """The runs' name (``corral run --name`` overrides it), shown with their unique run id."""
+    task: str = "image"
+    """What to train: ``"image"``, ``"causal_lm"`` or a user file ``"tasks/mine.py:build"``
+    (relative to cluster.toml; docs/tasks.md)."""
+    task_options: dict[str, Any] = field(default_factory=dict)
+    """``[run.task_options]``: options of the causal_lm or user task (``build(options)``)."""
+    code: str | None = None
+    """Folder pushed with the trainer for a user task (relative to cluster.toml); default:
+    the folder holding the task file."""
     model: str = "simple_cnn"
-    """Network to train (the trainer's ``--model``)."""
+    """Image task: network to train (the trainer's ``--model``)."""
     dataset: str = "synthetic_image"
     """Training data; synthetic images are generated from the seed on every host."""
     data_dir: str | None = None
@@ -233,6 +242,7 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         problems = rules.cross_problems(
             _values(self.cluster), [_values(h) for h in self.hosts], _values(self.run))
+        problems += task_problems(self.run, self.path.parent)
         if not self.hosts:
             problems.insert(0, ("[[hosts]]", "no hosts; add at least one [[hosts]] entry"))
         if problems:

@@ -63,7 +63,8 @@ def describe(hint: object, choices: Sequence[str] | None = None) -> str:
         elif origin is tuple:
             parts.append("an array of integers")
         elif origin is dict:
-            parts.append("a table of strings")
+            parts.append("a table of strings" if get_args(member)[1] is str
+                         else "a table of values")
         else:
             parts.append({int: "an integer", float: "a number", str: "a string",
                           bool: "true or false"}.get(member, str(member)))
@@ -82,7 +83,7 @@ def doc_type(hint: object, choices: Sequence[str] | None = None) -> str:
         elif origin is tuple:
             parts.append("array of integers")
         elif origin is dict:
-            parts.append("table of strings")
+            parts.append("table of strings" if get_args(member)[1] is str else "table")
         else:
             parts.append({int: "integer", float: "number", str: "string",
                           bool: "boolean"}.get(member, str(member)))
@@ -127,6 +128,12 @@ def _coerce_one(value: object, hint: Any) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise TypeMismatch(f"expected {describe(hint)}, got {_found(value)}")
+        if get_args(hint)[1] is Any:  # [run.task_options]: any TOML value but a table
+            for key, item in value.items():
+                if not isinstance(item, str | int | float | list):  # bool is an int
+                    raise TypeMismatch(f"expected {describe(hint)} (strings, numbers, "
+                                       f"booleans, arrays), but {key} is {toml_type(item)}")
+            return dict(value)
         for key, item in value.items():
             if not isinstance(item, str):
                 fix = f"; quote it: {quote(str(item).lower())}" \

@@ -25,7 +25,9 @@ from remote.pool import HostPool
 from remote.run_root import DiskFull
 from remote.sections import sectioned_script, split_sections
 from remote.ssh import resolve_endpoint
+from remote.task_code import option_flags, user_code
 from remote.transport import RemoteCommandError, Transport, env_prefix, shell_path
+from trainer.config import BUILTIN_TASKS
 
 RDZV_JOIN_TIMEOUT_S = 120
 """Seconds torchrun waits for every host to join the rendezvous before it gives up."""
@@ -145,7 +147,8 @@ async def probe_launch_facts(pool: HostPool, config: ClusterConfig,
 
 
 def trainer_flags(run: RunSection, host: HostSection, plan: LaunchPlan) -> list[str]:
-    """``python -m trainer`` arguments (unquoted, except ``--run-dir``, which is shell syntax)."""
+    """``python -m trainer`` arguments, unquoted (``--run-dir`` and a user task's ``--task``
+    are added by ``launcher_command``: they are shell syntax)."""
     flags = ["--model", run.model, "--dataset", run.dataset, "--samples", str(run.samples),
              "--global-batch", str(run.global_batch), "--policy", plan.policy or run.policy,
              "--rebalance-every", str(run.rebalance_every), "--lr", repr(run.lr),
@@ -162,6 +165,9 @@ def trainer_flags(run: RunSection, host: HostSection, plan: LaunchPlan) -> list[
         flags += ["--epochs", str(run.epochs)]
     if host.threads is not None:
         flags += ["--threads", str(host.threads)]
+    if run.task in BUILTIN_TASKS:  # a user task's --task is a path (launcher_command)
+        flags += ["--task", run.task]
+    flags += option_flags(run.task_options)
     if plan.resume:
         flags.append("--resume")
     return flags
@@ -205,6 +211,10 @@ def launcher_command(
     flags = [shlex.quote(w) for w in trainer_flags(config.run, host, plan)]
     flags += [shlex.quote(w) for w in (cpu.flags if cpu is not None else ())]
     run_dir = shell_path(plan.run_dir)
+    user = user_code(config.run, config.path.parent)
+    if user is not None:  # the task file inside the pushed tree (shell syntax: ~ expands)
+        tree = f"{host.workdir.rstrip('/')}/code/{plan.code_digest}"
+        flags += ["--task", shell_path(user.task_flag(tree))]
     exit_file = shlex.quote(f"hosts/{host.name}.exit")
     return (
         f"{env_prefix(env)}PYTHONPATH={code} {shlex.quote(host.python)} {' '.join(words)} "

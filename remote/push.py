@@ -1,4 +1,5 @@
-"""Push the ``trainer`` and ``profiles`` packages to a host, content-addressed.
+"""Push the ``trainer`` and ``profiles`` packages (and a user task's folder) to a host,
+content-addressed.
 
 The packages go to ``<workdir>/code/<sha256 of the files>`` as one tar stream over the command
 channel (stdin of ``tar -x``), unpacked into a temporary directory that is renamed into place
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from profiles.errors import CorralError
+from remote.task_code import USER_CODE_DIR
 from remote.transport import Transport, shell_path
 
 PUSHED_PACKAGES = ("trainer", "profiles")
@@ -50,9 +52,25 @@ def package_files(packages: tuple[str, ...] = PUSHED_PACKAGES) -> list[tuple[str
     return sorted(found)
 
 
-def build_bundle(packages: tuple[str, ...] = PUSHED_PACKAGES) -> CodeBundle:
-    """Hash and tar ``packages`` (deterministic: fixed order, times and owners)."""
+def folder_files(folder: Path, prefix: str) -> list[tuple[str, Path]]:
+    """``(prefix/relative path, file)`` for every file under ``folder``, without caches and
+    hidden entries (``.git``, ``.venv``)."""
+    found = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if (path.is_file() and "__pycache__" not in rel.parts and path.suffix != ".pyc"
+                and not any(part.startswith(".") for part in rel.parts)):
+            found.append((f"{prefix}/{rel.as_posix()}", path))
+    return found
+
+
+def build_bundle(packages: tuple[str, ...] = PUSHED_PACKAGES, *,
+                 user_folder: Path | None = None) -> CodeBundle:
+    """Hash and tar ``packages`` and a user task's folder (under ``USER_CODE_DIR``), in a
+    deterministic archive: fixed order, times and owners."""
     files = package_files(packages)
+    if user_folder is not None:
+        files += folder_files(user_folder, USER_CODE_DIR)
     digest = hashlib.sha256()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:

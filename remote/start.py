@@ -31,6 +31,7 @@ from remote.push import build_bundle, push_code
 from remote.runs import RunInfo, local_run_dir, write_run_info
 from remote.stop import stop_run
 from remote.stream import CollectedCopy, remote_sizes
+from remote.task_code import user_code
 from remote.transport import Transport
 
 StatusFactory = Callable[..., RunStatus]
@@ -84,7 +85,13 @@ async def launch_run(
     except CorralError as exc:
         yield status("failed", f"cannot find the master's address: {exc}")
         return
-    code = await asyncio.to_thread(build_bundle)
+    try:
+        user = user_code(config.run, config.path.parent)
+    except CorralError as exc:
+        yield status("failed", f"{config.path}: [run] task: {exc.message}")
+        return
+    code = await asyncio.to_thread(
+        build_bundle, user_folder=user.folder if user is not None else None)
     pushed: dict[str, bool | BaseException] = {}
 
     async def push_after_probe(transport: Transport, found: HostFacts) -> None:

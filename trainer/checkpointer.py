@@ -27,12 +27,11 @@ from trainer.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, split_task_spec
 from trainer.dist import print0
 from trainer.events import CheckpointEvent, EventWriter
 from trainer.tasks import Task
 from trainer.tasks.loader import task_options
-from trainer.tasks.user import split_spec
 
 
 @dataclass
@@ -62,7 +61,7 @@ def run_identity(config: TrainConfig) -> dict[str, Any]:
                 "samples": config.samples, **common}
     task = config.task
     if task not in ("causal_lm",):  # a user file: its pushed path changes with its content
-        path, function = split_spec(task)
+        path, function = split_task_spec(task)
         task = f"{path.name}:{function}"
     return {"task": task, "task_options": task_options(config.task_options), **common}
 

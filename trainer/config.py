@@ -11,6 +11,7 @@ import argparse
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from profiles.errors import UsageError
@@ -21,6 +22,20 @@ DATASETS = ("synthetic_image", "cifar10", "cifar100")
 POLICIES = ("static", "proportional", "dynamic")
 NORMS = ("auto", "batch", "syncbatch", "group")
 SLOWDOWN_ENV = "CORRAL_SLOWDOWN"
+BUILTIN_TASKS = ("image", "causal_lm")
+"""Task names the trainer knows; anything else is a user file ``FILE.py:FUNCTION``."""
+
+
+def split_task_spec(spec: str) -> tuple[Path, str]:
+    """``"path/to/file.py:build"`` -> (path, "build"); without ``:FUNCTION`` it is build."""
+    path, sep, function = spec.rpartition(":")
+    if not sep or not path.endswith(".py"):
+        path, function = spec, "build"
+    if not path.endswith(".py"):
+        raise UsageError(f"--task {spec!r}: expected image, causal_lm or FILE.py:FUNCTION")
+    if not function.isidentifier():
+        raise UsageError(f"--task {spec!r}: {function!r} is not a Python function name")
+    return Path(path), function
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +124,8 @@ class TrainConfig:
     """Seconds between ``resources`` events (0 = none)."""
 
     def __post_init__(self) -> None:
+        if self.task not in BUILTIN_TASKS:
+            split_task_spec(self.task)
         if self.model not in MODELS:
             raise UsageError(f"unknown --model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.dataset not in DATASETS:

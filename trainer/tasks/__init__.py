@@ -21,6 +21,10 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from trainer.config import BUILTIN_TASKS
+
+__all__ = ["BUILTIN_TASKS", "Dataset", "Task", "trainable_parameters"]
+
 
 class Dataset(Protocol):
     """What the trainer needs of a dataset: a length and items by index."""
@@ -62,10 +66,6 @@ class Task:
     save_final: SaveFinalFn | None = None
     """Writes the trained result into ``RUN_DIR/final`` at the end of a completed run
     (optional; without it the trainer writes ``final/model.pt``, the model's state dict)."""
-
-
-BUILTIN_TASKS = ("image", "causal_lm")
-"""Task names the trainer knows; anything else must be ``FILE.py:FUNCTION``."""
 
 
 def trainable_parameters(task: Task) -> list[nn.Parameter]:

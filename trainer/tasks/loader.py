@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from profiles.errors import CorralError, UsageError
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, split_task_spec
 from trainer.tasks import BUILTIN_TASKS, Task
-from trainer.tasks.user import describe_exception, load_builder, split_spec
+from trainer.tasks.user import describe_exception, load_builder
 
 
 def parse_option_value(text: str) -> Any:
@@ -46,7 +46,7 @@ def build_task(config: TrainConfig) -> Task:
     if config.task in BUILTIN_TASKS:
         module = importlib.import_module(f"trainer.tasks.{config.task}")
         return check_task(module.build(options), f"the {config.task} task")
-    path, function = split_spec(config.task)
+    path, function = split_task_spec(config.task)
     builder = load_builder(path, function)
     try:
         task = builder(options)
@@ -80,5 +80,5 @@ def task_label(config: TrainConfig) -> tuple[str, str]:
     if config.task in BUILTIN_TASKS:
         return (str(options.get("model", config.task)),
                 Path(str(options.get("data", "-"))).name)
-    path, function = split_spec(config.task)
+    path, function = split_task_spec(config.task)
     return f"{path.name}:{function}", str(options.get("data", "-"))

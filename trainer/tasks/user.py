@@ -17,18 +17,6 @@ from typing import Any
 from profiles.errors import UsageError
 
 
-def split_spec(spec: str) -> tuple[Path, str]:
-    """``"path/to/file.py:build"`` -> (path, "build"); a missing function name means build."""
-    path, sep, function = spec.rpartition(":")
-    if not sep or not path.endswith(".py"):
-        path, function = spec, "build"
-    if not path.endswith(".py"):
-        raise UsageError(f"--task {spec!r}: expected image, causal_lm or FILE.py:FUNCTION")
-    if not function.isidentifier():
-        raise UsageError(f"--task {spec!r}: {function!r} is not a Python function name")
-    return Path(path), function
-
-
 def load_builder(path: Path, function: str) -> Any:
     """Import ``path`` and return its ``function`` (UsageError naming file and line)."""
     if not path.is_file():

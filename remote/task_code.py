@@ -1,0 +1,94 @@
+"""A user task's code: the file ``[run] task`` names, the folder pushed with the trainer, and
+the trainer flags that carry the task and its options to every host.
+
+The folder (``[run] code``, default the task file's folder) goes into the same content-addressed
+tree as the trainer, under ``USER_CODE_DIR``, so a host receives it again only when something
+in it changed, and every host imports the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from profiles.errors import UsageError
+from trainer.config import BUILTIN_TASKS, split_task_spec
+
+USER_CODE_DIR = "usercode"
+"""The user's folder inside the pushed tree (``<workdir>/code/<digest>/usercode``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserCode:
+    """Where a user task lives on this machine and what the trainer is to call."""
+
+    folder: Path
+    """The folder pushed with the trainer."""
+    task_file: str
+    """The task file, relative to ``folder`` (POSIX)."""
+    function: str
+    """The function that builds the task."""
+
+    def task_flag(self, code_dir: str) -> str:
+        """``--task`` for a host whose pushed tree is ``code_dir`` (unquoted)."""
+        return f"{code_dir.rstrip('/')}/{USER_CODE_DIR}/{self.task_file}:{self.function}"
+
+
+def _locate(task: str, code: str | None, base: Path) -> UserCode:
+    """The user code of ``task``/``code`` relative to ``base`` (UsageError naming the key)."""
+    file, function = split_task_spec(task)
+    path = (base / file.expanduser()).resolve()
+    if not path.is_file():
+        raise UsageError(f"task file {path} does not exist (a path in [run] task is relative "
+                         "to the folder of cluster.toml)")
+    folder = (base / Path(code).expanduser()).resolve() if code else path.parent
+    if not folder.is_dir():
+        raise UsageError(f"code folder {folder} does not exist")
+    if not path.is_relative_to(folder):
+        raise UsageError(f"task file {path} is not inside the code folder {folder}")
+    return UserCode(folder=folder, task_file=path.relative_to(folder).as_posix(),
+                    function=function)
+
+
+def task_problems(run: Any, base: Path) -> list[tuple[str, str]]:
+    """``("[run] KEY", problem)`` for a ``[run] task``/``code`` that cannot be used."""
+    if run.task in BUILTIN_TASKS:
+        if run.code is not None:
+            return [("[run] code", f"is for a user task; task = {run.task!r} needs no code "
+                                   "folder (leave code out)")]
+        return []
+    try:
+        _locate(run.task, run.code, base)
+    except UsageError as exc:
+        key = "code" if exc.message.startswith("code folder") else "task"
+        return [(f"[run] {key}", exc.message.replace("--task ", "", 1))]
+    return []
+
+
+def user_code(run: Any, base: Path) -> UserCode | None:
+    """The run's user code (None for a built-in task); ``base`` is cluster.toml's folder."""
+    if run.task in BUILTIN_TASKS:
+        return None
+    return _locate(run.task, run.code, base)
+
+
+def option_flags(options: Mapping[str, Any]) -> list[str]:
+    """``--task-option KEY=VALUE`` words. The trainer reads VALUE as JSON when it parses, so
+    anything but a plain string is sent as JSON, and a string only when it would not parse
+    as something else (``"16"`` is sent as ``"\\"16\\""`` and arrives as a string)."""
+    words: list[str] = []
+    for key, value in options.items():
+        text = value if isinstance(value, str) and not _parses(value) else json.dumps(value)
+        words += ["--task-option", f"{key}={text}"]
+    return words
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True

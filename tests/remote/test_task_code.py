@@ -1,0 +1,125 @@
+"""[run] task / task_options / code: checked when cluster.toml is read, the user's folder pushed
+content-addressed with the trainer, and the flags that reach every host."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from test_run_quoting import FAKE_PYTHON
+
+from remote.config import ConfigError, parse_cluster
+from remote.launch import LaunchPlan, launch_host, run_dir_for
+from remote.push import build_bundle
+from remote.stop import stop_host
+from remote.task_code import USER_CODE_DIR, option_flags
+from remote.transport import LocalTransport
+from trainer.tasks.loader import task_options
+
+HEAD = '[cluster]\nname = "t"\nmaster = "a"\n[[hosts]]\nname = "a"\naddress = "local"\ngpus = 0\n'
+
+
+def _problems(text: str, path: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_cluster(text, path=path)
+    return str(info.value)
+
+
+def _user_tree(tmp_path: Path) -> Path:
+    folder = tmp_path / "my code"
+    (folder / "tasks").mkdir(parents=True)
+    (folder / "tasks" / "mine.py").write_text("def build(options):\n    pass\n")
+    (folder / "helpers.py").write_text("X = 1\n")
+    (folder / ".git").mkdir()
+    (folder / ".git" / "HEAD").write_text("ref\n")
+    return folder
+
+
+def test_task_keys_are_read_with_their_toml_types(tmp_path: Path) -> None:
+    folder = _user_tree(tmp_path)
+    text = HEAD + ('[run]\ntask = "my code/tasks/mine.py:build"\ncode = "my code"\n'
+                   '[run.task_options]\nlora_targets = ["q_proj", "v_proj"]\nseq_len = 64\n'
+                   'name = "16"\nflag = true\n')
+    config = parse_cluster(text, path=tmp_path / "cluster.toml")
+    assert config.run.task_options == {"lora_targets": ["q_proj", "v_proj"], "seq_len": 64,
+                                       "name": "16", "flag": True}
+    # What the trainer parses back from the flags is what the TOML said, types included.
+    words = option_flags(config.run.task_options)
+    pairs = [tuple(w.split("=", 1)) for w in words[1::2]]
+    assert task_options(pairs) == config.run.task_options  # type: ignore[arg-type]
+    assert folder.is_dir()
+
+
+@pytest.mark.parametrize(
+    ("run", "needle"),
+    [
+        ('task = "nowhere.py:build"', "[run] task: task file"),
+        ('task = "tasks/mine.py:2x"', "is not a Python function name"),
+        ('task = "imagenet"', "expected image, causal_lm or FILE.py:FUNCTION"),
+        ('task = "my code/tasks/mine.py"\ncode = "elsewhere"', "[run] code: code folder"),
+        ('task = "my code/tasks/mine.py"\ncode = "my code/tasks/sub"', "code folder"),
+        ('task = "causal_lm"\ncode = "my code"', "is for a user task"),
+        ('task = "causal_lm"\n[run.task_options]\nmodel = { path = "x" }', "task_options"),
+    ],
+)
+def test_bad_task_keys_are_named(tmp_path: Path, run: str, needle: str) -> None:
+    _user_tree(tmp_path)
+    assert needle in _problems(HEAD + "[run]\n" + run + "\n", tmp_path / "cluster.toml")
+
+
+def _members(bundle_tar: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(bundle_tar)) as tar:
+        return tar.getnames()
+
+
+def test_the_user_folder_is_pushed_content_addressed(tmp_path: Path) -> None:
+    folder = _user_tree(tmp_path)
+    plain = build_bundle()
+    first = build_bundle(user_folder=folder)
+    names = _members(first.tar)
+    assert f"{USER_CODE_DIR}/tasks/mine.py" in names and f"{USER_CODE_DIR}/helpers.py" in names
+    assert not any(".git" in n for n in names)
+    assert first.digest != plain.digest and first.digest == build_bundle(user_folder=folder).digest
+    (folder / "helpers.py").write_text("X = 2\n")
+    assert build_bundle(user_folder=folder).digest != first.digest
+
+
+def test_the_task_file_and_options_reach_the_trainer_as_data(tmp_path: Path) -> None:
+    _user_tree(tmp_path)
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON.format(python=sys.executable))
+    fake.chmod(0o755)
+    nasty = f"x'\"; touch {tmp_path / 'canary'} $(touch canary)"
+    head = HEAD.replace('master = "a"\n', f'master = "a"\nrun_root = "{tmp_path / "runs"}"\n')
+    text = (head + f'python = "{fake}"\nworkdir = "{tmp_path / "work dir"}"\n'
+            f'[run]\ntask = "my code/tasks/mine.py:build"\ncode = "my code"\nsteps = 2\n'
+            f'[run.task_options]\nnote = {json.dumps(nasty)}\n')
+    config = parse_cluster(text, path=tmp_path / "cluster.toml")
+    run_id = "t-20261122-000000-abcdef"
+    plan = LaunchPlan(run_id=run_id, run_dir=run_dir_for(config, run_id),
+                      code_digest="e" * 64, master_addr="127.0.0.1", port=29998, nnodes=1)
+    host = config.hosts[0]
+
+    async def launch() -> None:
+        transport = LocalTransport(host)
+        await launch_host(transport, config, plan, node_rank=0, nproc=1, interface=None,
+                          local_addr=None)
+        exit_file = Path(plan.run_dir) / "hosts" / f"{host.name}.exit"
+        deadline = time.monotonic() + 30
+        while not exit_file.exists():
+            assert time.monotonic() < deadline, "the fake launcher never finished"
+            await asyncio.sleep(0.05)
+        await stop_host(transport, plan.run_dir, run_id, grace_s=0.5)
+
+    asyncio.run(launch())
+    argv = json.loads((Path(plan.run_dir) / "argv.json").read_text())["argv"]
+    tree = tmp_path / "work dir" / "code" / ("e" * 64)
+    assert argv[argv.index("--task") + 1] == f"{tree}/{USER_CODE_DIR}/tasks/mine.py:build"
+    assert argv[argv.index("--task-option") + 1] == f"note={nasty}"
+    assert not (tmp_path / "canary").exists()
