@@ -33,6 +33,7 @@ from remote.port_check import (
 )
 from remote.push import present_command
 from remote.sections import sectioned_script, split_sections
+from remote.task_checks import judge_packages, packages_probe
 from remote.transport import HostKeyNotTrusted, Transport, shell_path
 
 MIN_PYTHON = (3, 10)
@@ -128,6 +129,9 @@ def probe_script(host: HostSection, config: ClusterConfig, master_addr: str,
         parts["links"] = "ip -o addr show 2>&1"
     if code_digest is not None:
         parts["code"] = present_command(host.workdir, code_digest)
+    packages = packages_probe(host, config)
+    if packages is not None:
+        parts["packages"] = packages
     prelude = ""
     if port is not None and not is_master:
         # The connect retries until the listener is up: started first, collected last.
@@ -280,6 +284,7 @@ async def _probe_host(
     if after is not None:
         await after(transport, facts)
     _judge_python(host, *sections.get("python", (done.stderr, 1)), facts)
+    facts.items += judge_packages(host, config, *sections.get("packages", ("", 1)))
     _judge_disk(host, sections.get("disk", ("", 1))[0], facts)
     facts.items.append(run_root.judge(host.name, config.cluster.run_root,
                                       sections.get("run-root", ("", 1))[0]))

@@ -24,6 +24,8 @@ NORMS = ("auto", "batch", "syncbatch", "group")
 SLOWDOWN_ENV = "CORRAL_SLOWDOWN"
 BUILTIN_TASKS = ("image", "causal_lm")
 """Task names the trainer knows; anything else is a user file ``FILE.py:FUNCTION``."""
+TASK_PACKAGES = {"causal_lm": ("transformers>=5.0,<6", "peft>=0.17,<1")}
+"""What a built-in task needs beyond corral's own dependencies (pyproject's ``llm`` extra)."""
 
 
 def split_task_spec(spec: str) -> tuple[Path, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import subprocess
 import sys
 import tarfile
 import time
@@ -14,8 +15,11 @@ from pathlib import Path
 import pytest
 from test_run_quoting import FAKE_PYTHON
 
-from remote.config import ConfigError, parse_cluster
+from remote.api import CheckItem
+from remote.checks import check_cluster
+from remote.config import ConfigError, load_cluster, parse_cluster
 from remote.launch import LaunchPlan, launch_host, run_dir_for
+from remote.pool import HostPool
 from remote.push import build_bundle
 from remote.stop import stop_host
 from remote.task_code import USER_CODE_DIR, option_flags
@@ -123,3 +127,51 @@ def test_the_task_file_and_options_reach_the_trainer_as_data(tmp_path: Path) -> 
     assert argv[argv.index("--task") + 1] == f"{tree}/{USER_CODE_DIR}/tasks/mine.py:build"
     assert argv[argv.index("--task-option") + 1] == f"note={nasty}"
     assert not (tmp_path / "canary").exists()
+
+
+async def _check(tmp_path: Path, run: str, python: str) -> list[CheckItem]:
+    path = tmp_path / "cluster.toml"
+    path.write_text(HEAD.replace('master = "a"\n', f'master = "a"\nrun_root = "{tmp_path}/r"\n')
+                    + f'python = "{python}"\nworkdir = "{tmp_path}/work"\nnproc = 1\n'
+                    + f"[run]\nsteps = 2\n{run}\n")
+    config = load_cluster(path)
+    pool = HostPool(config)
+    try:
+        report = await check_cluster(config, pool)
+    finally:
+        await pool.aclose()
+    return [i for i in report.items if i.name == "packages"]
+
+
+async def test_check_names_a_host_without_the_llm_packages(tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    found = await _check(tmp_path, 'task = "causal_lm"', sys.executable)
+    assert len(found) == 1 and found[0].ok and "transformers 5" in found[0].detail
+    # An interpreter without them (Debian's own python3 here) gets the pip line that fixes it.
+    bare = "/usr/bin/python3"
+    if not Path(bare).exists() or subprocess.run([bare, "-c", "import peft"]).returncode == 0:
+        pytest.skip("no interpreter without peft on this machine")
+    missing = await _check(tmp_path, 'task = "causal_lm"', bare)
+    assert len(missing) == 1 and not missing[0].ok
+    assert "needs transformers, peft" in missing[0].detail
+    assert missing[0].hint == (f"on a: {bare} -m pip install 'transformers>=5.0,<6' "
+                               "'peft>=0.17,<1'")
+    # The image task needs neither: no packages item at all.
+    assert await _check(tmp_path, 'task = "image"', bare) == []
+
+
+def test_the_image_task_never_imports_transformers() -> None:
+    code = ("import sys; from trainer.config import TrainConfig; "
+            "from trainer.tasks.loader import build_task; import trainer.train; "
+            "build_task(TrainConfig(samples=64, global_batch=8)); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('transformers', 'peft')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_llm_example_is_a_valid_cluster_toml() -> None:
+    config = load_cluster(Path(__file__).resolve().parents[2] / "examples" / "llm.toml")
+    assert config.run.task == "causal_lm" and config.run.task_options["lora_r"] == 16
+    assert [h.slowdown for h in config.hosts] == [1.0, 2.0, 3.0]

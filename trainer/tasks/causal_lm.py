@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from profiles.errors import UsageError
+from trainer.config import TASK_PACKAGES
 from trainer.tasks import Task
 from trainer.tasks.lm_data import (
     PackedSequences,
@@ -26,8 +27,8 @@ from trainer.tasks.lm_data import (
     tokenize_examples,
 )
 
-PIP_LINE = "pip install 'transformers>=5.0' 'peft>=0.17'"
-"""How to install what this task needs (``corral check`` prints it for a host lacking it)."""
+PIP_LINE = "pip install " + " ".join(f"'{r}'" for r in TASK_PACKAGES["causal_lm"])
+"""How to install what this task needs (``corral check`` says the same for a host)."""
 
 
 @dataclass(frozen=True, kw_only=True)

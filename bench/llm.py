@@ -1,0 +1,153 @@
+"""LLM benchmark: corral's causal_lm task on 2 CPU ranks against a plain single-process
+transformers + peft loop, on the same model, data, LoRA settings and global batch.
+
+At equal work: each corral rank trains its half of the global batch (``B/2`` sequences) per
+step, and the plain loop trains ``B/2`` sequences per step in one process with the same thread
+count; per-rank tokens/s of corral is compared with the plain loop's tokens/s (target >= 0.95).
+The two alternate, round after round. Each round's time per step is the median over the steps
+after ``--skip`` (corral: rank 0's ``step_s``; plain: its own clock).
+
+    python bench/llm.py --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _env(threads: int) -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
+    env.pop("CORRAL_SLOWDOWN", None)
+    return env
+
+
+def corral_step_s(args: argparse.Namespace, model: Path, data: Path) -> float:
+    """Median step seconds of ``python -m trainer --task causal_lm`` on ``args.nproc`` ranks."""
+    options = [f"model={model}", f"data={data}", f"seq_len={args.seq_len}",
+               f"lora_r={args.lora_r}", f"lora_alpha={2 * args.lora_r}"]
+    with tempfile.TemporaryDirectory(prefix="corral-bench-llm-") as run_dir:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={args.nproc}", "-m", "trainer", "--task", "causal_lm",
+               "--global-batch", str(args.global_batch), "--steps", str(args.steps),
+               "--optimizer", "adamw", "--lr", "0.001", "--threads", str(args.threads),
+               "--resources-every", "0", "--run-dir", run_dir]
+        for option in options:
+            cmd += ["--task-option", option]
+        subprocess.run(cmd, cwd=REPO, env=_env(args.threads), capture_output=True, text=True,
+                       check=True, timeout=900)
+        lines = (Path(run_dir) / "metrics" / "rank-0.jsonl").read_text().splitlines()
+    steps = [e for e in map(json.loads, lines) if e["event"] == "step"]
+    return statistics.median(e["step_s"] for e in steps[args.skip:])
+
+
+def plain_step_s(args: argparse.Namespace, model: Path, data: Path) -> float:
+    """Median step seconds of the plain loop (a subprocess, like the corral ranks)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--plain", "--model-dir", str(model),
+           "--data", str(data), "--batch", str(args.global_batch // args.nproc),
+           "--seq-len", str(args.seq_len), "--lora-r", str(args.lora_r),
+           "--steps", str(args.steps), "--skip", str(args.skip), "--threads", str(args.threads)]
+    out = subprocess.run(cmd, cwd=REPO, env=_env(args.threads), capture_output=True, text=True,
+                         check=True, timeout=900).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["step_s"])
+
+
+def plain_loop(args: argparse.Namespace) -> None:
+    """A plain transformers + peft training loop: packed sequences, mean token loss, AdamW."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    text = Path(args.data).read_text()
+    ids = tokenizer(text)["input_ids"]
+    count = len(ids) // args.seq_len
+    sequences = torch.tensor(ids[: count * args.seq_len]).view(count, args.seq_len)
+    model = AutoModelForCausalLM.from_pretrained(args.model_dir)
+    model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r,
+                                             target_modules=["q_proj", "v_proj"],
+                                             task_type="CAUSAL_LM"))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    times = []
+    for step in range(args.steps):
+        t0 = time.perf_counter()
+        start = (step * args.batch) % (count - args.batch)
+        batch = sequences[start : start + args.batch]
+        model(input_ids=batch, labels=batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    print(json.dumps({"step_s": statistics.median(times[args.skip:])}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--nproc", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--global-batch", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--skip", type=int, default=10)
+    p.add_argument("--json", type=Path, help="also write the result here")
+    p.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--model-dir", help=argparse.SUPPRESS)
+    p.add_argument("--data", help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.plain:
+        plain_loop(args)
+        return
+
+    from trainer.tiny_lm import write_corpus, write_tiny_lm
+
+    with tempfile.TemporaryDirectory(prefix="corral-bench-lm-") as folder:
+        model, data = Path(folder) / "tiny-lm", Path(folder) / "corpus.txt"
+        write_tiny_lm(model)
+        write_corpus(data, documents=600)
+        tokens = (args.global_batch // args.nproc) * args.seq_len  # per rank per step
+        plain: list[float] = []
+        corral: list[float] = []
+        for i in range(args.rounds):
+            # Alternate which goes first so a drifting machine favours neither.
+            order = (plain_step_s, corral_step_s) if i % 2 == 0 else (corral_step_s, plain_step_s)
+            for fn in order:
+                (plain if fn is plain_step_s else corral).append(fn(args, model, data))
+            print(f"round {i + 1}: plain {tokens / plain[-1]:.0f} tokens/s, corral per rank "
+                  f"{tokens / corral[-1]:.0f} tokens/s "
+                  f"(ratio {plain[-1] / corral[-1]:.3f})", flush=True)
+    ratios = [a / b for a, b in zip(plain, corral, strict=True)]
+    result = {
+        "benchmark": "llm", "nproc": args.nproc, "threads": args.threads,
+        "global_batch": args.global_batch, "seq_len": args.seq_len, "lora_r": args.lora_r,
+        "steps_measured": args.steps - args.skip, "rounds": args.rounds,
+        "plain_tokens_per_s": [tokens / s for s in plain],
+        "corral_tokens_per_s_per_rank": [tokens / s for s in corral],
+        "ratio_of_medians": statistics.median(plain) / statistics.median(corral),
+        "round_ratios": ratios, "target": 0.95,
+    }
+    print(f"median plain {tokens / statistics.median(plain):.0f} tokens/s, corral per rank "
+          f"{tokens / statistics.median(corral):.0f} tokens/s "
+          f"(cluster {args.nproc * tokens / statistics.median(corral):.0f}): ratio "
+          f"{result['ratio_of_medians']:.3f} (target >= 0.95); round ratios "
+          f"{min(ratios):.3f}..{max(ratios):.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
