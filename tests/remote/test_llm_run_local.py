@@ -50,7 +50,8 @@ async def test_lora_fine_tuning_over_three_unequal_hosts(tmp_path: Path) -> None
         rebalance_every=5, steps=40, optimizer="adamw", lr=0.01, checkpoint_every=1000,
         task_options={"model": str(tmp_path / "tiny-lm"), "data": str(tmp_path / "corpus.txt"),
                       "seq_len": 32, "lora_r": 8, "lora_alpha": 16,
-                      "lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj"]})
+                      # MLP adapters too: on a random base model they move the loss visibly.
+                      "lora_targets": ["q_proj", "v_proj", "up_proj", "down_proj"]})
     config = ClusterConfig(
         path=tmp_path / "cluster.toml",
         cluster=ClusterSection(name="llm", master="h0", run_root=str(tmp_path / "runs")),
@@ -60,7 +61,8 @@ async def test_lora_fine_tuning_over_three_unequal_hosts(tmp_path: Path) -> None
     assert isinstance(final, RunStatus) and final.state == "completed", final
     trainer = [e.event for e in events if isinstance(e, RankEvent)]
     moves = [e for e in trainer if isinstance(e, RebalanceEvent)]
-    assert moves and moves[-1].split[0] > 4  # the fast host took sequences from the slow ones
+    # The fast host took sequences from the slow ones.
+    assert any(m.split[0] > 4 and m.split[2] < 4 for m in moves), moves
     losses = [e.global_loss for e in trainer if isinstance(e, StepEvent) and e.rank == 0]
     assert len(losses) == 40 and all(loss is not None for loss in losses)
     assert sum(losses[-5:]) < sum(losses[:5])  # type: ignore[arg-type]
