@@ -203,6 +203,7 @@ def run_problems(values: Mapping[str, Any]) -> Problems:
     _choice(out, values, "policy", POLICIES)
     _choice(out, values, "optimizer", OPTIMIZERS)
     _choice(out, values, "backend", BACKENDS)
+    _choice(out, values, "on_host_loss", ("stop", "continue"))
     dataset = values.get("dataset")
     # Present-and-None means "not given"; absent means its type was wrong (reported already).
     needs_dir = dataset in DATASETS_NEEDING_DATA_DIR

@@ -34,6 +34,7 @@ from remote.launch import run_dir_for
 from remote.monitor import RunMonitor
 from remote.pool import HostPool
 from remote.reconnect import resilient_tail
+from remote.recovery import restart_refusal
 from remote.runs import (
     RunInfo,
     describe_stop,
@@ -86,11 +87,16 @@ class SshRunHandle:
         self._stopping = False
         self._stop_clean = True
         """Whether the last stop after a failure left nothing behind (a restart needs it)."""
+        self._lost: dict[str, str] = {}
+        """Hosts lost in the last attempt, and why."""
+        self._config = controller.config
+        self._pool = controller.pool
+        """The run's hosts: the controller's, less the ones dropped (``on_host_loss``)."""
 
     @property
     def config(self) -> ClusterConfig:
-        """The cluster this run belongs to."""
-        return self._controller.config
+        """The cluster this run belongs to (less any host dropped with ``on_host_loss``)."""
+        return self._config
 
     @property
     def run_dir(self) -> str:
@@ -111,52 +117,76 @@ class SshRunHandle:
         dropped, a hang) is stopped and launched again from its newest checkpoint, up to that
         many times; each restart shows as a ``launching`` status and a log line."""
         restarts = 0
-        while True:
-            if self._launch:
-                launched = True
-                async for event in self._launch_once():
+        try:
+            while True:
+                if self._launch:
+                    launched = True
+                    async for event in self._launch_once():
+                        if isinstance(event, RunStatus) and event.state in FINAL_RUN_STATES:
+                            launched = False
+                        yield event
+                    if not launched:
+                        return
+                final: RunStatus | None = None
+                async for event in self._follow():
                     if isinstance(event, RunStatus) and event.state in FINAL_RUN_STATES:
-                        launched = False
+                        final = event
+                        break
                     yield event
-                if not launched:
+                if final is None:
                     return
-            final: RunStatus | None = None
-            async for event in self._follow():
-                if isinstance(event, RunStatus) and event.state in FINAL_RUN_STATES:
-                    final = event
-                    break
-                yield event
-            if final is None:
-                return
-            why = self._no_restart(final, restarts)
-            if why is not None:
-                yield final if not why else replace(final, detail=f"{final.detail}\n({why})")
-                return
-            restarts += 1
-            cause = final.detail.split("\n", 1)[0]
-            note = (f"restart {restarts} of {self.config.run.max_restarts} after: {cause}; "
-                    "resuming from the newest checkpoint")
-            yield LogLine(t=time.time(), host="*", rank=None, text=note)
-            yield self._status("launching", note)
-            self._resume = True
+                if self._can_drop_lost_hosts(final):
+                    for event in self._drop_lost_hosts(final):
+                        yield event
+                    self._resume = True
+                    continue
+                why = restart_refusal(final, restarts, self.config.run.max_restarts,
+                                      wanted=self._launch and not self._stopping,
+                                      stop_clean=self._stop_clean)
+                if why is not None:
+                    yield final if not why else replace(final, detail=f"{final.detail}\n({why})")
+                    return
+                restarts += 1
+                cause = final.detail.split("\n", 1)[0]
+                note = (f"restart {restarts} of {self.config.run.max_restarts} after: {cause}; "
+                        "resuming from the newest checkpoint")
+                yield LogLine(t=time.time(), host="*", rank=None, text=note)
+                yield self._status("launching", note)
+                self._resume = True
+        finally:
+            if self._pool is not self._controller.pool:
+                await self._pool.aclose()
 
-    def _no_restart(self, final: RunStatus, restarts: int) -> str | None:
-        """Why the run ends with ``final`` instead of restarting ("" when there is nothing to
-        say: it did not fail, or restarts are off); None to restart."""
-        limit = self.config.run.max_restarts
-        if final.state != "failed" or not self._launch or self._stopping or not limit:
-            return ""
-        if restarts >= limit:
-            return f"no restart left: [run] max_restarts = {limit}"
-        if " diverged: " in final.detail.split("\n", 1)[0]:
-            return "not restarted: a diverged run would diverge again from the same checkpoint"
-        if not self._stop_clean:
-            return "not restarted: processes of the failed attempt may be left"
-        return None
+    def _can_drop_lost_hosts(self, final: RunStatus) -> bool:
+        """``on_host_loss = "continue"``, the run failed because a host was lost, and the run
+        can go on without it (the master, which holds the rendezvous, is not lost)."""
+        return (self.config.run.on_host_loss == "continue" and final.state == "failed"
+                and self._launch and not self._stopping and final.failed_host in self._lost
+                and self.config.cluster.master not in self._lost and self._stop_clean
+                and len(self._lost) < len(self.config.hosts))
+
+    def _drop_lost_hosts(self, final: RunStatus) -> list[RunEvent]:
+        """Go on without the lost hosts: same global batch, re-split among the others."""
+        lost = dict(self._lost)
+        remaining = tuple(h for h in self.config.hosts if h.name not in lost)
+        self._config = replace(self.config, hosts=remaining,
+                               run=replace(self.config.run, split=None))
+        self._pool = HostPool(self._config)
+        self._info = replace(self._info, hosts=tuple(h.name for h in remaining))
+        write_run_info(self.config, self._info)
+        names = ", ".join(h.name for h in remaining)
+        note = (f"dropped {', '.join(sorted(lost))} from the run ({final.detail.splitlines()[0]});"
+                f" continuing on {names} from the newest checkpoint, the global batch of "
+                f"{self.config.run.global_batch} re-split among them (`corral run --resume` "
+                "later brings the host back)")
+        now = time.time()
+        return [*(HostStatus(t=now, host=h, state="failed", detail=f"dropped from the run: {why}")
+                  for h, why in sorted(lost.items())),
+                LogLine(t=now, host="*", rank=None, text=note), self._status("launching", note)]
 
     async def _launch_once(self) -> AsyncIterator[RunEvent]:
         """Lock, check, push and launch; ends with a final status only when that failed."""
-        pool = self._controller.pool
+        pool = self._pool
         try:
             await launch_lock.acquire(pool, self.config, self.run_id)
         except launch_lock.LaunchLocked as exc:
@@ -180,7 +210,7 @@ class SshRunHandle:
             self._info = read_run_info(self.config, self.run_id)
 
     async def _follow(self) -> AsyncIterator[RunEvent]:
-        pool = self._controller.pool
+        pool = self._pool
         hosts = self._info.hosts
         monitor = self._monitor = RunMonitor(run_id=self.run_id, hosts=hosts,
                                              stop_requested=self._stopping)
@@ -265,7 +295,10 @@ class SshRunHandle:
             # (Only the process that launched the run does this: attaching is read-only.)
             report = await stop_run(pool, self.run_dir, self.run_id,
                                     grace_s=STOP_GRACE_ON_FAILURE_S)
-        self._stop_clean = report is None or report.clean
+        # Lost hosts cannot be reached to stop: with on_host_loss they are dropped anyway.
+        self._lost = dict(monitor.dropped)
+        self._stop_clean = report is None or (
+            not any(report.remaining.values()) and set(report.unreachable) <= set(self._lost))
         # Hosts cut off when the run ended may still run its processes: status looks again.
         suspect = set(monitor.dropped)
         if report is not None:
@@ -292,7 +325,7 @@ class SshRunHandle:
         outcome = self._recorded_state()
         if outcome not in FINAL_RUN_STATES:
             update_run_state(self.config, self.run_id, "stopping")
-        report = await stop_run(self._controller.pool, self.run_dir, self.run_id,
+        report = await stop_run(self._pool, self.run_dir, self.run_id,
                                 grace_s=grace_s, hosts=list(self._info.hosts))
         record_cleanup(self.config, self.run_id, report)
         if self._monitor is None and report.clean and outcome not in FINAL_RUN_STATES:

@@ -1,19 +1,22 @@
 """Recovery: a rank killed mid-run with ``[run] max_restarts = 1`` ends ``completed`` with the
-parameters of an uninterrupted run."""
+parameters of an uninterrupted run; a host lost for good with ``on_host_loss = "continue"`` is
+dropped and the run completes on the others."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from remote.api import LogLine, RankEvent, RunEvent, RunStatus
+from remote.api import HostStatus, LogLine, RankEvent, RunEvent, RunStatus
 from remote.controller import SshRunController
-from trainer.events import CheckpointEvent, StartEvent, StepEvent
+from trainer.events import CheckpointEvent, EndEvent, StartEvent, StepEvent
 
 try:
     from runkit import bounded, run_processes, tiny_run
@@ -97,3 +100,54 @@ async def test_without_restarts_the_same_kill_fails_the_run(sshd_cluster) -> Non
     final = events[-1]
     assert isinstance(final, RunStatus) and final.state == "failed", final
     assert (final.failed_host, final.failed_rank) == ("h1", 1)
+
+
+def _descendants(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    found: list[int] = []
+    for child in (int(p) for p in out.split()):
+        found += [child, *_descendants(child)]
+    return found
+
+
+async def test_a_host_cut_off_for_good_is_dropped_and_the_run_completes_on_the_others(
+    sshd_cluster
+) -> None:
+    cluster = sshd_cluster(2)
+    steps = 1500  # the loss is declared ~2 s after the cut: well before the end
+    run = replace(tiny_run(steps=steps), checkpoint_every=50, policy="static",
+                  on_host_loss="continue")
+    config = cluster.config(run=run, ssh=cluster.ssh_section(lost_after=2.0))
+    daemon = cluster.hosts[1]
+    controller = SshRunController(config, preflight=False)
+    events: list[RunEvent] = []
+    cut = False
+    try:
+        handle = await controller.start()
+        async for event in bounded(handle.events()):
+            events.append(event)
+            if (not cut and isinstance(event, RankEvent)
+                    and isinstance(event.event, CheckpointEvent)):
+                cut = True  # h1's SSH server and sessions go away for good
+                sessions = _descendants(daemon.proc.pid)
+                daemon.proc.kill()
+                daemon.proc.wait()
+                for pid in sessions:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+    finally:
+        await controller.aclose()
+    final = events[-1]
+    assert isinstance(final, RunStatus) and final.state == "completed", final
+    said = [e.text for e in events if isinstance(e, LogLine) and e.host == "*"]
+    assert any(t.startswith("dropped h1 from the run") and "continuing on h0" in t
+               for t in said), said
+    assert any(isinstance(e, HostStatus) and e.host == "h1" and e.state == "failed"
+               and "dropped" in e.detail for e in events)
+    last_start = [e.event for e in events if isinstance(e, RankEvent)
+                  and isinstance(e.event, StartEvent)][-1]
+    assert last_start.world_size == 1 and last_start.resumed_from
+    assert last_start.split == (8,)  # the whole global batch on the one rank left
+    ends = [e.event for e in events if isinstance(e, RankEvent) and isinstance(e.event, EndEvent)]
+    assert ends[-1].status == "completed" and ends[-1].step == steps
+    assert run_processes(handle.run_id) == []

@@ -1,0 +1,24 @@
+"""When a failed run is launched again (``[run] max_restarts``)."""
+
+from __future__ import annotations
+
+from remote.api import RunStatus
+
+
+def restart_refusal(final: RunStatus, restarts: int, limit: int, *, wanted: bool,
+                    stop_clean: bool) -> str | None:
+    """Why the run ends with ``final`` instead of restarting: "" when there is nothing to say
+    (it did not fail, restarts are off, this follower did not launch it or was asked to
+    stop), a reason otherwise; None to restart.
+
+    A diverged run is not restarted (it would diverge again from the same checkpoint), nor one
+    whose failed attempt may have left processes (they could join the new one)."""
+    if final.state != "failed" or not wanted or not limit:
+        return ""
+    if restarts >= limit:
+        return f"no restart left: [run] max_restarts = {limit}"
+    if " diverged: " in final.detail.split("\n", 1)[0]:
+        return "not restarted: a diverged run would diverge again from the same checkpoint"
+    if not stop_clean:
+        return "not restarted: processes of the failed attempt may be left"
+    return None
