@@ -45,7 +45,10 @@ async def test_stop_terms_then_kills_and_spares_other_runs(tmp_path: Path) -> No
     launcher = _spawn(STUBBORN, "--rdzv-id", run_id, str(ready), cwd=tmp_path)
     rank = _spawn(POLITE, "--run-dir", str(run_dir), cwd=tmp_path)
     other = _spawn(POLITE, "--run-dir", str(tmp_path / other_id), cwd=tmp_path)
+    # What the launch records: the group id and its leader's start time (the ownership proof).
     (run_dir / "hosts" / "here.pgid").write_text(f"{launcher.pid}\n")
+    stat = Path(f"/proc/{launcher.pid}/stat").read_text()
+    (run_dir / "hosts" / "here.leader").write_text(stat.rsplit(") ", 1)[1].split()[19] + "\n")
     transport = LocalTransport(HostSection(name="here", address="local"))
     try:
         deadline = time.monotonic() + 60
