@@ -75,16 +75,21 @@ async def test_a_killed_rank_with_max_restarts_ends_completed_with_the_same_para
     assert isinstance(final, RunStatus) and final.state == "completed", final
     assert killed_at is not None and killed_at < STEPS
     said = [e.text for e in events if isinstance(e, LogLine) and e.host == "*"]
-    assert any(t.startswith("restart 1 of 1 after: h1 rank 1") for t in said), said
+    # (The cause named is usually h1 rank 1; on a loaded machine its launcher may report
+    # after the peers' errors, which then name the failure: either way one restart.)
+    assert sum(t.startswith("restart 1 of 1 after: ") for t in said) == 1, said
     assert any(isinstance(e, RunStatus) and e.state == "launching" and "restart 1" in e.detail
                for e in events)
     resumed = [e.event for e in events if isinstance(e, RankEvent)
                and isinstance(e.event, StartEvent) and e.event.resumed_from]
-    assert {s.rank for s in resumed} == {0, 1} and 0 < resumed[0].step <= killed_at
+    # Resumed from a checkpoint (rank 0 may have written a newer one than the step the
+    # follower had seen when it killed rank 1).
+    assert {s.rank for s in resumed} == {0, 1} and 0 < resumed[0].step < STEPS, resumed
     root = Path(cluster.config().cluster.run_root)
     a, b = newest_params(root / straight_id), newest_params(root / restarted_id)
     worst = max(((a[k] - b[k]).abs().max() / a[k].abs().max().clamp_min(1e-12)).item()
                 for k in a)
+    print(f"max relative parameter difference, restarted vs uninterrupted: {worst:.3g}")
     assert worst <= 1e-6, worst
     assert run_processes(restarted_id) == []
 
