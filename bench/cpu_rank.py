@@ -14,11 +14,16 @@ ways, interleaved round after round (the order rotates, so a drifting machine fa
 - ``prefetch``: ``corral`` with ``--prefetch on`` (the next batch prepared by a worker thread
   while the step computes), to decide whether CPU ranks should prefetch.
 
+``--data-only`` measures instead, in this process on one thread, how much of a step preparing
+the batch takes (``trainer.step.local_batch`` against forward + backward + optimizer step,
+interleaved step by step): the most a CPU rank could win by prefetching.
+
 Throughput is the median of rank 0's per-step samples/s after ``--skip`` steps. Targets:
 corral / run_cpu >= 0.97; corral / before is the speed-up (reported); prefetch / corral
 says whether prefetching helps a CPU rank.
 
     python bench/cpu_rank.py [--rounds N] [--batches 64,256] [--cores 1] [--steps 60]
+                             [--data-only]
 """
 
 from __future__ import annotations
@@ -82,6 +87,40 @@ def _runners(args: argparse.Namespace) -> dict[str, Runner]:
     return {"corral": corral, "run_cpu": run_cpu, "before": before, "prefetch": prefetch}
 
 
+def data_share(batches: list[int], steps: int, skip: int) -> None:
+    """Print, per batch size, the median time to build a batch and to train on it."""
+    import time
+
+    import torch
+
+    from trainer.data import GlobalBatchOrder
+    from trainer.step import local_batch
+    from trainer.tasks.image import build
+
+    torch.set_num_threads(1)
+    cpu = torch.device("cpu")
+    for b in batches:
+        task = build({"model": "simple_cnn", "dataset": "synthetic_image",
+                      "samples": max(4096, 4 * b), "norm": "group", "seed": 0})
+        order = GlobalBatchOrder(len(task.train_data), b, 0)
+        optimizer = torch.optim.SGD(task.model.parameters(), lr=0.01)
+        prep, train = [], []
+        for step in range(1, steps + 1):
+            t0 = time.perf_counter()
+            batch = local_batch(task, order, step, (b,), 0, cpu)
+            t1 = time.perf_counter()
+            loss, _ = task.loss(task.model, batch)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            if step > skip:
+                prep.append(t1 - t0)
+                train.append(time.perf_counter() - t1)
+        p, t = statistics.median(prep), statistics.median(train)
+        print(f"B={b}: batch {1000 * p:.2f} ms, train {1000 * t:.1f} ms per step: the batch is "
+              f"{p / (p + t):.1%} of a step")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
@@ -89,8 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cores", type=int, default=1, help="cores (and threads) of the rank")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--skip", type=int, default=15, help="warm-up steps not measured")
+    parser.add_argument("--data-only", action="store_true",
+                        help="only measure the batch's share of a step, in this process")
     args = parser.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
+    if args.data_only:
+        data_share(batches, args.steps, args.skip)
+        return 0
     runners = _runners(args)
     got: dict[tuple[str, int], list[RunResult]] = {}
     with tempfile.TemporaryDirectory(prefix="corral-cpu-rank-") as tmp:
