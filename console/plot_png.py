@@ -53,7 +53,8 @@ def write_plot(path: Path, runs: Sequence[tuple[RunSummary, RunSeries]]) -> Path
     share_ax.set_xlabel("step")
     for axis in (loss_ax, rate_ax, share_ax):
         axis.grid(alpha=0.3)
-        axis.legend(fontsize="small")
+        if axis.get_legend_handles_labels()[0]:  # a run with no steps draws nothing
+            axis.legend(fontsize="small")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")

@@ -143,7 +143,9 @@ def one_run(summary: RunSummary, series: RunSeries | None = None, *,
     happened = what_happened(summary)
     if happened is not None:
         parts.append(happened)
-    parts += [facts(summary), ranks_table(summary)]
+    parts.append(facts(summary))
+    if summary.ranks:
+        parts.append(ranks_table(summary))
     if summary.moves:
         parts.append(moves_table(summary))
     if series is not None:
