@@ -99,3 +99,42 @@ def test_the_box_fails_a_run_whose_ranks_advertise_loopback(box: netns.NetnsClus
     assert "failed (first failure: n" in output
     assert "Connection refused" in output or "connect" in output.lower()
     assert box.processes_left() == {}
+
+
+def test_a_link_cut_past_the_silence_limit_is_survived(box: netns.NetnsCluster) -> None:
+    # n2's link (the bridge side of its veth) goes down mid-run for longer than the tail's
+    # silence limit (20 s): corral says it is reconnecting; once the link is back, training
+    # and the event stream go on and the run completes.
+    steps = 300
+    box.write_cluster_toml(sys.executable, run=RUN.replace("steps = 6", f"steps = {steps}"))
+    port = f"{box.nodes[1].ifname}b"
+    command = box.in_ctl(sys.executable, "-m", "console", "-c", str(box.root / "cluster.toml"),
+                         "run")
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=ROOT,
+                            env={"PATH": "/usr/sbin:/usr/bin:/bin", "HOME": str(box.root),
+                                 "COLUMNS": "200", "PYTHONPATH": str(ROOT)})
+    lines: list[str] = []
+    cut = restored = False
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the follower's own lines say when to act
+            lines.append(line)
+            if not cut and line.startswith("step ") and f"/{steps}" in line:
+                subprocess.run(box.in_ctl("ip", "link", "set", port, "down"), check=True)
+                cut = True
+            elif cut and not restored and line.startswith("n2: unreachable") \
+                    and "reconnecting" in line:
+                subprocess.run(box.in_ctl("ip", "link", "set", port, "up"), check=True)
+                restored = True
+        code = proc.wait(timeout=60)
+    finally:
+        subprocess.run(box.in_ctl("ip", "link", "set", port, "up"), capture_output=True)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = "".join(lines)
+    assert cut and restored, output[-4000:]
+    assert code == 0 and "completed" in output, output[-4000:]
+    assert "n2: running: reconnected after" in output, output[-4000:]
+    assert box.processes_left() == {}
