@@ -18,6 +18,7 @@ from profiles.errors import CorralError
 from remote import cpu_placement, run_root
 from remote.api import CheckItem, CheckReport
 from remote.config import ClusterConfig, HostSection
+from remote.interpreter import python_label
 from remote.launch import LaunchFacts, master_address, nproc_for
 from remote.netif import interface_script, parse_interface
 from remote.pool import HostPool
@@ -45,8 +46,8 @@ PROBE_TIMEOUT_S = 120.0
 # One JSON object: the interpreter's and torch's versions and what CUDA torch sees. torch is
 # imported only where a GPU device node exists (importing it takes seconds).
 PROBE_PY = """\
-import importlib.util, json, os, platform
-out = {"python": platform.python_version()}
+import importlib.util, json, os, platform, sys
+out = {"python": platform.python_version(), "executable": sys.executable}
 spec = importlib.util.find_spec("torch")
 version = None
 if spec is not None and spec.origin:
@@ -145,22 +146,26 @@ def _judge_python(host: HostSection, text: str, status: int, facts: HostFacts) -
     found = last_json(text) if status == 0 else None
     if found is None:
         why = (text.strip().splitlines() or [f"exit status {status}"])[-1]
-        facts.items.append(_item(host, "python", False, f"{host.python!r} did not run: {why}",
-                                 _fix_in_toml(host, "python", '"/path/to/python3"')))
+        facts.items.append(_item(host, "python", False,
+                                 f"{python_label(host)!r} did not run: {why}",
+                                 f"run `corral setup {host.name}`, or "
+                                 + _fix_in_toml(host, "python", '"/path/to/python3"')))
         return
     version = str(found.get("python", "?"))
     parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
     facts.python_ok = parts >= MIN_PYTHON
     need = ".".join(map(str, MIN_PYTHON))
+    executable = found.get("executable") or python_label(host)
     facts.items.append(_item(
-        host, "python", facts.python_ok, f"{version} ({host.python})",
+        host, "python", facts.python_ok, f"{version} ({executable})",
         "" if facts.python_ok else
         f"install Python >= {need} on {host.name} and " + _fix_in_toml(host, "python", '"..."'),
     ))
     if "torch" not in found:
         facts.items.append(_item(
             host, "torch", False, str(found.get("torch_error", "torch not importable")),
-            f"install torch on {host.name}: {host.python} -m pip install torch",
+            f"run `corral setup {host.name}` (a virtual environment with the master's torch "
+            f"under {host.workdir}), or install torch for {python_label(host)}",
         ))
         return
     facts.torch = str(found["torch"])
@@ -386,7 +391,7 @@ async def check_and_plan(
             error = result if result is not None else RuntimeError("no result")
             items.append(_unreachable_item(host, error))
     testable = {name for name, host_facts in facts.items() if host_facts.python_ok}
-    if config.cluster.master in testable:
+    if config.master_name in testable:
         items.extend(item for item in rendezvous if item.host in testable)
     torch_item = _torch_item(facts)
     if torch_item is not None:

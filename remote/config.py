@@ -14,7 +14,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,8 +60,9 @@ class ClusterSection:
 
     name: str
     """Shown in the console header and used in run ids: letters, digits, ``.``, ``_``, ``-``."""
-    master: str
-    """Name of the ``[[hosts]]`` entry that hosts the rendezvous (node rank 0)."""
+    master: str | None = None
+    """Name of the ``[[hosts]]`` entry that hosts torch's c10d rendezvous; default: the first
+    ``[[hosts]]`` entry."""
     rendezvous_port: int | Literal["auto"] = "auto"
     """TCP port for torch's c10d rendezvous on the master; ``"auto"`` picks a free one."""
     master_addr: str | None = None
@@ -90,8 +91,10 @@ class HostSection:
     identity_file: str | None = None
     """Private key file; default from ssh_config and the ssh agent. ``~`` is expanded and a
     relative path is taken from the directory of cluster.toml; the file must be readable."""
-    python: str = "python3"
-    """Python interpreter on the host (with torch installed)."""
+    python: str | None = None
+    """Python interpreter on the host (with torch installed); default: the environment
+    ``corral setup`` made (``<workdir>/venv``) when there is one, else the interpreter running
+    corral on a ``local`` host and ``python3`` on an SSH host."""
     workdir: str = "~/.corral"
     """Where pushed code lives on the host (``<workdir>/code/<hash>``)."""
     gpus: int | Literal["auto"] = "auto"
@@ -118,6 +121,10 @@ class HostSection:
     """Extra environment variables for the launcher and ranks on this host."""
     interface: str | None = None
     """Network interface for Gloo/NCCL (``GLOO_SOCKET_IFNAME``); default: detected."""
+    setup: tuple[str, ...] = ()
+    """Shell lines ``corral setup`` runs on the host first, in order, before it makes the
+    virtual environment (e.g. installing a system package); each is logged, and a failing line
+    is named with its host."""
 
     def __post_init__(self) -> None:
         _check(f"{host_where(None, self.name)}.", rules.host_problems(_values(self)))
@@ -252,11 +259,18 @@ class ClusterConfig:
         if problems:
             raise ConfigError([ConfigProblem(path=self.path, where=where, message=msg)
                                for where, msg in problems])
+        if self.cluster.master is None:  # one obvious choice: the first host
+            object.__setattr__(self, "cluster", replace(self.cluster, master=self.hosts[0].name))
+
+    @property
+    def master_name(self) -> str:
+        """The name of the master host (``[cluster] master``, default the first host)."""
+        return self.master_host.name
 
     @property
     def master_host(self) -> HostSection:
-        """The ``[[hosts]]`` entry named by ``[cluster] master``."""
-        return next(h for h in self.hosts if h.name == self.cluster.master)
+        """The ``[[hosts]]`` entry named by ``[cluster] master`` (default: the first one)."""
+        return next((h for h in self.hosts if h.name == self.cluster.master), self.hosts[0])
 
     @property
     def world_size_hint(self) -> int | None:

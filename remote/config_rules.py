@@ -281,6 +281,8 @@ def cross_problems(cluster: Mapping[str, Any], hosts: Sequence[Mapping[str, Any]
             else:
                 first_index[name] = index
     master = cluster.get("master")
+    if master is None and "master" in cluster and first_index:
+        master = next(iter(first_index))  # left out: the first host
     if isinstance(master, str) and master and hosts and master not in first_index:
         names = ", ".join(quote(n) for n in first_index) or "none"
         out.append((section_where("cluster", "master"),

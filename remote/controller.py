@@ -350,10 +350,8 @@ class SshRunController:
 
     async def check(self) -> CheckReport:
         """Pre-flight check of every host in parallel."""
-        try:
-            from remote.checks import check_cluster
-        except ImportError:
-            return CheckReport(items=())
+        from remote.checks import check_cluster
+
         return await check_cluster(self.config, self.pool)
 
     async def start(self, *, resume: bool | str = False, policy: str | None = None,

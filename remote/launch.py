@@ -7,8 +7,10 @@ The process-group id goes to ``<run dir>/hosts/<host>.pgid`` and its leader's st
 of ``/proc/<pid>/stat``, what makes a process id unique over time) to ``hosts/<host>.leader``, so
 ``corral stop`` can tell the launcher from a stranger that got the same id later; when the
 launcher exits by itself its exit status goes to ``<run dir>/hosts/<host>.exit``. Ranks inherit
-``CORRAL_HOST`` and ``CORRAL_RUN_ID`` so the event tailer can tell which ranks belong to which
-host even when several hosts share one machine.
+``CORRAL_HOST`` and ``CORRAL_RUN_ID``, ``CORRAL_RANK_BASE`` (their first global rank: ranks are
+numbered in host order, see ``remote.plan``) and, where cluster.toml pins the GPUs,
+``CUDA_VISIBLE_DEVICES``; the host's planned ranks go to ``<run dir>/hosts/<host>.planned`` for
+the event tailer, which tells the ranks of hosts that share one machine apart by it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from profiles.errors import CorralError
 from remote.config import ClusterConfig, HostSection, RunSection
-from remote.cpu_placement import PROBE_SECTION, HostCpuFacts, HostCpuPlan, parse_probe
+from remote.cpu_placement import PROBE_SECTION, HostCpuFacts, parse_probe
+from remote.interpreter import python_word
 from remote.netif import interface_script, parse_interface
 from remote.pool import HostPool
 from remote.run_root import DiskFull
@@ -29,10 +33,21 @@ from remote.task_code import option_flags, user_code
 from remote.transport import RemoteCommandError, Transport, env_prefix, shell_path
 from trainer.config import BUILTIN_TASKS
 
+if TYPE_CHECKING:
+    from remote.plan import HostPlan
+
 RDZV_JOIN_TIMEOUT_S = 120
 """Seconds torchrun waits for every host to join the rendezvous before it gives up."""
-LOG_LINE_PREFIX = "[rank${rank}]:"
-"""torchrun's prefix for each rank's teed output line (``${rank}`` is the global rank)."""
+RANK_BASE_ENV = "CORRAL_RANK_BASE"
+"""The environment variable that tells a host's ranks their first global rank (see
+``remote.plan``: ranks are numbered in host order, not in torch's node order)."""
+
+
+def log_line_prefix(first_rank: int) -> str:
+    """torchrun's prefix for each rank's teed output line: ``[rank<local>+<first rank>]:``
+    (torch's own ``${rank}`` follows its node order, not the ranks the trainer uses)."""
+    return f"[rank${{local_rank}}+{first_rank}]:"
+
 FREE_PORT_PY = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
 
 
@@ -50,6 +65,8 @@ class LaunchPlan:
     resume: bool = False
     policy: str | None = None
     """Overrides ``[run] policy`` for this launch."""
+    backend: str = "gloo"
+    """The process-group backend of every rank (``remote.plan`` decides it for the cluster)."""
 
 
 def run_dir_for(config: ClusterConfig, run_id: str) -> str:
@@ -110,12 +127,12 @@ async def _probe_one(transport: Transport, config: ClusterConfig, master_addr: s
     host = transport.host
     is_master = host.name == config.cluster.master
     parts: dict[str, str] = {"cpu": PROBE_SECTION}
-    if host.nproc is None and host.gpus == "auto":
+    if host.gpus == "auto":  # the device, not only the rank count, depends on it
         parts["gpus"] = "nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true"
     if host.interface is None:
         parts["interface"] = f"{interface_script(master_addr, is_master=is_master)} 2>&1"
     if is_master and config.cluster.rendezvous_port == "auto":
-        py = env_prefix(host.env) + shlex.quote(host.python)
+        py = env_prefix(host.env) + python_word(host)
         parts["port"] = f"{py} -c {shlex.quote(FREE_PORT_PY)}"
     done = await transport.run(sectioned_script(parts), timeout=30.0)
     sections = split_sections(done.stdout)
@@ -139,21 +156,23 @@ async def probe_launch_facts(pool: HostPool, config: ClusterConfig,
         raise CorralError("cannot size the hosts: "
                           + "; ".join(f"{h}: {e}" for h, e in errors.items()))
     facts = {h: r for h, r in found.items() if not isinstance(r, BaseException)}
-    master = facts.get(config.cluster.master)
+    master = facts.get(config.master_name)
     return LaunchFacts(gpus={h: f[0] for h, f in facts.items()},
                        interfaces={h: f[1] for h, f in facts.items()},
                        port=master[2] if master else None,
                        cpu={h: f[3] for h, f in facts.items()})
 
 
-def trainer_flags(run: RunSection, host: HostSection, plan: LaunchPlan) -> list[str]:
+def trainer_flags(run: RunSection, place: HostPlan, plan: LaunchPlan) -> list[str]:
     """``python -m trainer`` arguments, unquoted (``--run-dir`` and a user task's ``--task``
     are added by ``launcher_command``: they are shell syntax)."""
+    host = place.host
     flags = ["--model", run.model, "--dataset", run.dataset, "--samples", str(run.samples),
              "--global-batch", str(run.global_batch), "--policy", plan.policy or run.policy,
              "--rebalance-every", str(run.rebalance_every), "--lr", repr(run.lr),
              "--optimizer", run.optimizer, "--seed", str(run.seed),
-             "--checkpoint-every", str(run.checkpoint_every), "--backend", run.backend,
+             "--checkpoint-every", str(run.checkpoint_every), "--backend", plan.backend,
+             "--device", place.device,
              "--slowdown", repr(host.slowdown)]
     if run.data_dir is not None:
         flags += ["--data-dir", run.data_dir]
@@ -173,15 +192,12 @@ def trainer_flags(run: RunSection, host: HostSection, plan: LaunchPlan) -> list[
     return flags
 
 
-def launcher_command(
-    config: ClusterConfig, host: HostSection, plan: LaunchPlan, *,
-    node_rank: int, nproc: int, interface: str | None, local_addr: str | None,
-    cpu: HostCpuPlan | None = None,
-) -> str:
+def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -> str:
     """The command line the host's shell runs in its new session (torchrun, then the exit file).
 
-    ``cpu``: the host's allocator environment and core flags (``remote.cpu_placement``).
+    ``place.cpu``: the host's allocator environment and core flags (``remote.cpu_placement``).
     """
+    host, cpu = place.host, place.cpu
     code = shell_path(f"{host.workdir.rstrip('/')}/code/{plan.code_digest}")
     env = dict(host.env)
     if cpu is not None:
@@ -189,26 +205,29 @@ def launcher_command(
     if "PYTHONPATH" in env:  # the pushed code first, then the host's own additions
         code += ":" + shlex.quote(env.pop("PYTHONPATH"))
     env.update(CORRAL_HOST=host.name, CORRAL_RUN_ID=plan.run_id, PYTHONUNBUFFERED="1",
-               TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE=LOG_LINE_PREFIX,
+               TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE=log_line_prefix(place.first_rank),
                # INFO makes torchrun log the rendezvous result (``global_ranks=[...]``),
                # which tells the tailer which ranks run on this host.
                LOGLEVEL="INFO")
-    if interface:
-        env.update(GLOO_SOCKET_IFNAME=interface, NCCL_SOCKET_IFNAME=interface)
+    env[RANK_BASE_ENV] = str(place.first_rank)
+    if place.visible_devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = place.visible_devices
+    if place.interface:
+        env.update(GLOO_SOCKET_IFNAME=place.interface, NCCL_SOCKET_IFNAME=place.interface)
     is_host = "true" if host.name == config.cluster.master else "false"
     torchrun = [
         "-m", "torch.distributed.run", "--nnodes", str(plan.nnodes),
-        "--nproc-per-node", str(nproc), "--node-rank", str(node_rank),
+        "--nproc-per-node", str(place.nproc), "--node-rank", str(place.node_rank),
         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{plan.master_addr}:{plan.port}",
         "--rdzv-id", plan.run_id,
         "--rdzv-conf", f"is_host={is_host},join_timeout={RDZV_JOIN_TIMEOUT_S}",
         "--max-restarts", "0", "--log-dir", f"logs/{host.name}/ranks", "--redirects", "3",
         "--tee", "3",
     ]
-    if local_addr:
-        torchrun += ["--local-addr", local_addr]
+    if place.local_addr:
+        torchrun += ["--local-addr", place.local_addr]
     words = [shlex.quote(w) for w in (*torchrun, "-m", "trainer")]
-    flags = [shlex.quote(w) for w in trainer_flags(config.run, host, plan)]
+    flags = [shlex.quote(w) for w in trainer_flags(config.run, place, plan)]
     flags += [shlex.quote(w) for w in (cpu.flags if cpu is not None else ())]
     run_dir = shell_path(plan.run_dir)
     user = user_code(config.run, config.path.parent)
@@ -217,58 +236,34 @@ def launcher_command(
         flags += ["--task", shell_path(user.task_flag(tree))]
     exit_file = shlex.quote(f"hosts/{host.name}.exit")
     return (
-        f"{env_prefix(env)}PYTHONPATH={code} {shlex.quote(host.python)} {' '.join(words)} "
+        f"{env_prefix(env)}PYTHONPATH={code} {python_word(host)} {' '.join(words)} "
         f"--run-dir {run_dir} {' '.join(flags)}; "
         f"echo $? > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}"
     )
 
 
-PREDECESSOR_WAIT_STEPS = 1500
-"""How many 10 ms polls a launch waits for the launcher of the host before it in its address
-group to exist (15 s; then it starts anyway, and the node order is left to chance)."""
-
-
-def wait_for_predecessor(after: str) -> str:
-    """Shell code that waits until host ``after``'s launcher exists (or has ended), polling
-    every 10 ms for at most ``PREDECESSOR_WAIT_STEPS`` polls; run in the run directory."""
-    # The predecessor's launcher exists once its process group (its setsid shell) holds a
-    # second process: the shell forks torchrun first, so that pid is taken. An exit file
-    # means it has come and gone already (it could not start).
-    pgid = shlex.quote(f"hosts/{after}.pgid")
-    exit_file = shlex.quote(f"hosts/{after}.exit")
-    return (f'w=0; while :; do p=$(cat {pgid} 2>/dev/null) && [ -n "$p" ] && '
-            f'[ "$(pgrep -g "$p" 2>/dev/null | wc -l)" -ge 2 ] && break; '
-            f"[ -e {exit_file} ] && break; w=$((w + 1)); "
-            f"[ $w -ge {PREDECESSOR_WAIT_STEPS} ] && break; sleep 0.01; done; ")
-
-
 async def launch_host(
-    transport: Transport, config: ClusterConfig, plan: LaunchPlan, *,
-    node_rank: int, nproc: int, interface: str | None, local_addr: str | None,
-    after: str | None = None, cpu: HostCpuPlan | None = None,
+    transport: Transport, config: ClusterConfig, plan: LaunchPlan, place: HostPlan,
 ) -> int:
-    """Start the host's launcher in the background; return its process-group id.
-
-    With ``after`` (a host that shares this host's address and run directory), the host waits
-    until that host's launcher exists before starting its own, so torch, which orders the
-    nodes of one address by launcher pid, gives them node ranks in host order.
-    """
+    """Start the host's launcher in the background; return its process-group id."""
     host = transport.host
-    inner = launcher_command(config, host, plan, node_rank=node_rank, nproc=nproc,
-                             interface=interface, local_addr=local_addr, cpu=cpu)
+    inner = launcher_command(config, plan, place)
     logs = shlex.quote(f"logs/{host.name}")
     pgid_file = shlex.quote(f"hosts/{host.name}.pgid")
     exit_file = shlex.quote(f"hosts/{host.name}.exit")
     ranks_file = shlex.quote(f"hosts/{host.name}.ranks")
+    # The tailer reports the host's ranks (from this file) once torchrun logs its rendezvous.
+    planned = shlex.quote(f"hosts/{host.name}.planned")
+    planned_ranks = shlex.quote("".join(f"{r}\n" for r in place.ranks))
     stopped_file = shlex.quote(f"hosts/{host.name}.stopped")
     leader_file = shlex.quote(f"hosts/{host.name}.leader")
     run_dir = shell_path(plan.run_dir)
-    wait = wait_for_predecessor(after) if after is not None else ""
     # Not a job-control shell, so the background child is no group leader and setsid(1)
     # makes it the leader of a new session without forking: $! is the new process group.
     script = (
         f"set -e; mkdir -p {run_dir}; cd {run_dir}; mkdir -p {logs} hosts; "
-        f"rm -f {exit_file} {ranks_file} {stopped_file} {pgid_file} {leader_file}; {wait}"
+        f"rm -f {exit_file} {ranks_file} {stopped_file} {pgid_file} {leader_file}; "
+        f"printf %s {planned_ranks} > {planned}; "
         f"setsid sh -c {shlex.quote(inner)} </dev/null >>{logs}/launcher.log 2>&1 & "
         f"p=$!; s=$(cat /proc/$p/stat 2>/dev/null) && s=${{s##*\") \"}} && set -- $s && "
         f"echo \"${{20}}\" > {leader_file} || true; "

@@ -21,7 +21,7 @@ from trainer.events import EndEvent, StartEvent
 
 LOG_LINES_KEPT = 12
 """Log lines per rank and per host kept to explain a failure."""
-ROOT_CAUSE_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)\s*\(local_rank")
+ROOT_CAUSE_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)")
 ROOT_CAUSE_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
 
 
@@ -111,7 +111,11 @@ class RunMonitor:
         self._host_logs.setdefault(item.host, deque(maxlen=LOG_LINES_KEPT)).append(item.text)
         match = ROOT_CAUSE_RANK.match(item.text)
         if match and item.host not in self._root_rank:
-            self._root_rank[item.host] = int(match.group(1))
+            # torch's rank follows its node order; the host's own ranks (in host order) are
+            # the ones its events and logs carry: take the one at that local rank.
+            mine = sorted(r for r, h in self.rank_host.items() if h == item.host)
+            local = int(match.group(2))
+            self._root_rank[item.host] = mine[local] if local < len(mine) else int(match.group(1))
         match = ROOT_CAUSE_EXIT.match(item.text)
         if match and item.host not in self._root_exit:
             self._root_exit[item.host] = int(match.group(1))

@@ -19,6 +19,7 @@ from typing import Any
 from profiles.errors import CorralError
 from remote.api import CheckItem
 from remote.config import ClusterConfig, HostSection
+from remote.interpreter import python_label, python_word
 from remote.pool import HostPool
 from remote.transport import Transport, env_prefix
 
@@ -72,7 +73,7 @@ print(json.dumps({"ok": False, "error": error}))
 def python_c(host: HostSection, code: str, *args: str) -> str:
     """``python -c CODE ARGS`` on ``host`` with its env table, every word quoted."""
     quoted = "".join(" " + shlex.quote(a) for a in args)
-    return f"{env_prefix(host.env)}{shlex.quote(host.python)} -c {shlex.quote(code)}{quoted}"
+    return f"{env_prefix(host.env)}{python_word(host)} -c {shlex.quote(code)}{quoted}"
 
 
 def last_json(text: str) -> dict[str, Any] | None:
@@ -162,7 +163,7 @@ class PortListener:
         if opened is None:
             why = f": {failure}" if failure else ""
             return [_item(master, False, f"the port-test listener did not start{why}",
-                          f"check that {master.python!r} runs on {master.name}")]
+                          f"check that {python_label(master)!r} runs on {master.name}")]
         if not opened.get("bound"):
             self.taken = True
             return [_item(master, False,

@@ -18,6 +18,7 @@ from typing import Any
 
 from profiles.errors import CorralError
 from remote.config import ClusterConfig, HostSection
+from remote.interpreter import python_word
 from remote.pool import HostPool
 from remote.push import CodeBundle, build_bundle, code_dir, push_code
 from remote.transport import Transport, env_prefix, shell_path
@@ -53,7 +54,7 @@ def profile_command(host: HostSection, model: str, digest: str) -> str:
         args[2:2] = ["--threads", str(host.threads)]
     flags = " ".join(shlex.quote(a) for a in args)
     return (f"cd {shell_path(code_dir(host.workdir, digest))} && "
-            f"{env_prefix(host.env)}PYTHONPATH=\"$PWD\" {shlex.quote(host.python)} "
+            f"{env_prefix(host.env)}PYTHONPATH=\"$PWD\" {python_word(host)} "
             f"-m trainer.profile {flags}")
 
 

@@ -15,17 +15,14 @@ from profiles.errors import CorralError
 from remote.api import CheckReport, HostStatus, LogLine, RunEvent, RunStatus
 from remote.checks import HostFacts, check_and_plan
 from remote.config import ClusterConfig, HostSection
-from remote.cpu_placement import host_plans
 from remote.launch import (
     LaunchPlan,
-    interface_for,
     launch_host,
     master_address,
-    node_address,
-    nproc_for,
     probe_launch_facts,
     run_dir_for,
 )
+from remote.plan import PlanError, plan_cluster
 from remote.pool import HostPool
 from remote.push import build_bundle, push_code
 from remote.runs import RunInfo, local_run_dir, write_run_info
@@ -50,16 +47,6 @@ def _errors(results: Mapping[str, object]) -> dict[str, BaseException]:
 
 def _describe(errors: dict[str, BaseException]) -> str:
     return "; ".join(f"{h}: {e}" for h, e in errors.items())
-
-
-def launch_groups(config: ClusterConfig, master_addr: str
-                  ) -> dict[str | None, list[tuple[int, HostSection]]]:
-    """Hosts by the address torch knows them by, each group in host order (node rank)."""
-    groups: dict[str | None, list[tuple[int, HostSection]]] = {}
-    for node_rank, host in enumerate(config.hosts):
-        address = node_address(config, host, master_addr)
-        groups.setdefault(address, []).append((node_rank, host))
-    return groups
 
 
 async def launch_run(
@@ -138,6 +125,12 @@ async def launch_run(
     if port is None:
         yield status("failed", "cannot pick a rendezvous port on the master")
         return
+    try:
+        cluster_plan = plan_cluster(config, facts, master_addr)
+    except PlanError as exc:
+        yield status("failed", f"{exc.title}: {exc}")
+        return
+    places = {p.host.name: p for p in cluster_plan.hosts}
 
     # -- launch ---------------------------------------------------------------------------
     yield status("launching")
@@ -152,40 +145,22 @@ async def launch_run(
                 copy.close()
     plan = LaunchPlan(run_id=info.run_id, run_dir=run_dir, code_digest=code.digest,
                       master_addr=master_addr, port=port, nnodes=len(hosts), resume=resume,
-                      policy=policy)
+                      policy=policy, backend=cluster_plan.backend)
     for name in hosts:
         yield HostStatus(t=time.time(), host=name, state="starting")
     pgids: dict[str, int] = {}
-    nprocs = {h.name: nproc_for(h, facts.gpus.get(h.name)) for h in config.hosts}
-    cpu = host_plans(config, facts.cpu, nprocs, facts.gpus)
 
-    async def start_one(node_rank: int, host: HostSection, address: str | None,
-                        after: str | None) -> None:
+    async def start_one(host: HostSection) -> None:
         try:
             transport: Transport = await pool.get(host.name)
-            pgids[host.name] = await launch_host(
-                transport, config, plan, node_rank=node_rank,
-                nproc=nprocs[host.name],
-                interface=interface_for(host, facts.interfaces.get(host.name)),
-                local_addr=address, after=after, cpu=cpu[host.name])
+            pgids[host.name] = await launch_host(transport, config, plan, places[host.name])
         except CorralError as exc:
             raise _LaunchFailed(host.name, exc) from None
 
-    async def start_group(members: list[tuple[int, HostSection]], address: str | None) -> None:
-        # Where hosts share an address torch orders their nodes by launcher pid. Hosts that
-        # also share a login (so a run directory) are launched all at once, each waiting on
-        # the host for the launcher before it to exist; others one after the other.
-        if len({host.user for _, host in members}) == 1:
-            await asyncio.gather(*(
-                start_one(rank, host, address, members[i - 1][1].name if i else None)
-                for i, (rank, host) in enumerate(members)))
-            return
-        for node_rank, host in members:
-            await start_one(node_rank, host, address, None)
-
-    # Every group runs to its end before a failure is handled: nothing starts after the stop.
-    groups = launch_groups(config, master_addr)
-    outcomes = await asyncio.gather(*(start_group(m, a) for a, m in groups.items()),
+    # Every host at once: the ranks are numbered in host order whatever order torch gives
+    # the nodes. Every launch runs to its end before a failure is handled: nothing starts
+    # after the stop.
+    outcomes = await asyncio.gather(*(start_one(h) for h in config.hosts),
                                     return_exceptions=True)
     for failed in outcomes:
         if not isinstance(failed, BaseException):

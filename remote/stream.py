@@ -29,6 +29,7 @@ from typing import IO
 
 from profiles.errors import CorralError
 from remote.api import LogLine, RankEvent, RunEvent
+from remote.interpreter import python_word
 from remote.ssh import ConnectionLost
 from remote.transport import Transport, env_prefix, shell_path
 from trainer.events import EventFormatError, parse_event
@@ -38,7 +39,9 @@ OFFSETS_FILE = "offsets.json"
 LOCK_FILE = ".lock"
 SILENCE_LIMIT_S = 20.0
 """A tail channel silent this long (heartbeats come every 2 s) counts as a dropped host."""
-RANK_PREFIX = re.compile(r"^\[rank(\d+)\]:")
+RANK_PREFIX = re.compile(r"^\[rank(\d+)(?:\+(\d+))?\]:")
+"""A rank's teed output line: ``[rank<local>+<host's first rank>]:`` (``[rank<rank>]:`` from
+launches before ranks were numbered in host order)."""
 ROUTINE_INFO = re.compile(r"^(?:\[?I\d{4} \d\d:\d\d:\d\d|INFO:)")
 """torch's routine INFO log lines (glog-style ``I1121 05:27:09.671000 ...``, or the standard
 ``INFO:name:`` format). Launchers run at LOGLEVEL=INFO, which the ranks inherit, so that the
@@ -170,14 +173,14 @@ class CollectedCopy:
 
 def tail_command(host_python: str, run_dir: str, host: str, offsets: dict[str, int],
                  env: str = "") -> str:
-    """The command line that starts the tailer on a host.
+    """The command line that starts the tailer on a host (``host_python``: a shell word).
 
     The tailer needs only the standard library, so when the host's interpreter is missing it
     falls back to ``python3``: the stream then still shows why the launcher could not start.
     """
     args = (f"-u -c {shlex.quote(TAIL_SCRIPT)} {shell_path(run_dir)} {shlex.quote(host)} "
             f"{shlex.quote(json.dumps(offsets))}")
-    return (f"for py in {shlex.quote(host_python)} python3; do "
+    return (f"for py in {host_python} python3; do "
             f'if command -v "$py" >/dev/null 2>&1; then exec {env}"$py" {args}; fi; done; '
             "echo 'corral: no python to follow the run with' >&2; exit 127")
 
@@ -194,7 +197,8 @@ def _line_event(host: str, path: str, text: str) -> RunEvent | None:
     body = text[match.end():] if match else text
     if ROUTINE_INFO.match(body):
         return None  # torch's INFO chatter stays in the copy, out of the stream
-    return LogLine(t=now, host=host, rank=int(match.group(1)) if match else None, text=body)
+    rank = int(match.group(1)) + int(match.group(2) or 0) if match else None
+    return LogLine(t=now, host=host, rank=rank, text=body)
 
 
 async def tail_host(
@@ -205,7 +209,7 @@ async def tail_host(
     Raises ``ConnectionLost`` when the channel ends (or stays silent) before the launcher does.
     """
     host = transport.host
-    command = tail_command(host.python, run_dir, host.name, dict(copy.offsets),
+    command = tail_command(python_word(host), run_dir, host.name, dict(copy.offsets),
                            env=env_prefix(host.env))
     lines = transport.stream(command)
     # A batch is copied and its offsets saved before any of it is shown: whatever a follower

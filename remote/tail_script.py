@@ -14,11 +14,12 @@ the given byte offsets, and prints one record per line on stdout:
 - ``F``: the end of a batch of lines (the follower saves its offsets there);
 - ``H``: a heartbeat every few seconds.
 
-The ranks that belong to the host are the ``global_ranks=[...]`` torchrun logs (at INFO level)
-into the host's launcher log once the rendezvous completes; they are kept in
-``hosts/HOST.ranks`` for later tailers. Hosts may share one machine and one run directory, so
-event files of other ranks are left alone. The tailer exits when its stdin closes (the follower
-went away).
+The host's ranks are known once torchrun logs its rendezvous result (``global_ranks=[...]``,
+at INFO level) into the host's launcher log: they are the ranks the launch planned for the host
+(``hosts/HOST.planned``, numbered in host order) or, for a launch without that file, the ranks
+torchrun logged. They are kept in ``hosts/HOST.ranks`` for later tailers. Hosts may share one
+machine and one run directory, so event files of other ranks are left alone. The tailer exits
+when its stdin closes (the follower went away).
 """
 
 import contextlib
@@ -58,6 +59,13 @@ def main():
         for rank in sorted(ranks):
             out.write(f"O\t{rank}\n")
 
+    def planned():
+        try:
+            with open(f"hosts/{host}.planned") as f:
+                return [int(x) for x in f.read().split() if x.isdigit()]
+        except OSError:
+            return []
+
     def drain(path):
         start = offsets.get(path, 0)
         try:
@@ -80,7 +88,7 @@ def main():
             if path == launcher_log and "global_ranks=[" in text:
                 match = GLOBAL_RANKS.search(text)
                 if match:
-                    own([int(x) for x in match.group(1).replace(",", " ").split()])
+                    own(planned() or [int(x) for x in match.group(1).replace(",", " ").split()])
         offsets[path] = pos
 
     def launcher_state():

@@ -1,8 +1,11 @@
 """Device, backend and process-group helpers (torch.distributed does all the communicating).
 
-The rank layout comes from torch's launcher: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``. Device and
-backend are decided from local facts only, before ``init_process_group``, because nothing can be
-exchanged before the group exists: the backend every rank passes must already agree.
+The rank layout comes from torch's launcher: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, except
+that corral's launch numbers the ranks in cluster.toml's host order: it gives each host's ranks
+their first global rank in ``CORRAL_RANK_BASE`` (torch's c10d rendezvous orders the nodes by
+address, not as the user listed them), so the rank is ``CORRAL_RANK_BASE + LOCAL_RANK``; torch's
+process group takes any numbering of its members. The backend every rank passes must agree
+before the group exists: corral's launch passes the one it chose for the cluster explicitly.
 """
 
 from __future__ import annotations
@@ -31,16 +34,34 @@ class RankInfo:
     """Rank among the processes on this host."""
 
 
+RANK_BASE_ENV = "CORRAL_RANK_BASE"
+"""Set by corral's launch: the global rank of this host's first rank (ranks in host order)."""
+
+
 def rank_info() -> RankInfo:
-    """Read the launcher's environment; a lone ``python -m trainer`` is rank 0 of 1."""
+    """Read the launcher's environment; a lone ``python -m trainer`` is rank 0 of 1.
+
+    With ``CORRAL_RANK_BASE`` the rank is that base plus the local rank, and ``RANK`` is set
+    to it for everything else that reads the environment.
+    """
     try:
-        return RankInfo(
+        info = RankInfo(
             rank=int(os.environ.get("RANK", "0")),
             world_size=int(os.environ.get("WORLD_SIZE", "1")),
             local_rank=int(os.environ.get("LOCAL_RANK", "0")),
         )
+        base = os.environ.get(RANK_BASE_ENV)
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     except ValueError:
         raise UsageError("RANK/WORLD_SIZE/LOCAL_RANK must be integers (set by torchrun)") from None
+    if base is None:
+        return info
+    if not base.isdigit() or int(base) + local_world > info.world_size:
+        raise UsageError(f"{RANK_BASE_ENV}={base!r} does not fit a host of {local_world} "
+                         f"rank(s) in a world of {info.world_size} (set by corral's launch)")
+    rank = int(base) + info.local_rank
+    os.environ["RANK"] = str(rank)
+    return RankInfo(rank=rank, world_size=info.world_size, local_rank=info.local_rank)
 
 
 def choose_device(requested: str, local_rank: int) -> torch.device:
@@ -57,9 +78,10 @@ def choose_device(requested: str, local_rank: int) -> torch.device:
 def choose_backend(requested: str, device: torch.device) -> str:
     """The process-group backend.
 
-    ``auto`` picks nccl when this rank runs on CUDA, else gloo. That is a local decision: a
-    cluster that mixes CPU-only and GPU hosts must pass ``--backend gloo`` to every rank (the
-    launcher knows every host's devices and does so), because NCCL cannot include a CPU rank.
+    ``auto`` picks nccl when this rank runs on CUDA, else gloo. That is a local decision, right
+    only for a lone host: corral's launch decides the backend for the whole cluster (gloo as
+    soon as one host trains on the CPU, because NCCL cannot include a CPU rank) and passes it
+    to every rank explicitly.
     """
     if requested == "nccl" and device.type != "cuda":
         raise UsageError("--backend nccl needs every rank on a CUDA GPU; use gloo here")

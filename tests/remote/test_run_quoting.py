@@ -9,6 +9,7 @@ from pathlib import Path
 
 from remote.config import ClusterConfig, ClusterSection, HostSection, RunSection
 from remote.launch import LaunchPlan, launch_host, run_dir_for
+from remote.plan import HostPlan
 from remote.stop import stop_host
 from remote.transport import LocalTransport
 
@@ -51,8 +52,9 @@ def test_metacharacters_in_every_field_never_execute(tmp_path: Path) -> None:
     transport = LocalTransport(host)
 
     async def launch() -> None:
-        await launch_host(transport, config, plan, node_rank=0, nproc=1,
-                          interface=nasty, local_addr="127.0.0.1")
+        place = HostPlan(host=host, node_rank=0, first_rank=0, nproc=1, device="cpu", gpus=0,
+                         visible_devices="", interface=nasty, local_addr="127.0.0.1")
+        await launch_host(transport, config, plan, place)
         exit_file = Path(plan.run_dir) / "hosts" / f"{host.name}.exit"
         deadline = time.monotonic() + 30
         while not exit_file.exists():
