@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         return child
 
     command("console", "Open the terminal console (the default command).")
+    init = command("init", "Write a commented cluster.toml (the -c FILE, default "
+                   "./cluster.toml) to start from: the local emulated demo, or one host per "
+                   "ssh_config alias with --hosts. Never overwrites a file.")
+    init.add_argument("--hosts", metavar="ALIAS,...",
+                      help="ssh_config aliases, one [[hosts]] entry each (GPUs and ranks are "
+                      "left to detection)")
     command("check", "Pre-flight check of every host: reachable, versions, GPUs, disk, "
             "leftover processes, rendezvous port, network interface. Exit 1 on any failure.")
     run = command("run", "Check, push the code and start a run on every host, then follow it "
@@ -76,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", metavar="NAME",
                      help="a name for the run, shown with its id everywhere (default: [run] "
                           "name; a resumed run keeps its own)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="check the hosts and print the launch plan (each host's ranks, "
+                     "device, backend, interface, share and exact command) without starting "
+                     "anything; exit 1 if the check fails")
     stop = command("stop", "Stop a run on every host (TERM, KILL after the grace period) and "
                    "verify that none of its processes is left.")
     stop.add_argument("run_id", metavar="RUN", nargs="?",
@@ -90,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="follow in this terminal instead of opening the console")
     command("profile", "Benchmark the configured model on every host and store the profiles "
             "that the proportional and dynamic policies start from.")
+    setup = command("setup", "Make hosts that have only Python able to run the trainer: "
+                    "run each host's own `setup` lines, then make a virtual environment in its "
+                    "workdir with the master's torch (the CUDA build where nvidia-smi shows a "
+                    "driver, else the CPU build). Idempotent; the host's `python` can then be "
+                    "left out of cluster.toml. Exit 1 if a host failed.")
+    setup.add_argument("hosts", metavar="HOST", nargs="*",
+                       help="host names from cluster.toml (default: every host)")
     trust = command("trust", "Fetch a host's SSH key, show its fingerprint and, once you "
                     "confirm, make it the host's key in the known_hosts file (replacing a "
                     "changed one).")
@@ -200,8 +217,33 @@ async def follow_detachable(handle: RunHandle, console: Console, interrupt: Firs
     return DETACHED_EXIT
 
 
+async def cmd_dry_run(args: argparse.Namespace, console: Console) -> int:
+    """Check the hosts and print the plan a run would follow; start nothing."""
+    from console.follow import check_table
+
+    if args.resume or args.detach or args.policy or args.name:
+        raise UsageError("--dry-run shows the launch of cluster.toml as it is; leave out "
+                         "--resume, --detach, --policy and --name", title="bad options")
+    from console.plan_view import plan_renderable
+
+    controller = open_controller(args.config)
+    try:
+        report = await controller.check()
+    finally:
+        await controller.aclose()
+    console.print(check_table(report))
+    if report.plan is None:
+        console.print(f"[red]{len(report.failures())} check(s) failed[/]: no launch plan "
+                      "until each row's fix is made.")
+        return 1
+    console.print(plan_renderable(report.plan))
+    return 0
+
+
 async def cmd_run(args: argparse.Namespace, console: Console) -> int:
     """Start a run and follow it (or return once it runs, with ``--detach``)."""
+    if args.dry_run:
+        return await cmd_dry_run(args, console)
     with FirstInterrupt() as interrupt:  # first: a Ctrl-C from here on never strands a run
         controller = open_controller(args.config)
         try:
@@ -303,6 +345,36 @@ async def cmd_profile(args: argparse.Namespace, console: Console) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+async def cmd_setup(args: argparse.Namespace, console: Console) -> int:
+    """Set hosts up, showing each host's progress; 1 if a host failed."""
+    from remote.setup import setup_cluster
+
+    def progress(host: str, message: str) -> None:
+        console.print(f"{escape(host)}: {escape(message)}")
+
+    results = await setup_cluster(load_config(args.config), args.hosts, progress)
+    for result in results:
+        mark = "[green]ok[/]" if result.ok else "[red]FAILED[/]"
+        console.print(f"{escape(result.host)}: {mark} {escape(result.detail)}")
+    if all(r.ok and not r.changed for r in results):
+        console.print("nothing to change: every host was set up already")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def cmd_init(args: argparse.Namespace, console: Console) -> int:
+    """Write a new cluster.toml; an existing file is left alone (exit 2)."""
+    from remote.config_init import demo_toml, hosts_toml, write_new
+
+    aliases = [a.strip() for a in args.hosts.split(",")] if args.hosts is not None else None
+    text = demo_toml() if aliases is None else hosts_toml(aliases)
+    write_new(args.config, text)
+    what = ("the local emulated demo (three local hosts)" if aliases is None
+            else f"{len(aliases)} host(s): {', '.join(aliases)}")
+    console.print(f"wrote {escape(str(args.config))}: {escape(what)}. Next: `corral check`"
+                  + ("" if aliases is None else "; `corral setup` for hosts without torch"))
+    return 0
+
+
 async def cmd_trust(args: argparse.Namespace, console: Console) -> int:
     """Show a host's key and, once confirmed (or with ``--yes``), make it the trusted one;
     1 when the answer was no (or there was none)."""
@@ -329,7 +401,7 @@ async def cmd_trust(args: argparse.Namespace, console: Console) -> int:
 
 ASYNC_COMMANDS = {
     "check": cmd_check, "run": cmd_run, "stop": cmd_stop, "status": cmd_status,
-    "profile": cmd_profile, "trust": cmd_trust, **RESULTS_COMMANDS,
+    "profile": cmd_profile, "trust": cmd_trust, "setup": cmd_setup, **RESULTS_COMMANDS,
 }
 
 
@@ -339,6 +411,8 @@ def dispatch(args: argparse.Namespace, console: Console) -> int:
         return cmd_console(args, console)
     if args.command == "attach":
         return asyncio.run(cmd_attach(args, console))
+    if args.command == "init":
+        return cmd_init(args, console)
     return asyncio.run(ASYNC_COMMANDS[args.command](args, console))
 
 

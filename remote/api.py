@@ -75,10 +75,48 @@ class CheckItem:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PlannedHost:
+    """What one host will run, as planned before a launch."""
+
+    host: str
+    ranks: tuple[int, ...]
+    """The host's global ranks (numbered in cluster.toml's host order)."""
+    device: str
+    """``cpu`` or ``cuda``."""
+    gpus: int
+    """GPUs its ranks use (0 on the CPU)."""
+    visible_devices: str | None
+    """``CUDA_VISIBLE_DEVICES`` set for its ranks (None: left as it is)."""
+    interface: str | None
+    """Network interface for Gloo/NCCL (None: they choose)."""
+    shares: tuple[int, ...] | None
+    """Each rank's samples of the first step (None: measured when the run starts)."""
+    command: str
+    """The exact command line the host's shell will run (torchrun and the trainer)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchPreview:
+    """The launch a run would make now, decided from the check's facts; nothing started."""
+
+    run_id: str
+    """The run id in the commands (a real start picks a new one)."""
+    backend: str
+    """The process-group backend every rank gets."""
+    world_size: int
+    rendezvous: str
+    """``master_addr:port`` of torch's c10d rendezvous."""
+    hosts: tuple[PlannedHost, ...]
+    """In cluster.toml's order."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class CheckReport:
     """Every pre-flight check of a cluster."""
 
     items: tuple[CheckItem, ...]
+    plan: LaunchPreview | None = None
+    """The launch a run would make, when every check passed (``corral run --dry-run``)."""
 
     @property
     def ok(self) -> bool:
@@ -148,7 +186,8 @@ class RunController(Protocol):
     """Runs for one cluster.toml."""
 
     async def check(self) -> CheckReport:
-        """Pre-flight check of every host in parallel."""
+        """Pre-flight check of every host in parallel; when it passes, the report carries the
+        launch plan a run would follow (``CheckReport.plan``; nothing is started)."""
         ...
 
     async def start(self, *, resume: bool | str = False, policy: str | None = None,

@@ -126,6 +126,11 @@ class HostSection:
     virtual environment (e.g. installing a system package); each is logged, and a failing line
     is named with its host."""
 
+    torch_index: str = "https://download.pytorch.org/whl/{flavour}"
+    """The package index ``corral setup`` installs torch from, ``{flavour}`` replaced by
+    ``cpu`` or the CUDA flavour the host's driver runs (e.g. ``cu126``); ``""`` leaves it to
+    the host's own pip configuration."""
+
     def __post_init__(self) -> None:
         _check(f"{host_where(None, self.name)}.", rules.host_problems(_values(self)))
 
@@ -306,8 +311,10 @@ def load_cluster(path: str | os.PathLike[str]) -> ClusterConfig:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise file_error(path, "no such file; start from the repository's cluster.toml "
-                                "(keys are described in docs/cluster-toml.md)") from None
+        raise file_error(path, "no such file; start from the repository's cluster.toml, or "
+                                "write one here with `corral init` (the local demo) or "
+                                "`corral init --hosts ALIAS,...` (your ssh_config hosts); "
+                                "keys are described in docs/cluster-toml.md") from None
     except OSError as error:
         raise file_error(path, f"cannot be read: {error.strerror or error}") from None
     try:

@@ -60,6 +60,8 @@ def _default(f: dataclasses.Field[object]) -> str:
         return f"`{str(value).lower()}`"  # as TOML writes it
     if isinstance(value, dict):
         return "`{}`" if not value else f"`{value}`"
+    if isinstance(value, tuple):
+        return f"`{list(value)!r}`"
     return f"`{value!r}`"
 
 

@@ -168,6 +168,11 @@ def host_problems(values: Mapping[str, Any]) -> Problems:
         except ValueError:
             out.append(("cores", f"is not a list of cores like \"0-7\" or \"0,2,4-6\", got "
                                  f"{quote(cores)}"))
+    setup = values.get("setup")
+    if isinstance(setup, Sequence) and not isinstance(setup, str):
+        for index, line in enumerate(setup):
+            if isinstance(line, str) and (not line.strip() or "\0" in line):
+                out.append((f"setup[{index}]", "must be a non-empty shell line without NUL"))
     interface = values.get("interface")
     if isinstance(interface, str) and not INTERFACE_RE.match(interface):
         out.append(("interface", f"is not a network interface name (like eth0 or enp3s0, "

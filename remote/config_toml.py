@@ -49,6 +49,11 @@ def _members(hint: object) -> list[Any]:
     return [hint]
 
 
+def _element_words(hint: object) -> str:
+    """``integers`` or ``strings``: the elements of a ``tuple[X, ...]`` field."""
+    return "strings" if get_args(hint)[0] is str else "integers"
+
+
 def describe(hint: object, choices: Sequence[str] | None = None) -> str:
     """What a field accepts, for error messages: ``an integer or "auto"``."""
     if choices is not None:
@@ -61,7 +66,7 @@ def describe(hint: object, choices: Sequence[str] | None = None) -> str:
         elif origin is Literal:
             parts.append(quote(get_args(member)[0]))
         elif origin is tuple:
-            parts.append("an array of integers")
+            parts.append(f"an array of {_element_words(member)}")
         elif origin is dict:
             parts.append("a table of strings" if get_args(member)[1] is str
                          else "a table of values")
@@ -81,7 +86,7 @@ def doc_type(hint: object, choices: Sequence[str] | None = None) -> str:
         if origin is Literal:
             parts.extend(f"`{quote(a)}`" for a in get_args(member))
         elif origin is tuple:
-            parts.append("array of integers")
+            parts.append(f"array of {_element_words(member)}")
         elif origin is dict:
             parts.append("table of strings" if get_args(member)[1] is str else "table")
         else:
@@ -120,8 +125,9 @@ def _coerce_one(value: object, hint: Any) -> Any:
     if origin is tuple:
         if not isinstance(value, list):
             raise TypeMismatch(f"expected {describe(hint)}, got {_found(value)}")
+        element = get_args(hint)[0]
         for index, item in enumerate(value):
-            if not isinstance(item, int) or isinstance(item, bool):
+            if not isinstance(item, element) or isinstance(item, bool):
                 raise TypeMismatch(f"expected {describe(hint)}, but element {index} is "
                                    f"{_found(item)}")
         return tuple(value)

@@ -349,10 +349,11 @@ class SshRunController:
         """Run the pre-flight check before each launch (off only to save time in tests)."""
 
     async def check(self) -> CheckReport:
-        """Pre-flight check of every host in parallel."""
-        from remote.checks import check_cluster
+        """Pre-flight check of every host in parallel and, when it passes, the launch plan a
+        run would follow (nothing is started)."""
+        from remote.preview import check_with_preview
 
-        return await check_cluster(self.config, self.pool)
+        return await check_with_preview(self.config, self.pool)
 
     async def start(self, *, resume: bool | str = False, policy: str | None = None,
                     name: str | None = None) -> SshRunHandle:

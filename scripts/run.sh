@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-exec "${PYTHON:-python3}" -m console -c cluster.toml "$@"
+. scripts/python.sh
+exec "$PY" -m console -c cluster.toml "$@"

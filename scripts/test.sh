@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Quick start, tests: installs what the tests need (Python packages, and OpenSSH's sshd,
-# iproute2 and tcmalloc when running as root), then lint, types, layering and the test suite.
+# Quick start, tests: installs what the tests need (Python packages, into the current virtual
+# environment or the project's .venv; and OpenSSH's sshd, iproute2, tcmalloc and python3-venv
+# when running as root), then lint, types, layering and the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
 if [ "$(id -u)" = 0 ] && { ! [ -x /usr/sbin/sshd ] || ! command -v ip >/dev/null \
-        || ! { ldconfig -p | grep libtcmalloc_minimal >/dev/null; }; }; then
-    echo "corral: installing openssh-server, iproute2 and tcmalloc" >&2
+        || ! { ldconfig -p | grep libtcmalloc_minimal >/dev/null; } \
+        || ! python3 -c 'import ensurepip' >/dev/null 2>&1; }; then
+    echo "corral: installing openssh-server, iproute2, tcmalloc and python3-venv" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends openssh-server openssh-client iproute2 \
-        libtcmalloc-minimal4 >/dev/null
+        libtcmalloc-minimal4 python3-venv >/dev/null
 fi
 bash scripts/bootstrap.sh --dev --llm
+. scripts/python.sh
 "$PY" -m ruff check .
 "$PY" -m mypy
 "$PY" -c "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports())"

@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,19 +91,28 @@ class NetnsCluster:
         """``argv`` run inside the controller's namespace."""
         return ["ip", "netns", "exec", self.ctl_netns, *argv]
 
-    def write_cluster_toml(self, python: str, *, run: str, interface: str | None = None) -> Path:
+    def write_cluster_toml(self, python: str | None, *, run: str, interface: str | None = None,
+                           order: Sequence[str] | None = None,
+                           host_lines: Mapping[str, str] | None = None) -> Path:
         """A cluster.toml with every node as an SSH host; ``interface`` set on every host
-        when given (default: none, so corral selects one)."""
+        when given (default: none, so corral selects one). ``order``: the node names in the
+        order listed (default n1, n2, ...); the master is then left to its default, the first
+        host. ``python`` None leaves the key out; ``host_lines`` adds TOML lines per node."""
+        by_name = {node.name: node for node in self.nodes}
         hosts = []
-        for node in self.nodes:
+        for name in order or by_name:
+            node = by_name[name]
             hosts.append(
                 f'[[hosts]]\nname = "{node.name}"\naddress = "{node.address}"\nuser = "root"\n'
-                f'identity_file = "{self.client_key}"\npython = "{python}"\n'
-                f'workdir = "{self.root}/work-{node.name}"\ngpus = 0\nnproc = 1\nthreads = 1\n'
-                + (f'interface = "{interface}"\n' if interface else ""))
+                f'identity_file = "{self.client_key}"\n'
+                + (f'python = "{python}"\n' if python is not None else "")
+                + f'workdir = "{self.root}/work-{node.name}"\ngpus = 0\nnproc = 1\nthreads = 1\n'
+                + (f'interface = "{interface}"\n' if interface else "")
+                + (host_lines or {}).get(node.name, ""))
+        master = "" if order else f'master = "{self.nodes[0].name}"\n'
         path = self.root / "cluster.toml"
         path.write_text(
-            f'[cluster]\nname = "box"\nmaster = "{self.nodes[0].name}"\n'
+            f'[cluster]\nname = "box"\n{master}'
             f'run_root = "{self.root}/runs"\n\n' + "\n".join(hosts)
             + f"\n[run]\n{run}\n\n[ssh]\nconnect_timeout = 10.0\n"
             f'known_hosts_file = "{self.known_hosts}"\n'

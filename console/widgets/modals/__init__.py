@@ -13,6 +13,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Static
 
+from console.plan_view import plan_renderable
 from remote.api import CheckReport, StopReport
 
 
@@ -104,7 +105,8 @@ class MessageScreen(_Dialog):
 
 
 class CheckReportScreen(_Dialog):
-    """The pre-flight check as a table: host, check, result, detail, and the fix for failures."""
+    """The pre-flight check as a table: host, check, result, detail, and the fix for failures;
+    below it, when the check passed, the launch plan ``corral run --dry-run`` prints."""
 
     def __init__(self, report: CheckReport, *, title: str = "Pre-flight check") -> None:
         verdict = "all checks passed" if report.ok else f"{len(report.failures())} failed"
@@ -118,6 +120,8 @@ class CheckReportScreen(_Dialog):
             mark = Text("ok", style="green") if item.ok else Text("FAIL", style="bold red")
             table.add_row(item.host, item.name, mark, item.detail, item.hint)
         yield table
+        if self.report.plan is not None:
+            yield Static(plan_renderable(self.report.plan), classes="launch-plan")
 
 
 def stop_report_text(report: StopReport) -> Text:
@@ -141,7 +145,7 @@ HELP_TEXT = """\
   s       start a run: check, push, launch (shown per host)
   x       stop the run (asks); every host is verified clean
   r       restart from the newest checkpoint (asks)
-  c       pre-flight check of every host, as a table
+  c       pre-flight check of every host, and the launch plan (run --dry-run)
   p       balancing policy for the next start (cycles)
   l       focus the logs; there, f turns follow on/off
   /       filter the logs (substring; Esc closes)

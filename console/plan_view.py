@@ -1,0 +1,57 @@
+"""The launch plan as people read it: ``corral run --dry-run`` and the console's check screen
+show the same table (host, ranks, device, backend, interface, share) and each host's exact
+command."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from remote.api import LaunchPreview, PlannedHost
+
+
+def _ranks(ranks: tuple[int, ...]) -> str:
+    if len(ranks) > 2:
+        return f"{ranks[0]}-{ranks[-1]}"
+    return ",".join(map(str, ranks))
+
+
+def _device(host: PlannedHost) -> str:
+    if host.device == "cpu":
+        return "cpu" + (" (GPUs hidden)" if host.visible_devices == "" else "")
+    pinned = f", CUDA_VISIBLE_DEVICES={host.visible_devices}" if host.visible_devices else ""
+    return f"cuda × {host.gpus}{pinned}"
+
+
+def plan_summary(plan: LaunchPreview) -> str:
+    """One line: backend, world size, rendezvous and the preview's run id."""
+    return (f"launch plan (nothing started): backend {plan.backend}, {plan.world_size} "
+            f"rank(s), rendezvous {plan.rendezvous}, run id {plan.run_id} (a real run gets "
+            "a new one)")
+
+
+def plan_table(plan: LaunchPreview) -> Table:
+    """One row per host: ranks, device, backend, interface and first-step share."""
+    table = Table(title=plan_summary(plan), title_justify="left")
+    for name in ("host", "ranks", "device", "backend", "interface", "share"):
+        table.add_column(name, overflow="fold")
+    for host in plan.hosts:
+        share = ",".join(map(str, host.shares)) if host.shares else "measured at start"
+        table.add_row(host.host, _ranks(host.ranks), _device(host), plan.backend,
+                      host.interface or "chosen by Gloo/NCCL", share)
+    return table
+
+
+def plan_commands(plan: LaunchPreview) -> Text:
+    """Each host's command line, whole (to copy), under its host name."""
+    text = Text()
+    for host in plan.hosts:
+        text.append(f"{host.host}:\n", style="bold")
+        text.append(f"  {host.command}\n")
+    return text
+
+
+def plan_renderable(plan: LaunchPreview) -> RenderableType:
+    """The table, then the commands."""
+    return Group(plan_table(plan), plan_commands(plan))

@@ -1,0 +1,29 @@
+"""The console's check key shows the launch plan ``corral run --dry-run`` prints."""
+
+from __future__ import annotations
+
+from console_helpers import make_app, screen_text, wait_for
+
+from console.fake import FakeController
+from console.widgets.modals import CheckReportScreen
+from remote.api import CheckItem, CheckReport, LaunchPreview, PlannedHost
+
+
+async def test_check_shows_the_launch_plan_below_the_report() -> None:
+    plan = LaunchPreview(run_id="demo-1", backend="gloo", world_size=3,
+                         rendezvous="10.0.0.1:29400", hosts=(
+        PlannedHost(host="gpubox", ranks=(0, 1), device="cuda", gpus=2, visible_devices="0,1",
+                    interface="eth0", shares=(40, 40), command="torchrun-on-gpubox"),
+        PlannedHost(host="laptop", ranks=(2,), device="cpu", gpus=0, visible_devices=None,
+                    interface="wlan0", shares=(16,), command="torchrun-on-laptop")))
+    report = CheckReport(items=(CheckItem(host="gpubox", name="torch", ok=True, detail="ok"),),
+                         plan=plan)
+    app = make_app(FakeController(check_report=report))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, CheckReportScreen))
+        await pilot.pause()
+        text = screen_text(app)
+    assert "backend gloo, 3 rank(s), rendezvous 10.0.0.1:29400" in text
+    assert "cuda × 2, CUDA_VISIBLE_DEVICES=0,1" in text and "40,40" in text
+    assert "torchrun-on-laptop" in text

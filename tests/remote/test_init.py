@@ -1,0 +1,63 @@
+"""``corral init``: a cluster.toml to start from, never over an existing file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from remote.config import load_cluster
+from remote.config_init import demo_toml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _corral(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "console", *args], capture_output=True,
+                          text=True, timeout=300, cwd=cwd,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(cwd), "COLUMNS": "200",
+                               "PYTHONPATH": str(ROOT)})
+
+
+def test_the_repositorys_cluster_toml_is_the_demo_init_writes() -> None:
+    assert (ROOT / "cluster.toml").read_text(encoding="utf-8") == demo_toml()
+
+
+@pytest.mark.slow
+def test_init_in_an_empty_directory_writes_a_file_check_accepts(tmp_path: Path) -> None:
+    done = _corral(tmp_path, "init")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "cluster.toml").read_text(encoding="utf-8") == demo_toml()
+    check = _corral(tmp_path, "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "all checks passed" in check.stdout
+
+
+def test_init_never_overwrites_a_file(tmp_path: Path) -> None:
+    mine = tmp_path / "cluster.toml"
+    mine.write_text("# my own cluster\n", encoding="utf-8")
+    done = _corral(tmp_path, "init", "--hosts", "gpu1")
+    assert done.returncode == 2
+    assert "never overwrites" in done.stderr and "Traceback" not in done.stderr
+    assert mine.read_text(encoding="utf-8") == "# my own cluster\n"
+
+
+def test_init_with_hosts_writes_one_entry_per_alias_left_to_detection(tmp_path: Path) -> None:
+    done = _corral(tmp_path, "-c", "lab.toml", "init", "--hosts", "gpu1,my laptop.x")
+    assert done.returncode == 2 and "bad --hosts" in done.stderr  # an alias is one word
+    done = _corral(tmp_path, "-c", "lab.toml", "init", "--hosts", "gpu1,lap@top.x")
+    assert done.returncode == 0, done.stderr
+    config = load_cluster(tmp_path / "lab.toml")
+    assert [(h.name, h.address) for h in config.hosts] == [("gpu1", "gpu1"),
+                                                           ("lap-top.x", "lap@top.x")]
+    assert config.cluster.master == "gpu1"
+    assert all(h.gpus == "auto" and h.nproc is None and h.python is None for h in config.hosts)
+
+
+def test_a_missing_file_says_how_to_start(tmp_path: Path) -> None:
+    done = _corral(tmp_path, "check")
+    assert done.returncode == 2
+    assert "start from the repository's cluster.toml" in done.stderr
+    assert "corral init" in done.stderr

@@ -1,0 +1,187 @@
+"""Mixed clusters, right by default, on three hosts in network namespaces (over SSH).
+
+- Host order: cluster.toml lists n3, n1, n2 (no master: it defaults to n3, the first), while
+  torch's c10d rendezvous orders the nodes by address (n1, n2, n3). The split, given in host
+  order, must still land on the hosts it names, and the checkpoints where a resume looks.
+Skips unless running as root with ``ip netns``, sshd and ssh-keygen.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+try:
+    import netns
+except ImportError:  # collected as a package module
+    from tests.remote import netns  # type: ignore[no-redef]
+
+pytestmark = [pytest.mark.netns, pytest.mark.sshd, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+ORDER = ("n3", "n1", "n2")
+"""cluster.toml's host order; torch orders the nodes n1, n2, n3 (by address)."""
+SLOWDOWN = {"n3": 1.0, "n1": 1.25, "n2": 1.5}
+"""Each host's own slowdown: a rank's start event names the host whose command started it."""
+SPLIT = (12, 4, 8)
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[netns.NetnsCluster]:
+    reason = netns.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"cluster in a box {reason}")
+    cluster = netns.build(tmp_path_factory.mktemp("box"))
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def corral(box: netns.NetnsCluster, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``corral -c <box>/cluster.toml ARGS`` run from the controller's namespace."""
+    return subprocess.run(
+        box.in_ctl(sys.executable, "-m", "console", "-c", str(box.root / "cluster.toml"), *args),
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        env={"PATH": "/usr/sbin:/usr/bin:/bin", "HOME": str(box.root), "COLUMNS": "200",
+             "PYTHONPATH": str(ROOT)},
+    )
+
+
+def _events(run_dir: Path, kind: str) -> list[dict[str, Any]]:
+    found = []
+    for path in sorted((run_dir / "metrics").glob("rank-*.jsonl")):
+        for line in path.read_text().splitlines():
+            event = json.loads(line)
+            if event["event"] == kind:
+                found.append(event)
+    return found
+
+
+def _write(box: netns.NetnsCluster, steps: int) -> None:
+    run = ('model = "simple_cnn"\ndataset = "synthetic_image"\nsamples = 480\n'
+           f'global_batch = 24\nsteps = {steps}\npolicy = "static"\ncheckpoint_every = 3\n'
+           f"split = [{', '.join(map(str, SPLIT))}]\n")
+    box.write_cluster_toml(sys.executable, run=run, order=ORDER,
+                           host_lines={n: f"slowdown = {s}\n" for n, s in SLOWDOWN.items()})
+
+
+def test_the_split_lands_on_the_named_hosts_whatever_torchs_node_order(
+    box: netns.NetnsCluster,
+) -> None:
+    _write(box, steps=6)
+    done = corral(box, "run", timeout=420)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    runs = [p for p in (box.root / "runs").iterdir() if (p / "run.json").is_file()]
+    assert len(runs) == 1
+    run_dir = runs[0]
+
+    # The premise: torch numbered the nodes differently from cluster.toml (n3 last, not first).
+    torch_ranks = {}
+    for name in ORDER:
+        log = (run_dir / "logs" / name / "launcher.log").read_text()
+        torch_ranks[name] = re.search(r"global_ranks=\[([\d, ]*)\]", log).group(1)  # type: ignore[union-attr]
+    assert torch_ranks == {"n1": "0", "n2": "1", "n3": "2"}
+
+    # Each rank's start event: the host that started it (its slowdown) and its share.
+    host_of_slowdown = {s: n for n, s in SLOWDOWN.items()}
+    starts = {e["rank"]: e for e in _events(run_dir, "start")}
+    assert sorted(starts) == [0, 1, 2]
+    landed = {host_of_slowdown[e["slowdown"]]: e["split"][e["rank"]] for e in starts.values()}
+    assert landed == dict(zip(ORDER, SPLIT, strict=True))
+    steps = _events(run_dir, "step")
+    for event in steps:
+        assert event["local_batch"] == SPLIT[event["rank"]]
+
+    # Rank 0 runs on the first host (the default master) and writes the checkpoints.
+    assert host_of_slowdown[starts[0]["slowdown"]] == "n3"
+    checkpoints = [e for e in _events(run_dir, "checkpoint")]
+    assert [e["step"] for e in checkpoints] == [3, 6] and {e["rank"] for e in checkpoints} == {0}
+    assert all(Path(e["path"]).is_file() for e in checkpoints)
+    assert box.processes_left() == {}
+
+    # A resume (with more steps) finds them: it continues from step 6, split unchanged.
+    _write(box, steps=9)
+    done = corral(box, "run", "--resume", timeout=420)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    resumed = [e for e in _events(run_dir, "start") if e["resumed_from"]]
+    assert len(resumed) == 3
+    assert {e["resumed_from"] for e in resumed} == {checkpoints[-1]["path"]}
+    assert {e["step"] for e in resumed} == {6}
+    ends = {(e["rank"], e["status"], e["step"]) for e in _events(run_dir, "end")}
+    assert {(r, "completed", 9) for r in range(3)} <= ends
+    status = corral(box, "status", timeout=120)
+    assert run_dir.name in status.stdout and "completed" in status.stdout
+    assert box.processes_left() == {}
+
+
+# -- corral setup on a host that has only Python -----------------------------------------------
+
+BARE_HOST = ('env = { PATH = "/usr/bin:/bin:/usr/sbin:/sbin", '
+             'PIP_INDEX_URL = "file:///opt/pypi/simple" }\ntorch_index = ""\n')
+"""A host whose ``python3`` is the system's bare interpreter (no torch). The namespaces reach no
+index on the network: pip uses the machine's local index and wheels (its /etc/pip.conf), not
+PyTorch's index."""
+SETUP_RUN = ('model = "simple_cnn"\ndataset = "synthetic_image"\nsamples = 240\n'
+             'global_batch = 12\nsteps = 4\npolicy = "static"\ncheckpoint_every = 100\n')
+
+
+def _write_bare(box: netns.NetnsCluster, marker: Path, failing: str = "") -> None:
+    """n1 with corral's interpreter; n2 with none named (python3 on its PATH has no torch)."""
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("needs the system's /usr/bin/python3 as the bare interpreter")
+    box.write_cluster_toml(None, run=SETUP_RUN, order=("n1", "n2"), host_lines={
+        "n1": f'python = "{sys.executable}"\n',
+        "n2": BARE_HOST + f'setup = ["echo prepared \\"$(hostname)\\" > {marker}"'
+              + (f', "{failing}"' if failing else "") + "]\n"})
+
+
+def test_setup_makes_a_bare_host_ready_to_run_and_a_second_setup_changes_nothing(
+    box: netns.NetnsCluster,
+) -> None:
+    marker = box.root / "n2 prepared"
+    _write_bare(box, marker)
+    work = box.root / "work-n2"
+    # The premise: the bare host fails the check for want of torch.
+    check = corral(box, "check", timeout=300)
+    assert check.returncode == 1 and "torch" in check.stdout and "corral setup n2" in check.stdout
+
+    done = corral(box, "setup", "n2", timeout=1200)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "n2: $ echo prepared" in output  # the user's line, shown before it ran
+    assert marker.read_text().startswith("prepared")
+    assert "n2: $ pip install torch==" in output and "+cpu" in output
+    assert "n2: ok torch 2.13.0+cpu (CPU build)" in output
+    assert (work / "setup.log").read_text().count("$ ") >= 3  # every step logged on the host
+    assert (work / "venv" / "bin" / "python").exists()
+
+    again = corral(box, "setup", timeout=600)  # every host: none has anything to change
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "n2: ok nothing to change" in again.stdout
+    assert "nothing to change: every host was set up already" not in again.stdout  # n1 made one
+
+    run = corral(box, "run", timeout=600)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    assert "completed" in run.stdout
+    # n2's ranks ran in the environment setup made.
+    assert box.processes_left() == {}
+
+
+def test_a_failing_setup_line_is_named_with_its_host_and_number(
+    box: netns.NetnsCluster,
+) -> None:
+    _write_bare(box, box.root / "marker2", failing="exit 3")
+    (box.root / "work-n2" / "venv" / "corral-setup.json").unlink(missing_ok=True)
+    done = corral(box, "setup", "n2", timeout=600)
+    assert done.returncode == 1
+    assert "n2: FAILED setup line 2 ('exit 3') exited with status 3" in done.stdout
+    assert "Traceback" not in done.stderr
