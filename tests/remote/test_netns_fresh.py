@@ -140,7 +140,7 @@ def _write_bare(box: netns.NetnsCluster, marker: Path, failing: str = "") -> Non
         pytest.skip("needs the system's /usr/bin/python3 as the bare interpreter")
     box.write_cluster_toml(None, run=SETUP_RUN, order=("n1", "n2"), host_lines={
         "n1": f'python = "{sys.executable}"\n',
-        "n2": BARE_HOST + f'setup = ["echo prepared \\"$(hostname)\\" > {marker}"'
+        "n2": BARE_HOST + f'setup = ["echo prepared \\"$(hostname)\\" > \'{marker}\'"'
               + (f', "{failing}"' if failing else "") + "]\n"})
 
 
