@@ -6,8 +6,9 @@ virtual environment at ``<workdir>/venv`` (``remote.interpreter``) with the mast
 version: the CUDA build where the host has NVIDIA GPUs (the driver version nvidia-smi reports
 picks the CUDA flavour), the CPU build elsewhere, plus what the pushed packages import besides
 torch. What was installed is recorded in ``<workdir>/venv/corral-setup.json``; a host whose
-record and environment already match is left alone ("nothing to change"). Afterwards the
-host's ``python`` can be left out of cluster.toml.
+record and environment already match is left alone ("nothing to change"), and so is a host
+whose cluster.toml entry names its ``python`` (that interpreter is the user's to manage).
+Hosts set up here run ``<workdir>/venv/bin/python`` when their ``python`` is left out.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def wanted_for(host: HostSection, torch_version: str, driver: str) -> Wanted:
 
 def _base_python(host: HostSection) -> str:
     """The interpreter the environment is made from, as a shell word."""
-    return shlex.quote(host.python or fallback_python(host))
+    return shlex.quote(fallback_python(host))
 
 
 def probe_command(host: HostSection) -> str:
@@ -153,12 +154,16 @@ async def setup_host(transport: Transport, torch_version: str,
                      progress: Progress) -> SetupResult:
     """Set up one host (see the module docstring)."""
     host = transport.host
+    if host.python is not None:
+        return SetupResult(host=host.name, ok=True, changed=False,
+                           detail=f"nothing to change: it runs python = {host.python!r} from "
+                           "cluster.toml (leave python out for corral setup to manage it)")
     sections = split_sections((await transport.run(probe_command(host), timeout=120.0)).stdout)
     if sections.get("base", ("", 1))[0].strip() != "True":
         why = (sections.get("base", ("", 1))[0].strip().splitlines() or ["did not run"])[-1]
         return SetupResult(host=host.name, ok=False, changed=False,
-                           detail=f"{host.python or fallback_python(host)!r} is not Python "
-                           f">= 3.10 ({why}); set python in its [[hosts]] entry")
+                           detail=f"{fallback_python(host)!r} is not Python >= 3.10 ({why}); "
+                           "install one there, or set python in its [[hosts]] entry")
     wanted = wanted_for(host, torch_version, sections.get("driver", ("", 1))[0])
     recorded = last_json(sections.get("state", ("", 1))[0])
     installed = _installed_torch(sections.get("venv_torch", ("", 1))[0])

@@ -167,7 +167,9 @@ def test_setup_makes_a_bare_host_ready_to_run_and_a_second_setup_changes_nothing
     again = corral(box, "setup", timeout=600)  # every host: none has anything to change
     assert again.returncode == 0, again.stdout + again.stderr
     assert "n2: ok nothing to change" in again.stdout
-    assert "nothing to change: every host was set up already" not in again.stdout  # n1 made one
+    assert "n1: ok nothing to change: it runs python = " in again.stdout  # the user's python
+    assert "nothing to change: every host was set up already" in again.stdout
+    assert "$ " not in again.stdout  # no step ran
 
     run = corral(box, "run", timeout=600)
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
