@@ -37,8 +37,9 @@ def test_every_subcommand_and_option_is_in_docs_cli_md() -> None:
     docs = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
     parser = cli.build_parser()
     action = next(a for a in parser._actions if a.dest == "command")
-    assert set(subcommands()) == {"attach", "check", "console", "fetch", "profile", "report",
-                                  "run", "status", "stop", "tensorboard", "trust"}
+    assert set(subcommands()) == {"attach", "check", "console", "fetch", "init", "profile",
+                                  "report", "run", "setup", "status", "stop", "tensorboard",
+                                  "trust"}
     for name, sub in action.choices.items():  # type: ignore[union-attr]
         assert re.search(rf"^## `corral {name}\b", docs, re.M), f"corral {name} not in docs"
         for option in sub._actions:
@@ -48,9 +49,9 @@ def test_every_subcommand_and_option_is_in_docs_cli_md() -> None:
 
 
 @pytest.mark.parametrize("command", [[], *[[c] for c in
-                                          ("attach", "check", "console", "fetch", "profile",
-                                           "report", "run", "status", "stop", "tensorboard",
-                                           "trust")]])
+                                          ("attach", "check", "console", "fetch", "init",
+                                           "profile", "report", "run", "setup", "status",
+                                           "stop", "tensorboard", "trust")]])
 def test_help_documents_every_option(command: list[str], capsys: pytest.CaptureFixture[str]
                                      ) -> None:
     with pytest.raises(SystemExit) as exited:
