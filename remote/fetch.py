@@ -24,6 +24,7 @@ from typing import Literal
 from profiles.errors import CorralError
 from remote.config import ClusterConfig
 from remote.history import rank_files, read_lines
+from remote.interpreter import python_word
 from remote.launch import run_dir_for
 from remote.pool import HostPool
 from remote.runs import RunInfo, local_run_dir
@@ -87,7 +88,7 @@ def source_host(config: ClusterConfig, info: RunInfo) -> str:
     holder = rank_files(local_run_dir(config, info.run_id)).get(0)
     if holder is not None and holder[0] in {h.name for h in config.hosts}:
         return holder[0]
-    return config.cluster.master
+    return config.master_name
 
 
 def source_path(config: ClusterConfig, info: RunInfo,
@@ -108,7 +109,7 @@ def source_path(config: ClusterConfig, info: RunInfo,
 
 async def manifest(transport: Transport, path: str) -> list[RemoteFile] | None:
     """The host's description of ``path`` (None when it does not exist)."""
-    command = (f"{shlex.quote(transport.host.python)} -c {shlex.quote(MANIFEST_SCRIPT)} "
+    command = (f"{python_word(transport.host)} -c {shlex.quote(MANIFEST_SCRIPT)} "
                f"{shell_path(path)}")
     done = await transport.run(command, check=True, timeout=CHUNK_TIMEOUT_S)
     listed = json.loads(done.stdout.strip().splitlines()[-1])

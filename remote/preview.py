@@ -32,7 +32,7 @@ def preview(config: ClusterConfig, facts: LaunchFacts, port: int, code_digest: s
             run_id: str) -> LaunchPreview:
     """The plan and each host's exact command for a launch with the given facts."""
     master_addr = master_address(config)
-    plan = plan_cluster(config, facts.gpus, facts.interfaces, master_addr)
+    plan = plan_cluster(config, facts, master_addr)
     launch = LaunchPlan(run_id=run_id, run_dir=run_dir_for(config, run_id),
                         code_digest=code_digest, master_addr=master_addr, port=port,
                         nnodes=len(config.hosts), backend=plan.backend)
