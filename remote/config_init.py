@@ -89,6 +89,8 @@ slowdown = 3.0                # emulates a device three times as slow
 # gpus = "auto"                  # every GPU torch sees there, or a count (0 = CPU only)
 # nproc = 2                      # ranks on this host (default: the GPU count, 1 on CPU)
 # interface = "eth0"             # network interface for Gloo/NCCL (default: detected)
+# allocator = "auto"             # tcmalloc/jemalloc when the host has one, else tuned glibc
+# pin_cores = true               # disjoint cores per rank (GPU ranks: cores near their GPU)
 # env = { NCCL_DEBUG = "WARN" }
 # setup = ["sudo apt-get install -y python3-venv"]   # run first by `corral setup`
 """

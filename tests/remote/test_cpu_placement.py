@@ -18,7 +18,8 @@ from remote.cpu_placement import (
     host_plans,
     parse_probe,
 )
-from remote.launch import LaunchPlan, launcher_command
+from remote.launch import LaunchFacts, LaunchPlan, launcher_command
+from remote.plan import plan_cluster
 from tests.remote.test_checks import find, local_host, run_check, write_cluster
 from trainer.placement import GLIBC_TUNING, find_allocators, parse_cpulist
 
@@ -88,12 +89,13 @@ def test_the_launcher_command_carries_the_allocator_and_the_cores() -> None:
     host = cpu_host("a", env={"LD_PRELOAD": "/opt/my lib.so"})
     config = cluster(host, cpu_host("b"))
     found = {"a": facts("m", "0-3", tcmalloc=TC), "b": facts("m", "0-3")}
-    plans = host_plans(config, found, {"a": 1, "b": 1}, {})
     plan = LaunchPlan(run_id="r", run_dir="/tmp/r", code_digest="d", master_addr="127.0.0.1",
                       port=1234, nnodes=2)
-    cmd = launcher_command(config, host, plan, node_rank=0, nproc=1, interface=None,
-                           local_addr=None, cpu=plans["a"])
-    words = shlex.split(cmd.split(";")[0])
+    # The launch plan carries each host's CPU plan into its command.
+    launch_facts = LaunchFacts(gpus={}, interfaces={}, port=None, cpu=found)
+    place = plan_cluster(config, launch_facts, "127.0.0.1").hosts[0]
+    cmd = launcher_command(config, plan, place)
+    words = shlex.split(cmd.split("; echo")[0])
     assert f"LD_PRELOAD={TC}:/opt/my lib.so" in words and "CORRAL_ALLOCATOR=tcmalloc" in words
     assert words[words.index("--cores") + 1] == "0-1"
 
