@@ -34,7 +34,7 @@ def lock_path(config: ClusterConfig) -> str:
 
 async def acquire(pool: HostPool, config: ClusterConfig, run_id: str) -> None:
     """Take the cluster's launch lock for ``run_id`` or raise ``LaunchLocked``."""
-    master = await pool.get(config.cluster.master)
+    master = await pool.get(config.master_name)
     lock = shell_path(lock_path(config))
     owner = shlex.quote(f"{run_id} {time.time():.0f}")
     stale = shlex.quote(f"{time.time() - STALE_AFTER_S:.0f}")
@@ -57,7 +57,7 @@ async def acquire(pool: HostPool, config: ClusterConfig, run_id: str) -> None:
         f"run {holder} of cluster {config.cluster.name!r} is being launched{since}: one "
         f"launch at a time, or both would pass the leftover check and run side by side. Wait "
         f"for it (`corral status`), or, if no corral is launching, remove {lock_path(config)} "
-        f"on {config.cluster.master}")
+        f"on {config.master_name}")
 
 
 async def release(pool: HostPool, config: ClusterConfig, run_id: str) -> None:
@@ -66,7 +66,7 @@ async def release(pool: HostPool, config: ClusterConfig, run_id: str) -> None:
     script = (f'l={lock}; set -- $(cat "$l/owner" 2>/dev/null); '
               f'[ "$1" = {shlex.quote(run_id)} ] && rm -rf "$l"; true')
     try:
-        master = await pool.get(config.cluster.master)
+        master = await pool.get(config.master_name)
         await master.run(script, timeout=30.0)
     except CorralError:
         pass
