@@ -15,6 +15,7 @@ from remote.plan import ClusterPlan, PlanError, plan_cluster
 from remote.pool import HostPool
 from remote.push import build_bundle
 from remote.runs import new_run_id
+from remote.task_code import user_code
 from trainer.balancer import equal_split
 
 
@@ -53,7 +54,9 @@ async def check_with_preview(config: ClusterConfig, pool: HostPool) -> CheckRepo
     port = facts.port if setting == "auto" else int(setting)
     if not report.ok or port is None:
         return report
-    code = await asyncio.to_thread(build_bundle)
+    user = user_code(config.run, config.path.parent)  # the same tree a run pushes
+    code = await asyncio.to_thread(
+        build_bundle, user_folder=user.folder if user is not None else None)
     try:
         planned = preview(config, facts, port, code.digest, new_run_id(config.cluster.name))
     except PlanError as exc:

@@ -5,7 +5,8 @@ Per host, all hosts in parallel: the host's own ``setup`` lines first (each quot
 virtual environment at ``<workdir>/venv`` (``remote.interpreter``) with the master's torch
 version: the CUDA build where the host has NVIDIA GPUs (the driver version nvidia-smi reports
 picks the CUDA flavour), the CPU build elsewhere, plus what the pushed packages import besides
-torch. What was installed is recorded in ``<workdir>/venv/corral-setup.json``; a host whose
+torch and the packages the run's task needs (transformers and peft for ``causal_lm``). What
+was installed is recorded in ``<workdir>/venv/corral-setup.json``; a host whose
 record and environment already match is left alone ("nothing to change"), and so is a host
 whose cluster.toml entry names its ``python`` (that interpreter is the user's to manage).
 Hosts set up here run ``<workdir>/venv/bin/python`` when their ``python`` is left out.
@@ -25,6 +26,7 @@ from remote.interpreter import fallback_python, venv_dir, venv_python
 from remote.pool import HostPool
 from remote.port_check import last_json
 from remote.sections import sectioned_script, split_sections
+from remote.task_checks import needed_packages
 from remote.transport import Transport, env_prefix, shell_path
 
 CUDA_FLAVOURS = ((580, "cu130"), (525, "cu126"), (450, "cu118"))
@@ -79,12 +81,14 @@ def cuda_flavour(driver: str) -> str | None:
     return next((flavour for low, flavour in CUDA_FLAVOURS if int(major) >= low), None)
 
 
-def wanted_for(host: HostSection, torch_version: str, driver: str) -> Wanted:
-    """The environment ``host`` should get, given its NVIDIA driver version ("" = none)."""
+def wanted_for(host: HostSection, torch_version: str, driver: str,
+               task_packages: tuple[str, ...] = ()) -> Wanted:
+    """The environment ``host`` should get, given its NVIDIA driver version ("" = none) and
+    the packages the run's task needs (``remote.task_checks.needed_packages``)."""
     flavour = cuda_flavour(driver) if host.gpus != 0 else None
     build = flavour or "cpu"
     index = host.torch_index.replace("{flavour}", build)
-    packages = HOST_PACKAGES + (GPU_PACKAGES if flavour else ())
+    packages = HOST_PACKAGES + (GPU_PACKAGES if flavour else ()) + task_packages
     return Wanted(torch=f"{torch_version}+{build}", index=index, packages=packages,
                   setup=host.setup)
 
@@ -150,8 +154,8 @@ async def _run_logged(transport: Transport, command: str, shown: str, progress: 
     return done.exit_status, (done.stdout + done.stderr).strip()
 
 
-async def setup_host(transport: Transport, torch_version: str,
-                     progress: Progress) -> SetupResult:
+async def setup_host(transport: Transport, torch_version: str, progress: Progress,
+                     task_packages: tuple[str, ...] = ()) -> SetupResult:
     """Set up one host (see the module docstring)."""
     host = transport.host
     if host.python is not None:
@@ -164,7 +168,7 @@ async def setup_host(transport: Transport, torch_version: str,
         return SetupResult(host=host.name, ok=False, changed=False,
                            detail=f"{fallback_python(host)!r} is not Python >= 3.10 ({why}); "
                            "install one there, or set python in its [[hosts]] entry")
-    wanted = wanted_for(host, torch_version, sections.get("driver", ("", 1))[0])
+    wanted = wanted_for(host, torch_version, sections.get("driver", ("", 1))[0], task_packages)
     recorded = last_json(sections.get("state", ("", 1))[0])
     installed = _installed_torch(sections.get("venv_torch", ("", 1))[0])
     if recorded == wanted.record() and installed == wanted.torch:
@@ -219,7 +223,7 @@ async def setup_cluster(config: ClusterConfig, names: Sequence[str],
             progress(host.name, f"setting up torch {version} in {venv_dir(host)}")
 
         async def one(transport: Transport) -> SetupResult:
-            return await setup_host(transport, version, progress)
+            return await setup_host(transport, version, progress, needed_packages(config))
 
         found = await pool.gather(one, hosts=[h.name for h in chosen])
     finally:

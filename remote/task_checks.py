@@ -11,6 +11,7 @@ import shlex
 from typing import TYPE_CHECKING
 
 from remote.api import CheckItem
+from remote.interpreter import python_label
 from remote.port_check import last_json, python_c
 from trainer.config import TASK_PACKAGES
 
@@ -61,9 +62,10 @@ def judge_packages(host: HostSection, config: ClusterConfig, output: str,
         versions = ", ".join(f"{_name(r)} {found[_name(r)]}" for r in needed)
         return [CheckItem(host=host.name, name="packages", ok=True,
                           detail=f"{versions} (for the {task} task)")]
-    pip = f"{host.python} -m pip install " + " ".join(shlex.quote(r) for r in missing)
+    python = python_label(host)
+    pip = f"{python} -m pip install " + " ".join(shlex.quote(r) for r in missing)
     return [CheckItem(
         host=host.name, name="packages", ok=False,
         detail=f"the {task} task needs {', '.join(_name(r) for r in missing)}, which "
-               f"{host.python} cannot find",
-        hint=f"on {host.name}: {pip}")]
+               f"{python} cannot find",
+        hint=f"corral setup {host.name}, or on {host.name}: {pip}")]

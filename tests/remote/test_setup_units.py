@@ -37,3 +37,9 @@ def test_the_probe_is_one_quoted_shell_command(tmp_path) -> None:
                           cwd=tmp_path, timeout=120)
     assert done.returncode == 0 and "True" in done.stdout
     assert not (tmp_path / "x").exists()
+
+
+def test_the_runs_task_packages_are_installed_too() -> None:
+    wanted = wanted_for(HostSection(name="c", address="c"), "2.13.0", "",
+                        ("transformers>=4.40", "peft>=0.17"))
+    assert wanted.packages[-2:] == ("transformers>=4.40", "peft>=0.17")
