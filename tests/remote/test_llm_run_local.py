@@ -61,8 +61,9 @@ async def test_lora_fine_tuning_over_three_unequal_hosts(tmp_path: Path) -> None
     assert isinstance(final, RunStatus) and final.state == "completed", final
     trainer = [e.event for e in events if isinstance(e, RankEvent)]
     moves = [e for e in trainer if isinstance(e, RebalanceEvent)]
-    # The fast host took sequences from the slow ones.
-    assert any(m.split[0] > 4 and m.split[2] < 4 for m in moves), moves
+    # The fast host took sequences from the slow ones (which of the two slow hosts gives them
+    # first depends on a loaded machine's timing noise).
+    assert any(m.split[0] > 4 and m.split[1] + m.split[2] < 8 for m in moves), moves
     losses = [e.global_loss for e in trainer if isinstance(e, StepEvent) and e.rank == 0]
     assert len(losses) == 40 and all(loss is not None for loss in losses)
     assert sum(losses[-5:]) < sum(losses[:5])  # type: ignore[arg-type]
