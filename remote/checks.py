@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from profiles.errors import CorralError
 from remote import cpu_placement, run_root
 from remote.api import CheckItem, CheckReport
+from remote.check_torch import judge_precision, torch_item
 from remote.config import ClusterConfig, HostSection
 from remote.interpreter import python_label
 from remote.launch import LaunchFacts, master_address, nproc_for
@@ -69,6 +70,8 @@ try:
         gpus = torch.cuda.device_count() if cuda else 0
         out.update(cuda=cuda, gpus=gpus, cuda_version=torch.version.cuda,
                    gpu_names=[torch.cuda.get_device_name(i) for i in range(gpus)])
+        try: out["bf16"] = [torch.cuda.get_device_capability(i)[0] >= 8 for i in range(gpus)]
+        except Exception: pass  # no answer (an old or fake torch): nothing to check
     out.update(torch=version.split("+")[0], torch_full=version)
 except Exception as exc:
     out["torch_error"] = type(exc).__name__ + ": " + str(exc)
@@ -86,6 +89,8 @@ class HostFacts:
     python_ok: bool = False
     gpus: int | None = None
     """GPUs torch can use (0 on a host without GPU devices), when torch imports."""
+    gpu_names: list[str] = field(default_factory=list)
+    bf16: list[bool] = field(default_factory=list)  # per GPU: compute capability 8.0+
     interface: str | None = None
     """The interface the other hosts reach this one through, when it could be told."""
     connect: str | None = None
@@ -171,7 +176,9 @@ def _judge_python(host: HostSection, text: str, status: int, facts: HostFacts) -
     facts.torch = str(found["torch"])
     facts.items.append(_item(host, "torch", True, str(found.get("torch_full", facts.torch))))
     gpus = facts.gpus = int(found.get("gpus", 0))
-    names = sorted(set(found.get("gpu_names") or []))
+    facts.gpu_names = [str(n) for n in found.get("gpu_names") or []]
+    facts.bf16 = [bool(b) for b in found.get("bf16") or []]
+    names = sorted(set(facts.gpu_names))
     if gpus:
         detail = f"{gpus} GPU(s): {', '.join(names)} (CUDA {found.get('cuda_version')})"
     else:
@@ -290,6 +297,7 @@ async def _probe_host(
         await after(transport, facts)
     _judge_python(host, *sections.get("python", (done.stderr, 1)), facts)
     facts.items += judge_packages(host, config, *sections.get("packages", ("", 1)))
+    judge_precision(host, config.run.precision, facts)
     _judge_disk(host, sections.get("disk", ("", 1))[0], facts)
     facts.items.append(run_root.judge(host.name, config.cluster.run_root,
                                       sections.get("run-root", ("", 1))[0]))
@@ -346,21 +354,6 @@ def _unreachable_item(host: HostSection, error: BaseException) -> CheckItem:
 
 
 
-def _torch_item(facts: dict[str, HostFacts]) -> CheckItem | None:
-    versions: dict[str, list[str]] = {}
-    for name, host_facts in facts.items():
-        if host_facts.torch is not None:
-            versions.setdefault(host_facts.torch, []).append(name)
-    if len(versions) <= 1:
-        return None if not versions else _item("*", "torch", True, f"{next(iter(versions))} "
-                                               "on every reachable host")
-    detail = "; ".join(f"{v} on {', '.join(hosts)}" for v, hosts in sorted(versions.items()))
-    common = max(versions, key=lambda v: len(versions[v]))
-    return _item("*", "torch", False, f"torch versions differ: {detail}",
-                 f"install torch=={common} on every host (`<python> -m pip install "
-                 f"torch=={common}`)")
-
-
 async def check_cluster(config: ClusterConfig, pool: HostPool) -> CheckReport:
     """Every pre-flight check of ``config``'s hosts, run in parallel over ``pool``."""
     return (await check_and_plan(config, pool))[0]
@@ -393,9 +386,9 @@ async def check_and_plan(
     testable = {name for name, host_facts in facts.items() if host_facts.python_ok}
     if config.master_name in testable:
         items.extend(item for item in rendezvous if item.host in testable)
-    torch_item = _torch_item(facts)
-    if torch_item is not None:
-        items.append(torch_item)
+    same_torch = torch_item(facts)
+    if same_torch is not None:
+        items.append(same_torch)
     cpu = {name: f.cpu for name, f in facts.items() if f.cpu is not None}
     gpus = {name: f.gpus for name, f in facts.items()}
     nprocs = {h.name: nproc_for(h, gpus.get(h.name)) for h in config.hosts}

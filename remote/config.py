@@ -10,10 +10,8 @@ both here and in each dataclass's ``__post_init__``, so a config built in code o
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -22,14 +20,9 @@ from remote import config_rules as rules
 from remote.config_errors import (
     ConfigError,
     ConfigProblem,
-    closest,
     file_error,
-    file_order,
     host_where,
-    quote,
 )
-from remote.config_errors import section_where as _where
-from remote.config_toml import field_hints, toml_type, typed_fields
 from remote.task_code import task_problems
 
 if sys.version_info >= (3, 11):
@@ -130,6 +123,8 @@ class HostSection:
     """The package index ``corral setup`` installs torch from, ``{flavour}`` replaced by
     ``cpu`` or the CUDA flavour the host's driver runs (e.g. ``cu126``); ``""`` leaves it to
     the host's own pip configuration."""
+    micro_batch: int | None = None
+    """Largest forward/backward pass of this host's ranks; default ``[run] micro_batch``."""
 
     def __post_init__(self) -> None:
         _check(f"{host_where(None, self.name)}.", rules.host_problems(_values(self)))
@@ -206,6 +201,24 @@ class RunSection:
     hang_limit: float = 300.0
     """Seconds without a step after which corral stops the run, naming the rank that holds
     the others up (0 = wait for torch's own timeout)."""
+    micro_batch: int | None = None
+    """Largest forward/backward pass per rank (more passes, one all-reduce); not set: one."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """fp32, or autocast to bf16 (CPUs, recent GPUs) or fp16 (GPUs only)."""
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    """How the learning rate goes from ``lr`` to ``min_lr`` after the warm-up."""
+    warmup_steps: int = 0
+    """Learning-rate warm-up: the first this many steps rise linearly to ``lr``."""
+    min_lr: float = 0.0
+    """The learning rate of the last step (cosine, linear); at most ``lr``."""
+    clip_grad: float | None = None
+    """Clip the global gradient norm to this (> 0); not set: no clipping."""
+    eval_every: int = 0
+    """Evaluate the held-out set every this many steps and after the last (0 = never)."""
+    eval_samples: int | None = None
+    """Held-out items to evaluate; not set: the task's eval set (synthetic: 512)."""
+    eval_data: str | None = None
+    """causal_lm: a held-out text file on every host; not set: a held-out fraction."""
 
     def __post_init__(self) -> None:
         _check("[run] ", rules.run_problems(_values(self)))
@@ -337,111 +350,19 @@ def parse_cluster(text: str, *, path: str | os.PathLike[str]) -> ClusterConfig:
     except RecursionError:
         raise file_error(path, "invalid TOML: arrays or tables nested too deeply",
                           title=f"{path.name} is invalid") from None
-    return _Reader(path).build(document)
+    from remote.config_read import Reader  # it builds the classes above
+
+    return Reader(path).build(document)
 
 
-class _Reader:
-    """Collects every problem of one document, then builds the config if there were none."""
+def _file_order(problem: ConfigProblem) -> tuple[int, int]:
+    """Problems in the order of the file's sections (unknown sections first)."""
+    head = problem.where.split(" ")[0].split(".")[0]
+    if head.startswith("hosts["):
+        return 2, int(head[len("hosts["):-1])
+    return {"[cluster]": 1, "[[hosts]]": 2, "[run]": 3, "[ssh]": 4}.get(head, 0), -1
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.problems: list[ConfigProblem] = []
 
-    def add(self, where: str, message: str) -> None:
-        self.problems.append(ConfigProblem(path=self.path, where=where, message=message))
-
-    def build(self, document: Mapping[str, Any]) -> ClusterConfig:
-        self._unknown_sections(document)
-        cluster = self._table(document, "cluster", lambda key: _where("cluster", key))
-        hosts = self._hosts(document)
-        run = self._table(document, "run", lambda key: _where("run", key))
-        ssh = self._table(document, "ssh", lambda key: _where("ssh", key))
-        for name, values, check in (("cluster", cluster, rules.cluster_problems),
-                                    ("run", run, rules.run_problems),
-                                    ("ssh", ssh, rules.ssh_problems)):
-            if values is not None:
-                for key, message in check(values):
-                    self.add(_where(name, key), message)
-        for index, host in enumerate(hosts):
-            for key, message in rules.host_problems(host):
-                self.add(host_where(index, host.get("name"), key), message)
-            self._identity_file(index, host)
-        for where, message in rules.cross_problems(cluster or {}, hosts, run or {}):
-            self.add(where, message)
-        if self.problems or cluster is None or not hosts:
-            self.problems.sort(key=file_order)  # stable: within a table, the order found
-            raise ConfigError(self.problems, title=f"{self.path.name} is invalid")
-        return ClusterConfig(
-            path=self.path, cluster=ClusterSection(**cluster),
-            hosts=tuple(HostSection(**host) for host in hosts),
-            run=RunSection(**(run or {})), ssh=SshSection(**(ssh or {})),
-        )
-
-    def _unknown_sections(self, document: Mapping[str, Any]) -> None:
-        for key, value in document.items():
-            if key in SECTIONS:
-                continue
-            owner = next((s for s, cls in SECTIONS.items() if key in field_hints(cls)), None)
-            if owner is not None and not isinstance(value, dict | list):
-                self.add(key, f"unknown top-level key; keys go in a section: did you mean to "
-                              f"put it under {HEADERS[owner]}?")
-                continue
-            match = closest(key, SECTIONS)
-            hint = f"; did you mean {HEADERS[match]}?" if match else ""
-            self.add(f"[{key}]", f"unknown section (sections: {', '.join(HEADERS.values())})"
-                                 f"{hint}")
-
-    def _table(self, document: Mapping[str, Any], name: str,
-               where: Callable[[str], str]) -> dict[str, Any] | None:
-        """A ``[section]``'s typed values; None if it is missing (only [cluster] must exist)."""
-        raw = document.get(name)
-        if raw is None:
-            if name != "cluster":
-                return {}
-            self.add("[cluster]", "missing section; add [cluster] with name and master")
-            return None
-        if not isinstance(raw, dict):
-            self.add(f"[{name}]", f"must be a table ({HEADERS[name]}), got {toml_type(raw)}")
-            return None if name == "cluster" else {}
-        return self._fields(SECTIONS[name], raw, where)
-
-    def _hosts(self, document: Mapping[str, Any]) -> list[dict[str, Any]]:
-        raw = document.get("hosts")
-        if raw is None or raw == []:
-            self.add("[[hosts]]", 'no hosts; add one [[hosts]] entry per machine (address = '
-                                  '"local" for this one)')
-            return []
-        if not isinstance(raw, list):
-            self.add("[[hosts]]", f"must be an array of tables (a [[hosts]] header per host), "
-                                  f"got {toml_type(raw)}")
-            return []
-        hosts = []
-        for index, entry in enumerate(raw):
-            if not isinstance(entry, dict):
-                self.add(host_where(index, None), f"must be a table, got {toml_type(entry)}")
-                continue
-            where = functools.partial(host_where, index, entry.get("name"))
-            hosts.append(self._fields(HostSection, entry, where))
-        return hosts
-
-    def _fields(self, cls: type, raw: Mapping[str, Any],
-                where: Callable[[str], str]) -> dict[str, Any]:
-        return typed_fields(cls, raw, lambda key, msg: self.add(where(key), msg),
-                            {key: c for (owner, key), c in CHOICES.items() if owner is cls})
-
-    def _identity_file(self, index: int, host: dict[str, Any]) -> None:
-        """Resolve ``identity_file`` (``~``, relative to cluster.toml) and check it is readable."""
-        given = host.get("identity_file")
-        if not isinstance(given, str) or not given.strip() or host.get("address") == "local":
-            return
-        resolved = self.path.parent / Path(given).expanduser()
-        where = host_where(index, host.get("name"), "identity_file")
-        if not resolved.exists():
-            self.add(where, f"{quote(given)} does not exist (looked at {resolved})")
-        elif not resolved.is_file():
-            self.add(where, f"{quote(given)} is not a file ({resolved})")
-        elif not os.access(resolved, os.R_OK):
-            self.add(where, f"{quote(given)} is not readable by this user ({resolved})")
-        else:
-            host["identity_file"] = str(resolved.absolute())
-
+def _file_error(path: Path, message: str, *, title: str | None = None) -> ConfigError:
+    problem = ConfigProblem(path=path, where="", message=message)
+    return ConfigError([problem], title=title or f"cannot read {path.name}")

@@ -15,6 +15,7 @@ from typing import Any, TypeGuard
 
 from remote.config_errors import did_you_mean, host_where, quote, section_where
 from trainer.config import DATASETS, MODELS, POLICIES
+from trainer.config_training import LR_SCHEDULES, PRECISIONS
 from trainer.placement import parse_cpulist
 
 __all__ = ["DATASETS", "MODELS", "POLICIES"]  # the trainer's choices, re-exported
@@ -148,6 +149,7 @@ def host_problems(values: Mapping[str, Any]) -> Problems:
     _at_least(out, values, "gpus", 0)
     _at_least(out, values, "nproc", 1)
     _at_least(out, values, "threads", 1)
+    _at_least(out, values, "micro_batch", 1)
     _number(out, values, "slowdown", 1.0, inclusive=True)
     nproc, gpus = values.get("nproc"), values.get("gpus")
     if _is_int(nproc) and _is_int(gpus) and gpus > 0 and nproc > gpus:
@@ -240,6 +242,7 @@ def run_problems(values: Mapping[str, Any]) -> Problems:
     _number(out, values, "hang_limit", 0.0, inclusive=True)
     if values.get("steps") is not None and values.get("epochs") is not None:
         out.append(("epochs", "give either steps or epochs, not both"))
+    _training_problems(out, values)
     split = values.get("split")
     if isinstance(split, Sequence):
         if not split:
@@ -250,6 +253,27 @@ def run_problems(values: Mapping[str, Any]) -> Problems:
             out.append(("split", f"shares sum to {sum(split)} but global_batch is {batch}; "
                                  "they must be equal"))
     return out
+
+
+def _training_problems(out: Problems, values: Mapping[str, Any]) -> None:
+    """``[run]``'s micro-batch, precision, schedule, clipping and evaluation keys."""
+    _at_least(out, values, "micro_batch", 1)
+    _choice(out, values, "precision", PRECISIONS)
+    _choice(out, values, "lr_schedule", LR_SCHEDULES)
+    _at_least(out, values, "warmup_steps", 0)
+    _number(out, values, "min_lr", 0.0, inclusive=True)
+    _number(out, values, "clip_grad", 0.0, inclusive=False)
+    _at_least(out, values, "eval_every", 0)
+    _at_least(out, values, "eval_samples", 1)
+    _text(out, values, "eval_data")
+    steps, lr, min_lr = values.get("steps"), values.get("lr"), values.get("min_lr")
+    for key in ("eval_every", "warmup_steps"):
+        value = values.get(key)
+        if _is_int(steps) and _is_int(value) and value > steps >= 1:
+            out.append((key, f"{value} is larger than the run's {steps} steps"))
+    if (isinstance(lr, int | float) and isinstance(min_lr, int | float)
+            and not isinstance(min_lr, bool) and min_lr > lr > 0):
+        out.append(("min_lr", f"{min_lr:g} is above lr ({lr:g}): the schedule ends at min_lr"))
 
 
 def ssh_problems(values: Mapping[str, Any]) -> Problems:
@@ -303,6 +327,13 @@ def cross_problems(cluster: Mapping[str, Any], hosts: Sequence[Mapping[str, Any]
                         f'the master {quote(master)} is local (address = "local") but '
                         f"{', '.join(quote(str(n)) for n in remote)} reach it over the "
                         "network; set master_addr to this machine's address as they see it"))
+    if run.get("precision") == "fp16":
+        for index, host in enumerate(hosts):
+            if host.get("gpus") == 0:
+                out.append((section_where("run", "precision"),
+                            f'"fp16" needs a GPU for every rank (its gradient scaler), but '
+                            f"{host_where(index, host.get('name'))} has gpus = 0; "
+                            'use "bf16" or "fp32"'))
     if run.get("backend") == "nccl":
         for index, host in enumerate(hosts):
             if host.get("gpus") == 0:

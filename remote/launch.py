@@ -187,8 +187,26 @@ def trainer_flags(run: RunSection, place: HostPlan, plan: LaunchPlan) -> list[st
     if run.task in BUILTIN_TASKS:  # a user task's --task is a path (launcher_command)
         flags += ["--task", run.task]
     flags += option_flags(run.task_options)
+    flags += _training_flags(run, host)
     if plan.resume:
         flags.append("--resume")
+    return flags
+
+
+def _training_flags(run: RunSection, host: HostSection) -> list[str]:
+    """Micro-batch (the host's own, else the run's), precision, schedule, clipping, eval."""
+    flags = ["--precision", run.precision, "--lr-schedule", run.lr_schedule,
+             "--warmup-steps", str(run.warmup_steps), "--min-lr", repr(run.min_lr),
+             "--eval-every", str(run.eval_every)]
+    micro = host.micro_batch if host.micro_batch is not None else run.micro_batch
+    if micro is not None:
+        flags += ["--micro-batch", str(micro)]
+    if run.clip_grad is not None:
+        flags += ["--clip-grad", repr(run.clip_grad)]
+    if run.eval_samples is not None:
+        flags += ["--eval-samples", str(run.eval_samples)]
+    if run.eval_data is not None:
+        flags += ["--eval-data", run.eval_data]
     return flags
 
 

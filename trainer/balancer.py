@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from profiles.errors import UsageError
 from trainer.balancer_fit import RankTimes
+from trainer.balancer_passes import measured_seconds, min_max_costs, pass_costs, passes, per_pass
 from trainer.balancer_solve import (
     LinearFit,
     equal_split,
@@ -42,17 +43,8 @@ from trainer.balancer_solve import (
     validate_split,
 )
 
-__all__ = [
-    "Balancer",
-    "BalancerConfig",
-    "Decision",
-    "LinearFit",
-    "equal_split",
-    "min_max_split",
-    "proportional_split",
-    "round_split",
-    "validate_split",
-]
+__all__ = ["Balancer", "BalancerConfig", "Decision", "LinearFit", "equal_split", "min_max_split",
+           "proportional_split", "round_split", "validate_split"]
 
 Policy = Literal["static", "proportional", "dynamic"]
 POLICIES: tuple[Policy, ...] = ("static", "proportional", "dynamic")
@@ -90,7 +82,10 @@ class BalancerConfig:
     allow_zero: bool = False
     """Let a rank get 0 samples (it still joins every all-reduce, contributing nothing)."""
     max_batch: tuple[int | None, ...] | None = None
-    """Per-rank largest local batch (memory cap), None entries for no cap; None: no caps."""
+    """Per-rank largest local batch (a hard share cap), None entries for no cap; None: no caps."""
+    micro_batch: tuple[int | None, ...] | None = None
+    """Per-rank largest pass (memory caps): a share of b costs ceil(b/m) passes; None: one
+    pass per share. Shares are not capped by it."""
     threshold: float = 0.03
     """Act only when the predicted relative reduction of the slowest rank's time exceeds this."""
     max_move: float = 0.25
@@ -210,8 +205,9 @@ class Balancer:
                 f"got {len(local_batches)} and {len(compute_s)}"
             )
         for rank, (b, t) in enumerate(zip(local_batches, compute_s, strict=True)):
-            if math.isfinite(t) and t >= 0:
-                self._ranks[rank].add(int(b), float(t))
+            n = passes(int(b), self._micro(rank))
+            if math.isfinite(t) and t >= 0 and n > 0:  # fitted per pass (balancer_passes.py)
+                self._ranks[rank].add(per_pass(int(b), self._micro(rank)), float(t) / n)
 
     def capacities(self) -> tuple[float | None, ...]:
         """Per-rank samples/s at the most recently measured batch (None where unknown).
@@ -235,32 +231,32 @@ class Balancer:
             for times_r in self._ranks:
                 del times_r.window[: max(0, min(self._settling, len(times_r.window) - 3))]
             self._settling = 0
-        notes = []
+        notes, cfg = [], self.config
+        anchors = [self._anchor(r) for r in range(cfg.world_size)]
         for rank, times_r in enumerate(self._ranks):
-            ratio = times_r.fold(now, self.config.smoothing, self._split[rank])
+            ratio = times_r.fold(now, self.config.smoothing, anchors[rank])
             if ratio is not None:
                 # Fresh start for the step-size control too: the old moves no longer apply.
                 self._damping, self._last_move = FIRST_MOVE, None
                 notes.append(f"rank {rank} changed speed (x{ratio:.2f})")
         if self.config.policy != "dynamic":
             return None
-        models = [t.line(b, now) for t, b in zip(self._ranks, self._split, strict=True)]
-        known = sorted(m.slope for m in models if m is not None)
-        if not known:
+        micro = [self._micro(r) for r in range(cfg.world_size)]
+        costs = pass_costs(self._ranks, now, anchors, micro)
+        if costs is None:
             return None
-        # A rank with no usable line yet (e.g. one sitting out at batch 0) borrows a typical slope.
-        lines = [m if m is not None else LinearFit(0.0, known[len(known) // 2]) for m in models]
-        cfg, old = self.config, self._split
-        times = tuple(
-            self._ranks[r].points[b].seconds if b in self._ranks[r].points else lines[r].seconds(b)
-            for r, b in enumerate(old)
-        )
-        slowest = max(lines[r].seconds(b) for r, b in enumerate(old))
+        old = self._split
+        times = tuple(measured_seconds(self._ranks[r], b, micro[r]) or costs[r].seconds(b)
+                      for r, b in enumerate(old))
+        slowest = max(costs[r].seconds(b) for r, b in enumerate(old))
         if slowest <= 0:
             return None
-        target = min_max_split(
-            lines, cfg.global_batch, min_batch=cfg.lower_bound, max_batch=cfg.max_batch
-        )
+        if cfg.micro_batch is None and not cfg.allow_zero:  # one pass per share: linear times
+            target = min_max_split([c.line for c in costs], cfg.global_batch,
+                                   min_batch=cfg.lower_bound, max_batch=cfg.max_batch)
+        else:
+            target = min_max_costs(costs, cfg.global_batch, min_batch=cfg.lower_bound,
+                                   max_batch=cfg.max_batch)
         delta = [t - o for t, o in zip(target, old, strict=True)]
         reverses = (
             self._last_move is not None
@@ -280,7 +276,7 @@ class Balancer:
         dead_band = cfg.threshold + math.hypot(NOISE_Z * rms(errors), DRIFT_Z * rms(drifts))
 
         def gain_of(split: tuple[int, ...]) -> float:
-            return 1 - max(lines[r].seconds(b) for r, b in enumerate(split)) / slowest
+            return 1 - max(costs[r].seconds(b) for r, b in enumerate(split)) / slowest
 
         # Hysteresis in time: a move back is made only when two decisions in a row ask for
         # it (beyond the dead-band), so one noisy window cannot swing the split to and fro.
@@ -309,6 +305,15 @@ class Balancer:
             predicted_gain=gain,
             times=times,
         )
+
+    def _micro(self, rank: int) -> int | None:
+        return self.config.micro_batch[rank] if self.config.micro_batch is not None else None
+
+    def _anchor(self, rank: int) -> int:
+        """The per-pass batch a rank's line is anchored at: its current share's, or, sitting
+        out at 0, the last one it was measured at."""
+        b = self._split[rank]
+        return per_pass(b, self._micro(rank)) if b else (self._ranks[rank].last_batch or 0)
 
     def _limited(
         self, old: tuple[int, ...], target: tuple[int, ...], damping: float
@@ -346,6 +351,10 @@ class Balancer:
         ]
         if new != target:
             parts.append(f"towards {','.join(map(str, target))} (move limited)")
+        idle = [r for r, b in enumerate(new) if b == 0 and old[r] > 0]
+        if idle:
+            parts.append(f"rank{'s' if len(idle) > 1 else ''} {','.join(map(str, idle))} sit out "
+                         "(share 0): the step is faster without their samples")
         return "; ".join(parts)
 
     # -- checkpoints ----------------------------------------------------------------------

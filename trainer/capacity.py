@@ -2,7 +2,8 @@
 
 Capacities come from stored profiles when every rank has one for its exact conditions, else
 from a short warm-up: each rank times a few forward+backward passes at the equal share (its
-emulated slowdown included) and the results are all-gathered. Every rank takes the same branch
+emulated slowdown included) and the results are all-gathered. A profile's memory cap sets
+the rank's micro-batch, never its share. Every rank takes the same branch
 because the choice is made from all-gathered facts.
 """
 
@@ -19,6 +20,7 @@ from torch import nn
 
 from trainer.balancer import equal_split, proportional_split
 from trainer.config import TrainConfig
+from trainer.config_training import micro_batches
 from trainer.dist import all_gather_floats
 from trainer.tasks import LossFn
 
@@ -34,6 +36,9 @@ class Capacity:
     source: Literal["profile", "warmup", "split"]
     samples_per_s: tuple[float | None, ...]
     max_batch: tuple[int | None, ...]
+    """Per-rank share caps (``--max-batch``)."""
+    micro_batch: tuple[int | None, ...]
+    """Per-rank largest pass: ``--micro-batch``, lowered to a stored profile's memory cap."""
     detail: str
 
 
@@ -42,39 +47,46 @@ def initial_split(
     batch_of: BatchOf, device: torch.device, slowdown: float, host: str, device_name: str,
     resumed_split: tuple[int, ...] | None,
 ) -> Capacity:
-    """Decide the split of the first step (collective: every rank must call it)."""
+    """Decide the split of the first step (collective: every rank must call it).
+
+    A stored profile's memory cap no longer caps the rank's share: it becomes the rank's
+    micro-batch (the share runs in several passes), so shares follow speed alone.
+    """
     caps = config.max_batch or (None,) * world_size
+    # Each host's launcher may pass its own --micro-batch: every rank learns every rank's.
+    own_micro = micro_batches(config, world_size)[rank] or 0
+    micro = tuple(int(row[0]) or None for row in all_gather_floats([own_micro], device))
     unknown: tuple[float | None, ...] = (None,) * world_size
-    if resumed_split is not None:
-        return Capacity(split=resumed_split, source="split", samples_per_s=unknown,
-                        max_batch=caps, detail="split restored from the checkpoint")
-    if config.policy == "static" or config.split is not None:
-        split = config.split or equal_split(config.global_batch, world_size)
-        detail = "given by --split" if config.split else "equal split"
+    if resumed_split is not None or config.policy == "static" or config.split is not None:
+        split = resumed_split or config.split or equal_split(config.global_batch, world_size)
+        detail = ("split restored from the checkpoint" if resumed_split else
+                  "given by --split" if config.split else "equal split")
         return Capacity(split=split, source="split", samples_per_s=unknown, max_batch=caps,
-                        detail=detail)
+                        micro_batch=micro, detail=detail)
 
     # -- capacities from stored profiles, when every rank has one -----------------------------
     share = max(1, config.global_batch // world_size)
     profile_rate, profile_cap, reason = _profile_capacity(config, share, slowdown, host,
                                                           device_name)
     rows = all_gather_floats([profile_rate, profile_cap], device)
+    micro = _merge_caps(micro, [int(row[1]) if row[1] > 0 else None for row in rows])
     if all(row[0] > 0 for row in rows):
         rates = [row[0] for row in rows]
-        caps = _merge_caps(caps, [int(row[1]) if row[1] > 0 else None for row in rows])
         source: Literal["profile", "warmup"] = "profile"
         detail = "stored profiles at the equal share"
     else:
         # -- or a short warm-up: time forward+backward at the equal share on every rank -----
-        own = _warmup_rate(model, loss, batch_of(share), device, config.warmup_steps, slowdown)
+        # (one pass of at most the rank's micro-batch: the share may not fit in memory)
+        passes, size = config.capacity_passes, min(share, micro[rank] or share)
+        own = _warmup_rate(model, loss, batch_of(size), device, passes, slowdown)
         rates = [row[0] for row in all_gather_floats([own], device)]
         missing = [r for r, row in enumerate(rows) if row[0] <= 0]
         source = "warmup"
-        detail = (f"{config.warmup_steps} timed passes at batch {share}; no profile on ranks "
+        detail = (f"{passes} timed passes at batch {share}; no profile on ranks "
                   f"{','.join(map(str, missing))}" + (f" ({reason})" if rank in missing else ""))
     split = proportional_split(rates, config.global_batch, max_batch=caps)
     return Capacity(split=split, source=source, samples_per_s=tuple(rates), max_batch=caps,
-                    detail=detail)
+                    micro_batch=micro, detail=detail)
 
 
 def _profile_capacity(
@@ -102,7 +114,7 @@ def _profile_capacity(
 def _merge_caps(
     flags: Sequence[int | None], profiled: Sequence[int | None]
 ) -> tuple[int | None, ...]:
-    """The tighter of the --max-batch cap and the profile's memory cap, per rank."""
+    """The tighter of the --micro-batch and the profile's memory cap, per rank."""
     out: list[int | None] = []
     for a, b in zip(flags, profiled, strict=True):
         out.append(b if a is None else a if b is None else min(a, b))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,9 +93,11 @@ class Checkpointer:
 
     def __init__(self, config: TrainConfig, *, rank: int, world: int, events: EventWriter,
                  model: nn.Module, optimizer: torch.optim.Optimizer,
-                 balancer: Balancer | None) -> None:
+                 balancer: Balancer | None,
+                 training: Callable[[], dict[str, Any]] | None = None) -> None:
         self.config, self.rank, self.world, self.events = config, rank, world, events
         self.model, self.optimizer, self.balancer = model, optimizer, balancer
+        self.training = training
 
     def save(self, run: RunState, *, last_step: bool = False) -> None:
         """Write a checkpoint of ``run.step`` if one is due (rank 0 only)."""
@@ -112,6 +115,7 @@ class Checkpointer:
             "split": list(run.split), "policy": config.policy, "world_size": self.world,
             "balancer": self.balancer.state_dict() if self.balancer is not None else None,
             "rng": rng_state(), "run": run_identity(config),
+            "training": self.training() if self.training is not None else None,
         }
         path = save_checkpoint(config.run_dir, state, keep=config.keep_checkpoints)
         run.checkpoint, run.checkpoint_step = str(path), run.step

@@ -15,6 +15,13 @@ from pathlib import Path
 from typing import Literal
 
 from profiles.errors import UsageError
+from trainer.config_training import (
+    TRAINING_FIELDS,
+    add_training_flags,
+    check_training,
+    check_training_world,
+)
+from trainer.flag_types import cap_list, float_list, int_list, slowdown_change, task_option
 from trainer.placement import parse_cpulist
 
 MODELS = ("simple_cnn", "resnet18", "resnet50")
@@ -78,7 +85,7 @@ class TrainConfig:
     """Dynamic policy: change the split only when the predicted gain exceeds this fraction."""
     max_batch: tuple[int | None, ...] | None = None
     """Per-rank largest local batch (memory caps); None entries = no cap."""
-    warmup_steps: int = 3
+    capacity_passes: int = 3
     """Timed forward+backward passes per rank when capacities must be measured."""
     steps: int | None = None
     """The run's total number of optimizer steps (a resumed run continues up to it)."""
@@ -124,6 +131,25 @@ class TrainConfig:
     every core this process may use."""
     resources_every: float = 2.0
     """Seconds between ``resources`` events (0 = none)."""
+    micro_batch: tuple[int | None, ...] | None = None
+    """Largest forward/backward pass: one value for every rank or one per rank (None entries:
+    no limit); a larger share runs as several passes with gradient accumulation."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Arithmetic of the forward pass: fp32, or autocast to bf16 / fp16 (fp16 with a scaler)."""
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    """How the learning rate goes from ``lr`` to ``min_lr`` after the warm-up."""
+    warmup_steps: int = 0
+    """Learning-rate warm-up: the first this many steps rise linearly to ``lr``."""
+    min_lr: float = 0.0
+    """The learning rate at the last step (cosine and linear schedules)."""
+    clip_grad: float | None = None
+    """Largest global gradient norm (over the all-reduced gradient); None = no clipping."""
+    eval_every: int = 0
+    """Evaluate the held-out set every this many steps and after the last (0 = never)."""
+    eval_samples: int | None = None
+    """Held-out items to evaluate; None = the task's whole eval set (synthetic images: 512)."""
+    eval_data: str | None = None
+    """causal_lm: a held-out text file (default: a held-out fraction of the training text)."""
 
     def __post_init__(self) -> None:
         if self.task not in BUILTIN_TASKS:
@@ -143,7 +169,7 @@ class TrainConfig:
         _positive("--global-batch", self.global_batch)
         _positive("--samples", self.samples)
         _positive("--rebalance-every", self.rebalance_every)
-        _positive("--warmup-steps", self.warmup_steps)
+        _positive("--capacity-passes", self.capacity_passes)
         if (self.task == "image" and self.dataset == "synthetic_image"
                 and self.samples < self.global_batch):
             raise UsageError(
@@ -187,6 +213,7 @@ class TrainConfig:
             raise UsageError(f"--resources-every must be >= 0 seconds, got {self.resources_every}")
         if not 0 <= self.rebalance_threshold < 1:
             raise UsageError("--rebalance-threshold must be in [0, 1)")
+        check_training(self)
 
     @property
     def resolved_norm(self) -> Literal["batch", "syncbatch", "group"]:
@@ -231,6 +258,7 @@ def check_world(config: TrainConfig, world_size: int) -> None:
             )
     if config.split is not None:
         check_split(config.split, config.global_batch, config.max_batch, world_size)
+    check_training_world(config, world_size)
 
 
 def check_split(split: Sequence[int], global_batch: int,
@@ -245,8 +273,8 @@ def check_split(split: Sequence[int], global_batch: int,
     if len(split) != world_size:
         raise UsageError(f"{shown} has {len(split)} shares but the run has {world_size} "
                          "ranks: give one share per rank")
-    if 0 in split:
-        raise UsageError(f"{shown} gives a rank 0 samples")
+    if not any(split):
+        raise UsageError(f"{shown} gives every rank 0 samples")
     for rank, share in enumerate(split):
         cap = max_batch[rank] if max_batch is not None else None
         if cap is not None and share > cap:
@@ -268,52 +296,6 @@ def _csv(values: Sequence[object]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers like 24,8; got {text!r}"
-        ) from None
-
-
-def _cap_list(text: str) -> tuple[int | None, ...]:
-    try:
-        return tuple(None if p.strip() in ("", "-", "none") else int(p) for p in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers or '-' (no cap) like 64,-; got {text!r}"
-        ) from None
-
-
-def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers like 1,3; got {text!r}"
-        ) from None
-
-
-def _slowdown_change(text: str) -> SlowdownChange:
-    parts = text.split(":")
-    try:
-        if len(parts) != 3:
-            raise ValueError
-        return SlowdownChange(step=int(parts[0]), rank=int(parts[1]), factor=float(parts[2]))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected STEP:RANK:FACTOR like 50:1:2; got {text!r}"
-        ) from None
-
-
-def _task_option(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE like lora_r=16; got {text!r}")
-    return key.strip(), value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m trainer`` argument parser (every flag maps to a TrainConfig field)."""
     d = TrainConfig()
@@ -330,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to train: image (--model on --dataset), causal_lm (LoRA "
                    "fine-tuning of a Hugging Face causal LM) or FILE.py:FUNCTION (a user task; "
                    "see docs/tasks.md)")
-    g.add_argument("--task-option", type=_task_option, action="append", default=[],
+    g.add_argument("--task-option", type=task_option, action="append", default=[],
                    metavar="KEY=VALUE",
                    help="an option of the causal_lm or user task (repeatable); VALUE is JSON "
                    "when it parses (16, 0.5, true), else text")
@@ -347,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("batch and balancing")
     g.add_argument("--global-batch", type=int, default=d.global_batch,
                    help="B: samples per step over all ranks together")
-    g.add_argument("--split", type=_int_list, default=None,
+    g.add_argument("--split", type=int_list, default=None,
                    help="initial per-rank local batches b0,b1,... summing to B (default equal)")
     g.add_argument("--policy", choices=POLICIES, default=d.policy,
                    help="static: keep the split; proportional: split by measured or profiled "
@@ -357,10 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rebalance-threshold", type=float, default=d.rebalance_threshold,
                    help="dynamic: move samples only when the predicted gain exceeds this "
                         "(plus the measured noise)")
-    g.add_argument("--max-batch", type=_cap_list, default=None,
+    g.add_argument("--max-batch", type=cap_list, default=None,
                    help="per-rank largest local batch (memory caps), '-' for no cap, e.g. 64,-")
-    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
-                   help="timed passes per rank when capacities must be measured")
+    g.add_argument("--capacity-passes", type=int, default=d.capacity_passes,
+                   help="timed forward+backward passes per rank when capacities must be "
+                   "measured (no profile)")
     g = p.add_argument_group("optimisation")
     length = g.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, default=None,
@@ -400,15 +383,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cores", default=d.cores, metavar="LIST",
                    help="the cores to share out between this host's ranks, e.g. 0-7 (default: "
                    "every core the process may use)")
-    g.add_argument("--slowdown", type=_float_list, default=None,
+    g.add_argument("--slowdown", type=float_list, default=None,
                    help="EMULATION: behave s times slower (sleep (s-1) x compute each step). One "
                    f"value for every rank of this command, or one per global rank; env "
                    f"{SLOWDOWN_ENV} is used when the flag is absent")
-    g.add_argument("--slowdown-at", type=_slowdown_change, action="append", default=[],
+    g.add_argument("--slowdown-at", type=slowdown_change, action="append", default=[],
                    metavar="STEP:RANK:FACTOR",
                    help="from step STEP on, rank RANK uses slowdown FACTOR (repeatable)")
     g.add_argument("--resources-every", type=float, default=d.resources_every,
                    help="seconds between resources events (0 = none)")
+    add_training_flags(p, d)
     return p
 
 
@@ -419,7 +403,7 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
     if slowdown is None:
         env = os.environ.get(SLOWDOWN_ENV, "").strip()
         try:
-            slowdown = _float_list(env) if env else (1.0,)
+            slowdown = float_list(env) if env else (1.0,)
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"{SLOWDOWN_ENV}: {exc}") from None
     return TrainConfig(
@@ -427,7 +411,7 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
         model=args.model, dataset=args.dataset, data_dir=args.data_dir, samples=args.samples,
         global_batch=args.global_batch, split=args.split, policy=args.policy,
         rebalance_every=args.rebalance_every, rebalance_threshold=args.rebalance_threshold,
-        max_batch=args.max_batch, warmup_steps=args.warmup_steps, steps=args.steps,
+        max_batch=args.max_batch, capacity_passes=args.capacity_passes, steps=args.steps,
         epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, norm=args.norm, seed=args.seed, run_dir=args.run_dir,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
@@ -435,4 +419,5 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
         backend=args.backend, device=args.device, threads=args.threads,
         pin_cores=args.pin_cores, cores=args.cores, prefetch=args.prefetch,
         resources_every=args.resources_every,
+        **{name: getattr(args, name) for name in TRAINING_FIELDS},
     )

@@ -72,6 +72,10 @@ class StartEvent:
     allocator: str = ""
     """The memory allocator serving this rank: ``tcmalloc``, ``jemalloc``, ``glibc tuned``
     (freed memory kept for the next step) or ``glibc defaults``."""
+    precision: str = "fp32"
+    """Arithmetic of the forward pass: ``fp32``, ``bf16`` or ``fp16`` (autocast)."""
+    micro_batch: int | None = None
+    """This rank's largest forward/backward pass (None: the whole share in one pass)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +105,17 @@ class StepEvent:
     """Rank 0 only: ``global_batch / step_s``, the cluster's throughput."""
     loss_units: int | None = None
     """This rank's loss units in the step: images, or target tokens for a language model."""
+    lr: float | None = None
+    """The learning rate this step used (the schedule's value)."""
+    grad_norm: float | None = None
+    """The global gradient norm before clipping (only with ``--clip-grad``)."""
+    scaler_skipped: bool = False
+    """fp16: the gradient scaler found an inf/NaN gradient and skipped this step (the same on
+    every rank). A skipped step is the scaler's normal search for a scale, not divergence."""
+    loss_scale: float | None = None
+    """fp16: the gradient scaler's scale after this step."""
+    passes: int | None = None
+    """Forward/backward passes this rank ran (``ceil(local_batch / micro_batch)``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,8 +130,10 @@ class CapacityEvent:
     samples_per_s: tuple[float | None, ...]
     """Per-rank solo capacity estimate (samples/s), None where unknown."""
     max_batch: tuple[int | None, ...]
-    """Per-rank largest local batch allowed (memory cap), None for no cap."""
+    """Per-rank largest local batch allowed (``--max-batch`` share caps), None for no cap."""
     detail: str = ""
+    micro_batch: tuple[int | None, ...] = ()
+    """Per-rank largest pass: ``--micro-batch`` lowered to a stored profile's memory cap."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
@@ -24,12 +25,15 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from profiles.errors import CorralError, UsageError
+from trainer.accumulate import ShareRunner
 from trainer.balancer import Balancer, BalancerConfig
+from trainer.balancer_passes import passes
 from trainer.capacity import initial_split
 from trainer.checkpoint import set_rng_state
 from trainer.checkpointer import Checkpointer, RunState, load_model_state, resume, write_final
 from trainer.clock import ComputeClock
 from trainer.config import TrainConfig, check_world
+from trainer.config_training import check_precision, check_total_steps
 from trainer.data import GlobalBatchOrder
 from trainer.dist import (
     RankInfo,
@@ -52,17 +56,12 @@ from trainer.events import (
     StepEvent,
     events_path,
 )
+from trainer.optim import OptimizerStep, StepOutcome, make_optimizer
 from trainer.placement import Placement, format_cpulist, place_this_rank
 from trainer.prefetch import BatchPrefetcher, prefetch_wanted
 from trainer.resources import ResourceReporter
 from trainer.slowdown import SlowdownSchedule
-from trainer.step import (
-    StepTally,
-    collated,
-    divide_by_global_units,
-    local_batch,
-    start_gather_tallies,
-)
+from trainer.step import StepTally, collated, start_gather_tallies
 from trainer.tasks import Task, trainable_parameters
 from trainer.tasks.loader import build_task, task_label
 
@@ -128,10 +127,12 @@ def train(config: TrainConfig) -> int:
     if config.resolved_norm == "syncbatch" and device.type != "cuda":
         raise UsageError("--norm syncbatch needs every rank on CUDA (torch's SyncBatchNorm is "
                          "GPU-only); use --norm group on CPU ranks")
+    check_precision(config.precision, device)
     torch.manual_seed(config.seed)  # the task's model is the same on every rank
     task = build_task(config)
     order = GlobalBatchOrder(len(task.train_data), config.global_batch, config.seed)
     run = RunState(total_steps=config.steps or (config.epochs or 1) * order.steps_per_epoch)
+    check_total_steps(config, run.total_steps)
     events = EventWriter(events_path(config.run_dir, info.rank))
     stop = StopSignals()
     stop.install()
@@ -189,6 +190,8 @@ class Trainer:
         if not self.parameters:
             raise UsageError(f"the {config.task} task has no parameter to train")
         self.optimizer = make_optimizer(config, self.parameters)
+        self.optim_step = OptimizerStep(config, self.optimizer, self.parameters, device,
+                                        self.world, run.total_steps)
         resumed = resume(config, rank=self.rank, device=device)
         resumed_split, balancer_state, resumed_from = self._restore(resumed)
 
@@ -198,18 +201,26 @@ class Trainer:
             batch_of=lambda n: collated(task, range(min(n, len(task.train_data))), device),
             device=device, slowdown=self.slowdown.factor_at(run.step + 1), host=self.host,
             device_name=self.device_name, resumed_split=resumed_split)
-        run.split = first.split
+        run.split, self.micro_batch = first.split, first.micro_batch
         self.balancer = self._balancer(first.max_batch, balancer_state)
         self._announce(backend, first, resumed_from)
 
         # DDP averages gradients over ranks; divide_by_global_units turns that into the exact
         # mean over the step's units. The comm hook times local backward (trainer/clock.py).
-        self.ddp = DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        # Buffers are synced once per step by the runner, not at every (micro-batch) forward.
+        self.ddp = DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                       forward_sync_buffers=False)
         self.clock = ComputeClock(device)
         self.ddp.register_comm_hook(None, self.clock.hook)
+        self.runner = ShareRunner(ddp=self.ddp, model=self.model, task=task, order=order,
+                                  parameters=self.parameters, rank=self.rank, world=self.world,
+                                  device=device, precision=config.precision, clock=self.clock,
+                                  scale_loss=self.optim_step.scale_loss,
+                                  prefetched=self._prefetched if self.prefetcher else None)
         self.checkpointer = Checkpointer(config, rank=self.rank, world=self.world, events=events,
                                          model=self.model, optimizer=self.optimizer,
-                                         balancer=self.balancer)
+                                         balancer=self.balancer,
+                                         training=self.optim_step.state_dict)
 
     def _restore(
         self, resumed: tuple[str, dict[str, Any]] | None
@@ -220,6 +231,7 @@ class Trainer:
         path, state = resumed
         load_model_state(self.model, state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.optim_step.load_state_dict(state.get("training"))
         set_rng_state(state["rng"])
         self.run.step = self.run.checkpoint_step = int(state["step"])
         self.run.checkpoint = path
@@ -233,10 +245,14 @@ class Trainer:
         if self.rank != 0:
             return None
         c = self.config
+        # Memory caps set micro-batches, not shares: a share of 0 is allowed (a rank so slow
+        # that any sample there would slow the step sits out; it still joins every collective).
         bconfig = BalancerConfig(
             policy=c.policy, global_batch=c.global_batch, world_size=self.world,
             rebalance_every=c.rebalance_every, threshold=c.rebalance_threshold,
-            max_batch=max_batch if any(m is not None for m in max_batch) else c.max_batch)
+            max_batch=max_batch if any(m is not None for m in max_batch) else c.max_batch,
+            micro_batch=(self.micro_batch if any(m is not None for m in self.micro_batch)
+                         else None), allow_zero=True)
         balancer = Balancer(bconfig, self.run.split)
         if saved is not None:
             balancer.load_state_dict(saved)
@@ -260,11 +276,12 @@ class Trainer:
             policy=c.policy, step=run.step, total_steps=run.total_steps,
             steps_per_epoch=self.order.steps_per_epoch, threads=torch.get_num_threads(),
             slowdown=self.slowdown.factor_at(run.step + 1), resumed_from=resumed_from,
-            task=c.task, **self._placement_fields()))
+            task=c.task, precision=c.precision, micro_batch=self.micro_batch[self.rank],
+            **self._placement_fields()))
         if self.rank == 0:
             self.events.emit(CapacityEvent(
                 t=time.time(), rank=0, source=first.source, samples_per_s=first.samples_per_s,
-                max_batch=first.max_batch, detail=first.detail))
+                max_batch=first.max_batch, detail=first.detail, micro_batch=first.micro_batch))
             print0(f"corral trainer: {self.world} ranks ({backend}), {model} on {dataset}, "
                    f"B={c.global_batch} split {_csv(run.split)} ({first.source}), "
                    f"steps {run.step}->{run.total_steps}")
@@ -277,9 +294,9 @@ class Trainer:
                                      self.events)
         last_end = time.perf_counter()
         while run.step < run.total_steps and not run.stopping:
-            tallies = self.train_step(run.step + 1)
+            tallies, outcome = self.train_step(run.step + 1)
             now = time.perf_counter()
-            self._report(tallies, step_s=now - last_end)
+            self._report(tallies, outcome, step_s=now - last_end)
             last_end = now
             resources.poll()
             self._rebalance()
@@ -296,40 +313,36 @@ class Trainer:
         # Leave together: no rank tears the group down while another still talks to it.
         dist.barrier()
 
-    def train_step(self, step: int) -> list[StepTally]:
-        """Run step ``step`` (1-based) on this rank; every rank's tally of it, by rank."""
-        # Data: this rank's slice of the step's global batch (prefix sums of the split).
-        if self.prefetcher is not None:  # prepared while the previous step computed
-            batch = self.prefetcher.batch(step, self.run.split, self.run.total_steps)
-        else:
-            batch = local_batch(self.task, self.order, step, self.run.split, self.rank,
-                                self.device)
+    def _prefetched(self, step: int, split: Sequence[int]) -> Any:
+        assert self.prefetcher is not None
+        return self.prefetcher.batch(step, split, self.run.total_steps)
 
-        # Forward + backward on the SUMMED loss. DDP all-reduces inside backward; an emulated
-        # slow device (--slowdown) finishes later: the clock's hook waits before the last
-        # all-reduce, and compute_s includes that time.
-        self.clock.start(self.slowdown.factor_at(step))
-        loss_sum, units = self.task.loss(self.ddp, batch)
-        loss_sum.backward()
-        compute_s = self.clock.elapsed()
+    def train_step(self, step: int) -> tuple[list[StepTally], StepOutcome]:
+        """Run step ``step`` (1-based) on this rank; every rank's tally of it, by rank, and
+        what the optimizer did."""
+        # Forward + backward on the SUMMED loss of this rank's slice of the global batch, in
+        # micro-batch passes (trainer/accumulate.py). DDP all-reduces inside the last backward;
+        # an emulated slow device (--slowdown) finishes later: the clock's hook waits before
+        # the last all-reduce, and compute_s includes that time.
+        loss_sum, units, compute_s = self.runner.run(
+            step, self.run.split, self.micro_batch[self.rank], self.slowdown.factor_at(step))
 
         # One small all-gather: every rank's loss sum, unit count, compute time, stop request.
-        mine = StepTally(loss_sum=float(loss_sum.detach()), units=float(units),
-                         compute_s=compute_s, stop=1.0 if self.stop.signum is not None else 0.0)
+        mine = StepTally(loss_sum=loss_sum, units=units, compute_s=compute_s,
+                         stop=1.0 if self.stop.signum is not None else 0.0)
         tallies = start_gather_tallies(mine, self.device)()
 
-        # The loss divided by the step's GLOBAL count of loss units (see step.py), then step.
-        divide_by_global_units(self.parameters, self.world, sum(t.units for t in tallies))
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        # The gradient divided by the step's GLOBAL count of loss units (see step.py), then
+        # unscale (fp16), clip, the step's learning rate, and the optimizer step.
+        outcome = self.optim_step.step(step, sum(t.units for t in tallies))
         self.run.step = step
         self.run.stopping = any(t.stop > 0 for t in tallies)
         # Every rank holds the same tallies, so a non-finite loss stops every rank here,
         # before the step is reported or checkpointed.
         check_finite_loss(sum(t.loss_sum for t in tallies), self.run)
-        return tallies
+        return tallies, outcome
 
-    def _report(self, tallies: list[StepTally], step_s: float) -> None:
+    def _report(self, tallies: list[StepTally], outcome: StepOutcome, step_s: float) -> None:
         """Events: every rank its own step; rank 0 adds the global loss and throughput."""
         run, c, mine = self.run, self.config, tallies[self.rank]
         share = run.split[self.rank]
@@ -339,7 +352,10 @@ class Trainer:
             local_batch=share, loss=mine.loss_sum / max(mine.units, 1), compute_s=mine.compute_s,
             step_s=step_s, samples_per_s=share / step_s, loss_units=int(mine.units),
             global_loss=global_loss if self.rank == 0 else None,
-            cluster_samples_per_s=c.global_batch / step_s if self.rank == 0 else None))
+            cluster_samples_per_s=c.global_batch / step_s if self.rank == 0 else None,
+            lr=outcome.lr, grad_norm=outcome.grad_norm, scaler_skipped=outcome.skipped,
+            loss_scale=outcome.scale,
+            passes=passes(share, self.micro_batch[self.rank])))
         if self.balancer is not None:
             self.balancer.observe(run.split, [t.compute_s for t in tallies])
         if self.rank == 0 and (run.step % 10 == 0 or run.step == run.total_steps):
@@ -362,15 +378,6 @@ class Trainer:
             print0(f"rebalance at step {run.step + 1}: {_csv(run.split)} -> {_csv(new)} "
                    f"({decision.reason})")
         run.split = new
-
-
-def make_optimizer(config: TrainConfig, parameters: list[torch.nn.Parameter]
-                   ) -> torch.optim.Optimizer:
-    """SGD with momentum 0.9, or AdamW, over ``parameters``."""
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(parameters, lr=config.lr, momentum=0.9,
-                           weight_decay=config.weight_decay)
 
 
 def _csv(values: Any) -> str:

@@ -58,7 +58,7 @@ def test_bad_settings_name_the_flag(kwargs: dict[str, object], needle: str) -> N
         ({"global_batch": 32, "split": (16, 16)}, 3, "2 shares but the run has 3 ranks"),
         ({"global_batch": 32, "split": (20, 10)}, 2, "sums to 30"),
         ({"global_batch": 32, "split": (40, -8)}, 2, "negative"),
-        ({"global_batch": 32, "split": (32, 0)}, 2, "gives a rank 0 samples"),
+        ({"global_batch": 32, "micro_batch": (4, 4, 4)}, 2, "--micro-batch 4,4,4 has 3"),
         ({"global_batch": 32, "split": (24, 8), "max_batch": (16, None)}, 2,
          "rank 0's share 24 exceeds its --max-batch 16"),
         ({"global_batch": 2}, 3, "smaller than the 3 ranks"),

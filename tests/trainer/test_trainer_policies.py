@@ -51,13 +51,15 @@ def test_dynamic_moves_samples_to_the_fast_rank_on_every_rank_at_once(tmp_path: 
     assert of_kind(r0, "step")[-1]["local_batch"] > 32
 
 
-def test_proportional_split_uses_stored_profiles_and_their_memory_caps(tmp_path: Path) -> None:
+def test_a_profile_memory_cap_sets_the_micro_batch_not_the_share(tmp_path: Path) -> None:
+    # Rank 0 is three times faster, but its profile says only 8 samples fit in memory: far
+    # below its speed-fair share of 48 (3:1 of 64). It gets the 48 anyway, in passes of 8.
     for slowdown, per_sample in ((1.0, 0.001), (3.0, 0.003)):
         save_profile(Profile(
             host=socket.gethostname(), device="cpu", device_name=cpu_model() or "unknown CPU",
             model="simple_cnn", torch_version=torch.__version__, threads=1, slowdown=slowdown,
             created=utc_now_iso(), batches=(8, 32), step_s=(8 * per_sample, 32 * per_sample),
-            a=0.0, c=per_sample, max_batch=40 if slowdown == 1.0 else None,
+            a=0.0, c=per_sample, max_batch=8 if slowdown == 1.0 else None,
         ), root=tmp_path / "profiles")
     env = {**rank_env(), "CORRAL_PROFILE_DIR": str(tmp_path / "profiles")}
     proc = subprocess.run(
@@ -65,13 +67,15 @@ def test_proportional_split_uses_stored_profiles_and_their_memory_caps(tmp_path:
                    "--samples", "150", "--epochs", "1", "--run-dir", str(tmp_path / "run")),
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     check(proc)
-    capacity = of_kind(events(tmp_path / "run", 0), "capacity")[0]
+    rank0 = events(tmp_path / "run", 0)
+    capacity = of_kind(rank0, "capacity")[0]
     assert capacity["source"] == "profile"
     assert capacity["samples_per_s"] == pytest.approx([1000.0, 1000.0 / 3])
-    assert capacity["max_batch"] == [40, None]
-    # 3:1 would be 48,16, but rank 0's profile says at most 40 fit in memory.
-    start = of_kind(events(tmp_path / "run", 0), "start")[0]
-    assert start["split"] == [40, 24]
+    assert capacity["max_batch"] == [None, None] and capacity["micro_batch"] == [8, None]
+    start = of_kind(rank0, "start")[0]
+    assert start["split"] == [48, 16] and start["micro_batch"] == 8
+    assert {e["passes"] for e in of_kind(rank0, "step")} == {6}
+    assert {e["passes"] for e in of_kind(events(tmp_path / "run", 1), "step")} == {1}
     # --epochs 1 of 150 samples at B=64: two full steps (the partial batch is dropped).
     assert start["total_steps"] == 2 and start["steps_per_epoch"] == 2
     assert len(of_kind(events(tmp_path / "run", 1), "step")) == 2

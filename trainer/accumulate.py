@@ -1,0 +1,134 @@
+"""One rank's share of a step: micro-batch passes with gradient accumulation, one all-reduce.
+
+A share larger than the rank's micro-batch runs as several forward/backward passes over
+consecutive slices of it. The gradients of the SUMMED losses add up in ``.grad``, so the sum
+over the share is the same whatever the slicing; DDP's ``no_sync`` keeps the all-reduce out of
+every pass but the last, so the step still has one all-reduce. Exactness (fp32) is untouched:
+the division by the step's global unit count comes after, as before (trainer/step.py).
+
+A rank may have a share of 0 (the balancer lets a very slow rank sit out). It runs no pass, but
+DDP's reducer only all-reduces from inside a backward, so a rank without one would leave the
+others waiting. In a step whose split holds a 0 every rank therefore accumulates locally
+(``no_sync`` for all passes) and then all-reduces the gradients once, explicitly, with
+torch.distributed: the arithmetic is the same (a sum over ranks divided by the world size).
+
+Buffers (BatchNorm running statistics) are broadcast from rank 0 once per step, before the
+first pass, rather than by DDP at every forward: ranks with different numbers of passes would
+otherwise call different numbers of broadcasts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from trainer.clock import ComputeClock
+from trainer.data import GlobalBatchOrder
+from trainer.step import collated
+from trainer.tasks import Task
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+"""The autocast dtype of each reduced ``--precision``."""
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """The forward pass's precision: autocast on the rank's device, or nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
+
+
+def micro_slices(indices: Sequence[int], micro: int | None) -> list[Sequence[int]]:
+    """``indices`` in consecutive slices of at most ``micro`` (one slice without a limit)."""
+    if not indices:
+        return []
+    size = micro or len(indices)
+    return [indices[i:i + size] for i in range(0, len(indices), size)]
+
+
+class ShareRunner:
+    """Runs this rank's share of each step and leaves the summed gradient in ``.grad``."""
+
+    def __init__(self, *, ddp: nn.Module, model: nn.Module, task: Task,
+                 order: GlobalBatchOrder, parameters: list[nn.Parameter], rank: int,
+                 world: int, device: torch.device, precision: str, clock: ComputeClock,
+                 scale_loss: Callable[[torch.Tensor], torch.Tensor],
+                 prefetched: Callable[[int, Sequence[int]], Any] | None = None) -> None:
+        self.ddp, self.model, self.task, self.order = ddp, model, task, order
+        self.parameters, self.rank, self.world, self.device = parameters, rank, world, device
+        self.precision, self.clock, self.scale_loss = precision, clock, scale_loss
+        self.prefetched = prefetched
+        """``prefetched(step, split)``: the whole share's batch, made ahead (trainer/prefetch.py);
+        used by a rank without a micro-batch (its share is always one pass)."""
+
+    def run(self, step: int, split: Sequence[int], micro: int | None,
+            slowdown: float) -> tuple[float, float, float]:
+        """``(loss sum, loss units, compute seconds)`` of this rank's share of ``step``."""
+        indices = self.order.local_indices(step, split, self.rank).tolist()
+        sync_buffers(self.model)
+        explicit = 0 in split  # some rank runs no backward: all-reduce explicitly (above)
+        slices = micro_slices(indices, micro)
+        self.clock.start(slowdown)
+        loss_total, units_total = 0.0, 0.0
+        for i, part in enumerate(slices):
+            last = i == len(slices) - 1 and not explicit
+            if self.prefetched is not None and micro is None:
+                batch = self.prefetched(step, split)
+            else:
+                batch = collated(self.task, part, self.device)
+            with self._sync_if(last):
+                with autocast(self.precision, self.device):
+                    loss_sum, units = self.task.loss(self.ddp, batch)
+                self.scale_loss(loss_sum).backward()
+            loss_total += float(loss_sum.detach())
+            units_total += float(units)
+        compute_s = self.clock.elapsed()  # includes the emulated slowdown, before the all-reduce
+        if explicit:
+            all_reduce_mean(self.parameters, self.world)
+        return loss_total, units_total, compute_s
+
+    def _sync_if(self, sync: bool) -> contextlib.AbstractContextManager[Any]:
+        no_sync: Callable[[], contextlib.AbstractContextManager[Any]] = self.ddp.no_sync  # type: ignore[assignment]
+        return contextlib.nullcontext() if sync else no_sync()
+
+
+def all_reduce_mean(parameters: Sequence[nn.Parameter], world: int) -> None:
+    """Every parameter's gradient averaged over the ranks (a missing one counts as zero), one
+    all-reduce per dtype: what DDP's reducer does, for steps where some rank has no backward."""
+    for group in _by_dtype(parameters):
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in group]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat.div_(world)
+        for p, chunk in zip(group, _unflatten(flat, group), strict=True):
+            p.grad = chunk
+
+
+def sync_buffers(model: nn.Module) -> None:
+    """Rank 0's buffers on every rank (one broadcast per dtype; nothing without buffers)."""
+    buffers = list(model.buffers())
+    for group in _by_dtype(buffers):
+        flat = torch.cat([b.detach().reshape(-1) for b in group])
+        dist.broadcast(flat, src=0)
+        with torch.no_grad():
+            for b, chunk in zip(group, _unflatten(flat, group), strict=True):
+                b.copy_(chunk)
+
+
+def _by_dtype(tensors: Sequence[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
+    groups: dict[torch.dtype, list[torch.Tensor]] = {}
+    for t in tensors:
+        groups.setdefault(t.dtype, []).append(t)
+    yield from groups.values()
+
+
+def _unflatten(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
+    offset = 0
+    for t in like:
+        yield flat[offset:offset + t.numel()].view_as(t)
+        offset += t.numel()
