@@ -35,6 +35,7 @@ from trainer.events import (
     CapacityEvent,
     CheckpointEvent,
     EndEvent,
+    EvalEvent,
     RebalanceEvent,
     ResourceEvent,
     StartEvent,
@@ -90,8 +91,7 @@ class RunModel:
         self.failed_rank: int | None = None
         self.check_report: CheckReport | None = None
         self.started_t: float | None = None
-        """Time of the run's first event (event times, so an attached run counts from its
-        real start)."""
+        """Time of the run's first event (an attached run counts from its real start)."""
         self.finished_t: float | None = None
         self.hosts: dict[str, HostInfo] = {name: HostInfo() for name in self.host_order}
         self.ranks: dict[int, RankRow] = {}
@@ -108,6 +108,7 @@ class RunModel:
         self.capacity: tuple[float | None, ...] = ()
         self.capacity_source = ""
         self.checkpoint: str | None = None
+        self.evals: list[EvalEvent] = []  # rank 0's, oldest first (the header shows the trend)
         self.history: deque[ThroughputPoint] = deque(maxlen=HISTORY_POINTS)
         self.decisions: deque[Decision] = deque(maxlen=DECISIONS_KEPT)
         self._pending: list[Decision] = []
@@ -228,6 +229,8 @@ class RunModel:
             self._pending.append(decision)
         elif isinstance(event, CapacityEvent):
             self.capacity, self.capacity_source = event.samples_per_s, event.source
+        elif isinstance(event, EvalEvent):
+            self.evals.append(event)
         elif isinstance(event, CheckpointEvent):
             self.checkpoint = event.path
             self.add_log(f"{wrapped.host}:{event.rank}", f"checkpoint at step {event.step}: "
@@ -243,6 +246,8 @@ class RunModel:
 
     def _apply_start(self, row: RankRow, event: StartEvent) -> None:
         row.device = "CPU" if event.device == "cpu" else event.device_name
+        if event.precision != "fp32":  # per rank, as devices differ in what they can do
+            row.device = f"{event.precision} {row.device}"
         row.backend = event.backend
         row.step, row.end_status, row.reason = event.step, None, ""
         if event.rank < len(event.split):

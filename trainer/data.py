@@ -55,36 +55,45 @@ class ImageDataset:
         return x, self.labels[index]
 
 
-def build_dataset(name: str, *, data_dir: str | None, samples: int, seed: int) -> ImageDataset:
-    """The named training set (raises UsageError naming what is missing)."""
+def build_dataset(name: str, *, data_dir: str | None, samples: int, seed: int,
+                  held_out: bool = False) -> ImageDataset:
+    """The named training set, or with ``held_out`` its held-out set: CIFAR's test batch, or
+    ``samples`` synthetic images drawn apart from the training ones (raises UsageError naming
+    what is missing)."""
     if name == "synthetic_image":
-        return synthetic_image(samples, seed)
+        return synthetic_image(samples, seed, held_out=held_out)
     if name in _CIFAR_SUBDIR:
         if not data_dir:
             raise UsageError(f"--dataset {name} needs --data-dir")
-        return load_cifar(name, Path(data_dir))
+        return load_cifar(name, Path(data_dir), held_out=held_out)
     raise UsageError(f"unknown --dataset {name!r}; choose synthetic_image, cifar10 or cifar100")
 
 
-def synthetic_image(samples: int, seed: int, num_classes: int = 10) -> ImageDataset:
+def synthetic_image(samples: int, seed: int, num_classes: int = 10, *,
+                    held_out: bool = False) -> ImageDataset:
     """A learnable image set that is a pure function of ``seed``.
 
     Each class has a smooth random pattern (8x8 noise upsampled to 32x32); an image is its
-    class's pattern plus pixel noise, so a CNN can learn the classes and the loss falls.
+    class's pattern plus pixel noise, so a CNN can learn the classes and the loss falls. The
+    held-out set has the same patterns and its own labels and noise (another generator), so
+    it never repeats a training image and the training set is the same with or without it.
     """
     g = torch.Generator().manual_seed(seed)
     coarse = torch.randn(num_classes, 3, 8, 8, generator=g)
     patterns = torch.nn.functional.interpolate(coarse, size=32, mode="bilinear",
                                                align_corners=False)
+    if held_out:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + 999_983)
     labels = torch.randint(0, num_classes, (samples,), generator=g)
     noise = torch.randn(samples, 3, 32, 32, generator=g)
     images = patterns.index_select(0, labels) + 1.5 * noise
     return ImageDataset(images.contiguous(), labels, num_classes)
 
 
-def load_cifar(name: str, data_dir: Path) -> ImageDataset:
-    """CIFAR-10/100 training batches from the standard python-pickle files in ``data_dir``
-    (or in its ``cifar-10-batches-py`` / ``cifar-100-python`` folder). No downloads."""
+def load_cifar(name: str, data_dir: Path, *, held_out: bool = False) -> ImageDataset:
+    """CIFAR-10/100 training batches (``held_out``: the test batch) from the standard
+    python-pickle files in ``data_dir`` (or in its ``cifar-10-batches-py`` /
+    ``cifar-100-python`` folder). No downloads."""
     expected = CIFAR10_FILES if name == "cifar10" else CIFAR100_FILES
     folder = data_dir
     if not (folder / expected[0]).is_file() and (data_dir / _CIFAR_SUBDIR[name]).is_dir():
@@ -96,6 +105,8 @@ def load_cifar(name: str, data_dir: Path) -> ImageDataset:
             f"files {', '.join(expected)} (missing: {', '.join(missing)})"
         )
     train_files = expected[:5] if name == "cifar10" else ("train",)
+    if held_out:
+        train_files = ("test_batch",) if name == "cifar10" else ("test",)
     label_key = b"labels" if name == "cifar10" else b"fine_labels"
     images: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []

@@ -174,6 +174,29 @@ class ResourceEvent:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EvalEvent:
+    """Rank 0: the held-out set was evaluated after ``step`` (sharded over the ranks)."""
+
+    kind: ClassVar[str] = "eval"
+    t: float
+    rank: int
+    step: int
+    """The step the evaluated parameters come from."""
+    samples: int
+    """Held-out items evaluated."""
+    units: int
+    """Loss units among them (images, or target tokens)."""
+    loss: float | None
+    """Mean held-out loss per unit."""
+    accuracy: float | None = None
+    """Fraction of correct predictions (classification tasks), else None."""
+    perplexity: float | None = None
+    """``exp(loss)`` for language models (tasks that count no correct predictions)."""
+    eval_s: float = 0.0
+    """Wall seconds the evaluation took (from rank 0's view)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class CheckpointEvent:
     """Rank 0 wrote a complete checkpoint."""
 
@@ -205,6 +228,7 @@ TrainerEvent = (
     | CapacityEvent
     | RebalanceEvent
     | ResourceEvent
+    | EvalEvent
     | CheckpointEvent
     | EndEvent
 )
@@ -217,6 +241,7 @@ EVENT_TYPES: dict[str, type[Any]] = {
         CapacityEvent,
         RebalanceEvent,
         ResourceEvent,
+        EvalEvent,
         CheckpointEvent,
         EndEvent,
     )

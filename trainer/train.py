@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -46,6 +46,7 @@ from trainer.dist import (
     print0,
     rank_info,
 )
+from trainer.evaluate import Evaluator, held_out
 from trainer.events import (
     CapacityEvent,
     EndEvent,
@@ -133,6 +134,8 @@ def train(config: TrainConfig) -> int:
     order = GlobalBatchOrder(len(task.train_data), config.global_batch, config.seed)
     run = RunState(total_steps=config.steps or (config.epochs or 1) * order.steps_per_epoch)
     check_total_steps(config, run.total_steps)
+    if config.eval_every:
+        held_out(task, config.eval_samples, f"the {config.task} task")
     events = EventWriter(events_path(config.run_dir, info.rank))
     stop = StopSignals()
     stop.install()
@@ -216,11 +219,20 @@ class Trainer:
                                   parameters=self.parameters, rank=self.rank, world=self.world,
                                   device=device, precision=config.precision, clock=self.clock,
                                   scale_loss=self.optim_step.scale_loss,
-                                  prefetched=self._prefetched if self.prefetcher else None)
+                                  prefetched=self._prefetcher_batch())
+        self.evaluator = Evaluator(
+            task=task, data=held_out(task, config.eval_samples, config.task),
+            every=config.eval_every, model=self.ddp, rank=self.rank, device=device,
+            precision=config.precision, micro_batch=self.micro_batch, events=events,
+        ) if config.eval_every else None
         self.checkpointer = Checkpointer(config, rank=self.rank, world=self.world, events=events,
                                          model=self.model, optimizer=self.optimizer,
                                          balancer=self.balancer,
                                          training=self.optim_step.state_dict)
+
+    def _prefetcher_batch(self) -> Callable[[int, Sequence[int]], Any] | None:
+        p, run = self.prefetcher, self.run
+        return None if p is None else (lambda step, split: p.batch(step, split, run.total_steps))
 
     def _restore(
         self, resumed: tuple[str, dict[str, Any]] | None
@@ -299,6 +311,7 @@ class Trainer:
             self._report(tallies, outcome, step_s=now - last_end)
             last_end = now
             resources.poll()
+            self._evaluate()
             self._rebalance()
             self.checkpointer.save(run)
 
@@ -312,10 +325,6 @@ class Trainer:
             print0(f"corral trainer: the trained result is in {final}")
         # Leave together: no rank tears the group down while another still talks to it.
         dist.barrier()
-
-    def _prefetched(self, step: int, split: Sequence[int]) -> Any:
-        assert self.prefetcher is not None
-        return self.prefetcher.batch(step, split, self.run.total_steps)
 
     def train_step(self, step: int) -> tuple[list[StepTally], StepOutcome]:
         """Run step ``step`` (1-based) on this rank; every rank's tally of it, by rank, and
@@ -361,6 +370,12 @@ class Trainer:
         if self.rank == 0 and (run.step % 10 == 0 or run.step == run.total_steps):
             print0(f"step {run.step}/{run.total_steps} loss {global_loss:.4f} "
                    f"{c.global_batch / step_s:.1f} samples/s split {_csv(run.split)}")
+
+    def _evaluate(self) -> None:
+        """The held-out set, when due (every rank at the same steps: it is collective)."""
+        run = self.run
+        if self.evaluator is not None and self.evaluator.due(run.step, run.total_steps):
+            self.evaluator.run(run.step, run.split)
 
     def _rebalance(self) -> None:
         """Dynamic policy: rank 0 decides, every rank switches at the next step together."""

@@ -13,9 +13,12 @@ from trainer.data import build_dataset
 from trainer.models import build_model
 from trainer.tasks import Task
 
-OPTIONS = ("model", "dataset", "data_dir", "samples", "norm", "seed")
+OPTIONS = ("model", "dataset", "data_dir", "samples", "norm", "seed", "eval_samples")
 """What ``build`` reads; the trainer fills them from ``--model``, ``--dataset``, ``--data-dir``,
-``--samples``, ``--norm`` (resolved) and ``--seed``."""
+``--samples``, ``--norm`` (resolved), ``--seed`` and ``--eval-samples`` (None: no held-out set
+for the synthetic data unless evaluation asks for one)."""
+SYNTHETIC_EVAL_SAMPLES = 512
+"""Held-out synthetic images made when ``--eval-every`` is given without ``--eval-samples``."""
 
 
 def build(options: dict[str, Any]) -> Task:
@@ -28,7 +31,18 @@ def build(options: dict[str, Any]) -> Task:
                             samples=int(options["samples"]), seed=int(options["seed"]))
     model = build_model(options["model"], dataset.num_classes, options["norm"])
     return Task(model=model, train_data=dataset, loss=classification_loss,
-                evaluate=classification_metrics)
+                evaluate=classification_metrics, eval_data=_held_out(options))
+
+
+def _held_out(options: dict[str, Any]) -> Any:
+    """CIFAR's test batch, or ``eval_samples`` synthetic held-out images; None unless asked
+    for (``eval_samples`` given: reading or generating them costs memory and time)."""
+    name, wanted = options["dataset"], options.get("eval_samples")
+    if wanted is None:
+        return None
+    samples = int(wanted)
+    return build_dataset(name, data_dir=options.get("data_dir"), samples=samples,
+                         seed=int(options["seed"]), held_out=True)
 
 
 def classification_loss(

@@ -16,6 +16,7 @@ from typing import Any
 from profiles.errors import CorralError, UsageError
 from trainer.config import TrainConfig, split_task_spec
 from trainer.tasks import BUILTIN_TASKS, Task
+from trainer.tasks.image import SYNTHETIC_EVAL_SAMPLES
 from trainer.tasks.user import describe_exception, load_builder
 
 
@@ -42,7 +43,9 @@ def build_task(config: TrainConfig) -> Task:
                              "is set up by --model, --dataset, --data-dir, --samples, --norm")
         options = {"model": config.model, "dataset": config.dataset,
                    "data_dir": config.data_dir, "samples": config.samples,
-                   "norm": config.resolved_norm, "seed": config.seed}
+                   "norm": config.resolved_norm, "seed": config.seed,
+                   "eval_samples": (config.eval_samples or SYNTHETIC_EVAL_SAMPLES)
+                   if config.eval_every else None}
     if config.task in BUILTIN_TASKS:
         module = importlib.import_module(f"trainer.tasks.{config.task}")
         return check_task(module.build(options), f"the {config.task} task")

@@ -1,14 +1,16 @@
-"""Header: cluster, run id and state; progress bar with step, epoch, ETA, loss and elapsed."""
+"""Header: cluster, run id and state; progress bar with step, epoch, ETA, loss, the latest
+evaluation and its trend, and elapsed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from rich.text import Text
 from textual.widget import Widget
 
 from console.state import RunModel
 from console.widgets.common import bar, fmt_duration, fmt_percent, fmt_rate
+from trainer.events import EvalEvent
 
 STATE_STYLES = {
     "idle": "grey50", "checking": "cyan", "pushing": "cyan", "launching": "cyan",
@@ -39,6 +41,8 @@ def live_parts(model: RunModel, now: float) -> list[str]:
         parts.append(f"ep {model.epoch}")
     parts.append(f"ETA {fmt_duration(model.eta_s)}")
     parts.append("loss —" if model.loss is None else f"loss {model.loss:.4g}")
+    if model.evals:
+        parts.append(eval_summary(model.evals))
     parts.append(f"elapsed {fmt_duration(model.elapsed_s(now))}")
     return parts
 
@@ -56,6 +60,8 @@ def finished_parts(model: RunModel, now: float) -> list[str]:
         if best is not None and best[0] != last[0]:
             loss += f" (best {best[1]:.4g})"
         parts.append(loss)
+    if model.evals:
+        parts.append(eval_summary(model.evals))
     return parts
 
 
@@ -70,6 +76,28 @@ def progress_line(model: RunModel, now: float, width: int) -> Text:
     text.append(bar(fraction, bar_width), style="green")
     text.append(f"] {fraction * 100:3.0f}%")
     text.append(tail)
+    return text
+
+
+def eval_summary(evals: Sequence[EvalEvent]) -> str:
+    """``eval 0.412↓ acc 83.1%↑`` (or ``ppl``): the latest values, arrows against the last
+    evaluation before it (→ for no change)."""
+    latest = evals[-1]
+    before = evals[-2] if len(evals) > 1 else None
+
+    def trend(now: float | None, then: float | None) -> str:
+        if now is None or then is None or now == then:
+            return "→" if then is not None else ""
+        return "↑" if now > then else "↓"
+
+    text = "eval —" if latest.loss is None else f"eval {latest.loss:.4g}"
+    text += trend(latest.loss, before.loss if before else None)
+    if latest.accuracy is not None:
+        text += f" acc {latest.accuracy:.1%}"
+        text += trend(latest.accuracy, before.accuracy if before else None)
+    elif latest.perplexity is not None:
+        text += f" ppl {latest.perplexity:.4g}"
+        text += trend(latest.perplexity, before.perplexity if before else None)
     return text
 
 
