@@ -8,7 +8,7 @@ rank 0 adds them up in chunk order and writes an ``eval`` event. Because a chunk
 depend on which rank computed them and are added in the same order, the values are the same
 whatever the split (on identical devices).
 
-From the sums: ``loss = loss_sum / count``; ``accuracy = correct / count`` when the task
+From the sums: ``loss = loss_sum / count`` (``tokens`` for language models); ``accuracy = correct / count`` when the task
 counts correct predictions (images), else ``perplexity = exp(loss)`` (language models).
 """
 
@@ -117,7 +117,7 @@ def _collate(task: Task, items: list[Any]) -> Any:
 
 def eval_event(step: int, totals: dict[str, float], samples: int, seconds: float) -> EvalEvent:
     """The ``eval`` event of the summed metrics (see the module docstring)."""
-    count = totals.get("count", 0.0)
+    count = totals.get("count", totals.get("tokens", 0.0))  # images count, LMs count tokens
     loss = totals.get("loss_sum", math.nan) / count if count else math.nan
     accuracy = totals["correct"] / count if "correct" in totals and count else None
     perplexity = None
