@@ -8,8 +8,9 @@ rank 0 adds them up in chunk order and writes an ``eval`` event. Because a chunk
 depend on which rank computed them and are added in the same order, the values are the same
 whatever the split (on identical devices).
 
-From the sums: ``loss = loss_sum / count`` (``tokens`` for language models); ``accuracy = correct / count`` when the task
-counts correct predictions (images), else ``perplexity = exp(loss)`` (language models).
+From the sums: ``loss = loss_sum / count`` (``tokens`` for language models);
+``accuracy = correct / count`` when the task counts correct predictions (images), else
+``perplexity = exp(loss)`` (language models).
 """
 
 from __future__ import annotations
