@@ -218,7 +218,7 @@ class RunSection:
     eval_samples: int | None = None
     """Held-out items to evaluate; not set: the task's eval set (synthetic: 512)."""
     eval_data: str | None = None
-    """causal_lm: a held-out text file on every host; not set: a held-out fraction."""
+    """causal_lm held-out text: not supported yet (the trainer refuses it)."""
 
     def __post_init__(self) -> None:
         _check("[run] ", rules.run_problems(_values(self)))
