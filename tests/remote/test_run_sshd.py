@@ -82,7 +82,9 @@ async def test_a_killed_rank_ends_the_run_naming_it_and_leaves_nothing(sshd_clus
 
 async def test_a_dropped_host_fails_the_run_and_is_cleaned_up(sshd_cluster) -> None:
     cluster = sshd_cluster(2)
-    config = cluster.config(run=tiny_run(steps=100000))
+    # lost_after = 0: a dropped connection counts as a lost host at once (the default waits
+    # and reconnects: tests/remote/test_reliability_sshd.py).
+    config = cluster.config(run=tiny_run(steps=100000), ssh=cluster.ssh_section(lost_after=0))
     controller = SshRunController(config, preflight=False)
     events = []
     dropped = False
