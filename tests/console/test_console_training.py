@@ -39,3 +39,28 @@ def test_the_header_shows_the_latest_eval_and_its_trend() -> None:
     m.apply(RankEvent(host="a", event=replace(lm, step=30)))
     m.apply(RankEvent(host="a", event=replace(lm, step=40, loss=2.2, perplexity=9.025)))
     assert "eval 2.2↑ ppl 9.025↑" in progress_line(m, 20.0, 160).plain
+
+
+def test_the_loss_panel_draws_the_eval_curve_on_the_training_steps() -> None:
+    from console.widgets.loss import loss_lines, title_line
+    from trainer.events import StepEvent
+
+    m = RunModel(cluster_name="lab", hosts=("a",), policy="static", total_steps=100)
+    m.reset_run("r1")
+    m.apply(start(0, "a", "fp32"))
+    for step in range(1, 21):
+        m.apply(RankEvent(host="a", event=StepEvent(
+            t=10.0 + step, rank=0, step=step, epoch=0, local_batch=64, loss=2.0 / step,
+            compute_s=0.1, step_s=0.1, samples_per_s=640.0, global_loss=2.0 / step)))
+        if step % 10 == 0:
+            m.apply(RankEvent(host="a", event=EvalEvent(
+                t=10.5 + step, rank=0, step=step, samples=200, units=200, loss=3.0 / step,
+                accuracy=step / 40)))
+    lines, steps = loss_lines(m)
+    by_name = {line.label: line.values for line in lines}
+    assert steps == list(range(1, 21))
+    assert by_name["loss"][-1] == 0.1
+    # The held-out points sit on the steps they were taken at, nowhere else.
+    assert [v for v in by_name["eval loss"] if v is not None] == [0.3, 0.15]
+    assert by_name["eval loss"][9] == 0.3 and by_name["eval accuracy"][19] == 0.5
+    assert "eval loss" in title_line(m).plain
