@@ -218,7 +218,8 @@ class RunSection:
     eval_samples: int | None = None
     """Held-out items to evaluate; not set: the task's eval set (synthetic: 512)."""
     eval_data: str | None = None
-    """causal_lm held-out text: not supported yet (the trainer refuses it)."""
+    """causal_lm: a held-out .txt/.jsonl file (on every host) evaluated by ``eval_every``; or
+    the task option ``eval_fraction`` holds out the end of ``data``."""
 
     def __post_init__(self) -> None:
         _check("[run] ", rules.run_problems(_values(self)))

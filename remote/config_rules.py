@@ -265,8 +265,8 @@ def _training_problems(out: Problems, values: Mapping[str, Any]) -> None:
     _number(out, values, "clip_grad", 0.0, inclusive=False)
     _at_least(out, values, "eval_every", 0)
     _at_least(out, values, "eval_samples", 1)
-    if values.get("eval_data") is not None:
-        out.append(("eval_data", "is not supported yet: the causal_lm task has no held-out set"))
+    if values.get("eval_data") is not None and values.get("task", "image") != "causal_lm":
+        out.append(("eval_data", "is the causal_lm task's held-out file (task = \"causal_lm\")"))
     steps, lr, min_lr = values.get("steps"), values.get("lr"), values.get("min_lr")
     for key in ("eval_every", "warmup_steps"):
         value = values.get(key)

@@ -55,9 +55,10 @@ def check_training(config: TrainConfig) -> None:
     if config.steps is not None and config.eval_every > config.steps:
         raise UsageError(f"--eval-every {config.eval_every} is larger than the run's "
                          f"--steps {config.steps}: no evaluation would ever happen")
-    if config.eval_data is not None:
-        raise UsageError("--eval-data is not supported yet: the causal_lm task has no held-out "
-                         "set; evaluate image tasks, or user tasks that set eval_data")
+    if config.eval_data is not None and config.task != "causal_lm":
+        raise UsageError("--eval-data is the causal_lm task's held-out file; image tasks "
+                         "evaluate --eval-samples (or CIFAR's test batch), user tasks their "
+                         "own eval_data")
     if config.eval_samples is not None and config.eval_samples < 1:
         raise UsageError(f"--eval-samples must be >= 1, got {config.eval_samples}")
     if config.steps is not None and config.warmup_steps > config.steps:
@@ -129,7 +130,8 @@ def add_training_flags(parser: argparse.ArgumentParser, defaults: TrainConfig) -
                    help="held-out items to evaluate (default: the task's whole eval set; "
                    "synthetic images: 512 generated)")
     g.add_argument("--eval-data", default=None, metavar="FILE",
-                   help="causal_lm held-out text: NOT SUPPORTED YET (refused)")
+                   help="causal_lm: held-out .txt/.jsonl file in the data's format "
+                   "(or the task option eval_fraction)")
 
 
 def _csv(values: Sequence[object]) -> str:

@@ -55,7 +55,8 @@ def held_out(task: Task, eval_samples: int | None, source: str) -> Dataset:
     if task.eval_data is None or len(task.eval_data) == 0:
         raise UsageError(f"--eval-every needs held-out data, and {source} has none: give "
                          "--eval-samples (synthetic images), a CIFAR --data-dir with its test "
-                         "batch, or eval_data in a user task (causal_lm has none yet)")
+                         "batch, --eval-data FILE or the eval_fraction option (causal_lm), "
+                         "or eval_data in a user task")
     return Subset(task.eval_data, eval_samples) if eval_samples else task.eval_data
 
 

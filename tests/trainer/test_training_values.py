@@ -80,7 +80,7 @@ gpus = 0
     ("[run]\nlr = 0.1\nmin_lr = 0.2\n", "[run] min_lr: 0.2 is above lr"),
     ('[run]\nprecision = "fp16"\n', '[run] precision: "fp16" needs a GPU for every rank'),
     ("micro_batch = 0\n", "micro_batch: must be at least 1, got 0"),
-    ('[run]\neval_data = "held_out.txt"\n', "[run] eval_data: is not supported yet"),
+    ('[run]\neval_data = "held_out.txt"\n', "[run] eval_data: is the causal_lm task's held-out"),
 ])
 def test_bad_cluster_toml_values_name_the_key(extra: str, needle: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -127,6 +127,6 @@ def test_corral_check_names_a_precision_the_device_cannot_do() -> None:
     assert bf16_cpu.items[0].ok and bf16_cpu.items[0].detail == "bf16 on the CPU"
 
 
-def test_eval_data_is_refused_until_causal_lm_has_a_held_out_set() -> None:
-    with pytest.raises(UsageError, match="--eval-data is not supported yet"):
+def test_eval_data_is_refused_for_a_task_other_than_causal_lm() -> None:
+    with pytest.raises(UsageError, match="--eval-data is the causal_lm task's held-out file"):
         parse_config(["--eval-data", "held_out.txt"])

@@ -56,6 +56,12 @@ class CausalLMOptions:
     """Comma-separated module names that get LoRA adapters."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward: less memory, more compute."""
+    eval_data: str = ""
+    """A held-out file in ``data``'s format (also ``--eval-data``), evaluated by
+    ``--eval-every``."""
+    eval_fraction: float = 0.0
+    """Without ``eval_data``: this fraction of ``data``'s examples (the last ones) is held out
+    from training and evaluated instead."""
 
 
 OPTIONS = tuple(f.name for f in fields(CausalLMOptions))
@@ -80,6 +86,9 @@ def parse_options(options: dict[str, Any]) -> CausalLMOptions:
     parsed = CausalLMOptions(**values)
     if parsed.seq_len < 2:
         raise UsageError(f"causal_lm option seq_len must be >= 2, got {parsed.seq_len}")
+    if not 0 <= parsed.eval_fraction < 1:
+        raise UsageError(f"causal_lm option eval_fraction must be in [0, 1), got "
+                         f"{parsed.eval_fraction}")
     if parsed.lora_r < 0 or parsed.lora_alpha <= 0 or not 0 <= parsed.lora_dropout < 1:
         raise UsageError("causal_lm options need lora_r >= 0, lora_alpha > 0 and "
                          "0 <= lora_dropout < 1")
@@ -116,14 +125,18 @@ def build(options: dict[str, Any]) -> Task:
     # peft asks transformers a deprecated question; the warning is about their versions.
     warnings.filterwarnings("ignore", message=".*(is_)?gradient_checkpointing.*deprecated")
     model, tokenizer = _load_model(opts)
-    rows = read_examples(Path(opts.data).expanduser())
-    examples = tokenize_examples(
-        rows, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
-        tokenizer.bos_token_id, tokenizer.eos_token_id)
+    rows, held_out_rows = _train_and_held_out_rows(opts)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    data: PackedSequences | PaddedExamples
-    data = (PackedSequences(examples, opts.seq_len) if opts.packing
-            else PaddedExamples(examples, opts.seq_len, pad_id))
+
+    def sequences(of_rows: list[dict[str, str]]) -> PackedSequences | PaddedExamples:
+        examples = tokenize_examples(
+            of_rows, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
+            tokenizer.bos_token_id, tokenizer.eos_token_id)
+        return (PackedSequences(examples, opts.seq_len) if opts.packing
+                else PaddedExamples(examples, opts.seq_len, pad_id))
+
+    data = sequences(rows)
+    eval_data = sequences(held_out_rows) if held_out_rows else None
     model = _adapt(model, opts)
 
     def save_final(trained: Any, folder: Path) -> None:
@@ -132,7 +145,23 @@ def build(options: dict[str, Any]) -> Task:
 
     return Task(model=model, train_data=data, loss=lm_loss, save_final=save_final,
                 collate=data.collate if isinstance(data, PaddedExamples) else None,
-                evaluate=lm_metrics)
+                evaluate=lm_metrics, eval_data=eval_data)
+
+
+def _train_and_held_out_rows(
+    opts: CausalLMOptions,
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The training examples and the held-out ones: ``eval_data``'s, else the last
+    ``eval_fraction`` of ``data``'s (never trained on), else none."""
+    rows = read_examples(Path(opts.data).expanduser())
+    if opts.eval_data:
+        return rows, read_examples(Path(opts.eval_data).expanduser())
+    held = round(len(rows) * opts.eval_fraction)
+    if opts.eval_fraction and not 0 < held < len(rows):
+        raise UsageError(f"causal_lm eval_fraction {opts.eval_fraction} of {len(rows)} "
+                         f"examples in {opts.data} leaves {len(rows) - held} to train on and "
+                         f"{held} to evaluate: both need at least one")
+    return rows[: len(rows) - held], rows[len(rows) - held:]
 
 
 def _load_model(opts: CausalLMOptions) -> tuple[Any, Any]:

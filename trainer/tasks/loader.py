@@ -46,6 +46,8 @@ def build_task(config: TrainConfig) -> Task:
                    "norm": config.resolved_norm, "seed": config.seed,
                    "eval_samples": (config.eval_samples or SYNTHETIC_EVAL_SAMPLES)
                    if config.eval_every else None}
+    if config.task == "causal_lm" and config.eval_data is not None:
+        options = {**options, "eval_data": config.eval_data}
     if config.task in BUILTIN_TASKS:
         module = importlib.import_module(f"trainer.tasks.{config.task}")
         return check_task(module.build(options), f"the {config.task} task")
