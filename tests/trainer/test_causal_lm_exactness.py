@@ -53,7 +53,8 @@ def test_padded_pairs_any_split_gives_the_same_lora_weights(lm: TinyLM, tmp_path
 
 
 def test_stop_at_10_and_resume_to_20_equals_20_straight(lm: TinyLM, tmp_path: Path) -> None:
-    flags = lm_flags(lm, optimizer="adamw")  # the optimizer state is restored too
+    # The optimizer state is restored too; micro-batches and clipping stay on across the stop.
+    flags = [*lm_flags(lm, optimizer="adamw"), "--micro-batch", "3", "--clip-grad", "0.05"]
     straight = _run(tmp_path / "straight", "5,3", *flags, "--steps", "20")
     resumed_dir = tmp_path / "resumed"
     _run(resumed_dir, "5,3", *flags, "--steps", "10")
