@@ -195,8 +195,9 @@ class RunSection:
     stop the rest and launch the run again from its newest good checkpoint, up to this many
     times. The data order and random state continue exactly, so the result is the same."""
     on_host_loss: Literal["stop", "continue"] = "stop"
-    """A host lost during the run (unreachable past ``[ssh] lost_after``): ``stop`` fails the
-    run; ``continue`` drops the host and restarts from the newest checkpoint on the others,
+    """A host lost during the run (unreachable past ``[ssh] lost_after``, or its ranks failing
+    two attempts in a row under ``max_restarts``): ``stop`` fails the run; ``continue`` drops
+    the host and restarts from the newest checkpoint on the others,
     the same global batch re-split among them (the result is the same, only slower)."""
     hang_limit: float = 300.0
     """Seconds without a step after which corral stops the run, naming the rank that holds

@@ -34,7 +34,7 @@ from remote.launch import run_dir_for
 from remote.monitor import RunMonitor
 from remote.pool import HostPool
 from remote.reconnect import resilient_tail
-from remote.recovery import restart_refusal
+from remote.recovery import REPEATED_FAILURES, count_failure, restart_refusal
 from remote.runs import (
     RunInfo,
     describe_stop,
@@ -113,10 +113,10 @@ class SshRunHandle:
     async def events(self) -> AsyncIterator[RunEvent]:
         """Every event of the run, ending with its final ``RunStatus``.
 
-        With ``[run] max_restarts``, a run that fails after it ran (a rank died, a host
-        dropped, a hang) is stopped and launched again from its newest checkpoint, up to that
-        many times; each restart shows as a ``launching`` status and a log line."""
-        restarts = 0
+        With ``[run] max_restarts``, a run that fails after it ran (a rank died, a host dropped,
+        a hang) is relaunched from its newest checkpoint, up to that many times (each restart a
+        ``launching`` status and a log line); ``on_host_loss`` may drop a host first."""
+        restarts, failure_streaks = 0, dict[str, int]()
         try:
             while True:
                 if self._launch:
@@ -135,6 +135,8 @@ class SshRunHandle:
                     yield event
                 if final is None:
                     return
+                if (failing := count_failure(failure_streaks, final)) is not None:
+                    self._lost.setdefault(failing, f"failed {REPEATED_FAILURES} times in a row")
                 if self._can_drop_lost_hosts(final):
                     for event in self._drop_lost_hosts(final):
                         yield event
@@ -158,8 +160,9 @@ class SshRunHandle:
                 await self._pool.aclose()
 
     def _can_drop_lost_hosts(self, final: RunStatus) -> bool:
-        """``on_host_loss = "continue"``, the run failed because a host was lost, and the run
-        can go on without it (the master, which holds the rendezvous, is not lost)."""
+        """``on_host_loss = "continue"``, the run failed on a lost host (or one that failed
+        ``REPEATED_FAILURES`` attempts in a row), and it can go on without it (the master,
+        which holds the rendezvous, is not lost)."""
         return (self.config.run.on_host_loss == "continue" and final.state == "failed"
                 and self._launch and not self._stopping and final.failed_host in self._lost
                 and self.config.cluster.master not in self._lost and self._stop_clean
@@ -349,8 +352,7 @@ class SshRunController:
         """Run the pre-flight check before each launch (off only to save time in tests)."""
 
     async def check(self) -> CheckReport:
-        """Pre-flight check of every host in parallel and, when it passes, the launch plan a
-        run would follow (nothing is started)."""
+        """Pre-flight check of every host in parallel, with the launch plan when it passes."""
         from remote.preview import check_with_preview
 
         return await check_with_preview(self.config, self.pool)

@@ -4,6 +4,23 @@ from __future__ import annotations
 
 from remote.api import RunStatus
 
+REPEATED_FAILURES = 2
+"""With ``on_host_loss = "continue"``, a host whose ranks failed this many attempts in a row is
+dropped like a lost one (a restart on the same hosts would fail again)."""
+
+
+def count_failure(streaks: dict[str, int], final: RunStatus) -> str | None:
+    """Add ``final`` to the per-host streaks of failures in a row (an attempt that failed on
+    another host, or did not fail, ends a host's streak); the host whose streak reached
+    ``REPEATED_FAILURES``, else None."""
+    host = final.failed_host if final.state == "failed" else None
+    for other in [h for h in streaks if h != host]:
+        del streaks[other]
+    if host is None:
+        return None
+    streaks[host] = streaks.get(host, 0) + 1
+    return host if streaks[host] >= REPEATED_FAILURES else None
+
 
 def restart_refusal(final: RunStatus, restarts: int, limit: int, *, wanted: bool,
                     stop_clean: bool) -> str | None:

@@ -156,3 +156,22 @@ async def test_a_host_cut_off_for_good_is_dropped_and_the_run_completes_on_the_o
     ends = [e.event for e in events if isinstance(e, RankEvent) and isinstance(e.event, EndEvent)]
     assert ends[-1].status == "completed" and ends[-1].step == steps
     assert run_processes(handle.run_id) == []
+
+
+def test_a_host_failing_attempts_in_a_row_counts_as_lost() -> None:
+    from remote.recovery import REPEATED_FAILURES, count_failure
+
+    def failed(host: str | None) -> RunStatus:
+        return RunStatus(t=0.0, run_id="r", state="failed", detail="x", failed_host=host)
+
+    streaks: dict[str, int] = {}
+    assert count_failure(streaks, failed("h1")) is None  # once: a restart may cure it
+    assert count_failure(streaks, failed("h2")) is None  # another host's failure ends h1's run
+    assert count_failure(streaks, failed("h1")) is None
+    for _ in range(REPEATED_FAILURES - 1):
+        found = count_failure(streaks, failed("h1"))
+    assert found == "h1"
+    # A run that did not fail, or failed without a culprit, ends every streak.
+    assert count_failure(streaks, replace(failed("h1"), state="completed")) is None
+    assert streaks == {}
+    assert count_failure(streaks, failed(None)) is None and streaks == {}
