@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trainer.events import StartEvent, StepEvent, TrainerEvent
+from trainer.events import EVAL_METRICS, StartEvent, StepEvent, TrainerEvent
 
 CURVE_POINTS = 4000
 """Loss points kept for the chart; past that every other point is dropped (the chart shows at
@@ -92,9 +92,9 @@ class RunTotals:
         step = getattr(event, "step", None)
         if getattr(event, "rank", 0) != 0 or not isinstance(step, int):
             return
-        for name, value in vars(event).items():
-            if (name in ("t", "rank", "step") or isinstance(value, bool)
-                    or not isinstance(value, int | float)):
+        for name in EVAL_METRICS:
+            value = getattr(event, name, None)
+            if isinstance(value, bool) or not isinstance(value, int | float):
                 continue
             lower = any(word in name for word in ("loss", "perplexity", "ppl", "error"))
             self.evals.setdefault(name, Curve(lower_is_better=lower)).add(step, float(value))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from remote.history import Recorded
-from trainer.events import StartEvent, StepEvent
+from trainer.events import EVAL_METRICS, StartEvent, StepEvent
 
 
 @dataclass
@@ -110,9 +110,9 @@ class RunSeries:
             step = line.data.get("step")
             if line.kind != "eval" or line.rank != 0 or not isinstance(step, int):
                 continue
-            for key, value in line.data.items():
-                if (key not in ("t", "v", "rank", "step", "event")
-                        and isinstance(value, int | float) and not isinstance(value, bool)):
+            for key in EVAL_METRICS:
+                value = line.data.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool):
                     evals.setdefault(key, []).append((step, float(value)))
         return cls(steps=list(rows), loss=[r.loss for r in rows.values()],
                    samples_per_s=[r.cluster_samples_per_s for r in rows.values()],

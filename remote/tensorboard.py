@@ -36,7 +36,7 @@ from typing import Any
 from profiles.errors import UsageError
 from remote.history import Recorded, read_lines
 from remote.stream import COLLECTED, LOCK_FILE, CollectedCopy
-from trainer.events import EventFormatError, RebalanceEvent, event_from_dict
+from trainer.events import EVAL_METRICS, EventFormatError, RebalanceEvent, event_from_dict
 
 BOARD_DIR = "tensorboard"
 """Under a run's local directory."""
@@ -192,8 +192,7 @@ class BoardWriter:
         if step is None:
             return
         self._scalars(step, t, [
-            (f"eval/{key}", _num(value)) for key, value in data.items()
-            if key not in ("t", "v", "rank", "step", "event")])
+            (f"eval/{key}", _num(data.get(key))) for key in EVAL_METRICS])
 
     def flush(self) -> None:
         """Write what is queued to disk now."""

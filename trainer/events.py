@@ -173,6 +173,10 @@ class ResourceEvent:
     """This process's resident memory."""
 
 
+EVAL_METRICS = ("loss", "accuracy", "perplexity")
+"""The fields of an ``eval`` event that are metrics (the others say what was evaluated)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class EvalEvent:
     """Rank 0: the held-out set was evaluated after ``step`` (sharded over the ranks)."""

@@ -63,4 +63,5 @@ def test_the_loss_panel_draws_the_eval_curve_on_the_training_steps() -> None:
     # The held-out points sit on the steps they were taken at, nowhere else.
     assert [v for v in by_name["eval loss"] if v is not None] == [0.3, 0.15]
     assert by_name["eval loss"][9] == 0.3 and by_name["eval accuracy"][19] == 0.5
+    assert set(by_name) == {"loss", "eval loss", "eval accuracy"}  # samples/units: no curve
     assert "eval loss" in title_line(m).plain

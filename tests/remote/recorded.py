@@ -15,6 +15,7 @@ from typing import Any
 from remote.runs import RunInfo
 from trainer.events import (
     EndEvent,
+    EvalEvent,
     RebalanceEvent,
     StartEvent,
     StepEvent,
@@ -88,8 +89,8 @@ def synthetic_run(*, steps: int, t0: float = 1_700_000_000.0, move_at: int | Non
                 data = {**event_to_dict(event), "lr": 0.01 / step}
             lines.append((host, data))
         if extra and step % 5 == 0:
-            lines.append((HOSTS[0], {"event": "eval", "v": 1, "t": t, "rank": 0, "step": step,
-                                     "loss": 3.0 / step, "accuracy": step / 100}))
+            lines.append((HOSTS[0], EvalEvent(t=t, rank=0, step=step, samples=100, units=100,
+                                              loss=3.0 / step, accuracy=step / 100)))
     for rank in (0, 1):
         status = end if rank == 1 or end != "failed" else "interrupted"
         lines.append((HOSTS[rank], EndEvent(t=t + 0.01, rank=rank, step=steps, status=status,
