@@ -16,16 +16,15 @@ from typing import ClassVar
 
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.containers import Container
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from console.past_runs import PastRuns
 from console.state import RunModel
 from console.widgets.balancer import BalancerPanel
 from console.widgets.header import RunHeader
 from console.widgets.hosts import HostsPanel
+from console.widgets.layout import run_panels
 from console.widgets.logs import LogsPanel
 from console.widgets.loss import LossPanel
 from console.widgets.modals import ConfirmScreen, HelpScreen, QuitScreen
@@ -63,14 +62,7 @@ class ConsoleApp(PastRuns):
 
     # ---------------------------------------------------------------- layout and refresh
     def compose(self) -> ComposeResult:
-        yield RunHeader(self.model, self.clock, id="header")
-        with Container(id="body"):
-            yield HostsPanel(self.model, id="hosts")
-            yield ThroughputPanel(self.model, id="throughput")
-            yield LossPanel(self.model, id="loss")
-            yield BalancerPanel(self.model, id="balancer")
-            yield LogsPanel(self.model, id="logs")
-        yield Footer()
+        yield from run_panels(self.model, self.clock)
 
     def on_mount(self) -> None:
         self.refresh_panels(force=True)
