@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from console.app import ConsoleApp
 from console.fake import FakeRun, LoadController, LoadRun
-from console.state import RunModel
+from console.model.run import RunModel
 from console.widgets.modals import HelpScreen
 from remote.api import RankEvent, RunEvent
 from trainer.events import event_to_json

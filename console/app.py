@@ -19,8 +19,8 @@ from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.screen import Screen
 
+from console.model.run import RunModel
 from console.past_runs import PastRuns
-from console.state import RunModel
 from console.widgets.balancer import BalancerPanel
 from console.widgets.header import RunHeader
 from console.widgets.hosts import HostsPanel

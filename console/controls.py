@@ -17,7 +17,7 @@ from textual import work
 from textual.app import App
 from textual.screen import Screen
 
-from console.state import RunModel
+from console.model.run import RunModel
 from console.widgets.modals import CheckReportScreen, MessageScreen, stop_report_text
 from profiles.errors import CorralError
 from remote.api import CheckReport, RunController, RunHandle, StopReport

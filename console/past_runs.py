@@ -66,7 +66,7 @@ class PastRuns(RunControls):
 
     def open_past_run(self, run_id: str) -> None:
         """Show a recorded run in the console's panels, read-only."""
-        from console.recorded import model_from_history
+        from console.model.recorded import model_from_history
         from console.widgets.runs.past import PastRunScreen
 
         try:

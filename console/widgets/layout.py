@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import Container
 from textual.widgets import Footer
 
-from console.state import RunModel
+from console.model.run import RunModel
 from console.widgets.balancer import BalancerPanel
 from console.widgets.header import RunHeader
 from console.widgets.hosts import HostsPanel

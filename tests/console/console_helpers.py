@@ -9,7 +9,7 @@ from typing import Any
 
 from console.app import ConsoleApp
 from console.fake import FakeController
-from console.state import RunModel
+from console.model.run import RunModel
 
 FIXED_NOW = 1_000_030.0
 """The injected clock: elapsed times and snapshots do not depend on when the test runs."""

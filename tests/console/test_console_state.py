@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from console.fake import FakeHost, events_only, scripted_run
-from console.state import MEASURE_AFTER_STEPS, RunModel
+from console.model.run import MEASURE_AFTER_STEPS, RunModel
 from remote.api import CheckItem, CheckReport, HostStatus, LogLine, RankEvent, RunStatus
 from trainer.events import (
     CapacityEvent,

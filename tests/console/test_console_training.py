@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from console.state import RunModel
+from console.model.run import RunModel
 from console.widgets.header import progress_line
 from remote.api import RankEvent
 from trainer.events import EvalEvent, StartEvent

@@ -9,8 +9,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from console.records import Decision
-from console.state import RunModel
+from console.model.records import Decision
+from console.model.run import RunModel
 from console.widgets.common import LinesView, bar, cells, fmt_percent
 
 SHARE_STYLE = "cyan"

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from rich.text import Text
 from textual.widget import Widget
 
-from console.state import RunModel
+from console.model.run import RunModel
 from console.widgets.common import bar, fmt_duration, fmt_percent, fmt_rate
 from trainer.events import EvalEvent
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from rich.text import Text
 
-from console.records import RowView
-from console.state import RunModel
+from console.model.records import RowView
+from console.model.run import RunModel
 from console.widgets.common import LinesView, bar, cells, fmt_bytes, fmt_rate
 
 STATUS_STYLES = {

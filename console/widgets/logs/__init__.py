@@ -12,8 +12,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import Input
 
-from console.records import LogEntry
-from console.state import LOG_LINES, RunModel
+from console.model.records import LogEntry
+from console.model.run import LOG_LINES, RunModel
 from console.widgets.common import LinesView
 
 LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "red"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from console.state import RunModel
+from console.model.run import RunModel
 from console.termplot import Line, chart, legend
 from console.widgets.common import LinesView
 

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
-from console.state import RunModel
+from console.model.run import RunModel
 from console.widgets.balancer import BalancerPanel
 from console.widgets.header import RunHeader
 from console.widgets.hosts import HostsPanel

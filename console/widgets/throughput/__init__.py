@@ -8,8 +8,8 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 
-from console.records import ThroughputPoint
-from console.state import RunModel
+from console.model.records import ThroughputPoint
+from console.model.run import RunModel
 from console.widgets.common import LinesView, cells, fmt_percent, fmt_rate, sparkline
 
 MEASURED_STYLE = "green"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from console.records import HostInfo, RankRow, RowView
+from console.model.records import HostInfo, RankRow, RowView
 from remote.api import FINAL_RUN_STATES
 
 if TYPE_CHECKING:
-    from console.state import RunModel
+    from console.model.run import RunModel
 
 RANK_STATUSES = (
     "idle", "connecting", "pushing", "starting", "running", "straggler", "failed", "done",

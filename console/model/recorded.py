@@ -6,7 +6,7 @@ the run's final state comes from its ``run.json`` (the outcome ``corral report``
 
 from __future__ import annotations
 
-from console.state import RunModel
+from console.model.run import RunModel
 from remote.api import FINAL_RUN_STATES, LogLine, RankEvent, RunStatus
 from remote.history import RunHistory
 from remote.summary import Outcome

@@ -1,6 +1,6 @@
 """The records the console's run model is made of: ranks, rows, decisions, points, log lines.
 
-Plain dataclasses with no behaviour beyond small derived values; ``console.state`` fills them
+Plain dataclasses with no behaviour beyond small derived values; ``console.model.run`` fills them
 from the run's events and the widgets read them.
 """
 

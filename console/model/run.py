@@ -12,7 +12,7 @@ import statistics
 from collections import deque
 from collections.abc import Iterable, Sequence
 
-from console.records import (
+from console.model.records import (
     Decision,
     HostInfo,
     LogEntry,
@@ -20,8 +20,8 @@ from console.records import (
     RowView,
     ThroughputPoint,
 )
-from console.rows import DEAD_HOST_STATES, HOST_TO_ROW_STATUS, rank_view
-from console.totals import RunTotals
+from console.model.rows import DEAD_HOST_STATES, HOST_TO_ROW_STATUS, rank_view
+from console.model.totals import RunTotals
 from remote.api import (
     FINAL_RUN_STATES,
     CheckReport,
