@@ -20,102 +20,15 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
-from console.results_cli import RESULTS_COMMANDS, add_results_parsers
+from console.cli_parser import build_parser
+from console.results_cli import RESULTS_COMMANDS
 from profiles.errors import CorralError, UsageError
 
 if TYPE_CHECKING:
-    from remote.api import RunController, RunHandle
+    from remote.api import CheckReport, RunController, RunHandle
 
-DEFAULT_CONFIG = Path("cluster.toml")
-POLICIES = ("static", "proportional", "dynamic")
 DETACHED_EXIT = 130
 """Exit status after Ctrl-C detached the follower from a run that keeps going."""
-
-
-# ---- parser ----------------------------------------------------------------------------------
-
-
-def _config_option(parser: argparse.ArgumentParser, *, top: bool) -> None:
-    # On the top parser the option has its default; on a subcommand it is SUPPRESSed so that
-    # ``corral -c a.toml run`` and ``corral run -c a.toml`` both work.
-    parser.add_argument(
-        "-c", "--config", metavar="FILE", type=Path,
-        default=DEFAULT_CONFIG if top else argparse.SUPPRESS,
-        help="the cluster description to use (default: ./cluster.toml)",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``corral`` argument parser with every subcommand and option."""
-    parser = argparse.ArgumentParser(
-        prog="corral",
-        description="Train one PyTorch model across a mixed bag of machines. Without a "
-        "command, opens the console on the cluster file.",
-    )
-    _config_option(parser, top=True)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    def command(name: str, text: str) -> argparse.ArgumentParser:
-        child = sub.add_parser(name, help=text, description=text)
-        _config_option(child, top=False)
-        return child
-
-    command("console", "Open the terminal console (the default command).")
-    init = command("init", "Write a commented cluster.toml (the -c FILE, default "
-                   "./cluster.toml) to start from: the local emulated demo, or one host per "
-                   "ssh_config alias with --hosts. Never overwrites a file.")
-    init.add_argument("--hosts", metavar="ALIAS,...",
-                      help="ssh_config aliases, one [[hosts]] entry each (GPUs and ranks are "
-                      "left to detection)")
-    command("check", "Pre-flight check of every host: reachable, versions, GPUs, disk, "
-            "leftover processes, rendezvous port, network interface. Exit 1 on any failure.")
-    run = command("run", "Check, push the code and start a run on every host, then follow it "
-                  "here until it ends (exit 0 only if it completed). Ctrl-C detaches and "
-                  "leaves the run going; `corral stop RUN` ends it.")
-    run.add_argument("--detach", action="store_true",
-                     help="return as soon as every host is running instead of following")
-    run.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
-                     help="relaunch an earlier run from its newest good checkpoint: RUN (an id "
-                     "or a unique start of one), else the newest run that has a checkpoint")
-    run.add_argument("--policy", choices=POLICIES,
-                     help="balancing policy for this run (default: [run] policy)")
-    run.add_argument("--name", metavar="NAME",
-                     help="a name for the run, shown with its id everywhere (default: [run] "
-                          "name; a resumed run keeps its own)")
-    run.add_argument("--dry-run", action="store_true",
-                     help="check the hosts and print the launch plan (each host's ranks, "
-                     "device, backend, interface, share and exact command) without starting "
-                     "anything; exit 1 if the check fails")
-    stop = command("stop", "Stop a run on every host (TERM, KILL after the grace period) and "
-                   "verify that none of its processes is left.")
-    stop.add_argument("run_id", metavar="RUN", nargs="?",
-                      help="run id (default: the newest run that is still running)")
-    stop.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
-                      help="seconds between TERM and KILL (default: 10)")
-    command("status", "List the runs of this cluster and their state.")
-    attach = command("attach", "Reconnect to a live run: in the console, or with --headless "
-                     "in this terminal (Ctrl-C detaches again).")
-    attach.add_argument("run_id", metavar="RUN", help="run id (see `corral status`)")
-    attach.add_argument("--headless", action="store_true",
-                        help="follow in this terminal instead of opening the console")
-    command("profile", "Benchmark the configured model on every host and store the profiles "
-            "that the proportional and dynamic policies start from.")
-    setup = command("setup", "Make hosts that have only Python able to run the trainer: "
-                    "run each host's own `setup` lines, then make a virtual environment in its "
-                    "workdir with the master's torch (the CUDA build where nvidia-smi shows a "
-                    "driver, else the CPU build). Idempotent; the host's `python` can then be "
-                    "left out of cluster.toml. Exit 1 if a host failed.")
-    setup.add_argument("hosts", metavar="HOST", nargs="*",
-                       help="host names from cluster.toml (default: every host)")
-    trust = command("trust", "Fetch a host's SSH key, show its fingerprint and, once you "
-                    "confirm, make it the host's key in the known_hosts file (replacing a "
-                    "changed one).")
-    trust.add_argument("host", metavar="HOST", help="a host name from cluster.toml")
-    trust.add_argument("--yes", action="store_true",
-                       help="trust the key shown without asking (scripts; compare the "
-                       "fingerprint it prints with the host's own)")
-    add_results_parsers(command)
-    return parser
 
 
 # ---- seams (tests replace these) ------------------------------------------------------------
@@ -145,9 +58,9 @@ def cmd_console(args: argparse.Namespace, console: Console) -> int:
     return run_console(args.config, attach_run=getattr(args, "run_id", None))
 
 
-async def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    """Print the pre-flight table; 1 when anything failed."""
-    from console.follow import check_table
+async def checked(args: argparse.Namespace, console: Console) -> CheckReport:
+    """Check every host of the cluster and print the pre-flight table."""
+    from console.tables import check_table
 
     controller = open_controller(args.config)
     try:
@@ -155,6 +68,12 @@ async def cmd_check(args: argparse.Namespace, console: Console) -> int:
     finally:
         await controller.aclose()
     console.print(check_table(report))
+    return report
+
+
+async def cmd_check(args: argparse.Namespace, console: Console) -> int:
+    """Print the pre-flight table; 1 when anything failed."""
+    report = await checked(args, console)
     failures = report.failures()
     if failures:
         console.print(f"[red]{len(failures)} check(s) failed[/]; each row says how to fix it.")
@@ -190,19 +109,20 @@ async def follow_detachable(handle: RunHandle, console: Console, interrupt: Firs
 
     ``launching``: this process is launching the run, so a Ctrl-C before it runs stops it.
     """
-    from console.follow import RunView, follow_run
+    from console.follow import follow_run
+    from console.model.run import RunModel
 
-    view = RunView(handle.run_id)
+    model = RunModel.of_run(handle.run_id)
     if not interrupt.fired:
         interrupt.task = asyncio.ensure_future(
-            follow_run(handle, console=console, until_running=until_running, view=view))
+            follow_run(handle, console=console, until_running=until_running, model=model))
         try:
             return await interrupt.task
         except asyncio.CancelledError:
             if not interrupt.fired:
                 raise
     run_id = handle.run_id
-    if launching and view.state in ("starting", "checking", "pushing", "launching"):
+    if launching and model.state in ("starting", "checking", "pushing", "launching"):
         # Half-launched hosts would wait at the rendezvous for hosts that never come: stop them.
         console.print(f"interrupted before run {run_id} was running: stopping it")
         report = await handle.stop()
@@ -219,19 +139,12 @@ async def follow_detachable(handle: RunHandle, console: Console, interrupt: Firs
 
 async def cmd_dry_run(args: argparse.Namespace, console: Console) -> int:
     """Check the hosts and print the plan a run would follow; start nothing."""
-    from console.follow import check_table
-
     if args.resume or args.detach or args.policy or args.name:
         raise UsageError("--dry-run shows the launch of cluster.toml as it is; leave out "
                          "--resume, --detach, --policy and --name", title="bad options")
     from console.plan_view import plan_renderable
 
-    controller = open_controller(args.config)
-    try:
-        report = await controller.check()
-    finally:
-        await controller.aclose()
-    console.print(check_table(report))
+    report = await checked(args, console)
     if report.plan is None:
         console.print(f"[red]{len(report.failures())} check(s) failed[/]: no launch plan "
                       "until each row's fix is made.")
@@ -313,7 +226,7 @@ async def cmd_stop(args: argparse.Namespace, console: Console) -> int:
 
 async def cmd_status(args: argparse.Namespace, console: Console) -> int:
     """Table of the cluster's runs."""
-    from console.follow import runs_table
+    from console.tables import runs_table
     from remote.pool import HostPool
     from remote.refresh import refresh_runs_report
     from remote.runs import list_runs
@@ -337,7 +250,7 @@ async def cmd_status(args: argparse.Namespace, console: Console) -> int:
 
 async def cmd_profile(args: argparse.Namespace, console: Console) -> int:
     """Benchmark the model on every host; 1 if a host failed."""
-    from console.follow import profiles_table
+    from console.tables import profiles_table
     from remote.profile_all import profile_cluster
 
     results = await profile_cluster(load_config(args.config))

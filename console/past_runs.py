@@ -51,16 +51,24 @@ class PastRuns(RunControls):
         history = load_history(local_run_dir(self.config, run_id))
         return history, *summarize(history)
 
+    def _summary_or_warn(self, run_id: str, title: str
+                         ) -> tuple[RunHistory, RunSummary, RunSeries] | None:
+        """``_summary``, or None after a notification titled ``title`` saying why not."""
+        try:
+            return self._summary(run_id)
+        except CorralError as exc:
+            self.notify(exc.message, title=title, severity="warning")
+            return None
+
     def show_report(self, run_id: str) -> None:
         """The report of ``run_id`` in a scrollable modal."""
         from console import report
         from console.widgets.report import ReportScreen
 
-        try:
-            _, summary, series = self._summary(run_id)
-        except CorralError as exc:
-            self.notify(exc.message, title="No report", severity="warning")
+        found = self._summary_or_warn(run_id, "No report")
+        if found is None:
             return
+        _, summary, series = found
         body = report.one_run(summary, series, width=max(40, self.size.width - 10))
         self.push_screen(ReportScreen(f"report · {summary.name or run_id}", body))
 
@@ -69,11 +77,10 @@ class PastRuns(RunControls):
         from console.model.recorded import model_from_history
         from console.widgets.runs.past import PastRunScreen
 
-        try:
-            history, summary, _ = self._summary(run_id)
-        except CorralError as exc:
-            self.notify(exc.message, title="Cannot open the run", severity="warning")
+        found = self._summary_or_warn(run_id, "Cannot open the run")
+        if found is None:
             return
+        history, summary, _ = found
         model = model_from_history(history, summary.outcome,
                                    cluster_name=self.model.cluster_name,
                                    policy=summary.policy or self.model.next_policy)

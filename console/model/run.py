@@ -11,26 +11,13 @@ from __future__ import annotations
 import statistics
 from collections import deque
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-from console.model.records import (
-    Decision,
-    HostInfo,
-    LogEntry,
-    RankRow,
-    RowView,
-    ThroughputPoint,
-)
+from console.model.decisions import DecisionLog
+from console.model.records import HostInfo, LogEntry, RankRow, RowView, ThroughputPoint
 from console.model.rows import DEAD_HOST_STATES, HOST_TO_ROW_STATUS, rank_view
 from console.model.totals import RunTotals
-from remote.api import (
-    FINAL_RUN_STATES,
-    CheckReport,
-    HostStatus,
-    LogLine,
-    RankEvent,
-    RunEvent,
-    RunStatus,
-)
+from remote.api import FINAL_RUN_STATES, HostStatus, LogLine, RankEvent, RunStatus
 from trainer.events import (
     CapacityEvent,
     CheckpointEvent,
@@ -42,21 +29,19 @@ from trainer.events import (
     StepEvent,
 )
 
+if TYPE_CHECKING:
+    from remote.api import CheckReport, RunEvent
+
 STRAGGLER_RATIO = 1.25
 """A rank whose compute time is this many times the median's makes the others wait."""
-MEASURE_AFTER_STEPS = 5
-"""A balancer decision's measured gain is taken over this many steps after it applies."""
 HISTORY_POINTS = 600
 """Cluster throughput points kept for the chart."""
 LOG_LINES = 5000
 """Log lines kept in memory (older ones are dropped)."""
-DECISIONS_KEPT = 200
-"""Balancer decisions kept in the log."""
 CAPACITY_SMOOTHING = 0.3
 """Weight of the newest step in a rank's measured solo capacity (exponential average)."""
 ETA_WINDOW = 20
 """Recent steps whose pace gives the ETA."""
-
 
 
 class RunModel:
@@ -78,6 +63,14 @@ class RunModel:
         self._config_total_steps = total_steps
         self._config_global_batch = global_batch
         self.reset_run(None)
+
+    @classmethod
+    def of_run(cls, run_id: str) -> RunModel:
+        """A model of ``run_id`` alone, with no cluster file behind it (the headless follower:
+        hosts and sizes come from the run's events)."""
+        model = cls(cluster_name="", hosts=(), policy="")
+        model.reset_run(run_id)
+        return model
 
     # ---------------------------------------------------------------- run lifecycle
     def reset_run(self, run_id: str | None, *, t: float | None = None, name: str = "") -> None:
@@ -110,9 +103,9 @@ class RunModel:
         self.checkpoint: str | None = None
         self.evals: list[EvalEvent] = []  # rank 0's, oldest first (the header shows the trend)
         self.history: deque[ThroughputPoint] = deque(maxlen=HISTORY_POINTS)
-        self.decisions: deque[Decision] = deque(maxlen=DECISIONS_KEPT)
-        self._pending: list[Decision] = []
-        self._step_max_compute: dict[int, float] = {}
+        self._balancer = DecisionLog()
+        self.decisions = self._balancer.decisions
+        """The balancer's decisions, oldest first, each with its measured gain once known."""
         self._step_times: deque[tuple[int, float]] = deque(maxlen=ETA_WINDOW)
         self._rows_cache: tuple[int, list[RowView]] | None = None
         self._ranks_cache: list[RankRow] | None = None
@@ -220,13 +213,7 @@ class RunModel:
             self._apply_start(row, event)
         elif isinstance(event, RebalanceEvent):
             self.split, self.policy = event.split, event.policy
-            decision = Decision(
-                step=event.step, previous=event.previous, split=event.split, reason=event.reason,
-                predicted_gain=event.predicted_gain, policy=event.policy,
-                before_s=max(event.times) if event.times else None,
-            )
-            self.decisions.append(decision)
-            self._pending.append(decision)
+            self._balancer.add(event)
         elif isinstance(event, CapacityEvent):
             self.capacity, self.capacity_source = event.samples_per_s, event.source
         elif isinstance(event, EvalEvent):
@@ -268,9 +255,7 @@ class RunModel:
             solo = event.local_batch / event.compute_s
             row.solo_capacity = solo if row.solo_capacity is None else (
                 CAPACITY_SMOOTHING * solo + (1 - CAPACITY_SMOOTHING) * row.solo_capacity)
-        if self._pending and event.step >= self._pending[0].step:
-            previous = self._step_max_compute.get(event.step, 0.0)
-            self._step_max_compute[event.step] = max(previous, event.compute_s)
+        self._balancer.observe_step(event)
         if event.rank != 0:
             return
         # Rank 0 speaks for the cluster: progress, loss, throughput, ETA, measured gains.
@@ -283,19 +268,7 @@ class RunModel:
             self.history.append(ThroughputPoint(
                 step=event.step, t=event.t, samples_per_s=cluster, ideal=self.ideal_samples_per_s))
         self._step_times.append((event.step, event.t))
-        self._settle_decisions(event.step)
-
-    def _settle_decisions(self, step: int) -> None:
-        """Measure decisions whose window of steps has fully run (rank 0 is one step past it)."""
-        while self._pending and step >= self._pending[0].step + MEASURE_AFTER_STEPS:
-            decision = self._pending.pop(0)
-            window = range(decision.step, decision.step + MEASURE_AFTER_STEPS)
-            times = [self._step_max_compute[s] for s in window if s in self._step_max_compute]
-            if times and decision.before_s:
-                decision.measured_gain = 1.0 - statistics.fmean(times) / decision.before_s
-        keep_from = self._pending[0].step if self._pending else step + 1
-        for old in [s for s in self._step_max_compute if s < keep_from]:
-            del self._step_max_compute[old]
+        self._balancer.settle(event.step)
 
     # ---------------------------------------------------------------- derived values
     def rank_capacity(self, row: RankRow) -> float | None:

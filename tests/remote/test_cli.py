@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import console.cli as cli
+from console.cli_parser import build_parser
 from console.fake import HOLD, FakeController, FakeHost, FakeRun, scripted_run
 from remote.api import CheckItem, CheckReport, RunEvent, RunStatus, StopReport
 
@@ -28,14 +29,14 @@ def controller(monkeypatch: pytest.MonkeyPatch) -> FakeController:
 
 
 def subcommands() -> list[str]:
-    parser = cli.build_parser()
+    parser = build_parser()
     action = next(a for a in parser._actions if a.dest == "command")
     return sorted(action.choices)  # type: ignore[arg-type]
 
 
 def test_every_subcommand_and_option_is_in_docs_cli_md() -> None:
     docs = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
-    parser = cli.build_parser()
+    parser = build_parser()
     action = next(a for a in parser._actions if a.dest == "command")
     assert set(subcommands()) == {"attach", "check", "console", "fetch", "init", "profile",
                                   "report", "run", "setup", "status", "stop", "tensorboard",

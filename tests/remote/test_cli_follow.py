@@ -7,7 +7,9 @@ import io
 from rich.console import Console
 
 from console.fake import FakeHost, FakeRun, scripted_run
-from console.follow import RunView, check_table, follow_run
+from console.follow import follow_run, progress_text
+from console.model.run import RunModel
+from console.tables import check_table
 from remote.api import CheckItem, CheckReport, RankEvent, RunStatus
 from trainer.events import StartEvent, StepEvent
 
@@ -82,19 +84,19 @@ async def test_a_failed_preflight_prints_the_check_table_with_fixes() -> None:
 
 
 def test_compute_share_and_eta_come_from_the_events() -> None:
-    view = RunView("r")
-    view.update(RankEvent(host="a", event=StartEvent(
+    model = RunModel.of_run("r")
+    model.apply(RankEvent(host="a", event=StartEvent(
         t=0.0, rank=0, world_size=1, local_rank=0, host="a", pid=1, device="cpu",
         device_name="cpu", backend="gloo", model="m", dataset="d", global_batch=8, split=(8,),
         policy="static", step=0, total_steps=10, steps_per_epoch=10, threads=1, slowdown=1.0)))
     for step in (1, 2, 3):
-        view.update(RankEvent(host="a", event=StepEvent(
+        model.apply(RankEvent(host="a", event=StepEvent(
             t=100.0 + 2.0 * step, rank=0, step=step, epoch=0, local_batch=8, loss=1.0 / step,
             compute_s=0.5, step_s=2.0, samples_per_s=4.0, global_loss=1.0 / step,
             cluster_samples_per_s=4.0)))
-    assert view.ranks[0].compute_share == 0.25
-    assert view.eta_s == 14.0  # 2 s per step, 7 steps left
-    assert "ETA 0:14" in view.progress_text() and "loss 0.3333" in view.progress_text()
+    assert model.ranks[0].compute_share == 0.25
+    assert model.eta_s == 14.0  # 2 s per step, 7 steps left
+    assert "ETA 14s" in progress_text(model) and "loss 0.3333" in progress_text(model)
 
 
 def test_check_table_marks_warnings_apart_from_failures() -> None:

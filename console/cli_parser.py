@@ -1,0 +1,118 @@
+"""The ``corral`` argument parser: every command, option and help text (``corral --help``).
+
+``console.cli`` runs what it parses; docs/cli.md documents every command and option here (a
+test checks that each one is there).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from console.results_cli import add_results_parsers
+
+DEFAULT_CONFIG = Path("cluster.toml")
+POLICIES = ("static", "proportional", "dynamic")
+
+AddCommand = Callable[[str, str], argparse.ArgumentParser]
+"""Adds a subcommand with its help text (and the ``-c FILE`` option) and returns its parser."""
+
+
+def _config_option(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # On the top parser the option has its default; on a subcommand it is SUPPRESSed so that
+    # ``corral -c a.toml run`` and ``corral run -c a.toml`` both work.
+    parser.add_argument(
+        "-c", "--config", metavar="FILE", type=Path,
+        default=DEFAULT_CONFIG if top else argparse.SUPPRESS,
+        help="the cluster description to use (default: ./cluster.toml)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``corral`` argument parser with every subcommand and option."""
+    parser = argparse.ArgumentParser(
+        prog="corral",
+        description="Train one PyTorch model across a mixed bag of machines. Without a "
+        "command, opens the console on the cluster file.",
+    )
+    _config_option(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        child = sub.add_parser(name, help=text, description=text)
+        _config_option(child, top=False)
+        return child
+
+    # The order here is the order of ``corral --help``.
+    command("console", "Open the terminal console (the default command).")
+    add_init_parser(command)
+    command("check", "Pre-flight check of every host: reachable, versions, GPUs, disk, "
+            "leftover processes, rendezvous port, network interface. Exit 1 on any failure.")
+    add_run_parsers(command)
+    add_host_parsers(command)
+    add_results_parsers(command)
+    return parser
+
+
+def add_init_parser(command: AddCommand) -> None:
+    """``corral init``."""
+    init = command("init", "Write a commented cluster.toml (the -c FILE, default "
+                   "./cluster.toml) to start from: the local emulated demo, or one host per "
+                   "ssh_config alias with --hosts. Never overwrites a file.")
+    init.add_argument("--hosts", metavar="ALIAS,...",
+                      help="ssh_config aliases, one [[hosts]] entry each (GPUs and ranks are "
+                      "left to detection)")
+
+
+def add_run_parsers(command: AddCommand) -> None:
+    """``corral run``, ``stop``, ``status`` and ``attach``: a run's life."""
+    run = command("run", "Check, push the code and start a run on every host, then follow it "
+                  "here until it ends (exit 0 only if it completed). Ctrl-C detaches and "
+                  "leaves the run going; `corral stop RUN` ends it.")
+    run.add_argument("--detach", action="store_true",
+                     help="return as soon as every host is running instead of following")
+    run.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
+                     help="relaunch an earlier run from its newest good checkpoint: RUN (an id "
+                     "or a unique start of one), else the newest run that has a checkpoint")
+    run.add_argument("--policy", choices=POLICIES,
+                     help="balancing policy for this run (default: [run] policy)")
+    run.add_argument("--name", metavar="NAME",
+                     help="a name for the run, shown with its id everywhere (default: [run] "
+                          "name; a resumed run keeps its own)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="check the hosts and print the launch plan (each host's ranks, "
+                     "device, backend, interface, share and exact command) without starting "
+                     "anything; exit 1 if the check fails")
+    stop = command("stop", "Stop a run on every host (TERM, KILL after the grace period) and "
+                   "verify that none of its processes is left.")
+    stop.add_argument("run_id", metavar="RUN", nargs="?",
+                      help="run id (default: the newest run that is still running)")
+    stop.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
+                      help="seconds between TERM and KILL (default: 10)")
+    command("status", "List the runs of this cluster and their state.")
+    attach = command("attach", "Reconnect to a live run: in the console, or with --headless "
+                     "in this terminal (Ctrl-C detaches again).")
+    attach.add_argument("run_id", metavar="RUN", help="run id (see `corral status`)")
+    attach.add_argument("--headless", action="store_true",
+                        help="follow in this terminal instead of opening the console")
+
+
+def add_host_parsers(command: AddCommand) -> None:
+    """``corral profile``, ``setup`` and ``trust``: the hosts themselves."""
+    command("profile", "Benchmark the configured model on every host and store the profiles "
+            "that the proportional and dynamic policies start from.")
+    setup = command("setup", "Make hosts that have only Python able to run the trainer: "
+                    "run each host's own `setup` lines, then make a virtual environment in its "
+                    "workdir with the master's torch (the CUDA build where nvidia-smi shows a "
+                    "driver, else the CPU build). Idempotent; the host's `python` can then be "
+                    "left out of cluster.toml. Exit 1 if a host failed.")
+    setup.add_argument("hosts", metavar="HOST", nargs="*",
+                       help="host names from cluster.toml (default: every host)")
+    trust = command("trust", "Fetch a host's SSH key, show its fingerprint and, once you "
+                    "confirm, make it the host's key in the known_hosts file (replacing a "
+                    "changed one).")
+    trust.add_argument("host", metavar="HOST", help="a host name from cluster.toml")
+    trust.add_argument("--yes", action="store_true",
+                       help="trust the key shown without asking (scripts; compare the "
+                       "fingerprint it prints with the host's own)")
