@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trainer.events import EVAL_METRICS, StartEvent, StepEvent, TrainerEvent
+from trainer.events import EVAL_METRICS, EvalEvent, StartEvent, StepEvent, TrainerEvent
 
 CURVE_POINTS = 4000
 """Loss points kept for the chart; past that every other point is dropped (the chart shows at
@@ -71,7 +71,7 @@ class RunTotals:
             self._step(event)
         elif isinstance(event, StartEvent):
             self.global_batch = event.global_batch
-        elif getattr(event, "kind", "") == "eval":
+        elif isinstance(event, EvalEvent):
             self._eval(event)
 
     def _step(self, event: StepEvent) -> None:
@@ -88,16 +88,16 @@ class RunTotals:
         self.loss.add(event.step, event.global_loss if event.global_loss is not None
                       else event.loss)
 
-    def _eval(self, event: object) -> None:
-        step = getattr(event, "step", None)
-        if getattr(event, "rank", 0) != 0 or not isinstance(step, int):
+    def _eval(self, event: EvalEvent) -> None:
+        if event.rank != 0:
             return
         for name in EVAL_METRICS:
-            value = getattr(event, name, None)
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            value = getattr(event, name)
+            if value is None:
                 continue
             lower = any(word in name for word in ("loss", "perplexity", "ppl", "error"))
-            self.evals.setdefault(name, Curve(lower_is_better=lower)).add(step, float(value))
+            self.evals.setdefault(name, Curve(lower_is_better=lower)).add(event.step,
+                                                                           float(value))
 
     # ---------------------------------------------------------------- figures
     @property
