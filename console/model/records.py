@@ -1,7 +1,8 @@
 """The records the console's run model is made of: ranks, rows, decisions, points, log lines.
 
-Plain dataclasses with no behaviour beyond small derived values; ``console.model.run`` fills them
-from the run's events and the widgets read them.
+Plain dataclasses with no behaviour beyond small derived values; ``console.model.run`` fills
+them from the run's events and the renderers (the console's panels, the headless follower) read
+them.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
-"""The console's model of a run: pure Python, built only from ``RunEvent``s.
+"""The run model: the state of one run as its events arrive, pure Python, built only from
+``RunEvent``s — the one reducer of the event stream.
 
-The widgets never look at events; they read this model. A worker feeds every event of the
-run's stream into ``RunModel.apply`` (cheap, no rendering) and the app redraws the panels from
-the model on a timer, so a flood of per-rank metrics costs one redraw per tick, not one per
-event. Nothing here knows about Textual, so the numbers the panels show are tested on their own.
+Both renderers read it and never look at the state in events themselves: the Textual console (a
+worker feeds every event into ``RunModel.apply``, cheap, no rendering, and the app redraws the
+panels from the model on a timer, so a flood of per-rank metrics costs one redraw per tick, not
+one per event) and the plain-terminal follower (``console.follow``). Nothing here knows about
+Textual or rich, so the numbers both show are tested on their own.
 """
 
 from __future__ import annotations
