@@ -17,9 +17,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from console.formatting import fmt_duration
 from console.model.run import RunModel
 from console.tables import check_table
-from console.widgets.common import fmt_duration
 from remote.api import HostStatus, LogLine, RankEvent, RunEvent, RunHandle, RunStatus
 from trainer.events import EndEvent, RebalanceEvent
 

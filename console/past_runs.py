@@ -75,7 +75,7 @@ class PastRuns(RunControls):
     def open_past_run(self, run_id: str) -> None:
         """Show a recorded run in the console's panels, read-only."""
         from console.model.recorded import model_from_history
-        from console.widgets.runs.past import PastRunScreen
+        from console.widgets.past_run import PastRunScreen
 
         found = self._summary_or_warn(run_id, "Cannot open the run")
         if found is None:

@@ -13,8 +13,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from console.formatting import fmt_duration, fmt_percent, fmt_rate
 from console.termplot import Line, chart, legend
-from console.widgets.common import fmt_duration, fmt_percent, fmt_rate
 from remote.series import RunSeries
 from remote.summary import Metric, RunSummary
 

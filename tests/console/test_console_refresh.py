@@ -6,8 +6,8 @@ from console_helpers import make_app, screen_text, settle, wait_for
 
 from console.app import BUSY_CHANGES_PER_S
 from console.fake import FakeController
-from console.widgets.common import LinesView
 from console.widgets.hosts import HostsPanel
+from console.widgets.lines_view import LinesView
 
 
 async def test_a_flood_of_changes_is_drawn_late_but_drawn() -> None:

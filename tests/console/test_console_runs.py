@@ -9,9 +9,9 @@ from pathlib import Path
 from console_helpers import make_app, screen_text, settle, wait_for
 
 from console.fake import FakeController
+from console.widgets.past_run import PastRunScreen
 from console.widgets.report import ReportScreen
 from console.widgets.runs import RunsScreen
-from console.widgets.runs.past import PastRunScreen
 from remote.config import ClusterConfig, ClusterSection, HostSection
 from remote.runs import local_run_dir
 

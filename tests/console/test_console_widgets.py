@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from console.formatting import bar, fmt_bytes, fmt_duration, fmt_rate, sparkline
 from console.model.records import Decision, RankRow, RowView
 from console.widgets.balancer import decision_row
-from console.widgets.common import bar, fmt_bytes, fmt_duration, fmt_rate, sparkline
 from console.widgets.hosts import STALE_STYLE, render_row, visible_columns
 
 

@@ -8,9 +8,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 
+from console.formatting import cells, fmt_percent, fmt_rate, sparkline
 from console.model.records import ThroughputPoint
 from console.model.run import RunModel
-from console.widgets.common import LinesView, cells, fmt_percent, fmt_rate, sparkline
+from console.widgets.lines_view import LinesView
 
 MEASURED_STYLE = "green"
 IDEAL_STYLE = "yellow"

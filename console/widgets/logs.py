@@ -14,7 +14,7 @@ from textual.widgets import Input
 
 from console.model.records import LogEntry
 from console.model.run import LOG_LINES, RunModel
-from console.widgets.common import LinesView
+from console.widgets.lines_view import LinesView
 
 LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "red"}
 SOURCE_STYLE = "bold cyan"

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from rich.text import Text
 
+from console.formatting import bar, cells, fmt_bytes, fmt_rate
 from console.model.records import RowView
 from console.model.run import RunModel
-from console.widgets.common import LinesView, bar, cells, fmt_bytes, fmt_rate
+from console.widgets.lines_view import LinesView
 
 STATUS_STYLES = {
     "idle": "grey50", "connecting": "cyan", "pushing": "cyan", "starting": "cyan",

@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from rich.text import Text
 from textual.widget import Widget
 
+from console.formatting import bar, fmt_duration, fmt_percent, fmt_rate
 from console.model.run import RunModel
-from console.widgets.common import bar, fmt_duration, fmt_percent, fmt_rate
 from trainer.events import EvalEvent
 
 STATE_STYLES = {

@@ -1,20 +1,18 @@
-"""Pieces shared by the panels: a virtual list view and number formatting.
+"""``LinesView``: the panels' scrollable list of one-line rows.
 
-``LinesView`` renders only the rows on screen (Textual's line API), from a callback, so a
+It renders only the rows on screen (Textual's line API), from a callback, so a
 panel with hundreds of ranks costs the same to redraw as one with three.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from rich.style import Style
 from rich.text import Text
 from textual.geometry import Region, Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
-
-SPARK_CHARS = "▁▂▃▄▅▆▇█"
 
 
 class LinesView(ScrollView):
@@ -134,80 +132,3 @@ class LinesView(ScrollView):
         segments = [s for s in text.render(self.app.console) if s.text != "\n"]
         strip = Strip(segments).crop_extend(0, width, None)
         return strip.apply_style(style)  # type: ignore[arg-type]
-
-
-def cells(*columns: tuple[str | Text, int, str]) -> Text:
-    """One row of fixed-width columns: ``(value, width, justify)`` each, a space between."""
-    out = Text()
-    for i, (value, width, justify) in enumerate(columns):
-        if i:
-            out.append(" ")
-        piece = value if isinstance(value, Text) else Text(value)
-        piece.truncate(width, overflow="ellipsis")
-        piece.align(justify, width)  # type: ignore[arg-type]
-        out.append_text(piece)
-    return out
-
-
-def sparkline(values: Sequence[float], width: int) -> str:
-    """The last ``width`` values as block characters scaled between their min and max."""
-    values = list(values)[-width:]
-    if not values:
-        return ""
-    low, high = min(values), max(values)
-    span = high - low
-    top = len(SPARK_CHARS) - 1
-    if span <= 0:
-        return SPARK_CHARS[top // 2] * len(values)
-    return "".join(SPARK_CHARS[round((v - low) / span * top)] for v in values)
-
-
-def fmt_rate(value: float | None) -> str:
-    """Samples per second, short: ``812``, ``12.3k``."""
-    if value is None:
-        return "—"
-    if value >= 10_000:
-        return f"{value / 1000:.1f}k"
-    if value >= 100:
-        return f"{value:.0f}"
-    return f"{value:.1f}"
-
-
-def fmt_bytes(value: int | None) -> str:
-    """Bytes in binary units: ``512M``, ``1.5G``."""
-    if value is None:
-        return "—"
-    size = float(value)
-    for unit in ("B", "K", "M", "G", "T"):
-        if size < 1024 or unit == "T":
-            return f"{size:.0f}{unit}" if size >= 10 or unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024
-    return f"{size:.0f}T"
-
-
-def fmt_percent(value: float | None, *, signed: bool = False) -> str:
-    """A fraction as a percentage: ``0.873`` -> ``87%``."""
-    if value is None:
-        return "—"
-    return f"{value * 100:+.0f}%" if signed else f"{value * 100:.0f}%"
-
-
-def fmt_duration(seconds: float | None) -> str:
-    """``42s``, ``3m05s``, ``2h07m``."""
-    if seconds is None:
-        return "—"
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
-def bar(fraction: float, width: int) -> str:
-    """A horizontal bar of ``width`` cells filled to ``fraction`` (eighth-cell resolution)."""
-    fraction = max(0.0, min(1.0, fraction))
-    eighths = round(fraction * width * 8)
-    full, rest = divmod(eighths, 8)
-    partial = " ▏▎▍▌▋▊▉"[rest] if rest and full < width else ""
-    return ("█" * full + partial).ljust(width)

@@ -6,7 +6,7 @@ from rich.text import Text
 
 from console.model.run import RunModel
 from console.termplot import Line, chart, legend
-from console.widgets.common import LinesView
+from console.widgets.lines_view import LinesView
 
 LOSS_STYLE = "cyan"
 EVAL_STYLES = ("magenta", "yellow", "red")

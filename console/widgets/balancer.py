@@ -9,9 +9,10 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
+from console.formatting import bar, cells, fmt_percent
 from console.model.records import Decision
 from console.model.run import RunModel
-from console.widgets.common import LinesView, bar, cells, fmt_percent
+from console.widgets.lines_view import LinesView
 
 SHARE_STYLE = "cyan"
 
