@@ -10,7 +10,7 @@ same stream drained with no console) and reported next to the total.
 
 With ``--tensorboard both`` (the default when the tensorboard package is installed) the run is
 measured with and without TensorBoard files being written (every rank event's JSON line goes
-through ``remote.tensorboard.BoardWriter``, as the live follower's copy hands it over),
+through ``remote.records.tensorboard.BoardWriter``, as the live follower's copy hands it over),
 interleaved ``--repeat`` times; medians are reported side by side.
 """
 
@@ -62,7 +62,7 @@ class BoardLoadRun(LoadRun):
 
     def __init__(self, run_id: str, *, board_dir: Path, **load: Any) -> None:
         super().__init__(run_id, **load)
-        from remote.tensorboard import BoardWriter
+        from remote.records.tensorboard import BoardWriter
 
         self.board = BoardWriter(board_dir)
 
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     duration = 5.0 if args.quick else args.duration
     cols, rows = (int(v) for v in args.size.split("x"))
-    from remote.tensorboard import available
+    from remote.records.tensorboard import available
 
     mode = args.tensorboard or ("both" if available() else "off")
     variants = {"off": [False], "on": [True], "both": [False, True]}[mode]

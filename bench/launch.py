@@ -49,11 +49,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from remote.api import LogLine, RankEvent, RunStatus  # noqa: E402
-from remote.config import ClusterConfig, ClusterSection, HostSection, RunSection, SshSection  # noqa: E402
-from remote.controller import SshRunController  # noqa: E402
-from remote.pool import HostPool  # noqa: E402
-from remote.push import build_bundle, code_dir, push_code  # noqa: E402
-from remote.transport import Transport, shell_path  # noqa: E402
+from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection, SshSection  # noqa: E402
+from remote.hosts.pool import HostPool  # noqa: E402
+from remote.hosts.transport import Transport, shell_path  # noqa: E402
+from remote.run.controller import SshRunController  # noqa: E402
+from remote.run.push import build_bundle, code_dir, push_code  # noqa: E402
 from tests.remote.conftest import (  # noqa: E402
     SSHD,
     _keygen,

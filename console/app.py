@@ -217,11 +217,11 @@ def build_app(
 
     Raises ``CorralError`` for an unusable cluster.toml.
     """
-    from remote.config import load_cluster
+    from remote.config.cluster import load_cluster
 
     config = load_cluster(config_path)
     if controller is None:
-        from remote.controller import open_controller
+        from remote.run.controller import open_controller
 
         controller = open_controller(config_path)
     model = RunModel(

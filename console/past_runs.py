@@ -1,7 +1,7 @@
 """The console's look back: the runs screen, a past run read-only, and run reports.
 
 ``PastRuns`` sits between ``RunControls`` and ``ConsoleApp``; everything it shows is read from
-this machine's records of the cluster's runs (``remote.history``), like ``corral report``.
+this machine's records of the cluster's runs (``remote.records.history``), like ``corral report``.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from console.controls import RunControls
 from profiles.errors import CorralError
 
 if TYPE_CHECKING:
-    from remote.config import ClusterConfig
-    from remote.history import RunHistory
-    from remote.series import RunSeries
-    from remote.summary import RunSummary
+    from remote.config.cluster import ClusterConfig
+    from remote.records.history import RunHistory
+    from remote.records.series import RunSeries
+    from remote.records.summary import RunSummary
 
 
 class PastRuns(RunControls):
@@ -26,7 +26,7 @@ class PastRuns(RunControls):
 
     def action_runs(self) -> None:
         from console.widgets.runs import RunsScreen
-        from remote.runs import list_runs
+        from remote.records.runs import list_runs
 
         runs = list_runs(self.config) if self.config is not None else []
         if not runs:
@@ -42,9 +42,9 @@ class PastRuns(RunControls):
         self.show_report(self.model.run_id)
 
     def _summary(self, run_id: str) -> tuple[RunHistory, RunSummary, RunSeries]:
-        from remote.history import load_history
-        from remote.runs import local_run_dir
-        from remote.summary import summarize
+        from remote.records.history import load_history
+        from remote.records.runs import local_run_dir
+        from remote.records.summary import summarize
 
         if self.config is None:
             raise CorralError(f"no records of run {run_id} on this machine")

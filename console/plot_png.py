@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from profiles.errors import UsageError
-from remote.series import RunSeries
-from remote.summary import RunSummary
+from remote.records.series import RunSeries
+from remote.records.summary import RunSummary
 
 MISSING = ("matplotlib is not installed; install the plot extra (pip install "
            "'corral[plot]', or pip install matplotlib) or use --chart for a terminal plot")

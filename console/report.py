@@ -1,6 +1,6 @@
 """``corral report`` as rich renderables: one run's summary, or several runs side by side.
 
-The numbers come from ``remote.summary``; this module only lays them out (and draws the
+The numbers come from ``remote.records.summary``; this module only lays them out (and draws the
 terminal charts with ``console.termplot``).
 """
 
@@ -15,8 +15,8 @@ from rich.text import Text
 
 from console.formatting import fmt_duration, fmt_percent, fmt_rate
 from console.termplot import Line, chart, legend
-from remote.series import RunSeries
-from remote.summary import Metric, RunSummary
+from remote.records.series import RunSeries
+from remote.records.summary import Metric, RunSummary
 
 STATE_STYLES = {"completed": "green", "failed": "red", "stopped": "yellow"}
 LOSS_STYLE, EVAL_STYLE, RATE_STYLE, IDEAL_STYLE = "cyan", "magenta", "green", "yellow"

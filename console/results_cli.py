@@ -56,7 +56,7 @@ def add_results_parsers(command: Callable[[str, str], argparse.ArgumentParser]) 
 
 def _load(args: argparse.Namespace, wanted: list[str]) -> tuple[Any, list[Any]]:
     from console.cli import load_config
-    from remote.runs import find_runs
+    from remote.records.runs import find_runs
 
     config = load_config(args.config)
     return config, find_runs(config, wanted)
@@ -65,9 +65,9 @@ def _load(args: argparse.Namespace, wanted: list[str]) -> tuple[Any, list[Any]]:
 async def cmd_report(args: argparse.Namespace, console: Console) -> int:
     """Print one run's report, or a comparison of several (``--json``: machine-readable)."""
     from console import report
-    from remote.history import load_history
-    from remote.runs import local_run_dir
-    from remote.summary import SCHEMA_VERSION, summarize, summary_to_json
+    from remote.records.history import load_history
+    from remote.records.runs import local_run_dir
+    from remote.records.summary import SCHEMA_VERSION, summarize, summary_to_json
 
     config, infos = _load(args, args.runs)
     runs = [summarize(load_history(local_run_dir(config, info.run_id))) for info in infos]
@@ -95,8 +95,8 @@ async def cmd_tensorboard(args: argparse.Namespace, console: Console) -> int:
     import sys
 
     from console.cli import load_config
-    from remote.runs import list_runs, local_run_dir
-    from remote.tensorboard import board_command, board_label, convert_run
+    from remote.records.runs import list_runs, local_run_dir
+    from remote.records.tensorboard import board_command, board_label, convert_run
 
     config = load_config(args.config)
     infos = _load(args, args.runs)[1] if args.runs else list_runs(config)
@@ -123,8 +123,8 @@ async def cmd_tensorboard(args: argparse.Namespace, console: Console) -> int:
 
 async def cmd_fetch(args: argparse.Namespace, console: Console) -> int:
     """Copy the final model (or newest checkpoint) of a run here, verified."""
-    from remote.fetch import fetch_results
-    from remote.pool import HostPool
+    from remote.hosts.pool import HostPool
+    from remote.records.fetch import fetch_results
 
     config, infos = _load(args, [args.run_id])
     pool = HostPool(config)

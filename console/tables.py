@@ -15,8 +15,8 @@ from rich.text import Text
 
 if TYPE_CHECKING:
     from remote.api import CheckReport
-    from remote.profile_all import HostProfile
-    from remote.runs import RunInfo
+    from remote.hosts.profile_hosts import HostProfile
+    from remote.records.runs import RunInfo
 
 
 def check_table(report: CheckReport) -> Table:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from console.model.run import RunModel
 from remote.api import FINAL_RUN_STATES, LogLine, RankEvent, RunStatus
-from remote.history import RunHistory
-from remote.summary import Outcome
+from remote.records.history import RunHistory
+from remote.records.summary import Outcome
 
 
 def model_from_history(history: RunHistory, outcome: Outcome, *, cluster_name: str,

@@ -2,7 +2,7 @@
 
 While a run goes, the panels show each step as it happens; once it has ended they show these
 instead (a run's slow last step says nothing about the run). The definitions are the report's
-(``remote.summary``): mean throughput = Σ samples / Σ step time; a rank's solo rate = Σ its
+(``remote.records.summary``): mean throughput = Σ samples / Σ step time; a rank's solo rate = Σ its
 samples / Σ its compute time, the ideal their sum; utilisation = Σ compute / Σ step time.
 """
 

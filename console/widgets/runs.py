@@ -12,7 +12,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from remote.runs import RunInfo
+from remote.records.runs import RunInfo
 
 READ_ONLY_KEYS = "s,x,r,c,p"
 """The live console's run controls: they do nothing on the screens of past runs."""

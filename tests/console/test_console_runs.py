@@ -12,8 +12,8 @@ from console.fake import FakeController
 from console.widgets.past_run import PastRunScreen
 from console.widgets.report import ReportScreen
 from console.widgets.runs import RunsScreen
-from remote.config import ClusterConfig, ClusterSection, HostSection
-from remote.runs import local_run_dir
+from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
+from remote.records.runs import local_run_dir
 
 try:
     from tests.remote.recorded import info, synthetic_run, write_recorded

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from remote.config import ClusterConfig, ClusterSection, HostSection, RunSection, SshSection
+from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection, SshSection
 
 SSHD = "/usr/sbin/sshd"
 START_DEADLINE_S = 15.0

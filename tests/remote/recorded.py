@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from remote.runs import RunInfo
+from remote.records.runs import RunInfo
 from trainer.events import (
     EndEvent,
     EvalEvent,

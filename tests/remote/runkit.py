@@ -7,8 +7,8 @@ import subprocess
 from collections.abc import AsyncIterator
 
 from remote.api import RunEvent
-from remote.config import RunSection
-from remote.stop import run_pattern
+from remote.config.cluster import RunSection
+from remote.run.stop import run_pattern
 
 RUN_LIMIT_S = 240.0
 """No test run may take longer than this."""

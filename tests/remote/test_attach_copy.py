@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from remote.stream import CollectedCopy
+from remote.run.stream import CollectedCopy
 
 PATH = "metrics/rank-0.jsonl"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from remote.api import RankEvent, RunEvent, RunStatus
-from remote.controller import open_controller
-from remote.stream import CollectedCopy
+from remote.run.controller import open_controller
+from remote.run.stream import CollectedCopy
 from trainer.events import StepEvent
 
 try:
@@ -26,8 +26,8 @@ pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 FOLLOWER = """
 import asyncio, sys
 from remote.api import RankEvent
-from remote.config import load_cluster
-from remote.controller import SshRunController
+from remote.config.cluster import load_cluster
+from remote.run.controller import SshRunController
 
 async def main():
     controller = SshRunController(load_cluster(sys.argv[1]), preflight=False)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-import remote.port_check
+import remote.checks.rendezvous_port
 from remote.api import CheckItem, CheckReport
-from remote.checks import check_cluster
-from remote.config import ClusterConfig, load_cluster
-from remote.pool import HostPool
+from remote.checks.preflight import check_cluster
+from remote.config.cluster import ClusterConfig, load_cluster
+from remote.hosts.pool import HostPool
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +112,7 @@ async def test_a_healthy_local_cluster_passes_every_check(tmp_path: Path) -> Non
 async def test_each_broken_host_fails_its_own_check_with_a_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(remote.port_check, "PORT_TEST_S", 1.5)
+    monkeypatch.setattr(remote.checks.rendezvous_port, "PORT_TEST_S", 1.5)
     hosts = (
         local_host("a")
         + local_host("b", python='"{}"'.format(fake_torch_python(
@@ -186,12 +186,12 @@ async def test_an_unreachable_host_fails_within_the_connect_timeout(tmp_path: Pa
 async def test_auto_port_falls_back_to_any_free_port_when_the_first_try_is_taken(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import remote.checks
-    from remote.checks import check_and_plan
+    import remote.checks.preflight
+    from remote.checks.preflight import check_and_plan
 
     with socket.create_server(("", 0)) as taken:
         port = taken.getsockname()[1]
-        monkeypatch.setattr(remote.checks, "auto_candidate", lambda: port)
+        monkeypatch.setattr(remote.checks.preflight, "auto_candidate", lambda: port)
         hosts = (local_host("a") + local_host("b")).replace("{tmp}", str(tmp_path))
         config = write_cluster(tmp_path, hosts)
         pool = HostPool(config)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import console.cli as cli
-from remote.config import load_cluster
-from remote.runs import RunInfo, read_run_info, write_run_info
+from remote.config.cluster import load_cluster
+from remote.records.runs import RunInfo, read_run_info, write_run_info
 
 
 def _write_config(root: Path, address: str, extra: str = "") -> Path:

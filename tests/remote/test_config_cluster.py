@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from profiles.errors import UsageError
-from remote.config import (
+from remote.config.cluster import (
     ClusterConfig,
     ClusterSection,
     ConfigError,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from remote.config import SECTIONS, parse_cluster
-from remote.config_doc import BEGIN, END, field_docs, render_reference, splice
+from remote.config.cluster import SECTIONS, parse_cluster
+from remote.config.doc import BEGIN, END, field_docs, render_reference, splice
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cluster-toml.md"
 
@@ -14,7 +14,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "cluster-toml.md"
 def test_generated_reference_is_up_to_date() -> None:
     text = DOC.read_text()
     assert splice(text, render_reference()) == text, (
-        "docs/cluster-toml.md is out of date: run python -m remote.config_doc")
+        "docs/cluster-toml.md is out of date: run python -m remote.config.doc")
 
 
 def test_every_key_is_documented_with_a_meaning() -> None:

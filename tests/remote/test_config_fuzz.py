@@ -18,8 +18,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from remote.config import SECTIONS, ClusterConfig, ConfigError, parse_cluster
-from remote.config_toml import field_hints
+from remote.config.cluster import SECTIONS, ClusterConfig, ConfigError, parse_cluster
+from remote.config.toml import field_hints
 
 if sys.version_info >= (3, 11):
     import tomllib

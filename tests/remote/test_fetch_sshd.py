@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 import console.cli as cli
-from remote import fetch
-from remote.config import ClusterConfig
-from remote.fetch import fetch_results
-from remote.pool import HostPool
-from remote.runs import RunInfo, local_run_dir, write_run_info
+from remote.config.cluster import ClusterConfig
+from remote.hosts.pool import HostPool
+from remote.records import fetch
+from remote.records.fetch import fetch_results
+from remote.records.runs import RunInfo, local_run_dir, write_run_info
 from trainer.events import CheckpointEvent
 
 try:
@@ -144,7 +144,7 @@ async def test_a_real_runs_final_weights_come_back_and_load(sshd_cluster: Any) -
     """Two sshd hosts train to the end; rank 0's host wrote RUN_DIR/final/; fetch brings it."""
     import torch
 
-    from remote.controller import SshRunController
+    from remote.run.controller import SshRunController
 
     try:
         from runkit import bounded, tiny_run

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from remote.api import LogLine
-from remote.config import HostSection
-from remote.monitor import RunMonitor
-from remote.stream import CollectedCopy, LauncherExit, RankOwned, TailItem, tail_host
-from remote.transport import LocalTransport
+from remote.config.cluster import HostSection
+from remote.hosts.transport import LocalTransport
+from remote.run.monitor import RunMonitor
+from remote.run.stream import CollectedCopy, LauncherExit, RankOwned, TailItem, tail_host
 
 # torch put this host's node second (global rank 1); the launch planned rank 0 for it.
 LAUNCHER_LOG = """\

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from remote.config import load_cluster
-from remote.config_init import demo_toml
+from remote.config.cluster import load_cluster
+from remote.config.init import demo_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 

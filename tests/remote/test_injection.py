@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from remote.checks import check_cluster
-from remote.config import load_cluster, parse_cluster
-from remote.config_errors import ConfigError
-from remote.pool import HostPool
-from remote.profile_all import profile_host
-from remote.push import build_bundle
-from remote.transport import LocalTransport
+from remote.checks.preflight import check_cluster
+from remote.config.cluster import load_cluster, parse_cluster
+from remote.config.errors import ConfigError
+from remote.hosts.pool import HostPool
+from remote.hosts.profile_hosts import profile_host
+from remote.hosts.transport import LocalTransport
+from remote.run.push import build_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 CANARY = "CANARY"

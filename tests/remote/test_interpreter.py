@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from remote.config import HostSection
-from remote.interpreter import python_word, venv_python
+from remote.config.cluster import HostSection
+from remote.hosts.interpreter import python_word, venv_python
 
 
 def _resolve(word: str) -> str:

@@ -9,9 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from remote.config import ClusterConfig, ClusterSection, HostSection, RunSection, parse_cluster
-from remote.launch import LaunchFacts, LaunchPlan, launcher_command
-from remote.plan import ClusterPlan, PlanError, plan_cluster
+from remote.config.cluster import (
+    ClusterConfig,
+    ClusterSection,
+    HostSection,
+    RunSection,
+    parse_cluster,
+)
+from remote.run.launch import LaunchFacts, LaunchPlan, launcher_command
+from remote.run.plan import ClusterPlan, PlanError, plan_cluster
 from trainer.config import parse_config
 
 
@@ -134,9 +140,9 @@ def test_the_check_raises_when_its_module_cannot_be_imported(tmp_path: Path,
     import asyncio
     import sys
 
-    from remote.controller import SshRunController
+    from remote.run.controller import SshRunController
 
     controller = SshRunController(_config(tmp_path, _host("a")))
-    monkeypatch.setitem(sys.modules, "remote.checks", None)
+    monkeypatch.setitem(sys.modules, "remote.checks.preflight", None)
     with pytest.raises(ImportError):
         asyncio.run(controller.check())

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from remote.api import RankEvent, RunStatus
-from remote.config import ClusterConfig, ClusterSection, HostSection, RunSection
-from remote.controller import SshRunController
+from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
+from remote.run.controller import SshRunController
 from trainer.events import RebalanceEvent, StepEvent
 
 try:

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from remote.config import HostSection
-from remote.netif import (
+from remote.config.cluster import HostSection
+from remote.hosts.netif import (
     is_ip_literal,
     parse_addr_show,
     parse_interface,
     parse_route_get,
     select_interface,
 )
-from remote.transport import CompletedCommand
+from remote.hosts.transport import CompletedCommand
 
 # Captured on hosts: a worker in a network namespace on a bridge, a host with a default route,
 # and the master asking for a route to its own address (the kernel says "local ... dev lo").

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from remote.api import HostStatus, LogLine, RankEvent, RunEvent, RunStatus
-from remote.controller import SshRunController
+from remote.run.controller import SshRunController
 from trainer.events import CheckpointEvent, EndEvent, StartEvent, StepEvent
 
 try:
@@ -159,7 +159,7 @@ async def test_a_host_cut_off_for_good_is_dropped_and_the_run_completes_on_the_o
 
 
 def test_a_host_failing_attempts_in_a_row_counts_as_lost() -> None:
-    from remote.recovery import REPEATED_FAILURES, count_failure
+    from remote.run.recovery import REPEATED_FAILURES, count_failure
 
     def failed(host: str | None) -> RunStatus:
         return RunStatus(t=0.0, run_id="r", state="failed", detail="x", failed_host=host)

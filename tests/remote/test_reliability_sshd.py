@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-import remote.controller
+import remote.run.controller
 from profiles.errors import CorralError
 from remote.api import HostStatus, LogLine, RankEvent, RunEvent, RunStatus
-from remote.controller import SshRunController
-from remote.runs import RunInfo, read_run_info, write_run_info
+from remote.records.runs import RunInfo, read_run_info, write_run_info
+from remote.run.controller import SshRunController
 from trainer.events import StartEvent, StepEvent
 
 try:
@@ -87,13 +87,13 @@ async def test_stop_and_attach_never_signal_a_stranger_holding_the_runs_old_grou
             assert stranger.poll() is None, "the stranger holding the old group id was killed"
             # Attaching to the failed run only reads: it stops nothing.
             stops: list[str] = []
-            real_stop = remote.controller.stop_run
+            real_stop = remote.run.controller.stop_run
 
             async def recorded_stop(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
                 stops.append(repr(args))
                 return await real_stop(*args, **kwargs)  # type: ignore[arg-type]
 
-            monkeypatch.setattr(remote.controller, "stop_run", recorded_stop)
+            monkeypatch.setattr(remote.run.controller, "stop_run", recorded_stop)
             again = (await follow(await controller.attach(handle.run_id)))[-1]
             assert isinstance(again, RunStatus) and again.state == "failed"
             assert stops == []
@@ -140,7 +140,7 @@ async def test_a_partial_or_unknown_run_id_is_an_error_and_touches_no_run(sshd_c
         assert "unknown run" in unknown.value.title and handle.run_id in str(unknown.value)
         assert not (Path(config.cluster.run_root) / suffix).exists(), "a ghost run was recorded"
         # The process match is on the whole id: the suffix matches none of the run's processes.
-        from remote.stop import run_pattern
+        from remote.run.stop import run_pattern
         found = subprocess.run(["pgrep", "-f", run_pattern(suffix)], capture_output=True)
         assert found.stdout == b""
         assert run_processes(handle.run_id), "the live run was touched"
@@ -221,8 +221,8 @@ def _descendants(pid: int) -> list[int]:
 async def test_status_finds_what_a_cut_off_host_left_running_and_keeps_the_outcome(
     sshd_cluster
 ) -> None:
-    from remote.pool import HostPool
-    from remote.refresh import refresh_runs_report
+    from remote.hosts.pool import HostPool
+    from remote.records.refresh import refresh_runs_report
 
     cluster = sshd_cluster(1)
     # Lost for good after 2 s without a connection (the run then fails without the host).
@@ -278,9 +278,9 @@ async def test_status_finds_what_a_cut_off_host_left_running_and_keeps_the_outco
 async def test_a_stopped_rank_is_named_and_the_run_stopped_after_the_hang_limit(
     sshd_cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import remote.hang
+    import remote.run.hang
 
-    monkeypatch.setattr(remote.hang, "MIN_SILENCE_S", 1.0)  # tiny steps: seconds are plenty
+    monkeypatch.setattr(remote.run.hang, "MIN_SILENCE_S", 1.0)  # tiny steps: seconds are plenty
     cluster = sshd_cluster(2)
     config = cluster.config(run=replace(tiny_run(steps=100000), hang_factor=3.0,
                                         hang_limit=8.0))

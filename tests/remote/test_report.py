@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import console.cli as cli
-from remote import summary as summary_module
+from remote.records import summary as summary_module
 
 try:
     from recorded import info, synthetic_run, write_recorded

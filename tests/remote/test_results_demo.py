@@ -16,9 +16,9 @@ import pytest
 
 import console.cli as cli
 from remote.api import RunStatus
-from remote.config import load_cluster
-from remote.controller import SshRunController
-from remote.runs import local_run_dir
+from remote.config.cluster import load_cluster
+from remote.records.runs import local_run_dir
+from remote.run.controller import SshRunController
 
 try:
     from runkit import bounded

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from remote.api import HostStatus, RunStatus
-from remote.config import ClusterConfig, ClusterSection, HostSection
-from remote.controller import SshRunController
+from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
+from remote.run.controller import SshRunController
 
 try:
     from runkit import bounded, run_processes, tiny_run

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from remote.api import LogLine, RankEvent
-from remote.monitor import RunMonitor
-from remote.stream import LauncherExit, RankOwned
+from remote.run.monitor import RunMonitor
+from remote.run.stream import LauncherExit, RankOwned
 from trainer.events import EndEvent, StartEvent
 
 

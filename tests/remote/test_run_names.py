@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 import console.cli as cli
-from remote.config import ConfigError, load_cluster
-from remote.controller import SshRunController
-from remote.runs import find_runs, local_run_dir, read_run_info
+from remote.config.cluster import ConfigError, load_cluster
+from remote.records.runs import find_runs, local_run_dir, read_run_info
+from remote.run.controller import SshRunController
 
 
 def _toml(root: Path, run: str = "") -> Path:

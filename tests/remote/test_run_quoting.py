@@ -7,11 +7,11 @@ import sys
 import time
 from pathlib import Path
 
-from remote.config import ClusterConfig, ClusterSection, HostSection, RunSection
-from remote.launch import LaunchPlan, launch_host, run_dir_for
-from remote.plan import HostPlan
-from remote.stop import stop_host
-from remote.transport import LocalTransport
+from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
+from remote.hosts.transport import LocalTransport
+from remote.run.launch import LaunchPlan, launch_host, run_dir_for
+from remote.run.plan import HostPlan
+from remote.run.stop import stop_host
 
 # Records its arguments and the variables corral sets, then exits: stands in for python.
 FAKE_PYTHON = """#!{python}

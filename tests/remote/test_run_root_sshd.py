@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from remote.api import RunStatus
-from remote.controller import SshRunController
-from remote.run_root import local_item
+from remote.checks.run_root import local_item
+from remote.run.controller import SshRunController
 
 try:
     from runkit import bounded, run_processes, tiny_run

@@ -15,8 +15,8 @@ except ImportError:  # collected as a package
     from tests.remote.runkit import bounded, run_processes, tiny_run  # type: ignore[no-redef]
 
 from remote.api import RankEvent, RunStatus
-from remote.controller import SshRunController
-from remote.runs import list_runs
+from remote.records.runs import list_runs
+from remote.run.controller import SshRunController
 from trainer.events import EndEvent, StartEvent, StepEvent
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import subprocess
 
-from remote.config import HostSection
-from remote.setup import cuda_flavour, probe_command, wanted_for
+from remote.config.cluster import HostSection
+from remote.hosts.setup import cuda_flavour, probe_command, wanted_for
 
 
 def test_the_driver_version_picks_the_cuda_flavour() -> None:

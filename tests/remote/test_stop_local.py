@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from remote.config import HostSection
-from remote.stop import count_run_processes, run_pattern, stop_host
-from remote.transport import LocalTransport
+from remote.config.cluster import HostSection
+from remote.hosts.transport import LocalTransport
+from remote.run.stop import count_run_processes, run_pattern, stop_host
 
 # Stands in for a launcher that ignores TERM (only KILL ends it); it creates the file named by
 # its last argument once it ignores TERM.

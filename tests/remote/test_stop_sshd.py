@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from remote.api import RankEvent, RunEvent, RunStatus
-from remote.controller import SshRunController
+from remote.run.controller import SshRunController
 from trainer.events import StepEvent
 
 try:

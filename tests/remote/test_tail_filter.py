@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 from remote.api import LogLine
-from remote.config import HostSection
-from remote.stream import CollectedCopy, LauncherExit, RankOwned, TailItem, tail_host
-from remote.transport import LocalTransport
+from remote.config.cluster import HostSection
+from remote.hosts.transport import LocalTransport
+from remote.run.stream import CollectedCopy, LauncherExit, RankOwned, TailItem, tail_host
 
 LAUNCHER_LOG = """\
 I1121 05:27:09.671000 20394 torch/distributed/launcher/api.py:254] Starting elastic_operator

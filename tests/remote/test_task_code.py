@@ -16,15 +16,15 @@ import pytest
 from test_run_quoting import FAKE_PYTHON
 
 from remote.api import CheckItem
-from remote.checks import check_cluster
-from remote.config import ConfigError, load_cluster, parse_cluster
-from remote.launch import LaunchPlan, launch_host, run_dir_for
-from remote.plan import HostPlan
-from remote.pool import HostPool
-from remote.push import build_bundle
-from remote.stop import stop_host
-from remote.task_code import USER_CODE_DIR, option_flags
-from remote.transport import LocalTransport
+from remote.checks.preflight import check_cluster
+from remote.config.cluster import ConfigError, load_cluster, parse_cluster
+from remote.hosts.pool import HostPool
+from remote.hosts.transport import LocalTransport
+from remote.run.launch import LaunchPlan, launch_host, run_dir_for
+from remote.run.plan import HostPlan
+from remote.run.push import build_bundle
+from remote.run.stop import stop_host
+from remote.run.task_code import USER_CODE_DIR, option_flags
 from trainer.tasks.loader import task_options
 
 HEAD = '[cluster]\nname = "t"\nmaster = "a"\n[[hosts]]\nname = "a"\naddress = "local"\ngpus = 0\n'

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import console.cli as cli
-from remote import tensorboard
+from remote.records import tensorboard
 
 try:
     from recorded import info, synthetic_run, write_recorded
@@ -80,7 +80,7 @@ def test_per_rank_series_thin_out_for_large_clusters(tmp_path: Path) -> None:
 
 
 def _rec(event: Any) -> Any:
-    from remote.history import Recorded
+    from remote.records.history import Recorded
     from trainer.events import event_to_dict
 
     return Recorded(host="h", rank=event.rank, data=event_to_dict(event), event=event)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from remote.known_hosts import KnownHostsError
-from remote.pool import HostPool
-from remote.ssh import trust_host
-from remote.transport import (
+from remote.hosts.known_hosts import KnownHostsError
+from remote.hosts.pool import HostPool
+from remote.hosts.ssh import trust_host
+from remote.hosts.transport import (
     HostKeyChanged,
     HostKeyNotTrusted,
     HostUnreachable,
@@ -141,7 +141,7 @@ async def test_an_unanswering_port_fails_within_the_connect_timeout(sshd_cluster
 
 
 async def test_local_transport_runs_the_same_command_lines(tmp_path: Path) -> None:
-    from remote.config import HostSection
+    from remote.config.cluster import HostSection
 
     transport = LocalTransport(HostSection(name="here", address="local"))
     done = await transport.run("printf '%s|' \"$0\" a 'b c'", timeout=10)

@@ -10,9 +10,9 @@ import pytest
 from trainer_runs import REPO, rank_env
 
 from profiles.errors import UsageError
-from remote.config import ConfigError, HostSection, RunSection, parse_cluster
-from remote.launch import LaunchPlan, trainer_flags
-from remote.plan import HostPlan
+from remote.config.cluster import ConfigError, HostSection, RunSection, parse_cluster
+from remote.run.launch import LaunchPlan, trainer_flags
+from remote.run.plan import HostPlan
 from trainer.config import TrainConfig, check_world, parse_config
 from trainer.config_training import check_total_steps
 
@@ -108,8 +108,8 @@ def test_run_keys_become_trainer_flags_and_a_host_micro_batch_wins() -> None:
 
 
 def test_corral_check_names_a_precision_the_device_cannot_do() -> None:
-    from remote.check_torch import judge_precision as judge
-    from remote.checks import HostFacts
+    from remote.checks.preflight import HostFacts
+    from remote.checks.torch_versions import judge_precision as judge
 
     cpu_host = HostSection(name="laptop", address="local")
     facts = HostFacts(gpus=0)

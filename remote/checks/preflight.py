@@ -1,0 +1,402 @@
+"""Pre-flight checks of a cluster (``corral check``, and the first phase of ``corral run``).
+
+Every host is checked in parallel, with one shell command per host (SSH sessions are slow to
+open): reachable and authenticated, Python and torch versions (torch must match across hosts),
+CUDA and GPU count, free disk in the workdir, a usable run_root (``remote.checks.run_root``,
+also on this machine), leftover processes of earlier runs, the interface that routes to the
+master. Alongside, the rendezvous port is tested for real (``remote.checks.rendezvous_port``).
+Each failure carries a hint with the exact fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from profiles.errors import CorralError
+from remote.api import CheckItem, CheckReport
+from remote.checks import run_root
+from remote.checks.rendezvous_port import (
+    PortListener,
+    auto_candidate,
+    check_rendezvous_port,
+    connect_command,
+    connect_item,
+    held_item,
+    last_json,
+    python_c,
+)
+from remote.checks.task_packages import judge_packages, packages_probe
+from remote.checks.torch_versions import judge_precision, torch_item
+from remote.config.cluster import ClusterConfig, HostSection
+from remote.hosts.interpreter import python_label
+from remote.hosts.netif import interface_script, parse_interface
+from remote.hosts.pool import HostPool
+from remote.hosts.sections import sectioned_script, split_sections
+from remote.hosts.transport import HostKeyNotTrusted, Transport, shell_path
+from remote.run import cpu_placement
+from remote.run.launch import LaunchFacts, master_address, nproc_for
+from remote.run.push import present_command
+
+MIN_PYTHON = (3, 10)
+MIN_FREE_BYTES = 1 << 30
+"""A workdir with less free space than this fails the disk check (code, logs, checkpoints)."""
+PROBE_TIMEOUT_S = 120.0
+"""Seconds allowed for the Python probe (importing torch can take a while on a cold disk)."""
+
+# One JSON object: the interpreter's and torch's versions and what CUDA torch sees. torch is
+# imported only where a GPU device node exists (importing it takes seconds).
+PROBE_PY = """\
+import importlib.util, json, os, platform, sys
+out = {"python": platform.python_version(), "executable": sys.executable}
+spec = importlib.util.find_spec("torch")
+version = None
+if spec is not None and spec.origin:
+    try:
+        with open(os.path.join(os.path.dirname(spec.origin), "version.py")) as f:
+            for line in f:
+                if line.startswith("__version__"):
+                    version = line.split("=", 1)[1].strip().strip(chr(34) + chr(39))
+    except OSError:
+        pass
+gpu_nodes = any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/kfd"))
+try:
+    if spec is None:
+        raise ImportError("No module named 'torch'")
+    if version is None or gpu_nodes:
+        import torch
+        version = torch.__version__
+        cuda = bool(torch.cuda.is_available())
+        gpus = torch.cuda.device_count() if cuda else 0
+        out.update(cuda=cuda, gpus=gpus, cuda_version=torch.version.cuda,
+                   gpu_names=[torch.cuda.get_device_name(i) for i in range(gpus)])
+        try: out["bf16"] = [torch.cuda.get_device_capability(i)[0] >= 8 for i in range(gpus)]
+        except Exception: pass  # no answer (an old or fake torch): nothing to check
+    out.update(torch=version.split("+")[0], torch_full=version)
+except Exception as exc:
+    out["torch_error"] = type(exc).__name__ + ": " + str(exc)
+print(json.dumps(out))
+"""
+
+
+@dataclass(kw_only=True)
+class HostFacts:
+    """What the probes found on one reachable host."""
+
+    items: list[CheckItem] = field(default_factory=list)
+    torch: str | None = None
+    """torch's version without the local build tag, when torch imports."""
+    python_ok: bool = False
+    gpus: int | None = None
+    """GPUs torch can use (0 on a host without GPU devices), when torch imports."""
+    gpu_names: list[str] = field(default_factory=list)
+    bf16: list[bool] = field(default_factory=list)  # per GPU: compute capability 8.0+
+    interface: str | None = None
+    """The interface the other hosts reach this one through, when it could be told."""
+    connect: str | None = None
+    """The output of this worker's side of the rendezvous-port test, when it ran."""
+    code_present: bool | None = None
+    """Whether the code tree asked about is on the host (None: not asked)."""
+    cpu: cpu_placement.HostCpuFacts | None = None
+    """Boot id, usable cores and allocator libraries, when the probe ran."""
+
+
+def _item(host: HostSection | str, name: str, ok: bool, detail: str, hint: str = "") -> CheckItem:
+    label = host if isinstance(host, str) else host.name
+    return CheckItem(host=label, name=name, ok=ok, detail=detail, hint=hint)
+
+
+def _fix_in_toml(host: HostSection, key: str, example: str) -> str:
+    return f"set {key} = {example} in the [[hosts]] entry named {host.name!r} of cluster.toml"
+
+
+def probe_script(host: HostSection, config: ClusterConfig, master_addr: str,
+                 port: int | None = None, code_digest: str | None = None) -> str:
+    """Every per-host probe as one shell command (one SSH session: they are slow to open).
+
+    With ``port``, a worker's probe also runs its side of the rendezvous-port test (the
+    master's listener runs alongside), in the background while the other probes run, so that
+    test costs no command and little time of its own. With ``code_digest`` it also tells
+    whether that code tree is present already (the push then asks nothing more).
+    """
+    is_master = host.name == config.cluster.master
+    parts = {
+        "python": f"{python_c(host, PROBE_PY)} 2>&1",
+        "home": 'printf "%s\\n" "$HOME"',
+        # df needs an existing path: the nearest existing directory at or above the workdir.
+        "disk": (f'd={shell_path(host.workdir)}; while [ ! -e "$d" ]; do d=$(dirname "$d"); '
+                 'done; df -Pk "$d" 2>&1 | tail -n 1'),
+        "ps": "ps -ww -eo pid=,args=",
+        "run-root": run_root.probe_command(config.cluster.run_root),
+        "interface": f"{interface_script(master_addr, is_master=is_master)} 2>&1",
+        "cpu": cpu_placement.PROBE_SECTION,
+    }
+    if host.interface is not None:
+        parts["links"] = "ip -o addr show 2>&1"
+    if code_digest is not None:
+        parts["code"] = present_command(host.workdir, code_digest)
+    packages = packages_probe(host, config)
+    if packages is not None:
+        parts["packages"] = packages
+    prelude = ""
+    if port is not None and not is_master:
+        # The connect retries until the listener is up: started first, collected last.
+        prelude = ('c=$(mktemp 2>/dev/null || echo "/tmp/corral-port-test.$$"); '
+                   f'{connect_command(host, master_addr, port)} >"$c" 2>&1 & cpid=$!; ')
+        parts["rendezvous"] = 'wait "$cpid"; cat "$c"; rm -f "$c"'
+    return prelude + sectioned_script(parts)
+
+
+def _judge_python(host: HostSection, text: str, status: int, facts: HostFacts) -> None:
+    found = last_json(text) if status == 0 else None
+    if found is None:
+        why = (text.strip().splitlines() or [f"exit status {status}"])[-1]
+        facts.items.append(_item(host, "python", False,
+                                 f"{python_label(host)!r} did not run: {why}",
+                                 f"run `corral setup {host.name}`, or "
+                                 + _fix_in_toml(host, "python", '"/path/to/python3"')))
+        return
+    version = str(found.get("python", "?"))
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    facts.python_ok = parts >= MIN_PYTHON
+    need = ".".join(map(str, MIN_PYTHON))
+    executable = found.get("executable") or python_label(host)
+    facts.items.append(_item(
+        host, "python", facts.python_ok, f"{version} ({executable})",
+        "" if facts.python_ok else
+        f"install Python >= {need} on {host.name} and " + _fix_in_toml(host, "python", '"..."'),
+    ))
+    if "torch" not in found:
+        facts.items.append(_item(
+            host, "torch", False, str(found.get("torch_error", "torch not importable")),
+            f"run `corral setup {host.name}` (a virtual environment with the master's torch "
+            f"under {host.workdir}), or install torch for {python_label(host)}",
+        ))
+        return
+    facts.torch = str(found["torch"])
+    facts.items.append(_item(host, "torch", True, str(found.get("torch_full", facts.torch))))
+    gpus = facts.gpus = int(found.get("gpus", 0))
+    facts.gpu_names = [str(n) for n in found.get("gpu_names") or []]
+    facts.bf16 = [bool(b) for b in found.get("bf16") or []]
+    names = sorted(set(facts.gpu_names))
+    if gpus:
+        detail = f"{gpus} GPU(s): {', '.join(names)} (CUDA {found.get('cuda_version')})"
+    else:
+        detail = "no CUDA device (CPU ranks)"
+    ok = host.gpus == "auto" or host.gpus <= gpus
+    hint = "" if ok else (f"{host.name} has {gpus} GPU(s) that torch can use; "
+                          + _fix_in_toml(host, "gpus", f'{gpus} (or "auto")'))
+    facts.items.append(_item(host, "cuda", ok, detail, hint))
+
+
+def _leftovers(ps_output: str, run_root: str) -> dict[str, list[int]]:
+    """Process ids per run id of processes started with ``--run-dir <run_root>/<run id>``.
+
+    Every rank (and its torchrun, which carries the trainer's arguments) has that flag; a
+    program that merely has a file of the run open does not.
+    """
+    root = run_root.rstrip("/") + "/"
+    found: dict[str, list[int]] = {}
+    for line in ps_output.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        for marker in (f"--run-dir {root}", f"--run-dir={root}"):
+            if marker in args and pid.isdigit():
+                run_id = args.split(marker, 1)[1].split("/", 1)[0].split(" ", 1)[0]
+                if run_id:
+                    found.setdefault(run_id, []).append(int(pid))
+                break
+    return found
+
+
+def _judge_disk(host: HostSection, df_line: str, facts: HostFacts) -> None:
+    fields = df_line.split()
+    if len(fields) < 4 or not fields[3].isdigit():
+        facts.items.append(_item(host, "disk", False, f"could not read free space: {df_line}",
+                                 f"check that {host.workdir!r} is a valid path on {host.name}"))
+        return
+    free = int(fields[3]) * 1024
+    ok = free >= MIN_FREE_BYTES
+    facts.items.append(_item(
+        host, "disk", ok, f"{free / (1 << 30):.1f} GiB free for {host.workdir}",
+        "" if ok else f"free space on {host.name} or " + _fix_in_toml(host, "workdir", '"..."'),
+    ))
+
+
+def _judge_leftovers(host: HostSection, config: ClusterConfig, home: str, ps_output: str,
+                     facts: HostFacts) -> None:
+    run_root = config.cluster.run_root
+    if run_root == "~" or run_root.startswith("~/"):
+        run_root = home.strip() + run_root[1:]
+    runs = _leftovers(ps_output, run_root)
+    count = sum(len(pids) for pids in runs.values())
+    detail = "none" if not runs else f"{count} process(es) of run(s) {', '.join(sorted(runs))}"
+    hint = "; ".join(f"corral stop {run_id}" for run_id in sorted(runs))
+    facts.items.append(_item(host, "leftovers", not runs, detail, hint))
+
+
+def _judge_interface(host: HostSection, config: ClusterConfig, master_addr: str,
+                     sections: dict[str, tuple[str, int]], facts: HostFacts) -> None:
+    if host.interface is not None:
+        links, status = sections.get("links", ("", 1))
+        names = {line.split()[1].split("@")[0] for line in links.splitlines()
+                 if len(line.split()) > 1 and line.split()[0].rstrip(":").isdigit()}
+        ok = status != 0 or host.interface in names
+        facts.items.append(_item(
+            host, "interface", ok, f"{host.interface} (from cluster.toml)",
+            "" if ok else f"{host.name} has no interface {host.interface!r} (it has "
+            f"{', '.join(sorted(names))}); " + _fix_in_toml(host, "interface", '"<one of them>"'),
+        ))
+        return
+    is_master = host.name == config.cluster.master
+    address, name = parse_interface(sections.get("interface", ("", 1))[0], is_master=is_master)
+    how = "holds" if is_master else "routes to"
+    if address is None:
+        facts.items.append(_item(
+            host, "interface", False, f"{host.name} cannot resolve the master address "
+            f"{master_addr!r}", "set [cluster] master_addr to an IP address of the master, or "
+            "to a name that every host resolves"))
+    elif name is not None:
+        facts.interface = name
+        facts.items.append(_item(host, "interface", True, f"{name} ({how} {master_addr})"))
+    else:
+        facts.items.append(_item(
+            host, "interface", True, f"warning: cannot tell which interface {how} "
+            f"{master_addr} (is `ip` installed?); Gloo/NCCL will choose",
+            f"install iproute2 on {host.name} or " + _fix_in_toml(host, "interface", '"eth0"'),
+        ))
+
+
+AfterProbe = Callable[[Transport, "HostFacts"], Awaitable[None]]
+
+
+async def _probe_host(
+    transport: Transport, config: ClusterConfig, master_addr: str, port: int | None = None,
+    code_digest: str | None = None, after: AfterProbe | None = None,
+) -> HostFacts:
+    host = transport.host
+    facts = HostFacts()
+    facts.items.append(_item(host, "reachable", True,
+                             "this machine" if host.is_local else "connected"))
+    try:
+        done = await transport.run(probe_script(host, config, master_addr, port, code_digest),
+                                   timeout=PROBE_TIMEOUT_S)
+    except CorralError as exc:
+        # A hung interpreter or disk: the probes as a whole fail, the host stays reachable.
+        facts.items.append(_item(host, "python", False, exc.message,
+                                 f"run the check again; if it persists, log in to {host.name} "
+                                 "and run its python by hand"))
+        return facts
+    sections = split_sections(done.stdout)
+    if "rendezvous" in sections:
+        facts.connect = sections["rendezvous"][0]
+    if "code" in sections:
+        facts.code_present = sections["code"][1] == 0
+    if "cpu" in sections:
+        facts.cpu = cpu_placement.parse_probe(sections["cpu"][0])
+    if after is not None:
+        await after(transport, facts)
+    _judge_python(host, *sections.get("python", (done.stderr, 1)), facts)
+    facts.items += judge_packages(host, config, *sections.get("packages", ("", 1)))
+    judge_precision(host, config.run.precision, facts)
+    _judge_disk(host, sections.get("disk", ("", 1))[0], facts)
+    facts.items.append(run_root.judge(host.name, config.cluster.run_root,
+                                      sections.get("run-root", ("", 1))[0]))
+    _judge_leftovers(host, config, sections.get("home", ("", 1))[0],
+                     sections.get("ps", ("", 1))[0], facts)
+    _judge_interface(host, config, master_addr, sections, facts)
+    return facts
+
+
+async def _probe_with_port_test(
+    config: ClusterConfig, pool: HostPool, master_addr: str, code_digest: str | None,
+    after: AfterProbe | None,
+) -> tuple[dict[str, HostFacts | BaseException], list[CheckItem], int | None]:
+    """Every host's probes, and the rendezvous-port test run alongside them: the listener on
+    the master, each worker's connect inside its probe command (no round trip of its own).
+    For ``"auto"`` a random port is tried first; if it is taken, a second round lets the
+    master pick any free port. The port items count only for hosts whose probes show a
+    working interpreter (the others already fail for that reason)."""
+    master = config.master_host
+    setting = config.cluster.rendezvous_port
+    target = auto_candidate() if setting == "auto" else int(setting)
+    workers = [h for h in config.hosts if h.name != master.name]
+    listener = PortListener(config, pool, target, len(workers))
+    opening = asyncio.ensure_future(listener.open())
+    try:
+        results = await pool.gather(
+            lambda t: _probe_host(t, config, master_addr, target, code_digest, after))
+        opened = await opening
+    finally:
+        if not opening.done():
+            opening.cancel()
+            await asyncio.wait({opening})
+        await listener.close()
+    if not isinstance(opened, int):
+        if listener.taken and setting == "auto":
+            items, port = await check_rendezvous_port(config, pool, master_addr)
+            return results, items, port
+        return results, opened or [], None
+    items = [held_item(config, opened)]
+    for host in workers:
+        facts = results.get(host.name)
+        if isinstance(facts, HostFacts) and facts.connect is not None:
+            items.append(connect_item(host, master, master_addr, opened, facts.connect))
+    return results, items, opened
+
+
+def _unreachable_item(host: HostSection, error: BaseException) -> CheckItem:
+    if isinstance(error, HostKeyNotTrusted):
+        hint = f"if the fingerprint is right: corral trust {host.name}"
+    else:
+        hint = (f"check the address/port/user of {host.name!r} in cluster.toml "
+                f"(`ssh {host.address}` must work without a password prompt)")
+    return _item(host, "reachable", False, str(error) or type(error).__name__, hint)
+
+
+
+async def check_cluster(config: ClusterConfig, pool: HostPool) -> CheckReport:
+    """Every pre-flight check of ``config``'s hosts, run in parallel over ``pool``."""
+    return (await check_and_plan(config, pool))[0]
+
+
+async def check_and_plan(
+    config: ClusterConfig, pool: HostPool, *, code_digest: str | None = None,
+    after_probe: AfterProbe | None = None,
+) -> tuple[CheckReport, LaunchFacts]:
+    """``check_cluster``, and what the probes found that a launch needs (so that the launch
+    does not ask the hosts again): GPU counts, interfaces, the tested rendezvous port.
+
+    With ``code_digest`` each probe also asks whether that code tree is present; each host's
+    ``after_probe(transport, facts)`` runs as soon as its probe is done (the push, while the
+    other hosts are still being checked).
+    """
+    master_addr = master_address(config)
+    results, rendezvous, port = await _probe_with_port_test(config, pool, master_addr,
+                                                            code_digest, after_probe)
+    items: list[CheckItem] = [run_root.local_item(config.cluster.run_root)]
+    facts: dict[str, HostFacts] = {}
+    for host in config.hosts:
+        result = results.get(host.name)
+        if isinstance(result, HostFacts):
+            facts[host.name] = result
+            items.extend(result.items)
+        else:
+            error = result if result is not None else RuntimeError("no result")
+            items.append(_unreachable_item(host, error))
+    testable = {name for name, host_facts in facts.items() if host_facts.python_ok}
+    if config.master_name in testable:
+        items.extend(item for item in rendezvous if item.host in testable)
+    same_torch = torch_item(facts)
+    if same_torch is not None:
+        items.append(same_torch)
+    cpu = {name: f.cpu for name, f in facts.items() if f.cpu is not None}
+    gpus = {name: f.gpus for name, f in facts.items()}
+    nprocs = {h.name: nproc_for(h, gpus.get(h.name)) for h in config.hosts}
+    items.extend(cpu_placement.check_items(config, cpu, nprocs, gpus))
+    # Stable: each host's items keep their order, the cluster-wide ones ("*") come last.
+    order = {h.name: i for i, h in enumerate(config.hosts)}
+    items.sort(key=lambda it: order.get(it.host, len(order)))
+    found = LaunchFacts(gpus=gpus, interfaces={name: f.interface for name, f in facts.items()},
+                        port=port, cpu=cpu)
+    return CheckReport(items=tuple(items)), found

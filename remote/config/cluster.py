@@ -1,0 +1,371 @@
+"""cluster.toml: the one file a user writes. Parsed once into frozen dataclasses.
+
+CONTRACT (shared by remote, console and their tests): the dataclass and field names below.
+``load_cluster(path)`` / ``parse_cluster(text, path=...)`` read a file strictly: every problem
+in it is collected and raised together as one ``ConfigError`` (a ``UsageError``, exit code 2),
+each naming the file, the section and the key. The value rules live in ``remote.config.rules``
+and run both here and in each dataclass's ``__post_init__``, so a config built in code obeys
+them too.
+``docs/cluster-toml.md`` is generated from these classes (``python -m remote.config.doc``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from remote.config import rules
+from remote.config.errors import (
+    ConfigError,
+    ConfigProblem,
+    file_error,
+    host_where,
+)
+from remote.run.task_code import task_problems
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = [
+    "ClusterConfig", "ClusterSection", "ConfigError", "ConfigProblem", "HostSection",
+    "RunSection", "SshSection", "load_cluster", "parse_cluster",
+]
+
+
+def _check(section: str, problems: list[tuple[str, str]]) -> None:
+    """Raise the problems a dataclass found in its own values (a config built in code)."""
+    if problems:
+        raise ConfigError([ConfigProblem(path=None, where=f"{section}{key}", message=msg)
+                           for key, msg in problems])
+
+
+def _values(obj: object) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterSection:
+    """``[cluster]``: the cluster as a whole."""
+
+    name: str
+    """Shown in the console header and used in run ids: letters, digits, ``.``, ``_``, ``-``."""
+    master: str | None = None
+    """Name of the ``[[hosts]]`` entry that hosts torch's c10d rendezvous; default: the first
+    ``[[hosts]]`` entry."""
+    rendezvous_port: int | Literal["auto"] = "auto"
+    """TCP port for torch's c10d rendezvous on the master; ``"auto"`` picks a free one."""
+    master_addr: str | None = None
+    """Address the workers use to reach the master; default: the master's HostName after
+    ssh_config resolution (``127.0.0.1`` for a ``local`` master)."""
+    run_root: str = "~/.corral/runs"
+    """Directory on every host (and locally) under which each run gets ``<run_root>/<run_id>``."""
+
+    def __post_init__(self) -> None:
+        _check("[cluster] ", rules.cluster_problems(_values(self)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostSection:
+    """One ``[[hosts]]`` entry: a machine (or, with ``address = "local"``, this machine)."""
+
+    name: str
+    """Unique name used in the console, logs and ``[cluster] master``: letters, digits,
+    ``.``, ``_``, ``-``."""
+    address: str
+    """An ssh_config alias, hostname or IP, or ``"local"`` for this machine without SSH."""
+    user: str | None = None
+    """SSH user; default from ssh_config, else the local user."""
+    port: int | None = None
+    """SSH port; default from ssh_config, else 22."""
+    identity_file: str | None = None
+    """Private key file; default from ssh_config and the ssh agent. ``~`` is expanded and a
+    relative path is taken from the directory of cluster.toml; the file must be readable."""
+    python: str | None = None
+    """Python interpreter on the host (with torch installed); default: the environment
+    ``corral setup`` made (``<workdir>/venv``) when there is one, else the interpreter running
+    corral on a ``local`` host and ``python3`` on an SSH host."""
+    workdir: str = "~/.corral"
+    """Where pushed code lives on the host (``<workdir>/code/<hash>``)."""
+    gpus: int | Literal["auto"] = "auto"
+    """How many GPUs to use; ``"auto"`` uses every GPU torch sees there."""
+    nproc: int | None = None
+    """Ranks on this host; default: the GPU count, or 1 on a CPU-only host."""
+    threads: int | None = None
+    """CPU threads per rank (the trainer's ``--threads``); default: one per core of the
+    rank's share of the host (see ``pin_cores``)."""
+    pin_cores: bool = True
+    """Give the host's ranks disjoint cores, as many threads as cores each (GPU ranks: the
+    cores near their GPU); hosts on one machine share its cores out first. With more ranks
+    than cores nothing is pinned. ``false`` leaves placement to the kernel."""
+    cores: str | None = None
+    """The cores corral may use on the host, as a list like ``"0-7,16"``; default: all it
+    may run on (keep some free for other work on a desktop)."""
+    allocator: Literal["auto", "tcmalloc", "jemalloc", "glibc", "off"] = "auto"
+    """Memory allocator of the host's ranks: ``auto`` preloads tcmalloc, else jemalloc, when
+    the host has one (``corral check`` says which), else tunes glibc to keep freed memory;
+    ``off`` leaves glibc's defaults (slower CPU ranks)."""
+    slowdown: float = 1.0
+    """Emulate a device this many times slower (for demos and tests); 1.0 = real speed."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment variables for the launcher and ranks on this host."""
+    interface: str | None = None
+    """Network interface for Gloo/NCCL (``GLOO_SOCKET_IFNAME``); default: detected."""
+    setup: tuple[str, ...] = ()
+    """Shell lines ``corral setup`` runs on the host first, in order, before it makes the
+    virtual environment (e.g. installing a system package); each is logged, and a failing line
+    is named with its host."""
+
+    torch_index: str = "https://download.pytorch.org/whl/{flavour}"
+    """The package index ``corral setup`` installs torch from, ``{flavour}`` replaced by
+    ``cpu`` or the CUDA flavour the host's driver runs (e.g. ``cu126``); ``""`` leaves it to
+    the host's own pip configuration."""
+    micro_batch: int | None = None
+    """Largest forward/backward pass of this host's ranks; default ``[run] micro_batch``."""
+
+    def __post_init__(self) -> None:
+        _check(f"{host_where(None, self.name)}.", rules.host_problems(_values(self)))
+
+    @property
+    def is_local(self) -> bool:
+        """True for ``address = "local"`` (run here without SSH)."""
+        return self.address == "local"
+
+    @property
+    def known_nproc(self) -> int | None:
+        """Ranks on this host when known without contacting it: ``nproc``, else ``gpus``
+        when it is a number (1 for ``gpus = 0``); None for ``gpus = "auto"``."""
+        return rules.resolved_nproc(self.nproc, self.gpus)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSection:
+    """``[run]``: the run's name and the trainer's settings (each a ``python -m trainer`` flag)."""
+
+    name: str | None = None
+    """The runs' name (``corral run --name`` overrides it), shown with their unique run id."""
+    task: str = "image"
+    """What to train: ``"image"``, ``"causal_lm"`` or a user file ``"tasks/mine.py:build"``
+    (relative to cluster.toml; docs/tasks.md)."""
+    task_options: dict[str, Any] = field(default_factory=dict)
+    """``[run.task_options]``: options of the causal_lm or user task (``build(options)``)."""
+    code: str | None = None
+    """Folder pushed with the trainer for a user task (relative to cluster.toml); default:
+    the folder holding the task file."""
+    model: str = "simple_cnn"
+    """Image task: network to train (the trainer's ``--model``)."""
+    dataset: str = "synthetic_image"
+    """Training data; synthetic images are generated from the seed on every host."""
+    data_dir: str | None = None
+    """Directory on every host holding the CIFAR python-pickle batches (required for cifar)."""
+    samples: int = 4096
+    """Size of the synthetic dataset (at least ``global_batch``)."""
+    global_batch: int = 64
+    """Samples per optimizer step over all ranks together; at least one per rank."""
+    split: tuple[int, ...] | None = None
+    """Initial per-rank shares, one per rank in host order (sum = global_batch). Not set:
+    equal for ``static``; measured capacities (a profile or a warm-up) for the others."""
+    policy: Literal["static", "proportional", "dynamic"] = "dynamic"
+    """How the split is chosen and changed: kept, proportional to measured capacity, or
+    re-solved during the run."""
+    rebalance_every: int = 10
+    """Steps between rebalancing decisions (dynamic policy)."""
+    steps: int | None = None
+    """The run's total number of optimizer steps; give ``steps`` or ``epochs``, not both."""
+    epochs: int | None = None
+    """The run's total number of epochs; 1 when neither ``steps`` nor ``epochs`` is given."""
+    lr: float = 0.05
+    """Learning rate (greater than 0)."""
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    """SGD with momentum, or AdamW."""
+    seed: int = 0
+    """Seed for the weights, the synthetic data and the sample order."""
+    checkpoint_every: int = 50
+    """Rank 0 writes a checkpoint every this many steps (0 = only at the end)."""
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """Process-group backend; ``auto`` = nccl when every rank has a GPU, else gloo."""
+    hang_factor: float = 20.0
+    """A rank without a step for this many times its usual step time (and at least 10 s) is
+    reported, with what its process is doing (stopped, blocked, gone, busy, waiting)."""
+    max_restarts: int = 0
+    """When a rank fails after the run started (killed, crashed, its host dropped, hung),
+    stop the rest and launch the run again from its newest good checkpoint, up to this many
+    times. The data order and random state continue exactly, so the result is the same."""
+    on_host_loss: Literal["stop", "continue"] = "stop"
+    """A host lost during the run (unreachable past ``[ssh] lost_after``, or its ranks failing
+    two attempts in a row under ``max_restarts``): ``stop`` fails the run; ``continue`` drops
+    the host and restarts from the newest checkpoint on the others,
+    the same global batch re-split among them (the result is the same, only slower)."""
+    hang_limit: float = 300.0
+    """Seconds without a step after which corral stops the run, naming the rank that holds
+    the others up (0 = wait for torch's own timeout)."""
+    micro_batch: int | None = None
+    """Largest forward/backward pass per rank (more passes, one all-reduce); not set: one."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """fp32, or autocast to bf16 (CPUs, recent GPUs) or fp16 (GPUs only)."""
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    """How the learning rate goes from ``lr`` to ``min_lr`` after the warm-up."""
+    warmup_steps: int = 0
+    """Learning-rate warm-up: the first this many steps rise linearly to ``lr``."""
+    min_lr: float = 0.0
+    """The learning rate of the last step (cosine, linear); at most ``lr``."""
+    clip_grad: float | None = None
+    """Clip the global gradient norm to this (> 0); not set: no clipping."""
+    eval_every: int = 0
+    """Evaluate the held-out set every this many steps and after the last (0 = never)."""
+    eval_samples: int | None = None
+    """Held-out items to evaluate; not set: the task's eval set (synthetic: 512)."""
+    eval_data: str | None = None
+    """causal_lm: a held-out .txt/.jsonl file (on every host) evaluated by ``eval_every``; or
+    the task option ``eval_fraction`` holds out the end of ``data``."""
+
+    def __post_init__(self) -> None:
+        _check("[run] ", rules.run_problems(_values(self)))
+        if self.steps is None and self.epochs is None:
+            # Written out so every reader (flags, console, reports) sees the same length.
+            object.__setattr__(self, "epochs", 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SshSection:
+    """``[ssh]``: how corral connects."""
+
+    connect_timeout: float = 10.0
+    """Seconds before an unreachable host is reported as such."""
+    keepalive: float = 15.0
+    """Seconds between keepalives on each connection (0 disables)."""
+    lost_after: float = 60.0
+    """Seconds a host of a running run may stay unreachable (its connection is re-opened
+    with backoff meanwhile) before it counts as lost and the run fails without it."""
+    known_hosts: Literal["strict", "insecure"] = "strict"
+    """``strict`` verifies host keys against ~/.ssh/known_hosts (and ``corral trust``);
+    ``insecure`` skips verification and prints a warning."""
+    max_parallel_connects: int = 8
+    """Connects in flight at once (sshd's MaxStartups drops bursts)."""
+    known_hosts_file: str = "~/.ssh/known_hosts"
+    """The known_hosts file host keys are verified against (and ``corral trust`` adds to)."""
+    config_file: str = "~/.ssh/config"
+    """The OpenSSH client config read for aliases, User, Port, IdentityFile and ProxyJump
+    (ignored when the file does not exist)."""
+
+    def __post_init__(self) -> None:
+        _check("[ssh] ", rules.ssh_problems(_values(self)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    """A whole cluster.toml."""
+
+    path: Path
+    """The file it was read from (named in every error)."""
+    cluster: ClusterSection
+    """``[cluster]``."""
+    hosts: tuple[HostSection, ...]
+    """``[[hosts]]``, in the order written."""
+    run: RunSection = field(default_factory=RunSection)
+    """``[run]``."""
+    ssh: SshSection = field(default_factory=SshSection)
+    """``[ssh]``."""
+
+    def __post_init__(self) -> None:
+        problems = rules.cross_problems(
+            _values(self.cluster), [_values(h) for h in self.hosts], _values(self.run))
+        problems += task_problems(self.run, self.path.parent)
+        if not self.hosts:
+            problems.insert(0, ("[[hosts]]", "no hosts; add at least one [[hosts]] entry"))
+        if problems:
+            raise ConfigError([ConfigProblem(path=self.path, where=where, message=msg)
+                               for where, msg in problems])
+        if self.cluster.master is None:  # one obvious choice: the first host
+            object.__setattr__(self, "cluster", replace(self.cluster, master=self.hosts[0].name))
+
+    @property
+    def master_name(self) -> str:
+        """The name of the master host (``[cluster] master``, default the first host)."""
+        return self.master_host.name
+
+    @property
+    def master_host(self) -> HostSection:
+        """The ``[[hosts]]`` entry named by ``[cluster] master`` (default: the first one)."""
+        return next((h for h in self.hosts if h.name == self.cluster.master), self.hosts[0])
+
+    @property
+    def world_size_hint(self) -> int | None:
+        """Total ranks when every host's count is known without contacting it (see
+        ``HostSection.known_nproc``); None when some host has ``gpus = "auto"`` and no
+        ``nproc``."""
+        counts = [h.known_nproc for h in self.hosts]
+        return None if None in counts else sum(c for c in counts if c is not None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a file: TOML -> typed values -> rules -> dataclasses. Nothing is built until every
+# problem in the file has been collected.
+
+SECTIONS: dict[str, type] = {
+    "cluster": ClusterSection, "hosts": HostSection, "run": RunSection, "ssh": SshSection,
+}
+"""Top-level keys of cluster.toml and the dataclass each one fills."""
+HEADERS = {"cluster": "[cluster]", "hosts": "[[hosts]]", "run": "[run]", "ssh": "[ssh]"}
+CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
+    (RunSection, "model"): rules.MODELS, (RunSection, "dataset"): rules.DATASETS,
+}
+"""String fields limited to a set of values (``Literal`` fields carry theirs in the type)."""
+
+
+def load_cluster(path: str | os.PathLike[str]) -> ClusterConfig:
+    """Read and check the cluster.toml at ``path``.
+
+    Raises ``ConfigError`` (exit code 2) for a missing or unreadable file, invalid TOML, or
+    any number of problems in its contents, every one of them named in the message.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise file_error(path, "no such file; start from the repository's cluster.toml, or "
+                                "write one here with `corral init` (the local demo) or "
+                                "`corral init --hosts ALIAS,...` (your ssh_config hosts); "
+                                "keys are described in docs/cluster-toml.md") from None
+    except OSError as error:
+        raise file_error(path, f"cannot be read: {error.strerror or error}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise file_error(path, f"is not UTF-8 text (bad byte at offset {error.start})",
+                          title=f"{path.name} is invalid") from None
+    return parse_cluster(text, path=path)
+
+
+def parse_cluster(text: str, *, path: str | os.PathLike[str]) -> ClusterConfig:
+    """Check the TOML ``text`` of a cluster.toml; ``path`` is named in errors and kept as
+    ``ClusterConfig.path`` (relative identity files are resolved against its directory)."""
+    path = Path(path)
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise file_error(path, f"invalid TOML: {error}", title=f"{path.name} is invalid") \
+            from None
+    except RecursionError:
+        raise file_error(path, "invalid TOML: arrays or tables nested too deeply",
+                          title=f"{path.name} is invalid") from None
+    from remote.config.read import Reader  # it builds the classes above
+
+    return Reader(path).build(document)
+
+
+def _file_order(problem: ConfigProblem) -> tuple[int, int]:
+    """Problems in the order of the file's sections (unknown sections first)."""
+    head = problem.where.split(" ")[0].split(".")[0]
+    if head.startswith("hosts["):
+        return 2, int(head[len("hosts["):-1])
+    return {"[cluster]": 1, "[[hosts]]": 2, "[run]": 3, "[ssh]": 4}.get(head, 0), -1
+
+
+def _file_error(path: Path, message: str, *, title: str | None = None) -> ConfigError:
+    problem = ConfigProblem(path=path, where="", message=message)
+    return ConfigError([problem], title=title or f"cannot read {path.name}")

@@ -1,0 +1,134 @@
+"""Reading one cluster.toml document: TOML values -> typed values -> rules -> dataclasses.
+
+Nothing is built until every problem in the document has been collected; then they are raised
+together as one ``ConfigError``, each naming the file, the section and the key.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from remote.config import rules
+from remote.config.cluster import (
+    CHOICES,
+    HEADERS,
+    SECTIONS,
+    ClusterConfig,
+    ClusterSection,
+    HostSection,
+    RunSection,
+    SshSection,
+)
+from remote.config.errors import ConfigError, ConfigProblem, closest, file_order, host_where, quote
+from remote.config.errors import section_where as _where
+from remote.config.toml import field_hints, toml_type, typed_fields
+
+
+class Reader:
+    """Collects every problem of one document, then builds the config if there were none."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.problems: list[ConfigProblem] = []
+
+    def add(self, where: str, message: str) -> None:
+        self.problems.append(ConfigProblem(path=self.path, where=where, message=message))
+
+    def build(self, document: Mapping[str, Any]) -> ClusterConfig:
+        self._unknown_sections(document)
+        cluster = self._table(document, "cluster", lambda key: _where("cluster", key))
+        hosts = self._hosts(document)
+        run = self._table(document, "run", lambda key: _where("run", key))
+        ssh = self._table(document, "ssh", lambda key: _where("ssh", key))
+        for name, values, check in (("cluster", cluster, rules.cluster_problems),
+                                    ("run", run, rules.run_problems),
+                                    ("ssh", ssh, rules.ssh_problems)):
+            if values is not None:
+                for key, message in check(values):
+                    self.add(_where(name, key), message)
+        for index, host in enumerate(hosts):
+            for key, message in rules.host_problems(host):
+                self.add(host_where(index, host.get("name"), key), message)
+            self._identity_file(index, host)
+        for where, message in rules.cross_problems(cluster or {}, hosts, run or {}):
+            self.add(where, message)
+        if self.problems or cluster is None or not hosts:
+            self.problems.sort(key=file_order)  # stable: within a table, the order found
+            raise ConfigError(self.problems, title=f"{self.path.name} is invalid")
+        return ClusterConfig(
+            path=self.path, cluster=ClusterSection(**cluster),
+            hosts=tuple(HostSection(**host) for host in hosts),
+            run=RunSection(**(run or {})), ssh=SshSection(**(ssh or {})),
+        )
+
+    def _unknown_sections(self, document: Mapping[str, Any]) -> None:
+        for key, value in document.items():
+            if key in SECTIONS:
+                continue
+            owner = next((s for s, cls in SECTIONS.items() if key in field_hints(cls)), None)
+            if owner is not None and not isinstance(value, dict | list):
+                self.add(key, f"unknown top-level key; keys go in a section: did you mean to "
+                              f"put it under {HEADERS[owner]}?")
+                continue
+            match = closest(key, SECTIONS)
+            hint = f"; did you mean {HEADERS[match]}?" if match else ""
+            self.add(f"[{key}]", f"unknown section (sections: {', '.join(HEADERS.values())})"
+                                 f"{hint}")
+
+    def _table(self, document: Mapping[str, Any], name: str,
+               where: Callable[[str], str]) -> dict[str, Any] | None:
+        """A ``[section]``'s typed values; None if it is missing (only [cluster] must exist)."""
+        raw = document.get(name)
+        if raw is None:
+            if name != "cluster":
+                return {}
+            self.add("[cluster]", "missing section; add [cluster] with name and master")
+            return None
+        if not isinstance(raw, dict):
+            self.add(f"[{name}]", f"must be a table ({HEADERS[name]}), got {toml_type(raw)}")
+            return None if name == "cluster" else {}
+        return self._fields(SECTIONS[name], raw, where)
+
+    def _hosts(self, document: Mapping[str, Any]) -> list[dict[str, Any]]:
+        raw = document.get("hosts")
+        if raw is None or raw == []:
+            self.add("[[hosts]]", 'no hosts; add one [[hosts]] entry per machine (address = '
+                                  '"local" for this one)')
+            return []
+        if not isinstance(raw, list):
+            self.add("[[hosts]]", f"must be an array of tables (a [[hosts]] header per host), "
+                                  f"got {toml_type(raw)}")
+            return []
+        hosts = []
+        for index, entry in enumerate(raw):
+            if not isinstance(entry, dict):
+                self.add(host_where(index, None), f"must be a table, got {toml_type(entry)}")
+                continue
+            where = functools.partial(host_where, index, entry.get("name"))
+            hosts.append(self._fields(HostSection, entry, where))
+        return hosts
+
+    def _fields(self, cls: type, raw: Mapping[str, Any],
+                where: Callable[[str], str]) -> dict[str, Any]:
+        return typed_fields(cls, raw, lambda key, msg: self.add(where(key), msg),
+                            {key: c for (owner, key), c in CHOICES.items() if owner is cls})
+
+    def _identity_file(self, index: int, host: dict[str, Any]) -> None:
+        """Resolve ``identity_file`` (``~``, relative to cluster.toml) and check it is readable."""
+        given = host.get("identity_file")
+        if not isinstance(given, str) or not given.strip() or host.get("address") == "local":
+            return
+        resolved = self.path.parent / Path(given).expanduser()
+        where = host_where(index, host.get("name"), "identity_file")
+        if not resolved.exists():
+            self.add(where, f"{quote(given)} does not exist (looked at {resolved})")
+        elif not resolved.is_file():
+            self.add(where, f"{quote(given)} is not a file ({resolved})")
+        elif not os.access(resolved, os.R_OK):
+            self.add(where, f"{quote(given)} is not readable by this user ({resolved})")
+        else:
+            host["identity_file"] = str(resolved.absolute())

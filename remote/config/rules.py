@@ -1,0 +1,365 @@
+"""Value rules for cluster.toml, shared by the parser and the dataclasses' ``__post_init__``.
+
+Each rule function takes one section's values as a mapping and returns ``(key, problem)``
+pairs. A key that is absent (or None) is skipped: the parser leaves out keys whose type was
+already wrong, so one mistake is reported once, not again as a knock-on problem elsewhere.
+The cross-section rules return ``(where, problem)`` pairs naming the section and key.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeGuard
+
+from remote.config.errors import did_you_mean, host_where, quote, section_where
+from trainer.config import DATASETS, MODELS, POLICIES
+from trainer.config_training import LR_SCHEDULES, PRECISIONS
+from trainer.placement import parse_cpulist
+
+__all__ = ["DATASETS", "MODELS", "POLICIES"]  # the trainer's choices, re-exported
+
+DATASETS_NEEDING_DATA_DIR = ("cifar10", "cifar100")
+OPTIMIZERS = ("sgd", "adamw")
+BACKENDS = ("auto", "gloo", "nccl")
+KNOWN_HOSTS_POLICIES = ("strict", "insecure")
+SSH_ONLY_KEYS = ("user", "port", "identity_file")
+"""Host keys that only mean something for a host reached over SSH."""
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+"""Cluster and host names: they end up in run ids, file names and log prefixes."""
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+INTERFACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}\Z")
+"""A Linux interface name: at most 15 characters, no spaces or slashes."""
+
+Problems = list[tuple[str, str]]
+
+
+def resolved_nproc(nproc: int | None, gpus: object) -> int | None:
+    """Ranks on a host when known without asking it: ``nproc``, else the GPU count when it
+    is given as a number (1 for ``gpus = 0``), else None (``gpus = "auto"``)."""
+    if nproc is not None:
+        return nproc
+    if isinstance(gpus, int) and not isinstance(gpus, bool):
+        return max(gpus, 1)
+    return None
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _at_least(out: Problems, values: Mapping[str, Any], key: str, low: int) -> None:
+    value = values.get(key)
+    if _is_int(value) and value < low:
+        out.append((key, f"must be at least {low}, got {value}"))
+
+
+MAX_COUNT = 10**12
+"""Upper bound for step, sample and batch counts: far beyond any run, well inside the 64-bit
+integers torch and the trainer's flags work with."""
+
+
+def _at_most(out: Problems, values: Mapping[str, Any], key: str, high: int) -> None:
+    value = values.get(key)
+    if _is_int(value) and value > high:
+        out.append((key, f"must be at most {high}, got {value}"))
+
+
+def _address(out: Problems, values: Mapping[str, Any], key: str) -> None:
+    """A host name must fit DNS: labels of at most 63 characters, 253 in all."""
+    value = values.get(key)
+    if not isinstance(value, str) or value == "local" or ":" in value:
+        return
+    if len(value) > 253 or any(len(label) > 63 for label in value.split(".")):
+        out.append((key, f"is not a usable host name: at most 253 characters, each part "
+                         f"between dots at most 63 (got {len(value)} characters)"))
+
+
+def _number(out: Problems, values: Mapping[str, Any], key: str, low: float, *,
+            inclusive: bool) -> None:
+    value = values.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return
+    if not math.isfinite(value):
+        out.append((key, f"must be a finite number, got {value}"))
+    elif value < low or (value == low and not inclusive):
+        bound = "at least" if inclusive else "greater than"
+        out.append((key, f"must be {bound} {low:g}, got {value:g}"))
+
+
+def _port(out: Problems, values: Mapping[str, Any], key: str) -> None:
+    value = values.get(key)
+    if _is_int(value) and not 1 <= value <= 65535:
+        out.append((key, f"must be a port number from 1 to 65535, got {value}"))
+
+
+def _choice(out: Problems, values: Mapping[str, Any], key: str, choices: Sequence[str]) -> None:
+    value = values.get(key)
+    if isinstance(value, str) and value not in choices:
+        listed = ", ".join(quote(c) for c in choices)
+        hint = did_you_mean(value, choices, fmt='"{}"')
+        out.append((key, f"must be one of {listed}, got {quote(value)}{hint}"))
+
+
+def _text(out: Problems, values: Mapping[str, Any], key: str, *, token: bool = False) -> None:
+    """Non-empty, no control characters; a ``token`` also has no spaces and no leading ``-``
+    (it becomes one argument of ssh or a shell command, never an option)."""
+    value = values.get(key)
+    if not isinstance(value, str):
+        return
+    if not value.strip():
+        out.append((key, "must not be empty"))
+    elif any(not c.isprintable() for c in value):
+        out.append((key, f"must not contain control characters, got {quote(value)}"))
+    elif token and (value.startswith("-") or any(c.isspace() for c in value)):
+        out.append((key, f"must be one word not starting with '-', got {quote(value)}"))
+
+
+def _name(out: Problems, values: Mapping[str, Any], key: str) -> None:
+    value = values.get(key)
+    if isinstance(value, str) and not NAME_RE.match(value):
+        out.append((key, f"must be letters, digits, '.', '_' or '-' (starting with a letter "
+                         f"or digit), got {quote(value)}"))
+
+
+def cluster_problems(values: Mapping[str, Any]) -> Problems:
+    """Rules for ``[cluster]`` on its own."""
+    out: Problems = []
+    _name(out, values, "name")
+    _text(out, values, "master")
+    _port(out, values, "rendezvous_port")
+    _text(out, values, "master_addr", token=True)
+    _address(out, values, "master_addr")
+    _text(out, values, "run_root")
+    return out
+
+
+def host_problems(values: Mapping[str, Any]) -> Problems:
+    """Rules for one ``[[hosts]]`` entry on its own."""
+    out: Problems = []
+    _name(out, values, "name")
+    _text(out, values, "address", token=True)
+    _address(out, values, "address")
+    _text(out, values, "user", token=True)
+    _port(out, values, "port")
+    for key in ("identity_file", "python", "workdir"):
+        _text(out, values, key)
+    _at_least(out, values, "gpus", 0)
+    _at_least(out, values, "nproc", 1)
+    _at_least(out, values, "threads", 1)
+    _at_least(out, values, "micro_batch", 1)
+    _number(out, values, "slowdown", 1.0, inclusive=True)
+    nproc, gpus = values.get("nproc"), values.get("gpus")
+    if _is_int(nproc) and _is_int(gpus) and gpus > 0 and nproc > gpus:
+        out.append(("nproc", f"{nproc} ranks but only {gpus} GPUs (gpus = {gpus}); "
+                             "use at most one rank per GPU"))
+    env = values.get("env")
+    if isinstance(env, Mapping):
+        for name, value in env.items():
+            if not ENV_NAME_RE.match(str(name)):
+                out.append((f"env.{quote(str(name))}", "is not a valid environment variable "
+                            "name (letters, digits and '_', not starting with a digit)"))
+            elif isinstance(value, str) and "\0" in value:
+                out.append((f"env.{name}", "must not contain a NUL character"))
+    cores = values.get("cores")
+    if isinstance(cores, str):
+        try:
+            parse_cpulist(cores)
+        except ValueError:
+            out.append(("cores", f"is not a list of cores like \"0-7\" or \"0,2,4-6\", got "
+                                 f"{quote(cores)}"))
+    setup = values.get("setup")
+    if isinstance(setup, Sequence) and not isinstance(setup, str):
+        for index, line in enumerate(setup):
+            if isinstance(line, str) and (not line.strip() or "\0" in line):
+                out.append((f"setup[{index}]", "must be a non-empty shell line without NUL"))
+    interface = values.get("interface")
+    if isinstance(interface, str) and not INTERFACE_RE.match(interface):
+        out.append(("interface", f"is not a network interface name (like eth0 or enp3s0, "
+                                 f"at most 15 characters), got {quote(interface)}"))
+    if values.get("address") == "local":
+        for key in SSH_ONLY_KEYS:
+            if values.get(key) is not None:
+                out.append((key, 'has no effect on a local host (address = "local"); remove '
+                                 "it, or set address to the machine's SSH address"))
+    return out
+
+
+RUN_NAME_MAX = 64
+"""Longest run name: it shares a header line with the cluster and the run id."""
+
+
+def run_name_problem(name: str) -> str:
+    """Why ``name`` cannot name a run ("" when it can): printable text, 1 to 64 characters."""
+    if not name.strip():
+        return "must not be empty; leave it out for a run without a name"
+    if len(name) > RUN_NAME_MAX:
+        return f"must be at most {RUN_NAME_MAX} characters, got {len(name)}"
+    if not name.isprintable():
+        return "must be printable text (no tabs, newlines or control characters)"
+    return ""
+
+
+def run_problems(values: Mapping[str, Any]) -> Problems:
+    """Rules for ``[run]`` on its own."""
+    out: Problems = []
+    _choice(out, values, "model", MODELS)
+    _choice(out, values, "dataset", DATASETS)
+    _choice(out, values, "policy", POLICIES)
+    _choice(out, values, "optimizer", OPTIMIZERS)
+    _choice(out, values, "backend", BACKENDS)
+    _choice(out, values, "on_host_loss", ("stop", "continue"))
+    dataset = values.get("dataset")
+    # Present-and-None means "not given"; absent means its type was wrong (reported already).
+    needs_dir = dataset in DATASETS_NEEDING_DATA_DIR
+    if needs_dir and "data_dir" in values and values["data_dir"] is None:
+        out.append(("data_dir", f'is required with dataset = "{dataset}": the directory '
+                                "holding its python-pickle batches on every host"))
+    _text(out, values, "data_dir")
+    name = values.get("name")
+    if isinstance(name, str):
+        problem = run_name_problem(name)
+        if problem:
+            out.append(("name", problem))
+    for key in ("samples", "global_batch", "rebalance_every", "steps", "epochs"):
+        _at_least(out, values, key, 1)
+    for key in ("samples", "global_batch", "rebalance_every", "steps", "epochs",
+                "checkpoint_every"):
+        _at_most(out, values, key, MAX_COUNT)
+    _at_least(out, values, "seed", 0)
+    _at_most(out, values, "seed", 2**63 - 1)
+    _at_least(out, values, "checkpoint_every", 0)
+    _at_least(out, values, "max_restarts", 0)
+    samples, batch = values.get("samples"), values.get("global_batch")
+    if (dataset == "synthetic_image" and _is_int(samples) and _is_int(batch)
+            and 1 <= samples < batch):
+        out.append(("samples", f"{samples} is smaller than global_batch ({batch}): an epoch "
+                               "must hold at least one step"))
+    _number(out, values, "lr", 0.0, inclusive=False)
+    _number(out, values, "hang_factor", 1.0, inclusive=True)
+    _number(out, values, "hang_limit", 0.0, inclusive=True)
+    if values.get("steps") is not None and values.get("epochs") is not None:
+        out.append(("epochs", "give either steps or epochs, not both"))
+    _training_problems(out, values)
+    split = values.get("split")
+    if isinstance(split, Sequence):
+        if not split:
+            out.append(("split", "must not be empty; leave it out for an equal split"))
+        elif any(_is_int(s) and s < 0 for s in split):
+            out.append(("split", f"shares must not be negative, got {list(split)}"))
+        elif _is_int(batch) and sum(split) != batch:
+            out.append(("split", f"shares sum to {sum(split)} but global_batch is {batch}; "
+                                 "they must be equal"))
+    return out
+
+
+def _training_problems(out: Problems, values: Mapping[str, Any]) -> None:
+    """``[run]``'s micro-batch, precision, schedule, clipping and evaluation keys."""
+    _at_least(out, values, "micro_batch", 1)
+    _choice(out, values, "precision", PRECISIONS)
+    _choice(out, values, "lr_schedule", LR_SCHEDULES)
+    _at_least(out, values, "warmup_steps", 0)
+    _number(out, values, "min_lr", 0.0, inclusive=True)
+    _number(out, values, "clip_grad", 0.0, inclusive=False)
+    _at_least(out, values, "eval_every", 0)
+    _at_least(out, values, "eval_samples", 1)
+    if values.get("eval_data") is not None and values.get("task", "image") != "causal_lm":
+        out.append(("eval_data", "is the causal_lm task's held-out file (task = \"causal_lm\")"))
+    steps, lr, min_lr = values.get("steps"), values.get("lr"), values.get("min_lr")
+    for key in ("eval_every", "warmup_steps"):
+        value = values.get(key)
+        if _is_int(steps) and _is_int(value) and value > steps >= 1:
+            out.append((key, f"{value} is larger than the run's {steps} steps"))
+    if (isinstance(lr, int | float) and isinstance(min_lr, int | float)
+            and not isinstance(min_lr, bool) and min_lr > lr > 0):
+        out.append(("min_lr", f"{min_lr:g} is above lr ({lr:g}): the schedule ends at min_lr"))
+
+
+def ssh_problems(values: Mapping[str, Any]) -> Problems:
+    """Rules for ``[ssh]``."""
+    out: Problems = []
+    _number(out, values, "connect_timeout", 0.0, inclusive=False)
+    _number(out, values, "keepalive", 0.0, inclusive=True)
+    _choice(out, values, "known_hosts", KNOWN_HOSTS_POLICIES)
+    _at_least(out, values, "max_parallel_connects", 1)
+    _text(out, values, "known_hosts_file")
+    _text(out, values, "config_file")
+    _number(out, values, "lost_after", 0.0, inclusive=True)
+    return out
+
+
+def _on_this_machine(address: str) -> bool:
+    """``local`` or a loopback address: such a host reaches a local master at 127.0.0.1."""
+    return address in ("local", "localhost", "::1") or address.startswith("127.")
+
+
+def cross_problems(cluster: Mapping[str, Any], hosts: Sequence[Mapping[str, Any]],
+                   run: Mapping[str, Any]) -> Problems:
+    """Rules that relate sections: unique host names, the master among them, the split
+    against the ranks, the backend against the hosts. Returns ``(where, problem)`` pairs."""
+    out: Problems = []
+    first_index: dict[str, int] = {}
+    for index, host in enumerate(hosts):
+        name = host.get("name")
+        if isinstance(name, str):
+            if name in first_index:
+                out.append((host_where(index, name, "name"),
+                            f"duplicate host name; hosts[{first_index[name]}] is already "
+                            f"called {quote(name)}"))
+            else:
+                first_index[name] = index
+    master = cluster.get("master")
+    if master is None and "master" in cluster and first_index:
+        master = next(iter(first_index))  # left out: the first host
+    if isinstance(master, str) and master and hosts and master not in first_index:
+        names = ", ".join(quote(n) for n in first_index) or "none"
+        out.append((section_where("cluster", "master"),
+                    f"{quote(master)} is not the name of any [[hosts]] entry (hosts: {names})"
+                    + did_you_mean(master, first_index, fmt='"{}"')))
+    elif isinstance(master, str) and master in first_index:
+        master_host = hosts[first_index[master]]
+        remote = [h.get("name") for h in hosts
+                  if isinstance(h.get("address"), str) and not _on_this_machine(h["address"])]
+        if (master_host.get("address") == "local" and remote
+                and cluster.get("master_addr") is None):
+            out.append((section_where("cluster", "master_addr"),
+                        f'the master {quote(master)} is local (address = "local") but '
+                        f"{', '.join(quote(str(n)) for n in remote)} reach it over the "
+                        "network; set master_addr to this machine's address as they see it"))
+    if run.get("precision") == "fp16":
+        for index, host in enumerate(hosts):
+            if host.get("gpus") == 0:
+                out.append((section_where("run", "precision"),
+                            f'"fp16" needs a GPU for every rank (its gradient scaler), but '
+                            f"{host_where(index, host.get('name'))} has gpus = 0; "
+                            'use "bf16" or "fp32"'))
+    if run.get("backend") == "nccl":
+        for index, host in enumerate(hosts):
+            if host.get("gpus") == 0:
+                out.append((section_where("run", "backend"),
+                            f'"nccl" needs a GPU for every rank, but '
+                            f"{host_where(index, host.get('name'))} has gpus = 0; "
+                            'use "auto" or "gloo"'))
+    out.extend(_world_problems(hosts, run))
+    return out
+
+
+def _world_problems(hosts: Sequence[Mapping[str, Any]], run: Mapping[str, Any]) -> Problems:
+    """The split and global batch against the world size, when every host's nproc is known."""
+    counts = [resolved_nproc(h.get("nproc"), h.get("gpus", "auto")) for h in hosts]
+    if not hosts or any(c is None for c in counts):
+        return []
+    world = sum(c for c in counts if c is not None)
+    split, batch = run.get("split"), run.get("global_batch")
+    ranks = ", ".join(f"{h.get('name')}: {c}" for h, c in zip(hosts, counts, strict=True))
+    if isinstance(split, Sequence) and split and len(split) != world:
+        return [(section_where("run", "split"),
+                 f"has {len(split)} shares but the hosts run {world} ranks ({ranks}); "
+                 "give one share per rank, in host order")]
+    if split is None and _is_int(batch) and batch < world:
+        return [(section_where("run", "global_batch"),
+                 f"{batch} is smaller than the {world} ranks ({ranks}); every rank needs "
+                 "at least one sample per step")]
+    return []

@@ -1,0 +1,233 @@
+"""``corral setup``: make hosts that have only Python able to run the trainer.
+
+Per host, all hosts in parallel: the host's own ``setup`` lines first (each quoted, logged to
+``<workdir>/setup.log`` and shown; a failing line is named with its host and number), then a
+virtual environment at ``<workdir>/venv`` (``remote.hosts.interpreter``) with the master's torch
+version: the CUDA build where the host has NVIDIA GPUs (the driver version nvidia-smi reports
+picks the CUDA flavour), the CPU build elsewhere, plus what the pushed packages import besides
+torch and the packages the run's task needs (transformers and peft for ``causal_lm``). What
+was installed is recorded in ``<workdir>/venv/corral-setup.json``; a host whose
+record and environment already match is left alone ("nothing to change"), and so is a host
+whose cluster.toml entry names its ``python`` (that interpreter is the user's to manage).
+Hosts set up here run ``<workdir>/venv/bin/python`` when their ``python`` is left out.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from profiles.errors import CorralError, UsageError
+from remote.checks.preflight import PROBE_PY
+from remote.checks.rendezvous_port import last_json
+from remote.checks.task_packages import needed_packages
+from remote.config.cluster import ClusterConfig, HostSection
+from remote.hosts.interpreter import fallback_python, venv_dir, venv_python
+from remote.hosts.pool import HostPool
+from remote.hosts.sections import sectioned_script, split_sections
+from remote.hosts.transport import Transport, env_prefix, shell_path
+
+CUDA_FLAVOURS = ((580, "cu130"), (525, "cu126"), (450, "cu118"))
+"""(lowest NVIDIA driver major version, torch's CUDA flavour it runs): CUDA 13 needs driver
+580+, CUDA 12.x 525+ (minor-version compatibility), CUDA 11.8 450+."""
+HOST_PACKAGES = ("numpy",)
+"""What the pushed packages import besides torch on every host (numpy: the CIFAR batches)."""
+GPU_PACKAGES = ("nvidia-ml-py",)
+"""Added where the host trains on GPUs (the NVML readings of ``profiles``)."""
+STATE_FILE = "corral-setup.json"
+PIP_TIMEOUT_S = 3600.0
+"""A CUDA torch is a download of several GB."""
+
+Progress = Callable[[str, str], None]
+"""``progress(host, message)``: one line of a host's progress."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetupResult:
+    """How one host's set-up ended."""
+
+    host: str
+    ok: bool
+    changed: bool
+    """False when the host was already set up as wanted."""
+    detail: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Wanted:
+    """What a host's environment should hold."""
+
+    torch: str
+    """The exact requirement, e.g. ``2.13.0+cpu``."""
+    index: str
+    """The package index torch comes from ("" = the host's own pip configuration)."""
+    packages: tuple[str, ...]
+    setup: tuple[str, ...]
+    """The host's setup lines that were run."""
+
+    def record(self) -> dict[str, object]:
+        """The state file's content."""
+        return {"torch": self.torch, "index": self.index, "packages": list(self.packages),
+                "setup": list(self.setup)}
+
+
+def cuda_flavour(driver: str) -> str | None:
+    """torch's CUDA flavour for an NVIDIA driver version (``"550.54.15"`` -> ``cu126``)."""
+    major = driver.strip().split(".")[0]
+    if not major.isdigit():
+        return None
+    return next((flavour for low, flavour in CUDA_FLAVOURS if int(major) >= low), None)
+
+
+def wanted_for(host: HostSection, torch_version: str, driver: str,
+               task_packages: tuple[str, ...] = ()) -> Wanted:
+    """The environment ``host`` should get, given its NVIDIA driver version ("" = none) and
+    the packages the run's task needs (``remote.checks.task_packages.needed_packages``)."""
+    flavour = cuda_flavour(driver) if host.gpus != 0 else None
+    build = flavour or "cpu"
+    index = host.torch_index.replace("{flavour}", build)
+    packages = HOST_PACKAGES + (GPU_PACKAGES if flavour else ()) + task_packages
+    return Wanted(torch=f"{torch_version}+{build}", index=index, packages=packages,
+                  setup=host.setup)
+
+
+def _base_python(host: HostSection) -> str:
+    """The interpreter the environment is made from, as a shell word."""
+    return shlex.quote(fallback_python(host))
+
+
+def probe_command(host: HostSection) -> str:
+    """One command: the driver version, the base interpreter, the recorded state and the
+    torch of an existing environment."""
+    venv = shell_path(venv_python(host))
+    version_py = ("import importlib.util as u, os; s = u.find_spec('torch'); "
+                  "p = s and os.path.join(os.path.dirname(s.origin), 'version.py'); "
+                  "print(open(p).read() if p and os.path.exists(p) else '')")
+    return env_prefix(host.env) + sectioned_script({
+        "driver": "nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null "
+                  "| head -n 1",
+        "base": f"{_base_python(host)} -c 'import sys; print(sys.version_info >= (3, 10))' "
+                "2>&1",
+        "state": f"cat {shell_path(venv_dir(host) + '/' + STATE_FILE)} 2>/dev/null",
+        "venv_torch": f"{venv} -c {shlex.quote(version_py)} 2>/dev/null",
+    })
+
+
+def _installed_torch(version_py: str) -> str | None:
+    for line in version_py.splitlines():
+        if line.startswith("__version__"):
+            return line.split("=", 1)[1].strip().strip("'\"")
+    return None
+
+
+async def master_torch(config: ClusterConfig, pool: HostPool) -> str:
+    """torch's version on the master (without the build tag), else the one running here."""
+    from remote.checks.rendezvous_port import python_c
+
+    try:
+        transport = await pool.get(config.master_name)
+        done = await transport.run(python_c(config.master_host, PROBE_PY), timeout=120.0)
+        found = last_json(done.stdout) or {}
+    except CorralError:
+        found = {}
+    if "torch" in found:
+        return str(found["torch"])
+    import torch  # corral's own dependency: the version the master's corral runs
+
+    return str(torch.__version__).split("+")[0]
+
+
+async def _run_logged(transport: Transport, command: str, shown: str, progress: Progress,
+                      timeout: float) -> tuple[int, str]:
+    """Run ``command`` in the host's workdir, appending ``$ shown`` and its output to
+    ``setup.log`` there; return the exit status and the output's tail."""
+    host = transport.host
+    log = shell_path(f"{host.workdir.rstrip('/')}/setup.log")
+    progress(host.name, f"$ {shown}")
+    script = (f"mkdir -p {shell_path(host.workdir)} && cd {shell_path(host.workdir)} && "
+              f"printf '$ %s\\n' {shlex.quote(shown)} >> {log} && "
+              f"{{ {command} ; }} > {log}.last 2>&1; s=$?; cat {log}.last >> {log}; "
+              f"tail -c 1500 {log}.last; rm -f {log}.last; exit $s")
+    done = await transport.run(script, timeout=timeout)
+    return done.exit_status, (done.stdout + done.stderr).strip()
+
+
+async def setup_host(transport: Transport, torch_version: str, progress: Progress,
+                     task_packages: tuple[str, ...] = ()) -> SetupResult:
+    """Set up one host (see the module docstring)."""
+    host = transport.host
+    if host.python is not None:
+        return SetupResult(host=host.name, ok=True, changed=False,
+                           detail=f"nothing to change: it runs python = {host.python!r} from "
+                           "cluster.toml (leave python out for corral setup to manage it)")
+    sections = split_sections((await transport.run(probe_command(host), timeout=120.0)).stdout)
+    if sections.get("base", ("", 1))[0].strip() != "True":
+        why = (sections.get("base", ("", 1))[0].strip().splitlines() or ["did not run"])[-1]
+        return SetupResult(host=host.name, ok=False, changed=False,
+                           detail=f"{fallback_python(host)!r} is not Python >= 3.10 ({why}); "
+                           "install one there, or set python in its [[hosts]] entry")
+    wanted = wanted_for(host, torch_version, sections.get("driver", ("", 1))[0], task_packages)
+    recorded = last_json(sections.get("state", ("", 1))[0])
+    installed = _installed_torch(sections.get("venv_torch", ("", 1))[0])
+    if recorded == wanted.record() and installed == wanted.torch:
+        return SetupResult(host=host.name, ok=True, changed=False,
+                           detail=f"nothing to change (torch {installed} in {venv_dir(host)})")
+    env = env_prefix(host.env)
+    for number, line in enumerate(host.setup, start=1):
+        status, out = await _run_logged(transport, f"{env}sh -c {shlex.quote(line)}", line,
+                                        progress, PIP_TIMEOUT_S)
+        if status != 0:
+            return SetupResult(host=host.name, ok=False, changed=True,
+                               detail=f"setup line {number} ({line!r}) exited with status "
+                               f"{status}: {out[-600:]}")
+    return await _make_venv(transport, wanted, progress)
+
+
+async def _make_venv(transport: Transport, wanted: Wanted, progress: Progress) -> SetupResult:
+    host = transport.host
+    venv, python = shell_path(venv_dir(host)), shell_path(venv_python(host))
+    env = env_prefix(host.env)
+    steps = [(f"{env}{_base_python(host)} -m venv {venv}", f"python -m venv {venv_dir(host)}")]
+    index = f" --extra-index-url {shlex.quote(wanted.index)}" if wanted.index else ""
+    requirements = " ".join(shlex.quote(r) for r in (f"torch=={wanted.torch}", *wanted.packages))
+    steps.append((f"{env}{python} -m pip install --disable-pip-version-check -q{index} "
+                  f"{requirements}", f"pip install torch=={wanted.torch} "
+                  f"{' '.join(wanted.packages)}{index}"))
+    record = shlex.quote(json.dumps(wanted.record()))
+    steps.append((f"printf '%s\\n' {record} > {venv}/{STATE_FILE}", f"record {STATE_FILE}"))
+    for command, shown in steps:
+        status, out = await _run_logged(transport, command, shown, progress, PIP_TIMEOUT_S)
+        if status != 0:
+            return SetupResult(host=host.name, ok=False, changed=True,
+                               detail=f"`{shown}` exited with status {status}: {out[-600:]}")
+    build = "CPU build" if wanted.torch.endswith("+cpu") else "CUDA build"
+    return SetupResult(host=host.name, ok=True, changed=True,
+                       detail=f"torch {wanted.torch} ({build}) in {venv_dir(host)}")
+
+
+async def setup_cluster(config: ClusterConfig, names: Sequence[str],
+                        progress: Progress) -> list[SetupResult]:
+    """Set up the named hosts (all when none are named), in parallel, each reported."""
+    known = [h.name for h in config.hosts]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"no host {', '.join(map(repr, unknown))} in {config.path} (hosts: "
+                         f"{', '.join(known)})", title="unknown host")
+    chosen = [h for h in config.hosts if not names or h.name in names]
+    pool = HostPool(config)
+    try:
+        version = await master_torch(config, pool)
+        for host in chosen:
+            progress(host.name, f"setting up torch {version} in {venv_dir(host)}")
+
+        async def one(transport: Transport) -> SetupResult:
+            return await setup_host(transport, version, progress, needed_packages(config))
+
+        found = await pool.gather(one, hosts=[h.name for h in chosen])
+    finally:
+        await pool.aclose()
+    return [r if isinstance(r, SetupResult) else
+            SetupResult(host=name, ok=False, changed=False, detail=str(r))
+            for name, r in found.items()]

@@ -1,0 +1,240 @@
+"""SSH transport (asyncssh): one verified connection per host, ``corral trust``.
+
+Connections honour the OpenSSH client config (``[ssh] config_file``: aliases, User, Port,
+IdentityFile, ProxyJump), the ssh agent and the known_hosts file (``[ssh] known_hosts_file``).
+Host keys are always verified unless ``[ssh] known_hosts = "insecure"``; an unknown or changed
+key is refused with its fingerprint and the command that trusts it. Connect and keepalive
+timeouts come from ``[ssh]``, so an unreachable host fails within the connect timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from profiles.errors import CorralError
+from remote.config.cluster import ClusterConfig, HostSection, SshSection
+from remote.hosts.known_hosts import host_pattern, read_known_hosts, recorded_keys, replace_host_key
+from remote.hosts.transport import (
+    CompletedCommand,
+    HostKeyChanged,
+    HostKeyNotTrusted,
+    HostUnreachable,
+    RemoteCommandError,
+    RemoteTimeout,
+    _short,
+)
+
+_insecure_warned = False
+
+
+class AuthenticationFailed(HostUnreachable):
+    """The host was reached but refused every key offered."""
+
+    title = "authentication failed"
+
+
+class ConnectionLost(CorralError):
+    """An established connection to a host dropped."""
+
+    title = "connection lost"
+
+
+def _config_paths(ssh: SshSection) -> list[str]:
+    path = Path(ssh.config_file).expanduser()
+    return [str(path)] if path.is_file() else []
+
+
+def _known_hosts_arg(ssh: SshSection) -> Any:
+    global _insecure_warned
+    if ssh.known_hosts == "insecure":
+        if not _insecure_warned:
+            print("warning: [ssh] known_hosts = \"insecure\": host keys are NOT verified; "
+                  "anyone on the network path can impersonate your hosts", file=sys.stderr)
+            _insecure_warned = True
+        return None
+    path = Path(ssh.known_hosts_file).expanduser()
+    read_known_hosts(path)  # a malformed line is named here, not deep inside asyncssh
+    # An empty known_hosts list trusts nothing: every key is then refused with its fingerprint.
+    return str(path) if path.is_file() else b""
+
+
+def connect_options(host: HostSection, ssh: SshSection) -> dict[str, Any]:
+    """Keyword arguments for ``asyncssh.connect`` to ``host`` under ``[ssh]``."""
+    options: dict[str, Any] = {
+        "config": _config_paths(ssh),
+        "known_hosts": _known_hosts_arg(ssh),
+        "connect_timeout": ssh.connect_timeout,
+        "keepalive_interval": ssh.keepalive,
+        "keepalive_count_max": 3,
+    }
+    if host.port is not None:
+        options["port"] = host.port
+    if host.user is not None:
+        options["username"] = host.user
+    if host.identity_file is not None:
+        options["client_keys"] = [str(Path(host.identity_file).expanduser())]
+    return options
+
+
+def resolve_endpoint(host: HostSection, ssh: SshSection) -> tuple[str, int]:
+    """The HostName and Port ``host.address`` resolves to after the ssh_config lookup."""
+    opts = asyncssh.SSHClientConnectionOptions(
+        config=_config_paths(ssh), host=host.address,
+        port=host.port if host.port is not None else (),
+    )
+    return str(opts.host), int(opts.port)
+
+
+async def fetch_host_key(host: HostSection, ssh: SshSection) -> asyncssh.SSHKey:
+    """The key the host presents in the SSH handshake (not verified)."""
+    name, port = resolve_endpoint(host, ssh)
+    try:
+        key = await asyncio.wait_for(
+            asyncssh.get_server_host_key(name, port, config=_config_paths(ssh)),
+            ssh.connect_timeout,
+        )
+    except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
+        raise HostUnreachable(host.name, name, port, _cause(exc)) from None
+    if key is None:
+        raise CorralError(f"{host.name} ({name}:{port}) presented no host key")
+    return key
+
+
+def _cause(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return text
+
+
+async def connect(host: HostSection, ssh: SshSection) -> asyncssh.SSHClientConnection:
+    """An authenticated connection to ``host``; raises HostUnreachable / HostKeyNotTrusted."""
+    options = connect_options(host, ssh)
+    try:
+        return await asyncio.wait_for(
+            asyncssh.connect(host.address, **options), ssh.connect_timeout + 2.0
+        )
+    except asyncssh.HostKeyNotVerifiable as exc:
+        fingerprint: str | None = None
+        with contextlib.suppress(CorralError):
+            fingerprint = (await fetch_host_key(host, ssh)).get_fingerprint("sha256")
+        name, port = resolve_endpoint(host, ssh)
+        recorded = [k.get_fingerprint("sha256") for k in
+                    recorded_keys(Path(ssh.known_hosts_file).expanduser(), name, port)]
+        if fingerprint is not None and recorded and fingerprint not in recorded:
+            raise HostKeyChanged(host.name, host_pattern(name, port), recorded, fingerprint,
+                                 ssh.known_hosts_file) from None
+        raise HostKeyNotTrusted(host.name, host.address, fingerprint, str(exc),
+                                ssh.known_hosts_file) from None
+    except asyncssh.PermissionDenied as exc:
+        raise AuthenticationFailed(
+            host.name, host.address, host.port,
+            f"authentication failed ({exc.reason}); check identity_file/user in cluster.toml, "
+            "the ssh agent, and the host's authorized_keys",
+        ) from None
+    except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
+        raise HostUnreachable(host.name, host.address, host.port, _cause(exc)) from None
+
+
+class SshTransport:
+    """Runs command lines on one host over one asyncssh connection."""
+
+    def __init__(self, host: HostSection, conn: asyncssh.SSHClientConnection) -> None:
+        self.host = host
+        self._conn = conn
+
+    async def run(
+        self, command: str, *, check: bool = False, timeout: float = 60.0,
+        input: bytes | None = None,
+    ) -> CompletedCommand:
+        """Run ``command`` on the host; see ``Transport.run``."""
+        try:
+            result = await self._conn.run(
+                command, input=input, encoding=None, timeout=timeout, check=False,
+            )
+        except asyncssh.TimeoutError:
+            raise RemoteTimeout(
+                f"on {self.host.name}: `{_short(command)}` did not finish within {timeout:g} s"
+            ) from None
+        except (asyncssh.Error, OSError) as exc:
+            raise ConnectionLost(f"connection to {self.host.name} lost: {_cause(exc)}") from None
+        status = result.exit_status if result.exit_status is not None else -1
+        done = CompletedCommand(
+            command=command, exit_status=status,
+            stdout=_text(result.stdout), stderr=_text(result.stderr),
+        )
+        if check and not done.ok:
+            raise RemoteCommandError(self.host.name, done)
+        return done
+
+    async def stream(self, command: str) -> AsyncIterator[str]:
+        """Yield ``command``'s stdout lines; see ``Transport.stream``."""
+        try:
+            proc = await self._conn.create_process(command, encoding="utf-8", errors="replace")
+        except (asyncssh.Error, OSError) as exc:
+            raise ConnectionLost(f"connection to {self.host.name} lost: {_cause(exc)}") from None
+        try:
+            async for line in proc.stdout:
+                yield line.rstrip("\n")
+        except (asyncssh.Error, OSError) as exc:
+            raise ConnectionLost(f"connection to {self.host.name} lost: {_cause(exc)}") from None
+        finally:
+            with contextlib.suppress(Exception):
+                proc.stdin.write_eof()
+            proc.close()
+
+    async def close(self) -> None:
+        """Close the connection (commands started in the background keep running)."""
+        self._conn.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._conn.wait_closed(), 5.0)
+
+
+def _text(data: object) -> str:
+    if data is None:
+        return ""
+    if isinstance(data, bytes):
+        return data.decode(errors="replace")
+    return str(data)
+
+
+async def trust_host(config: ClusterConfig, host_name: str,
+                     confirm: Callable[[str], bool]) -> str:
+    """Fetch ``host_name``'s key, show it through ``confirm`` and, if confirmed, make it the
+    host's one key in the known_hosts file (replacing a changed one); a line saying what was
+    done.
+
+    The question names the key's SHA256 fingerprint, so the user can compare it with the one
+    the host's administrator publishes (``ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub``),
+    and, for a changed key, the fingerprint it replaces.
+    """
+    host = next((h for h in config.hosts if h.name == host_name), None)
+    if host is None:
+        names = ", ".join(h.name for h in config.hosts)
+        raise CorralError(f"no host named {host_name!r} in {config.path} (hosts: {names})")
+    if host.is_local:
+        return f"{host_name} is the local machine: no host key is involved"
+    path = Path(config.ssh.known_hosts_file).expanduser()
+    key = await fetch_host_key(host, config.ssh)
+    name, port = resolve_endpoint(host, config.ssh)
+    pattern = host_pattern(name, port)
+    fingerprint = key.get_fingerprint("sha256")
+    recorded = [k.get_fingerprint("sha256") for k in recorded_keys(path, name, port)]
+    if recorded == [fingerprint]:
+        return f"{host_name} ({pattern}): key {fingerprint} is already trusted in {path}"
+    question = f"{host_name} ({pattern}) presents the {key.get_algorithm()} key {fingerprint}."
+    if recorded:
+        question += (f"\nWARNING: {path} records a DIFFERENT key for it: {', '.join(recorded)}."
+                     " Replace it only if you know why the host's key changed.")
+    if not confirm(question + "\nTrust this key?"):
+        return f"nothing changed: {path} still records {', '.join(recorded) or 'no key'}"
+    replaced = replace_host_key(path, name, port, key)
+    what = f"replaced {replaced} old line(s) in" if replaced else "added to"
+    return f"trusted {host_name} ({pattern}): key {fingerprint}, {what} {path}"

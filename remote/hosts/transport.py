@@ -1,0 +1,225 @@
+"""How corral runs a command on a host: the ``Transport`` protocol and its local implementation.
+
+Every host, remote or ``local``, is driven through the same narrow interface: run a POSIX ``sh``
+command line and get a ``CompletedCommand`` back, or stream a long-running command's output
+line by line. ``SshTransport`` (``remote.hosts.ssh``) does it over one asyncssh connection;
+``LocalTransport`` runs the very same command lines through ``sh -c`` here, so a ``local`` host
+behaves exactly like a remote one (same quoting, same files, same process groups).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from profiles.errors import CorralError
+from remote.config.cluster import HostSection
+
+STDERR_TAIL_CHARS = 600
+"""How much of a failed command's stderr an error message quotes."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompletedCommand:
+    """A command that ran to its end on a host."""
+
+    command: str
+    """The command line as sent to the host's shell."""
+    exit_status: int
+    """Its exit status (negative or 255 when killed by a signal or the connection died)."""
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        """True for exit status 0."""
+        return self.exit_status == 0
+
+
+class RemoteCommandError(CorralError):
+    """A command run with ``check=True`` exited non-zero."""
+
+    title = "remote command failed"
+
+    def __init__(self, host: str, done: CompletedCommand) -> None:
+        tail = done.stderr.strip()[-STDERR_TAIL_CHARS:] or done.stdout.strip()[-STDERR_TAIL_CHARS:]
+        super().__init__(
+            f"on {host}: `{_short(done.command)}` exited with status {done.exit_status}"
+            + (f":\n{tail}" if tail else "")
+        )
+        self.host = host
+        self.completed = done
+
+
+class RemoteTimeout(CorralError):
+    """A command did not finish within its timeout."""
+
+    title = "remote command timed out"
+
+
+class HostUnreachable(CorralError):
+    """Connecting to a host failed or timed out."""
+
+    title = "host unreachable"
+
+    def __init__(self, host: str, address: str, port: int | None, cause: str) -> None:
+        where = f"{address}:{port}" if port else address
+        super().__init__(
+            f"cannot reach host {host!r} at {where}: {cause}. Check that the machine is up, "
+            f"that sshd listens there, and the address/port in cluster.toml (or ~/.ssh/config)."
+        )
+        self.host = host
+
+
+class HostKeyNotTrusted(CorralError):
+    """The host presented a key that is not in known_hosts (or differs from it)."""
+
+    title = "host key not trusted"
+
+    def __init__(self, host: str, address: str, fingerprint: str | None, cause: str,
+                 known_hosts: str = "~/.ssh/known_hosts") -> None:
+        seen = f" It presented the key {fingerprint}." if fingerprint else ""
+        super().__init__(
+            f"the host key of {host!r} ({address}) is not trusted: {cause.rstrip('.')}.{seen} "
+            f"If that is the right key, trust it with `corral trust {host}` (which adds it to "
+            f"{known_hosts})."
+        )
+        self.host = host
+        self.fingerprint = fingerprint
+
+
+class HostKeyChanged(HostKeyNotTrusted):
+    """The host presented a key other than the one known_hosts records for it."""
+
+    title = "HOST KEY CHANGED"
+
+    def __init__(self, host: str, address: str, recorded: list[str], presented: str,
+                 known_hosts: str) -> None:
+        CorralError.__init__(
+            self,
+            f"the host key of {host!r} ({address}) has CHANGED: {known_hosts} records "
+            f"{', '.join(recorded)}, the host now presents {presented}. Someone may be "
+            "intercepting the connection (or the host was reinstalled and got a new key). "
+            f"Connections to it are refused. Only if you know why it changed: `corral trust "
+            f"{host}` shows the new key and replaces the old one.")
+        self.host = host
+        self.fingerprint = presented
+
+
+def _kill_group(pid: int) -> None:
+    """KILL a command started in its own session and whatever it started there."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _short(command: str, limit: int = 160) -> str:
+    return command if len(command) <= limit else command[: limit - 3] + "..."
+
+
+def shell_path(path: str) -> str:
+    """``path`` quoted for a POSIX shell, a leading ``~`` still expanded by that shell."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
+def env_prefix(env: dict[str, str]) -> str:
+    """``env K=V ...`` (quoted, sorted) to put before a command; empty for no variables."""
+    if not env:
+        return ""
+    return "env " + " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(env.items())) + " "
+
+
+class Transport(Protocol):
+    """One host's command channel."""
+
+    host: HostSection
+
+    async def run(
+        self, command: str, *, check: bool = False, timeout: float = 60.0,
+        input: bytes | None = None,
+    ) -> CompletedCommand:
+        """Run a POSIX sh command line; raise ``RemoteTimeout`` after ``timeout`` seconds."""
+        ...
+
+    def stream(self, command: str) -> AsyncIterator[str]:
+        """Run a long-lived command and yield its stdout lines (without newline) as they come.
+
+        Closing the iterator closes the command's stdin and channel; the command is expected to
+        exit when its stdin reaches end of file."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connection (idempotent)."""
+        ...
+
+
+class LocalTransport:
+    """Runs command lines on this machine with ``sh -c``, like a remote host would."""
+
+    def __init__(self, host: HostSection) -> None:
+        self.host = host
+
+    async def run(
+        self, command: str, *, check: bool = False, timeout: float = 60.0,
+        input: bytes | None = None,
+    ) -> CompletedCommand:
+        """Run ``command`` through ``sh -c``; see ``Transport.run``."""
+        proc = await asyncio.create_subprocess_exec(
+            "sh", "-c", command,
+            stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(input), timeout)
+        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            _kill_group(proc.pid)
+            await proc.wait()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise RemoteTimeout(
+                f"on {self.host.name}: `{_short(command)}` did not finish within {timeout:g} s"
+            ) from None
+        done = CompletedCommand(
+            command=command, exit_status=proc.returncode if proc.returncode is not None else -1,
+            stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"),
+        )
+        if check and not done.ok:
+            raise RemoteCommandError(self.host.name, done)
+        return done
+
+    async def stream(self, command: str) -> AsyncIterator[str]:
+        """Yield ``command``'s stdout lines; see ``Transport.stream``."""
+        proc = await asyncio.create_subprocess_exec(
+            "sh", "-c", command, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            limit=1 << 22, start_new_session=True,
+        )
+        assert proc.stdout is not None and proc.stdin is not None
+        try:
+            while True:
+                raw = await proc.stdout.readline()
+                if not raw:
+                    break
+                yield raw.decode(errors="replace").rstrip("\n")
+        finally:
+            # End of stdin tells the command to stop; kill it if it does not within a moment.
+            with contextlib.suppress(Exception):
+                proc.stdin.close()
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.wait()), 5.0)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                _kill_group(proc.pid)
+                await proc.wait()
+
+    async def close(self) -> None:
+        """Nothing to release for the local machine."""

@@ -1,0 +1,141 @@
+"""A finished (or running) run as this machine recorded it: ``run.json`` and the event copy.
+
+The follower copies every host's event files to ``<run dir>/collected/<host>/metrics/``
+(``remote.run.stream``). Reports, TensorBoard files and the console's runs screen are all built
+from that copy, so they need nothing from the hosts and work for runs of any age.
+
+Lines are kept as decoded JSON objects next to their typed event: a kind or a field this
+version does not know (an ``eval`` event, a step's ``lr``) is still there for readers that
+look for it, and a line that is not valid JSON is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from remote.records.runs import RunInfo, read_run_info_at
+from remote.run.stream import COLLECTED
+from trainer.events import EventFormatError, TrainerEvent, event_from_dict
+
+RANK_FILE = re.compile(r"^rank-(\d+)\.jsonl$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recorded:
+    """One line of a rank's event file: where it came from, its JSON, its typed event."""
+
+    host: str
+    rank: int
+    data: dict[str, Any]
+    """The decoded JSON object, unknown fields included."""
+    event: TrainerEvent | None
+    """The typed event, or None for a kind this version does not know."""
+
+    @property
+    def kind(self) -> str:
+        """The line's ``event`` field (``step``, ``rebalance``, ``eval``...)."""
+        return str(self.data.get("event", ""))
+
+    @property
+    def t(self) -> float:
+        """Unix time the line was written."""
+        value = self.data.get("t")
+        return float(value) if isinstance(value, int | float) else 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunHistory:
+    """Everything recorded locally about one run."""
+
+    info: RunInfo
+    run_dir: Path
+    lines: tuple[Recorded, ...]
+    """Every event line of every rank, ordered by time (then rank)."""
+    bad_lines: int = 0
+    """Lines that were not valid events (a torn last line of a killed rank, for example)."""
+    launcher_tails: dict[str, list[str]] = field(default_factory=dict)
+    """Per host: the last lines of its launcher log (what a failed host said)."""
+
+
+def rank_files(run_dir: Path) -> dict[int, tuple[str, Path]]:
+    """Per rank: the host whose copy holds its event file, and that file.
+
+    Hosts that share a machine may share the run directory; each host's copy holds only the
+    ranks it owns, and should two copies hold the same rank, the longer one is taken.
+    """
+    found: dict[int, tuple[str, Path]] = {}
+    root = run_dir / COLLECTED
+    if not root.is_dir():
+        return found
+    for host_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        metrics = host_dir / "metrics"
+        if not metrics.is_dir():
+            continue
+        for file in metrics.iterdir():
+            match = RANK_FILE.match(file.name)
+            if not match:
+                continue
+            rank = int(match.group(1))
+            held = found.get(rank)
+            if held is None or file.stat().st_size > held[1].stat().st_size:
+                found[rank] = (host_dir.name, file)
+    return found
+
+
+def parse_line(host: str, rank: int, text: str) -> Recorded | None:
+    """One event line as a ``Recorded``; None for a blank or broken line."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    try:
+        event = event_from_dict(data)
+    except EventFormatError:
+        return None
+    return Recorded(host=host, rank=rank, data=data, event=event)
+
+
+def read_lines(run_dir: Path) -> tuple[list[Recorded], int]:
+    """Every event line of the run's copy in time order, and how many lines were broken."""
+    lines: list[Recorded] = []
+    bad = 0
+    for rank, (host, path) in sorted(rank_files(run_dir).items()):
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for text in handle:
+                record = parse_line(host, rank, text)
+                if record is not None:
+                    lines.append(record)
+                elif text.strip():
+                    bad += 1
+    lines.sort(key=lambda r: (r.t, r.rank))
+    return lines, bad
+
+
+def launcher_tails(run_dir: Path, hosts: tuple[str, ...], keep: int = 5) -> dict[str, list[str]]:
+    """The last ``keep`` non-empty lines of each host's copied launcher log."""
+    tails: dict[str, list[str]] = {}
+    for host in hosts:
+        path = run_dir / COLLECTED / host / "logs" / host / "launcher.log"
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        tails[host] = [line for line in text.splitlines() if line.strip()][-keep:]
+    return tails
+
+
+def load_history(run_dir: Path) -> RunHistory:
+    """The run recorded in ``run_dir`` (CorralError when it has no ``run.json``)."""
+    info = read_run_info_at(run_dir)
+    lines, bad = read_lines(run_dir)
+    return RunHistory(info=info, run_dir=run_dir, lines=tuple(lines), bad_lines=bad,
+                      launcher_tails=launcher_tails(run_dir, info.hosts))

@@ -1,0 +1,99 @@
+"""``corral status``: the recorded runs, re-examined on their hosts where that can change them.
+
+A run whose follower went away keeps its last recorded state, and a run that ended while a host
+was cut off may have left processes there. Refreshing asks the hosts about every run whose
+processes may be alive: runs not in a final state, and runs with ``suspect_hosts``. The outcome
+(``state``) and the cleanup (``cleanup``, ``suspect_hosts``) are kept apart: finding leftovers
+of a failed run never turns it into another outcome.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from dataclasses import replace
+
+from remote.api import FINAL_RUN_STATES
+from remote.config.cluster import ClusterConfig
+from remote.hosts.pool import HostPool
+from remote.hosts.transport import Transport, shell_path
+from remote.records.runs import RunInfo, list_runs, write_run_info
+from remote.run.stop import run_pattern
+
+Probe = tuple[int, str, bool]
+"""Per host: processes of the run alive, the launcher's exit status (or ""), stopped on request."""
+
+
+async def _probe(config: ClusterConfig, transport: Transport, info: RunInfo) -> Probe:
+    name = transport.host.name
+    run_dir = shell_path(f"{config.cluster.run_root.rstrip('/')}/{info.run_id}")
+    script = (f"pgrep -f {shlex.quote(run_pattern(info.run_id))} | wc -l; "
+              f"cd {run_dir} 2>/dev/null && cat {shlex.quote(f'hosts/{name}.exit')} "
+              f"2>/dev/null; echo; test -e {shlex.quote(f'hosts/{name}.stopped')} "
+              "&& echo stopped; true")
+    lines = (await transport.run(script, timeout=30.0)).stdout.split("\n")
+    return int(lines[0].strip() or 0), lines[1].strip(), "stopped" in lines[2:]
+
+
+def _outcome(results: list[Probe]) -> str:
+    if any(count for count, _, _ in results):
+        return "running"
+    if any(stopped for _, _, stopped in results):
+        return "stopped"
+    if all(code == "0" for _, code, _ in results):
+        return "completed"
+    return "failed"
+
+
+def _leftovers(info: RunInfo, found: dict[str, Probe | BaseException]) -> RunInfo:
+    """``info`` with its cleanup as the suspect hosts now show it (outcome unchanged)."""
+    left = {h: r[0] for h, r in found.items() if not isinstance(r, BaseException) and r[0]}
+    unreachable = {h for h, r in found.items() if isinstance(r, BaseException)}
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    if left:
+        cleanup = ("processes left: " + ", ".join(f"{n} on {h}" for h, n in sorted(left.items()))
+                   + f" (seen {stamp}); end them with `corral stop {info.run_id}`")
+    elif unreachable:
+        cleanup = info.cleanup
+    else:
+        cleanup = f"no process left on {', '.join(sorted(found))} (checked {stamp})"
+    return replace(info, cleanup=cleanup, suspect_hosts=tuple(sorted(set(left) | unreachable)))
+
+
+async def refresh_runs(config: ClusterConfig, pool: HostPool) -> list[RunInfo]:
+    """``list_runs``, re-examined on the hosts (see ``refresh_runs_report``)."""
+    return (await refresh_runs_report(config, pool))[0]
+
+
+async def refresh_runs_report(config: ClusterConfig, pool: HostPool
+                              ) -> tuple[list[RunInfo], list[str]]:
+    """``list_runs``, with every run whose processes may be alive re-examined on its hosts, and
+    the ids of the runs that could not be (a host unreachable): those keep their record.
+
+    A run not in a final state: any process of the run left means ``running``; otherwise the
+    launchers' exit files decide (``completed`` when all exited 0, ``stopped`` when ``corral
+    stop`` ended them, else ``failed``). A run with an outcome and suspect hosts: those hosts
+    are asked for processes of the run, and ``cleanup`` says what is left where.
+    """
+    refreshed: list[RunInfo] = []
+    unverified: list[str] = []
+    for info in list_runs(config):
+        final = info.state in FINAL_RUN_STATES
+        hosts = list(info.suspect_hosts) if final else list(info.hosts)
+        if not hosts:
+            refreshed.append(info)
+            continue
+        found = await pool.gather(lambda t, i=info: _probe(config, t, i), hosts)  # type: ignore[misc]
+        reachable = [r for r in found.values() if not isinstance(r, BaseException)]
+        if len(reachable) < len(found):
+            unverified.append(info.run_id)
+        if final:
+            updated = _leftovers(info, found)
+        elif len(reachable) < len(found):
+            updated = info
+        else:
+            updated = replace(info, state=_outcome(reachable))
+        if updated != info:
+            write_run_info(config, updated)
+        refreshed.append(updated)
+    return refreshed, unverified

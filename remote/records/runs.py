@@ -1,0 +1,275 @@
+"""Run ids and the local run registry (``corral status``).
+
+Every run has a unique id ``<cluster>-<UTC time>-<random>``; the id names its directory
+``<run_root>/<run_id>`` on every host and on this machine. Locally that directory holds
+``run.json`` (what was launched where, and the run's last known state) and ``collected/``
+(the copy of every event and log line received from the hosts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from profiles.errors import CorralError, UsageError
+from remote.api import StopReport
+from remote.checks.run_root import LOCAL, DiskFull
+from remote.config.cluster import ClusterConfig
+from remote.hosts.pool import HostPool
+
+RUN_FILE = "run.json"
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunInfo:
+    """One run as recorded on this machine."""
+
+    run_id: str
+    cluster: str
+    """``[cluster] name`` of the cluster.toml that started it."""
+    state: str
+    """Last known ``RunState`` (``launching``, ``running``, ``completed``, ...)."""
+    started: float
+    """Unix time of the (first) launch."""
+    hosts: tuple[str, ...]
+    config_path: str = ""
+    master_addr: str = ""
+    port: int = 0
+    pgids: dict[str, int] | None = None
+    """Per host: the process group of its launcher, once launched."""
+    code_digest: str = ""
+    detail: str = ""
+    name: str = ""
+    """The run's name (``corral run --name``, ``[run] name``); empty when none was given."""
+    cleanup: str = ""
+    """What the last ``corral stop`` (or status check) found and did, kept apart from ``state``
+    (the outcome): stopping a run that had already completed or failed leaves its outcome."""
+    suspect_hosts: tuple[str, ...] = ()
+    """Hosts where processes of the run may still be alive although it has an outcome: cut off
+    when it ended, unreachable for a stop, or a stop left processes. ``corral status`` looks
+    there again until none is left."""
+
+    @property
+    def label(self) -> str:
+        """The name when there is one, else the run id: what headers and reports show."""
+        return self.name or self.run_id
+
+
+def new_run_id(cluster_name: str) -> str:
+    """A fresh run id: the cluster name (safe characters only), UTC time and 6 random hex digits."""
+    safe = re.sub(r"[^A-Za-z0-9]+", "-", cluster_name).strip("-")[:32] or "run"
+    return f"{safe}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+
+
+def validate_run_id(run_id: str) -> str:
+    """``run_id`` if it is a well-formed run id (it reaches shells and process patterns)."""
+    if not RUN_ID_RE.match(run_id):
+        raise CorralError(f"{run_id!r} is not a run id (see `corral status` for the runs)")
+    return run_id
+
+
+KNOWN_IDS_SHOWN = 8
+"""How many known run ids an unknown-id error lists."""
+
+
+def resolve_run_id(config: ClusterConfig, text: str) -> str:
+    """The recorded run ``text`` names (see ``find_runs``: a run id, a run name or a unique
+    start of a run id). Anything else is a ``UsageError`` listing the known runs, so a typo
+    never acts on (or records) a run that is not the one meant."""
+    return find_runs(config, [text])[0].run_id
+
+
+def local_run_root(config: ClusterConfig) -> Path:
+    """``[cluster] run_root`` on this machine."""
+    return Path(config.cluster.run_root).expanduser()
+
+
+def local_run_dir(config: ClusterConfig, run_id: str) -> Path:
+    """This machine's directory of run ``run_id``."""
+    return local_run_root(config) / validate_run_id(run_id)
+
+
+def write_run_info(config: ClusterConfig, info: RunInfo) -> None:
+    """Record ``info`` atomically in the run's local ``run.json``."""
+    directory = local_run_dir(config, info.run_id)
+    tmp = directory / f".{RUN_FILE}.{os.getpid()}.tmp"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(asdict(info), indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, directory / RUN_FILE)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise DiskFull(LOCAL, str(directory)) from None
+        raise CorralError(f"cannot record run {info.run_id} in {directory}: "
+                          f"{exc.strerror or exc}; set [cluster] run_root to a writable "
+                          "directory", title="run_root not usable") from None
+
+
+def read_run_info_at(directory: Path) -> RunInfo:
+    """The ``run.json`` in a run's local ``directory``; CorralError when there is none.
+
+    Fields this version does not know (written by a newer corral) are ignored.
+    """
+    path = directory / RUN_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        known = {f.name for f in fields(RunInfo)}
+        data = {key: value for key, value in data.items() if key in known}
+        data["hosts"] = tuple(data["hosts"])
+        data["suspect_hosts"] = tuple(data.get("suspect_hosts", ()))
+        return RunInfo(**data)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise CorralError(
+            f"no run {directory.name!r} recorded under {directory.parent} "
+            f"({exc.__class__.__name__}); see `corral status` for the runs of this cluster"
+        ) from None
+
+
+def read_run_info(config: ClusterConfig, run_id: str) -> RunInfo:
+    """The recorded ``run.json`` of ``run_id``; CorralError when there is none."""
+    return read_run_info_at(local_run_dir(config, run_id))
+
+
+def update_run_state(config: ClusterConfig, run_id: str, state: str, detail: str = "") -> None:
+    """Set the recorded state of ``run_id`` (ignored if the run is not recorded)."""
+    try:
+        info = read_run_info(config, run_id)
+    except CorralError:
+        return
+    write_run_info(config, replace(info, state=state, detail=detail or info.detail))
+
+
+def record_cleanup(config: ClusterConfig, run_id: str, report: StopReport) -> None:
+    """Record what a stop found (``cleanup``), leaving the run's outcome (``state``) alone."""
+    try:
+        info = read_run_info(config, run_id)
+    except CorralError:
+        return
+    suspect = {h for h in info.suspect_hosts if h not in report.remaining}
+    suspect |= set(report.unreachable) | {h for h, n in report.remaining.items() if n}
+    write_run_info(config, replace(info, cleanup=describe_stop(report, when=time.time()),
+                                   suspect_hosts=tuple(sorted(suspect))))
+
+
+def record_suspects(config: ClusterConfig, run_id: str, hosts: set[str]) -> None:
+    """Record ``hosts`` as places where processes of the run may be left (see RunInfo)."""
+    try:
+        info = read_run_info(config, run_id)
+    except CorralError:
+        return
+    write_run_info(config, replace(info, suspect_hosts=tuple(sorted(hosts))))
+
+
+def describe_stop(report: StopReport, *, when: float | None = None) -> str:
+    """One line for a stop report: ``nothing left`` or which hosts kept how many processes."""
+    stamp = time.strftime(" (%Y-%m-%d %H:%M:%S UTC)", time.gmtime(when)) if when else ""
+    if report.clean:
+        return "stopped: no process left on any host" + stamp
+    parts = [f"{count} process(es) left on {host}" for host, count in
+             sorted(report.remaining.items()) if count]
+    parts += [f"{host} unreachable" for host in report.unreachable]
+    return "stop incomplete: " + ", ".join(parts) + stamp
+
+
+def list_runs(config: ClusterConfig) -> list[RunInfo]:
+    """Every recorded run of this cluster, newest first."""
+    root = local_run_root(config)
+    runs: list[RunInfo] = []
+    if not root.is_dir():
+        return runs
+    for entry in root.iterdir():
+        if not (entry / RUN_FILE).is_file() or not RUN_ID_RE.match(entry.name):
+            continue
+        try:
+            info = read_run_info(config, entry.name)
+        except CorralError:
+            continue
+        if info.cluster == config.cluster.name:
+            runs.append(info)
+    return sorted(runs, key=lambda r: r.started, reverse=True)
+
+
+def find_runs(config: ClusterConfig, wanted: list[str]) -> list[RunInfo]:
+    """The runs ``wanted`` names, in that order: each a run id, a run name (its newest run)
+    or a unique start of a run id; the newest run when ``wanted`` is empty.
+
+    A name that matches no run raises a ``UsageError`` that lists what there is.
+    """
+    runs = list_runs(config)
+    if not runs:
+        raise UsageError(f"no runs of cluster {config.cluster.name!r} under "
+                         f"{local_run_root(config)}; start one with `corral run`",
+                         title="no runs")
+    if not wanted:
+        return [runs[0]]
+    chosen = []
+    for spec in wanted:
+        match = ([r for r in runs if r.run_id == spec] or [r for r in runs if r.name == spec]
+                 or [r for r in runs if r.run_id.startswith(spec)])
+        if len({r.run_id for r in match}) > 1 and not any(r.name == spec for r in match):
+            ids = ", ".join(r.run_id for r in match[:5])
+            raise UsageError(f"{spec!r} matches several runs ({ids}); give more of the id",
+                             title="ambiguous run")
+        if not match:
+            known = ", ".join(r.name or r.run_id for r in runs[:5])
+            raise UsageError(f"no run {spec!r} in cluster {config.cluster.name!r} (newest: "
+                             f"{known}); see `corral status`", title="unknown run")
+        chosen.append(match[0])
+    return chosen
+
+
+async def runs_with_checkpoints(config: ClusterConfig, pool: HostPool) -> dict[str, list[str]]:
+    """Per run id: the hosts whose run directory holds at least one checkpoint file (one
+    command per reachable host; an unreachable host simply adds nothing)."""
+    from remote.hosts.transport import Transport, shell_path
+
+    root = shell_path(config.cluster.run_root.rstrip("/"))
+
+    async def listing(transport: Transport) -> str:
+        done = await transport.run(f"cd {root} 2>/dev/null && ls -1d */checkpoints/step-*.pt "
+                                   "2>/dev/null; true", timeout=30.0)
+        return done.stdout
+
+    found: dict[str, list[str]] = {}
+    for host, result in (await pool.gather(listing)).items():
+        if isinstance(result, BaseException):
+            continue
+        for line in result.splitlines():
+            run_id = line.split("/", 1)[0]
+            if RUN_ID_RE.match(run_id) and host not in found.setdefault(run_id, []):
+                found[run_id].append(host)
+    return found
+
+
+async def run_to_resume(config: ClusterConfig, pool: HostPool, named: str | None) -> RunInfo:
+    """The run ``corral run --resume [RUN]`` continues: the named one, else the newest run of
+    this cluster that has a checkpoint on a host. Runs without one (a failed pre-flight check,
+    a run stopped before its first checkpoint) are passed over: resuming them would silently
+    start from step 0."""
+    with_checkpoints = await runs_with_checkpoints(config, pool)
+    if named is not None:
+        info = read_run_info(config, resolve_run_id(config, named))
+        if info.run_id not in with_checkpoints:
+            raise CorralError(f"run {info.run_id} has no checkpoint on any reachable host "
+                              f"(looked in {config.cluster.run_root}/{info.run_id}/checkpoints"
+                              f" on {', '.join(info.hosts)}): nothing to resume from",
+                              title="nothing to resume")
+        return info
+    runs = list_runs(config)
+    for info in runs:
+        if info.run_id in with_checkpoints:
+            return info
+    looked = ", ".join(r.run_id for r in runs[:KNOWN_IDS_SHOWN]) or "none recorded"
+    raise CorralError(
+        f"no run of cluster {config.cluster.name!r} has a checkpoint to resume from (runs: "
+        f"{looked}); start a new one with `corral run`", title="nothing to resume")

@@ -1,0 +1,303 @@
+"""TensorBoard event files written from this machine's copy of a run's events.
+
+Nothing runs on the hosts: the follower that owns a run's local copy (``remote.run.stream``) hands
+every copied event line to a ``BoardWriter``, which writes ``<run dir>/tensorboard/`` with the
+tensorboard package's own ``EventFileWriter`` (records, checksums and the background flush are
+its). Old runs, and runs followed before this existed, are converted from the copy on demand
+(``convert_run``, ``corral tensorboard``). Without the tensorboard extra nothing is written
+live, and ``corral tensorboard`` says how to install it.
+
+Scalars, by TensorBoard section (the part of the tag before ``/``):
+
+- ``loss/global``, ``lr/lr``, ``eval/<metric>``;
+- ``throughput/cluster_samples_per_s``, ``throughput/ideal_samples_per_s`` (Σ ranks'
+  ``local_batch / compute_s``), ``throughput/efficiency`` (measured / ideal);
+- per rank ``rank_samples_per_s/rankN``, ``rank_compute_s/rankN``, ``rank_share/rankN`` (its part
+  of the global batch), ``rank_utilisation/rankN`` (compute / step time), every step up to 32
+  ranks, every ``ranks // 32`` steps above;
+- per rank ``gpu_util/rankN``, ``cpu_percent/rankN`` (at the rank's latest step).
+
+Text: ``balancer/decisions``, one entry per rebalance with its reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import json
+import re
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from profiles.errors import UsageError
+from remote.records.history import Recorded, read_lines
+from remote.run.stream import COLLECTED, LOCK_FILE, CollectedCopy
+from trainer.events import EVAL_METRICS, EventFormatError, RebalanceEvent, event_from_dict
+
+BOARD_DIR = "tensorboard"
+"""Under a run's local directory."""
+MISSING = ("tensorboard is not installed; install the tensorboard extra (pip install "
+           "'corral[tensorboard]', or pip install tensorboard)")
+PENDING_STEPS = 256
+"""Steps kept waiting for every rank's numbers (for the ideal) before they are dropped."""
+RANK_PATH = re.compile(r"^metrics/rank-(\d+)\.jsonl$")
+RANKS_EVERY_STEP = 32
+"""Up to this many ranks, per-rank series get a point every step; a cluster of N ranks gets one
+every N // 32 steps (the cluster-wide series still every step): per-rank points cost the
+follower CPU for every rank and step, and TensorBoard samples long series down anyway."""
+FLUSH_S = 5
+"""How often the writer's background thread flushes to disk."""
+
+
+def available() -> bool:
+    """True when the tensorboard package can be imported."""
+    try:
+        import tensorboard.summary.writer.event_file_writer  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def board_dir(run_dir: Path) -> Path:
+    """Where a run's TensorBoard files go."""
+    return run_dir / BOARD_DIR
+
+
+class BoardWriter:
+    """Turns a run's event lines into TensorBoard scalars and texts, as they come.
+
+    Works on the decoded JSON objects (no event classes are built: this runs for every line of
+    a live run). A step's per-rank values wait until every rank reported the step, then go out
+    as one TensorBoard event with the step's ideal and efficiency: one record per step, not one
+    per rank, whatever the size of the cluster.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.plugins.text import summary_v2 as text_summary
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        self._event, self._summary, self._text = event_pb2.Event, summary_pb2.Summary, \
+            text_summary.text_pb
+        self._value = summary_pb2.Summary.Value
+        self.directory = directory
+        self._writer = EventFileWriter(str(directory), max_queue_size=1000, flush_secs=FLUSH_S)
+        self.points = 0
+        """Scalar points written so far."""
+        self._global_batch: int | None = None
+        self._world: int | None = None
+        self._pending: dict[int, _StepBatch] = {}
+        self._rank_step: dict[int, int] = {}
+        self._rank_stride = 1
+        """Per-rank series are written every this many steps (see ``RANKS_EVERY_STEP``)."""
+
+    # ---------------------------------------------------------------- writing
+    def _emit(self, step: int, t: float, values: list[Any]) -> None:
+        if values:
+            self._writer.add_event(self._event(wall_time=t, step=step,
+                                               summary=self._summary(value=values)))
+            self.points += len(values)
+
+    def _scalars(self, step: int, t: float, values: list[tuple[str, float | None]]) -> None:
+        self._emit(step, t, [self._value(tag=tag, simple_value=value)
+                             for tag, value in values if value is not None])
+
+    def add_line(self, host: str, rank: int, text: str) -> None:
+        """One line of a rank's event file, as copied."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return
+        if isinstance(data, dict):
+            self.add_data(data)
+
+    def add(self, record: Recorded) -> None:
+        """One recorded event line."""
+        self.add_data(record.data)
+
+    def add_data(self, data: dict[str, Any]) -> None:
+        """One decoded event line (fields this version does not know are ignored)."""
+        kind, rank, t = data.get("event"), _int(data.get("rank")), _num(data.get("t"))
+        if rank is None or t is None:
+            return
+        if kind == "step":
+            self._step(rank, t, data)
+        elif kind == "resources":
+            step = self._rank_step.get(rank, 0)
+            self._scalars(step, t, [(f"gpu_util/rank{rank}", _num(data.get("gpu_util"))),
+                                    (f"cpu_percent/rank{rank}", _num(data.get("cpu_percent")))])
+        elif kind == "rebalance":
+            event = None
+            with contextlib.suppress(EventFormatError):
+                event = event_from_dict(data)
+            if isinstance(event, RebalanceEvent):
+                self._writer.add_event(self._event(
+                    wall_time=t, step=event.step,
+                    summary=self._text("balancer/decisions", decision_text(event))))
+        elif kind == "start":
+            self._global_batch = _int(data.get("global_batch"))
+            self._world = _int(data.get("world_size"))
+            self._rank_stride = max(1, (self._world or 0) // RANKS_EVERY_STEP)
+        elif kind == "eval" and rank == 0:
+            self._eval(t, data)
+
+    def _step(self, rank: int, t: float, data: dict[str, Any]) -> None:
+        step, batch = _int(data.get("step")), _int(data.get("local_batch"))
+        compute, step_s = _num(data.get("compute_s")), _num(data.get("step_s"))
+        if step is None or batch is None or compute is None or step_s is None:
+            return
+        self._rank_step[rank] = step
+        pending = self._pending.setdefault(step, _StepBatch())
+        pending.t = max(pending.t, t)
+        pending.cells[rank] = (batch, compute)
+        if step % self._rank_stride == 0:
+            pending.values += [
+                (f"rank_samples_per_s/rank{rank}", _num(data.get("samples_per_s"))),
+                (f"rank_compute_s/rank{rank}", compute),
+                (f"rank_share/rank{rank}", batch / self._global_batch if self._global_batch
+                 else None), (f"rank_utilisation/rank{rank}", compute / step_s if step_s > 0
+                              else None)]
+        if rank == 0:
+            cluster = _num(data.get("cluster_samples_per_s"))
+            if cluster is None and self._global_batch and step_s > 0:
+                cluster = self._global_batch / step_s
+            loss = _num(data.get("global_loss"))
+            pending.cluster = cluster
+            pending.values += [("loss/global", loss if loss is not None
+                                else _num(data.get("loss"))),
+                               ("throughput/cluster_samples_per_s", cluster),
+                               ("lr/lr", _num(data.get("lr")))]
+        if self._world is not None and len(pending.cells) >= self._world:
+            self._flush_step(step)
+        elif len(self._pending) > PENDING_STEPS:
+            self._flush_step(min(self._pending))  # a rank went quiet: write what there is
+
+    def _flush_step(self, step: int) -> None:
+        """Write a step's values, with its ideal and efficiency when every rank is in."""
+        pending = self._pending.pop(step)
+        values = list(pending.values)
+        if self._world is not None and len(pending.cells) >= self._world:
+            ideal = sum(b / c for b, c in pending.cells.values() if c > 0) or None
+            values += [("throughput/ideal_samples_per_s", ideal),
+                       ("throughput/efficiency", pending.cluster / ideal
+                        if ideal and pending.cluster is not None else None)]
+        self._scalars(step, pending.t, values)
+
+    def _eval(self, t: float, data: dict[str, Any]) -> None:
+        step = _int(data.get("step"))
+        if step is None:
+            return
+        self._scalars(step, t, [
+            (f"eval/{key}", _num(data.get(key))) for key in EVAL_METRICS])
+
+    def flush(self) -> None:
+        """Write what is queued to disk now."""
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Write the steps still waiting for a rank, flush and close the event file."""
+        for step in sorted(self._pending):
+            self._flush_step(step)
+        self._writer.close()
+
+
+@dataclass
+class _StepBatch:
+    """One step's values, waiting for every rank."""
+
+    t: float = 0.0
+    cells: dict[int, tuple[int, float]] = field(default_factory=dict)
+    values: list[tuple[str, float | None]] = field(default_factory=list)
+    cluster: float | None = None
+
+
+def _num(value: object) -> float | None:
+    """A JSON number as a float (None for anything else, booleans included)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def decision_text(event: RebalanceEvent) -> str:
+    """``step 6: [16, 16, 16] → [22, 14, 12] (dynamic, predicted +25%): <reason>``."""
+    return (f"step {event.step}: {list(event.previous)} → {list(event.split)} "
+            f"({event.policy}, predicted {event.predicted_gain:+.0%}): {event.reason}")
+
+
+def live_writer(run_dir: Path, copies: Iterable[CollectedCopy]) -> BoardWriter | None:
+    """A writer fed by every copy this follower owns, or None: without the tensorboard
+    extra, or when another follower owns the copies (it writes the files)."""
+    owned = [copy for copy in copies if copy.writer]
+    if not owned or not available():
+        return None
+    writer = BoardWriter(board_dir(run_dir))
+
+    def feed(host: str, path: str, text: str) -> None:
+        match = RANK_PATH.match(path)
+        if match:
+            writer.add_line(host, int(match.group(1)), text)
+
+    for copy in owned:
+        copy.on_line = functools.partial(feed, copy.root.name)
+    return writer
+
+
+def being_followed(run_dir: Path) -> bool:
+    """True while a follower owns the run's copy (it writes the TensorBoard files live)."""
+    for lock in (run_dir / COLLECTED).glob(f"*/{LOCK_FILE}"):
+        with open(lock, "ab") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return False
+
+
+@dataclass(frozen=True)
+class Converted:
+    """What ``convert_run`` did."""
+
+    directory: Path
+    points: int
+    """Scalar points written (-1: left alone, a live follower writes them)."""
+
+
+def convert_run(run_dir: Path) -> Converted:
+    """(Re)write a run's TensorBoard files from its event copy; a run being followed is left
+    to its follower."""
+    if not available():
+        raise UsageError(MISSING, title="no tensorboard")
+    directory = board_dir(run_dir)
+    if being_followed(run_dir):
+        return Converted(directory, -1)
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(directory)
+    writer = BoardWriter(directory)
+    try:
+        for record in read_lines(run_dir)[0]:
+            writer.add(record)
+    finally:
+        writer.close()
+    return Converted(directory, writer.points)
+
+
+def board_label(run_id: str, name: str) -> str:
+    """A run's name in TensorBoard: its name and id (``,`` and ``:`` separate logdir specs)."""
+    label = f"{name} ({run_id})" if name else run_id
+    return label.replace(",", " ").replace(":", " ")
+
+
+def board_command(python: str, runs: list[tuple[str, Path]], port: int) -> list[str]:
+    """The command that serves ``runs`` (label, run directory) on ``port``."""
+    spec = ",".join(f"{label}:{board_dir(path)}" for label, path in runs)
+    return [python, "-m", "tensorboard.main", "--logdir_spec", spec, "--port", str(port),
+            "--host", "localhost"]

@@ -1,0 +1,400 @@
+"""``SshRunController``: the remote layer's implementation of ``remote.api.RunController``.
+
+``start`` returns a handle at once; iterating its ``events()`` drives the run: pre-flight check,
+push, launch on every host, then the merged event tail until the run ends. ``attach`` follows a
+run started earlier (by this or another process) from the local copy's offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+from profiles.errors import CorralError, UsageError
+from remote.api import (
+    FINAL_RUN_STATES,
+    CheckReport,
+    HostStatus,
+    LogLine,
+    RankEvent,
+    RunEvent,
+    RunState,
+    RunStatus,
+    StopReport,
+)
+from remote.config.cluster import ClusterConfig
+from remote.config.rules import run_name_problem
+from remote.hosts.pool import HostPool
+from remote.records.runs import (
+    RunInfo,
+    describe_stop,
+    local_run_dir,
+    new_run_id,
+    read_run_info,
+    record_cleanup,
+    record_suspects,
+    resolve_run_id,
+    run_to_resume,
+    update_run_state,
+    write_run_info,
+)
+from remote.records.tensorboard import live_writer
+from remote.run import launch_lock
+from remote.run.hang import HangGuard
+from remote.run.launch import run_dir_for
+from remote.run.monitor import RunMonitor
+from remote.run.reconnect import resilient_tail
+from remote.run.recovery import REPEATED_FAILURES, count_failure, restart_refusal
+from remote.run.start import launch_run
+from remote.run.stop import stop_run
+from remote.run.stream import CollectedCopy, TailItem, merged
+from trainer.events import StartEvent
+
+FAILURE_SETTLE_S = 10.0
+"""After the first failure, wait at most this long for the report that names its cause before
+stopping the other hosts (a peer's error often arrives before the killed rank's launcher
+reports it); ``RunMonitor.cause_settled`` usually ends the wait much earlier."""
+STOP_GRACE_ON_FAILURE_S = 5.0
+
+
+class _Tick:
+    """Internal: lets the follow loop act on time passing while the hosts are quiet."""
+
+
+async def _ticker(every: float = 0.5) -> AsyncIterator[TailItem]:
+    while True:
+        await asyncio.sleep(every)
+        yield _Tick()  # type: ignore[misc]
+
+
+class SshRunHandle:
+    """One run: its event stream (``events``) and ``stop``."""
+
+    def __init__(self, controller: SshRunController, info: RunInfo, *, launch: bool,
+                 resume: bool = False, policy: str | None = None) -> None:
+        self.run_id = info.run_id
+        self.name = info.name
+        self._controller = controller
+        self._info = info
+        self._launch = launch
+        self._resume = resume
+        self._policy = policy
+        self._monitor: RunMonitor | None = None
+        self._stopping = False
+        self._stop_clean = True
+        """Whether the last stop after a failure left nothing behind (a restart needs it)."""
+        self._lost: dict[str, str] = {}
+        """Hosts lost in the last attempt, and why."""
+        self._config = controller.config
+        self._pool = controller.pool
+        """The run's hosts: the controller's, less the ones dropped (``on_host_loss``)."""
+
+    @property
+    def config(self) -> ClusterConfig:
+        """The cluster this run belongs to (less any host dropped with ``on_host_loss``)."""
+        return self._config
+
+    @property
+    def run_dir(self) -> str:
+        """``<run_root>/<run_id>`` as the hosts see it."""
+        return run_dir_for(self.config, self.run_id)
+
+    def _status(self, state: RunState, detail: str = "", **extra: object) -> RunStatus:
+        if state != "idle" and (self._launch or self._info.state not in FINAL_RUN_STATES):
+            # Following a run that has ended does not rewrite its recorded outcome.
+            update_run_state(self.config, self.run_id, state, detail.split("\n", 1)[0])
+        return RunStatus(t=time.time(), run_id=self.run_id, state=state, detail=detail,
+                         **extra)  # type: ignore[arg-type]
+
+    async def events(self) -> AsyncIterator[RunEvent]:
+        """Every event of the run, ending with its final ``RunStatus``.
+
+        With ``[run] max_restarts``, a run that fails after it ran (a rank died, a host dropped,
+        a hang) is relaunched from its newest checkpoint, up to that many times (each restart a
+        ``launching`` status and a log line); ``on_host_loss`` may drop a host first."""
+        restarts, failure_streaks = 0, dict[str, int]()
+        try:
+            while True:
+                if self._launch:
+                    launched = True
+                    async for event in self._launch_once():
+                        if isinstance(event, RunStatus) and event.state in FINAL_RUN_STATES:
+                            launched = False
+                        yield event
+                    if not launched:
+                        return
+                final: RunStatus | None = None
+                async for event in self._follow():
+                    if isinstance(event, RunStatus) and event.state in FINAL_RUN_STATES:
+                        final = event
+                        break
+                    yield event
+                if final is None:
+                    return
+                if (failing := count_failure(failure_streaks, final)) is not None:
+                    self._lost.setdefault(failing, f"failed {REPEATED_FAILURES} times in a row")
+                if self._can_drop_lost_hosts(final):
+                    for event in self._drop_lost_hosts(final):
+                        yield event
+                    self._resume = True
+                    continue
+                why = restart_refusal(final, restarts, self.config.run.max_restarts,
+                                      wanted=self._launch and not self._stopping,
+                                      stop_clean=self._stop_clean)
+                if why is not None:
+                    yield final if not why else replace(final, detail=f"{final.detail}\n({why})")
+                    return
+                restarts += 1
+                cause = final.detail.split("\n", 1)[0]
+                note = (f"restart {restarts} of {self.config.run.max_restarts} after: {cause}; "
+                        "resuming from the newest checkpoint")
+                yield LogLine(t=time.time(), host="*", rank=None, text=note)
+                yield self._status("launching", note)
+                self._resume = True
+        finally:
+            if self._pool is not self._controller.pool:
+                await self._pool.aclose()
+
+    def _can_drop_lost_hosts(self, final: RunStatus) -> bool:
+        """``on_host_loss = "continue"``, the run failed on a lost host (or one that failed
+        ``REPEATED_FAILURES`` attempts in a row), and it can go on without it (the master,
+        which holds the rendezvous, is not lost)."""
+        return (self.config.run.on_host_loss == "continue" and final.state == "failed"
+                and self._launch and not self._stopping and final.failed_host in self._lost
+                and self.config.cluster.master not in self._lost and self._stop_clean
+                and len(self._lost) < len(self.config.hosts))
+
+    def _drop_lost_hosts(self, final: RunStatus) -> list[RunEvent]:
+        """Go on without the lost hosts: same global batch, re-split among the others."""
+        lost = dict(self._lost)
+        remaining = tuple(h for h in self.config.hosts if h.name not in lost)
+        self._config = replace(self.config, hosts=remaining,
+                               run=replace(self.config.run, split=None))
+        self._pool = HostPool(self._config)
+        self._info = replace(self._info, hosts=tuple(h.name for h in remaining))
+        write_run_info(self.config, self._info)
+        names = ", ".join(h.name for h in remaining)
+        note = (f"dropped {', '.join(sorted(lost))} from the run ({final.detail.splitlines()[0]});"
+                f" continuing on {names} from the newest checkpoint, the global batch of "
+                f"{self.config.run.global_batch} re-split among them (`corral run --resume` "
+                "later brings the host back)")
+        now = time.time()
+        return [*(HostStatus(t=now, host=h, state="failed", detail=f"dropped from the run: {why}")
+                  for h, why in sorted(lost.items())),
+                LogLine(t=now, host="*", rank=None, text=note), self._status("launching", note)]
+
+    async def _launch_once(self) -> AsyncIterator[RunEvent]:
+        """Lock, check, push and launch; ends with a final status only when that failed."""
+        pool = self._pool
+        try:
+            await launch_lock.acquire(pool, self.config, self.run_id)
+        except launch_lock.LaunchLocked as exc:
+            yield self._status("failed", f"{exc.title}: {exc}")
+            return
+        except CorralError:
+            pass  # the master cannot be reached: the check below says so, with its fix
+        try:
+            async for event in launch_run(pool, self.config, self._info,
+                                          resume=self._resume, policy=self._policy,
+                                          status=self._status,
+                                          preflight=self._controller.preflight):
+                yield event
+        except CorralError as exc:
+            # Whatever was started is stopped again: a failed launch leaves nothing behind.
+            await stop_run(pool, self.run_dir, self.run_id, grace_s=2.0)
+            yield self._status("failed", f"{exc.title}: {exc}")
+        finally:
+            await launch_lock.release(pool, self.config, self.run_id)
+        with contextlib.suppress(CorralError):
+            self._info = read_run_info(self.config, self.run_id)
+
+    async def _follow(self) -> AsyncIterator[RunEvent]:
+        pool = self._pool
+        hosts = self._info.hosts
+        monitor = self._monitor = RunMonitor(run_id=self.run_id, hosts=hosts,
+                                             stop_requested=self._stopping)
+        local_dir = local_run_dir(self.config, self.run_id)
+        copies = {h: CollectedCopy(local_dir, h) for h in hosts}
+        board = live_writer(local_dir, copies.values())
+        sources: list[tuple[str, AsyncIterator[TailItem]]] = [("", _ticker())]
+        for host in hosts:
+            try:
+                await pool.get(host)
+            except CorralError as exc:
+                if not self._launch:
+                    raise  # attaching changes nothing on the hosts: report, leave the run be
+                monitor.observe((host, exc))
+                yield HostStatus(t=time.time(), host=host, state="unreachable", detail=str(exc))
+                continue
+            sources.append((host, resilient_tail(pool, host, self.run_dir, copies[host],
+                                                 self.config.ssh.lost_after)))
+        yield self._status("running")
+        failed_at: float | None = None
+        stop_task: asyncio.Task[StopReport] | None = None
+        run = self.config.run
+        hang = HangGuard(pool, run.hang_factor, run.hang_limit)
+        running_hosts: set[str] = set()
+        try:
+            async for item in merged(sources):
+                if isinstance(item, HostStatus):  # a connection lost or found again
+                    yield item
+                    continue
+                if isinstance(item, tuple):
+                    # The host dropped: forget the dead connection so stop can reconnect.
+                    await pool.drop(item[0])
+                now = time.monotonic()
+                for event in monitor.observe(item):
+                    if isinstance(event, RankEvent):
+                        hang.observe(event, now)
+                    if (isinstance(event, RankEvent) and isinstance(event.event, StartEvent)
+                            and event.host not in running_hosts):
+                        running_hosts.add(event.host)
+                        yield HostStatus(t=time.time(), host=event.host, state="running")
+                    yield event
+                if monitor.finished:
+                    break
+                lines, hung = hang.check(now)
+                for line in lines:
+                    yield LogLine(t=time.time(), host="*", rank=None, text=line)
+                if hung is not None and not monitor.failing and self._launch:
+                    monitor.declare_hung(*hung)
+                if monitor.failing and failed_at is None:
+                    failed_at = time.monotonic()
+                    if not self._launch:
+                        yield LogLine(t=time.time(), host="*", rank=None, text=(
+                            "a rank failed; following changes nothing on the hosts: the "
+                            "process that launched the run stops the rest, or end it with "
+                            f"`corral stop {self.run_id}`"))
+                if (failed_at is not None and stop_task is None and self._launch
+                        and (monitor.cause_settled()
+                             or time.monotonic() - failed_at >= FAILURE_SETTLE_S)):
+                    cause = monitor.first_failure()
+                    monitor.stop_requested = True
+                    monitor.stopping_for_failure = True
+                    left = [h for h in hosts if h not in monitor.exited]
+                    yield self._status("stopping", f"{cause.host if cause else '?'} failed; "
+                                       f"stopping {', '.join(left) or 'nothing'}")
+                    stop_task = asyncio.create_task(stop_run(
+                        pool, self.run_dir, self.run_id, grace_s=STOP_GRACE_ON_FAILURE_S,
+                        hosts=left))
+        finally:
+            hang.close()
+            for copy in copies.values():
+                copy.close()
+            if board is not None:
+                board.close()
+        final = monitor.final_status()
+        report: StopReport | None = None
+        if stop_task is not None:
+            report = await stop_task
+            if not report.clean:
+                final = replace(final, detail=final.detail + f"\n({describe_stop(report)})")
+        elif final.state == "failed" and self._launch:
+            # Every launcher ended by itself; make sure no straggler rank is left either.
+            # (Only the process that launched the run does this: attaching is read-only.)
+            report = await stop_run(pool, self.run_dir, self.run_id,
+                                    grace_s=STOP_GRACE_ON_FAILURE_S)
+        # Lost hosts cannot be reached to stop: with on_host_loss they are dropped anyway.
+        self._lost = dict(monitor.dropped)
+        self._stop_clean = report is None or (
+            not any(report.remaining.values()) and set(report.unreachable) <= set(self._lost))
+        # Hosts cut off when the run ended may still run its processes: status looks again.
+        suspect = set(monitor.dropped)
+        if report is not None:
+            suspect = (suspect - set(report.remaining)) | set(report.unreachable) | {
+                h for h, n in report.remaining.items() if n}
+        if suspect:
+            record_suspects(self.config, self.run_id, suspect)
+        if not self._launch and self._info.state in FINAL_RUN_STATES:
+            # The run had ended before this follower came: its outcome was decided then (the
+            # launching follower saw every event; this one only the ones after its copy).
+            final = replace(final, state=self._info.state,  # type: ignore[arg-type]
+                            detail=self._info.detail or final.detail)
+        update_run_state(self.config, self.run_id, final.state, final.detail.split("\n", 1)[0])
+        yield final
+
+    async def stop(self, *, grace_s: float = 10.0) -> StopReport:
+        """TERM every host's process group, KILL after ``grace_s``, verify nothing is left.
+
+        A run that already ended (completed, failed, stopped) keeps its recorded outcome; what
+        the stop found goes to the record's ``cleanup``."""
+        self._stopping = True
+        if self._monitor is not None:
+            self._monitor.stop_requested = True
+        outcome = self._recorded_state()
+        if outcome not in FINAL_RUN_STATES:
+            update_run_state(self.config, self.run_id, "stopping")
+        report = await stop_run(self._pool, self.run_dir, self.run_id,
+                                grace_s=grace_s, hosts=list(self._info.hosts))
+        record_cleanup(self.config, self.run_id, report)
+        if self._monitor is None and report.clean and outcome not in FINAL_RUN_STATES:
+            update_run_state(self.config, self.run_id, "stopped")
+        return report
+
+    def _recorded_state(self) -> str:
+        try:
+            return read_run_info(self.config, self.run_id).state
+        except CorralError:
+            return self._info.state
+
+
+class SshRunController:
+    """Runs of one cluster.toml over SSH (and ``local`` hosts)."""
+
+    def __init__(self, config: ClusterConfig, *, preflight: bool = True) -> None:
+        self.config = config
+        self.pool = HostPool(config)
+        self.preflight = preflight
+        """Run the pre-flight check before each launch (off only to save time in tests)."""
+
+    async def check(self) -> CheckReport:
+        """Pre-flight check of every host in parallel, with the launch plan when it passes."""
+        from remote.run.preview import check_with_preview
+
+        return await check_with_preview(self.config, self.pool)
+
+    async def start(self, *, resume: bool | str = False, policy: str | None = None,
+                    name: str | None = None) -> SshRunHandle:
+        """A handle on a new run named ``name``, else ``[run] name``. With ``resume``, an
+        earlier run relaunched from its newest checkpoint: the run it names (a run id, name or
+        unique start of an id), or with ``True`` the newest run that has a checkpoint (a
+        resumed run keeps its own name unless one is given)."""
+        if policy is not None and policy not in ("static", "proportional", "dynamic"):
+            raise CorralError(f"unknown policy {policy!r}: use static, proportional or dynamic")
+        if name is not None and run_name_problem(name):
+            raise UsageError(f"--name {name!r}: {run_name_problem(name)}", title="bad run name")
+        hosts = tuple(h.name for h in self.config.hosts)
+        if resume:
+            named = resume if isinstance(resume, str) else None
+            previous = await run_to_resume(self.config, self.pool, named)
+            info = replace(previous, state="checking", hosts=hosts,
+                           config_path=str(self.config.path), name=name or previous.name)
+        else:
+            info = RunInfo(run_id=new_run_id(self.config.cluster.name),
+                           cluster=self.config.cluster.name, state="checking",
+                           started=time.time(), hosts=hosts, config_path=str(self.config.path),
+                           name=name or self.config.run.name or "")
+        write_run_info(self.config, info)
+        return SshRunHandle(self, info, launch=True, resume=bool(resume), policy=policy)
+
+    async def attach(self, run_id: str) -> SshRunHandle:
+        """Follow recorded run ``run_id`` (or the one run whose id starts with it) from the last
+        event this machine's copy holds. Following changes nothing on the hosts."""
+        info = read_run_info(self.config, resolve_run_id(self.config, run_id))
+        return SshRunHandle(self, info, launch=False)
+
+    async def aclose(self) -> None:
+        """Close every SSH connection (runs keep going on the hosts)."""
+        await self.pool.aclose()
+
+
+def open_controller(path: str | os.PathLike[str]) -> SshRunController:
+    """Load ``path`` (a cluster.toml) and return its controller."""
+    from remote.config.cluster import load_cluster
+
+    return SshRunController(load_cluster(path))
+

@@ -1,0 +1,182 @@
+"""Hung ranks: noticed on corral's side, named, and (after a limit) the run stopped.
+
+A rank stopped with SIGSTOP, or deadlocked, freezes every rank (the others wait in the next
+collective) until Gloo's own timeout, half an hour later. The follower therefore watches the
+step events: once no step has come from a rank for ``hang_factor`` times its usual step time
+(and at least ``MIN_SILENCE_S``), it says so, and asks the hosts what state each silent rank's
+process is in (``/proc/PID/stat``: stopped, in uninterruptible I/O, gone, busy or waiting) to
+name the one that holds the others up. After ``hang_limit`` seconds without a step it stops
+the run naming that rank.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+
+from remote.api import RankEvent
+from remote.hosts.pool import HostPool
+from remote.hosts.transport import Transport
+from trainer.events import EndEvent, StartEvent, StepEvent
+
+MIN_SILENCE_S = 10.0
+"""Never call a rank silent sooner (a checkpoint or a rebalance makes one step slower)."""
+STEP_TIMES_KEPT = 20
+STATE_WORDS = {"T": "stopped (SIGSTOP)", "t": "stopped by a debugger",
+               "D": "blocked in uninterruptible I/O", "Z": "dead (a zombie)",
+               "gone": "gone", "R": "busy but not stepping", "S": "waiting"}
+"""What a process state letter says about a silent rank, most suspicious first."""
+
+
+@dataclass(frozen=True)
+class Silence:
+    """Ranks without a step for too long."""
+
+    ranks: tuple[int, ...]
+    seconds: float
+    """Seconds since the most recent step of any of them."""
+    usual_s: float
+    """The usual step time (median of recent steps) of the silent ranks."""
+
+
+@dataclass
+class HangWatch:
+    """Follows the step events of one run; ``silence`` says which ranks went quiet."""
+
+    factor: float
+    limit_s: float
+    pids: dict[int, tuple[str, int]] = field(default_factory=dict)
+    """Rank -> (host, pid), from the ranks' start events."""
+    _last: dict[int, float] = field(default_factory=dict)
+    _step_s: dict[int, deque[float]] = field(default_factory=dict)
+    _total: int | None = None
+
+    def observe(self, item: RankEvent, now: float) -> None:
+        """Take in a rank event received at ``now`` (monotonic seconds)."""
+        event = item.event
+        if isinstance(event, StartEvent):
+            self.pids[event.rank] = (item.host, event.pid)
+            self._total = event.total_steps
+            self._last.pop(event.rank, None)
+        elif isinstance(event, StepEvent):
+            self._last[event.rank] = now
+            self._step_s.setdefault(event.rank, deque(maxlen=STEP_TIMES_KEPT)).append(
+                event.step_s)
+            if self._total is not None and event.step >= self._total:
+                self._last.pop(event.rank, None)  # its last step: quiet from now on is right
+        elif isinstance(event, EndEvent):
+            self._last.pop(event.rank, None)
+
+    def silence(self, now: float) -> Silence | None:
+        """The ranks silent past ``factor`` times their usual step time, or None."""
+        silent: list[int] = []
+        usual: list[float] = []
+        for rank, last in self._last.items():
+            typical = statistics.median(self._step_s[rank])
+            if now - last > max(self.factor * typical, MIN_SILENCE_S):
+                silent.append(rank)
+                usual.append(typical)
+        if not silent:
+            return None
+        newest = max(self._last[r] for r in silent)
+        return Silence(ranks=tuple(sorted(silent)), seconds=now - newest,
+                       usual_s=statistics.median(usual))
+
+
+async def rank_states(pool: HostPool, pids: dict[int, tuple[str, int]],
+                      ranks: tuple[int, ...]) -> dict[int, str]:
+    """The process state letter of each rank in ``ranks`` (``gone`` when it has no process,
+    ``?`` when its host cannot be asked)."""
+    by_host: dict[str, dict[int, int]] = {}
+    for rank in ranks:
+        if rank in pids:
+            host, pid = pids[rank]
+            by_host.setdefault(host, {})[pid] = rank
+
+    async def ask(transport: Transport) -> dict[int, str]:
+        wanted = by_host[transport.host.name]
+        script = (f"for p in {' '.join(str(p) for p in wanted)}; do "
+                  's=$(cat "/proc/$p/stat" 2>/dev/null) && s=${s##*") "} && '
+                  'echo "$p ${s%% *}" || echo "$p gone"; done')
+        out = (await transport.run(script, timeout=15.0)).stdout.split("\n")
+        found = {}
+        for line in out:
+            words = line.split()
+            if len(words) == 2 and words[0].isdigit() and int(words[0]) in wanted:
+                found[wanted[int(words[0])]] = words[1]
+        return found
+
+    states = {rank: "?" for rank in ranks}
+    results = await pool.gather(ask, list(by_host))
+    for result in results.values():
+        if isinstance(result, dict):
+            states.update(result)
+    return states
+
+
+def culprit(states: dict[int, str]) -> int:
+    """The rank most likely to hold the others up: the most suspicious process state first
+    (stopped, I/O, gone, busy), the lowest rank among equals."""
+    order = {letter: i for i, letter in enumerate(STATE_WORDS)}
+    return min(states, key=lambda r: (order.get(states[r], len(order)), r))
+
+
+def describe(states: dict[int, str], pids: dict[int, tuple[str, int]]) -> str:
+    """``rank 1 on h1 is stopped (SIGSTOP); rank 0 on h0 is waiting``."""
+    return "; ".join(
+        f"rank {r} on {pids[r][0] if r in pids else '?'} is "
+        f"{STATE_WORDS.get(s, 'of unknown state' if s == '?' else shlex.quote(s))}"
+        for r, s in sorted(states.items()))
+
+
+class HangGuard:
+    """The follower's use of ``HangWatch``: say once when ranks go silent (with their process
+    states, asked in the background), and past the limit name the rank to blame."""
+
+    def __init__(self, pool: HostPool, factor: float, limit_s: float) -> None:
+        self.watch = HangWatch(factor=factor, limit_s=limit_s)
+        self._pool = pool
+        self._probe: asyncio.Task[dict[int, str]] | None = None
+        self._states: dict[int, str] = {}
+        self._said: tuple[int, ...] | None = None
+
+    def observe(self, item: RankEvent, now: float) -> None:
+        """See ``HangWatch.observe``; a step ends a silence (it is said again if it recurs)."""
+        self.watch.observe(item, now)
+        if isinstance(item.event, StepEvent) and self._said is not None:
+            self._said, self._probe, self._states = None, None, {}
+
+    def check(self, now: float) -> tuple[list[str], tuple[str, int, str] | None]:
+        """Lines to show now, and ``(host, rank, why)`` once the run must be stopped."""
+        silence = self.watch.silence(now)
+        if silence is None:
+            return [], None
+        lines: list[str] = []
+        if self._probe is None:
+            self._probe = asyncio.ensure_future(
+                rank_states(self._pool, self.watch.pids, silence.ranks))
+            lines.append(f"no step for {silence.seconds:.0f} s from rank(s) "
+                         f"{', '.join(map(str, silence.ranks))} (usual step "
+                         f"{silence.usual_s:.2f} s); asking their hosts why")
+        elif self._probe.done() and self._said is None:
+            self._said = silence.ranks
+            if not self._probe.cancelled() and self._probe.exception() is None:
+                self._states = self._probe.result()
+                lines.append(describe(self._states, self.watch.pids))
+        limit = self.watch.limit_s
+        if not limit or silence.seconds < limit or self._said is None:
+            return lines, None  # (the states are in before a rank is blamed)
+        rank = culprit(self._states) if self._states else silence.ranks[0]
+        host = self.watch.pids.get(rank, ("?", 0))[0]
+        state = STATE_WORDS.get(self._states.get(rank, ""), "silent")
+        why = (f"hung: no step for {silence.seconds:.0f} s (usual step {silence.usual_s:.2f} s,"
+               f" limit [run] hang_limit = {limit:g} s); its process is {state}")
+        return lines, (host, rank, why)
+
+    def close(self) -> None:
+        """Cancel a probe still under way."""
+        if self._probe is not None:
+            self._probe.cancel()

@@ -1,0 +1,302 @@
+"""Start torch's launcher on every host of a run.
+
+On each host corral starts ``python -m torch.distributed.run`` (torchrun) with c10d rendezvous
+at ``master:port`` and the run id as rendezvous id, in its own session and process group
+(``setsid``), stdin from /dev/null, output appended to ``<run dir>/logs/<host>/launcher.log``.
+The process-group id goes to ``<run dir>/hosts/<host>.pgid`` and its leader's start time (field 22
+of ``/proc/<pid>/stat``, what makes a process id unique over time) to ``hosts/<host>.leader``, so
+``corral stop`` can tell the launcher from a stranger that got the same id later; when the
+launcher exits by itself its exit status goes to ``<run dir>/hosts/<host>.exit``. Ranks inherit
+``CORRAL_HOST`` and ``CORRAL_RUN_ID``, ``CORRAL_RANK_BASE`` (their first global rank: ranks are
+numbered in host order, see ``remote.run.plan``) and, where cluster.toml pins the GPUs,
+``CUDA_VISIBLE_DEVICES``; the host's planned ranks go to ``<run dir>/hosts/<host>.planned`` for
+the event tailer, which tells the ranks of hosts that share one machine apart by it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from profiles.errors import CorralError
+from remote.checks.run_root import DiskFull
+from remote.config.cluster import ClusterConfig, HostSection, RunSection
+from remote.hosts.interpreter import python_word
+from remote.hosts.netif import interface_script, parse_interface
+from remote.hosts.pool import HostPool
+from remote.hosts.sections import sectioned_script, split_sections
+from remote.hosts.ssh import resolve_endpoint
+from remote.hosts.transport import RemoteCommandError, Transport, env_prefix, shell_path
+from remote.run.cpu_placement import PROBE_SECTION, HostCpuFacts, parse_probe
+from remote.run.task_code import option_flags, user_code
+from trainer.config import BUILTIN_TASKS
+
+if TYPE_CHECKING:
+    from remote.run.plan import HostPlan
+
+RDZV_JOIN_TIMEOUT_S = 120
+"""Seconds torchrun waits for every host to join the rendezvous before it gives up."""
+RANK_BASE_ENV = "CORRAL_RANK_BASE"
+"""The environment variable that tells a host's ranks their first global rank (see
+``remote.run.plan``: ranks are numbered in host order, not in torch's node order)."""
+
+
+def log_line_prefix(first_rank: int) -> str:
+    """torchrun's prefix for each rank's teed output line: ``[rank<local>+<first rank>]:``
+    (torch's own ``${rank}`` follows its node order, not the ranks the trainer uses)."""
+    return f"[rank${{local_rank}}+{first_rank}]:"
+
+FREE_PORT_PY = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchPlan:
+    """What every host of one launch shares."""
+
+    run_id: str
+    run_dir: str
+    """``<run_root>/<run_id>`` as the hosts' shells see it (a leading ``~`` is kept)."""
+    code_digest: str
+    master_addr: str
+    port: int
+    nnodes: int
+    resume: bool = False
+    policy: str | None = None
+    """Overrides ``[run] policy`` for this launch."""
+    backend: str = "gloo"
+    """The process-group backend of every rank (``remote.run.plan`` decides it for the cluster)."""
+
+
+def run_dir_for(config: ClusterConfig, run_id: str) -> str:
+    """``<run_root>/<run_id>`` with ``~`` unexpanded (each host expands it for itself)."""
+    return f"{config.cluster.run_root.rstrip('/')}/{run_id}"
+
+
+def master_address(config: ClusterConfig) -> str:
+    """The master's address as the workers reach it."""
+    if config.cluster.master_addr:
+        return config.cluster.master_addr
+    master = config.master_host
+    if master.is_local:
+        return "127.0.0.1"
+    return resolve_endpoint(master, config.ssh)[0]
+
+
+def node_address(config: ClusterConfig, host: HostSection, master_addr: str) -> str | None:
+    """The address the other hosts reach ``host`` at (torchrun's ``--local-addr``)."""
+    if host.name == config.cluster.master:
+        return master_addr
+    if host.is_local:
+        return "127.0.0.1" if config.master_host.is_local else None
+    return resolve_endpoint(host, config.ssh)[0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchFacts:
+    """What a launch needs to know about the hosts, asked once: by the pre-flight check
+    (``remote.checks.preflight.check_and_plan``), or by ``probe_launch_facts`` when the check
+    is off."""
+
+    gpus: Mapping[str, int | None]
+    """GPUs found per host (None: not asked or not known)."""
+    interfaces: Mapping[str, str | None]
+    """The interface the other hosts reach each host through (None: not known)."""
+    port: int | None
+    """A rendezvous port free on the master (None: not known)."""
+    cpu: Mapping[str, HostCpuFacts] = field(default_factory=dict)
+    """Each host's boot id, usable cores and allocator libraries (absent: not known)."""
+
+
+def nproc_for(host: HostSection, gpus: int | None) -> int:
+    """Ranks to start on the host: ``nproc``, else its GPU count (``gpus``), else 1."""
+    if host.nproc is not None:
+        return host.nproc
+    if isinstance(host.gpus, int):
+        return max(host.gpus, 1)
+    return max(gpus or 0, 1)
+
+
+def interface_for(host: HostSection, found: str | None) -> str | None:
+    """GLOO/NCCL_SOCKET_IFNAME for the host: its own setting, else the one found."""
+    return host.interface or found
+
+
+async def _probe_one(transport: Transport, config: ClusterConfig, master_addr: str
+                     ) -> tuple[int | None, str | None, int | None, HostCpuFacts]:
+    host = transport.host
+    is_master = host.name == config.cluster.master
+    parts: dict[str, str] = {"cpu": PROBE_SECTION}
+    if host.gpus == "auto":  # the device, not only the rank count, depends on it
+        parts["gpus"] = "nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true"
+    if host.interface is None:
+        parts["interface"] = f"{interface_script(master_addr, is_master=is_master)} 2>&1"
+    if is_master and config.cluster.rendezvous_port == "auto":
+        py = env_prefix(host.env) + python_word(host)
+        parts["port"] = f"{py} -c {shlex.quote(FREE_PORT_PY)}"
+    done = await transport.run(sectioned_script(parts), timeout=30.0)
+    sections = split_sections(done.stdout)
+    count = sections.get("gpus", ("", 1))[0].strip()
+    interface = parse_interface(sections.get("interface", ("", 1))[0], is_master=is_master)[1]
+    port_text = sections.get("port", ("", 1))[0].strip().splitlines()
+    port = int(port_text[-1]) if port_text and port_text[-1].isdigit() else None
+    if "port" in parts and port is None:
+        raise CorralError(f"could not pick a free port on {host.name}: {done.stdout[-200:]!r}")
+    cpu = parse_probe(sections.get("cpu", ("", 1))[0])
+    return (int(count) if count.isdigit() else None), interface, port, cpu
+
+
+async def probe_launch_facts(pool: HostPool, config: ClusterConfig,
+                             master_addr: str) -> LaunchFacts:
+    """``LaunchFacts`` from one command per host, all hosts in parallel (when the pre-flight
+    check, which finds the same facts, is skipped). Raises for a host that cannot answer."""
+    found = await pool.gather(lambda t: _probe_one(t, config, master_addr))
+    errors = {h: r for h, r in found.items() if isinstance(r, BaseException)}
+    if errors:
+        raise CorralError("cannot size the hosts: "
+                          + "; ".join(f"{h}: {e}" for h, e in errors.items()))
+    facts = {h: r for h, r in found.items() if not isinstance(r, BaseException)}
+    master = facts.get(config.master_name)
+    return LaunchFacts(gpus={h: f[0] for h, f in facts.items()},
+                       interfaces={h: f[1] for h, f in facts.items()},
+                       port=master[2] if master else None,
+                       cpu={h: f[3] for h, f in facts.items()})
+
+
+def trainer_flags(run: RunSection, place: HostPlan, plan: LaunchPlan) -> list[str]:
+    """``python -m trainer`` arguments, unquoted (``--run-dir`` and a user task's ``--task``
+    are added by ``launcher_command``: they are shell syntax)."""
+    host = place.host
+    flags = ["--model", run.model, "--dataset", run.dataset, "--samples", str(run.samples),
+             "--global-batch", str(run.global_batch), "--policy", plan.policy or run.policy,
+             "--rebalance-every", str(run.rebalance_every), "--lr", repr(run.lr),
+             "--optimizer", run.optimizer, "--seed", str(run.seed),
+             "--checkpoint-every", str(run.checkpoint_every), "--backend", plan.backend,
+             "--device", place.device,
+             "--slowdown", repr(host.slowdown)]
+    if run.data_dir is not None:
+        flags += ["--data-dir", run.data_dir]
+    if run.split is not None:
+        flags += ["--split", ",".join(str(s) for s in run.split)]
+    if run.steps is not None:
+        flags += ["--steps", str(run.steps)]
+    if run.epochs is not None:
+        flags += ["--epochs", str(run.epochs)]
+    if host.threads is not None:
+        flags += ["--threads", str(host.threads)]
+    if run.task in BUILTIN_TASKS:  # a user task's --task is a path (launcher_command)
+        flags += ["--task", run.task]
+    flags += option_flags(run.task_options)
+    flags += _training_flags(run, host)
+    if plan.resume:
+        flags.append("--resume")
+    return flags
+
+
+def _training_flags(run: RunSection, host: HostSection) -> list[str]:
+    """Micro-batch (the host's own, else the run's), precision, schedule, clipping, eval."""
+    flags = ["--precision", run.precision, "--lr-schedule", run.lr_schedule,
+             "--warmup-steps", str(run.warmup_steps), "--min-lr", repr(run.min_lr),
+             "--eval-every", str(run.eval_every)]
+    micro = host.micro_batch if host.micro_batch is not None else run.micro_batch
+    if micro is not None:
+        flags += ["--micro-batch", str(micro)]
+    if run.clip_grad is not None:
+        flags += ["--clip-grad", repr(run.clip_grad)]
+    if run.eval_samples is not None:
+        flags += ["--eval-samples", str(run.eval_samples)]
+    if run.eval_data is not None:
+        flags += ["--eval-data", run.eval_data]
+    return flags
+
+
+def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -> str:
+    """The command line the host's shell runs in its new session (torchrun, then the exit file).
+
+    ``place.cpu``: the host's allocator environment and core flags (``remote.run.cpu_placement``).
+    """
+    host, cpu = place.host, place.cpu
+    code = shell_path(f"{host.workdir.rstrip('/')}/code/{plan.code_digest}")
+    env = dict(host.env)
+    if cpu is not None:
+        env.update(cpu.env)
+    if "PYTHONPATH" in env:  # the pushed code first, then the host's own additions
+        code += ":" + shlex.quote(env.pop("PYTHONPATH"))
+    env.update(CORRAL_HOST=host.name, CORRAL_RUN_ID=plan.run_id, PYTHONUNBUFFERED="1",
+               TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE=log_line_prefix(place.first_rank),
+               # INFO makes torchrun log the rendezvous result (``global_ranks=[...]``),
+               # which tells the tailer which ranks run on this host.
+               LOGLEVEL="INFO")
+    env[RANK_BASE_ENV] = str(place.first_rank)
+    if place.visible_devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = place.visible_devices
+    if place.interface:
+        env.update(GLOO_SOCKET_IFNAME=place.interface, NCCL_SOCKET_IFNAME=place.interface)
+    is_host = "true" if host.name == config.cluster.master else "false"
+    torchrun = [
+        "-m", "torch.distributed.run", "--nnodes", str(plan.nnodes),
+        "--nproc-per-node", str(place.nproc), "--node-rank", str(place.node_rank),
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{plan.master_addr}:{plan.port}",
+        "--rdzv-id", plan.run_id,
+        "--rdzv-conf", f"is_host={is_host},join_timeout={RDZV_JOIN_TIMEOUT_S}",
+        "--max-restarts", "0", "--log-dir", f"logs/{host.name}/ranks", "--redirects", "3",
+        "--tee", "3",
+    ]
+    if place.local_addr:
+        torchrun += ["--local-addr", place.local_addr]
+    words = [shlex.quote(w) for w in (*torchrun, "-m", "trainer")]
+    flags = [shlex.quote(w) for w in trainer_flags(config.run, place, plan)]
+    flags += [shlex.quote(w) for w in (cpu.flags if cpu is not None else ())]
+    run_dir = shell_path(plan.run_dir)
+    user = user_code(config.run, config.path.parent)
+    if user is not None:  # the task file inside the pushed tree (shell syntax: ~ expands)
+        tree = f"{host.workdir.rstrip('/')}/code/{plan.code_digest}"
+        flags += ["--task", shell_path(user.task_flag(tree))]
+    exit_file = shlex.quote(f"hosts/{host.name}.exit")
+    return (
+        f"{env_prefix(env)}PYTHONPATH={code} {python_word(host)} {' '.join(words)} "
+        f"--run-dir {run_dir} {' '.join(flags)}; "
+        f"echo $? > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}"
+    )
+
+
+async def launch_host(
+    transport: Transport, config: ClusterConfig, plan: LaunchPlan, place: HostPlan,
+) -> int:
+    """Start the host's launcher in the background; return its process-group id."""
+    host = transport.host
+    inner = launcher_command(config, plan, place)
+    logs = shlex.quote(f"logs/{host.name}")
+    pgid_file = shlex.quote(f"hosts/{host.name}.pgid")
+    exit_file = shlex.quote(f"hosts/{host.name}.exit")
+    ranks_file = shlex.quote(f"hosts/{host.name}.ranks")
+    # The tailer reports the host's ranks (from this file) once torchrun logs its rendezvous.
+    planned = shlex.quote(f"hosts/{host.name}.planned")
+    planned_ranks = shlex.quote("".join(f"{r}\n" for r in place.ranks))
+    stopped_file = shlex.quote(f"hosts/{host.name}.stopped")
+    leader_file = shlex.quote(f"hosts/{host.name}.leader")
+    run_dir = shell_path(plan.run_dir)
+    # Not a job-control shell, so the background child is no group leader and setsid(1)
+    # makes it the leader of a new session without forking: $! is the new process group.
+    script = (
+        f"set -e; mkdir -p {run_dir}; cd {run_dir}; mkdir -p {logs} hosts; "
+        f"rm -f {exit_file} {ranks_file} {stopped_file} {pgid_file} {leader_file}; "
+        f"printf %s {planned_ranks} > {planned}; "
+        f"setsid sh -c {shlex.quote(inner)} </dev/null >>{logs}/launcher.log 2>&1 & "
+        f"p=$!; s=$(cat /proc/$p/stat 2>/dev/null) && s=${{s##*\") \"}} && set -- $s && "
+        f"echo \"${{20}}\" > {leader_file} || true; "
+        f"echo $p > {pgid_file}.tmp; mv {pgid_file}.tmp {pgid_file}; echo $p"
+    )
+    try:
+        done = await transport.run(script, check=True, timeout=30.0)
+    except RemoteCommandError as exc:
+        if "No space left on device" in exc.completed.stderr + exc.completed.stdout:
+            raise DiskFull(host.name, plan.run_dir) from None
+        raise
+    try:
+        return int(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise CorralError(
+            f"launch on {host.name} gave no process id: {done.stdout[:200]!r}"
+        ) from None

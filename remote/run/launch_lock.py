@@ -1,0 +1,72 @@
+"""One launch at a time per cluster: a lock directory on the master.
+
+Two ``corral run`` started at the same moment would both pass the leftover check (neither has
+processes yet) and run side by side. The launch therefore first creates
+``<run_root>/.launch-lock-<cluster>`` on the master (``mkdir`` is atomic) holding the run id and
+the time, and removes it once its hosts run (or the launch failed). A lock older than
+``STALE_AFTER_S`` was left by a corral that died mid-launch and is taken over.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+from profiles.errors import CorralError
+from remote.config.cluster import ClusterConfig
+from remote.hosts.pool import HostPool
+from remote.hosts.transport import shell_path
+
+STALE_AFTER_S = 600.0
+"""A launch (check, push, start) never holds the lock this long; an older lock is stale."""
+
+
+class LaunchLocked(CorralError):
+    """Another launch of this cluster holds the lock."""
+
+    title = "another run is launching"
+
+
+def lock_path(config: ClusterConfig) -> str:
+    """The lock directory on the master (``~`` left for its shell)."""
+    return f"{config.cluster.run_root.rstrip('/')}/.launch-lock-{config.cluster.name}"
+
+
+async def acquire(pool: HostPool, config: ClusterConfig, run_id: str) -> None:
+    """Take the cluster's launch lock for ``run_id`` or raise ``LaunchLocked``."""
+    master = await pool.get(config.master_name)
+    lock = shell_path(lock_path(config))
+    owner = shlex.quote(f"{run_id} {time.time():.0f}")
+    stale = shlex.quote(f"{time.time() - STALE_AFTER_S:.0f}")
+    script = (
+        f"l={lock}; mkdir -p \"$(dirname \"$l\")\"; "
+        'if [ -d "$l" ]; then set -- $(cat "$l/owner" 2>/dev/null); '
+        f'[ -n "$2" ] && [ "$2" -lt {stale} ] && rm -rf "$l"; fi; '
+        f'if mkdir "$l" 2>/dev/null; then echo {owner} > "$l/owner"; echo acquired; '
+        'else echo "held $(cat "$l/owner" 2>/dev/null)"; fi'
+    )
+    done = await master.run(script, timeout=30.0)
+    answer = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    if answer == "acquired":
+        return
+    words = answer.split()
+    holder = words[1] if len(words) > 1 else "unknown"
+    since = (time.strftime(" since %H:%M:%S UTC", time.gmtime(int(words[2])))
+             if len(words) > 2 and words[2].isdigit() else "")
+    raise LaunchLocked(
+        f"run {holder} of cluster {config.cluster.name!r} is being launched{since}: one "
+        f"launch at a time, or both would pass the leftover check and run side by side. Wait "
+        f"for it (`corral status`), or, if no corral is launching, remove {lock_path(config)} "
+        f"on {config.master_name}")
+
+
+async def release(pool: HostPool, config: ClusterConfig, run_id: str) -> None:
+    """Remove the lock if ``run_id`` holds it (an unreachable master keeps it until stale)."""
+    lock = shell_path(lock_path(config))
+    script = (f'l={lock}; set -- $(cat "$l/owner" 2>/dev/null); '
+              f'[ "$1" = {shlex.quote(run_id)} ] && rm -rf "$l"; true')
+    try:
+        master = await pool.get(config.master_name)
+        await master.run(script, timeout=30.0)
+    except CorralError:
+        pass

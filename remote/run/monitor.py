@@ -1,0 +1,208 @@
+"""Decide how a run ends from what its hosts report.
+
+The run has ended when every host's launcher has ended (or its host dropped). It completed when
+every launcher exited 0. Otherwise the first failing host and rank are named: a rank that died
+without writing its ``end`` event (killed, crashed), then a host that dropped, are the cause
+over ranks that ended ``failed`` because a peer vanished; among equals the earliest wins. The
+last log lines of that rank (or host) go into the detail, and hosts that never joined the
+rendezvous (no ``start`` event and no rendezvous result in their launcher log) are named.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from remote.api import HostStatus, LogLine, RankEvent, RunEvent, RunStatus
+from remote.run.stream import LauncherExit, RankOwned, TailItem
+from trainer.events import EndEvent, StartEvent
+
+LOG_LINES_KEPT = 12
+"""Log lines per rank and per host kept to explain a failure."""
+ROOT_CAUSE_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)")
+ROOT_CAUSE_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
+
+
+@dataclass(kw_only=True)
+class _Failure:
+    host: str
+    rank: int | None
+    t: float
+    severity: int
+    """0: a rank died without an ``end`` event; 1: its host dropped (peers' errors follow
+    from that); 2: a rank ended ``failed``; 3: a launcher failed without naming a rank."""
+    why: str
+
+
+@dataclass(kw_only=True)
+class RunMonitor:
+    """Tracks every host of one run and produces its final ``RunStatus``."""
+
+    run_id: str
+    hosts: tuple[str, ...]
+    exited: dict[str, LauncherExit] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
+    started_hosts: set[str] = field(default_factory=set)
+    ended: dict[int, EndEvent] = field(default_factory=dict)
+    rank_host: dict[int, str] = field(default_factory=dict)
+    failures: list[_Failure] = field(default_factory=list)
+    stop_requested: bool = False
+    stopped_hosts: set[str] = field(default_factory=set)
+    stopping_for_failure: bool = False
+    """Set when the follower stops the other hosts because of ``first_failure``."""
+    """Hosts whose launcher ended because ``corral stop`` stopped it."""
+    _rank_logs: dict[int, deque[str]] = field(default_factory=dict)
+    _host_logs: dict[str, deque[str]] = field(default_factory=dict)
+    _root_rank: dict[str, int] = field(default_factory=dict)
+    _root_exit: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        """True once every host's launcher has ended or its host dropped."""
+        return all(h in self.exited or h in self.dropped for h in self.hosts)
+
+    @property
+    def failing(self) -> bool:
+        """True once anything failed (the other hosts should then be stopped)."""
+        return bool(self.failures)
+
+    def observe(self, item: TailItem | tuple[str, BaseException]) -> list[RunEvent]:
+        """Take in one item of the merged tail; return the events it adds for front ends."""
+        now = time.time()
+        if isinstance(item, tuple):
+            host, error = item
+            self.dropped[host] = str(error)
+            if not self.stop_requested:
+                self.failures.append(_Failure(host=host, rank=None, t=now, severity=1,
+                                              why=f"lost: {error}"))
+            return [HostStatus(t=now, host=host, state="unreachable", detail=str(error))]
+        if isinstance(item, RankOwned):
+            self.rank_host[item.rank] = item.host
+            return []
+        if isinstance(item, LauncherExit):
+            return self._launcher_exit(item)
+        if isinstance(item, RankEvent):
+            self._rank_event(item, now)
+            return [item]
+        if isinstance(item, LogLine):
+            self._log_line(item)
+            return [item]
+        return []
+
+    def _rank_event(self, item: RankEvent, now: float) -> None:
+        event = item.event
+        self.rank_host.setdefault(event.rank, item.host)
+        if isinstance(event, StartEvent):
+            self.started_hosts.add(item.host)
+            self.ended.pop(event.rank, None)
+        elif isinstance(event, EndEvent):
+            self.ended[event.rank] = event
+            if event.status in ("failed", "diverged") and not self.stop_requested:
+                self.failures.append(_Failure(
+                    host=item.host, rank=event.rank, t=event.t, severity=2,
+                    why=f"{event.status}: {event.error or 'no reason given'}"))
+
+    def _log_line(self, item: LogLine) -> None:
+        if item.rank is not None:
+            self._rank_logs.setdefault(item.rank, deque(maxlen=LOG_LINES_KEPT)).append(item.text)
+            return
+        self._host_logs.setdefault(item.host, deque(maxlen=LOG_LINES_KEPT)).append(item.text)
+        match = ROOT_CAUSE_RANK.match(item.text)
+        if match and item.host not in self._root_rank:
+            # torch's rank follows its node order; the host's own ranks (in host order) are
+            # the ones its events and logs carry: take the one at that local rank.
+            mine = sorted(r for r, h in self.rank_host.items() if h == item.host)
+            local = int(match.group(2))
+            self._root_rank[item.host] = mine[local] if local < len(mine) else int(match.group(1))
+        match = ROOT_CAUSE_EXIT.match(item.text)
+        if match and item.host not in self._root_exit:
+            self._root_exit[item.host] = int(match.group(1))
+
+    def _launcher_exit(self, item: LauncherExit) -> list[RunEvent]:
+        self.exited[item.host] = item
+        if item.ok:
+            return [HostStatus(t=item.t, host=item.host, state="done")]
+        if item.status == "stopped":
+            # Stopped on request (perhaps by another process): later exits are consequences.
+            self.stopped_hosts.add(item.host)
+            self.stop_requested = True
+            return [HostStatus(t=item.t, host=item.host, state="stopped")]
+        rank = self._root_rank.get(item.host)
+        code = self._root_exit.get(item.host)
+        if rank is not None and rank not in self.ended:
+            # A rank that died by itself is a cause even if a stop is already under way.
+            how = f"was killed by signal {-code}" if code is not None and code < 0 else (
+                f"exited with status {code}" if code is not None else "died")
+            self.failures.append(_Failure(host=item.host, rank=rank, t=item.t, severity=0,
+                                          why=f"{how} without finishing"))
+        elif not self.stop_requested:
+            self.failures.append(_Failure(
+                host=item.host, rank=rank, t=item.t, severity=3,
+                why=f"launcher ended with status {item.status}"))
+        return [HostStatus(t=item.t, host=item.host, state="failed",
+                           detail=f"launcher status {item.status}")]
+
+    def declare_hung(self, host: str, rank: int, why: str) -> None:
+        """Record a rank that stopped stepping as the run's cause of failure."""
+        self.failures.append(_Failure(host=host, rank=rank, t=time.time(), severity=0, why=why))
+
+    def cause_settled(self) -> bool:
+        """True when waiting longer cannot change which failure is named first.
+
+        That is once a rank is known to have died by itself or a host dropped, or once no host
+        that still runs has a rank without an ``end`` event (its launcher may yet report that
+        rank's death).
+        """
+        if any(f.severity <= 1 for f in self.failures):
+            return True
+        for host in self.hosts:
+            if host in self.exited or host in self.dropped:
+                continue
+            if any(h == host and r not in self.ended for r, h in self.rank_host.items()):
+                return False
+        return True
+
+    def first_failure(self) -> _Failure | None:
+        """The failure that caused the others, or None."""
+        if not self.failures:
+            return None
+        return min(self.failures, key=lambda f: (f.severity, f.t))
+
+    def final_status(self) -> RunStatus:
+        """The run's final status (call once ``finished``)."""
+        now = time.time()
+        failure = self.first_failure()
+        if (failure is not None and failure.severity > 0 and self.stopped_hosts
+                and not self.stopping_for_failure):
+            failure = None  # peers that failed while someone else stopped the run
+        if failure is None:
+            if self.stop_requested or self.stopped_hosts:
+                return RunStatus(t=now, run_id=self.run_id, state="stopped",
+                                 detail="stopped on request")
+            return RunStatus(t=now, run_id=self.run_id, state="completed",
+                             detail=f"{len(self.ended)} rank(s) finished")
+        who = failure.host + (f" rank {failure.rank}" if failure.rank is not None else "")
+        detail = f"{who} {failure.why}"
+        never = self.never_joined()
+        if never:
+            detail += "; hosts that never joined the rendezvous: " + ", ".join(never)
+        lines = self._last_lines(failure)
+        if lines:
+            detail += "\n" + "\n".join(lines)
+        return RunStatus(t=now, run_id=self.run_id, state="failed", detail=detail,
+                         failed_host=failure.host, failed_rank=failure.rank)
+
+    def never_joined(self) -> list[str]:
+        """Hosts with neither a ``start`` event nor a rendezvous result (no rank of theirs
+        is known): the ones a rendezvous timeout is waiting for. A host whose ranks failed
+        after the rendezvous (in the Gloo mesh, say) joined."""
+        joined = self.started_hosts | set(self.rank_host.values())
+        return [h for h in self.hosts if h not in joined]
+
+    def _last_lines(self, failure: _Failure) -> list[str]:
+        if failure.rank is not None and self._rank_logs.get(failure.rank):
+            return [f"[{failure.host} rank {failure.rank}] {line}"
+                    for line in self._rank_logs[failure.rank]]
+        return [f"[{failure.host}] {line}" for line in self._host_logs.get(failure.host, ())]

@@ -1,0 +1,136 @@
+"""The launch plan: what every host of a run will do, decided once for the whole cluster.
+
+From cluster.toml and the facts the pre-flight check found on each host (GPU counts, network
+interfaces, a free rendezvous port), this module decides per host: how many ranks it starts
+and which global ranks they are, the device they train on and which GPUs they may see, and,
+for the cluster as a whole, the one process-group backend every rank is given explicitly.
+``corral run`` launches exactly this plan; ``corral run --dry-run`` (and the console's plan
+screen) shows it without starting anything.
+
+Ranks are numbered in cluster.toml's host order (the first host's ranks first), whatever order
+torch's c10d rendezvous gives the nodes: each host's ranks learn their first global rank from
+``CORRAL_RANK_BASE``, so a setting given in host order (``[run] split``) reaches the ranks of
+the host it names, and rank 0, which writes the checkpoints, runs on the first host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from profiles.errors import CorralError
+from remote.config.cluster import ClusterConfig, HostSection
+from remote.run.cpu_placement import HostCpuPlan, host_plans
+from remote.run.launch import LaunchFacts, interface_for, node_address, nproc_for
+
+Device = Literal["cpu", "cuda"]
+
+
+class PlanError(CorralError):
+    """The hosts' facts contradict cluster.toml (e.g. nccl asked for with a CPU-only host)."""
+
+    title = "cannot plan the launch"
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostPlan:
+    """What one host runs."""
+
+    host: HostSection
+    node_rank: int
+    """The host's position in cluster.toml (torchrun's ``--node-rank``)."""
+    first_rank: int
+    """The global rank of the host's first rank (ranks are numbered in host order)."""
+    nproc: int
+    """Ranks started on the host."""
+    device: Device
+    """``cuda`` when the host trains on GPUs, else ``cpu``."""
+    gpus: int
+    """GPUs the host's ranks use (0 on the CPU)."""
+    visible_devices: str | None
+    """``CUDA_VISIBLE_DEVICES`` for the host's ranks: ``""`` hides every GPU (``gpus = 0``),
+    ``"0,1"`` pins the first two (``gpus = 2``); None leaves it as it is (``gpus = "auto"``,
+    or the host's ``env`` sets it)."""
+    interface: str | None
+    """``GLOO_SOCKET_IFNAME``/``NCCL_SOCKET_IFNAME`` (None: Gloo/NCCL choose)."""
+    local_addr: str | None
+    """torchrun's ``--local-addr``: the address the other hosts reach this one at."""
+    cpu: HostCpuPlan | None = None
+    """The host's allocator environment and core flags (``remote.run.cpu_placement``)."""
+
+    @property
+    def ranks(self) -> range:
+        """The host's global ranks."""
+        return range(self.first_rank, self.first_rank + self.nproc)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterPlan:
+    """Every host's plan and what they share."""
+
+    backend: str
+    """The process-group backend every rank is given (never ``auto``)."""
+    hosts: tuple[HostPlan, ...]
+    """In cluster.toml's order."""
+
+    @property
+    def world_size(self) -> int:
+        """Ranks over all hosts."""
+        return sum(h.nproc for h in self.hosts)
+
+    def shares(self, split: tuple[int, ...] | None, name: str) -> tuple[int, ...] | None:
+        """Host ``name``'s part of a split given in host order (None: no split given)."""
+        place = next(h for h in self.hosts if h.host.name == name)
+        if split is None or len(split) != self.world_size:
+            return None
+        return split[place.first_rank:place.first_rank + place.nproc]
+
+
+def devices_for(host: HostSection, found: int | None) -> tuple[Device, int, str | None]:
+    """The device, GPU count and ``CUDA_VISIBLE_DEVICES`` of a host's ranks.
+
+    ``found``: the GPUs the check saw there (None: unknown, taken as none). A host uses exactly
+    the GPUs cluster.toml gives it: ``gpus = 0`` trains on the CPU even on a GPU box (every GPU
+    hidden), ``gpus = N`` pins the first N, ``"auto"`` uses what was found.
+    """
+    user_pinned = "CUDA_VISIBLE_DEVICES" in host.env
+    if host.gpus == "auto":
+        count = found or 0
+        return ("cuda" if count else "cpu"), count, None
+    if host.gpus == 0:
+        return "cpu", 0, None if user_pinned else ""
+    pinned = None if user_pinned else ",".join(str(i) for i in range(host.gpus))
+    return "cuda", host.gpus, pinned
+
+
+def cluster_backend(requested: str, hosts: tuple[HostPlan, ...]) -> str:
+    """``auto``: nccl when every host trains on GPUs, else gloo. An explicit nccl with a
+    CPU host cannot form a process group: that is an error naming the host."""
+    cpu_hosts = [h.host.name for h in hosts if h.device == "cpu"]
+    if requested == "nccl" and cpu_hosts:
+        raise PlanError(f'[run] backend = "nccl" needs a GPU for every rank, but '
+                        f"{', '.join(cpu_hosts)} train on the CPU (no GPU found or gpus = 0); "
+                        'use backend = "auto" or "gloo"')
+    if requested != "auto":
+        return requested
+    return "gloo" if cpu_hosts else "nccl"
+
+
+def plan_cluster(config: ClusterConfig, facts: LaunchFacts, master_addr: str) -> ClusterPlan:
+    """The plan for ``config`` given what was found on each host (GPU counts, interfaces,
+    CPU facts)."""
+    nprocs = {h.name: nproc_for(h, facts.gpus.get(h.name)) for h in config.hosts}
+    devices = {h.name: devices_for(h, facts.gpus.get(h.name)) for h in config.hosts}
+    cpu = host_plans(config, facts.cpu, nprocs, {n: d[1] for n, d in devices.items()})
+    places: list[HostPlan] = []
+    first_rank = 0
+    for node_rank, host in enumerate(config.hosts):
+        device, used, visible = devices[host.name]
+        places.append(HostPlan(
+            host=host, node_rank=node_rank, first_rank=first_rank, nproc=nprocs[host.name],
+            device=device, gpus=used, visible_devices=visible,
+            interface=interface_for(host, facts.interfaces.get(host.name)),
+            local_addr=node_address(config, host, master_addr), cpu=cpu.get(host.name)))
+        first_rank += nprocs[host.name]
+    hosts = tuple(places)
+    return ClusterPlan(backend=cluster_backend(config.run.backend, hosts), hosts=hosts)

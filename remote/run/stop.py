@@ -1,0 +1,127 @@
+"""Stop a run on every host and verify that nothing of it is left.
+
+Per host: TERM to the launcher's whole process group (``hosts/<host>.pgid``); torchrun passes
+it on to the ranks, which finish their step, write a checkpoint and exit. After the grace period
+whatever is left gets KILL: the launcher's group and every rank of the run (torchrun starts each
+rank in a session of its own, so a rank outlives a killed launcher). Then what remains is counted.
+
+The recorded group is signalled only while it is still the run's own: right before each signal
+the script checks that the group leader's start time (``/proc/<pgid>/stat``) is the one
+recorded at launch (``hosts/<host>.leader``) and that its command line carries the whole run
+id, and never once the launcher has written its exit file. A process id reused by a stranger
+(after a reboot, or simply much later) fails that check and is left alone.
+
+Processes of the run are found by their command line: torchrun carries ``--rdzv-id <run id>``
+and every rank ``--run-dir <run_root>/<run id>``. The pattern demands one of those flags right
+before the whole run id (a run id that merely ends with it does not match), so it never matches
+another run, another user's job or the tailers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+
+from remote.api import StopReport
+from remote.hosts.pool import HostPool
+from remote.hosts.transport import Transport, shell_path
+
+logger = logging.getLogger(__name__)
+
+KILL_WAIT_S = 5
+"""Seconds allowed for processes to vanish after KILL."""
+
+
+def run_pattern(run_id: str) -> str:
+    """An extended regex matching command lines of this run's launchers and ranks only.
+
+    The leading ``[-]`` keeps the pattern from matching the shell command that carries it.
+    """
+    escaped = run_id.replace(".", "[.]")
+    return f"[-]-(rdzv-id[ =]|run-dir[ =]([^ ]*/)?){escaped}( |/|$)"
+
+
+def owned_group_function(run_dir: str, host_name: str) -> str:
+    """Shell code: ``pg`` (the recorded process group, empty once the launcher has exited) and
+    ``owned``, true only while that group's leader is the run's launcher: the start time
+    recorded at launch and a command line matching ``$pat`` (which the caller sets).
+
+    Call ``owned`` right before every signal to the group: the check and the signal are then
+    microseconds apart, instead of the hours a recorded id may have aged."""
+    pgid_file = shlex.quote(f"hosts/{host_name}.pgid")
+    leader_file = shlex.quote(f"hosts/{host_name}.leader")
+    exit_file = shlex.quote(f"hosts/{host_name}.exit")
+    return (
+        f"pg=; st=; if cd {shell_path(run_dir)} 2>/dev/null && [ ! -e {exit_file} ]; then "
+        f"pg=$(cat {pgid_file} 2>/dev/null); st=$(cat {leader_file} 2>/dev/null); fi; "
+        'case "$pg" in ""|*[!0-9]*) pg= ;; esac; '
+        f'owned() {{ [ -n "$pg" ] && [ -n "$st" ] && [ ! -e {exit_file} ] && '
+        's=$(cat "/proc/$pg/stat" 2>/dev/null) && s=${s##*") "} && set -- $s && '
+        '[ "${20}" = "$st" ] && tr "\\0" " " <"/proc/$pg/cmdline" 2>/dev/null '
+        '| grep -Eq -- "$pat"; }; '
+    )
+
+
+def stop_script(run_dir: str, host_name: str, run_id: str, grace_s: float) -> str:
+    """The shell script that stops one host's part of the run and prints what is left."""
+    # Tells the tailers that this launcher ends because it was stopped, not by a failure
+    # (only while it has not ended by itself: a finished run keeps its outcome).
+    stopped_file = shlex.quote(f"hosts/{host_name}.stopped")
+    ticks = max(round(grace_s * 10), 0)  # tenths of a second
+    return (
+        f"pat={shlex.quote(run_pattern(run_id))}; "
+        + owned_group_function(run_dir, host_name)
+        + f'[ -n "$pg" ] && : > {stopped_file}; '
+        'alive() { { owned && kill -s 0 -- "-$pg" 2>/dev/null; } || '
+        'pgrep -f "$pat" >/dev/null 2>&1; }; '
+        # One TERM per rank: torchrun passes its TERM on to the ranks (a second TERM makes a
+        # rank abandon its step), so ranks are signalled directly only without a launcher.
+        '{ owned && kill -s TERM -- "-$pg" 2>/dev/null; } || pkill -TERM -f "$pat"; '
+        f"i=0; while alive && [ $i -lt {ticks} ]; do sleep 0.1; i=$((i + 1)); done; "
+        'owned && kill -s KILL -- "-$pg" 2>/dev/null; '
+        'pkill -KILL -f "$pat" 2>/dev/null; '
+        'i=0; while pgrep -f "$pat" >/dev/null 2>&1 && '
+        f"[ $i -lt {KILL_WAIT_S * 10} ]; do sleep 0.1; i=$((i + 1)); done; "
+        'echo "remaining $(pgrep -f "$pat" | wc -l)"'
+    )
+
+
+async def stop_host(transport: Transport, run_dir: str, run_id: str, grace_s: float) -> int:
+    """Stop the run on ``transport``'s host; return how many of its processes remain."""
+    script = stop_script(run_dir, transport.host.name, run_id, grace_s)
+    done = await transport.run(script, timeout=grace_s + KILL_WAIT_S + 30.0)
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("remaining "):
+            return int(line.split()[1])
+    raise RuntimeError(f"stop on {transport.host.name} printed no count: {done.stderr[-300:]}")
+
+
+async def count_run_processes(transport: Transport, run_id: str) -> int:
+    """How many processes of ``run_id`` run on ``transport``'s host."""
+    pattern = shlex.quote(run_pattern(run_id))
+    done = await transport.run(f"pgrep -f {pattern} | wc -l", timeout=30.0)
+    return int(done.stdout.strip() or 0)
+
+
+async def stop_run(
+    pool: HostPool, run_dir: str, run_id: str, *, grace_s: float = 10.0,
+    hosts: list[str] | None = None,
+) -> StopReport:
+    """Stop ``run_id`` on every host (or ``hosts``) in parallel and report what is left."""
+
+    async def one(transport: Transport) -> int:
+        return await stop_host(transport, run_dir, run_id, grace_s)
+
+    results = await pool.gather(one, hosts)
+    remaining: dict[str, int] = {}
+    unreachable: list[str] = []
+    for host, result in results.items():
+        if isinstance(result, BaseException):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            unreachable.append(host)
+            logger.warning("could not stop run %s on %s: %s", run_id, host, result)
+        else:
+            remaining[host] = result
+    return StopReport(run_id=run_id, remaining=remaining, unreachable=tuple(unreachable))

@@ -1,0 +1,302 @@
+"""Follow a run on its hosts: one tail channel per host, a local copy of everything received.
+
+Each host runs ``remote/run/tail_script.py`` over one command channel; it prints every new line of
+the host's launcher log and of its ranks' event files. Here each line is
+
+1. appended to this machine's copy ``<run dir>/collected/<host>/<path on the host>``, with the
+   byte offset reached in the host's file recorded in ``collected/<host>/offsets.json``, and
+2. turned into a typed ``RunEvent`` (``RankEvent`` for an event line, ``LogLine`` otherwise).
+
+A later follower (``corral attach``) starts the tailers at the recorded offsets, so it continues
+from the last line received, without duplicates or gaps: on open, the copy is cut back to the
+state of its last saved offsets, so a line is either in both or in neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shlex
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from profiles.errors import CorralError
+from remote.api import LogLine, RankEvent, RunEvent
+from remote.hosts.interpreter import python_word
+from remote.hosts.ssh import ConnectionLost
+from remote.hosts.transport import Transport, env_prefix, shell_path
+from trainer.events import EventFormatError, parse_event
+
+COLLECTED = "collected"
+OFFSETS_FILE = "offsets.json"
+LOCK_FILE = ".lock"
+SILENCE_LIMIT_S = 20.0
+"""A tail channel silent this long (heartbeats come every 2 s) counts as a dropped host."""
+RANK_PREFIX = re.compile(r"^\[rank(\d+)(?:\+(\d+))?\]:")
+"""A rank's teed output line: ``[rank<local>+<host's first rank>]:`` (``[rank<rank>]:`` from
+launches before ranks were numbered in host order)."""
+ROUTINE_INFO = re.compile(r"^(?:\[?I\d{4} \d\d:\d\d:\d\d|INFO:)")
+"""torch's routine INFO log lines (glog-style ``I1121 05:27:09.671000 ...``, or the standard
+``INFO:name:`` format). Launchers run at LOGLEVEL=INFO, which the ranks inherit, so that the
+tailer sees the rendezvous result; these lines stay in the copy but are not shown. WARNING and
+ERROR lines (``W...``, ``E...``) and every other line of a rank's output are."""
+TAIL_SCRIPT = (Path(__file__).with_name("tail_script.py")).read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LauncherExit:
+    """Internal: a host's launcher ended (``status`` is its exit status, ``gone`` or ``lost``)."""
+
+    t: float
+    host: str
+    status: str
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when the launcher exited with status 0."""
+        return self.status == "0"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankOwned:
+    """Internal: ``rank`` runs on ``host`` (from torchrun's rendezvous result)."""
+
+    host: str
+    rank: int
+
+
+TailItem = RunEvent | LauncherExit | RankOwned
+
+
+class CollectedCopy:
+    """This machine's copy of one host's files of a run, with the offsets reached."""
+
+    def __init__(self, local_run_dir: Path, host: str) -> None:
+        self.root = local_run_dir / COLLECTED / host
+        self.offsets: dict[str, int] = {}
+        self._sizes: dict[str, int] = {}
+        self._files: dict[str, IO[bytes]] = {}
+        self.on_line: Callable[[str, str], None] | None = None
+        """Called with ``(path, text)`` for each line this copy appends (TensorBoard)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        # One writer per copy: a second follower of the same run (another terminal, the
+        # console) follows from the saved offsets but leaves the copy to the first.
+        self._lock: IO[bytes] | None = open(self.root / LOCK_FILE, "ab")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            self._lock = None
+        self._load()
+
+    @property
+    def writer(self) -> bool:
+        """True when this follower owns the copy (it appends lines and saves offsets)."""
+        return self._lock is not None
+
+    def _load(self) -> None:
+        saved: dict[str, list[int]] = {}
+        with contextlib.suppress(OSError, ValueError):
+            saved = json.loads((self.root / OFFSETS_FILE).read_text(encoding="utf-8"))["files"]
+        for path, (offset, size) in saved.items():
+            self.offsets[path], self._sizes[path] = int(offset), int(size)
+        if not self.writer:
+            return
+        # Cut every copied file back to what the saved offsets account for.
+        for file in self.root.rglob("*"):
+            rel = file.relative_to(self.root).as_posix()
+            if (file.is_file() and rel not in (OFFSETS_FILE, LOCK_FILE)
+                    and not rel.endswith(".tmp")):
+                keep = self._sizes.get(rel, 0)
+                if file.stat().st_size != keep:
+                    with open(file, "r+b") as handle:
+                        handle.truncate(keep)
+
+    def _safe(self, path: str) -> Path:
+        target = (self.root / path).resolve()
+        if not target.is_relative_to(self.root.resolve()) or path.startswith("/"):
+            raise CorralError(f"refusing to copy {path!r} outside {self.root}")
+        return target
+
+    def append(self, path: str, text: str, end_offset: int) -> None:
+        """Copy one received line of the host's ``path`` that ends at ``end_offset``."""
+        self.offsets[path] = end_offset
+        if not self.writer:
+            return
+        handle = self._files.get(path)
+        if handle is None:
+            target = self._safe(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle = self._files[path] = open(target, "ab")  # noqa: SIM115
+        data = (text + "\n").encode("utf-8", "replace")
+        handle.write(data)
+        self._sizes[path] = self._sizes.get(path, 0) + len(data)
+        if self.on_line is not None:
+            self.on_line(path, text)
+
+    def raise_offsets(self, remote_sizes: dict[str, int]) -> None:
+        """Skip what the host's files hold already (a resumed run's earlier history)."""
+        for path, size in remote_sizes.items():
+            if size > self.offsets.get(path, 0):
+                self.offsets[path] = size
+                self._sizes.setdefault(path, 0)
+        self.save()
+
+    def save(self) -> None:
+        """Flush the copied lines, then record the offsets they reach (atomically)."""
+        if not self.writer:
+            return
+        for handle in self._files.values():
+            handle.flush()
+        files = {p: [self.offsets[p], self._sizes.get(p, 0)] for p in self.offsets}
+        tmp = self.root / f".{OFFSETS_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"files": files}), encoding="utf-8")
+        os.replace(tmp, self.root / OFFSETS_FILE)
+
+    def close(self) -> None:
+        """Close every copied file (the offsets stay as last saved) and release the copy."""
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the lock
+            self._lock = None
+
+
+def tail_command(host_python: str, run_dir: str, host: str, offsets: dict[str, int],
+                 env: str = "") -> str:
+    """The command line that starts the tailer on a host (``host_python``: a shell word).
+
+    The tailer needs only the standard library, so when the host's interpreter is missing it
+    falls back to ``python3``: the stream then still shows why the launcher could not start.
+    """
+    args = (f"-u -c {shlex.quote(TAIL_SCRIPT)} {shell_path(run_dir)} {shlex.quote(host)} "
+            f"{shlex.quote(json.dumps(offsets))}")
+    return (f"for py in {host_python} python3; do "
+            f'if command -v "$py" >/dev/null 2>&1; then exec {env}"$py" {args}; fi; done; '
+            "echo 'corral: no python to follow the run with' >&2; exit 127")
+
+
+def _line_event(host: str, path: str, text: str) -> RunEvent | None:
+    now = time.time()
+    if path.startswith("metrics/"):
+        try:
+            event = parse_event(text)
+        except EventFormatError as exc:
+            return LogLine(t=now, host=host, rank=None, text=f"{path}: {exc}")
+        return RankEvent(host=host, event=event) if event is not None else None
+    match = RANK_PREFIX.match(text)
+    body = text[match.end():] if match else text
+    if ROUTINE_INFO.match(body):
+        return None  # torch's INFO chatter stays in the copy, out of the stream
+    rank = int(match.group(1)) + int(match.group(2) or 0) if match else None
+    return LogLine(t=now, host=host, rank=rank, text=body)
+
+
+async def tail_host(
+    transport: Transport, run_dir: str, copy: CollectedCopy,
+) -> AsyncIterator[TailItem]:
+    """Every new line of one host's run files as events, ending with its ``LauncherExit``.
+
+    Raises ``ConnectionLost`` when the channel ends (or stays silent) before the launcher does.
+    """
+    host = transport.host
+    command = tail_command(python_word(host), run_dir, host.name, dict(copy.offsets),
+                           env=env_prefix(host.env))
+    lines = transport.stream(command)
+    # A batch is copied and its offsets saved before any of it is shown: whatever a follower
+    # showed is in the copy, so a later attach never shows it twice.
+    batch: list[TailItem] = []
+    try:
+        while True:
+            try:
+                record = await asyncio.wait_for(anext(lines), SILENCE_LIMIT_S)
+            except StopAsyncIteration:
+                raise ConnectionLost(
+                    f"the event tail on {host.name} ended before the run did"
+                ) from None
+            except asyncio.TimeoutError:
+                raise ConnectionLost(
+                    f"no word from {host.name} for {SILENCE_LIMIT_S:g} s"
+                ) from None
+            kind, _, rest = record.partition("\t")
+            if kind == "L":
+                path, offset, text = [*rest.split("\t", 2), "", ""][:3]
+                if not offset.isdigit():
+                    continue
+                copy.append(path, text, int(offset))
+                event = _line_event(host.name, path, text)
+                if event is not None:
+                    batch.append(event)
+            elif kind == "O" and rest.strip().isdigit():
+                batch.append(RankOwned(host=host.name, rank=int(rest)))
+            elif kind in ("F", "X"):
+                copy.save()
+                for item in batch:
+                    yield item
+                batch.clear()
+                if kind == "X":
+                    yield LauncherExit(t=time.time(), host=host.name, status=rest.strip())
+                    return
+    finally:
+        # Lines copied but not yet shown stay unsaved: the next follower sends them again.
+        with contextlib.suppress(Exception):
+            await lines.aclose()  # type: ignore[attr-defined]
+
+
+async def merged(
+    sources: Sequence[tuple[str, AsyncIterator[TailItem]]],
+) -> AsyncIterator[TailItem | tuple[str, BaseException]]:
+    """Items of every host's tail as one stream, in arrival order.
+
+    A host whose tail raises yields ``(host, error)`` once; the others go on.
+    """
+    queue: asyncio.Queue[TailItem | tuple[str, BaseException] | None] = asyncio.Queue()
+
+    async def pump(name: str, source: AsyncIterator[TailItem]) -> None:
+        try:
+            async for item in source:
+                await queue.put(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await queue.put((name, exc))
+        finally:
+            await queue.put(None)
+
+    tasks = [asyncio.create_task(pump(name, src)) for name, src in sources]
+    running = len(tasks)
+    try:
+        while running:
+            item = await queue.get()
+            if item is None:
+                running -= 1
+                continue
+            yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def remote_sizes(transport: Transport, run_dir: str) -> dict[str, int]:
+    """Byte sizes of the host's event files and launcher log (for a resumed run)."""
+    log = shlex.quote(f"logs/{transport.host.name}/launcher.log")
+    script = (f"cd {shell_path(run_dir)} 2>/dev/null || exit 0; "
+              f"for f in metrics/rank-*.jsonl {log}; do "
+              '[ -f "$f" ] && printf "%s\\t%s\\n" "$f" "$(wc -c < "$f")"; done; true')
+    done = await transport.run(script, timeout=30.0)
+    sizes: dict[str, int] = {}
+    for line in done.stdout.splitlines():
+        path, _, size = line.partition("\t")
+        if size.strip().isdigit():
+            sizes[path] = int(size.strip())
+    return sizes
