@@ -42,9 +42,9 @@ from bench._common import (
     run_trainer,
     solo_batches,
 )
+from trainer.settings import POLICIES
 
 SLOWDOWN = (1.0, 3.0)
-POLICIES = ("static", "proportional", "dynamic")
 TARGET_IDEAL = 0.90
 TARGET_STATIC = 1.6
 

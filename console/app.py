@@ -31,8 +31,8 @@ from console.widgets.modals import ConfirmScreen, HelpScreen, QuitScreen
 from console.widgets.throughput import ThroughputPanel
 from profiles.errors import CorralError
 from remote.api import RunController
+from trainer.settings import POLICIES
 
-POLICIES = ("static", "proportional", "dynamic")
 BUSY_CHANGES_PER_S = 500
 """Model changes a second above which the panels redraw at ``BUSY_REFRESH_S``, not every tick."""
 BUSY_REFRESH_S = 0.5

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from console.results_cli import add_results_parsers
+from trainer.settings import POLICIES
 
 DEFAULT_CONFIG = Path("cluster.toml")
-POLICIES = ("static", "proportional", "dynamic")
 
 AddCommand = Callable[[str, str], argparse.ArgumentParser]
 """Adds a subcommand with its help text (and the ``-c FILE`` option) and returns its parser."""

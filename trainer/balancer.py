@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from profiles.errors import UsageError
 from trainer.balancer_fit import RankTimes
@@ -42,12 +42,11 @@ from trainer.balancer_solve import (
     round_split,
     validate_split,
 )
+from trainer.settings import POLICIES, Policy
 
 __all__ = ["Balancer", "BalancerConfig", "Decision", "LinearFit", "equal_split", "min_max_split",
            "proportional_split", "round_split", "validate_split"]
 
-Policy = Literal["static", "proportional", "dynamic"]
-POLICIES: tuple[Policy, ...] = ("static", "proportional", "dynamic")
 
 NOISE_Z = 1.0
 """The dead-band adds this many typical relative standard errors of an estimate."""

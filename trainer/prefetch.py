@@ -25,9 +25,6 @@ from trainer.data import GlobalBatchOrder
 from trainer.step import local_batch, move_to
 from trainer.tasks import Task
 
-PREFETCH_CHOICES = ("auto", "on", "off")
-"""``--prefetch``: auto = on for CUDA ranks, off for CPU ranks."""
-
 
 def prefetch_wanted(setting: str, device: torch.device) -> bool:
     """Whether a rank on ``device`` prefetches under ``--prefetch setting``."""

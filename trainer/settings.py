@@ -1,0 +1,124 @@
+"""The run settings the trainer and cluster.toml share: every choice set, default, bound and
+meaning is written here once.
+
+``RunSettings`` holds the settings a user writes under cluster.toml's ``[run]`` and the trainer
+reads as flags. ``trainer.config.TrainConfig`` extends it with the per-host and per-rank ones;
+``remote``'s ``RunSection`` extends it with what only corral's side uses. The docstring under
+each field is its ``--help`` text and its line in docs/cluster-toml.md; a field's metadata
+(``setting(...)``) names its ``--help`` group and its bounds, which the trainer checks in
+``TrainConfig`` and the cluster.toml rules check in ``[run]``. The ``python -m trainer``
+parser and the launch flags are generated from the fields (``trainer.flags``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+Model = Literal["simple_cnn", "resnet18", "resnet50"]
+Dataset = Literal["synthetic_image", "cifar10", "cifar100"]
+Policy = Literal["static", "proportional", "dynamic"]
+Optimizer = Literal["sgd", "adamw"]
+Norm = Literal["auto", "batch", "syncbatch", "group"]
+Backend = Literal["auto", "gloo", "nccl"]
+Device = Literal["auto", "cpu", "cuda"]
+Prefetch = Literal["auto", "on", "off"]
+Precision = Literal["fp32", "bf16", "fp16"]
+LrSchedule = Literal["constant", "cosine", "linear"]
+
+MODELS: tuple[Model, ...] = get_args(Model)
+DATASETS: tuple[Dataset, ...] = get_args(Dataset)
+POLICIES: tuple[Policy, ...] = get_args(Policy)
+"""How the split is chosen and changed (``--policy``, ``[run] policy``, ``corral run
+--policy``, the console's policy key)."""
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+LR_SCHEDULES: tuple[LrSchedule, ...] = get_args(LrSchedule)
+
+TASK = "task, model and data"
+BATCH = "batch and balancing"
+OPTIMISATION = "optimisation"
+CHECKPOINTS = "run directory and checkpoints"
+DEVICES = "devices and emulation"
+MEMORY = "memory and precision"
+SCHEDULE = "learning-rate schedule and clipping"
+EVALUATION = "evaluation"
+"""The ``python -m trainer --help`` groups, in the order they first appear."""
+
+
+def setting(group: str, *, at_least: float | None = None, above: float | None = None,
+            flag: str | None = None, metavar: str | None = None) -> dict[str, Any]:
+    """A field's metadata: its ``--help`` group, its bounds (``at_least``: value >= it;
+    ``above``: value > it; for a tuple, each entry that is not None), and, where the field's
+    name does not make them, its flag and metavar."""
+    meta: dict[str, Any] = {"group": group}
+    for key, value in (("at_least", at_least), ("above", above), ("flag", flag),
+                       ("metavar", metavar)):
+        if value is not None:
+            meta[key] = value
+    return meta
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSettings:
+    """The settings of a run that ``[run]`` and the trainer's flags share."""
+
+    task: str = field(default="image", metadata=setting(TASK, metavar="TASK"))
+    """What to train: ``image`` (a network on an image dataset), ``causal_lm`` (LoRA
+    fine-tuning of a Hugging Face causal LM) or a user file ``FILE.py:FUNCTION`` (in
+    cluster.toml relative to its folder; docs/tasks.md)."""
+    model: Model = field(default="simple_cnn", metadata=setting(TASK))
+    """Image task: network to train."""
+    dataset: Dataset = field(default="synthetic_image", metadata=setting(TASK))
+    """Image task: training data; synthetic images are generated from the seed on every
+    host."""
+    data_dir: str | None = field(default=None, metadata=setting(TASK, metavar="DIR"))
+    """Directory on every host holding the CIFAR python-pickle batches (required for cifar10
+    and cifar100)."""
+    samples: int = field(default=4096, metadata=setting(TASK, at_least=1))
+    """Size of the synthetic dataset (at least ``global_batch``)."""
+    global_batch: int = field(default=64, metadata=setting(BATCH, at_least=1, metavar="B"))
+    """Samples per optimizer step over all ranks together; at least one per rank."""
+    split: tuple[int, ...] | None = field(default=None, metadata=setting(BATCH))
+    """Initial per-rank shares, one per rank in host order, summing to ``global_batch``. Not
+    set: equal for ``static``; measured capacities (a profile or a warm-up) for the others."""
+    policy: Policy = field(default="static", metadata=setting(BATCH))
+    """How the split is chosen and changed: ``static`` keeps it, ``proportional`` sets it
+    from measured capacity, ``dynamic`` also re-solves it from measured compute times."""
+    rebalance_every: int = field(default=10, metadata=setting(BATCH, at_least=1))
+    """Steps between rebalancing decisions (dynamic policy)."""
+    steps: int | None = field(default=None, metadata=setting(OPTIMISATION, at_least=1))
+    """The run's total number of optimizer steps (a resumed run continues up to it); give
+    ``steps`` or ``epochs``, not both."""
+    epochs: int | None = field(default=None, metadata=setting(OPTIMISATION, at_least=1))
+    """The run's total number of epochs; 1 when neither ``steps`` nor ``epochs`` is given."""
+    lr: float = field(default=0.05, metadata=setting(OPTIMISATION, above=0))
+    """Learning rate (greater than 0)."""
+    optimizer: Optimizer = field(default="sgd", metadata=setting(OPTIMISATION))
+    """SGD with momentum 0.9, or AdamW."""
+    seed: int = field(default=0, metadata=setting(OPTIMISATION, at_least=0))
+    """Seed for the weights, the synthetic data and the per-epoch sample order."""
+    checkpoint_every: int = field(default=50, metadata=setting(CHECKPOINTS, at_least=0))
+    """Rank 0 writes a checkpoint every this many steps (0 = only at the end)."""
+    backend: Backend = field(default="auto", metadata=setting(DEVICES))
+    """Process-group backend; ``auto`` = nccl when every rank has a GPU, else gloo."""
+    precision: Precision = field(default="fp32", metadata=setting(MEMORY))
+    """Arithmetic of the forward pass: fp32, or autocast to bf16 (CPUs, recent GPUs) or fp16
+    (GPUs only, with a gradient scaler)."""
+    lr_schedule: LrSchedule = field(default="constant", metadata=setting(SCHEDULE))
+    """How the learning rate goes from ``lr`` to ``min_lr`` after the warm-up."""
+    warmup_steps: int = field(default=0, metadata=setting(SCHEDULE, at_least=0))
+    """Learning-rate warm-up: the first this many steps rise linearly to ``lr``."""
+    min_lr: float = field(default=0.0, metadata=setting(SCHEDULE, at_least=0))
+    """The learning rate of the last step (cosine, linear); at most ``lr``."""
+    clip_grad: float | None = field(default=None, metadata=setting(SCHEDULE, above=0,
+                                                                    metavar="NORM"))
+    """Largest global gradient norm (over the all-reduced gradient); not set: no
+    clipping."""
+    eval_every: int = field(default=0, metadata=setting(EVALUATION, at_least=0))
+    """Evaluate the held-out set every this many steps and after the last (0 = never)."""
+    eval_samples: int | None = field(default=None, metadata=setting(EVALUATION, at_least=1))
+    """Held-out items to evaluate; not set: the task's whole eval set (synthetic images:
+    512 generated)."""
+    eval_data: str | None = field(default=None, metadata=setting(EVALUATION, metavar="FILE"))
+    """causal_lm: a held-out .txt/.jsonl file (on every host) in the data's format; or the
+    task option ``eval_fraction`` holds out the end of the training text."""
