@@ -118,3 +118,19 @@ async def test_on_a_terminal_the_progress_and_table_are_a_live_block() -> None:
     assert "\x1b[" in text  # cursor control: the block is redrawn in place
     assert "completed · step 10/10 (100%)" in text  # the final frame stays on screen
     assert "step 4: rebalance" in text  # notable events print above the block
+
+
+async def test_the_follower_renders_the_consoles_run_model() -> None:
+    # One model for both renderers: once the run has ended, each rank's row shows its mean
+    # over the run (the console's "run averages"), not its last step.
+    console, out = plain_console()
+    model = RunModel.of_run("r7")
+    run = FakeRun("r7", scripted_run("r7", hosts=HOSTS, steps=12, rebalance_at=4))
+    assert await follow_run(run, console=console, model=model) == 0
+    assert model.state == "completed" and set(model.ranks) == {0, 1}
+    table_rows = [line for line in out.getvalue().splitlines() if "│" in line]
+    for rank, row in model.ranks.items():
+        mean_rate, _, _ = model.totals.rank_mean(rank)
+        assert mean_rate is not None and row.samples_per_s == mean_rate
+        line = next(line for line in table_rows if line.startswith(f"│ {row.host} "))
+        assert f" {mean_rate:.1f} " in line and " CPU " in line and "completed" in line
