@@ -75,13 +75,34 @@ def corral_env() -> dict[str, str]:
     return allocator_env(choose_allocator("auto", found), found)
 
 
+def causal_lm_task(folder: Path, *, seq_len: int = 128, lora_r: int = 16) -> list[str]:
+    """Trainer flags that train the ``causal_lm`` task (LoRA, AdamW) instead of an image model:
+    the tiny generated model and corpus of ``python -m trainer.tiny_lm`` (written into
+    ``folder`` unless already there; needs transformers + peft, nothing is downloaded). The
+    global batch then counts sequences of ``seq_len`` tokens (as in bench/llm.py)."""
+    model, data = folder / "tiny-lm", folder / "corpus.txt"
+    if not (model / "config.json").is_file() or not data.is_file():
+        from trainer.tiny_lm import write_corpus, write_tiny_lm
+
+        write_tiny_lm(model)
+        write_corpus(data, documents=600)
+    options = [f"model={model}", f"data={data}", f"seq_len={seq_len}", f"lora_r={lora_r}",
+               f"lora_alpha={2 * lora_r}"]
+    flags = ["--task", "causal_lm", "--optimizer", "adamw", "--lr", "0.001"]
+    for option in options:
+        flags += ["--task-option", option]
+    return flags
+
+
 def trainer_flags(*, global_batch: int, steps: int, run_dir: Path, policy: str = "static",
                   slowdown: Sequence[float] | None = None, threads: int | None = 1,
-                  model: str = "simple_cnn") -> list[str]:
-    """``-m trainer`` flags for ``steps`` steps of ``model`` on synthetic data."""
+                  model: str = "simple_cnn", task: Sequence[str] = ()) -> list[str]:
+    """``-m trainer`` flags for ``steps`` steps of ``model`` on synthetic data, or of the task
+    that ``task`` flags choose (e.g. ``causal_lm_task``)."""
+    what = list(task) or ["--model", model, "--dataset", "synthetic_image",
+                          "--samples", str(max(4096, 4 * global_batch))]
     flags = [
-        "-m", "trainer", "--model", model, "--dataset", "synthetic_image",
-        "--samples", str(max(4096, 4 * global_batch)), "--global-batch", str(global_batch),
+        "-m", "trainer", *what, "--global-batch", str(global_batch),
         "--policy", policy, "--steps", str(steps), "--run-dir", str(run_dir),
         "--resources-every", "0",
     ]  # fmt: skip
@@ -102,11 +123,13 @@ def run_trainer(
     policy: str = "static",
     slowdown: Sequence[float] | None = None,
     extra: Sequence[str] = (),
+    task: Sequence[str] = (),
     timeout_s: float = 900,
     tree: Path = REPO,
     env: Mapping[str, str] | None = None,
 ) -> RunResult:
-    """Train ``steps`` steps of simple_cnn on synthetic data; return rank 0's events.
+    """Train ``steps`` steps of simple_cnn on synthetic data (or of the task ``task`` flags
+    choose, see ``trainer_flags``); return rank 0's events.
 
     ``tree`` is the checkout whose trainer runs (another one for before/after comparisons);
     ``env`` is added to the environment (default: ``corral_env()``, as ``corral run`` does).
@@ -115,7 +138,7 @@ def run_trainer(
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc-per-node={nproc}",
            *trainer_flags(global_batch=global_batch, steps=steps, run_dir=run_dir,
-                          policy=policy, slowdown=slowdown), *extra]
+                          policy=policy, slowdown=slowdown, task=task), *extra]
     print(f"  {label}: {nproc} rank(s), B={global_batch}, {steps} steps ...", flush=True)
     return run_command(label, cmd, run_dir, env=corral_env() if env is None else env,
                        timeout_s=timeout_s, tree=tree)

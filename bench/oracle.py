@@ -13,12 +13,21 @@ sum is out of reach. The yardstick here is the best static split found by trying
    each rank alone at B (Σ solo: the loose upper bound).
 
 Throughput: median of rank 0's per-step samples/s after the warm-up steps. "Where the time
-goes" (per step, medians): the slowest rank's forward+backward (emulated slowdown included),
-the mean wait of the other ranks for it, and the rest of the step (exposed all-reduce,
-optimizer, Python), with the one-rank runs' rest as the part that is not communication.
+goes", per configuration (per-step medians in each round, then the median over rounds): the
+slowest rank's forward+backward (emulated slowdown included), the mean wait of the other ranks
+for it, and the rest of the step, split into the optimizer + data + Python part (the one-rank
+runs' rest, which have no all-reduce) and the exposed all-reduce (the rest beyond that). For
+the dynamic runs: the split's trajectory, when it first came within the fine move of the
+oracle split and how much of the measured steps it spent there; and every rank's compute
+jitter at the oracle split (an emulated slowdown multiplies a rank's jitter by its factor).
 Goals: dynamic >= 0.95 x oracle and >= 1.6 x equal.
 
+``--task causal_lm`` trains the causal_lm task (LoRA on the tiny generated model of
+``python -m trainer.tiny_lm``, sequences of 128 tokens; B counts sequences) instead of
+simple_cnn on synthetic images.
+
     python bench/oracle.py [--ranks 2|3] [--global-batch B] [--rounds N] [--search-rounds N]
+                           [--task image|causal_lm]
 """
 
 from __future__ import annotations
@@ -32,8 +41,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._breakdown import Breakdown, jitter, median_breakdown, near_target, trajectory
 from bench._common import (
     RunResult,
+    causal_lm_task,
     corral_env,
     csv,
     markdown_table,
@@ -41,7 +52,6 @@ from bench._common import (
     run_trainer,
 )
 from trainer.balancer_solve import equal_split, proportional_split
-from trainer.events import StepEvent, events_path, parse_event
 
 SLOWDOWNS = {2: (1.0, 3.0), 3: (1.0, 2.0, 3.0)}
 GOAL_ORACLE = 0.95
@@ -90,7 +100,7 @@ def measure(splits: list[Split], rounds: int, args: argparse.Namespace, root: Pa
             got[split].append(run_trainer(
                 label, root / f"{tag}-{'_'.join(map(str, split))}-{n}", nproc=len(split),
                 global_batch=args.global_batch, steps=lengths.search_steps,
-                slowdown=args.slowdowns, extra=["--split", csv(split)]))
+                slowdown=args.slowdowns, extra=["--split", csv(split)], task=args.task_flags))
     return got
 
 
@@ -105,31 +115,13 @@ def search(args: argparse.Namespace, root: Path, lengths: Lengths
         best = max(seen, key=seen.__getitem__) if seen else center
         todo = [s for s in pattern(best, move, wide=wide) if s not in seen]
         print(f"search around {csv(best)}, move {move}: {len(todo)} split(s)", flush=True)
+        if not todo:  # a small B: the fine move is the coarse one, every neighbour was run
+            continue
         for split, runs in measure(todo, args.search_rounds, args, root, f"search{move}",
                                    lengths).items():
             seen[split] = _x(runs, lengths.search_skip)
             print(f"    {csv(split)}: {seen[split]:.1f} samples/s", flush=True)
     return max(seen, key=seen.__getitem__), seen
-
-
-def breakdown(result: RunResult, skip: int) -> dict[str, float]:
-    """Per-step medians (seconds): step, slowest compute, others' mean wait, the rest."""
-    per_rank: list[dict[int, StepEvent]] = []
-    for rank in range(result.start.world_size):
-        with open(events_path(result.run_dir, rank), encoding="utf-8") as f:
-            steps = [e for e in map(parse_event, f) if isinstance(e, StepEvent)]
-        per_rank.append({e.step: e for e in steps if e.step > skip})
-    common = sorted(set.intersection(*(set(r) for r in per_rank)))
-    step_s, slowest, wait, rest = [], [], [], []
-    for n in common:
-        computes = [r[n].compute_s for r in per_rank]
-        top = max(computes)
-        step_s.append(per_rank[0][n].step_s)
-        slowest.append(top)
-        wait.append(statistics.mean(top - c for c in computes))
-        rest.append(per_rank[0][n].step_s - top)
-    return {"step": statistics.median(step_s), "compute": statistics.median(slowest),
-            "wait": statistics.median(wait), "rest": statistics.median(rest)}
 
 
 def compare(args: argparse.Namespace, root: Path, oracle: Split, lengths: Lengths
@@ -152,8 +144,17 @@ def compare(args: argparse.Namespace, root: Path, oracle: Split, lengths: Length
             got[name].append(run_trainer(
                 f"{name} #{n + 1}", root / f"{name.replace(' ', '_')}-{n}", nproc=nproc,
                 global_batch=B, steps=lengths.steps, policy=policy, slowdown=slowdown,
-                extra=extra))
+                extra=extra, task=args.task_flags))
     return got
+
+
+def set_task(args: argparse.Namespace, root: Path) -> None:
+    """``args.task_flags`` (the trainer flags of ``args.task``) and ``args.task_label``."""
+    if getattr(args, "task", "image") == "causal_lm":
+        args.task_flags = causal_lm_task(root / "lm")
+        args.task_label = "causal_lm (tiny LM, LoRA, 128-token sequences)"
+    else:
+        args.task_flags, args.task_label = [], "simple_cnn, synthetic"
 
 
 def report(args: argparse.Namespace, lengths: Lengths, oracle: Split,
@@ -164,7 +165,7 @@ def report(args: argparse.Namespace, lengths: Lengths, oracle: Split,
     solo_sum = sum(v for name, v in med.items() if name.startswith("solo"))
     print()
     print(f"Oracle: {len(args.slowdowns)} CPU ranks x 1 thread, slowdowns "
-          f"{csv(args.slowdowns)}, simple_cnn, synthetic, B={args.global_batch}; allocator "
+          f"{csv(args.slowdowns)}, {args.task_label}, B={args.global_batch}; allocator "
           f"{got['oracle'][0].start.allocator}; medians of {args.rounds} interleaved rounds "
           f"over steps {skip + 1}..{lengths.steps} (search: {args.search_rounds} round(s), "
           f"steps {lengths.search_skip + 1}..{lengths.search_steps})")
@@ -172,22 +173,22 @@ def report(args: argparse.Namespace, lengths: Lengths, oracle: Split,
     print("Search (static splits, samples/s): " + "; ".join(
         f"{csv(s)} {v:.1f}" for s, v in sorted(searched.items(), key=lambda kv: -kv[1])))
     print()
-    rows = []
-    for name, runs in got.items():
-        last = runs[-1]
-        split = csv(last.start.split)
-        if last.rebalances:
-            split += f" → {csv(last.final_split)} ({len(last.rebalances)})"
-        parts = breakdown(last, skip if lengths.steps > skip else 0)
-        rows.append([name, split, f"{med[name]:.1f}", f"{min(x[name]):.0f}-{max(x[name]):.0f}",
-                     f"{med[name] / med['oracle']:.3f}", f"{med[name] / med['equal']:.2f}",
-                     *(f"{1000 * parts[k]:.1f}" for k in ("step", "compute", "wait", "rest"))])
+    parts = {name: median_breakdown(runs, skip) for name, runs in got.items()}
+    solo_rest = statistics.median(p.rest for n, p in parts.items() if n.startswith("solo"))
+    rows = [[name, _splits(runs), f"{med[name]:.1f}", f"{min(x[name]):.0f}-{max(x[name]):.0f}",
+             f"{med[name] / med['oracle']:.3f}", f"{med[name] / med['equal']:.2f}",
+             *_time_columns(parts[name], solo_rest, name.startswith("solo"))]
+            for name, runs in got.items()]
     rows.append(["Σ solo (loose bound)", "-", f"{solo_sum:.1f}", "-",
                  f"{solo_sum / med['oracle']:.3f}", f"{solo_sum / med['equal']:.2f}",
-                 "-", "-", "-", "-"])
+                 *["-"] * 6])
     print(markdown_table(["run", "split (last round)", "samples/s", "rounds min-max",
                           "vs oracle", "vs equal", "step ms", "slowest compute ms",
-                          "mean wait ms", "rest ms"], rows))
+                          "mean wait ms", "rest ms", "exposed all-reduce ms",
+                          "optimizer + data + Python ms"], rows))
+    print()
+    _dynamic(args, got["dynamic"], oracle, skip)
+    _jitter(got["oracle"], skip)
     dyn = med["dynamic"]
     print()
     print(f"oracle split {csv(oracle)}; oracle / Σ solo = {med['oracle'] / solo_sum:.3f}")
@@ -195,6 +196,48 @@ def report(args: argparse.Namespace, lengths: Lengths, oracle: Split,
                                ("dynamic / equal ", dyn / med["equal"], GOAL_EQUAL)):
         print(f"{label} = {value:.3f} (goal >= {goal}: {'met' if value >= goal else 'MISSED'})")
     print(f"proportional / oracle = {med['proportional'] / med['oracle']:.3f}")
+
+
+def _splits(runs: list[RunResult]) -> str:
+    last = runs[-1]
+    split = csv(last.start.split)
+    if last.rebalances:
+        split += f" → {csv(last.final_split)} ({len(last.rebalances)})"
+    return split
+
+
+def _time_columns(parts: Breakdown, solo_rest: float, solo: bool) -> list[str]:
+    """step, slowest compute, wait, rest, exposed all-reduce, optimizer + data + Python (ms):
+    the one-rank runs' rest is the part of a step that is not communication."""
+    exposed = "-" if solo else f"{1000 * max(parts.rest - solo_rest, 0.0):.1f}"
+    own = parts.rest if solo else min(solo_rest, parts.rest)
+    return [f"{1000 * v:.1f}" for v in (parts.step, parts.compute, parts.wait, parts.rest)] + [
+        exposed, f"{1000 * own:.1f}"]
+
+
+def _dynamic(args: argparse.Namespace, runs: list[RunResult], oracle: Split, skip: int) -> None:
+    """How each dynamic run's split moved against the oracle split."""
+    tolerance = max(1, max(1, round(args.global_batch / 16)) // 2)
+    print(f"Dynamic runs' splits (→@STEP: first step with the new split; (speed): the decision "
+          f"read a rank's speed change) against the oracle split {csv(oracle)} "
+          f"(± {tolerance} per rank, the fine search move):")
+    for n, run in enumerate(runs, start=1):
+        first, share = near_target(run, oracle, tolerance, skip)
+        print(f"- round {n}: {trajectory(run)}; first near the oracle split at step "
+              f"{first if first is not None else 'never'}; near it for {100 * share:.0f} % of "
+              f"steps {skip + 1}..")
+
+
+def _jitter(runs: list[RunResult], skip: int) -> None:
+    """Every rank's compute time and its step-to-step spread at the oracle split."""
+    per_round = [jitter(r, skip) for r in runs]
+    ranks = []
+    for rank in range(len(per_round[0])):
+        factor = per_round[0][rank][0]
+        m = statistics.median(j[rank][1] for j in per_round)
+        spread = statistics.median(j[rank][2] for j in per_round)
+        ranks.append(f"rank {rank} (x{factor:g}) {1000 * m:.1f} ms ± {100 * spread:.0f} %")
+    print("Compute at the oracle split (median, step-to-step MAD): " + "; ".join(ranks))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,12 +253,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--search-steps", type=int, default=50)
     parser.add_argument("--search-skip", type=int, default=15)
     parser.add_argument("--run-root", type=Path, help="keep run directories here")
+    parser.add_argument("--task", choices=("image", "causal_lm"), default="image",
+                        help="simple_cnn on synthetic images, or causal_lm on the tiny "
+                        "generated model (B in sequences of 128 tokens)")
     args = parser.parse_args(argv)
     args.slowdowns = SLOWDOWNS[args.ranks]
     lengths = Lengths(search_steps=args.search_steps, search_skip=args.search_skip,
                       steps=args.steps, skip=args.skip)
     with tempfile.TemporaryDirectory(prefix="corral-oracle-") as tmp:
         root = args.run_root or Path(tmp)
+        set_task(args, root)
         print(f"oracle benchmark: slowdowns {csv(args.slowdowns)}, B={args.global_batch}, "
               f"allocator env {corral_env()}, runs in {root}", flush=True)
         oracle, searched = search(args, root, lengths)

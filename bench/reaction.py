@@ -211,7 +211,7 @@ def _oracle(args: argparse.Namespace, root: Path) -> tuple[tuple[int, ...], floa
 
     lengths = Lengths(search_steps=50, search_skip=15, steps=0, skip=0)
     setting = argparse.Namespace(global_batch=args.global_batch, slowdowns=(1.0, 2.0),
-                                 search_rounds=args.oracle_rounds)
+                                 search_rounds=args.oracle_rounds, task_flags=[])
     best, seen = search(setting, root, lengths)
     return best, seen[best]
 

@@ -8,7 +8,8 @@ the rank's current batch, so the model is exact where the rank runs now and the 
 supplies the slope. When a fresh median differs from the estimate at the same batch by more
 than the change tolerance (``CHANGE_TOLERANCE``, or three standard errors on noisy hardware),
 the rank's speed changed: older estimates are dropped, and the old line, rescaled to the new
-speed, stands in until a second batch size has been measured.
+speed, stands in until a second batch size has been measured. A change that undoes the previous
+one soon after is a jump between levels, and counts into the rank's drift as well.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ WINDOW_LIMIT = 512
 DRIFT_WEIGHT = 0.2
 """Weight of the newest window in the running mean square of window-to-window differences
 (the first few windows are averaged evenly)."""
+FLAP_CAP = 0.25
+FLAP_DECISIONS = 6
+"""A speed change that undoes the previous one within this many decisions is the rank's speed
+jumping between levels (another process taking its core now and then), not a new speed: its
+size counts into the drift too, so the dead-band widens instead of the split chasing each jump."""
 
 Sample = tuple[int, float, bool]
 """(local batch, compute seconds, first step after this rank's batch changed)."""
@@ -146,6 +152,8 @@ class RankTimes:
     (may dip below 0 on a steady machine); see ``drift``."""
     drift_windows: int = 0
     """Windows that went into ``drift_sq``."""
+    last_change: tuple[int, float] | None = None
+    """(decision index, new/old speed ratio) of the rank's most recent speed change."""
 
     def add(self, batch: int, seconds: float) -> None:
         """One step's local batch and forward+backward seconds."""
@@ -221,6 +229,7 @@ class RankTimes:
                 )
                 self.points = {batch: Point(m, len(samples), now, error)}
                 changed = ratio
+                self._note_change(now, ratio, math.hypot(p.error, error))
             else:  # an older batch size in this window jumped: replace its estimate
                 self.points[batch] = Point(m, len(samples), now, error)
         while len(self.points) > MAX_POINTS:
@@ -243,6 +252,15 @@ class RankTimes:
         self.drift_windows += 1
         w = max(1 / self.drift_windows, DRIFT_WEIGHT)
         self.drift_sq = (1 - w) * self.drift_sq + w * (difference**2 - explained**2)
+
+    def _note_change(self, now: int, ratio: float, explained: float) -> None:
+        """Remember a speed change; one that undoes the previous change within
+        ``FLAP_DECISIONS`` decisions is a jump between levels and counts as drift (a window
+        beyond the change tolerance never reaches ``_note_drift`` otherwise, so a rank that
+        flips between two speeds would look steady)."""
+        last, self.last_change = self.last_change, (now, ratio)
+        if last is not None and now - last[0] <= FLAP_DECISIONS and (ratio - 1) * (last[1] - 1) < 0:
+            self._note_drift(max(min(ratio - 1, FLAP_CAP), -FLAP_CAP), explained)
 
     def _recent_part(self, samples: list[Sample]) -> list[Sample]:
         """The window's second half when its two halves clearly differ (the speed changed
@@ -267,6 +285,7 @@ class RankTimes:
             "last_batch": self.last_batch,
             "error": self.error,
             "drift": [self.drift_sq, self.drift_windows],
+            "last_change": None if self.last_change is None else list(self.last_change),
         }
 
     @classmethod
@@ -274,6 +293,7 @@ class RankTimes:
         """Inverse of ``to_state``."""
         prior = raw["prior"]
         last = raw["last_batch"]
+        change = raw.get("last_change")  # absent from older checkpoints
         return cls(
             points={
                 int(b): Point(float(t), int(n), int(u), float(e)) for b, t, n, u, e in raw["points"]
@@ -284,4 +304,5 @@ class RankTimes:
             error=float(raw["error"]),
             drift_sq=float(raw.get("drift", [0.0, 0])[0]),  # absent from older checkpoints
             drift_windows=int(raw.get("drift", [0.0, 0])[1]),
+            last_change=None if change is None else (int(change[0]), float(change[1])),
         )

@@ -1,0 +1,46 @@
+"""The benchmarks' trainer command lines are ones the trainer accepts, and train what the
+benchmark says: simple_cnn on synthetic images, or the causal_lm task on the tiny generated
+model (bench/oracle.py --task causal_lm)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench._common import causal_lm_task, trainer_flags
+from trainer.config import parse_config
+from trainer.tasks.loader import task_options
+
+
+def _config(flags: list[str]):  # type: ignore[no-untyped-def]
+    assert flags[:2] == ["-m", "trainer"]
+    return parse_config(flags[2:])
+
+
+def test_image_flags_train_simple_cnn_with_the_given_policy_and_slowdowns(tmp_path) -> None:
+    config = _config(trainer_flags(global_batch=64, steps=7, run_dir=tmp_path,
+                                   policy="dynamic", slowdown=[1.0, 3.0]))
+    assert (config.task, config.model, config.dataset) == ("image", "simple_cnn",
+                                                          "synthetic_image")
+    assert (config.global_batch, config.steps, config.policy) == (64, 7, "dynamic")
+    assert config.slowdown == (1.0, 3.0) and config.threads == 1
+    assert config.samples >= 4 * 64
+
+
+def test_causal_lm_flags_train_the_tiny_generated_model(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    from trainer.tasks.causal_lm import parse_options
+
+    task = causal_lm_task(tmp_path / "lm", seq_len=64, lora_r=4)
+    config = _config(trainer_flags(global_batch=16, steps=5, run_dir=tmp_path / "run",
+                                   policy="static", slowdown=[1.0, 3.0], task=task))
+    assert (config.task, config.global_batch, config.optimizer) == ("causal_lm", 16, "adamw")
+    options = parse_options(task_options(config.task_options))  # names and types the task takes
+    assert (options.seq_len, options.lora_r, options.lora_alpha) == (64, 4, 8)
+    assert (Path(options.model) / "config.json").is_file() and Path(options.data).is_file()
+    # A second benchmark in the same folder reuses the files instead of writing them again.
+    written = (Path(options.model) / "config.json").stat().st_mtime_ns
+    causal_lm_task(tmp_path / "lm", seq_len=64, lora_r=4)
+    assert (Path(options.model) / "config.json").stat().st_mtime_ns == written
