@@ -23,23 +23,100 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from console.app import ConsoleApp
-from console.fake import FakeRun, LoadController, LoadRun
 from console.model.run import RunModel
 from console.widgets.modals import HelpScreen
-from remote.api import RankEvent, RunEvent
-from trainer.events import event_to_json
+from remote.api import LogLine, RankEvent, RunEvent, RunStatus
+from tests.fake_runs import FakeController, FakeRun
+from trainer.events import (
+    RebalanceEvent,
+    ResourceEvent,
+    StartEvent,
+    StepEvent,
+    event_to_json,
+)
 
 CPU_TARGET = 0.25
 LATENCY_TARGET_S = 0.100
 KEY_EVERY_S = 0.5
 """How often a key is pressed during the run (alternating ``p`` and ``?`` / Esc)."""
+
+
+class LoadRun(FakeRun):
+    """Synthetic load: ``ranks`` ranks each sending ``rate_hz`` events a second, paced in real
+    time for ``duration_s`` (steps, with a resources sample every 10th tick, a log line per
+    tick and a rebalance every 50 ticks)."""
+
+    def __init__(self, run_id: str, *, ranks: int = 256, per_host: int = 8,
+                 rate_hz: float = 10.0, duration_s: float = 30.0) -> None:
+        hosts = [f"node-{i:02d}" for i in range((ranks + per_host - 1) // per_host)]
+        super().__init__(run_id, (), hosts=hosts)
+        self.ranks, self.per_host = ranks, per_host
+        self.rate_hz, self.duration_s = rate_hz, duration_s
+        self.sent = 0
+        """Events yielded so far."""
+
+    def host_of(self, rank: int) -> str:
+        return f"node-{rank // self.per_host:02d}"
+
+    async def events(self) -> AsyncIterator[RunEvent]:
+        n, t = self.ranks, time.time()
+        split = (64,) * n
+        yield RunStatus(t=t, run_id=self.run_id, state="running")
+        for r in range(n):
+            yield RankEvent(host=self.host_of(r), event=StartEvent(
+                t=t, rank=r, world_size=n, local_rank=r % self.per_host, host=self.host_of(r),
+                pid=r, device="cuda:0", device_name="Fake GPU", backend="nccl", model="m",
+                dataset="d", global_batch=64 * n, split=split, policy="dynamic", step=0,
+                total_steps=1_000_000, steps_per_epoch=1000, threads=1, slowdown=1.0))
+        period = 1.0 / self.rate_hz
+        start = time.monotonic()
+        tick = 0
+        while time.monotonic() - start < self.duration_s and not self._stopped.is_set():
+            tick += 1
+            await asyncio.sleep(max(0.0, start + tick * period - time.monotonic()))
+            t = time.time()
+            for r in range(n):
+                host = self.host_of(r)
+                if tick % 10 == 0:
+                    yield RankEvent(host=host, event=ResourceEvent(
+                        t=t, rank=r, gpu_util=90.0, gpu_mem_used=2**33, gpu_mem_total=2**34))
+                else:
+                    compute = 0.05 * (1 + (r % 7) / 10)
+                    yield RankEvent(host=host, event=StepEvent(
+                        t=t, rank=r, step=tick, epoch=0, local_batch=split[r], loss=1.0 / tick,
+                        compute_s=compute, step_s=0.1, samples_per_s=split[r] / 0.1,
+                        global_loss=1.0 / tick if r == 0 else None,
+                        cluster_samples_per_s=64 * n / 0.1 if r == 0 else None))
+            yield LogLine(t=t, host=self.host_of(tick % n), rank=tick % n, text=f"tick {tick}")
+            if tick % 50 == 0:
+                yield RankEvent(host=self.host_of(0), event=RebalanceEvent(
+                    t=t, rank=0, step=tick + 1, previous=split, split=split, reason="load test",
+                    predicted_gain=0.01, times=tuple(0.05 for _ in range(n)), policy="dynamic"))
+            self.sent += n + 1
+        final = "stopped" if self._stopped.is_set() else "completed"
+        yield RunStatus(t=time.time(), run_id=self.run_id, state=final)  # type: ignore[arg-type]
+        self.finished = True
+
+
+@dataclass
+class LoadController(FakeController):
+    """A controller whose ``start`` returns a ``LoadRun`` (for the console's load benchmark)."""
+
+    load: dict[str, Any] = field(default_factory=dict)
+
+    async def start(self, *, resume: bool | str = False, policy: str | None = None,
+                    name: str | None = None) -> FakeRun:
+        self.calls.append(("start", {"resume": resume, "policy": policy}))
+        run = LoadRun(f"load-{len(self.runs) + 1}", **self.load)
+        self.runs.append(run)
+        return run
 
 
 class TimedConsole(ConsoleApp):

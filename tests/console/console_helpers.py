@@ -8,8 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 from console.app import ConsoleApp
-from console.fake import FakeController
 from console.model.run import RunModel
+from tests.fake_runs import FakeController
 
 FIXED_NOW = 1_000_030.0
 """The injected clock: elapsed times and snapshots do not depend on when the test runs."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from console_helpers import make_app, screen_text, wait_for
 
-from console.fake import FakeController
 from console.widgets.modals import CheckReportScreen
 from remote.api import CheckItem, CheckReport, LaunchPreview, PlannedHost
+from tests.fake_runs import FakeController
 
 
 async def test_check_shows_the_launch_plan_below_the_report() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from console_helpers import make_app, screen_text, settle, wait_for
 
 from console.app import BUSY_CHANGES_PER_S
-from console.fake import FakeController
 from console.widgets.hosts import HostsPanel
 from console.widgets.lines_view import LinesView
+from tests.fake_runs import FakeController
 
 
 async def test_a_flood_of_changes_is_drawn_late_but_drawn() -> None:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from console_helpers import make_app, screen_text, settle, wait_for
 
-from console.fake import FakeController
 from console.widgets.past_run import PastRunScreen
 from console.widgets.report import ReportScreen
 from console.widgets.runs import RunsScreen
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
 from remote.records.runs import local_run_dir
+from tests.fake_runs import FakeController
 
 try:
     from tests.remote.recorded import info, synthetic_run, write_recorded

@@ -11,8 +11,8 @@ from typing import Any
 
 from console_helpers import make_app, settle, wait_for
 
-from console.fake import FakeController
 from console.widgets.modals import QuitScreen
+from tests.fake_runs import FakeController
 
 Pilot = Any
 

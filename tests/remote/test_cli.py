@@ -14,8 +14,8 @@ import pytest
 
 import console.cli as cli
 from console.cli_parser import build_parser
-from console.fake import HOLD, FakeController, FakeHost, FakeRun, scripted_run
 from remote.api import CheckItem, CheckReport, RunEvent, RunStatus, StopReport
+from tests.fake_runs import HOLD, FakeController, FakeHost, FakeRun, scripted_run
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTS = (FakeHost(name="fast"), FakeHost(name="slow", slowdown=2.0))

@@ -6,11 +6,11 @@ import io
 
 from rich.console import Console
 
-from console.fake import FakeHost, FakeRun, scripted_run
 from console.follow import follow_run, progress_text
 from console.model.run import RunModel
 from console.tables import check_table
 from remote.api import CheckItem, CheckReport, RankEvent, RunStatus
+from tests.fake_runs import FakeHost, FakeRun, scripted_run
 from trainer.events import StartEvent, StepEvent
 
 HOSTS = (FakeHost(name="fast", slowdown=1.0), FakeHost(name="slow", slowdown=3.0))
