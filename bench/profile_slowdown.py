@@ -4,7 +4,7 @@
         [--batches 16,32,64] [--repeats 5] [--rounds 3]
 
 Profiles the model on the CPU with slowdown 1 and with ``--slowdown``, exactly as
-``python -m trainer.profile`` does, alternating for ``--rounds`` rounds, and prints the fitted
+``python -m trainer.profile_model`` does, alternating for ``--rounds`` rounds, and prints the fitted
 samples/s of both at every batch and their ratio (target: 1/slowdown). It also times a few
 whole steps by the wall clock, so the emulated sleep is seen to happen, not only reported.
 """
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from profiles.bench import BenchConfig
-from trainer.profile import make_step, profile_model
+from trainer.profile_model import make_step, profile_model
 
 
 def wall_samples_per_s(model: str, slowdown: float, batch: int, steps: int) -> float:

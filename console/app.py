@@ -29,7 +29,7 @@ from console.widgets.logs import LogsPanel
 from console.widgets.loss import LossPanel
 from console.widgets.modals import ConfirmScreen, HelpScreen, QuitScreen
 from console.widgets.throughput import ThroughputPanel
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 from remote.api import RunController
 from trainer.settings import POLICIES
 

@@ -22,7 +22,7 @@ from rich.markup import escape
 
 from console.cli_parser import build_parser
 from console.results_cli import RESULTS_COMMANDS
-from profiles.errors import CorralError, UsageError
+from profiles.user_errors import CorralError, UsageError
 
 if TYPE_CHECKING:
     from remote.api import CheckReport, RunController, RunHandle

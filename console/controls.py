@@ -19,7 +19,7 @@ from textual.screen import Screen
 
 from console.model.run import RunModel
 from console.widgets.modals import CheckReportScreen, MessageScreen, stop_report_text
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 from remote.api import CheckReport, RunController, RunHandle, StopReport
 
 REFRESH_S = 0.25

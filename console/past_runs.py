@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from console.controls import RunControls
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 
 if TYPE_CHECKING:
     from remote.config.cluster import ClusterConfig

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from remote.records.series import RunSeries
 from remote.records.summary import RunSummary
 

@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 
 JSON_SCHEMA_DOC = "docs/report.md"
 

@@ -5,11 +5,11 @@ and importing it does not import torch (the benchmark imports it when it runs).
 """
 
 from profiles.bench import BenchConfig, benchmark, device_name, fit_linear, measure
-from profiles.errors import CorralError, UsageError
 from profiles.nvml import GpuInfo, NvmlSession, query_nvml
 from profiles.sampler import ResourceSample, ResourceSampler
 from profiles.snapshot import HostSnapshot, take_snapshot
 from profiles.store import Profile, find_profile, save_profile
+from profiles.user_errors import CorralError, UsageError
 
 __all__ = [
     "BenchConfig",

@@ -1,6 +1,6 @@
 """Benchmark machinery: time a training step at several batch sizes and fit ``t(b) = a + c*b``.
 
-The caller supplies the step (``trainer.profile`` builds one: forward + backward of a model on
+The caller supplies the step (``trainer.profile_model`` builds one: forward + backward of a model on
 synthetic input, with the slowdown emulation); this module knows nothing about models. It
 warms up, takes the median of repeated timings with CUDA synchronisation, fits the line, and
 finds the largest batch that fits in memory (CUDA: grow until out-of-memory; CPU: a cap from
@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from profiles import host
-from profiles.errors import UsageError
 from profiles.store import Profile, utc_now_iso
+from profiles.user_errors import UsageError
 
 StepFn = Callable[[int], "float | None"]
 """Runs one step at the given local batch. It may return the seconds it measured itself (for

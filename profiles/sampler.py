@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from profiles import host
-from profiles.errors import UsageError
 from profiles.nvml import NvmlSession
+from profiles.user_errors import UsageError
 
 
 @dataclass(frozen=True, kw_only=True)

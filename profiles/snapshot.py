@@ -14,8 +14,8 @@ from types import ModuleType
 from typing import Any
 
 from profiles import host
-from profiles.errors import CorralError
 from profiles.nvml import GpuInfo, query_nvml
+from profiles.user_errors import CorralError
 
 GPU_KEYS = tuple(f.name for f in dataclasses.fields(GpuInfo))
 """The keys of each object in the snapshot's ``gpus`` list."""

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -193,7 +193,7 @@ def _toml_value(value: object) -> str:
 def profile_to_toml(profile: Profile) -> str:
     """The profile as a flat TOML document (a None ``max_batch`` is left out)."""
     lines = [
-        "# corral benchmark profile (python -m trainer.profile --save)",
+        "# corral benchmark profile (python -m trainer.profile_model --save)",
         f"format = {FORMAT_VERSION}",
     ]
     for key, value in profile.to_dict().items():
@@ -309,7 +309,7 @@ def find_profile(
         root=root,
     )
     wanted = f"torch {torch_version}, {threads} threads, slowdown {slowdown:g}"
-    remedy = f"run `python -m trainer.profile --model {model} --save` on {host}"
+    remedy = f"run `python -m trainer.profile_model --model {model} --save` on {host}"
     if not path.is_file():
         others = _alternatives(path.parent, host, device_name, model)
         detail = f"; stored ones differ ({'; '.join(others)})" if others else ""

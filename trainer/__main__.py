@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 from trainer.config import parse_config
 
 

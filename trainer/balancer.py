@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from trainer.balancer_fit import RankTimes
 from trainer.balancer_passes import measured_seconds, min_max_costs, pass_costs, passes, per_pass
 from trainer.balancer_solve import (

@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 
 __all__ = [
     "LinearFit",

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step-(\d+)\.pt$")

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from trainer.balancer import Balancer
 from trainer.checkpoint import (
     CheckpointError,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from trainer import flags
 from trainer.config_training import check_training, check_training_world
 from trainer.flag_types import float_list

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from trainer.settings import LR_SCHEDULES, PRECISIONS
 
 __all__ = ["LR_SCHEDULES", "PRECISIONS"]  # re-exported until remote imports trainer.settings

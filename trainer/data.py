@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 
 CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
                  "data_batch_5", "test_batch", "batches.meta")

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from profiles import host
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 
 
 @dataclass(frozen=True, kw_only=True)

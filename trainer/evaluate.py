@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import default_collate
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from trainer.accumulate import autocast, sync_buffers
 from trainer.balancer import round_split
 from trainer.dist import print0

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar, Literal
 
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 
 SCHEMA_VERSION = 1
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, Field, fields, is_dataclass
 from typing import Any
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from trainer.flag_types import NO_LIMIT, value_kind
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 
 NormFactory = Callable[[int], nn.Module]
 

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from profiles.errors import CorralError, UsageError
+from profiles.user_errors import CorralError, UsageError
 from trainer.accumulate import ShareRunner
 from trainer.balancer import Balancer, BalancerConfig
 from trainer.balancer_passes import passes

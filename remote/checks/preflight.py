@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 from remote.api import CheckItem, CheckReport
 from remote.checks import run_root
 from remote.checks.rendezvous_port import (

@@ -16,7 +16,7 @@ import shlex
 from collections.abc import AsyncIterator
 from typing import Any
 
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 from remote.api import CheckItem
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.hosts.interpreter import python_label, python_word

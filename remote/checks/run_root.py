@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 from remote.api import CheckItem
 from remote.hosts.transport import shell_path
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 
 
 @dataclass(frozen=True, kw_only=True)

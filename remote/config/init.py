@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from remote.config.rules import NAME_RE
 
 HEADER = """\

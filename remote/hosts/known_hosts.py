@@ -20,7 +20,7 @@ from pathlib import Path
 
 import asyncssh
 
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 
 
 class KnownHostsError(CorralError):

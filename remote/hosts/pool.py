@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.hosts.ssh import SshTransport, connect
 from remote.hosts.transport import LocalTransport, Transport

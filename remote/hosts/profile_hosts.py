@@ -1,7 +1,7 @@
 """``corral profile``: benchmark the configured model on every host and store the profiles.
 
 The code is pushed first (the same content-addressed push as a run), then every host runs
-``python -m trainer.profile --model <model> --threads <threads> --slowdown <slowdown> --json
+``python -m trainer.profile_model --model <model> --threads <threads> --slowdown <slowdown> --json
 --save``: the profile is saved in the host's profile store, where the trainer's proportional
 and dynamic policies find it, and printed as JSON for the table. Hosts on different machines
 run at once; hosts that share a machine (``local`` ones, or one address named twice) run one
@@ -16,7 +16,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.hosts.interpreter import python_word
 from remote.hosts.pool import HostPool
@@ -55,7 +55,7 @@ def profile_command(host: HostSection, model: str, digest: str) -> str:
     flags = " ".join(shlex.quote(a) for a in args)
     return (f"cd {shell_path(code_dir(host.workdir, digest))} && "
             f"{env_prefix(host.env)}PYTHONPATH=\"$PWD\" {python_word(host)} "
-            f"-m trainer.profile {flags}")
+            f"-m trainer.profile_model {flags}")
 
 
 def _json_object(stdout: str) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from profiles.errors import CorralError, UsageError
+from profiles.user_errors import CorralError, UsageError
 from remote.checks.preflight import PROBE_PY
 from remote.checks.rendezvous_port import last_json
 from remote.checks.task_packages import needed_packages

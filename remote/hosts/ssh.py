@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncssh
 
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig, HostSection, SshSection
 from remote.hosts.known_hosts import host_pattern, read_known_hosts, recorded_keys, replace_host_key
 from remote.hosts.transport import (

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 from remote.config.cluster import HostSection
 
 STDERR_TAIL_CHARS = 600

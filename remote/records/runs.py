@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from profiles.errors import CorralError, UsageError
+from profiles.user_errors import CorralError, UsageError
 from remote.api import StopReport
 from remote.checks.run_root import LOCAL, DiskFull
 from remote.config.cluster import ClusterConfig

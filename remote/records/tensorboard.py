@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from remote.records.history import Recorded, read_lines
 from remote.run.stream import COLLECTED, LOCK_FILE, CollectedCopy
 from trainer.events import EVAL_METRICS, EventFormatError, RebalanceEvent, event_from_dict

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from profiles.errors import CorralError, UsageError
+from profiles.user_errors import CorralError, UsageError
 from remote.api import (
     FINAL_RUN_STATES,
     CheckReport,

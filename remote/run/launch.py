@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 from remote.checks.run_root import DiskFull
 from remote.config.cluster import ClusterConfig, HostSection, RunSection
 from remote.hosts.interpreter import python_word

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 import time
 
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
 from remote.hosts.pool import HostPool
 from remote.hosts.transport import shell_path

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.run.cpu_placement import HostCpuPlan, host_plans
 from remote.run.launch import LaunchFacts, interface_for, node_address, nproc_for

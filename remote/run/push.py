@@ -17,7 +17,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 from remote.hosts.transport import Transport, shell_path
 from remote.run.task_code import USER_CODE_DIR
 

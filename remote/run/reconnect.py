@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 from remote.api import HostStatus
 from remote.hosts.pool import HostPool
 from remote.run.stream import CollectedCopy, TailItem, tail_host

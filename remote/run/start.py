@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 from remote.api import CheckReport, HostStatus, LogLine, RunEvent, RunStatus
 from remote.checks.preflight import HostFacts, check_and_plan
 from remote.config.cluster import ClusterConfig, HostSection

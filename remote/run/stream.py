@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 from remote.api import LogLine, RankEvent, RunEvent
 from remote.hosts.interpreter import python_word
 from remote.hosts.ssh import ConnectionLost

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from trainer.config import BUILTIN_TASKS, split_task_spec
 
 USER_CODE_DIR = "usercode"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from console_helpers import make_app, screen_text, settle, wait_for
 
 from console.widgets.modals import CheckReportScreen, ConfirmScreen, HelpScreen, QuitScreen
-from profiles.errors import CorralError, UsageError
+from profiles.user_errors import CorralError, UsageError
 from remote.api import CheckItem, CheckReport, RankEvent, RunStatus
 from tests.fake_runs import FakeController, ScriptItem, scripted_run
 from trainer.events import StepEvent

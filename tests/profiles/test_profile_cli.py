@@ -1,4 +1,4 @@
-"""`python -m trainer.profile`: benchmark a real model, print it, store it for the trainer."""
+"""`python -m trainer.profile_model`: benchmark a real model, print it, store it for the trainer."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from profiles.store import find_profile
-from trainer.profile import main
+from trainer.profile_model import main
 
 FAST = ["--model", "simple_cnn", "--device", "cpu", "--threads", "1", "--batches", "2,16",
         "--warmup", "1", "--repeats", "2"]

@@ -67,7 +67,7 @@ def test_round_trip_without_max_batch_and_odd_floats(tmp_path: Path) -> None:
 def test_missing_profile_says_how_to_make_one(tmp_path: Path) -> None:
     found, reason = lookup(make_profile(), tmp_path)
     assert found is None
-    assert "no profile" in reason and "python -m trainer.profile --model resnet18" in reason
+    assert "no profile" in reason and "python -m trainer.profile_model --model resnet18" in reason
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from profiles.errors import UsageError
 from profiles.sampler import ResourceSample, ResourceSampler
+from profiles.user_errors import UsageError
 
 
 def wait_for_sample(sampler: ResourceSampler, deadline_s: float = 10.0) -> ResourceSample:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from remote.config.cluster import (
     ClusterConfig,
     ClusterSection,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import remote.run.controller
-from profiles.errors import CorralError
+from profiles.user_errors import CorralError
 from remote.api import HostStatus, LogLine, RankEvent, RunEvent, RunStatus
 from remote.records.runs import RunInfo, read_run_info, write_run_info
 from remote.run.controller import SshRunController

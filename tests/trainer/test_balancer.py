@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from trainer.balancer import (
     Balancer,
     BalancerConfig,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from trainer.balancer import (
     LinearFit,
     equal_split,

@@ -9,7 +9,7 @@ import pytest
 from lm_fixtures import TinyLM, lm_flags, make_tiny_lm
 from trainer_runs import check, events, launch, of_kind
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from lm_fixtures import TinyLM, make_tiny_lm
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from trainer.tasks.lm_data import (
     IGNORE,
     PackedSequences,

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from trainer.dist import rank_info
 
 

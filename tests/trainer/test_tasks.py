@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from trainer.checkpoint import list_checkpoints
 from trainer.checkpointer import Checkpointer, RunState, load_model_state, model_state
 from trainer.config import TrainConfig

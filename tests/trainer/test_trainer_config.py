@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from trainer_runs import REPO, launch, rank_env
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from trainer.config import SlowdownChange, TrainConfig, build_parser, check_world, parse_config
 
 

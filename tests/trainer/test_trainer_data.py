@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from trainer.data import GlobalBatchOrder, build_dataset, load_cifar, synthetic_image
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from trainer_runs import check, events, launch, of_kind
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from trainer.dist import choose_backend, choose_device
 
 

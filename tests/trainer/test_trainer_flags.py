@@ -9,7 +9,7 @@ from typing import Literal
 
 import pytest
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from trainer import flags
 from trainer.config import SlowdownChange, TrainConfig, build_parser, parse_config
 from trainer.settings import setting

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from trainer_runs import REPO, rank_env
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from remote.config.cluster import ConfigError, HostSection, RunSection, parse_cluster
 from remote.run.launch import LaunchPlan, trainer_flags
 from remote.run.plan import HostPlan

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 from trainer.data import build_dataset
 from trainer.models import build_model
 from trainer.tasks import Task

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 
 IGNORE = -100
 """The label of a token that is not predicted (cross_entropy's ignore_index)."""

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from profiles.errors import CorralError, UsageError
+from profiles.user_errors import CorralError, UsageError
 from trainer.config import TrainConfig, split_task_spec
 from trainer.tasks import BUILTIN_TASKS, Task
 from trainer.tasks.image import SYNTHETIC_EVAL_SAMPLES

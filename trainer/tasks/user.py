@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from profiles.errors import UsageError
+from profiles.user_errors import UsageError
 
 
 def load_builder(path: Path, function: str) -> Any:

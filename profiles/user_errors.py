@@ -1,7 +1,8 @@
-"""The root of every error corral reports to a user.
+"""corral's user-facing errors: ``CorralError`` (a problem the user can fix) and ``UsageError``.
 
-It lives in the lowest layer (``profiles``) so that every package, including the ones pushed
-to the hosts, can raise it without importing anything above itself.
+Every error corral reports to a user without a traceback is one of these. The module lives in
+the lowest layer (``profiles``) only so that every package, including the ones pushed to the
+hosts, can raise it without importing anything above itself; it is not about profiles.
 """
 
 from __future__ import annotations

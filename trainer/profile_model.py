@@ -1,6 +1,6 @@
 """Benchmark one model on this host and store the profile the balancer starts from.
 
-    python -m trainer.profile --model resnet18 [--device cpu|cuda:N] [--threads T]
+    python -m trainer.profile_model --model resnet18 [--device cpu|cuda:N] [--threads T]
         [--slowdown S] [--batches 8,16,32] [--json] [--save] [--store DIR]
 
 The step timed is the trainer's compute phase, solo (no DDP): forward + backward of the model
@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from profiles.bench import BenchConfig, StepFn, benchmark
-from profiles.errors import CorralError, UsageError
 from profiles.store import Profile, save_profile
+from profiles.user_errors import CorralError, UsageError
 from trainer.models import build_model
 from trainer.slowdown import emulate_slowdown
 
@@ -152,9 +152,9 @@ def _slowdown(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m trainer.profile``."""
+    """The command line of ``python -m trainer.profile_model``."""
     parser = argparse.ArgumentParser(
-        prog="python -m trainer.profile",
+        prog="python -m trainer.profile_model",
         description="Benchmark a model's forward+backward at several local batch sizes on this "
         "host, fit step time t(b) = a + c*b, find the largest batch, and optionally store it.",
     )
