@@ -136,6 +136,11 @@ class CapacityEvent:
     """Per-rank largest pass: ``--micro-batch`` lowered to a stored profile's memory cap."""
 
 
+MEASURE_AFTER_STEPS = 5
+"""A rebalance's measured gain (the report's and the console's) is taken over this many steps
+after it applies."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class RebalanceEvent:
     """Rank 0: the balancer changed the split; it applies from ``step`` on every rank."""
@@ -175,6 +180,8 @@ class ResourceEvent:
 
 EVAL_METRICS = ("loss", "accuracy", "perplexity")
 """The fields of an ``eval`` event that are metrics (the others say what was evaluated)."""
+LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "error")
+"""Eval metrics whose name contains one of these are best when lowest (others when highest)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,7 +1,8 @@
 """The balancer's decisions as the console keeps them: each with its measured gain, once known.
 
-A decision predicts a gain; the model measures it over the ``MEASURE_AFTER_STEPS`` steps after
-it applied: 1 - (mean slowest-rank compute time then) / (slowest rank's compute time before).
+A decision predicts a gain; the model measures it as the report does (``remote.records.summary``),
+over the ``MEASURE_AFTER_STEPS`` steps after it applied: 1 - (mean slowest-rank compute time
+then) / (slowest rank's compute time before).
 """
 
 from __future__ import annotations
@@ -10,10 +11,8 @@ import statistics
 from collections import deque
 
 from console.model.records import Decision
-from trainer.events import RebalanceEvent, StepEvent
+from trainer.events import MEASURE_AFTER_STEPS, RebalanceEvent, StepEvent
 
-MEASURE_AFTER_STEPS = 5
-"""A balancer decision's measured gain is taken over this many steps after it applies."""
 DECISIONS_KEPT = 200
 """Balancer decisions kept in the log."""
 

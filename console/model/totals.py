@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trainer.events import EVAL_METRICS, EvalEvent, StartEvent, StepEvent, TrainerEvent
+from trainer.events import (
+    EVAL_METRICS,
+    LOWER_IS_BETTER,
+    EvalEvent,
+    StartEvent,
+    StepEvent,
+    TrainerEvent,
+)
 
 CURVE_POINTS = 4000
 """Loss points kept for the chart; past that every other point is dropped (the chart shows at
@@ -95,7 +102,7 @@ class RunTotals:
             value = getattr(event, name)
             if value is None:
                 continue
-            lower = any(word in name for word in ("loss", "perplexity", "ppl", "error"))
+            lower = any(word in name for word in LOWER_IS_BETTER)
             self.evals.setdefault(name, Curve(lower_is_better=lower)).add(event.step,
                                                                            float(value))
 

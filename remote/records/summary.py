@@ -15,14 +15,16 @@ from typing import Any
 
 from remote.records.history import Recorded, RunHistory
 from remote.records.series import RunSeries, StepRow, collect_steps
-from trainer.events import EndEvent, RebalanceEvent, StartEvent
+from trainer.events import (
+    LOWER_IS_BETTER,
+    MEASURE_AFTER_STEPS,
+    EndEvent,
+    RebalanceEvent,
+    StartEvent,
+)
 
 SCHEMA_VERSION = 1
 """Version of the ``corral report --json`` object; bumped when a field is removed or renamed."""
-MEASURE_AFTER_STEPS = 5
-"""A balancer move's measured gain is taken over this many steps after it applies."""
-LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "error")
-"""Eval metrics whose name contains one of these are best when lowest (others when highest)."""
 
 
 @dataclass(frozen=True, kw_only=True)

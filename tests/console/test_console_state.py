@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from console.model.decisions import MEASURE_AFTER_STEPS
 from console.model.run import RunModel
 from remote.api import CheckItem, CheckReport, HostStatus, LogLine, RankEvent, RunStatus
 from tests.fake_runs import FakeHost, events_only, scripted_run
 from trainer.events import (
+    MEASURE_AFTER_STEPS,
     CapacityEvent,
     EndEvent,
     RebalanceEvent,
