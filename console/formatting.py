@@ -72,12 +72,12 @@ def fmt_duration(seconds: float | None) -> str:
     """``42s``, ``3m05s``, ``2h07m``."""
     if seconds is None:
         return "—"
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 def bar(fraction: float, width: int) -> str:

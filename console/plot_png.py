@@ -57,10 +57,10 @@ def write_plot(path: Path, runs: Sequence[tuple[RunSummary, RunSeries]]) -> Path
             axis.legend(fontsize="small")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=100)
+    partial = path.with_name(f".{path.name}.tmp.png")  # renamed once whole: never half a file
+    figure.savefig(partial, dpi=100)
     plt.close(figure)
-    tmp.replace(path)
+    partial.replace(path)
     return path
 
 

@@ -73,7 +73,7 @@ def facts(summary: RunSummary) -> Table:
     table.add_column()
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(summary.started))
     total = f"/{summary.total_steps}" if summary.total_steps else ""
-    rows = [
+    labelled = [
         ("cluster", f"{summary.cluster} · hosts {', '.join(summary.hosts)}"),
         ("training", f"{summary.model or '?'} on {summary.dataset or '?'} · global batch "
                      f"{summary.global_batch or '?'} · policy {summary.policy or '?'}"),
@@ -86,14 +86,14 @@ def facts(summary: RunSummary) -> Table:
                        f"{fmt_rate(summary.ideal_samples_per_s)} samples/s"),
         ("loss", fmt_metric(summary.loss)),
     ]
-    rows += [(f"eval {name}", fmt_metric(metric)) for name, metric in summary.eval.items()]
+    labelled += [(f"eval {name}", fmt_metric(metric)) for name, metric in summary.eval.items()]
     if summary.final_lr is not None:
-        rows.append(("final lr", f"{summary.final_lr:.4g}"))
-    rows.append(("balancer", f"{len(summary.moves)} move(s)"))
-    rows.append(("restarts", f"{summary.restarts}, {fmt_duration(summary.lost_s)} lost to "
+        labelled.append(("final lr", f"{summary.final_lr:.4g}"))
+    labelled.append(("balancer", f"{len(summary.moves)} move(s)"))
+    labelled.append(("restarts", f"{summary.restarts}, {fmt_duration(summary.lost_s)} lost to "
                              "stops and restarts"))
-    for key, value in rows:
-        table.add_row(key, Text(value))
+    for label, value in labelled:
+        table.add_row(label, Text(value))
     return table
 
 
@@ -125,8 +125,9 @@ def charts(series: RunSeries, width: int, height: int = 10) -> list[RenderableTy
     """Loss (with eval) and throughput (with its ideal) over steps, as terminal charts."""
     loss_lines = [Line("loss", series.loss, LOSS_STYLE)]
     for name, points in series.eval.items():
-        at = dict(points)
-        loss_lines.append(Line(f"eval {name}", [at.get(s) for s in series.steps], EVAL_STYLE))
+        value_at_step = dict(points)
+        loss_lines.append(Line(f"eval {name}", [value_at_step.get(step) for step in series.steps],
+                               EVAL_STYLE))
     rate_lines = [Line("samples/s", series.samples_per_s, RATE_STYLE),
                   Line("ideal", series.ideal, IDEAL_STYLE)]
     out: list[RenderableType] = []

@@ -68,13 +68,13 @@ def _grid(lines: Sequence[Line], width: int, height: int, low: float, high: floa
           ) -> tuple[list[list[int]], list[list[str]]]:
     bits = [[0] * width for _ in range(height)]
     styles = [[""] * width for _ in range(height)]
-    rows = height * 4
+    dot_rows = height * 4  # a braille cell is 4 dots high and 2 wide
     for line in lines:
         for x, value in enumerate(_columns(line.values, width * 2)):
             if value is None:
                 continue
-            level = round((value - low) / (high - low) * (rows - 1))
-            y = rows - 1 - max(0, min(rows - 1, level))
+            level = round((value - low) / (high - low) * (dot_rows - 1))
+            y = dot_rows - 1 - max(0, min(dot_rows - 1, level))
             cell_y, cell_x = y // 4, x // 2
             bits[cell_y][cell_x] |= _DOTS[x % 2][y % 4]
             styles[cell_y][cell_x] = line.style
@@ -111,9 +111,9 @@ def chart(lines: Sequence[Line], xs: Sequence[int], width: int, height: int) -> 
                         style=styles[row][col])
         out.append(text)
     out.append(Text(" " * label_width + "└" + "─" * plot_width, style=AXIS_STYLE))
-    first, last = f"step {xs[0]}", str(xs[-1])
-    gap = max(1, width - label_width - len(first) - len(last))
-    out.append(Text(" " * label_width + first + " " * gap + last, style=AXIS_STYLE))
+    first_step, last_step = f"step {xs[0]}", str(xs[-1])
+    gap = max(1, width - label_width - len(first_step) - len(last_step))
+    out.append(Text(" " * label_width + first_step + " " * gap + last_step, style=AXIS_STYLE))
     return out
 
 

@@ -42,12 +42,13 @@ def split_row(model: RunModel, index: int, width: int) -> Text:
                  (str(share), 5, "right"))
 
 
-def shares(values: Sequence[int]) -> str:
+def split_text(split: Sequence[int]) -> str:
     """``20/20/20``."""
-    return "/".join(str(v) for v in values)
+    return "/".join(str(share) for share in split)
 
 
-def _gain(text: Text, gain: float | None) -> None:
+def _append_gain(text: Text, gain: float | None) -> None:
+    """The measured gain, or ``…`` while the steps that measure it have not run."""
     if gain is None:
         text.append("…", style="grey50")
     else:
@@ -60,14 +61,14 @@ def decision_row(decision: Decision, width: int = 100) -> Text:
     narrow = width < 60
     if narrow:
         text = Text(f"{decision.step}: ", style="bold")
-        text.append(f"→{shares(decision.split)}")
+        text.append(f"→{split_text(decision.split)}")
     else:
         text = Text(f"step {decision.step:<5}", style="bold")
-        text.append(f"{shares(decision.previous)} → {shares(decision.split)}")
+        text.append(f"{split_text(decision.previous)} → {split_text(decision.split)}")
     text.append(" pred " if narrow else "  pred ")
     text.append(fmt_percent(decision.predicted_gain, signed=True), style="yellow")
     text.append(" meas " if narrow else "  meas ")
-    _gain(text, decision.measured_gain)
+    _append_gain(text, decision.measured_gain)
     text.append(f"  {decision.reason}", style="grey50")
     return text
 
@@ -84,11 +85,11 @@ class BalancerPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(policy_line(self.model), id="policy")
-        yield LinesView(count=lambda: len(self.model.split),
-                        line=lambda i, w: split_row(self.model, i, w),
+        yield LinesView(row_count=lambda: len(self.model.split),
+                        row_text=lambda i, w: split_row(self.model, i, w),
                         signature=lambda: self.model.split, id="split")
-        yield LinesView(count=lambda: len(self.model.decisions),
-                        line=lambda i, w: decision_row(self.model.decisions[i], w),
+        yield LinesView(row_count=lambda: len(self.model.decisions),
+                        row_text=lambda i, w: decision_row(self.model.decisions[i], w),
                         follow=True, signature=self._decisions_signature, id="decisions")
 
     def _decisions_signature(self) -> object:

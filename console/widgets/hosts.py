@@ -47,11 +47,11 @@ STATUS_MIN_WIDTH = 14
 def visible_columns(width: int) -> tuple[Column, ...]:
     """The columns that fit ``width`` cells next to a status column of useful width."""
     keep = list(COLUMNS)
-    for victim in sorted(COLUMNS, key=lambda c: -c.priority):
+    for dropped in sorted(COLUMNS, key=lambda c: -c.priority):
         used = sum(c.width + 1 for c in keep)
-        if used + STATUS_MIN_WIDTH <= width or victim.priority == 0:
+        if used + STATUS_MIN_WIDTH <= width or dropped.priority == 0:
             break
-        keep.remove(victim)
+        keep.remove(dropped)
     return tuple(keep)
 
 
@@ -112,17 +112,17 @@ class HostsPanel(LinesView):
     """Every rank's host, device, batch, throughput, compute share, resources and status."""
 
     def __init__(self, model: RunModel, *, id: str | None = None) -> None:
-        super().__init__(count=lambda: len(model.rows()),
-                         line=lambda i, w: render_row(model.rows()[i], w),
-                         header=render_header, id=id)
+        super().__init__(row_count=lambda: len(model.rows()),
+                         row_text=lambda i, w: render_row(model.rows()[i], w),
+                         header_text=render_header, id=id)
         self.model = model
         self.border_title = "Hosts & ranks"
         self._subtitle_shown = ""
 
     def sync(self) -> None:
-        rows = self.model.rows()
-        ranks = sum(1 for r in rows if r.rank is not None)
-        hosts = len({r.host for r in rows})
+        views = self.model.rows()
+        ranks = sum(1 for view in views if view.rank is not None)
+        hosts = len({view.host for view in views})
         subtitle = f"{hosts} hosts · {ranks} ranks" + (
             " · run averages" if self.model.finished else "")
         if subtitle != self._subtitle_shown:  # setting it repaints the whole panel

@@ -23,18 +23,21 @@ class LinesView(ScrollView):
     """
 
     def __init__(
-        self, *, count: Callable[[], int], line: Callable[[int, int], Text],
-        header: Callable[[int], Text] | None = None, follow: bool = False,
+        self, *, row_count: Callable[[], int], row_text: Callable[[int, int], Text],
+        header_text: Callable[[int], Text] | None = None, follow: bool = False,
         signature: Callable[[], object] | None = None,
         id: str | None = None, classes: str | None = None,
     ) -> None:
         super().__init__(id=id, classes=classes)
-        self._count = count
-        self._line = line
-        self._header = header
+        self._row_count = row_count
+        """How many rows there are now."""
+        self._row_text = row_text
+        """Row ``index``'s text at ``width`` cells."""
+        self._header_text = header_text
+        """The fixed first line at ``width`` cells (None: no header line)."""
         self._signature = signature
         """What the rows depend on: ``sync`` redraws only when it (or the size) changed."""
-        self._drawn: object = None
+        self._drawn_signature: object = None
         self.follow = follow
         """Keep the newest (last) row in view as rows are added."""
         self._pass_style: Style | None = None
@@ -46,12 +49,12 @@ class LinesView(ScrollView):
         """Pick up a changed row count and redraw the visible rows that changed."""
         if self._signature is not None:
             drawn = (self._signature(), self.size, self.follow)
-            if drawn == self._drawn:
+            if drawn == self._drawn_signature:
                 return
-            self._drawn = drawn
-        rows = self._count() + (1 if self._header else 0)
+            self._drawn_signature = drawn
+        line_count = self._row_count() + (1 if self._header_text else 0)
         width = self.scrollable_content_region.width
-        size = Size(width, rows)
+        size = Size(width, line_count)
         if self.virtual_size != size:
             self._set_virtual_size(size)
         if self.follow:
@@ -83,14 +86,14 @@ class LinesView(ScrollView):
     def _text_at(self, y: int, view: tuple[int, Size, Size]) -> Text | None:
         """The text of screen line ``y`` (None past the last row)."""
         width = self.scrollable_content_region.width
-        if self._header is not None:
+        if self._header_text is not None:
             if y == 0:
-                return self._header(width)
+                return self._header_text(width)
             y -= 1
         index = view[0] + y
-        if index < 0 or index >= self._count():
+        if index < 0 or index >= self._row_count():
             return None
-        return self._line(index, width)
+        return self._row_text(index, width)
 
     def _set_virtual_size(self, size: Size) -> None:
         """Take a new row count, skipping the screen's layout pass when it cannot move anything.

@@ -53,9 +53,9 @@ class LogsPanel(Vertical):
         self._subtitle_shown = ""
 
     def compose(self) -> ComposeResult:
-        yield LinesView(count=lambda: len(self.shown), line=lambda i, w: log_row(self.shown[i]),
-                        follow=True, signature=lambda: (self._seen, self.pattern),
-                        id="log-lines")
+        yield LinesView(row_count=lambda: len(self.shown),
+                        row_text=lambda i, w: log_row(self.shown[i]), follow=True,
+                        signature=lambda: (self._seen, self.pattern), id="log-lines")
         filter_input = Input(placeholder="filter (substring, Enter to keep, Esc to close)",
                              id="log-filter")
         filter_input.display = False
@@ -71,10 +71,10 @@ class LogsPanel(Vertical):
 
     def open_filter(self) -> None:
         """Show the filter input and focus it (``/``)."""
-        box = self.query_one(Input)
-        box.display = True
-        box.value = self.pattern
-        box.focus()
+        filter_input = self.query_one(Input)
+        filter_input.display = True
+        filter_input.value = self.pattern
+        filter_input.focus()
 
     def set_filter(self, pattern: str) -> None:
         """Show only the lines containing ``pattern`` (case-insensitive); "" shows all."""
@@ -91,9 +91,9 @@ class LogsPanel(Vertical):
         view.sync()
 
     def action_close_filter(self) -> None:
-        box = self.query_one(Input)
-        if box.display:
-            box.display = False
+        filter_input = self.query_one(Input)
+        if filter_input.display:
+            filter_input.display = False
             self.focus_lines()
 
     @on(Input.Changed, "#log-filter")
@@ -107,10 +107,10 @@ class LogsPanel(Vertical):
 
     def sync(self) -> None:
         """Take in the lines added since the last sync."""
-        new = min(self.model.logs_total - self._seen, len(self.model.logs))
+        added = min(self.model.logs_total - self._seen, len(self.model.logs))
         self._seen = self.model.logs_total
-        if new > 0:
-            fresh = list(itertools.islice(reversed(self.model.logs), new))
+        if added > 0:
+            fresh = list(itertools.islice(reversed(self.model.logs), added))
             self.shown.extend(e for e in reversed(fresh) if matches(e, self.pattern))
             if len(self.shown) > 2 * LOG_LINES:
                 del self.shown[:-LOG_LINES]

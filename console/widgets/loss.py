@@ -18,8 +18,8 @@ def loss_lines(model: RunModel) -> tuple[list[Line], list[int]]:
     steps = [step for step, _ in points]
     lines = [Line("loss", [value for _, value in points], LOSS_STYLE)]
     for index, (name, curve) in enumerate(sorted(model.totals.evals.items())):
-        at = dict(curve.points)
-        lines.append(Line(f"eval {name}", [at.get(step) for step in steps],
+        value_at_step = dict(curve.points)
+        lines.append(Line(f"eval {name}", [value_at_step.get(step) for step in steps],
                           EVAL_STYLES[index % len(EVAL_STYLES)]))
     return lines, steps
 
@@ -45,7 +45,7 @@ class LossPanel(LinesView):
     """The loss curve filling the panel, its newest and best value on the first line."""
 
     def __init__(self, model: RunModel, *, id: str | None = None) -> None:
-        super().__init__(count=lambda: self.size.height, line=self._line,
+        super().__init__(row_count=lambda: self.size.height, row_text=self._panel_line,
                          signature=self._signature, id=id)
         self.model = model
         self.border_title = "Loss"
@@ -58,7 +58,7 @@ class LossPanel(LinesView):
         return (totals.loss.last, len(totals.loss.points),
                 tuple((name, c.last) for name, c in totals.evals.items()))
 
-    def _line(self, index: int, width: int) -> Text:
+    def _panel_line(self, index: int, width: int) -> Text:
         key = (self._signature(), width, self.size.height)
         if key != self._lines_key:
             self._lines_key = key

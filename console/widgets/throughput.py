@@ -15,10 +15,11 @@ from console.widgets.lines_view import LinesView
 
 MEASURED_STYLE = "green"
 IDEAL_STYLE = "yellow"
-_FILL = " ▁▂▃▄▅▆▇█"
+_EIGHTHS = " ▁▂▃▄▅▆▇█"
+"""A cell filled from the bottom, by eighths (0: empty, 8: full)."""
 
 
-def summary(model: RunModel, width: int = 80) -> Text:
+def summary_line(model: RunModel, width: int = 80) -> Text:
     """``812 samples/s  ideal 950  efficiency 85%`` (``812/s  ideal 950/s ...`` when narrow)."""
     unit = " samples/s" if width >= 42 else "/s"
     text = Text("mean " if model.finished else "")  # a whole run's average, once it ended
@@ -31,7 +32,7 @@ def summary(model: RunModel, width: int = 80) -> Text:
     return text
 
 
-def chart(points: Sequence[ThroughputPoint], width: int, height: int) -> list[Text]:
+def chart_lines(points: Sequence[ThroughputPoint], width: int, height: int) -> list[Text]:
     """Measured throughput as bars (one column per step, newest right), ideal as a line."""
     if width <= 0 or height <= 0:
         return []
@@ -40,23 +41,22 @@ def chart(points: Sequence[ThroughputPoint], width: int, height: int) -> list[Te
         return [Text(" " * width) for _ in range(height)]
     top = max(max(p.samples_per_s for p in points),
               max((p.ideal or 0.0) for p in points)) * 1.05 or 1.0
-    levels = height * 8
-    bars = [round(p.samples_per_s / top * levels) for p in points]
+    bar_eighths = [round(p.samples_per_s / top * height * 8) for p in points]
     ideal_rows = [None if p.ideal is None else min(height - 1, int(p.ideal / top * height))
                   for p in points]
     lines = []
     for row in range(height - 1, -1, -1):
-        cells_ = []
-        ideal_at = []
-        for x, (value, ideal_row) in enumerate(zip(bars, ideal_rows, strict=True)):
-            fill = max(0, min(8, value - row * 8))
+        glyphs = []
+        ideal_columns = []
+        for x, (eighths, ideal_row) in enumerate(zip(bar_eighths, ideal_rows, strict=True)):
+            fill = max(0, min(8, eighths - row * 8))
             if fill == 0 and ideal_row == row:
-                cells_.append("─")
-                ideal_at.append(x)
+                glyphs.append("─")
+                ideal_columns.append(x)
             else:
-                cells_.append(_FILL[fill])
-        line = Text("".join(cells_).ljust(width), style=MEASURED_STYLE)
-        for x in ideal_at:
+                glyphs.append(_EIGHTHS[fill])
+        line = Text("".join(glyphs).ljust(width), style=MEASURED_STYLE)
+        for x in ideal_columns:
             line.stylize(IDEAL_STYLE, x, x + 1)
         lines.append(line)
     return lines
@@ -68,7 +68,7 @@ class ThroughputChart(LinesView):
     DEFAULT_CSS = "ThroughputChart { height: 2fr; min-height: 3; overflow-y: hidden; }"
 
     def __init__(self, model: RunModel, *, id: str | None = None) -> None:
-        super().__init__(count=lambda: self.size.height, line=self._chart_line,
+        super().__init__(row_count=lambda: self.size.height, row_text=self._chart_line,
                          signature=self._signature, id=id)
         self.model = model
         self._lines: list[Text] = []
@@ -84,7 +84,7 @@ class ThroughputChart(LinesView):
         key = (self._signature(), width, self.size.height)
         if key != self._lines_key:
             self._lines_key = key
-            self._lines = [summary(self.model, width), *chart(
+            self._lines = [summary_line(self.model, width), *chart_lines(
                 self.model.history, width, self.size.height - 1)]
         return self._lines[index].copy() if index < len(self._lines) else Text()
 
@@ -109,8 +109,8 @@ class ThroughputPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield ThroughputChart(self.model, id="throughput-chart")
-        yield LinesView(count=lambda: len(self.model.ranks),
-                        line=lambda i, w: spark_row(self.model, i, w), id="rank-sparks")
+        yield LinesView(row_count=lambda: len(self.model.ranks),
+                        row_text=lambda i, w: spark_row(self.model, i, w), id="rank-sparks")
 
     def sync(self) -> None:
         """Redraw from the model."""
