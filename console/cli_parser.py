@@ -103,7 +103,9 @@ def add_host_parsers(command: AddCommand) -> None:
     command("profile", "Benchmark the configured model on every host and store the profiles "
             "that the proportional and dynamic policies start from.")
     setup = command("setup", "Make hosts that have only Python able to run the trainer: "
-                    "run each host's own `setup` lines, then make a virtual environment in its "
+                    "run each host's own `setup` lines, install tcmalloc for faster CPU ranks "
+                    "where it is missing (as root or with password-less sudo), then make a "
+                    "virtual environment in its "
                     "workdir with the master's torch (the CUDA build where nvidia-smi shows a "
                     "driver, else the CPU build). Idempotent; the host's `python` can then be "
                     "left out of cluster.toml. Exit 1 if a host failed.")

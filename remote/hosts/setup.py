@@ -1,13 +1,17 @@
 """``corral setup``: make hosts that have only Python able to run the trainer.
 
 Per host, all hosts in parallel: the host's own ``setup`` lines first (each quoted, logged to
-``<workdir>/setup.log`` and shown; a failing line is named with its host and number), then a
-virtual environment at ``<workdir>/venv`` (``remote.hosts.interpreter``) with the master's torch
-version: the CUDA build where the host has NVIDIA GPUs (the driver version nvidia-smi reports
-picks the CUDA flavour), the CPU build elsewhere, plus what the pushed packages import besides
-torch and the packages the run's task needs (transformers and peft for ``causal_lm``). What
+``<workdir>/setup.log`` and shown; a failing line is named with its host and number), then
+tcmalloc for faster CPU ranks where the host's ``allocator`` would use it and it has neither
+tcmalloc nor jemalloc (``remote.hosts.allocator_setup``: as root or with password-less sudo;
+otherwise it says how, and the set-up goes on), then a virtual environment at
+``<workdir>/venv`` (``remote.hosts.interpreter``) with the master's torch version: the CUDA
+build where the host has NVIDIA GPUs (the driver version nvidia-smi reports picks the CUDA
+flavour), the CPU build elsewhere, plus what the pushed packages import besides torch and the
+packages the run's task needs (transformers and peft for ``causal_lm``). What
 was installed is recorded in ``<workdir>/venv/corral-setup.json``; a host whose
-record and environment already match is left alone ("nothing to change"), and so is a host
+record and environment already match (and that has its allocator, or wants none) is left
+alone ("nothing to change"), and so is a host
 whose cluster.toml entry names its ``python`` (that interpreter is the user's to manage).
 Hosts set up here run ``<workdir>/venv/bin/python`` when their ``python`` is left out.
 """
@@ -17,13 +21,14 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from profiles.user_errors import CorralError, UsageError
 from remote.checks.preflight import PROBE_PY
 from remote.checks.rendezvous_port import last_json
 from remote.checks.task_packages import needed_packages
 from remote.config.cluster import ClusterConfig, HostSection
+from remote.hosts.allocator_setup import found_script, install_script, outcome, wants_install
 from remote.hosts.interpreter import fallback_python, venv_dir, venv_python
 from remote.hosts.pool import HostPool
 from remote.hosts.sections import sectioned_script, split_sections
@@ -112,6 +117,7 @@ def probe_command(host: HostSection) -> str:
                 "2>&1",
         "state": f"cat {shell_path(venv_dir(host) + '/' + STATE_FILE)} 2>/dev/null",
         "venv_torch": f"{venv} -c {shlex.quote(version_py)} 2>/dev/null",
+        "allocator": found_script(host),
     })
 
 
@@ -171,9 +177,12 @@ async def setup_host(transport: Transport, torch_version: str, progress: Progres
     wanted = wanted_for(host, torch_version, sections.get("driver", ("", 1))[0], task_packages)
     recorded = last_json(sections.get("state", ("", 1))[0])
     installed = _installed_torch(sections.get("venv_torch", ("", 1))[0])
+    allocator = sections.get("allocator", ("", 1))[0]
     if recorded == wanted.record() and installed == wanted.torch:
-        return SetupResult(host=host.name, ok=True, changed=False,
-                           detail=f"nothing to change (torch {installed} in {venv_dir(host)})")
+        note = await _allocator_step(transport, allocator, progress)
+        return SetupResult(host=host.name, ok=True, changed=bool(note),
+                           detail=f"nothing to change (torch {installed} in {venv_dir(host)})"
+                           if not note else f"torch {installed} in {venv_dir(host)}; {note}")
     env = env_prefix(host.env)
     for number, line in enumerate(host.setup, start=1):
         status, out = await _run_logged(transport, f"{env}sh -c {shlex.quote(line)}", line,
@@ -182,7 +191,21 @@ async def setup_host(transport: Transport, torch_version: str, progress: Progres
             return SetupResult(host=host.name, ok=False, changed=True,
                                detail=f"setup line {number} ({line!r}) exited with status "
                                f"{status}: {out[-600:]}")
-    return await _make_venv(transport, wanted, progress)
+    note = await _allocator_step(transport, allocator, progress)
+    result = await _make_venv(transport, wanted, progress)
+    return replace(result, detail=f"{result.detail}; {note}") if note else result
+
+
+async def _allocator_step(transport: Transport, found: str, progress: Progress) -> str:
+    """Install tcmalloc when the host wants it and the probe ``found`` no allocator library;
+    the ``allocator: ...`` outcome, or "" when there was nothing to do."""
+    host = transport.host
+    if not wants_install(host, found):
+        return ""
+    command = f"{env_prefix(host.env)}sh -c {shlex.quote(install_script(host))}"
+    _, out = await _run_logged(transport, command, "install tcmalloc (faster CPU ranks)",
+                               progress, PIP_TIMEOUT_S)
+    return outcome(out)
 
 
 async def _make_venv(transport: Transport, wanted: Wanted, progress: Progress) -> SetupResult:

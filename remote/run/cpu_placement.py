@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from remote.api import CheckItem
 from remote.config.cluster import ClusterConfig, HostSection
+from remote.hosts.allocator_setup import setup_advice
 from trainer.placement import (
     ALLOCATOR_LIBS,
     PRELOADED,
@@ -29,16 +30,6 @@ from trainer.placement import (
     parse_cpulist,
     split_cores,
 )
-
-SETUP_PACKAGES: Mapping[str, tuple[str, ...]] = {
-    "apt-get": ("libtcmalloc-minimal4",),
-    "dnf": ("gperftools-libs",),
-    "yum": ("gperftools-libs",),
-    "zypper": ("libtcmalloc4",),
-    "apk": ("gperftools",),
-}
-"""System packages that give a host tcmalloc, per package manager (for ``corral setup`` and
-the check's advice)."""
 
 
 def _probe_script() -> str:
@@ -190,11 +181,6 @@ def host_plans(config: ClusterConfig, facts: Mapping[str, HostCpuFacts],
     return plans
 
 
-def _setup_advice() -> str:
-    return "; ".join(f"{tool} install {' '.join(p)}" for tool, p in
-                     list(SETUP_PACKAGES.items())[:2])
-
-
 def check_items(config: ClusterConfig, facts: Mapping[str, HostCpuFacts],
                 nprocs: Mapping[str, int], gpus: Mapping[str, int | None]) -> list[CheckItem]:
     """``allocator`` and ``cores`` items for every host that answered its probe."""
@@ -214,13 +200,13 @@ def _allocator_item(host: HostSection, choice: str, found: HostCpuFacts) -> Chec
         return CheckItem(
             host=host.name, name="allocator", ok=False,
             detail=f"allocator = {host.allocator!r}, but {host.name} has no lib{host.allocator}",
-            hint=f"install it on {host.name} ({_setup_advice()}), or set allocator = \"auto\" "
+            hint=f"install it on {host.name} ({setup_advice()}), or set allocator = \"auto\" "
                  f"in the [[hosts]] entry named {host.name!r} of cluster.toml")
     if choice in PRELOADED:
         detail = f"{choice} ({found.libraries[choice]}), preloaded into every rank"
     elif choice == "glibc":
         detail = ("glibc, tuned to keep freed memory (no tcmalloc or jemalloc here; "
-                  f"faster CPU ranks: {_setup_advice()})" if host.allocator == "auto"
+                  f"faster CPU ranks: {setup_advice()})" if host.allocator == "auto"
                   else "glibc, tuned to keep freed memory")
     else:
         detail = "glibc defaults (allocator = \"off\")"

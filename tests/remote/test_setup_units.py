@@ -1,11 +1,15 @@
 """What ``corral setup`` installs where: the CUDA flavour from the driver, the CPU build
-elsewhere (GPU facts are fakes: the driver version nvidia-smi would report)."""
+elsewhere (GPU facts are fakes: the driver version nvidia-smi would report), and tcmalloc
+where the host's ranks would use it (the package manager and ``id`` are fakes on PATH)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+from pathlib import Path
 
 from remote.config.cluster import HostSection
+from remote.hosts.allocator_setup import found_script, install_script, outcome, wants_install
 from remote.hosts.setup import cuda_flavour, probe_command, wanted_for
 
 
@@ -43,3 +47,64 @@ def test_the_runs_task_packages_are_installed_too() -> None:
     wanted = wanted_for(HostSection(name="c", address="c"), "2.13.0", "",
                         ("transformers>=4.40", "peft>=0.17"))
     assert wanted.packages[-2:] == ("transformers>=4.40", "peft>=0.17")
+
+
+SH = shutil.which("sh") or "/bin/sh"
+"""The shell, by path: the fake PATH holds only the fakes."""
+
+
+def _fake_host_tools(tmp_path: Path, uid: int) -> Path:
+    """A PATH with a fake ``id`` (user ``uid``) and a fake ``apt-get`` that logs its
+    arguments and, like a fresh host without package lists, installs only after ``update``."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tools = {
+        "id": f"#!/bin/sh\necho {uid}\n",
+        "apt-get": f"#!/bin/sh\necho \"$*\" >> '{tmp_path}/apt.log'\n"
+                   f"case \"$1\" in update) : > '{tmp_path}/lists';; "
+                   f"install) [ -e '{tmp_path}/lists' ];; esac\n",
+    }
+    for name, text in tools.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    (bin_dir / "env").symlink_to(shutil.which("env") or "/usr/bin/env")
+    return bin_dir
+
+
+def _install(host: HostSection, tmp_path: Path, bin_dir: Path, libraries: list[str]) -> str:
+    done = subprocess.run([SH, "-c", install_script(host, libraries)], capture_output=True,
+                          text=True, env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
+                          timeout=60)
+    assert done.returncode == 0, done.stderr  # never fails the set-up
+    return outcome(done.stdout)
+
+
+def test_setup_installs_tcmalloc_as_root_with_the_hosts_package_manager(tmp_path: Path) -> None:
+    host = HostSection(name="c", address="c")  # allocator = "auto"
+    line = _install(host, tmp_path, _fake_host_tools(tmp_path, 0), [str(tmp_path / "none.so")])
+    assert line == "allocator: tcmalloc installed with apt-get"
+    assert (tmp_path / "apt.log").read_text().splitlines() == [
+        "install -y -q libtcmalloc-minimal4", "update -q", "install -y -q libtcmalloc-minimal4"]
+
+
+def test_setup_without_root_says_how_and_installs_nothing(tmp_path: Path) -> None:
+    host = HostSection(name="c", address="c", allocator="tcmalloc")
+    line = _install(host, tmp_path, _fake_host_tools(tmp_path, 1000), [str(tmp_path / "x.so")])
+    assert line.startswith("allocator: no tcmalloc; installing it needs root")
+    assert "apt-get install libtcmalloc-minimal4" in line
+    assert not (tmp_path / "apt.log").exists()
+
+
+def test_setup_leaves_a_host_with_an_allocator_or_that_wants_none_alone(tmp_path: Path) -> None:
+    present = tmp_path / "libtcmalloc_minimal.so.4"
+    present.write_bytes(b"")
+    host = HostSection(name="c", address="c")
+    line = _install(host, tmp_path, _fake_host_tools(tmp_path, 0), [str(present)])
+    assert line == f"allocator: {present} is there" and not (tmp_path / "apt.log").exists()
+    found = subprocess.run(["sh", "-c", found_script(host, [str(tmp_path / "no.so"),
+                                                            str(present)])],
+                           capture_output=True, text=True, timeout=60).stdout
+    assert found.strip() == str(present) and not wants_install(host, found)
+    assert wants_install(host, "")
+    for setting in ("glibc", "off", "jemalloc"):
+        assert not wants_install(HostSection(name="c", address="c", allocator=setting), "")
