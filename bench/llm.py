@@ -5,9 +5,13 @@ At equal work: each corral rank trains its half of the global batch (``B/2`` seq
 step, and the plain loop trains ``B/2`` sequences per step in one process with the same thread
 count; per-rank tokens/s of corral is compared with the plain loop's tokens/s (target >= 0.95).
 The two alternate, round after round. Each round's time per step is the median over the steps
-after ``--skip`` (corral: rank 0's ``step_s``; plain: its own clock).
+after ``--skip`` (corral: rank 0's ``step_s``; plain: its own clock). Where corral's time goes is
+reported too: the slowest rank's forward+backward (``compute_s``) and the rest of the step (the
+gradient all-reduce, the tally all-gather, the optimizer, events), a cost per step that does not
+grow with the sequence length, so ``--seq-len`` decides how much of the step it is.
 
-    python bench/llm.py --rounds 5
+    python bench/llm.py --rounds 5                 # 512-token sequences
+    python bench/llm.py --rounds 5 --seq-len 128   # short steps: the fixed cost shows most
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ def _env(threads: int) -> dict[str, str]:
     return env
 
 
-def corral_step_s(args: argparse.Namespace, model: Path, data: Path) -> float:
-    """Median step seconds of ``python -m trainer --task causal_lm`` on ``args.nproc`` ranks."""
+def corral_step_s(args: argparse.Namespace, model: Path, data: Path) -> tuple[float, float]:
+    """Median step seconds of ``python -m trainer --task causal_lm`` on ``args.nproc`` ranks,
+    and the median of the slowest rank's compute seconds in each step."""
     options = [f"model={model}", f"data={data}", f"seq_len={args.seq_len}",
                f"lora_r={args.lora_r}", f"lora_alpha={2 * args.lora_r}"]
     with tempfile.TemporaryDirectory(prefix="corral-bench-llm-") as run_dir:
@@ -46,9 +51,12 @@ def corral_step_s(args: argparse.Namespace, model: Path, data: Path) -> float:
             cmd += ["--task-option", option]
         subprocess.run(cmd, cwd=REPO, env=_env(args.threads), capture_output=True, text=True,
                        check=True, timeout=900)
-        lines = (Path(run_dir) / "metrics" / "rank-0.jsonl").read_text().splitlines()
-    steps = [e for e in map(json.loads, lines) if e["event"] == "step"]
-    return statistics.median(e["step_s"] for e in steps[args.skip:])
+        ranks = [[e for e in map(json.loads, (Path(run_dir) / "metrics" / f"rank-{r}.jsonl")
+                                       .read_text().splitlines()) if e["event"] == "step"]
+                 for r in range(args.nproc)]
+    slowest = [max(e["compute_s"] for e in step) for step in zip(*ranks, strict=True)]
+    return (statistics.median(e["step_s"] for e in ranks[0][args.skip:]),
+            statistics.median(slowest[args.skip:]))
 
 
 def plain_step_s(args: argparse.Namespace, model: Path, data: Path) -> float:
@@ -99,9 +107,9 @@ def main() -> None:
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--global-batch", type=int, default=16)
-    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--lora-r", type=int, default=16)
-    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--steps", type=int, default=30)
     p.add_argument("--skip", type=int, default=10)
     p.add_argument("--json", type=Path, help="also write the result here")
     p.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
@@ -122,14 +130,20 @@ def main() -> None:
         tokens = (args.global_batch // args.nproc) * args.seq_len  # per rank per step
         plain: list[float] = []
         corral: list[float] = []
+        compute: list[float] = []
         for i in range(args.rounds):
             # Alternate which goes first so a drifting machine favours neither.
-            order = (plain_step_s, corral_step_s) if i % 2 == 0 else (corral_step_s, plain_step_s)
-            for fn in order:
-                (plain if fn is plain_step_s else corral).append(fn(args, model, data))
+            if i % 2 == 0:
+                plain.append(plain_step_s(args, model, data))
+            step_s, compute_s = corral_step_s(args, model, data)
+            corral.append(step_s)
+            compute.append(compute_s)
+            if i % 2 == 1:
+                plain.append(plain_step_s(args, model, data))
             print(f"round {i + 1}: plain {tokens / plain[-1]:.0f} tokens/s, corral per rank "
-                  f"{tokens / corral[-1]:.0f} tokens/s "
-                  f"(ratio {plain[-1] / corral[-1]:.3f})", flush=True)
+                  f"{tokens / corral[-1]:.0f} tokens/s (ratio {plain[-1] / corral[-1]:.3f}); "
+                  f"corral step {1000 * step_s:.1f} ms = slowest compute {1000 * compute_s:.1f}"
+                  f" + rest {1000 * (step_s - compute_s):.1f}", flush=True)
     ratios = [a / b for a, b in zip(plain, corral, strict=True)]
     result = {
         "benchmark": "llm", "nproc": args.nproc, "threads": args.threads,
@@ -138,13 +152,19 @@ def main() -> None:
         "plain_tokens_per_s": [tokens / s for s in plain],
         "corral_tokens_per_s_per_rank": [tokens / s for s in corral],
         "ratio_of_medians": statistics.median(plain) / statistics.median(corral),
+        "plain_step_ms": [1000 * s for s in plain], "corral_step_ms": [1000 * s for s in corral],
+        "corral_slowest_compute_ms": [1000 * s for s in compute],
         "round_ratios": ratios, "target": 0.95,
     }
     print(f"median plain {tokens / statistics.median(plain):.0f} tokens/s, corral per rank "
           f"{tokens / statistics.median(corral):.0f} tokens/s "
           f"(cluster {args.nproc * tokens / statistics.median(corral):.0f}): ratio "
           f"{result['ratio_of_medians']:.3f} (target >= 0.95); round ratios "
-          f"{min(ratios):.3f}..{max(ratios):.3f}")
+          f"{min(ratios):.3f}..{max(ratios):.3f}; corral step "
+          f"{1000 * statistics.median(corral):.1f} ms = slowest compute "
+          f"{1000 * statistics.median(compute):.1f} + rest "
+          f"{1000 * (statistics.median(corral) - statistics.median(compute)):.1f}; plain step "
+          f"{1000 * statistics.median(plain):.1f} ms")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -12,9 +12,11 @@ others waiting. In a step whose split holds a 0 every rank therefore accumulates
 (``no_sync`` for all passes) and then all-reduces the gradients once, explicitly, with
 torch.distributed: the arithmetic is the same (a sum over ranks divided by the world size).
 
-Buffers (BatchNorm running statistics) are broadcast from rank 0 once per step, before the
-first pass, rather than by DDP at every forward: ranks with different numbers of passes would
-otherwise call different numbers of broadcasts.
+Buffers (BatchNorm running statistics) are kept equal to rank 0's by ``BufferSync``, not by DDP
+at every forward (ranks with different numbers of passes would call different numbers of
+broadcasts): after a step in which a forward changed a buffer on some rank, rank 0's are
+broadcast, at the point where the ranks already meet. A model whose buffers never change (the
+rotary tables of a language model) pays no collective for them.
 """
 
 from __future__ import annotations
@@ -70,7 +72,6 @@ class ShareRunner:
             slowdown: float) -> tuple[float, float, float]:
         """``(loss sum, loss units, compute seconds)`` of this rank's share of ``step``."""
         indices = self.order.local_indices(step, split, self.rank).tolist()
-        sync_buffers(self.model)
         explicit = 0 in split  # some rank runs no backward: all-reduce explicitly (above)
         slices = micro_slices(indices, micro)
         self.clock.start(slowdown)
@@ -109,9 +110,34 @@ def all_reduce_mean(parameters: Sequence[nn.Parameter], world: int) -> None:
             p.grad = chunk
 
 
-def sync_buffers(model: nn.Module) -> None:
-    """Rank 0's buffers on every rank (one broadcast per dtype; nothing without buffers)."""
-    buffers = list(model.buffers())
+class BufferSync:
+    """Keeps every rank's buffers equal to rank 0's, paying a broadcast only after a step that
+    changed one.
+
+    A change is found by comparing with a copy taken at the last sync: in-place kernels (the
+    BatchNorm statistics) do not bump a tensor's version counter, so versions cannot tell. DDP
+    has broadcast rank 0's buffers when it wrapped the model, and a resumed run loads the same
+    checkpoint on every rank, so the ranks start equal.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.buffers = list(model.buffers())
+        self.synced = [b.detach().clone() for b in self.buffers]
+
+    def changed(self) -> bool:
+        """Has a buffer of this rank changed since the last sync (NaN counts as changed)?"""
+        return any(not torch.equal(b, copy) for b, copy in zip(self.buffers, self.synced,
+                                                                 strict=True))
+
+    def sync(self) -> None:
+        """Rank 0's buffers on every rank (collective: every rank calls it at the same step)."""
+        broadcast_buffers(self.buffers)
+        for b, copy in zip(self.buffers, self.synced, strict=True):
+            copy.copy_(b.detach())
+
+
+def broadcast_buffers(buffers: Sequence[torch.Tensor]) -> None:
+    """Rank 0's ``buffers`` on every rank (one broadcast per dtype; nothing without buffers)."""
     for group in _by_dtype(buffers):
         flat = torch.cat([b.detach().reshape(-1) for b in group])
         dist.broadcast(flat, src=0)

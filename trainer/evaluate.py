@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from profiles.user_errors import UsageError
-from trainer.accumulate import autocast, sync_buffers
+from trainer.accumulate import autocast
 from trainer.balancer import round_split
 from trainer.dist import print0
 from trainer.events import EvalEvent, EventWriter
@@ -77,7 +77,8 @@ class Evaluator:
     def run(self, step: int, split: Sequence[int]) -> EvalEvent | None:
         """Evaluate with the current ``split`` (collective); rank 0 returns the event."""
         started = time.perf_counter()
-        sync_buffers(self.model)  # every rank evaluates with rank 0's BatchNorm statistics
+        # Every rank evaluates with rank 0's BatchNorm statistics: the step just run left the
+        # buffers equal (BufferSync, trainer/accumulate.py).
         chunks = range(math.ceil(len(self.data) / self.chunk))
         shares = round_split([float(s) for s in split], len(chunks), min_batch=0)
         first = sum(shares[: self.rank])

@@ -26,6 +26,9 @@ class StepTally(NamedTuple):
     """The rank's forward+backward seconds (emulated slowdown included)."""
     stop: float
     """1.0 when the rank received SIGINT/SIGTERM: every rank stops after this step."""
+    buffers_changed: float
+    """1.0 when a forward changed one of the rank's buffers: rank 0's are broadcast after the
+    step."""
 
 
 def start_gather_tallies(

@@ -10,14 +10,12 @@ comes. The run's changing state lives in one ``RunState``.
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from types import FrameType
 from typing import Any
 
 import torch
@@ -25,7 +23,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from profiles.user_errors import CorralError, UsageError
-from trainer.accumulate import ShareRunner
+from trainer.accumulate import BufferSync, ShareRunner
 from trainer.balancer import Balancer, BalancerConfig
 from trainer.balancer_passes import passes
 from trainer.capacity import initial_split
@@ -63,56 +61,9 @@ from trainer.prefetch import BatchPrefetcher, prefetch_wanted
 from trainer.resources import ResourceReporter
 from trainer.slowdown import SlowdownSchedule
 from trainer.step import StepTally, collated, start_gather_tallies
+from trainer.stopping import Diverged, Interrupted, StopSignals, check_finite_loss
 from trainer.tasks import Task, trainable_parameters
 from trainer.tasks.loader import build_task, task_label
-
-
-class Interrupted(Exception):
-    """A second SIGINT/SIGTERM arrived: abandon the current step."""
-
-
-class Diverged(CorralError):
-    """The global loss is not finite: training has diverged (every rank raises it together)."""
-
-    title = "training diverged"
-    exit_code = 3
-
-
-def check_finite_loss(global_loss_sum: float, run: RunState) -> None:
-    """Raise ``Diverged`` when step ``run.step``'s global loss is NaN or infinite."""
-    if math.isfinite(global_loss_sum):
-        return
-    raise Diverged(
-        f"the loss is {global_loss_sum} at step {run.step}; the parameters are no longer "
-        "usable, so no checkpoint was written after it"
-        + (f" (the last good one is {run.checkpoint})" if run.checkpoint else "")
-        + ". Lower [run] lr (or check the data) and start again, or resume from that checkpoint")
-
-
-class StopSignals:
-    """SIGINT/SIGTERM: the first asks every rank to stop after the current step (agreed through
-    the per-step all-gather); another one later than ``ABANDON_AFTER_S`` abandons the step.
-
-    Repeats within that window are the same request arriving twice: a process-group kill
-    reaches the rank directly and again through torchrun, and Ctrl-C reaches both as well.
-    """
-
-    ABANDON_AFTER_S = 2.0
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._first_at = 0.0
-
-    def install(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        now = time.monotonic()
-        if self.signum is None:
-            self.signum, self._first_at = signum, now
-        elif now - self._first_at > self.ABANDON_AFTER_S:
-            raise Interrupted(f"abandoned the step on a second {signal.Signals(signum).name}")
 
 
 def train(config: TrainConfig) -> int:
@@ -210,9 +161,10 @@ class Trainer:
 
         # DDP averages gradients over ranks; divide_by_global_units turns that into the exact
         # mean over the step's units. The comm hook times local backward (trainer/clock.py).
-        # Buffers are synced once per step by the runner, not at every (micro-batch) forward.
+        # Buffers are synced after a step that changed one (BufferSync), not at every forward.
         self.ddp = DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None,
                        forward_sync_buffers=False)
+        self.buffer_sync = BufferSync(self.model)
         self.clock = ComputeClock(device)
         self.ddp.register_comm_hook(None, self.clock.hook)
         self.runner = ShareRunner(ddp=self.ddp, model=self.model, task=task, order=order,
@@ -338,8 +290,13 @@ class Trainer:
 
         # One small all-gather: every rank's loss sum, unit count, compute time, stop request.
         mine = StepTally(loss_sum=loss_sum, units=units, compute_s=compute_s,
-                         stop=1.0 if self.stop.signum is not None else 0.0)
+                         stop=1.0 if self.stop.signum is not None else 0.0,
+                         buffers_changed=1.0 if self.buffer_sync.changed() else 0.0)
         tallies = start_gather_tallies(mine, self.device)()
+        # Rank 0's buffers (BatchNorm statistics) everywhere, only when a forward changed one:
+        # here, where the ranks have just met, the broadcast adds no wait.
+        if any(t.buffers_changed > 0 for t in tallies):
+            self.buffer_sync.sync()
 
         # The gradient divided by the step's GLOBAL count of loss units (see step.py), then
         # unscale (fp16), clip, the step's learning rate, and the optimizer step.

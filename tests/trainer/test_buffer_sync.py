@@ -1,0 +1,57 @@
+"""Buffers stay equal to rank 0's, and a model whose buffers never change pays no broadcast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from trainer.accumulate import BufferSync
+
+
+class RotaryLike(nn.Module):
+    """A constant buffer, as a language model's rotary frequency table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+        self.register_buffer("inv_freq", torch.arange(4.0), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) * self.inv_freq
+
+
+def _rank(rank: int, store: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    batch_norm, rotary = nn.BatchNorm1d(4), RotaryLike()
+    bn_sync, rotary_sync = BufferSync(batch_norm), BufferSync(rotary)
+    before = bn_sync.changed(), rotary_sync.changed()
+
+    # Each rank sees different data, as in a step: BatchNorm's running statistics diverge.
+    batch_norm(torch.randn(8, 4) * (rank + 1) + rank)
+    rotary(torch.randn(8, 4)).sum().backward()
+    after_forward = bn_sync.changed(), rotary_sync.changed()
+    bn_sync.sync()
+    after_sync = bn_sync.changed()
+    torch.save({"before": before, "after_forward": after_forward, "after_sync": after_sync,
+                "buffers": {k: v.clone() for k, v in batch_norm.state_dict().items()}},
+               f"{out}/rank-{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_changed_buffers_become_rank_0s_and_constant_ones_cost_nothing(tmp_path: Path) -> None:
+    mp.spawn(_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    results = [torch.load(tmp_path / f"rank-{r}.pt") for r in (0, 1)]
+    for result in results:
+        assert result["before"] == (False, False)
+        # BatchNorm's statistics changed (its in-place kernel leaves the version counter
+        # alone, so only a comparison sees it); the rotary table did not: no broadcast.
+        assert result["after_forward"] == (True, False)
+        assert result["after_sync"] is False
+    rank0, rank1 = (r["buffers"] for r in results)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(rank0[name], rank1[name]), name
