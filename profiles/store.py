@@ -299,15 +299,9 @@ def find_profile(
     than ``max_age_days``) or mismatched (other torch version, threads or slowdown), and how
     to make a new one. Never raises for a bad or missing file.
     """
-    path = profile_path(
-        host=host,
-        device_name=device_name,
-        model=model,
-        torch_version=torch_version,
-        threads=threads,
-        slowdown=slowdown,
-        root=root,
-    )
+    path = profile_path(host=host, device_name=device_name, model=model,
+                        torch_version=torch_version, threads=threads, slowdown=slowdown,
+                        root=root)
     wanted = f"torch {torch_version}, {threads} threads, slowdown {slowdown:g}"
     remedy = f"run `python -m trainer.profile_model --model {model} --save` on {host}"
     if not path.is_file():
@@ -321,7 +315,24 @@ def find_profile(
     except (OSError, ValueError) as exc:
         return None, f"profile {path} is unreadable ({exc}); {remedy}"
 
-    mismatches = [
+    mismatches = _mismatches(profile, host=host, device_name=device_name, model=model,
+                             torch_version=torch_version, threads=threads, slowdown=slowdown)
+    if mismatches:
+        return None, f"profile {path} was made with {', '.join(mismatches)}; {remedy}"
+
+    age_days = (datetime.now(timezone.utc) - created_at(profile)).total_seconds() / 86400
+    if age_days > max_age_days:
+        return None, (
+            f"profile {path} is stale: {age_days:.0f} days old "
+            f"(limit {max_age_days:g}); {remedy}"
+        )
+    return profile, f"profile {path} from {profile.created} ({max(age_days, 0):.1f} days old)"
+
+
+def _mismatches(profile: Profile, *, host: str, device_name: str, model: str,
+                torch_version: str, threads: int, slowdown: float) -> list[str]:
+    """``"<what> <stored> (need <wanted>)"`` for each condition the stored profile differs in."""
+    return [
         f"{name} {got} (need {need})"
         for name, got, need in (
             ("host", profile.host, host),
@@ -333,13 +344,3 @@ def find_profile(
         )
         if got != need
     ]
-    if mismatches:
-        return None, f"profile {path} was made with {', '.join(mismatches)}; {remedy}"
-
-    age_days = (datetime.now(timezone.utc) - created_at(profile)).total_seconds() / 86400
-    if age_days > max_age_days:
-        return None, (
-            f"profile {path} is stale: {age_days:.0f} days old "
-            f"(limit {max_age_days:g}); {remedy}"
-        )
-    return profile, f"profile {path} from {profile.created} ({max(age_days, 0):.1f} days old)"
