@@ -26,12 +26,9 @@ from trainer.placement import parse_cpulist
 from trainer.settings import (
     BATCH,
     CHECKPOINTS,
-    DATASETS,
     DEVICES,
     MEMORY,
-    MODELS,
     OPTIMISATION,
-    POLICIES,
     TASK,
     Device,
     Norm,
@@ -39,8 +36,6 @@ from trainer.settings import (
     RunSettings,
     setting,
 )
-
-__all__ = ["DATASETS", "MODELS", "POLICIES"]  # re-exported until remote imports trainer.settings
 
 SLOWDOWN_ENV = "CORRAL_SLOWDOWN"
 BUILTIN_TASKS = ("image", "causal_lm")

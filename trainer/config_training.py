@@ -11,9 +11,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from profiles.user_errors import UsageError
-from trainer.settings import LR_SCHEDULES, PRECISIONS
-
-__all__ = ["LR_SCHEDULES", "PRECISIONS"]  # re-exported until remote imports trainer.settings
 
 if TYPE_CHECKING:
     import torch

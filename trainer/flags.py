@@ -23,8 +23,9 @@ from trainer.flag_types import NO_LIMIT, value_kind
 
 
 def field_docs(cls: type) -> tuple[str, dict[str, str]]:
-    """The class docstring and the docstring under each field of a dataclass (one line each;
-    a field declared again in a subclass takes the subclass's docstring)."""
+    """The class docstring's first paragraph and the docstring under each field of a
+    dataclass (one line each; a field declared again in a subclass takes the subclass's
+    docstring)."""
     docs: dict[str, str] = {}
     for owner in reversed(cls.__mro__):
         if not is_dataclass(owner):
@@ -37,7 +38,8 @@ def field_docs(cls: type) -> tuple[str, dict[str, str]]:
                     and isinstance(following.value, ast.Constant)
                     and isinstance(following.value.value, str)):
                 docs[stmt.target.id] = " ".join(following.value.value.split())
-    summary = re.sub(r"^``[^`]+``: ", "", " ".join((inspect.getdoc(cls) or "").split()))
+    first_paragraph = (inspect.getdoc(cls) or "").split("\n\n")[0]
+    summary = re.sub(r"^``[^`]+``: ", "", " ".join(first_paragraph.split()))
     return summary[:1].upper() + summary[1:], docs
 
 

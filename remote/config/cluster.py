@@ -25,6 +25,7 @@ from remote.config.errors import (
     host_where,
 )
 from remote.run.task_code import task_problems
+from trainer.settings import Policy, RunSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -143,51 +144,26 @@ class HostSection:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunSection:
-    """``[run]``: the run's name and the trainer's settings (each a ``python -m trainer`` flag)."""
+class RunSection(RunSettings):
+    """``[run]``: the run's name and the trainer's settings (each a ``python -m trainer`` flag).
+
+    The keys it shares with the trainer (their meanings, defaults, choices and bounds) are
+    ``trainer.settings.RunSettings``'s fields; the ones below are corral's own, or written
+    differently in cluster.toml than on the trainer's command line."""
 
     name: str | None = None
     """The runs' name (``corral run --name`` overrides it), shown with their unique run id."""
-    task: str = "image"
-    """What to train: ``"image"``, ``"causal_lm"`` or a user file ``"tasks/mine.py:build"``
-    (relative to cluster.toml; docs/tasks.md)."""
     task_options: dict[str, Any] = field(default_factory=dict)
     """``[run.task_options]``: options of the causal_lm or user task (``build(options)``)."""
     code: str | None = None
     """Folder pushed with the trainer for a user task (relative to cluster.toml); default:
     the folder holding the task file."""
-    model: str = "simple_cnn"
-    """Image task: network to train (the trainer's ``--model``)."""
-    dataset: str = "synthetic_image"
-    """Training data; synthetic images are generated from the seed on every host."""
-    data_dir: str | None = None
-    """Directory on every host holding the CIFAR python-pickle batches (required for cifar)."""
-    samples: int = 4096
-    """Size of the synthetic dataset (at least ``global_batch``)."""
-    global_batch: int = 64
-    """Samples per optimizer step over all ranks together; at least one per rank."""
-    split: tuple[int, ...] | None = None
-    """Initial per-rank shares, one per rank in host order (sum = global_batch). Not set:
-    equal for ``static``; measured capacities (a profile or a warm-up) for the others."""
-    policy: Literal["static", "proportional", "dynamic"] = "dynamic"
-    """How the split is chosen and changed: kept, proportional to measured capacity, or
-    re-solved during the run."""
-    rebalance_every: int = 10
-    """Steps between rebalancing decisions (dynamic policy)."""
-    steps: int | None = None
-    """The run's total number of optimizer steps; give ``steps`` or ``epochs``, not both."""
-    epochs: int | None = None
-    """The run's total number of epochs; 1 when neither ``steps`` nor ``epochs`` is given."""
-    lr: float = 0.05
-    """Learning rate (greater than 0)."""
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    """SGD with momentum, or AdamW."""
-    seed: int = 0
-    """Seed for the weights, the synthetic data and the sample order."""
-    checkpoint_every: int = 50
-    """Rank 0 writes a checkpoint every this many steps (0 = only at the end)."""
-    backend: Literal["auto", "gloo", "nccl"] = "auto"
-    """Process-group backend; ``auto`` = nccl when every rank has a GPU, else gloo."""
+    policy: Policy = "dynamic"
+    """How the split is chosen and changed: kept (``static``), proportional to measured
+    capacity, or re-solved during the run (``dynamic``, the default here: balancing unequal
+    machines is what corral is for; a bare ``python -m trainer`` keeps its ``--split``)."""
+    micro_batch: int | None = None
+    """Largest forward/backward pass per rank (more passes, one all-reduce); not set: one."""
     hang_factor: float = 20.0
     """A rank without a step for this many times its usual step time (and at least 10 s) is
     reported, with what its process is doing (stopped, blocked, gone, busy, waiting)."""
@@ -203,25 +179,6 @@ class RunSection:
     hang_limit: float = 300.0
     """Seconds without a step after which corral stops the run, naming the rank that holds
     the others up (0 = wait for torch's own timeout)."""
-    micro_batch: int | None = None
-    """Largest forward/backward pass per rank (more passes, one all-reduce); not set: one."""
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    """fp32, or autocast to bf16 (CPUs, recent GPUs) or fp16 (GPUs only)."""
-    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
-    """How the learning rate goes from ``lr`` to ``min_lr`` after the warm-up."""
-    warmup_steps: int = 0
-    """Learning-rate warm-up: the first this many steps rise linearly to ``lr``."""
-    min_lr: float = 0.0
-    """The learning rate of the last step (cosine, linear); at most ``lr``."""
-    clip_grad: float | None = None
-    """Clip the global gradient norm to this (> 0); not set: no clipping."""
-    eval_every: int = 0
-    """Evaluate the held-out set every this many steps and after the last (0 = never)."""
-    eval_samples: int | None = None
-    """Held-out items to evaluate; not set: the task's eval set (synthetic: 512)."""
-    eval_data: str | None = None
-    """causal_lm: a held-out .txt/.jsonl file (on every host) evaluated by ``eval_every``; or
-    the task option ``eval_fraction`` holds out the end of ``data``."""
 
     def __post_init__(self) -> None:
         _check("[run] ", rules.run_problems(_values(self)))
@@ -311,12 +268,6 @@ SECTIONS: dict[str, type] = {
 }
 """Top-level keys of cluster.toml and the dataclass each one fills."""
 HEADERS = {"cluster": "[cluster]", "hosts": "[[hosts]]", "run": "[run]", "ssh": "[ssh]"}
-CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
-    (RunSection, "model"): rules.MODELS, (RunSection, "dataset"): rules.DATASETS,
-}
-"""String fields limited to a set of values (``Literal`` fields carry theirs in the type)."""
-
-
 def load_cluster(path: str | os.PathLike[str]) -> ClusterConfig:
     """Read and check the cluster.toml at ``path``.
 
@@ -356,16 +307,3 @@ def parse_cluster(text: str, *, path: str | os.PathLike[str]) -> ClusterConfig:
     from remote.config.read import Reader  # it builds the classes above
 
     return Reader(path).build(document)
-
-
-def _file_order(problem: ConfigProblem) -> tuple[int, int]:
-    """Problems in the order of the file's sections (unknown sections first)."""
-    head = problem.where.split(" ")[0].split(".")[0]
-    if head.startswith("hosts["):
-        return 2, int(head[len("hosts["):-1])
-    return {"[cluster]": 1, "[[hosts]]": 2, "[run]": 3, "[ssh]": 4}.get(head, 0), -1
-
-
-def _file_error(path: Path, message: str, *, title: str | None = None) -> ConfigError:
-    problem = ConfigProblem(path=path, where="", message=message)
-    return ConfigError([problem], title=title or f"cannot read {path.name}")

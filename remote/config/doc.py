@@ -7,17 +7,15 @@ rewrites the part of the doc between the markers; a test checks it is up to date
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
 
 from remote.config import cluster as config
 from remote.config.toml import doc_type, field_hints
+from trainer.flags import field_docs as settings_docs
 
 BEGIN = "<!-- BEGIN generated reference: python -m remote.config.doc -->"
 END = "<!-- END generated reference -->"
@@ -30,19 +28,10 @@ def _clean(text: str) -> str:
 
 
 def field_docs(cls: type) -> tuple[str, dict[str, str]]:
-    """The class docstring and the docstring under each field of a dataclass."""
-    tree = ast.parse(inspect.getsource(cls))
-    node = tree.body[0]
-    assert isinstance(node, ast.ClassDef)
-    docs: dict[str, str] = {}
-    for stmt, following in zip(node.body, node.body[1:], strict=False):
-        if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
-                and isinstance(following, ast.Expr)
-                and isinstance(following.value, ast.Constant)
-                and isinstance(following.value.value, str)):
-            docs[stmt.target.id] = _clean(following.value.value)
-    summary = re.sub(r"^`[^`]+`: ", "", _clean(inspect.getdoc(cls) or ""))
-    return summary[:1].upper() + summary[1:], docs
+    """The class docstring and the docstring under each field (inherited ones included:
+    ``[run]`` shares the trainer's), each as one markdown line."""
+    summary, docs = settings_docs(cls)
+    return _clean(summary), {name: _clean(text) for name, text in docs.items()}
 
 
 def _default(f: dataclasses.Field[object]) -> str:
@@ -70,12 +59,11 @@ def render_reference() -> str:
     out: list[str] = []
     for name, cls in config.SECTIONS.items():
         summary, docs = field_docs(cls)
-        choices = {key: c for (owner, key), c in config.CHOICES.items() if owner is cls}
         hints = field_hints(cls)
         out += [f"### `{config.HEADERS[name]}`", "", summary, "",
                 "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
         for f in dataclasses.fields(cls):
-            kind = doc_type(hints[f.name], choices.get(f.name))
+            kind = doc_type(hints[f.name])
             out.append(f"| `{f.name}` | {kind} | {_default(f)} | {docs.get(f.name, '')} |")
         out.append("")
     return "\n".join(out)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from profiles.user_errors import UsageError
 from remote.config.rules import NAME_RE
+from trainer.settings import MODELS, POLICIES
 
 HEADER = """\
 # corral cluster.toml: the one file that describes your machines and the training run.
@@ -103,13 +104,15 @@ address = {address}       # ssh_config alias
 # python = "python3"          # default: corral setup's venv, else python3
 # setup = []                  # shell lines `corral setup` runs there first
 """
-DEMO_RUN = """
+RUN_HEAD = f"""
 [run]
-model = "simple_cnn"          # simple_cnn, resnet18, resnet50
+model = "simple_cnn"          # {", ".join(MODELS)}
 dataset = "synthetic_image"   # synthetic_image, or cifar10/cifar100 with data_dir
 samples = 9600
 global_batch = 96             # samples per step over all ranks together
-policy = "dynamic"            # static, proportional or dynamic
+policy = "dynamic"            # {", ".join(POLICIES[:-1])} or {POLICIES[-1]}
+"""
+DEMO_RUN = RUN_HEAD + """\
 rebalance_every = 10
 steps = 300
 lr = 0.05
@@ -119,13 +122,7 @@ checkpoint_every = 50
 split = [32, 32, 32]          # start equal, so the demo shows the balancer moving work (without
                               # a split, dynamic starts from capacities measured in a warm-up)
 """
-ALIAS_RUN = """
-[run]
-model = "simple_cnn"          # simple_cnn, resnet18, resnet50
-dataset = "synthetic_image"   # synthetic_image, or cifar10/cifar100 with data_dir
-samples = 9600
-global_batch = 96             # samples per step over all ranks together
-policy = "dynamic"            # static, proportional or dynamic
+ALIAS_RUN = RUN_HEAD + """\
 steps = 300
 checkpoint_every = 50
 # split = [48, 48]            # first shares, one per rank in host order (default: measured)

@@ -14,7 +14,6 @@ from typing import Any
 
 from remote.config import rules
 from remote.config.cluster import (
-    CHOICES,
     HEADERS,
     SECTIONS,
     ClusterConfig,
@@ -114,8 +113,7 @@ class Reader:
 
     def _fields(self, cls: type, raw: Mapping[str, Any],
                 where: Callable[[str], str]) -> dict[str, Any]:
-        return typed_fields(cls, raw, lambda key, msg: self.add(where(key), msg),
-                            {key: c for (owner, key), c in CHOICES.items() if owner is cls})
+        return typed_fields(cls, raw, lambda key, msg: self.add(where(key), msg))
 
     def _identity_file(self, index: int, host: dict[str, Any]) -> None:
         """Resolve ``identity_file`` (``~``, relative to cluster.toml) and check it is readable."""

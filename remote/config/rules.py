@@ -11,18 +11,15 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeGuard
+from dataclasses import fields
+from typing import Any, Literal, TypeGuard, get_args, get_origin
 
 from remote.config.errors import did_you_mean, host_where, quote, section_where
-from trainer.config import DATASETS, MODELS, POLICIES
-from trainer.config_training import LR_SCHEDULES, PRECISIONS
+from trainer.flags import field_hints
 from trainer.placement import parse_cpulist
-
-__all__ = ["DATASETS", "MODELS", "POLICIES"]  # the trainer's choices, re-exported
+from trainer.settings import RunSettings
 
 DATASETS_NEEDING_DATA_DIR = ("cifar10", "cifar100")
-OPTIMIZERS = ("sgd", "adamw")
-BACKENDS = ("auto", "gloo", "nccl")
 KNOWN_HOSTS_POLICIES = ("strict", "insecure")
 SSH_ONLY_KEYS = ("user", "port", "identity_file")
 """Host keys that only mean something for a host reached over SSH."""
@@ -202,14 +199,28 @@ def run_name_problem(name: str) -> str:
     return ""
 
 
+def settings_problems(values: Mapping[str, Any]) -> Problems:
+    """The rules of the keys ``[run]`` shares with the trainer, from their fields
+    (``trainer.settings.RunSettings``): a ``Literal`` key holds one of its values, a bounded
+    one (``setting(at_least=, above=)``) is within its bounds."""
+    out: Problems = []
+    hints = field_hints(RunSettings)
+    for f in fields(RunSettings):
+        if get_origin(hints[f.name]) is Literal:
+            _choice(out, values, f.name, get_args(hints[f.name]))
+        whole = hints[f.name] in (int, int | None)
+        for key, inclusive in (("at_least", True), ("above", False)):
+            low = f.metadata.get(key)
+            if low is not None and whole and inclusive:
+                _at_least(out, values, f.name, low)
+            elif low is not None:
+                _number(out, values, f.name, low, inclusive=inclusive)
+    return out
+
+
 def run_problems(values: Mapping[str, Any]) -> Problems:
     """Rules for ``[run]`` on its own."""
-    out: Problems = []
-    _choice(out, values, "model", MODELS)
-    _choice(out, values, "dataset", DATASETS)
-    _choice(out, values, "policy", POLICIES)
-    _choice(out, values, "optimizer", OPTIMIZERS)
-    _choice(out, values, "backend", BACKENDS)
+    out = settings_problems(values)
     _choice(out, values, "on_host_loss", ("stop", "continue"))
     dataset = values.get("dataset")
     # Present-and-None means "not given"; absent means its type was wrong (reported already).
@@ -223,21 +234,16 @@ def run_problems(values: Mapping[str, Any]) -> Problems:
         problem = run_name_problem(name)
         if problem:
             out.append(("name", problem))
-    for key in ("samples", "global_batch", "rebalance_every", "steps", "epochs"):
-        _at_least(out, values, key, 1)
     for key in ("samples", "global_batch", "rebalance_every", "steps", "epochs",
                 "checkpoint_every"):
         _at_most(out, values, key, MAX_COUNT)
-    _at_least(out, values, "seed", 0)
     _at_most(out, values, "seed", 2**63 - 1)
-    _at_least(out, values, "checkpoint_every", 0)
     _at_least(out, values, "max_restarts", 0)
     samples, batch = values.get("samples"), values.get("global_batch")
     if (dataset == "synthetic_image" and _is_int(samples) and _is_int(batch)
             and 1 <= samples < batch):
         out.append(("samples", f"{samples} is smaller than global_batch ({batch}): an epoch "
                                "must hold at least one step"))
-    _number(out, values, "lr", 0.0, inclusive=False)
     _number(out, values, "hang_factor", 1.0, inclusive=True)
     _number(out, values, "hang_limit", 0.0, inclusive=True)
     if values.get("steps") is not None and values.get("epochs") is not None:
@@ -258,13 +264,6 @@ def run_problems(values: Mapping[str, Any]) -> Problems:
 def _training_problems(out: Problems, values: Mapping[str, Any]) -> None:
     """``[run]``'s micro-batch, precision, schedule, clipping and evaluation keys."""
     _at_least(out, values, "micro_batch", 1)
-    _choice(out, values, "precision", PRECISIONS)
-    _choice(out, values, "lr_schedule", LR_SCHEDULES)
-    _at_least(out, values, "warmup_steps", 0)
-    _number(out, values, "min_lr", 0.0, inclusive=True)
-    _number(out, values, "clip_grad", 0.0, inclusive=False)
-    _at_least(out, values, "eval_every", 0)
-    _at_least(out, values, "eval_samples", 1)
     if values.get("eval_data") is not None and values.get("task", "image") != "causal_lm":
         out.append(("eval_data", "is the causal_lm task's held-out file (task = \"causal_lm\")"))
     steps, lr, min_lr = values.get("steps"), values.get("lr"), values.get("min_lr")
@@ -293,6 +292,11 @@ def ssh_problems(values: Mapping[str, Any]) -> Problems:
 def _on_this_machine(address: str) -> bool:
     """``local`` or a loopback address: such a host reaches a local master at 127.0.0.1."""
     return address in ("local", "localhost", "::1") or address.startswith("127.")
+
+
+GPU_ONLY = (("precision", "fp16", " (its gradient scaler)", 'use "bf16" or "fp32"'),
+            ("backend", "nccl", "", 'use "auto" or "gloo"'))
+"""``[run]`` values no CPU-only host can run: key, value, why, the fix."""
 
 
 def cross_problems(cluster: Mapping[str, Any], hosts: Sequence[Mapping[str, Any]],
@@ -328,20 +332,12 @@ def cross_problems(cluster: Mapping[str, Any], hosts: Sequence[Mapping[str, Any]
                         f'the master {quote(master)} is local (address = "local") but '
                         f"{', '.join(quote(str(n)) for n in remote)} reach it over the "
                         "network; set master_addr to this machine's address as they see it"))
-    if run.get("precision") == "fp16":
-        for index, host in enumerate(hosts):
-            if host.get("gpus") == 0:
-                out.append((section_where("run", "precision"),
-                            f'"fp16" needs a GPU for every rank (its gradient scaler), but '
-                            f"{host_where(index, host.get('name'))} has gpus = 0; "
-                            'use "bf16" or "fp32"'))
-    if run.get("backend") == "nccl":
-        for index, host in enumerate(hosts):
-            if host.get("gpus") == 0:
-                out.append((section_where("run", "backend"),
-                            f'"nccl" needs a GPU for every rank, but '
-                            f"{host_where(index, host.get('name'))} has gpus = 0; "
-                            'use "auto" or "gloo"'))
+    for key, value, why, fix in GPU_ONLY:
+        if run.get(key) == value:
+            out.extend((section_where("run", key),
+                        f'"{value}" needs a GPU for every rank{why}, but '
+                        f"{host_where(index, host.get('name'))} has gpus = 0; {fix}")
+                       for index, host in enumerate(hosts) if host.get("gpus") == 0)
     out.extend(_world_problems(hosts, run))
     return out
 

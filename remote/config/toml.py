@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import datetime
 import types
-import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, fields
 from typing import Any, Literal, Union, get_args, get_origin
 
 from remote.config.errors import did_you_mean, quote
+from trainer.flags import field_hints
+
+__all__ = ["field_hints"]  # the config dataclasses' annotations, as the trainer reads its own
 
 
 class TypeMismatch(Exception):
@@ -54,10 +56,8 @@ def _element_words(hint: object) -> str:
     return "strings" if get_args(hint)[0] is str else "integers"
 
 
-def describe(hint: object, choices: Sequence[str] | None = None) -> str:
+def describe(hint: object) -> str:
     """What a field accepts, for error messages: ``an integer or "auto"``."""
-    if choices is not None:
-        return "one of " + ", ".join(quote(c) for c in choices)
     parts = []
     for member in _members(hint):
         origin = get_origin(member)
@@ -76,10 +76,8 @@ def describe(hint: object, choices: Sequence[str] | None = None) -> str:
     return " or ".join(parts)
 
 
-def doc_type(hint: object, choices: Sequence[str] | None = None) -> str:
+def doc_type(hint: object) -> str:
     """What a field accepts, for the reference doc: ``integer | "auto"``."""
-    if choices is not None:
-        return " \\| ".join(f"`{quote(c)}`" for c in choices)
     parts: list[str] = []
     for member in _members(hint):
         origin = get_origin(member)
@@ -95,13 +93,8 @@ def doc_type(hint: object, choices: Sequence[str] | None = None) -> str:
     return " \\| ".join(parts)
 
 
-def coerce(value: object, hint: object, choices: Sequence[str] | None = None) -> Any:
-    """``value`` as the field type ``hint`` wants it; ``choices`` narrows a string field."""
-    if choices is not None:
-        if isinstance(value, str) and value in choices:
-            return value
-        hint_text = did_you_mean(value, choices, fmt='"{}"') if isinstance(value, str) else ""
-        raise TypeMismatch(f"expected {describe(hint, choices)}, got {_found(value)}{hint_text}")
+def coerce(value: object, hint: object) -> Any:
+    """``value`` as the field type ``hint`` wants it."""
     members = _members(hint)
     for member in members:
         try:
@@ -155,8 +148,8 @@ def _coerce_one(value: object, hint: Any) -> Any:
     raise TypeMismatch(f"expected {describe(hint)}, got {_found(value)}")
 
 
-def typed_fields(cls: type, raw: Mapping[str, Any], report: Callable[[str, str], None],
-                 choices: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+def typed_fields(cls: type, raw: Mapping[str, Any],
+                 report: Callable[[str, str], None]) -> dict[str, Any]:
     """The values of one TOML table for the dataclass ``cls``, each ``report(key, problem)``ed.
 
     Unknown keys get a "did you mean"; keys with a wrong type are left out (so they are
@@ -170,7 +163,7 @@ def typed_fields(cls: type, raw: Mapping[str, Any], report: Callable[[str, str],
             report(key, "unknown key" + did_you_mean(key, hints))
             continue
         try:
-            values[key] = coerce(value, hints[key], choices.get(key))
+            values[key] = coerce(value, hints[key])
         except TypeMismatch as error:
             report(key, str(error))
     for f in fields(cls):
@@ -183,14 +176,3 @@ def typed_fields(cls: type, raw: Mapping[str, Any], report: Callable[[str, str],
         else:
             report(f.name, "missing; this key is required")
     return values
-
-
-def field_hints(cls: type) -> dict[str, Any]:
-    """The resolved annotations of a config dataclass (cached per class)."""
-    cached = _HINTS.get(cls)
-    if cached is None:
-        cached = _HINTS[cls] = typing.get_type_hints(cls)
-    return cached
-
-
-_HINTS: dict[type, dict[str, Any]] = {}

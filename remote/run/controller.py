@@ -53,6 +53,7 @@ from remote.run.start import launch_run
 from remote.run.stop import stop_run
 from remote.run.stream import CollectedCopy, TailItem, merged
 from trainer.events import StartEvent
+from trainer.settings import POLICIES
 
 FAILURE_SETTLE_S = 10.0
 """After the first failure, wait at most this long for the report that names its cause before
@@ -363,8 +364,9 @@ class SshRunController:
         earlier run relaunched from its newest checkpoint: the run it names (a run id, name or
         unique start of an id), or with ``True`` the newest run that has a checkpoint (a
         resumed run keeps its own name unless one is given)."""
-        if policy is not None and policy not in ("static", "proportional", "dynamic"):
-            raise CorralError(f"unknown policy {policy!r}: use static, proportional or dynamic")
+        if policy is not None and policy not in POLICIES:
+            raise CorralError(f"unknown policy {policy!r}: use {', '.join(POLICIES[:-1])} or "
+                              f"{POLICIES[-1]}")
         if name is not None and run_name_problem(name):
             raise UsageError(f"--name {name!r}: {run_name_problem(name)}", title="bad run name")
         hosts = tuple(h.name for h in self.config.hosts)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 from profiles.user_errors import CorralError
@@ -30,8 +30,10 @@ from remote.hosts.sections import sectioned_script, split_sections
 from remote.hosts.ssh import resolve_endpoint
 from remote.hosts.transport import RemoteCommandError, Transport, env_prefix, shell_path
 from remote.run.cpu_placement import PROBE_SECTION, HostCpuFacts, parse_probe
-from remote.run.task_code import option_flags, user_code
-from trainer.config import BUILTIN_TASKS
+from remote.run.task_code import option_pairs, user_code
+from trainer.config import BUILTIN_TASKS, TrainConfig
+from trainer.flags import flag_words
+from trainer.settings import RunSettings
 
 if TYPE_CHECKING:
     from remote.run.plan import HostPlan
@@ -165,50 +167,21 @@ async def probe_launch_facts(pool: HostPool, config: ClusterConfig,
 
 
 def trainer_flags(run: RunSection, place: HostPlan, plan: LaunchPlan) -> list[str]:
-    """``python -m trainer`` arguments, unquoted (``--run-dir`` and a user task's ``--task``
-    are added by ``launcher_command``: they are shell syntax)."""
+    """``python -m trainer`` arguments, unquoted, generated from the trainer's fields: every
+    setting ``[run]`` shares with the trainer (``RunSettings``), then what the host and this
+    launch decide. ``--run-dir`` and a user task's ``--task`` are added by
+    ``launcher_command``: they are shell syntax."""
     host = place.host
-    flags = ["--model", run.model, "--dataset", run.dataset, "--samples", str(run.samples),
-             "--global-batch", str(run.global_batch), "--policy", plan.policy or run.policy,
-             "--rebalance-every", str(run.rebalance_every), "--lr", repr(run.lr),
-             "--optimizer", run.optimizer, "--seed", str(run.seed),
-             "--checkpoint-every", str(run.checkpoint_every), "--backend", plan.backend,
-             "--device", place.device,
-             "--slowdown", repr(host.slowdown)]
-    if run.data_dir is not None:
-        flags += ["--data-dir", run.data_dir]
-    if run.split is not None:
-        flags += ["--split", ",".join(str(s) for s in run.split)]
-    if run.steps is not None:
-        flags += ["--steps", str(run.steps)]
-    if run.epochs is not None:
-        flags += ["--epochs", str(run.epochs)]
-    if host.threads is not None:
-        flags += ["--threads", str(host.threads)]
-    if run.task in BUILTIN_TASKS:  # a user task's --task is a path (launcher_command)
-        flags += ["--task", run.task]
-    flags += option_flags(run.task_options)
-    flags += _training_flags(run, host)
-    if plan.resume:
-        flags.append("--resume")
-    return flags
-
-
-def _training_flags(run: RunSection, host: HostSection) -> list[str]:
-    """Micro-batch (the host's own, else the run's), precision, schedule, clipping, eval."""
-    flags = ["--precision", run.precision, "--lr-schedule", run.lr_schedule,
-             "--warmup-steps", str(run.warmup_steps), "--min-lr", repr(run.min_lr),
-             "--eval-every", str(run.eval_every)]
+    values = {f.name: getattr(run, f.name) for f in fields(RunSettings)}
+    if run.task not in BUILTIN_TASKS:  # a user task's --task is a path (launcher_command)
+        del values["task"]
     micro = host.micro_batch if host.micro_batch is not None else run.micro_batch
-    if micro is not None:
-        flags += ["--micro-batch", str(micro)]
-    if run.clip_grad is not None:
-        flags += ["--clip-grad", repr(run.clip_grad)]
-    if run.eval_samples is not None:
-        flags += ["--eval-samples", str(run.eval_samples)]
-    if run.eval_data is not None:
-        flags += ["--eval-data", run.eval_data]
-    return flags
+    del values["backend"]  # the plan decides it, for every host alike; written by the device
+    values.update(policy=plan.policy or run.policy, backend=plan.backend, device=place.device,
+                  slowdown=(host.slowdown,), threads=host.threads,
+                  micro_batch=None if micro is None else (micro,),
+                  task_options=option_pairs(run.task_options), resume=plan.resume)
+    return flag_words(values, TrainConfig)
 
 
 def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -> str:

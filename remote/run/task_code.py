@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from profiles.user_errors import UsageError
-from trainer.config import BUILTIN_TASKS, split_task_spec
+from trainer.config import BUILTIN_TASKS, TrainConfig, split_task_spec
+from trainer.flags import flag_words
 
 USER_CODE_DIR = "usercode"
 """The user's folder inside the pushed tree (``<workdir>/code/<digest>/usercode``)."""
@@ -75,15 +76,18 @@ def user_code(run: Any, base: Path) -> UserCode | None:
     return _locate(run.task, run.code, base)
 
 
+def option_pairs(options: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The trainer's ``task_options`` (``--task-option KEY=VALUE``). The trainer reads VALUE
+    as JSON when it parses, so anything but a plain string is sent as JSON, and a string only
+    when it would not parse as something else (``"16"`` is sent as ``"\\"16\\""`` and
+    arrives as a string)."""
+    return tuple((key, value if isinstance(value, str) and not _parses(value)
+                  else json.dumps(value)) for key, value in options.items())
+
+
 def option_flags(options: Mapping[str, Any]) -> list[str]:
-    """``--task-option KEY=VALUE`` words. The trainer reads VALUE as JSON when it parses, so
-    anything but a plain string is sent as JSON, and a string only when it would not parse
-    as something else (``"16"`` is sent as ``"\\"16\\""`` and arrives as a string)."""
-    words: list[str] = []
-    for key, value in options.items():
-        text = value if isinstance(value, str) and not _parses(value) else json.dumps(value)
-        words += ["--task-option", f"{key}={text}"]
-    return words
+    """``--task-option KEY=VALUE`` words for ``options`` (see ``option_pairs``)."""
+    return flag_words({"task_options": option_pairs(options)}, TrainConfig)
 
 
 def _parses(text: str) -> bool:
