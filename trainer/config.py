@@ -26,6 +26,7 @@ from trainer.placement import parse_cpulist
 from trainer.settings import (
     BATCH,
     CHECKPOINTS,
+    DATASETS_ON_DISK,
     DEVICES,
     MEMORY,
     OPTIMISATION,
@@ -152,7 +153,7 @@ class TrainConfig(RunSettings):
 
     def _check_combinations(self) -> None:
         """The checks that relate fields, or need more than a bound."""
-        if self.task == "image" and self.dataset != "synthetic_image" and not self.data_dir:
+        if self.task == "image" and self.dataset in DATASETS_ON_DISK and not self.data_dir:
             raise UsageError(f"--dataset {self.dataset} needs --data-dir (the CIFAR batches)")
         if (self.task == "image" and self.dataset == "synthetic_image"
                 and self.samples < self.global_batch):

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from profiles.user_errors import UsageError
+from trainer.settings import DATASETS
 
 CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
                  "data_batch_5", "test_batch", "batches.meta")
@@ -66,7 +67,7 @@ def build_dataset(name: str, *, data_dir: str | None, samples: int, seed: int,
         if not data_dir:
             raise UsageError(f"--dataset {name} needs --data-dir")
         return load_cifar(name, Path(data_dir), held_out=held_out)
-    raise UsageError(f"unknown --dataset {name!r}; choose synthetic_image, cifar10 or cifar100")
+    raise UsageError(f"unknown --dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 
 def synthetic_image(samples: int, seed: int, num_classes: int = 10, *,

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from profiles.nvml import NvmlSession
 
@@ -37,8 +37,9 @@ if TYPE_CHECKING:  # torch is imported only by the function that needs it
 
 ALLOCATOR_ENV = "CORRAL_ALLOCATOR"
 """The allocator the launcher chose for this rank (one of ``ALLOCATORS`` minus ``auto``)."""
-ALLOCATORS = ("auto", "tcmalloc", "jemalloc", "glibc", "off")
+Allocator = Literal["auto", "tcmalloc", "jemalloc", "glibc", "off"]
 """``[[hosts]] allocator`` choices: auto = tcmalloc, else jemalloc, else tuned glibc."""
+ALLOCATORS: tuple[Allocator, ...] = get_args(Allocator)
 PRELOADED = ("tcmalloc", "jemalloc")
 """Allocators that are preloaded libraries, in the order ``auto`` prefers them."""
 ALLOCATOR_LIBS: Mapping[str, tuple[str, ...]] = {

@@ -31,6 +31,8 @@ DATASETS: tuple[Dataset, ...] = get_args(Dataset)
 POLICIES: tuple[Policy, ...] = get_args(Policy)
 """How the split is chosen and changed (``--policy``, ``[run] policy``, ``corral run
 --policy``, the console's policy key)."""
+DATASETS_ON_DISK: tuple[Dataset, ...] = ("cifar10", "cifar100")
+"""Datasets read from ``data_dir`` on every host (the others are generated)."""
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 LR_SCHEDULES: tuple[LrSchedule, ...] = get_args(LrSchedule)
 

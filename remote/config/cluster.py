@@ -25,6 +25,7 @@ from remote.config.errors import (
     host_where,
 )
 from remote.run.task_code import task_problems
+from trainer.placement import Allocator
 from trainer.settings import Policy, RunSettings
 
 if sys.version_info >= (3, 11):
@@ -106,7 +107,7 @@ class HostSection:
     cores: str | None = None
     """The cores corral may use on the host, as a list like ``"0-7,16"``; default: all it
     may run on (keep some free for other work on a desktop)."""
-    allocator: Literal["auto", "tcmalloc", "jemalloc", "glibc", "off"] = "auto"
+    allocator: Allocator = "auto"
     """Memory allocator of the host's ranks: ``auto`` preloads tcmalloc, else jemalloc, when
     the host has one (``corral check`` says which), else tunes glibc to keep freed memory;
     ``off`` leaves glibc's defaults (slower CPU ranks)."""
@@ -171,7 +172,7 @@ class RunSection(RunSettings):
     """When a rank fails after the run started (killed, crashed, its host dropped, hung),
     stop the rest and launch the run again from its newest good checkpoint, up to this many
     times. The data order and random state continue exactly, so the result is the same."""
-    on_host_loss: Literal["stop", "continue"] = "stop"
+    on_host_loss: rules.HostLoss = "stop"
     """A host lost during the run (unreachable past ``[ssh] lost_after``, or its ranks failing
     two attempts in a row under ``max_restarts``): ``stop`` fails the run; ``continue`` drops
     the host and restarts from the newest checkpoint on the others,
@@ -198,7 +199,7 @@ class SshSection:
     lost_after: float = 60.0
     """Seconds a host of a running run may stay unreachable (its connection is re-opened
     with backoff meanwhile) before it counts as lost and the run fails without it."""
-    known_hosts: Literal["strict", "insecure"] = "strict"
+    known_hosts: rules.KnownHosts = "strict"
     """``strict`` verifies host keys against ~/.ssh/known_hosts (and ``corral trust``);
     ``insecure`` skips verification and prints a warning."""
     max_parallel_connects: int = 8

@@ -17,10 +17,12 @@ from typing import Any, Literal, TypeGuard, get_args, get_origin
 from remote.config.errors import did_you_mean, host_where, quote, section_where
 from trainer.flags import field_hints
 from trainer.placement import parse_cpulist
-from trainer.settings import RunSettings
+from trainer.settings import DATASETS_ON_DISK, RunSettings
 
-DATASETS_NEEDING_DATA_DIR = ("cifar10", "cifar100")
-KNOWN_HOSTS_POLICIES = ("strict", "insecure")
+HostLoss = Literal["stop", "continue"]
+"""``[run] on_host_loss`` choices."""
+KnownHosts = Literal["strict", "insecure"]
+"""``[ssh] known_hosts`` choices."""
 SSH_ONLY_KEYS = ("user", "port", "identity_file")
 """Host keys that only mean something for a host reached over SSH."""
 
@@ -221,10 +223,10 @@ def settings_problems(values: Mapping[str, Any]) -> Problems:
 def run_problems(values: Mapping[str, Any]) -> Problems:
     """Rules for ``[run]`` on its own."""
     out = settings_problems(values)
-    _choice(out, values, "on_host_loss", ("stop", "continue"))
+    _choice(out, values, "on_host_loss", get_args(HostLoss))
     dataset = values.get("dataset")
     # Present-and-None means "not given"; absent means its type was wrong (reported already).
-    needs_dir = dataset in DATASETS_NEEDING_DATA_DIR
+    needs_dir = dataset in DATASETS_ON_DISK
     if needs_dir and "data_dir" in values and values["data_dir"] is None:
         out.append(("data_dir", f'is required with dataset = "{dataset}": the directory '
                                 "holding its python-pickle batches on every host"))
@@ -281,7 +283,7 @@ def ssh_problems(values: Mapping[str, Any]) -> Problems:
     out: Problems = []
     _number(out, values, "connect_timeout", 0.0, inclusive=False)
     _number(out, values, "keepalive", 0.0, inclusive=True)
-    _choice(out, values, "known_hosts", KNOWN_HOSTS_POLICIES)
+    _choice(out, values, "known_hosts", get_args(KnownHosts))
     _at_least(out, values, "max_parallel_connects", 1)
     _text(out, values, "known_hosts_file")
     _text(out, values, "config_file")
