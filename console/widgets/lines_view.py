@@ -58,7 +58,7 @@ class LinesView(ScrollView):
         if self.virtual_size != size:
             self._set_virtual_size(size)
         if self.follow:
-            self.scroll_end(animate=False, x_axis=False)
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
         self._repaint_changed()
 
     def _repaint_changed(self) -> None:
@@ -110,6 +110,9 @@ class LinesView(ScrollView):
             self._scroll_update(size)
         else:
             self.virtual_size = size
+            # Whether the scrollbar shows decides whether the view may scroll at all: decide it
+            # now, or a follow scroll issued before the next layout pass is dropped.
+            self._scroll_update(size)
 
     def render_lines(self, crop: Region) -> list[Strip]:
         # The widget's style is the same for every line of one pass: look it up once.

@@ -7,6 +7,7 @@ from console_helpers import make_app, screen_text, settle, wait_for
 from console.app import BUSY_CHANGES_PER_S
 from console.widgets.hosts import HostsPanel
 from console.widgets.lines_view import LinesView
+from console.widgets.logs import LogsPanel
 from tests.fake_runs import FakeController
 
 
@@ -14,9 +15,11 @@ async def test_a_flood_of_changes_is_drawn_late_but_drawn() -> None:
     app = make_app(FakeController())
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
-        app.refresh_panels()
+        # A redraw just now (not the one before settle's pause, which a busy machine can stretch
+        # past BUSY_REFRESH_S)...
+        app.refresh_panels(force=True)
         drawn = app._drawn_version
-        # Far more changes than BUSY_CHANGES_PER_S right after a redraw: this tick is skipped...
+        # ...then far more changes than BUSY_CHANGES_PER_S: this tick is skipped...
         app.model.version += 10 * BUSY_CHANGES_PER_S
         app.refresh_panels()
         assert app._drawn_version == drawn
@@ -58,3 +61,19 @@ async def test_sync_repaints_only_the_rows_that_changed() -> None:
             LinesView.refresh_line = original  # type: ignore[method-assign]
     assert "12.3k" in text
     assert repainted == [2]  # rank 1's line, under the column titles and rank 0
+
+
+async def test_followed_logs_show_the_newest_line_as_soon_as_synced() -> None:
+    """Follow scrolls within the sync that adds the lines, not after a later screen refresh
+    (which a busy machine may not reach before the next screenshot or keypress)."""
+    app = make_app(FakeController())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        for i in range(40):
+            app.model.add_log("corral", f"line {i}", t=float(i))
+        view = app.query_one("#log-lines", LinesView)
+        app.query_one(LogsPanel).sync()
+        assert view.max_scroll_y > 0
+        assert view.scroll_offset.y == view.max_scroll_y
+        await settle(pilot)
+        assert "line 39" in screen_text(app)
