@@ -149,7 +149,8 @@ def flag_words(values: Mapping[str, Any], cls: type) -> list[str]:
             continue
         kind = value_kind(hints[name])
         for item in (value if kind.repeated else (value,)):
-            words += [flag, kind.format(item)]
+            text = kind.format(item)  # "-x" would read as an option: "--flag=-x" cannot
+            words += [f"{flag}={text}"] if text.startswith("-") else [flag, text]
     return words
 
 

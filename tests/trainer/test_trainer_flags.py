@@ -46,6 +46,8 @@ def test_every_field_round_trips_through_its_launch_flags(
     by_epochs = replace(defaults, epochs=3, resume=True)
     assert parse_config(flags.config_flags(by_epochs)) == by_epochs
     assert parse_config(flags.config_flags(defaults)) == defaults
+    dashed = replace(defaults, data_dir="-data", run_dir="--run", micro_batch=(None,))
+    assert parse_config(flags.config_flags(dashed)) == dashed  # values that look like flags
 
 
 @dataclass(frozen=True, kw_only=True)
