@@ -21,14 +21,10 @@ from textual.screen import Screen
 
 from console.model.run import RunModel
 from console.past_runs import PastRuns
-from console.widgets.balancer import BalancerPanel
 from console.widgets.header import RunHeader
-from console.widgets.hosts import HostsPanel
-from console.widgets.layout import run_panels
+from console.widgets.layout import run_panels, sync_run_panels
 from console.widgets.logs import LogsPanel
-from console.widgets.loss import LossPanel
 from console.widgets.modals import ConfirmScreen, HelpScreen, QuitScreen
-from console.widgets.throughput import ThroughputPanel
 from profiles.user_errors import CorralError
 from remote.api import RunController
 from trainer.settings import POLICIES
@@ -92,11 +88,7 @@ class ConsoleApp(PastRuns):
             return
         self._drawn_version = self.model.version
         self._drawn_at = now
-        self.query_one(HostsPanel).sync()
-        self.query_one(ThroughputPanel).sync()
-        self.query_one(LossPanel).sync()
-        self.query_one(BalancerPanel).sync()
-        self.query_one(LogsPanel).sync()
+        sync_run_panels(self)
 
     def _flooded(self, now: float) -> bool:
         """Whether to skip this tick: the model changes so fast that redraws are the cost.

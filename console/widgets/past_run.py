@@ -10,14 +10,9 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from console.model.run import RunModel
-from console.widgets.balancer import BalancerPanel
 from console.widgets.header import RunHeader
-from console.widgets.hosts import HostsPanel
-from console.widgets.layout import run_panels
-from console.widgets.logs import LogsPanel
-from console.widgets.loss import LossPanel
+from console.widgets.layout import run_panels, sync_run_panels
 from console.widgets.runs import READ_ONLY_KEYS
-from console.widgets.throughput import ThroughputPanel
 
 
 class PastRunScreen(Screen[None]):
@@ -45,9 +40,8 @@ class PastRunScreen(Screen[None]):
 
     def sync(self) -> None:
         """Draw every panel from the model (it does not change)."""
-        for panel in (RunHeader, HostsPanel, ThroughputPanel, LossPanel, BalancerPanel,
-                      LogsPanel):
-            self.query_one(panel).sync()  # type: ignore[attr-defined]
+        self.query_one(RunHeader).sync()
+        sync_run_panels(self)
 
     def action_report(self) -> None:
         self._report()
