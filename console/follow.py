@@ -53,8 +53,8 @@ def rank_table(model: RunModel) -> Table:
     table = Table(title=f"run {model.run_id}", title_justify="left")
     for name, justify in RANK_COLUMNS:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for view in model.rows():
-        row = view.rank
+    for view in model.rank_and_host_rows():
+        row = view.rank_row
         if row is None:
             continue
         table.add_row(

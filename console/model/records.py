@@ -52,7 +52,8 @@ class RowView:
     """One line of the hosts panel: a rank, or a host whose ranks are not known yet."""
 
     host: str
-    rank: RankRow | None
+    rank_row: RankRow | None
+    """The rank's record (None: a host whose ranks are not known yet)."""
     status: str
     stale: bool
     """Show greyed out: the host or rank is dead; the values are the last ones known."""

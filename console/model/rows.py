@@ -28,17 +28,17 @@ def rank_view(model: RunModel, row: RankRow, threshold: float | None) -> RowView
     host = model.hosts.get(row.host, HostInfo())
     if row.end_status == "failed" or host.state in DEAD_HOST_STATES or (
             model.failed_rank == row.rank and model.state == "failed"):
-        return RowView(host=row.host, rank=row, status="failed", stale=True,
+        return RowView(host=row.host, rank_row=row, status="failed", stale=True,
                        reason=row.reason or host.detail or model.state_detail)
     if row.end_status is not None or host.state in ("done", "stopped") or (
             model.state in FINAL_RUN_STATES):
-        return RowView(host=row.host, rank=row, status="done", stale=False,
+        return RowView(host=row.host, rank_row=row, status="done", stale=False,
                        reason=row.reason)
     if row.compute_s is None:
         status = HOST_TO_ROW_STATUS.get(host.state, "starting")
         if status in ("idle", "done"):
             status = "starting"
-        return RowView(host=row.host, rank=row, status=status, stale=False, reason="")
+        return RowView(host=row.host, rank_row=row, status=status, stale=False, reason="")
     straggler = threshold is not None and row.compute_s > threshold
-    return RowView(host=row.host, rank=row, status="straggler" if straggler else "running",
+    return RowView(host=row.host, rank_row=row, status="straggler" if straggler else "running",
                    stale=False, reason="")

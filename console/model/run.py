@@ -109,7 +109,7 @@ class RunModel:
         self.decisions = self._balancer.decisions
         """The balancer's decisions, oldest first, each with its measured gain once known."""
         self._step_times: deque[tuple[int, float]] = deque(maxlen=ETA_WINDOW)
-        self._rows_cache: tuple[int, list[RowView]] | None = None
+        self._row_views_cache: tuple[int, list[RowView]] | None = None
         self._ranks_cache: list[RankRow] | None = None
         self._ideal_cache: tuple[int, float | None] = (-1, None)
         self.totals = RunTotals()
@@ -195,7 +195,7 @@ class RunModel:
         row = self.ranks.get(rank)
         if row is None:
             row = self.ranks[rank] = RankRow(rank=rank, host=host)
-            self._rows_cache = None
+            self._row_views_cache = None
             if host not in self.hosts:
                 self.host_order.append(host)
                 self.hosts[host] = HostInfo()
@@ -357,10 +357,10 @@ class RunModel:
             self._ranks_cache = [row for _, row in sorted(self.ranks.items())]
         return self._ranks_cache
 
-    def rows(self) -> list[RowView]:
+    def rank_and_host_rows(self) -> list[RowView]:
         """The hosts panel's rows: every rank in rank order, then hosts with no rank yet."""
-        if self._rows_cache is not None and self._rows_cache[0] == self.version:
-            return self._rows_cache[1]
+        if self._row_views_cache is not None and self._row_views_cache[0] == self.version:
+            return self._row_views_cache[1]
         threshold = self.straggler_threshold()
         views = [rank_view(self, row, threshold) for row in self.sorted_ranks()]
         with_ranks = {row.host for row in self.ranks.values()}
@@ -368,7 +368,7 @@ class RunModel:
             if name not in with_ranks:
                 info = self.hosts[name]
                 dead = info.state in DEAD_HOST_STATES
-                views.append(RowView(host=name, rank=None, stale=dead, reason=info.detail,
+                views.append(RowView(host=name, rank_row=None, stale=dead, reason=info.detail,
                                      status=HOST_TO_ROW_STATUS.get(info.state, "idle")))
-        self._rows_cache = (self.version, views)
+        self._row_views_cache = (self.version, views)
         return views

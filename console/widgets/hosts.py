@@ -57,7 +57,7 @@ def visible_columns(width: int) -> tuple[Column, ...]:
 
 def resources_text(view: RowView) -> str:
     """GPU utilisation and memory, or CPU use and resident memory."""
-    row = view.rank
+    row = view.rank_row
     if row is None:
         return ""
     if row.gpu_util is not None or row.gpu_mem_used is not None:
@@ -71,7 +71,7 @@ def resources_text(view: RowView) -> str:
 
 def row_values(view: RowView) -> dict[str, str]:
     """The text of each column for one row."""
-    row = view.rank
+    row = view.rank_row
     if row is None:
         return {"host": view.host, "rank": "—"}
     share = row.compute_share
@@ -112,16 +112,16 @@ class HostsPanel(LinesView):
     """Every rank's host, device, batch, throughput, compute share, resources and status."""
 
     def __init__(self, model: RunModel, *, id: str | None = None) -> None:
-        super().__init__(row_count=lambda: len(model.rows()),
-                         row_text=lambda i, w: render_row(model.rows()[i], w),
+        super().__init__(row_count=lambda: len(model.rank_and_host_rows()),
+                         row_text=lambda i, w: render_row(model.rank_and_host_rows()[i], w),
                          header_text=render_header, id=id)
         self.model = model
         self.border_title = "Hosts & ranks"
         self._subtitle_shown = ""
 
     def sync(self) -> None:
-        views = self.model.rows()
-        ranks = sum(1 for view in views if view.rank is not None)
+        views = self.model.rank_and_host_rows()
+        ranks = sum(1 for view in views if view.rank_row is not None)
         hosts = len({view.host for view in views})
         subtitle = f"{hosts} hosts · {ranks} ranks" + (
             " · run averages" if self.model.finished else "")

@@ -49,8 +49,8 @@ def step(rank: int, host: str, n: int, *, batch: int, compute: float, step_s: fl
 
 
 def test_before_any_run_every_host_is_an_idle_row() -> None:
-    rows = model().rows()
-    assert [(r.host, r.rank, r.status) for r in rows] == [
+    rows = model().rank_and_host_rows()
+    assert [(r.host, r.rank_row, r.status) for r in rows] == [
         ("alpha", None, "idle"), ("beta", None, "idle"), ("gamma", None, "idle")]
 
 
@@ -59,7 +59,7 @@ def test_host_status_drives_placeholder_rows_before_ranks_exist() -> None:
     m.reset_run("r1")
     m.apply(HostStatus(t=1.0, host="alpha", state="pushing"))
     m.apply(HostStatus(t=1.0, host="beta", state="unreachable", detail="timed out"))
-    rows = {r.host: r for r in m.rows()}
+    rows = {r.host: r for r in m.rank_and_host_rows()}
     assert rows["alpha"].status == "pushing"
     assert (rows["beta"].status, rows["beta"].stale, rows["beta"].reason) == (
         "failed", True, "timed out")
@@ -71,9 +71,9 @@ def test_rank_row_shows_device_batch_rate_compute_share_and_resources() -> None:
     m.apply(step(0, "alpha", 1, batch=30, compute=0.15, step_s=0.2))
     m.apply(RankEvent(host="alpha", event=ResourceEvent(
         t=11.0, rank=0, gpu_util=87.0, gpu_mem_used=2**30, gpu_mem_total=2**34)))
-    view = m.rows()[0]
-    assert view.rank is not None
-    row = view.rank
+    view = m.rank_and_host_rows()[0]
+    assert view.rank_row is not None
+    row = view.rank_row
     assert (row.device, row.backend, row.local_batch) == ("RTX 4090", "gloo", 30)
     assert row.samples_per_s == pytest.approx(150.0)
     assert row.compute_share == pytest.approx(0.75)
@@ -104,7 +104,7 @@ def test_slow_rank_is_a_straggler_and_the_fast_one_waits() -> None:
     m.apply(step(0, "alpha", 1, batch=20, compute=0.1, step_s=0.4))
     m.apply(step(1, "beta", 1, batch=20, compute=0.1, step_s=0.4))
     m.apply(step(2, "gamma", 1, batch=20, compute=0.38, step_s=0.4))
-    statuses = [r.status for r in m.rows()]
+    statuses = [r.status for r in m.rank_and_host_rows()]
     assert statuses == ["running", "running", "straggler"]
     assert m.ranks[0].compute_share == pytest.approx(0.25)
 
@@ -146,25 +146,26 @@ def test_failed_rank_keeps_last_values_greyed_with_the_reason() -> None:
     m = played(fail=(2, 8), rebalance_at=6)
     assert m.state == "failed"
     assert (m.failed_host, m.failed_rank) == ("gamma", 2)
-    view = next(r for r in m.rows() if r.rank is not None and r.rank.rank == 2)
+    view = next(r for r in m.rank_and_host_rows()
+                if r.rank_row is not None and r.rank_row.rank == 2)
     assert view.status == "failed" and view.stale
     assert "RuntimeError: boom" in view.reason
-    assert view.rank is not None and view.rank.step == 7 and view.rank.samples_per_s
+    assert view.rank_row is not None and view.rank_row.step == 7 and view.rank_row.samples_per_s
     assert not m.live
 
 
 def test_unreachable_host_greys_out_its_ranks() -> None:
     m = played(hold_at=5)
     m.apply(HostStatus(t=2e6, host="beta", state="unreachable", detail="connection lost"))
-    beta = next(r for r in m.rows() if r.host == "beta")
+    beta = next(r for r in m.rank_and_host_rows() if r.host == "beta")
     assert (beta.status, beta.stale, beta.reason) == ("failed", True, "connection lost")
-    assert beta.rank is not None and beta.rank.local_batch is not None
+    assert beta.rank_row is not None and beta.rank_row.local_batch is not None
 
 
 def test_completed_run_marks_every_rank_done() -> None:
     m = played()
     assert m.state == "completed" and not m.live
-    assert {r.status for r in m.rows()} == {"done"}
+    assert {r.status for r in m.rank_and_host_rows()} == {"done"}
     assert m.step == 20 and m.checkpoint and m.checkpoint.endswith("step-20.pt")
 
 
@@ -192,7 +193,7 @@ def test_end_event_of_a_single_rank_marks_only_that_rank() -> None:
     m.apply(start(0, "alpha"))
     m.apply(start(1, "beta"))
     m.apply(RankEvent(host="beta", event=EndEvent(t=1.0, rank=1, step=3, status="completed")))
-    assert [r.status for r in m.rows()] == ["starting", "done"]
+    assert [r.status for r in m.rank_and_host_rows()] == ["starting", "done"]
 
 
 def test_scripted_runs_with_several_ranks_per_host() -> None:
@@ -200,6 +201,6 @@ def test_scripted_runs_with_several_ranks_per_host() -> None:
     m = model(("big", "small"))
     m.reset_run("r1")
     m.apply_all(events_only(scripted_run("r1", hosts=hosts)))
-    assert [(r.host, r.rank.rank if r.rank else None) for r in m.rows()] == [
+    assert [(r.host, r.rank_row.rank if r.rank_row else None) for r in m.rank_and_host_rows()] == [
         ("big", 0), ("big", 1), ("small", 2)]
     assert sum(m.split) == 60

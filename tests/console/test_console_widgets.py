@@ -19,7 +19,7 @@ def test_narrow_terminals_drop_backend_and_device_first() -> None:
 def test_dead_rank_row_is_greyed_and_names_the_reason() -> None:
     row = RankRow(rank=3, host="beta", local_batch=12, samples_per_s=40.0, cpu_percent=97.0,
                   rss_bytes=600 * 2**20)
-    text = render_row(RowView(host="beta", rank=row, status="failed", stale=True,
+    text = render_row(RowView(host="beta", rank_row=row, status="failed", stale=True,
                               reason="connection lost"), 120)
     assert "failed: connection lost" in text.plain
     assert "CPU 97% 600M" in text.plain and "40.0" in text.plain
