@@ -30,7 +30,10 @@ def field_docs(cls: type) -> tuple[str, dict[str, str]]:
     for owner in reversed(cls.__mro__):
         if not is_dataclass(owner):
             continue
-        node = ast.parse(inspect.getsource(owner)).body[0]
+        try:
+            node = ast.parse(inspect.getsource(owner)).body[0]
+        except (OSError, TypeError):  # no source (a frozen build): no help text, still flags
+            continue
         assert isinstance(node, ast.ClassDef)
         for stmt, following in zip(node.body, node.body[1:], strict=False):
             if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
