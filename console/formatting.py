@@ -1,4 +1,5 @@
-"""Numbers, bars and sparklines as short text, for the panels and the text report.
+"""Numbers, bars and sparklines as short text, and the colour of a run's outcome, for the
+panels, the command line's tables and the text report.
 
 ``—`` stands for a value not known yet; widths are in terminal cells.
 """
@@ -10,6 +11,9 @@ from collections.abc import Sequence
 from rich.text import Text
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
+
+OUTCOME_STYLES = {"completed": "green", "failed": "red", "stopped": "yellow"}
+"""The colour of a run's final state wherever past runs are listed or reported."""
 
 
 def cells(*columns: tuple[str | Text, int, str]) -> Text:

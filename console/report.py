@@ -13,12 +13,11 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from console.formatting import fmt_duration, fmt_percent, fmt_rate
+from console.formatting import OUTCOME_STYLES, fmt_duration, fmt_percent, fmt_rate
 from console.termplot import Line, chart, legend
 from remote.records.series import RunSeries
 from remote.records.summary import Metric, RunSummary
 
-STATE_STYLES = {"completed": "green", "failed": "red", "stopped": "yellow"}
 LOSS_STYLE, EVAL_STYLE, RATE_STYLE, IDEAL_STYLE = "cyan", "magenta", "green", "yellow"
 
 
@@ -44,7 +43,7 @@ def title(summary: RunSummary) -> Text:
         text.append(f" · {summary.name}", style="bold cyan")
     state = summary.outcome.state
     text.append(" · ")
-    text.append(f"● {state}", style=STATE_STYLES.get(state, ""))
+    text.append(f"● {state}", style=OUTCOME_STYLES.get(state, ""))
     return text
 
 
@@ -57,7 +56,7 @@ def what_happened(summary: RunSummary) -> Text | None:
     verb = {"failed": "failed", "stopped": "was stopped (interrupted)"}.get(
         outcome.state, f"is {outcome.state}")
     text = Text(f"The run {verb} after step {outcome.ended_at_step}{total}.",
-                style=STATE_STYLES.get(outcome.state, "bold"))
+                style=OUTCOME_STYLES.get(outcome.state, "bold"))
     if outcome.failed_rank is not None:
         text.append(f"\nFirst failure: rank {outcome.failed_rank} on {outcome.failed_host}: "
                     f"{outcome.error or '?'}")

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 from rich.text import Text
 
+from console.formatting import OUTCOME_STYLES
+
 if TYPE_CHECKING:
     from remote.api import CheckReport
     from remote.hosts.profile_hosts import HostProfile
@@ -45,11 +47,10 @@ def runs_table(runs: Sequence[RunInfo]) -> Table:
     table.add_column("detail", overflow="fold", min_width=12)
     for run in runs:
         started = time.strftime("%m-%d %H:%M:%S", time.gmtime(run.started))
-        style = "green" if run.state == "completed" else "red" if run.state == "failed" else ""
         cells: list[str | Text] = [run.run_id, Text(run.name)] if named else [run.run_id]
         detail = run.detail + (f"\ncleanup: {run.cleanup}" if run.cleanup else "")
-        table.add_row(*cells, Text(run.state, style=style), started, str(len(run.hosts)),
-                      Text(detail))
+        state = Text(run.state, style=OUTCOME_STYLES.get(run.state, ""))
+        table.add_row(*cells, state, started, str(len(run.hosts)), Text(detail))
     return table
 
 

@@ -12,12 +12,12 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from console.formatting import OUTCOME_STYLES
 from remote.records.runs import RunInfo
 
 READ_ONLY_KEYS = "s,x,r,c,p"
 """The live console's run controls: they do nothing on the screens of past runs."""
 
-STATE_STYLES = {"completed": "green", "failed": "red", "stopped": "yellow"}
 
 
 class RunsScreen(Screen[None]):
@@ -48,7 +48,7 @@ class RunsScreen(Screen[None]):
         for run in self.runs:
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(run.started))
             table.add_row(run.run_id, run.name, Text(run.state,
-                                                     style=STATE_STYLES.get(run.state, "")),
+                                                     style=OUTCOME_STYLES.get(run.state, "")),
                           started, str(len(run.hosts)), run.detail, key=run.run_id)
         table.focus()
 
