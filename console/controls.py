@@ -86,12 +86,12 @@ class RunControls(App[int]):
 
     @work(group="follow", exclusive=True, exit_on_error=False)
     async def _worker_follow(self, handle: RunHandle) -> None:
-        count = 0
+        applied = 0
         try:
             async for event in handle.events():
                 self.model.apply(event)
-                count += 1
-                if count % EVENTS_PER_YIELD == 0:
+                applied += 1
+                if applied % EVENTS_PER_YIELD == 0:
                     await asyncio.sleep(0)
         except Exception as exc:
             self.show_error(exc, title="Lost the run's event stream")

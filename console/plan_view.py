@@ -11,13 +11,14 @@ from rich.text import Text
 from remote.api import LaunchPreview, PlannedHost
 
 
-def _ranks(ranks: tuple[int, ...]) -> str:
+def _ranks_text(ranks: tuple[int, ...]) -> str:
+    """A host's (consecutive) global ranks: ``4-7``, or ``0,1`` for one or two."""
     if len(ranks) > 2:
         return f"{ranks[0]}-{ranks[-1]}"
     return ",".join(map(str, ranks))
 
 
-def _device(host: PlannedHost) -> str:
+def _device_text(host: PlannedHost) -> str:
     if host.device == "cpu":
         return "cpu" + (" (GPUs hidden)" if host.visible_devices == "" else "")
     pinned = f", CUDA_VISIBLE_DEVICES={host.visible_devices}" if host.visible_devices else ""
@@ -38,7 +39,7 @@ def plan_table(plan: LaunchPreview) -> Table:
         table.add_column(name, overflow="fold")
     for host in plan.hosts:
         share = ",".join(map(str, host.shares)) if host.shares else "measured at start"
-        table.add_row(host.host, _ranks(host.ranks), _device(host), plan.backend,
+        table.add_row(host.host, _ranks_text(host.ranks), _device_text(host), plan.backend,
                       host.interface or "chosen by Gloo/NCCL", share)
     return table
 
