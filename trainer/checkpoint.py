@@ -18,7 +18,6 @@ import errno
 import hashlib
 import os
 import random
-import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,9 @@ from typing import Any
 import torch
 
 from profiles.user_errors import CorralError
+from trainer.run_layout import CHECKPOINT_NAME, RunLayout
 
 FORMAT_VERSION = 1
-_NAME = re.compile(r"^step-(\d+)\.pt$")
 HASH_SUFFIX = ".sha256"
 """The content hash of ``step-N.pt`` is in ``step-N.pt.sha256``."""
 _HASH_CHUNK = 1 << 20
@@ -56,12 +55,12 @@ def file_sha256(path: Path) -> str:
 
 def checkpoint_dir(run_dir: str | os.PathLike[str]) -> Path:
     """``RUN_DIR/checkpoints``."""
-    return Path(run_dir) / "checkpoints"
+    return Path(RunLayout(run_dir).path(RunLayout.CHECKPOINTS))
 
 
 def checkpoint_path(run_dir: str | os.PathLike[str], step: int) -> Path:
     """Where the checkpoint of ``step`` goes."""
-    return checkpoint_dir(run_dir) / f"step-{step:08d}.pt"
+    return Path(RunLayout(run_dir).checkpoint(step))
 
 
 def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
@@ -71,7 +70,7 @@ def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
         return []
     found = []
     for entry in folder.iterdir():
-        match = _NAME.match(entry.name)
+        match = CHECKPOINT_NAME.match(entry.name)
         if match and entry.is_file():
             found.append((int(match.group(1)), entry))
     return sorted(found, reverse=True)

@@ -31,6 +31,7 @@ from trainer.checkpoint import (
 from trainer.config import TrainConfig, split_task_spec
 from trainer.dist import print0
 from trainer.events import CheckpointEvent, EventWriter
+from trainer.run_layout import RunLayout
 from trainer.tasks import Task
 from trainer.tasks.loader import task_options
 
@@ -174,7 +175,7 @@ def _read_newest(config: TrainConfig, payload: dict[str, Any]) -> None:
 def write_final(task: Task, model: nn.Module, run_dir: str) -> Path:
     """Write the trained result to ``RUN_DIR/final`` (complete or not at all): the task's
     ``save_final``, else ``model.pt`` with the state dict."""
-    final = Path(run_dir) / "final"
+    final = Path(RunLayout(run_dir).path(RunLayout.FINAL))
     tmp = final.with_name(f".final.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

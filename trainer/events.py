@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, ClassVar, Literal
 
 from profiles.user_errors import CorralError
+from trainer.run_layout import RunLayout
 
 SCHEMA_VERSION = 1
 
@@ -313,7 +314,7 @@ def parse_event(line: str) -> TrainerEvent | None:
 
 def events_path(run_dir: str | os.PathLike[str], rank: int) -> Path:
     """Where rank ``rank`` writes its events inside ``run_dir``."""
-    return Path(run_dir) / "metrics" / f"rank-{rank}.jsonl"
+    return Path(RunLayout(run_dir).events(rank))
 
 
 class EventWriter:

@@ -30,11 +30,8 @@ from remote.records.history import rank_files, read_lines
 from remote.records.runs import RunInfo, local_run_dir
 from remote.run.launch import run_dir_for
 from trainer.events import CheckpointEvent
+from trainer.run_layout import RunLayout
 
-FETCHED = "fetched"
-"""Under the local run directory."""
-FINAL = "final"
-"""Where rank 0 writes the final model or adapter, under the run directory on its host."""
 CHUNK_BYTES = 4 << 20
 """Bytes per copy command (sent base64-encoded)."""
 CHUNK_TIMEOUT_S = 120.0
@@ -96,7 +93,7 @@ def source_path(config: ClusterConfig, info: RunInfo,
     """The path on the host to fetch and the local name it gets under ``fetched/``."""
     remote_dir = run_dir_for(config, info.run_id)
     if what == "final":
-        return f"{remote_dir}/{FINAL}", FINAL
+        return RunLayout(remote_dir).path(RunLayout.FINAL), RunLayout.FINAL
     lines, _ = read_lines(local_run_dir(config, info.run_id))
     saved = [line.event for line in lines if isinstance(line.event, CheckpointEvent)]
     if not saved:
@@ -170,7 +167,7 @@ async def fetch_results(config: ClusterConfig, pool: HostPool, info: RunInfo, *,
         hint = ("the run has not written its final model yet (it lands when the run completes)"
                 if what == "final" else "the checkpoint is gone from the host")
         raise CorralError(f"nothing at {remote_path} on {host}: {hint}", title="nothing to fetch")
-    base = local_run_dir(config, info.run_id) / FETCHED
+    base = local_run_dir(config, info.run_id) / RunLayout.FETCHED
     base.mkdir(parents=True, exist_ok=True)
     record = base / f".manifest-{what}.json"
     known = _load_manifest(record)

@@ -12,16 +12,13 @@ look for it, and a line that is not valid JSON is skipped and counted.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from remote.records.runs import RunInfo, read_run_info_at
-from remote.run.stream import COLLECTED
 from trainer.events import EventFormatError, TrainerEvent, event_from_dict
-
-RANK_FILE = re.compile(r"^rank-(\d+)\.jsonl$")
+from trainer.run_layout import EVENTS_NAME, RunLayout
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,15 +65,15 @@ def rank_files(run_dir: Path) -> dict[int, tuple[str, Path]]:
     ranks it owns, and should two copies hold the same rank, the longer one is taken.
     """
     found: dict[int, tuple[str, Path]] = {}
-    root = run_dir / COLLECTED
+    root = Path(RunLayout(run_dir).path(RunLayout.COLLECTED))
     if not root.is_dir():
         return found
     for host_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        metrics = host_dir / "metrics"
+        metrics = host_dir / RunLayout.METRICS
         if not metrics.is_dir():
             continue
         for file in metrics.iterdir():
-            match = RANK_FILE.match(file.name)
+            match = EVENTS_NAME.match(file.name)
             if not match:
                 continue
             rank = int(match.group(1))
@@ -124,7 +121,7 @@ def launcher_tails(run_dir: Path, hosts: tuple[str, ...], keep: int = 5) -> dict
     """The last ``keep`` non-empty lines of each host's copied launcher log."""
     tails: dict[str, list[str]] = {}
     for host in hosts:
-        path = run_dir / COLLECTED / host / "logs" / host / "launcher.log"
+        path = Path(RunLayout(RunLayout(run_dir).collected(host)).launcher_log(host))
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError:

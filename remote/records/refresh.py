@@ -18,7 +18,9 @@ from remote.config.cluster import ClusterConfig
 from remote.hosts.pool import HostPool
 from remote.hosts.transport import Transport, shell_path
 from remote.records.runs import RunInfo, list_runs, write_run_info
+from remote.run.launch import run_dir_for
 from remote.run.stop import run_pattern
+from trainer.run_layout import IN_RUN_DIR
 
 Probe = tuple[int, str, bool]
 """Per host: processes of the run alive, the launcher's exit status (or ""), stopped on request."""
@@ -26,10 +28,10 @@ Probe = tuple[int, str, bool]
 
 async def _probe(config: ClusterConfig, transport: Transport, info: RunInfo) -> Probe:
     name = transport.host.name
-    run_dir = shell_path(f"{config.cluster.run_root.rstrip('/')}/{info.run_id}")
+    run_dir = shell_path(run_dir_for(config, info.run_id))
     script = (f"pgrep -f {shlex.quote(run_pattern(info.run_id))} | wc -l; "
-              f"cd {run_dir} 2>/dev/null && cat {shlex.quote(f'hosts/{name}.exit')} "
-              f"2>/dev/null; echo; test -e {shlex.quote(f'hosts/{name}.stopped')} "
+              f"cd {run_dir} 2>/dev/null && cat {shlex.quote(IN_RUN_DIR.host_file(name, 'exit'))} "
+              f"2>/dev/null; echo; test -e {shlex.quote(IN_RUN_DIR.host_file(name, 'stopped'))} "
               "&& echo stopped; true")
     lines = (await transport.run(script, timeout=30.0)).stdout.split("\n")
     return int(lines[0].strip() or 0), lines[1].strip(), "stopped" in lines[2:]

@@ -23,8 +23,10 @@ from remote.api import StopReport
 from remote.checks.run_root import LOCAL, DiskFull
 from remote.config.cluster import ClusterConfig
 from remote.hosts.pool import HostPool
+from remote.run.launch import run_dir_for
+from trainer.run_layout import IN_RUN_DIR, RunLayout
 
-RUN_FILE = "run.json"
+RUN_FILE = RunLayout.RUN_RECORD
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -236,8 +238,9 @@ async def runs_with_checkpoints(config: ClusterConfig, pool: HostPool) -> dict[s
     root = shell_path(config.cluster.run_root.rstrip("/"))
 
     async def listing(transport: Transport) -> str:
-        done = await transport.run(f"cd {root} 2>/dev/null && ls -1d */checkpoints/step-*.pt "
-                                   "2>/dev/null; true", timeout=30.0)
+        checkpoints = f"*/{IN_RUN_DIR.checkpoints_glob()}"
+        done = await transport.run(f"cd {root} 2>/dev/null && ls -1d {checkpoints} 2>/dev/null; "
+                                   "true", timeout=30.0)
         return done.stdout
 
     found: dict[str, list[str]] = {}
@@ -260,8 +263,9 @@ async def run_to_resume(config: ClusterConfig, pool: HostPool, named: str | None
     if named is not None:
         info = read_run_info(config, resolve_run_id(config, named))
         if info.run_id not in with_checkpoints:
+            checkpoints = RunLayout(run_dir_for(config, info.run_id)).path(RunLayout.CHECKPOINTS)
             raise CorralError(f"run {info.run_id} has no checkpoint on any reachable host "
-                              f"(looked in {config.cluster.run_root}/{info.run_id}/checkpoints"
+                              f"(looked in {checkpoints}"
                               f" on {', '.join(info.hosts)}): nothing to resume from",
                               title="nothing to resume")
         return info

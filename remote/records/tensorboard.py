@@ -26,7 +26,6 @@ import contextlib
 import fcntl
 import functools
 import json
-import re
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,8 +34,9 @@ from typing import Any
 
 from profiles.user_errors import UsageError
 from remote.records.history import Recorded, read_lines
-from remote.run.stream import COLLECTED, LOCK_FILE, CollectedCopy
+from remote.run.stream import LOCK_FILE, CollectedCopy
 from trainer.events import EVAL_METRICS, EventFormatError, RebalanceEvent, event_from_dict
+from trainer.run_layout import EVENTS_NAME, RunLayout
 
 BOARD_DIR = "tensorboard"
 """Under a run's local directory."""
@@ -44,7 +44,6 @@ MISSING = ("tensorboard is not installed; install the tensorboard extra (pip ins
            "'corral[tensorboard]', or pip install tensorboard)")
 PENDING_STEPS = 256
 """Steps kept waiting for every rank's numbers (for the ideal) before they are dropped."""
-RANK_PATH = re.compile(r"^metrics/rank-(\d+)\.jsonl$")
 RANKS_EVERY_STEP = 32
 """Up to this many ranks, per-rank series get a point every step; a cluster of N ranks gets one
 every N // 32 steps (the cluster-wide series still every step): per-rank points cost the
@@ -241,8 +240,9 @@ def live_writer(run_dir: Path, copies: Iterable[CollectedCopy]) -> BoardWriter |
     writer = BoardWriter(board_dir(run_dir))
 
     def feed(host: str, path: str, text: str) -> None:
-        match = RANK_PATH.match(path)
-        if match:
+        folder, _, name = path.rpartition("/")
+        match = EVENTS_NAME.match(name)
+        if match and folder == RunLayout.METRICS:
             writer.add_line(host, int(match.group(1)), text)
 
     for copy in owned:
@@ -252,7 +252,7 @@ def live_writer(run_dir: Path, copies: Iterable[CollectedCopy]) -> BoardWriter |
 
 def being_followed(run_dir: Path) -> bool:
     """True while a follower owns the run's copy (it writes the TensorBoard files live)."""
-    for lock in (run_dir / COLLECTED).glob(f"*/{LOCK_FILE}"):
+    for lock in Path(RunLayout(run_dir).path(RunLayout.COLLECTED)).glob(f"*/{LOCK_FILE}"):
         with open(lock, "ab") as handle:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -33,6 +33,7 @@ from remote.run.cpu_placement import PROBE_SECTION, HostCpuFacts, parse_probe
 from remote.run.task_code import option_pairs, user_code
 from trainer.config import BUILTIN_TASKS, TrainConfig
 from trainer.flags import flag_words
+from trainer.run_layout import IN_RUN_DIR
 from trainer.settings import RunSettings
 
 if TYPE_CHECKING:
@@ -213,7 +214,7 @@ def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{plan.master_addr}:{plan.port}",
         "--rdzv-id", plan.run_id,
         "--rdzv-conf", f"is_host={is_host},join_timeout={RDZV_JOIN_TIMEOUT_S}",
-        "--max-restarts", "0", "--log-dir", f"logs/{host.name}/ranks", "--redirects", "3",
+        "--max-restarts", "0", "--log-dir", IN_RUN_DIR.rank_logs(host.name), "--redirects", "3",
         "--tee", "3",
     ]
     if place.local_addr:
@@ -226,7 +227,7 @@ def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
     if user is not None:  # the task file inside the pushed tree (shell syntax: ~ expands)
         tree = f"{host.workdir.rstrip('/')}/code/{plan.code_digest}"
         flags += ["--task", shell_path(user.task_flag(tree))]
-    exit_file = shlex.quote(f"hosts/{host.name}.exit")
+    exit_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "exit"))
     return (
         f"{env_prefix(env)}PYTHONPATH={code} {python_word(host)} {' '.join(words)} "
         f"--run-dir {run_dir} {' '.join(flags)}; "
@@ -240,23 +241,24 @@ async def launch_host(
     """Start the host's launcher in the background; return its process-group id."""
     host = transport.host
     inner = launcher_command(config, plan, place)
-    logs = shlex.quote(f"logs/{host.name}")
-    pgid_file = shlex.quote(f"hosts/{host.name}.pgid")
-    exit_file = shlex.quote(f"hosts/{host.name}.exit")
-    ranks_file = shlex.quote(f"hosts/{host.name}.ranks")
+    logs = shlex.quote(IN_RUN_DIR.host_logs(host.name))
+    launcher_log = shlex.quote(IN_RUN_DIR.launcher_log(host.name))
+    pgid_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "pgid"))
+    exit_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "exit"))
+    ranks_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "ranks"))
     # The tailer reports the host's ranks (from this file) once torchrun logs its rendezvous.
-    planned = shlex.quote(f"hosts/{host.name}.planned")
+    planned = shlex.quote(IN_RUN_DIR.host_file(host.name, "planned"))
+    stopped_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "stopped"))
+    leader_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "leader"))
     planned_ranks = shlex.quote("".join(f"{r}\n" for r in place.ranks))
-    stopped_file = shlex.quote(f"hosts/{host.name}.stopped")
-    leader_file = shlex.quote(f"hosts/{host.name}.leader")
     run_dir = shell_path(plan.run_dir)
     # Not a job-control shell, so the background child is no group leader and setsid(1)
     # makes it the leader of a new session without forking: $! is the new process group.
     script = (
-        f"set -e; mkdir -p {run_dir}; cd {run_dir}; mkdir -p {logs} hosts; "
+        f"set -e; mkdir -p {run_dir}; cd {run_dir}; mkdir -p {logs} {IN_RUN_DIR.HOSTS}; "
         f"rm -f {exit_file} {ranks_file} {stopped_file} {pgid_file} {leader_file}; "
         f"printf %s {planned_ranks} > {planned}; "
-        f"setsid sh -c {shlex.quote(inner)} </dev/null >>{logs}/launcher.log 2>&1 & "
+        f"setsid sh -c {shlex.quote(inner)} </dev/null >>{launcher_log} 2>&1 & "
         f"p=$!; s=$(cat /proc/$p/stat 2>/dev/null) && s=${{s##*\") \"}} && set -- $s && "
         f"echo \"${{20}}\" > {leader_file} || true; "
         f"echo $p > {pgid_file}.tmp; mv {pgid_file}.tmp {pgid_file}; echo $p"

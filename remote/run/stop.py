@@ -26,6 +26,7 @@ import shlex
 from remote.api import StopReport
 from remote.hosts.pool import HostPool
 from remote.hosts.transport import Transport, shell_path
+from trainer.run_layout import IN_RUN_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +50,9 @@ def owned_group_function(run_dir: str, host_name: str) -> str:
 
     Call ``owned`` right before every signal to the group: the check and the signal are then
     microseconds apart, instead of the hours a recorded id may have aged."""
-    pgid_file = shlex.quote(f"hosts/{host_name}.pgid")
-    leader_file = shlex.quote(f"hosts/{host_name}.leader")
-    exit_file = shlex.quote(f"hosts/{host_name}.exit")
+    pgid_file = shlex.quote(IN_RUN_DIR.host_file(host_name, "pgid"))
+    leader_file = shlex.quote(IN_RUN_DIR.host_file(host_name, "leader"))
+    exit_file = shlex.quote(IN_RUN_DIR.host_file(host_name, "exit"))
     return (
         f"pg=; st=; if cd {shell_path(run_dir)} 2>/dev/null && [ ! -e {exit_file} ]; then "
         f"pg=$(cat {pgid_file} 2>/dev/null); st=$(cat {leader_file} 2>/dev/null); fi; "
@@ -67,7 +68,7 @@ def stop_script(run_dir: str, host_name: str, run_id: str, grace_s: float) -> st
     """The shell script that stops one host's part of the run and prints what is left."""
     # Tells the tailers that this launcher ends because it was stopped, not by a failure
     # (only while it has not ended by itself: a finished run keeps its outcome).
-    stopped_file = shlex.quote(f"hosts/{host_name}.stopped")
+    stopped_file = shlex.quote(IN_RUN_DIR.host_file(host_name, "stopped"))
     ticks = max(round(grace_s * 10), 0)  # tenths of a second
     return (
         f"pat={shlex.quote(run_pattern(run_id))}; "

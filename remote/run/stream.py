@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, get_args
 
 from profiles.user_errors import CorralError
 from remote.api import LogLine, RankEvent, RunEvent
@@ -33,8 +33,8 @@ from remote.hosts.interpreter import python_word
 from remote.hosts.ssh import ConnectionLost
 from remote.hosts.transport import Transport, env_prefix, shell_path
 from trainer.events import EventFormatError, parse_event
+from trainer.run_layout import IN_RUN_DIR, HostFile, RunLayout
 
-COLLECTED = "collected"
 OFFSETS_FILE = "offsets.json"
 LOCK_FILE = ".lock"
 SILENCE_LIMIT_S = 20.0
@@ -80,7 +80,7 @@ class CollectedCopy:
     """This machine's copy of one host's files of a run, with the offsets reached."""
 
     def __init__(self, local_run_dir: Path, host: str) -> None:
-        self.root = local_run_dir / COLLECTED / host
+        self.root = Path(RunLayout(local_run_dir).collected(host))
         self.offsets: dict[str, int] = {}
         self._sizes: dict[str, int] = {}
         self._files: dict[str, IO[bytes]] = {}
@@ -171,6 +171,13 @@ class CollectedCopy:
             self._lock = None
 
 
+def tailer_paths(host: str) -> dict[str, str]:
+    """The host's files the tailer reads, relative to the run directory (see tail_script)."""
+    paths = {kind: IN_RUN_DIR.host_file(host, kind) for kind in get_args(HostFile)}
+    return {**paths, "launcher_log": IN_RUN_DIR.launcher_log(host),
+            "events": IN_RUN_DIR.events("{rank}")}
+
+
 def tail_command(host_python: str, run_dir: str, host: str, offsets: dict[str, int],
                  env: str = "") -> str:
     """The command line that starts the tailer on a host (``host_python``: a shell word).
@@ -178,8 +185,8 @@ def tail_command(host_python: str, run_dir: str, host: str, offsets: dict[str, i
     The tailer needs only the standard library, so when the host's interpreter is missing it
     falls back to ``python3``: the stream then still shows why the launcher could not start.
     """
-    args = (f"-u -c {shlex.quote(TAIL_SCRIPT)} {shell_path(run_dir)} {shlex.quote(host)} "
-            f"{shlex.quote(json.dumps(offsets))}")
+    args = (f"-u -c {shlex.quote(TAIL_SCRIPT)} {shell_path(run_dir)} "
+            f"{shlex.quote(json.dumps(tailer_paths(host)))} {shlex.quote(json.dumps(offsets))}")
     return (f"for py in {host_python} python3; do "
             f'if command -v "$py" >/dev/null 2>&1; then exec {env}"$py" {args}; fi; done; '
             "echo 'corral: no python to follow the run with' >&2; exit 127")
@@ -187,7 +194,7 @@ def tail_command(host_python: str, run_dir: str, host: str, offsets: dict[str, i
 
 def _line_event(host: str, path: str, text: str) -> RunEvent | None:
     now = time.time()
-    if path.startswith("metrics/"):
+    if path.startswith(f"{IN_RUN_DIR.METRICS}/"):
         try:
             event = parse_event(text)
         except EventFormatError as exc:
@@ -289,9 +296,9 @@ async def merged(
 
 async def remote_sizes(transport: Transport, run_dir: str) -> dict[str, int]:
     """Byte sizes of the host's event files and launcher log (for a resumed run)."""
-    log = shlex.quote(f"logs/{transport.host.name}/launcher.log")
+    log = shlex.quote(IN_RUN_DIR.launcher_log(transport.host.name))
     script = (f"cd {shell_path(run_dir)} 2>/dev/null || exit 0; "
-              f"for f in metrics/rank-*.jsonl {log}; do "
+              f"for f in {IN_RUN_DIR.events('*')} {log}; do "
               '[ -f "$f" ] && printf "%s\\t%s\\n" "$f" "$(wc -c < "$f")"; done; true')
     done = await transport.run(script, timeout=30.0)
     sizes: dict[str, int] = {}

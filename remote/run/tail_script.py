@@ -1,6 +1,10 @@
 """The tailer corral runs on each host (``python -c``, standard library only).
 
-Usage: ``python -c <this file> RUN_DIR HOST OFFSETS_JSON``
+Usage: ``python -c <this file> RUN_DIR PATHS_JSON OFFSETS_JSON``
+
+``PATHS_JSON`` names the host's files inside RUN_DIR (``remote.run.stream.tailer_paths``, from
+``trainer.run_layout.RunLayout``): ``launcher_log``, ``events`` (with ``{rank}``), and the
+bookkeeping files ``ranks``, ``planned``, ``exit``, ``pgid``, ``leader`` and ``stopped``.
 
 Follows the host's launcher log and the event files of the ranks that belong to the host, from
 the given byte offsets, and prints one record per line on stdout:
@@ -16,8 +20,8 @@ the given byte offsets, and prints one record per line on stdout:
 
 The host's ranks are known once torchrun logs its rendezvous result (``global_ranks=[...]``,
 at INFO level) into the host's launcher log: they are the ranks the launch planned for the host
-(``hosts/HOST.planned``, numbered in host order) or, for a launch without that file, the ranks
-torchrun logged. They are kept in ``hosts/HOST.ranks`` for later tailers. Hosts may share one
+(the ``planned`` file, numbered in host order) or, for a launch without that file, the ranks
+torchrun logged. They are kept in the ``ranks`` file for later tailers. Hosts may share one
 machine and one run directory, so event files of other ranks are left alone. The tailer exits
 when its stdin closes (the follower went away).
 """
@@ -35,39 +39,67 @@ HEARTBEAT_S = 2.0
 GLOBAL_RANKS = re.compile(r"\bglobal_ranks=\[([\d, ]*)\]")
 
 
-def main():
-    run_dir, host, offsets = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-    os.chdir(run_dir)
-    launcher_log = f"logs/{host}/launcher.log"
-    ranks_file = f"hosts/{host}.ranks"
-    owned = set()
-    if os.path.exists(ranks_file):
-        with open(ranks_file) as f:
-            owned = {int(x) for x in f.read().split() if x.isdigit()}
-    out = sys.stdout
-    for rank in sorted(owned):
-        out.write(f"O\t{rank}\n")
-    out.flush()
-    last_beat = 0.0
+class Tailer:
+    """One host's files, followed from ``offsets``; records go to ``out``."""
 
-    def own(ranks):
-        owned.clear()
-        owned.update(ranks)
-        with open(ranks_file + ".tmp", "w") as f:
-            f.write("".join(f"{r}\n" for r in sorted(ranks)))
-        os.replace(ranks_file + ".tmp", ranks_file)
-        for rank in sorted(ranks):
-            out.write(f"O\t{rank}\n")
+    def __init__(self, paths, offsets, out):
+        self.paths = paths
+        self.offsets = offsets
+        self.out = out
+        self.owned = set()
+        self.last_beat = 0.0
 
-    def planned():
+    def run(self):
+        """Print records until the launcher ends or stdin closes."""
+        self.owned = set(self.read_ranks("ranks"))
+        for rank in sorted(self.owned):
+            self.out.write(f"O\t{rank}\n")
+        self.out.flush()
+        while True:
+            # The launcher's state is read before the drain: every line written before it
+            # ended is printed before its X record.
+            state = self.launcher_state()
+            self.drain_all()
+            now = time.time()
+            if now - self.last_beat >= HEARTBEAT_S:
+                self.out.write("H\n")
+                self.last_beat = now
+            if state is not None:
+                self.out.write(f"X\t{state}\n")
+                self.out.flush()
+                return
+            self.out.flush()
+            readable, _, _ = select.select([sys.stdin], [], [], POLL_S)
+            if readable and not os.read(sys.stdin.fileno(), 4096):
+                return
+
+    def drain_all(self):
+        before = dict(self.offsets)
+        self.drain(self.paths["launcher_log"])
+        for rank in sorted(self.owned):
+            self.drain(self.paths["events"].format(rank=rank))
+        if self.offsets != before:
+            self.out.write("F\n")
+
+    def read_ranks(self, name):
         try:
-            with open(f"hosts/{host}.planned") as f:
+            with open(self.paths[name]) as f:
                 return [int(x) for x in f.read().split() if x.isdigit()]
         except OSError:
             return []
 
-    def drain(path):
-        start = offsets.get(path, 0)
+    def own(self, ranks):
+        self.owned.clear()
+        self.owned.update(ranks)
+        ranks_file = self.paths["ranks"]
+        with open(ranks_file + ".tmp", "w") as f:
+            f.write("".join(f"{r}\n" for r in sorted(ranks)))
+        os.replace(ranks_file + ".tmp", ranks_file)
+        for rank in sorted(ranks):
+            self.out.write(f"O\t{rank}\n")
+
+    def drain(self, path):
+        start = self.offsets.get(path, 0)
         try:
             size = os.path.getsize(path)
         except OSError:
@@ -84,32 +116,33 @@ def main():
         for raw in data[: end + 1].splitlines(True):
             pos += len(raw)
             text = raw.rstrip(b"\n").decode("utf-8", "replace")
-            out.write(f"L\t{path}\t{pos}\t{text}\n")
-            if path == launcher_log and "global_ranks=[" in text:
+            self.out.write(f"L\t{path}\t{pos}\t{text}\n")
+            if path == self.paths["launcher_log"] and "global_ranks=[" in text:
                 match = GLOBAL_RANKS.search(text)
                 if match:
-                    own(planned() or [int(x) for x in match.group(1).replace(",", " ").split()])
-        offsets[path] = pos
+                    logged = [int(x) for x in match.group(1).replace(",", " ").split()]
+                    self.own(self.read_ranks("planned") or logged)
+        self.offsets[path] = pos
 
-    def launcher_state():
+    def launcher_state(self):
         # An exit file means the launcher ended by itself (a stop kills its shell first).
-        state = launcher_exit()
-        if state == "gone" and os.path.exists(f"hosts/{host}.stopped"):
+        state = self.launcher_exit()
+        if state == "gone" and os.path.exists(self.paths["stopped"]):
             return "stopped"
         return state
 
-    def launcher_exit():
+    def launcher_exit(self):
         try:
-            with open(f"hosts/{host}.exit") as f:
+            with open(self.paths["exit"]) as f:
                 return f.read().strip() or "gone"
         except OSError:
             pass
         try:
-            with open(f"hosts/{host}.pgid") as f:
+            with open(self.paths["pgid"]) as f:
                 pgid = int(f.read().strip())
         except (OSError, ValueError):
             return None
-        if not leader_is_ours(pgid):
+        if not self.leader_is_ours(pgid):
             return "gone"
         try:
             os.killpg(pgid, 0)
@@ -119,12 +152,12 @@ def main():
             return None
         return None
 
-    def leader_is_ours(pgid):
+    def leader_is_ours(self, pgid):
         # The process that now has the recorded id must have the launcher's start time (a
         # stranger may have the id by now). No such process: only our group's remaining
         # members can hold the id, which killpg then finds.
         try:
-            with open(f"hosts/{host}.leader") as f:
+            with open(self.paths["leader"]) as f:
                 recorded = f.read().strip()
             with open(f"/proc/{pgid}/stat") as f:
                 fields = f.read().rsplit(") ", 1)[1].split()
@@ -132,26 +165,11 @@ def main():
             return True
         return not recorded or fields[19] == recorded
 
-    while True:
-        state = launcher_state()
-        before = dict(offsets)
-        drain(launcher_log)
-        for rank in sorted(owned):
-            drain(f"metrics/rank-{rank}.jsonl")
-        if offsets != before:
-            out.write("F\n")
-        now = time.time()
-        if now - last_beat >= HEARTBEAT_S:
-            out.write("H\n")
-            last_beat = now
-        if state is not None:
-            out.write(f"X\t{state}\n")
-            out.flush()
-            return
-        out.flush()
-        readable, _, _ = select.select([sys.stdin], [], [], POLL_S)
-        if readable and not os.read(sys.stdin.fileno(), 4096):
-            return
+
+def main():
+    run_dir, paths, offsets = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+    os.chdir(run_dir)
+    Tailer(paths, offsets, sys.stdout).run()
 
 
 if __name__ == "__main__":
