@@ -28,7 +28,7 @@ from remote.checks.rendezvous_port import (
     python_c,
 )
 from remote.checks.task_packages import judge_packages, packages_probe
-from remote.checks.torch_versions import judge_precision, torch_item
+from remote.checks.torch_versions import PROBE_PY, judge_precision, torch_item
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.hosts.interpreter import python_label
 from remote.hosts.netif import interface_script, parse_interface
@@ -44,40 +44,6 @@ MIN_FREE_BYTES = 1 << 30
 """A workdir with less free space than this fails the disk check (code, logs, checkpoints)."""
 PROBE_TIMEOUT_S = 120.0
 """Seconds allowed for the Python probe (importing torch can take a while on a cold disk)."""
-
-# One JSON object: the interpreter's and torch's versions and what CUDA torch sees. torch is
-# imported only where a GPU device node exists (importing it takes seconds).
-PROBE_PY = """\
-import importlib.util, json, os, platform, sys
-out = {"python": platform.python_version(), "executable": sys.executable}
-spec = importlib.util.find_spec("torch")
-version = None
-if spec is not None and spec.origin:
-    try:
-        with open(os.path.join(os.path.dirname(spec.origin), "version.py")) as f:
-            for line in f:
-                if line.startswith("__version__"):
-                    version = line.split("=", 1)[1].strip().strip(chr(34) + chr(39))
-    except OSError:
-        pass
-gpu_nodes = any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/kfd"))
-try:
-    if spec is None:
-        raise ImportError("No module named 'torch'")
-    if version is None or gpu_nodes:
-        import torch
-        version = torch.__version__
-        cuda = bool(torch.cuda.is_available())
-        gpus = torch.cuda.device_count() if cuda else 0
-        out.update(cuda=cuda, gpus=gpus, cuda_version=torch.version.cuda,
-                   gpu_names=[torch.cuda.get_device_name(i) for i in range(gpus)])
-        try: out["bf16"] = [torch.cuda.get_device_capability(i)[0] >= 8 for i in range(gpus)]
-        except Exception: pass  # no answer (an old or fake torch): nothing to check
-    out.update(torch=version.split("+")[0], torch_full=version)
-except Exception as exc:
-    out["torch_error"] = type(exc).__name__ + ": " + str(exc)
-print(json.dumps(out))
-"""
 
 
 @dataclass(kw_only=True)
@@ -352,7 +318,6 @@ def _unreachable_item(host: HostSection, error: BaseException) -> CheckItem:
         hint = (f"check the address/port/user of {host.name!r} in cluster.toml "
                 f"(`ssh {host.address}` must work without a password prompt)")
     return _item(host, "reachable", False, str(error) or type(error).__name__, hint)
-
 
 
 async def check_cluster(config: ClusterConfig, pool: HostPool) -> CheckReport:

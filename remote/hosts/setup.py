@@ -24,9 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from profiles.user_errors import CorralError, UsageError
-from remote.checks.preflight import PROBE_PY
 from remote.checks.rendezvous_port import last_json
 from remote.checks.task_packages import needed_packages
+from remote.checks.torch_versions import PROBE_PY
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.hosts.allocator_setup import found_script, install_script, outcome, wants_install
 from remote.hosts.interpreter import fallback_python, venv_dir, venv_python

@@ -7,7 +7,6 @@ run started earlier (by this or another process) from the local copy's offsets.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import time
@@ -20,7 +19,6 @@ from remote.api import (
     CheckReport,
     HostStatus,
     LogLine,
-    RankEvent,
     RunEvent,
     RunState,
     RunStatus,
@@ -31,45 +29,22 @@ from remote.config.rules import run_name_problem
 from remote.hosts.pool import HostPool
 from remote.records.runs import (
     RunInfo,
-    describe_stop,
-    local_run_dir,
     new_run_id,
     read_run_info,
     record_cleanup,
-    record_suspects,
     resolve_run_id,
     run_to_resume,
     update_run_state,
     write_run_info,
 )
-from remote.records.tensorboard import live_writer
 from remote.run import launch_lock
-from remote.run.hang import HangGuard
+from remote.run.follower import RunFollower
 from remote.run.launch import run_dir_for
 from remote.run.monitor import RunMonitor
-from remote.run.reconnect import resilient_tail
 from remote.run.recovery import REPEATED_FAILURES, count_failure, restart_refusal
 from remote.run.start import launch_run
 from remote.run.stop import stop_run
-from remote.run.stream import CollectedCopy, TailItem, merged
-from trainer.events import StartEvent
 from trainer.settings import POLICIES
-
-FAILURE_SETTLE_S = 10.0
-"""After the first failure, wait at most this long for the report that names its cause before
-stopping the other hosts (a peer's error often arrives before the killed rank's launcher
-reports it); ``RunMonitor.cause_settled`` usually ends the wait much earlier."""
-STOP_GRACE_ON_FAILURE_S = 5.0
-
-
-class _Tick:
-    """Internal: lets the follow loop act on time passing while the hosts are quiet."""
-
-
-async def _ticker(every: float = 0.5) -> AsyncIterator[TailItem]:
-    while True:
-        await asyncio.sleep(every)
-        yield _Tick()  # type: ignore[misc]
 
 
 class SshRunHandle:
@@ -214,109 +189,12 @@ class SshRunHandle:
             self._info = read_run_info(self.config, self.run_id)
 
     async def _follow(self) -> AsyncIterator[RunEvent]:
-        pool = self._pool
-        hosts = self._info.hosts
-        monitor = self._monitor = RunMonitor(run_id=self.run_id, hosts=hosts,
-                                             stop_requested=self._stopping)
-        local_dir = local_run_dir(self.config, self.run_id)
-        copies = {h: CollectedCopy(local_dir, h) for h in hosts}
-        board = live_writer(local_dir, copies.values())
-        sources: list[tuple[str, AsyncIterator[TailItem]]] = [("", _ticker())]
-        for host in hosts:
-            try:
-                await pool.get(host)
-            except CorralError as exc:
-                if not self._launch:
-                    raise  # attaching changes nothing on the hosts: report, leave the run be
-                monitor.observe((host, exc))
-                yield HostStatus(t=time.time(), host=host, state="unreachable", detail=str(exc))
-                continue
-            sources.append((host, resilient_tail(pool, host, self.run_dir, copies[host],
-                                                 self.config.ssh.lost_after)))
-        yield self._status("running")
-        failed_at: float | None = None
-        stop_task: asyncio.Task[StopReport] | None = None
-        run = self.config.run
-        hang = HangGuard(pool, run.hang_factor, run.hang_limit)
-        running_hosts: set[str] = set()
-        try:
-            async for item in merged(sources):
-                if isinstance(item, HostStatus):  # a connection lost or found again
-                    yield item
-                    continue
-                if isinstance(item, tuple):
-                    # The host dropped: forget the dead connection so stop can reconnect.
-                    await pool.drop(item[0])
-                now = time.monotonic()
-                for event in monitor.observe(item):
-                    if isinstance(event, RankEvent):
-                        hang.observe(event, now)
-                    if (isinstance(event, RankEvent) and isinstance(event.event, StartEvent)
-                            and event.host not in running_hosts):
-                        running_hosts.add(event.host)
-                        yield HostStatus(t=time.time(), host=event.host, state="running")
-                    yield event
-                if monitor.finished:
-                    break
-                lines, hung = hang.check(now)
-                for line in lines:
-                    yield LogLine(t=time.time(), host="*", rank=None, text=line)
-                if hung is not None and not monitor.failing and self._launch:
-                    monitor.declare_hung(*hung)
-                if monitor.failing and failed_at is None:
-                    failed_at = time.monotonic()
-                    if not self._launch:
-                        yield LogLine(t=time.time(), host="*", rank=None, text=(
-                            "a rank failed; following changes nothing on the hosts: the "
-                            "process that launched the run stops the rest, or end it with "
-                            f"`corral stop {self.run_id}`"))
-                if (failed_at is not None and stop_task is None and self._launch
-                        and (monitor.cause_settled()
-                             or time.monotonic() - failed_at >= FAILURE_SETTLE_S)):
-                    cause = monitor.first_failure()
-                    monitor.stop_requested = True
-                    monitor.stopping_for_failure = True
-                    left = [h for h in hosts if h not in monitor.exited]
-                    yield self._status("stopping", f"{cause.host if cause else '?'} failed; "
-                                       f"stopping {', '.join(left) or 'nothing'}")
-                    stop_task = asyncio.create_task(stop_run(
-                        pool, self.run_dir, self.run_id, grace_s=STOP_GRACE_ON_FAILURE_S,
-                        hosts=left))
-        finally:
-            hang.close()
-            for copy in copies.values():
-                copy.close()
-            if board is not None:
-                board.close()
-        final = monitor.final_status()
-        report: StopReport | None = None
-        if stop_task is not None:
-            report = await stop_task
-            if not report.clean:
-                final = replace(final, detail=final.detail + f"\n({describe_stop(report)})")
-        elif final.state == "failed" and self._launch:
-            # Every launcher ended by itself; make sure no straggler rank is left either.
-            # (Only the process that launched the run does this: attaching is read-only.)
-            report = await stop_run(pool, self.run_dir, self.run_id,
-                                    grace_s=STOP_GRACE_ON_FAILURE_S)
-        # Lost hosts cannot be reached to stop: with on_host_loss they are dropped anyway.
-        self._lost = dict(monitor.dropped)
-        self._stop_clean = report is None or (
-            not any(report.remaining.values()) and set(report.unreachable) <= set(self._lost))
-        # Hosts cut off when the run ended may still run its processes: status looks again.
-        suspect = set(monitor.dropped)
-        if report is not None:
-            suspect = (suspect - set(report.remaining)) | set(report.unreachable) | {
-                h for h, n in report.remaining.items() if n}
-        if suspect:
-            record_suspects(self.config, self.run_id, suspect)
-        if not self._launch and self._info.state in FINAL_RUN_STATES:
-            # The run had ended before this follower came: its outcome was decided then (the
-            # launching follower saw every event; this one only the ones after its copy).
-            final = replace(final, state=self._info.state,  # type: ignore[arg-type]
-                            detail=self._info.detail or final.detail)
-        update_run_state(self.config, self.run_id, final.state, final.detail.split("\n", 1)[0])
-        yield final
+        follower = RunFollower(self.config, self._pool, self._info, launching=self._launch,
+                               stop_requested=self._stopping, status=self._status)
+        self._monitor = follower.monitor
+        async for event in follower.events():
+            yield event
+        self._lost, self._stop_clean = follower.outcome.lost, follower.outcome.stop_clean
 
     async def stop(self, *, grace_s: float = 10.0) -> StopReport:
         """TERM every host's process group, KILL after ``grace_s``, verify nothing is left.

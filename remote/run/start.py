@@ -7,26 +7,28 @@ a ``failed`` ``RunStatus`` (a failed check carries its whole report) and leaves 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import replace
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field, replace
 
 from profiles.user_errors import CorralError
-from remote.api import CheckReport, HostStatus, LogLine, RunEvent, RunStatus
+from remote.api import CheckReport, HostState, HostStatus, LogLine, RunEvent, RunStatus
 from remote.checks.preflight import HostFacts, check_and_plan
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.hosts.pool import HostPool
 from remote.hosts.transport import Transport
 from remote.records.runs import RunInfo, local_run_dir, write_run_info
 from remote.run.launch import (
+    LaunchFacts,
     LaunchPlan,
     launch_host,
     master_address,
     probe_launch_facts,
     run_dir_for,
 )
-from remote.run.plan import PlanError, plan_cluster
-from remote.run.push import build_bundle, push_code
+from remote.run.plan import HostPlan, PlanError, plan_cluster
+from remote.run.push import CodeBundle, build_bundle, push_code
 from remote.run.stop import stop_run
 from remote.run.stream import CollectedCopy, remote_sizes
 from remote.run.task_code import user_code
@@ -49,6 +51,35 @@ def _describe(errors: dict[str, BaseException]) -> str:
     return "; ".join(f"{h}: {e}" for h, e in errors.items())
 
 
+@dataclass
+class _Launch:
+    """What the phases of one launch learn, in the order they learn it."""
+
+    pool: HostPool
+    config: ClusterConfig
+    info: RunInfo
+    status: StatusFactory
+    master_addr: str = ""
+    code: CodeBundle | None = None
+    pushed: dict[str, bool | BaseException] = field(default_factory=dict)
+    facts: LaunchFacts | None = None
+    port: int = 0
+    places: dict[str, HostPlan] = field(default_factory=dict)
+    backend: str = ""
+
+    @property
+    def hosts(self) -> list[str]:
+        return [h.name for h in self.config.hosts]
+
+    @property
+    def run_dir(self) -> str:
+        return run_dir_for(self.config, self.info.run_id)
+
+    def each_host(self, state: HostState) -> list[HostStatus]:
+        now = time.time()
+        return [HostStatus(t=now, host=name, state=state) for name in self.hosts]
+
+
 async def launch_run(
     pool: HostPool, config: ClusterConfig, info: RunInfo, *, resume: bool,
     policy: str | None, status: StatusFactory, preflight: bool = True,
@@ -59,16 +90,27 @@ async def launch_run(
     each host's GPU count, interface and a free rendezvous port (without the check, one
     command per host asks just that). The probes also tell whether the code tree is there, and
     each host's push starts as soon as its probe is done, alongside the rest of the check.
+    A phase that fails yields a ``failed`` ``RunStatus``, and the later phases do not run.
     """
-    hosts = [h.name for h in config.hosts]
-    run_dir = run_dir_for(config, info.run_id)
+    launch = _Launch(pool=pool, config=config, info=info, status=status)
+    phases = (_check_and_push(launch, preflight), _pushed(launch), _plan(launch),
+              _start_hosts(launch, resume=resume, policy=policy))
+    for phase in phases:
+        async with contextlib.aclosing(phase):
+            async for event in phase:
+                yield event
+                if isinstance(event, RunStatus) and event.state == "failed":
+                    return
 
-    # -- pre-flight check, and within it the push -------------------------------------------
+
+async def _check_and_push(launch: _Launch, preflight: bool) -> AsyncGenerator[RunEvent, None]:
+    """The pre-flight check, and within it the push."""
+    config, status = launch.config, launch.status
     yield status("checking")
-    for name in hosts:
-        yield HostStatus(t=time.time(), host=name, state="checking")
+    for event in launch.each_host("checking"):
+        yield event
     try:
-        master_addr = master_address(config)
+        launch.master_addr = master_address(config)
     except CorralError as exc:
         yield status("failed", f"cannot find the master's address: {exc}")
         return
@@ -77,9 +119,9 @@ async def launch_run(
     except CorralError as exc:
         yield status("failed", f"{config.path}: [run] task: {exc.message}")
         return
-    code = await asyncio.to_thread(
+    code = launch.code = await asyncio.to_thread(
         build_bundle, user_folder=user.folder if user is not None else None)
-    pushed: dict[str, bool | BaseException] = {}
+    pushed = launch.pushed
 
     async def push_after_probe(transport: Transport, found: HostFacts) -> None:
         # A push before the whole check has passed is harmless: the tree is content-addressed
@@ -91,69 +133,89 @@ async def launch_run(
             pushed[transport.host.name] = exc
 
     if preflight:
-        report, facts = await check_and_plan(config, pool, code_digest=code.digest,
-                                             after_probe=push_after_probe)
+        report, launch.facts = await check_and_plan(config, launch.pool, code_digest=code.digest,
+                                                    after_probe=push_after_probe)
     else:
-        pushing = asyncio.ensure_future(pool.gather(lambda t: push_code(t, code)))
+        pushing = asyncio.ensure_future(launch.pool.gather(lambda t: push_code(t, code)))
         try:
-            report, facts = CheckReport(items=()), await probe_launch_facts(pool, config,
-                                                                             master_addr)
+            report = CheckReport(items=())
+            launch.facts = await probe_launch_facts(launch.pool, config, launch.master_addr)
         finally:
             pushed.update(await pushing)
     if not report.ok:
         names = sorted({f"{i.host}:{i.name}" for i in report.failures()})
         yield status("failed", "pre-flight check failed: " + ", ".join(names), report=report)
-        return
 
-    # -- push (done by now: it ran within the check) ----------------------------------------
-    yield status("pushing")
-    for name in hosts:
-        yield HostStatus(t=time.time(), host=name, state="pushing")
-    for name in hosts:
-        pushed.setdefault(name, CorralError(f"{name} was not probed"))
-    if errors := _errors(pushed):
+
+async def _pushed(launch: _Launch) -> AsyncGenerator[RunEvent, None]:
+    """The push's outcome (done by now: it ran within the check)."""
+    assert launch.code is not None
+    yield launch.status("pushing")
+    for event in launch.each_host("pushing"):
+        yield event
+    for name in launch.hosts:
+        launch.pushed.setdefault(name, CorralError(f"{name} was not probed"))
+    if errors := _errors(launch.pushed):
         for name, error in errors.items():
             yield HostStatus(t=time.time(), host=name, state="failed", detail=str(error))
-        yield status("failed", "push failed: " + _describe(errors))
+        yield launch.status("failed", "push failed: " + _describe(errors))
         return
-    sent = sorted(h for h, was_sent in pushed.items() if was_sent is True)
+    sent = sorted(h for h, was_sent in launch.pushed.items() if was_sent is True)
     yield LogLine(t=time.time(), host="*", rank=None,
-                  text=f"code {code.digest[:12]}: sent to {', '.join(sent) or 'no host'}"
-                  f" ({code.files} files)")
-    port_setting = config.cluster.rendezvous_port
-    port = facts.port if port_setting == "auto" else int(port_setting)
-    if port is None:
-        yield status("failed", "cannot pick a rendezvous port on the master")
-        return
-    try:
-        cluster_plan = plan_cluster(config, facts, master_addr)
-    except PlanError as exc:
-        yield status("failed", f"{exc.title}: {exc}")
-        return
-    places = {p.host.name: p for p in cluster_plan.hosts}
+                  text=f"code {launch.code.digest[:12]}: sent to {', '.join(sent) or 'no host'}"
+                  f" ({launch.code.files} files)")
 
-    # -- launch ---------------------------------------------------------------------------
-    yield status("launching")
+
+async def _plan(launch: _Launch) -> AsyncGenerator[RunEvent, None]:
+    """The rendezvous port and each host's part of the launch."""
+    assert launch.facts is not None
+    port_setting = launch.config.cluster.rendezvous_port
+    port = launch.facts.port if port_setting == "auto" else int(port_setting)
+    if port is None:
+        yield launch.status("failed", "cannot pick a rendezvous port on the master")
+        return
+    launch.port = port
+    try:
+        cluster_plan = plan_cluster(launch.config, launch.facts, launch.master_addr)
+    except PlanError as exc:
+        yield launch.status("failed", f"{exc.title}: {exc}")
+        return
+    launch.places = {p.host.name: p for p in cluster_plan.hosts}
+    launch.backend = cluster_plan.backend
+
+
+async def _follow_on(launch: _Launch) -> None:
+    """A resumed run's event files go on from where the previous launch left them: the local
+    copy's offsets move to their ends, so the follower reads new lines only."""
+    sizes = await launch.pool.gather(lambda t: remote_sizes(t, launch.run_dir))
+    local_dir = local_run_dir(launch.config, launch.info.run_id)
+    for name, found in sizes.items():
+        if isinstance(found, dict):
+            copy = CollectedCopy(local_dir, name)
+            copy.raise_offsets(found)
+            copy.close()
+
+
+async def _start_hosts(launch: _Launch, *, resume: bool,
+                       policy: str | None) -> AsyncGenerator[RunEvent, None]:
+    """Start every host's launcher; on a failure, stop what started."""
+    assert launch.code is not None
+    config, info, pool = launch.config, launch.info, launch.pool
+    yield launch.status("launching")
     if resume:
-        # The event files go on from where the previous launch left them: follow new lines only.
-        sizes = await pool.gather(lambda t: remote_sizes(t, run_dir))
-        local_dir = local_run_dir(config, info.run_id)
-        for name, found in sizes.items():
-            if isinstance(found, dict):
-                copy = CollectedCopy(local_dir, name)
-                copy.raise_offsets(found)
-                copy.close()
-    plan = LaunchPlan(run_id=info.run_id, run_dir=run_dir, code_digest=code.digest,
-                      master_addr=master_addr, port=port, nnodes=len(hosts), resume=resume,
-                      policy=policy, backend=cluster_plan.backend)
-    for name in hosts:
-        yield HostStatus(t=time.time(), host=name, state="starting")
+        await _follow_on(launch)
+    plan = LaunchPlan(run_id=info.run_id, run_dir=launch.run_dir, code_digest=launch.code.digest,
+                      master_addr=launch.master_addr, port=launch.port,
+                      nnodes=len(launch.hosts), resume=resume, policy=policy,
+                      backend=launch.backend)
+    for event in launch.each_host("starting"):
+        yield event
     pgids: dict[str, int] = {}
 
     async def start_one(host: HostSection) -> None:
         try:
             transport: Transport = await pool.get(host.name)
-            pgids[host.name] = await launch_host(transport, config, plan, places[host.name])
+            pgids[host.name] = await launch_host(transport, config, plan, launch.places[host.name])
         except CorralError as exc:
             raise _LaunchFailed(host.name, exc) from None
 
@@ -169,12 +231,14 @@ async def launch_run(
             raise failed
         yield HostStatus(t=time.time(), host=failed.host, state="failed",
                          detail=str(failed.error))
-        await stop_run(pool, run_dir, info.run_id, grace_s=2.0)
-        yield status("failed", f"launch failed on {failed.host}: {failed.error}",
-                     failed_host=failed.host)
+        await stop_run(pool, launch.run_dir, info.run_id, grace_s=2.0)
+        yield launch.status("failed", f"launch failed on {failed.host}: {failed.error}",
+                            failed_host=failed.host)
         return
-    write_run_info(config, replace(info, state="running", master_addr=master_addr, port=port,
-                                   pgids=pgids, code_digest=code.digest))
+    write_run_info(config, replace(info, state="running", master_addr=launch.master_addr,
+                                   port=launch.port, pgids=pgids,
+                                   code_digest=launch.code.digest))
     yield LogLine(t=time.time(), host="*", rank=None,
-                  text=f"launched run {info.run_id}: rendezvous {master_addr}:{port}, "
+                  text=f"launched run {info.run_id}: rendezvous "
+                  f"{launch.master_addr}:{launch.port}, "
                   + ", ".join(f"{h} pgid {p}" for h, p in pgids.items()))

@@ -1,0 +1,218 @@
+"""Following one launch of a run to its end: the merged tails, the failure stop, the outcome.
+
+``RunFollower`` is one attempt of ``SshRunHandle.events``: it opens a tail per host, feeds
+every item to the ``RunMonitor`` (and the hang guard), stops the other hosts once a failure's
+cause is known, and settles the run's outcome: what the stop found, which hosts may still run
+something, the state recorded in ``run.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+
+from profiles.user_errors import CorralError
+from remote.api import (
+    FINAL_RUN_STATES,
+    HostStatus,
+    LogLine,
+    RankEvent,
+    RunEvent,
+    RunState,
+    RunStatus,
+    StopReport,
+)
+from remote.config.cluster import ClusterConfig
+from remote.hosts.pool import HostPool
+from remote.records.runs import (
+    RunInfo,
+    describe_stop,
+    local_run_dir,
+    record_suspects,
+    update_run_state,
+)
+from remote.records.tensorboard import live_writer
+from remote.run.hang import HangGuard
+from remote.run.launch import run_dir_for
+from remote.run.monitor import RunMonitor
+from remote.run.reconnect import resilient_tail
+from remote.run.stop import stop_run
+from remote.run.stream import CollectedCopy, TailItem, merged
+from trainer.events import StartEvent
+
+FAILURE_SETTLE_S = 10.0
+"""After the first failure, wait at most this long for the report that names its cause before
+stopping the other hosts (a peer's error often arrives before the killed rank's launcher
+reports it); ``RunMonitor.cause_settled`` usually ends the wait much earlier."""
+STOP_GRACE_ON_FAILURE_S = 5.0
+
+StatusFactory = Callable[..., RunStatus]
+
+
+class _Tick:
+    """Internal: lets the follow loop act on time passing while the hosts are quiet."""
+
+
+async def _ticker(every: float = 0.5) -> AsyncIterator[TailItem]:
+    while True:
+        await asyncio.sleep(every)
+        yield _Tick()  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class FollowOutcome:
+    """What the handle needs to know after an attempt, besides its final status."""
+
+    lost: dict[str, str]
+    """Hosts lost in the attempt, and why."""
+    stop_clean: bool
+    """Whether the stop after a failure left nothing behind (a restart needs it)."""
+
+
+class RunFollower:
+    """One attempt of a run, followed from its hosts' tails to its final ``RunStatus``.
+
+    ``launching`` is true for the process that launched the run: only it stops hosts, declares
+    hangs and cleans up after a failure (attaching is read-only)."""
+
+    def __init__(self, config: ClusterConfig, pool: HostPool, info: RunInfo, *,
+                 launching: bool, stop_requested: bool, status: StatusFactory) -> None:
+        self.config = config
+        self.pool = pool
+        self.info = info
+        self.run_id = info.run_id
+        self.run_dir = run_dir_for(config, info.run_id)
+        self.launching = launching
+        self.status = status
+        self.monitor = RunMonitor(run_id=info.run_id, hosts=info.hosts,
+                                  stop_requested=stop_requested)
+        self.hang = HangGuard(pool, config.run.hang_factor, config.run.hang_limit)
+        self.failed_at: float | None = None
+        self.stop_task: asyncio.Task[StopReport] | None = None
+        self.running_hosts: set[str] = set()
+        self.outcome = FollowOutcome(lost={}, stop_clean=True)
+
+    async def events(self) -> AsyncIterator[RunEvent]:
+        """Every event of this attempt, ending with its final ``RunStatus``."""
+        local_dir = local_run_dir(self.config, self.run_id)
+        copies = {h: CollectedCopy(local_dir, h) for h in self.info.hosts}
+        board = live_writer(local_dir, copies.values())
+        sources: list[tuple[str, AsyncIterator[TailItem]]] = [("", _ticker())]
+        try:
+            async for event in self._open_tails(copies, sources):
+                yield event
+            yield self.status("running")
+            async for item in merged(sources):
+                if isinstance(item, HostStatus):  # a connection lost or found again
+                    yield item
+                    continue
+                if isinstance(item, tuple):
+                    # The host dropped: forget the dead connection so stop can reconnect.
+                    await self.pool.drop(item[0])
+                for event in self._observe(item):
+                    yield event
+                if self.monitor.finished:
+                    break
+                for event in self._after_failure():
+                    yield event
+        finally:
+            self.hang.close()
+            for copy in copies.values():
+                copy.close()
+            if board is not None:
+                board.close()
+        yield await self._settle()
+
+    async def _open_tails(self, copies: dict[str, CollectedCopy],
+                          sources: list[tuple[str, AsyncIterator[TailItem]]],
+                          ) -> AsyncIterator[RunEvent]:
+        """One resilient tail per reachable host, added to ``sources``."""
+        for host in self.info.hosts:
+            try:
+                await self.pool.get(host)
+            except CorralError as exc:
+                if not self.launching:
+                    raise  # attaching changes nothing on the hosts: report, leave the run be
+                self.monitor.observe((host, exc))
+                yield HostStatus(t=time.time(), host=host, state="unreachable", detail=str(exc))
+                continue
+            sources.append((host, resilient_tail(self.pool, host, self.run_dir, copies[host],
+                                                 self.config.ssh.lost_after)))
+
+    def _observe(self, item: TailItem | tuple[str, BaseException]) -> list[RunEvent]:
+        """The monitor's events for ``item``; a host's first start event marks it running."""
+        now = time.monotonic()
+        events: list[RunEvent] = []
+        for event in self.monitor.observe(item):
+            if isinstance(event, RankEvent):
+                self.hang.observe(event, now)
+            if (isinstance(event, RankEvent) and isinstance(event.event, StartEvent)
+                    and event.host not in self.running_hosts):
+                self.running_hosts.add(event.host)
+                events.append(HostStatus(t=time.time(), host=event.host, state="running"))
+            events.append(event)
+        return events
+
+    def _after_failure(self) -> list[RunEvent]:
+        """Hangs named; after a failure, once its cause is known, the other hosts stopped."""
+        monitor = self.monitor
+        lines, hung = self.hang.check(time.monotonic())
+        events: list[RunEvent] = [LogLine(t=time.time(), host="*", rank=None, text=line)
+                                  for line in lines]
+        if hung is not None and not monitor.failing and self.launching:
+            monitor.declare_hung(*hung)
+        if monitor.failing and self.failed_at is None:
+            self.failed_at = time.monotonic()
+            if not self.launching:
+                events.append(LogLine(t=time.time(), host="*", rank=None, text=(
+                    "a rank failed; following changes nothing on the hosts: the "
+                    "process that launched the run stops the rest, or end it with "
+                    f"`corral stop {self.run_id}`")))
+        if (self.failed_at is not None and self.stop_task is None and self.launching
+                and (monitor.cause_settled()
+                     or time.monotonic() - self.failed_at >= FAILURE_SETTLE_S)):
+            cause = monitor.first_failure()
+            monitor.stop_requested = True
+            monitor.stopping_for_failure = True
+            left = [h for h in self.info.hosts if h not in monitor.exited]
+            events.append(self.status("stopping", f"{cause.host if cause else '?'} failed; "
+                                      f"stopping {', '.join(left) or 'nothing'}"))
+            self.stop_task = asyncio.create_task(stop_run(
+                self.pool, self.run_dir, self.run_id, grace_s=STOP_GRACE_ON_FAILURE_S,
+                hosts=left))
+        return events
+
+    async def _settle(self) -> RunStatus:
+        """The final status: what the stop found, suspects recorded, the outcome written."""
+        monitor = self.monitor
+        final = monitor.final_status()
+        report: StopReport | None = None
+        if self.stop_task is not None:
+            report = await self.stop_task
+            if not report.clean:
+                final = replace(final, detail=final.detail + f"\n({describe_stop(report)})")
+        elif final.state == "failed" and self.launching:
+            # Every launcher ended by itself; make sure no straggler rank is left either.
+            # (Only the process that launched the run does this: attaching is read-only.)
+            report = await stop_run(self.pool, self.run_dir, self.run_id,
+                                    grace_s=STOP_GRACE_ON_FAILURE_S)
+        # Lost hosts cannot be reached to stop: with on_host_loss they are dropped anyway.
+        lost = dict(monitor.dropped)
+        self.outcome = FollowOutcome(lost=lost, stop_clean=report is None or (
+            not any(report.remaining.values()) and set(report.unreachable) <= set(lost)))
+        # Hosts cut off when the run ended may still run its processes: status looks again.
+        suspect = set(monitor.dropped)
+        if report is not None:
+            suspect = (suspect - set(report.remaining)) | set(report.unreachable) | {
+                h for h, n in report.remaining.items() if n}
+        if suspect:
+            record_suspects(self.config, self.run_id, suspect)
+        if not self.launching and self.info.state in FINAL_RUN_STATES:
+            # The run had ended before this follower came: its outcome was decided then (the
+            # launching follower saw every event; this one only the ones after its copy).
+            recorded: RunState = self.info.state  # type: ignore[assignment]
+            final = replace(final, state=recorded, detail=self.info.detail or final.detail)
+        update_run_state(self.config, self.run_id, final.state, final.detail.split("\n", 1)[0])
+        return final
