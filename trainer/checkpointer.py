@@ -134,9 +134,9 @@ def resume(config: TrainConfig, *, rank: int,
     payload: dict[str, Any] = {"state": None, "path": None, "error": None}
     if rank == 0:
         _read_newest(config, payload)
-    box = [payload]
-    dist.broadcast_object_list(box, src=0, device=device)
-    payload = box[0]
+    payload_list = [payload]
+    dist.broadcast_object_list(payload_list, src=0, device=device)
+    payload = payload_list[0]
     if payload["error"]:
         # Files none of which can be used are not bad input: that run's progress is at stake.
         error_type = CheckpointError if payload.get("unusable") else UsageError

@@ -211,13 +211,13 @@ class Trainer:
         c = self.config
         # Memory caps set micro-batches, not shares: a share of 0 is allowed (a rank so slow
         # that any sample there would slow the step sits out; it still joins every collective).
-        bconfig = BalancerConfig(
+        balancer_config = BalancerConfig(
             policy=c.policy, global_batch=c.global_batch, world_size=self.world,
             rebalance_every=c.rebalance_every, threshold=c.rebalance_threshold,
             max_batch=max_batch if any(m is not None for m in max_batch) else c.max_batch,
             micro_batch=(self.micro_batch if any(m is not None for m in self.micro_batch)
                          else None), allow_zero=True)
-        balancer = Balancer(bconfig, self.run.split)
+        balancer = Balancer(balancer_config, self.run.split)
         if saved is not None:
             balancer.load_state_dict(saved)
         return balancer

@@ -79,9 +79,9 @@ def interface_script(master_addr: str, *, is_master: bool) -> str:
         resolve = f"a={shlex.quote(master_addr)}"
     else:
         name = shlex.quote(master_addr)
-        first = "awk 'NR==1{print $1}'"
-        resolve = (f"a=$(getent ahostsv4 {name} 2>/dev/null | {first}); "
-                   f'[ -n "$a" ] || a=$(getent ahosts {name} 2>/dev/null | {first})')
+        first_field = "awk 'NR==1{print $1}'"
+        resolve = (f"a=$(getent ahostsv4 {name} 2>/dev/null | {first_field}); "
+                   f'[ -n "$a" ] || a=$(getent ahosts {name} 2>/dev/null | {first_field})')
     query = "ip -o addr show" if is_master else 'ip -o route get "$a"'
     return f'{resolve}; echo "resolved $a"; [ -z "$a" ] || {query}'
 

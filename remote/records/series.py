@@ -57,7 +57,7 @@ class StepRow:
 
 def collect_steps(lines: list[Recorded]) -> dict[int, StepRow]:
     """Every step of the run in step order, each as it last ran."""
-    rows: dict[int, StepRow] = {}
+    step_rows: dict[int, StepRow] = {}
     global_batch: int | None = None
     for line in lines:
         event = line.event
@@ -66,7 +66,7 @@ def collect_steps(lines: list[Recorded]) -> dict[int, StepRow]:
             continue
         if not isinstance(event, StepEvent):
             continue
-        row = rows.setdefault(event.step, StepRow(step=event.step))
+        row = step_rows.setdefault(event.step, StepRow(step=event.step))
         row.declared_batch = global_batch
         row.ranks[event.rank] = RankCell(local_batch=event.local_batch,
                                          compute_s=event.compute_s, step_s=event.step_s)
@@ -79,7 +79,7 @@ def collect_steps(lines: list[Recorded]) -> dict[int, StepRow]:
             row.cluster_samples_per_s = global_batch / event.step_s
         lr = line.data.get("lr")
         row.lr = float(lr) if isinstance(lr, int | float) else None
-    return dict(sorted(rows.items()))
+    return dict(sorted(step_rows.items()))
 
 
 @dataclass(frozen=True)
@@ -96,11 +96,11 @@ class RunSeries:
     """Per eval metric: (step, value) points."""
 
     @classmethod
-    def from_steps(cls, rows: dict[int, StepRow], lines: list[Recorded]) -> RunSeries:
-        """The series of ``rows`` (and of the ``eval`` lines among ``lines``)."""
-        ranks = sorted({r for row in rows.values() for r in row.ranks})
+    def from_steps(cls, step_rows: dict[int, StepRow], lines: list[Recorded]) -> RunSeries:
+        """The series of ``step_rows`` (and of the ``eval`` lines among ``lines``)."""
+        ranks = sorted({r for row in step_rows.values() for r in row.ranks})
         shares: dict[int, list[float | None]] = {r: [] for r in ranks}
-        for row in rows.values():
+        for row in step_rows.values():
             total = row.global_batch
             for rank in ranks:
                 cell = row.ranks.get(rank)
@@ -114,7 +114,7 @@ class RunSeries:
                 value = line.data.get(key)
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     evals.setdefault(key, []).append((step, float(value)))
-        return cls(steps=list(rows), loss=[r.loss for r in rows.values()],
-                   samples_per_s=[r.cluster_samples_per_s for r in rows.values()],
-                   ideal=[r.ideal_samples_per_s for r in rows.values()], shares=shares,
+        return cls(steps=list(step_rows), loss=[r.loss for r in step_rows.values()],
+                   samples_per_s=[r.cluster_samples_per_s for r in step_rows.values()],
+                   ideal=[r.ideal_samples_per_s for r in step_rows.values()], shares=shares,
                    eval=evals)

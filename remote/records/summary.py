@@ -251,18 +251,19 @@ def summarize(history: RunHistory) -> tuple[RunSummary, RunSeries]:
     samples = sum(row.global_batch for row in steps.values())
     mean_rate = samples / step_time if step_time > 0 else None
     ideal = _ideal(steps)
-    first: StartEvent | None = starts_all[0] if starts_all else starts.get(0)
-    steps_done = max(steps) if steps else (first.step if first else 0)
+    run_start: StartEvent | None = starts_all[0] if starts_all else starts.get(0)
+    steps_done = max(steps) if steps else (run_start.step if run_start else 0)
     lrs = [row.lr for row in steps.values() if row.lr is not None]
     info = history.info
     summary = RunSummary(
         run_id=info.run_id, name=info.name, cluster=info.cluster, started=info.started,
         outcome=_outcome(history, steps_done), hosts=list(info.hosts),
         ranks=_rank_summaries(history, steps, starts),
-        model=first.model if first else None, dataset=first.dataset if first else None,
-        policy=first.policy if first else None,
-        global_batch=first.global_batch if first else None,
-        total_steps=first.total_steps if first else None, steps_done=steps_done,
+        model=run_start.model if run_start else None,
+        dataset=run_start.dataset if run_start else None,
+        policy=run_start.policy if run_start else None,
+        global_batch=run_start.global_batch if run_start else None,
+        total_steps=run_start.total_steps if run_start else None, steps_done=steps_done,
         wall_s=(lines[-1].t - lines[0].t) if len(lines) > 1 else None,
         mean_samples_per_s=mean_rate, p50_samples_per_s=_percentile(rates, 50),
         p95_samples_per_s=_percentile(rates, 95), ideal_samples_per_s=ideal,

@@ -125,12 +125,12 @@ def _machine_shares(config: ClusterConfig, facts: Mapping[str, HostCpuFacts],
         per_rank = split_cores(cpus, sum(ranks))
         why = (f"{sum(ranks)} ranks of {len(members)} hosts on one machine with "
                f"{len(cpus)} core(s)")
-        first = 0
+        rank_offset = 0
         for host, count in zip(members, ranks, strict=True):
-            mine = (None if per_rank is None else
-                    frozenset(c for share in per_rank[first:first + count] for c in share))
+            mine = (None if per_rank is None else frozenset(
+                c for share in per_rank[rank_offset:rank_offset + count] for c in share))
             shares[host.name] = _Share(mine, why)
-            first += count
+            rank_offset += count
     return shares
 
 
