@@ -193,8 +193,10 @@ class SshRunHandle:
                                stop_requested=self._stopping, status=self._status)
         self._monitor = follower.monitor
         async for event in follower.events():
+            if isinstance(event, RunStatus) and event.state in FINAL_RUN_STATES:
+                # Known before the final status goes out (its reader stops reading there).
+                self._lost, self._stop_clean = follower.outcome.lost, follower.outcome.stop_clean
             yield event
-        self._lost, self._stop_clean = follower.outcome.lost, follower.outcome.stop_clean
 
     async def stop(self, *, grace_s: float = 10.0) -> StopReport:
         """TERM every host's process group, KILL after ``grace_s``, verify nothing is left.
