@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from remote.api import RunEvent
-from remote.config.cluster import RunSection
+from remote.config.cluster import HostSection, RunSection
+from remote.hosts.transport import LocalTransport
 from remote.run.stop import run_pattern
+from remote.run.stream import CollectedCopy, TailItem, tail_host
 
 RUN_LIMIT_S = 240.0
 """No test run may take longer than this."""
@@ -36,3 +40,18 @@ async def bounded(events: AsyncIterator[RunEvent]) -> AsyncIterator[RunEvent]:
         except StopAsyncIteration:
             return
         yield event
+
+
+async def tail_local_host(run_dir: Path, local_dir: Path, workdir: Path,
+                          name: str = "h") -> list[TailItem]:
+    """Every item the tailer reports for ``local`` host ``name`` whose run directory is
+    ``run_dir`` (until its launcher's exit file), copied to ``local_dir``."""
+    host = HostSection(name=name, address="local", python=sys.executable, workdir=str(workdir))
+    copy = CollectedCopy(local_dir, name)
+    items: list[TailItem] = []
+    try:
+        async for item in tail_host(LocalTransport(host), str(run_dir), copy):
+            items.append(item)
+    finally:
+        copy.close()
+    return items

@@ -3,14 +3,16 @@ tailer reports the planned ranks, rank output lines and torch's failure summary 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from remote.api import LogLine
-from remote.config.cluster import HostSection
-from remote.hosts.transport import LocalTransport
 from remote.run.monitor import RunMonitor
-from remote.run.stream import CollectedCopy, LauncherExit, RankOwned, TailItem, tail_host
+from remote.run.stream import LauncherExit, RankOwned
+
+try:
+    from runkit import tail_local_host
+except ImportError:  # collected as a package
+    from tests.remote.runkit import tail_local_host  # type: ignore[no-redef]
 
 # torch put this host's node second (global rank 1); the launch planned rank 0 for it.
 LAUNCHER_LOG = """\
@@ -28,14 +30,7 @@ async def test_the_tailer_reports_the_planned_ranks_and_their_files(tmp_path: Pa
     (run_dir / "hosts" / "h.planned").write_text("0\n")
     (run_dir / "metrics" / "rank-1.jsonl").write_text("not this host's\n")
     (run_dir / "hosts" / "h.exit").write_text("0\n")
-    host = HostSection(name="h", address="local", python=sys.executable, workdir=str(tmp_path))
-    copy = CollectedCopy(tmp_path / "local", "h")
-    items: list[TailItem] = []
-    try:
-        async for item in tail_host(LocalTransport(host), str(run_dir), copy):
-            items.append(item)
-    finally:
-        copy.close()
+    items = await tail_local_host(run_dir, tmp_path / "local", tmp_path)
     assert [i.rank for i in items if isinstance(i, RankOwned)] == [0]
     assert [(i.rank, i.text) for i in items if isinstance(i, LogLine)] == [
         (0, "step 1 loss 2.30")]

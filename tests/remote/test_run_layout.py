@@ -7,16 +7,19 @@ lands where the records read it back.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from remote.api import RankEvent
-from remote.config.cluster import HostSection
-from remote.hosts.transport import LocalTransport
 from remote.records.history import rank_files
-from remote.run.stream import CollectedCopy, LauncherExit, RankOwned, TailItem, tail_host
+from remote.run.stream import LauncherExit, RankOwned
 from trainer.events import EndEvent, EventWriter, events_path
 from trainer.run_layout import RunLayout
+
+try:
+    from runkit import tail_local_host
+except ImportError:  # collected as a package
+    from tests.remote.runkit import tail_local_host  # type: ignore[no-redef]
+
 
 LAUNCHER_LOG = "I1121 05:27:09.878000 1 torch/distributed/elastic/api.py:553] global_ranks=[0]\n"
 
@@ -32,14 +35,7 @@ async def test_a_ranks_events_go_from_the_trainer_through_the_tailer_to_the_reco
     Path(layout.host_file("h", "planned")).parent.mkdir(parents=True)
     Path(layout.host_file("h", "planned")).write_text("1\n")  # torchrun said 0: the plan wins
     Path(layout.host_file("h", "exit")).write_text("0\n")
-    host = HostSection(name="h", address="local", python=sys.executable, workdir=str(tmp_path))
-    copy = CollectedCopy(local_dir, "h")
-    items: list[TailItem] = []
-    try:
-        async for item in tail_host(LocalTransport(host), str(run_dir), copy):
-            items.append(item)
-    finally:
-        copy.close()
+    items = await tail_local_host(run_dir, local_dir, tmp_path)
     assert RankOwned(host="h", rank=1) in items
     ends = [i.event for i in items if isinstance(i, RankEvent)]
     assert [(e.rank, e.step) for e in ends if isinstance(e, EndEvent)] == [(1, 7)]

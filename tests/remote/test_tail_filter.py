@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from remote.api import LogLine
-from remote.config.cluster import HostSection
-from remote.hosts.transport import LocalTransport
-from remote.run.stream import CollectedCopy, LauncherExit, RankOwned, TailItem, tail_host
+from remote.run.stream import LauncherExit, RankOwned
+
+try:
+    from runkit import tail_local_host
+except ImportError:  # collected as a package
+    from tests.remote.runkit import tail_local_host  # type: ignore[no-redef]
 
 LAUNCHER_LOG = """\
 I1121 05:27:09.671000 20394 torch/distributed/launcher/api.py:254] Starting elastic_operator
@@ -29,14 +31,7 @@ async def test_routine_info_lines_are_kept_in_the_copy_but_not_shown(tmp_path: P
     (run_dir / "hosts").mkdir()
     (run_dir / "logs" / "h" / "launcher.log").write_text(LAUNCHER_LOG)
     (run_dir / "hosts" / "h.exit").write_text("1\n")  # the launcher ended: the tail ends too
-    host = HostSection(name="h", address="local", python=sys.executable, workdir=str(tmp_path))
-    copy = CollectedCopy(tmp_path / "local", "h")
-    items: list[TailItem] = []
-    try:
-        async for item in tail_host(LocalTransport(host), str(run_dir), copy):
-            items.append(item)
-    finally:
-        copy.close()
+    items = await tail_local_host(run_dir, tmp_path / "local", tmp_path)
 
     shown = [(i.rank, i.text) for i in items if isinstance(i, LogLine)]
     assert shown == [
