@@ -22,6 +22,7 @@ rotary tables of a language model) pays no collective for them.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -31,7 +32,7 @@ from torch import nn
 
 from trainer.clock import ComputeClock
 from trainer.data import GlobalBatchOrder
-from trainer.step import collated
+from trainer.step import StepTally, collated
 from trainer.tasks import Task
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -53,6 +54,10 @@ def micro_slices(indices: Sequence[int], micro: int | None) -> list[Sequence[int
     return [indices[i:i + size] for i in range(0, len(indices), size)]
 
 
+StartTally = Callable[[float, float, float], Callable[[], list[StepTally]]]
+"""Starts the tally all-gather from ``(loss sum, loss units, compute seconds)``."""
+
+
 class ShareRunner:
     """Runs this rank's share of each step and leaves the summed gradient in ``.grad``."""
 
@@ -68,14 +73,20 @@ class ShareRunner:
         """``prefetched(step, split)``: the whole share's batch, made ahead (trainer/prefetch.py);
         used by a rank without a micro-batch (its share is always one pass)."""
 
-    def run(self, step: int, split: Sequence[int], micro: int | None,
-            slowdown: float) -> tuple[float, float, float]:
-        """``(loss sum, loss units, compute seconds)`` of this rank's share of ``step``."""
+    def run(self, step: int, split: Sequence[int], micro: int | None, slowdown: float,
+            start_tally: StartTally) -> Callable[[], list[StepTally]]:
+        """Run this rank's share of ``step``; returns the wait for every rank's tally.
+
+        ``start_tally(loss sum, loss units, compute seconds)`` starts the tally all-gather. On
+        a CPU rank it starts from inside the last backward, right after the gradient
+        all-reduce was issued, so that the two collectives travel together instead of one
+        after the other (the order of collectives is the same on every rank either way)."""
         indices = self.order.local_indices(step, split, self.rank).tolist()
         explicit = 0 in split  # some rank runs no backward: all-reduce explicitly (above)
         slices = micro_slices(indices, micro)
         self.clock.start(slowdown)
         loss_total, units_total = 0.0, 0.0
+        started: list[Callable[[], list[StepTally]]] = []
         for i, part in enumerate(slices):
             last = i == len(slices) - 1 and not explicit
             if self.prefetched is not None and micro is None:
@@ -85,17 +96,27 @@ class ShareRunner:
             with self._sync_if(last):
                 with autocast(self.precision, self.device):
                     loss_sum, units = self.task.loss(self.ddp, batch)
+                if last and self.device.type == "cpu":
+                    self.clock.on_last_bucket = functools.partial(
+                        _start_early, started, start_tally,
+                        loss_total + float(loss_sum.detach()), units_total + float(units))
                 self.scale_loss(loss_sum).backward()
             loss_total += float(loss_sum.detach())
             units_total += float(units)
+        self.clock.on_last_bucket = None
         compute_s = self.clock.elapsed()  # includes the emulated slowdown, before the all-reduce
         if explicit:
             all_reduce_mean(self.parameters, self.world)
-        return loss_total, units_total, compute_s
+        return started[0] if started else start_tally(loss_total, units_total, compute_s)
 
     def _sync_if(self, sync: bool) -> contextlib.AbstractContextManager[Any]:
         no_sync: Callable[[], contextlib.AbstractContextManager[Any]] = self.ddp.no_sync  # type: ignore[assignment]
         return contextlib.nullcontext() if sync else no_sync()
+
+
+def _start_early(started: list[Callable[[], list[StepTally]]], start_tally: StartTally,
+                 loss_sum: float, units: float, compute_s: float) -> None:
+    started.append(start_tally(loss_sum, units, compute_s))
 
 
 def all_reduce_mean(parameters: Sequence[nn.Parameter], world: int) -> None:

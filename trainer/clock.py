@@ -13,6 +13,7 @@ would let the rank's sleep overlap the next step of the others and misstate the 
 
 # No `from __future__ import annotations`: DDP checks the hook's annotations at runtime.
 import time
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -30,6 +31,9 @@ class ComputeClock:
         self._t1: float | None = None
         self._factor = 1.0
         self._emulated: float | None = None
+        self.on_last_bucket: Callable[[float], None] | None = None
+        """Called in the hook of the last bucket, after its all-reduce was issued, with this
+        rank's compute seconds (CPU ranks: their clock needs no device sync)."""
         if self._cuda:
             self._start_event = torch.cuda.Event(enable_timing=True)
             self._end_event = torch.cuda.Event(enable_timing=True)
@@ -59,7 +63,10 @@ class ComputeClock:
                 self._t1 = time.perf_counter()
             if self._factor != 1.0:
                 self._emulated = emulate_slowdown(self._factor, self._real_elapsed())
-        return allreduce_hook(process_group, bucket)  # type: ignore[arg-type]
+        reduced = allreduce_hook(process_group, bucket)  # type: ignore[arg-type]
+        if bucket.is_last() and self.on_last_bucket is not None:
+            self.on_last_bucket(self.elapsed())
+        return reduced
 
     def elapsed(self) -> float:
         """Seconds of this rank's forward+backward in the step just run (after backward),

@@ -285,14 +285,17 @@ class Trainer:
         # micro-batch passes (trainer/accumulate.py). DDP all-reduces inside the last backward;
         # an emulated slow device (--slowdown) finishes later: the clock's hook waits before
         # the last all-reduce, and compute_s includes that time.
-        loss_sum, units, compute_s = self.runner.run(
-            step, self.run.split, self.micro_batch[self.rank], self.slowdown.factor_at(step))
+        # Then one small all-gather: every rank's loss sum, unit count, compute time and stop
+        # request (started inside the last backward on CPU ranks: see ShareRunner.run).
+        def start_tally(loss_sum: float, units: float, compute_s: float
+                        ) -> Callable[[], list[StepTally]]:
+            mine = StepTally(loss_sum=loss_sum, units=units, compute_s=compute_s,
+                             stop=1.0 if self.stop.signum is not None else 0.0,
+                             buffers_changed=1.0 if self.buffer_sync.changed() else 0.0)
+            return start_gather_tallies(mine, self.device)
 
-        # One small all-gather: every rank's loss sum, unit count, compute time, stop request.
-        mine = StepTally(loss_sum=loss_sum, units=units, compute_s=compute_s,
-                         stop=1.0 if self.stop.signum is not None else 0.0,
-                         buffers_changed=1.0 if self.buffer_sync.changed() else 0.0)
-        tallies = start_gather_tallies(mine, self.device)()
+        tallies = self.runner.run(step, self.run.split, self.micro_batch[self.rank],
+                                  self.slowdown.factor_at(step), start_tally)()
         # Rank 0's buffers (BatchNorm statistics) everywhere, only when a forward changed one:
         # here, where the ranks have just met, the broadcast adds no wait.
         if any(t.buffers_changed > 0 for t in tallies):
