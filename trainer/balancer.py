@@ -26,12 +26,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from profiles.user_errors import UsageError
+from trainer.balancer_config import BalancerConfig, Decision
 from trainer.balancer_fit import RankTimes
-from trainer.balancer_passes import measured_seconds, min_max_costs, pass_costs, passes, per_pass
+from trainer.balancer_passes import (
+    PassCost,
+    measured_seconds,
+    min_max_costs,
+    pass_costs,
+    passes,
+    per_pass,
+)
 from trainer.balancer_solve import (
     LinearFit,
     equal_split,
@@ -42,7 +49,6 @@ from trainer.balancer_solve import (
     round_split,
     validate_split,
 )
-from trainer.settings import POLICIES, Policy
 
 __all__ = ["Balancer", "BalancerConfig", "Decision", "LinearFit", "equal_split", "min_max_split",
            "proportional_split", "round_split", "validate_split"]
@@ -61,102 +67,6 @@ SETTLE_STEPS = 5
 FIRST_MOVE = 0.5
 """Fraction of the solver's proposed move taken by the first move after the start or after a
 rank's speed changed (each later move in the same direction doubles it, up to 1)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class BalancerConfig:
-    """How rank 0 shares the global batch among the ranks."""
-
-    policy: Policy
-    """``static`` (never change), ``proportional`` (set once from capacities) or ``dynamic``
-    (refit and re-solve every ``rebalance_every`` steps)."""
-    global_batch: int
-    """Samples per optimizer step across all ranks (B); every split sums to it."""
-    world_size: int
-    """Number of ranks; every split has one entry per rank."""
-    rebalance_every: int = 10
-    """Steps between two dynamic decisions (the trainer calls ``decide`` on these steps)."""
-    min_batch: int = 1
-    """Smallest local batch a rank may get (the lower bound is 0 instead when ``allow_zero``)."""
-    allow_zero: bool = False
-    """Let a rank get 0 samples (it still joins every all-reduce, contributing nothing)."""
-    max_batch: tuple[int | None, ...] | None = None
-    """Per-rank largest local batch (a hard share cap), None entries for no cap; None: no caps."""
-    micro_batch: tuple[int | None, ...] | None = None
-    """Per-rank largest pass (memory caps): a share of b costs ceil(b/m) passes; None: one
-    pass per share. Shares are not capped by it."""
-    threshold: float = 0.03
-    """Act only when the predicted relative reduction of the slowest rank's time exceeds this."""
-    max_move: float = 0.25
-    """Most samples that may change rank in one decision, as a fraction of the global batch."""
-    smoothing: float = 0.5
-    """Weight a batch size's time estimate keeps when a newer window's median arrives
-    (0: only the newest window counts). A jump beyond 20 % replaces the estimate."""
-
-    def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise UsageError(f"unknown policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
-        if self.world_size < 1:
-            raise UsageError(f"world size must be at least 1, got {self.world_size}")
-        if self.global_batch < 1:
-            raise UsageError(f"global batch must be at least 1, got {self.global_batch}")
-        if self.rebalance_every < 1:
-            raise UsageError(f"rebalance every must be at least 1 step, got {self.rebalance_every}")
-        if self.min_batch < 0 or (self.min_batch == 0 and not self.allow_zero):
-            raise UsageError(
-                f"min batch must be at least 1 (0 only with zero shares allowed), "
-                f"got {self.min_batch}"
-            )
-        if self.lower_bound * self.world_size > self.global_batch:
-            raise UsageError(
-                f"a global batch of {self.global_batch} cannot give {self.world_size} ranks at "
-                f"least {self.lower_bound} samples each: raise --global-batch"
-            )
-        if self.max_batch is not None:
-            if len(self.max_batch) != self.world_size:
-                raise UsageError(
-                    f"max batch has {len(self.max_batch)} entries but the run has "
-                    f"{self.world_size} ranks: give one cap per rank"
-                )
-            for rank, cap in enumerate(self.max_batch):
-                if cap is not None and cap < max(self.lower_bound, 1):
-                    raise UsageError(
-                        f"rank {rank}'s max batch {cap} is below the smallest allowed share "
-                        f"{max(self.lower_bound, 1)}"
-                    )
-            room = sum(self.global_batch if c is None else c for c in self.max_batch)
-            if room < self.global_batch:
-                raise UsageError(
-                    f"the per-rank max batches add up to {room}, less than the global batch "
-                    f"{self.global_batch}: lower the global batch or raise the caps"
-                )
-        if not 0 <= self.threshold < 1:
-            raise UsageError(f"threshold must be in [0, 1), got {self.threshold}")
-        if not 0 < self.max_move <= 1:
-            raise UsageError(f"max move must be in (0, 1], got {self.max_move}")
-        if not 0 <= self.smoothing < 1:
-            raise UsageError(f"smoothing must be in [0, 1), got {self.smoothing}")
-
-    @property
-    def lower_bound(self) -> int:
-        """The smallest local batch the balancer will give a rank."""
-        return 0 if self.allow_zero else self.min_batch
-
-
-@dataclass(frozen=True, kw_only=True)
-class Decision:
-    """A change of split made by ``Balancer.decide`` (becomes a ``rebalance`` event)."""
-
-    previous: tuple[int, ...]
-    """The split before the decision."""
-    split: tuple[int, ...]
-    """The new split (sums to the global batch)."""
-    reason: str
-    """One line saying why, for people reading the event log."""
-    predicted_gain: float
-    """Predicted relative reduction of the slowest rank's compute time (0.12 = 12 %)."""
-    times: tuple[float, ...]
-    """Smoothed per-rank compute seconds per step measured under ``previous``."""
 
 
 class Balancer:
@@ -226,19 +136,10 @@ class Balancer:
         """
         self._decisions += 1
         now = self._decisions
-        if self._settling:  # the run's first steps: leave them out when enough others remain
-            for times_r in self._ranks:
-                del times_r.window[: max(0, min(self._settling, len(times_r.window) - 3))]
-            self._settling = 0
-        notes, cfg = [], self.config
+        cfg = self.config
         anchors = [self._anchor(r) for r in range(cfg.world_size)]
-        for rank, times_r in enumerate(self._ranks):
-            ratio = times_r.fold(now, self.config.smoothing, anchors[rank])
-            if ratio is not None:
-                # Fresh start for the step-size control too: the old moves no longer apply.
-                self._damping, self._last_move = FIRST_MOVE, None
-                notes.append(f"rank {rank} changed speed (x{ratio:.2f})")
-        if self.config.policy != "dynamic":
+        notes = self._fold_windows(now, anchors)
+        if cfg.policy != "dynamic":
             return None
         micro = [self._micro(r) for r in range(cfg.world_size)]
         costs = pass_costs(self._ranks, now, anchors, micro)
@@ -250,29 +151,14 @@ class Balancer:
         slowest = max(costs[r].seconds(b) for r, b in enumerate(old))
         if slowest <= 0:
             return None
-        if cfg.micro_batch is None and not cfg.allow_zero:  # one pass per share: linear times
-            target = min_max_split([c.line for c in costs], cfg.global_batch,
-                                   min_batch=cfg.lower_bound, max_batch=cfg.max_batch)
-        else:
-            target = min_max_costs(costs, cfg.global_batch, min_batch=cfg.lower_bound,
-                                   max_batch=cfg.max_batch)
+        target = self._target(costs)
         delta = [t - o for t, o in zip(target, old, strict=True)]
         reverses = (
             self._last_move is not None
             and sum(d * p for d, p in zip(delta, self._last_move, strict=True)) < 0
         )
-        if self._last_move is None:  # first move since the start or a speed change
-            damping = FIRST_MOVE
-        elif reverses:  # crossed the balance point: shorter steps from here on
-            damping = max(self._damping / 2, MIN_DAMPING)
-        else:  # still short of it: the model under-promises, go further
-            damping = min(self._damping * 2, 1.0)
-        # Dead-band: the threshold plus the typical rank's noise (its estimate's standard error,
-        # and the drift from window to window, which the next windows will show too), so that
-        # noise alone (a busy machine) does not move shares back and forth.
-        errors = [t.error_at(b) for t, b in zip(self._ranks, old, strict=True)]
-        drifts = [t.drift for t in self._ranks]
-        dead_band = cfg.threshold + math.hypot(NOISE_Z * rms(errors), DRIFT_Z * rms(drifts))
+        damping = self._next_damping(reverses)
+        dead_band = self._dead_band(old)
 
         def gain_of(split: tuple[int, ...]) -> float:
             return 1 - max(costs[r].seconds(b) for r, b in enumerate(split)) / slowest
@@ -297,13 +183,48 @@ class Balancer:
         self._damping = damping
         self._last_move = tuple(n - o for n, o in zip(new, old, strict=True))
         self._split = new
-        return Decision(
-            previous=old,
-            split=new,
-            reason=self._reason(step, times, old, new, target, notes),
-            predicted_gain=gain,
-            times=times,
-        )
+        return Decision(previous=old, split=new, predicted_gain=gain, times=times,
+                        reason=self._reason(step, times, old, new, target, notes))
+
+    def _fold_windows(self, now: int, anchors: list[int]) -> list[str]:
+        """Fold each rank's window into its time model; a note per rank that changed speed."""
+        if self._settling:  # the run's first steps: leave them out when enough others remain
+            for times_r in self._ranks:
+                del times_r.window[: max(0, min(self._settling, len(times_r.window) - 3))]
+            self._settling = 0
+        notes = []
+        for rank, times_r in enumerate(self._ranks):
+            ratio = times_r.fold(now, self.config.smoothing, anchors[rank])
+            if ratio is not None:
+                # Fresh start for the step-size control too: the old moves no longer apply.
+                self._damping, self._last_move = FIRST_MOVE, None
+                notes.append(f"rank {rank} changed speed (x{ratio:.2f})")
+        return notes
+
+    def _target(self, costs: list[PassCost]) -> tuple[int, ...]:
+        """The split with the least slowest-rank time under the fitted costs."""
+        cfg = self.config
+        if cfg.micro_batch is None and not cfg.allow_zero:  # one pass per share: linear times
+            return min_max_split([c.line for c in costs], cfg.global_batch,
+                                 min_batch=cfg.lower_bound, max_batch=cfg.max_batch)
+        return min_max_costs(costs, cfg.global_batch, min_batch=cfg.lower_bound,
+                             max_batch=cfg.max_batch)
+
+    def _next_damping(self, reverses: bool) -> float:
+        """How far toward the target this move goes."""
+        if self._last_move is None:  # first move since the start or a speed change
+            return FIRST_MOVE
+        if reverses:  # crossed the balance point: shorter steps from here on
+            return max(self._damping / 2, MIN_DAMPING)
+        return min(self._damping * 2, 1.0)  # still short of it: the model under-promises
+
+    def _dead_band(self, split: tuple[int, ...]) -> float:
+        """The threshold plus the typical rank's noise (its estimate's standard error, and the
+        drift from window to window, which the next windows will show too), so that noise
+        alone (a busy machine) does not move shares back and forth."""
+        errors = [t.error_at(b) for t, b in zip(self._ranks, split, strict=True)]
+        drifts = [t.drift for t in self._ranks]
+        return self.config.threshold + math.hypot(NOISE_Z * rms(errors), DRIFT_Z * rms(drifts))
 
     def _micro(self, rank: int) -> int | None:
         return self.config.micro_batch[rank] if self.config.micro_batch is not None else None
