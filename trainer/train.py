@@ -150,14 +150,14 @@ class Trainer:
         resumed_split, balancer_state, resumed_from = self._restore(resumed)
 
         # -- 4. The first split: given, equal, or from capacities (profiles or a warm-up) ----
-        first = initial_split(
+        first_split = initial_split(
             config, world_size=self.world, rank=self.rank, model=self.model, loss=task.loss,
             batch_of=lambda n: collated(task, range(min(n, len(task.train_data))), device),
             device=device, slowdown=self.slowdown.factor_at(run.step + 1), host=self.host,
             device_name=self.device_name, resumed_split=resumed_split)
-        run.split, self.micro_batch = first.split, first.micro_batch
-        self.balancer = self._balancer(first.max_batch, balancer_state)
-        self._announce(backend, first, resumed_from)
+        run.split, self.micro_batch = first_split.split, first_split.micro_batch
+        self.balancer = self._balancer(first_split.max_batch, balancer_state)
+        self._announce(backend, first_split, resumed_from)
 
         # DDP averages gradients over ranks; divide_by_global_units turns that into the exact
         # mean over the step's units. The comm hook times local backward (trainer/clock.py).
@@ -183,8 +183,10 @@ class Trainer:
                                          training=self.optim_step.state_dict)
 
     def _prefetcher_batch(self) -> Callable[[int, Sequence[int]], Any] | None:
-        p, run = self.prefetcher, self.run
-        return None if p is None else (lambda step, split: p.batch(step, split, run.total_steps))
+        prefetcher, run = self.prefetcher, self.run
+        if prefetcher is None:
+            return None
+        return lambda step, split: prefetcher.batch(step, split, run.total_steps)
 
     def _restore(
         self, resumed: tuple[str, dict[str, Any]] | None
@@ -208,13 +210,13 @@ class Trainer:
         """Rank 0's balancer. Memory caps learnt from stored profiles bind every later split."""
         if self.rank != 0:
             return None
-        c = self.config
+        config = self.config
         # Memory caps set micro-batches, not shares: a share of 0 is allowed (a rank so slow
         # that any sample there would slow the step sits out; it still joins every collective).
         balancer_config = BalancerConfig(
-            policy=c.policy, global_batch=c.global_batch, world_size=self.world,
-            rebalance_every=c.rebalance_every, threshold=c.rebalance_threshold,
-            max_batch=max_batch if any(m is not None for m in max_batch) else c.max_batch,
+            policy=config.policy, global_batch=config.global_batch, world_size=self.world,
+            rebalance_every=config.rebalance_every, threshold=config.rebalance_threshold,
+            max_batch=max_batch if any(m is not None for m in max_batch) else config.max_batch,
             micro_batch=(self.micro_batch if any(m is not None for m in self.micro_batch)
                          else None), allow_zero=True)
         balancer = Balancer(balancer_config, self.run.split)
@@ -224,30 +226,33 @@ class Trainer:
 
     def _placement_fields(self) -> dict[str, str]:
         """The start event's ``cores``, ``placement`` and ``allocator``."""
-        p = self.placement
-        if p is None:
+        placement = self.placement
+        if placement is None:
             return {}
-        return {"cores": format_cpulist(p.cores), "placement": p.how, "allocator": p.allocator}
+        return {"cores": format_cpulist(placement.cores), "placement": placement.how,
+                "allocator": placement.allocator}
 
-    def _announce(self, backend: str, first: Any, resumed_from: str | None) -> None:
-        c, run = self.config, self.run
-        model, dataset = task_label(c)
+    def _announce(self, backend: str, first_split: Any, resumed_from: str | None) -> None:
+        config, run = self.config, self.run
+        model, dataset = task_label(config)
         self.events.emit(StartEvent(
             t=time.time(), rank=self.rank, world_size=self.world,
             local_rank=int(os.environ.get("LOCAL_RANK", "0")), host=self.host, pid=os.getpid(),
             device=str(self.device), device_name=self.device_name, backend=backend,
-            model=model, dataset=dataset, global_batch=c.global_batch, split=run.split,
-            policy=c.policy, step=run.step, total_steps=run.total_steps,
+            model=model, dataset=dataset, global_batch=config.global_batch, split=run.split,
+            policy=config.policy, step=run.step, total_steps=run.total_steps,
             steps_per_epoch=self.order.steps_per_epoch, threads=torch.get_num_threads(),
             slowdown=self.slowdown.factor_at(run.step + 1), resumed_from=resumed_from,
-            task=c.task, precision=c.precision, micro_batch=self.micro_batch[self.rank],
+            task=config.task, precision=config.precision,
+            micro_batch=self.micro_batch[self.rank],
             **self._placement_fields()))
         if self.rank == 0:
             self.events.emit(CapacityEvent(
-                t=time.time(), rank=0, source=first.source, samples_per_s=first.samples_per_s,
-                max_batch=first.max_batch, detail=first.detail, micro_batch=first.micro_batch))
+                t=time.time(), rank=0, source=first_split.source,
+                samples_per_s=first_split.samples_per_s, max_batch=first_split.max_batch,
+                detail=first_split.detail, micro_batch=first_split.micro_batch))
             print0(f"corral trainer: {self.world} ranks ({backend}), {model} on {dataset}, "
-                   f"B={c.global_batch} split {_csv(run.split)} ({first.source}), "
+                   f"B={config.global_batch} split {_csv(run.split)} ({first_split.source}), "
                    f"steps {run.step}->{run.total_steps}")
 
     # -- 5. Train ----------------------------------------------------------------------------
@@ -313,7 +318,7 @@ class Trainer:
 
     def _report(self, tallies: list[StepTally], outcome: StepOutcome, step_s: float) -> None:
         """Events: every rank its own step; rank 0 adds the global loss and throughput."""
-        run, c, mine = self.run, self.config, tallies[self.rank]
+        run, config, mine = self.run, self.config, tallies[self.rank]
         share = run.split[self.rank]
         global_loss = sum(t.loss_sum for t in tallies) / max(sum(t.units for t in tallies), 1)
         self.events.emit(StepEvent(
@@ -321,7 +326,7 @@ class Trainer:
             local_batch=share, loss=mine.loss_sum / max(mine.units, 1), compute_s=mine.compute_s,
             step_s=step_s, samples_per_s=share / step_s, loss_units=int(mine.units),
             global_loss=global_loss if self.rank == 0 else None,
-            cluster_samples_per_s=c.global_batch / step_s if self.rank == 0 else None,
+            cluster_samples_per_s=config.global_batch / step_s if self.rank == 0 else None,
             lr=outcome.lr, grad_norm=outcome.grad_norm, scaler_skipped=outcome.skipped,
             loss_scale=outcome.scale,
             passes=passes(share, self.micro_batch[self.rank])))
@@ -329,7 +334,7 @@ class Trainer:
             self.balancer.observe(run.split, [t.compute_s for t in tallies])
         if self.rank == 0 and (run.step % 10 == 0 or run.step == run.total_steps):
             print0(f"step {run.step}/{run.total_steps} loss {global_loss:.4f} "
-                   f"{c.global_batch / step_s:.1f} samples/s split {_csv(run.split)}")
+                   f"{config.global_batch / step_s:.1f} samples/s split {_csv(run.split)}")
 
     def _evaluate(self) -> None:
         """The held-out set, when due (every rank at the same steps: it is collective)."""
@@ -339,8 +344,8 @@ class Trainer:
 
     def _rebalance(self) -> None:
         """Dynamic policy: rank 0 decides, every rank switches at the next step together."""
-        run, c = self.run, self.config
-        if (c.policy != "dynamic" or run.step % c.rebalance_every != 0
+        run, config = self.run, self.config
+        if (config.policy != "dynamic" or run.step % config.rebalance_every != 0
                 or run.step >= run.total_steps or run.stopping):
             return
         decision = self.balancer.decide(run.step) if self.balancer is not None else None
@@ -349,7 +354,7 @@ class Trainer:
             self.events.emit(RebalanceEvent(
                 t=time.time(), rank=0, step=run.step + 1, previous=decision.previous,
                 split=new, reason=decision.reason, predicted_gain=decision.predicted_gain,
-                times=decision.times, policy=c.policy))
+                times=decision.times, policy=config.policy))
             print0(f"rebalance at step {run.step + 1}: {_csv(run.split)} -> {_csv(new)} "
                    f"({decision.reason})")
         run.split = new
