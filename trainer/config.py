@@ -14,19 +14,18 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
 from profiles.user_errors import UsageError
-from trainer import flags
-from trainer.config_training import check_training, check_training_world
-from trainer.flag_types import float_list
+from trainer import flags, relations
+from trainer.config_training import check_training_world
+from trainer.flag_types import float_list, value_kind
 from trainer.placement import parse_cpulist
 from trainer.settings import (
     BATCH,
     CHECKPOINTS,
-    DATASETS_ON_DISK,
     DEVICES,
     MEMORY,
     OPTIMISATION,
@@ -55,6 +54,18 @@ def split_task_spec(spec: str) -> tuple[Path, str]:
     if not function.isidentifier():
         raise UsageError(f"--task {spec!r}: {function!r} is not a Python function name")
     return Path(path), function
+
+
+def _flag_of(name: str) -> str:
+    return flags.flag_name(next(f for f in fields(TrainConfig) if f.name == name))
+
+
+def _flag_text(name: str, value: object) -> str:
+    return value_kind(flags.field_hints(TrainConfig)[name]).format(value)
+
+
+FLAG_NAMING = relations.Naming(name=_flag_of, value=_flag_text, equals=" ")
+"""How the trainer names a field in a relation's problem: as its flag (``--eval-every 11``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,20 +160,13 @@ class TrainConfig(RunSettings):
             split_task_spec(self.task)
         flags.check_fields(self)  # each field's choices and bounds
         self._check_combinations()
-        check_training(self)
 
     def _check_combinations(self) -> None:
-        """The checks that relate fields, or need more than a bound."""
-        if self.task == "image" and self.dataset in DATASETS_ON_DISK and not self.data_dir:
-            raise UsageError(f"--dataset {self.dataset} needs --data-dir (the CIFAR batches)")
-        if (self.task == "image" and self.dataset == "synthetic_image"
-                and self.samples < self.global_batch):
-            raise UsageError(
-                f"--samples {self.samples} is smaller than --global-batch {self.global_batch}: "
-                "an epoch must hold at least one step"
-            )
-        if self.steps is not None and self.epochs is not None:
-            raise UsageError("give either --steps or --epochs, not both")
+        """The relations between fields (``trainer.relations``, shared with cluster.toml's
+        ``[run]``), then the checks that need more than a bound."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for subject, problem in relations.problems(values, FLAG_NAMING):
+            raise UsageError(f"{FLAG_NAMING.name(subject)} {problem}")
         if self.cores is not None:
             try:
                 parse_cpulist(self.cores)
@@ -175,11 +179,6 @@ class TrainConfig(RunSettings):
             if change.step < 1 or change.rank < 0 or not change.factor >= 1.0:
                 raise UsageError(f"--slowdown-at {change.to_text()}: need STEP >= 1, "
                                  "RANK >= 0 and FACTOR >= 1")
-        if self.split is not None and self.policy == "proportional":
-            raise UsageError(
-                "--policy proportional computes the split itself: drop --split, "
-                "or use --policy static (or dynamic, which starts from --split)"
-            )
         if not 0 <= self.rebalance_threshold < 1:
             raise UsageError("--rebalance-threshold must be in [0, 1)")
 
@@ -225,24 +224,17 @@ def check_world(config: TrainConfig, world_size: int) -> None:
                 f"--max-batch caps sum to {sum(caps)}, below --global-batch {config.global_batch}"
             )
     if config.split is not None:
-        check_split(config.split, config.global_batch, config.max_batch, world_size)
+        _check_split(config.split, config.max_batch, world_size)
     check_training_world(config, world_size)
 
 
-def check_split(split: Sequence[int], global_batch: int,
-                max_batch: Sequence[int | None] | None, world_size: int) -> None:
-    """The one check of a given ``--split``: one positive share per rank, summing to the
-    global batch, none above its rank's ``--max-batch`` cap."""
-    shown = f"--split {_csv(split)}"
-    if any(b < 0 for b in split):
-        raise UsageError(f"{shown} has a negative share")
-    if sum(split) != global_batch:
-        raise UsageError(f"{shown} sums to {sum(split)}, but --global-batch is {global_batch}")
+def _check_split(split: Sequence[int], max_batch: Sequence[int | None] | None,
+                 world_size: int) -> None:
+    """A given ``--split`` against the world: one share per rank, none above its rank's
+    ``--max-batch`` cap (its sum and signs: ``trainer.relations``)."""
     if len(split) != world_size:
-        raise UsageError(f"{shown} has {len(split)} shares but the run has {world_size} "
-                         "ranks: give one share per rank")
-    if not any(split):
-        raise UsageError(f"{shown} gives every rank 0 samples")
+        raise UsageError(f"--split {_csv(split)} has {len(split)} shares but the run has "
+                         f"{world_size} ranks: give one share per rank")
     for rank, share in enumerate(split):
         cap = max_batch[rank] if max_batch is not None else None
         if cap is not None and share > cap:

@@ -3,6 +3,7 @@ learning-rate schedule, gradient clipping and evaluation (their fields: trainer/
 trainer/config.py).
 
 Every check raises a ``UsageError`` naming the flag before any rank joins the process group.
+The checks that relate these fields to others are in ``trainer.relations``.
 """
 
 from __future__ import annotations
@@ -16,24 +17,6 @@ if TYPE_CHECKING:
     import torch
 
     from trainer.config import TrainConfig
-
-
-def check_training(config: TrainConfig) -> None:
-    """The checks of the training-feature fields that relate fields (each field's own bounds
-    and choices are checked from its metadata, ``trainer.flags.check_fields``)."""
-    if not config.min_lr <= config.lr:
-        raise UsageError(f"--min-lr must be between 0 and --lr ({config.lr}), got "
-                         f"{config.min_lr}")
-    if config.steps is not None and config.eval_every > config.steps:
-        raise UsageError(f"--eval-every {config.eval_every} is larger than the run's "
-                         f"--steps {config.steps}: no evaluation would ever happen")
-    if config.eval_data is not None and config.task != "causal_lm":
-        raise UsageError("--eval-data is the causal_lm task's held-out file; image tasks "
-                         "evaluate --eval-samples (or CIFAR's test batch), user tasks their "
-                         "own eval_data")
-    if config.steps is not None and config.warmup_steps > config.steps:
-        raise UsageError(f"--warmup-steps {config.warmup_steps} is larger than the run's "
-                         f"--steps {config.steps}")
 
 
 def check_training_world(config: TrainConfig, world_size: int) -> None:

@@ -15,9 +15,10 @@ from dataclasses import fields
 from typing import Any, Literal, TypeGuard, get_args, get_origin
 
 from remote.config.errors import did_you_mean, host_where, quote, section_where
+from trainer import relations
 from trainer.flags import field_hints
 from trainer.placement import parse_cpulist
-from trainer.settings import DATASETS_ON_DISK, RunSettings
+from trainer.settings import RunSettings
 
 HostLoss = Literal["stop", "continue"]
 """``[run] on_host_loss`` choices."""
@@ -221,15 +222,10 @@ def settings_problems(values: Mapping[str, Any]) -> Problems:
 
 
 def run_problems(values: Mapping[str, Any]) -> Problems:
-    """Rules for ``[run]`` on its own."""
+    """Rules for ``[run]`` on its own: each key's, then the relations between keys
+    (``trainer.relations``, the trainer's own) over the keys that passed their own rules."""
     out = settings_problems(values)
     _choice(out, values, "on_host_loss", get_args(HostLoss))
-    dataset = values.get("dataset")
-    # Present-and-None means "not given"; absent means its type was wrong (reported already).
-    needs_dir = dataset in DATASETS_ON_DISK
-    if needs_dir and "data_dir" in values and values["data_dir"] is None:
-        out.append(("data_dir", f'is required with dataset = "{dataset}": the directory '
-                                "holding its python-pickle batches on every host"))
     _text(out, values, "data_dir")
     name = values.get("name")
     if isinstance(name, str):
@@ -241,41 +237,24 @@ def run_problems(values: Mapping[str, Any]) -> Problems:
         _at_most(out, values, key, MAX_COUNT)
     _at_most(out, values, "seed", 2**63 - 1)
     _at_least(out, values, "max_restarts", 0)
-    samples, batch = values.get("samples"), values.get("global_batch")
-    if (dataset == "synthetic_image" and _is_int(samples) and _is_int(batch)
-            and 1 <= samples < batch):
-        out.append(("samples", f"{samples} is smaller than global_batch ({batch}): an epoch "
-                               "must hold at least one step"))
     _number(out, values, "hang_factor", 1.0, inclusive=True)
     _number(out, values, "hang_limit", 0.0, inclusive=True)
-    if values.get("steps") is not None and values.get("epochs") is not None:
-        out.append(("epochs", "give either steps or epochs, not both"))
-    _training_problems(out, values)
-    split = values.get("split")
-    if isinstance(split, Sequence):
-        if not split:
-            out.append(("split", "must not be empty; leave it out for an equal split"))
-        elif any(_is_int(s) and s < 0 for s in split):
-            out.append(("split", f"shares must not be negative, got {list(split)}"))
-        elif _is_int(batch) and sum(split) != batch:
-            out.append(("split", f"shares sum to {sum(split)} but global_batch is {batch}; "
-                                 "they must be equal"))
-    return out
-
-
-def _training_problems(out: Problems, values: Mapping[str, Any]) -> None:
-    """``[run]``'s micro-batch, precision, schedule, clipping and evaluation keys."""
     _at_least(out, values, "micro_batch", 1)
-    if values.get("eval_data") is not None and values.get("task", "image") != "causal_lm":
-        out.append(("eval_data", "is the causal_lm task's held-out file (task = \"causal_lm\")"))
-    steps, lr, min_lr = values.get("steps"), values.get("lr"), values.get("min_lr")
-    for key in ("eval_every", "warmup_steps"):
-        value = values.get(key)
-        if _is_int(steps) and _is_int(value) and value > steps >= 1:
-            out.append((key, f"{value} is larger than the run's {steps} steps"))
-    if (isinstance(lr, int | float) and isinstance(min_lr, int | float)
-            and not isinstance(min_lr, bool) and min_lr > lr > 0):
-        out.append(("min_lr", f"{min_lr:g} is above lr ({lr:g}): the schedule ends at min_lr"))
+    wrong = {key for key, _ in out}
+    valid = {key: value for key, value in values.items() if key not in wrong}
+    return out + relations.problems(valid, KEY_NAMING)
+
+
+def _toml_text(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_text(v) for v in value) + "]"
+    return quote(value)
+
+
+KEY_NAMING = relations.Naming(name=str, value=lambda _key, value: _toml_text(value),
+                              equals=" = ")
+"""How cluster.toml names a field in a relation's problem: as its ``[run]`` key (the section
+and the subject key are named by the problem's place)."""
 
 
 def ssh_problems(values: Mapping[str, Any]) -> Problems:

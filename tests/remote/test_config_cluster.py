@@ -183,7 +183,8 @@ def test_host_values_are_checked_and_named(key_value: str, expected: str) -> Non
 
 @pytest.mark.parametrize(("extra", "expected"), [
     ('[cluster_x]\n', "[cluster_x]: unknown section"),
-    ("[run]\nsteps = 5\nepochs = 2\n", "[run] epochs: give either steps or epochs, not both"),
+    ("[run]\nsteps = 5\nepochs = 2\n",
+     "[run] epochs: is given with steps: give either steps or epochs, not both"),
     ("[run]\nlr = 0\n", "[run] lr: must be greater than 0, got 0"),
     ("[run]\nlr = inf\n", "[run] lr: must be a finite number"),
     ("[run]\nseed = -1\n", "[run] seed: must be at least 0"),
@@ -191,8 +192,9 @@ def test_host_values_are_checked_and_named(key_value: str, expected: str) -> Non
     ("[run]\nrebalance_every = 0\n", "[run] rebalance_every: must be at least 1"),
     ("[run]\nsamples = 10\nglobal_batch = 32\n", "[run] samples: 10 is smaller than global_batch"),
     ('[run]\ndataset = "cifar10"\n', '[run] data_dir: is required with dataset = "cifar10"'),
-    ("[run]\nsplit = [30, 30, 30]\n", "[run] split: shares sum to 90 but global_batch is 64"),
-    ("[run]\nsplit = [70, -6, 0]\n", "[run] split: shares must not be negative"),
+    ("[run]\nsplit = [30, 30, 30]\n",
+     "[run] split: [30, 30, 30] sums to 90, but global_batch is 64"),
+    ("[run]\nsplit = [70, -6, 0]\n", "[run] split: [70, -6, 0] has a negative share"),
     ("[run]\nsplit = [32, 32]\n", "[run] split: has 2 shares but the hosts run 3 ranks"),
     ('[run]\nsplit = [1, "2"]\n', "[run] split: expected an array of integers, but element 1"),
     ("[run]\nglobal_batch = 2\n", "[run] global_batch: 2 is smaller than the 3 ranks"),

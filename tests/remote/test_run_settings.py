@@ -1,20 +1,27 @@
 """A ``[run]`` key the trainer shares is one field (``trainer.settings.RunSettings``): its
-cluster.toml key, its trainer flag and its launch flag all come from that field."""
+cluster.toml key, its trainer flag and its launch flag all come from that field. A rule
+relating settings (``trainer.relations``) is written once: the trainer's flags and
+cluster.toml's ``[run]`` both enforce it, each naming the fields its own way."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import pytest
+import tomllib
 
 import remote.config.read
 import remote.config.rules
 import remote.run.launch
+from profiles.user_errors import UsageError
 from remote.config.cluster import SECTIONS, ConfigError, HostSection, RunSection, parse_cluster
+from remote.config.rules import KEY_NAMING
 from remote.run.launch import LaunchPlan, trainer_flags
 from remote.run.plan import HostPlan
-from trainer import flags
+from trainer import flags, relations
 from trainer.config import TrainConfig, parse_config
 from trainer.settings import RunSettings, setting
 
@@ -119,3 +126,106 @@ def test_a_new_run_setting_is_a_key_a_flag_and_a_launch_flag_without_further_cod
                       path=Path("cluster.toml"))
     assert "cluster.toml: [run] knob_level: must be at least 1, got 0" in str(bad.value)
     assert "[run] knob_levl: unknown key; did you mean 'knob_level'?" in str(bad.value)
+
+
+def toml_problems(values: Mapping[str, Any]) -> str:
+    """The problems cluster.toml's loader reports for a ``[run]`` with these values."""
+    run = "".join(f"{KEY_NAMING.set(key, value)}\n" for key, value in values.items())
+    with pytest.raises(ConfigError) as info:
+        parse_cluster(CLUSTER + "[run]\n" + run, path=Path("cluster.toml"))
+    return str(info.value)
+
+
+def _eval_samples_within_batch(v: Mapping[str, Any], n: relations.Naming) -> str:
+    if v["eval_samples"] is not None and v["eval_samples"] < v["global_batch"]:
+        return (f"{n.value('eval_samples', v['eval_samples'])} is smaller than "
+                f"{n.set('global_batch', v['global_batch'])}")
+    return ""
+
+
+def test_a_relation_added_to_the_table_is_enforced_by_the_trainer_and_cluster_toml(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rule = relations.Relation("eval_samples", ("eval_samples", "global_batch"),
+                              _eval_samples_within_batch)
+    monkeypatch.setattr(relations, "RELATIONS", [*relations.RELATIONS, rule])
+    with pytest.raises(UsageError, match=r"^--eval-samples 8 is smaller than --global-batch 16$"):
+        parse_config(["--eval-samples", "8", "--global-batch", "16"])
+    assert ("cluster.toml: [run] eval_samples: 8 is smaller than global_batch = 16"
+            in toml_problems({"eval_samples": 8, "global_batch": 16}))
+    assert parse_config(["--eval-samples", "16", "--global-batch", "16"]).eval_samples == 16
+    assert RunSection(eval_samples=16, global_batch=16).eval_samples == 16
+    monkeypatch.undo()
+    assert parse_config(["--eval-samples", "8", "--global-batch", "16"]).eval_samples == 8
+
+
+RELATION_CASES = """\
+dataset = "cifar10"
+--data-dir is required with --dataset cifar10: the directory holding its python-pickle batches \
+on every host
+[run] data_dir: is required with dataset = "cifar10": the directory holding its python-pickle \
+batches on every host
+
+samples = 10; global_batch = 32
+--samples 10 is smaller than --global-batch 32: an epoch must hold at least one step
+[run] samples: 10 is smaller than global_batch = 32: an epoch must hold at least one step
+
+steps = 5; epochs = 2
+--epochs is given with --steps: give either --steps or --epochs, not both
+[run] epochs: is given with steps: give either steps or epochs, not both
+
+policy = "proportional"; split = [32, 32]
+--policy proportional computes the split itself: drop --split, or use --policy static (or \
+dynamic, which starts from --split)
+[run] policy: "proportional" computes the split itself: drop split, or use policy = "static" \
+(or dynamic, which starts from split)
+
+global_batch = 64; split = [30, 30]
+--split 30,30 sums to 60, but --global-batch is 64
+[run] split: [30, 30] sums to 60, but global_batch is 64
+
+lr = 0.1; min_lr = 0.2
+--min-lr 0.2 is above --lr 0.1: the schedule goes from --lr down to --min-lr
+[run] min_lr: 0.2 is above lr = 0.1: the schedule goes from lr down to min_lr
+
+steps = 10; eval_every = 20
+--eval-every 20 is larger than the run's --steps 10: no evaluation would ever happen
+[run] eval_every: 20 is larger than the run's steps = 10: no evaluation would ever happen
+
+steps = 10; warmup_steps = 11
+--warmup-steps 11 is larger than the run's --steps 10
+[run] warmup_steps: 11 is larger than the run's steps = 10
+
+eval_data = "held_out.txt"
+--eval-data is the causal_lm task's held-out file (--task causal_lm); image tasks evaluate \
+--eval-samples (or CIFAR's test batch), user tasks their own eval_data
+[run] eval_data: is the causal_lm task's held-out file (task = "causal_lm"); image tasks \
+evaluate eval_samples (or CIFAR's test batch), user tasks their own eval_data
+"""
+"""Per relation: the ``[run]`` values (``;`` between keys), the trainer's message for the
+same flags, cluster.toml's message."""
+CASES = [block.splitlines() for block in RELATION_CASES.split("\n\n")]
+
+
+@pytest.mark.parametrize(("toml", "flag_message", "key_message"), CASES)
+def test_each_relation_is_one_message_on_both_sides(
+    toml: str, flag_message: str, key_message: str,
+) -> None:
+    values = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in tomllib.loads(toml.replace("; ", "\n")).items()}
+    with pytest.raises(UsageError) as info:
+        TrainConfig(**values)
+    assert str(info.value) == flag_message
+    assert f"cluster.toml: {key_message}\n" in toml_problems(values) + "\n"
+
+
+def test_every_relation_has_a_case_above() -> None:
+    subjects = {key.split(":")[0].removeprefix("[run] ") for _, _, key in CASES}
+    assert subjects == {r.subject for r in relations.RELATIONS}
+
+
+def test_a_key_with_its_own_problem_is_not_reported_again_by_a_relation() -> None:
+    problems = toml_problems({"steps": 0, "eval_every": 20, "lr": 0, "min_lr": 0.2})
+    assert "[run] steps: must be at least 1, got 0" in problems
+    assert "[run] lr: must be greater than 0, got 0" in problems
+    assert "eval_every" not in problems and "min_lr" not in problems

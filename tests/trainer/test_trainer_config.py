@@ -38,7 +38,7 @@ def test_slowdown_comes_from_the_environment_when_the_flag_is_absent(
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
-        ({"dataset": "cifar10"}, "needs --data-dir"),
+        ({"dataset": "cifar10"}, "--data-dir is required with --dataset cifar10"),
         ({"model": "vgg"}, "unknown --model 'vgg'"),
         ({"dataset": "imagenet"}, "unknown --dataset"),
         ({"steps": 3, "epochs": 1}, "either --steps or --epochs"),

@@ -27,7 +27,7 @@ from trainer.config_training import check_total_steps
     (["--eval-samples", "0"], "--eval-samples must be >= 1"),
     (["--warmup-steps", "-2"], "--warmup-steps must be >= 0"),
     (["--steps", "5", "--warmup-steps", "6"], "--warmup-steps 6 is larger"),
-    (["--min-lr", "0.5", "--lr", "0.1"], "--min-lr must be between 0 and --lr"),
+    (["--min-lr", "0.5", "--lr", "0.1"], "--min-lr 0.5 is above --lr 0.1"),
     (["--capacity-passes", "0"], "--capacity-passes must be >= 1"),
 ])
 def test_bad_flag_values_name_the_flag(flags: list[str], needle: str) -> None:
@@ -75,7 +75,8 @@ gpus = 0
     ('[run]\nprecision = "fp8"\n', '[run] precision: expected one of "fp32", "bf16", "fp16"'),
     ('[run]\nlr_schedule = "cosin"\n', 'did you mean "cosine"'),
     ("[run]\nclip_grad = -1.0\n", "[run] clip_grad: must be greater than 0"),
-    ("[run]\nsteps = 10\neval_every = 20\n", "[run] eval_every: 20 is larger than the run's 10"),
+    ("[run]\nsteps = 10\neval_every = 20\n",
+     "[run] eval_every: 20 is larger than the run's steps = 10"),
     ("[run]\neval_samples = 0\n", "[run] eval_samples: must be at least 1"),
     ("[run]\nlr = 0.1\nmin_lr = 0.2\n", "[run] min_lr: 0.2 is above lr"),
     ('[run]\nprecision = "fp16"\n', '[run] precision: "fp16" needs a GPU for every rank'),
