@@ -54,6 +54,10 @@ class RunLayout:
     """This machine only: the copy of each host's files, ``collected/<host>/<same layout>``."""
     FETCHED = "fetched"
     """This machine only: what ``corral fetch`` brought back."""
+    COPY_OFFSETS = "offsets.json"
+    """In each ``collected/<host>/``: the byte offset reached in each of the host's files."""
+    COPY_LOCK = ".lock"
+    """In each ``collected/<host>/``: held by the one follower that writes the copy."""
 
     def path(self, relative: str) -> str:
         """``relative`` inside the run directory."""

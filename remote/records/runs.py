@@ -26,7 +26,6 @@ from remote.hosts.pool import HostPool
 from remote.run.launch import run_dir_for
 from trainer.run_layout import IN_RUN_DIR, RunLayout
 
-RUN_FILE = RunLayout.RUN_RECORD
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -102,11 +101,11 @@ def local_run_dir(config: ClusterConfig, run_id: str) -> Path:
 def write_run_info(config: ClusterConfig, info: RunInfo) -> None:
     """Record ``info`` atomically in the run's local ``run.json``."""
     directory = local_run_dir(config, info.run_id)
-    tmp = directory / f".{RUN_FILE}.{os.getpid()}.tmp"
+    tmp = directory / f".{RunLayout.RUN_RECORD}.{os.getpid()}.tmp"
     try:
         directory.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(asdict(info), indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, directory / RUN_FILE)
+        os.replace(tmp, directory / RunLayout.RUN_RECORD)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
@@ -122,7 +121,7 @@ def read_run_info_at(directory: Path) -> RunInfo:
 
     Fields this version does not know (written by a newer corral) are ignored.
     """
-    path = directory / RUN_FILE
+    path = directory / RunLayout.RUN_RECORD
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         known = {f.name for f in fields(RunInfo)}
@@ -190,7 +189,7 @@ def list_runs(config: ClusterConfig) -> list[RunInfo]:
     if not root.is_dir():
         return runs
     for entry in root.iterdir():
-        if not (entry / RUN_FILE).is_file() or not RUN_ID_RE.match(entry.name):
+        if not (entry / RunLayout.RUN_RECORD).is_file() or not RUN_ID_RE.match(entry.name):
             continue
         try:
             info = read_run_info(config, entry.name)

@@ -34,7 +34,7 @@ from typing import Any
 
 from profiles.user_errors import UsageError
 from remote.records.history import Recorded, read_lines
-from remote.run.stream import LOCK_FILE, CollectedCopy
+from remote.run.stream import CollectedCopy
 from trainer.events import EVAL_METRICS, EventFormatError, RebalanceEvent, event_from_dict
 from trainer.run_layout import EVENTS_NAME, RunLayout
 
@@ -252,7 +252,7 @@ def live_writer(run_dir: Path, copies: Iterable[CollectedCopy]) -> BoardWriter |
 
 def being_followed(run_dir: Path) -> bool:
     """True while a follower owns the run's copy (it writes the TensorBoard files live)."""
-    for lock in Path(RunLayout(run_dir).path(RunLayout.COLLECTED)).glob(f"*/{LOCK_FILE}"):
+    for lock in Path(RunLayout(run_dir).path(RunLayout.COLLECTED)).glob(f"*/{RunLayout.COPY_LOCK}"):
         with open(lock, "ab") as handle:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

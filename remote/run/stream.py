@@ -35,8 +35,6 @@ from remote.hosts.transport import Transport, env_prefix, shell_path
 from trainer.events import EventFormatError, parse_event
 from trainer.run_layout import IN_RUN_DIR, HostFile, RunLayout
 
-OFFSETS_FILE = "offsets.json"
-LOCK_FILE = ".lock"
 SILENCE_LIMIT_S = 20.0
 """A tail channel silent this long (heartbeats come every 2 s) counts as a dropped host."""
 RANK_PREFIX = re.compile(r"^\[rank(\d+)(?:\+(\d+))?\]:")
@@ -89,7 +87,7 @@ class CollectedCopy:
         self.root.mkdir(parents=True, exist_ok=True)
         # One writer per copy: a second follower of the same run (another terminal, the
         # console) follows from the saved offsets but leaves the copy to the first.
-        self._lock: IO[bytes] | None = open(self.root / LOCK_FILE, "ab")  # noqa: SIM115
+        self._lock: IO[bytes] | None = open(self.root / RunLayout.COPY_LOCK, "ab")  # noqa: SIM115
         try:
             fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -105,7 +103,8 @@ class CollectedCopy:
     def _load(self) -> None:
         saved: dict[str, list[int]] = {}
         with contextlib.suppress(OSError, ValueError):
-            saved = json.loads((self.root / OFFSETS_FILE).read_text(encoding="utf-8"))["files"]
+            offsets_file = self.root / RunLayout.COPY_OFFSETS
+            saved = json.loads(offsets_file.read_text(encoding="utf-8"))["files"]
         for path, (offset, size) in saved.items():
             self.offsets[path], self._sizes[path] = int(offset), int(size)
         if not self.writer:
@@ -113,7 +112,7 @@ class CollectedCopy:
         # Cut every copied file back to what the saved offsets account for.
         for file in self.root.rglob("*"):
             rel = file.relative_to(self.root).as_posix()
-            if (file.is_file() and rel not in (OFFSETS_FILE, LOCK_FILE)
+            if (file.is_file() and rel not in (RunLayout.COPY_OFFSETS, RunLayout.COPY_LOCK)
                     and not rel.endswith(".tmp")):
                 keep = self._sizes.get(rel, 0)
                 if file.stat().st_size != keep:
@@ -157,9 +156,9 @@ class CollectedCopy:
         for handle in self._files.values():
             handle.flush()
         files = {p: [self.offsets[p], self._sizes.get(p, 0)] for p in self.offsets}
-        tmp = self.root / f".{OFFSETS_FILE}.{os.getpid()}.tmp"
+        tmp = self.root / f".{RunLayout.COPY_OFFSETS}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps({"files": files}), encoding="utf-8")
-        os.replace(tmp, self.root / OFFSETS_FILE)
+        os.replace(tmp, self.root / RunLayout.COPY_OFFSETS)
 
     def close(self) -> None:
         """Close every copied file (the offsets stay as last saved) and release the copy."""
