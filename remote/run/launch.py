@@ -30,6 +30,7 @@ from remote.hosts.sections import sectioned_script, split_sections
 from remote.hosts.ssh import resolve_endpoint
 from remote.hosts.transport import RemoteCommandError, Transport, env_prefix, shell_path
 from remote.run.cpu_placement import PROBE_SECTION, HostCpuFacts, parse_probe
+from remote.run.push import code_dir
 from remote.run.task_code import option_pairs, user_code
 from trainer.config import BUILTIN_TASKS, TrainConfig
 from trainer.flags import flag_words
@@ -191,7 +192,8 @@ def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
     ``place.cpu``: the host's allocator environment and core flags (``remote.run.cpu_placement``).
     """
     host, cpu = place.host, place.cpu
-    code = shell_path(f"{host.workdir.rstrip('/')}/code/{plan.code_digest}")
+    tree = code_dir(host.workdir, plan.code_digest)
+    code = shell_path(tree)
     env = dict(host.env)
     if cpu is not None:
         env.update(cpu.env)
@@ -225,7 +227,6 @@ def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
     run_dir = shell_path(plan.run_dir)
     user = user_code(config.run, config.path.parent)
     if user is not None:  # the task file inside the pushed tree (shell syntax: ~ expands)
-        tree = f"{host.workdir.rstrip('/')}/code/{plan.code_digest}"
         flags += ["--task", shell_path(user.task_flag(tree))]
     exit_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "exit"))
     return (
