@@ -68,6 +68,12 @@ FLAG_NAMING = relations.Naming(name=_flag_of, value=_flag_text, equals=" ")
 """How the trainer names a field in a relation's problem: as its flag (``--eval-every 11``)."""
 
 
+def _relations_hold(values: dict[str, object], reading: str | None = None) -> None:
+    """Raise the first relation (``trainer.relations``) these values break, naming flags."""
+    for subject, problem in relations.problems(values, FLAG_NAMING, reading):
+        raise UsageError(f"{FLAG_NAMING.name(subject)} {problem}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class SlowdownChange:
     """From step ``step`` (1-based) on, global rank ``rank`` behaves ``factor`` times slower."""
@@ -164,9 +170,7 @@ class TrainConfig(RunSettings):
     def _check_combinations(self) -> None:
         """The relations between fields (``trainer.relations``, shared with cluster.toml's
         ``[run]``), then the checks that need more than a bound."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        for subject, problem in relations.problems(values, FLAG_NAMING):
-            raise UsageError(f"{FLAG_NAMING.name(subject)} {problem}")
+        _relations_hold({f.name: getattr(self, f.name) for f in fields(self)})
         if self.cores is not None:
             try:
                 parse_cpulist(self.cores)
@@ -198,11 +202,8 @@ class TrainConfig(RunSettings):
 
 def check_world(config: TrainConfig, world_size: int) -> None:
     """Checks that need the world size (known from torchrun's environment before any collective)."""
-    if config.split is None and config.global_batch < world_size:
-        raise UsageError(
-            f"--global-batch {config.global_batch} is smaller than the {world_size} ranks: "
-            "every rank needs at least one sample"
-        )
+    values = {f.name: getattr(config, f.name) for f in fields(config)}
+    _relations_hold({**values, relations.WORLD: world_size}, reading=relations.WORLD)
     if len(config.slowdown) not in (1, world_size):
         raise UsageError(
             f"--slowdown {_csv(config.slowdown)} has {len(config.slowdown)} factors: give one "
@@ -223,23 +224,12 @@ def check_world(config: TrainConfig, world_size: int) -> None:
             raise UsageError(
                 f"--max-batch caps sum to {sum(caps)}, below --global-batch {config.global_batch}"
             )
-    if config.split is not None:
-        _check_split(config.split, config.max_batch, world_size)
+    if config.split is not None and config.max_batch is not None:
+        for rank, (share, cap) in enumerate(zip(config.split, config.max_batch, strict=True)):
+            if cap is not None and share > cap:
+                raise UsageError(f"--split {_csv(config.split)}: rank {rank}'s share {share} "
+                                 f"exceeds its --max-batch {cap}")
     check_training_world(config, world_size)
-
-
-def _check_split(split: Sequence[int], max_batch: Sequence[int | None] | None,
-                 world_size: int) -> None:
-    """A given ``--split`` against the world: one share per rank, none above its rank's
-    ``--max-batch`` cap (its sum and signs: ``trainer.relations``)."""
-    if len(split) != world_size:
-        raise UsageError(f"--split {_csv(split)} has {len(split)} shares but the run has "
-                         f"{world_size} ranks: give one share per rank")
-    for rank, share in enumerate(split):
-        cap = max_batch[rank] if max_batch is not None else None
-        if cap is not None and share > cap:
-            raise UsageError(f"--split {_csv(split)}: rank {rank}'s share {share} exceeds its "
-                             f"--max-batch {cap}")
 
 
 def _positive(flag: str, value: int) -> None:

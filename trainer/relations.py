@@ -9,8 +9,10 @@ than the run's steps = 10``), through a ``Naming``.
 
 A rule reads only the fields it declares, and is skipped when one of them is missing from the
 values (cluster.toml leaves out a key whose type or own value was wrong, so a mistake is
-reported once, not again as a knock-on problem here). Rules that need more than the settings
-(the world size, the hosts, the devices) stay with what knows those.
+reported once, not again as a knock-on problem here). A rule may read ``WORLD``, the number of
+ranks: it runs where that is known (the trainer's ``check_world``, cluster.toml's hosts when
+each gives its rank count). Rules that need more (the hosts, the devices) stay with what
+knows those.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainer.settings import DATASETS_ON_DISK
+
+WORLD = "world"
+"""The pseudo-field holding the number of ranks, in the values only where it is known."""
+
+
+def _ranks(world: int) -> str:
+    return f"{world} rank" if world == 1 else f"{world} ranks"
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,8 @@ class Naming:
     """A field's value as the user writes it: ``3,4`` or ``[3, 4]``."""
     equals: str
     """Between a name and its value when giving a setting: ``" "`` or ``" = "``."""
+    ranks: Callable[[int], str] = _ranks
+    """The ranks of the run: ``3 ranks`` or ``3 ranks (a: 1, b: 2)``."""
 
     def set(self, field: str, value: Any) -> str:
         """A setting as the user writes it: ``--policy static`` or ``policy = "static"``."""
@@ -63,12 +74,14 @@ def relation(subject: str, *others: str) -> Callable[[Check], Check]:
     return add
 
 
-def problems(values: Mapping[str, Any], naming: Naming) -> list[tuple[str, str]]:
-    """``(subject, problem)`` for every relation these values break; a relation whose fields
-    are not all in ``values`` is skipped."""
+def problems(values: Mapping[str, Any], naming: Naming,
+             reading: str | None = None) -> list[tuple[str, str]]:
+    """``(subject, problem)`` for every relation these values break (only those reading the
+    field ``reading`` when given); a relation whose fields are not all in ``values`` is
+    skipped."""
     found = []
     for rule in RELATIONS:
-        if all(f in values for f in rule.fields):
+        if all(f in values for f in rule.fields) and reading in (None, *rule.fields):
             problem = rule.check(values, naming)
             if problem:
                 found.append((rule.subject, problem))
@@ -156,4 +169,21 @@ def _eval_data(v: Mapping[str, Any], n: Naming) -> str:
         return (f"is the causal_lm task's held-out file ({n.set('task', 'causal_lm')}); "
                 f"image tasks evaluate {n.name('eval_samples')} (or CIFAR's test batch), "
                 "user tasks their own eval_data")
+    return ""
+
+
+@relation("split", WORLD)
+def _split_per_rank(v: Mapping[str, Any], n: Naming) -> str:
+    split = v["split"]
+    if split and len(split) != v[WORLD]:
+        return (f"{n.value('split', split)} has {len(split)} shares but the run has "
+                f"{n.ranks(v[WORLD])}: give one share per rank, in rank order")
+    return ""
+
+
+@relation("global_batch", "split", WORLD)
+def _batch_per_rank(v: Mapping[str, Any], n: Naming) -> str:
+    if v["split"] is None and v["global_batch"] < v[WORLD]:
+        return (f"{n.value('global_batch', v['global_batch'])} is smaller than the "
+                f"{n.ranks(v[WORLD])}: every rank needs at least one sample per step")
     return ""

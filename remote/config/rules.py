@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any, Literal, TypeGuard, get_args, get_origin
 
 from remote.config.errors import did_you_mean, host_where, quote, section_where
@@ -324,19 +324,13 @@ def cross_problems(cluster: Mapping[str, Any], hosts: Sequence[Mapping[str, Any]
 
 
 def _world_problems(hosts: Sequence[Mapping[str, Any]], run: Mapping[str, Any]) -> Problems:
-    """The split and global batch against the world size, when every host's nproc is known."""
+    """The relations that read the world size (``trainer.relations``: the split and global
+    batch against the ranks), when every host's rank count is known."""
     counts = [resolved_nproc(h.get("nproc"), h.get("gpus", "auto")) for h in hosts]
     if not hosts or any(c is None for c in counts):
         return []
     world = sum(c for c in counts if c is not None)
-    split, batch = run.get("split"), run.get("global_batch")
     ranks = ", ".join(f"{h.get('name')}: {c}" for h, c in zip(hosts, counts, strict=True))
-    if isinstance(split, Sequence) and split and len(split) != world:
-        return [(section_where("run", "split"),
-                 f"has {len(split)} shares but the hosts run {world} ranks ({ranks}); "
-                 "give one share per rank, in host order")]
-    if split is None and _is_int(batch) and batch < world:
-        return [(section_where("run", "global_batch"),
-                 f"{batch} is smaller than the {world} ranks ({ranks}); every rank needs "
-                 "at least one sample per step")]
-    return []
+    naming = replace(KEY_NAMING, ranks=lambda n: f"{KEY_NAMING.ranks(n)} ({ranks})")
+    found = relations.problems({**run, relations.WORLD: world}, naming, relations.WORLD)
+    return [(section_where("run", key), problem) for key, problem in found]

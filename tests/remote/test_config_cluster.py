@@ -195,7 +195,8 @@ def test_host_values_are_checked_and_named(key_value: str, expected: str) -> Non
     ("[run]\nsplit = [30, 30, 30]\n",
      "[run] split: [30, 30, 30] sums to 90, but global_batch is 64"),
     ("[run]\nsplit = [70, -6, 0]\n", "[run] split: [70, -6, 0] has a negative share"),
-    ("[run]\nsplit = [32, 32]\n", "[run] split: has 2 shares but the hosts run 3 ranks"),
+    ("[run]\nsplit = [32, 32]\n",
+     "[run] split: [32, 32] has 2 shares but the run has 3 ranks (a: 1, b: 2)"),
     ('[run]\nsplit = [1, "2"]\n', "[run] split: expected an array of integers, but element 1"),
     ("[run]\nglobal_batch = 2\n", "[run] global_batch: 2 is smaller than the 3 ranks"),
     ('[run]\nbackend = "nccl"\n', '[run] backend: "nccl" needs a GPU for every rank, but '

@@ -22,7 +22,7 @@ from remote.config.rules import KEY_NAMING
 from remote.run.launch import LaunchPlan, trainer_flags
 from remote.run.plan import HostPlan
 from trainer import flags, relations
-from trainer.config import TrainConfig, parse_config
+from trainer.config import TrainConfig, check_world, parse_config
 from trainer.settings import RunSettings, setting
 
 CLUSTER = """\
@@ -128,11 +128,12 @@ def test_a_new_run_setting_is_a_key_a_flag_and_a_launch_flag_without_further_cod
     assert "[run] knob_levl: unknown key; did you mean 'knob_level'?" in str(bad.value)
 
 
-def toml_problems(values: Mapping[str, Any]) -> str:
-    """The problems cluster.toml's loader reports for a ``[run]`` with these values."""
+def toml_problems(values: Mapping[str, Any], ranks: int = 1) -> str:
+    """The problems cluster.toml's loader reports for a ``[run]`` with these values, on one
+    host running ``ranks`` ranks."""
     run = "".join(f"{KEY_NAMING.set(key, value)}\n" for key, value in values.items())
     with pytest.raises(ConfigError) as info:
-        parse_cluster(CLUSTER + "[run]\n" + run, path=Path("cluster.toml"))
+        parse_cluster(f"{CLUSTER}nproc = {ranks}\n[run]\n{run}", path=Path("cluster.toml"))
     return str(info.value)
 
 
@@ -219,8 +220,34 @@ def test_each_relation_is_one_message_on_both_sides(
     assert f"cluster.toml: {key_message}\n" in toml_problems(values) + "\n"
 
 
+WORLD_CASES = [  # values, ranks, the trainer's message, cluster.toml's
+    ({"global_batch": 8, "split": (4, 4)}, 1,
+     "--split 4,4 has 2 shares but the run has 1 rank: give one share per rank, in rank order",
+     "[run] split: [4, 4] has 2 shares but the run has 1 rank (a: 1): give one share per "
+     "rank, in rank order"),
+    ({"global_batch": 2}, 3,
+     "--global-batch 2 is smaller than the 3 ranks: every rank needs at least one sample per "
+     "step",
+     "[run] global_batch: 2 is smaller than the 3 ranks (a: 3): every rank needs at least one "
+     "sample per step"),
+]
+
+
+@pytest.mark.parametrize(("values", "ranks", "flag_message", "key_message"), WORLD_CASES)
+def test_each_relation_with_the_world_size_is_one_message_on_both_sides(
+    values: dict[str, Any], ranks: int, flag_message: str, key_message: str,
+) -> None:
+    config = TrainConfig(**values)
+    with pytest.raises(UsageError) as info:
+        check_world(config, ranks)
+    assert str(info.value) == flag_message
+    assert f"cluster.toml: {key_message}\n" in toml_problems(values, ranks) + "\n"
+    check_world(config, len(values.get("split", ())) or 2)
+
+
 def test_every_relation_has_a_case_above() -> None:
-    subjects = {key.split(":")[0].removeprefix("[run] ") for _, _, key in CASES}
+    keys = [case[-1] for case in CASES] + [case[-1] for case in WORLD_CASES]
+    subjects = {key.split(":")[0].removeprefix("[run] ") for key in keys}
     assert subjects == {r.subject for r in relations.RELATIONS}
 
 
