@@ -75,12 +75,17 @@ def corral_env() -> dict[str, str]:
     return allocator_env(choose_allocator("auto", found), found)
 
 
+def tiny_lm_files(folder: Path) -> tuple[Path, Path]:
+    """Where ``causal_lm_task`` keeps the tiny model and its corpus under ``folder``."""
+    return folder / "tiny-lm", folder / "corpus.txt"
+
+
 def causal_lm_task(folder: Path, *, seq_len: int = 128, lora_r: int = 16) -> list[str]:
     """Trainer flags that train the ``causal_lm`` task (LoRA, AdamW) instead of an image model:
     the tiny generated model and corpus of ``python -m trainer.tiny_lm`` (written into
     ``folder`` unless already there; needs transformers + peft, nothing is downloaded). The
     global batch then counts sequences of ``seq_len`` tokens (as in bench/llm.py)."""
-    model, data = folder / "tiny-lm", folder / "corpus.txt"
+    model, data = tiny_lm_files(folder)
     if not (model / "config.json").is_file() or not data.is_file():
         from trainer.tiny_lm import write_corpus, write_tiny_lm
 

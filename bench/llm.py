@@ -29,6 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._common import causal_lm_task, tiny_lm_files, trainer_flags  # noqa: E402
+
 
 def _env(threads: int) -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
@@ -36,19 +38,14 @@ def _env(threads: int) -> dict[str, str]:
     return env
 
 
-def corral_step_s(args: argparse.Namespace, model: Path, data: Path) -> tuple[float, float]:
-    """Median step seconds of ``python -m trainer --task causal_lm`` on ``args.nproc`` ranks,
-    and the median of the slowest rank's compute seconds in each step."""
-    options = [f"model={model}", f"data={data}", f"seq_len={args.seq_len}",
-               f"lora_r={args.lora_r}", f"lora_alpha={2 * args.lora_r}"]
+def corral_step_s(args: argparse.Namespace, task: list[str]) -> tuple[float, float]:
+    """Median step seconds of ``python -m trainer`` with ``task`` flags (``causal_lm_task``) on
+    ``args.nproc`` ranks, and the median of the slowest rank's compute seconds in each step."""
     with tempfile.TemporaryDirectory(prefix="corral-bench-llm-") as run_dir:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={args.nproc}", "-m", "trainer", "--task", "causal_lm",
-               "--global-batch", str(args.global_batch), "--steps", str(args.steps),
-               "--optimizer", "adamw", "--lr", "0.001", "--threads", str(args.threads),
-               "--resources-every", "0", "--run-dir", run_dir]
-        for option in options:
-            cmd += ["--task-option", option]
+               f"--nproc-per-node={args.nproc}",
+               *trainer_flags(global_batch=args.global_batch, steps=args.steps,
+                              run_dir=Path(run_dir), threads=args.threads, task=task)]
         subprocess.run(cmd, cwd=REPO, env=_env(args.threads), capture_output=True, text=True,
                        check=True, timeout=900)
         ranks = [[e for e in map(json.loads, (Path(run_dir) / "metrics" / f"rank-{r}.jsonl")
@@ -121,12 +118,9 @@ def main() -> None:
         plain_loop(args)
         return
 
-    from trainer.tiny_lm import write_corpus, write_tiny_lm
-
     with tempfile.TemporaryDirectory(prefix="corral-bench-lm-") as folder:
-        model, data = Path(folder) / "tiny-lm", Path(folder) / "corpus.txt"
-        write_tiny_lm(model)
-        write_corpus(data, documents=600)
+        task = causal_lm_task(Path(folder), seq_len=args.seq_len, lora_r=args.lora_r)
+        model, data = tiny_lm_files(Path(folder))
         tokens = (args.global_batch // args.nproc) * args.seq_len  # per rank per step
         plain: list[float] = []
         corral: list[float] = []
@@ -135,7 +129,7 @@ def main() -> None:
             # Alternate which goes first so a drifting machine favours neither.
             if i % 2 == 0:
                 plain.append(plain_step_s(args, model, data))
-            step_s, compute_s = corral_step_s(args, model, data)
+            step_s, compute_s = corral_step_s(args, task)
             corral.append(step_s)
             compute.append(compute_s)
             if i % 2 == 1:
