@@ -24,9 +24,11 @@ def loss_lines(model: RunModel) -> tuple[list[Line], list[int]]:
     return lines, steps
 
 
-def title_line(model: RunModel) -> Text:
-    """``● loss 0.2012 (best 0.1990 @ 281)  ● eval loss 0.25``."""
-    lines, _ = loss_lines(model)
+def title_line(model: RunModel, lines: list[Line] | None = None) -> Text:
+    """``● loss 0.2012 (best 0.1990 @ 281)  ● eval loss 0.25`` (``lines``: ``loss_lines``'
+    series when the caller has them already)."""
+    if lines is None:
+        lines, _ = loss_lines(model)
     text = legend(lines[:1])
     last, best = model.totals.loss.last, model.totals.loss.best
     if last is not None:
@@ -63,6 +65,6 @@ class LossPanel(LinesView):
         if key != self._lines_key:
             self._lines_key = key
             lines, steps = loss_lines(self.model)
-            self._lines = [title_line(self.model),
+            self._lines = [title_line(self.model, lines),
                            *chart(lines, steps, width, self.size.height - 1)]
         return self._lines[index].copy() if index < len(self._lines) else Text()
