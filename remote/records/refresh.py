@@ -19,7 +19,7 @@ from remote.hosts.pool import HostPool
 from remote.hosts.transport import Transport, shell_path
 from remote.records.runs import RunInfo, list_runs, write_run_info
 from remote.run.launch import run_dir_for
-from remote.run.stop import run_pattern
+from remote.run.stop import count_command
 from trainer.run_layout import IN_RUN_DIR
 
 Probe = tuple[int, str, bool]
@@ -29,7 +29,7 @@ Probe = tuple[int, str, bool]
 async def _probe(config: ClusterConfig, transport: Transport, info: RunInfo) -> Probe:
     name = transport.host.name
     run_dir = shell_path(run_dir_for(config, info.run_id))
-    script = (f"pgrep -f {shlex.quote(run_pattern(info.run_id))} | wc -l; "
+    script = (f"{count_command(info.run_id)}; "
               f"cd {run_dir} 2>/dev/null && cat {shlex.quote(IN_RUN_DIR.host_file(name, 'exit'))} "
               f"2>/dev/null; echo; test -e {shlex.quote(IN_RUN_DIR.host_file(name, 'stopped'))} "
               "&& echo stopped; true")

@@ -98,10 +98,14 @@ async def stop_host(transport: Transport, run_dir: str, run_id: str, grace_s: fl
     raise RuntimeError(f"stop on {transport.host.name} printed no count: {done.stderr[-300:]}")
 
 
+def count_command(run_id: str) -> str:
+    """A shell command printing how many processes of ``run_id`` run on the host."""
+    return f"pgrep -f {shlex.quote(run_pattern(run_id))} | wc -l"
+
+
 async def count_run_processes(transport: Transport, run_id: str) -> int:
     """How many processes of ``run_id`` run on ``transport``'s host."""
-    pattern = shlex.quote(run_pattern(run_id))
-    done = await transport.run(f"pgrep -f {pattern} | wc -l", timeout=30.0)
+    done = await transport.run(count_command(run_id), timeout=30.0)
     return int(done.stdout.strip() or 0)
 
 
