@@ -85,9 +85,14 @@ def build_bundle(packages: tuple[str, ...] = PUSHED_PACKAGES, *,
     return CodeBundle(digest=digest.hexdigest(), tar=buffer.getvalue(), files=len(files))
 
 
+def code_root(workdir: str) -> str:
+    """The directory of every pushed tree on a host (unexpanded ``~`` kept)."""
+    return f"{workdir.rstrip('/')}/code"
+
+
 def code_dir(workdir: str, digest: str) -> str:
     """The pushed tree's directory on a host (unexpanded ``~`` kept)."""
-    return f"{workdir.rstrip('/')}/code/{digest}"
+    return f"{code_root(workdir)}/{digest}"
 
 
 def present_command(workdir: str, digest: str) -> str:
@@ -104,10 +109,11 @@ async def push_code(transport: Transport, bundle: CodeBundle, *,
     final = shell_path(code_dir(transport.host.workdir, bundle.digest))
     marker = f"{final}/{MARKER}"
     if present is None:
-        present = (await transport.run(f"test -e {marker}", timeout=30.0)).ok
+        command = present_command(transport.host.workdir, bundle.digest)
+        present = (await transport.run(command, timeout=30.0)).ok
     if present:
         return False
-    parent = shell_path(f"{transport.host.workdir.rstrip('/')}/code")
+    parent = shell_path(code_root(transport.host.workdir))
     # Unpack beside the final directory, mark complete, then rename: atomic on one filesystem.
     # A concurrent push of the same tree loses the rename race harmlessly.
     script = (
