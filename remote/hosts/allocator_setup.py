@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 
 from remote.config.cluster import HostSection
-from trainer.placement import ALLOCATOR_LIBS, PRELOADED, SHELL_LIBRARY_DIRS
+from trainer.placement import PRELOADED, SHELL_LIBRARY_DIRS, allocator_candidates
 
 SETUP_PACKAGES: Mapping[str, tuple[str, ...]] = {
     "apt-get": ("libtcmalloc-minimal4",),
@@ -54,7 +54,7 @@ def _install(tool: str) -> str:
 
 def _paths(host: HostSection) -> list[str]:
     names = PRELOADED if host.allocator == "auto" else ("tcmalloc",)
-    return [f"{d}/{f}" for name in names for f in ALLOCATOR_LIBS[name] for d in SHELL_LIBRARY_DIRS]
+    return [path for name, path in allocator_candidates(SHELL_LIBRARY_DIRS) if name in names]
 
 
 def found_script(host: HostSection, libraries: Sequence[str] | None = None) -> str:

@@ -21,9 +21,9 @@ from remote.api import CheckItem
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.hosts.allocator_setup import setup_advice
 from trainer.placement import (
-    ALLOCATOR_LIBS,
     PRELOADED,
     SHELL_LIBRARY_DIRS,
+    allocator_candidates,
     allocator_env,
     choose_allocator,
     format_cpulist,
@@ -33,8 +33,7 @@ from trainer.placement import (
 
 
 def _probe_script() -> str:
-    libs = " ".join(f"{name}={d}/{file}" for name, files in ALLOCATOR_LIBS.items()
-                    for file in files for d in SHELL_LIBRARY_DIRS)
+    libs = " ".join(f"{name}={path}" for name, path in allocator_candidates(SHELL_LIBRARY_DIRS))
     return ("echo boot $(cat /proc/sys/kernel/random/boot_id 2>/dev/null); "
             "echo cpus $(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status); "
             f"for e in {libs}; do [ -e \"${{e#*=}}\" ] && echo lib \"${{e%%=*}}\" \"${{e#*=}}\"; "
