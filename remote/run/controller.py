@@ -247,8 +247,8 @@ class SshRunController:
         if policy is not None and policy not in POLICIES:
             raise CorralError(f"unknown policy {policy!r}: use {', '.join(POLICIES[:-1])} or "
                               f"{POLICIES[-1]}")
-        if name is not None and run_name_problem(name):
-            raise UsageError(f"--name {name!r}: {run_name_problem(name)}", title="bad run name")
+        if name is not None and (problem := run_name_problem(name)):
+            raise UsageError(f"--name {name!r}: {problem}", title="bad run name")
         hosts = tuple(h.name for h in self.config.hosts)
         if resume:
             named = resume if isinstance(resume, str) else None
