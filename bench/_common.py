@@ -80,6 +80,26 @@ def tiny_lm_files(folder: Path) -> tuple[Path, Path]:
     return folder / "tiny-lm", folder / "corpus.txt"
 
 
+def bare_env(threads: int) -> dict[str, str]:
+    """The environment of a run compared with a plain loop (bench/overhead.py, bench/llm.py):
+    this checkout on the path, ``threads`` OpenMP threads, no injected slowdown, and no
+    allocator of ``corral_env`` (the plain loop has none either)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
+    env.pop("CORRAL_SLOWDOWN", None)
+    return env
+
+
+def rounds_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The start of a corral-against-a-plain-loop benchmark's parser: ``--rounds``,
+    ``--nproc`` and ``--threads``, with ``doc`` as its description."""
+    p = argparse.ArgumentParser(description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--nproc", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    return p
+
+
 def causal_lm_task(folder: Path, *, seq_len: int = 128, lora_r: int = 16) -> list[str]:
     """Trainer flags that train the ``causal_lm`` task (LoRA, AdamW) instead of an image model:
     the tiny generated model and corpus of ``python -m trainer.tiny_lm`` (written into

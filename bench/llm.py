@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -29,13 +28,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._common import causal_lm_task, tiny_lm_files, trainer_flags  # noqa: E402
-
-
-def _env(threads: int) -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
-    env.pop("CORRAL_SLOWDOWN", None)
-    return env
+from bench._common import (  # noqa: E402
+    bare_env,
+    causal_lm_task,
+    rounds_parser,
+    tiny_lm_files,
+    trainer_flags,
+)
 
 
 def corral_step_s(args: argparse.Namespace, task: list[str]) -> tuple[float, float]:
@@ -46,7 +45,7 @@ def corral_step_s(args: argparse.Namespace, task: list[str]) -> tuple[float, flo
                f"--nproc-per-node={args.nproc}",
                *trainer_flags(global_batch=args.global_batch, steps=args.steps,
                               run_dir=Path(run_dir), threads=args.threads, task=task)]
-        subprocess.run(cmd, cwd=REPO, env=_env(args.threads), capture_output=True, text=True,
+        subprocess.run(cmd, cwd=REPO, env=bare_env(args.threads), capture_output=True, text=True,
                        check=True, timeout=900)
         ranks = [[e for e in map(json.loads, (Path(run_dir) / "metrics" / f"rank-{r}.jsonl")
                                        .read_text().splitlines()) if e["event"] == "step"]
@@ -62,7 +61,7 @@ def plain_step_s(args: argparse.Namespace, model: Path, data: Path) -> float:
            "--data", str(data), "--batch", str(args.global_batch // args.nproc),
            "--seq-len", str(args.seq_len), "--lora-r", str(args.lora_r),
            "--steps", str(args.steps), "--skip", str(args.skip), "--threads", str(args.threads)]
-    out = subprocess.run(cmd, cwd=REPO, env=_env(args.threads), capture_output=True, text=True,
+    out = subprocess.run(cmd, cwd=REPO, env=bare_env(args.threads), capture_output=True, text=True,
                          check=True, timeout=900).stdout
     return float(json.loads(out.strip().splitlines()[-1])["step_s"])
 
@@ -98,11 +97,7 @@ def plain_loop(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--nproc", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1)
+    p = rounds_parser(__doc__)
     p.add_argument("--global-batch", type=int, default=16)
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--lora-r", type=int, default=16)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -21,12 +20,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-
-def _env(threads: int) -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
-    env.pop("CORRAL_SLOWDOWN", None)
-    return env
+from bench._common import bare_env, rounds_parser  # noqa: E402
 
 
 def _launcher(nproc: int) -> list[str]:
@@ -40,7 +36,7 @@ def run_baseline(args: argparse.Namespace) -> float:
            "--model", args.model, "--samples", str(args.samples),
            "--global-batch", str(args.global_batch), "--steps", str(args.steps),
            "--skip", str(args.skip), "--threads", str(args.threads)]
-    out = subprocess.run(cmd, cwd=REPO, env=_env(args.threads), capture_output=True, text=True,
+    out = subprocess.run(cmd, cwd=REPO, env=bare_env(args.threads), capture_output=True, text=True,
                          check=True, timeout=600).stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("{"))
     return float(json.loads(line)["samples_per_s"])
@@ -53,7 +49,7 @@ def run_corral(args: argparse.Namespace) -> float:
                "--samples", str(args.samples), "--global-batch", str(args.global_batch),
                "--steps", str(args.steps), "--threads", str(args.threads),
                "--run-dir", run_dir]
-        subprocess.run(cmd, cwd=REPO, env=_env(args.threads), capture_output=True, text=True,
+        subprocess.run(cmd, cwd=REPO, env=bare_env(args.threads), capture_output=True, text=True,
                        check=True, timeout=600)
         lines = (Path(run_dir) / "metrics" / "rank-0.jsonl").read_text().splitlines()
     t = {e["step"]: e["t"] for e in map(json.loads, lines) if e["event"] == "step"}
@@ -61,11 +57,7 @@ def run_corral(args: argparse.Namespace) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--nproc", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1)
+    p = rounds_parser(__doc__)
     p.add_argument("--model", default="simple_cnn")
     p.add_argument("--samples", type=int, default=4096)
     p.add_argument("--global-batch", type=int, default=64)
