@@ -33,7 +33,7 @@ from remote.config.cluster import ClusterConfig, HostSection
 from remote.hosts.interpreter import python_label
 from remote.hosts.netif import interface_script, parse_interface
 from remote.hosts.pool import HostPool
-from remote.hosts.sections import sectioned_script, split_sections
+from remote.hosts.sections import MISSING, section_text, sectioned_script, split_sections
 from remote.hosts.transport import HostKeyNotTrusted, Transport, shell_path
 from remote.run import cpu_placement
 from remote.run.launch import LaunchFacts, master_address, nproc_for
@@ -204,7 +204,7 @@ def _judge_leftovers(host: HostSection, config: ClusterConfig, home: str, ps_out
 def _judge_interface(host: HostSection, config: ClusterConfig, master_addr: str,
                      sections: dict[str, tuple[str, int]], facts: HostFacts) -> None:
     if host.interface is not None:
-        links, status = sections.get("links", ("", 1))
+        links, status = sections.get("links", MISSING)
         names = {line.split()[1].split("@")[0] for line in links.splitlines()
                  if len(line.split()) > 1 and line.split()[0].rstrip(":").isdigit()}
         ok = status != 0 or host.interface in names
@@ -215,7 +215,7 @@ def _judge_interface(host: HostSection, config: ClusterConfig, master_addr: str,
         ))
         return
     is_master = host.name == config.cluster.master
-    address, name = parse_interface(sections.get("interface", ("", 1))[0], is_master=is_master)
+    address, name = parse_interface(section_text(sections, "interface"), is_master=is_master)
     how = "holds" if is_master else "routes to"
     if address is None:
         facts.items.append(_item(
@@ -263,13 +263,13 @@ async def _probe_host(
     if after is not None:
         await after(transport, facts)
     _judge_python(host, *sections.get("python", (done.stderr, 1)), facts)
-    facts.items += judge_packages(host, config, *sections.get("packages", ("", 1)))
+    facts.items += judge_packages(host, config, *sections.get("packages", MISSING))
     judge_precision(host, config.run.precision, facts)
-    _judge_disk(host, sections.get("disk", ("", 1))[0], facts)
+    _judge_disk(host, section_text(sections, "disk"), facts)
     facts.items.append(run_root.judge(host.name, config.cluster.run_root,
-                                      sections.get("run-root", ("", 1))[0]))
-    _judge_leftovers(host, config, sections.get("home", ("", 1))[0],
-                     sections.get("ps", ("", 1))[0], facts)
+                                      section_text(sections, "run-root")))
+    _judge_leftovers(host, config, section_text(sections, "home"),
+                     section_text(sections, "ps"), facts)
     _judge_interface(host, config, master_addr, sections, facts)
     return facts
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 SECTION = "@@corral-check "
+MISSING = ("", 1)
+"""What ``split_sections`` gives a section that did not report: no text, exit status 1."""
 
 
 def sectioned_script(parts: Mapping[str, str]) -> str:
@@ -34,3 +36,8 @@ def split_sections(stdout: str) -> dict[str, tuple[str, int]]:
             sections[current] = ("\n".join(lines), int(words[2]))
             current = None
     return sections
+
+
+def section_text(sections: Mapping[str, tuple[str, int]], name: str) -> str:
+    """The text of section ``name`` ("" when it did not report)."""
+    return sections.get(name, MISSING)[0]

@@ -31,7 +31,7 @@ from remote.config.cluster import ClusterConfig, HostSection
 from remote.hosts.allocator_setup import found_script, install_script, outcome, wants_install
 from remote.hosts.interpreter import fallback_python, venv_dir, venv_python
 from remote.hosts.pool import HostPool
-from remote.hosts.sections import sectioned_script, split_sections
+from remote.hosts.sections import section_text, sectioned_script, split_sections
 from remote.hosts.transport import Transport, env_prefix, shell_path
 
 CUDA_FLAVOURS = ((580, "cu130"), (525, "cu126"), (450, "cu118"))
@@ -169,15 +169,15 @@ async def setup_host(transport: Transport, torch_version: str, progress: Progres
                            detail=f"nothing to change: it runs python = {host.python!r} from "
                            "cluster.toml (leave python out for corral setup to manage it)")
     sections = split_sections((await transport.run(probe_command(host), timeout=120.0)).stdout)
-    if sections.get("base", ("", 1))[0].strip() != "True":
-        why = (sections.get("base", ("", 1))[0].strip().splitlines() or ["did not run"])[-1]
+    if section_text(sections, "base").strip() != "True":
+        why = (section_text(sections, "base").strip().splitlines() or ["did not run"])[-1]
         return SetupResult(host=host.name, ok=False, changed=False,
                            detail=f"{fallback_python(host)!r} is not Python >= 3.10 ({why}); "
                            "install one there, or set python in its [[hosts]] entry")
-    wanted = wanted_for(host, torch_version, sections.get("driver", ("", 1))[0], task_packages)
-    recorded = last_json(sections.get("state", ("", 1))[0])
-    installed = _installed_torch(sections.get("venv_torch", ("", 1))[0])
-    allocator = sections.get("allocator", ("", 1))[0]
+    wanted = wanted_for(host, torch_version, section_text(sections, "driver"), task_packages)
+    recorded = last_json(section_text(sections, "state"))
+    installed = _installed_torch(section_text(sections, "venv_torch"))
+    allocator = section_text(sections, "allocator")
     if recorded == wanted.record() and installed == wanted.torch:
         note = await _allocator_step(transport, allocator, progress)
         return SetupResult(host=host.name, ok=True, changed=bool(note),

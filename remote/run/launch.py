@@ -26,7 +26,7 @@ from remote.config.cluster import ClusterConfig, HostSection, RunSection
 from remote.hosts.interpreter import python_word
 from remote.hosts.netif import interface_script, parse_interface
 from remote.hosts.pool import HostPool
-from remote.hosts.sections import sectioned_script, split_sections
+from remote.hosts.sections import section_text, sectioned_script, split_sections
 from remote.hosts.ssh import resolve_endpoint
 from remote.hosts.transport import RemoteCommandError, Transport, env_prefix, shell_path
 from remote.run.cpu_placement import PROBE_SECTION, HostCpuFacts, parse_probe
@@ -141,13 +141,13 @@ async def _probe_one(transport: Transport, config: ClusterConfig, master_addr: s
         parts["port"] = f"{py} -c {shlex.quote(FREE_PORT_PY)}"
     done = await transport.run(sectioned_script(parts), timeout=30.0)
     sections = split_sections(done.stdout)
-    count = sections.get("gpus", ("", 1))[0].strip()
-    interface = parse_interface(sections.get("interface", ("", 1))[0], is_master=is_master)[1]
-    port_text = sections.get("port", ("", 1))[0].strip().splitlines()
+    count = section_text(sections, "gpus").strip()
+    interface = parse_interface(section_text(sections, "interface"), is_master=is_master)[1]
+    port_text = section_text(sections, "port").strip().splitlines()
     port = int(port_text[-1]) if port_text and port_text[-1].isdigit() else None
     if "port" in parts and port is None:
         raise CorralError(f"could not pick a free port on {host.name}: {done.stdout[-200:]!r}")
-    cpu = parse_probe(sections.get("cpu", ("", 1))[0])
+    cpu = parse_probe(section_text(sections, "cpu"))
     return (int(count) if count.isdigit() else None), interface, port, cpu
 
 
