@@ -232,11 +232,6 @@ def check_world(config: TrainConfig, world_size: int) -> None:
     check_training_world(config, world_size)
 
 
-def _positive(flag: str, value: int) -> None:
-    if value < 1:
-        raise UsageError(f"{flag} must be >= 1, got {value}")
-
-
 def _csv(values: Sequence[object]) -> str:
     return ",".join(str(v) for v in values)
 
