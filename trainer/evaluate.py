@@ -23,14 +23,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import default_collate
 
 from profiles.user_errors import UsageError
 from trainer.accumulate import autocast
 from trainer.balancer import round_split
 from trainer.dist import print0
 from trainer.events import EvalEvent, EventWriter
-from trainer.step import move_to
+from trainer.step import collate, move_to
 from trainer.tasks import Dataset, Task
 
 DEFAULT_CHUNK = 64
@@ -101,7 +100,7 @@ class Evaluator:
 
     def _chunk_sums(self, chunk: int) -> dict[str, float]:
         items = range(chunk * self.chunk, min((chunk + 1) * self.chunk, len(self.data)))
-        batch = move_to(_collate(self.task, [self.data[i] for i in items]), self.device)
+        batch = move_to(collate(self.task, [self.data[i] for i in items]), self.device)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -112,10 +111,6 @@ class Evaluator:
                 return {"loss_sum": float(loss_sum), "count": float(count)}
         finally:
             self.model.train(was_training)
-
-
-def _collate(task: Task, items: list[Any]) -> Any:
-    return (task.collate or default_collate)(items)
 
 
 def eval_event(step: int, totals: dict[str, float], samples: int, seconds: float) -> EvalEvent:

@@ -19,10 +19,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
-from torch.utils.data import default_collate
 
 from trainer.data import GlobalBatchOrder
-from trainer.step import local_batch, move_to
+from trainer.step import collate, local_batch, map_tensors, move_to
 from trainer.tasks import Task
 
 
@@ -61,24 +60,12 @@ class BatchPrefetcher:
     def _build(self, step: int, split: tuple[int, ...]) -> Any:
         if self.device.type != "cuda":
             return local_batch(self.task, self.order, step, split, self.rank, self.device)
+        # Pinned (page-locked) host memory, so that the copy can be asynchronous.
         indices = self.order.local_indices(step, split, self.rank).tolist()
         items = [self.task.train_data[i] for i in indices]
-        host = _pinned((self.task.collate or default_collate)(items))
+        host = map_tensors(collate(self.task, items), torch.Tensor.pin_memory)
         return move_to(host, self.device)
 
     def close(self) -> None:
         """Stop the worker (a prepared batch nobody asked for is dropped)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _pinned(batch: Any) -> Any:
-    """``batch`` with every tensor in page-locked memory (so its copy can be asynchronous)."""
-    if isinstance(batch, torch.Tensor):
-        return batch.pin_memory()
-    if isinstance(batch, dict):
-        return {k: _pinned(v) for k, v in batch.items()}
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a named tuple
-        return type(batch)(*(_pinned(v) for v in batch))
-    if isinstance(batch, tuple | list):
-        return type(batch)(_pinned(v) for v in batch)
-    return batch
