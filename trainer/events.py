@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, ClassVar, Literal
+from typing import IO, Any, ClassVar, Literal, get_args
 
 from profiles.user_errors import CorralError
 from trainer.run_layout import RunLayout
@@ -245,19 +245,8 @@ TrainerEvent = (
     | EndEvent
 )
 
-EVENT_TYPES: dict[str, type[Any]] = {
-    cls.kind: cls
-    for cls in (
-        StartEvent,
-        StepEvent,
-        CapacityEvent,
-        RebalanceEvent,
-        ResourceEvent,
-        EvalEvent,
-        CheckpointEvent,
-        EndEvent,
-    )
-}
+EVENT_TYPES: dict[str, type[Any]] = {cls.kind: cls for cls in get_args(TrainerEvent)}
+"""Each kind's dataclass, by its ``event`` name (from ``TrainerEvent``: a kind is listed once)."""
 
 
 class EventFormatError(CorralError):
