@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from remote.api import RunEvent
-from remote.config.cluster import HostSection, RunSection
+from remote.api import RankEvent, RunEvent
+from remote.config.cluster import ClusterConfig, HostSection, RunSection
 from remote.hosts.transport import LocalTransport
-from remote.run.stop import run_pattern
+from remote.run.launch import LaunchPlan, launch_host
+from remote.run.plan import HostPlan
+from remote.run.stop import run_pattern, stop_host
 from remote.run.stream import CollectedCopy, TailItem, tail_host
+from trainer.events import StepEvent
 
 RUN_LIMIT_S = 240.0
 """No test run may take longer than this."""
@@ -40,6 +44,36 @@ async def bounded(events: AsyncIterator[RunEvent]) -> AsyncIterator[RunEvent]:
         except StopAsyncIteration:
             return
         yield event
+
+
+async def until_first_step(events: AsyncIterator[RunEvent]) -> None:
+    """Read ``events`` (within ``RUN_LIMIT_S``) up to the first step event of any rank."""
+    async for event in bounded(events):
+        if isinstance(event, RankEvent) and isinstance(event.event, StepEvent):
+            break
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, their children, ...)."""
+    found: list[int] = []
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    for child in (int(p) for p in children.split()):
+        found += [child, *descendants(child)]
+    return found
+
+
+async def launch_local_until_exit(config: ClusterConfig, plan: LaunchPlan,
+                                  place: HostPlan) -> None:
+    """Launch ``place`` (a ``local`` host) as corral does, wait for its launcher's exit file,
+    then stop it."""
+    transport = LocalTransport(place.host)
+    await launch_host(transport, config, plan, place)
+    exit_file = Path(plan.run_dir) / "hosts" / f"{place.host.name}.exit"
+    deadline = time.monotonic() + 30
+    while not exit_file.exists():
+        assert time.monotonic() < deadline, "the fake launcher never finished"
+        await asyncio.sleep(0.05)
+    await stop_host(transport, plan.run_dir, plan.run_id, grace_s=0.5)
 
 
 async def tail_local_host(run_dir: Path, local_dir: Path, workdir: Path,

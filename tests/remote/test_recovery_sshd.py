@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,9 +18,9 @@ from remote.run.controller import SshRunController
 from trainer.events import CheckpointEvent, EndEvent, StartEvent, StepEvent
 
 try:
-    from runkit import bounded, run_processes, tiny_run
+    from runkit import bounded, descendants, run_processes, tiny_run
 except ImportError:  # collected as a package
-    from tests.remote.runkit import bounded, run_processes, tiny_run  # type: ignore[no-redef]
+    from tests.remote.runkit import bounded, descendants, run_processes, tiny_run  # type: ignore[no-redef]
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 
@@ -107,14 +106,6 @@ async def test_without_restarts_the_same_kill_fails_the_run(sshd_cluster) -> Non
     assert (final.failed_host, final.failed_rank) == ("h1", 1)
 
 
-def _descendants(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    found: list[int] = []
-    for child in (int(p) for p in out.split()):
-        found += [child, *_descendants(child)]
-    return found
-
-
 async def test_a_host_cut_off_for_good_is_dropped_and_the_run_completes_on_the_others(
     sshd_cluster
 ) -> None:
@@ -134,7 +125,7 @@ async def test_a_host_cut_off_for_good_is_dropped_and_the_run_completes_on_the_o
             if (not cut and isinstance(event, RankEvent)
                     and isinstance(event.event, CheckpointEvent)):
                 cut = True  # h1's SSH server and sessions go away for good
-                sessions = _descendants(daemon.proc.pid)
+                sessions = descendants(daemon.proc.pid)
                 daemon.proc.kill()
                 daemon.proc.wait()
                 for pid in sessions:

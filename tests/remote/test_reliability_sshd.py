@@ -24,10 +24,16 @@ from trainer.events import StartEvent, StepEvent
 
 try:
     from conftest import SSHD
-    from runkit import bounded, run_processes, tiny_run
+    from runkit import bounded, descendants, run_processes, tiny_run, until_first_step
 except ImportError:  # collected as a package
     from tests.remote.conftest import SSHD  # type: ignore[no-redef]
-    from tests.remote.runkit import bounded, run_processes, tiny_run  # type: ignore[no-redef]
+    from tests.remote.runkit import (
+        bounded,  # type: ignore[no-redef]
+        descendants,
+        run_processes,
+        tiny_run,
+        until_first_step,
+    )
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 
@@ -131,9 +137,7 @@ async def test_a_partial_or_unknown_run_id_is_an_error_and_touches_no_run(sshd_c
     try:
         handle = await controller.start()
         events = handle.events()
-        async for event in bounded(events):
-            if isinstance(event, RankEvent) and isinstance(event.event, StepEvent):
-                break
+        await until_first_step(events)
         suffix = handle.run_id[-3:]
         with pytest.raises(CorralError) as unknown:
             await controller.attach(suffix)
@@ -210,14 +214,6 @@ async def test_two_runs_started_at_once_do_not_run_side_by_side(sshd_cluster) ->
         await second.aclose()
 
 
-def _descendants(pid: int) -> list[int]:
-    found: list[int] = []
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    for child in (int(p) for p in children.split()):
-        found += [child, *_descendants(child)]
-    return found
-
-
 async def test_status_finds_what_a_cut_off_host_left_running_and_keeps_the_outcome(
     sshd_cluster
 ) -> None:
@@ -233,9 +229,7 @@ async def test_status_finds_what_a_cut_off_host_left_running_and_keeps_the_outco
     try:
         handle = await controller.start()
         events = handle.events()
-        async for event in bounded(events):
-            if isinstance(event, RankEvent) and isinstance(event.event, StepEvent):
-                break
+        await until_first_step(events)
         # Cut the host off: its SSH server and every session of it end; training goes on.
         cut_ssh(daemon)
         final = [e async for e in bounded(events)][-1]
@@ -316,7 +310,7 @@ async def test_a_stopped_rank_is_named_and_the_run_stopped_after_the_hang_limit(
 def cut_ssh(daemon) -> None:  # type: ignore[no-untyped-def]
     """Kill a daemon's listener and every session of it (by the PIDs found): the host's
     processes started over SSH go on, its connections are gone."""
-    sessions = _descendants(daemon.proc.pid)
+    sessions = descendants(daemon.proc.pid)
     daemon.proc.kill()
     daemon.proc.wait()
     for pid in sessions:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
+from runkit import launch_local_until_exit
+
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
-from remote.hosts.transport import LocalTransport
-from remote.run.launch import LaunchPlan, launch_host, run_dir_for
+from remote.run.launch import LaunchPlan, run_dir_for
 from remote.run.plan import HostPlan
-from remote.run.stop import stop_host
 
 # Records its arguments and the variables corral sets, then exits: stands in for python.
 FAKE_PYTHON = """#!{python}
@@ -49,20 +48,9 @@ def test_metacharacters_in_every_field_never_execute(tmp_path: Path) -> None:
     run_id = "q-20261121-000000-abcdef"
     plan = LaunchPlan(run_id=run_id, run_dir=run_dir_for(config, run_id),
                       code_digest="d" * 64, master_addr="127.0.0.1", port=29999, nnodes=1)
-    transport = LocalTransport(host)
-
-    async def launch() -> None:
-        place = HostPlan(host=host, node_rank=0, first_rank=0, nproc=1, device="cpu", gpus=0,
-                         visible_devices="", interface=nasty, local_addr="127.0.0.1")
-        await launch_host(transport, config, plan, place)
-        exit_file = Path(plan.run_dir) / "hosts" / f"{host.name}.exit"
-        deadline = time.monotonic() + 30
-        while not exit_file.exists():
-            assert time.monotonic() < deadline, "the fake launcher never finished"
-            await asyncio.sleep(0.05)
-        await stop_host(transport, plan.run_dir, run_id, grace_s=0.5)
-
-    asyncio.run(launch())
+    place = HostPlan(host=host, node_rank=0, first_rank=0, nproc=1, device="cpu", gpus=0,
+                     visible_devices="", interface=nasty, local_addr="127.0.0.1")
+    asyncio.run(launch_local_until_exit(config, plan, place))
     assert not canary.exists() and not (odd / "canary").exists()
     recorded = json.loads((Path(plan.run_dir) / "argv.json").read_text())
     argv, env = recorded["argv"], recorded["env"]

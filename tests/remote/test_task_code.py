@@ -9,21 +9,19 @@ import json
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
+from runkit import launch_local_until_exit
 from test_run_quoting import FAKE_PYTHON
 
 from remote.api import CheckItem
 from remote.checks.preflight import check_cluster
 from remote.config.cluster import ConfigError, load_cluster, parse_cluster
 from remote.hosts.pool import HostPool
-from remote.hosts.transport import LocalTransport
-from remote.run.launch import LaunchPlan, launch_host, run_dir_for
+from remote.run.launch import LaunchPlan, run_dir_for
 from remote.run.plan import HostPlan
 from remote.run.push import build_bundle
-from remote.run.stop import stop_host
 from remote.run.task_code import USER_CODE_DIR, option_flags
 from trainer.tasks.loader import task_options
 
@@ -111,19 +109,9 @@ def test_the_task_file_and_options_reach_the_trainer_as_data(tmp_path: Path) -> 
                       code_digest="e" * 64, master_addr="127.0.0.1", port=29998, nnodes=1)
     host = config.hosts[0]
 
-    async def launch() -> None:
-        transport = LocalTransport(host)
-        place = HostPlan(host=host, node_rank=0, first_rank=0, nproc=1, device="cpu", gpus=0,
-                         visible_devices="", interface=None, local_addr=None)
-        await launch_host(transport, config, plan, place)
-        exit_file = Path(plan.run_dir) / "hosts" / f"{host.name}.exit"
-        deadline = time.monotonic() + 30
-        while not exit_file.exists():
-            assert time.monotonic() < deadline, "the fake launcher never finished"
-            await asyncio.sleep(0.05)
-        await stop_host(transport, plan.run_dir, run_id, grace_s=0.5)
-
-    asyncio.run(launch())
+    place = HostPlan(host=host, node_rank=0, first_rank=0, nproc=1, device="cpu", gpus=0,
+                     visible_devices="", interface=None, local_addr=None)
+    asyncio.run(launch_local_until_exit(config, plan, place))
     argv = json.loads((Path(plan.run_dir) / "argv.json").read_text())["argv"]
     tree = tmp_path / "work dir" / "code" / ("e" * 64)
     assert argv[argv.index("--task") + 1] == f"{tree}/{USER_CODE_DIR}/tasks/mine.py:build"
