@@ -19,10 +19,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection, SshSection
+
+if TYPE_CHECKING:
+    from netns import NetnsCluster
 
 SSHD = "/usr/sbin/sshd"
 START_DEADLINE_S = 15.0
@@ -186,3 +190,19 @@ def sshd_cluster(tmp_path: Path) -> Iterator[Callable[..., SshdCluster]]:
             proc.kill()
             proc.wait()
 
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsCluster]:
+    """A cluster in a box (netns.py) for one test module; skips where it cannot be built."""
+    try:
+        import netns
+    except ImportError:  # collected as a package module
+        from tests.remote import netns  # type: ignore[no-redef]
+    reason = netns.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"cluster in a box {reason}")
+    cluster = netns.build(tmp_path_factory.mktemp("box"))
+    try:
+        yield cluster
+    finally:
+        cluster.close()

@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ SUBNET = "10.77.0"
 CTL_ADDRESS = f"{SUBNET}.254"
 SSHD = "/usr/sbin/sshd"
 START_TIMEOUT_S = 20.0
+REPO = Path(__file__).resolve().parents[2]
 
 
 def unavailable_reason() -> str | None:
@@ -215,3 +217,13 @@ def build(root: Path, *, hosts: int = 3) -> NetnsCluster:
         box.close()
         raise
     return box
+
+
+def corral(box: NetnsCluster, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``corral -c <box>/cluster.toml ARGS`` run from the controller's namespace."""
+    return subprocess.run(
+        box.in_ctl(sys.executable, "-m", "console", "-c", str(box.root / "cluster.toml"), *args),
+        capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        env={"PATH": "/usr/sbin:/usr/bin:/bin", "HOME": str(box.root), "COLUMNS": "200",
+             "PYTHONPATH": str(REPO)},
+    )

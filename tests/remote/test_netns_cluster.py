@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,26 +27,7 @@ RUN = ('model = "simple_cnn"\ndataset = "synthetic_image"\nsamples = 480\nglobal
        'steps = 6\npolicy = "static"\ncheckpoint_every = 100\n')
 
 
-@pytest.fixture(scope="module")
-def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[netns.NetnsCluster]:
-    reason = netns.unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"cluster in a box {reason}")
-    cluster = netns.build(tmp_path_factory.mktemp("box"))
-    try:
-        yield cluster
-    finally:
-        cluster.close()
-
-
-def corral(box: netns.NetnsCluster, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    """``corral -c <box>/cluster.toml ARGS`` run from the controller's namespace."""
-    return subprocess.run(
-        box.in_ctl(sys.executable, "-m", "console", "-c", str(box.root / "cluster.toml"), *args),
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-        env={"PATH": "/usr/sbin:/usr/bin:/bin", "HOME": str(box.root), "COLUMNS": "200",
-             "PYTHONPATH": str(ROOT)},
-    )
+corral = netns.corral
 
 
 def test_namespaces_resolve_the_hostname_to_loopback(box: netns.NetnsCluster) -> None:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,6 @@ except ImportError:  # collected as a package module
 
 pytestmark = [pytest.mark.netns, pytest.mark.sshd, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 ORDER = ("n3", "n1", "n2")
 """cluster.toml's host order; torch orders the nodes n1, n2, n3 (by address)."""
 SLOWDOWN = {"n3": 1.0, "n1": 1.25, "n2": 1.5}
@@ -33,26 +30,7 @@ SLOWDOWN = {"n3": 1.0, "n1": 1.25, "n2": 1.5}
 SPLIT = (12, 4, 8)
 
 
-@pytest.fixture(scope="module")
-def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[netns.NetnsCluster]:
-    reason = netns.unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"cluster in a box {reason}")
-    cluster = netns.build(tmp_path_factory.mktemp("box"))
-    try:
-        yield cluster
-    finally:
-        cluster.close()
-
-
-def corral(box: netns.NetnsCluster, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    """``corral -c <box>/cluster.toml ARGS`` run from the controller's namespace."""
-    return subprocess.run(
-        box.in_ctl(sys.executable, "-m", "console", "-c", str(box.root / "cluster.toml"), *args),
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-        env={"PATH": "/usr/sbin:/usr/bin:/bin", "HOME": str(box.root), "COLUMNS": "200",
-             "PYTHONPATH": str(ROOT)},
-    )
+corral = netns.corral
 
 
 def _events(run_dir: Path, kind: str) -> list[dict[str, Any]]:
