@@ -9,6 +9,7 @@ from typing import Any
 
 from console.app import ConsoleApp
 from console.model.run import RunModel
+from console.widgets.modals import CheckReportScreen
 from tests.fake_runs import FakeController
 
 FIXED_NOW = 1_000_030.0
@@ -43,3 +44,11 @@ async def settle(pilot: Any) -> None:
     """Redraw the panels from the model and let the screen update."""
     pilot.app.refresh_panels(force=True)
     await pilot.pause()
+
+
+async def check_report_text(pilot: Any, key: str) -> str:
+    """Press ``key``, wait for the check report it opens and return the screen's text."""
+    await pilot.press(key)
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, CheckReportScreen))
+    await pilot.pause()
+    return screen_text(pilot.app)

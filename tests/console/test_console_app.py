@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from console_helpers import make_app, screen_text, settle, wait_for
+from console_helpers import check_report_text, make_app, screen_text, settle, wait_for
 
 from console.widgets.modals import CheckReportScreen, ConfirmScreen, HelpScreen, QuitScreen
 from profiles.user_errors import CorralError, UsageError
@@ -140,10 +140,7 @@ async def test_check_shows_the_report_table_with_fixes() -> None:
     controller = FakeController(check_report=report)
     app = make_app(controller)
     async with app.run_test(size=(120, 30)) as pilot:
-        await pilot.press("c")
-        await wait_for(pilot, lambda: isinstance(app.screen, CheckReportScreen))
-        await pilot.pause()
-        text = screen_text(app)
+        text = await check_report_text(pilot, "c")
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, CheckReportScreen))
     assert controller.calls == [("check", {})]
@@ -160,10 +157,7 @@ async def test_run_that_fails_its_check_shows_the_report() -> None:
 
     app = make_app(FakeController(script=script))
     async with app.run_test(size=(120, 30)) as pilot:
-        await pilot.press("s")
-        await wait_for(pilot, lambda: isinstance(app.screen, CheckReportScreen))
-        await pilot.pause()
-        text = screen_text(app)
+        text = await check_report_text(pilot, "s")
     assert "free space in ~/.corral on gamma" in text
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from console_helpers import make_app, screen_text, wait_for
+from console_helpers import check_report_text, make_app
 
-from console.widgets.modals import CheckReportScreen
 from remote.api import CheckItem, CheckReport, LaunchPreview, PlannedHost
 from tests.fake_runs import FakeController
 
@@ -20,10 +19,7 @@ async def test_check_shows_the_launch_plan_below_the_report() -> None:
                          plan=plan)
     app = make_app(FakeController(check_report=report))
     async with app.run_test(size=(160, 48)) as pilot:
-        await pilot.press("c")
-        await wait_for(pilot, lambda: isinstance(app.screen, CheckReportScreen))
-        await pilot.pause()
-        text = screen_text(app)
+        text = await check_report_text(pilot, "c")
     assert "backend gloo, 3 rank(s), rendezvous 10.0.0.1:29400" in text
     assert "cuda × 2, CUDA_VISIBLE_DEVICES=0,1" in text and "40,40" in text
     assert "torchrun-on-laptop" in text
