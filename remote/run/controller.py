@@ -173,20 +173,28 @@ class SshRunHandle:
             return
         except CorralError:
             pass  # the master cannot be reached: the check below says so, with its fix
+        # A final status is yielded only after the lock is released: its reader stops reading
+        # there, and a generator left suspended would release the lock only when collected.
+        final: RunStatus | None = None
         try:
-            async for event in launch_run(pool, self.config, self._info,
-                                          resume=self._resume, policy=self._policy,
-                                          status=self._status,
-                                          preflight=self._controller.preflight):
-                yield event
+            async with contextlib.aclosing(launch_run(
+                    pool, self.config, self._info, resume=self._resume, policy=self._policy,
+                    status=self._status, preflight=self._controller.preflight)) as events:
+                async for event in events:
+                    if isinstance(event, RunStatus) and event.state in FINAL_RUN_STATES:
+                        final = event
+                        break
+                    yield event
         except CorralError as exc:
             # Whatever was started is stopped again: a failed launch leaves nothing behind.
             await stop_run(pool, self.run_dir, self.run_id, grace_s=2.0)
-            yield self._status("failed", f"{exc.title}: {exc}")
+            final = self._status("failed", f"{exc.title}: {exc}")
         finally:
             await launch_lock.release(pool, self.config, self.run_id)
         with contextlib.suppress(CorralError):
             self._info = read_run_info(self.config, self.run_id)
+        if final is not None:
+            yield final
 
     async def _follow(self) -> AsyncIterator[RunEvent]:
         follower = RunFollower(self.config, self._pool, self._info, launching=self._launch,

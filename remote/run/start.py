@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from profiles.user_errors import CorralError
@@ -83,7 +83,7 @@ class _Launch:
 async def launch_run(
     pool: HostPool, config: ClusterConfig, info: RunInfo, *, resume: bool,
     policy: str | None, status: StatusFactory, preflight: bool = True,
-) -> AsyncIterator[RunEvent]:
+) -> AsyncGenerator[RunEvent, None]:
     """Check, push and launch run ``info`` on every host, yielding progress events.
 
     Every host is asked what the launch needs once: the pre-flight check's probes also find
