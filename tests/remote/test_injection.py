@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -50,7 +51,11 @@ def evil_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """``<tmp>/<EVIL>`` holding a working python3; HOME and cwd inside ``tmp``."""
     evil = tmp_path / EVIL
     evil.mkdir()
-    (evil / "python3").symlink_to(sys.executable)
+    # A wrapper, not a symlink: a venv's python found through a symlink elsewhere does not see
+    # its pyvenv.cfg, so it would run without the venv's packages (torch).
+    wrapper = evil / "python3"
+    wrapper.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} \"$@\"\n")
+    wrapper.chmod(0o755)
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
