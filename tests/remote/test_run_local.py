@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from remote.api import HostStatus, RunStatus
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
+from remote.run import launch_lock
 from remote.run.controller import SshRunController
 
 try:
@@ -51,3 +53,36 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def test_a_failed_check_releases_the_launch_lock_before_its_final_status(
+    tmp_path: Path,
+) -> None:
+    # A python whose torch cannot be imported: the pre-flight check fails on "torch".
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "torch.py").write_text("raise ImportError('no torch here')\n")
+    python = tmp_path / "python3"
+    python.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(shadow))} "
+                      f"exec {shlex.quote(sys.executable)} \"$@\"\n")
+    python.chmod(0o755)
+    host = HostSection(name="a", address="local", python=str(python),
+                       workdir=str(tmp_path / "work"), gpus=0, nproc=1, threads=1)
+    config = ClusterConfig(
+        path=tmp_path / "cluster.toml",
+        cluster=ClusterSection(name="local", master="a", run_root=str(tmp_path / "runs"),
+                               rendezvous_port=_free_port()),
+        hosts=(host,), run=tiny_run(steps=5))
+    controller = SshRunController(config, preflight=True)
+    try:
+        handle = await controller.start()
+        async for event in bounded(handle.events()):
+            if isinstance(event, RunStatus) and event.state in ("failed", "completed"):
+                final = event
+                break
+        # The reader stops at the final status: the lock must already be gone then, not
+        # only when the abandoned event stream is collected.
+        assert final.state == "failed" and "a:torch" in final.detail, final
+        assert not Path(launch_lock.lock_path(config)).exists()
+    finally:
+        await controller.aclose()
