@@ -51,9 +51,9 @@ sys.path.insert(0, str(ROOT))
 from remote.api import LogLine, RankEvent, RunStatus  # noqa: E402
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection, SshSection  # noqa: E402
 from remote.hosts.pool import HostPool  # noqa: E402
+from remote.hosts.push import build_bundle, code_dir, push_code  # noqa: E402
 from remote.hosts.transport import Transport, shell_path  # noqa: E402
 from remote.run.controller import SshRunController  # noqa: E402
-from remote.run.push import build_bundle, code_dir, push_code  # noqa: E402
 from tests.remote.conftest import (  # noqa: E402
     SSHD,
     _keygen,

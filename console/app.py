@@ -209,11 +209,11 @@ def build_app(
 
     Raises ``CorralError`` for an unusable cluster.toml.
     """
-    from remote.config.cluster import load_cluster
+    from remote.api import load_cluster
 
     config = load_cluster(config_path)
     if controller is None:
-        from remote.run.controller import open_controller
+        from remote.api import open_controller
 
         controller = open_controller(config_path)
     model = RunModel(

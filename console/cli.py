@@ -36,14 +36,14 @@ DETACHED_EXIT = 130
 
 def open_controller(path: Path) -> RunController:
     """The SSH run controller for the cluster file at ``path``."""
-    from remote.run.controller import open_controller as open_ssh_controller
+    from remote.api import open_controller as open_ssh_controller
 
     return open_ssh_controller(path)
 
 
 def load_config(path: Path) -> Any:
     """The parsed cluster file (``ConfigError`` for any problem in it)."""
-    from remote.config.cluster import load_cluster
+    from remote.api import load_cluster
 
     return load_cluster(path)
 
@@ -196,8 +196,7 @@ async def cmd_stop(args: argparse.Namespace, console: Console) -> int:
     """Stop a run; 1 if a host could not be reached or a process survived."""
     run_id = args.run_id
     if run_id is None:
-        from remote.api import FINAL_RUN_STATES
-        from remote.records.runs import list_runs
+        from remote.api import FINAL_RUN_STATES, list_runs
 
         live = [r for r in list_runs(load_config(args.config))
                 if r.state not in FINAL_RUN_STATES]
@@ -227,20 +226,14 @@ async def cmd_stop(args: argparse.Namespace, console: Console) -> int:
 async def cmd_status(args: argparse.Namespace, console: Console) -> int:
     """Table of the cluster's runs."""
     from console.tables import runs_table
-    from remote.hosts.pool import HostPool
-    from remote.records.refresh import refresh_runs_report
-    from remote.records.runs import list_runs
+    from remote.api import list_runs, refresh_runs
 
     config = load_config(args.config)
     if not list_runs(config):
         console.print("no runs yet")
         return 0
     # A run whose follower went away keeps its last recorded state: ask its hosts.
-    pool = HostPool(config)
-    try:
-        runs, unverified = await refresh_runs_report(config, pool)
-    finally:
-        await pool.aclose()
+    runs, unverified = await refresh_runs(config)
     console.print(runs_table(runs))
     if unverified:
         console.print(f"note: the hosts of {', '.join(unverified)} could not be reached; "
@@ -251,7 +244,7 @@ async def cmd_status(args: argparse.Namespace, console: Console) -> int:
 async def cmd_profile(args: argparse.Namespace, console: Console) -> int:
     """Benchmark the model on every host; 1 if a host failed."""
     from console.tables import profiles_table
-    from remote.hosts.profile_hosts import profile_cluster
+    from remote.api import profile_cluster
 
     results = await profile_cluster(load_config(args.config))
     console.print(profiles_table(results))
@@ -260,7 +253,7 @@ async def cmd_profile(args: argparse.Namespace, console: Console) -> int:
 
 async def cmd_setup(args: argparse.Namespace, console: Console) -> int:
     """Set hosts up, showing each host's progress; 1 if a host failed."""
-    from remote.hosts.setup import setup_cluster
+    from remote.api import setup_cluster
 
     def progress(host: str, message: str) -> None:
         console.print(f"{escape(host)}: {escape(message)}")
@@ -276,7 +269,7 @@ async def cmd_setup(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_init(args: argparse.Namespace, console: Console) -> int:
     """Write a new cluster.toml; an existing file is left alone (exit 2)."""
-    from remote.config.init import demo_toml, hosts_toml, write_new
+    from remote.api import demo_toml, hosts_toml, write_new
 
     aliases = [a.strip() for a in args.hosts.split(",")] if args.hosts is not None else None
     text = demo_toml() if aliases is None else hosts_toml(aliases)
@@ -291,7 +284,7 @@ def cmd_init(args: argparse.Namespace, console: Console) -> int:
 async def cmd_trust(args: argparse.Namespace, console: Console) -> int:
     """Show a host's key and, once confirmed (or with ``--yes``), make it the trusted one;
     1 when the answer was no (or there was none)."""
-    from remote.hosts.ssh import trust_host
+    from remote.api import trust_host
 
     answers: list[bool] = []
 

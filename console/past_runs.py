@@ -12,10 +12,7 @@ from console.controls import RunControls
 from profiles.user_errors import CorralError
 
 if TYPE_CHECKING:
-    from remote.config.cluster import ClusterConfig
-    from remote.records.history import RunHistory
-    from remote.records.series import RunSeries
-    from remote.records.summary import RunSummary
+    from remote.api import ClusterConfig, RunHistory, RunSeries, RunSummary
 
 
 class PastRuns(RunControls):
@@ -26,7 +23,7 @@ class PastRuns(RunControls):
 
     def action_runs(self) -> None:
         from console.widgets.runs import RunsScreen
-        from remote.records.runs import list_runs
+        from remote.api import list_runs
 
         runs = list_runs(self.config) if self.config is not None else []
         if not runs:
@@ -42,9 +39,7 @@ class PastRuns(RunControls):
         self.show_report(self.model.run_id)
 
     def _summary(self, run_id: str) -> tuple[RunHistory, RunSummary, RunSeries]:
-        from remote.records.history import load_history
-        from remote.records.runs import local_run_dir
-        from remote.records.summary import summarize
+        from remote.api import load_history, local_run_dir, summarize
 
         if self.config is None:
             raise CorralError(f"no records of run {run_id} on this machine")

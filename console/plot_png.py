@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from profiles.user_errors import UsageError
-from remote.records.series import RunSeries
-from remote.records.summary import RunSummary
+from remote.api import RunSeries, RunSummary
 
 MISSING = ("matplotlib is not installed; install the plot extra (pip install "
            "'corral[plot]', or pip install matplotlib) or use --chart for a terminal plot")

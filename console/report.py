@@ -15,8 +15,7 @@ from rich.text import Text
 
 from console.formatting import OUTCOME_STYLES, fmt_duration, fmt_percent, fmt_rate
 from console.termplot import Line, chart, legend
-from remote.records.series import RunSeries
-from remote.records.summary import Metric, RunSummary
+from remote.api import Metric, RunSeries, RunSummary
 
 LOSS_STYLE, EVAL_STYLE, RATE_STYLE, IDEAL_STYLE = "cyan", "magenta", "green", "yellow"
 

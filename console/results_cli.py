@@ -56,7 +56,7 @@ def add_results_parsers(command: Callable[[str, str], argparse.ArgumentParser]) 
 
 def _load(args: argparse.Namespace, wanted: list[str]) -> tuple[Any, list[Any]]:
     from console.cli import load_config
-    from remote.records.runs import find_runs
+    from remote.api import find_runs
 
     config = load_config(args.config)
     return config, find_runs(config, wanted)
@@ -65,9 +65,7 @@ def _load(args: argparse.Namespace, wanted: list[str]) -> tuple[Any, list[Any]]:
 async def cmd_report(args: argparse.Namespace, console: Console) -> int:
     """Print one run's report, or a comparison of several (``--json``: machine-readable)."""
     from console import report
-    from remote.records.history import load_history
-    from remote.records.runs import local_run_dir
-    from remote.records.summary import SCHEMA_VERSION, summarize, summary_to_json
+    from remote.api import SCHEMA_VERSION, load_history, local_run_dir, summarize, summary_to_json
 
     config, infos = _load(args, args.runs)
     runs = [summarize(load_history(local_run_dir(config, info.run_id))) for info in infos]
@@ -95,8 +93,7 @@ async def cmd_tensorboard(args: argparse.Namespace, console: Console) -> int:
     import sys
 
     from console.cli import load_config
-    from remote.records.runs import list_runs, local_run_dir
-    from remote.records.tensorboard import board_command, board_label, convert_run
+    from remote.api import board_command, board_label, convert_run, list_runs, local_run_dir
 
     config = load_config(args.config)
     infos = _load(args, args.runs)[1] if args.runs else list_runs(config)
@@ -123,17 +120,12 @@ async def cmd_tensorboard(args: argparse.Namespace, console: Console) -> int:
 
 async def cmd_fetch(args: argparse.Namespace, console: Console) -> int:
     """Copy the final model (or newest checkpoint) of a run here, verified."""
-    from remote.hosts.pool import HostPool
-    from remote.records.fetch import fetch_results
+    from remote.api import fetch_results
 
     config, infos = _load(args, [args.run_id])
-    pool = HostPool(config)
-    try:
-        result = await fetch_results(config, pool, infos[0],
-                                     what="checkpoint" if args.checkpoint else "final",
-                                     progress=lambda line: console.print(escape(line)))
-    finally:
-        await pool.aclose()
+    result = await fetch_results(config, infos[0],
+                                 what="checkpoint" if args.checkpoint else "final",
+                                 progress=lambda line: console.print(escape(line)))
     console.print(f"{result.files} file(s), {result.bytes} bytes from {escape(result.host)} "
                   f"into {escape(str(result.directory))}; sha256 verified"
                   + (f" ({result.resumed} resumed)" if result.resumed else ""))

@@ -16,9 +16,7 @@ from rich.text import Text
 from console.formatting import OUTCOME_STYLES
 
 if TYPE_CHECKING:
-    from remote.api import CheckReport
-    from remote.hosts.profile_hosts import HostProfile
-    from remote.records.runs import RunInfo
+    from remote.api import CheckReport, HostProfile, RunInfo
 
 
 def check_table(report: CheckReport) -> Table:

@@ -7,9 +7,7 @@ the run's final state comes from its ``run.json`` (the outcome ``corral report``
 from __future__ import annotations
 
 from console.model.run import RunModel
-from remote.api import FINAL_RUN_STATES, LogLine, RankEvent, RunStatus
-from remote.records.history import RunHistory
-from remote.records.summary import Outcome
+from remote.api import FINAL_RUN_STATES, LogLine, Outcome, RankEvent, RunHistory, RunStatus
 
 
 def model_from_history(history: RunHistory, outcome: Outcome, *, cluster_name: str,

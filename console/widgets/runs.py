@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from console.formatting import OUTCOME_STYLES
-from remote.records.runs import RunInfo
+from remote.api import RunInfo
 
 READ_ONLY_KEYS = "s,x,r,c,p"
 """The live console's run controls: they do nothing on the screens of past runs."""

@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from profiles.user_errors import CorralError
-from remote.api import CheckItem, CheckReport
 from remote.checks import run_root
+from remote.checks.plan import LaunchFacts, master_address, nproc_for
 from remote.checks.rendezvous_port import (
     PortListener,
     auto_candidate,
@@ -24,20 +24,18 @@ from remote.checks.rendezvous_port import (
     connect_command,
     connect_item,
     held_item,
-    last_json,
-    python_c,
 )
 from remote.checks.task_packages import judge_packages, packages_probe
-from remote.checks.torch_versions import PROBE_PY, judge_precision, torch_item
+from remote.checks.torch_versions import judge_precision, torch_item
 from remote.config.cluster import ClusterConfig, HostSection
-from remote.hosts.interpreter import python_label
+from remote.events import CheckItem, CheckReport
+from remote.hosts import cpu_placement
+from remote.hosts.interpreter import TORCH_PROBE_PY, last_json, python_c, python_label
 from remote.hosts.netif import interface_script, parse_interface
 from remote.hosts.pool import HostPool
+from remote.hosts.push import present_command
 from remote.hosts.sections import MISSING, section_text, sectioned_script, split_sections
 from remote.hosts.transport import HostKeyNotTrusted, Transport, shell_path
-from remote.run import cpu_placement
-from remote.run.launch import LaunchFacts, master_address, nproc_for
-from remote.run.push import present_command
 
 MIN_PYTHON = (3, 10)
 MIN_FREE_BYTES = 1 << 30
@@ -88,7 +86,7 @@ def probe_script(host: HostSection, config: ClusterConfig, master_addr: str,
     """
     is_master = host.name == config.cluster.master
     parts = {
-        "python": f"{python_c(host, PROBE_PY)} 2>&1",
+        "python": f"{python_c(host, TORCH_PROBE_PY)} 2>&1",
         "home": 'printf "%s\\n" "$HOME"',
         # df needs an existing path: the nearest existing directory at or above the workdir.
         "disk": (f'd={shell_path(host.workdir)}; while [ ! -e "$d" ]; do d=$(dirname "$d"); '

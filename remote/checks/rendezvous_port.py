@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
-import shlex
 from collections.abc import AsyncIterator
-from typing import Any
 
 from profiles.user_errors import CorralError
-from remote.api import CheckItem
 from remote.config.cluster import ClusterConfig, HostSection
-from remote.hosts.interpreter import python_label, python_word
+from remote.events import CheckItem
+from remote.hosts.interpreter import last_json, python_c, python_label
 from remote.hosts.pool import HostPool
-from remote.hosts.transport import Transport, env_prefix
+from remote.hosts.transport import Transport
 
 PORT_TEST_S = 8.0
 """Seconds the listener waits for every worker, and each worker keeps trying to connect."""
@@ -68,22 +65,6 @@ while time.time() < deadline:
         time.sleep(0.05)
 print(json.dumps({"ok": False, "error": error}))
 """
-
-
-def python_c(host: HostSection, code: str, *args: str) -> str:
-    """``python -c CODE ARGS`` on ``host`` with its env table, every word quoted."""
-    quoted = "".join(" " + shlex.quote(a) for a in args)
-    return f"{env_prefix(host.env)}{python_word(host)} -c {shlex.quote(code)}{quoted}"
-
-
-def last_json(text: str) -> dict[str, Any] | None:
-    """The last line of ``text`` that is a JSON object, None if there is none."""
-    for line in reversed(text.strip().splitlines()):
-        with contextlib.suppress(json.JSONDecodeError):
-            value = json.loads(line)
-            if isinstance(value, dict):
-                return value
-    return None
 
 
 AUTO_PORT_RANGE = (30000, 32767)

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from profiles.user_errors import CorralError
-from remote.api import CheckItem
+from remote.events import CheckItem
 from remote.hosts.transport import shell_path
 
 MIN_RUN_ROOT_FREE_BYTES = 64 << 20

@@ -10,10 +10,9 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING
 
-from remote.api import CheckItem
-from remote.checks.rendezvous_port import last_json, python_c
-from remote.hosts.interpreter import python_label
-from trainer.config import TASK_PACKAGES
+from remote.config.task_code import needed_packages
+from remote.events import CheckItem
+from remote.hosts.interpreter import last_json, python_c, python_label
 
 if TYPE_CHECKING:
     from remote.config.cluster import ClusterConfig, HostSection
@@ -29,11 +28,6 @@ for name in sys.argv[1:]:
         found[name] = None
 print(json.dumps(found))
 """
-
-
-def needed_packages(config: ClusterConfig) -> tuple[str, ...]:
-    """Requirement strings (``"peft>=0.17,<1"``) the run's task needs on every host."""
-    return TASK_PACKAGES.get(config.run.task, ())
 
 
 def _name(requirement: str) -> str:

@@ -1,50 +1,17 @@
-"""``corral check`` items about torch: the probe that asks a host its Python and torch (also
-used by ``corral setup``), one version on every host, and whether each host's ranks can compute
-in the run's ``[run] precision``."""
+"""``corral check`` items about torch: the answer of the probe that asks a host its Python and
+torch (``remote.hosts.interpreter.TORCH_PROBE_PY``), one version on every host, and whether
+each host's ranks can compute in the run's ``[run] precision``."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from remote.api import CheckItem
 from remote.config.cluster import HostSection
+from remote.events import CheckItem
 
 if TYPE_CHECKING:
     from remote.checks.preflight import HostFacts
 
-# One JSON object: the interpreter's and torch's versions and what CUDA torch sees. torch is
-# imported only where a GPU device node exists (importing it takes seconds).
-PROBE_PY = """\
-import importlib.util, json, os, platform, sys
-out = {"python": platform.python_version(), "executable": sys.executable}
-spec = importlib.util.find_spec("torch")
-version = None
-if spec is not None and spec.origin:
-    try:
-        with open(os.path.join(os.path.dirname(spec.origin), "version.py")) as f:
-            for line in f:
-                if line.startswith("__version__"):
-                    version = line.split("=", 1)[1].strip().strip(chr(34) + chr(39))
-    except OSError:
-        pass
-gpu_nodes = any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/kfd"))
-try:
-    if spec is None:
-        raise ImportError("No module named 'torch'")
-    if version is None or gpu_nodes:
-        import torch
-        version = torch.__version__
-        cuda = bool(torch.cuda.is_available())
-        gpus = torch.cuda.device_count() if cuda else 0
-        out.update(cuda=cuda, gpus=gpus, cuda_version=torch.version.cuda,
-                   gpu_names=[torch.cuda.get_device_name(i) for i in range(gpus)])
-        try: out["bf16"] = [torch.cuda.get_device_capability(i)[0] >= 8 for i in range(gpus)]
-        except Exception: pass  # no answer (an old or fake torch): nothing to check
-    out.update(torch=version.split("+")[0], torch_full=version)
-except Exception as exc:
-    out["torch_error"] = type(exc).__name__ + ": " + str(exc)
-print(json.dumps(out))
-"""
 
 
 def judge_precision(host: HostSection, precision: str, facts: HostFacts) -> None:

@@ -24,7 +24,7 @@ from remote.config.errors import (
     file_error,
     host_where,
 )
-from remote.run.task_code import task_problems
+from remote.config.task_code import task_problems
 from trainer.placement import Allocator
 from trainer.settings import Policy, RunSettings
 

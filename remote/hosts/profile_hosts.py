@@ -20,8 +20,8 @@ from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.hosts.interpreter import python_word
 from remote.hosts.pool import HostPool
+from remote.hosts.push import CodeBundle, build_bundle, code_dir, push_code
 from remote.hosts.transport import Transport, env_prefix, shell_path
-from remote.run.push import CodeBundle, build_bundle, code_dir, push_code
 
 PROFILE_TIMEOUT_S = 900.0
 """Seconds one host's benchmark may take (a large model on a slow CPU is slow)."""

@@ -24,12 +24,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from profiles.user_errors import CorralError, UsageError
-from remote.checks.rendezvous_port import last_json
-from remote.checks.task_packages import needed_packages
-from remote.checks.torch_versions import PROBE_PY
 from remote.config.cluster import ClusterConfig, HostSection
+from remote.config.task_code import needed_packages
 from remote.hosts.allocator_setup import found_script, install_script, outcome, wants_install
-from remote.hosts.interpreter import fallback_python, venv_dir, venv_python
+from remote.hosts.interpreter import (
+    TORCH_PROBE_PY,
+    fallback_python,
+    last_json,
+    python_c,
+    venv_dir,
+    venv_python,
+)
 from remote.hosts.pool import HostPool
 from remote.hosts.sections import section_text, sectioned_script, split_sections
 from remote.hosts.transport import Transport, env_prefix, shell_path
@@ -89,7 +94,7 @@ def cuda_flavour(driver: str) -> str | None:
 def wanted_for(host: HostSection, torch_version: str, driver: str,
                task_packages: tuple[str, ...] = ()) -> Wanted:
     """The environment ``host`` should get, given its NVIDIA driver version ("" = none) and
-    the packages the run's task needs (``remote.checks.task_packages.needed_packages``)."""
+    the packages the run's task needs (``remote.config.task_code.needed_packages``)."""
     flavour = cuda_flavour(driver) if host.gpus != 0 else None
     build = flavour or "cpu"
     index = host.torch_index.replace("{flavour}", build)
@@ -130,11 +135,9 @@ def _installed_torch(version_py: str) -> str | None:
 
 async def master_torch(config: ClusterConfig, pool: HostPool) -> str:
     """torch's version on the master (without the build tag), else the one running here."""
-    from remote.checks.rendezvous_port import python_c
-
     try:
         transport = await pool.get(config.master_name)
-        done = await transport.run(python_c(config.master_host, PROBE_PY), timeout=120.0)
+        done = await transport.run(python_c(config.master_host, TORCH_PROBE_PY), timeout=120.0)
         found = last_json(done.stdout) or {}
     except CorralError:
         found = {}

@@ -27,8 +27,7 @@ from remote.hosts.interpreter import python_word
 from remote.hosts.pool import HostPool
 from remote.hosts.transport import Transport, shell_path
 from remote.records.history import rank_files, read_lines
-from remote.records.runs import RunInfo, local_run_dir
-from remote.run.launch import run_dir_for
+from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from trainer.events import CheckpointEvent
 from trainer.run_layout import RunLayout
 

@@ -17,14 +17,16 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from profiles.user_errors import CorralError, UsageError
-from remote.api import StopReport
 from remote.checks.run_root import LOCAL, DiskFull
 from remote.config.cluster import ClusterConfig
-from remote.hosts.pool import HostPool
-from remote.run.launch import run_dir_for
+from remote.events import StopReport
 from trainer.run_layout import IN_RUN_DIR, RunLayout
+
+if TYPE_CHECKING:
+    from remote.hosts.pool import HostPool
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -91,6 +93,11 @@ def resolve_run_id(config: ClusterConfig, text: str) -> str:
 def local_run_root(config: ClusterConfig) -> Path:
     """``[cluster] run_root`` on this machine."""
     return Path(config.cluster.run_root).expanduser()
+
+
+def run_dir_for(config: ClusterConfig, run_id: str) -> str:
+    """``<run_root>/<run_id>`` with ``~`` unexpanded (each host expands it for itself)."""
+    return f"{config.cluster.run_root.rstrip('/')}/{run_id}"
 
 
 def local_run_dir(config: ClusterConfig, run_id: str) -> Path:

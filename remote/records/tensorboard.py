@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from profiles.user_errors import UsageError
+from remote.records.collected import CollectedCopy
 from remote.records.history import Recorded, read_lines
-from remote.run.stream import CollectedCopy
 from trainer.events import EVAL_METRICS, EventFormatError, RebalanceEvent, event_from_dict
 from trainer.run_layout import EVENTS_NAME, RunLayout
 

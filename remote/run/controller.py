@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from profiles.user_errors import CorralError, UsageError
-from remote.api import (
+from remote.config.cluster import ClusterConfig
+from remote.config.rules import run_name_problem
+from remote.events import (
     FINAL_RUN_STATES,
     CheckReport,
     HostStatus,
@@ -24,8 +26,6 @@ from remote.api import (
     RunStatus,
     StopReport,
 )
-from remote.config.cluster import ClusterConfig
-from remote.config.rules import run_name_problem
 from remote.hosts.pool import HostPool
 from remote.records.runs import (
     RunInfo,
@@ -33,13 +33,13 @@ from remote.records.runs import (
     read_run_info,
     record_cleanup,
     resolve_run_id,
+    run_dir_for,
     run_to_resume,
     update_run_state,
     write_run_info,
 )
 from remote.run import launch_lock
 from remote.run.follower import RunFollower
-from remote.run.launch import run_dir_for
 from remote.run.monitor import RunMonitor
 from remote.run.recovery import REPEATED_FAILURES, count_failure, restart_refusal
 from remote.run.start import launch_run

@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 from profiles.user_errors import CorralError
-from remote.api import (
+from remote.config.cluster import ClusterConfig
+from remote.events import (
     FINAL_RUN_STATES,
     HostStatus,
     LogLine,
@@ -24,22 +25,22 @@ from remote.api import (
     RunStatus,
     StopReport,
 )
-from remote.config.cluster import ClusterConfig
 from remote.hosts.pool import HostPool
+from remote.records.collected import CollectedCopy
 from remote.records.runs import (
     RunInfo,
     describe_stop,
     local_run_dir,
     record_suspects,
+    run_dir_for,
     update_run_state,
 )
 from remote.records.tensorboard import live_writer
 from remote.run.hang import HangGuard
-from remote.run.launch import run_dir_for
 from remote.run.monitor import RunMonitor
 from remote.run.reconnect import resilient_tail
 from remote.run.stop import stop_run
-from remote.run.stream import CollectedCopy, TailItem, merged
+from remote.run.stream import TailItem, merged
 from trainer.events import StartEvent
 
 FAILURE_SETTLE_S = 10.0

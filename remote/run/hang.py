@@ -17,7 +17,7 @@ import statistics
 from collections import deque
 from dataclasses import dataclass, field
 
-from remote.api import RankEvent
+from remote.events import RankEvent
 from remote.hosts.pool import HostPool
 from remote.hosts.transport import Transport
 from trainer.events import EndEvent, StartEvent, StepEvent

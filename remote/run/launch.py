@@ -8,7 +8,7 @@ of ``/proc/<pid>/stat``, what makes a process id unique over time) to ``hosts/<h
 ``corral stop`` can tell the launcher from a stranger that got the same id later; when the
 launcher exits by itself its exit status goes to ``<run dir>/hosts/<host>.exit``. Ranks inherit
 ``CORRAL_HOST`` and ``CORRAL_RUN_ID``, ``CORRAL_RANK_BASE`` (their first global rank: ranks are
-numbered in host order, see ``remote.run.plan``) and, where cluster.toml pins the GPUs,
+numbered in host order, see ``remote.checks.plan``) and, where cluster.toml pins the GPUs,
 ``CUDA_VISIBLE_DEVICES``; the host's planned ranks go to ``<run dir>/hosts/<host>.planned`` for
 the event tailer, which tells the ranks of hosts that share one machine apart by it.
 """
@@ -16,35 +16,30 @@ the event tailer, which tells the ranks of hosts that share one machine apart by
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, fields
 
 from profiles.user_errors import CorralError
+from remote.checks.plan import HostPlan, LaunchFacts
 from remote.checks.run_root import DiskFull
-from remote.config.cluster import ClusterConfig, HostSection, RunSection
+from remote.config.cluster import ClusterConfig, RunSection
+from remote.config.task_code import option_pairs, user_code
+from remote.hosts.cpu_placement import PROBE_SECTION, HostCpuFacts, parse_probe
 from remote.hosts.interpreter import python_word
 from remote.hosts.netif import interface_script, parse_interface
 from remote.hosts.pool import HostPool
+from remote.hosts.push import code_dir
 from remote.hosts.sections import section_text, sectioned_script, split_sections
-from remote.hosts.ssh import resolve_endpoint
 from remote.hosts.transport import RemoteCommandError, Transport, env_prefix, shell_path
-from remote.run.cpu_placement import PROBE_SECTION, HostCpuFacts, parse_probe
-from remote.run.push import code_dir
-from remote.run.task_code import option_pairs, user_code
 from trainer.config import BUILTIN_TASKS, TrainConfig
 from trainer.flags import flag_words
 from trainer.run_layout import IN_RUN_DIR
 from trainer.settings import RunSettings
 
-if TYPE_CHECKING:
-    from remote.run.plan import HostPlan
-
 RDZV_JOIN_TIMEOUT_S = 120
 """Seconds torchrun waits for every host to join the rendezvous before it gives up."""
 RANK_BASE_ENV = "CORRAL_RANK_BASE"
 """The environment variable that tells a host's ranks their first global rank (see
-``remote.run.plan``: ranks are numbered in host order, not in torch's node order)."""
+``remote.checks.plan``: ranks are numbered in host order, not in torch's node order)."""
 
 
 def log_line_prefix(first_rank: int) -> str:
@@ -70,61 +65,7 @@ class LaunchPlan:
     policy: str | None = None
     """Overrides ``[run] policy`` for this launch."""
     backend: str = "gloo"
-    """The process-group backend of every rank (``remote.run.plan`` decides it for the cluster)."""
-
-
-def run_dir_for(config: ClusterConfig, run_id: str) -> str:
-    """``<run_root>/<run_id>`` with ``~`` unexpanded (each host expands it for itself)."""
-    return f"{config.cluster.run_root.rstrip('/')}/{run_id}"
-
-
-def master_address(config: ClusterConfig) -> str:
-    """The master's address as the workers reach it."""
-    if config.cluster.master_addr:
-        return config.cluster.master_addr
-    master = config.master_host
-    if master.is_local:
-        return "127.0.0.1"
-    return resolve_endpoint(master, config.ssh)[0]
-
-
-def node_address(config: ClusterConfig, host: HostSection, master_addr: str) -> str | None:
-    """The address the other hosts reach ``host`` at (torchrun's ``--local-addr``)."""
-    if host.name == config.cluster.master:
-        return master_addr
-    if host.is_local:
-        return "127.0.0.1" if config.master_host.is_local else None
-    return resolve_endpoint(host, config.ssh)[0]
-
-
-@dataclass(frozen=True, kw_only=True)
-class LaunchFacts:
-    """What a launch needs to know about the hosts, asked once: by the pre-flight check
-    (``remote.checks.preflight.check_and_plan``), or by ``probe_launch_facts`` when the check
-    is off."""
-
-    gpus: Mapping[str, int | None]
-    """GPUs found per host (None: not asked or not known)."""
-    interfaces: Mapping[str, str | None]
-    """The interface the other hosts reach each host through (None: not known)."""
-    port: int | None
-    """A rendezvous port free on the master (None: not known)."""
-    cpu: Mapping[str, HostCpuFacts] = field(default_factory=dict)
-    """Each host's boot id, usable cores and allocator libraries (absent: not known)."""
-
-
-def nproc_for(host: HostSection, gpus: int | None) -> int:
-    """Ranks to start on the host: ``nproc``, else its GPU count (``gpus``), else 1."""
-    if host.nproc is not None:
-        return host.nproc
-    if isinstance(host.gpus, int):
-        return max(host.gpus, 1)
-    return max(gpus or 0, 1)
-
-
-def interface_for(host: HostSection, found: str | None) -> str | None:
-    """GLOO/NCCL_SOCKET_IFNAME for the host: its own setting, else the one found."""
-    return host.interface or found
+    """The process-group backend of every rank (``remote.checks.plan`` decides it)."""
 
 
 async def _probe_one(transport: Transport, config: ClusterConfig, master_addr: str
@@ -189,7 +130,7 @@ def trainer_flags(run: RunSection, place: HostPlan, plan: LaunchPlan) -> list[st
 def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -> str:
     """The command line the host's shell runs in its new session (torchrun, then the exit file).
 
-    ``place.cpu``: the host's allocator environment and core flags (``remote.run.cpu_placement``).
+    ``place.cpu``: the host's allocator environment and core flags (``remote.hosts.cpu_placement``).
     """
     host, cpu = place.host, place.cpu
     tree = code_dir(host.workdir, plan.code_digest)

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from remote.api import HostStatus, LogLine, RankEvent, RunEvent, RunStatus
+from remote.events import HostStatus, LogLine, RankEvent, RunEvent, RunStatus
 from remote.run.stream import LauncherExit, RankOwned, TailItem
 from trainer.events import EndEvent, StartEvent
 

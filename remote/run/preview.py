@@ -1,21 +1,21 @@
 """The launch a run would make now, without starting anything (``corral run --dry-run``, and
 the console's check screen): the pre-flight check, then the launch plan built from its facts,
-rendered as data (``remote.api.LaunchPreview``) for the console to show."""
+rendered as data (``remote.events.LaunchPreview``) for the console to show."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
 
-from remote.api import CheckItem, CheckReport, LaunchPreview, PlannedHost
+from remote.checks.plan import ClusterPlan, LaunchFacts, PlanError, master_address, plan_cluster
 from remote.checks.preflight import check_and_plan
 from remote.config.cluster import ClusterConfig
+from remote.config.task_code import user_code
+from remote.events import CheckItem, CheckReport, LaunchPreview, PlannedHost
 from remote.hosts.pool import HostPool
-from remote.records.runs import new_run_id
-from remote.run.launch import LaunchFacts, LaunchPlan, launcher_command, master_address, run_dir_for
-from remote.run.plan import ClusterPlan, PlanError, plan_cluster
-from remote.run.push import build_bundle
-from remote.run.task_code import user_code
+from remote.hosts.push import build_bundle
+from remote.records.runs import new_run_id, run_dir_for
+from remote.run.launch import LaunchPlan, launcher_command
 from trainer.balancer import equal_split
 
 

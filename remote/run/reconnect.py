@@ -15,9 +15,10 @@ import time
 from collections.abc import AsyncIterator
 
 from profiles.user_errors import CorralError
-from remote.api import HostStatus
+from remote.events import HostStatus
 from remote.hosts.pool import HostPool
-from remote.run.stream import CollectedCopy, TailItem, tail_host
+from remote.records.collected import CollectedCopy
+from remote.run.stream import TailItem, tail_host
 
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 """Waits between reconnection attempts (the last one repeats)."""

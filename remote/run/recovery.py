@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from remote.api import RunStatus
+from remote.events import RunStatus
 
 REPEATED_FAILURES = 2
 """With ``on_host_loss = "continue"``, a host whose ranks failed this many attempts in a row is

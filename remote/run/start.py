@@ -13,25 +13,19 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from profiles.user_errors import CorralError
-from remote.api import CheckReport, HostState, HostStatus, LogLine, RunEvent, RunStatus
+from remote.checks.plan import HostPlan, LaunchFacts, PlanError, master_address, plan_cluster
 from remote.checks.preflight import HostFacts, check_and_plan
 from remote.config.cluster import ClusterConfig, HostSection
+from remote.config.task_code import user_code
+from remote.events import CheckReport, HostState, HostStatus, LogLine, RunEvent, RunStatus
 from remote.hosts.pool import HostPool
+from remote.hosts.push import CodeBundle, build_bundle, push_code
 from remote.hosts.transport import Transport
-from remote.records.runs import RunInfo, local_run_dir, write_run_info
-from remote.run.launch import (
-    LaunchFacts,
-    LaunchPlan,
-    launch_host,
-    master_address,
-    probe_launch_facts,
-    run_dir_for,
-)
-from remote.run.plan import HostPlan, PlanError, plan_cluster
-from remote.run.push import CodeBundle, build_bundle, push_code
+from remote.records.collected import CollectedCopy
+from remote.records.runs import RunInfo, local_run_dir, run_dir_for, write_run_info
+from remote.run.launch import LaunchPlan, launch_host, probe_launch_facts
 from remote.run.stop import stop_run
-from remote.run.stream import CollectedCopy, remote_sizes
-from remote.run.task_code import user_code
+from remote.run.stream import remote_sizes
 
 StatusFactory = Callable[..., RunStatus]
 

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import shlex
 
-from remote.api import StopReport
+from remote.events import StopReport
 from remote.hosts.pool import HostPool
 from remote.hosts.transport import Transport, shell_path
 from trainer.run_layout import IN_RUN_DIR

@@ -16,24 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
-import os
 import re
 import shlex
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, get_args
+from typing import get_args
 
-from profiles.user_errors import CorralError
-from remote.api import LogLine, RankEvent, RunEvent
+from remote.events import LogLine, RankEvent, RunEvent
 from remote.hosts.interpreter import python_word
 from remote.hosts.ssh import ConnectionLost
 from remote.hosts.transport import Transport, env_prefix, shell_path
+from remote.records.collected import CollectedCopy
 from trainer.events import EventFormatError, parse_event
-from trainer.run_layout import IN_RUN_DIR, HostFile, RunLayout
+from trainer.run_layout import IN_RUN_DIR, HostFile
 
 SILENCE_LIMIT_S = 20.0
 """A tail channel silent this long (heartbeats come every 2 s) counts as a dropped host."""
@@ -72,102 +70,6 @@ class RankOwned:
 
 
 TailItem = RunEvent | LauncherExit | RankOwned
-
-
-class CollectedCopy:
-    """This machine's copy of one host's files of a run, with the offsets reached."""
-
-    def __init__(self, local_run_dir: Path, host: str) -> None:
-        self.root = Path(RunLayout(local_run_dir).collected(host))
-        self.offsets: dict[str, int] = {}
-        self._sizes: dict[str, int] = {}
-        self._files: dict[str, IO[bytes]] = {}
-        self.on_line: Callable[[str, str], None] | None = None
-        """Called with ``(path, text)`` for each line this copy appends (TensorBoard)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        # One writer per copy: a second follower of the same run (another terminal, the
-        # console) follows from the saved offsets but leaves the copy to the first.
-        self._lock: IO[bytes] | None = open(self.root / RunLayout.COPY_LOCK, "ab")  # noqa: SIM115
-        try:
-            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock.close()
-            self._lock = None
-        self._load()
-
-    @property
-    def writer(self) -> bool:
-        """True when this follower owns the copy (it appends lines and saves offsets)."""
-        return self._lock is not None
-
-    def _load(self) -> None:
-        saved: dict[str, list[int]] = {}
-        with contextlib.suppress(OSError, ValueError):
-            offsets_file = self.root / RunLayout.COPY_OFFSETS
-            saved = json.loads(offsets_file.read_text(encoding="utf-8"))["files"]
-        for path, (offset, size) in saved.items():
-            self.offsets[path], self._sizes[path] = int(offset), int(size)
-        if not self.writer:
-            return
-        # Cut every copied file back to what the saved offsets account for.
-        for file in self.root.rglob("*"):
-            rel = file.relative_to(self.root).as_posix()
-            if (file.is_file() and rel not in (RunLayout.COPY_OFFSETS, RunLayout.COPY_LOCK)
-                    and not rel.endswith(".tmp")):
-                keep = self._sizes.get(rel, 0)
-                if file.stat().st_size != keep:
-                    with open(file, "r+b") as handle:
-                        handle.truncate(keep)
-
-    def _safe(self, path: str) -> Path:
-        target = (self.root / path).resolve()
-        if not target.is_relative_to(self.root.resolve()) or path.startswith("/"):
-            raise CorralError(f"refusing to copy {path!r} outside {self.root}")
-        return target
-
-    def append(self, path: str, text: str, end_offset: int) -> None:
-        """Copy one received line of the host's ``path`` that ends at ``end_offset``."""
-        self.offsets[path] = end_offset
-        if not self.writer:
-            return
-        handle = self._files.get(path)
-        if handle is None:
-            target = self._safe(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            handle = self._files[path] = open(target, "ab")  # noqa: SIM115
-        data = (text + "\n").encode("utf-8", "replace")
-        handle.write(data)
-        self._sizes[path] = self._sizes.get(path, 0) + len(data)
-        if self.on_line is not None:
-            self.on_line(path, text)
-
-    def raise_offsets(self, remote_sizes: dict[str, int]) -> None:
-        """Skip what the host's files hold already (a resumed run's earlier history)."""
-        for path, size in remote_sizes.items():
-            if size > self.offsets.get(path, 0):
-                self.offsets[path] = size
-                self._sizes.setdefault(path, 0)
-        self.save()
-
-    def save(self) -> None:
-        """Flush the copied lines, then record the offsets they reach (atomically)."""
-        if not self.writer:
-            return
-        for handle in self._files.values():
-            handle.flush()
-        files = {p: [self.offsets[p], self._sizes.get(p, 0)] for p in self.offsets}
-        tmp = self.root / f".{RunLayout.COPY_OFFSETS}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"files": files}), encoding="utf-8")
-        os.replace(tmp, self.root / RunLayout.COPY_OFFSETS)
-
-    def close(self) -> None:
-        """Close every copied file (the offsets stay as last saved) and release the copy."""
-        for handle in self._files.values():
-            handle.close()
-        self._files.clear()
-        if self._lock is not None:
-            self._lock.close()  # closing the file releases the lock
-            self._lock = None
 
 
 def tailer_paths(host: str) -> dict[str, str]:

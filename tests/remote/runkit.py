@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from remote.api import RankEvent, RunEvent
+from remote.checks.plan import HostPlan
 from remote.config.cluster import ClusterConfig, HostSection, RunSection
 from remote.hosts.transport import LocalTransport
+from remote.records.collected import CollectedCopy
 from remote.run.launch import LaunchPlan, launch_host
-from remote.run.plan import HostPlan
 from remote.run.stop import run_pattern, stop_host
-from remote.run.stream import CollectedCopy, TailItem, tail_host
+from remote.run.stream import TailItem, tail_host
 from trainer.events import StepEvent
 
 RUN_LIMIT_S = 240.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from remote.run.stream import CollectedCopy
+from remote.records.collected import CollectedCopy
 
 PATH = "metrics/rank-0.jsonl"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from remote.api import RankEvent, RunEvent, RunStatus
+from remote.records.collected import CollectedCopy
 from remote.run.controller import open_controller
-from remote.run.stream import CollectedCopy
 from trainer.events import StepEvent
 
 try:

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from remote.checks.plan import LaunchFacts, plan_cluster
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
-from remote.run.cpu_placement import (
+from remote.hosts.cpu_placement import (
     PROBE_SECTION,
     HostCpuFacts,
     check_items,
     host_plans,
     parse_probe,
 )
-from remote.run.launch import LaunchFacts, LaunchPlan, launcher_command
-from remote.run.plan import plan_cluster
+from remote.run.launch import LaunchPlan, launcher_command
 from tests.remote.test_checks import find, local_host, run_check, write_cluster
 from trainer.placement import GLIBC_TUNING, find_allocators, parse_cpulist
 

@@ -26,8 +26,8 @@ from remote.config.cluster import load_cluster, parse_cluster
 from remote.config.errors import ConfigError
 from remote.hosts.pool import HostPool
 from remote.hosts.profile_hosts import profile_host
+from remote.hosts.push import build_bundle
 from remote.hosts.transport import LocalTransport
-from remote.run.push import build_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 CANARY = "CANARY"

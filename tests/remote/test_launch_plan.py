@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from remote.checks.plan import ClusterPlan, LaunchFacts, PlanError, plan_cluster
 from remote.config.cluster import (
     ClusterConfig,
     ClusterSection,
@@ -16,8 +17,7 @@ from remote.config.cluster import (
     RunSection,
     parse_cluster,
 )
-from remote.run.launch import LaunchFacts, LaunchPlan, launcher_command
-from remote.run.plan import ClusterPlan, PlanError, plan_cluster
+from remote.run.launch import LaunchPlan, launcher_command
 from trainer.config import parse_config
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from remote.hosts.pool import HostPool
-from remote.run.push import MARKER, build_bundle, code_dir, package_files, push_code
+from remote.hosts.push import MARKER, build_bundle, code_dir, package_files, push_code
 
 
 def _package(root: Path, text: str) -> None:

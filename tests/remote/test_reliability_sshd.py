@@ -218,7 +218,7 @@ async def test_status_finds_what_a_cut_off_host_left_running_and_keeps_the_outco
     sshd_cluster
 ) -> None:
     from remote.hosts.pool import HostPool
-    from remote.records.refresh import refresh_runs_report
+    from remote.run.refresh import refresh_runs_report
 
     cluster = sshd_cluster(1)
     # Lost for good after 2 s without a connection (the run then fails without the host).

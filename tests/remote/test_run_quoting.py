@@ -8,9 +8,10 @@ from pathlib import Path
 
 from runkit import launch_local_until_exit
 
+from remote.checks.plan import HostPlan
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
-from remote.run.launch import LaunchPlan, run_dir_for
-from remote.run.plan import HostPlan
+from remote.records.runs import run_dir_for
+from remote.run.launch import LaunchPlan
 
 # Records its arguments and the variables corral sets, then exits: stands in for python.
 FAKE_PYTHON = """#!{python}

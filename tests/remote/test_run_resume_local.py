@@ -11,9 +11,9 @@ import pytest
 from remote.api import RankEvent, RunEvent, RunStatus
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
 from remote.hosts.pool import HostPool
-from remote.records.refresh import refresh_runs
 from remote.records.runs import list_runs, update_run_state
 from remote.run.controller import SshRunController
+from remote.run.refresh import refresh_runs
 from trainer.events import CheckpointEvent, StartEvent, StepEvent
 
 try:

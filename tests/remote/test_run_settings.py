@@ -17,10 +17,10 @@ import remote.config.read
 import remote.config.rules
 import remote.run.launch
 from profiles.user_errors import UsageError
+from remote.checks.plan import HostPlan
 from remote.config.cluster import SECTIONS, ConfigError, HostSection, RunSection, parse_cluster
 from remote.config.rules import KEY_NAMING
 from remote.run.launch import LaunchPlan, trainer_flags
-from remote.run.plan import HostPlan
 from trainer import flags, relations
 from trainer.config import TrainConfig, check_world, parse_config
 from trainer.settings import RunSettings, setting

@@ -16,13 +16,14 @@ from runkit import launch_local_until_exit
 from test_run_quoting import FAKE_PYTHON
 
 from remote.api import CheckItem
+from remote.checks.plan import HostPlan
 from remote.checks.preflight import check_cluster
 from remote.config.cluster import ConfigError, load_cluster, parse_cluster
+from remote.config.task_code import USER_CODE_DIR, option_flags
 from remote.hosts.pool import HostPool
-from remote.run.launch import LaunchPlan, run_dir_for
-from remote.run.plan import HostPlan
-from remote.run.push import build_bundle
-from remote.run.task_code import USER_CODE_DIR, option_flags
+from remote.hosts.push import build_bundle
+from remote.records.runs import run_dir_for
+from remote.run.launch import LaunchPlan
 from trainer.tasks.loader import task_options
 
 HEAD = '[cluster]\nname = "t"\nmaster = "a"\n[[hosts]]\nname = "a"\naddress = "local"\ngpus = 0\n'

@@ -10,9 +10,9 @@ import pytest
 from trainer_runs import REPO, rank_env
 
 from profiles.user_errors import UsageError
+from remote.checks.plan import HostPlan
 from remote.config.cluster import ConfigError, HostSection, RunSection, parse_cluster
 from remote.run.launch import LaunchPlan, trainer_flags
-from remote.run.plan import HostPlan
 from trainer.config import TrainConfig, check_world, parse_config
 from trainer.config_training import check_total_steps
 

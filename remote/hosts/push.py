@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from profiles.user_errors import CorralError
+from remote.config.task_code import USER_CODE_DIR
 from remote.hosts.transport import Transport, shell_path
-from remote.run.task_code import USER_CODE_DIR
 
 PUSHED_PACKAGES = ("trainer", "profiles")
 MARKER = ".corral-complete"

@@ -13,12 +13,11 @@ import shlex
 import time
 from dataclasses import replace
 
-from remote.api import FINAL_RUN_STATES
 from remote.config.cluster import ClusterConfig
+from remote.events import FINAL_RUN_STATES
 from remote.hosts.pool import HostPool
 from remote.hosts.transport import Transport, shell_path
-from remote.records.runs import RunInfo, list_runs, write_run_info
-from remote.run.launch import run_dir_for
+from remote.records.runs import RunInfo, list_runs, run_dir_for, write_run_info
 from remote.run.stop import count_command
 from trainer.run_layout import IN_RUN_DIR
 

@@ -12,11 +12,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from profiles.user_errors import UsageError
-from trainer.config import BUILTIN_TASKS, TrainConfig, split_task_spec
+from trainer.config import BUILTIN_TASKS, TASK_PACKAGES, TrainConfig, split_task_spec
 from trainer.flags import flag_words
+
+if TYPE_CHECKING:
+    from remote.config.cluster import ClusterConfig
 
 USER_CODE_DIR = "usercode"
 """The user's folder inside the pushed tree (``<workdir>/code/<digest>/usercode``)."""
@@ -96,3 +99,8 @@ def _parses(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def needed_packages(config: ClusterConfig) -> tuple[str, ...]:
+    """Requirement strings (``"peft>=0.17,<1"``) the run's task needs on every host."""
+    return TASK_PACKAGES.get(config.run.task, ())

@@ -15,15 +15,66 @@ the host it names, and rank 0, which writes the checkpoints, runs on the first h
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig, HostSection
-from remote.run.cpu_placement import HostCpuPlan, host_plans
-from remote.run.launch import LaunchFacts, interface_for, node_address, nproc_for
+from remote.hosts.cpu_placement import HostCpuFacts, HostCpuPlan, host_plans
+from remote.hosts.ssh import resolve_endpoint
 
 Device = Literal["cpu", "cuda"]
+
+
+def master_address(config: ClusterConfig) -> str:
+    """The master's address as the workers reach it."""
+    if config.cluster.master_addr:
+        return config.cluster.master_addr
+    master = config.master_host
+    if master.is_local:
+        return "127.0.0.1"
+    return resolve_endpoint(master, config.ssh)[0]
+
+
+def node_address(config: ClusterConfig, host: HostSection, master_addr: str) -> str | None:
+    """The address the other hosts reach ``host`` at (torchrun's ``--local-addr``)."""
+    if host.name == config.cluster.master:
+        return master_addr
+    if host.is_local:
+        return "127.0.0.1" if config.master_host.is_local else None
+    return resolve_endpoint(host, config.ssh)[0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchFacts:
+    """What a launch needs to know about the hosts, asked once: by the pre-flight check
+    (``remote.checks.preflight.check_and_plan``), or by ``probe_launch_facts`` when the check
+    is off."""
+
+    gpus: Mapping[str, int | None]
+    """GPUs found per host (None: not asked or not known)."""
+    interfaces: Mapping[str, str | None]
+    """The interface the other hosts reach each host through (None: not known)."""
+    port: int | None
+    """A rendezvous port free on the master (None: not known)."""
+    cpu: Mapping[str, HostCpuFacts] = field(default_factory=dict)
+    """Each host's boot id, usable cores and allocator libraries (absent: not known)."""
+
+
+def nproc_for(host: HostSection, gpus: int | None) -> int:
+    """Ranks to start on the host: ``nproc``, else its GPU count (``gpus``), else 1."""
+    if host.nproc is not None:
+        return host.nproc
+    if isinstance(host.gpus, int):
+        return max(host.gpus, 1)
+    return max(gpus or 0, 1)
+
+
+def interface_for(host: HostSection, found: str | None) -> str | None:
+    """GLOO/NCCL_SOCKET_IFNAME for the host: its own setting, else the one found."""
+    return host.interface or found
+
 
 
 class PlanError(CorralError):
@@ -56,7 +107,7 @@ class HostPlan:
     local_addr: str | None
     """torchrun's ``--local-addr``: the address the other hosts reach this one at."""
     cpu: HostCpuPlan | None = None
-    """The host's allocator environment and core flags (``remote.run.cpu_placement``)."""
+    """The host's allocator environment and core flags (``remote.hosts.cpu_placement``)."""
 
     @property
     def ranks(self) -> range:

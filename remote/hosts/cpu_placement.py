@@ -17,8 +17,8 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from remote.api import CheckItem
 from remote.config.cluster import ClusterConfig, HostSection
+from remote.events import CheckItem
 from remote.hosts.allocator_setup import setup_advice
 from trainer.placement import (
     PRELOADED,

@@ -1,0 +1,212 @@
+"""What the remote layer says to its front ends: run and host states, the typed events of a
+run's stream, check and stop reports, and the controller protocols.
+
+Plain records with no behaviour beyond a property: every layer of remote/ builds them, and
+``remote.api`` re-exports them to the front ends. A front end gets a ``RunController`` for one
+cluster.toml, asks it to ``check``, ``start`` or ``attach``, and then consumes the
+``RunHandle``'s single async stream of typed ``RunEvent``s until the run ends. Tests of the
+console drive it with a fake controller that implements these protocols from scripted events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from trainer.events import TrainerEvent
+
+HostState = Literal[
+    "connecting", "checking", "pushing", "starting", "running", "done", "failed", "unreachable",
+    "stopped",
+]
+"""Lifecycle of one host within a run, in the order a healthy host goes through it."""
+
+RunState = Literal[
+    "idle", "checking", "pushing", "launching", "running", "stopping", "completed", "failed",
+    "stopped",
+]
+"""Lifecycle of a run. ``completed``, ``failed`` and ``stopped`` are final."""
+
+FINAL_RUN_STATES: frozenset[str] = frozenset({"completed", "failed", "stopped"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankEvent:
+    """A trainer event read from one rank's JSONL file on ``host``."""
+
+    host: str
+    event: TrainerEvent
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostStatus:
+    """A host changed state (connecting, pushing, ... failed) — ``detail`` says why."""
+
+    t: float
+    host: str
+    state: HostState
+    detail: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogLine:
+    """One line of output from a rank (``rank`` set) or a host's launcher (``rank`` None)."""
+
+    t: float
+    host: str
+    rank: int | None
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckItem:
+    """One pre-flight check on one host (or ``host="*"`` for cluster-wide checks)."""
+
+    host: str
+    name: str
+    """Short name: ``reachable``, ``python``, ``torch``, ``cuda``, ``disk``, ``leftovers``,
+    ``rendezvous-port``, ``interface``..."""
+    ok: bool
+    detail: str
+    """What was found (a version, a count, an interface name)."""
+    hint: str = ""
+    """For a failure: the exact way to fix it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlannedHost:
+    """What one host will run, as planned before a launch."""
+
+    host: str
+    ranks: tuple[int, ...]
+    """The host's global ranks (numbered in cluster.toml's host order)."""
+    device: str
+    """``cpu`` or ``cuda``."""
+    gpus: int
+    """GPUs its ranks use (0 on the CPU)."""
+    visible_devices: str | None
+    """``CUDA_VISIBLE_DEVICES`` set for its ranks (None: left as it is)."""
+    interface: str | None
+    """Network interface for Gloo/NCCL (None: they choose)."""
+    shares: tuple[int, ...] | None
+    """Each rank's samples of the first step (None: measured when the run starts)."""
+    command: str
+    """The exact command line the host's shell will run (torchrun and the trainer)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchPreview:
+    """The launch a run would make now, decided from the check's facts; nothing started."""
+
+    run_id: str
+    """The run id in the commands (a real start picks a new one)."""
+    backend: str
+    """The process-group backend every rank gets."""
+    world_size: int
+    rendezvous: str
+    """``master_addr:port`` of torch's c10d rendezvous."""
+    hosts: tuple[PlannedHost, ...]
+    """In cluster.toml's order."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckReport:
+    """Every pre-flight check of a cluster."""
+
+    items: tuple[CheckItem, ...]
+    plan: LaunchPreview | None = None
+    """The launch a run would make, when every check passed (``corral run --dry-run``)."""
+
+    @property
+    def ok(self) -> bool:
+        """True when every check passed."""
+        return all(item.ok for item in self.items)
+
+    def failures(self) -> tuple[CheckItem, ...]:
+        """The checks that failed, in report order."""
+        return tuple(item for item in self.items if not item.ok)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunStatus:
+    """The run changed state. A final state is the last event of the stream."""
+
+    t: float
+    run_id: str
+    state: RunState
+    detail: str = ""
+    """For ``failed``: the first failing host and rank and why; otherwise a short note."""
+    failed_host: str | None = None
+    failed_rank: int | None = None
+    report: CheckReport | None = None
+    """For a run that failed its pre-flight check: the whole check report."""
+
+
+RunEvent = RankEvent | HostStatus | LogLine | RunStatus
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopReport:
+    """What ``stop`` found after signalling every host."""
+
+    run_id: str
+    remaining: dict[str, int] = field(default_factory=dict)
+    """Per host: processes of this run still alive after TERM, grace and KILL (should be 0)."""
+    unreachable: tuple[str, ...] = ()
+    """Hosts that could not be reached to stop or verify."""
+
+    @property
+    def clean(self) -> bool:
+        """True when every host was reached and no process of the run is left."""
+        return not self.unreachable and not any(self.remaining.values())
+
+
+class RunHandle(Protocol):
+    """A live (or finished) run: its event stream and the way to stop it."""
+
+    run_id: str
+    name: str
+    """The run's name (empty when it has none): what headers show instead of the id."""
+
+    def events(self) -> AsyncIterator[RunEvent]:
+        """Every event of the run in order, ending after the final ``RunStatus``.
+
+        For an attached run the stream continues from the last event the master's local copy
+        holds, without duplicates or gaps.
+        """
+        ...
+
+    async def stop(self, *, grace_s: float = 10.0) -> StopReport:
+        """TERM every host's process group, KILL after ``grace_s``, verify nothing is left."""
+        ...
+
+
+class RunController(Protocol):
+    """Runs for one cluster.toml."""
+
+    async def check(self) -> CheckReport:
+        """Pre-flight check of every host in parallel; when it passes, the report carries the
+        launch plan a run would follow (``CheckReport.plan``; nothing is started)."""
+        ...
+
+    async def start(self, *, resume: bool | str = False, policy: str | None = None,
+                    name: str | None = None) -> RunHandle:
+        """Begin a run and return its handle at once. ``resume``: relaunch an earlier run (same
+        run id and directories) from its newest good checkpoint: the run it names, or with
+        ``True`` the newest run of this cluster that has a checkpoint; ``policy`` overrides
+        ``[run] policy`` for this start; ``name`` overrides ``[run] name`` (a resumed run keeps
+        its name unless a new one is given).
+
+        Check, push and launch then happen in the background and show as ``RunStatus`` and
+        ``HostStatus`` events on the handle; a failed check ends the stream with a ``failed``
+        ``RunStatus`` carrying the report. Config errors raise ``CorralError`` here."""
+        ...
+
+    async def attach(self, run_id: str) -> RunHandle:
+        """Reconnect to a live run started earlier."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close every SSH connection (runs keep going on the hosts)."""
+        ...
