@@ -46,7 +46,8 @@ from bench._common import (
     run_main,
     trainer_flags,
 )
-from trainer.placement import ALLOCATOR_ENV, format_cpulist
+from trainer.launch_contract import ALLOCATOR_ENV
+from trainer.placement import format_cpulist
 
 TARGET_RUN_CPU = 0.97
 VARIANTS = ("corral", "run_cpu", "before", "prefetch")

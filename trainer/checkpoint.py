@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from profiles.user_errors import CorralError
+from trainer.launch_contract import HOST_ENV
 from trainer.run_layout import CHECKPOINT_NAME, RunLayout
 
 FORMAT_VERSION = 1
@@ -88,7 +89,7 @@ def save_checkpoint(
         _write_files(state, path, tmp, tmp_hash)
     except (OSError, RuntimeError) as exc:  # torch's writer wraps the OSError
         if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc):
-            host = os.environ.get("CORRAL_HOST") or socket.gethostname()
+            host = os.environ.get(HOST_ENV) or socket.gethostname()
             raise CorralError(f"disk full on {host} at {path.parent}: the checkpoint of step "
                               f"{state['step']} could not be written (the previous ones are "
                               "intact); free space there and resume",

@@ -21,6 +21,7 @@ import torch.distributed as dist
 
 from profiles import host
 from profiles.user_errors import UsageError
+from trainer.launch_contract import RANK_BASE_ENV
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,10 +33,6 @@ class RankInfo:
     world_size: int
     local_rank: int
     """Rank among the processes on this host."""
-
-
-RANK_BASE_ENV = "CORRAL_RANK_BASE"
-"""Set by corral's launch: the global rank of this host's first rank (ranks in host order)."""
 
 
 def rank_info() -> RankInfo:

@@ -29,14 +29,13 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Literal, get_args
 
 from profiles.nvml import NvmlSession
+from trainer.launch_contract import ALLOCATOR_ENV
 
 if TYPE_CHECKING:  # torch is imported only by the function that needs it
     import torch
 
     from trainer.config import TrainConfig
 
-ALLOCATOR_ENV = "CORRAL_ALLOCATOR"
-"""The allocator the launcher chose for this rank (one of ``ALLOCATORS`` minus ``auto``)."""
 Allocator = Literal["auto", "tcmalloc", "jemalloc", "glibc", "off"]
 """``[[hosts]] allocator`` choices: auto = tcmalloc, else jemalloc, else tuned glibc."""
 ALLOCATORS: tuple[Allocator, ...] = get_args(Allocator)

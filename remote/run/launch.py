@@ -7,8 +7,9 @@ The process-group id goes to ``<run dir>/hosts/<host>.pgid`` and its leader's st
 of ``/proc/<pid>/stat``, what makes a process id unique over time) to ``hosts/<host>.leader``, so
 ``corral stop`` can tell the launcher from a stranger that got the same id later; when the
 launcher exits by itself its exit status goes to ``<run dir>/hosts/<host>.exit``. Ranks inherit
-``CORRAL_HOST`` and ``CORRAL_RUN_ID``, ``CORRAL_RANK_BASE`` (their first global rank: ranks are
-numbered in host order, see ``remote.checks.plan``) and, where cluster.toml pins the GPUs,
+the variables named in ``trainer.launch_contract`` — the host's name, the run id, their first
+global rank (ranks are numbered in host order, see ``remote.checks.plan``) — and, where
+cluster.toml pins the GPUs,
 ``CUDA_VISIBLE_DEVICES``; the host's planned ranks go to ``<run dir>/hosts/<host>.planned`` for
 the event tailer, which tells the ranks of hosts that share one machine apart by it.
 """
@@ -32,21 +33,18 @@ from remote.hosts.sections import section_text, sectioned_script, split_sections
 from remote.hosts.transport import RemoteCommandError, Transport, env_prefix, shell_path
 from trainer.config import BUILTIN_TASKS, TrainConfig
 from trainer.flags import flag_words
+from trainer.launch_contract import (
+    HOST_ENV,
+    LOG_LINE_PREFIX_ENV,
+    RANK_BASE_ENV,
+    RUN_ID_ENV,
+    log_line_prefix,
+)
 from trainer.run_layout import IN_RUN_DIR
 from trainer.settings import RunSettings
 
 RDZV_JOIN_TIMEOUT_S = 120
 """Seconds torchrun waits for every host to join the rendezvous before it gives up."""
-RANK_BASE_ENV = "CORRAL_RANK_BASE"
-"""The environment variable that tells a host's ranks their first global rank (see
-``remote.checks.plan``: ranks are numbered in host order, not in torch's node order)."""
-
-
-def log_line_prefix(first_rank: int) -> str:
-    """torchrun's prefix for each rank's teed output line: ``[rank<local>+<first rank>]:``
-    (torch's own ``${rank}`` follows its node order, not the ranks the trainer uses)."""
-    return f"[rank${{local_rank}}+{first_rank}]:"
-
 FREE_PORT_PY = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
 
 
@@ -140,12 +138,11 @@ def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
         env.update(cpu.env)
     if "PYTHONPATH" in env:  # the pushed code first, then the host's own additions
         code += ":" + shlex.quote(env.pop("PYTHONPATH"))
-    env.update(CORRAL_HOST=host.name, CORRAL_RUN_ID=plan.run_id, PYTHONUNBUFFERED="1",
-               TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE=log_line_prefix(place.first_rank),
-               # INFO makes torchrun log the rendezvous result (``global_ranks=[...]``),
-               # which tells the tailer which ranks run on this host.
-               LOGLEVEL="INFO")
-    env[RANK_BASE_ENV] = str(place.first_rank)
+    env.update({HOST_ENV: host.name, RUN_ID_ENV: plan.run_id, "PYTHONUNBUFFERED": "1",
+                LOG_LINE_PREFIX_ENV: log_line_prefix(place.first_rank),
+                # INFO makes torchrun log the rendezvous result (``global_ranks=[...]``),
+                # which tells the tailer which ranks run on this host.
+                "LOGLEVEL": "INFO", RANK_BASE_ENV: str(place.first_rank)})
     if place.visible_devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = place.visible_devices
     if place.interface:

@@ -31,13 +31,11 @@ from remote.hosts.ssh import ConnectionLost
 from remote.hosts.transport import Transport, env_prefix, shell_path
 from remote.records.collected import CollectedCopy
 from trainer.events import EventFormatError, parse_event
+from trainer.launch_contract import LOG_LINE_PREFIX, line_rank
 from trainer.run_layout import IN_RUN_DIR, HostFile
 
 SILENCE_LIMIT_S = 20.0
 """A tail channel silent this long (heartbeats come every 2 s) counts as a dropped host."""
-RANK_PREFIX = re.compile(r"^\[rank(\d+)(?:\+(\d+))?\]:")
-"""A rank's teed output line: ``[rank<local>+<host's first rank>]:`` (``[rank<rank>]:`` from
-launches before ranks were numbered in host order)."""
 ROUTINE_INFO = re.compile(r"^(?:\[?I\d{4} \d\d:\d\d:\d\d|INFO:)")
 """torch's routine INFO log lines (glog-style ``I1121 05:27:09.671000 ...``, or the standard
 ``INFO:name:`` format). Launchers run at LOGLEVEL=INFO, which the ranks inherit, so that the
@@ -101,11 +99,11 @@ def _line_event(host: str, path: str, text: str) -> RunEvent | None:
         except EventFormatError as exc:
             return LogLine(t=now, host=host, rank=None, text=f"{path}: {exc}")
         return RankEvent(host=host, event=event) if event is not None else None
-    match = RANK_PREFIX.match(text)
+    match = LOG_LINE_PREFIX.match(text)
     body = text[match.end():] if match else text
     if ROUTINE_INFO.match(body):
         return None  # torch's INFO chatter stays in the copy, out of the stream
-    rank = int(match.group(1)) + int(match.group(2) or 0) if match else None
+    rank = line_rank(match) if match else None
     return LogLine(t=now, host=host, rank=rank, text=body)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from remote.api import LogLine
 from remote.run.stream import LauncherExit, RankOwned
+from trainer.launch_contract import LOG_LINE_PREFIX, line_rank, log_line_prefix
 
 try:
     from runkit import tail_local_host
@@ -45,3 +46,13 @@ async def test_routine_info_lines_are_kept_in_the_copy_but_not_shown(tmp_path: P
     assert isinstance(items[-1], LauncherExit) and items[-1].status == "1"
     copied = tmp_path / "local" / "collected" / "h" / "logs" / "h" / "launcher.log"
     assert copied.read_text() == LAUNCHER_LOG
+
+
+def test_launcher_prefix_reads_back_as_the_global_rank() -> None:
+    # torchrun fills ``${local_rank}`` into the template the launcher sets; the follower reads
+    # the global rank (host's first rank + local rank) back from the line.
+    template = log_line_prefix(first_rank=5)
+    line = template.replace("${local_rank}", "2") + "step 1 loss 2.30"
+    match = LOG_LINE_PREFIX.match(line)
+    assert match is not None and line_rank(match) == 7
+    assert line[match.end():] == "step 1 loss 2.30"

@@ -1,0 +1,41 @@
+"""What corral's launcher tells the ranks it starts, besides their flags: the environment
+variables it sets and the prefix of each rank's output line.
+
+The launcher (``remote.run.launch``) writes them, the trainer reads them, and the follower
+(``remote.run.stream``) reads each output line's rank back from its prefix; each name is spelled
+here once. (Every path inside a run directory, the launcher's exit file included, is named in
+``trainer.run_layout``.) Pushed with the trainer, so this module imports nothing.
+"""
+
+from __future__ import annotations
+
+import re
+
+HOST_ENV = "CORRAL_HOST"
+"""The host's name in cluster.toml (messages name it: "disk full on HOST at PATH")."""
+RUN_ID_ENV = "CORRAL_RUN_ID"
+"""The run's id."""
+RANK_BASE_ENV = "CORRAL_RANK_BASE"
+"""The global rank of this host's first rank: ranks are numbered in cluster.toml's host order,
+not in torch's node order, so a rank's global rank is this base plus its ``LOCAL_RANK``."""
+ALLOCATOR_ENV = "CORRAL_ALLOCATOR"
+"""The allocator the launcher chose for this rank (see ``trainer.placement.ALLOCATORS``)."""
+
+LOG_LINE_PREFIX_ENV = "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"
+"""torchrun's variable for the prefix of each rank's teed output line."""
+
+
+def log_line_prefix(first_rank: int) -> str:
+    """The template for ``LOG_LINE_PREFIX_ENV``: ``[rank<local>+<first rank>]:`` (torch's own
+    ``${rank}`` follows its node order, not the ranks the trainer uses)."""
+    return f"[rank${{local_rank}}+{first_rank}]:"
+
+
+LOG_LINE_PREFIX = re.compile(r"^\[rank(\d+)(?:\+(\d+))?\]:")
+"""A rank's output line as ``log_line_prefix`` makes it (``[rank<rank>]:`` from launches before
+ranks were numbered in host order): the local rank, then the host's first rank."""
+
+
+def line_rank(match: re.Match[str]) -> int:
+    """The global rank of a ``LOG_LINE_PREFIX`` match."""
+    return int(match.group(1)) + int(match.group(2) or 0)
