@@ -46,10 +46,10 @@ from remote.records.summary import (
 )
 from remote.records.tensorboard import board_command, board_label, convert_run
 
-if TYPE_CHECKING:
-    from remote.hosts.profile_hosts import HostProfile
-    from remote.hosts.setup import SetupResult
-    from remote.records.fetch import Fetched
+if TYPE_CHECKING:  # the results of the entry points below, whose layers load when called
+    from remote.hosts.profile_hosts import HostProfile as HostProfile
+    from remote.hosts.setup import SetupResult as SetupResult
+    from remote.records.fetch import Fetched as Fetched
 
 __all__ = [
     "FINAL_RUN_STATES",
@@ -57,8 +57,6 @@ __all__ = [
     "CheckItem",
     "CheckReport",
     "ClusterConfig",
-    "Fetched",
-    "HostProfile",
     "HostState",
     "HostStatus",
     "LaunchPreview",
@@ -76,7 +74,6 @@ __all__ = [
     "RunState",
     "RunStatus",
     "RunSummary",
-    "SetupResult",
     "StopReport",
     "board_command",
     "board_label",
