@@ -1,16 +1,18 @@
 """The launch plan: what every host of a run will do, decided once for the whole cluster.
 
-From cluster.toml and the facts the pre-flight check found on each host (GPU counts, network
-interfaces, a free rendezvous port), this module decides per host: how many ranks it starts
-and which global ranks they are, the device they train on and which GPUs they may see, and,
-for the cluster as a whole, the one process-group backend every rank is given explicitly.
+From cluster.toml and the facts the pre-flight check found on each host (``LaunchFacts``: GPU
+counts, network interfaces, a free rendezvous port, CPU facts), this module decides per host:
+how many ranks it starts and which global ranks they are, the device they train on and which
+GPUs they may see, and, for the cluster as a whole, the one process-group backend every rank is
+given explicitly.
 ``corral run`` launches exactly this plan; ``corral run --dry-run`` (and the console's plan
 screen) shows it without starting anything.
 
 Ranks are numbered in cluster.toml's host order (the first host's ranks first), whatever order
 torch's c10d rendezvous gives the nodes: each host's ranks learn their first global rank from
-``CORRAL_RANK_BASE``, so a setting given in host order (``[run] split``) reaches the ranks of
-the host it names, and rank 0, which writes the checkpoints, runs on the first host.
+``CORRAL_RANK_BASE`` (``trainer.launch_contract``), so a setting given in host order
+(``[run] split``) reaches the ranks of the host it names, and rank 0, which writes the
+checkpoints, runs on the first host.
 """
 
 from __future__ import annotations
