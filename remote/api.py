@@ -12,6 +12,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+# The run's figures: one reducer of its events for every front end (remote/records/).
+from remote.records.figures import Metric as Metric
+from remote.records.figures import Move as Move
+from remote.records.figures import RankFigures as RankFigures
+from remote.records.figures import StepRow as StepRow
+from remote.records.figures import efficiency_of as efficiency_of
+from remote.records.figures import ideal_of as ideal_of
+from remote.records.reducer import RunFigures as RunFigures
 from trainer.events import TrainerEvent
 
 HostState = Literal[
