@@ -126,8 +126,7 @@ def summarize(history: RunHistory) -> tuple[RunSummary, RunSeries]:
     """The run's summary and its per-step series."""
     figures = RunFigures()
     for line in history.lines:
-        if line.event is not None:
-            figures.observe(line.event, line.host)
+        figures.observe(line.event, line.host)
     return summary_of(history, figures), RunSeries.of(figures)
 
 

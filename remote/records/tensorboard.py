@@ -124,8 +124,7 @@ class BoardWriter:
 
     def add(self, record: Recorded) -> None:
         """One recorded event line."""
-        if record.event is not None:
-            self.add_event(record.event, record.host)
+        self.add_event(record.event, record.host)
 
     def add_event(self, event: TrainerEvent, host: str = "?") -> None:
         """One typed event of a rank running on ``host``."""

@@ -57,7 +57,6 @@ def _followed_live(history: Any, summary: RunSummary) -> RunModel:
     first_t = history.lines[0].t
     model.apply(RunStatus(t=first_t - 5.0, run_id=history.info.run_id, state="running"))
     for line in history.lines:
-        assert line.event is not None
         model.apply(RankEvent(host=line.host, event=line.event))
     model.apply(RunStatus(t=history.lines[-1].t + 2.0, run_id=history.info.run_id,
                           state=summary.outcome.state,  # type: ignore[arg-type]
