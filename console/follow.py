@@ -6,8 +6,9 @@ above it as they happen. Without a terminal (CI, a pipe): the same notable event
 lines, a progress line every twentieth of the run, and the per-rank table once at the end.
 
 A renderer of the run model (``console.model``), like the Textual console: every event goes
-into the ``RunModel``, and the progress, the table and the exit status are read from it. The
-notable lines are the events themselves, written as they arrive.
+into the ``RunModel``, and the progress, the table and the exit status are read from it (its
+figures are the run's reducer's, so the last progress line and the final table show what
+``corral report`` shows). The notable lines are the events themselves, written as they arrive.
 """
 
 from __future__ import annotations

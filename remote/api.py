@@ -33,12 +33,13 @@ from remote.events import (
     RunStatus,
     StopReport,
 )
+from remote.records.figures import Metric, Move, RankFigures, StepRow, efficiency_of, ideal_of
 from remote.records.history import RunHistory, load_history
+from remote.records.reducer import RunFigures
 from remote.records.runs import RunInfo, find_runs, list_runs, local_run_dir
 from remote.records.series import RunSeries
 from remote.records.summary import (
     SCHEMA_VERSION,
-    Metric,
     Outcome,
     RunSummary,
     summarize,
@@ -62,11 +63,14 @@ __all__ = [
     "LaunchPreview",
     "LogLine",
     "Metric",
+    "Move",
     "Outcome",
     "PlannedHost",
     "RankEvent",
+    "RankFigures",
     "RunController",
     "RunEvent",
+    "RunFigures",
     "RunHandle",
     "RunHistory",
     "RunInfo",
@@ -74,14 +78,17 @@ __all__ = [
     "RunState",
     "RunStatus",
     "RunSummary",
+    "StepRow",
     "StopReport",
     "board_command",
     "board_label",
     "convert_run",
     "demo_toml",
+    "efficiency_of",
     "fetch_results",
     "find_runs",
     "hosts_toml",
+    "ideal_of",
     "list_runs",
     "load_cluster",
     "load_history",

@@ -19,9 +19,8 @@ def model_from_history(history: RunHistory, outcome: Outcome, *, cluster_name: s
     model.started_t = info.started
     last_t = info.started
     for line in history.lines:
-        if line.event is not None:
-            model.apply(RankEvent(host=line.host, event=line.event))
-            last_t = max(last_t, line.t)
+        model.apply(RankEvent(host=line.host, event=line.event))
+        last_t = max(last_t, line.t)
     for host, tail in history.launcher_tails.items():
         for text in tail:
             model.apply(LogLine(t=last_t, host=host, rank=None, text=text))

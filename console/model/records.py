@@ -1,4 +1,4 @@
-"""The records the console's run model is made of: ranks, rows, decisions, points, log lines.
+"""The records the console's run model is made of: ranks, rows, points, log lines.
 
 Plain dataclasses with no behaviour beyond small derived values; ``console.model.run`` fills
 them from the run's events and the renderers (the console's panels, the headless follower) read
@@ -28,8 +28,6 @@ class RankRow:
     samples_per_s: float | None = None
     compute_s: float | None = None
     step_s: float | None = None
-    solo_capacity: float | None = None
-    """Measured samples/s this rank could do alone: ``local_batch / compute_s``, smoothed."""
     gpu_util: float | None = None
     gpu_mem_used: int | None = None
     gpu_mem_total: int | None = None
@@ -58,21 +56,6 @@ class RowView:
     stale: bool
     """Show greyed out: the host or rank is dead; the values are the last ones known."""
     reason: str
-
-
-@dataclass
-class Decision:
-    """One balancer decision and, once enough steps have run, what it actually gained."""
-
-    step: int
-    previous: tuple[int, ...]
-    split: tuple[int, ...]
-    reason: str
-    predicted_gain: float
-    policy: str
-    before_s: float | None
-    """Slowest rank's smoothed compute time under ``previous`` (what the gain is against)."""
-    measured_gain: float | None = None
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,10 @@
 """The run model: the state of one run as its events arrive, pure Python, built only from
 ``RunEvent``s — the one reducer of the event stream.
 
+Every figure (throughput, ideal, efficiency, utilisation, loss, balancer gains, durations) is
+the one reducer's (``remote.api.RunFigures``, the same ``corral report`` reads): while a run goes
+the panels show its latest step, once it has ended its whole-run figures.
+
 Both renderers read it and never look at the state in events themselves: the Textual console (a
 worker feeds every event into ``RunModel.apply``, cheap, no rendering, and the app redraws the
 panels from the model on a timer, so a flood of per-rank metrics costs one redraw per tick, not
@@ -15,11 +19,19 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from console.model.decisions import DecisionLog
 from console.model.records import HostInfo, LogEntry, RankRow, RowView, ThroughputPoint
 from console.model.rows import DEAD_HOST_STATES, HOST_TO_ROW_STATUS, rank_view
-from console.model.totals import RunTotals
-from remote.api import FINAL_RUN_STATES, HostStatus, LogLine, RankEvent, RunStatus
+from remote.api import (
+    FINAL_RUN_STATES,
+    HostStatus,
+    LogLine,
+    Move,
+    RankEvent,
+    RunFigures,
+    RunStatus,
+    efficiency_of,
+    ideal_of,
+)
 from trainer.events import (
     CapacityEvent,
     CheckpointEvent,
@@ -40,8 +52,6 @@ HISTORY_POINTS = 600
 """Cluster throughput points kept for the chart."""
 LOG_LINES = 5000
 """Log lines kept in memory (older ones are dropped)."""
-CAPACITY_SMOOTHING = 0.3
-"""Weight of the newest step in a rank's measured solo capacity (exponential average)."""
 ETA_WINDOW = 20
 """Recent steps whose pace gives the ETA."""
 
@@ -105,15 +115,12 @@ class RunModel:
         self.checkpoint: str | None = None
         self.evals: list[EvalEvent] = []  # rank 0's, oldest first (the header shows the trend)
         self.history: deque[ThroughputPoint] = deque(maxlen=HISTORY_POINTS)
-        self._balancer = DecisionLog()
-        self.decisions = self._balancer.decisions
-        """The balancer's decisions, oldest first, each with its measured gain once known."""
         self._step_times: deque[tuple[int, float]] = deque(maxlen=ETA_WINDOW)
         self._row_views_cache: tuple[int, list[RowView]] | None = None
         self._ranks_cache: list[RankRow] | None = None
-        self._ideal_cache: tuple[int, float | None] = (-1, None)
-        self.totals = RunTotals()
-        """Whole-run sums and curves: what the panels show once the run has ended."""
+        self.figures = RunFigures()
+        """The run's figures, reduced from its events: what the panels show once it ended."""
+        self._moves_cache: tuple[int, list[Move]] = (-1, [])
         if run_id is not None:
             self.add_log("corral", f"following run {run_id}", t=t or 0.0)
         self.version += 1
@@ -182,14 +189,22 @@ class RunModel:
     def _show_run_averages(self) -> None:
         """The run ended: each rank's row shows its averages, not its last step."""
         for rank, row in self.ranks.items():
-            rate, compute_s, step_s = self.totals.rank_mean(rank)
-            if rate is not None:
-                row.samples_per_s, row.compute_s, row.step_s = rate, compute_s, step_s
+            sums = self.figures.ranks.get(rank)
+            if sums is not None and sums.steps:
+                row.samples_per_s = sums.mean_samples_per_s
+                row.compute_s, row.step_s = sums.mean_compute_s, sums.mean_step_s
 
     @property
     def finished(self) -> bool:
         """The run has ended and has steps: figures are whole-run averages and totals."""
-        return self.state in FINAL_RUN_STATES and self.totals.steps > 0
+        return self.state in FINAL_RUN_STATES and self.figures.has_steps
+
+    @property
+    def decisions(self) -> list[Move]:
+        """The balancer's decisions, oldest first, each with its measured gain once known."""
+        if self._moves_cache[0] != self.figures.version:
+            self._moves_cache = (self.figures.version, self.figures.moves())
+        return self._moves_cache[1]
 
     def _row(self, rank: int, host: str) -> RankRow:
         row = self.ranks.get(rank)
@@ -204,7 +219,7 @@ class RunModel:
     def _apply_rank_event(self, wrapped: RankEvent) -> None:
         event = wrapped.event
         row = self._row(event.rank, wrapped.host)
-        self.totals.observe(event)
+        self.figures.observe(event, wrapped.host)
         if isinstance(event, StepEvent):
             self._apply_step(row, event)
         elif isinstance(event, ResourceEvent):
@@ -215,7 +230,6 @@ class RunModel:
             self._apply_start(row, event)
         elif isinstance(event, RebalanceEvent):
             self.split, self.policy = event.split, event.policy
-            self._balancer.add(event)
         elif isinstance(event, CapacityEvent):
             self.capacity, self.capacity_source = event.samples_per_s, event.source
         elif isinstance(event, EvalEvent):
@@ -253,71 +267,42 @@ class RunModel:
         row.samples_per_s, row.compute_s, row.step_s = (
             event.samples_per_s, event.compute_s, event.step_s)
         row.history.append(event.samples_per_s)
-        if event.compute_s > 0 and event.local_batch > 0:
-            solo = event.local_batch / event.compute_s
-            row.solo_capacity = solo if row.solo_capacity is None else (
-                CAPACITY_SMOOTHING * solo + (1 - CAPACITY_SMOOTHING) * row.solo_capacity)
-        self._balancer.observe_step(event)
         if event.rank != 0:
             return
-        # Rank 0 speaks for the cluster: progress, loss, throughput, ETA, measured gains.
+        # Rank 0 speaks for the cluster: progress, loss, throughput, ETA.
         self.step, self.epoch = event.step, event.epoch
-        self.loss = event.global_loss if event.global_loss is not None else event.loss
-        cluster = event.cluster_samples_per_s
-        if cluster is None and self.global_batch and event.step_s > 0:
-            cluster = self.global_batch / event.step_s
+        step_row = self.figures.rows[event.step]
+        self.loss = step_row.loss
+        cluster = step_row.samples_per_s
         if cluster is not None:
             self.history.append(ThroughputPoint(
-                step=event.step, t=event.t, samples_per_s=cluster, ideal=self.ideal_samples_per_s))
+                step=event.step, t=event.t, samples_per_s=cluster, ideal=self._live_ideal()))
         self._step_times.append((event.step, event.t))
-        self._balancer.settle(event.step)
 
     # ---------------------------------------------------------------- derived values
-    def rank_capacity(self, row: RankRow) -> float | None:
-        """Solo samples/s of a rank: measured when it has run, else the run's estimate."""
-        if row.solo_capacity is not None:
-            return row.solo_capacity
-        if row.rank < len(self.capacity):
-            return self.capacity[row.rank]
-        return None
-
     @property
     def ideal_samples_per_s(self) -> float | None:
-        """Σ of every rank's solo capacity: the throughput with no waiting at all (over the
-        whole run once it has ended)."""
-        if self.finished:
-            return self.totals.ideal_samples_per_s
-        if self._ideal_cache[0] != self.version:
-            self._ideal_cache = (self.version, self._ideal())
-        return self._ideal_cache[1]
+        """Σ of every rank's solo rate: the throughput with no waiting at all (over the whole
+        run once it has ended, else at the newest step every rank reported)."""
+        return self.figures.ideal_samples_per_s if self.finished else self._live_ideal()
 
-    def _ideal(self) -> float | None:
-        count = max(len(self.capacity), self.world_size or 0,
-                    max(self.ranks) + 1 if self.ranks else 0)
-        values = []
-        for rank in range(count):
-            row = self.ranks.get(rank)
-            if row is not None:
-                values.append(self.rank_capacity(row))
-            elif rank < len(self.capacity):
-                values.append(self.capacity[rank])
-        known = [v for v in values if v is not None]
-        return sum(known) if known else None
+    def _live_ideal(self) -> float | None:
+        row = self.figures.latest_complete_row()
+        if row is not None:
+            return row.ideal_samples_per_s
+        return ideal_of(list(self.capacity))  # before any step: the run's estimate
 
     @property
     def samples_per_s(self) -> float | None:
         """The cluster's latest measured throughput (its mean once the run has ended)."""
         if self.finished:
-            return self.totals.mean_samples_per_s
+            return self.figures.mean_samples_per_s
         return self.history[-1].samples_per_s if self.history else None
 
     @property
     def efficiency(self) -> float | None:
         """Measured throughput / ideal (1.0 = every rank busy all the time)."""
-        measured, ideal = self.samples_per_s, self.ideal_samples_per_s
-        if measured is None or not ideal:
-            return None
-        return measured / ideal
+        return efficiency_of(self.samples_per_s, self.ideal_samples_per_s)
 
     @property
     def progress(self) -> float | None:
@@ -337,7 +322,9 @@ class RunModel:
         return max(0, self.total_steps - s1) * (t1 - t0) / (s1 - s0)
 
     def elapsed_s(self, now: float) -> float | None:
-        """Seconds since the run started (frozen once it ended)."""
+        """Seconds since the run started; once it ended, the run's wall time (the report's)."""
+        if self.finished:
+            return self.figures.wall_s
         if self.started_t is None:
             return None
         end = self.finished_t if self.finished_t is not None else now

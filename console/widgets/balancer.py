@@ -10,9 +10,9 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from console.formatting import bar, cells, fmt_percent
-from console.model.records import Decision
 from console.model.run import RunModel
 from console.widgets.lines_view import LinesView
+from remote.api import Move
 
 SHARE_STYLE = "cyan"
 
@@ -55,7 +55,7 @@ def _append_gain(text: Text, gain: float | None) -> None:
         text.append(fmt_percent(gain, signed=True), style="green" if gain >= 0 else "red")
 
 
-def decision_row(decision: Decision, width: int = 100) -> Text:
+def decision_row(decision: Move, width: int = 100) -> Text:
     """``step 6  20/20/20 → 34/17/9  pred +30%  meas +28%  reason``; narrow:
     ``6: →34/17/9 pred +30% meas +28%``."""
     narrow = width < 60

@@ -54,12 +54,10 @@ def finished_parts(model: RunModel, now: float) -> list[str]:
     parts = [f"{model.step}{total} steps in {fmt_duration(model.elapsed_s(now))}",
              f"mean {fmt_rate(model.samples_per_s)} samples/s",
              f"eff {fmt_percent(model.efficiency)}"]
-    last, best = model.totals.loss.last, model.totals.loss.best
-    if last is not None:
-        loss = f"loss {last[1]:.4g}"
-        if best is not None and best[0] != last[0]:
-            loss += f" (best {best[1]:.4g})"
-        parts.append(loss)
+    loss = model.figures.loss
+    if loss is not None:
+        parts.append(f"loss {loss.final:.4g}" + (
+            f" (best {loss.best:.4g})" if loss.best_step != loss.final_step else ""))
     if model.evals:
         parts.append(eval_summary(model.evals))
     return parts

@@ -14,11 +14,11 @@ EVAL_STYLES = ("magenta", "yellow", "red")
 
 def loss_lines(model: RunModel) -> tuple[list[Line], list[int]]:
     """The chart's series on the loss curve's steps: loss, then each eval metric."""
-    points = model.totals.loss.points
+    points = model.figures.loss_points()
     steps = [step for step, _ in points]
     lines = [Line("loss", [value for _, value in points], LOSS_STYLE)]
-    for index, (name, curve) in enumerate(sorted(model.totals.evals.items())):
-        value_at_step = dict(curve.points)
+    for index, (name, curve) in enumerate(sorted(model.figures.eval_points().items())):
+        value_at_step = dict(curve)
         lines.append(Line(f"eval {name}", [value_at_step.get(step) for step in steps],
                           EVAL_STYLES[index % len(EVAL_STYLES)]))
     return lines, steps
@@ -30,16 +30,16 @@ def title_line(model: RunModel, lines: list[Line] | None = None) -> Text:
     if lines is None:
         lines, _ = loss_lines(model)
     text = legend(lines[:1])
-    last, best = model.totals.loss.last, model.totals.loss.best
-    if last is not None:
-        text.append(f" {last[1]:.4g}")
-        if best is not None and best[0] != last[0]:
-            text.append(f" (best {best[1]:.4g} @ {best[0]})", style="grey50")
-    for line, (_, curve) in zip(lines[1:], sorted(model.totals.evals.items()), strict=True):
+    loss = model.figures.loss
+    if loss is not None:
+        text.append(f" {loss.final:.4g}")
+        if loss.best_step != loss.final_step:
+            text.append(f" (best {loss.best:.4g} @ {loss.best_step})", style="grey50")
+    metrics = model.figures.eval_metrics()
+    for line, (_, metric) in zip(lines[1:], sorted(metrics.items()), strict=True):
         text.append("  ")
         text.append_text(legend([line]))
-        if curve.last is not None:
-            text.append(f" {curve.last[1]:.4g}")
+        text.append(f" {metric.final:.4g}")
     return text
 
 
@@ -56,9 +56,7 @@ class LossPanel(LinesView):
         self.can_focus = False
 
     def _signature(self) -> object:
-        totals = self.model.totals
-        return (totals.loss.last, len(totals.loss.points),
-                tuple((name, c.last) for name, c in totals.evals.items()))
+        return self.model.figures.curves_version
 
     def _panel_line(self, index: int, width: int) -> Text:
         key = (self._signature(), width, self.size.height)

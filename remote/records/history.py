@@ -4,44 +4,33 @@ The follower copies every host's event files to ``<run dir>/collected/<host>/met
 (``remote.run.stream``). Reports, TensorBoard files and the console's runs screen are all built
 from that copy, so they need nothing from the hosts and work for runs of any age.
 
-Lines are kept as decoded JSON objects next to their typed event: a kind or a field this
-version does not know (an ``eval`` event, a step's ``lr``) is still there for readers that
-look for it, and a line that is not valid JSON is skipped and counted.
+Lines are kept as typed events (``trainer.events``): every reader reads their fields, never the
+JSON. A kind this version does not know is skipped (so are fields it does not know), and a
+line that is not a valid event is skipped and counted.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from remote.records.runs import RunInfo, read_run_info_at
-from trainer.events import EventFormatError, TrainerEvent, event_from_dict
+from trainer.events import EventFormatError, TrainerEvent, parse_event
 from trainer.run_layout import EVENTS_NAME, RunLayout
 
 
 @dataclass(frozen=True, kw_only=True)
 class Recorded:
-    """One line of a rank's event file: where it came from, its JSON, its typed event."""
+    """One line of a rank's event file: where it came from and its typed event."""
 
     host: str
     rank: int
-    data: dict[str, Any]
-    """The decoded JSON object, unknown fields included."""
-    event: TrainerEvent | None
-    """The typed event, or None for a kind this version does not know."""
-
-    @property
-    def kind(self) -> str:
-        """The line's ``event`` field (``step``, ``rebalance``, ``eval``...)."""
-        return str(self.data.get("event", ""))
+    event: TrainerEvent
 
     @property
     def t(self) -> float:
         """Unix time the line was written."""
-        value = self.data.get("t")
-        return float(value) if isinstance(value, int | float) else 0.0
+        return self.event.t
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,21 +73,12 @@ def rank_files(run_dir: Path) -> dict[int, tuple[str, Path]]:
 
 
 def parse_line(host: str, rank: int, text: str) -> Recorded | None:
-    """One event line as a ``Recorded``; None for a blank or broken line."""
-    text = text.strip()
-    if not text:
-        return None
+    """One event line as a ``Recorded``; None for a blank or broken line or an unknown kind."""
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    try:
-        event = event_from_dict(data)
+        event = parse_event(text)
     except EventFormatError:
         return None
-    return Recorded(host=host, rank=rank, data=data, event=event)
+    return Recorded(host=host, rank=rank, event=event) if event is not None else None
 
 
 def read_lines(run_dir: Path) -> tuple[list[Recorded], int]:
@@ -108,11 +88,13 @@ def read_lines(run_dir: Path) -> tuple[list[Recorded], int]:
     for rank, (host, path) in sorted(rank_files(run_dir).items()):
         with open(path, encoding="utf-8", errors="replace") as handle:
             for text in handle:
-                record = parse_line(host, rank, text)
-                if record is not None:
-                    lines.append(record)
-                elif text.strip():
+                try:
+                    event = parse_event(text)
+                except EventFormatError:
                     bad += 1
+                    continue
+                if event is not None:
+                    lines.append(Recorded(host=host, rank=rank, event=event))
     lines.sort(key=lambda r: (r.t, r.rank))
     return lines, bad
 

@@ -11,7 +11,8 @@ Scalars, by TensorBoard section (the part of the tag before ``/``):
 
 - ``loss/global``, ``lr/lr``, ``eval/<metric>``;
 - ``throughput/cluster_samples_per_s``, ``throughput/ideal_samples_per_s`` (Σ ranks'
-  ``local_batch / compute_s``), ``throughput/efficiency`` (measured / ideal);
+  ``local_batch / compute_s``), ``throughput/efficiency`` (measured / ideal): the reducer's
+  per-step figures (``remote.records.figures``), the ones ``corral report`` plots;
 - per rank ``rank_samples_per_s/rankN``, ``rank_compute_s/rankN``, ``rank_share/rankN`` (its part
   of the global batch), ``rank_utilisation/rankN`` (compute / step time), every step up to 32
   ranks, every ``ranks // 32`` steps above;
@@ -25,17 +26,26 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import json
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from profiles.user_errors import UsageError
 from remote.records.collected import CollectedCopy
-from remote.records.history import Recorded, read_lines
-from trainer.events import EVAL_METRICS, EventFormatError, RebalanceEvent, event_from_dict
+from remote.records.figures import efficiency_of
+from remote.records.history import Recorded, parse_line, read_lines
+from remote.records.reducer import RunFigures
+from trainer.events import (
+    EVAL_METRICS,
+    EvalEvent,
+    RebalanceEvent,
+    ResourceEvent,
+    StartEvent,
+    StepEvent,
+    TrainerEvent,
+)
 from trainer.run_layout import EVENTS_NAME, RunLayout
 
 BOARD_DIR = "tensorboard"
@@ -43,7 +53,8 @@ BOARD_DIR = "tensorboard"
 MISSING = ("tensorboard is not installed; install the tensorboard extra (pip install "
            "'corral[tensorboard]', or pip install tensorboard)")
 PENDING_STEPS = 256
-"""Steps kept waiting for every rank's numbers (for the ideal) before they are dropped."""
+"""Steps kept waiting for every rank's numbers (for the ideal) before they are written
+without them."""
 RANKS_EVERY_STEP = 32
 """Up to this many ranks, per-rank series get a point every step; a cluster of N ranks gets one
 every N // 32 steps (the cluster-wide series still every step): per-rank points cost the
@@ -67,12 +78,12 @@ def board_dir(run_dir: Path) -> Path:
 
 
 class BoardWriter:
-    """Turns a run's event lines into TensorBoard scalars and texts, as they come.
+    """Turns a run's events into TensorBoard scalars and texts, as they come.
 
-    Works on the decoded JSON objects (no event classes are built: this runs for every line of
-    a live run). A step's per-rank values wait until every rank reported the step, then go out
-    as one TensorBoard event with the step's ideal and efficiency: one record per step, not one
-    per rank, whatever the size of the cluster.
+    Every typed event goes into the run's reducer (``RunFigures``), and the values written are
+    its figures: a step waits until every rank reported it, then goes out as one TensorBoard
+    event with the step's ideal and efficiency: one record per step, not one per rank,
+    whatever the size of the cluster.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -87,9 +98,9 @@ class BoardWriter:
         self._writer = EventFileWriter(str(directory), max_queue_size=1000, flush_secs=FLUSH_S)
         self.points = 0
         """Scalar points written so far."""
-        self._global_batch: int | None = None
-        self._world: int | None = None
-        self._pending: dict[int, _StepBatch] = {}
+        self.figures = RunFigures()
+        self._pending: dict[int, float] = {}
+        """Steps waiting for every rank, with the time of their newest line."""
         self._rank_step: dict[int, int] = {}
         self._rank_stride = 1
         """Per-rank series are written every this many steps (see ``RANKS_EVERY_STEP``)."""
@@ -106,92 +117,62 @@ class BoardWriter:
                              for tag, value in values if value is not None])
 
     def add_line(self, host: str, rank: int, text: str) -> None:
-        """One line of a rank's event file, as copied."""
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return
-        if isinstance(data, dict):
-            self.add_data(data)
+        """One line of a rank's event file, as copied (a broken or unknown line is skipped)."""
+        record = parse_line(host, rank, text)
+        if record is not None:
+            self.add(record)
 
     def add(self, record: Recorded) -> None:
         """One recorded event line."""
-        self.add_data(record.data)
+        self.add_event(record.event, record.host)
 
-    def add_data(self, data: dict[str, Any]) -> None:
-        """One decoded event line (fields this version does not know are ignored)."""
-        kind, rank, t = data.get("event"), _int(data.get("rank")), _num(data.get("t"))
-        if rank is None or t is None:
-            return
-        if kind == "step":
-            self._step(rank, t, data)
-        elif kind == "resources":
-            step = self._rank_step.get(rank, 0)
-            self._scalars(step, t, [(f"gpu_util/rank{rank}", _num(data.get("gpu_util"))),
-                                    (f"cpu_percent/rank{rank}", _num(data.get("cpu_percent")))])
-        elif kind == "rebalance":
-            event = None
-            with contextlib.suppress(EventFormatError):
-                event = event_from_dict(data)
-            if isinstance(event, RebalanceEvent):
-                self._writer.add_event(self._event(
-                    wall_time=t, step=event.step,
-                    summary=self._text("balancer/decisions", decision_text(event))))
-        elif kind == "start":
-            self._global_batch = _int(data.get("global_batch"))
-            self._world = _int(data.get("world_size"))
-            self._rank_stride = max(1, (self._world or 0) // RANKS_EVERY_STEP)
-        elif kind == "eval" and rank == 0:
-            self._eval(t, data)
+    def add_event(self, event: TrainerEvent, host: str = "?") -> None:
+        """One typed event of a rank running on ``host``."""
+        self.figures.observe(event, host)
+        if isinstance(event, StepEvent):
+            self._step(event)
+        elif isinstance(event, ResourceEvent):
+            step = self._rank_step.get(event.rank, 0)
+            self._scalars(step, event.t, [(f"gpu_util/rank{event.rank}", event.gpu_util),
+                                          (f"cpu_percent/rank{event.rank}", event.cpu_percent)])
+        elif isinstance(event, RebalanceEvent):
+            self._writer.add_event(self._event(
+                wall_time=event.t, step=event.step,
+                summary=self._text("balancer/decisions", decision_text(event))))
+        elif isinstance(event, StartEvent):
+            self._rank_stride = max(1, event.world_size // RANKS_EVERY_STEP)
+        elif isinstance(event, EvalEvent) and event.rank == 0:
+            self._scalars(event.step, event.t, [
+                (f"eval/{key}", getattr(event, key)) for key in EVAL_METRICS])
 
-    def _step(self, rank: int, t: float, data: dict[str, Any]) -> None:
-        step, batch = _int(data.get("step")), _int(data.get("local_batch"))
-        compute, step_s = _num(data.get("compute_s")), _num(data.get("step_s"))
-        if step is None or batch is None or compute is None or step_s is None:
-            return
-        self._rank_step[rank] = step
-        pending = self._pending.setdefault(step, _StepBatch())
-        pending.t = max(pending.t, t)
-        pending.cells[rank] = (batch, compute)
-        if step % self._rank_stride == 0:
-            pending.values += [
-                (f"rank_samples_per_s/rank{rank}", _num(data.get("samples_per_s"))),
-                (f"rank_compute_s/rank{rank}", compute),
-                (f"rank_share/rank{rank}", batch / self._global_batch if self._global_batch
-                 else None), (f"rank_utilisation/rank{rank}", compute / step_s if step_s > 0
-                              else None)]
-        if rank == 0:
-            cluster = _num(data.get("cluster_samples_per_s"))
-            if cluster is None and self._global_batch and step_s > 0:
-                cluster = self._global_batch / step_s
-            loss = _num(data.get("global_loss"))
-            pending.cluster = cluster
-            pending.values += [("loss/global", loss if loss is not None
-                                else _num(data.get("loss"))),
-                               ("throughput/cluster_samples_per_s", cluster),
-                               ("lr/lr", _num(data.get("lr")))]
-        if self._world is not None and len(pending.cells) >= self._world:
-            self._flush_step(step)
+    def _step(self, event: StepEvent) -> None:
+        self._rank_step[event.rank] = event.step
+        self._pending[event.step] = max(self._pending.get(event.step, 0.0), event.t)
+        if self.figures.complete(self.figures.rows[event.step]):
+            self._flush_step(event.step)
         elif len(self._pending) > PENDING_STEPS:
             self._flush_step(min(self._pending))  # a rank went quiet: write what there is
 
     def _flush_step(self, step: int) -> None:
         """Write a step's values, with its ideal and efficiency when every rank is in."""
-        pending = self._pending.pop(step)
-        values = list(pending.values)
-        if self._world is not None and len(pending.cells) >= self._world:
-            ideal = sum(b / c for b, c in pending.cells.values() if c > 0) or None
+        t = self._pending.pop(step)
+        row = self.figures.rows[step]
+        values: list[tuple[str, float | None]] = []
+        if step % self._rank_stride == 0:
+            for rank, cell in sorted(row.cells.items()):
+                values += [(f"rank_samples_per_s/rank{rank}", cell.samples_per_s),
+                           (f"rank_compute_s/rank{rank}", cell.compute_s),
+                           (f"rank_share/rank{rank}", row.share(rank)),
+                           (f"rank_utilisation/rank{rank}", cell.utilisation)]
+        if row.step_s is not None:
+            values += [("loss/global", row.loss),
+                       ("throughput/cluster_samples_per_s", row.samples_per_s),
+                       ("lr/lr", row.lr)]
+        if self.figures.complete(row):
+            ideal = row.ideal_samples_per_s
             values += [("throughput/ideal_samples_per_s", ideal),
-                       ("throughput/efficiency", pending.cluster / ideal
-                        if ideal and pending.cluster is not None else None)]
-        self._scalars(step, pending.t, values)
-
-    def _eval(self, t: float, data: dict[str, Any]) -> None:
-        step = _int(data.get("step"))
-        if step is None:
-            return
-        self._scalars(step, t, [
-            (f"eval/{key}", _num(data.get(key))) for key in EVAL_METRICS])
+                       ("throughput/efficiency", efficiency_of(row.samples_per_s, ideal))]
+        self._scalars(step, t, values)
 
     def flush(self) -> None:
         """Write what is queued to disk now."""
@@ -202,27 +183,6 @@ class BoardWriter:
         for step in sorted(self._pending):
             self._flush_step(step)
         self._writer.close()
-
-
-@dataclass
-class _StepBatch:
-    """One step's values, waiting for every rank."""
-
-    t: float = 0.0
-    cells: dict[int, tuple[int, float]] = field(default_factory=dict)
-    values: list[tuple[str, float | None]] = field(default_factory=list)
-    cluster: float | None = None
-
-
-def _num(value: object) -> float | None:
-    """A JSON number as a float (None for anything else, booleans included)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def decision_text(event: RebalanceEvent) -> str:

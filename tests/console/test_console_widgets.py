@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from console.formatting import bar, fmt_bytes, fmt_duration, fmt_rate, sparkline
-from console.model.records import Decision, RankRow, RowView
+from console.model.records import RankRow, RowView
 from console.widgets.balancer import decision_row
 from console.widgets.hosts import STALE_STYLE, render_row, visible_columns
+from remote.api import Move
 
 
 def test_narrow_terminals_drop_backend_and_device_first() -> None:
@@ -27,12 +30,12 @@ def test_dead_rank_row_is_greyed_and_names_the_reason() -> None:
 
 
 def test_decision_row_wide_and_narrow() -> None:
-    decision = Decision(step=21, previous=(32, 32, 32), split=(52, 28, 16), reason="slow rank 2",
-                        predicted_gain=0.38, policy="dynamic", before_s=0.4, measured_gain=-0.05)
+    decision = Move(step=21, previous=[32, 32, 32], split=[52, 28, 16], reason="slow rank 2",
+                    predicted_gain=0.38, policy="dynamic", measured_gain=-0.05)
     assert "step 21" in decision_row(decision, 120).plain
     assert "32/32/32 → 52/28/16  pred +38%  meas -5%" in decision_row(decision, 120).plain
     assert decision_row(decision, 40).plain.startswith("21: →52/28/16 pred +38% meas -5%")
-    decision.measured_gain = None
+    decision = dataclasses.replace(decision, measured_gain=None)
     assert "meas …" in decision_row(decision, 120).plain
 
 

@@ -98,6 +98,14 @@ def synthetic_run(*, steps: int, t0: float = 1_700_000_000.0, move_at: int | Non
     return lines
 
 
+def restarted_run(*, gap_s: float = 30.0) -> list[tuple[str, TrainerEvent | dict[str, Any]]]:
+    """A run stopped after step 10 (with a rebalance at step 6) and relaunched ``gap_s`` later
+    from the checkpoint of step 5: steps 6-10 run again, on the first split, then on to 20."""
+    first = synthetic_run(steps=10, end="interrupted")
+    t_restart = 1_700_000_000.0 + 10 * 0.05 + gap_s
+    return first + synthetic_run(steps=20, t0=t_restart, move_at=None, first_step=5, extra=True)
+
+
 def info(run_id: str, state: str, *, detail: str = "", name: str = "",
          cluster: str = "rep") -> RunInfo:
     return RunInfo(run_id=run_id, cluster=cluster, state=state, started=time.time(),

@@ -130,7 +130,7 @@ async def test_the_follower_renders_the_consoles_run_model() -> None:
     assert model.state == "completed" and set(model.ranks) == {0, 1}
     table_rows = [line for line in out.getvalue().splitlines() if "│" in line]
     for rank, row in model.ranks.items():
-        mean_rate, _, _ = model.totals.rank_mean(rank)
+        mean_rate = model.figures.ranks[rank].mean_samples_per_s  # the report's figure
         assert mean_rate is not None and row.samples_per_s == mean_rate
         line = next(line for line in table_rows if line.startswith(f"│ {row.host} "))
         assert f" {mean_rate:.1f} " in line and " CPU " in line and "completed" in line

@@ -81,9 +81,8 @@ def test_per_rank_series_thin_out_for_large_clusters(tmp_path: Path) -> None:
 
 def _rec(event: Any) -> Any:
     from remote.records.history import Recorded
-    from trainer.events import event_to_dict
 
-    return Recorded(host="h", rank=event.rank, data=event_to_dict(event), event=event)
+    return Recorded(host="h", rank=event.rank, event=event)
 
 
 def test_without_the_extra_the_command_names_it(

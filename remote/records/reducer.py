@@ -1,0 +1,225 @@
+"""The reducer of a run's typed events into its figures (``RunFigures``).
+
+Feed it a run's trainer events in the order they were written (``observe``): a live stream or a
+recorded copy. The definitions of the figures are in ``remote.records.figures``; this module
+keeps the sums and the steps they are computed from, each step as it last ran.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from remote.records.figures import (
+    Metric,
+    Move,
+    RankCell,
+    RankFigures,
+    StepRow,
+    efficiency_of,
+    ideal_of,
+    lower_is_better,
+    metric_of,
+    ratio,
+)
+from trainer.events import (
+    EVAL_METRICS,
+    MEASURE_AFTER_STEPS,
+    EvalEvent,
+    RebalanceEvent,
+    StartEvent,
+    StepEvent,
+    TrainerEvent,
+)
+
+LOOK_BACK_STEPS = 64
+"""How far back from the newest step a live reader looks for one every rank has reported."""
+
+
+class RunFigures:
+    """The reducer: feed it the run's events in order (``observe``), read its figures."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, StepRow] = {}
+        """Every step, by step number, as it last ran."""
+        self.ranks: dict[int, RankFigures] = {}
+        self.first_start: StartEvent | None = None
+        """Rank 0's first start (else the first rank's): model, dataset, sizes, policy."""
+        self.world_size: int | None = None
+        self.first_t: float | None = None
+        self.last_t: float | None = None
+        self.restarts = 0
+        self.lost_s = 0.0
+        self.rebalances: list[RebalanceEvent] = []
+        self._evals: dict[str, dict[int, float]] = {}
+        self._global_batch: int | None = None
+        self._cluster_samples = 0
+        self._cluster_step_s = 0.0
+        self._rank0_started = False
+        self._last_rank0_step: StepEvent | None = None
+        self._redo_until = 0
+        """After a relaunch: the steps up to this one are redone (their time is lost)."""
+        self.version = 0
+        """Bumped on every event (readers cache what they derive)."""
+        self.curves_version = 0
+        """Bumped when a loss or eval point arrives (the loss chart redraws then)."""
+        self.last_step = 0
+        """The newest step any rank reported."""
+
+    # ---------------------------------------------------------------- reduction
+    def observe(self, event: TrainerEvent, host: str = "?") -> None:
+        """Absorb one trainer event of rank ``event.rank``, running on ``host``."""
+        self.version += 1
+        self.first_t = event.t if self.first_t is None else min(self.first_t, event.t)
+        self.last_t = event.t if self.last_t is None else max(self.last_t, event.t)
+        rank = self.ranks.get(event.rank)
+        if rank is None:
+            rank = self.ranks[event.rank] = RankFigures(rank=event.rank, host=host)
+        if isinstance(event, StepEvent):
+            self._step(event, rank)
+        elif isinstance(event, StartEvent):
+            self._start(event, rank)
+        elif isinstance(event, RebalanceEvent):
+            self.rebalances = [r for r in self.rebalances if r.step < event.step] + [event]
+        elif isinstance(event, EvalEvent) and event.rank == 0:
+            for name in EVAL_METRICS:
+                value = getattr(event, name)
+                if value is not None:
+                    self._evals.setdefault(name, {})[event.step] = float(value)
+                    self.curves_version += 1
+
+    def _start(self, event: StartEvent, rank: RankFigures) -> None:
+        rank.device = "cpu" if event.device == "cpu" else event.device_name
+        self._global_batch, self.world_size = event.global_batch, event.world_size
+        if self.first_start is None or (event.rank == 0 and not self._rank0_started):
+            self.first_start = event
+        if event.rank != 0:
+            return
+        if self._rank0_started:
+            self.restarts += 1
+            last = self._last_rank0_step
+            if last is not None:
+                self.lost_s += max(0.0, event.t - last.t)
+                self._redo_until = max(self.rows) if self.rows else 0
+        self._rank0_started = True
+
+    def _step(self, event: StepEvent, rank: RankFigures) -> None:
+        row = self.rows.get(event.step)
+        if row is None:
+            row = self.rows[event.step] = StepRow(step=event.step)
+        row.declared_batch = self._global_batch
+        self.last_step = max(self.last_step, event.step)
+        old = row.cells.get(event.rank)
+        if old is not None:
+            rank.add(old, -1)
+        cell = RankCell(local_batch=event.local_batch, compute_s=event.compute_s,
+                        step_s=event.step_s)
+        row.cells[event.rank] = cell
+        rank.add(cell, 1)
+        if event.rank != 0:
+            return
+        if row.step_s is not None:  # a redone step: its earlier run no longer counts
+            self._cluster_step_s -= row.step_s
+            self._cluster_samples -= row.samples
+        if event.step <= self._redo_until:
+            self.lost_s += event.step_s
+        row.t, row.step_s, row.lr = event.t, event.step_s, event.lr
+        row.loss = event.global_loss if event.global_loss is not None else event.loss
+        self._cluster_step_s += event.step_s
+        self.curves_version += 1
+        self._cluster_samples += row.samples
+        self._last_rank0_step = event
+
+    # ---------------------------------------------------------------- whole-run figures
+    @property
+    def has_steps(self) -> bool:
+        return self._cluster_step_s > 0
+
+    @property
+    def steps_done(self) -> int:
+        """The last step that completed (the start's step before any)."""
+        if self.rows:
+            return max(self.rows)
+        return self.first_start.step if self.first_start is not None else 0
+
+    @property
+    def wall_s(self) -> float | None:
+        """From the run's first event to its last."""
+        if self.first_t is None or self.last_t is None or self.last_t <= self.first_t:
+            return None
+        return self.last_t - self.first_t
+
+    @property
+    def mean_samples_per_s(self) -> float | None:
+        """Σ step samples / Σ step time (rank 0's), each step once."""
+        return ratio(self._cluster_samples, self._cluster_step_s)
+
+    @property
+    def ideal_samples_per_s(self) -> float | None:
+        """Σ of each rank's solo rate over the run."""
+        return ideal_of([rank.solo_rate for rank in self.ranks.values()])
+
+    @property
+    def efficiency(self) -> float | None:
+        return efficiency_of(self.mean_samples_per_s, self.ideal_samples_per_s)
+
+    def step_rates(self) -> list[float]:
+        """The cluster's throughput of every step rank 0 reported, in step order."""
+        rates = (row.samples_per_s for _, row in sorted(self.rows.items()))
+        return [rate for rate in rates if rate is not None]
+
+    def loss_points(self) -> list[tuple[int, float]]:
+        """``(step, global loss)`` of every step, in step order."""
+        return [(step, row.loss) for step, row in sorted(self.rows.items())
+                if row.loss is not None]
+
+    @property
+    def loss(self) -> Metric | None:
+        return metric_of(self.loss_points())
+
+    def eval_points(self) -> dict[str, list[tuple[int, float]]]:
+        """Per eval metric: ``(step, value)`` in step order (a redone evaluation once)."""
+        return {name: sorted(points.items()) for name, points in self._evals.items()}
+
+    def eval_metrics(self) -> dict[str, Metric]:
+        metrics = {name: metric_of(points, lower_is_better(name))
+                   for name, points in self.eval_points().items()}
+        return {name: metric for name, metric in metrics.items() if metric is not None}
+
+    @property
+    def final_lr(self) -> float | None:
+        lrs = [row.lr for _, row in sorted(self.rows.items()) if row.lr is not None]
+        return lrs[-1] if lrs else None
+
+    def final_share(self, rank: int) -> float | None:
+        """``rank``'s part of the global batch at the last step."""
+        return self.rows[max(self.rows)].share(rank) if self.rows else None
+
+    # ---------------------------------------------------------------- steps and moves
+    def complete(self, row: StepRow) -> bool:
+        """Every rank reported the step (as far as the run's size is known)."""
+        return row.step_s is not None and len(row.cells) >= (self.world_size or 1)
+
+    def latest_complete_row(self) -> StepRow | None:
+        """The newest step every rank has reported (among the last ``LOOK_BACK_STEPS``)."""
+        for step in range(self.last_step, max(0, self.last_step - LOOK_BACK_STEPS), -1):
+            row = self.rows.get(step)
+            if row is not None and self.complete(row):
+                return row
+        return None
+
+    def measured_gain(self, move: RebalanceEvent) -> float | None:
+        """The move's measured gain, once every step of its window ran on every rank."""
+        window = [self.rows.get(step) for step in
+                  range(move.step, move.step + MEASURE_AFTER_STEPS)]
+        before = max(move.times) if move.times else 0.0
+        if before <= 0 or any(row is None or not self.complete(row) for row in window):
+            return None
+        return 1.0 - statistics.fmean(row.max_compute_s for row in window if row) / before
+
+    def moves(self) -> list[Move]:
+        """Every balancer decision (a redone one once), with its measured gain when known."""
+        return [Move(step=event.step, previous=list(event.previous), split=list(event.split),
+                     reason=event.reason, policy=event.policy,
+                     predicted_gain=event.predicted_gain,
+                     measured_gain=self.measured_gain(event)) for event in self.rebalances]
+

@@ -1,0 +1,110 @@
+"""The console's header and ``corral report`` say the same about the same run: a recorded run
+replayed into the console's model (as the runs screen opens it) and the same run followed live
+show the report's throughput, ideal, efficiency, wall time, per-rank utilisation, loss and
+measured balancer gains, for completed, failed, evaluated and restarted runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from console.formatting import fmt_duration, fmt_percent, fmt_rate
+from console.model.recorded import model_from_history
+from console.model.run import RunModel
+from console.widgets.header import finished_parts
+from remote.api import RankEvent, RunStatus
+from remote.records.history import load_history
+from remote.records.summary import RunSummary, summarize
+
+try:
+    from tests.remote.recorded import info, restarted_run, synthetic_run, write_recorded
+except ImportError:  # run from tests/console
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "remote"))
+    from recorded import (  # type: ignore[no-redef]
+        info,
+        restarted_run,
+        synthetic_run,
+        write_recorded,
+    )
+
+RUNS: dict[str, tuple[str, Any]] = {
+    "completed": ("completed", lambda: synthetic_run(steps=20)),
+    "failed": ("failed", lambda: synthetic_run(steps=12, end="failed",
+                                               error="RuntimeError: out of memory")),
+    "evaluated": ("completed", lambda: synthetic_run(steps=20, extra=True)),
+    "restarted": ("completed", restarted_run),
+}
+LATER = 4_000_000_000.0
+"""A clock reading long after every run: a finished run's elapsed time must not depend on it."""
+
+
+def _recorded(tmp_path: Path, kind: str) -> tuple[Any, RunSummary]:
+    state, lines = RUNS[kind]
+    run_dir = tmp_path / "runs" / f"rep-{kind}"
+    write_recorded(run_dir, info(f"rep-{kind}", state, detail="why" if state != "completed"
+                                 else ""), lines())
+    history = load_history(run_dir)
+    summary, _ = summarize(history)
+    return history, summary
+
+
+def _followed_live(history: Any, summary: RunSummary) -> RunModel:
+    """The same events as the console receives them while following the run."""
+    model = RunModel.of_run(history.info.run_id)
+    first_t = history.lines[0].t
+    model.apply(RunStatus(t=first_t - 5.0, run_id=history.info.run_id, state="running"))
+    for line in history.lines:
+        model.apply(RankEvent(host=line.host, event=line.event))
+    model.apply(RunStatus(t=history.lines[-1].t + 2.0, run_id=history.info.run_id,
+                          state=summary.outcome.state,  # type: ignore[arg-type]
+                          failed_host=summary.outcome.failed_host,
+                          failed_rank=summary.outcome.failed_rank))
+    return model
+
+
+def _assert_same(model: RunModel, summary: RunSummary) -> None:
+    assert model.finished
+    assert model.samples_per_s == summary.mean_samples_per_s
+    assert model.ideal_samples_per_s == summary.ideal_samples_per_s
+    assert model.efficiency == summary.efficiency
+    assert model.elapsed_s(LATER) == summary.wall_s and summary.wall_s
+    rows = {row.rank: row for row in model.sorted_ranks()}
+    for rank in summary.ranks:
+        assert rows[rank.rank].compute_share == pytest.approx(rank.utilisation, rel=1e-12)
+        assert rows[rank.rank].samples_per_s == rank.mean_samples_per_s
+    assert [d.measured_gain for d in model.decisions] == [m.measured_gain for m in summary.moves]
+    # What the header writes is what the report writes.
+    header = "  ".join(finished_parts(model, LATER))
+    assert f"in {fmt_duration(summary.wall_s)}" in header
+    assert f"mean {fmt_rate(summary.mean_samples_per_s)} samples/s" in header
+    assert f"eff {fmt_percent(summary.efficiency)}" in header
+    assert summary.loss is not None and f"loss {summary.loss.final:.4g}" in header
+
+
+@pytest.mark.parametrize("kind", sorted(RUNS))
+def test_the_past_runs_screen_shows_the_reports_figures(tmp_path: Path, kind: str) -> None:
+    history, summary = _recorded(tmp_path, kind)
+    model = model_from_history(history, summary.outcome, cluster_name="rep", policy="dynamic")
+    _assert_same(model, summary)
+
+
+@pytest.mark.parametrize("kind", sorted(RUNS))
+def test_a_run_followed_live_ends_on_the_reports_figures(tmp_path: Path, kind: str) -> None:
+    history, summary = _recorded(tmp_path, kind)
+    _assert_same(_followed_live(history, summary), summary)
+
+
+def test_a_restarted_run_counts_its_redone_steps_once(tmp_path: Path) -> None:
+    _, summary = _recorded(tmp_path, "restarted")
+    assert summary.restarts == 1 and summary.steps_done == 20
+    # Steps 6-10 ran twice: first on the rebalanced split (12, 4), then again on (8, 8); the
+    # mean is that of steps 1-20 as they last ran, all on (8, 8).
+    step_s = 8 * 0.003 + 0.002
+    assert summary.mean_samples_per_s == pytest.approx(16 / step_s)
+    assert summary.ideal_samples_per_s == pytest.approx(8 / 0.008 + 8 / 0.024)
+    assert summary.lost_s == pytest.approx(30.0 + 5 * step_s)
+    # The move's window (steps 6-10) was redone on the old split: it gained nothing.
+    assert [m.measured_gain for m in summary.moves] == [pytest.approx(0.0)]
