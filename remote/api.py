@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
 from trainer.events import TrainerEvent
+
+if TYPE_CHECKING:
+    from remote.config.cluster import ClusterConfig
+    from remote.k8s.export import K8sExport
 
 HostState = Literal[
     "connecting", "checking", "pushing", "starting", "running", "done", "failed", "unreachable",
@@ -210,3 +215,36 @@ class RunController(Protocol):
     async def aclose(self) -> None:
         """Close every SSH connection (runs keep going on the hosts)."""
         ...
+
+
+# ---- Kubernetes export (``corral export k8s``; the work is in ``remote.k8s``) ----------------
+
+K8sFormat = Literal["pytorchjob", "jobset", "trainjob"]
+"""The job objects ``corral export k8s`` writes: Kubeflow's PyTorchJob (kubeflow.org/v1),
+a JobSet (jobset.x-k8s.io/v1alpha2), Kubeflow Trainer's TrainJob (trainer.kubeflow.org/v1alpha1)."""
+K8S_FORMATS: tuple[str, ...] = get_args(K8sFormat)
+
+
+def export_kubernetes(config: ClusterConfig, requested: str | None = None, *,
+                      run_id: str | None = None) -> K8sExport:
+    """The run ``config`` describes as Kubernetes manifests, in the ``requested`` format
+    (None: chosen from the host kinds); ``UsageError`` names the key and fix of what cannot
+    be exported."""
+    from remote.k8s.export import export_manifests
+
+    return export_manifests(config, requested, run_id=run_id)
+
+
+def write_kubernetes(export: K8sExport, out: Path) -> list[Path]:
+    """Write one YAML file per object of ``export`` into ``out``; the paths written."""
+    from remote.k8s.export import write_export
+
+    return write_export(export, out)
+
+
+def kubernetes_next_steps(config: ClusterConfig, export: K8sExport, source: str) -> list[str]:
+    """The commands that apply ``export`` (from ``source``: a folder or a file), follow its
+    pods and copy its run directory back to where corral looks for runs."""
+    from remote.k8s.export import next_steps
+
+    return next_steps(config, export, source)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import gzip
-from dataclasses import dataclass
+import json
+import shlex
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from remote.config.cluster import ClusterConfig
@@ -17,6 +19,7 @@ from remote.k8s import manifests
 from remote.k8s.kinds import (
     ExportError,
     Format,
+    HostKind,
     check_group_names,
     choose_format,
     host_kinds,
@@ -24,9 +27,15 @@ from remote.k8s.kinds import (
     pod_config,
     pod_plan,
 )
-from remote.k8s.pod_command import PodStart, pod_launch, start_script
+from remote.k8s.pod_command import (
+    RUN_RECORD_RUNNING,
+    RUN_RECORD_STARTED,
+    PodStart,
+    pod_launch,
+    start_script,
+)
 from remote.k8s.yaml_text import dump, dump_all
-from remote.records.runs import new_run_id
+from remote.records.runs import RunInfo, local_run_dir, new_run_id
 from remote.run.push import build_bundle
 from remote.run.task_code import user_code
 
@@ -69,6 +78,34 @@ def code_archive(config: ClusterConfig) -> tuple[str, str]:
     return bundle.digest, packed
 
 
+def run_record(config: ClusterConfig, run_id: str, digest: str, job: str) -> str:
+    """``run.json`` as ``corral run`` records it, for the first pod to write into the run
+    directory (its start time and outcome filled in there)."""
+    info = RunInfo(run_id=run_id, cluster=config.cluster.name, state="running", started=0.0,
+                   hosts=tuple(h.name for h in config.hosts), config_path=str(config.path),
+                   code_digest=digest, name=config.run.name or "",
+                   detail=f"on Kubernetes: {job} in namespace {config.kubernetes.namespace}")
+    text = json.dumps(asdict(info), indent=1) + "\n"
+    if text.count(RUN_RECORD_STARTED) != 1 or text.count(RUN_RECORD_RUNNING) != 1:
+        raise AssertionError(f"run.json is not written as the start script expects: {text}")
+    return text
+
+
+def job_and_start(chosen: Format, pods: manifests.Pods, kinds: tuple[HostKind, ...]
+                  ) -> tuple[manifests.Manifest, PodStart]:
+    """The job object of the format and where its pods learn their index and master."""
+    if chosen == "pytorchjob":
+        hosts = sum(len(kind.places) for kind in kinds)
+        return (manifests.pytorchjob(pods, kinds, hosts),
+                PodStart(node="RANK", endpoint='"$MASTER_ADDR:$MASTER_PORT"'))
+    if chosen == "jobset":
+        return (manifests.jobset(pods, kinds),
+                PodStart(node=manifests.NODE_ENV,
+                         endpoint=f"{manifests.jobset_master(pods, kinds)}:{pods.port}"))
+    return (manifests.trainjob(pods, kinds[0]),
+            PodStart(node="PET_NODE_RANK", endpoint='"$PET_MASTER_ADDR:$PET_MASTER_PORT"'))
+
+
 def export_manifests(config: ClusterConfig, requested: str | None = None, *,
                      run_id: str | None = None) -> K8sExport:
     """The manifests for ``config`` in the ``requested`` format (None: chosen from the
@@ -80,26 +117,18 @@ def export_manifests(config: ClusterConfig, requested: str | None = None, *,
     job = job_name(config)
     if chosen == "jobset":
         check_group_names(job, kinds)
-    run_id = run_id or new_run_id(job)
+    run_id = run_id or new_run_id(config.cluster.name)
     setting = config.cluster.rendezvous_port
     pods = manifests.Pods(settings=config.kubernetes, job=job, run_id=run_id,
                           port=DEFAULT_PORT if setting == "auto" else int(setting),
                           config_map=f"{job}-code")
     digest, packed = code_archive(config)
     launch = pod_launch(pods_config, plan, run_id=run_id, digest=digest, port=pods.port)
-    if chosen == "pytorchjob":
-        start = PodStart(node="RANK", endpoint='"$MASTER_ADDR:$MASTER_PORT"')
-        job_object = manifests.pytorchjob(pods, kinds, len(plan.hosts))
-    elif chosen == "jobset":
-        start = PodStart(node=manifests.NODE_ENV,
-                         endpoint=f"{manifests.jobset_master(pods, kinds)}:{pods.port}")
-        job_object = manifests.jobset(pods, kinds)
-    else:
-        start = PodStart(node="PET_NODE_RANK", endpoint='"$PET_MASTER_ADDR:$PET_MASTER_PORT"')
-        job_object = manifests.trainjob(pods, kinds[0])
+    job_object, start = job_and_start(chosen, pods, kinds)
     order = tuple(place for kind in kinds for place in kind.places)
     script = start_script(pods_config, launch, order, start)
-    objects = [manifests.config_map(pods, script, packed)]
+    record = run_record(config, run_id, digest, f"{chosen} {job}")
+    objects = [manifests.config_map(pods, script, record, packed)]
     if config.kubernetes.create_pvc:
         objects.append(manifests.runs_claim(pods))
     objects.append(job_object)
@@ -116,3 +145,30 @@ def write_export(export: K8sExport, out: Path) -> list[Path]:
         path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
+
+
+COPY_POD = "corral-copy"
+"""A throw-away pod that mounts the run-directory claim for ``kubectl cp`` (the job's own pods
+have exited by the time a run is copied back, and ``kubectl cp`` needs a running one)."""
+
+
+def next_steps(config: ClusterConfig, export: K8sExport, source: str) -> list[str]:
+    """Apply, follow, copy back (to ``<run_root>/<run_id>``, where ``corral report`` looks)."""
+    ns = f"-n {shlex.quote(export.namespace)}"
+    claim = config.kubernetes.runs_pvc
+    overrides = json.dumps({"spec": {
+        "volumes": [{"name": "runs", "persistentVolumeClaim": {"claimName": claim}}],
+        "containers": [{"name": COPY_POD, "image": "busybox", "command": ["sleep", "3600"],
+                        "volumeMounts": [{"name": "runs", "mountPath": "/runs"}]}]}},
+        separators=(",", ":"))
+    local = shlex.quote(str(local_run_dir(config, export.run_id)))
+    return [
+        f"kubectl apply -f {shlex.quote(source)}",
+        f"kubectl {ns} logs -f -l {manifests.RUN_ID_LABEL}={export.run_id} "
+        "--prefix --max-log-requests 64",
+        f"kubectl {ns} run {COPY_POD} --image=busybox --restart=Never "
+        f"--overrides={shlex.quote(overrides)}",
+        f"kubectl {ns} wait --for=condition=Ready pod/{COPY_POD}",
+        f"kubectl {ns} cp {COPY_POD}:/runs/{export.run_id} {local}",
+        f"kubectl {ns} delete pod {COPY_POD}",
+    ]

@@ -11,17 +11,16 @@ the fix (``ExportError``).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal, get_args
 
 from profiles.user_errors import UsageError
+from remote.api import K8S_FORMATS as FORMATS
+from remote.api import K8sFormat as Format
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.config.errors import host_where, quote
 from remote.config.rules import k8s_name_problem
 from remote.run.launch import LaunchFacts
 from remote.run.plan import ClusterPlan, HostPlan, plan_cluster
 
-Format = Literal["pytorchjob", "jobset", "trainjob"]
-FORMATS: tuple[str, ...] = get_args(Format)
 POD_PYTHON = "python"
 """The interpreter on the image's PATH that runs torchrun and the trainer."""
 POD_HOME = "/corral"
@@ -99,9 +98,10 @@ def host_kinds(config: ClusterConfig, plan: ClusterPlan) -> tuple[HostKind, ...]
     for index, place in enumerate(plan.hosts):
         image = place.host.image or config.kubernetes.image
         if not image:
-            raise ExportError(f"[kubernetes] image: not set, and {host_where(index, place.host.name)} "
-                              'sets none either; set [kubernetes] image = "REGISTRY/IMAGE:TAG" '
-                              "(Python with torch: examples/k8s/Dockerfile)")
+            where = host_where(index, place.host.name)
+            raise ExportError(f"[kubernetes] image: not set, and {where} sets none either; "
+                              'set [kubernetes] image = "REGISTRY/IMAGE:TAG" (Python with '
+                              "torch: examples/k8s/Dockerfile)")
         images[place.host.name] = image
         key = (place.device, place.gpus, place.nproc, image,
                tuple(sorted(place.host.node_selector.items())))

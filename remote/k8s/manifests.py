@@ -12,7 +12,8 @@ from typing import Any
 
 from remote.config.cluster import KubernetesSection
 from remote.k8s.kinds import POD_HOME, HostKind
-from remote.k8s.pod_command import BUNDLE_DIR, START_SCRIPT
+from remote.k8s.pod_command import BUNDLE_DIR, CODE_ARCHIVE, START_SCRIPT
+from trainer.run_layout import RunLayout
 
 Manifest = dict[str, Any]
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -111,10 +112,11 @@ def gpu_resources(kind: HostKind) -> Manifest:
     return {"limits": {GPU_RESOURCE: kind.gpus}}
 
 
-def config_map(pods: Pods, script: str, code_archive_b64: str) -> Manifest:
-    """The start script and the pushed code."""
+def config_map(pods: Pods, script: str, record: str, code_archive_b64: str) -> Manifest:
+    """The start script, the run's record and the pushed code."""
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": pods.meta(pods.config_map),
-            "data": {START_SCRIPT: script}, "binaryData": {"code.tar.gz": code_archive_b64}}
+            "data": {START_SCRIPT: script, RunLayout.RUN_RECORD: record},
+            "binaryData": {CODE_ARCHIVE: code_archive_b64}}
 
 
 def runs_claim(pods: Pods) -> Manifest:

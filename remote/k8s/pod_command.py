@@ -19,7 +19,7 @@ from remote.k8s.kinds import PLACEHOLDER_MASTER
 from remote.run.launch import LaunchPlan, launcher_command, run_dir_for
 from remote.run.plan import ClusterPlan, HostPlan
 from remote.run.push import MARKER, code_dir
-from trainer.run_layout import IN_RUN_DIR
+from trainer.run_layout import IN_RUN_DIR, RunLayout
 
 BUNDLE_DIR = "bundle"
 """Where the ConfigMap is mounted, below the pods' ``HOME``."""
@@ -27,6 +27,10 @@ CODE_ARCHIVE = "code.tar.gz"
 """The ConfigMap key of the pushed packages (a gzipped tar of ``push.build_bundle``)."""
 START_SCRIPT = "start.sh"
 """The ConfigMap key of the start script."""
+RUN_RECORD_STARTED = '"started": 0.0,'
+"""The start time in the ConfigMap's ``run.json``; the first pod writes the real one."""
+RUN_RECORD_RUNNING = '"state": "running"'
+"""The state in the ConfigMap's ``run.json``; the first pod writes the outcome at the end."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +66,7 @@ def start_script(config: ClusterConfig, launch: LaunchPlan, order: tuple[HostPla
     code = shell_path(code_dir("~", launch.code_digest))
     run_dir = shell_path(launch.run_dir)
     archive = shell_path(f"~/{BUNDLE_DIR}/{CODE_ARCHIVE}")
+    record = shell_path(f"~/{BUNDLE_DIR}/{RunLayout.RUN_RECORD}")
     lines = [
         f"# corral run {launch.run_id}: one pod's start (written by `corral export k8s`)",
         f'node="${{{start.node}:?the pod index is not set}}"',
@@ -74,15 +79,27 @@ def start_script(config: ClusterConfig, launch: LaunchPlan, order: tuple[HostPla
     for index, place in enumerate(order):
         name = place.host.name
         lines += [f"  {index}) logs={shlex.quote(IN_RUN_DIR.host_logs(name))}; "
-                  f"exit_file={shlex.quote(IN_RUN_DIR.host_file(name, 'exit'))}",
+                  f"exit_file={shlex.quote(IN_RUN_DIR.host_file(name, 'exit'))}; "
+                  f"planned_file={shlex.quote(IN_RUN_DIR.host_file(name, 'planned'))}; "
+                  f"planned={shlex.quote(' '.join(str(r) for r in place.ranks))}",
                   f"     launch() {{ {pod_command(config, launch, place)}",
                   "     } ;;"]
     lines += [
         '  *) echo "corral: no host for pod index $node" >&2; exit 2 ;;',
         "esac",
         f'mkdir -p {run_dir} && cd {run_dir} && mkdir -p "$logs" {IN_RUN_DIR.HOSTS} || exit 1',
+        "# what `corral report` and the console read once the run directory is copied back",
+        'printf "%s\\n" $planned > "$planned_file"',
+        f"[ \"$node\" != 0 ] || sed 's/{RUN_RECORD_STARTED}/\"started\": '\"$(date +%s)\"',/' "
+        f"{record} > {RunLayout.RUN_RECORD}",
         "launch",
-        'exit "$(cat "$exit_file")"',
+        'status="$(cat "$exit_file" 2>/dev/null || echo 1)"',
+        'if [ "$node" = 0 ]; then',
+        '  state=failed; [ "$status" != 0 ] || state=completed',
+        f"  sed 's/{RUN_RECORD_RUNNING}/\"state\": \"'\"$state\"'\"/' {RunLayout.RUN_RECORD} "
+        f"> {RunLayout.RUN_RECORD}.tmp && mv {RunLayout.RUN_RECORD}.tmp {RunLayout.RUN_RECORD}",
+        "fi",
+        'exit "$status"',
         "",
     ]
     return "\n".join(lines)
