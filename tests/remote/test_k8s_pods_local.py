@@ -15,8 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from console.model.recorded import model_from_history
 from remote.api import RunStatus, export_kubernetes
 from remote.config.cluster import load_cluster
+from remote.records import tensorboard
+from remote.records.history import load_history
+from remote.records.runs import list_runs
+from remote.records.summary import summarize
 from remote.run.controller import SshRunController
 
 try:
@@ -114,3 +119,12 @@ async def test_pods_train_to_the_parameters_of_corral_run_and_report_reads_them(
     assert summary["outcome"]["state"] == "completed"
     assert summary["steps_done"] == 6 and summary["policy"] == "static"
     assert sorted({r["host"] for r in summary["ranks"]}) == sorted(HOSTS)
+    # the console's past runs list it and replay it; TensorBoard files come from it
+    config = load_cluster(config_path)
+    assert export.run_id in [info.run_id for info in list_runs(config)]
+    history = load_history(copied)
+    outcome = summarize(history)[0].outcome
+    model = model_from_history(history, outcome, cluster_name="pods", policy="static")
+    assert model.state == "completed" and model.step == 6
+    if tensorboard.available():
+        assert tensorboard.convert_run(copied).points > 0
