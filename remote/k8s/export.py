@@ -99,9 +99,9 @@ def job_and_start(chosen: Format, pods: manifests.Pods, kinds: tuple[HostKind, .
         return (manifests.pytorchjob(pods, kinds, hosts),
                 PodStart(node="RANK", endpoint='"$MASTER_ADDR:$MASTER_PORT"'))
     if chosen == "jobset":
+        master = f"{manifests.jobset_master(pods, kinds)}:{pods.port}"
         return (manifests.jobset(pods, kinds),
-                PodStart(node=manifests.NODE_ENV,
-                         endpoint=f"{manifests.jobset_master(pods, kinds)}:{pods.port}"))
+                PodStart(node=manifests.NODE_ENV, endpoint=shlex.quote(master)))
     return (manifests.trainjob(pods, kinds[0]),
             PodStart(node="PET_NODE_RANK", endpoint='"$PET_MASTER_ADDR:$PET_MASTER_PORT"'))
 

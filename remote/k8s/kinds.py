@@ -61,9 +61,11 @@ class HostKind:
 
 def pod_config(config: ClusterConfig) -> ClusterConfig:
     """``config`` as the pods run it: every host is its pod (no SSH), with the image's python,
-    ``HOME`` as workdir, run directories on the claim, the first host as master."""
+    ``HOME`` as workdir, run directories on the claim, the first host as master, and the pod's
+    own network (a host's ``interface`` names one of the SSH machine's)."""
     hosts = tuple(replace(h, address="local", user=None, port=None, identity_file=None,
-                          python=POD_PYTHON, workdir="~") for h in config.hosts)
+                          python=POD_PYTHON, workdir="~", interface=None)
+                  for h in config.hosts)
     cluster = replace(config.cluster, master=hosts[0].name, master_addr=None,
                       run_root="~/runs")
     return replace(config, cluster=cluster, hosts=hosts)
