@@ -42,7 +42,8 @@ THREE_IN_TWO = (HEAD + host("a100", "10.0.0.1", 2, A100) + host("t4-1", "10.0.0.
                 + '[run]\nglobal_batch = 60\nsplit = [14, 14, 8, 8, 8, 8]\npolicy = "static"\n')
 FOUR_IN_THREE = (HEAD + host("a100", "10.0.0.1", 2, A100) + host("t4-1", "10.0.0.2", 1, T4)
                  + host("t4-2", "10.0.0.3", 1, T4)
-                 + host("cpu", "10.0.0.4", 0, extra="nproc = 2\nthreads = 4\n")
+                 + host("cpu", "10.0.0.4", 0,
+                        extra='nproc = 2\nthreads = 4\ninterface = "enp3s0"\n')
                  + '[run]\nglobal_batch = 60\nsplit = [16, 16, 8, 8, 6, 6]\n'
                    'policy = "dynamic"\nbackend = "gloo"\n')
 
@@ -130,6 +131,7 @@ def test_the_format_fits_the_kinds_and_each_pod_runs_its_hosts_dry_run_command(
         assert pod_torchrun == torchrun
         for key in ("CORRAL_HOST", "CORRAL_RANK_BASE", "CORRAL_RUN_ID", "CUDA_VISIBLE_DEVICES"):
             assert pod_env.get(key) == env.get(key), key
+        assert "GLOO_SOCKET_IFNAME" not in pod_env  # a pod has its own network
     assert "--split" in trainer and "--policy" in trainer
 
 
@@ -230,3 +232,26 @@ def test_out_writes_one_file_per_object_and_dry_run_writes_none(
         "01-configmap-k8s-code.yaml", "02-persistentvolumeclaim-corral-runs.yaml",
         "03-pytorchjob-k8s.yaml"]
     assert f"kubectl apply -f {out_dir}" in out
+
+
+def test_each_pod_finds_its_host_by_the_index_its_controller_gives_it(tmp_path: Path) -> None:
+    # kinds interleaved in cluster.toml: the JobSet numbers pods group by group
+    config = config_of(tmp_path, HEAD + host("a", "10.0.0.1", 1, T4) + host("b", "10.0.0.2", 0)
+                       + host("c", "10.0.0.3", 1, T4) + host("d", "10.0.0.4", 2, A100))
+    export = export_kubernetes(config, run_id=RUN_ID)
+    assert export.format == "jobset"
+    groups = export.objects[-1]["spec"]["replicatedJobs"]
+    assert [(g["name"], g["replicas"]) for g in groups] == [("a", 2), ("b", 1), ("d", 1)]
+    for group in groups:
+        (container,) = group["template"]["spec"]["template"]["spec"]["containers"]
+        (index,) = [e for e in container["env"] if e["name"] == "CORRAL_NODE"]
+        assert "jobset.sigs.k8s.io/job-global-index" in index["valueFrom"]["fieldRef"]["fieldPath"]
+    script = export.objects[0]["data"]["start.sh"]
+    assert 'node="${CORRAL_NODE:?' in script and "endpoint=k8s-a-0-0.k8s:29500" in script
+    by_index = [command_words(c)[0] for c in pod_commands(export)]
+    assert [(e["CORRAL_HOST"], e["CORRAL_RANK_BASE"]) for e in by_index] == [
+        ("a", "0"), ("c", "2"), ("b", "1"), ("d", "3")]
+    for chosen, variable in (("pytorchjob", "RANK"), ("trainjob", "PET_NODE_RANK")):
+        one_kind = config_of(tmp_path, HEAD + host("a", "10.0.0.1", 1) + host("b", "10.0.0.2", 1))
+        script = export_kubernetes(one_kind, chosen).objects[0]["data"]["start.sh"]
+        assert f'node="${{{variable}:?' in script
