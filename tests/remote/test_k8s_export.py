@@ -5,6 +5,7 @@ naming the key and the fix."""
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,11 @@ from typing import Any
 import pytest
 
 from console import cli
-from remote.api import export_kubernetes
+from remote.api import export_kubernetes, kubernetes_next_steps
 from remote.config.cluster import ClusterConfig, parse_cluster
 from remote.k8s.export import K8sExport
 from remote.k8s.yaml_text import dump_all
+from remote.records.runs import local_run_dir
 from remote.run.launch import LaunchFacts
 from remote.run.preview import preview
 
@@ -255,3 +257,20 @@ def test_each_pod_finds_its_host_by_the_index_its_controller_gives_it(tmp_path: 
         one_kind = config_of(tmp_path, HEAD + host("a", "10.0.0.1", 1) + host("b", "10.0.0.2", 1))
         script = export_kubernetes(one_kind, chosen).objects[0]["data"]["start.sh"]
         assert f'node="${{{variable}:?' in script
+
+
+def test_the_copy_back_pod_is_a_valid_pod_mounting_the_claim(tmp_path: Path) -> None:
+    validate = pytest.importorskip("kubernetes_validate")
+    config = config_of(tmp_path, THREE_IN_TWO)
+    export = export_kubernetes(config, run_id=RUN_ID)
+    steps = kubernetes_next_steps(config, export, "k8s/")
+    (run_line,) = [s for s in steps if " run corral-copy " in s]
+    overrides = json.loads(shlex.split(run_line.split("--overrides=")[1])[0])
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "corral-copy"}, **overrides}
+    validate.validate(pod, validate.latest_version(), strict=True)
+    (claim,) = overrides["spec"]["volumes"]
+    assert claim["persistentVolumeClaim"]["claimName"] == "corral-runs"
+    (cp_line,) = [s for s in steps if " cp " in s]
+    source, target = shlex.split(cp_line)[-2:]
+    assert source == f"corral-copy:/runs/{RUN_ID}"
+    assert Path(target) == local_run_dir(config, RUN_ID)  # where corral report looks
