@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from console.cli_parser import build_parser
+from console.export_cli import EXPORT_COMMANDS
 from console.results_cli import RESULTS_COMMANDS
 from profiles.user_errors import CorralError, UsageError
 
@@ -308,6 +309,7 @@ async def cmd_trust(args: argparse.Namespace, console: Console) -> int:
 ASYNC_COMMANDS = {
     "check": cmd_check, "run": cmd_run, "stop": cmd_stop, "status": cmd_status,
     "profile": cmd_profile, "trust": cmd_trust, "setup": cmd_setup, **RESULTS_COMMANDS,
+    **EXPORT_COMMANDS,
 }
 
 

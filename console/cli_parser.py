@@ -10,6 +10,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from console.export_cli import add_export_parser
 from console.results_cli import add_results_parsers
 from trainer.settings import POLICIES
 
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parsers(command)
     add_host_parsers(command)
     add_results_parsers(command)
+    add_export_parser(command)
     return parser
 
 

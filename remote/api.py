@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from remote.config.cluster import ClusterConfig, load_cluster
@@ -33,6 +34,7 @@ from remote.events import (
     RunStatus,
     StopReport,
 )
+from remote.k8s.formats import K8S_FORMATS, K8sFormat
 from remote.records.figures import Metric, Move, RankFigures, StepRow, efficiency_of, ideal_of
 from remote.records.history import RunHistory, load_history
 from remote.records.reducer import RunFigures
@@ -50,16 +52,19 @@ from remote.records.tensorboard import board_command, board_label, convert_run
 if TYPE_CHECKING:  # the results of the entry points below, whose layers load when called
     from remote.hosts.profile_hosts import HostProfile as HostProfile
     from remote.hosts.setup import SetupResult as SetupResult
+    from remote.k8s.export import K8sExport as K8sExport
     from remote.records.fetch import Fetched as Fetched
 
 __all__ = [
     "FINAL_RUN_STATES",
+    "K8S_FORMATS",
     "SCHEMA_VERSION",
     "CheckItem",
     "CheckReport",
     "ClusterConfig",
     "HostState",
     "HostStatus",
+    "K8sFormat",
     "LaunchPreview",
     "LogLine",
     "Metric",
@@ -85,10 +90,12 @@ __all__ = [
     "convert_run",
     "demo_toml",
     "efficiency_of",
+    "export_kubernetes",
     "fetch_results",
     "find_runs",
     "hosts_toml",
     "ideal_of",
+    "kubernetes_next_steps",
     "list_runs",
     "load_cluster",
     "load_history",
@@ -100,6 +107,7 @@ __all__ = [
     "summarize",
     "summary_to_json",
     "trust_host",
+    "write_kubernetes",
     "write_new",
 ]
 
@@ -160,3 +168,32 @@ async def trust_host(config: ClusterConfig, host_name: str,
     from remote.hosts.ssh import trust_host as trust_over_ssh
 
     return await trust_over_ssh(config, host_name, confirm)
+
+
+# ---- Kubernetes export (``corral export k8s``; the work is in ``remote.k8s``) ----------------
+
+
+
+def export_kubernetes(config: ClusterConfig, requested: str | None = None, *,
+                      run_id: str | None = None) -> K8sExport:
+    """The run ``config`` describes as Kubernetes manifests, in the ``requested`` format
+    (None: chosen from the host kinds); ``UsageError`` names the key and fix of what cannot
+    be exported."""
+    from remote.k8s.export import export_manifests
+
+    return export_manifests(config, requested, run_id=run_id)
+
+
+def write_kubernetes(export: K8sExport, out: Path) -> list[Path]:
+    """Write one YAML file per object of ``export`` into ``out``; the paths written."""
+    from remote.k8s.export import write_export
+
+    return write_export(export, out)
+
+
+def kubernetes_next_steps(config: ClusterConfig, export: K8sExport, source: str) -> list[str]:
+    """The commands that apply ``export`` (from ``source``: a folder or a file), follow its
+    pods and copy its run directory back to where corral looks for runs."""
+    from remote.k8s.export import next_steps
+
+    return next_steps(config, export, source)

@@ -35,7 +35,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 __all__ = [
     "ClusterConfig", "ClusterSection", "ConfigError", "ConfigProblem", "HostSection",
-    "RunSection", "SshSection", "load_cluster", "parse_cluster",
+    "KubernetesSection", "RunSection", "SshSection", "load_cluster", "parse_cluster",
 ]
 
 
@@ -128,6 +128,12 @@ class HostSection:
     the host's own pip configuration."""
     micro_batch: int | None = None
     """Largest forward/backward pass of this host's ranks; default ``[run] micro_batch``."""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    """``corral export k8s``: node labels the host's pods must run on (e.g. the GPU product
+    label ``nvidia.com/gpu.product``); hosts with different selectors are different kinds."""
+    image: str | None = None
+    """``corral export k8s``: the container image of this host's pods; default
+    ``[kubernetes] image``."""
 
     def __post_init__(self) -> None:
         _check(f"{host_where(None, self.name)}.", rules.host_problems(_values(self)))
@@ -215,6 +221,39 @@ class SshSection:
 
 
 @dataclass(frozen=True, kw_only=True)
+class KubernetesSection:
+    """``[kubernetes]``: how ``corral export k8s`` writes the run as Kubernetes manifests
+    (see docs/kubernetes.md); every name is a Kubernetes name (lower-case letters, digits,
+    ``-``)."""
+
+    namespace: str = "default"
+    """Namespace of every object written."""
+    image: str | None = None
+    """Container image of the pods: Python with torch and the task's packages (corral's own
+    code travels in a ConfigMap); needed unless every host sets its own ``image``."""
+    job_name: str | None = None
+    """Name of the job and prefix of its other objects; default: ``[cluster] name``."""
+    runs_pvc: str = "corral-runs"
+    """PersistentVolumeClaim holding the run directories, mounted in every pod."""
+    runs_pvc_size: str = "20Gi"
+    """Storage requested by the run-directory claim (when ``create_pvc``)."""
+    create_pvc: bool = True
+    """Write the run-directory claim with the job; ``false`` uses an existing ``runs_pvc``."""
+    storage_class: str | None = None
+    """StorageClass of the run-directory claim (ReadWriteMany when pods share it across
+    nodes); default: the cluster's default class."""
+    data_pvc: str | None = None
+    """An existing claim with data or model files, mounted read-only at ``/corral/data``."""
+    service_account: str | None = None
+    """Service account the pods run as; default: the namespace's default account."""
+    image_pull_secret: str | None = None
+    """Secret with the registry credentials for a private ``image``."""
+
+    def __post_init__(self) -> None:
+        _check("[kubernetes] ", rules.kubernetes_problems(_values(self)))
+
+
+@dataclass(frozen=True, kw_only=True)
 class ClusterConfig:
     """A whole cluster.toml."""
 
@@ -228,6 +267,8 @@ class ClusterConfig:
     """``[run]``."""
     ssh: SshSection = field(default_factory=SshSection)
     """``[ssh]``."""
+    kubernetes: KubernetesSection = field(default_factory=KubernetesSection)
+    """``[kubernetes]``."""
 
     def __post_init__(self) -> None:
         problems = rules.cross_problems(
@@ -266,9 +307,11 @@ class ClusterConfig:
 
 SECTIONS: dict[str, type] = {
     "cluster": ClusterSection, "hosts": HostSection, "run": RunSection, "ssh": SshSection,
+    "kubernetes": KubernetesSection,
 }
 """Top-level keys of cluster.toml and the dataclass each one fills."""
-HEADERS = {"cluster": "[cluster]", "hosts": "[[hosts]]", "run": "[run]", "ssh": "[ssh]"}
+HEADERS = {"cluster": "[cluster]", "hosts": "[[hosts]]", "run": "[run]", "ssh": "[ssh]",
+           "kubernetes": "[kubernetes]"}
 def load_cluster(path: str | os.PathLike[str]) -> ClusterConfig:
     """Read and check the cluster.toml at ``path``.
 

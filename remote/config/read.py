@@ -19,6 +19,7 @@ from remote.config.cluster import (
     ClusterConfig,
     ClusterSection,
     HostSection,
+    KubernetesSection,
     RunSection,
     SshSection,
 )
@@ -43,9 +44,11 @@ class Reader:
         hosts = self._hosts(document)
         run = self._table(document, "run", lambda key: _where("run", key))
         ssh = self._table(document, "ssh", lambda key: _where("ssh", key))
+        k8s = self._table(document, "kubernetes", lambda key: _where("kubernetes", key))
         for name, values, check in (("cluster", cluster, rules.cluster_problems),
                                     ("run", run, rules.run_problems),
-                                    ("ssh", ssh, rules.ssh_problems)):
+                                    ("ssh", ssh, rules.ssh_problems),
+                                    ("kubernetes", k8s, rules.kubernetes_problems)):
             if values is not None:
                 for key, message in check(values):
                     self.add(_where(name, key), message)
@@ -62,6 +65,7 @@ class Reader:
             path=self.path, cluster=ClusterSection(**cluster),
             hosts=tuple(HostSection(**host) for host in hosts),
             run=RunSection(**(run or {})), ssh=SshSection(**(ssh or {})),
+            kubernetes=KubernetesSection(**(k8s or {})),
         )
 
     def _unknown_sections(self, document: Mapping[str, Any]) -> None:

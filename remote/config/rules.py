@@ -35,6 +35,16 @@ INTERFACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}\Z")
 
 Problems = list[tuple[str, str]]
 
+K8S_LABEL_RE = re.compile(r"[a-z][-a-z0-9]{0,38}[a-z0-9]\Z|[a-z]\Z")
+"""A job name or namespace: a DNS label starting with a letter, short enough that a JobSet pod's
+hostname ``<job>-<group>-<i>-<j>`` stays within 63 characters."""
+K8S_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+"""A claim, secret, service account or storage class name (a DNS subdomain)."""
+LABEL_PART_RE = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]\Z")
+"""A label value, and a label key's name part."""
+QUANTITY_RE = re.compile(r"[0-9]+(\.[0-9]+)?([KMGTPE]i?|k|m)?\Z")
+"""A storage size like ``20Gi``."""
+
 
 def resolved_nproc(nproc: int | None, gpus: object) -> int | None:
     """Ranks on a host when known without asking it: ``nproc``, else the GPU count when it
@@ -175,6 +185,12 @@ def host_problems(values: Mapping[str, Any]) -> Problems:
         for index, line in enumerate(setup):
             if isinstance(line, str) and (not line.strip() or "\0" in line):
                 out.append((f"setup[{index}]", "must be a non-empty shell line without NUL"))
+    _text(out, values, "image", token=True)
+    selector = values.get("node_selector")
+    for label, value in (selector.items() if isinstance(selector, Mapping) else ()):
+        problem = label_problem(str(label), str(value))
+        if problem:
+            out.append((f"node_selector.{quote(str(label))}", problem))
     interface = values.get("interface")
     if isinstance(interface, str) and not INTERFACE_RE.match(interface):
         out.append(("interface", f"is not a network interface name (like eth0 or enp3s0, "
@@ -267,6 +283,44 @@ def ssh_problems(values: Mapping[str, Any]) -> Problems:
     _text(out, values, "known_hosts_file")
     _text(out, values, "config_file")
     _number(out, values, "lost_after", 0.0, inclusive=True)
+    return out
+
+
+def k8s_name_problem(value: str, *, label: bool) -> str | None:
+    """Why ``value`` is no Kubernetes name (``label``: a job name or namespace), or None."""
+    if (K8S_LABEL_RE if label else K8S_NAME_RE).match(value) and len(value) <= 253:
+        return None
+    fixed = re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")[:40].strip("-") or "corral"
+    first = "a letter" if label else "a letter or digit"
+    size = ", at most 40 characters" if label else ""
+    return (f"is not a Kubernetes name (lower-case letters, digits and '-', starting with "
+            f"{first}{size}), got {quote(value)}; use e.g. {quote(fixed)}")
+
+
+def label_problem(key: str, value: str) -> str | None:
+    """Why ``key = value`` is no node label (``prefix/name = value``), or None."""
+    prefix, _, name = key.rpartition("/")
+    if (prefix and not K8S_NAME_RE.match(prefix)) or not LABEL_PART_RE.match(name):
+        return f"{quote(key)} is not a label key (like \"nvidia.com/gpu.product\")"
+    if value and not LABEL_PART_RE.match(value):
+        return f"{quote(value)} is not a label value (letters, digits, '-', '_', '.')"
+    return None
+
+
+def kubernetes_problems(values: Mapping[str, Any]) -> Problems:
+    """Rules for ``[kubernetes]``."""
+    out: Problems = []
+    for key in ("namespace", "job_name", "runs_pvc", "data_pvc", "storage_class",
+                "service_account", "image_pull_secret"):
+        value = values.get(key)
+        problem = isinstance(value, str) and k8s_name_problem(
+            value, label=key in ("namespace", "job_name"))
+        if problem:
+            out.append((key, problem))
+    _text(out, values, "image", token=True)
+    size = values.get("runs_pvc_size")
+    if isinstance(size, str) and not QUANTITY_RE.match(size):
+        out.append(("runs_pvc_size", f"is not a storage size like \"20Gi\", got {quote(size)}"))
     return out
 
 

@@ -56,7 +56,7 @@ def rank_files(run_dir: Path) -> dict[int, tuple[str, Path]]:
     found: dict[int, tuple[str, Path]] = {}
     root = Path(RunLayout(run_dir).path(RunLayout.COLLECTED))
     if not root.is_dir():
-        return found
+        return shared_rank_files(run_dir)
     for host_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         metrics = host_dir / RunLayout.METRICS
         if not metrics.is_dir():
@@ -70,6 +70,21 @@ def rank_files(run_dir: Path) -> dict[int, tuple[str, Path]]:
             if held is None or file.stat().st_size > held[1].stat().st_size:
                 found[rank] = (host_dir.name, file)
     return found
+
+
+def shared_rank_files(run_dir: Path) -> dict[int, tuple[str, Path]]:
+    """Per rank: its host and event file in a run directory every host wrote into, not a
+    follower's copy (pods on one claim, ``corral export k8s``, copied back with ``kubectl
+    cp``): the ranks' files are in its own ``metrics/``, each host's ranks in its
+    ``hosts/<host>.planned``."""
+    layout = RunLayout(run_dir)
+    owners: dict[int, str] = {}
+    for planned in Path(layout.path(RunLayout.HOSTS)).glob("*.planned"):
+        owners.update((int(r), planned.stem) for r in planned.read_text().split() if r.isdigit())
+    metrics = Path(layout.path(RunLayout.METRICS))
+    files = metrics.iterdir() if metrics.is_dir() else iter(())
+    return {int(m.group(1)): (owners.get(int(m.group(1)), "?"), file)
+            for file in files if (m := EVENTS_NAME.match(file.name))}
 
 
 def parse_line(host: str, rank: int, text: str) -> Recorded | None:

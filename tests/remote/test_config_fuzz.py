@@ -130,7 +130,7 @@ def test_mutations_of_the_default_only_ever_raise_config_error(data: st.DataObje
     document = tomllib.loads(REPO_TOML)
     for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
         section = data.draw(st.sampled_from([*SECTIONS]))
-        table = document[section]
+        table = document.setdefault(section, {})  # a section the file leaves out, too
         if isinstance(table, list):
             table = table[data.draw(st.integers(min_value=0, max_value=len(table) - 1))]
         key = data.draw(st.sampled_from(sorted(field_hints(SECTIONS[section]))) | keys)

@@ -1,0 +1,174 @@
+"""``corral export k8s``: cluster.toml -> the manifests of one run on Kubernetes.
+
+The format (``remote.k8s.kinds.choose_format``) decides the job object; every export also
+holds the ConfigMap with the pods' start script and corral's pushed code, and (unless
+``[kubernetes] create_pvc = false``) the claim the run directories live on.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import shlex
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from remote.config.cluster import ClusterConfig
+from remote.config.task_code import user_code
+from remote.hosts.push import build_bundle
+from remote.k8s import manifests
+from remote.k8s.kinds import (
+    ExportError,
+    HostKind,
+    K8sFormat,
+    check_group_names,
+    choose_format,
+    host_kinds,
+    job_name,
+    pod_config,
+    pod_plan,
+)
+from remote.k8s.pod_command import (
+    RUN_RECORD_RUNNING,
+    RUN_RECORD_STARTED,
+    PodStart,
+    pod_launch,
+    start_script,
+)
+from remote.k8s.yaml_text import dump, dump_all
+from remote.records.runs import RunInfo, local_run_dir, new_run_id
+
+DEFAULT_PORT = 29500
+"""The rendezvous port when ``[cluster] rendezvous_port = "auto"`` (a pod has it to itself)."""
+CONFIG_MAP_LIMIT = 1024 * 1024
+"""The most a ConfigMap may hold."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class K8sExport:
+    """The manifests of one run."""
+
+    format: K8sFormat
+    run_id: str
+    """The run id the pods use (their run directory is ``runs/<run_id>`` on the claim)."""
+    job: str
+    namespace: str
+    objects: tuple[manifests.Manifest, ...]
+    """In the order to apply them."""
+
+    def yaml(self) -> str:
+        """Every object as one YAML stream."""
+        return dump_all(self.objects)
+
+    def files(self) -> dict[str, str]:
+        """One YAML file per object, numbered in apply order."""
+        return {f"{index:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml": dump(obj)
+                for index, obj in enumerate(self.objects, start=1)}
+
+
+def code_archive(config: ClusterConfig) -> tuple[str, str]:
+    """The pushed packages as ``corral run`` pushes them: their digest and a base64 gzip."""
+    user = user_code(config.run, config.path.parent)
+    bundle = build_bundle(user_folder=user.folder if user is not None else None)
+    packed = base64.b64encode(gzip.compress(bundle.tar, mtime=0)).decode("ascii")
+    if len(packed) > CONFIG_MAP_LIMIT // 2:
+        raise ExportError(f"the pushed code is {len(packed) // 1024} KiB encoded, too much for a "
+                          "ConfigMap; make [run] code a smaller folder")
+    return bundle.digest, packed
+
+
+def run_record(config: ClusterConfig, run_id: str, digest: str, job: str) -> str:
+    """``run.json`` as ``corral run`` records it, for the first pod to write into the run
+    directory (its start time and outcome filled in there)."""
+    info = RunInfo(run_id=run_id, cluster=config.cluster.name, state="running", started=0.0,
+                   hosts=tuple(h.name for h in config.hosts), config_path=str(config.path),
+                   code_digest=digest, name=config.run.name or "",
+                   detail=f"on Kubernetes: {job} in namespace {config.kubernetes.namespace}")
+    text = json.dumps(asdict(info), indent=1) + "\n"
+    if text.count(RUN_RECORD_STARTED) != 1 or text.count(RUN_RECORD_RUNNING) != 1:
+        raise AssertionError(f"run.json is not written as the start script expects: {text}")
+    return text
+
+
+def job_and_start(chosen: K8sFormat, pods: manifests.Pods, kinds: tuple[HostKind, ...]
+                  ) -> tuple[manifests.Manifest, PodStart]:
+    """The job object of the format and where its pods learn their index and master."""
+    if chosen == "pytorchjob":
+        hosts = sum(len(kind.places) for kind in kinds)
+        return (manifests.pytorchjob(pods, kinds, hosts),
+                PodStart(node="RANK", endpoint='"$MASTER_ADDR:$MASTER_PORT"'))
+    if chosen == "jobset":
+        master = f"{manifests.jobset_master(pods, kinds)}:{pods.port}"
+        return (manifests.jobset(pods, kinds),
+                PodStart(node=manifests.NODE_ENV, endpoint=shlex.quote(master)))
+    return (manifests.trainjob(pods, kinds[0]),
+            PodStart(node="PET_NODE_RANK", endpoint='"$PET_MASTER_ADDR:$PET_MASTER_PORT"'))
+
+
+def export_manifests(config: ClusterConfig, requested: str | None = None, *,
+                     run_id: str | None = None) -> K8sExport:
+    """The manifests for ``config`` in the ``requested`` format (None: chosen from the
+    hosts). Raises ``ExportError`` naming the key and the fix for what cannot be exported."""
+    pods_config = pod_config(config)
+    plan = pod_plan(pods_config)
+    kinds = host_kinds(pods_config, plan)
+    chosen = choose_format(requested, kinds, plan)
+    job = job_name(config)
+    if chosen == "jobset":
+        check_group_names(job, kinds)
+    run_id = run_id or new_run_id(config.cluster.name)
+    setting = config.cluster.rendezvous_port
+    pods = manifests.Pods(settings=config.kubernetes, job=job, run_id=run_id,
+                          port=DEFAULT_PORT if setting == "auto" else int(setting),
+                          config_map=f"{job}-code")
+    digest, packed = code_archive(config)
+    launch = pod_launch(pods_config, plan, run_id=run_id, digest=digest, port=pods.port)
+    job_object, start = job_and_start(chosen, pods, kinds)
+    order = tuple(place for kind in kinds for place in kind.places)
+    script = start_script(pods_config, launch, order, start)
+    record = run_record(config, run_id, digest, f"{chosen} {job}")
+    objects = [manifests.config_map(pods, script, record, packed)]
+    if config.kubernetes.create_pvc:
+        objects.append(manifests.runs_claim(pods))
+    objects.append(job_object)
+    return K8sExport(format=chosen, run_id=run_id, job=job,
+                     namespace=config.kubernetes.namespace, objects=tuple(objects))
+
+
+def write_export(export: K8sExport, out: Path) -> list[Path]:
+    """Write one file per object into ``out`` (made if missing); the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in export.files().items():
+        path = out / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+COPY_POD = "corral-copy"
+"""A throw-away pod that mounts the run-directory claim for ``kubectl cp`` (the job's own pods
+have exited by the time a run is copied back, and ``kubectl cp`` needs a running one)."""
+
+
+def next_steps(config: ClusterConfig, export: K8sExport, source: str) -> list[str]:
+    """Apply, follow, copy back (to ``<run_root>/<run_id>``, where ``corral report`` looks)."""
+    ns = f"-n {shlex.quote(export.namespace)}"
+    claim = config.kubernetes.runs_pvc
+    overrides = json.dumps({"spec": {
+        "volumes": [{"name": "runs", "persistentVolumeClaim": {"claimName": claim}}],
+        "containers": [{"name": COPY_POD, "image": "busybox", "command": ["sleep", "3600"],
+                        "volumeMounts": [{"name": "runs", "mountPath": "/runs"}]}]}},
+        separators=(",", ":"))
+    local = shlex.quote(str(local_run_dir(config, export.run_id)))
+    return [
+        f"kubectl apply -f {shlex.quote(source)}",
+        f"kubectl {ns} logs -f -l {manifests.RUN_ID_LABEL}={export.run_id} "
+        "--prefix --max-log-requests 64",
+        f"kubectl {ns} run {COPY_POD} --image=busybox --restart=Never "
+        f"--overrides={shlex.quote(overrides)}",
+        f"kubectl {ns} wait --for=condition=Ready pod/{COPY_POD}",
+        f"kubectl {ns} cp {COPY_POD}:/runs/{export.run_id} {local}",
+        f"kubectl {ns} delete pod {COPY_POD}",
+    ]
