@@ -42,18 +42,20 @@ class ConsoleApp(PastRuns):
     TITLE = "corral"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (150, "-wide")]  # noqa: RUF012
     VERTICAL_BREAKPOINTS = [(0, "-short"), (40, "-tall")]  # noqa: RUF012
+    # Help and Quit first: a footer narrower than every key still shows them.
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
         Binding("s", "start", "Start"),
         Binding("x", "stop", "Stop"),
         Binding("r", "restart", "Restart"),
         Binding("c", "check", "Check"),
+        Binding("h", "runs", "Runs"),
+        Binding("o", "report", "Report"),
         Binding("p", "cycle_policy", "Policy"),
         Binding("l", "focus_logs", "Logs"),
         Binding("slash", "filter_logs", "Filter", key_display="/"),
-        Binding("h", "runs", "Runs"),
-        Binding("o", "report", "Report"),
-        Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("q", "quit", "Quit"),
+        Binding("z", "zoom_logs", "Zoom logs"),
     ]
 
     # ---------------------------------------------------------------- layout and refresh
@@ -155,6 +157,9 @@ class ConsoleApp(PastRuns):
     def action_toggle_follow(self) -> None:
         self.query_one(LogsPanel).action_toggle_follow()
 
+    def action_zoom_logs(self) -> None:
+        self.query_one(LogsPanel).toggle_zoom()
+
     def action_help(self) -> None:
         # Built once and kept installed: composing and styling it anew costs a visible pause.
         if not self.is_screen_installed("help"):
@@ -191,6 +196,8 @@ class ConsoleApp(PastRuns):
                             self.action_focus_logs)
         yield SystemCommand("Filter logs", "Show only lines containing a text (/)",
                             self.action_filter_logs)
+        yield SystemCommand("Zoom logs", "The logs on the whole screen, and back (z)",
+                            self.action_zoom_logs)
         yield SystemCommand("Toggle log follow", "Keep the newest log line in view (f)",
                             self.action_toggle_follow)
         yield SystemCommand("Past runs", "This cluster's recorded runs; open one read-only (h)",

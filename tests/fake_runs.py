@@ -203,8 +203,12 @@ def _failure_events(script: _Script, t: float, rank: int, host: str,
 
 
 def _end_events(script: _Script, t: float, steps: int) -> list[ScriptItem]:
-    """Every rank ends, every host is done, the run completed."""
-    out: list[ScriptItem] = [
+    """Rank 0 names the final model (a line longer than a narrow logs panel), every rank ends,
+    every host is done, the run completed."""
+    final = f"/root/.corral/runs/{script.run_id}/final"
+    out: list[ScriptItem] = [LogLine(t=t, host=script.rank0_host, rank=0,
+                                     text=f"corral trainer: the trained result is in {final}")]
+    out += [
         RankEvent(host=h.name, event=EndEvent(t=t, rank=rank, step=steps, status="completed"))
         for rank, (h, _) in enumerate(script.ranks)]
     out += [HostStatus(t=t, host=h.name, state="done") for h in script.hosts]

@@ -31,10 +31,11 @@ def policy_line(model: RunModel) -> Text:
 
 
 def split_row(model: RunModel, index: int, width: int) -> Text:
-    """``beta:1 ██████▌    24``: one rank's share of the global batch."""
+    """``beta:1 ██████▌    24``: rank ``index``'s share of the global batch, labelled with
+    the host of that rank (``rank 2`` while that rank has not reported yet)."""
     share = model.split[index]
-    ranks = model.sorted_ranks()
-    label = f"{ranks[index].host}:{index}" if index < len(ranks) else f"rank {index}"
+    known = model.ranks.get(index)  # by rank, not by position among the ranks reported so far
+    label = f"{known.host}:{index}" if known is not None else f"rank {index}"
     total = sum(model.split) or 1
     bar_width = max(4, width - 12 - 5 - 2)
     return cells((label, 12, "left"),

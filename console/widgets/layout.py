@@ -9,10 +9,10 @@ from textual.app import ComposeResult
 from textual.containers import Container
 from textual.dom import DOMNode
 from textual.widget import Widget
-from textual.widgets import Footer
 
 from console.model.run import RunModel
 from console.widgets.balancer import BalancerPanel
+from console.widgets.footer import RunFooter
 from console.widgets.header import RunHeader
 from console.widgets.hosts import HostsPanel
 from console.widgets.logs import LogsPanel
@@ -45,7 +45,7 @@ def run_panels(model: RunModel, clock: Callable[[], float]) -> ComposeResult:
     with Container(id="body"):
         for panel, panel_id in RUN_PANELS:
             yield cast(Widget, panel(model, id=panel_id))
-    yield Footer()
+    yield RunFooter()
 
 
 def sync_run_panels(screen: DOMNode) -> None:

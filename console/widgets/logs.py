@@ -1,4 +1,7 @@
-"""Logs panel: every rank's and launcher's output, ``host:rank``-prefixed, filterable."""
+"""Logs panel: every rank's and launcher's output, ``host:rank``-prefixed, filterable.
+
+A line longer than the panel is wrapped (the continuation indented), never cut: a path or an
+error message is read whole. ``z`` zooms the panel to the whole screen and back."""
 
 from __future__ import annotations
 
@@ -29,6 +32,25 @@ def log_row(entry: LogEntry) -> Text:
     return text
 
 
+CONTINUATION_INDENT = 2
+"""Cells a wrapped line's continuation rows are indented by."""
+
+
+def wrapped_rows(row: Text, width: int) -> list[Text]:
+    """``row`` as screen rows of at most ``width`` cells, the continuation rows indented."""
+    if row.cell_len <= width or width <= 2 * CONTINUATION_INDENT:
+        return [row]
+    rows = [row[:width]]
+    rest = row[width:]
+    step = width - CONTINUATION_INDENT
+    while rest.cell_len > 0:
+        piece = Text(" " * CONTINUATION_INDENT)
+        piece.append_text(rest[:step])
+        rows.append(piece)
+        rest = rest[step:]
+    return rows
+
+
 def matches(entry: LogEntry, pattern: str) -> bool:
     """Case-insensitive substring match on the whole prefixed line."""
     return not pattern or pattern.lower() in entry.line.lower()
@@ -36,6 +58,8 @@ def matches(entry: LogEntry, pattern: str) -> bool:
 
 class LogsPanel(Vertical):
     """The log lines that pass the filter; follows the newest line unless follow is off."""
+
+    ALLOW_MAXIMIZE = True
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f", "toggle_follow", "Follow"),
@@ -48,14 +72,19 @@ class LogsPanel(Vertical):
         self.pattern = ""
         self.shown: list[LogEntry] = []
         """The entries that pass the filter, oldest first."""
+        self.rows: list[Text] = []
+        """``shown`` wrapped to the panel's width: the screen rows, oldest first."""
+        self._rows_width = 0
+        """The width ``rows`` were wrapped to (0: not yet)."""
         self._seen = 0
         self.border_title = "Logs"
         self._subtitle_shown = ""
 
     def compose(self) -> ComposeResult:
-        yield LinesView(row_count=lambda: len(self.shown),
-                        row_text=lambda i, w: log_row(self.shown[i]), follow=True,
-                        signature=lambda: (self._seen, self.pattern), id="log-lines")
+        yield LinesView(row_count=lambda: len(self.rows),
+                        row_text=lambda i, w: self.rows[i], follow=True,
+                        signature=lambda: (self._seen, self.pattern, self._rows_width),
+                        id="log-lines")
         filter_input = Input(placeholder="filter (substring, Enter to keep, Esc to close)",
                              id="log-filter")
         filter_input.display = False
@@ -69,6 +98,29 @@ class LogsPanel(Vertical):
         """Give the keyboard to the log lines (``l``)."""
         self.query_one(LinesView).focus()
 
+    def toggle_zoom(self) -> None:
+        """Fill the whole screen with the logs (``z``), or put them back in their place."""
+        if self.screen.maximized is self:
+            self.screen.minimize()
+        else:
+            self.screen.maximize(self, container=False)
+            self.focus_lines()
+
+    def _wrap_width(self) -> int:
+        """The cells a row may take: the view's width less the scrollbar's column, kept
+        whether or not the scrollbar shows so that showing it never re-wraps everything."""
+        return max(1, self.query_one(LinesView).size.width - 1)
+
+    def _rewrap(self) -> None:
+        """Wrap every shown entry anew (after a resize, a filter change or a trim)."""
+        self._rows_width = self._wrap_width()
+        self.rows = [r for e in self.shown for r in wrapped_rows(log_row(e), self._rows_width)]
+
+    def on_resize(self) -> None:
+        if self._wrap_width() != self._rows_width:
+            self._rewrap()
+            self.query_one(LinesView).sync()
+
     def open_filter(self) -> None:
         """Show the filter input and focus it (``/``)."""
         filter_input = self.query_one(Input)
@@ -81,6 +133,7 @@ class LogsPanel(Vertical):
         self.pattern = pattern
         self.shown = [e for e in self.model.logs if matches(e, pattern)]
         self._seen = self.model.logs_total
+        self._rewrap()
         self._update_subtitle()
         self.query_one(LinesView).sync()
 
@@ -111,9 +164,16 @@ class LogsPanel(Vertical):
         self._seen = self.model.logs_total
         if added > 0:
             fresh = list(itertools.islice(reversed(self.model.logs), added))
-            self.shown.extend(e for e in reversed(fresh) if matches(e, self.pattern))
+            kept = [e for e in reversed(fresh) if matches(e, self.pattern)]
+            self.shown.extend(kept)
             if len(self.shown) > 2 * LOG_LINES:
                 del self.shown[:-LOG_LINES]
+                self._rewrap()
+            elif self._wrap_width() != self._rows_width:
+                self._rewrap()
+            else:
+                for entry in kept:
+                    self.rows.extend(wrapped_rows(log_row(entry), self._rows_width))
         self._update_subtitle()
         self.query_one(LinesView).sync()
 

@@ -66,13 +66,20 @@ class _Dialog(ModalScreen[object]):
 
 
 class ConfirmScreen(_Dialog):
-    """Ask before something disruptive; dismisses with ``"yes"`` or None. ``y``/``n`` work."""
+    """Ask before something disruptive; dismisses with ``"yes"`` or None.
+
+    Every confirmation works the same way (stop, restart): ``y`` does it, ``n`` or Esc
+    cancels, and Enter presses the highlighted button, which starts on Cancel so that a stray
+    Enter never stops a run. The dialog says so."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer('yes')", "Yes"), Binding("n", "answer('no')", "No")]
 
     def __init__(self, title: str, question: str, *, yes: str = "Yes") -> None:
-        super().__init__(title, question, [("no", "Cancel", "default"), ("yes", yes, "error")])
+        keys = (f"\n\n[y] {yes}   [n] or Esc: Cancel   Enter: the highlighted button "
+                "(Cancel until you move with Tab or the arrows)")
+        super().__init__(title, question + keys,
+                         [("no", "Cancel (n)", "default"), ("yes", f"{yes} (y)", "error")])
 
     def action_answer(self, answer: str) -> None:
         self.dismiss(answer if answer == "yes" else None)
@@ -88,9 +95,11 @@ class QuitScreen(_Dialog):
         super().__init__(
             "Quit with a live run",
             f"Run {run_id} is still live.\n\n[l] Leave it running: reattach later with "
-            f"`corral attach {run_id}`.\n[s] Stop it on every host, then quit.",
-            [("cancel", "Cancel", "default"), ("stop", "Stop run", "error"),
-             ("leave", "Leave running", "primary")],
+            f"`corral attach {run_id}`.\n[s] Stop it on every host, then quit.\n"
+            "Esc: Cancel   Enter: the highlighted button (Cancel until you move with Tab "
+            "or the arrows)",
+            [("cancel", "Cancel (Esc)", "default"), ("stop", "Stop run (s)", "error"),
+             ("leave", "Leave running (l)", "primary")],
         )
 
     def action_choose(self, choice: str) -> None:
@@ -149,6 +158,7 @@ HELP_TEXT = """\
   p       balancing policy for the next start (cycles)
   l       focus the logs; there, f turns follow on/off
   /       filter the logs (substring; Esc closes)
+  z       zoom the logs to the whole screen, and back
   h       past runs of this cluster; Enter opens one read-only
   o       the current run's report (averages, moves, charts)
   ctrl+p  command palette with the same actions
@@ -181,6 +191,19 @@ class HelpScreen(MessageScreen):
     """
 
     DEFAULT_CSS = "HelpScreen { background: $background; }"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("question_mark", "dismiss_none", "Close", show=False)]
 
     def __init__(self) -> None:
-        super().__init__("corral console help", Text.from_markup(HELP_TEXT))
+        super().__init__("corral console help (arrows, PgUp/PgDn scroll; Esc or Enter closes)",
+                         Text.from_markup(HELP_TEXT))
+
+    def on_mount(self) -> None:
+        # The text, not the OK button, has the keyboard: arrows and PgUp/PgDn scroll it.
+        self.query_one(VerticalScroll).focus()
+
+    def on_screen_resume(self) -> None:
+        self.query_one(VerticalScroll).focus()
+
+    def key_enter(self) -> None:
+        self.dismiss(None)

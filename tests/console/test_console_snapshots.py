@@ -72,3 +72,24 @@ def test_completed_run_at_120x40(snap_compare: Any) -> None:
     app = make_app(FakeController())
     assert snap_compare(app, terminal_size=(120, 40),
                         run_before=run_until(lambda m: m.state == "completed"))
+
+
+def test_live_run_at_80x24(snap_compare: Any) -> None:
+    """The footer keeps Help and Quit (listed first) at the smallest size."""
+    app = make_app(FakeController(script_options={"hold_at": 12}))
+    assert snap_compare(app, terminal_size=(80, 24),
+                        run_before=run_until(lambda m: m.step == 11))
+
+
+def test_completed_run_wide_layout_at_160x48(snap_compare: Any) -> None:
+    """The logs across the whole width: the final model's path is one whole line."""
+    app = make_app(FakeController())
+    assert snap_compare(app, terminal_size=(160, 48),
+                        run_before=run_until(lambda m: m.state == "completed"))
+
+
+def test_completed_run_logs_zoomed_at_80x24(snap_compare: Any) -> None:
+    """``z``: the logs on the whole screen, a line longer than it wrapped, not cut."""
+    app = make_app(FakeController())
+    assert snap_compare(app, terminal_size=(80, 24),
+                        run_before=run_until(lambda m: m.state == "completed", "z"))

@@ -6,9 +6,12 @@ import dataclasses
 
 from console.formatting import bar, fmt_bytes, fmt_duration, fmt_rate, sparkline
 from console.model.records import RankRow, RowView
-from console.widgets.balancer import decision_row
+from console.model.run import RunModel
+from console.widgets.balancer import decision_row, split_row
 from console.widgets.hosts import STALE_STYLE, render_row, visible_columns
-from remote.api import Move
+from remote.api import Move, RankEvent
+from tests.fake_runs import DEMO_HOSTS, events_only, scripted_run
+from trainer.events import StepEvent
 
 
 def test_narrow_terminals_drop_backend_and_device_first() -> None:
@@ -47,3 +50,20 @@ def test_formatting_helpers() -> None:
     assert bar(0.5, 4) == "██  " and bar(1.0, 3) == "███" and bar(0.0, 2) == "  "
     assert sparkline([1.0, 2.0, 3.0], 10) == "▁▅█"
     assert sparkline([5.0] * 3, 2) == "▄▄"
+
+
+def test_balancer_labels_each_share_with_its_own_rank_at_the_first_step() -> None:
+    """At step 1 ranks 0 and 2 have reported and rank 1 (beta, the medium host) has not yet:
+    share 1 is ``rank 1`` and share 2 is gamma's, not the second rank reported so far."""
+    late = 1
+    events = [e for e in events_only(scripted_run("r1", steps=3))
+              if not (isinstance(e, RankEvent) and e.event.rank == late)]
+    first_step = next(i for i, e in enumerate(events)
+                      if isinstance(e, RankEvent) and isinstance(e.event, StepEvent))
+    model = RunModel(cluster_name="lab", hosts=[h.name for h in DEMO_HOSTS],
+                     policy="dynamic", total_steps=3, global_batch=60)
+    model.apply_all(events[:first_step + 2])  # rank 0's and rank 2's first step
+    assert model.step == 1 and sorted(model.ranks) == [0, 2] and len(model.split) == 3
+    labels = [split_row(model, i, 60).plain.split()[0] for i in range(3)]
+    assert labels == ["alpha:0", "rank", "gamma:2"]
+    assert split_row(model, 1, 60).plain.startswith("rank 1 ")

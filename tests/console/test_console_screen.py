@@ -1,0 +1,124 @@
+"""What the operator can read at the smallest and a large terminal, running and finished: the
+footer's Help and Quit keys, log lines wrapped rather than cut, the logs zoomed to the screen
+and back, the help scrolled with the arrow keys, and dialogs that say which key does what."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from console_helpers import make_app, screen_text, settle, wait_for
+
+from console.widgets.logs import LogsPanel, wrapped_rows
+from console.widgets.modals import ConfirmScreen, HelpScreen
+from tests.fake_runs import FakeController
+
+FINAL_LINE = "corral trainer: the trained result is in /root/.corral/runs/fake-1/final"
+"""The fake run's last rank output: longer than the logs panel is wide at 80x24."""
+
+
+async def _run_to(pilot: Any, state: str) -> None:
+    await pilot.press("s")
+    app = pilot.app
+    if state == "running":
+        await wait_for(pilot, lambda: app.model.step == 11)
+    else:
+        await wait_for(pilot, lambda: app.model.state == "completed")
+    await settle(pilot)
+
+
+def _footer(app: Any) -> str:
+    return screen_text(app).splitlines()[-1]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+@pytest.mark.parametrize("state", ["running", "completed"])
+def test_the_footer_always_shows_help_and_quit(size: tuple[int, int], state: str) -> None:
+    async def scenario() -> None:
+        options = {"hold_at": 12} if state == "running" else {}
+        app = make_app(FakeController(script_options=options))
+        async with app.run_test(size=size) as pilot:
+            await _run_to(pilot, state)
+            footer = _footer(app)
+            assert "? Help" in footer and "q Quit" in footer, footer
+            if size[0] >= 160:
+                assert "h Runs" in footer and "o Report" in footer and "z Zoom" in footer
+
+    asyncio.run(scenario())
+
+
+def test_a_long_log_line_is_wrapped_whole_at_80x24_and_zoom_shows_it() -> None:
+    async def scenario() -> None:
+        app = make_app(FakeController())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await _run_to(pilot, "completed")
+            logs = app.query_one(LogsPanel)
+            width = logs.query_one("#log-lines").size.width
+            assert len(FINAL_LINE) > width  # the case: longer than the panel
+            rows = [row.plain for row in logs.rows]
+            assert all(len(row) < width for row in rows)
+            joined = "".join(row.strip() for row in rows)
+            assert FINAL_LINE.replace(" ", "") in joined.replace(" ", "")
+            await pilot.press("z")
+            await settle(pilot)
+            assert app.screen.maximized is logs
+            text = screen_text(app)
+            assert "Hosts & ranks" not in text
+            assert "/root/.corral/runs/fake-1/fi" in text
+            await pilot.press("z")
+            await settle(pilot)
+            assert app.screen.maximized is None and "Hosts & ranks" in screen_text(app)
+
+    asyncio.run(scenario())
+
+
+def test_wrapped_rows_keep_every_character_and_indent_the_rest() -> None:
+    from rich.text import Text
+
+    line = Text("alpha:0 " + "x" * 50)
+    rows = wrapped_rows(line, 20)
+    assert [len(r.plain) for r in rows] == [20, 20, 20, 4]  # 58 = 20 + 18 + 18 + 2
+    assert all(r.plain.startswith("  ") for r in rows[1:])
+    assert "".join(r.plain[2:] if i else r.plain for i, r in enumerate(rows)) == line.plain
+    assert wrapped_rows(Text("short"), 20)[0].plain == "short"
+
+
+def test_help_scrolls_with_the_arrow_keys_without_tab() -> None:
+    async def scenario() -> None:
+        app = make_app(FakeController())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("question_mark")
+            await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+            await pilot.pause()
+            from textual.containers import VerticalScroll
+
+            scroll = app.screen.query_one(VerticalScroll)
+            assert scroll.max_scroll_y > 0  # the help is taller than 24 rows
+            await pilot.press("down", "down")
+            await wait_for(pilot, lambda: scroll.scroll_y >= 2)
+            await pilot.press("pagedown")
+            await wait_for(pilot, lambda: scroll.scroll_y > 2)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen))
+
+    asyncio.run(scenario())
+
+
+def test_the_stop_dialog_says_its_keys_and_enter_cancels() -> None:
+    async def scenario() -> None:
+        app = make_app(FakeController(script_options={"hold_at": 12}))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await _run_to(pilot, "running")
+            for key in ("x", "r"):  # stop and restart ask the same way
+                await pilot.press(key)
+                await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+                await pilot.pause()
+                text = screen_text(app)
+                assert "[y]" in text and "[n] or Esc: Cancel" in text and "Enter" in text
+                assert "Cancel (n)" in text
+                await pilot.press("enter")
+                await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+                assert app.model.live and app.busy == ""
+
+    asyncio.run(scenario())
