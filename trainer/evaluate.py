@@ -8,9 +8,12 @@ rank 0 adds them up in chunk order and writes an ``eval`` event. Because a chunk
 depend on which rank computed them and are added in the same order, the values are the same
 whatever the split (on identical devices).
 
-From the sums: ``loss = loss_sum / count`` (``tokens`` for language models);
-``accuracy = correct / count`` when the task counts correct predictions (images), else
-``perplexity = exp(loss)`` (language models).
+From the sums, every metric is its sum divided by the unit count (``count``, or ``tokens`` for
+language models): ``loss_sum`` is reported as ``loss``, ``correct`` as ``accuracy``, any other
+``NAME_sum`` as ``NAME`` and any other name as itself; without ``correct``, ``perplexity =
+exp(loss)`` (language models). A task whose sums cannot be reduced so (no unit count, a value
+that is not one number, two names for one metric) stops the run at its first evaluation with
+a ``UsageError`` naming the key.
 """
 
 from __future__ import annotations
@@ -93,9 +96,8 @@ class Evaluator:
                 totals[key] = totals.get(key, 0.0) + value
         event = eval_event(step, totals, len(self.data), time.perf_counter() - started)
         self.events.emit(event)
-        shown = (f"accuracy {event.accuracy:.4f}" if event.accuracy is not None else
-                 f"perplexity {event.perplexity:.3f}" if event.perplexity is not None else "")
-        print0(f"eval at step {step}: loss {event.loss} {shown}".rstrip())
+        shown = "  ".join(f"{name} {value:.4g}" for name, value in event.metrics.items())
+        print0(f"eval at step {step}: {shown}")
         return event
 
     def _chunk_sums(self, chunk: int) -> dict[str, float]:
@@ -106,22 +108,73 @@ class Evaluator:
         try:
             with torch.no_grad(), autocast(self.precision, self.device):
                 if self.task.evaluate is not None:
-                    return {k: float(v) for k, v in self.task.evaluate(self.model, batch).items()}
+                    return chunk_sums(self.task.evaluate(self.model, batch))
                 loss_sum, count = self.task.loss(self.model, batch)
                 return {"loss_sum": float(loss_sum), "count": float(count)}
         finally:
             self.model.train(was_training)
 
 
+UNIT_KEYS = ("count", "tokens")
+"""The names ``evaluate`` gives the loss-unit count (images; target tokens)."""
+RENAMED = {"loss_sum": "loss", "correct": "accuracy"}
+"""Sums reported under another name than ``NAME_sum -> NAME``."""
+
+
+def chunk_sums(returned: Any) -> dict[str, float]:
+    """``evaluate``'s return value as ``{name: sum}``; a ``UsageError`` naming what is wrong."""
+    if not isinstance(returned, dict):
+        raise UsageError(f"the task's evaluate(model, batch) returned {type(returned).__name__}"
+                         ", not a dict of metric sums such as {'loss_sum': ..., 'count': ...}")
+    sums: dict[str, float] = {}
+    for key, value in returned.items():
+        try:
+            sums[str(key)] = float(value)
+        except (TypeError, ValueError, RuntimeError):
+            raise UsageError(
+                f"the task's evaluate returned {key!r} = {str(value)[:60]!r}, which is not one "
+                "number: return a sum per name (a Python number or a one-element tensor), "
+                "e.g. correct = (pred == y).sum()") from None
+    return sums
+
+
+def metric_name(key: str) -> str:
+    """The name the sum ``key`` is reported under (see the module docstring)."""
+    if key in RENAMED:
+        return RENAMED[key]
+    return key[:-len("_sum")] if key.endswith("_sum") and len(key) > len("_sum") else key
+
+
+def reduce_sums(totals: dict[str, float]) -> dict[str, float]:
+    """Every metric: its sum per unit, and ``perplexity`` when nothing counts correct answers.
+
+    Raises ``UsageError`` when there is no unit count or two keys name one metric."""
+    units = [key for key in UNIT_KEYS if key in totals]
+    if not units:
+        raise UsageError(f"the task's evaluate returned {sorted(totals)} with no unit count: "
+                         "add 'count' (items) or 'tokens' (target tokens) to divide the sums by")
+    count = totals[units[0]]
+    metrics: dict[str, float] = {}
+    named: dict[str, str] = {}
+    for key, value in totals.items():
+        if key in UNIT_KEYS:
+            continue
+        name = metric_name(key)
+        if name in named:
+            raise UsageError(f"the task's evaluate returned both {named[name]!r} and {key!r}, "
+                             f"which are both reported as {name!r}: return one of them")
+        named[name] = key
+        metrics[name] = value / count if count else math.nan
+    if "accuracy" not in metrics and "perplexity" not in metrics and "loss" in metrics:
+        loss = metrics["loss"]
+        metrics["perplexity"] = math.exp(loss) if loss < 700 else math.inf
+    return metrics
+
+
 def eval_event(step: int, totals: dict[str, float], samples: int, seconds: float) -> EvalEvent:
     """The ``eval`` event of the summed metrics (see the module docstring)."""
-    count = totals.get("count", totals.get("tokens", 0.0))  # images count, LMs count tokens
-    loss = totals.get("loss_sum", math.nan) / count if count else math.nan
-    accuracy = totals["correct"] / count if "correct" in totals and count else None
-    perplexity = None
-    if accuracy is None and math.isfinite(loss):
-        perplexity = math.exp(loss) if loss < 700 else math.inf
+    metrics = {k: v for k, v in reduce_sums(totals).items() if math.isfinite(v)}
+    count = next(totals[key] for key in UNIT_KEYS if key in totals)
     return EvalEvent(t=time.time(), rank=0, step=step, samples=samples, units=int(count),
-                     loss=loss if math.isfinite(loss) else None, accuracy=accuracy,
-                     perplexity=perplexity if perplexity is None or math.isfinite(perplexity)
-                     else None, eval_s=seconds)
+                     loss=metrics.get("loss"), accuracy=metrics.get("accuracy"),
+                     perplexity=metrics.get("perplexity"), eval_s=seconds, metrics=metrics)

@@ -180,7 +180,8 @@ class ResourceEvent:
 
 
 EVAL_METRICS = ("loss", "accuracy", "perplexity")
-"""The fields of an ``eval`` event that are metrics (the others say what was evaluated)."""
+"""The metric fields an ``eval`` event has always carried (read from files written before
+``metrics``, which holds every metric, these included)."""
 LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "error")
 """Eval metrics whose name contains one of these are best when lowest (others when highest)."""
 
@@ -206,6 +207,18 @@ class EvalEvent:
     """``exp(loss)`` for language models (tasks that count no correct predictions)."""
     eval_s: float = 0.0
     """Wall seconds the evaluation took (from rank 0's view)."""
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Every metric by name: each sum the task's ``evaluate`` returned divided by the unit
+    count (``loss_sum`` as ``loss``, ``correct`` as ``accuracy``), and ``perplexity``. Empty
+    in files written before it existed: ``all_metrics`` reads ``loss``, ``accuracy`` and
+    ``perplexity`` from their fields then."""
+
+    def all_metrics(self) -> dict[str, float]:
+        """Every metric of this evaluation by name (None values left out)."""
+        if self.metrics:
+            return dict(self.metrics)
+        values = {name: getattr(self, name) for name in EVAL_METRICS}
+        return {name: float(v) for name, v in values.items() if v is not None}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -77,25 +77,26 @@ def progress_line(model: RunModel, now: float, width: int) -> Text:
     return text
 
 
-def eval_summary(evals: Sequence[EvalEvent]) -> str:
-    """``eval 0.412↓ acc 83.1%↑`` (or ``ppl``): the latest values, arrows against the last
-    evaluation before it (→ for no change)."""
-    latest = evals[-1]
-    before = evals[-2] if len(evals) > 1 else None
+SHORT_METRIC_NAMES = {"accuracy": "acc", "perplexity": "ppl"}
 
-    def trend(now: float | None, then: float | None) -> str:
+
+def eval_summary(evals: Sequence[EvalEvent]) -> str:
+    """``eval 0.412↓ acc 83.1%↑`` (or ``ppl``, and every other metric the task reports): the
+    latest values, arrows against the last evaluation before it (→ for no change)."""
+    latest = evals[-1].all_metrics()
+    before = evals[-2].all_metrics() if len(evals) > 1 else {}
+
+    def trend(name: str) -> str:
+        now, then = latest.get(name), before.get(name)
         if now is None or then is None or now == then:
             return "→" if then is not None else ""
         return "↑" if now > then else "↓"
 
-    text = "eval —" if latest.loss is None else f"eval {latest.loss:.4g}"
-    text += trend(latest.loss, before.loss if before else None)
-    if latest.accuracy is not None:
-        text += f" acc {latest.accuracy:.1%}"
-        text += trend(latest.accuracy, before.accuracy if before else None)
-    elif latest.perplexity is not None:
-        text += f" ppl {latest.perplexity:.4g}"
-        text += trend(latest.perplexity, before.perplexity if before else None)
+    text = "eval —" if "loss" not in latest else f"eval {latest['loss']:.4g}{trend('loss')}"
+    for name, value in latest.items():
+        if name != "loss":
+            shown = f"{value:.1%}" if name == "accuracy" else f"{value:.4g}"
+            text += f" {SHORT_METRIC_NAMES.get(name, name)} {shown}{trend(name)}"
     return text
 
 

@@ -22,7 +22,6 @@ from remote.records.figures import (
     ratio,
 )
 from trainer.events import (
-    EVAL_METRICS,
     MEASURE_AFTER_STEPS,
     EvalEvent,
     RebalanceEvent,
@@ -81,11 +80,9 @@ class RunFigures:
         elif isinstance(event, RebalanceEvent):
             self.rebalances = [r for r in self.rebalances if r.step < event.step] + [event]
         elif isinstance(event, EvalEvent) and event.rank == 0:
-            for name in EVAL_METRICS:
-                value = getattr(event, name)
-                if value is not None:
-                    self._evals.setdefault(name, {})[event.step] = float(value)
-                    self.curves_version += 1
+            for name, value in event.all_metrics().items():
+                self._evals.setdefault(name, {})[event.step] = value
+                self.curves_version += 1
 
     def _start(self, event: StartEvent, rank: RankFigures) -> None:
         rank.device = "cpu" if event.device == "cpu" else event.device_name

@@ -38,7 +38,6 @@ from remote.records.figures import efficiency_of
 from remote.records.history import Recorded, parse_line, read_lines
 from remote.records.reducer import RunFigures
 from trainer.events import (
-    EVAL_METRICS,
     EvalEvent,
     RebalanceEvent,
     ResourceEvent,
@@ -143,7 +142,7 @@ class BoardWriter:
             self._rank_stride = max(1, event.world_size // RANKS_EVERY_STEP)
         elif isinstance(event, EvalEvent) and event.rank == 0:
             self._scalars(event.step, event.t, [
-                (f"eval/{key}", getattr(event, key)) for key in EVAL_METRICS])
+                (f"eval/{key}", value) for key, value in event.all_metrics().items()])
 
     def _step(self, event: StepEvent) -> None:
         self._rank_step[event.rank] = event.step
