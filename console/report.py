@@ -15,7 +15,7 @@ from rich.text import Text
 
 from console.formatting import OUTCOME_STYLES, fmt_duration, fmt_percent, fmt_rate
 from console.termplot import Line, chart, legend
-from remote.api import Metric, RunSeries, RunSummary
+from remote.api import FIXED_COST_DOMINATES, Metric, RunSeries, RunSummary
 
 LOSS_STYLE, EVAL_STYLE, RATE_STYLE, IDEAL_STYLE = "cyan", "magenta", "green", "yellow"
 
@@ -81,9 +81,13 @@ def facts(summary: RunSummary) -> Table:
                        f"{fmt_rate(summary.p50_samples_per_s)} · p95 "
                        f"{fmt_rate(summary.p95_samples_per_s)}"),
         ("efficiency", f"{fmt_percent(summary.efficiency)} of the ideal "
-                       f"{fmt_rate(summary.ideal_samples_per_s)} samples/s"),
-        ("loss", fmt_metric(summary.loss)),
+                       f"{fmt_rate(summary.ideal_samples_per_s)} samples/s (measured / ideal; "
+                       "the ideal: every rank's samples / compute time, added up)"),
     ]
+    why = fixed_cost_note(summary.outside_compute)
+    if why is not None:
+        labelled.append(("why", why))
+    labelled.append(("loss", fmt_metric(summary.loss)))
     labelled += [(f"eval {name}", fmt_metric(metric)) for name, metric in summary.eval.items()]
     if summary.final_lr is not None:
         labelled.append(("final lr", f"{summary.final_lr:.4g}"))
@@ -93,6 +97,17 @@ def facts(summary: RunSummary) -> Table:
     for label, value in labelled:
         table.add_row(label, Text(value))
     return table
+
+
+def fixed_cost_note(outside_compute: float | None) -> str | None:
+    """Why a run's efficiency is low when its steps are dominated by fixed per-step cost."""
+    if outside_compute is None or outside_compute < FIXED_COST_DOMINATES:
+        return None
+    return (f"{fmt_percent(outside_compute)} of each step is spent outside the ranks' "
+            "forward and backward (gradient all-reduce, optimizer, fixed per-step work): the "
+            "step is dominated by fixed per-step cost, which the ideal leaves out and more "
+            "ranks do not share, so fewer ranks are faster here (the balancer may give some a "
+            "share of 0); a larger model or global batch spreads that cost")
 
 
 def ranks_table(summary: RunSummary) -> Table:

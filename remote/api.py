@@ -35,7 +35,15 @@ from remote.events import (
     StopReport,
 )
 from remote.k8s.formats import K8S_FORMATS, K8sFormat
-from remote.records.figures import Metric, Move, RankFigures, StepRow, efficiency_of, ideal_of
+from remote.records.figures import (
+    FIXED_COST_DOMINATES,
+    Metric,
+    Move,
+    RankFigures,
+    StepRow,
+    efficiency_of,
+    ideal_of,
+)
 from remote.records.history import RunHistory, load_history
 from remote.records.reducer import RunFigures
 from remote.records.runs import RunInfo, find_runs, list_runs, local_run_dir
@@ -57,6 +65,7 @@ if TYPE_CHECKING:  # the results of the entry points below, whose layers load wh
 
 __all__ = [
     "FINAL_RUN_STATES",
+    "FIXED_COST_DOMINATES",
     "K8S_FORMATS",
     "SCHEMA_VERSION",
     "CheckItem",

@@ -69,6 +69,17 @@ FIRST_MOVE = 0.5
 rank's speed changed (each later move in the same direction doubles it, up to 1)."""
 
 
+def sit_out_reason(idle: list[int], cost: PassCost, share: int) -> str:
+    """Why ranks ``idle`` get a share of 0: the fixed per-step part of the first one's time
+    (at its old ``share``) is what more ranks cannot divide."""
+    total = cost.seconds(share)
+    fixed = max(total - cost.line.slope * share, 0.0)
+    names = f"rank{'s' if len(idle) > 1 else ''} {','.join(map(str, idle))}"
+    return (f"{names} sit out (share 0): the step is dominated by fixed per-step cost "
+            f"({fixed:.3f} s of rank {idle[0]}'s {total:.3f} s does not depend on its samples), "
+            "so fewer ranks are faster")
+
+
 class Balancer:
     """Rank 0's balancer: collects per-rank timings and, for ``dynamic``, re-plans the split."""
 
@@ -184,7 +195,7 @@ class Balancer:
         self._last_move = tuple(n - o for n, o in zip(new, old, strict=True))
         self._split = new
         return Decision(previous=old, split=new, predicted_gain=gain, times=times,
-                        reason=self._reason(step, times, old, new, target, notes))
+                        reason=self._reason(step, times, (old, new, target), notes, costs))
 
     def _fold_windows(self, now: int, anchors: list[int]) -> list[str]:
         """Fold each rank's window into its time model; a note per rank that changed speed."""
@@ -255,11 +266,12 @@ class Balancer:
         self,
         step: int,
         times: tuple[float, ...],
-        old: tuple[int, ...],
-        new: tuple[int, ...],
-        target: tuple[int, ...],
+        splits: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]],
         notes: list[str],
+        costs: list[PassCost],
     ) -> str:
+        """The decision in words; ``splits`` is (old, new, target)."""
+        old, new, target = splits
         slow = max(range(len(times)), key=lambda r: times[r])
         fast = min(range(len(times)), key=lambda r: times[r])
         moved = sum(max(n - o, 0) for n, o in zip(new, old, strict=True))
@@ -273,8 +285,7 @@ class Balancer:
             parts.append(f"towards {','.join(map(str, target))} (move limited)")
         idle = [r for r, b in enumerate(new) if b == 0 and old[r] > 0]
         if idle:
-            parts.append(f"rank{'s' if len(idle) > 1 else ''} {','.join(map(str, idle))} sit out "
-                         "(share 0): the step is faster without their samples")
+            parts.append(sit_out_reason(idle, costs[idle[0]], old[idle[0]]))
         return "; ".join(parts)
 
     # -- checkpoints ----------------------------------------------------------------------

@@ -12,7 +12,12 @@ The definitions:
   batches; its **time**: rank 0's ``step_s``; its **throughput**: samples / time;
 - a rank's **solo rate**: samples / compute time (what it would do if it never waited); the
   **ideal**: Σ of the ranks' solo rates (over one step, or over the whole run from each rank's
-  sums); **efficiency**: measured throughput / ideal;
+  sums); **efficiency**: measured throughput / ideal (the console, ``corral report``, the
+  plots and TensorBoard all show this one);
+- the **outside-compute fraction**: 1 - Σ steps' slowest compute time / Σ step time, the part
+  of a step no rank's forward/backward accounts for (gradient all-reduce, optimizer, fixed
+  per-step work); above ``FIXED_COST_DOMINATES`` the step is dominated by that fixed per-step
+  cost, which the ideal leaves out and more ranks do not share (fewer ranks are faster);
 - the run's **mean throughput**: Σ step samples / Σ step times; a rank's **utilisation**:
   Σ compute time / Σ step time;
 - a balancer move's **measured gain**: 1 - (mean slowest compute time over the
@@ -41,6 +46,16 @@ def ideal_of(solo_rates: list[float | None]) -> float | None:
     """Σ of the known solo rates: the throughput with no rank ever waiting."""
     known = [rate for rate in solo_rates if rate is not None]
     return sum(known) if known else None
+
+
+FIXED_COST_DOMINATES = 0.5
+"""Outside-compute fraction from which a run's steps count as dominated by fixed cost."""
+
+
+def outside_compute_of(slowest_compute_s: float, step_s: float) -> float | None:
+    """1 - slowest compute time / step time, over the same steps (None for no step time)."""
+    share = ratio(slowest_compute_s, step_s)
+    return None if share is None else max(0.0, 1.0 - share)
 
 
 def efficiency_of(measured: float | None, ideal: float | None) -> float | None:

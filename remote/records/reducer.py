@@ -19,6 +19,7 @@ from remote.records.figures import (
     ideal_of,
     lower_is_better,
     metric_of,
+    outside_compute_of,
     ratio,
 )
 from trainer.events import (
@@ -158,6 +159,13 @@ class RunFigures:
     @property
     def efficiency(self) -> float | None:
         return efficiency_of(self.mean_samples_per_s, self.ideal_samples_per_s)
+
+    @property
+    def outside_compute_fraction(self) -> float | None:
+        """The part of the steps' time outside the slowest rank's compute (figures.py)."""
+        rows = [row for row in self.rows.values() if row.step_s is not None and row.cells]
+        return outside_compute_of(sum(row.max_compute_s for row in rows),
+                                  sum(row.step_s or 0.0 for row in rows))
 
     def step_rates(self) -> list[float]:
         """The cluster's throughput of every step rank 0 reported, in step order."""

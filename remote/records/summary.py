@@ -97,6 +97,9 @@ class RunSummary:
     restarts: int = 0
     lost_s: float = 0.0
     """Time lost to stops and restarts: the gaps before each relaunch plus redone steps."""
+    outside_compute: float | None = None
+    """The part of the steps' time outside the slowest rank's compute (all-reduce, optimizer,
+    fixed per-step work); from ``FIXED_COST_DOMINATES`` up it explains a low efficiency."""
 
 
 def _outcome(history: RunHistory, steps_done: int) -> Outcome:
@@ -148,6 +151,7 @@ def summary_of(history: RunHistory, figures: RunFigures) -> RunSummary:
         ideal_samples_per_s=figures.ideal_samples_per_s, efficiency=figures.efficiency,
         moves=figures.moves(), loss=figures.loss, eval=figures.eval_metrics(),
         final_lr=figures.final_lr, restarts=figures.restarts, lost_s=figures.lost_s,
+        outside_compute=figures.outside_compute_fraction,
     )
 
 

@@ -14,6 +14,7 @@ import pytest
 
 import console.cli as cli
 from remote.records import summary as summary_module
+from trainer.events import StepEvent
 
 try:
     from recorded import info, synthetic_run, write_recorded
@@ -190,3 +191,26 @@ def test_an_unknown_run_is_a_usage_error_naming_the_runs(
                    synthetic_run(steps=5))
     code, out = _report(capsys, path, "nope")
     assert code == 2 and "no run 'nope'" in out and "known" in out
+
+
+def test_a_step_dominated_by_fixed_cost_is_explained(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A tiny model: each step takes 0.1 s while the slowest rank computes for at most
+    0.024 s; the report names the fixed per-step cost and that fewer ranks are faster."""
+    path = _cluster(tmp_path)
+    lines = []
+    for host, event in synthetic_run(steps=20):
+        if isinstance(event, StepEvent):
+            event = dataclasses.replace(event, step_s=0.1)
+        lines.append((host, event))
+    write_recorded(tmp_path / "runs" / "rep-t", info("rep-t", "completed"), lines)
+    run = _json(capsys, path, "rep-t")["runs"][0]
+    slowest = 5 * 0.024 + 15 * 0.012
+    assert run["outside_compute"] == pytest.approx(1 - slowest / (20 * 0.1))
+    code, out = _report(capsys, path, "rep-t")
+    assert code == 0
+    flat = " ".join(out.split())
+    assert "dominated by fixed per-step cost" in flat and "fewer ranks are faster" in flat
+    write_recorded(tmp_path / "runs" / "rep-n", info("rep-n", "completed"),
+                   synthetic_run(steps=20))
+    assert "fixed per-step cost" not in " ".join(_report(capsys, path, "rep-n")[1].split())

@@ -50,6 +50,9 @@ def test_dynamic_balancer_lets_a_hopeless_rank_sit_out_and_says_so() -> None:
             reasons.append(decision.reason)
     assert split == (64, 0)
     assert "sit out (share 0)" in reasons[-1]
+    # ...and why: rank 1's time is almost all fixed per-step cost (3 s of 3.32 s at 32).
+    assert "dominated by fixed per-step cost" in reasons[-1]
+    assert "of rank 1's" in reasons[-1] and "fewer ranks are faster" in reasons[-1]
     assert not any("sit out" in r for r in reasons[:-1])
 
 

@@ -36,7 +36,7 @@ def test_sums_that_cannot_be_reduced_are_named(returned: dict[str, float], named
 
 
 def test_a_value_that_is_not_one_number_is_named() -> None:
-    with pytest.raises(UsageError, match="'per_item'.*not one number"):
+    with pytest.raises(UsageError, match=r"'per_item'.*not one number"):
         chunk_sums({"per_item": torch.ones(3), "count": 3})
     with pytest.raises(UsageError, match="not a dict"):
         chunk_sums((1.0, 2.0))
