@@ -18,8 +18,11 @@ Hosts set up here run ``<workdir>/venv/bin/python`` when their ``python`` is lef
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import shlex
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -148,19 +151,44 @@ async def master_torch(config: ClusterConfig, pool: HostPool) -> str:
     return str(torch.__version__).split("+")[0]
 
 
+EXIT_MARK = "corral setup: exit status "
+"""The line a step's script ends its output with (the stream carries no exit status)."""
+TAIL_LINES = 40
+"""Output lines of a step kept for its failure message."""
+QUIET_PREFIXES = ("Requirement already satisfied",)
+"""Output lines not shown as progress (pip lists every dependency it already has)."""
+
+
 async def _run_logged(transport: Transport, command: str, shown: str, progress: Progress,
                       timeout: float) -> tuple[int, str]:
     """Run ``command`` in the host's workdir, appending ``$ shown`` and its output to
-    ``setup.log`` there; return the exit status and the output's tail."""
+    ``setup.log`` there and showing each output line as progress while it runs (pip takes
+    minutes); return the exit status (124 after ``timeout`` s) and the output's tail."""
     host = transport.host
+    workdir = shell_path(host.workdir)
     log = shell_path(f"{host.workdir.rstrip('/')}/setup.log")
     progress(host.name, f"$ {shown}")
-    script = (f"mkdir -p {shell_path(host.workdir)} && cd {shell_path(host.workdir)} && "
+    script = (f"mkdir -p {workdir} && cd {workdir} && "
               f"printf '$ %s\\n' {shlex.quote(shown)} >> {log} && "
-              f"{{ {command} ; }} > {log}.last 2>&1; s=$?; cat {log}.last >> {log}; "
-              f"tail -c 1500 {log}.last; rm -f {log}.last; exit $s")
-    done = await transport.run(script, timeout=timeout)
-    return done.exit_status, (done.stdout + done.stderr).strip()
+              f"{{ ( {command} ) 2>&1 < /dev/null; echo \"{EXIT_MARK}$?\"; }} | tee -a {log}")
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    status: list[int] = []
+
+    async def follow() -> None:
+        async with contextlib.aclosing(transport.stream(script)) as lines:
+            async for line in lines:
+                if line.startswith(EXIT_MARK):
+                    status.append(int(line[len(EXIT_MARK):].strip() or 255))
+                    continue
+                tail.append(line)
+                if line.strip() and not line.lstrip().startswith(QUIET_PREFIXES):
+                    progress(host.name, f"  {line.rstrip()[:200]}")
+
+    try:
+        await asyncio.wait_for(follow(), timeout)
+    except asyncio.TimeoutError:
+        return 124, f"no end after {timeout:.0f} s: " + "\n".join(tail)[-1500:]
+    return (status[-1] if status else 255), "\n".join(tail).strip()[-1500:]
 
 
 async def setup_host(transport: Transport, torch_version: str, progress: Progress,
@@ -218,7 +246,8 @@ async def _make_venv(transport: Transport, wanted: Wanted, progress: Progress) -
     steps = [(f"{env}{_base_python(host)} -m venv {venv}", f"python -m venv {venv_dir(host)}")]
     index = f" --extra-index-url {shlex.quote(wanted.index)}" if wanted.index else ""
     requirements = " ".join(shlex.quote(r) for r in (f"torch=={wanted.torch}", *wanted.packages))
-    steps.append((f"{env}{python} -m pip install --disable-pip-version-check -q{index} "
+    steps.append((f"{env}{python} -m pip install --disable-pip-version-check "
+                  f"--progress-bar off{index} "
                   f"{requirements}", f"pip install torch=={wanted.torch} "
                   f"{' '.join(wanted.packages)}{index}"))
     record = shlex.quote(json.dumps(wanted.record()))

@@ -4,13 +4,15 @@ where the host's ranks would use it (the package manager and ``id`` are fakes on
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 from pathlib import Path
 
 from remote.config.cluster import HostSection
 from remote.hosts.allocator_setup import found_script, install_script, outcome, wants_install
-from remote.hosts.setup import cuda_flavour, probe_command, wanted_for
+from remote.hosts.setup import EXIT_MARK, _run_logged, cuda_flavour, probe_command, wanted_for
+from remote.hosts.transport import LocalTransport
 
 
 def test_the_driver_version_picks_the_cuda_flavour() -> None:
@@ -108,3 +110,39 @@ def test_setup_leaves_a_host_with_an_allocator_or_that_wants_none_alone(tmp_path
     assert wants_install(host, "")
     for setting in ("glibc", "off", "jemalloc"):
         assert not wants_install(HostSection(name="c", address="c", allocator=setting), "")
+
+
+# -- progress while a step runs ----------------------------------------------------------------
+
+def test_a_steps_output_is_shown_per_host_while_it_runs_and_logged(tmp_path: Path) -> None:
+    """pip takes minutes: each output line reaches the progress callback as it is printed
+    (the step below waits for a file the callback creates on its first line), the step's
+    status and output tail come back, and setup.log on the host keeps it all."""
+    host = HostSection(name="n1", address="local", workdir=str(tmp_path / "work"))
+    go = tmp_path / "go"
+    command = (f"echo 'Collecting torch==2.13.0'; echo 'Requirement already satisfied: x'; "
+               f"while [ ! -e '{go}' ]; do sleep 0.05; done; echo 'Successfully installed'; "
+               "exit 3")
+    seen: list[tuple[str, str]] = []
+
+    def progress(name: str, message: str) -> None:
+        seen.append((name, message))
+        if "Collecting" in message:
+            go.touch()  # the step goes on only once its first line was shown
+
+    status, tail = asyncio.run(asyncio.wait_for(
+        _run_logged(LocalTransport(host), command, "pip install torch", progress, 60), 60))
+    assert status == 3
+    assert seen == [("n1", "$ pip install torch"), ("n1", "  Collecting torch==2.13.0"),
+                    ("n1", "  Successfully installed")]
+    assert "Successfully installed" in tail and EXIT_MARK not in tail
+    log = (tmp_path / "work" / "setup.log").read_text()
+    assert log.startswith("$ pip install torch\nCollecting torch==2.13.0\n")
+    assert "Requirement already satisfied: x" in log
+
+
+def test_a_step_that_outlives_its_timeout_is_reported(tmp_path: Path) -> None:
+    host = HostSection(name="n1", address="local", workdir=str(tmp_path / "work"))
+    status, tail = asyncio.run(_run_logged(
+        LocalTransport(host), "echo started; sleep 30", "slow", lambda *_: None, 0.5))
+    assert status == 124 and "started" in tail
