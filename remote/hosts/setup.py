@@ -19,7 +19,6 @@ Hosts set up here run ``<workdir>/venv/bin/python`` when their ``python`` is lef
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import shlex
 from collections import deque
@@ -175,7 +174,8 @@ async def _run_logged(transport: Transport, command: str, shown: str, progress: 
     status: list[int] = []
 
     async def follow() -> None:
-        async with contextlib.aclosing(transport.stream(script)) as lines:
+        lines = transport.stream(script)
+        try:
             async for line in lines:
                 if line.startswith(EXIT_MARK):
                     status.append(int(line[len(EXIT_MARK):].strip() or 255))
@@ -183,6 +183,10 @@ async def _run_logged(transport: Transport, command: str, shown: str, progress: 
                 tail.append(line)
                 if line.strip() and not line.lstrip().startswith(QUIET_PREFIXES):
                     progress(host.name, f"  {line.rstrip()[:200]}")
+        finally:  # on a timeout too: the command's channel is closed, the command ended
+            close = getattr(lines, "aclose", None)
+            if close is not None:
+                await close()
 
     try:
         await asyncio.wait_for(follow(), timeout)
