@@ -14,6 +14,7 @@ import pytest
 
 import console.cli as cli
 from remote.records import summary as summary_module
+from remote.records.history import load_history
 from trainer.events import StepEvent
 
 try:
@@ -214,3 +215,29 @@ def test_a_step_dominated_by_fixed_cost_is_explained(
     write_recorded(tmp_path / "runs" / "rep-n", info("rep-n", "completed"),
                    synthetic_run(steps=20))
     assert "fixed per-step cost" not in " ".join(_report(capsys, path, "rep-n")[1].split())
+
+
+def test_the_plot_gives_each_quantity_its_axes_and_each_rank_its_own_line_look(
+        tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from console.plot_png import _pyplot, draw
+
+    write_recorded(tmp_path / "runs" / "rep-x", info("rep-x", "completed"),
+                   synthetic_run(steps=20, extra=True, move_at=None))  # equal shares throughout
+    summary, series = summary_module.summarize(load_history(tmp_path / "runs" / "rep-x"))
+    plt = _pyplot()
+    figure = draw(plt, [(summary, series)])
+    try:
+        axes = {axis.get_ylabel(): axis for axis in figure.axes}
+        assert list(axes) == ["loss", "eval accuracy", "samples/s", "share of global batch"]
+        assert {line.get_label() for line in axes["eval accuracy"].lines} == {
+            "rep-x eval accuracy"}  # accuracy is not on the loss axes
+        assert "rep-x eval loss" in {line.get_label() for line in axes["loss"].lines}
+        shares = axes["share of global batch"].lines
+        assert len(shares) == 2
+        assert [line.get_ydata()[0] for line in shares] == [0.5, 0.5]  # on top of each other
+        looks = {(line.get_linestyle(), line.get_marker(), line.get_color()) for line in shares}
+        assert len(looks) == 2 and shares[0].get_marker() != shares[1].get_marker()
+        assert shares[0].get_markevery() != shares[1].get_markevery()
+    finally:
+        plt.close(figure)
