@@ -112,10 +112,42 @@ async def cmd_tensorboard(args: argparse.Namespace, console: Console) -> int:
     if args.write_only:
         console.print("start TensorBoard with:  " + escape(" ".join(command)))
         return 0
+    console.print(f"TensorBoard on http://localhost:{args.port}/ (Ctrl-C ends it)")
+    return serve(command)
+
+
+def serve(command: list[str]) -> int:
+    """Run ``command`` (TensorBoard) until it ends; corral ended by Ctrl-C, SIGTERM or SIGHUP
+    ends it first, so nothing is left serving on the port. Its exit status (128 + the signal
+    when a signal ended corral)."""
+    import signal
     import subprocess
 
-    console.print(f"TensorBoard on http://localhost:{args.port}/ (Ctrl-C ends it)")
-    return subprocess.call(command)
+    child = subprocess.Popen(command)
+    received: list[int] = []
+
+    def end_child(signum: int, _frame: object) -> None:
+        received.append(signum)
+        child.terminate()
+
+    caught = (signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, end_child) for signum in caught}
+    try:
+        status = child.wait()
+    except KeyboardInterrupt:
+        received.append(signal.SIGINT)
+        status = 0
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+    return 128 + received[0] if received else status
 
 
 async def cmd_fetch(args: argparse.Namespace, console: Console) -> int:
