@@ -1,8 +1,9 @@
 """A complete user task for corral: a small MLP learns a noisy curve.
 
-Run it on two local ranks (from the repository root):
+Run it on two local ranks (from the repository root, with the Python corral is installed in,
+``.venv/bin/python`` after the README's quick start):
 
-    python -m torch.distributed.run --standalone --nproc-per-node 2 -m trainer \
+    .venv/bin/python -m torch.distributed.run --standalone --nproc-per-node 2 -m trainer \
         --task examples/tasks/curve.py:build --task-option samples=2048 \
         --global-batch 64 --steps 100 --lr 0.05 --run-dir runs/curve
 
