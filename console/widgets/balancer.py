@@ -88,7 +88,8 @@ class BalancerPanel(Vertical):
         yield Static(policy_line(self.model), id="policy")
         yield LinesView(row_count=lambda: len(self.model.split),
                         row_text=lambda i, w: split_row(self.model, i, w),
-                        signature=lambda: self.model.split, id="split")
+                        signature=lambda: (tuple(self.model.split), len(self.model.ranks)),
+                        id="split")
         yield LinesView(row_count=lambda: len(self.model.decisions),
                         row_text=lambda i, w: decision_row(self.model.decisions[i], w),
                         follow=True, signature=self._decisions_signature, id="decisions")

@@ -122,3 +122,43 @@ def test_the_stop_dialog_says_its_keys_and_enter_cancels() -> None:
                 assert app.model.live and app.busy == ""
 
     asyncio.run(scenario())
+
+
+def test_the_balancer_relabels_its_shares_as_ranks_report_at_the_first_step() -> None:
+    """The split is known (rank 1's start) before ranks 0 and 2 have reported: their shares
+    read ``rank 0``/``rank 2``; once they report, the same split is redrawn with their hosts."""
+    from textual.app import App, ComposeResult
+
+    from console.model.run import RunModel
+    from console.widgets.balancer import BalancerPanel
+    from remote.api import RankEvent
+    from tests.fake_runs import DEMO_HOSTS, events_only, scripted_run
+    from trainer.events import StartEvent
+
+    events = events_only(scripted_run("r1", steps=3))
+    starts = [e for e in events if isinstance(e, RankEvent) and isinstance(e.event, StartEvent)]
+    model = RunModel(cluster_name="lab", hosts=[h.name for h in DEMO_HOSTS], policy="dynamic",
+                     total_steps=3, global_batch=60)
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield BalancerPanel(model, id="balancer")
+
+    def labels(app: App[None]) -> list[str]:
+        rows = screen_text(app).splitlines()
+        return [row.split()[0] for row in rows if "█" in row]
+
+    async def scenario() -> None:
+        app = One()
+        async with app.run_test(size=(60, 10)) as pilot:
+            model.apply(starts[1])  # the medium host's rank reports first
+            app.query_one(BalancerPanel).sync()
+            await pilot.pause()
+            assert labels(app) == ["rank", "beta:1", "rank"]
+            model.apply(starts[0])
+            model.apply(starts[2])
+            app.query_one(BalancerPanel).sync()
+            await pilot.pause()
+            assert labels(app) == ["alpha:0", "beta:1", "gamma:2"]
+
+    asyncio.run(scenario())
