@@ -162,3 +162,25 @@ def test_the_balancer_relabels_its_shares_as_ranks_report_at_the_first_step() ->
             assert labels(app) == ["alpha:0", "beta:1", "gamma:2"]
 
     asyncio.run(scenario())
+
+
+def test_the_wide_layout_fits_the_hosts_row_to_its_ranks_and_narrow_undoes_it() -> None:
+    """160x48 with three ranks: the top row is the hosts panel's few rows (the floor of 10),
+    the rest goes to the panels below, the logs the tallest; back at 80x24 the narrow layout's
+    own rows apply again (hosts across the whole width)."""
+    from console.widgets.layout import RunBody
+
+    async def scenario() -> None:
+        app = make_app(FakeController())
+        async with app.run_test(size=(160, 48)) as pilot:
+            await _run_to(pilot, "completed")
+            hosts = app.query_one("#hosts")
+            logs = app.query_one(LogsPanel)
+            assert hosts.outer_size.height == 10 and logs.outer_size.width == 160
+            assert logs.outer_size.height > app.query_one("#loss").outer_size.height > 10
+            await pilot.resize_terminal(80, 24)
+            await wait_for(pilot, lambda: app.query_one(RunBody)._rows_set == "")
+            await settle(pilot)
+            assert hosts.outer_size.width == 80 and logs.outer_size.width < 80
+
+    asyncio.run(scenario())
