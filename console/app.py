@@ -27,7 +27,7 @@ from console.widgets.logs import LogsPanel
 from console.widgets.modals import ConfirmScreen, HelpScreen, QuitScreen
 from profiles.user_errors import CorralError
 from remote.api import RunController
-from trainer.settings import POLICIES
+from trainer.settings.run_settings import POLICIES
 
 BUSY_CHANGES_PER_S = 500
 """Model changes a second above which the panels redraw at ``BUSY_REFRESH_S``, not every tick."""

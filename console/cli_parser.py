@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from console.results_cli import add_results_parsers
-from trainer.settings import POLICIES
+from trainer.settings.run_settings import POLICIES
 
 DEFAULT_CONFIG = Path("cluster.toml")
 

@@ -33,7 +33,7 @@ from profiles.nvml import NvmlSession
 if TYPE_CHECKING:  # torch is imported only by the function that needs it
     import torch
 
-    from trainer.config import TrainConfig
+    from trainer.settings.train_config import TrainConfig
 
 ALLOCATOR_ENV = "CORRAL_ALLOCATOR"
 """The allocator the launcher chose for this rank (one of ``ALLOCATORS`` minus ``auto``)."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from remote.api import CheckItem
 from remote.checks.rendezvous_port import last_json, python_c
 from remote.hosts.interpreter import python_label
-from trainer.config import TASK_PACKAGES
+from trainer.settings.train_config import TASK_PACKAGES
 
 if TYPE_CHECKING:
     from remote.config.cluster import ClusterConfig, HostSection

@@ -32,10 +32,10 @@ from remote.hosts.transport import RemoteCommandError, Transport, env_prefix, sh
 from remote.run.cpu_placement import PROBE_SECTION, HostCpuFacts, parse_probe
 from remote.run.push import code_dir
 from remote.run.task_code import option_pairs, user_code
-from trainer.config import BUILTIN_TASKS, TrainConfig
-from trainer.flags import flag_words
 from trainer.run_layout import IN_RUN_DIR
-from trainer.settings import RunSettings
+from trainer.settings.flags import flag_words
+from trainer.settings.run_settings import RunSettings
+from trainer.settings.train_config import BUILTIN_TASKS, TrainConfig
 
 if TYPE_CHECKING:
     from remote.run.plan import HostPlan

@@ -16,7 +16,7 @@ from remote.run.launch import LaunchFacts, LaunchPlan, launcher_command, master_
 from remote.run.plan import ClusterPlan, PlanError, plan_cluster
 from remote.run.push import build_bundle
 from remote.run.task_code import user_code
-from trainer.balancer import equal_split
+from trainer.balance.balancer import equal_split
 
 
 def first_shares(config: ClusterConfig, plan: ClusterPlan) -> tuple[int, ...] | None:

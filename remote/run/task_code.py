@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from profiles.user_errors import UsageError
-from trainer.config import BUILTIN_TASKS, TrainConfig, split_task_spec
-from trainer.flags import flag_words
+from trainer.settings.flags import flag_words
+from trainer.settings.train_config import BUILTIN_TASKS, TrainConfig, split_task_spec
 
 USER_CODE_DIR = "usercode"
 """The user's folder inside the pushed tree (``<workdir>/code/<digest>/usercode``)."""

@@ -18,7 +18,7 @@ from remote.config.cluster import (
 )
 from remote.run.launch import LaunchFacts, LaunchPlan, launcher_command
 from remote.run.plan import ClusterPlan, PlanError, plan_cluster
-from trainer.config import parse_config
+from trainer.settings.train_config import parse_config
 
 
 def _config(tmp_path: Path, *hosts: HostSection, backend: str = "auto",
