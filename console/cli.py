@@ -2,9 +2,9 @@
 
 Every command reads one cluster.toml (``-c FILE``, default ``./cluster.toml``) through a
 headless ``Session`` (``console/session.py``, shared with the console app): the cluster, its
-controller and which run a command means when none is named. A problem the
-user can fix (a ``CorralError``) is printed as ``corral: <title>: <message>`` without a
-traceback, and the process exits with the error's exit code (2 for bad input or config).
+controller and which run a command means when none is named. A problem the user can fix (a
+``CorralError``) is printed as ``corral: <title>: <message>`` without a traceback, and the
+process exits with the error's exit code (2 for bad input or config).
 Heavy modules (Textual, asyncssh, torch) are imported only by the command that needs them.
 """
 
@@ -171,7 +171,7 @@ async def cmd_attach(args: argparse.Namespace, console: Console) -> int:
 async def cmd_stop(args: argparse.Namespace, console: Console) -> int:
     """Stop a run; 1 if a host could not be reached or a process survived."""
     async with Session(args.config) as session:
-        run_id = args.run_id or session.unnamed_run(live=True)
+        run_id = session.unnamed_run(live=True) if args.run_id is None else args.run_id
         handle = await session.controller.attach(run_id)
         _say_resolved(console, run_id, handle.run_id)
         run_id = handle.run_id
