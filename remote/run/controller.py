@@ -44,7 +44,7 @@ from remote.run.monitor import RunMonitor
 from remote.run.recovery import REPEATED_FAILURES, count_failure, restart_refusal
 from remote.run.start import launch_run
 from remote.run.stop import stop_run
-from trainer.settings import POLICIES
+from trainer.settings.run_settings import POLICIES
 
 
 class SshRunHandle:

@@ -31,8 +31,6 @@ from remote.hosts.pool import HostPool
 from remote.hosts.push import code_dir
 from remote.hosts.sections import section_text, sectioned_script, split_sections
 from remote.hosts.transport import RemoteCommandError, Transport, env_prefix, shell_path
-from trainer.config import BUILTIN_TASKS, TrainConfig
-from trainer.flags import flag_words
 from trainer.launch_contract import (
     HOST_ENV,
     LOG_LINE_PREFIX_ENV,
@@ -41,7 +39,9 @@ from trainer.launch_contract import (
     log_line_prefix,
 )
 from trainer.run_layout import IN_RUN_DIR
-from trainer.settings import RunSettings
+from trainer.settings.flags import flag_words
+from trainer.settings.run_settings import RunSettings
+from trainer.settings.train_config import BUILTIN_TASKS, TrainConfig
 
 RDZV_JOIN_TIMEOUT_S = 120
 """Seconds torchrun waits for every host to join the rendezvous before it gives up."""

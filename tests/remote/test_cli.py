@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import console.cli as cli
+import console.session as session
 from console.cli_parser import build_parser
 from remote.api import CheckItem, CheckReport, RunEvent, RunStatus, StopReport
 from tests.fake_runs import HOLD, FakeController, FakeHost, FakeRun, scripted_run
@@ -24,7 +25,7 @@ HOSTS = (FakeHost(name="fast"), FakeHost(name="slow", slowdown=2.0))
 @pytest.fixture
 def controller(monkeypatch: pytest.MonkeyPatch) -> FakeController:
     fake = FakeController(hosts=HOSTS, script_options={"steps": 8})
-    monkeypatch.setattr(cli, "open_controller", lambda path: fake)
+    monkeypatch.setattr(session, "open_controller", lambda path: fake)
     return fake
 
 

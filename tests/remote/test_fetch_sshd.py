@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import console.cli as cli
+import console.session as session
 from remote.config.cluster import ClusterConfig
 from remote.hosts.pool import HostPool
 from remote.records import fetch
@@ -131,7 +132,7 @@ def test_the_cli_fetches_the_newest_checkpoint(
         ("h0", CheckpointEvent(t=1.0 + s, rank=0, step=s,
                                path=str(run_dir / "checkpoints" / f"step-{s:08d}.pt")))
         for s in (3, 6)])
-    monkeypatch.setattr(cli, "load_config", lambda _path: config)
+    monkeypatch.setattr(session, "load_config", lambda _path: config)
     assert cli.main(["fetch", RUN, "--checkpoint"]) == 0
     out = capsys.readouterr().out
     assert "sha256 verified" in out and "from h0" in out

@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from trainer.accumulate import BufferSync
+from trainer.step.accumulate import BufferSync
 
 
 class RotaryLike(nn.Module):

@@ -11,7 +11,13 @@ import pytest
 from trainer_runs import REPO, launch, rank_env
 
 from profiles.user_errors import UsageError
-from trainer.config import SlowdownChange, TrainConfig, build_parser, check_world, parse_config
+from trainer.settings.train_config import (
+    SlowdownChange,
+    TrainConfig,
+    build_parser,
+    check_world,
+    parse_config,
+)
 
 
 def test_flags_fill_the_config() -> None:

@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.checkpoint import (
+from trainer.checkpoint.files import (
     list_checkpoints,
     load_newest_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from trainer.config import SlowdownChange
-from trainer.models import build_model
-from trainer.slowdown import SlowdownSchedule, emulate_slowdown
+from trainer.settings.train_config import SlowdownChange
+from trainer.step.slowdown import SlowdownSchedule, emulate_slowdown
+from trainer.tasks.image.models import build_model
 
 
 @pytest.mark.parametrize("name", ["simple_cnn", "resnet18", "resnet50"])

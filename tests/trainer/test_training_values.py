@@ -13,8 +13,8 @@ from profiles.user_errors import UsageError
 from remote.checks.plan import HostPlan
 from remote.config.cluster import ConfigError, HostSection, RunSection, parse_cluster
 from remote.run.launch import LaunchPlan, trainer_flags
-from trainer.config import TrainConfig, check_world, parse_config
-from trainer.config_training import check_total_steps
+from trainer.settings.train_config import TrainConfig, check_world, parse_config
+from trainer.settings.training_checks import check_total_steps
 
 
 @pytest.mark.parametrize(("flags", "needle"), [
