@@ -45,7 +45,7 @@ async def test_check_names_a_full_and_a_read_only_run_root_and_launch_says_disk_
     cluster = sshd_cluster(2, prefix=lambda i: _private_mount(run_root, ("full", "ro")[i]))
     config = cluster.config(run=tiny_run(steps=2))
     assert Path(config.cluster.run_root) == run_root
-    controller = SshRunController(config, preflight=False)
+    controller = SshRunController(config)
     try:
         report = await controller.check()
         items = {(i.host, i.name): i for i in report.items}
