@@ -155,7 +155,7 @@ class RunFollower:
         events: list[FollowItem] = [LogLine(t=time.time(), host="*", rank=None, text=line)
                                     for line in lines]
         if hung is not None and not monitor.failing and self.launching:
-            monitor.declare_hung(*hung)
+            monitor.declare_hung(hung)
         if monitor.failing and self.failed_at is None:
             self.failed_at = time.monotonic()
             if not self.launching:

@@ -147,10 +147,9 @@ class RunMonitor:
         return [HostStatus(t=item.t, host=item.host, state="failed",
                            detail=f"launcher status {item.status}")]
 
-    def declare_hung(self, host: str, rank: int, why: str) -> None:
-        """Record a rank that stopped stepping as the run's cause of failure."""
-        self.failures.append(Failure(host=host, rank=rank, t=time.time(),
-                                     severity=Severity.RANK_DIED, why=why))
+    def declare_hung(self, hung: Failure) -> None:
+        """Record a rank that stopped stepping (``HangGuard.check``) as a cause of failure."""
+        self.failures.append(hung)
 
     def cause_settled(self) -> bool:
         """True when waiting longer cannot change which failure is named first.
