@@ -98,12 +98,14 @@ class RunFollower:
                 if isinstance(item, HostStatus):  # a connection lost or found again
                     yield item
                     continue
-                seen: TailItem | HostLost = item  # type: ignore[assignment]
+                seen: TailItem | HostLost
                 if isinstance(item, tuple):  # its tail gave up: the host is lost
                     host, error = item
                     # Forget the dead connection so stop can reconnect.
                     await self.pool.drop(host)
                     seen = self.monitor.lost(host, error)
+                else:
+                    seen = item
                 for event in self._observe(seen):
                     yield event
                 if self.monitor.finished:
