@@ -1,8 +1,9 @@
 """``SshRunController``: the remote layer's implementation of ``remote.api.RunController``.
 
-``start`` returns a handle at once; iterating its ``events()`` drives the run: pre-flight check,
-push, launch on every host, then the merged event tail until the run ends. ``attach`` follows a
-run started earlier (by this or another process) from the local copy's offsets.
+``start`` returns a handle at once; iterating its ``events()`` drives the run through its
+lifecycle (``remote/run/lifecycle.py``): pre-flight check, push, launch on every host, the merged
+event tail, perhaps the stop after a failure and a restart, until the run ends. ``attach``
+follows a run started earlier (by this or another process) from the local copy's offsets.
 """
 
 from __future__ import annotations
