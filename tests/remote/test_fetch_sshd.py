@@ -153,7 +153,7 @@ async def test_a_real_runs_final_weights_come_back_and_load(sshd_cluster: Any) -
         from tests.remote.runkit import bounded, tiny_run  # type: ignore[no-redef]
 
     config = sshd_cluster(2).config(run=tiny_run(steps=3))
-    controller = SshRunController(config, preflight=False)
+    controller = SshRunController(config)
     try:
         handle = await controller.start()
         events = [e async for e in bounded(handle.events())]
