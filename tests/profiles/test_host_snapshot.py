@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from profiles.__main__ import main as profiles_main
 from profiles.nvml import GpuInfo
 from profiles.snapshot import HostSnapshot, SnapshotFormatError, take_snapshot
 
@@ -73,9 +74,10 @@ def test_table_shows_the_host_and_its_gpus(
     assert "550.54.15" in done.stdout and "80.0 GiB" in done.stdout
 
 
-def test_unknown_flag_is_a_usage_error() -> None:
-    done = run_profiles("--jsn")
-    assert done.returncode == 2 and "--jsn" in done.stderr
+def test_unknown_flag_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        profiles_main(["--jsn"])
+    assert exited.value.code == 2 and "--jsn" in capsys.readouterr().err
 
 
 def test_round_trip_through_json() -> None:
