@@ -50,7 +50,7 @@ def _runs_torchrun(words: list[str]) -> bool:
     """A Python interpreter (not a stand-in that records its arguments) told to run torchrun."""
     return any(word == "-m" and nxt == "torch.distributed.run"
                and Path(interpreter).name.startswith("python")
-               for interpreter, word, nxt in zip(words, words[1:], words[2:]))
+               for interpreter, word, nxt in zip(words, words[1:], words[2:], strict=False))
 
 
 def slow_tier_command(args: Any) -> str | None:
