@@ -3,7 +3,7 @@
 # environment or the project's .venv; and OpenSSH's sshd, iproute2, tcmalloc and python3-venv
 # when running as root), then lint, types, layering and the test suite.
 #   --fast   the fast tier only: no test marked slow (sshd, netns, torchrun ranks, large
-#            models; tests/conftest.py says which). Any other argument goes to pytest.
+#            models; tests/tiers.py says which). Any other argument goes to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tier=()
