@@ -134,6 +134,7 @@ async def _check(tmp_path: Path, run: str, python: str) -> list[CheckItem]:
     return [i for i in report.items if i.name == "packages"]
 
 
+@pytest.mark.slow  # the real pre-flight check, three times: interpreters importing the LLM stack
 async def test_check_names_a_host_without_the_llm_packages(tmp_path: Path) -> None:
     pytest.importorskip("peft")
     found = await _check(tmp_path, 'task = "causal_lm"', sys.executable)
