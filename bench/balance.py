@@ -42,7 +42,7 @@ from bench._common import (
     run_trainer,
     solo_batches,
 )
-from trainer.settings import POLICIES
+from trainer.settings.run_settings import POLICIES
 
 SLOWDOWN = (1.0, 3.0)
 TARGET_IDEAL = 0.90

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from console.app import ConsoleApp
 from console.model.run import RunModel
+from console.session import Session
 from console.widgets.modals import HelpScreen
 from remote.api import LogLine, RankEvent, RunEvent, RunStatus
 from tests.fake_runs import FakeController, FakeRun
@@ -187,7 +188,7 @@ async def console_under_load(ranks: int, rate: float, duration: float,
                   else BoardLoadController(load=load, board_dir=board_dir))
     probe = LoadRun("probe", ranks=ranks)
     model = RunModel(cluster_name="load", hosts=probe.hosts, policy="dynamic")
-    app = TimedConsole(controller=controller, model=model)
+    app = TimedConsole(Session(controller=controller, model=model))
     app.action_ran = []
     latencies: list[float] = []
     async with app.run_test(size=size) as pilot:

@@ -15,7 +15,7 @@ ways, interleaved round after round (the order rotates, so a drifting machine fa
   while the step computes), to decide whether CPU ranks should prefetch.
 
 ``--data-only`` measures instead, in this process on one thread, how much of a step preparing
-the batch takes (``trainer.step.local_batch`` against forward + backward + optimizer step,
+the batch takes (``trainer.step.batches.local_batch`` against forward + backward + optimizer step,
 interleaved step by step): the most a CPU rank could win by prefetching.
 
 Throughput is the median of rank 0's per-step samples/s after ``--skip`` steps. Targets:
@@ -94,8 +94,8 @@ def data_share(batches: list[int], steps: int, skip: int) -> None:
 
     import torch
 
-    from trainer.data import GlobalBatchOrder
-    from trainer.step import local_batch
+    from trainer.step.batch_order import GlobalBatchOrder
+    from trainer.step.batches import local_batch
     from trainer.tasks.image import build
 
     torch.set_num_threads(1)

@@ -20,8 +20,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from trainer.data import synthetic_image
-from trainer.models import build_model
+from trainer.tasks.image.data import synthetic_image
+from trainer.tasks.image.models import build_model
 
 
 def main() -> None:

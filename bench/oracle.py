@@ -51,7 +51,7 @@ from bench._common import (
     run_main,
     run_trainer,
 )
-from trainer.balancer_solve import equal_split, proportional_split
+from trainer.balance.solve import equal_split, proportional_split
 
 SLOWDOWNS = {2: (1.0, 3.0), 3: (1.0, 2.0, 3.0)}
 GOAL_ORACLE = 0.95

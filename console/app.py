@@ -1,8 +1,11 @@
-"""The corral console: a thin Textual app over the run API and the run model.
+"""The corral console: a thin Textual app over a headless ``Session`` and its run model.
 
-Everything slow (check, start, stop, the event stream) runs in workers; the stream's events go
-straight into ``RunModel`` and the panels redraw from it on a timer (at most 4 Hz), so the UI
-never waits on the network and a run with hundreds of ranks cannot flood the message queue.
+The app owns the session (cluster, controller, followed run, model), the panels that render
+the model, the run controls (``RunControls``) and the look back at past runs (``PastRuns``);
+its keys only route to them. Everything slow (check, start, stop, the event stream) runs in
+workers; the stream's events go straight into ``RunModel`` and the panels redraw from it on a
+timer (at most 4 Hz), so the UI never waits on the network and a run with hundreds of ranks
+cannot flood the message queue.
 """
 
 from __future__ import annotations
@@ -12,30 +15,33 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from textual.app import ComposeResult, SystemCommand
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.screen import Screen
 
-from console.model.run import RunModel
+from console.controls import RunControls
 from console.past_runs import PastRuns
+from console.session import Session
 from console.widgets.header import RunHeader
 from console.widgets.layout import run_panels, sync_run_panels
 from console.widgets.logs import LogsPanel
-from console.widgets.modals import ConfirmScreen, HelpScreen, QuitScreen
+from console.widgets.modals import HelpScreen
 from profiles.user_errors import CorralError
 from remote.api import RunController
-from trainer.settings import POLICIES
+from trainer.settings.run_settings import POLICIES
 
+REFRESH_S = 0.25
+"""Panel redraw period: 4 Hz at most, whatever the event rate."""
 BUSY_CHANGES_PER_S = 500
 """Model changes a second above which the panels redraw at ``BUSY_REFRESH_S``, not every tick."""
 BUSY_REFRESH_S = 0.5
 """Panel redraw period under a flood of events (2 Hz)."""
 
 
-class ConsoleApp(PastRuns):
+class ConsoleApp(App[int]):
     """The operator's console for one cluster: panels, keys, and the run it drives."""
 
     CSS_PATH = Path(__file__).with_name("app.tcss")
@@ -58,9 +64,22 @@ class ConsoleApp(PastRuns):
         Binding("z", "zoom_logs", "Zoom logs"),
     ]
 
+    def __init__(self, session: Session, *, attach_run: str | None = None,
+                 refresh_s: float = REFRESH_S) -> None:
+        super().__init__()
+        self.session = session
+        self.controls = RunControls(self, session)
+        self.past_runs = PastRuns(self, session)
+        self.attach_run = attach_run
+        self.refresh_s = refresh_s
+        self._drawn_version = -1
+        """Model version the panels show."""
+        self._drawn_at = 0.0
+        """``time.monotonic()`` of the last redraw."""
+
     # ---------------------------------------------------------------- layout and refresh
     def compose(self) -> ComposeResult:
-        yield from run_panels(self.model, self.clock)
+        yield from run_panels(self.session.model, self.session.clock)
 
     def on_mount(self) -> None:
         self.refresh_panels(force=True)
@@ -69,8 +88,7 @@ class ConsoleApp(PastRuns):
         # full passes, which otherwise stall key presses for tens of milliseconds.
         gc.freeze()
         if self.attach_run is not None:
-            self.busy = "attaching"
-            self._worker_attach(self.attach_run)
+            self.controls.attach(self.attach_run)
 
     def refresh_panels(self, *, force: bool = False) -> None:
         """Redraw the panels from the model if it changed (the header always: time moves).
@@ -86,9 +104,10 @@ class ConsoleApp(PastRuns):
             self.query_one(RunHeader).sync()
         except NoMatches:  # shutting down: the panels are gone
             return
-        if not force and self.model.version == self._drawn_version:
+        version = self.session.model.version
+        if not force and version == self._drawn_version:
             return
-        self._drawn_version = self.model.version
+        self._drawn_version = version
         self._drawn_at = now
         sync_run_panels(self)
 
@@ -103,48 +122,39 @@ class ConsoleApp(PastRuns):
         since = now - self._drawn_at
         if since >= BUSY_REFRESH_S or self._drawn_version < 0:
             return False
-        return (self.model.version - self._drawn_version) / max(since, 1e-3) > BUSY_CHANGES_PER_S
+        changes = self.session.model.version - self._drawn_version
+        return changes / max(since, 1e-3) > BUSY_CHANGES_PER_S
+
+    def show_modal(self, screen: Screen[Any], callback: Callable[[Any], None] | None = None,
+                   ) -> None:
+        """Push a modal, bringing the panels behind it up to date first (they wait under it)."""
+        self.refresh_panels(force=True)
+        self.push_screen(screen, callback)
 
     # ---------------------------------------------------------------- actions (keys)
     def action_start(self) -> None:
-        if self._refuse_if_busy() or self._refuse_if_live("start"):
-            return
-        self.busy = "starting"
-        self._worker_start(resume=False)
+        self.controls.start()
 
     def action_stop(self) -> None:
-        if self._refuse_if_busy() or self.handle is None or not self.model.live:
-            if not self.busy:
-                self.notify("No live run to stop.", severity="warning")
-            return
-        question = f"Stop run {self.handle.run_id} on every host?"
-        self.show_modal(ConfirmScreen("Stop run", question, yes="Stop"),
-                         lambda answer: self._begin("stopping", self._worker_stop, answer))
+        self.controls.stop()
 
     def action_restart(self) -> None:
-        if self._refuse_if_busy():
-            return
-        run = self.handle.run_id if self.handle else "the newest run"
-        question = (f"Stop {run} and restart it from its newest checkpoint?" if self.model.live
-                    else f"Restart {run} from its newest checkpoint?")
-        self.show_modal(ConfirmScreen("Restart from checkpoint", question, yes="Restart"),
-                         lambda answer: self._begin("restarting", self._worker_restart, answer))
+        self.controls.restart()
 
     def action_check(self) -> None:
-        if not self._refuse_if_busy():
-            self.busy = "checking"
-            self._worker_check()
+        self.controls.check()
 
     def action_cycle_policy(self) -> None:
-        current = self.model.next_policy
+        current = self.session.model.next_policy
         following = POLICIES[(POLICIES.index(current) + 1) % len(POLICIES)] \
             if current in POLICIES else POLICIES[0]
         self.set_policy(following)
 
     def set_policy(self, policy: str) -> None:
         """Use ``policy`` for the next start."""
-        self.model.next_policy = policy
-        self.model.version += 1
+        model = self.session.model
+        model.next_policy = policy
+        model.version += 1
         self.refresh_panels()
         self.notify(f"Balancing policy for the next start: {policy}", timeout=3)
 
@@ -166,20 +176,14 @@ class ConsoleApp(PastRuns):
             self.install_screen(HelpScreen(), "help")
         self.show_modal(self.get_screen("help"))
 
-    async def action_quit(self) -> None:
-        if self.model.live and self.handle is not None:
-            self.show_modal(QuitScreen(self.handle.run_id), self._quit_answer)
-        else:
-            self._worker_leave()
+    def action_runs(self) -> None:
+        self.past_runs.runs_screen()
 
-    def _quit_answer(self, choice: object) -> None:
-        if choice == "leave" and self.handle is not None:
-            self.exit_note = (f"Run {self.handle.run_id} left running; reattach with "
-                              f"`corral attach {self.handle.run_id}`.")
-            self._worker_leave()
-        elif choice == "stop" and not self._refuse_if_busy():
-            self.busy = "stopping"
-            self._worker_stop(then_quit=True)
+    def action_report(self) -> None:
+        self.past_runs.current_report()
+
+    async def action_quit(self) -> None:
+        self.controls.quit()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield SystemCommand("Start run", "Check, push and launch (s)", self.action_start)
@@ -208,6 +212,7 @@ class ConsoleApp(PastRuns):
         yield from (c for c in super().get_system_commands(screen)
                     if c.title not in ("Quit", "Keys"))
 
+
 def build_app(
     config_path: Path, *, attach_run: str | None = None, controller: RunController | None = None,
     clock: Callable[[], float] = time.time,
@@ -216,21 +221,8 @@ def build_app(
 
     Raises ``CorralError`` for an unusable cluster.toml.
     """
-    from remote.api import load_cluster
-
-    config = load_cluster(config_path)
-    if controller is None:
-        from remote.api import open_controller
-
-        controller = open_controller(config_path)
-    model = RunModel(
-        cluster_name=config.cluster.name, hosts=[h.name for h in config.hosts],
-        policy=config.run.policy, total_steps=config.run.steps,
-        global_batch=config.run.global_batch,
-    )
-    app = ConsoleApp(controller=controller, model=model, attach_run=attach_run, clock=clock)
-    app.config = config
-    return app
+    return ConsoleApp(Session.open(config_path, controller=controller, clock=clock),
+                      attach_run=attach_run)
 
 
 def run_console(
@@ -247,6 +239,6 @@ def run_console(
         print(f"corral: {exc.title}: {exc.message}", file=sys.stderr)
         return exc.exit_code
     code = app.run()
-    if app.exit_note:
-        print(app.exit_note)
+    if app.controls.exit_note:
+        print(app.controls.exit_note)
     return code or 0

@@ -1,8 +1,10 @@
 """The ``corral`` command line: the console by default, and headless commands for scripts.
 
-Every command reads one cluster.toml (``-c FILE``, default ``./cluster.toml``). A problem the
-user can fix (a ``CorralError``) is printed as ``corral: <title>: <message>`` without a
-traceback, and the process exits with the error's exit code (2 for bad input or config).
+Every command reads one cluster.toml (``-c FILE``, default ``./cluster.toml``) through a
+headless ``Session`` (``console/session.py``, shared with the console app): the cluster, its
+controller and which run a command means when none is named. A problem the user can fix (a
+``CorralError``) is printed as ``corral: <title>: <message>`` without a traceback, and the
+process exits with the error's exit code (2 for bad input or config).
 Heavy modules (Textual, asyncssh, torch) are imported only by the command that needs them.
 """
 
@@ -14,8 +16,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -23,30 +24,14 @@ from rich.markup import escape
 from console.cli_parser import build_parser
 from console.export_cli import EXPORT_COMMANDS
 from console.results_cli import RESULTS_COMMANDS
+from console.session import Session
 from profiles.user_errors import CorralError, UsageError
 
 if TYPE_CHECKING:
-    from remote.api import CheckReport, RunController, RunHandle
+    from remote.api import CheckReport, RunHandle
 
 DETACHED_EXIT = 130
 """Exit status after Ctrl-C detached the follower from a run that keeps going."""
-
-
-# ---- seams (tests replace these) ------------------------------------------------------------
-
-
-def open_controller(path: Path) -> RunController:
-    """The SSH run controller for the cluster file at ``path``."""
-    from remote.api import open_controller as open_ssh_controller
-
-    return open_ssh_controller(path)
-
-
-def load_config(path: Path) -> Any:
-    """The parsed cluster file (``ConfigError`` for any problem in it)."""
-    from remote.api import load_cluster
-
-    return load_cluster(path)
 
 
 # ---- commands ----------------------------------------------------------------------------------
@@ -63,11 +48,8 @@ async def checked(args: argparse.Namespace, console: Console) -> CheckReport:
     """Check every host of the cluster and print the pre-flight table."""
     from console.tables import check_table
 
-    controller = open_controller(args.config)
-    try:
-        report = await controller.check()
-    finally:
-        await controller.aclose()
+    async with Session(args.config) as session:
+        report = await session.controller.check()
     console.print(check_table(report))
     return report
 
@@ -104,16 +86,16 @@ class FirstInterrupt:
         asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
 
 
-async def follow_detachable(handle: RunHandle, console: Console, interrupt: FirstInterrupt, *,
-                            until_running: bool, launching: bool) -> int:
+async def follow_detachable(session: Session, handle: RunHandle, console: Console,
+                            interrupt: FirstInterrupt, *, until_running: bool,
+                            launching: bool) -> int:
     """Follow ``handle``; the first Ctrl-C detaches and says how to stop or re-attach.
 
     ``launching``: this process is launching the run, so a Ctrl-C before it runs stops it.
     """
     from console.follow import follow_run
-    from console.model.run import RunModel
 
-    model = RunModel.of_run(handle.run_id)
+    model = session.follow(handle)
     if not interrupt.fired:
         interrupt.task = asyncio.ensure_future(
             follow_run(handle, console=console, until_running=until_running, model=model))
@@ -159,16 +141,13 @@ async def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.dry_run:
         return await cmd_dry_run(args, console)
     with FirstInterrupt() as interrupt:  # first: a Ctrl-C from here on never strands a run
-        controller = open_controller(args.config)
-        try:
-            handle = await controller.start(resume=args.resume, policy=args.policy,
-                                            name=args.name)
+        async with Session(args.config) as session:
+            handle = await session.controller.start(resume=args.resume, policy=args.policy,
+                                                    name=args.name)
             name = getattr(handle, "name", "")
             console.print(f"run {handle.run_id}" + (f" ({name})" if name else ""))
-            code = await follow_detachable(handle, console, interrupt,
+            code = await follow_detachable(session, handle, console, interrupt,
                                            until_running=args.detach, launching=True)
-        finally:
-            await controller.aclose()
     if args.detach and code == 0:
         console.print(f"run {handle.run_id} is running. Follow it with `corral attach "
                       f"{handle.run_id}`, stop it with `corral stop {handle.run_id}`.")
@@ -183,36 +162,21 @@ def _say_resolved(console: Console, given: str, run_id: str) -> None:
 async def cmd_attach(args: argparse.Namespace, console: Console) -> int:
     """Follow a live run in this terminal (``--headless``)."""
     with FirstInterrupt() as interrupt:
-        controller = open_controller(args.config)
-        try:
-            handle = await controller.attach(args.run_id)
+        async with Session(args.config) as session:
+            handle = await session.controller.attach(args.run_id)
             _say_resolved(console, args.run_id, handle.run_id)
-            return await follow_detachable(handle, console, interrupt, until_running=False,
-                                           launching=False)
-        finally:
-            await controller.aclose()
+            return await follow_detachable(session, handle, console, interrupt,
+                                           until_running=False, launching=False)
 
 
 async def cmd_stop(args: argparse.Namespace, console: Console) -> int:
     """Stop a run; 1 if a host could not be reached or a process survived."""
-    run_id = args.run_id
-    if run_id is None:
-        from remote.api import FINAL_RUN_STATES, list_runs
-
-        live = [r for r in list_runs(load_config(args.config))
-                if r.state not in FINAL_RUN_STATES]
-        if not live:
-            raise UsageError("no run of this cluster is running; name one: corral stop RUN "
-                             "(see `corral status`)", title="nothing to stop")
-        run_id = live[0].run_id
-    controller = open_controller(args.config)
-    try:
-        handle = await controller.attach(run_id)
+    async with Session(args.config) as session:
+        run_id = session.unnamed_run(live=True) if args.run_id is None else args.run_id
+        handle = await session.controller.attach(run_id)
         _say_resolved(console, run_id, handle.run_id)
         run_id = handle.run_id
         report = await handle.stop(grace_s=args.grace)
-    finally:
-        await controller.aclose()
     if report.clean:
         console.print(f"run {run_id} stopped; no process of it is left on any host")
         return 0
@@ -227,14 +191,14 @@ async def cmd_stop(args: argparse.Namespace, console: Console) -> int:
 async def cmd_status(args: argparse.Namespace, console: Console) -> int:
     """Table of the cluster's runs."""
     from console.tables import runs_table
-    from remote.api import list_runs, refresh_runs
+    from remote.api import refresh_runs
 
-    config = load_config(args.config)
-    if not list_runs(config):
+    session = Session(args.config)
+    if not session.recorded_runs():
         console.print("no runs yet")
         return 0
     # A run whose follower went away keeps its last recorded state: ask its hosts.
-    runs, unverified = await refresh_runs(config)
+    runs, unverified = await refresh_runs(session.config)
     console.print(runs_table(runs))
     if unverified:
         console.print(f"note: the hosts of {', '.join(unverified)} could not be reached; "
@@ -247,7 +211,7 @@ async def cmd_profile(args: argparse.Namespace, console: Console) -> int:
     from console.tables import profiles_table
     from remote.api import profile_cluster
 
-    results = await profile_cluster(load_config(args.config))
+    results = await profile_cluster(Session(args.config).config)
     console.print(profiles_table(results))
     return 0 if all(r.ok for r in results) else 1
 
@@ -259,7 +223,7 @@ async def cmd_setup(args: argparse.Namespace, console: Console) -> int:
     def progress(host: str, message: str) -> None:
         console.print(f"{escape(host)}: {escape(message)}")
 
-    results = await setup_cluster(load_config(args.config), args.hosts, progress)
+    results = await setup_cluster(Session(args.config).config, args.hosts, progress)
     for result in results:
         mark = "[green]ok[/]" if result.ok else "[red]FAILED[/]"
         console.print(f"{escape(result.host)}: {mark} {escape(result.detail)}")
@@ -301,7 +265,7 @@ async def cmd_trust(args: argparse.Namespace, console: Console) -> int:
         answers.append(reply.strip().lower() in ("y", "yes"))
         return answers[-1]
 
-    message = await trust_host(load_config(args.config), args.host, confirm)
+    message = await trust_host(Session(args.config).config, args.host, confirm)
     console.print(escape(message))
     return 1 if answers and not answers[-1] else 0
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from console.export_cli import add_export_parser
 from console.results_cli import add_results_parsers
-from trainer.settings import POLICIES
+from trainer.settings.run_settings import POLICIES
 
 DEFAULT_CONFIG = Path("cluster.toml")
 

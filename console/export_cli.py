@@ -38,7 +38,7 @@ def add_export_parser(command: Callable[[str, str], argparse.ArgumentParser]) ->
 
 async def cmd_export(args: argparse.Namespace, console: Console) -> int:
     """Write (or print) the manifests, then say how to apply and copy back."""
-    from console.cli import load_config
+    from console.session import load_config
     from remote.api import export_kubernetes, kubernetes_next_steps, write_kubernetes
 
     config = load_config(args.config)

@@ -1,58 +1,57 @@
 """The console's look back: the runs screen, a past run read-only, and run reports.
 
-``PastRuns`` sits between ``RunControls`` and ``ConsoleApp``; everything it shows is read from
-this machine's records of the cluster's runs (``remote.records.history``), like ``corral report``.
+``PastRuns`` belongs to the console app; everything it shows is read from this machine's
+records of the cluster's runs through the app's ``Session``, like ``corral report``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from console.controls import RunControls
 from profiles.user_errors import CorralError
 
 if TYPE_CHECKING:
-    from remote.api import ClusterConfig, RunHistory, RunSeries, RunSummary
+    from console.app import ConsoleApp
+    from console.session import Session
+    from remote.api import RunHistory, RunSeries, RunSummary
 
 
-class PastRuns(RunControls):
-    """Actions behind ``h`` (runs screen) and ``o`` (report of the current run)."""
+class PastRuns:
+    """What ``h`` (runs screen) and ``o`` (report of the current run) show."""
 
-    config: ClusterConfig | None = None
-    """The cluster whose runs are listed (set by ``build_app``; None: no records to show)."""
+    def __init__(self, app: ConsoleApp, session: Session) -> None:
+        self.app = app
+        self.session = session
 
-    def action_runs(self) -> None:
+    def runs_screen(self) -> None:
+        """The cluster's recorded runs, newest first; each opens read-only or as a report."""
         from console.widgets.runs import RunsScreen
-        from remote.api import list_runs
 
-        runs = list_runs(self.config) if self.config is not None else []
+        runs = self.session.recorded_runs()
         if not runs:
-            self.notify("No run of this cluster is recorded on this machine yet.",
-                        severity="warning")
+            self.app.notify("No run of this cluster is recorded on this machine yet.",
+                            severity="warning")
             return
-        self.show_modal(RunsScreen(runs, open_run=self.open_past_run, report=self.show_report))
+        self.app.show_modal(RunsScreen(runs, open_run=self.open_past_run,
+                                       report=self.show_report))
 
-    def action_report(self) -> None:
-        if self.model.run_id is None:
-            self.notify("No run yet: start one (s) or pick a past one (h).", severity="warning")
+    def current_report(self) -> None:
+        """The report of the run the console follows (or shows)."""
+        run_id = self.session.model.run_id
+        if run_id is None:
+            self.app.notify("No run yet: start one (s) or pick a past one (h).",
+                            severity="warning")
             return
-        self.show_report(self.model.run_id)
-
-    def _summary(self, run_id: str) -> tuple[RunHistory, RunSummary, RunSeries]:
-        from remote.api import load_history, local_run_dir, summarize
-
-        if self.config is None:
-            raise CorralError(f"no records of run {run_id} on this machine")
-        history = load_history(local_run_dir(self.config, run_id))
-        return history, *summarize(history)
+        self.show_report(run_id)
 
     def _summary_or_warn(self, run_id: str, title: str
                          ) -> tuple[RunHistory, RunSummary, RunSeries] | None:
-        """``_summary``, or None after a notification titled ``title`` saying why not."""
+        """The run's records and summary, or None after a notification titled ``title``
+        saying why not."""
         try:
-            return self._summary(run_id)
+            return self.session.summary(run_id)
         except CorralError as exc:
-            self.notify(exc.message, title=title, severity="warning")
+            self.app.notify(exc.message, title=title, severity="warning")
             return None
 
     def show_report(self, run_id: str) -> None:
@@ -64,8 +63,8 @@ class PastRuns(RunControls):
         if found is None:
             return
         _, summary, series = found
-        body = report.one_run(summary, series, width=max(40, self.size.width - 10))
-        self.push_screen(ReportScreen(f"report · {summary.name or run_id}", body))
+        body = report.one_run(summary, series, width=max(40, self.app.size.width - 10))
+        self.app.push_screen(ReportScreen(f"report · {summary.name or run_id}", body))
 
     def open_past_run(self, run_id: str) -> None:
         """Show a recorded run in the console's panels, read-only."""
@@ -76,8 +75,8 @@ class PastRuns(RunControls):
         if found is None:
             return
         history, summary, _ = found
-        model = model_from_history(history, summary.outcome,
-                                   cluster_name=self.model.cluster_name,
-                                   policy=summary.policy or self.model.next_policy)
-        self.push_screen(PastRunScreen(model, self.clock,
-                                       report=lambda: self.show_report(run_id)))
+        model = self.session.model
+        past = model_from_history(history, summary.outcome, cluster_name=model.cluster_name,
+                                  policy=summary.policy or model.next_policy)
+        self.app.push_screen(PastRunScreen(past, self.session.clock,
+                                           report=lambda: self.show_report(run_id)))

@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from console.session import Session
 from profiles.user_errors import UsageError
 
 JSON_SCHEMA_DOC = "docs/report.md"
@@ -54,21 +55,13 @@ def add_results_parsers(command: Callable[[str, str], argparse.ArgumentParser]) 
                       help="the newest checkpoint instead")
 
 
-def _load(args: argparse.Namespace, wanted: list[str]) -> tuple[Any, list[Any]]:
-    from console.cli import load_config
-    from remote.api import find_runs
-
-    config = load_config(args.config)
-    return config, find_runs(config, wanted)
-
-
 async def cmd_report(args: argparse.Namespace, console: Console) -> int:
     """Print one run's report, or a comparison of several (``--json``: machine-readable)."""
     from console import report
-    from remote.api import SCHEMA_VERSION, load_history, local_run_dir, summarize, summary_to_json
+    from remote.api import SCHEMA_VERSION, summary_to_json
 
-    config, infos = _load(args, args.runs)
-    runs = [summarize(load_history(local_run_dir(config, info.run_id))) for info in infos]
+    session = Session(args.config)
+    runs = [session.summary(info.run_id)[1:] for info in session.runs(args.runs)]
     if args.plot is not None:
         from console.plot_png import write_plot
 
@@ -92,11 +85,11 @@ async def cmd_tensorboard(args: argparse.Namespace, console: Console) -> int:
     """Write TensorBoard files for the runs, then serve them (until Ctrl-C)."""
     import sys
 
-    from console.cli import load_config
-    from remote.api import board_command, board_label, convert_run, list_runs, local_run_dir
+    from remote.api import board_command, board_label, convert_run, local_run_dir
 
-    config = load_config(args.config)
-    infos = _load(args, args.runs)[1] if args.runs else list_runs(config)
+    session = Session(args.config)
+    config = session.config
+    infos = session.runs(args.runs) if args.runs else session.recorded_runs()
     if not infos:
         raise UsageError("no runs of this cluster yet; start one with `corral run`",
                          title="no runs")
@@ -154,8 +147,9 @@ async def cmd_fetch(args: argparse.Namespace, console: Console) -> int:
     """Copy the final model (or newest checkpoint) of a run here, verified."""
     from remote.api import fetch_results
 
-    config, infos = _load(args, [args.run_id])
-    result = await fetch_results(config, infos[0],
+    session = Session(args.config)
+    config, info = session.config, session.runs([args.run_id])[0]
+    result = await fetch_results(config, info,
                                  what="checkpoint" if args.checkpoint else "final",
                                  progress=lambda line: console.print(escape(line)))
     console.print(f"{result.files} file(s), {result.bytes} bytes from {escape(result.host)} "

@@ -2,8 +2,15 @@
 # Quick start, tests: installs what the tests need (Python packages, into the current virtual
 # environment or the project's .venv; and OpenSSH's sshd, iproute2, tcmalloc and python3-venv
 # when running as root), then lint, types, layering and the test suite.
+#   --fast   the fast tier only: no test marked slow (sshd, netns, torchrun ranks, large
+#            models; tests/tiers.py says which). Any other argument goes to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+tier=()
+if [ "${1:-}" = --fast ]; then
+    shift
+    tier=(-m "not slow")
+fi
 if [ "$(id -u)" = 0 ] && { ! [ -x /usr/sbin/sshd ] || ! command -v ip >/dev/null \
         || ! { ldconfig -p | grep libtcmalloc_minimal >/dev/null; } \
         || ! python3 -c 'import ensurepip' >/dev/null 2>&1; }; then
@@ -18,4 +25,4 @@ bash scripts/bootstrap.sh --dev --llm
 "$PY" -m ruff check .
 "$PY" -m mypy
 "$PY" -c "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports())"
-exec "$PY" -m pytest -q -p no:cacheprovider "$@"
+exec "$PY" -m pytest -q -p no:cacheprovider ${tier[@]+"${tier[@]}"} "$@"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench._common import causal_lm_task, trainer_flags
-from trainer.config import parse_config
+from trainer.settings.train_config import parse_config
 from trainer.tasks.loader import task_options
 
 

@@ -12,7 +12,7 @@ import os
 import sys
 
 from profiles.user_errors import CorralError
-from trainer.config import parse_config
+from trainer.settings.train_config import parse_config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,11 +28,11 @@ import torch.distributed as dist
 from torch import nn
 
 from profiles.user_errors import UsageError
-from trainer.accumulate import autocast
-from trainer.balancer import round_split
+from trainer.balance.balancer import round_split
 from trainer.dist import print0
 from trainer.events import EvalEvent, EventWriter
-from trainer.step import collate, move_to
+from trainer.step.accumulate import autocast
+from trainer.step.batches import collate, move_to
 from trainer.tasks import Dataset, Task
 
 DEFAULT_CHUNK = 64
@@ -80,7 +80,7 @@ class Evaluator:
         """Evaluate with the current ``split`` (collective); rank 0 returns the event."""
         started = time.perf_counter()
         # Every rank evaluates with rank 0's BatchNorm statistics: the step just run left the
-        # buffers equal (BufferSync, trainer/accumulate.py).
+        # buffers equal (BufferSync, trainer/step/accumulate.py).
         chunks = range(math.ceil(len(self.data) / self.chunk))
         shares = round_split([float(s) for s in split], len(chunks), min_batch=0)
         first = sum(shares[: self.rank])

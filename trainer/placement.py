@@ -34,7 +34,7 @@ from trainer.launch_contract import ALLOCATOR_ENV
 if TYPE_CHECKING:  # torch is imported only by the function that needs it
     import torch
 
-    from trainer.config import TrainConfig
+    from trainer.settings.train_config import TrainConfig
 
 Allocator = Literal["auto", "tcmalloc", "jemalloc", "glibc", "off"]
 """``[[hosts]] allocator`` choices: auto = tcmalloc, else jemalloc, else tuned glibc."""

@@ -24,8 +24,8 @@ from torch import nn
 from profiles.bench import BenchConfig, StepFn, benchmark
 from profiles.store import Profile, save_profile
 from profiles.user_errors import CorralError, UsageError
-from trainer.models import build_model
-from trainer.slowdown import emulate_slowdown
+from trainer.step.slowdown import emulate_slowdown
+from trainer.tasks.image.models import build_model
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (3, 32, 32)

@@ -9,7 +9,7 @@ import time
 from types import FrameType
 
 from profiles.user_errors import CorralError
-from trainer.checkpointer import RunState
+from trainer.checkpoint.checkpointer import RunState
 
 
 class Interrupted(Exception):

@@ -23,16 +23,17 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from profiles.user_errors import CorralError, UsageError
-from trainer.accumulate import BufferSync, ShareRunner
-from trainer.balancer import Balancer, BalancerConfig
-from trainer.balancer_passes import passes
-from trainer.capacity import initial_split
-from trainer.checkpoint import set_rng_state
-from trainer.checkpointer import Checkpointer, RunState, load_model_state, resume, write_final
-from trainer.clock import ComputeClock
-from trainer.config import TrainConfig, check_world
-from trainer.config_training import check_precision, check_total_steps
-from trainer.data import GlobalBatchOrder
+from trainer.balance.balancer import Balancer, BalancerConfig
+from trainer.balance.capacity import initial_split
+from trainer.balance.passes import passes
+from trainer.checkpoint.checkpointer import (
+    Checkpointer,
+    RunState,
+    load_model_state,
+    resume,
+    write_final,
+)
+from trainer.checkpoint.files import set_rng_state
 from trainer.dist import (
     RankInfo,
     broadcast_ints,
@@ -55,12 +56,18 @@ from trainer.events import (
     StepEvent,
     events_path,
 )
-from trainer.optim import OptimizerStep, StepOutcome, make_optimizer
 from trainer.placement import Placement, format_cpulist, place_this_rank
-from trainer.prefetch import BatchPrefetcher, prefetch_wanted
 from trainer.resources import ResourceReporter
-from trainer.slowdown import SlowdownSchedule
-from trainer.step import StepTally, collated, start_gather_tallies
+from trainer.settings.train_config import TrainConfig, check_world
+from trainer.settings.training_checks import check_precision, check_total_steps
+from trainer.step.accumulate import BufferSync, ShareRunner
+from trainer.step.batch_order import GlobalBatchOrder
+from trainer.step.batches import collated
+from trainer.step.clock import ComputeClock
+from trainer.step.optim import OptimizerStep, StepOutcome, make_optimizer
+from trainer.step.prefetch import BatchPrefetcher, prefetch_wanted
+from trainer.step.slowdown import SlowdownSchedule
+from trainer.step.tally import StepTally, start_gather_tallies
 from trainer.stopping import Diverged, Interrupted, StopSignals, check_finite_loss
 from trainer.tasks import Task, trainable_parameters
 from trainer.tasks.loader import build_task, task_label
@@ -160,7 +167,7 @@ class Trainer:
         self._announce(backend, first_split, resumed_from)
 
         # DDP averages gradients over ranks; divide_by_global_units turns that into the exact
-        # mean over the step's units. The comm hook times local backward (trainer/clock.py).
+        # mean over the step's units. The comm hook times local backward (trainer/step/clock.py).
         # Buffers are synced after a step that changed one (BufferSync), not at every forward.
         self.ddp = DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None,
                        forward_sync_buffers=False)
@@ -287,7 +294,7 @@ class Trainer:
         """Run step ``step`` (1-based) on this rank; every rank's tally of it, by rank, and
         what the optimizer did."""
         # Forward + backward on the SUMMED loss of this rank's slice of the global batch, in
-        # micro-batch passes (trainer/accumulate.py). DDP all-reduces inside the last backward;
+        # micro-batch passes (trainer/step/accumulate.py). DDP all-reduces inside the last backward;
         # an emulated slow device (--slowdown) finishes later: the clock's hook waits before
         # the last all-reduce, and compute_s includes that time.
         # Then one small all-gather: every rank's loss sum, unit count, compute time and stop
@@ -306,7 +313,7 @@ class Trainer:
         if any(t.buffers_changed > 0 for t in tallies):
             self.buffer_sync.sync()
 
-        # The gradient divided by the step's GLOBAL count of loss units (see step.py), then
+        # The gradient divided by the step's GLOBAL count of loss units (see step/tally.py), then
         # unscale (fp16), clip, the step's learning rate, and the optimizer step.
         outcome = self.optim_step.step(step, sum(t.units for t in tallies))
         self.run.step = step

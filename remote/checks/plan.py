@@ -50,9 +50,8 @@ def node_address(config: ClusterConfig, host: HostSection, master_addr: str) -> 
 
 @dataclass(frozen=True, kw_only=True)
 class LaunchFacts:
-    """What a launch needs to know about the hosts, asked once: by the pre-flight check
-    (``remote.checks.preflight.check_and_plan``), or by ``probe_launch_facts`` when the check
-    is off."""
+    """What a launch needs to know about the hosts, asked once, by the pre-flight check
+    (``remote.checks.preflight.check_and_plan``)."""
 
     gpus: Mapping[str, int | None]
     """GPUs found per host (None: not asked or not known)."""

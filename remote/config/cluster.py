@@ -26,7 +26,7 @@ from remote.config.errors import (
 )
 from remote.config.task_code import task_problems
 from trainer.placement import Allocator
-from trainer.settings import Policy, RunSettings
+from trainer.settings.run_settings import Policy, RunSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -155,8 +155,8 @@ class RunSection(RunSettings):
     """``[run]``: the run's name and the trainer's settings (each a ``python -m trainer`` flag).
 
     The keys it shares with the trainer (their meanings, defaults, choices and bounds) are
-    ``trainer.settings.RunSettings``'s fields; the ones below are corral's own, or written
-    differently in cluster.toml than on the trainer's command line."""
+    ``trainer.settings.run_settings.RunSettings``'s fields; the ones below are corral's own,
+    or written differently in cluster.toml than on the trainer's command line."""
 
     name: str | None = None
     """The runs' name (``corral run --name`` overrides it), shown with their unique run id."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from remote.config import cluster as config
 from remote.config.toml import doc_type, field_hints
-from trainer.flags import field_docs as settings_docs
+from trainer.settings.flags import field_docs as settings_docs
 
 BEGIN = "<!-- BEGIN generated reference: python -m remote.config.doc -->"
 END = "<!-- END generated reference -->"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from profiles.user_errors import UsageError
 from remote.config.rules import NAME_RE
-from trainer.settings import MODELS, POLICIES
+from trainer.settings.run_settings import MODELS, POLICIES
 
 HEADER = """\
 # corral cluster.toml: the one file that describes your machines and the training run.

@@ -15,10 +15,10 @@ from dataclasses import fields, replace
 from typing import Any, Literal, TypeGuard, get_args, get_origin
 
 from remote.config.errors import did_you_mean, host_where, quote, section_where
-from trainer import relations
-from trainer.flags import field_hints
 from trainer.placement import parse_cpulist
-from trainer.settings import RunSettings
+from trainer.settings import relations
+from trainer.settings.flags import field_hints
+from trainer.settings.run_settings import RunSettings
 
 HostLoss = Literal["stop", "continue"]
 """``[run] on_host_loss`` choices."""
@@ -220,8 +220,8 @@ def run_name_problem(name: str) -> str:
 
 def settings_problems(values: Mapping[str, Any]) -> Problems:
     """The rules of the keys ``[run]`` shares with the trainer, from their fields
-    (``trainer.settings.RunSettings``): a ``Literal`` key holds one of its values, a bounded
-    one (``setting(at_least=, above=)``) is within its bounds."""
+    (``trainer.settings.run_settings.RunSettings``): a ``Literal`` key holds one of its values,
+    a bounded one (``setting(at_least=, above=)``) is within its bounds."""
     out: Problems = []
     hints = field_hints(RunSettings)
     for f in fields(RunSettings):
@@ -239,7 +239,8 @@ def settings_problems(values: Mapping[str, Any]) -> Problems:
 
 def run_problems(values: Mapping[str, Any]) -> Problems:
     """Rules for ``[run]`` on its own: each key's, then the relations between keys
-    (``trainer.relations``, the trainer's own) over the keys that passed their own rules."""
+    (``trainer.settings.relations``, the trainer's own) over the keys that passed their own
+    rules."""
     out = settings_problems(values)
     _choice(out, values, "on_host_loss", get_args(HostLoss))
     _text(out, values, "data_dir")
@@ -378,7 +379,7 @@ def cross_problems(cluster: Mapping[str, Any], hosts: Sequence[Mapping[str, Any]
 
 
 def _world_problems(hosts: Sequence[Mapping[str, Any]], run: Mapping[str, Any]) -> Problems:
-    """The relations that read the world size (``trainer.relations``: the split and global
+    """The relations that read the world size (``trainer.settings.relations``: the split and global
     batch against the ranks), when every host's rank count is known."""
     counts = [resolved_nproc(h.get("nproc"), h.get("gpus", "auto")) for h in hosts]
     if not hosts or any(c is None for c in counts):

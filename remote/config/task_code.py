@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from profiles.user_errors import UsageError
-from trainer.config import BUILTIN_TASKS, TASK_PACKAGES, TrainConfig, split_task_spec
-from trainer.flags import flag_words
+from trainer.settings.flags import flag_words
+from trainer.settings.train_config import BUILTIN_TASKS, TASK_PACKAGES, TrainConfig, split_task_spec
 
 if TYPE_CHECKING:
     from remote.config.cluster import ClusterConfig

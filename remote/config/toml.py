@@ -15,7 +15,7 @@ from dataclasses import MISSING, fields
 from typing import Any, Literal, Union, get_args, get_origin
 
 from remote.config.errors import did_you_mean, quote
-from trainer.flags import field_hints
+from trainer.settings.flags import field_hints
 
 __all__ = ["field_hints"]  # the config dataclasses' annotations, as the trainer reads its own
 

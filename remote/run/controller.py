@@ -1,8 +1,9 @@
 """``SshRunController``: the remote layer's implementation of ``remote.api.RunController``.
 
-``start`` returns a handle at once; iterating its ``events()`` drives the run: pre-flight check,
-push, launch on every host, then the merged event tail until the run ends. ``attach`` follows a
-run started earlier (by this or another process) from the local copy's offsets.
+``start`` returns a handle at once; iterating its ``events()`` drives the run through its
+lifecycle (``remote/run/lifecycle.py``): pre-flight check, push, launch on every host, the merged
+event tail, perhaps the stop after a failure and a restart, until the run ends. ``attach``
+follows a run started earlier (by this or another process) from the local copy's offsets.
 """
 
 from __future__ import annotations
@@ -39,12 +40,31 @@ from remote.records.runs import (
     write_run_info,
 )
 from remote.run import launch_lock
+from remote.run.failures import HostLost
 from remote.run.follower import RunFollower
-from remote.run.monitor import RunMonitor
-from remote.run.recovery import REPEATED_FAILURES, count_failure, restart_refusal
-from remote.run.start import launch_run
+from remote.run.lifecycle import (
+    NEXT_PHASE,
+    AttemptEnded,
+    CauseSettled,
+    LaunchFailed,
+    Lifecycle,
+    Outcome,
+    Phase,
+    PhaseDone,
+    Signal,
+    StopCause,
+    StopRequest,
+    TailsOpen,
+)
+from remote.run.recovery import (
+    REPEATED_FAILURES,
+    can_go_on_without,
+    count_failure,
+    restart_refusal,
+)
+from remote.run.start import Launch, check_and_push, pushed_and_planned, start_hosts
 from remote.run.stop import stop_run
-from trainer.settings import POLICIES
+from trainer.settings.run_settings import POLICIES
 
 
 class SshRunHandle:
@@ -59,12 +79,17 @@ class SshRunHandle:
         self._launch = launch
         self._resume = resume
         self._policy = policy
-        self._monitor: RunMonitor | None = None
-        self._stopping = False
-        self._stop_clean = True
-        """Whether the last stop after a failure left nothing behind (a restart needs it)."""
-        self._lost: dict[str, str] = {}
-        """Hosts lost in the last attempt, and why."""
+        self._stop = StopRequest()
+        """Whether the run is being stopped, and why (the follower and its monitor ask it)."""
+        # Following a run that has ended does not rewrite its recorded outcome.
+        records = launch or info.state not in FINAL_RUN_STATES
+        self._life = Lifecycle(info.run_id, Phase.CHECKING if launch else Phase.RUNNING,
+                               self._record if records else None)
+        self._attempt: Launch | None = None
+        """The launch under way (checking, pushing, launching), while it holds the lock."""
+        self._follower: RunFollower | None = None
+        self._restarts = 0
+        self._failure_streaks: dict[str, int] = {}
         self._config = controller.config
         self._pool = controller.pool
         """The run's hosts: the controller's, less the ones dropped (``on_host_loss``)."""
@@ -79,74 +104,145 @@ class SshRunHandle:
         """``<run_root>/<run_id>`` as the hosts see it."""
         return run_dir_for(self.config, self.run_id)
 
-    def _status(self, state: RunState, detail: str = "", **extra: object) -> RunStatus:
-        if state != "idle" and (self._launch or self._info.state not in FINAL_RUN_STATES):
-            # Following a run that has ended does not rewrite its recorded outcome.
-            update_run_state(self.config, self.run_id, state, detail.split("\n", 1)[0])
-        return RunStatus(t=time.time(), run_id=self.run_id, state=state, detail=detail,
-                         **extra)  # type: ignore[arg-type]
+    def _record(self, state: RunState, detail: str) -> None:
+        update_run_state(self.config, self.run_id, state, detail)
 
     async def events(self) -> AsyncIterator[RunEvent]:
         """Every event of the run, ending with its final ``RunStatus``.
 
-        With ``[run] max_restarts``, a run that fails after it ran (a rank died, a host dropped,
-        a hang) is relaunched from its newest checkpoint, up to that many times (each restart a
+        The lifecycle loop: each phase's work (``_act``) yields events and reports what
+        happened; ``_decide`` alone moves the run to its next phase. With ``[run]
+        max_restarts``, a run that fails after it ran (a rank died, a host dropped, a hang) is
+        relaunched from its newest checkpoint, up to that many times (each restart a
         ``launching`` status and a log line); ``on_host_loss`` may drop a host first."""
-        restarts, failure_streaks = 0, dict[str, int]()
+        life = self._life
         try:
-            while True:
-                if self._launch:
-                    launched = True
-                    async for event in self._launch_once():
-                        if isinstance(event, RunStatus) and event.state in FINAL_RUN_STATES:
-                            launched = False
-                        yield event
-                    if not launched:
-                        return
-                final: RunStatus | None = None
-                async for event in self._follow():
-                    if isinstance(event, RunStatus) and event.state in FINAL_RUN_STATES:
-                        final = event
-                        break
-                    yield event
-                if final is None:
-                    return
-                if (failing := count_failure(failure_streaks, final)) is not None:
-                    self._lost.setdefault(failing, f"failed {REPEATED_FAILURES} times in a row")
-                if self._can_drop_lost_hosts(final):
-                    for event in self._drop_lost_hosts(final):
-                        yield event
-                    self._resume = True
-                    continue
-                why = restart_refusal(final, restarts, self.config.run.max_restarts,
-                                      wanted=self._launch and not self._stopping,
-                                      stop_clean=self._stop_clean)
-                if why is not None:
-                    yield final if not why else replace(final, detail=f"{final.detail}\n({why})")
-                    return
-                restarts += 1
-                cause = final.detail.split("\n", 1)[0]
-                note = (f"restart {restarts} of {self.config.run.max_restarts} after: {cause}; "
-                        "resuming from the newest checkpoint")
-                yield LogLine(t=time.time(), host="*", rank=None, text=note)
-                yield self._status("launching", note)
-                self._resume = True
+            if self._launch:
+                yield life.announce()
+            while life.phase is not Phase.ENDED:
+                async for item in self._act(life.phase):
+                    if isinstance(item, Signal):
+                        for event in await self._decide(item):
+                            yield event
+                    else:
+                        yield item
         finally:
+            await self._unlock()
             if self._pool is not self._controller.pool:
                 await self._pool.aclose()
 
-    def _can_drop_lost_hosts(self, final: RunStatus) -> bool:
-        """``on_host_loss = "continue"``, the run failed on a lost host (or one that failed
-        ``REPEATED_FAILURES`` attempts in a row), and it can go on without it (the master,
-        which holds the rendezvous, is not lost)."""
-        return (self.config.run.on_host_loss == "continue" and final.state == "failed"
-                and self._launch and not self._stopping and final.failed_host in self._lost
-                and self.config.cluster.master not in self._lost and self._stop_clean
-                and len(self._lost) < len(self.config.hosts))
+    async def _act(self, phase: Phase) -> AsyncIterator[RunEvent | Signal]:
+        """The work of ``phase``: its events, then what happened."""
+        if phase is Phase.RESTARTING:
+            yield PhaseDone()
+        elif phase is Phase.RUNNING:  # following a run started earlier
+            async for item in self._follow():
+                yield item
+        else:
+            try:
+                async for event in self._launch_phase(phase):
+                    yield event
+            except LaunchFailed as failed:
+                yield failed
+                return
+            except CorralError as exc:
+                # Whatever was started is stopped again: a failed launch leaves nothing behind.
+                await stop_run(self._pool, self.run_dir, self.run_id, grace_s=2.0)
+                yield LaunchFailed(f"{exc.title}: {exc}")
+                return
+            yield PhaseDone()
+            if phase is Phase.LAUNCHING:
+                async for item in self._follow():
+                    yield item
 
-    def _drop_lost_hosts(self, final: RunStatus) -> list[RunEvent]:
+    async def _launch_phase(self, phase: Phase) -> AsyncIterator[RunEvent]:
+        """Check (taking the launch lock first), push or launch."""
+        if phase is Phase.CHECKING:
+            try:
+                await launch_lock.acquire(self._pool, self.config, self.run_id)
+            except launch_lock.LaunchLocked as exc:
+                raise LaunchFailed(f"{exc.title}: {exc}") from None
+            except CorralError:
+                pass  # the master cannot be reached: the check says so, with its fix
+            self._attempt = Launch(pool=self._pool, config=self.config, info=self._info)
+            steps = check_and_push(self._attempt)
+        elif phase is Phase.PUSHING:
+            assert self._attempt is not None
+            steps = pushed_and_planned(self._attempt)
+        else:
+            assert self._attempt is not None
+            steps = start_hosts(self._attempt, resume=self._resume, policy=self._policy)
+        async with contextlib.aclosing(steps):
+            async for event in steps:
+                yield event
+
+    async def _follow(self) -> AsyncIterator[RunEvent | Signal]:
+        self._follower = RunFollower(self.config, self._pool, self._info,
+                                     launching=self._launch, stop=self._stop)
+        async for item in self._follower.events():
+            yield item
+
+    async def _unlock(self) -> None:
+        """Release the launch lock if this handle holds it (the launch is over)."""
+        if self._attempt is not None:
+            self._attempt = None
+            await launch_lock.release(self._pool, self.config, self.run_id)
+            with contextlib.suppress(CorralError):
+                self._info = read_run_info(self.config, self.run_id)
+
+    async def _decide(self, signal: Signal) -> list[RunEvent]:
+        """The one place that moves the run: from what its phase reported, the next phase
+        and the events that say so."""
+        life = self._life
+        if isinstance(signal, LaunchFailed):
+            # The lock goes before the final status: its reader stops reading there.
+            await self._unlock()
+            return [life.end(Outcome.FAILED, signal.detail, report=signal.report,
+                             failed_host=signal.failed_host)]
+        if isinstance(signal, PhaseDone):
+            if life.phase is Phase.LAUNCHING:
+                await self._unlock()  # launched: the follower takes over (``TailsOpen``)
+                return []
+            if life.phase is Phase.RESTARTING:
+                self._stop.next_attempt()
+                self._resume = True
+            return [life.move(NEXT_PHASE[life.phase])]
+        if isinstance(signal, TailsOpen):
+            return [life.move(Phase.RUNNING)]
+        if isinstance(signal, CauseSettled):
+            if not self._launch:
+                return []  # following changes nothing on the hosts
+            assert self._follower is not None
+            self._stop.request(StopCause.FAILURE)
+            self._follower.stop_others(signal.left)
+            who = signal.cause.host if signal.cause else "?"
+            return [life.move(Phase.STOPPING,
+                              f"{who} failed; stopping {', '.join(signal.left) or 'nothing'}")]
+        return self._after_attempt(signal)
+
+    def _after_attempt(self, ended: AttemptEnded) -> list[RunEvent]:
+        """End the run, or restart it (perhaps without the hosts it lost)."""
+        final, lost = ended.final, dict(ended.lost)
+        if (failing := count_failure(self._failure_streaks, final)) is not None:
+            lost.setdefault(failing, HostLost(host=failing, t=time.time(),
+                                              reason=f"failed {REPEATED_FAILURES} times in a row"))
+        wanted = self._launch and not self._stop.by(StopCause.REQUESTED)
+        if wanted and can_go_on_without(self.config, final, lost, stop_clean=ended.stop_clean):
+            return self._drop_lost_hosts(final, lost)
+        why = restart_refusal(final, self._restarts, self.config.run.max_restarts,
+                              wanted=wanted, stop_clean=ended.stop_clean)
+        if why is not None:
+            return [self._life.end_with(final if not why else
+                                        replace(final, detail=f"{final.detail}\n({why})"))]
+        self._restarts += 1
+        cause = final.detail.split("\n", 1)[0]
+        note = (f"restart {self._restarts} of {self.config.run.max_restarts} after: {cause}; "
+                "resuming from the newest checkpoint")
+        return [LogLine(t=time.time(), host="*", rank=None, text=note),
+                self._life.move(Phase.RESTARTING, note)]
+
+    def _drop_lost_hosts(self, final: RunStatus, lost: dict[str, HostLost]) -> list[RunEvent]:
         """Go on without the lost hosts: same global batch, re-split among the others."""
-        lost = dict(self._lost)
         remaining = tuple(h for h in self.config.hosts if h.name not in lost)
         self._config = replace(self.config, hosts=remaining,
                                run=replace(self.config.run, split=None))
@@ -159,68 +255,26 @@ class SshRunHandle:
                 f"{self.config.run.global_batch} re-split among them (`corral run --resume` "
                 "later brings the host back)")
         now = time.time()
-        return [*(HostStatus(t=now, host=h, state="failed", detail=f"dropped from the run: {why}")
-                  for h, why in sorted(lost.items())),
-                LogLine(t=now, host="*", rank=None, text=note), self._status("launching", note)]
-
-    async def _launch_once(self) -> AsyncIterator[RunEvent]:
-        """Lock, check, push and launch; ends with a final status only when that failed."""
-        pool = self._pool
-        try:
-            await launch_lock.acquire(pool, self.config, self.run_id)
-        except launch_lock.LaunchLocked as exc:
-            yield self._status("failed", f"{exc.title}: {exc}")
-            return
-        except CorralError:
-            pass  # the master cannot be reached: the check below says so, with its fix
-        # A final status is yielded only after the lock is released: its reader stops reading
-        # there, and a generator left suspended would release the lock only when collected.
-        final: RunStatus | None = None
-        try:
-            async with contextlib.aclosing(launch_run(
-                    pool, self.config, self._info, resume=self._resume, policy=self._policy,
-                    status=self._status, preflight=self._controller.preflight)) as events:
-                async for event in events:
-                    if isinstance(event, RunStatus) and event.state in FINAL_RUN_STATES:
-                        final = event
-                        break
-                    yield event
-        except CorralError as exc:
-            # Whatever was started is stopped again: a failed launch leaves nothing behind.
-            await stop_run(pool, self.run_dir, self.run_id, grace_s=2.0)
-            final = self._status("failed", f"{exc.title}: {exc}")
-        finally:
-            await launch_lock.release(pool, self.config, self.run_id)
-        with contextlib.suppress(CorralError):
-            self._info = read_run_info(self.config, self.run_id)
-        if final is not None:
-            yield final
-
-    async def _follow(self) -> AsyncIterator[RunEvent]:
-        follower = RunFollower(self.config, self._pool, self._info, launching=self._launch,
-                               stop_requested=self._stopping, status=self._status)
-        self._monitor = follower.monitor
-        async for event in follower.events():
-            if isinstance(event, RunStatus) and event.state in FINAL_RUN_STATES:
-                # Known before the final status goes out (its reader stops reading there).
-                self._lost, self._stop_clean = follower.outcome.lost, follower.outcome.stop_clean
-            yield event
+        return [*(HostStatus(t=now, host=h, state="failed",
+                             detail=f"dropped from the run: {gone.reason}"
+                             + (f" (last step {gone.step})" if gone.step is not None else ""))
+                  for h, gone in sorted(lost.items())),
+                LogLine(t=now, host="*", rank=None, text=note),
+                self._life.move(Phase.RESTARTING, note)]
 
     async def stop(self, *, grace_s: float = 10.0) -> StopReport:
         """TERM every host's process group, KILL after ``grace_s``, verify nothing is left.
 
         A run that already ended (completed, failed, stopped) keeps its recorded outcome; what
         the stop found goes to the record's ``cleanup``."""
-        self._stopping = True
-        if self._monitor is not None:
-            self._monitor.stop_requested = True
+        self._stop.request(StopCause.REQUESTED)
         outcome = self._recorded_state()
         if outcome not in FINAL_RUN_STATES:
             update_run_state(self.config, self.run_id, "stopping")
         report = await stop_run(self._pool, self.run_dir, self.run_id,
                                 grace_s=grace_s, hosts=list(self._info.hosts))
         record_cleanup(self.config, self.run_id, report)
-        if self._monitor is None and report.clean and outcome not in FINAL_RUN_STATES:
+        if self._follower is None and report.clean and outcome not in FINAL_RUN_STATES:
             update_run_state(self.config, self.run_id, "stopped")
         return report
 
@@ -234,11 +288,9 @@ class SshRunHandle:
 class SshRunController:
     """Runs of one cluster.toml over SSH (and ``local`` hosts)."""
 
-    def __init__(self, config: ClusterConfig, *, preflight: bool = True) -> None:
+    def __init__(self, config: ClusterConfig) -> None:
         self.config = config
         self.pool = HostPool(config)
-        self.preflight = preflight
-        """Run the pre-flight check before each launch (off only to save time in tests)."""
 
     async def check(self) -> CheckReport:
         """Pre-flight check of every host in parallel, with the launch plan when it passes."""

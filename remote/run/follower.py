@@ -1,17 +1,18 @@
 """Following one launch of a run to its end: the merged tails, the failure stop, the outcome.
 
-``RunFollower`` is one attempt of ``SshRunHandle.events``: it opens a tail per host, feeds
-every item to the ``RunMonitor`` (and the hang guard), stops the other hosts once a failure's
-cause is known, and settles the run's outcome: what the stop found, which hosts may still run
-something, the state recorded in ``run.json``.
+``RunFollower`` is the ``running`` phase of one attempt of ``SshRunHandle.events``: it opens a
+tail per host, feeds every item to the ``RunMonitor`` (and the hang guard), and reports to the
+lifecycle loop what it sees: ``TailsOpen``, ``CauseSettled`` once a failure's cause is known
+(the loop then moves to ``stopping`` and calls ``stop_others``), and finally ``AttemptEnded``:
+the attempt's final status, what the stop found, which hosts were lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
@@ -22,7 +23,6 @@ from remote.events import (
     RankEvent,
     RunEvent,
     RunState,
-    RunStatus,
     StopReport,
 )
 from remote.hosts.pool import HostPool
@@ -33,10 +33,11 @@ from remote.records.runs import (
     local_run_dir,
     record_suspects,
     run_dir_for,
-    update_run_state,
 )
 from remote.records.tensorboard import live_writer
+from remote.run.failures import HostLost
 from remote.run.hang import HangGuard
+from remote.run.lifecycle import AttemptEnded, CauseSettled, StopRequest, TailsOpen
 from remote.run.monitor import RunMonitor
 from remote.run.reconnect import resilient_tail
 from remote.run.stop import stop_run
@@ -49,7 +50,7 @@ stopping the other hosts (a peer's error often arrives before the killed rank's 
 reports it); ``RunMonitor.cause_settled`` usually ends the wait much earlier."""
 STOP_GRACE_ON_FAILURE_S = 5.0
 
-StatusFactory = Callable[..., RunStatus]
+FollowItem = RunEvent | TailsOpen | CauseSettled | AttemptEnded
 
 
 class _Tick:
@@ -62,16 +63,6 @@ async def _ticker(every: float = 0.5) -> AsyncIterator[TailItem]:
         yield _Tick()  # type: ignore[misc]
 
 
-@dataclass(frozen=True)
-class FollowOutcome:
-    """What the handle needs to know after an attempt, besides its final status."""
-
-    lost: dict[str, str]
-    """Hosts lost in the attempt, and why."""
-    stop_clean: bool
-    """Whether the stop after a failure left nothing behind (a restart needs it)."""
-
-
 class RunFollower:
     """One attempt of a run, followed from its hosts' tails to its final ``RunStatus``.
 
@@ -79,24 +70,23 @@ class RunFollower:
     hangs and cleans up after a failure (attaching is read-only)."""
 
     def __init__(self, config: ClusterConfig, pool: HostPool, info: RunInfo, *,
-                 launching: bool, stop_requested: bool, status: StatusFactory) -> None:
+                 launching: bool, stop: StopRequest) -> None:
         self.config = config
         self.pool = pool
         self.info = info
         self.run_id = info.run_id
         self.run_dir = run_dir_for(config, info.run_id)
         self.launching = launching
-        self.status = status
-        self.monitor = RunMonitor(run_id=info.run_id, hosts=info.hosts,
-                                  stop_requested=stop_requested)
+        self.monitor = RunMonitor(run_id=info.run_id, hosts=info.hosts, stop=stop)
         self.hang = HangGuard(pool, config.run.hang_factor, config.run.hang_limit)
         self.failed_at: float | None = None
+        self.cause_settled = False
         self.stop_task: asyncio.Task[StopReport] | None = None
         self.running_hosts: set[str] = set()
-        self.outcome = FollowOutcome(lost={}, stop_clean=True)
 
-    async def events(self) -> AsyncIterator[RunEvent]:
-        """Every event of this attempt, ending with its final ``RunStatus``."""
+    async def events(self) -> AsyncIterator[FollowItem]:
+        """Every event of this attempt and what the lifecycle loop acts on, ending with
+        ``AttemptEnded``."""
         local_dir = local_run_dir(self.config, self.run_id)
         copies = {h: CollectedCopy(local_dir, h) for h in self.info.hosts}
         board = live_writer(local_dir, copies.values())
@@ -104,20 +94,25 @@ class RunFollower:
         try:
             async for event in self._open_tails(copies, sources):
                 yield event
-            yield self.status("running")
+            yield TailsOpen()
             async for item in merged(sources):
                 if isinstance(item, HostStatus):  # a connection lost or found again
                     yield item
                     continue
-                if isinstance(item, tuple):
-                    # The host dropped: forget the dead connection so stop can reconnect.
-                    await self.pool.drop(item[0])
-                for event in self._observe(item):
+                seen: TailItem | HostLost
+                if isinstance(item, tuple):  # its tail gave up: the host is lost
+                    host, error = item
+                    # Forget the dead connection so stop can reconnect.
+                    await self.pool.drop(host)
+                    seen = self.monitor.lost(host, error)
+                else:
+                    seen = item
+                for event in self._observe(seen):
                     yield event
                 if self.monitor.finished:
                     break
-                for event in self._after_failure():
-                    yield event
+                for followed in self._after_failure():
+                    yield followed
         finally:
             self.hang.close()
             for copy in copies.values():
@@ -136,13 +131,13 @@ class RunFollower:
             except CorralError as exc:
                 if not self.launching:
                     raise  # attaching changes nothing on the hosts: report, leave the run be
-                self.monitor.observe((host, exc))
+                self.monitor.observe(self.monitor.lost(host, exc))
                 yield HostStatus(t=time.time(), host=host, state="unreachable", detail=str(exc))
                 continue
             sources.append((host, resilient_tail(self.pool, host, self.run_dir, copies[host],
                                                  self.config.ssh.lost_after)))
 
-    def _observe(self, item: TailItem | tuple[str, BaseException]) -> list[RunEvent]:
+    def _observe(self, item: TailItem | HostLost) -> list[RunEvent]:
         """The monitor's events for ``item``; a host's first start event marks it running."""
         now = time.monotonic()
         events: list[RunEvent] = []
@@ -156,14 +151,14 @@ class RunFollower:
             events.append(event)
         return events
 
-    def _after_failure(self) -> list[RunEvent]:
-        """Hangs named; after a failure, once its cause is known, the other hosts stopped."""
+    def _after_failure(self) -> list[FollowItem]:
+        """Hangs named; after a failure, once its cause is known, ``CauseSettled`` (once)."""
         monitor = self.monitor
         lines, hung = self.hang.check(time.monotonic())
-        events: list[RunEvent] = [LogLine(t=time.time(), host="*", rank=None, text=line)
-                                  for line in lines]
+        events: list[FollowItem] = [LogLine(t=time.time(), host="*", rank=None, text=line)
+                                    for line in lines]
         if hung is not None and not monitor.failing and self.launching:
-            monitor.declare_hung(*hung)
+            monitor.declare_hung(hung)
         if monitor.failing and self.failed_at is None:
             self.failed_at = time.monotonic()
             if not self.launching:
@@ -171,22 +166,23 @@ class RunFollower:
                     "a rank failed; following changes nothing on the hosts: the "
                     "process that launched the run stops the rest, or end it with "
                     f"`corral stop {self.run_id}`")))
-        if (self.failed_at is not None and self.stop_task is None and self.launching
+        if (self.failed_at is not None and not self.cause_settled
                 and (monitor.cause_settled()
                      or time.monotonic() - self.failed_at >= FAILURE_SETTLE_S)):
-            cause = monitor.first_failure()
-            monitor.stop_requested = True
-            monitor.stopping_for_failure = True
-            left = [h for h in self.info.hosts if h not in monitor.exited]
-            events.append(self.status("stopping", f"{cause.host if cause else '?'} failed; "
-                                      f"stopping {', '.join(left) or 'nothing'}"))
-            self.stop_task = asyncio.create_task(stop_run(
-                self.pool, self.run_dir, self.run_id, grace_s=STOP_GRACE_ON_FAILURE_S,
-                hosts=left))
+            self.cause_settled = True
+            left = tuple(h for h in self.info.hosts if h not in monitor.exited)
+            events.append(CauseSettled(cause=monitor.first_failure(), left=left))
         return events
 
-    async def _settle(self) -> RunStatus:
-        """The final status: what the stop found, suspects recorded, the outcome written."""
+    def stop_others(self, hosts: tuple[str, ...]) -> None:
+        """Stop ``hosts`` in the background (the lifecycle loop decided to, after a failure);
+        the attempt ends once their launchers report it."""
+        self.stop_task = asyncio.create_task(stop_run(
+            self.pool, self.run_dir, self.run_id, grace_s=STOP_GRACE_ON_FAILURE_S,
+            hosts=list(hosts)))
+
+    async def _settle(self) -> AttemptEnded:
+        """How the attempt ended: what the stop found, suspects recorded."""
         monitor = self.monitor
         final = monitor.final_status()
         report: StopReport | None = None
@@ -201,8 +197,8 @@ class RunFollower:
                                     grace_s=STOP_GRACE_ON_FAILURE_S)
         # Lost hosts cannot be reached to stop: with on_host_loss they are dropped anyway.
         lost = dict(monitor.dropped)
-        self.outcome = FollowOutcome(lost=lost, stop_clean=report is None or (
-            not any(report.remaining.values()) and set(report.unreachable) <= set(lost)))
+        stop_clean = report is None or (
+            not any(report.remaining.values()) and set(report.unreachable) <= set(lost))
         # Hosts cut off when the run ended may still run its processes: status looks again.
         suspect = set(monitor.dropped)
         if report is not None:
@@ -215,5 +211,4 @@ class RunFollower:
             # launching follower saw every event; this one only the ones after its copy).
             recorded: RunState = self.info.state  # type: ignore[assignment]
             final = replace(final, state=recorded, detail=self.info.detail or final.detail)
-        update_run_state(self.config, self.run_id, final.state, final.detail.split("\n", 1)[0])
-        return final
+        return AttemptEnded(final=final, lost=lost, stop_clean=stop_clean)

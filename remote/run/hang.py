@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import shlex
 import statistics
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
 from remote.events import RankEvent
 from remote.hosts.pool import HostPool
 from remote.hosts.transport import Transport
+from remote.run.failures import Failure, Severity
 from trainer.events import EndEvent, StartEvent, StepEvent
 
 MIN_SILENCE_S = 10.0
@@ -149,8 +151,8 @@ class HangGuard:
         if isinstance(item.event, StepEvent) and self._said is not None:
             self._said, self._probe, self._states = None, None, {}
 
-    def check(self, now: float) -> tuple[list[str], tuple[str, int, str] | None]:
-        """Lines to show now, and ``(host, rank, why)`` once the run must be stopped."""
+    def check(self, now: float) -> tuple[list[str], Failure | None]:
+        """Lines to show now, and the hung rank's ``Failure`` once the run must be stopped."""
         silence = self.watch.silence(now)
         if silence is None:
             return [], None
@@ -174,7 +176,8 @@ class HangGuard:
         state = STATE_WORDS.get(self._states.get(rank, ""), "silent")
         why = (f"hung: no step for {silence.seconds:.0f} s (usual step {silence.usual_s:.2f} s,"
                f" limit [run] hang_limit = {limit:g} s); its process is {state}")
-        return lines, (host, rank, why)
+        return lines, Failure(host=host, rank=rank, t=time.time(), severity=Severity.RANK_DIED,
+                              why=why)
 
     def close(self) -> None:
         """Cancel a probe still under way."""

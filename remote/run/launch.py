@@ -20,19 +20,13 @@ import shlex
 from dataclasses import dataclass, fields
 
 from profiles.user_errors import CorralError
-from remote.checks.plan import HostPlan, LaunchFacts
+from remote.checks.plan import HostPlan
 from remote.checks.run_root import DiskFull
 from remote.config.cluster import ClusterConfig, RunSection
 from remote.config.task_code import option_pairs, user_code
-from remote.hosts.cpu_placement import PROBE_SECTION, HostCpuFacts, parse_probe
 from remote.hosts.interpreter import python_word
-from remote.hosts.netif import interface_script, parse_interface
-from remote.hosts.pool import HostPool
 from remote.hosts.push import code_dir
-from remote.hosts.sections import section_text, sectioned_script, split_sections
 from remote.hosts.transport import RemoteCommandError, Transport, env_prefix, shell_path
-from trainer.config import BUILTIN_TASKS, TrainConfig
-from trainer.flags import flag_words
 from trainer.launch_contract import (
     HOST_ENV,
     LOG_LINE_PREFIX_ENV,
@@ -41,11 +35,12 @@ from trainer.launch_contract import (
     log_line_prefix,
 )
 from trainer.run_layout import IN_RUN_DIR
-from trainer.settings import RunSettings
+from trainer.settings.flags import flag_words
+from trainer.settings.run_settings import RunSettings
+from trainer.settings.train_config import BUILTIN_TASKS, TrainConfig
 
 RDZV_JOIN_TIMEOUT_S = 120
 """Seconds torchrun waits for every host to join the rendezvous before it gives up."""
-FREE_PORT_PY = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,47 +59,6 @@ class LaunchPlan:
     """Overrides ``[run] policy`` for this launch."""
     backend: str = "gloo"
     """The process-group backend of every rank (``remote.checks.plan`` decides it)."""
-
-
-async def _probe_one(transport: Transport, config: ClusterConfig, master_addr: str
-                     ) -> tuple[int | None, str | None, int | None, HostCpuFacts]:
-    host = transport.host
-    is_master = host.name == config.cluster.master
-    parts: dict[str, str] = {"cpu": PROBE_SECTION}
-    if host.gpus == "auto":  # the device, not only the rank count, depends on it
-        parts["gpus"] = "nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true"
-    if host.interface is None:
-        parts["interface"] = f"{interface_script(master_addr, is_master=is_master)} 2>&1"
-    if is_master and config.cluster.rendezvous_port == "auto":
-        py = env_prefix(host.env) + python_word(host)
-        parts["port"] = f"{py} -c {shlex.quote(FREE_PORT_PY)}"
-    done = await transport.run(sectioned_script(parts), timeout=30.0)
-    sections = split_sections(done.stdout)
-    count = section_text(sections, "gpus").strip()
-    interface = parse_interface(section_text(sections, "interface"), is_master=is_master)[1]
-    port_text = section_text(sections, "port").strip().splitlines()
-    port = int(port_text[-1]) if port_text and port_text[-1].isdigit() else None
-    if "port" in parts and port is None:
-        raise CorralError(f"could not pick a free port on {host.name}: {done.stdout[-200:]!r}")
-    cpu = parse_probe(section_text(sections, "cpu"))
-    return (int(count) if count.isdigit() else None), interface, port, cpu
-
-
-async def probe_launch_facts(pool: HostPool, config: ClusterConfig,
-                             master_addr: str) -> LaunchFacts:
-    """``LaunchFacts`` from one command per host, all hosts in parallel (when the pre-flight
-    check, which finds the same facts, is skipped). Raises for a host that cannot answer."""
-    found = await pool.gather(lambda t: _probe_one(t, config, master_addr))
-    errors = {h: r for h, r in found.items() if isinstance(r, BaseException)}
-    if errors:
-        raise CorralError("cannot size the hosts: "
-                          + "; ".join(f"{h}: {e}" for h, e in errors.items()))
-    facts = {h: r for h, r in found.items() if not isinstance(r, BaseException)}
-    master = facts.get(config.master_name)
-    return LaunchFacts(gpus={h: f[0] for h, f in facts.items()},
-                       interfaces={h: f[1] for h, f in facts.items()},
-                       port=master[2] if master else None,
-                       cpu={h: f[3] for h, f in facts.items()})
 
 
 def trainer_flags(run: RunSection, place: HostPlan, plan: LaunchPlan) -> list[str]:

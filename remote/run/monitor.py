@@ -16,8 +16,10 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from remote.events import HostStatus, LogLine, RankEvent, RunEvent, RunStatus
+from remote.run.failures import Failure, HostLost, Severity
+from remote.run.lifecycle import StopCause, StopRequest
 from remote.run.stream import LauncherExit, RankOwned, TailItem
-from trainer.events import EndEvent, StartEvent
+from trainer.events import EndEvent, StartEvent, StepEvent
 
 LOG_LINES_KEPT = 12
 """Log lines per rank and per host kept to explain a failure."""
@@ -26,32 +28,23 @@ ROOT_CAUSE_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
 
 
 @dataclass(kw_only=True)
-class _Failure:
-    host: str
-    rank: int | None
-    t: float
-    severity: int
-    """0: a rank died without an ``end`` event; 1: its host dropped (peers' errors follow
-    from that); 2: a rank ended ``failed``; 3: a launcher failed without naming a rank."""
-    why: str
-
-
-@dataclass(kw_only=True)
 class RunMonitor:
     """Tracks every host of one run and produces its final ``RunStatus``."""
 
     run_id: str
     hosts: tuple[str, ...]
+    stop: StopRequest = field(default_factory=StopRequest)
+    """The run's stop request (shared with its handle): failures after a stop began are its
+    consequences, not causes."""
     exited: dict[str, LauncherExit] = field(default_factory=dict)
-    dropped: dict[str, str] = field(default_factory=dict)
+    dropped: dict[str, HostLost] = field(default_factory=dict)
+    last_step: dict[str, int] = field(default_factory=dict)
+    """Host -> the newest step any of its ranks reported."""
     started_hosts: set[str] = field(default_factory=set)
     ended: dict[int, EndEvent] = field(default_factory=dict)
     rank_host: dict[int, str] = field(default_factory=dict)
-    failures: list[_Failure] = field(default_factory=list)
-    stop_requested: bool = False
+    failures: list[Failure] = field(default_factory=list)
     stopped_hosts: set[str] = field(default_factory=set)
-    stopping_for_failure: bool = False
-    """Set when the follower stops the other hosts because of ``first_failure``."""
     """Hosts whose launcher ended because ``corral stop`` stopped it."""
     _rank_logs: dict[int, deque[str]] = field(default_factory=dict)
     _host_logs: dict[str, deque[str]] = field(default_factory=dict)
@@ -68,16 +61,23 @@ class RunMonitor:
         """True once anything failed (the other hosts should then be stopped)."""
         return bool(self.failures)
 
-    def observe(self, item: TailItem | tuple[str, BaseException]) -> list[RunEvent]:
+    def lost(self, host: str, error: BaseException) -> HostLost:
+        """The record of ``host`` lost with ``error`` (its tail gave up, or it cannot be
+        reached at all)."""
+        return HostLost(host=host, reason=str(error), t=time.time(),
+                        step=self.last_step.get(host))
+
+    def observe(self, item: TailItem | HostLost) -> list[RunEvent]:
         """Take in one item of the merged tail; return the events it adds for front ends."""
         now = time.time()
-        if isinstance(item, tuple):
-            host, error = item
-            self.dropped[host] = str(error)
-            if not self.stop_requested:
-                self.failures.append(_Failure(host=host, rank=None, t=now, severity=1,
-                                              why=f"lost: {error}"))
-            return [HostStatus(t=now, host=host, state="unreachable", detail=str(error))]
+        if isinstance(item, HostLost):
+            self.dropped[item.host] = item
+            if not self.stop.requested:
+                self.failures.append(Failure(host=item.host, rank=None, t=item.t,
+                                             severity=Severity.HOST_LOST,
+                                             why=f"lost: {item.reason}"))
+            return [HostStatus(t=item.t, host=item.host, state="unreachable",
+                               detail=item.reason)]
         if isinstance(item, RankOwned):
             self.rank_host[item.rank] = item.host
             return []
@@ -97,11 +97,13 @@ class RunMonitor:
         if isinstance(event, StartEvent):
             self.started_hosts.add(item.host)
             self.ended.pop(event.rank, None)
+        elif isinstance(event, StepEvent):
+            self.last_step[item.host] = max(event.step, self.last_step.get(item.host, 0))
         elif isinstance(event, EndEvent):
             self.ended[event.rank] = event
-            if event.status in ("failed", "diverged") and not self.stop_requested:
-                self.failures.append(_Failure(
-                    host=item.host, rank=event.rank, t=event.t, severity=2,
+            if event.status in ("failed", "diverged") and not self.stop.requested:
+                self.failures.append(Failure(
+                    host=item.host, rank=event.rank, t=event.t, severity=Severity.RANK_FAILED,
                     why=f"{event.status}: {event.error or 'no reason given'}"))
 
     def _log_line(self, item: LogLine) -> None:
@@ -127,7 +129,7 @@ class RunMonitor:
         if item.status == "stopped":
             # Stopped on request (perhaps by another process): later exits are consequences.
             self.stopped_hosts.add(item.host)
-            self.stop_requested = True
+            self.stop.request(StopCause.ELSEWHERE)
             return [HostStatus(t=item.t, host=item.host, state="stopped")]
         rank = self._root_rank.get(item.host)
         code = self._root_exit.get(item.host)
@@ -135,18 +137,19 @@ class RunMonitor:
             # A rank that died by itself is a cause even if a stop is already under way.
             how = f"was killed by signal {-code}" if code is not None and code < 0 else (
                 f"exited with status {code}" if code is not None else "died")
-            self.failures.append(_Failure(host=item.host, rank=rank, t=item.t, severity=0,
-                                          why=f"{how} without finishing"))
-        elif not self.stop_requested:
-            self.failures.append(_Failure(
-                host=item.host, rank=rank, t=item.t, severity=3,
+            self.failures.append(Failure(host=item.host, rank=rank, t=item.t,
+                                         severity=Severity.RANK_DIED,
+                                         why=f"{how} without finishing"))
+        elif not self.stop.requested:
+            self.failures.append(Failure(
+                host=item.host, rank=rank, t=item.t, severity=Severity.LAUNCHER_FAILED,
                 why=f"launcher ended with status {item.status}"))
         return [HostStatus(t=item.t, host=item.host, state="failed",
                            detail=f"launcher status {item.status}")]
 
-    def declare_hung(self, host: str, rank: int, why: str) -> None:
-        """Record a rank that stopped stepping as the run's cause of failure."""
-        self.failures.append(_Failure(host=host, rank=rank, t=time.time(), severity=0, why=why))
+    def declare_hung(self, hung: Failure) -> None:
+        """Record a rank that stopped stepping (``HangGuard.check``) as a cause of failure."""
+        self.failures.append(hung)
 
     def cause_settled(self) -> bool:
         """True when waiting longer cannot change which failure is named first.
@@ -155,7 +158,7 @@ class RunMonitor:
         that still runs has a rank without an ``end`` event (its launcher may yet report that
         rank's death).
         """
-        if any(f.severity <= 1 for f in self.failures):
+        if any(f.severity <= Severity.HOST_LOST for f in self.failures):
             return True
         for host in self.hosts:
             if host in self.exited or host in self.dropped:
@@ -164,21 +167,21 @@ class RunMonitor:
                 return False
         return True
 
-    def first_failure(self) -> _Failure | None:
+    def first_failure(self) -> Failure | None:
         """The failure that caused the others, or None."""
         if not self.failures:
             return None
-        return min(self.failures, key=lambda f: (f.severity, f.t))
+        return min(self.failures, key=lambda f: f.sort_key)
 
     def final_status(self) -> RunStatus:
         """The run's final status (call once ``finished``)."""
         now = time.time()
         failure = self.first_failure()
-        if (failure is not None and failure.severity > 0 and self.stopped_hosts
-                and not self.stopping_for_failure):
+        if (failure is not None and failure.severity > Severity.RANK_DIED and self.stopped_hosts
+                and not self.stop.by(StopCause.FAILURE)):
             failure = None  # peers that failed while someone else stopped the run
         if failure is None:
-            if self.stop_requested or self.stopped_hosts:
+            if self.stop.requested or self.stopped_hosts:
                 return RunStatus(t=now, run_id=self.run_id, state="stopped",
                                  detail="stopped on request")
             return RunStatus(t=now, run_id=self.run_id, state="completed",
@@ -201,7 +204,7 @@ class RunMonitor:
         joined = self.started_hosts | set(self.rank_host.values())
         return [h for h in self.hosts if h not in joined]
 
-    def _last_lines(self, failure: _Failure) -> list[str]:
+    def _last_lines(self, failure: Failure) -> list[str]:
         if failure.rank is not None and self._rank_logs.get(failure.rank):
             return [f"[{failure.host} rank {failure.rank}] {line}"
                     for line in self._rank_logs[failure.rank]]

@@ -16,7 +16,7 @@ from remote.hosts.pool import HostPool
 from remote.hosts.push import build_bundle
 from remote.records.runs import new_run_id, run_dir_for
 from remote.run.launch import LaunchPlan, launcher_command
-from trainer.balancer import equal_split
+from trainer.balance.balancer import equal_split
 
 
 def first_shares(config: ClusterConfig, plan: ClusterPlan) -> tuple[int, ...] | None:

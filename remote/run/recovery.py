@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from remote.config.cluster import ClusterConfig
 from remote.events import RunStatus
+from remote.run.failures import HostLost
 
 REPEATED_FAILURES = 2
 """With ``on_host_loss = "continue"``, a host whose ranks failed this many attempts in a row is
@@ -39,3 +41,13 @@ def restart_refusal(final: RunStatus, restarts: int, limit: int, *, wanted: bool
     if not stop_clean:
         return "not restarted: processes of the failed attempt may be left"
     return None
+
+
+def can_go_on_without(config: ClusterConfig, final: RunStatus, lost: dict[str, HostLost], *,
+                      stop_clean: bool) -> bool:
+    """``on_host_loss = "continue"``, the attempt failed on a lost host (or one that failed
+    ``REPEATED_FAILURES`` attempts in a row), and the run can go on without the lost hosts (the
+    master, which holds the rendezvous, is not one of them, and one host is left at least)."""
+    return (config.run.on_host_loss == "continue" and final.state == "failed"
+            and final.failed_host in lost and config.cluster.master not in lost and stop_clean
+            and len(lost) < len(config.hosts))

@@ -1,15 +1,16 @@
 """The first phases of ``corral run``: check, push, launch.
 
-Each phase shows as ``RunStatus`` and ``HostStatus`` events. A failed phase ends the stream with
-a ``failed`` ``RunStatus`` (a failed check carries its whole report) and leaves nothing running.
+The run's lifecycle loop (``SshRunHandle.events``) moves through them and announces each
+(``remote/run/lifecycle.py``); each phase here does the work and yields its ``HostStatus`` and
+``LogLine`` events. A failed phase raises ``LaunchFailed`` (a failed check carries its whole
+report) and leaves nothing running.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field, replace
 
 from profiles.user_errors import CorralError
@@ -17,20 +18,19 @@ from remote.checks.plan import HostPlan, LaunchFacts, PlanError, master_address,
 from remote.checks.preflight import HostFacts, check_and_plan
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.config.task_code import user_code
-from remote.events import CheckReport, HostState, HostStatus, LogLine, RunEvent, RunStatus
+from remote.events import HostState, HostStatus, LogLine, RunEvent
 from remote.hosts.pool import HostPool
 from remote.hosts.push import CodeBundle, build_bundle, push_code
 from remote.hosts.transport import Transport
 from remote.records.collected import CollectedCopy
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for, write_run_info
-from remote.run.launch import LaunchPlan, launch_host, probe_launch_facts
+from remote.run.launch import LaunchPlan, launch_host
+from remote.run.lifecycle import LaunchFailed
 from remote.run.stop import stop_run
 from remote.run.stream import remote_sizes
 
-StatusFactory = Callable[..., RunStatus]
 
-
-class _LaunchFailed(Exception):
+class _HostLaunchFailed(Exception):
     def __init__(self, host: str, error: CorralError) -> None:
         super().__init__(host)
         self.host = host
@@ -46,13 +46,12 @@ def _describe(errors: dict[str, BaseException]) -> str:
 
 
 @dataclass
-class _Launch:
+class Launch:
     """What the phases of one launch learn, in the order they learn it."""
 
     pool: HostPool
     config: ClusterConfig
     info: RunInfo
-    status: StatusFactory
     master_addr: str = ""
     code: CodeBundle | None = None
     pushed: dict[str, bool | BaseException] = field(default_factory=dict)
@@ -74,45 +73,23 @@ class _Launch:
         return [HostStatus(t=now, host=name, state=state) for name in self.hosts]
 
 
-async def launch_run(
-    pool: HostPool, config: ClusterConfig, info: RunInfo, *, resume: bool,
-    policy: str | None, status: StatusFactory, preflight: bool = True,
-) -> AsyncGenerator[RunEvent, None]:
-    """Check, push and launch run ``info`` on every host, yielding progress events.
+async def check_and_push(launch: Launch) -> AsyncGenerator[RunEvent, None]:
+    """The pre-flight check, and within it the push.
 
-    Every host is asked what the launch needs once: the pre-flight check's probes also find
-    each host's GPU count, interface and a free rendezvous port (without the check, one
-    command per host asks just that). The probes also tell whether the code tree is there, and
-    each host's push starts as soon as its probe is done, alongside the rest of the check.
-    A phase that fails yields a ``failed`` ``RunStatus``, and the later phases do not run.
-    """
-    launch = _Launch(pool=pool, config=config, info=info, status=status)
-    phases = (_check_and_push(launch, preflight), _pushed(launch), _plan(launch),
-              _start_hosts(launch, resume=resume, policy=policy))
-    for phase in phases:
-        async with contextlib.aclosing(phase):
-            async for event in phase:
-                yield event
-                if isinstance(event, RunStatus) and event.state == "failed":
-                    return
-
-
-async def _check_and_push(launch: _Launch, preflight: bool) -> AsyncGenerator[RunEvent, None]:
-    """The pre-flight check, and within it the push."""
-    config, status = launch.config, launch.status
-    yield status("checking")
+    Every host is asked what the launch needs once: the check's probes also find each host's
+    GPU count, interface and a free rendezvous port, and tell whether the code tree is there;
+    each host's push starts as soon as its probe is done, alongside the rest of the check."""
+    config = launch.config
     for event in launch.each_host("checking"):
         yield event
     try:
         launch.master_addr = master_address(config)
     except CorralError as exc:
-        yield status("failed", f"cannot find the master's address: {exc}")
-        return
+        raise LaunchFailed(f"cannot find the master's address: {exc}") from None
     try:
         user = user_code(config.run, config.path.parent)
     except CorralError as exc:
-        yield status("failed", f"{config.path}: [run] task: {exc.message}")
-        return
+        raise LaunchFailed(f"{config.path}: [run] task: {exc.message}") from None
     code = launch.code = await asyncio.to_thread(
         build_bundle, user_folder=user.folder if user is not None else None)
     pushed = launch.pushed
@@ -126,25 +103,16 @@ async def _check_and_push(launch: _Launch, preflight: bool) -> AsyncGenerator[Ru
         except CorralError as exc:
             pushed[transport.host.name] = exc
 
-    if preflight:
-        report, launch.facts = await check_and_plan(config, launch.pool, code_digest=code.digest,
-                                                    after_probe=push_after_probe)
-    else:
-        pushing = asyncio.ensure_future(launch.pool.gather(lambda t: push_code(t, code)))
-        try:
-            report = CheckReport(items=())
-            launch.facts = await probe_launch_facts(launch.pool, config, launch.master_addr)
-        finally:
-            pushed.update(await pushing)
+    report, launch.facts = await check_and_plan(config, launch.pool, code_digest=code.digest,
+                                                after_probe=push_after_probe)
     if not report.ok:
         names = sorted({f"{i.host}:{i.name}" for i in report.failures()})
-        yield status("failed", "pre-flight check failed: " + ", ".join(names), report=report)
+        raise LaunchFailed("pre-flight check failed: " + ", ".join(names), report=report)
 
 
-async def _pushed(launch: _Launch) -> AsyncGenerator[RunEvent, None]:
-    """The push's outcome (done by now: it ran within the check)."""
+async def pushed_and_planned(launch: Launch) -> AsyncGenerator[RunEvent, None]:
+    """The push's outcome (done by now: it ran within the check), then the launch plan."""
     assert launch.code is not None
-    yield launch.status("pushing")
     for event in launch.each_host("pushing"):
         yield event
     for name in launch.hosts:
@@ -152,33 +120,31 @@ async def _pushed(launch: _Launch) -> AsyncGenerator[RunEvent, None]:
     if errors := _errors(launch.pushed):
         for name, error in errors.items():
             yield HostStatus(t=time.time(), host=name, state="failed", detail=str(error))
-        yield launch.status("failed", "push failed: " + _describe(errors))
-        return
+        raise LaunchFailed("push failed: " + _describe(errors))
     sent = sorted(h for h, was_sent in launch.pushed.items() if was_sent is True)
     yield LogLine(t=time.time(), host="*", rank=None,
                   text=f"code {launch.code.digest[:12]}: sent to {', '.join(sent) or 'no host'}"
                   f" ({launch.code.files} files)")
+    _plan(launch)
 
 
-async def _plan(launch: _Launch) -> AsyncGenerator[RunEvent, None]:
+def _plan(launch: Launch) -> None:
     """The rendezvous port and each host's part of the launch."""
     assert launch.facts is not None
     port_setting = launch.config.cluster.rendezvous_port
     port = launch.facts.port if port_setting == "auto" else int(port_setting)
     if port is None:
-        yield launch.status("failed", "cannot pick a rendezvous port on the master")
-        return
+        raise LaunchFailed("cannot pick a rendezvous port on the master")
     launch.port = port
     try:
         cluster_plan = plan_cluster(launch.config, launch.facts, launch.master_addr)
     except PlanError as exc:
-        yield launch.status("failed", f"{exc.title}: {exc}")
-        return
+        raise LaunchFailed(f"{exc.title}: {exc}") from None
     launch.places = {p.host.name: p for p in cluster_plan.hosts}
     launch.backend = cluster_plan.backend
 
 
-async def _follow_on(launch: _Launch) -> None:
+async def _follow_on(launch: Launch) -> None:
     """A resumed run's event files go on from where the previous launch left them: the local
     copy's offsets move to their ends, so the follower reads new lines only."""
     sizes = await launch.pool.gather(lambda t: remote_sizes(t, launch.run_dir))
@@ -190,12 +156,11 @@ async def _follow_on(launch: _Launch) -> None:
             copy.close()
 
 
-async def _start_hosts(launch: _Launch, *, resume: bool,
-                       policy: str | None) -> AsyncGenerator[RunEvent, None]:
+async def start_hosts(launch: Launch, *, resume: bool,
+                      policy: str | None) -> AsyncGenerator[RunEvent, None]:
     """Start every host's launcher; on a failure, stop what started."""
     assert launch.code is not None
     config, info, pool = launch.config, launch.info, launch.pool
-    yield launch.status("launching")
     if resume:
         await _follow_on(launch)
     plan = LaunchPlan(run_id=info.run_id, run_dir=launch.run_dir, code_digest=launch.code.digest,
@@ -211,7 +176,7 @@ async def _start_hosts(launch: _Launch, *, resume: bool,
             transport: Transport = await pool.get(host.name)
             pgids[host.name] = await launch_host(transport, config, plan, launch.places[host.name])
         except CorralError as exc:
-            raise _LaunchFailed(host.name, exc) from None
+            raise _HostLaunchFailed(host.name, exc) from None
 
     # Every host at once: the ranks are numbered in host order whatever order torch gives
     # the nodes. Every launch runs to its end before a failure is handled: nothing starts
@@ -221,14 +186,13 @@ async def _start_hosts(launch: _Launch, *, resume: bool,
     for failed in outcomes:
         if not isinstance(failed, BaseException):
             continue
-        if not isinstance(failed, _LaunchFailed):
+        if not isinstance(failed, _HostLaunchFailed):
             raise failed
         yield HostStatus(t=time.time(), host=failed.host, state="failed",
                          detail=str(failed.error))
         await stop_run(pool, launch.run_dir, info.run_id, grace_s=2.0)
-        yield launch.status("failed", f"launch failed on {failed.host}: {failed.error}",
-                            failed_host=failed.host)
-        return
+        raise LaunchFailed(f"launch failed on {failed.host}: {failed.error}",
+                           failed_host=failed.host)
     write_run_info(config, replace(info, state="running", master_addr=launch.master_addr,
                                    port=launch.port, pgids=pgids,
                                    code_digest=launch.code.digest))

@@ -5,23 +5,31 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from console.app import ConsoleApp
 from console.model.run import RunModel
+from console.session import Session
 from console.widgets.modals import CheckReportScreen
 from tests.fake_runs import FakeController
+
+if TYPE_CHECKING:
+    from remote.config.cluster import ClusterConfig
 
 FIXED_NOW = 1_000_030.0
 """The injected clock: elapsed times and snapshots do not depend on when the test runs."""
 
 
-def make_app(controller: FakeController | None = None, **options: Any) -> ConsoleApp:
-    """A console on the fake controller (three hosts, 20 steps) with a frozen clock."""
+def make_app(controller: FakeController | None = None, *, config: ClusterConfig | None = None,
+             **options: Any) -> ConsoleApp:
+    """A console on the fake controller (three hosts, 20 steps) with a frozen clock; with
+    ``config``, that cluster's recorded runs are its past runs."""
     controller = controller or FakeController()
     model = RunModel(cluster_name="lab", hosts=[h.name for h in controller.hosts],
                      policy="dynamic", total_steps=20, global_batch=60)
-    return ConsoleApp(controller=controller, model=model, clock=lambda: FIXED_NOW, **options)
+    session = Session(config=config, controller=controller, model=model,
+                      clock=lambda: FIXED_NOW)
+    return ConsoleApp(session, **options)
 
 
 async def wait_for(pilot: Any, condition: Callable[[], bool], timeout: float = 10.0) -> None:

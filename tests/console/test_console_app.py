@@ -16,7 +16,7 @@ async def test_start_runs_and_panels_show_the_runs_numbers() -> None:
     app = make_app(controller)
     async with app.run_test(size=(160, 40)) as pilot:
         await pilot.press("s")
-        await wait_for(pilot, lambda: app.model.state == "completed")
+        await wait_for(pilot, lambda: app.session.model.state == "completed")
         await settle(pilot)
         text = screen_text(app)
     assert controller.calls[0] == ("start", {"resume": False, "policy": "dynamic"})
@@ -42,7 +42,7 @@ async def test_failing_rank_is_shown_failed_with_its_reason() -> None:
     app = make_app(FakeController(script_options={"fail": (2, 8)}))
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("s")
-        await wait_for(pilot, lambda: app.model.state == "failed")
+        await wait_for(pilot, lambda: app.session.model.state == "failed")
         await wait_for(pilot, lambda: any("rank 2 on gamma" in n.message
                                           for n in app._notifications))
         await settle(pilot)
@@ -55,21 +55,21 @@ async def test_stop_asks_first_and_cancel_keeps_the_run() -> None:
     app = make_app(controller)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("s")
-        await wait_for(pilot, lambda: app.model.step == 9)
+        await wait_for(pilot, lambda: app.session.model.step == 9)
         await pilot.press("x")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
-        assert controller.runs[0].stop_calls == 0 and app.model.live
+        assert controller.runs[0].stop_calls == 0 and app.session.model.live
         await pilot.press("x")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")
-        await wait_for(pilot, lambda: app.model.state == "stopped")
-        await wait_for(pilot, lambda: app.last_stop is not None)
+        await wait_for(pilot, lambda: app.session.model.state == "stopped")
+        await wait_for(pilot, lambda: app.controls.last_stop is not None)
         await settle(pilot)
         notes = [n.message for n in app._notifications]
     assert controller.runs[0].stop_calls == 1
-    assert app.last_stop is not None and app.last_stop.clean
+    assert app.controls.last_stop is not None and app.controls.last_stop.clean
     assert any("no process left on any host" in n for n in notes)
 
 
@@ -78,7 +78,7 @@ async def test_quit_with_a_live_run_asks_and_can_leave_it_running() -> None:
     app = make_app(controller)
     async with app.run_test() as pilot:
         await pilot.press("s")
-        await wait_for(pilot, lambda: app.model.step == 4)
+        await wait_for(pilot, lambda: app.session.model.step == 4)
         await pilot.press("q")
         await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen))
         await pilot.press("escape")
@@ -89,7 +89,7 @@ async def test_quit_with_a_live_run_asks_and_can_leave_it_running() -> None:
         await pilot.press("l")
         await wait_for(pilot, lambda: not app.is_running)
     assert controller.runs[0].stop_calls == 0 and controller.closed
-    assert "corral attach fake-1" in app.exit_note
+    assert "corral attach fake-1" in app.controls.exit_note
 
 
 async def test_quit_with_a_live_run_can_stop_it_and_shows_the_report() -> None:
@@ -97,13 +97,13 @@ async def test_quit_with_a_live_run_can_stop_it_and_shows_the_report() -> None:
     app = make_app(controller)
     async with app.run_test() as pilot:
         await pilot.press("s")
-        await wait_for(pilot, lambda: app.model.step == 4)
+        await wait_for(pilot, lambda: app.session.model.step == 4)
         await pilot.press("q")
         await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen))
         await pilot.press("s")
         await wait_for(pilot, lambda: not app.is_running)
     assert controller.runs[0].stop_calls == 1 and controller.closed
-    assert "no process left on any host" in app.exit_note
+    assert "no process left on any host" in app.controls.exit_note
 
 
 async def test_quit_without_a_live_run_exits_at_once() -> None:
@@ -112,7 +112,7 @@ async def test_quit_without_a_live_run_exits_at_once() -> None:
     async with app.run_test() as pilot:
         await pilot.press("q")
         await wait_for(pilot, lambda: not app.is_running)
-    assert controller.closed and app.exit_note == ""
+    assert controller.closed and app.controls.exit_note == ""
 
 
 async def test_restart_confirms_then_stops_and_resumes_from_checkpoint() -> None:
@@ -120,12 +120,12 @@ async def test_restart_confirms_then_stops_and_resumes_from_checkpoint() -> None
     app = make_app(controller)
     async with app.run_test() as pilot:
         await pilot.press("s")
-        await wait_for(pilot, lambda: app.model.step == 11)
+        await wait_for(pilot, lambda: app.session.model.step == 11)
         await pilot.press("r")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")
         await wait_for(pilot, lambda: len(controller.runs) == 2)
-        await wait_for(pilot, lambda: app.model.step == 11 and app.model.live)
+        await wait_for(pilot, lambda: app.session.model.step == 11 and app.session.model.live)
     assert controller.runs[0].stop_calls == 1
     assert controller.calls[-1] == ("start", {"resume": True, "policy": "dynamic"})
     assert controller.runs[1].run_id == controller.runs[0].run_id
@@ -168,7 +168,7 @@ async def test_remote_errors_are_notifications_not_tracebacks() -> None:
     async with app.run_test() as pilot:
         await pilot.press("s")
         await wait_for(pilot, lambda: bool(app._notifications))
-        assert app.is_running and app.busy == ""
+        assert app.is_running and app.controls.busy == ""
         note = list(app._notifications)[-1]
     assert note.title == "cluster.toml is invalid" and note.severity == "error"
     assert "[run] steps must be > 0" in note.message
@@ -188,9 +188,9 @@ async def test_policy_key_cycles_and_the_next_start_uses_it() -> None:
     app = make_app(controller)
     async with app.run_test() as pilot:
         await pilot.press("p")
-        assert app.model.next_policy == "static"
+        assert app.session.model.next_policy == "static"
         await pilot.press("p")
-        assert app.model.next_policy == "proportional"
+        assert app.session.model.next_policy == "proportional"
         await pilot.press("s")
         await wait_for(pilot, lambda: bool(controller.calls))
     assert controller.calls[0] == ("start", {"resume": False, "policy": "proportional"})
@@ -201,7 +201,7 @@ async def test_start_while_a_run_is_live_is_refused() -> None:
     app = make_app(controller)
     async with app.run_test() as pilot:
         await pilot.press("s")
-        await wait_for(pilot, lambda: app.model.step == 4)
+        await wait_for(pilot, lambda: app.session.model.step == 4)
         await pilot.press("s")
         await pilot.pause()
     assert [c for c in controller.calls if c[0] == "start"] == [
@@ -212,7 +212,7 @@ async def test_logs_filter_and_follow() -> None:
     app = make_app(FakeController())
     async with app.run_test(size=(100, 40)) as pilot:
         await pilot.press("s")
-        await wait_for(pilot, lambda: app.model.state == "completed")
+        await wait_for(pilot, lambda: app.session.model.state == "completed")
         await pilot.press("slash")
         await pilot.press(*"gamma:2")
         await pilot.press("enter")
@@ -239,23 +239,23 @@ async def test_help_and_command_palette_offer_the_actions() -> None:
     for title in ("Start run", "Stop run", "Restart from checkpoint", "Pre-flight check",
                   "Focus logs", "Filter logs", "Help", "Quit"):
         assert title in titles
-    assert app.model.next_policy == "static"
+    assert app.session.model.next_policy == "static"
 
 
 async def test_attach_follows_the_named_run() -> None:
     controller = FakeController()
     app = make_app(controller, attach_run="lab-0412")
     async with app.run_test() as pilot:
-        await wait_for(pilot, lambda: app.model.state == "completed")
+        await wait_for(pilot, lambda: app.session.model.state == "completed")
     assert controller.calls[0] == ("attach", {"run_id": "lab-0412"})
-    assert app.model.run_id == "lab-0412"
+    assert app.session.model.run_id == "lab-0412"
 
 
 async def test_the_header_shows_the_runs_name() -> None:
     app = make_app(FakeController(run_name="nightly"))
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("s")
-        await wait_for(pilot, lambda: app.model.state == "completed")
+        await wait_for(pilot, lambda: app.session.model.state == "completed")
         await settle(pilot)
         text = screen_text(app)
     assert "nightly · run fake-1" in text

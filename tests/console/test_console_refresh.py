@@ -20,27 +20,27 @@ async def test_a_flood_of_changes_is_drawn_late_but_drawn() -> None:
         app.refresh_panels(force=True)
         drawn = app._drawn_version
         # ...then far more changes than BUSY_CHANGES_PER_S: this tick is skipped...
-        app.model.version += 10 * BUSY_CHANGES_PER_S
+        app.session.model.version += 10 * BUSY_CHANGES_PER_S
         app.refresh_panels()
         assert app._drawn_version == drawn
         # ...and the refresh timer draws them within the slower period.
-        await wait_for(pilot, lambda: app._drawn_version == app.model.version, timeout=2.0)
+        await wait_for(pilot, lambda: app._drawn_version == app.session.model.version, timeout=2.0)
 
 
 async def test_a_quiet_change_is_drawn_at_once() -> None:
     app = make_app(FakeController())
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
-        app.model.version += 1
+        app.session.model.version += 1
         app.refresh_panels()
-        assert app._drawn_version == app.model.version
+        assert app._drawn_version == app.session.model.version
 
 
 async def test_sync_repaints_only_the_rows_that_changed() -> None:
     app = make_app(FakeController())
     async with app.run_test(size=(160, 40)) as pilot:
         await pilot.press("s")
-        await wait_for(pilot, lambda: app.model.state == "completed")
+        await wait_for(pilot, lambda: app.session.model.state == "completed")
         await settle(pilot)
         view = app.query_one(HostsPanel)
         repainted: list[int] = []
@@ -53,8 +53,8 @@ async def test_sync_repaints_only_the_rows_that_changed() -> None:
 
         LinesView.refresh_line = spy  # type: ignore[method-assign,assignment]
         try:
-            app.model.ranks[1].samples_per_s = 12345.0
-            app.model.version += 1
+            app.session.model.ranks[1].samples_per_s = 12345.0
+            app.session.model.version += 1
             await settle(pilot)
             text = screen_text(app)
         finally:
@@ -70,7 +70,7 @@ async def test_followed_logs_show_the_newest_line_as_soon_as_synced() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         for i in range(40):
-            app.model.add_log("corral", f"line {i}", t=float(i))
+            app.session.model.add_log("corral", f"line {i}", t=float(i))
         view = app.query_one("#log-lines", LinesView)
         app.query_one(LogsPanel).sync()
         assert view.max_scroll_y > 0

@@ -41,8 +41,7 @@ async def test_the_runs_screen_lists_past_runs_and_opens_one_read_only(tmp_path:
     config = _config(tmp_path)
     _record(config)
     controller = FakeController()
-    app = make_app(controller)
-    app.config = config
+    app = make_app(controller, config=config)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("h")
         await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
@@ -76,8 +75,7 @@ async def test_the_runs_screen_lists_past_runs_and_opens_one_read_only(tmp_path:
 
 
 async def test_without_records_the_runs_key_says_so(tmp_path: Path) -> None:
-    app = make_app(FakeController())
-    app.config = _config(tmp_path)
+    app = make_app(FakeController(), config=_config(tmp_path))
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("h")
         await settle(pilot)

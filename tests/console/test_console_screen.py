@@ -22,9 +22,9 @@ async def _run_to(pilot: Any, state: str) -> None:
     await pilot.press("s")
     app = pilot.app
     if state == "running":
-        await wait_for(pilot, lambda: app.model.step == 11)
+        await wait_for(pilot, lambda: app.session.model.step == 11)
     else:
-        await wait_for(pilot, lambda: app.model.state == "completed")
+        await wait_for(pilot, lambda: app.session.model.state == "completed")
     await settle(pilot)
 
 
@@ -119,7 +119,7 @@ def test_the_stop_dialog_says_its_keys_and_enter_cancels() -> None:
                 assert "Cancel (n)" in text
                 await pilot.press("enter")
                 await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
-                assert app.model.live and app.busy == ""
+                assert app.session.model.live and app.controls.busy == ""
 
     asyncio.run(scenario())
 

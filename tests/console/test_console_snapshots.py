@@ -22,8 +22,8 @@ def run_until(state: Callable[[Any], bool], *keys: str) -> Callable[[Pilot], Awa
 
     async def run_before(pilot: Pilot) -> None:
         await pilot.press("s")
-        await wait_for(pilot, lambda: state(pilot.app.model))
-        if not pilot.app.model.live:  # the stream's end is notified after its last event
+        await wait_for(pilot, lambda: state(pilot.app.session.model))
+        if not pilot.app.session.model.live:  # the stream's end is notified after its last event
             await wait_for(pilot, lambda: all(
                 w.is_finished for w in pilot.app.workers if w.group == "follow"))
         await settle(pilot)

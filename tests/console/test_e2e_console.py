@@ -41,30 +41,32 @@ async def test_start_rebalance_stop_leaves_no_process(monkeypatch: pytest.Monkey
     app = build_app(CLUSTER_TOML)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("s")
-        await wait_for(pilot, lambda: app.handle is not None, timeout=30)
-        assert app.handle is not None
-        run_id = app.handle.run_id
+        await wait_for(pilot, lambda: app.session.handle is not None, timeout=30)
+        assert app.session.handle is not None
+        run_id = app.session.handle.run_id
 
         def every_rank_stepped_and_rebalanced() -> bool:
-            ranks = app.model.ranks
+            ranks = app.session.model.ranks
             return (len(ranks) == 3 and all(r.step >= 1 for r in ranks.values())
-                    and len(app.model.decisions) >= 1)
+                    and len(app.session.model.decisions) >= 1)
 
         await wait_for(pilot, lambda: every_rank_stepped_and_rebalanced()
-                       or app.model.state in ("failed", "completed"), timeout=300)
-        check = app.model.check_report
-        assert app.model.state == "running", (
-            app.model.state, app.model.state_detail, [e.line for e in list(app.model.logs)[-20:]],
+                       or app.session.model.state in ("failed", "completed"), timeout=300)
+        check = app.session.model.check_report
+        assert app.session.model.state == "running", (
+            app.session.model.state, app.session.model.state_detail,
+            [e.line for e in list(app.session.model.logs)[-20:]],
             check and [(i.host, i.name, i.detail) for i in check.failures()])
         await pilot.press("x")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")
-        await wait_for(pilot, lambda: app.last_stop is not None and not app.busy, timeout=90)
-        await wait_for(pilot, lambda: not app.model.live, timeout=60)
+        await wait_for(pilot, lambda: app.controls.last_stop is not None
+                       and not app.controls.busy, timeout=90)
+        await wait_for(pilot, lambda: not app.session.model.live, timeout=60)
         await pilot.press("q")
         await wait_for(pilot, lambda: not app.is_running, timeout=30)
-    report = app.last_stop
+    report = app.controls.last_stop
     assert report is not None and report.run_id == run_id
     assert report.clean, report
-    assert app.model.state == "stopped"
+    assert app.session.model.state == "stopped"
     assert processes_mentioning(run_id) == []

@@ -59,12 +59,3 @@ def h100() -> dict[str, Any]:
 def t4() -> dict[str, Any]:
     """A made-up T4 whose name comes back as bytes (old bindings)."""
     return dict(T4)
-
-
-@pytest.fixture
-def fake_pynvml_dir(tmp_path: Path) -> Path:
-    """A directory holding the fake as ``pynvml.py``, to put first on a subprocess's path."""
-    directory = tmp_path / "fake_pynvml"
-    directory.mkdir()
-    (directory / "pynvml.py").write_text(FAKE_PYNVML.read_text())
-    return directory

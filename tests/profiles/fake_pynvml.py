@@ -1,7 +1,6 @@
 """A stand-in for ``pynvml`` that describes made-up GPUs.
 
-Configured with ``configure(spec)`` in-process, or from the ``FAKE_NVML`` environment variable
-(JSON) when copied to a directory on ``PYTHONPATH`` as ``pynvml.py`` for a subprocess. The spec:
+Installed as ``pynvml`` in ``sys.modules`` and configured with ``configure(spec)``. The spec:
 
     {"driver": "550.54.15", "init_error": false,
      "gpus": [{"name": ..., "uuid": ..., "total": ..., "free": ..., "used": ...,
@@ -14,8 +13,6 @@ GPU lacks.
 
 from __future__ import annotations
 
-import json
-import os
 from types import SimpleNamespace
 from typing import Any
 
@@ -42,7 +39,7 @@ class NVMLError_Uninitialized(NVMLError):
     pass
 
 
-_spec: dict[str, Any] = json.loads(os.environ.get("FAKE_NVML") or '{"gpus": []}')
+_spec: dict[str, Any] = {"gpus": []}
 calls = {"init": 0, "shutdown": 0}
 
 

@@ -6,11 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
+from profiles.__main__ import main as profiles_main
 from profiles.nvml import GpuInfo
 from profiles.snapshot import HostSnapshot, SnapshotFormatError, take_snapshot
 
@@ -24,19 +27,12 @@ GPU_KEYS = {"index", "name", "memory_total", "memory_free", "compute_capability"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_profiles(*args: str, pythonpath: Path | None = None,
-                 fake_spec: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    paths = [str(pythonpath)] if pythonpath else []
-    env["PYTHONPATH"] = os.pathsep.join([*paths, str(REPO), env.get("PYTHONPATH", "")])
-    if fake_spec is not None:
-        env["FAKE_NVML"] = json.dumps(fake_spec)
-    return subprocess.run([sys.executable, "-m", "profiles", *args], capture_output=True,
-                          text=True, env=env, timeout=120, check=False)
-
-
 def test_json_has_exactly_the_documented_keys() -> None:
-    done = run_profiles("--json")
+    # The command as the remote check runs it: its own interpreter, this host's real NVML.
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "profiles", "--json"], capture_output=True,
+                          text=True, env=env, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert set(data) == SNAPSHOT_KEYS
@@ -48,13 +44,13 @@ def test_json_has_exactly_the_documented_keys() -> None:
 
 
 def test_json_lists_every_gpu_with_the_documented_keys(
-    fake_pynvml_dir: Path, h100: dict[str, Any], t4: dict[str, Any]
+    fake_nvml: Callable[..., ModuleType], h100: dict[str, Any], t4: dict[str, Any],
+    capsys: pytest.CaptureFixture[str]
 ) -> None:
     t4["power_mw"] = "unsupported"
-    done = run_profiles("--json", pythonpath=fake_pynvml_dir,
-                        fake_spec={"driver": "550.54.15", "gpus": [h100, t4]})
-    assert done.returncode == 0, done.stderr
-    data = json.loads(done.stdout)
+    fake_nvml([h100, t4], driver="550.54.15")
+    assert profiles_main(["--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
     assert data["driver_version"] == "550.54.15"
     assert [set(gpu) for gpu in data["gpus"]] == [GPU_KEYS, GPU_KEYS]
     assert [gpu["name"] for gpu in data["gpus"]] == ["NVIDIA H100 80GB HBM3", "Tesla T4"]
@@ -64,18 +60,20 @@ def test_json_lists_every_gpu_with_the_documented_keys(
 
 
 def test_table_shows_the_host_and_its_gpus(
-    fake_pynvml_dir: Path, h100: dict[str, Any], t4: dict[str, Any]
+    fake_nvml: Callable[..., ModuleType], h100: dict[str, Any], t4: dict[str, Any],
+    capsys: pytest.CaptureFixture[str]
 ) -> None:
-    done = run_profiles(pythonpath=fake_pynvml_dir,
-                        fake_spec={"driver": "550.54.15", "gpus": [h100, t4]})
-    assert done.returncode == 0, done.stderr
-    assert "NVIDIA H100 80GB HBM3" in done.stdout and "Tesla T4" in done.stdout
-    assert "550.54.15" in done.stdout and "80.0 GiB" in done.stdout
+    fake_nvml([h100, t4], driver="550.54.15")
+    assert profiles_main([]) == 0
+    out = capsys.readouterr().out
+    assert "NVIDIA H100 80GB HBM3" in out and "Tesla T4" in out
+    assert "550.54.15" in out and "80.0 GiB" in out
 
 
-def test_unknown_flag_is_a_usage_error() -> None:
-    done = run_profiles("--jsn")
-    assert done.returncode == 2 and "--jsn" in done.stderr
+def test_unknown_flag_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        profiles_main(["--jsn"])
+    assert exited.value.code == 2 and "--jsn" in capsys.readouterr().err
 
 
 def test_round_trip_through_json() -> None:

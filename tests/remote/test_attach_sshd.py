@@ -30,7 +30,7 @@ from remote.config.cluster import load_cluster
 from remote.run.controller import SshRunController
 
 async def main():
-    controller = SshRunController(load_cluster(sys.argv[1]), preflight=False)
+    controller = SshRunController(load_cluster(sys.argv[1]))
     handle = await controller.start()
     print("run", handle.run_id, flush=True)
     async for event in handle.events():
@@ -89,7 +89,6 @@ async def test_attach_continues_where_the_killed_follower_stopped(sshd_cluster) 
 
     run_dir = cluster.root / "runs" / run_id
     controller = open_controller(toml)
-    controller.preflight = False
     received: list[RunEvent] = []
     try:
         handle = await controller.attach(run_id)

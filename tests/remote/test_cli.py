@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import console.cli as cli
+import console.session as session
 from console.cli_parser import build_parser
 from remote.api import CheckItem, CheckReport, RunEvent, RunStatus, StopReport
 from tests.fake_runs import HOLD, FakeController, FakeHost, FakeRun, scripted_run
@@ -24,7 +25,7 @@ HOSTS = (FakeHost(name="fast"), FakeHost(name="slow", slowdown=2.0))
 @pytest.fixture
 def controller(monkeypatch: pytest.MonkeyPatch) -> FakeController:
     fake = FakeController(hosts=HOSTS, script_options={"steps": 8})
-    monkeypatch.setattr(cli, "open_controller", lambda path: fake)
+    monkeypatch.setattr(session, "open_controller", lambda path: fake)
     return fake
 
 
@@ -69,15 +70,15 @@ def test_help_documents_every_option(command: list[str], capsys: pytest.CaptureF
         assert "--headless" in text
 
 
-def test_a_config_mistake_exits_2_without_a_traceback(tmp_path: Path) -> None:
+def test_a_config_mistake_exits_2_without_a_traceback(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "cluster.toml"
     bad.write_text('[cluster]\nname = "x"\nmastr = "a"\n', encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "console", "-c", str(bad), "status"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert done.returncode == 2
-    assert done.stderr.startswith("corral: ")
-    assert "mastr" in done.stderr and str(bad) in done.stderr.replace("\n", "")
-    assert "Traceback" not in done.stderr + done.stdout
+    assert cli.main(["-c", str(bad), "status"]) == 2  # returned: no exception escaped
+    done = capsys.readouterr()
+    assert done.err.startswith("corral: ")
+    assert "mastr" in done.err and str(bad) in done.err.replace("\n", "")
+    assert "Traceback" not in done.err + done.out
 
 
 def test_a_missing_config_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]

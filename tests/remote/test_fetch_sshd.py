@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import console.cli as cli
+import console.session as session
 from remote.config.cluster import ClusterConfig
 from remote.hosts.pool import HostPool
 from remote.records import fetch
@@ -131,7 +132,7 @@ def test_the_cli_fetches_the_newest_checkpoint(
         ("h0", CheckpointEvent(t=1.0 + s, rank=0, step=s,
                                path=str(run_dir / "checkpoints" / f"step-{s:08d}.pt")))
         for s in (3, 6)])
-    monkeypatch.setattr(cli, "load_config", lambda _path: config)
+    monkeypatch.setattr(session, "load_config", lambda _path: config)
     assert cli.main(["fetch", RUN, "--checkpoint"]) == 0
     out = capsys.readouterr().out
     assert "sha256 verified" in out and "from h0" in out
@@ -152,7 +153,7 @@ async def test_a_real_runs_final_weights_come_back_and_load(sshd_cluster: Any) -
         from tests.remote.runkit import bounded, tiny_run  # type: ignore[no-redef]
 
     config = sshd_cluster(2).config(run=tiny_run(steps=3))
-    controller = SshRunController(config, preflight=False)
+    controller = SshRunController(config)
     try:
         handle = await controller.start()
         events = [e async for e in bounded(handle.events())]

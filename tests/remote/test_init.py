@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
+import console.cli as cli
 from remote.config.cluster import load_cluster
 from remote.config.init import demo_toml
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+class Done(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
 
 
 def _corral(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -19,6 +28,23 @@ def _corral(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300, cwd=cwd,
                           env={"PATH": "/usr/bin:/bin", "HOME": str(cwd), "COLUMNS": "200",
                                "PYTHONPATH": str(ROOT)})
+
+
+@pytest.fixture
+def corral_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+              capsys: pytest.CaptureFixture[str]) -> Callable[..., Done]:
+    """``corral ARGS`` in this process, from ``tmp_path`` (also ``$HOME``): exit code and output.
+
+    For what exits before anything starts; ``_corral`` is the real command for the rest."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    def corral(*args: str) -> Done:
+        code = cli.main(list(args))
+        out = capsys.readouterr()
+        return Done(code, out.out, out.err)
+
+    return corral
 
 
 def test_the_repositorys_cluster_toml_is_the_demo_init_writes() -> None:
@@ -35,19 +61,21 @@ def test_init_in_an_empty_directory_writes_a_file_check_accepts(tmp_path: Path) 
     assert "all checks passed" in check.stdout
 
 
-def test_init_never_overwrites_a_file(tmp_path: Path) -> None:
+def test_init_never_overwrites_a_file(tmp_path: Path, corral_in: Callable[..., Done]) -> None:
     mine = tmp_path / "cluster.toml"
     mine.write_text("# my own cluster\n", encoding="utf-8")
-    done = _corral(tmp_path, "init", "--hosts", "gpu1")
+    done = corral_in("init", "--hosts", "gpu1")
     assert done.returncode == 2
     assert "never overwrites" in done.stderr and "Traceback" not in done.stderr
     assert mine.read_text(encoding="utf-8") == "# my own cluster\n"
 
 
-def test_init_with_hosts_writes_one_entry_per_alias_left_to_detection(tmp_path: Path) -> None:
-    done = _corral(tmp_path, "-c", "lab.toml", "init", "--hosts", "gpu1,my laptop.x")
+def test_init_with_hosts_writes_one_entry_per_alias_left_to_detection(
+    tmp_path: Path, corral_in: Callable[..., Done]
+) -> None:
+    done = corral_in("-c", "lab.toml", "init", "--hosts", "gpu1,my laptop.x")
     assert done.returncode == 2 and "bad --hosts" in done.stderr  # an alias is one word
-    done = _corral(tmp_path, "-c", "lab.toml", "init", "--hosts", "gpu1,lap@top.x")
+    done = corral_in("-c", "lab.toml", "init", "--hosts", "gpu1,lap@top.x")
     assert done.returncode == 0, done.stderr
     config = load_cluster(tmp_path / "lab.toml")
     assert [(h.name, h.address) for h in config.hosts] == [("gpu1", "gpu1"),
@@ -56,8 +84,8 @@ def test_init_with_hosts_writes_one_entry_per_alias_left_to_detection(tmp_path: 
     assert all(h.gpus == "auto" and h.nproc is None and h.python is None for h in config.hosts)
 
 
-def test_a_missing_file_says_how_to_start(tmp_path: Path) -> None:
-    done = _corral(tmp_path, "check")
+def test_a_missing_file_says_how_to_start(corral_in: Callable[..., Done]) -> None:
+    done = corral_in("check")
     assert done.returncode == 2
     assert "start from the repository's cluster.toml" in done.stderr
     assert "corral init" in done.stderr

@@ -55,7 +55,7 @@ def write_cluster(tmp_path: Path) -> Path:
 
 async def corral_run(config_path: Path) -> Path:
     """``corral run`` of the file, to its end; its run directory."""
-    controller = SshRunController(load_cluster(config_path), preflight=False)
+    controller = SshRunController(load_cluster(config_path))
     try:
         handle = await controller.start()
         final = [e async for e in bounded(handle.events())][-1]

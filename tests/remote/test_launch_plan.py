@@ -18,7 +18,7 @@ from remote.config.cluster import (
     parse_cluster,
 )
 from remote.run.launch import LaunchPlan, launcher_command
-from trainer.config import parse_config
+from trainer.settings.train_config import parse_config
 
 
 def _config(tmp_path: Path, *hosts: HostSection, backend: str = "auto",
@@ -144,5 +144,7 @@ def test_the_check_raises_when_its_module_cannot_be_imported(tmp_path: Path,
 
     controller = SshRunController(_config(tmp_path, _host("a")))
     monkeypatch.setitem(sys.modules, "remote.checks.preflight", None)
+    # Whatever module imported it earlier in the session must import it again.
+    monkeypatch.delitem(sys.modules, "remote.run.preview", raising=False)
     with pytest.raises(ImportError):
         asyncio.run(controller.check())

@@ -30,7 +30,7 @@ def _hosts(tmp_path: Path, slowdowns: tuple[float, ...]) -> tuple[HostSection, .
 
 
 async def _run(config: ClusterConfig) -> tuple[str, list[object]]:
-    controller = SshRunController(config, preflight=True)
+    controller = SshRunController(config)
     try:
         handle = await controller.start()
         events = [e async for e in bounded(handle.events())]

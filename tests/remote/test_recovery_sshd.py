@@ -62,8 +62,7 @@ async def test_a_killed_rank_with_max_restarts_ends_completed_with_the_same_para
 ) -> None:
     cluster = sshd_cluster(2)
     run = replace(tiny_run(steps=STEPS), checkpoint_every=40, policy="static", split=(4, 4))
-    controller = SshRunController(cluster.config(run=replace(run, max_restarts=1)),
-                                  preflight=False)
+    controller = SshRunController(cluster.config(run=replace(run, max_restarts=1)))
     try:
         straight_id, straight, _ = await run_to_end(controller)
         restarted_id, events, killed_at = await run_to_end(controller, kill_rank=1)
@@ -96,7 +95,7 @@ async def test_a_killed_rank_with_max_restarts_ends_completed_with_the_same_para
 async def test_without_restarts_the_same_kill_fails_the_run(sshd_cluster) -> None:
     cluster = sshd_cluster(2)
     run = replace(tiny_run(steps=STEPS), checkpoint_every=40, policy="static", split=(4, 4))
-    controller = SshRunController(cluster.config(run=run), preflight=False)
+    controller = SshRunController(cluster.config(run=run))
     try:
         _, events, _ = await run_to_end(controller, kill_rank=1)
     finally:
@@ -115,7 +114,7 @@ async def test_a_host_cut_off_for_good_is_dropped_and_the_run_completes_on_the_o
                   on_host_loss="continue")
     config = cluster.config(run=run, ssh=cluster.ssh_section(lost_after=2.0))
     daemon = cluster.hosts[1]
-    controller = SshRunController(config, preflight=False)
+    controller = SshRunController(config)
     events: list[RunEvent] = []
     cut = False
     try:

@@ -68,7 +68,7 @@ async def test_stop_and_attach_never_signal_a_stranger_holding_the_runs_old_grou
 ) -> None:
     cluster = sshd_cluster(1)
     config = cluster.config(run=replace(tiny_run(steps=50), lr=1e9))  # diverges: a failed run
-    controller = SshRunController(config, preflight=False)
+    controller = SshRunController(config)
     try:
         handle = await controller.start()
         final = (await follow(handle))[-1]
@@ -117,7 +117,7 @@ async def test_stop_and_attach_never_signal_a_stranger_holding_the_runs_old_grou
 async def test_a_diverged_run_fails_naming_the_divergence(sshd_cluster) -> None:
     cluster = sshd_cluster(2)
     config = cluster.config(run=replace(tiny_run(steps=50), lr=1e9, checkpoint_every=1))
-    controller = SshRunController(config, preflight=False)
+    controller = SshRunController(config)
     try:
         handle = await controller.start()
         events = await follow(handle)
@@ -133,7 +133,7 @@ async def test_a_diverged_run_fails_naming_the_divergence(sshd_cluster) -> None:
 async def test_a_partial_or_unknown_run_id_is_an_error_and_touches_no_run(sshd_cluster) -> None:
     cluster = sshd_cluster(1)
     config = cluster.config(run=tiny_run(steps=100000))
-    controller = SshRunController(config, preflight=False)
+    controller = SshRunController(config)
     try:
         handle = await controller.start()
         events = handle.events()
@@ -161,7 +161,7 @@ async def test_a_partial_or_unknown_run_id_is_an_error_and_touches_no_run(sshd_c
 async def test_resume_picks_the_newest_run_with_a_checkpoint(sshd_cluster) -> None:
     cluster = sshd_cluster(1)
     config = cluster.config(run=tiny_run(steps=2))
-    controller = SshRunController(config, preflight=False)
+    controller = SshRunController(config)
     try:
         first = await controller.start()
         assert (await follow(first))[-1].state == "completed"  # type: ignore[union-attr]
@@ -171,7 +171,7 @@ async def test_resume_picks_the_newest_run_with_a_checkpoint(sshd_cluster) -> No
                                        hosts=("h0",)))
         with pytest.raises(CorralError, match="no checkpoint"):
             await controller.start(resume=f"{first.run_id}x")
-        longer = SshRunController(replace(config, run=tiny_run(steps=4)), preflight=False)
+        longer = SshRunController(replace(config, run=tiny_run(steps=4)))
         try:
             resumed = await longer.start(resume=True)
             assert resumed.run_id == first.run_id
@@ -191,7 +191,7 @@ async def test_resume_picks_the_newest_run_with_a_checkpoint(sshd_cluster) -> No
 async def test_two_runs_started_at_once_do_not_run_side_by_side(sshd_cluster) -> None:
     cluster = sshd_cluster(1)
     config = cluster.config(run=tiny_run(steps=100000))
-    first, second = (SshRunController(config, preflight=False) for _ in range(2))
+    first, second = (SshRunController(config) for _ in range(2))
     try:
         handles = [await first.start(), await second.start()]
 
@@ -224,7 +224,7 @@ async def test_status_finds_what_a_cut_off_host_left_running_and_keeps_the_outco
     # Lost for good after 2 s without a connection (the run then fails without the host).
     config = cluster.config(run=tiny_run(steps=100000), ssh=cluster.ssh_section(lost_after=2.0))
     daemon = cluster.hosts[0]
-    controller = SshRunController(config, preflight=False)
+    controller = SshRunController(config)
     restarted: subprocess.Popen[bytes] | None = None
     try:
         handle = await controller.start()
@@ -278,7 +278,7 @@ async def test_a_stopped_rank_is_named_and_the_run_stopped_after_the_hang_limit(
     cluster = sshd_cluster(2)
     config = cluster.config(run=replace(tiny_run(steps=100000), hang_factor=3.0,
                                         hang_limit=8.0))
-    controller = SshRunController(config, preflight=False)
+    controller = SshRunController(config)
     events: list[RunEvent] = []
     paused: int | None = None
     try:
@@ -322,7 +322,7 @@ async def test_a_lost_ssh_connection_is_reconnected_and_the_run_goes_on(sshd_clu
     cluster = sshd_cluster(2)
     config = cluster.config(run=tiny_run(steps=100000), ssh=cluster.ssh_section(lost_after=60))
     daemon = cluster.hosts[1]
-    controller = SshRunController(config, preflight=False)
+    controller = SshRunController(config)
     restarted: subprocess.Popen[bytes] | None = None
     events: list[RunEvent] = []
     try:

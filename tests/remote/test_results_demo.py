@@ -45,7 +45,7 @@ def demo_toml(root: Path) -> Path:
 
 
 async def _run(path: Path, policy: str) -> str:
-    controller = SshRunController(load_cluster(path), preflight=False)
+    controller = SshRunController(load_cluster(path))
     try:
         handle = await controller.start(policy=policy, name=f"demo-{policy}")
         events = [e async for e in bounded(handle.events())]

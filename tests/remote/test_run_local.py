@@ -21,17 +21,28 @@ except ImportError:  # collected as a package
 pytestmark = pytest.mark.slow
 
 
+def _python_that_cannot_launch(path: Path) -> Path:
+    """An interpreter that passes every pre-flight probe but fails to start torchrun."""
+    path.write_text("#!/bin/sh\n"
+                    'if [ "$1" = -m ] && [ "$2" = torch.distributed.run ]; then\n'
+                    f"  echo \"$0: cannot start the launcher\" >&2; exit 127\nfi\n"
+                    f"exec {shlex.quote(sys.executable)} \"$@\"\n")
+    path.chmod(0o755)
+    return path
+
+
 async def test_a_host_whose_launcher_cannot_start_fails_the_run_by_name(tmp_path: Path) -> None:
     good = HostSection(name="good", address="local", python=sys.executable,
                        workdir=str(tmp_path / "work"), gpus=0, nproc=1, threads=1)
-    broken = HostSection(name="broken", address="local", python=str(tmp_path / "no-python"),
+    broken = HostSection(name="broken", address="local",
+                         python=str(_python_that_cannot_launch(tmp_path / "no-python")),
                          workdir=str(tmp_path / "work"), gpus=0, nproc=1, threads=1)
     config = ClusterConfig(
         path=tmp_path / "cluster.toml",
         cluster=ClusterSection(name="local", master="good", run_root=str(tmp_path / "runs"),
                                rendezvous_port=_free_port()),
         hosts=(good, broken), run=tiny_run(steps=5))
-    controller = SshRunController(config, preflight=False)
+    controller = SshRunController(config)
     try:
         handle = await controller.start()
         events = [e async for e in bounded(handle.events())]
@@ -73,7 +84,7 @@ async def test_a_failed_check_releases_the_launch_lock_before_its_final_status(
         cluster=ClusterSection(name="local", master="a", run_root=str(tmp_path / "runs"),
                                rendezvous_port=_free_port()),
         hosts=(host,), run=tiny_run(steps=5))
-    controller = SshRunController(config, preflight=True)
+    controller = SshRunController(config)
     try:
         handle = await controller.start()
         async for event in bounded(handle.events()):

@@ -74,7 +74,7 @@ def test_hosts_without_a_start_event_are_named_as_never_joined() -> None:
     monitor = RunMonitor(run_id="r", hosts=("a", "b", "c"))
     monitor.observe(_log("a", "torch.distributed.elastic.rendezvous.api.RendezvousTimeoutError"))
     monitor.observe(_exit("a", "1"))
-    monitor.observe(("b", ConnectionError("connection lost")))
+    monitor.observe(monitor.lost("b", ConnectionError("connection lost")))
     monitor.observe(_exit("c", "1"))
     final = monitor.final_status()
     assert final.state == "failed" and final.failed_host == "b"  # the drop, over exits
@@ -137,7 +137,7 @@ def test_a_dropped_host_is_the_cause_over_peers_that_then_failed() -> None:
     monitor = RunMonitor(run_id="r", hosts=("a", "b"))
     monitor.observe(_start("a", 0))
     monitor.observe(_start("b", 1))
-    monitor.observe(("b", ConnectionError("connection lost")))
+    monitor.observe(monitor.lost("b", ConnectionError("connection lost")))
     assert monitor.cause_settled()
     monitor.observe(_end("a", 0, "failed", t=9e9, error="Connection closed by peer"))
     monitor.observe(_exit("a", "1"))

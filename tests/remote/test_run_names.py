@@ -32,7 +32,7 @@ steps = 5
 async def test_the_name_comes_from_the_file_or_the_flag_and_resume_keeps_it(
         tmp_path: Path) -> None:
     config = load_cluster(_toml(tmp_path, 'name = "baseline"'))
-    controller = SshRunController(config, preflight=False)
+    controller = SshRunController(config)
     try:
         first = await controller.start()  # nothing launches until its events are read
         second = await controller.start(name="lr 0.1 + warmup")
@@ -55,7 +55,7 @@ async def test_a_bad_name_is_refused_naming_the_key_or_the_flag(tmp_path: Path) 
     with pytest.raises(ConfigError, match=r"\[run\] name.*must not be empty"):
         load_cluster(_toml(tmp_path, 'name = "  "'))
     config = load_cluster(_toml(tmp_path))
-    controller = SshRunController(config, preflight=False)
+    controller = SshRunController(config)
     try:
         with pytest.raises(cli.UsageError, match="--name 'a\\\\tb': must be printable"):
             await controller.start(name="a\tb")
@@ -69,7 +69,7 @@ def test_status_lists_the_names(tmp_path: Path, capsys: pytest.CaptureFixture[st
     path = _toml(tmp_path)
 
     async def start() -> None:
-        controller = SshRunController(load_cluster(path), preflight=False)
+        controller = SshRunController(load_cluster(path))
         try:
             await controller.start(name="nightly")
         finally:

@@ -48,7 +48,7 @@ async def _until(handle, stop_when) -> list[RunEvent]:
 
 async def test_resume_relaunches_the_newest_run_from_its_checkpoint(tmp_path: Path) -> None:
     config = _local_cluster(tmp_path)
-    controller = SshRunController(config, preflight=False)
+    controller = SshRunController(config)
     try:
         first = await controller.start()
         before = await _until(first, lambda e: isinstance(e, RankEvent)

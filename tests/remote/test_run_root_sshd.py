@@ -26,17 +26,22 @@ def _needs_mount_namespaces() -> None:
         pytest.skip("needs root and unshare(1) for a private mount per host")
 
 
+ROOM = "65m"
+"""A tmpfs just over the check's minimum free space (``MIN_RUN_ROOT_FREE_BYTES``)."""
+
+
 def _private_mount(target: Path, how: str) -> list[str]:
-    """Run the daemon in a mount namespace of its own where ``target`` is a small tmpfs:
-    ``full`` (filled to the last byte) or ``ro`` (read-only)."""
-    options = "size=256k" if how == "full" else "ro,size=256k"
+    """Run the daemon in a mount namespace of its own where ``target`` is a tmpfs: ``full``
+    (small, filled to the last byte), ``ro`` (read-only) or ``room`` (enough to pass the
+    check, empty)."""
+    options = {"full": "size=256k", "ro": "ro,size=256k", "room": f"size={ROOM}"}[how]
     fill = f" && (dd if=/dev/zero of={target}/fill bs=4k 2>/dev/null; true)" if how == "full" \
         else ""
     script = f"mount -t tmpfs -o {options} tmpfs {target}{fill} && exec \"$@\""
     return ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh"]
 
 
-async def test_check_names_a_full_and_a_read_only_run_root_and_launch_says_disk_full(
+async def test_check_names_a_full_and_a_read_only_run_root(
     sshd_cluster, tmp_path: Path
 ) -> None:
     _needs_mount_namespaces()
@@ -45,7 +50,7 @@ async def test_check_names_a_full_and_a_read_only_run_root_and_launch_says_disk_
     cluster = sshd_cluster(2, prefix=lambda i: _private_mount(run_root, ("full", "ro")[i]))
     config = cluster.config(run=tiny_run(steps=2))
     assert Path(config.cluster.run_root) == run_root
-    controller = SshRunController(config, preflight=False)
+    controller = SshRunController(config)
     try:
         report = await controller.check()
         items = {(i.host, i.name): i for i in report.items}
@@ -53,14 +58,31 @@ async def test_check_names_a_full_and_a_read_only_run_root_and_launch_says_disk_
         assert not full.ok and f"disk full on h0 at {config.cluster.run_root}" in full.detail
         assert not readonly.ok and "not writable" in readonly.detail and readonly.hint
         assert items[("*", "run-root")].ok  # on this machine it is a plain directory
+    finally:
+        await controller.aclose()
 
-        # Without the check, the launch itself says it (and leaves nothing behind).
+
+async def test_a_disk_that_fills_after_the_check_is_said_at_launch(
+    sshd_cluster, tmp_path: Path
+) -> None:
+    _needs_mount_namespaces()
+    run_root = tmp_path / "ssh" / "runs"  # the cluster's run_root (see conftest)
+    run_root.mkdir(parents=True)
+    cluster = sshd_cluster(1, prefix=lambda i: _private_mount(run_root, "room"))
+    controller = SshRunController(cluster.config(run=tiny_run(steps=2)))
+    try:
         handle = await controller.start()
-        final = [e async for e in bounded(handle.events())][-1]
+        events = []
+        async for event in bounded(handle.events()):
+            events.append(event)
+            if isinstance(event, RunStatus) and event.state == "pushing":
+                # The check has passed; something else fills the disk before the launch.
+                h0 = await controller.pool.get("h0")
+                await h0.run(f"dd if=/dev/zero of={run_root}/fill bs=64k 2>/dev/null; true",
+                             timeout=60.0)
+        final = events[-1]
         assert isinstance(final, RunStatus) and final.state == "failed"
-        # The hosts launch in parallel: whichever fails first is named.
-        assert ("disk full on h0 at" in final.detail
-                or ("h1" in final.detail and "Read-only file system" in final.detail)), final.detail
+        assert f"disk full on h0 at {run_root}" in final.detail, final.detail
         assert "Traceback" not in final.detail
         assert run_processes(handle.run_id) == []
     finally:

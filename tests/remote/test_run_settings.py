@@ -1,7 +1,8 @@
-"""A ``[run]`` key the trainer shares is one field (``trainer.settings.RunSettings``): its
-cluster.toml key, its trainer flag and its launch flag all come from that field. A rule
-relating settings (``trainer.relations``) is written once: the trainer's flags and
-cluster.toml's ``[run]`` both enforce it, each naming the fields its own way."""
+"""A ``[run]`` key the trainer shares is one field
+(``trainer.settings.run_settings.RunSettings``): its cluster.toml key, its trainer flag and
+its launch flag all come from that field. A rule relating settings
+(``trainer.settings.relations``) is written once: the trainer's flags and cluster.toml's
+``[run]`` both enforce it, each naming the fields its own way."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ from remote.checks.plan import HostPlan
 from remote.config.cluster import SECTIONS, ConfigError, HostSection, RunSection, parse_cluster
 from remote.config.rules import KEY_NAMING
 from remote.run.launch import LaunchPlan, trainer_flags
-from trainer import flags, relations
-from trainer.config import TrainConfig, check_world, parse_config
-from trainer.settings import RunSettings, setting
+from trainer.settings import flags, relations
+from trainer.settings.run_settings import RunSettings, setting
+from trainer.settings.train_config import TrainConfig, check_world, parse_config
 
 CLUSTER = """\
 [cluster]

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 async def test_a_two_host_run_trains_to_the_end(sshd_cluster) -> None:
     cluster = sshd_cluster(2)
     config = cluster.config(run=tiny_run(steps=4))
-    controller = SshRunController(config, preflight=False)
+    controller = SshRunController(config)
     try:
         handle = await controller.start()
         events = [e async for e in bounded(handle.events())]
@@ -54,7 +54,7 @@ async def test_a_two_host_run_trains_to_the_end(sshd_cluster) -> None:
 async def test_a_killed_rank_ends_the_run_naming_it_and_leaves_nothing(sshd_cluster) -> None:
     cluster = sshd_cluster(2)
     config = cluster.config(run=tiny_run(steps=100000))
-    controller = SshRunController(config, preflight=False)
+    controller = SshRunController(config)
     killed: tuple[str, int] | None = None
     events = []
     try:
@@ -85,7 +85,7 @@ async def test_a_dropped_host_fails_the_run_and_is_cleaned_up(sshd_cluster) -> N
     # lost_after = 0: a dropped connection counts as a lost host at once (the default waits
     # and reconnects: tests/remote/test_reliability_sshd.py).
     config = cluster.config(run=tiny_run(steps=100000), ssh=cluster.ssh_section(lost_after=0))
-    controller = SshRunController(config, preflight=False)
+    controller = SshRunController(config)
     events = []
     dropped = False
     try:

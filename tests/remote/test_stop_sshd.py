@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 async def test_stop_from_another_controller_leaves_no_process(sshd_cluster) -> None:
     cluster = sshd_cluster(2)
     config = cluster.config(run=tiny_run(steps=100000))
-    follower = SshRunController(config, preflight=False)
+    follower = SshRunController(config)
     stopper = SshRunController(config)  # as `corral stop RUN` would, from another process
     events: list[RunEvent] = []
     stepping = asyncio.Event()
@@ -52,7 +52,7 @@ async def test_stop_from_another_controller_leaves_no_process(sshd_cluster) -> N
 async def test_stop_on_the_handle_ends_the_stream_as_stopped(sshd_cluster) -> None:
     cluster = sshd_cluster(1)
     config = cluster.config(run=tiny_run(steps=100000))
-    controller = SshRunController(config, preflight=False)
+    controller = SshRunController(config)
     events: list[RunEvent] = []
     try:
         handle = await controller.start()

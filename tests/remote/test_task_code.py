@@ -134,6 +134,7 @@ async def _check(tmp_path: Path, run: str, python: str) -> list[CheckItem]:
     return [i for i in report.items if i.name == "packages"]
 
 
+@pytest.mark.slow  # the real pre-flight check, three times: interpreters importing the LLM stack
 async def test_check_names_a_host_without_the_llm_packages(tmp_path: Path) -> None:
     pytest.importorskip("peft")
     found = await _check(tmp_path, 'task = "causal_lm"', sys.executable)
@@ -152,7 +153,7 @@ async def test_check_names_a_host_without_the_llm_packages(tmp_path: Path) -> No
 
 
 def test_the_image_task_never_imports_transformers() -> None:
-    code = ("import sys; from trainer.config import TrainConfig; "
+    code = ("import sys; from trainer.settings.train_config import TrainConfig; "
             "from trainer.tasks.loader import build_task; import trainer.train; "
             "build_task(TrainConfig(samples=64, global_batch=8)); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "

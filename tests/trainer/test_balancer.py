@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from profiles.user_errors import UsageError
-from trainer.balancer import (
+from trainer.balance.balancer import (
     Balancer,
     BalancerConfig,
     Decision,

@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass
 
 from tests.trainer.test_balancer import Cluster, config
-from trainer.balancer import Balancer, LinearFit, equal_split
+from trainer.balance.balancer import Balancer, LinearFit, equal_split
 
 B = 64
 FITS = (LinearFit(0.0016, 0.0007), LinearFit(0.0048, 0.0021))
@@ -65,7 +65,7 @@ def test_a_rank_flipping_between_two_speeds_is_not_chased() -> None:
 
 
 def test_a_checkpoint_keeps_the_last_speed_change() -> None:
-    from trainer.balancer_fit import RankTimes
+    from trainer.balance.fit import RankTimes
 
     cluster = FlappingCluster(list(FITS), seed=0)
     balancer = Balancer(config(global_batch=B), equal_split(B, 2))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.balancer import Balancer, BalancerConfig
-from trainer.balancer_passes import PassCost, min_max_costs, passes, per_pass
-from trainer.balancer_solve import LinearFit
+from trainer.balance.balancer import Balancer, BalancerConfig
+from trainer.balance.passes import PassCost, min_max_costs, passes, per_pass
+from trainer.balance.solve import LinearFit
 
 
 def test_a_share_costs_one_fixed_cost_per_pass() -> None:

@@ -7,7 +7,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from profiles.user_errors import UsageError
-from trainer.balancer import (
+from trainer.balance.balancer import (
     LinearFit,
     equal_split,
     min_max_split,
@@ -15,7 +15,7 @@ from trainer.balancer import (
     round_split,
     validate_split,
 )
-from trainer.balancer_solve import water_fill
+from trainer.balance.solve import water_fill
 
 
 def test_equal_split_spreads_the_remainder_over_the_first_ranks() -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from trainer.accumulate import BufferSync
+from trainer.step.accumulate import BufferSync
+
+pytestmark = pytest.mark.slow  # two processes in a gloo group
 
 
 class RotaryLike(nn.Module):

@@ -8,9 +8,9 @@ import pytest
 import torch
 from trainer_runs import check, events, final_params, launch, max_rel_diff, of_kind
 
-from trainer.data import GlobalBatchOrder
-from trainer.prefetch import BatchPrefetcher, prefetch_wanted
-from trainer.step import local_batch
+from trainer.step.batch_order import GlobalBatchOrder
+from trainer.step.batches import local_batch
+from trainer.step.prefetch import BatchPrefetcher, prefetch_wanted
 from trainer.tasks.image import build
 
 

@@ -11,13 +11,14 @@ import torch
 from torch import nn
 
 from profiles.user_errors import UsageError
-from trainer.checkpoint import list_checkpoints
-from trainer.checkpointer import Checkpointer, RunState, load_model_state, model_state
-from trainer.config import TrainConfig
-from trainer.data import synthetic_image
+from trainer.checkpoint.checkpointer import Checkpointer, RunState, load_model_state, model_state
+from trainer.checkpoint.files import list_checkpoints
 from trainer.events import EventWriter
-from trainer.step import collated, divide_by_global_units, move_to
+from trainer.settings.train_config import TrainConfig
+from trainer.step.batches import collated, move_to
+from trainer.step.tally import divide_by_global_units
 from trainer.tasks import Task
+from trainer.tasks.image.data import synthetic_image
 from trainer.tasks.loader import build_task, parse_option_value, task_options
 
 

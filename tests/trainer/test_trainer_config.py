@@ -8,10 +8,16 @@ import time
 from pathlib import Path
 
 import pytest
-from trainer_runs import REPO, launch, rank_env
+from trainer_runs import REPO, launch, rank_env, trainer_main
 
 from profiles.user_errors import UsageError
-from trainer.config import SlowdownChange, TrainConfig, build_parser, check_world, parse_config
+from trainer.settings.train_config import (
+    SlowdownChange,
+    TrainConfig,
+    build_parser,
+    check_world,
+    parse_config,
+)
 
 
 def test_flags_fill_the_config() -> None:
@@ -93,15 +99,29 @@ def _trainer(*flags: str) -> subprocess.CompletedProcess[str]:
     [
         (["--global-batch", "8", "--split", "3,4"], "--split 3,4 sums to 7"),
         (["--model", "vgg"], "invalid choice: 'vgg'"),
+        (["--split", "a,b"], "comma-separated integers"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_message(flags: list[str], needle: str, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert trainer_main([*flags, "--run-dir", str(tmp_path)], monkeypatch) == 2
+    assert needle in capsys.readouterr().err  # (a traceback would have failed the call)
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
         (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"],
          "expected the python-version files data_batch_1"),
-        (["--split", "a,b"], "comma-separated integers"),
         (["--global-batch", "8", "--split", "8", "--max-batch", "6"],
          "--max-batch caps sum to 6, below --global-batch 8"),
         (["--norm", "syncbatch", "--device", "cpu"], "--norm syncbatch needs every rank on CUDA"),
     ],
 )
-def test_bad_input_exits_2_with_one_message(flags: list[str], needle: str, tmp_path: Path) -> None:
+def test_bad_input_the_rank_finds_exits_2_with_one_message(flags: list[str], needle: str,
+                                                          tmp_path: Path) -> None:
+    # Found once the rank knows its world and device: a real rank process, not this one.
     proc = _trainer(*flags, "--run-dir", str(tmp_path))
     assert proc.returncode == 2
     assert needle in proc.stderr

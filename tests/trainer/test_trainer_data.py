@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from profiles.user_errors import UsageError
-from trainer.data import GlobalBatchOrder, build_dataset, load_cifar, synthetic_image
+from trainer.step.batch_order import GlobalBatchOrder
+from trainer.tasks.image.data import build_dataset, load_cifar, synthetic_image
 
 
 def test_synthetic_images_are_a_function_of_the_seed() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,27 @@ COMMON = ("--model", "simple_cnn", "--dataset", "synthetic_image", "--samples", 
           "--global-batch", "32", "--steps", "20", "--seed", "3", "--lr", "0.05")
 
 
-def test_any_split_gives_the_same_parameters_after_20_steps(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """The run directory of COMMON with ``split``, each split run once for the module."""
+    done: dict[str, Path] = {}
+
+    def run(split: str) -> Path:
+        if split not in done:
+            run_dir = tmp_path_factory.mktemp("split-" + split.replace(",", "-"))
+            check(launch(len(split.split(",")), *COMMON, "--split", split,
+                         "--run-dir", str(run_dir)))
+            done[split] = run_dir
+        return done[split]
+
+    return run
+
+
+def test_any_split_gives_the_same_parameters_after_20_steps(runs: Callable[[str], Path]) -> None:
     params = {}
-    for split in ("32", "24,8", "20,8,4", "4,8,20"):
-        run_dir = tmp_path / split.replace(",", "-")
+    for split in ("32", "20,12", "20,8,4", "4,8,20"):
+        run_dir = runs(split)
         nproc = len(split.split(","))
-        check(launch(nproc, *COMMON, "--split", split, "--run-dir", str(run_dir)))
         params[split] = final_params(run_dir)
         for rank in range(nproc):
             steps = of_kind(events(run_dir, rank), "step")
@@ -29,9 +45,11 @@ def test_any_split_gives_the_same_parameters_after_20_steps(tmp_path: Path) -> N
         assert max_rel_diff(reference, p) <= 1e-4, split
 
 
-def test_synthetic_data_is_learnable_and_events_describe_the_run(tmp_path: Path) -> None:
-    check(launch(2, *COMMON, "--split", "20,12", "--run-dir", str(tmp_path)))
-    rank0, rank1 = events(tmp_path, 0), events(tmp_path, 1)
+def test_synthetic_data_is_learnable_and_events_describe_the_run(
+    runs: Callable[[str], Path]
+) -> None:
+    run_dir = runs("20,12")
+    rank0, rank1 = events(run_dir, 0), events(run_dir, 1)
     start = of_kind(rank0, "start")[0]
     assert (start["world_size"], start["backend"], start["device"]) == (2, "gloo", "cpu")
     assert start["split"] == [20, 12] and start["total_steps"] == 20

@@ -10,9 +10,9 @@ from typing import Literal
 import pytest
 
 from profiles.user_errors import UsageError
-from trainer import flags
-from trainer.config import SlowdownChange, TrainConfig, build_parser, parse_config
-from trainer.settings import setting
+from trainer.settings import flags
+from trainer.settings.run_settings import setting
+from trainer.settings.train_config import SlowdownChange, TrainConfig, build_parser, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,19 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.checkpoint import (
+from trainer.checkpoint.files import (
     list_checkpoints,
     load_newest_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from trainer.config import SlowdownChange
-from trainer.models import build_model
-from trainer.slowdown import SlowdownSchedule, emulate_slowdown
+from trainer.settings.train_config import SlowdownChange
+from trainer.step.slowdown import SlowdownSchedule, emulate_slowdown
+from trainer.tasks.image.models import build_model
 
 
-@pytest.mark.parametrize("name", ["simple_cnn", "resnet18", "resnet50"])
+@pytest.mark.parametrize("name", ["simple_cnn", *(pytest.param(big, marks=pytest.mark.slow)
+                                                  for big in ("resnet18", "resnet50"))])
 def test_models_classify_32x32_images(name: str) -> None:
     model = build_model(name, 10, "group" if name == "simple_cnn" else "batch")
     out = model(torch.randn(2, 3, 32, 32))

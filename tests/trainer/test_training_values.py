@@ -7,14 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from trainer_runs import REPO, rank_env
+from trainer_runs import REPO, rank_env, trainer_main
 
 from profiles.user_errors import UsageError
 from remote.checks.plan import HostPlan
 from remote.config.cluster import ConfigError, HostSection, RunSection, parse_cluster
 from remote.run.launch import LaunchPlan, trainer_flags
-from trainer.config import TrainConfig, check_world, parse_config
-from trainer.config_training import check_total_steps
+from trainer.settings.train_config import TrainConfig, check_world, parse_config
+from trainer.settings.training_checks import check_total_steps
 
 
 @pytest.mark.parametrize(("flags", "needle"), [
@@ -43,19 +43,24 @@ def test_micro_batch_per_rank_needs_one_entry_per_rank_and_eval_every_fits_epoch
         check_total_steps(TrainConfig(eval_every=9), 8)
 
 
-def test_unknown_precision_exits_2_naming_the_flag_and_starts_nothing(tmp_path: Path) -> None:
+def test_unknown_precision_exits_2_naming_the_flag_and_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for flags, needle in ((["--precision", "fp8"], "--precision: invalid choice: 'fp8'"),
-                          (["--micro-batch", "0"], "--micro-batch must be >= 1"),
-                          (["--precision", "fp16"], "--precision fp16 needs a GPU")):
-        proc = subprocess.run([sys.executable, "-m", "trainer", "--device", "cpu", *flags,
-                               "--run-dir", str(tmp_path / "run")], cwd=REPO, env=rank_env(),
-                              capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 2, proc.stderr
-        assert needle in proc.stderr
-        assert "Traceback" not in proc.stderr
-        # fp16 on a CPU rank is refused before the rank joins the group or writes a step.
-        steps = tmp_path / "run" / "metrics" / "rank-0.jsonl"
-        assert not steps.exists() or '"event":"step"' not in steps.read_text()
+                          (["--micro-batch", "0"], "--micro-batch must be >= 1")):
+        code = trainer_main(["--device", "cpu", *flags, "--run-dir", str(tmp_path / "run")],
+                            monkeypatch)
+        assert code == 2 and needle in capsys.readouterr().err
+    # fp16 on a CPU rank is refused by the rank itself, before it joins the group or writes
+    # a step: a real rank process.
+    proc = subprocess.run([sys.executable, "-m", "trainer", "--device", "cpu", "--precision",
+                           "fp16", "--run-dir", str(tmp_path / "run")], cwd=REPO, env=rank_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "--precision fp16 needs a GPU" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    steps = tmp_path / "run" / "metrics" / "rank-0.jsonl"
+    assert not steps.exists() or '"event":"step"' not in steps.read_text()
 
 
 CLUSTER = """\

@@ -69,3 +69,19 @@ def check(proc: subprocess.CompletedProcess[str]) -> None:
     """Fail with the launcher's output when a run did not exit 0."""
     output = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert proc.returncode == 0, f"rc={proc.returncode}\n{output}"
+
+
+def trainer_main(argv: list[str], monkeypatch: Any) -> int:
+    """``python -m trainer ARGV``'s exit code, in this process, for flags refused before the
+    rank does anything (argparse and the config checks); training here would be a bug."""
+    import trainer.__main__
+    import trainer.train
+
+    def started(config: object) -> int:
+        raise AssertionError(f"the flags were accepted and training started: {argv}")
+
+    monkeypatch.setattr(trainer.train, "train", started)
+    try:
+        return trainer.__main__.main(argv)
+    except SystemExit as exited:  # argparse's own usage error
+        return int(exited.code or 0)

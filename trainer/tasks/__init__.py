@@ -6,7 +6,7 @@ how to compute the loss of a batch as a SUM over its loss units together with th
 summed gradient by the global count of units of the step, so any split of the global batch
 gives the same parameters as one process.
 
-Built-in tasks are ``image`` (trainer/tasks/image.py) and ``causal_lm``
+Built-in tasks are ``image`` (trainer/tasks/image/__init__.py) and ``causal_lm``
 (trainer/tasks/causal_lm.py); a user task is a Python file with ``def build(options) -> Task``
 (trainer/tasks/user.py). docs/tasks.md documents the interface.
 """
@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from trainer.config import BUILTIN_TASKS
+from trainer.settings.train_config import BUILTIN_TASKS
 
 __all__ = ["BUILTIN_TASKS", "Dataset", "Task", "trainable_parameters"]
 

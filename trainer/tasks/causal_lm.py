@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from profiles.user_errors import UsageError
-from trainer.config import TASK_PACKAGES
+from trainer.settings.train_config import TASK_PACKAGES
 from trainer.tasks import Task
 from trainer.tasks.lm_data import (
     PackedSequences,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from profiles.user_errors import CorralError, UsageError
-from trainer.config import TrainConfig, split_task_spec
+from trainer.settings.train_config import TrainConfig, split_task_spec
 from trainer.tasks import BUILTIN_TASKS, Task
 from trainer.tasks.image import SYNTHETIC_EVAL_SAMPLES
 from trainer.tasks.user import describe_exception, load_builder

@@ -18,10 +18,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from trainer.balancer import equal_split, proportional_split
-from trainer.config import TrainConfig
-from trainer.config_training import micro_batches
+from trainer.balance.balancer import equal_split, proportional_split
 from trainer.dist import all_gather_floats
+from trainer.settings.train_config import TrainConfig
+from trainer.settings.training_checks import micro_batches
 from trainer.tasks import LossFn
 
 BatchOf = Callable[[int], Any]

@@ -2,7 +2,7 @@
 
 The loop only says ``checkpointer.save(run)`` after every step (and ``last_step=True`` at the
 end); the checkpointer decides whether a checkpoint is due. Files are written by
-trainer/checkpoint.py (atomically, rank 0 only). On resume rank 0 reads the newest complete
+trainer/checkpoint/files.py (atomically, rank 0 only). On resume rank 0 reads the newest complete
 checkpoint and broadcasts it, since hosts share no filesystem.
 """
 
@@ -21,17 +21,17 @@ import torch.distributed as dist
 from torch import nn
 
 from profiles.user_errors import UsageError
-from trainer.balancer import Balancer
-from trainer.checkpoint import (
+from trainer.balance.balancer import Balancer
+from trainer.checkpoint.files import (
     CheckpointError,
     load_newest_checkpoint,
     rng_state,
     save_checkpoint,
 )
-from trainer.config import TrainConfig, split_task_spec
 from trainer.dist import print0
 from trainer.events import CheckpointEvent, EventWriter
 from trainer.run_layout import RunLayout
+from trainer.settings.train_config import TrainConfig, split_task_spec
 from trainer.tasks import Task
 from trainer.tasks.loader import task_options
 

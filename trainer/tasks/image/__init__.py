@@ -1,5 +1,5 @@
-"""The ``image`` task: corral's own networks (trainer/models.py) on its image datasets
-(trainer/data.py), classified with cross-entropy. The loss unit is one image."""
+"""The ``image`` task: corral's own networks (``models``) on its image datasets (``data``),
+classified with cross-entropy. The loss unit is one image."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from profiles.user_errors import UsageError
-from trainer.data import build_dataset
-from trainer.models import build_model
 from trainer.tasks import Task
+from trainer.tasks.image.data import build_dataset
+from trainer.tasks.image.models import build_model
 
 OPTIONS = ("model", "dataset", "data_dir", "samples", "norm", "seed", "eval_samples")
 """What ``build`` reads; the trainer fills them from ``--model``, ``--dataset``, ``--data-dir``,

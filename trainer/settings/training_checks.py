@@ -1,9 +1,9 @@
 """Checks of the trainer's training-feature settings: micro-batches, precision, the
-learning-rate schedule, gradient clipping and evaluation (their fields: trainer/settings.py and
-trainer/config.py).
+learning-rate schedule, gradient clipping and evaluation (their fields: run_settings.py and
+train_config.py).
 
 Every check raises a ``UsageError`` naming the flag before any rank joins the process group.
-The checks that relate these fields to others are in ``trainer.relations``.
+The checks that relate these fields to others are in ``trainer.settings.relations``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from profiles.user_errors import UsageError
 if TYPE_CHECKING:
     import torch
 
-    from trainer.config import TrainConfig
+    from trainer.settings.train_config import TrainConfig
 
 
 def check_training_world(config: TrainConfig, world_size: int) -> None:

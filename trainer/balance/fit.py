@@ -19,7 +19,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.balancer_solve import LinearFit
+from trainer.balance.solve import LinearFit
 
 CHANGE_TOLERANCE = 0.2
 """Relative difference between a fresh time and its prediction that counts as a speed change."""

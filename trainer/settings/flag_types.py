@@ -1,7 +1,7 @@
 """How a settings field's type becomes flag text and back: ``value_kind(hint)`` gives the
 parser (text -> value, raising ``argparse.ArgumentTypeError`` showing what was expected) and the
 formatter (value -> text) of one field type, so ``python -m trainer``'s parser and the launch
-flags (``trainer.flags``) read and write every value the same way."""
+flags (``trainer.settings.flags``) read and write every value the same way."""
 
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 """The trainer's settings: one frozen dataclass, ``TrainConfig``, and the ``python -m trainer``
-flags generated from its fields (``trainer.flags``).
+flags generated from its fields (``trainer.settings.flags``).
 
 ``TrainConfig`` extends the settings it shares with cluster.toml's ``[run]``
-(``trainer.settings.RunSettings``) with the per-host and per-rank ones. Everything that can be
-checked without the process group is checked in its ``__post_init__`` (each field's choices and
-bounds from its type and metadata, then the combinations) or in ``check_world`` (needs only the
-world size torchrun exports), so a bad flag ends every rank with exit code 2 before any
-collective starts.
+(``trainer.settings.run_settings.RunSettings``) with the per-host and per-rank ones. Everything
+that can be checked without the process group is checked in its ``__post_init__`` (each field's
+choices and bounds from its type and metadata, then the combinations) or in ``check_world``
+(needs only the world size torchrun exports), so a bad flag ends every rank with exit code 2
+before any collective starts.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Literal
 
 from profiles.user_errors import UsageError
-from trainer import flags, relations
-from trainer.config_training import check_training_world
-from trainer.flag_types import float_list, value_kind
 from trainer.placement import parse_cpulist
-from trainer.settings import (
+from trainer.settings import flags, relations
+from trainer.settings.flag_types import float_list, value_kind
+from trainer.settings.run_settings import (
     BATCH,
     CHECKPOINTS,
     DEVICES,
@@ -36,6 +35,7 @@ from trainer.settings import (
     RunSettings,
     setting,
 )
+from trainer.settings.training_checks import check_training_world
 
 SLOWDOWN_ENV = "CORRAL_SLOWDOWN"
 BUILTIN_TASKS = ("image", "causal_lm")
@@ -69,7 +69,8 @@ FLAG_NAMING = relations.Naming(name=_flag_of, value=_flag_text, equals=" ")
 
 
 def _relations_hold(values: dict[str, object], reading: str | None = None) -> None:
-    """Raise the first relation (``trainer.relations``) these values break, naming flags."""
+    """Raise the first relation (``trainer.settings.relations``) these values break, naming
+    flags."""
     for subject, problem in relations.problems(values, FLAG_NAMING, reading):
         raise UsageError(f"{FLAG_NAMING.name(subject)} {problem}")
 
@@ -168,7 +169,7 @@ class TrainConfig(RunSettings):
         self._check_combinations()
 
     def _check_combinations(self) -> None:
-        """The relations between fields (``trainer.relations``, shared with cluster.toml's
+        """The relations between fields (``trainer.settings.relations``, shared with cluster.toml's
         ``[run]``), then the checks that need more than a bound."""
         _relations_hold({f.name: getattr(self, f.name) for f in fields(self)})
         if self.cores is not None:

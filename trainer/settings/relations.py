@@ -1,7 +1,7 @@
 """The rules that relate two or more of the trainer's settings, each written once.
 
 Each field's own rules (choices, bounds) follow from its type and metadata
-(``trainer.flags.check_fields``, ``remote.config.rules.settings_problems``). The rules here
+(``trainer.settings.flags.check_fields``, ``remote.config.rules.settings_problems``). The rules here
 relate fields, e.g. ``min_lr <= lr``. Both sides run this one table over their values:
 the trainer's ``TrainConfig`` names the fields as flags (``--eval-every 11 is larger than the
 run's --steps 10``), cluster.toml's loader as ``[run]`` keys (``[run] eval_every: 11 is larger
@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trainer.settings import DATASETS_ON_DISK
+from trainer.settings.run_settings import DATASETS_ON_DISK
 
 WORLD = "world"
 """The pseudo-field holding the number of ranks, in the values only where it is known."""

@@ -4,7 +4,7 @@ flags that fill it come from the same fields, so a field added to ``TrainConfig`
 
 A field's flag is ``--`` and its name with ``-`` for ``_`` (or its metadata's ``flag``), its
 help the docstring under it, its ``--help`` group and metavar from its metadata
-(``trainer.settings.setting``), its value form from its type (``trainer.flag_types``).
+(``trainer.settings.setting``), its value form from its type (``trainer.settings.flag_types``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import MISSING, Field, fields, is_dataclass
 from typing import Any
 
 from profiles.user_errors import UsageError
-from trainer.flag_types import NO_LIMIT, value_kind
+from trainer.settings.flag_types import NO_LIMIT, value_kind
 
 
 def field_docs(cls: type) -> tuple[str, dict[str, str]]:

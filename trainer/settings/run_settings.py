@@ -2,12 +2,13 @@
 meaning is written here once.
 
 ``RunSettings`` holds the settings a user writes under cluster.toml's ``[run]`` and the trainer
-reads as flags. ``trainer.config.TrainConfig`` extends it with the per-host and per-rank ones;
-``remote``'s ``RunSection`` extends it with what only corral's side uses. The docstring under
-each field is its ``--help`` text and its line in docs/cluster-toml.md; a field's metadata
-(``setting(...)``) names its ``--help`` group and its bounds, which the trainer checks in
-``TrainConfig`` and the cluster.toml rules check in ``[run]``. The ``python -m trainer``
-parser and the launch flags are generated from the fields (``trainer.flags``).
+reads as flags. ``trainer.settings.train_config.TrainConfig`` extends it with the per-host and
+per-rank ones; ``remote``'s ``RunSection`` extends it with what only corral's side uses. The
+docstring under each field is its ``--help`` text and its line in docs/cluster-toml.md; a
+field's metadata (``setting(...)``) names its ``--help`` group and its bounds, which the trainer
+checks in ``TrainConfig`` and the cluster.toml rules check in ``[run]``. The ``python -m
+trainer`` parser and the launch flags are generated from the fields
+(``trainer.settings.flags``).
 """
 
 from __future__ import annotations

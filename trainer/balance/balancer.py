@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from profiles.user_errors import UsageError
-from trainer.balancer_config import BalancerConfig, Decision
-from trainer.balancer_fit import RankTimes
-from trainer.balancer_passes import (
+from trainer.balance.config import BalancerConfig, Decision
+from trainer.balance.fit import RankTimes
+from trainer.balance.passes import (
     PassCost,
     measured_seconds,
     min_max_costs,
@@ -39,7 +39,7 @@ from trainer.balancer_passes import (
     passes,
     per_pass,
 )
-from trainer.balancer_solve import (
+from trainer.balance.solve import (
     LinearFit,
     equal_split,
     min_max_split,
@@ -126,7 +126,7 @@ class Balancer:
             )
         for rank, (b, t) in enumerate(zip(local_batches, compute_s, strict=True)):
             n = passes(int(b), self._micro(rank))
-            if math.isfinite(t) and t >= 0 and n > 0:  # fitted per pass (balancer_passes.py)
+            if math.isfinite(t) and t >= 0 and n > 0:  # fitted per pass (passes.py)
                 self._ranks[rank].add(per_pass(int(b), self._micro(rank)), float(t) / n)
 
     def capacities(self) -> tuple[float | None, ...]:

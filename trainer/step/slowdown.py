@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from trainer.config import SlowdownChange
+from trainer.settings.train_config import SlowdownChange
 
 
 def emulate_slowdown(factor: float, compute_s: float) -> float:

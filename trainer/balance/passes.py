@@ -18,8 +18,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from trainer.balancer_fit import RankTimes
-from trainer.balancer_solve import LinearFit, _bounds
+from trainer.balance.fit import RankTimes
+from trainer.balance.solve import LinearFit, _bounds
 
 
 def passes(batch: int, micro: int | None) -> int:

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.config import TrainConfig
-from trainer.step import divide_by_global_units
+from trainer.settings.train_config import TrainConfig
+from trainer.step.tally import divide_by_global_units
 
 
 def make_optimizer(config: TrainConfig, parameters: list[nn.Parameter]

@@ -4,7 +4,7 @@ A share larger than the rank's micro-batch runs as several forward/backward pass
 consecutive slices of it. The gradients of the SUMMED losses add up in ``.grad``, so the sum
 over the share is the same whatever the slicing; DDP's ``no_sync`` keeps the all-reduce out of
 every pass but the last, so the step still has one all-reduce. Exactness (fp32) is untouched:
-the division by the step's global unit count comes after, as before (trainer/step.py).
+the division by the step's global unit count comes after, as before (trainer/step/tally.py).
 
 A rank may have a share of 0 (the balancer lets a very slow rank sit out). It runs no pass, but
 DDP's reducer only all-reduces from inside a backward, so a rank without one would leave the
@@ -30,9 +30,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from trainer.clock import ComputeClock
-from trainer.data import GlobalBatchOrder
-from trainer.step import StepTally, collated
+from trainer.step.batch_order import GlobalBatchOrder
+from trainer.step.batches import collated
+from trainer.step.clock import ComputeClock
+from trainer.step.tally import StepTally
 from trainer.tasks import Task
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -70,8 +71,9 @@ class ShareRunner:
         self.parameters, self.rank, self.world, self.device = parameters, rank, world, device
         self.precision, self.clock, self.scale_loss = precision, clock, scale_loss
         self.prefetched = prefetched
-        """``prefetched(step, split)``: the whole share's batch, made ahead (trainer/prefetch.py);
-        used by a rank without a micro-batch (its share is always one pass)."""
+        """``prefetched(step, split)``: the whole share's batch, made ahead
+        (trainer/step/prefetch.py); used by a rank without a micro-batch (its share is always
+        one pass)."""
 
     def run(self, step: int, split: Sequence[int], micro: int | None, slowdown: float,
             start_tally: StartTally) -> Callable[[], list[StepTally]]:

@@ -1,10 +1,10 @@
 """The next step's batch, prepared while the current step computes.
 
-A rank's batch for step ``s`` depends only on ``s``, the split and the rank (``trainer.step``),
-so it can be built ahead: after handing out step ``s``'s batch, one worker thread starts on
-step ``s + 1``'s with the same split. If the split has changed by then (a rebalance), the
-prepared batch is dropped and the right one built in place: the batch a step trains on is
-always the one ``local_batch`` gives, so exactness does not depend on prefetching.
+A rank's batch for step ``s`` depends only on ``s``, the split and the rank
+(``trainer.step.batches``), so it can be built ahead: after handing out step ``s``'s batch, one
+worker thread starts on step ``s + 1``'s with the same split. If the split has changed by then
+(a rebalance), the prepared batch is dropped and the right one built in place: the batch a step
+trains on is always the one ``local_batch`` gives, so exactness does not depend on prefetching.
 
 On CUDA the batch is collated into pinned host memory and copied with ``non_blocking``, so
 the copy overlaps the compute too. On a CPU rank the worker competes with the step for the
@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from trainer.data import GlobalBatchOrder
-from trainer.step import collate, local_batch, map_tensors, move_to
+from trainer.step.batch_order import GlobalBatchOrder
+from trainer.step.batches import collate, local_batch, map_tensors, move_to
 from trainer.tasks import Task
 
 

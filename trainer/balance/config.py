@@ -1,12 +1,12 @@
 """The balancer's settings (``BalancerConfig``, checked once) and what a decision holds
-(``Decision``); the policies themselves are in trainer/balancer.py."""
+(``Decision``); the policies themselves are in trainer/balance/balancer.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from profiles.user_errors import UsageError
-from trainer.settings import POLICIES, Policy
+from trainer.settings.run_settings import POLICIES, Policy
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-from trainer.slowdown import emulate_slowdown
+from trainer.step.slowdown import emulate_slowdown
 
 
 class ComputeClock:

@@ -1,0 +1,54 @@
+"""What can go wrong in a run, as typed records: a lost host, a failure and how much it explains.
+
+``RunMonitor`` collects ``Failure`` records while a run is followed and names the one with the
+lowest ``Severity`` (the earliest among equals) as the run's cause; ``HostLost`` says that a
+host's tail gave up (its connection stayed lost past ``[ssh] lost_after``), or that the
+controller dropped a host that failed attempt after attempt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class Severity(IntEnum):
+    """How directly a failure explains the run's end; the lowest is named as the cause (the
+    others usually follow from it: ranks fail when a peer vanishes)."""
+
+    RANK_DIED = 0
+    """A rank ended without its ``end`` event (killed, crashed) or was declared hung."""
+    HOST_LOST = 1
+    """Its host dropped; the peers' errors follow from that."""
+    RANK_FAILED = 2
+    """A rank ended ``failed`` or ``diverged`` (often because a peer vanished)."""
+    LAUNCHER_FAILED = 3
+    """A launcher failed without naming a rank."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostLost:
+    """A host that left the run: its connection stayed lost, or it kept failing."""
+
+    host: str
+    reason: str
+    t: float
+    """Wall-clock time it was declared lost."""
+    step: int | None = None
+    """The last step any of its ranks reported, if one did."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failure:
+    """One thing that failed in an attempt: where, when, how directly, and why."""
+
+    host: str
+    rank: int | None
+    t: float
+    severity: Severity
+    why: str
+
+    @property
+    def sort_key(self) -> tuple[Severity, float]:
+        """The cause is the failure with the smallest key: most direct first, then earliest."""
+        return (self.severity, self.t)

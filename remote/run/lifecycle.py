@@ -1,0 +1,193 @@
+"""The run's lifecycle: its states, the moves allowed between them, and who asked it to stop.
+
+A run launched by this process goes ``checking → pushing → launching → running``, perhaps
+``→ stopping`` (the other hosts are stopped after a failure), and then either ``→ ended`` with
+an ``Outcome`` (completed, failed, stopped) or, with ``[run] max_restarts``, ``→ restarting →
+checking`` for another attempt from the newest checkpoint. A failed check, push or launch goes
+straight to ``ended`` (failed). A run that is only followed (``attach``) starts in ``running``.
+
+``SshRunHandle.events`` (``remote/run/controller.py``) is the loop that moves between these
+states; ``Lifecycle.move`` refuses any move ``TRANSITIONS`` does not list, records the new
+state in ``run.json`` and turns it into the ``remote.api.RunStatus`` front ends see.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from remote.events import CheckReport, RunState, RunStatus
+from remote.run.failures import Failure, HostLost
+
+
+class Phase(Enum):
+    """Where a run is in its lifecycle."""
+
+    CHECKING = "checking"
+    PUSHING = "pushing"
+    LAUNCHING = "launching"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    RESTARTING = "restarting"
+    ENDED = "ended"
+
+
+class Outcome(Enum):
+    """How an ended run ended (the final ``RunStatus`` state)."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.CHECKING: frozenset({Phase.PUSHING, Phase.ENDED}),
+    Phase.PUSHING: frozenset({Phase.LAUNCHING, Phase.ENDED}),
+    Phase.LAUNCHING: frozenset({Phase.RUNNING, Phase.ENDED}),
+    Phase.RUNNING: frozenset({Phase.RUNNING, Phase.STOPPING, Phase.RESTARTING, Phase.ENDED}),
+    Phase.STOPPING: frozenset({Phase.RESTARTING, Phase.ENDED}),
+    Phase.RESTARTING: frozenset({Phase.CHECKING}),
+    Phase.ENDED: frozenset(),
+}
+"""The moves a run may make. ``running → running`` announces the run again (a follower that
+attached says so once its tails are open)."""
+
+PUBLIC_STATE: dict[Phase, RunState] = {
+    Phase.CHECKING: "checking", Phase.PUSHING: "pushing", Phase.LAUNCHING: "launching",
+    Phase.RUNNING: "running", Phase.STOPPING: "stopping", Phase.RESTARTING: "launching",
+}
+"""The ``RunStatus`` state front ends see for each phase (a restart shows as ``launching``,
+with the restart's reason as its detail); ``ended`` shows as its outcome."""
+
+
+class StopCause(Enum):
+    """Why a run is being stopped."""
+
+    REQUESTED = "requested"
+    """This process was asked to stop it (``corral stop``, the console's stop key, Ctrl-C)."""
+    ELSEWHERE = "elsewhere"
+    """A launcher reported that it was stopped (by another process, or by this one)."""
+    FAILURE = "failure"
+    """The other hosts are stopped because one failed."""
+
+
+@dataclass
+class StopRequest:
+    """The one place that holds whether the run is being stopped, and why; the handle, the
+    follower and the monitor ask it."""
+
+    causes: set[StopCause] = field(default_factory=set)
+
+    def request(self, cause: StopCause) -> None:
+        """Record that the run is being stopped for ``cause``."""
+        self.causes.add(cause)
+
+    @property
+    def requested(self) -> bool:
+        """True once the run is being stopped for any cause (later failures are its
+        consequences, not causes)."""
+        return bool(self.causes)
+
+    def by(self, cause: StopCause) -> bool:
+        """Whether the run is being stopped for ``cause``."""
+        return cause in self.causes
+
+    def next_attempt(self) -> None:
+        """A restart begins: the stop of the failed attempt is over; one asked for stays."""
+        self.causes &= {StopCause.REQUESTED}
+
+
+NEXT_PHASE: dict[Phase, Phase] = {
+    Phase.CHECKING: Phase.PUSHING, Phase.PUSHING: Phase.LAUNCHING,
+    Phase.RESTARTING: Phase.CHECKING,
+}
+"""Where a phase that did its work leads (the others end on what the follower reports)."""
+
+
+@dataclass(frozen=True)
+class PhaseDone:
+    """A phase did its work without failing."""
+
+
+class LaunchFailed(Exception):
+    """A check, push or launch phase failed: the run ends ``failed`` with ``detail``."""
+
+    def __init__(self, detail: str, *, report: CheckReport | None = None,
+                 failed_host: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.report = report
+        self.failed_host = failed_host
+
+
+@dataclass(frozen=True)
+class TailsOpen:
+    """The follower reads every reachable host's events: the run is running."""
+
+
+@dataclass(frozen=True)
+class CauseSettled:
+    """Something failed and waiting longer would not change its named cause."""
+
+    cause: Failure | None
+    left: tuple[str, ...]
+    """Hosts whose launcher has not ended yet."""
+
+
+@dataclass(frozen=True)
+class AttemptEnded:
+    """Every host's launcher ended (or its host was lost): how this attempt ended."""
+
+    final: RunStatus
+    lost: dict[str, HostLost]
+    stop_clean: bool
+    """Whether the stop after a failure left nothing behind (a restart needs it)."""
+
+
+Signal = PhaseDone | LaunchFailed | TailsOpen | CauseSettled | AttemptEnded
+"""What a phase reports to the lifecycle loop, which alone decides the next phase."""
+
+
+class Lifecycle:
+    """A run's current phase; every move goes through ``move`` (or ``end``)."""
+
+    def __init__(self, run_id: str, phase: Phase,
+                 record: Callable[[RunState, str], None] | None) -> None:
+        self.run_id = run_id
+        self.phase = phase
+        self.outcome: Outcome | None = None
+        self._record = record
+        """Writes the state to ``run.json`` (None: following a run that had already ended,
+        whose recorded outcome stays)."""
+
+    def move(self, phase: Phase, detail: str = "", **extra: object) -> RunStatus:
+        """Move to ``phase`` (never ``ENDED``: see ``end``); its ``RunStatus``."""
+        if phase not in TRANSITIONS[self.phase]:
+            raise RuntimeError(f"run {self.run_id}: no move from {self.phase.value} to "
+                               f"{phase.value}")
+        self.phase = phase
+        return self._status(PUBLIC_STATE[phase], detail, **extra)
+
+    def end(self, outcome: Outcome, detail: str, **extra: object) -> RunStatus:
+        """Move to ``ENDED`` with ``outcome``; the final ``RunStatus``."""
+        if Phase.ENDED not in TRANSITIONS[self.phase]:
+            raise RuntimeError(f"run {self.run_id}: cannot end while {self.phase.value}")
+        self.phase, self.outcome = Phase.ENDED, outcome
+        return self._status(outcome.value, detail, **extra)
+
+    def end_with(self, final: RunStatus) -> RunStatus:
+        """``end`` with the outcome and detail an attempt's final status carries."""
+        return self.end(Outcome(final.state), final.detail, failed_host=final.failed_host,
+                        failed_rank=final.failed_rank)
+
+    def announce(self) -> RunStatus:
+        """The current phase's status again (the first event of a launch)."""
+        return self._status(PUBLIC_STATE[self.phase])
+
+    def _status(self, state: RunState, detail: str = "", **extra: object) -> RunStatus:
+        if self._record is not None:
+            self._record(state, detail.split("\n", 1)[0])
+        return RunStatus(t=time.time(), run_id=self.run_id, state=state, detail=detail,
+                         **extra)  # type: ignore[arg-type]

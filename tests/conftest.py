@@ -1,0 +1,41 @@
+"""The test tiers (``tiers.py``): slow-tier markers from files and fixtures, and a guard that
+fails a fast-tier test starting torchrun, sshd or a network namespace."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tiers import slow_tier_command, tier_markers
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        markers = tier_markers(Path(str(item.fspath)).name, getattr(item, "fixturenames", ()),
+                               gpu=item.get_closest_marker("gpu") is not None)
+        for marker in markers:
+            if item.get_closest_marker(marker) is None:
+                item.add_marker(marker)
+
+
+@pytest.fixture(autouse=True)
+def fast_tier_starts_no_slow_process(request: pytest.FixtureRequest,
+                                     monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """In a test outside the slow tier, starting torchrun/sshd/a namespace is an error."""
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    start = subprocess.Popen.__init__
+
+    def guarded(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
+        what = slow_tier_command(args)
+        if what is not None:
+            pytest.fail(f"a fast-tier test started {what}; mark it slow "
+                        f"(pytest.mark.slow) or avoid the process: {args!r}"[:400])
+        start(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded)
+    yield

@@ -1,0 +1,41 @@
+"""The test tiers: which tests are slow, and the guard that keeps the fast tier fast."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from tiers import slow_tier_command, tier_markers
+
+
+def test_sshd_and_netns_files_and_fixtures_and_gpu_tests_are_slow() -> None:
+    assert tier_markers("test_config_cluster.py", ["tmp_path"], gpu=False) == []
+    assert tier_markers("test_push_sshd.py", [], gpu=False) == ["sshd", "slow"]
+    assert tier_markers("test_checks.py", ["sshd_cluster"], gpu=False) == ["sshd", "slow"]
+    assert set(tier_markers("test_netns_fresh.py", [], gpu=False)) == {"netns", "sshd", "slow"}
+    assert set(tier_markers("test_x.py", ["box"], gpu=False)) == {"netns", "sshd", "slow"}
+    assert tier_markers("test_trainer_devices.py", [], gpu=True) == ["slow"]
+
+
+@pytest.mark.parametrize(("args", "found"), [
+    (["/venv/bin/python3", "-m", "torch.distributed.run", "--standalone", "-m", "trainer"],
+     "torchrun"),
+    (["sh", "-c", "cd '/a b'; X=1 PYTHONPATH=c '/venv/bin/python' -m torch.distributed.run "
+                  "--nnodes 2 -m trainer; echo $? > exit"], "torchrun"),
+    (["/usr/sbin/sshd", "-D", "-e"], "sshd"),
+    (["ip", "netns", "add", "n0"], "ip netns"),
+    (["unshare", "-m", "sh"], "unshare"),
+    # Not the slow tier: one rank process, a stand-in interpreter, another ip command.
+    ([sys.executable, "-m", "trainer", "--split", "a,b"], None),
+    (["sh", "-c", "'/tmp/odd/py thon' -m torch.distributed.run --nnodes 1"], None),
+    (["ip", "-n", "n0", "link"], None),
+])
+def test_the_guard_knows_a_slow_tier_command(args: list[str], found: str | None) -> None:
+    assert slow_tier_command(args) == found
+
+
+def test_a_fast_test_that_starts_torchrun_fails_before_it_starts() -> None:
+    with pytest.raises(pytest.fail.Exception, match="a fast-tier test started torchrun"):
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc-per-node=1", "-m", "trainer"], check=False)

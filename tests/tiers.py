@@ -1,0 +1,54 @@
+"""The two test tiers: the fast one (``scripts/test.sh --fast``) and the slow one.
+
+The slow tier is every test marked ``slow``. Tests that need a real sshd or a network namespace
+join it without a marker of their own (``tests/conftest.py`` applies ``tier_markers``): a test
+in a ``*_sshd.py`` or ``*netns*.py`` file, or one using the ``sshd_cluster`` or ``box``
+fixture, is marked ``sshd``/``netns`` and ``slow``; so is every ``gpu`` test. Tests that start
+torchrun or other process groups, or build a large model, carry ``slow`` explicitly.
+
+A fast test that starts torchrun, sshd or a namespace fails, naming the command
+(``slow_tier_command``): the fast tier stays fast by construction, not by review.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+from collections.abc import Collection, Sequence
+from pathlib import Path
+
+SSHD_FIXTURES = {"sshd_cluster"}
+NETNS_FIXTURES = {"box"}
+
+
+def tier_markers(file_name: str, fixtures: Collection[str], *, gpu: bool) -> list[str]:
+    """The markers a test gets from its file's name, the fixtures it uses and a gpu mark."""
+    markers = []
+    if file_name.endswith("_sshd.py") or SSHD_FIXTURES & set(fixtures):
+        markers.append("sshd")
+    if "netns" in file_name or NETNS_FIXTURES & set(fixtures):
+        markers += ["netns", "sshd"]
+    if markers or gpu:
+        markers.append("slow")
+    return markers
+
+
+def _runs_torchrun(words: Sequence[str]) -> bool:
+    """A Python interpreter (not a stand-in that records its arguments) told to run torchrun."""
+    return any(word == "-m" and nxt == "torch.distributed.run"
+               and Path(interpreter).name.startswith("python")
+               for interpreter, word, nxt in zip(words, words[1:], words[2:], strict=False))
+
+
+def slow_tier_command(args: object) -> str | None:
+    """What in a command line belongs to the slow tier (torchrun, sshd, namespaces), if any."""
+    words = [str(a) for a in args] if isinstance(args, (list, tuple)) else [str(args)]
+    first = Path(words[0]).name if words else ""
+    if first in ("torchrun", "sshd", "unshare"):
+        return first
+    if first == "ip" and "netns" in words[1:3]:
+        return "ip netns"
+    if first == "sh" and "-c" in words[:-1]:  # a local host's script: look inside it
+        with contextlib.suppress(ValueError):
+            words = shlex.split(words[words.index("-c") + 1].replace(";", " ; "))
+    return "torchrun" if _runs_torchrun(words) else None
