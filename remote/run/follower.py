@@ -35,7 +35,9 @@ from remote.records.runs import (
     run_dir_for,
     update_run_state,
 )
+from remote.records.scalars import feed_copies
 from remote.records.tensorboard import live_writer
+from remote.records.tracking import live_trackers
 from remote.run.hang import HangGuard
 from remote.run.monitor import RunMonitor
 from remote.run.reconnect import resilient_tail
@@ -100,12 +102,17 @@ class RunFollower:
         local_dir = local_run_dir(self.config, self.run_id)
         copies = {h: CollectedCopy(local_dir, h) for h in self.info.hosts}
         board = live_writer(local_dir, copies.values())
+        trackers = live_trackers(self.config, self.info, local_dir, copies.values())
+        feed_copies(copies.values(), [w for w in (board, *trackers.writers) if w is not None])
         sources: list[tuple[str, AsyncIterator[TailItem]]] = [("", _ticker())]
+        followed = False
         try:
             async for event in self._open_tails(copies, sources):
                 yield event
             yield self.status("running")
             async for item in merged(sources):
+                for line in trackers.take_warnings():
+                    yield LogLine(t=time.time(), host="*", rank=None, text=line)
                 if isinstance(item, HostStatus):  # a connection lost or found again
                     yield item
                     continue
@@ -118,13 +125,25 @@ class RunFollower:
                     break
                 for event in self._after_failure():
                     yield event
+            followed = True
         finally:
             self.hang.close()
             for copy in copies.values():
                 copy.close()
             if board is not None:
                 board.close()
-        yield await self._settle()
+            if not followed:  # cut short (the console or `corral run` ended): goes on later
+                trackers.close(None)
+        try:
+            final = await self._settle()
+        except BaseException:
+            trackers.close(None)
+            raise
+        trackers.close(final.state)
+        await asyncio.to_thread(trackers.wait)
+        for line in trackers.take_warnings():
+            yield LogLine(t=time.time(), host="*", rank=None, text=line)
+        yield final
 
     async def _open_tails(self, copies: dict[str, CollectedCopy],
                           sources: list[tuple[str, AsyncIterator[TailItem]]],
