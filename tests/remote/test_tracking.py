@@ -150,3 +150,41 @@ def test_a_missing_tracker_setting_or_package_is_named(tmp_path: Path,
     write_recorded(tmp_path / "runs" / "r1", info("r1", "completed"), synthetic_run(steps=3))
     assert cli.main(["-c", str(path), "aim", "r1"]) == 2
     assert "[tracking] aim is not set" in capsys.readouterr().err
+
+
+def aim_run(repo_path: Path, run_dir: Path) -> Any:
+    """The Aim run this corral run went to, indexed as ``aim up`` indexes it."""
+    import json
+
+    from aim import Repo
+    from aim.sdk.index_manager import RepoIndexManager
+
+    run_hash = json.loads((run_dir / "trackers" / "aim.json").read_text())["run"]
+    repo = Repo(str(repo_path))
+    RepoIndexManager.get_index_manager(repo).index(run_hash)
+    return repo.get_run(run_hash)
+
+
+def test_aim_gets_one_point_per_step_the_params_and_the_outcome_across_two_followers(
+        tmp_path: Path) -> None:
+    pytest.importorskip("aim")
+    repo = tmp_path / "aim"
+    config = load_cluster(cluster_toml(tmp_path, f'aim = "{repo}"\nlog_model = false'))
+    run_dir = tmp_path / "runs" / "r1"
+    write_recorded(run_dir, info("r1", "stopped"), synthetic_run(steps=16, end="interrupted"))
+    lines = read_lines(run_dir)[0]
+    first = open_trackers(config, read_run_info_at(run_dir), run_dir)
+    for record in lines[: len(lines) // 2]:
+        first.writers[0].add(record)
+    first.close(None)
+    first.wait()
+    second = open_trackers(config, read_run_info_at(run_dir), run_dir)
+    second.close("stopped")
+    second.wait()
+    assert not first.take_warnings() + second.take_warnings()
+    run = aim_run(repo, run_dir)
+    loss = next(m for m in run.metrics() if m.name == LOSS)
+    assert (loss.first_step(), loss.last_step()) == (1, 16)
+    assert sorted(loss.values.values_list()) == sorted(2.0 / step for step in range(1, 17))
+    assert run["params"]["run.global_batch"] == "16" and run["outcome"] == "stopped"
+    assert run.name == "r1" and run.experiment == "rep"
