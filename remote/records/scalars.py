@@ -37,17 +37,19 @@ LOSS = "loss/global"
 """The global loss of each step (rank 0's, over the whole global batch)."""
 
 
-def step_scalars(figures: RunFigures, row: StepRow, *, ranks: bool) -> Scalars:
+def step_scalars(figures: RunFigures, row: StepRow, *, ranks: bool,
+                 rank_detail: bool = True) -> Scalars:
     """A step's values: loss, lr and throughput once rank 0 reported it, the ideal and the
-    efficiency once every rank did, and (``ranks``) each rank's rate, compute time, share of
-    the global batch and utilisation."""
+    efficiency once every rank did, and (``ranks``) each rank's rate and share of the global
+    batch, with (``rank_detail``) its compute time and utilisation."""
     values: Scalars = []
     if ranks:
         for rank, cell in sorted(row.cells.items()):
             values += [(f"rank_samples_per_s/rank{rank}", cell.samples_per_s),
-                       (f"rank_compute_s/rank{rank}", cell.compute_s),
-                       (f"rank_share/rank{rank}", row.share(rank)),
-                       (f"rank_utilisation/rank{rank}", cell.utilisation)]
+                       (f"rank_share/rank{rank}", row.share(rank))]
+            if rank_detail:
+                values += [(f"rank_compute_s/rank{rank}", cell.compute_s),
+                           (f"rank_utilisation/rank{rank}", cell.utilisation)]
     if row.step_s is not None:
         values += [(LOSS, row.loss), ("throughput/cluster_samples_per_s", row.samples_per_s),
                    ("lr/lr", row.lr)]
@@ -74,12 +76,14 @@ class StepFeed:
 
     Every typed event goes into the run's reducer (``RunFigures``); a step waits until every
     rank reported it (or, when a rank went quiet, until ``PENDING_STEPS`` newer steps wait),
-    then goes out once through ``on_step`` with the values of ``step_scalars``. Subclasses
+    then goes out once through ``on_step`` with the values of ``step_scalars`` (each rank's
+    compute time and utilisation only with ``rank_detail``). Subclasses
     write them somewhere (``on_step``, ``on_eval``, ``on_decision``, ``on_resource``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, rank_detail: bool = True) -> None:
         self.figures = RunFigures()
+        self.rank_detail = rank_detail
         self._pending: dict[int, float] = {}
         """Steps waiting for every rank, with the time of their newest line."""
         self._rank_step: dict[int, int] = {}
@@ -121,7 +125,8 @@ class StepFeed:
     def _flush_step(self, step: int) -> None:
         t = self._pending.pop(step)
         self.on_step(step, t, step_scalars(self.figures, self.figures.rows[step],
-                                           ranks=step % self._rank_stride == 0))
+                                           ranks=step % self._rank_stride == 0,
+                                           rank_detail=self.rank_detail))
 
     def flush_pending(self) -> None:
         """Hand out the steps still waiting for a rank (the run ended)."""

@@ -76,9 +76,10 @@ class MlflowSink:
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", HTTP_RETRIES)
         elif "://" not in self.uri:
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # the user chose a folder
+        from mlflow.tracking import MlflowClient
+
         for logger in ("mlflow", "alembic"):  # their INFO lines would break the console
             logging.getLogger(logger).setLevel(logging.WARNING)
-        from mlflow.tracking import MlflowClient
 
         self._client = client = MlflowClient(tracking_uri=self.uri)
         if resume:
@@ -171,15 +172,11 @@ class AimSink:
         self._run.close()
 
 
-def sinks_for(mlflow: str | None, aim: str | None) -> list[Sink]:
-    """The sinks ``[tracking]`` names (UsageError naming the missing extra)."""
-    sinks: list[Sink] = []
-    if mlflow:
-        if not installed("mlflow"):
-            raise UsageError(MISSING["mlflow"], title="no mlflow")
-        sinks.append(MlflowSink(mlflow))
-    if aim:
-        if not installed("aim"):
-            raise UsageError(MISSING["aim"], title="no aim")
-        sinks.append(AimSink(aim))
-    return sinks
+def sinks_for(mlflow: str | None, aim: str | None) -> list[tuple[str, str]]:
+    """``(tracker, where)`` of each tracker ``[tracking]`` names (UsageError naming a missing
+    extra)."""
+    wanted = [(name, where) for name, where in (("mlflow", mlflow), ("aim", aim)) if where]
+    for name, _ in wanted:
+        if not installed(name):
+            raise UsageError(MISSING[name], title=f"no {name}")
+    return wanted

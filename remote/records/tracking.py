@@ -16,9 +16,8 @@ follow with one warning; the events stay in the copy, and ``corral mlflow RUN`` 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
+import multiprocessing
 import queue
 import threading
 import time
@@ -36,7 +35,8 @@ from remote.records.history import read_lines
 from remote.records.runs import RunInfo
 from remote.records.scalars import Scalars, StepFeed, decision_text, eval_scalars
 from remote.records.tensorboard import being_followed
-from remote.records.tracker_sinks import Point, Sink, TrackerStart, sinks_for
+from remote.records.tracker_process import Job, TrackerRecord, serve
+from remote.records.tracker_sinks import Point, TrackerStart, sinks_for
 from trainer.events import EvalEvent, RebalanceEvent
 from trainer.run_layout import RunLayout
 
@@ -76,71 +76,63 @@ def tracker_start(config: ClusterConfig, info: RunInfo) -> TrackerStart:
 
 
 class TrackerWriter(StepFeed):
-    """One tracker's run of one corral run, fed event by event; the tracker's calls run on
-    a thread of their own, in order."""
+    """One tracker's run of one corral run, fed event by event; the tracker's client runs in
+    a process of its own (``remote.records.tracker_process``), sent jobs in order."""
 
-    def __init__(self, sink: Sink, run_dir: Path, start: TrackerStart,
+    def __init__(self, tracker: str, where: str, run_dir: Path, start: TrackerStart,
                  warn: Callable[[str], None]) -> None:
-        super().__init__()
-        self.sink, self.run_dir, self._warn = sink, run_dir, warn
-        self.record = Path(RunLayout(run_dir).tracker_record(sink.name))
-        saved: dict[str, Any] = {}
-        with contextlib.suppress(OSError, ValueError):
-            saved = json.loads(self.record.read_text(encoding="utf-8"))
-        self.tracker_run: str | None = saved.get("run")
-        self.sent_step = self.queued_step = int(saved.get("step", 0))
-        self.sent_eval = self.queued_eval = int(saved.get("eval", -1))
+        super().__init__(rank_detail=False)  # per rank: samples/s and share
+        self.name, self.run_dir, self._warn = tracker, run_dir, warn
+        self.record = Path(RunLayout(run_dir).tracker_record(tracker))
+        saved = TrackerRecord.read(self.record)
+        self.queued_step, self.queued_eval = saved.step, saved.eval
         self.failed = False
         self._batch: list[Point] = []
         self._batch_since = time.monotonic()
         self._batch_steps = 0
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._work, name=f"corral-{sink.name}")
-        self._thread.start()
-        self._submit(lambda: self._open(start))
+        context = multiprocessing.get_context("spawn")
+        self._jobs: Any = context.Queue()
+        self._notes: Any = context.Queue()
+        self._process = context.Process(
+            target=serve, name=f"corral-{tracker}",
+            args=(tracker, where, str(self.record), self._jobs, self._notes))
+        self._process.start()
+        self._submit(("open", start))
 
-    # ---------------------------------------------------------------- the tracker's thread
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            if self.failed:
-                continue
-            try:
-                job()
-            except Exception as error:
-                self._give_up(f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
-                              if str(error) else type(error).__name__)
+    @property
+    def tracker_run(self) -> str | None:
+        """The tracker's run id, once opened."""
+        return TrackerRecord.read(self.record).run
+
+    @property
+    def sent_step(self) -> int:
+        """The last step the tracker has."""
+        return TrackerRecord.read(self.record).step
 
     def _give_up(self, why: str) -> None:
         self.failed = True
-        self._warn(f"{self.sink.name}: {why}; no more logging there in this follow (training "
-                   f"goes on; `corral {self.sink.name} RUN` sends the rest afterwards)")
+        self._warn(f"{self.name}: {why}; no more logging there in this follow (training "
+                   f"goes on; `corral {self.name} RUN` sends the rest afterwards)")
 
-    def _submit(self, job: Callable[[], None]) -> None:
+    def read_notes(self) -> None:
+        """Pass on what the tracker's process said."""
+        while True:
+            try:
+                kind, text = self._notes.get_nowait()
+            except (queue.Empty, OSError, ValueError):
+                return
+            if kind == "failed":
+                self._give_up(text)
+            else:
+                self._warn(text)
+
+    def _submit(self, job: Job) -> None:
         if self.failed:
             return
         if self._jobs.qsize() >= MAX_QUEUED:
             self._give_up("the tracker falls behind")
             return
         self._jobs.put(job)
-
-    def _open(self, start: TrackerStart) -> None:
-        new = self.tracker_run is None
-        self.tracker_run = self.sink.open(self.tracker_run, start)
-        self._save()
-        if new:
-            self.sink.params(start.params)
-
-    def _save(self) -> None:
-        self.record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.record.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"run": self.tracker_run, "step": self.sent_step,
-                                   "eval": self.sent_eval}), encoding="utf-8")
-        os.replace(tmp, self.record)
-
-    def _send(self, points: list[Point], step: int, evaluated: int) -> None:
-        self.sink.metrics(points)
-        self.sent_step, self.sent_eval = step, evaluated
-        self._save()
 
     # ---------------------------------------------------------------- the follower's side
     def _add_points(self, step: int, t: float, values: Scalars) -> None:
@@ -153,8 +145,7 @@ class TrackerWriter(StepFeed):
     def send_batch(self) -> None:
         """Queue the values collected so far for the tracker."""
         if self._batch:
-            points, step, evaluated = self._batch, self.queued_step, self.queued_eval
-            self._submit(lambda: self._send(points, step, evaluated))
+            self._submit(("metrics", self._batch, self.queued_step, self.queued_eval))
         self._batch, self._batch_since, self._batch_steps = [], time.monotonic(), 0
 
     def on_step(self, step: int, t: float, values: Scalars) -> None:
@@ -169,8 +160,7 @@ class TrackerWriter(StepFeed):
 
     def on_decision(self, event: RebalanceEvent) -> None:
         if event.step > self.queued_step:
-            text = decision_text(event)
-            self._submit(lambda: self.sink.text(event.step, "balancer_decisions", text))
+            self._submit(("text", event.step, "balancer_decisions", decision_text(event)))
 
     def close(self, state: str | None, model: Path | None = None, *,
               log_model: bool = False) -> None:
@@ -179,18 +169,18 @@ class TrackerWriter(StepFeed):
         self.flush_pending()
         self.send_batch()
         if model is not None:
-            self._submit(lambda: self.sink.model(model))
+            self._submit(("model", str(model)))
         elif log_model:
-            self._submit(lambda: self._warn(
-                f"{self.sink.name}: the final model is on its host, not here: `corral fetch "
-                f"RUN`, then `corral {self.sink.name} RUN` logs it"))
-        self._submit(lambda: self.sink.close(state))
+            self._submit(("no_model",))
+        self._submit(("close", state))
         self._jobs.put(None)
+        self._jobs.close()
 
     def wait(self, timeout: float = CLOSE_WAIT_S) -> bool:
-        """Wait for the thread to send what it was given; False when it is still at it."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        """Wait for the process to send what it was given; False when it is still at it."""
+        self._process.join(timeout)
+        self.read_notes()
+        return not self._process.is_alive()
 
 
 def final_model(run_dir: Path) -> Path | None:
@@ -217,7 +207,9 @@ class Trackers:
             self._warnings.append(line)
 
     def take_warnings(self) -> list[str]:
-        """The warnings since the last call (the trackers' threads add them)."""
+        """The warnings since the last call (the trackers' processes send them)."""
+        for writer in self.writers:
+            writer.read_notes()
         with self._lock:
             lines, self._warnings = self._warnings, []
         return lines
@@ -232,7 +224,7 @@ class Trackers:
         deadline = time.monotonic() + timeout
         for writer in self.writers:
             if not writer.wait(max(0.0, deadline - time.monotonic())):
-                self.warn(f"{writer.sink.name}: still sending after {timeout:.0f} s; left to "
+                self.warn(f"{writer.name}: still sending after {timeout:.0f} s; left to "
                           "finish in the background")
 
 
@@ -245,9 +237,10 @@ def open_trackers(config: ClusterConfig, info: RunInfo, run_dir: Path,
     if not tracking.enabled:
         return trackers
     start = tracker_start(config, info)
-    sinks = sinks_for(tracking.mlflow if only in (None, "mlflow") else None,
-                      tracking.aim if only in (None, "aim") else None)
-    trackers.writers = [TrackerWriter(sink, run_dir, start, trackers.warn) for sink in sinks]
+    wanted = sinks_for(tracking.mlflow if only in (None, "mlflow") else None,
+                       tracking.aim if only in (None, "aim") else None)
+    trackers.writers = [TrackerWriter(name, where, run_dir, start, trackers.warn)
+                        for name, where in wanted]
     for record in read_lines(run_dir)[0]:
         for writer in trackers.writers:
             writer.add(record)
