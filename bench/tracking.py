@@ -5,8 +5,8 @@ Each event line goes the way a live follower handles it: appended to the run's l
 event and applied to the run model that ``corral run``'s headless follower and the console
 render from (``RunModel.apply``); the SSH channel, the monitor and the rendering are left out,
 so "off" is a lower bound of a real follower's CPU and the ratio an upper bound. With MLflow
-on, the copy also feeds a ``TrackerWriter`` (``remote.records.tracking``) writing to a ``sqlite:///`` store from its own
-process: the follower's CPU is this process's (``time.process_time``), and the tracker
+on, the copy also feeds a ``TrackerWriter`` (``remote.records.tracking``) writing to a
+``sqlite:///`` store from its own process: the follower's CPU is this process's (``time.process_time``), and the tracker
 process's CPU (to the moment it has stored the last step and the outcome) is printed next
 to it. Opening the store (importing MLflow, creating the tables) is paid
 once per follow and is reported apart. Rounds alternate off/on; medians and their ratio are
