@@ -3,14 +3,15 @@
 Each event line goes the way a live follower handles it: appended to the run's local copy
 (``CollectedCopy.append``, which hands it on through ``on_line``), parsed into its typed
 event and applied to the run model that ``corral run``'s headless follower and the console
-render from (``RunModel.apply``); the SSH channel, the monitor and the rendering are left out,
-so "off" is a lower bound of a real follower's CPU and the ratio an upper bound. With MLflow
-on, the copy also feeds a ``TrackerWriter`` (``remote.records.tracking``) writing to a
-``sqlite:///`` store from its own process: the follower's CPU is this process's (``time.process_time``), and the tracker
-process's CPU (to the moment it has stored the last step and the outcome) is printed next
-to it. Opening the store (importing MLflow, creating the tables) is paid
-once per follow and is reported apart. Rounds alternate off/on; medians and their ratio are
-printed (goal: on <= 1.2 × off).
+render from (``RunModel.apply``). The SSH channel, the monitor and the rendering are left
+out, so "off" is a lower bound of a real follower's CPU and the ratio an upper bound.
+
+With MLflow on, the copy also feeds a ``TrackerWriter`` (``remote.records.tracking``) that
+writes to a ``sqlite:///`` store from a process of its own. The follower's CPU is this
+process's (``time.process_time``); the tracker process's CPU, to the moment it has stored
+the last step and the outcome, is printed next to it, and so is opening the tracker (paid
+once per follow). Rounds alternate off/on; medians and their ratio are printed (goal: on
+<= 1.2 × off).
 
     python bench/tracking.py               # 6 ranks, 1000 steps, 5 rounds
     python bench/tracking.py --rounds 3 --steps 300
