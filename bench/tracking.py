@@ -112,8 +112,8 @@ def follow(lines: list[tuple[str, str, str]], root: Path, mlflow: str | None
     sizes = dict.fromkeys(HOSTS, 0)
     for host, path, text in lines:
         sizes[host] += len(text) + 1
-        copies[host].append(path, text, sizes[host])
-        event = parse_event(text)
+        event = parse_event(text)  # the stream parses, then copies (remote.run.stream)
+        copies[host].append(path, text, sizes[host], event)
         if event is not None:
             model.apply(RankEvent(host=host, event=event))
     for copy in copies.values():

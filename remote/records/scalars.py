@@ -147,15 +147,18 @@ class StepFeed:
 
 
 def feed_copies(copies: Iterable[CollectedCopy], feeds: Sequence[StepFeed]) -> None:
-    """Hand every event line the owned ``copies`` append to each of ``feeds``, parsed once."""
+    """Hand every event line the owned ``copies`` append to each of ``feeds``, parsed once
+    (by the stream, which parses it for the monitor anyway)."""
     if not feeds:
         return
 
-    def feed(host: str, path: str, text: str) -> None:
+    def feed(host: str, path: str, text: str, event: TrainerEvent | None) -> None:
         folder, _, name = path.rpartition("/")
         match = EVENTS_NAME.match(name)
         if match and folder == RunLayout.METRICS:
-            record = parse_line(host, int(match.group(1)), text)
+            rank = int(match.group(1))
+            record = (parse_line(host, rank, text) if event is None
+                      else Recorded(host=host, rank=rank, event=event))
             if record is not None:
                 for writer in feeds:
                     writer.add(record)
