@@ -56,6 +56,7 @@ def steps_of(db: Path, mlflow_run: Any, key: str = LOSS) -> list[int]:
     return [m.step for m in client(db).get_metric_history(mlflow_run.info.run_id, key)]
 
 
+@pytest.mark.slow  # a tracker process per writer (it imports MLflow or Aim)
 def test_recorded_runs_end_finished_killed_and_failed_with_one_loss_point_per_step(
         tmp_path: Path) -> None:
     db = tmp_path / "mlflow.db"
@@ -86,6 +87,7 @@ def test_recorded_runs_end_finished_killed_and_failed_with_one_loss_point_per_st
     assert steps_of(db, tracker_run(db, "done")) == list(range(1, 21))
 
 
+@pytest.mark.slow  # a tracker process per writer (it imports MLflow or Aim)
 def test_a_follower_killed_mid_run_is_continued_in_the_same_tracker_run(tmp_path: Path) -> None:
     db = tmp_path / "mlflow.db"
     config = load_cluster(cluster_toml(tmp_path, f'mlflow = "sqlite:///{db}"'))
@@ -124,6 +126,7 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.mark.slow  # a tracker process per writer (it imports MLflow or Aim)
 def test_an_unreachable_tracker_is_one_warning_and_is_filled_in_later(tmp_path: Path) -> None:
     server = f"http://127.0.0.1:{closed_port()}"
     path = cluster_toml(tmp_path, f'mlflow = "{server}"')
@@ -152,6 +155,19 @@ def test_a_missing_tracker_setting_or_package_is_named(tmp_path: Path,
     assert "[tracking] aim is not set" in capsys.readouterr().err
 
 
+def test_check_names_the_missing_tracker_package(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from remote.checks import trackers
+
+    config = load_cluster(cluster_toml(tmp_path, 'mlflow = "sqlite:///m.db"\naim = "aim"'))
+    items = {item.name: item for item in trackers.tracker_items(config)}
+    assert items["tracking-mlflow"].ok and items["tracking-mlflow"].host == "*"
+    monkeypatch.setattr(trackers.importlib.util, "find_spec",
+                        lambda name: None if name == "aim" else object())
+    missing = {item.name: item for item in trackers.tracker_items(config)}["tracking-aim"]
+    assert not missing.ok and "corral[aim]" in missing.hint and "3.12" in missing.hint
+
+
 def aim_run(repo_path: Path, run_dir: Path) -> Any:
     """The Aim run this corral run went to, indexed as ``aim up`` indexes it."""
     import json
@@ -165,6 +181,7 @@ def aim_run(repo_path: Path, run_dir: Path) -> Any:
     return repo.get_run(run_hash)
 
 
+@pytest.mark.slow  # a tracker process per writer (it imports MLflow or Aim)
 def test_aim_gets_one_point_per_step_the_params_and_the_outcome_across_two_followers(
         tmp_path: Path) -> None:
     pytest.importorskip("aim")
