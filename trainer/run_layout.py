@@ -99,6 +99,10 @@ class RunLayout:
         """Which run of ``tracker`` (``mlflow``, ``aim``) this run is logged to, and how far."""
         return self.path(f"{self.TRACKERS}/{tracker}.json")
 
+    def tracker_log(self, tracker: str) -> str:
+        """What the process that talks to ``tracker`` printed (its client's warnings)."""
+        return self.path(f"{self.TRACKERS}/{tracker}.log")
+
     def collected(self, host: str) -> str:
         """This machine's copy of ``host``'s files (laid out as on the host)."""
         return self.path(f"{self.COLLECTED}/{host}")

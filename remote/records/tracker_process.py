@@ -58,8 +58,19 @@ def make_sink(tracker: str, where: str) -> Sink:
     return MlflowSink(where) if tracker == "mlflow" else AimSink(where)
 
 
-def serve(tracker: str, where: str, record_path: str, jobs: Any, notes: Any) -> None:
+def quiet(log_path: str) -> None:
+    """Send what this process prints to ``log_path``, not to the console's terminal (MLflow's
+    and SQLAlchemy's warnings would draw over the screen)."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        for stream in (1, 2):
+            os.dup2(log.fileno(), stream)
+
+
+def serve(tracker: str, where: str, record_path: str, log_path: str, jobs: Any,
+          notes: Any) -> None:
     """Run ``jobs`` against the tracker until None; after a failure, drain without sending."""
+    quiet(log_path)
     sink = make_sink(tracker, where)
     path = Path(record_path)
     record = TrackerRecord.read(path)

@@ -95,7 +95,8 @@ class TrackerWriter(StepFeed):
         self._notes: Any = context.Queue()
         self._process = context.Process(
             target=serve, name=f"corral-{tracker}",
-            args=(tracker, where, str(self.record), self._jobs, self._notes))
+            args=(tracker, where, str(self.record), RunLayout(run_dir).tracker_log(tracker),
+                  self._jobs, self._notes))
         self._process.start()
         self._submit(("open", start))
 
