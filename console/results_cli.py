@@ -1,4 +1,4 @@
-"""The results commands of ``corral``: ``report``, ``tensorboard`` and ``fetch``.
+"""The results commands of ``corral``: ``report``, ``tensorboard``, ``mlflow``, ``aim``, ``fetch``.
 
 They read what this machine recorded about past runs (``<run_root>/<run_id>``); only ``fetch``
 talks to a host. ``console.cli`` adds their parsers and dispatches to them.
@@ -16,13 +16,15 @@ from rich.console import Console
 from rich.markup import escape
 
 from console.session import Session
+from console.tracking_cli import add_tracking_parsers, cmd_aim, cmd_mlflow
 from profiles.user_errors import UsageError
 
 JSON_SCHEMA_DOC = "docs/report.md"
 
 
 def add_results_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
-    """Add ``report``, ``tensorboard`` and ``fetch`` through ``cli.build_parser``'s factory."""
+    """Add ``report``, ``tensorboard``, ``mlflow``, ``aim`` and ``fetch`` through
+    ``cli.build_parser``'s factory."""
     report = command("report", "Summarise a run from what this machine recorded: outcome, "
                      "steps, wall time, throughput (mean, p50, p95) against the ideal, per-rank "
                      "utilisation, balancer moves and their measured gains, loss and eval, time "
@@ -44,6 +46,7 @@ def add_results_parsers(command: Callable[[str, str], argparse.ArgumentParser]) 
     board.add_argument("--port", type=int, default=6006, help="TensorBoard's port (6006)")
     board.add_argument("--write-only", action="store_true",
                        help="write the files and print where, without starting TensorBoard")
+    add_tracking_parsers(command)
     fetch = command("fetch", "Copy a run's final model (or adapter) from the host that wrote "
                     "it into the local run directory, verified by checksum; an interrupted "
                     "fetch resumes where it stopped.")
@@ -161,5 +164,6 @@ async def cmd_fetch(args: argparse.Namespace, console: Console) -> int:
 RESULTS_COMMANDS: dict[str, Callable[[argparse.Namespace, Console],
                                      Coroutine[Any, Any, int]]] = {
     "report": cmd_report, "tensorboard": cmd_tensorboard, "fetch": cmd_fetch,
+    "mlflow": cmd_mlflow, "aim": cmd_aim,
 }
 """The commands this module adds, by name (``cli.ASYNC_COMMANDS`` includes them)."""

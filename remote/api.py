@@ -56,6 +56,7 @@ from remote.records.summary import (
     summary_to_json,
 )
 from remote.records.tensorboard import board_command, board_label, convert_run
+from remote.records.tracking import TrackerConversion, convert_tracker
 
 if TYPE_CHECKING:  # the results of the entry points below, whose layers load when called
     from remote.hosts.profile_hosts import HostProfile as HostProfile
@@ -94,9 +95,11 @@ __all__ = [
     "RunSummary",
     "StepRow",
     "StopReport",
+    "TrackerConversion",
     "board_command",
     "board_label",
     "convert_run",
+    "convert_tracker",
     "demo_toml",
     "efficiency_of",
     "export_kubernetes",

@@ -14,8 +14,9 @@ fi
 extras=()
 for arg in "$@"; do
     case "$arg" in
-        # --dev: the test tools and every local extra the tests exercise (TensorBoard, plots).
-        --dev) extras+=(dev tensorboard plot) ;;
+        # --dev: the test tools and every local extra the tests exercise (TensorBoard, plots,
+        # the trackers; aim installs only on Python <= 3.12 and its tests skip elsewhere).
+        --dev) extras+=(dev tensorboard plot mlflow aim) ;;
         --llm) extras+=(llm) ;;
         *) echo "usage: scripts/bootstrap.sh [--dev] [--llm]" >&2; exit 2 ;;
     esac

@@ -54,6 +54,9 @@ class RunLayout:
     """This machine only: the copy of each host's files, ``collected/<host>/<same layout>``."""
     FETCHED = "fetched"
     """This machine only: what ``corral fetch`` brought back."""
+    TRACKERS = "trackers"
+    """This machine only: per experiment tracker, ``<tracker>.json``, the tracker's run this
+    run is logged to and the last step logged there."""
     COPY_OFFSETS = "offsets.json"
     """In each ``collected/<host>/``: the byte offset reached in each of the host's files."""
     COPY_LOCK = ".lock"
@@ -91,6 +94,14 @@ class RunLayout:
     def host_file(self, host: str, kind: HostFile) -> str:
         """One of ``host``'s bookkeeping files (see ``HostFile``)."""
         return self.path(f"{self.HOSTS}/{host}.{kind}")
+
+    def tracker_record(self, tracker: str) -> str:
+        """Which run of ``tracker`` (``mlflow``, ``aim``) this run is logged to, and how far."""
+        return self.path(f"{self.TRACKERS}/{tracker}.json")
+
+    def tracker_log(self, tracker: str) -> str:
+        """What the process that talks to ``tracker`` printed (its client's warnings)."""
+        return self.path(f"{self.TRACKERS}/{tracker}.log")
 
     def collected(self, host: str) -> str:
         """This machine's copy of ``host``'s files (laid out as on the host)."""

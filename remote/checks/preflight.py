@@ -27,6 +27,7 @@ from remote.checks.rendezvous_port import (
 )
 from remote.checks.task_packages import judge_packages, packages_probe
 from remote.checks.torch_versions import judge_precision, torch_item
+from remote.checks.trackers import tracker_items
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.events import CheckItem, CheckReport
 from remote.hosts import cpu_placement
@@ -337,7 +338,8 @@ async def check_and_plan(
     master_addr = master_address(config)
     results, rendezvous, port = await _probe_with_port_test(config, pool, master_addr,
                                                             code_digest, after_probe)
-    items: list[CheckItem] = [run_root.local_item(config.cluster.run_root)]
+    items: list[CheckItem] = [run_root.local_item(config.cluster.run_root),
+                              *tracker_items(config)]
     facts: dict[str, HostFacts] = {}
     for host in config.hosts:
         result = results.get(host.name)

@@ -25,6 +25,7 @@ from remote.config.errors import (
     host_where,
 )
 from remote.config.task_code import task_problems
+from remote.config.tracking_rules import tracking_problems
 from trainer.placement import Allocator
 from trainer.settings.run_settings import Policy, RunSettings
 
@@ -254,6 +255,30 @@ class KubernetesSection:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrackingSection:
+    """``[tracking]``: the experiment trackers a run is logged to while corral follows it,
+    from this machine's copy of its events (see docs/tracking.md); none by default."""
+
+    mlflow: str | None = None
+    """MLflow tracking URI: ``sqlite:///PATH`` (needs the ``mlflow`` extra), a directory, or
+    ``http(s)://HOST:PORT`` of a tracking server."""
+    experiment: str | None = None
+    """MLflow experiment (Aim experiment) the runs go in; default: ``[cluster] name``."""
+    aim: str | None = None
+    """Path of an Aim repository (needs the ``aim`` extra, Python <= 3.12)."""
+    log_model: bool = True
+    """Log the final model as an artifact when it is on this machine."""
+
+    def __post_init__(self) -> None:
+        _check("[tracking] ", tracking_problems(_values(self)))
+
+    @property
+    def enabled(self) -> bool:
+        """True when some tracker is configured."""
+        return bool(self.mlflow or self.aim)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ClusterConfig:
     """A whole cluster.toml."""
 
@@ -269,6 +294,8 @@ class ClusterConfig:
     """``[ssh]``."""
     kubernetes: KubernetesSection = field(default_factory=KubernetesSection)
     """``[kubernetes]``."""
+    tracking: TrackingSection = field(default_factory=TrackingSection)
+    """``[tracking]``."""
 
     def __post_init__(self) -> None:
         problems = rules.cross_problems(
@@ -307,11 +334,11 @@ class ClusterConfig:
 
 SECTIONS: dict[str, type] = {
     "cluster": ClusterSection, "hosts": HostSection, "run": RunSection, "ssh": SshSection,
-    "kubernetes": KubernetesSection,
+    "kubernetes": KubernetesSection, "tracking": TrackingSection,
 }
 """Top-level keys of cluster.toml and the dataclass each one fills."""
 HEADERS = {"cluster": "[cluster]", "hosts": "[[hosts]]", "run": "[run]", "ssh": "[ssh]",
-           "kubernetes": "[kubernetes]"}
+           "kubernetes": "[kubernetes]", "tracking": "[tracking]"}
 def load_cluster(path: str | os.PathLike[str]) -> ClusterConfig:
     """Read and check the cluster.toml at ``path``.
 

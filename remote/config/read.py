@@ -22,10 +22,12 @@ from remote.config.cluster import (
     KubernetesSection,
     RunSection,
     SshSection,
+    TrackingSection,
 )
 from remote.config.errors import ConfigError, ConfigProblem, closest, file_order, host_where, quote
 from remote.config.errors import section_where as _where
 from remote.config.toml import field_hints, toml_type, typed_fields
+from remote.config.tracking_rules import tracking_problems
 
 
 class Reader:
@@ -45,10 +47,12 @@ class Reader:
         run = self._table(document, "run", lambda key: _where("run", key))
         ssh = self._table(document, "ssh", lambda key: _where("ssh", key))
         k8s = self._table(document, "kubernetes", lambda key: _where("kubernetes", key))
+        tracking = self._table(document, "tracking", lambda key: _where("tracking", key))
         for name, values, check in (("cluster", cluster, rules.cluster_problems),
                                     ("run", run, rules.run_problems),
                                     ("ssh", ssh, rules.ssh_problems),
-                                    ("kubernetes", k8s, rules.kubernetes_problems)):
+                                    ("kubernetes", k8s, rules.kubernetes_problems),
+                                    ("tracking", tracking, tracking_problems)):
             if values is not None:
                 for key, message in check(values):
                     self.add(_where(name, key), message)
@@ -66,6 +70,7 @@ class Reader:
             hosts=tuple(HostSection(**host) for host in hosts),
             run=RunSection(**(run or {})), ssh=SshSection(**(ssh or {})),
             kubernetes=KubernetesSection(**(k8s or {})),
+            tracking=TrackingSection(**(tracking or {})),
         )
 
     def _unknown_sections(self, document: Mapping[str, Any]) -> None:

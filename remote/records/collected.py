@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from profiles.user_errors import CorralError
+from trainer.events import TrainerEvent
 from trainer.run_layout import RunLayout
 
 
@@ -27,8 +28,9 @@ class CollectedCopy:
         self.offsets: dict[str, int] = {}
         self._sizes: dict[str, int] = {}
         self._files: dict[str, IO[bytes]] = {}
-        self.on_line: Callable[[str, str], None] | None = None
-        """Called with ``(path, text)`` for each line this copy appends (TensorBoard)."""
+        self.on_line: Callable[[str, str, TrainerEvent | None], None] | None = None
+        """Called with ``(path, text, typed event or None)`` for each line this copy appends
+        (TensorBoard, the trackers)."""
         self.root.mkdir(parents=True, exist_ok=True)
         # One writer per copy: a second follower of the same run (another terminal, the
         # console) follows from the saved offsets but leaves the copy to the first.
@@ -70,8 +72,10 @@ class CollectedCopy:
             raise CorralError(f"refusing to copy {path!r} outside {self.root}")
         return target
 
-    def append(self, path: str, text: str, end_offset: int) -> None:
-        """Copy one received line of the host's ``path`` that ends at ``end_offset``."""
+    def append(self, path: str, text: str, end_offset: int,
+               event: TrainerEvent | None = None) -> None:
+        """Copy one received line of the host's ``path`` that ends at ``end_offset`` (``event``:
+        the line's typed event when the caller parsed it already)."""
         self.offsets[path] = end_offset
         if not self.writer:
             return
@@ -84,7 +88,7 @@ class CollectedCopy:
         handle.write(data)
         self._sizes[path] = self._sizes.get(path, 0) + len(data)
         if self.on_line is not None:
-            self.on_line(path, text)
+            self.on_line(path, text, event)
 
     def raise_offsets(self, remote_sizes: dict[str, int]) -> None:
         """Skip what the host's files hold already (a resumed run's earlier history)."""

@@ -25,39 +25,22 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from profiles.user_errors import UsageError
 from remote.records.collected import CollectedCopy
-from remote.records.figures import efficiency_of
-from remote.records.history import Recorded, parse_line, read_lines
-from remote.records.reducer import RunFigures
-from trainer.events import (
-    EvalEvent,
-    RebalanceEvent,
-    ResourceEvent,
-    StartEvent,
-    StepEvent,
-    TrainerEvent,
-)
-from trainer.run_layout import EVENTS_NAME, RunLayout
+from remote.records.history import read_lines
+from remote.records.scalars import Scalars, StepFeed, decision_text, eval_scalars
+from trainer.events import EvalEvent, RebalanceEvent, ResourceEvent
+from trainer.run_layout import RunLayout
 
 BOARD_DIR = "tensorboard"
 """Under a run's local directory."""
 MISSING = ("tensorboard is not installed; install the tensorboard extra (pip install "
            "'corral[tensorboard]', or pip install tensorboard)")
-PENDING_STEPS = 256
-"""Steps kept waiting for every rank's numbers (for the ideal) before they are written
-without them."""
-RANKS_EVERY_STEP = 32
-"""Up to this many ranks, per-rank series get a point every step; a cluster of N ranks gets one
-every N // 32 steps (the cluster-wide series still every step): per-rank points cost the
-follower CPU for every rank and step, and TensorBoard samples long series down anyway."""
 FLUSH_S = 5
 """How often the writer's background thread flushes to disk."""
 
@@ -76,16 +59,12 @@ def board_dir(run_dir: Path) -> Path:
     return run_dir / BOARD_DIR
 
 
-class BoardWriter:
-    """Turns a run's events into TensorBoard scalars and texts, as they come.
-
-    Every typed event goes into the run's reducer (``RunFigures``), and the values written are
-    its figures: a step waits until every rank reported it, then goes out as one TensorBoard
-    event with the step's ideal and efficiency: one record per step, not one per rank,
-    whatever the size of the cluster.
-    """
+class BoardWriter(StepFeed):
+    """Turns a run's events into TensorBoard scalars and texts, as they come: one event per
+    step (not one per rank, whatever the size of the cluster), with the reducer's figures."""
 
     def __init__(self, directory: Path) -> None:
+        super().__init__()
         from tensorboard.compat.proto import event_pb2, summary_pb2
         from tensorboard.plugins.text import summary_v2 as text_summary
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
@@ -97,81 +76,29 @@ class BoardWriter:
         self._writer = EventFileWriter(str(directory), max_queue_size=1000, flush_secs=FLUSH_S)
         self.points = 0
         """Scalar points written so far."""
-        self.figures = RunFigures()
-        self._pending: dict[int, float] = {}
-        """Steps waiting for every rank, with the time of their newest line."""
-        self._rank_step: dict[int, int] = {}
-        self._rank_stride = 1
-        """Per-rank series are written every this many steps (see ``RANKS_EVERY_STEP``)."""
 
-    # ---------------------------------------------------------------- writing
-    def _emit(self, step: int, t: float, values: list[Any]) -> None:
-        if values:
+    def _scalars(self, step: int, t: float, values: Scalars) -> None:
+        points = [self._value(tag=tag, simple_value=value)
+                  for tag, value in values if value is not None]
+        if points:
             self._writer.add_event(self._event(wall_time=t, step=step,
-                                               summary=self._summary(value=values)))
-            self.points += len(values)
+                                               summary=self._summary(value=points)))
+            self.points += len(points)
 
-    def _scalars(self, step: int, t: float, values: list[tuple[str, float | None]]) -> None:
-        self._emit(step, t, [self._value(tag=tag, simple_value=value)
-                             for tag, value in values if value is not None])
-
-    def add_line(self, host: str, rank: int, text: str) -> None:
-        """One line of a rank's event file, as copied (a broken or unknown line is skipped)."""
-        record = parse_line(host, rank, text)
-        if record is not None:
-            self.add(record)
-
-    def add(self, record: Recorded) -> None:
-        """One recorded event line."""
-        self.add_event(record.event, record.host)
-
-    def add_event(self, event: TrainerEvent, host: str = "?") -> None:
-        """One typed event of a rank running on ``host``."""
-        self.figures.observe(event, host)
-        if isinstance(event, StepEvent):
-            self._step(event)
-        elif isinstance(event, ResourceEvent):
-            step = self._rank_step.get(event.rank, 0)
-            self._scalars(step, event.t, [(f"gpu_util/rank{event.rank}", event.gpu_util),
-                                          (f"cpu_percent/rank{event.rank}", event.cpu_percent)])
-        elif isinstance(event, RebalanceEvent):
-            self._writer.add_event(self._event(
-                wall_time=event.t, step=event.step,
-                summary=self._text("balancer/decisions", decision_text(event))))
-        elif isinstance(event, StartEvent):
-            self._rank_stride = max(1, event.world_size // RANKS_EVERY_STEP)
-        elif isinstance(event, EvalEvent) and event.rank == 0:
-            self._scalars(event.step, event.t, [
-                (f"eval/{key}", value) for key, value in event.all_metrics().items()])
-
-    def _step(self, event: StepEvent) -> None:
-        self._rank_step[event.rank] = event.step
-        self._pending[event.step] = max(self._pending.get(event.step, 0.0), event.t)
-        if self.figures.complete(self.figures.rows[event.step]):
-            self._flush_step(event.step)
-        elif len(self._pending) > PENDING_STEPS:
-            self._flush_step(min(self._pending))  # a rank went quiet: write what there is
-
-    def _flush_step(self, step: int) -> None:
-        """Write a step's values, with its ideal and efficiency when every rank is in."""
-        t = self._pending.pop(step)
-        row = self.figures.rows[step]
-        values: list[tuple[str, float | None]] = []
-        if step % self._rank_stride == 0:
-            for rank, cell in sorted(row.cells.items()):
-                values += [(f"rank_samples_per_s/rank{rank}", cell.samples_per_s),
-                           (f"rank_compute_s/rank{rank}", cell.compute_s),
-                           (f"rank_share/rank{rank}", row.share(rank)),
-                           (f"rank_utilisation/rank{rank}", cell.utilisation)]
-        if row.step_s is not None:
-            values += [("loss/global", row.loss),
-                       ("throughput/cluster_samples_per_s", row.samples_per_s),
-                       ("lr/lr", row.lr)]
-        if self.figures.complete(row):
-            ideal = row.ideal_samples_per_s
-            values += [("throughput/ideal_samples_per_s", ideal),
-                       ("throughput/efficiency", efficiency_of(row.samples_per_s, ideal))]
+    def on_step(self, step: int, t: float, values: Scalars) -> None:
         self._scalars(step, t, values)
+
+    def on_eval(self, event: EvalEvent) -> None:
+        self._scalars(event.step, event.t, eval_scalars(event))
+
+    def on_decision(self, event: RebalanceEvent) -> None:
+        self._writer.add_event(self._event(
+            wall_time=event.t, step=event.step,
+            summary=self._text("balancer/decisions", decision_text(event))))
+
+    def on_resource(self, step: int, event: ResourceEvent) -> None:
+        self._scalars(step, event.t, [(f"gpu_util/rank{event.rank}", event.gpu_util),
+                                      (f"cpu_percent/rank{event.rank}", event.cpu_percent)])
 
     def flush(self) -> None:
         """Write what is queued to disk now."""
@@ -179,34 +106,16 @@ class BoardWriter:
 
     def close(self) -> None:
         """Write the steps still waiting for a rank, flush and close the event file."""
-        for step in sorted(self._pending):
-            self._flush_step(step)
+        self.flush_pending()
         self._writer.close()
 
 
-def decision_text(event: RebalanceEvent) -> str:
-    """``step 6: [16, 16, 16] → [22, 14, 12] (dynamic, predicted +25%): <reason>``."""
-    return (f"step {event.step}: {list(event.previous)} → {list(event.split)} "
-            f"({event.policy}, predicted {event.predicted_gain:+.0%}): {event.reason}")
-
-
 def live_writer(run_dir: Path, copies: Iterable[CollectedCopy]) -> BoardWriter | None:
-    """A writer fed by every copy this follower owns, or None: without the tensorboard
-    extra, or when another follower owns the copies (it writes the files)."""
-    owned = [copy for copy in copies if copy.writer]
-    if not owned or not available():
+    """A writer for the copies this follower owns (``feed_copies`` feeds it), or None: without
+    the tensorboard extra, or when another follower owns the copies (it writes the files)."""
+    if not any(copy.writer for copy in copies) or not available():
         return None
-    writer = BoardWriter(board_dir(run_dir))
-
-    def feed(host: str, path: str, text: str) -> None:
-        folder, _, name = path.rpartition("/")
-        match = EVENTS_NAME.match(name)
-        if match and folder == RunLayout.METRICS:
-            writer.add_line(host, int(match.group(1)), text)
-
-    for copy in owned:
-        copy.on_line = functools.partial(feed, copy.root.name)
-    return writer
+    return BoardWriter(board_dir(run_dir))
 
 
 def being_followed(run_dir: Path) -> bool:

@@ -34,7 +34,9 @@ from remote.records.runs import (
     record_suspects,
     run_dir_for,
 )
+from remote.records.scalars import feed_copies
 from remote.records.tensorboard import live_writer
+from remote.records.tracking import live_trackers
 from remote.run.failures import HostLost
 from remote.run.hang import HangGuard
 from remote.run.lifecycle import AttemptEnded, CauseSettled, StopRequest, TailsOpen
@@ -90,12 +92,17 @@ class RunFollower:
         local_dir = local_run_dir(self.config, self.run_id)
         copies = {h: CollectedCopy(local_dir, h) for h in self.info.hosts}
         board = live_writer(local_dir, copies.values())
+        trackers = live_trackers(self.config, self.info, local_dir, copies.values())
+        feed_copies(copies.values(), [w for w in (board, *trackers.writers) if w is not None])
         sources: list[tuple[str, AsyncIterator[TailItem]]] = [("", _ticker())]
+        followed = False
         try:
             async for event in self._open_tails(copies, sources):
                 yield event
             yield TailsOpen()
             async for item in merged(sources):
+                for line in trackers.take_warnings():
+                    yield LogLine(t=time.time(), host="*", rank=None, text=line)
                 if isinstance(item, HostStatus):  # a connection lost or found again
                     yield item
                     continue
@@ -111,15 +118,27 @@ class RunFollower:
                     yield event
                 if self.monitor.finished:
                     break
-                for followed in self._after_failure():
-                    yield followed
+                for signal in self._after_failure():
+                    yield signal
+            followed = True
         finally:
             self.hang.close()
             for copy in copies.values():
                 copy.close()
             if board is not None:
                 board.close()
-        yield await self._settle()
+            if not followed:  # cut short (the console or `corral run` ended): goes on later
+                trackers.close(None)
+        try:
+            ended = await self._settle()
+        except BaseException:
+            trackers.close(None)
+            raise
+        trackers.close(ended.final.state)
+        await asyncio.to_thread(trackers.wait)
+        for line in trackers.take_warnings():
+            yield LogLine(t=time.time(), host="*", rank=None, text=line)
+        yield ended
 
     async def _open_tails(self, copies: dict[str, CollectedCopy],
                           sources: list[tuple[str, AsyncIterator[TailItem]]],

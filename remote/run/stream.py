@@ -138,8 +138,9 @@ async def tail_host(
                 path, offset, text = [*rest.split("\t", 2), "", ""][:3]
                 if not offset.isdigit():
                     continue
-                copy.append(path, text, int(offset))
                 event = _line_event(host.name, path, text)
+                copy.append(path, text, int(offset),
+                            event.event if isinstance(event, RankEvent) else None)
                 if event is not None:
                     batch.append(event)
             elif kind == "O" and rest.strip().isdigit():

@@ -39,8 +39,8 @@ def test_every_subcommand_and_option_is_in_docs_cli_md() -> None:
     docs = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
     parser = build_parser()
     action = next(a for a in parser._actions if a.dest == "command")
-    assert set(subcommands()) == {"attach", "check", "console", "export", "fetch", "init",
-                                  "profile",
+    assert set(subcommands()) == {"aim", "attach", "check", "console", "export", "fetch",
+                                  "init", "mlflow", "profile",
                                   "report", "run", "setup", "status", "stop", "tensorboard",
                                   "trust"}
     for name, sub in action.choices.items():  # type: ignore[union-attr]
@@ -52,8 +52,8 @@ def test_every_subcommand_and_option_is_in_docs_cli_md() -> None:
 
 
 @pytest.mark.parametrize("command", [[], *[[c] for c in
-                                          ("attach", "check", "console", "export", "fetch",
-                                           "init",
+                                          ("aim", "attach", "check", "console", "export",
+                                           "fetch", "init", "mlflow",
                                            "profile", "report", "run", "setup", "status",
                                            "stop", "tensorboard", "trust")]])
 def test_help_documents_every_option(command: list[str], capsys: pytest.CaptureFixture[str]

@@ -1,0 +1,84 @@
+"""A real headless ``corral run`` of the embedded demo on local hosts, logged to MLflow live from
+the follower's copy; and one whose tracker cannot be reached, filled in by ``corral mlflow``."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+try:
+    from test_results_demo import demo_toml
+    from test_tracking import LOSS, client, closed_port, steps_of, tracker_run
+except ImportError:  # collected as a package
+    from tests.remote.test_results_demo import demo_toml  # type: ignore[no-redef]
+    from tests.remote.test_tracking import (  # type: ignore[no-redef]
+        LOSS,
+        client,
+        closed_port,
+        steps_of,
+        tracker_run,
+    )
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("mlflow")
+pytest.importorskip("sqlalchemy")
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS = 60  # demo_toml's
+
+
+def with_tracking(path: Path, tracking: str) -> Path:
+    text = re.sub(r"(?ms)^\[tracking\].*?(?=^\[|\Z)", "", path.read_text(encoding="utf-8"))
+    path.write_text(text + f"\n[tracking]\n{tracking}\n", encoding="utf-8")
+    return path
+
+
+def corral(path: Path, *words: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "console", "-c", str(path), *words],
+                          capture_output=True, text=True, env=env, timeout=400, check=False)
+
+
+def run_id_of(output: str) -> str:
+    found = re.search(r"\b([\w.-]+-\d{8}-\d{6}-[0-9a-f]{6})\b", output)
+    assert found, output
+    return found.group(1)
+
+
+def test_a_headless_demo_run_is_in_mlflow_step_by_step_finished_with_its_model(
+        tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    path = with_tracking(demo_toml(tmp_path), f'mlflow = "sqlite:///{db}"')
+    done = corral(path, "run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = tracker_run(db, run_id_of(done.stdout))
+    assert steps_of(db, run) == list(range(1, STEPS + 1))  # one global-loss point per step
+    assert run.data.params["run.global_batch"] == "96"
+    assert run.data.params["run.policy"] == "dynamic"
+    assert run.info.status == "FINISHED"
+    history = client(db).get_metric_history(run.info.run_id, "throughput/efficiency")
+    assert len(history) == STEPS and all(0 < m.value <= 1.5 for m in history)
+    assert client(db).list_artifacts(run.info.run_id, "model")  # the final model, local here
+    assert "mlflow:" not in done.stdout + done.stderr
+    assert LOSS in client(db).get_run(run.info.run_id).data.metrics
+
+
+def test_an_unreachable_tracker_leaves_the_run_alone_and_is_filled_in_afterwards(
+        tmp_path: Path) -> None:
+    path = with_tracking(demo_toml(tmp_path), f'mlflow = "http://127.0.0.1:{closed_port()}"')
+    done = corral(path, "run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = [line for line in (done.stdout + done.stderr).splitlines() if "mlflow:" in line]
+    assert len(said) == 1 and "corral mlflow RUN" in said[0], said
+    db = tmp_path / "mlflow.db"
+    with_tracking(path, f'mlflow = "sqlite:///{db}"')
+    run_id = run_id_of(done.stdout)
+    filled = corral(path, "mlflow", run_id)
+    assert filled.returncode == 0, filled.stdout + filled.stderr
+    run = tracker_run(db, run_id)
+    assert steps_of(db, run) == list(range(1, STEPS + 1)) and run.info.status == "FINISHED"
