@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
@@ -25,6 +26,7 @@ from transformers import (
     DataCollatorForSeq2Seq,
     Trainer,
     TrainingArguments,
+    set_seed,
 )
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -50,6 +52,7 @@ def tokenized(path: str, tokenizer, max_length: int) -> Dataset:
 def build_trainer(args: argparse.Namespace) -> Trainer:
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model)
+    set_seed(args.seed)  # the adapter's random initialisation
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
                                              target_modules=["q_proj", "v_proj"],
                                              task_type="CAUSAL_LM"))
@@ -79,7 +82,8 @@ def main() -> None:
     args = p.parse_args()
     trainer = build_trainer(args)
     trainer = corral(trainer)  # corral opt-in, line 2 of 2
-    trainer.train(resume_from_checkpoint=get_last_checkpoint(args.out))
+    last = get_last_checkpoint(args.out) if os.path.isdir(args.out) else None
+    trainer.train(resume_from_checkpoint=last)
     trainer.save_model(f"{args.out}/final")
 
 

@@ -101,7 +101,9 @@ class _HFRank:
             self.run = ScriptRun(
                 self.settings, device=args.device, min_share=rounds,
                 global_batch=args.per_device_train_batch_size * args.world_size * rounds,
-                lead=2 + math.ceil(ahead / rounds))
+                lead=2 + math.ceil(ahead / rounds),
+                batch_source=f"per_device_train_batch_size {args.per_device_train_batch_size} x "
+                             f"{args.world_size} ranks x gradient_accumulation_steps {rounds}")
         return self.run
 
     def step_started(self, model: Any) -> None:
@@ -219,9 +221,6 @@ class _CorralEvents:
         run.step_done(state.global_step, epoch=max(math.ceil(state.epoch) - 1, 0),
                       loss_sum=loss_sum, units=corral_rank.units, compute_s=compute_s,
                       lr=float(lr) if lr is not None else None)
-
-    def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        return None
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, Any],
                     **kwargs: Any) -> None:

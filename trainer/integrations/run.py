@@ -38,12 +38,13 @@ class ScriptRun:
     """This rank's schedule and events (build it once the process group exists)."""
 
     def __init__(self, settings: ScriptSettings, *, global_batch: int, device: torch.device,
-                 lead: int = 2, min_share: int = 1) -> None:
+                 lead: int = 2, min_share: int = 1, batch_source: str = "") -> None:
         self.settings, self.device = settings, device
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_initialized() else 1
         self.schedule = ShareSchedule(settings, global_batch=global_batch, world=self.world,
-                                      rank=self.rank, lead=lead, min_share=min_share)
+                                      rank=self.rank, lead=lead, min_share=min_share,
+                                      batch_source=batch_source)
         self.events = EventWriter(events_path(settings.run_dir, self.rank))
         self.step = 0
         self._last_end = time.perf_counter()

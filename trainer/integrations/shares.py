@@ -17,24 +17,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from profiles.user_errors import UsageError
 from trainer.balancer import Balancer, BalancerConfig, equal_split, proportional_split
-from trainer.balancer import validate_split
 from trainer.data import GlobalBatchOrder
-from trainer.integrations.contract import ScriptSettings
+from trainer.integrations.contract import SPLIT_ENV, ScriptSettings
 
 
 class ShareSchedule:
     """The split of every step (1-based), the same on every rank; rank 0 owns the balancer."""
 
     def __init__(self, settings: ScriptSettings, *, global_batch: int, world: int, rank: int,
-                 lead: int = 2, min_share: int = 1) -> None:
+                 lead: int = 2, min_share: int = 1, batch_source: str = "") -> None:
         self.settings, self.world, self.rank, self.lead = settings, world, rank, lead
         self.global_batch = global_batch
         first = settings.split or equal_split(global_batch, world)
-        validate_split(first, global_batch, world, allow_zero=False)
-        if min(first) < min_share:
-            raise ValueError(f"every share must hold at least {min_share} samples (one per "
-                             f"accumulation round); the split {_csv(first)} does not")
+        if len(first) != world or sum(first) != global_batch or min(first) < min_share:
+            raise UsageError(
+                f"{SPLIT_ENV}={_csv(first)} does not fit the script: it needs {world} shares of "
+                f"at least {min_share} adding up to its global batch {global_batch}"
+                f"{f' ({batch_source})' if batch_source else ''}; change the split or the batch")
         self._changes: list[tuple[int, tuple[int, ...]]] = [(1, tuple(first))]
         self._drawn = 0  # the highest step any sampler on this rank has cut
         self.balancer = (Balancer(BalancerConfig(
