@@ -15,7 +15,7 @@ list: the Hugging Face Trainer), and ``RankStepSampler`` yields only this rank's
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from profiles.user_errors import UsageError
 from trainer.balancer import Balancer, BalancerConfig, equal_split, proportional_split
@@ -42,6 +42,11 @@ class ShareSchedule:
             policy=settings.policy, global_batch=global_batch, world_size=world,
             rebalance_every=settings.rebalance_every, min_batch=min_share), tuple(first))
             if rank == 0 else None)
+
+    @property
+    def drawn(self) -> int:
+        """The highest step whose indices a sampler on this rank has cut (0: none yet)."""
+        return self._drawn
 
     def split_at(self, step: int) -> tuple[int, ...]:
         """The shares of step ``step``; marks the step as drawn."""
@@ -126,8 +131,9 @@ class GlobalStepSampler:
 class RankStepSampler:
     """This rank's index list of each step: ``DataLoader(dataset, batch_sampler=...)``."""
 
-    def __init__(self, order: GlobalBatchOrder, schedule: ShareSchedule) -> None:
-        self.order, self.schedule = order, schedule
+    def __init__(self, order: GlobalBatchOrder, schedule: ShareSchedule,
+                 on_step: Callable[[int], None] | None = None) -> None:
+        self.order, self.schedule, self.on_step = order, schedule, on_step
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -140,8 +146,12 @@ class RankStepSampler:
         epoch, self.epoch = self.epoch, self.epoch + 1
         first = epoch * self.order.steps_per_epoch + 1
         for step in range(first, first + self.order.steps_per_epoch):
+            if self.on_step is not None:  # the loop asks for step s: step s - 1 is done
+                self.on_step(step)
             split = self.schedule.split_at(step)
             yield self.order.local_indices(step, split, self.schedule.rank).tolist()
+        if self.on_step is not None:
+            self.on_step(first + self.order.steps_per_epoch)
 
 
 def _csv(values: tuple[int, ...]) -> str:
