@@ -199,7 +199,8 @@ class _CorralEvents:
         run.start(model=str(model), dataset=type(trainer.train_dataset).__name__,
                   step=state.global_step, total_steps=state.max_steps,
                   steps_per_epoch=sampler.order.steps_per_epoch if sampler else 0,
-                  exact=exact, exact_note=note, resumed_from=corral_rank.resumed_from)
+                  exact=exact, exact_note=note, resumed_from=corral_rank.resumed_from,
+                  precision="bf16" if args.bf16 else "fp16" if args.fp16 else "fp32")
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # A resumed epoch's loader skips batches through a wrapper that does not pass the

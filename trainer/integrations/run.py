@@ -56,7 +56,7 @@ class ScriptRun:
 
     def start(self, *, model: str, dataset: str, step: int, total_steps: int,
               steps_per_epoch: int, exact: bool = True, exact_note: str = "",
-              resumed_from: str | None = None) -> None:
+              resumed_from: str | None = None, precision: str = "fp32") -> None:
         """The start event (every rank), once training is about to begin."""
         self.step = step
         self.events.emit(StartEvent(
@@ -68,7 +68,8 @@ class ScriptRun:
             split=self.schedule.split_at_quietly(step + 1), policy=self.settings.policy,
             step=step, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
             threads=torch.get_num_threads(), slowdown=self.settings.slowdown_of(self.rank),
-            resumed_from=resumed_from, task="script", exact=exact, exact_note=exact_note))
+            resumed_from=resumed_from, task="script", exact=exact, exact_note=exact_note,
+            precision=precision))
         self._last_end = time.perf_counter()
 
     def step_done(self, step: int, *, epoch: int, loss_sum: float, units: float,
