@@ -3,7 +3,9 @@
 The launcher (``remote``) sets these variables on every rank it starts in script mode
 (``ScriptSettings.to_env``); the script's opt-in (``trainer.integrations.hf``, ``.ddp``) reads
 them (``ScriptSettings.from_env``). Without ``CORRAL_RUN_DIR`` the script is not run by corral
-and the opt-in does nothing at all.
+and the opt-in does nothing at all. The emulated slowdown is corral's usual
+``CORRAL_SLOWDOWN`` (``trainer.config.SLOWDOWN_ENV``: one factor for every rank of the host,
+or one per global rank).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from profiles.user_errors import UsageError
+from trainer.config import SLOWDOWN_ENV
 from trainer.settings import POLICIES, Policy
 
 RUN_DIR_ENV = "CORRAL_RUN_DIR"
@@ -28,8 +31,6 @@ SPLIT_ENV = "CORRAL_SPLIT"
 REBALANCE_EVERY_ENV = "CORRAL_REBALANCE_EVERY"
 """Steps between two decisions of the ``dynamic`` policy (``proportional``: the steps measured
 at equal shares before the one change)."""
-SLOWDOWN_ENV = "CORRAL_SLOWDOWN"
-"""Comma-separated emulated slowdown per rank (``1,2,3``): demos on one machine only."""
 
 DEFAULT_REBALANCE_EVERY = 10
 
@@ -74,6 +75,8 @@ class ScriptSettings:
         """Rank ``rank``'s emulated slowdown factor (1.0: none)."""
         if not self.slowdown:
             return 1.0
+        if len(self.slowdown) == 1:
+            return self.slowdown[0]
         return self.slowdown[rank] if rank < len(self.slowdown) else 1.0
 
 
