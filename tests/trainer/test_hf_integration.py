@@ -12,7 +12,7 @@ import torch
 from lm_fixtures import TinyLM, make_tiny_lm
 from trainer_runs import REPO, check, max_rel_diff, rank_env
 
-from trainer.events import EndEvent, StartEvent, StepEvent, parse_event
+from trainer.events import EndEvent, RebalanceEvent, StartEvent, StepEvent, parse_event
 from trainer.integrations.contract import RUN_DIR_ENV, SPLIT_ENV
 
 SCRIPTS = REPO / "examples" / "scripts"
@@ -144,3 +144,25 @@ def test_ddp_port_differs_from_the_plain_script_in_five_lines() -> None:
     ported = (SCRIPTS / "ddp_tutorial.py").read_text().splitlines()
     changed = [line for line in ported if line.strip() and line not in plain]
     assert len(changed) <= 5, changed
+
+
+@pytest.mark.slow
+def test_dynamic_policy_moves_samples_off_a_slow_rank_and_stays_exact(tmp_path: Path) -> None:
+    """The DDP port under corral's dynamic policy, rank 2 emulating a device 6x slower."""
+    args = ["--batch-size", "96", "--samples", "1536", "--epochs", "3"]
+    env = rank_env()
+    env.update({RUN_DIR_ENV: str(tmp_path / "dynamic"), "CORRAL_POLICY": "dynamic",
+                "CORRAL_SLOWDOWN": "1,1,6", "CORRAL_REBALANCE_EVERY": "4"})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3",
+           str(SCRIPTS / "ddp_tutorial.py"), *args, "--out", str(tmp_path / "dynamic.pt")]
+    check(subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300))
+    check(torchrun(SCRIPTS / "ddp_tutorial.py", 1, [*args, "--out", str(tmp_path / "one.pt")],
+                   split="96", run_dir=tmp_path / "one"))
+    lines = (tmp_path / "dynamic" / "metrics" / "rank-0.jsonl").read_text().splitlines()
+    events = [parse_event(line) for line in lines]
+    moves = [e for e in events if isinstance(e, RebalanceEvent)]
+    assert moves and moves[-1].split[2] < 32
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert steps[-1].local_batch == moves[-1].split[0]
+    assert max_rel_diff(dict(torch.load(tmp_path / "one.pt")),
+                        dict(torch.load(tmp_path / "dynamic.pt"))) <= 1e-5
