@@ -56,10 +56,11 @@ class ScriptSettings:
         policy = env.get(POLICY_ENV, "static") or "static"
         if policy not in POLICIES:
             raise UsageError(f"{POLICY_ENV}={policy!r}: choose one of {', '.join(POLICIES)}")
-        return cls(run_dir=run_dir, restart=_int(env, RESTART_ENV, 0), policy=policy,  # type: ignore[arg-type]
-                   split=_numbers(env, SPLIT_ENV, int),
+        split = _numbers(env, SPLIT_ENV)
+        return cls(run_dir=run_dir, restart=_int(env, RESTART_ENV, 0), policy=policy,
+                   split=None if split is None else tuple(int(v) for v in split),
                    rebalance_every=_int(env, REBALANCE_EVERY_ENV, DEFAULT_REBALANCE_EVERY),
-                   slowdown=_numbers(env, SLOWDOWN_ENV, float))
+                   slowdown=_numbers(env, SLOWDOWN_ENV))
 
     def to_env(self) -> dict[str, str]:
         """The variables for the launcher to set (the inverse of ``from_env``)."""
@@ -89,14 +90,12 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(text)
 
 
-def _numbers(env: Mapping[str, str], name: str, kind: type[int] | type[float]
-             ) -> tuple[int, ...] | tuple[float, ...] | None:
+def _numbers(env: Mapping[str, str], name: str) -> tuple[float, ...] | None:
     text = env.get(name, "")
     if not text:
         return None
     try:
-        values = tuple(kind(part) for part in text.split(","))
+        return tuple(float(part) for part in text.split(","))
     except ValueError:
         raise UsageError(f"{name}={text!r}: expected comma-separated numbers such as "
                          f"'5,2,1' (set by corral's launch)") from None
-    return values  # type: ignore[return-value]

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 
 from trainer.clock import ComputeClock
 from trainer.data import GlobalBatchOrder
+from trainer.events import EndStatus
 from trainer.integrations.contract import ScriptSettings
 from trainer.integrations.run import ScriptRun
 from trainer.integrations.shares import GlobalStepSampler
@@ -154,17 +155,18 @@ class _CorralShares:
         loader = DataLoader(dataset, batch_sampler=corral_rank.sampler, collate_fn=collator,
                             num_workers=args.dataloader_num_workers,
                             pin_memory=args.dataloader_pin_memory, **extra)
-        return self.accelerator.prepare(loader)  # type: ignore[attr-defined, no-any-return]
+        return self.accelerator.prepare(loader)  # type: ignore[attr-defined]
 
     def training_step(self, model: Any, inputs: dict[str, Any],
                       num_items_in_batch: Any = None) -> torch.Tensor:
         corral_rank = self._corral
-        if corral_rank.rounds == 0 or corral_rank.rounds >= self.args.gradient_accumulation_steps:  # type: ignore[attr-defined]
+        rounds = self.args.gradient_accumulation_steps  # type: ignore[attr-defined]
+        if corral_rank.rounds == 0 or corral_rank.rounds >= rounds:  # a step's first round
             corral_rank.step_started(model)
         units_inputs = {k: v for k, v in inputs.items() if k in ("labels", "shift_labels")}
         returned = super().training_step(model, inputs, num_items_in_batch)  # type: ignore[misc]
         corral_rank.round_done(returned, units_inputs, num_items_in_batch)
-        return returned  # type: ignore[no-any-return]
+        return returned
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
         corral_rank = self._corral
@@ -174,7 +176,8 @@ class _CorralShares:
             result = super().train(*args, **kwargs)  # type: ignore[misc]
         except BaseException as exc:
             if corral_rank.run is not None:
-                status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                status: EndStatus = ("interrupted" if isinstance(exc, KeyboardInterrupt)
+                                     else "failed")
                 corral_rank.run.end(status, error=f"{type(exc).__name__}: {exc}".splitlines()[0])
             raise
         return result

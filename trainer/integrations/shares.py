@@ -15,6 +15,7 @@ list: the Hugging Face Trainer), and ``RankStepSampler`` yields only this rank's
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 
 from profiles.user_errors import UsageError
@@ -125,7 +126,7 @@ class GlobalStepSampler:
         cuts = [0]
         for round_ in range(self.rounds):
             cuts.append(cuts[-1] + size + (1 if round_ < extra else 0))
-        return [indices[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+        return [indices[a:b] for a, b in itertools.pairwise(cuts)]
 
 
 class RankStepSampler:
