@@ -67,3 +67,13 @@ def test_a_change_for_a_step_already_drawn_is_refused() -> None:
     schedule.split_at(3)
     with pytest.raises(RuntimeError, match="already drawn"):
         schedule.apply(3, (3, 1))
+
+
+def test_proportional_sets_the_shares_once_from_the_measured_speeds() -> None:
+    settings = ScriptSettings(run_dir="x", policy="proportional", rebalance_every=4)
+    schedule = ShareSchedule(settings, global_batch=12, world=2, rank=0)
+    decisions = [schedule.decide(step, (6, 6), [0.1, 0.2]) for step in range(1, 9)]
+    made = [d for d in decisions if d is not None]
+    assert len(made) == 1  # once, after the measured steps
+    first_step, split, *_ = made[0]
+    assert first_step == 4 + schedule.lead and split == (8, 4)  # rank 0 twice as fast
