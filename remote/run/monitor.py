@@ -50,6 +50,9 @@ class RunMonitor:
     _host_logs: dict[str, deque[str]] = field(default_factory=dict)
     _root_rank: dict[str, int] = field(default_factory=dict)
     _root_exit: dict[str, int] = field(default_factory=dict)
+    ended_after_done: float | None = None
+    """Seconds every rank had been done for when corral ended the processes that lingered
+    (``end_lingering``); None while they exit by themselves."""
 
     @property
     def finished(self) -> bool:
@@ -60,6 +63,19 @@ class RunMonitor:
     def failing(self) -> bool:
         """True once anything failed (the other hosts should then be stopped)."""
         return bool(self.failures)
+
+    @property
+    def all_completed(self) -> bool:
+        """True once every rank of every host has written a completed ``end`` event (ranks
+        known from the rendezvous or their events), whether or not its process has exited."""
+        ranks_known = {h for h in self.rank_host.values()} >= set(self.hosts)
+        return ranks_known and all(
+            r in self.ended and self.ended[r].status == "completed" for r in self.rank_host)
+
+    def end_lingering(self, done_for_s: float) -> None:
+        """Every rank finished ``done_for_s`` ago but processes stay: corral stops them, and
+        the run still counts as completed."""
+        self.ended_after_done = done_for_s
 
     def lost(self, host: str, error: BaseException) -> HostLost:
         """The record of ``host`` lost with ``error`` (its tail gave up, or it cannot be
@@ -181,11 +197,16 @@ class RunMonitor:
                 and not self.stop.by(StopCause.FAILURE)):
             failure = None  # peers that failed while someone else stopped the run
         if failure is None:
+            if self.ended_after_done is not None:
+                return RunStatus(t=now, run_id=self.run_id, state="completed", detail=(
+                    f"{len(self.ended)} rank(s) finished; their processes had not exited "
+                    f"{self.ended_after_done:.0f} s later and were ended"))
             if self.stop.requested or self.stopped_hosts:
                 return RunStatus(t=now, run_id=self.run_id, state="stopped",
                                  detail="stopped on request")
             return RunStatus(t=now, run_id=self.run_id, state="completed",
-                             detail=f"{len(self.ended)} rank(s) finished")
+                             detail=f"{len(self.ended) or len(self.rank_host)} rank(s) "
+                                    "finished")
         who = failure.host + (f" rank {failure.rank}" if failure.rank is not None else "")
         detail = f"{who} {failure.why}"
         never = self.never_joined()
