@@ -87,8 +87,8 @@ def test_a_package_missing_on_a_host_is_named_with_the_host_and_the_fix(tmp_path
 
 
 async def test_corral_check_probes_each_hosts_python_for_the_imports(tmp_path: Path) -> None:
-    from remote.hosts.pool import HostPool
     from remote.checks.preflight import check_cluster
+    from remote.hosts.pool import HostPool
 
     (tmp_path / "train.py").write_text("import torch\nimport surely_not_a_package_here\n")
     config = parse_cluster(
