@@ -25,6 +25,8 @@ LOG_LINES_KEPT = 12
 """Log lines per rank and per host kept to explain a failure."""
 ROOT_CAUSE_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)")
 ROOT_CAUSE_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
+TRACEBACK_END = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b(:|$)")
+"""The last line of a Python traceback (``ValueError: ...``): what a crashed rank died of."""
 
 
 @dataclass(kw_only=True)
@@ -153,15 +155,23 @@ class RunMonitor:
             # A rank that died by itself is a cause even if a stop is already under way.
             how = f"was killed by signal {-code}" if code is not None and code < 0 else (
                 f"exited with status {code}" if code is not None else "died")
+            raised = self._raised(rank)
             self.failures.append(Failure(host=item.host, rank=rank, t=item.t,
                                          severity=Severity.RANK_DIED,
-                                         why=f"{how} without finishing"))
+                                         why=f"{how} without finishing"
+                                             + (f": {raised}" if raised else "")))
         elif not self.stop.requested:
             self.failures.append(Failure(
                 host=item.host, rank=rank, t=item.t, severity=Severity.LAUNCHER_FAILED,
                 why=f"launcher ended with status {item.status}"))
         return [HostStatus(t=item.t, host=item.host, state="failed",
                            detail=f"launcher status {item.status}")]
+
+    def _raised(self, rank: int) -> str | None:
+        """The last line of the newest traceback in ``rank``'s log, if it printed one."""
+        lines = self._rank_logs.get(rank, ())
+        return next((ln.strip() for ln in reversed(lines) if TRACEBACK_END.match(ln.strip())),
+                    None)
 
     def declare_hung(self, hung: Failure) -> None:
         """Record a rank that stopped stepping (``HangGuard.check``) as a cause of failure."""

@@ -25,9 +25,9 @@ from remote.run.monitor import RunMonitor
 from trainer.integrations.contract import RESTART_ENV, RUN_DIR_ENV, ScriptSettings
 
 try:
-    from test_run_monitor import _end, _exit, _start
+    from test_run_monitor import _end, _exit, _log, _start
 except ImportError:  # collected as a package
-    from tests.remote.test_run_monitor import _end, _exit, _start  # type: ignore[no-redef]
+    from tests.remote.test_run_monitor import _end, _exit, _log, _start  # type: ignore[no-redef]
 
 HEAD = '[cluster]\nname = "s"\n[[hosts]]\nname = "a"\naddress = "local"\nslowdown = 2.0\n'
 
@@ -163,3 +163,20 @@ def test_finished_ranks_that_linger_are_ended_and_the_run_completed() -> None:
     monitor.observe(_exit("b", "stopped"))  # corral's stop of the lingering processes
     final = monitor.final_status()
     assert final.state == "completed" and "had not exited 60 s later" in final.detail
+
+
+def test_a_crashed_ranks_traceback_names_what_it_died_of() -> None:
+    monitor = RunMonitor(run_id="r", hosts=("a", "b"))
+    for item in (_start("a", 0), _start("b", 1), _exit("a", "0")):
+        monitor.observe(item)
+    for text in ("Traceback (most recent call last):", '  File "train.py", line 9, in <module>',
+                 "    raise ValueError('bad batch')", "ValueError: bad batch"):
+        monitor.observe(_log("b", text, rank=1))
+    for line in ("Root Cause (first observed failure):", "  rank      : 1 (local_rank: 0)",
+                 "  exitcode  : 1 (pid: 42)"):
+        monitor.observe(_log("b", line))
+    monitor.observe(_exit("b", "1"))
+    final = monitor.final_status()
+    assert (final.state, final.failed_host, final.failed_rank) == ("failed", "b", 1)
+    assert final.detail.splitlines()[0] == ("b rank 1 exited with status 1 without finishing: "
+                                            "ValueError: bad batch")

@@ -158,3 +158,25 @@ async def test_a_killed_rank_resumes_from_the_scripts_checkpoint(
     assert steps[-1] == 8 and 3 in steps
     assert run_processes(run_id) == []
     loads(out)
+
+
+CRASHING = """\
+import os
+import torch.distributed as dist
+
+dist.init_process_group("gloo")
+if os.environ["CORRAL_HOST"] == "h1":
+    raise ValueError("bad batch on purpose")
+dist.barrier()
+"""
+
+
+async def test_a_script_crashing_on_one_rank_ends_the_run_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "crash.py").write_text(CRASHING)
+    run_id, events = await run_to_end(config(tmp_path, tmp_path / "user" / "crash.py", []))
+    final = events[-1]
+    assert isinstance(final, RunStatus) and final.state == "failed", final
+    assert (final.failed_host, final.failed_rank) == ("h1", 1), final
+    assert final.detail.splitlines()[0].endswith("ValueError: bad batch on purpose"), final
+    assert run_processes(run_id) == []
