@@ -26,12 +26,12 @@ SUMMARY = re.compile(r"\{'train_runtime'.*\}")
 
 
 def throughput(folder: Path, label: str, args: list[str], nproc: int, threads: int,
-               opt_in: bool) -> float:
-    """One run of the example script; the Trainer's samples per second."""
+               corral: dict[str, str] | None) -> float:
+    """One run of the example script, in ``corral``'s environment (``ScriptSettings.to_env``;
+    None: as plain torchrun runs it); the Trainer's samples per second."""
     env = bare_env(threads)
     env.pop(RUN_DIR_ENV, None)
-    if opt_in:
-        env[RUN_DIR_ENV] = str(folder / f"run-{label}")
+    env.update(corral or {})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc-per-node={nproc}", str(REPO / "examples" / "scripts" / "hf_trainer.py"),
            *args, "--out", str(folder / f"out-{label}")]
@@ -58,8 +58,9 @@ def main() -> int:
         for round_ in range(args.rounds):
             for opt_in in (round_ % 2 == 0, round_ % 2 == 1):  # alternate who goes first
                 label = f"{'opt-in' if opt_in else 'plain'}-{round_}"
+                corral = {RUN_DIR_ENV: str(folder / f"run-{label}")} if opt_in else None
                 rates[opt_in].append(throughput(folder, label, script_args, args.nproc,
-                                                args.threads, opt_in))
+                                                args.threads, corral))
                 print(f"round {round_}: {label} {rates[opt_in][-1]:.2f} samples/s", flush=True)
     with_opt_in, plain = statistics.median(rates[True]), statistics.median(rates[False])
     print(f"median samples/s: opt-in {with_opt_in:.2f}, plain {plain:.2f}, "
