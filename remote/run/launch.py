@@ -41,6 +41,8 @@ from trainer.settings.flags import flag_words
 from trainer.settings.run_settings import Policy, RunSettings
 from trainer.settings.train_config import BUILTIN_TASKS, TrainConfig
 
+SCRIPT_MAIN = "trainer.integrations.script_main"
+"""The module torchrun starts for a user's script (it then runs the script as ``__main__``)."""
 RDZV_JOIN_TIMEOUT_S = 120
 """Seconds torchrun waits for every host to join the rendezvous before it gives up."""
 
@@ -120,8 +122,7 @@ def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
     words = " ".join(shlex.quote(w) for w in torchrun)
     if config.run.script is not None:
         env.update(script_settings(config.run, place, plan).to_env())
-        env.pop(RUN_DIR_ENV)  # shell syntax (a leading ~ expands): set below
-        code = f"{code} {RUN_DIR_ENV}={shell_path(plan.run_dir)}"
+        env.pop(RUN_DIR_ENV)  # from --run-dir (trainer.integrations.script_main)
     exit_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "exit"))
     return (
         f"{env_prefix(env)}PYTHONPATH={code} {python_word(host)} {words} "
@@ -132,17 +133,19 @@ def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
 
 def _entry_words(config: ClusterConfig, plan: LaunchPlan, place: HostPlan, tree: str) -> str:
     """What torchrun starts, quoted: corral's trainer and its flags, or the user's script
-    (inside the pushed tree) and its arguments."""
+    (inside the pushed tree) and its arguments, through ``trainer.integrations.script_main``
+    so that the rank's command line names the run directory as a trainer rank's does."""
     user = user_code(config.run, config.path.parent)
+    run_dir = shell_path(plan.run_dir)
     if config.run.script is not None:
         assert user is not None
-        return " ".join([shell_path(user.in_tree(tree)),
+        return " ".join([f"-m {SCRIPT_MAIN} --run-dir {run_dir}", shell_path(user.in_tree(tree)),
                          *(shlex.quote(a) for a in config.run.args)])
     flags = [shlex.quote(w) for w in trainer_flags(config.run, place, plan)]
     flags += [shlex.quote(w) for w in (place.cpu.flags if place.cpu is not None else ())]
     if user is not None:  # the task file inside the pushed tree (shell syntax: ~ expands)
         flags += ["--task", shell_path(user.task_flag(tree))]
-    return f"-m trainer --run-dir {shell_path(plan.run_dir)} {' '.join(flags)}"
+    return f"-m trainer --run-dir {run_dir} {' '.join(flags)}"
 
 
 def script_settings(run: RunSection, place: HostPlan, plan: LaunchPlan) -> ScriptSettings:

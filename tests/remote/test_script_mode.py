@@ -20,7 +20,7 @@ from remote.config.cluster import ClusterConfig, parse_cluster
 from remote.config.errors import ConfigError
 from remote.config.script_source import imported_packages
 from remote.config.task_code import USER_CODE_DIR
-from remote.run.launch import LaunchPlan, launcher_command
+from remote.run.launch import SCRIPT_MAIN, LaunchPlan, launcher_command
 from remote.run.monitor import RunMonitor
 from trainer.integrations.contract import RESTART_ENV, RUN_DIR_ENV, ScriptSettings
 
@@ -121,12 +121,14 @@ def test_torchrun_starts_the_pushed_script_with_its_args_and_corrals_environment
     script_at = next(i for i, w in enumerate(words) if w.endswith("/train.py"))
     assert words[script_at].endswith(f"/code/{'d' * 64}/{USER_CODE_DIR}/train.py")
     assert words[script_at + 1:] == ["--out", "a b", "$(touch x)"]  # each one word, inert
-    assert "trainer" not in words and "-m" in words[:script_at]  # torchrun, not corral's loop
+    # torchrun starts the script through script_main, its command line naming the run dir
+    assert words[script_at - 4:script_at] == ["-m", SCRIPT_MAIN, "--run-dir", "$HOME/runs/s-1"]
+    assert "trainer" not in words
     env = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
     told = ScriptSettings.from_env({**env, RUN_DIR_ENV: "/runs/s-1"})
     assert told == ScriptSettings(run_dir="/runs/s-1", restart=0, policy="static", split=(3,),
                                   rebalance_every=10, slowdown=(2.0,))
-    assert env[RUN_DIR_ENV].endswith("/runs/s-1") and env["GLOO_SOCKET_IFNAME"] == "lo"
+    assert env["GLOO_SOCKET_IFNAME"] == "lo"
 
 
 def test_a_restart_tells_the_script_it_is_one(tmp_path: Path) -> None:

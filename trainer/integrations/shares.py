@@ -3,9 +3,10 @@
 The global batch's sample order is corral's own
 (``trainer.step.batch_order.GlobalBatchOrder``: one seeded permutation per epoch, step ``s``
 takes the next B positions); the split of each step into per-rank shares comes from
-``ShareSchedule``, whose rank 0 runs corral's ``Balancer``. A new split is agreed at the end of a step (one broadcast) and applies ``lead`` steps later, because a
-data loader draws its next batches before the current step ends: no rank has drawn a step's
-indices when its split is decided, so every rank cuts every step the same way.
+``ShareSchedule``, whose rank 0 runs corral's ``Balancer``. A new split is agreed at the end of
+a step (one broadcast) and applies ``lead`` steps later, because a data loader draws its next
+batches before the current step ends: no rank has drawn a step's indices when its split is
+decided, so every rank cuts every step the same way.
 
 Two samplers read the schedule: ``GlobalStepSampler`` yields, per step, one index list per rank
 and accumulation round (for accelerate's ``BatchSamplerShard``, which hands rank r every r-th
