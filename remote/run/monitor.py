@@ -25,8 +25,10 @@ LOG_LINES_KEPT = 12
 """Log lines per rank and per host kept to explain a failure."""
 ROOT_CAUSE_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)")
 ROOT_CAUSE_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
-TRACEBACK_END = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b(:|$)")
-"""The last line of a Python traceback (``ValueError: ...``): what a crashed rank died of."""
+TRACEBACK_END = re.compile(
+    r"^(\[rank\d+\]:\s*)?([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(:.*)?)$")
+"""The last line of a Python traceback (``ValueError: ...``, after the ``[rankN]:`` torch puts
+before a rank's uncaught error): what a crashed rank died of."""
 
 
 @dataclass(kw_only=True)
@@ -169,9 +171,10 @@ class RunMonitor:
 
     def _raised(self, rank: int) -> str | None:
         """The last line of the newest traceback in ``rank``'s log, if it printed one."""
-        lines = self._rank_logs.get(rank, ())
-        return next((ln.strip() for ln in reversed(lines) if TRACEBACK_END.match(ln.strip())),
-                    None)
+        for line in reversed(self._rank_logs.get(rank, ())):
+            if (match := TRACEBACK_END.match(line.strip())):
+                return match.group(2)
+        return None
 
     def declare_hung(self, hung: Failure) -> None:
         """Record a rank that stopped stepping (``HangGuard.check``) as a cause of failure."""

@@ -172,7 +172,7 @@ def test_a_crashed_ranks_traceback_names_what_it_died_of() -> None:
     for item in (_start("a", 0), _start("b", 1), _exit("a", "0")):
         monitor.observe(item)
     for text in ("Traceback (most recent call last):", '  File "train.py", line 9, in <module>',
-                 "    raise ValueError('bad batch')", "ValueError: bad batch"):
+                 "    raise ValueError('bad batch')", "[rank1]: ValueError: bad batch"):
         monitor.observe(_log("b", text, rank=1))
     for line in ("Root Cause (first observed failure):", "  rank      : 1 (local_rank: 0)",
                  "  exitcode  : 1 (pid: 42)"):
