@@ -20,6 +20,7 @@ from pathlib import Path
 
 from _common import rounds_parser, run_main
 from hf_script import throughput
+from lm_data import tiny_model_and_pairs
 
 from trainer.integrations.contract import ScriptSettings
 
@@ -32,8 +33,6 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=8, help="per rank at an even split")
     p.add_argument("--rebalance-every", type=int, default=5)
     args = p.parse_args()
-    from lm_data import tiny_model_and_pairs
-
     with tempfile.TemporaryDirectory(prefix="corral-hf-balance-") as tmp:
         folder = Path(tmp)
         model, pairs = tiny_model_and_pairs(folder, count=4096)

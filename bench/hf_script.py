@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from _common import REPO, bare_env, rounds_parser, run_main
+from lm_data import tiny_model_and_pairs
 
 from trainer.integrations.contract import RUN_DIR_ENV
 
@@ -47,8 +48,6 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=4, help="per rank")
     args = p.parse_args()
-    from lm_data import tiny_model_and_pairs
-
     with tempfile.TemporaryDirectory(prefix="corral-hf-bench-") as tmp:
         folder = Path(tmp)
         model, pairs = tiny_model_and_pairs(folder)

@@ -166,3 +166,20 @@ def test_dynamic_policy_moves_samples_off_a_slow_rank_and_stays_exact(tmp_path: 
     assert steps[-1].local_batch == moves[-1].split[0]
     assert max_rel_diff(dict(torch.load(tmp_path / "one.pt")),
                         dict(torch.load(tmp_path / "dynamic.pt"))) <= 1e-5
+
+
+@pytest.mark.slow
+def test_a_restarted_hf_script_resumes_from_its_checkpoint_as_if_never_stopped(
+        lm: TinyLM, tmp_path: Path) -> None:
+    def run(out: Path, run_dir: Path, steps: int) -> None:
+        args = [*hf_args(lm, out, 3, steps=steps), "--save-steps", "2"]
+        check(torchrun(SCRIPTS / "hf_trainer.py", 3, args, split="6,2,1", run_dir=run_dir))
+
+    run(tmp_path / "straight", tmp_path / "run-straight", 4)
+    run(tmp_path / "stopped", tmp_path / "run-stopped", 2)  # leaves checkpoint-2
+    run(tmp_path / "stopped", tmp_path / "run-stopped", 4)  # the restart: resumes from it
+    assert max_rel_diff(adapter(tmp_path / "straight"), adapter(tmp_path / "stopped")) <= 1e-5
+    lines = (tmp_path / "run-stopped" / "metrics" / "rank-0.jsonl").read_text().splitlines()
+    starts = [e for e in map(parse_event, lines) if isinstance(e, StartEvent)]
+    assert [s.step for s in starts] == [0, 2]
+    assert starts[1].resumed_from == str(tmp_path / "stopped" / "checkpoint-2")
