@@ -41,7 +41,7 @@ from remote.run.lifecycle import AttemptEnded, CauseSettled, StopRequest, TailsO
 from remote.run.monitor import RunMonitor
 from remote.run.reconnect import resilient_tail
 from remote.run.stop import stop_run
-from remote.run.stream import TailItem, merged
+from remote.run.stream import RankOwned, TailItem, merged
 from trainer.events import StartEvent
 
 FAILURE_SETTLE_S = 10.0
@@ -146,6 +146,10 @@ class RunFollower:
         """The monitor's events for ``item``; a host's first start event marks it running."""
         now = time.monotonic()
         events: list[RunEvent] = []
+        if isinstance(item, RankOwned) and item.host not in self.running_hosts:
+            # The rendezvous placed ranks there: running, even for a script writing no events.
+            self.running_hosts.add(item.host)
+            events.append(HostStatus(t=time.time(), host=item.host, state="running"))
         for event in self.monitor.observe(item):
             if isinstance(event, RankEvent):
                 self.hang.observe(event, now)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from remote.api import LogLine, RankEvent, RunStatus
+from remote.api import HostStatus, LogLine, RankEvent, RunStatus
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
 from remote.run.controller import SshRunController
 from trainer.events import RebalanceEvent, StepEvent
@@ -180,3 +180,36 @@ async def test_a_script_crashing_on_one_rank_ends_the_run_naming_it(tmp_path: Pa
     assert (final.failed_host, final.failed_rank) == ("h1", 1), final
     assert final.detail.splitlines()[0].endswith("ValueError: bad batch on purpose"), final
     assert run_processes(run_id) == []
+
+
+FOREVER = """\
+import time
+import torch.distributed as dist
+
+dist.init_process_group("gloo")
+while True:
+    time.sleep(0.2)
+"""
+
+
+async def test_a_running_script_shows_its_hosts_running_and_stops_clean(tmp_path: Path) -> None:
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "forever.py").write_text(FOREVER)
+    controller = SshRunController(config(tmp_path, tmp_path / "user" / "forever.py", []))
+    try:
+        handle = await controller.start()
+        events = handle.events()
+        running: set[str] = set()
+        async for event in bounded(events):
+            if isinstance(event, HostStatus) and event.state == "running":
+                running.add(event.host)
+            if running == {"h0", "h1", "h2"}:
+                break
+        assert run_processes(handle.run_id)  # its ranks carry the run dir: stop finds them
+        report = await handle.stop()
+        final = [e async for e in bounded(events)][-1]
+    finally:
+        await controller.aclose()
+    assert report.clean, report
+    assert isinstance(final, RunStatus) and final.state == "stopped", final
+    assert run_processes(handle.run_id) == []
