@@ -54,6 +54,9 @@ class RunMonitor:
     _host_logs: dict[str, deque[str]] = field(default_factory=dict)
     _root_rank: dict[str, int] = field(default_factory=dict)
     _root_exit: dict[str, int] = field(default_factory=dict)
+    after_done: list[str] = field(default_factory=list)
+    """Ranks killed by a signal after their completed ``end`` (a script's teardown aborting,
+    as ``terminate called without an active exception`` on gloo): noted, not failures."""
     ended_after_done: float | None = None
     """Seconds every rank had been done for when corral ended the processes that lingered
     (``end_lingering``); None while they exit by themselves."""
@@ -153,6 +156,12 @@ class RunMonitor:
             return [HostStatus(t=item.t, host=item.host, state="stopped")]
         rank = self._root_rank.get(item.host)
         code = self._root_exit.get(item.host)
+        if (rank is not None and code is not None and code < 0 and rank in self.ended
+                and self.ended[rank].status == "completed"):
+            self.after_done.append(f"{item.host} rank {rank} was killed by signal {-code} "
+                                   "after it finished")
+            return [HostStatus(t=item.t, host=item.host, state="done",
+                               detail=self.after_done[-1])]
         if rank is not None and rank not in self.ended:
             # A rank that died by itself is a cause even if a stop is already under way.
             how = f"was killed by signal {-code}" if code is not None and code < 0 else (
@@ -217,9 +226,10 @@ class RunMonitor:
             if self.stop.requested or self.stopped_hosts:
                 return RunStatus(t=now, run_id=self.run_id, state="stopped",
                                  detail="stopped on request")
+            note = "".join(f"; {what} (in its teardown)" for what in self.after_done)
             return RunStatus(t=now, run_id=self.run_id, state="completed",
                              detail=f"{len(self.ended) or len(self.rank_host)} rank(s) "
-                                    "finished")
+                                    f"finished{note}")
         who = failure.host + (f" rank {failure.rank}" if failure.rank is not None else "")
         detail = f"{who} {failure.why}"
         never = self.never_joined()

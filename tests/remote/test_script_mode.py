@@ -182,3 +182,29 @@ def test_a_crashed_ranks_traceback_names_what_it_died_of() -> None:
     assert (final.state, final.failed_host, final.failed_rank) == ("failed", "b", 1)
     assert final.detail.splitlines()[0] == ("b rank 1 exited with status 1 without finishing: "
                                             "ValueError: bad batch")
+
+
+def test_a_rank_aborting_in_its_teardown_after_it_finished_still_completes() -> None:
+    monitor = RunMonitor(run_id="r", hosts=("a", "b"))
+    for item in (_start("a", 0), _start("b", 1), _end("a", 0, "completed"),
+                 _end("b", 1, "completed"), _exit("a", "0"),
+                 _log("b", "[rank1]: terminate called without an active exception", rank=1)):
+        monitor.observe(item)
+    for line in ("Root Cause (first observed failure):", "  rank      : 1 (local_rank: 0)",
+                 "  exitcode  : -6 (pid: 42)"):
+        monitor.observe(_log("b", line))
+    monitor.observe(_exit("b", "1"))
+    final = monitor.final_status()
+    assert final.state == "completed", final
+    assert "b rank 1 was killed by signal 6 after it finished" in final.detail
+
+
+def test_a_rank_failing_with_an_error_after_its_end_is_still_a_failure() -> None:
+    monitor = RunMonitor(run_id="r", hosts=("a",))
+    for item in (_start("a", 0), _end("a", 0, "completed"),
+                 _log("a", "[rank0]: OSError: No space left on device", rank=0)):
+        monitor.observe(item)
+    for line in ("  rank      : 0 (local_rank: 0)", "  exitcode  : 1 (pid: 42)"):
+        monitor.observe(_log("a", line))
+    monitor.observe(_exit("a", "1"))
+    assert monitor.final_status().state == "failed"  # e.g. saving the model after training
