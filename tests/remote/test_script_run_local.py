@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from remote.api import HostStatus, LogLine, RankEvent, RunStatus
+from remote.api import (
+    HostStatus,
+    LogLine,
+    RankEvent,
+    RunStatus,
+    load_history,
+    local_run_dir,
+    summarize,
+)
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
 from remote.run.controller import SshRunController
 from trainer.events import RebalanceEvent, StepEvent
@@ -120,6 +128,10 @@ async def test_the_opt_in_moves_examples_to_the_fast_rank(
     assert moves[-1].split[0] > moves[-1].split[2], moves[-1]
     assert run_processes(run_id) == []
     loads(out)
+    # corral report reads what the opt-in wrote, as for a task's run
+    summary, _ = summarize(load_history(local_run_dir(cfg, run_id)))
+    assert summary.outcome.state == "completed" and summary.steps_done == 16 and summary.moves
+    assert len(summary.ranks) == 3 and summary.loss is not None
 
 
 def _script_ranks(run_id: str) -> list[int]:
