@@ -123,6 +123,8 @@ def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
     if config.run.script is not None:
         env.update(script_settings(config.run, place, plan).to_env())
         env.pop(RUN_DIR_ENV)  # from --run-dir (trainer.integrations.script_main)
+        if host.threads is not None:  # the trainer's --threads, as torch and OpenMP read it
+            env.setdefault("OMP_NUM_THREADS", str(host.threads))
     exit_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "exit"))
     return (
         f"{env_prefix(env)}PYTHONPATH={code} {python_word(host)} {words} "

@@ -29,7 +29,8 @@ try:
 except ImportError:  # collected as a package
     from tests.remote.test_run_monitor import _end, _exit, _log, _start  # type: ignore[no-redef]
 
-HEAD = '[cluster]\nname = "s"\n[[hosts]]\nname = "a"\naddress = "local"\nslowdown = 2.0\n'
+HEAD = ('[cluster]\nname = "s"\n[[hosts]]\nname = "a"\naddress = "local"\nslowdown = 2.0\n'
+        'threads = 3\n')
 
 
 def _config(tmp_path: Path, run: str) -> ClusterConfig:
@@ -128,7 +129,7 @@ def test_torchrun_starts_the_pushed_script_with_its_args_and_corrals_environment
     told = ScriptSettings.from_env({**env, RUN_DIR_ENV: "/runs/s-1"})
     assert told == ScriptSettings(run_dir="/runs/s-1", restart=0, policy="static", split=(3,),
                                   rebalance_every=10, slowdown=(2.0,))
-    assert env["GLOO_SOCKET_IFNAME"] == "lo"
+    assert env["GLOO_SOCKET_IFNAME"] == "lo" and env["OMP_NUM_THREADS"] == "3"
 
 
 def test_a_restart_tells_the_script_it_is_one(tmp_path: Path) -> None:
