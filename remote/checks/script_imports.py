@@ -8,9 +8,9 @@ missing package is named with the host and the pip line that installs it.
 
 from __future__ import annotations
 
-import shlex
 from typing import TYPE_CHECKING
 
+from remote.checks.task_packages import pip_line
 from remote.config.script_source import imported_packages
 from remote.config.task_code import user_code
 from remote.events import CheckItem
@@ -56,10 +56,9 @@ def judge_imports(host: HostSection, config: ClusterConfig, output: str,
     if not missing:
         return [CheckItem(host=host.name, name="imports", ok=True,
                           detail=f"{len(names)} package(s) {script.source.name} imports")]
-    python = python_label(host)
-    pip = f"{python} -m pip install " + " ".join(shlex.quote(n) for n in missing)
     return [CheckItem(
         host=host.name, name="imports", ok=False,
-        detail=f"{script.source} imports {', '.join(missing)}, which {python} on {host.name} "
-               "cannot find",
-        hint=f"on {host.name}: {pip} (the pip name may differ from the module's)")]
+        detail=f"{script.source} imports {', '.join(missing)}, which {python_label(host)} on "
+               f"{host.name} cannot find",
+        hint=f"on {host.name}: {pip_line(host, missing)} (the pip name may differ from the "
+             "module's)")]
