@@ -141,7 +141,9 @@ def _entry_words(config: ClusterConfig, plan: LaunchPlan, place: HostPlan, tree:
     run_dir = shell_path(plan.run_dir)
     if config.run.script is not None:
         assert user is not None
-        return " ".join([f"-m {SCRIPT_MAIN} --run-dir {run_dir}", shell_path(user.in_tree(tree)),
+        cores = place.cpu.flags if place.cpu is not None and place.device == "cpu" else ()
+        return " ".join([f"-m {SCRIPT_MAIN} --run-dir {run_dir}", *map(shlex.quote, cores),
+                         shell_path(user.in_tree(tree)),
                          *(shlex.quote(a) for a in config.run.args)])
     flags = [shlex.quote(w) for w in trainer_flags(config.run, place, plan)]
     flags += [shlex.quote(w) for w in (place.cpu.flags if place.cpu is not None else ())]

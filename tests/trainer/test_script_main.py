@@ -38,3 +38,19 @@ def test_the_script_runs_as_its_own_main_with_its_args(tmp_path: Path) -> None:
     seen = json.loads(done.stdout)
     assert seen == {"argv": [str(script), "--out", "a b"], "sibling": 7, "run_dir": "/runs/r-1",
                     "file": str(script)}
+
+
+def test_a_cpu_rank_takes_its_cores_before_the_script_runs(tmp_path: Path) -> None:
+    script = tmp_path / "where.py"
+    script.write_text("import json, os, sys\nprint(json.dumps({'cores': sorted("
+                      "os.sched_getaffinity(0)), 'threads': os.environ['OMP_NUM_THREADS'], "
+                      "'argv': sys.argv[1:]}))\n")
+    env = {k: v for k, v in os.environ.items() if k not in (RUN_DIR_ENV, "OMP_NUM_THREADS")}
+    env.update(PYTHONPATH=str(REPO), LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
+    first = min(os.sched_getaffinity(0))
+    done = subprocess.run([sys.executable, "-m", "trainer.integrations.script_main", "--run-dir",
+                           "/runs/r-1", "--cores", str(first), str(script), "--cores", "x"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    # pinned to the one core given, one thread per core; the script's own --cores untouched
+    assert json.loads(done.stdout) == {"cores": [first], "threads": "1", "argv": ["--cores", "x"]}
