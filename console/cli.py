@@ -44,11 +44,25 @@ def cmd_console(args: argparse.Namespace, console: Console) -> int:
     return run_console(args.config, attach_run=getattr(args, "run_id", None))
 
 
+def run_session(args: argparse.Namespace) -> Session:
+    """A session on ``-c FILE``; with ``run --script FILE -- ARGS``, that script and its
+    arguments in place of ``[run] script`` and ``args``."""
+    script, words = getattr(args, "script", None), getattr(args, "script_args", None) or []
+    if script is None:
+        if words:
+            raise UsageError(f"{' '.join(words)!r}: arguments after -- are a script's; name "
+                             "it with --script FILE", title="bad options")
+        return Session(args.config)
+    from remote.api import with_script
+
+    return Session(args.config, config=with_script(Session(args.config).config, script, words))
+
+
 async def checked(args: argparse.Namespace, console: Console) -> CheckReport:
     """Check every host of the cluster and print the pre-flight table."""
     from console.tables import check_table
 
-    async with Session(args.config) as session:
+    async with run_session(args) as session:
         report = await session.controller.check()
     console.print(check_table(report))
     return report
@@ -141,7 +155,7 @@ async def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.dry_run:
         return await cmd_dry_run(args, console)
     with FirstInterrupt() as interrupt:  # first: a Ctrl-C from here on never strands a run
-        async with Session(args.config) as session:
+        async with run_session(args) as session:
             handle = await session.controller.start(resume=args.resume, policy=args.policy,
                                                     name=args.name)
             name = getattr(handle, "name", "")

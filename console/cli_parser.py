@@ -82,6 +82,11 @@ def add_run_parsers(command: AddCommand) -> None:
     run.add_argument("--name", metavar="NAME",
                      help="a name for the run, shown with its id everywhere (default: [run] "
                           "name; a resumed run keeps its own)")
+    run.add_argument("--script", metavar="FILE", type=Path,
+                     help="run your own training script as is (instead of [run] script or "
+                     "task); its arguments follow --: corral run --script train.py -- --lr 1e-4")
+    run.add_argument("script_args", nargs="*", metavar="ARG",
+                     help="after --: the script's arguments (instead of [run] args)")
     run.add_argument("--dry-run", action="store_true",
                      help="check the hosts and print the launch plan (each host's ranks, "
                      "device, backend, interface, share and exact command) without starting "

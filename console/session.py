@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 # ---- seams (tests replace these) ------------------------------------------------------------
 
 
-def open_controller(path: Path) -> RunController:
-    """The SSH run controller for the cluster file at ``path``."""
+def open_controller(path: Path | ClusterConfig) -> RunController:
+    """The SSH run controller for the cluster file at ``path`` (or a config already read)."""
     from remote.api import open_controller as open_ssh_controller
 
     return open_ssh_controller(path)
@@ -100,7 +100,8 @@ class Session:
     def controller(self) -> RunController:
         """The run controller, opened on first use (``aclose`` closes it)."""
         if self._controller is None:
-            self._controller = open_controller(self._path())
+            self._controller = open_controller(
+                self._config if self._config is not None else self._path())
         return self._controller
 
     @property

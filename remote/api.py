@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -119,17 +120,28 @@ __all__ = [
     "summarize",
     "summary_to_json",
     "trust_host",
+    "with_script",
     "write_kubernetes",
     "write_new",
 ]
 
 
-def open_controller(path: str | os.PathLike[str]) -> RunController:
-    """The SSH ``RunController`` for the cluster.toml at ``path`` (raises ``CorralError`` for
-    a bad file)."""
+def open_controller(path: str | os.PathLike[str] | ClusterConfig) -> RunController:
+    """The SSH ``RunController`` for the cluster.toml at ``path``, or for a config already
+    read (raises ``CorralError`` for a bad file)."""
+    from remote.run.controller import SshRunController
     from remote.run.controller import open_controller as open_ssh_controller
 
+    if isinstance(path, ClusterConfig):
+        return SshRunController(path)
     return open_ssh_controller(path)
+
+
+def with_script(config: ClusterConfig, script: Path, args: Sequence[str]) -> ClusterConfig:
+    """``config`` running ``script`` (a path from the working directory) with ``args``, as
+    ``[run] script`` and ``args`` would (checked alike: ``ConfigError`` naming the problem)."""
+    return replace(config, run=replace(config.run, script=str(script.expanduser().absolute()),
+                                       args=tuple(args)))
 
 
 async def refresh_runs(config: ClusterConfig) -> tuple[list[RunInfo], list[str]]:

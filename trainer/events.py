@@ -65,7 +65,8 @@ class StartEvent:
     resumed_from: str | None = None
     """Checkpoint path this run resumed from, or None."""
     task: str = "image"
-    """What is trained: ``image``, ``causal_lm`` or a user task ``FILE.py:FUNCTION``."""
+    """What is trained: ``image``, ``causal_lm``, a user task ``FILE.py:FUNCTION``, or
+    ``script`` (the user's own training script with corral's opt-in)."""
     cores: str = ""
     """The cores this rank runs on, as a cpulist (``"0-3"``)."""
     placement: str = ""
@@ -77,6 +78,12 @@ class StartEvent:
     """Arithmetic of the forward pass: ``fp32``, ``bf16`` or ``fp16`` (autocast)."""
     micro_batch: int | None = None
     """This rank's largest forward/backward pass (None: the whole share in one pass)."""
+    exact: bool = True
+    """Whether any split gives the same parameters as one process. corral's own loop always
+    is; a user's script is not when its loss averages per rank (see ``exact_note``)."""
+    exact_note: str = ""
+    """Why the run is not exact (a custom ``compute_loss``, token averaging turned off), or
+    empty."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -102,6 +102,22 @@ def write_corpus(path: Path, *, documents: int = 200, seed: int = 0) -> int:
     return len(text.encode())
 
 
+def write_pairs(path: Path, count: int = 64, seed: int = 1) -> None:
+    """JSON lines of prompt/completion pairs whose lengths vary from a few to ~60 bytes (the
+    Hugging Face script examples' data format); a pure function of ``count`` and ``seed``."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    words = ("red", "blue", "cat", "river", "seven", "stone", "quiet", "song", "train", "bread")
+    with path.open("w") as f:
+        for _ in range(count):
+            prompt = " ".join(rng.choice(words) for _ in range(rng.randint(1, 8)))
+            completion = " ".join(rng.choice(words) for _ in range(rng.randint(1, 10)))
+            f.write(json.dumps({"prompt": f"Q: {prompt}\nA:", "completion": f" {completion}"})
+                    + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m trainer.tiny_lm",

@@ -231,7 +231,7 @@ class Trainer:
             balancer.load_state_dict(saved)
         return balancer
 
-    def _placement_fields(self) -> dict[str, str]:
+    def _placement_fields(self) -> dict[str, Any]:
         """The start event's ``cores``, ``placement`` and ``allocator``."""
         placement = self.placement
         if placement is None:

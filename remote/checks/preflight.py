@@ -25,6 +25,7 @@ from remote.checks.rendezvous_port import (
     connect_item,
     held_item,
 )
+from remote.checks.script_imports import imports_probe, judge_imports
 from remote.checks.task_packages import judge_packages, packages_probe
 from remote.checks.torch_versions import judge_precision, torch_item
 from remote.checks.trackers import tracker_items
@@ -104,6 +105,9 @@ def probe_script(host: HostSection, config: ClusterConfig, master_addr: str,
     packages = packages_probe(host, config)
     if packages is not None:
         parts["packages"] = packages
+    imports = imports_probe(host, config)
+    if imports is not None:
+        parts["imports"] = imports
     prelude = ""
     if port is not None and not is_master:
         # The connect retries until the listener is up: started first, collected last.
@@ -263,6 +267,7 @@ async def _probe_host(
         await after(transport, facts)
     _judge_python(host, *sections.get("python", (done.stderr, 1)), facts)
     facts.items += judge_packages(host, config, *sections.get("packages", MISSING))
+    facts.items += judge_imports(host, config, *sections.get("imports", MISSING))
     judge_precision(host, config.run.precision, facts)
     _judge_disk(host, section_text(sections, "disk"), facts)
     facts.items.append(run_root.judge(host.name, config.cluster.run_root,

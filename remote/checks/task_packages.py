@@ -56,10 +56,13 @@ def judge_packages(host: HostSection, config: ClusterConfig, output: str,
         versions = ", ".join(f"{_name(r)} {found[_name(r)]}" for r in needed)
         return [CheckItem(host=host.name, name="packages", ok=True,
                           detail=f"{versions} (for the {task} task)")]
-    python = python_label(host)
-    pip = f"{python} -m pip install " + " ".join(shlex.quote(r) for r in missing)
     return [CheckItem(
         host=host.name, name="packages", ok=False,
         detail=f"the {task} task needs {', '.join(_name(r) for r in missing)}, which "
-               f"{python} cannot find",
-        hint=f"corral setup {host.name}, or on {host.name}: {pip}")]
+               f"{python_label(host)} cannot find",
+        hint=f"corral setup {host.name}, or on {host.name}: {pip_line(host, missing)}")]
+
+
+def pip_line(host: HostSection, requirements: list[str]) -> str:
+    """The command that installs ``requirements`` for the host's python (each quoted)."""
+    return f"{python_label(host)} -m pip install " + " ".join(map(shlex.quote, requirements))

@@ -164,8 +164,13 @@ class RunSection(RunSettings):
     task_options: dict[str, Any] = field(default_factory=dict)
     """``[run.task_options]``: options of the causal_lm or user task (``build(options)``)."""
     code: str | None = None
-    """Folder pushed with the trainer for a user task (relative to cluster.toml); default:
-    the folder holding the task file."""
+    """Folder pushed with the trainer for a user task or script (relative to cluster.toml);
+    default: the folder holding the task file or script."""
+    script: str | None = None
+    """Your own training script (relative to cluster.toml), run as is by torchrun on every
+    host instead of corral's trainer; leave ``task`` out (docs/scripts.md)."""
+    args: tuple[str, ...] = ()
+    """The script's command-line arguments, one string each (no shell: corral quotes them)."""
     policy: Policy = "dynamic"
     """How the split is chosen and changed: kept (``static``), proportional to measured
     capacity, or re-solved during the run (``dynamic``, the default here: balancing unequal

@@ -1,5 +1,6 @@
-"""A user task's code: the file ``[run] task`` names, the folder pushed with the trainer, and
-the trainer flags that carry the task and its options to every host.
+"""A user's code: the task file ``[run] task`` names or the script ``[run] script`` names, the
+folder pushed with the trainer, and the trainer flags that carry a task and its options to every
+host.
 
 The folder (``[run] code``, default the task file's folder) goes into the same content-addressed
 tree as the trainer, under ``USER_CODE_DIR``, so a host receives it again only when something
@@ -15,7 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from profiles.user_errors import UsageError
+from remote.config.script_source import syntax_problem
 from trainer.settings.flags import flag_words
+from trainer.settings.run_settings import RunSettings
 from trainer.settings.train_config import BUILTIN_TASKS, TASK_PACKAGES, TrainConfig, split_task_spec
 
 if TYPE_CHECKING:
@@ -27,38 +30,57 @@ USER_CODE_DIR = "usercode"
 
 @dataclass(frozen=True, kw_only=True)
 class UserCode:
-    """Where a user task lives on this machine and what the trainer is to call."""
+    """Where a user task or script lives on this machine and what the hosts are to run."""
 
     folder: Path
     """The folder pushed with the trainer."""
     task_file: str
-    """The task file, relative to ``folder`` (POSIX)."""
-    function: str
-    """The function that builds the task."""
+    """The task file or script, relative to ``folder`` (POSIX)."""
+    function: str | None
+    """The function that builds the task; None for a script run as is."""
+
+    @property
+    def source(self) -> Path:
+        """The user's own file on this machine (what errors name, never the pushed copy)."""
+        return self.folder / self.task_file
+
+    def in_tree(self, code_dir: str) -> str:
+        """The file inside a host's pushed tree ``code_dir`` (unquoted)."""
+        return f"{code_dir.rstrip('/')}/{USER_CODE_DIR}/{self.task_file}"
 
     def task_flag(self, code_dir: str) -> str:
         """``--task`` for a host whose pushed tree is ``code_dir`` (unquoted)."""
-        return f"{code_dir.rstrip('/')}/{USER_CODE_DIR}/{self.task_file}:{self.function}"
+        return f"{self.in_tree(code_dir)}:{self.function}"
 
 
-def _locate(task: str, code: str | None, base: Path) -> UserCode:
-    """The user code of ``task``/``code`` relative to ``base`` (UsageError naming the key)."""
-    file, function = split_task_spec(task)
+def _locate(task: str, code: str | None, base: Path, *, script: str | None = None) -> UserCode:
+    """The user code of ``task`` (or ``script``)/``code`` relative to ``base`` (UsageError
+    naming the key)."""
+    file: Path
+    function: str | None
+    if script is not None:
+        file, function, key = Path(script), None, "script"
+    else:
+        (file, function), key = split_task_spec(task), "task"
     path = (base / file.expanduser()).resolve()
-    if not path.is_file():
-        raise UsageError(f"task file {path} does not exist (a path in [run] task is relative "
+    if not path.exists():
+        raise UsageError(f"{key} file {path} does not exist (a path in [run] {key} is relative "
                          "to the folder of cluster.toml)")
+    if not path.is_file():
+        raise UsageError(f"{key} file {path} is not a file; name the Python file itself")
     folder = (base / Path(code).expanduser()).resolve() if code else path.parent
     if not folder.is_dir():
         raise UsageError(f"code folder {folder} does not exist")
     if not path.is_relative_to(folder):
-        raise UsageError(f"task file {path} is not inside the code folder {folder}")
+        raise UsageError(f"{key} file {path} is not inside the code folder {folder}")
     return UserCode(folder=folder, task_file=path.relative_to(folder).as_posix(),
                     function=function)
 
 
 def task_problems(run: Any, base: Path) -> list[tuple[str, str]]:
-    """``("[run] KEY", problem)`` for a ``[run] task``/``code`` that cannot be used."""
+    """``("[run] KEY", problem)`` for a ``[run] task``/``script``/``code`` that cannot be used."""
+    if run.script is not None:
+        return script_problems(run, base)
     if run.task in BUILTIN_TASKS:
         if run.code is not None:
             return [("[run] code", f"is for a user task; task = {run.task!r} needs no code "
@@ -74,9 +96,25 @@ def task_problems(run: Any, base: Path) -> list[tuple[str, str]]:
 
 def user_code(run: Any, base: Path) -> UserCode | None:
     """The run's user code (None for a built-in task); ``base`` is cluster.toml's folder."""
+    if run.script is not None:
+        return _locate(run.task, run.code, base, script=run.script)
     if run.task in BUILTIN_TASKS:
         return None
     return _locate(run.task, run.code, base)
+
+
+def script_problems(run: Any, base: Path) -> list[tuple[str, str]]:
+    """``[run] script`` problems: with a task, a missing file, one that does not parse."""
+    if run.task != RunSettings.task:
+        return [("[run] script", f"runs your script instead of a task; leave out task = "
+                                 f"{run.task!r} (or leave out script)")]
+    try:
+        code = _locate(run.task, run.code, base, script=run.script)
+    except UsageError as exc:
+        key = "code" if exc.message.startswith("code folder") else "script"
+        return [(f"[run] {key}", exc.message)]
+    problem = syntax_problem(code.source)
+    return [("[run] script", problem)] if problem else []
 
 
 def option_pairs(options: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -103,4 +141,6 @@ def _parses(text: str) -> bool:
 
 def needed_packages(config: ClusterConfig) -> tuple[str, ...]:
     """Requirement strings (``"peft>=0.17,<1"``) the run's task needs on every host."""
+    if config.run.script is not None:
+        return ()  # a script's imports are probed by name (remote.checks.script_imports)
     return TASK_PACKAGES.get(config.run.task, ())

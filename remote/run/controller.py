@@ -171,7 +171,8 @@ class SshRunHandle:
             steps = pushed_and_planned(self._attempt)
         else:
             assert self._attempt is not None
-            steps = start_hosts(self._attempt, resume=self._resume, policy=self._policy)
+            steps = start_hosts(self._attempt, resume=self._resume, policy=self._policy,
+                                restart=self._restarts)
         async with contextlib.aclosing(steps):
             async for event in steps:
                 yield event

@@ -43,7 +43,7 @@ from remote.run.lifecycle import AttemptEnded, CauseSettled, StopRequest, TailsO
 from remote.run.monitor import RunMonitor
 from remote.run.reconnect import resilient_tail
 from remote.run.stop import stop_run
-from remote.run.stream import TailItem, merged
+from remote.run.stream import RankOwned, TailItem, merged
 from trainer.events import StartEvent
 
 FAILURE_SETTLE_S = 10.0
@@ -51,6 +51,9 @@ FAILURE_SETTLE_S = 10.0
 stopping the other hosts (a peer's error often arrives before the killed rank's launcher
 reports it); ``RunMonitor.cause_settled`` usually ends the wait much earlier."""
 STOP_GRACE_ON_FAILURE_S = 5.0
+DONE_GRACE_S = 60.0
+"""Seconds after every rank's completed ``end`` event before processes that have not exited are
+ended (the run still completed): time for a script to save its model after training."""
 
 FollowItem = RunEvent | TailsOpen | CauseSettled | AttemptEnded
 
@@ -85,6 +88,8 @@ class RunFollower:
         self.cause_settled = False
         self.stop_task: asyncio.Task[StopReport] | None = None
         self.running_hosts: set[str] = set()
+        self.done_since: float | None = None
+        """When (monotonic) every rank had written a completed ``end`` event."""
 
     async def events(self) -> AsyncIterator[FollowItem]:
         """Every event of this attempt and what the lifecycle loop acts on, ending with
@@ -160,6 +165,10 @@ class RunFollower:
         """The monitor's events for ``item``; a host's first start event marks it running."""
         now = time.monotonic()
         events: list[RunEvent] = []
+        if isinstance(item, RankOwned) and item.host not in self.running_hosts:
+            # The rendezvous placed ranks there: running, even for a script writing no events.
+            self.running_hosts.add(item.host)
+            events.append(HostStatus(t=time.time(), host=item.host, state="running"))
         for event in self.monitor.observe(item):
             if isinstance(event, RankEvent):
                 self.hang.observe(event, now)
@@ -170,9 +179,29 @@ class RunFollower:
             events.append(event)
         return events
 
+    def _lingering(self) -> list[FollowItem]:
+        """Every rank done but some process still running after ``DONE_GRACE_S`` (a script's
+        own teardown hanging, as Hugging Face scripts may on gloo): end them, said once."""
+        monitor = self.monitor
+        if (not self.launching or self.stop_task is not None or monitor.failing
+                or not monitor.all_completed):
+            return []
+        now = time.monotonic()
+        self.done_since = self.done_since if self.done_since is not None else now
+        if now - self.done_since < DONE_GRACE_S:
+            return []
+        left = tuple(h for h in self.info.hosts if h not in monitor.exited)
+        monitor.end_lingering(now - self.done_since)
+        self.stop_others(left)
+        return [LogLine(t=time.time(), host="*", rank=None, text=(
+            f"every rank finished {DONE_GRACE_S:.0f} s ago but processes on "
+            f"{', '.join(left)} have not exited; ending them (the run completed)"))]
+
     def _after_failure(self) -> list[FollowItem]:
         """Hangs named; after a failure, once its cause is known, ``CauseSettled`` (once)."""
         monitor = self.monitor
+        if (lingering := self._lingering()):
+            return lingering
         lines, hung = self.hang.check(time.monotonic())
         events: list[FollowItem] = [LogLine(t=time.time(), host="*", rank=None, text=line)
                                     for line in lines]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, fields
+from typing import cast
 
 from profiles.user_errors import CorralError
 from remote.checks.plan import HostPlan
@@ -27,6 +28,7 @@ from remote.config.task_code import option_pairs, user_code
 from remote.hosts.interpreter import python_word
 from remote.hosts.push import code_dir
 from remote.hosts.transport import RemoteCommandError, Transport, env_prefix, shell_path
+from trainer.integrations.contract import RUN_DIR_ENV, ScriptSettings
 from trainer.launch_contract import (
     HOST_ENV,
     LOG_LINE_PREFIX_ENV,
@@ -36,9 +38,11 @@ from trainer.launch_contract import (
 )
 from trainer.run_layout import IN_RUN_DIR
 from trainer.settings.flags import flag_words
-from trainer.settings.run_settings import RunSettings
+from trainer.settings.run_settings import Policy, RunSettings
 from trainer.settings.train_config import BUILTIN_TASKS, TrainConfig
 
+SCRIPT_MAIN = "trainer.integrations.script_main"
+"""The module torchrun starts for a user's script (it then runs the script as ``__main__``)."""
 RDZV_JOIN_TIMEOUT_S = 120
 """Seconds torchrun waits for every host to join the rendezvous before it gives up."""
 
@@ -59,6 +63,8 @@ class LaunchPlan:
     """Overrides ``[run] policy`` for this launch."""
     backend: str = "gloo"
     """The process-group backend of every rank (``remote.checks.plan`` decides it)."""
+    restart: int = 0
+    """Restarts of the run so far (``max_restarts``): a script is told (``CORRAL_RESTART``)."""
 
 
 def trainer_flags(run: RunSection, place: HostPlan, plan: LaunchPlan) -> list[str]:
@@ -113,19 +119,46 @@ def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
     ]
     if place.local_addr:
         torchrun += ["--local-addr", place.local_addr]
-    words = [shlex.quote(w) for w in (*torchrun, "-m", "trainer")]
-    flags = [shlex.quote(w) for w in trainer_flags(config.run, place, plan)]
-    flags += [shlex.quote(w) for w in (cpu.flags if cpu is not None else ())]
-    run_dir = shell_path(plan.run_dir)
-    user = user_code(config.run, config.path.parent)
-    if user is not None:  # the task file inside the pushed tree (shell syntax: ~ expands)
-        flags += ["--task", shell_path(user.task_flag(tree))]
+    words = " ".join(shlex.quote(w) for w in torchrun)
+    if config.run.script is not None:
+        env.update(script_settings(config.run, place, plan).to_env())
+        env.pop(RUN_DIR_ENV)  # from --run-dir (trainer.integrations.script_main)
+        if host.threads is not None:  # the trainer's --threads, as torch and OpenMP read it
+            env.setdefault("OMP_NUM_THREADS", str(host.threads))
     exit_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "exit"))
     return (
-        f"{env_prefix(env)}PYTHONPATH={code} {python_word(host)} {' '.join(words)} "
-        f"--run-dir {run_dir} {' '.join(flags)}; "
+        f"{env_prefix(env)}PYTHONPATH={code} {python_word(host)} {words} "
+        f"{_entry_words(config, plan, place, tree)}; "
         f"echo $? > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}"
     )
+
+
+def _entry_words(config: ClusterConfig, plan: LaunchPlan, place: HostPlan, tree: str) -> str:
+    """What torchrun starts, quoted: corral's trainer and its flags, or the user's script
+    (inside the pushed tree) and its arguments, through ``trainer.integrations.script_main``
+    so that the rank's command line names the run directory as a trainer rank's does."""
+    user = user_code(config.run, config.path.parent)
+    run_dir = shell_path(plan.run_dir)
+    if config.run.script is not None:
+        assert user is not None
+        cores = place.cpu.flags if place.cpu is not None and place.device == "cpu" else ()
+        return " ".join([f"-m {SCRIPT_MAIN} --run-dir {run_dir}", *map(shlex.quote, cores),
+                         shell_path(user.in_tree(tree)),
+                         *(shlex.quote(a) for a in config.run.args)])
+    flags = [shlex.quote(w) for w in trainer_flags(config.run, place, plan)]
+    flags += [shlex.quote(w) for w in (place.cpu.flags if place.cpu is not None else ())]
+    if user is not None:  # the task file inside the pushed tree (shell syntax: ~ expands)
+        flags += ["--task", shell_path(user.task_flag(tree))]
+    return f"-m trainer --run-dir {run_dir} {' '.join(flags)}"
+
+
+def script_settings(run: RunSection, place: HostPlan, plan: LaunchPlan) -> ScriptSettings:
+    """What a user's script is told (``trainer.integrations.contract``): this launch's restart
+    count (a ``--resume`` counts as one), the policy and split, the host's slowdown."""
+    return ScriptSettings(run_dir=plan.run_dir, restart=max(plan.restart, int(plan.resume)),
+                          policy=cast(Policy, plan.policy or run.policy), split=run.split,
+                          rebalance_every=run.rebalance_every,
+                          slowdown=(place.host.slowdown,))
 
 
 async def launch_host(

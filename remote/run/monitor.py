@@ -25,6 +25,10 @@ LOG_LINES_KEPT = 12
 """Log lines per rank and per host kept to explain a failure."""
 ROOT_CAUSE_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)")
 ROOT_CAUSE_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
+TRACEBACK_END = re.compile(
+    r"^(\[rank\d+\]:\s*)?([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(:.*)?)$")
+"""The last line of a Python traceback (``ValueError: ...``, after the ``[rankN]:`` torch puts
+before a rank's uncaught error): what a crashed rank died of."""
 
 
 @dataclass(kw_only=True)
@@ -50,6 +54,12 @@ class RunMonitor:
     _host_logs: dict[str, deque[str]] = field(default_factory=dict)
     _root_rank: dict[str, int] = field(default_factory=dict)
     _root_exit: dict[str, int] = field(default_factory=dict)
+    after_done: list[str] = field(default_factory=list)
+    """Ranks killed by a signal after their completed ``end`` (a script's teardown aborting,
+    as ``terminate called without an active exception`` on gloo): noted, not failures."""
+    ended_after_done: float | None = None
+    """Seconds every rank had been done for when corral ended the processes that lingered
+    (``end_lingering``); None while they exit by themselves."""
 
     @property
     def finished(self) -> bool:
@@ -60,6 +70,19 @@ class RunMonitor:
     def failing(self) -> bool:
         """True once anything failed (the other hosts should then be stopped)."""
         return bool(self.failures)
+
+    @property
+    def all_completed(self) -> bool:
+        """True once every rank of every host has written a completed ``end`` event (ranks
+        known from the rendezvous or their events), whether or not its process has exited."""
+        ranks_known = {h for h in self.rank_host.values()} >= set(self.hosts)
+        return ranks_known and all(
+            r in self.ended and self.ended[r].status == "completed" for r in self.rank_host)
+
+    def end_lingering(self, done_for_s: float) -> None:
+        """Every rank finished ``done_for_s`` ago but processes stay: corral stops them, and
+        the run still counts as completed."""
+        self.ended_after_done = done_for_s
 
     def lost(self, host: str, error: BaseException) -> HostLost:
         """The record of ``host`` lost with ``error`` (its tail gave up, or it cannot be
@@ -133,19 +156,34 @@ class RunMonitor:
             return [HostStatus(t=item.t, host=item.host, state="stopped")]
         rank = self._root_rank.get(item.host)
         code = self._root_exit.get(item.host)
+        if (rank is not None and code is not None and code < 0 and rank in self.ended
+                and self.ended[rank].status == "completed"):
+            self.after_done.append(f"{item.host} rank {rank} was killed by signal {-code} "
+                                   "after it finished")
+            return [HostStatus(t=item.t, host=item.host, state="done",
+                               detail=self.after_done[-1])]
         if rank is not None and rank not in self.ended:
             # A rank that died by itself is a cause even if a stop is already under way.
             how = f"was killed by signal {-code}" if code is not None and code < 0 else (
                 f"exited with status {code}" if code is not None else "died")
+            raised = self._raised(rank)
             self.failures.append(Failure(host=item.host, rank=rank, t=item.t,
                                          severity=Severity.RANK_DIED,
-                                         why=f"{how} without finishing"))
+                                         why=f"{how} without finishing"
+                                             + (f": {raised}" if raised else "")))
         elif not self.stop.requested:
             self.failures.append(Failure(
                 host=item.host, rank=rank, t=item.t, severity=Severity.LAUNCHER_FAILED,
                 why=f"launcher ended with status {item.status}"))
         return [HostStatus(t=item.t, host=item.host, state="failed",
                            detail=f"launcher status {item.status}")]
+
+    def _raised(self, rank: int) -> str | None:
+        """The last line of the newest traceback in ``rank``'s log, if it printed one."""
+        for line in reversed(self._rank_logs.get(rank, ())):
+            if (match := TRACEBACK_END.match(line.strip())):
+                return match.group(2)
+        return None
 
     def declare_hung(self, hung: Failure) -> None:
         """Record a rank that stopped stepping (``HangGuard.check``) as a cause of failure."""
@@ -181,11 +219,17 @@ class RunMonitor:
                 and not self.stop.by(StopCause.FAILURE)):
             failure = None  # peers that failed while someone else stopped the run
         if failure is None:
+            if self.ended_after_done is not None:
+                return RunStatus(t=now, run_id=self.run_id, state="completed", detail=(
+                    f"{len(self.ended)} rank(s) finished; their processes had not exited "
+                    f"{self.ended_after_done:.0f} s later and were ended"))
             if self.stop.requested or self.stopped_hosts:
                 return RunStatus(t=now, run_id=self.run_id, state="stopped",
                                  detail="stopped on request")
+            note = "".join(f"; {what} (in its teardown)" for what in self.after_done)
             return RunStatus(t=now, run_id=self.run_id, state="completed",
-                             detail=f"{len(self.ended)} rank(s) finished")
+                             detail=f"{len(self.ended) or len(self.rank_host)} rank(s) "
+                                    f"finished{note}")
         who = failure.host + (f" rank {failure.rank}" if failure.rank is not None else "")
         detail = f"{who} {failure.why}"
         never = self.never_joined()

@@ -156,8 +156,8 @@ async def _follow_on(launch: Launch) -> None:
             copy.close()
 
 
-async def start_hosts(launch: Launch, *, resume: bool,
-                      policy: str | None) -> AsyncGenerator[RunEvent, None]:
+async def start_hosts(launch: Launch, *, resume: bool, policy: str | None,
+                      restart: int = 0) -> AsyncGenerator[RunEvent, None]:
     """Start every host's launcher; on a failure, stop what started."""
     assert launch.code is not None
     config, info, pool = launch.config, launch.info, launch.pool
@@ -166,7 +166,7 @@ async def start_hosts(launch: Launch, *, resume: bool,
     plan = LaunchPlan(run_id=info.run_id, run_dir=launch.run_dir, code_digest=launch.code.digest,
                       master_addr=launch.master_addr, port=launch.port,
                       nnodes=len(launch.hosts), resume=resume, policy=policy,
-                      backend=launch.backend)
+                      backend=launch.backend, restart=restart)
     for event in launch.each_host("starting"):
         yield event
     pgids: dict[str, int] = {}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,22 +18,10 @@ class TinyLM:
     """A .jsonl of prompt/completion pairs of very different lengths."""
 
 
-def write_pairs(path: Path, count: int = 64, seed: int = 1) -> None:
-    """Prompt/completion pairs whose lengths vary from a few to ~60 bytes."""
-    rng = random.Random(seed)
-    words = ("red", "blue", "cat", "river", "seven", "stone", "quiet", "song", "train", "bread")
-    with path.open("w") as f:
-        for _ in range(count):
-            prompt = " ".join(rng.choice(words) for _ in range(rng.randint(1, 8)))
-            completion = " ".join(rng.choice(words) for _ in range(rng.randint(1, 10)))
-            f.write(json.dumps({"prompt": f"Q: {prompt}\nA:", "completion": f" {completion}"})
-                    + "\n")
-
-
 def make_tiny_lm(folder: Path) -> TinyLM:
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
-    from trainer.tiny_lm import write_corpus, write_tiny_lm
+    from trainer.tiny_lm import write_corpus, write_pairs, write_tiny_lm
 
     lm = TinyLM(model=folder / "tiny-lm", corpus=folder / "corpus.txt",
                 pairs=folder / "pairs.jsonl")

@@ -1,0 +1,227 @@
+"""A user's own script under corral's controller, on three local hosts of emulated speeds 1:2:3
+(the embedded cluster.toml's): an unmodified Hugging Face Trainer script and an unmodified TRL
+SFTTrainer script complete and save a result that loads; with the opt-in, the dynamic policy
+moves examples to the fast rank, and a rank killed mid-run is restarted from the script's own
+checkpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from remote.api import (
+    HostStatus,
+    LogLine,
+    RankEvent,
+    RunStatus,
+    load_history,
+    local_run_dir,
+    summarize,
+)
+from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
+from remote.run.controller import SshRunController
+from trainer.events import RebalanceEvent, StepEvent
+
+try:
+    from runkit import bounded, run_processes
+except ImportError:  # collected as a package
+    from tests.remote.runkit import bounded, run_processes  # type: ignore[no-redef]
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "examples" / "scripts"
+SLOWDOWNS = (1.0, 2.0, 3.0)
+"""The embedded cluster.toml's three emulated hosts."""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(tiny model directory, prompt/completion pairs) on this machine, no download."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    from trainer.tiny_lm import write_pairs, write_tiny_lm
+
+    folder = tmp_path_factory.mktemp("tiny")
+    write_tiny_lm(folder / "tiny-lm", seed=0)
+    write_pairs(folder / "pairs.jsonl")
+    return folder / "tiny-lm", folder / "pairs.jsonl"
+
+
+def unmodified(script: str, folder: Path) -> Path:
+    """The example without its two corral opt-in lines: a script as a user brings it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = (SCRIPTS / script).read_text().splitlines()
+    kept = [line for line in lines if "corral opt-in" not in line]
+    assert len(lines) - len(kept) == 2
+    (folder / script).write_text("\n".join(kept) + "\n")
+    return folder / script
+
+
+def config(tmp_path: Path, script: Path, args: list[str], **run: object) -> ClusterConfig:
+    hosts = tuple(HostSection(name=f"h{i}", address="local", python=sys.executable,
+                              workdir=str(tmp_path / "work"), gpus=0, nproc=1, threads=1,
+                              slowdown=s) for i, s in enumerate(SLOWDOWNS))
+    return ClusterConfig(
+        path=tmp_path / "cluster.toml",
+        cluster=ClusterSection(name="script", master="h0", run_root=str(tmp_path / "runs")),
+        hosts=hosts, run=RunSection(script=str(script), args=tuple(args), **run))  # type: ignore[arg-type]
+
+
+def hf_args(data: tuple[Path, Path], out: Path, steps: int, *extra: str) -> list[str]:
+    model, pairs = data
+    return ["--model", str(model), "--data", str(pairs), "--out", str(out), "--batch-size", "3",
+            "--steps", str(steps), "--cpu", "--optim", "sgd", "--lr", "0.5", *extra]
+
+
+async def run_to_end(cfg: ClusterConfig, *, during: object = None) -> tuple[str, list[object]]:
+    controller = SshRunController(cfg)
+    try:
+        handle = await controller.start()
+        events: list[object] = []
+        async for event in bounded(handle.events()):
+            events.append(event)
+            if callable(during):
+                await during(handle.run_id, event)
+    finally:
+        await controller.aclose()
+    return handle.run_id, events
+
+
+def loads(out: Path) -> None:
+    from safetensors.torch import load_file
+
+    weights = load_file(str(out / "final" / "adapter_model.safetensors"))
+    assert weights and all(t.isfinite().all() for t in weights.values())
+
+
+@pytest.mark.parametrize("script", ["hf_trainer.py", "trl_sft.py"])
+async def test_an_unmodified_hf_script_completes_on_three_hosts(
+        script: str, data: tuple[Path, Path], tmp_path: Path) -> None:
+    if script == "trl_sft.py":
+        pytest.importorskip("trl")
+    out = tmp_path / "out"
+    cfg = config(tmp_path, unmodified(script, tmp_path / "user"), hf_args(data, out, 3))
+    run_id, events = await run_to_end(cfg)
+    final = events[-1]
+    assert isinstance(final, RunStatus) and final.state == "completed", final
+    assert run_processes(run_id) == []
+    loads(out)
+
+
+async def test_the_opt_in_moves_examples_to_the_fast_rank(
+        data: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cfg = config(tmp_path, SCRIPTS / "hf_trainer.py", hf_args(data, out, 16),
+                 policy="dynamic", rebalance_every=3)
+    run_id, events = await run_to_end(cfg)
+    final = events[-1]
+    assert isinstance(final, RunStatus) and final.state == "completed", final
+    moves = [e.event for e in events if isinstance(e, RankEvent)
+             and isinstance(e.event, RebalanceEvent)]
+    assert moves, "no rebalance event reached the controller"
+    assert moves[-1].split[0] > moves[-1].split[2], moves[-1]
+    assert run_processes(run_id) == []
+    loads(out)
+    # corral report reads what the opt-in wrote, as for a task's run
+    summary, _ = summarize(load_history(local_run_dir(cfg, run_id)))
+    assert summary.outcome.state == "completed" and summary.steps_done == 16 and summary.moves
+    assert len(summary.ranks) == 3 and summary.loss is not None
+
+
+def _script_ranks(run_id: str) -> list[int]:
+    """Process ids of the run's ranks (the script's processes under torchrun)."""
+    found = subprocess.run(["pgrep", "-f", "--", "usercode/hf_trainer.py"],
+                           capture_output=True, text=True).stdout.split()
+    return [int(p) for p in found
+            if run_id in Path(f"/proc/{p}/environ").read_bytes().decode(errors="replace")]
+
+
+async def test_a_killed_rank_resumes_from_the_scripts_checkpoint(
+        data: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cfg = config(tmp_path, SCRIPTS / "hf_trainer.py", hf_args(data, out, 8, "--save-steps", "2"),
+                 max_restarts=1)
+    killed: list[int] = []
+
+    async def kill_after_checkpoint(run_id: str, event: object) -> None:
+        if killed or not (isinstance(event, RankEvent) and isinstance(event.event, StepEvent)
+                          and event.event.step >= 3 and (out / "checkpoint-2").is_dir()):
+            return
+        victims = _script_ranks(run_id)
+        assert victims, "no rank of the script found to kill"
+        os.kill(victims[-1], signal.SIGKILL)
+        killed.append(victims[-1])
+        await asyncio.sleep(0)
+
+    run_id, events = await run_to_end(cfg, during=kill_after_checkpoint)
+    final = events[-1]
+    assert killed, "the run ended before a checkpoint and a third step"
+    assert isinstance(final, RunStatus) and final.state == "completed", final
+    restart = next(i for i, e in enumerate(events)
+                   if isinstance(e, LogLine) and e.text.startswith("restart 1 of 1"))
+    steps = [e.event.step for e in events[restart:] if isinstance(e, RankEvent)
+             and isinstance(e.event, StepEvent) and e.event.rank == 0]
+    assert steps[0] > 2 and steps[-1] == 8, steps  # from checkpoint-2 on, not from step 1
+    assert run_processes(run_id) == []
+    loads(out)
+
+
+CRASHING = """\
+import os
+import torch.distributed as dist
+
+dist.init_process_group("gloo")
+if os.environ["CORRAL_HOST"] == "h1":
+    raise ValueError("bad batch on purpose")
+dist.barrier()
+"""
+
+
+async def test_a_script_crashing_on_one_rank_ends_the_run_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "crash.py").write_text(CRASHING)
+    run_id, events = await run_to_end(config(tmp_path, tmp_path / "user" / "crash.py", []))
+    final = events[-1]
+    assert isinstance(final, RunStatus) and final.state == "failed", final
+    assert (final.failed_host, final.failed_rank) == ("h1", 1), final
+    assert final.detail.splitlines()[0].endswith("ValueError: bad batch on purpose"), final
+    assert run_processes(run_id) == []
+
+
+FOREVER = """\
+import time
+import torch.distributed as dist
+
+dist.init_process_group("gloo")
+while True:
+    time.sleep(0.2)
+"""
+
+
+async def test_a_running_script_shows_its_hosts_running_and_stops_clean(tmp_path: Path) -> None:
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "forever.py").write_text(FOREVER)
+    controller = SshRunController(config(tmp_path, tmp_path / "user" / "forever.py", []))
+    try:
+        handle = await controller.start()
+        events = handle.events()
+        running: set[str] = set()
+        async for event in bounded(events):
+            if isinstance(event, HostStatus) and event.state == "running":
+                running.add(event.host)
+            if running == {"h0", "h1", "h2"}:
+                break
+        assert run_processes(handle.run_id)  # its ranks carry the run dir: stop finds them
+        report = await handle.stop()
+        final = [e async for e in bounded(events)][-1]
+    finally:
+        await controller.aclose()
+    assert report.clean, report
+    assert isinstance(final, RunStatus) and final.state == "stopped", final
+    assert run_processes(handle.run_id) == []

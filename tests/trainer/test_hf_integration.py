@@ -1,0 +1,185 @@
+"""corral's opt-in for a user's own script: the Hugging Face Trainer / TRL wrapper and the
+plain-DDP helper, run as real torchrun scripts (gloo, CPU) from examples/scripts/."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lm_fixtures import TinyLM, make_tiny_lm
+from trainer_runs import REPO, check, max_rel_diff, rank_env
+
+from trainer.events import EndEvent, RebalanceEvent, StartEvent, StepEvent, parse_event
+from trainer.integrations.contract import RUN_DIR_ENV, SPLIT_ENV
+
+SCRIPTS = REPO / "examples" / "scripts"
+GLOBAL_BATCH = 9
+"""The HF runs' global batch: 3 per device x 3 ranks, or 9 on one process."""
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory: pytest.TempPathFactory) -> TinyLM:
+    return make_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+def torchrun(script: Path, nproc: int, args: list[str], *, split: str | None = None,
+             run_dir: Path | None = None, timeout: float = 300
+             ) -> subprocess.CompletedProcess[str]:
+    """``script`` under torch's launcher; with ``run_dir`` as corral's launch would run it."""
+    env = rank_env()
+    for name in list(env):
+        if name.startswith("CORRAL_") and name != "CORRAL_PROFILE_DIR":
+            del env[name]
+    if run_dir is not None:
+        env[RUN_DIR_ENV] = str(run_dir)
+        if split is not None:
+            env[SPLIT_ENV] = split
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={nproc}", str(script), *args]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def hf_args(lm: TinyLM, out: Path, nproc: int, steps: int = 3) -> list[str]:
+    # SGD: AdamW turns float-rounding noise on near-zero gradients into full-size updates.
+    return ["--model", str(lm.model), "--data", str(lm.pairs), "--out", str(out),
+            "--batch-size", str(GLOBAL_BATCH // nproc), "--steps", str(steps), "--cpu",
+            "--optim", "sgd", "--lr", "0.5"]
+
+
+def adapter(out: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "final" / "adapter_model.safetensors"))
+
+
+def split_run(lm: TinyLM, root: Path, script: str, split: str) -> tuple[Path, Path]:
+    """``script`` under corral's environment with ``split``: (run dir, output dir)."""
+    nproc = len(split.split(","))
+    run_dir, out = root / f"run-{split}", root / f"out-{split}"
+    check(torchrun(SCRIPTS / script, nproc, hf_args(lm, out, nproc), split=split,
+                   run_dir=run_dir))
+    return run_dir, out
+
+
+@pytest.fixture(scope="module")
+def hf_runs(lm: TinyLM, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    root = tmp_path_factory.mktemp("hf-runs")
+    return {split: split_run(lm, root, "hf_trainer.py", split)
+            for split in (str(GLOBAL_BATCH), "6,2,1", "1,2,6")}
+
+
+@pytest.mark.slow
+def test_hf_opt_in_any_split_gives_the_same_lora_weights(
+        hf_runs: dict[str, tuple[Path, Path]]) -> None:
+    one = adapter(hf_runs[str(GLOBAL_BATCH)][1])
+    for split in ("6,2,1", "1,2,6"):
+        assert max_rel_diff(one, adapter(hf_runs[split][1])) <= 1e-5, split
+
+
+@pytest.mark.slow
+def test_hf_opt_in_writes_corrals_typed_events(hf_runs: dict[str, tuple[Path, Path]]) -> None:
+    run_dir = hf_runs["6,2,1"][0]
+    for rank, share in enumerate((6, 2, 1)):
+        lines = (run_dir / "metrics" / f"rank-{rank}.jsonl").read_text().splitlines()
+        events = [parse_event(line) for line in lines]
+        start, *steps, end = (e for e in events if not isinstance(e, type(None)))
+        assert isinstance(start, StartEvent) and start.split == (6, 2, 1)
+        assert start.task == "script" and start.exact and start.global_batch == GLOBAL_BATCH
+        step_events = [e for e in steps if isinstance(e, StepEvent)]
+        assert [e.step for e in step_events] == [1, 2, 3]
+        assert all(e.local_batch == share for e in step_events)
+        assert all((e.global_loss is not None) == (rank == 0) for e in step_events)
+        assert isinstance(end, EndEvent) and end.status == "completed" and end.step == 3
+
+
+@pytest.mark.slow
+def test_trl_sft_opt_in_matches_one_process(lm: TinyLM, tmp_path: Path) -> None:
+    one = adapter(split_run(lm, tmp_path, "trl_sft.py", str(GLOBAL_BATCH))[1])
+    uneven = adapter(split_run(lm, tmp_path, "trl_sft.py", "1,2,6")[1])
+    assert max_rel_diff(one, uneven) <= 1e-5
+
+
+
+
+@pytest.mark.slow
+def test_without_corral_the_opt_in_changes_nothing(lm: TinyLM, tmp_path: Path) -> None:
+    """The example with its two opt-in lines, outside corral, trains exactly as the same
+    script without them."""
+    plain = tmp_path / "hf_trainer_plain.py"
+    text = (SCRIPTS / "hf_trainer.py").read_text()
+    opt_in = [line for line in text.splitlines() if "corral opt-in" in line]
+    assert len(opt_in) == 2
+    plain.write_text("\n".join(line for line in text.splitlines() if line not in opt_in) + "\n")
+    check(torchrun(SCRIPTS / "hf_trainer.py", 3, hf_args(lm, tmp_path / "with", 3)))
+    check(torchrun(plain, 3, hf_args(lm, tmp_path / "without", 3)))
+    with_opt_in, without = adapter(tmp_path / "with"), adapter(tmp_path / "without")
+    assert all(torch.equal(with_opt_in[k], without[k]) for k in without)
+    assert not (tmp_path / "with" / "metrics").exists()
+
+
+@pytest.mark.slow
+def test_ddp_tutorial_port_any_split_matches_one_process(tmp_path: Path) -> None:
+    def run(split: str) -> dict[str, torch.Tensor]:
+        out = tmp_path / f"model-{split}.pt"
+        args = ["--batch-size", "32", "--samples", "256", "--epochs", "2", "--out", str(out)]
+        check(torchrun(SCRIPTS / "ddp_tutorial.py", len(split.split(",")), args, split=split,
+                       run_dir=tmp_path / f"run-{split}"))
+        return dict(torch.load(out))
+
+    one = run("32")
+    for split in ("20,8,4", "4,8,20"):
+        assert max_rel_diff(one, run(split)) <= 1e-5, split
+    ends = [parse_event((tmp_path / "run-20,8,4" / "metrics" / f"rank-{r}.jsonl")
+                        .read_text().splitlines()[-1]) for r in range(3)]
+    assert all(isinstance(e, EndEvent) and e.status == "completed" and e.step == 16
+               for e in ends)
+
+
+def test_ddp_port_differs_from_the_plain_script_in_five_lines() -> None:
+    plain = (SCRIPTS / "ddp_tutorial_plain.py").read_text().splitlines()
+    ported = (SCRIPTS / "ddp_tutorial.py").read_text().splitlines()
+    changed = [line for line in ported if line.strip() and line not in plain]
+    assert len(changed) <= 5, changed
+
+
+@pytest.mark.slow
+def test_dynamic_policy_moves_samples_off_a_slow_rank_and_stays_exact(tmp_path: Path) -> None:
+    """The DDP port under corral's dynamic policy, rank 2 emulating a device 6x slower."""
+    args = ["--batch-size", "96", "--samples", "1536", "--epochs", "3"]
+    env = rank_env()
+    env.update({RUN_DIR_ENV: str(tmp_path / "dynamic"), "CORRAL_POLICY": "dynamic",
+                "CORRAL_SLOWDOWN": "1,1,6", "CORRAL_REBALANCE_EVERY": "4"})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3",
+           str(SCRIPTS / "ddp_tutorial.py"), *args, "--out", str(tmp_path / "dynamic.pt")]
+    check(subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300))
+    check(torchrun(SCRIPTS / "ddp_tutorial.py", 1, [*args, "--out", str(tmp_path / "one.pt")],
+                   split="96", run_dir=tmp_path / "one"))
+    lines = (tmp_path / "dynamic" / "metrics" / "rank-0.jsonl").read_text().splitlines()
+    events = [parse_event(line) for line in lines]
+    moves = [e for e in events if isinstance(e, RebalanceEvent)]
+    assert moves and moves[-1].split[2] < 32
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert steps[-1].local_batch == moves[-1].split[0]
+    assert max_rel_diff(dict(torch.load(tmp_path / "one.pt")),
+                        dict(torch.load(tmp_path / "dynamic.pt"))) <= 1e-5
+
+
+@pytest.mark.slow
+def test_a_restarted_hf_script_resumes_from_its_checkpoint_as_if_never_stopped(
+        lm: TinyLM, tmp_path: Path) -> None:
+    def run(out: Path, run_dir: Path, steps: int) -> None:
+        args = [*hf_args(lm, out, 3, steps=steps), "--save-steps", "2"]
+        check(torchrun(SCRIPTS / "hf_trainer.py", 3, args, split="6,2,1", run_dir=run_dir))
+
+    run(tmp_path / "straight", tmp_path / "run-straight", 4)
+    run(tmp_path / "stopped", tmp_path / "run-stopped", 2)  # leaves checkpoint-2
+    run(tmp_path / "stopped", tmp_path / "run-stopped", 4)  # the restart: resumes from it
+    assert max_rel_diff(adapter(tmp_path / "straight"), adapter(tmp_path / "stopped")) <= 1e-5
+    lines = (tmp_path / "run-stopped" / "metrics" / "rank-0.jsonl").read_text().splitlines()
+    starts = [e for e in map(parse_event, lines) if isinstance(e, StartEvent)]
+    assert [s.step for s in starts] == [0, 2]
+    assert starts[1].resumed_from == str(tmp_path / "stopped" / "checkpoint-2")

@@ -1,0 +1,79 @@
+"""The shares a user's script gets from corral: the environment contract and the samplers."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from profiles.user_errors import UsageError
+from trainer.integrations.contract import ScriptSettings
+from trainer.integrations.shares import GlobalStepSampler, RankStepSampler, ShareSchedule
+from trainer.step.batch_order import GlobalBatchOrder
+
+
+def test_settings_round_trip_through_the_environment() -> None:
+    settings = ScriptSettings(run_dir="/runs/r1", restart=1, policy="dynamic", split=(5, 2, 1),
+                              rebalance_every=4, slowdown=(1.0, 2.0, 3.0))
+    assert ScriptSettings.from_env(settings.to_env()) == settings
+    assert ScriptSettings.from_env({}) is None  # not run by corral: the opt-in does nothing
+
+
+@pytest.mark.parametrize("env", [{"CORRAL_POLICY": "fastest"}, {"CORRAL_SPLIT": "5,two,1"},
+                                 {"CORRAL_RESTART": "-1"}])
+def test_a_bad_setting_is_one_clear_error_naming_the_variable(env: dict[str, str]) -> None:
+    with pytest.raises(UsageError, match=next(iter(env))):
+        ScriptSettings.from_env({"CORRAL_RUN_DIR": "/runs/r1", **env})
+
+
+def test_a_split_that_does_not_fit_the_global_batch_names_both() -> None:
+    with pytest.raises(UsageError, match=r"CORRAL_SPLIT=5,2,1 .* global batch 9"):
+        ShareSchedule(ScriptSettings(run_dir="x", split=(5, 2, 1)), global_batch=9, world=3,
+                      rank=0)
+
+
+def test_global_sampler_gives_each_rank_its_share_and_every_example_once_per_epoch() -> None:
+    schedule = ShareSchedule(ScriptSettings(run_dir="x", split=(6, 2, 2)), global_batch=10,
+                             world=3, rank=0, min_share=2)
+    order = GlobalBatchOrder(45, 10, seed=3)
+    sampler = GlobalStepSampler(order, schedule, rounds=2)
+    lists = list(sampler)
+    assert len(lists) == len(sampler) == 4 * 2 * 3  # steps x rounds x ranks
+    # rank r takes every r-th list (accelerate's BatchSamplerShard): its rounds sum to its share
+    per_rank = [lists[r::3] for r in range(3)]
+    for rank, share in enumerate((6, 2, 2)):
+        assert [len(a) + len(b) for a, b in zip(per_rank[rank][::2], per_rank[rank][1::2],
+                                                 strict=True)] == [share] * 4
+    seen = Counter(i for batch in lists for i in batch)
+    assert len(seen) == 40 and set(seen.values()) == {1}  # 4 full steps of 10, none twice
+
+
+def test_rank_sampler_follows_a_split_change_from_its_first_step_on() -> None:
+    schedules = [ShareSchedule(ScriptSettings(run_dir="x"), global_batch=6, world=2, rank=r)
+                 for r in range(2)]
+    order = GlobalBatchOrder(24, 6, seed=0)
+    iters = [iter(RankStepSampler(order, s)) for s in schedules]
+    first = [next(it) for it in iters]
+    for schedule in schedules:
+        schedule.apply(3, (5, 1))  # decided after step 1: two steps of lead
+    rest = [list(it) for it in iters]
+    assert [len(b) for b in rest[0]] == [3, 5, 5] and [len(b) for b in rest[1]] == [3, 1, 1]
+    everything = first[0] + first[1] + [i for r in rest for b in r for i in b]
+    assert sorted(everything) == list(range(24))
+
+
+def test_a_change_for_a_step_already_drawn_is_refused() -> None:
+    schedule = ShareSchedule(ScriptSettings(run_dir="x"), global_batch=4, world=2, rank=0)
+    schedule.split_at(3)
+    with pytest.raises(RuntimeError, match="already drawn"):
+        schedule.apply(3, (3, 1))
+
+
+def test_proportional_sets_the_shares_once_from_the_measured_speeds() -> None:
+    settings = ScriptSettings(run_dir="x", policy="proportional", rebalance_every=4)
+    schedule = ShareSchedule(settings, global_batch=12, world=2, rank=0)
+    decisions = [schedule.decide(step, (6, 6), [0.1, 0.2]) for step in range(1, 9)]
+    made = [d for d in decisions if d is not None]
+    assert len(made) == 1  # once, after the measured steps
+    first_step, split, *_ = made[0]
+    assert first_step == 4 + schedule.lead and split == (8, 4)  # rank 0 twice as fast

@@ -1,0 +1,145 @@
+"""One rank of a user's script under corral: its shares and its events.
+
+``ScriptRun`` is what the Hugging Face opt-in (``hf.py``) and the plain-DDP helper (``ddp.py``)
+share: the ``ShareSchedule`` (which split each step uses), the rank's ``EventWriter`` on
+``RunLayout(run_dir).events(rank)`` (the same typed events as corral's own loop, so the console,
+``corral report`` and TensorBoard read a script's run unchanged), and the one collective per
+step that gathers every rank's loss, loss units and compute time, lets rank 0's balancer decide
+and tells every rank the new split.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from trainer.dist import all_gather_floats, broadcast_ints, device_name
+from trainer.events import (
+    CheckpointEvent,
+    EndEvent,
+    EndStatus,
+    EvalEvent,
+    EventWriter,
+    RebalanceEvent,
+    StartEvent,
+    StepEvent,
+    events_path,
+)
+from trainer.integrations.contract import ScriptSettings
+from trainer.integrations.shares import ShareSchedule
+
+
+class ScriptRun:
+    """This rank's schedule and events (build it once the process group exists)."""
+
+    def __init__(self, settings: ScriptSettings, *, global_batch: int, device: torch.device,
+                 lead: int = 2, min_share: int = 1, batch_source: str = "") -> None:
+        self.settings, self.device = settings, device
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.world = dist.get_world_size() if dist.is_initialized() else 1
+        self.schedule = ShareSchedule(settings, global_batch=global_batch, world=self.world,
+                                      rank=self.rank, lead=lead, min_share=min_share,
+                                      batch_source=batch_source)
+        self.events = EventWriter(events_path(settings.run_dir, self.rank))
+        self.step = 0
+        self._last_end = time.perf_counter()
+        self._ended = False
+
+    @property
+    def global_batch(self) -> int:
+        return self.schedule.global_batch
+
+    def start(self, *, model: str, dataset: str, step: int, total_steps: int,
+              steps_per_epoch: int, exact: bool = True, exact_note: str = "",
+              resumed_from: str | None = None, precision: str = "fp32") -> None:
+        """The start event (every rank), once training is about to begin."""
+        self.step = step
+        self.events.emit(StartEvent(
+            t=time.time(), rank=self.rank, world_size=self.world,
+            local_rank=int(os.environ.get("LOCAL_RANK", "0")), host=socket.gethostname(),
+            pid=os.getpid(), device=str(self.device), device_name=device_name(self.device),
+            backend=dist.get_backend() if dist.is_initialized() else "none", model=model,
+            dataset=dataset, global_batch=self.global_batch,
+            split=self.schedule.split_at_quietly(step + 1), policy=self.settings.policy,
+            step=step, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+            threads=torch.get_num_threads(), slowdown=self.settings.slowdown_of(self.rank),
+            resumed_from=resumed_from, task="script", exact=exact, exact_note=exact_note,
+            precision=precision))
+        self._last_end = time.perf_counter()
+
+    def step_done(self, step: int, *, epoch: int, loss_sum: float, units: float,
+                  compute_s: float, lr: float | None = None,
+                  grad_norm: float | None = None) -> None:
+        """Step ``step`` finished on this rank: gather, report, maybe rebalance (collective)."""
+        now = time.perf_counter()
+        step_s, self._last_end = now - self._last_end, now
+        self.step = step
+        shares = self.schedule.split_at_quietly(step)
+        mine_row = [loss_sum, units, compute_s]
+        rows = (all_gather_floats(mine_row, self.device) if dist.is_initialized()
+                else [mine_row])
+        mine = shares[self.rank]
+        total_units = sum(row[1] for row in rows)
+        self.events.emit(StepEvent(
+            t=time.time(), rank=self.rank, step=step, epoch=epoch, local_batch=mine,
+            loss=loss_sum / max(units, 1), compute_s=compute_s, step_s=step_s,
+            samples_per_s=mine / step_s if step_s > 0 else 0.0, loss_units=int(units),
+            global_loss=(sum(row[0] for row in rows) / max(total_units, 1)
+                         if self.rank == 0 else None),
+            cluster_samples_per_s=(self.global_batch / step_s
+                                   if self.rank == 0 and step_s > 0 else None),
+            lr=lr, grad_norm=grad_norm))
+        if self.settings.policy != "static":
+            self._rebalance(step, shares, [row[2] for row in rows])
+
+    def _rebalance(self, step: int, shares: tuple[int, ...], compute_s: list[float]) -> None:
+        """Rank 0 observes (every step) and decides (every ``rebalance_every``); all apply."""
+        decision = (self.schedule.decide(step, shares, compute_s) if self.rank == 0 else None)
+        if step % self.settings.rebalance_every:
+            return
+        first, split = (decision[0], decision[1]) if decision else (0, shares)
+        agreed = (broadcast_ints([first, *split], self.device) if dist.is_initialized()
+                  else (first, *split))
+        if agreed[0] == 0:
+            return
+        new = tuple(agreed[1:])
+        previous = self.schedule.split_at_quietly(agreed[0])
+        self.schedule.apply(agreed[0], new)
+        if decision is not None and new != previous:
+            self.events.emit(RebalanceEvent(
+                t=time.time(), rank=0, step=agreed[0], previous=previous, split=new,
+                reason=decision[2], predicted_gain=decision[3], times=decision[4],
+                policy=self.settings.policy))
+
+    def evaluated(self, step: int, metrics: dict[str, Any], samples: int, eval_s: float
+                  ) -> None:
+        """Rank 0: the script's evaluation after ``step`` (``eval_loss`` and friends)."""
+        if self.rank != 0:
+            return
+        loss = metrics.get("eval_loss")
+        perplexity = None
+        if isinstance(loss, float | int):
+            perplexity = float(torch.tensor(float(loss)).clamp(max=80).exp())
+        self.events.emit(EvalEvent(t=time.time(), rank=0, step=step, samples=samples, units=0,
+                                   loss=None if loss is None else float(loss),
+                                   perplexity=perplexity, eval_s=eval_s))
+
+    def saved(self, step: int, path: str) -> None:
+        """Rank 0: the script saved a checkpoint of ``step`` at ``path``."""
+        if self.rank == 0:
+            self.events.emit(CheckpointEvent(t=time.time(), rank=0, step=step, path=path))
+
+    def end(self, status: EndStatus, *, checkpoint: str | None = None,
+            error: str | None = None) -> None:
+        """The end event (once; later calls do nothing) and the file closed."""
+        if self._ended:
+            return
+        self._ended = True
+        self.events.emit(EndEvent(t=time.time(), rank=self.rank, step=self.step, status=status,
+                                  checkpoint=checkpoint, error=error))
+        self.events.close()

@@ -1,0 +1,64 @@
+"""Start a user's script on a rank as ``python SCRIPT ARGS...`` would.
+
+corral's launch runs ``torchrun ... -m trainer.integrations.script_main --run-dir DIR
+[--cores LIST | --no-pin-cores] SCRIPT ARGS...`` rather than the script itself, so that every
+rank's command line carries the run directory (``<run_root>/<run id>``) as corral's own ranks
+do: ``corral stop`` verifies by it that nothing of the run is left, and ``corral check`` finds an
+earlier run's leftovers. On a CPU host the rank first takes its share of the cores as corral's
+own ranks do (``trainer.placement.place_rank``: disjoint cores per local rank, one thread per
+core unless ``OMP_NUM_THREADS`` says otherwise). The script
+then runs as its own ``__main__``: ``sys.argv`` is ``[SCRIPT, *ARGS]`` and its folder is first on
+the import path; the run directory reaches it as ``CORRAL_RUN_DIR``
+(``trainer.integrations.contract``).
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+from collections.abc import Sequence
+
+from trainer.integrations.contract import RUN_DIR_ENV
+from trainer.placement import parse_cpulist, place_rank
+
+USAGE = ("usage: python -m trainer.integrations.script_main --run-dir DIR "
+         "[--cores LIST | --no-pin-cores] SCRIPT [ARG ...]")
+
+
+def _place(words: list[str]) -> list[str]:
+    """Pin this rank as the leading placement flags of ``words`` say; the words after them."""
+    if not words or words[0] not in ("--cores", "--no-pin-cores"):
+        return words
+    pin, cores = words[0] == "--cores", None
+    if pin:
+        if len(words) < 2:
+            raise SystemExit(USAGE)
+        cores, words = parse_cpulist(words[1]), words[2:]
+    else:
+        words = words[1:]
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    placement = place_rank(local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+                           local_ranks=int(os.environ.get("LOCAL_WORLD_SIZE", "1")), pin=pin,
+                           cores=cores, threads=int(threads) if threads.isdigit() else None)
+    os.environ["OMP_NUM_THREADS"] = str(placement.threads)
+    return words
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the script named in ``argv`` (default ``sys.argv[1:]``) in this process."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if len(words) < 3 or words[0] != "--run-dir":
+        raise SystemExit(USAGE)
+    run_dir, words = words[1], _place(words[2:])
+    if not words:
+        raise SystemExit(USAGE)
+    script, args = words[0], words[1:]
+    os.environ[RUN_DIR_ENV] = run_dir
+    sys.argv = [script, *args]
+    sys.path[0] = os.path.dirname(os.path.abspath(script))
+    runpy.run_path(script, run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()

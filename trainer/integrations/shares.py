@@ -1,0 +1,162 @@
+"""Each rank's share of every global step, for a user's script: which indices, and how many.
+
+The global batch's sample order is corral's own
+(``trainer.step.batch_order.GlobalBatchOrder``: one seeded permutation per epoch, step ``s``
+takes the next B positions); the split of each step into per-rank shares comes from
+``ShareSchedule``, whose rank 0 runs corral's ``Balancer``. A new split is agreed at the end of
+a step (one broadcast) and applies ``lead`` steps later, because a data loader draws its next
+batches before the current step ends: no rank has drawn a step's indices when its split is
+decided, so every rank cuts every step the same way.
+
+Two samplers read the schedule: ``GlobalStepSampler`` yields, per step, one index list per rank
+and accumulation round (for accelerate's ``BatchSamplerShard``, which hands rank r every r-th
+list: the Hugging Face Trainer), and ``RankStepSampler`` yields only this rank's list per step
+(for ``DataLoader(batch_sampler=...)`` in a plain DDP script).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+
+from profiles.user_errors import UsageError
+from trainer.balance.balancer import Balancer
+from trainer.balance.config import BalancerConfig
+from trainer.balance.solve import equal_split, proportional_split
+from trainer.integrations.contract import SPLIT_ENV, ScriptSettings
+from trainer.step.batch_order import GlobalBatchOrder
+
+
+class ShareSchedule:
+    """The split of every step (1-based), the same on every rank; rank 0 owns the balancer."""
+
+    def __init__(self, settings: ScriptSettings, *, global_batch: int, world: int, rank: int,
+                 lead: int = 2, min_share: int = 1, batch_source: str = "") -> None:
+        self.settings, self.world, self.rank, self.lead = settings, world, rank, lead
+        self.global_batch = global_batch
+        first = settings.split or equal_split(global_batch, world)
+        if len(first) != world or sum(first) != global_batch or min(first) < min_share:
+            raise UsageError(
+                f"{SPLIT_ENV}={_csv(first)} does not fit the script: it needs {world} shares of "
+                f"at least {min_share} adding up to its global batch {global_batch}"
+                f"{f' ({batch_source})' if batch_source else ''}; change the split or the batch")
+        self._changes: list[tuple[int, tuple[int, ...]]] = [(1, tuple(first))]
+        self._drawn = 0  # the highest step any sampler on this rank has cut
+        self.balancer = (Balancer(BalancerConfig(
+            policy=settings.policy, global_batch=global_batch, world_size=world,
+            rebalance_every=settings.rebalance_every, min_batch=min_share), tuple(first))
+            if rank == 0 else None)
+
+    @property
+    def drawn(self) -> int:
+        """The highest step whose indices a sampler on this rank has cut (0: none yet)."""
+        return self._drawn
+
+    def split_at(self, step: int) -> tuple[int, ...]:
+        """The shares of step ``step``; marks the step as drawn."""
+        self._drawn = max(self._drawn, step)
+        return next(split for first, split in reversed(self._changes) if first <= step)
+
+    def decide(self, step: int, shares: tuple[int, ...], compute_s: list[float]
+               ) -> tuple[int, tuple[int, ...], str, float, tuple[float, ...]] | None:
+        """Rank 0 only: record step ``step``'s times; maybe a new split, as ``(first step,
+        split, reason, predicted gain, times)``. Every rank then calls ``apply``."""
+        balancer = self.balancer
+        assert balancer is not None
+        balancer.observe(shares, compute_s)
+        if self.settings.policy == "static" or step % self.settings.rebalance_every:
+            return None
+        if self.settings.policy == "proportional":
+            if step != self.settings.rebalance_every:  # proportional: set once, then kept
+                return None
+            rates = balancer.capacities()
+            if any(r is None for r in rates):
+                return None
+            new = proportional_split([float(r or 0) for r in rates], self.global_batch)
+            times = tuple(compute_s)
+            return (step + self.lead, new, f"capacities measured over {step} steps", 0.0, times)
+        decision = balancer.decide(step)
+        if decision is None:
+            return None
+        return (step + self.lead, decision.split, decision.reason, decision.predicted_gain,
+                decision.times)
+
+    def apply(self, first_step: int, split: tuple[int, ...]) -> None:
+        """Use ``split`` from ``first_step`` on (every rank, with the same arguments)."""
+        if first_step <= self._drawn:
+            raise RuntimeError(f"step {first_step}'s indices were already drawn: the data "
+                               f"loader reads further ahead than corral's lead of {self.lead}")
+        if split != self.split_at_quietly(first_step):
+            self._changes.append((first_step, tuple(split)))
+
+    def split_at_quietly(self, step: int) -> tuple[int, ...]:
+        """The shares of step ``step`` as planned now (does not mark it drawn)."""
+        return next(split for first, split in reversed(self._changes) if first <= step)
+
+
+class GlobalStepSampler:
+    """Per step, ``rounds`` accumulation rounds of one index list per rank: a batch sampler
+    for accelerate's ``BatchSamplerShard`` (rank r takes every r-th list)."""
+
+    batch_size = None  # lists differ in size: BatchSamplerShard must not assume one
+    drop_last = True
+
+    def __init__(self, order: GlobalBatchOrder, schedule: ShareSchedule, rounds: int = 1
+                 ) -> None:
+        self.order, self.schedule, self.rounds = order, schedule, rounds
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.order.steps_per_epoch * self.rounds * self.schedule.world
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        first = epoch * self.order.steps_per_epoch + 1
+        for step in range(first, first + self.order.steps_per_epoch):
+            split = self.schedule.split_at(step)
+            pieces = [self._pieces(self.order.local_indices(step, split, r).tolist())
+                      for r in range(len(split))]
+            for round_ in range(self.rounds):
+                for rank_pieces in pieces:
+                    yield rank_pieces[round_]
+
+    def _pieces(self, indices: list[int]) -> list[list[int]]:
+        """A rank's share cut into ``rounds`` near-equal consecutive pieces."""
+        size, extra = divmod(len(indices), self.rounds)
+        cuts = [0]
+        for round_ in range(self.rounds):
+            cuts.append(cuts[-1] + size + (1 if round_ < extra else 0))
+        return [indices[a:b] for a, b in itertools.pairwise(cuts)]
+
+
+class RankStepSampler:
+    """This rank's index list of each step: ``DataLoader(dataset, batch_sampler=...)``."""
+
+    def __init__(self, order: GlobalBatchOrder, schedule: ShareSchedule,
+                 on_step: Callable[[int], None] | None = None) -> None:
+        self.order, self.schedule, self.on_step = order, schedule, on_step
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.order.steps_per_epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        first = epoch * self.order.steps_per_epoch + 1
+        for step in range(first, first + self.order.steps_per_epoch):
+            if self.on_step is not None:  # the loop asks for step s: step s - 1 is done
+                self.on_step(step)
+            split = self.schedule.split_at(step)
+            yield self.order.local_indices(step, split, self.schedule.rank).tolist()
+        if self.on_step is not None:
+            self.on_step(first + self.order.steps_per_epoch)
+
+
+def _csv(values: tuple[int, ...]) -> str:
+    return ",".join(map(str, values))
