@@ -3,7 +3,7 @@
 # environment, else the project's .venv, created here when missing).
 # An already-installed torch (e.g. a CUDA build) is kept; without one, torch==2.13.0 is
 # installed (the CPU wheel on this kind of machine) so pip never resolves a CUDA build itself.
-# Usage: scripts/bootstrap.sh [--dev] [--llm]   (--dev: test tools; --llm: transformers + peft)
+# Usage: scripts/bootstrap.sh [--dev] [--llm]   (--dev: test tools; --llm: the LLM packages)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/python.sh
@@ -17,7 +17,8 @@ for arg in "$@"; do
         # --dev: the test tools and every local extra the tests exercise (TensorBoard, plots,
         # the trackers; aim installs only on Python <= 3.12 and its tests skip elsewhere).
         --dev) extras+=(dev tensorboard plot mlflow aim) ;;
-        --llm) extras+=(llm) ;;
+        # --llm: transformers + peft, and what a Trainer / TRL script needs (accelerate, trl, datasets).
+        --llm) extras+=(llm hf) ;;
         *) echo "usage: scripts/bootstrap.sh [--dev] [--llm]" >&2; exit 2 ;;
     esac
 done
