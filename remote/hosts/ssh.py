@@ -29,6 +29,7 @@ from remote.hosts.transport import (
     RemoteCommandError,
     RemoteTimeout,
     _short,
+    with_host_env,
 )
 
 _insecure_warned = False
@@ -155,9 +156,10 @@ class SshTransport:
         input: bytes | None = None,
     ) -> CompletedCommand:
         """Run ``command`` on the host; see ``Transport.run``."""
+        sent, input = with_host_env(self.host.env, command, input)
         try:
             result = await self._conn.run(
-                command, input=input, encoding=None, timeout=timeout, check=False,
+                sent, input=input, encoding=None, timeout=timeout, check=False,
             )
         except asyncssh.TimeoutError:
             raise RemoteTimeout(
@@ -176,8 +178,11 @@ class SshTransport:
 
     async def stream(self, command: str) -> AsyncIterator[str]:
         """Yield ``command``'s stdout lines; see ``Transport.stream``."""
+        sent, env_input = with_host_env(self.host.env, command, None)
         try:
-            proc = await self._conn.create_process(command, encoding="utf-8", errors="replace")
+            proc = await self._conn.create_process(sent, encoding="utf-8", errors="replace")
+            if env_input:
+                proc.stdin.write(env_input.decode())
         except (asyncssh.Error, OSError) as exc:
             raise ConnectionLost(f"connection to {self.host.name} lost: {_cause(exc)}") from None
         try:

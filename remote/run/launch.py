@@ -87,11 +87,11 @@ def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
     host, cpu = place.host, place.cpu
     tree = code_dir(host.workdir, plan.code_digest)
     code = shell_path(tree)
-    env = dict(host.env)
-    if cpu is not None:
-        env.update(cpu.env)
-    if "PYTHONPATH" in env:  # the pushed code first, then the host's own additions
-        code += ":" + shlex.quote(env.pop("PYTHONPATH"))
+    # The host's own env table reaches this shell on its standard input (the transport's
+    # ``with_host_env``), never on a command line; only corral's variables are set here.
+    env = dict(cpu.env) if cpu is not None else {}
+    if "PYTHONPATH" in host.env:  # the pushed code first, then the host's own additions
+        code += ":$PYTHONPATH"
     env.update({HOST_ENV: host.name, RUN_ID_ENV: plan.run_id, "PYTHONUNBUFFERED": "1",
                 LOG_LINE_PREFIX_ENV: log_line_prefix(place.first_rank),
                 # INFO makes torchrun log the rendezvous result (``global_ranks=[...]``),
@@ -147,8 +147,11 @@ async def launch_host(
     run_dir = shell_path(plan.run_dir)
     # Not a job-control shell, so the background child is no group leader and setsid(1)
     # makes it the leader of a new session without forking: $! is the new process group.
+    # umask 077: the run directory and everything the launcher and its ranks write in it
+    # (logs, checkpoints, events) are the run's user's alone.
     script = (
-        f"set -e; mkdir -p {run_dir}; cd {run_dir}; mkdir -p {logs} {IN_RUN_DIR.HOSTS}; "
+        f"set -e; umask 077; mkdir -p {run_dir}; chmod 700 {run_dir}; cd {run_dir}; "
+        f"mkdir -p {logs} {IN_RUN_DIR.HOSTS}; "
         f"rm -f {exit_file} {ranks_file} {stopped_file} {pgid_file} {leader_file}; "
         f"printf %s {planned_ranks} > {planned}; "
         f"setsid sh -c {shlex.quote(inner)} </dev/null >>{launcher_log} 2>&1 & "
