@@ -88,7 +88,7 @@ def save_checkpoint(
     try:
         _write_files(state, path, tmp, tmp_hash)
     except (OSError, RuntimeError) as exc:  # torch's writer wraps the OSError
-        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc):
+        if disk_full(exc):
             host = os.environ.get(HOST_ENV) or socket.gethostname()
             raise CorralError(f"disk full on {host} at {path.parent}: the checkpoint of step "
                               f"{state['step']} could not be written (the previous ones are "
@@ -104,6 +104,19 @@ def save_checkpoint(
             old.unlink(missing_ok=True)
             hash_path(old).unlink(missing_ok=True)
     return path
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` or an error down its chain is a full disk (or quota): torch's writer
+    raises its own ``RuntimeError`` ("unexpected pos ...") with the ``OSError`` 28 beneath."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _write_files(state: dict[str, Any], path: Path, tmp: Path, tmp_hash: Path) -> None:
