@@ -77,7 +77,8 @@ class RunFollower:
         self.run_id = info.run_id
         self.run_dir = run_dir_for(config, info.run_id)
         self.launching = launching
-        self.monitor = RunMonitor(run_id=info.run_id, hosts=info.hosts, stop=stop)
+        self.monitor = RunMonitor(run_id=info.run_id, hosts=info.hosts, stop=stop,
+                                  run_dir=self.run_dir)
         self.hang = HangGuard(pool, config.run.hang_factor, config.run.hang_limit)
         self.failed_at: float | None = None
         self.cause_settled = False

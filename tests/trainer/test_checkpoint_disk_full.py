@@ -48,3 +48,17 @@ def test_a_full_disk_names_host_and_folder_and_keeps_the_previous_checkpoint(
     assert seen["error"] == ["disk full", seen["error"][1]]
     assert seen["error"][1].startswith(f"disk full on box-7 at {mount}/run/checkpoints:")
     assert seen["newest"] == 1 and seen["skipped"] == []
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_an_event_that_meets_a_full_disk_names_host_and_folder(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer.disk_full import DiskFull
+    from trainer.events import EventWriter, StepEvent
+
+    monkeypatch.setenv("CORRAL_HOST", "box-7")
+    writer = EventWriter("/dev/full")  # every write: ENOSPC
+    fields = {f: 0 for f in StepEvent.__dataclass_fields__ if f not in ("kind",)}
+    with pytest.raises(DiskFull) as caught:
+        writer.emit(StepEvent(**{**fields, "t": 1.0, "rank": 3}))  # type: ignore[arg-type]
+    assert caught.value.message.startswith("disk full on box-7 at /dev: the step event of rank 3")

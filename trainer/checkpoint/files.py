@@ -14,18 +14,16 @@ No shared filesystem is assumed: on resume rank 0 reads the file and broadcasts 
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import random
-import socket
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from profiles.user_errors import CorralError
-from trainer.launch_contract import HOST_ENV
+from trainer.disk_full import DiskFull, is_disk_full
 from trainer.run_layout import CHECKPOINT_NAME, RunLayout
 
 FORMAT_VERSION = 1
@@ -88,12 +86,9 @@ def save_checkpoint(
     try:
         _write_files(state, path, tmp, tmp_hash)
     except (OSError, RuntimeError) as exc:  # torch's writer wraps the OSError
-        if disk_full(exc):
-            host = os.environ.get(HOST_ENV) or socket.gethostname()
-            raise CorralError(f"disk full on {host} at {path.parent}: the checkpoint of step "
-                              f"{state['step']} could not be written (the previous ones are "
-                              "intact); free space there and resume",
-                              title="disk full") from None
+        if is_disk_full(exc):
+            raise DiskFull(path.parent, f"the checkpoint of step {state['step']} could not be "
+                           "written (the previous ones are intact)") from None
         raise
     finally:
         tmp.unlink(missing_ok=True)
@@ -104,19 +99,6 @@ def save_checkpoint(
             old.unlink(missing_ok=True)
             hash_path(old).unlink(missing_ok=True)
     return path
-
-
-def disk_full(exc: BaseException) -> bool:
-    """True when ``exc`` or an error down its chain is a full disk (or quota): torch's writer
-    raises its own ``RuntimeError`` ("unexpected pos ...") with the ``OSError`` 28 beneath."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
 
 
 def _write_files(state: dict[str, Any], path: Path, tmp: Path, tmp_hash: Path) -> None:
