@@ -160,7 +160,7 @@ class SshRunHandle:
         if phase is Phase.CHECKING:
             try:
                 await launch_lock.acquire(self._pool, self.config, self.run_id)
-            except launch_lock.LaunchLocked as exc:
+            except (launch_lock.LaunchLocked, launch_lock.LockNotMade) as exc:
                 raise LaunchFailed(f"{exc.title}: {exc}") from None
             except CorralError:
                 pass  # the master cannot be reached: the check says so, with its fix
