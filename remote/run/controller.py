@@ -62,6 +62,7 @@ from remote.run.recovery import (
     count_failure,
     restart_refusal,
 )
+from remote.run.refresh import live_processes
 from remote.run.start import Launch, check_and_push, pushed_and_planned, start_hosts
 from remote.run.stop import stop_run
 from trainer.settings.run_settings import POLICIES
@@ -313,6 +314,7 @@ class SshRunController:
         if resume:
             named = resume if isinstance(resume, str) else None
             previous = await run_to_resume(self.config, self.pool, named)
+            await self._refuse_live(previous)
             info = replace(previous, state="checking", hosts=hosts,
                            config_path=str(self.config.path), name=name or previous.name)
         else:
@@ -322,6 +324,18 @@ class SshRunController:
                            name=name or self.config.run.name or "")
         write_run_info(self.config, info)
         return SshRunHandle(self, info, launch=True, resume=bool(resume), policy=policy)
+
+    async def _refuse_live(self, previous: RunInfo) -> None:
+        """Refuse to resume a run whose processes still run (touching nothing): a second
+        launch beside it would fail on its leftovers and record it as failed for good."""
+        live = await live_processes(self.config, self.pool, previous)
+        if live:
+            where = ", ".join(f"{n} process(es) on {h}" for h, n in sorted(live.items()))
+            raise CorralError(
+                f"run {previous.run_id} is still running ({where}): there is nothing to "
+                f"resume. Follow it with `corral attach {previous.run_id}`; to relaunch it "
+                f"from its newest checkpoint, end it first with `corral stop {previous.run_id}`",
+                title="run still running")
 
     async def attach(self, run_id: str) -> SshRunHandle:
         """Follow recorded run ``run_id`` (or the one run whose id starts with it) from the last

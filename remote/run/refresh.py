@@ -18,7 +18,7 @@ from remote.events import FINAL_RUN_STATES
 from remote.hosts.pool import HostPool
 from remote.hosts.transport import Transport, shell_path
 from remote.records.runs import RunInfo, list_runs, run_dir_for, write_run_info
-from remote.run.stop import count_command
+from remote.run.stop import count_command, count_run_processes
 from trainer.run_layout import IN_RUN_DIR
 
 Probe = tuple[int, str, bool]
@@ -98,3 +98,13 @@ async def refresh_runs_report(config: ClusterConfig, pool: HostPool
             write_run_info(config, updated)
         refreshed.append(updated)
     return refreshed, unverified
+
+
+async def live_processes(config: ClusterConfig, pool: HostPool, info: RunInfo) -> dict[str, int]:
+    """Per host of ``info`` (its hosts and suspect hosts) that answered: how many processes of
+    the run still run there, only hosts with some (an unreachable host adds nothing)."""
+    hosts = sorted(set(info.hosts) | set(info.suspect_hosts))
+    known = {h.name for h in config.hosts}  # a host since removed from cluster.toml: unknown
+    found = await pool.gather(
+        lambda t: count_run_processes(t, info.run_id), [h for h in hosts if h in known])
+    return {h: n for h, n in found.items() if not isinstance(n, BaseException) and n}
