@@ -248,7 +248,11 @@ class SshRunHandle:
         self._config = replace(self.config, hosts=remaining,
                                run=replace(self.config.run, split=None))
         self._pool = HostPool(self._config)
-        self._info = replace(self._info, hosts=tuple(h.name for h in remaining))
+        # The dropped hosts stay in the record as suspect hosts: their processes may be left
+        # (cut off, not stopped), and ``status`` and ``stop`` must still reach them there.
+        suspects = tuple(sorted(set(self._info.suspect_hosts) | set(lost)))
+        self._info = replace(self._info, hosts=tuple(h.name for h in remaining),
+                             suspect_hosts=suspects)
         write_run_info(self.config, self._info)
         names = ", ".join(h.name for h in remaining)
         note = (f"dropped {', '.join(sorted(lost))} from the run ({final.detail.splitlines()[0]});"
@@ -269,21 +273,26 @@ class SshRunHandle:
         A run that already ended (completed, failed, stopped) keeps its recorded outcome; what
         the stop found goes to the record's ``cleanup``."""
         self._stop.request(StopCause.REQUESTED)
-        outcome = self._recorded_state()
+        outcome = self._recorded_info().state
         if outcome not in FINAL_RUN_STATES:
             update_run_state(self.config, self.run_id, "stopping")
-        report = await stop_run(self._pool, self.run_dir, self.run_id,
-                                grace_s=grace_s, hosts=list(self._info.hosts))
+        # Every host of the run, the dropped ones too (recorded as suspect hosts); the
+        # controller's pool reaches them, this handle's only the hosts still in the run.
+        record = self._recorded_info()
+        known = {h.name for h in self._controller.config.hosts}
+        hosts = sorted(h for h in {*record.hosts, *record.suspect_hosts} if h in known)
+        report = await stop_run(self._controller.pool, self.run_dir, self.run_id,
+                                grace_s=grace_s, hosts=hosts)
         record_cleanup(self.config, self.run_id, report)
         if self._follower is None and report.clean and outcome not in FINAL_RUN_STATES:
             update_run_state(self.config, self.run_id, "stopped")
         return report
 
-    def _recorded_state(self) -> str:
+    def _recorded_info(self) -> RunInfo:
         try:
-            return read_run_info(self.config, self.run_id).state
+            return read_run_info(self.config, self.run_id)
         except CorralError:
-            return self._info.state
+            return self._info
 
 
 class SshRunController:
