@@ -98,6 +98,8 @@ class RunFollower:
             yield TailsOpen()
             async for item in merged(sources):
                 if isinstance(item, HostStatus):  # a connection lost or found again
+                    self.hang.host_reachable(item.host, item.state != "unreachable",
+                                             time.monotonic())
                     yield item
                     continue
                 seen: TailItem | HostLost
@@ -106,6 +108,7 @@ class RunFollower:
                     # Forget the dead connection so stop can reconnect.
                     await self.pool.drop(host)
                     seen = self.monitor.lost(host, error)
+                    self.hang.host_reachable(host, False, time.monotonic())
                 else:
                     seen = item
                 for event in self._observe(seen):
