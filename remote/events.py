@@ -155,6 +155,9 @@ class StopReport:
     """Per host: processes of this run still alive after TERM, grace and KILL (should be 0)."""
     unreachable: tuple[str, ...] = ()
     """Hosts that could not be reached to stop or verify."""
+    outcome: str = ""
+    """The outcome the run had reached before this stop (``completed``, ``failed``,
+    ``stopped``): then the stop only looked for leftovers. Empty when the stop ended it."""
 
     @property
     def clean(self) -> bool:

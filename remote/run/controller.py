@@ -284,6 +284,8 @@ class SshRunHandle:
         report = await stop_run(self._controller.pool, self.run_dir, self.run_id,
                                 grace_s=grace_s, hosts=hosts)
         record_cleanup(self.config, self.run_id, report)
+        if outcome in FINAL_RUN_STATES:
+            report = replace(report, outcome=outcome)
         if self._follower is None and report.clean and outcome not in FINAL_RUN_STATES:
             update_run_state(self.config, self.run_id, "stopped")
         return report
