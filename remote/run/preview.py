@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from remote.checks.plan import ClusterPlan, LaunchFacts, PlanError, master_address, plan_cluster
 from remote.checks.preflight import check_and_plan
+from remote.checks.task_import import push_then_import
 from remote.config.cluster import ClusterConfig
 from remote.config.task_code import user_code
 from remote.events import CheckItem, CheckReport, LaunchPreview, PlannedHost
@@ -48,15 +49,21 @@ def preview(config: ClusterConfig, facts: LaunchFacts, port: int, code_digest: s
 
 
 async def check_with_preview(config: ClusterConfig, pool: HostPool) -> CheckReport:
-    """The pre-flight check and, when it passed, the launch it would lead to."""
-    report, facts = await check_and_plan(config, pool)
+    """The pre-flight check and, when it passed, the launch it would lead to. With a user task
+    the check pushes the code (content-addressed: the run reuses it) and imports the task file
+    on each host, as the ranks will (``remote.checks.task_import``)."""
+    user = user_code(config.run, config.path.parent)  # the same tree a run pushes
+    code = await asyncio.to_thread(
+        build_bundle, user_folder=user.folder if user is not None else None)
+    if user is None:
+        report, facts = await check_and_plan(config, pool)
+    else:
+        report, facts = await check_and_plan(config, pool, code_digest=code.digest,
+                                             after_probe=push_then_import(config, code, {}))
     setting = config.cluster.rendezvous_port
     port = facts.port if setting == "auto" else int(setting)
     if not report.ok or port is None:
         return report
-    user = user_code(config.run, config.path.parent)  # the same tree a run pushes
-    code = await asyncio.to_thread(
-        build_bundle, user_folder=user.folder if user is not None else None)
     try:
         planned = preview(config, facts, port, code.digest, new_run_id(config.cluster.name))
     except PlanError as exc:
