@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -30,6 +31,7 @@ from remote.events import (
 from remote.hosts.pool import HostPool
 from remote.records.runs import (
     RunInfo,
+    local_run_dir,
     new_run_id,
     read_run_info,
     record_cleanup,
@@ -72,7 +74,8 @@ class SshRunHandle:
     """One run: its event stream (``events``) and ``stop``."""
 
     def __init__(self, controller: SshRunController, info: RunInfo, *, launch: bool,
-                 resume: bool = False, policy: str | None = None) -> None:
+                 resume: bool = False, policy: str | None = None,
+                 before: RunInfo | None = None) -> None:
         self.run_id = info.run_id
         self.name = info.name
         self._controller = controller
@@ -82,6 +85,10 @@ class SshRunHandle:
         self._policy = policy
         self._stop = StopRequest()
         """Whether the run is being stopped, and why (the follower and its monitor ask it)."""
+        self._before = before
+        """A resumed run's record before this launch (put back if the launch is refused)."""
+        self._refused = False
+        """The launch was refused before it touched a host: nothing is recorded for it."""
         # Following a run that has ended does not rewrite its recorded outcome.
         records = launch or info.state not in FINAL_RUN_STATES
         self._life = Lifecycle(info.run_id, Phase.CHECKING if launch else Phase.RUNNING,
@@ -106,7 +113,17 @@ class SshRunHandle:
         return run_dir_for(self.config, self.run_id)
 
     def _record(self, state: RunState, detail: str) -> None:
-        update_run_state(self.config, self.run_id, state, detail)
+        if not self._refused:
+            update_run_state(self.config, self.run_id, state, detail)
+
+    def _forget_refused_launch(self) -> None:
+        """A launch refused because another one holds the lock ran nothing: it is no run of
+        its own (``status`` and ``report`` do not list it); a resumed run gets its record back."""
+        self._refused = True
+        if self._before is not None:
+            write_run_info(self.config, self._before)
+        else:
+            shutil.rmtree(local_run_dir(self.config, self.run_id), ignore_errors=True)
 
     async def events(self) -> AsyncIterator[RunEvent]:
         """Every event of the run, ending with its final ``RunStatus``.
@@ -161,7 +178,10 @@ class SshRunHandle:
         if phase is Phase.CHECKING:
             try:
                 await launch_lock.acquire(self._pool, self.config, self.run_id)
-            except (launch_lock.LaunchLocked, launch_lock.LockNotMade) as exc:
+            except launch_lock.LaunchLocked as exc:
+                self._forget_refused_launch()
+                raise LaunchFailed(f"{exc.title}: {exc}") from None
+            except launch_lock.LockNotMade as exc:
                 raise LaunchFailed(f"{exc.title}: {exc}") from None
             except CorralError:
                 pass  # the master cannot be reached: the check says so, with its fix
@@ -322,6 +342,7 @@ class SshRunController:
         if name is not None and (problem := run_name_problem(name)):
             raise UsageError(f"--name {name!r}: {problem}", title="bad run name")
         hosts = tuple(h.name for h in self.config.hosts)
+        previous: RunInfo | None = None
         if resume:
             named = resume if isinstance(resume, str) else None
             previous = await run_to_resume(self.config, self.pool, named)
@@ -334,7 +355,8 @@ class SshRunController:
                            started=time.time(), hosts=hosts, config_path=str(self.config.path),
                            name=name or self.config.run.name or "")
         write_run_info(self.config, info)
-        return SshRunHandle(self, info, launch=True, resume=bool(resume), policy=policy)
+        return SshRunHandle(self, info, launch=True, resume=bool(resume), policy=policy,
+                            before=previous if resume else None)
 
     async def _refuse_live(self, previous: RunInfo) -> None:
         """Refuse to resume a run whose processes still run (touching nothing): a second

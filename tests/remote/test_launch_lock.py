@@ -48,3 +48,22 @@ async def test_a_held_lock_names_the_run_that_holds_it(tmp_path: Path) -> None:
     finally:
         await pool.aclose()
     assert "run c-1 of cluster 'c' is being launched" in caught.value.message
+
+
+async def test_a_launch_refused_by_the_lock_is_no_run_of_its_own(tmp_path: Path) -> None:
+    from remote.events import RunStatus
+    from remote.records.runs import list_runs
+    from remote.run.controller import SshRunController
+
+    config = _config(tmp_path, tmp_path / "runs")
+    controller = SshRunController(config)
+    try:
+        await launch_lock.acquire(controller.pool, config, "c-20261122-000000-aaaaaa")
+        handle = await controller.start()
+        events = [e async for e in handle.events()]
+    finally:
+        await controller.aclose()
+    final = events[-1]
+    assert isinstance(final, RunStatus) and final.state == "failed"
+    assert "another run is launching" in final.detail and "corral stop" not in final.detail
+    assert handle.run_id not in [r.run_id for r in list_runs(config)]
