@@ -93,6 +93,9 @@ class PlannedHost:
     """Each rank's samples of the first step (None: measured when the run starts)."""
     command: str
     """The exact command line the host's shell will run (torchrun and the trainer)."""
+    env_names: tuple[str, ...] = ()
+    """The names of the host's ``env`` table: their values reach the launcher on its standard
+    input, never on a command line, and are never shown."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,6 +111,9 @@ class LaunchPreview:
     """``master_addr:port`` of torch's c10d rendezvous."""
     hosts: tuple[PlannedHost, ...]
     """In cluster.toml's order."""
+    firewall: tuple[str, ...] = ()
+    """Lines for the master's firewall that let only the cluster's hosts reach the rendezvous
+    port this launch chose (``remote.run.preview.firewall_lines``; docs/security.md)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -36,6 +36,7 @@ from profiles.user_errors import UsageError
 from remote.records.collected import CollectedCopy
 from remote.records.figures import efficiency_of
 from remote.records.history import Recorded, parse_line, read_lines
+from remote.records.private import private_dir
 from remote.records.reducer import RunFigures
 from trainer.events import (
     EVAL_METRICS,
@@ -95,6 +96,7 @@ class BoardWriter:
             text_summary.text_pb
         self._value = summary_pb2.Summary.Value
         self.directory = directory
+        private_dir(directory)  # inside the 0700 run directory; private itself too
         self._writer = EventFileWriter(str(directory), max_queue_size=1000, flush_secs=FLUSH_S)
         self.points = 0
         """Scalar points written so far."""

@@ -5,6 +5,7 @@ rendered as data (``remote.events.LaunchPreview``) for the console to show."""
 from __future__ import annotations
 
 import asyncio
+import shlex
 from dataclasses import replace
 
 from remote.checks.plan import ClusterPlan, LaunchFacts, PlanError, master_address, plan_cluster
@@ -30,6 +31,17 @@ def first_shares(config: ClusterConfig, plan: ClusterPlan) -> tuple[int, ...] | 
     return None
 
 
+def firewall_lines(config: ClusterConfig, master_addr: str, port: int) -> tuple[str, ...]:
+    """iptables lines for the master: the rendezvous port open to the cluster's other hosts
+    (their addresses as cluster.toml gives them) and to the master itself, closed to the rest.
+    The process group's own connections use ports the system picks; see docs/security.md."""
+    sources = sorted({h.address for h in config.hosts
+                      if not h.is_local and h.name != config.master_name} | {master_addr})
+    allow = [f"iptables -A INPUT -p tcp --dport {port} -s {shlex.quote(source)} -j ACCEPT"
+             for source in sources]
+    return (*allow, f"iptables -A INPUT -p tcp --dport {port} -j DROP")
+
+
 def preview(config: ClusterConfig, facts: LaunchFacts, port: int, code_digest: str,
             run_id: str) -> LaunchPreview:
     """The plan and each host's exact command for a launch with the given facts."""
@@ -43,9 +55,11 @@ def preview(config: ClusterConfig, facts: LaunchFacts, port: int, code_digest: s
         host=place.host.name, ranks=tuple(place.ranks), device=place.device, gpus=place.gpus,
         visible_devices=place.visible_devices, interface=place.interface,
         shares=tuple(shares[r] for r in place.ranks) if shares else None,
-        command=launcher_command(config, launch, place)) for place in plan.hosts)
+        command=launcher_command(config, launch, place),
+        env_names=tuple(sorted(place.host.env))) for place in plan.hosts)
     return LaunchPreview(run_id=run_id, backend=plan.backend, world_size=plan.world_size,
-                         rendezvous=f"{master_addr}:{port}", hosts=hosts)
+                         rendezvous=f"{master_addr}:{port}", hosts=hosts,
+                         firewall=firewall_lines(config, master_addr, port))
 
 
 async def check_with_preview(config: ClusterConfig, pool: HostPool) -> CheckReport:
