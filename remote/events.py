@@ -112,8 +112,9 @@ class LaunchPreview:
     hosts: tuple[PlannedHost, ...]
     """In cluster.toml's order."""
     firewall: tuple[str, ...] = ()
-    """Lines for the master's firewall that let only the cluster's hosts reach the rendezvous
-    port this launch chose (``remote.run.preview.firewall_lines``; docs/security.md)."""
+    """Firewall lines for every host that let only the cluster's hosts reach the rendezvous
+    port this launch chose and the ports the ranks listen on (``remote.run.preview.
+    firewall_lines``; docs/security.md)."""
 
 
 @dataclass(frozen=True, kw_only=True)

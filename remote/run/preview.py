@@ -31,15 +31,19 @@ def first_shares(config: ClusterConfig, plan: ClusterPlan) -> tuple[int, ...] | 
     return None
 
 
+EPHEMERAL_PORTS = "32768:60999"
+"""Linux's default ``net.ipv4.ip_local_port_range``: where the ranks' store and Gloo listen."""
+
+
 def firewall_lines(config: ClusterConfig, master_addr: str, port: int) -> tuple[str, ...]:
-    """iptables lines for the master: the rendezvous port open to the cluster's other hosts
-    (their addresses as cluster.toml gives them) and to the master itself, closed to the rest.
-    The process group's own connections use ports the system picks; see docs/security.md."""
-    sources = sorted({h.address for h in config.hosts
-                      if not h.is_local and h.name != config.master_name} | {master_addr})
-    allow = [f"iptables -A INPUT -p tcp --dport {port} -s {shlex.quote(source)} -j ACCEPT"
+    """iptables lines for each host: TCP from the cluster's hosts (their addresses as
+    cluster.toml gives them, and the master address) accepted; the rendezvous port and the
+    ports the system picks for the ranks' store and Gloo closed to everyone else."""
+    sources = sorted({h.address for h in config.hosts if not h.is_local} | {master_addr})
+    allow = [f"iptables -A INPUT -p tcp -s {shlex.quote(source)} -j ACCEPT"
              for source in sources]
-    return (*allow, f"iptables -A INPUT -p tcp --dport {port} -j DROP")
+    return (*allow, f"iptables -A INPUT -p tcp --dport {port} -j DROP",
+            f"iptables -A INPUT -p tcp --dport {EPHEMERAL_PORTS} -j DROP")
 
 
 def preview(config: ClusterConfig, facts: LaunchFacts, port: int, code_digest: str,

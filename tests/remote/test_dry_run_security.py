@@ -28,5 +28,6 @@ def test_dry_run_names_env_without_values_and_prints_firewall_lines(tmp_path: Pa
     assert SECRET not in out and "with env HF_TOKEN from cluster.toml" in out
     port = re.search(r"--rdzv-endpoint 127\.0\.0\.1:(\d+)", out)
     assert port is not None
-    assert f"iptables -A INPUT -p tcp --dport {port.group(1)} -s 127.0.0.1 -j ACCEPT" in out
+    assert "iptables -A INPUT -p tcp -s 127.0.0.1 -j ACCEPT" in out
     assert f"iptables -A INPUT -p tcp --dport {port.group(1)} -j DROP" in out
+    assert "iptables -A INPUT -p tcp --dport 32768:60999 -j DROP" in out
