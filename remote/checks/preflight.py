@@ -117,10 +117,13 @@ def _judge_python(host: HostSection, text: str, status: int, facts: HostFacts) -
     found = last_json(text) if status == 0 else None
     if found is None:
         why = (text.strip().splitlines() or [f"exit status {status}"])[-1]
+        # A python that cluster.toml names is used whatever setup makes: fix that path. Left
+        # out, the host runs what setup would make (its workdir's venv): setup helps then.
+        fix = _fix_in_toml(host, "python", '"/path/to/python3"')
         facts.items.append(_item(host, "python", False,
                                  f"{python_label(host)!r} did not run: {why}",
-                                 f"run `corral setup {host.name}`, or "
-                                 + _fix_in_toml(host, "python", '"/path/to/python3"')))
+                                 fix if host.python is not None
+                                 else f"run `corral setup {host.name}`, or {fix}"))
         return
     version = str(found.get("python", "?"))
     parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())

@@ -153,6 +153,7 @@ async def test_each_broken_host_fails_its_own_check_with_a_fix(
     python_c = find(report, "c", "python")
     assert not python_c.ok and "/nonexistent/python3" in python_c.detail
     assert "python = " in python_c.hint and "'c'" in python_c.hint
+    assert "corral setup" not in python_c.hint  # setup would change nothing: python is named
 
     cuda_d = find(report, "d", "cuda")
     assert not cuda_d.ok and "1 GPU(s): Fake GPU (CUDA 12.1)" in cuda_d.detail
