@@ -1,6 +1,7 @@
 """Start torch's launcher on every host of a run.
 
-On each host corral starts ``python -m torch.distributed.run`` (torchrun) with c10d rendezvous
+On each host corral starts torch's launcher (torchrun, through ``python -m trainer.launcher``,
+which ends without a traceback when stopped) with c10d rendezvous
 at ``master:port`` and the run id as rendezvous id, in its own session and process group
 (``setsid``), stdin from /dev/null, output appended to ``<run dir>/logs/<host>/launcher.log``.
 The process-group id goes to ``<run dir>/hosts/<host>.pgid`` and its leader's start time (field 22
@@ -38,6 +39,9 @@ from trainer.run_layout import IN_RUN_DIR
 from trainer.settings.flags import flag_words
 from trainer.settings.run_settings import RunSettings
 from trainer.settings.train_config import BUILTIN_TASKS, TrainConfig
+
+TORCHRUN_MODULE = "trainer.launcher"
+"""torch's launcher behind corral's entry point, which ends without a traceback when stopped."""
 
 RDZV_JOIN_TIMEOUT_S = 120
 """Seconds torchrun waits for every host to join the rendezvous before it gives up."""
@@ -103,7 +107,7 @@ def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
         env.update(GLOO_SOCKET_IFNAME=place.interface, NCCL_SOCKET_IFNAME=place.interface)
     is_host = "true" if host.name == config.cluster.master else "false"
     torchrun = [
-        "-m", "torch.distributed.run", "--nnodes", str(plan.nnodes),
+        "-m", TORCHRUN_MODULE, "--nnodes", str(plan.nnodes),
         "--nproc-per-node", str(place.nproc), "--node-rank", str(place.node_rank),
         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{plan.master_addr}:{plan.port}",
         "--rdzv-id", plan.run_id,

@@ -63,3 +63,7 @@ def test_a_run_listens_only_on_its_rendezvous_port_and_not_after_a_stop(tmp_path
     ranks = [a for a in listening if a.startswith("127.0.0.1:")]  # the interface: lo here
     assert len(ranks) == 2 and len(listening) == 4, listening
     assert _listeners(run_id) == []
+    # A normal stop is no error: the launchers' logs hold no traceback.
+    for name in ("a", "b"):
+        log = (tmp_path / "runs" / run_id / "logs" / name / "launcher.log").read_text()
+        assert "Traceback" not in log and "SignalException" not in log, log[-2000:]
