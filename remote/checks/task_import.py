@@ -5,10 +5,12 @@ task file from that tree with the trainer's own loader (``trainer.tasks.user.loa
 and looks up the build function; a syntax error, a failing import (a package missing on that
 host), or a missing function is one ``task`` check item naming the host and the user's own
 file and line (the pushed copy's path under ``~/.corral/code/<digest>/`` is mapped back).
+For ``causal_lm``, the ``data`` item says whether each data file it names is readable there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 
 from profiles.user_errors import CorralError
@@ -66,13 +68,51 @@ async def task_item(transport: Transport, user: UserCode, digest: str) -> CheckI
     return CheckItem(host=host.name, name="task", ok=False, detail=error, hint=hint)
 
 
+def data_files(config: ClusterConfig) -> list[tuple[str, str]]:
+    """``(key, path)`` of every data file a ``causal_lm`` run reads on each host."""
+    if config.run.task != "causal_lm":
+        return []
+    options = dict(config.run.task_options)
+    found = [(f"[run] task_options.{key}", str(options[key]))
+             for key in ("data", "eval_data") if options.get(key)]
+    if config.run.eval_data:
+        found.append(("[run] eval_data", config.run.eval_data))
+    return found
+
+
+async def data_item(transport: Transport, files: list[tuple[str, str]]) -> CheckItem:
+    """The host's ``data`` item: every file readable there, as the ranks will open it (from
+    the run directory: a relative path cannot be checked before it exists, so it is refused)."""
+    host = transport.host
+    relative = [(k, p) for k, p in files if not p.startswith(("/", "~"))]
+    if relative:
+        key, path = relative[0]
+        return CheckItem(host=host.name, name="data", ok=False,
+                         detail=f"{key} = {path!r} is relative: the ranks open it from their "
+                                "run directory", hint=f"give {key} as an absolute path")
+    script = "; ".join(f"test -r {shell_path(p)} || echo {shlex.quote(k)}" for k, p in files)
+    missing = (await transport.run(script, timeout=30.0)).stdout.split("\n")
+    absent = [(k, p) for k, p in files if k in missing]
+    if not absent:
+        return CheckItem(host=host.name, name="data", ok=True,
+                         detail=", ".join(p for _, p in files) + " readable")
+    key, path = absent[0]
+    return CheckItem(host=host.name, name="data", ok=False,
+                     detail=f"{key} = {path!r}: no such readable file on {host.name}",
+                     hint=f"copy the file to {path} on {host.name}, or change {key}")
+
+
 def push_then_import(config: ClusterConfig, code: CodeBundle, pushed: Pushed) -> AfterProbe:
     """The check's ``after_probe``: push the code tree to the host (recorded in ``pushed``),
     then, for a user task, import it there and add the ``task`` item to the host's items."""
     user = user_code(config.run, config.path.parent)
+    files = data_files(config)
 
     async def after_probe(transport: Transport, found: HostFacts) -> None:
         name = transport.host.name
+        if files:
+            with contextlib.suppress(CorralError):
+                found.items.append(await data_item(transport, files))
         # A push before the whole check has passed is harmless: the tree is content-addressed
         # and renamed into place only when complete.
         try:

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from remote.checks.plan import ClusterPlan, LaunchFacts, PlanError, master_address, plan_cluster
 from remote.checks.preflight import check_and_plan
-from remote.checks.task_import import push_then_import
+from remote.checks.task_import import data_files, push_then_import
 from remote.config.cluster import ClusterConfig
 from remote.config.task_code import user_code
 from remote.events import CheckItem, CheckReport, LaunchPreview, PlannedHost
@@ -73,7 +73,7 @@ async def check_with_preview(config: ClusterConfig, pool: HostPool) -> CheckRepo
     user = user_code(config.run, config.path.parent)  # the same tree a run pushes
     code = await asyncio.to_thread(
         build_bundle, user_folder=user.folder if user is not None else None)
-    if user is None:
+    if user is None and not data_files(config):
         report, facts = await check_and_plan(config, pool)
     else:
         report, facts = await check_and_plan(config, pool, code_digest=code.digest,

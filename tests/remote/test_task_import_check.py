@@ -49,3 +49,23 @@ async def test_a_broken_task_file_is_one_line_naming_the_host_and_the_users_file
     assert (item.host, item.ok) == ("a", False)
     assert item.detail == detail.format(file=file) and item.hint == hint.format(file=file)
     assert ".corral" not in item.detail and "work/code" not in item.detail
+
+
+async def test_a_causal_lm_data_file_missing_on_a_host_is_named(tmp_path: Path) -> None:
+    present = tmp_path / "train.txt"
+    present.write_text("some text\n\nmore text\n", encoding="utf-8")
+    path = tmp_path / "cluster.toml"
+    path.write_text(f'[cluster]\nname = "t"\nrun_root = "{tmp_path}/runs"\n\n[[hosts]]\n'
+                    f'name = "a"\naddress = "local"\npython = "{sys.executable}"\n'
+                    f'workdir = "{tmp_path}/work"\ngpus = 0\n\n[run]\nsteps = 2\n'
+                    f'task = "causal_lm"\neval_data = "{tmp_path}/held-out.txt"\n'
+                    f'task_options = {{ model = "tiny", data = "{present}" }}\n',
+                    encoding="utf-8")
+    controller = SshRunController(load_cluster(path))
+    try:
+        report = await controller.check()
+    finally:
+        await controller.aclose()
+    item = next(i for i in report.items if i.name == "data")
+    assert (item.host, item.ok) == ("a", False)
+    assert item.detail == f"[run] eval_data = '{tmp_path}/held-out.txt': no such readable file on a"
