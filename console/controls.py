@@ -142,7 +142,7 @@ class RunControls:
                                                   title="Run failed its pre-flight check"))
         elif model.state == "failed":
             self.app.notify(model.state_detail or "the run failed", title="Run failed",
-                            severity="error", timeout=15)
+                            severity="error", timeout=15, markup=False)
         elif model.state == "completed":
             self.app.notify(f"Run {handle.run_id} completed.", title="Run completed")
 
@@ -171,7 +171,8 @@ class RunControls:
             self.busy = ""
         self.last_stop = report
         if report.clean:
-            self.app.notify(stop_report_text(report).plain, title="Run stopped", timeout=10)
+            self.app.notify(stop_report_text(report).plain, timeout=10, markup=False,
+                            title="Run stopped" if not report.outcome else "Nothing to stop")
         else:
             self.app.show_modal(MessageScreen("Run stopped, but not cleanly",
                                               stop_report_text(report)))
@@ -215,7 +216,8 @@ class RunControls:
             heading, message = title or "Unexpected error", f"{type(exc).__name__}: {exc}"
         self.session.model.add_log("corral", f"{heading}: {message}", t=self.session.clock(),
                                    level="error")
-        self.app.notify(message, title=heading, severity="error", timeout=20)
+        # markup=False: messages name cluster.toml sections ("[cluster] name"), not styles.
+        self.app.notify(message, title=heading, severity="error", timeout=20, markup=False)
 
     def _confirmed(self, answer: object, label: str,
                    work: Callable[[], Coroutine[Any, Any, None]]) -> None:

@@ -51,7 +51,7 @@ class PastRuns:
         try:
             return self.session.summary(run_id)
         except CorralError as exc:
-            self.app.notify(exc.message, title=title, severity="warning")
+            self.app.notify(exc.message, title=title, severity="warning", markup=False)
             return None
 
     def show_report(self, run_id: str) -> None:

@@ -50,6 +50,14 @@ def plan_commands(plan: LaunchPreview) -> Text:
     for host in plan.hosts:
         text.append(f"{host.host}:\n", style="bold")
         text.append(f"  {host.command}\n")
+        if host.env_names:
+            text.append(f"  with env {', '.join(host.env_names)} from cluster.toml (values sent "
+                        "on standard input, never on a command line)\n")
+    if plan.firewall:
+        text.append("firewall on the master (the rendezvous store listens on every "
+                    "interface while the run lives; docs/security.md):\n", style="bold")
+        for line in plan.firewall:
+            text.append(f"  {line}\n")
     return text
 
 

@@ -93,6 +93,9 @@ class PlannedHost:
     """Each rank's samples of the first step (None: measured when the run starts)."""
     command: str
     """The exact command line the host's shell will run (torchrun and the trainer)."""
+    env_names: tuple[str, ...] = ()
+    """The names of the host's ``env`` table: their values reach the launcher on its standard
+    input, never on a command line, and are never shown."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,6 +111,10 @@ class LaunchPreview:
     """``master_addr:port`` of torch's c10d rendezvous."""
     hosts: tuple[PlannedHost, ...]
     """In cluster.toml's order."""
+    firewall: tuple[str, ...] = ()
+    """Firewall lines for every host that let only the cluster's hosts reach the rendezvous
+    port this launch chose and the ports the ranks listen on (``remote.run.preview.
+    firewall_lines``; docs/security.md)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,6 +162,9 @@ class StopReport:
     """Per host: processes of this run still alive after TERM, grace and KILL (should be 0)."""
     unreachable: tuple[str, ...] = ()
     """Hosts that could not be reached to stop or verify."""
+    outcome: str = ""
+    """The outcome the run had reached before this stop (``completed``, ``failed``,
+    ``stopped``): then the stop only looked for leftovers. Empty when the stop ended it."""
 
     @property
     def clean(self) -> bool:

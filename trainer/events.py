@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, ClassVar, Literal, get_args
 
 from profiles.user_errors import CorralError
+from trainer.disk_full import DiskFull, is_disk_full
 from trainer.run_layout import RunLayout
 
 SCHEMA_VERSION = 1
@@ -336,9 +337,15 @@ class EventWriter:
         self._file: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
     def emit(self, event: TrainerEvent) -> None:
-        """Write ``event`` as one line and flush it to the OS."""
-        self._file.write(event_to_json(event) + "\n")
-        self._file.flush()
+        """Write ``event`` as one line and flush it to the OS; ``DiskFull`` when the disk is."""
+        try:
+            self._file.write(event_to_json(event) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise DiskFull(self.path.parent, f"the {event.kind} event of rank "
+                               f"{event.rank} could not be written") from None
+            raise
 
     def close(self) -> None:
         """Close the file (idempotent)."""

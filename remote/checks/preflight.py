@@ -38,6 +38,7 @@ from remote.hosts.pool import HostPool
 from remote.hosts.push import present_command
 from remote.hosts.sections import MISSING, section_text, sectioned_script, split_sections
 from remote.hosts.transport import HostKeyNotTrusted, Transport, shell_path
+from trainer.launch_contract import RUN_ID_ENV
 
 MIN_PYTHON = (3, 10)
 MIN_FREE_BYTES = 1 << 30
@@ -93,7 +94,7 @@ def probe_script(host: HostSection, config: ClusterConfig, master_addr: str,
         # df needs an existing path: the nearest existing directory at or above the workdir.
         "disk": (f'd={shell_path(host.workdir)}; while [ ! -e "$d" ]; do d=$(dirname "$d"); '
                  'done; df -Pk "$d" 2>&1 | tail -n 1'),
-        "ps": "ps -ww -eo pid=,args=",
+        "ps": LEFTOVER_PROBE,
         "run-root": run_root.probe_command(config.cluster.run_root),
         "interface": f"{interface_script(master_addr, is_master=is_master)} 2>&1",
         "cpu": cpu_placement.PROBE_SECTION,
@@ -121,10 +122,13 @@ def _judge_python(host: HostSection, text: str, status: int, facts: HostFacts) -
     found = last_json(text) if status == 0 else None
     if found is None:
         why = (text.strip().splitlines() or [f"exit status {status}"])[-1]
+        # A python that cluster.toml names is used whatever setup makes: fix that path. Left
+        # out, the host runs what setup would make (its workdir's venv): setup helps then.
+        fix = _fix_in_toml(host, "python", '"/path/to/python3"')
         facts.items.append(_item(host, "python", False,
                                  f"{python_label(host)!r} did not run: {why}",
-                                 f"run `corral setup {host.name}`, or "
-                                 + _fix_in_toml(host, "python", '"/path/to/python3"')))
+                                 fix if host.python is not None
+                                 else f"run `corral setup {host.name}`, or {fix}"))
         return
     version = str(found.get("python", "?"))
     parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
@@ -160,22 +164,33 @@ def _judge_python(host: HostSection, text: str, status: int, facts: HostFacts) -
 
 
 def _leftovers(ps_output: str, run_root: str) -> dict[str, list[int]]:
-    """Process ids per run id of processes started with ``--run-dir <run_root>/<run id>``.
+    """Process ids per run id of processes started with ``--run-dir <run_root>/<run id>`` and
+    the run id in their environment (``LEFTOVER_PROBE``'s lines).
 
-    Every rank (and its torchrun, which carries the trainer's arguments) has that flag; a
-    program that merely has a file of the run open does not.
+    Every rank (and its torchrun, which carries the trainer's arguments) has both; a program
+    that merely has a file of the run open has neither, and one that only names the run
+    directory in its arguments (a user's ``pgrep -f -- '--run-dir ...'``) lacks the variable.
     """
     root = run_root.rstrip("/") + "/"
     found: dict[str, list[int]] = {}
     for line in ps_output.splitlines():
-        pid, _, args = line.strip().partition(" ")
+        pid, _, rest = line.strip().partition(" ")
+        env_run_id, _, args = rest.partition(" ")
         for marker in (f"--run-dir {root}", f"--run-dir={root}"):
             if marker in args and pid.isdigit():
                 run_id = args.split(marker, 1)[1].split("/", 1)[0].split(" ", 1)[0]
-                if run_id:
+                if run_id and run_id == env_run_id:
                     found.setdefault(run_id, []).append(int(pid))
                 break
     return found
+
+
+LEFTOVER_PROBE = (
+    "ps -ww -eo pid=,args= | while read -r p a; do case \"$a\" in *--run-dir*) "
+    f"r=$(tr '\\0' '\\n' < /proc/$p/environ 2>/dev/null | sed -n 's/^{RUN_ID_ENV}=//p' "
+    '| head -n 1); printf "%s %s %s\\n" "$p" "${r:--}" "$a";; esac; done')
+"""Per process that names ``--run-dir``: its id, the run id in its environment (``-`` for
+none) and its arguments."""
 
 
 def _judge_disk(host: HostSection, df_line: str, facts: HostFacts) -> None:

@@ -133,6 +133,11 @@ connect_timeout = 10.0
 keepalive = 15.0
 known_hosts = "strict"        # "insecure" skips host key checks (and warns)
 """
+TRACKING = """
+# Log every run to MLflow as well (pip install 'corral[mlflow]'; see docs/tracking.md):
+# [tracking]
+# mlflow = "sqlite:///mlflow.db"
+"""
 
 
 def _toml_string(text: str) -> str:
@@ -149,7 +154,7 @@ def host_name_for(alias: str) -> str:
 def demo_toml() -> str:
     """The local emulated demo (the repository's cluster.toml)."""
     return (HEADER + DEMO_INTRO + CLUSTER.format(name="demo", master=DEMO_MASTER) + DEMO_HOSTS
-            + DEMO_RUN + SSH)
+            + DEMO_RUN + SSH + TRACKING)
 
 
 def hosts_toml(aliases: Sequence[str]) -> str:
@@ -167,7 +172,7 @@ def hosts_toml(aliases: Sequence[str]) -> str:
     entries = "\n".join(ALIAS_HOST.format(name=_toml_string(n), address=_toml_string(a))
                         for n, a in zip(names, aliases, strict=True))
     return (HEADER + HOSTS_INTRO + CLUSTER.format(name="cluster", master=ALIAS_MASTER)
-            + entries + ALIAS_RUN + SSH)
+            + entries + ALIAS_RUN + SSH + TRACKING)
 
 
 def write_new(path: Path, text: str) -> None:

@@ -28,6 +28,9 @@ SSH_ONLY_KEYS = ("user", "port", "identity_file")
 """Host keys that only mean something for a host reached over SSH."""
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+NAME_MAX_CHARS = 63
+"""The longest cluster or host name: a host name's label length, long enough for any name a
+person types, short enough for a run id, a file name and one console line."""
 """Cluster and host names: they end up in run ids, file names and log prefixes."""
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 INTERFACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}\Z")
@@ -129,7 +132,10 @@ def _text(out: Problems, values: Mapping[str, Any], key: str, *, token: bool = F
 
 def _name(out: Problems, values: Mapping[str, Any], key: str) -> None:
     value = values.get(key)
-    if isinstance(value, str) and not NAME_RE.match(value):
+    if isinstance(value, str) and len(value) > NAME_MAX_CHARS:
+        out.append((key, f"must be at most {NAME_MAX_CHARS} characters (it names runs, files "
+                         f"and console lines), got {len(value)}: {quote(value[:20])}..."))
+    elif isinstance(value, str) and not NAME_RE.match(value):
         out.append((key, f"must be letters, digits, '.', '_' or '-' (starting with a letter "
                          f"or digit), got {quote(value)}"))
 

@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from remote.config.cluster import HostSection
-from remote.hosts.transport import env_prefix, shell_path
+from remote.hosts.transport import shell_path
 
 VENV_DIR = "venv"
 """The directory under a host's workdir that ``corral setup`` makes its environment in."""
@@ -59,7 +59,7 @@ def python_label(host: HostSection) -> str:
 def python_c(host: HostSection, code: str, *args: str) -> str:
     """``python -c CODE ARGS`` on ``host`` with its env table, every word quoted."""
     quoted = "".join(" " + shlex.quote(a) for a in args)
-    return f"{env_prefix(host.env)}{python_word(host)} -c {shlex.quote(code)}{quoted}"
+    return f"{python_word(host)} -c {shlex.quote(code)}{quoted}"
 
 
 def last_json(text: str) -> dict[str, Any] | None:

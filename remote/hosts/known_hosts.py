@@ -1,9 +1,10 @@
 """The known_hosts file: its lines checked one by one, a host's recorded keys, a key replaced.
 
-asyncssh verifies host keys against this file; corral reads it too, to say which line of it is
-malformed (instead of a parser's traceback), to tell a *changed* key (a recorded key differs from
-the one presented: possibly an attack) from an unknown one, and for ``corral trust``, which
-replaces the host's recorded key rather than adding a second one. Host patterns are matched as
+asyncssh verifies host keys against this file; corral reads it first, to skip a malformed
+line with a warning naming the file and line (as OpenSSH does; asyncssh would refuse the whole
+file), to tell a *changed* key (a recorded key differs from the one presented: possibly an
+attack) from an unknown one, and for ``corral trust``, which replaces the host's recorded key
+rather than adding a second one. Host patterns are matched as
 written (``name`` or ``[name]:port``, plain or hashed ``|1|salt|hash``); wildcard patterns are
 left to asyncssh.
 """
@@ -39,6 +40,8 @@ class KnownHostLine:
     """``@cert-authority``, ``@revoked`` or empty."""
     patterns: str
     key: asyncssh.SSHKey
+    raw: str
+    """The line as written."""
 
 
 def host_pattern(name: str, port: int) -> str:
@@ -47,15 +50,24 @@ def host_pattern(name: str, port: int) -> str:
 
 
 def read_known_hosts(path: Path) -> list[KnownHostLine]:
-    """Every key line of ``path`` (none when it does not exist); ``KnownHostsError`` naming the
-    file and line for one that is not ``[@marker] patterns keytype base64-key [comment]``."""
+    """Every key line of ``path`` that can be read (none when the file does not exist); see
+    ``parse_known_hosts`` for the ones that cannot."""
+    return parse_known_hosts(path)[0]
+
+
+def parse_known_hosts(path: Path) -> tuple[list[KnownHostLine], list[str]]:
+    """Every readable key line of ``path``, and a warning naming the file and line for each one
+    that is not ``[@marker] patterns keytype base64-key [comment]``: like OpenSSH, such a line
+    is skipped, and the other hosts' keys still count. ``KnownHostsError`` when the file
+    cannot be read at all."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        return []
+        return [], []
     except OSError as exc:
         raise KnownHostsError(f"cannot read {path}: {exc.strerror or exc}") from None
     lines: list[KnownHostLine] = []
+    skipped: list[str] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         words = raw.split()
         if not words or words[0].startswith("#"):
@@ -73,11 +85,12 @@ def read_known_hosts(path: Path) -> list[KnownHostLine]:
                 problem = f"the key does not parse ({exc})"
         if problem:
             shown = raw if len(raw) <= 60 else raw[:57] + "..."
-            raise KnownHostsError(
-                f"{path}, line {number}: {problem}: {shown!r}. Fix or delete that line (or "
-                "point [ssh] known_hosts_file at another file).")
-        lines.append(KnownHostLine(number=number, marker=marker, patterns=words[0], key=key))
-    return lines
+            skipped.append(f"{path}, line {number}: {problem}: {shown!r}; that line is skipped "
+                           "(fix or delete it)")
+            continue
+        lines.append(KnownHostLine(number=number, marker=marker, patterns=words[0], key=key,
+                                   raw=raw))
+    return lines, skipped
 
 
 def _matches(patterns: str, wanted: str) -> bool:
@@ -107,7 +120,7 @@ def replace_host_key(path: Path, name: str, port: int, key: asyncssh.SSHKey) -> 
     host (atomically: a temporary file renamed over the old one). Returns how many lines were
     replaced."""
     wanted = host_pattern(name, port)
-    read_known_hosts(path)  # a malformed file is reported, never rewritten
+    read_known_hosts(path)  # an unreadable file is reported, never rewritten
     try:
         old = path.read_text(encoding="utf-8").splitlines(keepends=True)
     except FileNotFoundError:

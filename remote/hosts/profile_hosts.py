@@ -21,7 +21,7 @@ from remote.config.cluster import ClusterConfig, HostSection
 from remote.hosts.interpreter import python_word
 from remote.hosts.pool import HostPool
 from remote.hosts.push import CodeBundle, build_bundle, code_dir, push_code
-from remote.hosts.transport import Transport, env_prefix, shell_path
+from remote.hosts.transport import Transport, shell_path
 
 PROFILE_TIMEOUT_S = 900.0
 """Seconds one host's benchmark may take (a large model on a slow CPU is slow)."""
@@ -54,7 +54,7 @@ def profile_command(host: HostSection, model: str, digest: str) -> str:
         args[2:2] = ["--threads", str(host.threads)]
     flags = " ".join(shlex.quote(a) for a in args)
     return (f"cd {shell_path(code_dir(host.workdir, digest))} && "
-            f"{env_prefix(host.env)}PYTHONPATH=\"$PWD\" {python_word(host)} "
+            f"PYTHONPATH=\"$PWD\" {python_word(host)} "
             f"-m trainer.profile_model {flags}")
 
 

@@ -39,7 +39,7 @@ from remote.hosts.interpreter import (
 )
 from remote.hosts.pool import HostPool
 from remote.hosts.sections import section_text, sectioned_script, split_sections
-from remote.hosts.transport import Transport, env_prefix, shell_path
+from remote.hosts.transport import Transport, shell_path
 
 CUDA_FLAVOURS = ((580, "cu130"), (525, "cu126"), (450, "cu118"))
 """(lowest NVIDIA driver major version, torch's CUDA flavour it runs): CUDA 13 needs driver
@@ -117,7 +117,7 @@ def probe_command(host: HostSection) -> str:
     version_py = ("import importlib.util as u, os; s = u.find_spec('torch'); "
                   "p = s and os.path.join(os.path.dirname(s.origin), 'version.py'); "
                   "print(open(p).read() if p and os.path.exists(p) else '')")
-    return env_prefix(host.env) + sectioned_script({
+    return sectioned_script({
         "driver": "nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null "
                   "| head -n 1",
         "base": f"{_base_python(host)} -c 'import sys; print(sys.version_info >= (3, 10))' "
@@ -218,9 +218,8 @@ async def setup_host(transport: Transport, torch_version: str, progress: Progres
         return SetupResult(host=host.name, ok=True, changed=bool(note),
                            detail=f"nothing to change (torch {installed} in {venv_dir(host)})"
                            if not note else f"torch {installed} in {venv_dir(host)}; {note}")
-    env = env_prefix(host.env)
     for number, line in enumerate(host.setup, start=1):
-        status, out = await _run_logged(transport, f"{env}sh -c {shlex.quote(line)}", line,
+        status, out = await _run_logged(transport, f"sh -c {shlex.quote(line)}", line,
                                         progress, PIP_TIMEOUT_S)
         if status != 0:
             return SetupResult(host=host.name, ok=False, changed=True,
@@ -237,7 +236,7 @@ async def _allocator_step(transport: Transport, found: str, progress: Progress) 
     host = transport.host
     if not wants_install(host, found):
         return ""
-    command = f"{env_prefix(host.env)}sh -c {shlex.quote(install_script(host))}"
+    command = f"sh -c {shlex.quote(install_script(host))}"
     _, out = await _run_logged(transport, command, "install tcmalloc (faster CPU ranks)",
                                progress, PIP_TIMEOUT_S)
     return outcome(out)
@@ -246,11 +245,10 @@ async def _allocator_step(transport: Transport, found: str, progress: Progress) 
 async def _make_venv(transport: Transport, wanted: Wanted, progress: Progress) -> SetupResult:
     host = transport.host
     venv, python = shell_path(venv_dir(host)), shell_path(venv_python(host))
-    env = env_prefix(host.env)
-    steps = [(f"{env}{_base_python(host)} -m venv {venv}", f"python -m venv {venv_dir(host)}")]
+    steps = [(f"{_base_python(host)} -m venv {venv}", f"python -m venv {venv_dir(host)}")]
     index = f" --extra-index-url {shlex.quote(wanted.index)}" if wanted.index else ""
     requirements = " ".join(shlex.quote(r) for r in (f"torch=={wanted.torch}", *wanted.packages))
-    steps.append((f"{env}{python} -m pip install --disable-pip-version-check "
+    steps.append((f"{python} -m pip install --disable-pip-version-check "
                   f"--progress-bar off{index} "
                   f"{requirements}", f"pip install torch=={wanted.torch} "
                   f"{' '.join(wanted.packages)}{index}"))

@@ -20,7 +20,12 @@ import asyncssh
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig, HostSection, SshSection
-from remote.hosts.known_hosts import host_pattern, read_known_hosts, recorded_keys, replace_host_key
+from remote.hosts.known_hosts import (
+    host_pattern,
+    parse_known_hosts,
+    recorded_keys,
+    replace_host_key,
+)
 from remote.hosts.transport import (
     CompletedCommand,
     HostKeyChanged,
@@ -29,9 +34,12 @@ from remote.hosts.transport import (
     RemoteCommandError,
     RemoteTimeout,
     _short,
+    with_host_env,
 )
 
 _insecure_warned = False
+_skipped_warned: set[str] = set()
+"""known_hosts lines already warned about (``_known_hosts_arg`` runs once per host)."""
 
 
 class AuthenticationFailed(HostUnreachable):
@@ -60,7 +68,13 @@ def _known_hosts_arg(ssh: SshSection) -> Any:
             _insecure_warned = True
         return None
     path = Path(ssh.known_hosts_file).expanduser()
-    read_known_hosts(path)  # a malformed line is named here, not deep inside asyncssh
+    lines, skipped = parse_known_hosts(path)
+    for warning in skipped:
+        if warning not in _skipped_warned:  # once per process, not once per host
+            _skipped_warned.add(warning)
+            print(f"warning: {warning}", file=sys.stderr)
+    if skipped:  # asyncssh refuses a whole file for one bad line: give it the good ones
+        return "".join(line.raw + "\n" for line in lines).encode()
     # An empty known_hosts list trusts nothing: every key is then refused with its fingerprint.
     return str(path) if path.is_file() else b""
 
@@ -155,9 +169,10 @@ class SshTransport:
         input: bytes | None = None,
     ) -> CompletedCommand:
         """Run ``command`` on the host; see ``Transport.run``."""
+        sent, input = with_host_env(self.host.env, command, input)
         try:
             result = await self._conn.run(
-                command, input=input, encoding=None, timeout=timeout, check=False,
+                sent, input=input, encoding=None, timeout=timeout, check=False,
             )
         except asyncssh.TimeoutError:
             raise RemoteTimeout(
@@ -176,8 +191,11 @@ class SshTransport:
 
     async def stream(self, command: str) -> AsyncIterator[str]:
         """Yield ``command``'s stdout lines; see ``Transport.stream``."""
+        sent, env_input = with_host_env(self.host.env, command, None)
         try:
-            proc = await self._conn.create_process(command, encoding="utf-8", errors="replace")
+            proc = await self._conn.create_process(sent, encoding="utf-8", errors="replace")
+            if env_input:
+                proc.stdin.write(env_input.decode())
         except (asyncssh.Error, OSError) as exc:
             raise ConnectionLost(f"connection to {self.host.name} lost: {_cause(exc)}") from None
         try:

@@ -14,7 +14,7 @@ import contextlib
 import os
 import shlex
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -131,11 +131,32 @@ def shell_path(path: str) -> str:
     return shlex.quote(path)
 
 
-def env_prefix(env: dict[str, str]) -> str:
-    """``env K=V ...`` (quoted, sorted) to put before a command; empty for no variables."""
+def env_prefix(env: Mapping[str, str]) -> str:
+    """``env K=V ...`` (quoted, sorted) to put before a command; empty for no variables.
+
+    Only for corral's own variables: their values are on the host's command line, which every
+    local user can read (``/proc/PID/cmdline``). A host's ``env`` table goes through
+    ``with_host_env`` instead."""
     if not env:
         return ""
     return "env " + " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(env.items())) + " "
+
+
+def with_host_env(env: Mapping[str, str], command: str,
+                  input: bytes | None) -> tuple[str, bytes | None]:
+    """``command`` and its standard input with the host's ``env`` table delivered on that input.
+
+    The values (tokens, passwords) never appear on a command line: the shell reads exactly
+    their bytes from its standard input (``dd`` one byte at a time, so whatever input the
+    command itself reads stays unread) and exports them; the command and everything it starts
+    inherit them. Only the names of the variables are in the command line.
+    """
+    if not env:
+        return command, input
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
+    data = exports.encode()
+    prefix = f'eval "$(dd bs=1 count={len(data)} 2>/dev/null)"; '
+    return prefix + command, data + (input or b"")
 
 
 class Transport(Protocol):
@@ -173,8 +194,9 @@ class LocalTransport:
         input: bytes | None = None,
     ) -> CompletedCommand:
         """Run ``command`` through ``sh -c``; see ``Transport.run``."""
+        sent, input = with_host_env(self.host.env, command, input)
         proc = await asyncio.create_subprocess_exec(
-            "sh", "-c", command,
+            "sh", "-c", sent,
             stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
@@ -199,12 +221,15 @@ class LocalTransport:
 
     async def stream(self, command: str) -> AsyncIterator[str]:
         """Yield ``command``'s stdout lines; see ``Transport.stream``."""
+        sent, env_input = with_host_env(self.host.env, command, None)
         proc = await asyncio.create_subprocess_exec(
-            "sh", "-c", command, stdin=asyncio.subprocess.PIPE,
+            "sh", "-c", sent, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
             limit=1 << 22, start_new_session=True,
         )
         assert proc.stdout is not None and proc.stdin is not None
+        if env_input:
+            proc.stdin.write(env_input)
         try:
             while True:
                 raw = await proc.stdout.readline()

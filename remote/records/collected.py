@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from profiles.user_errors import CorralError
+from remote.records.private import open_private, private_dir, write_private
 from trainer.events import TrainerEvent
 from trainer.run_layout import RunLayout
 
@@ -31,10 +32,11 @@ class CollectedCopy:
         self.on_line: Callable[[str, str, TrainerEvent | None], None] | None = None
         """Called with ``(path, text, typed event or None)`` for each line this copy appends
         (TensorBoard, the trackers)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(local_run_dir)
+        private_dir(self.root)
         # One writer per copy: a second follower of the same run (another terminal, the
         # console) follows from the saved offsets but leaves the copy to the first.
-        self._lock: IO[bytes] | None = open(self.root / RunLayout.COPY_LOCK, "ab")  # noqa: SIM115
+        self._lock: IO[bytes] | None = open_private(self.root / RunLayout.COPY_LOCK)
         try:
             fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -82,8 +84,8 @@ class CollectedCopy:
         handle = self._files.get(path)
         if handle is None:
             target = self._safe(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            handle = self._files[path] = open(target, "ab")  # noqa: SIM115
+            private_dir(target.parent)
+            handle = self._files[path] = open_private(target)
         data = (text + "\n").encode("utf-8", "replace")
         handle.write(data)
         self._sizes[path] = self._sizes.get(path, 0) + len(data)
@@ -106,7 +108,7 @@ class CollectedCopy:
             handle.flush()
         files = {p: [self.offsets[p], self._sizes.get(p, 0)] for p in self.offsets}
         tmp = self.root / f".{RunLayout.COPY_OFFSETS}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"files": files}), encoding="utf-8")
+        write_private(tmp, json.dumps({"files": files}))
         os.replace(tmp, self.root / RunLayout.COPY_OFFSETS)
 
     def close(self) -> None:

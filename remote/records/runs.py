@@ -23,6 +23,7 @@ from profiles.user_errors import CorralError, UsageError
 from remote.checks.run_root import LOCAL, DiskFull
 from remote.config.cluster import ClusterConfig
 from remote.events import StopReport
+from remote.records.private import private_dir, write_private
 from trainer.run_layout import IN_RUN_DIR, RunLayout
 
 if TYPE_CHECKING:
@@ -110,8 +111,8 @@ def write_run_info(config: ClusterConfig, info: RunInfo) -> None:
     directory = local_run_dir(config, info.run_id)
     tmp = directory / f".{RunLayout.RUN_RECORD}.{os.getpid()}.tmp"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(asdict(info), indent=1) + "\n", encoding="utf-8")
+        private_dir(directory)
+        write_private(tmp, json.dumps(asdict(info), indent=1) + "\n")
         os.replace(tmp, directory / RunLayout.RUN_RECORD)
     except OSError as exc:
         with contextlib.suppress(OSError):

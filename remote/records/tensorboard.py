@@ -33,6 +33,7 @@ from pathlib import Path
 from profiles.user_errors import UsageError
 from remote.records.collected import CollectedCopy
 from remote.records.history import read_lines
+from remote.records.private import private_dir
 from remote.records.scalars import Scalars, StepFeed, decision_text, eval_scalars
 from trainer.events import EvalEvent, RebalanceEvent, ResourceEvent
 from trainer.run_layout import RunLayout
@@ -73,6 +74,7 @@ class BoardWriter(StepFeed):
             text_summary.text_pb
         self._value = summary_pb2.Summary.Value
         self.directory = directory
+        private_dir(directory)  # inside the 0700 run directory; private itself too
         self._writer = EventFileWriter(str(directory), max_queue_size=1000, flush_secs=FLUSH_S)
         self.points = 0
         """Scalar points written so far."""

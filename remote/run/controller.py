@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -30,6 +31,7 @@ from remote.events import (
 from remote.hosts.pool import HostPool
 from remote.records.runs import (
     RunInfo,
+    local_run_dir,
     new_run_id,
     read_run_info,
     record_cleanup,
@@ -62,6 +64,7 @@ from remote.run.recovery import (
     count_failure,
     restart_refusal,
 )
+from remote.run.refresh import live_processes
 from remote.run.start import Launch, check_and_push, pushed_and_planned, start_hosts
 from remote.run.stop import stop_run
 from trainer.settings.run_settings import POLICIES
@@ -71,7 +74,8 @@ class SshRunHandle:
     """One run: its event stream (``events``) and ``stop``."""
 
     def __init__(self, controller: SshRunController, info: RunInfo, *, launch: bool,
-                 resume: bool = False, policy: str | None = None) -> None:
+                 resume: bool = False, policy: str | None = None,
+                 before: RunInfo | None = None) -> None:
         self.run_id = info.run_id
         self.name = info.name
         self._controller = controller
@@ -81,6 +85,10 @@ class SshRunHandle:
         self._policy = policy
         self._stop = StopRequest()
         """Whether the run is being stopped, and why (the follower and its monitor ask it)."""
+        self._before = before
+        """A resumed run's record before this launch (put back if the launch is refused)."""
+        self._refused = False
+        """The launch was refused before it touched a host: nothing is recorded for it."""
         # Following a run that has ended does not rewrite its recorded outcome.
         records = launch or info.state not in FINAL_RUN_STATES
         self._life = Lifecycle(info.run_id, Phase.CHECKING if launch else Phase.RUNNING,
@@ -105,7 +113,17 @@ class SshRunHandle:
         return run_dir_for(self.config, self.run_id)
 
     def _record(self, state: RunState, detail: str) -> None:
-        update_run_state(self.config, self.run_id, state, detail)
+        if not self._refused:
+            update_run_state(self.config, self.run_id, state, detail)
+
+    def _forget_refused_launch(self) -> None:
+        """A launch refused because another one holds the lock ran nothing: it is no run of
+        its own (``status`` and ``report`` do not list it); a resumed run gets its record back."""
+        self._refused = True
+        if self._before is not None:
+            write_run_info(self.config, self._before)
+        else:
+            shutil.rmtree(local_run_dir(self.config, self.run_id), ignore_errors=True)
 
     async def events(self) -> AsyncIterator[RunEvent]:
         """Every event of the run, ending with its final ``RunStatus``.
@@ -161,6 +179,9 @@ class SshRunHandle:
             try:
                 await launch_lock.acquire(self._pool, self.config, self.run_id)
             except launch_lock.LaunchLocked as exc:
+                self._forget_refused_launch()
+                raise LaunchFailed(f"{exc.title}: {exc}") from None
+            except launch_lock.LockNotMade as exc:
                 raise LaunchFailed(f"{exc.title}: {exc}") from None
             except CorralError:
                 pass  # the master cannot be reached: the check says so, with its fix
@@ -248,7 +269,11 @@ class SshRunHandle:
         self._config = replace(self.config, hosts=remaining,
                                run=replace(self.config.run, split=None))
         self._pool = HostPool(self._config)
-        self._info = replace(self._info, hosts=tuple(h.name for h in remaining))
+        # The dropped hosts stay in the record as suspect hosts: their processes may be left
+        # (cut off, not stopped), and ``status`` and ``stop`` must still reach them there.
+        suspects = tuple(sorted(set(self._info.suspect_hosts) | set(lost)))
+        self._info = replace(self._info, hosts=tuple(h.name for h in remaining),
+                             suspect_hosts=suspects)
         write_run_info(self.config, self._info)
         names = ", ".join(h.name for h in remaining)
         note = (f"dropped {', '.join(sorted(lost))} from the run ({final.detail.splitlines()[0]});"
@@ -269,21 +294,28 @@ class SshRunHandle:
         A run that already ended (completed, failed, stopped) keeps its recorded outcome; what
         the stop found goes to the record's ``cleanup``."""
         self._stop.request(StopCause.REQUESTED)
-        outcome = self._recorded_state()
+        outcome = self._recorded_info().state
         if outcome not in FINAL_RUN_STATES:
             update_run_state(self.config, self.run_id, "stopping")
-        report = await stop_run(self._pool, self.run_dir, self.run_id,
-                                grace_s=grace_s, hosts=list(self._info.hosts))
+        # Every host of the run, the dropped ones too (recorded as suspect hosts); the
+        # controller's pool reaches them, this handle's only the hosts still in the run.
+        record = self._recorded_info()
+        known = {h.name for h in self._controller.config.hosts}
+        hosts = sorted(h for h in {*record.hosts, *record.suspect_hosts} if h in known)
+        report = await stop_run(self._controller.pool, self.run_dir, self.run_id,
+                                grace_s=grace_s, hosts=hosts)
         record_cleanup(self.config, self.run_id, report)
+        if outcome in FINAL_RUN_STATES:
+            report = replace(report, outcome=outcome)
         if self._follower is None and report.clean and outcome not in FINAL_RUN_STATES:
             update_run_state(self.config, self.run_id, "stopped")
         return report
 
-    def _recorded_state(self) -> str:
+    def _recorded_info(self) -> RunInfo:
         try:
-            return read_run_info(self.config, self.run_id).state
+            return read_run_info(self.config, self.run_id)
         except CorralError:
-            return self._info.state
+            return self._info
 
 
 class SshRunController:
@@ -311,9 +343,11 @@ class SshRunController:
         if name is not None and (problem := run_name_problem(name)):
             raise UsageError(f"--name {name!r}: {problem}", title="bad run name")
         hosts = tuple(h.name for h in self.config.hosts)
+        previous: RunInfo | None = None
         if resume:
             named = resume if isinstance(resume, str) else None
             previous = await run_to_resume(self.config, self.pool, named)
+            await self._refuse_live(previous)
             info = replace(previous, state="checking", hosts=hosts,
                            config_path=str(self.config.path), name=name or previous.name)
         else:
@@ -322,7 +356,20 @@ class SshRunController:
                            started=time.time(), hosts=hosts, config_path=str(self.config.path),
                            name=name or self.config.run.name or "")
         write_run_info(self.config, info)
-        return SshRunHandle(self, info, launch=True, resume=bool(resume), policy=policy)
+        return SshRunHandle(self, info, launch=True, resume=bool(resume), policy=policy,
+                            before=previous if resume else None)
+
+    async def _refuse_live(self, previous: RunInfo) -> None:
+        """Refuse to resume a run whose processes still run (touching nothing): a second
+        launch beside it would fail on its leftovers and record it as failed for good."""
+        live = await live_processes(self.config, self.pool, previous)
+        if live:
+            where = ", ".join(f"{n} process(es) on {h}" for h, n in sorted(live.items()))
+            raise CorralError(
+                f"run {previous.run_id} is still running ({where}): there is nothing to "
+                f"resume. Follow it with `corral attach {previous.run_id}`; to relaunch it "
+                f"from its newest checkpoint, end it first with `corral stop {previous.run_id}`",
+                title="run still running")
 
     async def attach(self, run_id: str) -> SshRunHandle:
         """Follow recorded run ``run_id`` (or the one run whose id starts with it) from the last

@@ -16,13 +16,16 @@ class Severity(IntEnum):
     """How directly a failure explains the run's end; the lowest is named as the cause (the
     others usually follow from it: ranks fail when a peer vanishes)."""
 
-    RANK_DIED = 0
+    DISK_FULL = 0
+    """A host's launcher ended with the run directory's disk full (its ranks could write
+    neither events nor last words there; the peers then fail with "connection closed")."""
+    RANK_DIED = 1
     """A rank ended without its ``end`` event (killed, crashed) or was declared hung."""
-    HOST_LOST = 1
+    HOST_LOST = 2
     """Its host dropped; the peers' errors follow from that."""
-    RANK_FAILED = 2
+    RANK_FAILED = 3
     """A rank ended ``failed`` or ``diverged`` (often because a peer vanished)."""
-    LAUNCHER_FAILED = 3
+    LAUNCHER_FAILED = 4
     """A launcher failed without naming a rank."""
 
 

@@ -82,7 +82,8 @@ class RunFollower:
         self.run_id = info.run_id
         self.run_dir = run_dir_for(config, info.run_id)
         self.launching = launching
-        self.monitor = RunMonitor(run_id=info.run_id, hosts=info.hosts, stop=stop)
+        self.monitor = RunMonitor(run_id=info.run_id, hosts=info.hosts, stop=stop,
+                                  run_dir=self.run_dir)
         self.hang = HangGuard(pool, config.run.hang_factor, config.run.hang_limit)
         self.failed_at: float | None = None
         self.cause_settled = False
@@ -109,6 +110,8 @@ class RunFollower:
                 for line in trackers.take_warnings():
                     yield LogLine(t=time.time(), host="*", rank=None, text=line)
                 if isinstance(item, HostStatus):  # a connection lost or found again
+                    self.hang.host_reachable(item.host, item.state != "unreachable",
+                                             time.monotonic())
                     yield item
                     continue
                 seen: TailItem | HostLost
@@ -117,6 +120,7 @@ class RunFollower:
                     # Forget the dead connection so stop can reconnect.
                     await self.pool.drop(host)
                     seen = self.monitor.lost(host, error)
+                    self.hang.host_reachable(host, False, time.monotonic())
                 else:
                     seen = item
                 for event in self._observe(seen):

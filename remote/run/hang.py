@@ -31,6 +31,7 @@ STATE_WORDS = {"T": "stopped (SIGSTOP)", "t": "stopped by a debugger",
                "D": "blocked in uninterruptible I/O", "Z": "dead (a zombie)",
                "gone": "gone", "R": "busy but not stepping", "S": "waiting"}
 """What a process state letter says about a silent rank, most suspicious first."""
+UNASKED = "of unknown state: its host cannot be asked (unreachable is not hung)"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,12 @@ class HangWatch:
     _step_s: dict[int, deque[float]] = field(default_factory=dict)
     _total: int | None = None
 
+    def heard_again(self, host: str, now: float) -> None:
+        """``host`` is reachable again: its ranks' silence counts from ``now``."""
+        for rank, (where, _) in self.pids.items():
+            if where == host and rank in self._last:
+                self._last[rank] = now
+
     def observe(self, item: RankEvent, now: float) -> None:
         """Take in a rank event received at ``now`` (monotonic seconds)."""
         event = item.event
@@ -72,11 +79,14 @@ class HangWatch:
         elif isinstance(event, EndEvent):
             self._last.pop(event.rank, None)
 
-    def silence(self, now: float) -> Silence | None:
-        """The ranks silent past ``factor`` times their usual step time, or None."""
+    def silence(self, now: float, unreachable: frozenset[str] = frozenset()) -> Silence | None:
+        """The ranks silent past ``factor`` times their usual step time, or None. Ranks on an
+        ``unreachable`` host are not silent: corral cannot hear them, they may well step."""
         silent: list[int] = []
         usual: list[float] = []
         for rank, last in self._last.items():
+            if self.pids.get(rank, ("", 0))[0] in unreachable:
+                continue
             typical = statistics.median(self._step_s[rank])
             if now - last > max(self.factor * typical, MIN_SILENCE_S):
                 silent.append(rank)
@@ -130,54 +140,77 @@ def describe(states: dict[int, str], pids: dict[int, tuple[str, int]]) -> str:
     """``rank 1 on h1 is stopped (SIGSTOP); rank 0 on h0 is waiting``."""
     return "; ".join(
         f"rank {r} on {pids[r][0] if r in pids else '?'} is "
-        f"{STATE_WORDS.get(s, 'of unknown state' if s == '?' else shlex.quote(s))}"
+        f"{STATE_WORDS.get(s, UNASKED if s == '?' else shlex.quote(s))}"
         for r, s in sorted(states.items()))
 
 
 class HangGuard:
-    """The follower's use of ``HangWatch``: say once when ranks go silent (with their process
-    states, asked in the background), and past the limit name the rank to blame."""
+    """The follower's use of ``HangWatch``: one line when the set of silent ranks changes
+    (then their process states, asked in the background), and past the limit the rank to
+    blame. A rank on a host corral cannot reach is not silent (its host is reconnecting), and
+    a rank whose host cannot be asked is never called hung."""
 
     def __init__(self, pool: HostPool, factor: float, limit_s: float) -> None:
         self.watch = HangWatch(factor=factor, limit_s=limit_s)
         self._pool = pool
         self._probe: asyncio.Task[dict[int, str]] | None = None
         self._states: dict[int, str] = {}
-        self._said: tuple[int, ...] | None = None
+        self._silent: tuple[int, ...] = ()
+        """The silent ranks the last line said."""
+        self._said_states = False
+        self._unreachable: set[str] = set()
 
     def observe(self, item: RankEvent, now: float) -> None:
-        """See ``HangWatch.observe``; a step ends a silence (it is said again if it recurs)."""
+        """See ``HangWatch.observe``."""
         self.watch.observe(item, now)
-        if isinstance(item.event, StepEvent) and self._said is not None:
-            self._said, self._probe, self._states = None, None, {}
+
+    def host_reachable(self, host: str, reachable: bool, now: float) -> None:
+        """A host's connection was lost (its ranks are not judged) or found again (their
+        silence counts from ``now``)."""
+        if reachable and host in self._unreachable:
+            self._unreachable.discard(host)
+            self.watch.heard_again(host, now)
+        elif not reachable:
+            self._unreachable.add(host)
 
     def check(self, now: float) -> tuple[list[str], Failure | None]:
         """Lines to show now, and the hung rank's ``Failure`` once the run must be stopped."""
-        silence = self.watch.silence(now)
-        if silence is None:
-            return [], None
+        silence = self.watch.silence(now, frozenset(self._unreachable))
+        ranks = silence.ranks if silence is not None else ()
         lines: list[str] = []
-        if self._probe is None:
-            self._probe = asyncio.ensure_future(
-                rank_states(self._pool, self.watch.pids, silence.ranks))
-            lines.append(f"no step for {silence.seconds:.0f} s from rank(s) "
-                         f"{', '.join(map(str, silence.ranks))} (usual step "
-                         f"{silence.usual_s:.2f} s); asking their hosts why")
-        elif self._probe.done() and self._said is None:
-            self._said = silence.ranks
+        if ranks != self._silent:
+            lines.append(self._changed(ranks, silence))
+        if silence is None:
+            return lines, None
+        if self._probe is not None and self._probe.done() and not self._said_states:
+            self._said_states = True
             if not self._probe.cancelled() and self._probe.exception() is None:
                 self._states = self._probe.result()
                 lines.append(describe(self._states, self.watch.pids))
         limit = self.watch.limit_s
-        if not limit or silence.seconds < limit or self._said is None:
+        if not limit or silence.seconds < limit or not self._said_states:
             return lines, None  # (the states are in before a rank is blamed)
         rank = culprit(self._states) if self._states else silence.ranks[0]
+        if self._states.get(rank, "?") == "?":
+            return lines, None  # its host cannot be asked: unreachable, not hung
         host = self.watch.pids.get(rank, ("?", 0))[0]
-        state = STATE_WORDS.get(self._states.get(rank, ""), "silent")
+        state = STATE_WORDS.get(self._states[rank], "silent")
         why = (f"hung: no step for {silence.seconds:.0f} s (usual step {silence.usual_s:.2f} s,"
                f" limit [run] hang_limit = {limit:g} s); its process is {state}")
         return lines, Failure(host=host, rank=rank, t=time.time(), severity=Severity.RANK_DIED,
                               why=why)
+
+    def _changed(self, ranks: tuple[int, ...], silence: Silence | None) -> str:
+        """The one line for a new set of silent ranks; their states are asked anew."""
+        before, self._silent = self._silent, ranks
+        self.close()
+        self._probe, self._states, self._said_states = None, {}, False
+        if silence is None:
+            return f"rank(s) {', '.join(map(str, before))} stepping again"
+        self._probe = asyncio.ensure_future(rank_states(self._pool, self.watch.pids, ranks))
+        return (f"no step for {silence.seconds:.0f} s from rank(s) "
+                f"{', '.join(map(str, ranks))} (usual step {silence.usual_s:.2f} s); "
+                "asking their hosts why")
 
     def close(self) -> None:
         """Cancel a probe still under way."""

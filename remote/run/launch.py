@@ -1,6 +1,7 @@
 """Start torch's launcher on every host of a run.
 
-On each host corral starts ``python -m torch.distributed.run`` (torchrun) with c10d rendezvous
+On each host corral starts torch's launcher (torchrun, through ``python -m trainer.launcher``,
+which ends without a traceback when stopped) with c10d rendezvous
 at ``master:port`` and the run id as rendezvous id, in its own session and process group
 (``setsid``), stdin from /dev/null, output appended to ``<run dir>/logs/<host>/launcher.log``.
 The process-group id goes to ``<run dir>/hosts/<host>.pgid`` and its leader's start time (field 22
@@ -43,6 +44,9 @@ from trainer.settings.train_config import BUILTIN_TASKS, TrainConfig
 
 SCRIPT_MAIN = "trainer.integrations.script_main"
 """The module torchrun starts for a user's script (it then runs the script as ``__main__``)."""
+TORCHRUN_MODULE = "trainer.launcher"
+"""torch's launcher behind corral's entry point, which ends without a traceback when stopped."""
+
 RDZV_JOIN_TIMEOUT_S = 120
 """Seconds torchrun waits for every host to join the rendezvous before it gives up."""
 
@@ -93,11 +97,11 @@ def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
     host, cpu = place.host, place.cpu
     tree = code_dir(host.workdir, plan.code_digest)
     code = shell_path(tree)
-    env = dict(host.env)
-    if cpu is not None:
-        env.update(cpu.env)
-    if "PYTHONPATH" in env:  # the pushed code first, then the host's own additions
-        code += ":" + shlex.quote(env.pop("PYTHONPATH"))
+    # The host's own env table reaches this shell on its standard input (the transport's
+    # ``with_host_env``), never on a command line; only corral's variables are set here.
+    env = dict(cpu.env) if cpu is not None else {}
+    if "PYTHONPATH" in host.env:  # the pushed code first, then the host's own additions
+        code += ":$PYTHONPATH"
     env.update({HOST_ENV: host.name, RUN_ID_ENV: plan.run_id, "PYTHONUNBUFFERED": "1",
                 LOG_LINE_PREFIX_ENV: log_line_prefix(place.first_rank),
                 # INFO makes torchrun log the rendezvous result (``global_ranks=[...]``),
@@ -109,7 +113,7 @@ def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
         env.update(GLOO_SOCKET_IFNAME=place.interface, NCCL_SOCKET_IFNAME=place.interface)
     is_host = "true" if host.name == config.cluster.master else "false"
     torchrun = [
-        "-m", "torch.distributed.run", "--nnodes", str(plan.nnodes),
+        "-m", TORCHRUN_MODULE, "--nnodes", str(plan.nnodes),
         "--nproc-per-node", str(place.nproc), "--node-rank", str(place.node_rank),
         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{plan.master_addr}:{plan.port}",
         "--rdzv-id", plan.run_id,
@@ -180,8 +184,11 @@ async def launch_host(
     run_dir = shell_path(plan.run_dir)
     # Not a job-control shell, so the background child is no group leader and setsid(1)
     # makes it the leader of a new session without forking: $! is the new process group.
+    # umask 077: the run directory and everything the launcher and its ranks write in it
+    # (logs, checkpoints, events) are the run's user's alone.
     script = (
-        f"set -e; mkdir -p {run_dir}; cd {run_dir}; mkdir -p {logs} {IN_RUN_DIR.HOSTS}; "
+        f"set -e; umask 077; mkdir -p {run_dir}; chmod 700 {run_dir}; cd {run_dir}; "
+        f"mkdir -p {logs} {IN_RUN_DIR.HOSTS}; "
         f"rm -f {exit_file} {ranks_file} {stopped_file} {pgid_file} {leader_file}; "
         f"printf %s {planned_ranks} > {planned}; "
         f"setsid sh -c {shlex.quote(inner)} </dev/null >>{launcher_log} 2>&1 & "

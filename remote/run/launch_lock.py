@@ -27,6 +27,13 @@ class LaunchLocked(CorralError):
     title = "another run is launching"
 
 
+class LockNotMade(CorralError):
+    """The master answered, but the lock could not be created there (a read-only or full
+    run_root, a path that is not a directory): nothing holds it."""
+
+    title = "cannot take the launch lock"
+
+
 def lock_path(config: ClusterConfig) -> str:
     """The lock directory on the master (``~`` left for its shell)."""
     return f"{config.cluster.run_root.rstrip('/')}/.launch-lock-{config.cluster.name}"
@@ -38,17 +45,28 @@ async def acquire(pool: HostPool, config: ClusterConfig, run_id: str) -> None:
     lock = shell_path(lock_path(config))
     owner = shlex.quote(f"{run_id} {time.time():.0f}")
     stale = shlex.quote(f"{time.time() - STALE_AFTER_S:.0f}")
+    # "held": another launch's lock is there; "error": mkdir (or the owner file) failed for
+    # a reason of its own, which is said as the shell said it.
     script = (
-        f"l={lock}; mkdir -p \"$(dirname \"$l\")\"; "
+        f"l={lock}; "
         'if [ -d "$l" ]; then set -- $(cat "$l/owner" 2>/dev/null); '
         f'[ -n "$2" ] && [ "$2" -lt {stale} ] && rm -rf "$l"; fi; '
-        f'if mkdir "$l" 2>/dev/null; then echo {owner} > "$l/owner"; echo acquired; '
-        'else echo "held $(cat "$l/owner" 2>/dev/null)"; fi'
+        'if e=$(mkdir -p "$(dirname "$l")" 2>&1 && mkdir "$l" 2>&1); then '
+        f'if e=$( (echo {owner} > "$l/owner") 2>&1); then echo acquired; '
+        'else rm -rf "$l"; echo "error $e"; fi; '
+        'elif [ -d "$l" ]; then echo "held $(cat "$l/owner" 2>/dev/null)"; '
+        'else echo "error $e"; fi'
     )
     done = await master.run(script, timeout=30.0)
     answer = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
     if answer == "acquired":
         return
+    if not answer.startswith("held"):
+        why = answer.removeprefix("error").strip() or done.stderr.strip() or "no answer"
+        raise LockNotMade(
+            f"cannot create the launch lock {lock_path(config)} on {config.master_name}: "
+            f"{why}. [cluster] run_root must be a writable directory with free space on the "
+            "master (`corral check` tests it)")
     words = answer.split()
     holder = words[1] if len(words) > 1 else "unknown"
     since = (time.strftime(" since %H:%M:%S UTC", time.gmtime(int(words[2])))

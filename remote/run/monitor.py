@@ -24,6 +24,9 @@ from trainer.events import EndEvent, StartEvent, StepEvent
 LOG_LINES_KEPT = 12
 """Log lines per rank and per host kept to explain a failure."""
 ROOT_CAUSE_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)")
+DISK_FULL_STATUS = "diskfull"
+"""The tailer's launcher status for a launcher that failed or vanished on a full disk
+(``remote.run.tail_script``)."""
 ROOT_CAUSE_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
 TRACEBACK_END = re.compile(
     r"^(\[rank\d+\]:\s*)?([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(:.*)?)$")
@@ -37,6 +40,8 @@ class RunMonitor:
 
     run_id: str
     hosts: tuple[str, ...]
+    run_dir: str = "the run directory"
+    """``<run_root>/<run_id>`` as the hosts see it (a failure names it)."""
     stop: StopRequest = field(default_factory=StopRequest)
     """The run's stop request (shared with its handle): failures after a stop began are its
     consequences, not causes."""
@@ -156,13 +161,18 @@ class RunMonitor:
             return [HostStatus(t=item.t, host=item.host, state="stopped")]
         rank = self._root_rank.get(item.host)
         code = self._root_exit.get(item.host)
-        if (rank is not None and code is not None and code < 0 and rank in self.ended
+        if item.status == DISK_FULL_STATUS:
+            self.failures.append(Failure(
+                host=item.host, rank=None, t=item.t, severity=Severity.DISK_FULL,
+                why=f"ran out of disk: disk full on {item.host} at {self.run_dir}; free space "
+                    "there and resume the run"))
+        elif (rank is not None and code is not None and code < 0 and rank in self.ended
                 and self.ended[rank].status == "completed"):
             self.after_done.append(f"{item.host} rank {rank} was killed by signal {-code} "
                                    "after it finished")
             return [HostStatus(t=item.t, host=item.host, state="done",
                                detail=self.after_done[-1])]
-        if rank is not None and rank not in self.ended:
+        elif rank is not None and rank not in self.ended:
             # A rank that died by itself is a cause even if a stop is already under way.
             how = f"was killed by signal {-code}" if code is not None and code < 0 else (
                 f"exited with status {code}" if code is not None else "died")

@@ -5,10 +5,12 @@ rendered as data (``remote.events.LaunchPreview``) for the console to show."""
 from __future__ import annotations
 
 import asyncio
+import shlex
 from dataclasses import replace
 
 from remote.checks.plan import ClusterPlan, LaunchFacts, PlanError, master_address, plan_cluster
 from remote.checks.preflight import check_and_plan
+from remote.checks.task_import import data_files, push_then_import
 from remote.config.cluster import ClusterConfig
 from remote.config.task_code import user_code
 from remote.events import CheckItem, CheckReport, LaunchPreview, PlannedHost
@@ -29,6 +31,21 @@ def first_shares(config: ClusterConfig, plan: ClusterPlan) -> tuple[int, ...] | 
     return None
 
 
+EPHEMERAL_PORTS = "32768:60999"
+"""Linux's default ``net.ipv4.ip_local_port_range``: where the ranks' store and Gloo listen."""
+
+
+def firewall_lines(config: ClusterConfig, master_addr: str, port: int) -> tuple[str, ...]:
+    """iptables lines for each host: TCP from the cluster's hosts (their addresses as
+    cluster.toml gives them, and the master address) accepted; the rendezvous port and the
+    ports the system picks for the ranks' store and Gloo closed to everyone else."""
+    sources = sorted({h.address for h in config.hosts if not h.is_local} | {master_addr})
+    allow = [f"iptables -A INPUT -p tcp -s {shlex.quote(source)} -j ACCEPT"
+             for source in sources]
+    return (*allow, f"iptables -A INPUT -p tcp --dport {port} -j DROP",
+            f"iptables -A INPUT -p tcp --dport {EPHEMERAL_PORTS} -j DROP")
+
+
 def preview(config: ClusterConfig, facts: LaunchFacts, port: int, code_digest: str,
             run_id: str) -> LaunchPreview:
     """The plan and each host's exact command for a launch with the given facts."""
@@ -42,21 +59,29 @@ def preview(config: ClusterConfig, facts: LaunchFacts, port: int, code_digest: s
         host=place.host.name, ranks=tuple(place.ranks), device=place.device, gpus=place.gpus,
         visible_devices=place.visible_devices, interface=place.interface,
         shares=tuple(shares[r] for r in place.ranks) if shares else None,
-        command=launcher_command(config, launch, place)) for place in plan.hosts)
+        command=launcher_command(config, launch, place),
+        env_names=tuple(sorted(place.host.env))) for place in plan.hosts)
     return LaunchPreview(run_id=run_id, backend=plan.backend, world_size=plan.world_size,
-                         rendezvous=f"{master_addr}:{port}", hosts=hosts)
+                         rendezvous=f"{master_addr}:{port}", hosts=hosts,
+                         firewall=firewall_lines(config, master_addr, port))
 
 
 async def check_with_preview(config: ClusterConfig, pool: HostPool) -> CheckReport:
-    """The pre-flight check and, when it passed, the launch it would lead to."""
-    report, facts = await check_and_plan(config, pool)
+    """The pre-flight check and, when it passed, the launch it would lead to. With a user task
+    the check pushes the code (content-addressed: the run reuses it) and imports the task file
+    on each host, as the ranks will (``remote.checks.task_import``)."""
+    user = user_code(config.run, config.path.parent)  # the same tree a run pushes
+    code = await asyncio.to_thread(
+        build_bundle, user_folder=user.folder if user is not None else None)
+    if user is None and not data_files(config):
+        report, facts = await check_and_plan(config, pool)
+    else:
+        report, facts = await check_and_plan(config, pool, code_digest=code.digest,
+                                             after_probe=push_then_import(config, code, {}))
     setting = config.cluster.rendezvous_port
     port = facts.port if setting == "auto" else int(setting)
     if not report.ok or port is None:
         return report
-    user = user_code(config.run, config.path.parent)  # the same tree a run pushes
-    code = await asyncio.to_thread(
-        build_bundle, user_folder=user.folder if user is not None else None)
     try:
         planned = preview(config, facts, port, code.digest, new_run_id(config.cluster.name))
     except PlanError as exc:

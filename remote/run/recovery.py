@@ -31,6 +31,7 @@ def restart_refusal(final: RunStatus, restarts: int, limit: int, *, wanted: bool
     stop), a reason otherwise; None to restart.
 
     A diverged run is not restarted (it would diverge again from the same checkpoint), nor one
+    that ran out of disk (the disk is still full), nor one
     whose failed attempt may have left processes (they could join the new one)."""
     if final.state != "failed" or not wanted or not limit:
         return ""
@@ -38,6 +39,8 @@ def restart_refusal(final: RunStatus, restarts: int, limit: int, *, wanted: bool
         return f"no restart left: [run] max_restarts = {limit}"
     if " diverged: " in final.detail.split("\n", 1)[0]:
         return "not restarted: a diverged run would diverge again from the same checkpoint"
+    if " ran out of disk: " in final.detail.split("\n", 1)[0]:
+        return "not restarted: the disk is still full"
     if not stop_clean:
         return "not restarted: processes of the failed attempt may be left"
     return None

@@ -18,7 +18,7 @@ from remote.events import FINAL_RUN_STATES
 from remote.hosts.pool import HostPool
 from remote.hosts.transport import Transport, shell_path
 from remote.records.runs import RunInfo, list_runs, run_dir_for, write_run_info
-from remote.run.stop import count_command
+from remote.run.stop import count_command, count_run_processes
 from trainer.run_layout import IN_RUN_DIR
 
 Probe = tuple[int, str, bool]
@@ -73,28 +73,43 @@ async def refresh_runs_report(config: ClusterConfig, pool: HostPool
 
     A run not in a final state: any process of the run left means ``running``; otherwise the
     launchers' exit files decide (``completed`` when all exited 0, ``stopped`` when ``corral
-    stop`` ended them, else ``failed``). A run with an outcome and suspect hosts: those hosts
-    are asked for processes of the run, and ``cleanup`` says what is left where.
+    stop`` ended them, else ``failed``). Suspect hosts (of a run with an outcome, or hosts a
+    live run dropped with ``on_host_loss = "continue"``) are asked for processes of the run,
+    and ``cleanup`` says what is left where.
     """
     refreshed: list[RunInfo] = []
     unverified: list[str] = []
     for info in list_runs(config):
         final = info.state in FINAL_RUN_STATES
-        hosts = list(info.suspect_hosts) if final else list(info.hosts)
-        if not hosts:
+        # A live run's own hosts tell its state; suspect hosts (a dropped host of a live run,
+        # a cut-off one of an ended run) only what is left there.
+        hosts = [] if final else list(info.hosts)
+        suspects = [h for h in info.suspect_hosts if h not in hosts]
+        if not hosts and not suspects:
             refreshed.append(info)
             continue
-        found = await pool.gather(lambda t, i=info: _probe(config, t, i), hosts)  # type: ignore[misc]
-        reachable = [r for r in found.values() if not isinstance(r, BaseException)]
-        if len(reachable) < len(found):
+        found = await pool.gather(lambda t, i=info: _probe(config, t, i),  # type: ignore[misc]
+                                  hosts + suspects)
+        if any(isinstance(r, BaseException) for r in found.values()):
             unverified.append(info.run_id)
-        if final:
-            updated = _leftovers(info, found)
-        elif len(reachable) < len(found):
-            updated = info
-        else:
-            updated = replace(info, state=_outcome(reachable))
+        updated = info
+        own = [found[h] for h in hosts]
+        reachable = [r for r in own if not isinstance(r, BaseException)]
+        if hosts and len(reachable) == len(own):
+            updated = replace(updated, state=_outcome(reachable))
+        if suspects:
+            updated = _leftovers(updated, {h: found[h] for h in suspects})
         if updated != info:
             write_run_info(config, updated)
         refreshed.append(updated)
     return refreshed, unverified
+
+
+async def live_processes(config: ClusterConfig, pool: HostPool, info: RunInfo) -> dict[str, int]:
+    """Per host of ``info`` (its hosts and suspect hosts) that answered: how many processes of
+    the run still run there, only hosts with some (an unreachable host adds nothing)."""
+    hosts = sorted(set(info.hosts) | set(info.suspect_hosts))
+    known = {h.name for h in config.hosts}  # a host since removed from cluster.toml: unknown
+    found = await pool.gather(
+        lambda t: count_run_processes(t, info.run_id), [h for h in hosts if h in known])
+    return {h: n for h, n in found.items() if not isinstance(n, BaseException) and n}

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field, replace
 
 from profiles.user_errors import CorralError
 from remote.checks.plan import HostPlan, LaunchFacts, PlanError, master_address, plan_cluster
-from remote.checks.preflight import HostFacts, check_and_plan
+from remote.checks.preflight import check_and_plan
+from remote.checks.task_import import Pushed, push_then_import
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.config.task_code import user_code
 from remote.events import HostState, HostStatus, LogLine, RunEvent
 from remote.hosts.pool import HostPool
-from remote.hosts.push import CodeBundle, build_bundle, push_code
+from remote.hosts.push import CodeBundle, build_bundle
 from remote.hosts.transport import Transport
 from remote.records.collected import CollectedCopy
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for, write_run_info
@@ -54,7 +55,7 @@ class Launch:
     info: RunInfo
     master_addr: str = ""
     code: CodeBundle | None = None
-    pushed: dict[str, bool | BaseException] = field(default_factory=dict)
+    pushed: Pushed = field(default_factory=dict)
     facts: LaunchFacts | None = None
     port: int = 0
     places: dict[str, HostPlan] = field(default_factory=dict)
@@ -92,19 +93,9 @@ async def check_and_push(launch: Launch) -> AsyncGenerator[RunEvent, None]:
         raise LaunchFailed(f"{config.path}: [run] task: {exc.message}") from None
     code = launch.code = await asyncio.to_thread(
         build_bundle, user_folder=user.folder if user is not None else None)
-    pushed = launch.pushed
-
-    async def push_after_probe(transport: Transport, found: HostFacts) -> None:
-        # A push before the whole check has passed is harmless: the tree is content-addressed
-        # and renamed into place only when complete.
-        try:
-            pushed[transport.host.name] = await push_code(transport, code,
-                                                          present=found.code_present)
-        except CorralError as exc:
-            pushed[transport.host.name] = exc
-
     report, launch.facts = await check_and_plan(config, launch.pool, code_digest=code.digest,
-                                                after_probe=push_after_probe)
+                                                after_probe=push_then_import(config, code,
+                                                                             launch.pushed))
     if not report.ok:
         names = sorted({f"{i.host}:{i.name}" for i in report.failures()})
         raise LaunchFailed("pre-flight check failed: " + ", ".join(names), report=report)

@@ -28,7 +28,7 @@ from typing import get_args
 from remote.events import LogLine, RankEvent, RunEvent
 from remote.hosts.interpreter import python_word
 from remote.hosts.ssh import ConnectionLost
-from remote.hosts.transport import Transport, env_prefix, shell_path
+from remote.hosts.transport import Transport, shell_path
 from remote.records.collected import CollectedCopy
 from trainer.events import EventFormatError, parse_event
 from trainer.launch_contract import LOG_LINE_PREFIX, line_rank
@@ -77,8 +77,7 @@ def tailer_paths(host: str) -> dict[str, str]:
             "events": IN_RUN_DIR.events("{rank}")}
 
 
-def tail_command(host_python: str, run_dir: str, host: str, offsets: dict[str, int],
-                 env: str = "") -> str:
+def tail_command(host_python: str, run_dir: str, host: str, offsets: dict[str, int]) -> str:
     """The command line that starts the tailer on a host (``host_python``: a shell word).
 
     The tailer needs only the standard library, so when the host's interpreter is missing it
@@ -87,7 +86,7 @@ def tail_command(host_python: str, run_dir: str, host: str, offsets: dict[str, i
     args = (f"-u -c {shlex.quote(TAIL_SCRIPT)} {shell_path(run_dir)} "
             f"{shlex.quote(json.dumps(tailer_paths(host)))} {shlex.quote(json.dumps(offsets))}")
     return (f"for py in {host_python} python3; do "
-            f'if command -v "$py" >/dev/null 2>&1; then exec {env}"$py" {args}; fi; done; '
+            f'if command -v "$py" >/dev/null 2>&1; then exec "$py" {args}; fi; done; '
             "echo 'corral: no python to follow the run with' >&2; exit 127")
 
 
@@ -115,8 +114,7 @@ async def tail_host(
     Raises ``ConnectionLost`` when the channel ends (or stays silent) before the launcher does.
     """
     host = transport.host
-    command = tail_command(python_word(host), run_dir, host.name, dict(copy.offsets),
-                           env=env_prefix(host.env))
+    command = tail_command(python_word(host), run_dir, host.name, dict(copy.offsets))
     lines = transport.stream(command)
     # A batch is copied and its offsets saved before any of it is shown: whatever a follower
     # showed is in the copy, so a later attach never shows it twice.

@@ -13,7 +13,9 @@ the given byte offsets, and prints one record per line on stdout:
   that ends at byte ``end offset``;
 - ``O<TAB>rank``: the rank belongs to this host;
 - ``X<TAB>status``: the launcher ended (its exit status, ``stopped`` when ``corral stop``
-  ended it, or ``gone`` when its process group vanished without one); every line written
+  ended it, ``gone`` when its process group vanished without one, ``diskfull`` when it failed
+  or vanished with the run directory's disk full: the exit file and the ranks' last words may
+  not have fitted there); every line written
   before it has been printed; the tailer exits;
 - ``F``: the end of a batch of lines (the follower saves its offsets there);
 - ``H``: a heartbeat every few seconds.
@@ -35,6 +37,8 @@ import sys
 import time
 
 POLL_S = 0.2
+FULL_BELOW_BYTES = 1 << 20
+"""Free space under which a launcher that failed or vanished is said to have met a full disk."""
 HEARTBEAT_S = 2.0
 GLOBAL_RANKS = re.compile(r"\bglobal_ranks=\[([\d, ]*)\]")
 
@@ -129,6 +133,8 @@ class Tailer:
         state = self.launcher_exit()
         if state == "gone" and os.path.exists(self.paths["stopped"]):
             return "stopped"
+        if state is not None and state != "0" and disk_is_full():
+            return "diskfull"
         return state
 
     def launcher_exit(self):
@@ -164,6 +170,15 @@ class Tailer:
         except (OSError, IndexError):
             return True
         return not recorded or fields[19] == recorded
+
+
+def disk_is_full():
+    """True when the run directory's file system has (almost) no space left for its user."""
+    try:
+        found = os.statvfs(".")
+    except OSError:
+        return False
+    return found.f_bavail * found.f_frsize < FULL_BELOW_BYTES
 
 
 def main():

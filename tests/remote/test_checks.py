@@ -9,6 +9,7 @@ their own check with a hint; a healthy cluster passes.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from remote.api import CheckItem, CheckReport
 from remote.checks.preflight import check_cluster
 from remote.config.cluster import ClusterConfig, load_cluster
 from remote.hosts.pool import HostPool
+from trainer.launch_contract import RUN_ID_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -81,15 +83,32 @@ def fake_torch_python(root: Path, *, version: str, gpus: int, version_file: bool
 
 
 @contextlib.contextmanager
-def leftover_process(run_root: Path, run_id: str) -> Iterator[subprocess.Popen[bytes]]:
-    """A process whose command line names a run directory, as a crashed run's rank would."""
+def leftover_process(run_root: Path, run_id: str, *,
+                     of_the_run: bool = True) -> Iterator[subprocess.Popen[bytes]]:
+    """A process whose command line names a run directory, as a crashed run's rank would
+    (with the run id in its environment, as the launcher sets it), or, not ``of_the_run``,
+    as a user's ``pgrep -f -- '--run-dir ...'`` would."""
+    env = {k: v for k, v in os.environ.items() if k != RUN_ID_ENV}
+    if of_the_run:
+        env[RUN_ID_ENV] = run_id
     proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()",
-                             "--run-dir", f"{run_root}/{run_id}/"], stdin=subprocess.PIPE)
+                             "--run-dir", f"{run_root}/{run_id}/"], stdin=subprocess.PIPE,
+                            env=env)
     try:
         yield proc
     finally:
         proc.kill()
         proc.wait()
+
+
+async def test_a_process_that_only_names_a_run_directory_is_no_leftover(
+        tmp_path: Path) -> None:
+    hosts = local_host("a").replace("{tmp}", str(tmp_path))
+    config = write_cluster(tmp_path, hosts)
+    with leftover_process(tmp_path / "runs", "t-20261122-000000-abcdef", of_the_run=False):
+        report = await run_check(config)
+    leftovers = find(report, "a", "leftovers")
+    assert leftovers.ok and leftovers.detail == "none", leftovers
 
 
 async def test_a_healthy_local_cluster_passes_every_check(tmp_path: Path) -> None:
@@ -134,6 +153,7 @@ async def test_each_broken_host_fails_its_own_check_with_a_fix(
     python_c = find(report, "c", "python")
     assert not python_c.ok and "/nonexistent/python3" in python_c.detail
     assert "python = " in python_c.hint and "'c'" in python_c.hint
+    assert "corral setup" not in python_c.hint  # setup would change nothing: python is named
 
     cuda_d = find(report, "d", "cuda")
     assert not cuda_d.ok and "1 GPU(s): Fake GPU (CUDA 12.1)" in cuda_d.detail

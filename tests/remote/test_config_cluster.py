@@ -169,6 +169,7 @@ def test_enum_values_suggest_the_closest_choice(extra: str, expected: str) -> No
     ('address = "-oProxyCommand=touch"', "address: must be one word not starting with '-'"),
     ('user = "bob smith"', "user: must be one word"),
     ('name = "b/2"', 'name: must be letters, digits'),
+    (f'name = "{"b" * 64}"', "name: must be at most 63 characters"),
     (f'address = "{"a" * 64}.example"', "address: is not a usable host name"),
     (f'address = "{"a." * 127}b"', "address: is not a usable host name"),
 ])
@@ -361,3 +362,9 @@ def test_a_local_master_with_loopback_workers_needs_no_master_addr() -> None:
     loopback = HOST_B.replace("b.example.org", "127.0.0.1") + "port = 2222\n"
     config = parse_cluster(CLUSTER + HOST_A + loopback, path=Path("c"))
     assert config.cluster.master_addr is None
+
+
+def test_a_cluster_name_of_a_megabyte_is_refused_in_one_short_line() -> None:
+    line = only_problem(valid(cluster=f'[cluster]\nname = "{"x" * 1_000_000}"\nmaster = "a"\n'))
+    assert line.startswith("[cluster] name: must be at most 63 characters"), line[:200]
+    assert "got 1000000" in line and len(line) < 200

@@ -34,7 +34,7 @@ def test_dry_run_prints_each_hosts_plan_and_command_and_starts_nothing(tmp_path:
             for line in out.splitlines() if line.startswith(("│ one", "│ two")) and "gloo" in line}
     assert rows["one"] == ["0,1", "cpu (GPUs hidden)", "gloo", "lo", "10,12"]
     assert rows["two"] == ["2", "cpu (GPUs hidden)", "gloo", "lo", "8"]
-    commands = [line.strip() for line in out.splitlines() if "-m torch.distributed.run" in line]
+    commands = [line.strip() for line in out.splitlines() if "-m trainer.launcher" in line]
     assert len(commands) == 2
     for command in commands:
         assert "--backend gloo --device cpu" in command and "--split 10,12,8" in command
@@ -52,4 +52,4 @@ def test_dry_run_with_a_failing_check_prints_no_plan(tmp_path: Path) -> None:
         encoding="utf-8")
     done = _corral(tmp_path, "run", "--dry-run")
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "no launch plan" in done.stdout and "-m torch.distributed.run" not in done.stdout
+    assert "no launch plan" in done.stdout and "-m trainer.launcher" not in done.stdout

@@ -68,7 +68,7 @@ def command_words(command: str) -> tuple[dict[str, str], list[str], list[str]]:
     without addresses (rendezvous endpoint, local address) and the run directory."""
     words = shlex.split(command.split("; echo $?")[0], posix=True)
     env = dict(w.split("=", 1) for w in words[1:words.index("-m")] if "=" in w)
-    torchrun = words[words.index("torch.distributed.run") + 1:words.index("trainer") - 1]
+    torchrun = words[words.index("trainer.launcher") + 1:words.index("trainer") - 1]
     trainer = words[words.index("trainer") + 1:]
     for flag in ("--rdzv-endpoint", "--local-addr"):
         if flag in torchrun:

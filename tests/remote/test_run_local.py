@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 def _python_that_cannot_launch(path: Path) -> Path:
     """An interpreter that passes every pre-flight probe but fails to start torchrun."""
     path.write_text("#!/bin/sh\n"
-                    'if [ "$1" = -m ] && [ "$2" = torch.distributed.run ]; then\n'
+                    'if [ "$1" = -m ] && [ "$2" = trainer.launcher ]; then\n'
                     f"  echo \"$0: cannot start the launcher\" >&2; exit 127\nfi\n"
                     f"exec {shlex.quote(sys.executable)} \"$@\"\n")
     path.chmod(0o755)

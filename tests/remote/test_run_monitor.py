@@ -143,3 +143,16 @@ def test_a_dropped_host_is_the_cause_over_peers_that_then_failed() -> None:
     monitor.observe(_exit("a", "1"))
     final = monitor.final_status()
     assert (final.failed_host, final.failed_rank) == ("b", None) and "lost" in final.detail
+
+
+def test_a_launcher_that_met_a_full_disk_is_named_over_the_peer_it_broke() -> None:
+    monitor = RunMonitor(run_id="r", hosts=("a", "b"), run_dir="/runs/r")
+    monitor.observe(_start("a", 0))
+    monitor.observe(_start("b", 1))
+    # b's rank loses its peer first and says so; a's launcher vanished on a full disk.
+    monitor.observe(_end("b", 1, "failed", t=2.0, error="Connection closed by peer"))
+    monitor.observe(_exit("b", "1", t=2.5))
+    monitor.observe(_exit("a", "diskfull", t=3.0))
+    final = monitor.final_status()
+    assert final.state == "failed" and final.failed_host == "a"
+    assert "disk full on a at /runs/r" in final.detail

@@ -14,18 +14,16 @@ No shared filesystem is assumed: on resume rank 0 reads the file and broadcasts 
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import random
-import socket
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from profiles.user_errors import CorralError
-from trainer.launch_contract import HOST_ENV
+from trainer.disk_full import DiskFull, is_disk_full
 from trainer.run_layout import CHECKPOINT_NAME, RunLayout
 
 FORMAT_VERSION = 1
@@ -88,12 +86,9 @@ def save_checkpoint(
     try:
         _write_files(state, path, tmp, tmp_hash)
     except (OSError, RuntimeError) as exc:  # torch's writer wraps the OSError
-        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc):
-            host = os.environ.get(HOST_ENV) or socket.gethostname()
-            raise CorralError(f"disk full on {host} at {path.parent}: the checkpoint of step "
-                              f"{state['step']} could not be written (the previous ones are "
-                              "intact); free space there and resume",
-                              title="disk full") from None
+        if is_disk_full(exc):
+            raise DiskFull(path.parent, f"the checkpoint of step {state['step']} could not be "
+                           "written (the previous ones are intact)") from None
         raise
     finally:
         tmp.unlink(missing_ok=True)

@@ -1,0 +1,130 @@
+"""The user's task file imported on each host the way its ranks will, before anything starts.
+
+Once a host's code tree is pushed (within the pre-flight check), its interpreter imports the
+task file from that tree with the trainer's own loader (``trainer.tasks.user.load_builder``)
+and looks up the build function; a syntax error, a failing import (a package missing on that
+host), or a missing function is one ``task`` check item naming the host and the user's own
+file and line (the pushed copy's path under ``~/.corral/code/<digest>/`` is mapped back).
+For ``causal_lm``, the ``data`` item says whether each data file it names is readable there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+
+from profiles.user_errors import CorralError
+from remote.checks.preflight import AfterProbe, HostFacts
+from remote.config.cluster import ClusterConfig
+from remote.config.task_code import USER_CODE_DIR, UserCode, user_code
+from remote.events import CheckItem
+from remote.hosts.interpreter import last_json, python_c
+from remote.hosts.push import CodeBundle, code_dir, push_code
+from remote.hosts.transport import Transport, shell_path
+
+TASK_IMPORT_PY = """
+import json, os, sys
+from pathlib import Path
+tree, task_file, function = sys.argv[1:4]
+sys.path.insert(0, tree)
+answer = {"tree": os.path.abspath(tree), "real": os.path.realpath(tree)}
+try:
+    from trainer.tasks.user import load_builder
+    load_builder(Path(tree, task_file), function)
+except Exception as exc:
+    answer["error"] = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+print(json.dumps(answer))
+"""
+TASK_IMPORT_TIMEOUT_S = 120.0
+"""An import may load a framework (transformers takes seconds on a cold disk)."""
+
+Pushed = dict[str, bool | CorralError]
+"""Per host: whether its push sent the tree (False: it was there), or why it failed."""
+
+
+async def task_item(transport: Transport, user: UserCode, digest: str) -> CheckItem | None:
+    """The host's ``task`` item; None when its interpreter gave no answer (the ``python``
+    item says why)."""
+    if user.function is None:  # a script: remote.checks.script_imports checks its imports
+        return None
+    host = transport.host
+    tree = f"{code_dir(host.workdir, digest)}/{USER_CODE_DIR}"
+    command = (f"{python_c(host, TASK_IMPORT_PY)} {shell_path(tree)} "
+               f"{shlex.quote(user.task_file)} {shlex.quote(user.function)}")
+    try:
+        done = await transport.run(command, timeout=TASK_IMPORT_TIMEOUT_S)
+    except CorralError:
+        return None
+    answer = last_json(done.stdout)
+    if answer is None:
+        return None
+    error = str(answer.get("error", ""))
+    for pushed in (str(answer["real"]), str(answer["tree"])):  # the user's folder, not the copy
+        error = error.replace(pushed, str(user.folder))
+    local = user.folder / user.task_file
+    if not error:
+        return CheckItem(host=host.name, name="task", ok=True,
+                         detail=f"{user.task_file}:{user.function} imports")
+    hint = (f"install the missing package on {host.name} (or change {local})"
+            if "ModuleNotFoundError" in error else f"fix {local}")
+    return CheckItem(host=host.name, name="task", ok=False, detail=error, hint=hint)
+
+
+def data_files(config: ClusterConfig) -> list[tuple[str, str]]:
+    """``(key, path)`` of every data file a ``causal_lm`` run reads on each host."""
+    if config.run.task != "causal_lm":
+        return []
+    options = dict(config.run.task_options)
+    found = [(f"[run] task_options.{key}", str(options[key]))
+             for key in ("data", "eval_data") if options.get(key)]
+    if config.run.eval_data:
+        found.append(("[run] eval_data", config.run.eval_data))
+    return found
+
+
+async def data_item(transport: Transport, files: list[tuple[str, str]]) -> CheckItem:
+    """The host's ``data`` item: every file readable there, as the ranks will open it (from
+    the run directory: a relative path cannot be checked before it exists, so it is refused)."""
+    host = transport.host
+    relative = [(k, p) for k, p in files if not p.startswith(("/", "~"))]
+    if relative:
+        key, path = relative[0]
+        return CheckItem(host=host.name, name="data", ok=False,
+                         detail=f"{key} = {path!r} is relative: the ranks open it from their "
+                                "run directory", hint=f"give {key} as an absolute path")
+    script = "; ".join(f"test -r {shell_path(p)} || echo {shlex.quote(k)}" for k, p in files)
+    missing = (await transport.run(script, timeout=30.0)).stdout.split("\n")
+    absent = [(k, p) for k, p in files if k in missing]
+    if not absent:
+        return CheckItem(host=host.name, name="data", ok=True,
+                         detail=", ".join(p for _, p in files) + " readable")
+    key, path = absent[0]
+    return CheckItem(host=host.name, name="data", ok=False,
+                     detail=f"{key} = {path!r}: no such readable file on {host.name}",
+                     hint=f"copy the file to {path} on {host.name}, or change {key}")
+
+
+def push_then_import(config: ClusterConfig, code: CodeBundle, pushed: Pushed) -> AfterProbe:
+    """The check's ``after_probe``: push the code tree to the host (recorded in ``pushed``),
+    then, for a user task, import it there and add the ``task`` item to the host's items."""
+    user = user_code(config.run, config.path.parent)
+    files = data_files(config)
+
+    async def after_probe(transport: Transport, found: HostFacts) -> None:
+        name = transport.host.name
+        if files:
+            with contextlib.suppress(CorralError):
+                found.items.append(await data_item(transport, files))
+        # A push before the whole check has passed is harmless: the tree is content-addressed
+        # and renamed into place only when complete.
+        try:
+            pushed[name] = await push_code(transport, code, present=found.code_present)
+        except CorralError as exc:
+            pushed[name] = exc
+            return
+        if user is not None:
+            item = await task_item(transport, user, code.digest)
+            if item is not None:
+                found.items.append(item)
+
+    return after_probe

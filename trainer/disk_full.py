@@ -1,0 +1,41 @@
+"""A full disk, said once: "disk full on HOST at PATH", wherever the trainer meets one.
+
+torch's checkpoint writer raises its own ``RuntimeError`` with the ``OSError`` 28 one level down
+the exception chain, so the test walks the chain. Imports nothing but the standard library and
+corral's error type (the event writer uses it, and remote reads events without torch).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+
+from profiles.user_errors import CorralError
+from trainer.launch_contract import HOST_ENV
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+"""No space left, and a quota reached: to the user both are a full disk."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` or an error down its chain (cause or context) is a full disk."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in FULL_ERRNOS:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class DiskFull(CorralError):
+    """The trainer could not write ``folder`` on this host: its disk is full."""
+
+    title = "disk full"
+
+    def __init__(self, folder: os.PathLike[str] | str, what: str) -> None:
+        host = os.environ.get(HOST_ENV) or socket.gethostname()
+        super().__init__(f"disk full on {host} at {folder}: {what}; free space there and "
+                         "resume the run")
