@@ -57,6 +57,8 @@ def lm_flags(lm: TinyLM, *, data: Path | None = None, packing: bool = True,
                "lora_r=4", "lora_alpha=8", f"packing={'true' if packing else 'false'}", *extra]
     lr = "0.01" if optimizer == "adamw" else "0.2"
     flags = ["--task", "causal_lm", "--optimizer", optimizer, "--lr", lr, "--seed", "7"]
+    if optimizer == "sgd":
+        flags += ["--momentum", "0.9"]
     for option in options:
         flags += ["--task-option", option]
     return flags

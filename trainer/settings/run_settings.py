@@ -97,7 +97,19 @@ class RunSettings:
     lr: float = field(default=0.05, metadata=setting(OPTIMISATION, above=0))
     """Learning rate (greater than 0)."""
     optimizer: Optimizer = field(default="sgd", metadata=setting(OPTIMISATION))
-    """SGD with momentum 0.9, or AdamW."""
+    """``sgd`` (torch.optim.SGD: ``momentum``, ``nesterov``) or ``adamw`` (torch.optim.AdamW:
+    ``betas``, ``eps``); both take ``weight_decay``."""
+    momentum: float = field(default=0.0, metadata=setting(OPTIMISATION, at_least=0))
+    """SGD: momentum factor (0 = plain SGD)."""
+    nesterov: bool = field(default=False, metadata=setting(OPTIMISATION))
+    """SGD: Nesterov momentum (needs ``momentum`` above 0)."""
+    weight_decay: float = field(default=0.0, metadata=setting(OPTIMISATION, at_least=0))
+    """Weight decay: L2 added to the gradient for SGD, decoupled for AdamW."""
+    betas: tuple[float, ...] = field(default=(0.9, 0.999),
+                                     metadata=setting(OPTIMISATION, at_least=0, metavar="B1,B2"))
+    """AdamW: the two averaging coefficients, each in [0, 1)."""
+    eps: float = field(default=1e-8, metadata=setting(OPTIMISATION, above=0))
+    """AdamW: term added to the denominator (greater than 0)."""
     seed: int = field(default=0, metadata=setting(OPTIMISATION, at_least=0))
     """Seed for the weights, the synthetic data and the per-epoch sample order."""
     checkpoint_every: int = field(default=50, metadata=setting(CHECKPOINTS, at_least=0))

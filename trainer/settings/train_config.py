@@ -123,8 +123,6 @@ class TrainConfig(RunSettings):
     capacity_passes: int = field(default=3, metadata=setting(BATCH, at_least=1))
     """Timed forward+backward passes per rank when capacities must be measured (no
     profile)."""
-    weight_decay: float = field(default=0.0, metadata=setting(OPTIMISATION, at_least=0))
-    """Weight decay for the optimizer."""
     run_dir: str = field(default="runs/local", metadata=setting(CHECKPOINTS, metavar="DIR"))
     """Where metrics/rank-<r>.jsonl and checkpoints/ are written on each host."""
     keep_checkpoints: int = field(default=3, metadata=setting(CHECKPOINTS, at_least=0))
