@@ -27,7 +27,6 @@ from trainer.settings.run_settings import (
     CHECKPOINTS,
     DEVICES,
     MEMORY,
-    OPTIMISATION,
     TASK,
     Device,
     Norm,
