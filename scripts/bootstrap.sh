@@ -3,7 +3,7 @@
 # environment, else the project's .venv, created here when missing).
 # An already-installed torch (e.g. a CUDA build) is kept; without one, torch==2.13.0 is
 # installed (the CPU wheel on this kind of machine) so pip never resolves a CUDA build itself.
-# Usage: scripts/bootstrap.sh [--dev] [--llm]   (--dev: test tools; --llm: transformers + peft)
+# Usage: scripts/bootstrap.sh [--dev] [--llm]   (--dev: test tools; --llm: transformers, peft, bitsandbytes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/python.sh

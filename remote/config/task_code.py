@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from profiles.user_errors import UsageError
 from trainer.settings.flags import flag_words
-from trainer.settings.train_config import BUILTIN_TASKS, TASK_PACKAGES, TrainConfig, split_task_spec
+from trainer.settings.train_config import BUILTIN_TASKS, TrainConfig, split_task_spec, task_packages
 
 if TYPE_CHECKING:
     from remote.config.cluster import ClusterConfig
@@ -103,4 +103,4 @@ def _parses(text: str) -> bool:
 
 def needed_packages(config: ClusterConfig) -> tuple[str, ...]:
     """Requirement strings (``"peft>=0.17,<1"``) the run's task needs on every host."""
-    return TASK_PACKAGES.get(config.run.task, ())
+    return task_packages(config.run.task, config.run.task_options)
