@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -59,7 +60,11 @@ from trainer.events import (
 from trainer.placement import Placement, format_cpulist, place_this_rank
 from trainer.resources import ResourceReporter
 from trainer.settings.train_config import TrainConfig, check_world
-from trainer.settings.training_checks import check_precision, check_total_steps
+from trainer.settings.training_checks import (
+    check_precision,
+    check_total_steps,
+    resolve_precision,
+)
 from trainer.step.accumulate import BufferSync, ShareRunner
 from trainer.step.batch_order import GlobalBatchOrder
 from trainer.step.batches import collated
@@ -86,6 +91,8 @@ def train(config: TrainConfig) -> int:
     if config.resolved_norm == "syncbatch" and device.type != "cuda":
         raise UsageError("--norm syncbatch needs every rank on CUDA (torch's SyncBatchNorm is "
                          "GPU-only); use --norm group on CPU ranks")
+    # "auto" is decided for this rank's device; the start event then shows the decision.
+    config = replace(config, precision=resolve_precision(config.precision, device))
     check_precision(config.precision, device)
     torch.manual_seed(config.seed)  # the task's model is the same on every rank
     task = build_task(config)
