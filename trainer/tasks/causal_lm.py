@@ -28,7 +28,7 @@ from trainer.tasks.lm_data import (
     token_loss,
     tokenize_examples,
 )
-from trainer.tasks.lm_model import COMPUTE_DTYPES, adapt, load_model, quantised
+from trainer.tasks.lm_model import COMPUTE_DTYPES, adapt, load_model, quantised, save_results
 
 PIP_LINE = "pip install " + " ".join(f"'{r}'" for r in TASK_PACKAGES["causal_lm"])
 """How to install what this task needs (``corral check`` says the same for a host)."""
@@ -76,6 +76,9 @@ class CausalLMOptions:
     eval_fraction: float = 0.0
     """Without ``eval_data``: this fraction of ``data``'s examples (the last ones) is held out
     from training and evaluated instead."""
+    merge: bool = False
+    """Also write ``final/merged/``: the adapter merged into the base's full-precision
+    weights, a whole model in ``save_pretrained`` layout."""
 
 
 OPTIONS = tuple(f.name for f in fields(CausalLMOptions))
@@ -171,8 +174,7 @@ def build(options: dict[str, Any]) -> Task:
     model = adapt(model, opts)
 
     def save_final(trained: Any, folder: Path) -> None:
-        trained.save_pretrained(folder)  # adapter files with LoRA, the whole model without
-        tokenizer.save_pretrained(folder)
+        save_results(trained, tokenizer, opts, folder)
 
     return Task(model=model, train_data=data, loss=lm_loss, save_final=save_final,
                 collate=data.collate if isinstance(data, PaddedExamples) else None,

@@ -63,17 +63,22 @@ def _device_map() -> dict[str, Any]:
     return {"": "cpu"}
 
 
-def load_model(opts: CausalLMOptions) -> tuple[Any, Any]:
-    """The base model (full precision or quantised) and its tokenizer."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
+def _model_name(opts: CausalLMOptions) -> str:
+    """``model`` as transformers reads it: a local directory's path, or a hub id."""
     where = Path(opts.model).expanduser()
     local = where.exists() or opts.model.startswith(("/", ".", "~"))
     if local and not where.is_dir():
         raise UsageError(f"causal_lm model {opts.model}: no such directory (give a directory "
                          "in save_pretrained layout, e.g. from python -m trainer.tiny_lm)")
-    name = str(where) if local else opts.model
+    return str(where) if local else opts.model
+
+
+def load_model(opts: CausalLMOptions) -> tuple[Any, Any]:
+    """The base model (full precision or quantised) and its tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    name = _model_name(opts)
     quantisation = _quantisation_config(opts)
     placement = {"quantization_config": quantisation, "device_map": _device_map()} \
         if quantisation is not None else {}
@@ -124,3 +129,26 @@ def adapt(model: Any, opts: CausalLMOptions) -> Any:
                       lora_dropout=opts.lora_dropout, target_modules=targets,
                       task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
+
+
+MERGED = "merged"
+"""The folder under ``final/`` holding the merged full model (``merge = true``)."""
+
+
+def save_results(trained: Any, tokenizer: Any, opts: CausalLMOptions, folder: Path) -> None:
+    """``final/``: the adapter (LoRA) or the whole model (lora_r 0) with the tokenizer; with
+    ``merge``, also ``final/merged/``, the adapter merged into the base's full-precision
+    weights (a quantised base is loaded again unquantised for it, as PEFT documents), in
+    ``save_pretrained`` layout."""
+    trained.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    if not opts.merge or opts.lora_r == 0:
+        return
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(_model_name(opts), dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, folder).merge_and_unload()
+    merged.save_pretrained(folder / MERGED)
+    tokenizer.save_pretrained(folder / MERGED)
