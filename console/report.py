@@ -119,6 +119,16 @@ def moves_table(summary: RunSummary) -> Table:
     return table
 
 
+def samples_table(summary: RunSummary) -> Table:
+    """The trained model's greedy generations from held-out prompts."""
+    table = Table(title="samples (greedy, held-out prompts)", title_justify="left")
+    table.add_column("prompt", overflow="fold", style="dim")
+    table.add_column("generated", overflow="fold")
+    for sample in summary.samples:
+        table.add_row(Text(sample.prompt), Text(sample.output))
+    return table
+
+
 def charts(series: RunSeries, width: int, height: int = 10) -> list[RenderableType]:
     """Loss (with eval) and throughput (with its ideal) over steps, as terminal charts."""
     loss_lines = [Line("loss", series.loss, LOSS_STYLE)]
@@ -147,6 +157,8 @@ def one_run(summary: RunSummary, series: RunSeries | None = None, *,
         parts.append(ranks_table(summary))
     if summary.moves:
         parts.append(moves_table(summary))
+    if summary.samples:
+        parts.append(samples_table(summary))
     if series is not None:
         parts += charts(series, width)
     return Group(*parts)

@@ -220,6 +220,20 @@ class CheckpointEvent:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SamplesEvent:
+    """Rank 0, after the final result is written: greedy generations of the trained model
+    from a few held-out prompts (tasks that generate text)."""
+
+    kind: ClassVar[str] = "samples"
+    t: float
+    rank: int
+    step: int
+    prompts: tuple[str, ...]
+    outputs: tuple[str, ...]
+    """The text generated after each prompt (same order)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class EndEvent:
     """This rank stopped training (the last line of its file)."""
 
@@ -242,6 +256,7 @@ TrainerEvent = (
     | ResourceEvent
     | EvalEvent
     | CheckpointEvent
+    | SamplesEvent
     | EndEvent
 )
 

@@ -53,6 +53,7 @@ from trainer.events import (
     EndStatus,
     EventWriter,
     RebalanceEvent,
+    SamplesEvent,
     StartEvent,
     StepEvent,
     events_path,
@@ -294,8 +295,19 @@ class Trainer:
         if self.rank == 0 and run.step == run.total_steps:
             final = write_final(self.task, self.model, self.config.run_dir)
             print0(f"corral trainer: the trained result is in {final}")
+            self._samples(run.step)
         # Leave together: no rank tears the group down while another still talks to it.
         dist.barrier()
+
+    def _samples(self, step: int) -> None:
+        """Rank 0: the task's generations from held-out prompts, as a ``samples`` event."""
+        if self.task.samples is None:
+            return
+        written = self.task.samples(self.model)
+        if written:
+            self.events.emit(SamplesEvent(t=time.time(), rank=self.rank, step=step,
+                                          prompts=tuple(p for p, _ in written),
+                                          outputs=tuple(o for _, o in written)))
 
     def train_step(self, step: int) -> tuple[list[StepTally], StepOutcome]:
         """Run step ``step`` (1-based) on this rank; every rank's tally of it, by rank, and

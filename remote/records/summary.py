@@ -57,6 +57,14 @@ class Outcome:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Sample:
+    """One generation of the trained model (``samples`` event)."""
+
+    prompt: str
+    output: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunSummary:
     """Everything ``corral report`` says about one run (``--json`` writes this object)."""
 
@@ -97,6 +105,8 @@ class RunSummary:
     restarts: int = 0
     lost_s: float = 0.0
     """Time lost to stops and restarts: the gaps before each relaunch plus redone steps."""
+    samples: list[Sample] = field(default_factory=list)
+    """Greedy generations from held-out prompts at the end of the run (language models)."""
 
 
 def _outcome(history: RunHistory, steps_done: int) -> Outcome:
@@ -148,6 +158,9 @@ def summary_of(history: RunHistory, figures: RunFigures) -> RunSummary:
         ideal_samples_per_s=figures.ideal_samples_per_s, efficiency=figures.efficiency,
         moves=figures.moves(), loss=figures.loss, eval=figures.eval_metrics(),
         final_lr=figures.final_lr, restarts=figures.restarts, lost_s=figures.lost_s,
+        samples=[Sample(prompt=p, output=o) for p, o in zip(
+            figures.samples.prompts, figures.samples.outputs, strict=False)]
+        if figures.samples else [],
     )
 
 

@@ -46,22 +46,23 @@ def _quantisation(option: str) -> object:
 @pytest.mark.parametrize("option", ["load_in_4bit", "load_in_8bit"])
 def test_quantised_lora_with_checkpointing_is_exact_over_splits_and_resumes(
         lm: TinyLM, tmp_path: Path, option: str) -> None:
-    flags = (*lm_flags(lm, data=lm.pairs, packing=False, seq_len=64, optimizer="adamw",
+    flags = (*lm_flags(lm, data=lm.pairs, packing=False, seq_len=64,
                        extra=(f"{option}=true", "gradient_checkpointing=true")),
              "--micro-batch", "2")
     one = _run(tmp_path / "one", "8", *flags, "--steps", str(STEPS))
     assert one and all("lora_" in name for name in one)  # only the adapters: no 4-bit state
-    for split in ("5,2,1", "1,2,5"):
-        assert max_rel_diff(one, _run(tmp_path / split, split, *flags, "--steps",
-                                      str(STEPS))) <= 1e-5, split
+    by_split = {split: _run(tmp_path / split, split, *flags, "--steps", str(STEPS))
+                for split in ("5,2,1", "1,2,5")}
+    for split, params in by_split.items():
+        assert max_rel_diff(one, params) <= 1e-5, split
     losses = [e["global_loss"] for e in of_kind(events(tmp_path / "one", 0), "step")]
     assert losses[-1] < losses[0]
 
-    resumed_dir = tmp_path / "resumed"
+    resumed_dir = tmp_path / "resumed"  # SGD with momentum: its buffers are restored too
     _run(resumed_dir, "5,2,1", *flags, "--steps", str(STEPS // 2))
     resumed = _run(resumed_dir, "5,2,1", *flags, "--steps", str(STEPS), "--resume")
     assert [s["step"] for s in of_kind(events(resumed_dir, 0), "start")] == [0, STEPS // 2]
-    assert max_rel_diff(one, resumed) <= 1e-5
+    assert max_rel_diff(by_split["5,2,1"], resumed) <= 1e-6
 
     # final/ is a PEFT adapter that plain PEFT loads onto the quantised base, and it generates.
     from peft import PeftModel

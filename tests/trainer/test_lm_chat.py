@@ -88,3 +88,7 @@ def test_chat_data_any_split_gives_the_same_lora_weights(lm: TinyLM, tmp_path: P
     assert max_rel_diff(runs["8"], runs["5,2,1"]) <= 1e-5
     steps = of_kind(events(tmp_path / "8", 0), "step")
     assert steps[-1]["global_loss"] < steps[0]["global_loss"]
+    # The run ends with greedy samples: conversations up to their last assistant turn.
+    [samples] = of_kind(events(tmp_path / "8", 0), "samples")
+    assert len(samples["prompts"]) == 3 == len(samples["outputs"])
+    assert all(p.endswith("<|assistant|>\n") for p in samples["prompts"])

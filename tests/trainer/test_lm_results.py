@@ -4,6 +4,7 @@ too: merged into the full-precision weights)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,36 @@ def test_merged_export_gives_the_logits_of_base_plus_adapter(
     plain = AutoModelForCausalLM.from_pretrained(lm.model).eval()
     with torch.no_grad():
         assert not torch.allclose(plain(input_ids=ids).logits, got, atol=1e-4)  # adapter in
+
+
+def test_samples_are_greedy_continuations_of_held_out_prompts_shown_by_the_report(
+        lm: TinyLM) -> None:
+    from rich.console import Console
+
+    from console.report import samples_table
+    from remote.records.reducer import RunFigures
+    from remote.records.summary import Sample
+    from trainer.events import SamplesEvent, event_to_json, parse_event
+    from trainer.tasks.causal_lm import build
+
+    options = {"model": str(lm.model), "data": str(lm.pairs), "packing": False,
+               "eval_fraction": 0.25, "samples": 2, "sample_tokens": 5}
+    task = build(options)
+    assert task.samples is not None
+    written = task.samples(task.model)
+    held_out = [json.loads(line) for line in lm.pairs.read_text().splitlines()][48:50]
+    assert [p for p, _ in written] == [row["prompt"] for row in held_out]
+    assert all(isinstance(out, str) and out for _, out in written)
+    assert task.samples(task.model) == written  # greedy: the same text again
+    assert build({**options, "samples": 0}).samples is None
+
+    event = SamplesEvent(t=1.0, rank=0, step=9, prompts=tuple(p for p, _ in written),
+                         outputs=tuple(o for _, o in written))
+    figures = RunFigures()
+    figures.observe(parse_event(event_to_json(event)))  # type: ignore[arg-type]
+    assert figures.samples == event
+    console = Console(width=120, record=True)
+    summary = type("S", (), {"samples": [Sample(prompt=p, output=o) for p, o in written]})
+    console.print(samples_table(summary))  # type: ignore[arg-type]
+    assert held_out[0]["prompt"].splitlines()[0] in console.export_text()
+

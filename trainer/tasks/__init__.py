@@ -41,6 +41,8 @@ EvaluateFn = Callable[[nn.Module, Any], "dict[str, float]"]
 """``evaluate(model, batch) -> {name: sum}``: held-out metric sums for one batch."""
 SaveFinalFn = Callable[[nn.Module, Path], None]
 """``save_final(model, directory)``: write the trained result in its users' format."""
+SamplesFn = Callable[[nn.Module], "list[tuple[str, str]]"]
+"""``samples(model) -> [(prompt, generated text)]``: what the trained model writes."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,9 @@ class Task:
     save_final: SaveFinalFn | None = None
     """Writes the trained result into ``RUN_DIR/final`` at the end of a completed run
     (optional; without it the trainer writes ``final/model.pt``, the model's state dict)."""
+    samples: SamplesFn | None = None
+    """Generations of the trained model from a few held-out prompts, written by rank 0 at the
+    end of a completed run as a ``samples`` event (optional)."""
 
 
 def trainable_parameters(task: Task) -> list[nn.Parameter]:

@@ -29,6 +29,7 @@ from trainer.tasks.lm_data import (
     tokenize_examples,
 )
 from trainer.tasks.lm_model import COMPUTE_DTYPES, adapt, load_model, quantised, save_results
+from trainer.tasks.lm_samples import generate_samples
 
 PIP_LINE = "pip install " + " ".join(f"'{r}'" for r in TASK_PACKAGES["causal_lm"])
 """How to install what this task needs (``corral check`` says the same for a host)."""
@@ -76,6 +77,11 @@ class CausalLMOptions:
     eval_fraction: float = 0.0
     """Without ``eval_data``: this fraction of ``data``'s examples (the last ones) is held out
     from training and evaluated instead."""
+    samples: int = 3
+    """Greedy generations from this many held-out prompts (the held-out rows, else the first
+    training rows) at the end of the run, shown by ``corral report``; 0 = none."""
+    sample_tokens: int = 32
+    """Tokens generated per sample."""
     merge: bool = False
     """Also write ``final/merged/``: the adapter merged into the base's full-precision
     weights, a whole model in ``save_pretrained`` layout."""
@@ -106,6 +112,8 @@ def parse_options(options: dict[str, Any]) -> CausalLMOptions:
     if not 0 <= parsed.eval_fraction < 1:
         raise UsageError(f"causal_lm option eval_fraction must be in [0, 1), got "
                          f"{parsed.eval_fraction}")
+    if parsed.samples < 0 or parsed.sample_tokens < 1:
+        raise UsageError("causal_lm options need samples >= 0 and sample_tokens >= 1")
     if parsed.lora_r < 0 or parsed.lora_alpha <= 0 or not 0 <= parsed.lora_dropout < 1:
         raise UsageError("causal_lm options need lora_r >= 0, lora_alpha > 0 and "
                          "0 <= lora_dropout < 1")
@@ -176,7 +184,12 @@ def build(options: dict[str, Any]) -> Task:
     def save_final(trained: Any, folder: Path) -> None:
         save_results(trained, tokenizer, opts, folder)
 
+    def samples(trained: Any) -> list[tuple[str, str]]:
+        return generate_samples(trained, tokenizer, held_out_rows or rows, opts.samples,
+                                opts.sample_tokens, render)
+
     return Task(model=model, train_data=data, loss=lm_loss, save_final=save_final,
+                samples=samples if opts.samples else None,
                 collate=data.collate if isinstance(data, PaddedExamples) else None,
                 evaluate=lm_metrics, eval_data=eval_data)
 
