@@ -117,6 +117,9 @@ class StepEvent:
     """fp16: the gradient scaler's scale after this step."""
     passes: int | None = None
     """Forward/backward passes this rank ran (``ceil(local_batch / micro_batch)``)."""
+    tokens: int | None = None
+    """This rank's input tokens in the step, when shares are of tokens (variable-length items
+    under a balancing policy), else None."""
 
 
 @dataclass(frozen=True, kw_only=True)

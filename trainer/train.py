@@ -79,6 +79,12 @@ from trainer.tasks import Task, trainable_parameters
 from trainer.tasks.loader import build_task, task_label
 
 
+def token_shares(tokens: Sequence[int], global_batch: int) -> list[int]:
+    """Each rank's tokens as its part of ``global_batch`` (the unit the split is in)."""
+    total = max(sum(tokens), 1)
+    return [round(t * global_batch / total) for t in tokens]
+
+
 def train(config: TrainConfig) -> int:
     """Run training on this rank; returns the process exit code."""
     # -- 1. Who am I; everything that can fail alone fails here, before any collective -------
@@ -97,7 +103,9 @@ def train(config: TrainConfig) -> int:
     check_precision(config.precision, device)
     torch.manual_seed(config.seed)  # the task's model is the same on every rank
     task = build_task(config)
-    order = GlobalBatchOrder(len(task.train_data), config.global_batch, config.seed)
+    # A balancing policy shares tokens when the task's items differ in length (no packing).
+    order = GlobalBatchOrder(len(task.train_data), config.global_batch, config.seed,
+                             task.item_tokens if config.policy != "static" else None)
     run = RunState(total_steps=config.steps or (config.epochs or 1) * order.steps_per_epoch)
     check_total_steps(config, run.total_steps)
     if config.eval_every:
@@ -345,7 +353,9 @@ class Trainer:
     def _report(self, tallies: list[StepTally], outcome: StepOutcome, step_s: float) -> None:
         """Events: every rank its own step; rank 0 adds the global loss and throughput."""
         run, config, mine = self.run, self.config, tallies[self.rank]
-        share = run.split[self.rank]
+        share = self.order.counts(run.step, run.split)[self.rank]
+        tokens = (self.order.rank_tokens(run.step, run.split)
+                  if self.order.item_tokens is not None else None)
         global_loss = sum(t.loss_sum for t in tallies) / max(sum(t.units for t in tallies), 1)
         self.events.emit(StepEvent(
             t=time.time(), rank=self.rank, step=run.step, epoch=self.order.epoch_of(run.step),
@@ -355,9 +365,12 @@ class Trainer:
             cluster_samples_per_s=config.global_batch / step_s if self.rank == 0 else None,
             lr=outcome.lr, grad_norm=outcome.grad_norm, scaler_skipped=outcome.skipped,
             loss_scale=outcome.scale,
-            passes=passes(share, self.micro_batch[self.rank])))
-        if self.balancer is not None:
-            self.balancer.observe(run.split, [t.compute_s for t in tallies])
+            passes=passes(share, self.micro_batch[self.rank]),
+            tokens=tokens[self.rank] if tokens is not None else None))
+        if self.balancer is not None:  # fitted per token share when tokens are shared
+            self.balancer.observe(run.split if tokens is None else
+                                  token_shares(tokens, config.global_batch),
+                                  [t.compute_s for t in tallies])
         if self.rank == 0 and (run.step % 10 == 0 or run.step == run.total_steps):
             print0(f"step {run.step}/{run.total_steps} loss {global_loss:.4f} "
                    f"{config.global_batch / step_s:.1f} samples/s split {_csv(run.split)}")

@@ -37,7 +37,7 @@ def _quantisation(option: str) -> object:
     from transformers import BitsAndBytesConfig
 
     if option == "load_in_8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=0.0)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                               bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=torch.float32)
@@ -47,7 +47,9 @@ def _quantisation(option: str) -> object:
 def test_quantised_lora_with_checkpointing_is_exact_over_splits_and_resumes(
         lm: TinyLM, tmp_path: Path, option: str) -> None:
     flags = (*lm_flags(lm, data=lm.pairs, packing=False, seq_len=64,
-                       extra=(f"{option}=true", "gradient_checkpointing=true")),
+                       extra=(f"{option}=true", "gradient_checkpointing=true",
+                              # 8-bit: no outlier columns chosen per pass (split-dependent).
+                              "llm_int8_threshold=0")),
              "--micro-batch", "2")
     one = _run(tmp_path / "one", "8", *flags, "--steps", str(STEPS))
     assert one and all("lora_" in name for name in one)  # only the adapters: no 4-bit state

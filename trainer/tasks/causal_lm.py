@@ -68,6 +68,10 @@ class CausalLMOptions:
     """Load the base in 8 bits (bitsandbytes LLM.int8()) and train LoRA adapters on it."""
     bnb_4bit_compute_dtype: str = "float32"
     """The arithmetic of the 4-bit layers: float32, bfloat16 or float16."""
+    llm_int8_threshold: float = 6.0
+    """8-bit: activations above this go through the fp16 outlier path. The outlier columns are
+    chosen over a whole pass, so above 0 the result depends slightly on the split; 0 keeps
+    every pass row by row (exact over splits)."""
     eval_data: str = ""
     """A held-out file in ``data``'s format (also ``--eval-data``), evaluated by
     ``--eval-every``."""
@@ -190,6 +194,7 @@ def build(options: dict[str, Any]) -> Task:
 
     return Task(model=model, train_data=data, loss=lm_loss, save_final=save_final,
                 samples=samples if opts.samples else None,
+                item_tokens=data.lengths if isinstance(data, PaddedExamples) else None,
                 collate=data.collate if isinstance(data, PaddedExamples) else None,
                 evaluate=lm_metrics, eval_data=eval_data)
 

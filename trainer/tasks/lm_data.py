@@ -174,6 +174,8 @@ class PaddedExamples:
         if not self.examples:
             raise UsageError(f"no example has a token to predict within seq_len {seq_len}")
         self.pad_id = pad_id
+        self.lengths = [len(ids) for ids, _ in self.examples]
+        """Each example's tokens (its compute, for token-balanced shares)."""
 
     def __len__(self) -> int:
         return len(self.examples)

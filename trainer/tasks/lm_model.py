@@ -47,7 +47,7 @@ def _quantisation_config(opts: CausalLMOptions) -> Any:
                          + " ".join(f"'{r}'" for r in QUANTISED_PACKAGES)) from None
     warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
     if opts.load_in_8bit:
-        return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=opts.llm_int8_threshold)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                               bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=getattr(torch, opts.bnb_4bit_compute_dtype))
