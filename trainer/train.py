@@ -67,7 +67,7 @@ from trainer.settings.training_checks import (
     resolve_precision,
 )
 from trainer.step.accumulate import BufferSync, ShareRunner
-from trainer.step.batch_order import GlobalBatchOrder
+from trainer.step.batch_order import GlobalBatchOrder, token_shares
 from trainer.step.batches import collated
 from trainer.step.clock import ComputeClock
 from trainer.step.optim import OptimizerStep, StepOutcome, make_optimizer
@@ -77,12 +77,6 @@ from trainer.step.tally import StepTally, start_gather_tallies
 from trainer.stopping import Diverged, Interrupted, StopSignals, check_finite_loss
 from trainer.tasks import Task, trainable_parameters
 from trainer.tasks.loader import build_task, task_label
-
-
-def token_shares(tokens: Sequence[int], global_batch: int) -> list[int]:
-    """Each rank's tokens as its part of ``global_batch`` (the unit the split is in)."""
-    total = max(sum(tokens), 1)
-    return [round(t * global_batch / total) for t in tokens]
 
 
 def train(config: TrainConfig) -> int:

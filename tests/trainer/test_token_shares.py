@@ -13,8 +13,7 @@ import torch
 from lm_fixtures import TinyLM, make_tiny_lm
 from trainer_runs import check, events, final_params, launch, max_rel_diff, of_kind
 
-from trainer.step.batch_order import GlobalBatchOrder
-from trainer.train import token_shares
+from trainer.step.batch_order import GlobalBatchOrder, token_shares
 
 LENGTHS = [random.Random(4).randint(10, 200) for _ in range(240)]
 """Item lengths in tokens, 10 to 200."""

@@ -91,3 +91,9 @@ class GlobalBatchOrder:
         """Rank ``rank``'s sample indices for step ``step`` (1-based)."""
         cut = self.cuts(step, split)
         return self.global_indices(step)[cut[rank]:cut[rank + 1]]
+
+
+def token_shares(tokens: Sequence[int], global_batch: int) -> list[int]:
+    """Each rank's tokens as its part of ``global_batch`` (the unit the split is in)."""
+    total = max(sum(tokens), 1)
+    return [round(t * global_batch / total) for t in tokens]
