@@ -69,9 +69,7 @@ class CausalLMOptions:
     bnb_4bit_compute_dtype: str = "float32"
     """The arithmetic of the 4-bit layers: float32, bfloat16 or float16."""
     llm_int8_threshold: float = 6.0
-    """8-bit: activations above this go through the fp16 outlier path. The outlier columns are
-    chosen over a whole pass, so above 0 the result depends slightly on the split; 0 keeps
-    every pass row by row (exact over splits)."""
+    """8-bit: activations above this go through LLM.int8()'s fp16 outlier path (0 = none)."""
     eval_data: str = ""
     """A held-out file in ``data``'s format (also ``--eval-data``), evaluated by
     ``--eval-every``."""
