@@ -96,14 +96,19 @@ def facts(summary: RunSummary) -> Table:
 
 
 def ranks_table(summary: RunSummary) -> Table:
-    """Per rank: host, device, samples/s, utilisation (compute / step time), final share."""
+    """Per rank: host, device, samples/s, utilisation (compute / step time), final share, and
+    tokens per step when the run shares tokens."""
     table = Table(title="ranks", title_justify="left")
-    for name in ("rank", "host", "device", "samples/s", "utilisation", "final share"):
+    tokens = any(rank.tokens_per_step is not None for rank in summary.ranks)
+    for name in ("rank", "host", "device", "samples/s", "utilisation", "final share",
+                 *(("tokens/step",) if tokens else ())):
         table.add_column(name, justify="right" if name not in ("host", "device") else "left")
     for rank in summary.ranks:
-        table.add_row(str(rank.rank), rank.host, rank.device,
-                      fmt_rate(rank.mean_samples_per_s), fmt_percent(rank.utilisation),
-                      fmt_percent(rank.final_share))
+        cells = [str(rank.rank), rank.host, rank.device, fmt_rate(rank.mean_samples_per_s),
+                 fmt_percent(rank.utilisation), fmt_percent(rank.final_share)]
+        if tokens:
+            cells.append(fmt_rate(rank.tokens_per_step))
+        table.add_row(*cells)
     return table
 
 

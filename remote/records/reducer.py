@@ -117,7 +117,7 @@ class RunFigures:
         if old is not None:
             rank.add(old, -1)
         cell = RankCell(local_batch=event.local_batch, compute_s=event.compute_s,
-                        step_s=event.step_s)
+                        step_s=event.step_s, tokens=event.tokens)
         row.cells[event.rank] = cell
         rank.add(cell, 1)
         if event.rank != 0:

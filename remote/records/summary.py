@@ -39,6 +39,8 @@ class RankSummary:
     """Σ compute time / Σ step time: 1 = never waited for the others."""
     final_share: float | None
     """This rank's part of the global batch at the last step (0.5 = half)."""
+    tokens_per_step: float | None = None
+    """Mean input tokens per step, when the run shares tokens (variable-length items)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,7 +130,8 @@ def _outcome(history: RunHistory, steps_done: int) -> Outcome:
 def _rank_summaries(figures: RunFigures) -> list[RankSummary]:
     return [RankSummary(rank=rank.rank, host=rank.host, device=rank.device,
                         mean_samples_per_s=rank.mean_samples_per_s,
-                        utilisation=rank.utilisation, final_share=figures.final_share(rank.rank))
+                        utilisation=rank.utilisation, final_share=figures.final_share(rank.rank),
+                        tokens_per_step=rank.mean_tokens_per_step)
             for _, rank in sorted(figures.ranks.items())]
 
 

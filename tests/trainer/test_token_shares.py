@@ -79,3 +79,30 @@ def test_dynamic_token_shares_follow_the_speeds_and_equal_one_process(
     fractions = [t / sum(settled) for t in settled]
     assert fractions[0] < fractions[1] < fractions[2]  # the faster rank computes more tokens
     assert abs(fractions[2] - 0.5) <= 0.05  # the fastest: within 10 % of its 3/6
+
+
+def test_the_reducer_and_report_show_tokens_per_rank() -> None:
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from console.report import ranks_table
+    from remote.records.reducer import RunFigures
+    from remote.records.summary import RankSummary
+    from trainer.events import StepEvent
+
+    figures = RunFigures()
+    for step, tokens in ((1, (300, 900)), (2, (500, 1100))):
+        for rank, count in enumerate(tokens):
+            figures.observe(StepEvent(t=float(step), rank=rank, step=step, epoch=0,
+                                      local_batch=4, loss=1.0, compute_s=0.1, step_s=0.2,
+                                      samples_per_s=20.0, tokens=count))
+    assert [figures.ranks[r].mean_tokens_per_step for r in (0, 1)] == [400.0, 1000.0]
+    ranks = [RankSummary(rank=r, host="h", device="cpu", mean_samples_per_s=20.0,
+                         utilisation=0.5, final_share=0.5,
+                         tokens_per_step=figures.ranks[r].mean_tokens_per_step) for r in (0, 1)]
+    console = Console(width=120, record=True)
+    console.print(ranks_table(SimpleNamespace(ranks=ranks)))  # type: ignore[arg-type]
+    text = console.export_text()
+    assert "tokens/step" in text
+    assert [line.split()[-1] for line in text.splitlines() if " cpu " in line] == ["400", "1000"]
