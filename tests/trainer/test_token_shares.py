@@ -105,4 +105,4 @@ def test_the_reducer_and_report_show_tokens_per_rank() -> None:
     console.print(ranks_table(SimpleNamespace(ranks=ranks)))  # type: ignore[arg-type]
     text = console.export_text()
     assert "tokens/step" in text
-    assert [line.split()[-1] for line in text.splitlines() if " cpu " in line] == ["400", "1000"]
+    assert [line.split()[-2] for line in text.splitlines() if " cpu " in line] == ["400", "1000"]
