@@ -173,3 +173,19 @@ def test_precision_auto_is_decided_per_host_from_its_gpus(tmp_path: Path) -> Non
     assert {_flag(flags, "--precision") if "--precision" in flags else "fp32"
             for _, flags in _launched(fixed, plan_cluster(fixed, facts, "127.0.0.1")).values()
             } == {"fp32"}
+
+
+def test_corral_check_says_what_auto_precision_picks_on_each_host() -> None:
+    from remote.checks.preflight import HostFacts
+    from remote.checks.torch_versions import judge_precision
+
+    said = {}
+    for name, gpus, bf16 in (("rtx3090", 1, [True]), ("gtx1080", 1, [False]),
+                             ("laptop", 0, [])):
+        facts = HostFacts(gpus=gpus, gpu_names=["gpu"] * gpus, bf16=bf16)
+        judge_precision(_host(name), "auto", facts)
+        [item] = facts.items
+        assert item.ok
+        said[name] = item.detail
+    assert said == {"rtx3090": "auto: bf16 on the GPU", "gtx1080": "auto: fp16 on the GPU",
+                    "laptop": "auto: fp32 on the CPU"}
