@@ -8,6 +8,7 @@ Options (``[run.task_options]`` / ``--task-option KEY=VALUE``) are ``OPTIONS`` b
 from __future__ import annotations
 
 import difflib
+import sys
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -187,8 +188,14 @@ def build(options: dict[str, Any]) -> Task:
         save_results(trained, tokenizer, opts, folder)
 
     def samples(trained: Any) -> list[tuple[str, str]]:
-        return generate_samples(trained, tokenizer, held_out_rows or rows, opts.samples,
-                                opts.sample_tokens, render)
+        try:
+            return generate_samples(trained, tokenizer, held_out_rows or rows, opts.samples,
+                                    opts.sample_tokens, render)
+        except (RuntimeError, AssertionError, ValueError) as exc:
+            # The trained result is already written: a generation the libraries refuse (e.g.
+            # bitsandbytes' CPU kernel on odd layer sizes) must not fail the finished run.
+            print(f"corral trainer: no samples: generation failed ({exc})", file=sys.stderr)
+            return []
 
     return Task(model=model, train_data=data, loss=lm_loss, save_final=save_final,
                 samples=samples if opts.samples else None,
