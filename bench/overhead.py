@@ -48,7 +48,7 @@ def run_corral(args: argparse.Namespace) -> float:
         cmd = [*_launcher(args.nproc), "-m", "trainer", "--model", args.model,
                "--samples", str(args.samples), "--global-batch", str(args.global_batch),
                "--steps", str(args.steps), "--threads", str(args.threads),
-               "--run-dir", run_dir]
+               "--momentum", "0.9", "--run-dir", run_dir]  # as ddp_baseline.py's SGD
         subprocess.run(cmd, cwd=REPO, env=bare_env(args.threads), capture_output=True, text=True,
                        check=True, timeout=600)
         lines = (Path(run_dir) / "metrics" / "rank-0.jsonl").read_text().splitlines()

@@ -1,6 +1,6 @@
 """The launch plan as people read it: ``corral run --dry-run`` and the console's check screen
-show the same table (host, ranks, device, backend, interface, share) and each host's exact
-command."""
+show the same table (host, ranks, device, precision, backend, interface, share) and each host's
+exact command."""
 
 from __future__ import annotations
 
@@ -33,13 +33,15 @@ def plan_summary(plan: LaunchPreview) -> str:
 
 
 def plan_table(plan: LaunchPreview) -> Table:
-    """One row per host: ranks, device, backend, interface and first-step share."""
+    """One row per host: ranks, device, precision, backend, interface and first-step
+    share."""
     table = Table(title=plan_summary(plan), title_justify="left")
-    for name in ("host", "ranks", "device", "backend", "interface", "share"):
+    for name in ("host", "ranks", "device", "precision", "backend", "interface", "share"):
         table.add_column(name, overflow="fold")
     for host in plan.hosts:
         share = ",".join(map(str, host.shares)) if host.shares else "measured at start"
-        table.add_row(host.host, _ranks_text(host.ranks), _device_text(host), plan.backend,
+        table.add_row(host.host, _ranks_text(host.ranks), _device_text(host), host.precision,
+                      plan.backend,
                       host.interface or "chosen by Gloo/NCCL", share)
     return table
 

@@ -111,14 +111,19 @@ def fixed_cost_note(outside_compute: float | None) -> str | None:
 
 
 def ranks_table(summary: RunSummary) -> Table:
-    """Per rank: host, device, samples/s, utilisation (compute / step time), final share."""
+    """Per rank: host, device, samples/s, utilisation (compute / step time), final share, and
+    tokens per step when the run shares tokens."""
     table = Table(title="ranks", title_justify="left")
-    for name in ("rank", "host", "device", "samples/s", "utilisation", "final share"):
+    tokens = any(rank.tokens_per_step is not None for rank in summary.ranks)
+    for name in ("rank", "host", "device", "samples/s", "utilisation", "final share",
+                 *(("tokens/step",) if tokens else ())):
         table.add_column(name, justify="right" if name not in ("host", "device") else "left")
     for rank in summary.ranks:
-        table.add_row(str(rank.rank), rank.host, rank.device,
-                      fmt_rate(rank.mean_samples_per_s), fmt_percent(rank.utilisation),
-                      fmt_percent(rank.final_share))
+        cells = [str(rank.rank), rank.host, rank.device, fmt_rate(rank.mean_samples_per_s),
+                 fmt_percent(rank.utilisation), fmt_percent(rank.final_share)]
+        if tokens:
+            cells.append(fmt_rate(rank.tokens_per_step))
+        table.add_row(*cells)
     return table
 
 
@@ -131,6 +136,16 @@ def moves_table(summary: RunSummary) -> Table:
         table.add_row(str(move.step), f"{move.previous} → {move.split}",
                       fmt_percent(move.predicted_gain, signed=True),
                       fmt_percent(move.measured_gain, signed=True), Text(move.reason))
+    return table
+
+
+def samples_table(summary: RunSummary) -> Table:
+    """The trained model's greedy generations from held-out prompts."""
+    table = Table(title="samples (greedy, held-out prompts)", title_justify="left")
+    table.add_column("prompt", overflow="fold", style="dim")
+    table.add_column("generated", overflow="fold")
+    for sample in summary.samples:
+        table.add_row(Text(sample.prompt), Text(sample.output))
     return table
 
 
@@ -162,6 +177,8 @@ def one_run(summary: RunSummary, series: RunSeries | None = None, *,
         parts.append(ranks_table(summary))
     if summary.moves:
         parts.append(moves_table(summary))
+    if summary.samples:
+        parts.append(samples_table(summary))
     if series is not None:
         parts += charts(series, width)
     return Group(*parts)

@@ -89,6 +89,8 @@ class PlannedHost:
     """``CUDA_VISIBLE_DEVICES`` set for its ranks (None: left as it is)."""
     interface: str | None
     """Network interface for Gloo/NCCL (None: they choose)."""
+    precision: str
+    """The arithmetic its ranks compute in (``auto``: each rank decides for its device)."""
     shares: tuple[int, ...] | None
     """Each rank's samples of the first step (None: measured when the run starts)."""
     command: str

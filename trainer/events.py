@@ -125,6 +125,9 @@ class StepEvent:
     """fp16: the gradient scaler's scale after this step."""
     passes: int | None = None
     """Forward/backward passes this rank ran (``ceil(local_batch / micro_batch)``)."""
+    tokens: int | None = None
+    """This rank's input tokens in the step, when shares are of tokens (variable-length items
+    under a balancing policy), else None."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -241,6 +244,20 @@ class CheckpointEvent:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SamplesEvent:
+    """Rank 0, after the final result is written: greedy generations of the trained model
+    from a few held-out prompts (tasks that generate text)."""
+
+    kind: ClassVar[str] = "samples"
+    t: float
+    rank: int
+    step: int
+    prompts: tuple[str, ...]
+    outputs: tuple[str, ...]
+    """The text generated after each prompt (same order)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class EndEvent:
     """This rank stopped training (the last line of its file)."""
 
@@ -263,6 +280,7 @@ TrainerEvent = (
     | ResourceEvent
     | EvalEvent
     | CheckpointEvent
+    | SamplesEvent
     | EndEvent
 )
 

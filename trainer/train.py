@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -52,6 +53,7 @@ from trainer.events import (
     EndStatus,
     EventWriter,
     RebalanceEvent,
+    SamplesEvent,
     StartEvent,
     StepEvent,
     events_path,
@@ -59,9 +61,13 @@ from trainer.events import (
 from trainer.placement import Placement, format_cpulist, place_this_rank
 from trainer.resources import ResourceReporter
 from trainer.settings.train_config import TrainConfig, check_world
-from trainer.settings.training_checks import check_precision, check_total_steps
+from trainer.settings.training_checks import (
+    check_precision,
+    check_total_steps,
+    resolve_precision,
+)
 from trainer.step.accumulate import BufferSync, ShareRunner
-from trainer.step.batch_order import GlobalBatchOrder
+from trainer.step.batch_order import GlobalBatchOrder, token_shares
 from trainer.step.batches import collated
 from trainer.step.clock import ComputeClock
 from trainer.step.optim import OptimizerStep, StepOutcome, make_optimizer
@@ -86,10 +92,14 @@ def train(config: TrainConfig) -> int:
     if config.resolved_norm == "syncbatch" and device.type != "cuda":
         raise UsageError("--norm syncbatch needs every rank on CUDA (torch's SyncBatchNorm is "
                          "GPU-only); use --norm group on CPU ranks")
+    # "auto" is decided for this rank's device; the start event then shows the decision.
+    config = replace(config, precision=resolve_precision(config.precision, device))
     check_precision(config.precision, device)
     torch.manual_seed(config.seed)  # the task's model is the same on every rank
     task = build_task(config)
-    order = GlobalBatchOrder(len(task.train_data), config.global_batch, config.seed)
+    # A balancing policy shares tokens when the task's items differ in length (no packing).
+    order = GlobalBatchOrder(len(task.train_data), config.global_batch, config.seed,
+                             task.item_tokens if config.policy != "static" else None)
     run = RunState(total_steps=config.steps or (config.epochs or 1) * order.steps_per_epoch)
     check_total_steps(config, run.total_steps)
     if config.eval_every:
@@ -287,8 +297,19 @@ class Trainer:
         if self.rank == 0 and run.step == run.total_steps:
             final = write_final(self.task, self.model, self.config.run_dir)
             print0(f"corral trainer: the trained result is in {final}")
+            self._samples(run.step)
         # Leave together: no rank tears the group down while another still talks to it.
         dist.barrier()
+
+    def _samples(self, step: int) -> None:
+        """Rank 0: the task's generations from held-out prompts, as a ``samples`` event."""
+        if self.task.samples is None:
+            return
+        written = self.task.samples(self.model)
+        if written:
+            self.events.emit(SamplesEvent(t=time.time(), rank=self.rank, step=step,
+                                          prompts=tuple(p for p, _ in written),
+                                          outputs=tuple(o for _, o in written)))
 
     def train_step(self, step: int) -> tuple[list[StepTally], StepOutcome]:
         """Run step ``step`` (1-based) on this rank; every rank's tally of it, by rank, and
@@ -326,7 +347,9 @@ class Trainer:
     def _report(self, tallies: list[StepTally], outcome: StepOutcome, step_s: float) -> None:
         """Events: every rank its own step; rank 0 adds the global loss and throughput."""
         run, config, mine = self.run, self.config, tallies[self.rank]
-        share = run.split[self.rank]
+        share = self.order.counts(run.step, run.split)[self.rank]
+        tokens = (self.order.rank_tokens(run.step, run.split)
+                  if self.order.item_tokens is not None else None)
         global_loss = sum(t.loss_sum for t in tallies) / max(sum(t.units for t in tallies), 1)
         self.events.emit(StepEvent(
             t=time.time(), rank=self.rank, step=run.step, epoch=self.order.epoch_of(run.step),
@@ -336,9 +359,12 @@ class Trainer:
             cluster_samples_per_s=config.global_batch / step_s if self.rank == 0 else None,
             lr=outcome.lr, grad_norm=outcome.grad_norm, scaler_skipped=outcome.skipped,
             loss_scale=outcome.scale,
-            passes=passes(share, self.micro_batch[self.rank])))
-        if self.balancer is not None:
-            self.balancer.observe(run.split, [t.compute_s for t in tallies])
+            passes=passes(share, self.micro_batch[self.rank]),
+            tokens=tokens[self.rank] if tokens is not None else None))
+        if self.balancer is not None:  # fitted per token share when tokens are shared
+            self.balancer.observe(run.split if tokens is None else
+                                  token_shares(tokens, config.global_batch),
+                                  [t.compute_s for t in tallies])
         if self.rank == 0 and (run.step % 10 == 0 or run.step == run.total_steps):
             print0(f"step {run.step}/{run.total_steps} loss {global_loss:.4f} "
                    f"{config.global_batch / step_s:.1f} samples/s split {_csv(run.split)}")

@@ -25,6 +25,7 @@ from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.hosts.cpu_placement import HostCpuFacts, HostCpuPlan, host_plans
 from remote.hosts.ssh import resolve_endpoint
+from trainer.settings.run_settings import auto_precision
 
 Device = Literal["cpu", "cuda"]
 
@@ -61,6 +62,8 @@ class LaunchFacts:
     """A rendezvous port free on the master (None: not known)."""
     cpu: Mapping[str, HostCpuFacts] = field(default_factory=dict)
     """Each host's boot id, usable cores and allocator libraries (absent: not known)."""
+    bf16: Mapping[str, tuple[bool, ...]] = field(default_factory=dict)
+    """Per host, whether each GPU (in index order) computes in bf16 (absent: not known)."""
 
 
 def nproc_for(host: HostSection, gpus: int | None) -> int:
@@ -109,6 +112,9 @@ class HostPlan:
     """torchrun's ``--local-addr``: the address the other hosts reach this one at."""
     cpu: HostCpuPlan | None = None
     """The host's allocator environment and core flags (``remote.hosts.cpu_placement``)."""
+    precision: str = "auto"
+    """What ``[run] precision = "auto"`` means on this host (``precision_for``); ``auto``
+    when its GPUs' bf16 support is not known (each rank then decides for its device)."""
 
     @property
     def ranks(self) -> range:
@@ -155,6 +161,18 @@ def devices_for(host: HostSection, found: int | None) -> tuple[Device, int, str 
     return "cuda", host.gpus, pinned
 
 
+def precision_for(device: Device, gpus: int, bf16: tuple[bool, ...] | None) -> str:
+    """``precision = "auto"`` on a host (``run_settings.auto_precision``): fp32 on the CPU; on
+    GPUs bf16 when every GPU its ranks use supports it, else fp16 (with a loss scaler); ``auto``
+    when that is not known (``gpus`` counts from GPU 0, as ``devices_for`` pins them)."""
+    if device == "cpu":
+        return auto_precision("cpu", False)
+    used = bf16[:gpus] if bf16 else ()
+    if not used or len(used) < gpus:
+        return "auto"
+    return auto_precision("cuda", all(used))
+
+
 def cluster_backend(requested: str, hosts: tuple[HostPlan, ...]) -> str:
     """``auto``: nccl when every host trains on GPUs, else gloo. An explicit nccl with a
     CPU host cannot form a process group: that is an error naming the host."""
@@ -181,6 +199,7 @@ def plan_cluster(config: ClusterConfig, facts: LaunchFacts, master_addr: str) ->
         places.append(HostPlan(
             host=host, node_rank=node_rank, first_rank=first_rank, nproc=nprocs[host.name],
             device=device, gpus=used, visible_devices=visible,
+            precision=precision_for(device, used, facts.bf16.get(host.name)),
             interface=interface_for(host, facts.interfaces.get(host.name)),
             local_addr=node_address(config, host, master_addr), cpu=cpu.get(host.name)))
         first_rank += nprocs[host.name]

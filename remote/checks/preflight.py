@@ -383,5 +383,6 @@ async def check_and_plan(
     order = {h.name: i for i, h in enumerate(config.hosts)}
     items.sort(key=lambda it: order.get(it.host, len(order)))
     found = LaunchFacts(gpus=gpus, interfaces={name: f.interface for name, f in facts.items()},
-                        port=port, cpu=cpu)
+                        port=port, cpu=cpu,
+                        bf16={name: tuple(f.bf16) for name, f in facts.items() if f.bf16})
     return CheckReport(items=tuple(items)), found

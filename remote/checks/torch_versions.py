@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from remote.config.cluster import HostSection
 from remote.events import CheckItem
+from trainer.settings.run_settings import auto_precision
 
 if TYPE_CHECKING:
     from remote.checks.preflight import HostFacts
@@ -21,6 +22,10 @@ def judge_precision(host: HostSection, precision: str, facts: HostFacts) -> None
         return
     on_gpu = bool(facts.gpus) and host.gpus != 0
     where = "GPU" if on_gpu else "CPU"
+    if precision == "auto":
+        chosen = auto_precision("cuda" if on_gpu else "cpu", all(facts.bf16))
+        facts.items.append(_item(host, "precision", True, f"auto: {chosen} on the {where}"))
+        return
     fix = 'set precision = "fp32" (or "{}") in the [run] section of cluster.toml'
     if precision == "fp16" and not on_gpu:
         facts.items.append(_item(host, "precision", False,

@@ -19,7 +19,7 @@ from profiles.user_errors import UsageError
 from remote.config.script_source import syntax_problem
 from trainer.settings.flags import flag_words
 from trainer.settings.run_settings import RunSettings
-from trainer.settings.train_config import BUILTIN_TASKS, TASK_PACKAGES, TrainConfig, split_task_spec
+from trainer.settings.train_config import BUILTIN_TASKS, TrainConfig, split_task_spec, task_packages
 
 if TYPE_CHECKING:
     from remote.config.cluster import ClusterConfig
@@ -143,4 +143,4 @@ def needed_packages(config: ClusterConfig) -> tuple[str, ...]:
     """Requirement strings (``"peft>=0.17,<1"``) the run's task needs on every host."""
     if config.run.script is not None:
         return ()  # a script's imports are probed by name (remote.checks.script_imports)
-    return TASK_PACKAGES.get(config.run.task, ())
+    return task_packages(config.run.task, config.run.task_options)

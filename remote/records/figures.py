@@ -70,6 +70,8 @@ class RankCell:
     local_batch: int
     compute_s: float
     step_s: float
+    tokens: int | None = None
+    """Its input tokens, when the run shares tokens (variable-length items)."""
 
     @property
     def samples_per_s(self) -> float | None:
@@ -140,9 +142,15 @@ class RankFigures:
     compute_s: float = 0.0
     step_s: float = 0.0
     steps: int = 0
+    tokens: int = 0
+    token_steps: int = 0
+    """Steps that reported tokens (runs that share tokens)."""
 
     def add(self, cell: RankCell, sign: int) -> None:
         """Count ``cell`` in (sign 1) or out (sign -1, a step replaced by its redo)."""
+        if cell.tokens is not None:
+            self.tokens += sign * cell.tokens
+            self.token_steps += sign
         self.samples += sign * cell.local_batch
         self.compute_s += sign * cell.compute_s
         self.step_s += sign * cell.step_s
@@ -162,6 +170,11 @@ class RankFigures:
     def utilisation(self) -> float | None:
         """Σ compute time / Σ step time."""
         return ratio(self.compute_s, self.step_s)
+
+    @property
+    def mean_tokens_per_step(self) -> float | None:
+        """Σ tokens / steps that reported them (None when the run shares item counts)."""
+        return ratio(self.tokens, self.token_steps) if self.token_steps else None
 
     @property
     def mean_compute_s(self) -> float | None:

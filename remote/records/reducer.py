@@ -26,6 +26,7 @@ from trainer.events import (
     MEASURE_AFTER_STEPS,
     EvalEvent,
     RebalanceEvent,
+    SamplesEvent,
     StartEvent,
     StepEvent,
     TrainerEvent,
@@ -50,6 +51,8 @@ class RunFigures:
         self.restarts = 0
         self.lost_s = 0.0
         self.rebalances: list[RebalanceEvent] = []
+        self.samples: SamplesEvent | None = None
+        """The trained model's generations from held-out prompts (rank 0, at the end)."""
         self._evals: dict[str, dict[int, float]] = {}
         self._global_batch: int | None = None
         self._cluster_samples = 0
@@ -78,6 +81,8 @@ class RunFigures:
             self._step(event, rank)
         elif isinstance(event, StartEvent):
             self._start(event, rank)
+        elif isinstance(event, SamplesEvent):
+            self.samples = event
         elif isinstance(event, RebalanceEvent):
             self.rebalances = [r for r in self.rebalances if r.step < event.step] + [event]
         elif isinstance(event, EvalEvent) and event.rank == 0:
@@ -110,7 +115,7 @@ class RunFigures:
         if old is not None:
             rank.add(old, -1)
         cell = RankCell(local_batch=event.local_batch, compute_s=event.compute_s,
-                        step_s=event.step_s)
+                        step_s=event.step_s, tokens=event.tokens)
         row.cells[event.rank] = cell
         rank.add(cell, 1)
         if event.rank != 0:

@@ -39,6 +39,8 @@ class RankSummary:
     """Σ compute time / Σ step time: 1 = never waited for the others."""
     final_share: float | None
     """This rank's part of the global batch at the last step (0.5 = half)."""
+    tokens_per_step: float | None = None
+    """Mean input tokens per step, when the run shares tokens (variable-length items)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +56,14 @@ class Outcome:
     error: str | None = None
     """The first failing rank's own one-line error."""
     ended_at_step: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sample:
+    """One generation of the trained model (``samples`` event)."""
+
+    prompt: str
+    output: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +110,8 @@ class RunSummary:
     outside_compute: float | None = None
     """The part of the steps' time outside the slowest rank's compute (all-reduce, optimizer,
     fixed per-step work); from ``FIXED_COST_DOMINATES`` up it explains a low efficiency."""
+    samples: list[Sample] = field(default_factory=list)
+    """Greedy generations from held-out prompts at the end of the run (language models)."""
 
 
 def _outcome(history: RunHistory, steps_done: int) -> Outcome:
@@ -121,7 +133,8 @@ def _outcome(history: RunHistory, steps_done: int) -> Outcome:
 def _rank_summaries(figures: RunFigures) -> list[RankSummary]:
     return [RankSummary(rank=rank.rank, host=rank.host, device=rank.device,
                         mean_samples_per_s=rank.mean_samples_per_s,
-                        utilisation=rank.utilisation, final_share=figures.final_share(rank.rank))
+                        utilisation=rank.utilisation, final_share=figures.final_share(rank.rank),
+                        tokens_per_step=rank.mean_tokens_per_step)
             for _, rank in sorted(figures.ranks.items())]
 
 
@@ -152,6 +165,9 @@ def summary_of(history: RunHistory, figures: RunFigures) -> RunSummary:
         moves=figures.moves(), loss=figures.loss, eval=figures.eval_metrics(),
         final_lr=figures.final_lr, restarts=figures.restarts, lost_s=figures.lost_s,
         outside_compute=figures.outside_compute_fraction,
+        samples=[Sample(prompt=p, output=o) for p, o in zip(
+            figures.samples.prompts, figures.samples.outputs, strict=False)]
+        if figures.samples else [],
     )
 
 

@@ -86,6 +86,8 @@ def trainer_flags(run: RunSection, place: HostPlan, plan: LaunchPlan) -> list[st
                   slowdown=(host.slowdown,), threads=host.threads,
                   micro_batch=None if micro is None else (micro,),
                   task_options=option_pairs(run.task_options), resume=plan.resume)
+    if run.precision == "auto":  # decided per host by the plan (remote.checks.plan)
+        values["precision"] = place.precision
     return flag_words(values, TrainConfig)
 
 

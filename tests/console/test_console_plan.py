@@ -12,9 +12,11 @@ async def test_check_shows_the_launch_plan_below_the_report() -> None:
     plan = LaunchPreview(run_id="demo-1", backend="gloo", world_size=3,
                          rendezvous="10.0.0.1:29400", hosts=(
         PlannedHost(host="gpubox", ranks=(0, 1), device="cuda", gpus=2, visible_devices="0,1",
-                    interface="eth0", shares=(40, 40), command="torchrun-on-gpubox"),
+                    interface="eth0", precision="bf16", shares=(40, 40),
+                    command="torchrun-on-gpubox"),
         PlannedHost(host="laptop", ranks=(2,), device="cpu", gpus=0, visible_devices=None,
-                    interface="wlan0", shares=(16,), command="torchrun-on-laptop")))
+                    interface="wlan0", precision="fp32", shares=(16,),
+                    command="torchrun-on-laptop")))
     report = CheckReport(items=(CheckItem(host="gpubox", name="torch", ok=True, detail="ok"),),
                          plan=plan)
     app = make_app(FakeController(check_report=report))
@@ -22,4 +24,5 @@ async def test_check_shows_the_launch_plan_below_the_report() -> None:
         text = await check_report_text(pilot, "c")
     assert "backend gloo, 3 rank(s), rendezvous 10.0.0.1:29400" in text
     assert "cuda × 2, CUDA_VISIBLE_DEVICES=0,1" in text and "40,40" in text
+    assert "bf16" in text and "fp32" in text  # each host's precision
     assert "torchrun-on-laptop" in text

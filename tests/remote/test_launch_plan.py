@@ -149,3 +149,44 @@ def test_the_check_raises_when_its_module_cannot_be_imported(tmp_path: Path,
     monkeypatch.delitem(sys.modules, "remote.run.preview", raising=False)
     with pytest.raises(ImportError):
         asyncio.run(controller.check())
+
+
+def test_precision_auto_is_decided_per_host_from_its_gpus(tmp_path: Path) -> None:
+    # An RTX 30-series (bf16), a GTX 10-series (no bf16) and a laptop, as the check found them.
+    config = _config(tmp_path, _host("rtx3090"), _host("gtx1080"), _host("laptop"))
+    config = ClusterConfig(path=config.path, cluster=config.cluster, hosts=config.hosts,
+                           run=RunSection(precision="auto", global_batch=64, steps=2))
+    facts = LaunchFacts(gpus={"rtx3090": 1, "gtx1080": 1, "laptop": 0}, interfaces={},
+                        port=None, bf16={"rtx3090": (True,), "gtx1080": (False,)})
+    plan = plan_cluster(config, facts, "127.0.0.1")
+    assert {p.host.name: p.precision for p in plan.hosts} == {
+        "rtx3090": "bf16", "gtx1080": "fp16", "laptop": "fp32"}
+    launched = _launched(config, plan)
+    assert {name: parse_config(flags).precision for name, (_, flags) in launched.items()} == {
+        "rtx3090": "bf16", "gtx1080": "fp16", "laptop": "fp32"}
+    # Not known (no check ran): each rank decides for its own device.
+    unknown = plan_cluster(config, LaunchFacts(gpus={"rtx3090": 1}, interfaces={}, port=None),
+                           "127.0.0.1")
+    assert unknown.hosts[0].precision == "auto"
+    # A precision given explicitly is every host's, whatever its GPUs.
+    fixed = ClusterConfig(path=config.path, cluster=config.cluster, hosts=config.hosts,
+                          run=RunSection(precision="fp32", global_batch=64, steps=2))
+    assert {_flag(flags, "--precision") if "--precision" in flags else "fp32"
+            for _, flags in _launched(fixed, plan_cluster(fixed, facts, "127.0.0.1")).values()
+            } == {"fp32"}
+
+
+def test_corral_check_says_what_auto_precision_picks_on_each_host() -> None:
+    from remote.checks.preflight import HostFacts
+    from remote.checks.torch_versions import judge_precision
+
+    said = {}
+    for name, gpus, bf16 in (("rtx3090", 1, [True]), ("gtx1080", 1, [False]),
+                             ("laptop", 0, [])):
+        facts = HostFacts(gpus=gpus, gpu_names=["gpu"] * gpus, bf16=bf16)
+        judge_precision(_host(name), "auto", facts)
+        [item] = facts.items
+        assert item.ok
+        said[name] = item.detail
+    assert said == {"rtx3090": "auto: bf16 on the GPU", "gtx1080": "auto: fp16 on the GPU",
+                    "laptop": "auto: fp32 on the CPU"}

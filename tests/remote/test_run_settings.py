@@ -54,6 +54,11 @@ rebalance_every = 3
 steps = 30
 lr = 0.5
 optimizer = "adamw"
+momentum = 0.5
+nesterov = true
+weight_decay = 0.01
+betas = [0.8, 0.99]
+eps = 1e-6
 seed = 11
 checkpoint_every = 7
 backend = "gloo"
@@ -189,6 +194,14 @@ global_batch = 64; split = [30, 30]
 lr = 0.1; min_lr = 0.2
 --min-lr 0.2 is above --lr 0.1: the schedule goes from --lr down to --min-lr
 [run] min_lr: 0.2 is above lr = 0.1: the schedule goes from lr down to min_lr
+
+betas = [0.9]
+--betas 0.9 must be two coefficients, each in [0, 1), like 0.9,0.999
+[run] betas: [0.9] must be two coefficients, each in [0, 1), like [0.9, 0.999]
+
+nesterov = true
+--nesterov needs --momentum above 0 for SGD's Nesterov step (it is 0.0)
+[run] nesterov: needs momentum above 0 for SGD's Nesterov step (it is 0.0)
 
 steps = 10; eval_every = 20
 --eval-every 20 is larger than the run's --steps 10: no evaluation would ever happen

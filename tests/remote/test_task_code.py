@@ -152,6 +152,24 @@ async def test_check_names_a_host_without_the_llm_packages(tmp_path: Path) -> No
     assert await _check(tmp_path, 'task = "image"', bare) == []
 
 
+async def test_check_names_a_host_without_bitsandbytes_for_a_quantised_base(
+        tmp_path: Path) -> None:
+    pytest.importorskip("bitsandbytes")
+    run = 'task = "causal_lm"\n[run.task_options]\nload_in_4bit = true'
+    found = await _check(tmp_path, run, sys.executable)
+    assert len(found) == 1 and found[0].ok and "bitsandbytes 0." in found[0].detail
+    bare = "/usr/bin/python3"
+    if not Path(bare).exists() or subprocess.run(
+            [bare, "-c", "import bitsandbytes"]).returncode == 0:
+        pytest.skip("no interpreter without bitsandbytes on this machine")
+    missing = await _check(tmp_path, run, bare)
+    assert len(missing) == 1 and not missing[0].ok and "bitsandbytes" in missing[0].detail
+    assert missing[0].hint.endswith("'bitsandbytes>=0.49,<1'")
+    # Without a quantised base, bitsandbytes is not asked for.
+    plain = await _check(tmp_path, 'task = "causal_lm"', sys.executable)
+    assert "bitsandbytes" not in plain[0].detail
+
+
 def test_the_image_task_never_imports_transformers() -> None:
     code = ("import sys; from trainer.settings.train_config import TrainConfig; "
             "from trainer.tasks.loader import build_task; import trainer.train; "

@@ -10,7 +10,7 @@ from trainer_runs import check, events, launch, of_kind
 pytestmark = pytest.mark.slow
 
 COMMON = ("--samples", "256", "--global-batch", "32", "--steps", "10", "--seed", "4",
-          "--lr", "0.05", "--eval-every", "4", "--eval-samples", "200")
+          "--lr", "0.05", "--momentum", "0.9", "--eval-every", "4", "--eval-samples", "200")
 
 
 def test_eval_events_every_n_steps_are_identical_whatever_the_split(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from trainer_runs import check, events, final_params, launch, max_rel_diff, of_k
 pytestmark = pytest.mark.slow
 
 COMMON = ("--samples", "512", "--global-batch", "32", "--steps", "20", "--seed", "3",
-          "--lr", "0.05")
+          "--lr", "0.05", "--momentum", "0.9")
 BF16_TOLERANCE = 0.05
 """Max per-tensor relative difference from fp32 after 20 steps (docs/trainer.md, Precision)."""
 

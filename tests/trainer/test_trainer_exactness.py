@@ -11,7 +11,8 @@ from trainer_runs import check, events, final_params, launch, max_rel_diff, of_k
 pytestmark = pytest.mark.slow
 
 COMMON = ("--model", "simple_cnn", "--dataset", "synthetic_image", "--samples", "512",
-          "--global-batch", "32", "--steps", "20", "--seed", "3", "--lr", "0.05")
+          "--global-batch", "32", "--steps", "20", "--seed", "3", "--lr", "0.05",
+          "--momentum", "0.9")  # momentum: the optimizer's state must be exact too
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ EVERY_FIELD_CHANGED = {
     "task": "causal_lm", "model": "resnet18", "dataset": "cifar100", "data_dir": "/data/c",
     "samples": 100, "global_batch": 48, "split": (32, 16), "policy": "dynamic",
     "rebalance_every": 7, "steps": 40, "lr": 0.125, "optimizer": "adamw", "seed": 9,
+    "momentum": 0.5, "nesterov": True, "betas": (0.8, 0.99), "eps": 1e-6,
     "checkpoint_every": 4, "backend": "gloo", "precision": "bf16", "lr_schedule": "cosine",
     "warmup_steps": 3, "min_lr": 0.01, "clip_grad": 2.5, "eval_every": 5, "eval_samples": 64,
     "eval_data": "held.txt", "task_options": (("lora_r", "16"), ("text", "a=b c")),

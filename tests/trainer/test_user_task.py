@@ -13,7 +13,8 @@ pytestmark = pytest.mark.slow
 
 EXAMPLE = REPO / "examples" / "tasks" / "curve.py"
 FLAGS = ("--task", f"{EXAMPLE}:build", "--task-option", "samples=1024", "--task-option",
-         "hidden=32", "--global-batch", "64", "--steps", "20", "--lr", "0.05", "--seed", "2")
+         "hidden=32", "--global-batch", "64", "--steps", "20", "--lr", "0.05", "--seed", "2",
+         "--momentum", "0.9")
 
 
 def test_the_example_task_gives_the_same_parameters_for_any_split(tmp_path: Path) -> None:

@@ -70,13 +70,13 @@ def run_identity(config: TrainConfig) -> dict[str, Any]:
 
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's state to checkpoint: everything, or, when some parameters are frozen (LoRA),
-    only the trained parameters and the buffers (the frozen ones come from the task)."""
+    only the trained parameters and the buffers (the frozen ones, and a quantised base's
+    quantisation state, come from the task)."""
     params = dict(model.named_parameters())
     if all(p.requires_grad for p in params.values()):
         return model.state_dict()
-    state = model.state_dict()
-    frozen = {name for name, p in params.items() if not p.requires_grad}
-    return {k: v for k, v in state.items() if k not in frozen}
+    kept = {n for n, p in params.items() if p.requires_grad} | dict(model.named_buffers()).keys()
+    return {k: v for k, v in model.state_dict().items() if k in kept}
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -149,6 +149,23 @@ def _min_lr(v: Mapping[str, Any], n: Naming) -> str:
     return ""
 
 
+@relation("betas")
+def _betas(v: Mapping[str, Any], n: Naming) -> str:
+    betas: Sequence[float] = v["betas"]
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        return (f"{n.value('betas', betas)} must be two coefficients, each in [0, 1), like "
+                f"{n.value('betas', (0.9, 0.999))}")
+    return ""
+
+
+@relation("nesterov", "momentum")
+def _nesterov(v: Mapping[str, Any], n: Naming) -> str:
+    if v["nesterov"] and not v["momentum"] > 0:
+        return (f"needs {n.name('momentum')} above 0 for SGD's Nesterov step "
+                f"(it is {n.value('momentum', v['momentum'])})")
+    return ""
+
+
 def _within_steps(key: str, why: str) -> Check:
     def check(v: Mapping[str, Any], n: Naming) -> str:
         if v["steps"] is not None and v[key] > v["steps"]:

@@ -24,7 +24,7 @@ Norm = Literal["auto", "batch", "syncbatch", "group"]
 Backend = Literal["auto", "gloo", "nccl"]
 Device = Literal["auto", "cpu", "cuda"]
 Prefetch = Literal["auto", "on", "off"]
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["fp32", "bf16", "fp16", "auto"]
 LrSchedule = Literal["constant", "cosine", "linear"]
 
 MODELS: tuple[Model, ...] = get_args(Model)
@@ -36,6 +36,14 @@ DATASETS_ON_DISK: tuple[Dataset, ...] = ("cifar10", "cifar100")
 """Datasets read from ``data_dir`` on every host (the others are generated)."""
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 LR_SCHEDULES: tuple[LrSchedule, ...] = get_args(LrSchedule)
+
+
+def auto_precision(device_type: str, bf16_capable: bool) -> Precision:
+    """What ``precision = "auto"`` means on one device: bf16 where it computes in bf16, fp16
+    (with a loss scaler) on an older GPU, fp32 on the CPU (where autocast gains little)."""
+    if device_type != "cuda":
+        return "fp32"
+    return "bf16" if bf16_capable else "fp16"
 
 TASK = "task, model and data"
 BATCH = "batch and balancing"
@@ -97,7 +105,19 @@ class RunSettings:
     lr: float = field(default=0.05, metadata=setting(OPTIMISATION, above=0))
     """Learning rate (greater than 0)."""
     optimizer: Optimizer = field(default="sgd", metadata=setting(OPTIMISATION))
-    """SGD with momentum 0.9, or AdamW."""
+    """``sgd`` (torch.optim.SGD: ``momentum``, ``nesterov``) or ``adamw`` (torch.optim.AdamW:
+    ``betas``, ``eps``); both take ``weight_decay``."""
+    momentum: float = field(default=0.0, metadata=setting(OPTIMISATION, at_least=0))
+    """SGD: momentum factor (0 = plain SGD)."""
+    nesterov: bool = field(default=False, metadata=setting(OPTIMISATION))
+    """SGD: Nesterov momentum (needs ``momentum`` above 0)."""
+    weight_decay: float = field(default=0.0, metadata=setting(OPTIMISATION, at_least=0))
+    """Weight decay: L2 added to the gradient for SGD, decoupled for AdamW."""
+    betas: tuple[float, ...] = field(default=(0.9, 0.999),
+                                     metadata=setting(OPTIMISATION, at_least=0, metavar="B1,B2"))
+    """AdamW: the two averaging coefficients, each in [0, 1)."""
+    eps: float = field(default=1e-8, metadata=setting(OPTIMISATION, above=0))
+    """AdamW: term added to the denominator (greater than 0)."""
     seed: int = field(default=0, metadata=setting(OPTIMISATION, at_least=0))
     """Seed for the weights, the synthetic data and the per-epoch sample order."""
     checkpoint_every: int = field(default=50, metadata=setting(CHECKPOINTS, at_least=0))
@@ -106,7 +126,8 @@ class RunSettings:
     """Process-group backend; ``auto`` = nccl when every rank has a GPU, else gloo."""
     precision: Precision = field(default="fp32", metadata=setting(MEMORY))
     """Arithmetic of the forward pass: fp32, or autocast to bf16 (CPUs, recent GPUs) or fp16
-    (GPUs only, with a gradient scaler)."""
+    (GPUs only, with a gradient scaler); ``auto`` decides per host: bf16 on GPUs that support
+    it, fp16 on older GPUs, fp32 on the CPU."""
     lr_schedule: LrSchedule = field(default="constant", metadata=setting(SCHEDULE))
     """How the learning rate goes from ``lr`` to ``min_lr`` after the warm-up."""
     warmup_steps: int = field(default=0, metadata=setting(SCHEDULE, at_least=0))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -27,7 +27,6 @@ from trainer.settings.run_settings import (
     CHECKPOINTS,
     DEVICES,
     MEMORY,
-    OPTIMISATION,
     TASK,
     Device,
     Norm,
@@ -42,6 +41,17 @@ BUILTIN_TASKS = ("image", "causal_lm")
 """Task names the trainer knows; anything else is a user file ``FILE.py:FUNCTION``."""
 TASK_PACKAGES = {"causal_lm": ("transformers>=5.0,<6", "peft>=0.17,<1")}
 """What a built-in task needs beyond corral's own dependencies (pyproject's ``llm`` extra)."""
+QUANTISED_PACKAGES = ("bitsandbytes>=0.49,<1",)
+"""What causal_lm's ``load_in_4bit`` / ``load_in_8bit`` need beyond ``TASK_PACKAGES``."""
+QUANTISATION_OPTIONS = ("load_in_4bit", "load_in_8bit")
+
+
+def task_packages(task: str, options: Mapping[str, object]) -> tuple[str, ...]:
+    """The requirements a run of ``task`` with these task options needs on every host."""
+    needed: tuple[str, ...] = TASK_PACKAGES.get(task, ())
+    if task == "causal_lm" and any(options.get(o) is True for o in QUANTISATION_OPTIONS):
+        needed += QUANTISED_PACKAGES
+    return needed
 
 
 def split_task_spec(spec: str) -> tuple[Path, str]:
@@ -123,8 +133,6 @@ class TrainConfig(RunSettings):
     capacity_passes: int = field(default=3, metadata=setting(BATCH, at_least=1))
     """Timed forward+backward passes per rank when capacities must be measured (no
     profile)."""
-    weight_decay: float = field(default=0.0, metadata=setting(OPTIMISATION, at_least=0))
-    """Weight decay for the optimizer."""
     run_dir: str = field(default="runs/local", metadata=setting(CHECKPOINTS, metavar="DIR"))
     """Where metrics/rank-<r>.jsonl and checkpoints/ are written on each host."""
     keep_checkpoints: int = field(default=3, metadata=setting(CHECKPOINTS, at_least=0))

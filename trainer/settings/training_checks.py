@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from profiles.user_errors import UsageError
+from trainer.settings.run_settings import Precision, auto_precision
 
 if TYPE_CHECKING:
     import torch
@@ -35,6 +36,17 @@ def check_total_steps(config: TrainConfig, total_steps: int) -> None:
     if config.warmup_steps > total_steps:
         raise UsageError(f"--warmup-steps {config.warmup_steps} is larger than the run's "
                          f"{total_steps} steps")
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> Precision:
+    """The precision this rank computes in: ``auto`` decided for its device
+    (``run_settings.auto_precision``), any other value itself."""
+    if precision != "auto":
+        return precision
+    import torch
+
+    capable = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return auto_precision(device.type, capable)
 
 
 def check_precision(precision: str, device: torch.device) -> None:

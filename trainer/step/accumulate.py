@@ -84,7 +84,8 @@ class ShareRunner:
         all-reduce was issued, so that the two collectives travel together instead of one
         after the other (the order of collectives is the same on every rank either way)."""
         indices = self.order.local_indices(step, split, self.rank).tolist()
-        explicit = 0 in split  # some rank runs no backward: all-reduce explicitly (above)
+        # Some rank runs no backward: all-reduce explicitly (above).
+        explicit = 0 in self.order.counts(step, split)
         slices = micro_slices(indices, micro)
         self.clock.start(slowdown)
         loss_total, units_total = 0.0, 0.0

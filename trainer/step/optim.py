@@ -22,11 +22,13 @@ from trainer.step.tally import divide_by_global_units
 
 def make_optimizer(config: TrainConfig, parameters: list[nn.Parameter]
                    ) -> torch.optim.Optimizer:
-    """SGD with momentum 0.9, or AdamW, over ``parameters``."""
+    """The optimizer the settings name, over ``parameters``, with their hyperparameters."""
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(parameters, lr=config.lr, momentum=0.9,
-                           weight_decay=config.weight_decay)
+        beta1, beta2 = config.betas
+        return torch.optim.AdamW(parameters, lr=config.lr, betas=(beta1, beta2), eps=config.eps,
+                                 weight_decay=config.weight_decay)
+    return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
+                           nesterov=config.nesterov, weight_decay=config.weight_decay)
 
 
 @dataclass(frozen=True, kw_only=True)

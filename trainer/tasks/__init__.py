@@ -13,7 +13,7 @@ Built-in tasks are ``image`` (trainer/tasks/image/__init__.py) and ``causal_lm``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,6 +41,8 @@ EvaluateFn = Callable[[nn.Module, Any], "dict[str, float]"]
 """``evaluate(model, batch) -> {name: sum}``: held-out metric sums for one batch."""
 SaveFinalFn = Callable[[nn.Module, Path], None]
 """``save_final(model, directory)``: write the trained result in its users' format."""
+SamplesFn = Callable[[nn.Module], "list[tuple[str, str]]"]
+"""``samples(model) -> [(prompt, generated text)]``: what the trained model writes."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,13 @@ class Task:
     save_final: SaveFinalFn | None = None
     """Writes the trained result into ``RUN_DIR/final`` at the end of a completed run
     (optional; without it the trainer writes ``final/model.pt``, the model's state dict)."""
+    item_tokens: Sequence[int] | None = None
+    """Each training item's compute in tokens (variable-length items without packing). Given,
+    the balancing policies (proportional, dynamic) share each step's tokens, not its item
+    count: the split is then each rank's share of the step's tokens."""
+    samples: SamplesFn | None = None
+    """Generations of the trained model from a few held-out prompts, written by rank 0 at the
+    end of a completed run as a ``samples`` event (optional)."""
 
 
 def trainable_parameters(task: Task) -> list[nn.Parameter]:

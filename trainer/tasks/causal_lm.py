@@ -8,6 +8,7 @@ Options (``[run.task_options]`` / ``--task-option KEY=VALUE``) are ``OPTIONS`` b
 from __future__ import annotations
 
 import difflib
+import sys
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -21,11 +22,15 @@ from trainer.tasks import Task
 from trainer.tasks.lm_data import (
     PackedSequences,
     PaddedExamples,
+    RenderChat,
+    Row,
     batch_inputs,
     read_examples,
     token_loss,
     tokenize_examples,
 )
+from trainer.tasks.lm_model import COMPUTE_DTYPES, adapt, load_model, quantised, save_results
+from trainer.tasks.lm_samples import generate_samples
 
 PIP_LINE = "pip install " + " ".join(f"'{r}'" for r in TASK_PACKAGES["causal_lm"])
 """How to install what this task needs (``corral check`` says the same for a host)."""
@@ -38,8 +43,9 @@ class CausalLMOptions:
     model: str
     """A local directory in ``save_pretrained`` layout, or a hub id (needs the hub)."""
     data: str
-    """A ``.txt`` (documents separated by blank lines) or ``.jsonl`` (``text``, or ``prompt``
-    and ``completion`` with the loss on the completion only) file."""
+    """A ``.txt`` (documents separated by blank lines) or ``.jsonl`` (``text``; ``prompt``
+    and ``completion`` with the loss on the completion only; or chat ``messages`` with the
+    loss on the assistant turns only) file."""
     seq_len: int = 256
     """Tokens per sequence (at most the model's ``max_position_embeddings``)."""
     packing: bool = True
@@ -55,13 +61,33 @@ class CausalLMOptions:
     lora_targets: str = "q_proj,v_proj"
     """Comma-separated module names that get LoRA adapters."""
     gradient_checkpointing: bool = False
-    """Recompute activations in backward: less memory, more compute."""
+    """Recompute activations in backward (non-reentrant): less memory, more compute."""
+    load_in_4bit: bool = False
+    """Load the base in 4 bits (bitsandbytes NF4 with double quantisation) and train LoRA
+    adapters on it (QLoRA); needs bitsandbytes and ``lora_r`` > 0."""
+    load_in_8bit: bool = False
+    """Load the base in 8 bits (bitsandbytes LLM.int8()) and train LoRA adapters on it."""
+    bnb_4bit_compute_dtype: str = "float32"
+    """The arithmetic of the 4-bit layers: float32, bfloat16 or float16."""
+    llm_int8_threshold: float = 6.0
+    """8-bit: activations above this go through LLM.int8()'s fp16 outlier path (0 = none)."""
     eval_data: str = ""
     """A held-out file in ``data``'s format (also ``--eval-data``), evaluated by
     ``--eval-every``."""
+    chat_template: str = ""
+    """For chat rows: a Jinja chat template (or a file holding one) used instead of the
+    tokenizer's own; required when the tokenizer has none."""
     eval_fraction: float = 0.0
     """Without ``eval_data``: this fraction of ``data``'s examples (the last ones) is held out
     from training and evaluated instead."""
+    samples: int = 3
+    """Greedy generations from this many held-out prompts (the held-out rows, else the first
+    training rows) at the end of the run, shown by ``corral report``; 0 = none."""
+    sample_tokens: int = 32
+    """Tokens generated per sample."""
+    merge: bool = False
+    """Also write ``final/merged/``: the adapter merged into the base's full-precision
+    weights, a whole model in ``save_pretrained`` layout."""
 
 
 OPTIONS = tuple(f.name for f in fields(CausalLMOptions))
@@ -89,10 +115,26 @@ def parse_options(options: dict[str, Any]) -> CausalLMOptions:
     if not 0 <= parsed.eval_fraction < 1:
         raise UsageError(f"causal_lm option eval_fraction must be in [0, 1), got "
                          f"{parsed.eval_fraction}")
+    if parsed.samples < 0 or parsed.sample_tokens < 1:
+        raise UsageError("causal_lm options need samples >= 0 and sample_tokens >= 1")
     if parsed.lora_r < 0 or parsed.lora_alpha <= 0 or not 0 <= parsed.lora_dropout < 1:
         raise UsageError("causal_lm options need lora_r >= 0, lora_alpha > 0 and "
                          "0 <= lora_dropout < 1")
+    _check_quantisation(parsed)
     return parsed
+
+
+def _check_quantisation(parsed: CausalLMOptions) -> None:
+    if parsed.load_in_4bit and parsed.load_in_8bit:
+        raise UsageError("causal_lm options load_in_4bit and load_in_8bit exclude each other: "
+                         "set one")
+    if quantised(parsed) and parsed.lora_r == 0:
+        raise UsageError("causal_lm load_in_4bit/load_in_8bit train LoRA adapters on the "
+                         "frozen quantised base: set lora_r > 0")
+    if parsed.bnb_4bit_compute_dtype not in COMPUTE_DTYPES:
+        raise UsageError(f"causal_lm option bnb_4bit_compute_dtype="
+                         f"{parsed.bnb_4bit_compute_dtype!r}: expected one of "
+                         f"{', '.join(COMPUTE_DTYPES)}")
 
 
 def _typed(name: str, value: Any, kind: str) -> Any:
@@ -115,6 +157,8 @@ def _typed(name: str, value: Any, kind: str) -> Any:
 def build(options: dict[str, Any]) -> Task:
     """The causal_lm task for ``options`` (every mistake is a UsageError naming it)."""
     opts = parse_options(options)
+    # Before anything is loaded: one line naming the file and line of a bad row.
+    rows, held_out_rows = _train_and_held_out_rows(opts)
     try:
         import peft  # noqa: F401  (checked here so the message names both packages)
         import transformers
@@ -124,33 +168,68 @@ def build(options: dict[str, Any]) -> Task:
     transformers.utils.logging.set_verbosity_error()
     # peft asks transformers a deprecated question; the warning is about their versions.
     warnings.filterwarnings("ignore", message=".*(is_)?gradient_checkpointing.*deprecated")
-    model, tokenizer = _load_model(opts)
-    rows, held_out_rows = _train_and_held_out_rows(opts)
+    model, tokenizer = load_model(opts)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    def sequences(of_rows: list[dict[str, str]]) -> PackedSequences | PaddedExamples:
+    render = _chat_renderer(tokenizer, opts, [*rows, *held_out_rows])
+
+    def sequences(of_rows: list[Row]) -> PackedSequences | PaddedExamples:
         examples = tokenize_examples(
             of_rows, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
-            tokenizer.bos_token_id, tokenizer.eos_token_id)
+            tokenizer.bos_token_id, tokenizer.eos_token_id, render)
         return (PackedSequences(examples, opts.seq_len) if opts.packing
                 else PaddedExamples(examples, opts.seq_len, pad_id))
 
     data = sequences(rows)
     eval_data = sequences(held_out_rows) if held_out_rows else None
-    model = _adapt(model, opts)
+    model = adapt(model, opts)
 
     def save_final(trained: Any, folder: Path) -> None:
-        trained.save_pretrained(folder)  # adapter files with LoRA, the whole model without
-        tokenizer.save_pretrained(folder)
+        save_results(trained, tokenizer, opts, folder)
+
+    def samples(trained: Any) -> list[tuple[str, str]]:
+        try:
+            return generate_samples(trained, tokenizer, held_out_rows or rows, opts.samples,
+                                    opts.sample_tokens, render)
+        except (RuntimeError, AssertionError, ValueError) as exc:
+            # The trained result is already written: a generation the libraries refuse (e.g.
+            # bitsandbytes' CPU kernel on odd layer sizes) must not fail the finished run.
+            print(f"corral trainer: no samples: generation failed ({exc})", file=sys.stderr)
+            return []
 
     return Task(model=model, train_data=data, loss=lm_loss, save_final=save_final,
+                samples=samples if opts.samples else None,
+                item_tokens=data.lengths if isinstance(data, PaddedExamples) else None,
                 collate=data.collate if isinstance(data, PaddedExamples) else None,
                 evaluate=lm_metrics, eval_data=eval_data)
 
 
+def _chat_renderer(tokenizer: Any, opts: CausalLMOptions, rows: list[Row]
+                   ) -> RenderChat | None:
+    """The chat template as a function, when some row is a conversation (``chat_template``
+    overrides the tokenizer's own; a tokenizer without one needs it)."""
+    if not any("messages" in row for row in rows):
+        return None
+    if opts.chat_template:
+        given = Path(opts.chat_template).expanduser()
+        tokenizer.chat_template = (given.read_text(encoding="utf-8")
+                                   if "{" not in opts.chat_template and given.is_file()
+                                   else opts.chat_template)
+    if not getattr(tokenizer, "chat_template", None):
+        raise UsageError(f"causal_lm data {opts.data} holds chat messages, but the tokenizer "
+                         f"of {opts.model} has no chat template: give one with the option "
+                         "chat_template (Jinja text or a file)")
+
+    def render(messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+        text = tokenizer.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
+        return str(text)
+    return render
+
+
 def _train_and_held_out_rows(
     opts: CausalLMOptions,
-) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+) -> tuple[list[Row], list[Row]]:
     """The training examples and the held-out ones: ``eval_data``'s, else the last
     ``eval_fraction`` of ``data``'s (never trained on), else none."""
     rows = read_examples(Path(opts.data).expanduser())
@@ -162,59 +241,6 @@ def _train_and_held_out_rows(
                          f"examples in {opts.data} leaves {len(rows) - held} to train on and "
                          f"{held} to evaluate: both need at least one")
     return rows[: len(rows) - held], rows[len(rows) - held:]
-
-
-def _load_model(opts: CausalLMOptions) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    where = Path(opts.model).expanduser()
-    local = where.exists() or opts.model.startswith(("/", ".", "~"))
-    if local and not where.is_dir():
-        raise UsageError(f"causal_lm model {opts.model}: no such directory (give a directory "
-                         "in save_pretrained layout, e.g. from python -m trainer.tiny_lm)")
-    name = str(where) if local else opts.model
-    try:
-        config = AutoConfig.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"causal_lm model {opts.model} is not a causal language model "
-                         f"transformers can load: {first}") from None
-    limit = getattr(config, "max_position_embeddings", None)
-    if limit is not None and opts.seq_len > limit:
-        raise UsageError(f"causal_lm seq_len {opts.seq_len} is longer than model "
-                         f"{opts.model} allows (max_position_embeddings {limit})")
-    return model, tokenizer
-
-
-def _adapt(model: Any, opts: CausalLMOptions) -> Any:
-    """Gradient checkpointing and LoRA adapters (lora_r 0: every weight is trained)."""
-    if opts.gradient_checkpointing:
-        # Non-reentrant checkpointing works under DDP (the reentrant kind marks gradients twice).
-        kwargs = {"use_reentrant": False}
-        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    model.config.use_cache = False
-    if opts.lora_r == 0:
-        return model
-    from peft import LoraConfig, get_peft_model
-
-    targets = [t.strip() for t in opts.lora_targets.split(",") if t.strip()]
-    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    missing = [t for t in targets if t not in names]
-    if missing or not targets:
-        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
-                         if isinstance(m, nn.Linear)})
-        raise UsageError(f"causal_lm lora_targets {','.join(missing) or '(none)'} match no "
-                         f"module of the model; its linear layers are {', '.join(linear)}")
-    lora = LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha,
-                      lora_dropout=opts.lora_dropout, target_modules=targets,
-                      task_type="CAUSAL_LM")
-    return get_peft_model(model, lora)
 
 
 def lm_loss(model: nn.Module, batch: dict[str, Any]) -> tuple[Any, Any]:

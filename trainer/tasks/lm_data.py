@@ -1,5 +1,5 @@
-"""Language-model training data: documents and prompt/completion pairs, tokenized, packed into
-``seq_len`` sequences or padded per batch.
+"""Language-model training data: documents, prompt/completion pairs and chat conversations,
+tokenized, packed into ``seq_len`` sequences or padded per batch.
 
 An example is ``(input_ids, labels)``: ``labels`` is the token itself where the model must
 predict it and ``IGNORE`` where it must not (prompts, padding). The loss is summed over the
@@ -22,11 +22,19 @@ IGNORE = -100
 
 Tokenize = Callable[[str], list[int]]
 Example = tuple[list[int], list[int]]
+Row = dict[str, Any]
+"""One example as read: ``{"text"}``, ``{"prompt", "completion"}`` or ``{"messages"}``."""
+Message = dict[str, str]
+RenderChat = Callable[[list[Message], bool], str]
+"""``render(messages, add_generation_prompt) -> text``: the tokenizer's chat template."""
+Segments = list[tuple[str, bool]]
+"""A conversation's text in order, each piece marked True where the model is trained on it."""
 
 
-def read_examples(path: Path) -> list[dict[str, str]]:
+def read_examples(path: Path) -> list[Row]:
     """``.txt``: documents separated by blank lines (``{"text": ...}``); ``.jsonl``: one object
-    per line with ``text``, or ``prompt`` and ``completion``."""
+    per line with ``text``, ``prompt`` and ``completion``, or ``messages``. The first bad row
+    is a UsageError naming the file and its line."""
     if not path.is_file():
         raise UsageError(f"data file {path} does not exist")
     try:
@@ -45,7 +53,7 @@ def read_examples(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def _jsonl_row(path: Path, number: int, line: str) -> dict[str, str]:
+def _jsonl_row(path: Path, number: int, line: str) -> Row:
     where = f"{path}:{number}"
     try:
         row = json.loads(line)
@@ -57,19 +65,75 @@ def _jsonl_row(path: Path, number: int, line: str) -> dict[str, str]:
         return {"text": row["text"]}
     if isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str):
         return {"prompt": row["prompt"], "completion": row["completion"]}
-    raise UsageError(f"{where}: no \"text\" field (or \"prompt\" and \"completion\") holding "
-                     f"a string; found keys {', '.join(sorted(row)) or 'none'}")
+    if "messages" in row:
+        return {"messages": _messages(where, row["messages"])}
+    raise UsageError(f"{where}: no \"text\" field (or \"prompt\" and \"completion\", or "
+                     f"\"messages\") holding a string; found keys "
+                     f"{', '.join(sorted(row)) or 'none'}")
 
 
-def tokenize_examples(rows: Sequence[dict[str, str]], tokenize: Tokenize, bos: int | None,
-                      eos: int | None) -> list[Example]:
+def _messages(where: str, messages: Any) -> list[Message]:
+    """A chat row's ``messages``: a list of ``{"role", "content"}`` strings with at least one
+    assistant turn to train on."""
+    if not isinstance(messages, list) or not messages:
+        raise UsageError(f"{where}: \"messages\" must be a non-empty list of "
+                         "{\"role\": ..., \"content\": ...} objects")
+    for turn, message in enumerate(messages, 1):
+        if not (isinstance(message, dict) and isinstance(message.get("role"), str)
+                and isinstance(message.get("content"), str)):
+            raise UsageError(f"{where}: message {turn} needs a \"role\" and a \"content\" "
+                             f"string; got {json.dumps(message)[:80]}")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise UsageError(f"{where}: no \"assistant\" message: nothing to train on")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def chat_segments(messages: list[Message], render: RenderChat) -> Segments:
+    """The conversation as the chat template writes it, cut where each assistant turn starts
+    and ends: an assistant turn's text (its content and end-of-turn marker) is trained on,
+    everything else (system, user, the role headers) is context only. A turn's text is what
+    rendering through it adds to rendering up to it with the generation prompt."""
+    segments: Segments = []
+    done = ""
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = render(messages[:index], True)
+        through = render(messages[: index + 1], False)
+        if not (before.startswith(done) and through.startswith(before)):
+            raise UsageError("the chat template renders a conversation's start differently "
+                             "from the whole conversation, so its assistant turns cannot be "
+                             "found: give a chat_template that renders turn by turn")
+        segments += [(before[len(done):], False), (through[len(before):], True)]
+        done = through
+    full = render(messages, False)
+    if not full.startswith(done):
+        raise UsageError("the chat template renders a conversation's start differently from "
+                         "the whole conversation: give a chat_template that renders turn by "
+                         "turn")
+    segments.append((full[len(done):], False))
+    return [(text, trained) for text, trained in segments if text]
+
+
+def tokenize_examples(rows: Sequence[Row], tokenize: Tokenize, bos: int | None,
+                      eos: int | None, render: RenderChat | None = None) -> list[Example]:
     """Token ids and labels per example: all of a text is predicted; of a prompt/completion
-    pair only the completion (and the end-of-sequence token)."""
+    pair only the completion (and the end-of-sequence token); of a conversation only the
+    assistant turns (the chat template writes its own special tokens)."""
     head = [bos] if bos is not None else []
     tail = [eos] if eos is not None else []
     out: list[Example] = []
     for row in rows:
-        if "text" in row:
+        if "messages" in row:
+            if render is None:
+                raise UsageError("chat rows need a chat template (the chat_template option)")
+            ids, labels = [], []
+            for text, trained in chat_segments(row["messages"], render):
+                tokens = tokenize(text)
+                ids += tokens
+                labels += tokens if trained else [IGNORE] * len(tokens)
+            out.append((ids, labels))
+        elif "text" in row:
             ids = head + tokenize(row["text"]) + tail
             out.append((ids, list(ids)))
         else:
@@ -110,6 +174,8 @@ class PaddedExamples:
         if not self.examples:
             raise UsageError(f"no example has a token to predict within seq_len {seq_len}")
         self.pad_id = pad_id
+        self.lengths = [len(ids) for ids, _ in self.examples]
+        """Each example's tokens (its compute, for token-balanced shares)."""
 
     def __len__(self) -> int:
         return len(self.examples)
