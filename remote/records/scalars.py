@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from remote.records.collected import CollectedCopy
 from remote.records.figures import StepRow, efficiency_of
@@ -89,11 +90,16 @@ class StepFeed:
         self._rank_stride = 1
         """Per-rank values go out every this many steps (see ``RANKS_EVERY_STEP``)."""
 
-    def add_line(self, host: str, rank: int, text: str) -> None:
-        """One line of a rank's event file, as copied (a broken or unknown line is skipped)."""
-        record = parse_line(host, rank, text)
-        if record is not None:
-            self.add(record)
+    def add_line(self, host: str, rank: int, text: str,
+                 event: TrainerEvent | None = None) -> None:
+        """One line of a rank's event file, as copied, with its ``event`` when parsed already
+        (a broken or unknown line is skipped)."""
+        if event is None:
+            record = parse_line(host, rank, text)
+            if record is None:
+                return
+            event = record.event
+        self.add_event(event, host)
 
     def add(self, record: Recorded) -> None:
         """One recorded event line."""
@@ -145,9 +151,17 @@ class StepFeed:
         """A rank's resource sample, at its latest step."""
 
 
-def feed_copies(copies: Iterable[CollectedCopy], feeds: Sequence[StepFeed]) -> None:
-    """Hand every event line the owned ``copies`` append to each of ``feeds``, parsed once
-    (by the stream, which parses it for the monitor anyway)."""
+class LineFeed(Protocol):
+    """What takes a run's copied event lines (a ``StepFeed``, or a tracker's writer that
+    hands them on to its process)."""
+
+    def add_line(self, host: str, rank: int, text: str,
+                 event: TrainerEvent | None = None) -> None: ...
+
+
+def feed_copies(copies: Iterable[CollectedCopy], feeds: Sequence[LineFeed]) -> None:
+    """Hand every event line the owned ``copies`` append to each of ``feeds``, with its event
+    when the stream parsed it (it does for the monitor)."""
     if not feeds:
         return
 
@@ -156,11 +170,8 @@ def feed_copies(copies: Iterable[CollectedCopy], feeds: Sequence[StepFeed]) -> N
         match = EVENTS_NAME.match(name)
         if match and folder == RunLayout.METRICS:
             rank = int(match.group(1))
-            record = (parse_line(host, rank, text) if event is None
-                      else Recorded(host=host, rank=rank, event=event))
-            if record is not None:
-                for writer in feeds:
-                    writer.add(record)
+            for writer in feeds:
+                writer.add_line(host, rank, text, event)
 
     for copy in copies:
         if copy.writer:

@@ -3,8 +3,10 @@
 MLflow's store costs about 0.2 ms of CPU per value it stores (SQLAlchemy), and importing it
 seconds: in a process of its own that work neither takes the follower's CPU nor holds its
 interpreter lock, and a tracker stuck on a dead server holds nothing but itself. The follower
-(``remote.records.tracking.TrackerWriter``) sends it jobs in order over a queue; it sends back
-notes (a warning, or that it gave the tracker up), and records in
+(``remote.records.tracking.TrackerWriter``) sends it the copy's event lines in batches, as
+copied, over a queue; this process parses them and feeds the run's reducer (``TrackerFeed``,
+a ``StepFeed``), so the follower only hands lines on. It sends back notes (a warning, or that
+it gave the tracker up), and records in
 ``<run dir>/trackers/<tracker>.json`` the tracker's run id and the last step and evaluation
 the tracker has, so that the next follower or ``corral mlflow`` continues from there.
 """
@@ -13,16 +15,27 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
+import queue
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from remote.records.history import Recorded
+from remote.records.scalars import Scalars, StepFeed, decision_text, eval_scalars
 from remote.records.tracker_sinks import AimSink, MlflowSink, Point, Sink, TrackerStart
+from trainer.events import EvalEvent, RebalanceEvent
 
+Line = tuple[str, int, str]
+"""A copied event line: ``(host, rank, text)``."""
 Job = tuple[Any, ...]
-"""``("open", TrackerStart)``, ``("metrics", points, step, eval_step)``, ``("text", step,
-name, text)``, ``("model", path)``, ``("no_model",)``, ``("close", state)``; None ends."""
+"""``("open", TrackerStart)``, ``("records", [Recorded])`` (the copy so far, in time order),
+``("lines", [Line])`` (lines as copied), ``("close", state, model folder or None,
+log_model)``; None ends."""
+PARENT_CHECK_S = 2.0
+"""How often a waiting tracker process looks whether its follower still lives (a killed
+follower leaves nothing running: the next one continues from the record)."""
 Note = tuple[str, str]
 """``("failed", why)`` (nothing more is sent) or ``("warning", line)``."""
 
@@ -67,19 +80,67 @@ def quiet(log_path: str) -> None:
             os.dup2(log.fileno(), stream)
 
 
+class TrackerFeed(StepFeed):
+    """The run's reducer in the tracker's process: each step's values go to the tracker once,
+    after the last step and evaluation it has (``TrackerRecord``)."""
+
+    def __init__(self, sink: Sink, record: TrackerRecord, path: Path) -> None:
+        super().__init__(rank_detail=False)  # per rank: samples/s and share
+        self.sink, self.record, self.path = sink, record, path
+        self.step, self.eval = record.step, record.eval
+        self.points: list[Point] = []
+
+    def _add(self, step: int, t: float, values: Scalars) -> None:
+        self.points += [(step, t, name, value) for name, value in values if value is not None]
+
+    def on_step(self, step: int, t: float, values: Scalars) -> None:
+        if step > self.step:
+            self.step = step
+            self._add(step, t, values)
+
+    def on_eval(self, event: EvalEvent) -> None:
+        if event.step > self.eval:
+            self.eval = event.step
+            self._add(event.step, event.t, eval_scalars(event))
+
+    def on_decision(self, event: RebalanceEvent) -> None:
+        if event.step > self.step:
+            self.sink.text(event.step, "balancer_decisions", decision_text(event))
+
+    def send(self) -> None:
+        """Send the values collected so far, then record how far the tracker is."""
+        if self.points:
+            self.sink.metrics(self.points)
+            self.points = []
+        if (self.record.step, self.record.eval) != (self.step, self.eval):
+            self.record.step, self.record.eval = self.step, self.eval
+            self.record.write(self.path)
+
+
+def next_job(jobs: Any) -> Job | None:
+    """The next job; None once the follower ends it, or died without ending it."""
+    parent = multiprocessing.parent_process()
+    while True:
+        try:
+            job: Job | None = jobs.get(timeout=PARENT_CHECK_S)
+            return job
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():
+                return None
+
+
 def serve(tracker: str, where: str, record_path: str, log_path: str, jobs: Any,
           notes: Any) -> None:
     """Run ``jobs`` against the tracker until None; after a failure, drain without sending."""
     quiet(log_path)
-    sink = make_sink(tracker, where)
     path = Path(record_path)
-    record = TrackerRecord.read(path)
+    feed = TrackerFeed(make_sink(tracker, where), TrackerRecord.read(path), path)
     failed = False
-    while (job := jobs.get()) is not None:
+    while (job := next_job(jobs)) is not None:
         if failed:
             continue
         try:
-            _run(sink, job, record, path, notes)
+            _run(feed, job, notes)
         except Exception as error:
             text = str(error).splitlines()[0][:120] if str(error) else ""
             notes.put(("failed", f"{type(error).__name__}: {text}" if text
@@ -89,26 +150,32 @@ def serve(tracker: str, where: str, record_path: str, log_path: str, jobs: Any,
     notes.join_thread()
 
 
-def _run(sink: Sink, job: Job, record: TrackerRecord, path: Path, notes: Any) -> None:
-    kind = job[0]
+def _run(feed: TrackerFeed, job: Job, notes: Any) -> None:
+    kind, sink, record = job[0], feed.sink, feed.record
     if kind == "open":
         start: TrackerStart = job[1]
         new = record.run is None
         record.run = sink.open(record.run, start)
-        record.write(path)
+        record.write(feed.path)
         if new:
             sink.params(start.params)
-    elif kind == "metrics":
-        points: list[Point] = job[1]
-        sink.metrics(points)
-        record.step, record.eval = job[2], job[3]
-        record.write(path)
-    elif kind == "text":
-        sink.text(job[1], job[2], job[3])
-    elif kind == "model":
-        sink.model(Path(job[1]))
-    elif kind == "no_model":
-        notes.put(("warning", f"{sink.name}: the final model is on its host, not here: "
-                   f"`corral fetch RUN`, then `corral {sink.name} RUN` logs it"))
+    elif kind == "records":
+        records: list[Recorded] = job[1]
+        for recorded in records:
+            feed.add(recorded)
+        feed.send()
+    elif kind == "lines":
+        lines: list[Line] = job[1]
+        for host, rank, text in lines:
+            feed.add_line(host, rank, text)
+        feed.send()
     elif kind == "close":
-        sink.close(job[1])
+        state, model, log_model = job[1:]
+        feed.flush_pending()
+        feed.send()
+        if model is not None:
+            sink.model(Path(model))
+        elif log_model:
+            notes.put(("warning", f"{sink.name}: the final model is on its host, not here: "
+                       f"`corral fetch RUN`, then `corral {sink.name} RUN` logs it"))
+        sink.close(state)

@@ -1,9 +1,10 @@
 """A run logged to the experiment trackers of ``[tracking]`` (MLflow, Aim) from its local copy.
 
 Like TensorBoard (``remote.records.tensorboard``), nothing runs on the hosts: the follower that
-owns a run's copy hands every copied event line to a ``TrackerWriter`` per tracker, which feeds
-the reducer (``StepFeed``) and sends each step's values, as ``remote.records.scalars`` names
-them, to the tracker on a background thread. Runs are converted afterwards from the copy
+owns a run's copy hands every copied event line to a ``TrackerWriter`` per tracker, which
+sends them in batches to a process of its own; there the reducer (``StepFeed``) turns them
+into each step's values, as ``remote.records.scalars`` names them, and the tracker's client
+sends them. Runs are converted afterwards from the copy
 (``convert_tracker``: ``corral mlflow``, ``corral aim``).
 
 Continuity: ``<run dir>/trackers/<tracker>.json`` holds the tracker's run id and the last step
@@ -31,19 +32,20 @@ from profiles.user_errors import UsageError
 from remote.config.cluster import ClusterConfig
 from remote.events import FINAL_RUN_STATES
 from remote.records.collected import CollectedCopy
-from remote.records.history import read_lines
+from remote.records.history import Recorded, read_lines
 from remote.records.runs import RunInfo
-from remote.records.scalars import Scalars, StepFeed, decision_text, eval_scalars
 from remote.records.tensorboard import being_followed
-from remote.records.tracker_process import Job, TrackerRecord, serve
-from remote.records.tracker_sinks import Point, TrackerStart, sinks_for
-from trainer.events import EvalEvent, RebalanceEvent
+from remote.records.tracker_process import Job, Line, TrackerRecord, serve
+from remote.records.tracker_sinks import TrackerStart, sinks_for
+from trainer.events import TrainerEvent
 from trainer.run_layout import RunLayout
 
-BATCH_STEPS = 100
-"""Steps sent to the tracker in one batch (MLflow takes 1000 values a call)."""
+BATCH_LINES = 2000
+"""Copied lines sent to the tracker's process in one batch."""
+BACKFILL_RECORDS = 5000
+"""The copy so far goes to the tracker's process in batches of this many events."""
 FLUSH_S = 5.0
-"""A batch goes out at least this often while steps come."""
+"""A batch goes out at least this often while lines come."""
 MAX_QUEUED = 500
 """Batches waiting for a slow tracker before it is given up (the copy keeps the events)."""
 CLOSE_WAIT_S = 60.0
@@ -75,21 +77,18 @@ def tracker_start(config: ClusterConfig, info: RunInfo) -> TrackerStart:
                               "corral.cluster": info.cluster})
 
 
-class TrackerWriter(StepFeed):
-    """One tracker's run of one corral run, fed event by event; the tracker's client runs in
-    a process of its own (``remote.records.tracker_process``), sent jobs in order."""
+class TrackerWriter:
+    """One tracker's run of one corral run. The tracker's client and the run's reducer run in
+    a process of their own (``remote.records.tracker_process``): the follower only collects
+    the copied lines and sends them there in batches, in order."""
 
     def __init__(self, tracker: str, where: str, run_dir: Path, start: TrackerStart,
                  warn: Callable[[str], None]) -> None:
-        super().__init__(rank_detail=False)  # per rank: samples/s and share
         self.name, self.run_dir, self._warn = tracker, run_dir, warn
         self.record = Path(RunLayout(run_dir).tracker_record(tracker))
-        saved = TrackerRecord.read(self.record)
-        self.queued_step, self.queued_eval = saved.step, saved.eval
         self.failed = False
-        self._batch: list[Point] = []
+        self._lines: list[Line] = []
         self._batch_since = time.monotonic()
-        self._batch_steps = 0
         context = multiprocessing.get_context("spawn")
         self._jobs: Any = context.Queue()
         self._notes: Any = context.Queue()
@@ -98,7 +97,7 @@ class TrackerWriter(StepFeed):
             args=(tracker, where, str(self.record), RunLayout(run_dir).tracker_log(tracker),
                   self._jobs, self._notes))
         self._process.start()
-        self._submit(("open", start))
+        self._jobs.put(("open", start))
 
     @property
     def tracker_run(self) -> str | None:
@@ -135,45 +134,36 @@ class TrackerWriter(StepFeed):
             return
         self._jobs.put(job)
 
+    def backfill(self, records: list[Recorded]) -> None:
+        """The run's copy so far, in time order (the process sends only what its tracker
+        has not had)."""
+        for at in range(0, len(records), BACKFILL_RECORDS):
+            self._jobs.put(("records", records[at:at + BACKFILL_RECORDS]))
+
     # ---------------------------------------------------------------- the follower's side
-    def _add_points(self, step: int, t: float, values: Scalars) -> None:
-        self._batch += [(step, t, name, value) for name, value in values if value is not None]
-        self._batch_steps += 1
-        if (self._batch_steps >= BATCH_STEPS
+    def add_line(self, host: str, rank: int, text: str,
+                 event: TrainerEvent | None = None) -> None:
+        """A copied event line (``event`` is unused: the process parses the lines itself,
+        which costs less than sending parsed events)."""
+        if self.failed:
+            return
+        self._lines.append((host, rank, text))
+        if (len(self._lines) >= BATCH_LINES
                 or time.monotonic() - self._batch_since >= FLUSH_S):
             self.send_batch()
 
     def send_batch(self) -> None:
-        """Queue the values collected so far for the tracker."""
-        if self._batch:
-            self._submit(("metrics", self._batch, self.queued_step, self.queued_eval))
-        self._batch, self._batch_since, self._batch_steps = [], time.monotonic(), 0
-
-    def on_step(self, step: int, t: float, values: Scalars) -> None:
-        if step > self.queued_step:
-            self.queued_step = step
-            self._add_points(step, t, values)
-
-    def on_eval(self, event: EvalEvent) -> None:
-        if event.step > self.queued_eval:
-            self.queued_eval = event.step
-            self._add_points(event.step, event.t, eval_scalars(event))
-
-    def on_decision(self, event: RebalanceEvent) -> None:
-        if event.step > self.queued_step:
-            self._submit(("text", event.step, "balancer_decisions", decision_text(event)))
+        """Send the lines collected so far to the tracker's process."""
+        if self._lines:
+            self._submit(("lines", self._lines))
+        self._lines, self._batch_since = [], time.monotonic()
 
     def close(self, state: str | None, model: Path | None = None, *,
               log_model: bool = False) -> None:
-        """Queue what is left, the final model (``log_model``: or why not) and the outcome
-        (None: the run goes on elsewhere or later); the thread ends once it sent them."""
-        self.flush_pending()
+        """Send what is left, the final model (``log_model``: or why not) and the outcome
+        (None: the run goes on elsewhere or later); the process ends once it sent them."""
         self.send_batch()
-        if model is not None:
-            self._submit(("model", str(model)))
-        elif log_model:
-            self._submit(("no_model",))
-        self._submit(("close", state))
+        self._submit(("close", state, None if model is None else str(model), log_model))
         self._jobs.put(None)
         self._jobs.close()
 
@@ -242,9 +232,9 @@ def open_trackers(config: ClusterConfig, info: RunInfo, run_dir: Path,
                        tracking.aim if only in (None, "aim") else None)
     trackers.writers = [TrackerWriter(name, where, run_dir, start, trackers.warn)
                         for name, where in wanted]
-    for record in read_lines(run_dir)[0]:
-        for writer in trackers.writers:
-            writer.add(record)
+    records = read_lines(run_dir)[0]
+    for writer in trackers.writers:
+        writer.backfill(records)
     return trackers
 
 

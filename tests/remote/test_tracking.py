@@ -98,8 +98,7 @@ def test_a_follower_killed_mid_run_is_continued_in_the_same_tracker_run(tmp_path
     (run_dir / "collected").rename(run_dir / "full")
     write_recorded(run_dir, info("r1", "running"), [])
     first = open_trackers(config, read_run_info_at(run_dir), run_dir)
-    for record in lines[: len(lines) // 2]:
-        first.writers[0].add(record)
+    first.writers[0].backfill(lines[: len(lines) // 2])
     first.writers[0].send_batch()  # what it had sent when killed
     first.close(None)
     first.wait()
@@ -191,8 +190,7 @@ def test_aim_gets_one_point_per_step_the_params_and_the_outcome_across_two_follo
     write_recorded(run_dir, info("r1", "stopped"), synthetic_run(steps=16, end="interrupted"))
     lines = read_lines(run_dir)[0]
     first = open_trackers(config, read_run_info_at(run_dir), run_dir)
-    for record in lines[: len(lines) // 2]:
-        first.writers[0].add(record)
+    first.writers[0].backfill(lines[: len(lines) // 2])
     first.close(None)
     first.wait()
     second = open_trackers(config, read_run_info_at(run_dir), run_dir)

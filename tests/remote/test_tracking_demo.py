@@ -7,14 +7,20 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from remote.records.tracker_process import TrackerRecord
+from trainer.run_layout import RunLayout
+
 try:
+    from runkit import descendants, run_processes
     from test_results_demo import demo_toml
     from test_tracking import LOSS, client, closed_port, steps_of, tracker_run
 except ImportError:  # collected as a package
+    from tests.remote.runkit import descendants, run_processes  # type: ignore[no-redef]
     from tests.remote.test_results_demo import demo_toml  # type: ignore[no-redef]
     from tests.remote.test_tracking import (  # type: ignore[no-redef]
         LOSS,
@@ -82,3 +88,54 @@ def test_an_unreachable_tracker_leaves_the_run_alone_and_is_filled_in_afterwards
     assert filled.returncode == 0, filled.stdout + filled.stderr
     run = tracker_run(db, run_id)
     assert steps_of(db, run) == list(range(1, STEPS + 1)) and run.info.status == "FINISHED"
+
+
+def logged_record(runs: Path) -> tuple[str, int] | None:
+    """The run id and the last step its MLflow record says the tracker has (None: no record
+    yet)."""
+    for record_path in runs.glob(f"*/{RunLayout.TRACKERS}/mlflow.json"):
+        return record_path.parents[1].name, TrackerRecord.read(record_path).step
+    return None
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_killed_corral_is_attached_again_in_the_same_mlflow_run_with_no_step_twice(
+        tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    steps = 400
+    path = with_tracking(demo_toml(tmp_path), f'mlflow = "sqlite:///{db}"\nlog_model = false')
+    path.write_text(re.sub(r"(?m)^steps = \d+", f"steps = {steps}",
+                           path.read_text(encoding="utf-8")), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with open(tmp_path / "run.out", "w", encoding="utf-8") as out:
+        first = subprocess.Popen([sys.executable, "-m", "console", "-c", str(path), "run"],
+                                 stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while (seen := logged_record(tmp_path / "runs")) is None or seen[1] == 0:
+            assert first.poll() is None, (tmp_path / "run.out").read_text(encoding="utf-8")
+            assert time.monotonic() < deadline, "the tracker never logged a step"
+            time.sleep(0.2)  # polling a file the tracker's process writes, with a deadline
+        below = descendants(first.pid)  # the tracker's process among them
+    finally:
+        first.kill()  # only corral's own process: the ranks train on
+        first.wait()
+    run_id = seen[0]
+    assert run_processes(run_id), "the run should go on without corral"
+    attached = corral(path, "attach", "--headless", run_id)
+    assert attached.returncode == 0, attached.stdout + attached.stderr
+    run = tracker_run(db, run_id)  # exactly one MLflow run for it
+    assert seen[1] < steps  # it was killed mid-run
+    assert steps_of(db, run) == list(range(1, steps + 1))  # no step twice, none missing
+    assert run.info.status == "FINISHED"
+    deadline = time.monotonic() + 30
+    while run_processes(run_id) or not all(gone(pid) for pid in below):
+        assert time.monotonic() < deadline, (run_processes(run_id), below)
+        time.sleep(0.2)
