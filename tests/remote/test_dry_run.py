@@ -32,8 +32,8 @@ def test_dry_run_prints_each_hosts_plan_and_command_and_starts_nothing(tmp_path:
     assert "launch plan (nothing started): backend gloo, 3 rank(s)" in out
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
             for line in out.splitlines() if line.startswith(("│ one", "│ two")) and "gloo" in line}
-    assert rows["one"] == ["0,1", "cpu (GPUs hidden)", "gloo", "lo", "10,12"]
-    assert rows["two"] == ["2", "cpu (GPUs hidden)", "gloo", "lo", "8"]
+    assert rows["one"] == ["0,1", "cpu (GPUs hidden)", "fp32", "gloo", "lo", "10,12"]
+    assert rows["two"] == ["2", "cpu (GPUs hidden)", "fp32", "gloo", "lo", "8"]
     commands = [line.strip() for line in out.splitlines() if "-m trainer.launcher" in line]
     assert len(commands) == 2
     for command in commands:
