@@ -19,6 +19,7 @@ import runpy
 import sys
 from collections.abc import Sequence
 
+from trainer.dist import destroy_process_group
 from trainer.integrations.contract import RUN_DIR_ENV
 from trainer.placement import parse_cpulist, place_rank
 
@@ -58,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.argv = [script, *args]
     sys.path[0] = os.path.dirname(os.path.abspath(script))
     runpy.run_path(script, run_name="__main__")
+    # A script that never leaves its process group (an HF Trainer's does not) can abort at
+    # interpreter shutdown while gloo's threads still run: leave it once the script is done.
+    destroy_process_group()
 
 
 if __name__ == "__main__":
