@@ -18,10 +18,10 @@ from remote.config.cluster import ClusterConfig
 from remote.config.task_code import user_code
 from remote.hosts.push import build_bundle
 from remote.k8s import manifests
+from remote.k8s.formats import K8sFormat
 from remote.k8s.kinds import (
     ExportError,
     HostKind,
-    K8sFormat,
     check_group_names,
     choose_format,
     host_kinds,
