@@ -13,7 +13,7 @@ from lm_fixtures import TinyLM, make_tiny_lm
 from trainer_runs import REPO, check, max_rel_diff, rank_env
 
 from trainer.events import EndEvent, RebalanceEvent, StartEvent, StepEvent, parse_event
-from trainer.integrations.contract import RUN_DIR_ENV, SPLIT_ENV
+from trainer.integrations.contract import SPLIT_ENV
 
 SCRIPTS = REPO / "examples" / "scripts"
 GLOBAL_BATCH = 9
@@ -33,12 +33,13 @@ def torchrun(script: Path, nproc: int, args: list[str], *, split: str | None = N
     for name in list(env):
         if name.startswith("CORRAL_") and name != "CORRAL_PROFILE_DIR":
             del env[name]
-    if run_dir is not None:
-        env[RUN_DIR_ENV] = str(run_dir)
+    start: list[str] = [str(script)]
+    if run_dir is not None:  # as corral's launch starts a script: through script_main
+        start = ["-m", "trainer.integrations.script_main", "--run-dir", str(run_dir), *start]
         if split is not None:
             env[SPLIT_ENV] = split
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={nproc}", str(script), *args]
+           f"--nproc-per-node={nproc}", *start, *args]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -151,9 +152,10 @@ def test_dynamic_policy_moves_samples_off_a_slow_rank_and_stays_exact(tmp_path: 
     """The DDP port under corral's dynamic policy, rank 2 emulating a device 6x slower."""
     args = ["--batch-size", "96", "--samples", "1536", "--epochs", "3"]
     env = rank_env()
-    env.update({RUN_DIR_ENV: str(tmp_path / "dynamic"), "CORRAL_POLICY": "dynamic",
-                "CORRAL_SLOWDOWN": "1,1,6", "CORRAL_REBALANCE_EVERY": "4"})
+    env.update({"CORRAL_POLICY": "dynamic", "CORRAL_SLOWDOWN": "1,1,6",
+                "CORRAL_REBALANCE_EVERY": "4"})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3",
+           "-m", "trainer.integrations.script_main", "--run-dir", str(tmp_path / "dynamic"),
            str(SCRIPTS / "ddp_tutorial.py"), *args, "--out", str(tmp_path / "dynamic.pt")]
     check(subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300))
     check(torchrun(SCRIPTS / "ddp_tutorial.py", 1, [*args, "--out", str(tmp_path / "one.pt")],

@@ -15,9 +15,10 @@ from trainer.integrations.contract import RUN_DIR_ENV
 REPO = Path(__file__).resolve().parents[2]
 
 SCRIPT = """\
-import json, os, sys
+import atexit, json, os, sys
 import sibling
 if __name__ == "__main__":
+    atexit.register(print, "the script's exit handler ran", file=sys.stderr)
     print(json.dumps({"argv": sys.argv, "sibling": sibling.VALUE,
                       "run_dir": os.environ["CORRAL_RUN_DIR"], "file": __file__}))
     sys.exit(3)
@@ -35,6 +36,7 @@ def test_the_script_runs_as_its_own_main_with_its_args(tmp_path: Path) -> None:
                            "/runs/r-1", str(script), "--out", "a b"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 3, done.stderr  # the script's own exit status
+    assert "the script's exit handler ran" in done.stderr  # trackers get to close their runs
     seen = json.loads(done.stdout)
     assert seen == {"argv": [str(script), "--out", "a b"], "sibling": 7, "run_dir": "/runs/r-1",
                     "file": str(script)}

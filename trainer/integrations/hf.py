@@ -23,7 +23,6 @@ batch's tokens whatever the shares. ``exactness`` says when that does not hold.
 
 from __future__ import annotations
 
-import atexit
 import math
 import time
 from typing import Any
@@ -32,7 +31,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from trainer.dist import destroy_process_group
 from trainer.events import EndStatus
 from trainer.integrations.contract import ScriptSettings
 from trainer.integrations.run import ScriptRun
@@ -56,10 +54,6 @@ def corral(trainer: Any) -> Any:
     trainer._corral = _HFRank(settings, trainer)
     callback = type("CorralEvents", (_CorralEvents, TrainerCallback), {})(trainer._corral)
     trainer.add_callback(callback)
-    # The Trainer never leaves its process group; a gloo group still alive while the
-    # interpreter shuts down can abort the rank ("terminate called without an active
-    # exception"), failing a run that had finished.
-    atexit.register(destroy_process_group)
     return trainer
 
 

@@ -14,10 +14,12 @@ the import path; the run directory reaches it as ``CORRAL_RUN_DIR``
 
 from __future__ import annotations
 
+import atexit
 import os
 import runpy
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from trainer.dist import destroy_process_group
 from trainer.integrations.contract import RUN_DIR_ENV
@@ -58,10 +60,35 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ[RUN_DIR_ENV] = run_dir
     sys.argv = [script, *args]
     sys.path[0] = os.path.dirname(os.path.abspath(script))
-    runpy.run_path(script, run_name="__main__")
-    # A script that never leaves its process group (an HF Trainer's does not) can abort at
-    # interpreter shutdown while gloo's threads still run: leave it once the script is done.
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as stop:
+        _exit(stop.code)
+    _exit(None)
+
+
+def _exit(code: object) -> NoReturn:
+    """End the rank with the script's exit ``code`` once its own exit handlers have run.
+
+    A script that never leaves its process group (an HF Trainer's does not) can abort in the
+    interpreter's C++ teardown ("terminate called without an active exception", SIGABRT) while
+    gloo's and DDP's objects are destroyed in no set order, failing a run that had finished. So
+    the rank runs the script's ``atexit`` handlers (trackers closing their runs, logging's
+    flush), leaves the group, flushes its output and exits without that teardown. A script that
+    raised is not handled here: its exception ends the rank as Python's would.
+    """
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:
+        print(code, file=sys.stderr)
+        status = 1
+    atexit._run_exitfuncs()
     destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":
