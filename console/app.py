@@ -62,6 +62,7 @@ class ConsoleApp(App[int]):
         Binding("l", "focus_logs", "Logs"),
         Binding("slash", "filter_logs", "Filter", key_display="/"),
         Binding("z", "zoom_logs", "Zoom logs"),
+        Binding("v", "toggle_noise", "Noise"),
     ]
 
     def __init__(self, session: Session, *, attach_run: str | None = None,
@@ -170,6 +171,9 @@ class ConsoleApp(App[int]):
     def action_zoom_logs(self) -> None:
         self.query_one(LogsPanel).toggle_zoom()
 
+    def action_toggle_noise(self) -> None:
+        self.query_one(LogsPanel).toggle_noise()
+
     def action_help(self) -> None:
         # Built once and kept installed: composing and styling it anew costs a visible pause.
         if not self.is_screen_installed("help"):
@@ -202,6 +206,8 @@ class ConsoleApp(App[int]):
                             self.action_filter_logs)
         yield SystemCommand("Zoom logs", "The logs on the whole screen, and back (z)",
                             self.action_zoom_logs)
+        yield SystemCommand("Toggle log noise", "Show or hide torch's INFO lines and known "
+                            "warnings in the logs (v)", self.action_toggle_noise)
         yield SystemCommand("Toggle log follow", "Keep the newest log line in view (f)",
                             self.action_toggle_follow)
         yield SystemCommand("Past runs", "This cluster's recorded runs; open one read-only (h)",

@@ -89,6 +89,8 @@ def event_lines(event: RunEvent) -> list[str]:
     if isinstance(event, HostStatus):
         return [f"{event.host}: {event.state}" + (f": {event.detail}" if event.detail else "")]
     if isinstance(event, LogLine):
+        if event.noise:  # torch's chatter and known warnings: in the log files, not here
+            return []
         where = event.host if event.rank is None else f"{event.host}:{event.rank}"
         return [f"{where} | {event.text}"]
     return [status_line(event)]

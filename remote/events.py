@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from remote.log_noise import is_noise
 from trainer.events import TrainerEvent
 
 HostState = Literal[
@@ -57,6 +58,12 @@ class LogLine:
     host: str
     rank: int | None
     text: str
+
+    @property
+    def noise(self) -> bool:
+        """torch's routine INFO line or a known warning (``remote.log_noise``): kept in the
+        log files, hidden by the front ends unless asked for."""
+        return is_noise(self.text)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -78,6 +78,8 @@ class LogEntry:
     text: str
     level: str = "info"
     """``info``, ``warning`` or ``error`` (colours the line)."""
+    noise: bool = False
+    """torch's chatter or a known warning (``LogLine.noise``): the panel hides it by default."""
 
     @property
     def line(self) -> str:

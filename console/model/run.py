@@ -130,9 +130,10 @@ class RunModel:
         """A run is in progress (not idle and not in a final state)."""
         return self.run_id is not None and self.state not in FINAL_RUN_STATES
 
-    def add_log(self, source: str, text: str, *, t: float, level: str = "info") -> None:
+    def add_log(self, source: str, text: str, *, t: float, level: str = "info",
+                noise: bool = False) -> None:
         """Append one line to the logs buffer."""
-        self.logs.append(LogEntry(t=t, source=source, text=text, level=level))
+        self.logs.append(LogEntry(t=t, source=source, text=text, level=level, noise=noise))
         self.logs_total += 1
         self.version += 1
 
@@ -148,7 +149,7 @@ class RunModel:
             self._apply_rank_event(event)
         elif isinstance(event, LogLine):
             where = "launcher" if event.rank is None else str(event.rank)
-            self.add_log(f"{event.host}:{where}", event.text, t=event.t)
+            self.add_log(f"{event.host}:{where}", event.text, t=event.t, noise=event.noise)
         elif isinstance(event, HostStatus):
             self._apply_host_status(event)
         elif isinstance(event, RunStatus):

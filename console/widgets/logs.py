@@ -1,11 +1,14 @@
 """Logs panel: every rank's and launcher's output, ``host:rank``-prefixed, filterable.
 
 A line longer than the panel is wrapped (the continuation indented), never cut: a path or an
-error message is read whole. ``z`` zooms the panel to the whole screen and back."""
+error message is read whole. ``z`` zooms the panel to the whole screen and back. Noise lines
+(torch's INFO chatter and known warnings, ``LogEntry.noise``) are hidden until ``v`` shows
+them; the title counts the hidden ones."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from typing import ClassVar
 
 from rich.text import Text
@@ -70,20 +73,25 @@ class LogsPanel(Vertical):
         super().__init__(id=id)
         self.model = model
         self.pattern = ""
+        self.show_noise = False
+        """Show the noise lines too (``v``)."""
         self.shown: list[LogEntry] = []
-        """The entries that pass the filter, oldest first."""
+        """The entries that pass the filter (and are not hidden noise), oldest first."""
+        self.hidden = 0
+        """Noise lines that pass the filter but are hidden (the title counts them)."""
         self.rows: list[Text] = []
         """``shown`` wrapped to the panel's width: the screen rows, oldest first."""
         self._rows_width = 0
         """The width ``rows`` were wrapped to (0: not yet)."""
         self._seen = 0
-        self.border_title = "Logs"
+        self.border_title = self._title()
         self._subtitle_shown = ""
 
     def compose(self) -> ComposeResult:
         yield LinesView(row_count=lambda: len(self.rows),
                         row_text=lambda i, w: self.rows[i], follow=True,
-                        signature=lambda: (self._seen, self.pattern, self._rows_width),
+                        signature=lambda: (self._seen, self.pattern, self.show_noise,
+                                           self._rows_width),
                         id="log-lines")
         filter_input = Input(placeholder="filter (substring, Enter to keep, Esc to close)",
                              id="log-filter")
@@ -131,11 +139,34 @@ class LogsPanel(Vertical):
     def set_filter(self, pattern: str) -> None:
         """Show only the lines containing ``pattern`` (case-insensitive); "" shows all."""
         self.pattern = pattern
-        self.shown = [e for e in self.model.logs if matches(e, pattern)]
+        self._refilter()
+        self.query_one(LinesView).sync()
+
+    def toggle_noise(self) -> None:
+        """Show the noise lines too, or hide them again (``v``)."""
+        self.show_noise = not self.show_noise
+        self._refilter()
+        self.query_one(LinesView).sync()
+
+    def _take(self, entries: Iterable[LogEntry]) -> list[LogEntry]:
+        """The ``entries`` to show, counting the noise lines the filter passes but hides."""
+        kept = []
+        for entry in entries:
+            if not matches(entry, self.pattern):
+                continue
+            if entry.noise and not self.show_noise:
+                self.hidden += 1
+            else:
+                kept.append(entry)
+        return kept
+
+    def _refilter(self) -> None:
+        """Choose the shown entries anew from the model's whole buffer."""
+        self.hidden = 0
+        self.shown = self._take(self.model.logs)
         self._seen = self.model.logs_total
         self._rewrap()
         self._update_subtitle()
-        self.query_one(LinesView).sync()
 
     def action_toggle_follow(self) -> None:
         view = self.query_one(LinesView)
@@ -164,11 +195,10 @@ class LogsPanel(Vertical):
         self._seen = self.model.logs_total
         if added > 0:
             fresh = list(itertools.islice(reversed(self.model.logs), added))
-            kept = [e for e in reversed(fresh) if matches(e, self.pattern)]
+            kept = self._take(reversed(fresh))
             self.shown.extend(kept)
-            if len(self.shown) > 2 * LOG_LINES:
-                del self.shown[:-LOG_LINES]
-                self._rewrap()
+            if len(self.shown) + self.hidden > 2 * LOG_LINES:
+                self._refilter()  # back to the model's buffer: its newest LOG_LINES
             elif self._wrap_width() != self._rows_width:
                 self._rewrap()
             else:
@@ -177,7 +207,16 @@ class LogsPanel(Vertical):
         self._update_subtitle()
         self.query_one(LinesView).sync()
 
+    def _title(self) -> str:
+        """``Logs``, and how many noise lines are hidden (and the key that shows them)."""
+        if self.show_noise:
+            return "Logs · noise shown (v hides)"
+        return f"Logs · {self.hidden} noise hidden (v shows)" if self.hidden else "Logs"
+
     def _update_subtitle(self) -> None:
+        title = self._title()
+        if title != self.border_title:
+            self.border_title = title
         parts = [f"filter: {self.pattern}"] if self.pattern else []
         parts.append("follow on" if self.follow else "follow off")
         subtitle = " · ".join(parts)

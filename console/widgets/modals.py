@@ -160,6 +160,8 @@ HELP_TEXT = """\
   l       focus the logs; there, f turns follow on/off
   /       filter the logs (substring; Esc closes)
   z       zoom the logs to the whole screen, and back
+  v       show or hide the logs' noise: torch's INFO lines and
+          known warnings (hidden at first; the title counts them)
   h       past runs of this cluster; Enter opens one read-only
   o       the current run's report (averages, moves, charts)
   ctrl+p  command palette with the same actions
@@ -180,7 +182,7 @@ HELP_TEXT = """\
                  decision: predicted gain, and the gain measured
                  a few steps later.
   Logs           every rank's and launcher's output,
-                 prefixed host:rank.
+                 prefixed host:rank; noise hidden until v.
 """
 
 

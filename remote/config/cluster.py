@@ -305,12 +305,21 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         problems = rules.cross_problems(
             _values(self.cluster), [_values(h) for h in self.hosts], _values(self.run))
-        problems += task_problems(self.run, self.path.parent)
         if not self.hosts:
             problems.insert(0, ("[[hosts]]", "no hosts; add at least one [[hosts]] entry"))
+        code_problems = task_problems(self.run, self.path.parent)
+        file_error = code_problems[0].file_error if code_problems else None
+        if file_error is not None and not problems:
+            # only the user's own file is at fault: the error is headed by its name
+            problem = code_problems[0]
+            raise ConfigError([ConfigProblem(path=self.path if problem.where else None,
+                                             where=problem.where, message=problem.message)],
+                              title=file_error.title)
+        problems += [(p.where, p.message) for p in code_problems]
         if problems:
-            raise ConfigError([ConfigProblem(path=self.path, where=where, message=msg)
-                               for where, msg in problems])
+            raise ConfigError([ConfigProblem(path=self.path if where else None, where=where,
+                                             message=msg) for where, msg in problems],
+                              title=f"{self.path.name} is invalid")
         if self.cluster.master is None:  # one obvious choice: the first host
             object.__setattr__(self, "cluster", replace(self.cluster, master=self.hosts[0].name))
 

@@ -53,9 +53,18 @@ class UserCode:
         return f"{self.in_tree(code_dir)}:{self.function}"
 
 
+class CodeFileError(UsageError):
+    """The task file or script a run names cannot be used: missing, not a file, outside its
+    code folder, or not parsing. ``file`` is the user's own file, which the error is headed by."""
+
+    def __init__(self, message: str, *, file: Path, key: str) -> None:
+        super().__init__(message, title=f"{key} file {file.name} cannot be used")
+        self.file = file
+
+
 def _locate(task: str, code: str | None, base: Path, *, script: str | None = None) -> UserCode:
-    """The user code of ``task`` (or ``script``)/``code`` relative to ``base`` (UsageError
-    naming the key)."""
+    """The user code of ``task`` (or ``script``)/``code`` relative to ``base`` (a
+    ``CodeFileError`` for the file, a ``UsageError`` for the code folder)."""
     file: Path
     function: str | None
     if script is not None:
@@ -64,33 +73,48 @@ def _locate(task: str, code: str | None, base: Path, *, script: str | None = Non
         (file, function), key = split_task_spec(task), "task"
     path = (base / file.expanduser()).resolve()
     if not path.exists():
-        raise UsageError(f"{key} file {path} does not exist (a path in [run] {key} is relative "
-                         "to the folder of cluster.toml)")
+        raise CodeFileError(f"{key} file {path} does not exist (a path in [run] {key} is "
+                            "relative to the folder of cluster.toml)", file=path, key=key)
     if not path.is_file():
-        raise UsageError(f"{key} file {path} is not a file; name the Python file itself")
+        raise CodeFileError(f"{key} file {path} is not a file; name the Python file itself",
+                            file=path, key=key)
     folder = (base / Path(code).expanduser()).resolve() if code else path.parent
     if not folder.is_dir():
         raise UsageError(f"code folder {folder} does not exist")
     if not path.is_relative_to(folder):
-        raise UsageError(f"{key} file {path} is not inside the code folder {folder}")
+        raise CodeFileError(f"{key} file {path} is not inside the code folder {folder}",
+                            file=path, key=key)
     return UserCode(folder=folder, task_file=path.relative_to(folder).as_posix(),
                     function=function)
 
 
-def task_problems(run: Any, base: Path) -> list[tuple[str, str]]:
-    """``("[run] KEY", problem)`` for a ``[run] task``/``script``/``code`` that cannot be used."""
+@dataclass(frozen=True, kw_only=True)
+class CodeProblem:
+    """A ``[run] task``/``script``/``code`` that cannot be used."""
+
+    where: str
+    """The cluster.toml key (``[run] task``), or "" when the message names the file's line."""
+    message: str
+    file_error: CodeFileError | None = None
+    """Set when the user's own file is at fault: alone, the error is headed by its name."""
+
+
+def task_problems(run: Any, base: Path) -> list[CodeProblem]:
+    """What is wrong with ``[run] task``/``script``/``code`` (nothing: an empty list)."""
     if run.script is not None:
         return script_problems(run, base)
     if run.task in BUILTIN_TASKS:
         if run.code is not None:
-            return [("[run] code", f"is for a user task; task = {run.task!r} needs no code "
-                                   "folder (leave code out)")]
+            return [CodeProblem(where="[run] code", message=(
+                f"is for a user task; task = {run.task!r} needs no code folder (leave code "
+                "out)"))]
         return []
     try:
         _locate(run.task, run.code, base)
+    except CodeFileError as exc:
+        return [CodeProblem(where="[run] task", message=exc.message, file_error=exc)]
     except UsageError as exc:
-        key = "code" if exc.message.startswith("code folder") else "task"
-        return [(f"[run] {key}", exc.message.replace("--task ", "", 1))]
+        return [CodeProblem(where="[run] code", message=exc.message)]
     return []
 
 
@@ -103,18 +127,23 @@ def user_code(run: Any, base: Path) -> UserCode | None:
     return _locate(run.task, run.code, base)
 
 
-def script_problems(run: Any, base: Path) -> list[tuple[str, str]]:
+def script_problems(run: Any, base: Path) -> list[CodeProblem]:
     """``[run] script`` problems: with a task, a missing file, one that does not parse."""
     if run.task != RunSettings.task:
-        return [("[run] script", f"runs your script instead of a task; leave out task = "
-                                 f"{run.task!r} (or leave out script)")]
+        return [CodeProblem(where="[run] script", message=(
+            f"runs your script instead of a task; leave out task = {run.task!r} (or leave out "
+            "script)"))]
     try:
         code = _locate(run.task, run.code, base, script=run.script)
+    except CodeFileError as exc:
+        return [CodeProblem(where="[run] script", message=exc.message, file_error=exc)]
     except UsageError as exc:
-        key = "code" if exc.message.startswith("code folder") else "script"
-        return [(f"[run] {key}", exc.message)]
+        return [CodeProblem(where="[run] code", message=exc.message)]
     problem = syntax_problem(code.source)
-    return [("[run] script", problem)] if problem else []
+    if problem is None:
+        return []
+    return [CodeProblem(where="", message=problem,
+                        file_error=CodeFileError(problem, file=code.source, key="script"))]
 
 
 def option_pairs(options: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:

@@ -135,6 +135,8 @@ class RunMonitor:
                     why=f"{event.status}: {event.error or 'no reason given'}"))
 
     def _log_line(self, item: LogLine) -> None:
+        if item.noise:  # a failure is explained by the lines around it, not torch's chatter
+            return
         if item.rank is not None:
             self._rank_logs.setdefault(item.rank, deque(maxlen=LOG_LINES_KEPT)).append(item.text)
             return

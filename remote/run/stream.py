@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import shlex
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -36,11 +35,6 @@ from trainer.run_layout import IN_RUN_DIR, HostFile
 
 SILENCE_LIMIT_S = 20.0
 """A tail channel silent this long (heartbeats come every 2 s) counts as a dropped host."""
-ROUTINE_INFO = re.compile(r"^(?:\[?I\d{4} \d\d:\d\d:\d\d|INFO:)")
-"""torch's routine INFO log lines (glog-style ``I1121 05:27:09.671000 ...``, or the standard
-``INFO:name:`` format). Launchers run at LOGLEVEL=INFO, which the ranks inherit, so that the
-tailer sees the rendezvous result; these lines stay in the copy but are not shown. WARNING and
-ERROR lines (``W...``, ``E...``) and every other line of a rank's output are."""
 TAIL_SCRIPT = (Path(__file__).with_name("tail_script.py")).read_text(encoding="utf-8")
 
 
@@ -100,8 +94,6 @@ def _line_event(host: str, path: str, text: str) -> RunEvent | None:
         return RankEvent(host=host, event=event) if event is not None else None
     match = LOG_LINE_PREFIX.match(text)
     body = text[match.end():] if match else text
-    if ROUTINE_INFO.match(body):
-        return None  # torch's INFO chatter stays in the copy, out of the stream
     rank = line_rank(match) if match else None
     return LogLine(t=now, host=host, rank=rank, text=body)
 

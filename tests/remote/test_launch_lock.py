@@ -67,3 +67,42 @@ async def test_a_launch_refused_by_the_lock_is_no_run_of_its_own(tmp_path: Path)
     assert isinstance(final, RunStatus) and final.state == "failed"
     assert "another run is launching" in final.detail and "corral stop" not in final.detail
     assert handle.run_id not in [r.run_id for r in list_runs(config)]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` and its bytes (what a refused launch must leave alone)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+async def test_a_resume_refused_by_the_lock_touches_nothing(tmp_path: Path) -> None:
+    from dataclasses import asdict
+
+    from remote.events import RunStatus
+    from remote.records.runs import RunInfo, list_runs, write_run_info
+    from remote.run.controller import SshRunController
+    from trainer.run_layout import RunLayout
+
+    config = _config(tmp_path, tmp_path / "runs")
+    earlier = RunInfo(run_id="c-20261122-000000-bbbbbb", cluster="c", state="failed",
+                      started=1.0, hosts=("m",), detail="rank 0 died", name="first try")
+    write_run_info(config, earlier)
+    checkpoint = Path(RunLayout(str(tmp_path / "runs" / earlier.run_id)).path(
+        RunLayout.CHECKPOINTS)) / "step-4.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"weights")
+    before = _tree(tmp_path / "runs")
+    controller = SshRunController(config)
+    try:
+        await launch_lock.acquire(controller.pool, config, "c-20261122-000000-aaaaaa")
+        handle = await controller.start(resume=earlier.run_id)
+        events = [e async for e in handle.events()]
+        await launch_lock.release(controller.pool, config, "c-20261122-000000-aaaaaa")
+    finally:
+        await controller.aclose()
+    final = events[-1]
+    assert isinstance(final, RunStatus) and final.state == "failed"
+    assert "another run is launching" in final.detail
+    assert "run c-20261122-000000-aaaaaa" in final.detail and "corral stop" not in final.detail
+    assert _tree(tmp_path / "runs") == before  # its record, checkpoint and files untouched
+    assert [asdict(r) for r in list_runs(config)] == [asdict(earlier)]

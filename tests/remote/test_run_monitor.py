@@ -156,3 +156,18 @@ def test_a_launcher_that_met_a_full_disk_is_named_over_the_peer_it_broke() -> No
     final = monitor.final_status()
     assert final.state == "failed" and final.failed_host == "a"
     assert "disk full on a at /runs/r" in final.detail
+
+
+def test_a_failures_last_lines_leave_torchs_chatter_out() -> None:
+    monitor = RunMonitor(run_id="r", hosts=("a",))
+    monitor.observe(_start("a", 0))
+    monitor.observe(_log("a", "ValueError: bad batch", rank=0))
+    for _ in range(20):  # more chatter than the lines kept to explain a failure
+        monitor.observe(_log("a", "I1122 21:48:11.857000 27391 torch/distributed/elastic/agent/"
+                                  "server/api.py:932] [default] worker group finished"))
+    monitor.observe(_log("a", "  warnings.warn(", rank=0))
+    monitor.observe(_end("a", 0, "failed", error="ValueError: bad batch"))
+    monitor.observe(_exit("a", "1"))
+    detail = monitor.final_status().detail
+    assert "[a rank 0] ValueError: bad batch" in detail
+    assert "worker group finished" not in detail and "warnings.warn" not in detail

@@ -59,9 +59,11 @@ def test_a_bad_script_or_args_is_one_line_before_anything_starts(
     (tmp_path / "broken.py").write_text("import os\ndef main(:\n    pass\n")
     (tmp_path / "train.py").write_text("print('hi')\n")
     line = _problem(tmp_path, run)
-    assert needle in line and "cluster.toml" in line, line
-    if "broken" in run:
-        assert str(tmp_path / "broken.py") in line  # the user's own file, not a pushed copy
+    assert needle in line, line
+    if "broken" in run:  # the user's own file and line, not a pushed copy nor cluster.toml
+        assert line.startswith(f"{tmp_path / 'broken.py'}:2:"), line
+    else:
+        assert "cluster.toml" in line, line
 
 
 def test_the_imports_probed_are_the_scripts_own_less_its_folder(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""What the tail of a host shows: rank output, warnings and errors, not torch's INFO chatter."""
+"""What the tail of a host shows: rank output, warnings and errors; torch's INFO chatter only
+marked as noise (the front ends hide it until asked)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ E1121 05:27:11.100000 20394 elastic/multiprocessing/api.py:900] failed (exitcode
 """
 
 
-async def test_routine_info_lines_are_kept_in_the_copy_but_not_shown(tmp_path: Path) -> None:
+async def test_routine_info_lines_are_kept_in_the_copy_and_marked_noise(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     (run_dir / "logs" / "h").mkdir(parents=True)
     (run_dir / "hosts").mkdir()
@@ -34,13 +35,16 @@ async def test_routine_info_lines_are_kept_in_the_copy_but_not_shown(tmp_path: P
     (run_dir / "hosts" / "h.exit").write_text("1\n")  # the launcher ended: the tail ends too
     items = await tail_local_host(run_dir, tmp_path / "local", tmp_path)
 
-    shown = [(i.rank, i.text) for i in items if isinstance(i, LogLine)]
+    lines = [i for i in items if isinstance(i, LogLine)]
+    shown = [(i.rank, i.text) for i in lines if not i.noise]
     assert shown == [
         (0, "step 1 loss 2.30"),
         (1, "RuntimeError: Gloo connectFullMesh failed"),
         (None, LAUNCHER_LOG.splitlines()[-2]),
         (None, LAUNCHER_LOG.splitlines()[-1]),
     ]
+    noise = [i.text for i in lines if i.noise]
+    assert noise == [line.split("]:", 1)[-1] for line in LAUNCHER_LOG.splitlines()[:5]]
     # The rendezvous result still tells which ranks run here; the copy keeps every line.
     assert sorted(i.rank for i in items if isinstance(i, RankOwned)) == [0, 1]
     assert isinstance(items[-1], LauncherExit) and items[-1].status == "1"
