@@ -6,8 +6,11 @@ as a user's ``corral`` command: every figure is the real command line's. Every h
 CPU rank with one thread (simple_cnn on synthetic data, global batch 32 whatever the host
 count). The machine's cores are shared by all the hosts: with 16 hosts on 2 cores, 16 torch
 launchers and 16 ranks start on 2 cores, so what is CPU work on the hosts (python + torch
-imports, the trainer's set-up) cannot be concurrent here; the table says how busy the machine
-was in each phase, so that a phase that waits (serial work) can be told from one that computes.
+imports, the trainer's set-up) cannot be concurrent here. So each phase also reports the
+hosts' CPU seconds (every host's sshd and all it starts, in one cpuacct cgroup) and how busy
+the whole machine was: a phase whose hosts' work per host stays the same while its wall time
+grows with the host count is bound by the shared cores, not by corral doing hosts one by one
+(that is what ``tests/remote/test_hosts_at_once.py`` rules out).
 
 For each host count, a round measures:
 
@@ -19,16 +22,19 @@ For each host count, a round measures:
   the follower's CPU seconds during the run (first step -> completed, from /proc) and in all
 - stop: a second run (400 steps), stopped with ``corral stop RUN`` once its first progress
   line arrives: the stop command's wall time and exit status (0: corral verified that nothing
-  of the run is left), then, independently, the processes of the run (command line carrying
-  the run id) still in any host's namespace right after the stop returned, and whether every
-  namespace is empty but its sshd once the follower has exited (a deadline of 15 s)
+  of the run is left), then, independently, the processes of the run (a launcher or a rank:
+  its command line carries ``--run-dir`` and the run id) still in any host's namespace right
+  after the stop returned, and whether every namespace is empty but its sshd once the
+  follower, whose tailers also name the run, has exited (a deadline of 15 s)
 
 Rounds alternate the host counts (2, 16, then 16, 2, ...) after one warm-up round of the
 largest count that is not counted (the code is pushed there, so every counted run finds an
 unchanged tree, as a user's second run does). Figures are medians over the rounds; the goal is
 (check + run start -> first step) with 16 hosts <= 2 x the same with 2 hosts.
 
-Needs root, ``ip netns``, sshd and ssh-keygen (the test helper's conditions).
+Needs root, ``ip netns``, sshd and ssh-keygen (the test helper's conditions); it builds its
+namespaces on the subnet the netns tests use, so it runs when they do not. Everything it made
+(namespaces, veths, bridge, sshds, the cgroup) is removed at its end, Ctrl-C included.
 
     python bench/many_hosts.py                 # 2 and 16 hosts, 3 rounds
     python bench/many_hosts.py --hosts 2,8 --rounds 1
