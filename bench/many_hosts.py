@@ -34,7 +34,8 @@ unchanged tree, as a user's second run does). Figures are medians over the round
 
 Needs root, ``ip netns``, sshd and ssh-keygen (the test helper's conditions); it builds its
 namespaces on the subnet the netns tests use, so it runs when they do not. Everything it made
-(namespaces, veths, bridge, sshds, the cgroup) is removed at its end, Ctrl-C included.
+(namespaces, veths, bridge, sshds, the cgroup) is removed at its end, after a failed run,
+Ctrl-C or SIGTERM too.
 
     python bench/many_hosts.py                 # 2 and 16 hosts, 3 rounds
     python bench/many_hosts.py --hosts 2,8 --rounds 1
@@ -43,7 +44,6 @@ namespaces on the subnet the netns tests use, so it runs when they do not. Every
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import statistics
@@ -58,6 +58,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import run_main  # noqa: E402
 from tests.remote import netns  # noqa: E402
 
 GOAL = 2.0
@@ -107,10 +108,17 @@ class HostsCpu:
         return int((self.path / "cpuacct.usage").read_text()) / 1e9
 
     def close(self) -> None:
-        """Remove the cgroup (once the box's processes are gone: it must be empty)."""
-        if self.path is not None and self.path.exists():
-            with contextlib.suppress(OSError):
+        """Remove the cgroup once the box's killed processes have left it (it must be empty:
+        a process dies a moment after its SIGKILL)."""
+        deadline = time.monotonic() + CLEAN_DEADLINE_S
+        while self.path is not None and self.path.exists():
+            try:
                 self.path.rmdir()
+            except OSError:
+                if time.monotonic() > deadline:
+                    print(f"left behind: {self.path} (not empty)", file=sys.stderr)
+                    return
+                time.sleep(0.1)  # polling a condition with a deadline
 
 
 @dataclass(frozen=True)
@@ -376,4 +384,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)
