@@ -1,5 +1,5 @@
-"""The check and the stop work on every host at once: with 16 hosts, no host's command waits
-for another host's to end (bench/many_hosts.py times the real thing over sshd).
+"""The check, the launch and the stop work on every host at once: with 16 hosts, no host's
+command waits for another host's to end (bench/many_hosts.py times the real thing over sshd).
 
 Each host's first command of a phase is held until every host has one in flight; work done one
 host after another never gets there, and the hold's deadline names the hosts that waited.
@@ -14,11 +14,15 @@ from typing import Any
 
 import pytest
 
+from remote.checks.plan import LaunchFacts, plan_cluster
 from remote.checks.preflight import check_cluster
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection, SshSection
 from remote.hosts import pool as pool_module
 from remote.hosts.pool import HostPool
+from remote.hosts.push import CodeBundle
 from remote.hosts.transport import CompletedCommand
+from remote.records.runs import RunInfo
+from remote.run.start import Launch, start_hosts
 from remote.run.stop import stop_run
 
 HOSTS = 16
@@ -50,8 +54,8 @@ class Meeting:
 
 
 class HeldTransport:
-    """A host that answers every command with "remaining 0" (a stop's count) once its first
-    command has met every other host's."""
+    """A host that answers every command with "remaining 0" (a stop's count) and a process
+    group id (a launch's) once its first command has met every other host's."""
 
     def __init__(self, host: HostSection, meeting: Meeting) -> None:
         self.host = host
@@ -59,7 +63,7 @@ class HeldTransport:
 
     async def run(self, command: str, **_: Any) -> CompletedCommand:
         await self.meeting.arrive(self.host.name)
-        return CompletedCommand(command=command, exit_status=0, stdout="remaining 0\n",
+        return CompletedCommand(command=command, exit_status=0, stdout="remaining 0\n4242\n",
                                 stderr="")
 
     async def stream(self, command: str) -> AsyncIterator[str]:
@@ -126,3 +130,28 @@ def test_the_stop_reaches_every_host_at_once(tmp_path: Path, meeting: Meeting) -
 
     asyncio.run(stop())
     assert meeting.gave_up == []
+
+
+def test_the_launch_starts_every_host_at_once(tmp_path: Path, meeting: Meeting) -> None:
+    config = cluster(tmp_path)
+    names = tuple(h.name for h in config.hosts)
+    facts = LaunchFacts(gpus=dict.fromkeys(names, 0), interfaces={}, port=29500)
+    places = {p.host.name: p for p in plan_cluster(config, facts, "10.9.0.1").hosts}
+
+    async def launch() -> list[object]:
+        pool = HostPool(config)
+        started = Launch(pool=pool, config=config,
+                         info=RunInfo(run_id="wide-1", cluster="wide", state="launching",
+                                      started=0.0, hosts=names),
+                         master_addr="10.9.0.1", code=CodeBundle(digest="d" * 64, tar=b"",
+                                                                 files=0),
+                         facts=facts, port=29500, places=places, backend="gloo")
+        try:
+            return [e async for e in start_hosts(started, resume=False, policy=None)]
+        finally:
+            await pool.aclose()
+
+    events = asyncio.run(launch())
+    assert meeting.arrived == set(names)
+    assert meeting.gave_up == []
+    assert "wide-1" in str(events[-1]) and "h15 pgid 4242" in str(events[-1])
