@@ -44,3 +44,25 @@ def test_causal_lm_flags_train_the_tiny_generated_model(tmp_path: Path) -> None:
     written = (Path(options.model) / "config.json").stat().st_mtime_ns
     causal_lm_task(tmp_path / "lm", seq_len=64, lora_r=4)
     assert (Path(options.model) / "config.json").stat().st_mtime_ns == written
+
+
+def test_the_many_hosts_cluster_is_one_corral_accepts(tmp_path: Path) -> None:
+    # bench/many_hosts.py writes it for the namespaces it builds; here for 16 unbuilt ones.
+    from bench import many_hosts
+    from remote.config.cluster import load_cluster
+    from tests.remote import netns
+
+    box = netns.NetnsCluster(prefix="x", root=tmp_path, ctl_netns="x-ctl",
+                             client_key=tmp_path / "key", known_hosts=tmp_path / "known_hosts",
+                             nodes=[netns.Node(name=f"n{i}", netns=f"x-n{i}",
+                                               address=f"10.77.0.{i}", ifname=f"x-{i}")
+                                    for i in range(1, 17)])
+    box.client_key.write_text("")  # the key is only looked for
+    many_hosts.write_cluster(box, 2, many_hosts.STEPS)
+    config = load_cluster(tmp_path / "cluster.toml")
+    assert [h.name for h in config.hosts] == ["n1", "n2"]
+    assert (config.run.steps, config.run.global_batch) == (many_hosts.STEPS, 32)
+    many_hosts.write_cluster(box, 16, many_hosts.STOP_STEPS)
+    config = load_cluster(tmp_path / "cluster.toml")
+    assert len(config.hosts) == 16 and config.run.steps == many_hosts.STOP_STEPS
+    assert all(h.nproc == 1 and h.gpus == 0 for h in config.hosts)

@@ -219,11 +219,26 @@ def build(root: Path, *, hosts: int = 3) -> NetnsCluster:
     return box
 
 
+def corral_command(box: NetnsCluster, *args: str) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of ``corral -c <box>/cluster.toml ARGS`` run from the
+    controller's namespace (``ip netns exec`` execs: the process is corral's own)."""
+    argv = box.in_ctl(sys.executable, "-m", "console", "-c", str(box.root / "cluster.toml"),
+                      *args)
+    env = {"PATH": "/usr/sbin:/usr/bin:/bin", "HOME": str(box.root), "COLUMNS": "200",
+           "PYTHONPATH": str(REPO)}
+    return argv, env
+
+
 def corral(box: NetnsCluster, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     """``corral -c <box>/cluster.toml ARGS`` run from the controller's namespace."""
-    return subprocess.run(
-        box.in_ctl(sys.executable, "-m", "console", "-c", str(box.root / "cluster.toml"), *args),
-        capture_output=True, text=True, timeout=timeout, cwd=REPO,
-        env={"PATH": "/usr/sbin:/usr/bin:/bin", "HOME": str(box.root), "COLUMNS": "200",
-             "PYTHONPATH": str(REPO)},
-    )
+    argv, env = corral_command(box, *args)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env=env)
+
+
+def corral_process(box: NetnsCluster, *args: str) -> subprocess.Popen[str]:
+    """``corral ARGS`` started from the controller's namespace, its output (stdout and stderr
+    together) read line by line as it comes."""
+    argv, env = corral_command(box, *args)
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=REPO, env=env)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -22,7 +21,6 @@ except ImportError:  # collected as a package module
 
 pytestmark = [pytest.mark.netns, pytest.mark.sshd, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 RUN = ('model = "simple_cnn"\ndataset = "synthetic_image"\nsamples = 480\nglobal_batch = 24\n'
        'steps = 6\npolicy = "static"\ncheckpoint_every = 100\n')
 
@@ -88,12 +86,7 @@ def test_a_link_cut_past_the_silence_limit_is_survived(box: netns.NetnsCluster) 
     steps = 300
     box.write_cluster_toml(sys.executable, run=RUN.replace("steps = 6", f"steps = {steps}"))
     port = f"{box.nodes[1].ifname}b"
-    command = box.in_ctl(sys.executable, "-m", "console", "-c", str(box.root / "cluster.toml"),
-                         "run")
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, cwd=ROOT,
-                            env={"PATH": "/usr/sbin:/usr/bin:/bin", "HOME": str(box.root),
-                                 "COLUMNS": "200", "PYTHONPATH": str(ROOT)})
+    proc = netns.corral_process(box, "run")
     lines: list[str] = []
     cut = restored = False
     try:
