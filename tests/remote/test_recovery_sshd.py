@@ -22,7 +22,8 @@ try:
 except ImportError:  # collected as a package
     from tests.remote.runkit import bounded, descendants, run_processes, tiny_run  # type: ignore[no-redef]
 
-pytestmark = [pytest.mark.sshd, pytest.mark.slow]
+# serial: the kill and the cut must land before the run's end (tests/tiers.py)
+pytestmark = [pytest.mark.sshd, pytest.mark.slow, pytest.mark.serial]
 
 STEPS = 400
 

@@ -33,7 +33,8 @@ try:
 except ImportError:  # collected as a package
     from tests.remote.runkit import bounded, run_processes  # type: ignore[no-redef]
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
+# serial: balancer moves are judged against measured speeds (tests/tiers.py)
+pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.timeout(480)]
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "examples" / "scripts"
 SLOWDOWNS = (1.0, 2.0, 3.0)
