@@ -5,8 +5,9 @@
 #   --fast   the fast tier only: no test marked slow (sshd, netns, torchrun ranks, large
 #            models; tests/tiers.py says which). Any other argument goes to both pytest runs.
 # The full suite runs in two parts: the tests two at a time (pytest-xdist: most slow tests
-# wait on processes more than they compute), then those marked serial with nothing beside them
-# (tests/tiers.py). --fast runs one at a time (no fast test is serial).
+# wait on processes more than they compute; a module's tests share a worker, so a module-scoped
+# fixture such as a shared training run runs once), then those marked serial with nothing
+# beside them (tests/tiers.py). --fast runs one at a time (no fast test is serial).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fast=false
@@ -34,6 +35,6 @@ fi
 # A run that selects no test (exit code 5) is no failure: the other one had them.
 phase() { "$PY" -m pytest -q -p no:cacheprovider "$@" || [ $? = 5 ]; }
 failed=0
-phase -n 2 -m "not serial" "$@" || failed=1
+phase -n 2 --dist loadscope -m "not serial" "$@" || failed=1
 phase -m serial "$@" || failed=1
 exit $failed

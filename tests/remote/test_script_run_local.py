@@ -33,8 +33,7 @@ try:
 except ImportError:  # collected as a package
     from tests.remote.runkit import bounded, run_processes  # type: ignore[no-redef]
 
-# serial: balancer moves are judged against measured speeds (tests/tiers.py)
-pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.timeout(480)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "examples" / "scripts"
 SLOWDOWNS = (1.0, 2.0, 3.0)
@@ -115,6 +114,7 @@ async def test_an_unmodified_hf_script_completes_on_three_hosts(
     loads(out)
 
 
+@pytest.mark.serial  # the move is judged against measured speeds (tests/tiers.py)
 async def test_the_opt_in_moves_examples_to_the_fast_rank(
         data: tuple[Path, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
