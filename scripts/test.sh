@@ -3,13 +3,17 @@
 # environment or the project's .venv; and OpenSSH's sshd, iproute2, tcmalloc and python3-venv
 # when running as root), then lint, types, layering and the test suite.
 #   --fast   the fast tier only: no test marked slow (sshd, netns, torchrun ranks, large
-#            models; tests/tiers.py says which). Any other argument goes to pytest.
+#            models; tests/tiers.py says which). Any other argument goes to both pytest runs.
+# The full suite runs in two parts: the tests two at a time (pytest-xdist: most slow tests
+# wait on processes more than they compute; a module's tests share a worker, so a module-scoped
+# fixture such as a shared training run runs once), then those marked serial with nothing
+# beside them (tests/tiers.py). --fast runs one at a time (no fast test is serial).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tier=()
+fast=false
 if [ "${1:-}" = --fast ]; then
     shift
-    tier=(-m "not slow")
+    fast=true
 fi
 if [ "$(id -u)" = 0 ] && { ! [ -x /usr/sbin/sshd ] || ! command -v ip >/dev/null \
         || ! { ldconfig -p | grep libtcmalloc_minimal >/dev/null; } \
@@ -25,4 +29,12 @@ bash scripts/bootstrap.sh --dev --llm
 "$PY" -m ruff check .
 "$PY" -m mypy
 "$PY" -c "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports())"
-exec "$PY" -m pytest -q -p no:cacheprovider ${tier[@]+"${tier[@]}"} "$@"
+if $fast; then
+    exec "$PY" -m pytest -q -p no:cacheprovider -m "not slow" "$@"
+fi
+# A run that selects no test (exit code 5) is no failure: the other one had them.
+phase() { "$PY" -m pytest -q -p no:cacheprovider "$@" || [ $? = 5 ]; }
+failed=0
+phase -n 2 --dist loadscope -m "not serial" "$@" || failed=1
+phase -m serial "$@" || failed=1
+exit $failed

@@ -8,6 +8,12 @@ torchrun or other process groups, or build a large model, carry ``slow`` explici
 
 A fast test that starts torchrun, sshd or a namespace fails, naming the command
 (``slow_tier_command``): the fast tier stays fast by construction, not by review.
+
+``scripts/test.sh`` runs the tests two at a time (pytest-xdist), except those marked
+``serial``, which run afterwards with nothing beside them: every netns test (the namespaces have
+fixed names), and, marked by hand, every test whose verdict rests on wall-clock time (hang
+limits, lost hosts, throughput comparisons, balancer moves). A serial test is in the slow tier,
+so ``--fast`` is one parallel run.
 """
 
 from __future__ import annotations
@@ -21,14 +27,16 @@ SSHD_FIXTURES = {"sshd_cluster"}
 NETNS_FIXTURES = {"box"}
 
 
-def tier_markers(file_name: str, fixtures: Collection[str], *, gpu: bool) -> list[str]:
-    """The markers a test gets from its file's name, the fixtures it uses and a gpu mark."""
+def tier_markers(file_name: str, fixtures: Collection[str], *, gpu: bool,
+                 serial: bool = False) -> list[str]:
+    """The markers a test gets from its file's name, the fixtures it uses and its gpu and
+    serial marks (a serial test is slow: the fast tier runs in parallel throughout)."""
     markers = []
     if file_name.endswith("_sshd.py") or SSHD_FIXTURES & set(fixtures):
         markers.append("sshd")
     if "netns" in file_name or NETNS_FIXTURES & set(fixtures):
-        markers += ["netns", "sshd"]
-    if markers or gpu:
+        markers += ["netns", "sshd", "serial"]
+    if markers or gpu or serial:
         markers.append("slow")
     return markers
 

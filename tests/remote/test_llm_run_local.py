@@ -39,6 +39,7 @@ async def _run(config: ClusterConfig) -> tuple[str, list[object]]:
     return handle.run_id, events
 
 
+@pytest.mark.serial  # the balancer's moves follow measured speeds (tests/tiers.py)
 async def test_lora_fine_tuning_over_three_unequal_hosts(tmp_path: Path) -> None:
     pytest.importorskip("peft")
     from trainer.tiny_lm import write_corpus, write_tiny_lm

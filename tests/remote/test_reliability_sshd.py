@@ -269,6 +269,7 @@ async def test_status_finds_what_a_cut_off_host_left_running_and_keeps_the_outco
             restarted.wait()
 
 
+@pytest.mark.serial  # a hang limit of seconds: load beside it could pass for a hang
 async def test_a_stopped_rank_is_named_and_the_run_stopped_after_the_hang_limit(
     sshd_cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,7 +25,8 @@ try:
 except ImportError:  # collected as a package
     from tests.remote.runkit import bounded  # type: ignore[no-redef]
 
-pytestmark = pytest.mark.slow
+# serial: the dynamic run's throughput is compared with the static one's (tests/tiers.py)
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 60

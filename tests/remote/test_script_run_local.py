@@ -121,6 +121,7 @@ async def test_an_unmodified_hf_script_completes_on_three_hosts(
     loads(out)
 
 
+@pytest.mark.serial  # the move is judged against measured speeds (tests/tiers.py)
 async def test_the_opt_in_moves_examples_to_the_fast_rank(
         data: tuple[Path, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"

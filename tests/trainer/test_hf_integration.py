@@ -148,6 +148,7 @@ def test_ddp_port_differs_from_the_plain_script_in_five_lines() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # the move follows measured speeds (tests/tiers.py)
 def test_dynamic_policy_moves_samples_off_a_slow_rank_and_stays_exact(tmp_path: Path) -> None:
     """The DDP port under corral's dynamic policy, rank 2 emulating a device 6x slower."""
     args = ["--batch-size", "96", "--samples", "1536", "--epochs", "3"]

@@ -56,6 +56,7 @@ def lm(tmp_path_factory: pytest.TempPathFactory) -> TinyLM:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # the shares follow measured speeds (tests/tiers.py)
 def test_dynamic_token_shares_follow_the_speeds_and_equal_one_process(
         lm: TinyLM, tmp_path: Path) -> None:
     data = tmp_path / "varlen.jsonl"

@@ -14,7 +14,8 @@ from trainer_runs import REPO, check, events, launch, launch_cmd, of_kind, rank_
 from profiles.host import cpu_model
 from profiles.store import Profile, save_profile, utc_now_iso
 
-pytestmark = pytest.mark.slow
+# serial: the splits follow measured speeds (tests/tiers.py)
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 COMMON = ("--samples", "1024", "--global-batch", "64", "--threads", "1")
 
