@@ -7,11 +7,15 @@ compute (``compute_s``), exactly as a slower device's time would.
 
 A rank's own work on a CPU is its process CPU time, not the wall time: ranks sharing a core
 (more ranks than cores, or other processes on the machine) wait for each other, and that wait
-depends on how much the others compute, so on the split. Scaling the wall time would scale
-the wait too, and the emulated device would change speed whenever the split moved: a rank that
-is ``s`` times slower must take ``s`` times as long for the same work, whatever its
-neighbours do. Where the wall time is the smaller (threads working in parallel) it is the
-rank's own time.
+depends on how much the others compute, so on the split, and on whatever else the machine
+runs. Scaling the wall time would scale the wait too, and the emulated device would change
+speed whenever the split moved or the machine got busy: a rank that is ``s`` times slower must
+take ``s`` times as long for the same work, whatever its neighbours do. So an emulated rank's
+compute time is ``s`` times its own work even when waiting for the core made the step longer
+than that (the step's wall time, ``step_s``, still shows it). Where the wall time is the
+smaller (threads working in parallel) it is the rank's own time. A rank at factor 1 is not
+emulated: its time is the wall time, waits included; on a busy machine, slow every rank
+(``--slowdown 6,3,2`` rather than ``3,1.5,1``) for speeds that hold.
 """
 
 from __future__ import annotations
@@ -23,14 +27,15 @@ from trainer.settings.train_config import SlowdownChange
 
 
 def emulated_seconds(factor: float, own_s: float, elapsed_s: float) -> float:
-    """The compute time of a device ``factor`` times slower: ``factor * own_s``, or the time
-    that has really passed (``elapsed_s``) when that is longer; factor 1 is the real time."""
-    return elapsed_s if factor == 1.0 else max(factor * own_s, elapsed_s)
+    """The compute time of a device ``factor`` times slower: ``factor * own_s`` (see the
+    module); factor 1 is the real time, ``elapsed_s``."""
+    return elapsed_s if factor == 1.0 else factor * own_s
 
 
 def emulate_slowdown(factor: float, own_s: float, elapsed_s: float | None = None) -> float:
     """Sleep until ``emulated_seconds`` have passed since the work started (``elapsed_s`` have,
-    default ``own_s``) and return them. ``factor`` 1 returns at once."""
+    default ``own_s``; no sleep when more have) and return them. ``factor`` 1 returns at
+    once."""
     elapsed = own_s if elapsed_s is None else elapsed_s
     emulated = emulated_seconds(factor, own_s, elapsed)
     if emulated > elapsed:
