@@ -72,7 +72,7 @@ from trainer.step.batches import collated
 from trainer.step.clock import ComputeClock
 from trainer.step.optim import OptimizerStep, StepOutcome, make_optimizer
 from trainer.step.prefetch import BatchPrefetcher, prefetch_wanted
-from trainer.step.slowdown import SlowdownSchedule
+from trainer.step.slowdown import SlowdownSchedule, emulates
 from trainer.step.tally import StepTally, start_gather_tallies
 from trainer.stopping import Diverged, Interrupted, StopSignals, check_finite_loss
 from trainer.tasks import Task, trainable_parameters
@@ -183,7 +183,8 @@ class Trainer:
         self.ddp = DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None,
                        forward_sync_buffers=False)
         self.buffer_sync = BufferSync(self.model)
-        self.clock = ComputeClock(device)
+        self.clock = ComputeClock(device, emulated_run=emulates(config.slowdown,
+                                                                config.slowdown_at))
         self.ddp.register_comm_hook(None, self.clock.hook)
         self.runner = ShareRunner(ddp=self.ddp, model=self.model, task=task, order=order,
                                   parameters=self.parameters, rank=self.rank, world=self.world,

@@ -20,7 +20,7 @@ from trainer.step.slowdown import (
     SlowdownSchedule,
     WorkTimer,
     emulate_slowdown,
-    emulated_seconds,
+    emulates,
 )
 from trainer.tasks.image.models import build_model
 
@@ -67,7 +67,8 @@ def test_emulated_slowdown_scales_the_ranks_own_time_not_its_wait_for_the_core()
     t0 = time.perf_counter()
     assert emulate_slowdown(2.0, 0.05, 0.2) == pytest.approx(0.1)
     assert time.perf_counter() - t0 < 0.05
-    assert emulated_seconds(1.0, 0.05, 0.2) == 0.2  # no emulation: the real time
+    assert emulates((1.0, 3.0)) and emulates((1.0,), (SlowdownChange(step=9, rank=1, factor=4),))
+    assert not emulates((1.0, 1.0)) and not emulates(None)
 
 
 def test_slowdown_schedule_changes_at_the_given_step() -> None:

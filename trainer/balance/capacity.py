@@ -21,7 +21,7 @@ from trainer.balance.balancer import equal_split, proportional_split
 from trainer.dist import all_gather_floats
 from trainer.settings.train_config import TrainConfig
 from trainer.settings.training_checks import micro_batches
-from trainer.step.slowdown import WorkTimer, emulated_seconds
+from trainer.step.slowdown import WorkTimer, emulates
 from trainer.tasks import LossFn
 
 BatchOf = Callable[[int], Any]
@@ -78,7 +78,8 @@ def initial_split(
         # -- or a short warm-up: time forward+backward at the equal share on every rank -----
         # (one pass of at most the rank's micro-batch: the share may not fit in memory)
         passes, size = config.capacity_passes, min(share, micro[rank] or share)
-        own = _warmup_rate(model, loss, batch_of(size), device, passes, slowdown)
+        own = _warmup_rate(model, loss, batch_of(size), device, passes, slowdown,
+                           emulates(config.slowdown, config.slowdown_at))
         rates = [row[0] for row in all_gather_floats([own], device)]
         missing = [r for r, row in enumerate(rows) if row[0] <= 0]
         source = "warmup"
@@ -123,7 +124,7 @@ def _merge_caps(
 
 def _warmup_rate(
     model: nn.Module, loss: LossFn, batch: Any, device: torch.device, passes: int,
-    slowdown: float,
+    slowdown: float, emulated_run: bool,
 ) -> float:
     """Items/s of forward+backward on this rank for ``batch`` (slowdown emulated, no sleep).
 
@@ -141,7 +142,7 @@ def _warmup_rate(
         _sync(device)
         if i > 0:
             wall, own = timer.read()
-            times.append(emulated_seconds(slowdown, own, wall))
+            times.append(slowdown * own if emulated_run else wall)  # as the clock measures
     model.zero_grad(set_to_none=True)
     with torch.no_grad():
         for name, buf in model.named_buffers():

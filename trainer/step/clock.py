@@ -24,8 +24,11 @@ from trainer.step.slowdown import WorkTimer, emulate_slowdown
 class ComputeClock:
     """Forward-start to last-bucket-ready time; CUDA events on GPUs, perf_counter on CPUs."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, emulated_run: bool = False) -> None:
         self._cuda = device.type == "cuda"
+        self._emulated_run = emulated_run
+        """The run emulates slower devices: this rank's time is its own work times its factor,
+        at factor 1 too (step/slowdown.py)."""
         self._timer = WorkTimer()
         self._t1: tuple[float, float] | None = None
         """(wall, own) seconds at the last bucket (CPU ranks)."""
@@ -61,7 +64,7 @@ class ComputeClock:
                 self._end_recorded = True
             else:
                 self._t1 = self._timer.read()
-            if self._factor != 1.0:
+            if self._emulated_run or self._factor != 1.0:
                 wall, own = self._real_elapsed()
                 self._emulated = emulate_slowdown(self._factor, own, wall)
         reduced = allreduce_hook(process_group, bucket)  # type: ignore[arg-type]
@@ -75,7 +78,7 @@ class ComputeClock:
         if self._emulated is not None:
             return self._emulated
         wall, own = self._real_elapsed()
-        if self._factor != 1.0:  # no bucket was seen (no gradients): emulate here instead
+        if self._emulated_run or self._factor != 1.0:  # no bucket seen: emulate here instead
             return emulate_slowdown(self._factor, own, wall)
         return wall
 

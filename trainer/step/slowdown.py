@@ -13,9 +13,11 @@ speed whenever the split moved or the machine got busy: a rank that is ``s`` tim
 take ``s`` times as long for the same work, whatever its neighbours do. So an emulated rank's
 compute time is ``s`` times its own work even when waiting for the core made the step longer
 than that (the step's wall time, ``step_s``, still shows it). Where the wall time is the
-smaller (threads working in parallel) it is the rank's own time. A rank at factor 1 is not
-emulated: its time is the wall time, waits included; on a busy machine, slow every rank
-(``--slowdown 6,3,2`` rather than ``3,1.5,1``) for speeds that hold.
+smaller (threads working in parallel) it is the rank's own time. In a run that emulates (some
+factor is not 1, as far as the rank knows: a direct launch gives every rank every factor, a
+cluster launch each host its own) a rank at factor 1 reports its own time too, so that the
+emulated speeds hold against each other; in a run without emulation the time is the wall time,
+waits included, as the balancer must see a host that other work slows down.
 """
 
 from __future__ import annotations
@@ -26,18 +28,17 @@ from collections.abc import Sequence
 from trainer.settings.train_config import SlowdownChange
 
 
-def emulated_seconds(factor: float, own_s: float, elapsed_s: float) -> float:
-    """The compute time of a device ``factor`` times slower: ``factor * own_s`` (see the
-    module); factor 1 is the real time, ``elapsed_s``."""
-    return elapsed_s if factor == 1.0 else factor * own_s
+def emulates(factors: Sequence[float] | None, changes: Sequence[SlowdownChange] = ()) -> bool:
+    """Whether a run emulates slower devices: a factor other than 1, or a scheduled change."""
+    return any(f != 1.0 for f in factors or ()) or bool(changes)
 
 
 def emulate_slowdown(factor: float, own_s: float, elapsed_s: float | None = None) -> float:
-    """Sleep until ``emulated_seconds`` have passed since the work started (``elapsed_s`` have,
-    default ``own_s``; no sleep when more have) and return them. ``factor`` 1 returns at
-    once."""
+    """Sleep until ``factor * own_s`` (the compute time of a device ``factor`` times slower,
+    see the module) have passed since the work started (``elapsed_s`` have, default ``own_s``;
+    no sleep when more have) and return it. ``factor`` 1 returns at once."""
     elapsed = own_s if elapsed_s is None else elapsed_s
-    emulated = emulated_seconds(factor, own_s, elapsed)
+    emulated = factor * own_s
     if emulated > elapsed:
         time.sleep(emulated - elapsed)
     return emulated
