@@ -126,8 +126,10 @@ class StepEvent:
     passes: int | None = None
     """Forward/backward passes this rank ran (``ceil(local_batch / micro_batch)``)."""
     tokens: int | None = None
-    """This rank's input tokens in the step, when shares are of tokens (variable-length items
-    under a balancing policy), else None."""
+    """This rank's compute in tokens in the step, when shares are of tokens (variable-length
+    items under a balancing policy), else None: its input tokens, padding included where its
+    items are padded to the longest (what the balancer shares out; the target tokens are
+    ``loss_units``)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -67,12 +67,12 @@ from trainer.settings.training_checks import (
     resolve_precision,
 )
 from trainer.step.accumulate import BufferSync, ShareRunner
-from trainer.step.batch_order import GlobalBatchOrder, token_shares
+from trainer.step.batch_order import GlobalBatchOrder, share_seconds
 from trainer.step.batches import collated
 from trainer.step.clock import ComputeClock
 from trainer.step.optim import OptimizerStep, StepOutcome, make_optimizer
 from trainer.step.prefetch import BatchPrefetcher, prefetch_wanted
-from trainer.step.slowdown import SlowdownSchedule
+from trainer.step.slowdown import SlowdownSchedule, emulates
 from trainer.step.tally import StepTally, start_gather_tallies
 from trainer.stopping import Diverged, Interrupted, StopSignals, check_finite_loss
 from trainer.tasks import Task, trainable_parameters
@@ -99,7 +99,8 @@ def train(config: TrainConfig) -> int:
     task = build_task(config)
     # A balancing policy shares tokens when the task's items differ in length (no packing).
     order = GlobalBatchOrder(len(task.train_data), config.global_batch, config.seed,
-                             task.item_tokens if config.policy != "static" else None)
+                             task.item_tokens if config.policy != "static" else None,
+                             padded=task.padded)
     run = RunState(total_steps=config.steps or (config.epochs or 1) * order.steps_per_epoch)
     check_total_steps(config, run.total_steps)
     if config.eval_every:
@@ -182,7 +183,8 @@ class Trainer:
         self.ddp = DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None,
                        forward_sync_buffers=False)
         self.buffer_sync = BufferSync(self.model)
-        self.clock = ComputeClock(device)
+        self.clock = ComputeClock(device, emulated_run=emulates(config.slowdown,
+                                                                config.slowdown_at))
         self.ddp.register_comm_hook(None, self.clock.hook)
         self.runner = ShareRunner(ddp=self.ddp, model=self.model, task=task, order=order,
                                   parameters=self.parameters, rank=self.rank, world=self.world,
@@ -361,10 +363,10 @@ class Trainer:
             loss_scale=outcome.scale,
             passes=passes(share, self.micro_batch[self.rank]),
             tokens=tokens[self.rank] if tokens is not None else None))
-        if self.balancer is not None:  # fitted per token share when tokens are shared
-            self.balancer.observe(run.split if tokens is None else
-                                  token_shares(tokens, config.global_batch),
-                                  [t.compute_s for t in tallies])
+        if self.balancer is not None:
+            seconds = [t.compute_s for t in tallies]
+            self.balancer.observe(run.split, seconds if tokens is None  # per share of tokens
+                                  else share_seconds(seconds, tokens, run.split))
         if self.rank == 0 and (run.step % 10 == 0 or run.step == run.total_steps):
             print0(f"step {run.step}/{run.total_steps} loss {global_loss:.4f} "
                    f"{config.global_batch / step_s:.1f} samples/s split {_csv(run.split)}")

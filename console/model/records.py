@@ -28,6 +28,9 @@ class RankRow:
     samples_per_s: float | None = None
     compute_s: float | None = None
     step_s: float | None = None
+    tokens: float | None = None
+    """Its tokens per step when the run shares tokens (variable-length items): the latest
+    step's while it runs, the run's mean (``RankFigures.mean_tokens_per_step``) once ended."""
     gpu_util: float | None = None
     gpu_mem_used: int | None = None
     gpu_mem_total: int | None = None

@@ -194,6 +194,7 @@ class RunModel:
             if sums is not None and sums.steps:
                 row.samples_per_s = sums.mean_samples_per_s
                 row.compute_s, row.step_s = sums.mean_compute_s, sums.mean_step_s
+                row.tokens = sums.mean_tokens_per_step
 
     @property
     def finished(self) -> bool:
@@ -267,6 +268,7 @@ class RunModel:
         row.step, row.local_batch, row.loss = event.step, event.local_batch, event.loss
         row.samples_per_s, row.compute_s, row.step_s = (
             event.samples_per_s, event.compute_s, event.step_s)
+        row.tokens = event.tokens
         row.history.append(event.samples_per_s)
         if event.rank != 0:
             return
@@ -344,6 +346,11 @@ class RunModel:
         if self._ranks_cache is None or len(self._ranks_cache) != len(self.ranks):
             self._ranks_cache = [row for _, row in sorted(self.ranks.items())]
         return self._ranks_cache
+
+    @property
+    def shares_tokens(self) -> bool:
+        """The run shares tokens (variable-length items): its ranks report tokens per step."""
+        return any(row.tokens is not None for row in self.ranks.values())
 
     def rank_and_host_rows(self) -> list[RowView]:
         """The hosts panel's rows: every rank in rank order, then hosts with no rank yet."""

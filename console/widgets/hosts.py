@@ -19,6 +19,10 @@ STATUS_STYLES = {
 STALE_STYLE = "grey50"
 
 
+TOKENS = "tokens/step"
+"""The column shown only for runs that share tokens (variable-length items)."""
+
+
 @dataclass(frozen=True)
 class Column:
     """A column of the table; narrow terminals drop the lowest-priority ones first."""
@@ -37,6 +41,7 @@ COLUMNS = (
     Column("backend", 7, "left", 4),
     Column("batch", 5, "right", 1),
     Column("samples/s", 9, "right", 0),
+    Column(TOKENS, 11, "right", 1),
     Column("compute", 9, "left", 1),
     Column("resources", 16, "left", 2),
 )
@@ -44,9 +49,10 @@ STATUS_MIN_WIDTH = 14
 
 
 @functools.lru_cache(maxsize=64)
-def visible_columns(width: int) -> tuple[Column, ...]:
-    """The columns that fit ``width`` cells next to a status column of useful width."""
-    keep = list(COLUMNS)
+def visible_columns(width: int, tokens: bool = False) -> tuple[Column, ...]:
+    """The columns that fit ``width`` cells next to a status column of useful width (the
+    tokens per step only when ``tokens``: the run shares tokens)."""
+    keep = [c for c in COLUMNS if tokens or c.title != TOKENS]
     for dropped in sorted(COLUMNS, key=lambda c: -c.priority):
         used = sum(c.width + 1 for c in keep)
         if used + STATUS_MIN_WIDTH <= width or dropped.priority == 0:
@@ -80,13 +86,14 @@ def row_values(view: RowView) -> dict[str, str]:
         "host": view.host, "rank": str(row.rank), "device": row.device,
         "backend": row.backend, "batch": "" if row.local_batch is None else str(row.local_batch),
         "samples/s": fmt_rate(row.samples_per_s) if row.samples_per_s is not None else "",
+        TOKENS: fmt_rate(row.tokens) if row.tokens is not None else "",
         "compute": compute, "resources": resources_text(view),
     }
 
 
-def render_row(view: RowView, width: int) -> Text:
-    """One row of the table at ``width`` cells."""
-    columns = visible_columns(width)
+def render_row(view: RowView, width: int, tokens: bool = False) -> Text:
+    """One row of the table at ``width`` cells (``tokens``: with the tokens per step)."""
+    columns = visible_columns(width, tokens)
     values = row_values(view)
     text = cells(*((values.get(c.title, ""), c.width, c.justify) for c in columns))
     if view.stale:
@@ -99,9 +106,9 @@ def render_row(view: RowView, width: int) -> Text:
     return text
 
 
-def render_header(width: int) -> Text:
+def render_header(width: int, tokens: bool = False) -> Text:
     """The column titles."""
-    columns = visible_columns(width)
+    columns = visible_columns(width, tokens)
     text = cells(*((c.title, c.width, c.justify) for c in columns))
     text.append(" status")
     text.stylize("bold")
@@ -109,12 +116,14 @@ def render_header(width: int) -> Text:
 
 
 class HostsPanel(LinesView):
-    """Every rank's host, device, batch, throughput, compute share, resources and status."""
+    """Every rank's host, device, batch, throughput (and tokens per step, when the run shares
+    tokens), compute share, resources and status."""
 
     def __init__(self, model: RunModel, *, id: str | None = None) -> None:
         super().__init__(row_count=lambda: len(model.rank_and_host_rows()),
-                         row_text=lambda i, w: render_row(model.rank_and_host_rows()[i], w),
-                         header_text=render_header, id=id)
+                         row_text=lambda i, w: render_row(model.rank_and_host_rows()[i], w,
+                                                          model.shares_tokens),
+                         header_text=lambda w: render_header(w, model.shares_tokens), id=id)
         self.model = model
         self.border_title = "Hosts & ranks"
         self._subtitle_shown = ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from itertools import combinations
 from pathlib import Path
 
 import pytest
@@ -13,30 +14,46 @@ import torch
 from lm_fixtures import TinyLM, make_tiny_lm
 from trainer_runs import check, events, final_params, launch, max_rel_diff, of_kind
 
-from trainer.step.batch_order import GlobalBatchOrder, token_shares
+from trainer.step.batch_order import GlobalBatchOrder, share_seconds, slice_tokens
 
 LENGTHS = [random.Random(4).randint(10, 200) for _ in range(240)]
 """Item lengths in tokens, 10 to 200."""
 
 
+def _best_ratio(sizes: list[int], split: tuple[int, ...], padded: bool) -> float:
+    """The least largest compute/share over every way to cut ``sizes`` into three slices."""
+    best = float("inf")
+    for first, second in combinations(range(len(sizes) + 1), 2):
+        parts = (sizes[:first], sizes[first:second], sizes[second:])
+        if any(part and not share for part, share in zip(parts, split, strict=True)):
+            continue
+        best = min(best, max(slice_tokens(part, padded) / share
+                             for part, share in zip(parts, split, strict=True) if share))
+    return best
+
+
+@pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("split", [(8, 8, 8), (4, 8, 12), (2, 7, 15), (0, 12, 12)])
-def test_token_cuts_take_the_global_batch_in_order_and_follow_the_token_shares(
-        split: tuple[int, ...]) -> None:
-    order = GlobalBatchOrder(len(LENGTHS), 24, seed=3, item_tokens=LENGTHS)
+def test_token_cuts_take_the_global_batch_in_order_and_make_the_slowest_rank_fastest(
+        split: tuple[int, ...], padded: bool) -> None:
+    order = GlobalBatchOrder(len(LENGTHS), 24, seed=3, item_tokens=LENGTHS, padded=padded)
     by_count = GlobalBatchOrder(len(LENGTHS), 24, seed=3)
     for step in range(1, 11):
         parts = [order.local_indices(step, split, r) for r in range(len(split))]
         assert torch.equal(torch.cat(parts), by_count.global_indices(step))  # same items
+        sizes = [[LENGTHS[i] for i in p.tolist()] for p in parts]
         tokens = order.rank_tokens(step, split)
-        assert tokens == [sum(LENGTHS[i] for i in p.tolist()) for p in parts]
+        # Padded: a slice computes its items times its longest; else the sum of its items.
+        assert tokens == [(len(z) * max(z) if padded else sum(z)) if z else 0 for z in sizes]
         assert order.counts(step, split) == [len(p) for p in parts]
-        total, longest = sum(tokens), max(LENGTHS)
-        bound = 0
-        for rank, share in enumerate(split):  # each cut is the item boundary nearest its target
-            bound += share
-            reached = sum(tokens[: rank + 1])
-            assert abs(reached - total * bound / 24) <= longest / 2 + 1e-9
-    assert token_shares([100, 200, 300], 24) == [4, 8, 12]
+        # A rank's time is its tokens over its share (its speed): no cut has a faster slowest.
+        slowest = max(t / share for t, share in zip(tokens, split, strict=True) if share)
+        global_sizes = [LENGTHS[i] for i in by_count.global_indices(step).tolist()]
+        assert slowest == pytest.approx(_best_ratio(global_sizes, split, padded))
+    # The balancer sees each rank's time for exactly its share: a rank that got 300 tokens
+    # for a share of 200 in 0.3 s would have taken 0.2 s.
+    seconds = share_seconds([0.1, 0.3, 0.3, 0.0], [100, 300, 200, 0], [4, 8, 12, 0])
+    assert seconds == pytest.approx([0.1, 0.2, 0.45, 0.0])
 
 
 def _write_varlen(path: Path) -> None:
@@ -55,6 +72,10 @@ def lm(tmp_path_factory: pytest.TempPathFactory) -> TinyLM:
     return make_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
 
 
+STEPS, SETTLED = 30, 15
+"""Steps of the run, and the first step counted as settled."""
+
+
 @pytest.mark.slow
 @pytest.mark.serial  # the shares follow measured speeds (tests/tiers.py)
 def test_dynamic_token_shares_follow_the_speeds_and_equal_one_process(
@@ -62,24 +83,30 @@ def test_dynamic_token_shares_follow_the_speeds_and_equal_one_process(
     data = tmp_path / "varlen.jsonl"
     _write_varlen(data)
     flags = ["--task", "causal_lm", "--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.2",
-             "--seed", "7", "--global-batch", "24", "--steps", "40"]
+             "--seed", "7", "--global-batch", "96", "--steps", str(STEPS)]
     for option in (f"model={lm.model}", f"data={data}", "seq_len=256", "lora_r=4",
                    "lora_alpha=8", "packing=false", "samples=0"):
         flags += ["--task-option", option]
-    check(launch(1, *flags, "--split", "24", "--run-dir", str(tmp_path / "one")))
-    # Speeds 1:2:3 (emulated), the dynamic balancer from an equal split.
-    check(launch(3, *flags, "--policy", "dynamic", "--split", "8,8,8", "--rebalance-every",
-                 "5", "--slowdown", "3,1.5,1", "--run-dir", str(tmp_path / "three")))
+    check(launch(1, *flags, "--split", "96", "--run-dir", str(tmp_path / "one")))
+    # Speeds 1:2:3, emulated on every rank (6, 3 and 2 times slower) so that the emulated
+    # time dominates the real one; the dynamic balancer from an equal split.
+    check(launch(3, *flags, "--policy", "dynamic", "--split", "32,32,32", "--rebalance-every",
+                 "5", "--slowdown", "6,3,2", "--run-dir", str(tmp_path / "three")))
     assert max_rel_diff(final_params(tmp_path / "one"), final_params(tmp_path / "three")) <= 1e-5
     steps = [of_kind(events(tmp_path / "three", r), "step") for r in range(3)]
     one = of_kind(events(tmp_path / "one", 0), "step")
-    for step in range(40):  # every step's tokens are the global batch's, shared out
-        # A text of n tokens has n - 1 targets: the tokens are the targets plus one per item.
-        assert sum(steps[r][step]["tokens"] for r in range(3)) == one[step]["loss_units"] + 24
-    settled = [sum(steps[r][s]["tokens"] for s in range(20, 40)) for r in range(3)]
-    fractions = [t / sum(settled) for t in settled]
-    assert fractions[0] < fractions[1] < fractions[2]  # the faster rank computes more tokens
-    assert abs(fractions[2] - 0.5) <= 0.05  # the fastest: within 10 % of its 3/6
+    for step in range(STEPS):  # every step's global batch is shared out, none twice
+        assert sum(steps[r][step]["loss_units"] for r in range(3)) == one[step]["loss_units"]
+    # After the balancer settled, each rank's tokens (its compute, padding included) follow
+    # its speed within 10 %: the emulated 1:2:3, and the speed the balancer measured (tokens
+    # per compute second), which holds whatever else the machine runs.
+    settled = [steps[r][SETTLED:] for r in range(3)]
+    tokens = [sum(e["tokens"] for e in settled[r]) for r in range(3)]
+    speeds = [tokens[r] / sum(e["compute_s"] for e in settled[r]) for r in range(3)]
+    fractions = [t / sum(tokens) for t in tokens]
+    for fraction, speed, measured in zip(fractions, (1, 2, 3), speeds, strict=True):
+        assert fraction == pytest.approx(speed / 6, rel=0.1), fractions
+        assert fraction == pytest.approx(measured / sum(speeds), rel=0.1), (fractions, speeds)
 
 
 def test_the_reducer_and_report_show_tokens_per_rank() -> None:

@@ -16,7 +16,12 @@ from trainer.checkpoint.files import (
     set_rng_state,
 )
 from trainer.settings.train_config import SlowdownChange
-from trainer.step.slowdown import SlowdownSchedule, emulate_slowdown
+from trainer.step.slowdown import (
+    SlowdownSchedule,
+    WorkTimer,
+    emulate_slowdown,
+    emulates,
+)
 from trainer.tasks.image.models import build_model
 
 
@@ -45,6 +50,25 @@ def test_emulated_slowdown_sleeps_the_extra_time() -> None:
     t0 = time.perf_counter()
     assert emulate_slowdown(1.0, 0.5) == 0.5
     assert time.perf_counter() - t0 < 0.05  # factor 1: no sleep at all
+
+
+def test_emulated_slowdown_scales_the_ranks_own_time_not_its_wait_for_the_core() -> None:
+    timer = WorkTimer()
+    timer.start()
+    time.sleep(0.1)  # waiting (for a shared core, say) is no work of this rank
+    wall, own = timer.read()
+    assert wall >= 0.099 and own < 0.05
+    # 3x slower: three times the rank's own 0.05 s, of which 0.12 s have passed already.
+    t0 = time.perf_counter()
+    assert emulate_slowdown(3.0, 0.05, 0.12) == pytest.approx(0.15)
+    assert 0.029 <= time.perf_counter() - t0 < 0.1
+    # Waiting for the core took longer than the emulated device would: its time still counts
+    # the rank's own work only, so a busy machine does not change the emulated speed.
+    t0 = time.perf_counter()
+    assert emulate_slowdown(2.0, 0.05, 0.2) == pytest.approx(0.1)
+    assert time.perf_counter() - t0 < 0.05
+    assert emulates((1.0, 3.0)) and emulates((1.0,), (SlowdownChange(step=9, rank=1, factor=4),))
+    assert not emulates((1.0, 1.0)) and not emulates(None)
 
 
 def test_slowdown_schedule_changes_at_the_given_step() -> None:

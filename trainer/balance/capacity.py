@@ -10,7 +10,6 @@ because the choice is made from all-gathered facts.
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -22,6 +21,7 @@ from trainer.balance.balancer import equal_split, proportional_split
 from trainer.dist import all_gather_floats
 from trainer.settings.train_config import TrainConfig
 from trainer.settings.training_checks import micro_batches
+from trainer.step.slowdown import WorkTimer, emulates
 from trainer.tasks import LossFn
 
 BatchOf = Callable[[int], Any]
@@ -78,7 +78,8 @@ def initial_split(
         # -- or a short warm-up: time forward+backward at the equal share on every rank -----
         # (one pass of at most the rank's micro-batch: the share may not fit in memory)
         passes, size = config.capacity_passes, min(share, micro[rank] or share)
-        own = _warmup_rate(model, loss, batch_of(size), device, passes, slowdown)
+        own = _warmup_rate(model, loss, batch_of(size), device, passes, slowdown,
+                           emulates(config.slowdown, config.slowdown_at))
         rates = [row[0] for row in all_gather_floats([own], device)]
         missing = [r for r, row in enumerate(rows) if row[0] <= 0]
         source = "warmup"
@@ -123,28 +124,30 @@ def _merge_caps(
 
 def _warmup_rate(
     model: nn.Module, loss: LossFn, batch: Any, device: torch.device, passes: int,
-    slowdown: float,
+    slowdown: float, emulated_run: bool,
 ) -> float:
-    """Items/s of forward+backward on this rank for ``batch`` (slowdown applied, no sleep).
+    """Items/s of forward+backward on this rank for ``batch`` (slowdown emulated, no sleep).
 
     Buffers (BatchNorm running statistics) are restored afterwards and gradients cleared, so
     the warm-up leaves the model exactly as it found it.
     """
     saved = {name: buf.detach().clone() for name, buf in model.named_buffers()}
     times = []
+    timer = WorkTimer(cpu=device.type == "cpu")  # the rank's own time (step/slowdown.py)
     for i in range(passes + 1):  # the first pass warms caches and allocators: not counted
         _sync(device)
-        t0 = time.perf_counter()
+        timer.start()
         loss_sum, _ = loss(model, batch)
         loss_sum.backward()
         _sync(device)
         if i > 0:
-            times.append(time.perf_counter() - t0)
+            wall, own = timer.read()
+            times.append(slowdown * own if emulated_run else wall)  # as the clock measures
     model.zero_grad(set_to_none=True)
     with torch.no_grad():
         for name, buf in model.named_buffers():
             buf.copy_(saved[name])
-    return batch_items(batch) / (slowdown * statistics.median(times))
+    return batch_items(batch) / statistics.median(times)
 
 
 def batch_items(batch: Any) -> int:

@@ -32,6 +32,7 @@ from trainer.integrations.run import ScriptRun
 from trainer.integrations.shares import RankStepSampler, ShareSchedule
 from trainer.step.batch_order import GlobalBatchOrder
 from trainer.step.clock import ComputeClock
+from trainer.step.slowdown import emulates
 
 
 class Shares:
@@ -54,7 +55,7 @@ class Shares:
                              batch_source="the global_batch given to Shares")
         self.schedule = self.run.schedule
         self.sampler = RankStepSampler(order, self.schedule, on_step=self._step_begins)
-        self.clock = ComputeClock(device)
+        self.clock = ComputeClock(device, emulated_run=emulates(settings.slowdown))
         if isinstance(model, DistributedDataParallel):
             model.register_comm_hook(None, self.clock.hook)
         self._loss: float | None = None

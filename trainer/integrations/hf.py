@@ -37,6 +37,7 @@ from trainer.integrations.run import ScriptRun
 from trainer.integrations.shares import GlobalStepSampler
 from trainer.step.batch_order import GlobalBatchOrder
 from trainer.step.clock import ComputeClock
+from trainer.step.slowdown import emulates
 
 TRUSTED_LOSS_MODULES = ("transformers.", "trl.")
 """Packages whose ``compute_loss`` keeps the token average over every rank."""
@@ -110,7 +111,8 @@ class _HFRank:
     def step_started(self, model: Any) -> None:
         """The first round of a step: start this rank's compute clock."""
         if self.clock is None:
-            self.clock = ComputeClock(self.trainer.args.device)
+            self.clock = ComputeClock(self.trainer.args.device,
+                                      emulated_run=emulates(self.settings.slowdown))
             if isinstance(model, DistributedDataParallel):
                 model.register_comm_hook(None, self.clock.hook)
         run = self.build()

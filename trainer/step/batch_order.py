@@ -9,6 +9,7 @@ numbered from 1 everywhere (the first step is step 1).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from itertools import pairwise
 
@@ -21,7 +22,7 @@ class GlobalBatchOrder:
     """Which sample indices each rank uses at each step: exact global batches of size B."""
 
     def __init__(self, num_samples: int, global_batch: int, seed: int,
-                 item_tokens: Sequence[int] | None = None) -> None:
+                 item_tokens: Sequence[int] | None = None, padded: bool = False) -> None:
         if num_samples < global_batch:
             raise UsageError(
                 f"the dataset has {num_samples} samples, fewer than --global-batch {global_batch}"
@@ -31,6 +32,10 @@ class GlobalBatchOrder:
         self.seed = seed
         self.item_tokens = torch.tensor(item_tokens) if item_tokens is not None else None
         """Each item's compute in tokens; given: a split shares each step's tokens (below)."""
+        self.padded = padded
+        """A rank's items are padded to the longest of them: a slice's compute is its items
+        times its longest item's tokens, not their sum."""
+        self._cuts: tuple[int, tuple[int, ...], list[int]] | None = None
         # The last partial batch of an epoch is dropped so every step has exactly B samples.
         self.steps_per_epoch = num_samples // global_batch
         self._epoch = -1
@@ -56,23 +61,20 @@ class GlobalBatchOrder:
     def cuts(self, step: int, split: Sequence[int]) -> list[int]:
         """Where each rank's slice of the global batch starts and ends (``len(split) + 1``
         positions). By count, rank r takes ``split[r]`` items. With ``item_tokens`` the split
-        is read as each rank's share of the step's *tokens*: every boundary is the item
-        boundary nearest to its token target, so the ranks still take consecutive slices of
-        the same items in the same order (any cut gives the same exact gradient)."""
-        bounds = [0]
-        for share in split:
-            bounds.append(bounds[-1] + share)
+        is read as each rank's share of the step's compute in *tokens*: the cuts make the
+        largest compute per unit of share the least they can be (``min_max_cuts``), so the
+        ranks still take consecutive slices of the same items in the same order (any cut gives
+        the same exact gradient)."""
         if self.item_tokens is None:
+            bounds = [0]
+            for share in split:
+                bounds.append(bounds[-1] + share)
             return bounds
-        cumulative = torch.cat([torch.zeros(1, dtype=torch.long),
-                                self.item_tokens[self.global_indices(step)].cumsum(0)])
-        total = float(cumulative[-1])
-        cut = [0]
-        for bound in bounds[1:-1]:
-            target = total * bound / self.global_batch
-            nearest = int((cumulative.double() - target).abs().argmin())
-            cut.append(max(nearest, cut[-1]))
-        return [*cut, self.global_batch]
+        key = (step, tuple(split))
+        if self._cuts is None or self._cuts[:2] != key:  # asked for by every rank and event
+            sizes = self.item_tokens[self.global_indices(step)].tolist()
+            self._cuts = (*key, min_max_cuts(sizes, split, self.padded))
+        return list(self._cuts[2])
 
     def counts(self, step: int, split: Sequence[int]) -> list[int]:
         """Each rank's number of items at step ``step`` (its share, unless tokens are
@@ -81,11 +83,12 @@ class GlobalBatchOrder:
         return [b - a for a, b in pairwise(cut)]
 
     def rank_tokens(self, step: int, split: Sequence[int]) -> list[int]:
-        """Each rank's tokens at step ``step`` (``item_tokens`` required)."""
+        """Each rank's compute in tokens at step ``step``, padding included where items are
+        padded (``item_tokens`` required)."""
         assert self.item_tokens is not None
-        sizes = self.item_tokens[self.global_indices(step)]
+        sizes = self.item_tokens[self.global_indices(step)].tolist()
         cut = self.cuts(step, split)
-        return [int(sizes[a:b].sum()) for a, b in pairwise(cut)]
+        return [slice_tokens(sizes[a:b], self.padded) for a, b in pairwise(cut)]
 
     def local_indices(self, step: int, split: Sequence[int], rank: int) -> torch.Tensor:
         """Rank ``rank``'s sample indices for step ``step`` (1-based)."""
@@ -93,7 +96,48 @@ class GlobalBatchOrder:
         return self.global_indices(step)[cut[rank]:cut[rank + 1]]
 
 
-def token_shares(tokens: Sequence[int], global_batch: int) -> list[int]:
-    """Each rank's tokens as its part of ``global_batch`` (the unit the split is in)."""
-    total = max(sum(tokens), 1)
-    return [round(t * global_batch / total) for t in tokens]
+def slice_tokens(sizes: Sequence[int], padded: bool) -> int:
+    """The compute of one rank's items in tokens: their sum, or padded to the longest, their
+    number times the longest."""
+    if not sizes:
+        return 0
+    return len(sizes) * max(sizes) if padded else sum(sizes)
+
+
+def min_max_cuts(sizes: Sequence[int], split: Sequence[int], padded: bool) -> list[int]:
+    """Cut ``sizes`` (items' tokens, in order) into consecutive slices, one per share of
+    ``split``, so that the largest ``slice_tokens / share`` is least: the slowest rank's time
+    when each rank's speed is its share. A bisection on that ratio, where each rank in turn
+    takes every item that still fits under it (a share of 0 takes none)."""
+
+    def fill(limit: float) -> list[int]:
+        cut, pos = [0], 0
+        for share in split:
+            start, total, longest = pos, 0, 0
+            while pos < len(sizes):
+                longest, total = max(longest, sizes[pos]), total + sizes[pos]
+                cost = (pos + 1 - start) * longest if padded else total
+                if cost > limit * share:
+                    break
+                pos += 1
+            cut.append(pos)
+        return cut
+
+    low, high = 0.0, slice_tokens(sizes, padded) / max(min((s for s in split if s > 0),
+                                                             default=1), 1)
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (low, middle) if fill(middle)[-1] == len(sizes) else (middle, high)
+    return fill(high)
+
+
+def share_seconds(seconds: Sequence[float], tokens: Sequence[int],
+                  split: Sequence[int]) -> list[float]:
+    """Each rank's compute seconds for exactly its share of the step's tokens: its measured
+    seconds scaled by its share's tokens over the tokens it got. The cuts land on item
+    boundaries, so a rank's tokens wander around its share from step to step (by an item or
+    two of a few); the balancer fits time per share, and the wandering would read as noise.
+    NaN (left out) for a rank that got no tokens for a share."""
+    total, global_batch = sum(tokens), sum(split)
+    return [t * (total * share / global_batch) / got if got else (t if not share else math.nan)
+            for t, got, share in zip(seconds, tokens, split, strict=True)]

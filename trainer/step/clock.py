@@ -12,23 +12,26 @@ would let the rank's sleep overlap the next step of the others and misstate the 
 """
 
 # No `from __future__ import annotations`: DDP checks the hook's annotations at runtime.
-import time
 from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-from trainer.step.slowdown import emulate_slowdown
+from trainer.step.slowdown import WorkTimer, emulate_slowdown
 
 
 class ComputeClock:
     """Forward-start to last-bucket-ready time; CUDA events on GPUs, perf_counter on CPUs."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, emulated_run: bool = False) -> None:
         self._cuda = device.type == "cuda"
-        self._t0 = 0.0
-        self._t1: float | None = None
+        self._emulated_run = emulated_run
+        """The run emulates slower devices: this rank's time is its own work times its factor,
+        at factor 1 too (step/slowdown.py)."""
+        self._timer = WorkTimer()
+        self._t1: tuple[float, float] | None = None
+        """(wall, own) seconds at the last bucket (CPU ranks)."""
         self._factor = 1.0
         self._emulated: float | None = None
         self.on_last_bucket: Callable[[float], None] | None = None
@@ -48,7 +51,7 @@ class ComputeClock:
             self._end_recorded = False
             self._start_event.record()
         else:
-            self._t0 = time.perf_counter()
+            self._timer.start()
 
     def hook(
         self, process_group: dist.ProcessGroup | None, bucket: dist.GradBucket
@@ -60,9 +63,10 @@ class ComputeClock:
                 self._end_event.record()
                 self._end_recorded = True
             else:
-                self._t1 = time.perf_counter()
-            if self._factor != 1.0:
-                self._emulated = emulate_slowdown(self._factor, self._real_elapsed())
+                self._t1 = self._timer.read()
+            if self._emulated_run or self._factor != 1.0:
+                wall, own = self._real_elapsed()
+                self._emulated = emulate_slowdown(self._factor, own, wall)
         reduced = allreduce_hook(process_group, bucket)  # type: ignore[arg-type]
         if bucket.is_last() and self.on_last_bucket is not None:
             self.on_last_bucket(self.elapsed())
@@ -73,16 +77,18 @@ class ComputeClock:
         emulated slowdown included."""
         if self._emulated is not None:
             return self._emulated
-        real = self._real_elapsed()
-        if self._factor != 1.0:  # no bucket was seen (no gradients): emulate here instead
-            return emulate_slowdown(self._factor, real)
-        return real
+        wall, own = self._real_elapsed()
+        if self._emulated_run or self._factor != 1.0:  # no bucket seen: emulate here instead
+            return emulate_slowdown(self._factor, own, wall)
+        return wall
 
-    def _real_elapsed(self) -> float:
+    def _real_elapsed(self) -> tuple[float, float]:
+        """(wall, own) seconds of the forward+backward: the own time leaves out waiting for
+        other processes on a shared CPU core (see step/slowdown.py); a GPU's is its own."""
         if self._cuda:
             if not self._end_recorded:  # no bucket seen (no gradients): time up to now
                 self._end_event.record()
             self._end_event.synchronize()
-            return float(self._start_event.elapsed_time(self._end_event)) / 1000.0
-        end = self._t1 if self._t1 is not None else time.perf_counter()
-        return end - self._t0
+            seconds = float(self._start_event.elapsed_time(self._end_event)) / 1000.0
+            return seconds, seconds
+        return self._t1 if self._t1 is not None else self._timer.read()

@@ -72,6 +72,9 @@ class Task:
     """Each training item's compute in tokens (variable-length items without packing). Given,
     the balancing policies (proportional, dynamic) share each step's tokens, not its item
     count: the split is then each rank's share of the step's tokens."""
+    padded: bool = False
+    """``collate`` pads a batch to its longest item: a rank's compute is then its items times
+    the longest one's tokens (what token-balanced shares share out), not their sum."""
     samples: SamplesFn | None = None
     """Generations of the trained model from a few held-out prompts, written by rank 0 at the
     end of a completed run as a ``samples`` event (optional)."""

@@ -200,6 +200,7 @@ def build(options: dict[str, Any]) -> Task:
     return Task(model=model, train_data=data, loss=lm_loss, save_final=save_final,
                 samples=samples if opts.samples else None,
                 item_tokens=data.lengths if isinstance(data, PaddedExamples) else None,
+                padded=isinstance(data, PaddedExamples),
                 collate=data.collate if isinstance(data, PaddedExamples) else None,
                 evaluate=lm_metrics, eval_data=eval_data)
 
