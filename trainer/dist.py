@@ -110,6 +110,14 @@ def destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
+def on_any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on some rank; this rank's own without a process group. One
+    collective: every rank calls it at the same point."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    return any(row[0] > 0 for row in all_gather_floats([float(flag)], device))
+
+
 def all_gather_floats(values: Sequence[float], device: torch.device) -> list[list[float]]:
     """Every rank's ``values`` (same length on all ranks), indexed by rank: one collective."""
     return start_all_gather_floats(values, device)()

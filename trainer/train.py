@@ -43,6 +43,7 @@ from trainer.dist import (
     destroy_process_group,
     device_name,
     init_process_group,
+    on_any_rank,
     print0,
     rank_info,
 )
@@ -61,11 +62,7 @@ from trainer.events import (
 from trainer.placement import Placement, format_cpulist, place_this_rank
 from trainer.resources import ResourceReporter
 from trainer.settings.train_config import TrainConfig, check_world
-from trainer.settings.training_checks import (
-    check_precision,
-    check_total_steps,
-    resolve_precision,
-)
+from trainer.settings.training_checks import check_precision, check_total_steps, resolve_precision
 from trainer.step.accumulate import BufferSync, ShareRunner
 from trainer.step.batch_order import GlobalBatchOrder, share_seconds
 from trainer.step.batches import collated
@@ -183,8 +180,8 @@ class Trainer:
         self.ddp = DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None,
                        forward_sync_buffers=False)
         self.buffer_sync = BufferSync(self.model)
-        self.clock = ComputeClock(device, emulated_run=emulates(config.slowdown,
-                                                                config.slowdown_at))
+        self.clock = ComputeClock(device, emulated_run=on_any_rank(
+            emulates(config.slowdown, config.slowdown_at), device))
         self.ddp.register_comm_hook(None, self.clock.hook)
         self.runner = ShareRunner(ddp=self.ddp, model=self.model, task=task, order=order,
                                   parameters=self.parameters, rank=self.rank, world=self.world,

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from trainer.balance.balancer import equal_split, proportional_split
-from trainer.dist import all_gather_floats
+from trainer.dist import all_gather_floats, on_any_rank
 from trainer.settings.train_config import TrainConfig
 from trainer.settings.training_checks import micro_batches
 from trainer.step.slowdown import WorkTimer, emulates
@@ -78,8 +78,8 @@ def initial_split(
         # -- or a short warm-up: time forward+backward at the equal share on every rank -----
         # (one pass of at most the rank's micro-batch: the share may not fit in memory)
         passes, size = config.capacity_passes, min(share, micro[rank] or share)
-        own = _warmup_rate(model, loss, batch_of(size), device, passes, slowdown,
-                           emulates(config.slowdown, config.slowdown_at))
+        emulated_run = on_any_rank(emulates(config.slowdown, config.slowdown_at), device)
+        own = _warmup_rate(model, loss, batch_of(size), device, passes, slowdown, emulated_run)
         rates = [row[0] for row in all_gather_floats([own], device)]
         missing = [r for r, row in enumerate(rows) if row[0] <= 0]
         source = "warmup"

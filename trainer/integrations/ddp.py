@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from trainer.dist import on_any_rank
 from trainer.integrations.contract import ScriptSettings
 from trainer.integrations.run import ScriptRun
 from trainer.integrations.shares import RankStepSampler, ShareSchedule
@@ -55,7 +56,8 @@ class Shares:
                              batch_source="the global_batch given to Shares")
         self.schedule = self.run.schedule
         self.sampler = RankStepSampler(order, self.schedule, on_step=self._step_begins)
-        self.clock = ComputeClock(device, emulated_run=emulates(settings.slowdown))
+        self.clock = ComputeClock(device, emulated_run=on_any_rank(
+            emulates(settings.slowdown), device))
         if isinstance(model, DistributedDataParallel):
             model.register_comm_hook(None, self.clock.hook)
         self._loss: float | None = None

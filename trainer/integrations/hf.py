@@ -31,6 +31,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from trainer.dist import on_any_rank
 from trainer.events import EndStatus
 from trainer.integrations.contract import ScriptSettings
 from trainer.integrations.run import ScriptRun
@@ -111,8 +112,9 @@ class _HFRank:
     def step_started(self, model: Any) -> None:
         """The first round of a step: start this rank's compute clock."""
         if self.clock is None:
-            self.clock = ComputeClock(self.trainer.args.device,
-                                      emulated_run=emulates(self.settings.slowdown))
+            device = self.trainer.args.device
+            self.clock = ComputeClock(device, emulated_run=on_any_rank(
+                emulates(self.settings.slowdown), device))
             if isinstance(model, DistributedDataParallel):
                 model.register_comm_hook(None, self.clock.hook)
         run = self.build()

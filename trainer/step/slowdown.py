@@ -13,11 +13,12 @@ speed whenever the split moved or the machine got busy: a rank that is ``s`` tim
 take ``s`` times as long for the same work, whatever its neighbours do. So an emulated rank's
 compute time is ``s`` times its own work even when waiting for the core made the step longer
 than that (the step's wall time, ``step_s``, still shows it). Where the wall time is the
-smaller (threads working in parallel) it is the rank's own time. In a run that emulates (some
-factor is not 1, as far as the rank knows: a direct launch gives every rank every factor, a
-cluster launch each host its own) a rank at factor 1 reports its own time too, so that the
-emulated speeds hold against each other; in a run without emulation the time is the wall time,
-waits included, as the balancer must see a host that other work slows down.
+smaller (threads working in parallel) it is the rank's own time. In a run that emulates (a
+factor other than 1 on some rank: the ranks ask each other once, ``trainer.dist.on_any_rank``,
+as a cluster launch tells each host only its own factor) a rank at factor 1 reports its own
+time too, so that the emulated speeds hold against each other; in a run without emulation the
+time is the wall time, waits included, as the balancer must see a host that other work slows
+down.
 """
 
 from __future__ import annotations
