@@ -4,13 +4,21 @@ Each host is a network namespace with its own address and its own OpenSSH sshd (
 a box of ``tests/remote/netns.py``, on one bridge); corral runs from the controller namespace,
 as a user's ``corral`` command: every figure is the real command line's. Every host has one
 CPU rank with one thread (simple_cnn on synthetic data, global batch 32 whatever the host
-count). The machine's cores are shared by all the hosts: with 16 hosts on 2 cores, 16 torch
-launchers and 16 ranks start on 2 cores, so what is CPU work on the hosts (python + torch
-imports, the trainer's set-up) cannot be concurrent here. So each phase also reports the
-hosts' CPU seconds (every host's sshd and all it starts, in one cpuacct cgroup) and how busy
-the whole machine was: a phase whose hosts' work per host stays the same while its wall time
-grows with the host count is bound by the shared cores, not by corral doing hosts one by one
-(that is what ``tests/remote/test_hosts_at_once.py`` rules out).
+count). By default the machine's cores are shared by all the hosts: with 16 hosts on 2
+cores, 16 torch launchers and 16 ranks start on 2 cores, so what is CPU work on the hosts
+(python + torch imports, the trainer's set-up) cannot be concurrent here. So each phase also
+reports the hosts' CPU seconds (every host's sshd and all it starts, in one cpuacct cgroup)
+and how busy the whole machine was: a phase whose hosts' work per host stays the same while
+its wall time grows with the host count is bound by the shared cores, not by corral doing
+hosts one by one (that is what ``tests/remote/test_hosts_at_once.py`` rules out).
+
+``--host-cpu CORES`` gives every host the same CPU at every host count instead, as machines
+of their own would have: each host's sshd (and so all it starts) in a cgroup of its own with a
+CFS bandwidth quota of CORES of a core (cgroup v2's ``cpu.max``, or v1's ``cpu.cfs_quota_us``
+where the cpu controller is v1's). With CORES = the machine's cores / the largest host count
+(0.125 for 16 hosts on 2 cores) the hosts together can never ask for more than the machine has,
+so the ratio measures corral with more hosts rather than the machine's core count; every host
+is that much slower than a real one, at both counts. The cpuacct accounting is unchanged.
 
 For each host count, a round measures:
 
@@ -32,13 +40,14 @@ largest count that is not counted (the code is pushed there, so every counted ru
 unchanged tree, as a user's second run does). Figures are medians over the rounds; the goal is
 (check + run start -> first step) with 16 hosts <= 2 x the same with 2 hosts.
 
-Needs root, ``ip netns``, sshd and ssh-keygen (the test helper's conditions); it builds its
-namespaces on the subnet the netns tests use, so it runs when they do not. Everything it made
-(namespaces, veths, bridge, sshds, the cgroup) is removed at its end, after a failed run,
-Ctrl-C or SIGTERM too.
+Needs root, ``ip netns``, sshd and ssh-keygen (the test helper's conditions), and for
+``--host-cpu`` a cgroup cpu controller; it builds its namespaces on the subnet the netns tests
+use, so it runs when they do not. Everything it made (namespaces, veths, bridge, sshds, the
+cgroups) is removed at its end, after a failed run, Ctrl-C or SIGTERM too.
 
     python bench/many_hosts.py                 # 2 and 16 hosts, 3 rounds
     python bench/many_hosts.py --hosts 2,8 --rounds 1
+    python bench/many_hosts.py --host-cpu 0.125   # every host 1/8 core, at 2 and at 16
 """
 
 from __future__ import annotations
@@ -108,17 +117,95 @@ class HostsCpu:
         return int((self.path / "cpuacct.usage").read_text()) / 1e9
 
     def close(self) -> None:
-        """Remove the cgroup once the box's killed processes have left it (it must be empty:
-        a process dies a moment after its SIGKILL)."""
-        deadline = time.monotonic() + CLEAN_DEADLINE_S
-        while self.path is not None and self.path.exists():
+        """Remove the cgroup once the box's killed processes have left it."""
+        if self.path is not None:
+            remove_when_empty([self.path])
+
+
+def remove_when_empty(paths: Sequence[Path]) -> None:
+    """Remove the cgroups ``paths``, children before their parent, each once it is empty (a
+    process dies a moment after its SIGKILL); one line names any left after the deadline."""
+    deadline = time.monotonic() + CLEAN_DEADLINE_S
+    for path in paths:
+        while path.exists():
             try:
-                self.path.rmdir()
+                path.rmdir()
             except OSError:
                 if time.monotonic() > deadline:
-                    print(f"left behind: {self.path} (not empty)", file=sys.stderr)
-                    return
+                    print(f"left behind: {path} (not empty)", file=sys.stderr)
+                    break
                 time.sleep(0.1)  # polling a condition with a deadline
+
+
+def cpu_cgroup_root() -> tuple[Path, bool]:
+    """Where per-host CPU limits go, and whether it is cgroup v2: the v2 hierarchy that offers
+    the cpu controller (``cpu.max``), else cgroup v1's cpu controller (``cpu.cfs_quota_us``:
+    the same CFS bandwidth limit), else an OSError saying neither is there."""
+    for v2 in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
+        controllers = v2 / "cgroup.controllers"
+        if controllers.exists() and "cpu" in controllers.read_text().split():
+            return v2, True
+    v1 = Path("/sys/fs/cgroup/cpu")
+    if (v1 / "cpu.cfs_quota_us").exists():
+        return v1, False
+    raise OSError("no cgroup cpu controller: neither cgroup v2's cpu.max nor v1's "
+                  "cpu.cfs_quota_us under /sys/fs/cgroup")
+
+
+class HostsCpuLimit:
+    """Every host the same CPU share, ``cores`` of a core (``--host-cpu``): each host's sshd,
+    and so all it starts, in a cgroup of its own whose CFS bandwidth quota is ``cores`` x the
+    period, whatever the host count, as on machines of their own. cgroup v2's ``cpu.max``
+    (``+cpu`` enabled in the parents' ``cgroup.subtree_control``), or v1's
+    ``cpu.cfs_quota_us`` where the cpu controller is v1's; a separate hierarchy from
+    ``HostsCpu``'s cpuacct, which keeps counting. The hosts' parent cgroup weighs as much as
+    one task per host against the machine's other work (a cgroup's default weight is one
+    task's: all the hosts together would get one task's share of a busy machine, far less
+    than their quotas at 16 hosts, more nearly enough at 2). Removed by ``close``."""
+
+    PERIOD_US = 10_000
+    """A short period (the default is 100 ms), so that a host's share comes in slices of a
+    millisecond or so, as from a slower core, not as one 12.5 ms burst per 100 ms: an SSH
+    handshake's round trips would each wait out the rest of a long period."""
+    LEAST_QUOTA_US = 1000
+    """The kernel's least quota; the period grows for a share below it."""
+
+    def __init__(self, box: netns.NetnsCluster, cores: float) -> None:
+        root, self.v2 = cpu_cgroup_root()
+        self.parent = root / f"corral-hosts-{os.getpid()}"
+        self.children: list[Path] = []
+        period = max(self.PERIOD_US, math.ceil(self.LEAST_QUOTA_US / cores))
+        quota = round(cores * period)
+        hosts = len(box.nodes)
+        try:
+            self.parent.mkdir()
+            if self.v2:
+                for level in (root, self.parent):
+                    (level / "cgroup.subtree_control").write_text("+cpu\n")
+                (self.parent / "cpu.weight").write_text(f"{min(10_000, 100 * hosts)}\n")
+            else:
+                (self.parent / "cpu.shares").write_text(f"{1024 * hosts}\n")
+            for node in box.nodes:
+                assert node.sshd is not None
+                child = self.parent / node.name
+                child.mkdir()
+                self.children.append(child)
+                if self.v2:
+                    (child / "cpu.max").write_text(f"{quota} {period}\n")
+                else:
+                    (child / "cpu.cfs_period_us").write_text(f"{period}\n")
+                    (child / "cpu.cfs_quota_us").write_text(f"{quota}\n")
+                (child / "cgroup.procs").write_text(f"{node.sshd.pid}\n")
+        except OSError:
+            self.close()
+            raise
+
+    def describe(self) -> str:
+        return "cgroup v2 cpu.max" if self.v2 else "cgroup v1 cpu.cfs_quota_us"
+
+    def close(self) -> None:
+        """Remove the hosts' cgroups once the box's killed processes have left them."""
+        remove_when_empty([*self.children, self.parent])
 
 
 @dataclass(frozen=True)
@@ -313,13 +400,16 @@ def number(value: float, spec: str) -> str:
     return "-" if math.isnan(value) else format(value, spec)
 
 
-def report(results: dict[int, list[dict[str, float]]], rounds: int) -> None:
+def report(results: dict[int, list[dict[str, float]]], rounds: int,
+           host_cpu: float | None) -> None:
     """The table: per phase and host count, median wall time, the hosts' CPU seconds and the
     machine's busy share; the follower's CPU; what a stop left; the goal's verdict."""
     counts = sorted(results)
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    share = ("the cores shared by all hosts" if host_cpu is None
+             else f"every host limited to {host_cpu:g} core")
     print(f"\n## corral on {' and '.join(map(str, counts))} hosts in network namespaces, "
-          f"1 CPU rank each, {os.cpu_count()} cores\n\nmedians of {rounds} round(s) "
+          f"1 CPU rank each, {os.cpu_count()} cores, {share}\n\nmedians of {rounds} round(s) "
           f"(counts alternated); load average at the end: {load}\n")
     print("| phase | " + " | ".join(f"{n} hosts: wall s (hosts' CPU s, machine busy)"
                                      for n in counts) + " | wall ratio |")
@@ -359,7 +449,13 @@ def main() -> int:
     parser.add_argument("--hosts", default="2,16",
                         help="host counts, comma-separated (default: 2,16)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default: 3)")
+    parser.add_argument("--host-cpu", type=float, metavar="CORES",
+                        help="limit every host to CORES of a core (e.g. 0.125: 2 cores / 16 "
+                             "hosts), the same at every host count (default: no limit)")
     args = parser.parse_args()
+    if args.host_cpu is not None and not 0.01 <= args.host_cpu <= (os.cpu_count() or 1):
+        parser.error(f"--host-cpu {args.host_cpu:g}: give the cores per host, between 0.01 "
+                     f"and this machine's {os.cpu_count()}, e.g. 0.125")
     counts = sorted(int(n) for n in args.hosts.split(","))
     if (reason := netns.unavailable_reason()) is not None:
         print(f"a cluster in network namespaces {reason}", file=sys.stderr)
@@ -368,7 +464,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="corral-hosts-") as tmp:
         box = netns.build(Path(tmp), hosts=counts[-1])
         hosts_cpu = HostsCpu(box)
+        limit = None
         try:
+            if args.host_cpu is not None:
+                limit = HostsCpuLimit(box, args.host_cpu)
+                print(f"every host limited to {args.host_cpu:g} core ({limit.describe()})",
+                      flush=True)
             print(f"warm-up, {counts[-1]} hosts: "
                   + summary(one_round(box, hosts_cpu, counts[-1])), flush=True)
             for index in range(args.rounds):
@@ -379,7 +480,9 @@ def main() -> int:
         finally:
             box.close()
             hosts_cpu.close()
-    report(results, args.rounds)
+            if limit is not None:
+                limit.close()
+    report(results, args.rounds, args.host_cpu)
     return 0
 
 
