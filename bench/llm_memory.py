@@ -6,7 +6,11 @@ Peak RSS is the largest resident set of the process tree, read with ``getrusage`
 wrapper process around each run (on CPU; a GPU run would read
 ``torch.cuda.max_memory_allocated`` instead). The model is a generated Llama (no download)
 larger than the test model so that weights and activations show. Runs alternate, round after
-round.
+round, so LoRA with and without checkpointing are an interleaved A/B pair in every round.
+
+Time per step: corral's from its ``step`` events (``step_s``), the plain loop's timed around
+forward, backward and the optimizer; the first ``--skip`` steps of each run are warm-up. The
+time cost of checkpointing is ``lora+ckpt / lora`` per round, median over the rounds.
 
     python bench/llm_memory.py --rounds 3
 """
@@ -19,12 +23,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._common import bare_env, markdown_table  # noqa: E402
+from bench._common import bare_env, markdown_table, read_run  # noqa: E402
 
 RECIPES = {"lora": (), "lora+ckpt": ("gradient_checkpointing",),
            "qlora+ckpt": ("gradient_checkpointing", "load_in_4bit")}
@@ -81,16 +86,68 @@ def plain_loop(args: argparse.Namespace) -> None:
     elif "gradient_checkpointing" in recipe:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
     model.config.use_cache = False
+    model.train()  # as transformers' Trainer does: in eval mode checkpointing is skipped
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32,
                                              target_modules=["q_proj", "v_proj"],
                                              task_type="CAUSAL_LM"))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    step_s = []
     for step in range(args.steps):
+        started = time.perf_counter()
         start = (step * args.batch) % (count - args.batch)
         batch = sequences[start: start + args.batch]
         model(input_ids=batch, labels=batch).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        step_s.append(time.perf_counter() - started)
+    Path(args.times).write_text(json.dumps(step_s))
+
+
+Runs = dict[tuple[str, str], list[tuple[float, float, float]]]
+"""Per (recipe, "plain" or "corral"): each round's (peak RSS MiB, wall s, median step s)."""
+
+
+def one_round(args: argparse.Namespace, folder: Path, round_: int, runs: Runs) -> None:
+    """Every chosen recipe once, the plain loop then corral, appended to ``runs``."""
+    for name in args.recipes.split(","):
+        recipe = RECIPES[name]
+        times = folder / f"plain-{round_}-{name}.json"
+        plain = [sys.executable, str(Path(__file__).resolve()), "--plain", name,
+                 "--model-dir", str(args.model_dir), "--data", str(args.data),
+                 "--batch", str(args.batch), "--seq-len", str(args.seq_len),
+                 "--steps", str(args.steps), "--threads", str(args.threads),
+                 "--times", str(times)]
+        rss, wall = measured(plain, args.threads)
+        step_s = statistics.median(json.loads(times.read_text())[args.skip:])
+        runs.setdefault((name, "plain"), []).append((rss, wall, step_s))
+        run_dir = folder / f"run-{round_}-{name}"
+        rss, wall = measured(corral_cmd(args, recipe, run_dir), args.threads)
+        step_s = statistics.median(s.step_s for s in read_run(name, run_dir).steps
+                                   if s.step > args.skip)
+        runs.setdefault((name, "corral"), []).append((rss, wall, step_s))
+
+
+def report(runs: Runs) -> str:
+    """The memory and step-time table, and checkpointing's time cost per side."""
+    rows = []
+    for name in (n for n in RECIPES if (n, "plain") in runs):
+        plain, corral = runs[(name, "plain")], runs[(name, "corral")]
+        plain_rss = statistics.median(r for r, _, _ in plain)
+        corral_rss = statistics.median(r for r, _, _ in corral)
+        rows.append([name, f"{plain_rss:.0f}", f"{corral_rss:.0f}",
+                     f"{corral_rss / plain_rss:.3f}",
+                     f"{statistics.median(s for _, _, s in plain):.3f}",
+                     f"{statistics.median(s for _, _, s in corral):.3f}"])
+    lines = [markdown_table(["recipe", "plain peak RSS MiB", "corral peak RSS MiB", "ratio",
+                             "plain s/step", "corral s/step"], rows), ""]
+    paired = ("lora", "plain") in runs and ("lora+ckpt", "plain") in runs
+    for side in ("plain", "corral") if paired else ():
+        ratios = [with_[2] / without[2] for with_, without
+                  in zip(runs[("lora+ckpt", side)], runs[("lora", side)], strict=True)]
+        lines.append(f"checkpointing time cost ({side}): lora+ckpt / lora per round "
+                     f"{', '.join(f'{r:.3f}' for r in ratios)}; median "
+                     f"{statistics.median(ratios):.3f}")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -100,41 +157,34 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--skip", type=int, default=2, help="warm-up steps left out of the step time")
+    p.add_argument("--recipes", default=",".join(RECIPES),
+                   help=f"comma-separated, of {', '.join(RECIPES)} (the time cost of "
+                        "checkpointing needs lora and lora+ckpt)")
     p.add_argument("--plain", choices=sorted(RECIPES), help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
+    p.add_argument("--times", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if unknown := set(args.recipes.split(",")) - set(RECIPES):
+        p.error(f"--recipes: no recipe {', '.join(sorted(unknown))}")
     if args.plain:
         plain_loop(args)
         return
     from trainer.tiny_lm import TinyLMShape, write_corpus, write_tiny_lm
 
-    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    with tempfile.TemporaryDirectory(prefix="corral-bench-mem-") as folder:
-        args.model_dir, args.data = Path(folder) / "lm", Path(folder) / "corpus.txt"
+    runs: Runs = {}
+    with tempfile.TemporaryDirectory(prefix="corral-bench-mem-") as name:
+        folder = Path(name)
+        args.model_dir, args.data = folder / "lm", folder / "corpus.txt"
         write_tiny_lm(args.model_dir, shape=TinyLMShape(hidden_size=512, intermediate_size=1408,
                                                         layers=8, heads=8))
         write_corpus(args.data, documents=400)
         for round_ in range(args.rounds):
-            for name, recipe in RECIPES.items():
-                plain = [sys.executable, str(Path(__file__).resolve()), "--plain", name,
-                         "--model-dir", str(args.model_dir), "--data", str(args.data),
-                         "--batch", str(args.batch), "--seq-len", str(args.seq_len),
-                         "--steps", str(args.steps), "--threads", str(args.threads)]
-                corral = corral_cmd(args, recipe, Path(folder) / f"run-{round_}-{name}")
-                results.setdefault((name, "plain"), []).append(measured(plain, args.threads))
-                results.setdefault((name, "corral"), []).append(measured(corral, args.threads))
-    rows = []
-    for name in RECIPES:
-        plain_rss = statistics.median(r for r, _ in results[(name, "plain")])
-        corral_rss = statistics.median(r for r, _ in results[(name, "corral")])
-        rows.append([name, f"{plain_rss:.0f}", f"{corral_rss:.0f}",
-                     f"{corral_rss / plain_rss:.3f}",
-                     f"{statistics.median(w for _, w in results[(name, 'corral')]):.1f}"])
-    print(markdown_table(["recipe", "plain peak RSS MiB", "corral peak RSS MiB", "ratio",
-                          "corral wall s"], rows))
-    print(json.dumps({f"{k[0]}/{k[1]}": v for k, v in results.items()}))
+            one_round(args, folder, round_, runs)
+    print(report(runs))
+    print(json.dumps({f"{k[0]}/{k[1]}": v for k, v in runs.items()}))
 
 
 if __name__ == "__main__":

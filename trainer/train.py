@@ -154,7 +154,9 @@ class Trainer:
         self.host, self.device_name = socket.gethostname(), device_name(device)
 
         # -- 3. Model and optimizer, identical on every rank; maybe resume -------------------
-        self.model = task.model.to(device)
+        # Training mode: from_pretrained returns eval mode, which turns off checkpointing,
+        # dropout and bitsandbytes' training path.
+        self.model = task.model.to(device).train()
         self.parameters = trainable_parameters(task)
         if not self.parameters:
             raise UsageError(f"the {config.task} task has no parameter to train")

@@ -5,7 +5,8 @@ task file from that tree with the trainer's own loader (``trainer.tasks.user.loa
 and looks up the build function; a syntax error, a failing import (a package missing on that
 host), or a missing function is one ``task`` check item naming the host and the user's own
 file and line (the pushed copy's path under ``~/.corral/code/<digest>/`` is mapped back).
-For ``causal_lm``, the ``data`` item says whether each data file it names is readable there.
+For ``causal_lm``, the ``data`` item says whether each data file it names is readable there
+and every row in it is one the ranks accept (the first bad one named by file and line).
 """
 
 from __future__ import annotations
@@ -82,9 +83,39 @@ def data_files(config: ClusterConfig) -> list[tuple[str, str]]:
     return found
 
 
-async def data_item(transport: Transport, files: list[tuple[str, str]]) -> CheckItem:
-    """The host's ``data`` item: every file readable there, as the ranks will open it (from
-    the run directory: a relative path cannot be checked before it exists, so it is refused)."""
+DATA_ROWS_PY = """
+import json, os, sys
+from pathlib import Path
+tree, args = sys.argv[1], sys.argv[2:]
+sys.path.insert(0, tree)
+answer = {}
+try:
+    from trainer.tasks.lm_data import read_examples
+    for key, path in zip(args[::2], args[1::2]):
+        where = Path(path).expanduser()
+        if not (where.is_file() and os.access(where, os.R_OK)):
+            answer = {"key": key, "missing": True}
+            break
+        try:
+            read_examples(where)
+        except Exception as exc:
+            answer = {"key": key, "error": getattr(exc, "message", None) or str(exc)}
+            break
+except ImportError:
+    answer = {"import_failed": True}
+print(json.dumps(answer))
+"""
+DATA_ROWS_TIMEOUT_S = 600.0
+"""Every row of every file is read and checked, as each rank will (a large file takes time)."""
+
+
+async def data_item(transport: Transport, files: list[tuple[str, str]], digest: str
+                    ) -> CheckItem | None:
+    """The host's ``data`` item: every file readable there and every row of it one the ranks
+    accept, judged by the trainer's own reader from the pushed tree, as the ranks will open it
+    (from the run directory: a relative path cannot be checked before it exists, so it is
+    refused). None when the interpreter gave no answer (the ``python`` or ``packages`` item
+    says why)."""
     host = transport.host
     relative = [(k, p) for k, p in files if not p.startswith(("/", "~"))]
     if relative:
@@ -92,16 +123,24 @@ async def data_item(transport: Transport, files: list[tuple[str, str]]) -> Check
         return CheckItem(host=host.name, name="data", ok=False,
                          detail=f"{key} = {path!r} is relative: the ranks open it from their "
                                 "run directory", hint=f"give {key} as an absolute path")
-    script = "; ".join(f"test -r {shell_path(p)} || echo {shlex.quote(k)}" for k, p in files)
-    missing = (await transport.run(script, timeout=30.0)).stdout.split("\n")
-    absent = [(k, p) for k, p in files if k in missing]
-    if not absent:
+    tree = code_dir(host.workdir, digest)
+    command = (f"{python_c(host, DATA_ROWS_PY)} {shell_path(tree)} "
+               + " ".join(shlex.quote(word) for pair in files for word in pair))
+    answer = last_json((await transport.run(command, timeout=DATA_ROWS_TIMEOUT_S)).stdout)
+    if answer is None or answer.get("import_failed"):
+        return None
+    if "key" not in answer:
         return CheckItem(host=host.name, name="data", ok=True,
-                         detail=", ".join(p for _, p in files) + " readable")
-    key, path = absent[0]
+                         detail=", ".join(p for _, p in files) + " readable, every row valid")
+    key = str(answer["key"])
+    path = dict(files)[key]
+    if answer.get("missing"):
+        return CheckItem(host=host.name, name="data", ok=False,
+                         detail=f"{key} = {path!r}: no such readable file on {host.name}",
+                         hint=f"copy the file to {path} on {host.name}, or change {key}")
     return CheckItem(host=host.name, name="data", ok=False,
-                     detail=f"{key} = {path!r}: no such readable file on {host.name}",
-                     hint=f"copy the file to {path} on {host.name}, or change {key}")
+                     detail=f"{key}: {answer['error']}",
+                     hint=f"fix {path} on {host.name} (the ranks would stop at it)")
 
 
 def push_then_import(config: ClusterConfig, code: CodeBundle, pushed: Pushed) -> AfterProbe:
@@ -112,9 +151,6 @@ def push_then_import(config: ClusterConfig, code: CodeBundle, pushed: Pushed) ->
 
     async def after_probe(transport: Transport, found: HostFacts) -> None:
         name = transport.host.name
-        if files:
-            with contextlib.suppress(CorralError):
-                found.items.append(await data_item(transport, files))
         # A push before the whole check has passed is harmless: the tree is content-addressed
         # and renamed into place only when complete.
         try:
@@ -122,6 +158,11 @@ def push_then_import(config: ClusterConfig, code: CodeBundle, pushed: Pushed) ->
         except CorralError as exc:
             pushed[name] = exc
             return
+        if files:  # read with the pushed trainer's reader, so after the push
+            with contextlib.suppress(CorralError):
+                data = await data_item(transport, files, code.digest)
+                if data is not None:
+                    found.items.append(data)
         if user is not None:
             item = await task_item(transport, user, code.digest)
             if item is not None:

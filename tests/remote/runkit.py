@@ -14,6 +14,7 @@ from remote.checks.plan import HostPlan
 from remote.config.cluster import ClusterConfig, HostSection, RunSection
 from remote.hosts.transport import LocalTransport
 from remote.records.collected import CollectedCopy
+from remote.run.controller import SshRunController
 from remote.run.launch import LaunchPlan, launch_host
 from remote.run.stop import run_pattern, stop_host
 from remote.run.stream import TailItem, tail_host
@@ -45,6 +46,17 @@ async def bounded(events: AsyncIterator[RunEvent]) -> AsyncIterator[RunEvent]:
         except StopAsyncIteration:
             return
         yield event
+
+
+async def run_to_end(config: ClusterConfig) -> tuple[str, list[RunEvent]]:
+    """Start a run of ``config`` and read its events to the end: its id and every event."""
+    controller = SshRunController(config)
+    try:
+        handle = await controller.start()
+        events = [e async for e in bounded(handle.events())]
+    finally:
+        await controller.aclose()
+    return handle.run_id, events
 
 
 async def until_first_step(events: AsyncIterator[RunEvent]) -> None:

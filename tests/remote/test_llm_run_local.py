@@ -12,13 +12,12 @@ import pytest
 
 from remote.api import RankEvent, RunStatus
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
-from remote.run.controller import SshRunController
 from trainer.events import RebalanceEvent, StepEvent
 
 try:
-    from runkit import bounded, run_processes
+    from runkit import run_processes, run_to_end
 except ImportError:  # collected as a package
-    from tests.remote.runkit import bounded, run_processes  # type: ignore[no-redef]
+    from tests.remote.runkit import run_processes, run_to_end  # type: ignore[no-redef]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -27,16 +26,6 @@ def _hosts(tmp_path: Path, slowdowns: tuple[float, ...]) -> tuple[HostSection, .
     return tuple(HostSection(name=f"h{i}", address="local", python=sys.executable,
                              workdir=str(tmp_path / "work"), gpus=0, nproc=1, threads=1,
                              slowdown=s) for i, s in enumerate(slowdowns))
-
-
-async def _run(config: ClusterConfig) -> tuple[str, list[object]]:
-    controller = SshRunController(config)
-    try:
-        handle = await controller.start()
-        events = [e async for e in bounded(handle.events())]
-    finally:
-        await controller.aclose()
-    return handle.run_id, events
 
 
 @pytest.mark.serial  # the balancer's moves follow measured speeds (tests/tiers.py)
@@ -57,7 +46,7 @@ async def test_lora_fine_tuning_over_three_unequal_hosts(tmp_path: Path) -> None
         path=tmp_path / "cluster.toml",
         cluster=ClusterSection(name="llm", master="h0", run_root=str(tmp_path / "runs")),
         hosts=_hosts(tmp_path, (1.0, 2.0, 3.0)), run=run)
-    run_id, events = await _run(config)
+    run_id, events = await run_to_end(config)
     final = events[-1]
     assert isinstance(final, RunStatus) and final.state == "completed", final
     trainer = [e.event for e in events if isinstance(e, RankEvent)]
@@ -97,7 +86,7 @@ async def test_a_user_task_that_raises_fails_the_run_naming_file_and_line(
         path=tmp_path / "cluster.toml",
         cluster=ClusterSection(name="user", master="h0", run_root=str(tmp_path / "runs")),
         hosts=_hosts(tmp_path, (1.0, 1.0)), run=run)
-    run_id, events = await _run(config)
+    run_id, events = await run_to_end(config)
     final = events[-1]
     assert isinstance(final, RunStatus) and final.state == "failed", final
     # The helper sits next to the task file in the pushed tree and was imported from there.

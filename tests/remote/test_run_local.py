@@ -14,9 +14,14 @@ from remote.run import launch_lock
 from remote.run.controller import SshRunController
 
 try:
-    from runkit import bounded, run_processes, tiny_run
+    from runkit import bounded, run_processes, run_to_end, tiny_run
 except ImportError:  # collected as a package
-    from tests.remote.runkit import bounded, run_processes, tiny_run  # type: ignore[no-redef]
+    from tests.remote.runkit import (  # type: ignore[no-redef]
+        bounded,
+        run_processes,
+        run_to_end,
+        tiny_run,
+    )
 
 pytestmark = pytest.mark.slow
 
@@ -42,12 +47,7 @@ async def test_a_host_whose_launcher_cannot_start_fails_the_run_by_name(tmp_path
         cluster=ClusterSection(name="local", master="good", run_root=str(tmp_path / "runs"),
                                rendezvous_port=_free_port()),
         hosts=(good, broken), run=tiny_run(steps=5))
-    controller = SshRunController(config)
-    try:
-        handle = await controller.start()
-        events = [e async for e in bounded(handle.events())]
-    finally:
-        await controller.aclose()
+    run_id, events = await run_to_end(config)
     final = events[-1]
     assert isinstance(final, RunStatus) and final.state == "failed", final
     assert final.failed_host == "broken" and final.failed_rank is None
@@ -55,7 +55,7 @@ async def test_a_host_whose_launcher_cannot_start_fails_the_run_by_name(tmp_path
     assert "never joined the rendezvous: good, broken" in final.detail
     assert any(isinstance(e, HostStatus) and e.host == "broken" and e.state == "failed"
                for e in events)
-    assert run_processes(handle.run_id) == []  # the good host's launcher was stopped
+    assert run_processes(run_id) == []  # the good host's launcher was stopped
 
 
 def _free_port() -> int:

@@ -10,9 +10,14 @@ from pathlib import Path
 import pytest
 
 try:
-    from runkit import bounded, run_processes, tiny_run
+    from runkit import bounded, run_processes, run_to_end, tiny_run
 except ImportError:  # collected as a package
-    from tests.remote.runkit import bounded, run_processes, tiny_run  # type: ignore[no-redef]
+    from tests.remote.runkit import (  # type: ignore[no-redef]
+        bounded,
+        run_processes,
+        run_to_end,
+        tiny_run,
+    )
 
 from remote.api import RankEvent, RunStatus
 from remote.records.runs import list_runs
@@ -25,12 +30,7 @@ pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 async def test_a_two_host_run_trains_to_the_end(sshd_cluster) -> None:
     cluster = sshd_cluster(2)
     config = cluster.config(run=tiny_run(steps=4))
-    controller = SshRunController(config)
-    try:
-        handle = await controller.start()
-        events = [e async for e in bounded(handle.events())]
-    finally:
-        await controller.aclose()
+    run_id, events = await run_to_end(config)
     final = events[-1]
     assert isinstance(final, RunStatus) and final.state == "completed", final
     rank_events = [e for e in events if isinstance(e, RankEvent)]
@@ -42,13 +42,13 @@ async def test_a_two_host_run_trains_to_the_end(sshd_cluster) -> None:
     steps = {(e.event.rank, e.event.step) for e in rank_events if isinstance(e.event, StepEvent)}
     assert steps == {(r, s) for r in (0, 1) for s in range(1, 5)}
     # The local copy holds every event line exactly as the ranks wrote it.
-    run_dir = Path(config.cluster.run_root) / handle.run_id
+    run_dir = Path(config.cluster.run_root) / run_id
     for rank, host in starts.items():
         written = (run_dir / "metrics" / f"rank-{rank}.jsonl").read_bytes()
         copied = (run_dir / "collected" / host / "metrics" / f"rank-{rank}.jsonl").read_bytes()
         assert copied == written
-    assert run_processes(handle.run_id) == []
-    assert [r.state for r in list_runs(config) if r.run_id == handle.run_id] == ["completed"]
+    assert run_processes(run_id) == []
+    assert [r.state for r in list_runs(config) if r.run_id == run_id] == ["completed"]
 
 
 async def test_a_killed_rank_ends_the_run_naming_it_and_leaves_nothing(sshd_cluster) -> None:

@@ -53,11 +53,11 @@ def test_quantised_lora_with_checkpointing_is_exact_over_splits_and_resumes(
     assert one and all("lora_" in name for name in one)  # only the adapters: no 4-bit state
     by_split = {split: _run(tmp_path / split, split, *flags, "--steps", str(STEPS))
                 for split in ("5,2,1", "1,2,5")}
-    # 4-bit dequantises to fp32: exact. 8-bit quantises each pass's activations to int8 (in
-    # fp16 on the CPU), which depends on the pass (docs/tasks.md): close, not exact.
-    tolerance = 1e-5 if option == "load_in_4bit" else 2e-3
+    # Both dequantise the weights and compute in fp32 in training mode (docs/trainer.md). An
+    # 8-bit base left in eval mode takes bitsandbytes' int8 inference path instead, whose
+    # result depends on which samples share a pass (9.3e-4 after these steps).
     for split, params in by_split.items():
-        assert max_rel_diff(one, params) <= tolerance, split
+        assert max_rel_diff(one, params) <= 1e-5, split
     losses = [e["global_loss"] for e in of_kind(events(tmp_path / "one", 0), "step")]
     assert losses[-1] < losses[0]
 

@@ -47,3 +47,36 @@ def test_an_exception_in_build_ends_every_rank_naming_file_and_line(tmp_path: Pa
     assert f"{broken}:5: ValueError: invalid literal for int()" in first
     assert time.monotonic() - t0 < 60  # nobody waited for a collective
     assert not (tmp_path / "run" / "metrics").exists()  # nothing started
+
+
+EVAL_MODE_TASK = '''
+import torch
+from torch import nn
+from trainer.tasks import Task
+
+
+class TrainOnly(nn.Linear):
+    """Refuses a forward in eval mode, the mode from_pretrained hands a model over in."""
+
+    def forward(self, x):
+        if not self.training:
+            raise RuntimeError("forward in eval mode")
+        return super().forward(x)
+
+
+def build(options):
+    data = [(torch.tensor([float(i)]), torch.tensor([2.0 * i])) for i in range(16)]
+    return Task(model=TrainOnly(1, 1).eval(), train_data=data,
+                loss=lambda model, b: (((model(b[0]) - b[1]) ** 2).sum(), len(b[1])))
+'''
+
+
+def test_a_model_handed_over_in_eval_mode_is_trained_in_training_mode(tmp_path: Path) -> None:
+    # In eval mode transformers skips gradient checkpointing and bitsandbytes' 8-bit layers
+    # take their inference path: the trainer must switch the model to training mode itself.
+    task = tmp_path / "eval_mode.py"
+    task.write_text(EVAL_MODE_TASK)
+    run_dir = tmp_path / "run"
+    check(launch(1, "--task", f"{task}:build", "--global-batch", "4", "--steps", "2",
+                 "--lr", "0.001", "--run-dir", str(run_dir)))
+    assert [e["step"] for e in of_kind(events(run_dir, 0), "step")] == [1, 2]

@@ -70,7 +70,8 @@ class CausalLMOptions:
     bnb_4bit_compute_dtype: str = "float32"
     """The arithmetic of the 4-bit layers: float32, bfloat16 or float16."""
     llm_int8_threshold: float = 6.0
-    """8-bit: activations above this go through LLM.int8()'s fp16 outlier path (0 = none)."""
+    """8-bit: activations above this go through LLM.int8()'s fp16 outlier path (0 = none);
+    on a GPU, where the columns are chosen per pass, a result that depends on the split."""
     eval_data: str = ""
     """A held-out file in ``data``'s format (also ``--eval-data``), evaluated by
     ``--eval-every``."""
