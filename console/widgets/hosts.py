@@ -53,7 +53,7 @@ def visible_columns(width: int, tokens: bool = False) -> tuple[Column, ...]:
     """The columns that fit ``width`` cells next to a status column of useful width (the
     tokens per step only when ``tokens``: the run shares tokens)."""
     keep = [c for c in COLUMNS if tokens or c.title != TOKENS]
-    for dropped in sorted(COLUMNS, key=lambda c: -c.priority):
+    for dropped in sorted(keep, key=lambda c: -c.priority):
         used = sum(c.width + 1 for c in keep)
         if used + STATUS_MIN_WIDTH <= width or dropped.priority == 0:
             break
