@@ -29,7 +29,9 @@ from remote.run.stop import count_run_processes
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 
-OWN_PIDS = ["unshare", "-p", "-f", "--mount-proc"]
+OWN_PIDS = ["unshare", "-p", "-f", "--kill-child", "--mount-proc"]
+"""Each host its own PID namespace; --kill-child: the fixture's TERM to unshare also ends the
+host's sshd (PID 1 of the namespace) and so everything in it."""
 
 
 async def _leftover(pool: HostPool, host: str, run_dir: str) -> int:
