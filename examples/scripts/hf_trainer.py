@@ -15,9 +15,11 @@ counts the completion's tokens only. The adapter is saved to ``OUT/final``. A re
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 
+import torch
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 from transformers import (
@@ -87,5 +89,15 @@ def main() -> None:
     trainer.save_model(f"{args.out}/final")
 
 
+def leave_process_group() -> None:
+    """Leave torch's process group, as torch advises before a rank exits: a gloo group left
+    to the interpreter's teardown can abort a rank that had finished (SIGABRT). Called once
+    the trainer is gone: freed from inside the DDP wrapper's teardown, the group can hang."""
+    gc.collect()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 if __name__ == "__main__":
     main()
+    leave_process_group()

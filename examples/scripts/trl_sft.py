@@ -15,8 +15,10 @@ prompt/completion format: the loss counts the completion only). The adapter is s
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 
+import torch
 from datasets import Dataset
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
@@ -60,5 +62,15 @@ def main() -> None:
     trainer.save_model(f"{args.out}/final")
 
 
+def leave_process_group() -> None:
+    """Leave torch's process group, as torch advises before a rank exits: a gloo group left
+    to the interpreter's teardown can abort a rank that had finished (SIGABRT). Called once
+    the trainer is gone: freed from inside the DDP wrapper's teardown, the group can hang."""
+    gc.collect()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 if __name__ == "__main__":
     main()
+    leave_process_group()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from lm_fixtures import TinyLM, make_tiny_lm
-from trainer_runs import REPO, check, max_rel_diff, rank_env
+from trainer_runs import REPO, check, max_rel_diff, rank_env, run_launcher
 
 from trainer.events import EndEvent, RebalanceEvent, StartEvent, StepEvent, parse_event
 from trainer.integrations.contract import SPLIT_ENV
@@ -40,8 +40,7 @@ def torchrun(script: Path, nproc: int, args: list[str], *, split: str | None = N
             env[SPLIT_ENV] = split
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc-per-node={nproc}", *start, *args]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return run_launcher(cmd, env=env, timeout=timeout)
 
 
 def hf_args(lm: TinyLM, out: Path, nproc: int, steps: int = 3) -> list[str]:
@@ -158,7 +157,7 @@ def test_dynamic_policy_moves_samples_off_a_slow_rank_and_stays_exact(tmp_path: 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3",
            "-m", "trainer.integrations.script_main", "--run-dir", str(tmp_path / "dynamic"),
            str(SCRIPTS / "ddp_tutorial.py"), *args, "--out", str(tmp_path / "dynamic.pt")]
-    check(subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300))
+    check(run_launcher(cmd, env=env, timeout=300))
     check(torchrun(SCRIPTS / "ddp_tutorial.py", 1, [*args, "--out", str(tmp_path / "one.pt")],
                    split="96", run_dir=tmp_path / "one"))
     lines = (tmp_path / "dynamic" / "metrics" / "rank-0.jsonl").read_text().splitlines()

@@ -9,7 +9,6 @@ affinity), so a switch that did nothing would show.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,14 @@ from hypothesis import strategies as st
 
 import tests.profiles.fake_pynvml as fake_nvml
 from profiles.nvml import NvmlSession
-from tests.trainer.trainer_runs import REPO, check, events, launch_cmd, of_kind, rank_env
+from tests.trainer.trainer_runs import (
+    check,
+    events,
+    launch_cmd,
+    of_kind,
+    rank_env,
+    run_launcher,
+)
 from trainer.placement import (
     GLIBC_TUNING,
     allocator_env,
@@ -117,8 +123,7 @@ def _start_events(tmp_path: Path, name: str, nproc: int, env: dict[str, str],
                      "--run-dir", str(run_dir), *flags)
     cmd.remove("--threads")
     cmd.remove("1")  # threads follow the cores, as in a run with no threads set
-    proc = subprocess.run(cmd, cwd=REPO, env={**rank_env(), **env}, capture_output=True,
-                          text=True, timeout=240)
+    proc = run_launcher(cmd, env={**rank_env(), **env}, timeout=240)
     check(proc)
     return [of_kind(events(run_dir, r), "start")[0] for r in range(nproc)]
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import socket
 import statistics
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from trainer_runs import REPO, check, events, launch, launch_cmd, of_kind, rank_env
+from trainer_runs import check, events, launch, launch_cmd, of_kind, rank_env, run_launcher
 
 from profiles.host import cpu_model
 from profiles.store import Profile, save_profile, utc_now_iso
@@ -63,10 +62,10 @@ def test_a_profile_memory_cap_sets_the_micro_batch_not_the_share(tmp_path: Path)
             a=0.0, c=per_sample, max_batch=8 if slowdown == 1.0 else None,
         ), root=tmp_path / "profiles")
     env = {**rank_env(), "CORRAL_PROFILE_DIR": str(tmp_path / "profiles")}
-    proc = subprocess.run(
+    proc = run_launcher(
         launch_cmd(2, *COMMON, "--policy", "proportional", "--slowdown", "1,3",
                    "--samples", "150", "--epochs", "1", "--run-dir", str(tmp_path / "run")),
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+        env=env, timeout=240)
     check(proc)
     rank0 = events(tmp_path / "run", 0)
     capacity = of_kind(rank0, "capacity")[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,10 +33,25 @@ def launch_cmd(nproc: int, *flags: str) -> list[str]:
             "--resources-every", "0", *flags]
 
 
+def run_launcher(cmd: list[str], *, env: dict[str, str], timeout: float
+                 ) -> subprocess.CompletedProcess[str]:
+    """``cmd`` (torch's launcher) to its end. Past ``timeout`` its whole process group is
+    killed, ranks included, before ``TimeoutExpired`` is raised: killing the launcher alone
+    would leave its ranks running after the test."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def launch(nproc: int, *flags: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     """Run the trainer on ``nproc`` local ranks and wait for it."""
-    return subprocess.run(launch_cmd(nproc, *flags), cwd=REPO, env=rank_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return run_launcher(launch_cmd(nproc, *flags), env=rank_env(), timeout=timeout)
 
 
 def events(run_dir: Path, rank: int) -> list[dict[str, Any]]:
