@@ -13,7 +13,7 @@ def test_sshd_and_netns_files_and_fixtures_and_gpu_tests_are_slow() -> None:
     assert tier_markers("test_config_cluster.py", ["tmp_path"], gpu=False) == []
     assert tier_markers("test_push_sshd.py", [], gpu=False) == ["sshd", "slow"]
     assert tier_markers("test_checks.py", ["sshd_cluster"], gpu=False) == ["sshd", "slow"]
-    netns = {"netns", "sshd", "serial", "slow"}
+    netns = {"netns", "sshd", "slow"}
     assert set(tier_markers("test_netns_fresh.py", [], gpu=False)) == netns
     assert set(tier_markers("test_x.py", ["box"], gpu=False)) == netns
     assert tier_markers("test_trainer_devices.py", [], gpu=True) == ["slow"]

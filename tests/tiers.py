@@ -10,10 +10,11 @@ A fast test that starts torchrun, sshd or a namespace fails, naming the command
 (``slow_tier_command``): the fast tier stays fast by construction, not by review.
 
 ``scripts/test.sh`` runs the tests two at a time (pytest-xdist), except those marked
-``serial``, which run afterwards with nothing beside them: every netns test (the namespaces have
-fixed names), and, marked by hand, every test whose verdict rests on wall-clock time (hang
-limits, lost hosts, throughput comparisons, balancer moves). A serial test is in the slow tier,
-so ``--fast`` is one parallel run.
+``serial`` by hand, which run afterwards with nothing beside them: every test whose verdict
+rests on wall-clock time (hang limits, lost hosts, a link cut past a silence limit, throughput
+comparisons, balancer moves). Netns tests run in parallel like the rest: each box has
+namespaces, a bridge and veths named after its process and nothing in the root namespace, so
+two boxes never meet. A serial test is in the slow tier, so ``--fast`` is one parallel run.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def tier_markers(file_name: str, fixtures: Collection[str], *, gpu: bool,
     if file_name.endswith("_sshd.py") or SSHD_FIXTURES & set(fixtures):
         markers.append("sshd")
     if "netns" in file_name or NETNS_FIXTURES & set(fixtures):
-        markers += ["netns", "sshd", "serial"]
+        markers += ["netns", "sshd"]
     if markers or gpu or serial:
         markers.append("slow")
     return markers

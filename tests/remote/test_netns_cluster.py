@@ -79,6 +79,7 @@ def test_the_box_fails_a_run_whose_ranks_advertise_loopback(box: netns.NetnsClus
     assert box.processes_left() == {}
 
 
+@pytest.mark.serial  # the cut must outlast a silence limit of seconds (tests/tiers.py)
 def test_a_link_cut_past_the_silence_limit_is_survived(box: netns.NetnsCluster) -> None:
     # n2's link (the bridge side of its veth) goes down mid-run for longer than the tail's
     # silence limit (20 s): corral says it is reconnecting; once the link is back, training
