@@ -1,6 +1,6 @@
 """causal_lm on a quantised base (real bitsandbytes on CPU): 4-bit NF4 and 8-bit, with
-gradient checkpointing, micro-batches and LoRA. Any split gives the adapter of one process,
-a stop + resume equals a straight run, and final/ is an adapter plain PEFT loads onto the
+gradient checkpointing, micro-batches and LoRA. An uneven split, stopped and resumed, gives the
+adapter of one process straight through, and final/ is an adapter plain PEFT loads onto the
 quantised base."""
 
 from __future__ import annotations
@@ -51,21 +51,19 @@ def test_quantised_lora_with_checkpointing_is_exact_over_splits_and_resumes(
              "--micro-batch", "2")
     one = _run(tmp_path / "one", "8", *flags, "--steps", str(STEPS))
     assert one and all("lora_" in name for name in one)  # only the adapters: no 4-bit state
-    by_split = {split: _run(tmp_path / split, split, *flags, "--steps", str(STEPS))
-                for split in ("5,2,1", "1,2,5")}
-    # Both dequantise the weights and compute in fp32 in training mode (docs/trainer.md). An
-    # 8-bit base left in eval mode takes bitsandbytes' int8 inference path instead, whose
-    # result depends on which samples share a pass (9.3e-4 after these steps).
-    for split, params in by_split.items():
-        assert max_rel_diff(one, params) <= 1e-5, split
     losses = [e["global_loss"] for e in of_kind(events(tmp_path / "one", 0), "step")]
     assert losses[-1] < losses[0]
 
-    resumed_dir = tmp_path / "resumed"  # SGD with momentum: its buffers are restored too
+    # An uneven split, stopped halfway and resumed (SGD with momentum: its buffers are
+    # restored too), ends at the adapter of one process straight through. Both dequantise the
+    # weights and compute in fp32 in training mode (docs/trainer.md). An 8-bit base left in
+    # eval mode takes bitsandbytes' int8 inference path instead, whose result depends on which
+    # samples share a pass (9.3e-4 after these steps).
+    resumed_dir = tmp_path / "resumed"
     _run(resumed_dir, "5,2,1", *flags, "--steps", str(STEPS // 2))
     resumed = _run(resumed_dir, "5,2,1", *flags, "--steps", str(STEPS), "--resume")
     assert [s["step"] for s in of_kind(events(resumed_dir, 0), "start")] == [0, STEPS // 2]
-    assert max_rel_diff(by_split["5,2,1"], resumed) <= 1e-6
+    assert max_rel_diff(one, resumed) <= 1e-5
 
     # final/ is a PEFT adapter that plain PEFT loads onto the quantised base, and it generates.
     from peft import PeftModel
