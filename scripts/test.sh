@@ -32,8 +32,9 @@ bash scripts/bootstrap.sh --dev --llm
 if $fast; then
     exec "$PY" -m pytest -q -p no:cacheprovider -m "not slow" "$@"
 fi
-# A run that selects no test (exit code 5) is no failure: the other one had them.
-phase() { "$PY" -m pytest -q -p no:cacheprovider "$@" || [ $? = 5 ]; }
+# A run that selects no test (exit code 5) is no failure: the other one had them. Each phase
+# ends with its slowest tests, where the suite's time goes.
+phase() { "$PY" -m pytest -q -p no:cacheprovider --durations=15 "$@" || [ $? = 5 ]; }
 failed=0
 phase -n 2 --dist loadscope -m "not serial" "$@" || failed=1
 phase -m serial "$@" || failed=1
