@@ -69,15 +69,14 @@ def split_run(lm: TinyLM, root: Path, script: str, split: str) -> tuple[Path, Pa
 def hf_runs(lm: TinyLM, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     root = tmp_path_factory.mktemp("hf-runs")
     return {split: split_run(lm, root, "hf_trainer.py", split)
-            for split in (str(GLOBAL_BATCH), "6,2,1", "1,2,6")}
+            for split in (str(GLOBAL_BATCH), "6,2,1")}  # TRL's test takes 1,2,6
 
 
 @pytest.mark.slow
 def test_hf_opt_in_any_split_gives_the_same_lora_weights(
         hf_runs: dict[str, tuple[Path, Path]]) -> None:
     one = adapter(hf_runs[str(GLOBAL_BATCH)][1])
-    for split in ("6,2,1", "1,2,6"):
-        assert max_rel_diff(one, adapter(hf_runs[split][1])) <= 1e-5, split
+    assert max_rel_diff(one, adapter(hf_runs["6,2,1"][1])) <= 1e-5
 
 
 @pytest.mark.slow
@@ -172,15 +171,16 @@ def test_dynamic_policy_moves_samples_off_a_slow_rank_and_stays_exact(tmp_path: 
 
 @pytest.mark.slow
 def test_a_restarted_hf_script_resumes_from_its_checkpoint_as_if_never_stopped(
-        lm: TinyLM, tmp_path: Path) -> None:
-    def run(out: Path, run_dir: Path, steps: int) -> None:
-        args = [*hf_args(lm, out, 3, steps=steps), "--save-steps", "2"]
-        check(torchrun(SCRIPTS / "hf_trainer.py", 3, args, split="6,2,1", run_dir=run_dir))
+        lm: TinyLM, hf_runs: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
+    def run(steps: int) -> None:
+        args = [*hf_args(lm, tmp_path / "stopped", 3, steps=steps), "--save-steps", "2"]
+        check(torchrun(SCRIPTS / "hf_trainer.py", 3, args, split="6,2,1",
+                       run_dir=tmp_path / "run-stopped"))
 
-    run(tmp_path / "straight", tmp_path / "run-straight", 4)
-    run(tmp_path / "stopped", tmp_path / "run-stopped", 2)  # leaves checkpoint-2
-    run(tmp_path / "stopped", tmp_path / "run-stopped", 4)  # the restart: resumes from it
-    assert max_rel_diff(adapter(tmp_path / "straight"), adapter(tmp_path / "stopped")) <= 1e-5
+    run(2)  # leaves checkpoint-2
+    run(3)  # the restart: resumes from it, to the 3 steps the straight 6,2,1 run took
+    straight = adapter(hf_runs["6,2,1"][1])
+    assert max_rel_diff(straight, adapter(tmp_path / "stopped")) <= 1e-5
     lines = (tmp_path / "run-stopped" / "metrics" / "rank-0.jsonl").read_text().splitlines()
     starts = [e for e in map(parse_event, lines) if isinstance(e, StartEvent)]
     assert [s.step for s in starts] == [0, 2]
