@@ -30,8 +30,8 @@ def test_packed_text_any_split_gives_the_same_lora_weights(lm: TinyLM, tmp_path:
     flags = (*lm_flags(lm), "--steps", "20")
     one = _run(tmp_path / "one", "8", *flags)
     assert one and all("lora_" in name for name in one)  # only the adapters are trained
-    for split in ("5,3", "1,3,4"):
-        assert max_rel_diff(one, _run(tmp_path / split, split, *flags)) <= 1e-5, split
+    uneven = _run(tmp_path / "1,3,4", "1,3,4", *flags)  # three ranks, one with a single item
+    assert max_rel_diff(one, uneven) <= 1e-5
     steps = of_kind(events(tmp_path / "one", 0), "step")
     assert [e["loss_units"] for e in steps] == [8 * 47] * 20  # every packed token but the first
     assert steps[-1]["global_loss"] < steps[0]["global_loss"]
