@@ -29,7 +29,9 @@ except ImportError:  # collected as a package
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 REPO = Path(__file__).resolve().parents[2]
-STEPS = 60
+STEPS = 120
+"""Long enough that the steps after the balancer settled, not the equal-split start both runs
+share, set the whole-run figures the report compares."""
 
 
 def demo_toml(root: Path) -> Path:
