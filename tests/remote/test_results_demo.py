@@ -34,11 +34,11 @@ STEPS = 120
 share, set the whole-run figures the report compares."""
 
 
-def demo_toml(root: Path) -> Path:
-    """The repository's cluster.toml, shortened, with its runs under ``root``."""
+def demo_toml(root: Path, steps: int) -> Path:
+    """The repository's cluster.toml, ``steps`` long, with its runs under ``root``."""
     text = (REPO / "cluster.toml").read_text(encoding="utf-8")
     text = re.sub(r'(?m)^run_root = .*$', f'run_root = "{root / "runs"}"', text)
-    text = re.sub(r"(?m)^steps = \d+", f"steps = {STEPS}", text)
+    text = re.sub(r"(?m)^steps = \d+", f"steps = {steps}", text)
     text = re.sub(r"(?m)^samples = \d+", "samples = 1920", text)
     text = re.sub(r'(?m)^address = "local"(.*)$',
                   rf'address = "local"\1\npython = "{sys.executable}"', text)
@@ -63,7 +63,7 @@ async def _run(path: Path, policy: str) -> str:
 @pytest.fixture(scope="module")
 def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, str]]:
     root = tmp_path_factory.mktemp("demo")
-    path = demo_toml(root)
+    path = demo_toml(root, STEPS)
     static = asyncio.run(_run(path, "static"))
     dynamic = asyncio.run(_run(path, "dynamic"))
     yield path, static, dynamic

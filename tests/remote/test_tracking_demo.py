@@ -35,7 +35,8 @@ pytest.importorskip("mlflow")
 pytest.importorskip("sqlalchemy")
 
 REPO = Path(__file__).resolve().parents[2]
-STEPS = 60  # demo_toml's
+STEPS = 60
+"""The demo's steps in these runs (the attach test's run is longer)."""
 
 
 def with_tracking(path: Path, tracking: str) -> Path:
@@ -59,7 +60,7 @@ def run_id_of(output: str) -> str:
 def test_a_headless_demo_run_is_in_mlflow_step_by_step_finished_with_its_model(
         tmp_path: Path) -> None:
     db = tmp_path / "mlflow.db"
-    path = with_tracking(demo_toml(tmp_path), f'mlflow = "sqlite:///{db}"')
+    path = with_tracking(demo_toml(tmp_path, STEPS), f'mlflow = "sqlite:///{db}"')
     done = corral(path, "run")
     assert done.returncode == 0, done.stdout + done.stderr
     run = tracker_run(db, run_id_of(done.stdout))
@@ -76,7 +77,7 @@ def test_a_headless_demo_run_is_in_mlflow_step_by_step_finished_with_its_model(
 
 def test_an_unreachable_tracker_leaves_the_run_alone_and_is_filled_in_afterwards(
         tmp_path: Path) -> None:
-    path = with_tracking(demo_toml(tmp_path), f'mlflow = "http://127.0.0.1:{closed_port()}"')
+    path = with_tracking(demo_toml(tmp_path, STEPS), f'mlflow = "http://127.0.0.1:{closed_port()}"')
     done = corral(path, "run")
     assert done.returncode == 0, done.stdout + done.stderr
     said = [line for line in (done.stdout + done.stderr).splitlines() if "mlflow:" in line]
@@ -110,9 +111,8 @@ def test_a_killed_corral_is_attached_again_in_the_same_mlflow_run_with_no_step_t
         tmp_path: Path) -> None:
     db = tmp_path / "mlflow.db"
     steps = 400
-    path = with_tracking(demo_toml(tmp_path), f'mlflow = "sqlite:///{db}"\nlog_model = false')
-    path.write_text(re.sub(r"(?m)^steps = \d+", f"steps = {steps}",
-                           path.read_text(encoding="utf-8")), encoding="utf-8")
+    path = with_tracking(demo_toml(tmp_path, steps),
+                         f'mlflow = "sqlite:///{db}"\nlog_model = false')
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with open(tmp_path / "run.out", "w", encoding="utf-8") as out:
         first = subprocess.Popen([sys.executable, "-m", "console", "-c", str(path), "run"],
