@@ -76,7 +76,10 @@ class StartEvent:
     """The memory allocator serving this rank: ``tcmalloc``, ``jemalloc``, ``glibc tuned``
     (freed memory kept for the next step) or ``glibc defaults``."""
     precision: str = "fp32"
-    """Arithmetic of the forward pass: ``fp32``, ``bf16`` or ``fp16`` (autocast)."""
+    """Arithmetic of the forward pass: ``fp32``, ``tf32``, ``bf16`` or ``fp16`` (autocast)."""
+    tf32: bool = False
+    """Whether float32 matmuls and cuDNN convolutions may use TensorFloat-32 (torch's flags
+    as the rank started): only with precision ``tf32``, on a GPU of compute capability 8.0+."""
     micro_batch: int | None = None
     """This rank's largest forward/backward pass (None: the whole share in one pass)."""
     exact: bool = True

@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from profiles.user_errors import CorralError, UsageError
 from trainer.balance.balancer import Balancer, BalancerConfig
@@ -35,6 +34,7 @@ from trainer.checkpoint.checkpointer import (
     write_final,
 )
 from trainer.checkpoint.files import set_rng_state
+from trainer.compat import check_torch_release, set_tf32, tf32_enabled, wrap_ddp
 from trainer.dist import (
     RankInfo,
     broadcast_ints,
@@ -79,6 +79,7 @@ from trainer.tasks.loader import build_task, task_label
 def train(config: TrainConfig) -> int:
     """Run training on this rank; returns the process exit code."""
     # -- 1. Who am I; everything that can fail alone fails here, before any collective -------
+    check_torch_release(socket.gethostname())  # a torch corral is not tested with
     info = rank_info()
     check_world(config, info.world_size)
     device = choose_device(config.device, info.local_rank)
@@ -92,6 +93,7 @@ def train(config: TrainConfig) -> int:
     # "auto" is decided for this rank's device; the start event then shows the decision.
     config = replace(config, precision=resolve_precision(config.precision, device))
     check_precision(config.precision, device)
+    set_tf32(config.precision == "tf32")  # torch's default lets cuDNN use TF32 even in fp32
     torch.manual_seed(config.seed)  # the task's model is the same on every rank
     task = build_task(config)
     # A balancing policy shares tokens when the task's items differ in length (no packing).
@@ -179,8 +181,7 @@ class Trainer:
         # DDP averages gradients over ranks; divide_by_global_units turns that into the exact
         # mean over the step's units. The comm hook times local backward (trainer/step/clock.py).
         # Buffers are synced after a step that changed one (BufferSync), not at every forward.
-        self.ddp = DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None,
-                       forward_sync_buffers=False)
+        self.ddp = wrap_ddp(self.model, device)
         self.buffer_sync = BufferSync(self.model)
         self.clock = ComputeClock(device, emulated_run=on_any_rank(
             emulates(config.slowdown, config.slowdown_at), device))
@@ -261,7 +262,7 @@ class Trainer:
             policy=config.policy, step=run.step, total_steps=run.total_steps,
             steps_per_epoch=self.order.steps_per_epoch, threads=torch.get_num_threads(),
             slowdown=self.slowdown.factor_at(run.step + 1), resumed_from=resumed_from,
-            task=config.task, precision=config.precision,
+            task=config.task, precision=config.precision, tf32=tf32_enabled(),
             micro_batch=self.micro_batch[self.rank],
             **self._placement_fields()))
         if self.rank == 0:

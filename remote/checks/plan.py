@@ -25,7 +25,7 @@ from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.hosts.cpu_placement import HostCpuFacts, HostCpuPlan, host_plans
 from remote.hosts.ssh import resolve_endpoint
-from trainer.settings.run_settings import auto_precision
+from trainer.settings.run_settings import Precision, device_precision
 
 Device = Literal["cpu", "cuda"]
 
@@ -113,8 +113,8 @@ class HostPlan:
     cpu: HostCpuPlan | None = None
     """The host's allocator environment and core flags (``remote.hosts.cpu_placement``)."""
     precision: str = "auto"
-    """What ``[run] precision = "auto"`` means on this host (``precision_for``); ``auto``
-    when its GPUs' bf16 support is not known (each rank then decides for its device)."""
+    """What ``[run] precision`` means on this host (``precision_for``); ``auto`` or ``tf32``
+    when its GPUs' compute capability is not known (each rank then decides for its device)."""
 
     @property
     def ranks(self) -> range:
@@ -161,16 +161,21 @@ def devices_for(host: HostSection, found: int | None) -> tuple[Device, int, str 
     return "cuda", host.gpus, pinned
 
 
-def precision_for(device: Device, gpus: int, bf16: tuple[bool, ...] | None) -> str:
-    """``precision = "auto"`` on a host (``run_settings.auto_precision``): fp32 on the CPU; on
-    GPUs bf16 when every GPU its ranks use supports it, else fp16 (with a loss scaler); ``auto``
-    when that is not known (``gpus`` counts from GPU 0, as ``devices_for`` pins them)."""
+def precision_for(requested: Precision, device: Device, gpus: int,
+                  ampere: tuple[bool, ...] | None) -> str:
+    """``[run] precision`` on a host (``run_settings.device_precision``): ``auto`` is fp32 on
+    the CPU and, on GPUs, bf16 when every GPU its ranks use has compute capability 8.0+, else
+    fp16 (with a loss scaler); ``tf32`` stays on such GPUs and is fp32 elsewhere; both are left
+    to each rank when the GPUs are not known (``gpus`` counts from GPU 0, as ``devices_for``
+    pins them). Any other value is itself."""
+    if requested not in ("auto", "tf32"):
+        return requested
     if device == "cpu":
-        return auto_precision("cpu", False)
-    used = bf16[:gpus] if bf16 else ()
+        return device_precision(requested, "cpu", False)
+    used = ampere[:gpus] if ampere else ()
     if not used or len(used) < gpus:
-        return "auto"
-    return auto_precision("cuda", all(used))
+        return requested
+    return device_precision(requested, "cuda", all(used))
 
 
 def cluster_backend(requested: str, hosts: tuple[HostPlan, ...]) -> str:
@@ -199,7 +204,8 @@ def plan_cluster(config: ClusterConfig, facts: LaunchFacts, master_addr: str) ->
         places.append(HostPlan(
             host=host, node_rank=node_rank, first_rank=first_rank, nproc=nprocs[host.name],
             device=device, gpus=used, visible_devices=visible,
-            precision=precision_for(device, used, facts.bf16.get(host.name)),
+            precision=precision_for(config.run.precision, device, used,
+                                    facts.bf16.get(host.name)),
             interface=interface_for(host, facts.interfaces.get(host.name)),
             local_addr=node_address(config, host, master_addr), cpu=cpu.get(host.name)))
         first_rank += nprocs[host.name]

@@ -27,7 +27,7 @@ from remote.checks.rendezvous_port import (
 )
 from remote.checks.script_imports import imports_probe, judge_imports
 from remote.checks.task_packages import judge_packages, packages_probe
-from remote.checks.torch_versions import judge_precision, torch_item
+from remote.checks.torch_versions import judge_precision, torch_item, torch_release_item
 from remote.checks.trackers import tracker_items
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.events import CheckItem, CheckReport
@@ -148,7 +148,8 @@ def _judge_python(host: HostSection, text: str, status: int, facts: HostFacts) -
         ))
         return
     facts.torch = str(found["torch"])
-    facts.items.append(_item(host, "torch", True, str(found.get("torch_full", facts.torch))))
+    facts.items.append(torch_release_item(host, str(found.get("torch_full", facts.torch)),
+                                          str(executable)))
     gpus = facts.gpus = int(found.get("gpus", 0))
     facts.gpu_names = [str(n) for n in found.get("gpu_names") or []]
     facts.bf16 = [bool(b) for b in found.get("bf16") or []]

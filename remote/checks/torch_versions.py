@@ -1,6 +1,7 @@
 """``corral check`` items about torch: the answer of the probe that asks a host its Python and
-torch (``remote.hosts.interpreter.TORCH_PROBE_PY``), one version on every host, and whether
-each host's ranks can compute in the run's ``[run] precision``."""
+torch (``remote.hosts.interpreter.TORCH_PROBE_PY``), a release inside the range corral is
+tested with (``trainer.compat``), one version on every host, and whether each host's ranks can
+compute in the run's ``[run] precision`` (and whether TF32 is on)."""
 
 from __future__ import annotations
 
@@ -8,23 +9,36 @@ from typing import TYPE_CHECKING
 
 from remote.config.cluster import HostSection
 from remote.events import CheckItem
-from trainer.settings.run_settings import auto_precision
+from trainer.compat import TORCH_RANGE, torch_admitted, torch_range_fix
+from trainer.settings.run_settings import Precision, device_precision
 
 if TYPE_CHECKING:
     from remote.checks.preflight import HostFacts
 
 
 
-def judge_precision(host: HostSection, precision: str, facts: HostFacts) -> None:
+def torch_release_item(host: HostSection, version: str, python: str) -> CheckItem:
+    """The host's torch (its full version), failed when outside ``trainer.compat``'s range."""
+    if torch_admitted(version):
+        return _item(host, "torch", True, version)
+    return _item(host, "torch", False,
+                 f"torch {version} is outside the range corral is tested with ({TORCH_RANGE})",
+                 f"install one inside it on {host.name}: `{torch_range_fix(python)}`")
+
+
+def judge_precision(host: HostSection, precision: Precision, facts: HostFacts) -> None:
     """Can the host's ranks compute in ``[run] precision``? (fp16: a GPU; bf16: a CPU, or GPUs
-    of compute capability 8.0+.) Nothing to say for fp32 or when torch did not answer."""
-    if precision == "fp32" or facts.gpus is None:
-        return
+    of compute capability 8.0+; tf32 is used on such GPUs, fp32 elsewhere.) On GPUs it says
+    whether TF32 is on. Nothing to say for fp32 on the CPU or when torch did not answer."""
     on_gpu = bool(facts.gpus) and host.gpus != 0
+    if (precision == "fp32" and not on_gpu) or facts.gpus is None:
+        return
     where = "GPU" if on_gpu else "CPU"
-    if precision == "auto":
-        chosen = auto_precision("cuda" if on_gpu else "cpu", all(facts.bf16))
-        facts.items.append(_item(host, "precision", True, f"auto: {chosen} on the {where}"))
+    if precision in ("auto", "tf32"):
+        chosen = device_precision(precision, "cuda" if on_gpu else "cpu", all(facts.bf16))
+        note = _tf32_note(chosen, on_gpu)
+        facts.items.append(_item(host, "precision", True,
+                                 f"{precision}: {chosen} on the {where}{note}"))
         return
     fix = 'set precision = "fp32" (or "{}") in the [run] section of cluster.toml'
     if precision == "fp16" and not on_gpu:
@@ -38,7 +52,17 @@ def judge_precision(host: HostSection, precision: str, facts: HostFacts) -> None
                                  f"bf16 needs compute capability 8.0+; {', '.join(lacking)} "
                                  "cannot do it", fix.format("fp16")))
         return
-    facts.items.append(_item(host, "precision", True, f"{precision} on the {where}"))
+    facts.items.append(_item(host, "precision", True,
+                             f"{precision} on the {where}{_tf32_note(precision, on_gpu)}"))
+
+
+def _tf32_note(precision: str, on_gpu: bool) -> str:
+    """What fp32 and tf32 mean for a GPU's matmuls and convolutions, said beside them."""
+    if not on_gpu:
+        return ""
+    if precision == "tf32":
+        return " (TF32 on: fast, not split-exact beyond about 1e-4)"
+    return " (TF32 off)" if precision == "fp32" else ""
 
 
 def _item(host: HostSection | str, name: str, ok: bool, detail: str, hint: str = "") -> CheckItem:

@@ -58,7 +58,7 @@ def preview(config: ClusterConfig, facts: LaunchFacts, port: int, code_digest: s
     hosts = tuple(PlannedHost(
         host=place.host.name, ranks=tuple(place.ranks), device=place.device, gpus=place.gpus,
         visible_devices=place.visible_devices, interface=place.interface,
-        precision=place.precision if config.run.precision == "auto" else config.run.precision,
+        precision=place.precision,
         shares=tuple(shares[r] for r in place.ranks) if shares else None,
         command=launcher_command(config, launch, place),
         env_names=tuple(sorted(place.host.env))) for place in plan.hosts)

@@ -1,5 +1,6 @@
 """``--precision auto`` on a rank: bf16 on a GPU that supports it, fp16 (with the loss scaler)
-on an older GPU, fp32 on the CPU. GPU capability is faked (no GPU here)."""
+on an older GPU, fp32 on the CPU; ``tf32`` only on a GPU of compute capability 8.0+, fp32
+elsewhere. GPU capability is faked (no GPU here)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,15 @@ def test_fp16_chosen_by_auto_gets_the_loss_scaler(monkeypatch: pytest.MonkeyPatc
     step = OptimizerStep(config, torch.optim.SGD([param], lr=0.1), [param],
                          torch.device("cpu"), 1, 10)
     assert step.scaler is not None
+
+
+@pytest.mark.parametrize(("capability", "expected"), [((8, 0), "tf32"), ((9, 0), "tf32"),
+                                                      ((7, 5), "fp32"), ((6, 1), "fp32")])
+def test_tf32_on_a_gpu_follows_its_compute_capability(
+        monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], expected: str) -> None:
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: capability)
+    assert resolve_precision("tf32", torch.device("cuda", 0)) == expected
+
+
+def test_tf32_on_the_cpu_is_fp32() -> None:
+    assert resolve_precision("tf32", torch.device("cpu")) == "fp32"

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from trainer.compat import tf32_enabled
 from trainer.dist import all_gather_floats, broadcast_ints, device_name
 from trainer.events import (
     CheckpointEvent,
@@ -69,7 +70,7 @@ class ScriptRun:
             step=step, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
             threads=torch.get_num_threads(), slowdown=self.settings.slowdown_of(self.rank),
             resumed_from=resumed_from, task="script", exact=exact, exact_note=exact_note,
-            precision=precision))
+            precision=precision, tf32=tf32_enabled()))
         self._last_end = time.perf_counter()
 
     def step_done(self, step: int, *, epoch: int, loss_sum: float, units: float,

@@ -24,7 +24,7 @@ Norm = Literal["auto", "batch", "syncbatch", "group"]
 Backend = Literal["auto", "gloo", "nccl"]
 Device = Literal["auto", "cpu", "cuda"]
 Prefetch = Literal["auto", "on", "off"]
-Precision = Literal["fp32", "bf16", "fp16", "auto"]
+Precision = Literal["fp32", "bf16", "fp16", "tf32", "auto"]
 LrSchedule = Literal["constant", "cosine", "linear"]
 
 MODELS: tuple[Model, ...] = get_args(Model)
@@ -44,6 +44,19 @@ def auto_precision(device_type: str, bf16_capable: bool) -> Precision:
     if device_type != "cuda":
         return "fp32"
     return "bf16" if bf16_capable else "fp16"
+
+
+def device_precision(requested: Precision, device_type: str, ampere: bool) -> Precision:
+    """The precision a device computes in for ``requested``: ``auto`` decided
+    (``auto_precision``), ``tf32`` only on a GPU of compute capability 8.0+ (Ampere on, where
+    bf16 also is) and fp32 elsewhere, as a CPU or an older GPU has no TF32 units; any other
+    value itself."""
+    if requested == "auto":
+        return auto_precision(device_type, ampere)
+    if requested == "tf32" and not (device_type == "cuda" and ampere):
+        return "fp32"
+    return requested
+
 
 TASK = "task, model and data"
 BATCH = "batch and balancing"
@@ -125,9 +138,12 @@ class RunSettings:
     backend: Backend = field(default="auto", metadata=setting(DEVICES))
     """Process-group backend; ``auto`` = nccl when every rank has a GPU, else gloo."""
     precision: Precision = field(default="fp32", metadata=setting(MEMORY))
-    """Arithmetic of the forward pass: fp32, or autocast to bf16 (CPUs, recent GPUs) or fp16
-    (GPUs only, with a gradient scaler); ``auto`` decides per host: bf16 on GPUs that support
-    it, fp16 on older GPUs, fp32 on the CPU."""
+    """Arithmetic of the forward pass: fp32 (IEEE float32 throughout: TensorFloat-32 off for
+    matmuls and cuDNN), or autocast to bf16 (CPUs, recent GPUs) or fp16 (GPUs only, with a
+    gradient scaler); ``tf32`` is fp32 whose matmuls and convolutions may use TensorFloat-32:
+    fast on GPUs of compute capability 8.0+ (Ampere on) but not split-exact beyond about 1e-4,
+    and plain fp32 on the CPU and older GPUs (which lack it); ``auto`` decides per host: bf16
+    on GPUs that support it, fp16 on older GPUs, fp32 on the CPU."""
     lr_schedule: LrSchedule = field(default="constant", metadata=setting(SCHEDULE))
     """How the learning rate goes from ``lr`` to ``min_lr`` after the warm-up."""
     warmup_steps: int = field(default=0, metadata=setting(SCHEDULE, at_least=0))

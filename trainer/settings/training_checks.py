@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from profiles.user_errors import UsageError
-from trainer.settings.run_settings import Precision, auto_precision
+from trainer.settings.run_settings import Precision, device_precision
 
 if TYPE_CHECKING:
     import torch
@@ -39,14 +39,18 @@ def check_total_steps(config: TrainConfig, total_steps: int) -> None:
 
 
 def resolve_precision(precision: Precision, device: torch.device) -> Precision:
-    """The precision this rank computes in: ``auto`` decided for its device
-    (``run_settings.auto_precision``), any other value itself."""
-    if precision != "auto":
+    """The precision this rank computes in (``run_settings.device_precision``): ``auto``
+    decided for its device (bf16 where torch says it computes in it), ``tf32`` kept on a GPU
+    of compute capability 8.0+ and fp32 elsewhere, any other value itself."""
+    if precision not in ("auto", "tf32"):
         return precision
     import torch
 
-    capable = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return auto_precision(device.type, capable)
+    if device.type != "cuda":
+        return device_precision(precision, device.type, False)
+    capable = (torch.cuda.is_bf16_supported() if precision == "auto"
+               else torch.cuda.get_device_capability(device)[0] >= 8)
+    return device_precision(precision, device.type, capable)
 
 
 def check_precision(precision: str, device: torch.device) -> None:

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The torch releases CI tests besides the pinned one: the floor and the newest of the range
+# corral admits (trainer/compat.py, TESTED_TORCH). For each, a virtual environment holding that
+# torch, which sees everything else (pytest, corral's dependencies) in the main environment.
+#   scripts/torch_matrix.sh            print each environment's python, building what is missing
+#   scripts/torch_matrix.sh --sizes    also print each environment's size and build seconds
+# Sourced by nothing: scripts/test.sh calls it (PY must name the main environment's python).
+#
+# The environments live outside the checkout (CORRAL_TORCH_VENVS, default
+# ~/.cache/corral/torch-venvs) so a fresh clone on the same machine reuses them; one is rebuilt
+# only when its marker file is missing. PyPI's torch wheels are CUDA builds that import only
+# beside their nvidia-* libraries, so those are installed too; triton (the GPU kernel compiler,
+# unused on the CPU) is left out. pip runs without the machine's pip configuration: a
+# machine-wide cap on torch releases would otherwise refuse the newest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${PY:?PY must name the python of the main environment, as scripts/python.sh sets it}"
+sizes=false
+[ "${1:-}" = --sizes ] && sizes=true
+root=${CORRAL_TORCH_VENVS:-$HOME/.cache/corral/torch-venvs}
+pyver=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+releases=$("$PY" -c 'from trainer.compat import TESTED_TORCH; print(*TESTED_TORCH)')
+# Every site directory of the main environment, added after the matrix venv's own (whose torch
+# therefore wins); addsitedir also runs their .pth files (corral's editable install).
+site_dirs=$("$PY" -c 'import site, sys; print(repr([p for p in sys.path if p.endswith("-packages")]))')
+
+build() {  # build VENV RELEASE
+    local venv=$1 release=$2 started=$SECONDS
+    rm -rf "$venv"
+    echo "corral: building $venv (torch $release, CUDA wheel, about 3 GB)" >&2
+    "$PY" -m venv "$venv"
+    local pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
+    PIP_CONFIG_FILE=/dev/null "${pip[@]}" --no-deps "torch==$release"
+    local needs
+    needs=$("$PY" - "$venv" <<'EOF'
+import glob, sys
+from importlib.metadata import distributions
+from packaging.requirements import Requirement
+site = glob.glob(sys.argv[1] + "/lib/python*/site-packages")
+torch = next(d for d in distributions(path=site) if d.metadata["Name"] == "torch")
+needs = [Requirement(r) for r in torch.requires or []]
+extras = {r.name: f"[{','.join(sorted(r.extras))}]" if r.extras else "" for r in needs}
+print(*(f"{r.name}{extras[r.name]}{r.specifier}" for r in needs
+        if r.name != "triton" and (r.marker is None or r.marker.evaluate({"extra": ""}))))
+EOF
+)
+    # shellcheck disable=SC2086  # one word per requirement
+    PIP_CONFIG_FILE=/dev/null "${pip[@]}" $needs
+    local site
+    site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    echo "import site; list(map(site.addsitedir, $site_dirs))" > "$site/corral-main-env.pth"
+    "$venv/bin/python" -c "import torch; assert torch.__version__.split('+')[0] == '$release'"
+    echo "$((SECONDS - started))" > "$venv/.corral-built"
+}
+
+for release in $releases; do
+    venv=$root/torch-$release-py$pyver
+    [ -f "$venv/.corral-built" ] || build "$venv" "$release"
+    if $sizes; then
+        echo "torch $release: $(du -sh "$venv" | cut -f1), built in $(cat "$venv/.corral-built") s" >&2
+    fi
+    echo "$venv/bin/python"
+done
