@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Install corral and what it needs (see scripts/python.sh for which Python: the current virtual
 # environment, else the project's .venv, created here when missing).
-# An already-installed torch (e.g. a CUDA build) is kept; without one, torch==2.13.0 is
-# installed (the CPU wheel on this kind of machine) so pip never resolves a CUDA build itself.
+# An already-installed torch (e.g. a CUDA build) in corral's range is kept; without one,
+# torch==2.13.0 is installed (the CPU wheel on this kind of machine) so pip never resolves a
+# CUDA build itself.
 # Usage: scripts/bootstrap.sh [--dev] [--llm]   (--dev: test tools; --llm: the LLM packages)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/python.sh
-if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
+# An installed torch outside the range corral admits (trainer/compat.py) is replaced likewise.
+if ! "$PY" -c 'import sys, torch; from trainer.compat import torch_admitted
+sys.exit(0 if torch_admitted(torch.__version__) else 1)' >/dev/null 2>&1; then
     echo "corral: installing torch==2.13.0" >&2
     "$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
 fi

@@ -3,11 +3,15 @@
 # environment or the project's .venv; and OpenSSH's sshd, iproute2, tcmalloc and python3-venv
 # when running as root), then lint, types, layering and the test suite.
 #   --fast   the fast tier only: no test marked slow (sshd, netns, torchrun ranks, large
-#            models; tests/tiers.py says which). Any other argument goes to both pytest runs.
+#            models; tests/tiers.py says which). Any other argument goes to every pytest run.
 # The full suite runs in two parts: the tests two at a time (pytest-xdist: most slow tests
 # wait on processes more than they compute; a module's tests share a worker, so a module-scoped
 # fixture such as a shared training run runs once), then those marked serial with nothing
 # beside them (tests/tiers.py). --fast runs one at a time (no fast test is serial).
+# The full suite then runs the fast tier and the tests marked torch_matrix (exactness, resume,
+# micro-batches) on the floor and the newest torch corral admits, each in a virtual environment
+# of its own that scripts/torch_matrix.sh builds once (about 3 GB each) and reuses;
+# CORRAL_TORCH_MATRIX=off leaves that out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fast=false
@@ -34,8 +38,20 @@ if $fast; then
 fi
 # A run that selects no test (exit code 5) is no failure: the other one had them. Each phase
 # ends with its slowest tests, where the suite's time goes.
-phase() { "$PY" -m pytest -q -p no:cacheprovider --durations=15 "$@" || [ $? = 5 ]; }
+# phase PYTHON PYTEST-ARGS...
+phase() {
+    local python=$1
+    shift
+    "$python" -m pytest -q -p no:cacheprovider --durations=15 "$@" || [ $? = 5 ]
+}
 failed=0
-phase -n 2 --dist loadscope -m "not serial" "$@" || failed=1
-phase -m serial "$@" || failed=1
+phase "$PY" -n 2 --dist loadscope -m "not serial" "$@" || failed=1
+phase "$PY" -m serial "$@" || failed=1
+if [ "${CORRAL_TORCH_MATRIX:-on}" != off ]; then
+    matrix=$(PY="$PY" bash scripts/torch_matrix.sh) || failed=1
+    for matrix_py in $matrix; do
+        echo "corral: the torch matrix on $("$matrix_py" -c 'import torch; print(torch.__version__)')"
+        phase "$matrix_py" -n 2 --dist loadscope -m "not slow or torch_matrix" "$@" || failed=1
+    done
+fi
 exit $failed

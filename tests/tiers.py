@@ -15,6 +15,11 @@ rests on wall-clock time (hang limits, lost hosts, a link cut past a silence lim
 comparisons, balancer moves). Netns tests run in parallel like the rest: each box has
 namespaces, a bridge and veths named after its process and nothing in the root namespace, so
 two boxes never meet. A serial test is in the slow tier, so ``--fast`` is one parallel run.
+
+The torch matrix: besides the pinned torch, ``scripts/test.sh`` runs the fast tier and the
+tests marked ``torch_matrix`` (the files in ``TORCH_MATRIX_FILES``: exactness, resume and
+micro-batches, the trainer's promises that rest most on torch's own behaviour) on each release
+of ``trainer.compat.TESTED_TORCH``, the floor and the newest (``scripts/torch_matrix.sh``).
 """
 
 from __future__ import annotations
@@ -26,12 +31,16 @@ from pathlib import Path
 
 SSHD_FIXTURES = {"sshd_cluster"}
 NETNS_FIXTURES = {"box"}
+TORCH_MATRIX_FILES = {"test_trainer_exactness.py", "test_trainer_resume.py",
+                      "test_micro_batch.py"}
+"""The slow test files also run on the floor and the newest torch (marked ``torch_matrix``)."""
 
 
 def tier_markers(file_name: str, fixtures: Collection[str], *, gpu: bool,
                  serial: bool = False) -> list[str]:
     """The markers a test gets from its file's name, the fixtures it uses and its gpu and
-    serial marks (a serial test is slow: the fast tier runs in parallel throughout)."""
+    serial marks (a serial test is slow: the fast tier runs in parallel throughout), and
+    ``torch_matrix`` for the files of ``TORCH_MATRIX_FILES``."""
     markers = []
     if file_name.endswith("_sshd.py") or SSHD_FIXTURES & set(fixtures):
         markers.append("sshd")
@@ -39,6 +48,8 @@ def tier_markers(file_name: str, fixtures: Collection[str], *, gpu: bool,
         markers += ["netns", "sshd"]
     if markers or gpu or serial:
         markers.append("slow")
+    if file_name in TORCH_MATRIX_FILES:
+        markers.append("torch_matrix")
     return markers
 
 

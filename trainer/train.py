@@ -93,7 +93,6 @@ def train(config: TrainConfig) -> int:
     # "auto" is decided for this rank's device; the start event then shows the decision.
     config = replace(config, precision=resolve_precision(config.precision, device))
     check_precision(config.precision, device)
-    set_tf32(config.precision == "tf32")  # torch's default lets cuDNN use TF32 even in fp32
     torch.manual_seed(config.seed)  # the task's model is the same on every rank
     task = build_task(config)
     # A balancing policy shares tokens when the task's items differ in length (no packing).
@@ -156,6 +155,7 @@ class Trainer:
         self.host, self.device_name = socket.gethostname(), device_name(device)
 
         # -- 3. Model and optimizer, identical on every rank; maybe resume -------------------
+        set_tf32(config.precision == "tf32")  # torch's default lets cuDNN use TF32 even in fp32
         # Training mode: from_pretrained returns eval mode, which turns off checkpointing,
         # dropout and bitsandbytes' training path.
         self.model = task.model.to(device).train()

@@ -54,6 +54,7 @@ def test_synthetic_data_is_learnable_and_events_describe_the_run(
     start = of_kind(rank0, "start")[0]
     assert (start["world_size"], start["backend"], start["device"]) == (2, "gloo", "cpu")
     assert start["split"] == [20, 12] and start["total_steps"] == 20
+    assert (start["precision"], start["tf32"]) == ("fp32", False)  # fp32 means IEEE float32
     assert of_kind(rank0, "capacity")[0]["source"] == "split"
     steps0 = of_kind(rank0, "step")
     losses = [e["global_loss"] for e in steps0]
