@@ -23,6 +23,7 @@ from remote.api import CheckItem, CheckReport
 from remote.checks.preflight import check_cluster
 from remote.config.cluster import ClusterConfig, load_cluster
 from remote.hosts.pool import HostPool
+from trainer.compat import TORCH_RANGE
 from trainer.launch_contract import RUN_ID_ENV
 
 pytestmark = pytest.mark.slow
@@ -159,6 +160,9 @@ async def test_each_broken_host_fails_its_own_check_with_a_fix(
     assert not torch_all.ok
     assert "1.13.1 on b" in torch_all.detail and "a, d" in torch_all.detail
     assert "torch==" in torch_all.hint
+    torch_b = find(report, "b", "torch")  # 1.13.1 is also outside the range corral admits
+    assert not torch_b.ok and "1.13.1" in torch_b.detail and TORCH_RANGE in torch_b.detail
+    assert f"-m pip install 'torch{TORCH_RANGE}'" in torch_b.hint and "on b" in torch_b.hint
 
     python_c = find(report, "c", "python")
     assert not python_c.ok and "/nonexistent/python3" in python_c.detail

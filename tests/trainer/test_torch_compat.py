@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 def ddp_init_before_2_13(self, module, device_ids=None, output_device=None, dim=0,  # type: ignore[no-untyped-def]
                          broadcast_buffers=True, init_sync=True, process_group=None,
                          bucket_cap_mb=None, find_unused_parameters=False):
-    """DistributedDataParallel.__init__'s buffer keywords up to torch 2.12 (2.5, 2.11)."""
+    """DistributedDataParallel.__init__'s buffer keywords up to torch 2.12 (2.6, 2.11)."""
 
 
 def ddp_init_from_2_13(self, module, device_ids=None, output_device=None, dim=0,  # type: ignore[no-untyped-def]
@@ -49,7 +49,7 @@ def ddp_init_from_2_13(self, module, device_ids=None, output_device=None, dim=0,
 
 
 @pytest.mark.parametrize(("release", "ddp_init", "expected"), [
-    ("2.5 (the floor)", ddp_init_before_2_13, {"broadcast_buffers": False}),
+    ("2.6 (the floor)", ddp_init_before_2_13, {"broadcast_buffers": False}),
     ("2.11", ddp_init_before_2_13, {"broadcast_buffers": False}),
     ("2.13", ddp_init_from_2_13, {"forward_sync_buffers": False}),
     ("2.15 (the newest)", ddp_init_from_2_13, {"forward_sync_buffers": False}),
@@ -77,7 +77,7 @@ def test_the_range_is_declared_once_and_pyproject_says_the_same() -> None:
 
 
 @pytest.mark.parametrize(("version", "admitted"), [
-    ("2.3.1", False), ("2.4.1+cu121", False), ("2.5.0", True), ("2.11.0+cu130", True),
+    ("2.3.1", False), ("2.5.1+cu124", False), ("2.6.0", True), ("2.11.0+cu130", True),
     ("2.13.0+cpu", True), ("2.15.0", True), ("2.16.0", False), ("2.16.0.dev20270101", False),
 ])
 def test_releases_inside_and_outside_the_range(version: str, admitted: bool) -> None:
