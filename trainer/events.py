@@ -78,8 +78,9 @@ class StartEvent:
     precision: str = "fp32"
     """Arithmetic of the forward pass: ``fp32``, ``tf32``, ``bf16`` or ``fp16`` (autocast)."""
     tf32: bool = False
-    """Whether float32 matmuls and cuDNN convolutions may use TensorFloat-32 (torch's flags
-    as the rank started): only with precision ``tf32``, on a GPU of compute capability 8.0+."""
+    """Whether float32 matmuls and cuDNN convolutions may use TensorFloat-32 on this rank's GPU
+    (torch's flags as it started): corral's loop allows it only with precision ``tf32`` on a
+    GPU of compute capability 8.0+; a user's script, as it sets them."""
     micro_batch: int | None = None
     """This rank's largest forward/backward pass (None: the whole share in one pass)."""
     exact: bool = True

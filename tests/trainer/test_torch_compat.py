@@ -95,6 +95,16 @@ def test_a_rank_on_a_torch_outside_the_range_stops_with_the_fix(
     assert f"-m pip install 'torch{TORCH_RANGE}'" in line
 
 
+def test_the_trainer_refuses_a_torch_outside_the_range_before_anything_else(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer.settings.train_config import TrainConfig
+    from trainer.train import train
+
+    monkeypatch.setattr(torch, "__version__", "2.16.1+cu132")
+    with pytest.raises(UsageError, match=r"runs torch 2\.16\.1\+cu132, outside the range"):
+        train(TrainConfig())  # no rank environment, no process group: refused first
+
+
 def test_corral_check_fails_a_host_whose_torch_is_outside_the_range() -> None:
     host = HostSection(name="old-gpu", address="local", python="/opt/py/bin/python3")
     facts = HostFacts()

@@ -70,7 +70,8 @@ class ScriptRun:
             step=step, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
             threads=torch.get_num_threads(), slowdown=self.settings.slowdown_of(self.rank),
             resumed_from=resumed_from, task="script", exact=exact, exact_note=exact_note,
-            precision=precision, tf32=tf32_enabled()))
+            precision=precision,
+            tf32=self.device.type == "cuda" and tf32_enabled()))
         self._last_end = time.perf_counter()
 
     def step_done(self, step: int, *, epoch: int, loss_sum: float, units: float,
