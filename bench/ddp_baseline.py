@@ -54,7 +54,7 @@ def main() -> None:
             perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(epoch))
             perm_epoch = epoch
         start = pos * args.global_batch + rank * local
-        x, y = data.batch(perm[start : start + local])
+        x, y = data.batch_of(perm[start : start + local])
         loss = nn.functional.cross_entropy(model(x), y)
         loss.backward()
         opt.step()

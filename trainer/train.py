@@ -10,6 +10,7 @@ comes. The run's changing state lives in one ``RunState``.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -66,11 +67,11 @@ from trainer.settings.training_checks import check_precision, check_total_steps,
 from trainer.step.accumulate import BufferSync, ShareRunner
 from trainer.step.batch_order import GlobalBatchOrder, share_seconds
 from trainer.step.batches import collated
-from trainer.step.clock import ComputeClock
+from trainer.step.clock import ComputeClock, EarlyTally
 from trainer.step.optim import OptimizerStep, StepOutcome, make_optimizer
 from trainer.step.prefetch import BatchPrefetcher, prefetch_wanted
 from trainer.step.slowdown import SlowdownSchedule, emulates
-from trainer.step.tally import StepTally, start_gather_tallies
+from trainer.step.tally import StepTally, TallyExchange
 from trainer.stopping import Diverged, Interrupted, StopSignals, check_finite_loss
 from trainer.tasks import Task, trainable_parameters
 from trainer.tasks.loader import build_task, task_label
@@ -185,6 +186,14 @@ class Trainer:
         self.clock = ComputeClock(device, emulated_run=on_any_rank(
             emulates(config.slowdown, config.slowdown_at), device))
         self.ddp.register_comm_hook(None, self.clock.hook)
+        # The step's tally: one device tensor, gathered once per step (trainer/step/tally.py).
+        self.tallies = TallyExchange(device, self.world,
+                                     stop_requested=lambda: self.stop.signum is not None,
+                                     buffers_changed=self.buffer_sync.changed)
+        if device.type == "cpu":  # started by the clock's hook, with the gradient all-reduce
+            self.clock.early = EarlyTally(self.tallies)
+        self._previous: tuple[int, tuple[int, ...]] | None = None
+        """(step, split) of the step before: a GPU rank's tally times it (see ``_observe``)."""
         self.runner = ShareRunner(ddp=self.ddp, model=self.model, task=task, order=order,
                                   parameters=self.parameters, rank=self.rank, world=self.world,
                                   device=device, precision=config.precision, clock=self.clock,
@@ -314,30 +323,28 @@ class Trainer:
 
     def train_step(self, step: int) -> tuple[list[StepTally], StepOutcome]:
         """Run step ``step`` (1-based) on this rank; every rank's tally of it, by rank, and
-        what the optimizer did."""
+        what the optimizer did. The host waits for the device once: at ``pending.read()``."""
         # Forward + backward on the SUMMED loss of this rank's slice of the global batch, in
-        # micro-batch passes (trainer/step/accumulate.py). DDP all-reduces inside the last backward;
-        # an emulated slow device (--slowdown) finishes later: the clock's hook waits before
-        # the last all-reduce, and compute_s includes that time.
-        # Then one small all-gather: every rank's loss sum, unit count, compute time and stop
-        # request (started inside the last backward on CPU ranks: see ShareRunner.run).
-        def start_tally(loss_sum: float, units: float, compute_s: float
-                        ) -> Callable[[], list[StepTally]]:
-            mine = StepTally(loss_sum=loss_sum, units=units, compute_s=compute_s,
-                             stop=1.0 if self.stop.signum is not None else 0.0,
-                             buffers_changed=1.0 if self.buffer_sync.changed() else 0.0)
-            return start_gather_tallies(mine, self.device)
-
-        tallies = self.runner.run(step, self.run.split, self.micro_batch[self.rank],
-                                  self.slowdown.factor_at(step), start_tally)()
-        # Rank 0's buffers (BatchNorm statistics) everywhere, only when a forward changed one:
-        # here, where the ranks have just met, the broadcast adds no wait.
+        # micro-batch passes (trainer/step/accumulate.py). DDP all-reduces inside the last
+        # backward; an emulated slow device (--slowdown) finishes later: the clock's hook waits
+        # before the last all-reduce, and the compute time includes that time.
+        totals = self.runner.run(step, self.run.split, self.micro_batch[self.rank],
+                                 self.slowdown.factor_at(step))
+        # One small all-gather: every rank's loss sum, unit count, compute time, stop request
+        # and buffer flag, as one tensor. A CPU rank's clock hook started it already, inside
+        # the last backward (EarlyTally); other ranks start it here.
+        pending = self.clock.early.take() if self.clock.early is not None else None
+        if pending is None:
+            pending = self.tallies.start(totals.loss_sum, totals.units,
+                                         self.clock.tally_time(step))
+        # The gradient divided by the step's GLOBAL count of loss units (see step/tally.py), a
+        # device tensor, then unscale (fp16), clip, the step's learning rate, and the optimizer
+        # step: all queued before the host waits, so the device keeps busy through the read.
+        outcome = self.optim_step.step(step, pending.global_units())
+        tallies = pending.read()
+        # Rank 0's buffers (BatchNorm statistics) everywhere, only when a forward changed one.
         if any(t.buffers_changed > 0 for t in tallies):
             self.buffer_sync.sync()
-
-        # The gradient divided by the step's GLOBAL count of loss units (see step/tally.py), then
-        # unscale (fp16), clip, the step's learning rate, and the optimizer step.
-        outcome = self.optim_step.step(step, sum(t.units for t in tallies))
         self.run.step = step
         self.run.stopping = any(t.stop > 0 for t in tallies)
         # Every rank holds the same tallies, so a non-finite loss stops every rank here,
@@ -352,9 +359,10 @@ class Trainer:
         tokens = (self.order.rank_tokens(run.step, run.split)
                   if self.order.item_tokens is not None else None)
         global_loss = sum(t.loss_sum for t in tallies) / max(sum(t.units for t in tallies), 1)
+        compute_s = self.clock.step_seconds(run.step)  # complete after the tally: no wait
         self.events.emit(StepEvent(
             t=time.time(), rank=self.rank, step=run.step, epoch=self.order.epoch_of(run.step),
-            local_batch=share, loss=mine.loss_sum / max(mine.units, 1), compute_s=mine.compute_s,
+            local_batch=share, loss=mine.loss_sum / max(mine.units, 1), compute_s=compute_s,
             step_s=step_s, samples_per_s=share / step_s, loss_units=int(mine.units),
             global_loss=global_loss if self.rank == 0 else None,
             cluster_samples_per_s=config.global_batch / step_s if self.rank == 0 else None,
@@ -363,12 +371,26 @@ class Trainer:
             passes=passes(share, self.micro_batch[self.rank]),
             tokens=tokens[self.rank] if tokens is not None else None))
         if self.balancer is not None:
-            seconds = [t.compute_s for t in tallies]
-            self.balancer.observe(run.split, seconds if tokens is None  # per share of tokens
-                                  else share_seconds(seconds, tokens, run.split))
+            self._observe(self.balancer, tallies)
+        self._previous = (run.step, tuple(run.split))
         if self.rank == 0 and (run.step % 10 == 0 or run.step == run.total_steps):
             print0(f"step {run.step}/{run.total_steps} loss {global_loss:.4f} "
                    f"{config.global_batch / step_s:.1f} samples/s split {_csv(run.split)}")
+
+    def _observe(self, balancer: Balancer, tallies: list[StepTally]) -> None:
+        """Rank 0: every rank's compute time, paired with the split of the step it timed (a
+        GPU rank's tally carries the step before's: trainer/step/tally.py)."""
+        steps = [(self.run.step, tuple(self.run.split))]
+        if self._previous is not None:
+            steps.append(self._previous)
+        for step, split in steps:
+            seconds = [t.compute_s if int(t.compute_step) == step else math.nan
+                       for t in tallies]
+            if all(math.isnan(s) for s in seconds):
+                continue
+            if self.order.item_tokens is not None:  # per share of tokens
+                seconds = share_seconds(seconds, self.order.rank_tokens(step, split), split)
+            balancer.observe(split, seconds)
 
     def _evaluate(self) -> None:
         """The held-out set, when due (every rank at the same steps: it is collective)."""
