@@ -2,9 +2,10 @@
 
 A dataset held in memory as tensors is indexed as a batch, one ``index_select`` per tensor,
 instead of item by item and collated: a dataset with a ``batch_of(indices)`` method (corral's
-image sets, see trainer/tasks/__init__.py) or torch's ``TensorDataset``, when the task keeps torch's default collate. The
-result is the same tensors either way. On CUDA the batch is put in pinned host memory and
-copied with ``non_blocking``: a copy from pageable memory would wait for the device first.
+image sets, see trainer/tasks/__init__.py) or torch's ``TensorDataset``, when the task keeps
+torch's default collate. The result is the same tensors either way. On CUDA the batch is put
+in pinned host memory and copied with ``non_blocking``: a copy from pageable memory would wait
+for the device first.
 """
 
 from __future__ import annotations
