@@ -64,7 +64,8 @@ class EarlyTally:
 class ComputeClock:
     """Forward-start to last-bucket-ready time; CUDA events on GPUs, perf_counter on CPUs."""
 
-    def __init__(self, device: torch.device, emulated_run: bool = False) -> None:
+    def __init__(self, device: torch.device, emulated_run: bool = False,
+                 early: EarlyTally | None = None) -> None:
         self._cuda = device.type == "cuda"
         self._emulated_run = emulated_run
         """The run emulates slower devices: this rank's time is its own work times its factor,
@@ -74,7 +75,7 @@ class ComputeClock:
         """(wall, own) seconds at the last bucket (CPU ranks)."""
         self._factor = 1.0
         self._emulated: float | None = None
-        self.early: EarlyTally | None = None
+        self.early = early if not self._cuda else None
         """Fired in the hook of the last bucket, after its all-reduce was issued, with this
         rank's compute seconds (CPU ranks only: their clock needs no device sync)."""
         self._settled: tuple[int, float] = (0, float("nan"))
@@ -110,7 +111,7 @@ class ComputeClock:
                 wall, own = self._real_elapsed()
                 self._emulated = emulate_slowdown(self._factor, own, wall)
         reduced = allreduce_hook(process_group, bucket)  # type: ignore[arg-type]
-        if bucket.is_last() and self.early is not None and not self._cuda:
+        if bucket.is_last() and self.early is not None:
             self.early.fire(self.elapsed())
         return reduced
 

@@ -20,7 +20,8 @@ sees a GPU rank's times a step late.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 import torch
@@ -166,6 +167,12 @@ def _opmath(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def row_of(tallies: Sequence[StepTally], field: str) -> list[float]:
-    """One field of every rank's tally, by rank."""
-    return [getattr(t, field) for t in tallies]
+def timed_steps(tallies: Sequence[StepTally], steps: Sequence[tuple[int, tuple[int, ...]]]
+                ) -> Iterator[tuple[int, tuple[int, ...], list[float]]]:
+    """``(step, split, every rank's compute seconds of that step)`` for each ``(step, split)``
+    of ``steps`` some rank timed (NaN for a rank whose tally times another step: the balancer
+    leaves NaN out)."""
+    for step, split in steps:
+        seconds = [t.compute_s if int(t.compute_step) == step else math.nan for t in tallies]
+        if not all(math.isnan(s) for s in seconds):
+            yield step, split, seconds
