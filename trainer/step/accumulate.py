@@ -136,9 +136,9 @@ class _Totals:
 
     def add(self, loss_sum: torch.Tensor, units: int | float | torch.Tensor) -> None:
         self.loss = self.loss + loss_sum.detach().to(torch.float64)
-        if isinstance(units, torch.Tensor):
+        if isinstance(units, torch.Tensor) and units.device.type != "cpu":
             self.device_units = self.device_units + units.detach().to(self.device, torch.float64)
-        else:
+        else:  # a host number (a CPU tensor's read waits for no device)
             self.host_units += float(units)
 
     def now(self) -> tuple[torch.Tensor, torch.Tensor]:
