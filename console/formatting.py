@@ -65,6 +65,13 @@ def fmt_bytes(value: int | None) -> str:
     return f"{size:.0f}T"
 
 
+def gpu_peak_text(allocated: int | None, reserved: int | None) -> str:
+    """Peak GPU memory as ``allocated/reserved`` (empty for a rank without a GPU)."""
+    if allocated is None and reserved is None:
+        return ""
+    return f"{fmt_bytes(allocated)}/{fmt_bytes(reserved)}"
+
+
 def fmt_percent(value: float | None, *, signed: bool = False) -> str:
     """A fraction as a percentage: ``0.873`` -> ``87%``."""
     if value is None:

@@ -13,7 +13,13 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from console.formatting import OUTCOME_STYLES, fmt_duration, fmt_percent, fmt_rate
+from console.formatting import (
+    OUTCOME_STYLES,
+    fmt_duration,
+    fmt_percent,
+    fmt_rate,
+    gpu_peak_text,
+)
 from console.termplot import Line, chart, legend
 from remote.api import FIXED_COST_DOMINATES, Metric, RunSeries, RunSummary
 
@@ -111,20 +117,28 @@ def fixed_cost_note(outside_compute: float | None) -> str | None:
 
 
 def ranks_table(summary: RunSummary) -> Table:
-    """Per rank: host, device, samples/s, utilisation (compute / step time), final share, and
-    tokens per step when the run shares tokens."""
+    """Per rank: host, device, samples/s, utilisation (compute / step time), final share,
+    tokens per step when the run shares tokens, and with a GPU rank its GPU (SM) utilisation
+    and peak GPU memory (allocated / reserved)."""
     table = Table(title="ranks", title_justify="left")
     tokens = any(rank.tokens_per_step is not None for rank in summary.ranks)
+    gpu = any(rank.gpu_util is not None or rank.gpu_peak_reserved is not None
+              for rank in summary.ranks)
     for name in ("rank", "host", "device", "samples/s", "utilisation", "final share",
-                 *(("tokens/step",) if tokens else ())):
+                 *(("tokens/step",) if tokens else ()),
+                 *(("GPU util", "peak GPU mem") if gpu else ())):
         table.add_column(name, justify="right" if name not in ("host", "device") else "left")
     for rank in summary.ranks:
         cells = [str(rank.rank), rank.host, rank.device, fmt_rate(rank.mean_samples_per_s),
                  fmt_percent(rank.utilisation), fmt_percent(rank.final_share)]
         if tokens:
             cells.append(fmt_rate(rank.tokens_per_step))
+        if gpu:
+            cells += [fmt_percent(None if rank.gpu_util is None else rank.gpu_util / 100),
+                      gpu_peak_text(rank.gpu_peak_allocated, rank.gpu_peak_reserved)]
         table.add_row(*cells)
     return table
+
 
 
 def moves_table(summary: RunSummary) -> Table:

@@ -1,7 +1,9 @@
 """Periodic ``resources`` events from the profiles package's sampler (skipped if absent).
 
-The sampler measures in the background; the loop only polls it once per step, which never
-blocks, so resource reporting costs the training step nothing noticeable.
+The sampler measures in the background (NVML for the GPU's utilisation and memory); the loop
+only polls it once per step, which never blocks, so resource reporting costs the training step
+nothing noticeable. A CUDA rank adds its peak memory from torch's allocator statistics (host
+counters: reading them does not wait for the GPU).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import time
 from typing import Any
+
+import torch
 
 from trainer.dist import print0
 from trainer.events import EventWriter, ResourceEvent
@@ -19,6 +23,7 @@ class ResourceReporter:
 
     def __init__(self, device: str, interval_s: float, rank: int, events: EventWriter) -> None:
         self._rank = rank
+        self._device = device
         self._events = events
         self._sampler: Any = None
         if interval_s <= 0:
@@ -45,10 +50,12 @@ class ResourceReporter:
             self.stop()
             return
         if sample is not None:
+            allocated, reserved = peak_gpu_memory(self._device)
             self._events.emit(ResourceEvent(
                 t=time.time(), rank=self._rank, gpu_util=sample.gpu_util,
                 gpu_mem_used=sample.gpu_mem_used, gpu_mem_total=sample.gpu_mem_total,
-                cpu_percent=sample.cpu_percent, rss_bytes=sample.rss_bytes))
+                cpu_percent=sample.cpu_percent, rss_bytes=sample.rss_bytes,
+                gpu_peak_allocated=allocated, gpu_peak_reserved=reserved))
 
     def stop(self) -> None:
         """Stop the sampler (idempotent)."""
@@ -56,3 +63,12 @@ class ResourceReporter:
         if sampler is not None:
             with contextlib.suppress(Exception):
                 sampler.stop()
+
+
+def peak_gpu_memory(device: str) -> tuple[int | None, int | None]:
+    """(peak allocated, peak reserved) bytes of this process on ``device`` (``cuda:N``);
+    (None, None) for the CPU or without CUDA."""
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return None, None
+    return (int(torch.cuda.max_memory_allocated(device)),
+            int(torch.cuda.max_memory_reserved(device)))

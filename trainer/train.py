@@ -59,18 +59,18 @@ from trainer.events import (
     StepEvent,
     events_path,
 )
-from trainer.placement import Placement, format_cpulist, place_this_rank
+from trainer.placement import Placement, place_this_rank, placement_fields
 from trainer.resources import ResourceReporter
 from trainer.settings.train_config import TrainConfig, check_world
 from trainer.settings.training_checks import check_precision, check_total_steps, resolve_precision
 from trainer.step.accumulate import BufferSync, ShareRunner
 from trainer.step.batch_order import GlobalBatchOrder, share_seconds
 from trainer.step.batches import collated
-from trainer.step.clock import ComputeClock
+from trainer.step.clock import ComputeClock, EarlyTally
 from trainer.step.optim import OptimizerStep, StepOutcome, make_optimizer
 from trainer.step.prefetch import BatchPrefetcher, prefetch_wanted
 from trainer.step.slowdown import SlowdownSchedule, emulates
-from trainer.step.tally import StepTally, start_gather_tallies
+from trainer.step.tally import StepTally, TallyExchange, timed_steps
 from trainer.stopping import Diverged, Interrupted, StopSignals, check_finite_loss
 from trainer.tasks import Task, trainable_parameters
 from trainer.tasks.loader import build_task, task_label
@@ -178,14 +178,8 @@ class Trainer:
         self.balancer = self._balancer(first_split.max_batch, balancer_state)
         self._announce(backend, first_split, resumed_from)
 
-        # DDP averages gradients over ranks; divide_by_global_units turns that into the exact
-        # mean over the step's units. The comm hook times local backward (trainer/step/clock.py).
-        # Buffers are synced after a step that changed one (BufferSync), not at every forward.
-        self.ddp = wrap_ddp(self.model, device)
-        self.buffer_sync = BufferSync(self.model)
-        self.clock = ComputeClock(device, emulated_run=on_any_rank(
-            emulates(config.slowdown, config.slowdown_at), device))
-        self.ddp.register_comm_hook(None, self.clock.hook)
+        self._wrap_model(config, device)
+        self._previous: tuple[int, tuple[int, ...]] | None = None  # (step, split): _observe
         self.runner = ShareRunner(ddp=self.ddp, model=self.model, task=task, order=order,
                                   parameters=self.parameters, rank=self.rank, world=self.world,
                                   device=device, precision=config.precision, clock=self.clock,
@@ -196,16 +190,29 @@ class Trainer:
             every=config.eval_every, model=self.ddp, rank=self.rank, device=device,
             precision=config.precision, micro_batch=self.micro_batch, events=events,
         ) if config.eval_every else None
-        self.checkpointer = Checkpointer(config, rank=self.rank, world=self.world, events=events,
-                                         model=self.model, optimizer=self.optimizer,
-                                         balancer=self.balancer,
-                                         training=self.optim_step.state_dict)
+        self.checkpointer = Checkpointer(
+            config, rank=self.rank, world=self.world, events=events, model=self.model,
+            optimizer=self.optimizer, balancer=self.balancer, training=self.optim_step.state_dict)
+
+    def _wrap_model(self, config: TrainConfig, device: torch.device) -> None:
+        """DDP (its mean over ranks made exact by divide_by_global_units), the buffer sync (after
+        a step that changed one, not at every forward), the tally exchange and the clock."""
+        self.ddp = wrap_ddp(self.model, device)
+        self.buffer_sync = BufferSync(self.model)
+        # The step's tally: one device tensor, gathered once per step (trainer/step/tally.py);
+        # a CPU rank's clock hook starts it inside the last backward (EarlyTally).
+        self.tallies = TallyExchange(device, self.world,
+                                     stop_requested=lambda: self.stop.signum is not None,
+                                     buffers_changed=self.buffer_sync.changed)
+        self.clock = ComputeClock(device, emulated_run=on_any_rank(
+            emulates(config.slowdown, config.slowdown_at), device),
+            early=EarlyTally(self.tallies))
+        self.ddp.register_comm_hook(None, self.clock.hook)  # times the local backward
 
     def _prefetcher_batch(self) -> Callable[[int, Sequence[int]], Any] | None:
         prefetcher, run = self.prefetcher, self.run
-        if prefetcher is None:
-            return None
-        return lambda step, split: prefetcher.batch(step, split, run.total_steps)
+        return (None if prefetcher is None
+                else lambda step, split: prefetcher.batch(step, split, run.total_steps))
 
     def _restore(
         self, resumed: tuple[str, dict[str, Any]] | None
@@ -243,14 +250,6 @@ class Trainer:
             balancer.load_state_dict(saved)
         return balancer
 
-    def _placement_fields(self) -> dict[str, Any]:
-        """The start event's ``cores``, ``placement`` and ``allocator``."""
-        placement = self.placement
-        if placement is None:
-            return {}
-        return {"cores": format_cpulist(placement.cores), "placement": placement.how,
-                "allocator": placement.allocator}
-
     def _announce(self, backend: str, first_split: Any, resumed_from: str | None) -> None:
         config, run = self.config, self.run
         model, dataset = task_label(config)
@@ -264,7 +263,7 @@ class Trainer:
             slowdown=self.slowdown.factor_at(run.step + 1), resumed_from=resumed_from,
             task=config.task, precision=config.precision, tf32=tf32_enabled(),
             micro_batch=self.micro_batch[self.rank],
-            **self._placement_fields()))
+            **placement_fields(self.placement)))
         if self.rank == 0:
             self.events.emit(CapacityEvent(
                 t=time.time(), rank=0, source=first_split.source,
@@ -315,30 +314,23 @@ class Trainer:
 
     def train_step(self, step: int) -> tuple[list[StepTally], StepOutcome]:
         """Run step ``step`` (1-based) on this rank; every rank's tally of it, by rank, and
-        what the optimizer did."""
-        # Forward + backward on the SUMMED loss of this rank's slice of the global batch, in
-        # micro-batch passes (trainer/step/accumulate.py). DDP all-reduces inside the last backward;
-        # an emulated slow device (--slowdown) finishes later: the clock's hook waits before
-        # the last all-reduce, and compute_s includes that time.
-        # Then one small all-gather: every rank's loss sum, unit count, compute time and stop
-        # request (started inside the last backward on CPU ranks: see ShareRunner.run).
-        def start_tally(loss_sum: float, units: float, compute_s: float
-                        ) -> Callable[[], list[StepTally]]:
-            mine = StepTally(loss_sum=loss_sum, units=units, compute_s=compute_s,
-                             stop=1.0 if self.stop.signum is not None else 0.0,
-                             buffers_changed=1.0 if self.buffer_sync.changed() else 0.0)
-            return start_gather_tallies(mine, self.device)
-
-        tallies = self.runner.run(step, self.run.split, self.micro_batch[self.rank],
-                                  self.slowdown.factor_at(step), start_tally)()
-        # Rank 0's buffers (BatchNorm statistics) everywhere, only when a forward changed one:
-        # here, where the ranks have just met, the broadcast adds no wait.
-        if any(t.buffers_changed > 0 for t in tallies):
+        what the optimizer did. The host waits for the device once: at ``pending.read()``."""
+        # Forward + backward on the SUMMED loss of this rank's share, in micro-batch passes;
+        # DDP all-reduces inside the last backward (trainer/step/accumulate.py, clock.py).
+        totals = self.runner.run(step, self.run.split, self.micro_batch[self.rank],
+                                 self.slowdown.factor_at(step))
+        # One small all-gather of every rank's tally (one tensor): a CPU rank's clock hook
+        # started it inside the last backward (EarlyTally); other ranks start it here.
+        pending = self.clock.early.take() if self.clock.early is not None else None
+        if pending is None:
+            pending = self.tallies.start(totals.loss_sum, totals.units,
+                                         self.clock.tally_time(step))
+        # The gradient divided by the step's GLOBAL count of loss units (a device tensor), then
+        # the optimizer step: queued before the host waits, so the device keeps busy.
+        outcome = self.optim_step.step(step, pending.global_units())
+        tallies = pending.read()
+        if any(t.buffers_changed > 0 for t in tallies):  # rank 0's buffers (BatchNorm) everywhere
             self.buffer_sync.sync()
-
-        # The gradient divided by the step's GLOBAL count of loss units (see step/tally.py), then
-        # unscale (fp16), clip, the step's learning rate, and the optimizer step.
-        outcome = self.optim_step.step(step, sum(t.units for t in tallies))
         self.run.step = step
         self.run.stopping = any(t.stop > 0 for t in tallies)
         # Every rank holds the same tallies, so a non-finite loss stops every rank here,
@@ -353,23 +345,32 @@ class Trainer:
         tokens = (self.order.rank_tokens(run.step, run.split)
                   if self.order.item_tokens is not None else None)
         global_loss = sum(t.loss_sum for t in tallies) / max(sum(t.units for t in tallies), 1)
+        compute_s = self.clock.step_seconds(run.step)  # complete after the tally: no wait
         self.events.emit(StepEvent(
             t=time.time(), rank=self.rank, step=run.step, epoch=self.order.epoch_of(run.step),
-            local_batch=share, loss=mine.loss_sum / max(mine.units, 1), compute_s=mine.compute_s,
+            local_batch=share, loss=mine.loss_sum / max(mine.units, 1), compute_s=compute_s,
             step_s=step_s, samples_per_s=share / step_s, loss_units=int(mine.units),
             global_loss=global_loss if self.rank == 0 else None,
             cluster_samples_per_s=config.global_batch / step_s if self.rank == 0 else None,
             lr=outcome.lr, grad_norm=outcome.grad_norm, scaler_skipped=outcome.skipped,
-            loss_scale=outcome.scale,
-            passes=passes(share, self.micro_batch[self.rank]),
+            loss_scale=outcome.scale, passes=passes(share, self.micro_batch[self.rank]),
             tokens=tokens[self.rank] if tokens is not None else None))
         if self.balancer is not None:
-            seconds = [t.compute_s for t in tallies]
-            self.balancer.observe(run.split, seconds if tokens is None  # per share of tokens
-                                  else share_seconds(seconds, tokens, run.split))
+            self._observe(self.balancer, tallies)
+        self._previous = (run.step, tuple(run.split))
         if self.rank == 0 and (run.step % 10 == 0 or run.step == run.total_steps):
             print0(f"step {run.step}/{run.total_steps} loss {global_loss:.4f} "
                    f"{config.global_batch / step_s:.1f} samples/s split {_csv(run.split)}")
+
+    def _observe(self, balancer: Balancer, tallies: list[StepTally]) -> None:
+        """Rank 0: every rank's compute time, paired with the split of the step it timed (a
+        GPU rank's tally carries the step before's: trainer/step/tally.py)."""
+        current = (self.run.step, tuple(self.run.split))
+        steps = [current] if self._previous is None else [current, self._previous]
+        for step, split, seconds in timed_steps(tallies, steps):
+            tokens = self.order.rank_tokens(step, split) if self.order.item_tokens else None
+            balancer.observe(split, seconds if tokens is None  # per share of tokens
+                             else share_seconds(seconds, tokens, split))
 
     def _evaluate(self) -> None:
         """The held-out set, when due (every rank at the same steps: it is collective)."""

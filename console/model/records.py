@@ -32,10 +32,16 @@ class RankRow:
     """Its tokens per step when the run shares tokens (variable-length items): the latest
     step's while it runs, the run's mean (``RankFigures.mean_tokens_per_step``) once ended."""
     gpu_util: float | None = None
+    """GPU (SM) utilisation, percent: the latest sample's while the run goes, the run's mean
+    (``RankFigures.gpu_util``) once it ended."""
     gpu_mem_used: int | None = None
     gpu_mem_total: int | None = None
     cpu_percent: float | None = None
     rss_bytes: int | None = None
+    gpu_peak_allocated: int | None = None
+    """The most bytes its tensors held on its GPU so far (``RankFigures``)."""
+    gpu_peak_reserved: int | None = None
+    """The most bytes torch's allocator reserved on its GPU for it so far."""
     end_status: str | None = None
     reason: str = ""
     history: deque[float] = field(default_factory=lambda: deque(maxlen=SPARK_POINTS))

@@ -195,6 +195,8 @@ class RunModel:
                 row.samples_per_s = sums.mean_samples_per_s
                 row.compute_s, row.step_s = sums.mean_compute_s, sums.mean_step_s
                 row.tokens = sums.mean_tokens_per_step
+            if sums is not None and sums.gpu_util is not None:
+                row.gpu_util = sums.gpu_util
 
     @property
     def finished(self) -> bool:
@@ -228,6 +230,9 @@ class RunModel:
             row.gpu_util, row.gpu_mem_used = event.gpu_util, event.gpu_mem_used
             row.gpu_mem_total, row.cpu_percent = event.gpu_mem_total, event.cpu_percent
             row.rss_bytes = event.rss_bytes
+            sums = self.figures.ranks[event.rank]  # the peaks as the report defines them
+            row.gpu_peak_allocated = sums.gpu_peak_allocated
+            row.gpu_peak_reserved = sums.gpu_peak_reserved
         elif isinstance(event, StartEvent):
             self._apply_start(row, event)
         elif isinstance(event, RebalanceEvent):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from rich.text import Text
 
-from console.formatting import bar, cells, fmt_bytes, fmt_rate
+from console.formatting import bar, cells, fmt_bytes, fmt_rate, gpu_peak_text
 from console.model.records import RowView
 from console.model.run import RunModel
 from console.widgets.lines_view import LinesView
@@ -68,7 +68,10 @@ def resources_text(view: RowView) -> str:
         return ""
     if row.gpu_util is not None or row.gpu_mem_used is not None:
         util = "—" if row.gpu_util is None else f"{row.gpu_util:.0f}%"
-        return f"GPU {util} {fmt_bytes(row.gpu_mem_used)}/{fmt_bytes(row.gpu_mem_total)}"
+        text = f"GPU {util} {fmt_bytes(row.gpu_mem_used)}/{fmt_bytes(row.gpu_mem_total)}"
+        if row.gpu_peak_reserved is not None:
+            text += f" peak {gpu_peak_text(row.gpu_peak_allocated, row.gpu_peak_reserved)}"
+        return text
     if row.cpu_percent is not None or row.rss_bytes is not None:
         cpu = "—" if row.cpu_percent is None else f"{row.cpu_percent:.0f}%"
         return f"CPU {cpu} {fmt_bytes(row.rss_bytes)}"

@@ -20,6 +20,9 @@ The definitions:
   cost, which the ideal leaves out and more ranks do not share (fewer ranks are faster);
 - the run's **mean throughput**: Σ step samples / Σ step times; a rank's **utilisation**:
   Σ compute time / Σ step time;
+- a GPU rank's **GPU utilisation**: the mean of its ``resources`` events' ``gpu_util`` (NVML's
+  SM utilisation); its **peak GPU memory**: the largest ``gpu_peak_allocated`` and
+  ``gpu_peak_reserved`` its ``resources`` events reported (torch's allocator peaks);
 - a balancer move's **measured gain**: 1 - (mean slowest compute time over the
   ``MEASURE_AFTER_STEPS`` steps from the move) / (slowest compute time before it);
 - **wall time**: from the run's first trainer event to its last (event times, never the
@@ -145,6 +148,12 @@ class RankFigures:
     tokens: int = 0
     token_steps: int = 0
     """Steps that reported tokens (runs that share tokens)."""
+    gpu_util_sum: float = 0.0
+    gpu_util_samples: int = 0
+    gpu_peak_allocated: int | None = None
+    """The most bytes its tensors held on its GPU (None: not a GPU rank, or never sampled)."""
+    gpu_peak_reserved: int | None = None
+    """The most bytes torch's allocator reserved on its GPU for it."""
 
     def add(self, cell: RankCell, sign: int) -> None:
         """Count ``cell`` in (sign 1) or out (sign -1, a step replaced by its redo)."""
@@ -183,6 +192,22 @@ class RankFigures:
     @property
     def mean_step_s(self) -> float | None:
         return ratio(self.step_s, self.steps)
+
+    def add_resources(self, gpu_util: float | None, peak_allocated: int | None,
+                      peak_reserved: int | None) -> None:
+        """Count one ``resources`` sample of this rank."""
+        if gpu_util is not None:
+            self.gpu_util_sum += gpu_util
+            self.gpu_util_samples += 1
+        if peak_allocated is not None:
+            self.gpu_peak_allocated = max(self.gpu_peak_allocated or 0, peak_allocated)
+        if peak_reserved is not None:
+            self.gpu_peak_reserved = max(self.gpu_peak_reserved or 0, peak_reserved)
+
+    @property
+    def gpu_util(self) -> float | None:
+        """Mean GPU (SM) utilisation over its samples, percent (None without any)."""
+        return ratio(self.gpu_util_sum, self.gpu_util_samples)
 
 
 @dataclass(frozen=True, kw_only=True)

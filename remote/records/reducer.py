@@ -26,6 +26,7 @@ from trainer.events import (
     MEASURE_AFTER_STEPS,
     EvalEvent,
     RebalanceEvent,
+    ResourceEvent,
     SamplesEvent,
     StartEvent,
     StepEvent,
@@ -83,6 +84,9 @@ class RunFigures:
             self._start(event, rank)
         elif isinstance(event, SamplesEvent):
             self.samples = event
+        elif isinstance(event, ResourceEvent):
+            rank.add_resources(event.gpu_util, event.gpu_peak_allocated,
+                               event.gpu_peak_reserved)
         elif isinstance(event, RebalanceEvent):
             self.rebalances = [r for r in self.rebalances if r.step < event.step] + [event]
         elif isinstance(event, EvalEvent) and event.rank == 0:

@@ -41,6 +41,12 @@ class RankSummary:
     """This rank's part of the global batch at the last step (0.5 = half)."""
     tokens_per_step: float | None = None
     """Mean input tokens per step, when the run shares tokens (variable-length items)."""
+    gpu_util: float | None = None
+    """Mean GPU (SM) utilisation over its resource samples, percent (None: no GPU or NVML)."""
+    gpu_peak_allocated: int | None = None
+    """The most bytes its tensors held on its GPU (None on CPU)."""
+    gpu_peak_reserved: int | None = None
+    """The most bytes torch's caching allocator reserved on its GPU for it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,7 +140,9 @@ def _rank_summaries(figures: RunFigures) -> list[RankSummary]:
     return [RankSummary(rank=rank.rank, host=rank.host, device=rank.device,
                         mean_samples_per_s=rank.mean_samples_per_s,
                         utilisation=rank.utilisation, final_share=figures.final_share(rank.rank),
-                        tokens_per_step=rank.mean_tokens_per_step)
+                        tokens_per_step=rank.mean_tokens_per_step, gpu_util=rank.gpu_util,
+                        gpu_peak_allocated=rank.gpu_peak_allocated,
+                        gpu_peak_reserved=rank.gpu_peak_reserved)
             for _, rank in sorted(figures.ranks.items())]
 
 

@@ -32,14 +32,14 @@ def _rank(rank: int, store: str, out: str) -> None:
     torch.manual_seed(0)
     batch_norm, rotary = nn.BatchNorm1d(4), RotaryLike()
     bn_sync, rotary_sync = BufferSync(batch_norm), BufferSync(rotary)
-    before = bn_sync.changed(), rotary_sync.changed()
+    before = bool(bn_sync.changed()), bool(rotary_sync.changed())
 
     # Each rank sees different data, as in a step: BatchNorm's running statistics diverge.
     batch_norm(torch.randn(8, 4) * (rank + 1) + rank)
     rotary(torch.randn(8, 4)).sum().backward()
-    after_forward = bn_sync.changed(), rotary_sync.changed()
+    after_forward = bool(bn_sync.changed()), bool(rotary_sync.changed())
     bn_sync.sync()
-    after_sync = bn_sync.changed()
+    after_sync = bool(bn_sync.changed())
     torch.save({"before": before, "after_forward": after_forward, "after_sync": after_sync,
                 "buffers": {k: v.clone() for k, v in batch_norm.state_dict().items()}},
                f"{out}/rank-{rank}.pt")

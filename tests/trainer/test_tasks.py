@@ -31,7 +31,7 @@ def test_the_image_task_collates_the_same_batch_as_the_dataset() -> None:
     task = build_task(TrainConfig(samples=64, global_batch=8))
     data = synthetic_image(64, 0)
     x, y = collated(task, [5, 1, 9], torch.device("cpu"))
-    ex, ey = data.batch(torch.tensor([5, 1, 9]))
+    ex, ey = data.batch_of(torch.tensor([5, 1, 9]))
     assert torch.equal(x, ex) and torch.equal(y, ey)
     loss_sum, count = task.loss(task.model, (x, y))
     assert count == 3 and loss_sum.dim() == 0

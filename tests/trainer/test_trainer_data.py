@@ -62,7 +62,7 @@ def test_cifar10_reads_the_five_training_batches(tmp_path: Path) -> None:
     _cifar10(tmp_path / "cifar-10-batches-py")
     ds = build_dataset("cifar10", data_dir=str(tmp_path), samples=0, seed=0)  # parent dir works
     assert len(ds) == 20 and ds.num_classes == 10
-    x, y = ds.batch(torch.tensor([0, 19]))
+    x, y = ds.batch_of(torch.tensor([0, 19]))
     assert x.dtype == torch.float32 and x.shape == (2, 3, 32, 32) and y.dtype == torch.int64
     raw = pickle.loads((tmp_path / "cifar-10-batches-py" / "data_batch_1").read_bytes())
     assert torch.equal(ds.images[0].reshape(-1), torch.as_tensor(raw[b"data"][0]))

@@ -17,14 +17,20 @@ at every forward (ranks with different numbers of passes would call different nu
 broadcasts): after a step in which a forward changed a buffer on some rank, rank 0's are
 broadcast, at the point where the ranks already meet. A model whose buffers never change (the
 rotary tables of a language model) pays no collective for them.
+
+The interface, as trainer/train.py's ``train_step`` reads it: ``ShareRunner.run(step, split,
+micro, slowdown)`` runs this rank's passes and leaves the all-reduced gradient (the sum over
+ranks divided by the world size) in ``.grad``, and returns the share's ``ShareTotals`` as device
+tensors; nothing in it reads the device. ``all_reduce_mean`` is the explicit all-reduce of
+steps with a share of 0; ``BufferSync.changed()`` is a device flag for the tally and
+``BufferSync.sync()`` the broadcast the step does when some rank's flag was set.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -33,7 +39,6 @@ from torch import nn
 from trainer.step.batch_order import GlobalBatchOrder
 from trainer.step.batches import collated
 from trainer.step.clock import ComputeClock
-from trainer.step.tally import StepTally
 from trainer.tasks import Task
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -56,12 +61,20 @@ def micro_slices(indices: Sequence[int], micro: int | None) -> list[Sequence[int
     return [indices[i:i + size] for i in range(0, len(indices), size)]
 
 
-StartTally = Callable[[float, float, float], Callable[[], list[StepTally]]]
-"""Starts the tally all-gather from ``(loss sum, loss units, compute seconds)``."""
+class ShareTotals(NamedTuple):
+    """This rank's share of a step, summed over its passes: 0-d tensors on its device."""
+
+    loss_sum: torch.Tensor
+    """The loss summed over the share's loss units (float64: the passes add up exactly as the
+    Python floats they once were)."""
+    units: torch.Tensor
+    """How many loss units the share held (float64)."""
 
 
 class ShareRunner:
-    """Runs this rank's share of each step and leaves the summed gradient in ``.grad``."""
+    """Runs this rank's share of each step and leaves the summed gradient in ``.grad``.
+
+    Reads nothing back from the device: the totals stay tensors (see trainer/step/tally.py)."""
 
     def __init__(self, *, ddp: nn.Module, model: nn.Module, task: Task,
                  order: GlobalBatchOrder, parameters: list[nn.Parameter], rank: int,
@@ -76,21 +89,19 @@ class ShareRunner:
         (trainer/step/prefetch.py); used by a rank without a micro-batch (its share is always
         one pass)."""
 
-    def run(self, step: int, split: Sequence[int], micro: int | None, slowdown: float,
-            start_tally: StartTally) -> Callable[[], list[StepTally]]:
-        """Run this rank's share of ``step``; returns the wait for every rank's tally.
+    def run(self, step: int, split: Sequence[int], micro: int | None,
+            slowdown: float) -> ShareTotals:
+        """Run this rank's share of ``step``: forward and backward of every pass, the
+        gradient all-reduce included; returns the share's totals (on the device).
 
-        ``start_tally(loss sum, loss units, compute seconds)`` starts the tally all-gather. On
-        a CPU rank it starts from inside the last backward, right after the gradient
-        all-reduce was issued, so that the two collectives travel together instead of one
-        after the other (the order of collectives is the same on every rank either way)."""
+        On a CPU rank the clock's ``EarlyTally`` (when set) is armed before the last backward,
+        so its hook starts the tally all-gather right after the last bucket's all-reduce."""
         indices = self.order.local_indices(step, split, self.rank).tolist()
         # Some rank runs no backward: all-reduce explicitly (above).
         explicit = 0 in self.order.counts(step, split)
         slices = micro_slices(indices, micro)
         self.clock.start(slowdown)
-        loss_total, units_total = 0.0, 0.0
-        started: list[Callable[[], list[StepTally]]] = []
+        totals = _Totals(self.device)
         for i, part in enumerate(slices):
             last = i == len(slices) - 1 and not explicit
             if self.prefetched is not None and micro is None:
@@ -100,27 +111,40 @@ class ShareRunner:
             with self._sync_if(last):
                 with autocast(self.precision, self.device):
                     loss_sum, units = self.task.loss(self.ddp, batch)
-                if last and self.device.type == "cpu":
-                    self.clock.on_last_bucket = functools.partial(
-                        _start_early, started, start_tally,
-                        loss_total + float(loss_sum.detach()), units_total + float(units))
+                totals.add(loss_sum, units)
+                if last and self.clock.early is not None:
+                    self.clock.early.arm(step, *totals.now())
                 self.scale_loss(loss_sum).backward()
-            loss_total += float(loss_sum.detach())
-            units_total += float(units)
-        self.clock.on_last_bucket = None
-        compute_s = self.clock.elapsed()  # includes the emulated slowdown, before the all-reduce
         if explicit:
             all_reduce_mean(self.parameters, self.world)
-        return started[0] if started else start_tally(loss_total, units_total, compute_s)
+        return ShareTotals(*totals.now())
 
     def _sync_if(self, sync: bool) -> contextlib.AbstractContextManager[Any]:
         no_sync: Callable[[], contextlib.AbstractContextManager[Any]] = self.ddp.no_sync  # type: ignore[assignment]
         return contextlib.nullcontext() if sync else no_sync()
 
 
-def _start_early(started: list[Callable[[], list[StepTally]]], start_tally: StartTally,
-                 loss_sum: float, units: float, compute_s: float) -> None:
-    started.append(start_tally(loss_sum, units, compute_s))
+class _Totals:
+    """Loss and unit sums over a share's passes, without reading the device: the loss adds up
+    in float64 on the device; a unit count given as a Python number adds up on the host and
+    one given as a tensor on the device."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.device_units = torch.zeros((), dtype=torch.float64, device=device)
+        self.host_units = 0.0
+
+    def add(self, loss_sum: torch.Tensor, units: int | float | torch.Tensor) -> None:
+        self.loss = self.loss + loss_sum.detach().to(torch.float64)
+        if isinstance(units, torch.Tensor) and units.device.type != "cpu":
+            self.device_units = self.device_units + units.detach().to(self.device, torch.float64)
+        else:  # a host number (a CPU tensor's read waits for no device)
+            self.host_units += float(units)
+
+    def now(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss sum, units) so far, as 0-d float64 tensors on the device."""
+        return self.loss, self.device_units + self.host_units
 
 
 def all_reduce_mean(parameters: Sequence[nn.Parameter], world: int) -> None:
@@ -140,30 +164,36 @@ class BufferSync:
     changed one.
 
     A change is found by comparing with a copy taken at the last sync: in-place kernels (the
-    BatchNorm statistics) do not bump a tensor's version counter, so versions cannot tell. DDP
-    has broadcast rank 0's buffers when it wrapped the model, and a resumed run loads the same
-    checkpoint on every rank, so the ranks start equal.
+    BatchNorm statistics) do not bump a tensor's version counter, so versions cannot tell. The
+    comparison runs on the device, one flattened copy per dtype, and its answer is a device
+    tensor that travels in the step's tally (trainer/step/tally.py): no host read of its own.
+    DDP has broadcast rank 0's buffers when it wrapped the model, and a resumed run loads the
+    same checkpoint on every rank, so the ranks start equal.
     """
 
     def __init__(self, model: nn.Module) -> None:
-        self.buffers = list(model.buffers())
-        self.synced = [b.detach().clone() for b in self.buffers]
+        self.groups = list(_by_dtype(list(model.buffers())))
+        self.synced = [_flat(group) for group in self.groups]
+        self.device = next((b.device for b in model.buffers()), torch.device("cpu"))
 
-    def changed(self) -> bool:
-        """Has a buffer of this rank changed since the last sync (NaN counts as changed)?
-
-        One comparison per buffer on its device, and one read of the combined answer: on a GPU
-        a read per buffer would wait for the device once per buffer."""
-        if not self.buffers:
-            return False
-        differs = [(b != copy).any() for b, copy in zip(self.buffers, self.synced, strict=True)]
-        return bool(torch.stack(differs).any())
+    def changed(self) -> torch.Tensor:
+        """Has a buffer of this rank changed since the last sync (NaN counts as changed)? A 0-d
+        bool tensor on the buffers' device."""
+        differs = [(_flat(group) != copy).any() for group, copy in zip(self.groups, self.synced,
+                                                                      strict=True)]
+        if not differs:
+            return torch.zeros((), dtype=torch.bool, device=self.device)
+        return torch.stack(differs).any()
 
     def sync(self) -> None:
         """Rank 0's buffers on every rank (collective: every rank calls it at the same step)."""
-        broadcast_buffers(self.buffers)
-        for b, copy in zip(self.buffers, self.synced, strict=True):
-            copy.copy_(b.detach())
+        broadcast_buffers([b for group in self.groups for b in group])
+        self.synced = [_flat(group) for group in self.groups]
+
+
+def _flat(group: Sequence[torch.Tensor]) -> torch.Tensor:
+    """A group's buffers as one new flat tensor (a copy)."""
+    return torch.cat([b.detach().reshape(-1) for b in group])
 
 
 def broadcast_buffers(buffers: Sequence[torch.Tensor]) -> None:

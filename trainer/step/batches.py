@@ -1,4 +1,12 @@
-"""A rank's batch for a step: its slice of the global batch, collated and on its device."""
+"""A rank's batch for a step: its slice of the global batch, collated and on its device.
+
+A dataset held in memory as tensors is indexed as a batch, one ``index_select`` per tensor,
+instead of item by item and collated: a dataset with a ``batch_of(indices)`` method (corral's
+image sets, see trainer/tasks/__init__.py) or torch's ``TensorDataset``, when the task keeps
+torch's default collate. The result is the same tensors either way. On CUDA the batch is put
+in pinned host memory and copied with ``non_blocking``: a copy from pageable memory would wait
+for the device first.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import default_collate
+from torch.utils.data import TensorDataset, default_collate
 
 from trainer.step.batch_order import GlobalBatchOrder
 from trainer.tasks import Task
@@ -21,7 +29,26 @@ def local_batch(task: Task, order: GlobalBatchOrder, step: int, split: Sequence[
 
 def collated(task: Task, indices: Sequence[int], device: torch.device) -> Any:
     """``task.collate`` (default: torch's) of the items at ``indices``, on ``device``."""
-    return move_to(collate(task, [task.train_data[i] for i in indices]), device)
+    batch = indexed(task, indices)
+    if batch is None:
+        batch = collate(task, [task.train_data[i] for i in indices])
+    if device.type == "cuda":
+        batch = map_tensors(batch, torch.Tensor.pin_memory)
+    return move_to(batch, device)
+
+
+def indexed(task: Task, indices: Sequence[int]) -> Any:
+    """The items at ``indices`` indexed as one batch, when the dataset is in-memory tensors
+    and the task collates with torch's default; else None."""
+    if task.collate is not None:
+        return None
+    data: Any = task.train_data
+    at = torch.as_tensor(list(indices), dtype=torch.int64)
+    if callable(getattr(data, "batch_of", None)):
+        return list(data.batch_of(at))  # default_collate makes a list of a tuple's fields
+    if isinstance(data, TensorDataset):
+        return [t.index_select(0, at) for t in data.tensors]
+    return None
 
 
 def collate(task: Task, items: list[Any]) -> Any:

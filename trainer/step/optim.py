@@ -5,6 +5,12 @@ Everything here runs after the gradient all-reduce, on gradients that are identi
 rank, so every rank takes the same decisions without talking: the same global norm to clip to,
 the same overflow found by the scaler (an inf or NaN on one rank is in the sum on every rank),
 the same skipped step and the same new scale.
+
+Nothing here reads the device on the way to the optimizer step: the global unit count comes as
+a device tensor, and the clipped gradient's norm is copied to the host behind an event
+(``LateFloat``) and read when the step is reported, after the step's tally read, by which time
+it is complete. fp16 is the exception: torch's ``GradScaler.step`` itself reads its overflow
+flag every step, and the scale after its update is read when the step is reported.
 """
 
 from __future__ import annotations
@@ -66,17 +72,53 @@ class LRSchedule:
                 "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
 
 
+class LateFloat:
+    """A 0-d device tensor's value, copied to the host without waiting; ``value()`` waits for
+    that copy alone (on CUDA: an event right after the copy, not the work queued later)."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self._event: torch.cuda.Event | None = None
+        if tensor.device.type == "cuda":
+            self._host = torch.empty((), dtype=tensor.dtype, pin_memory=True)
+            self._host.copy_(tensor.detach(), non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._host = tensor.detach()
+
+    def value(self) -> float:
+        """The number (waits for the copy on CUDA)."""
+        if self._event is not None:
+            self._event.synchronize()
+        return float(self._host)
+
+
 @dataclass(frozen=True, kw_only=True)
 class StepOutcome:
-    """What the optimizer step did (for the step event)."""
+    """What the optimizer step did (for the step event); read it after the step's tally."""
 
     lr: float
-    grad_norm: float | None
+    norm: LateFloat | None
     """The global gradient norm before clipping (None without ``--clip-grad``)."""
-    skipped: bool
-    """The fp16 scaler found an inf/NaN gradient and skipped the step (same on every rank)."""
-    scale: float | None
-    """The fp16 loss scale after the step (None without the scaler)."""
+    scaled: tuple[float, LateFloat] | None
+    """fp16: the loss scale before the step and (late) after it; None without the scaler."""
+
+    @property
+    def grad_norm(self) -> float | None:
+        """The global gradient norm before clipping (None without ``--clip-grad``)."""
+        return self.norm.value() if self.norm is not None else None
+
+    @property
+    def scale(self) -> float | None:
+        """The fp16 loss scale after the step (None without the scaler)."""
+        return self.scaled[1].value() if self.scaled is not None else None
+
+    @property
+    def skipped(self) -> bool:
+        """The fp16 scaler found an inf/NaN gradient and skipped the step (same on every
+        rank): it lowers the scale then, and only then."""
+        scale = self.scale
+        return self.scaled is not None and scale is not None and scale < self.scaled[0]
 
 
 class OptimizerStep:
@@ -91,34 +133,43 @@ class OptimizerStep:
                                    warmup_steps=config.warmup_steps, total_steps=total_steps)
         self.scaler = (torch.amp.GradScaler(device.type) if config.precision == "fp16"
                        else None)
+        self._scale: LateFloat | None = None
+        """The fp16 scale after the last step (complete when the next step reads it)."""
 
     def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
         """The loss to call backward on: scaled for fp16, else itself."""
         return self.scaler.scale(loss) if self.scaler is not None else loss
 
-    def step(self, step: int, global_units: float) -> StepOutcome:
-        """Turn the all-reduced gradient into step ``step``'s update."""
+    def step(self, step: int, global_units: float | torch.Tensor) -> StepOutcome:
+        """Turn the all-reduced gradient into step ``step``'s update (``global_units`` may be
+        a device tensor: nothing here waits for the device, fp16 aside)."""
         divide_by_global_units(self.parameters, self.world, global_units)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        grad_norm = None
+        norm = None
         if self.clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.clip)
-            grad_norm = float(norm)
+            norm = LateFloat(torch.nn.utils.clip_grad_norm_(self.parameters, self.clip))
         lr = self.schedule.lr_at(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        skipped, scale = False, None
+        scaled = None
         if self.scaler is not None:
-            before = self.scaler.get_scale()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            scale = self.scaler.get_scale()
-            skipped = scale < before
+            scaled = self._scaler_step()
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return StepOutcome(lr=lr, grad_norm=grad_norm, skipped=skipped, scale=scale)
+        return StepOutcome(lr=lr, norm=norm, scaled=scaled)
+
+    def _scaler_step(self) -> tuple[float, LateFloat]:
+        """fp16: the scaler's step and update; (scale before, scale after, late)."""
+        assert self.scaler is not None
+        before = self._scale.value() if self._scale is not None else self.scaler.get_scale()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        scale = self.scaler._scale  # the tensor get_scale() would read
+        self._scale = (LateFloat(scale) if scale is not None
+                       else LateFloat(torch.tensor(self.scaler.get_scale())))
+        return before, self._scale
 
     def state_dict(self) -> dict[str, Any]:
         """Schedule and scaler state for checkpoints."""
@@ -129,3 +180,4 @@ class OptimizerStep:
         """Restore the scaler (the schedule is a function of the step and the flags)."""
         if state and state.get("scaler") is not None and self.scaler is not None:
             self.scaler.load_state_dict(state["scaler"])
+            self._scale = None

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from trainer.step.batch_order import GlobalBatchOrder
-from trainer.step.batches import collate, local_batch, map_tensors, move_to
+from trainer.step.batches import local_batch
 from trainer.tasks import Task
 
 
@@ -58,13 +58,8 @@ class BatchPrefetcher:
         return batch
 
     def _build(self, step: int, split: tuple[int, ...]) -> Any:
-        if self.device.type != "cuda":
-            return local_batch(self.task, self.order, step, split, self.rank, self.device)
-        # Pinned (page-locked) host memory, so that the copy can be asynchronous.
-        indices = self.order.local_indices(step, split, self.rank).tolist()
-        items = [self.task.train_data[i] for i in indices]
-        host = map_tensors(collate(self.task, items), torch.Tensor.pin_memory)
-        return move_to(host, self.device)
+        # On CUDA in pinned host memory, copied asynchronously (trainer/step/batches.py).
+        return local_batch(self.task, self.order, step, split, self.rank, self.device)
 
     def close(self) -> None:
         """Stop the worker (a prepared batch nobody asked for is dropped)."""

@@ -27,7 +27,12 @@ __all__ = ["BUILTIN_TASKS", "Dataset", "Task", "trainable_parameters"]
 
 
 class Dataset(Protocol):
-    """What the trainer needs of a dataset: a length and items by index."""
+    """What the trainer needs of a dataset: a length and items by index.
+
+    A dataset may also have ``batch_of(indices: LongTensor)``, returning the tuple of tensors
+    torch's default collate would make of those items: with the default collate the trainer
+    then indexes a rank's share at once (trainer/step/batches.py). torch's ``TensorDataset``
+    is indexed so too."""
 
     def __len__(self) -> int: ...
 

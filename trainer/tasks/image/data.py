@@ -36,7 +36,7 @@ class ImageDataset:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch_of(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised float images and labels for ``indices`` (all at once)."""
         x = self.images.index_select(0, indices)
         if x.dtype == torch.uint8:

@@ -1,0 +1,122 @@
+"""A training step reads the device once: the tally, as one tensor (trainer/step/tally.py).
+
+The trainer runs in this process (a one-rank group) with its step wrapped: on the CPU every read
+of a floating-point tensor's values during a step is counted (the batch's indices are integer
+tensors of the host, not device results); on a GPU the steps after the first two run under
+``torch.cuda.set_sync_debug_mode("error")``, which raises at any synchronising call torch knows
+of, and the one documented wait (the tally's event) is counted by ``PendingTallies.reads``.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from trainer import train as train_module
+from trainer.settings.train_config import TrainConfig
+from trainer.step.tally import PendingTallies
+
+READS = ("item", "tolist", "__float__", "__bool__", "__int__")
+"""The tensor methods that hand a tensor's values to Python."""
+STEPS = 6
+
+
+@contextmanager
+def _counting_float_reads(counts: list[int]) -> Iterator[None]:
+    """Count reads of floating-point tensors (by any of ``READS``) into ``counts[0]``."""
+    originals = {name: getattr(torch.Tensor, name) for name in READS}
+
+    def counted(original: Callable[..., Any]) -> Callable[..., Any]:
+        def read(self: torch.Tensor, *args: Any) -> Any:
+            if self.is_floating_point() or self.dtype == torch.bool:
+                counts[0] += 1
+            return original(self, *args)
+        return read
+
+    for name, original in originals.items():
+        setattr(torch.Tensor, name, counted(original))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+
+
+@contextmanager
+def _signals_kept() -> Iterator[None]:
+    """The trainer installs SIGINT/SIGTERM handlers: give pytest its own back."""
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            signal.signal(sig, handler)
+
+
+def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str,
+         wrap: Callable[[int, Callable[[], Any]], Any], **flags: Any) -> None:
+    """The trainer in this process, each step through ``wrap(step, run_the_step)``."""
+    monkeypatch.setenv("CORRAL_PROFILE_DIR", str(tmp_path / "no-profiles"))
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    original = train_module.Trainer.train_step
+
+    def wrapped(self: Any, step: int) -> Any:
+        return wrap(step, lambda: original(self, step))
+
+    monkeypatch.setattr(train_module.Trainer, "train_step", wrapped)
+    config = TrainConfig(samples=128, global_batch=32, steps=STEPS, device=device,
+                         run_dir=str(tmp_path / "run"), resources_every=0.0, **flags)
+    with _signals_kept():
+        assert train_module.train(config) == 0
+    assert not dist.is_initialized()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["simple_cnn", "resnet18"])  # resnet18: BatchNorm buffers
+def test_a_cpu_step_reads_one_float_tensor_the_tally(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str) -> None:
+    per_step: list[int] = []
+    reads_before = PendingTallies.reads
+
+    def wrap(step: int, run_step: Callable[[], Any]) -> Any:
+        counts = [0]
+        with _counting_float_reads(counts):
+            result = run_step()
+        per_step.append(counts[0])
+        return result
+
+    _run(tmp_path, monkeypatch, "cpu", wrap, model=model, threads=1)
+    assert per_step == [1] * STEPS
+    assert PendingTallies.reads - reads_before == STEPS
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_gpu_step_has_no_sync_but_the_tally_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str) -> None:
+    reads: list[int] = []
+
+    def wrap(step: int, run_step: Callable[[], Any]) -> Any:
+        if step <= 2:  # DDP builds its buckets in the first steps
+            return run_step()
+        before = PendingTallies.reads
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            result = run_step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        reads.append(PendingTallies.reads - before)
+        return result
+
+    _run(tmp_path, monkeypatch, "cuda", wrap, model="resnet18", precision=precision)
+    assert reads == [1] * (STEPS - 2)
