@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from profiles.nvml import NvmlSession
 from trainer.launch_contract import ALLOCATOR_ENV
@@ -365,3 +365,11 @@ def place_this_rank(config: TrainConfig, device: torch.device, local_rank: int) 
                                cores=cores, threads=config.threads)
     return place_rank(local_rank=local_rank, local_ranks=local_ranks, pin=config.pin_cores,
                       cores=cores, threads=config.threads)
+
+
+def start_fields(placement: Placement | None) -> dict[str, Any]:
+    """The start event's ``cores``, ``placement`` and ``allocator`` (none without a placement)."""
+    if placement is None:
+        return {}
+    return {"cores": format_cpulist(placement.cores), "placement": placement.how,
+            "allocator": placement.allocator}

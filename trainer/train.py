@@ -24,8 +24,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from profiles.user_errors import CorralError, UsageError
-from trainer.balance.balancer import Balancer, BalancerConfig
+from trainer.balance.balancer import Balancer
 from trainer.balance.capacity import initial_split
+from trainer.balance.config import rank0_config
 from trainer.balance.passes import passes
 from trainer.checkpoint.checkpointer import (
     Checkpointer,
@@ -59,7 +60,7 @@ from trainer.events import (
     StepEvent,
     events_path,
 )
-from trainer.placement import Placement, format_cpulist, place_this_rank
+from trainer.placement import Placement, place_this_rank, start_fields
 from trainer.resources import ResourceReporter
 from trainer.settings.train_config import TrainConfig, check_world
 from trainer.settings.training_checks import check_precision, check_total_steps, resolve_precision
@@ -67,6 +68,7 @@ from trainer.step.accumulate import BufferSync, ShareRunner
 from trainer.step.batch_order import GlobalBatchOrder, share_seconds
 from trainer.step.batches import collated
 from trainer.step.clock import ComputeClock
+from trainer.step.exchange import ActiveSteps
 from trainer.step.optim import OptimizerStep, StepOutcome, make_optimizer
 from trainer.step.prefetch import BatchPrefetcher, prefetch_wanted
 from trainer.step.slowdown import SlowdownSchedule, emulates
@@ -185,11 +187,18 @@ class Trainer:
         self.clock = ComputeClock(device, emulated_run=on_any_rank(
             emulates(config.slowdown, config.slowdown_at), device))
         self.ddp.register_comm_hook(None, self.clock.hook)
+        # Who takes part in the gradient exchange (trainer/step/exchange.py).
+        self.active = ActiveSteps(
+            config, rank=self.rank, world=self.world, device=device, task=task,
+            parameters=self.parameters, optim_step=self.optim_step,
+            micro_batch=self.micro_batch[self.rank],
+            slowdown=lambda: self.slowdown.factor_at(self.run.step))
+        self.active.start(run.split)
         self.runner = ShareRunner(ddp=self.ddp, model=self.model, task=task, order=order,
                                   parameters=self.parameters, rank=self.rank, world=self.world,
                                   device=device, precision=config.precision, clock=self.clock,
                                   scale_loss=self.optim_step.scale_loss,
-                                  prefetched=self._prefetcher_batch())
+                                  prefetched=self._prefetcher_batch(), active=self.active.set)
         self.evaluator = Evaluator(
             task=task, data=held_out(task, config.eval_samples, config.task),
             every=config.eval_every, model=self.ddp, rank=self.rank, device=device,
@@ -228,27 +237,11 @@ class Trainer:
         """Rank 0's balancer. Memory caps learnt from stored profiles bind every later split."""
         if self.rank != 0:
             return None
-        config = self.config
-        # Memory caps set micro-batches, not shares: a share of 0 is allowed (a rank so slow
-        # that any sample there would slow the step sits out; it still joins every collective).
-        balancer_config = BalancerConfig(
-            policy=config.policy, global_batch=config.global_batch, world_size=self.world,
-            rebalance_every=config.rebalance_every, threshold=config.rebalance_threshold,
-            max_batch=max_batch if any(m is not None for m in max_batch) else config.max_batch,
-            micro_batch=(self.micro_batch if any(m is not None for m in self.micro_batch)
-                         else None), allow_zero=True)
-        balancer = Balancer(balancer_config, self.run.split)
+        balancer = Balancer(rank0_config(self.config, self.world, max_batch, self.micro_batch),
+                            self.run.split)
         if saved is not None:
             balancer.load_state_dict(saved)
         return balancer
-
-    def _placement_fields(self) -> dict[str, Any]:
-        """The start event's ``cores``, ``placement`` and ``allocator``."""
-        placement = self.placement
-        if placement is None:
-            return {}
-        return {"cores": format_cpulist(placement.cores), "placement": placement.how,
-                "allocator": placement.allocator}
 
     def _announce(self, backend: str, first_split: Any, resumed_from: str | None) -> None:
         config, run = self.config, self.run
@@ -263,7 +256,7 @@ class Trainer:
             slowdown=self.slowdown.factor_at(run.step + 1), resumed_from=resumed_from,
             task=config.task, precision=config.precision,
             micro_batch=self.micro_batch[self.rank],
-            **self._placement_fields()))
+            **start_fields(self.placement)))
         if self.rank == 0:
             self.events.emit(CapacityEvent(
                 t=time.time(), rank=0, source=first_split.source,
@@ -288,12 +281,15 @@ class Trainer:
             resources.poll()
             self._evaluate()
             self._rebalance()
+            if self.checkpointer.due(run):  # rank 0 writes: its replica must be exact
+                self.active.exact_now(run.split)
             self.checkpointer.save(run)
 
         # -- 6. Final checkpoint (also when stopped: the last step is complete) -------------
         resources.stop()
         if self.prefetcher is not None:
             self.prefetcher.close()
+        self.active.exact_now(run.split)  # the last checkpoint and the final result
         self.checkpointer.save(run, last_step=True)
         if self.rank == 0 and run.step == run.total_steps:
             final = write_final(self.task, self.model, self.config.run_dir)
@@ -325,7 +321,8 @@ class Trainer:
                         ) -> Callable[[], list[StepTally]]:
             mine = StepTally(loss_sum=loss_sum, units=units, compute_s=compute_s,
                              stop=1.0 if self.stop.signum is not None else 0.0,
-                             buffers_changed=1.0 if self.buffer_sync.changed() else 0.0)
+                             buffers_changed=1.0 if self.buffer_sync.changed() else 0.0,
+                             exchange_s=self.runner.exchanged_s)
             return start_gather_tallies(mine, self.device)
 
         tallies = self.runner.run(step, self.run.split, self.micro_batch[self.rank],
@@ -333,11 +330,11 @@ class Trainer:
         # Rank 0's buffers (BatchNorm statistics) everywhere, only when a forward changed one:
         # here, where the ranks have just met, the broadcast adds no wait.
         if any(t.buffers_changed > 0 for t in tallies):
-            self.buffer_sync.sync()
+            self.buffer_sync.sync(self.active.source(self.run.split))
 
         # The gradient divided by the step's GLOBAL count of loss units (see step/tally.py), then
         # unscale (fp16), clip, the step's learning rate, and the optimizer step.
-        outcome = self.optim_step.step(step, sum(t.units for t in tallies))
+        outcome = self.active.optimizer_step(step, self.run.split, sum(t.units for t in tallies))
         self.run.step = step
         self.run.stopping = any(t.stop > 0 for t in tallies)
         # Every rank holds the same tallies, so a non-finite loss stops every rank here,
@@ -366,6 +363,7 @@ class Trainer:
             seconds = [t.compute_s for t in tallies]
             self.balancer.observe(run.split, seconds if tokens is None  # per share of tokens
                                   else share_seconds(seconds, tokens, run.split))
+            self.balancer.observe_exchange([t.exchange_s for t in tallies])  # the last step's
         if self.rank == 0 and (run.step % 10 == 0 or run.step == run.total_steps):
             print0(f"step {run.step}/{run.total_steps} loss {global_loss:.4f} "
                    f"{config.global_batch / step_s:.1f} samples/s split {_csv(run.split)}")
@@ -391,6 +389,7 @@ class Trainer:
                 times=decision.times, policy=config.policy))
             print0(f"rebalance at step {run.step + 1}: {_csv(run.split)} -> {_csv(new)} "
                    f"({decision.reason})")
+        self.active.switch(run.split, new)  # a rejoining rank gets the state first
         run.split = new
 
 

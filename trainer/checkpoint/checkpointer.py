@@ -100,12 +100,17 @@ class Checkpointer:
         self.model, self.optimizer, self.balancer = model, optimizer, balancer
         self.training = training
 
+    def due(self, run: RunState, *, last_step: bool = False) -> bool:
+        """Whether ``save`` writes a checkpoint of ``run.step`` (the same answer on every rank
+        but for rank 0's own writes)."""
+        every = self.config.checkpoint_every
+        if run.step == 0 or run.checkpoint_step == run.step:
+            return False
+        return last_step or bool(every and run.step % every == 0)
+
     def save(self, run: RunState, *, last_step: bool = False) -> None:
         """Write a checkpoint of ``run.step`` if one is due (rank 0 only)."""
-        every = self.config.checkpoint_every
-        if self.rank != 0 or run.step == 0 or run.checkpoint_step == run.step:
-            return
-        if last_step or (every and run.step % every == 0):
+        if self.rank == 0 and self.due(run, last_step=last_step):
             self._write(run)
 
     def _write(self, run: RunState) -> None:

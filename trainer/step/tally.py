@@ -26,6 +26,9 @@ class StepTally(NamedTuple):
     buffers_changed: float
     """1.0 when a forward changed one of the rank's buffers: rank 0's are broadcast after the
     step."""
+    exchange_s: float = 0.0
+    """The rank's seconds in the PREVIOUS step's gradient exchange after its own compute
+    (``ShareRunner.exchanged_s``; the tally leaves before this step's exchange ends)."""
 
 
 def start_gather_tallies(
