@@ -187,13 +187,7 @@ class Trainer:
         self.clock = ComputeClock(device, emulated_run=on_any_rank(
             emulates(config.slowdown, config.slowdown_at), device))
         self.ddp.register_comm_hook(None, self.clock.hook)
-        # Who takes part in the gradient exchange (trainer/step/exchange.py).
-        self.active = ActiveSteps(
-            config, rank=self.rank, world=self.world, device=device, task=task,
-            parameters=self.parameters, optim_step=self.optim_step,
-            micro_batch=self.micro_batch[self.rank],
-            slowdown=lambda: self.slowdown.factor_at(self.run.step))
-        self.active.start(run.split)
+        self.active = self._active_steps()
         self.runner = ShareRunner(ddp=self.ddp, model=self.model, task=task, order=order,
                                   parameters=self.parameters, rank=self.rank, world=self.world,
                                   device=device, precision=config.precision, clock=self.clock,
@@ -208,6 +202,14 @@ class Trainer:
                                          model=self.model, optimizer=self.optimizer,
                                          balancer=self.balancer,
                                          training=self.optim_step.state_dict)
+
+    def _active_steps(self) -> ActiveSteps:
+        """Who takes part in the gradient exchange (trainer/step/exchange.py)."""
+        return ActiveSteps(
+            self.config, rank=self.rank, world=self.world, device=self.device, task=self.task,
+            parameters=self.parameters, optim_step=self.optim_step,
+            micro_batch=self.micro_batch[self.rank],
+            slowdown=lambda: self.slowdown.factor_at(self.run.step)).start(self.run.split)
 
     def _prefetcher_batch(self) -> Callable[[int, Sequence[int]], Any] | None:
         prefetcher, run = self.prefetcher, self.run
@@ -281,8 +283,7 @@ class Trainer:
             resources.poll()
             self._evaluate()
             self._rebalance()
-            if self.checkpointer.due(run):  # rank 0 writes: its replica must be exact
-                self.active.exact_now(run.split)
+            self.active.exact_now(run.split, due=self.checkpointer.due(run))
             self.checkpointer.save(run)
 
         # -- 6. Final checkpoint (also when stopped: the last step is complete) -------------

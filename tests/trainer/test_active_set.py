@@ -53,15 +53,16 @@ def test_a_slow_rank_sits_out_rejoins_when_lifted_and_the_result_stays_exact(
     assert max_rel_diff(final_params(alone), final_params(mixed)) <= 1e-5
 
 
-def test_stop_and_resume_with_rank_0_benched_equals_one_process(tmp_path: Path) -> None:
+def test_stop_and_resume_with_rank_0_benched_equals_straight(tmp_path: Path) -> None:
     # Rank 0 sits out and writes the checkpoints: its replica (parameters and AdamW state) is
     # brought up to date first. Stopped by SIGTERM as the remote layer stops a run, resumed.
     flags = ("--samples", "256", "--global-batch", "32", "--steps", "10", "--seed", "7",
-             "--lr", "0.01", "--optimizer", "adamw", "--checkpoint-every", "2")
-    alone, resumed = tmp_path / "alone", tmp_path / "resumed"
-    check(launch(1, *flags, "--run-dir", str(alone)))
-    proc = subprocess.Popen(launch_cmd(3, *flags, "--split", "0,20,12", "--run-dir",
-                                       str(resumed)), cwd=REPO, env=rank_env(),
+             "--lr", "0.01", "--optimizer", "adamw", "--checkpoint-every", "2",
+             "--split", "0,20,12")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    check(launch(3, *flags, "--run-dir", str(straight)))
+    proc = subprocess.Popen(launch_cmd(3, *flags, "--run-dir", str(resumed)), cwd=REPO,
+                            env=rank_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
@@ -78,5 +79,5 @@ def test_stop_and_resume_with_rank_0_benched_equals_one_process(tmp_path: Path) 
             proc.wait()
     ends = [of_kind(events(resumed, r), "end")[-1] for r in range(3)]
     assert {e["status"] for e in ends} == {"interrupted"}  # the benched rank stopped too
-    check(launch(3, *flags, "--split", "0,20,12", "--resume", "--run-dir", str(resumed)))
-    assert max_rel_diff(final_params(alone), final_params(resumed)) <= 1e-5
+    check(launch(3, *flags, "--resume", "--run-dir", str(resumed)))
+    assert max_rel_diff(final_params(straight), final_params(resumed)) <= 1e-6

@@ -8,8 +8,8 @@ ranks of their seconds in it after their own compute (the last rank to arrive wa
 out of every comparison. A benched rank (share 0) leaves the exchange (trainer/step/exchange.py),
 so a smaller active set pays less. The exchange of every active set met is measured (median of
 its recent steps); one never met is predicted from the most measured one by the bandwidth term
-of a ring all-reduce, ``2(n-1)/n`` of the gradient bytes per rank. A wrong prediction is corrected by the
-measurements under the set it led to.
+of a ring all-reduce, ``2(n-1)/n`` of the gradient bytes per rank. A wrong prediction is
+corrected by the measurements under the set it led to.
 
 ``best_plan`` tries the active sets made of the ``k`` fastest ranks (by time per sample at an
 equal share), solves each one's min-max split (``min_max_costs``), and keeps the one with the

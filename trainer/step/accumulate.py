@@ -155,9 +155,9 @@ def _probed(active: ActiveSet) -> float:
 
 def all_reduce_mean(parameters: Sequence[nn.Parameter], world: int,
                     process_group: Any = None) -> None:
-    """Every parameter's gradient summed over ``process_group``'s ranks (None: the world) and divided by
-    ``world`` (a missing one counts as zero), one all-reduce per dtype: what DDP's reducer does,
-    for steps where some rank has no backward."""
+    """Every parameter's gradient summed over ``process_group``'s ranks (None: the world) and
+    divided by ``world`` (a missing one counts as zero), one all-reduce per dtype: what DDP's
+    reducer does, for steps where some rank has no backward."""
     for group in _by_dtype(parameters):
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in group]
         flat = torch.cat([g.reshape(-1) for g in grads])

@@ -224,9 +224,10 @@ class ActiveSteps:
     def _new_probe(self) -> Probe | None:
         return None if self._probe_pass is None else Probe(self._probe_pass, self._every)
 
-    def start(self, split: Sequence[int]) -> None:
-        """The first split's group and probe (every rank)."""
+    def start(self, split: Sequence[int]) -> ActiveSteps:
+        """The first split's group and probe (every rank); returns itself."""
         self.set.switch(split, split, self.replica, self._new_probe)
+        return self
 
     def switch(self, old: Sequence[int], new: Sequence[int]) -> None:
         """A new split from the next step on (every rank, after the balancer's broadcast)."""
@@ -245,9 +246,11 @@ class ActiveSteps:
                                skipped=False, scale=None)
         return self.optim_step.step(step, global_units)
 
-    def exact_now(self, split: Sequence[int]) -> None:
-        """Every replica exact (collective; nothing to do while every rank is active)."""
-        self.set.exact_now(split, self.replica)
+    def exact_now(self, split: Sequence[int], due: bool = True) -> None:
+        """When ``due`` (rank 0 is about to write a checkpoint or the result), rank 0's replica
+        exact (collective; nothing to do while rank 0 is active)."""
+        if due:
+            self.set.exact_now(split, self.replica)
 
 
 def probe_pass(*, task: Task, parameters: list[nn.Parameter], device: torch.device,
