@@ -23,17 +23,11 @@ import torch
 import torch.distributed as dist
 
 from profiles.user_errors import CorralError, UsageError
-from trainer.balance.balancer import Balancer, BalancerConfig
+from trainer.balance.balancer import Balancer
 from trainer.balance.capacity import initial_split
+from trainer.balance.config import rank0_config
 from trainer.balance.passes import passes
-from trainer.checkpoint.checkpointer import (
-    Checkpointer,
-    RunState,
-    load_model_state,
-    resume,
-    write_final,
-)
-from trainer.checkpoint.files import set_rng_state
+from trainer.checkpoint.checkpointer import Checkpointer, RunState, restore, resume, write_final
 from trainer.compat import check_torch_release, set_tf32, tf32_enabled, wrap_ddp
 from trainer.dist import (
     RankInfo,
@@ -67,6 +61,7 @@ from trainer.step.accumulate import BufferSync, ShareRunner
 from trainer.step.batch_order import GlobalBatchOrder, share_seconds
 from trainer.step.batches import collated
 from trainer.step.clock import ComputeClock, EarlyTally
+from trainer.step.exchange import ActiveSteps
 from trainer.step.optim import OptimizerStep, StepOutcome, make_optimizer
 from trainer.step.prefetch import BatchPrefetcher, prefetch_wanted
 from trainer.step.slowdown import SlowdownSchedule, emulates
@@ -165,8 +160,10 @@ class Trainer:
         self.optimizer = make_optimizer(config, self.parameters)
         self.optim_step = OptimizerStep(config, self.optimizer, self.parameters, device,
                                         self.world, run.total_steps)
-        resumed = resume(config, rank=self.rank, device=device)
-        resumed_split, balancer_state, resumed_from = self._restore(resumed)
+        resumed_split, balancer_state, resumed_from = restore(
+            resume(config, rank=self.rank, device=device), model=self.model,
+            optimizer=self.optimizer, load_training=self.optim_step.load_state_dict, run=run,
+            world=self.world, policy=config.policy)
 
         # -- 4. The first split: given, equal, or from capacities (profiles or a warm-up) ----
         first_split = initial_split(
@@ -180,11 +177,12 @@ class Trainer:
 
         self._wrap_model(config, device)
         self._previous: tuple[int, tuple[int, ...]] | None = None  # (step, split): _observe
+        self.active = self._active_steps()
         self.runner = ShareRunner(ddp=self.ddp, model=self.model, task=task, order=order,
                                   parameters=self.parameters, rank=self.rank, world=self.world,
                                   device=device, precision=config.precision, clock=self.clock,
                                   scale_loss=self.optim_step.scale_loss,
-                                  prefetched=self._prefetcher_batch())
+                                  prefetched=self._prefetcher_batch(), active=self.active.set)
         self.evaluator = Evaluator(
             task=task, data=held_out(task, config.eval_samples, config.task),
             every=config.eval_every, model=self.ddp, rank=self.rank, device=device,
@@ -203,49 +201,33 @@ class Trainer:
         # a CPU rank's clock hook starts it inside the last backward (EarlyTally).
         self.tallies = TallyExchange(device, self.world,
                                      stop_requested=lambda: self.stop.signum is not None,
-                                     buffers_changed=self.buffer_sync.changed)
+                                     buffers_changed=self.buffer_sync.changed,
+                                     exchange_seconds=lambda: self.runner.previous_exchange_s)
         self.clock = ComputeClock(device, emulated_run=on_any_rank(
             emulates(config.slowdown, config.slowdown_at), device),
             early=EarlyTally(self.tallies))
         self.ddp.register_comm_hook(None, self.clock.hook)  # times the local backward
+
+    def _active_steps(self) -> ActiveSteps:
+        """Who takes part in the gradient exchange (trainer/step/exchange.py)."""
+        return ActiveSteps(
+            self.config, rank=self.rank, world=self.world, device=self.device, task=self.task,
+            parameters=self.parameters, optim_step=self.optim_step,
+            micro_batch=self.micro_batch[self.rank],
+            slowdown=lambda: self.slowdown.factor_at(self.run.step)).start(self.run.split)
 
     def _prefetcher_batch(self) -> Callable[[int, Sequence[int]], Any] | None:
         prefetcher, run = self.prefetcher, self.run
         return (None if prefetcher is None
                 else lambda step, split: prefetcher.batch(step, split, run.total_steps))
 
-    def _restore(
-        self, resumed: tuple[str, dict[str, Any]] | None
-    ) -> tuple[tuple[int, ...] | None, dict[str, Any] | None, str | None]:
-        """Load a resumed checkpoint: ``(split, balancer state, path)`` to continue with."""
-        if resumed is None:
-            return None, None, None
-        path, state = resumed
-        load_model_state(self.model, state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.optim_step.load_state_dict(state.get("training"))
-        set_rng_state(state["rng"])
-        self.run.step = self.run.checkpoint_step = int(state["step"])
-        self.run.checkpoint = path
-        if state["world_size"] == self.world and state["policy"] == self.config.policy:
-            return tuple(state["split"]), state["balancer"], path
-        return None, None, path
-
     def _balancer(self, max_batch: tuple[int | None, ...],
                   saved: dict[str, Any] | None) -> Balancer | None:
         """Rank 0's balancer. Memory caps learnt from stored profiles bind every later split."""
         if self.rank != 0:
             return None
-        config = self.config
-        # Memory caps set micro-batches, not shares: a share of 0 is allowed (a rank so slow
-        # that any sample there would slow the step sits out; it still joins every collective).
-        balancer_config = BalancerConfig(
-            policy=config.policy, global_batch=config.global_batch, world_size=self.world,
-            rebalance_every=config.rebalance_every, threshold=config.rebalance_threshold,
-            max_batch=max_batch if any(m is not None for m in max_batch) else config.max_batch,
-            micro_batch=(self.micro_batch if any(m is not None for m in self.micro_batch)
-                         else None), allow_zero=True)
-        balancer = Balancer(balancer_config, self.run.split)
+        balancer = Balancer(rank0_config(self.config, self.world, max_batch, self.micro_batch),
+                            self.run.split)
         if saved is not None:
             balancer.load_state_dict(saved)
         return balancer
@@ -288,12 +270,14 @@ class Trainer:
             resources.poll()
             self._evaluate()
             self._rebalance()
+            self.active.exact_now(run.split, due=self.checkpointer.due(run))
             self.checkpointer.save(run)
 
         # -- 6. Final checkpoint (also when stopped: the last step is complete) -------------
         resources.stop()
         if self.prefetcher is not None:
             self.prefetcher.close()
+        self.active.exact_now(run.split)  # the last checkpoint and the final result
         self.checkpointer.save(run, last_step=True)
         if self.rank == 0 and run.step == run.total_steps:
             final = write_final(self.task, self.model, self.config.run_dir)
@@ -316,21 +300,25 @@ class Trainer:
         """Run step ``step`` (1-based) on this rank; every rank's tally of it, by rank, and
         what the optimizer did. The host waits for the device once: at ``pending.read()``."""
         # Forward + backward on the SUMMED loss of this rank's share, in micro-batch passes;
-        # DDP all-reduces inside the last backward (trainer/step/accumulate.py, clock.py).
-        totals = self.runner.run(step, self.run.split, self.micro_batch[self.rank],
+        # DDP all-reduces inside the last backward (trainer/step/accumulate.py, clock.py); a
+        # benched rank (share 0) runs none and leaves the exchange (trainer/step/exchange.py).
+        split = self.run.split
+        totals = self.runner.run(step, split, self.micro_batch[self.rank],
                                  self.slowdown.factor_at(step))
         # One small all-gather of every rank's tally (one tensor): a CPU rank's clock hook
         # started it inside the last backward (EarlyTally); other ranks start it here.
         pending = self.clock.early.take() if self.clock.early is not None else None
         if pending is None:
-            pending = self.tallies.start(totals.loss_sum, totals.units,
-                                         self.clock.tally_time(step))
+            pending = self.tallies.start(totals.loss_sum, totals.units, (
+                self.clock.tally_time(step) if totals.probed_s is None
+                else (step, totals.probed_s)))
         # The gradient divided by the step's GLOBAL count of loss units (a device tensor), then
-        # the optimizer step: queued before the host waits, so the device keeps busy.
-        outcome = self.optim_step.step(step, pending.global_units())
+        # the optimizer step (skipped by a benched rank): queued before the host waits, so the
+        # device keeps busy.
+        outcome = self.active.optimizer_step(step, split, pending.global_units())
         tallies = pending.read()
-        if any(t.buffers_changed > 0 for t in tallies):  # rank 0's buffers (BatchNorm) everywhere
-            self.buffer_sync.sync()
+        if any(t.buffers_changed > 0 for t in tallies):  # an active rank's buffers everywhere
+            self.buffer_sync.sync(self.active.source(split))
         self.run.step = step
         self.run.stopping = any(t.stop > 0 for t in tallies)
         # Every rank holds the same tallies, so a non-finite loss stops every rank here,
@@ -371,6 +359,8 @@ class Trainer:
             tokens = self.order.rank_tokens(step, split) if self.order.item_tokens else None
             balancer.observe(split, seconds if tokens is None  # per share of tokens
                              else share_seconds(seconds, tokens, split))
+        if self._previous is not None:  # the tallies carry the step before's exchange
+            balancer.observe_exchange(self._previous[1], [t.exchange_s for t in tallies])
 
     def _evaluate(self) -> None:
         """The held-out set, when due (every rank at the same steps: it is collective)."""
@@ -393,6 +383,7 @@ class Trainer:
                 times=decision.times, policy=config.policy))
             print0(f"rebalance at step {run.step + 1}: {_csv(run.split)} -> {_csv(new)} "
                    f"({decision.reason})")
+        self.active.switch(run.split, new)  # a rejoining rank gets the state first
         run.split = new
 
 

@@ -49,11 +49,9 @@ def test_dynamic_balancer_lets_a_hopeless_rank_sit_out_and_says_so() -> None:
             split = decision.split
             reasons.append(decision.reason)
     assert split == (64, 0)
-    assert "sit out (share 0)" in reasons[-1]
-    # ...and why: rank 1's time is almost all fixed per-step cost (3 s of 3.32 s at 32).
-    assert "dominated by fixed per-step cost" in reasons[-1]
-    assert "of rank 1's" in reasons[-1] and "fewer ranks are faster" in reasons[-1]
-    assert not any("sit out" in r for r in reasons[:-1])
+    # ...in one move (a rank left with a sample would still pay the exchange), and why, in
+    # numbers: rank 1's 3.32 s at 32 samples against 0.084 s for rank 0 doing all 64.
+    assert len(reasons) == 1 and "rank 1 sits out: compute 3320.0 -> 84.0 ms" in reasons[0]
 
 
 def test_micro_batches_reach_the_fair_share_under_a_memory_cap() -> None:

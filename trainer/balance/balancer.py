@@ -17,6 +17,12 @@ Three policies (``BalancerConfig.policy``):
   also limited (``max_move``), and a rank whose speed changes has its stale measurements
   dropped, so the split follows a change within a few decisions and then stays put.
 
+The dynamic policy also counts what a rank costs the exchange (trainer/balance/cost.py): it
+measures each active set's per-step overhead and solves for the active set and the split
+together; a change of active set is taken whole (a rank left with one sample would still pay
+the exchange). A benched rank's probes (trainer/step/exchange.py) arrive as its compute seconds
+at a share of 0 and keep its line current, so it rejoins when it pays.
+
 Rank 0 owns the ``Balancer``: it calls ``observe`` every step with every rank's local batch and
 compute seconds, and ``decide`` on rebalance steps; the trainer broadcasts the new split and
 applies it at the next step boundary on every rank. Nothing here touches torch.
@@ -30,6 +36,7 @@ from typing import Any
 
 from profiles.user_errors import UsageError
 from trainer.balance.config import BalancerConfig, Decision
+from trainer.balance.cost import ExchangeTimes, active_reason, best_plan, plan_of, probe_batch
 from trainer.balance.fit import RankTimes
 from trainer.balance.passes import (
     PassCost,
@@ -93,6 +100,7 @@ class Balancer:
         self._last_move: tuple[int, ...] | None = None
         self._wants_back = False
         self._settling = SETTLE_STEPS
+        self._exchange = ExchangeTimes()
 
     @property
     def split(self) -> tuple[int, ...]:
@@ -125,9 +133,24 @@ class Balancer:
                 f"got {len(local_batches)} and {len(compute_s)}"
             )
         for rank, (b, t) in enumerate(zip(local_batches, compute_s, strict=True)):
+            if b == 0 and math.isfinite(t) and t > 0:  # a benched rank's probe: one pass
+                cfg = self.config
+                self._ranks[rank].add(
+                    probe_batch(cfg.global_batch, cfg.world_size, self._micro(rank)), float(t))
+                continue
             n = passes(int(b), self._micro(rank))
             if math.isfinite(t) and t >= 0 and n > 0:  # fitted per pass (passes.py)
                 self._ranks[rank].add(per_pass(int(b), self._micro(rank)), float(t) / n)
+
+    def observe_exchange(self, split: Sequence[int], exchange_s: Sequence[float]) -> None:
+        """Record one step's exchange under ``split``, the split it ran with: the least of the
+        active ranks' seconds in it after their own compute — the last rank to arrive waited
+        for nobody — over the ranks that measured it."""
+        # 0: not measured (a GPU rank's host clock cannot see its queued collectives).
+        times = [t for r, b in enumerate(split) if b > 0
+                 if math.isfinite(t := exchange_s[r]) and t > 0]
+        if times:
+            self._exchange.add(tuple(r for r, b in enumerate(split) if b > 0), min(times))
 
     def capacities(self) -> tuple[float | None, ...]:
         """Per-rank samples/s at the most recently measured batch (None where unknown).
@@ -162,6 +185,9 @@ class Balancer:
         slowest = max(costs[r].seconds(b) for r, b in enumerate(old))
         if slowest <= 0:
             return None
+        switched = self._switch_active(costs, old, times, (step, notes))
+        if switched is not None:
+            return switched
         target = self._target(costs)
         delta = [t - o for t, o in zip(target, old, strict=True)]
         reverses = (
@@ -197,6 +223,27 @@ class Balancer:
         return Decision(previous=old, split=new, predicted_gain=gain, times=times,
                         reason=self._reason(step, times, (old, new, target), notes, costs))
 
+    def _switch_active(self, costs: list[PassCost], old: tuple[int, ...],
+                       times: tuple[float, ...], when: tuple[int, list[str]]) -> Decision | None:
+        """The active set and split with the least predicted step time, compute and exchange
+        counted, when it is another active set and beats the dead-band; taken whole."""
+        cfg = self.config
+        if not cfg.allow_zero:
+            return None
+        current = plan_of(old, costs, self._exchange)
+        best = best_plan(costs, cfg.global_batch, cfg.max_batch, self._exchange, current.active)
+        if best is None or best.active == current.active or current.total_s <= 0:
+            return None
+        gain = 1 - best.total_s / current.total_s
+        if gain <= self._dead_band(old):
+            return None
+        self._split = best.split
+        self._damping, self._last_move, self._wants_back = FIRST_MOVE, None, False
+        step, notes = when
+        reason = "; ".join([*notes, active_reason(current, best) + f" at step {step}"])
+        return Decision(previous=old, split=best.split, predicted_gain=gain, times=times,
+                        reason=reason)
+
     def _fold_windows(self, now: int, anchors: list[int]) -> list[str]:
         """Fold each rank's window into its time model; a note per rank that changed speed."""
         if self._settling:  # the run's first steps: leave them out when enough others remain
@@ -218,8 +265,11 @@ class Balancer:
         if cfg.micro_batch is None and not cfg.allow_zero:  # one pass per share: linear times
             return min_max_split([c.line for c in costs], cfg.global_batch,
                                  min_batch=cfg.lower_bound, max_batch=cfg.max_batch)
-        return min_max_costs(costs, cfg.global_batch, min_batch=cfg.lower_bound,
-                             max_batch=cfg.max_batch)
+        # Within the active set: a benched rank comes back only by ``_switch_active``, which
+        # counts what it adds to the exchange.
+        caps = [0 if b == 0 else (cfg.max_batch[r] if cfg.max_batch is not None else None)
+                for r, b in enumerate(self._split)]
+        return min_max_costs(costs, cfg.global_batch, min_batch=cfg.lower_bound, max_batch=caps)
 
     def _next_damping(self, reverses: bool) -> float:
         """How far toward the target this move goes."""
@@ -302,6 +352,7 @@ class Balancer:
             "wants_back": self._wants_back,
             "settling": self._settling,
             "ranks": [r.to_state() for r in self._ranks],
+            "exchange": self._exchange.to_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -324,3 +375,4 @@ class Balancer:
         self._wants_back = bool(state.get("wants_back", False))  # absent in older checkpoints
         self._settling = int(state.get("settling", 0))
         self._ranks = [RankTimes.from_state(raw) for raw in ranks]
+        self._exchange = ExchangeTimes.from_state(state.get("exchange"))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from profiles.user_errors import UsageError
 from trainer.settings.run_settings import POLICIES, Policy
+from trainer.settings.train_config import TrainConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,3 +104,16 @@ class Decision:
     """Predicted relative reduction of the slowest rank's compute time (0.12 = 12 %)."""
     times: tuple[float, ...]
     """Smoothed per-rank compute seconds per step measured under ``previous``."""
+
+
+def rank0_config(config: TrainConfig, world: int, max_batch: tuple[int | None, ...],
+                 micro_batch: tuple[int | None, ...]) -> BalancerConfig:
+    """The trainer's balancer settings. Memory caps learnt from stored profiles (``max_batch``)
+    bind every later split; they set micro-batches, not shares. A share of 0 is allowed: a rank
+    whose samples or exchange would slow the step sits out of it (trainer/step/exchange.py)."""
+    return BalancerConfig(
+        policy=config.policy, global_batch=config.global_batch, world_size=world,
+        rebalance_every=config.rebalance_every, threshold=config.rebalance_threshold,
+        max_batch=max_batch if any(m is not None for m in max_batch) else config.max_batch,
+        micro_batch=micro_batch if any(m is not None for m in micro_batch) else None,
+        allow_zero=True)

@@ -27,6 +27,7 @@ from trainer.checkpoint.files import (
     load_newest_checkpoint,
     rng_state,
     save_checkpoint,
+    set_rng_state,
 )
 from trainer.dist import print0
 from trainer.events import CheckpointEvent, EventWriter
@@ -100,12 +101,17 @@ class Checkpointer:
         self.model, self.optimizer, self.balancer = model, optimizer, balancer
         self.training = training
 
+    def due(self, run: RunState, *, last_step: bool = False) -> bool:
+        """Whether ``save`` writes a checkpoint of ``run.step`` (the same answer on every rank
+        but for rank 0's own writes)."""
+        every = self.config.checkpoint_every
+        if run.step == 0 or run.checkpoint_step == run.step:
+            return False
+        return last_step or bool(every and run.step % every == 0)
+
     def save(self, run: RunState, *, last_step: bool = False) -> None:
         """Write a checkpoint of ``run.step`` if one is due (rank 0 only)."""
-        every = self.config.checkpoint_every
-        if self.rank != 0 or run.step == 0 or run.checkpoint_step == run.step:
-            return
-        if last_step or (every and run.step % every == 0):
+        if self.rank == 0 and self.due(run, last_step=last_step):
             self._write(run)
 
     def _write(self, run: RunState) -> None:
@@ -144,6 +150,27 @@ def resume(config: TrainConfig, *, rank: int,
     if payload["state"] is None:
         return None
     return payload["path"], payload["state"]
+
+
+def restore(resumed: tuple[str, dict[str, Any]] | None, *, model: nn.Module,
+            optimizer: torch.optim.Optimizer,
+            load_training: Callable[[dict[str, Any] | None], None], run: RunState, world: int,
+            policy: str) -> tuple[tuple[int, ...] | None, dict[str, Any] | None, str | None]:
+    """Load a resumed checkpoint (``resume``'s answer) into the model, the optimizer, the
+    training state (``load_training``), the RNG and ``run``; returns ``(split, balancer state,
+    path)`` to continue with (the split and balancer only for the same world and policy)."""
+    if resumed is None:
+        return None, None, None
+    path, state = resumed
+    load_model_state(model, state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    load_training(state.get("training"))
+    set_rng_state(state["rng"])
+    run.step = run.checkpoint_step = int(state["step"])
+    run.checkpoint = path
+    if state["world_size"] == world and state["policy"] == policy:
+        return tuple(state["split"]), state["balancer"], path
+    return None, None, path
 
 
 def _read_newest(config: TrainConfig, payload: dict[str, Any]) -> None:

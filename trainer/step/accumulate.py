@@ -6,11 +6,12 @@ over the share is the same whatever the slicing; DDP's ``no_sync`` keeps the all
 every pass but the last, so the step still has one all-reduce. Exactness (fp32) is untouched:
 the division by the step's global unit count comes after, as before (trainer/step/tally.py).
 
-A rank may have a share of 0 (the balancer lets a very slow rank sit out). It runs no pass, but
-DDP's reducer only all-reduces from inside a backward, so a rank without one would leave the
-others waiting. In a step whose split holds a 0 every rank therefore accumulates locally
-(``no_sync`` for all passes) and then all-reduces the gradients once, explicitly, with
-torch.distributed: the arithmetic is the same (a sum over ranks divided by the world size).
+A rank may have a share of 0 (the balancer lets a rank sit out). It runs no pass and takes no
+part in the gradient exchange (trainer/step/exchange.py). DDP's reducer only all-reduces from
+inside a backward, over the world, so in a step whose split holds a 0 the active ranks
+accumulate locally (``no_sync`` for all passes) and then all-reduce the gradients once,
+explicitly, over the active ranks' group: the arithmetic is the same (a sum over the ranks,
+divided by the world size, which the division by the global unit count undoes).
 
 Buffers (BatchNorm running statistics) are kept equal to rank 0's by ``BufferSync``, not by DDP
 at every forward (ranks with different numbers of passes would call different numbers of
@@ -29,6 +30,7 @@ steps with a share of 0; ``BufferSync.changed()`` is a device flag for the tally
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -39,6 +41,7 @@ from torch import nn
 from trainer.step.batch_order import GlobalBatchOrder
 from trainer.step.batches import collated
 from trainer.step.clock import ComputeClock
+from trainer.step.exchange import ActiveSet
 from trainer.tasks import Task
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -69,6 +72,9 @@ class ShareTotals(NamedTuple):
     Python floats they once were)."""
     units: torch.Tensor
     """How many loss units the share held (float64)."""
+    probed_s: float | None = None
+    """A benched rank's newest probe seconds, reported instead of a compute time (0.0: no new
+    probe); None on a rank that computed (trainer/step/exchange.py)."""
 
 
 class ShareRunner:
@@ -80,7 +86,8 @@ class ShareRunner:
                  order: GlobalBatchOrder, parameters: list[nn.Parameter], rank: int,
                  world: int, device: torch.device, precision: str, clock: ComputeClock,
                  scale_loss: Callable[[torch.Tensor], torch.Tensor],
-                 prefetched: Callable[[int, Sequence[int]], Any] | None = None) -> None:
+                 prefetched: Callable[[int, Sequence[int]], Any] | None = None,
+                 active: ActiveSet | None = None) -> None:
         self.ddp, self.model, self.task, self.order = ddp, model, task, order
         self.parameters, self.rank, self.world, self.device = parameters, rank, world, device
         self.precision, self.clock, self.scale_loss = precision, clock, scale_loss
@@ -88,6 +95,15 @@ class ShareRunner:
         """``prefetched(step, split)``: the whole share's batch, made ahead
         (trainer/step/prefetch.py); used by a rank without a micro-batch (its share is always
         one pass)."""
+        self.active = active
+        """The active set: who takes part in the exchange (None: every rank, always)."""
+        self.exchanged_s = 0.0
+        """Wall seconds this rank spent in the last step's gradient exchange after its own
+        compute (the all-reduce, or DDP's from the last bucket on; 0: not measured). The
+        rank that arrives last waits for nobody: the least over the ranks is the exchange
+        (reported with the next step's tally; trainer/balance/cost.py)."""
+        self.previous_exchange_s = 0.0
+        """``exchanged_s`` of the step before the one running (what its tally reports)."""
 
     def run(self, step: int, split: Sequence[int], micro: int | None,
             slowdown: float) -> ShareTotals:
@@ -96,6 +112,7 @@ class ShareRunner:
 
         On a CPU rank the clock's ``EarlyTally`` (when set) is armed before the last backward,
         so its hook starts the tally all-gather right after the last bucket's all-reduce."""
+        self.previous_exchange_s = self.exchanged_s
         indices = self.order.local_indices(step, split, self.rank).tolist()
         # Some rank runs no backward: all-reduce explicitly (above).
         explicit = 0 in self.order.counts(step, split)
@@ -115,9 +132,21 @@ class ShareRunner:
                 if last and self.clock.early is not None:
                     self.clock.early.arm(step, *totals.now())
                 self.scale_loss(loss_sum).backward()
-        if explicit:
-            all_reduce_mean(self.parameters, self.world)
-        return ShareTotals(*totals.now())
+        compute_end = self.clock.last_bucket_at or time.perf_counter()
+        # -- the active set (trainer/step/exchange.py): a benched rank leaves the exchange and
+        # reports its latest probe's seconds (0: none) instead of a compute time.
+        probed_s = None
+        if self.active is not None and self.active.benched(split):
+            probed_s = _probed(self.active)
+        elif explicit:
+            all_reduce_mean(self.parameters, self.world,
+                            self.active.group(split) if self.active is not None else None)
+        # The exchange's wall seconds after this rank's compute: a CPU rank's only (a GPU's
+        # collectives are queued, not waited for, so its host clock cannot see them).
+        measured = indices and self.device.type == "cpu" and (
+            self.clock.last_bucket_at is not None or explicit)
+        self.exchanged_s = time.perf_counter() - compute_end if measured else 0.0
+        return ShareTotals(*totals.now(), probed_s=probed_s)
 
     def _sync_if(self, sync: bool) -> contextlib.AbstractContextManager[Any]:
         no_sync: Callable[[], contextlib.AbstractContextManager[Any]] = self.ddp.no_sync  # type: ignore[assignment]
@@ -147,13 +176,24 @@ class _Totals:
         return self.loss, self.device_units + self.host_units
 
 
-def all_reduce_mean(parameters: Sequence[nn.Parameter], world: int) -> None:
-    """Every parameter's gradient averaged over the ranks (a missing one counts as zero), one
-    all-reduce per dtype: what DDP's reducer does, for steps where some rank has no backward."""
+def _probed(active: ActiveSet) -> float:
+    probe = active.probe()
+    if probe is None:
+        return 0.0
+    seconds = probe.take()
+    probe.tick()
+    return seconds
+
+
+def all_reduce_mean(parameters: Sequence[nn.Parameter], world: int,
+                    process_group: Any = None) -> None:
+    """Every parameter's gradient summed over ``process_group``'s ranks (None: the world) and
+    divided by ``world`` (a missing one counts as zero), one all-reduce per dtype: what DDP's
+    reducer does, for steps where some rank has no backward."""
     for group in _by_dtype(parameters):
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in group]
         flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
+        dist.all_reduce(flat, group=process_group)
         flat.div_(world)
         for p, chunk in zip(group, _unflatten(flat, group), strict=True):
             p.grad = chunk
@@ -185,9 +225,10 @@ class BufferSync:
             return torch.zeros((), dtype=torch.bool, device=self.device)
         return torch.stack(differs).any()
 
-    def sync(self) -> None:
-        """Rank 0's buffers on every rank (collective: every rank calls it at the same step)."""
-        broadcast_buffers([b for group in self.groups for b in group])
+    def sync(self, src: int = 0) -> None:
+        """Rank ``src``'s buffers on every rank (collective: every rank calls it at the same
+        step; ``src`` is an active rank)."""
+        broadcast_buffers([b for group in self.groups for b in group], src)
         self.synced = [_flat(group) for group in self.groups]
 
 
@@ -196,11 +237,12 @@ def _flat(group: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([b.detach().reshape(-1) for b in group])
 
 
-def broadcast_buffers(buffers: Sequence[torch.Tensor]) -> None:
-    """Rank 0's ``buffers`` on every rank (one broadcast per dtype; nothing without buffers)."""
+def broadcast_buffers(buffers: Sequence[torch.Tensor], src: int = 0) -> None:
+    """Rank ``src``'s ``buffers`` on every rank (one broadcast per dtype; nothing without
+    buffers)."""
     for group in _by_dtype(buffers):
         flat = torch.cat([b.detach().reshape(-1) for b in group])
-        dist.broadcast(flat, src=0)
+        dist.broadcast(flat, src=src)
         with torch.no_grad():
             for b, chunk in zip(group, _unflatten(flat, group), strict=True):
                 b.copy_(chunk)

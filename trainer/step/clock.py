@@ -24,6 +24,8 @@ together instead of one after the other (the order of collectives is the same on
 
 # No `from __future__ import annotations`: DDP checks the hook's annotations at runtime.
 
+import time
+
 import torch
 import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
@@ -78,6 +80,9 @@ class ComputeClock:
         self.early = early if not self._cuda else None
         """Fired in the hook of the last bucket, after its all-reduce was issued, with this
         rank's compute seconds (CPU ranks only: their clock needs no device sync)."""
+        self.last_bucket_at: float | None = None
+        """perf_counter when the step's last bucket was ready (CPU ranks; None: not seen). The
+        gradient exchange's wait is measured from here (trainer/step/accumulate.py)."""
         self._settled: tuple[int, float] = (0, float("nan"))
         """(step, seconds) of the last step whose GPU time was read (``step_seconds``)."""
         if self._cuda:
@@ -88,6 +93,7 @@ class ComputeClock:
     def start(self, slowdown: float = 1.0) -> None:
         """Mark the start of the forward pass; ``slowdown`` is this step's emulation factor."""
         self._t1 = None
+        self.last_bucket_at = None
         self._factor = slowdown
         self._emulated = None
         if self._cuda:
@@ -111,8 +117,10 @@ class ComputeClock:
                 wall, own = self._real_elapsed()
                 self._emulated = emulate_slowdown(self._factor, own, wall)
         reduced = allreduce_hook(process_group, bucket)  # type: ignore[arg-type]
-        if bucket.is_last() and self.early is not None:
-            self.early.fire(self.elapsed())
+        if bucket.is_last() and not self._cuda:
+            self.last_bucket_at = time.perf_counter()
+            if self.early is not None:
+                self.early.fire(self.elapsed())
         return reduced
 
     def tally_time(self, step: int) -> tuple[int, float]:

@@ -47,6 +47,10 @@ class StepTally(NamedTuple):
     buffers_changed: float
     """1.0 when a forward changed one of the rank's buffers: rank 0's are broadcast after the
     step."""
+    exchange_s: float = 0.0
+    """The rank's seconds in the PREVIOUS step's gradient exchange after its own compute
+    (``ShareRunner.previous_exchange_s``: a CPU rank's tally leaves before this step's exchange
+    ends; 0: not measured, as on a GPU rank)."""
 
 
 _UNITS = StepTally._fields.index("units")
@@ -102,16 +106,20 @@ class TallyExchange:
     """Packs this rank's tally into one device tensor and starts gathering every rank's."""
 
     def __init__(self, device: torch.device, world: int, stop_requested: Callable[[], bool],
-                 buffers_changed: Callable[[], torch.Tensor]) -> None:
+                 buffers_changed: Callable[[], torch.Tensor],
+                 exchange_seconds: Callable[[], float] = lambda: 0.0) -> None:
         self.device, self.world = device, world
         self.stop_requested = stop_requested
         """Whether this rank was asked to stop (a host flag: SIGINT/SIGTERM)."""
         self.buffers_changed = buffers_changed
         """A 0-d device tensor, nonzero when a forward changed a buffer (``BufferSync``)."""
+        self.exchange_seconds = exchange_seconds
+        """The previous step's exchange seconds (``ShareRunner.previous_exchange_s``)."""
 
     def start(self, loss_sum: torch.Tensor, units: torch.Tensor,
               compute: tuple[int, float]) -> PendingTallies:
-        """Start the all-gather of ``(loss_sum, units, compute, stop, buffers changed)``.
+        """Start the all-gather of ``(loss_sum, units, compute, stop, buffers changed,
+        exchange)``.
 
         ``loss_sum`` and ``units`` are 0-d tensors on the device; ``compute`` is ``(step,
         seconds)`` from the clock. Host numbers enter through ``torch.full`` (a fill kernel),
@@ -119,7 +127,8 @@ class TallyExchange:
         host_values = (compute[1], float(compute[0]), 1.0 if self.stop_requested() else 0.0)
         parts = [loss_sum.detach().to(torch.float64), units.to(torch.float64),
                  *(self._scalar(v) for v in host_values),
-                 self.buffers_changed().to(torch.float64)]
+                 self.buffers_changed().to(torch.float64),
+                 self._scalar(self.exchange_seconds())]
         return PendingTallies(torch.stack(parts), self.world)
 
     def _scalar(self, value: float) -> torch.Tensor:

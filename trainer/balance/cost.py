@@ -1,0 +1,168 @@
+"""What a rank costs, not only what it computes: the step as compute + exchange + fixed cost,
+and the active set solved together with the split (plain Python, no torch).
+
+A step takes ``max over active ranks of compute_r(b_r) + exchange(A) + fixed``: ``exchange`` is
+the gradient all-reduce not hidden behind the backward, measured as the least over the active
+ranks of their seconds in it after their own compute (the last rank to arrive waits for nobody);
+``fixed`` (the tally, the optimizer step, the loop) is the same whatever the set, so it cancels
+out of every comparison. A benched rank (share 0) leaves the exchange (trainer/step/exchange.py),
+so a smaller active set pays less. The exchange of every active set met is measured (median of
+its recent steps); one never met is predicted from the most measured one by the bandwidth term
+of a ring all-reduce, ``2(n-1)/n`` of the gradient bytes per rank. A wrong prediction is
+corrected by the measurements under the set it led to.
+
+``best_plan`` tries the active sets made of the ``k`` fastest ranks (by time per sample at an
+equal share), solves each one's min-max split (``min_max_costs``), and keeps the one with the
+least predicted step time.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from profiles.user_errors import UsageError
+from trainer.balance.passes import PassCost, min_max_costs, per_pass
+
+RECENT = 32
+"""Overhead samples kept per active set (the median of them is its measured overhead)."""
+MIN_SAMPLES = 3
+"""An active set's overhead counts as measured from this many steps on."""
+
+
+def probe_batch(global_batch: int, world_size: int, micro: int | None) -> int:
+    """The batch of a benched rank's probe pass: its equal share, within its micro-batch (the
+    same on every rank and across resumes, so rank 0 knows what a probe measured)."""
+    return per_pass(max(1, global_batch // world_size), micro)
+
+
+def ring_factor(ranks: int) -> float:
+    """Bytes each rank sends in a ring all-reduce, relative to the gradient: ``2(n-1)/n``."""
+    return 2 * (ranks - 1) / ranks
+
+
+@dataclass
+class ExchangeTimes:
+    """Measured per-step overhead (seconds) of each active set met."""
+
+    samples: dict[tuple[int, ...], list[float]] = field(default_factory=dict)
+
+    def add(self, active: tuple[int, ...], seconds: float) -> None:
+        """One step's overhead under ``active``."""
+        recent = self.samples.setdefault(active, [])
+        recent.append(max(seconds, 0.0))
+        del recent[:-RECENT]
+
+    def measured(self, active: tuple[int, ...]) -> float | None:
+        """The median overhead under ``active`` (None until ``MIN_SAMPLES`` steps ran)."""
+        recent = self.samples.get(active, [])
+        return statistics.median(recent) if len(recent) >= MIN_SAMPLES else None
+
+    def predict(self, active: tuple[int, ...]) -> float:
+        """Measured, else scaled from the most measured set by the ring factor (0 with no
+        measurement at all: compute decides alone)."""
+        seen = self.measured(active)
+        if seen is not None:
+            return seen
+        known = [(len(v), k) for k, v in self.samples.items() if len(v) >= MIN_SAMPLES]
+        if not known:
+            return 0.0
+        reference = max(known)[1]
+        base = self.measured(reference) or 0.0
+        if ring_factor(len(reference)) == 0:
+            return base
+        return base * ring_factor(len(active)) / ring_factor(len(reference))
+
+    def to_state(self) -> dict[str, Any]:
+        return {",".join(map(str, k)): list(v) for k, v in self.samples.items()}
+
+    @classmethod
+    def from_state(cls, raw: dict[str, Any] | None) -> ExchangeTimes:
+        return cls({tuple(int(r) for r in k.split(",") if r): [float(s) for s in v]
+                    for k, v in (raw or {}).items()})
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A split with its predicted step time."""
+
+    split: tuple[int, ...]
+    compute_s: float
+    """The slowest active rank's predicted compute seconds."""
+    exchange_s: float
+    """The active set's predicted overhead seconds."""
+
+    @property
+    def active(self) -> tuple[int, ...]:
+        return tuple(r for r, b in enumerate(self.split) if b > 0)
+
+    @property
+    def total_s(self) -> float:
+        return self.compute_s + self.exchange_s
+
+
+def plan_of(split: Sequence[int], costs: Sequence[PassCost], exchange: ExchangeTimes) -> Plan:
+    """``split``'s predicted step time."""
+    compute = max((costs[r].seconds(b) for r, b in enumerate(split) if b > 0), default=0.0)
+    active = tuple(r for r, b in enumerate(split) if b > 0)
+    return Plan(tuple(split), compute, exchange.predict(active))
+
+
+def best_plan(costs: Sequence[PassCost], global_batch: int,
+              max_batch: Sequence[int | None] | None, exchange: ExchangeTimes,
+              current: Sequence[int] = ()) -> Plan | None:
+    """The least predicted step time over the ``current`` set less its slowest ranks, or plus
+    the fastest others (never a swap: trading a rank for an equal one gains only noise)."""
+    n = len(costs)
+    equal = max(1, global_batch // n)
+    by_speed = sorted(range(n), key=lambda r: (costs[r].seconds(equal), r))
+    inside = [r for r in by_speed if r in current] or by_speed
+    outside = [r for r in by_speed if r not in inside]
+    candidates = ([inside[:k] for k in range(1, len(inside) + 1)]
+                  + [inside + outside[:k] for k in range(1, len(outside) + 1)])
+    best: Plan | None = None
+    for members in candidates:
+        chosen = set(members)
+        caps = [(max_batch[r] if max_batch is not None else None) if r in chosen else 0
+                for r in range(n)]
+        try:
+            split = min_max_costs(costs, global_batch, min_batch=0, max_batch=caps)
+        except UsageError:  # these ranks' caps cannot hold the batch
+            continue
+        plan = plan_of(split, costs, exchange)
+        if best is None or plan.total_s < best.total_s:
+            best = plan
+    return best
+
+
+def _ranks(ranks: Sequence[int]) -> str:
+    return f"rank{'s' if len(ranks) > 1 else ''} {','.join(map(str, ranks))}"
+
+
+def active_reason(old: Plan, new: Plan) -> str:
+    """The change of active set in numbers: what the ranks add to the exchange against the
+    compute they save."""
+    leaving = [r for r in old.active if r not in new.active]
+    joining = [r for r in new.active if r not in old.active]
+    exchange_ms = (old.exchange_s - new.exchange_s) * 1000
+    compute_ms = (new.compute_s - old.compute_s) * 1000
+    parts = []
+    if leaving:
+        many = len(leaving) > 1
+        who = f"{_ranks(leaving)} sit{'' if many else 's'} out: "
+        if compute_ms >= 0:
+            parts.append(who + f"{'they add' if many else 'it adds'} {exchange_ms:.1f} ms of "
+                         f"exchange to save {compute_ms:.1f} ms of compute")
+        else:  # the ranks were the stragglers: leaving saves compute and exchange
+            parts.append(who + f"compute {old.compute_s * 1000:.1f} -> "
+                         f"{new.compute_s * 1000:.1f} ms without {'them' if many else 'it'}, "
+                         f"and {exchange_ms:.1f} ms less exchange")
+    if joining:
+        many = len(joining) > 1
+        parts.append(f"{_ranks(joining)} rejoin{'' if many else 's'}: "
+                     f"{-compute_ms:.1f} ms less compute for {max(-exchange_ms, 0.0):.1f} ms "
+                     "more exchange")
+    step = f"step {old.total_s * 1000:.1f} -> {new.total_s * 1000:.1f} ms predicted"
+    return "; ".join([*parts, step])
