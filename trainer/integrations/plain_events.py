@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from trainer.dist import device_name
 from trainer.events import EndEvent, EventWriter, StartEvent, events_path
@@ -32,7 +33,7 @@ class PlainEvents:
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.steps = 0
         self._writer: EventWriter | None = None
-        self._hook = torch.optim.optimizer.register_optimizer_step_post_hook(self._stepped)
+        self._hook = register_optimizer_step_post_hook(self._stepped)
 
     def _stepped(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.steps += 1

@@ -31,8 +31,8 @@ import traceback
 from types import FrameType
 from typing import Any
 
-import torch
 import torch.distributed as dist
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 STUCK_STATUS = 3
 """The exit status of a rank ended as stuck."""
@@ -53,14 +53,15 @@ class StartWatch:
         self.limit_s, self.rank, self.world = limit_s, rank, world
         self.stepped = threading.Event()
         self._main = threading.main_thread().ident
-        self._hook = torch.optim.optimizer.register_optimizer_step_post_hook(self._first_step)
+        register_optimizer_step_post_hook(self._first_step)
         faulthandler.dump_traceback_later(limit_s + GATHER_S + BACKSTOP_S)
         threading.Thread(target=self._watch, name="corral-start-watch", daemon=True).start()
 
     def _first_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        self.stepped.set()
-        self._hook.remove()
-        faulthandler.cancel_dump_traceback_later()
+        # (torch iterates over its hooks while calling this one: it stays, and does nothing)
+        if not self.stepped.is_set():
+            self.stepped.set()
+            faulthandler.cancel_dump_traceback_later()
 
     def _watch(self) -> None:
         rounds = 0
