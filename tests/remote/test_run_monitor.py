@@ -190,7 +190,8 @@ def test_a_launcher_losing_the_store_after_its_ranks_finished_does_not_fail_the_
 def test_a_rank_failing_after_its_completed_end_still_fails_the_run() -> None:
     monitor = RunMonitor(run_id="r", hosts=("a",))
     for item in (_start("a", 0), _end("a", 0, "completed"),
-                 _log("a", "  rank      : 0 (local_rank: 0)"), _log("a", "  exitcode  : 1 (pid: 4)"),
+                 _log("a", "  rank      : 0 (local_rank: 0)"),
+                 _log("a", "  exitcode  : 1 (pid: 4)"),
                  _exit("a", "1")):
         monitor.observe(item)
     assert monitor.final_status().state == "failed"

@@ -39,6 +39,9 @@ from trainer.settings.run_settings import auto_precision
 
 TRAINING_ARGS_MODULE = "transformers.training_args"
 _notes: list[str] = []
+"""What corral changed about the script's precision on this rank (the start event says it)."""
+_said: set[str] = set()
+"""The topics of the lines already printed (each is said once)."""
 
 
 def join(settings: ScriptSettings) -> torch.device:
@@ -78,19 +81,12 @@ def _keep_the_group() -> None:
             return
         asked = kwargs.get("backend", backend)
         made = dist.get_backend()
-        if asked and str(asked) != made and not _notes_said("backend"):
+        if asked and str(asked) != made and "backend" not in _said:
             _say("backend", f"corral: the script's init_process_group({asked!r}) keeps the "
                             f"cluster's {made} process group (every rank must use the same)")
 
     setattr(dist, "init_process_group", init_process_group_kept)  # noqa: B010
     setattr(dist.distributed_c10d, "init_process_group", init_process_group_kept)  # noqa: B010
-
-
-_said: set[str] = set()
-
-
-def _notes_said(topic: str) -> bool:
-    return topic in _said
 
 
 def _say(topic: str, line: str) -> None:
