@@ -164,7 +164,9 @@ def script_settings(run: RunSection, place: HostPlan, plan: LaunchPlan) -> Scrip
     return ScriptSettings(run_dir=plan.run_dir, restart=max(plan.restart, int(plan.resume)),
                           policy=cast(Policy, plan.policy or run.policy), split=run.split,
                           rebalance_every=run.rebalance_every,
-                          slowdown=(place.host.slowdown,))
+                          slowdown=(place.host.slowdown,), backend=plan.backend,
+                          device=place.device,
+                          hang_limit=run.hang_limit)
 
 
 async def launch_host(

@@ -163,6 +163,14 @@ class RunMonitor:
             return [HostStatus(t=item.t, host=item.host, state="stopped")]
         rank = self._root_rank.get(item.host)
         code = self._root_exit.get(item.host)
+        if rank is None and item.status != DISK_FULL_STATUS and self._host_finished(item.host):
+            # No rank of the host failed, and each wrote its completed end: the launcher
+            # itself failed afterwards (torchrun's agent losing the master's store as that
+            # host's agent exits first): the run's work is done.
+            self.after_done.append(f"{item.host}'s launcher ended with status {item.status} "
+                                   "after its ranks finished")
+            return [HostStatus(t=item.t, host=item.host, state="done",
+                               detail=self.after_done[-1])]
         if item.status == DISK_FULL_STATUS:
             self.failures.append(Failure(
                 host=item.host, rank=None, t=item.t, severity=Severity.DISK_FULL,
@@ -189,6 +197,12 @@ class RunMonitor:
                 why=f"launcher ended with status {item.status}"))
         return [HostStatus(t=item.t, host=item.host, state="failed",
                            detail=f"launcher status {item.status}")]
+
+    def _host_finished(self, host: str) -> bool:
+        """Every known rank of ``host`` wrote a completed ``end`` event."""
+        mine = [r for r, h in self.rank_host.items() if h == host]
+        return bool(mine) and all(r in self.ended and self.ended[r].status == "completed"
+                                  for r in mine)
 
     def _raised(self, rank: int) -> str | None:
         """The last line of the newest traceback in ``rank``'s log, if it printed one."""

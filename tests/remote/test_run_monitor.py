@@ -171,3 +171,27 @@ def test_a_failures_last_lines_leave_torchs_chatter_out() -> None:
     detail = monitor.final_status().detail
     assert "[a rank 0] ValueError: bad batch" in detail
     assert "worker group finished" not in detail and "warnings.warn" not in detail
+
+
+def test_a_launcher_losing_the_store_after_its_ranks_finished_does_not_fail_the_run() -> None:
+    # TRL's sft.py on 3 hosts, once in 6: the master's agent exits first and another host's
+    # agent fails to reach the store it hosted (RendezvousConnectionError), exit status 1.
+    monitor = RunMonitor(run_id="r", hosts=("a", "b"))
+    for item in (_start("a", 0), _start("b", 1), _end("a", 0, "completed"),
+                 _end("b", 1, "completed"), _exit("a", "0"),
+                 _log("b", "torch.distributed.elastic.rendezvous.api.RendezvousConnectionError: "
+                      "The connection to the C10d store has failed."), _exit("b", "1")):
+        monitor.observe(item)
+    final = monitor.final_status()
+    assert final.state == "completed", final
+    assert "b's launcher ended with status 1 after its ranks finished" in final.detail
+
+
+def test_a_rank_failing_after_its_completed_end_still_fails_the_run() -> None:
+    monitor = RunMonitor(run_id="r", hosts=("a",))
+    for item in (_start("a", 0), _end("a", 0, "completed"),
+                 _log("a", "  rank      : 0 (local_rank: 0)"),
+                 _log("a", "  exitcode  : 1 (pid: 4)"),
+                 _exit("a", "1")):
+        monitor.observe(item)
+    assert monitor.final_status().state == "failed"

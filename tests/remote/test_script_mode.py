@@ -130,7 +130,8 @@ def test_torchrun_starts_the_pushed_script_with_its_args_and_corrals_environment
     env = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
     told = ScriptSettings.from_env({**env, RUN_DIR_ENV: "/runs/s-1"})
     assert told == ScriptSettings(run_dir="/runs/s-1", restart=0, policy="static", split=(3,),
-                                  rebalance_every=10, slowdown=(2.0,))
+                                  rebalance_every=10, slowdown=(2.0,), backend="gloo",
+                                  device="cpu", hang_limit=300.0)
     assert env["GLOO_SOCKET_IFNAME"] == "lo" and env["OMP_NUM_THREADS"] == "3"
 
 

@@ -26,10 +26,19 @@ def test_a_bad_setting_is_one_clear_error_naming_the_variable(env: dict[str, str
         ScriptSettings.from_env({"CORRAL_RUN_DIR": "/runs/r1", **env})
 
 
-def test_a_split_that_does_not_fit_the_global_batch_names_both() -> None:
-    with pytest.raises(UsageError, match=r"CORRAL_SPLIT=5,2,1 .* global batch 9"):
-        ShareSchedule(ScriptSettings(run_dir="x", split=(5, 2, 1)), global_batch=9, world=3,
-                      rank=0)
+def test_a_split_that_does_not_fit_the_global_batch_is_one_warning_and_equal_shares(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # the embedded cluster.toml's split = [32, 32, 32] must not fail a script of batch 9
+    schedule = ShareSchedule(ScriptSettings(run_dir="x", split=(5, 2, 1)), global_batch=9,
+                             world=3, rank=0)
+    assert schedule.split_at_quietly(1) == (3, 3, 3)
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and "CORRAL_SPLIT=5,2,1" in said[0] and "global batch 9" in said[0]
+
+
+def test_a_global_batch_too_small_for_the_ranks_is_one_clear_error() -> None:
+    with pytest.raises(UsageError, match=r"global batch 2 cannot give 3 shares"):
+        ShareSchedule(ScriptSettings(run_dir="x"), global_batch=2, world=3, rank=0)
 
 
 def test_global_sampler_gives_each_rank_its_share_and_every_example_once_per_epoch() -> None:

@@ -25,12 +25,22 @@ RESTART_ENV = "CORRAL_RESTART"
 """How many times corral has restarted the run (``0`` at the first launch): a script resumes
 from its last checkpoint when it is above 0."""
 POLICY_ENV = "CORRAL_POLICY"
-"""Balancing policy: ``static``, ``proportional`` or ``dynamic`` (default ``static``)."""
+"""Balancing policy: ``static``, ``proportional`` or ``dynamic`` (the launch passes ``[run]
+policy``, ``dynamic`` unless set; a script run by hand without it: ``static``)."""
 SPLIT_ENV = "CORRAL_SPLIT"
 """Comma-separated per-rank shares of the global batch (``5,2,1``); empty: equal shares."""
 REBALANCE_EVERY_ENV = "CORRAL_REBALANCE_EVERY"
 """Steps between two decisions of the ``dynamic`` policy (``proportional``: the steps measured
 at equal shares before the one change)."""
+
+BACKEND_ENV = "CORRAL_BACKEND"
+"""The process-group backend corral chose for the whole cluster (``gloo`` or ``nccl``):
+``script_main`` makes the group with it before the script runs, so every rank agrees."""
+DEVICE_ENV = "CORRAL_DEVICE"
+"""Where this host's ranks compute: ``cpu`` or ``cuda`` (cluster.toml's ``gpus``)."""
+HANG_LIMIT_ENV = "CORRAL_HANG_LIMIT"
+"""Seconds a rank may take from its start to its first optimizer step before ``script_main``
+names it stuck, with its stack (``[run] hang_limit``; 0: never)."""
 
 DEFAULT_REBALANCE_EVERY = 10
 
@@ -45,6 +55,12 @@ class ScriptSettings:
     split: tuple[int, ...] | None = None
     rebalance_every: int = DEFAULT_REBALANCE_EVERY
     slowdown: tuple[float, ...] | None = None
+    backend: str = ""
+    """The cluster's process-group backend (empty: the rank's own choice)."""
+    device: str = ""
+    """``cpu`` or ``cuda`` (empty: what torch finds)."""
+    hang_limit: float = 0.0
+    """Seconds from a rank's start to its first step before it is named stuck (0: never)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ScriptSettings | None:
@@ -60,7 +76,9 @@ class ScriptSettings:
         return cls(run_dir=run_dir, restart=_int(env, RESTART_ENV, 0), policy=policy,
                    split=None if split is None else tuple(int(v) for v in split),
                    rebalance_every=_int(env, REBALANCE_EVERY_ENV, DEFAULT_REBALANCE_EVERY),
-                   slowdown=_numbers(env, SLOWDOWN_ENV))
+                   slowdown=_numbers(env, SLOWDOWN_ENV), backend=env.get(BACKEND_ENV, ""),
+                   device=env.get(DEVICE_ENV, ""),
+                   hang_limit=(_numbers(env, HANG_LIMIT_ENV) or (0.0,))[0])
 
     def to_env(self) -> dict[str, str]:
         """The variables for the launcher to set (the inverse of ``from_env``)."""
@@ -70,6 +88,10 @@ class ScriptSettings:
             env[SPLIT_ENV] = ",".join(map(str, self.split))
         if self.slowdown is not None:
             env[SLOWDOWN_ENV] = ",".join(map(str, self.slowdown))
+        for name, value in ((BACKEND_ENV, self.backend), (DEVICE_ENV, self.device)):
+            if value:
+                env[name] = value
+        env[HANG_LIMIT_ENV] = str(self.hang_limit)
         return env
 
     def slowdown_of(self, rank: int) -> float:

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from trainer.dist import on_any_rank
 from trainer.events import EndStatus
 from trainer.integrations.contract import ScriptSettings
+from trainer.integrations.rank_setup import precision_note
 from trainer.integrations.run import ScriptRun
 from trainer.integrations.shares import GlobalStepSampler
 from trainer.step.batch_order import GlobalBatchOrder
@@ -77,6 +78,9 @@ def exactness(trainer: Any) -> tuple[bool, str]:
     if not getattr(trainer, "model_accepts_loss_kwargs", False):
         return False, ("the model takes no num_items_in_batch: each rank's loss is its own "
                        "mean")
+    if args.bf16 or args.fp16:
+        return False, (f"{'bf16' if args.bf16 else 'fp16'} autocast rounds each rank's share "
+                       "on its own: a different split gives slightly different parameters")
     return True, ""
 
 
@@ -200,6 +204,8 @@ class _CorralEvents:
         corral_rank = self.corral_rank
         run, trainer = corral_rank.build(), corral_rank.trainer
         exact, note = exactness(trainer)
+        changed = precision_note()
+        note = "; ".join(part for part in (note, changed) if part)
         model = getattr(getattr(trainer.model, "config", None), "name_or_path", "") or \
             type(trainer.model).__name__
         sampler = corral_rank.sampler

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -38,9 +38,14 @@ from trainer.integrations.shares import ShareSchedule
 class ScriptRun:
     """This rank's schedule and events (build it once the process group exists)."""
 
+    made: ClassVar[bool] = False
+    """Whether this process built one: the script took corral's opt-in, which writes its own
+    events (``script_main`` writes a start and an end event for a script without it)."""
+
     def __init__(self, settings: ScriptSettings, *, global_batch: int, device: torch.device,
                  lead: int = 2, min_share: int = 1, batch_source: str = "") -> None:
         self.settings, self.device = settings, device
+        ScriptRun.made = True
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_initialized() else 1
         self.schedule = ShareSchedule(settings, global_batch=global_batch, world=self.world,

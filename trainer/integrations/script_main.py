@@ -6,7 +6,11 @@ rank's command line carries the run directory (``<run_root>/<run id>``) as corra
 do: ``corral stop`` verifies by it that nothing of the run is left, and ``corral check`` finds an
 earlier run's leftovers. On a CPU host the rank first takes its share of the cores as corral's
 own ranks do (``trainer.placement.place_rank``: disjoint cores per local rank, one thread per
-core unless ``OMP_NUM_THREADS`` says otherwise). The script
+core unless ``OMP_NUM_THREADS`` says otherwise). Under torchrun the rank is then numbered,
+given its device, the cluster's process group and a precision it can do
+(``trainer.integrations.rank_setup``), and watched until its first step
+(``trainer.integrations.start_watch``); a script without corral's opt-in gets a start and an
+end event written for it (``trainer.integrations.plain_events``). The script
 then runs as its own ``__main__``: ``sys.argv`` is ``[SCRIPT, *ARGS]`` and its folder is first on
 the import path; the run directory reaches it as ``CORRAL_RUN_DIR``
 (``trainer.integrations.contract``).
@@ -21,8 +25,11 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from trainer.dist import destroy_process_group
-from trainer.integrations.contract import RUN_DIR_ENV
+from trainer.dist import destroy_process_group, rank_info
+from trainer.integrations import rank_setup
+from trainer.integrations.contract import RUN_DIR_ENV, ScriptSettings
+from trainer.integrations.plain_events import PlainEvents
+from trainer.integrations.start_watch import StartWatch
 from trainer.placement import parse_cpulist, place_rank
 
 USAGE = ("usage: python -m trainer.integrations.script_main --run-dir DIR "
@@ -58,16 +65,35 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(USAGE)
     script, args = words[0], words[1:]
     os.environ[RUN_DIR_ENV] = run_dir
+    events = _join(script)
     sys.argv = [script, *args]
     sys.path[0] = os.path.dirname(os.path.abspath(script))
     try:
         runpy.run_path(script, run_name="__main__")
     except SystemExit as stop:
-        _exit(stop.code)
-    _exit(None)
+        _exit(stop.code, events)
+    except BaseException as exc:
+        if events is not None:
+            events.end(f"{type(exc).__name__}: {exc}".splitlines()[0])
+        raise
+    _exit(None, events)
 
 
-def _exit(code: object) -> NoReturn:
+def _join(script: str) -> PlainEvents | None:
+    """Set this rank up as corral's own (``rank_setup``) and watch its start; the events of a
+    script without corral's opt-in (None outside torchrun)."""
+    settings = ScriptSettings.from_env()
+    assert settings is not None  # CORRAL_RUN_DIR was just set
+    if "WORLD_SIZE" not in os.environ:  # not under a launcher: the script as is
+        return None
+    info = rank_info()
+    if settings.hang_limit > 0:  # from before the process group: a rank may never join
+        StartWatch(settings.hang_limit, info.rank, info.world_size)
+    device = rank_setup.join(settings)
+    return PlainEvents(settings, device, script)
+
+
+def _exit(code: object, events: PlainEvents | None = None) -> NoReturn:
     """End the rank with the script's exit ``code`` once its own exit handlers have run.
 
     A script that never leaves its process group (an HF Trainer's does not) can abort in the
@@ -85,6 +111,8 @@ def _exit(code: object) -> NoReturn:
         print(code, file=sys.stderr)
         status = 1
     atexit._run_exitfuncs()
+    if events is not None:
+        events.end(None if status == 0 else f"exited with status {status}")
     destroy_process_group()
     sys.stdout.flush()
     sys.stderr.flush()

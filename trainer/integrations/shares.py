@@ -17,6 +17,7 @@ list: the Hugging Face Trainer), and ``RankStepSampler`` yields only this rank's
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Callable, Iterator
 
 from profiles.user_errors import UsageError
@@ -34,12 +35,22 @@ class ShareSchedule:
                  lead: int = 2, min_share: int = 1, batch_source: str = "") -> None:
         self.settings, self.world, self.rank, self.lead = settings, world, rank, lead
         self.global_batch = global_batch
-        first = settings.split or equal_split(global_batch, world)
-        if len(first) != world or sum(first) != global_batch or min(first) < min_share:
+        first = equal_split(global_batch, world)
+        if settings.split is not None and _fits(settings.split, world, global_batch, min_share):
+            first = settings.split
+        elif settings.split is not None and rank == 0:
+            # [run] split is written for corral's own tasks too (the embedded cluster.toml's):
+            # one that does not fit the script's batch is a warning, not a failed run.
+            print(f"corral: {SPLIT_ENV}={_csv(settings.split)} does not fit the script: it "
+                  f"needs {world} shares of at least {min_share} adding up to its global batch "
+                  f"{global_batch}{f' ({batch_source})' if batch_source else ''}; the shares "
+                  "start equal ([run] split applies to a script whose batch it fits)",
+                  file=sys.stderr, flush=True)
+        if not _fits(first, world, global_batch, min_share):
             raise UsageError(
-                f"{SPLIT_ENV}={_csv(first)} does not fit the script: it needs {world} shares of "
-                f"at least {min_share} adding up to its global batch {global_batch}"
-                f"{f' ({batch_source})' if batch_source else ''}; change the split or the batch")
+                f"the script's global batch {global_batch}"
+                f"{f' ({batch_source})' if batch_source else ''} cannot give {world} shares "
+                f"of at least {min_share}; raise the batch")
         self._changes: list[tuple[int, tuple[int, ...]]] = [(1, tuple(first))]
         self._drawn = 0  # the highest step any sampler on this rank has cut
         self.balancer = (Balancer(BalancerConfig(
@@ -156,6 +167,10 @@ class RankStepSampler:
             yield self.order.local_indices(step, split, self.schedule.rank).tolist()
         if self.on_step is not None:
             self.on_step(first + self.order.steps_per_epoch)
+
+
+def _fits(split: tuple[int, ...], world: int, global_batch: int, min_share: int) -> bool:
+    return len(split) == world and sum(split) == global_batch and min(split) >= min_share
 
 
 def _csv(values: tuple[int, ...]) -> str:
