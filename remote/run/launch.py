@@ -176,6 +176,13 @@ def script_settings(run: RunSection, place: HostPlan, plan: LaunchPlan) -> Scrip
                           slowdown=(place.host.slowdown,))
 
 
+def host_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -> str:
+    """What the host's new session runs (``--dry-run`` shows it): ``launcher_command``, in
+    the host's launcher container where it has one."""
+    inner = launcher_command(config, plan, place)
+    return _session(place.host, plan.run_id, inner) if place.host.container else inner
+
+
 def _session(host: HostSection, run_id: str, inner: str) -> str:
     """What ``setsid`` starts: ``sh -c INNER``, or the host's launcher container running it."""
     if host.container is not None:
