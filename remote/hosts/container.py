@@ -161,7 +161,8 @@ def remove_command(host: HostSection, run_id: str) -> str:
     assert host.container is not None
     engine = engine_word(host.container)
     return (f"{engine} rm -f $({engine} ps -a -q --filter "
-            f"label={shlex.quote(f'{RUN_LABEL}={run_id}')} 2>/dev/null) >/dev/null 2>&1")
+            f"label={shlex.quote(f'{RUN_LABEL}={run_id}')} 2>/dev/null) >/dev/null 2>&1 "
+            "|| true")
 
 
 def count_command(host: HostSection, run_id: str) -> str:

@@ -26,7 +26,7 @@ from remote.checks.plan import HostPlan
 from remote.checks.run_root import DiskFull
 from remote.config.cluster import ClusterConfig, HostSection, RunSection
 from remote.config.task_code import option_pairs, user_code
-from remote.hosts.container import inner_python, launcher_words
+from remote.hosts.container import inner_python, launcher_words, remove_command
 from remote.hosts.interpreter import python_word
 from remote.hosts.push import code_dir
 from remote.hosts.transport import RemoteCommandError, Transport, env_prefix, shell_path
@@ -183,6 +183,11 @@ def host_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -> st
     return _session(place.host, plan.run_id, inner) if place.host.container else inner
 
 
+def _clear(host: HostSection, run_id: str) -> str:
+    """Shell: a restart's launcher container reuses the name; the last one's is removed."""
+    return f"{remove_command(host, run_id)}; " if host.container is not None else ""
+
+
 def _session(host: HostSection, run_id: str, inner: str) -> str:
     """What ``setsid`` starts: ``sh -c INNER``, or the host's launcher container running it."""
     if host.container is not None:
@@ -215,7 +220,7 @@ async def launch_host(
         f"set -e; umask 077; mkdir -p {run_dir}; chmod 700 {run_dir}; cd {run_dir}; "
         f"mkdir -p {logs} {IN_RUN_DIR.HOSTS}; "
         f"rm -f {exit_file} {ranks_file} {stopped_file} {pgid_file} {leader_file}; "
-        f"printf %s {planned_ranks} > {planned}; "
+        f"printf %s {planned_ranks} > {planned}; {_clear(host, plan.run_id)}"
         f"setsid {_session(host, plan.run_id, inner)} </dev/null >>{launcher_log} 2>&1 & "
         f"p=$!; s=$(cat /proc/$p/stat 2>/dev/null) && s=${{s##*\") \"}} && set -- $s && "
         f"echo \"${{20}}\" > {leader_file} || true; "
