@@ -51,11 +51,11 @@ def test_docker_form_passes_gpus_env_names_and_mounts_never_a_value() -> None:
     assert words[:8] == ["run", "--rm", "-i", "--network", "host", "--ipc", "host", "--name"]
     assert words[8] == container_name("c-20260101-000000-abcdef", "boxed")
     assert "corral.run=c-20260101-000000-abcdef" in words
-    assert ["--gpus", "all"] == words[words.index("--gpus"):words.index("--gpus") + 2]
+    assert words[words.index("--gpus"):words.index("--gpus") + 2] == ["--gpus", "all"]
     assert "nvidia.com/gpu=all" not in words
     assert "-e" in words and "HF_TOKEN" in words and SECRET not in command
     assert "/data/runs:/data/runs" in words and '"$HOME"/.corral' in command
-    assert ["--shm-size", "8g"] == words[words.index("--shm-size"):words.index("--shm-size") + 2]
+    assert words[words.index("--shm-size"):words.index("--shm-size") + 2] == ["--shm-size", "8g"]
     assert "--user" in words and "--pull" in words  # docker: the host user; never a pull
     image = words.index("nvcr.io/nvidia/pytorch:25.01-py3")
     assert words[image + 1:image + 3] == ["sh", "-c"]
