@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start, tests: installs what the tests need (Python packages, into the current virtual
-# environment or the project's .venv; and OpenSSH's sshd, iproute2, tcmalloc and python3-venv
-# when running as root), then lint, types, layering and the test suite.
+# environment or the project's .venv; and OpenSSH's sshd, iproute2, tcmalloc, python3-venv,
+# podman and runc when running as root), then lint, types, layering and the test suite.
 #   --fast   the fast tier only: no test marked slow (sshd, netns, torchrun ranks, large
 #            models; tests/tiers.py says which). Any other argument goes to every pytest run.
 # The full suite runs in two parts: the tests two at a time (pytest-xdist: most slow tests
@@ -27,6 +27,16 @@ if [ "$(id -u)" = 0 ] && { ! [ -x /usr/sbin/sshd ] || ! command -v ip >/dev/null
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends openssh-server openssh-client iproute2 \
         libtcmalloc-minimal4 python3-venv >/dev/null
+fi
+# podman (daemonless) and runc for the container tests, where they can be had (root, apt);
+# elsewhere those tests skip, saying why. Their containers.conf (runc, no default ulimits:
+# what podman needs on machines like the CI's) is written by the tests themselves.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v podman >/dev/null; then
+    echo "corral: installing podman and runc (the container tests)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends podman runc \
+        >/dev/null 2>&1 || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends podman runc >/dev/null; } \
+        || echo "corral: podman could not be installed; the container tests will skip" >&2
 fi
 bash scripts/bootstrap.sh --dev --llm
 . scripts/python.sh

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from profiles.user_errors import CorralError
 from remote.checks import run_root
+from remote.checks.container_check import container_hints, container_parts, judge_container
 from remote.checks.plan import LaunchFacts, master_address, nproc_for
 from remote.checks.rendezvous_port import (
     PortListener,
@@ -99,6 +100,7 @@ def probe_script(host: HostSection, config: ClusterConfig, master_addr: str,
         "interface": f"{interface_script(master_addr, is_master=is_master)} 2>&1",
         "cpu": cpu_placement.PROBE_SECTION,
     }
+    parts.update(container_parts(host))
     if host.interface is not None:
         parts["links"] = "ip -o addr show 2>&1"
     if code_digest is not None:
@@ -281,9 +283,13 @@ async def _probe_host(
         facts.cpu = cpu_placement.parse_probe(sections["cpu"][0])
     if after is not None:
         await after(transport, facts)
-    _judge_python(host, *sections.get("python", (done.stderr, 1)), facts)
-    facts.items += judge_packages(host, config, *sections.get("packages", MISSING))
-    facts.items += judge_imports(host, config, *sections.get("imports", MISSING))
+    boxed, starts = judge_container(host, sections)
+    facts.items += boxed
+    if starts:  # else the probes inside it did not run: the container's item says why
+        _judge_python(host, *sections.get("python", (done.stderr, 1)), facts)
+        facts.items += judge_packages(host, config, *sections.get("packages", MISSING))
+        facts.items += judge_imports(host, config, *sections.get("imports", MISSING))
+        facts.items = container_hints(host, facts.items)
     judge_precision(host, config.run.precision, facts)
     _judge_disk(host, section_text(sections, "disk"), facts)
     facts.items.append(run_root.judge(host.name, config.cluster.run_root,

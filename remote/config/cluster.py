@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from remote.config import rules
+from remote.config.container import ContainerSection, bind_run_root
 from remote.config.errors import (
     ConfigError,
     ConfigProblem,
@@ -35,7 +36,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 __all__ = [
-    "ClusterConfig", "ClusterSection", "ConfigError", "ConfigProblem", "HostSection",
+    "ClusterConfig", "ClusterSection", "ConfigError", "ConfigProblem", "ContainerSection",
+    "HostSection",
     "KubernetesSection", "RunSection", "SshSection", "load_cluster", "parse_cluster",
 ]
 
@@ -133,8 +135,10 @@ class HostSection:
     """``corral export k8s``: node labels the host's pods must run on (e.g. the GPU product
     label ``nvidia.com/gpu.product``); hosts with different selectors are different kinds."""
     image: str | None = None
-    """``corral export k8s``: the container image of this host's pods; default
-    ``[kubernetes] image``."""
+    """``corral export k8s``: the container image of this host's pods; default its
+    ``container.image``, else ``[kubernetes] image``."""
+    container: ContainerSection | None = None
+    """``[hosts.container]``: run the host's part of a run in a container (below)."""
 
     def __post_init__(self) -> None:
         _check(f"{host_where(None, self.name)}.", rules.host_problems(_values(self)))
@@ -320,6 +324,7 @@ class ClusterConfig:
             raise ConfigError([ConfigProblem(path=self.path if where else None, where=where,
                                              message=msg) for where, msg in problems],
                               title=f"{self.path.name} is invalid")
+        bind_run_root([h.container for h in self.hosts], self.cluster.run_root)
         if self.cluster.master is None:  # one obvious choice: the first host
             object.__setattr__(self, "cluster", replace(self.cluster, master=self.hosts[0].name))
 

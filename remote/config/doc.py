@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from remote.config import cluster as config
+from remote.config.container import ContainerSection
 from remote.config.toml import doc_type, field_hints
 from trainer.settings.flags import field_docs as settings_docs
 
@@ -57,13 +58,17 @@ def _default(f: dataclasses.Field[object]) -> str:
 def render_reference() -> str:
     """The generated reference: one table per section, every key of every dataclass."""
     out: list[str] = []
-    for name, cls in config.SECTIONS.items():
+    tables = [(config.HEADERS[name], cls) for name, cls in config.SECTIONS.items()]
+    # a host's own sub-table follows [[hosts]]
+    at = next(i for i, (_, cls) in enumerate(tables) if cls is config.HostSection) + 1
+    tables.insert(at, ("[hosts.container]", ContainerSection))
+    for header, cls in tables:
         summary, docs = field_docs(cls)
         hints = field_hints(cls)
-        out += [f"### `{config.HEADERS[name]}`", "", summary, "",
+        out += [f"### `{header}`", "", summary, "",
                 "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
-        for f in dataclasses.fields(cls):
-            kind = doc_type(hints[f.name])
+        for f in (f for f in dataclasses.fields(cls) if f.init):
+            kind = "table" if f.type == "ContainerSection | None" else doc_type(hints[f.name])
             out.append(f"| `{f.name}` | {kind} | {_default(f)} | {docs.get(f.name, '')} |")
         out.append("")
     return "\n".join(out)

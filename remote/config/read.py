@@ -24,6 +24,7 @@ from remote.config.cluster import (
     SshSection,
     TrackingSection,
 )
+from remote.config.container import ContainerSection, container_problems
 from remote.config.errors import ConfigError, ConfigProblem, closest, file_order, host_where, quote
 from remote.config.errors import section_where as _where
 from remote.config.toml import field_hints, toml_type, typed_fields
@@ -117,8 +118,26 @@ class Reader:
                 self.add(host_where(index, None), f"must be a table, got {toml_type(entry)}")
                 continue
             where = functools.partial(host_where, index, entry.get("name"))
-            hosts.append(self._fields(HostSection, entry, where))
+            container = entry.get("container")
+            host = self._fields(HostSection, {k: v for k, v in entry.items()
+                                              if k != "container"}, where)
+            if container is not None:
+                host["container"] = self._container(container, where)
+            hosts.append(host)
         return hosts
+
+    def _container(self, raw: object, where: Callable[[str], str]) -> ContainerSection | None:
+        """A host's ``[hosts.container]`` table, built when it has no problem."""
+        if not isinstance(raw, dict):
+            self.add(where("container"), f"must be a table ([hosts.container]), got "
+                                         f"{toml_type(raw)}")
+            return None
+        before = len(self.problems)
+        values = typed_fields(ContainerSection, raw,
+                              lambda key, msg: self.add(where(f"container.{key}"), msg))
+        for key, message in container_problems(values):
+            self.add(where(f"container.{key}"), message)
+        return ContainerSection(**values) if len(self.problems) == before else None
 
     def _fields(self, cls: type, raw: Mapping[str, Any],
                 where: Callable[[str], str]) -> dict[str, Any]:

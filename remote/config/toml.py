@@ -156,7 +156,8 @@ def typed_fields(cls: type, raw: Mapping[str, Any],
     reported once, not again by a rule that reads them); keys not given get their defaults;
     a missing required key is reported.
     """
-    hints = field_hints(cls)
+    settable = {f.name for f in fields(cls) if f.init}  # others are derived, not keys
+    hints = {name: hint for name, hint in field_hints(cls).items() if name in settable}
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in hints:
@@ -167,7 +168,7 @@ def typed_fields(cls: type, raw: Mapping[str, Any],
         except TypeMismatch as error:
             report(key, str(error))
     for f in fields(cls):
-        if f.name in raw:
+        if f.name in raw or not f.init:
             continue
         if f.default is not MISSING:
             values[f.name] = f.default

@@ -19,6 +19,7 @@ import sys
 from typing import Any
 
 from remote.config.cluster import HostSection
+from remote.hosts.container import python_in_container
 from remote.hosts.transport import shell_path
 
 VENV_DIR = "venv"
@@ -41,7 +42,10 @@ def fallback_python(host: HostSection) -> str:
 
 
 def python_word(host: HostSection) -> str:
-    """The host's interpreter as one word of a POSIX shell command line (quoted)."""
+    """The host's interpreter as one word of a POSIX shell command line (quoted); on a host
+    with a container, the container running its interpreter (several words)."""
+    if host.container is not None:
+        return python_in_container(host)
     if host.python is not None:
         return shlex.quote(host.python)
     venv = shell_path(venv_python(host))
@@ -51,6 +55,9 @@ def python_word(host: HostSection) -> str:
 
 def python_label(host: HostSection) -> str:
     """The host's interpreter as a person reads it (in check results and errors)."""
+    if host.container is not None:
+        where = host.container.image or f"rootfs {host.container.rootfs}"
+        return f"{host.python or host.container.python} in {where}"
     if host.python is not None:
         return host.python
     return f"{venv_python(host)} if set up, else {fallback_python(host)}"

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from profiles.user_errors import CorralError, UsageError
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.config.task_code import needed_packages
+from remote.hosts import container
 from remote.hosts.allocator_setup import found_script, install_script, outcome, wants_install
 from remote.hosts.interpreter import (
     TORCH_PROBE_PY,
@@ -199,6 +200,8 @@ async def setup_host(transport: Transport, torch_version: str, progress: Progres
                      task_packages: tuple[str, ...] = ()) -> SetupResult:
     """Set up one host (see the module docstring)."""
     host = transport.host
+    if host.container is not None:
+        return await _pull_image(transport, progress)
     if host.python is not None:
         return SetupResult(host=host.name, ok=True, changed=False,
                            detail=f"nothing to change: it runs python = {host.python!r} from "
@@ -228,6 +231,35 @@ async def setup_host(transport: Transport, torch_version: str, progress: Progres
     note = await _allocator_step(transport, allocator, progress)
     result = await _make_venv(transport, wanted, progress)
     return replace(result, detail=f"{result.detail}; {note}") if note else result
+
+
+async def _pull_image(transport: Transport, progress: Progress) -> SetupResult:
+    """A host with a container: its image pulled (the engine's progress shown), nothing
+    else; a rootfs is the host's own directory, nothing to fetch."""
+    host = transport.host
+    box = host.container
+    assert box is not None
+    if box.image is None:
+        return SetupResult(host=host.name, ok=True, changed=False,
+                           detail=f"nothing to change: it runs rootfs {box.rootfs}")
+    status, out = await _run_logged(transport, container.pull_command(host),
+                                    f"pull {box.image}", progress, PIP_TIMEOUT_S)
+    if status != 0:
+        return SetupResult(host=host.name, ok=False, changed=False,
+                           detail=f"{box.image} could not be pulled on {host.name} (status "
+                           f"{status}): {out[-400:]}; fix container.image of {host.name!r}, "
+                           "or log the engine in to its registry there")
+    return SetupResult(host=host.name, ok=True, changed=True, detail=f"image {box.image}")
+
+
+def _announce(host: HostSection, version: str) -> str:
+    """What ``corral setup`` is about to do on ``host``, said once."""
+    box = host.container
+    if box is None:
+        return f"setting up torch {version} in {venv_dir(host)}"
+    if box.image is None:
+        return f"runs in a container on rootfs {box.rootfs}: nothing to set up"
+    return f"pulling {box.image} with {box.engine or 'podman (or docker)'}"
 
 
 async def _allocator_step(transport: Transport, found: str, progress: Progress) -> str:
@@ -277,7 +309,7 @@ async def setup_cluster(config: ClusterConfig, names: Sequence[str],
     try:
         version = await master_torch(config, pool)
         for host in chosen:
-            progress(host.name, f"setting up torch {version} in {venv_dir(host)}")
+            progress(host.name, _announce(host, version))
 
         async def one(transport: Transport) -> SetupResult:
             return await setup_host(transport, version, progress, needed_packages(config))

@@ -96,7 +96,8 @@ def host_kinds(config: ClusterConfig, plan: ClusterPlan) -> tuple[HostKind, ...]
     groups: dict[tuple[object, ...], list[HostPlan]] = {}
     images: dict[str, str] = {}
     for index, place in enumerate(plan.hosts):
-        image = place.host.image or config.kubernetes.image
+        box = place.host.container
+        image = place.host.image or (box and box.image) or config.kubernetes.image
         if not image:
             where = host_where(index, place.host.name)
             raise ExportError(f"[kubernetes] image: not set, and {where} sets none either; "

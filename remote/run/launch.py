@@ -24,8 +24,9 @@ from typing import cast
 from profiles.user_errors import CorralError
 from remote.checks.plan import HostPlan
 from remote.checks.run_root import DiskFull
-from remote.config.cluster import ClusterConfig, RunSection
+from remote.config.cluster import ClusterConfig, HostSection, RunSection
 from remote.config.task_code import option_pairs, user_code
+from remote.hosts.container import inner_python, launcher_words, remove_command
 from remote.hosts.interpreter import python_word
 from remote.hosts.push import code_dir
 from remote.hosts.transport import RemoteCommandError, Transport, env_prefix, shell_path
@@ -132,11 +133,19 @@ def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
         if host.threads is not None:  # the trainer's --threads, as torch and OpenMP read it
             env.setdefault("OMP_NUM_THREADS", str(host.threads))
     exit_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "exit"))
+    stopped_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "stopped"))
+    # The exit file says the launcher ended by itself: not written after `corral stop` (in a
+    # container this shell outlives the stop, which ends torchrun only).
     return (
-        f"{env_prefix(env)}PYTHONPATH={code} {python_word(host)} {words} "
-        f"{_entry_words(config, plan, place, tree)}; "
-        f"echo $? > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}"
+        f"{env_prefix(env)}PYTHONPATH={code} {_interpreter(host)} {words} "
+        f"{_entry_words(config, plan, place, tree)}; s=$?; [ -e {stopped_file} ] || "
+        f"{{ echo $s > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}; }}"
     )
+
+
+def _interpreter(host: HostSection) -> str:
+    """The interpreter word of the launcher command (inside the container on such a host)."""
+    return inner_python(host) if host.container is not None else python_word(host)
 
 
 def _entry_words(config: ClusterConfig, plan: LaunchPlan, place: HostPlan, tree: str) -> str:
@@ -169,6 +178,25 @@ def script_settings(run: RunSection, place: HostPlan, plan: LaunchPlan) -> Scrip
                           hang_limit=run.hang_limit)
 
 
+def host_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -> str:
+    """What the host's new session runs (``--dry-run`` shows it): ``launcher_command``, in
+    the host's launcher container where it has one."""
+    inner = launcher_command(config, plan, place)
+    return _session(place.host, plan.run_id, inner) if place.host.container else inner
+
+
+def _clear(host: HostSection, run_id: str) -> str:
+    """Shell: a restart's launcher container reuses the name; the last one's is removed."""
+    return f"{remove_command(host, run_id)}; " if host.container is not None else ""
+
+
+def _session(host: HostSection, run_id: str, inner: str) -> str:
+    """What ``setsid`` starts: ``sh -c INNER``, or the host's launcher container running it."""
+    if host.container is not None:
+        return launcher_words(host, run_id, inner)
+    return f"sh -c {shlex.quote(inner)}"
+
+
 async def launch_host(
     transport: Transport, config: ClusterConfig, plan: LaunchPlan, place: HostPlan,
 ) -> int:
@@ -194,8 +222,8 @@ async def launch_host(
         f"set -e; umask 077; mkdir -p {run_dir}; chmod 700 {run_dir}; cd {run_dir}; "
         f"mkdir -p {logs} {IN_RUN_DIR.HOSTS}; "
         f"rm -f {exit_file} {ranks_file} {stopped_file} {pgid_file} {leader_file}; "
-        f"printf %s {planned_ranks} > {planned}; "
-        f"setsid sh -c {shlex.quote(inner)} </dev/null >>{launcher_log} 2>&1 & "
+        f"printf %s {planned_ranks} > {planned}; {_clear(host, plan.run_id)}"
+        f"setsid {_session(host, plan.run_id, inner)} </dev/null >>{launcher_log} 2>&1 & "
         f"p=$!; s=$(cat /proc/$p/stat 2>/dev/null) && s=${{s##*\") \"}} && set -- $s && "
         f"echo \"${{20}}\" > {leader_file} || true; "
         f"echo $p > {pgid_file}.tmp; mv {pgid_file}.tmp {pgid_file}; echo $p"

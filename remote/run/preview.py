@@ -17,7 +17,7 @@ from remote.events import CheckItem, CheckReport, LaunchPreview, PlannedHost
 from remote.hosts.pool import HostPool
 from remote.hosts.push import build_bundle
 from remote.records.runs import new_run_id, run_dir_for
-from remote.run.launch import LaunchPlan, launcher_command
+from remote.run.launch import LaunchPlan, host_command
 from trainer.balance.balancer import equal_split
 
 
@@ -60,7 +60,7 @@ def preview(config: ClusterConfig, facts: LaunchFacts, port: int, code_digest: s
         visible_devices=place.visible_devices, interface=place.interface,
         precision=place.precision,
         shares=tuple(shares[r] for r in place.ranks) if shares else None,
-        command=launcher_command(config, launch, place),
+        command=host_command(config, launch, place),
         env_names=tuple(sorted(place.host.env))) for place in plan.hosts)
     return LaunchPreview(run_id=run_id, backend=plan.backend, world_size=plan.world_size,
                          rendezvous=f"{master_addr}:{port}", hosts=hosts,

@@ -28,7 +28,7 @@ Probe = tuple[int, str, bool]
 async def _probe(config: ClusterConfig, transport: Transport, info: RunInfo) -> Probe:
     name = transport.host.name
     run_dir = shell_path(run_dir_for(config, info.run_id))
-    script = (f"{count_command(info.run_id)}; "
+    script = (f"{count_command(info.run_id, transport.host)}; "
               f"cd {run_dir} 2>/dev/null && cat {shlex.quote(IN_RUN_DIR.host_file(name, 'exit'))} "
               f"2>/dev/null; echo; test -e {shlex.quote(IN_RUN_DIR.host_file(name, 'stopped'))} "
               "&& echo stopped; true")

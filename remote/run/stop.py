@@ -23,7 +23,9 @@ import asyncio
 import logging
 import shlex
 
+from remote.config.cluster import HostSection
 from remote.events import StopReport
+from remote.hosts import container
 from remote.hosts.pool import HostPool
 from remote.hosts.transport import Transport, shell_path
 from trainer.run_layout import IN_RUN_DIR
@@ -64,8 +66,27 @@ def owned_group_function(run_dir: str, host_name: str) -> str:
     )
 
 
-def stop_script(run_dir: str, host_name: str, run_id: str, grace_s: float) -> str:
-    """The shell script that stops one host's part of the run and prints what is left."""
+def launcher_pattern(run_id: str) -> str:
+    """``run_pattern`` narrowed to the launcher (torchrun carries ``--rdzv-id``, ranks not)."""
+    return f"[-]-rdzv-id[ =]{run_id.replace('.', '[.]')}( |/|$)"
+
+
+def _term(host: HostSection | None, run_id: str) -> str:
+    """Shell: the one TERM. torchrun passes it on to the ranks, once (a second TERM makes a
+    rank abandon its step), so ranks are signalled directly only without a launcher. In a
+    container the recorded group is the engine's client, whose TERM would reach only the
+    container's first process (``sh``, which as a namespace's init ignores it): TERM goes to
+    torchrun itself, seen from the host by its command line."""
+    if host is not None and host.container is not None:
+        return (f"pkill -TERM -f {shlex.quote(launcher_pattern(run_id))} || "
+                'pkill -TERM -f "$pat"; ')
+    return '{ owned && kill -s TERM -- "-$pg" 2>/dev/null; } || pkill -TERM -f "$pat"; '
+
+
+def stop_script(run_dir: str, host_name: str, run_id: str, grace_s: float,
+                host: HostSection | None = None) -> str:
+    """The shell script that stops one host's part of the run and prints what is left
+    (``host``: its section, for a host with a container: the run's containers go too)."""
     # Tells the tailers that this launcher ends because it was stopped, not by a failure
     # (only while it has not ended by itself: a finished run keeps its outcome).
     stopped_file = shlex.quote(IN_RUN_DIR.host_file(host_name, "stopped"))
@@ -76,21 +97,21 @@ def stop_script(run_dir: str, host_name: str, run_id: str, grace_s: float) -> st
         + f'[ -n "$pg" ] && : > {stopped_file}; '
         'alive() { { owned && kill -s 0 -- "-$pg" 2>/dev/null; } || '
         'pgrep -f "$pat" >/dev/null 2>&1; }; '
-        # One TERM per rank: torchrun passes its TERM on to the ranks (a second TERM makes a
-        # rank abandon its step), so ranks are signalled directly only without a launcher.
-        '{ owned && kill -s TERM -- "-$pg" 2>/dev/null; } || pkill -TERM -f "$pat"; '
+        + _term(host, run_id) +
         f"i=0; while alive && [ $i -lt {ticks} ]; do sleep 0.1; i=$((i + 1)); done; "
         'owned && kill -s KILL -- "-$pg" 2>/dev/null; '
         'pkill -KILL -f "$pat" 2>/dev/null; '
         'i=0; while pgrep -f "$pat" >/dev/null 2>&1 && '
         f"[ $i -lt {KILL_WAIT_S * 10} ]; do sleep 0.1; i=$((i + 1)); done; "
-        'echo "remaining $(pgrep -f "$pat" | wc -l)"'
+        + (f"{container.remove_command(host, run_id)}; "
+           if host is not None and host.container is not None else "")
+        + f'echo "remaining $({count_command(run_id, host)})"'
     )
 
 
 async def stop_host(transport: Transport, run_dir: str, run_id: str, grace_s: float) -> int:
     """Stop the run on ``transport``'s host; return how many of its processes remain."""
-    script = stop_script(run_dir, transport.host.name, run_id, grace_s)
+    script = stop_script(run_dir, transport.host.name, run_id, grace_s, transport.host)
     done = await transport.run(script, timeout=grace_s + KILL_WAIT_S + 30.0)
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("remaining "):
@@ -98,14 +119,18 @@ async def stop_host(transport: Transport, run_dir: str, run_id: str, grace_s: fl
     raise RuntimeError(f"stop on {transport.host.name} printed no count: {done.stderr[-300:]}")
 
 
-def count_command(run_id: str) -> str:
-    """A shell command printing how many processes of ``run_id`` run on the host."""
-    return f"pgrep -f {shlex.quote(run_pattern(run_id))} | wc -l"
+def count_command(run_id: str, host: HostSection | None = None) -> str:
+    """A shell command printing how many processes of ``run_id`` run on the host, and on a
+    host with a container (``host``), how many of the run's containers it still has."""
+    processes = f"pgrep -f {shlex.quote(run_pattern(run_id))} | wc -l"
+    if host is None or host.container is None:
+        return processes
+    return f"echo $(( $({processes}) + $({container.count_command(host, run_id)}) ))"
 
 
 async def count_run_processes(transport: Transport, run_id: str) -> int:
-    """How many processes of ``run_id`` run on ``transport``'s host."""
-    done = await transport.run(count_command(run_id), timeout=30.0)
+    """How many processes (and containers) of ``run_id`` run on ``transport``'s host."""
+    done = await transport.run(count_command(run_id, transport.host), timeout=30.0)
     return int(done.stdout.strip() or 0)
 
 

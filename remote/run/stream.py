@@ -71,14 +71,19 @@ def tailer_paths(host: str) -> dict[str, str]:
             "events": IN_RUN_DIR.events("{rank}")}
 
 
+def tail_args(run_dir: str, host: str, offsets: dict[str, int]) -> str:
+    """The tailer's interpreter arguments: its code, the run directory, paths and offsets."""
+    return (f"-u -c {shlex.quote(TAIL_SCRIPT)} {shell_path(run_dir)} "
+            f"{shlex.quote(json.dumps(tailer_paths(host)))} {shlex.quote(json.dumps(offsets))}")
+
+
 def tail_command(host_python: str, run_dir: str, host: str, offsets: dict[str, int]) -> str:
     """The command line that starts the tailer on a host (``host_python``: a shell word).
 
     The tailer needs only the standard library, so when the host's interpreter is missing it
     falls back to ``python3``: the stream then still shows why the launcher could not start.
     """
-    args = (f"-u -c {shlex.quote(TAIL_SCRIPT)} {shell_path(run_dir)} "
-            f"{shlex.quote(json.dumps(tailer_paths(host)))} {shlex.quote(json.dumps(offsets))}")
+    args = tail_args(run_dir, host, offsets)
     return (f"for py in {host_python} python3; do "
             f'if command -v "$py" >/dev/null 2>&1; then exec "$py" {args}; fi; done; '
             "echo 'corral: no python to follow the run with' >&2; exit 127")
@@ -106,7 +111,10 @@ async def tail_host(
     Raises ``ConnectionLost`` when the channel ends (or stays silent) before the launcher does.
     """
     host = transport.host
-    command = tail_command(python_word(host), run_dir, host.name, dict(copy.offsets))
+    if host.container is not None:  # in a container: its interpreter, no fallback
+        command = f"exec {python_word(host)} {tail_args(run_dir, host.name, dict(copy.offsets))}"
+    else:
+        command = tail_command(python_word(host), run_dir, host.name, dict(copy.offsets))
     lines = transport.stream(command)
     # A batch is copied and its offsets saved before any of it is shown: whatever a follower
     # showed is in the copy, so a later attach never shows it twice.
