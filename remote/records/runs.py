@@ -15,14 +15,14 @@ import os
 import re
 import secrets
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from profiles.user_errors import CorralError, UsageError
 from remote.checks.run_root import LOCAL, DiskFull
 from remote.config.cluster import ClusterConfig
-from remote.events import StopReport
+from remote.events import FINAL_RUN_STATES, StopReport
 from remote.records.private import private_dir, write_private
 from trainer.run_layout import IN_RUN_DIR, RunLayout
 
@@ -149,36 +149,6 @@ def read_run_info(config: ClusterConfig, run_id: str) -> RunInfo:
     return read_run_info_at(local_run_dir(config, run_id))
 
 
-def update_run_state(config: ClusterConfig, run_id: str, state: str, detail: str = "") -> None:
-    """Set the recorded state of ``run_id`` (ignored if the run is not recorded)."""
-    try:
-        info = read_run_info(config, run_id)
-    except CorralError:
-        return
-    write_run_info(config, replace(info, state=state, detail=detail or info.detail))
-
-
-def record_cleanup(config: ClusterConfig, run_id: str, report: StopReport) -> None:
-    """Record what a stop found (``cleanup``), leaving the run's outcome (``state``) alone."""
-    try:
-        info = read_run_info(config, run_id)
-    except CorralError:
-        return
-    suspect = {h for h in info.suspect_hosts if h not in report.remaining}
-    suspect |= set(report.unreachable) | {h for h, n in report.remaining.items() if n}
-    write_run_info(config, replace(info, cleanup=describe_stop(report, when=time.time()),
-                                   suspect_hosts=tuple(sorted(suspect))))
-
-
-def record_suspects(config: ClusterConfig, run_id: str, hosts: set[str]) -> None:
-    """Record ``hosts`` as places where processes of the run may be left (see RunInfo)."""
-    try:
-        info = read_run_info(config, run_id)
-    except CorralError:
-        return
-    write_run_info(config, replace(info, suspect_hosts=tuple(sorted(hosts))))
-
-
 def describe_stop(report: StopReport, *, when: float | None = None) -> str:
     """One line for a stop report: ``nothing left`` or which hosts kept how many processes."""
     stamp = time.strftime(" (%Y-%m-%d %H:%M:%S UTC)", time.gmtime(when)) if when else ""
@@ -235,6 +205,13 @@ def find_runs(config: ClusterConfig, wanted: list[str]) -> list[RunInfo]:
                              f"{known}); see `corral status`", title="unknown run")
         chosen.append(match[0])
     return chosen
+
+
+def newer_unfinished_runs(config: ClusterConfig, than: RunInfo) -> list[RunInfo]:
+    """The runs of this cluster started after ``than`` that have no outcome recorded (their
+    processes may still run), newest first."""
+    return [r for r in list_runs(config)
+            if r.started > than.started and r.state not in FINAL_RUN_STATES]
 
 
 async def runs_with_checkpoints(config: ClusterConfig, pool: HostPool) -> dict[str, list[str]]:
