@@ -33,7 +33,6 @@ from remote.records.runs import (
     read_run_info,
     resolve_run_id,
     run_dir_for,
-    run_to_resume,
 )
 from remote.run import launch_lock
 from remote.run.failures import HostLost
@@ -61,6 +60,7 @@ from remote.run.recovery import (
     restart_refusal,
 )
 from remote.run.refresh import live_processes
+from remote.run.resume import run_to_resume
 from remote.run.start import Launch, check_and_push, pushed_and_planned, start_hosts
 from remote.run.stop import stop_run
 from trainer.settings.run_settings import POLICIES
