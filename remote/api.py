@@ -16,8 +16,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from remote.config.cluster import ClusterConfig, load_cluster
+from remote.config.cluster import ClusterConfig
 from remote.config.init import demo_toml, hosts_toml, write_new
+from remote.config.read import load_cluster
 from remote.events import (
     FINAL_RUN_STATES,
     CheckItem,

@@ -4,15 +4,10 @@ each host's ranks can compute in the run's ``[run] precision``."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from remote.checks.host_facts import HostFacts
 from remote.config.cluster import HostSection
 from remote.events import CheckItem
 from trainer.settings.run_settings import auto_precision
-
-if TYPE_CHECKING:
-    from remote.checks.preflight import HostFacts
-
 
 
 def judge_precision(host: HostSection, precision: str, facts: HostFacts) -> None:

@@ -374,7 +374,7 @@ class SshRunController:
 
 def open_controller(path: str | os.PathLike[str]) -> SshRunController:
     """Load ``path`` (a cluster.toml) and return its controller."""
-    from remote.config.cluster import load_cluster
+    from remote.config.read import load_cluster
 
     return SshRunController(load_cluster(path))
 

@@ -16,8 +16,9 @@ from console.cli import run_session
 from profiles.user_errors import UsageError
 from remote.checks.plan import HostPlan
 from remote.checks.script_imports import judge_imports
-from remote.config.cluster import ClusterConfig, parse_cluster
+from remote.config.cluster import ClusterConfig
 from remote.config.errors import ConfigError
+from remote.config.read import parse_cluster
 from remote.config.script_source import imported_packages
 from remote.config.task_code import USER_CODE_DIR
 from remote.run.launch import SCRIPT_MAIN, LaunchPlan, launcher_command

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import console.cli as cli
-from remote.config.cluster import load_cluster
+from remote.config.read import load_cluster
 from remote.records.history import read_lines
 from remote.records.runs import read_run_info_at
 from remote.records.tracking import Trackers, open_trackers
