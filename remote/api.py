@@ -16,8 +16,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from remote.config.cluster import ClusterConfig, load_cluster
+from remote.config.cluster import ClusterConfig
 from remote.config.init import demo_toml, hosts_toml, write_new
+from remote.config.read import load_cluster
 from remote.events import (
     FINAL_RUN_STATES,
     CheckItem,
@@ -63,7 +64,7 @@ if TYPE_CHECKING:  # the results of the entry points below, whose layers load wh
     from remote.hosts.profile_hosts import HostProfile as HostProfile
     from remote.hosts.setup import SetupResult as SetupResult
     from remote.k8s.export import K8sExport as K8sExport
-    from remote.records.fetch import Fetched as Fetched
+    from remote.run.fetch import Fetched as Fetched
 
 __all__ = [
     "FINAL_RUN_STATES",
@@ -162,7 +163,7 @@ async def fetch_results(config: ClusterConfig, info: RunInfo, *,
                         progress: Callable[[str], None]) -> Fetched:
     """Copy a run's final model (or newest checkpoint) to this machine, verified."""
     from remote.hosts.pool import HostPool
-    from remote.records.fetch import fetch_results as fetch_over
+    from remote.run.fetch import fetch_results as fetch_over
 
     pool = HostPool(config)
     try:

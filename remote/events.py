@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Literal, Protocol
 
 from remote.log_noise import is_noise
@@ -27,9 +28,19 @@ RunState = Literal[
     "idle", "checking", "pushing", "launching", "running", "stopping", "completed", "failed",
     "stopped",
 ]
-"""Lifecycle of a run. ``completed``, ``failed`` and ``stopped`` are final."""
+"""Lifecycle of a run. ``completed``, ``failed`` and ``stopped`` are final (``RunOutcome``)."""
 
-FINAL_RUN_STATES: frozenset[str] = frozenset({"completed", "failed", "stopped"})
+
+class RunOutcome(Enum):
+    """How an ended run ended: the final ``RunState``s (``remote/run/lifecycle.py`` decides)."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+FINAL_RUN_STATES: frozenset[str] = frozenset(outcome.value for outcome in RunOutcome)
+"""The ``RunState``s a run ends in, one per ``RunOutcome``."""
 
 
 @dataclass(frozen=True, kw_only=True)

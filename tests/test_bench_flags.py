@@ -49,7 +49,7 @@ def test_causal_lm_flags_train_the_tiny_generated_model(tmp_path: Path) -> None:
 def test_the_many_hosts_cluster_is_one_corral_accepts(tmp_path: Path) -> None:
     # bench/many_hosts.py writes it for the namespaces it builds; here for 16 unbuilt ones.
     from bench import many_hosts
-    from remote.config.cluster import load_cluster
+    from remote.config.read import load_cluster
     from tests.remote import netns
 
     box = netns.NetnsCluster(prefix="x", root=tmp_path, ctl_netns="x-ctl",

@@ -29,6 +29,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from profiles.nvml import NvmlSession
+from trainer.cpulist import format_cpulist, parse_cpulist
 from trainer.launch_contract import ALLOCATOR_ENV
 
 if TYPE_CHECKING:  # torch is imported only by the function that needs it
@@ -61,40 +62,6 @@ JEMALLOC_CONF = "oversize_threshold:1,background_thread:true,metadata_thp:auto"
 """``MALLOC_CONF`` for jemalloc (the value torch's CPU launcher uses)."""
 _MALLOPT = {"MALLOC_MMAP_MAX_": -4, "MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_TOP_PAD_": -2}
 """glibc's ``mallopt`` parameter numbers (M_MMAP_MAX, M_TRIM_THRESHOLD, M_TOP_PAD)."""
-
-
-# ---- core lists --------------------------------------------------------------------------
-
-
-def parse_cpulist(text: str) -> frozenset[int]:
-    """``"0-3,8,10-11"`` (the kernel's cpulist format) as a set; ValueError when malformed."""
-    cores: set[int] = set()
-    for part in text.strip().split(","):
-        part = part.strip()
-        if not part:
-            continue
-        low, sep, high = part.partition("-")
-        first, last = int(low), int(high) if sep else int(low)
-        if first < 0 or last < first:
-            raise ValueError(f"bad core range {part!r}")
-        cores.update(range(first, last + 1))
-    if not cores:
-        raise ValueError(f"no cores in {text!r}")
-    return frozenset(cores)
-
-
-def format_cpulist(cores: Sequence[int] | frozenset[int]) -> str:
-    """The shortest cpulist text for ``cores``: ``{0, 1, 2, 5}`` -> ``"0-2,5"``."""
-    ordered = sorted(cores)
-    parts: list[str] = []
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
-        i = j + 1
-    return ",".join(parts)
 
 
 def split_cores(cores: Sequence[int] | frozenset[int], ranks: int) -> list[tuple[int, ...]] | None:

@@ -57,11 +57,12 @@ from trainer.placement import Placement, place_this_rank, placement_fields
 from trainer.resources import ResourceReporter
 from trainer.settings.train_config import TrainConfig, check_world
 from trainer.settings.training_checks import check_precision, check_total_steps, resolve_precision
-from trainer.step.accumulate import BufferSync, ShareRunner
+from trainer.step.accumulate import ShareRunner
 from trainer.step.batch_order import GlobalBatchOrder, share_seconds
 from trainer.step.batches import collated
 from trainer.step.clock import ComputeClock, EarlyTally
 from trainer.step.exchange import ActiveSteps
+from trainer.step.flat_collectives import BufferSync
 from trainer.step.optim import OptimizerStep, StepOutcome, make_optimizer
 from trainer.step.prefetch import BatchPrefetcher, prefetch_wanted
 from trainer.step.slowdown import SlowdownSchedule, emulates

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Protocol
 
 from console.model.records import HostInfo, RankRow, RowView
 from remote.api import FINAL_RUN_STATES
-
-if TYPE_CHECKING:
-    from console.model.run import RunModel
 
 RANK_STATUSES = (
     "idle", "connecting", "pushing", "starting", "running", "straggler", "failed", "done",
@@ -23,7 +21,24 @@ HOST_TO_ROW_STATUS = {
 DEAD_HOST_STATES = frozenset({"failed", "unreachable"})
 
 
-def rank_view(model: RunModel, row: RankRow, threshold: float | None) -> RowView:
+class RunFacts(Protocol):
+    """What a rank's view reads of the run (``RunModel`` has it; named by shape because the
+    model imports this module)."""
+
+    @property
+    def hosts(self) -> Mapping[str, HostInfo]: ...
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def state_detail(self) -> str: ...
+
+    @property
+    def failed_rank(self) -> int | None: ...
+
+
+def rank_view(model: RunFacts, row: RankRow, threshold: float | None) -> RowView:
     """How the hosts panel shows one rank: failed, done, starting, straggler or running."""
     host = model.hosts.get(row.host, HostInfo())
     if row.end_status == "failed" or host.state in DEAD_HOST_STATES or (

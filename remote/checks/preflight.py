@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 from profiles.user_errors import CorralError
 from remote.checks import run_root
 from remote.checks.container_check import container_hints, container_parts, judge_container
+from remote.checks.host_facts import HostFacts
 from remote.checks.plan import LaunchFacts, master_address, nproc_for
 from remote.checks.rendezvous_port import (
     PortListener,
@@ -46,28 +46,6 @@ MIN_FREE_BYTES = 1 << 30
 """A workdir with less free space than this fails the disk check (code, logs, checkpoints)."""
 PROBE_TIMEOUT_S = 120.0
 """Seconds allowed for the Python probe (importing torch can take a while on a cold disk)."""
-
-
-@dataclass(kw_only=True)
-class HostFacts:
-    """What the probes found on one reachable host."""
-
-    items: list[CheckItem] = field(default_factory=list)
-    torch: str | None = None
-    """torch's version without the local build tag, when torch imports."""
-    python_ok: bool = False
-    gpus: int | None = None
-    """GPUs torch can use (0 on a host without GPU devices), when torch imports."""
-    gpu_names: list[str] = field(default_factory=list)
-    bf16: list[bool] = field(default_factory=list)  # per GPU: compute capability 8.0+
-    interface: str | None = None
-    """The interface the other hosts reach this one through, when it could be told."""
-    connect: str | None = None
-    """The output of this worker's side of the rendezvous-port test, when it ran."""
-    code_present: bool | None = None
-    """Whether the code tree asked about is on the host (None: not asked)."""
-    cpu: cpu_placement.HostCpuFacts | None = None
-    """Boot id, usable cores and allocator libraries, when the probe ran."""
 
 
 def _item(host: HostSection | str, name: str, ok: bool, detail: str, hint: str = "") -> CheckItem:

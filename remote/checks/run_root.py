@@ -14,23 +14,16 @@ import os
 import shutil
 from pathlib import Path
 
-from profiles.user_errors import CorralError
 from remote.events import CheckItem
 from remote.hosts.transport import shell_path
+from remote.records.disk_full import LOCAL, DiskFull
 
 MIN_RUN_ROOT_FREE_BYTES = 64 << 20
 """Less free space than this under run_root fails the check (events, logs, checkpoints)."""
-LOCAL = "this machine"
 
-
-class DiskFull(CorralError):
-    """A write failed for lack of space (ENOSPC)."""
-
-    title = "disk full"
-
-    def __init__(self, host: str, path: str) -> None:
-        super().__init__(f"disk full on {host} at {path}: free space there (or point "
-                         "[cluster] run_root at a disk with room) and run again")
+__all__ = ["LOCAL", "MIN_RUN_ROOT_FREE_BYTES", "DiskFull", "judge", "local_item", "probe_command"]
+"""``LOCAL`` and ``DiskFull`` live in ``remote/records/disk_full.py`` (the run records below
+this layer raise it too); the launch reaches them here."""
 
 
 def probe_command(run_root: str) -> str:

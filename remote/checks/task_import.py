@@ -15,7 +15,8 @@ import contextlib
 import shlex
 
 from profiles.user_errors import CorralError
-from remote.checks.preflight import AfterProbe, HostFacts
+from remote.checks.host_facts import HostFacts
+from remote.checks.preflight import AfterProbe
 from remote.config.cluster import ClusterConfig
 from remote.config.task_code import USER_CODE_DIR, UserCode, user_code
 from remote.events import CheckItem

@@ -5,16 +5,11 @@ compute in the run's ``[run] precision`` (and whether TF32 is on)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from remote.checks.host_facts import HostFacts
 from remote.config.cluster import HostSection
 from remote.events import CheckItem
 from trainer.compat import TORCH_RANGE, torch_admitted, torch_range_fix
 from trainer.settings.run_settings import Precision, device_precision
-
-if TYPE_CHECKING:
-    from remote.checks.preflight import HostFacts
-
 
 
 def torch_release_item(host: HostSection, version: str, python: str) -> CheckItem:

@@ -6,27 +6,9 @@ cluster-wide item per tracker, like the local run_root's.
 
 from __future__ import annotations
 
-import importlib.util
-
 from remote.config.cluster import ClusterConfig
 from remote.events import CheckItem
-
-MISSING = {
-    "mlflow": ("MLflow is not installed; install the mlflow extra (pip install "
-               "'corral[mlflow]', or pip install mlflow-skinny sqlalchemy alembic)"),
-    "aim": ("Aim is not installed; install the aim extra (pip install 'corral[aim]', or pip "
-            "install aim). Aim publishes wheels only up to Python 3.12 and whether it is still "
-            "maintained is in doubt: MLflow is the tracker corral tests best"),
-}
-"""Per tracker: what to install, said when its package cannot be imported."""
-
-
-def installed(package: str) -> bool:
-    """True when ``package`` can be imported (looked up, not imported: MLflow takes seconds)."""
-    try:
-        return importlib.util.find_spec(package) is not None
-    except (ImportError, ValueError):
-        return False
+from remote.records.tracker_packages import MISSING, installed
 
 
 def tracker_items(config: ClusterConfig) -> list[CheckItem]:

@@ -11,8 +11,6 @@ them too.
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +20,6 @@ from remote.config.container import ContainerSection, bind_run_root
 from remote.config.errors import (
     ConfigError,
     ConfigProblem,
-    file_error,
     host_where,
 )
 from remote.config.task_code import task_problems
@@ -30,16 +27,12 @@ from remote.config.tracking_rules import tracking_problems
 from trainer.placement import Allocator
 from trainer.settings.run_settings import Policy, RunSettings
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
-
 __all__ = [
     "ClusterConfig", "ClusterSection", "ConfigError", "ConfigProblem", "ContainerSection",
-    "HostSection",
-    "KubernetesSection", "RunSection", "SshSection", "load_cluster", "parse_cluster",
+    "HostSection", "KubernetesSection", "RunSection", "SshSection",
 ]
+"""Reading a cluster.toml into these (``load_cluster``, ``parse_cluster``) is
+``remote/config/read.py``'s."""
 
 
 def _check(section: str, problems: list[tuple[str, str]]) -> None:
@@ -358,42 +351,3 @@ SECTIONS: dict[str, type] = {
 """Top-level keys of cluster.toml and the dataclass each one fills."""
 HEADERS = {"cluster": "[cluster]", "hosts": "[[hosts]]", "run": "[run]", "ssh": "[ssh]",
            "kubernetes": "[kubernetes]", "tracking": "[tracking]"}
-def load_cluster(path: str | os.PathLike[str]) -> ClusterConfig:
-    """Read and check the cluster.toml at ``path``.
-
-    Raises ``ConfigError`` (exit code 2) for a missing or unreadable file, invalid TOML, or
-    any number of problems in its contents, every one of them named in the message.
-    """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise file_error(path, "no such file; start from the repository's cluster.toml, or "
-                                "write one here with `corral init` (the local demo) or "
-                                "`corral init --hosts ALIAS,...` (your ssh_config hosts); "
-                                "keys are described in docs/cluster-toml.md") from None
-    except OSError as error:
-        raise file_error(path, f"cannot be read: {error.strerror or error}") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise file_error(path, f"is not UTF-8 text (bad byte at offset {error.start})",
-                          title=f"{path.name} is invalid") from None
-    return parse_cluster(text, path=path)
-
-
-def parse_cluster(text: str, *, path: str | os.PathLike[str]) -> ClusterConfig:
-    """Check the TOML ``text`` of a cluster.toml; ``path`` is named in errors and kept as
-    ``ClusterConfig.path`` (relative identity files are resolved against its directory)."""
-    path = Path(path)
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise file_error(path, f"invalid TOML: {error}", title=f"{path.name} is invalid") \
-            from None
-    except RecursionError:
-        raise file_error(path, "invalid TOML: arrays or tables nested too deeply",
-                          title=f"{path.name} is invalid") from None
-    from remote.config.read import Reader  # it builds the classes above
-
-    return Reader(path).build(document)

@@ -1,4 +1,5 @@
-"""Reading one cluster.toml document: TOML values -> typed values -> rules -> dataclasses.
+"""Reading a cluster.toml (``load_cluster``, ``parse_cluster``): TOML values -> typed values ->
+rules -> the dataclasses of ``remote/config/cluster.py``.
 
 Nothing is built until every problem in the document has been collected; then they are raised
 together as one ``ConfigError``, each naming the file, the section and the key.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,10 +27,23 @@ from remote.config.cluster import (
     TrackingSection,
 )
 from remote.config.container import ContainerSection, container_problems
-from remote.config.errors import ConfigError, ConfigProblem, closest, file_order, host_where, quote
+from remote.config.errors import (
+    ConfigError,
+    ConfigProblem,
+    closest,
+    file_error,
+    file_order,
+    host_where,
+    quote,
+)
 from remote.config.errors import section_where as _where
 from remote.config.toml import field_hints, toml_type, typed_fields
 from remote.config.tracking_rules import tracking_problems
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
 
 
 class Reader:
@@ -158,3 +173,42 @@ class Reader:
             self.add(where, f"{quote(given)} is not readable by this user ({resolved})")
         else:
             host["identity_file"] = str(resolved.absolute())
+
+
+def load_cluster(path: str | os.PathLike[str]) -> ClusterConfig:
+    """Read and check the cluster.toml at ``path``.
+
+    Raises ``ConfigError`` (exit code 2) for a missing or unreadable file, invalid TOML, or
+    any number of problems in its contents, every one of them named in the message.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise file_error(path, "no such file; start from the repository's cluster.toml, or "
+                                "write one here with `corral init` (the local demo) or "
+                                "`corral init --hosts ALIAS,...` (your ssh_config hosts); "
+                                "keys are described in docs/cluster-toml.md") from None
+    except OSError as error:
+        raise file_error(path, f"cannot be read: {error.strerror or error}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise file_error(path, f"is not UTF-8 text (bad byte at offset {error.start})",
+                          title=f"{path.name} is invalid") from None
+    return parse_cluster(text, path=path)
+
+
+def parse_cluster(text: str, *, path: str | os.PathLike[str]) -> ClusterConfig:
+    """Check the TOML ``text`` of a cluster.toml; ``path`` is named in errors and kept as
+    ``ClusterConfig.path`` (relative identity files are resolved against its directory)."""
+    path = Path(path)
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise file_error(path, f"invalid TOML: {error}", title=f"{path.name} is invalid") \
+            from None
+    except RecursionError:
+        raise file_error(path, "invalid TOML: arrays or tables nested too deeply",
+                          title=f"{path.name} is invalid") from None
+    return Reader(path).build(document)

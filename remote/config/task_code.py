@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from profiles.user_errors import UsageError
 from remote.config.script_source import syntax_problem
@@ -21,8 +21,14 @@ from trainer.settings.flags import flag_words
 from trainer.settings.run_settings import RunSettings
 from trainer.settings.train_config import BUILTIN_TASKS, TrainConfig, split_task_spec, task_packages
 
-if TYPE_CHECKING:
-    from remote.config.cluster import ClusterConfig
+
+class _WithRun(Protocol):
+    """What ``needed_packages`` reads of a ``ClusterConfig``: its ``[run]``. A shape, not the
+    class: ``cluster.py`` imports this module (to check a task's code), never the reverse."""
+
+    @property
+    def run(self) -> Any: ...
+
 
 USER_CODE_DIR = "usercode"
 """The user's folder inside the pushed tree (``<workdir>/code/<digest>/usercode``)."""
@@ -168,7 +174,7 @@ def _parses(text: str) -> bool:
     return True
 
 
-def needed_packages(config: ClusterConfig) -> tuple[str, ...]:
+def needed_packages(config: _WithRun) -> tuple[str, ...]:
     """Requirement strings (``"peft>=0.17,<1"``) the run's task needs on every host."""
     if config.run.script is not None:
         return ()  # a script's imports are probed by name (remote.checks.script_imports)

@@ -15,19 +15,15 @@ import os
 import re
 import secrets
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from profiles.user_errors import CorralError, UsageError
-from remote.checks.run_root import LOCAL, DiskFull
 from remote.config.cluster import ClusterConfig
-from remote.events import StopReport
+from remote.events import FINAL_RUN_STATES, StopReport
+from remote.records.disk_full import LOCAL, DiskFull
 from remote.records.private import private_dir, write_private
-from trainer.run_layout import IN_RUN_DIR, RunLayout
-
-if TYPE_CHECKING:
-    from remote.hosts.pool import HostPool
+from trainer.run_layout import RunLayout
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -149,36 +145,6 @@ def read_run_info(config: ClusterConfig, run_id: str) -> RunInfo:
     return read_run_info_at(local_run_dir(config, run_id))
 
 
-def update_run_state(config: ClusterConfig, run_id: str, state: str, detail: str = "") -> None:
-    """Set the recorded state of ``run_id`` (ignored if the run is not recorded)."""
-    try:
-        info = read_run_info(config, run_id)
-    except CorralError:
-        return
-    write_run_info(config, replace(info, state=state, detail=detail or info.detail))
-
-
-def record_cleanup(config: ClusterConfig, run_id: str, report: StopReport) -> None:
-    """Record what a stop found (``cleanup``), leaving the run's outcome (``state``) alone."""
-    try:
-        info = read_run_info(config, run_id)
-    except CorralError:
-        return
-    suspect = {h for h in info.suspect_hosts if h not in report.remaining}
-    suspect |= set(report.unreachable) | {h for h, n in report.remaining.items() if n}
-    write_run_info(config, replace(info, cleanup=describe_stop(report, when=time.time()),
-                                   suspect_hosts=tuple(sorted(suspect))))
-
-
-def record_suspects(config: ClusterConfig, run_id: str, hosts: set[str]) -> None:
-    """Record ``hosts`` as places where processes of the run may be left (see RunInfo)."""
-    try:
-        info = read_run_info(config, run_id)
-    except CorralError:
-        return
-    write_run_info(config, replace(info, suspect_hosts=tuple(sorted(hosts))))
-
-
 def describe_stop(report: StopReport, *, when: float | None = None) -> str:
     """One line for a stop report: ``nothing left`` or which hosts kept how many processes."""
     stamp = time.strftime(" (%Y-%m-%d %H:%M:%S UTC)", time.gmtime(when)) if when else ""
@@ -237,50 +203,8 @@ def find_runs(config: ClusterConfig, wanted: list[str]) -> list[RunInfo]:
     return chosen
 
 
-async def runs_with_checkpoints(config: ClusterConfig, pool: HostPool) -> dict[str, list[str]]:
-    """Per run id: the hosts whose run directory holds at least one checkpoint file (one
-    command per reachable host; an unreachable host simply adds nothing)."""
-    from remote.hosts.transport import Transport, shell_path
-
-    root = shell_path(config.cluster.run_root.rstrip("/"))
-
-    async def listing(transport: Transport) -> str:
-        checkpoints = f"*/{IN_RUN_DIR.checkpoints_glob()}"
-        done = await transport.run(f"cd {root} 2>/dev/null && ls -1d {checkpoints} 2>/dev/null; "
-                                   "true", timeout=30.0)
-        return done.stdout
-
-    found: dict[str, list[str]] = {}
-    for host, result in (await pool.gather(listing)).items():
-        if isinstance(result, BaseException):
-            continue
-        for line in result.splitlines():
-            run_id = line.split("/", 1)[0]
-            if RUN_ID_RE.match(run_id) and host not in found.setdefault(run_id, []):
-                found[run_id].append(host)
-    return found
-
-
-async def run_to_resume(config: ClusterConfig, pool: HostPool, named: str | None) -> RunInfo:
-    """The run ``corral run --resume [RUN]`` continues: the named one, else the newest run of
-    this cluster that has a checkpoint on a host. Runs without one (a failed pre-flight check,
-    a run stopped before its first checkpoint) are passed over: resuming them would silently
-    start from step 0."""
-    with_checkpoints = await runs_with_checkpoints(config, pool)
-    if named is not None:
-        info = read_run_info(config, resolve_run_id(config, named))
-        if info.run_id not in with_checkpoints:
-            checkpoints = RunLayout(run_dir_for(config, info.run_id)).path(RunLayout.CHECKPOINTS)
-            raise CorralError(f"run {info.run_id} has no checkpoint on any reachable host "
-                              f"(looked in {checkpoints}"
-                              f" on {', '.join(info.hosts)}): nothing to resume from",
-                              title="nothing to resume")
-        return info
-    runs = list_runs(config)
-    for info in runs:
-        if info.run_id in with_checkpoints:
-            return info
-    looked = ", ".join(r.run_id for r in runs[:KNOWN_IDS_SHOWN]) or "none recorded"
-    raise CorralError(
-        f"no run of cluster {config.cluster.name!r} has a checkpoint to resume from (runs: "
-        f"{looked}); start a new one with `corral run`", title="nothing to resume")
+def newer_unfinished_runs(config: ClusterConfig, than: RunInfo) -> list[RunInfo]:
+    """The runs of this cluster started after ``than`` that have no outcome recorded (their
+    processes may still run), newest first."""
+    return [r for r in list_runs(config)
+            if r.started > than.started and r.state not in FINAL_RUN_STATES]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from profiles.user_errors import UsageError
-from remote.checks.trackers import MISSING, installed
+from remote.records.tracker_packages import MISSING, installed
 
 Point = tuple[int, float, str, float]
 """``(step, unix time, name, value)``."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -24,22 +23,16 @@ from remote.events import (
     HostStatus,
     LogLine,
     RunEvent,
-    RunState,
-    RunStatus,
     StopReport,
 )
 from remote.hosts.pool import HostPool
 from remote.records.runs import (
     RunInfo,
-    local_run_dir,
     new_run_id,
+    newer_unfinished_runs,
     read_run_info,
-    record_cleanup,
     resolve_run_id,
     run_dir_for,
-    run_to_resume,
-    update_run_state,
-    write_run_info,
 )
 from remote.run import launch_lock
 from remote.run.failures import HostLost
@@ -48,6 +41,7 @@ from remote.run.lifecycle import (
     NEXT_PHASE,
     AttemptEnded,
     CauseSettled,
+    Finding,
     LaunchFailed,
     Lifecycle,
     Outcome,
@@ -58,6 +52,7 @@ from remote.run.lifecycle import (
     StopRequest,
     TailsOpen,
 )
+from remote.run.record import RunRecord
 from remote.run.recovery import (
     REPEATED_FAILURES,
     can_go_on_without,
@@ -65,6 +60,7 @@ from remote.run.recovery import (
     restart_refusal,
 )
 from remote.run.refresh import live_processes
+from remote.run.resume import run_to_resume
 from remote.run.start import Launch, check_and_push, pushed_and_planned, start_hosts
 from remote.run.stop import stop_run
 from trainer.settings.run_settings import POLICIES
@@ -75,7 +71,7 @@ class SshRunHandle:
 
     def __init__(self, controller: SshRunController, info: RunInfo, *, launch: bool,
                  resume: bool = False, policy: str | None = None,
-                 before: RunInfo | None = None) -> None:
+                 record: RunRecord | None = None) -> None:
         self.run_id = info.run_id
         self.name = info.name
         self._controller = controller
@@ -85,14 +81,13 @@ class SshRunHandle:
         self._policy = policy
         self._stop = StopRequest()
         """Whether the run is being stopped, and why (the follower and its monitor ask it)."""
-        self._before = before
-        """A resumed run's record before this launch (put back if the launch is refused)."""
-        self._refused = False
-        """The launch was refused before it touched a host: nothing is recorded for it."""
-        # Following a run that has ended does not rewrite its recorded outcome.
-        records = launch or info.state not in FINAL_RUN_STATES
+        if record is None:  # following: a run that has ended keeps its recorded outcome
+            record = RunRecord(controller.config, info,
+                               outcome_kept=not launch and info.state in FINAL_RUN_STATES)
         self._life = Lifecycle(info.run_id, Phase.CHECKING if launch else Phase.RUNNING,
-                               self._record if records else None)
+                               record)
+        self._record = record
+        """The run's ``run.json``: only the lifecycle's moves and this handle's stop change it."""
         self._attempt: Launch | None = None
         """The launch under way (checking, pushing, launching), while it holds the lock."""
         self._follower: RunFollower | None = None
@@ -111,19 +106,6 @@ class SshRunHandle:
     def run_dir(self) -> str:
         """``<run_root>/<run_id>`` as the hosts see it."""
         return run_dir_for(self.config, self.run_id)
-
-    def _record(self, state: RunState, detail: str) -> None:
-        if not self._refused:
-            update_run_state(self.config, self.run_id, state, detail)
-
-    def _forget_refused_launch(self) -> None:
-        """A launch refused because another one holds the lock ran nothing: it is no run of
-        its own (``status`` and ``report`` do not list it); a resumed run gets its record back."""
-        self._refused = True
-        if self._before is not None:
-            write_run_info(self.config, self._before)
-        else:
-            shutil.rmtree(local_run_dir(self.config, self.run_id), ignore_errors=True)
 
     async def events(self) -> AsyncIterator[RunEvent]:
         """Every event of the run, ending with its final ``RunStatus``.
@@ -179,7 +161,8 @@ class SshRunHandle:
             try:
                 await launch_lock.acquire(self._pool, self.config, self.run_id)
             except launch_lock.LaunchLocked as exc:
-                self._forget_refused_launch()
+                # Another launch holds the lock: this one ran nothing and records nothing.
+                self._record.forget()
                 raise LaunchFailed(f"{exc.title}: {exc}") from None
             except launch_lock.LockNotMade as exc:
                 raise LaunchFailed(f"{exc.title}: {exc}") from None
@@ -209,8 +192,7 @@ class SshRunHandle:
         if self._attempt is not None:
             self._attempt = None
             await launch_lock.release(self._pool, self.config, self.run_id)
-            with contextlib.suppress(CorralError):
-                self._info = read_run_info(self.config, self.run_id)
+            self._info = self._record.recorded()
 
     async def _decide(self, signal: Signal) -> list[RunEvent]:
         """The one place that moves the run: from what its phase reported, the next phase
@@ -223,6 +205,8 @@ class SshRunHandle:
                              failed_host=signal.failed_host)]
         if isinstance(signal, PhaseDone):
             if life.phase is Phase.LAUNCHING:
+                assert self._attempt is not None
+                life.launched(**self._attempt.facts_recorded())
                 await self._unlock()  # launched: the follower takes over (``TailsOpen``)
                 return []
             if life.phase is Phase.RESTARTING:
@@ -245,6 +229,8 @@ class SshRunHandle:
     def _after_attempt(self, ended: AttemptEnded) -> list[RunEvent]:
         """End the run, or restart it (perhaps without the hosts it lost)."""
         final, lost = ended.final, dict(ended.lost)
+        if ended.suspects:
+            self._record.suspects(ended.suspects)
         if (failing := count_failure(self._failure_streaks, final)) is not None:
             lost.setdefault(failing, HostLost(host=failing, t=time.time(),
                                               reason=f"failed {REPEATED_FAILURES} times in a row"))
@@ -263,7 +249,7 @@ class SshRunHandle:
         return [LogLine(t=time.time(), host="*", rank=None, text=note),
                 self._life.move(Phase.RESTARTING, note)]
 
-    def _drop_lost_hosts(self, final: RunStatus, lost: dict[str, HostLost]) -> list[RunEvent]:
+    def _drop_lost_hosts(self, final: Finding, lost: dict[str, HostLost]) -> list[RunEvent]:
         """Go on without the lost hosts: same global batch, re-split among the others."""
         remaining = tuple(h for h in self.config.hosts if h.name not in lost)
         self._config = replace(self.config, hosts=remaining,
@@ -272,9 +258,8 @@ class SshRunHandle:
         # The dropped hosts stay in the record as suspect hosts: their processes may be left
         # (cut off, not stopped), and ``status`` and ``stop`` must still reach them there.
         suspects = tuple(sorted(set(self._info.suspect_hosts) | set(lost)))
-        self._info = replace(self._info, hosts=tuple(h.name for h in remaining),
-                             suspect_hosts=suspects)
-        write_run_info(self.config, self._info)
+        self._record.change(hosts=tuple(h.name for h in remaining), suspect_hosts=suspects)
+        self._info = self._record.info
         names = ", ".join(h.name for h in remaining)
         note = (f"dropped {', '.join(sorted(lost))} from the run ({final.detail.splitlines()[0]});"
                 f" continuing on {names} from the newest checkpoint, the global batch of "
@@ -294,28 +279,22 @@ class SshRunHandle:
         A run that already ended (completed, failed, stopped) keeps its recorded outcome; what
         the stop found goes to the record's ``cleanup``."""
         self._stop.request(StopCause.REQUESTED)
-        outcome = self._recorded_info().state
+        outcome = self._record.recorded().state
         if outcome not in FINAL_RUN_STATES:
-            update_run_state(self.config, self.run_id, "stopping")
+            self._life.stop_asked()
         # Every host of the run, the dropped ones too (recorded as suspect hosts); the
         # controller's pool reaches them, this handle's only the hosts still in the run.
-        record = self._recorded_info()
+        record = self._record.recorded()
         known = {h.name for h in self._controller.config.hosts}
         hosts = sorted(h for h in {*record.hosts, *record.suspect_hosts} if h in known)
         report = await stop_run(self._controller.pool, self.run_dir, self.run_id,
                                 grace_s=grace_s, hosts=hosts)
-        record_cleanup(self.config, self.run_id, report)
+        self._record.cleanup(report)
         if outcome in FINAL_RUN_STATES:
             report = replace(report, outcome=outcome)
         if self._follower is None and report.clean and outcome not in FINAL_RUN_STATES:
-            update_run_state(self.config, self.run_id, "stopped")
+            self._life.stopped_unfollowed()
         return report
-
-    def _recorded_info(self) -> RunInfo:
-        try:
-            return read_run_info(self.config, self.run_id)
-        except CorralError:
-            return self._info
 
 
 class SshRunController:
@@ -343,33 +322,44 @@ class SshRunController:
         if name is not None and (problem := run_name_problem(name)):
             raise UsageError(f"--name {name!r}: {problem}", title="bad run name")
         hosts = tuple(h.name for h in self.config.hosts)
-        previous: RunInfo | None = None
-        if resume:
-            named = resume if isinstance(resume, str) else None
-            previous = await run_to_resume(self.config, self.pool, named)
-            await self._refuse_live(previous)
-            info = replace(previous, state="checking", hosts=hosts,
-                           config_path=str(self.config.path), name=name or previous.name)
-        else:
+        if not resume:
             info = RunInfo(run_id=new_run_id(self.config.cluster.name),
                            cluster=self.config.cluster.name, state="checking",
                            started=time.time(), hosts=hosts, config_path=str(self.config.path),
                            name=name or self.config.run.name or "")
-        write_run_info(self.config, info)
-        return SshRunHandle(self, info, launch=True, resume=bool(resume), policy=policy,
-                            before=previous if resume else None)
+            return SshRunHandle(self, info, launch=True, policy=policy,
+                                record=RunRecord.new(self.config, info))
+        named = resume if isinstance(resume, str) else None
+        previous = await run_to_resume(self.config, self.pool, named)
+        await self._refuse_live(previous)
+        if named is None:
+            for newer in newer_unfinished_runs(self.config, previous):
+                await self._refuse_live(newer, instead_of=previous)
+        info = replace(previous, state="checking", hosts=hosts,
+                       config_path=str(self.config.path), name=name or previous.name)
+        # Held: the earlier run's record changes only once this launch starts a host.
+        return SshRunHandle(self, info, launch=True, resume=True, policy=policy,
+                            record=RunRecord(self.config, info, held=True))
 
-    async def _refuse_live(self, previous: RunInfo) -> None:
-        """Refuse to resume a run whose processes still run (touching nothing): a second
-        launch beside it would fail on its leftovers and record it as failed for good."""
-        live = await live_processes(self.config, self.pool, previous)
-        if live:
-            where = ", ".join(f"{n} process(es) on {h}" for h, n in sorted(live.items()))
+    async def _refuse_live(self, run: RunInfo, *, instead_of: RunInfo | None = None) -> None:
+        """Refuse to resume while ``run``'s processes still run (touching nothing): a second
+        launch beside it would fail on them. ``instead_of``: the run a resume without a RUN
+        chose, older than the live ``run``, which has no checkpoint yet."""
+        live = await live_processes(self.config, self.pool, run)
+        if not live:
+            return
+        where = ", ".join(f"{n} process(es) on {h}" for h, n in sorted(live.items()))
+        if instead_of is None:
             raise CorralError(
-                f"run {previous.run_id} is still running ({where}): there is nothing to "
-                f"resume. Follow it with `corral attach {previous.run_id}`; to relaunch it "
-                f"from its newest checkpoint, end it first with `corral stop {previous.run_id}`",
+                f"run {run.run_id} is still running ({where}): there is nothing to "
+                f"resume. Follow it with `corral attach {run.run_id}`; to relaunch it "
+                f"from its newest checkpoint, end it first with `corral stop {run.run_id}`",
                 title="run still running")
+        raise CorralError(
+            f"run {run.run_id} is still running ({where}) and has no checkpoint yet: "
+            f"`corral run --resume` would resume the older run {instead_of.run_id} beside "
+            f"it. Follow it with `corral attach {run.run_id}`, or end it first with "
+            f"`corral stop {run.run_id}`", title="run still running")
 
     async def attach(self, run_id: str) -> SshRunHandle:
         """Follow recorded run ``run_id`` (or the one run whose id starts with it) from the last
@@ -384,7 +374,7 @@ class SshRunController:
 
 def open_controller(path: str | os.PathLike[str]) -> SshRunController:
     """Load ``path`` (a cluster.toml) and return its controller."""
-    from remote.config.cluster import load_cluster
+    from remote.config.read import load_cluster
 
     return SshRunController(load_cluster(path))
 

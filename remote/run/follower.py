@@ -22,7 +22,6 @@ from remote.events import (
     LogLine,
     RankEvent,
     RunEvent,
-    RunState,
     StopReport,
 )
 from remote.hosts.pool import HostPool
@@ -31,7 +30,6 @@ from remote.records.runs import (
     RunInfo,
     describe_stop,
     local_run_dir,
-    record_suspects,
     run_dir_for,
 )
 from remote.records.scalars import feed_copies
@@ -39,7 +37,7 @@ from remote.records.tensorboard import live_writer
 from remote.records.tracking import live_trackers
 from remote.run.failures import HostLost
 from remote.run.hang import HangGuard
-from remote.run.lifecycle import AttemptEnded, CauseSettled, StopRequest, TailsOpen
+from remote.run.lifecycle import AttemptEnded, CauseSettled, Outcome, StopRequest, TailsOpen
 from remote.run.monitor import RunMonitor
 from remote.run.reconnect import resilient_tail
 from remote.run.stop import stop_run
@@ -236,7 +234,7 @@ class RunFollower:
     async def _settle(self) -> AttemptEnded:
         """How the attempt ended: what the stop found, suspects recorded."""
         monitor = self.monitor
-        final = monitor.final_status()
+        final = monitor.finding()
         report: StopReport | None = None
         if self.stop_task is not None:
             report = await self.stop_task
@@ -256,11 +254,9 @@ class RunFollower:
         if report is not None:
             suspect = (suspect - set(report.remaining)) | set(report.unreachable) | {
                 h for h, n in report.remaining.items() if n}
-        if suspect:
-            record_suspects(self.config, self.run_id, suspect)
         if not self.launching and self.info.state in FINAL_RUN_STATES:
             # The run had ended before this follower came: its outcome was decided then (the
             # launching follower saw every event; this one only the ones after its copy).
-            recorded: RunState = self.info.state  # type: ignore[assignment]
-            final = replace(final, state=recorded, detail=self.info.detail or final.detail)
-        return AttemptEnded(final=final, lost=lost, stop_clean=stop_clean)
+            final = replace(final, outcome=Outcome(self.info.state),
+                            detail=self.info.detail or final.detail)
+        return AttemptEnded(final=final, lost=lost, stop_clean=stop_clean, suspects=suspect)

@@ -7,19 +7,23 @@ checking`` for another attempt from the newest checkpoint. A failed check, push 
 straight to ``ended`` (failed). A run that is only followed (``attach``) starts in ``running``.
 
 ``SshRunHandle.events`` (``remote/run/controller.py``) is the loop that moves between these
-states; ``Lifecycle.move`` refuses any move ``TRANSITIONS`` does not list, records the new
-state in ``run.json`` and turns it into the ``remote.api.RunStatus`` front ends see.
+states from what each phase reports (the monitor's ``Finding`` for an attempt that ended);
+``Lifecycle.move`` refuses any move ``TRANSITIONS`` does not list, records the new state in
+``run.json`` (through its ``RunRecord``, the one writer of a run's record) and turns it into
+the ``remote.api.RunStatus`` front ends see. One vocabulary: a phase shows as ``Phase.shown``
+(a ``RunState``) and an outcome is ``remote.events.RunOutcome``, whose values are the final
+``RunState``s (``FINAL_RUN_STATES`` is derived from it).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from remote.events import CheckReport, RunState, RunStatus
+from remote.events import CheckReport, RunOutcome, RunState, RunStatus
 from remote.run.failures import Failure, HostLost
+from remote.run.record import RunRecord
 
 
 class Phase(Enum):
@@ -33,13 +37,18 @@ class Phase(Enum):
     RESTARTING = "restarting"
     ENDED = "ended"
 
+    @property
+    def shown(self) -> RunState:
+        """The ``RunStatus`` state front ends see in this phase: its own name, but a restart
+        shows as ``launching`` (with the restart's reason as its detail); ``ended`` shows as
+        its outcome, never as itself."""
+        if self is Phase.ENDED:
+            raise ValueError("an ended run shows as its outcome")
+        return "launching" if self is Phase.RESTARTING else self.value
 
-class Outcome(Enum):
-    """How an ended run ended (the final ``RunStatus`` state)."""
 
-    COMPLETED = "completed"
-    FAILED = "failed"
-    STOPPED = "stopped"
+Outcome = RunOutcome
+"""How an ended run ended (the final ``RunStatus`` state)."""
 
 
 TRANSITIONS: dict[Phase, frozenset[Phase]] = {
@@ -53,13 +62,6 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
 }
 """The moves a run may make. ``running → running`` announces the run again (a follower that
 attached says so once its tails are open)."""
-
-PUBLIC_STATE: dict[Phase, RunState] = {
-    Phase.CHECKING: "checking", Phase.PUSHING: "pushing", Phase.LAUNCHING: "launching",
-    Phase.RUNNING: "running", Phase.STOPPING: "stopping", Phase.RESTARTING: "launching",
-}
-"""The ``RunStatus`` state front ends see for each phase (a restart shows as ``launching``,
-with the restart's reason as its detail); ``ended`` shows as its outcome."""
 
 
 class StopCause(Enum):
@@ -137,13 +139,33 @@ class CauseSettled:
 
 
 @dataclass(frozen=True)
+class Finding:
+    """How an attempt ended, as its monitor found it: the lifecycle alone turns it into the
+    run's final state (``Lifecycle.end_with``)."""
+
+    outcome: Outcome
+    detail: str
+    """For ``failed``: the first failing host and rank and why; otherwise a short note."""
+    failed_host: str | None = None
+    failed_rank: int | None = None
+
+    @property
+    def state(self) -> RunState:
+        """The final ``RunState`` this finding ends the run in."""
+        return self.outcome.value
+
+
+@dataclass(frozen=True)
 class AttemptEnded:
     """Every host's launcher ended (or its host was lost): how this attempt ended."""
 
-    final: RunStatus
+    final: Finding
     lost: dict[str, HostLost]
     stop_clean: bool
     """Whether the stop after a failure left nothing behind (a restart needs it)."""
+    suspects: set[str] = field(default_factory=set)
+    """Hosts cut off when the attempt ended, or where its stop left processes: ``corral
+    status`` looks there again (the lifecycle records them)."""
 
 
 Signal = PhaseDone | LaunchFailed | TailsOpen | CauseSettled | AttemptEnded
@@ -151,16 +173,16 @@ Signal = PhaseDone | LaunchFailed | TailsOpen | CauseSettled | AttemptEnded
 
 
 class Lifecycle:
-    """A run's current phase; every move goes through ``move`` (or ``end``)."""
+    """A run's current phase; every move goes through ``move`` (or ``end``), and is recorded in
+    ``run.json`` through ``record``."""
 
-    def __init__(self, run_id: str, phase: Phase,
-                 record: Callable[[RunState, str], None] | None) -> None:
+    def __init__(self, run_id: str, phase: Phase, record: RunRecord | None) -> None:
         self.run_id = run_id
         self.phase = phase
         self.outcome: Outcome | None = None
-        self._record = record
-        """Writes the state to ``run.json`` (None: following a run that had already ended,
-        whose recorded outcome stays)."""
+        self.record = record
+        """The run's record (None: following a run that had already ended, whose recorded
+        outcome stays)."""
 
     def move(self, phase: Phase, detail: str = "", **extra: object) -> RunStatus:
         """Move to ``phase`` (never ``ENDED``: see ``end``); its ``RunStatus``."""
@@ -168,7 +190,7 @@ class Lifecycle:
             raise RuntimeError(f"run {self.run_id}: no move from {self.phase.value} to "
                                f"{phase.value}")
         self.phase = phase
-        return self._status(PUBLIC_STATE[phase], detail, **extra)
+        return self._status(phase.shown, detail, **extra)
 
     def end(self, outcome: Outcome, detail: str, **extra: object) -> RunStatus:
         """Move to ``ENDED`` with ``outcome``; the final ``RunStatus``."""
@@ -177,17 +199,34 @@ class Lifecycle:
         self.phase, self.outcome = Phase.ENDED, outcome
         return self._status(outcome.value, detail, **extra)
 
-    def end_with(self, final: RunStatus) -> RunStatus:
-        """``end`` with the outcome and detail an attempt's final status carries."""
-        return self.end(Outcome(final.state), final.detail, failed_host=final.failed_host,
+    def end_with(self, final: Finding) -> RunStatus:
+        """``end`` with the outcome and detail the monitor found for the attempt."""
+        return self.end(final.outcome, final.detail, failed_host=final.failed_host,
                         failed_rank=final.failed_rank)
 
     def announce(self) -> RunStatus:
         """The current phase's status again (the first event of a launch)."""
-        return self._status(PUBLIC_STATE[self.phase])
+        return self._status(self.phase.shown)
+
+    def launched(self, **facts: object) -> None:
+        """Every host's launcher started (still ``launching`` until the tails are open): the
+        launch's facts go in the record, which a resumed run writes from here on."""
+        if self.record is not None:
+            self.record.launched(state=self.phase.shown, **facts)
+
+    def stop_asked(self) -> None:
+        """A stop was asked (``corral stop``, the stop key): recorded at once as ``stopping``;
+        the phase stays the loop's to move (its follower reports how the attempt ended)."""
+        if self.record is not None:
+            self.record.state(Phase.STOPPING.shown)
+
+    def stopped_unfollowed(self) -> None:
+        """A stop of a run nothing here follows found nothing left: it ended ``stopped``."""
+        if self.record is not None:
+            self.record.state(Outcome.STOPPED.value)
 
     def _status(self, state: RunState, detail: str = "", **extra: object) -> RunStatus:
-        if self._record is not None:
-            self._record(state, detail.split("\n", 1)[0])
+        if self.record is not None:
+            self.record.state(state, detail)
         return RunStatus(t=time.time(), run_id=self.run_id, state=state, detail=detail,
                          **extra)  # type: ignore[arg-type]

@@ -15,9 +15,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from remote.events import HostStatus, LogLine, RankEvent, RunEvent, RunStatus
+from remote.events import HostStatus, LogLine, RankEvent, RunEvent
 from remote.run.failures import Failure, HostLost, Severity
-from remote.run.lifecycle import StopCause, StopRequest
+from remote.run.lifecycle import Finding, Outcome, StopCause, StopRequest
 from remote.run.stream import LauncherExit, RankOwned, TailItem
 from trainer.events import EndEvent, StartEvent, StepEvent
 
@@ -36,7 +36,8 @@ before a rank's uncaught error): what a crashed rank died of."""
 
 @dataclass(kw_only=True)
 class RunMonitor:
-    """Tracks every host of one run and produces its final ``RunStatus``."""
+    """Tracks every host of one run and finds how its attempt ended (a
+    ``Finding``: the lifecycle decides the run's state from it)."""
 
     run_id: str
     hosts: tuple[str, ...]
@@ -237,25 +238,22 @@ class RunMonitor:
             return None
         return min(self.failures, key=lambda f: f.sort_key)
 
-    def final_status(self) -> RunStatus:
-        """The run's final status (call once ``finished``)."""
-        now = time.time()
+    def finding(self) -> Finding:
+        """How the attempt ended (call once ``finished``)."""
         failure = self.first_failure()
         if (failure is not None and failure.severity > Severity.RANK_DIED and self.stopped_hosts
                 and not self.stop.by(StopCause.FAILURE)):
             failure = None  # peers that failed while someone else stopped the run
         if failure is None:
             if self.ended_after_done is not None:
-                return RunStatus(t=now, run_id=self.run_id, state="completed", detail=(
+                return Finding(Outcome.COMPLETED, (
                     f"{len(self.ended)} rank(s) finished; their processes had not exited "
                     f"{self.ended_after_done:.0f} s later and were ended"))
             if self.stop.requested or self.stopped_hosts:
-                return RunStatus(t=now, run_id=self.run_id, state="stopped",
-                                 detail="stopped on request")
+                return Finding(Outcome.STOPPED, "stopped on request")
             note = "".join(f"; {what} (in its teardown)" for what in self.after_done)
-            return RunStatus(t=now, run_id=self.run_id, state="completed",
-                             detail=f"{len(self.ended) or len(self.rank_host)} rank(s) "
-                                    f"finished{note}")
+            ranks = len(self.ended) or len(self.rank_host)
+            return Finding(Outcome.COMPLETED, f"{ranks} rank(s) finished{note}")
         who = failure.host + (f" rank {failure.rank}" if failure.rank is not None else "")
         detail = f"{who} {failure.why}"
         never = self.never_joined()
@@ -264,8 +262,8 @@ class RunMonitor:
         lines = self._last_lines(failure)
         if lines:
             detail += "\n" + "\n".join(lines)
-        return RunStatus(t=now, run_id=self.run_id, state="failed", detail=detail,
-                         failed_host=failure.host, failed_rank=failure.rank)
+        return Finding(Outcome.FAILED, detail, failed_host=failure.host,
+                       failed_rank=failure.rank)
 
     def never_joined(self) -> list[str]:
         """Hosts with neither a ``start`` event nor a rendezvous result (no rank of theirs

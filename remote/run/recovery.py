@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from remote.config.cluster import ClusterConfig
-from remote.events import RunStatus
 from remote.run.failures import HostLost
+from remote.run.lifecycle import Finding, Outcome
 
 REPEATED_FAILURES = 2
 """With ``on_host_loss = "continue"``, a host whose ranks failed this many attempts in a row is
 dropped like a lost one (a restart on the same hosts would fail again)."""
 
 
-def count_failure(streaks: dict[str, int], final: RunStatus) -> str | None:
+def count_failure(streaks: dict[str, int], final: Finding) -> str | None:
     """Add ``final`` to the per-host streaks of failures in a row (an attempt that failed on
     another host, or did not fail, ends a host's streak); the host whose streak reached
     ``REPEATED_FAILURES``, else None."""
-    host = final.failed_host if final.state == "failed" else None
+    host = final.failed_host if final.outcome is Outcome.FAILED else None
     for other in [h for h in streaks if h != host]:
         del streaks[other]
     if host is None:
@@ -24,7 +24,7 @@ def count_failure(streaks: dict[str, int], final: RunStatus) -> str | None:
     return host if streaks[host] >= REPEATED_FAILURES else None
 
 
-def restart_refusal(final: RunStatus, restarts: int, limit: int, *, wanted: bool,
+def restart_refusal(final: Finding, restarts: int, limit: int, *, wanted: bool,
                     stop_clean: bool) -> str | None:
     """Why the run ends with ``final`` instead of restarting: "" when there is nothing to say
     (it did not fail, restarts are off, this follower did not launch it or was asked to
@@ -33,7 +33,7 @@ def restart_refusal(final: RunStatus, restarts: int, limit: int, *, wanted: bool
     A diverged run is not restarted (it would diverge again from the same checkpoint), nor one
     that ran out of disk (the disk is still full), nor one
     whose failed attempt may have left processes (they could join the new one)."""
-    if final.state != "failed" or not wanted or not limit:
+    if final.outcome is not Outcome.FAILED or not wanted or not limit:
         return ""
     if restarts >= limit:
         return f"no restart left: [run] max_restarts = {limit}"
@@ -46,11 +46,11 @@ def restart_refusal(final: RunStatus, restarts: int, limit: int, *, wanted: bool
     return None
 
 
-def can_go_on_without(config: ClusterConfig, final: RunStatus, lost: dict[str, HostLost], *,
+def can_go_on_without(config: ClusterConfig, final: Finding, lost: dict[str, HostLost], *,
                       stop_clean: bool) -> bool:
     """``on_host_loss = "continue"``, the attempt failed on a lost host (or one that failed
     ``REPEATED_FAILURES`` attempts in a row), and the run can go on without the lost hosts (the
     master, which holds the rendezvous, is not one of them, and one host is left at least)."""
-    return (config.run.on_host_loss == "continue" and final.state == "failed"
+    return (config.run.on_host_loss == "continue" and final.outcome is Outcome.FAILED
             and final.failed_host in lost and config.cluster.master not in lost and stop_clean
             and len(lost) < len(config.hosts))

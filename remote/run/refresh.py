@@ -17,7 +17,8 @@ from remote.config.cluster import ClusterConfig
 from remote.events import FINAL_RUN_STATES
 from remote.hosts.pool import HostPool
 from remote.hosts.transport import Transport, shell_path
-from remote.records.runs import RunInfo, list_runs, run_dir_for, write_run_info
+from remote.records.runs import RunInfo, list_runs, run_dir_for
+from remote.run.record import recorded_refresh
 from remote.run.stop import count_command, count_run_processes
 from trainer.run_layout import IN_RUN_DIR
 
@@ -99,8 +100,7 @@ async def refresh_runs_report(config: ClusterConfig, pool: HostPool
             updated = replace(updated, state=_outcome(reachable))
         if suspects:
             updated = _leftovers(updated, {h: found[h] for h in suspects})
-        if updated != info:
-            write_run_info(config, updated)
+        recorded_refresh(config, info, updated)
         refreshed.append(updated)
     return refreshed, unverified
 

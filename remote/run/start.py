@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from profiles.user_errors import CorralError
 from remote.checks.plan import HostPlan, LaunchFacts, PlanError, master_address, plan_cluster
@@ -24,7 +24,7 @@ from remote.hosts.pool import HostPool
 from remote.hosts.push import CodeBundle, build_bundle
 from remote.hosts.transport import Transport
 from remote.records.collected import CollectedCopy
-from remote.records.runs import RunInfo, local_run_dir, run_dir_for, write_run_info
+from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.run.launch import LaunchPlan, launch_host
 from remote.run.lifecycle import LaunchFailed
 from remote.run.stop import stop_run
@@ -60,6 +60,8 @@ class Launch:
     port: int = 0
     places: dict[str, HostPlan] = field(default_factory=dict)
     backend: str = ""
+    pgids: dict[str, int] = field(default_factory=dict)
+    """Per host: the process group of its launcher, once started."""
 
     @property
     def hosts(self) -> list[str]:
@@ -68,6 +70,12 @@ class Launch:
     @property
     def run_dir(self) -> str:
         return run_dir_for(self.config, self.info.run_id)
+
+    def facts_recorded(self) -> dict[str, object]:
+        """What the run's record keeps of a launch that started every host."""
+        assert self.code is not None
+        return {"master_addr": self.master_addr, "port": self.port, "pgids": dict(self.pgids),
+                "code_digest": self.code.digest}
 
     def each_host(self, state: HostState) -> list[HostStatus]:
         now = time.time()
@@ -160,7 +168,7 @@ async def start_hosts(launch: Launch, *, resume: bool, policy: str | None,
                       backend=launch.backend, restart=restart)
     for event in launch.each_host("starting"):
         yield event
-    pgids: dict[str, int] = {}
+    pgids = launch.pgids
 
     async def start_one(host: HostSection) -> None:
         try:
@@ -184,9 +192,6 @@ async def start_hosts(launch: Launch, *, resume: bool, policy: str | None,
         await stop_run(pool, launch.run_dir, info.run_id, grace_s=2.0)
         raise LaunchFailed(f"launch failed on {failed.host}: {failed.error}",
                            failed_host=failed.host)
-    write_run_info(config, replace(info, state="running", master_addr=launch.master_addr,
-                                   port=launch.port, pgids=pgids,
-                                   code_digest=launch.code.digest))
     yield LogLine(t=time.time(), host="*", rank=None,
                   text=f"launched run {info.run_id}: rendezvous "
                   f"{launch.master_addr}:{launch.port}, "

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from remote.api import RankEvent, RunEvent
@@ -22,6 +23,19 @@ from trainer.events import StepEvent
 
 RUN_LIMIT_S = 240.0
 """No test run may take longer than this."""
+
+
+@contextlib.contextmanager
+def stand_in_rank(run_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A process standing for a rank of the run in ``run_dir``: its command line names the run
+    directory, as a real rank's does, so the run's process count finds it. Killed on exit."""
+    rank = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()",
+                             "--run-dir", str(run_dir)], stdin=subprocess.PIPE)
+    try:
+        yield rank
+    finally:
+        rank.kill()
+        rank.wait()
 
 
 def tiny_run(steps: int) -> RunSection:

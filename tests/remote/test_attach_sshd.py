@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 FOLLOWER = """
 import asyncio, sys
 from remote.api import RankEvent
-from remote.config.cluster import load_cluster
+from remote.config.read import load_cluster
 from remote.run.controller import SshRunController
 
 async def main():

@@ -21,7 +21,8 @@ import pytest
 import remote.checks.rendezvous_port
 from remote.api import CheckItem, CheckReport
 from remote.checks.preflight import check_cluster
-from remote.config.cluster import ClusterConfig, load_cluster
+from remote.config.cluster import ClusterConfig
+from remote.config.read import load_cluster
 from remote.hosts.pool import HostPool
 from trainer.compat import TORCH_RANGE
 from trainer.launch_contract import RUN_ID_ENV

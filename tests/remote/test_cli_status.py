@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import console.cli as cli
-from remote.config.cluster import load_cluster
+from remote.config.read import load_cluster
 from remote.records.runs import RunInfo, read_run_info, write_run_info
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from console.cli import main
-from remote.config.cluster import load_cluster, parse_cluster
 from remote.config.errors import ConfigError
+from remote.config.read import load_cluster, parse_cluster
 
 HEAD = '[cluster]\nname = "c"\n[[hosts]]\nname = "a"\naddress = "local"\n'
 

@@ -14,9 +14,8 @@ from remote.config.cluster import (
     ConfigError,
     HostSection,
     RunSection,
-    load_cluster,
-    parse_cluster,
 )
+from remote.config.read import load_cluster, parse_cluster
 
 REPO = Path(__file__).resolve().parents[2]
 

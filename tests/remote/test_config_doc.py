@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from remote.config.cluster import SECTIONS, parse_cluster
+from remote.config.cluster import SECTIONS
 from remote.config.doc import BEGIN, END, field_docs, render_reference, splice
+from remote.config.read import parse_cluster
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cluster-toml.md"
 

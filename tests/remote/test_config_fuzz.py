@@ -18,7 +18,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from remote.config.cluster import SECTIONS, ClusterConfig, ConfigError, parse_cluster
+from remote.config.cluster import SECTIONS, ClusterConfig, ConfigError
+from remote.config.read import parse_cluster
 from remote.config.toml import field_hints
 
 if sys.version_info >= (3, 11):

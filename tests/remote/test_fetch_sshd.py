@@ -14,9 +14,9 @@ import console.cli as cli
 import console.session as session
 from remote.config.cluster import ClusterConfig
 from remote.hosts.pool import HostPool
-from remote.records import fetch
-from remote.records.fetch import fetch_results
 from remote.records.runs import RunInfo, local_run_dir, write_run_info
+from remote.run import fetch
+from remote.run.fetch import fetch_results
 from trainer.events import CheckpointEvent
 
 try:

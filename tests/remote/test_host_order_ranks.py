@@ -47,5 +47,5 @@ def test_torchs_root_cause_rank_is_mapped_to_the_hosts_own_rank() -> None:
                  "  exitcode  : -9 (pid: 42)"):
         monitor.observe(LogLine(t=1.0, host="b", rank=None, text=line))
     monitor.observe(LauncherExit(t=2.0, host="b", status="1"))
-    final = monitor.final_status()
+    final = monitor.finding()
     assert (final.failed_host, final.failed_rank) == ("b", 1)

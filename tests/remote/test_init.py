@@ -11,8 +11,8 @@ from typing import NamedTuple
 import pytest
 
 import console.cli as cli
-from remote.config.cluster import load_cluster
 from remote.config.init import demo_toml
+from remote.config.read import load_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 

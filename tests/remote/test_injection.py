@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from remote.checks.preflight import check_cluster
-from remote.config.cluster import load_cluster, parse_cluster
 from remote.config.errors import ConfigError
+from remote.config.read import load_cluster, parse_cluster
 from remote.hosts.pool import HostPool
 from remote.hosts.profile_hosts import profile_host
 from remote.hosts.push import build_bundle

@@ -15,7 +15,8 @@ import pytest
 from console import cli
 from remote.api import export_kubernetes, kubernetes_next_steps
 from remote.checks.plan import LaunchFacts
-from remote.config.cluster import ClusterConfig, parse_cluster
+from remote.config.cluster import ClusterConfig
+from remote.config.read import parse_cluster
 from remote.k8s.export import K8sExport
 from remote.k8s.yaml_text import dump_all
 from remote.records.runs import local_run_dir

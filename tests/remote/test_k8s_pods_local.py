@@ -17,7 +17,7 @@ import pytest
 
 from console.model.recorded import model_from_history
 from remote.api import RunStatus, export_kubernetes
-from remote.config.cluster import load_cluster
+from remote.config.read import load_cluster
 from remote.records import tensorboard
 from remote.records.history import load_history
 from remote.records.runs import list_runs

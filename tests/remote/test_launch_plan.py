@@ -10,13 +10,8 @@ from pathlib import Path
 import pytest
 
 from remote.checks.plan import ClusterPlan, LaunchFacts, PlanError, plan_cluster
-from remote.config.cluster import (
-    ClusterConfig,
-    ClusterSection,
-    HostSection,
-    RunSection,
-    parse_cluster,
-)
+from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
+from remote.config.read import parse_cluster
 from remote.run.launch import LaunchPlan, launcher_command
 from trainer.settings.train_config import parse_config
 

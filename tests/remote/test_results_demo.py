@@ -16,7 +16,7 @@ import pytest
 
 import console.cli as cli
 from remote.api import RunStatus
-from remote.config.cluster import load_cluster
+from remote.config.read import load_cluster
 from remote.records.runs import local_run_dir
 from remote.run.controller import SshRunController
 

@@ -3,7 +3,6 @@ touches nothing: the run keeps its record and its processes."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +12,11 @@ from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
 from remote.records.runs import RunInfo, read_run_info, run_dir_for, write_run_info
 from remote.run.controller import SshRunController
+
+try:
+    from runkit import stand_in_rank
+except ImportError:  # collected as a package
+    from tests.remote.runkit import stand_in_rank  # type: ignore[no-redef]
 
 
 async def test_resuming_a_run_that_still_trains_is_refused_and_changes_nothing(
@@ -29,18 +33,14 @@ async def test_resuming_a_run_that_still_trains_is_refused_and_changes_nothing(
     (run_dir / "checkpoints" / "step-4.pt").write_bytes(b"checkpoint")
     info = RunInfo(run_id=run_id, cluster="c", state="running", started=1.0, hosts=("m",))
     write_run_info(config, info)
-    # A rank of that run: its command line carries the run directory, as a real rank's does.
-    rank = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()",
-                             "--run-dir", str(run_dir)], stdin=subprocess.PIPE)
     controller = SshRunController(config)
-    try:
-        with pytest.raises(CorralError) as caught:
-            await controller.start(resume=run_id)
-    finally:
-        await controller.aclose()
-        alive = rank.poll() is None
-        rank.kill()
-        rank.wait()
+    with stand_in_rank(run_dir) as rank:  # a rank of that run
+        try:
+            with pytest.raises(CorralError) as caught:
+                await controller.start(resume=run_id)
+        finally:
+            await controller.aclose()
+            alive = rank.poll() is None
     assert caught.value.title == "run still running"
     assert f"run {run_id} is still running (1 process(es) on m)" in caught.value.message
     assert alive and read_run_info(config, run_id) == info

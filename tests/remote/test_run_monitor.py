@@ -36,7 +36,7 @@ def test_every_launcher_exiting_zero_completes_the_run() -> None:
     assert not monitor.finished
     monitor.observe(_end("b", 1, "completed"))
     monitor.observe(_exit("b", "0"))
-    assert monitor.finished and monitor.final_status().state == "completed"
+    assert monitor.finished and monitor.finding().state == "completed"
 
 
 def test_a_killed_rank_is_named_over_the_peer_that_failed_first() -> None:
@@ -51,7 +51,7 @@ def test_a_killed_rank_is_named_over_the_peer_that_failed_first() -> None:
         monitor.observe(_log("b", line))
     monitor.observe(_exit("b", "1", t=3.0))
     monitor.observe(_exit("a", "1", t=4.0))
-    final = monitor.final_status()
+    final = monitor.finding()
     assert final.state == "failed"
     assert (final.failed_host, final.failed_rank) == ("b", 1)
     assert "signal 9" in final.detail and "step 3 loss 0.1" in final.detail
@@ -65,7 +65,7 @@ def test_the_earliest_failed_rank_is_the_cause() -> None:
     monitor.observe(_end("b", 1, "failed", t=5.0, error="ValueError: bad batch"))
     monitor.observe(_exit("a", "1"))
     monitor.observe(_exit("b", "1"))
-    final = monitor.final_status()
+    final = monitor.finding()
     assert (final.failed_host, final.failed_rank) == ("b", 1)
     assert "ValueError: bad batch" in final.detail
 
@@ -76,7 +76,7 @@ def test_hosts_without_a_start_event_are_named_as_never_joined() -> None:
     monitor.observe(_exit("a", "1"))
     monitor.observe(monitor.lost("b", ConnectionError("connection lost")))
     monitor.observe(_exit("c", "1"))
-    final = monitor.final_status()
+    final = monitor.finding()
     assert final.state == "failed" and final.failed_host == "b"  # the drop, over exits
     assert "never joined the rendezvous: a, b, c" in final.detail
 
@@ -92,7 +92,7 @@ def test_a_mesh_failure_after_the_rendezvous_names_the_failing_rank_not_absent_h
         monitor.observe(_log("b", line))
     monitor.observe(_exit("b", "1", t=3.0))
     monitor.observe(_exit("a", "1", t=4.0))
-    final = monitor.final_status()
+    final = monitor.finding()
     assert (final.state, final.failed_host, final.failed_rank) == ("failed", "b", 1)
     assert "never joined" not in final.detail
     assert "Gloo connectFullMesh failed" in final.detail
@@ -105,7 +105,7 @@ def test_only_hosts_without_a_rendezvous_result_are_named_as_never_joined() -> N
     monitor.observe(_exit("c", "1", t=2.0))
     for host in ("a", "b"):
         monitor.observe(_exit(host, "1", t=3.0))
-    final = monitor.final_status()
+    final = monitor.finding()
     assert final.detail.split("\n")[0].endswith("hosts that never joined the rendezvous: c")
 
 
@@ -117,7 +117,7 @@ def test_a_stop_from_elsewhere_ends_the_run_as_stopped() -> None:
     monitor.observe(_end("b", 1, "failed", error="Connection closed by peer"))
     monitor.observe(_exit("a", "stopped"))
     monitor.observe(_exit("b", "stopped"))
-    assert monitor.final_status().state == "stopped"
+    assert monitor.finding().state == "stopped"
 
 
 def test_the_cause_is_settled_only_when_no_running_host_may_still_report_a_death() -> None:
@@ -141,7 +141,7 @@ def test_a_dropped_host_is_the_cause_over_peers_that_then_failed() -> None:
     assert monitor.cause_settled()
     monitor.observe(_end("a", 0, "failed", t=9e9, error="Connection closed by peer"))
     monitor.observe(_exit("a", "1"))
-    final = monitor.final_status()
+    final = monitor.finding()
     assert (final.failed_host, final.failed_rank) == ("b", None) and "lost" in final.detail
 
 
@@ -153,7 +153,7 @@ def test_a_launcher_that_met_a_full_disk_is_named_over_the_peer_it_broke() -> No
     monitor.observe(_end("b", 1, "failed", t=2.0, error="Connection closed by peer"))
     monitor.observe(_exit("b", "1", t=2.5))
     monitor.observe(_exit("a", "diskfull", t=3.0))
-    final = monitor.final_status()
+    final = monitor.finding()
     assert final.state == "failed" and final.failed_host == "a"
     assert "disk full on a at /runs/r" in final.detail
 
@@ -168,7 +168,7 @@ def test_a_failures_last_lines_leave_torchs_chatter_out() -> None:
     monitor.observe(_log("a", "  warnings.warn(", rank=0))
     monitor.observe(_end("a", 0, "failed", error="ValueError: bad batch"))
     monitor.observe(_exit("a", "1"))
-    detail = monitor.final_status().detail
+    detail = monitor.finding().detail
     assert "[a rank 0] ValueError: bad batch" in detail
     assert "worker group finished" not in detail and "warnings.warn" not in detail
 

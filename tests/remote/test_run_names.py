@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 import console.cli as cli
-from remote.config.cluster import ConfigError, load_cluster
+from remote.config.cluster import ConfigError
+from remote.config.read import load_cluster
 from remote.records.runs import find_runs, local_run_dir, read_run_info
 from remote.run.controller import SshRunController
 

@@ -11,7 +11,7 @@ import pytest
 from remote.api import RankEvent, RunEvent, RunStatus
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
 from remote.hosts.pool import HostPool
-from remote.records.runs import list_runs, update_run_state
+from remote.records.runs import list_runs, read_run_info, write_run_info
 from remote.run.controller import SshRunController
 from remote.run.refresh import refresh_runs
 from trainer.events import CheckpointEvent, StartEvent, StepEvent
@@ -76,7 +76,7 @@ async def test_resume_relaunches_the_newest_run_from_its_checkpoint(tmp_path: Pa
     assert run_processes(first.run_id) == []
 
     # A follower that died leaves a stale state; the hosts tell the real one.
-    update_run_state(config, first.run_id, "running")
+    write_run_info(config, replace(read_run_info(config, first.run_id), state="running"))
     pool = HostPool(config)
     try:
         assert [r.state for r in await refresh_runs(config, pool)] == ["stopped"]

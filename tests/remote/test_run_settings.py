@@ -19,7 +19,8 @@ import remote.config.rules
 import remote.run.launch
 from profiles.user_errors import UsageError
 from remote.checks.plan import HostPlan
-from remote.config.cluster import SECTIONS, ConfigError, HostSection, RunSection, parse_cluster
+from remote.config.cluster import SECTIONS, ConfigError, HostSection, RunSection
+from remote.config.read import parse_cluster
 from remote.config.rules import KEY_NAMING
 from remote.run.launch import LaunchPlan, trainer_flags
 from trainer.settings import flags, relations

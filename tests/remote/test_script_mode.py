@@ -16,8 +16,9 @@ from console.cli import run_session
 from profiles.user_errors import UsageError
 from remote.checks.plan import HostPlan
 from remote.checks.script_imports import judge_imports
-from remote.config.cluster import ClusterConfig, parse_cluster
+from remote.config.cluster import ClusterConfig
 from remote.config.errors import ConfigError
+from remote.config.read import parse_cluster
 from remote.config.script_source import imported_packages
 from remote.config.task_code import USER_CODE_DIR
 from remote.run.launch import SCRIPT_MAIN, LaunchPlan, launcher_command
@@ -167,7 +168,7 @@ def test_finished_ranks_that_linger_are_ended_and_the_run_completed() -> None:
     assert monitor.all_completed and not monitor.finished
     monitor.end_lingering(60.0)
     monitor.observe(_exit("b", "stopped"))  # corral's stop of the lingering processes
-    final = monitor.final_status()
+    final = monitor.finding()
     assert final.state == "completed" and "had not exited 60 s later" in final.detail
 
 
@@ -182,7 +183,7 @@ def test_a_crashed_ranks_traceback_names_what_it_died_of() -> None:
                  "  exitcode  : 1 (pid: 42)"):
         monitor.observe(_log("b", line))
     monitor.observe(_exit("b", "1"))
-    final = monitor.final_status()
+    final = monitor.finding()
     assert (final.state, final.failed_host, final.failed_rank) == ("failed", "b", 1)
     assert final.detail.splitlines()[0] == ("b rank 1 exited with status 1 without finishing: "
                                             "ValueError: bad batch")
@@ -198,7 +199,7 @@ def test_a_rank_aborting_in_its_teardown_after_it_finished_still_completes() -> 
                  "  exitcode  : -6 (pid: 42)"):
         monitor.observe(_log("b", line))
     monitor.observe(_exit("b", "1"))
-    final = monitor.final_status()
+    final = monitor.finding()
     assert final.state == "completed", final
     assert "b rank 1 was killed by signal 6 after it finished" in final.detail
 
@@ -211,4 +212,4 @@ def test_a_rank_failing_with_an_error_after_its_end_is_still_a_failure() -> None
     for line in ("  rank      : 0 (local_rank: 0)", "  exitcode  : 1 (pid: 42)"):
         monitor.observe(_log("a", line))
     monitor.observe(_exit("a", "1"))
-    assert monitor.final_status().state == "failed"  # e.g. saving the model after training
+    assert monitor.finding().state == "failed"  # e.g. saving the model after training

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from remote.config.cluster import load_cluster
+from remote.config.read import load_cluster
 from remote.records.runs import RunInfo, read_run_info, write_run_info
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,7 +18,8 @@ from test_run_quoting import FAKE_PYTHON
 from remote.api import CheckItem
 from remote.checks.plan import HostPlan
 from remote.checks.preflight import check_cluster
-from remote.config.cluster import ConfigError, load_cluster, parse_cluster
+from remote.config.cluster import ConfigError
+from remote.config.read import load_cluster, parse_cluster
 from remote.config.task_code import USER_CODE_DIR, option_flags
 from remote.hosts.pool import HostPool
 from remote.hosts.push import build_bundle

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from remote.api import RunStatus
-from remote.config.cluster import load_cluster
+from remote.config.read import load_cluster
 from remote.events import CheckItem
 from remote.run.controller import SshRunController
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import console.cli as cli
-from remote.config.cluster import load_cluster
+from remote.config.read import load_cluster
 from remote.records.history import read_lines
 from remote.records.runs import read_run_info_at
 from remote.records.tracking import Trackers, open_trackers
@@ -157,11 +157,12 @@ def test_a_missing_tracker_setting_or_package_is_named(tmp_path: Path,
 def test_check_names_the_missing_tracker_package(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from remote.checks import trackers
+    from remote.records import tracker_packages
 
     config = load_cluster(cluster_toml(tmp_path, 'mlflow = "sqlite:///m.db"\naim = "aim"'))
     items = {item.name: item for item in trackers.tracker_items(config)}
     assert items["tracking-mlflow"].ok and items["tracking-mlflow"].host == "*"
-    monkeypatch.setattr(trackers.importlib.util, "find_spec",
+    monkeypatch.setattr(tracker_packages.importlib.util, "find_spec",
                         lambda name: None if name == "aim" else object())
     missing = {item.name: item for item in trackers.tracker_items(config)}["tracking-aim"]
     assert not missing.ok and "corral[aim]" in missing.hint and "3.12" in missing.hint

@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from trainer.step.accumulate import BufferSync
+from trainer.step.flat_collectives import BufferSync
 
 pytestmark = pytest.mark.slow  # two processes in a gloo group
 

@@ -11,7 +11,8 @@ from trainer_runs import REPO, rank_env, trainer_main
 
 from profiles.user_errors import UsageError
 from remote.checks.plan import HostPlan
-from remote.config.cluster import ConfigError, HostSection, RunSection, parse_cluster
+from remote.config.cluster import ConfigError, HostSection, RunSection
+from remote.config.read import parse_cluster
 from remote.run.launch import LaunchPlan, trainer_flags
 from trainer.settings.train_config import TrainConfig, check_world, parse_config
 from trainer.settings.training_checks import check_total_steps

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from profiles.user_errors import UsageError
-from trainer.placement import parse_cpulist
+from trainer.cpulist import parse_cpulist
 from trainer.settings import flags, relations
 from trainer.settings.flag_types import float_list, value_kind
 from trainer.settings.run_settings import (
@@ -34,7 +34,6 @@ from trainer.settings.run_settings import (
     RunSettings,
     setting,
 )
-from trainer.settings.training_checks import check_training_world
 
 SLOWDOWN_ENV = "CORRAL_SLOWDOWN"
 BUILTIN_TASKS = ("image", "causal_lm")
@@ -238,7 +237,10 @@ def check_world(config: TrainConfig, world_size: int) -> None:
             if cap is not None and share > cap:
                 raise UsageError(f"--split {_csv(config.split)}: rank {rank}'s share {share} "
                                  f"exceeds its --max-batch {cap}")
-    check_training_world(config, world_size)
+    if config.micro_batch is not None and len(config.micro_batch) not in (1, world_size):
+        raise UsageError(f"--micro-batch {_csv(config.micro_batch)} has "
+                         f"{len(config.micro_batch)} entries: give one (for every rank) or "
+                         f"{world_size} (one per rank)")
 
 
 def _csv(values: Sequence[object]) -> str:

@@ -20,14 +20,6 @@ if TYPE_CHECKING:
     from trainer.settings.train_config import TrainConfig
 
 
-def check_training_world(config: TrainConfig, world_size: int) -> None:
-    """The checks that need the world size."""
-    if config.micro_batch is not None and len(config.micro_batch) not in (1, world_size):
-        raise UsageError(f"--micro-batch {_csv(config.micro_batch)} has "
-                         f"{len(config.micro_batch)} entries: give one (for every rank) or "
-                         f"{world_size} (one per rank)")
-
-
 def check_total_steps(config: TrainConfig, total_steps: int) -> None:
     """Checks against the run's length once it is known (``--epochs`` gives it from the data)."""
     if config.eval_every > total_steps:

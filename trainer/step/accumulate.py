@@ -13,47 +13,37 @@ accumulate locally (``no_sync`` for all passes) and then all-reduce the gradient
 explicitly, over the active ranks' group: the arithmetic is the same (a sum over the ranks,
 divided by the world size, which the division by the global unit count undoes).
 
-Buffers (BatchNorm running statistics) are kept equal to rank 0's by ``BufferSync``, not by DDP
+Buffers (BatchNorm running statistics) are kept equal to an active rank's by ``BufferSync``
+(trainer/step/flat_collectives.py), not by DDP
 at every forward (ranks with different numbers of passes would call different numbers of
-broadcasts): after a step in which a forward changed a buffer on some rank, rank 0's are
-broadcast, at the point where the ranks already meet. A model whose buffers never change (the
-rotary tables of a language model) pays no collective for them.
+broadcasts): after a step in which a forward changed a buffer on some rank, the lowest active
+rank's are broadcast, at the point where the ranks already meet. A model whose buffers never
+change (the rotary tables of a language model) pays no collective for them.
 
 The interface, as trainer/train.py's ``train_step`` reads it: ``ShareRunner.run(step, split,
 micro, slowdown)`` runs this rank's passes and leaves the all-reduced gradient (the sum over
 ranks divided by the world size) in ``.grad``, and returns the share's ``ShareTotals`` as device
-tensors; nothing in it reads the device. ``all_reduce_mean`` is the explicit all-reduce of
-steps with a share of 0; ``BufferSync.changed()`` is a device flag for the tally and
-``BufferSync.sync()`` the broadcast the step does when some rank's flag was set.
+tensors; nothing in it reads the device. ``BufferSync.changed()`` is a device flag for the
+tally and ``BufferSync.sync()`` the broadcast the step does when some rank's flag was set.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from trainer.step.amp import autocast
 from trainer.step.batch_order import GlobalBatchOrder
 from trainer.step.batches import collated
 from trainer.step.clock import ComputeClock
 from trainer.step.exchange import ActiveSet
+from trainer.step.flat_collectives import all_reduce_mean
 from trainer.tasks import Task
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-"""The autocast dtype of each reduced ``--precision``."""
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """The forward pass's precision: autocast on the rank's device, or nothing for fp32 and
-    tf32 (float32 arithmetic; TF32 is torch's flag, ``trainer.compat.set_tf32``)."""
-    if precision not in DTYPES:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
 
 
 def micro_slices(indices: Sequence[int], micro: int | None) -> list[Sequence[int]]:
@@ -183,80 +173,3 @@ def _probed(active: ActiveSet) -> float:
     seconds = probe.take()
     probe.tick()
     return seconds
-
-
-def all_reduce_mean(parameters: Sequence[nn.Parameter], world: int,
-                    process_group: Any = None) -> None:
-    """Every parameter's gradient summed over ``process_group``'s ranks (None: the world) and
-    divided by ``world`` (a missing one counts as zero), one all-reduce per dtype: what DDP's
-    reducer does, for steps where some rank has no backward."""
-    for group in _by_dtype(parameters):
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in group]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat, group=process_group)
-        flat.div_(world)
-        for p, chunk in zip(group, _unflatten(flat, group), strict=True):
-            p.grad = chunk
-
-
-class BufferSync:
-    """Keeps every rank's buffers equal to rank 0's, paying a broadcast only after a step that
-    changed one.
-
-    A change is found by comparing with a copy taken at the last sync: in-place kernels (the
-    BatchNorm statistics) do not bump a tensor's version counter, so versions cannot tell. The
-    comparison runs on the device, one flattened copy per dtype, and its answer is a device
-    tensor that travels in the step's tally (trainer/step/tally.py): no host read of its own.
-    DDP has broadcast rank 0's buffers when it wrapped the model, and a resumed run loads the
-    same checkpoint on every rank, so the ranks start equal.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        self.groups = list(_by_dtype(list(model.buffers())))
-        self.synced = [_flat(group) for group in self.groups]
-        self.device = next((b.device for b in model.buffers()), torch.device("cpu"))
-
-    def changed(self) -> torch.Tensor:
-        """Has a buffer of this rank changed since the last sync (NaN counts as changed)? A 0-d
-        bool tensor on the buffers' device."""
-        differs = [(_flat(group) != copy).any() for group, copy in zip(self.groups, self.synced,
-                                                                      strict=True)]
-        if not differs:
-            return torch.zeros((), dtype=torch.bool, device=self.device)
-        return torch.stack(differs).any()
-
-    def sync(self, src: int = 0) -> None:
-        """Rank ``src``'s buffers on every rank (collective: every rank calls it at the same
-        step; ``src`` is an active rank)."""
-        broadcast_buffers([b for group in self.groups for b in group], src)
-        self.synced = [_flat(group) for group in self.groups]
-
-
-def _flat(group: Sequence[torch.Tensor]) -> torch.Tensor:
-    """A group's buffers as one new flat tensor (a copy)."""
-    return torch.cat([b.detach().reshape(-1) for b in group])
-
-
-def broadcast_buffers(buffers: Sequence[torch.Tensor], src: int = 0) -> None:
-    """Rank ``src``'s ``buffers`` on every rank (one broadcast per dtype; nothing without
-    buffers)."""
-    for group in _by_dtype(buffers):
-        flat = torch.cat([b.detach().reshape(-1) for b in group])
-        dist.broadcast(flat, src=src)
-        with torch.no_grad():
-            for b, chunk in zip(group, _unflatten(flat, group), strict=True):
-                b.copy_(chunk)
-
-
-def _by_dtype(tensors: Sequence[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
-    groups: dict[torch.dtype, list[torch.Tensor]] = {}
-    for t in tensors:
-        groups.setdefault(t.dtype, []).append(t)
-    yield from groups.values()
-
-
-def _unflatten(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
-    offset = 0
-    for t in like:
-        yield flat[offset:offset + t.numel()].view_as(t)
-        offset += t.numel()

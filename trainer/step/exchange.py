@@ -37,6 +37,8 @@ from torch import nn
 
 from trainer.balance.cost import probe_batch
 from trainer.settings.train_config import TrainConfig
+from trainer.step.amp import autocast
+from trainer.step.flat_collectives import broadcast_buffers
 from trainer.step.optim import OptimizerStep, StepOutcome
 from trainer.tasks import Task
 
@@ -118,8 +120,6 @@ class Replica:
 
     def copy_from(self, source: int) -> None:
         """Rank ``source``'s state on every rank (collective over the world)."""
-        from trainer.step.accumulate import broadcast_buffers
-
         # The trained parameters only: frozen ones (a LoRA's base model) never change.
         broadcast_buffers([*self.parameters, *self.model.buffers()], src=source)
         # The optimizer state's layout differs on a rank that never stepped (lazy state), so it
@@ -188,7 +188,6 @@ def time_one_pass(model: nn.Module, batch: Any, loss: Callable[[nn.Module, Any],
                   precision: str) -> float:
     """Seconds of one forward+backward of ``batch`` (emulated slowdown ``factor`` included),
     gradients returned and dropped rather than accumulated."""
-    from trainer.step.accumulate import autocast
     from trainer.step.slowdown import WorkTimer, emulate_slowdown
 
     timer = WorkTimer()

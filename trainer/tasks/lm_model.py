@@ -12,25 +12,16 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
 from profiles.user_errors import UsageError
 from trainer.settings.train_config import QUANTISED_PACKAGES
+from trainer.tasks.lm_options import CausalLMOptions, quantised
 
-if TYPE_CHECKING:
-    from trainer.tasks.causal_lm import CausalLMOptions
-
-COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
-"""The values of ``bnb_4bit_compute_dtype``."""
 CHECKPOINTING_KWARGS = {"use_reentrant": False}
 """Non-reentrant checkpointing: the reentrant kind marks DDP's gradients ready twice."""
-
-
-def quantised(opts: CausalLMOptions) -> bool:
-    """The base is loaded in 4 or 8 bits."""
-    return opts.load_in_4bit or opts.load_in_8bit
 
 
 def _quantisation_config(opts: CausalLMOptions) -> Any:

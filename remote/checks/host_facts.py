@@ -1,0 +1,31 @@
+"""What the pre-flight probes found on one reachable host (``HostFacts``): filled by the
+judges of ``preflight.py`` and ``torch_versions.py``, read by the launch plan and the push."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from remote.events import CheckItem
+from remote.hosts import cpu_placement
+
+
+@dataclass(kw_only=True)
+class HostFacts:
+    """What the probes found on one reachable host."""
+
+    items: list[CheckItem] = field(default_factory=list)
+    torch: str | None = None
+    """torch's version without the local build tag, when torch imports."""
+    python_ok: bool = False
+    gpus: int | None = None
+    """GPUs torch can use (0 on a host without GPU devices), when torch imports."""
+    gpu_names: list[str] = field(default_factory=list)
+    bf16: list[bool] = field(default_factory=list)  # per GPU: compute capability 8.0+
+    interface: str | None = None
+    """The interface the other hosts reach this one through, when it could be told."""
+    connect: str | None = None
+    """The output of this worker's side of the rendezvous-port test, when it ran."""
+    code_present: bool | None = None
+    """Whether the code tree asked about is on the host (None: not asked)."""
+    cpu: cpu_placement.HostCpuFacts | None = None
+    """Boot id, usable cores and allocator libraries, when the probe ran."""

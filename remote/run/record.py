@@ -1,0 +1,120 @@
+"""A run's ``run.json`` as its lifecycle writes it: the one writer of a run's record.
+
+Every change to a recorded run goes through a ``RunRecord``: the lifecycle's moves (its state
+and detail, ``remote/run/lifecycle.py``), the launch's facts (master, port, process groups),
+the hosts a run goes on without, what a stop or a follower found left on the hosts, and what
+``corral status`` learns on the hosts (``recorded_refresh``). ``remote/records/runs.py``
+only reads and writes the file; deciding what goes in it is done here.
+
+A resumed run's record is *held*: nothing is written until its launch starts a host, so a
+refused or failed check (another run still live, a host unreachable) leaves the earlier run's
+record as it was, byte for byte, instead of recording it as failed for good.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import replace
+from typing import Any
+
+from profiles.user_errors import CorralError
+from remote.config.cluster import ClusterConfig
+from remote.events import StopReport
+from remote.records.runs import (
+    RunInfo,
+    describe_stop,
+    local_run_dir,
+    read_run_info,
+    write_run_info,
+)
+
+
+class RunRecord:
+    """The recorded ``run.json`` of one run (``info`` is what it says, or will say)."""
+
+    def __init__(self, config: ClusterConfig, info: RunInfo, *, held: bool = False,
+                 outcome_kept: bool = False) -> None:
+        self._config = config
+        self.info = info
+        self._held = held
+        """A resumed run's record before its launch started a host: left untouched."""
+        self._outcome_kept = outcome_kept
+        """Following a run that had already ended: its recorded state and detail stay (what
+        is found left on its hosts is still recorded)."""
+        self._forgotten = False
+        """A refused launch: nothing is recorded for it any more."""
+
+    @classmethod
+    def new(cls, config: ClusterConfig, info: RunInfo) -> RunRecord:
+        """A new run's record, written at once (``status`` lists a run from its check on)."""
+        write_run_info(config, info)
+        return cls(config, info)
+
+    def change(self, **changes: Any) -> None:
+        """Apply ``changes`` to the record as it is on disk (another process, ``corral stop``,
+        may have added its cleanup since); only in memory while held, never once forgotten."""
+        self.info = replace(self.info, **changes)
+        if self._held or self._forgotten:
+            return
+        try:
+            current = read_run_info(self._config, self.info.run_id)
+        except CorralError:
+            return  # not recorded (any more): nothing to update
+        self.info = replace(current, **changes)
+        write_run_info(self._config, self.info)
+
+    def state(self, state: str, detail: str = "") -> None:
+        """The run's state, and the first line of ``detail`` (kept as it was when empty)."""
+        if self._outcome_kept:
+            return
+        line = detail.split("\n", 1)[0]
+        self.change(state=state, detail=line or self.info.detail)
+
+    def launched(self, **facts: Any) -> None:
+        """Every host's launcher started: the launch's ``facts`` (master, port, process
+        groups, code digest); a held record is written from here on."""
+        if self._held:
+            self._held = False
+            self.info = replace(self.info, **facts)
+            write_run_info(self._config, self.info)
+        else:
+            self.change(**facts)
+
+    def forget(self) -> None:
+        """A launch refused before it touched a host: no record of its own (``status`` and
+        ``report`` do not list it); a resumed run's record was held, so it is as it was."""
+        if not self._held:
+            shutil.rmtree(local_run_dir(self._config, self.info.run_id), ignore_errors=True)
+        self._forgotten = True
+
+    def suspects(self, hosts: set[str]) -> None:
+        """``hosts`` where processes of the run may be left (see ``RunInfo.suspect_hosts``)."""
+        self.change(suspect_hosts=tuple(sorted(hosts)))
+
+    def cleanup(self, report: StopReport) -> None:
+        """What a stop found (``cleanup``), leaving the run's outcome (``state``) alone."""
+        try:
+            info = read_run_info(self._config, self.info.run_id)
+        except CorralError:
+            return
+        suspect = {h for h in info.suspect_hosts if h not in report.remaining}
+        suspect |= set(report.unreachable) | {h for h, n in report.remaining.items() if n}
+        self.change(cleanup=describe_stop(report, when=time.time()),
+                    suspect_hosts=tuple(sorted(suspect)))
+
+    def recorded(self) -> RunInfo:
+        """The record as it is on disk now (``info`` when there is none, or while held)."""
+        if self._held or self._forgotten:
+            return self.info
+        try:
+            return read_run_info(self._config, self.info.run_id)
+        except CorralError:
+            return self.info
+
+
+def recorded_refresh(config: ClusterConfig, before: RunInfo, after: RunInfo) -> None:
+    """What ``corral status`` found on the hosts of a run no process follows (its state from
+    the launchers' exit files, its cleanup): recorded when it changed anything."""
+    if after != before:
+        write_run_info(config, after)

@@ -1,0 +1,66 @@
+"""Which recorded run ``corral run --resume`` continues: the hosts are asked which runs have a
+checkpoint (over SSH, hence here above the local records of ``remote/records/``)."""
+
+from __future__ import annotations
+
+from profiles.user_errors import CorralError
+from remote.config.cluster import ClusterConfig
+from remote.hosts.pool import HostPool
+from remote.hosts.transport import Transport, shell_path
+from remote.records.runs import (
+    KNOWN_IDS_SHOWN,
+    RUN_ID_RE,
+    RunInfo,
+    list_runs,
+    read_run_info,
+    resolve_run_id,
+    run_dir_for,
+)
+from trainer.run_layout import IN_RUN_DIR, RunLayout
+
+
+async def runs_with_checkpoints(config: ClusterConfig, pool: HostPool) -> dict[str, list[str]]:
+    """Per run id: the hosts whose run directory holds at least one checkpoint file (one
+    command per reachable host; an unreachable host simply adds nothing)."""
+    root = shell_path(config.cluster.run_root.rstrip("/"))
+
+    async def listing(transport: Transport) -> str:
+        checkpoints = f"*/{IN_RUN_DIR.checkpoints_glob()}"
+        done = await transport.run(f"cd {root} 2>/dev/null && ls -1d {checkpoints} 2>/dev/null; "
+                                   "true", timeout=30.0)
+        return done.stdout
+
+    found: dict[str, list[str]] = {}
+    for host, result in (await pool.gather(listing)).items():
+        if isinstance(result, BaseException):
+            continue
+        for line in result.splitlines():
+            run_id = line.split("/", 1)[0]
+            if RUN_ID_RE.match(run_id) and host not in found.setdefault(run_id, []):
+                found[run_id].append(host)
+    return found
+
+
+async def run_to_resume(config: ClusterConfig, pool: HostPool, named: str | None) -> RunInfo:
+    """The run ``corral run --resume [RUN]`` continues: the named one, else the newest run of
+    this cluster that has a checkpoint on a host. Runs without one (a failed pre-flight check,
+    a run stopped before its first checkpoint) are passed over: resuming them would silently
+    start from step 0."""
+    with_checkpoints = await runs_with_checkpoints(config, pool)
+    if named is not None:
+        info = read_run_info(config, resolve_run_id(config, named))
+        if info.run_id not in with_checkpoints:
+            checkpoints = RunLayout(run_dir_for(config, info.run_id)).path(RunLayout.CHECKPOINTS)
+            raise CorralError(f"run {info.run_id} has no checkpoint on any reachable host "
+                              f"(looked in {checkpoints}"
+                              f" on {', '.join(info.hosts)}): nothing to resume from",
+                              title="nothing to resume")
+        return info
+    runs = list_runs(config)
+    for info in runs:
+        if info.run_id in with_checkpoints:
+            return info
+    looked = ", ".join(r.run_id for r in runs[:KNOWN_IDS_SHOWN]) or "none recorded"
+    raise CorralError(
+        f"no run of cluster {config.cluster.name!r} has a checkpoint to resume from (runs: "
+        f"{looked}); start a new one with `corral run`", title="nothing to resume")

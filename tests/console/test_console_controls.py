@@ -1,0 +1,146 @@
+"""The console's controls without an app: each key's handler returns what to show, and its
+work is a coroutine, so a test drives start, stop, check, quit and the look back headless and
+reads the notifications, questions and modals the app would render."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from console.controls import RunControls
+from console.model.run import RunModel
+from console.outcomes import (
+    AskQuit,
+    Confirm,
+    Exit,
+    Notice,
+    Outcome,
+    Outcomes,
+    Redraw,
+    ShowCheck,
+    ShowStop,
+    Work,
+)
+from console.past_runs import PastRuns
+from console.session import Session
+from profiles.user_errors import UsageError
+from remote.api import CheckItem, CheckReport, StopReport
+from tests.fake_runs import FakeController
+
+
+class Headless:
+    """Renders outcomes as a test reads them: work runs as tasks (the app's workers),
+    questions get the scripted answers, everything else is kept in ``shown``."""
+
+    def __init__(self, answers: list[object] | None = None) -> None:
+        self.shown: list[Outcome] = []
+        self.answers = list(answers or [])
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def render(self, outcomes: Outcomes) -> None:
+        for outcome in outcomes:
+            if isinstance(outcome, Work):
+                self.tasks.append(asyncio.ensure_future(self._carry_out(outcome)))
+                continue
+            self.shown.append(outcome)
+            if isinstance(outcome, Confirm) and self.answers.pop(0) == "yes":
+                self.render(outcome.then())
+            elif isinstance(outcome, AskQuit):
+                self.render(outcome.then(self.answers.pop(0)))
+
+    async def _carry_out(self, work: Work) -> None:
+        self.render(await work.work)
+
+    async def until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Let the work run until ``condition()`` holds; fail after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, f"condition not met within {timeout}s"
+            await asyncio.sleep(0.01)
+
+    def notices(self) -> list[str]:
+        return [o.message for o in self.shown if isinstance(o, Notice)]
+
+
+def _controls(controller: FakeController) -> tuple[RunControls, Session]:
+    model = RunModel(cluster_name="lab", hosts=[h.name for h in controller.hosts],
+                     policy="dynamic", total_steps=20, global_batch=60)
+    session = Session(config=None, controller=controller, model=model, clock=lambda: 1.0)
+    return RunControls(session), session
+
+
+async def test_start_follows_the_run_to_its_end_and_says_so() -> None:
+    controller = FakeController()
+    controls, session = _controls(controller)
+    screen = Headless()
+    screen.render(controls.start())
+    assert controls.busy == "starting"
+    screen.render(controls.start())  # a second press while the first is under way
+    await screen.until(lambda: any(isinstance(o, Redraw) for o in screen.shown))
+    assert session.model.state == "completed" and controls.busy == ""
+    assert screen.notices() == ["Busy starting; try again in a moment.",
+                                "Run fake-1 completed."]
+    assert controller.calls == [("start", {"resume": False, "policy": "dynamic"})]
+    screen.render(controls.start())
+    await screen.until(lambda: len(controller.runs) == 2)
+
+
+async def test_stop_asks_first_then_stops_and_reports_what_was_left() -> None:
+    controller = FakeController(script_options={"hold_at": 10})
+    controls, session = _controls(controller)
+    screen = Headless(answers=["no", "yes"])
+    screen.render(controls.stop())
+    assert screen.notices() == ["No live run to stop."]
+    screen.render(controls.start())
+    await screen.until(lambda: session.model.step == 9)
+    screen.render(controls.stop())  # answered no: the run goes on
+    assert controller.runs[0].stop_calls == 0 and controls.busy == ""
+    controller.runs[0].stop_report = StopReport(run_id="fake-1", remaining={"beta": 2})
+    screen.render(controls.stop())
+    await screen.until(lambda: session.model.state == "stopped")
+    assert controller.runs[0].stop_calls == 1
+    assert next(o for o in screen.shown if isinstance(o, Confirm)).yes == "Stop"
+    assert any(isinstance(o, ShowStop) and o.report.remaining == {"beta": 2}
+               for o in screen.shown)
+
+
+async def test_errors_and_check_reports_are_shown_not_raised() -> None:
+    failing = CheckReport(items=(CheckItem(host="alpha", name="disk", ok=False, detail="full"),))
+    controller = FakeController(start_error=UsageError("[run] steps: must be positive",
+                                                       title="bad setting"),
+                                check_report=failing)
+    controls, session = _controls(controller)
+    screen = Headless()
+    screen.render(controls.start())
+    await screen.until(lambda: bool(screen.notices()))
+    notice = next(o for o in screen.shown if isinstance(o, Notice))
+    assert (notice.title, notice.message, notice.severity) == (
+        "bad setting", "[run] steps: must be positive", "error")
+    assert "[run] steps: must be positive" in session.model.logs[-1].text
+    screen.render(controls.check())
+    await screen.until(lambda: any(isinstance(o, ShowCheck) for o in screen.shown))
+    assert controls.last_check is failing and controls.busy == ""
+
+
+async def test_quit_while_live_leaves_the_run_running_and_says_how_to_reattach() -> None:
+    controller = FakeController(script_options={"hold_at": 10})
+    controls, session = _controls(controller)
+    screen = Headless(answers=["leave"])
+    screen.render(controls.start())
+    await screen.until(lambda: session.model.step == 9)
+    screen.render(controls.quit())
+    await screen.until(lambda: any(isinstance(o, Exit) for o in screen.shown))
+    assert controller.closed and controller.runs[0].stop_calls == 0
+    assert "corral attach fake-1" in controls.exit_note
+    for task in screen.tasks:
+        task.cancel()
+
+
+def test_the_look_back_says_when_there_is_nothing_to_show() -> None:
+    _, session = _controls(FakeController())
+    past = PastRuns(session)
+    assert [o.message for o in past.current_report() if isinstance(o, Notice)] == [
+        "No run yet: start one (s) or pick a past one (h)."]
+    assert [o.message for o in past.runs_screen() if isinstance(o, Notice)] == [
+        "No run of this cluster is recorded on this machine yet."]

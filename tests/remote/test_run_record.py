@@ -1,0 +1,169 @@
+"""The lifecycle is the one writer of ``run.json``: every move it allows is recorded as the
+state front ends see, a move it refuses changes no byte, and a resume that is refused or fails
+its check leaves every record as it was (the earlier run is never recorded as failed for it)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from profiles.user_errors import CorralError
+from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
+from remote.events import RunStatus, StopReport
+from remote.records.runs import RunInfo, local_run_dir, read_run_info, run_dir_for, write_run_info
+from remote.run.controller import SshRunController
+from remote.run.lifecycle import TRANSITIONS, Finding, Lifecycle, Outcome, Phase
+from remote.run.record import RunRecord
+from trainer.run_layout import RunLayout
+
+try:
+    from runkit import stand_in_rank
+except ImportError:  # collected as a package
+    from tests.remote.runkit import stand_in_rank  # type: ignore[no-redef]
+
+
+def _config(tmp_path: Path, *, python: str = sys.executable) -> ClusterConfig:
+    host = HostSection(name="m", address="local", python=python,
+                       workdir=str(tmp_path / "work"), gpus=0, nproc=1, threads=1)
+    return ClusterConfig(path=tmp_path / "cluster.toml",
+                         cluster=ClusterSection(name="c", master="m",
+                                                run_root=str(tmp_path / "runs")),
+                         hosts=(host,))
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` and its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def _recorded_at(config: ClusterConfig, phase: Phase) -> Lifecycle:
+    """A lifecycle in ``phase`` whose run is recorded as front ends saw it there."""
+    info = RunInfo(run_id="c-1", cluster="c", started=1.0, hosts=("m",),
+                   state=phase.shown, detail="before")
+    write_run_info(config, info)
+    return Lifecycle(info.run_id, phase, RunRecord(config, info))
+
+
+EDGES = [(source, target) for source, targets in TRANSITIONS.items()
+         for target in sorted(targets, key=lambda p: p.value)]
+
+
+@pytest.mark.parametrize(("source", "target"), EDGES,
+                         ids=[f"{s.value}-{t.value}" for s, t in EDGES])
+def test_every_move_is_recorded_as_the_state_front_ends_see(
+        tmp_path: Path, source: Phase, target: Phase) -> None:
+    config = _config(tmp_path)
+    if target is Phase.ENDED:
+        for outcome in Outcome:
+            life = _recorded_at(config, source)
+            status = life.end_with(Finding(outcome, f"{outcome.value}: why\nmore lines"))
+            recorded = read_run_info(config, "c-1")
+            assert (recorded.state, recorded.detail) == (outcome.value, f"{outcome.value}: why")
+            assert status.state == outcome.value and status.detail.endswith("more lines")
+        return
+    life = _recorded_at(config, source)
+    status = life.move(target, f"to {target.value}")
+    recorded = read_run_info(config, "c-1")
+    assert recorded.state == status.state == target.shown
+    assert recorded.detail == f"to {target.value}"
+
+
+@pytest.mark.parametrize("source", list(Phase), ids=[p.value for p in Phase])
+def test_a_refused_move_changes_no_byte_of_the_record(tmp_path: Path, source: Phase) -> None:
+    config = _config(tmp_path)
+    if source is Phase.ENDED:
+        write_run_info(config, RunInfo(run_id="c-1", cluster="c", started=1.0, hosts=("m",),
+                                       state="completed"))
+        life = Lifecycle("c-1", Phase.ENDED, RunRecord(config, read_run_info(config, "c-1")))
+    else:
+        life = _recorded_at(config, source)
+    before = _tree(tmp_path / "runs")
+    for target in set(Phase) - TRANSITIONS[source] - {Phase.ENDED}:
+        with pytest.raises(RuntimeError):
+            life.move(target)
+    if Phase.ENDED not in TRANSITIONS[source]:
+        with pytest.raises(RuntimeError):
+            life.end(Outcome.FAILED, "no")
+    assert _tree(tmp_path / "runs") == before
+
+
+def test_the_launch_facts_stop_and_cleanup_are_recorded_through_the_lifecycle(
+        tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    life = _recorded_at(config, Phase.LAUNCHING)
+    life.launched(master_addr="10.0.0.1", port=29500, pgids={"m": 42}, code_digest="abc")
+    recorded = read_run_info(config, "c-1")
+    assert (recorded.state, recorded.pgids, recorded.port) == ("launching", {"m": 42}, 29500)
+    life.move(Phase.RUNNING)
+    life.stop_asked()
+    assert read_run_info(config, "c-1").state == "stopping"
+    assert life.record is not None
+    life.record.cleanup(StopReport(run_id="c-1", remaining={"m": 0}))
+    life.stopped_unfollowed()
+    recorded = read_run_info(config, "c-1")
+    assert recorded.state == "stopped" and recorded.cleanup.startswith("stopped: no process")
+    assert recorded.pgids == {"m": 42}  # the stop kept what the launch recorded
+
+
+def test_following_an_ended_run_keeps_its_outcome(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    ended = RunInfo(run_id="c-1", cluster="c", started=1.0, hosts=("m",), state="failed",
+                    detail="rank 0 died")
+    write_run_info(config, ended)
+    life = Lifecycle("c-1", Phase.RUNNING, RunRecord(config, ended, outcome_kept=True))
+    life.move(Phase.RUNNING)
+    life.end_with(Finding(Outcome.COMPLETED, "1 rank(s) finished"))
+    assert read_run_info(config, "c-1") == ended
+
+
+def _with_checkpoint(config: ClusterConfig, info: RunInfo) -> None:
+    write_run_info(config, info)
+    checkpoints = Path(RunLayout(run_dir_for(config, info.run_id)).path(RunLayout.CHECKPOINTS))
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "step-4.pt").write_bytes(b"weights")
+
+
+async def test_resume_without_a_run_while_a_newer_run_is_live_is_refused_touching_nothing(
+        tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    older = RunInfo(run_id="c-20261122-000000-aaaaaa", cluster="c", state="completed",
+                    started=1.0, hosts=("m",), detail="1 rank(s) finished")
+    _with_checkpoint(config, older)
+    newer = RunInfo(run_id="c-20261122-000100-bbbbbb", cluster="c", state="running",
+                    started=2.0, hosts=("m",))
+    write_run_info(config, newer)
+    newer_dir = local_run_dir(config, newer.run_id)
+    before = _tree(tmp_path / "runs")
+    controller = SshRunController(config)
+    with stand_in_rank(newer_dir):  # the newer run trains, with no checkpoint yet
+        try:
+            with pytest.raises(CorralError) as caught:
+                await controller.start(resume=True)
+        finally:
+            await controller.aclose()
+    assert caught.value.title == "run still running"
+    assert f"run {newer.run_id} is still running" in caught.value.message
+    assert f"older run {older.run_id}" in caught.value.message
+    assert _tree(tmp_path / "runs") == before
+
+
+async def test_a_resume_whose_check_fails_leaves_the_earlier_record_byte_identical(
+        tmp_path: Path) -> None:
+    config = _config(tmp_path, python=str(tmp_path / "no-such-python"))
+    earlier = RunInfo(run_id="c-20261122-000000-aaaaaa", cluster="c", state="completed",
+                      started=1.0, hosts=("m",), detail="1 rank(s) finished")
+    _with_checkpoint(config, earlier)
+    before = _tree(tmp_path / "runs")
+    controller = SshRunController(config)
+    try:
+        handle = await controller.start(resume=True)
+        events = [e async for e in handle.events()]
+    finally:
+        await controller.aclose()
+    final = events[-1]
+    assert isinstance(final, RunStatus) and final.state == "failed"
+    assert [e.state for e in events if isinstance(e, RunStatus)] == ["checking", "failed"]
+    assert _tree(tmp_path / "runs") == before
