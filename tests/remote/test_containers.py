@@ -18,8 +18,8 @@ from remote.config.cluster import (
     ContainerSection,
     HostSection,
     KubernetesSection,
-    parse_cluster,
 )
+from remote.config.read import parse_cluster
 from remote.hosts.container import container_name, python_in_container
 from remote.hosts.interpreter import python_word
 from remote.k8s.export import export_manifests
