@@ -137,14 +137,35 @@ def export_manifests(config: ClusterConfig, requested: str | None = None, *,
 
 
 def write_export(export: K8sExport, out: Path) -> list[Path]:
-    """Write one file per object into ``out`` (made if missing); the paths written."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in export.files().items():
-        path = out / name
-        path.write_text(text, encoding="utf-8")
-        written.append(path)
+    """Write one file per object into ``out`` (made if missing); the paths written. All files
+    or none: a folder that cannot be made or written raises ``ExportError`` naming it."""
+    files = export.files()
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file, not a folder: give a folder (made if "
+                          "missing), or leave out --out for one YAML stream on stdout")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise unwritable(out, error) from None
+    written: list[Path] = []
+    try:
+        for name, text in files.items():
+            path = out / name
+            path.write_text(text, encoding="utf-8")
+            written.append(path)
+    except OSError as error:
+        # A half-written set would apply as a job without its code: take back what was written.
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise unwritable(out, error) from None
     return written
+
+
+def unwritable(out: Path, error: OSError) -> ExportError:
+    """The one line for an ``--out`` folder that cannot be made or written."""
+    reason = error.strerror or type(error).__name__
+    return ExportError(f"cannot write into --out {out} ({reason.lower()}): give a folder you "
+                       "can write to, or leave out --out for one YAML stream on stdout")
 
 
 COPY_POD = "corral-copy"
