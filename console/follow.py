@@ -19,10 +19,11 @@ from rich.table import Table
 from rich.text import Text
 
 from console.formatting import fmt_duration
+from console.log_fold import TracebackFold
 from console.model.run import RunModel
 from console.tables import check_table
 from remote.api import HostStatus, LogLine, RankEvent, RunEvent, RunHandle, RunStatus
-from trainer.events import EndEvent, RebalanceEvent
+from trainer.events import RebalanceEvent
 
 RANK_COLUMNS = (
     ("host", "left"), ("rank", "right"), ("device", "left"), ("local batch", "right"),
@@ -82,8 +83,9 @@ def exit_code(model: RunModel) -> int:
 # ---- formatting: notable events ------------------------------------------------------------
 
 
-def event_lines(event: RunEvent) -> list[str]:
-    """The lines ``event`` prints above the progress (none for routine ones)."""
+def event_lines(event: RunEvent, fold: TracebackFold | None = None) -> list[str]:
+    """The lines ``event`` prints above the progress (none for routine ones; none for the
+    lines ``fold`` leaves to the log files)."""
     if isinstance(event, RankEvent):
         return rank_event_lines(event)
     if isinstance(event, HostStatus):
@@ -91,29 +93,32 @@ def event_lines(event: RunEvent) -> list[str]:
     if isinstance(event, LogLine):
         if event.noise:  # torch's chatter and known warnings: in the log files, not here
             return []
+        if fold is not None and fold.hides(event):
+            return []
         where = event.host if event.rank is None else f"{event.host}:{event.rank}"
         return [f"{where} | {event.text}"]
     return [status_line(event)]
 
 
 def status_line(event: RunStatus) -> str:
-    """``run R: failed (first failure: HOST rank N): detail``."""
+    """``run R: failed (first failure: HOST rank N): detail`` on one line: the detail's first
+    line names the failure and the error's last line; the failed rank's last output lines
+    under it are in the log files and ``corral report``."""
     line = f"run {event.run_id}: {event.state}"
     if event.state == "failed" and event.failed_host is not None:
         rank = f" rank {event.failed_rank}" if event.failed_rank is not None else ""
         line += f" (first failure: {event.failed_host}{rank})"
-    return line + (f": {event.detail}" if event.detail else "")
+    detail = event.detail.splitlines()[0] if event.detail else ""
+    return line + (f": {detail}" if detail else "")
 
 
 def rank_event_lines(wrapped: RankEvent) -> list[str]:
-    """A rebalance, or a rank that ended other than completed."""
+    """A rebalance. A rank that ended other than completed is not a line of its own: the run's
+    status line names the first failure, the final table each rank's end."""
     event = wrapped.event
     if isinstance(event, RebalanceEvent):
         return [f"step {event.step}: rebalance {list(event.previous)} -> {list(event.split)}"
                 f" ({event.policy}, predicted {event.predicted_gain:+.0%}: {event.reason})"]
-    if isinstance(event, EndEvent) and event.status != "completed":
-        return [f"{wrapped.host}:{event.rank} ended {event.status} at step {event.step}"
-                + (f": {event.error}" if event.error else "")]
     return []
 
 
@@ -154,6 +159,7 @@ async def follow_run(
     console = console or Console()
     model = model or RunModel.of_run(handle.run_id)
     ticker = ProgressTicker()
+    fold = TracebackFold()
 
     def emit(lines: list[str]) -> None:
         for line in lines:
@@ -165,7 +171,7 @@ async def follow_run(
             async for event in events:
                 report = model.check_report
                 model.apply(event)
-                emit(event_lines(event))
+                emit(event_lines(event, fold))
                 if model.check_report is not report and model.check_report is not None:
                     console.print(check_table(model.check_report))
                 if live is not None:
