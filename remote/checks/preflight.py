@@ -17,6 +17,7 @@ from profiles.user_errors import CorralError
 from remote.checks import run_root
 from remote.checks.container_check import container_hints, container_parts, judge_container
 from remote.checks.host_facts import HostFacts
+from remote.checks.leftover_runs import leftovers_line
 from remote.checks.plan import LaunchFacts, master_address, nproc_for
 from remote.checks.rendezvous_port import (
     PortListener,
@@ -195,8 +196,8 @@ def _judge_leftovers(host: HostSection, config: ClusterConfig, home: str, ps_out
         run_root = home.strip() + run_root[1:]
     runs = _leftovers(ps_output, run_root)
     count = sum(len(pids) for pids in runs.values())
-    detail = "none" if not runs else f"{count} process(es) of run(s) {', '.join(sorted(runs))}"
-    hint = "; ".join(f"corral stop {run_id}" for run_id in sorted(runs))
+    named, hint = leftovers_line(config, list(runs))
+    detail = "none" if not runs else f"{count} process(es) of run(s) {named}"
     facts.items.append(_item(host, "leftovers", not runs, detail, hint))
 
 

@@ -63,10 +63,15 @@ class RunInfo:
         return self.name or self.run_id
 
 
+def run_id_prefix(cluster_name: str) -> str:
+    """How every run id of ``cluster_name`` starts: its name in safe characters and a dash."""
+    return (re.sub(r"[^A-Za-z0-9]+", "-", cluster_name).strip("-")[:32] or "run") + "-"
+
+
 def new_run_id(cluster_name: str) -> str:
     """A fresh run id: the cluster name (safe characters only), UTC time and 6 random hex digits."""
-    safe = re.sub(r"[^A-Za-z0-9]+", "-", cluster_name).strip("-")[:32] or "run"
-    return f"{safe}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+    return (f"{run_id_prefix(cluster_name)}{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-"
+            f"{secrets.token_hex(3)}")
 
 
 def validate_run_id(run_id: str) -> str:

@@ -24,6 +24,7 @@ from remote.checks.preflight import check_cluster
 from remote.config.cluster import ClusterConfig
 from remote.config.read import load_cluster
 from remote.hosts.pool import HostPool
+from remote.records.runs import RunInfo, new_run_id, write_run_info
 from trainer.compat import TORCH_RANGE
 from trainer.launch_contract import RUN_ID_ENV
 
@@ -119,6 +120,27 @@ async def test_a_process_that_only_names_a_run_directory_is_no_leftover(
         report = await run_check(config)
     leftovers = find(report, "a", "leftovers")
     assert leftovers.ok and leftovers.detail == "none", leftovers
+
+
+async def test_a_leftover_of_another_cluster_on_the_shared_run_root_is_stopped_with_its_file(
+        tmp_path: Path) -> None:
+    hosts = local_host("a").replace("{tmp}", str(tmp_path))
+    config = write_cluster(tmp_path, hosts)
+    # A second cluster.toml over the same run_root, whose run this machine started.
+    other_path = tmp_path / "other" / "cluster.toml"
+    other_path.parent.mkdir()
+    other_path.write_text((tmp_path / "cluster.toml").read_text(encoding="utf-8")
+                          .replace('name = "t"', 'name = "other"'), encoding="utf-8")
+    other = load_cluster(other_path)
+    run_id = new_run_id(other.cluster.name)
+    write_run_info(other, RunInfo(run_id=run_id, cluster="other", state="running",
+                                  started=0.0, hosts=("a",), config_path=str(other_path)))
+    with leftover_process(tmp_path / "runs", run_id):
+        report = await run_check(config)
+    leftovers = find(report, "a", "leftovers")
+    assert not leftovers.ok
+    assert f"{run_id} (cluster 'other' of {other_path})" in leftovers.detail, leftovers
+    assert leftovers.hint == f"corral stop -c {other_path} {run_id}"
 
 
 async def test_a_healthy_local_cluster_passes_every_check(tmp_path: Path) -> None:
