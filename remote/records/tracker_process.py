@@ -129,6 +129,24 @@ def next_job(jobs: Any) -> Job | None:
                 return None
 
 
+ERROR_CHARS = 160
+"""How much of a tracker's error message the warning quotes (MLflow's first line can hold a
+whole server response; the log file has all of it)."""
+
+
+def error_line(error: BaseException) -> str:
+    """``Type: first line of the message``, cut at a word boundary (with ``…``) when long."""
+    lines = str(error).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    if len(text) > ERROR_CHARS:
+        window = text[:ERROR_CHARS + 1]
+        # Cut at the last space that fits; a first word longer than the limit (a URL, say) is
+        # kept whole rather than cut inside.
+        cut = window.rsplit(None, 1)[0] if any(c.isspace() for c in window) else ""
+        text = (cut or text.split(None, 1)[0]) + " …"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def serve(tracker: str, where: str, record_path: str, log_path: str, jobs: Any,
           notes: Any) -> None:
     """Run ``jobs`` against the tracker until None; after a failure, drain without sending."""
@@ -142,9 +160,7 @@ def serve(tracker: str, where: str, record_path: str, log_path: str, jobs: Any,
         try:
             _run(feed, job, notes)
         except Exception as error:
-            text = str(error).splitlines()[0][:120] if str(error) else ""
-            notes.put(("failed", f"{type(error).__name__}: {text}" if text
-                       else type(error).__name__))
+            notes.put(("failed", error_line(error)))
             failed = True
     notes.close()
     notes.join_thread()

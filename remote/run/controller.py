@@ -22,12 +22,15 @@ from remote.events import (
     CheckReport,
     HostStatus,
     LogLine,
+    RankEvent,
     RunEvent,
     StopReport,
 )
 from remote.hosts.pool import HostPool
+from remote.records.history import recorded_starts
 from remote.records.runs import (
     RunInfo,
+    local_run_dir,
     new_run_id,
     newer_unfinished_runs,
     read_run_info,
@@ -119,6 +122,9 @@ class SshRunHandle:
         try:
             if self._launch:
                 yield life.announce()
+            else:  # the copy's start events are behind its offsets: say what they recorded
+                for line in recorded_starts(local_run_dir(self._config, self.run_id)):
+                    yield RankEvent(host=line.host, event=line.event)
             while life.phase is not Phase.ENDED:
                 async for item in self._act(life.phase):
                     if isinstance(item, Signal):

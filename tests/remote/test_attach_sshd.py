@@ -14,7 +14,7 @@ import pytest
 from remote.api import RankEvent, RunEvent, RunStatus
 from remote.records.collected import CollectedCopy
 from remote.run.controller import open_controller
-from trainer.events import StepEvent
+from trainer.events import StartEvent, StepEvent
 
 try:
     from runkit import bounded, run_processes
@@ -106,6 +106,14 @@ async def test_attach_continues_where_the_killed_follower_stopped(sshd_cluster) 
 
     final = received[-1]
     assert isinstance(final, RunStatus) and final.state == "completed", final
+    # The start events are behind the copy's offsets: attach says what they recorded (the
+    # rank table's device), once per rank, before anything new.
+    starts = [e.event for e in received if isinstance(e, RankEvent)
+              and isinstance(e.event, StartEvent)]
+    assert sorted(start.rank for start in starts) == [0, 1], starts
+    assert all(start.device == "cpu" and start.device_name for start in starts), starts
+    assert all(isinstance(e, RankEvent) and isinstance(e.event, StartEvent)
+               for e in received[:2]), received[:2]
     for rank in (0, 1):
         host = next(e.host for e in received if isinstance(e, RankEvent)
                     and e.event.rank == rank)
