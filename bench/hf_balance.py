@@ -1,60 +1,121 @@
 """A Hugging Face script on unequal ranks: examples/scripts/hf_trainer.py (with corral's opt-in)
 on three ranks emulating devices 1x, 2x and 3x slow (the embedded cluster.toml's 1:2:3), its
-global batch split by corral's dynamic policy against the even split plain torchrun gives it.
-Both sides run the same script in the environment corral's launch gives a script
-(``ScriptSettings``: the slowdowns are emulated by the opt-in, which plain torchrun cannot do),
-the even side with the ``static`` policy and equal shares. Interleaved rounds, medians.
+global batch split by corral's dynamic policy, against the best static split for this script
+found by search (the "oracle": bench/oracle.py's search, run on this script), and the even
+split plain torchrun gives it for reference. Every side runs the same script in the
+environment corral's launch gives a script (``ScriptSettings``: the slowdowns are emulated by
+the opt-in, which plain torchrun cannot do); the oracle and even sides with the ``static``
+policy and their split. Search first (each candidate once per ``--search-rounds``), then
+interleaved comparison rounds (the order rotating), medians.
 
-    python bench/hf_balance.py --rounds 5 --steps 60
+    python bench/hf_balance.py --rounds 5 --steps 60 --search-steps 40
 
 Throughput is the Trainer's own ``train_samples_per_second`` (rank 0's summary line), which
-includes the balancer's first steps at equal shares. Goal: balanced / even >= 1.70 (ideal
-1.83: 1 + 1/2 + 1/3 over 3 x 1/3).
+includes the balancer's first steps at equal shares. The ideal 1.83x over even (1 + 1/2 + 1/3
+over 3 x 1/3) ignores the fixed per-step cost; the yardstick is the oracle. Goal: dynamic /
+oracle >= 0.97.
 """
 
 from __future__ import annotations
 
 import statistics
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from _common import rounds_parser, run_main
+from _common import csv, rounds_parser, run_main
 from hf_script import throughput
 from lm_data import tiny_model_and_pairs
+from oracle import Split, search_best
 
+from trainer.balance.solve import equal_split
 from trainer.integrations.contract import ScriptSettings
 
 SLOWDOWNS = (1.0, 2.0, 3.0)
+GOAL_ORACLE = 0.97
+SIDES = ("dynamic", "oracle", "even")
+"""The comparison's sides: corral's dynamic policy, the searched static split, equal shares."""
+
+Runner = Callable[[str, str, Split | None, int], float]
+"""One run of the script: (label, policy, static split or None, steps) -> samples/s."""
+
+
+def script_runner(folder: Path, model: Path, pairs: Path, batch_size: int, threads: int,
+                  rebalance_every: int) -> Runner:
+    """Runs of the example script on ``len(SLOWDOWNS)`` emulated ranks in ``folder``."""
+    def run(label: str, policy: str, split: Split | None, steps: int) -> float:
+        script_args = ["--model", str(model), "--data", str(pairs), "--steps", str(steps),
+                       "--batch-size", str(batch_size), "--cpu", "--save-steps", "100000"]
+        settings = ScriptSettings(run_dir=str(folder / f"run-{label}"), slowdown=SLOWDOWNS,
+                                  policy="dynamic" if policy == "dynamic" else "static",
+                                  split=split, rebalance_every=rebalance_every)
+        rate = throughput(folder, label, script_args, len(SLOWDOWNS), threads,
+                          settings.to_env())
+        print(f"    {label}: {rate:.2f} samples/s", flush=True)
+        return rate
+    return run
+
+
+def oracle_split(run: Runner, global_batch: int, rounds: int, steps: int
+                 ) -> tuple[Split, dict[Split, float]]:
+    """The best static split of the script, by bench/oracle.py's search (medians of
+    ``rounds`` runs per candidate, candidates interleaved)."""
+    def rates(todo: list[Split], tag: str) -> dict[Split, float]:
+        got: dict[Split, list[float]] = {split: [] for split in todo}
+        for round_ in range(rounds):
+            shift = round_ % len(todo)
+            for split in todo[shift:] + todo[:shift]:
+                label = f"{tag}-{'_'.join(map(str, split))}-{round_}"
+                got[split].append(run(label, "static", split, steps))
+        return {split: statistics.median(values) for split, values in got.items()}
+
+    return search_best(SLOWDOWNS, global_batch, rates)
+
+
+def compare(run: Runner, oracle: Split, global_batch: int, rounds: int, steps: int
+            ) -> dict[str, list[float]]:
+    """Dynamic (from equal shares), the oracle split and the even split, interleaved."""
+    splits: dict[str, Split | None] = {"dynamic": None, "oracle": oracle,
+                                       "even": equal_split(global_batch, len(SLOWDOWNS))}
+    rates: dict[str, list[float]] = {side: [] for side in SIDES}
+    for round_ in range(rounds):
+        shift = round_ % len(SIDES)
+        for side in SIDES[shift:] + SIDES[:shift]:  # rotate who goes first
+            policy = "dynamic" if side == "dynamic" else "static"
+            rates[side].append(run(f"{side}-{round_}", policy, splits[side], steps))
+    return rates
 
 
 def main() -> int:
     p = rounds_parser(__doc__)
-    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--steps", type=int, default=60, help="steps of a comparison run")
+    p.add_argument("--search-steps", type=int, default=40, help="steps of a search run")
+    p.add_argument("--search-rounds", type=int, default=1, help="runs per search candidate")
     p.add_argument("--batch-size", type=int, default=8, help="per rank at an even split")
     p.add_argument("--rebalance-every", type=int, default=5)
     args = p.parse_args()
+    global_batch = args.batch_size * len(SLOWDOWNS)
     with tempfile.TemporaryDirectory(prefix="corral-hf-balance-") as tmp:
         folder = Path(tmp)
         model, pairs = tiny_model_and_pairs(folder, count=4096)
-        script_args = ["--model", str(model), "--data", str(pairs), "--steps", str(args.steps),
-                       "--batch-size", str(args.batch_size), "--cpu", "--save-steps", "100000"]
-        rates: dict[str, list[float]] = {"balanced": [], "even": []}
-        for round_ in range(args.rounds):
-            order = ("balanced", "even") if round_ % 2 == 0 else ("even", "balanced")
-            for side in order:  # alternate who goes first
-                label = f"{side}-{round_}"
-                settings = ScriptSettings(
-                    run_dir=str(folder / f"run-{label}"), slowdown=SLOWDOWNS,
-                    policy="dynamic" if side == "balanced" else "static",
-                    rebalance_every=args.rebalance_every)
-                rates[side].append(throughput(folder, label, script_args, len(SLOWDOWNS),
-                                              args.threads, settings.to_env()))
-                print(f"round {round_}: {label} {rates[side][-1]:.2f} samples/s", flush=True)
-    balanced, even = statistics.median(rates["balanced"]), statistics.median(rates["even"])
-    spread = {k: f"{min(v):.2f}-{max(v):.2f}" for k, v in rates.items()}
-    print(f"median samples/s: balanced {balanced:.2f} ({spread['balanced']}), even {even:.2f} "
-          f"({spread['even']}), ratio {balanced / even:.3f} ({args.rounds} rounds, "
-          f"{args.steps} steps)")
+        run = script_runner(folder, model, pairs, args.batch_size, args.threads,
+                            args.rebalance_every)
+        oracle, searched = oracle_split(run, global_batch, args.search_rounds,
+                                        args.search_steps)
+        print(f"oracle split {csv(oracle)}; search: " + "; ".join(
+            f"{csv(s)} {v:.2f}" for s, v in sorted(searched.items(), key=lambda kv: -kv[1])),
+            flush=True)
+        rates = compare(run, oracle, global_batch, args.rounds, args.steps)
+    median = {side: statistics.median(values) for side, values in rates.items()}
+    spread = {side: f"{min(v):.2f}-{max(v):.2f}" for side, v in rates.items()}
+    print("median samples/s: " + ", ".join(f"{side} {median[side]:.2f} ({spread[side]})"
+                                           for side in SIDES)
+          + f" ({args.rounds} rounds, {args.steps} steps, global batch {global_batch})")
+    ratio = median["dynamic"] / median["oracle"]
+    print(f"dynamic / oracle = {ratio:.3f} (goal >= {GOAL_ORACLE}: "
+          f"{'met' if ratio >= GOAL_ORACLE else 'MISSED'}); dynamic / even = "
+          f"{median['dynamic'] / median['even']:.3f}; oracle / even = "
+          f"{median['oracle'] / median['even']:.3f}")
     return 0
 
 

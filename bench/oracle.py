@@ -36,6 +36,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,12 +105,17 @@ def measure(splits: list[Split], rounds: int, args: argparse.Namespace, root: Pa
     return got
 
 
-def search(args: argparse.Namespace, root: Path, lengths: Lengths
-           ) -> tuple[Split, dict[Split, float]]:
-    """The best static split (coarse, then fine) and every candidate's median samples/s."""
-    B = args.global_batch
-    center = proportional_split([1.0 / s for s in args.slowdowns], B)
-    coarse_move = max(1, round(B / 16))
+Rates = Callable[[list[Split], str], dict[Split, float]]
+"""Each split of a list run as a static split: its median samples/s (the tag names the
+search phase, for labels and run directories)."""
+
+
+def search_best(slowdowns: Sequence[float], global_batch: int, rates: Rates
+                ) -> tuple[Split, dict[Split, float]]:
+    """The best static split for ranks at ``slowdowns`` (coarse, then fine, around the
+    proportional split) and every candidate's samples/s, each measured by ``rates``."""
+    center = proportional_split([1.0 / s for s in slowdowns], global_batch)
+    coarse_move = max(1, round(global_batch / 16))
     seen: dict[Split, float] = {}
     for move, wide in ((coarse_move, len(center) == 2), (max(1, coarse_move // 2), False)):
         best = max(seen, key=seen.__getitem__) if seen else center
@@ -117,11 +123,20 @@ def search(args: argparse.Namespace, root: Path, lengths: Lengths
         print(f"search around {csv(best)}, move {move}: {len(todo)} split(s)", flush=True)
         if not todo:  # a small B: the fine move is the coarse one, every neighbour was run
             continue
-        for split, runs in measure(todo, args.search_rounds, args, root, f"search{move}",
-                                   lengths).items():
-            seen[split] = _x(runs, lengths.search_skip)
-            print(f"    {csv(split)}: {seen[split]:.1f} samples/s", flush=True)
+        for split, rate in rates(todo, f"search{move}").items():
+            seen[split] = rate
+            print(f"    {csv(split)}: {rate:.1f} samples/s", flush=True)
     return max(seen, key=seen.__getitem__), seen
+
+
+def search(args: argparse.Namespace, root: Path, lengths: Lengths
+           ) -> tuple[Split, dict[Split, float]]:
+    """The best static split of corral's own loop and every candidate's median samples/s."""
+    def rates(todo: list[Split], tag: str) -> dict[Split, float]:
+        runs = measure(todo, args.search_rounds, args, root, tag, lengths)
+        return {split: _x(got, lengths.search_skip) for split, got in runs.items()}
+
+    return search_best(args.slowdowns, args.global_batch, rates)
 
 
 def compare(args: argparse.Namespace, root: Path, oracle: Split, lengths: Lengths

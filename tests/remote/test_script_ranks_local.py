@@ -16,15 +16,19 @@ from trainer.events import EndEvent, StartEvent
 
 try:
     from runkit import run_processes
-    from test_script_run_local import SCRIPTS, SLOWDOWNS, config, run_to_end
+    from test_script_run_local import SCRIPTS, SLOWDOWNS, config, data, hf_args, run_to_end
 except ImportError:  # collected as a package
     from tests.remote.runkit import run_processes  # type: ignore[no-redef]
     from tests.remote.test_script_run_local import (  # type: ignore[no-redef]
         SCRIPTS,
         SLOWDOWNS,
         config,
+        data,
+        hf_args,
         run_to_end,
     )
+
+__all__ = ["data"]  # the tiny model's fixture, shared with test_script_run_local
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -46,6 +50,42 @@ async def test_script_ranks_follow_the_host_order_every_time(tmp_path: Path) -> 
         # each host's emulated slowdown reaches only its own ranks: rank r ran on host r
         assert {r: s.slowdown for r, s in starts.items()} == dict(enumerate(SLOWDOWNS)), starts
         assert run_processes(run_id) == []
+
+
+ON_ITS_OWN_DISK = """\
+import os
+import runpy
+import sys
+from pathlib import Path
+
+# The local hosts share one disk: each writes below a folder named after its host instead, as
+# if each had its own. Then the Hugging Face example runs as the user wrote it.
+at = sys.argv.index("--out") + 1
+sys.argv[at] = str(Path(sys.argv[at]) / os.environ["CORRAL_HOST"])
+sys.argv[0] = str(Path(__file__).with_name("hf_trainer.py"))
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+async def test_an_hf_scripts_rank_0_writes_the_model_on_the_master(
+        data: tuple[Path, Path], tmp_path: Path) -> None:
+    user = tmp_path / "user"
+    user.mkdir()
+    shutil.copy(SCRIPTS / "hf_trainer.py", user)
+    (user / "on_its_own_disk.py").write_text(ON_ITS_OWN_DISK)
+    out = tmp_path / "out"
+    run_id, events = await run_to_end(config(tmp_path, user / "on_its_own_disk.py",
+                                             hf_args(data, out, 3)))
+    final = events[-1]
+    assert isinstance(final, RunStatus) and final.state == "completed", final
+    rank_hosts = {e.event.rank: e.host for e in events
+                  if isinstance(e, RankEvent) and isinstance(e.event, StartEvent)}
+    assert rank_hosts == {0: "h0", 1: "h1", 2: "h2"}, rank_hosts  # rank 0 on the master
+    # The Trainer saves on its process zero: the master's, and no other host writes a model.
+    assert (out / "h0" / "final" / "adapter_model.safetensors").is_file()
+    for host in ("h1", "h2"):
+        assert not list((out / host).rglob("*.safetensors")), host
+    assert run_processes(run_id) == []
 
 
 def _sft_data(folder: Path) -> tuple[Path, Path]:

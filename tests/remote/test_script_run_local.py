@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from console.follow import event_lines
+from console.log_fold import TracebackFold
 from remote.api import (
     HostStatus,
     LogLine,
@@ -213,6 +215,14 @@ async def test_a_script_crashing_on_one_rank_ends_the_run_naming_it(tmp_path: Pa
     assert (final.failed_host, final.failed_rank) == ("h1", 1), final
     assert final.detail.splitlines()[0].endswith("ValueError: bad batch on purpose"), final
     assert run_processes(run_id) == []
+    # What `corral run` prints of it: the failure once, on one line; the tracebacks (the rank's,
+    # its peers' gloo errors, torchrun's ChildFailedError report) stay in the log files.
+    fold = TracebackFold()
+    printed = [line for event in events for line in event_lines(event, fold)]  # type: ignore[arg-type]
+    assert [line for line in printed if "bad batch" in line] == [
+        f"run {run_id}: failed (first failure: h1 rank 1): {final.detail.splitlines()[0]}"]
+    for left_out in ("Traceback", "ChildFailedError", "Connection closed", "File \""):
+        assert not [line for line in printed if left_out in line], (left_out, printed)
 
 
 FOREVER = """\
