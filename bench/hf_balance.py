@@ -29,7 +29,9 @@ from lm_data import tiny_model_and_pairs
 from oracle import Split, search_best
 
 from trainer.balance.solve import equal_split
+from trainer.events import RebalanceEvent, parse_event
 from trainer.integrations.contract import ScriptSettings
+from trainer.run_layout import RunLayout
 
 SLOWDOWNS = (1.0, 2.0, 3.0)
 GOAL_ORACLE = 0.97
@@ -51,9 +53,23 @@ def script_runner(folder: Path, model: Path, pairs: Path, batch_size: int, threa
                                   split=split, rebalance_every=rebalance_every)
         rate = throughput(folder, label, script_args, len(SLOWDOWNS), threads,
                           settings.to_env())
-        print(f"    {label}: {rate:.2f} samples/s", flush=True)
+        moves = splits_taken(Path(settings.run_dir)) if policy == "dynamic" else ""
+        print(f"    {label}: {rate:.2f} samples/s{moves}", flush=True)
         return rate
     return run
+
+
+def splits_taken(run_dir: Path) -> str:
+    """`` (splits 8,8,8 →@6 12,7,5 …)``: a dynamic run's moves, from rank 0's events."""
+    events = run_dir / RunLayout.METRICS / "rank-0.jsonl"
+    if not events.is_file():
+        return ""
+    moves = [event for line in events.read_text(encoding="utf-8").splitlines()
+             if '"rebalance"' in line and isinstance(event := parse_event(line), RebalanceEvent)]
+    if not moves:
+        return " (no move)"
+    return f" (splits {csv(moves[0].previous)}" + "".join(
+        f" →@{move.step} {csv(move.split)}" for move in moves) + ")"
 
 
 def oracle_split(run: Runner, global_batch: int, rounds: int, steps: int

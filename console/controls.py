@@ -141,8 +141,10 @@ class RunControls:
             ended.append(ShowCheck(report=model.check_report,
                                    title="Run failed its pre-flight check"))
         elif model.state == "failed":
-            ended.append(Notice(message=model.state_detail or "the run failed",
-                                title="Run failed", severity="error", timeout=15))
+            # The detail's first line names the failure; the lines under it are in the logs.
+            first = (model.state_detail or "").splitlines()[:1] or ["the run failed"]
+            ended.append(Notice(message=first[0], title="Run failed", severity="error",
+                                timeout=15))
         elif model.state == "completed":
             ended.append(Notice(message=f"Run {handle.run_id} completed.",
                                 title="Run completed"))
