@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 
 from remote.api import LogLine
 
+TORCH_RANK_PREFIX = re.compile(r"^\[rank\d+\]: ?")
+"""torch's own prefix on what a rank prints to stderr from Python (``[rank1]: Traceback ...``),
+under corral's; the line's indentation follows it."""
+
 TRACEBACK_START = "Traceback (most recent call last):"
 """The first line of every Python traceback."""
 
@@ -59,7 +63,7 @@ class TracebackFold:
         """Whether ``line`` belongs to a traceback, torchrun's failure report or the trainer's
         repeated error line (all left to the log files)."""
         state = self.streams.setdefault((line.host, line.rank), StreamState())
-        text = line.text.rstrip()
+        text = TORCH_RANK_PREFIX.sub("", line.text.rstrip(), count=1)
         hidden = self._hides(state, text) or (state.last_hidden and not text)
         state.last_hidden = hidden
         return hidden

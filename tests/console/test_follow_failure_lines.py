@@ -27,7 +27,8 @@ Traceback (most recent call last):
     return func(*args, **kwargs)
            ^^^^^^^^^^^^^^^^^^^^^
 RuntimeError: [../third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer"""
-"""A peer's gloo error: it follows from the failed rank."""
+"""A peer's gloo error: it follows from the failed rank (torch may prefix each line with
+``[rank2]: ``, as it does on rank 2 below)."""
 
 AGENT = """\
 W1123 10:13:39.941000 6445 torch/distributed/elastic/multiprocessing/api.py:1028] Sending \
@@ -72,6 +73,7 @@ async def test_a_rank_failure_is_one_line_and_the_tracebacks_stay_in_the_logs() 
     printed = await followed([
         *lines("a", 0, "loading the data"), *lines("b", 1, FAILED_RANK),
         *lines("a", 0, PEER), *lines("b", None, AGENT),
+        *lines("c", 2, "\n".join(f"[rank2]: {line}" for line in PEER.splitlines())),
         RankEvent(host="b", event=EndEvent(t=1.5, rank=1, step=0, status="failed",
                                            error="ValueError: bad batch on purpose")),
         HostStatus(t=1.6, host="b", state="failed", detail="launcher status 1"), final])
