@@ -42,7 +42,7 @@ from trainer.step.clock import ComputeClock
 from trainer.step.slowdown import emulates
 
 
-class ShareLoader(DataLoader):  # type: ignore[type-arg]
+class ShareLoader(DataLoader):
     """A ``DataLoader`` over this rank's share of every step whose ``sampler`` is the share
     sampler, so that ``loader.sampler.set_epoch(epoch)`` works as with a
     ``DistributedSampler`` (a plain ``DataLoader(batch_sampler=...)`` has a default sampler
@@ -50,13 +50,13 @@ class ShareLoader(DataLoader):  # type: ignore[type-arg]
 
     def __init__(self, dataset: Dataset[Any], step_sampler: RankStepSampler,
                  **options: Any) -> None:
+        self._share_sampler = step_sampler
         super().__init__(dataset, batch_sampler=step_sampler, **options)
 
-    @property  # type: ignore[override]
+    @property
     def sampler(self) -> RankStepSampler:
         """The share sampler (the loader's batch sampler)."""
-        sampler: RankStepSampler = self.batch_sampler  # type: ignore[assignment]
-        return sampler
+        return self._share_sampler
 
     @sampler.setter
     def sampler(self, default: object) -> None:
