@@ -75,7 +75,8 @@ class Launch:
         """What the run's record keeps of a launch that started every host."""
         assert self.code is not None
         return {"master_addr": self.master_addr, "port": self.port, "pgids": dict(self.pgids),
-                "code_digest": self.code.digest}
+                "code_digest": self.code.digest,
+                "ranks": {name: list(place.ranks) for name, place in self.places.items()}}
 
     def each_host(self, state: HostState) -> list[HostStatus]:
         now = time.time()
