@@ -65,10 +65,14 @@ def judge_imports(host: HostSection, config: ClusterConfig, output: str,
              "module's)")]
 
 
+SCRIPT_KEYS_CHECK = "script-keys"
+"""The check item naming the ``[run]`` keys a script run ignores (``corral run`` logs it)."""
+
+
 def script_keys_items(config: ClusterConfig) -> list[CheckItem]:
     """A warning naming the ``[run]`` keys a script run ignores (none: no item)."""
     line = ignored_keys_line(config.run)
     if line is None:
         return []
-    return [CheckItem(host="*", name="script-keys", ok=True, detail=f"warning: {line}",
+    return [CheckItem(host="*", name=SCRIPT_KEYS_CHECK, ok=True, detail=f"warning: {line}",
                       hint="leave them out of [run] for a script, or keep them for tasks")]
