@@ -58,3 +58,28 @@ def test_a_script_with_only_its_own_keys_has_no_warning(tmp_path: Path) -> None:
     config = _config(tmp_path, 'script = "train.py"\npolicy = "static"\nhang_limit = 60\n'
                                "max_restarts = 1\n")
     assert script_keys_items(config) == []
+
+
+async def test_corral_run_logs_the_ignored_keys_once_before_the_launch(tmp_path: Path) -> None:
+    import sys
+
+    from remote.events import LogLine
+    from remote.hosts.pool import HostPool
+    from remote.records.runs import RunInfo
+    from remote.run.start import Launch, check_and_push
+
+    (tmp_path / "train.py").write_text("import torch\n")
+    config = parse_cluster(
+        f'[cluster]\nname = "s"\nrun_root = "{tmp_path}/runs"\n[[hosts]]\nname = "a"\n'
+        f'address = "local"\npython = "{sys.executable}"\nworkdir = "{tmp_path}/work"\n'
+        '[run]\nscript = "train.py"\nlr = 0.5\n', path=tmp_path / "cluster.toml")
+    pool = HostPool(config)
+    launch = Launch(pool=pool, config=config, info=RunInfo(
+        run_id="s-1", cluster="s", state="checking", started=0.0, hosts=("a",)))
+    try:
+        logged = [e.text for e in [e async for e in check_and_push(launch)]
+                  if isinstance(e, LogLine)]
+    finally:
+        await pool.aclose()
+    said = [line for line in logged if "[run] lr is for corral's own tasks" in line]
+    assert len(said) == 1, logged
