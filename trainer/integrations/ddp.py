@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from profiles.user_errors import UsageError
 from trainer.dist import on_any_rank
 from trainer.integrations.contract import ScriptSettings
 from trainer.integrations.run import ScriptRun
@@ -82,7 +83,10 @@ class Shares:
                  global_batch: int, epochs: int, seed: int = 0,
                  model: nn.Module | None = None) -> None:
         if isinstance(dataset_size, nn.Module):  # the older order: the model first
-            model, dataset_size = dataset_size, int(legacy_size or 0)
+            if legacy_size is None:
+                raise UsageError("Shares(model, ...) needs the dataset's size next: "
+                                 "Shares(len(dataset), global_batch=B, epochs=E)")
+            model, dataset_size = dataset_size, legacy_size
         settings = ScriptSettings.from_env()
         order = GlobalBatchOrder(dataset_size, global_batch, seed)
         self.run: ScriptRun | None = None
