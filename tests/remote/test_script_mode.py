@@ -126,7 +126,7 @@ def test_torchrun_starts_the_pushed_script_with_its_args_and_corrals_environment
     (tmp_path / "train.py").write_text("print('hi')\n")
     config = _config(tmp_path, 'script = "train.py"\nargs = ["--out", "a b", "$(touch x)"]\n'
                                'policy = "static"\nsplit = [3]\nglobal_batch = 3\n')
-    words = shlex.split(_command(config).rsplit("; echo $?", 1)[0])
+    words = shlex.split(_command(config).rsplit("; s=$?", 1)[0])
     script_at = next(i for i, w in enumerate(words) if w.endswith("/train.py"))
     assert words[script_at].endswith(f"/code/{'d' * 64}/{USER_CODE_DIR}/train.py")
     assert words[script_at + 1:] == ["--out", "a b", "$(touch x)"]  # each one word, inert
