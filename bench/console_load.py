@@ -146,7 +146,7 @@ class BoardLoadRun(LoadRun):
     async def events(self) -> AsyncIterator[RunEvent]:
         async for event in super().events():
             if isinstance(event, RankEvent):
-                self.board.add_line(event.host, event.event.rank, event_to_json(event.event))
+                self.board.add_event(event.event, event.host)
             yield event
         self.board.close()
 
