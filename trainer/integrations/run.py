@@ -65,6 +65,7 @@ class ScriptRun:
               resumed_from: str | None = None, precision: str = "fp32") -> None:
         """The start event (every rank), once training is about to begin."""
         self.step = step
+        self.schedule.last_step = max(total_steps, 0)
         self.events.emit(StartEvent(
             t=time.time(), rank=self.rank, world_size=self.world,
             local_rank=int(os.environ.get("LOCAL_RANK", "0")), host=socket.gethostname(),
