@@ -8,12 +8,14 @@ the opt-in, which plain torchrun cannot do); the oracle and even sides with the 
 policy and their split. Search first (each candidate once per ``--search-rounds``), then
 interleaved comparison rounds (the order rotating), medians.
 
-    python bench/hf_balance.py --rounds 5 --steps 60 --search-steps 40
+    python bench/hf_balance.py --rounds 5 --steps 60 --search-steps 40 --skip 20
 
-Throughput is the Trainer's own ``train_samples_per_second`` (rank 0's summary line), which
-includes the balancer's first steps at equal shares. The ideal 1.83x over even (1 + 1/2 + 1/3
-over 3 x 1/3) ignores the fixed per-step cost; the yardstick is the oracle. Goal: dynamic /
-oracle >= 0.97.
+Throughput is measured between the end of step ``--skip`` and the last step, from rank 0's step
+events (global batch over each step's ``step_s``), as bench/oracle.py measures corral's own
+loop: start-up and the balancer's first steps at equal shares are outside the clock. With
+``--skip 0`` it is the Trainer's own ``train_samples_per_second`` (the whole run). The ideal
+1.83x over even (1 + 1/2 + 1/3 over 3 x 1/3) ignores the fixed per-step cost; the yardstick
+is the oracle. Goal: dynamic / oracle >= 0.97.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from lm_data import tiny_model_and_pairs
 from oracle import Split, search_best
 
 from trainer.balance.solve import equal_split
-from trainer.events import RebalanceEvent, parse_event
+from trainer.events import RebalanceEvent, StepEvent, parse_event
 from trainer.integrations.contract import ScriptSettings
 from trainer.run_layout import RunLayout
 
@@ -43,7 +45,7 @@ Runner = Callable[[str, str, Split | None, int], float]
 
 
 def script_runner(folder: Path, model: Path, pairs: Path, batch_size: int, threads: int,
-                  rebalance_every: int) -> Runner:
+                  rebalance_every: int, skip: int) -> Runner:
     """Runs of the example script on ``len(SLOWDOWNS)`` emulated ranks in ``folder``."""
     def run(label: str, policy: str, split: Split | None, steps: int) -> float:
         script_args = ["--model", str(model), "--data", str(pairs), "--steps", str(steps),
@@ -53,10 +55,24 @@ def script_runner(folder: Path, model: Path, pairs: Path, batch_size: int, threa
                                   split=split, rebalance_every=rebalance_every)
         rate = throughput(folder, label, script_args, len(SLOWDOWNS), threads,
                           settings.to_env())
+        if skip:
+            rate = steady_rate(Path(settings.run_dir), skip, batch_size * len(SLOWDOWNS))
         moves = splits_taken(Path(settings.run_dir)) if policy == "dynamic" else ""
         print(f"    {label}: {rate:.2f} samples/s{moves}", flush=True)
         return rate
     return run
+
+
+def steady_rate(run_dir: Path, skip: int, global_batch: int) -> float:
+    """Samples/s over rank 0's steps after ``skip``: the global batch over each step's
+    ``step_s`` (measured by the opt-in's step reporter)."""
+    events = run_dir / RunLayout.METRICS / "rank-0.jsonl"
+    steps = [event for line in events.read_text(encoding="utf-8").splitlines()
+             if '"step"' in line and isinstance(event := parse_event(line), StepEvent)]
+    timed = [event.step_s for event in steps if event.step > skip]
+    if not timed:
+        raise RuntimeError(f"{run_dir}: no step after step {skip} (--skip below --steps)")
+    return global_batch * len(timed) / sum(timed)
 
 
 def splits_taken(run_dir: Path) -> str:
@@ -109,13 +125,15 @@ def main() -> int:
     p.add_argument("--search-rounds", type=int, default=1, help="runs per search candidate")
     p.add_argument("--batch-size", type=int, default=8, help="per rank at an even split")
     p.add_argument("--rebalance-every", type=int, default=5)
+    p.add_argument("--skip", type=int, default=20,
+                   help="steps left out of the measurement (0: the Trainer's whole-run figure)")
     args = p.parse_args()
     global_batch = args.batch_size * len(SLOWDOWNS)
     with tempfile.TemporaryDirectory(prefix="corral-hf-balance-") as tmp:
         folder = Path(tmp)
         model, pairs = tiny_model_and_pairs(folder, count=4096)
         run = script_runner(folder, model, pairs, args.batch_size, args.threads,
-                            args.rebalance_every)
+                            args.rebalance_every, args.skip)
         oracle, searched = oracle_split(run, global_batch, args.search_rounds,
                                         args.search_steps)
         print(f"oracle split {csv(oracle)}; search: " + "; ".join(
@@ -126,7 +144,8 @@ def main() -> int:
     spread = {side: f"{min(v):.2f}-{max(v):.2f}" for side, v in rates.items()}
     print("median samples/s: " + ", ".join(f"{side} {median[side]:.2f} ({spread[side]})"
                                            for side in SIDES)
-          + f" ({args.rounds} rounds, {args.steps} steps, global batch {global_batch})")
+          + f" ({args.rounds} rounds, {args.steps} steps, steps {args.skip + 1}.. timed, "
+            f"global batch {global_batch})")
     ratio = median["dynamic"] / median["oracle"]
     print(f"dynamic / oracle = {ratio:.3f} (goal >= {GOAL_ORACLE}: "
           f"{'met' if ratio >= GOAL_ORACLE else 'MISSED'}); dynamic / even = "
