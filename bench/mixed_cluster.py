@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import RunResult, csv, markdown_table, run_main, run_trainer
+from trainer.balance.solve import equal_split
 
 WIDE_TASK = ("--task", "examples/tasks/curve.py:build", "--task-option", "hidden=2880",
              "--task-option", "samples=2048", "--lr", "0.0005", "--seed", "3")
@@ -57,16 +58,18 @@ def configurations(args: argparse.Namespace) -> list[tuple[str, tuple[float, ...
     return [(PAIR, (1.0, 1.0)), *((f"3 ranks {name}", s) for name, s in CASES.items())]
 
 
+def split_flags(ranks: int, args: argparse.Namespace) -> list[str]:
+    """The equal starting split and the decision interval of a run with ``ranks`` ranks."""
+    return ["--split", csv(equal_split(args.global_batch, ranks)),
+            "--rebalance-every", str(args.rebalance_every)]
+
+
 def one_run(name: str, slowdowns: tuple[float, ...], args: argparse.Namespace,
             run_dir: Path) -> RunResult:
-    ranks = len(slowdowns)
-    equal = [args.global_batch // ranks] * ranks
-    equal[0] += args.global_batch - sum(equal)
-    return run_trainer(name, run_dir, nproc=ranks, global_batch=args.global_batch,
+    return run_trainer(name, run_dir, nproc=len(slowdowns), global_batch=args.global_batch,
                        steps=args.steps, policy="dynamic", slowdown=slowdowns,
                        task=WIDE_TASK, timeout_s=1800,
-                       extra=["--split", csv(equal), "--rebalance-every",
-                              str(args.rebalance_every)])
+                       extra=split_flags(len(slowdowns), args))
 
 
 def load() -> str:
