@@ -357,7 +357,8 @@ class Trainer:
         current = (self.run.step, tuple(self.run.split))
         steps = [current] if self._previous is None else [current, self._previous]
         for step, split, seconds in timed_steps(tallies, steps):
-            tokens = self.order.rank_tokens(step, split) if self.order.item_tokens else None
+            by_tokens = self.order.item_tokens is not None  # a tensor: never its truth value
+            tokens = self.order.rank_tokens(step, split) if by_tokens else None
             balancer.observe(split, seconds if tokens is None  # per share of tokens
                              else share_seconds(seconds, tokens, split))
         if self._previous is not None:  # the tallies carry the step before's exchange
