@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from profiles.host import hostname
 from profiles.store import Profile, created_at, default_root, load_profile
 from remote.config.cluster import ClusterConfig, HostSection
 from trainer.balance.estimate import HostSpeed, HostVerdict, estimate
@@ -21,17 +22,19 @@ NET_CLASS = Path("/sys/class/net")
 
 
 def local_profile(host: HostSection, model: str, root: Path | None = None) -> Profile | None:
-    """The newest profile of ``model`` at the host's slowdown (and threads, when set) in this
-    machine's store; None when there is none or the host is not this machine."""
+    """The newest profile of ``model`` made on this machine at the host's slowdown (and
+    threads, when set); None when there is none or the host is not this machine."""
     if not host.is_local:
         return None
+    here = hostname()
     found = []
     for path in (root or default_root()).glob("*/*/*.toml"):
         try:
             profile = load_profile(path)
         except Exception:  # a broken file is no profile: the estimate asks for one
             continue
-        if (profile.model == model and profile.slowdown == float(host.slowdown)
+        if (profile.host == here and profile.model == model
+                and profile.slowdown == float(host.slowdown)
                 and (host.threads is None or profile.threads == host.threads)):
             found.append(profile)
     return max(found, key=created_at) if found else None

@@ -4,13 +4,16 @@ without them it says to run ``corral profile`` instead of guessing."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from console.tables import check_table
+from profiles.host import hostname
 from profiles.store import Profile, save_profile
 from remote.api import CheckReport
 from remote.checks.estimate_facts import cluster_estimate, local_link, local_profile
@@ -34,7 +37,7 @@ def store_profiles(root: Path) -> None:
     per_sample = {"gpu-box": 0.0005, "laptop": 0.001, "cpu-box": 0.02}
     for name, slowdown in SLOWDOWNS.items():
         save_profile(Profile(
-            host=name, device="cpu", device_name=f"{name} cpu", model="resnet18",
+            host=hostname(), device="cpu", device_name=f"{name} cpu", model="resnet18",
             torch_version="2.9.0", threads=1, slowdown=slowdown,
             created=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
             batches=(8, 16), step_s=(0.01, 0.02), a=0.005, c=per_sample[name],
@@ -85,3 +88,22 @@ def test_without_profiles_the_check_says_to_run_corral_profile(tmp_path: Path) -
     assert text.count("no estimate: run `corral profile`") == 3
     # A link that shows no speed (loopback, a virtual interface) is named, not guessed.
     assert local_link(config.hosts[0], "lo", net_class=net) is None
+
+
+@pytest.mark.slow
+async def test_a_real_check_of_a_local_cluster_carries_the_estimate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.remote.test_checks import local_host, run_check, write_cluster
+
+    store_profiles(tmp_path / "store")
+    monkeypatch.setenv("CORRAL_PROFILE_DIR", str(tmp_path / "store"))
+    hosts = "".join(local_host(name, slowdown=repr(s)) for name, s in SLOWDOWNS.items())
+    config = write_cluster(tmp_path, hosts.replace("{tmp}", str(tmp_path)).replace(
+        'name = "gpu-box"', 'name = "a"'))
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, model="resnet18"))
+    report = await run_check(config)
+    assert [v.host for v in report.estimate] == ["a", "laptop", "cpu-box"]
+    # Every host's profile is found; the hosts of one machine talk over loopback, which shows
+    # no link speed, so the estimate names that rather than guessing (and nothing fails).
+    assert {v.missing for v in report.estimate} <= {"link speed", "other hosts' facts"}
+    assert "no estimate: its link speed is not known" in table_text(report) and report.ok
