@@ -69,3 +69,12 @@ def test_the_balancer_fed_the_same_speeds_and_exchange_benches_the_same_host() -
     added_ms = estimate(HOSTS, BATCH, GRADIENT)[2].exchange_added_s * 1000
     assert any("rank 2 sits out" in r and f"{added_ms:.1f} ms less exchange" in r
                for r in reasons), reasons
+
+
+def test_a_hopeless_host_saves_nothing_and_still_names_the_exchange_it_would_add() -> None:
+    # The CPU box beside a GPU: one sample on it takes longer than the GPU's whole step.
+    hopeless = HostSpeed(name="cpu-box", ranks=2, fixed_s=0.5, per_sample_s=0.05,
+                         link_bytes_per_s=TEN_GBIT)
+    gpu, cpu_box = estimate((HOSTS[0], hopeless), BATCH, GRADIENT)
+    assert gpu.pays and not cpu_box.pays and cpu_box.compute_saved_s == 0
+    assert cpu_box.exchange_added_s == pytest.approx(ring_exchange_s(GRADIENT, 3, TEN_GBIT))

@@ -112,12 +112,14 @@ def _verdict(hosts: Sequence[HostSpeed], index: int, full: Plan, global_batch: i
         return HostVerdict(host=name, pays=True, gain=without.total_s / full.total_s - 1,
                            compute_saved_s=without.compute_s - full.compute_s,
                            exchange_added_s=full.exchange_s - without.exchange_s)
-    with_it = plan_for(sorted({*full.active, *own}), costs, global_batch, None,
-                       LinkExchange(gradient_bytes, links))
-    if with_it is None:  # cannot happen without caps; say it sits out with nothing to add
-        return HostVerdict(host=name)
-    return HostVerdict(host=name, compute_saved_s=full.compute_s - with_it.compute_s,
-                       exchange_added_s=with_it.exchange_s - full.exchange_s)
+    exchange = LinkExchange(gradient_bytes, links)
+    joined = tuple(sorted({*full.active, *own}))
+    with_it = plan_for(joined, costs, global_batch, None, exchange)
+    # A host so slow that even a share of one sample would lengthen the step saves nothing;
+    # what it would add to the exchange is the ring with its ranks in it, either way.
+    saved = full.compute_s - with_it.compute_s if with_it is not None else 0.0
+    return HostVerdict(host=name, compute_saved_s=max(saved, 0.0),
+                       exchange_added_s=exchange.predict(joined) - full.exchange_s)
 
 
 def estimate(hosts: Sequence[HostSpeed], global_batch: int,
