@@ -107,10 +107,11 @@ def bar(fraction: float, width: int) -> str:
 def estimate_text(verdict: HostVerdict) -> str:
     """One host's line of the pre-run estimate: what adding it gives, or why it sits out."""
     name = f"`{verdict.host}`"
-    if verdict.missing == "profile":
-        return f"{name}: no estimate: run `corral profile`"
+    missing = {"profile": "run `corral profile`", "link speed": "its link speed is not known",
+               "others": "another host's facts are missing",
+               "split": "no split of the batch fits the hosts"}
     if verdict.missing:
-        return f"{name}: no estimate: its {verdict.missing} is not known"
+        return f"{name}: no estimate: {missing.get(verdict.missing, verdict.missing)}"
     if verdict.pays:
         gain = "alone it holds the batch" if verdict.gain == float("inf") else (
             f"{verdict.gain * 100:+.0f} % throughput")

@@ -105,5 +105,5 @@ async def test_a_real_check_of_a_local_cluster_carries_the_estimate(
     assert [v.host for v in report.estimate] == ["a", "laptop", "cpu-box"]
     # Every host's profile is found; the hosts of one machine talk over loopback, which shows
     # no link speed, so the estimate names that rather than guessing (and nothing fails).
-    assert {v.missing for v in report.estimate} <= {"link speed", "other hosts' facts"}
+    assert {v.missing for v in report.estimate} <= {"link speed", "others"}
     assert "no estimate: its link speed is not known" in table_text(report) and report.ok

@@ -41,7 +41,7 @@ def test_a_host_without_a_profile_gets_no_estimate_and_says_what_is_missing() ->
     unknown = HostSpeed(name="new-box", ranks=2, fixed_s=None, per_sample_s=None,
                         link_bytes_per_s=TEN_GBIT)
     verdicts = estimate((*HOSTS[:2], unknown), BATCH, GRADIENT)
-    assert [v.missing for v in verdicts] == ["other hosts' facts"] * 2 + ["profile"]
+    assert [v.missing for v in verdicts] == ["others"] * 2 + ["profile"]
     no_link = HostSpeed(name="wifi", ranks=1, fixed_s=0.01, per_sample_s=0.001,
                         link_bytes_per_s=None)
     assert estimate((HOSTS[0], no_link), BATCH, GRADIENT)[1].missing == "link speed"

@@ -44,7 +44,8 @@ class HostVerdict:
 
     host: str
     missing: str = ""
-    """The fact the estimate lacks for this host ("" when it has them all)."""
+    """The fact the estimate lacks: ``profile``, ``link speed``, ``others`` (another host's
+    facts), ``split`` (no split holds the batch); "" when it has them all."""
     pays: bool = False
     """True when its ranks get a share; False: it would sit out of the exchange."""
     gain: float = 0.0
@@ -128,10 +129,10 @@ def estimate(hosts: Sequence[HostSpeed], global_batch: int,
     missing (the decision needs them all)."""
     missing = {h.name: _missing(h) for h in hosts}
     if any(missing.values()):
-        return tuple(HostVerdict(host=h.name, missing=missing[h.name] or "other hosts' facts")
+        return tuple(HostVerdict(host=h.name, missing=missing[h.name] or "others")
                      for h in hosts)
     full = cluster_plan(hosts, global_batch, gradient_bytes)
     if full is None:
-        return tuple(HostVerdict(host=h.name, missing="a split") for h in hosts)
+        return tuple(HostVerdict(host=h.name, missing="split") for h in hosts)
     return tuple(_verdict(hosts, i, full, global_batch, gradient_bytes)
                  for i in range(len(hosts)))
