@@ -4,7 +4,7 @@ Every run goes through torch's launcher exactly as users start it (``python -m
 torch.distributed.run --standalone --nproc-per-node N -m trainer ...``), one CPU thread per rank,
 with the allocator environment ``corral run`` would give this machine (``corral_env``), in its
 own process group so that a timeout or Ctrl-C ends the whole run and nothing is left
-behind. Throughput is read from rank 0's ``step`` events (``cluster_samples_per_s``).
+behind. Throughput is the global batch / rank 0's ``step_s`` of its ``step`` events.
 """
 
 from __future__ import annotations
@@ -40,13 +40,18 @@ class RunResult:
     def throughput(self, skip: int, last: int | None = None) -> float:
         """Median cluster samples/s over steps ``skip+1 .. last`` (warm-up steps skipped)."""
         values = [
-            s.cluster_samples_per_s
-            for s in self.steps
-            if s.step > skip and (last is None or s.step <= last) and s.cluster_samples_per_s
+            rate
+            for s, rate in zip(self.steps, self.step_rates(), strict=True)
+            if s.step > skip and (last is None or s.step <= last) and rate
         ]
         if not values:
             raise RuntimeError(f"{self.label}: no steps after the first {skip}")
         return statistics.median(values)
+
+    def step_rates(self) -> list[float]:
+        """The cluster's samples/s of each of rank 0's steps (global batch / step time)."""
+        return [self.start.global_batch / s.step_s if s.step_s > 0 else 0.0
+                for s in self.steps]
 
     def compute_spread(self, skip: int) -> float:
         """Slowest / fastest rank's median ``compute_s`` over the steps after ``skip`` (1.00:

@@ -12,8 +12,8 @@ slower (``--slowdown 1,3``). In one invocation it measures, side by side:
 
 The default B=384 keeps compute dominant (about 0.3 s per step on one core).
 
-Throughput is the median of rank 0's per-step ``cluster_samples_per_s`` after the warm-up
-steps; "compute max/min" is the ratio of the slowest to the fastest rank's median
+Throughput is the median of the per-step throughput (global batch / rank 0's ``step_s``)
+after the warm-up steps; "compute max/min" is the ratio of the slowest to the fastest rank's median
 forward+backward time (1.00: the split balances compute perfectly). Targets: dynamic
 >= 0.90 x ideal and >= 1.6 x static.
 

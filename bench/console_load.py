@@ -92,9 +92,8 @@ class LoadRun(FakeRun):
                     compute = 0.05 * (1 + (r % 7) / 10)
                     yield RankEvent(host=host, event=StepEvent(
                         t=t, rank=r, step=tick, epoch=0, local_batch=split[r], loss=1.0 / tick,
-                        compute_s=compute, step_s=0.1, samples_per_s=split[r] / 0.1,
-                        global_loss=1.0 / tick if r == 0 else None,
-                        cluster_samples_per_s=64 * n / 0.1 if r == 0 else None))
+                        compute_s=compute, step_s=0.1,
+                        global_loss=1.0 / tick if r == 0 else None))
             yield LogLine(t=t, host=self.host_of(tick % n), rank=tick % n, text=f"tick {tick}")
             if tick % 50 == 0:
                 yield RankEvent(host=self.host_of(0), event=RebalanceEvent(
@@ -147,7 +146,7 @@ class BoardLoadRun(LoadRun):
     async def events(self) -> AsyncIterator[RunEvent]:
         async for event in super().events():
             if isinstance(event, RankEvent):
-                self.board.add_line(event.host, event.event.rank, event_to_json(event.event))
+                self.board.add_event(event.event, event.host)
             yield event
         self.board.close()
 

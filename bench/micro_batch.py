@@ -11,8 +11,8 @@ forward/backward (its "memory"). Side by side, interleaved, in one invocation:
 - ``no cap`` — the same pair with unlimited memory (the bound micro-batches approach).
 
 All three use the proportional policy (capacities from the warm-up). Throughput is the median
-of rank 0's per-step ``cluster_samples_per_s`` after the warm-up steps; with ``--rounds N``
-the median over rounds.
+of the per-step throughput (global batch / rank 0's ``step_s``) after the warm-up steps;
+with ``--rounds N`` the median over rounds.
 
     python bench/micro_batch.py [--quick] [--rounds N] [--global-batch B] [--cap C]
 """

@@ -267,13 +267,13 @@ def _median(values: list[int]) -> str:
 
 
 def _series(run: RunResult) -> list[float]:
-    return [s.cluster_samples_per_s or 0.0 for s in run.steps]
+    return run.step_rates()
 
 
 def _recovery(run: RunResult, change: int, level: float) -> int | None:
     """Steps from ``change`` to the first step whose next ``WINDOW`` steps have a median of at
     least ``level`` (None: never)."""
-    by_step = {s.step: s.cluster_samples_per_s or 0.0 for s in run.steps}
+    by_step = {s.step: rate for s, rate in zip(run.steps, run.step_rates(), strict=True)}
     last = max(by_step)
     for step in range(change, last - WINDOW + 2):
         if statistics.median(by_step[s] for s in range(step, step + WINDOW)) >= level:

@@ -73,9 +73,8 @@ def synthetic_lines(ranks: int, steps: int) -> list[tuple[str, str, str]]:
             compute = 0.03 + 0.01 * r
             lines.append((host[r], path[r], event_to_json(StepEvent(
                 t=t, rank=r, step=step, epoch=0, local_batch=16, loss=1.0 / step,
-                compute_s=compute, step_s=0.09, samples_per_s=16 / 0.09,
-                global_loss=1.0 / step if r == 0 else None, lr=0.01 if r == 0 else None,
-                cluster_samples_per_s=16 * ranks / 0.09 if r == 0 else None))))
+                compute_s=compute, step_s=0.09,
+                global_loss=1.0 / step if r == 0 else None, lr=0.01 if r == 0 else None))))
         if step % 100 == 0:
             lines.append((host[0], path[0], event_to_json(EvalEvent(
                 t=t, rank=0, step=step, samples=100, units=100, loss=1.0 / step,

@@ -32,9 +32,26 @@ def plan_summary(plan: LaunchPreview) -> str:
             "a new one)")
 
 
+def _script_table(plan: LaunchPreview) -> Table:
+    """A script run's plan: what corral decides (ranks, device, backend, interface); the
+    script's own arguments decide its batch, shares and precision."""
+    title = (f"{plan_summary(plan)}\nevery rank runs your script: {plan.script} (its own "
+             "batch and precision; bf16/fp16 that a rank cannot do becomes what precision "
+             "\"auto\" gives there)")
+    table = Table(title=title, title_justify="left")
+    for name in ("host", "ranks", "device", "backend", "interface"):
+        table.add_column(name, overflow="fold")
+    for host in plan.hosts:
+        table.add_row(host.host, _ranks_text(host.ranks), _device_text(host), plan.backend,
+                      host.interface or "chosen by Gloo/NCCL")
+    return table
+
+
 def plan_table(plan: LaunchPreview) -> Table:
     """One row per host: ranks, device, precision, backend, interface and first-step
-    share."""
+    share (a script run: ``_script_table``)."""
+    if plan.script is not None:
+        return _script_table(plan)
     table = Table(title=plan_summary(plan), title_justify="left")
     for name in ("host", "ranks", "device", "precision", "backend", "interface", "share"):
         table.add_column(name, overflow="fold")

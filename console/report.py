@@ -60,7 +60,8 @@ def what_happened(summary: RunSummary) -> Text | None:
     total = f"/{summary.total_steps}" if summary.total_steps else ""
     verb = {"failed": "failed", "stopped": "was stopped (interrupted)"}.get(
         outcome.state, f"is {outcome.state}")
-    text = Text(f"The run {verb} after step {outcome.ended_at_step}{total}.",
+    where = "" if summary.no_events else f" after step {outcome.ended_at_step}{total}"
+    text = Text(f"The run {verb}{where}.",
                 style=OUTCOME_STYLES.get(outcome.state, "bold"))
     if outcome.failed_rank is not None:
         text.append(f"\nFirst failure: rank {outcome.failed_rank} on {outcome.failed_host}: "
@@ -77,6 +78,8 @@ def facts(summary: RunSummary) -> Table:
     table.add_column()
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(summary.started))
     total = f"/{summary.total_steps}" if summary.total_steps else ""
+    if summary.no_events:
+        return _as_is_facts(summary, started)
     labelled = [
         ("cluster", f"{summary.cluster} · hosts {', '.join(summary.hosts)}"),
         ("training", f"{summary.model or '?'} on {summary.dataset or '?'} · global batch "
@@ -101,6 +104,42 @@ def facts(summary: RunSummary) -> Table:
     labelled.append(("restarts", f"{summary.restarts}, {fmt_duration(summary.lost_s)} lost to "
                              "stops and restarts"))
     for label, value in labelled:
+        table.add_row(label, Text(value))
+    return table
+
+
+def _hosts_with_ranks(summary: RunSummary) -> str:
+    """``fast (ranks 0-1), slow (rank 2)``; the bare host names when ranks were not recorded."""
+    named = []
+    for host in summary.hosts:
+        ranks = summary.host_ranks.get(host)
+        if not ranks:
+            named.append(host)
+            continue
+        span = f"{ranks[0]}-{ranks[-1]}" if len(ranks) > 1 else str(ranks[0])
+        named.append(f"{host} (rank{'s' if len(ranks) > 1 else ''} {span})")
+    return ", ".join(named)
+
+
+def _as_is_facts(summary: RunSummary, started: str) -> Table:
+    """A run without events (a script as is): what corral itself recorded, no question marks."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    world = sum(len(r) for r in summary.host_ranks.values())
+    rows = [
+        ("cluster", f"{summary.cluster} · hosts {_hosts_with_ranks(summary)}"),
+        ("training", "your script, as is" + (f" on {world} rank(s)" if world else "")
+         + ": it writes no step events (the opt-ins add steps, throughput and loss: "
+           "docs/scripts.md)"),
+        ("started", started),
+        ("ran", fmt_duration(summary.wall_s) if summary.wall_s is not None
+         else "until now (no outcome recorded yet)"),
+        ("outcome", summary.outcome.state + (f": {summary.outcome.detail}"
+                                             if summary.outcome.detail else "")),
+        ("restarts", str(summary.restarts)),
+    ]
+    for label, value in rows:
         table.add_row(label, Text(value))
     return table
 

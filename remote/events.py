@@ -136,6 +136,9 @@ class LaunchPreview:
     """Firewall lines for every host that let only the cluster's hosts reach the rendezvous
     port this launch chose and the ports the ranks listen on (``remote.run.preview.
     firewall_lines``; docs/security.md)."""
+    script: str | None = None
+    """A script run: the script (as cluster.toml names it) and its arguments, shell-quoted,
+    which every rank runs with its own batch and precision (None: corral's trainer)."""
 
 
 @dataclass(frozen=True, kw_only=True)

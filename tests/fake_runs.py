@@ -177,9 +177,7 @@ def _step_events(script: _Script, t: float, step: int, split: tuple[int, ...],
         out.append(RankEvent(host=h.name, event=StepEvent(
             t=t, rank=rank, step=step, epoch=(step - 1) // 10, local_batch=split[rank],
             loss=loss, compute_s=compute[rank], step_s=step_s,
-            samples_per_s=split[rank] / step_s,
-            global_loss=loss if rank == 0 else None,
-            cluster_samples_per_s=script.global_batch / step_s if rank == 0 else None)))
+            global_loss=loss if rank == 0 else None)))
         if step % 5 == 0:
             out.append(RankEvent(host=h.name, event=ResourceEvent(
                 t=t, rank=rank, cpu_percent=95.0, rss_bytes=512 * 2**20)))

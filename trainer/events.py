@@ -110,12 +110,13 @@ class StepEvent:
     for the gradient all-reduce."""
     step_s: float
     """Whole step wall time on this rank: data, compute, all-reduce, optimizer."""
-    samples_per_s: float
-    """``local_batch / step_s``."""
     global_loss: float | None = None
     """Rank 0 only: mean loss over all loss units of the step's ``global_batch`` samples."""
+    samples_per_s: float | None = None
+    """Written by older runs only (``local_batch / step_s``); new events leave it None, as
+    readers derive every throughput from the measurements (remote/records/figures.py)."""
     cluster_samples_per_s: float | None = None
-    """Rank 0 only: ``global_batch / step_s``, the cluster's throughput."""
+    """Written by older runs only (rank 0's ``global_batch / step_s``); derived now."""
     loss_units: int | None = None
     """This rank's loss units in the step: images, or target tokens for a language model."""
     lr: float | None = None

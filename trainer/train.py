@@ -50,7 +50,6 @@ from trainer.events import (
     RebalanceEvent,
     SamplesEvent,
     StartEvent,
-    StepEvent,
     events_path,
 )
 from trainer.placement import Placement, place_this_rank, placement_fields
@@ -67,6 +66,7 @@ from trainer.step.optim import OptimizerStep, StepOutcome, make_optimizer
 from trainer.step.prefetch import BatchPrefetcher, prefetch_wanted
 from trainer.step.slowdown import SlowdownSchedule, emulates
 from trainer.step.tally import StepTally, TallyExchange, timed_steps
+from trainer.step_report import LossTally, OptimizerFacts, global_loss_of, report_step
 from trainer.stopping import Diverged, Interrupted, StopSignals, check_finite_loss
 from trainer.tasks import Task, trainable_parameters
 from trainer.tasks.loader import build_task, task_label
@@ -328,27 +328,25 @@ class Trainer:
         return tallies, outcome
 
     def _report(self, tallies: list[StepTally], outcome: StepOutcome, step_s: float) -> None:
-        """Events: every rank its own step; rank 0 adds the global loss and throughput."""
-        run, config, mine = self.run, self.config, tallies[self.rank]
+        """Events: every rank its own step (``report_step``: measurements only)."""
+        run, config = self.run, self.config
         share = self.order.counts(run.step, run.split)[self.rank]
         tokens = (self.order.rank_tokens(run.step, run.split)
                   if self.order.item_tokens is not None else None)
-        global_loss = sum(t.loss_sum for t in tallies) / max(sum(t.units for t in tallies), 1)
-        compute_s = self.clock.step_seconds(run.step)  # complete after the tally: no wait
-        self.events.emit(StepEvent(
-            t=time.time(), rank=self.rank, step=run.step, epoch=self.order.epoch_of(run.step),
-            local_batch=share, loss=mine.loss_sum / max(mine.units, 1), compute_s=compute_s,
-            step_s=step_s, samples_per_s=share / step_s, loss_units=int(mine.units),
-            global_loss=global_loss if self.rank == 0 else None,
-            cluster_samples_per_s=config.global_batch / step_s if self.rank == 0 else None,
-            lr=outcome.lr, grad_norm=outcome.grad_norm, scaler_skipped=outcome.skipped,
-            loss_scale=outcome.scale, passes=passes(share, self.micro_batch[self.rank]),
-            tokens=tokens[self.rank] if tokens is not None else None))
+        losses = [LossTally(loss_sum=t.loss_sum, units=t.units) for t in tallies]
+        report_step(
+            self.events, rank=self.rank, step=run.step, epoch=self.order.epoch_of(run.step),
+            local_batch=share, tallies=losses, step_s=step_s,
+            compute_s=self.clock.step_seconds(run.step),  # complete after the tally: no wait
+            optimizer=OptimizerFacts(lr=outcome.lr, grad_norm=outcome.grad_norm,
+                                     scaler_skipped=outcome.skipped, loss_scale=outcome.scale),
+            passes=passes(share, self.micro_batch[self.rank]),
+            tokens=tokens[self.rank] if tokens is not None else None)
         if self.balancer is not None:
             self._observe(self.balancer, tallies)
         self._previous = (run.step, tuple(run.split))
         if self.rank == 0 and (run.step % 10 == 0 or run.step == run.total_steps):
-            print0(f"step {run.step}/{run.total_steps} loss {global_loss:.4f} "
+            print0(f"step {run.step}/{run.total_steps} loss {global_loss_of(losses):.4f} "
                    f"{config.global_batch / step_s:.1f} samples/s split {_csv(run.split)}")
 
     def _observe(self, balancer: Balancer, tallies: list[StepTally]) -> None:
@@ -357,8 +355,8 @@ class Trainer:
         current = (self.run.step, tuple(self.run.split))
         steps = [current] if self._previous is None else [current, self._previous]
         for step, split, seconds in timed_steps(tallies, steps):
-            by_tokens = self.order.item_tokens is not None  # a tensor: never its truth value
-            tokens = self.order.rank_tokens(step, split) if by_tokens else None
+            tokens = (self.order.rank_tokens(step, split)
+                      if self.order.item_tokens is not None else None)
             balancer.observe(split, seconds if tokens is None  # per share of tokens
                              else share_seconds(seconds, tokens, split))
         if self._previous is not None:  # the tallies carry the step before's exchange

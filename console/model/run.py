@@ -271,15 +271,14 @@ class RunModel:
 
     def _apply_step(self, row: RankRow, event: StepEvent) -> None:
         row.step, row.local_batch, row.loss = event.step, event.local_batch, event.loss
-        row.samples_per_s, row.compute_s, row.step_s = (
-            event.samples_per_s, event.compute_s, event.step_s)
-        row.tokens = event.tokens
-        row.history.append(event.samples_per_s)
+        row.compute_s, row.step_s, row.tokens = event.compute_s, event.step_s, event.tokens
+        step_row = self.figures.rows[event.step]  # the reducer has the event already
+        row.samples_per_s = step_row.cells[event.rank].samples_per_s
+        row.history.append(row.samples_per_s or 0.0)
         if event.rank != 0:
             return
         # Rank 0 speaks for the cluster: progress, loss, throughput, ETA.
         self.step, self.epoch = event.step, event.epoch
-        step_row = self.figures.rows[event.step]
         self.loss = step_row.loss
         cluster = step_row.samples_per_s
         if cluster is not None:
@@ -309,8 +308,13 @@ class RunModel:
 
     @property
     def efficiency(self) -> float | None:
-        """Measured throughput / ideal (1.0 = every rank busy all the time)."""
-        return efficiency_of(self.samples_per_s, self.ideal_samples_per_s)
+        """Measured throughput / ideal (1.0 = every rank busy all the time): over the whole
+        run once it has ended, else of one step, the newest every rank reported (its measured
+        throughput against its own ideal, never one step's against another's)."""
+        if self.finished:
+            return self.figures.efficiency
+        row = self.figures.latest_complete_row()
+        return efficiency_of(row.samples_per_s, row.ideal_samples_per_s) if row else None
 
     @property
     def progress(self) -> float | None:

@@ -1,6 +1,8 @@
 """Data-parallel training of a linear regression with PyTorch DDP, in the classic tutorial's
 shape: random data, one ``nn.Linear``, SGD. ``ddp_tutorial_plain.py`` is the plain script;
-``ddp_tutorial.py`` adds corral's helper for exact uneven shares (five lines differ)::
+``ddp_tutorial.py`` adds corral's helper for exact uneven shares (five lines differ). Both keep
+the order of the PyTorch examples' DDP tutorial: the loader is built before the DDP module, and
+each epoch starts with ``loader.sampler.set_epoch(epoch)``::
 
     torchrun --nproc-per-node 3 examples/scripts/ddp_tutorial.py --out model.pt
 """
@@ -11,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from trainer.integrations.ddp import Shares
 
@@ -28,18 +30,21 @@ def main() -> None:
 
     torch.manual_seed(0)  # the same data and initial model on every rank
     dataset = TensorDataset(torch.randn(args.samples, 20), torch.randn(args.samples, 1))
-    model = DDP(nn.Linear(20, 1))
+    model = nn.Linear(20, 1)
+    shares = Shares(len(dataset), global_batch=args.batch_size, epochs=args.epochs)
+    loader = shares.loader(dataset)
+    model = DDP(model)  # the tutorial's order: the loader first, then the DDP module
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     loss_fn = nn.MSELoss()
-    shares = Shares(model, len(dataset), global_batch=args.batch_size, epochs=args.epochs)
-    sampler = shares.sampler
-    loader = DataLoader(dataset, batch_sampler=sampler)
 
     for epoch in range(args.epochs):
-        sampler.set_epoch(epoch)
+        batch_size = len(next(iter(loader))[0])  # the tutorial looks at one batch first
+        print(f"[rank {dist.get_rank()}] epoch {epoch} | batch {batch_size} | "
+              f"steps {len(loader)}")
+        loader.sampler.set_epoch(epoch)
         for inputs, targets in loader:
             optimizer.zero_grad()
-            loss = shares.loss(loss_fn(model(inputs), targets))
+            loss = shares.loss(loss_fn(model(inputs), targets), model)
             loss.backward()
             optimizer.step()
         if dist.get_rank() == 0:

@@ -1,6 +1,8 @@
 """Data-parallel training of a linear regression with PyTorch DDP, in the classic tutorial's
 shape: random data, one ``nn.Linear``, SGD. ``ddp_tutorial_plain.py`` is the plain script;
-``ddp_tutorial.py`` adds corral's helper for exact uneven shares (five lines differ)::
+``ddp_tutorial.py`` adds corral's helper for exact uneven shares (five lines differ). Both keep
+the order of the PyTorch examples' DDP tutorial: the loader is built before the DDP module, and
+each epoch starts with ``loader.sampler.set_epoch(epoch)``::
 
     torchrun --nproc-per-node 3 examples/scripts/ddp_tutorial.py --out model.pt
 """
@@ -27,14 +29,18 @@ def main() -> None:
 
     torch.manual_seed(0)  # the same data and initial model on every rank
     dataset = TensorDataset(torch.randn(args.samples, 20), torch.randn(args.samples, 1))
-    model = DDP(nn.Linear(20, 1))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    loss_fn = nn.MSELoss()
+    model = nn.Linear(20, 1)
     sampler = DistributedSampler(dataset, shuffle=True, seed=0)
     loader = DataLoader(dataset, batch_size=args.batch_size // world, sampler=sampler)
+    model = DDP(model)  # the tutorial's order: the loader first, then the DDP module
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    loss_fn = nn.MSELoss()
 
     for epoch in range(args.epochs):
-        sampler.set_epoch(epoch)
+        batch_size = len(next(iter(loader))[0])  # the tutorial looks at one batch first
+        print(f"[rank {dist.get_rank()}] epoch {epoch} | batch {batch_size} | "
+              f"steps {len(loader)}")
+        loader.sampler.set_epoch(epoch)
         for inputs, targets in loader:
             optimizer.zero_grad()
             loss = loss_fn(model(inputs), targets)

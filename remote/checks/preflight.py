@@ -27,7 +27,7 @@ from remote.checks.rendezvous_port import (
     connect_item,
     held_item,
 )
-from remote.checks.script_imports import imports_probe, judge_imports
+from remote.checks.script_imports import imports_probe, judge_imports, script_keys_items
 from remote.checks.task_packages import judge_packages, packages_probe
 from remote.checks.torch_versions import judge_precision, torch_item, torch_release_item
 from remote.checks.trackers import tracker_items
@@ -345,7 +345,7 @@ async def check_and_plan(
     results, rendezvous, port = await _probe_with_port_test(config, pool, master_addr,
                                                             code_digest, after_probe)
     items: list[CheckItem] = [run_root.local_item(config.cluster.run_root),
-                              *tracker_items(config)]
+                              *tracker_items(config), *script_keys_items(config)]
     facts: dict[str, HostFacts] = {}
     for host in config.hosts:
         result = results.get(host.name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from remote.checks.task_packages import pip_line
+from remote.config.script_keys import ignored_keys_line
 from remote.config.script_source import imported_packages
 from remote.config.task_code import user_code
 from remote.events import CheckItem
@@ -62,3 +63,16 @@ def judge_imports(host: HostSection, config: ClusterConfig, output: str,
                f"{host.name} cannot find",
         hint=f"on {host.name}: {pip_line(host, missing)} (the pip name may differ from the "
              "module's)")]
+
+
+SCRIPT_KEYS_CHECK = "script-keys"
+"""The check item naming the ``[run]`` keys a script run ignores (``corral run`` logs it)."""
+
+
+def script_keys_items(config: ClusterConfig) -> list[CheckItem]:
+    """A warning naming the ``[run]`` keys a script run ignores (none: no item)."""
+    line = ignored_keys_line(config.run)
+    if line is None:
+        return []
+    return [CheckItem(host="*", name=SCRIPT_KEYS_CHECK, ok=True, detail=f"warning: {line}",
+                      hint="leave them out of [run] for a script, or keep them for tasks")]

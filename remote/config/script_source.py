@@ -1,10 +1,11 @@
 """What corral reads from a user's script on this machine before anything starts.
 
 A script that does not parse would fail on every host after the push and the rendezvous; it is
-named here, with its line. The modules it imports at its top level (outside functions, ``if``
-and ``try`` blocks too: a guarded import is still one the script needs when the guard holds)
-are what the pre-flight asks every host's Python to find (``remote.checks.script_imports``);
-modules of the user's own folder, pushed with the script, are left out.
+named here, with its line. Every module it imports, anywhere in the file (at its top level,
+inside ``if`` and ``try`` blocks, and inside functions: TRL's ``sft.py`` imports its packages
+in ``main()``), is what the pre-flight asks every host's Python to find
+(``remote.checks.script_imports``); a static scan, so nothing of the script runs here. Modules
+of the user's own folder, pushed with the script, are left out.
 """
 
 from __future__ import annotations
@@ -30,14 +31,10 @@ def syntax_problem(source: Path) -> str | None:
     return None
 
 
-def _top_level_names(tree: ast.Module) -> list[str]:
-    """The first part of every absolute module the module body imports, in order."""
+def _imported_names(tree: ast.Module) -> list[str]:
+    """The first part of every absolute module the file imports anywhere, in order."""
     names: list[str] = []
-    pending: list[ast.AST] = [tree]
-    while pending:  # ast.walk, but not into functions: an import there may never run
-        node = pending.pop(0)
-        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
-            pending += ast.iter_child_nodes(node)
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names += [alias.name.split(".")[0] for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -50,12 +47,13 @@ def _own_module(folder: Path, name: str) -> bool:
 
 
 def imported_packages(source: Path, folder: Path) -> tuple[str, ...]:
-    """Top-level module names the script imports that its pushed ``folder`` does not hold
-    (the standard library is left out, and corral's own ``trainer`` travels with every push)."""
+    """Top-level package names the script imports anywhere in the file that its pushed
+    ``folder`` does not hold (the standard library is left out, and corral's own ``trainer``
+    travels with every push)."""
     try:
         tree = _parse(source)
     except (SyntaxError, OSError, ValueError):
         return ()  # named by syntax_problem
     own = {"trainer", "profiles", *sys.stdlib_module_names}
-    return tuple(n for n in _top_level_names(tree)
+    return tuple(n for n in _imported_names(tree)
                  if n not in own and not _own_module(folder, n) and n != source.stem)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from profiles.user_errors import CorralError
 from remote.config.task_code import USER_CODE_DIR
+from remote.hosts.push_ignore import pushed_files
 from remote.hosts.transport import Transport, shell_path
 
 PUSHED_PACKAGES = ("trainer", "profiles")
@@ -53,15 +54,10 @@ def package_files(packages: tuple[str, ...] = PUSHED_PACKAGES) -> list[tuple[str
 
 
 def folder_files(folder: Path, prefix: str) -> list[tuple[str, Path]]:
-    """``(prefix/relative path, file)`` for every file under ``folder``, without caches and
-    hidden entries (``.git``, ``.venv``)."""
-    found = []
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if (path.is_file() and "__pycache__" not in rel.parts and path.suffix != ".pyc"
-                and not any(part.startswith(".") for part in rel.parts)):
-            found.append((f"{prefix}/{rel.as_posix()}", path))
-    return found
+    """``(prefix/relative path, file)`` for every file under ``folder`` that is code: not
+    ignored by ``push_ignore`` (logs, checkpoints, caches, hidden entries, ``.corralignore``)."""
+    return [(f"{prefix}/{path.relative_to(folder).as_posix()}", path)
+            for path in pushed_files(folder)]
 
 
 def build_bundle(packages: tuple[str, ...] = PUSHED_PACKAGES, *,

@@ -56,6 +56,11 @@ class RunInfo:
     """Hosts where processes of the run may still be alive although it has an outcome: cut off
     when it ended, unreachable for a stop, or a stop left processes. ``corral status`` looks
     there again until none is left."""
+    ranks: dict[str, list[int]] | None = None
+    """Per host: its global ranks as the launch planned them (known without any event: what
+    ``corral report`` shows of a script run as is)."""
+    ended: float = 0.0
+    """Unix time its outcome (completed, failed, stopped) was recorded; 0 before."""
 
     @property
     def label(self) -> str:

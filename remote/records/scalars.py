@@ -13,7 +13,7 @@ from typing import Protocol
 
 from remote.records.collected import CollectedCopy
 from remote.records.figures import StepRow, efficiency_of
-from remote.records.history import Recorded, parse_line
+from remote.records.history import Recorded
 from remote.records.reducer import RunFigures
 from trainer.events import (
     EvalEvent,
@@ -23,7 +23,6 @@ from trainer.events import (
     StepEvent,
     TrainerEvent,
 )
-from trainer.run_layout import EVENTS_NAME, RunLayout
 
 Scalars = list[tuple[str, float | None]]
 PENDING_STEPS = 256
@@ -90,17 +89,6 @@ class StepFeed:
         self._rank_stride = 1
         """Per-rank values go out every this many steps (see ``RANKS_EVERY_STEP``)."""
 
-    def add_line(self, host: str, rank: int, text: str,
-                 event: TrainerEvent | None = None) -> None:
-        """One line of a rank's event file, as copied, with its ``event`` when parsed already
-        (a broken or unknown line is skipped)."""
-        if event is None:
-            record = parse_line(host, rank, text)
-            if record is None:
-                return
-            event = record.event
-        self.add_event(event, host)
-
     def add(self, record: Recorded) -> None:
         """One recorded event line."""
         self.add_event(record.event, record.host)
@@ -151,27 +139,27 @@ class StepFeed:
         """A rank's resource sample, at its latest step."""
 
 
-class LineFeed(Protocol):
-    """What takes a run's copied event lines (a ``StepFeed``, or a tracker's writer that
-    hands them on to its process)."""
+class EventFeed(Protocol):
+    """What takes a run's typed events as they are copied (a ``StepFeed``, or a tracker's
+    writer that hands them on to its process)."""
 
-    def add_line(self, host: str, rank: int, text: str,
-                 event: TrainerEvent | None = None) -> None: ...
+    def add_event(self, event: TrainerEvent, host: str = "?") -> None: ...
 
 
-def feed_copies(copies: Iterable[CollectedCopy], feeds: Sequence[LineFeed]) -> None:
-    """Hand every event line the owned ``copies`` append to each of ``feeds``, with its event
-    when the stream parsed it (it does for the monitor)."""
+def feed_copies(copies: Iterable[CollectedCopy], feeds: Sequence[EventFeed]) -> None:
+    """Hand the typed event of every line the owned ``copies`` append to each of ``feeds``.
+
+    The stream parsed each line once (for the monitor); every consumer gets that event, none
+    parses the text again. A line with no event (not an event file's, a kind this reader does
+    not know, or broken: the stream showed it as a log line) goes to none of them."""
     if not feeds:
         return
 
     def feed(host: str, path: str, text: str, event: TrainerEvent | None) -> None:
-        folder, _, name = path.rpartition("/")
-        match = EVENTS_NAME.match(name)
-        if match and folder == RunLayout.METRICS:
-            rank = int(match.group(1))
-            for writer in feeds:
-                writer.add_line(host, rank, text, event)
+        if event is None:
+            return
+        for writer in feeds:
+            writer.add_event(event, host)
 
     for copy in copies:
         if copy.writer:

@@ -15,6 +15,7 @@ from typing import Any
 from remote.records.figures import Metric, Move, percentile
 from remote.records.history import RunHistory
 from remote.records.reducer import RunFigures
+from remote.records.runs import RunInfo
 from remote.records.series import RunSeries
 from trainer.events import EndEvent
 
@@ -118,6 +119,11 @@ class RunSummary:
     fixed per-step work); from ``FIXED_COST_DOMINATES`` up it explains a low efficiency."""
     samples: list[Sample] = field(default_factory=list)
     """Greedy generations from held-out prompts at the end of the run (language models)."""
+    host_ranks: dict[str, list[int]] = field(default_factory=dict)
+    """Per host: its global ranks as the launch planned them (empty: not recorded)."""
+    no_events: bool = False
+    """The run wrote no start event (a script run as is): what its report shows comes from
+    corral's own record (hosts, ranks, time, outcome)."""
 
 
 def _outcome(history: RunHistory, steps_done: int) -> Outcome:
@@ -167,7 +173,8 @@ def summary_of(history: RunHistory, figures: RunFigures) -> RunSummary:
         policy=start.policy if start else None,
         global_batch=start.global_batch if start else None,
         total_steps=start.total_steps if start else None, steps_done=figures.steps_done,
-        wall_s=figures.wall_s, mean_samples_per_s=figures.mean_samples_per_s,
+        wall_s=figures.wall_s if start else recorded_wall_s(info),
+        mean_samples_per_s=figures.mean_samples_per_s,
         p50_samples_per_s=percentile(rates, 50), p95_samples_per_s=percentile(rates, 95),
         ideal_samples_per_s=figures.ideal_samples_per_s, efficiency=figures.efficiency,
         moves=figures.moves(), loss=figures.loss, eval=figures.eval_metrics(),
@@ -176,7 +183,13 @@ def summary_of(history: RunHistory, figures: RunFigures) -> RunSummary:
         samples=[Sample(prompt=p, output=o) for p, o in zip(
             figures.samples.prompts, figures.samples.outputs, strict=False)]
         if figures.samples else [],
+        host_ranks=dict(info.ranks or {}), no_events=start is None,
     )
+
+
+def recorded_wall_s(info: RunInfo) -> float | None:
+    """From the first launch to the recorded outcome (a run without events)."""
+    return info.ended - info.started if info.ended > info.started else None
 
 
 def summary_to_json(summary: RunSummary) -> dict[str, Any]:

@@ -3,10 +3,10 @@
 MLflow's store costs about 0.2 ms of CPU per value it stores (SQLAlchemy), and importing it
 seconds: in a process of its own that work neither takes the follower's CPU nor holds its
 interpreter lock, and a tracker stuck on a dead server holds nothing but itself. The follower
-(``remote.records.tracking.TrackerWriter``) sends it the copy's event lines in batches, as
-copied, over a queue; this process parses them and feeds the run's reducer (``TrackerFeed``,
-a ``StepFeed``), so the follower only hands lines on. It sends back notes (a warning, or that
-it gave the tracker up), and records in
+(``remote.records.tracking.TrackerWriter``) sends it the copy's typed events in batches, as
+copied, over a queue (the follower's stream parsed each line once; nobody parses it again);
+this process feeds them to the run's reducer (``TrackerFeed``, a ``StepFeed``). It sends back
+notes (a warning, or that it gave the tracker up), and records in
 ``<run dir>/trackers/<tracker>.json`` the tracker's run id and the last step and evaluation
 the tracker has, so that the next follower or ``corral mlflow`` continues from there.
 """
@@ -25,13 +25,13 @@ from typing import Any
 from remote.records.history import Recorded
 from remote.records.scalars import Scalars, StepFeed, decision_text, eval_scalars
 from remote.records.tracker_sinks import AimSink, MlflowSink, Point, Sink, TrackerStart
-from trainer.events import EvalEvent, RebalanceEvent
+from trainer.events import EvalEvent, RebalanceEvent, TrainerEvent
 
-Line = tuple[str, int, str]
-"""A copied event line: ``(host, rank, text)``."""
+Typed = tuple[str, TrainerEvent]
+"""A copied line's event, with the host whose copy it is: ``(host, event)``."""
 Job = tuple[Any, ...]
 """``("open", TrackerStart)``, ``("records", [Recorded])`` (the copy so far, in time order),
-``("lines", [Line])`` (lines as copied), ``("close", state, model folder or None,
+``("events", [Typed])`` (events as copied), ``("close", state, model folder or None,
 log_model)``; None ends."""
 PARENT_CHECK_S = 2.0
 """How often a waiting tracker process looks whether its follower still lives (a killed
@@ -164,10 +164,10 @@ def _run(feed: TrackerFeed, job: Job, notes: Any) -> None:
         for recorded in records:
             feed.add(recorded)
         feed.send()
-    elif kind == "lines":
-        lines: list[Line] = job[1]
-        for host, rank, text in lines:
-            feed.add_line(host, rank, text)
+    elif kind == "events":
+        events: list[Typed] = job[1]
+        for host, event in events:
+            feed.add_event(event, host)
         feed.send()
     elif kind == "close":
         state, model, log_model = job[1:]

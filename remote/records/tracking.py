@@ -35,13 +35,13 @@ from remote.records.collected import CollectedCopy
 from remote.records.history import Recorded, read_lines
 from remote.records.runs import RunInfo
 from remote.records.tensorboard import being_followed
-from remote.records.tracker_process import Job, Line, TrackerRecord, serve
+from remote.records.tracker_process import Job, TrackerRecord, Typed, serve
 from remote.records.tracker_sinks import TrackerStart, sinks_for
 from trainer.events import TrainerEvent
 from trainer.run_layout import RunLayout
 
-BATCH_LINES = 2000
-"""Copied lines sent to the tracker's process in one batch."""
+BATCH_EVENTS = 2000
+"""Copied lines' events sent to the tracker's process in one batch."""
 BACKFILL_RECORDS = 5000
 """The copy so far goes to the tracker's process in batches of this many events."""
 FLUSH_S = 5.0
@@ -80,14 +80,14 @@ def tracker_start(config: ClusterConfig, info: RunInfo) -> TrackerStart:
 class TrackerWriter:
     """One tracker's run of one corral run. The tracker's client and the run's reducer run in
     a process of their own (``remote.records.tracker_process``): the follower only collects
-    the copied lines and sends them there in batches, in order."""
+    the copied lines' typed events and sends them there in batches, in order."""
 
     def __init__(self, tracker: str, where: str, run_dir: Path, start: TrackerStart,
                  warn: Callable[[str], None]) -> None:
         self.name, self.run_dir, self._warn = tracker, run_dir, warn
         self.record = Path(RunLayout(run_dir).tracker_record(tracker))
         self.failed = False
-        self._lines: list[Line] = []
+        self._events: list[Typed] = []
         self._batch_since = time.monotonic()
         context = multiprocessing.get_context("spawn")
         self._jobs: Any = context.Queue()
@@ -141,22 +141,20 @@ class TrackerWriter:
             self._jobs.put(("records", records[at:at + BACKFILL_RECORDS]))
 
     # ---------------------------------------------------------------- the follower's side
-    def add_line(self, host: str, rank: int, text: str,
-                 event: TrainerEvent | None = None) -> None:
-        """A copied event line (``event`` is unused: the process parses the lines itself,
-        which costs less than sending parsed events)."""
+    def add_event(self, event: TrainerEvent, host: str = "?") -> None:
+        """A copied line's event (parsed once, by the stream: the process gets it typed)."""
         if self.failed:
             return
-        self._lines.append((host, rank, text))
-        if (len(self._lines) >= BATCH_LINES
+        self._events.append((host, event))
+        if (len(self._events) >= BATCH_EVENTS
                 or time.monotonic() - self._batch_since >= FLUSH_S):
             self.send_batch()
 
     def send_batch(self) -> None:
-        """Send the lines collected so far to the tracker's process."""
-        if self._lines:
-            self._submit(("lines", self._lines))
-        self._lines, self._batch_since = [], time.monotonic()
+        """Send the events collected so far to the tracker's process."""
+        if self._events:
+            self._submit(("events", self._events))
+        self._events, self._batch_since = [], time.monotonic()
 
     def close(self, state: str | None, model: Path | None = None, *,
               log_model: bool = False) -> None:

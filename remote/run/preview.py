@@ -54,7 +54,8 @@ def preview(config: ClusterConfig, facts: LaunchFacts, port: int, code_digest: s
     launch = LaunchPlan(run_id=run_id, run_dir=run_dir_for(config, run_id),
                         code_digest=code_digest, master_addr=master_addr, port=port,
                         nnodes=len(config.hosts), backend=plan.backend)
-    shares = first_shares(config, plan)
+    script = config.run.script
+    shares = first_shares(config, plan) if script is None else None
     hosts = tuple(PlannedHost(
         host=place.host.name, ranks=tuple(place.ranks), device=place.device, gpus=place.gpus,
         visible_devices=place.visible_devices, interface=place.interface,
@@ -64,7 +65,9 @@ def preview(config: ClusterConfig, facts: LaunchFacts, port: int, code_digest: s
         env_names=tuple(sorted(place.host.env))) for place in plan.hosts)
     return LaunchPreview(run_id=run_id, backend=plan.backend, world_size=plan.world_size,
                          rendezvous=f"{master_addr}:{port}", hosts=hosts,
-                         firewall=firewall_lines(config, master_addr, port))
+                         firewall=firewall_lines(config, master_addr, port),
+                         script=None if script is None
+                         else shlex.join([script, *config.run.args]))
 
 
 async def check_with_preview(config: ClusterConfig, pool: HostPool) -> CheckReport:

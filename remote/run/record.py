@@ -29,6 +29,9 @@ from remote.records.runs import (
     write_run_info,
 )
 
+OUTCOMES = ("completed", "failed", "stopped")
+"""States that end a run (``RunInfo.ended`` is set when one is recorded)."""
+
 
 class RunRecord:
     """The recorded ``run.json`` of one run (``info`` is what it says, or will say)."""
@@ -69,7 +72,8 @@ class RunRecord:
         if self._outcome_kept:
             return
         line = detail.split("\n", 1)[0]
-        self.change(state=state, detail=line or self.info.detail)
+        ended = time.time() if state in OUTCOMES else self.info.ended
+        self.change(state=state, detail=line or self.info.detail, ended=ended)
 
     def launched(self, **facts: Any) -> None:
         """Every host's launcher started: the launch's ``facts`` (master, port, process

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from profiles.user_errors import CorralError
 from remote.checks.plan import HostPlan, LaunchFacts, PlanError, master_address, plan_cluster
 from remote.checks.preflight import check_and_plan
+from remote.checks.script_imports import SCRIPT_KEYS_CHECK
 from remote.checks.task_import import Pushed, push_then_import
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.config.task_code import user_code
@@ -75,7 +76,8 @@ class Launch:
         """What the run's record keeps of a launch that started every host."""
         assert self.code is not None
         return {"master_addr": self.master_addr, "port": self.port, "pgids": dict(self.pgids),
-                "code_digest": self.code.digest}
+                "code_digest": self.code.digest,
+                "ranks": {name: list(place.ranks) for name, place in self.places.items()}}
 
     def each_host(self, state: HostState) -> list[HostStatus]:
         now = time.time()
@@ -107,6 +109,9 @@ async def check_and_push(launch: Launch) -> AsyncGenerator[RunEvent, None]:
     if not report.ok:
         names = sorted({f"{i.host}:{i.name}" for i in report.failures()})
         raise LaunchFailed("pre-flight check failed: " + ", ".join(names), report=report)
+    for item in report.items:  # a script run ignoring task keys: the check's one warning
+        if item.name == SCRIPT_KEYS_CHECK:
+            yield LogLine(t=time.time(), host="*", rank=None, text=f"corral: {item.detail}")
 
 
 async def pushed_and_planned(launch: Launch) -> AsyncGenerator[RunEvent, None]:

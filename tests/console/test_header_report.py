@@ -1,7 +1,11 @@
 """The console's header and ``corral report`` say the same about the same run: a recorded run
 replayed into the console's model (as the runs screen opens it) and the same run followed live
 show the report's throughput, ideal, efficiency, wall time, per-rank utilisation, loss and
-measured balancer gains, for completed, failed, evaluated and restarted runs."""
+measured balancer gains, for completed, failed, evaluated and restarted runs, and for a run
+an older trainer recorded (its step events carry throughputs the readers no longer use).
+While a run is followed, each rank's columns are its newest step's and the efficiency is one
+step's: the newest every rank reported, its throughput against its own ideal, as the report's
+per-step series has them."""
 
 from __future__ import annotations
 
@@ -18,12 +22,20 @@ from console.widgets.header import finished_parts
 from remote.api import RankEvent, RunStatus
 from remote.records.history import load_history
 from remote.records.summary import RunSummary, summarize
+from trainer.events import StepEvent
 
 try:
-    from tests.remote.recorded import info, restarted_run, synthetic_run, write_recorded
+    from tests.remote.recorded import (
+        as_older_trainer,
+        info,
+        restarted_run,
+        synthetic_run,
+        write_recorded,
+    )
 except ImportError:  # run from tests/console
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "remote"))
     from recorded import (  # type: ignore[no-redef]
+        as_older_trainer,
         info,
         restarted_run,
         synthetic_run,
@@ -36,6 +48,7 @@ RUNS: dict[str, tuple[str, Any]] = {
                                                error="RuntimeError: out of memory")),
     "evaluated": ("completed", lambda: synthetic_run(steps=20, extra=True)),
     "restarted": ("completed", restarted_run),
+    "older": ("completed", lambda: as_older_trainer(synthetic_run(steps=20))),
 }
 LATER = 4_000_000_000.0
 """A clock reading long after every run: a finished run's elapsed time must not depend on it."""
@@ -75,6 +88,7 @@ def _assert_same(model: RunModel, summary: RunSummary) -> None:
     for rank in summary.ranks:
         assert rows[rank.rank].compute_share == pytest.approx(rank.utilisation, rel=1e-12)
         assert rows[rank.rank].samples_per_s == rank.mean_samples_per_s
+        assert rows[rank.rank].compute_s and rows[rank.rank].step_s
     assert [d.measured_gain for d in model.decisions] == [m.measured_gain for m in summary.moves]
     # What the header writes is what the report writes.
     header = "  ".join(finished_parts(model, LATER))
@@ -108,3 +122,47 @@ def test_a_restarted_run_counts_its_redone_steps_once(tmp_path: Path) -> None:
     assert summary.lost_s == pytest.approx(30.0 + 5 * step_s)
     # The move's window (steps 6-10) was redone on the old split: it gained nothing.
     assert [m.measured_gain for m in summary.moves] == [pytest.approx(0.0)]
+
+
+def _rank1_lagging(lines: list[Any]) -> list[Any]:
+    """The run's lines as a follower may receive them: rank 1's step events each arrive after
+    rank 0's next step, so rank 0's newest step is often one rank 1 has not reported yet."""
+    held: list[Any] = []
+    out: list[Any] = []
+    for line in lines:
+        if isinstance(line.event, StepEvent) and line.event.rank == 1:
+            held.append(line)
+            continue
+        out.append(line)
+        if isinstance(line.event, StepEvent) and line.event.rank == 0 and len(held) > 1:
+            out.append(held.pop(0))
+    return out + held
+
+
+@pytest.mark.parametrize("kind", ["completed", "older"])
+def test_a_followed_run_shows_one_steps_efficiency_and_each_ranks_newest_step(
+        tmp_path: Path, kind: str) -> None:
+    history, _ = _recorded(tmp_path, kind)
+    _, series = summarize(history)
+    by_step = dict(zip(series.steps, zip(series.samples_per_s, series.ideal, strict=True),
+                       strict=True))
+    model = RunModel.of_run(history.info.run_id)
+    model.apply(RunStatus(t=history.lines[0].t, run_id=history.info.run_id, state="running"))
+    newest: dict[int, StepEvent] = {}
+    checked = 0
+    for line in _rank1_lagging(list(history.lines)):
+        model.apply(RankEvent(host=line.host, event=line.event))
+        if not isinstance(line.event, StepEvent):
+            continue
+        newest[line.event.rank] = line.event
+        for rank, event in newest.items():  # each rank's columns: its newest step's
+            row = model.ranks[rank]
+            assert (row.step, row.compute_s, row.step_s) == (
+                event.step, event.compute_s, event.step_s)
+            assert row.samples_per_s == pytest.approx(event.local_batch / event.step_s)
+        if len(newest) == 2:  # one step's throughput against that step's ideal
+            measured, ideal = by_step[min(e.step for e in newest.values())]
+            assert measured is not None and ideal is not None
+            assert model.efficiency == pytest.approx(measured / ideal, rel=1e-12)
+            checked += 1
+    assert checked > 10

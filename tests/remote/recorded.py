@@ -58,10 +58,24 @@ def step_pair(step: int, t: float, split: tuple[int, int], loss: float,
     for rank in (0, 1):
         out.append((HOSTS[rank], StepEvent(
             t=t, rank=rank, step=step, epoch=0, local_batch=split[rank], loss=loss + rank,
-            compute_s=compute[rank], step_s=step_s, samples_per_s=split[rank] / step_s,
-            global_loss=loss if rank == 0 else None,
-            cluster_samples_per_s=sum(split) / step_s if rank == 0 else None)))
+            compute_s=compute[rank], step_s=step_s, global_loss=loss if rank == 0 else None)))
     return out
+
+
+def as_older_trainer(lines: Sequence[tuple[str, TrainerEvent | dict[str, Any]]],
+                     ) -> list[tuple[str, TrainerEvent | dict[str, Any]]]:
+    """``lines`` as a trainer before the one step reporter wrote them: step events carry
+    their throughputs (``samples_per_s``; rank 0 also ``cluster_samples_per_s``)."""
+    older: list[tuple[str, TrainerEvent | dict[str, Any]]] = []
+    for host, event in lines:
+        if isinstance(event, StepEvent):
+            extra = {"samples_per_s": event.local_batch / event.step_s}
+            if event.rank == 0:
+                extra["cluster_samples_per_s"] = 16 / event.step_s  # global batch 8 + 8
+            older.append((host, {**event_to_dict(event), **extra}))
+        else:
+            older.append((host, event))
+    return older
 
 
 def synthetic_run(*, steps: int, t0: float = 1_700_000_000.0, move_at: int | None = 6,

@@ -42,7 +42,7 @@ def _launched(config: ClusterConfig, plan: ClusterPlan) -> Launched:
                         backend=plan.backend)
     out = {}
     for place in plan.hosts:
-        words = shlex.split(launcher_command(config, launch, place).split("; echo")[0])
+        words = shlex.split(launcher_command(config, launch, place).split("; s=$?")[0])
         env = dict(w.split("=", 1) for w in words[1:] if "=" in w and not w.startswith("-"))
         flags = words[words.index("trainer") + 1:]
         out[place.host.name] = (env, flags)

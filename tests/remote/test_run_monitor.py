@@ -182,7 +182,7 @@ def test_a_launcher_losing_the_store_after_its_ranks_finished_does_not_fail_the_
                  _log("b", "torch.distributed.elastic.rendezvous.api.RendezvousConnectionError: "
                       "The connection to the C10d store has failed."), _exit("b", "1")):
         monitor.observe(item)
-    final = monitor.final_status()
+    final = monitor.finding()
     assert final.state == "completed", final
     assert "b's launcher ended with status 1 after its ranks finished" in final.detail
 
@@ -194,4 +194,4 @@ def test_a_rank_failing_after_its_completed_end_still_fails_the_run() -> None:
                  _log("a", "  exitcode  : 1 (pid: 4)"),
                  _exit("a", "1")):
         monitor.observe(item)
-    assert monitor.final_status().state == "failed"
+    assert monitor.finding().state == "failed"

@@ -74,8 +74,10 @@ def test_the_imports_probed_are_the_scripts_own_less_its_folder(tmp_path: Path) 
     script.write_text("import os, json\nimport numpy as np\nfrom helpers import x\n"
                       "from pkg.sub import y\nfrom . import z\ntry:\n    import yaml\n"
                       "except ImportError:\n    pass\nfrom trainer.integrations.hf import corral\n"
-                      "def later():\n    import never_at_top\n")
-    assert imported_packages(script, tmp_path) == ("numpy", "yaml")
+                      "def main():\n    import missing_inside_main\n"
+                      "    from deep.inner import thing\n    import helpers\n")
+    assert imported_packages(script, tmp_path) == (
+        "numpy", "yaml", "missing_inside_main", "deep")
 
 
 def test_a_package_missing_on_a_host_is_named_with_the_host_and_the_fix(tmp_path: Path) -> None:
@@ -90,11 +92,14 @@ def test_a_package_missing_on_a_host_is_named_with_the_host_and_the_fix(tmp_path
     assert good.ok
 
 
-async def test_corral_check_probes_each_hosts_python_for_the_imports(tmp_path: Path) -> None:
+async def test_corral_check_names_a_package_the_script_imports_inside_main(
+        tmp_path: Path) -> None:
     from remote.checks.preflight import check_cluster
     from remote.hosts.pool import HostPool
 
-    (tmp_path / "train.py").write_text("import torch\nimport surely_not_a_package_here\n")
+    (tmp_path / "train.py").write_text(
+        "import torch\n\ndef main():\n    import surely_not_a_package_here\n\n"
+        "if __name__ == '__main__':\n    main()\n")
     config = parse_cluster(
         HEAD.replace('name = "s"\n', f'name = "s"\nrun_root = "{tmp_path}/runs"\n')
         + f'python = "{sys.executable}"\nworkdir = "{tmp_path}/work"\n[run]\n'
@@ -121,7 +126,7 @@ def test_torchrun_starts_the_pushed_script_with_its_args_and_corrals_environment
     (tmp_path / "train.py").write_text("print('hi')\n")
     config = _config(tmp_path, 'script = "train.py"\nargs = ["--out", "a b", "$(touch x)"]\n'
                                'policy = "static"\nsplit = [3]\nglobal_batch = 3\n')
-    words = shlex.split(_command(config).rsplit("; echo $?", 1)[0])
+    words = shlex.split(_command(config).rsplit("; s=$?", 1)[0])
     script_at = next(i for i, w in enumerate(words) if w.endswith("/train.py"))
     assert words[script_at].endswith(f"/code/{'d' * 64}/{USER_CODE_DIR}/train.py")
     assert words[script_at + 1:] == ["--out", "a b", "$(touch x)"]  # each one word, inert

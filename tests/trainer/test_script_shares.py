@@ -86,3 +86,44 @@ def test_proportional_sets_the_shares_once_from_the_measured_speeds() -> None:
     assert len(made) == 1  # once, after the measured steps
     first_step, split, *_ = made[0]
     assert first_step == 4 + schedule.lead and split == (8, 4)  # rank 0 twice as fast
+
+
+def test_the_ddp_helper_loader_keeps_set_epoch_on_loader_sampler(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tutorial's order: the loader is made before any model; ``loader.sampler`` is the
+    share sampler, and ``set_epoch`` picks the epoch's order as a DistributedSampler's does."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from trainer.integrations.ddp import Shares
+
+    monkeypatch.delenv("CORRAL_RUN_DIR", raising=False)
+    shares = Shares(12, global_batch=4, epochs=2)
+    loader = shares.loader(TensorDataset(torch.arange(12)))
+    assert loader.sampler is shares.sampler and len(loader) == 3
+
+    def epoch_order(epoch: int) -> list[int]:
+        loader.sampler.set_epoch(epoch)
+        return [int(i) for (batch,) in loader for i in batch]
+
+    first, second = epoch_order(0), epoch_order(1)
+    assert sorted(first) == sorted(second) == list(range(12)) and first != second
+    assert epoch_order(0) == first  # set_epoch(0) again: the same order
+
+
+@pytest.mark.parametrize("policy", ["dynamic", "proportional"])
+def test_no_split_is_decided_for_a_step_after_the_last(policy: str) -> None:
+    """A 20-step run once listed a rebalance for step 22: a decision needs a step to use it."""
+    def decisions(last_step: int) -> list[int]:
+        settings = ScriptSettings(run_dir="x", policy=policy,  # type: ignore[arg-type]
+                                  rebalance_every=4)
+        schedule = ShareSchedule(settings, global_batch=12, world=2, rank=0)
+        schedule.last_step = last_step
+        made = [schedule.decide(step, (6, 6), [0.1, 0.4]) for step in range(1, last_step + 1)]
+        return [d[0] for d in made if d is not None]
+
+    unbounded = decisions(40)
+    assert unbounded, "rank 1 four times slower: some split must be decided"
+    for last in (4, 5, 8, 9, 20):
+        firsts = decisions(last)
+        assert all(first <= last for first in firsts), (last, firsts)

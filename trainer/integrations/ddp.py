@@ -1,14 +1,18 @@
 """The plain-DDP helper: exact uneven shares and corral's events for a script's own loop.
 
     from trainer.integrations.ddp import Shares
-    shares = Shares(model, len(dataset), global_batch=B, epochs=E)   # model: the DDP module
-    loader = DataLoader(dataset, batch_sampler=shares.sampler)        # this rank's indices
-    loss = shares.loss(loss_fn(model(x), y))                          # exact under any split
+    shares = Shares(len(dataset), global_batch=B, epochs=E)     # before or after the model
+    loader = shares.loader(dataset)                             # this rank's share of each step
+    loss = shares.loss(loss_fn(model(x), y), model)             # model: the DDP module
 
-``shares.sampler`` yields this rank's index list of every global step (corral's order: every
-example once per epoch, every rank the same number of steps). ``shares.loss`` turns this rank's
-per-sample MEAN loss into ``local sum x world size / B``: DDP's gradient average then gives the
-mean over the whole global batch, as one process would, whatever the shares.
+It fits the PyTorch DDP tutorial's order: the loader may be built before the DDP module, which
+``shares.loss`` takes at its first call (or ``Shares(..., model=ddp)``), and
+``loader.sampler.set_epoch(epoch)`` works as with a ``DistributedSampler``: ``loader.sampler``
+is ``shares.sampler``, which yields this rank's index list of every global step (corral's
+order: every example once per epoch, every rank the same number of steps).
+``shares.loss`` turns this rank's per-sample MEAN loss into ``local sum x world size / B``:
+DDP's gradient average then gives the mean over the whole global batch, as one process would,
+whatever the shares.
 
 Under corral (``CORRAL_RUN_DIR`` set) the shares follow corral's policy and each step is
 reported when the loop asks the sampler for the next one (so use the loader without worker
@@ -20,13 +24,16 @@ from __future__ import annotations
 
 import atexit
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
 
+from profiles.user_errors import UsageError
 from trainer.dist import on_any_rank
 from trainer.integrations.contract import ScriptSettings
 from trainer.integrations.run import ScriptRun
@@ -36,15 +43,54 @@ from trainer.step.clock import ComputeClock
 from trainer.step.slowdown import emulates
 
 
-class Shares:
-    """This rank's share of every global step of ``global_batch`` samples."""
+class ShareLoader(DataLoader):
+    """A ``DataLoader`` over this rank's share of every step whose ``sampler`` is the share
+    sampler, so that ``loader.sampler.set_epoch(epoch)`` works as with a
+    ``DistributedSampler`` (a plain ``DataLoader(batch_sampler=...)`` has a default sampler
+    there)."""
 
-    def __init__(self, model: nn.Module, dataset_size: int, *, global_batch: int, epochs: int,
-                 seed: int = 0) -> None:
+    def __init__(self, dataset: Dataset[Any], step_sampler: RankStepSampler,
+                 **options: Any) -> None:
+        self._share_sampler = step_sampler
+        super().__init__(dataset, batch_sampler=step_sampler, **options)
+
+    @property
+    def sampler(self) -> RankStepSampler:
+        """The share sampler (the loader's batch sampler)."""
+        return self._share_sampler
+
+    @sampler.setter
+    def sampler(self, default: object) -> None:
+        """DataLoader's own default sampler, unused beside a batch sampler: dropped."""
+
+
+def _device(settings: ScriptSettings | None, model: nn.Module | None) -> torch.device:
+    """Where this rank computes: the model's device, else the one corral set up."""
+    if model is not None:
+        return next(model.parameters()).device
+    wants_cuda = (settings.device == "cuda" if settings is not None and settings.device
+                  else torch.cuda.is_available())
+    return torch.device("cuda", torch.cuda.current_device()) if wants_cuda else torch.device("cpu")
+
+
+class Shares:
+    """This rank's share of every global step of ``global_batch`` samples.
+
+    ``Shares(len(dataset), global_batch=B, epochs=E)``; the DDP module comes with the first
+    ``loss(..., model)`` or as ``model=``. ``Shares(model, len(dataset), ...)`` works too."""
+
+    def __init__(self, dataset_size: int | nn.Module, legacy_size: int | None = None, *,
+                 global_batch: int, epochs: int, seed: int = 0,
+                 model: nn.Module | None = None) -> None:
+        if isinstance(dataset_size, nn.Module):  # the older order: the model first
+            if legacy_size is None:
+                raise UsageError("Shares(model, ...) needs the dataset's size next: "
+                                 "Shares(len(dataset), global_batch=B, epochs=E)")
+            model, dataset_size = dataset_size, legacy_size
         settings = ScriptSettings.from_env()
-        device = next(model.parameters()).device
         order = GlobalBatchOrder(dataset_size, global_batch, seed)
         self.run: ScriptRun | None = None
+        self._model: nn.Module | None = None
         if settings is None:
             rank = dist.get_rank() if dist.is_initialized() else 0
             world = dist.get_world_size() if dist.is_initialized() else 1
@@ -52,28 +98,45 @@ class Shares:
                                           world=world, rank=rank)
             self.sampler = RankStepSampler(order, self.schedule)
             return
+        device = _device(settings, model)
         self.run = ScriptRun(settings, global_batch=global_batch, device=device,
                              batch_source="the global_batch given to Shares")
         self.schedule = self.run.schedule
         self.sampler = RankStepSampler(order, self.schedule, on_step=self._step_begins)
         self.clock = ComputeClock(device, emulated_run=on_any_rank(
             emulates(settings.slowdown), device))
-        if isinstance(model, DistributedDataParallel):
-            model.register_comm_hook(None, self.clock.hook)
         self._loss: float | None = None
         self._done = 0
-        self.run.start(model=type(getattr(model, "module", model)).__name__,
-                       dataset=f"{dataset_size} samples", step=0,
+        self.watch(model)
+        named = (type(getattr(model, "module", model)).__name__ if model is not None
+                 else Path(sys.argv[0]).name)
+        self.run.start(model=named, dataset=f"{dataset_size} samples", step=0,
                        total_steps=epochs * order.steps_per_epoch,
                        steps_per_epoch=order.steps_per_epoch)
         atexit.register(self._finish)
+
+    def loader(self, dataset: Dataset[Any], **options: Any) -> ShareLoader:
+        """A ``DataLoader`` of ``dataset`` over this rank's shares (``options`` as a
+        ``DataLoader``'s, less batch size, sampler, shuffle and drop_last)."""
+        return ShareLoader(dataset, self.sampler, **options)
+
+    def watch(self, model: nn.Module | None) -> None:
+        """Time this rank's own compute on ``model`` (the DDP module), once, before its first
+        backward: the clock's hook notes when its last gradient bucket is ready."""
+        if self.run is None or model is None or self._model is not None:
+            return
+        self._model = model
+        if isinstance(model, DistributedDataParallel):
+            model.register_comm_hook(None, self.clock.hook)
 
     def share(self, step: int) -> int:
         """This rank's number of samples in step ``step`` (1-based)."""
         return self.schedule.split_at_quietly(step)[self.schedule.rank]
 
-    def loss(self, mean_loss: torch.Tensor) -> torch.Tensor:
-        """This rank's per-sample mean loss, scaled so that DDP's average is the global mean."""
+    def loss(self, mean_loss: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+        """This rank's per-sample mean loss, scaled so that DDP's average is the global mean;
+        ``model`` (the DDP module, needed once, before the first backward) is timed."""
+        self.watch(model)
         share = self.share(self.sampler_step)
         if self.run is not None:
             self._loss = float(mean_loss.detach())

@@ -28,11 +28,11 @@ from trainer.events import (
     EventWriter,
     RebalanceEvent,
     StartEvent,
-    StepEvent,
     events_path,
 )
 from trainer.integrations.contract import ScriptSettings
 from trainer.integrations.shares import ShareSchedule
+from trainer.step_report import LossTally, OptimizerFacts, report_step
 
 
 class ScriptRun:
@@ -65,6 +65,7 @@ class ScriptRun:
               resumed_from: str | None = None, precision: str = "fp32") -> None:
         """The start event (every rank), once training is about to begin."""
         self.step = step
+        self.schedule.last_step = max(total_steps, 0)
         self.events.emit(StartEvent(
             t=time.time(), rank=self.rank, world_size=self.world,
             local_rank=int(os.environ.get("LOCAL_RANK", "0")), host=socket.gethostname(),
@@ -90,17 +91,10 @@ class ScriptRun:
         mine_row = [loss_sum, units, compute_s]
         rows = (all_gather_floats(mine_row, self.device) if dist.is_initialized()
                 else [mine_row])
-        mine = shares[self.rank]
-        total_units = sum(row[1] for row in rows)
-        self.events.emit(StepEvent(
-            t=time.time(), rank=self.rank, step=step, epoch=epoch, local_batch=mine,
-            loss=loss_sum / max(units, 1), compute_s=compute_s, step_s=step_s,
-            samples_per_s=mine / step_s if step_s > 0 else 0.0, loss_units=int(units),
-            global_loss=(sum(row[0] for row in rows) / max(total_units, 1)
-                         if self.rank == 0 else None),
-            cluster_samples_per_s=(self.global_batch / step_s
-                                   if self.rank == 0 and step_s > 0 else None),
-            lr=lr, grad_norm=grad_norm))
+        report_step(self.events, rank=self.rank, step=step, epoch=epoch,
+                    local_batch=shares[self.rank], compute_s=compute_s, step_s=step_s,
+                    tallies=[LossTally(loss_sum=row[0], units=row[1]) for row in rows],
+                    optimizer=OptimizerFacts(lr=lr, grad_norm=grad_norm))
         if self.settings.policy != "static":
             self._rebalance(step, shares, [row[2] for row in rows])
 

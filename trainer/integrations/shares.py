@@ -53,6 +53,9 @@ class ShareSchedule:
                 f"of at least {min_share}; raise the batch")
         self._changes: list[tuple[int, tuple[int, ...]]] = [(1, tuple(first))]
         self._drawn = 0  # the highest step any sampler on this rank has cut
+        self.last_step = 0
+        """The run's last step once known (``ScriptRun.start``; 0: unknown): no split is
+        decided for a step after it (a 20-step run once listed a decision for step 22)."""
         self.balancer = (Balancer(BalancerConfig(
             policy=settings.policy, global_batch=global_batch, world_size=world,
             rebalance_every=settings.rebalance_every, min_batch=min_share), tuple(first))
@@ -77,6 +80,8 @@ class ShareSchedule:
         balancer.observe(shares, compute_s)
         if self.settings.policy == "static" or step % self.settings.rebalance_every:
             return None
+        if self.last_step and step + self.lead > self.last_step:
+            return None  # no step of this run would train with it
         if self.settings.policy == "proportional":
             if step != self.settings.rebalance_every:  # proportional: set once, then kept
                 return None

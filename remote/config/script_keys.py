@@ -1,0 +1,49 @@
+"""Which ``[run]`` keys a script run uses: the others are for corral's own tasks.
+
+A script brings its own model, data, optimiser, length and precision (its arguments say them),
+so ``[run]`` keys that set those for corral's trainer do nothing for it; a cluster.toml written
+for a task (the embedded one sets ``model``, ``split``...) still runs a script, with one line
+naming the keys it ignores (``corral check``, ``corral run`` and its ``--dry-run``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from remote.config.cluster import RunSection
+
+SCRIPT_KEYS = frozenset({
+    "task", "name", "code", "script", "args", "policy", "split", "rebalance_every",
+    "backend", "hang_factor", "hang_limit", "max_restarts", "on_host_loss",
+})
+"""``[run]`` keys a script run uses (docs/scripts.md); ``global_batch`` goes with ``split``."""
+
+
+def ignored_keys(run: RunSection) -> tuple[str, ...]:
+    """The ``[run]`` keys set (to other than their default) that a script run ignores, in
+    ``RunSection``'s order; none for a task run."""
+    if run.script is None:
+        return ()
+    default = type(run)()
+    unused = [f.name for f in fields(run)
+              if f.name not in SCRIPT_KEYS and getattr(run, f.name) != getattr(default, f.name)]
+    if run.split is not None and "global_batch" in unused:
+        unused.remove("global_batch")  # the split's sum: it stands or falls with the split
+    return tuple(unused)
+
+
+def ignored_keys_line(run: RunSection) -> str | None:
+    """One line naming what a script run leaves of ``[run]`` (None: nothing, or a task run)."""
+    if run.script is None:
+        return None
+    ignored = ignored_keys(run)
+    parts = []
+    if ignored:
+        parts.append(f"[run] {', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} for "
+                     "corral's own tasks: the script's own arguments decide them")
+    if run.split is not None:
+        parts.append(f"[run] split = {list(run.split)} applies only if it fits the script's "
+                     "global batch (else the shares start equal, with one warning)")
+    return "; ".join(parts) or None
