@@ -7,8 +7,12 @@ panels, the command line's tables and the text report.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from remote.api import HostVerdict
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 
@@ -98,3 +102,19 @@ def bar(fraction: float, width: int) -> str:
     full, rest = divmod(eighths, 8)
     partial = " ▏▎▍▌▋▊▉"[rest] if rest and full < width else ""
     return ("█" * full + partial).ljust(width)
+
+
+def estimate_text(verdict: HostVerdict) -> str:
+    """One host's line of the pre-run estimate: what adding it gives, or why it sits out."""
+    name = f"`{verdict.host}`"
+    missing = {"profile": "run `corral profile`", "link speed": "its link speed is not known",
+               "others": "another host's facts are missing",
+               "split": "no split of the batch fits the hosts"}
+    if verdict.missing:
+        return f"{name}: no estimate: {missing.get(verdict.missing, verdict.missing)}"
+    if verdict.pays:
+        gain = "alone it holds the batch" if verdict.gain == float("inf") else (
+            f"{verdict.gain * 100:+.0f} % throughput")
+        return f"adding {name}: {gain}"
+    return (f"{name}: would sit out — its compute saved {verdict.compute_saved_s * 1000:.1f} ms, "
+            f"its exchange adds {verdict.exchange_added_s * 1000:.1f} ms")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 from rich.text import Text
 
-from console.formatting import OUTCOME_STYLES
+from console.formatting import OUTCOME_STYLES, estimate_text
 
 if TYPE_CHECKING:
     from remote.api import CheckReport, HostProfile, RunInfo
@@ -32,6 +32,9 @@ def check_table(report: CheckReport) -> Table:
         cells: list[str | Text] = [item.host, item.name, result, Text(item.detail),
                                    Text(item.hint)]
         table.add_row(*cells[: 5 if with_fix else 4])
+    for verdict in report.estimate:  # the estimate is information, never a failure
+        table.add_row(verdict.host, "estimate", "[cyan]info[/]", Text(estimate_text(verdict)),
+                      *([""] if with_fix else []))
     return table
 
 

@@ -69,6 +69,9 @@ class Profile:
     """Seconds per sample (>= 0)."""
     max_batch: int | None = None
     """Largest local batch that fits in memory (with headroom); None when unknown."""
+    gradient_bytes: int | None = None
+    """Bytes of the model's trainable parameters, what each step's gradient exchange carries
+    (None in profiles made before it was recorded)."""
 
     def __post_init__(self) -> None:
         if len(self.batches) != len(self.step_s) or not self.batches:

@@ -59,6 +59,7 @@ from remote.records.summary import (
 )
 from remote.records.tensorboard import board_command, board_label, convert_run
 from remote.records.tracking import TrackerConversion, convert_tracker
+from trainer.balance.estimate import HostVerdict
 
 if TYPE_CHECKING:  # the results of the entry points below, whose layers load when called
     from remote.hosts.profile_hosts import HostProfile as HostProfile
@@ -76,6 +77,7 @@ __all__ = [
     "ClusterConfig",
     "HostState",
     "HostStatus",
+    "HostVerdict",
     "K8sFormat",
     "LaunchPreview",
     "LogLine",

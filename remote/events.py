@@ -16,6 +16,7 @@ from enum import Enum
 from typing import Literal, Protocol
 
 from remote.log_noise import is_noise
+from trainer.balance.estimate import HostVerdict
 from trainer.events import TrainerEvent
 
 HostState = Literal[
@@ -147,6 +148,9 @@ class CheckReport:
     items: tuple[CheckItem, ...]
     plan: LaunchPreview | None = None
     """The launch a run would make, when every check passed (``corral run --dry-run``)."""
+    estimate: tuple[HostVerdict, ...] = ()
+    """Per host, whether it will pay for its gradient exchange or sit out, in numbers
+    (trainer/balance/estimate.py); empty when the check did not get that far."""
 
     @property
     def ok(self) -> bool:

@@ -66,3 +66,15 @@ def test_the_many_hosts_cluster_is_one_corral_accepts(tmp_path: Path) -> None:
     config = load_cluster(tmp_path / "cluster.toml")
     assert len(config.hosts) == 16 and config.run.steps == many_hosts.STOP_STEPS
     assert all(h.nproc == 1 and h.gpus == 0 for h in config.hosts)
+
+
+def test_the_mixed_cluster_bench_trains_the_wide_mlp_from_an_equal_split(tmp_path: Path) -> None:
+    from bench import mixed_cluster
+
+    args = mixed_cluster.parse_args(["--global-batch", "24"])
+    flags = trainer_flags(global_batch=24, steps=5, run_dir=tmp_path, policy="dynamic",
+                          slowdown=[1.0, 1.0, 60.0], task=mixed_cluster.WIDE_TASK)
+    config = _config(flags + mixed_cluster.split_flags(3, args))
+    assert config.task == "examples/tasks/curve.py:build" and config.policy == "dynamic"
+    assert task_options(config.task_options)["hidden"] == 2880  # 8.3 M parameters
+    assert config.split == (8, 8, 8) and config.slowdown == (1.0, 1.0, 60.0)

@@ -12,6 +12,7 @@ trainer applies it, under the same thread count. ``profiles.bench`` does the tim
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -92,7 +93,7 @@ def profile_model(
     if threads is not None:
         torch.set_num_threads(threads)
     step = make_step(model_name, device=device, slowdown=slowdown, norm=norm)
-    return benchmark(
+    profile = benchmark(
         step,
         model=model_name,
         device=device,
@@ -101,6 +102,9 @@ def profile_model(
         config=config,
         progress=(lambda line: print(f"  {line}", file=sys.stderr)) if progress else None,
     )
+    model = build_model(model_name, num_classes=NUM_CLASSES, norm=norm)
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return dataclasses.replace(profile, gradient_bytes=int(trainable))
 
 
 def format_profile(profile: Profile) -> str:

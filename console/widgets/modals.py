@@ -13,6 +13,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Static
 
+from console.formatting import estimate_text
 from console.plan_view import plan_renderable
 from remote.api import CheckReport, StopReport
 
@@ -128,6 +129,9 @@ class CheckReportScreen(_Dialog):
         for item in self.report.items:
             mark = Text("ok", style="green") if item.ok else Text("FAIL", style="bold red")
             table.add_row(item.host, item.name, mark, item.detail, item.hint)
+        for verdict in self.report.estimate:  # information, never a failure
+            table.add_row(verdict.host, "estimate", Text("info", style="cyan"),
+                          estimate_text(verdict), "")
         yield table
         if self.report.plan is not None:
             yield Static(plan_renderable(self.report.plan), classes="launch-plan")

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from profiles.user_errors import CorralError
 from remote.checks import run_root
 from remote.checks.container_check import container_hints, container_parts, judge_container
+from remote.checks.estimate_facts import cluster_estimate, local_link, local_profile
 from remote.checks.host_facts import HostFacts
 from remote.checks.leftover_runs import leftovers_line
 from remote.checks.plan import LaunchFacts, master_address, nproc_for
@@ -371,4 +372,7 @@ async def check_and_plan(
     found = LaunchFacts(gpus=gpus, interfaces={name: f.interface for name, f in facts.items()},
                         port=port, cpu=cpu,
                         bf16={name: tuple(f.bf16) for name, f in facts.items() if f.bf16})
-    return CheckReport(items=tuple(items)), found
+    profiles = {h.name: local_profile(h, config.run.model) for h in config.hosts}
+    links = {h.name: local_link(h, found.interfaces.get(h.name)) for h in config.hosts}
+    estimate = cluster_estimate(config, nprocs, profiles, links)
+    return CheckReport(items=tuple(items), estimate=estimate), found

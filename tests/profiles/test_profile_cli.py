@@ -35,6 +35,12 @@ def test_json_profile_is_saved_where_the_trainer_finds_it(
         host=data["host"], device_name=data["device_name"], model="simple_cnn",
         torch_version=torch.__version__, threads=1, slowdown=2.0, root=tmp_path)
     assert found is not None and found.to_dict().items() <= data.items(), reason
+    # What each step's gradient exchange carries, for the pre-run estimate: fp32 parameters.
+    from trainer.profile_model import NUM_CLASSES
+    from trainer.tasks.image.models import build_model
+
+    model = build_model("simple_cnn", num_classes=NUM_CLASSES, norm="batch")
+    assert found.gradient_bytes == 4 * sum(p.numel() for p in model.parameters())
 
 
 def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:

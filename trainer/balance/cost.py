@@ -21,7 +21,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from profiles.user_errors import UsageError
 from trainer.balance.passes import PassCost, min_max_costs, per_pass
@@ -41,6 +41,20 @@ def probe_batch(global_batch: int, world_size: int, micro: int | None) -> int:
 def ring_factor(ranks: int) -> float:
     """Bytes each rank sends in a ring all-reduce, relative to the gradient: ``2(n-1)/n``."""
     return 2 * (ranks - 1) / ranks
+
+
+def ring_exchange_s(gradient_bytes: float, ranks: int, link_bytes_per_s: float) -> float:
+    """Seconds of a ring all-reduce of ``gradient_bytes`` over ``ranks`` ranks whose slowest
+    link carries ``link_bytes_per_s`` (the bandwidth term alone: before a run, nothing is
+    measured; once it runs, ``ExchangeTimes`` replaces this with what the steps took)."""
+    return ring_factor(ranks) * gradient_bytes / link_bytes_per_s
+
+
+class ExchangeModel(Protocol):
+    """Predicted exchange seconds of an active set: measured in a run (``ExchangeTimes``), or
+    from the links before it (trainer/balance/estimate.py)."""
+
+    def predict(self, active: tuple[int, ...]) -> float: ...
 
 
 @dataclass
@@ -103,15 +117,29 @@ class Plan:
         return self.compute_s + self.exchange_s
 
 
-def plan_of(split: Sequence[int], costs: Sequence[PassCost], exchange: ExchangeTimes) -> Plan:
+def plan_of(split: Sequence[int], costs: Sequence[PassCost], exchange: ExchangeModel) -> Plan:
     """``split``'s predicted step time."""
     compute = max((costs[r].seconds(b) for r, b in enumerate(split) if b > 0), default=0.0)
     active = tuple(r for r, b in enumerate(split) if b > 0)
     return Plan(tuple(split), compute, exchange.predict(active))
 
 
+def plan_for(members: Sequence[int], costs: Sequence[PassCost], global_batch: int,
+             max_batch: Sequence[int | None] | None, exchange: ExchangeModel) -> Plan | None:
+    """The min-max split over ``members`` alone (every other rank at 0), with its predicted
+    step time; None when their caps cannot hold the batch."""
+    chosen = set(members)
+    caps = [(max_batch[r] if max_batch is not None else None) if r in chosen else 0
+            for r in range(len(costs))]
+    try:
+        split = min_max_costs(costs, global_batch, min_batch=0, max_batch=caps)
+    except UsageError:  # these ranks' caps cannot hold the batch
+        return None
+    return plan_of(split, costs, exchange)
+
+
 def best_plan(costs: Sequence[PassCost], global_batch: int,
-              max_batch: Sequence[int | None] | None, exchange: ExchangeTimes,
+              max_batch: Sequence[int | None] | None, exchange: ExchangeModel,
               current: Sequence[int] = ()) -> Plan | None:
     """The least predicted step time over the ``current`` set less its slowest ranks, or plus
     the fastest others (never a swap: trading a rank for an equal one gains only noise)."""
@@ -124,15 +152,8 @@ def best_plan(costs: Sequence[PassCost], global_batch: int,
                   + [inside + outside[:k] for k in range(1, len(outside) + 1)])
     best: Plan | None = None
     for members in candidates:
-        chosen = set(members)
-        caps = [(max_batch[r] if max_batch is not None else None) if r in chosen else 0
-                for r in range(n)]
-        try:
-            split = min_max_costs(costs, global_batch, min_batch=0, max_batch=caps)
-        except UsageError:  # these ranks' caps cannot hold the batch
-            continue
-        plan = plan_of(split, costs, exchange)
-        if best is None or plan.total_s < best.total_s:
+        plan = plan_for(members, costs, global_batch, max_batch, exchange)
+        if plan is not None and (best is None or plan.total_s < best.total_s):
             best = plan
     return best
 
@@ -162,7 +183,7 @@ def active_reason(old: Plan, new: Plan) -> str:
     if joining:
         many = len(joining) > 1
         parts.append(f"{_ranks(joining)} rejoin{'' if many else 's'}: "
-                     f"{-compute_ms:.1f} ms less compute for {max(-exchange_ms, 0.0):.1f} ms "
+                     f"{-compute_ms:.1f} ms less compute for {max(0.0, -exchange_ms):.1f} ms "
                      "more exchange")
     step = f"step {old.total_s * 1000:.1f} -> {new.total_s * 1000:.1f} ms predicted"
     return "; ".join([*parts, step])

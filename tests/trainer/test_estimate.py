@@ -1,0 +1,80 @@
+"""The pre-run estimate says which hosts pay for their gradient exchange and which sit out, and
+it is the balancer's own decision: fed the same speeds and exchange, the balancer does the same."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainer.balance.balancer import Balancer
+from trainer.balance.config import BalancerConfig
+from trainer.balance.cost import ring_exchange_s
+from trainer.balance.estimate import HostSpeed, LinkExchange, cluster_plan, estimate, rank_costs
+
+GRADIENT = 45_000_000
+"""resnet18's gradient in bytes, as in issue 32's GPU + CPU cluster."""
+TEN_GBIT = 1.25e9
+BATCH = 512
+HOSTS = (
+    HostSpeed(name="gpu", ranks=1, fixed_s=0.005, per_sample_s=0.0005,
+              link_bytes_per_s=TEN_GBIT),
+    HostSpeed(name="laptop", ranks=1, fixed_s=0.01, per_sample_s=0.001,
+              link_bytes_per_s=TEN_GBIT),
+    HostSpeed(name="cpu-box", ranks=1, fixed_s=0.05, per_sample_s=0.02,
+              link_bytes_per_s=TEN_GBIT),
+)
+
+
+def test_the_slow_host_is_estimated_to_sit_out_and_the_others_to_pay() -> None:
+    gpu, laptop, cpu_box = estimate(HOSTS, BATCH, GRADIENT)
+    assert gpu.pays and laptop.pays and not cpu_box.pays
+    assert laptop.gain > 0.05  # worth its exchange: more throughput than the GPU alone
+    # The CPU box would add the third rank's share of the ring and save less compute.
+    three, two = (ring_exchange_s(GRADIENT, n, TEN_GBIT) for n in (3, 2))
+    assert cpu_box.exchange_added_s == pytest.approx(three - two)
+    assert 0 <= cpu_box.compute_saved_s < cpu_box.exchange_added_s
+    # The laptop's numbers: the compute it takes off the GPU against the pair's exchange.
+    assert laptop.exchange_added_s == pytest.approx(two)
+    assert laptop.compute_saved_s > laptop.exchange_added_s
+
+
+def test_a_host_without_a_profile_gets_no_estimate_and_says_what_is_missing() -> None:
+    unknown = HostSpeed(name="new-box", ranks=2, fixed_s=None, per_sample_s=None,
+                        link_bytes_per_s=TEN_GBIT)
+    verdicts = estimate((*HOSTS[:2], unknown), BATCH, GRADIENT)
+    assert [v.missing for v in verdicts] == ["others"] * 2 + ["profile"]
+    no_link = HostSpeed(name="wifi", ranks=1, fixed_s=0.01, per_sample_s=0.001,
+                        link_bytes_per_s=None)
+    assert estimate((HOSTS[0], no_link), BATCH, GRADIENT)[1].missing == "link speed"
+
+
+def test_the_balancer_fed_the_same_speeds_and_exchange_benches_the_same_host() -> None:
+    costs, links, _ = rank_costs(HOSTS)
+    exchange = LinkExchange(GRADIENT, links)
+    planned = cluster_plan(HOSTS, BATCH, GRADIENT)
+    assert planned is not None
+    config = BalancerConfig(policy="dynamic", global_batch=BATCH, world_size=3,
+                            rebalance_every=10, allow_zero=True, threshold=0.0)
+    balancer = Balancer(config, (171, 171, 170))
+    split, reasons = (171, 171, 170), []
+    for step in range(1, 201):
+        balancer.observe(split, [costs[r].seconds(b) for r, b in enumerate(split)])
+        active = tuple(r for r, b in enumerate(split) if b > 0)
+        balancer.observe_exchange(split, [exchange.predict(active)] * 3)
+        if step % 10 == 0 and (decision := balancer.decide(step)) is not None:
+            split = decision.split
+            reasons.append(decision.reason)
+    assert split[2] == 0 and planned.split[2] == 0  # the same host sits out
+    assert max(abs(a - b) for a, b in zip(split, planned.split, strict=True)) <= 0.02 * BATCH
+    # ...and its reason counts the exchange the estimate says the benched host would add.
+    added_ms = estimate(HOSTS, BATCH, GRADIENT)[2].exchange_added_s * 1000
+    assert any("rank 2 sits out" in r and f"{added_ms:.1f} ms less exchange" in r
+               for r in reasons), reasons
+
+
+def test_a_hopeless_host_saves_nothing_and_still_names_the_exchange_it_would_add() -> None:
+    # The issue's CPU box beside a GPU: one sample on it takes longer than the GPU's whole step.
+    hopeless = HostSpeed(name="cpu-box", ranks=2, fixed_s=0.5, per_sample_s=0.05,
+                         link_bytes_per_s=TEN_GBIT)
+    gpu, cpu_box = estimate((HOSTS[0], hopeless), BATCH, GRADIENT)
+    assert gpu.pays and not cpu_box.pays and cpu_box.compute_saved_s == 0
+    assert cpu_box.exchange_added_s == pytest.approx(ring_exchange_s(GRADIENT, 3, TEN_GBIT))
