@@ -78,3 +78,26 @@ def test_the_mixed_cluster_bench_trains_the_wide_mlp_from_an_equal_split(tmp_pat
     assert config.task == "examples/tasks/curve.py:build" and config.policy == "dynamic"
     assert task_options(config.task_options)["hidden"] == 2880  # 8.3 M parameters
     assert config.split == (8, 8, 8) and config.slowdown == (1.0, 1.0, 60.0)
+
+
+def test_the_gpu_mixed_bench_pairs_a_one_gpu_host_with_a_cpu_only_host(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import torch
+
+    from bench import gpu_mixed
+
+    args = gpu_mixed.argparse.Namespace(global_batch=512, rebalance_every=10, steps=150,
+                                        cpu_ranks=2, cpu_threads=4)
+    mixed = gpu_mixed.cluster(tmp_path, args, with_cpu=True)
+    alone = gpu_mixed.cluster(tmp_path, args, with_cpu=False)
+    assert [(h.name, h.gpus, h.nproc) for h in mixed.hosts] == [("gpu", 1, 1), ("cpu", 0, 2)]
+    assert [h.name for h in alone.hosts] == ["gpu"] and mixed.run == alone.run
+    assert (mixed.run.model, mixed.run.policy, mixed.run.global_batch) == ("resnet18",
+                                                                           "dynamic", 512)
+    if not torch.cuda.is_available():  # the bench names what it needs, no traceback
+        done = subprocess.run([sys.executable, "bench/gpu_mixed.py"], capture_output=True,
+                              text=True, cwd=Path(__file__).resolve().parents[1])
+        assert done.returncode == 2 and "needs a CUDA GPU" in done.stderr
+        assert "Traceback" not in done.stderr
