@@ -46,16 +46,22 @@ EOF
 )
     # shellcheck disable=SC2086  # one word per requirement
     PIP_CONFIG_FILE=/dev/null "${pip[@]}" $needs
-    local site
-    site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-    echo "import site; list(map(site.addsitedir, $site_dirs))" > "$site/corral-main-env.pth"
     "$venv/bin/python" -c "import torch; assert torch.__version__.split('+')[0] == '$release'"
     echo "$((SECONDS - started))" > "$venv/.corral-built"
+}
+
+see_main_env() {  # see_main_env VENV
+    # Written at every call, not at the build: the environment outlives the checkout that built
+    # it, and another clone (CI's, a second worktree) has its main environment elsewhere.
+    local site
+    site=$("$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    echo "import site; list(map(site.addsitedir, $site_dirs))" > "$site/corral-main-env.pth"
 }
 
 for release in $releases; do
     venv=$root/torch-$release-py$pyver
     [ -f "$venv/.corral-built" ] || build "$venv" "$release"
+    see_main_env "$venv"
     if $sizes; then
         echo "torch $release: $(du -sh "$venv" | cut -f1), built in $(cat "$venv/.corral-built") s" >&2
     fi
