@@ -159,9 +159,15 @@ def profile_path(
     root: Path | None = None,
 ) -> Path:
     """The file that holds the profile with exactly this key."""
-    base = Path(root) if root is not None else default_root()
     name = f"{_slug(device_name)}--torch-{_slug(torch_version)}--t{threads}--s{slowdown:g}.toml"
-    return base / _slug(host) / _slug(model) / name
+    return model_dir(host=host, model=model, root=root) / name
+
+
+def model_dir(*, host: str, model: str, root: Path | None = None) -> Path:
+    """The folder of every profile of ``model`` made on ``host`` (any device, torch, threads
+    or slowdown)."""
+    base = Path(root) if root is not None else default_root()
+    return base / _slug(host) / _slug(model)
 
 
 # -- TOML ------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from profiles.host import hostname
-from profiles.store import Profile, created_at, default_root, load_profile
+from profiles.store import Profile, created_at, load_profile, model_dir
 from remote.config.cluster import ClusterConfig, HostSection
 from trainer.balance.estimate import HostSpeed, HostVerdict, estimate
 
@@ -28,7 +28,7 @@ def local_profile(host: HostSection, model: str, root: Path | None = None) -> Pr
         return None
     here = hostname()
     found = []
-    for path in (root or default_root()).glob("*/*/*.toml"):
+    for path in model_dir(host=here, model=model, root=root).glob("*.toml"):
         try:
             profile = load_profile(path)
         except Exception:  # a broken file is no profile: the estimate asks for one
