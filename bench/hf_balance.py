@@ -25,13 +25,12 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import csv, rounds_parser, run_main
+from _common import csv, read_run, rounds_parser, run_main
 from hf_script import throughput
 from lm_data import tiny_model_and_pairs
 from oracle import Split, search_best
 
 from trainer.balance.solve import equal_split
-from trainer.events import RebalanceEvent, StepEvent, parse_event
 from trainer.integrations.contract import ScriptSettings
 from trainer.run_layout import RunLayout
 
@@ -66,10 +65,7 @@ def script_runner(folder: Path, model: Path, pairs: Path, batch_size: int, threa
 def steady_rate(run_dir: Path, skip: int, global_batch: int) -> float:
     """Samples/s over rank 0's steps after ``skip``: the global batch over each step's
     ``step_s`` (measured by the opt-in's step reporter)."""
-    events = run_dir / RunLayout.METRICS / "rank-0.jsonl"
-    steps = [event for line in events.read_text(encoding="utf-8").splitlines()
-             if '"step"' in line and isinstance(event := parse_event(line), StepEvent)]
-    timed = [event.step_s for event in steps if event.step > skip]
+    timed = [step.step_s for step in read_run("script", run_dir).steps if step.step > skip]
     if not timed:
         raise RuntimeError(f"{run_dir}: no step after step {skip} (--skip below --steps)")
     return global_batch * len(timed) / sum(timed)
@@ -77,11 +73,9 @@ def steady_rate(run_dir: Path, skip: int, global_batch: int) -> float:
 
 def splits_taken(run_dir: Path) -> str:
     """`` (splits 8,8,8 →@6 12,7,5 …)``: a dynamic run's moves, from rank 0's events."""
-    events = run_dir / RunLayout.METRICS / "rank-0.jsonl"
-    if not events.is_file():
+    if not (run_dir / RunLayout.METRICS / "rank-0.jsonl").is_file():
         return ""
-    moves = [event for line in events.read_text(encoding="utf-8").splitlines()
-             if '"rebalance"' in line and isinstance(event := parse_event(line), RebalanceEvent)]
+    moves = read_run("script", run_dir).rebalances
     if not moves:
         return " (no move)"
     return f" (splits {csv(moves[0].previous)}" + "".join(
