@@ -38,8 +38,10 @@ from torch import nn
 from trainer.balance.cost import probe_batch
 from trainer.settings.train_config import TrainConfig
 from trainer.step.amp import autocast
+from trainer.step.batches import collated
 from trainer.step.flat_collectives import broadcast_buffers
 from trainer.step.optim import OptimizerStep, StepOutcome
+from trainer.step.slowdown import WorkTimer, emulate_slowdown
 from trainer.tasks import Task
 
 PROBE_MAX_WINDOWS = 4
@@ -188,8 +190,6 @@ def time_one_pass(model: nn.Module, batch: Any, loss: Callable[[nn.Module, Any],
                   precision: str) -> float:
     """Seconds of one forward+backward of ``batch`` (emulated slowdown ``factor`` included),
     gradients returned and dropped rather than accumulated."""
-    from trainer.step.slowdown import WorkTimer, emulate_slowdown
-
     timer = WorkTimer()
     timer.start()
     with autocast(precision, device):
@@ -256,8 +256,6 @@ def probe_pass(*, task: Task, parameters: list[nn.Parameter], device: torch.devi
                factor: Callable[[], float]) -> Callable[[], float]:
     """A benched rank's probe: one timed pass of ``batch_size`` training items (made on the
     first probe: most ranks are never benched)."""
-    from trainer.step.batches import collated
-
     made: list[Any] = []
 
     def measure() -> float:
