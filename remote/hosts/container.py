@@ -131,8 +131,9 @@ def python_in_container(host: HostSection) -> str:
 
 
 def launcher_words(host: HostSection, run_id: str, inner: str) -> str:
-    """The launcher's container: ``inner`` (torchrun and the exit file) run by ``sh`` inside
-    the named, labelled container, started in the run directory."""
+    """The launcher's container: ``inner`` (torchrun) run by ``sh`` inside the named,
+    labelled container, started in the run directory (the host's shell writes the exit file
+    once the engine's client returns: ``remote.run.launch``)."""
     name = container_name(run_id, host.name)
     return f"{run_words(host, name=name, run_id=run_id, here=True)} sh -c {shlex.quote(inner)}"
 

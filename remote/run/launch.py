@@ -93,7 +93,13 @@ def trainer_flags(run: RunSection, place: HostPlan, plan: LaunchPlan) -> list[st
 
 
 def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -> str:
-    """The command line the host's shell runs in its new session (torchrun, then the exit file).
+    """The command line the host's shell runs in its new session (torchrun, then the exit file)."""
+    return torchrun_command(config, plan, place) + exit_file_words(place.host)
+
+
+def torchrun_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -> str:
+    """torchrun's command line with corral's environment (inside the launcher's container on
+    a host with one).
 
     ``place.cpu``: the host's allocator environment and core flags (``remote.hosts.cpu_placement``).
     """
@@ -132,15 +138,19 @@ def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
         env.pop(RUN_DIR_ENV)  # from --run-dir (trainer.integrations.script_main)
         if host.threads is not None:  # the trainer's --threads, as torch and OpenMP read it
             env.setdefault("OMP_NUM_THREADS", str(host.threads))
+    return (f"{env_prefix(env)}PYTHONPATH={code} {_interpreter(host)} {words} "
+            f"{_entry_words(config, plan, place, tree)}")
+
+
+def exit_file_words(host: HostSection) -> str:
+    """Shell, after the launcher: its exit status to ``hosts/<host>.exit``, which says the
+    launcher ended by itself, so not after `corral stop` (in a container the host's shell
+    outlives the stop, which ends torchrun only). On a host with a container this runs in the
+    host's shell once the engine's client has returned: the run ends with nothing of it left."""
     exit_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "exit"))
     stopped_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "stopped"))
-    # The exit file says the launcher ended by itself: not written after `corral stop` (in a
-    # container this shell outlives the stop, which ends torchrun only).
-    return (
-        f"{env_prefix(env)}PYTHONPATH={code} {_interpreter(host)} {words} "
-        f"{_entry_words(config, plan, place, tree)}; s=$?; [ -e {stopped_file} ] || "
-        f"{{ echo $s > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}; }}"
-    )
+    return (f"; s=$?; [ -e {stopped_file} ] || "
+            f"{{ echo $s > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}; }}")
 
 
 def _interpreter(host: HostSection) -> str:
@@ -181,8 +191,9 @@ def script_settings(run: RunSection, place: HostPlan, plan: LaunchPlan) -> Scrip
 def host_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -> str:
     """What the host's new session runs (``--dry-run`` shows it): ``launcher_command``, in
     the host's launcher container where it has one."""
-    inner = launcher_command(config, plan, place)
-    return _session(place.host, plan.run_id, inner) if place.host.container else inner
+    if place.host.container is None:
+        return launcher_command(config, plan, place)
+    return _in_container(place.host, plan.run_id, torchrun_command(config, plan, place))
 
 
 def _clear(host: HostSection, run_id: str) -> str:
@@ -190,11 +201,15 @@ def _clear(host: HostSection, run_id: str) -> str:
     return f"{remove_command(host, run_id)}; " if host.container is not None else ""
 
 
-def _session(host: HostSection, run_id: str, inner: str) -> str:
-    """What ``setsid`` starts: ``sh -c INNER``, or the host's launcher container running it."""
-    if host.container is not None:
-        return launcher_words(host, run_id, inner)
-    return f"sh -c {shlex.quote(inner)}"
+def _in_container(host: HostSection, run_id: str, torchrun: str) -> str:
+    """The host's launcher container running ``torchrun``, then the exit file."""
+    return launcher_words(host, run_id, torchrun) + exit_file_words(host)
+
+
+def _session(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -> str:
+    """What ``setsid`` starts: ``sh -c`` running the launcher (in its container where the
+    host has one) and then writing the exit file."""
+    return f"sh -c {shlex.quote(host_command(config, plan, place))}"
 
 
 async def launch_host(
@@ -202,7 +217,6 @@ async def launch_host(
 ) -> int:
     """Start the host's launcher in the background; return its process-group id."""
     host = transport.host
-    inner = launcher_command(config, plan, place)
     logs = shlex.quote(IN_RUN_DIR.host_logs(host.name))
     launcher_log = shlex.quote(IN_RUN_DIR.launcher_log(host.name))
     pgid_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "pgid"))
@@ -223,7 +237,7 @@ async def launch_host(
         f"mkdir -p {logs} {IN_RUN_DIR.HOSTS}; "
         f"rm -f {exit_file} {ranks_file} {stopped_file} {pgid_file} {leader_file}; "
         f"printf %s {planned_ranks} > {planned}; {_clear(host, plan.run_id)}"
-        f"setsid {_session(host, plan.run_id, inner)} </dev/null >>{launcher_log} 2>&1 & "
+        f"setsid {_session(config, plan, place)} </dev/null >>{launcher_log} 2>&1 & "
         f"p=$!; s=$(cat /proc/$p/stat 2>/dev/null) && s=${{s##*\") \"}} && set -- $s && "
         f"echo \"${{20}}\" > {leader_file} || true; "
         f"echo $p > {pgid_file}.tmp; mv {pgid_file}.tmp {pgid_file}; echo $p"

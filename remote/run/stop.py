@@ -74,9 +74,9 @@ def launcher_pattern(run_id: str) -> str:
 def _term(host: HostSection | None, run_id: str) -> str:
     """Shell: the one TERM. torchrun passes it on to the ranks, once (a second TERM makes a
     rank abandon its step), so ranks are signalled directly only without a launcher. In a
-    container the recorded group is the engine's client, whose TERM would reach only the
-    container's first process (``sh``, which as a namespace's init ignores it): TERM goes to
-    torchrun itself, seen from the host by its command line."""
+    container the recorded group is the host's shell and the engine's client, whose TERM
+    would reach only the container's first process (``sh``, which as a namespace's init
+    ignores it): TERM goes to torchrun itself, seen from the host by its command line."""
     if host is not None and host.container is not None:
         return (f"pkill -TERM -f {shlex.quote(launcher_pattern(run_id))} || "
                 'pkill -TERM -f "$pat"; ')

@@ -61,6 +61,9 @@ def test_docker_form_passes_gpus_env_names_and_mounts_never_a_value() -> None:
     assert words[image + 1:image + 3] == ["sh", "-c"]
     inner = words[image + 3]
     assert "-m trainer.launcher" in inner and "--rdzv-id c-20260101-000000-abcdef" in inner
+    # The host's shell writes the exit file once the engine's client has returned, so a run
+    # that has ended leaves no client behind.
+    assert "hosts/boxed.exit" not in inner and "hosts/boxed.exit" in " ".join(words[image + 4:])
 
 
 def test_podman_form_passes_gpus_through_cdi_and_a_rootfs_as_an_overlay() -> None:
