@@ -107,7 +107,9 @@ def bar(fraction: float, width: int) -> str:
 def estimate_text(verdict: HostVerdict) -> str:
     """One host's line of the pre-run estimate: what adding it gives, or why it sits out."""
     name = f"`{verdict.host}`"
-    missing = {"profile": "run `corral profile`", "link speed": "its link speed is not known",
+    missing = {"profile": "run `corral profile`",
+               "link speed": "its link speed is not known (its interface shows none): set "
+                             f"link_gbit in the [[hosts]] entry named {verdict.host!r}",
                "others": "another host's facts are missing",
                "split": "no split of the batch fits the hosts"}
     if verdict.missing:

@@ -143,9 +143,10 @@ def default_root() -> Path:
     return base / "corral" / "profiles"
 
 
-def _slug(text: str) -> str:
-    slug = re.sub(r"[^a-z0-9._+-]+", "-", text.lower()).strip("-.")
-    return slug or "unknown"
+def slug(text: str) -> str:
+    """``text`` as the store writes it in a folder or file name."""
+    written = re.sub(r"[^a-z0-9._+-]+", "-", text.lower()).strip("-.")
+    return written or "unknown"
 
 
 def profile_path(
@@ -159,7 +160,7 @@ def profile_path(
     root: Path | None = None,
 ) -> Path:
     """The file that holds the profile with exactly this key."""
-    name = f"{_slug(device_name)}--torch-{_slug(torch_version)}--t{threads}--s{slowdown:g}.toml"
+    name = f"{slug(device_name)}--torch-{slug(torch_version)}--t{threads}--s{slowdown:g}.toml"
     return model_dir(host=host, model=model, root=root) / name
 
 
@@ -167,7 +168,7 @@ def model_dir(*, host: str, model: str, root: Path | None = None) -> Path:
     """The folder of every profile of ``model`` made on ``host`` (any device, torch, threads
     or slowdown)."""
     base = Path(root) if root is not None else default_root()
-    return base / _slug(host) / _slug(model)
+    return base / slug(host) / slug(model)
 
 
 # -- TOML ------------------------------------------------------------------------------------

@@ -1,55 +1,100 @@
 """The facts of the pre-run estimate (trainer/balance/estimate.py) as the check finds them.
 
-Each host's compute line comes from its stored profile of the run's model at its slowdown
-(``corral profile``), which also records the model's gradient bytes; its link speed from the
-interface the check found (``/sys/class/net/<interface>/speed``). A fact not found makes the
-estimate say what is missing instead of guessing. Today both are read on this machine, so
-only ``local`` hosts find theirs; a remote host's estimate asks for its profile.
+The check's probe of each host (one section of its one shell command, ``estimate_probe``)
+prints the host's name, the link speed of each of its interfaces
+(``/sys/class/net/<interface>/speed``) and the stored profiles of the run's model
+(``corral profile`` saves them in the host's own store, ``profiles.store``). Each host's
+compute line is its newest profile made there at its slowdown (and threads, when set), which
+also records the model's gradient bytes; its link is ``link_gbit`` from cluster.toml, else the
+speed of the interface the check found. Loopback, Wi-Fi and virtual links show no speed: the
+estimate then says the link is not known instead of guessing.
 """
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
-from pathlib import Path
+from dataclasses import dataclass, field
 
-from profiles.host import hostname
-from profiles.store import Profile, created_at, load_profile, model_dir
+from profiles.store import Profile, created_at, profile_from_toml, slug
 from remote.config.cluster import ClusterConfig, HostSection
 from trainer.balance.estimate import HostSpeed, HostVerdict, estimate
 
-NET_CLASS = Path("/sys/class/net")
+NET_CLASS = "/sys/class/net"
 """Where Linux shows each interface's link speed (Mbit/s, in ``<interface>/speed``)."""
+PROFILE_MARK = "@@profile"
+"""The line before each stored profile in the probe's output."""
+MAX_PROFILE_BYTES = 65536
+"""More of one profile file than this is not read (a profile is well under 1 KB)."""
+PROFILE_ROOT = ('"${CORRAL_PROFILE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/corral/profiles}"')
+"""Shell: the host's profile store, as ``profiles.store.default_root`` finds it."""
 
 
-def local_profile(host: HostSection, model: str, root: Path | None = None) -> Profile | None:
-    """The newest profile of ``model`` made on this machine at the host's slowdown (and
-    threads, when set); None when there is none or the host is not this machine."""
-    if not host.is_local:
-        return None
-    here = hostname()
-    found = []
-    for path in model_dir(host=here, model=model, root=root).glob("*.toml"):
+@dataclass(frozen=True, kw_only=True)
+class EstimateProbe:
+    """What one host's estimate section printed."""
+
+    node: str = ""
+    """The host's name as its profiles record it (``uname -n``)."""
+    profiles: tuple[Profile, ...] = ()
+    """Its stored profiles of the run's model (made on any host that shares the store)."""
+    link_mbit: dict[str, float] = field(default_factory=dict)
+    """Per interface that shows one, its link speed in Mbit/s."""
+
+
+def estimate_probe(model: str, net_class: str = NET_CLASS) -> str:
+    """The probe's shell: ``node NAME``, ``speed INTERFACE MBIT`` lines, then every stored
+    profile of ``model``, each after a ``PROFILE_MARK`` line."""
+    return (f'r={PROFILE_ROOT}; case "$r" in "~"|"~/"*) r="$HOME${{r#"~"}}";; esac; '
+            'echo "node $(uname -n)"; '
+            f'for f in {shlex.quote(net_class)}/*/speed; do s=$(cat "$f" 2>/dev/null) && '
+            'i=${f%/speed} && echo "speed ${i##*/} $s"; done; '
+            f'for f in "$r"/*/{shlex.quote(slug(model))}/*.toml; do [ -f "$f" ] || continue; '
+            f'echo {PROFILE_MARK}; head -c {MAX_PROFILE_BYTES} "$f"; echo; done; true')
+
+
+def parse_estimate_probe(text: str) -> EstimateProbe:
+    """``estimate_probe``'s output (a file that is no profile is left out)."""
+    node = ""
+    speeds: dict[str, float] = {}
+    chunks: list[list[str]] = []
+    for line in text.splitlines():
+        if line == PROFILE_MARK:
+            chunks.append([])
+        elif chunks:
+            chunks[-1].append(line)
+        elif line.startswith("node "):
+            node = line[5:].strip()
+        elif line.startswith("speed ") and len(words := line.split()) == 3:
+            try:
+                speeds[words[1]] = float(words[2])
+            except ValueError:
+                continue
+    profiles = []
+    for chunk in chunks:
         try:
-            profile = load_profile(path)
-        except Exception:  # a broken file is no profile: the estimate asks for one
+            profiles.append(profile_from_toml("\n".join(chunk)))
+        except ValueError:  # a broken file is no profile: the estimate asks for one
             continue
-        if (profile.host == here and profile.model == model
-                and profile.slowdown == float(host.slowdown)
-                and (host.threads is None or profile.threads == host.threads)):
-            found.append(profile)
-    return max(found, key=created_at) if found else None
+    return EstimateProbe(node=node, profiles=tuple(profiles), link_mbit=speeds)
 
 
-def local_link(host: HostSection, interface: str | None,
-               net_class: Path = NET_CLASS) -> float | None:
-    """Bytes/s of the host's link when it is this machine and its interface shows a speed."""
-    if not host.is_local or not interface:
-        return None
-    try:
-        mbit = float((net_class / interface / "speed").read_text().strip())
-    except (OSError, ValueError):  # loopback and virtual links show none
-        return None
-    return mbit * 1e6 / 8 if mbit > 0 else None
+def host_profile(host: HostSection, model: str, found: EstimateProbe) -> Profile | None:
+    """The newest profile of ``model`` made on the host at its slowdown (and threads, when
+    set); None when it has none."""
+    matching = [p for p in found.profiles
+                if p.host == found.node and p.model == model
+                and p.slowdown == float(host.slowdown)
+                and (host.threads is None or p.threads == host.threads)]
+    return max(matching, key=created_at) if matching else None
+
+
+def host_link(host: HostSection, interface: str | None, found: EstimateProbe) -> float | None:
+    """Bytes/s of the host's link: ``link_gbit``, else its interface's speed when it shows one."""
+    if host.link_gbit is not None:
+        return host.link_gbit * 1e9 / 8
+    mbit = found.link_mbit.get(interface or "")
+    return mbit * 1e6 / 8 if mbit is not None and mbit > 0 else None
 
 
 def host_speeds(config: ClusterConfig, nprocs: Mapping[str, int],
@@ -67,9 +112,14 @@ def host_speeds(config: ClusterConfig, nprocs: Mapping[str, int],
 
 
 def cluster_estimate(config: ClusterConfig, nprocs: Mapping[str, int],
-                     profiles: Mapping[str, Profile | None],
-                     links: Mapping[str, float | None]) -> tuple[HostVerdict, ...]:
-    """The estimate of ``config``'s run from what is known (see the module docstring)."""
+                     probes: Mapping[str, EstimateProbe],
+                     interfaces: Mapping[str, str | None]) -> tuple[HostVerdict, ...]:
+    """The estimate of ``config``'s run from what the hosts' probes found (an unreachable
+    host has no probe: its facts are missing)."""
+    profiles = {h.name: host_profile(h, config.run.model, probes.get(h.name, EstimateProbe()))
+                for h in config.hosts}
+    links = {h.name: host_link(h, interfaces.get(h.name), probes.get(h.name, EstimateProbe()))
+             for h in config.hosts}
     sizes = [p.gradient_bytes for p in profiles.values() if p and p.gradient_bytes]
     speeds = host_speeds(config, nprocs, profiles, links)
     if not sizes:  # profiles made before the gradient size was recorded: make them again

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from remote.checks.estimate_facts import EstimateProbe
 from remote.events import CheckItem
 from remote.hosts import cpu_placement
 
@@ -29,3 +30,5 @@ class HostFacts:
     """Whether the code tree asked about is on the host (None: not asked)."""
     cpu: cpu_placement.HostCpuFacts | None = None
     """Boot id, usable cores and allocator libraries, when the probe ran."""
+    estimate: EstimateProbe = field(default_factory=EstimateProbe)
+    """The host's name, link speeds and stored profiles of the run's model."""

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from profiles.user_errors import CorralError
 from remote.checks import run_root
 from remote.checks.container_check import container_hints, container_parts, judge_container
-from remote.checks.estimate_facts import cluster_estimate, local_link, local_profile
+from remote.checks.estimate_facts import cluster_estimate, estimate_probe, parse_estimate_probe
 from remote.checks.host_facts import HostFacts
 from remote.checks.leftover_runs import leftovers_line
 from remote.checks.plan import LaunchFacts, master_address, nproc_for
@@ -79,6 +79,7 @@ def probe_script(host: HostSection, config: ClusterConfig, master_addr: str,
         "run-root": run_root.probe_command(config.cluster.run_root),
         "interface": f"{interface_script(master_addr, is_master=is_master)} 2>&1",
         "cpu": cpu_placement.PROBE_SECTION,
+        "estimate": estimate_probe(config.run.model),
     }
     parts.update(container_parts(host))
     if host.interface is not None:
@@ -261,6 +262,7 @@ async def _probe_host(
         facts.code_present = sections["code"][1] == 0
     if "cpu" in sections:
         facts.cpu = cpu_placement.parse_probe(sections["cpu"][0])
+    facts.estimate = parse_estimate_probe(section_text(sections, "estimate"))
     if after is not None:
         await after(transport, facts)
     boxed, starts = judge_container(host, sections)
@@ -372,7 +374,6 @@ async def check_and_plan(
     found = LaunchFacts(gpus=gpus, interfaces={name: f.interface for name, f in facts.items()},
                         port=port, cpu=cpu,
                         bf16={name: tuple(f.bf16) for name, f in facts.items() if f.bf16})
-    profiles = {h.name: local_profile(h, config.run.model) for h in config.hosts}
-    links = {h.name: local_link(h, found.interfaces.get(h.name)) for h in config.hosts}
-    estimate = cluster_estimate(config, nprocs, profiles, links)
+    probes = {name: f.estimate for name, f in facts.items()}
+    estimate = cluster_estimate(config, nprocs, probes, found.interfaces)
     return CheckReport(items=tuple(items), estimate=estimate), found

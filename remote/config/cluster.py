@@ -113,6 +113,11 @@ class HostSection:
     """Extra environment variables for the launcher and ranks on this host."""
     interface: str | None = None
     """Network interface for Gloo/NCCL (``GLOO_SOCKET_IFNAME``); default: detected."""
+    link_gbit: float | None = None
+    """Speed of the host's link to the others in Gbit/s, for the pre-run estimate of which
+    hosts pay for their gradient exchange (``corral check``); default: what its interface
+    shows. Give it where the interface shows none: Wi-Fi, a virtual link, hosts that share one
+    machine (loopback)."""
     setup: tuple[str, ...] = ()
     """Shell lines ``corral setup`` runs on the host first, in order, before it makes the
     virtual environment (e.g. installing a system package); each is logged, and a failing line

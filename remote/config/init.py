@@ -90,6 +90,7 @@ slowdown = 3.0                # emulates a device three times as slow
 # gpus = "auto"                  # every GPU torch sees there, or a count (0 = CPU only)
 # nproc = 2                      # ranks on this host (default: the GPU count, 1 on CPU)
 # interface = "eth0"             # network interface for Gloo/NCCL (default: detected)
+# link_gbit = 1.0               # link speed for corral check's estimate (Wi-Fi shows none)
 # allocator = "auto"             # tcmalloc/jemalloc when the host has one, else tuned glibc
 # pin_cores = true               # disjoint cores per rank (GPU ranks: cores near their GPU)
 # env = { NCCL_DEBUG = "WARN" }

@@ -167,6 +167,7 @@ def host_problems(values: Mapping[str, Any]) -> Problems:
     _at_least(out, values, "threads", 1)
     _at_least(out, values, "micro_batch", 1)
     _number(out, values, "slowdown", 1.0, inclusive=True)
+    _number(out, values, "link_gbit", 0.0, inclusive=False)
     nproc, gpus = values.get("nproc"), values.get("gpus")
     if _is_int(nproc) and _is_int(gpus) and gpus > 0 and nproc > gpus:
         out.append(("nproc", f"{nproc} ranks but only {gpus} GPUs (gpus = {gpus}); "
