@@ -7,7 +7,7 @@ import pytest
 
 from trainer.balance.balancer import Balancer
 from trainer.balance.config import BalancerConfig
-from trainer.balance.cost import ring_exchange_s
+from trainer.balance.cost import ExchangeTimes, ring_exchange_s, ring_factor
 from trainer.balance.estimate import HostSpeed, LinkExchange, cluster_plan, estimate, rank_costs
 
 GRADIENT = 45_000_000
@@ -78,3 +78,17 @@ def test_a_hopeless_host_saves_nothing_and_still_names_the_exchange_it_would_add
     gpu, cpu_box = estimate((HOSTS[0], hopeless), BATCH, GRADIENT)
     assert gpu.pays and not cpu_box.pays and cpu_box.compute_saved_s == 0
     assert cpu_box.exchange_added_s == pytest.approx(ring_exchange_s(GRADIENT, 3, TEN_GBIT))
+
+
+def test_a_rejoin_is_never_predicted_free_after_a_rank_ran_alone() -> None:
+    """Benched down to one rank (which exchanges nothing), the balancer still knows what two
+    ranks would exchange: from the sets that did, not from the rank alone."""
+    exchange = ExchangeTimes()
+    fixed_s, ring_s = 0.002, 0.060  # overhead of any step; exchange per unit of ring factor
+    for _ in range(5):  # the warm-up: all three ranks
+        exchange.add((0, 1, 2), fixed_s + ring_s * ring_factor(3))
+    for _ in range(20):  # then rank 1 alone, measured far more often
+        exchange.add((1,), fixed_s)
+    assert exchange.predict((0, 1)) == pytest.approx(fixed_s + ring_s * ring_factor(2))
+    assert exchange.predict((0,)) == pytest.approx(fixed_s)  # alone: no exchange
+    assert ExchangeTimes().predict((0, 1)) == 0.0  # nothing measured: compute decides

@@ -7,9 +7,10 @@ ranks of their seconds in it after their own compute (the last rank to arrive wa
 ``fixed`` (the tally, the optimizer step, the loop) is the same whatever the set, so it cancels
 out of every comparison. A benched rank (share 0) leaves the exchange (trainer/step/exchange.py),
 so a smaller active set pays less. The exchange of every active set met is measured (median of
-its recent steps); one never met is predicted from the most measured one by the bandwidth term
-of a ring all-reduce, ``2(n-1)/n`` of the gradient bytes per rank. A wrong prediction is
-corrected by the measurements under the set it led to.
+its recent steps); one never met is predicted from the most measured set of two or more ranks by
+the bandwidth term of a ring all-reduce, ``2(n-1)/n`` of the gradient bytes per rank, over the
+overhead of a rank alone (which exchanges nothing). A wrong prediction is corrected by the
+measurements under the set it led to.
 
 ``best_plan`` tries the active sets made of the ``k`` fastest ranks (by time per sample at an
 equal share), solves each one's min-max split (``min_max_costs``), and keeps the one with the
@@ -75,19 +76,23 @@ class ExchangeTimes:
         return statistics.median(recent) if len(recent) >= MIN_SAMPLES else None
 
     def predict(self, active: tuple[int, ...]) -> float:
-        """Measured, else scaled from the most measured set by the ring factor (0 with no
-        measurement at all: compute decides alone)."""
+        """Measured, else ``fixed + per_ring · 2(n-1)/n``: ``fixed`` is the least overhead
+        measured under one rank alone (which exchanges nothing; 0 when none ran alone), and
+        ``per_ring`` comes from the most measured set of two or more ranks (none: the
+        exchange is not known, and compute decides alone)."""
         seen = self.measured(active)
         if seen is not None:
             return seen
-        known = [(len(v), k) for k, v in self.samples.items() if len(v) >= MIN_SAMPLES]
-        if not known:
-            return 0.0
+        fixed = min((m for k in self.samples if len(k) == 1
+                     if (m := self.measured(k)) is not None), default=0.0)
+        known = [(len(v), k) for k, v in self.samples.items()
+                 if len(k) > 1 and len(v) >= MIN_SAMPLES]
+        if len(active) <= 1 or not known:
+            return fixed
         reference = max(known)[1]
-        base = self.measured(reference) or 0.0
-        if ring_factor(len(reference)) == 0:
-            return base
-        return base * ring_factor(len(active)) / ring_factor(len(reference))
+        per_ring = max((self.measured(reference) or 0.0) - fixed, 0.0) / ring_factor(
+            len(reference))
+        return fixed + per_ring * ring_factor(len(active))
 
     def to_state(self) -> dict[str, Any]:
         return {",".join(map(str, k)): list(v) for k, v in self.samples.items()}
