@@ -27,7 +27,7 @@ STEPS = 240
 
 @pytest.mark.serial  # the loss, declared seconds after the cut, must precede the run's end
 async def test_a_benched_host_lost_for_good_is_dropped_and_the_run_completes(
-        sshd_cluster) -> None:  # type: ignore[no-untyped-def]
+        sshd_cluster) -> None:
     cluster = sshd_cluster(3)
     (cluster.root / "tasks").mkdir()
     shutil.copy(REPO / "examples" / "tasks" / "curve.py", cluster.root / "tasks" / "curve.py")
