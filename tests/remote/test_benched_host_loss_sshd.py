@@ -25,7 +25,6 @@ REPO = Path(__file__).resolve().parents[2]
 STEPS = 240
 
 
-@pytest.mark.serial  # the loss, declared seconds after the cut, must precede the run's end
 async def test_a_benched_host_lost_for_good_is_dropped_and_the_run_completes(
         sshd_cluster) -> None:
     cluster = sshd_cluster(3)
