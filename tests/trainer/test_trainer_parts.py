@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from trainer.checkpoint.files import (
     set_rng_state,
 )
 from trainer.settings.train_config import SlowdownChange
+from trainer.step.clock import ComputeClock
 from trainer.step.slowdown import (
     SlowdownSchedule,
     WorkTimer,
@@ -105,3 +107,39 @@ def test_rng_state_round_trips() -> None:
     a = torch.rand(4)
     set_rng_state(saved)
     assert torch.equal(torch.rand(4), a)
+
+
+def _burn(cpu_s: float) -> None:
+    """Work on this thread until the process has used ``cpu_s`` more seconds of CPU."""
+    end = time.process_time() + cpu_s
+    while time.process_time() < end:
+        sum(range(1000))
+
+
+def test_a_benched_rank_emulates_nothing_while_its_probe_works() -> None:
+    # A benched rank runs no pass; its probe thread works meanwhile, and the process's CPU
+    # time counts every thread. Its step is no work of a slow device: nothing to sleep.
+    clock = ComputeClock(torch.device("cpu"), emulated_run=True)
+    clock.start(60.0)
+    probe = threading.Thread(target=_burn, args=(0.05,))
+    probe.start()
+    probe.join()
+    t0 = time.perf_counter()
+    clock.passes_done(False)
+    assert clock.tally_time(1) == (1, 0.0) and clock.step_seconds(1) == 0.0
+    assert time.perf_counter() - t0 < 0.5  # 60 x the probe's 0.05 s would be 3 s
+
+
+def test_without_the_hook_a_slower_device_is_emulated_once_when_the_passes_end() -> None:
+    # A step with a benched rank all-reduces explicitly after the passes: the slow rank's
+    # extra time is slept before it (as the hook does), and reading the time sleeps no more.
+    clock = ComputeClock(torch.device("cpu"), emulated_run=True)
+    clock.start(3.0)
+    _burn(0.05)
+    t0 = time.perf_counter()
+    clock.passes_done(True)
+    assert time.perf_counter() - t0 >= 0.09  # 3 x 0.05 s, of which 0.05 s were the work
+    t0 = time.perf_counter()
+    _, seconds = clock.tally_time(1)
+    assert seconds == clock.step_seconds(1) and 0.15 <= seconds < 0.3
+    assert time.perf_counter() - t0 < 0.02

@@ -122,6 +122,7 @@ class ShareRunner:
                 if last and self.clock.early is not None:
                     self.clock.early.arm(step, *totals.now())
                 self.scale_loss(loss_sum).backward()
+        self.clock.passes_done(bool(slices))
         compute_end = self.clock.last_bucket_at or time.perf_counter()
         # -- the active set (trainer/step/exchange.py): a benched rank leaves the exchange and
         # reports its latest probe's seconds (0: none) instead of a compute time.

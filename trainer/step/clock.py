@@ -123,6 +123,24 @@ class ComputeClock:
                 self.early.fire(self.elapsed())
         return reduced
 
+    def passes_done(self, ran: bool) -> None:
+        """After the rank's last backward of the step (``ran``: it ran any pass). Where the last
+        bucket's hook did not fire (a step with a benched rank all-reduces explicitly, after
+        this), the time is taken here and a slower device emulated here, before the
+        all-reduce, as the hook does. A rank that ran no pass (benched) computed nothing: its
+        time is 0 and nothing is emulated (its probe thread's work is not the step's)."""
+        if not ran:
+            self._emulated = 0.0
+        elif self._cuda:
+            if not self._end_recorded:
+                self._end_event.record()
+                self._end_recorded = True
+        elif self._t1 is None:
+            self._t1 = self._timer.read()
+            if self._emulated_run or self._factor != 1.0:
+                wall, own = self._t1
+                self._emulated = emulate_slowdown(self._factor, own, wall)
+
     def tally_time(self, step: int) -> tuple[int, float]:
         """``(step it belongs to, seconds)`` for step ``step``'s tally, read without waiting:
         this step's on a CPU rank, the last one ``step_seconds`` read on a GPU rank."""
