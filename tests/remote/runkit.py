@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 from remote.api import RankEvent, RunEvent
 from remote.checks.plan import HostPlan
@@ -116,3 +119,14 @@ async def tail_local_host(run_dir: Path, local_dir: Path, workdir: Path,
     finally:
         copy.close()
     return items
+
+
+def cut_ssh(daemon: Any) -> None:
+    """Kill an sshd's listener and every session of it (by the PIDs found): the host's
+    processes started over SSH go on, its connections are gone."""
+    sessions = descendants(daemon.proc.pid)
+    daemon.proc.kill()
+    daemon.proc.wait()
+    for pid in sessions:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

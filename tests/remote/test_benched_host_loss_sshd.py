@@ -5,10 +5,7 @@ checkpoint and completes there (three sshd hosts on this machine)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ import pytest
 from remote.api import LogLine, RankEvent, RunEvent, RunStatus
 from remote.config.cluster import RunSection
 from remote.run.controller import SshRunController
-from tests.remote.runkit import bounded, descendants, run_processes
+from tests.remote.runkit import bounded, cut_ssh, run_processes
 from trainer.events import CheckpointEvent, EndEvent, StartEvent, StepEvent
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
@@ -50,12 +47,7 @@ async def test_a_benched_host_lost_for_good_is_dropped_and_the_run_completes(
             checkpointed |= benched and isinstance(inner, CheckpointEvent)
             if checkpointed and not cut:
                 cut = True  # h2's SSH server and sessions go away for good, while benched
-                sessions = descendants(daemon.proc.pid)
-                daemon.proc.kill()
-                daemon.proc.wait()
-                for pid in sessions:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+                cut_ssh(daemon)
     finally:
         await controller.aclose()
     assert cut

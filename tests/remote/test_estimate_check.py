@@ -27,10 +27,9 @@ from remote.checks.estimate_facts import (
     host_profile,
     parse_estimate_probe,
 )
-from remote.checks.preflight import check_cluster
 from remote.config.cluster import ClusterConfig
 from remote.config.read import parse_cluster
-from remote.hosts.pool import HostPool
+from tests.remote.test_checks import run_check
 
 SLOWDOWNS = {"gpu-box": 1.0, "laptop": 2.0, "cpu-box": 40.0}
 """Each host's emulated slowdown (the part of a profile's key that tells them apart here)."""
@@ -159,20 +158,13 @@ async def test_a_real_check_over_ssh_reads_each_hosts_own_profiles_and_link(
     config = dataclasses.replace(config, run=dataclasses.replace(
         config.run, model="resnet18", global_batch=512))
 
-    async def check(checked: ClusterConfig) -> CheckReport:
-        pool = HostPool(checked)
-        try:
-            return await check_cluster(checked, pool)
-        finally:
-            await pool.aclose()
-
-    report = await check(config)
+    report = await run_check(config)
     assert [(v.host, v.pays) for v in report.estimate] == [
         ("h0", True), ("h1", True), ("h2", False)]
     assert "`h2`: would sit out" in table_text(report) and report.ok
     # Without link_gbit the hosts' loopback shows no speed: the check names the key to set.
     bare = dataclasses.replace(config, hosts=tuple(dataclasses.replace(h, link_gbit=None)
                                                    for h in config.hosts))
-    report = await check(bare)
+    report = await run_check(bare)
     assert {v.missing for v in report.estimate} == {"link speed"}
     assert "set link_gbit in the [[hosts]] entry named 'h2'" in table_text(report)

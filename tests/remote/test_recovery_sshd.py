@@ -4,7 +4,6 @@ dropped and the run completes on the others."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 from dataclasses import replace
@@ -18,9 +17,9 @@ from remote.run.controller import SshRunController
 from trainer.events import CheckpointEvent, EndEvent, StartEvent, StepEvent
 
 try:
-    from runkit import bounded, descendants, run_processes, tiny_run
+    from runkit import bounded, cut_ssh, run_processes, tiny_run
 except ImportError:  # collected as a package
-    from tests.remote.runkit import bounded, descendants, run_processes, tiny_run  # type: ignore[no-redef]
+    from tests.remote.runkit import bounded, cut_ssh, run_processes, tiny_run  # type: ignore[no-redef]
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 
@@ -125,12 +124,7 @@ async def test_a_host_cut_off_for_good_is_dropped_and_the_run_completes_on_the_o
             if (not cut and isinstance(event, RankEvent)
                     and isinstance(event.event, CheckpointEvent)):
                 cut = True  # h1's SSH server and sessions go away for good
-                sessions = descendants(daemon.proc.pid)
-                daemon.proc.kill()
-                daemon.proc.wait()
-                for pid in sessions:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+                cut_ssh(daemon)
     finally:
         await controller.aclose()
     final = events[-1]

@@ -24,12 +24,12 @@ from trainer.events import StartEvent, StepEvent
 
 try:
     from conftest import SSHD
-    from runkit import bounded, descendants, run_processes, tiny_run, until_first_step
+    from runkit import bounded, cut_ssh, run_processes, tiny_run, until_first_step
 except ImportError:  # collected as a package
     from tests.remote.conftest import SSHD  # type: ignore[no-redef]
-    from tests.remote.runkit import (
-        bounded,  # type: ignore[no-redef]
-        descendants,
+    from tests.remote.runkit import (  # type: ignore[no-redef]
+        bounded,
+        cut_ssh,
         run_processes,
         tiny_run,
         until_first_step,
@@ -306,17 +306,6 @@ async def test_a_stopped_rank_is_named_and_the_run_stopped_after_the_hang_limit(
     assert any(t.startswith("no step for") for t in said), said
     assert any("rank 1 on h1 is stopped (SIGSTOP)" in t for t in said), said
     assert run_processes(handle.run_id) == []
-
-
-def cut_ssh(daemon) -> None:  # type: ignore[no-untyped-def]
-    """Kill a daemon's listener and every session of it (by the PIDs found): the host's
-    processes started over SSH go on, its connections are gone."""
-    sessions = descendants(daemon.proc.pid)
-    daemon.proc.kill()
-    daemon.proc.wait()
-    for pid in sessions:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 async def test_a_lost_ssh_connection_is_reconnected_and_the_run_goes_on(sshd_cluster) -> None:
