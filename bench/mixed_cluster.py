@@ -81,15 +81,23 @@ def configurations() -> list[tuple[str, Case, tuple[float, ...]]]:
     return runs
 
 
+def scaled(slowdowns: tuple[float, ...], args: argparse.Namespace) -> tuple[float, ...]:
+    """The ranks' slowdowns as the run gets them (``--scale``)."""
+    return tuple(s * args.scale for s in slowdowns)
+
+
+def split_flags(case: Case, ranks: int, args: argparse.Namespace) -> list[str]:
+    """The equal starting split and the decision interval of a run with ``ranks`` ranks."""
+    return ["--split", csv(equal_split(case.global_batch, ranks)),
+            "--rebalance-every", str(args.rebalance_every)]
+
+
 def one_run(name: str, case: Case, slowdowns: tuple[float, ...], args: argparse.Namespace,
             run_dir: Path) -> RunResult:
-    ranks = len(slowdowns)
-    return run_trainer(name, run_dir, nproc=ranks, global_batch=case.global_batch,
-                       steps=args.steps, policy="dynamic",
-                       slowdown=tuple(s * args.scale for s in slowdowns),
+    return run_trainer(name, run_dir, nproc=len(slowdowns), global_batch=case.global_batch,
+                       steps=args.steps, policy="dynamic", slowdown=scaled(slowdowns, args),
                        task=case.task, timeout_s=1800,
-                       extra=["--split", csv(equal_split(case.global_batch, ranks)),
-                              "--rebalance-every", str(args.rebalance_every)])
+                       extra=split_flags(case, len(slowdowns), args))
 
 
 def load() -> str:

@@ -68,16 +68,27 @@ def test_the_many_hosts_cluster_is_one_corral_accepts(tmp_path: Path) -> None:
     assert all(h.nproc == 1 and h.gpus == 0 for h in config.hosts)
 
 
-def test_the_mixed_cluster_bench_trains_the_wide_mlp_from_an_equal_split(tmp_path: Path) -> None:
+def test_the_mixed_cluster_bench_runs_each_case_on_its_model_from_an_equal_split(
+        tmp_path: Path) -> None:
     from bench import mixed_cluster
 
-    args = mixed_cluster.parse_args(["--global-batch", "24"])
-    flags = trainer_flags(global_batch=24, steps=5, run_dir=tmp_path, policy="dynamic",
-                          slowdown=[1.0, 1.0, 60.0], task=mixed_cluster.WIDE_TASK)
-    config = _config(flags + mixed_cluster.split_flags(3, args))
-    assert config.task == "examples/tasks/curve.py:build" and config.policy == "dynamic"
-    assert task_options(config.task_options)["hidden"] == 2880  # 8.3 M parameters
-    assert config.split == (8, 8, 8) and config.slowdown == (1.0, 1.0, 60.0)
+    args = mixed_cluster.parse_args(["--scale", "4"])
+    wide, cnn = mixed_cluster.CASES
+    configs = []
+    for case in (wide, cnn):
+        slowdowns = mixed_cluster.scaled(case.slowdowns, args)
+        flags = trainer_flags(global_batch=case.global_batch, steps=5, run_dir=tmp_path,
+                              policy="dynamic", slowdown=slowdowns, task=case.task)
+        configs.append(_config(flags + mixed_cluster.split_flags(case, 3, args)))
+    # 1,1,60 on the wide MLP (8.3 M parameters: its exchange outweighs its compute)...
+    assert configs[0].task == "examples/tasks/curve.py:build"
+    assert task_options(configs[0].task_options)["hidden"] == 2880
+    assert configs[0].split == (8, 8, 8) and configs[0].slowdown == (4.0, 4.0, 240.0)
+    # ...and 1,1,3 on simple_cnn (its compute outweighs its exchange), every slowdown x4.
+    assert configs[1].model == "simple_cnn" and configs[1].split == (32, 32, 32)
+    assert configs[1].slowdown == (4.0, 4.0, 12.0) and configs[1].policy == "dynamic"
+    runs = mixed_cluster.configurations()
+    assert [len(s) for _, _, s in runs] == [2, 3, 2, 3]  # each case after its own pair
 
 
 def test_the_gpu_mixed_bench_pairs_a_one_gpu_host_with_a_cpu_only_host(tmp_path: Path) -> None:
