@@ -60,7 +60,13 @@ def make_step(
     It returns the emulated compute time (the trainer's ``compute_s``): the input is built
     outside the timed part, the slowdown is applied after a CUDA synchronisation.
     """
-    model = build_model(model_name, num_classes=NUM_CLASSES, norm=norm).to(device).train()
+    model = build_model(model_name, num_classes=NUM_CLASSES, norm=norm)
+    return model_step(model, device=device, slowdown=slowdown)
+
+
+def model_step(model: nn.Module, *, device: str, slowdown: float = 1.0) -> StepFn:
+    """``make_step`` for a model already built (moved to ``device``, in training mode)."""
+    model = model.to(device).train()
     loss_fn = nn.CrossEntropyLoss()
     cuda = device.startswith("cuda")
 
@@ -92,9 +98,11 @@ def profile_model(
     """Benchmark ``model_name`` on ``device`` with ``threads`` CPU threads and ``slowdown``."""
     if threads is not None:
         torch.set_num_threads(threads)
-    step = make_step(model_name, device=device, slowdown=slowdown, norm=norm)
+    model = build_model(model_name, num_classes=NUM_CLASSES, norm=norm)
+    # What each step's gradient exchange carries (the pre-run estimate reads it).
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     profile = benchmark(
-        step,
+        model_step(model, device=device, slowdown=slowdown),
         model=model_name,
         device=device,
         slowdown=slowdown,
@@ -102,8 +110,6 @@ def profile_model(
         config=config,
         progress=(lambda line: print(f"  {line}", file=sys.stderr)) if progress else None,
     )
-    model = build_model(model_name, num_classes=NUM_CLASSES, norm=norm)
-    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     return dataclasses.replace(profile, gradient_bytes=int(trainable))
 
 

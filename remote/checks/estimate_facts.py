@@ -116,10 +116,9 @@ def cluster_estimate(config: ClusterConfig, nprocs: Mapping[str, int],
                      interfaces: Mapping[str, str | None]) -> tuple[HostVerdict, ...]:
     """The estimate of ``config``'s run from what the hosts' probes found (an unreachable
     host has no probe: its facts are missing)."""
-    profiles = {h.name: host_profile(h, config.run.model, probes.get(h.name, EstimateProbe()))
-                for h in config.hosts}
-    links = {h.name: host_link(h, interfaces.get(h.name), probes.get(h.name, EstimateProbe()))
-             for h in config.hosts}
+    found = {h.name: probes.get(h.name, EstimateProbe()) for h in config.hosts}
+    profiles = {h.name: host_profile(h, config.run.model, found[h.name]) for h in config.hosts}
+    links = {h.name: host_link(h, interfaces.get(h.name), found[h.name]) for h in config.hosts}
     sizes = [p.gradient_bytes for p in profiles.values() if p and p.gradient_bytes]
     speeds = host_speeds(config, nprocs, profiles, links)
     if not sizes:  # profiles made before the gradient size was recorded: make them again
