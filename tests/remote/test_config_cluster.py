@@ -160,6 +160,8 @@ def test_enum_values_suggest_the_closest_choice(extra: str, expected: str) -> No
     ("gpus = -1", "gpus: must be at least 0, got -1"),
     ("slowdown = 0.5", "slowdown: must be at least 1, got 0.5"),
     ("slowdown = nan", "slowdown: must be a finite number"),
+    ("link_gbit = 0", "link_gbit: must be greater than 0, got 0"),
+    ('link_gbit = "fast"', "link_gbit"),
     ("env = { OMP_NUM_THREADS = 4 }", 'env: expected a table of strings, but OMP_NUM_THREADS '
                                       'is an integer; quote it: "4"'),
     ('env = { "1BAD" = "x" }', 'env."1BAD": is not a valid environment variable name'),
