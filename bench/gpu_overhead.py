@@ -4,7 +4,8 @@ Both train resnet18 (CIFAR layout, BatchNorm) from corral's image task on the sa
 images, global batch ``--global-batch`` (512), SGD with momentum 0.9, NCCL, one rank, batches
 from pinned host memory copied with ``non_blocking`` (bench/ddp_baseline.py ``--device cuda``;
 corral prefetches so on CUDA by default). fp32 (TF32 off in the bare loop; corral's fp32 is its
-own: see its start event's ``precision``) and bf16 (autocast). Each round runs every
+own: see its start event's ``precision``) and bf16 (autocast). Neither loop saves a checkpoint
+inside the timed window (corral runs with ``--checkpoint-every 0``). Each round runs every
 (precision, loop) pair, alternating which loop goes first; a run's throughput is measured
 between the end of step ``--skip`` and its last step. While a run trains, this process samples
 the GPU's SM utilisation through NVML (profiles/nvml.py) every ``--sample-every`` seconds; a
@@ -99,7 +100,8 @@ def run_corral(args: argparse.Namespace, precision: str) -> tuple[float, float, 
         cmd = [*_launcher(), "-m", "trainer", "--device", "cuda", "--precision", precision,
                "--model", "resnet18", "--norm", "batch", "--samples", str(args.samples),
                "--global-batch", str(args.global_batch), "--steps", str(args.steps),
-               "--threads", str(args.threads), "--momentum", "0.9", "--run-dir", run_dir]
+               "--threads", str(args.threads), "--momentum", "0.9", "--run-dir", run_dir,
+               "--checkpoint-every", "0"]  # the bare loop saves nothing either
         _run(cmd)
         lines = (Path(run_dir) / "metrics" / "rank-0.jsonl").read_text().splitlines()
     t = {e["step"]: e["t"] for e in map(json.loads, lines) if e["event"] == "step"}

@@ -24,6 +24,7 @@ from rich.markup import escape
 from console.cli_parser import build_parser
 from console.export_cli import EXPORT_COMMANDS
 from console.results_cli import RESULTS_COMMANDS
+from console.runner import run_command
 from console.session import Session
 from profiles.user_errors import CorralError, UsageError
 
@@ -48,6 +49,10 @@ def run_session(args: argparse.Namespace) -> Session:
     """A session on ``-c FILE``; with ``run --script FILE -- ARGS``, that script and its
     arguments in place of ``[run] script`` and ``args``."""
     script, words = getattr(args, "script", None), getattr(args, "script_args", None) or []
+    code = getattr(args, "code", None)
+    if script is None and code is not None:
+        raise UsageError("--code names the folder that travels with --script FILE; give both",
+                         title="bad options")
     if script is None:
         if words:
             raise UsageError(f"{' '.join(words)!r}: arguments after -- are a script's; name "
@@ -55,7 +60,8 @@ def run_session(args: argparse.Namespace) -> Session:
         return Session(args.config)
     from remote.api import with_script
 
-    return Session(args.config, config=with_script(Session(args.config).config, script, words))
+    return Session(args.config,
+                   config=with_script(Session(args.config).config, script, words, code))
 
 
 async def checked(args: argparse.Namespace, console: Console) -> CheckReport:
@@ -80,8 +86,13 @@ async def cmd_check(args: argparse.Namespace, console: Console) -> int:
 
 
 class FirstInterrupt:
-    """While active, the first Ctrl-C sets ``fired`` and cancels ``task`` (if one is set)
-    instead of raising KeyboardInterrupt somewhere unknown."""
+    """While active, a Ctrl-C, SIGTERM or SIGHUP sets ``fired`` and cancels ``task`` (if one
+    is set) instead of raising KeyboardInterrupt somewhere unknown or ending corral mid-launch:
+    each way out of ``corral run`` then stops a half-launched run or detaches from a running
+    one, and releases the launch lock, within seconds (``tests/remote/test_ways_out_sshd.py``).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.fired = False
@@ -93,11 +104,13 @@ class FirstInterrupt:
             self.task.cancel()
 
     def __enter__(self) -> FirstInterrupt:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._fire)
+        for number in self.SIGNALS:
+            asyncio.get_running_loop().add_signal_handler(number, self._fire)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+        for number in self.SIGNALS:
+            asyncio.get_running_loop().remove_signal_handler(number)
 
 
 async def follow_detachable(session: Session, handle: RunHandle, console: Console,
@@ -168,9 +181,16 @@ async def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return code
 
 
-def _say_resolved(console: Console, given: str, run_id: str) -> None:
-    if given != run_id:
-        console.print(f"{escape(given)} is run {escape(run_id)} (the only run id starting with it)")
+def _say_resolved(console: Console, session: Session, given: str, run_id: str) -> None:
+    """Which run ``given`` named: a run's name (its newest run: names are matched first) or
+    the unique start of a run id."""
+    if given == run_id:
+        return
+    from remote.api import list_runs
+
+    named = any(run.name == given for run in list_runs(session.config))
+    how = f"the newest run named {given}" if named else "the only run id starting with it"
+    console.print(f"{escape(given)} is run {escape(run_id)} ({escape(how)})")
 
 
 async def cmd_attach(args: argparse.Namespace, console: Console) -> int:
@@ -178,7 +198,7 @@ async def cmd_attach(args: argparse.Namespace, console: Console) -> int:
     with FirstInterrupt() as interrupt:
         async with Session(args.config) as session:
             handle = await session.controller.attach(args.run_id)
-            _say_resolved(console, args.run_id, handle.run_id)
+            _say_resolved(console, session, args.run_id, handle.run_id)
             return await follow_detachable(session, handle, console, interrupt,
                                            until_running=False, launching=False)
 
@@ -188,7 +208,7 @@ async def cmd_stop(args: argparse.Namespace, console: Console) -> int:
     async with Session(args.config) as session:
         run_id = session.unnamed_run(live=True) if args.run_id is None else args.run_id
         handle = await session.controller.attach(run_id)
-        _say_resolved(console, run_id, handle.run_id)
+        _say_resolved(console, session, run_id, handle.run_id)
         run_id = handle.run_id
         report = await handle.stop(grace_s=args.grace)
     if report.clean:
@@ -201,15 +221,20 @@ async def cmd_stop(args: argparse.Namespace, console: Console) -> int:
             console.print(f"[red]{escape(host)}: {count} process(es) of run {run_id} remain[/]")
     for host in report.unreachable:
         console.print(f"[red]{escape(host)}: unreachable, could not stop or verify[/]")
+    for host in report.unverified:
+        console.print(f"[red]{escape(host)}: its container engine did not answer: whether run "
+                      f"{run_id}'s containers are gone is not verified[/]")
     return 1
 
 
 async def cmd_status(args: argparse.Namespace, console: Console) -> int:
     """Table of the cluster's runs."""
     from console.tables import runs_table
-    from remote.api import refresh_runs
+    from remote.api import bad_records, refresh_runs
 
     session = Session(args.config)
+    for problem in bad_records(session.config):  # a bad run.json is named, never a crash
+        console.print(f"note: left out: {escape(problem)}")
     if not session.recorded_runs():
         console.print("no runs yet")
         return 0
@@ -227,7 +252,14 @@ async def cmd_profile(args: argparse.Namespace, console: Console) -> int:
     from console.tables import profiles_table
     from remote.api import profile_cluster
 
-    results = await profile_cluster(Session(args.config).config)
+    config = Session(args.config).config
+    if config.run.script is not None:  # what the table is of, before it
+        console.print(escape(
+            f"[run] script is set: this measures corral's own model `{config.run.model}` "
+            "([run] model) on each host, not your script's; a script's run does not read "
+            "these profiles (its shares start equal, and with the opt-in the balancer times "
+            "the script's own steps)"))
+    results = await profile_cluster(config)
     console.print(profiles_table(results))
     return 0 if all(r.ok for r in results) else 1
 
@@ -298,15 +330,30 @@ def dispatch(args: argparse.Namespace, console: Console) -> int:
     if args.command in (None, "console") or (args.command == "attach" and not args.headless):
         return cmd_console(args, console)
     if args.command == "attach":
-        return asyncio.run(cmd_attach(args, console))
+        return run_command(cmd_attach(args, console))
     if args.command == "init":
         return cmd_init(args, console)
-    return asyncio.run(ASYNC_COMMANDS[args.command](args, console))
+    return run_command(ASYNC_COMMANDS[args.command](args, console))
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line's arguments; a script's options given to ``corral run`` without
+    ``--`` are a usage error that shows where they go."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command == "run":
+        script = f"--script {args.script} " if args.script is not None else ""
+        words = " ".join([*unknown, *args.script_args])
+        parser.error(f"corral run has no option {unknown[0]}; a script's own options go "
+                     f"after --: corral run {script}-- {words}")
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``corral`` console script and ``python -m console``."""
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     # soft_wrap: long lines (commands to copy, run ids) are left to the terminal to wrap.
     console = Console(highlight=False, soft_wrap=True)
     errors = Console(stderr=True, highlight=False, soft_wrap=True)

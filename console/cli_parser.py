@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     # The order here is the order of ``corral --help``.
     command("console", "Open the terminal console (the default command).")
     add_init_parser(command)
-    command("check", "Pre-flight check of every host: reachable, versions, GPUs, disk, "
-            "leftover processes, rendezvous port, network interface. Exit 1 on any failure.")
+    command("check", "Pre-flight check of every host: reachable, platform, versions, GPUs, "
+            "disk, leftover processes, rendezvous port, network interface, every pair of "
+            "hosts connected and measured. Exit 1 on any failure.")
     add_run_parsers(command)
     add_host_parsers(command)
     add_results_parsers(command)
@@ -84,7 +85,12 @@ def add_run_parsers(command: AddCommand) -> None:
                           "name; a resumed run keeps its own)")
     run.add_argument("--script", metavar="FILE", type=Path,
                      help="run your own training script as is (instead of [run] script or "
-                     "task); its arguments follow --: corral run --script train.py -- --lr 1e-4")
+                     "task), from this folder as torchrun would (it travels with the script); "
+                     "its arguments follow --: corral run --script train.py -- --lr 1e-4")
+    run.add_argument("--code", metavar="DIR", type=Path,
+                     help="with --script: the folder that travels when the script reaches "
+                     "above this one (a repository's root; default: this folder); the ranks "
+                     "still run from this folder's place inside it, as torchrun would")
     run.add_argument("script_args", nargs="*", metavar="ARG",
                      help="after --: the script's arguments (instead of [run] args)")
     run.add_argument("--dry-run", action="store_true",

@@ -22,7 +22,15 @@ from console.formatting import fmt_duration
 from console.log_fold import TracebackFold
 from console.model.run import RunModel
 from console.tables import check_table
-from remote.api import HostStatus, LogLine, RankEvent, RunEvent, RunHandle, RunStatus
+from remote.api import (
+    HostStatus,
+    LogLine,
+    RankEvent,
+    RunEvent,
+    RunHandle,
+    RunStatus,
+    trained_nothing,
+)
 from trainer.events import RebalanceEvent
 
 RANK_COLUMNS = (
@@ -75,8 +83,15 @@ def live_block(model: RunModel) -> RenderableType:
                  rank_table(model))
 
 
+TRAINED_NOTHING_EXIT = 3
+"""The exit status of a run that completed without one optimizer step (docs/cli.md)."""
+
+
 def exit_code(model: RunModel) -> int:
-    """0 only for a run that completed."""
+    """0 only for a run that completed having trained; ``TRAINED_NOTHING_EXIT`` for one that
+    completed without a step; 1 otherwise."""
+    if trained_nothing(model.state, model.state_detail):
+        return TRAINED_NOTHING_EXIT
     return 0 if model.state == "completed" else 1
 
 
@@ -103,11 +118,14 @@ def event_lines(event: RunEvent, fold: TracebackFold | None = None) -> list[str]
 def status_line(event: RunStatus) -> str:
     """``run R: failed (first failure: HOST rank N): detail`` on one line: the detail's first
     line names the failure and the error's last line; the failed rank's last output lines
-    under it are in the log files and ``corral report``."""
+    under it are in the log files and ``corral report``. A run that trained nothing shows
+    its whole detail: the last lines each rank printed."""
     line = f"run {event.run_id}: {event.state}"
     if event.state == "failed" and event.failed_host is not None:
         rank = f" rank {event.failed_rank}" if event.failed_rank is not None else ""
         line += f" (first failure: {event.failed_host}{rank})"
+    if trained_nothing(event.state, event.detail):  # what each rank said before it left
+        return f"{line}: {event.detail}"
     detail = event.detail.splitlines()[0] if event.detail else ""
     return line + (f": {detail}" if detail else "")
 

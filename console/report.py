@@ -84,6 +84,7 @@ def facts(summary: RunSummary) -> Table:
         ("cluster", f"{summary.cluster} · hosts {', '.join(summary.hosts)}"),
         ("training", f"{summary.model or '?'} on {summary.dataset or '?'} · global batch "
                      f"{summary.global_batch or '?'} · policy {summary.policy or '?'}"),
+        *_exchange(summary),
         ("started", started),
         ("steps", f"{summary.steps_done}{total} in {fmt_duration(summary.wall_s)}"),
         ("throughput", f"mean {fmt_rate(summary.mean_samples_per_s)} samples/s · p50 "
@@ -122,16 +123,16 @@ def _hosts_with_ranks(summary: RunSummary) -> str:
 
 
 def _as_is_facts(summary: RunSummary, started: str) -> Table:
-    """A run without events (a script as is): what corral itself recorded, no question marks."""
+    """A run with no event copied here: what corral itself recorded, no question marks."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
     world = sum(len(r) for r in summary.host_ranks.values())
     rows = [
         ("cluster", f"{summary.cluster} · hosts {_hosts_with_ranks(summary)}"),
-        ("training", "your script, as is" + (f" on {world} rank(s)" if world else "")
-         + ": it writes no step events (the opt-ins add steps, throughput and loss: "
-           "docs/scripts.md)"),
+        ("training", (f"on {world} rank(s): " if world else "")
+         + "no step event copied here (a run no corral followed: `corral attach` copies its "
+           "events; or one that ended before its first optimizer step)"),
         ("started", started),
         ("ran", fmt_duration(summary.wall_s) if summary.wall_s is not None
          else "until now (no outcome recorded yet)"),
@@ -272,3 +273,16 @@ def comparison(summaries: Sequence[RunSummary]) -> Table:
         table.add_row(f"final eval {name}", *[
             fmt_number(s.eval[name].final) if name in s.eval else "—" for s in summaries])
     return table
+
+
+def _exchange(summary: RunSummary) -> list[tuple[str, str]]:
+    """A local run's line: APPROXIMATE, its bytes per sample and its round (none if exact)."""
+    if summary.exchange != "local":
+        return []
+    line = "local — APPROXIMATE (islands average their changes every round; docs/lowcomm.md)"
+    rounds = summary.rounds
+    if rounds is not None:
+        line += (f" · {rounds.bytes_per_sample:,.0f} bytes/sample exchanged · round of "
+                 f"{'+'.join(map(str, rounds.inner_steps))} inner steps, "
+                 f"{rounds.round_s:.2f} s (exchange {rounds.exchange_s:.2f} s)")
+    return [("exchange", line)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,7 @@ async def cmd_tensorboard(args: argparse.Namespace, console: Console) -> int:
         served.append((board_label(info.run_id, info.name), run_dir))
     command = board_command(sys.executable, served, args.port)
     if args.write_only:
-        console.print("start TensorBoard with:  " + escape(" ".join(command)))
+        console.print("start TensorBoard with:  " + escape(shlex.join(command)))
         return 0
     console.print(f"TensorBoard on http://localhost:{args.port}/ (Ctrl-C ends it)")
     return serve(command)

@@ -35,6 +35,8 @@ def check_table(report: CheckReport) -> Table:
     for verdict in report.estimate:  # the estimate is information, never a failure
         table.add_row(verdict.host, "estimate", "[cyan]info[/]", Text(estimate_text(verdict)),
                       *([""] if with_fix else []))
+    for host, line in report.modes:  # exact / local (approximate) / sit out, predicted
+        table.add_row(host, "modes", "[cyan]info[/]", Text(line), *([""] if with_fix else []))
     return table
 
 

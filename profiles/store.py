@@ -72,6 +72,10 @@ class Profile:
     gradient_bytes: int | None = None
     """Bytes of the model's trainable parameters, what each step's gradient exchange carries
     (None in profiles made before it was recorded)."""
+    precision: str | None = None
+    """The arithmetic the benchmark ran in, as the trainer's ``--precision``: ``fp32`` (IEEE:
+    TF32 off), ``tf32`` or ``bf16`` (autocast); part of the key. None in profiles made before
+    it was recorded, which ran with torch's default (cuDNN convolutions in TF32 on a GPU)."""
 
     def __post_init__(self) -> None:
         if len(self.batches) != len(self.step_s) or not self.batches:
@@ -158,9 +162,12 @@ def profile_path(
     threads: int,
     slowdown: float,
     root: Path | None = None,
+    precision: str | None = None,
 ) -> Path:
-    """The file that holds the profile with exactly this key."""
-    name = f"{slug(device_name)}--torch-{slug(torch_version)}--t{threads}--s{slowdown:g}.toml"
+    """The file that holds the profile with exactly this key (a profile without a precision,
+    made before it was recorded, has none in its name)."""
+    name = f"{slug(device_name)}--torch-{slug(torch_version)}--t{threads}--s{slowdown:g}"
+    name += f"--{slug(precision)}.toml" if precision is not None else ".toml"
     return model_dir(host=host, model=model, root=root) / name
 
 
@@ -252,6 +259,7 @@ def save_profile(profile: Profile, *, root: Path | None = None) -> Path:
         threads=profile.threads,
         slowdown=profile.slowdown,
         root=root,
+        precision=profile.precision,
     )
     try:
         write_atomic(path, profile_to_toml(profile))
@@ -301,19 +309,31 @@ def find_profile(
     slowdown: float,
     root: Path | None = None,
     max_age_days: float = 30.0,
+    precision: str | None = None,
+    unlabelled_ok: bool = True,
 ) -> tuple[Profile | None, str]:
     """The stored profile for exactly these conditions, with a one-line explanation.
 
     Returns ``(profile, "profile <path> from <date> ...")`` when one is usable, else
-    ``(None, reason)`` where the reason says whether it is missing, unreadable, stale (older
-    than ``max_age_days``) or mismatched (other torch version, threads or slowdown), and how
-    to make a new one. Never raises for a bad or missing file.
+    ``(None, reason)``: missing, unreadable, stale (older than ``max_age_days``) or mismatched,
+    and how to make a new one. Never raises for a bad or missing file. A profile without a
+    precision (made before they recorded one) stands in for ``precision`` only when
+    ``unlabelled_ok`` (the caller's judgement: fp32 on a CPU), and either way it is said.
     """
-    path = profile_path(host=host, device_name=device_name, model=model,
-                        torch_version=torch_version, threads=threads, slowdown=slowdown,
-                        root=root)
+    def stored(labelled: str | None) -> Path:
+        return profile_path(host=host, device_name=device_name, model=model, root=root,
+                            torch_version=torch_version, threads=threads, slowdown=slowdown,
+                            precision=labelled)
+
+    path = stored(precision)
     wanted = f"torch {torch_version}, {threads} threads, slowdown {slowdown:g}"
-    remedy = f"run `python -m trainer.profile_model --model {model} --save` on {host}"
+    remedy = (f"run `python -m trainer.profile_model --model {model}"
+              f"{f' --precision {precision}' if precision else ''} --save` on {host}")
+    note = ""
+    if precision is not None and not path.is_file() and stored(None).is_file():
+        path, note = stored(None), _unlabelled_note(stored(None), precision, unlabelled_ok)
+        if not unlabelled_ok:
+            return None, f"{note}; {remedy}"
     if not path.is_file():
         others = _alternatives(path.parent, host, device_name, model)
         detail = f"; stored ones differ ({'; '.join(others)})" if others else ""
@@ -336,7 +356,16 @@ def find_profile(
             f"profile {path} is stale: {age_days:.0f} days old "
             f"(limit {max_age_days:g}); {remedy}"
         )
-    return profile, f"profile {path} from {profile.created} ({max(age_days, 0):.1f} days old)"
+    return profile, (f"profile {path} from {profile.created} "
+                     f"({max(age_days, 0):.1f} days old{note})")
+
+
+def _unlabelled_note(path: Path, precision: str, used: bool) -> str:
+    """What a lookup says of a profile made before profiles recorded a precision."""
+    if used:
+        return f", made before profiles recorded a precision: taken as {precision}"
+    return (f"profile {path} records no precision (made with torch's default TF32 "
+            f"convolutions), not used for this {precision} run")
 
 
 def _mismatches(profile: Profile, *, host: str, device_name: str, model: str,

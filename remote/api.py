@@ -16,11 +16,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from profiles.user_errors import UsageError
 from remote.config.cluster import ClusterConfig
 from remote.config.init import demo_toml, hosts_toml, write_new
 from remote.config.read import load_cluster
 from remote.events import (
     FINAL_RUN_STATES,
+    TRAINED_NOTHING,
     CheckItem,
     CheckReport,
     HostState,
@@ -35,6 +37,7 @@ from remote.events import (
     RunState,
     RunStatus,
     StopReport,
+    trained_nothing,
 )
 from remote.k8s.formats import K8S_FORMATS, K8sFormat
 from remote.records.figures import (
@@ -48,7 +51,13 @@ from remote.records.figures import (
 )
 from remote.records.history import RunHistory, load_history
 from remote.records.reducer import RunFigures
-from remote.records.runs import RunInfo, find_runs, list_runs, local_run_dir
+from remote.records.runs import (
+    RunInfo,
+    bad_records,
+    find_runs,
+    list_runs,
+    local_run_dir,
+)
 from remote.records.series import RunSeries
 from remote.records.summary import (
     SCHEMA_VERSION,
@@ -72,6 +81,7 @@ __all__ = [
     "FIXED_COST_DOMINATES",
     "K8S_FORMATS",
     "SCHEMA_VERSION",
+    "TRAINED_NOTHING",
     "CheckItem",
     "CheckReport",
     "ClusterConfig",
@@ -100,6 +110,7 @@ __all__ = [
     "StepRow",
     "StopReport",
     "TrackerConversion",
+    "bad_records",
     "board_command",
     "board_label",
     "convert_run",
@@ -122,6 +133,7 @@ __all__ = [
     "setup_cluster",
     "summarize",
     "summary_to_json",
+    "trained_nothing",
     "trust_host",
     "with_script",
     "write_kubernetes",
@@ -140,11 +152,30 @@ def open_controller(path: str | os.PathLike[str] | ClusterConfig) -> RunControll
     return open_ssh_controller(path)
 
 
-def with_script(config: ClusterConfig, script: Path, args: Sequence[str]) -> ClusterConfig:
+def with_script(config: ClusterConfig, script: Path, args: Sequence[str],
+                code: Path | None = None) -> ClusterConfig:
     """``config`` running ``script`` (a path from the working directory) with ``args``, as
-    ``[run] script`` and ``args`` would (checked alike: ``ConfigError`` naming the problem)."""
-    return replace(config, run=replace(config.run, script=str(script.expanduser().absolute()),
-                                       args=tuple(args)))
+    ``[run] script`` and ``args`` would (checked alike: ``ConfigError`` naming the problem).
+    The ranks run it from the working directory, as torchrun would. The code folder that
+    travels is ``code`` when given (the repository's root of a script launched from a folder
+    inside it, which reaches ``..``), else the working directory when it holds the script, else
+    the script's folder."""
+    path = script.expanduser().absolute()
+    here = Path.cwd().resolve()
+    folder = code.expanduser().resolve() if code is not None else None
+    if folder is not None and not folder.is_dir():
+        raise UsageError(f"--code {code}: no such folder", title="bad options")
+    if folder is not None and not path.resolve().is_relative_to(folder):
+        raise UsageError(f"--code {code}: the script {script} is not inside it; name the "
+                         "repository folder that holds the script", title="bad options")
+    if folder is None and path.resolve().is_relative_to(here):
+        folder = here
+    launch = ""
+    if folder is not None and here.is_relative_to(folder) and here != folder:
+        launch = here.relative_to(folder).as_posix()
+    return replace(config, run=replace(config.run, script=str(path), args=tuple(args),
+                                       code=str(folder) if folder is not None else None),
+                   launch_dir=launch)
 
 
 async def refresh_runs(config: ClusterConfig) -> tuple[list[RunInfo], list[str]]:

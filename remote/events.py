@@ -17,6 +17,7 @@ from typing import Literal, Protocol
 
 from remote.log_noise import is_noise
 from trainer.balance.estimate import HostVerdict
+from trainer.balance.links import PairLink
 from trainer.events import TrainerEvent
 
 HostState = Literal[
@@ -151,6 +152,13 @@ class CheckReport:
     estimate: tuple[HostVerdict, ...] = ()
     """Per host, whether it will pay for its gradient exchange or sit out, in numbers
     (trainer/balance/estimate.py); empty when the check did not get that far."""
+    links: tuple[PairLink, ...] = ()
+    """Each direction between two hosts as the full-mesh check found and measured it
+    (trainer/balance/links.py); empty when it did not run."""
+    modes: tuple[tuple[str, str], ...] = ()
+    """Per host, ``(host, line)``: what it would do under each exchange mode (exact, local,
+    sit out) with the predicted throughput (trainer/lowcomm/modes.py); empty unless the run is
+    ``exchange = "local"`` or a host would sit out of the exact exchange."""
 
     @property
     def ok(self) -> bool:
@@ -160,6 +168,16 @@ class CheckReport:
     def failures(self) -> tuple[CheckItem, ...]:
         """The checks that failed, in report order."""
         return tuple(item for item in self.items if not item.ok)
+
+
+TRAINED_NOTHING = "trained 0 steps"
+"""How the detail of a ``completed`` run begins when every rank ended without one optimizer
+step (a script that exited before training): not a success, whatever its exit status."""
+
+
+def trained_nothing(state: str, detail: str) -> bool:
+    """Whether a run in ``state`` with ``detail`` completed without training a step."""
+    return state == "completed" and detail.startswith(TRAINED_NOTHING)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -189,6 +207,9 @@ class StopReport:
     """Per host: processes of this run still alive after TERM, grace and KILL (should be 0)."""
     unreachable: tuple[str, ...] = ()
     """Hosts that could not be reached to stop or verify."""
+    unverified: tuple[str, ...] = ()
+    """Hosts reached whose container engine did not answer: whether the run's containers are
+    gone there is unknown (never reported as nothing left)."""
     outcome: str = ""
     """The outcome the run had reached before this stop (``completed``, ``failed``,
     ``stopped``): then the stop only looked for leftovers. Empty when the stop ended it."""
@@ -196,7 +217,8 @@ class StopReport:
     @property
     def clean(self) -> bool:
         """True when every host was reached and no process of the run is left."""
-        return not self.unreachable and not any(self.remaining.values())
+        return (not self.unreachable and not self.unverified
+                and not any(self.remaining.values()))
 
 
 class RunHandle(Protocol):

@@ -19,12 +19,18 @@ FAILURE_MARKS = re.compile(r"Traceback|Error\b|Exception\b|FAILED|\bfailed \(exi
 """Never noise: a line naming an error, an exception, a traceback or a failed worker (torch's
 own ``... FAILED with no error file`` comes at INFO level, and must still show)."""
 
-TORCH_INFO = re.compile(r"^(?:\[?I\d{4} \d\d:\d\d:\d\d|INFO:)")
-"""torch's routine INFO log lines, glog-style (``I1122 21:47:57.346000 27391
-torch/distributed/run.py:747] Using nproc_per_node=1.``) or the standard ``INFO:name:``
-format. Launchers run at ``LOGLEVEL=INFO`` so that the tailer reads torchrun's rendezvous
+TORCH_INFO = re.compile(
+    r"^(?:\[rank\d+\]:)?(?:\[?I\d{4} \d\d:\d\d:\d\d[\d.]* (?:\d+ )?"
+    r"(?:\S*torch/\S+\.py|[\w.]+\.(?:cpp|cc|h)):\d+\]"
+    r"|INFO:(?:torch|c10d)[.:])")
+"""torch's own routine INFO log lines: glog-style from its Python files (``I1122
+21:47:57.346000 27391 torch/distributed/run.py:747] Using nproc_per_node=1.``) or its C++ ones
+(``[I1122 ... socket.cpp:...]``), and the standard ``INFO:name:`` format of a ``torch.*``
+logger. Launchers run at ``LOGLEVEL=INFO`` so that the tailer reads torchrun's rendezvous
 result; the ranks inherit it. About 45 lines per host per launch (launch configs, rendezvous
-result, worker group states): the run's states are shown by corral itself."""
+result, worker group states): the run's states are shown by corral itself. A script's own
+``logging`` lines (``INFO:__main__:Epoch 0 | Loss: 2.31``, ``INFO:root:...``, glog-style
+lines from its own files) are not torch's, and show."""
 
 TORCH_W_PREFIX = r"W\d{4} \d\d:\d\d:\d\d\.\d+ \d+ \S*torch/distributed/run\.py:\d+\] "
 TORCHRUN_KNOWN_WARNINGS = re.compile(

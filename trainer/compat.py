@@ -101,19 +101,24 @@ def set_tf32(enabled: bool) -> None:
     """Let float32 matmuls and cuDNN convolutions use TensorFloat-32, or forbid it (IEEE
     float32). torch's default lets cuDNN use it, so fp32 runs call this with False.
 
-    Newer torch has one ``fp32_precision`` per backend and operator, and refuses to mix it
-    with the older ``allow_tf32`` flags: the newer API is used wherever it exists."""
+    Every getter and context manager torch offers must read the same answer afterwards, user
+    code and libraries read them (``torch.backends.cudnn.allow_tf32``,
+    ``torch.backends.cudnn.flags(...)``, ``torch.backends.cuda.matmul.allow_tf32``,
+    ``torch.get_float32_matmul_precision()``). Newer torch keeps one ``fp32_precision`` per
+    backend and operator beside the older flags, and its older getters raise when the two
+    disagree: so the older flags are set first (which also sets the newer ones on releases
+    that have them), then the newer ones per operator, to ``ieee`` rather than ``none``."""
     import torch
 
     cuda, cudnn = torch.backends.cuda, _any(torch.backends.cudnn)
+    torch.set_float32_matmul_precision("high" if enabled else "highest")
+    cuda.matmul.allow_tf32 = enabled
+    cudnn.allow_tf32 = enabled
     if hasattr(getattr(cudnn, "conv", None), "fp32_precision"):
         value = "tf32" if enabled else "ieee"
         cuda.matmul.fp32_precision = value
         cudnn.conv.fp32_precision = value
         cudnn.rnn.fp32_precision = value
-        return
-    cuda.matmul.allow_tf32 = enabled
-    cudnn.allow_tf32 = enabled
 
 
 def tf32_enabled() -> bool:
@@ -124,7 +129,6 @@ def tf32_enabled() -> bool:
     if hasattr(getattr(cudnn, "conv", None), "fp32_precision"):
         return "tf32" in (cuda.matmul.fp32_precision, cudnn.conv.fp32_precision)
     return bool(cuda.matmul.allow_tf32 or cudnn.allow_tf32)
-
 
 
 def _any(module: object) -> Any:

@@ -140,7 +140,10 @@ def start_all_gather_floats(
 
 
 def broadcast_ints(values: Sequence[int], device: torch.device, src: int = 0) -> tuple[int, ...]:
-    """Rank ``src``'s ``values`` on every rank (every rank passes a list of the same length)."""
+    """Rank ``src``'s ``values`` on every rank (every rank passes a list of the same length).
+    Alone in the world, the values themselves: no copy to the device and back."""
+    if dist.get_world_size() == 1:
+        return tuple(int(v) for v in values)
     t = torch.tensor(list(values), dtype=torch.int64, device=device)
     dist.broadcast(t, src=src)
     return tuple(int(v) for v in t.tolist())

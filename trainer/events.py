@@ -1,12 +1,11 @@
 """The trainer's event format: the contract the remote layer and the console read.
 
-Each rank appends one JSON object per line to ``RUN_DIR/metrics/rank-<r>.jsonl`` and flushes
-after every line, so a ``tail`` sees events as they happen. Every object has ``"event"`` (its
-kind), ``"v"`` (the schema version), ``"t"`` (Unix time, seconds) and ``"rank"``. The kinds and
-their fields are the dataclasses below; ``docs/events.md`` describes them for humans.
+Each rank appends one JSON object per line to ``RUN_DIR/metrics/rank-<r>.jsonl``, flushed as
+written. Every object has ``"event"`` (its kind), ``"v"`` (the schema version), ``"t"`` (Unix
+time, seconds) and ``"rank"``; the kinds are the dataclasses below (``docs/events.md``).
 
-Readers ignore fields they do not know and lines whose kind they do not know, so adding a field
-or a kind is backwards compatible. Removing or renaming one bumps ``SCHEMA_VERSION``.
+Readers ignore unknown fields and kinds, so adding a field or a kind is backwards compatible;
+removing or renaming one bumps ``SCHEMA_VERSION``.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from typing import IO, Any, ClassVar, Literal, get_args
 
 from profiles.user_errors import CorralError
 from trainer.disk_full import DiskFull, is_disk_full
+from trainer.lowcomm.round_event import RoundEvent
 from trainer.run_layout import RunLayout
 
 SCHEMA_VERSION = 1
@@ -89,6 +89,8 @@ class StartEvent:
     exact_note: str = ""
     """Why the run is not exact (a custom ``compute_loss``, token averaging turned off), or
     empty."""
+    exchange: str = "exact"
+    """``exact``, or ``local``: APPROXIMATE rounds between islands (docs/lowcomm.md)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,8 +105,9 @@ class StepEvent:
     epoch: int
     """Epoch this step's samples came from (0-based)."""
     local_batch: int
-    loss: float
-    """Mean loss over this rank's loss units (images, or target tokens)."""
+    loss: float | None
+    """Mean loss over this rank's loss units (images, or target tokens); None where corral
+    does not read it (a script without the opt-in: its steps are seen from outside)."""
     compute_s: float
     """Forward + backward time on this rank (emulated slowdown included), without waiting
     for the gradient all-reduce."""
@@ -294,6 +297,7 @@ TrainerEvent = (
     | ResourceEvent
     | EvalEvent
     | CheckpointEvent
+    | RoundEvent
     | SamplesEvent
     | EndEvent
 )
@@ -370,13 +374,18 @@ class EventWriter:
 
     def emit(self, event: TrainerEvent) -> None:
         """Write ``event`` as one line and flush it to the OS; ``DiskFull`` when the disk is."""
+        self.emit_all([event])
+
+    def emit_all(self, events: list[TrainerEvent]) -> None:
+        """Write ``events`` as lines with one flush (a rank's buffered steps); ``DiskFull``
+        when the disk is full."""
         try:
-            self._file.write(event_to_json(event) + "\n")
+            self._file.write("".join(event_to_json(event) + "\n" for event in events))
             self._file.flush()
         except OSError as exc:
             if is_disk_full(exc):
-                raise DiskFull(self.path.parent, f"the {event.kind} event of rank "
-                               f"{event.rank} could not be written") from None
+                raise DiskFull(self.path.parent, f"the {events[-1].kind} event of rank "
+                               f"{events[-1].rank} could not be written") from None
             raise
 
     def close(self) -> None:

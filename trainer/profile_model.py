@@ -25,10 +25,15 @@ from torch import nn
 from profiles.bench import BenchConfig, StepFn, benchmark
 from profiles.store import Profile, save_profile
 from profiles.user_errors import CorralError, UsageError
+from trainer.compat import set_tf32
+from trainer.step.amp import autocast
 from trainer.step.slowdown import emulate_slowdown
 from trainer.tasks.image.models import build_model
 
 NUM_CLASSES = 10
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+"""The precisions a profile can be measured in: the trainer's, less ``auto`` (a run looks its
+profile up by the precision ``auto`` resolved to)."""
 IMAGE_SHAPE = (3, 32, 32)
 
 
@@ -53,7 +58,8 @@ def resolve_device(device: str | None) -> str:
 
 
 def make_step(
-    model_name: str, *, device: str, slowdown: float = 1.0, norm: str = "batch"
+    model_name: str, *, device: str, slowdown: float = 1.0, norm: str = "batch",
+    precision: str = "fp32",
 ) -> StepFn:
     """A step function for ``profiles.bench``: forward + backward at a local batch.
 
@@ -61,11 +67,15 @@ def make_step(
     outside the timed part, the slowdown is applied after a CUDA synchronisation.
     """
     model = build_model(model_name, num_classes=NUM_CLASSES, norm=norm)
-    return model_step(model, device=device, slowdown=slowdown)
+    return model_step(model, device=device, slowdown=slowdown, precision=precision)
 
 
-def model_step(model: nn.Module, *, device: str, slowdown: float = 1.0) -> StepFn:
-    """``make_step`` for a model already built (moved to ``device``, in training mode)."""
+def model_step(model: nn.Module, *, device: str, slowdown: float = 1.0,
+               precision: str = "fp32") -> StepFn:
+    """``make_step`` for a model already built (moved to ``device``, in training mode), in the
+    arithmetic the trainer uses for ``precision``: its TF32 flags (off for fp32: torch's
+    default lets cuDNN convolutions use TF32) and its autocast."""
+    set_tf32(precision == "tf32")
     model = model.to(device).train()
     loss_fn = nn.CrossEntropyLoss()
     cuda = device.startswith("cuda")
@@ -77,7 +87,9 @@ def model_step(model: nn.Module, *, device: str, slowdown: float = 1.0) -> StepF
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         model.zero_grad(set_to_none=True)
-        loss_fn(model(inputs), targets).backward()
+        with autocast(precision, torch.device(device)):
+            loss = loss_fn(model(inputs), targets)
+        loss.backward()
         if cuda:
             torch.cuda.synchronize(device)
         return emulate_slowdown(slowdown, time.perf_counter() - start)
@@ -94,15 +106,17 @@ def profile_model(
     config: BenchConfig | None = None,
     norm: str = "batch",
     progress: bool = False,
+    precision: str = "fp32",
 ) -> Profile:
-    """Benchmark ``model_name`` on ``device`` with ``threads`` CPU threads and ``slowdown``."""
+    """Benchmark ``model_name`` on ``device`` with ``threads`` CPU threads and ``slowdown``,
+    in ``precision`` (recorded in the profile and its key)."""
     if threads is not None:
         torch.set_num_threads(threads)
     model = build_model(model_name, num_classes=NUM_CLASSES, norm=norm)
     # What each step's gradient exchange carries (the pre-run estimate reads it).
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     profile = benchmark(
-        model_step(model, device=device, slowdown=slowdown),
+        model_step(model, device=device, slowdown=slowdown, precision=precision),
         model=model_name,
         device=device,
         slowdown=slowdown,
@@ -110,14 +124,15 @@ def profile_model(
         config=config,
         progress=(lambda line: print(f"  {line}", file=sys.stderr)) if progress else None,
     )
-    return dataclasses.replace(profile, gradient_bytes=int(trainable))
+    return dataclasses.replace(profile, gradient_bytes=int(trainable), precision=precision)
 
 
 def format_profile(profile: Profile) -> str:
     """A plain text table of a profile, for people."""
     lines = [
         f"model {profile.model} on {profile.device} ({profile.device_name}), host {profile.host}",
-        f"torch {profile.torch_version}, {profile.threads} threads, "
+        f"torch {profile.torch_version}, {profile.precision or 'precision not recorded'}, "
+        f"{profile.threads} threads, "
         f"slowdown {profile.slowdown:g}, measured {profile.created}",
         "",
         f"{'batch':>6}  {'step s':>9}  {'samples/s':>10}  {'fit s':>9}",
@@ -182,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-max-batch", action="store_true",
                         help="skip the search for the largest batch that fits")
     parser.add_argument("--norm", default="batch", help="batch, syncbatch or group (default batch)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="the arithmetic to time, as the trainer's --precision: fp32 (IEEE, "
+                        "TF32 off), tf32, bf16 or fp16; part of the stored key (default fp32)")
     parser.add_argument("--json", action="store_true", help="print the profile as JSON")
     parser.add_argument("--save", action="store_true", help="store the profile for the trainer")
     parser.add_argument("--store", type=Path,
@@ -206,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         profile = profile_model(
             args.model, device=device, threads=args.threads, slowdown=args.slowdown,
-            config=config, norm=args.norm, progress=not args.json,
+            config=config, norm=args.norm, progress=not args.json, precision=args.precision,
         )
         saved = save_profile(profile, root=args.store) if args.save else None
     except CorralError as exc:

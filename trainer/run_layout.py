@@ -48,6 +48,8 @@ class RunLayout:
     """Per host: the launcher's log and torchrun's per-rank logs."""
     HOSTS = "hosts"
     """The launcher's bookkeeping files, one set per host (``HostFile``)."""
+    SCRIPT_CWD = "cwd"
+    """A script run's working directories, one per host (``script_cwd``)."""
     RUN_RECORD = "run.json"
     """This machine only: what was launched where, and the run's last known state."""
     COLLECTED = "collected"
@@ -94,6 +96,12 @@ class RunLayout:
     def host_file(self, host: str, kind: HostFile) -> str:
         """One of ``host``'s bookkeeping files (see ``HostFile``)."""
         return self.path(f"{self.HOSTS}/{host}.{kind}")
+
+    def script_cwd(self, host: str) -> str:
+        """The working directory of ``host``'s script ranks: a copy of the pushed user folder,
+        made at launch, where the script's relative reads and writes land (one per host, so
+        hosts sharing a machine never write the same file)."""
+        return self.path(f"{self.SCRIPT_CWD}/{host}")
 
     def tracker_record(self, tracker: str) -> str:
         """Which run of ``tracker`` (``mlflow``, ``aim``) this run is logged to, and how far."""

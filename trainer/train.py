@@ -52,8 +52,10 @@ from trainer.events import (
     StartEvent,
     events_path,
 )
+from trainer.lowcomm.rounds import LocalTrainer
 from trainer.placement import Placement, place_this_rank, placement_fields
 from trainer.resources import ResourceReporter
+from trainer.settings.syncbatch import check_syncbatch_passes
 from trainer.settings.train_config import TrainConfig, check_world
 from trainer.settings.training_checks import check_precision, check_total_steps, resolve_precision
 from trainer.step.accumulate import ShareRunner
@@ -109,8 +111,8 @@ def train(config: TrainConfig) -> int:
     try:
         # -- 2. Join the process group (torchrun's rendezvous) ------------------------------
         init_process_group(backend, device, info)
-        Trainer(config, info, device, backend, task, order, events, stop, run,
-                placement=placement).fit()
+        loop = LocalTrainer if config.exchange == "local" else Trainer  # local: APPROXIMATE
+        loop(config, info, device, backend, task, order, events, stop, run, placement).fit()
         if run.step < run.total_steps:  # a rank got SIGINT/SIGTERM; all stopped together
             status, code = "interrupted", 128 + (stop.signum or signal.SIGTERM)
             error = (f"stopped by {signal.Signals(stop.signum).name}" if stop.signum
@@ -173,6 +175,7 @@ class Trainer:
             device=device, slowdown=self.slowdown.factor_at(run.step + 1), host=self.host,
             device_name=self.device_name, resumed_split=resumed_split)
         run.split, self.micro_batch = first_split.split, first_split.micro_batch
+        check_syncbatch_passes(config.resolved_norm, self.micro_batch, run.split)
         self.balancer = self._balancer(first_split.max_batch, balancer_state)
         self._announce(backend, first_split, resumed_from)
 
@@ -319,7 +322,7 @@ class Trainer:
         outcome = self.active.optimizer_step(step, split, pending.global_units())
         tallies = pending.read()
         if any(t.buffers_changed > 0 for t in tallies):  # an active rank's buffers everywhere
-            self.buffer_sync.sync(self.active.source(split))
+            self.active.sync_buffers(split, self.buffer_sync)
         self.run.step = step
         self.run.stopping = any(t.stop > 0 for t in tallies)
         # Every rank holds the same tallies, so a non-finite loss stops every rank here,

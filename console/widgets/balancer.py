@@ -27,6 +27,13 @@ def policy_line(model: RunModel) -> Text:
         text.append(" (next start)", style="grey50")
     if model.capacity_source:
         text.append(f" · capacities: {model.capacity_source}", style="grey50")
+    start, last = model.figures.first_start, model.figures.last_round
+    if start is not None and start.exchange == "local":  # docs/lowcomm.md
+        text.append(" · exchange local: APPROXIMATE", style="bold yellow")
+        if last is not None:
+            text.append(f" · {last.bytes_per_sample:,.0f} bytes/sample exchanged · round "
+                        f"{'+'.join(map(str, last.inner_steps))} steps, {last.round_s:.2f} s",
+                        style="yellow")
     return text
 
 

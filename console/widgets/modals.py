@@ -132,6 +132,8 @@ class CheckReportScreen(_Dialog):
         for verdict in self.report.estimate:  # information, never a failure
             table.add_row(verdict.host, "estimate", Text("info", style="cyan"),
                           estimate_text(verdict), "")
+        for host, line in self.report.modes:  # exact / local (approximate) / sit out
+            table.add_row(host, "modes", Text("info", style="cyan"), line, "")
         yield table
         if self.report.plan is not None:
             yield Static(plan_renderable(self.report.plan), classes="launch-plan")

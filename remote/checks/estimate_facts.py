@@ -5,20 +5,23 @@ prints the host's name, the link speed of each of its interfaces
 (``/sys/class/net/<interface>/speed``) and the stored profiles of the run's model
 (``corral profile`` saves them in the host's own store, ``profiles.store``). Each host's
 compute line is its newest profile made there at its slowdown (and threads, when set), which
-also records the model's gradient bytes; its link is ``link_gbit`` from cluster.toml, else the
-speed of the interface the check found. Loopback, Wi-Fi and virtual links show no speed: the
-estimate then says the link is not known instead of guessing.
+also records the model's gradient bytes; its link is the one the full-mesh check measured
+(``remote/checks/mesh.py``: the fastest of its pairs, each the slower of its two directions),
+else ``link_gbit`` from cluster.toml, else the speed of the interface the check found.
+Loopback, Wi-Fi and virtual links show no speed: without a measurement the estimate then says
+the link is not known instead of guessing.
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from profiles.store import Profile, created_at, profile_from_toml, slug
 from remote.config.cluster import ClusterConfig, HostSection
 from trainer.balance.estimate import HostSpeed, HostVerdict, estimate
+from trainer.balance.links import PairLink, host_links
 
 NET_CLASS = "/sys/class/net"
 """Where Linux shows each interface's link speed (Mbit/s, in ``<interface>/speed``)."""
@@ -89,8 +92,12 @@ def host_profile(host: HostSection, model: str, found: EstimateProbe) -> Profile
     return max(matching, key=created_at) if matching else None
 
 
-def host_link(host: HostSection, interface: str | None, found: EstimateProbe) -> float | None:
-    """Bytes/s of the host's link: ``link_gbit``, else its interface's speed when it shows one."""
+def host_link(host: HostSection, interface: str | None, found: EstimateProbe,
+              measured: float | None = None) -> float | None:
+    """Bytes/s of the host's link: as measured, else ``link_gbit``, else its interface's speed
+    when it shows one."""
+    if measured is not None:
+        return measured
     if host.link_gbit is not None:
         return host.link_gbit * 1e9 / 8
     mbit = found.link_mbit.get(interface or "")
@@ -111,16 +118,27 @@ def host_speeds(config: ClusterConfig, nprocs: Mapping[str, int],
     return speeds
 
 
-def cluster_estimate(config: ClusterConfig, nprocs: Mapping[str, int],
-                     probes: Mapping[str, EstimateProbe],
-                     interfaces: Mapping[str, str | None]) -> tuple[HostVerdict, ...]:
-    """The estimate of ``config``'s run from what the hosts' probes found (an unreachable
-    host has no probe: its facts are missing)."""
+def cluster_speeds(config: ClusterConfig, nprocs: Mapping[str, int],
+                   probes: Mapping[str, EstimateProbe], interfaces: Mapping[str, str | None],
+                   links: Sequence[PairLink] = ()) -> tuple[list[HostSpeed], int | None]:
+    """Every host's facts from what its probe found (an unreachable host has none: missing)
+    and its link (as the full-mesh check measured it, else ``link_gbit``, else its interface's
+    speed), and the largest gradient the profiles recorded (None: none recorded one)."""
+    measured = host_links(links)
     found = {h.name: probes.get(h.name, EstimateProbe()) for h in config.hosts}
     profiles = {h.name: host_profile(h, config.run.model, found[h.name]) for h in config.hosts}
-    links = {h.name: host_link(h, interfaces.get(h.name), found[h.name]) for h in config.hosts}
+    rates = {h.name: host_link(h, interfaces.get(h.name), found[h.name], measured.get(h.name))
+             for h in config.hosts}
     sizes = [p.gradient_bytes for p in profiles.values() if p and p.gradient_bytes]
-    speeds = host_speeds(config, nprocs, profiles, links)
-    if not sizes:  # profiles made before the gradient size was recorded: make them again
+    return host_speeds(config, nprocs, profiles, rates), max(sizes) if sizes else None
+
+
+def cluster_estimate(config: ClusterConfig, nprocs: Mapping[str, int],
+                     probes: Mapping[str, EstimateProbe],
+                     interfaces: Mapping[str, str | None],
+                     links: Sequence[PairLink] = ()) -> tuple[HostVerdict, ...]:
+    """The estimate of ``config``'s run from the hosts' facts (``cluster_speeds``)."""
+    speeds, gradient_bytes = cluster_speeds(config, nprocs, probes, interfaces, links)
+    if gradient_bytes is None:  # profiles made before the gradient size was recorded
         return tuple(HostVerdict(host=s.name, missing="profile") for s in speeds)
-    return estimate(speeds, config.run.global_batch, max(sizes))
+    return estimate(speeds, config.run.global_batch, gradient_bytes)

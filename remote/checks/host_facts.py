@@ -24,6 +24,8 @@ class HostFacts:
     bf16: list[bool] = field(default_factory=list)  # per GPU: compute capability 8.0+
     interface: str | None = None
     """The interface the other hosts reach this one through, when it could be told."""
+    address: str | None = None
+    """The address this host's ranks advertise (the full-mesh check's target), when told."""
     connect: str | None = None
     """The output of this worker's side of the rendezvous-port test, when it ran."""
     code_present: bool | None = None

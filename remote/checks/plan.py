@@ -25,6 +25,7 @@ from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.hosts.cpu_placement import HostCpuFacts, HostCpuPlan, host_plans
 from remote.hosts.ssh import resolve_endpoint
+from trainer.balance.links import PairLink
 from trainer.settings.run_settings import Precision, device_precision
 
 Device = Literal["cpu", "cuda"]
@@ -64,6 +65,8 @@ class LaunchFacts:
     """Each host's boot id, usable cores and allocator libraries (absent: not known)."""
     bf16: Mapping[str, tuple[bool, ...]] = field(default_factory=dict)
     """Per host, whether each GPU (in index order) computes in bf16 (absent: not known)."""
+    links: tuple[PairLink, ...] = ()
+    """Each direction between two hosts as the full-mesh check found and measured it."""
 
 
 def nproc_for(host: HostSection, gpus: int | None) -> int:

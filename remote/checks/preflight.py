@@ -18,8 +18,16 @@ from remote.checks import run_root
 from remote.checks.container_check import container_hints, container_parts, judge_container
 from remote.checks.estimate_facts import cluster_estimate, estimate_probe, parse_estimate_probe
 from remote.checks.host_facts import HostFacts
-from remote.checks.leftover_runs import leftovers_line
-from remote.checks.plan import LaunchFacts, master_address, nproc_for
+from remote.checks.leftover_runs import LEFTOVER_PROBE, judge_leftovers
+from remote.checks.mesh_verdict import mesh_check
+from remote.checks.mode_facts import cluster_modes
+from remote.checks.plan import LaunchFacts, master_address, node_address, nproc_for
+from remote.checks.platform_check import (
+    PLATFORM_PROBE,
+    judge_platform,
+    native_windows,
+    windows_item,
+)
 from remote.checks.rendezvous_port import (
     PortListener,
     auto_candidate,
@@ -28,7 +36,12 @@ from remote.checks.rendezvous_port import (
     connect_item,
     held_item,
 )
-from remote.checks.script_imports import imports_probe, judge_imports, script_keys_items
+from remote.checks.script_imports import (
+    imports_probe,
+    judge_imports,
+    left_out_items,
+    script_keys_items,
+)
 from remote.checks.task_packages import judge_packages, packages_probe
 from remote.checks.torch_versions import judge_precision, torch_item, torch_release_item
 from remote.checks.trackers import tracker_items
@@ -36,12 +49,11 @@ from remote.config.cluster import ClusterConfig, HostSection
 from remote.events import CheckItem, CheckReport
 from remote.hosts import cpu_placement
 from remote.hosts.interpreter import TORCH_PROBE_PY, last_json, python_c, python_label
-from remote.hosts.netif import interface_script, parse_interface
+from remote.hosts.netif import interface_script, parse_interface, run_address
 from remote.hosts.pool import HostPool
 from remote.hosts.push import present_command
 from remote.hosts.sections import MISSING, section_text, sectioned_script, split_sections
 from remote.hosts.transport import HostKeyNotTrusted, Transport, shell_path
-from trainer.launch_contract import RUN_ID_ENV
 
 MIN_PYTHON = (3, 10)
 MIN_FREE_BYTES = 1 << 30
@@ -80,6 +92,7 @@ def probe_script(host: HostSection, config: ClusterConfig, master_addr: str,
         "interface": f"{interface_script(master_addr, is_master=is_master)} 2>&1",
         "cpu": cpu_placement.PROBE_SECTION,
         "estimate": estimate_probe(config.run.model),
+        "platform": PLATFORM_PROBE,
     }
     parts.update(container_parts(host))
     if host.interface is not None:
@@ -147,36 +160,6 @@ def _judge_python(host: HostSection, text: str, status: int, facts: HostFacts) -
     facts.items.append(_item(host, "cuda", ok, detail, hint))
 
 
-def _leftovers(ps_output: str, run_root: str) -> dict[str, list[int]]:
-    """Process ids per run id of processes started with ``--run-dir <run_root>/<run id>`` and
-    the run id in their environment (``LEFTOVER_PROBE``'s lines).
-
-    Every rank (and its torchrun, which carries the trainer's arguments) has both; a program
-    that merely has a file of the run open has neither, and one that only names the run
-    directory in its arguments (a user's ``pgrep -f -- '--run-dir ...'``) lacks the variable.
-    """
-    root = run_root.rstrip("/") + "/"
-    found: dict[str, list[int]] = {}
-    for line in ps_output.splitlines():
-        pid, _, rest = line.strip().partition(" ")
-        env_run_id, _, args = rest.partition(" ")
-        for marker in (f"--run-dir {root}", f"--run-dir={root}"):
-            if marker in args and pid.isdigit():
-                run_id = args.split(marker, 1)[1].split("/", 1)[0].split(" ", 1)[0]
-                if run_id and run_id == env_run_id:
-                    found.setdefault(run_id, []).append(int(pid))
-                break
-    return found
-
-
-LEFTOVER_PROBE = (
-    "ps -ww -eo pid=,args= | while read -r p a; do case \"$a\" in *--run-dir*) "
-    f"r=$(tr '\\0' '\\n' < /proc/$p/environ 2>/dev/null | sed -n 's/^{RUN_ID_ENV}=//p' "
-    '| head -n 1); printf "%s %s %s\\n" "$p" "${r:--}" "$a";; esac; done')
-"""Per process that names ``--run-dir``: its id, the run id in its environment (``-`` for
-none) and its arguments."""
-
-
 def _judge_disk(host: HostSection, df_line: str, facts: HostFacts) -> None:
     fields = df_line.split()
     if len(fields) < 4 or not fields[3].isdigit():
@@ -189,18 +172,6 @@ def _judge_disk(host: HostSection, df_line: str, facts: HostFacts) -> None:
         host, "disk", ok, f"{free / (1 << 30):.1f} GiB free for {host.workdir}",
         "" if ok else f"free space on {host.name} or " + _fix_in_toml(host, "workdir", '"..."'),
     ))
-
-
-def _judge_leftovers(host: HostSection, config: ClusterConfig, home: str, ps_output: str,
-                     facts: HostFacts) -> None:
-    run_root = config.cluster.run_root
-    if run_root == "~" or run_root.startswith("~/"):
-        run_root = home.strip() + run_root[1:]
-    runs = _leftovers(ps_output, run_root)
-    count = sum(len(pids) for pids in runs.values())
-    named, hint = leftovers_line(config, list(runs))
-    detail = "none" if not runs else f"{count} process(es) of run(s) {named}"
-    facts.items.append(_item(host, "leftovers", not runs, detail, hint))
 
 
 def _judge_interface(host: HostSection, config: ClusterConfig, master_addr: str,
@@ -255,6 +226,9 @@ async def _probe_host(
                                  f"run the check again; if it persists, log in to {host.name} "
                                  "and run its python by hand"))
         return facts
+    if native_windows(done.stdout + done.stderr):  # cmd or PowerShell: no probe ran
+        facts.items.append(windows_item(host.name))
+        return facts
     sections = split_sections(done.stdout)
     if "rendezvous" in sections:
         facts.connect = sections["rendezvous"][0]
@@ -263,8 +237,13 @@ async def _probe_host(
     if "cpu" in sections:
         facts.cpu = cpu_placement.parse_probe(sections["cpu"][0])
     facts.estimate = parse_estimate_probe(section_text(sections, "estimate"))
+    facts.address = run_address(section_text(sections, "interface"), section_text(
+        sections, "links"), is_master=host.name == config.master_name, interface=host.interface)
     if after is not None:
         await after(transport, facts)
+    facts.items.append(judge_platform(
+        host.name, section_text(sections, "platform"), address=facts.address,
+        ssh_address=node_address(config, host, master_addr)))
     boxed, starts = judge_container(host, sections)
     facts.items += boxed
     if starts:  # else the probes inside it did not run: the container's item says why
@@ -276,7 +255,7 @@ async def _probe_host(
     _judge_disk(host, section_text(sections, "disk"), facts)
     facts.items.append(run_root.judge(host.name, config.cluster.run_root,
                                       section_text(sections, "run-root")))
-    _judge_leftovers(host, config, section_text(sections, "home"),
+    judge_leftovers(host, config, section_text(sections, "home"),
                      section_text(sections, "ps"), facts)
     _judge_interface(host, config, master_addr, sections, facts)
     return facts
@@ -348,7 +327,8 @@ async def check_and_plan(
     results, rendezvous, port = await _probe_with_port_test(config, pool, master_addr,
                                                             code_digest, after_probe)
     items: list[CheckItem] = [run_root.local_item(config.cluster.run_root),
-                              *tracker_items(config), *script_keys_items(config)]
+                              *tracker_items(config), *script_keys_items(config),
+                              *left_out_items(config)]
     facts: dict[str, HostFacts] = {}
     for host in config.hosts:
         result = results.get(host.name)
@@ -361,6 +341,9 @@ async def check_and_plan(
     testable = {name for name, host_facts in facts.items() if host_facts.python_ok}
     if config.master_name in testable:
         items.extend(item for item in rendezvous if item.host in testable)
+    mesh, measured = await mesh_check(config, pool, facts, master_addr)
+    items.extend(mesh)
+    links = measured.links if measured is not None else ()
     same_torch = torch_item(facts)
     if same_torch is not None:
         items.append(same_torch)
@@ -373,7 +356,9 @@ async def check_and_plan(
     items.sort(key=lambda it: order.get(it.host, len(order)))
     found = LaunchFacts(gpus=gpus, interfaces={name: f.interface for name, f in facts.items()},
                         port=port, cpu=cpu,
-                        bf16={name: tuple(f.bf16) for name, f in facts.items() if f.bf16})
+                        bf16={name: tuple(f.bf16) for name, f in facts.items() if f.bf16},
+                        links=links)
     probes = {name: f.estimate for name, f in facts.items()}
-    estimate = cluster_estimate(config, nprocs, probes, found.interfaces)
-    return CheckReport(items=tuple(items), estimate=estimate), found
+    estimate = cluster_estimate(config, nprocs, probes, found.interfaces, links)
+    modes = cluster_modes(config, nprocs, probes, found.interfaces, links)
+    return CheckReport(items=tuple(items), estimate=estimate, links=links, modes=modes), found

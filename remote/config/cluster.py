@@ -115,9 +115,9 @@ class HostSection:
     """Network interface for Gloo/NCCL (``GLOO_SOCKET_IFNAME``); default: detected."""
     link_gbit: float | None = None
     """Speed of the host's link to the others in Gbit/s, for the pre-run estimate of which
-    hosts pay for their gradient exchange (``corral check``); default: what its interface
-    shows. Give it where the interface shows none: Wi-Fi, a virtual link, hosts that share one
-    machine (loopback)."""
+    hosts pay for their gradient exchange (``corral check``), where the check's full-mesh test
+    could not measure it; default: what its interface shows. Give it where the interface shows
+    none: Wi-Fi, a virtual link, hosts that share one machine (loopback)."""
     setup: tuple[str, ...] = ()
     """Shell lines ``corral setup`` runs on the host first, in order, before it makes the
     virtual environment (e.g. installing a system package); each is logged, and a failing line
@@ -166,13 +166,20 @@ class RunSection(RunSettings):
     task_options: dict[str, Any] = field(default_factory=dict)
     """``[run.task_options]``: options of the causal_lm or user task (``build(options)``)."""
     code: str | None = None
-    """Folder pushed with the trainer for a user task or script (relative to cluster.toml);
-    default: the folder holding the task file or script."""
+    """Folder pushed with the trainer for a user task or script (relative to cluster.toml).
+    Default for a script: the folder of cluster.toml when it holds the script (the folder you
+    launch from, as with torchrun; it is each host's working directory of the run), else the
+    script's folder; for a task: the task file's folder."""
     script: str | None = None
     """Your own training script (relative to cluster.toml), run as is by torchrun on every
     host instead of corral's trainer; leave ``task`` out (docs/scripts.md)."""
     args: tuple[str, ...] = ()
     """The script's command-line arguments, one string each (no shell: corral quotes them)."""
+    imports_check: rules.ImportsCheck = "block"
+    """What a module the script (or a module of its own tree) imports unconditionally but a
+    host's Python cannot find does: ``block`` the launch, or only ``warn``. An import under
+    ``try``/``except ImportError``, behind a condition or inside a function is reported as
+    optional and never blocks."""
     policy: Policy = "dynamic"
     """How the split is chosen and changed: kept (``static``), proportional to measured
     capacity, or re-solved during the run (``dynamic``, the default here: balancing unequal
@@ -194,6 +201,10 @@ class RunSection(RunSettings):
     hang_limit: float = 300.0
     """Seconds without a step after which corral stops the run, naming the rank that holds
     the others up (0 = wait for torch's own timeout)."""
+    keys_set: frozenset[str] = field(default=frozenset(), init=False, repr=False,
+                                     compare=False)
+    """Not a key: the keys cluster.toml's ``[run]`` wrote (set by its reader; empty for a
+    section built in code), so that what a script ignores is named as written."""
 
     def __post_init__(self) -> None:
         _check("[run] ", rules.run_problems(_values(self)))
@@ -303,6 +314,10 @@ class ClusterConfig:
     """``[kubernetes]``."""
     tracking: TrackingSection = field(default_factory=TrackingSection)
     """``[tracking]``."""
+    launch_dir: str = ""
+    """Not a section: for ``corral run --script`` started from a folder inside the code folder
+    (``--code``), that folder relative to the code folder (POSIX; "" = the code folder), where
+    each rank's working directory is, as torchrun's would be (``remote.api.with_script``)."""
 
     def __post_init__(self) -> None:
         problems = rules.cross_problems(

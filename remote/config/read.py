@@ -81,10 +81,14 @@ class Reader:
         if self.problems or cluster is None or not hosts:
             self.problems.sort(key=file_order)  # stable: within a table, the order found
             raise ConfigError(self.problems, title=f"{self.path.name} is invalid")
+        run_section = RunSection(**(run or {}))
+        raw_run = document.get("run")
+        object.__setattr__(run_section, "keys_set",
+                           frozenset(raw_run) if isinstance(raw_run, dict) else frozenset())
         return ClusterConfig(
             path=self.path, cluster=ClusterSection(**cluster),
             hosts=tuple(HostSection(**host) for host in hosts),
-            run=RunSection(**(run or {})), ssh=SshSection(**(ssh or {})),
+            run=run_section, ssh=SshSection(**(ssh or {})),
             kubernetes=KubernetesSection(**(k8s or {})),
             tracking=TrackingSection(**(tracking or {})),
         )

@@ -15,6 +15,7 @@ from dataclasses import fields, replace
 from typing import Any, Literal, TypeGuard, get_args, get_origin
 
 from remote.config.errors import did_you_mean, host_where, quote, section_where
+from remote.config.ranges import MAX_COUNT, upper_bound_problems
 from trainer.placement import parse_cpulist
 from trainer.settings import relations
 from trainer.settings.flags import field_hints
@@ -22,6 +23,7 @@ from trainer.settings.run_settings import RunSettings
 
 HostLoss = Literal["stop", "continue"]
 """``[run] on_host_loss`` choices."""
+ImportsCheck = Literal["block", "warn"]  # [run] imports_check's choices
 KnownHosts = Literal["strict", "insecure"]
 """``[ssh] known_hosts`` choices."""
 SSH_ONLY_KEYS = ("user", "port", "identity_file")
@@ -67,11 +69,6 @@ def _at_least(out: Problems, values: Mapping[str, Any], key: str, low: int) -> N
     value = values.get(key)
     if _is_int(value) and value < low:
         out.append((key, f"must be at least {low}, got {value}"))
-
-
-MAX_COUNT = 10**12
-"""Upper bound for step, sample and batch counts: far beyond any run, well inside the 64-bit
-integers torch and the trainer's flags work with."""
 
 
 def _at_most(out: Problems, values: Mapping[str, Any], key: str, high: int) -> None:
@@ -168,6 +165,7 @@ def host_problems(values: Mapping[str, Any]) -> Problems:
     _at_least(out, values, "micro_batch", 1)
     _number(out, values, "slowdown", 1.0, inclusive=True)
     _number(out, values, "link_gbit", 0.0, inclusive=False)
+    upper_bound_problems(out, values, "hosts")
     nproc, gpus = values.get("nproc"), values.get("gpus")
     if _is_int(nproc) and _is_int(gpus) and gpus > 0 and nproc > gpus:
         out.append(("nproc", f"{nproc} ranks but only {gpus} GPUs (gpus = {gpus}); "
@@ -250,16 +248,17 @@ def run_problems(values: Mapping[str, Any]) -> Problems:
     rules."""
     out = settings_problems(values)
     _choice(out, values, "on_host_loss", get_args(HostLoss))
+    _choice(out, values, "imports_check", get_args(ImportsCheck))
     _text(out, values, "data_dir")
     name = values.get("name")
     if isinstance(name, str):
         problem = run_name_problem(name)
         if problem:
             out.append(("name", problem))
-    for key in ("samples", "global_batch", "rebalance_every", "steps", "epochs",
-                "checkpoint_every"):
-        _at_most(out, values, key, MAX_COUNT)
-    _at_most(out, values, "seed", 2**63 - 1)
+    hints = field_hints(RunSettings)
+    for key in (f.name for f in fields(RunSettings) if hints[f.name] in (int, int | None)):
+        _at_most(out, values, key, 2**63 - 1 if key == "seed" else MAX_COUNT)
+    upper_bound_problems(out, values, "run")
     _at_least(out, values, "max_restarts", 0)
     _number(out, values, "hang_factor", 1.0, inclusive=True)
     _number(out, values, "hang_limit", 0.0, inclusive=True)
@@ -291,6 +290,7 @@ def ssh_problems(values: Mapping[str, Any]) -> Problems:
     _text(out, values, "known_hosts_file")
     _text(out, values, "config_file")
     _number(out, values, "lost_after", 0.0, inclusive=True)
+    upper_bound_problems(out, values, "ssh")
     return out
 
 

@@ -15,23 +15,33 @@ if TYPE_CHECKING:
     from remote.config.cluster import RunSection
 
 SCRIPT_KEYS = frozenset({
-    "task", "name", "code", "script", "args", "policy", "split", "rebalance_every",
+    "task", "name", "code", "script", "args", "imports_check", "policy", "split", "rebalance_every",
     "backend", "hang_factor", "hang_limit", "max_restarts", "on_host_loss",
 })
 """``[run]`` keys a script run uses (docs/scripts.md); ``global_batch`` goes with ``split``."""
 
 
 def ignored_keys(run: RunSection) -> tuple[str, ...]:
-    """The ``[run]`` keys set (to other than their default) that a script run ignores, in
-    ``RunSection``'s order; none for a task run."""
+    """The ``[run]`` keys set that a script run ignores, in ``RunSection``'s order (every one
+    written, its default value or not); none for a task run."""
     if run.script is None:
         return ()
     default = type(run)()
-    unused = [f.name for f in fields(run)
-              if f.name not in SCRIPT_KEYS and getattr(run, f.name) != getattr(default, f.name)]
+    unused = [f.name for f in fields(run) if f.init and f.name not in SCRIPT_KEYS
+              and _set(run, f.name, getattr(default, f.name))]
     if run.split is not None and "global_batch" in unused:
         unused.remove("global_batch")  # the split's sum: it stands or falls with the split
     return tuple(unused)
+
+
+def _set(run: RunSection, name: str, default: object) -> bool:
+    """Whether cluster.toml set key ``name`` (as read; a section built in code: a value other
+    than the default that is not None, which TOML cannot write: ``epochs`` is None when
+    ``steps`` is set, and was not written)."""
+    if run.keys_set:
+        return name in run.keys_set
+    value = getattr(run, name)
+    return value is not None and value != default
 
 
 def ignored_keys_line(run: RunSection) -> str | None:

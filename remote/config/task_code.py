@@ -39,7 +39,8 @@ class UserCode:
     """Where a user task or script lives on this machine and what the hosts are to run."""
 
     folder: Path
-    """The folder pushed with the trainer."""
+    """The folder pushed with the trainer (for a script: the folder it is launched from,
+    which becomes each host's working directory of the run)."""
     task_file: str
     """The task file or script, relative to ``folder`` (POSIX)."""
     function: str | None
@@ -85,6 +86,8 @@ def _locate(task: str, code: str | None, base: Path, *, script: str | None = Non
         raise CodeFileError(f"{key} file {path} is not a file; name the Python file itself",
                             file=path, key=key)
     folder = (base / Path(code).expanduser()).resolve() if code else path.parent
+    if script is not None and not code and path.is_relative_to(base.resolve()):
+        folder = base.resolve()  # the folder torchrun would start it from: where you launch
     if not folder.is_dir():
         raise UsageError(f"code folder {folder} does not exist")
     if not path.is_relative_to(folder):

@@ -157,20 +157,34 @@ def pull_command(host: HostSection) -> str:
     return f"{engine_word(host.container)} pull {shlex.quote(host.container.image)}"
 
 
+ENGINE_LIMIT_S = 20
+"""How long a stop waits for each engine command (``ps``, ``rm``): a hung engine makes the
+stop say it could not verify, instead of hanging it."""
+
+
+def _bounded(words: str) -> str:
+    """``words`` (an engine command) ended after ``ENGINE_LIMIT_S`` where ``timeout`` exists."""
+    return (f'$(command -v timeout >/dev/null 2>&1 && echo "timeout {ENGINE_LIMIT_S}") '
+            + words)
+
+
 def remove_command(host: HostSection, run_id: str) -> str:
-    """Remove the run's containers on the host (stopped or not), quietly."""
+    """Remove the run's containers on the host (stopped or not), quietly, bounded in time."""
     assert host.container is not None
     engine = engine_word(host.container)
-    return (f"{engine} rm -f $({engine} ps -a -q --filter "
-            f"label={shlex.quote(f'{RUN_LABEL}={run_id}')} 2>/dev/null) >/dev/null 2>&1 "
-            "|| true")
+    label = shlex.quote(f"{RUN_LABEL}={run_id}")
+    return (f"{_bounded(f'{engine} rm -f')} $({_bounded(f'{engine} ps -a -q')} --filter "
+            f"label={label} 2>/dev/null) >/dev/null 2>&1 || true")
 
 
 def count_command(host: HostSection, run_id: str) -> str:
-    """Print how many containers of the run the host has (running or not)."""
+    """Print how many containers of the run the host has (running or not), by the engine's
+    own state; ``?`` when the engine does not answer (failed, hung past its limit)."""
     assert host.container is not None
-    return (f"{engine_word(host.container)} ps -a -q --filter "
-            f"label={shlex.quote(f'{RUN_LABEL}={run_id}')} 2>/dev/null | wc -l")
+    listing = (f"{_bounded(engine_word(host.container) + ' ps -a -q')} --filter "
+               f"label={shlex.quote(f'{RUN_LABEL}={run_id}')} 2>/dev/null")
+    return (f"if n=$({listing}); then printf '%s\\n' \"$n\" | grep -c .; "
+            "else echo '?'; fi")
 
 
 def names_command(host: HostSection) -> str:

@@ -80,7 +80,8 @@ def last_json(text: str) -> dict[str, Any] | None:
 
 
 # One JSON object: the interpreter's and torch's versions and what CUDA torch sees. torch is
-# imported only where a GPU device node exists (importing it takes seconds).
+# imported only where a GPU device node exists (importing it takes seconds): NVIDIA's, AMD's,
+# or WSL2's /dev/dxg, through which torch reaches the GPU with the driver in /usr/lib/wsl/lib.
 TORCH_PROBE_PY = """\
 import importlib.util, json, os, platform, sys
 out = {"python": platform.python_version(), "executable": sys.executable}
@@ -94,7 +95,7 @@ if spec is not None and spec.origin:
                     version = line.split("=", 1)[1].strip().strip(chr(34) + chr(39))
     except OSError:
         pass
-gpu_nodes = any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/kfd"))
+gpu_nodes = any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg"))
 try:
     if spec is None:
         raise ImportError("No module named 'torch'")

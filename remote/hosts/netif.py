@@ -108,3 +108,40 @@ async def select_interface(
     script = interface_script(master_addr, is_master=is_master)
     done = await transport.run(script, timeout=IP_TIMEOUT_S)
     return parse_interface(done.stdout, is_master=is_master)[1]
+
+
+def parse_route_source(output: str) -> str | None:
+    """The ``src`` address of the first route in ``ip -o route get ADDR`` output: this host's
+    address on the interface that routes there (the address its ranks advertise)."""
+    for line in output.splitlines():
+        for key, value in itertools.pairwise(line.split()):
+            if key == "src" and is_ip_literal(value):
+                return value
+    return None
+
+
+def interface_address(addr_show: str, interface: str) -> str | None:
+    """The first address (IPv4 before IPv6) ``interface`` holds in ``ip -o addr show`` output."""
+    held: list[str] = []
+    for line in addr_show.splitlines():
+        words = line.split()
+        if len(words) >= 4 and words[1].split("@", 1)[0] == interface \
+                and words[2] in ("inet", "inet6"):
+            held.append(words[3].split("/", 1)[0])
+    held.sort(key=lambda address: ":" in address)
+    return held[0] if held else None
+
+
+def run_address(interface_output: str, links_output: str, *, is_master: bool,
+                interface: str | None) -> str | None:
+    """The address this host's ranks advertise (what the others must reach): the address of
+    cluster.toml's ``interface`` when it names one (``links_output``: ``ip -o addr show``),
+    else the master address on the master and the source address of the route to the master
+    on a worker (``interface_script``'s output); None when it cannot be told."""
+    if interface is not None:
+        return interface_address(links_output, interface)
+    lines = interface_output.splitlines()
+    resolved, _ = parse_interface(interface_output, is_master=is_master)
+    if is_master or resolved is None:
+        return resolved
+    return parse_route_source("\n".join(lines[1:]))

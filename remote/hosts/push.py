@@ -4,7 +4,8 @@ content-addressed.
 The packages go to ``<workdir>/code/<sha256 of the files>`` as one tar stream over the command
 channel (stdin of ``tar -x``), unpacked into a temporary directory that is renamed into place
 only when complete, so a host never runs a half-written tree. An unchanged tree (the final
-directory exists with its marker file) is not sent again.
+directory exists with its marker file) is not sent again. Each push also prunes the cache: the
+``KEEP_TREES`` most recently used trees stay, and older ones unused for ``KEEP_DAYS`` days go.
 """
 
 from __future__ import annotations
@@ -17,15 +18,20 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from profiles.user_errors import CorralError
+from profiles.user_errors import CorralError, UsageError
 from remote.config.task_code import USER_CODE_DIR
-from remote.hosts.push_ignore import pushed_files
+from remote.hosts.push_tree import CODE_TREE_MARKER, PushTree, budget_problem, walk_tree
 from remote.hosts.transport import Transport, shell_path
 
 PUSHED_PACKAGES = ("trainer", "profiles")
-MARKER = ".corral-complete"
+MARKER = CODE_TREE_MARKER
 """Written last into a pushed tree: its presence means the tree is complete."""
 PUSH_TIMEOUT_S = 120.0
+KEEP_TREES = 8
+"""Pushed trees a host keeps whatever their age: the most recently used."""
+KEEP_DAYS = 7
+"""Beyond the newest ``KEEP_TREES``, a tree unused this many days is removed at the next push
+(a launch that finds its tree present marks it used)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,31 +60,63 @@ def package_files(packages: tuple[str, ...] = PUSHED_PACKAGES) -> list[tuple[str
 
 
 def folder_files(folder: Path, prefix: str) -> list[tuple[str, Path]]:
-    """``(prefix/relative path, file)`` for every file under ``folder`` that is code: not
-    ignored by ``push_ignore`` (logs, checkpoints, caches, hidden entries, ``.corralignore``)."""
-    return [(f"{prefix}/{path.relative_to(folder).as_posix()}", path)
-            for path in pushed_files(folder)]
+    """``(prefix/relative path, file)`` for every regular file under ``folder`` that is code:
+    not ignored by ``push_ignore`` (logs, checkpoints, caches, hidden entries,
+    ``.gitignore``/``.corralignore``), links and special files aside (``push_tree``)."""
+    return [(f"{prefix}/{rel}", folder / rel) for rel in walk_tree(folder).files]
+
+
+def user_tree(folder: Path) -> PushTree:
+    """The user folder's ``PushTree``; a ``UsageError`` naming the largest files when it is
+    over the size budget (before any file is read)."""
+    tree = walk_tree(folder)
+    if (problem := budget_problem(folder, tree)) is not None:
+        raise UsageError(problem, title=f"the code folder {folder.name} is too large to push")
+    return tree
+
+
+def _add_file(tar: tarfile.TarFile, digest: hashlib._Hash, rel: str, path: Path) -> None:
+    """One file into the archive and the digest (its bytes read once)."""
+    with path.open("rb") as source:
+        data = source.read()
+    digest.update(rel.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+    info = tarfile.TarInfo(rel)
+    info.size = len(data)
+    info.mode = 0o644
+    info.mtime = 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _add_link(tar: tarfile.TarFile, digest: hashlib._Hash, rel: str, target: str) -> None:
+    digest.update(rel.encode() + b"\1" + target.encode())
+    info = tarfile.TarInfo(rel)
+    info.type = tarfile.SYMTYPE
+    info.linkname = target
+    info.mode = 0o777
+    info.mtime = 0
+    tar.addfile(info)
 
 
 def build_bundle(packages: tuple[str, ...] = PUSHED_PACKAGES, *,
                  user_folder: Path | None = None) -> CodeBundle:
-    """Hash and tar ``packages`` and a user task's folder (under ``USER_CODE_DIR``), in a
-    deterministic archive: fixed order, times and owners."""
+    """Hash and tar ``packages`` and a user task's folder (under ``USER_CODE_DIR``: its files
+    and the links that stay inside it, within the size budget), in a deterministic archive:
+    fixed order, times and owners."""
     files = package_files(packages)
+    links: list[tuple[str, str]] = []
     if user_folder is not None:
-        files += folder_files(user_folder, USER_CODE_DIR)
+        tree = user_tree(user_folder)
+        files += [(f"{USER_CODE_DIR}/{rel}", user_folder / rel) for rel in tree.files]
+        links = [(f"{USER_CODE_DIR}/{rel}", target) for rel, target in tree.links.items()]
     digest = hashlib.sha256()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for rel, path in files:
-            data = path.read_bytes()
-            digest.update(rel.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
-            info = tarfile.TarInfo(rel)
-            info.size = len(data)
-            info.mode = 0o644
-            info.mtime = 0
-            tar.addfile(info, io.BytesIO(data))
-    return CodeBundle(digest=digest.hexdigest(), tar=buffer.getvalue(), files=len(files))
+            _add_file(tar, digest, rel, path)
+        for rel, target in links:
+            _add_link(tar, digest, rel, target)
+    return CodeBundle(digest=digest.hexdigest(), tar=buffer.getvalue(),
+                      files=len(files) + len(links))
 
 
 def code_root(workdir: str) -> str:
@@ -92,8 +130,19 @@ def code_dir(workdir: str, digest: str) -> str:
 
 
 def present_command(workdir: str, digest: str) -> str:
-    """A shell command that exits 0 when the tree ``digest`` is complete under ``workdir``."""
-    return f"test -e {shell_path(code_dir(workdir, digest))}/{MARKER}"
+    """A shell command that exits 0 when the tree ``digest`` is complete under ``workdir``
+    (and marks it used, for ``prune_command``)."""
+    tree = shell_path(code_dir(workdir, digest))
+    return f"test -e {tree}/{MARKER} && touch {tree}"
+
+
+def prune_command(workdir: str) -> str:
+    """Shell: remove the pushed trees beyond the ``KEEP_TREES`` most recently used that nobody
+    used for ``KEEP_DAYS`` days (the code cache would otherwise grow by a tree per change)."""
+    root = shell_path(code_root(workdir))
+    return (f"(cd {root} && ls -1t | grep -E '^[0-9a-f]{{64}}$' | tail -n +{KEEP_TREES + 1} | "
+            f"while read -r old; do [ -n \"$(find \"$old\" -maxdepth 0 -mtime +{KEEP_DAYS})\" ] "
+            f"&& rm -rf \"$old\"; done; true)")
 
 
 async def push_code(transport: Transport, bundle: CodeBundle, *,
@@ -115,7 +164,8 @@ async def push_code(transport: Transport, bundle: CodeBundle, *,
     script = (
         f"set -e; mkdir -p {parent}; tmp=$(mktemp -d {parent}/.push.XXXXXX); "
         f'trap \'rm -rf "$tmp"\' EXIT; tar -x -f - -C "$tmp"; touch "$tmp"/{shlex.quote(MARKER)}; '
-        f"if [ ! -e {marker} ]; then rm -rf {final}; mv \"$tmp\" {final}; fi"
+        f"if [ ! -e {marker} ]; then rm -rf {final}; mv \"$tmp\" {final}; fi; "
+        f"{prune_command(transport.host.workdir)}"
     )
     await transport.run(script, check=True, timeout=PUSH_TIMEOUT_S, input=bundle.tar)
     return True

@@ -14,8 +14,12 @@ changes the folder's digest on every run. ``DEFAULT_IGNORE`` leaves those out; a
 - a leading ``!`` pushes again what an earlier pattern (a default too) left out: the last
   pattern matching a path decides, and a directory left out leaves out all it holds.
 
+The folder's own ``.gitignore`` (its top-level one) counts too, read before ``.corralignore``
+with the same rules, so what git leaves out is not pushed either.
+
 A directory holding ``__init__.py`` is a Python package of the user's: the defaults never
-leave it out (a ``data`` package is code), only ``.corralignore`` can.
+leave it out (a ``data`` package is code), only ``.gitignore``/``.corralignore`` can.
+Symbolic links, special files and the size budget are ``remote.hosts.push_tree``'s.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from pathlib import Path, PurePosixPath
 
 IGNORE_FILE = ".corralignore"
 """The file, in the pushed folder, whose patterns add to ``DEFAULT_IGNORE``."""
+GIT_IGNORE_FILE = ".gitignore"
+"""git's file, in the pushed folder, read before ``IGNORE_FILE``."""
 
 DEFAULT_IGNORE = (
     ".*",  # hidden entries: .git, .venv, .corralignore itself, editor state
@@ -84,11 +90,13 @@ def _parsed(lines: list[str]) -> list[IgnorePattern]:
 
 
 def own_patterns(folder: Path) -> list[IgnorePattern]:
-    """The folder's ``.corralignore`` lines, in order (none without the file)."""
-    ignore_file = folder / IGNORE_FILE
-    if not ignore_file.is_file():
-        return []
-    return _parsed(ignore_file.read_text(errors="replace").splitlines())
+    """The folder's ``.gitignore`` then ``.corralignore`` lines, in order (none without them)."""
+    lines: list[str] = []
+    for name in (GIT_IGNORE_FILE, IGNORE_FILE):
+        ignore_file = folder / name
+        if ignore_file.is_file() and not ignore_file.is_symlink():
+            lines += ignore_file.read_text(errors="replace").splitlines()
+    return _parsed(lines)
 
 
 def _ignored(patterns: list[IgnorePattern], rel: PurePosixPath, is_dir: bool) -> bool:
@@ -99,23 +107,13 @@ def _ignored(patterns: list[IgnorePattern], rel: PurePosixPath, is_dir: bool) ->
     return verdict
 
 
-def pushed_files(folder: Path) -> list[Path]:
-    """The files under ``folder`` that a push sends, sorted: neither they nor any directory
-    holding them is ignored."""
+def is_ignored(patterns: list[IgnorePattern], rel: PurePosixPath, is_dir: bool) -> bool:
+    """Whether ``rel`` (relative to the pushed folder) is left out by ``patterns``."""
+    return _ignored(patterns, rel, is_dir)
+
+
+def patterns_for(folder: Path) -> tuple[list[IgnorePattern], list[IgnorePattern]]:
+    """``(own, every)``: the folder's own patterns (what applies to a package of its) and the
+    defaults followed by them (what applies to everything else)."""
     own = own_patterns(folder)
-    every = _parsed(list(DEFAULT_IGNORE)) + own
-    found: list[Path] = []
-    pending = [folder]
-    while pending:  # not rglob: an ignored directory (a venv, a dataset) is never walked
-        directory = pending.pop()
-        for path in directory.iterdir():
-            rel = PurePosixPath(path.relative_to(folder).as_posix())
-            is_dir = path.is_dir() and not path.is_symlink()  # a link is not walked into
-            is_package = is_dir and (path / "__init__.py").is_file()
-            if _ignored(own if is_package else every, rel, is_dir):
-                continue
-            if is_dir:
-                pending.append(path)
-            elif path.is_file():
-                found.append(path)
-    return sorted(found)
+    return own, _parsed(list(DEFAULT_IGNORE)) + own

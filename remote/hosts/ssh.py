@@ -170,16 +170,21 @@ class SshTransport:
     ) -> CompletedCommand:
         """Run ``command`` on the host; see ``Transport.run``."""
         sent, input = with_host_env(self.host.env, command, input)
+        process: asyncssh.SSHClientProcess[bytes] | None = None
         try:
-            result = await self._conn.run(
-                sent, input=input, encoding=None, timeout=timeout, check=False,
-            )
-        except asyncssh.TimeoutError:
+            process = await self._conn.create_process(sent, input=input, encoding=None)
+            result = await asyncio.wait_for(process.wait(check=False), timeout)
+        except asyncio.TimeoutError:
             raise RemoteTimeout(
                 f"on {self.host.name}: `{_short(command)}` did not finish within {timeout:g} s"
             ) from None
         except (asyncssh.Error, OSError) as exc:
             raise ConnectionLost(f"connection to {self.host.name} lost: {_cause(exc)}") from None
+        finally:
+            # Interrupted or timed out: the channel closes, so the host's shell sees the end
+            # of its input (a command waiting for its ``env`` values gives up, never runs).
+            if process is not None and process.exit_status is None:
+                process.close()
         status = result.exit_status if result.exit_status is not None else -1
         done = CompletedCommand(
             command=command, exit_status=status,

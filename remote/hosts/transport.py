@@ -142,6 +142,14 @@ def env_prefix(env: Mapping[str, str]) -> str:
     return "env " + " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(env.items())) + " "
 
 
+ENV_READ_LIMIT_S = 60
+"""How long a host's shell waits for its ``env`` values on stdin before it gives up (corral
+died or was interrupted before sending them): no helper is left waiting on an open channel."""
+
+ENV_ARRIVED = "CORRAL_ENV_ARRIVED"
+"""The shell variable the last line of the ``env`` input sets: the values arrived whole."""
+
+
 def with_host_env(env: Mapping[str, str], command: str,
                   input: bytes | None) -> tuple[str, bytes | None]:
     """``command`` and its standard input with the host's ``env`` table delivered on that input.
@@ -149,13 +157,19 @@ def with_host_env(env: Mapping[str, str], command: str,
     The values (tokens, passwords) never appear on a command line: the shell reads exactly
     their bytes from its standard input (``dd`` one byte at a time, so whatever input the
     command itself reads stays unread) and exports them; the command and everything it starts
-    inherit them. Only the names of the variables are in the command line.
+    inherit them. Only the names of the variables are in the command line. When the values do
+    not arrive whole within ``ENV_READ_LIMIT_S`` (corral was interrupted, killed, or closed
+    the channel), the command does not run: the shell exits 125 without it.
     """
     if not env:
         return command, input
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
-    data = exports.encode()
-    prefix = f'eval "$(dd bs=1 count={len(data)} 2>/dev/null)"; '
+    data = (exports + f"{ENV_ARRIVED}=1\n").encode()
+    prefix = (
+        f't=; command -v timeout >/dev/null 2>&1 && t="timeout {ENV_READ_LIMIT_S}"; '
+        f'eval "$($t dd bs=1 count={len(data)} 2>/dev/null)"; '
+        f'[ "${{{ENV_ARRIVED}:-}}" = 1 ] || {{ echo "corral: the host env did not arrive" >&2; '
+        f"exit 125; }}; unset {ENV_ARRIVED} t; ")
     return prefix + command, data + (input or b"")
 
 

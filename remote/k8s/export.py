@@ -8,8 +8,11 @@ holds the ConfigMap with the pods' start script and corral's pushed code, and (u
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import gzip
 import json
+import os
 import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -138,7 +141,8 @@ def export_manifests(config: ClusterConfig, requested: str | None = None, *,
 
 def write_export(export: K8sExport, out: Path) -> list[Path]:
     """Write one file per object into ``out`` (made if missing); the paths written. All files
-    or none: a folder that cannot be made or written raises ``ExportError`` naming it."""
+    or none: a folder that cannot be made or written raises ``ExportError`` naming it, and
+    the files an earlier export wrote there stay as they were."""
     files = export.files()
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} is a file, not a folder: give a folder (made if "
@@ -147,18 +151,27 @@ def write_export(export: K8sExport, out: Path) -> list[Path]:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise unwritable(out, error) from None
-    written: list[Path] = []
+    # Each file is written whole beside its name first, then all are renamed into place: a
+    # full or read-only folder leaves the previous export's files as they were, never a
+    # truncated manifest or a half-new set (a job without its code).
+    staged = {out / name: out / f".{name}.tmp-{os.getpid()}" for name in files}
     try:
-        for name, text in files.items():
-            path = out / name
-            path.write_text(text, encoding="utf-8")
-            written.append(path)
+        for (path, tmp), text in zip(staged.items(), files.values(), strict=True):
+            if path.is_dir():  # a rename onto it would fail after others were made
+                raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        for path, tmp in staged.items():
+            os.replace(tmp, path)
     except OSError as error:
-        # A half-written set would apply as a job without its code: take back what was written.
-        for path in written:
-            path.unlink(missing_ok=True)
         raise unwritable(out, error) from None
-    return written
+    finally:
+        for tmp in staged.values():
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+    return list(staged)
 
 
 def unwritable(out: Path, error: OSError) -> ExportError:

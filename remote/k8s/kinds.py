@@ -89,6 +89,12 @@ def _check_host(index: int, host: HostSection) -> None:
         raise ExportError(f"{host_where(index, host.name, 'env.' + reserved[0])}: PET_* "
                           "variables are set by the Kubernetes controller for torchrun; "
                           "remove it")
+    if host.env:  # never dropped silently, never written into a manifest in plain text
+        names = ", ".join(sorted(host.env))
+        raise ExportError(f"{host_where(index, host.name, 'env')}: export k8s does not carry a "
+                          f"host's env ({names}) into the manifests, where values would be "
+                          "plain text; leave env out for the export and give the pods these "
+                          "variables from a Kubernetes Secret (docs/kubernetes.md)")
 
 
 def host_kinds(config: ClusterConfig, plan: ClusterPlan) -> tuple[HostKind, ...]:

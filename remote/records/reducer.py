@@ -27,6 +27,7 @@ from trainer.events import (
     EvalEvent,
     RebalanceEvent,
     ResourceEvent,
+    RoundEvent,
     SamplesEvent,
     StartEvent,
     StepEvent,
@@ -52,11 +53,15 @@ class RunFigures:
         self.restarts = 0
         self.lost_s = 0.0
         self.rebalances: list[RebalanceEvent] = []
+        self.last_round: RoundEvent | None = None
+        """``exchange = "local"`` (approximate): rank 0's newest round (docs/lowcomm.md)."""
         self.samples: SamplesEvent | None = None
         """The trained model's generations from held-out prompts (rank 0, at the end)."""
         self._evals: dict[str, dict[int, float]] = {}
         self._global_batch: int | None = None
         self._cluster_samples = 0
+        self._counted: dict[int, int] = {}
+        """Per step, the samples ``_cluster_samples`` holds for it."""
         self._cluster_step_s = 0.0
         self._rank0_started = False
         self._last_rank0_step: StepEvent | None = None
@@ -84,6 +89,8 @@ class RunFigures:
             self._start(event, rank)
         elif isinstance(event, SamplesEvent):
             self.samples = event
+        elif isinstance(event, RoundEvent):
+            self._round(event)
         elif isinstance(event, ResourceEvent):
             rank.add_resources(event.gpu_util, event.gpu_peak_allocated,
                                event.gpu_peak_reserved)
@@ -109,11 +116,24 @@ class RunFigures:
                 self._redo_until = max(self.rows) if self.rows else 0
         self._rank0_started = True
 
+    def _round(self, event: RoundEvent) -> None:
+        """A local run's round (after rank 0's step event of it): the round's samples are its
+        inner steps' global batches."""
+        self.last_round = event
+        row = self.rows.get(event.step)
+        if row is None or row.step_s is None:
+            return
+        row.declared_batch = sum(event.inner_steps) * (self._global_batch or 0)
+        self._cluster_samples += row.samples - self._counted.get(event.step, 0)
+        self._counted[event.step] = row.samples
+
     def _step(self, event: StepEvent, rank: RankFigures) -> None:
         row = self.rows.get(event.step)
         if row is None:
             row = self.rows[event.step] = StepRow(step=event.step)
-        row.declared_batch = self._global_batch
+        # A local run's step event covers a round: its samples come with the round event.
+        if self.first_start is None or self.first_start.exchange != "local":
+            row.declared_batch = self._global_batch
         self.last_step = max(self.last_step, event.step)
         old = row.cells.get(event.rank)
         if old is not None:
@@ -126,7 +146,7 @@ class RunFigures:
             return
         if row.step_s is not None:  # a redone step: its earlier run no longer counts
             self._cluster_step_s -= row.step_s
-            self._cluster_samples -= row.samples
+            self._cluster_samples -= self._counted.get(event.step, row.samples)
         if event.step <= self._redo_until:
             self.lost_s += event.step_s
         row.t, row.step_s, row.lr = event.t, event.step_s, event.lr
@@ -134,6 +154,7 @@ class RunFigures:
         self._cluster_step_s += event.step_s
         self.curves_version += 1
         self._cluster_samples += row.samples
+        self._counted[event.step] = row.samples
         self._last_rank0_step = event
 
     # ---------------------------------------------------------------- whole-run figures

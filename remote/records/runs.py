@@ -15,13 +15,14 @@ import os
 import re
 import secrets
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from profiles.user_errors import CorralError, UsageError
 from remote.config.cluster import ClusterConfig
 from remote.events import FINAL_RUN_STATES, StopReport
 from remote.records.disk_full import LOCAL, DiskFull
+from remote.records.owner import owner_gone, owner_pid
 from remote.records.private import private_dir, write_private
 from trainer.run_layout import RunLayout
 
@@ -61,6 +62,9 @@ class RunInfo:
     ``corral report`` shows of a script run as is)."""
     ended: float = 0.0
     """Unix time its outcome (completed, failed, stopped) was recorded; 0 before."""
+    owner: str = ""
+    """The corral process launching it (``remote.records.owner``): a record left in a launch
+    state by a corral that is gone is recorded failed by the next command that reads it."""
 
     @property
     def label(self) -> str:
@@ -114,7 +118,10 @@ def local_run_dir(config: ClusterConfig, run_id: str) -> Path:
 
 def write_run_info(config: ClusterConfig, info: RunInfo) -> None:
     """Record ``info`` atomically in the run's local ``run.json``."""
-    directory = local_run_dir(config, info.run_id)
+    _write_at(local_run_dir(config, info.run_id), info)
+
+
+def _write_at(directory: Path, info: RunInfo) -> None:
     tmp = directory / f".{RunLayout.RUN_RECORD}.{os.getpid()}.tmp"
     try:
         private_dir(directory)
@@ -138,16 +145,75 @@ def read_run_info_at(directory: Path) -> RunInfo:
     path = directory / RunLayout.RUN_RECORD
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        known = {f.name for f in fields(RunInfo)}
-        data = {key: value for key, value in data.items() if key in known}
-        data["hosts"] = tuple(data["hosts"])
-        data["suspect_hosts"] = tuple(data.get("suspect_hosts", ()))
-        return RunInfo(**data)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+    except (OSError, ValueError) as exc:
         raise CorralError(
             f"no run {directory.name!r} recorded under {directory.parent} "
             f"({exc.__class__.__name__}); see `corral status` for the runs of this cluster"
         ) from None
+    problem = record_problem(data)
+    if problem is not None:
+        raise CorralError(f"{path} is not a run record ({problem}): the run is skipped; "
+                          "move the file away or restore it", title="bad run record")
+    known = {f.name for f in fields(RunInfo)}
+    data = {key: value for key, value in data.items() if key in known}
+    data["hosts"] = tuple(data["hosts"])
+    data["suspect_hosts"] = tuple(data.get("suspect_hosts", ()))
+    return _abandoned_launch_failed(directory, RunInfo(**data))
+
+
+LAUNCH_STATES = ("checking", "pushing", "launching", "restarting")
+"""Recorded states in which a corral process is launching the run (``RunInfo.owner``)."""
+
+
+def _abandoned_launch_failed(directory: Path, info: RunInfo) -> RunInfo:
+    """``info``, recorded ``failed`` (with why) when the corral launching it is gone: killed
+    mid-launch, it never recorded an outcome, and nothing else would."""
+    if info.state not in LAUNCH_STATES or not info.owner or not owner_gone(info.owner):
+        return info
+    settled = replace(
+        info, state="failed", ended=time.time(), suspect_hosts=info.hosts,
+        detail=(f"the corral launching it (pid {owner_pid(info.owner)}) ended while it was "
+                f"{info.state}; whatever it started may still run: `corral stop "
+                f"{info.run_id}` ends it"))
+    with contextlib.suppress(OSError, CorralError):
+        _write_at(directory, settled)
+    return settled
+
+
+_NUMBER = (int, float)
+RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "run_id": (str,), "cluster": (str,), "state": (str,), "started": _NUMBER,
+    "hosts": (list,), "config_path": (str,), "master_addr": (str,), "port": (int,),
+    "pgids": (dict, type(None)), "code_digest": (str,), "detail": (str,), "name": (str,),
+    "cleanup": (str,), "suspect_hosts": (list,), "ranks": (dict, type(None)),
+    "ended": _NUMBER, "owner": (str,),
+}
+"""What each ``run.json`` field must hold (JSON types); a record that breaks one is named and
+skipped by every command (``tests/remote/test_run_record_validation.py``)."""
+REQUIRED = ("run_id", "cluster", "state", "started", "hosts")
+
+
+def record_problem(data: object) -> str | None:
+    """What is wrong with a parsed ``run.json`` (naming the key), or None when it is sound."""
+    if not isinstance(data, dict):
+        return f"it holds {type(data).__name__}, not an object"
+    for key in REQUIRED:
+        if key not in data:
+            return f"no {key!r}"
+    for key, kinds in RECORD_TYPES.items():
+        value = data.get(key)
+        if key in data and (not isinstance(value, kinds) or isinstance(value, bool)):
+            return f"{key!r} is {value!r:.40}, not {' or '.join(k.__name__ for k in kinds)}"
+    lists = [data["hosts"], data.get("suspect_hosts", [])]
+    if any(not isinstance(h, str) for names in lists for h in names):
+        return "a host name is not a string"
+    if any(not isinstance(v, int) or isinstance(v, bool)
+           for v in (data.get("pgids") or {}).values()):
+        return "a process group id is not an integer"
+    if any(not isinstance(v, list) or not all(isinstance(r, int) for r in v)
+           for v in (data.get("ranks") or {}).values()):
+        return "a host's ranks are not a list of integers"
+    return None
 
 
 def read_run_info(config: ClusterConfig, run_id: str) -> RunInfo:
@@ -163,6 +229,8 @@ def describe_stop(report: StopReport, *, when: float | None = None) -> str:
     parts = [f"{count} process(es) left on {host}" for host, count in
              sorted(report.remaining.items()) if count]
     parts += [f"{host} unreachable" for host in report.unreachable]
+    parts += [f"{host} not verified (its container engine did not answer)"
+              for host in report.unverified]
     return "stop incomplete: " + ", ".join(parts) + stamp
 
 
@@ -184,6 +252,26 @@ def list_runs(config: ClusterConfig) -> list[RunInfo]:
     return sorted(runs, key=lambda r: r.started, reverse=True)
 
 
+def bad_records(config: ClusterConfig) -> list[str]:
+    """``<file> is not a run record (<problem>)`` for each run directory whose ``run.json``
+    cannot be read: what every command that lists runs names, then skips."""
+    root = local_run_root(config)
+    problems = []
+    for entry in sorted(root.glob(f"*/{RunLayout.RUN_RECORD}")) if root.is_dir() else []:
+        try:
+            read_run_info_at(entry.parent)
+        except CorralError as exc:
+            problems.append(exc.message.split(": the run is skipped")[0])
+    return problems
+
+
+def skipped_records(config: ClusterConfig) -> str:
+    """`` (skipped: ...)`` naming ``bad_records`` (empty when none), for ``find_runs``'s
+    errors."""
+    problems = bad_records(config)
+    return f" (skipped: {'; '.join(problems)})" if problems else ""
+
+
 def find_runs(config: ClusterConfig, wanted: list[str]) -> list[RunInfo]:
     """The runs ``wanted`` names, in that order: each a run id, a run name (its newest run)
     or a unique start of a run id; the newest run when ``wanted`` is empty.
@@ -193,8 +281,8 @@ def find_runs(config: ClusterConfig, wanted: list[str]) -> list[RunInfo]:
     runs = list_runs(config)
     if not runs:
         raise UsageError(f"no runs of cluster {config.cluster.name!r} under "
-                         f"{local_run_root(config)}; start one with `corral run`",
-                         title="no runs")
+                         f"{local_run_root(config)}{skipped_records(config)}; start one with "
+                         "`corral run`", title="no runs")
     if not wanted:
         return [runs[0]]
     chosen = []
@@ -208,7 +296,8 @@ def find_runs(config: ClusterConfig, wanted: list[str]) -> list[RunInfo]:
         if not match:
             known = ", ".join(r.name or r.run_id for r in runs[:5])
             raise UsageError(f"no run {spec!r} in cluster {config.cluster.name!r} (newest: "
-                             f"{known}); see `corral status`", title="unknown run")
+                             f"{known}){skipped_records(config)}; see `corral status`",
+                             title="unknown run")
         chosen.append(match[0])
     return chosen
 

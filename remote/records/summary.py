@@ -94,7 +94,8 @@ class RunSummary:
     steps_done: int
     """The last step that completed."""
     wall_s: float | None
-    """From the first event to the last."""
+    """From the launch to the recorded outcome (a run still running, or recorded before
+    outcomes had a time: from its first event to its last)."""
     mean_samples_per_s: float | None
     """Σ samples / Σ step time over the run's steps (the cluster's real pace)."""
     p50_samples_per_s: float | None
@@ -122,8 +123,25 @@ class RunSummary:
     host_ranks: dict[str, list[int]] = field(default_factory=dict)
     """Per host: its global ranks as the launch planned them (empty: not recorded)."""
     no_events: bool = False
-    """The run wrote no start event (a script run as is): what its report shows comes from
-    corral's own record (hosts, ranks, time, outcome)."""
+    """No start event was copied here (a ``--detach`` run nobody attached to, or a script that
+    ended before its first optimizer step): its report comes from corral's own record (hosts,
+    ranks, time, outcome)."""
+    exchange: str = "exact"
+    """``exact``, or ``local``: APPROXIMATE rounds between islands (docs/lowcomm.md)."""
+    rounds: RoundFacts | None = None
+    """``local``: the newest round's exchange and length."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundFacts:
+    """A local run's newest round (trainer/lowcomm/round_event.py)."""
+
+    bytes_per_sample: float
+    """Bytes each island leader sent per sample trained."""
+    inner_steps: list[int]
+    """Each island's inner steps."""
+    round_s: float
+    exchange_s: float
 
 
 def _outcome(history: RunHistory, steps_done: int) -> Outcome:
@@ -173,7 +191,7 @@ def summary_of(history: RunHistory, figures: RunFigures) -> RunSummary:
         policy=start.policy if start else None,
         global_batch=start.global_batch if start else None,
         total_steps=start.total_steps if start else None, steps_done=figures.steps_done,
-        wall_s=figures.wall_s if start else recorded_wall_s(info),
+        wall_s=recorded_wall_s(info) or figures.wall_s,
         mean_samples_per_s=figures.mean_samples_per_s,
         p50_samples_per_s=percentile(rates, 50), p95_samples_per_s=percentile(rates, 95),
         ideal_samples_per_s=figures.ideal_samples_per_s, efficiency=figures.efficiency,
@@ -184,11 +202,20 @@ def summary_of(history: RunHistory, figures: RunFigures) -> RunSummary:
             figures.samples.prompts, figures.samples.outputs, strict=False)]
         if figures.samples else [],
         host_ranks=dict(info.ranks or {}), no_events=start is None,
+        exchange=start.exchange if start else "exact", rounds=_round_facts(figures),
     )
 
 
+def _round_facts(figures: RunFigures) -> RoundFacts | None:
+    last = figures.last_round
+    if last is None:
+        return None
+    return RoundFacts(bytes_per_sample=last.bytes_per_sample, inner_steps=list(last.inner_steps),
+                      round_s=last.round_s, exchange_s=last.exchange_s)
+
+
 def recorded_wall_s(info: RunInfo) -> float | None:
-    """From the first launch to the recorded outcome (a run without events)."""
+    """From the first launch to the recorded outcome (None while the run has none)."""
     return info.ended - info.started if info.ended > info.started else None
 
 

@@ -62,7 +62,8 @@ def corral_version() -> str:
 def run_params(config: ClusterConfig) -> dict[str, str]:
     """Every ``[run]`` setting, each host's devices and ranks, and corral's version."""
     params = {f"run.{key}": json.dumps(value) if isinstance(value, dict | list | tuple)
-              else str(value) for key, value in asdict(config.run).items()}
+              else str(value) for key, value in asdict(config.run).items()
+              if key != "keys_set"}
     for host in config.hosts:
         params[f"host.{host.name}"] = (f"address={host.address} gpus={host.gpus} "
                                        f"nproc={host.nproc if host.nproc is not None else 'auto'}")

@@ -24,10 +24,12 @@ from remote.events import (
     LogLine,
     RankEvent,
     RunEvent,
+    RunStatus,
     StopReport,
 )
 from remote.hosts.pool import HostPool
 from remote.records.history import recorded_starts
+from remote.records.owner import this_owner
 from remote.records.runs import (
     RunInfo,
     local_run_dir,
@@ -62,8 +64,7 @@ from remote.run.recovery import (
     count_failure,
     restart_refusal,
 )
-from remote.run.refresh import live_processes
-from remote.run.resume import run_to_resume
+from remote.run.resume import refuse_live, run_to_resume
 from remote.run.start import Launch, check_and_push, pushed_and_planned, start_hosts
 from remote.run.stop import stop_run
 from trainer.settings.run_settings import POLICIES
@@ -122,6 +123,12 @@ class SshRunHandle:
         try:
             if self._launch:
                 yield life.announce()
+            elif self._info.state in FINAL_RUN_STATES and not self._info.pgids:
+                # It ended before it started a host: nothing to follow, its outcome at once.
+                yield RunStatus(t=time.time(), run_id=self.run_id,
+                                state=self._info.state,  # type: ignore[arg-type]
+                                detail=self._info.detail)
+                return
             else:  # the copy's start events are behind its offsets: say what they recorded
                 for line in recorded_starts(local_run_dir(self._config, self.run_id)):
                     yield RankEvent(host=line.host, event=line.event)
@@ -149,6 +156,8 @@ class SshRunHandle:
                 async for event in self._launch_phase(phase):
                     yield event
             except LaunchFailed as failed:
+                if failed.stopped:  # hosts may have started since the stop looked
+                    await stop_run(self._pool, self.run_dir, self.run_id, grace_s=2.0)
                 yield failed
                 return
             except CorralError as exc:
@@ -165,7 +174,9 @@ class SshRunHandle:
         """Check (taking the launch lock first), push or launch."""
         if phase is Phase.CHECKING:
             try:
-                await launch_lock.acquire(self._pool, self.config, self.run_id)
+                took_over = await launch_lock.acquire(self._pool, self.config, self.run_id)
+                if took_over:
+                    yield LogLine(t=time.time(), host="*", rank=None, text=took_over)
             except launch_lock.LaunchLocked as exc:
                 # Another launch holds the lock: this one ran nothing and records nothing.
                 self._record.forget()
@@ -186,6 +197,8 @@ class SshRunHandle:
         async with contextlib.aclosing(steps):
             async for event in steps:
                 yield event
+                if self._record.stop_was_asked():  # `corral stop` from another process
+                    raise LaunchFailed("stopped by `corral stop` before it ran", stopped=True)
 
     async def _follow(self) -> AsyncIterator[RunEvent | Signal]:
         self._follower = RunFollower(self.config, self._pool, self._info,
@@ -207,7 +220,8 @@ class SshRunHandle:
         if isinstance(signal, LaunchFailed):
             # The lock goes before the final status: its reader stops reading there.
             await self._unlock()
-            return [life.end(Outcome.FAILED, signal.detail, report=signal.report,
+            return [life.end(Outcome.STOPPED if signal.stopped else Outcome.FAILED,
+                             signal.detail, report=signal.report,
                              failed_host=signal.failed_host)]
         if isinstance(signal, PhaseDone):
             if life.phase is Phase.LAUNCHING:
@@ -288,6 +302,9 @@ class SshRunHandle:
         outcome = self._record.recorded().state
         if outcome not in FINAL_RUN_STATES:
             self._life.stop_asked()
+            self._record.ask_stop()
+        if not self._launch:  # a launch lock this run holds (its corral died) goes too
+            await launch_lock.release(self._controller.pool, self.config, self.run_id)
         # Every host of the run, the dropped ones too (recorded as suspect hosts); the
         # controller's pool reaches them, this handle's only the hosts still in the run.
         record = self._record.recorded()
@@ -331,41 +348,23 @@ class SshRunController:
         if not resume:
             info = RunInfo(run_id=new_run_id(self.config.cluster.name),
                            cluster=self.config.cluster.name, state="checking",
-                           started=time.time(), hosts=hosts, config_path=str(self.config.path),
+                           started=time.time(), hosts=hosts, owner=this_owner(),
+                           config_path=str(self.config.path.resolve()),
                            name=name or self.config.run.name or "")
             return SshRunHandle(self, info, launch=True, policy=policy,
                                 record=RunRecord.new(self.config, info))
         named = resume if isinstance(resume, str) else None
         previous = await run_to_resume(self.config, self.pool, named)
-        await self._refuse_live(previous)
+        await refuse_live(self.config, self.pool, previous)
         if named is None:
             for newer in newer_unfinished_runs(self.config, previous):
-                await self._refuse_live(newer, instead_of=previous)
-        info = replace(previous, state="checking", hosts=hosts,
-                       config_path=str(self.config.path), name=name or previous.name)
+                await refuse_live(self.config, self.pool, newer, instead_of=previous)
+        info = replace(previous, state="checking", hosts=hosts, owner=this_owner(),
+                       config_path=str(self.config.path.resolve()), name=name or previous.name)
         # Held: the earlier run's record changes only once this launch starts a host.
-        return SshRunHandle(self, info, launch=True, resume=True, policy=policy,
-                            record=RunRecord(self.config, info, held=True))
-
-    async def _refuse_live(self, run: RunInfo, *, instead_of: RunInfo | None = None) -> None:
-        """Refuse to resume while ``run``'s processes still run (touching nothing): a second
-        launch beside it would fail on them. ``instead_of``: the run a resume without a RUN
-        chose, older than the live ``run``, which has no checkpoint yet."""
-        live = await live_processes(self.config, self.pool, run)
-        if not live:
-            return
-        where = ", ".join(f"{n} process(es) on {h}" for h, n in sorted(live.items()))
-        if instead_of is None:
-            raise CorralError(
-                f"run {run.run_id} is still running ({where}): there is nothing to "
-                f"resume. Follow it with `corral attach {run.run_id}`; to relaunch it "
-                f"from its newest checkpoint, end it first with `corral stop {run.run_id}`",
-                title="run still running")
-        raise CorralError(
-            f"run {run.run_id} is still running ({where}) and has no checkpoint yet: "
-            f"`corral run --resume` would resume the older run {instead_of.run_id} beside "
-            f"it. Follow it with `corral attach {run.run_id}`, or end it first with "
-            f"`corral stop {run.run_id}`", title="run still running")
+        record = RunRecord(self.config, info, held=True)
+        record.clear_stop()
+        return SshRunHandle(self, info, launch=True, resume=True, policy=policy, record=record)
 
     async def attach(self, run_id: str) -> SshRunHandle:
         """Follow recorded run ``run_id`` (or the one run whose id starts with it) from the last

@@ -28,7 +28,7 @@ from remote.hosts.pool import HostPool
 from remote.hosts.transport import Transport, shell_path
 from remote.records.history import rank_files, read_lines
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
-from trainer.events import CheckpointEvent
+from trainer.events import CheckpointEvent, StartEvent
 from trainer.run_layout import RunLayout
 
 CHUNK_BYTES = 4 << 20
@@ -114,6 +114,22 @@ async def manifest(transport: Transport, path: str) -> list[RemoteFile] | None:
     return [RemoteFile(name=n, size=int(s), sha256=h) for n, s, h in listed]
 
 
+def _nothing_hint(config: ClusterConfig, info: RunInfo, what: str, host: str) -> str:
+    """Why there is nothing to fetch, and what to do."""
+    if what != "final":
+        return "the checkpoint is gone from the host"
+    lines, _ = read_lines(local_run_dir(config, info.run_id))
+    script = any(isinstance(line.event, StartEvent) and line.event.task == "script"
+                 for line in lines)
+    if not script and config.run.script is None:
+        return "the run has not written its final model yet (it lands when the run completes)"
+    cwd = shlex.quote(RunLayout(run_dir_for(config, info.run_id)).script_cwd(host))
+    return (f"a script's run has no final/ unless corral's Hugging Face opt-in wrote it; your "
+            f"script's files are where it wrote them: on {host} (rank 0's host), a relative "
+            f"path under {cwd} (its working directory), an absolute one as written. Copy "
+            f"them from there (scp {host}:{cwd}/<path> .)")
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -163,9 +179,8 @@ async def fetch_results(config: ClusterConfig, pool: HostPool, info: RunInfo, *,
     transport = await pool.get(host)
     files = await manifest(transport, remote_path)
     if not files:
-        hint = ("the run has not written its final model yet (it lands when the run completes)"
-                if what == "final" else "the checkpoint is gone from the host")
-        raise CorralError(f"nothing at {remote_path} on {host}: {hint}", title="nothing to fetch")
+        raise CorralError(f"nothing at {remote_path} on {host}: "
+                          f"{_nothing_hint(config, info, what, host)}", title="nothing to fetch")
     base = local_run_dir(config, info.run_id) / RunLayout.FETCHED
     base.mkdir(parents=True, exist_ok=True)
     record = base / f".manifest-{what}.json"

@@ -6,7 +6,8 @@ step events: once no step has come from a rank for ``hang_factor`` times its usu
 (and at least ``MIN_SILENCE_S``), it says so, and asks the hosts what state each silent rank's
 process is in (``/proc/PID/stat``: stopped, in uninterruptible I/O, gone, busy or waiting) to
 name the one that holds the others up. After ``hang_limit`` seconds without a step it stops
-the run naming that rank.
+the run naming that rank. A rank that started but never took a first step (stuck in its first
+collective) is silent once ``hang_limit`` passes after its start event.
 """
 
 from __future__ import annotations
@@ -69,7 +70,10 @@ class HangWatch:
         if isinstance(event, StartEvent):
             self.pids[event.rank] = (item.host, event.pid)
             self._total = event.total_steps
-            self._last.pop(event.rank, None)
+            # Started, no step yet: silent once ``limit_s`` passes without a first step (a
+            # rank stuck in its first collective holds every rank until torch's timeout).
+            self._last[event.rank] = now
+            self._step_s.pop(event.rank, None)
         elif isinstance(event, StepEvent):
             self._last[event.rank] = now
             self._step_s.setdefault(event.rank, deque(maxlen=STEP_TIMES_KEPT)).append(
@@ -87,6 +91,10 @@ class HangWatch:
         for rank, last in self._last.items():
             if self.pids.get(rank, ("", 0))[0] in unreachable:
                 continue
+            if rank not in self._step_s:  # no first step yet: the hang limit is its bound
+                if self.limit_s and now - last > max(self.limit_s, MIN_SILENCE_S):
+                    silent.append(rank)
+                continue
             typical = statistics.median(self._step_s[rank])
             if now - last > max(self.factor * typical, MIN_SILENCE_S):
                 silent.append(rank)
@@ -95,7 +103,7 @@ class HangWatch:
             return None
         newest = max(self._last[r] for r in silent)
         return Silence(ranks=tuple(sorted(silent)), seconds=now - newest,
-                       usual_s=statistics.median(usual))
+                       usual_s=statistics.median(usual) if usual else 0.0)
 
 
 async def rank_states(pool: HostPool, pids: dict[int, tuple[str, int]],
@@ -195,8 +203,10 @@ class HangGuard:
             return lines, None  # its host cannot be asked: unreachable, not hung
         host = self.watch.pids.get(rank, ("?", 0))[0]
         state = STATE_WORDS.get(self._states[rank], "silent")
-        why = (f"hung: no step for {silence.seconds:.0f} s (usual step {silence.usual_s:.2f} s,"
-               f" limit [run] hang_limit = {limit:g} s); its process is {state}")
+        waited = (f"no first step {silence.seconds:.0f} s after it started (stuck in its first"
+                  " collective or before it)" if not silence.usual_s else
+                  f"no step for {silence.seconds:.0f} s (usual step {silence.usual_s:.2f} s)")
+        why = f"hung: {waited}, limit [run] hang_limit = {limit:g} s; its process is {state}"
         return lines, Failure(host=host, rank=rank, t=time.time(), severity=Severity.RANK_DIED,
                               why=why)
 
@@ -208,9 +218,10 @@ class HangGuard:
         if silence is None:
             return f"rank(s) {', '.join(map(str, before))} stepping again"
         self._probe = asyncio.ensure_future(rank_states(self._pool, self.watch.pids, ranks))
+        usual = (f"usual step {silence.usual_s:.2f} s" if silence.usual_s
+                 else "no first step yet")
         return (f"no step for {silence.seconds:.0f} s from rank(s) "
-                f"{', '.join(map(str, ranks))} (usual step {silence.usual_s:.2f} s); "
-                "asking their hosts why")
+                f"{', '.join(map(str, ranks))} ({usual}); asking their hosts why")
 
     def close(self) -> None:
         """Cancel a probe still under way."""

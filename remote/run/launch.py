@@ -17,6 +17,7 @@ the event tailer, which tells the ranks of hosts that share one machine apart by
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 from dataclasses import dataclass, fields
 from typing import cast
@@ -25,7 +26,7 @@ from profiles.user_errors import CorralError
 from remote.checks.plan import HostPlan
 from remote.checks.run_root import DiskFull
 from remote.config.cluster import ClusterConfig, HostSection, RunSection
-from remote.config.task_code import option_pairs, user_code
+from remote.config.task_code import USER_CODE_DIR, option_pairs, user_code
 from remote.hosts.container import inner_python, launcher_words, remove_command
 from remote.hosts.interpreter import python_word
 from remote.hosts.push import code_dir
@@ -38,7 +39,7 @@ from trainer.launch_contract import (
     RUN_ID_ENV,
     log_line_prefix,
 )
-from trainer.run_layout import IN_RUN_DIR
+from trainer.run_layout import IN_RUN_DIR, RunLayout
 from trainer.settings.flags import flag_words
 from trainer.settings.run_settings import Policy, RunSettings
 from trainer.settings.train_config import BUILTIN_TASKS, TrainConfig
@@ -138,8 +139,8 @@ def torchrun_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
         env.pop(RUN_DIR_ENV)  # from --run-dir (trainer.integrations.script_main)
         if host.threads is not None:  # the trainer's --threads, as torch and OpenMP read it
             env.setdefault("OMP_NUM_THREADS", str(host.threads))
-    return (f"{env_prefix(env)}PYTHONPATH={code} {_interpreter(host)} {words} "
-            f"{_entry_words(config, plan, place, tree)}")
+    return (f"{_script_cwd(config, plan, host)}{env_prefix(env)}PYTHONPATH={code} "
+            f"{_interpreter(host)} {words} {_entry_words(config, plan, place, tree)}")
 
 
 def exit_file_words(host: HostSection) -> str:
@@ -160,15 +161,20 @@ def _interpreter(host: HostSection) -> str:
 
 def _entry_words(config: ClusterConfig, plan: LaunchPlan, place: HostPlan, tree: str) -> str:
     """What torchrun starts, quoted: corral's trainer and its flags, or the user's script
-    (inside the pushed tree) and its arguments, through ``trainer.integrations.script_main``
-    so that the rank's command line names the run directory as a trainer rank's does."""
+    (relative to the host's working directory, ``_script_cwd``) and its arguments, through
+    ``trainer.integrations.script_main`` so that the rank's command line names the run
+    directory as a trainer rank's does."""
     user = user_code(config.run, config.path.parent)
     run_dir = shell_path(plan.run_dir)
     if config.run.script is not None:
         assert user is not None
         cores = place.cpu.flags if place.cpu is not None and place.device == "cpu" else ()
-        return " ".join([f"-m {SCRIPT_MAIN} --run-dir {run_dir}", *map(shlex.quote, cores),
-                         shell_path(user.in_tree(tree)),
+        cwd = RunLayout(plan.run_dir).script_cwd(place.host.name)
+        if config.launch_dir:  # launched from a folder inside the code folder
+            cwd = f"{cwd}/{config.launch_dir}"
+        script = posixpath.relpath(user.task_file, config.launch_dir or ".")
+        return " ".join([f"-m {SCRIPT_MAIN} --run-dir {run_dir} --cwd {shell_path(cwd)}",
+                         *map(shlex.quote, cores), shlex.quote(script),
                          *(shlex.quote(a) for a in config.run.args)])
     flags = [shlex.quote(w) for w in trainer_flags(config.run, place, plan)]
     flags += [shlex.quote(w) for w in (place.cpu.flags if place.cpu is not None else ())]
@@ -194,6 +200,18 @@ def host_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -> st
     if place.host.container is None:
         return launcher_command(config, plan, place)
     return _in_container(place.host, plan.run_id, torchrun_command(config, plan, place))
+
+
+def _script_cwd(config: ClusterConfig, plan: LaunchPlan, host: HostSection) -> str:
+    """Shell: a script run's working directory for ``host``, a copy of the pushed user folder
+    (links kept as links) made or refreshed at each launch: the script's relative reads find
+    its files, its relative writes land in the run directory, never in the shared code tree,
+    and each host has its own (``RunLayout.script_cwd``)."""
+    if config.run.script is None:
+        return ""
+    cwd = shell_path(RunLayout(plan.run_dir).script_cwd(host.name))
+    pushed = shell_path(f"{code_dir(host.workdir, plan.code_digest)}/{USER_CODE_DIR}")
+    return f"mkdir -p {cwd} && cp -R {pushed}/. {cwd}/ && "
 
 
 def _clear(host: HostSection, run_id: str) -> str:

@@ -117,11 +117,13 @@ class LaunchFailed(Exception):
     """A check, push or launch phase failed: the run ends ``failed`` with ``detail``."""
 
     def __init__(self, detail: str, *, report: CheckReport | None = None,
-                 failed_host: str | None = None) -> None:
+                 failed_host: str | None = None, stopped: bool = False) -> None:
         super().__init__(detail)
         self.detail = detail
         self.report = report
         self.failed_host = failed_host
+        self.stopped = stopped
+        """A stop was asked (``corral stop`` from another process): the run ends ``stopped``."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from remote.events import HostStatus, LogLine, RankEvent, RunEvent
+from remote.events import TRAINED_NOTHING, HostStatus, LogLine, RankEvent, RunEvent
 from remote.run.failures import Failure, HostLost, Severity
 from remote.run.lifecycle import Finding, Outcome, StopCause, StopRequest
 from remote.run.stream import LauncherExit, RankOwned, TailItem
@@ -23,6 +23,8 @@ from trainer.events import EndEvent, StartEvent, StepEvent
 
 LOG_LINES_KEPT = 12
 """Log lines per rank and per host kept to explain a failure."""
+LAST_LINES_SHOWN = 3
+"""Lines per rank quoted when a run trained nothing."""
 ROOT_CAUSE_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)")
 DISK_FULL_STATUS = "diskfull"
 """The tailer's launcher status for a launcher that failed or vanished on a full disk
@@ -252,6 +254,8 @@ class RunMonitor:
             if self.stop.requested or self.stopped_hosts:
                 return Finding(Outcome.STOPPED, "stopped on request")
             note = "".join(f"; {what} (in its teardown)" for what in self.after_done)
+            if self._trained_nothing():
+                return Finding(Outcome.COMPLETED, self._nothing_trained_detail())
             ranks = len(self.ended) or len(self.rank_host)
             return Finding(Outcome.COMPLETED, f"{ranks} rank(s) finished{note}")
         who = failure.host + (f" rank {failure.rank}" if failure.rank is not None else "")
@@ -264,6 +268,21 @@ class RunMonitor:
             detail += "\n" + "\n".join(lines)
         return Finding(Outcome.FAILED, detail, failed_host=failure.host,
                        failed_rank=failure.rank)
+
+    def _trained_nothing(self) -> bool:
+        """Every rank ended without an optimizer step (a script that exited before training)."""
+        return (bool(self.ended) and all(end.step == 0 for end in self.ended.values())
+                and not any(self.last_step.values()))
+
+    def _nothing_trained_detail(self) -> str:
+        """``trained 0 steps: ...`` and the last lines each rank printed."""
+        lines = [f"{TRAINED_NOTHING}: {len(self.ended)} rank(s) ended without one optimizer "
+                 "step; the last lines each printed:"]
+        for rank in sorted(self.ended):
+            host = self.rank_host.get(rank, "?")
+            said = list(self._rank_logs.get(rank, ()))[-LAST_LINES_SHOWN:] or ["(nothing)"]
+            lines += [f"[{host} rank {rank}] {line}" for line in said]
+        return "\n".join(lines)
 
     def never_joined(self) -> list[str]:
         """Hosts with neither a ``start`` event nor a rendezvous result (no rank of theirs

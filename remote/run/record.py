@@ -13,6 +13,7 @@ record as it was, byte for byte, instead of recording it as failed for good.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from dataclasses import replace
@@ -28,6 +29,12 @@ from remote.records.runs import (
     read_run_info,
     write_run_info,
 )
+
+STOP_ASKED = ".stop-asked"
+"""A file in the run's local directory: a ``corral stop`` (of another process) asked the run
+to stop. The corral launching it reads it between steps of its check, push and launch, ends
+the launch and stops what started (a state in ``run.json`` would be overwritten by its moves).
+"""
 
 OUTCOMES = ("completed", "failed", "stopped")
 """States that end a run (``RunInfo.ended`` is set when one is recorded)."""
@@ -91,6 +98,25 @@ class RunRecord:
         if not self._held:
             shutil.rmtree(local_run_dir(self._config, self.info.run_id), ignore_errors=True)
         self._forgotten = True
+
+    def ask_stop(self) -> None:
+        """Tell the corral launching this run (if one is) to end its launch (``STOP_ASKED``)."""
+        with contextlib.suppress(OSError, CorralError):
+            (local_run_dir(self._config, self.info.run_id) / STOP_ASKED).touch()
+
+    def clear_stop(self) -> None:
+        """A new launch of this run (``--resume``): an earlier stop's ``STOP_ASKED`` is done."""
+        with contextlib.suppress(OSError, CorralError):
+            (local_run_dir(self._config, self.info.run_id) / STOP_ASKED).unlink(missing_ok=True)
+
+    def stop_was_asked(self) -> bool:
+        """Whether a ``corral stop`` asked this run to stop (``ask_stop``)."""
+        if self._held or self._forgotten:
+            return False
+        try:
+            return (local_run_dir(self._config, self.info.run_id) / STOP_ASKED).exists()
+        except CorralError:
+            return False
 
     def suspects(self, hosts: set[str]) -> None:
         """``hosts`` where processes of the run may be left (see ``RunInfo.suspect_hosts``)."""

@@ -19,7 +19,7 @@ from remote.hosts.pool import HostPool
 from remote.hosts.transport import Transport, shell_path
 from remote.records.runs import RunInfo, list_runs, run_dir_for
 from remote.run.record import recorded_refresh
-from remote.run.stop import count_command, count_run_processes
+from remote.run.stop import count_command, count_run_processes, counted
 from trainer.run_layout import IN_RUN_DIR
 
 Probe = tuple[int, str, bool]
@@ -33,8 +33,8 @@ async def _probe(config: ClusterConfig, transport: Transport, info: RunInfo) -> 
               f"cd {run_dir} 2>/dev/null && cat {shlex.quote(IN_RUN_DIR.host_file(name, 'exit'))} "
               f"2>/dev/null; echo; test -e {shlex.quote(IN_RUN_DIR.host_file(name, 'stopped'))} "
               "&& echo stopped; true")
-    lines = (await transport.run(script, timeout=30.0)).stdout.split("\n")
-    return int(lines[0].strip() or 0), lines[1].strip(), "stopped" in lines[2:]
+    lines = (await transport.run(script, timeout=60.0)).stdout.split("\n")
+    return counted(name, lines[0].strip()), lines[1].strip(), "stopped" in lines[2:]
 
 
 def _outcome(results: list[Probe]) -> str:

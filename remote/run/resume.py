@@ -16,6 +16,7 @@ from remote.records.runs import (
     resolve_run_id,
     run_dir_for,
 )
+from remote.run.refresh import live_processes
 from trainer.run_layout import IN_RUN_DIR, RunLayout
 
 
@@ -64,3 +65,25 @@ async def run_to_resume(config: ClusterConfig, pool: HostPool, named: str | None
     raise CorralError(
         f"no run of cluster {config.cluster.name!r} has a checkpoint to resume from (runs: "
         f"{looked}); start a new one with `corral run`", title="nothing to resume")
+
+
+async def refuse_live(config: ClusterConfig, pool: HostPool, run: RunInfo, *,
+                      instead_of: RunInfo | None = None) -> None:
+    """Refuse to resume while ``run``'s processes still run (touching nothing): a second
+    launch beside it would fail on them. ``instead_of``: the run a resume without a RUN
+    chose, older than the live ``run``, which has no checkpoint yet."""
+    live = await live_processes(config, pool, run)
+    if not live:
+        return
+    where = ", ".join(f"{n} process(es) on {h}" for h, n in sorted(live.items()))
+    if instead_of is None:
+        raise CorralError(
+            f"run {run.run_id} is still running ({where}): there is nothing to "
+            f"resume. Follow it with `corral attach {run.run_id}`; to relaunch it "
+            f"from its newest checkpoint, end it first with `corral stop {run.run_id}`",
+            title="run still running")
+    raise CorralError(
+        f"run {run.run_id} is still running ({where}) and has no checkpoint yet: "
+        f"`corral run --resume` would resume the older run {instead_of.run_id} beside "
+        f"it. Follow it with `corral attach {run.run_id}`, or end it first with "
+        f"`corral stop {run.run_id}`", title="run still running")

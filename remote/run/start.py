@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from profiles.user_errors import CorralError
 from remote.checks.plan import HostPlan, LaunchFacts, PlanError, master_address, plan_cluster
 from remote.checks.preflight import check_and_plan
-from remote.checks.script_imports import SCRIPT_KEYS_CHECK
+from remote.checks.script_imports import LEFT_OUT_CHECK, SCRIPT_KEYS_CHECK
 from remote.checks.task_import import Pushed, push_then_import
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.config.task_code import user_code
@@ -101,16 +101,19 @@ async def check_and_push(launch: Launch) -> AsyncGenerator[RunEvent, None]:
         user = user_code(config.run, config.path.parent)
     except CorralError as exc:
         raise LaunchFailed(f"{config.path}: [run] task: {exc.message}") from None
-    code = launch.code = await asyncio.to_thread(
-        build_bundle, user_folder=user.folder if user is not None else None)
+    try:
+        code = launch.code = await asyncio.to_thread(
+            build_bundle, user_folder=user.folder if user is not None else None)
+    except CorralError as exc:  # over the size budget: named before any host is touched
+        raise LaunchFailed(exc.message) from None
     report, launch.facts = await check_and_plan(config, launch.pool, code_digest=code.digest,
                                                 after_probe=push_then_import(config, code,
                                                                              launch.pushed))
     if not report.ok:
         names = sorted({f"{i.host}:{i.name}" for i in report.failures()})
         raise LaunchFailed("pre-flight check failed: " + ", ".join(names), report=report)
-    for item in report.items:  # a script run ignoring task keys: the check's one warning
-        if item.name == SCRIPT_KEYS_CHECK:
+    for item in report.items:  # the check's warnings: ignored keys, left out, optional imports
+        if item.name in (SCRIPT_KEYS_CHECK, LEFT_OUT_CHECK) or item.detail.startswith("warning:"):
             yield LogLine(t=time.time(), host="*", rank=None, text=f"corral: {item.detail}")
 
 
@@ -126,9 +129,10 @@ async def pushed_and_planned(launch: Launch) -> AsyncGenerator[RunEvent, None]:
             yield HostStatus(t=time.time(), host=name, state="failed", detail=str(error))
         raise LaunchFailed("push failed: " + _describe(errors))
     sent = sorted(h for h, was_sent in launch.pushed.items() if was_sent is True)
+    where = (f"sent to {', '.join(sent)}" if sent
+             else "already on every host, nothing sent")
     yield LogLine(t=time.time(), host="*", rank=None,
-                  text=f"code {launch.code.digest[:12]}: sent to {', '.join(sent) or 'no host'}"
-                  f" ({launch.code.files} files)")
+                  text=f"code {launch.code.digest[:12]}: {where} ({launch.code.files} files)")
     _plan(launch)
 
 

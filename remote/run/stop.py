@@ -23,6 +23,7 @@ import asyncio
 import logging
 import shlex
 
+from profiles.user_errors import CorralError
 from remote.config.cluster import HostSection
 from remote.events import StopReport
 from remote.hosts import container
@@ -112,10 +113,11 @@ def stop_script(run_dir: str, host_name: str, run_id: str, grace_s: float,
 async def stop_host(transport: Transport, run_dir: str, run_id: str, grace_s: float) -> int:
     """Stop the run on ``transport``'s host; return how many of its processes remain."""
     script = stop_script(run_dir, transport.host.name, run_id, grace_s, transport.host)
-    done = await transport.run(script, timeout=grace_s + KILL_WAIT_S + 30.0)
+    done = await transport.run(script, timeout=grace_s + KILL_WAIT_S
+                               + 3 * container.ENGINE_LIMIT_S + 30.0)
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("remaining "):
-            return int(line.split()[1])
+            return counted(transport.host.name, line.split()[1])
     raise RuntimeError(f"stop on {transport.host.name} printed no count: {done.stderr[-300:]}")
 
 
@@ -125,13 +127,32 @@ def count_command(run_id: str, host: HostSection | None = None) -> str:
     processes = f"pgrep -f {shlex.quote(run_pattern(run_id))} | wc -l"
     if host is None or host.container is None:
         return processes
-    return f"echo $(( $({processes}) + $({container.count_command(host, run_id)}) ))"
+    # ``?`` when the engine cannot say (``container.count_command``): not verified, not 0.
+    return (f"c=$({container.count_command(host, run_id)}); p=$({processes}); "
+            "case $c in ''|*[!0-9]*) echo '?';; *) echo $((p + c));; esac")
+
+
+class StopNotVerified(CorralError):
+    """The host answered, but its container engine did not: what is left is unknown."""
+
+    title = "stop not verified"
+
+
+def counted(host: str, word: str) -> int:
+    """A count word from the host: its number, or ``StopNotVerified`` for ``?``."""
+    if word == "?":
+        raise StopNotVerified(f"on {host}: the container engine did not answer within "
+                              f"{container.ENGINE_LIMIT_S} s (hung or its daemon is down), so "
+                              "whether the run's containers are gone cannot be verified")
+    return int(word or 0)
 
 
 async def count_run_processes(transport: Transport, run_id: str) -> int:
-    """How many processes (and containers) of ``run_id`` run on ``transport``'s host."""
-    done = await transport.run(count_command(run_id, transport.host), timeout=30.0)
-    return int(done.stdout.strip() or 0)
+    """How many processes (and containers) of ``run_id`` run on ``transport``'s host;
+    ``StopNotVerified`` when its container engine does not answer."""
+    done = await transport.run(count_command(run_id, transport.host),
+                               timeout=container.ENGINE_LIMIT_S + 30.0)
+    return counted(transport.host.name, done.stdout.strip())
 
 
 async def stop_run(
@@ -146,12 +167,16 @@ async def stop_run(
     results = await pool.gather(one, hosts)
     remaining: dict[str, int] = {}
     unreachable: list[str] = []
+    unverified: list[str] = []
     for host, result in results.items():
-        if isinstance(result, BaseException):
+        if isinstance(result, StopNotVerified):
+            unverified.append(host)
+        elif isinstance(result, BaseException):
             if isinstance(result, asyncio.CancelledError):
                 raise result
             unreachable.append(host)
             logger.warning("could not stop run %s on %s: %s", run_id, host, result)
         else:
             remaining[host] = result
-    return StopReport(run_id=run_id, remaining=remaining, unreachable=tuple(unreachable))
+    return StopReport(run_id=run_id, remaining=remaining, unreachable=tuple(unreachable),
+                      unverified=tuple(unverified))

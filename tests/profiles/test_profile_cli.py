@@ -33,8 +33,10 @@ def test_json_profile_is_saved_where_the_trainer_finds_it(
     assert Path(data["saved_to"]).is_file()
     found, reason = find_profile(
         host=data["host"], device_name=data["device_name"], model="simple_cnn",
-        torch_version=torch.__version__, threads=1, slowdown=2.0, root=tmp_path)
+        torch_version=torch.__version__, threads=1, slowdown=2.0, root=tmp_path,
+        precision="fp32", unlabelled_ok=False)  # as the trainer looks up an fp32 run's
     assert found is not None and found.to_dict().items() <= data.items(), reason
+    assert data["precision"] == "fp32"  # measured as an fp32 run computes: TF32 off
     # What each step's gradient exchange carries, for the pre-run estimate: fp32 parameters.
     from trainer.profile_model import NUM_CLASSES
     from trainer.tasks.image.models import build_model

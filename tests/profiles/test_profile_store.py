@@ -162,6 +162,36 @@ def test_path_is_keyed_by_host_device_model_and_torch(tmp_path: Path) -> None:
                         ("torch_version", "2.12.0")]:
         paths.add(profile_path(**{**key, name: value}))  # type: ignore[arg-type]
     assert len(paths) == 5
+    # ... and by precision: one measured in fp32 is not one measured in bf16 or unlabelled
+    labelled = {profile_path(**key, precision=p) for p in ("fp32", "bf16")}  # type: ignore[arg-type]
+    assert len(labelled | paths) == 7
+
+
+def test_a_profile_is_found_by_the_precision_it_was_measured_in(tmp_path: Path) -> None:
+    bf16 = make_profile(precision="bf16", a=0.005)
+    save_profile(bf16, root=tmp_path)
+    assert lookup(bf16, tmp_path, precision="bf16")[0] == bf16
+    found, reason = lookup(bf16, tmp_path, precision="fp32")
+    assert found is None
+    assert "--model resnet18 --precision fp32 --save` on gpu-box" in reason
+
+
+def test_an_unlabelled_profile_is_not_used_for_a_gpu_fp32_run_without_saying_so(
+        tmp_path: Path) -> None:
+    # Made before profiles recorded a precision: torch's default let cuDNN use TF32, so its
+    # speeds are too high for an IEEE fp32 run on a GPU.
+    old = make_profile()
+    path = save_profile(old, root=tmp_path)
+    found, reason = lookup(old, tmp_path, precision="fp32", unlabelled_ok=False)
+    assert found is None
+    assert reason == (f"profile {path} records no precision (made with torch's default TF32 "
+                      "convolutions), not used for this fp32 run; run `python -m "
+                      "trainer.profile_model --model resnet18 --precision fp32 --save` on "
+                      "gpu-box")
+    # Where the caller judges it the same arithmetic (fp32 on a CPU), it is used, and said.
+    found, reason = lookup(old, tmp_path, precision="fp32", unlabelled_ok=True)
+    assert found == old
+    assert "made before profiles recorded a precision: taken as fp32" in reason
 
 
 @pytest.mark.parametrize(

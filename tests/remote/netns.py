@@ -18,6 +18,7 @@ the veth pairs and the bridge with them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -75,6 +76,8 @@ class Node:
     address: str
     ifname: str
     sshd: subprocess.Popen[bytes] | None = None
+    ssh_port: int = 22
+    """The port corral reaches its sshd at (another for a host behind NAT)."""
 
 
 @dataclass
@@ -108,6 +111,7 @@ class NetnsCluster:
                 f'[[hosts]]\nname = "{node.name}"\naddress = "{node.address}"\nuser = "root"\n'
                 f'identity_file = "{self.client_key}"\n'
                 + (f'python = "{python}"\n' if python is not None else "")
+                + (f"port = {node.ssh_port}\n" if node.ssh_port != 22 else "")
                 + f'workdir = "{self.root}/work-{node.name}"\ngpus = 0\nnproc = 1\nthreads = 1\n'
                 + (f'interface = "{interface}"\n' if interface else "")
                 + (host_lines or {}).get(node.name, ""))
@@ -172,6 +176,58 @@ def _wait_listening(log: Path, deadline: float) -> None:
     raise RuntimeError(f"sshd did not start listening within {START_TIMEOUT_S} s: {log}")
 
 
+def _start_sshd(box: NetnsCluster, node: Node) -> str:
+    """Start ``node``'s sshd; its known_hosts line."""
+    root = box.root
+    host_key = keygen(root / f"host_key_{node.name}")
+    log = root / f"sshd-{node.name}.log"
+    config = _sshd_config(root, node, host_key, root / "authorized_keys")
+    with open(log, "wb") as out:
+        node.sshd = subprocess.Popen(
+            ["ip", "netns", "exec", node.netns, SSHD, "-D", "-e", "-f", str(config)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    _wait_listening(log, time.monotonic() + START_TIMEOUT_S)
+    where = node.address if node.ssh_port == 22 else f"[{node.address}]:{node.ssh_port}"
+    return f"{where} {(root / f'{host_key.name}.pub').read_text().strip()}"
+
+
+def add_natted_host(box: NetnsCluster, router: int, name: str = "n9") -> Node:
+    """A host behind NAT: a namespace with the private address 10.88.0.2 whose only way out is
+    node ``router`` (10.88.0.1 on a veth of its own), which masquerades its traffic and forwards
+    port 2222 of its bridge address to the host's sshd. Corral then reaches the host at
+    ``<router's address>:2222``, it reaches every host, and no host reaches it."""
+    gateway = box.nodes[router]
+    node = Node(name=name, netns=f"{box.prefix}-{name}", address=gateway.address,
+                ifname=f"{box.prefix}-{name}", ssh_port=2222)
+    _ip("netns", "add", node.netns)
+    box.namespaces.append(node.netns)
+    inside, outside = "10.88.0.2", "10.88.0.1"
+    _ip("-n", gateway.netns, "link", "add", f"{node.ifname}r", "type", "veth", "peer", "name",
+        node.ifname, "netns", node.netns)
+    _ip("-n", gateway.netns, "addr", "add", f"{outside}/24", "dev", f"{node.ifname}r")
+    _ip("-n", gateway.netns, "link", "set", f"{node.ifname}r", "up")
+    _ip("-n", node.netns, "addr", "add", f"{inside}/24", "dev", node.ifname)
+    _ip("-n", node.netns, "link", "set", node.ifname, "up")
+    _ip("-n", node.netns, "link", "set", "lo", "up")
+    _ip("-n", node.netns, "route", "add", "default", "via", outside)
+    in_gateway = ["ip", "netns", "exec", gateway.netns]
+    subprocess.run([*in_gateway, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"],
+                   check=True)
+    for rule in (["POSTROUTING", "-s", "10.88.0.0/24", "-o", gateway.ifname, "-j", "MASQUERADE"],
+                 ["PREROUTING", "-d", gateway.address, "-p", "tcp", "--dport", "2222", "-j",
+                  "DNAT", "--to-destination", f"{inside}:22"]):
+        subprocess.run([*in_gateway, "iptables", "-t", "nat", "-A", *rule], check=True,
+                       capture_output=True)
+    private = Node(name=name, netns=node.netns, address=inside, ifname=node.ifname)
+    line = _start_sshd(box, private)
+    node.sshd = private.sshd
+    key = line.split(" ", 1)[1]
+    with box.known_hosts.open("a") as known:
+        known.write(f"[{gateway.address}]:2222 {key}\n")
+    box.nodes.append(node)
+    return node
+
+
 def build(root: Path, *, hosts: int = 3) -> NetnsCluster:
     """Namespaces, bridge, veths, addresses and one sshd per node; close() undoes it all."""
     prefix = f"crl{os.getpid() % 100000}"
@@ -202,21 +258,135 @@ def build(root: Path, *, hosts: int = 3) -> NetnsCluster:
             _ip("-n", node.netns, "addr", "add", f"{node.address}/24", "dev", node.ifname)
             _ip("-n", node.netns, "link", "set", node.ifname, "up")
             _ip("-n", node.netns, "link", "set", "lo", "up")
-            host_key = keygen(root / f"host_key_{node.name}")
-            known.append(f"{node.address} {(root / f'{host_key.name}.pub').read_text().strip()}")
-            log = root / f"sshd-{node.name}.log"
-            config = _sshd_config(root, node, host_key, authorized)
-            with open(log, "wb") as out:
-                node.sshd = subprocess.Popen(
-                    ["ip", "netns", "exec", node.netns, SSHD, "-D", "-e", "-f", str(config)],
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+            known.append(_start_sshd(box, node))
             box.nodes.append(node)
-            _wait_listening(log, time.monotonic() + START_TIMEOUT_S)
         box.known_hosts.write_text("\n".join(known) + "\n")
     except BaseException:
         box.close()
         raise
     return box
+
+
+@dataclass(frozen=True)
+class LinkProfile:
+    """A link as ``tc netem`` shapes it: its rate, one-way delay (with jitter) and loss."""
+
+    name: str
+    rate_mbit: float
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss_pct: float = 0.0
+
+    def netem_args(self) -> list[str]:
+        """The words after ``tc qdisc replace dev IF root netem``."""
+        words = []
+        if self.delay_ms or self.jitter_ms:
+            words += ["delay", f"{self.delay_ms}ms"]
+            if self.jitter_ms:
+                words.append(f"{self.jitter_ms}ms")
+        if self.loss_pct:
+            words += ["loss", f"{self.loss_pct}%"]
+        # netem's own queue (1000 packets by default) is far too short for a slow link with
+        # delay: tail drops on top of the profile's loss would make the link lossier than named.
+        return [*words, "rate", f"{self.rate_mbit}mbit", "limit", "100000"]
+
+
+GIGABIT = LinkProfile("1 Gbit/s", 1000.0)
+FAST_ETHERNET = LinkProfile("100 Mbit/s", 100.0)
+WIFI = LinkProfile("50 Mbit/s Wi-Fi", 50.0, delay_ms=5.0, jitter_ms=2.0, loss_pct=1.0)
+PROFILES = (GIGABIT, FAST_ETHERNET, WIFI)
+
+
+@functools.cache
+def netem_available() -> bool:
+    """Whether this kernel has netem (some VM kernels ship without ``sch_netem``), tried on a
+    dummy link in a namespace of its own. Where it has none, ``shape`` sets the rate with tbf
+    and the loss with iptables' ``statistic`` match, and leaves delay and jitter out
+    (``shaped_as`` says so)."""
+    probe = f"crlnetem{os.getpid()}"
+    try:
+        _ip("netns", "add", probe)
+    except subprocess.CalledProcessError:
+        return False
+    try:
+        _ip("-n", probe, "link", "add", "probe0", "type", "dummy")
+        done = subprocess.run(["ip", "netns", "exec", probe, "tc", "qdisc", "add", "dev",
+                               "probe0", "root", "netem"], capture_output=True)
+        return done.returncode == 0
+    except subprocess.CalledProcessError:
+        return False
+    finally:
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+
+
+def shaped_as(link: LinkProfile) -> str:
+    """What ``shape`` really applies here for ``link`` (for test and bench output)."""
+    if netem_available() or not (link.delay_ms or link.jitter_ms):
+        return link.name
+    return f"{link.name} (no netem in this kernel: rate and loss only, no delay or jitter)"
+
+
+def _tbf_args(link: LinkProfile) -> list[str]:
+    # A bucket of 4 ms of the rate (at least 16 KB) and a queue of 100 ms: a TCP flow fills
+    # the link without tail drops beyond what a real switch port would make.
+    burst = max(int(link.rate_mbit * 1e6 / 8 / 250), 16384)
+    return ["tbf", "rate", f"{link.rate_mbit}mbit", "burst", str(burst), "latency", "100ms"]
+
+
+def _loss_rules(netns: str, loss_pct: float, action: str) -> None:
+    for chain in ("INPUT", "OUTPUT"):
+        rule = [chain, "-m", "statistic", "--mode", "random", "--probability",
+                f"{loss_pct / 100:.4f}", "-j", "DROP"]
+        subprocess.run(["ip", "netns", "exec", netns, "iptables", action, *rule],
+                       capture_output=True, text=True, check=action == "-I")
+
+
+def _link_ends(box: NetnsCluster, host: int) -> list[tuple[str, str]]:
+    node = box.nodes[host]
+    return [(node.netns, node.ifname), (box.ctl_netns, f"{node.ifname}b")]
+
+
+def shape(box: NetnsCluster, host: int, link: LinkProfile) -> None:
+    """Shape both directions of node ``host``'s link (an index into ``box.nodes``): a qdisc on
+    the node's end of its veth (what it sends) and on the bridge's end (what it receives).
+    Delay and jitter apply per direction, so a round trip carries twice the delay; loss too
+    (each direction loses ``loss_pct``). See ``netem_available`` for kernels without netem."""
+    unshape(box, host)
+    qdisc = ["netem", *link.netem_args()] if netem_available() else _tbf_args(link)
+    for netns, ifname in _link_ends(box, host):
+        subprocess.run(["ip", "netns", "exec", netns, "tc", "qdisc", "replace", "dev", ifname,
+                        "root", *qdisc], check=True, capture_output=True, text=True)
+    if not netem_available() and link.loss_pct:
+        _loss_rules(box.nodes[host].netns, link.loss_pct, "-I")
+
+
+def unshape(box: NetnsCluster, host: int) -> None:
+    """Take ``shape``'s qdiscs (and loss rules) off node ``host``'s link again."""
+    for netns, ifname in _link_ends(box, host):
+        subprocess.run(["ip", "netns", "exec", netns, "tc", "qdisc", "del", "dev", ifname,
+                        "root"], capture_output=True)
+    if not netem_available():
+        for pct in {link.loss_pct for link in PROFILES if link.loss_pct}:
+            _loss_rules(box.nodes[host].netns, pct, "-D")
+
+
+def check_rows(stdout: str) -> list[list[str]]:
+    """``corral check``'s table as rows of cells, a cell's wrapped lines joined by spaces."""
+    rows: list[list[str]] = []
+    for line in stdout.splitlines():
+        if not line.startswith("│"):
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
+        if cells[0] or cells[1] or not rows:
+            rows.append(cells)
+        else:
+            rows[-1] = [f"{a} {b}".strip() for a, b in zip(rows[-1], cells, strict=False)]
+    return rows
+
+
+def mesh_text(stdout: str) -> str:
+    """Every ``mesh`` row of ``corral check``'s table, one line each."""
+    return "\n".join(" | ".join(row) for row in check_rows(stdout) if row[1] == "mesh")
 
 
 def corral_command(box: NetnsCluster, *args: str) -> tuple[list[str], dict[str, str]]:

@@ -202,3 +202,31 @@ def test_python_m_console_is_the_same_command() -> None:
     done = subprocess.run([sys.executable, "-m", "console", "run", "--help"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "--detach" in done.stdout
+
+
+def test_script_options_without_the_double_dash_say_where_they_go(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["run", "--script", "train.py", "--lr", "1e-4"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "a script's own options go after --" in err
+    assert "corral run --script train.py -- --lr 1e-4" in err
+
+
+def test_a_code_folder_that_cannot_hold_the_script_is_named_as_the_option(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from profiles.user_errors import UsageError
+    from remote.api import with_script
+    from remote.config.read import load_cluster
+
+    (tmp_path / "repo" / "sub").mkdir(parents=True)
+    (tmp_path / "repo" / "sub" / "train.py").write_text("print('hi')\n")
+    (tmp_path / "other").mkdir()
+    config = load_cluster(Path(__file__).resolve().parents[2] / "cluster.toml")
+    monkeypatch.chdir(tmp_path / "repo" / "sub")
+    with pytest.raises(UsageError, match=r"^--code .*missing: no such folder$"):
+        with_script(config, Path("train.py"), [], tmp_path / "missing")
+    with pytest.raises(UsageError, match=r"^--code .*other: the script train.py is not inside"):
+        with_script(config, Path("train.py"), [], tmp_path / "other")
+    assert with_script(config, Path("train.py"), [], Path("..")).launch_dir == "sub"

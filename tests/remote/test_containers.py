@@ -90,12 +90,14 @@ def test_stop_ends_torchrun_and_removes_the_runs_containers() -> None:
     host = _config(ContainerSection(image="img:1", engine="podman")).hosts[1]
     script = stop_script("/data/runs/r-1", host.name, "r-1", 5.0, host)
     assert "pkill -TERM -f '[-]-rdzv-id[ =]r-1( |/|$)'" in script
-    assert "podman rm -f $(podman ps -a -q --filter label=corral.run=r-1" in script
+    assert "podman rm -f $(" in script and "podman ps -a -q --filter label=corral.run=r-1" in script
+    assert "timeout 20" in script  # each engine command is bounded in time
 
 
 def test_k8s_export_uses_the_hosts_container_image() -> None:
     config = _config(ContainerSection(image="registry.example/torch:2"), gpus=0)
-    config = replace(config, kubernetes=KubernetesSection(image="default/other:1"))
+    config = replace(config, kubernetes=KubernetesSection(image="default/other:1"),
+                     hosts=tuple(replace(h, env={}) for h in config.hosts))  # env: refused
     exported = str(export_manifests(config, "jobset"))
     assert "registry.example/torch:2" in exported and "default/other:1" in exported
 

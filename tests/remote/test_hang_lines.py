@@ -97,3 +97,24 @@ async def test_a_host_being_reconnected_is_not_silent() -> None:
             guard.host_reachable("h1", False, now)
 
     assert await _follow(guard, until=80, silent_from=20, on=cut) == []
+
+
+async def test_a_rank_that_never_takes_a_first_step_is_named_past_the_hang_limit() -> None:
+    """Issue 41 item 3: a rank stuck in its first collective (started, never stepped) ran
+    past the hang limit; now it is silent once the limit passes and blamed with its state."""
+    guard = HangGuard(_Pool(set()), factor=3.0, limit_s=60)  # type: ignore[arg-type]
+    said: list[Any] = []
+    for rank in (0, 1):
+        guard.observe(_start(rank), 0.0)
+    now = 0.0
+    while now < 70 and not any(not isinstance(s, str) for s in said):
+        now += 1.0
+        await asyncio.sleep(0)  # the background probe answers
+        lines, failure = guard.check(now)
+        said += lines + ([failure] if failure is not None else [])
+    guard.close()
+    lines = [s for s in said if isinstance(s, str)]
+    failures = [s for s in said if not isinstance(s, str)]
+    assert lines and "no step for 61 s from rank(s) 0, 1" in lines[0], said
+    assert len(failures) == 1 and 61 <= now <= 63, (now, said)
+    assert "no first step" in failures[0].why and "hang_limit = 60 s" in failures[0].why

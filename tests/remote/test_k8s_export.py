@@ -207,6 +207,9 @@ def export_cli(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str],
      ("[kubernetes] namespace", '"ml"')),
     (HEAD + host("a", "h", 1, extra='env = { PET_NNODES = "2" }\n'), (),
      ('hosts[0] (name "a").env.PET_NNODES', "remove it")),
+    # A host's env is never dropped silently nor written in plain text (issue 41 item 7).
+    (HEAD + host("a", "h", 1, extra='env = { HF_TOKEN = "hf_secret" }\n'), (),
+     ('hosts[0] (name "a").env', "HF_TOKEN", "Kubernetes Secret")),
     (HEAD + host("a", "h", 1, selector='{ "bad key!" = "x" }'), (),
      ("node_selector", "is not a label key")),
 ])
@@ -292,6 +295,21 @@ def test_a_write_failing_half_way_takes_back_the_files_already_written(
     message = one_line_error(*export_cli(tmp_path, THREE_IN_TWO, capsys, "--out", str(out_dir)))
     assert f"cannot write into --out {out_dir}" in message
     assert [path.name for path in out_dir.iterdir()] == ["03-pytorchjob-k8s.yaml"]
+
+
+def test_a_failed_rewrite_keeps_the_previous_exports_files(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir = tmp_path / "manifests"
+    code, _, _ = export_cli(tmp_path, THREE_IN_TWO, capsys, "--out", str(out_dir))
+    assert code == 0
+    before = {path.name: path.read_bytes() for path in out_dir.iterdir()}
+    # The rewrite cannot stage its last file (as on a full disk): nothing may change.
+    last = sorted(before)[-1]
+    (out_dir / f".{last}.tmp-{os.getpid()}").mkdir()
+    message = one_line_error(*export_cli(tmp_path, THREE_IN_TWO, capsys, "--out", str(out_dir)))
+    assert f"cannot write into --out {out_dir}" in message
+    after = {path.name: path.read_bytes() for path in out_dir.iterdir() if path.is_file()}
+    assert after == before
 
 
 def test_each_pod_finds_its_host_by_the_index_its_controller_gives_it(tmp_path: Path) -> None:

@@ -20,6 +20,9 @@ HIDDEN = {
         "waiting for other agents. Elapsed: 0.40869998931884766 seconds",
         "[I1121 05:27:10.100000 20400 torch/distributed/distributed_c10d.py:1] Added key: x",
         "INFO:torch.distributed.distributed_c10d:Rank 1: Completed store-based barrier",
+        "INFO:torch.distributed.elastic.agent.server.api:[default] Starting worker group",
+        "[I1122 21:48:09.681658695 socket.cpp:811] [c10d] The client socket has connected",
+        "[rank0]:[I1122 21:48:09.681658695 ProcessGroupNCCL.cpp:905] [PG 0 Rank 0] ProcessGroup",
     ],
     "torchrun warnings": [
         "W1122 21:40:23.656000 19790 torch/distributed/run.py:865] node_rank is only used for "
@@ -61,6 +64,11 @@ KEPT = [
     "{'train_runtime': '0.2501', 'train_samples_per_second': '107.9', 'epoch': '0.375'}",
     "Loading weights: 100%|██████████| 39/39 [00:00<00:00, 31187.39it/s]",
     "corral trainer: the trained result is in /root/.corral/runs/fake-1/final",
+    # a script's own logging lines, at INFO level too: its progress (issue 36)
+    "INFO:__main__:Rank 0 | Epoch 0 | Batch 10/31 | Loss: 2.3118",
+    "INFO:root:epoch 1 done",
+    "INFO:my_project.train:step 40 lr 3e-4",
+    "I1122 21:47:57.346000 27391 /home/ada/train.py:88] step 40 loss 2.01",
     # errors and tracebacks, also inside torch's own log format and at its INFO level
     "Traceback (most recent call last):",
     '  File "/home/ada/task.py", line 12, in build',

@@ -67,15 +67,20 @@ def test_three_hosts_train_over_gloo_with_auto_selected_interfaces(
     assert box.processes_left() == {}
 
 
-def test_the_box_fails_a_run_whose_ranks_advertise_loopback(box: netns.NetnsCluster) -> None:
+def test_the_box_refuses_a_run_whose_ranks_would_advertise_loopback(
+    box: netns.NetnsCluster,
+) -> None:
     # The control experiment: the same run with Gloo forced onto loopback cannot form its mesh,
-    # so the test above cannot pass unless the selected interfaces are right.
+    # so the test above cannot pass unless the selected interfaces are right; the full-mesh
+    # check finds it before anything starts (remote/checks/mesh.py).
     box.write_cluster_toml(sys.executable, run=RUN, interface="lo")
     done = corral(box, "run", timeout=420)
     output = done.stdout + done.stderr
     assert done.returncode == 1, output[-4000:]
-    assert "failed (first failure: n" in output
-    assert "Connection refused" in output or "connect" in output.lower()
+    flat = netns.mesh_text(output)
+    assert "n1 → n2: cannot connect to 127.0.0.1:" in flat, output[-4000:]
+    assert "loopback address 127.0.0.1" in flat, output[-4000:]
+    assert "launching" not in output
     assert box.processes_left() == {}
 
 

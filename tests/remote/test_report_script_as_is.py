@@ -72,3 +72,47 @@ def test_the_record_keeps_when_the_outcome_came(tmp_path: Path) -> None:
     record.state("completed")
     recorded = read_run_info(config, "rep-t")
     assert recorded.state == "completed" and recorded.ended >= recorded.started
+
+
+def test_a_run_named_by_its_name_is_said_so_not_as_an_id_start(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rich.console import Console
+
+    from console.session import Session
+
+    path = _cluster(tmp_path)
+    for run_id, name in (("rep-20260101-000001-aaaaaa", "rep"),
+                         ("rep-20260101-000002-bbbbbb", "rep")):
+        write_recorded(tmp_path / "runs" / run_id, info(run_id, "completed", name=name), [])
+    session = Session(path)
+    said = Console(file=None, width=200, record=True)
+    cli._say_resolved(said, session, "rep", "rep-20260101-000002-bbbbbb")
+    cli._say_resolved(said, session, "rep-20260101-000001", "rep-20260101-000001-aaaaaa")
+    lines = said.export_text().splitlines()
+    assert lines[0].endswith("(the newest run named rep)"), lines
+    assert lines[1].endswith("(the only run id starting with it)"), lines
+
+
+def test_profile_of_a_script_cluster_says_it_measures_corrals_model(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import remote.api
+
+    async def no_hosts(config: object) -> list[object]:
+        return []
+
+    monkeypatch.setattr(remote.api, "profile_cluster", no_hosts)
+    assert cli.main(["-c", str(_cluster(tmp_path)), "profile"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "[run] script is set: this measures corral's own model `simple_cnn`" in out, out
+    assert "not your script's" in out
+
+
+def test_fetch_of_a_script_run_says_where_its_files_are(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _cluster(tmp_path)
+    write_recorded(tmp_path / "runs" / "rep-f", info("rep-f", "completed"), [])
+    code = cli.main(["-c", str(path), "fetch", "rep-f"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code != 0 and "has not been written yet" not in err, err
+    assert "a script's run has no final/" in err and f"{tmp_path / 'runs' / 'rep-f'}" in err

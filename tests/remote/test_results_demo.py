@@ -7,6 +7,7 @@ import asyncio
 import gc
 import json
 import re
+import shlex
 import shutil
 import sys
 from collections.abc import Iterator
@@ -143,6 +144,11 @@ def test_an_old_run_is_converted_on_demand(
     assert cli.main(["-c", str(path), "tensorboard", "demo-static", "--write-only"]) == 0
     out = capsys.readouterr().out
     assert "demo-static" in out and "--logdir_spec" in out
+    # The printed command is shell-quoted: pasted, it is one command whatever the run's name
+    # or run_root holds (issue 41 item 7).
+    printed = out.split("start TensorBoard with:", 1)[1].strip().splitlines()[0]
+    words = shlex.split(printed)
+    assert "--logdir_spec" in words and words[words.index("--logdir_spec") + 1].count(":") >= 1
     board = EventAccumulator(str(board_dir), size_guidance={"scalars": 0})
     board.Reload()
     assert [e.step for e in board.Scalars("loss/global")] == list(range(1, STEPS + 1))

@@ -195,3 +195,36 @@ def test_a_rank_failing_after_its_completed_end_still_fails_the_run() -> None:
                  _exit("a", "1")):
         monitor.observe(item)
     assert monitor.finding().state == "failed"
+
+
+def test_a_run_whose_ranks_took_no_step_completed_having_trained_nothing() -> None:
+    from console.follow import TRAINED_NOTHING_EXIT, exit_code, status_line
+    from console.model.run import RunModel
+    from remote.api import RunStatus, trained_nothing
+
+    monitor = RunMonitor(run_id="r", hosts=("a", "b"))
+    for host, rank in (("a", 0), ("b", 1)):
+        monitor.observe(_start(host, rank))
+        for said in ("loading", f"Unable to locate sufficient 2 gpus on {host}. Exiting."):
+            monitor.observe(_log(host, said, rank=rank))
+        monitor.observe(RankEvent(host=host, event=EndEvent(t=5.0, rank=rank, step=0,
+                                                            status="completed")))
+        monitor.observe(_exit(host, "0"))
+    final = monitor.finding()
+    assert final.state == "completed" and trained_nothing(final.state, final.detail)
+    assert final.detail.startswith("trained 0 steps")
+    # the last lines each rank printed, named by host and rank
+    assert "[a rank 0] Unable to locate sufficient 2 gpus on a. Exiting." in final.detail
+    assert "[b rank 1] Unable to locate sufficient 2 gpus on b. Exiting." in final.detail
+    status = RunStatus(t=6.0, run_id="r", state="completed", detail=final.detail)
+    assert "[b rank 1] Unable" in status_line(status)  # what `corral run` prints
+    model = RunModel.of_run("r")
+    model.apply(status)
+    assert exit_code(model) == TRAINED_NOTHING_EXIT != 0
+
+
+def test_a_run_that_stepped_is_not_trained_nothing() -> None:
+    monitor = RunMonitor(run_id="r", hosts=("a",))
+    for item in (_start("a", 0), _end("a", 0, "completed"), _exit("a", "0")):
+        monitor.observe(item)
+    assert monitor.finding().detail == "1 rank(s) finished"

@@ -71,6 +71,11 @@ clip_grad = 3.0
 eval_every = 6
 eval_samples = 80
 eval_data = "held.txt"
+exchange = "local"
+round_steps = 12
+round_exchange = 0.1
+outer_lr = 0.5
+outer_momentum = 0.8
 """
 """Every key ``[run]`` shares with the trainer, not at its default (``split``, ``epochs``:
 below; ``split`` and ``proportional`` exclude each other, ``steps`` and ``epochs`` too)."""
@@ -217,6 +222,16 @@ eval_data = "held_out.txt"
 --eval-samples (or CIFAR's test batch), user tasks their own eval_data
 [run] eval_data: is the causal_lm task's held-out file (task = "causal_lm"); image tasks \
 evaluate eval_samples (or CIFAR's test batch), user tasks their own eval_data
+
+round_exchange = 1.5
+--round-exchange 1.5 must be below 1: it is the largest fraction of a round the exchange may \
+take
+[run] round_exchange: 1.5 must be below 1: it is the largest fraction of a round the exchange \
+may take
+
+outer_momentum = 1.0
+--outer-momentum 1.0 must be in [0, 1)
+[run] outer_momentum: 1.0 must be in [0, 1)
 """
 """Per relation: the ``[run]`` values (``;`` between keys), the trainer's message for the
 same flags, cluster.toml's message."""

@@ -83,3 +83,13 @@ async def test_corral_run_logs_the_ignored_keys_once_before_the_launch(tmp_path:
         await pool.aclose()
     said = [line for line in logged if "[run] lr is for corral's own tasks" in line]
     assert len(said) == 1, logged
+
+
+def test_the_ignored_keys_are_those_written_whatever_their_value(tmp_path: Path) -> None:
+    # steps set (so epochs is not), lr written at its default: named as written (issue 36)
+    config = _config(tmp_path, 'script = "train.py"\nsteps = 50\nlr = 0.01\n'
+                               'model = "simple_cnn"\n')
+    [item] = script_keys_items(config)
+    assert "[run] model, steps, lr are for corral's own tasks" in item.detail.replace(
+        "steps, model", "model, steps"), item.detail
+    assert "epochs" not in item.detail

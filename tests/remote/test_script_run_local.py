@@ -159,7 +159,7 @@ async def test_the_opt_in_moves_examples_to_the_fast_rank(
 
 def _script_ranks(run_id: str) -> list[int]:
     """Process ids of the run's ranks (the script's processes under torchrun)."""
-    found = subprocess.run(["pgrep", "-f", "--", "usercode/hf_trainer.py"],
+    found = subprocess.run(["pgrep", "-f", "--", "script_main .* hf_trainer.py"],
                            capture_output=True, text=True).stdout.split()
     return [int(p) for p in found
             if run_id in Path(f"/proc/{p}/environ").read_bytes().decode(errors="replace")]

@@ -127,3 +127,30 @@ def test_no_split_is_decided_for_a_step_after_the_last(policy: str) -> None:
     for last in (4, 5, 8, 9, 20):
         firsts = decisions(last)
         assert all(first <= last for first in firsts), (last, firsts)
+
+
+@pytest.mark.parametrize("first", [0, 1, 5])
+def test_the_ddp_helper_takes_any_epoch_numbering(monkeypatch: pytest.MonkeyPatch,
+                                                   first: int) -> None:
+    """``set_epoch(1)`` for the first epoch (pytorch/examples counts from 1) draws the first
+    epoch's steps: the n-th number given is the n-th epoch, and the steps stay in the run."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from trainer.integrations.ddp import Shares
+
+    monkeypatch.delenv("CORRAL_RUN_DIR", raising=False)
+    shares = Shares(12, global_batch=4, epochs=3)
+    loader = shares.loader(TensorDataset(torch.arange(12)))
+    next(iter(loader))  # a tutorial's peek before training: harmless
+    orders = []
+    for epoch in range(first, first + 3):
+        loader.sampler.set_epoch(epoch)
+        orders.append([int(i) for (batch,) in loader for i in batch])
+    assert shares.schedule.drawn == 9  # 3 epochs of 3 steps: no step after the run's last
+    zero_based = Shares(12, global_batch=4, epochs=3)
+    expected = []
+    for epoch in range(3):
+        zero_based.sampler.set_epoch(epoch)
+        expected.append([i for step in zero_based.sampler for i in step])
+    assert orders == expected

@@ -5,10 +5,17 @@ of a floating-point tensor's values during a step is counted (the batch's indice
 tensors of the host, not device results); on a GPU the steps after the first two run under
 ``torch.cuda.set_sync_debug_mode("error")``, which raises at any synchronising call torch knows
 of, and the one documented wait (the tally's event) is counted by ``PendingTallies.reads``.
+
+The whole loop iteration is counted too (value reads, blocking collectives, DDP's gradient
+collectives through its comm hook), with the dynamic policy deciding every 5 steps and
+micro-batches: one wait per iteration, and no gradient collective for a rank alone. (With more
+than one rank, the dynamic decision is still a blocking broadcast every ``rebalance_every``
+steps, not yet carried in the tally.)
 """
 
 from __future__ import annotations
 
+import functools
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +27,9 @@ import torch
 import torch.distributed as dist
 
 from trainer import train as train_module
+from trainer.resources import ResourceReporter
 from trainer.settings.train_config import TrainConfig
+from trainer.step.clock import ComputeClock
 from trainer.step.tally import PendingTallies
 
 READS = ("item", "tolist", "__float__", "__bool__", "__int__")
@@ -61,7 +70,8 @@ def _signals_kept() -> Iterator[None]:
 
 
 def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str,
-         wrap: Callable[[int, Callable[[], Any]], Any], **flags: Any) -> None:
+         wrap: Callable[[int, Callable[[], Any]], Any], steps: int = STEPS,
+         **flags: Any) -> None:
     """The trainer in this process, each step through ``wrap(step, run_the_step)``."""
     monkeypatch.setenv("CORRAL_PROFILE_DIR", str(tmp_path / "no-profiles"))
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -72,7 +82,7 @@ def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str,
         return wrap(step, lambda: original(self, step))
 
     monkeypatch.setattr(train_module.Trainer, "train_step", wrapped)
-    config = TrainConfig(samples=128, global_batch=32, steps=STEPS, device=device,
+    config = TrainConfig(samples=128, global_batch=32, steps=steps, device=device,
                          run_dir=str(tmp_path / "run"), resources_every=0.0, **flags)
     with _signals_kept():
         assert train_module.train(config) == 0
@@ -96,6 +106,69 @@ def test_a_cpu_step_reads_one_float_tensor_the_tally(
     _run(tmp_path, monkeypatch, "cpu", wrap, model=model, threads=1)
     assert per_step == [1] * STEPS
     assert PendingTallies.reads - reads_before == STEPS
+
+
+BLOCKING_COLLECTIVES = ("all_reduce", "broadcast", "all_gather", "broadcast_object_list",
+                        "all_gather_object", "barrier")
+"""torch.distributed calls that block the host unless started with ``async_op=True`` (under
+gloo a collective of device tensors waits for the device too)."""
+
+
+@pytest.mark.slow
+def test_each_loop_iteration_waits_once_with_dynamic_decisions_and_micro_batches(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The whole loop iteration counts (step, report, the dynamic policy's decision every 5
+    # steps), not only train_step: value reads of device results, blocking collectives, and
+    # gradient collectives (DDP's comm hook). One rank: nothing to exchange but the tally.
+    waits: dict[int, int] = {}
+    gradient_collectives: list[int] = []
+    current = [0]
+    counting = [False]
+    counts = [0]
+
+    def wrap(step: int, run_step: Callable[[], Any]) -> Any:
+        if current[0]:
+            waits[current[0]] = counts[0]
+        current[0], counts[0], counting[0] = step, 0, True
+        return run_step()
+
+    def blocking(name: str) -> Callable[..., Any]:
+        original = getattr(dist, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if counting[0] and not kwargs.get("async_op"):
+                counts[0] += 1
+            return original(*args, **kwargs)
+        return call
+
+    for name in BLOCKING_COLLECTIVES:
+        monkeypatch.setattr(dist, name, blocking(name))
+    hook = ComputeClock.hook
+
+    @functools.wraps(hook)  # DDP reads the hook's signature
+    def counted_hook(self: ComputeClock, group: Any, bucket: Any) -> Any:
+        gradient_collectives.append(current[0])
+        return hook(self, group, bucket)
+
+    monkeypatch.setattr(ComputeClock, "hook", counted_hook)
+    stop = ResourceReporter.stop
+
+    def loop_done(self: ResourceReporter) -> None:  # the loop ended: the last iteration too
+        waits[current[0]], counting[0] = counts[0], False
+        stop(self)
+
+    monkeypatch.setattr(ResourceReporter, "stop", loop_done)
+    reads = [0]
+    with _counting_float_reads(reads):
+        def read_counted(step: int, run_step: Callable[[], Any]) -> Any:
+            before = reads[0]
+            result = wrap(step, run_step)
+            counts[0] += reads[0] - before
+            return result
+        _run(tmp_path, monkeypatch, "cpu", read_counted, steps=10, model="resnet18",
+             threads=1, policy="dynamic", rebalance_every=5, micro_batch=(8,))
+    assert waits == dict.fromkeys(range(1, 11), 1)
+    assert gradient_collectives == []  # alone: no all-reduce, over a group of one or not
 
 
 @pytest.mark.gpu

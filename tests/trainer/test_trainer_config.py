@@ -11,6 +11,7 @@ import pytest
 from trainer_runs import REPO, launch, rank_env, trainer_main
 
 from profiles.user_errors import UsageError
+from trainer.settings.syncbatch import check_syncbatch_passes
 from trainer.settings.train_config import (
     SlowdownChange,
     TrainConfig,
@@ -51,6 +52,14 @@ def test_slowdown_comes_from_the_environment_when_the_flag_is_absent(
         ({"slowdown": (0.5,)}, "--slowdown factors must be >= 1"),
         ({"policy": "proportional", "split": (32, 32)}, "computes the split itself"),
         ({"samples": 10, "global_batch": 64}, "smaller than --global-batch"),
+        # SyncBatchNorm's collectives run inside each forward: unequal passes would hang.
+        ({"model": "resnet18", "norm": "syncbatch", "micro_batch": (8,)},
+         "--norm syncbatch needs one pass per rank and step .*: drop --micro-batch, "
+         "or use --norm group"),
+        ({"model": "resnet18", "norm": "syncbatch", "global_batch": 32, "split": (0, 32)},
+         "--norm syncbatch needs every rank in every step, but --split 0,32 benches a rank"),
+        ({"model": "resnet18", "norm": "syncbatch", "policy": "dynamic"},
+         "--policy dynamic may bench one: use --policy static or proportional"),
     ],
 )
 def test_bad_settings_name_the_flag(kwargs: dict[str, object], needle: str) -> None:
@@ -138,3 +147,12 @@ def test_a_split_of_the_wrong_length_fails_every_rank_before_joining(tmp_path: P
     assert proc.stderr.splitlines()[0].startswith("corral trainer: invalid input: --split")
     assert time.monotonic() - t0 < 60  # nobody waited for a collective
     assert not (tmp_path / "metrics").exists()
+
+
+def test_syncbatch_with_a_first_split_that_needs_micro_batches_or_benches_is_refused() -> None:
+    check_syncbatch_passes("syncbatch", (None, None), (16, 16))  # equal passes: accepted
+    check_syncbatch_passes("batch", (8, None), (0, 32))  # plain BatchNorm: no collective
+    with pytest.raises(UsageError, match=r"needs micro-batches .* use --norm group"):
+        check_syncbatch_passes("syncbatch", (8, None), (16, 16))
+    with pytest.raises(UsageError, match="benches a rank"):
+        check_syncbatch_passes("syncbatch", (None, None), (0, 32))

@@ -69,3 +69,17 @@ def test_synthetic_data_is_learnable_and_events_describe_the_run(
     assert rank0[-1]["event"] == "end" and rank0[-1]["status"] == "completed"
     assert rank1[-1]["event"] == "end" and rank1[-1]["status"] == "completed"
     assert rank0[-1]["checkpoint"].endswith("step-00000020.pt")
+
+
+def test_one_active_rank_beside_benched_ones_equals_one_process_buffers_included(
+        tmp_path: Path) -> None:
+    # BatchNorm with one rank active: its statistics are those of the whole batch, as in one
+    # process. The active rank exchanges nothing (no gradient all-reduce, no buffer broadcast);
+    # the benched ranks take parameters, buffers and state when rank 0 must write them.
+    flags = (*COMMON, "--norm", "batch", "--steps", "8")
+    alone, benched = tmp_path / "alone", tmp_path / "benched"
+    check(launch(1, *flags, "--run-dir", str(alone)))
+    check(launch(3, *flags, "--split", "0,32,0", "--run-dir", str(benched)))
+    reference, result = final_params(alone), final_params(benched)
+    assert any(name.endswith("running_mean") for name in result)
+    assert max_rel_diff(reference, result) <= 1e-6

@@ -30,7 +30,8 @@ EVERY_FIELD_CHANGED = {
     "pin_cores": False, "prefetch": "on", "cores": "0-3,8", "slowdown": (1.0, 2.5),
     "slowdown_at": (SlowdownChange(step=5, rank=1, factor=3.0),
                     SlowdownChange(step=9, rank=0, factor=1.5)),
-    "resources_every": 0.5, "micro_batch": (8, None),
+    "resources_every": 0.5, "micro_batch": (8, None), "exchange": "local", "round_steps": 12,
+    "round_exchange": 0.1, "outer_lr": 0.5, "outer_momentum": 0.8, "islands": (0, 1),
 }
 """A value other than the default for every field (``epochs``: below, it excludes ``steps``)."""
 

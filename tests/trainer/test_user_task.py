@@ -80,3 +80,36 @@ def test_a_model_handed_over_in_eval_mode_is_trained_in_training_mode(tmp_path: 
     check(launch(1, "--task", f"{task}:build", "--global-batch", "4", "--steps", "2",
                  "--lr", "0.001", "--run-dir", str(run_dir)))
     assert [e["step"] for e in of_kind(events(run_dir, 0), "step")] == [1, 2]
+
+
+TF32_READING_TASK = '''
+import torch
+from torch import nn
+from trainer.tasks import Task
+
+
+def loss(model, batch):
+    # What libraries do inside a loss (transformers' CTC loss enters cudnn.flags; inductor reads
+    # the matmul precision): every TF32 getter must answer under corral's setup.
+    seen = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+            torch.get_float32_matmul_precision())
+    assert seen == (False, False, "highest"), seen  # fp32 is IEEE float32
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        x, y = batch
+        return ((model(x) - y) ** 2).sum(), len(y)
+
+
+def build(options):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 2, generator=g)
+    return Task(model=nn.Linear(2, 1), train_data=torch.utils.data.TensorDataset(x, x[:, :1]),
+                loss=loss)
+'''
+
+
+def test_a_task_whose_loss_reads_torch_s_tf32_settings_trains_in_fp32(tmp_path: Path) -> None:
+    task = tmp_path / "tf32_reader.py"
+    task.write_text(TF32_READING_TASK)
+    check(launch(1, "--task", f"{task}:build", "--global-batch", "16", "--steps", "3",
+                 "--run-dir", str(tmp_path / "run")))
+    assert of_kind(events(tmp_path / "run", 0), "end")[0]["status"] == "completed"

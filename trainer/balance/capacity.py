@@ -66,8 +66,8 @@ def initial_split(
 
     # -- capacities from stored profiles, when every rank has one -----------------------------
     share = max(1, config.global_batch // world_size)
-    profile_rate, profile_cap, reason = _profile_capacity(config, share, slowdown, host,
-                                                          device_name)
+    profile_rate, profile_cap, reason = _profile_capacity(
+        config, share, slowdown, host, device_name, on_gpu=device.type == "cuda")
     rows = all_gather_floats([profile_rate, profile_cap], device)
     micro = _merge_caps(micro, [int(row[1]) if row[1] > 0 else None for row in rows])
     if all(row[0] > 0 for row in rows):
@@ -91,7 +91,8 @@ def initial_split(
 
 
 def _profile_capacity(
-    config: TrainConfig, share: int, slowdown: float, host: str, device_name: str
+    config: TrainConfig, share: int, slowdown: float, host: str, device_name: str, *,
+    on_gpu: bool,
 ) -> tuple[float, float, str]:
     """``(samples/s at share, max_batch or 0, reason)``; samples/s 0 when there is no profile."""
     if config.task != "image":
@@ -101,9 +102,13 @@ def _profile_capacity(
     except ImportError:
         return 0.0, 0.0, "profile store unavailable"
     try:
+        # Keyed by the run's precision; a profile made before profiles recorded one ran with
+        # torch's default (TF32 convolutions on a GPU): it stands in for an fp32 CPU run only.
         profile, reason = find_profile(
             host=host, device_name=device_name, model=config.model,
             torch_version=torch.__version__, threads=torch.get_num_threads(), slowdown=slowdown,
+            precision=config.precision,
+            unlabelled_ok=config.precision == "fp32" and not on_gpu,
         )
     except Exception as exc:  # a broken store must not stop training: measure instead
         return 0.0, 0.0, f"profile lookup failed: {exc}"

@@ -54,6 +54,8 @@ class HostVerdict:
     """Seconds of step compute its ranks save (when it sits out: would save)."""
     exchange_added_s: float = 0.0
     """Seconds its ranks add to the step's exchange (when it sits out: would add)."""
+    step_s: float = 0.0
+    """The estimated step time of the whole cluster's best plan (0 when not known)."""
 
 
 class LinkExchange:
@@ -109,8 +111,9 @@ def _verdict(hosts: Sequence[HostSpeed], index: int, full: Plan, global_batch: i
     if any(full.split[r] > 0 for r in own):
         without = cluster_plan(others, global_batch, gradient_bytes) if others else None
         if without is None:
-            return HostVerdict(host=name, pays=True, gain=float("inf"))
+            return HostVerdict(host=name, pays=True, gain=float("inf"), step_s=full.total_s)
         return HostVerdict(host=name, pays=True, gain=without.total_s / full.total_s - 1,
+                           step_s=full.total_s,
                            compute_saved_s=without.compute_s - full.compute_s,
                            exchange_added_s=full.exchange_s - without.exchange_s)
     exchange = LinkExchange(gradient_bytes, links)
@@ -119,7 +122,7 @@ def _verdict(hosts: Sequence[HostSpeed], index: int, full: Plan, global_batch: i
     # A host so slow that even a share of one sample would lengthen the step saves nothing;
     # what it would add to the exchange is the ring with its ranks in it, either way.
     saved = full.compute_s - with_it.compute_s if with_it is not None else 0.0
-    return HostVerdict(host=name, compute_saved_s=max(saved, 0.0),
+    return HostVerdict(host=name, compute_saved_s=max(saved, 0.0), step_s=full.total_s,
                        exchange_added_s=exchange.predict(joined) - full.exchange_s)
 
 

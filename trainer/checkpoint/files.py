@@ -132,6 +132,15 @@ def verify_checkpoint(path: Path) -> str | None:
     return None
 
 
+def load_plain(path: Path) -> Any:
+    """``path`` loaded as tensors and plain data only (``weights_only=True``): a file carrying
+    anything else (a callable, an object whose unpickling runs code) is refused by torch's
+    restricted unpickler before any of it runs, even when its ``.sha256`` matches. Nothing is
+    allowlisted: the format is dicts, lists, tuples, str, int, float, bool, None and tensors
+    (``tests/trainer/test_checkpoint_safety.py``)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_newest_checkpoint(
     run_dir: str | os.PathLike[str],
 ) -> tuple[Path, dict[str, Any], list[str]] | None:
@@ -147,8 +156,7 @@ def load_newest_checkpoint(
             skipped.append(f"{path.name}: {problem}")
             continue
         try:
-            # Our own file in our run directory; it holds plain Python state besides tensors.
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            state = load_plain(path)
         except Exception as exc:
             skipped.append(f"{path.name}: {type(exc).__name__}: {exc}".splitlines()[0])
             continue

@@ -7,12 +7,15 @@
 
 It fits the PyTorch DDP tutorial's order: the loader may be built before the DDP module, which
 ``shares.loss`` takes at its first call (or ``Shares(..., model=ddp)``), and
-``loader.sampler.set_epoch(epoch)`` works as with a ``DistributedSampler``: ``loader.sampler``
-is ``shares.sampler``, which yields this rank's index list of every global step (corral's
-order: every example once per epoch, every rank the same number of steps).
+``loader.sampler.set_epoch(epoch)`` works as with a ``DistributedSampler``, whatever the
+script's epoch numbering (the n-th number given is the n-th epoch: ``set_epoch(1)`` for the
+first is fine): ``loader.sampler`` is ``shares.sampler``, which yields this rank's index list
+of every global step (corral's order: every example once per epoch, every rank the same number
+of steps).
 ``shares.loss`` turns this rank's per-sample MEAN loss into ``local sum x world size / B``:
 DDP's gradient average then gives the mean over the whole global batch, as one process would,
-whatever the shares.
+whatever the shares. That returned value is for ``backward`` only: log the mean loss passed in
+(this rank's), and read the global mean from corral (the console, ``corral report``).
 
 Under corral (``CORRAL_RUN_DIR`` set) the shares follow corral's policy and each step is
 reported when the loop asks the sampler for the next one (so use the loader without worker
@@ -105,7 +108,8 @@ class Shares:
         self.sampler = RankStepSampler(order, self.schedule, on_step=self._step_begins)
         self.clock = ComputeClock(device, emulated_run=on_any_rank(
             emulates(settings.slowdown), device))
-        self._loss: float | None = None
+        self._loss: torch.Tensor | None = None
+        """The last step's mean loss, on the device until the step is reported."""
         self._done = 0
         self.watch(model)
         named = (type(getattr(model, "module", model)).__name__ if model is not None
@@ -138,8 +142,8 @@ class Shares:
         ``model`` (the DDP module, needed once, before the first backward) is timed."""
         self.watch(model)
         share = self.share(self.sampler_step)
-        if self.run is not None:
-            self._loss = float(mean_loss.detach())
+        if self.run is not None:  # read when the next step begins: no wait mid-step
+            self._loss = mean_loss.detach()
         return mean_loss * (share * self.schedule.world / self.schedule.global_batch)
 
     @property
@@ -154,7 +158,7 @@ class Shares:
         if self._loss is not None and step - 1 > self._done:
             share = self.share(step - 1)
             run.step_done(step - 1, epoch=(step - 2) // self.sampler.order.steps_per_epoch,
-                          loss_sum=self._loss * share, units=share,
+                          loss_sum=float(self._loss) * share, units=share,
                           compute_s=self.clock.elapsed())
             self._done, self._loss = step - 1, None
         self.clock.start(run.settings.slowdown_of(run.rank))

@@ -1,10 +1,23 @@
-"""The events of a script without corral's opt-in: a start at its first optimizer step and an
-end when it returns, written by ``script_main`` for every rank.
+"""The events of a script without corral's opt-in, written by ``script_main`` for every rank:
+a start at its first optimizer step, a step event per optimizer step, an end when it returns.
 
-They tell the console, ``corral report`` and the run's outcome what corral knows of such a run
-(hosts, ranks, devices, backend, time, outcome, optimizer steps) and let a run whose every rank
-finished be recorded as completed whatever its launchers say afterwards. A script with the
-opt-in (``ScriptRun``) writes its own, and these write nothing.
+torch's global optimizer-step hooks see every optimizer of the process, so a plain script's
+steps are counted and timed with no line of it changed; the samples of a step are the first
+dimension of what the script's ``DistributedDataParallel`` module was called on (summed over
+the forward passes with gradients between two steps: accumulation counts every micro-batch),
+found by a global module hook that is removed once that module is known, or after the first
+step when the script has none (its samples are then unknown: 0). The loss is the script's own
+and is not read (reading it would wait for the device): a plain script's step events carry
+``loss`` None.
+
+Each step event is what corral's loop writes, so the console's progress and per-rank rates,
+``corral report``, TensorBoard and MLflow read a plain script's run unchanged. The hooks do
+no device synchronisation and no file write of their own: step events are buffered and
+written together at most every ``FLUSH_EVERY_S`` (the first at once). A rank with an emulated
+slowdown (``[run] slowdown``) sleeps before each optimizer step as ``trainer.step.slowdown``
+does in corral's loop: its work since the last step, scaled by the factor.
+
+A script with the opt-in (``ScriptRun``) writes its own events, and these write nothing.
 """
 
 from __future__ import annotations
@@ -16,29 +29,106 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.nn.modules.module import register_module_forward_pre_hook
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
 
-from trainer.dist import device_name
-from trainer.events import EndEvent, EventWriter, StartEvent, events_path
+from trainer.dist import device_name, on_any_rank
+from trainer.events import EndEvent, EventWriter, StartEvent, StepEvent, events_path
 from trainer.integrations.contract import ScriptSettings
 from trainer.integrations.rank_setup import precision_note
 from trainer.integrations.run import ScriptRun
+from trainer.step.slowdown import WorkTimer, emulate_slowdown, emulates
+
+FLUSH_EVERY_S = 1.0
+"""Buffered step events are written at most this often (and at the end)."""
 
 
 class PlainEvents:
-    """One rank's start and end events, unless the script took corral's opt-in."""
+    """One rank's events, unless the script took corral's opt-in (create it before the
+    script runs: every hook and import is in place then)."""
 
     def __init__(self, settings: ScriptSettings, device: torch.device, script: str) -> None:
         self.settings, self.device, self.script = settings, device, script
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.steps = 0
+        self.factor = settings.slowdown_of(self.rank)
+        # every rank asks at the same point (one collective), before the script runs
+        self.emulated = on_any_rank(emulates(settings.slowdown), device)
         self._writer: EventWriter | None = None
-        self._hook = register_optimizer_step_post_hook(self._stepped)
+        self._pending: list[tuple[float, int, int, float, float]] = []
+        """Steps not written yet: (time, step, samples, compute_s, step_s)."""
+        self._flushed = 0.0
+        self._samples = 0
+        self._work = WorkTimer(cpu=device.type == "cpu")
+        self._last_end = time.perf_counter()
+        self._compute_s = 0.0
+        self._ddp_hook: Any = None
+        self._hooks = [register_optimizer_step_pre_hook(self._step_begins),
+                       register_optimizer_step_post_hook(self._stepped),
+                       register_module_forward_pre_hook(self._any_forward)]
+        self._work.start()
+
+    # ---------------------------------------------------------------- the hooks
+    def _any_forward(self, module: Any, args: Any) -> None:
+        """Every module's forward until the DDP module is found: watch that one alone."""
+        if isinstance(module, DistributedDataParallel):
+            self._ddp_hook = module.register_forward_pre_hook(self._ddp_forward,
+                                                              with_kwargs=True)
+            self._hooks[2].remove()
+            self._ddp_forward(module, args, {})
+
+    def _ddp_forward(self, module: Any, args: Any, kwargs: Any) -> None:
+        """The DDP module is called on a batch: count its samples (training passes only)."""
+        if not torch.is_grad_enabled():
+            return
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                self._samples += int(value.shape[0])
+                return
+
+    def _step_begins(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        """Before an optimizer step: this rank's compute since the last one, slowed down."""
+        wall, own = self._work.read()
+        if self.emulated and not ScriptRun.made:  # the opt-in emulates it itself
+            self._compute_s = emulate_slowdown(self.factor, own, wall)
+        else:
+            self._compute_s = wall
 
     def _stepped(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        """After an optimizer step: one step event (buffered)."""
+        if ScriptRun.made:  # the opt-in writes its own
+            self._remove_hooks()
+            return
+        now = time.perf_counter()
         self.steps += 1
-        if self._writer is None and not ScriptRun.made:
+        if self.steps == 1:
+            self._hooks[2].remove()  # no DDP module met before the first step: none to watch
             self._start()
+        # the event is built at the flush: a tuple here is a fraction of its cost
+        self._pending.append((time.time(), self.steps, self._samples, self._compute_s,
+                              now - self._last_end))
+        self._samples, self._last_end = 0, now
+        if self.steps == 1 or now - self._flushed >= FLUSH_EVERY_S:
+            self._flush(now)
+        self._work.start()
+
+    # ---------------------------------------------------------------- writing
+    def _flush(self, now: float) -> None:
+        if self._writer is not None and self._pending:
+            self._writer.emit_all([
+                StepEvent(t=t, rank=self.rank, step=step, epoch=0, local_batch=samples,
+                          loss=None, compute_s=compute_s, step_s=step_s)
+                for t, step, samples, compute_s, step_s in self._pending])
+        self._pending, self._flushed = [], now
+
+    def _remove_hooks(self) -> None:
+        for hook in (*self._hooks, self._ddp_hook):
+            if hook is not None:
+                hook.remove()
 
     def _start(self) -> None:
         self._writer = EventWriter(events_path(self.settings.run_dir, self.rank))
@@ -49,19 +139,20 @@ class PlainEvents:
             pid=os.getpid(), device=str(self.device), device_name=device_name(self.device),
             backend=dist.get_backend(), model=os.path.basename(self.script), dataset="",
             global_batch=0, split=(), policy="", step=0, total_steps=0, steps_per_epoch=0,
-            threads=torch.get_num_threads(), slowdown=self.settings.slowdown_of(self.rank),
+            threads=torch.get_num_threads(), slowdown=self.factor,
             task="script", exact=False,
             exact_note="the script runs as is: its own data and loss" + (
                 f"; {note}" if note else "")))
 
     def end(self, error: str | None) -> None:
         """The end event: completed (``error`` None) or failed with ``error``."""
-        self._hook.remove()
+        self._remove_hooks()
         if ScriptRun.made:
             return
         if self._writer is None:
             self._start()
         assert self._writer is not None
+        self._flush(time.perf_counter())
         self._writer.emit(EndEvent(t=time.time(), rank=self.rank, step=self.steps,
                                    status="completed" if error is None else "failed",
                                    error=error))

@@ -40,7 +40,8 @@ class ScriptRun:
 
     made: ClassVar[bool] = False
     """Whether this process built one: the script took corral's opt-in, which writes its own
-    events (``script_main`` writes a start and an end event for a script without it)."""
+    events (``script_main`` writes a start, a step per optimizer step and an end event for a
+    script without it: ``plain_events``)."""
 
     def __init__(self, settings: ScriptSettings, *, global_batch: int, device: torch.device,
                  lead: int = 2, min_share: int = 1, batch_source: str = "") -> None:

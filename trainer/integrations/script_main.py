@@ -1,18 +1,23 @@
 """Start a user's script on a rank as ``python SCRIPT ARGS...`` would.
 
-corral's launch runs ``torchrun ... -m trainer.integrations.script_main --run-dir DIR
+corral's launch runs ``torchrun ... -m trainer.integrations.script_main --run-dir DIR --cwd DIR
 [--cores LIST | --no-pin-cores] SCRIPT ARGS...`` rather than the script itself, so that every
 rank's command line carries the run directory (``<run_root>/<run id>``) as corral's own ranks
-do: ``corral stop`` verifies by it that nothing of the run is left, and ``corral check`` finds an
-earlier run's leftovers. On a CPU host the rank first takes its share of the cores as corral's
-own ranks do (``trainer.placement.place_rank``: disjoint cores per local rank, one thread per
-core unless ``OMP_NUM_THREADS`` says otherwise). Under torchrun the rank is then numbered,
-given its device, the cluster's process group and a precision it can do
+do: ``corral stop`` verifies by it that nothing of the run is left, and ``corral check`` finds
+an earlier run's leftovers. On a CPU host the rank first takes its share of the cores as
+corral's own ranks do (``trainer.placement.place_rank``: disjoint cores per local rank, one
+thread per core unless ``OMP_NUM_THREADS`` says otherwise). Under torchrun the rank is then
+numbered, given its device, the cluster's process group and a precision it can do
 (``trainer.integrations.rank_setup``), and watched until its first step
-(``trainer.integrations.start_watch``); a script without corral's opt-in gets a start and an
-end event written for it (``trainer.integrations.plain_events``). The script
-then runs as its own ``__main__``: ``sys.argv`` is ``[SCRIPT, *ARGS]`` and its folder is first on
-the import path; the run directory reaches it as ``CORRAL_RUN_DIR``
+(``trainer.integrations.start_watch``); a script without corral's opt-in gets a start, a step
+per optimizer step and an end event written for it (``trainer.integrations.plain_events``).
+The script then runs as its own ``__main__`` as ``torchrun SCRIPT ARGS`` runs it from the
+folder the user launched from: the rank's working directory is ``--cwd`` (the host's copy of
+that folder inside the run directory, ``trainer.run_layout.RunLayout.script_cwd``), ``SCRIPT``
+is relative to it, ``sys.argv`` is ``[SCRIPT, *ARGS]`` and the script's folder is first on the
+import path. corral's own packages step out of its way first
+(``trainer.integrations.user_modules``): a ``trainer`` or ``profiles`` module of the user's is
+what the script imports. The run directory reaches it as ``CORRAL_RUN_DIR``
 (``trainer.integrations.contract``).
 """
 
@@ -30,9 +35,10 @@ from trainer.integrations import rank_setup
 from trainer.integrations.contract import RUN_DIR_ENV, ScriptSettings
 from trainer.integrations.plain_events import PlainEvents
 from trainer.integrations.start_watch import StartWatch
+from trainer.integrations.user_modules import step_aside
 from trainer.placement import parse_cpulist, place_rank
 
-USAGE = ("usage: python -m trainer.integrations.script_main --run-dir DIR "
+USAGE = ("usage: python -m trainer.integrations.script_main --run-dir DIR [--cwd DIR] "
          "[--cores LIST | --no-pin-cores] SCRIPT [ARG ...]")
 
 
@@ -60,7 +66,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     words = list(sys.argv[1:] if argv is None else argv)
     if len(words) < 3 or words[0] != "--run-dir":
         raise SystemExit(USAGE)
-    run_dir, words = words[1], _place(words[2:])
+    run_dir, words = words[1], words[2:]
+    if words[:1] == ["--cwd"] and len(words) > 1:
+        os.makedirs(words[1], exist_ok=True)
+        os.chdir(words[1])
+        words = words[2:]
+    words = _place(words)
     if not words:
         raise SystemExit(USAGE)
     script, args = words[0], words[1:]
@@ -68,8 +79,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     events = _join(script)
     sys.argv = [script, *args]
     sys.path[0] = os.path.dirname(os.path.abspath(script))
+    step_aside()
     try:
-        runpy.run_path(script, run_name="__main__")
+        runpy.run_path(os.path.abspath(script), run_name="__main__")
     except SystemExit as stop:
         _exit(stop.code, events)
     except BaseException as exc:

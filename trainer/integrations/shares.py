@@ -155,9 +155,14 @@ class RankStepSampler:
                  on_step: Callable[[int], None] | None = None) -> None:
         self.order, self.schedule, self.on_step = order, schedule, on_step
         self.epoch = 0
+        """The 0-based epoch the next pass draws (its order, its steps)."""
+        self._ordinals: dict[int, int] = {}
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        """The next pass is the epoch the script numbers ``epoch``, whatever its numbering:
+        the n-th number given is the n-th epoch (``set_epoch(1)`` for the first, as scripts
+        counting from 1 do), and a number given again is that epoch again (its order)."""
+        self.epoch = self._ordinals.setdefault(epoch, len(self._ordinals))
 
     def __len__(self) -> int:
         return self.order.steps_per_epoch

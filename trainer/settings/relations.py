@@ -204,3 +204,19 @@ def _batch_per_rank(v: Mapping[str, Any], n: Naming) -> str:
         return (f"{n.value('global_batch', v['global_batch'])} is smaller than the "
                 f"{n.ranks(v[WORLD])}: every rank needs at least one sample per step")
     return ""
+
+
+@relation("round_exchange")
+def _round_exchange(v: Mapping[str, Any], n: Naming) -> str:
+    if not v["round_exchange"] < 1:
+        return (f"{n.value('round_exchange', v['round_exchange'])} must be below 1: it is the "
+                "largest fraction of a round the exchange may take")
+    return ""
+
+
+@relation("outer_momentum")
+def _outer_momentum(v: Mapping[str, Any], n: Naming) -> str:
+    if not v["outer_momentum"] < 1:
+        return f"{n.value('outer_momentum', v['outer_momentum'])} must be in [0, 1)"
+    return ""
+

@@ -26,6 +26,7 @@ Device = Literal["auto", "cpu", "cuda"]
 Prefetch = Literal["auto", "on", "off"]
 Precision = Literal["fp32", "bf16", "fp16", "tf32", "auto"]
 LrSchedule = Literal["constant", "cosine", "linear"]
+Exchange = Literal["exact", "local"]
 
 MODELS: tuple[Model, ...] = get_args(Model)
 DATASETS: tuple[Dataset, ...] = get_args(Dataset)
@@ -66,6 +67,7 @@ DEVICES = "devices and emulation"
 MEMORY = "memory and precision"
 SCHEDULE = "learning-rate schedule and clipping"
 EVALUATION = "evaluation"
+EXCHANGE = "exchange between hosts (exact or low-communication)"
 """The ``python -m trainer --help`` groups, in the order they first appear."""
 
 
@@ -162,3 +164,24 @@ class RunSettings:
     eval_data: str | None = field(default=None, metadata=setting(EVALUATION, metavar="FILE"))
     """causal_lm: a held-out .txt/.jsonl file (on every host) in the data's format; or the
     task option ``eval_fraction`` holds out the end of the training text."""
+    exchange: Exchange = field(default="exact", metadata=setting(EXCHANGE))
+    """``exact``: every step all-reduces the gradient over every rank (any split gives the
+    parameters of one process). ``local`` (APPROXIMATE, docs/lowcomm.md): each island (the
+    ranks of one host, exactly data-parallel among themselves) trains ``round_steps`` inner
+    steps on its own batches with the run's optimizer, then the islands average their
+    parameter changes weighted by the samples each consumed and take one outer step (SGD with
+    Nesterov momentum): one exchange of the parameters per round instead of one per step."""
+    round_steps: int | None = field(default=None, metadata=setting(EXCHANGE, at_least=1,
+                                                                    metavar="H"))
+    """``local``: inner steps per island per round on average (islands of unequal speed get
+    steps in proportion to it, so they finish together); the round then consumes
+    ``round_steps`` x islands global batches. Not set: chosen after a first round of 4 so
+    that the exchange takes at most ``round_exchange`` of a round."""
+    round_exchange: float = field(default=0.05, metadata=setting(EXCHANGE, above=0))
+    """``local`` with ``round_steps`` not set: the largest fraction of a round its exchange
+    may take (the round is made long enough); below 1."""
+    outer_lr: float = field(default=0.7, metadata=setting(EXCHANGE, above=0))
+    """``local``: learning rate of the outer step on the averaged parameter change."""
+    outer_momentum: float = field(default=0.9, metadata=setting(EXCHANGE, at_least=0))
+    """``local``: Nesterov momentum of the outer step (0 = plain averaging, scaled by
+    ``outer_lr``); below 1."""

@@ -26,6 +26,7 @@ from trainer.settings.run_settings import (
     BATCH,
     CHECKPOINTS,
     DEVICES,
+    EXCHANGE,
     MEMORY,
     TASK,
     Device,
@@ -34,6 +35,7 @@ from trainer.settings.run_settings import (
     RunSettings,
     setting,
 )
+from trainer.settings.syncbatch import check_syncbatch_flags
 
 SLOWDOWN_ENV = "CORRAL_SLOWDOWN"
 BUILTIN_TASKS = ("image", "causal_lm")
@@ -169,6 +171,11 @@ class TrainConfig(RunSettings):
     gradient accumulation (one all-reduce per step). One value for every rank or one per rank
     (``-`` = no limit); a stored profile's memory cap lowers it further."""
 
+    islands: tuple[int, ...] | None = field(default=None, metadata=setting(EXCHANGE, at_least=0))
+    """``--exchange local``: the island of each rank, one entry per rank (e.g. 0,0,1: ranks 0
+    and 1 are one exactly data-parallel worker, rank 2 another). Not set: the ranks of one
+    torchrun node (one host) are one island."""
+
     def __post_init__(self) -> None:
         if self.task not in BUILTIN_TASKS:
             split_task_spec(self.task)
@@ -179,6 +186,7 @@ class TrainConfig(RunSettings):
         """The relations between fields (``trainer.settings.relations``, shared with cluster.toml's
         ``[run]``), then the checks that need more than a bound."""
         _relations_hold({f.name: getattr(self, f.name) for f in fields(self)})
+        check_syncbatch_flags(self.norm, self.micro_batch, self.split, self.policy)
         if self.cores is not None:
             try:
                 parse_cpulist(self.cores)
@@ -237,6 +245,9 @@ def check_world(config: TrainConfig, world_size: int) -> None:
             if cap is not None and share > cap:
                 raise UsageError(f"--split {_csv(config.split)}: rank {rank}'s share {share} "
                                  f"exceeds its --max-batch {cap}")
+    if config.islands is not None and len(config.islands) != world_size:
+        raise UsageError(f"--islands {_csv(config.islands)} has {len(config.islands)} entries "
+                         f"for {world_size} ranks: give one per rank")
     if config.micro_batch is not None and len(config.micro_batch) not in (1, world_size):
         raise UsageError(f"--micro-batch {_csv(config.micro_batch)} has "
                          f"{len(config.micro_batch)} entries: give one (for every rank) or "

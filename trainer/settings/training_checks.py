@@ -8,7 +8,6 @@ The checks that relate these fields to others are in ``trainer.settings.relation
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from profiles.user_errors import UsageError
@@ -61,7 +60,3 @@ def micro_batches(config: TrainConfig, world_size: int) -> tuple[int | None, ...
     """Every rank's ``--micro-batch`` (None: the whole share in one pass)."""
     given = config.micro_batch or (None,)
     return given * world_size if len(given) == 1 else tuple(given)
-
-
-def _csv(values: Sequence[object]) -> str:
-    return ",".join("-" if v is None else str(v) for v in values)

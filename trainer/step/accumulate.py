@@ -11,7 +11,8 @@ part in the gradient exchange (trainer/step/exchange.py). DDP's reducer only all
 inside a backward, over the world, so in a step whose split holds a 0 the active ranks
 accumulate locally (``no_sync`` for all passes) and then all-reduce the gradients once,
 explicitly, over the active ranks' group: the arithmetic is the same (a sum over the ranks,
-divided by the world size, which the division by the global unit count undoes).
+divided by the world size, which the division by the global unit count undoes). A rank alone
+(in the world or in its active set) runs no all-reduce at all.
 
 Buffers (BatchNorm running statistics) are kept equal to an active rank's by ``BufferSync``
 (trainer/step/flat_collectives.py), not by DDP
@@ -104,8 +105,9 @@ class ShareRunner:
         so its hook starts the tally all-gather right after the last bucket's all-reduce."""
         self.previous_exchange_s = self.exchanged_s
         indices = self.order.local_indices(step, split, self.rank).tolist()
-        # Some rank runs no backward: all-reduce explicitly (above).
-        explicit = 0 in self.order.counts(step, split)
+        # Some rank runs no backward: all-reduce explicitly (above). Alone in the world, no
+        # all-reduce at all: DDP's reducer would still run one over a group of one.
+        explicit = 0 in self.order.counts(step, split) or self.world == 1
         slices = micro_slices(indices, micro)
         self.clock.start(slowdown)
         totals = _Totals(self.device)

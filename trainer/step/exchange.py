@@ -2,8 +2,12 @@
 
 A rank whose share is 0 is *benched*: it runs no pass, and the gradient all-reduce of the step
 runs over a process group of the active ranks only (made with ``dist.new_group`` when the set
-first occurs, then cached: the set changes rarely). The tally all-gather stays world-wide (a few
-floats), so every rank still learns the step's global unit count and stop requests.
+first occurs, then cached, at most ``MAX_GROUPS``: the set changes rarely; NCCL when every member
+computes on CUDA, else the world's backend). A set of one rank exchanges nothing: its
+gradient is the sum, divided by the world size locally, and no buffer is broadcast. Buffers
+changed by a step are broadcast over the active set only; benched ranks take them with the
+replica when they rejoin. The tally all-gather stays world-wide (a few floats), so every rank
+still learns the step's global unit count and stop requests.
 
 Why the explicit all-reduce over the active group rather than a DDP per active set: DDP's
 reducer is bound to one process group, and a DDP built per set broadcasts the whole model and
@@ -28,6 +32,7 @@ compute time; rank 0's balancer reads them as a measurement at the probe batch.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,10 +41,11 @@ import torch.distributed as dist
 from torch import nn
 
 from trainer.balance.cost import probe_batch
+from trainer.dist import all_gather_floats, print0
 from trainer.settings.train_config import TrainConfig
 from trainer.step.amp import autocast
 from trainer.step.batches import collated
-from trainer.step.flat_collectives import broadcast_buffers
+from trainer.step.flat_collectives import ALONE, BufferSync, broadcast_buffers
 from trainer.step.optim import OptimizerStep, StepOutcome
 from trainer.step.slowdown import WorkTimer, emulate_slowdown
 from trainer.tasks import Task
@@ -53,24 +59,61 @@ def active_ranks(split: Sequence[int]) -> tuple[int, ...]:
     return tuple(r for r, b in enumerate(split) if b > 0)
 
 
+MAX_GROUPS = 4
+"""Process groups of active sets kept at once; the least recently used one beyond is destroyed
+(an NCCL communicator holds device memory)."""
+
+
+def group_backend(members: Sequence[int], cuda_ranks: Sequence[bool], world_backend: str) -> str:
+    """The backend of an active set's group: NCCL when every member computes on a CUDA device
+    (GPU to GPU, even in a gloo world), else the world's (gloo where CPU ranks are active
+    beside GPU ranks: a two-level exchange is a later step, docs/balancing.md)."""
+    if all(cuda_ranks[r] for r in members) and dist.is_nccl_available():
+        return "nccl"
+    return world_backend
+
+
 class ActiveSet:
     """The process groups of the active sets met so far, and the replica of a benched rank."""
 
     def __init__(self, *, rank: int, world: int, device: torch.device) -> None:
         self.rank, self.world, self.device = rank, world, device
-        self._groups: dict[tuple[int, ...], Any] = {}
+        self._groups: dict[tuple[int, ...], Any] = {}  # oldest use first
         self._probe: Probe | None = None
+        # Which ranks compute on CUDA (one small gather at start; every rank makes the set).
+        self.cuda_ranks = tuple(row[0] > 0 for row in all_gather_floats(
+            [1.0 if device.type == "cuda" else 0.0], device)) if world > 1 else (False,)
+        self.made_s: dict[tuple[int, ...], float] = {}
+        """Seconds each group took to make (printed by rank 0 as it is made)."""
 
     def prepare(self, split: Sequence[int]) -> None:
         """Make the active set's group (collective over the world: every rank calls it with the
-        same split, at the same point, so the groups are made in the same order everywhere)."""
+        same split, at the same point, so the groups are made and destroyed in the same order
+        everywhere). A set of one rank needs none: it exchanges nothing."""
         active = active_ranks(split)
-        if len(active) < self.world and active not in self._groups:
-            self._groups[active] = dist.new_group(list(active))
+        if len(active) in (1, self.world):
+            return
+        if active in self._groups:
+            self._groups[active] = self._groups.pop(active)  # the newest use
+            return
+        if len(self._groups) >= MAX_GROUPS:
+            oldest = next(iter(self._groups))
+            group = self._groups.pop(oldest)
+            if self.rank in oldest:
+                dist.destroy_process_group(group)
+        backend = group_backend(active, self.cuda_ranks, str(dist.get_backend()))
+        started = time.perf_counter()
+        self._groups[active] = dist.new_group(list(active), backend=backend)
+        self.made_s[active] = time.perf_counter() - started
+        print0(f"corral trainer: process group of ranks {','.join(map(str, active))} "
+               f"({backend}) made in {self.made_s[active] * 1000:.0f} ms", rank=self.rank)
 
     def group(self, split: Sequence[int]) -> Any:
-        """The process group of ``split``'s active ranks (None: the world's)."""
+        """The process group of ``split``'s active ranks (None: the world's; a set of one rank
+        has none and exchanges nothing)."""
         active = active_ranks(split)
+        if len(active) == 1 and self.world > 1:
+            return ALONE
         return None if len(active) == self.world else self._groups[active]
 
     def benched(self, split: Sequence[int]) -> bool:
@@ -235,6 +278,13 @@ class ActiveSteps:
     def source(self, split: Sequence[int]) -> int:
         """The rank whose buffers and state the others take: the lowest active one."""
         return active_ranks(split)[0]
+
+    def sync_buffers(self, split: Sequence[int], buffer_sync: BufferSync) -> None:
+        """After a step that changed a buffer: the lowest active rank's buffers on every active
+        rank (collective over the active set; a benched rank takes them when it rejoins, with
+        the replica, and a set of one rank sends nothing)."""
+        if not self.set.benched(split):
+            buffer_sync.sync(self.source(split), self.set.group(split))
 
     def optimizer_step(self, step: int, split: Sequence[int],
                        global_units: float | torch.Tensor) -> StepOutcome:

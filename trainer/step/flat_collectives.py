@@ -15,14 +15,28 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+ALONE = "alone"
+"""The process group of an active set of one rank: there is none, and nothing is exchanged."""
+
+
+def _alone(process_group: Any) -> bool:
+    return process_group is ALONE or dist.get_world_size(process_group) == 1
+
 
 def all_reduce_mean(parameters: Sequence[nn.Parameter], world: int,
                     process_group: Any = None) -> None:
     """Every parameter's gradient summed over ``process_group``'s ranks (None: the world) and
     divided by ``world`` (a missing one counts as zero), one all-reduce per dtype: what DDP's
     reducer does, for steps where some rank has no backward."""
+    alone = _alone(process_group)
     for group in _by_dtype(parameters):
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in group]
+        if alone:  # one active rank: its gradient is the sum; no flattening, no collective
+            if world > 1:
+                torch._foreach_div_(grads, float(world))
+            for p, grad in zip(group, grads, strict=True):
+                p.grad = grad
+            continue
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat, group=process_group)
         flat.div_(world)
@@ -56,10 +70,14 @@ class BufferSync:
             return torch.zeros((), dtype=torch.bool, device=self.device)
         return torch.stack(differs).any()
 
-    def sync(self, src: int = 0) -> None:
-        """Rank ``src``'s buffers on every rank (collective: every rank calls it at the same
-        step; ``src`` is an active rank)."""
-        broadcast_buffers([b for group in self.groups for b in group], src)
+    def sync(self, src: int = 0, process_group: Any = None) -> None:
+        """Rank ``src``'s buffers on every rank of ``process_group`` (None: the world;
+        collective: each of its ranks calls it at the same step; ``src`` is an active rank).
+        A group of one rank sends nothing: there is nobody to tell."""
+        if _alone(process_group):
+            self.synced = [_flat(group) for group in self.groups]
+            return
+        broadcast_buffers([b for group in self.groups for b in group], src, process_group)
         self.synced = [_flat(group) for group in self.groups]
 
 
@@ -68,12 +86,13 @@ def _flat(group: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([b.detach().reshape(-1) for b in group])
 
 
-def broadcast_buffers(buffers: Sequence[torch.Tensor], src: int = 0) -> None:
-    """Rank ``src``'s ``buffers`` on every rank (one broadcast per dtype; nothing without
-    buffers)."""
+def broadcast_buffers(buffers: Sequence[torch.Tensor], src: int = 0,
+                      process_group: Any = None) -> None:
+    """Rank ``src``'s ``buffers`` on every rank of ``process_group`` (None: the world; ``src``
+    is a global rank; one broadcast per dtype; nothing without buffers)."""
     for group in _by_dtype(buffers):
         flat = torch.cat([b.detach().reshape(-1) for b in group])
-        dist.broadcast(flat, src=src)
+        dist.broadcast(flat, src=src, group=process_group)
         with torch.no_grad():
             for b, chunk in zip(group, _unflatten(flat, group), strict=True):
                 b.copy_(chunk)

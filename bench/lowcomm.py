@@ -1,0 +1,211 @@
+"""``exchange = "local"`` (approximate) against exact data parallelism, interleaved.
+
+Part 1, quality and bytes (any machine, local ranks under torch's launcher, one island per
+rank): a small CNN (simple_cnn on synthetic images) and a tiny causal LM (``python -m
+trainer.tiny_lm``, full fine-tune: ``lora_r=0``), the same seed and the same samples, exact and
+local at several round lengths H; every configuration once per round, rounds interleaved
+(order reversed every other round). Reported: the final held-out loss against the exact run's
+(median over rounds; goal within 3 %), bytes exchanged per sample (exact: the ring all-reduce
+of the gradient every step; local: the round events'; goal >= 50x fewer), wall throughput, and
+plots of held-out loss against samples and against wall time (PNG, needs matplotlib).
+
+Part 2, shaped links (``--shaped``): network-namespace hosts with ``tests.remote.netns``'s
+``LinkProfile``/``shape`` API (one host behind 50 Mbit/s Wi-Fi with jitter, the others on
+1 Gbit/s): throughput of exact (which benches the slow host) and local against the sum of the
+hosts' solo throughputs (goal local >= 0.8x). It needs that API; without it the bench says so
+and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import REPO, bare_env, tiny_lm_files
+
+NPROC = 2
+
+
+def workload_flags(name: str, scratch: Path, quick: bool) -> tuple[list[str], int]:
+    """The trainer flags of a workload (same seed, data and optimizer in every mode) and its
+    global batch."""
+    if name == "cnn":
+        # SGD at a low rate: the synthetic images are easy, and a loss near 0 at the end
+        # would make every ratio meaningless.
+        steps = 64 if quick else 128
+        return ["--model", "simple_cnn", "--dataset", "synthetic_image", "--samples", "4096",
+                "--global-batch", "32", "--steps", str(steps), "--optimizer", "sgd",
+                "--lr", "0.003", "--momentum", "0.9", "--eval-every", str(steps // 8),
+                "--eval-samples", "512", "--seed", "11"], 32
+    model, corpus = tiny_lm_files(scratch)
+    if not (model / "config.json").is_file():
+        from trainer.tiny_lm import write_corpus, write_tiny_lm
+
+        write_tiny_lm(model)
+        write_corpus(corpus, documents=600)
+    steps = 48 if quick else 192
+    flags = ["--task", "causal_lm", "--global-batch", "8", "--steps", str(steps),
+             "--optimizer", "adamw", "--lr", "0.002", "--eval-every", str(steps // 8),
+             "--seed", "11"]
+    for option in (f"model={model}", f"data={corpus}", "seq_len=64", "lora_r=0",
+                   "eval_fraction=0.1"):
+        flags += ["--task-option", option]
+    return flags, 8
+
+
+def run_once(flags: list[str], mode: str, run_dir: Path) -> dict[str, Any]:
+    """One run on NPROC local ranks; its eval curve, wall time and round events."""
+    extra = [] if mode == "exact" else ["--exchange", "local", "--round-steps", mode[1:],
+                                        "--islands", ",".join(map(str, range(NPROC)))]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={NPROC}", "-m", "trainer", "--threads", "1",
+           "--resources-every", "0", "--checkpoint-every", "0", *flags, *extra,
+           "--run-dir", str(run_dir)]
+    proc = subprocess.run(cmd, cwd=REPO, env=bare_env(1), capture_output=True, text=True,
+                          timeout=3600)
+    if proc.returncode != 0:
+        raise SystemExit(f"{mode} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    events = [json.loads(line) for line in
+              (run_dir / "metrics" / "rank-0.jsonl").read_text().splitlines()]
+    start = next(e for e in events if e["event"] == "start")
+    first_t = start["t"]
+    evals = [(e["step"], e["t"] - first_t, e["loss"]) for e in events if e["event"] == "eval"]
+    steps = [e for e in events if e["event"] == "step"]
+    rounds = [e for e in events if e["event"] == "round"]
+    wall = steps[-1]["t"] - first_t
+    return {"evals": evals, "wall": wall, "rounds": rounds, "last_step": steps[-1]["step"]}
+
+
+def parameter_count(run_dir: Path) -> int:
+    """Trained parameters of a finished run (its final model's float tensors)."""
+    import torch
+
+    final = run_dir / "final"
+    files = list(final.glob("*.safetensors"))
+    if files:
+        from safetensors.torch import load_file
+
+        return sum(t.numel() for f in files for t in load_file(str(f)).values())
+    state = torch.load(final / "model.pt", map_location="cpu", weights_only=True)
+    return sum(t.numel() for t in state.values() if t.is_floating_point())
+
+
+def bytes_per_sample(mode: str, result: dict[str, Any], params: int, batch: int) -> float:
+    """Bytes each participant sends per sample trained: exact, the ring all-reduce of the
+    float32 gradient every step; local, what the round events say."""
+    if mode == "exact":
+        return 2 * (NPROC - 1) / NPROC * params * 4 / batch
+    rounds = result["rounds"]
+    sent = sum(r["exchanged_bytes"] for r in rounds)
+    samples = sum(sum(r["inner_steps"]) for r in rounds) * batch
+    return sent / samples
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--workloads", default="cnn,lm")
+    p.add_argument("--h", default="4,16,48", help="round lengths to compare (inner steps)")
+    p.add_argument("--plots", type=Path, default=REPO / "bench" / "plots")
+    p.add_argument("--shaped", action="store_true", help="part 2 (netns hosts, shaped links)")
+    args = p.parse_args()
+    if args.shaped:
+        return shaped_main()
+    modes = ["exact", *(f"H{h}" for h in args.h.split(","))]
+    scratch = Path(tempfile.mkdtemp(prefix="corral-lowcomm-"))
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    params: dict[str, int] = {}
+    for workload in args.workloads.split(","):
+        flags, batch = workload_flags(workload, scratch, args.quick)
+        for r in range(args.rounds):
+            order = modes if r % 2 == 0 else modes[::-1]
+            for mode in order:
+                run_dir = scratch / f"{workload}-{mode}-{r}"
+                started = time.perf_counter()
+                result = run_once(flags, mode, run_dir)
+                print(f"# {workload} {mode} round {r}: eval loss {result['evals'][-1][2]:.4f} "
+                      f"({time.perf_counter() - started:.0f} s)", flush=True)
+                results.setdefault((workload, mode), []).append(result)
+                params.setdefault(workload, parameter_count(run_dir))
+        report(workload, modes, results, params[workload], batch)
+        plot(workload, modes, results, args.plots)
+    return 0
+
+
+def report(workload: str, modes: list[str], results: dict[tuple[str, str], list[Any]],
+           params: int, batch: int) -> None:
+    """The markdown table of one workload (medians over rounds)."""
+    exact = results[(workload, "exact")]
+    exact_loss = statistics.median(r["evals"][-1][2] for r in exact)
+    exact_bytes = bytes_per_sample("exact", exact[0], params, batch)
+    print(f"\n{workload}: {params:,} parameters, B={batch}, {NPROC} islands of one rank, "
+          f"{exact[0]['last_step']} steps ({exact[0]['last_step'] * batch} samples)\n")
+    print("| mode | final eval loss (median) | vs exact | bytes/sample | fewer bytes | "
+          "samples/s (wall) |")
+    print("|---|---|---|---|---|---|")
+    for mode in modes:
+        runs = results[(workload, mode)]
+        loss = statistics.median(r["evals"][-1][2] for r in runs)
+        sent = bytes_per_sample(mode, runs[0], params, batch)
+        speed = statistics.median(r["last_step"] * batch / r["wall"] for r in runs)
+        losses = ", ".join(f"{r['evals'][-1][2]:.4f}" for r in runs)
+        print(f"| {mode} | {loss:.4f} ({losses}) | {loss / exact_loss - 1:+.1%} | "
+              f"{sent:,.0f} | {exact_bytes / sent:.0f}x | {speed:.1f} |")
+
+
+def plot(workload: str, modes: list[str], results: dict[tuple[str, str], list[Any]],
+         folder: Path) -> None:
+    """Held-out loss against samples and against wall time, every mode (first round)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(no plots: matplotlib is not installed)")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(10, 4))
+    for mode in modes:
+        evals = results[(workload, mode)][0]["evals"]
+        by_step.plot([s for s, _, _ in evals], [v for _, _, v in evals], marker=".", label=mode)
+        by_time.plot([t for _, t, _ in evals], [v for _, _, v in evals], marker=".", label=mode)
+    by_step.set_xlabel("global step (x global batch = samples)")
+    by_time.set_xlabel("wall seconds (unshaped loopback)")
+    for ax in (by_step, by_time):
+        ax.set_ylabel("held-out loss")
+        ax.legend()
+    fig.suptitle(f"{workload}: exact vs local (approximate)")
+    fig.tight_layout()
+    out = folder / f"lowcomm-{workload}.png"
+    fig.savefig(out, dpi=90)
+    print(f"plot: {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
+
+
+def shaped_main() -> int:
+    """Part 2: needs tests/remote/netns.py's LinkProfile, WIFI, GIGABIT and shape."""
+    try:
+        from tests.remote import netns
+        netns.LinkProfile, netns.WIFI, netns.GIGABIT, netns.shape  # noqa: B018
+    except (ImportError, AttributeError):
+        print("bench/lowcomm.py --shaped needs tests/remote/netns.py's LinkProfile, WIFI, "
+              "GIGABIT and shape(box, host_index, link) (shaped namespace links); this "
+              "checkout has no such API", file=sys.stderr)
+        return 2
+    print("bench/lowcomm.py --shaped: not written yet in this checkout", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

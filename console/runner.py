@@ -1,0 +1,66 @@
+"""Run one command's coroutine and end, whatever its leftovers do.
+
+``asyncio.run`` waits without limit for every task left when the command returns to finish
+cancelling, and for every thread of the default executor: one task that swallows its
+cancellation, or one thread blocked in a read, would keep ``corral run`` alive after it said
+"detached" (``tests/remote/test_ways_out_sshd.py``). Here the command's own result decides;
+its leftovers get ``TEARDOWN_S`` to end, and a process whose leftovers do not end exits with
+the command's status all the same, after naming what it left behind on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+TEARDOWN_S = 10.0
+"""How long the tasks and threads a finished command left may take to end."""
+
+
+def run_command(command: Coroutine[Any, Any, int]) -> int:
+    """The exit status of ``command``, run on a fresh event loop with a bounded teardown."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    status: int | None = None
+    try:
+        status = loop.run_until_complete(command)
+        return status
+    finally:
+        if not _teardown(loop):
+            names = sorted({task.get_name() for task in asyncio.all_tasks(loop)
+                            if not task.done()})
+            print(f"corral: leftovers did not end within {TEARDOWN_S:.0f} s "
+                  f"({', '.join(names) or 'a worker thread'}); exiting", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status if status is not None else _status(sys.exc_info()[1]))
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def _teardown(loop: asyncio.AbstractEventLoop) -> bool:
+    """Cancel what the command left, close async generators and the default executor, each
+    within ``TEARDOWN_S``; False when something did not end in time."""
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        _, late = loop.run_until_complete(asyncio.wait(pending, timeout=TEARDOWN_S))
+        if late:
+            return False
+    for closing in (loop.shutdown_asyncgens(), loop.shutdown_default_executor()):
+        try:
+            loop.run_until_complete(asyncio.wait_for(closing, TEARDOWN_S))
+        except (asyncio.TimeoutError, RuntimeError):
+            return False
+    return True
+
+
+def _status(raised: BaseException | None) -> int:
+    """The exit status of a command that raised ``raised``."""
+    if isinstance(raised, SystemExit):
+        return raised.code if isinstance(raised.code, int) else 1
+    return 130 if isinstance(raised, KeyboardInterrupt) else 1

@@ -1,0 +1,144 @@
+"""What of a user's folder travels: its code files, its links that stay inside it, within a
+size budget; never what the user did not mean to send.
+
+``walk_tree`` walks the folder as ``remote.hosts.push_ignore`` allows and sorts every entry:
+
+- a regular file is pushed;
+- a symbolic link whose target lies inside the folder is pushed as a link (relative, so it
+  points at the same file in every copy); one whose target lies outside it (``/etc/shadow``,
+  ``~/.ssh/id_ed25519``, a dataset elsewhere) or does not exist is never followed: it is left
+  out and named, so its target's bytes never leave this machine;
+- anything else (a FIFO, a socket, a device) is left out and named.
+
+``budget_problem`` names, before anything is read or sent, the files that take the folder past
+``PUSH_BUDGET_BYTES``, largest first, with the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from remote.hosts.push_ignore import IGNORE_FILE, is_ignored, patterns_for
+
+PUSH_BUDGET_BYTES = 64 * 2**20
+"""The most a pushed user folder may hold (64 MiB): it goes to every host and is copied into
+every host's working directory of a run (docs/scripts.md)."""
+CODE_TREE_MARKER = ".corral-complete"
+"""What marks a complete pushed tree (``remote.hosts.push.MARKER``): a folder of such trees (a
+local host's code cache inside the user's folder) is never pushed."""
+MAX_FILES = 20_000
+"""The most files a pushed folder may hold; the walk stops past it (a home directory launched
+from by mistake is named at once, not walked for minutes)."""
+NAMED_AT_MOST = 8
+"""The largest files a budget problem names one by one."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PushTree:
+    """A user folder's entries, sorted by what a push does with them."""
+
+    files: dict[str, int] = field(default_factory=dict)
+    """Relative POSIX path → size in bytes, for every regular file pushed."""
+    links: dict[str, str] = field(default_factory=dict)
+    """Relative POSIX path → its relative target, for every link pushed as a link."""
+    left_out: dict[str, str] = field(default_factory=dict)
+    """Relative POSIX path → why it is not pushed (a link out of the folder, a FIFO...)."""
+    truncated: bool = False
+    """The walk stopped at ``MAX_FILES`` files."""
+
+    @property
+    def size(self) -> int:
+        """Bytes of every pushed file."""
+        return sum(self.files.values())
+
+
+def _inside_target(folder: Path, path: Path) -> str | None:
+    """The link ``path``'s target relative to the link's own directory when it resolves to an
+    existing entry inside ``folder``; None otherwise."""
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    root = folder.resolve()
+    if target == root or not target.is_relative_to(root):
+        return None
+    return os.path.relpath(target, path.parent.resolve())
+
+
+def _code_cache(directory: Path) -> bool:
+    """Whether ``directory`` holds corral's pushed trees (``<workdir>/code``)."""
+    try:
+        return any((child / CODE_TREE_MARKER).exists() for child in directory.iterdir())
+    except OSError:
+        return False
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def walk_tree(folder: Path) -> PushTree:
+    """Every entry of ``folder`` a push considers, sorted into a ``PushTree``."""
+    own, every = patterns_for(folder)
+    tree = PushTree()
+    pending = [folder]
+    while pending and len(tree.files) <= MAX_FILES:  # not rglob: an ignored folder is not walked
+        directory = pending.pop()
+        for path in directory.iterdir():
+            rel = PurePosixPath(path.relative_to(folder).as_posix())
+            info = path.lstat()
+            is_dir = stat.S_ISDIR(info.st_mode)
+            is_package = is_dir and (path / "__init__.py").is_file()
+            if is_ignored(own if is_package else every, rel, is_dir):
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                target = _inside_target(folder, path)
+                if target is None:
+                    tree.left_out[str(rel)] = (f"a link to {os.readlink(path)}, outside the "
+                                               "folder (never followed)")
+                else:
+                    tree.links[str(rel)] = target
+            elif is_dir:
+                if not _code_cache(path):
+                    pending.append(path)
+            elif stat.S_ISREG(info.st_mode):
+                tree.files[str(rel)] = info.st_size
+            else:
+                tree.left_out[str(rel)] = _kind(info.st_mode)
+    return PushTree(files=dict(sorted(tree.files.items())), links=dict(sorted(tree.links.items())),
+                    left_out=dict(sorted(tree.left_out.items())),
+                    truncated=len(tree.files) > MAX_FILES)
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def budget_problem(folder: Path, tree: PushTree, budget: int = PUSH_BUDGET_BYTES) -> str | None:
+    """One message naming the largest files when ``tree`` holds more than ``budget`` bytes,
+    with the fix; None within it."""
+    if tree.truncated:
+        return (f"{folder} holds more than {MAX_FILES} files to push: is it the folder the "
+                "script belongs to? Launch from the repository's root, or set [run] code")
+    if tree.size <= budget:
+        return None
+    largest = sorted(tree.files.items(), key=lambda item: (-item[1], item[0]))[:NAMED_AT_MOST]
+    named = "; ".join(f"{rel} ({_mib(size)})" for rel, size in largest)
+    return (f"{folder} holds {_mib(tree.size)} to push, over the {_mib(budget)} budget of "
+            f"code that travels to every host: {named}. Leave data and outputs out (a line "
+            f"such as {largest[0][0]} or its folder in {folder / IGNORE_FILE}), and put them "
+            "on the hosts where the script reads them by path")
+
+
+def left_out_line(tree: PushTree) -> str | None:
+    """One line naming what the push leaves out of the folder although no pattern says so."""
+    if not tree.left_out:
+        return None
+    return "not pushed: " + "; ".join(f"{rel} ({why})" for rel, why in tree.left_out.items())

@@ -1,0 +1,122 @@
+"""A dead corral leaves nothing that blocks (issue 41 item 4): its launch lock is taken over
+with one line, its record left in a launch state reads ``failed`` with why, ``attach`` of its
+run returns at once, and ``corral stop`` of a launching run releases the lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from remote.hosts.pool import HostPool
+from remote.records.owner import owner_gone, process_start, this_owner
+from remote.records.runs import list_runs, read_run_info
+from remote.run import launch_lock
+
+try:
+    from test_launch_lock import _config
+    from test_ways_out_sshd import read_until
+except ImportError:  # collected as a package module
+    from tests.remote.test_launch_lock import _config  # type: ignore[no-redef]
+    from tests.remote.test_ways_out_sshd import read_until  # type: ignore[no-redef]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def dead_owner() -> str:
+    """The owner words of a process of this machine that has ended."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    return f"{socket.gethostname()} {gone.pid} {process_start(os.getpid())}"
+
+
+def test_an_owner_is_gone_only_when_its_process_is() -> None:
+    assert not owner_gone(this_owner())
+    assert owner_gone(dead_owner())
+    pid, start = this_owner().split()[1:]
+    assert owner_gone(f"{socket.gethostname()} {pid} {int(start) + 1}")  # a reused pid
+    assert not owner_gone(f"another-machine {pid} 1")  # cannot be checked from here
+
+
+async def test_a_dead_corrals_lock_is_taken_over_with_one_line(tmp_path: Path) -> None:
+    config = _config(tmp_path, tmp_path / "runs")
+    lock = Path(launch_lock.lock_path(config))
+    lock.mkdir(parents=True)
+    (lock / "owner").write_text(f"c-old {time.time():.0f} {dead_owner()}\n")
+    pool = HostPool(config)
+    try:
+        line = await launch_lock.acquire(pool, config, "c-new")
+        assert line is not None and "run c-old" in line and "is gone" in line
+        assert (lock / "owner").read_text().startswith("c-new ")
+        with pytest.raises(launch_lock.LaunchLocked):  # a live holder is never taken over
+            await launch_lock.acquire(pool, config, "c-third")
+    finally:
+        await pool.aclose()
+
+
+def test_a_record_left_launching_by_a_dead_corral_reads_failed(tmp_path: Path) -> None:
+    config = _config(tmp_path, tmp_path / "runs")
+    run_dir = tmp_path / "runs" / "c-1"
+    run_dir.mkdir(parents=True)
+    record = {"run_id": "c-1", "cluster": "c", "state": "launching", "started": 1.0,
+              "hosts": ["m"], "owner": dead_owner()}
+    (run_dir / "run.json").write_text(json.dumps(record))
+    info = read_run_info(config, "c-1")
+    assert info.state == "failed" and "ended while it was launching" in info.detail
+    assert "corral stop c-1" in info.detail and info.suspect_hosts == ("m",)
+    assert json.loads((run_dir / "run.json").read_text())["state"] == "failed"
+    live = {**record, "run_id": "c-2", "owner": this_owner()}
+    (tmp_path / "runs" / "c-2").mkdir()
+    (tmp_path / "runs" / "c-2" / "run.json").write_text(json.dumps(live))
+    assert {r.run_id: r.state for r in list_runs(config)} == {"c-1": "failed",
+                                                               "c-2": "launching"}
+
+
+def _cluster_toml(tmp_path: Path) -> Path:
+    path = tmp_path / "cluster.toml"
+    path.write_text(
+        f'[cluster]\nname = "d"\nmaster = "m"\nrun_root = "{tmp_path}/runs"\n\n'
+        f'[[hosts]]\nname = "m"\naddress = "local"\npython = "{sys.executable}"\n'
+        f'workdir = "{tmp_path}/work"\ngpus = 0\nnproc = 1\nthreads = 1\n\n'
+        "[run]\nsteps = 100000\nsamples = 64\nglobal_batch = 8\n", encoding="utf-8")
+    return path
+
+
+def corral(path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "console", "-c", str(path), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=path.parent,
+                          env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(ROOT)})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", ["checking", "pushing"])
+def test_after_kill_9_of_corral_run_nothing_blocks(tmp_path: Path, phase: str) -> None:
+    path = _cluster_toml(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "console", "-c", str(path), "run"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(ROOT)})
+    try:
+        read_until(proc, f"m: {phase}")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    (killed,) = [p.parent.name for p in (tmp_path / "runs").glob("*/run.json")]
+    began = time.monotonic()
+    attached = corral(path, "attach", killed, "--headless", timeout=60)
+    assert time.monotonic() - began < 15, attached.stdout
+    assert attached.returncode != 0, attached.stdout + attached.stderr
+    assert "ended while it was" in attached.stdout + attached.stderr
+    report = corral(path, "report", killed)
+    assert "Traceback" not in report.stdout + report.stderr
+    assert "running" not in json.loads((tmp_path / "runs" / killed / "run.json").read_text())[
+        "state"]
+    stopped = corral(path, "stop", killed, "--grace", "2")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert not list((tmp_path / "runs").glob(".launch-lock-*"))

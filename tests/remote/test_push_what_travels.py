@@ -1,0 +1,136 @@
+"""Only what the user meant travels: a link out of the pushed folder (to a file elsewhere, to a
+secret-looking key) is never followed and is named, a link inside it travels as a link, a FIFO
+is skipped without blocking the walk, and a 2 GB file beside the script is refused by the size
+budget before any byte is read, named with the fix."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from profiles.user_errors import UsageError
+from remote.config.task_code import USER_CODE_DIR
+from remote.hosts.push import build_bundle
+from remote.hosts.push_tree import PUSH_BUDGET_BYTES, left_out_line, walk_tree
+
+
+def _members(folder: Path) -> dict[str, tarfile.TarInfo]:
+    bundle = build_bundle(user_folder=folder)
+    with tarfile.open(fileobj=io.BytesIO(bundle.tar)) as tar:
+        return {m.name.removeprefix(f"{USER_CODE_DIR}/"): m for m in tar.getmembers()
+                if m.name.startswith(f"{USER_CODE_DIR}/")}
+
+
+def test_links_out_of_the_folder_are_never_followed_and_are_named(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    secret = home / ".ssh" / "id_ed25519"
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nnot for the hosts\n")
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("outside bytes\n")
+    train = tmp_path / "train"
+    (train / "lib").mkdir(parents=True)
+    (train / "train.py").write_text("print('hi')\n")
+    (train / "lib" / "real.py").write_text("X = 1\n")
+    (train / "key").symlink_to(secret)
+    (train / "notes.txt").symlink_to(elsewhere)
+    (train / "shadow").symlink_to("/etc/shadow")
+    (train / "alias.py").symlink_to("lib/real.py")  # inside: travels as a link
+    (train / "dangling").symlink_to(train / "gone")
+
+    members = _members(train)
+    assert sorted(members) == ["alias.py", "lib/real.py", "train.py"]
+    assert members["alias.py"].issym() and members["alias.py"].linkname == "lib/real.py"
+    bundle = build_bundle(user_folder=train)
+    assert b"not for the hosts" not in bundle.tar and b"outside bytes" not in bundle.tar
+    line = left_out_line(walk_tree(train))
+    assert line is not None
+    for name in ("key", "notes.txt", "shadow", "dangling"):
+        assert f"{name} (a link to " in line, line
+    assert str(secret) in line
+
+
+def test_a_fifo_is_skipped_and_named_without_blocking(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    os.mkfifo(tmp_path / "pipe")
+    started = time.monotonic()
+    assert sorted(_members(tmp_path)) == ["train.py"]  # opening the FIFO would block for ever
+    assert time.monotonic() - started < 30
+    assert left_out_line(walk_tree(tmp_path)) == "not pushed: pipe (a FIFO)"
+
+
+def test_a_2gb_file_beside_the_script_is_refused_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    with (tmp_path / "big.bin").open("wb") as sparse:  # 2 GB that takes no disk
+        sparse.truncate(2 * 2**30)
+    (tmp_path / "small.py").write_text("x = 1\n")
+    started = time.monotonic()
+    with pytest.raises(UsageError) as refused:
+        build_bundle(user_folder=tmp_path)
+    assert time.monotonic() - started < 5  # stat only: nothing read, nothing hashed
+    message = refused.value.message
+    assert "big.bin (2048.0 MiB)" in message and f"{PUSH_BUDGET_BYTES // 2**20}.0 MiB" in message
+    assert ".corralignore" in message and "small.py" in message  # named file by file
+
+
+async def test_a_push_prunes_old_unused_trees_and_keeps_the_recent_ones(tmp_path: Path) -> None:
+    from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
+    from remote.hosts.pool import HostPool
+    from remote.hosts.push import KEEP_DAYS, KEEP_TREES, MARKER, code_root, push_code
+
+    workdir = tmp_path / "work"
+    cache = Path(code_root(str(workdir)))
+    cache.mkdir(parents=True)
+    old = time.time() - (KEEP_DAYS + 1) * 86400
+    trees = [cache / f"{i:064x}" for i in range(KEEP_TREES + 3)]
+    for age, tree in enumerate(trees):  # trees[0] the most recently used
+        tree.mkdir()
+        (tree / MARKER).touch()
+        stamp = old - age if age >= KEEP_TREES - 1 else time.time() - age
+        os.utime(tree, (stamp, stamp))
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    config = ClusterConfig(path=tmp_path / "cluster.toml", cluster=ClusterSection(name="p"),
+                           hosts=(HostSection(name="h0", address="local",
+                                              workdir=str(workdir)),))
+    pool = HostPool(config)
+    try:
+        bundle = build_bundle(user_folder=tmp_path)
+        assert await push_code(await pool.get("h0"), bundle) is True
+    finally:
+        await pool.aclose()
+    left = {p.name for p in cache.iterdir()}
+    # the new tree and the 7 most recently used stay; older unused ones go
+    assert left == {bundle.digest, *(t.name for t in trees[:KEEP_TREES - 1])}
+
+
+def test_corral_check_names_the_folder_over_budget_and_what_is_left_out(tmp_path: Path) -> None:
+    from remote.checks.script_imports import left_out_items
+    from remote.config.read import parse_cluster
+
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    with (tmp_path / "big.bin").open("wb") as sparse:
+        sparse.truncate(2 * 2**30)
+    os.mkfifo(tmp_path / "pipe")
+    config = parse_cluster('[cluster]\nname = "s"\n[[hosts]]\nname = "a"\naddress = "local"\n'
+                           '[run]\nscript = "train.py"\n', path=tmp_path / "cluster.toml")
+    [over, left_out] = left_out_items(config)
+    assert not over.ok and "big.bin (2048.0 MiB)" in over.detail
+    assert left_out.ok and left_out.detail == "warning: not pushed: pipe (a FIFO)"
+
+
+def test_a_folder_with_too_many_files_is_named_without_walking_it_all(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from remote.hosts import push_tree
+
+    monkeypatch.setattr(push_tree, "MAX_FILES", 3)
+    for i in range(3):
+        (tmp_path / f"d{i}").mkdir()
+        for j in range(3):
+            (tmp_path / f"d{i}" / f"f{j}.py").write_text("x = 1\n")
+    with pytest.raises(UsageError, match="more than 3 files to push"):
+        build_bundle(user_folder=tmp_path)

@@ -1,0 +1,122 @@
+"""The import pre-flight helps instead of gating: it follows the script's own modules, reports
+optional imports (try/except, a condition, a function) without blocking, blocks on an
+unconditional missing one naming the right distribution and the interpreter that answered, has
+a warn-only key, and calls a module of the user's own that does not travel "not pushed"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from remote.checks.distributions import distribution
+from remote.checks.import_scan import CONDITIONAL, IN_FUNCTION, UNDER_TRY, scan
+from remote.checks.script_imports import judge_imports
+from remote.config.cluster import ClusterConfig
+from remote.config.read import parse_cluster
+
+HEAD = '[cluster]\nname = "s"\n[[hosts]]\nname = "a"\naddress = "local"\n'
+
+OPTIONAL_THREE_WAYS = """\
+import os
+import numpy
+from helpers import make
+try:
+    import apex
+except ImportError:
+    apex = None
+wandb_log = False
+if wandb_log:
+    import wandb
+
+
+def main():
+    import tensorboardX
+
+
+if __name__ == "__main__":
+    import hydra
+    main()
+"""
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+
+
+def _config(tmp_path: Path, run: str = "") -> ClusterConfig:
+    return parse_cluster(HEAD + '[run]\nscript = "train.py"\n' + run,
+                         path=tmp_path / "cluster.toml")
+
+
+def test_the_scan_follows_local_modules_and_sorts_each_use(tmp_path: Path) -> None:
+    _write(tmp_path, {"train.py": OPTIONAL_THREE_WAYS,
+                      "helpers.py": "import yaml\ntry:\n    import cv2\nexcept Exception:\n"
+                                    "    cv2 = None\n"})
+    uses = {u.name: (u.optional, u.where) for u in scan(tmp_path / "train.py", tmp_path).packages}
+    assert uses == {
+        "numpy": (None, "train.py:2"),
+        "apex": (UNDER_TRY, "train.py:5"),
+        "wandb": (CONDITIONAL, "train.py:10"),
+        "tensorboardX": (IN_FUNCTION, "train.py:14"),
+        "hydra": (None, "train.py:18"),  # the main guard is the script's own path
+        "yaml": (None, "helpers.py:1"),  # what its own modules import counts too
+        "cv2": (UNDER_TRY, "helpers.py:3"),
+    }
+
+
+def test_only_an_unconditional_missing_import_blocks_with_its_distribution(
+        tmp_path: Path) -> None:
+    _write(tmp_path, {"train.py": OPTIONAL_THREE_WAYS, "helpers.py": "make = 1\n"})
+    config = _config(tmp_path)
+    host = config.hosts[0]
+    everything_but_optional = '{"numpy": true, "hydra": true}'
+    [warning, good] = judge_imports(host, config, everything_but_optional, 0)
+    assert warning.ok and good.ok
+    assert warning.detail.startswith("warning: optional, not found by ")
+    for name, why in (("apex", UNDER_TRY), ("wandb", CONDITIONAL), ("tensorboardX", IN_FUNCTION)):
+        assert f"{name} ({why}" in warning.detail
+    assert " on a" in good.detail and "found by" in good.detail  # which interpreter answered
+
+    [_, blocked] = judge_imports(host, config, '{"numpy": true, "hydra": false}', 0)
+    assert not blocked.ok and "hydra (train.py:18)" in blocked.detail
+    assert "cannot find" in blocked.detail and " on a" in blocked.detail
+    assert "-m pip install hydra-core" in blocked.hint  # the distribution, not the module
+    [_, warned] = judge_imports(host, _config(tmp_path, 'imports_check = "warn"\n'), '{}', 0)
+    assert warned.ok and warned.detail.startswith("warning: ")
+
+
+def test_famous_mismatched_names_map_to_their_distributions() -> None:
+    # pip's names are case-insensitive: this machine's metadata may say PyYAML
+    assert [distribution(m).lower() for m in ("cv2", "PIL", "sklearn", "yaml", "bs4", "hydra")] == [
+        "opencv-python", "pillow", "scikit-learn", "pyyaml", "beautifulsoup4", "hydra-core"]
+    assert distribution("torch") == "torch"  # from this machine's installed metadata
+
+
+def test_a_src_layout_is_the_trees_own_and_what_it_imports_is_followed(tmp_path: Path) -> None:
+    _write(tmp_path, {
+        "train.py": "import sys\nsys.path.append('src')\nfrom training.loop import run\n"
+                    "import utils\n",
+        "src/training/__init__.py": "", "src/training/loop.py": "import numpy\n",
+        "src/utils/__init__.py": "import a_missing_dependency\n"})
+    uses = {u.name for u in scan(tmp_path / "train.py", tmp_path).packages}
+    assert uses == {"numpy", "a_missing_dependency"}  # never "pip install training utils"
+
+
+def test_a_module_of_the_users_own_that_does_not_travel_is_not_pushed(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    _write(repo, {"scripts/train.py": "import training\n", "src/training/__init__.py": ""})
+    config = parse_cluster(HEAD + '[run]\nscript = "scripts/train.py"\ncode = "scripts"\n',
+                           path=repo / "cluster.toml")
+    [item] = judge_imports(config.hosts[0], config, "{}", 0)
+    assert not item.ok and "your own training" in item.detail and "not pushed" in item.detail
+    assert "[run] code" in item.hint and "pip" not in item.hint
+
+
+def test_corrals_old_opt_in_name_taken_by_the_users_trainer_is_named(tmp_path: Path) -> None:
+    _write(tmp_path, {"train.py": "from trainer.integrations.hf import corral\n",
+                      "trainer.py": "class Trainer: pass\n"})
+    [item] = judge_imports(_config(tmp_path).hosts[0], _config(tmp_path), "{}", 0)
+    assert not item.ok and "import it as corral.hf" in item.detail
+    _write(tmp_path, {"train.py": "from corral.hf import corral\nimport trainer\n\n"})
+    assert judge_imports(_config(tmp_path).hosts[0], _config(tmp_path), "{}", 0) == []

@@ -1,0 +1,138 @@
+"""``--exchange local`` (approximate): real gloo ranks on CPU, simple_cnn.
+
+What a user relies on: the same seed gives the same result; a split inside an island changes
+nothing (the island is exact); islands are weighted by the samples they trained on; a run that
+died mid-round resumes to the uninterrupted run's parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from trainer_runs import (
+    REPO,
+    check,
+    events,
+    final_params,
+    launch,
+    launch_cmd,
+    max_rel_diff,
+    of_kind,
+    rank_env,
+)
+
+pytestmark = pytest.mark.slow
+
+LOCAL = ("--exchange", "local", "--samples", "512", "--global-batch", "32", "--seed", "3",
+         "--optimizer", "adamw", "--lr", "0.003", "--round-steps", "4")
+
+
+def test_same_seed_same_result_and_the_round_is_reported(tmp_path: Path) -> None:
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for run_dir in runs:
+        proc = launch(3, *LOCAL, "--islands", "0,1,1", "--steps", "24", "--run-dir",
+                      str(run_dir))
+        check(proc)
+    assert "APPROXIMATE run (--exchange local)" in proc.stdout
+    assert max_rel_diff(final_params(runs[0]), final_params(runs[1])) == 0.0
+    rounds = of_kind(events(runs[0], 0), "round")
+    # An equal split: island [1, 2] has twice island [0]'s ranks, so twice its inner steps.
+    assert [r["inner_steps"] for r in rounds] == [[3, 5]] * 3
+    assert rounds[-1]["step"] == 24 and rounds[-1]["islands"] == [[0], [1, 2]]
+    # Each round sends ~1x the float32 parameters per leader, against 8 all-reduces exact.
+    assert 0 < rounds[0]["bytes_per_sample"] == rounds[0]["exchanged_bytes"] / (8 * 32)
+    start = of_kind(events(runs[0], 0), "start")[0]
+    assert start["exact"] is False and "approximate" in start["exact_note"]
+
+
+def test_a_split_inside_an_island_changes_nothing(tmp_path: Path) -> None:
+    # Island 1 is one rank, or two ranks sharing its batches 16/16 or 8/24: the same worker.
+    runs = {"one": (2, "0,1", "32,32"), "even": (3, "0,1,1", "32,16,16"),
+            "uneven": (3, "0,1,1", "32,8,24")}
+    sgd = ("--optimizer", "sgd", "--lr", "0.05")  # AdamW's first steps amplify float rounding
+    for name, (ranks, islands, split) in runs.items():
+        check(launch(ranks, *LOCAL, *sgd, "--global-batch", "64", "--islands", islands, "--split",
+                     split, "--steps", "16", "--run-dir", str(tmp_path / name)))
+    one = final_params(tmp_path / "one")
+    assert max_rel_diff(one, final_params(tmp_path / "even")) <= 1e-5
+    assert max_rel_diff(one, final_params(tmp_path / "uneven")) <= 1e-5
+
+
+def test_the_outer_step_weights_islands_by_their_samples(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc-per-node=3", str(REPO / "tests" / "trainer" / "lowcomm_outer_check.py"),
+           str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, env=rank_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["values"] == [[3.0] * 4] * 3  # (1·32 + 4·64) / 96 on every rank
+    assert result["bytes"] == 4 * 4  # 2(n-1)/n of 4 float32 for 2 islands
+
+
+@pytest.mark.serial  # the inner steps follow measured speeds (tests/tiers.py)
+def test_a_twice_as_fast_island_trains_twice_the_samples(tmp_path: Path) -> None:
+    # Dynamic: the inner steps follow the measured speeds (rank 1 emulates a 2x slower device).
+    check(launch(2, *LOCAL, "--islands", "0,1", "--policy", "dynamic", "--slowdown", "1,2",
+                 "--round-steps", "6", "--steps", "60", "--run-dir", str(tmp_path)))
+    rounds = of_kind(events(tmp_path, 0), "round")
+    fast, slow = rounds[-1]["inner_steps"]
+    assert 1.5 <= fast / slow <= 2.6, rounds  # 2 in theory; the machine is shared
+    samples = [sum(e["local_batch"] for e in of_kind(events(tmp_path, r), "step")[-1:])
+               for r in (0, 1)]
+    assert samples == [fast * 32, slow * 32]
+
+
+def test_resume_after_a_death_mid_round_equals_the_uninterrupted_run(tmp_path: Path) -> None:
+    straight, died = tmp_path / "straight", tmp_path / "died"
+    flags = (*LOCAL, "--islands", "0,1,1", "--steps", "32", "--checkpoint-every", "8")
+    check(launch(3, *flags, "--run-dir", str(straight)))
+    # The same run killed mid-round after its step-8 checkpoint (slowed so it is caught there).
+    proc = subprocess.Popen(launch_cmd(3, *flags, "--slowdown", "4", "--run-dir", str(died)),
+                            cwd=REPO, env=rank_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        _wait_for(lambda: (died / "checkpoints" / "step-00000008.pt").is_file(), proc)
+        victim = of_kind(events(died, 2), "start")[0]["pid"]
+        os.kill(victim, signal.SIGKILL)  # island [1, 2] loses a rank mid-round
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0
+    newest = sorted((died / "checkpoints").glob("step-*.pt"))[-1].name
+    assert newest == "step-00000008.pt"
+    check(launch(3, *flags, "--resume", "--run-dir", str(died)))
+    assert [s["step"] for s in of_kind(events(died, 0), "start")][-1] == 8
+    assert max_rel_diff(final_params(straight), final_params(died)) <= 1e-6
+
+
+def _wait_for(condition, proc: subprocess.Popen[str], limit: float = 180) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert proc.poll() is None, "the run ended before the condition held"
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        time.sleep(0.1)
+
+
+def test_resume_from_a_round_end_checkpoint_continues_exactly(tmp_path: Path) -> None:
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    flags = (*LOCAL, "--islands", "0,1", "--steps", "24", "--checkpoint-every", "8")
+    check(launch(2, *flags, "--run-dir", str(straight)))
+    check(launch(2, *flags, "--run-dir", str(cut)))
+    for later in ("step-00000016.pt", "step-00000024.pt"):  # as if it died after step 8
+        (cut / "checkpoints" / later).unlink()
+        for extra in (cut / "checkpoints").glob(f"{later}.*"):
+            extra.unlink()
+    shutil.rmtree(cut / "final")
+    check(launch(2, *flags, "--resume", "--run-dir", str(cut)))
+    assert max_rel_diff(final_params(straight), final_params(cut)) <= 1e-6

@@ -1,0 +1,94 @@
+"""The plan of a local-exchange run: islands, inner steps by speed, the round length."""
+
+from __future__ import annotations
+
+import pytest
+from trainer_runs import trainer_main
+
+from trainer.lowcomm.plan import (
+    MAX_ROUND_STEPS,
+    RoundPlan,
+    bytes_per_sample,
+    exchange_seconds,
+    inner_steps,
+    island_split,
+    islands_of,
+    plan_round,
+    round_steps_for,
+)
+
+
+def test_islands_are_ordered_by_their_lowest_rank() -> None:
+    assert islands_of([1, 1, 0]) == ((0, 1), (2,))
+    assert islands_of([("0", "a"), ("1", "b"), ("0", "a")]) == ((0, 2), (1,))
+
+
+def test_an_islands_shares_are_the_split_scaled_to_the_whole_batch() -> None:
+    assert island_split((32, 8, 24), (1, 2), 64) == (16, 48)
+    assert island_split((32, 0, 0), (1, 2), 64) == (32, 32)  # no share given: equal
+
+
+def test_inner_steps_follow_speed_and_sum_to_the_round() -> None:
+    assert inner_steps([2.0, 1.0], 12) == (8, 4)  # twice as fast: twice the steps
+    assert sum(inner_steps([3.0, 1.0, 1.7], 25)) == 25
+
+
+def test_a_round_takes_consecutive_batches_and_the_last_round_what_is_left() -> None:
+    plan = plan_round(step=8, total_steps=100, round_steps=4, speeds=[1.0, 1.0])
+    assert plan == RoundPlan(first_step=9, steps=(4, 4))
+    assert list(plan.global_steps(0)) == [9, 10, 11, 12]
+    assert list(plan.global_steps(1)) == [13, 14, 15, 16]
+    last = plan_round(step=95, total_steps=100, round_steps=4, speeds=[3.0, 1.0])
+    assert sum(last.steps) == 5 and last.last_step == 100
+
+
+def test_the_round_is_long_enough_for_the_exchange_to_be_a_small_fraction() -> None:
+    # 16 s to exchange, 0.5 s per inner step, at most 5 %: 16·0.95/(0.05·0.5) = 608 -> capped.
+    assert round_steps_for(16.0, 0.5, 0.05) == MAX_ROUND_STEPS
+    h = round_steps_for(0.8, 0.1, 0.05)
+    assert h == 152 and 0.8 / (0.8 + h * 0.1) <= 0.05
+    assert round_steps_for(0.0, 0.1, 0.05) == 1
+
+
+def test_the_exchange_is_predicted_from_each_islands_link() -> None:
+    # 100 MB of parameters, two islands, the slower on 50 Mbit/s: 100e6·8/50e6 = 16 s.
+    assert exchange_seconds(100_000_000, [1000.0, 50.0]) == pytest.approx(16.0)
+    assert exchange_seconds(100_000_000, [1000.0]) == 0.0
+    assert bytes_per_sample(1000, 2, 10) == 100.0
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--exchange", "local", "--round-exchange", "1.5"], "--round-exchange 1.5 must be below 1"),
+    (["--exchange", "local", "--outer-momentum", "1"], "--outer-momentum 1.0 must be in [0, 1)"),
+    (["--exchange", "lokal"], "invalid choice"),
+])
+def test_bad_settings_are_named(argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert trainer_main(argv, monkeypatch) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_check_says_what_each_host_does_under_each_mode() -> None:
+    from trainer.balance.estimate import HostSpeed
+    from trainer.lowcomm.modes import host_modes, local_plan, modes_text
+
+    gbit, wifi = 1e9 / 8, 50e6 / 8
+    hosts = [HostSpeed(name=n, ranks=1, fixed_s=0.01, per_sample_s=0.002, link_bytes_per_s=link)
+             for n, link in (("a", gbit), ("b", gbit), ("laptop", wifi))]
+    # 100 MB of parameters: exact mode's ring over Wi-Fi would take 21 s a step.
+    modes = host_modes(hosts, 256, 100e6, 0.05)
+    assert modes is not None
+    laptop = modes[2]
+    assert not laptop.exact_pays
+    plan = local_plan(hosts, 256, 100e6, 0.05)
+    assert plan.exchange_s == pytest.approx(2 * 2 / 3 * 100e6 * 8 / 50e6)
+    assert plan.round_steps == MAX_ROUND_STEPS and plan.exchange_s / plan.round_s < 0.08
+    assert laptop.local_samples_per_s > 2.5 * laptop.exact_samples_per_s
+    assert laptop.local_adds_samples_per_s == pytest.approx(laptop.local_samples_per_s / 3)
+    text = modes_text(laptop, plan)
+    assert "exact: sits out" in text and "local (approximate): trains" in text
+    # A missing fact: no modes (the exact estimate names what to fix).
+    assert host_modes([*hosts[:2], HostSpeed(name="x", ranks=1, fixed_s=None,
+                                             per_sample_s=None, link_bytes_per_s=gbit)],
+                      256, 100e6, 0.05) is None
+

@@ -1,0 +1,125 @@
+"""A script without corral's opt-in, started by ``script_main`` under torchrun, gets a step
+event per optimizer step from torch's global hooks: every step counted, its samples the DDP
+module's input (accumulation counts every micro-batch), its loss left unread; a script that
+took no step ends with step 0; an emulated slowdown makes that rank's compute slower."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainer.events import EndEvent, StartEvent, StepEvent, events_path, parse_event
+from trainer.integrations.contract import RUN_DIR_ENV, SLOWDOWN_ENV
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+PLAIN_DDP = """\
+import logging, sys
+import torch, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+logging.basicConfig(level=logging.INFO)
+dist.init_process_group("gloo")
+model = DDP(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)))
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+steps, micro = int(sys.argv[1]), int(sys.argv[2])
+for step in range(steps):
+    for _ in range(micro):
+        x = torch.randn(5, 4)
+        model(x).pow(2).mean().backward()
+    opt.step()
+    opt.zero_grad()
+    with torch.no_grad():
+        model(torch.randn(3, 4))  # an evaluation pass: not a training sample
+    logging.getLogger(__name__).info("step %d", step)
+"""
+
+
+def run_plain(tmp_path: Path, script: str, args: list[str], nproc: int = 2,
+              slowdown: str = "") -> tuple[subprocess.CompletedProcess[str], Path]:
+    (tmp_path / "train.py").write_text(script)
+    run_dir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    if slowdown:
+        env[SLOWDOWN_ENV] = slowdown
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone",
+         f"--nproc-per-node={nproc}", "-m", "trainer.integrations.script_main", "--run-dir",
+         str(run_dir), str(tmp_path / "train.py"), *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
+    return done, run_dir
+
+
+def events_of(run_dir: Path, rank: int) -> list[object]:
+    lines = events_path(run_dir, rank).read_text().splitlines()
+    return [parse_event(line) for line in lines]
+
+
+def test_every_optimizer_step_of_a_plain_ddp_script_is_an_event(tmp_path: Path) -> None:
+    done, run_dir = run_plain(tmp_path, PLAIN_DDP, ["12", "2"])
+    assert done.returncode == 0, done.stderr
+    assert RUN_DIR_ENV  # the run directory reached the ranks through script_main
+    for rank in (0, 1):
+        events = events_of(run_dir, rank)
+        assert isinstance(events[0], StartEvent) and events[0].task == "script"
+        steps = [e for e in events if isinstance(e, StepEvent)]
+        assert [e.step for e in steps] == list(range(1, 13))
+        # two micro-batches of 5 per step; the no_grad pass is not counted
+        assert {e.local_batch for e in steps} == {10}
+        assert all(e.loss is None and e.step_s > 0 for e in steps)
+        end = events[-1]
+        assert isinstance(end, EndEvent) and end.status == "completed" and end.step == 12
+
+
+NO_STEP = """\
+import torch.distributed as dist
+dist.init_process_group("gloo")
+print("need 2 GPUs, exiting", flush=True)
+"""
+
+
+def test_a_script_that_never_steps_ends_at_step_0(tmp_path: Path) -> None:
+    done, run_dir = run_plain(tmp_path, NO_STEP, [])
+    assert done.returncode == 0, done.stderr
+    events = events_of(run_dir, 0)
+    assert not [e for e in events if isinstance(e, StepEvent)]
+    assert isinstance(events[-1], EndEvent) and events[-1].step == 0
+
+
+SLEEPY = """\
+import sys, time
+import torch, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+dist.init_process_group("gloo")
+model = DDP(torch.nn.Linear(4, 1))
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+for step in range(int(sys.argv[1])):
+    deadline = time.process_time() + 0.02  # 20 ms of the rank's own work
+    while time.process_time() < deadline:
+        pass
+    model(torch.randn(5, 4)).sum().backward()
+    opt.step()
+    opt.zero_grad()
+"""
+
+
+@pytest.mark.serial  # judged by measured step times (tests/tiers.py)
+def test_a_slowdown_emulates_a_slower_rank_of_a_plain_script(tmp_path: Path) -> None:
+    done, run_dir = run_plain(tmp_path, SLEEPY, ["10"], slowdown="1.0,4.0")
+    assert done.returncode == 0, done.stderr
+    compute = {}
+    for rank in (0, 1):
+        events = events_of(run_dir, rank)
+        assert isinstance(events[0], StartEvent) and events[0].slowdown == (1.0, 4.0)[rank]
+        steps = [e for e in events if isinstance(e, StepEvent)][1:]  # the first warms up
+        compute[rank] = sorted(e.compute_s for e in steps)[len(steps) // 2]
+    # rank 1 emulates a device 4x slower: its compute is 4x its own work (bounds generous)
+    assert compute[1] > 2.5 * compute[0], compute

@@ -1,0 +1,38 @@
+"""The ``round`` event of ``--exchange local``: one of trainer/events.py's kinds
+(docs/events.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundEvent:
+    """Rank 0, ``--exchange local`` (APPROXIMATE): a round of inner steps and its exchange
+    ended (docs/lowcomm.md)."""
+
+    kind: ClassVar[str] = "round"
+    t: float
+    rank: int
+    step: int
+    """The global step the round ended at (global batches consumed by every island so far)."""
+    first_step: int
+    """The global step of the round's first batch."""
+    inner_steps: tuple[int, ...]
+    """Inner steps each island took, in island order (in proportion to its speed)."""
+    islands: tuple[tuple[int, ...], ...]
+    """The ranks of each island."""
+    inner_s: tuple[float, ...] = ()
+    """Each island's time for its inner steps (emulated slowdown included)."""
+    round_s: float
+    """Wall time of the round on rank 0: inner steps, then the exchange."""
+    exchange_s: float
+    """The exchange's time: the shortest of the island leaders' (the last to arrive waits for
+    nobody)."""
+    exchanged_bytes: int
+    """Bytes each island leader sent in the round's exchange between islands."""
+    bytes_per_sample: float
+    """``exchanged_bytes`` per sample the round trained on."""
+    round_steps: int
+    """Inner steps per island on average the next round plans (chosen or given)."""

@@ -1,0 +1,217 @@
+"""The training loop of ``--exchange local`` (APPROXIMATE; docs/lowcomm.md).
+
+Reads like trainer/train.py's: build model and optimizer, maybe resume, then rounds until the
+run's last step. A round: each island trains its inner steps (``RoundPlan``) on the run's
+global batches with the run's optimizer, the ranks of an island exactly data-parallel (the
+summed gradient over the island divided by its loss units, as the exact mode does over the
+world); then one outer step over the islands (trainer/lowcomm/outer.py); then one small
+all-gather of every rank's tally. Every rank runs the same number of rounds and reaches every
+collective in the same order. Checkpoints, evaluations and the stop request happen at a round's
+end, where every rank holds the same parameters.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from profiles.user_errors import UsageError
+from trainer.balance.solve import equal_split
+from trainer.checkpoint.checkpointer import RunState, restore, resume, write_final
+from trainer.dist import RankInfo, on_any_rank, print0
+from trainer.evaluate import Evaluator, held_out
+from trainer.events import EventWriter, RoundEvent, StartEvent
+from trainer.lowcomm.outer import IslandGroups, OuterStep
+from trainer.lowcomm.plan import (
+    FIRST_ROUND_STEPS,
+    RoundPlan,
+    island_split,
+    islands_of,
+    plan_round,
+    round_steps_for,
+)
+from trainer.lowcomm.saving import RoundSaver
+from trainer.lowcomm.steps import InnerSteps, RoundTally
+from trainer.placement import Placement
+from trainer.settings.train_config import TrainConfig
+from trainer.step.batch_order import GlobalBatchOrder
+from trainer.step.optim import OptimizerStep, make_optimizer
+from trainer.step.slowdown import emulates
+from trainer.step_report import LossTally, OptimizerFacts, global_loss_of, report_step
+from trainer.stopping import StopSignals, check_finite_loss
+from trainer.tasks import Task, trainable_parameters
+from trainer.tasks.loader import task_label
+
+APPROXIMATE = "approximate: --exchange local (islands average their changes every round)"
+"""The start event's ``exact_note`` of a local run."""
+
+
+def island_ids(config: TrainConfig, world: int) -> list[Any]:
+    """Every rank's island: ``--islands``, else its torchrun node (one host), gathered."""
+    if config.islands is not None:
+        return list(config.islands)
+    mine = (os.environ.get("GROUP_RANK", "0"), socket.gethostname())
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, mine)
+    return gathered
+
+
+class LocalTrainer:
+    """One rank of a local-exchange run, after it joined the process group."""
+
+    def __init__(self, config: TrainConfig, info: RankInfo, device: torch.device, backend: str,
+                 task: Task, order: GlobalBatchOrder, events: EventWriter, stop: StopSignals,
+                 run: RunState, placement: Placement | None = None) -> None:
+        """``placement``: where this rank runs (applied before; the exact loop's signature)."""
+        if config.micro_batch is not None:  # every rank stops here, before its first collective
+            raise UsageError("--micro-batch is not supported with --exchange local yet; "
+                             "lower --global-batch instead")
+        self.config, self.task, self.order, self.run = config, task, order, run
+        self.rank, self.world, self.device, self.events = info.rank, info.world_size, device, events
+        self.stop = stop
+        self.model = task.model.to(device).train()
+        self.parameters = trainable_parameters(task)
+        if not self.parameters:
+            raise UsageError(f"the {config.task} task has no parameter to train")
+        self.optimizer = make_optimizer(config, self.parameters)
+        # world 1: the island's summed gradient is divided by the island's units alone.
+        self.optim_step = OptimizerStep(config, self.optimizer, self.parameters, device, 1,
+                                        run.total_steps)
+        self.groups = IslandGroups(islands_of(island_ids(config, self.world)), self.rank)
+        self.outer = OuterStep(self.parameters, self.groups, lr=config.outer_lr,
+                               momentum=config.outer_momentum)
+        split = config.split or equal_split(config.global_batch, self.world)
+        self.split = split
+        self.speeds = [float(sum(split[r] for r in ranks)) for ranks in self.groups.islands]
+        """Each island's speed, the inner steps' weights: the split's shares (``static``),
+        measured every round (``dynamic``) or after the first (``proportional``)."""
+        self.round_steps: int | None = config.round_steps
+        self.inner = InnerSteps(
+            config, task=task, order=order, model=self.model, parameters=self.parameters,
+            optim_step=self.optim_step, groups=self.groups, device=device, rank=self.rank,
+            shares=island_split(split, self.groups.ranks, config.global_batch),
+            emulated=on_any_rank(emulates(config.slowdown, config.slowdown_at), device))
+        self.saver = RoundSaver(config, rank=self.rank, events=events, model=self.model,
+                                optimizer=self.optimizer, optim_step=self.optim_step,
+                                outer=self.outer, groups=self.groups)
+        resumed = resume(config, rank=self.rank, device=device)
+        restore(resumed, model=self.model, optimizer=self.optimizer,
+                load_training=self.optim_step.load_state_dict, run=run, world=self.world,
+                policy=config.policy)
+        if resumed is not None:
+            self.speeds, self.round_steps = self.saver.load(resumed[1], device, self.speeds,
+                                                            self.round_steps)
+        self.evaluator = Evaluator(
+            task=task, data=held_out(task, config.eval_samples, config.task),
+            every=config.eval_every, model=self.model, rank=self.rank, device=device,
+            precision=config.precision, micro_batch=(None,), events=events,
+        ) if config.eval_every else None
+        self._announce(backend, resumed[0] if resumed else None)
+
+    def _announce(self, backend: str, resumed_from: str | None) -> None:
+        config, run = self.config, self.run
+        model, dataset = task_label(config)
+        self.events.emit(StartEvent(
+            t=time.time(), rank=self.rank, world_size=self.world,
+            local_rank=int(os.environ.get("LOCAL_RANK", "0")), host=socket.gethostname(),
+            pid=os.getpid(), device=str(self.device), device_name=str(self.device),
+            backend=backend, model=model, dataset=dataset, global_batch=config.global_batch,
+            split=tuple(self.split), policy=config.policy, step=run.step,
+            total_steps=run.total_steps, steps_per_epoch=self.order.steps_per_epoch,
+            threads=torch.get_num_threads(), slowdown=self.inner.slowdown.factor_at(run.step + 1),
+            resumed_from=resumed_from, task=config.task, precision=config.precision,
+            exact=False, exact_note=APPROXIMATE, exchange="local"))
+        islands = " | ".join(",".join(map(str, r)) for r in self.groups.islands)
+        print0(f"corral trainer: APPROXIMATE run (--exchange local): {self.world} ranks "
+               f"({backend}) in {len(self.groups.islands)} islands [{islands}], {model} on "
+               f"{dataset}, B={config.global_batch}, steps {run.step}->{run.total_steps}")
+
+    def fit(self) -> None:
+        """Rounds until the run's last step or a stop request, then the final result."""
+        run = self.run
+        while run.step < run.total_steps and not run.stopping:
+            before = run.step
+            plan = plan_round(run.step, run.total_steps,
+                              self.round_steps or FIRST_ROUND_STEPS, self.speeds)
+            started = time.perf_counter()
+            mine = self.inner.run_round(plan)
+            exchange_started = time.perf_counter()
+            self.outer.step([n * self.config.global_batch for n in plan.steps])
+            mine.exchange_s = time.perf_counter() - exchange_started
+            mine.stop = 1.0 if self.stop.signum is not None else 0.0
+            tallies = self._gather(mine)
+            run.step = plan.last_step
+            run.stopping = any(t.stop > 0 for t in tallies)
+            check_finite_loss(sum(t.loss_sum for t in tallies), run)
+            self._learn(plan, tallies)
+            self._report(plan, mine, tallies, time.perf_counter() - started)
+            self._evaluate(before)
+            self.saver.save(run, before, self.speeds, self.round_steps)
+        self.saver.save(run, run.step - 1, self.speeds, self.round_steps, last=True)
+        if self.rank == 0 and run.step == run.total_steps:
+            print0(f"corral trainer: the trained result is in "
+                   f"{write_final(self.task, self.model, self.config.run_dir)}")
+        dist.barrier()
+
+    def _gather(self, mine: RoundTally) -> list[RoundTally]:
+        """Every rank's tally of the round, by rank (one small all-gather)."""
+        local = torch.tensor(mine.as_list(), dtype=torch.float64)
+        parts = [torch.zeros_like(local) for _ in range(self.world)]
+        dist.all_gather(parts, local)
+        return [RoundTally.from_list(p.tolist()) for p in parts]
+
+    def _learn(self, plan: RoundPlan, tallies: list[RoundTally]) -> None:
+        """From the round's measurements (the same on every rank, so every rank decides the
+        same): the islands' speeds and, when not given, the round length."""
+        leaders = [tallies[ranks[0]] for ranks in self.groups.islands]
+        measure = (self.config.policy == "dynamic"
+                   or (self.config.policy == "proportional" and plan.first_step == 1))
+        if measure:
+            self.speeds = [n / t.inner_s if n and t.inner_s > 0 else old
+                           for n, t, old in zip(plan.steps, leaders, self.speeds, strict=True)]
+        if self.round_steps is None and len(leaders) > 1:
+            steps_per_island = sum(plan.steps) / len(plan.steps)
+            step_s = max(t.inner_s for t in leaders) / max(steps_per_island, 1)
+            exchange_s = min(t.exchange_s for t in leaders)
+            self.round_steps = round_steps_for(exchange_s, step_s, self.config.round_exchange)
+        elif self.round_steps is None:
+            self.round_steps = FIRST_ROUND_STEPS
+
+    def _report(self, plan: RoundPlan, mine: RoundTally, tallies: list[RoundTally],
+                round_s: float) -> None:
+        """Every rank its ``step`` event for the round; rank 0 the ``round`` event."""
+        run, config = self.run, self.config
+        losses = [LossTally(loss_sum=t.loss_sum, units=t.units) for t in tallies]
+        report_step(self.events, rank=self.rank, step=run.step,
+                    epoch=self.order.epoch_of(run.step), local_batch=int(mine.samples),
+                    tallies=losses, compute_s=mine.inner_s, step_s=round_s,
+                    optimizer=OptimizerFacts(lr=self.optim_step.schedule.lr_at(run.step)))
+        if self.rank != 0:
+            return
+        samples = sum(plan.steps) * config.global_batch
+        sent = self.outer.exchanged_bytes()
+        leaders = [tallies[ranks[0]] for ranks in self.groups.islands]
+        self.events.emit(RoundEvent(
+            t=time.time(), rank=0, step=run.step, first_step=plan.first_step,
+            inner_steps=plan.steps, islands=self.groups.islands, round_s=round_s,
+            inner_s=tuple(round(t.inner_s, 6) for t in leaders),
+            exchange_s=min(t.exchange_s for t in leaders), exchanged_bytes=sent,
+            bytes_per_sample=sent / samples, round_steps=self.round_steps or 0))
+        print0(f"step {run.step}/{run.total_steps} loss {global_loss_of(losses):.4f} "
+               f"{samples / round_s:.1f} samples/s (approximate) round "
+               f"{'+'.join(map(str, plan.steps))} inner steps, {round_s:.2f} s, "
+               f"{sent / samples:.0f} bytes/sample exchanged")
+
+    def _evaluate(self, before: int) -> None:
+        """The held-out set when the round crossed a multiple of ``eval_every`` or ended the
+        run (every rank: it is collective)."""
+        run, every = self.run, self.config.eval_every
+        if self.evaluator is None:
+            return
+        if run.step // every > before // every or run.step == run.total_steps:
+            self.evaluator.run(run.step, self.split)
