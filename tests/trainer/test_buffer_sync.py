@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from trainer.step.flat_collectives import BufferSync
+from trainer.step.flat_collectives import BufferSync, all_reduce_mean
 
 pytestmark = pytest.mark.slow  # two processes in a gloo group
 
@@ -43,6 +43,7 @@ def _rank(rank: int, store: str, out: str) -> None:
     torch.save({"before": before, "after_forward": after_forward, "after_sync": after_sync,
                 "buffers": {k: v.clone() for k, v in batch_norm.state_dict().items()}},
                f"{out}/rank-{rank}.pt")
+    dist.barrier()  # leave together (see tests/trainer/lowcomm_outer_check.py)
     dist.destroy_process_group()
 
 
@@ -58,3 +59,36 @@ def test_changed_buffers_become_rank_0s_and_constant_ones_cost_nothing(tmp_path:
     rank0, rank1 = (r["buffers"] for r in results)
     for name in ("running_mean", "running_var", "num_batches_tracked"):
         assert torch.equal(rank0[name], rank1[name]), name
+
+
+def _alone_in_its_set(rank: int, store: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=3)
+    alone = dist.new_group([1])  # the active set of split 0,B,0 (every rank makes it)
+    if rank == 1:
+        calls: list[str] = []
+        for name in ("all_reduce", "broadcast", "all_gather"):
+            original = getattr(dist, name)
+            setattr(dist, name, lambda *a, _n=name, _o=original, **k: (calls.append(_n),
+                                                                        _o(*a, **k))[1])
+        torch.manual_seed(0)
+        batch_norm = nn.BatchNorm1d(4)
+        batch_norm(torch.randn(8, 4)).square().sum().backward()
+        own = [p.grad.clone() for p in batch_norm.parameters()]
+        all_reduce_mean(list(batch_norm.parameters()), 3, alone)
+        sync = BufferSync(batch_norm)
+        batch_norm(torch.randn(8, 4))
+        sync.sync(1, alone)
+        torch.save({"calls": calls, "own": own, "after": [p.grad for p in batch_norm.parameters()],
+                    "changed": bool(sync.changed())}, f"{out}/alone.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_a_rank_alone_in_its_active_set_exchanges_nothing(tmp_path: Path) -> None:
+    mp.spawn(_alone_in_its_set, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=3,
+             join=True)
+    result = torch.load(tmp_path / "alone.pt")
+    assert result["calls"] == []  # no gradient all-reduce, no buffer broadcast
+    for own, after in zip(result["own"], result["after"], strict=True):
+        assert torch.equal(after, own / 3)  # DDP's sum over ranks divided by the world
+    assert result["changed"] is False  # the sync took the new statistics as the reference

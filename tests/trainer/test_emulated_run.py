@@ -22,6 +22,7 @@ def _rank(rank: int, store: str, out: str, factors: tuple[float, float]) -> None
     own = (factors[rank],)  # as a cluster launch gives each host its own factor
     told = on_any_rank(emulates(own), torch.device("cpu"))
     Path(out, f"rank-{rank}").write_text(f"{emulates(own)} {told}")
+    dist.barrier()  # leave together (see tests/trainer/lowcomm_outer_check.py)
     dist.destroy_process_group()
 
 
