@@ -159,13 +159,20 @@ async def push_code(transport: Transport, bundle: CodeBundle, *,
     if present:
         return False
     parent = shell_path(code_root(transport.host.workdir))
-    # Unpack beside the final directory, mark complete, then rename: atomic on one filesystem.
-    # A concurrent push of the same tree loses the rename race harmlessly.
+    # Unpack beside the final directory, mark complete, then rename it into place: atomic on
+    # one filesystem. Hosts that share a workdir (local hosts, one home over NFS) may push the
+    # same tree at once: `mv -T` refuses to land on a directory that exists, so the first rename
+    # wins and the others drop their copy, and nobody removes a tree another host may be using.
+    # A tree without its marker (not made by a push) is set aside before ours takes its place.
     script = (
         f"set -e; mkdir -p {parent}; tmp=$(mktemp -d {parent}/.push.XXXXXX); "
         f'trap \'rm -rf "$tmp"\' EXIT; tar -x -f - -C "$tmp"; touch "$tmp"/{shlex.quote(MARKER)}; '
-        f"if [ ! -e {marker} ]; then rm -rf {final}; mv \"$tmp\" {final}; fi; "
-        f"{prune_command(transport.host.workdir)}"
+        f'if [ ! -e {marker} ] && ! mv -T "$tmp" {final} 2>/dev/null && [ ! -e {marker} ]; then '
+        f"old=$(mktemp -d {parent}/.stale.XXXXXX); "
+        f'mv -T {final} "$old/tree" 2>/dev/null || true; rm -rf "$old"; '
+        f'mv -T "$tmp" {final} 2>/dev/null || true; fi; '
+        f"test -e {marker} || {{ echo \"corral: the pushed tree did not land in \"{final} >&2; "
+        f"exit 1; }}; {prune_command(transport.host.workdir)}"
     )
     await transport.run(script, check=True, timeout=PUSH_TIMEOUT_S, input=bundle.tar)
     return True

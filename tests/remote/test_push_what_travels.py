@@ -1,7 +1,8 @@
 """Only what the user meant travels: a link out of the pushed folder (to a file elsewhere, to a
 secret-looking key) is never followed and is named, a link inside it travels as a link, a FIFO
 is skipped without blocking the walk, and a 2 GB file beside the script is refused by the size
-budget before any byte is read, named with the fix."""
+budget before any byte is read, named with the fix. Hosts sharing one code cache push the
+same tree at once and it lands whole."""
 
 from __future__ import annotations
 
@@ -106,6 +107,70 @@ async def test_a_push_prunes_old_unused_trees_and_keeps_the_recent_ones(tmp_path
     left = {p.name for p in cache.iterdir()}
     # the new tree and the 7 most recently used stay; older unused ones go
     assert left == {bundle.digest, *(t.name for t in trees[:KEEP_TREES - 1])}
+
+
+async def test_hosts_sharing_a_workdir_push_one_tree_at_once_and_it_lands_whole(
+        tmp_path: Path) -> None:
+    # Local hosts (or one home over NFS) share the code cache: their pushes race to place the
+    # same tree. Every push succeeds, the tree is complete, and no copy is left inside it.
+    import asyncio
+
+    from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
+    from remote.hosts.pool import HostPool
+    from remote.hosts.push import MARKER, code_dir, code_root, push_code
+
+    workdir = tmp_path / "work"
+    hosts = tuple(HostSection(name=f"h{i}", address="local", workdir=str(workdir))
+                  for i in range(4))
+    pool = HostPool(ClusterConfig(path=tmp_path / "cluster.toml",
+                                  cluster=ClusterSection(name="p"), hosts=hosts))
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    for i in range(200):  # enough to unpack that the hosts' pushes overlap
+        (folder / f"m{i}.py").write_text("y = 2\n" * 200)
+    try:
+        transports = [await pool.get(host.name) for host in hosts]
+        for version in range(8):
+            (folder / "train.py").write_text(f"print({version})\n")
+            bundle = build_bundle(user_folder=folder)
+            await asyncio.gather(*(push_code(t, bundle, present=False) for t in transports))
+            tree = Path(code_dir(str(workdir), bundle.digest))
+            assert (tree / MARKER).exists()
+            assert (tree / USER_CODE_DIR / "train.py").read_text() == f"print({version})\n"
+            assert sorted(p.name for p in tree.iterdir()) == sorted([MARKER, *{
+                name.split("/")[0] for name in _members_names(bundle.tar)}])
+        assert not [p.name for p in Path(code_root(str(workdir))).iterdir()
+                    if p.name.startswith(".")]
+    finally:
+        await pool.aclose()
+
+
+def _members_names(tar_bytes: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        return tar.getnames()
+
+
+async def test_a_tree_left_without_its_marker_is_replaced_by_the_push(tmp_path: Path) -> None:
+    from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
+    from remote.hosts.pool import HostPool
+    from remote.hosts.push import MARKER, code_dir, push_code
+
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    bundle = build_bundle(user_folder=tmp_path)
+    workdir = tmp_path / "work"
+    broken = Path(code_dir(str(workdir), bundle.digest))
+    (broken / USER_CODE_DIR).mkdir(parents=True)
+    (broken / USER_CODE_DIR / "train.py").write_text("half")
+    pool = HostPool(ClusterConfig(path=tmp_path / "cluster.toml",
+                                  cluster=ClusterSection(name="p"),
+                                  hosts=(HostSection(name="h0", address="local",
+                                                     workdir=str(workdir)),)))
+    try:
+        assert await push_code(await pool.get("h0"), bundle) is True
+    finally:
+        await pool.aclose()
+    assert (broken / MARKER).exists()
+    assert (broken / USER_CODE_DIR / "train.py").read_text() == "print('hi')\n"
 
 
 def test_corral_check_names_the_folder_over_budget_and_what_is_left_out(tmp_path: Path) -> None:
