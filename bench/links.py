@@ -26,6 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,6 +39,8 @@ sys.path.insert(0, str(REPO))
 
 from tests.remote import netns  # noqa: E402
 
+KEEP_RUNS = os.environ.get("CORRAL_BENCH_KEEP_RUNS")
+"""A folder to copy each run's directory into (events, logs), to see what a run decided."""
 RUN = ('model = "simple_cnn"\ndataset = "synthetic_image"\nsamples = 960\nglobal_batch = 48\n'
        'steps = {steps}\ncheckpoint_every = 1000\n')
 
@@ -121,6 +125,8 @@ def run_throughput(box: netns.NetnsCluster, steps: int, warmup: int) -> tuple[fl
         raise RuntimeError((done.stdout + done.stderr)[-3000:])
     run_dir = next(p for p in (box.root / "runs").glob("*") if p not in before
                    and (p / "run.json").is_file())
+    if KEEP_RUNS:
+        shutil.copytree(run_dir, Path(KEEP_RUNS) / f"{run_dir.name}-{len(before)}")
     step_s: dict[int, float] = {}
     batch, last_shares = 0, {}
     for path in run_dir.rglob("rank-*.jsonl"):

@@ -176,12 +176,12 @@ class Trainer:
             device_name=self.device_name, resumed_split=resumed_split)
         run.split, self.micro_batch = first_split.split, first_split.micro_batch
         check_syncbatch_passes(config.resolved_norm, self.micro_batch, run.split)
-        self.balancer = self._balancer(first_split.max_batch, balancer_state)
         self._announce(backend, first_split, resumed_from)
 
         self._wrap_model(config, device)
         self._previous: tuple[int, tuple[int, ...]] | None = None  # (step, split): _observe
         self.active = self._active_steps()
+        self.balancer = self._balancer(first_split.max_batch, balancer_state)
         self.runner = ShareRunner(ddp=self.ddp, model=self.model, task=task, order=order,
                                   parameters=self.parameters, rank=self.rank, world=self.world,
                                   device=device, precision=config.precision, clock=self.clock,
@@ -230,8 +230,9 @@ class Trainer:
         """Rank 0's balancer. Memory caps learnt from stored profiles bind every later split."""
         if self.rank != 0:
             return None
-        balancer = Balancer(rank0_config(self.config, self.world, max_batch, self.micro_batch),
-                            self.run.split)
+        links = self.active.set.link_mbit
+        balancer = Balancer(rank0_config(self.config, self.world, max_batch, self.micro_batch,
+                                         links if any(links) else None), self.run.split)
         if saved is not None:
             balancer.load_state_dict(saved)
         return balancer

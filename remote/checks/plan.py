@@ -25,7 +25,7 @@ from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.hosts.cpu_placement import HostCpuFacts, HostCpuPlan, host_plans
 from remote.hosts.ssh import resolve_endpoint
-from trainer.balance.links import PairLink
+from trainer.balance.links import PairLink, host_links
 from trainer.settings.run_settings import Precision, device_precision
 
 Device = Literal["cpu", "cuda"]
@@ -115,6 +115,8 @@ class HostPlan:
     """torchrun's ``--local-addr``: the address the other hosts reach this one at."""
     cpu: HostCpuPlan | None = None
     """The host's allocator environment and core flags (``remote.hosts.cpu_placement``)."""
+    link_mbit: float | None = None
+    """The host's link in Mbit/s as the full-mesh check measured it (None: not measured)."""
     precision: str = "auto"
     """What ``[run] precision`` means on this host (``precision_for``); ``auto`` or ``tf32``
     when its GPUs' compute capability is not known (each rank then decides for its device)."""
@@ -200,6 +202,7 @@ def plan_cluster(config: ClusterConfig, facts: LaunchFacts, master_addr: str) ->
     nprocs = {h.name: nproc_for(h, facts.gpus.get(h.name)) for h in config.hosts}
     devices = {h.name: devices_for(h, facts.gpus.get(h.name)) for h in config.hosts}
     cpu = host_plans(config, facts.cpu, nprocs, {n: d[1] for n, d in devices.items()})
+    links = host_links(facts.links)  # bytes/s
     places: list[HostPlan] = []
     first_rank = 0
     for node_rank, host in enumerate(config.hosts):
@@ -210,7 +213,8 @@ def plan_cluster(config: ClusterConfig, facts: LaunchFacts, master_addr: str) ->
             precision=precision_for(config.run.precision, device, used,
                                     facts.bf16.get(host.name)),
             interface=interface_for(host, facts.interfaces.get(host.name)),
-            local_addr=node_address(config, host, master_addr), cpu=cpu.get(host.name)))
+            local_addr=node_address(config, host, master_addr), cpu=cpu.get(host.name),
+            link_mbit=links[host.name] * 8 / 1e6 if host.name in links else None))
         first_rank += nprocs[host.name]
     hosts = tuple(places)
     return ClusterPlan(backend=cluster_backend(config.run.backend, hosts), hosts=hosts)

@@ -85,7 +85,7 @@ def trainer_flags(run: RunSection, place: HostPlan, plan: LaunchPlan) -> list[st
     micro = host.micro_batch if host.micro_batch is not None else run.micro_batch
     del values["backend"]  # the plan decides it, for every host alike; written by the device
     values.update(policy=plan.policy or run.policy, backend=plan.backend, device=place.device,
-                  slowdown=(host.slowdown,), threads=host.threads,
+                  slowdown=(host.slowdown,), threads=host.threads, link_mbit=place.link_mbit,
                   micro_batch=None if micro is None else (micro,),
                   task_options=option_pairs(run.task_options), resume=plan.resume)
     if run.precision == "auto":  # decided per host by the plan (remote.checks.plan)

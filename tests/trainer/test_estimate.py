@@ -92,3 +92,36 @@ def test_a_rejoin_is_never_predicted_free_after_a_rank_ran_alone() -> None:
     assert exchange.predict((0, 1)) == pytest.approx(fixed_s + ring_s * ring_factor(2))
     assert exchange.predict((0,)) == pytest.approx(fixed_s)  # alone: no exchange
     assert ExchangeTimes().predict((0, 1)) == 0.0  # nothing measured: compute decides
+
+
+@pytest.mark.parametrize("known", [True, False])
+def test_a_slow_link_benches_its_own_host_and_not_the_fast_pair(known: bool) -> None:
+    """Three ranks, the third behind 70 Mbit/s: every step of the three is slow because of that
+    one link. Knowing each rank's link (the pre-flight check's), the balancer benches the third
+    alone and keeps the fast pair (what the links say is fastest); the same run without the
+    links also ends on the pair, once it has measured it."""
+    gbit, slow_link = 1.25e8, 70e6 / 8
+    hosts = (*(HostSpeed(name=f"n{i}", ranks=1, fixed_s=0.005, per_sample_s=0.0005,
+                         link_bytes_per_s=gbit) for i in (1, 2)),
+             HostSpeed(name="n3", ranks=1, fixed_s=0.01, per_sample_s=0.0015,
+                       link_bytes_per_s=slow_link))
+    gradient, batch = 608_000, 48  # simple_cnn's float32 gradient, the bench's batch
+    costs, links, _ = rank_costs(hosts)
+    truth = LinkExchange(gradient, links)
+    planned = cluster_plan(hosts, batch, gradient)
+    assert planned is not None and planned.active == (0, 1)
+    config = BalancerConfig(policy="dynamic", global_batch=batch, world_size=3,
+                            rebalance_every=10, allow_zero=True, threshold=0.0,
+                            link_mbit=tuple(b * 8 / 1e6 for b in links) if known else None)
+    balancer = Balancer(config, (16, 16, 16))
+    split, visited = (16, 16, 16), []
+    for step in range(1, 301):
+        balancer.observe(split, [costs[r].seconds(b) for r, b in enumerate(split)])
+        active = tuple(r for r, b in enumerate(split) if b > 0)
+        balancer.observe_exchange(split, [truth.predict(active)] * 3)
+        if step % 10 == 0 and (decision := balancer.decide(step)) is not None:
+            split = decision.split
+            visited.append(tuple(r for r, b in enumerate(split) if b > 0))
+    assert split[2] == 0 and split[0] > 0 and split[1] > 0, visited
+    if known:  # straight to the pair: never a fast rank alone
+        assert all(len(active) >= 2 for active in visited), visited

@@ -2,7 +2,8 @@
 
 What a user relies on: the same seed gives the same result; a split inside an island changes
 nothing (the island is exact); islands are weighted by the samples they trained on; a run that
-died mid-round resumes to the uninterrupted run's parameters."""
+died mid-round resumes to the uninterrupted run's parameters; a run that lost a host goes on
+with fewer islands."""
 
 from __future__ import annotations
 
@@ -114,6 +115,30 @@ def test_resume_after_a_death_mid_round_equals_the_uninterrupted_run(tmp_path: P
     check(launch(3, *flags, "--resume", "--run-dir", str(died)))
     assert [s["step"] for s in of_kind(events(died, 0), "start")][-1] == 8
     assert max_rel_diff(final_params(straight), final_params(died)) <= 1e-6
+
+
+def test_a_run_that_lost_a_host_goes_on_with_fewer_islands(tmp_path: Path) -> None:
+    # on_host_loss = "continue": the run restarts on the hosts left, from the last round-end
+    # checkpoint of three islands, as two; the same resume twice gives the same result.
+    flags = (*LOCAL, "--steps", "24", "--checkpoint-every", "8")
+    first = tmp_path / "first"
+    check(launch(3, *flags, "--islands", "0,1,2", "--run-dir", str(first)))
+    saved = sorted((first / "checkpoints").glob("step-*.pt"))
+    kept = int(saved[0].stem.removeprefix("step-"))  # a round's end: 12 (3 islands x 4 steps)
+    for later in saved[1:]:  # as if a host died after the first round-end checkpoint
+        for path in (first / "checkpoints").glob(f"{later.name}*"):
+            path.unlink()
+    shutil.rmtree(first / "final")
+    again = tmp_path / "again"
+    shutil.copytree(first, again)
+    for run_dir in (first, again):
+        proc = launch(2, *flags, "--islands", "0,1", "--resume", "--run-dir", str(run_dir))
+        check(proc)
+        assert "the islands changed since the checkpoint (0 | 1 | 2 -> 0 | 1)" in proc.stdout
+        assert [s["step"] for s in of_kind(events(run_dir, 0), "start")][-1] == kept
+        rounds = of_kind(events(run_dir, 0), "round")
+        assert rounds[-1]["step"] == 24 and rounds[-1]["islands"] == [[0], [1]]
+    assert max_rel_diff(final_params(first), final_params(again)) == 0.0
 
 
 def _wait_for(condition, proc: subprocess.Popen[str], limit: float = 180) -> None:  # type: ignore[no-untyped-def]

@@ -100,7 +100,7 @@ class Balancer:
         self._last_move: tuple[int, ...] | None = None
         self._wants_back = False
         self._settling = SETTLE_STEPS
-        self._exchange = ExchangeTimes()
+        self._exchange = ExchangeTimes(links=config.link_mbit)
 
     @property
     def split(self) -> tuple[int, ...]:
@@ -375,4 +375,4 @@ class Balancer:
         self._wants_back = bool(state.get("wants_back", False))  # absent in older checkpoints
         self._settling = int(state.get("settling", 0))
         self._ranks = [RankTimes.from_state(raw) for raw in ranks]
-        self._exchange = ExchangeTimes.from_state(state.get("exchange"))
+        self._exchange = ExchangeTimes.from_state(state.get("exchange"), self.config.link_mbit)

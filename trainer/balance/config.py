@@ -32,6 +32,9 @@ class BalancerConfig:
     micro_batch: tuple[int | None, ...] | None = None
     """Per-rank largest pass (memory caps): a share of b costs ceil(b/m) passes; None: one
     pass per share. Shares are not capped by it."""
+    link_mbit: tuple[float, ...] | None = None
+    """Each rank's link in Mbit/s (0: not known); None: none known. An active set's exchange,
+    before it is measured, is predicted from its slowest link (trainer/balance/cost.py)."""
     threshold: float = 0.03
     """Act only when the predicted relative reduction of the slowest rank's time exceeds this."""
     max_move: float = 0.25
@@ -47,6 +50,8 @@ class BalancerConfig:
             raise UsageError(f"world size must be at least 1, got {self.world_size}")
         if self.global_batch < 1:
             raise UsageError(f"global batch must be at least 1, got {self.global_batch}")
+        if self.link_mbit is not None and len(self.link_mbit) != self.world_size:
+            raise UsageError(f"{len(self.link_mbit)} link speeds for {self.world_size} ranks")
         if self.rebalance_every < 1:
             raise UsageError(f"rebalance every must be at least 1 step, got {self.rebalance_every}")
         if self.min_batch < 0 or (self.min_batch == 0 and not self.allow_zero):
@@ -107,7 +112,8 @@ class Decision:
 
 
 def rank0_config(config: TrainConfig, world: int, max_batch: tuple[int | None, ...],
-                 micro_batch: tuple[int | None, ...]) -> BalancerConfig:
+                 micro_batch: tuple[int | None, ...],
+                 link_mbit: tuple[float, ...] | None = None) -> BalancerConfig:
     """The trainer's balancer settings. Memory caps learnt from stored profiles (``max_batch``)
     bind every later split; they set micro-batches, not shares. A share of 0 is allowed: a rank
     whose samples or exchange would slow the step sits out of it (trainer/step/exchange.py)."""
@@ -116,4 +122,4 @@ def rank0_config(config: TrainConfig, world: int, max_batch: tuple[int | None, .
         rebalance_every=config.rebalance_every, threshold=config.rebalance_threshold,
         max_batch=max_batch if any(m is not None for m in max_batch) else config.max_batch,
         micro_batch=micro_batch if any(m is not None for m in micro_batch) else None,
-        allow_zero=True)
+        allow_zero=True, link_mbit=link_mbit)

@@ -8,9 +8,11 @@ ranks of their seconds in it after their own compute (the last rank to arrive wa
 out of every comparison. A benched rank (share 0) leaves the exchange (trainer/step/exchange.py),
 so a smaller active set pays less. The exchange of every active set met is measured (median of
 its recent steps); one never met is predicted from the most measured set of two or more ranks by
-the bandwidth term of a ring all-reduce, ``2(n-1)/n`` of the gradient bytes per rank, over the
-overhead of a rank alone (which exchanges nothing). A wrong prediction is corrected by the
-measurements under the set it led to.
+the bandwidth term of a ring all-reduce, ``2(n-1)/n`` of the gradient bytes per rank through the
+set's slowest link, over the overhead of a rank alone (which exchanges nothing). Where the
+pre-flight check measured the hosts' links, a set without the slow link is predicted that much
+faster: a host behind 100 Mbit/s that slows the whole set does not make the others look slow.
+A wrong prediction is corrected by the measurements under the set it led to.
 
 ``best_plan`` tries the active sets made of the ``k`` fastest ranks (by time per sample at an
 equal share), solves each one's min-max split (``min_max_costs``), and keeps the one with the
@@ -57,12 +59,19 @@ class ExchangeModel(Protocol):
 
     def predict(self, active: tuple[int, ...]) -> float: ...
 
+    def grounded(self, active: tuple[int, ...]) -> bool:
+        """Whether ``predict(active)`` rests on this set's own facts (measured, or its links
+        known), not on another set's measurement scaled."""
+        ...
+
 
 @dataclass
 class ExchangeTimes:
     """Measured per-step overhead (seconds) of each active set met."""
 
     samples: dict[tuple[int, ...], list[float]] = field(default_factory=dict)
+    links: tuple[float, ...] | None = None
+    """Each rank's link (any unit; 0: not known); None: none known, every link counts equal."""
 
     def add(self, active: tuple[int, ...], seconds: float) -> None:
         """One step's overhead under ``active``."""
@@ -92,15 +101,30 @@ class ExchangeTimes:
         reference = max(known)[1]
         per_ring = max((self.measured(reference) or 0.0) - fixed, 0.0) / ring_factor(
             len(reference))
-        return fixed + per_ring * ring_factor(len(active))
+        return fixed + per_ring * ring_factor(len(active)) * self._slowness(active, reference)
+
+    def grounded(self, active: tuple[int, ...]) -> bool:
+        """Measured, or every link known (see ``ExchangeModel``)."""
+        links = self.links
+        return (self.measured(active) is not None or len(active) <= 1
+                or (links is not None and all(links[r] > 0 for r in active)))
+
+    def _slowness(self, active: tuple[int, ...], reference: tuple[int, ...]) -> float:
+        """How much slower ``active``'s slowest link is than ``reference``'s (1 when a link
+        of either set is not known)."""
+        links = self.links
+        if links is None or any(links[r] <= 0 for r in (*active, *reference)):
+            return 1.0
+        return min(links[r] for r in reference) / min(links[r] for r in active)
 
     def to_state(self) -> dict[str, Any]:
         return {",".join(map(str, k)): list(v) for k, v in self.samples.items()}
 
     @classmethod
-    def from_state(cls, raw: dict[str, Any] | None) -> ExchangeTimes:
+    def from_state(cls, raw: dict[str, Any] | None,
+                   links: tuple[float, ...] | None = None) -> ExchangeTimes:
         return cls({tuple(int(r) for r in k.split(",") if r): [float(s) for s in v]
-                    for k, v in (raw or {}).items()})
+                    for k, v in (raw or {}).items()}, links)
 
 
 @dataclass(frozen=True)
@@ -147,13 +171,20 @@ def best_plan(costs: Sequence[PassCost], global_batch: int,
               max_batch: Sequence[int | None] | None, exchange: ExchangeModel,
               current: Sequence[int] = ()) -> Plan | None:
     """The least predicted step time over the ``current`` set less its slowest ranks, or plus
-    the fastest others (never a swap: trading a rank for an equal one gains only noise)."""
+    the fastest others (never a swap: trading a rank for an equal one gains only noise).
+
+    Several ranks leave at once only when the set one rank larger was itself grounded
+    (measured, or its links known): an exchange predicted from a set that held a slow link
+    would make every smaller set look slow, and the balancer would bench fast ranks with the
+    slow one. One rank at a time, each step is measured before the next."""
     n = len(costs)
     equal = max(1, global_batch // n)
     by_speed = sorted(range(n), key=lambda r: (costs[r].seconds(equal), r))
     inside = [r for r in by_speed if r in current] or by_speed
     outside = [r for r in by_speed if r not in inside]
-    candidates = ([inside[:k] for k in range(1, len(inside) + 1)]
+    smaller = [inside[:k] for k in range(1, len(inside))
+               if k == len(inside) - 1 or exchange.grounded(tuple(sorted(inside[:k + 1])))]
+    candidates = ([*smaller, inside]
                   + [inside + outside[:k] for k in range(1, len(outside) + 1)])
     best: Plan | None = None
     for members in candidates:

@@ -72,6 +72,10 @@ class LinkExchange:
         slowest = min(self.rank_links[r] for r in active)
         return ring_exchange_s(self.gradient_bytes, len(active), slowest)
 
+    def grounded(self, active: tuple[int, ...]) -> bool:
+        """Always: every prediction comes from the set's own links."""
+        return True
+
 
 def _missing(host: HostSpeed) -> str:
     if host.fixed_s is None or host.per_sample_s is None:

@@ -4,8 +4,9 @@ At a round's end every rank holds the anchor (the model), so the checkpoint is t
 (model, rank 0's inner optimizer, training state, RNG, step) plus ``local_rounds``: every
 island's inner optimizer state (gathered from the island leaders: islands' inner states
 differ), the outer optimizer's momentum, the islands' speeds and the round length. A resume
-continues from the round position exactly: a run that stopped or lost a host mid-round resumes
-from the last round's end and trains that round again, the same as the uninterrupted run.
+continues from the round position exactly: a run that stopped or lost a rank mid-round resumes
+from the last round's end and trains that round again, the same as the uninterrupted run. A run
+that goes on without a lost host resumes with fewer islands (``RoundSaver.load``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from profiles.user_errors import UsageError
 from trainer.checkpoint.checkpointer import RunState, model_state, run_identity
 from trainer.checkpoint.files import rng_state, save_checkpoint
+from trainer.dist import print0
 from trainer.events import CheckpointEvent, EventWriter
 from trainer.lowcomm.outer import IslandGroups, OuterStep
 from trainer.settings.train_config import TrainConfig
@@ -86,12 +87,25 @@ class RoundSaver:
             self.outer.load_state_dict({"optimizer": self.outer.optimizer.state_dict()}, device)
             return speeds, round_steps
         if saved["islands"] != islands:
-            raise UsageError(f"the checkpoint's islands {saved['islands']} differ from this "
-                             f"run's {islands}: resume with the same hosts and --islands")
+            # A host lost (on_host_loss = "continue") or the islands regrouped: the model (the
+            # anchor) and the outer momentum carry over; every island starts from the inner
+            # state of the island that held rank 0 (the master's, which is never the lost one),
+            # and the speeds are measured again.
+            self.optimizer.load_state_dict(saved["inner"][0])
+            self.outer.load_state_dict(saved["outer"], device)
+            print0(f"corral trainer: the islands changed since the checkpoint "
+                   f"({_islands_text(saved['islands'])} -> {_islands_text(islands)}): every "
+                   f"island continues with island 0's inner optimizer state")
+            return speeds, saved["round_steps"] if round_steps is None else round_steps
         self.optimizer.load_state_dict(saved["inner"][self.groups.index])
         self.outer.load_state_dict(saved["outer"], device)
         return list(saved["speeds"]), (round_steps if round_steps is not None
                                        else saved["round_steps"])
+
+
+def _islands_text(islands: list[list[int]]) -> str:
+    """``[[0], [1, 2]]`` -> ``0 | 1,2``."""
+    return " | ".join(",".join(map(str, ranks)) for ranks in islands)
 
 
 def _on_cpu(value: Any) -> Any:

@@ -171,6 +171,10 @@ class TrainConfig(RunSettings):
     gradient accumulation (one all-reduce per step). One value for every rank or one per rank
     (``-`` = no limit); a stored profile's memory cap lowers it further."""
 
+    link_mbit: float | None = field(default=None, metadata=setting(EXCHANGE, at_least=0))
+    """This host's link in Mbit/s as corral's pre-flight check measured it (``corral run``
+    passes it): the dynamic policy predicts an active set's exchange from its slowest link.
+    Not given (or 0): not known, and every link counts as equal."""
     islands: tuple[int, ...] | None = field(default=None, metadata=setting(EXCHANGE, at_least=0))
     """``--exchange local``: the island of each rank, one entry per rank (e.g. 0,0,1: ranks 0
     and 1 are one exactly data-parallel worker, rank 2 another). Not set: the ranks of one

@@ -76,13 +76,19 @@ def group_backend(members: Sequence[int], cuda_ranks: Sequence[bool], world_back
 class ActiveSet:
     """The process groups of the active sets met so far, and the replica of a benched rank."""
 
-    def __init__(self, *, rank: int, world: int, device: torch.device) -> None:
+    def __init__(self, *, rank: int, world: int, device: torch.device,
+                 link_mbit: float | None = None) -> None:
+        """``link_mbit``: this rank's host link as the pre-flight check measured it."""
         self.rank, self.world, self.device = rank, world, device
         self._groups: dict[tuple[int, ...], Any] = {}  # oldest use first
         self._probe: Probe | None = None
-        # Which ranks compute on CUDA (one small gather at start; every rank makes the set).
-        self.cuda_ranks = tuple(row[0] > 0 for row in all_gather_floats(
-            [1.0 if device.type == "cuda" else 0.0], device)) if world > 1 else (False,)
+        # Which ranks compute on CUDA, and every rank's link (one small gather at start; every
+        # rank makes the set).
+        rows = all_gather_floats([1.0 if device.type == "cuda" else 0.0, link_mbit or 0.0],
+                                 device) if world > 1 else [[0.0, link_mbit or 0.0]]
+        self.cuda_ranks = tuple(row[0] > 0 for row in rows)
+        self.link_mbit = tuple(row[1] for row in rows)
+        """Each rank's link in Mbit/s (0: not known), for the balancer's exchange model."""
         self.made_s: dict[tuple[int, ...], float] = {}
         """Seconds each group took to make (printed by rank 0 as it is made)."""
 
@@ -252,7 +258,7 @@ class ActiveSteps:
                  task: Task, parameters: list[nn.Parameter], optim_step: OptimizerStep,
                  micro_batch: int | None, slowdown: Callable[[], float]) -> None:
         """``slowdown()``: this rank's emulated slowdown factor now (for its probes)."""
-        self.set = ActiveSet(rank=rank, world=world, device=device)
+        self.set = ActiveSet(rank=rank, world=world, device=device, link_mbit=config.link_mbit)
         self.replica = Replica(task.model, parameters, optim_step.optimizer,
                                optim_step.state_dict, optim_step.load_state_dict)
         self.optim_step = optim_step
