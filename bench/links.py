@@ -12,7 +12,9 @@ each shaped link, measured next to the estimate's prediction.
    50 Mbit/s Wi-Fi with 5 ± 2 ms and 1 % loss) on n3's link: the check (n3's link as the mesh
    measured it; the estimate's step time and who it says sits out), then ``corral run``;
    measured throughput is the global batch over rank 0's median step time after the warm-up
-   steps, and a host sat out when its ranks had no share in the last step. Where the kernel has
+   steps (``--warmup``, default 12: past the balancer's first decision, at step 10, so the
+   steady state is compared with the estimate), and a host sat out when its ranks had no share
+   in the last step. ``CORRAL_BENCH_KEEP_RUNS=DIR`` copies each run's directory there. Where the kernel has
    no netem the Wi-Fi profile is its rate and loss only (the output says so).
 
 Needs root, ``ip netns``, sshd, ssh-keygen and tc (the netns tests' conditions).
@@ -182,8 +184,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mesh-hosts", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=12,
+                        help="steps left out of the median: the balancer decides at step 10")
     parser.add_argument("--slow-factor", type=float, default=3.0)
     parser.add_argument("--skip-profiles", action="store_true")
     parser.add_argument("--inner-mesh", nargs=2, help=argparse.SUPPRESS)

@@ -9,11 +9,10 @@ local at several round lengths H; every configuration once per round, rounds int
 of the gradient every step; local: the round events'; goal >= 50x fewer), wall throughput, and
 plots of held-out loss against samples and against wall time (PNG, needs matplotlib).
 
-Part 2, shaped links (``--shaped``): network-namespace hosts with ``tests.remote.netns``'s
-``LinkProfile``/``shape`` API (one host behind 50 Mbit/s Wi-Fi with jitter, the others on
-1 Gbit/s): throughput of exact (which benches the slow host) and local against the sum of the
-hosts' solo throughputs (goal local >= 0.8x). It needs that API; without it the bench says so
-and exits 2.
+Part 2, shaped links (``--shaped``, bench/lowcomm_shaped.py): network-namespace hosts (one
+behind 50 Mbit/s Wi-Fi, the others on 1 Gbit/s): throughput of exact (which benches the slow
+host) and local against the sum of the hosts' solo throughputs (goal local >= 0.8x). Needs
+root, ``ip netns``, sshd and tc; without them it says why and exits 2.
 """
 
 from __future__ import annotations
@@ -119,9 +118,12 @@ def main() -> int:
     p.add_argument("--h", default="4,16,48", help="round lengths to compare (inner steps)")
     p.add_argument("--plots", type=Path, default=REPO / "bench" / "plots")
     p.add_argument("--shaped", action="store_true", help="part 2 (netns hosts, shaped links)")
+    p.add_argument("--steps", type=int, default=900, help="part 2: global steps of each run")
     args = p.parse_args()
     if args.shaped:
-        return shaped_main()
+        from bench.lowcomm_shaped import shaped_main
+
+        return shaped_main(args.rounds, args.steps)
     modes = ["exact", *(f"H{h}" for h in args.h.split(","))]
     scratch = Path(tempfile.mkdtemp(prefix="corral-lowcomm-"))
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -191,20 +193,6 @@ def plot(workload: str, modes: list[str], results: dict[tuple[str, str], list[An
     out = folder / f"lowcomm-{workload}.png"
     fig.savefig(out, dpi=90)
     print(f"plot: {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
-
-
-def shaped_main() -> int:
-    """Part 2: needs tests/remote/netns.py's LinkProfile, WIFI, GIGABIT and shape."""
-    try:
-        from tests.remote import netns
-        netns.LinkProfile, netns.WIFI, netns.GIGABIT, netns.shape  # noqa: B018
-    except (ImportError, AttributeError):
-        print("bench/lowcomm.py --shaped needs tests/remote/netns.py's LinkProfile, WIFI, "
-              "GIGABIT and shape(box, host_index, link) (shaped namespace links); this "
-              "checkout has no such API", file=sys.stderr)
-        return 2
-    print("bench/lowcomm.py --shaped: not written yet in this checkout", file=sys.stderr)
-    return 2
 
 
 if __name__ == "__main__":
