@@ -14,8 +14,8 @@ each shaped link, measured next to the estimate's prediction.
    measured throughput is the global batch over rank 0's median step time after the warm-up
    steps (``--warmup``, default 12: past the balancer's first decision, at step 10, so the
    steady state is compared with the estimate), and a host sat out when its ranks had no share
-   in the last step. ``CORRAL_BENCH_KEEP_RUNS=DIR`` copies each run's directory there. Where the kernel has
-   no netem the Wi-Fi profile is its rate and loss only (the output says so).
+   in the last step. ``CORRAL_BENCH_KEEP_RUNS=DIR`` copies each run's directory there. Where the
+   kernel has no netem the Wi-Fi profile is its rate and loss only (the output says so).
 
 Needs root, ``ip netns``, sshd, ssh-keygen and tc (the netns tests' conditions).
 

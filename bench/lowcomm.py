@@ -4,10 +4,15 @@ Part 1, quality and bytes (any machine, local ranks under torch's launcher, one 
 rank): a small CNN (simple_cnn on synthetic images) and a tiny causal LM (``python -m
 trainer.tiny_lm``, full fine-tune: ``lora_r=0``), the same seed and the same samples, exact and
 local at several round lengths H; every configuration once per round, rounds interleaved
-(order reversed every other round). Reported: the final held-out loss against the exact run's
-(median over rounds; goal within 3 %), bytes exchanged per sample (exact: the ring all-reduce
-of the gradient every step; local: the round events'; goal >= 50x fewer), wall throughput, and
-plots of held-out loss against samples and against wall time (PNG, needs matplotlib).
+(order reversed every other round). A local run's global batch is the exact run's over the
+islands, for as many more steps (``--inner-batch share``, the default): the same samples, and
+every island takes as many optimizer steps as the exact run, each on its share of the exact
+run's batch; ``--inner-batch global`` gives each island the exact run's whole batch per inner
+step (so 1/islands of its optimizer steps at equal samples). Reported: the final held-out
+loss against the exact run's (median over rounds; goal within 3 %), bytes exchanged per sample
+(exact: the ring all-reduce of the gradient every step; local: the round events'; goal >= 50x
+fewer), wall throughput, and plots of held-out loss against samples and against wall time
+(PNG, needs matplotlib).
 
 Part 2, shaped links (``--shaped``, bench/lowcomm_shaped.py): network-namespace hosts (one
 behind 50 Mbit/s Wi-Fi, the others on 1 Gbit/s): throughput of exact (which benches the slow
@@ -51,7 +56,7 @@ def workload_flags(name: str, scratch: Path, quick: bool) -> tuple[list[str], in
 
         write_tiny_lm(model)
         write_corpus(corpus, documents=600)
-    steps = 48 if quick else 192
+    steps = 96 if quick else 768
     flags = ["--task", "causal_lm", "--global-batch", "8", "--steps", str(steps),
              "--optimizer", "adamw", "--lr", "0.002", "--eval-every", str(steps // 8),
              "--seed", "11"]
@@ -59,6 +64,24 @@ def workload_flags(name: str, scratch: Path, quick: bool) -> tuple[list[str], in
                    "eval_fraction=0.1"):
         flags += ["--task-option", option]
     return flags, 8
+
+
+def with_value(flags: list[str], option: str, value: int) -> list[str]:
+    """``flags`` with ``option``'s value replaced."""
+    at = flags.index(option) + 1
+    return [*flags[:at], str(value), *flags[at + 1:]]
+
+
+def local_flags(flags: list[str], batch: int, inner_batch: str) -> tuple[list[str], int]:
+    """A local run's flags and global batch: under ``share``, the exact run's batch over the
+    islands for as many more steps (the same samples; evaluated at the same samples)."""
+    if inner_batch == "global":
+        return flags, batch
+    steps = int(flags[flags.index("--steps") + 1]) * NPROC
+    every = int(flags[flags.index("--eval-every") + 1]) * NPROC
+    shared = with_value(with_value(with_value(flags, "--global-batch", batch // NPROC),
+                                   "--steps", steps), "--eval-every", every)
+    return shared, batch // NPROC
 
 
 def run_once(flags: list[str], mode: str, run_dir: Path) -> dict[str, Any]:
@@ -77,11 +100,14 @@ def run_once(flags: list[str], mode: str, run_dir: Path) -> dict[str, Any]:
               (run_dir / "metrics" / "rank-0.jsonl").read_text().splitlines()]
     start = next(e for e in events if e["event"] == "start")
     first_t = start["t"]
-    evals = [(e["step"], e["t"] - first_t, e["loss"]) for e in events if e["event"] == "eval"]
+    batch = start["global_batch"]  # x-axis in samples, whatever the mode's batch
+    evals = [(e["step"] * batch, e["t"] - first_t, e["loss"])
+             for e in events if e["event"] == "eval"]
     steps = [e for e in events if e["event"] == "step"]
     rounds = [e for e in events if e["event"] == "round"]
     wall = steps[-1]["t"] - first_t
-    return {"evals": evals, "wall": wall, "rounds": rounds, "last_step": steps[-1]["step"]}
+    return {"evals": evals, "wall": wall, "rounds": rounds, "batch": batch,
+            "samples": steps[-1]["step"] * batch}
 
 
 def parameter_count(run_dir: Path) -> int:
@@ -98,14 +124,14 @@ def parameter_count(run_dir: Path) -> int:
     return sum(t.numel() for t in state.values() if t.is_floating_point())
 
 
-def bytes_per_sample(mode: str, result: dict[str, Any], params: int, batch: int) -> float:
+def bytes_per_sample(mode: str, result: dict[str, Any], params: int) -> float:
     """Bytes each participant sends per sample trained: exact, the ring all-reduce of the
     float32 gradient every step; local, what the round events say."""
     if mode == "exact":
-        return 2 * (NPROC - 1) / NPROC * params * 4 / batch
+        return 2 * (NPROC - 1) / NPROC * params * 4 / result["batch"]
     rounds = result["rounds"]
     sent = sum(r["exchanged_bytes"] for r in rounds)
-    samples = sum(sum(r["inner_steps"]) for r in rounds) * batch
+    samples = sum(sum(r["inner_steps"]) for r in rounds) * result["batch"]
     return sent / samples
 
 
@@ -115,7 +141,10 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--workloads", default="cnn,lm")
-    p.add_argument("--h", default="4,16,48", help="round lengths to compare (inner steps)")
+    p.add_argument("--h", default="8,32,64", help="round lengths to compare (inner steps)")
+    p.add_argument("--inner-batch", choices=("share", "global"), default="share",
+                   help="a local island's inner batch: its share of the exact run's (default) "
+                        "or all of it")
     p.add_argument("--plots", type=Path, default=REPO / "bench" / "plots")
     p.add_argument("--shaped", action="store_true", help="part 2 (netns hosts, shaped links)")
     p.add_argument("--steps", type=int, default=900, help="part 2: global steps of each run")
@@ -130,40 +159,42 @@ def main() -> int:
     params: dict[str, int] = {}
     for workload in args.workloads.split(","):
         flags, batch = workload_flags(workload, scratch, args.quick)
+        local, _ = local_flags(flags, batch, args.inner_batch)
         for r in range(args.rounds):
             order = modes if r % 2 == 0 else modes[::-1]
             for mode in order:
                 run_dir = scratch / f"{workload}-{mode}-{r}"
                 started = time.perf_counter()
-                result = run_once(flags, mode, run_dir)
+                result = run_once(flags if mode == "exact" else local, mode, run_dir)
                 print(f"# {workload} {mode} round {r}: eval loss {result['evals'][-1][2]:.4f} "
                       f"({time.perf_counter() - started:.0f} s)", flush=True)
                 results.setdefault((workload, mode), []).append(result)
                 params.setdefault(workload, parameter_count(run_dir))
-        report(workload, modes, results, params[workload], batch)
+        report(workload, modes, results, params[workload])
         plot(workload, modes, results, args.plots)
     return 0
 
 
 def report(workload: str, modes: list[str], results: dict[tuple[str, str], list[Any]],
-           params: int, batch: int) -> None:
+           params: int) -> None:
     """The markdown table of one workload (medians over rounds)."""
     exact = results[(workload, "exact")]
     exact_loss = statistics.median(r["evals"][-1][2] for r in exact)
-    exact_bytes = bytes_per_sample("exact", exact[0], params, batch)
-    print(f"\n{workload}: {params:,} parameters, B={batch}, {NPROC} islands of one rank, "
-          f"{exact[0]['last_step']} steps ({exact[0]['last_step'] * batch} samples)\n")
-    print("| mode | final eval loss (median) | vs exact | bytes/sample | fewer bytes | "
+    exact_bytes = bytes_per_sample("exact", exact[0], params)
+    print(f"\n{workload}: {params:,} parameters, {NPROC} islands of one rank, "
+          f"{exact[0]['samples']} samples\n")
+    print("| mode | B | final eval loss (median) | vs exact | bytes/sample | fewer bytes | "
           "samples/s (wall) |")
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for mode in modes:
         runs = results[(workload, mode)]
         loss = statistics.median(r["evals"][-1][2] for r in runs)
-        sent = bytes_per_sample(mode, runs[0], params, batch)
-        speed = statistics.median(r["last_step"] * batch / r["wall"] for r in runs)
+        sent = bytes_per_sample(mode, runs[0], params)
+        speed = statistics.median(r["samples"] / r["wall"] for r in runs)
         losses = ", ".join(f"{r['evals'][-1][2]:.4f}" for r in runs)
-        print(f"| {mode} | {loss:.4f} ({losses}) | {loss / exact_loss - 1:+.1%} | "
-              f"{sent:,.0f} | {exact_bytes / sent:.0f}x | {speed:.1f} |")
+        print(f"| {mode} | {runs[0]['batch']} | {loss:.4f} ({losses}) | "
+              f"{loss / exact_loss - 1:+.1%} | {sent:,.0f} | {exact_bytes / sent:.0f}x | "
+              f"{speed:.1f} |")
 
 
 def plot(workload: str, modes: list[str], results: dict[tuple[str, str], list[Any]],
@@ -183,7 +214,7 @@ def plot(workload: str, modes: list[str], results: dict[tuple[str, str], list[An
         evals = results[(workload, mode)][0]["evals"]
         by_step.plot([s for s, _, _ in evals], [v for _, _, v in evals], marker=".", label=mode)
         by_time.plot([t for _, t, _ in evals], [v for _, _, v in evals], marker=".", label=mode)
-    by_step.set_xlabel("global step (x global batch = samples)")
+    by_step.set_xlabel("samples")
     by_time.set_xlabel("wall seconds (unshaped loopback)")
     for ax in (by_step, by_time):
         ax.set_ylabel("held-out loss")

@@ -94,17 +94,22 @@ def test_a_rejoin_is_never_predicted_free_after_a_rank_ran_alone() -> None:
     assert ExchangeTimes().predict((0, 1)) == 0.0  # nothing measured: compute decides
 
 
-@pytest.mark.parametrize("known", [True, False])
-def test_a_slow_link_benches_its_own_host_and_not_the_fast_pair(known: bool) -> None:
+@pytest.mark.parametrize(("slow_link_computes", "known"),
+                         [("slowest", True), ("slowest", False), ("fastest", True)])
+def test_a_slow_link_benches_its_own_host_and_not_the_fast_pair(known: bool,
+                                                                 slow_link_computes: str) -> None:
     """Three ranks, the third behind 70 Mbit/s: every step of the three is slow because of that
     one link. Knowing each rank's link (the pre-flight check's), the balancer benches the third
     alone and keeps the fast pair (what the links say is fastest); the same run without the
-    links also ends on the pair, once it has measured it."""
+    links also ends on the pair, once it has measured it. Knowing the links, so does a run whose
+    slow-link host is the fastest to compute (without them, that host alone is where measuring
+    one rank less at a time leads: no set it meets shows the pair's fast link)."""
     gbit, slow_link = 1.25e8, 70e6 / 8
     hosts = (*(HostSpeed(name=f"n{i}", ranks=1, fixed_s=0.005, per_sample_s=0.0005,
                          link_bytes_per_s=gbit) for i in (1, 2)),
-             HostSpeed(name="n3", ranks=1, fixed_s=0.01, per_sample_s=0.0015,
-                       link_bytes_per_s=slow_link))
+             HostSpeed(name="n3", ranks=1, fixed_s=0.01 if slow_link_computes == "slowest"
+                       else 0.004, per_sample_s=0.0015 if slow_link_computes == "slowest"
+                       else 0.0004, link_bytes_per_s=slow_link))
     gradient, batch = 608_000, 48  # simple_cnn's float32 gradient, the bench's batch
     costs, links, _ = rank_costs(hosts)
     truth = LinkExchange(gradient, links)

@@ -15,8 +15,8 @@ faster: a host behind 100 Mbit/s that slows the whole set does not make the othe
 A wrong prediction is corrected by the measurements under the set it led to.
 
 ``best_plan`` tries the active sets made of the ``k`` fastest ranks (by time per sample at an
-equal share), solves each one's min-max split (``min_max_costs``), and keeps the one with the
-least predicted step time.
+equal share) and those with any one rank left out, solves each one's min-max split
+(``min_max_costs``), and keeps the one with the least predicted step time.
 """
 
 from __future__ import annotations
@@ -170,8 +170,9 @@ def plan_for(members: Sequence[int], costs: Sequence[PassCost], global_batch: in
 def best_plan(costs: Sequence[PassCost], global_batch: int,
               max_batch: Sequence[int | None] | None, exchange: ExchangeModel,
               current: Sequence[int] = ()) -> Plan | None:
-    """The least predicted step time over the ``current`` set less its slowest ranks, or plus
-    the fastest others (never a swap: trading a rank for an equal one gains only noise).
+    """The least predicted step time over the ``current`` set less its slowest ranks, less any
+    one rank, or plus the fastest others (never a swap: trading a rank for an equal one gains
+    only noise).
 
     Several ranks leave at once only when the set one rank larger was itself grounded
     (measured, or its links known): an exchange predicted from a set that held a slow link
@@ -184,6 +185,9 @@ def best_plan(costs: Sequence[PassCost], global_batch: int,
     outside = [r for r in by_speed if r not in inside]
     smaller = [inside[:k] for k in range(1, len(inside))
                if k == len(inside) - 1 or exchange.grounded(tuple(sorted(inside[:k + 1])))]
+    if len(inside) > 2:  # each rank left out alone, not only the slowest: a host that computes
+        # fastest may still be the one whose slow link holds every step back
+        smaller += [[r for r in inside if r != out] for out in inside[:-1]]
     candidates = ([*smaller, inside]
                   + [inside + outside[:k] for k in range(1, len(outside) + 1)])
     best: Plan | None = None
