@@ -9,7 +9,7 @@ controller dropped a host that failed attempt after attempt.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import Enum, IntEnum
 
 
 class Severity(IntEnum):
@@ -27,6 +27,17 @@ class Severity(IntEnum):
     """A rank ended ``failed`` or ``diverged`` (often because a peer vanished)."""
     LAUNCHER_FAILED = 4
     """A launcher failed without naming a rank."""
+
+
+class Cause(Enum):
+    """What a failure was, as far as launching the run again from its checkpoint goes."""
+
+    OTHER = "other"
+    """A rank died, a host was lost, a launcher failed: a restart may get past it."""
+    DIVERGED = "diverged"
+    """The loss went non-finite: it would again from the same checkpoint."""
+    DISK_FULL = "disk full"
+    """The run directory's disk filled up: it is still full."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +61,7 @@ class Failure:
     t: float
     severity: Severity
     why: str
+    cause: Cause = Cause.OTHER
 
     @property
     def sort_key(self) -> tuple[Severity, float]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from remote.events import CheckReport, RunOutcome, RunState, RunStatus
-from remote.run.failures import Failure, HostLost
+from remote.run.failures import Cause, Failure, HostLost
 from remote.run.record import RunRecord
 
 
@@ -150,6 +150,8 @@ class Finding:
     """For ``failed``: the first failing host and rank and why; otherwise a short note."""
     failed_host: str | None = None
     failed_rank: int | None = None
+    cause: Cause = Cause.OTHER
+    """For ``failed``: what the failure was (the restart decision reads it, not ``detail``)."""
 
     @property
     def state(self) -> RunState:

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from remote.events import TRAINED_NOTHING, HostStatus, LogLine, RankEvent, RunEvent
-from remote.run.failures import Failure, HostLost, Severity
+from remote.run.failures import Cause, Failure, HostLost, Severity
 from remote.run.lifecycle import Finding, Outcome, StopCause, StopRequest
 from remote.run.stream import LauncherExit, RankOwned, TailItem
 from trainer.events import EndEvent, StartEvent, StepEvent
@@ -135,7 +135,8 @@ class RunMonitor:
             if event.status in ("failed", "diverged") and not self.stop.requested:
                 self.failures.append(Failure(
                     host=item.host, rank=event.rank, t=event.t, severity=Severity.RANK_FAILED,
-                    why=f"{event.status}: {event.error or 'no reason given'}"))
+                    why=f"{event.status}: {event.error or 'no reason given'}",
+                    cause=Cause.DIVERGED if event.status == "diverged" else Cause.OTHER))
 
     def _log_line(self, item: LogLine) -> None:
         if item.noise:  # a failure is explained by the lines around it, not torch's chatter
@@ -178,7 +179,7 @@ class RunMonitor:
             self.failures.append(Failure(
                 host=item.host, rank=None, t=item.t, severity=Severity.DISK_FULL,
                 why=f"ran out of disk: disk full on {item.host} at {self.run_dir}; free space "
-                    "there and resume the run"))
+                    "there and resume the run", cause=Cause.DISK_FULL))
         elif (rank is not None and code is not None and code < 0 and rank in self.ended
                 and self.ended[rank].status == "completed"):
             self.after_done.append(f"{item.host} rank {rank} was killed by signal {-code} "
@@ -267,7 +268,7 @@ class RunMonitor:
         if lines:
             detail += "\n" + "\n".join(lines)
         return Finding(Outcome.FAILED, detail, failed_host=failure.host,
-                       failed_rank=failure.rank)
+                       failed_rank=failure.rank, cause=failure.cause)
 
     def _trained_nothing(self) -> bool:
         """Every rank ended without an optimizer step (a script that exited before training)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from remote.config.cluster import ClusterConfig
-from remote.run.failures import HostLost
+from remote.run.failures import Cause, HostLost
 from remote.run.lifecycle import Finding, Outcome
 
 REPEATED_FAILURES = 2
@@ -37,9 +37,9 @@ def restart_refusal(final: Finding, restarts: int, limit: int, *, wanted: bool,
         return ""
     if restarts >= limit:
         return f"no restart left: [run] max_restarts = {limit}"
-    if " diverged: " in final.detail.split("\n", 1)[0]:
+    if final.cause is Cause.DIVERGED:
         return "not restarted: a diverged run would diverge again from the same checkpoint"
-    if " ran out of disk: " in final.detail.split("\n", 1)[0]:
+    if final.cause is Cause.DISK_FULL:
         return "not restarted: the disk is still full"
     if not stop_clean:
         return "not restarted: processes of the failed attempt may be left"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from remote.api import LogLine, RankEvent
+from remote.run.failures import Cause
+from remote.run.lifecycle import Finding
 from remote.run.monitor import RunMonitor
+from remote.run.recovery import restart_refusal
 from remote.run.stream import LauncherExit, RankOwned
 from trainer.events import EndEvent, StartEvent
 
@@ -228,3 +231,30 @@ def test_a_run_that_stepped_is_not_trained_nothing() -> None:
     for item in (_start("a", 0), _end("a", 0, "completed"), _exit("a", "0")):
         monitor.observe(item)
     assert monitor.finding().detail == "1 rank(s) finished"
+
+
+def test_a_restart_is_refused_for_what_the_failure_was_not_for_words_in_its_detail() -> None:
+    """A diverged rank or a full disk ends the run (a restart would meet them again); a rank
+    whose error text merely contains those words is restarted like any other failure."""
+    def ended(*items: object) -> Finding:
+        monitor = RunMonitor(run_id="r", hosts=("a", "b"), run_dir="/runs/r")
+        for item in (_start("a", 0), _start("b", 1), *items):
+            monitor.observe(item)  # type: ignore[arg-type]
+        return monitor.finding()
+
+    def refusal(final: Finding) -> str | None:
+        return restart_refusal(final, 0, 3, wanted=True, stop_clean=True)
+
+    diverged = ended(_end("a", 0, "diverged", t=2.0, error="loss is nan at step 3"),
+                     _exit("a", "1"), _exit("b", "1"))
+    assert diverged.cause is Cause.DIVERGED
+    assert refusal(diverged) == ("not restarted: a diverged run would diverge again from the "
+                                 "same checkpoint")
+    full = ended(_exit("a", "diskfull", t=3.0), _exit("b", "1"))
+    assert full.cause is Cause.DISK_FULL
+    assert refusal(full) == "not restarted: the disk is still full"
+    worded = ended(_end("a", 0, "failed", t=2.0,
+                        error="ValueError: a diverged: ran out of disk: in the user's text"),
+                   _exit("a", "1"), _exit("b", "1"))
+    assert " diverged: " in worded.detail and " ran out of disk: " in worded.detail
+    assert worded.cause is Cause.OTHER and refusal(worded) is None
