@@ -1,4 +1,5 @@
-"""A full disk, said once: "disk full on HOST at PATH", wherever the trainer meets one.
+"""A full disk, said once: "disk full on HOST at PATH" (``disk_full_on``), wherever corral
+meets one: the trainer's writes here, and the remote side's records, check and run monitor.
 
 torch's checkpoint writer raises its own ``RuntimeError`` with the ``OSError`` 28 one level down
 the exception chain, so the test walks the chain. Imports nothing but the standard library and
@@ -16,6 +17,11 @@ from trainer.launch_contract import HOST_ENV
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 """No space left, and a quota reached: to the user both are a full disk."""
+
+
+def disk_full_on(host: str, path: os.PathLike[str] | str) -> str:
+    """The words for a full disk, everywhere corral says it: ``disk full on HOST at PATH``."""
+    return f"disk full on {host} at {path}"
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -37,5 +43,5 @@ class DiskFull(CorralError):
 
     def __init__(self, folder: os.PathLike[str] | str, what: str) -> None:
         host = os.environ.get(HOST_ENV) or socket.gethostname()
-        super().__init__(f"disk full on {host} at {folder}: {what}; free space there and "
+        super().__init__(f"{disk_full_on(host, folder)}: {what}; free space there and "
                          "resume the run")

@@ -17,6 +17,7 @@ from pathlib import Path
 from remote.events import CheckItem
 from remote.hosts.transport import shell_path
 from remote.records.disk_full import LOCAL, DiskFull
+from trainer.disk_full import disk_full_on
 
 MIN_RUN_ROOT_FREE_BYTES = 64 << 20
 """Less free space than this under run_root fails the check (events, logs, checkpoints)."""
@@ -54,13 +55,13 @@ def judge(host: str, run_root: str, output: str) -> CheckItem:
     if word == "ok":
         free_kib = int(words[1]) if len(words) > 1 and words[1].isdigit() else None
         if free_kib is not None and free_kib * 1024 < MIN_RUN_ROOT_FREE_BYTES:
-            return _item(host, False, f"disk full on {host} at {run_root} "
+            return _item(host, False, f"{disk_full_on(host, run_root)} "
                          f"({free_kib} KiB free)", f"free space on {host}, or {fix}")
         shown = f"{free_kib / (1 << 20):.1f} GiB free" if free_kib is not None else "writable"
         return _item(host, True, f"{run_root}: writable, {shown}")
     reasons = {"notdir": "exists but is not a directory", "nocreate": "cannot be created",
                "readonly": "is not writable (read-only or no permission)",
-               "full": f"disk full on {host} at {run_root}"}
+               "full": disk_full_on(host, run_root)}
     reason = reasons.get(word, f"could not be checked ({output.strip()[:80]!r})")
     detail = reason if word == "full" else f"{run_root} {reason}"
     return _item(host, False, detail, fix)

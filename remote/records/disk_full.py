@@ -5,6 +5,7 @@ at PATH" (this machine's run records here, a host's run directory in the launch 
 from __future__ import annotations
 
 from profiles.user_errors import CorralError
+from trainer.disk_full import disk_full_on
 
 LOCAL = "this machine"
 """How this machine is named where a host's name would stand."""
@@ -16,5 +17,5 @@ class DiskFull(CorralError):
     title = "disk full"
 
     def __init__(self, host: str, path: str) -> None:
-        super().__init__(f"disk full on {host} at {path}: free space there (or point "
+        super().__init__(f"{disk_full_on(host, path)}: free space there (or point "
                          "[cluster] run_root at a disk with room) and run again")

@@ -19,6 +19,7 @@ from remote.events import TRAINED_NOTHING, HostStatus, LogLine, RankEvent, RunEv
 from remote.run.failures import Cause, Failure, HostLost, Severity
 from remote.run.lifecycle import Finding, Outcome, StopCause, StopRequest
 from remote.run.stream import LauncherExit, RankOwned, TailItem
+from trainer.disk_full import disk_full_on
 from trainer.events import EndEvent, StartEvent, StepEvent
 
 LOG_LINES_KEPT = 12
@@ -178,7 +179,7 @@ class RunMonitor:
         if item.status == DISK_FULL_STATUS:
             self.failures.append(Failure(
                 host=item.host, rank=None, t=item.t, severity=Severity.DISK_FULL,
-                why=f"ran out of disk: disk full on {item.host} at {self.run_dir}; free space "
+                why=f"ran out of disk: {disk_full_on(item.host, self.run_dir)}; free space "
                     "there and resume the run", cause=Cause.DISK_FULL))
         elif (rank is not None and code is not None and code < 0 and rank in self.ended
                 and self.ended[rank].status == "completed"):
