@@ -84,8 +84,8 @@ def test_proportional_sets_the_shares_once_from_the_measured_speeds() -> None:
     decisions = [schedule.decide(step, (6, 6), [0.1, 0.2]) for step in range(1, 9)]
     made = [d for d in decisions if d is not None]
     assert len(made) == 1  # once, after the measured steps
-    first_step, split, *_ = made[0]
-    assert first_step == 4 + schedule.lead and split == (8, 4)  # rank 0 twice as fast
+    assert made[0].first_step == 4 + schedule.lead
+    assert made[0].decision.split == (8, 4)  # rank 0 twice as fast
 
 
 def test_the_ddp_helper_loader_keeps_set_epoch_on_loader_sampler(
@@ -120,7 +120,7 @@ def test_no_split_is_decided_for_a_step_after_the_last(policy: str) -> None:
         schedule = ShareSchedule(settings, global_batch=12, world=2, rank=0)
         schedule.last_step = last_step
         made = [schedule.decide(step, (6, 6), [0.1, 0.4]) for step in range(1, last_step + 1)]
-        return [d[0] for d in made if d is not None]
+        return [d.first_step for d in made if d is not None]
 
     unbounded = decisions(40)
     assert unbounded, "rank 1 four times slower: some split must be decided"

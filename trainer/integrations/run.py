@@ -101,10 +101,11 @@ class ScriptRun:
 
     def _rebalance(self, step: int, shares: tuple[int, ...], compute_s: list[float]) -> None:
         """Rank 0 observes (every step) and decides (every ``rebalance_every``); all apply."""
-        decision = (self.schedule.decide(step, shares, compute_s) if self.rank == 0 else None)
+        scheduled = (self.schedule.decide(step, shares, compute_s) if self.rank == 0 else None)
         if step % self.settings.rebalance_every:
             return
-        first, split = (decision[0], decision[1]) if decision else (0, shares)
+        first, split = ((scheduled.first_step, scheduled.decision.split) if scheduled
+                        else (0, shares))
         agreed = (broadcast_ints([first, *split], self.device) if dist.is_initialized()
                   else (first, *split))
         if agreed[0] == 0:
@@ -112,11 +113,12 @@ class ScriptRun:
         new = tuple(agreed[1:])
         previous = self.schedule.split_at_quietly(agreed[0])
         self.schedule.apply(agreed[0], new)
-        if decision is not None and new != previous:
+        if scheduled is not None and new != previous:
+            decision = scheduled.decision
             self.events.emit(RebalanceEvent(
                 t=time.time(), rank=0, step=agreed[0], previous=previous, split=new,
-                reason=decision[2], predicted_gain=decision[3], times=decision[4],
-                policy=self.settings.policy))
+                reason=decision.reason, predicted_gain=decision.predicted_gain,
+                times=decision.times, policy=self.settings.policy))
 
     def evaluated(self, step: int, metrics: dict[str, Any], samples: int, eval_s: float
                   ) -> None:

@@ -19,13 +19,23 @@ from __future__ import annotations
 import itertools
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from profiles.user_errors import UsageError
 from trainer.balance.balancer import Balancer
-from trainer.balance.config import BalancerConfig
+from trainer.balance.config import BalancerConfig, Decision
 from trainer.balance.solve import equal_split, proportional_split
 from trainer.integrations.contract import SPLIT_ENV, ScriptSettings
 from trainer.step.batch_order import GlobalBatchOrder
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """A balancer decision on the script path, and the first step whose shares it sets (the
+    data loader has already drawn the steps before it)."""
+
+    first_step: int
+    decision: Decision
 
 
 class ShareSchedule:
@@ -72,9 +82,9 @@ class ShareSchedule:
         return next(split for first, split in reversed(self._changes) if first <= step)
 
     def decide(self, step: int, shares: tuple[int, ...], compute_s: list[float]
-               ) -> tuple[int, tuple[int, ...], str, float, tuple[float, ...]] | None:
-        """Rank 0 only: record step ``step``'s times; maybe a new split, as ``(first step,
-        split, reason, predicted gain, times)``. Every rank then calls ``apply``."""
+               ) -> Scheduled | None:
+        """Rank 0 only: record step ``step``'s times; maybe a new split, and the step it takes
+        effect from. Every rank then calls ``apply``."""
         balancer = self.balancer
         assert balancer is not None
         balancer.observe(shares, compute_s)
@@ -89,13 +99,11 @@ class ShareSchedule:
             if any(r is None for r in rates):
                 return None
             new = proportional_split([float(r or 0) for r in rates], self.global_batch)
-            times = tuple(compute_s)
-            return (step + self.lead, new, f"capacities measured over {step} steps", 0.0, times)
+            return Scheduled(step + self.lead, Decision(
+                previous=shares, split=new, reason=f"capacities measured over {step} steps",
+                predicted_gain=0.0, times=tuple(compute_s)))
         decision = balancer.decide(step)
-        if decision is None:
-            return None
-        return (step + self.lead, decision.split, decision.reason, decision.predicted_gain,
-                decision.times)
+        return Scheduled(step + self.lead, decision) if decision is not None else None
 
     def apply(self, first_step: int, split: tuple[int, ...]) -> None:
         """Use ``split`` from ``first_step`` on (every rank, with the same arguments)."""
