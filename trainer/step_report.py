@@ -1,8 +1,10 @@
-"""The one step reporter: a finished step's raw measurements become this rank's step event.
+"""The one step reporter: a finished step's raw measurements become this rank's step event;
+and the one builder of a rank's start event and of a rebalance event.
 
-corral's own loop (``trainer/train.py``) and a user's script under corral
-(``trainer/integrations/run.py``) both report through ``report_step``, so a step event carries
-the same fields whichever wrote it. It carries measurements only (local batch, loss sum and
+corral's own loop (``trainer/train.py``), its local-exchange loop (``trainer/lowcomm``) and a
+user's script under corral (``trainer/integrations/run.py``) all report through ``report_step``,
+``report_start`` and ``report_rebalance``, so an event carries the same fields whichever wrote
+it. It carries measurements only (local batch, loss sum and
 units, compute and step seconds, tokens...): every figure derived from them (a rank's samples/s,
 the cluster's, the ideal, efficiency) is defined once, in ``remote/records/figures.py``, and
 read through the reducer.
@@ -10,11 +12,16 @@ read through the reducer.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from trainer.events import EventWriter, StepEvent
+import torch
+
+from trainer.balance.config import Decision
+from trainer.events import EventWriter, RebalanceEvent, StartEvent, StepEvent
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,3 +77,23 @@ def report_step(events: EventWriter, *, rank: int, step: int, epoch: int, local_
         passes=passes, tokens=tokens)
     events.emit(event)
     return event
+
+
+def report_start(events: EventWriter, *, rank: int, world: int, host: str,
+                 **loop: Any) -> None:
+    """Emit this rank's start event: what every rank's start says of its process (the time, its
+    local rank, pid and threads) with what its loop knows (``loop``: ``StartEvent``'s fields)."""
+    events.emit(StartEvent(
+        t=time.time(), rank=rank, world_size=world,
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")), host=host, pid=os.getpid(),
+        threads=torch.get_num_threads(), **loop))
+
+
+def report_rebalance(events: EventWriter, decision: Decision, *, step: int,
+                     previous: tuple[int, ...], split: tuple[int, ...], policy: str) -> None:
+    """Rank 0: emit the rebalance event of ``decision``, whose ``split`` (which replaces
+    ``previous``) trains from ``step`` on."""
+    events.emit(RebalanceEvent(
+        t=time.time(), rank=0, step=step, previous=previous, split=split,
+        reason=decision.reason, predicted_gain=decision.predicted_gain, times=decision.times,
+        policy=policy))

@@ -10,7 +10,6 @@ comes. The run's changing state lives in one ``RunState``.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import sys
@@ -47,9 +46,7 @@ from trainer.events import (
     EndEvent,
     EndStatus,
     EventWriter,
-    RebalanceEvent,
     SamplesEvent,
-    StartEvent,
     events_path,
 )
 from trainer.lowcomm.rounds import LocalTrainer
@@ -68,7 +65,14 @@ from trainer.step.optim import OptimizerStep, StepOutcome, make_optimizer
 from trainer.step.prefetch import BatchPrefetcher, prefetch_wanted
 from trainer.step.slowdown import SlowdownSchedule, emulates
 from trainer.step.tally import StepTally, TallyExchange, timed_steps
-from trainer.step_report import LossTally, OptimizerFacts, global_loss_of, report_step
+from trainer.step_report import (
+    LossTally,
+    OptimizerFacts,
+    global_loss_of,
+    report_rebalance,
+    report_start,
+    report_step,
+)
 from trainer.stopping import Diverged, Interrupted, StopSignals, check_finite_loss
 from trainer.tasks import Task, trainable_parameters
 from trainer.tasks.loader import build_task, task_label
@@ -240,17 +244,15 @@ class Trainer:
     def _announce(self, backend: str, first_split: Any, resumed_from: str | None) -> None:
         config, run = self.config, self.run
         model, dataset = task_label(config)
-        self.events.emit(StartEvent(
-            t=time.time(), rank=self.rank, world_size=self.world,
-            local_rank=int(os.environ.get("LOCAL_RANK", "0")), host=self.host, pid=os.getpid(),
+        report_start(
+            self.events, rank=self.rank, world=self.world, host=self.host,
             device=str(self.device), device_name=self.device_name, backend=backend,
             model=model, dataset=dataset, global_batch=config.global_batch, split=run.split,
             policy=config.policy, step=run.step, total_steps=run.total_steps,
-            steps_per_epoch=self.order.steps_per_epoch, threads=torch.get_num_threads(),
+            steps_per_epoch=self.order.steps_per_epoch,
             slowdown=self.slowdown.factor_at(run.step + 1), resumed_from=resumed_from,
             task=config.task, precision=config.precision, tf32=tf32_enabled(),
-            micro_batch=self.micro_batch[self.rank],
-            **placement_fields(self.placement)))
+            micro_batch=self.micro_batch[self.rank], **placement_fields(self.placement))
         if self.rank == 0:
             self.events.emit(CapacityEvent(
                 t=time.time(), rank=0, source=first_split.source,
@@ -381,10 +383,8 @@ class Trainer:
         decision = self.balancer.decide(run.step) if self.balancer is not None else None
         new = broadcast_ints(decision.split if decision else run.split, self.device)
         if decision is not None and new != run.split:
-            self.events.emit(RebalanceEvent(
-                t=time.time(), rank=0, step=run.step + 1, previous=decision.previous,
-                split=new, reason=decision.reason, predicted_gain=decision.predicted_gain,
-                times=decision.times, policy=config.policy))
+            report_rebalance(self.events, decision, step=run.step + 1,
+                             previous=decision.previous, split=new, policy=config.policy)
             print0(f"rebalance at step {run.step + 1}: {_csv(run.split)} -> {_csv(new)} "
                    f"({decision.reason})")
         self.active.switch(run.split, new)  # a rejoining rank gets the state first

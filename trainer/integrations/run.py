@@ -10,7 +10,6 @@ and tells every rank the new split.
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from typing import Any, ClassVar
@@ -26,13 +25,17 @@ from trainer.events import (
     EndStatus,
     EvalEvent,
     EventWriter,
-    RebalanceEvent,
-    StartEvent,
     events_path,
 )
 from trainer.integrations.contract import ScriptSettings
 from trainer.integrations.shares import ShareSchedule
-from trainer.step_report import LossTally, OptimizerFacts, report_step
+from trainer.step_report import (
+    LossTally,
+    OptimizerFacts,
+    report_rebalance,
+    report_start,
+    report_step,
+)
 
 
 class ScriptRun:
@@ -67,18 +70,16 @@ class ScriptRun:
         """The start event (every rank), once training is about to begin."""
         self.step = step
         self.schedule.last_step = max(total_steps, 0)
-        self.events.emit(StartEvent(
-            t=time.time(), rank=self.rank, world_size=self.world,
-            local_rank=int(os.environ.get("LOCAL_RANK", "0")), host=socket.gethostname(),
-            pid=os.getpid(), device=str(self.device), device_name=device_name(self.device),
+        report_start(
+            self.events, rank=self.rank, world=self.world, host=socket.gethostname(),
+            device=str(self.device), device_name=device_name(self.device),
             backend=dist.get_backend() if dist.is_initialized() else "none", model=model,
             dataset=dataset, global_batch=self.global_batch,
             split=self.schedule.split_at_quietly(step + 1), policy=self.settings.policy,
             step=step, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-            threads=torch.get_num_threads(), slowdown=self.settings.slowdown_of(self.rank),
-            resumed_from=resumed_from, task="script", exact=exact, exact_note=exact_note,
-            precision=precision,
-            tf32=self.device.type == "cuda" and tf32_enabled()))
+            slowdown=self.settings.slowdown_of(self.rank), resumed_from=resumed_from,
+            task="script", exact=exact, exact_note=exact_note, precision=precision,
+            tf32=self.device.type == "cuda" and tf32_enabled())
         self._last_end = time.perf_counter()
 
     def step_done(self, step: int, *, epoch: int, loss_sum: float, units: float,
@@ -114,11 +115,8 @@ class ScriptRun:
         previous = self.schedule.split_at_quietly(agreed[0])
         self.schedule.apply(agreed[0], new)
         if scheduled is not None and new != previous:
-            decision = scheduled.decision
-            self.events.emit(RebalanceEvent(
-                t=time.time(), rank=0, step=agreed[0], previous=previous, split=new,
-                reason=decision.reason, predicted_gain=decision.predicted_gain,
-                times=decision.times, policy=self.settings.policy))
+            report_rebalance(self.events, scheduled.decision, step=agreed[0],
+                             previous=previous, split=new, policy=self.settings.policy)
 
     def evaluated(self, step: int, metrics: dict[str, Any], samples: int, eval_s: float
                   ) -> None:

@@ -25,7 +25,7 @@ from trainer.balance.solve import equal_split
 from trainer.checkpoint.checkpointer import RunState, restore, resume, write_final
 from trainer.dist import RankInfo, on_any_rank, print0
 from trainer.evaluate import Evaluator, held_out
-from trainer.events import EventWriter, RoundEvent, StartEvent
+from trainer.events import EventWriter, RoundEvent
 from trainer.lowcomm.outer import IslandGroups, OuterStep
 from trainer.lowcomm.plan import (
     FIRST_ROUND_STEPS,
@@ -42,7 +42,13 @@ from trainer.settings.train_config import TrainConfig
 from trainer.step.batch_order import GlobalBatchOrder
 from trainer.step.optim import OptimizerStep, make_optimizer
 from trainer.step.slowdown import emulates
-from trainer.step_report import LossTally, OptimizerFacts, global_loss_of, report_step
+from trainer.step_report import (
+    LossTally,
+    OptimizerFacts,
+    global_loss_of,
+    report_start,
+    report_step,
+)
 from trainer.stopping import StopSignals, check_finite_loss
 from trainer.tasks import Task, trainable_parameters
 from trainer.tasks.loader import task_label
@@ -116,16 +122,15 @@ class LocalTrainer:
     def _announce(self, backend: str, resumed_from: str | None) -> None:
         config, run = self.config, self.run
         model, dataset = task_label(config)
-        self.events.emit(StartEvent(
-            t=time.time(), rank=self.rank, world_size=self.world,
-            local_rank=int(os.environ.get("LOCAL_RANK", "0")), host=socket.gethostname(),
-            pid=os.getpid(), device=str(self.device), device_name=str(self.device),
+        report_start(
+            self.events, rank=self.rank, world=self.world, host=socket.gethostname(),
+            device=str(self.device), device_name=str(self.device),
             backend=backend, model=model, dataset=dataset, global_batch=config.global_batch,
             split=tuple(self.split), policy=config.policy, step=run.step,
             total_steps=run.total_steps, steps_per_epoch=self.order.steps_per_epoch,
-            threads=torch.get_num_threads(), slowdown=self.inner.slowdown.factor_at(run.step + 1),
+            slowdown=self.inner.slowdown.factor_at(run.step + 1),
             resumed_from=resumed_from, task=config.task, precision=config.precision,
-            exact=False, exact_note=APPROXIMATE, exchange="local"))
+            exact=False, exact_note=APPROXIMATE, exchange="local")
         islands = " | ".join(",".join(map(str, r)) for r in self.groups.islands)
         print0(f"corral trainer: APPROXIMATE run (--exchange local): {self.world} ranks "
                f"({backend}) in {len(self.groups.islands)} islands [{islands}], {model} on "
