@@ -2,8 +2,8 @@
 
 The app owns the session (cluster, controller, followed run, model), the panels that render
 the model, the run controls (``RunControls``) and the look back at past runs (``PastRuns``);
-its keys only route to them, and ``render_outcomes`` shows what they return
-(``console/outcomes.py``: notifications, modals, screens, work for workers). Everything slow
+its keys only route to them, and ``render_effects`` shows what they return
+(``console/effects.py``: notifications, modals, screens, work for workers). Everything slow
 (check, start, stop, the event stream) runs in workers; the stream's events go straight into
 ``RunModel`` and the panels redraw from it on a timer (at most 4 Hz), so the UI never waits on
 the network and a run with hundreds of ranks cannot flood the message queue.
@@ -23,7 +23,7 @@ from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.screen import Screen
 
-from console import outcomes as shown
+from console import effects as shown
 from console.controls import RunControls
 from console.past_runs import PastRuns
 from console.session import Session
@@ -98,7 +98,7 @@ class ConsoleApp(App[int]):
         # full passes, which otherwise stall key presses for tens of milliseconds.
         gc.freeze()
         if self.attach_run is not None:
-            self.render_outcomes(self.controls.attach(self.attach_run))
+            self.render_effects(self.controls.attach(self.attach_run))
 
     def refresh_panels(self, *, force: bool = False) -> None:
         """Redraw the panels from the model if it changed (the header always: time moves).
@@ -142,86 +142,86 @@ class ConsoleApp(App[int]):
         self.push_screen(screen, callback)
 
     # ---------------------------------------------------------------- what controls return
-    def render_outcomes(self, outcomes: shown.Outcomes) -> None:
+    def render_effects(self, effects: shown.Effects) -> None:
         """Show what a control returned, in order."""
-        for outcome in outcomes:
-            self._render_one(outcome)
+        for effect in effects:
+            self._render_one(effect)
 
-    def _render_one(self, outcome: shown.Outcome) -> None:
-        if isinstance(outcome, shown.Notice):
+    def _render_one(self, effect: shown.Effect) -> None:
+        if isinstance(effect, shown.Notice):
             # markup=False: messages name cluster.toml sections ("[cluster] name"), not styles.
-            extra = {} if outcome.timeout is None else {"timeout": outcome.timeout}
-            self.notify(outcome.message, title=outcome.title, severity=outcome.severity,
+            extra = {} if effect.timeout is None else {"timeout": effect.timeout}
+            self.notify(effect.message, title=effect.title, severity=effect.severity,
                         markup=False, **extra)
-        elif isinstance(outcome, shown.Work):
-            self.run_worker(self._carry_out(outcome), group=outcome.group,
-                            exclusive=outcome.exclusive, exit_on_error=False)
-        elif isinstance(outcome, shown.Confirm):
-            then = outcome.then
-            self.show_modal(ConfirmScreen(outcome.title, outcome.question, yes=outcome.yes),
-                            lambda answer: self.render_outcomes(then() if answer == "yes"
+        elif isinstance(effect, shown.Work):
+            self.run_worker(self._carry_out(effect), group=effect.group,
+                            exclusive=effect.exclusive, exit_on_error=False)
+        elif isinstance(effect, shown.Confirm):
+            then = effect.then
+            self.show_modal(ConfirmScreen(effect.title, effect.question, yes=effect.yes),
+                            lambda answer: self.render_effects(then() if answer == "yes"
                                                                 else []))
-        elif isinstance(outcome, shown.AskQuit):
-            choose = outcome.then
-            self.show_modal(QuitScreen(outcome.run_id),
-                            lambda choice: self.render_outcomes(choose(choice)))
+        elif isinstance(effect, shown.AskQuit):
+            choose = effect.then
+            self.show_modal(QuitScreen(effect.run_id),
+                            lambda choice: self.render_effects(choose(choice)))
         else:
-            self._render_view(outcome)
+            self._render_view(effect)
 
-    def _render_view(self, outcome: shown.Outcome) -> None:
+    def _render_view(self, effect: shown.Effect) -> None:
         """A screen, a modal, a redraw or the exit."""
-        if isinstance(outcome, shown.ShowCheck):
-            self.show_modal(CheckReportScreen(outcome.report, title=outcome.title))
-        elif isinstance(outcome, shown.ShowStop):
+        if isinstance(effect, shown.ShowCheck):
+            self.show_modal(CheckReportScreen(effect.report, title=effect.title))
+        elif isinstance(effect, shown.ShowStop):
             self.show_modal(MessageScreen("Run stopped, but not cleanly",
-                                          stop_report_text(outcome.report)))
-        elif isinstance(outcome, shown.ShowRuns):
-            self._show_runs(outcome)
-        elif isinstance(outcome, shown.ShowReport):
-            self._show_report(outcome)
-        elif isinstance(outcome, shown.ShowPastRun):
+                                          stop_report_text(effect.report)))
+        elif isinstance(effect, shown.ShowRuns):
+            self._show_runs(effect)
+        elif isinstance(effect, shown.ShowReport):
+            self._show_report(effect)
+        elif isinstance(effect, shown.ShowPastRun):
             from console.widgets.past_run import PastRunScreen
 
-            run_id = outcome.model.run_id or ""
-            self.push_screen(PastRunScreen(outcome.model, self.session.clock, report=lambda:
-                                           self.render_outcomes(self.past_runs.show_report(run_id))))
-        elif isinstance(outcome, shown.Redraw):
+            run_id = effect.model.run_id or ""
+            self.push_screen(PastRunScreen(effect.model, self.session.clock, report=lambda:
+                                           self.render_effects(self.past_runs.show_report(run_id))))
+        elif isinstance(effect, shown.Redraw):
             self.refresh_panels()
-        elif isinstance(outcome, shown.Exit):
+        elif isinstance(effect, shown.Exit):
             self.exit(0)
 
     async def _carry_out(self, work: shown.Work) -> None:
-        self.render_outcomes(await work.work)
+        self.render_effects(await work.work)
 
-    def _show_runs(self, outcome: shown.ShowRuns) -> None:
+    def _show_runs(self, effect: shown.ShowRuns) -> None:
         from console.widgets.runs import RunsScreen
 
         past = self.past_runs
         self.show_modal(RunsScreen(
-            outcome.runs, open_run=lambda r: self.render_outcomes(past.open_past_run(r)),
-            report=lambda r: self.render_outcomes(past.show_report(r))))
+            effect.runs, open_run=lambda r: self.render_effects(past.open_past_run(r)),
+            report=lambda r: self.render_effects(past.show_report(r))))
 
-    def _show_report(self, outcome: shown.ShowReport) -> None:
+    def _show_report(self, effect: shown.ShowReport) -> None:
         from console import report
         from console.widgets.report import ReportScreen
 
-        body = report.one_run(outcome.summary, outcome.series,
+        body = report.one_run(effect.summary, effect.series,
                               width=max(40, self.size.width - 10))
-        name = outcome.summary.name or outcome.run_id
+        name = effect.summary.name or effect.run_id
         self.push_screen(ReportScreen(f"report · {name}", body))
 
     # ---------------------------------------------------------------- actions (keys)
     def action_start(self) -> None:
-        self.render_outcomes(self.controls.start())
+        self.render_effects(self.controls.start())
 
     def action_stop(self) -> None:
-        self.render_outcomes(self.controls.stop())
+        self.render_effects(self.controls.stop())
 
     def action_restart(self) -> None:
-        self.render_outcomes(self.controls.restart())
+        self.render_effects(self.controls.restart())
 
     def action_check(self) -> None:
-        self.render_outcomes(self.controls.check())
+        self.render_effects(self.controls.check())
 
     def action_cycle_policy(self) -> None:
         current = self.session.model.next_policy
@@ -259,13 +259,13 @@ class ConsoleApp(App[int]):
         self.show_modal(self.get_screen("help"))
 
     def action_runs(self) -> None:
-        self.render_outcomes(self.past_runs.runs_screen())
+        self.render_effects(self.past_runs.runs_screen())
 
     def action_report(self) -> None:
-        self.render_outcomes(self.past_runs.current_report())
+        self.render_effects(self.past_runs.current_report())
 
     async def action_quit(self) -> None:
-        self.render_outcomes(self.controls.quit())
+        self.render_effects(self.controls.quit())
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield SystemCommand("Start run", "Check, push and launch (s)", self.action_start)

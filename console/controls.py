@@ -1,7 +1,7 @@
 """The console's run controls: every call to the remote layer, each as work for a worker.
 
 ``RunControls`` acts on a ``Session`` (the controller, the followed run and its model) and
-never on the app: each key's handler returns outcomes (``console/outcomes.py``) that the
+never on the app: each key's handler returns effects (``console/effects.py``) that the
 console app renders, and check, start, attach, follow, stop, restart and quit are ``Work``
 the app runs in workers, so the UI never waits on the network. Errors from the remote layer
 become notifications or a modal with their fix, never a traceback.
@@ -13,12 +13,12 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from console.outcomes import (
+from console.effects import (
     AskQuit,
     Confirm,
+    Effects,
     Exit,
     Notice,
-    Outcomes,
     Redraw,
     ShowCheck,
     ShowStop,
@@ -48,14 +48,14 @@ class RunControls:
         """Printed by ``run_console`` after the app closed (how to reattach, the stop report)."""
 
     # ---------------------------------------------------------------- the keys
-    def start(self) -> Outcomes:
+    def start(self) -> Effects:
         return (self._refuse_if_busy() or self._refuse_if_live("start")
                 or self._run("starting", self._start(resume=False)))
 
-    def attach(self, run_id: str) -> Outcomes:
+    def attach(self, run_id: str) -> Effects:
         return self._run("attaching", self._attach(run_id))
 
-    def stop(self) -> Outcomes:
+    def stop(self) -> Effects:
         handle = self.session.handle
         if refused := self._refuse_if_busy():
             return refused
@@ -64,7 +64,7 @@ class RunControls:
         return [Confirm(title="Stop run", question=f"Stop run {handle.run_id} on every host?",
                         yes="Stop", then=lambda: self._confirmed("stopping", self._stop))]
 
-    def restart(self) -> Outcomes:
+    def restart(self) -> Effects:
         if refused := self._refuse_if_busy():
             return refused
         handle = self.session.handle
@@ -74,16 +74,16 @@ class RunControls:
         return [Confirm(title="Restart from checkpoint", question=question, yes="Restart",
                         then=lambda: self._confirmed("restarting", self._restart))]
 
-    def check(self) -> Outcomes:
+    def check(self) -> Effects:
         return self._refuse_if_busy() or self._run("checking", self._check())
 
-    def quit(self) -> Outcomes:
+    def quit(self) -> Effects:
         handle = self.session.handle
         if self.session.model.live and handle is not None:
             return [AskQuit(run_id=handle.run_id, then=self.quit_answer)]
         return self._run("", self._leave())
 
-    def quit_answer(self, choice: object) -> Outcomes:
+    def quit_answer(self, choice: object) -> Effects:
         """What the quit question's ``choice`` does: ``leave`` the run going, or ``stop`` it."""
         handle = self.session.handle
         if choice == "leave" and handle is not None:
@@ -95,14 +95,14 @@ class RunControls:
         return []
 
     # ---------------------------------------------------------------- workers
-    def _run(self, label: str, work: Coroutine[Any, Any, Outcomes], *, group: str = "control",
-             exclusive: bool = False) -> Outcomes:
+    def _run(self, label: str, work: Coroutine[Any, Any, Effects], *, group: str = "control",
+             exclusive: bool = False) -> Effects:
         """``work`` for a worker, marking the console busy with ``label`` meanwhile."""
         if label:
             self.busy = label
         return [Work(work=work, group=group, exclusive=exclusive)]
 
-    async def _start(self, *, resume: bool) -> Outcomes:
+    async def _start(self, *, resume: bool) -> Effects:
         try:
             handle = await self.session.controller.start(
                 resume=resume, policy=self.session.model.next_policy)
@@ -112,7 +112,7 @@ class RunControls:
             self.busy = ""
         return self._follow_handle(handle)
 
-    async def _attach(self, run_id: str) -> Outcomes:
+    async def _attach(self, run_id: str) -> Effects:
         try:
             handle = await self.session.controller.attach(run_id)
         except Exception as exc:
@@ -121,11 +121,11 @@ class RunControls:
             self.busy = ""
         return self._follow_handle(handle)
 
-    def _follow_handle(self, handle: RunHandle) -> Outcomes:
+    def _follow_handle(self, handle: RunHandle) -> Effects:
         self.session.follow(handle)
         return self._run("", self._follow(handle), group="follow", exclusive=True)
 
-    async def _follow(self, handle: RunHandle) -> Outcomes:
+    async def _follow(self, handle: RunHandle) -> Effects:
         model = self.session.model
         applied = 0
         try:
@@ -136,7 +136,7 @@ class RunControls:
                     await asyncio.sleep(0)
         except Exception as exc:
             return self.show_error(exc, title="Lost the run's event stream")
-        ended: Outcomes = [Redraw()]
+        ended: Effects = [Redraw()]
         if model.state == "failed" and model.check_report is not None:
             ended.append(ShowCheck(report=model.check_report,
                                    title="Run failed its pre-flight check"))
@@ -150,7 +150,7 @@ class RunControls:
                                 title="Run completed"))
         return ended
 
-    async def _stop(self, *, then_quit: bool = False) -> Outcomes:
+    async def _stop(self, *, then_quit: bool = False) -> Effects:
         report, shown = await self._stop_live_run()
         if then_quit:
             if report is not None:
@@ -158,7 +158,7 @@ class RunControls:
             return shown + self._run("", self._leave())
         return shown
 
-    async def _stop_live_run(self) -> tuple[StopReport | None, Outcomes]:
+    async def _stop_live_run(self) -> tuple[StopReport | None, Effects]:
         """Stop the followed run; what the hosts were left with, and how it is shown."""
         handle = self.session.handle
         if handle is None:
@@ -179,15 +179,15 @@ class RunControls:
         return report, [Notice(message=stop_report_text(report).plain, timeout=10,
                                title="Run stopped" if not report.outcome else "Nothing to stop")]
 
-    async def _restart(self) -> Outcomes:
-        shown: Outcomes = []
+    async def _restart(self) -> Effects:
+        shown: Effects = []
         if self.session.model.live:
             report, shown = await self._stop_live_run()
             if report is None:
                 return shown
         return shown + self._run("starting", self._start(resume=True))
 
-    async def _check(self) -> Outcomes:
+    async def _check(self) -> Effects:
         try:
             report = await self.session.controller.check()
         except Exception as exc:
@@ -197,7 +197,7 @@ class RunControls:
         self.last_check = report
         return [ShowCheck(report=report)]
 
-    async def _leave(self) -> Outcomes:
+    async def _leave(self) -> Effects:
         try:
             await self.session.aclose()
         except Exception as exc:  # closing must never keep the operator in
@@ -205,7 +205,7 @@ class RunControls:
         return [Exit()]
 
     # ---------------------------------------------------------------- helpers
-    def show_error(self, exc: BaseException, *, title: str | None = None) -> Outcomes:
+    def show_error(self, exc: BaseException, *, title: str | None = None) -> Effects:
         """A remote-layer error as a readable notification (its fix hint included)."""
         report = getattr(exc, "report", None)
         if isinstance(report, CheckReport):
@@ -218,18 +218,18 @@ class RunControls:
                                    level="error")
         return [Notice(message=message, title=heading, severity="error", timeout=20)]
 
-    def _confirmed(self, label: str, work: Callable[[], Coroutine[Any, Any, Outcomes]]
-                   ) -> Outcomes:
+    def _confirmed(self, label: str, work: Callable[[], Coroutine[Any, Any, Effects]]
+                   ) -> Effects:
         """Run a confirmed control action, marking the console busy."""
         return self._refuse_if_busy() or self._run(label, work())
 
-    def _refuse_if_busy(self) -> Outcomes:
+    def _refuse_if_busy(self) -> Effects:
         if self.busy:
             return [Notice(message=f"Busy {self.busy}; try again in a moment.",
                            severity="warning")]
         return []
 
-    def _refuse_if_live(self, what: str) -> Outcomes:
+    def _refuse_if_live(self, what: str) -> Effects:
         model = self.session.model
         if model.live:
             return [Notice(message=f"Run {model.run_id} is live: stop it (x) before you {what}.",

@@ -1,7 +1,7 @@
 """The console's look back: the runs screen, a past run read-only, and run reports.
 
 ``PastRuns`` reads this machine's records of the cluster's runs through a ``Session``, like
-``corral report``, and returns what to show (``console/outcomes.py``); the console app
+``corral report``, and returns what to show (``console/effects.py``); the console app
 renders it.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from console.outcomes import Notice, Outcomes, ShowPastRun, ShowReport, ShowRuns
+from console.effects import Effects, Notice, ShowPastRun, ShowReport, ShowRuns
 from profiles.user_errors import CorralError
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ class PastRuns:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def runs_screen(self) -> Outcomes:
+    def runs_screen(self) -> Effects:
         """The cluster's recorded runs, newest first; each opens read-only or as a report."""
         runs = self.session.recorded_runs()
         if not runs:
@@ -31,7 +31,7 @@ class PastRuns:
                            severity="warning")]
         return [ShowRuns(runs=runs)]
 
-    def current_report(self) -> Outcomes:
+    def current_report(self) -> Effects:
         """The report of the run the console follows (or shows)."""
         run_id = self.session.model.run_id
         if run_id is None:
@@ -47,7 +47,7 @@ class PastRuns:
         except CorralError as exc:
             return exc
 
-    def show_report(self, run_id: str) -> Outcomes:
+    def show_report(self, run_id: str) -> Effects:
         """The report of ``run_id`` in a scrollable modal."""
         found = self._summary(run_id)
         if isinstance(found, CorralError):
@@ -55,7 +55,7 @@ class PastRuns:
         _, summary, series = found
         return [ShowReport(run_id=run_id, summary=summary, series=series)]
 
-    def open_past_run(self, run_id: str) -> Outcomes:
+    def open_past_run(self, run_id: str) -> Effects:
         """Show a recorded run in the console's panels, read-only."""
         from console.model.recorded import model_from_history
 

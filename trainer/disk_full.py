@@ -36,12 +36,19 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
+RESUME = "free space there and resume the run"
+"""The fix of a full disk met by a running trainer (its checkpoints are on that disk)."""
+
+
 class DiskFull(CorralError):
-    """The trainer could not write ``folder`` on this host: its disk is full."""
+    """A write to ``folder`` failed for lack of space: in the trainer (on this host), in this
+    machine's run records, or in a host's run directory at launch."""
 
     title = "disk full"
 
-    def __init__(self, folder: os.PathLike[str] | str, what: str) -> None:
-        host = os.environ.get(HOST_ENV) or socket.gethostname()
-        super().__init__(f"{disk_full_on(host, folder)}: {what}; free space there and "
-                         "resume the run")
+    def __init__(self, folder: os.PathLike[str] | str, what: str = "", *,
+                 host: str | None = None, fix: str = RESUME) -> None:
+        """``host``: where (default: this host, by its cluster.toml name when it has one)."""
+        host = host or os.environ.get(HOST_ENV) or socket.gethostname()
+        super().__init__(f"{disk_full_on(host, folder)}: " + (f"{what}; " if what else "")
+                         + fix)

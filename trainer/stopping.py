@@ -9,7 +9,7 @@ import time
 from types import FrameType
 
 from profiles.user_errors import CorralError
-from trainer.checkpoint.checkpointer import RunState
+from trainer.checkpoint.checkpointer import RunProgress
 
 
 class Interrupted(Exception):
@@ -23,7 +23,7 @@ class Diverged(CorralError):
     exit_code = 3
 
 
-def check_finite_loss(global_loss_sum: float, run: RunState) -> None:
+def check_finite_loss(global_loss_sum: float, run: RunProgress) -> None:
     """Raise ``Diverged`` when step ``run.step``'s global loss is NaN or infinite."""
     if math.isfinite(global_loss_sum):
         return

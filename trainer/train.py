@@ -5,7 +5,7 @@ user's code runs here, so its errors end every rank before any collective), (2) 
 process group, (3) model, optimizer, maybe resume, (4) choose the first split, (5) train,
 (6) checkpoint, write the final result and say goodbye. Every rank runs the same number of
 steps and reaches every collective in the same order, so no rank waits for one that never
-comes. The run's changing state lives in one ``RunState``.
+comes. The run's changing state lives in one ``RunProgress``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from trainer.balance.balancer import Balancer
 from trainer.balance.capacity import initial_split
 from trainer.balance.config import rank0_config
 from trainer.balance.passes import passes
-from trainer.checkpoint.checkpointer import Checkpointer, RunState, restore, resume, write_final
+from trainer.checkpoint.checkpointer import Checkpointer, RunProgress, restore, resume, write_final
 from trainer.compat import check_torch_release, set_tf32, tf32_enabled, wrap_ddp
 from trainer.dist import (
     RankInfo,
@@ -101,7 +101,7 @@ def train(config: TrainConfig) -> int:
     order = GlobalBatchOrder(len(task.train_data), config.global_batch, config.seed,
                              task.item_tokens if config.policy != "static" else None,
                              padded=task.padded)
-    run = RunState(total_steps=config.steps or (config.epochs or 1) * order.steps_per_epoch)
+    run = RunProgress(total_steps=config.steps or (config.epochs or 1) * order.steps_per_epoch)
     check_total_steps(config, run.total_steps)
     if config.eval_every:
         held_out(task, config.eval_samples, f"the {config.task} task")
@@ -145,7 +145,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, info: RankInfo, device: torch.device, backend: str,
                  task: Task, order: GlobalBatchOrder, events: EventWriter, stop: StopSignals,
-                 run: RunState, placement: Placement | None = None) -> None:
+                 run: RunProgress, placement: Placement | None = None) -> None:
         self.config, self.task, self.order, self.run = config, task, order, run
         self.placement = placement
         self.prefetcher = (BatchPrefetcher(task, order, info.rank, device)

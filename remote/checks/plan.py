@@ -28,7 +28,7 @@ from remote.hosts.ssh import resolve_endpoint
 from trainer.balance.links import PairLink, host_links
 from trainer.settings.run_settings import Precision, device_precision
 
-Device = Literal["cpu", "cuda"]
+HostDevice = Literal["cpu", "cuda"]
 
 
 def master_address(config: ClusterConfig) -> str:
@@ -101,7 +101,7 @@ class HostPlan:
     """The global rank of the host's first rank (ranks are numbered in host order)."""
     nproc: int
     """Ranks started on the host."""
-    device: Device
+    device: HostDevice
     """``cuda`` when the host trains on GPUs, else ``cpu``."""
     gpus: int
     """GPUs the host's ranks use (0 on the CPU)."""
@@ -149,7 +149,7 @@ class ClusterPlan:
         return split[place.first_rank:place.first_rank + place.nproc]
 
 
-def devices_for(host: HostSection, found: int | None) -> tuple[Device, int, str | None]:
+def devices_for(host: HostSection, found: int | None) -> tuple[HostDevice, int, str | None]:
     """The device, GPU count and ``CUDA_VISIBLE_DEVICES`` of a host's ranks.
 
     ``found``: the GPUs the check saw there (None: unknown, taken as none). A host uses exactly
@@ -166,7 +166,7 @@ def devices_for(host: HostSection, found: int | None) -> tuple[Device, int, str 
     return "cuda", host.gpus, pinned
 
 
-def precision_for(requested: Precision, device: Device, gpus: int,
+def precision_for(requested: Precision, device: HostDevice, gpus: int,
                   ampere: tuple[bool, ...] | None) -> str:
     """``[run] precision`` on a host (``run_settings.device_precision``): ``auto`` is fp32 on
     the CPU and, on GPUs, bf16 when every GPU its ranks use has compute capability 8.0+, else

@@ -10,10 +10,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from remote.config.errors import ConfigError, ConfigProblem, quote
+from remote.config.errors import ConfigError, ConfigProblem, Problems, quote
 
 Engine = Literal["podman", "docker"]
-Problems = list[tuple[str, str]]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from profiles.user_errors import UsageError
 
+Problems = list[tuple[str, str]]
+"""What a validator found: (where, what is wrong) pairs, reported together."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class ConfigProblem:

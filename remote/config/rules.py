@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
 from typing import Any, Literal, TypeGuard, get_args, get_origin
 
-from remote.config.errors import did_you_mean, host_where, quote, section_where
+from remote.config.errors import Problems, did_you_mean, host_where, quote, section_where
 from remote.config.ranges import MAX_COUNT, upper_bound_problems
 from trainer.placement import parse_cpulist
 from trainer.settings import relations
@@ -38,7 +38,6 @@ ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 INTERFACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}\Z")
 """A Linux interface name: at most 15 characters, no spaces or slashes."""
 
-Problems = list[tuple[str, str]]
 
 K8S_LABEL_RE = re.compile(r"[a-z][-a-z0-9]{0,38}[a-z0-9]\Z|[a-z]\Z")
 """A job name or namespace: a DNS label starting with a letter, short enough that a JobSet pod's

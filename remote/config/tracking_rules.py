@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from remote.config.errors import quote
-
-Problems = list[tuple[str, str]]
+from remote.config.errors import Problems, quote
 
 MLFLOW_SCHEMES = ("sqlite:///", "http://", "https://", "file://", "postgresql://", "mysql://",
                   "databricks")

@@ -1,21 +1,21 @@
-"""A full disk, said the same way wherever a write fails for lack of space: "disk full on HOST
-at PATH" (this machine's run records here, a host's run directory in the launch and the check).
+"""A full disk on the remote side, said the same way as in the trainer: "disk full on HOST at
+PATH" (``trainer.disk_full``: one class, one wording), with the fix that fits before a run.
 """
 
 from __future__ import annotations
 
-from profiles.user_errors import CorralError
-from trainer.disk_full import disk_full_on
+from trainer.disk_full import DiskFull
 
 LOCAL = "this machine"
 """How this machine is named where a host's name would stand."""
 
+RUN_AGAIN = "free space there (or point [cluster] run_root at a disk with room) and run again"
+"""The fix of a full disk met before a run trains: its run directory or its records."""
 
-class DiskFull(CorralError):
-    """A write failed for lack of space (ENOSPC)."""
 
-    title = "disk full"
+def disk_full(host: str, path: str) -> DiskFull:
+    """The error of a write to ``path`` on ``host`` (``LOCAL``: here) that found no space."""
+    return DiskFull(path, host=host, fix=RUN_AGAIN)
 
-    def __init__(self, host: str, path: str) -> None:
-        super().__init__(f"{disk_full_on(host, path)}: free space there (or point "
-                         "[cluster] run_root at a disk with room) and run again")
+
+__all__ = ["LOCAL", "RUN_AGAIN", "DiskFull", "disk_full"]

@@ -21,7 +21,7 @@ from pathlib import Path
 from profiles.user_errors import CorralError, UsageError
 from remote.config.cluster import ClusterConfig
 from remote.events import FINAL_RUN_STATES, StopReport
-from remote.records.disk_full import LOCAL, DiskFull
+from remote.records.disk_full import LOCAL, disk_full
 from remote.records.owner import owner_gone, owner_pid
 from remote.records.private import private_dir, write_private
 from trainer.run_layout import RunLayout
@@ -131,7 +131,7 @@ def _write_at(directory: Path, info: RunInfo) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         if exc.errno == errno.ENOSPC:
-            raise DiskFull(LOCAL, str(directory)) from None
+            raise disk_full(LOCAL, str(directory)) from None
         raise CorralError(f"cannot record run {info.run_id} in {directory}: "
                           f"{exc.strerror or exc}; set [cluster] run_root to a writable "
                           "directory", title="run_root not usable") from None

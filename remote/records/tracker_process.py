@@ -24,7 +24,7 @@ from typing import Any
 
 from remote.records.history import Recorded
 from remote.records.scalars import Scalars, StepFeed, decision_text, eval_scalars
-from remote.records.tracker_sinks import AimSink, MlflowSink, Point, Sink, TrackerStart
+from remote.records.tracker_sinks import AimSink, MlflowSink, Sink, TrackedPoint, TrackerStart
 from trainer.events import EvalEvent, RebalanceEvent, TrainerEvent
 
 Typed = tuple[str, TrainerEvent]
@@ -88,7 +88,7 @@ class TrackerFeed(StepFeed):
         super().__init__(rank_detail=False)  # per rank: samples/s and share
         self.sink, self.record, self.path = sink, record, path
         self.step, self.eval = record.step, record.eval
-        self.points: list[Point] = []
+        self.points: list[TrackedPoint] = []
 
     def _add(self, step: int, t: float, values: Scalars) -> None:
         self.points += [(step, t, name, value) for name, value in values if value is not None]

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from profiles.user_errors import UsageError
 from remote.records.tracker_packages import MISSING, installed
 
-Point = tuple[int, float, str, float]
+TrackedPoint = tuple[int, float, str, float]
 """``(step, unix time, name, value)``."""
 
 MLFLOW_STATUS = {"completed": "FINISHED", "stopped": "KILLED", "failed": "FAILED"}
@@ -50,7 +50,7 @@ class Sink(Protocol):
 
     def params(self, params: dict[str, str]) -> None: ...
 
-    def metrics(self, points: list[Point]) -> None: ...
+    def metrics(self, points: list[TrackedPoint]) -> None: ...
 
     def text(self, step: int, name: str, text: str) -> None: ...
 
@@ -109,7 +109,7 @@ class MlflowSink:
         for at in range(0, len(items), BATCH_PARAMS):
             self._client.log_batch(self.run_id, params=items[at:at + BATCH_PARAMS])
 
-    def metrics(self, points: list[Point]) -> None:
+    def metrics(self, points: list[TrackedPoint]) -> None:
         from mlflow.entities import Metric
 
         items = [Metric(name, value, int(t * 1000), step) for step, t, name, value in points]
@@ -154,7 +154,7 @@ class AimSink:
     def params(self, params: dict[str, str]) -> None:
         self._run["params"] = dict(params)
 
-    def metrics(self, points: list[Point]) -> None:
+    def metrics(self, points: list[TrackedPoint]) -> None:
         for step, _t, name, value in points:
             self._run.track(value, name=name, step=step)
 

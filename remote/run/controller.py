@@ -49,9 +49,9 @@ from remote.run.lifecycle import (
     Finding,
     LaunchFailed,
     Lifecycle,
-    Outcome,
     Phase,
     PhaseDone,
+    RunOutcome,
     Signal,
     StopCause,
     StopRequest,
@@ -220,7 +220,7 @@ class SshRunHandle:
         if isinstance(signal, LaunchFailed):
             # The lock goes before the final status: its reader stops reading there.
             await self._unlock()
-            return [life.end(Outcome.STOPPED if signal.stopped else Outcome.FAILED,
+            return [life.end(RunOutcome.STOPPED if signal.stopped else RunOutcome.FAILED,
                              signal.detail, report=signal.report,
                              failed_host=signal.failed_host)]
         if isinstance(signal, PhaseDone):

@@ -37,7 +37,7 @@ from remote.records.tensorboard import live_writer
 from remote.records.tracking import live_trackers
 from remote.run.failures import HostLost
 from remote.run.hang import HangGuard
-from remote.run.lifecycle import AttemptEnded, CauseSettled, Outcome, StopRequest, TailsOpen
+from remote.run.lifecycle import AttemptEnded, CauseSettled, RunOutcome, StopRequest, TailsOpen
 from remote.run.monitor import RunMonitor
 from remote.run.reconnect import resilient_tail
 from remote.run.stop import stop_run
@@ -257,6 +257,6 @@ class RunFollower:
         if not self.launching and self.info.state in FINAL_RUN_STATES:
             # The run had ended before this follower came: its outcome was decided then (the
             # launching follower saw every event; this one only the ones after its copy).
-            final = replace(final, outcome=Outcome(self.info.state),
+            final = replace(final, outcome=RunOutcome(self.info.state),
                             detail=self.info.detail or final.detail)
         return AttemptEnded(final=final, lost=lost, stop_clean=stop_clean, suspects=suspect)

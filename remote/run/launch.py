@@ -24,13 +24,13 @@ from typing import cast
 
 from profiles.user_errors import CorralError
 from remote.checks.plan import HostPlan
-from remote.checks.run_root import DiskFull
 from remote.config.cluster import ClusterConfig, HostSection, RunSection
 from remote.config.task_code import USER_CODE_DIR, option_pairs, user_code
 from remote.hosts.container import inner_python, launcher_words, remove_command
 from remote.hosts.interpreter import python_word
 from remote.hosts.push import code_dir
 from remote.hosts.transport import RemoteCommandError, Transport, env_prefix, shell_path
+from remote.records.disk_full import disk_full
 from trainer.integrations.contract import RUN_DIR_ENV, ScriptSettings
 from trainer.launch_contract import (
     HOST_ENV,
@@ -264,7 +264,7 @@ async def launch_host(
         done = await transport.run(script, check=True, timeout=30.0)
     except RemoteCommandError as exc:
         if "No space left on device" in exc.completed.stderr + exc.completed.stdout:
-            raise DiskFull(host.name, plan.run_dir) from None
+            raise disk_full(host.name, plan.run_dir) from None
         raise
     try:
         return int(done.stdout.strip().splitlines()[-1])

@@ -2,7 +2,7 @@
 
 A run launched by this process goes ``checking → pushing → launching → running``, perhaps
 ``→ stopping`` (the other hosts are stopped after a failure), and then either ``→ ended`` with
-an ``Outcome`` (completed, failed, stopped) or, with ``[run] max_restarts``, ``→ restarting →
+a ``RunOutcome`` (completed, failed, stopped) or, with ``[run] max_restarts``, ``→ restarting →
 checking`` for another attempt from the newest checkpoint. A failed check, push or launch goes
 straight to ``ended`` (failed). A run that is only followed (``attach``) starts in ``running``.
 
@@ -46,9 +46,6 @@ class Phase(Enum):
             raise ValueError("an ended run shows as its outcome")
         return "launching" if self is Phase.RESTARTING else self.value
 
-
-Outcome = RunOutcome
-"""How an ended run ended (the final ``RunStatus`` state)."""
 
 
 TRANSITIONS: dict[Phase, frozenset[Phase]] = {
@@ -145,7 +142,7 @@ class Finding:
     """How an attempt ended, as its monitor found it: the lifecycle alone turns it into the
     run's final state (``Lifecycle.end_with``)."""
 
-    outcome: Outcome
+    outcome: RunOutcome
     detail: str
     """For ``failed``: the first failing host and rank and why; otherwise a short note."""
     failed_host: str | None = None
@@ -183,7 +180,7 @@ class Lifecycle:
     def __init__(self, run_id: str, phase: Phase, record: RunRecord | None) -> None:
         self.run_id = run_id
         self.phase = phase
-        self.outcome: Outcome | None = None
+        self.outcome: RunOutcome | None = None
         self.record = record
         """The run's record (None: following a run that had already ended, whose recorded
         outcome stays)."""
@@ -196,7 +193,7 @@ class Lifecycle:
         self.phase = phase
         return self._status(phase.shown, detail, **extra)
 
-    def end(self, outcome: Outcome, detail: str, **extra: object) -> RunStatus:
+    def end(self, outcome: RunOutcome, detail: str, **extra: object) -> RunStatus:
         """Move to ``ENDED`` with ``outcome``; the final ``RunStatus``."""
         if Phase.ENDED not in TRANSITIONS[self.phase]:
             raise RuntimeError(f"run {self.run_id}: cannot end while {self.phase.value}")
@@ -227,7 +224,7 @@ class Lifecycle:
     def stopped_unfollowed(self) -> None:
         """A stop of a run nothing here follows found nothing left: it ended ``stopped``."""
         if self.record is not None:
-            self.record.state(Outcome.STOPPED.value)
+            self.record.state(RunOutcome.STOPPED.value)
 
     def _status(self, state: RunState, detail: str = "", **extra: object) -> RunStatus:
         if self.record is not None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from remote.events import TRAINED_NOTHING, HostStatus, LogLine, RankEvent, RunEvent
 from remote.run.failures import Cause, Failure, HostLost, Severity
-from remote.run.lifecycle import Finding, Outcome, StopCause, StopRequest
+from remote.run.lifecycle import Finding, RunOutcome, StopCause, StopRequest
 from remote.run.stream import LauncherExit, RankOwned, TailItem
 from trainer.disk_full import disk_full_on
 from trainer.events import EndEvent, StartEvent, StepEvent
@@ -250,16 +250,16 @@ class RunMonitor:
             failure = None  # peers that failed while someone else stopped the run
         if failure is None:
             if self.ended_after_done is not None:
-                return Finding(Outcome.COMPLETED, (
+                return Finding(RunOutcome.COMPLETED, (
                     f"{len(self.ended)} rank(s) finished; their processes had not exited "
                     f"{self.ended_after_done:.0f} s later and were ended"))
             if self.stop.requested or self.stopped_hosts:
-                return Finding(Outcome.STOPPED, "stopped on request")
+                return Finding(RunOutcome.STOPPED, "stopped on request")
             note = "".join(f"; {what} (in its teardown)" for what in self.after_done)
             if self._trained_nothing():
-                return Finding(Outcome.COMPLETED, self._nothing_trained_detail())
+                return Finding(RunOutcome.COMPLETED, self._nothing_trained_detail())
             ranks = len(self.ended) or len(self.rank_host)
-            return Finding(Outcome.COMPLETED, f"{ranks} rank(s) finished{note}")
+            return Finding(RunOutcome.COMPLETED, f"{ranks} rank(s) finished{note}")
         who = failure.host + (f" rank {failure.rank}" if failure.rank is not None else "")
         detail = f"{who} {failure.why}"
         never = self.never_joined()
@@ -268,7 +268,7 @@ class RunMonitor:
         lines = self._last_lines(failure)
         if lines:
             detail += "\n" + "\n".join(lines)
-        return Finding(Outcome.FAILED, detail, failed_host=failure.host,
+        return Finding(RunOutcome.FAILED, detail, failed_host=failure.host,
                        failed_rank=failure.rank, cause=failure.cause)
 
     def _trained_nothing(self) -> bool:

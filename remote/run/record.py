@@ -21,7 +21,7 @@ from typing import Any
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
-from remote.events import StopReport
+from remote.events import FINAL_RUN_STATES, StopReport
 from remote.records.runs import (
     RunInfo,
     describe_stop,
@@ -35,9 +35,6 @@ STOP_ASKED = ".stop-asked"
 to stop. The corral launching it reads it between steps of its check, push and launch, ends
 the launch and stops what started (a state in ``run.json`` would be overwritten by its moves).
 """
-
-OUTCOMES = ("completed", "failed", "stopped")
-"""States that end a run (``RunInfo.ended`` is set when one is recorded)."""
 
 
 class RunRecord:
@@ -79,7 +76,7 @@ class RunRecord:
         if self._outcome_kept:
             return
         line = detail.split("\n", 1)[0]
-        ended = time.time() if state in OUTCOMES else self.info.ended
+        ended = time.time() if state in FINAL_RUN_STATES else self.info.ended
         self.change(state=state, detail=line or self.info.detail, ended=ended)
 
     def launched(self, **facts: Any) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from remote.config.cluster import ClusterConfig
 from remote.run.failures import Cause, HostLost
-from remote.run.lifecycle import Finding, Outcome
+from remote.run.lifecycle import Finding, RunOutcome
 
 REPEATED_FAILURES = 2
 """With ``on_host_loss = "continue"``, a host whose ranks failed this many attempts in a row is
@@ -15,7 +15,7 @@ def count_failure(streaks: dict[str, int], final: Finding) -> str | None:
     """Add ``final`` to the per-host streaks of failures in a row (an attempt that failed on
     another host, or did not fail, ends a host's streak); the host whose streak reached
     ``REPEATED_FAILURES``, else None."""
-    host = final.failed_host if final.outcome is Outcome.FAILED else None
+    host = final.failed_host if final.outcome is RunOutcome.FAILED else None
     for other in [h for h in streaks if h != host]:
         del streaks[other]
     if host is None:
@@ -33,7 +33,7 @@ def restart_refusal(final: Finding, restarts: int, limit: int, *, wanted: bool,
     A diverged run is not restarted (it would diverge again from the same checkpoint), nor one
     that ran out of disk (the disk is still full), nor one
     whose failed attempt may have left processes (they could join the new one)."""
-    if final.outcome is not Outcome.FAILED or not wanted or not limit:
+    if final.outcome is not RunOutcome.FAILED or not wanted or not limit:
         return ""
     if restarts >= limit:
         return f"no restart left: [run] max_restarts = {limit}"
@@ -51,6 +51,6 @@ def can_go_on_without(config: ClusterConfig, final: Finding, lost: dict[str, Hos
     """``on_host_loss = "continue"``, the attempt failed on a lost host (or one that failed
     ``REPEATED_FAILURES`` attempts in a row), and the run can go on without the lost hosts (the
     master, which holds the rendezvous, is not one of them, and one host is left at least)."""
-    return (config.run.on_host_loss == "continue" and final.outcome is Outcome.FAILED
+    return (config.run.on_host_loss == "continue" and final.outcome is RunOutcome.FAILED
             and final.failed_host in lost and config.cluster.master not in lost and stop_clean
             and len(lost) < len(config.hosts))

@@ -22,11 +22,11 @@ from remote.run.record import recorded_refresh
 from remote.run.stop import count_command, count_run_processes, counted
 from trainer.run_layout import IN_RUN_DIR
 
-Probe = tuple[int, str, bool]
+LeftoverProbe = tuple[int, str, bool]
 """Per host: processes of the run alive, the launcher's exit status (or ""), stopped on request."""
 
 
-async def _probe(config: ClusterConfig, transport: Transport, info: RunInfo) -> Probe:
+async def _probe(config: ClusterConfig, transport: Transport, info: RunInfo) -> LeftoverProbe:
     name = transport.host.name
     run_dir = shell_path(run_dir_for(config, info.run_id))
     script = (f"{count_command(info.run_id, transport.host)}; "
@@ -37,7 +37,7 @@ async def _probe(config: ClusterConfig, transport: Transport, info: RunInfo) -> 
     return counted(name, lines[0].strip()), lines[1].strip(), "stopped" in lines[2:]
 
 
-def _outcome(results: list[Probe]) -> str:
+def _outcome(results: list[LeftoverProbe]) -> str:
     if any(count for count, _, _ in results):
         return "running"
     if any(stopped for _, _, stopped in results):
@@ -47,7 +47,7 @@ def _outcome(results: list[Probe]) -> str:
     return "failed"
 
 
-def _leftovers(info: RunInfo, found: dict[str, Probe | BaseException]) -> RunInfo:
+def _leftovers(info: RunInfo, found: dict[str, LeftoverProbe | BaseException]) -> RunInfo:
     """``info`` with its cleanup as the suspect hosts now show it (outcome unchanged)."""
     left = {h: r[0] for h, r in found.items() if not isinstance(r, BaseException) and r[0]}
     unreachable = {h for h, r in found.items() if isinstance(r, BaseException)}

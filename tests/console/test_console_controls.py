@@ -9,19 +9,19 @@ import time
 from collections.abc import Callable
 
 from console.controls import RunControls
-from console.model.run import RunModel
-from console.outcomes import (
+from console.effects import (
     AskQuit,
     Confirm,
+    Effect,
+    Effects,
     Exit,
     Notice,
-    Outcome,
-    Outcomes,
     Redraw,
     ShowCheck,
     ShowStop,
     Work,
 )
+from console.model.run import RunModel
 from console.past_runs import PastRuns
 from console.session import Session
 from profiles.user_errors import UsageError
@@ -30,24 +30,24 @@ from tests.fake_runs import FakeController
 
 
 class Headless:
-    """Renders outcomes as a test reads them: work runs as tasks (the app's workers),
+    """Renders effects as a test reads them: work runs as tasks (the app's workers),
     questions get the scripted answers, everything else is kept in ``shown``."""
 
     def __init__(self, answers: list[object] | None = None) -> None:
-        self.shown: list[Outcome] = []
+        self.shown: list[Effect] = []
         self.answers = list(answers or [])
         self.tasks: list[asyncio.Task[None]] = []
 
-    def render(self, outcomes: Outcomes) -> None:
-        for outcome in outcomes:
-            if isinstance(outcome, Work):
-                self.tasks.append(asyncio.ensure_future(self._carry_out(outcome)))
+    def render(self, effects: Effects) -> None:
+        for effect in effects:
+            if isinstance(effect, Work):
+                self.tasks.append(asyncio.ensure_future(self._carry_out(effect)))
                 continue
-            self.shown.append(outcome)
-            if isinstance(outcome, Confirm) and self.answers.pop(0) == "yes":
-                self.render(outcome.then())
-            elif isinstance(outcome, AskQuit):
-                self.render(outcome.then(self.answers.pop(0)))
+            self.shown.append(effect)
+            if isinstance(effect, Confirm) and self.answers.pop(0) == "yes":
+                self.render(effect.then())
+            elif isinstance(effect, AskQuit):
+                self.render(effect.then(self.answers.pop(0)))
 
     async def _carry_out(self, work: Work) -> None:
         self.render(await work.work)

@@ -14,7 +14,7 @@ MESSAGE = "[cluster] name: too long; [run] steps = [bold]"
 async def test_an_error_naming_a_section_keeps_the_brackets() -> None:
     app = make_app()
     async with app.run_test(size=(160, 50)) as pilot:
-        app.render_outcomes(app.controls.show_error(CorralError(MESSAGE)))
+        app.render_effects(app.controls.show_error(CorralError(MESSAGE)))
         await pilot.pause()
         shown = [Content.from_markup(n.message).plain if n.markup else n.message
                  for n in app._notifications]  # what the toast renders

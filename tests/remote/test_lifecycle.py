@@ -11,8 +11,8 @@ from remote.run.failures import Severity
 from remote.run.lifecycle import (
     TRANSITIONS,
     Lifecycle,
-    Outcome,
     Phase,
+    RunOutcome,
     StopCause,
     StopRequest,
 )
@@ -26,7 +26,7 @@ def test_a_launch_that_fails_its_check_and_one_that_restarts_make_only_listed_mo
     for phase in (Phase.PUSHING, Phase.LAUNCHING, Phase.RUNNING, Phase.STOPPING,
                   Phase.RESTARTING, Phase.CHECKING):
         seen.append(life.move(phase, f"to {phase.value}").state)
-    final = life.end(Outcome.FAILED, "pre-flight check failed: h1:disk\nmore")
+    final = life.end(RunOutcome.FAILED, "pre-flight check failed: h1:disk\nmore")
     assert seen == ["checking", "pushing", "launching", "running", "stopping", "launching",
                     "checking"]  # a restart shows as launching
     assert final.state == "failed" and life.phase is Phase.ENDED
@@ -40,7 +40,7 @@ def test_moves_that_skip_a_phase_are_refused() -> None:
         life.move(Phase.RUNNING)
     life = Lifecycle("r", Phase.RESTARTING, None)
     with pytest.raises(RuntimeError, match="cannot end while restarting"):
-        life.end(Outcome.COMPLETED, "")
+        life.end(RunOutcome.COMPLETED, "")
 
 
 def test_every_phase_shows_as_a_state_front_ends_know_and_outcomes_are_final() -> None:
@@ -48,7 +48,7 @@ def test_every_phase_shows_as_a_state_front_ends_know_and_outcomes_are_final() -
     shown = {phase.shown for phase in Phase if phase is not Phase.ENDED}
     assert shown | FINAL_RUN_STATES | {"idle"} == set(get_args(RunState))
     assert not shown & FINAL_RUN_STATES
-    assert {o.value for o in Outcome} == FINAL_RUN_STATES
+    assert {o.value for o in RunOutcome} == FINAL_RUN_STATES
     with pytest.raises(ValueError, match="shows as its outcome"):
         _ = Phase.ENDED.shown
 

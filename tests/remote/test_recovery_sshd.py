@@ -144,11 +144,11 @@ async def test_a_host_cut_off_for_good_is_dropped_and_the_run_completes_on_the_o
 
 
 def test_a_host_failing_attempts_in_a_row_counts_as_lost() -> None:
-    from remote.run.lifecycle import Finding, Outcome
+    from remote.run.lifecycle import Finding, RunOutcome
     from remote.run.recovery import REPEATED_FAILURES, count_failure
 
     def failed(host: str | None) -> Finding:
-        return Finding(Outcome.FAILED, detail="x", failed_host=host)
+        return Finding(RunOutcome.FAILED, detail="x", failed_host=host)
 
     streaks: dict[str, int] = {}
     assert count_failure(streaks, failed("h1")) is None  # once: a restart may cure it
@@ -158,6 +158,6 @@ def test_a_host_failing_attempts_in_a_row_counts_as_lost() -> None:
         found = count_failure(streaks, failed("h1"))
     assert found == "h1"
     # A run that did not fail, or failed without a culprit, ends every streak.
-    assert count_failure(streaks, replace(failed("h1"), outcome=Outcome.COMPLETED)) is None
+    assert count_failure(streaks, replace(failed("h1"), outcome=RunOutcome.COMPLETED)) is None
     assert streaks == {}
     assert count_failure(streaks, failed(None)) is None and streaks == {}

@@ -14,7 +14,7 @@ from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
 from remote.events import RunStatus, StopReport
 from remote.records.runs import RunInfo, local_run_dir, read_run_info, run_dir_for, write_run_info
 from remote.run.controller import SshRunController
-from remote.run.lifecycle import TRANSITIONS, Finding, Lifecycle, Outcome, Phase
+from remote.run.lifecycle import TRANSITIONS, Finding, Lifecycle, Phase, RunOutcome
 from remote.run.record import RunRecord
 from trainer.run_layout import RunLayout
 
@@ -57,7 +57,7 @@ def test_every_move_is_recorded_as_the_state_front_ends_see(
         tmp_path: Path, source: Phase, target: Phase) -> None:
     config = _config(tmp_path)
     if target is Phase.ENDED:
-        for outcome in Outcome:
+        for outcome in RunOutcome:
             life = _recorded_at(config, source)
             status = life.end_with(Finding(outcome, f"{outcome.value}: why\nmore lines"))
             recorded = read_run_info(config, "c-1")
@@ -86,7 +86,7 @@ def test_a_refused_move_changes_no_byte_of_the_record(tmp_path: Path, source: Ph
             life.move(target)
     if Phase.ENDED not in TRANSITIONS[source]:
         with pytest.raises(RuntimeError):
-            life.end(Outcome.FAILED, "no")
+            life.end(RunOutcome.FAILED, "no")
     assert _tree(tmp_path / "runs") == before
 
 
@@ -115,7 +115,7 @@ def test_following_an_ended_run_keeps_its_outcome(tmp_path: Path) -> None:
     write_run_info(config, ended)
     life = Lifecycle("c-1", Phase.RUNNING, RunRecord(config, ended, outcome_kept=True))
     life.move(Phase.RUNNING)
-    life.end_with(Finding(Outcome.COMPLETED, "1 rank(s) finished"))
+    life.end_with(Finding(RunOutcome.COMPLETED, "1 rank(s) finished"))
     assert read_run_info(config, "c-1") == ended
 
 

@@ -11,7 +11,12 @@ import torch
 from torch import nn
 
 from profiles.user_errors import UsageError
-from trainer.checkpoint.checkpointer import Checkpointer, RunState, load_model_state, model_state
+from trainer.checkpoint.checkpointer import (
+    Checkpointer,
+    RunProgress,
+    load_model_state,
+    model_state,
+)
 from trainer.checkpoint.files import list_checkpoints
 from trainer.events import EventWriter
 from trainer.settings.train_config import TrainConfig
@@ -145,7 +150,7 @@ def test_the_checkpointer_decides_when_to_save(tmp_path: Path) -> None:
         other = Checkpointer(config, rank=1, world=2, events=events, model=model,
                              optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                              balancer=None)
-        run = RunState(total_steps=12, split=(4,))
+        run = RunProgress(total_steps=12, split=(4,))
         saved = []
         for step in range(1, 13):
             run.step = step

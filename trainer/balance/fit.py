@@ -48,7 +48,7 @@ FLAP_DECISIONS = 6
 jumping between levels (another process taking its core now and then), not a new speed: its
 size counts into the drift too, so the dead-band widens instead of the split chasing each jump."""
 
-Sample = tuple[int, float, bool]
+TimedSample = tuple[int, float, bool]
 """(local batch, compute seconds, first step after this rank's batch changed)."""
 
 
@@ -64,13 +64,13 @@ class Point:
     """Relative standard error of ``seconds`` (0.02 = ±2 %), from the windows' spread."""
 
 
-def median_seconds(samples: list[Sample]) -> float:
+def median_seconds(samples: list[TimedSample]) -> float:
     """Median seconds, leaving out first steps after a batch change when other samples exist
     (a new shape often pays a one-off warm-up)."""
     return window_stats(samples)[0]
 
 
-def window_stats(samples: list[Sample]) -> tuple[float, float | None]:
+def window_stats(samples: list[TimedSample]) -> tuple[float, float | None]:
     """Median seconds and its relative standard error (None with under 3 samples).
 
     The error comes from the median absolute deviation, which a few outlier steps (another
@@ -141,7 +141,7 @@ class RankTimes:
     points: dict[int, Point] = field(default_factory=dict)
     prior: LinearFit | None = None
     """The line from before the last speed change, rescaled to the new speed."""
-    window: list[Sample] = field(default_factory=list)
+    window: list[TimedSample] = field(default_factory=list)
     last_batch: int | None = None
     error: float = 0.0
     """Typical relative standard error of one window's median, pooled over windows (0 until a
@@ -195,7 +195,7 @@ class RankTimes:
 
         ``anchor`` is the rank's batch in the split the window ran under (for the old line).
         """
-        groups: dict[int, list[Sample]] = {}
+        groups: dict[int, list[TimedSample]] = {}
         for sample in self.window:
             groups.setdefault(sample[0], []).append(sample)
         self.window.clear()
@@ -262,7 +262,7 @@ class RankTimes:
         if last is not None and now - last[0] <= FLAP_DECISIONS and (ratio - 1) * (last[1] - 1) < 0:
             self._note_drift(max(min(ratio - 1, FLAP_CAP), -FLAP_CAP), explained)
 
-    def _recent_part(self, samples: list[Sample]) -> list[Sample]:
+    def _recent_part(self, samples: list[TimedSample]) -> list[TimedSample]:
         """The window's second half when its two halves clearly differ (the speed changed
         inside the window, or the first steps were a warm-up), else the whole window."""
         if len(samples) < 6:

@@ -38,7 +38,7 @@ from trainer.tasks.loader import task_options
 
 
 @dataclass
-class RunState:
+class RunProgress:
     """What changes as the run goes, in one place (the end event reads it too)."""
 
     total_steps: int
@@ -101,7 +101,7 @@ class Checkpointer:
         self.model, self.optimizer, self.balancer = model, optimizer, balancer
         self.training = training
 
-    def due(self, run: RunState, *, last_step: bool = False) -> bool:
+    def due(self, run: RunProgress, *, last_step: bool = False) -> bool:
         """Whether ``save`` writes a checkpoint of ``run.step`` (the same answer on every rank
         but for rank 0's own writes)."""
         every = self.config.checkpoint_every
@@ -109,12 +109,12 @@ class Checkpointer:
             return False
         return last_step or bool(every and run.step % every == 0)
 
-    def save(self, run: RunState, *, last_step: bool = False) -> None:
+    def save(self, run: RunProgress, *, last_step: bool = False) -> None:
         """Write a checkpoint of ``run.step`` if one is due (rank 0 only)."""
         if self.rank == 0 and self.due(run, last_step=last_step):
             self._write(run)
 
-    def _write(self, run: RunState) -> None:
+    def _write(self, run: RunProgress) -> None:
         config = self.config
         state = {
             "step": run.step, "samples_seen": run.step * config.global_batch,
@@ -154,7 +154,7 @@ def resume(config: TrainConfig, *, rank: int,
 
 def restore(resumed: tuple[str, dict[str, Any]] | None, *, model: nn.Module,
             optimizer: torch.optim.Optimizer,
-            load_training: Callable[[dict[str, Any] | None], None], run: RunState, world: int,
+            load_training: Callable[[dict[str, Any] | None], None], run: RunProgress, world: int,
             policy: str) -> tuple[tuple[int, ...] | None, dict[str, Any] | None, str | None]:
     """Load a resumed checkpoint (``resume``'s answer) into the model, the optimizer, the
     training state (``load_training``), the RNG and ``run``; returns ``(split, balancer state,

@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from profiles.user_errors import UsageError
 from trainer.balance.solve import equal_split
-from trainer.checkpoint.checkpointer import RunState, restore, resume, write_final
+from trainer.checkpoint.checkpointer import RunProgress, restore, resume, write_final
 from trainer.dist import RankInfo, on_any_rank, print0
 from trainer.evaluate import Evaluator, held_out
 from trainer.events import EventWriter, RoundEvent
@@ -72,7 +72,7 @@ class LocalTrainer:
 
     def __init__(self, config: TrainConfig, info: RankInfo, device: torch.device, backend: str,
                  task: Task, order: GlobalBatchOrder, events: EventWriter, stop: StopSignals,
-                 run: RunState, placement: Placement | None = None) -> None:
+                 run: RunProgress, placement: Placement | None = None) -> None:
         """``placement``: where this rank runs (applied before; the exact loop's signature)."""
         if config.micro_batch is not None:  # every rank stops here, before its first collective
             raise UsageError("--micro-batch is not supported with --exchange local yet; "

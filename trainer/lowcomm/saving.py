@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from trainer.checkpoint.checkpointer import RunState, model_state, run_identity
+from trainer.checkpoint.checkpointer import RunProgress, model_state, run_identity
 from trainer.checkpoint.files import rng_state, save_checkpoint
 from trainer.dist import print0
 from trainer.events import CheckpointEvent, EventWriter
@@ -38,7 +38,7 @@ class RoundSaver:
         self.outer, self.groups = outer, groups
         self.saved_step: int | None = None
 
-    def due(self, run: RunState, before: int, last: bool) -> bool:
+    def due(self, run: RunProgress, before: int, last: bool) -> bool:
         """Whether the round from ``before`` to ``run.step`` ends with a checkpoint: it crossed
         a multiple of ``checkpoint_every``, or the run ends."""
         if run.step == 0 or self.saved_step == run.step or run.step == run.checkpoint_step:
@@ -46,7 +46,7 @@ class RoundSaver:
         every = self.config.checkpoint_every
         return last or run.stopping or bool(every and run.step // every > before // every)
 
-    def save(self, run: RunState, before: int, speeds: list[float], round_steps: int | None,
+    def save(self, run: RunProgress, before: int, speeds: list[float], round_steps: int | None,
              *, last: bool = False) -> None:
         """Collective when due: the island leaders' inner states go to rank 0, which writes."""
         if not self.due(run, before, last):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 Model = Literal["simple_cnn", "resnet18", "resnet50"]
-Dataset = Literal["synthetic_image", "cifar10", "cifar100"]
+DatasetName = Literal["synthetic_image", "cifar10", "cifar100"]
 Policy = Literal["static", "proportional", "dynamic"]
 Optimizer = Literal["sgd", "adamw"]
 Norm = Literal["auto", "batch", "syncbatch", "group"]
@@ -29,11 +29,11 @@ LrSchedule = Literal["constant", "cosine", "linear"]
 Exchange = Literal["exact", "local"]
 
 MODELS: tuple[Model, ...] = get_args(Model)
-DATASETS: tuple[Dataset, ...] = get_args(Dataset)
+DATASETS: tuple[DatasetName, ...] = get_args(DatasetName)
 POLICIES: tuple[Policy, ...] = get_args(Policy)
 """How the split is chosen and changed (``--policy``, ``[run] policy``, ``corral run
 --policy``, the console's policy key)."""
-DATASETS_ON_DISK: tuple[Dataset, ...] = ("cifar10", "cifar100")
+DATASETS_ON_DISK: tuple[DatasetName, ...] = ("cifar10", "cifar100")
 """Datasets read from ``data_dir`` on every host (the others are generated)."""
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 LR_SCHEDULES: tuple[LrSchedule, ...] = get_args(LrSchedule)
@@ -94,7 +94,7 @@ class RunSettings:
     cluster.toml relative to its folder; docs/tasks.md)."""
     model: Model = field(default="simple_cnn", metadata=setting(TASK))
     """Image task: network to train."""
-    dataset: Dataset = field(default="synthetic_image", metadata=setting(TASK))
+    dataset: DatasetName = field(default="synthetic_image", metadata=setting(TASK))
     """Image task: training data; synthetic images are generated from the seed on every
     host."""
     data_dir: str | None = field(default=None, metadata=setting(TASK, metavar="DIR"))

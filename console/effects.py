@@ -2,9 +2,9 @@
 
 The run controls (``console/controls.py``) and the look back at past runs
 (``console/past_runs.py``) never call into the app: each key's handler returns a list of
-these, and ``ConsoleApp.render`` shows them (a notification, a modal, a screen, a worker).
+these, and ``ConsoleApp.render_effects`` shows them (a notification, a modal, a screen, a worker).
 Work that reaches the network is a ``Work``: a coroutine the app runs in a worker, which
-returns the outcomes that follow it. So the controls run without an app too: a headless
+returns the effects that follow it. So the controls run without an app too: a headless
 test awaits the ``Work`` itself and reads what would be shown.
 """
 
@@ -37,7 +37,7 @@ class Confirm:
     title: str
     question: str
     yes: str
-    then: Callable[[], Outcomes]
+    then: Callable[[], Effects]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,7 +45,7 @@ class AskQuit:
     """Quitting while a run is live: leave it running or stop it; ``then`` gets the choice."""
 
     run_id: str
-    then: Callable[[object], Outcomes]
+    then: Callable[[object], Effects]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,7 +92,7 @@ class Work:
     """A coroutine to run in a worker (the network is never waited on in the UI); it returns
     what follows it."""
 
-    work: Coroutine[Any, Any, Outcomes]
+    work: Coroutine[Any, Any, Effects]
     group: str = "control"
     exclusive: bool = False
 
@@ -107,6 +107,6 @@ class Exit:
     """Close the console."""
 
 
-Outcome = (Notice | Confirm | AskQuit | ShowCheck | ShowStop | ShowRuns | ShowReport
+Effect = (Notice | Confirm | AskQuit | ShowCheck | ShowStop | ShowRuns | ShowReport
            | ShowPastRun | Work | Redraw | Exit)
-Outcomes = list[Outcome]
+Effects = list[Effect]
