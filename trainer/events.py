@@ -19,7 +19,7 @@ from typing import IO, Any, ClassVar, Literal, get_args
 
 from profiles.user_errors import CorralError
 from trainer.disk_full import DiskFull, is_disk_full
-from trainer.lowcomm.round_event import RoundEvent
+from trainer.round_event import RoundEvent
 from trainer.run_layout import RunLayout
 
 SCHEMA_VERSION = 1

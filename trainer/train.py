@@ -23,7 +23,6 @@ import torch.distributed as dist
 
 from profiles.user_errors import CorralError, UsageError
 from trainer.balance.balancer import Balancer
-from trainer.balance.capacity import initial_split
 from trainer.balance.config import rank0_config
 from trainer.balance.passes import passes
 from trainer.checkpoint.checkpointer import Checkpointer, RunProgress, restore, resume, write_final
@@ -58,6 +57,7 @@ from trainer.settings.training_checks import check_precision, check_total_steps,
 from trainer.step.accumulate import ShareRunner
 from trainer.step.batch_order import GlobalBatchOrder, share_seconds
 from trainer.step.batches import collated
+from trainer.step.capacity import initial_split
 from trainer.step.clock import ComputeClock, EarlyTally
 from trainer.step.exchange import ActiveSteps
 from trainer.step.flat_collectives import BufferSync

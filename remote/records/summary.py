@@ -134,7 +134,7 @@ class RunSummary:
 
 @dataclass(frozen=True, kw_only=True)
 class RoundFacts:
-    """A local run's newest round (trainer/lowcomm/round_event.py)."""
+    """A local run's newest round (trainer/round_event.py)."""
 
     bytes_per_sample: float
     """Bytes each island leader sent per sample trained."""
