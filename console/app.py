@@ -25,6 +25,7 @@ from textual.screen import Screen
 
 from console import effects as shown
 from console.controls import RunControls
+from console.formatting import stop_report_text
 from console.past_runs import PastRuns
 from console.session import Session
 from console.widgets.header import RunHeader
@@ -36,7 +37,6 @@ from console.widgets.modals import (
     HelpScreen,
     MessageScreen,
     QuitScreen,
-    stop_report_text,
 )
 from profiles.user_errors import CorralError
 from remote.api import RunController

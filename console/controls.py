@@ -24,7 +24,7 @@ from console.effects import (
     ShowStop,
     Work,
 )
-from console.widgets.modals import stop_report_text
+from console.formatting import stop_report_text
 from profiles.user_errors import CorralError
 from remote.api import CheckReport, RunHandle, StopReport
 

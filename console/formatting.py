@@ -1,5 +1,5 @@
-"""Numbers, bars and sparklines as short text, and the colour of a run's outcome, for the
-panels, the command line's tables and the text report.
+"""Numbers, bars and sparklines as short text, the colour of a run's outcome and what a stop
+found, for the panels, the command line's tables and the text report.
 
 ``—`` stands for a value not known yet; widths are in terminal cells.
 """
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from remote.api import HostVerdict
+    from remote.api import HostVerdict, StopReport
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 
@@ -120,3 +120,20 @@ def estimate_text(verdict: HostVerdict) -> str:
         return f"adding {name}: {gain}"
     return (f"{name}: would sit out — its compute saved {verdict.compute_saved_s * 1000:.1f} ms, "
             f"its exchange adds {verdict.exchange_added_s * 1000:.1f} ms")
+
+
+def stop_report_text(report: StopReport) -> Text:
+    """What a stop found on every host, for a notification or a modal."""
+    if report.clean:
+        hosts = len(report.remaining)
+        done = f"had already {report.outcome}" if report.outcome else "stopped"
+        return Text(f"Run {report.run_id} {done}: no process left on any host "
+                    f"({hosts} host{'s' if hosts != 1 else ''} verified).")
+    text = Text(f"Run {report.run_id}: stop could not verify every host.\n", style="bold red")
+    for host, count in report.remaining.items():
+        if count:
+            text.append(f"  {host}: {count} process(es) of the run still alive\n")
+    for host in report.unreachable:
+        text.append(f"  {host}: unreachable, not verified\n")
+    text.append("Run `corral stop` again once the hosts are reachable.")
+    return text

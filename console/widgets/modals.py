@@ -15,7 +15,7 @@ from textual.widgets import Button, DataTable, Static
 
 from console.formatting import estimate_text
 from console.plan_view import plan_renderable
-from remote.api import CheckReport, StopReport
+from remote.api import CheckReport
 
 
 class _Dialog(ModalScreen[object]):
@@ -137,23 +137,6 @@ class CheckReportScreen(_Dialog):
         yield table
         if self.report.plan is not None:
             yield Static(plan_renderable(self.report.plan), classes="launch-plan")
-
-
-def stop_report_text(report: StopReport) -> Text:
-    """What a stop found on every host, for a notification or a modal."""
-    if report.clean:
-        hosts = len(report.remaining)
-        done = f"had already {report.outcome}" if report.outcome else "stopped"
-        return Text(f"Run {report.run_id} {done}: no process left on any host "
-                    f"({hosts} host{'s' if hosts != 1 else ''} verified).")
-    text = Text(f"Run {report.run_id}: stop could not verify every host.\n", style="bold red")
-    for host, count in report.remaining.items():
-        if count:
-            text.append(f"  {host}: {count} process(es) of the run still alive\n")
-    for host in report.unreachable:
-        text.append(f"  {host}: unreachable, not verified\n")
-    text.append("Run `corral stop` again once the hosts are reachable.")
-    return text
 
 
 HELP_TEXT = """\
