@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from console.model.run import RunModel
-    from remote.api import CheckReport, RunInfo, RunSeries, RunSummary, StopReport
+    from remote.api import CheckReport, RunInfo, RunSummary, StopReport
+    from remote.figures import RunSeries
 
 
 @dataclass(frozen=True, kw_only=True)

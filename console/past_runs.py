@@ -14,7 +14,8 @@ from profiles.user_errors import CorralError
 
 if TYPE_CHECKING:
     from console.session import Session
-    from remote.api import RunHistory, RunSeries, RunSummary
+    from remote.api import RunHistory, RunSummary
+    from remote.figures import RunSeries
 
 
 class PastRuns:

@@ -1,11 +1,12 @@
-"""The face of remote/ for its front ends: the one module of remote that console/ imports.
+"""The face of remote/ for its front ends: with ``remote.figures`` (every figure of a run), the
+one module of remote that console/ imports.
 
 It re-exports what a front end reads — the records of a run's stream and reports
 (``remote.events``), the readers of recorded runs (``remote.records``), cluster.toml's loader —
 and offers thin entry points to everything that reaches the hosts. Those import their layer
 when called, so a front end that only reads recorded runs never loads SSH. Nothing here
 formats text: a front end renders what it gets. An import-linter contract
-(``pyproject.toml``) keeps console/ on this module, and remote's inner layers below it.
+(``pyproject.toml``) keeps console/ on these two faces, and remote's inner layers below them.
 """
 
 from __future__ import annotations
@@ -40,17 +41,7 @@ from remote.events import (
     trained_nothing,
 )
 from remote.k8s.formats import K8S_FORMATS, K8sFormat
-from remote.records.figures import (
-    FIXED_COST_DOMINATES,
-    Metric,
-    Move,
-    RankFigures,
-    StepRow,
-    efficiency_of,
-    ideal_of,
-)
 from remote.records.history import RunHistory, load_history
-from remote.records.reducer import RunFigures
 from remote.records.runs import (
     RunInfo,
     bad_records,
@@ -58,7 +49,6 @@ from remote.records.runs import (
     list_runs,
     local_run_dir,
 )
-from remote.records.series import RunSeries
 from remote.records.summary import (
     SCHEMA_VERSION,
     Outcome,
@@ -78,7 +68,6 @@ if TYPE_CHECKING:  # the results of the entry points below, whose layers load wh
 
 __all__ = [
     "FINAL_RUN_STATES",
-    "FIXED_COST_DOMINATES",
     "K8S_FORMATS",
     "SCHEMA_VERSION",
     "TRAINED_NOTHING",
@@ -91,23 +80,17 @@ __all__ = [
     "K8sFormat",
     "LaunchPreview",
     "LogLine",
-    "Metric",
-    "Move",
     "Outcome",
     "PlannedHost",
     "RankEvent",
-    "RankFigures",
     "RunController",
     "RunEvent",
-    "RunFigures",
     "RunHandle",
     "RunHistory",
     "RunInfo",
-    "RunSeries",
     "RunState",
     "RunStatus",
     "RunSummary",
-    "StepRow",
     "StopReport",
     "TrackerConversion",
     "bad_records",
@@ -116,12 +99,10 @@ __all__ = [
     "convert_run",
     "convert_tracker",
     "demo_toml",
-    "efficiency_of",
     "export_kubernetes",
     "fetch_results",
     "find_runs",
     "hosts_toml",
-    "ideal_of",
     "kubernetes_next_steps",
     "list_runs",
     "load_cluster",

@@ -1,7 +1,7 @@
 """The named values of a run's step, as TensorBoard and the experiment trackers log them.
 
 One vocabulary for every place a run's figures go out as ``(name, value)`` points: the values
-are the reducer's (``remote.records.reducer.RunFigures``), never recomputed from events.
+are the reducer's (``remote.figures.reducer.RunFigures``), never recomputed from events.
 The part of a name before ``/`` is its section (TensorBoard groups by it).
 """
 
@@ -11,10 +11,10 @@ import functools
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from remote.figures.metrics import StepRow, efficiency_of
+from remote.figures.reducer import RunFigures
 from remote.records.collected import CollectedCopy
-from remote.records.figures import StepRow, efficiency_of
 from remote.records.history import Recorded
-from remote.records.reducer import RunFigures
 from trainer.events import (
     EvalEvent,
     RebalanceEvent,

@@ -2,8 +2,8 @@
 
 ``summarize(history)`` turns a ``RunHistory`` into a frozen ``RunSummary`` (JSON-ready, the
 schema of ``corral report --json``, documented in docs/report.md) and a ``RunSeries`` (per-step
-values for plots). Every figure is the reducer's (``remote.records.reducer.RunFigures``, the
-definitions in ``remote.records.figures``), the same the console shows: computed from event
+values for plots). Every figure is the reducer's (``remote.figures.reducer.RunFigures``, the
+definitions in ``remote.figures.metrics``), the same the console shows: computed from event
 fields, never from the clock, so a report of an old run reads the same every time.
 """
 
@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from remote.records.figures import Metric, Move, percentile
+from remote.figures.metrics import Metric, Move, percentile
+from remote.figures.reducer import RunFigures
+from remote.figures.series import RunSeries
 from remote.records.history import RunHistory
-from remote.records.reducer import RunFigures
 from remote.records.runs import RunInfo
-from remote.records.series import RunSeries
 from trainer.events import EndEvent
 
 __all__ = ["SCHEMA_VERSION", "Metric", "Move", "Outcome", "RankSummary", "RunSummary",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from remote.records.reducer import RunFigures
+from remote.figures.reducer import RunFigures
 from trainer.events import EventWriter, StepEvent, parse_event
 from trainer.step_report import LossTally, OptimizerFacts, report_step
 

@@ -120,7 +120,7 @@ def test_the_reducer_and_report_show_tokens_per_rank() -> None:
     from rich.console import Console
 
     from console.report import ranks_table
-    from remote.records.reducer import RunFigures
+    from remote.figures.reducer import RunFigures
     from remote.records.summary import RankSummary
     from trainer.events import StepEvent
 

@@ -1,7 +1,7 @@
 """The reducer of a run's typed events into its figures (``RunFigures``).
 
 Feed it a run's trainer events in the order they were written (``observe``): a live stream or a
-recorded copy. The definitions of the figures are in ``remote.records.figures``; this module
+recorded copy. The definitions of the figures are in ``remote.figures.metrics``; this module
 keeps the sums and the steps they are computed from, each step as it last ran.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 
-from remote.records.figures import (
+from remote.figures.metrics import (
     Metric,
     Move,
     RankCell,

@@ -1,0 +1,33 @@
+"""Every figure of a run, defined once, and the face the console reads them through.
+
+``metrics.py`` defines each figure from the events (a rank's samples/s, the cluster's, the
+ideal, efficiency, the balancer's moves); ``reducer.py`` is the one reducer (``RunFigures``)
+that the console, ``corral report``, the plots, TensorBoard and the trackers feed event by
+event; ``series.py`` keeps the per-step values the plots draw. Plain Python over
+``trainer.events``: nothing here reads a file or reaches a host (the run records, which do,
+are ``remote/records/``).
+"""
+
+from remote.figures.metrics import (
+    FIXED_COST_DOMINATES,
+    Metric,
+    Move,
+    RankFigures,
+    StepRow,
+    efficiency_of,
+    ideal_of,
+)
+from remote.figures.reducer import RunFigures
+from remote.figures.series import RunSeries
+
+__all__ = [
+    "FIXED_COST_DOMINATES",
+    "Metric",
+    "Move",
+    "RankFigures",
+    "RunFigures",
+    "RunSeries",
+    "StepRow",
+    "efficiency_of",
+    "ideal_of",
+]
