@@ -61,10 +61,10 @@ from trainer.step.capacity import initial_split
 from trainer.step.clock import ComputeClock, EarlyTally
 from trainer.step.exchange import ActiveSteps
 from trainer.step.flat_collectives import BufferSync
-from trainer.step.optim import OptimizerStep, StepOutcome, make_optimizer
+from trainer.step.optim import OptimizerStep, StepDone, make_optimizer
 from trainer.step.prefetch import BatchPrefetcher, prefetch_wanted
 from trainer.step.slowdown import SlowdownSchedule, emulates
-from trainer.step.tally import StepTally, TallyExchange, timed_steps
+from trainer.step.tally import TallyExchange, timed_steps
 from trainer.step_report import (
     LossTally,
     OptimizerFacts,
@@ -183,7 +183,7 @@ class Trainer:
         self._announce(backend, first_split, resumed_from)
 
         self._wrap_model(config, device)
-        self._previous: tuple[int, tuple[int, ...]] | None = None  # (step, split): _observe
+        self._timed_before: tuple[int, tuple[int, ...]] | None = None  # the step before's
         self.active = self._active_steps()
         self.balancer = self._balancer(first_split.max_batch, balancer_state)
         self.runner = ShareRunner(ddp=self.ddp, model=self.model, task=task, order=order,
@@ -270,9 +270,9 @@ class Trainer:
                                      self.events)
         last_end = time.perf_counter()
         while run.step < run.total_steps and not run.stopping:
-            tallies, outcome = self.train_step(run.step + 1)
+            done = self.train_step(run.step + 1)
             now = time.perf_counter()
-            self._report(tallies, outcome, step_s=now - last_end)
+            self._report(done, step_s=now - last_end)
             last_end = now
             resources.poll()
             self._evaluate()
@@ -303,9 +303,10 @@ class Trainer:
                                           prompts=tuple(p for p, _ in written),
                                           outputs=tuple(o for _, o in written)))
 
-    def train_step(self, step: int) -> tuple[list[StepTally], StepOutcome]:
-        """Run step ``step`` (1-based) on this rank; every rank's tally of it, by rank, and
-        what the optimizer did. The host waits for the device once: at ``pending.read()``."""
+    def train_step(self, step: int) -> StepDone:
+        """Run step ``step`` (1-based) on this rank; what it measured: every rank's tally of it,
+        what the optimizer did, this rank's compute time. The host waits for the device once:
+        at ``pending.read()``."""
         # Forward + backward on the SUMMED loss of this rank's share, in micro-batch passes;
         # DDP all-reduces inside the last backward (trainer/step/accumulate.py, clock.py); a
         # benched rank (share 0) runs none and leaves the exchange (trainer/step/exchange.py).
@@ -331,11 +332,14 @@ class Trainer:
         # Every rank holds the same tallies, so a non-finite loss stops every rank here,
         # before the step is reported or checkpointed.
         check_finite_loss(sum(t.loss_sum for t in tallies), self.run)
-        return tallies, outcome
+        # This rank's compute time: a GPU's events completed with the tally read (no wait).
+        done = StepDone(tallies, outcome, self.clock.step_seconds(step), self._timed_before)
+        self._timed_before = (step, tuple(split))
+        return done
 
-    def _report(self, tallies: list[StepTally], outcome: StepOutcome, step_s: float) -> None:
+    def _report(self, done: StepDone, step_s: float) -> None:
         """Events: every rank its own step (``report_step``: measurements only)."""
-        run, config = self.run, self.config
+        run, config, tallies, outcome = self.run, self.config, done.tallies, done.outcome
         share = self.order.counts(run.step, run.split)[self.rank]
         tokens = (self.order.rank_tokens(run.step, run.split)
                   if self.order.item_tokens is not None else None)
@@ -343,30 +347,30 @@ class Trainer:
         report_step(
             self.events, rank=self.rank, step=run.step, epoch=self.order.epoch_of(run.step),
             local_batch=share, tallies=losses, step_s=step_s,
-            compute_s=self.clock.step_seconds(run.step),  # complete after the tally: no wait
+            compute_s=done.compute_s,
             optimizer=OptimizerFacts(lr=outcome.lr, grad_norm=outcome.grad_norm,
                                      scaler_skipped=outcome.skipped, loss_scale=outcome.scale),
             passes=passes(share, self.micro_batch[self.rank]),
             tokens=tokens[self.rank] if tokens is not None else None)
         if self.balancer is not None:
-            self._observe(self.balancer, tallies)
-        self._previous = (run.step, tuple(run.split))
+            self._observe(self.balancer, done)
         if self.rank == 0 and (run.step % 10 == 0 or run.step == run.total_steps):
             print0(f"step {run.step}/{run.total_steps} loss {global_loss_of(losses):.4f} "
                    f"{config.global_batch / step_s:.1f} samples/s split {_csv(run.split)}")
 
-    def _observe(self, balancer: Balancer, tallies: list[StepTally]) -> None:
+    def _observe(self, balancer: Balancer, done: StepDone) -> None:
         """Rank 0: every rank's compute time, paired with the split of the step it timed (a
         GPU rank's tally carries the step before's: trainer/step/tally.py)."""
-        current = (self.run.step, tuple(self.run.split))
-        steps = [current] if self._previous is None else [current, self._previous]
-        for step, split, seconds in timed_steps(tallies, steps):
+        current, before = (self.run.step, tuple(self.run.split)), done.timed_before
+        tallies = done.tallies
+        for step, split, seconds in timed_steps(tallies, [current] if before is None
+                                                else [current, before]):
             tokens = (self.order.rank_tokens(step, split)
                       if self.order.item_tokens is not None else None)
             balancer.observe(split, seconds if tokens is None  # per share of tokens
                              else share_seconds(seconds, tokens, split))
-        if self._previous is not None:  # the tallies carry the step before's exchange
-            balancer.observe_exchange(self._previous[1], [t.exchange_s for t in tallies])
+        if before is not None:  # the tallies carry the step before's exchange
+            balancer.observe_exchange(before[1], [t.exchange_s for t in tallies])
 
     def _evaluate(self) -> None:
         """The held-out set, when due (every rank at the same steps: it is collective)."""

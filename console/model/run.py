@@ -2,8 +2,8 @@
 ``RunEvent``s — the one reducer of the event stream.
 
 Every figure (throughput, ideal, efficiency, utilisation, loss, balancer gains, durations) is
-the one reducer's (``remote.figures.RunFigures``, the same ``corral report`` reads): while a run goes
-the panels show its latest step, once it has ended its whole-run figures.
+the one reducer's (``remote.figures.RunFigures``, the same ``corral report`` reads): while a
+run goes the panels show its latest step, once it has ended its whole-run figures.
 
 Both renderers read it and never look at the state in events themselves: the Textual console (a
 worker feeds every event into ``RunModel.apply``, cheap, no rendering, and the app redraws the
