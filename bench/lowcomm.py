@@ -148,11 +148,15 @@ def main() -> int:
     p.add_argument("--plots", type=Path, default=REPO / "bench" / "plots")
     p.add_argument("--shaped", action="store_true", help="part 2 (netns hosts, shaped links)")
     p.add_argument("--steps", type=int, default=900, help="part 2: global steps of each run")
+    p.add_argument("--host-cpu", type=float, default=None, metavar="CORES",
+                   help="part 2: every host its own CPU share, CORES of a core (a cgroup CFS "
+                        "quota, as bench/many_hosts.py --host-cpu), so that three hosts on "
+                        "fewer cores can reach the sum of what each does alone")
     args = p.parse_args()
     if args.shaped:
         from bench.lowcomm_shaped import shaped_main
 
-        return shaped_main(args.rounds, args.steps)
+        return shaped_main(args.rounds, args.steps, args.host_cpu)
     modes = ["exact", *(f"H{h}" for h in args.h.split(","))]
     scratch = Path(tempfile.mkdtemp(prefix="corral-lowcomm-"))
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}

@@ -11,7 +11,9 @@ past the balancer's first decision; local: the samples of the rounds after the f
 their seconds), local against the sum of the solo throughputs (goal >= 0.8x) and against exact.
 
 The hosts share this machine's cores: three ranks on fewer than three cores cannot reach the
-sum of what each does alone, and the output says how many cores there were.
+sum of what each does alone, and the output says how many cores there were. ``--host-cpu
+CORES`` gives every host a CPU share of its own instead (bench/many_hosts.py's cgroup quota:
+0.6 each puts three hosts within two cores), as machines of their own would have.
 """
 
 from __future__ import annotations
@@ -63,24 +65,29 @@ def _run(netns: Any, box: Any, root: Path, *, hosts: list[str], steps: int,
     return samples_per_s(run_dir)
 
 
-def shaped_main(rounds: int, steps: int) -> int:
+def shaped_main(rounds: int, steps: int, host_cpu: float | None = None) -> int:
     """Part 2 (see the module); exits 2 where namespace hosts cannot be made."""
+    from bench.many_hosts import HostsCpuLimit
     from tests.remote import netns
 
     reason = netns.unavailable_reason()
     if reason is not None:
         print(f"bench/lowcomm.py --shaped: {reason}", file=sys.stderr)
         return 2
-    print(f"{os.cpu_count()} cores; n3's link: {netns.shaped_as(netns.WIFI)}; n1, n2: "
+    share = f"each host {host_cpu:g} core" if host_cpu else "the hosts share them"
+    print(f"{os.cpu_count()} cores, {share}; n3's link: {netns.shaped_as(netns.WIFI)}; n1, n2: "
           f"{netns.shaped_as(netns.GIGABIT)}; simple_cnn, B=48, {steps} steps", flush=True)
     ways = ["n1 alone", "n2 alone", "n3 alone", "exact", "local"]
     found: dict[str, list[float]] = {way: [] for way in ways}
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         box = netns.build(root, hosts=3)
+        limit = None
         try:
             for index, link in enumerate((netns.GIGABIT, netns.GIGABIT, netns.WIFI)):
                 netns.shape(box, index, link)
+            if host_cpu:
+                limit = HostsCpuLimit(box, host_cpu)
             for round_index in range(rounds):
                 order = ways if round_index % 2 == 0 else list(reversed(ways))
                 for way in order:
@@ -92,6 +99,8 @@ def shaped_main(rounds: int, steps: int) -> int:
                           flush=True)
         finally:
             box.close()
+            if limit is not None:
+                limit.close()
     median = {way: statistics.median(values) for way, values in found.items()}
     solo = sum(median[f"n{i} alone"] for i in (1, 2, 3))
     print(f"medians over {rounds} rounds: " + ", ".join(f"{w} {v:.1f}" for w, v in median.items()))

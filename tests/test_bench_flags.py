@@ -112,3 +112,21 @@ def test_the_gpu_mixed_bench_pairs_a_one_gpu_host_with_a_cpu_only_host(tmp_path:
                               text=True, cwd=Path(__file__).resolve().parents[1])
         assert done.returncode == 2 and "needs a CUDA GPU" in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_the_lowcomm_bench_gives_local_runs_the_exact_runs_samples_at_its_optimizer_steps(
+        tmp_path: Path) -> None:
+    """bench/lowcomm.py's claim: a local run (two islands) trains the exact run's samples, each
+    island on its share of the exact run's batch for as many optimizer steps, evaluated at the
+    same samples; ``global`` gives each island the whole batch instead."""
+    from bench.lowcomm import NPROC, local_flags, workload_flags
+
+    exact_flags, batch = workload_flags("cnn", tmp_path, quick=True)
+    exact = parse_config(exact_flags)
+    shared_flags, shared_batch = local_flags(exact_flags, batch, "share")
+    shared = parse_config(shared_flags)
+    assert shared_batch == shared.global_batch == exact.global_batch // NPROC
+    assert shared.steps * shared.global_batch == exact.steps * exact.global_batch  # samples
+    assert shared.steps // NPROC == exact.steps  # each island steps as often as exact
+    assert shared.eval_every * shared.global_batch == exact.eval_every * exact.global_batch
+    assert local_flags(exact_flags, batch, "global") == (exact_flags, batch)
