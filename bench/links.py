@@ -16,6 +16,9 @@ each shaped link, measured next to the estimate's prediction.
    steady state is compared with the estimate), and a host sat out when its ranks had no share
    in the last step. ``CORRAL_BENCH_KEEP_RUNS=DIR`` copies each run's directory there. Where the
    kernel has no netem the Wi-Fi profile is its rate and loss only (the output says so).
+   ``--host-cpu CORES`` gives every host a CPU share of its own (bench/many_hosts.py's cgroup
+   quota), before the profiles, so that profiles and runs see the same CPU, as on machines of
+   their own; without it the three hosts share this machine's cores.
 
 Needs root, ``ip netns``, sshd, ssh-keygen and tc (the netns tests' conditions).
 
@@ -146,10 +149,16 @@ def run_throughput(box: netns.NetnsCluster, steps: int, warmup: int) -> tuple[fl
     return batch / statistics.median(step_s.values()), sat_out
 
 
-def bench_profiles(steps: int, warmup: int, slow: float) -> None:
+def bench_profiles(steps: int, warmup: int, slow: float, host_cpu: float | None) -> None:
+    from bench.many_hosts import HostsCpuLimit
+
     with tempfile.TemporaryDirectory() as root:
         box = netns.build(Path(root), hosts=3)
+        limit = None
         try:
+            if host_cpu:  # before the profiles: they and the runs see the same CPU
+                limit = HostsCpuLimit(box, host_cpu)
+                print(f"every host {host_cpu:g} core ({limit.describe()})", flush=True)
             lines = {node.name: f'env = {{ CORRAL_PROFILE_DIR = "{root}/profiles-{node.name}" }}\n'
                      for node in box.nodes}
             lines["n3"] += f"slowdown = {slow}\n"
@@ -178,6 +187,8 @@ def bench_profiles(steps: int, warmup: int, slow: float) -> None:
                       flush=True)
         finally:
             box.close()
+            if limit is not None:
+                limit.close()
 
 
 def main() -> None:
@@ -189,6 +200,9 @@ def main() -> None:
                         help="steps left out of the median: the balancer decides at step 10")
     parser.add_argument("--slow-factor", type=float, default=3.0)
     parser.add_argument("--skip-profiles", action="store_true")
+    parser.add_argument("--host-cpu", type=float, default=None, metavar="CORES",
+                        help="profiles: every host its own CPU share (a cgroup CFS quota, as "
+                             "bench/many_hosts.py), as machines of their own")
     parser.add_argument("--inner-mesh", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--inner-check", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -201,7 +215,7 @@ def main() -> None:
     if args.mesh_hosts:
         bench_mesh(args.mesh_hosts, args.rounds)
     if not args.skip_profiles:
-        bench_profiles(args.steps, args.warmup, args.slow_factor)
+        bench_profiles(args.steps, args.warmup, args.slow_factor, args.host_cpu)
 
 
 if __name__ == "__main__":
