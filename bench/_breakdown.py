@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench._common import RunResult, csv
-from trainer.events import StartEvent, StepEvent, events_path, parse_event
+from trainer.event_log import events_path
+from trainer.events import StartEvent, StepEvent, parse_event
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.events import RebalanceEvent, StartEvent, StepEvent, events_path, parse_event
+from trainer.event_log import events_path
+from trainer.events import RebalanceEvent, StartEvent, StepEvent, parse_event
 from trainer.placement import allocator_env, choose_allocator, find_allocators
 
 REPO = Path(__file__).resolve().parent.parent

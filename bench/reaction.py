@@ -53,7 +53,8 @@ from bench._common import (
     run_trainer,
     solo_batches,
 )
-from trainer.events import StepEvent, events_path, parse_event
+from trainer.event_log import events_path
+from trainer.events import StepEvent, parse_event
 
 WINDOW = 5
 TARGET_STEPS = 30

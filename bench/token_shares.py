@@ -27,7 +27,8 @@ from pathlib import Path
 
 from _common import REPO, markdown_table, rounds_parser, run_main, run_trainer, tiny_lm_files
 
-from trainer.events import StepEvent, events_path, parse_event
+from trainer.event_log import events_path
+from trainer.events import StepEvent, parse_event
 
 SLOWDOWNS = (6.0, 3.0, 2.0)
 WORDS = ("red", "blue", "cat", "river", "seven", "stone", "quiet", "song")

@@ -8,15 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer.events import (
-    EVENT_TYPES,
-    EventFormatError,
-    EventWriter,
-    StepEvent,
-    event_to_json,
-    events_path,
-    parse_event,
-)
+from trainer.event_log import EventWriter, events_path
+from trainer.events import EVENT_TYPES, EventFormatError, StepEvent, event_to_json, parse_event
 
 
 def test_writer_appends_flushed_lines_that_parse_back(tmp_path: Path) -> None:

@@ -30,7 +30,8 @@ from torch import nn
 from profiles.user_errors import UsageError
 from trainer.balance.balancer import round_split
 from trainer.dist import print0
-from trainer.events import EvalEvent, EventWriter
+from trainer.event_log import EventWriter
+from trainer.events import EvalEvent
 from trainer.step.amp import autocast
 from trainer.step.batches import collate, move_to
 from trainer.tasks import Dataset, Task

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from trainer.dist import print0
-from trainer.events import EventWriter, ResourceEvent
+from trainer.event_log import EventWriter
+from trainer.events import ResourceEvent
 
 
 class ResourceReporter:

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from trainer.balance.config import Decision
-from trainer.events import EventWriter, RebalanceEvent, StartEvent, StepEvent
+from trainer.event_log import EventWriter
+from trainer.events import RebalanceEvent, StartEvent, StepEvent
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -40,14 +40,8 @@ from trainer.dist import (
     rank_info,
 )
 from trainer.evaluate import Evaluator, held_out
-from trainer.events import (
-    CapacityEvent,
-    EndEvent,
-    EndStatus,
-    EventWriter,
-    SamplesEvent,
-    events_path,
-)
+from trainer.event_log import EventWriter, events_path
+from trainer.events import CapacityEvent, EndEvent, EndStatus, SamplesEvent
 from trainer.lowcomm.rounds import LocalTrainer
 from trainer.placement import Placement, place_this_rank, placement_fields
 from trainer.resources import ResourceReporter

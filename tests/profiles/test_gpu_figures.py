@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from trainer.events import EventWriter
+from trainer.event_log import EventWriter
 from trainer.resources import ResourceReporter
 
 GIB = 1 << 30

@@ -12,7 +12,8 @@ from pathlib import Path
 from remote.api import RankEvent
 from remote.records.history import rank_files
 from remote.run.stream import LauncherExit, RankOwned
-from trainer.events import EndEvent, EventWriter, events_path
+from trainer.event_log import EventWriter, events_path
+from trainer.events import EndEvent
 from trainer.run_layout import RunLayout
 
 try:

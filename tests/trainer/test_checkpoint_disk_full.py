@@ -55,7 +55,8 @@ def test_a_full_disk_names_host_and_folder_and_keeps_the_previous_checkpoint(
 def test_an_event_that_meets_a_full_disk_names_host_and_folder(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from trainer.disk_full import DiskFull
-    from trainer.events import EventWriter, StepEvent
+    from trainer.event_log import EventWriter
+    from trainer.events import StepEvent
 
     monkeypatch.setenv("CORRAL_HOST", "box-7")
     writer = EventWriter("/dev/full")  # every write: ENOSPC

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer.events import EndEvent, StartEvent, StepEvent, events_path, parse_event
+from trainer.event_log import events_path
+from trainer.events import EndEvent, StartEvent, StepEvent, parse_event
 from trainer.integrations.contract import RUN_DIR_ENV, SLOWDOWN_ENV
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ from trainer.checkpoint.checkpointer import (
     model_state,
 )
 from trainer.checkpoint.files import list_checkpoints
-from trainer.events import EventWriter
+from trainer.event_log import EventWriter
 from trainer.settings.train_config import TrainConfig
 from trainer.step.batches import collated, move_to
 from trainer.step.tally import divide_by_global_units

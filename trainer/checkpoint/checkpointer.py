@@ -30,7 +30,8 @@ from trainer.checkpoint.files import (
     set_rng_state,
 )
 from trainer.dist import print0
-from trainer.events import CheckpointEvent, EventWriter
+from trainer.event_log import EventWriter
+from trainer.events import CheckpointEvent
 from trainer.run_layout import RunLayout
 from trainer.settings.train_config import TrainConfig, split_task_spec
 from trainer.tasks import Task

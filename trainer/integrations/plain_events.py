@@ -37,7 +37,8 @@ from torch.optim.optimizer import (
 )
 
 from trainer.dist import device_name, on_any_rank
-from trainer.events import EndEvent, EventWriter, StartEvent, StepEvent, events_path
+from trainer.event_log import EventWriter, events_path
+from trainer.events import EndEvent, StartEvent, StepEvent
 from trainer.integrations.contract import ScriptSettings
 from trainer.integrations.rank_setup import precision_note
 from trainer.integrations.run import ScriptRun

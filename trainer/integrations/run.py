@@ -19,14 +19,8 @@ import torch.distributed as dist
 
 from trainer.compat import tf32_enabled
 from trainer.dist import all_gather_floats, broadcast_ints, device_name
-from trainer.events import (
-    CheckpointEvent,
-    EndEvent,
-    EndStatus,
-    EvalEvent,
-    EventWriter,
-    events_path,
-)
+from trainer.event_log import EventWriter, events_path
+from trainer.events import CheckpointEvent, EndEvent, EndStatus, EvalEvent
 from trainer.integrations.contract import ScriptSettings
 from trainer.integrations.shares import ShareSchedule
 from trainer.step_report import (

@@ -25,7 +25,8 @@ from trainer.balance.solve import equal_split
 from trainer.checkpoint.checkpointer import RunProgress, restore, resume, write_final
 from trainer.dist import RankInfo, on_any_rank, print0
 from trainer.evaluate import Evaluator, held_out
-from trainer.events import EventWriter, RoundEvent
+from trainer.event_log import EventWriter
+from trainer.events import RoundEvent
 from trainer.lowcomm.outer import IslandGroups, OuterStep
 from trainer.lowcomm.plan import (
     FIRST_ROUND_STEPS,

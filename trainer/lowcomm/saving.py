@@ -21,7 +21,8 @@ from torch import nn
 from trainer.checkpoint.checkpointer import RunProgress, model_state, run_identity
 from trainer.checkpoint.files import rng_state, save_checkpoint
 from trainer.dist import print0
-from trainer.events import CheckpointEvent, EventWriter
+from trainer.event_log import EventWriter
+from trainer.events import CheckpointEvent
 from trainer.lowcomm.outer import IslandGroups, OuterStep
 from trainer.settings.train_config import TrainConfig
 from trainer.step.optim import OptimizerStep
