@@ -15,6 +15,7 @@ from dataclasses import fields, replace
 from typing import Any, Literal, TypeGuard, get_args, get_origin
 
 from remote.config.errors import Problems, did_you_mean, host_where, quote, section_where
+from remote.config.k8s_rules import QUANTITY_RE, k8s_name_problem, label_problem
 from remote.config.ranges import MAX_COUNT, upper_bound_problems
 from trainer.placement import parse_cpulist
 from trainer.settings import relations
@@ -30,24 +31,13 @@ SSH_ONLY_KEYS = ("user", "port", "identity_file")
 """Host keys that only mean something for a host reached over SSH."""
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+"""Cluster and host names: they end up in run ids, file names and log prefixes."""
 NAME_MAX_CHARS = 63
 """The longest cluster or host name: a host name's label length, long enough for any name a
 person types, short enough for a run id, a file name and one console line."""
-"""Cluster and host names: they end up in run ids, file names and log prefixes."""
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 INTERFACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}\Z")
 """A Linux interface name: at most 15 characters, no spaces or slashes."""
-
-
-K8S_LABEL_RE = re.compile(r"[a-z][-a-z0-9]{0,38}[a-z0-9]\Z|[a-z]\Z")
-"""A job name or namespace: a DNS label starting with a letter, short enough that a JobSet pod's
-hostname ``<job>-<group>-<i>-<j>`` stays within 63 characters."""
-K8S_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
-"""A claim, secret, service account or storage class name (a DNS subdomain)."""
-LABEL_PART_RE = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]\Z")
-"""A label value, and a label key's name part."""
-QUANTITY_RE = re.compile(r"[0-9]+(\.[0-9]+)?([KMGTPE]i?|k|m)?\Z")
-"""A storage size like ``20Gi``."""
 
 
 def resolved_nproc(nproc: int | None, gpus: object) -> int | None:
@@ -291,27 +281,6 @@ def ssh_problems(values: Mapping[str, Any]) -> Problems:
     _number(out, values, "lost_after", 0.0, inclusive=True)
     upper_bound_problems(out, values, "ssh")
     return out
-
-
-def k8s_name_problem(value: str, *, label: bool) -> str | None:
-    """Why ``value`` is no Kubernetes name (``label``: a job name or namespace), or None."""
-    if (K8S_LABEL_RE if label else K8S_NAME_RE).match(value) and len(value) <= 253:
-        return None
-    fixed = re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")[:40].strip("-") or "corral"
-    first = "a letter" if label else "a letter or digit"
-    size = ", at most 40 characters" if label else ""
-    return (f"is not a Kubernetes name (lower-case letters, digits and '-', starting with "
-            f"{first}{size}), got {quote(value)}; use e.g. {quote(fixed)}")
-
-
-def label_problem(key: str, value: str) -> str | None:
-    """Why ``key = value`` is no node label (``prefix/name = value``), or None."""
-    prefix, _, name = key.rpartition("/")
-    if (prefix and not K8S_NAME_RE.match(prefix)) or not LABEL_PART_RE.match(name):
-        return f"{quote(key)} is not a label key (like \"nvidia.com/gpu.product\")"
-    if value and not LABEL_PART_RE.match(value):
-        return f"{quote(value)} is not a label value (letters, digits, '-', '_', '.')"
-    return None
 
 
 def kubernetes_problems(values: Mapping[str, Any]) -> Problems:

@@ -16,7 +16,7 @@ from profiles.user_errors import UsageError
 from remote.checks.plan import ClusterPlan, HostPlan, LaunchFacts, plan_cluster
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.config.errors import host_where, quote
-from remote.config.rules import k8s_name_problem
+from remote.config.k8s_rules import k8s_name_problem
 from remote.k8s.formats import K8S_FORMATS, K8sFormat
 
 POD_PYTHON = "python"
