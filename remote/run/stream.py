@@ -187,9 +187,22 @@ async def merged(
                 continue
             yield item
     finally:
-        for task in tasks:
+        await cancelled(tasks)
+
+
+RECANCEL_S = 0.5
+"""How long ``cancelled`` waits for cancelled tasks before it cancels those left again."""
+
+
+async def cancelled(tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and return once every one has ended. A task that goes on is cancelled
+    again: Python < 3.12's ``asyncio.wait_for`` (a tail's silence limit) drops a cancel that
+    lands as its read completes, and the tail of a running run then reads on for ever."""
+    while pending := [task for task in tasks if not task.done()]:
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.wait(pending, timeout=RECANCEL_S)
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def remote_sizes(transport: Transport, run_dir: str) -> dict[str, int]:
