@@ -1,7 +1,7 @@
 """The one step reporter: a finished step's raw measurements become this rank's step event;
 and the one builder of a rank's start event and of a rebalance event.
 
-corral's own loop (``trainer/train.py``), its local-exchange loop (``trainer/lowcomm``) and a
+corral's own loop (``trainer/exact_loop.py``), its local-exchange loop (``trainer/lowcomm``) and a
 user's script under corral (``trainer/integrations/run.py``) all report through ``report_step``,
 ``report_start`` and ``report_rebalance``, so an event carries the same fields whichever wrote
 it. It carries measurements only (local batch, loss sum and

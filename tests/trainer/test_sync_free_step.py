@@ -27,9 +27,10 @@ import torch
 import torch.distributed as dist
 
 from trainer import train as train_module
+from trainer.exact_loop import Trainer
 from trainer.resources import ResourceReporter
 from trainer.settings.train_config import TrainConfig
-from trainer.step.clock import ComputeClock
+from trainer.step.clock import StepClock
 from trainer.step.tally import PendingTallies
 
 READS = ("item", "tolist", "__float__", "__bool__", "__int__")
@@ -76,12 +77,12 @@ def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str,
     monkeypatch.setenv("CORRAL_PROFILE_DIR", str(tmp_path / "no-profiles"))
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)
-    original = train_module.Trainer.train_step
+    original = Trainer.train_step
 
     def wrapped(self: Any, step: int) -> Any:
         return wrap(step, lambda: original(self, step))
 
-    monkeypatch.setattr(train_module.Trainer, "train_step", wrapped)
+    monkeypatch.setattr(Trainer, "train_step", wrapped)
     config = TrainConfig(samples=128, global_batch=32, steps=steps, device=device,
                          run_dir=str(tmp_path / "run"), resources_every=0.0, **flags)
     with _signals_kept():
@@ -143,14 +144,14 @@ def test_each_loop_iteration_waits_once_with_dynamic_decisions_and_micro_batches
 
     for name in BLOCKING_COLLECTIVES:
         monkeypatch.setattr(dist, name, blocking(name))
-    hook = ComputeClock.hook
+    hook = StepClock.hook
 
     @functools.wraps(hook)  # DDP reads the hook's signature
-    def counted_hook(self: ComputeClock, group: Any, bucket: Any) -> Any:
+    def counted_hook(self: StepClock, group: Any, bucket: Any) -> Any:
         gradient_collectives.append(current[0])
         return hook(self, group, bucket)
 
-    monkeypatch.setattr(ComputeClock, "hook", counted_hook)
+    monkeypatch.setattr(StepClock, "hook", counted_hook)
     stop = ResourceReporter.stop
 
     def loop_done(self: ResourceReporter) -> None:  # the loop ended: the last iteration too

@@ -17,7 +17,7 @@ from trainer.checkpoint.files import (
     set_rng_state,
 )
 from trainer.settings.train_config import SlowdownChange
-from trainer.step.clock import ComputeClock
+from trainer.step.clock import CpuClock
 from trainer.step.slowdown import (
     SlowdownSchedule,
     WorkTimer,
@@ -119,28 +119,28 @@ def _burn(cpu_s: float) -> None:
 def test_a_benched_rank_emulates_nothing_while_its_probe_works() -> None:
     # A benched rank runs no pass; its probe thread works meanwhile, and the process's CPU
     # time counts every thread. Its step is no work of a slow device: nothing to sleep.
-    clock = ComputeClock(torch.device("cpu"), emulated_run=True)
+    clock = CpuClock(emulated_run=True)
     clock.start(60.0)
     probe = threading.Thread(target=_burn, args=(0.05,))
     probe.start()
     probe.join()
     t0 = time.perf_counter()
     clock.passes_done(False)
-    assert clock.tally_time(1) == (1, 0.0) and clock.step_seconds(1) == 0.0
+    assert clock.tally_time(1, None) == (1, 0.0) and clock.times(1) == (1, 0.0)
     assert time.perf_counter() - t0 < 0.5  # 60 x the probe's 0.05 s would be 3 s
 
 
 def test_without_the_hook_a_slower_device_is_emulated_once_when_the_passes_end() -> None:
     # A step with a benched rank all-reduces explicitly after the passes: the slow rank's
     # extra time is slept before it (as the hook does), and reading the time sleeps no more.
-    clock = ComputeClock(torch.device("cpu"), emulated_run=True)
+    clock = CpuClock(emulated_run=True)
     began = time.perf_counter()
     clock.start(3.0)
     _burn(0.05)
     clock.passes_done(True)
     passed = time.perf_counter() - began
     t0 = time.perf_counter()
-    _, seconds = clock.tally_time(1)
-    assert seconds == clock.step_seconds(1) and seconds >= 0.15  # 3 x at least 0.05 s
+    _, seconds = clock.tally_time(1, None)
+    assert seconds == clock.times(1).seconds and seconds >= 0.15  # 3 x at least 0.05 s
     assert time.perf_counter() - t0 < 0.1  # read, not slept again
     assert passed >= seconds - 0.005  # the emulated time had passed when the passes ended

@@ -34,6 +34,7 @@ from trainer.event_log import EventWriter
 from trainer.events import CheckpointEvent
 from trainer.run_layout import RunLayout
 from trainer.settings.train_config import TrainConfig, split_task_spec
+from trainer.step.tally import TimedStep
 from trainer.tasks import Task
 from trainer.tasks.loader import task_options
 
@@ -54,6 +55,9 @@ class RunProgress:
     """The step that checkpoint holds."""
     stopping: bool = False
     """Some rank was signalled: every rank stops after the current step."""
+    last_timed: TimedStep | None = None
+    """The step just run, as the next step's tally reports it: its split, this rank's compute
+    and exchange seconds (None before this process ran a step; trainer/step/tally.py)."""
 
 
 def run_identity(config: TrainConfig) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from trainer.integrations.contract import ScriptSettings
 from trainer.integrations.run import ScriptRun
 from trainer.integrations.shares import RankStepSampler, ShareSchedule
 from trainer.step.batch_order import GlobalBatchOrder
-from trainer.step.clock import ComputeClock
+from trainer.step.clock import make_clock
 from trainer.step.slowdown import emulates
 
 
@@ -106,7 +106,7 @@ class Shares:
                              batch_source="the global_batch given to Shares")
         self.schedule = self.run.schedule
         self.sampler = RankStepSampler(order, self.schedule, on_step=self._step_begins)
-        self.clock = ComputeClock(device, emulated_run=on_any_rank(
+        self.clock = make_clock(device, emulated_run=on_any_rank(
             emulates(settings.slowdown), device))
         self._loss: torch.Tensor | None = None
         """The last step's mean loss, on the device until the step is reported."""
@@ -159,7 +159,7 @@ class Shares:
             share = self.share(step - 1)
             run.step_done(step - 1, epoch=(step - 2) // self.sampler.order.steps_per_epoch,
                           loss_sum=float(self._loss) * share, units=share,
-                          compute_s=self.clock.elapsed())
+                          compute_s=self.clock.times(step - 1).seconds)
             self._done, self._loss = step - 1, None
         self.clock.start(run.settings.slowdown_of(run.rank))
 

@@ -38,7 +38,7 @@ from trainer.integrations.rank_setup import precision_note
 from trainer.integrations.run import ScriptRun
 from trainer.integrations.shares import GlobalStepSampler
 from trainer.step.batch_order import GlobalBatchOrder
-from trainer.step.clock import ComputeClock
+from trainer.step.clock import StepClock, make_clock
 from trainer.step.slowdown import emulates
 
 TRUSTED_LOSS_MODULES = ("transformers.", "trl.")
@@ -91,7 +91,7 @@ class _HFRank:
         self.settings, self.trainer = settings, trainer
         self.run: ScriptRun | None = None
         self.sampler: GlobalStepSampler | None = None
-        self.clock: ComputeClock | None = None
+        self.clock: StepClock | None = None
         self.resumed_from: str | None = None
         self.returned = 0.0  # the Trainer's returned losses, summed over the step's rounds
         self.units = 0.0
@@ -117,7 +117,7 @@ class _HFRank:
         """The first round of a step: start this rank's compute clock."""
         if self.clock is None:
             device = self.trainer.args.device
-            self.clock = ComputeClock(device, emulated_run=on_any_rank(
+            self.clock = make_clock(device, emulated_run=on_any_rank(
                 emulates(self.settings.slowdown), device))
             if isinstance(model, DistributedDataParallel):
                 model.register_comm_hook(None, self.clock.hook)
@@ -224,7 +224,7 @@ class _CorralEvents:
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         corral_rank = self.corral_rank
         run, clock, trainer = corral_rank.build(), corral_rank.clock, corral_rank.trainer
-        compute_s = clock.elapsed() if clock is not None else 0.0
+        compute_s = clock.times(state.global_step).seconds if clock is not None else 0.0
         exact, _ = exactness(trainer)
         if exact and corral_rank.global_units:
             # Each returned loss is the rank's token sum x processes / the step's token count.

@@ -1,6 +1,6 @@
 """The training loop of ``--exchange local`` (APPROXIMATE; docs/lowcomm.md).
 
-Reads like trainer/train.py's: build model and optimizer, maybe resume, then rounds until the
+Reads like trainer/exact_loop.py: build model and optimizer, maybe resume, then rounds until the
 run's last step. A round: each island trains its inner steps (``RoundPlan``) on the run's
 global batches with the run's optimizer, the ranks of an island exactly data-parallel (the
 summed gradient over the island divided by its loss units, as the exact mode does over the

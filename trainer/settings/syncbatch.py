@@ -1,6 +1,6 @@
 """SyncBatchNorm's rule: it exchanges statistics inside every forward, so every rank must run
 the same passes every step. Checked on the flags (``TrainConfig``) and again on the first split
-the trainer computes (``trainer/train.py``)."""
+the trainer computes (``trainer/exact_loop.py``)."""
 
 from __future__ import annotations
 

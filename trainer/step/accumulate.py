@@ -21,11 +21,13 @@ broadcasts): after a step in which a forward changed a buffer on some rank, the 
 rank's are broadcast, at the point where the ranks already meet. A model whose buffers never
 change (the rotary tables of a language model) pays no collective for them.
 
-The interface, as trainer/train.py's ``train_step`` reads it: ``ShareRunner.run(step, split,
-micro, slowdown)`` runs this rank's passes and leaves the all-reduced gradient (the sum over
-ranks divided by the world size) in ``.grad``, and returns the share's ``ShareTotals`` as device
-tensors; nothing in it reads the device. ``BufferSync.changed()`` is a device flag for the
-tally and ``BufferSync.sync()`` the broadcast the step does when some rank's flag was set.
+The interface, as the exact loop's ``train_step`` reads it: ``ShareRunner.run(step, split,
+micro, slowdown, carried_exchange_s)`` runs this rank's passes and leaves the all-reduced
+gradient (the sum over ranks divided by the world size) in ``.grad``, and returns what it
+measured as ``ShareTotals``: the share's loss and units as device tensors (nothing in it reads
+the device), its exchange seconds, and the tally gather a CPU rank's clock started.
+``BufferSync.changed()`` is a device flag for the tally and ``BufferSync.sync()`` the broadcast
+the step does when some rank's flag was set.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ from torch import nn
 from trainer.step.amp import autocast
 from trainer.step.batch_order import GlobalBatchOrder
 from trainer.step.batches import collated
-from trainer.step.clock import ComputeClock
+from trainer.step.clock import StepClock
 from trainer.step.exchange import ActiveSet
 from trainer.step.flat_collectives import all_reduce_mean
+from trainer.step.tally import PendingTallies
 from trainer.tasks import Task
 
 
@@ -56,7 +59,7 @@ def micro_slices(indices: Sequence[int], micro: int | None) -> list[Sequence[int
 
 
 class ShareTotals(NamedTuple):
-    """This rank's share of a step, summed over its passes: 0-d tensors on its device."""
+    """What running this rank's share of a step measured."""
 
     loss_sum: torch.Tensor
     """The loss summed over the share's loss units (float64: the passes add up exactly as the
@@ -66,6 +69,14 @@ class ShareTotals(NamedTuple):
     probed_s: float | None = None
     """A benched rank's newest probe seconds, reported instead of a compute time (0.0: no new
     probe); None on a rank that computed (trainer/step/exchange.py)."""
+    exchanged_s: float = 0.0
+    """Wall seconds this rank spent in the step's gradient exchange after its own compute (the
+    all-reduce, or DDP's from the last bucket on; 0: not measured). The rank that arrives last
+    waits for nobody: the least over the ranks is the exchange (reported with the next step's
+    tally; trainer/balance/cost.py)."""
+    gather: PendingTallies | None = None
+    """The step's tally all-gather, when the CPU clock's hook started it (``EarlyTally``);
+    None: the trainer starts it."""
 
 
 class ShareRunner:
@@ -75,7 +86,7 @@ class ShareRunner:
 
     def __init__(self, *, ddp: nn.Module, model: nn.Module, task: Task,
                  order: GlobalBatchOrder, parameters: list[nn.Parameter], rank: int,
-                 world: int, device: torch.device, precision: str, clock: ComputeClock,
+                 world: int, device: torch.device, precision: str, clock: StepClock,
                  scale_loss: Callable[[torch.Tensor], torch.Tensor],
                  prefetched: Callable[[int, Sequence[int]], Any] | None = None,
                  active: ActiveSet | None = None) -> None:
@@ -88,22 +99,16 @@ class ShareRunner:
         one pass)."""
         self.active = active
         """The active set: who takes part in the exchange (None: every rank, always)."""
-        self.exchanged_s = 0.0
-        """Wall seconds this rank spent in the last step's gradient exchange after its own
-        compute (the all-reduce, or DDP's from the last bucket on; 0: not measured). The
-        rank that arrives last waits for nobody: the least over the ranks is the exchange
-        (reported with the next step's tally; trainer/balance/cost.py)."""
-        self.previous_exchange_s = 0.0
-        """``exchanged_s`` of the step before the one running (what its tally reports)."""
 
-    def run(self, step: int, split: Sequence[int], micro: int | None,
-            slowdown: float) -> ShareTotals:
+    def run(self, step: int, split: Sequence[int], micro: int | None, slowdown: float,
+            carried_exchange_s: float) -> ShareTotals:
         """Run this rank's share of ``step``: forward and backward of every pass, the
-        gradient all-reduce included; returns the share's totals (on the device).
+        gradient all-reduce included; returns what it measured.
 
-        On a CPU rank the clock's ``EarlyTally`` (when set) is armed before the last backward,
-        so its hook starts the tally all-gather right after the last bucket's all-reduce."""
-        self.previous_exchange_s = self.exchanged_s
+        On a CPU rank the clock's ``EarlyTally`` (when set) is armed before the last backward
+        with ``carried_exchange_s`` (the step before's exchange seconds, which this step's
+        tally carries), so its hook starts the tally all-gather right after the last bucket's
+        all-reduce."""
         indices = self.order.local_indices(step, split, self.rank).tolist()
         # Some rank runs no backward: all-reduce explicitly (above). Alone in the world, no
         # all-reduce at all: DDP's reducer would still run one over a group of one.
@@ -122,7 +127,7 @@ class ShareRunner:
                     loss_sum, units = self.task.loss(self.ddp, batch)
                 totals.add(loss_sum, units)
                 if last and self.clock.early is not None:
-                    self.clock.early.arm(step, *totals.now())
+                    self.clock.early.arm(step, *totals.now(), carried_exchange_s)
                 self.scale_loss(loss_sum).backward()
         self.clock.passes_done(bool(slices))
         compute_end = self.clock.last_bucket_at or time.perf_counter()
@@ -138,8 +143,10 @@ class ShareRunner:
         # collectives are queued, not waited for, so its host clock cannot see them).
         measured = indices and self.device.type == "cpu" and (
             self.clock.last_bucket_at is not None or explicit)
-        self.exchanged_s = time.perf_counter() - compute_end if measured else 0.0
-        return ShareTotals(*totals.now(), probed_s=probed_s)
+        exchanged_s = time.perf_counter() - compute_end if measured else 0.0
+        gather = self.clock.early.take() if self.clock.early is not None else None
+        return ShareTotals(*totals.now(), probed_s=probed_s, exchanged_s=exchanged_s,
+                           gather=gather)
 
     def _sync_if(self, sync: bool) -> contextlib.AbstractContextManager[Any]:
         no_sync: Callable[[], contextlib.AbstractContextManager[Any]] = self.ddp.no_sync  # type: ignore[assignment]

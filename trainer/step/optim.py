@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from trainer.settings.train_config import TrainConfig
-from trainer.step.tally import StepTally, divide_by_global_units
+from trainer.step.tally import StepTally, TimedStep, divide_by_global_units
 
 
 def make_optimizer(config: TrainConfig, parameters: list[nn.Parameter]
@@ -195,6 +195,6 @@ class StepDone:
     compute_s: float
     """This rank's compute seconds of the step (a GPU's read after the tally, which completed
     its events: no wait)."""
-    timed_before: tuple[int, tuple[int, ...]] | None
-    """(step, split) of the step before, whose GPU compute times and exchange seconds these
-    tallies carry (``trainer/step/tally.py``); None for a run's first step."""
+    timed_before: TimedStep | None
+    """The step before, whose exchange seconds (and GPU compute times) these tallies carry
+    (``trainer/step/tally.py``); None for the first step this process ran."""

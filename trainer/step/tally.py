@@ -13,9 +13,9 @@ step queued after it. ``PendingTallies.reads`` counts the reads (the sync-free s
 
 Compute time: a CPU rank's is known at the gather (perf_counter). A GPU rank's comes from CUDA
 events whose elapsed time can be read without waiting only once the step is over, so its tally
-carries the PREVIOUS step's time, and ``compute_step`` says which step a time belongs to: rank
-0's balancer pairs each time with the split of that step (trainer/train.py ``_observe``), so it
-sees a GPU rank's times a step late.
+carries the PREVIOUS step's time (trainer/step/clock.py), and ``compute_step`` says which step a
+time belongs to: rank 0's balancer pairs each time with the split of that step (the step
+before's comes as a ``TimedStep``), so it sees a GPU rank's times a step late.
 """
 
 from __future__ import annotations
@@ -49,11 +49,35 @@ class StepTally(NamedTuple):
     step."""
     exchange_s: float = 0.0
     """The rank's seconds in the PREVIOUS step's gradient exchange after its own compute
-    (``ShareRunner.previous_exchange_s``: a CPU rank's tally leaves before this step's exchange
-    ends; 0: not measured, as on a GPU rank)."""
+    (``TimedStep.exchange_s``: a CPU rank's tally leaves before this step's exchange ends; 0:
+    not measured, as on a GPU rank)."""
 
 
 _UNITS = StepTally._fields.index("units")
+
+
+class ComputeTime(NamedTuple):
+    """A rank's compute seconds of one step (trainer/step/clock.py)."""
+
+    step: int
+    """The step timed (0: none)."""
+    seconds: float
+    """Its forward+backward seconds, emulated slowdown included (NaN: none)."""
+
+
+class TimedStep(NamedTuple):
+    """A finished step as this rank's next step reports it: its tally carries the exchange
+    seconds (and, on a GPU, the compute time) of the step before, and rank 0's balancer pairs
+    them with that step's split."""
+
+    step: int
+    split: tuple[int, ...]
+    """Every rank's share of the step."""
+    compute: ComputeTime
+    """This rank's compute time of it."""
+    exchange_s: float
+    """This rank's wall seconds in its gradient exchange after its own compute (0: not
+    measured; trainer/step/accumulate.py)."""
 
 
 class PendingTallies:
@@ -106,29 +130,28 @@ class TallyExchange:
     """Packs this rank's tally into one device tensor and starts gathering every rank's."""
 
     def __init__(self, device: torch.device, world: int, stop_requested: Callable[[], bool],
-                 buffers_changed: Callable[[], torch.Tensor],
-                 exchange_seconds: Callable[[], float] = lambda: 0.0) -> None:
+                 buffers_changed: Callable[[], torch.Tensor]) -> None:
         self.device, self.world = device, world
         self.stop_requested = stop_requested
         """Whether this rank was asked to stop (a host flag: SIGINT/SIGTERM)."""
         self.buffers_changed = buffers_changed
         """A 0-d device tensor, nonzero when a forward changed a buffer (``BufferSync``)."""
-        self.exchange_seconds = exchange_seconds
-        """The previous step's exchange seconds (``ShareRunner.previous_exchange_s``)."""
 
-    def start(self, loss_sum: torch.Tensor, units: torch.Tensor,
-              compute: tuple[int, float]) -> PendingTallies:
+    def start(self, loss_sum: torch.Tensor, units: torch.Tensor, compute: ComputeTime,
+              exchange_s: float) -> PendingTallies:
         """Start the all-gather of ``(loss_sum, units, compute, stop, buffers changed,
         exchange)``.
 
-        ``loss_sum`` and ``units`` are 0-d tensors on the device; ``compute`` is ``(step,
-        seconds)`` from the clock. Host numbers enter through ``torch.full`` (a fill kernel),
-        never through a host-to-device copy (which would wait for the device)."""
-        host_values = (compute[1], float(compute[0]), 1.0 if self.stop_requested() else 0.0)
+        ``loss_sum`` and ``units`` are 0-d tensors on the device; ``compute`` comes from the
+        clock and ``exchange_s`` is the step before's exchange seconds. Host numbers enter
+        through ``torch.full`` (a fill kernel), never through a host-to-device copy (which
+        would wait for the device)."""
+        host_values = (compute.seconds, float(compute.step),
+                       1.0 if self.stop_requested() else 0.0)
         parts = [loss_sum.detach().to(torch.float64), units.to(torch.float64),
                  *(self._scalar(v) for v in host_values),
                  self.buffers_changed().to(torch.float64),
-                 self._scalar(self.exchange_seconds())]
+                 self._scalar(exchange_s)]
         return PendingTallies(torch.stack(parts), self.world)
 
     def _scalar(self, value: float) -> torch.Tensor:

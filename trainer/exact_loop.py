@@ -1,0 +1,324 @@
+"""The exact loop: one rank's steps 3 to 6 of trainer/train.py, every step exact.
+
+(3) model and optimizer, identical on every rank, maybe resumed; (4) the first split: given,
+equal, or from capacities; (5) train: each step runs this rank's share, gathers every rank's
+tally, steps the optimizer, then reports, evaluates, rebalances and checkpoints when due;
+(6) the final checkpoint and result. Any split of the global batch gives the same parameters
+as one process (trainer/step/tally.py says how).
+
+The step's timings, one hand-off: ``ShareRunner.run`` returns what it measured (loss and units
+as device tensors, its exchange seconds, the tally gather a CPU rank's clock started); the
+clock answers ``tally_time`` (what the tally carries) and ``times`` (this step's compute time,
+read after the tally read); the step before's numbers live in ``RunProgress.last_timed``; and
+``train_step`` hands everything the report and the balancer use over as one ``StepDone``.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from profiles.user_errors import UsageError
+from trainer.balance.balancer import Balancer
+from trainer.balance.config import rank0_config
+from trainer.balance.passes import passes
+from trainer.checkpoint.checkpointer import Checkpointer, RunProgress, restore, resume, write_final
+from trainer.compat import set_tf32, tf32_enabled, wrap_ddp
+from trainer.dist import RankInfo, broadcast_ints, device_name, on_any_rank, print0
+from trainer.evaluate import Evaluator, held_out
+from trainer.event_log import EventWriter
+from trainer.events import CapacityEvent, SamplesEvent
+from trainer.placement import Placement, placement_fields
+from trainer.resources import ResourceReporter
+from trainer.settings.syncbatch import check_syncbatch_passes
+from trainer.settings.train_config import TrainConfig
+from trainer.step.accumulate import ShareRunner
+from trainer.step.batch_order import GlobalBatchOrder, share_seconds
+from trainer.step.batches import collated
+from trainer.step.capacity import initial_split
+from trainer.step.clock import EarlyTally, make_clock
+from trainer.step.exchange import ActiveSteps
+from trainer.step.flat_collectives import BufferSync
+from trainer.step.optim import OptimizerStep, StepDone, make_optimizer
+from trainer.step.prefetch import BatchPrefetcher, prefetch_wanted
+from trainer.step.slowdown import SlowdownSchedule, emulates
+from trainer.step.tally import ComputeTime, TallyExchange, TimedStep, timed_steps
+from trainer.step_report import (
+    LossTally,
+    OptimizerFacts,
+    global_loss_of,
+    report_rebalance,
+    report_start,
+    report_step,
+)
+from trainer.stopping import StopSignals, check_finite_loss
+from trainer.tasks import Task, trainable_parameters
+from trainer.tasks.loader import task_label
+
+
+class Trainer:
+    """The exact loop: steps 3 to 6 for one rank, after it joined the process group."""
+
+    def __init__(self, config: TrainConfig, info: RankInfo, device: torch.device, backend: str,
+                 task: Task, order: GlobalBatchOrder, events: EventWriter, stop: StopSignals,
+                 run: RunProgress, placement: Placement | None = None) -> None:
+        self.config, self.task, self.order, self.run = config, task, order, run
+        self.placement = placement
+        self.prefetcher = (BatchPrefetcher(task, order, info.rank, device)
+                           if prefetch_wanted(config.prefetch, device) else None)
+        self.rank, self.world, self.device = info.rank, info.world_size, device
+        self.events, self.stop = events, stop
+        self.slowdown = SlowdownSchedule(config.slowdown_for(self.rank), config.slowdown_at,
+                                         self.rank)
+        self.host, self.device_name = socket.gethostname(), device_name(device)
+
+        # -- 3. Model and optimizer, identical on every rank; maybe resume -------------------
+        set_tf32(config.precision == "tf32")  # torch's default lets cuDNN use TF32 even in fp32
+        # Training mode: from_pretrained returns eval mode, which turns off checkpointing,
+        # dropout and bitsandbytes' training path.
+        self.model = task.model.to(device).train()
+        self.parameters = trainable_parameters(task)
+        if not self.parameters:
+            raise UsageError(f"the {config.task} task has no parameter to train")
+        self.optimizer = make_optimizer(config, self.parameters)
+        self.optim_step = OptimizerStep(config, self.optimizer, self.parameters, device,
+                                        self.world, run.total_steps)
+        resumed_split, balancer_state, resumed_from = restore(
+            resume(config, rank=self.rank, device=device), model=self.model,
+            optimizer=self.optimizer, load_training=self.optim_step.load_state_dict, run=run,
+            world=self.world, policy=config.policy)
+
+        # -- 4. The first split: given, equal, or from capacities (profiles or a warm-up) ----
+        first_split = initial_split(
+            config, world_size=self.world, rank=self.rank, model=self.model, loss=task.loss,
+            batch_of=lambda n: collated(task, range(min(n, len(task.train_data))), device),
+            device=device, slowdown=self.slowdown.factor_at(run.step + 1), host=self.host,
+            device_name=self.device_name, resumed_split=resumed_split)
+        run.split, self.micro_batch = first_split.split, first_split.micro_batch
+        check_syncbatch_passes(config.resolved_norm, self.micro_batch, run.split)
+        self._announce(backend, first_split, resumed_from)
+
+        self._wrap_model(config, device)
+        self.active = self._active_steps()
+        self.balancer = self._balancer(first_split.max_batch, balancer_state)
+        self.runner = ShareRunner(ddp=self.ddp, model=self.model, task=task, order=order,
+                                  parameters=self.parameters, rank=self.rank, world=self.world,
+                                  device=device, precision=config.precision, clock=self.clock,
+                                  scale_loss=self.optim_step.scale_loss,
+                                  prefetched=self._prefetcher_batch(), active=self.active.set)
+        self.evaluator = Evaluator(
+            task=task, data=held_out(task, config.eval_samples, config.task),
+            every=config.eval_every, model=self.ddp, rank=self.rank, device=device,
+            precision=config.precision, micro_batch=self.micro_batch, events=events,
+        ) if config.eval_every else None
+        self.checkpointer = Checkpointer(
+            config, rank=self.rank, world=self.world, events=events, model=self.model,
+            optimizer=self.optimizer, balancer=self.balancer, training=self.optim_step.state_dict)
+
+    def _wrap_model(self, config: TrainConfig, device: torch.device) -> None:
+        """DDP (its mean over ranks made exact by divide_by_global_units), the buffer sync (after
+        a step that changed one, not at every forward), the tally exchange and the clock."""
+        self.ddp = wrap_ddp(self.model, device)
+        self.buffer_sync = BufferSync(self.model)
+        # The step's tally: one device tensor, gathered once per step (trainer/step/tally.py);
+        # a CPU rank's clock hook starts it inside the last backward (EarlyTally).
+        self.tallies = TallyExchange(device, self.world,
+                                     stop_requested=lambda: self.stop.signum is not None,
+                                     buffers_changed=self.buffer_sync.changed)
+        self.clock = make_clock(device, emulated_run=on_any_rank(
+            emulates(config.slowdown, config.slowdown_at), device),
+            early=EarlyTally(self.tallies))
+        self.ddp.register_comm_hook(None, self.clock.hook)  # times the local backward
+
+    def _active_steps(self) -> ActiveSteps:
+        """Who takes part in the gradient exchange (trainer/step/exchange.py)."""
+        return ActiveSteps(
+            self.config, rank=self.rank, world=self.world, device=self.device, task=self.task,
+            parameters=self.parameters, optim_step=self.optim_step,
+            micro_batch=self.micro_batch[self.rank],
+            slowdown=lambda: self.slowdown.factor_at(self.run.step)).start(self.run.split)
+
+    def _prefetcher_batch(self) -> Callable[[int, Sequence[int]], Any] | None:
+        prefetcher, run = self.prefetcher, self.run
+        return (None if prefetcher is None
+                else lambda step, split: prefetcher.batch(step, split, run.total_steps))
+
+    def _balancer(self, max_batch: tuple[int | None, ...],
+                  saved: dict[str, Any] | None) -> Balancer | None:
+        """Rank 0's balancer. Memory caps learnt from stored profiles bind every later split."""
+        if self.rank != 0:
+            return None
+        links = self.active.set.link_mbit
+        balancer = Balancer(rank0_config(self.config, self.world, max_batch, self.micro_batch,
+                                         links if any(links) else None), self.run.split)
+        if saved is not None:
+            balancer.load_state_dict(saved)
+        return balancer
+
+    def _announce(self, backend: str, first_split: Any, resumed_from: str | None) -> None:
+        config, run = self.config, self.run
+        model, dataset = task_label(config)
+        report_start(
+            self.events, rank=self.rank, world=self.world, host=self.host,
+            device=str(self.device), device_name=self.device_name, backend=backend,
+            model=model, dataset=dataset, global_batch=config.global_batch, split=run.split,
+            policy=config.policy, step=run.step, total_steps=run.total_steps,
+            steps_per_epoch=self.order.steps_per_epoch,
+            slowdown=self.slowdown.factor_at(run.step + 1), resumed_from=resumed_from,
+            task=config.task, precision=config.precision, tf32=tf32_enabled(),
+            micro_batch=self.micro_batch[self.rank], **placement_fields(self.placement))
+        if self.rank == 0:
+            self.events.emit(CapacityEvent(
+                t=time.time(), rank=0, source=first_split.source,
+                samples_per_s=first_split.samples_per_s, max_batch=first_split.max_batch,
+                detail=first_split.detail, micro_batch=first_split.micro_batch))
+            print0(f"corral trainer: {self.world} ranks ({backend}), {model} on {dataset}, "
+                   f"B={config.global_batch} split {_csv(run.split)} ({first_split.source}), "
+                   f"steps {run.step}->{run.total_steps}")
+
+    # -- 5. Train ----------------------------------------------------------------------------
+    def fit(self) -> None:
+        """Train until the run's last step or a stop request, then finish (step 6)."""
+        run = self.run
+        resources = ResourceReporter(str(self.device), self.config.resources_every, self.rank,
+                                     self.events)
+        last_end = time.perf_counter()
+        while run.step < run.total_steps and not run.stopping:
+            done = self.train_step(run.step + 1)
+            now = time.perf_counter()
+            self._report(done, step_s=now - last_end)
+            last_end = now
+            resources.poll()
+            self._evaluate()
+            self._rebalance()
+            self.active.exact_now(run.split, due=self.checkpointer.due(run))
+            self.checkpointer.save(run)
+
+        # -- 6. Final checkpoint (also when stopped: the last step is complete) -------------
+        resources.stop()
+        if self.prefetcher is not None:
+            self.prefetcher.close()
+        self.active.exact_now(run.split)  # the last checkpoint and the final result
+        self.checkpointer.save(run, last_step=True)
+        if self.rank == 0 and run.step == run.total_steps:
+            final = write_final(self.task, self.model, self.config.run_dir)
+            print0(f"corral trainer: the trained result is in {final}")
+            self._samples(run.step)
+        # Leave together: no rank tears the group down while another still talks to it.
+        dist.barrier()
+
+    def _samples(self, step: int) -> None:
+        """Rank 0: the task's generations from held-out prompts, as a ``samples`` event."""
+        if self.task.samples is None:
+            return
+        written = self.task.samples(self.model)
+        if written:
+            self.events.emit(SamplesEvent(t=time.time(), rank=self.rank, step=step,
+                                          prompts=tuple(p for p, _ in written),
+                                          outputs=tuple(o for _, o in written)))
+
+    def train_step(self, step: int) -> StepDone:
+        """Run step ``step`` (1-based) on this rank and record it in ``RunProgress`` (its number,
+        the stop flag, ``last_timed``); returns what it measured: every rank's tally of it,
+        what the optimizer did, this rank's compute time. The host waits for the device once:
+        at ``pending.read()``."""
+        run, split = self.run, self.run.split
+        before = run.last_timed  # the step before, as this step's tally reports it
+        # Forward + backward on the SUMMED loss of this rank's share, in micro-batch passes;
+        # DDP all-reduces inside the last backward (trainer/step/accumulate.py, clock.py); a
+        # benched rank (share 0) runs none and leaves the exchange (trainer/step/exchange.py).
+        carried_exchange_s = before.exchange_s if before is not None else 0.0
+        share = self.runner.run(step, split, self.micro_batch[self.rank],
+                                self.slowdown.factor_at(step), carried_exchange_s)
+        # One small all-gather of every rank's tally (one tensor): a CPU rank's clock hook
+        # started it inside the last backward (EarlyTally); other ranks start it here, with
+        # the time their clock gives without waiting (a GPU's: the step before's) or, benched,
+        # their probe's.
+        pending = share.gather
+        if pending is None:
+            compute = (self.clock.tally_time(step, before.compute if before else None)
+                       if share.probed_s is None else ComputeTime(step, share.probed_s))
+            pending = self.tallies.start(share.loss_sum, share.units, compute,
+                                         carried_exchange_s)
+        # The gradient divided by the step's GLOBAL count of loss units (a device tensor), then
+        # the optimizer step (skipped by a benched rank): queued before the host waits, so the
+        # device keeps busy.
+        outcome = self.active.optimizer_step(step, split, pending.global_units())
+        tallies = pending.read()
+        if any(t.buffers_changed > 0 for t in tallies):  # an active rank's buffers everywhere
+            self.active.sync_buffers(split, self.buffer_sync)
+        run.step = step
+        run.stopping = any(t.stop > 0 for t in tallies)
+        # Every rank holds the same tallies, so a non-finite loss stops every rank here,
+        # before the step is reported or checkpointed.
+        check_finite_loss(sum(t.loss_sum for t in tallies), run)
+        # This rank's compute time of this step: a GPU's events completed with the tally read.
+        compute = self.clock.times(step)
+        run.last_timed = TimedStep(step, tuple(split), compute, share.exchanged_s)
+        return StepDone(tallies, outcome, compute.seconds, before)
+
+    def _report(self, done: StepDone, step_s: float) -> None:
+        """Events: every rank its own step (``report_step``: measurements only)."""
+        run, config, tallies, outcome = self.run, self.config, done.tallies, done.outcome
+        share = self.order.counts(run.step, run.split)[self.rank]
+        tokens = (self.order.rank_tokens(run.step, run.split)
+                  if self.order.item_tokens is not None else None)
+        losses = [LossTally(loss_sum=t.loss_sum, units=t.units) for t in tallies]
+        report_step(
+            self.events, rank=self.rank, step=run.step, epoch=self.order.epoch_of(run.step),
+            local_batch=share, tallies=losses, step_s=step_s,
+            compute_s=done.compute_s,
+            optimizer=OptimizerFacts(lr=outcome.lr, grad_norm=outcome.grad_norm,
+                                     scaler_skipped=outcome.skipped, loss_scale=outcome.scale),
+            passes=passes(share, self.micro_batch[self.rank]),
+            tokens=tokens[self.rank] if tokens is not None else None)
+        if self.balancer is not None:
+            self._observe(self.balancer, done)
+        if self.rank == 0 and (run.step % 10 == 0 or run.step == run.total_steps):
+            print0(f"step {run.step}/{run.total_steps} loss {global_loss_of(losses):.4f} "
+                   f"{config.global_batch / step_s:.1f} samples/s split {_csv(run.split)}")
+
+    def _observe(self, balancer: Balancer, done: StepDone) -> None:
+        """Rank 0: every rank's compute time, paired with the split of the step it timed (a
+        GPU rank's tally carries the step before's: trainer/step/tally.py)."""
+        current, before = (self.run.step, tuple(self.run.split)), done.timed_before
+        tallies = done.tallies
+        for step, split, seconds in timed_steps(tallies, [current] if before is None
+                                                else [current, (before.step, before.split)]):
+            tokens = (self.order.rank_tokens(step, split)
+                      if self.order.item_tokens is not None else None)
+            balancer.observe(split, seconds if tokens is None  # per share of tokens
+                             else share_seconds(seconds, tokens, split))
+        if before is not None:  # the tallies carry the step before's exchange
+            balancer.observe_exchange(before.split, [t.exchange_s for t in tallies])
+
+    def _evaluate(self) -> None:
+        """The held-out set, when due (every rank at the same steps: it is collective)."""
+        run = self.run
+        if self.evaluator is not None and self.evaluator.due(run.step, run.total_steps):
+            self.evaluator.run(run.step, run.split)
+
+    def _rebalance(self) -> None:
+        """Dynamic policy: rank 0 decides, every rank switches at the next step together."""
+        run, config = self.run, self.config
+        if (config.policy != "dynamic" or run.step % config.rebalance_every != 0
+                or run.step >= run.total_steps or run.stopping):
+            return
+        decision = self.balancer.decide(run.step) if self.balancer is not None else None
+        new = broadcast_ints(decision.split if decision else run.split, self.device)
+        if decision is not None and new != run.split:
+            report_rebalance(self.events, decision, step=run.step + 1,
+                             previous=decision.previous, split=new, policy=config.policy)
+            print0(f"rebalance at step {run.step + 1}: {_csv(run.split)} -> {_csv(new)} "
+                   f"({decision.reason})")
+        self.active.switch(run.split, new)  # a rejoining rank gets the state first
+        run.split = new
+
+
+def _csv(values: Any) -> str:
+    return ",".join(str(v) for v in values)
