@@ -6,9 +6,10 @@ and importing it does not import torch (the benchmark imports it when it runs).
 
 from profiles.bench import BenchConfig, benchmark, device_name, fit_linear, measure
 from profiles.nvml import GpuInfo, NvmlSession, query_nvml
+from profiles.profile import Profile
 from profiles.sampler import ResourceSample, ResourceSampler
 from profiles.snapshot import HostSnapshot, take_snapshot
-from profiles.store import Profile, find_profile, save_profile
+from profiles.store import find_profile, save_profile
 from profiles.user_errors import CorralError, UsageError
 
 __all__ = [

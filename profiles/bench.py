@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from profiles import host
-from profiles.store import Profile, utc_now_iso
+from profiles.profile import Profile, utc_now_iso
 from profiles.user_errors import UsageError
 
 StepFn = Callable[[int], "float | None"]

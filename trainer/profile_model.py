@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from profiles.bench import BenchConfig, StepFn, benchmark
-from profiles.store import Profile, save_profile
+from profiles.profile import Profile
+from profiles.store import save_profile
 from profiles.user_errors import CorralError, UsageError
 from trainer.compat import set_tf32
 from trainer.step.amp import autocast

@@ -18,7 +18,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from profiles.store import Profile, created_at, profile_from_toml, slug
+from profiles.profile import Profile, created_at, profile_from_toml
+from profiles.store import slug
 from remote.config.cluster import ClusterConfig, HostSection
 from trainer.balance.estimate import HostSpeed, HostVerdict, estimate
 from trainer.balance.links import PairLink, host_links

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from profiles.profile import Profile
 from profiles.store import (
-    Profile,
     ProfileStoreError,
     default_root,
     find_profile,

@@ -18,7 +18,8 @@ from rich.console import Console
 
 from console.tables import check_table
 from profiles.host import hostname
-from profiles.store import Profile, save_profile
+from profiles.profile import Profile
+from profiles.store import save_profile
 from remote.api import CheckReport
 from remote.checks import mesh_verdict
 from remote.checks.estimate_facts import (

@@ -11,7 +11,8 @@ import torch
 from trainer_runs import check, events, launch, launch_cmd, of_kind, rank_env, run_launcher
 
 from profiles.host import cpu_model
-from profiles.store import Profile, save_profile, utc_now_iso
+from profiles.profile import Profile, utc_now_iso
+from profiles.store import save_profile
 
 # serial: the splits follow measured speeds (tests/tiers.py)
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
