@@ -46,6 +46,7 @@ from trainer.balance.passes import (
     passes,
     per_pass,
 )
+from trainer.balance.reasons import move_reason
 from trainer.balance.solve import (
     LinearFit,
     equal_split,
@@ -74,17 +75,6 @@ SETTLE_STEPS = 5
 FIRST_MOVE = 0.5
 """Fraction of the solver's proposed move taken by the first move after the start or after a
 rank's speed changed (each later move in the same direction doubles it, up to 1)."""
-
-
-def sit_out_reason(idle: list[int], cost: PassCost, share: int) -> str:
-    """Why ranks ``idle`` get a share of 0: the fixed per-step part of the first one's time
-    (at its old ``share``) is what more ranks cannot divide."""
-    total = cost.seconds(share)
-    fixed = max(total - cost.line.slope * share, 0.0)
-    names = f"rank{'s' if len(idle) > 1 else ''} {','.join(map(str, idle))}"
-    return (f"{names} sit out (share 0): the step is dominated by fixed per-step cost "
-            f"({fixed:.3f} s of rank {idle[0]}'s {total:.3f} s does not depend on its samples), "
-            "so fewer ranks are faster")
 
 
 class Balancer:
@@ -221,7 +211,7 @@ class Balancer:
         self._last_move = tuple(n - o for n, o in zip(new, old, strict=True))
         self._split = new
         return Decision(previous=old, split=new, predicted_gain=gain, times=times,
-                        reason=self._reason(step, times, (old, new, target), notes, costs))
+                        reason=move_reason(step, times, (old, new, target), notes, costs))
 
     def _switch_active(self, costs: list[PassCost], old: tuple[int, ...],
                        times: tuple[float, ...], when: tuple[int, list[str]]) -> Decision | None:
@@ -311,32 +301,6 @@ class Balancer:
         f = allowed / moved
         cont = [o + f * (t - o) for t, o in zip(target, old, strict=True)]
         return round_between(cont, self.config.global_batch, old, target)
-
-    def _reason(
-        self,
-        step: int,
-        times: tuple[float, ...],
-        splits: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]],
-        notes: list[str],
-        costs: list[PassCost],
-    ) -> str:
-        """The decision in words; ``splits`` is (old, new, target)."""
-        old, new, target = splits
-        slow = max(range(len(times)), key=lambda r: times[r])
-        fast = min(range(len(times)), key=lambda r: times[r])
-        moved = sum(max(n - o, 0) for n, o in zip(new, old, strict=True))
-        parts = [
-            *notes,
-            f"rank {slow} slowest ({times[slow]:.3f} s vs {times[fast]:.3f} s on "
-            f"rank {fast}) at step {step}",
-            f"moved {moved} samples",
-        ]
-        if new != target:
-            parts.append(f"towards {','.join(map(str, target))} (move limited)")
-        idle = [r for r, b in enumerate(new) if b == 0 and old[r] > 0]
-        if idle:
-            parts.append(sit_out_reason(idle, costs[idle[0]], old[idle[0]]))
-        return "; ".join(parts)
 
     # -- checkpoints ----------------------------------------------------------------------
 
