@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from console.cli import run_session
+from console.run_cli import run_session
 from profiles.user_errors import UsageError
 from remote.checks.plan import HostPlan
 from remote.config.cluster import ClusterConfig
