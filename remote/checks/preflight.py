@@ -17,6 +17,7 @@ from profiles.user_errors import CorralError
 from remote.checks import run_root
 from remote.checks.container_check import container_hints, container_parts, judge_container
 from remote.checks.estimate_facts import cluster_estimate, estimate_probe, parse_estimate_probe
+from remote.checks.host_basics import item, judge_disk, judge_interface, judge_python
 from remote.checks.host_facts import HostFacts
 from remote.checks.leftover_runs import LEFTOVER_PROBE, judge_leftovers
 from remote.checks.mesh_verdict import mesh_check
@@ -43,32 +44,20 @@ from remote.checks.script_imports import (
     script_keys_items,
 )
 from remote.checks.task_packages import judge_packages, packages_probe
-from remote.checks.torch_versions import judge_precision, torch_item, torch_release_item
+from remote.checks.torch_versions import judge_precision, torch_item
 from remote.checks.trackers import tracker_items
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.events import CheckItem, CheckReport
 from remote.hosts import cpu_placement
-from remote.hosts.interpreter import TORCH_PROBE_PY, last_json, python_c, python_label
-from remote.hosts.netif import interface_script, parse_interface, run_address
+from remote.hosts.interpreter import TORCH_PROBE_PY, python_c
+from remote.hosts.netif import interface_script, run_address
 from remote.hosts.pool import HostPool
 from remote.hosts.push import present_command
 from remote.hosts.sections import MISSING, section_text, sectioned_script, split_sections
 from remote.hosts.transport import HostKeyNotTrusted, Transport, shell_path
 
-MIN_PYTHON = (3, 10)
-MIN_FREE_BYTES = 1 << 30
-"""A workdir with less free space than this fails the disk check (code, logs, checkpoints)."""
 PROBE_TIMEOUT_S = 120.0
 """Seconds allowed for the Python probe (importing torch can take a while on a cold disk)."""
-
-
-def _item(host: HostSection | str, name: str, ok: bool, detail: str, hint: str = "") -> CheckItem:
-    label = host if isinstance(host, str) else host.name
-    return CheckItem(host=label, name=name, ok=ok, detail=detail, hint=hint)
-
-
-def _fix_in_toml(host: HostSection, key: str, example: str) -> str:
-    return f"set {key} = {example} in the [[hosts]] entry named {host.name!r} of cluster.toml"
 
 
 def probe_script(host: HostSection, config: ClusterConfig, master_addr: str,
@@ -114,98 +103,6 @@ def probe_script(host: HostSection, config: ClusterConfig, master_addr: str,
     return prelude + sectioned_script(parts)
 
 
-def _judge_python(host: HostSection, text: str, status: int, facts: HostFacts) -> None:
-    found = last_json(text) if status == 0 else None
-    if found is None:
-        why = (text.strip().splitlines() or [f"exit status {status}"])[-1]
-        # A python that cluster.toml names is used whatever setup makes: fix that path. Left
-        # out, the host runs what setup would make (its workdir's venv): setup helps then.
-        fix = _fix_in_toml(host, "python", '"/path/to/python3"')
-        facts.items.append(_item(host, "python", False,
-                                 f"{python_label(host)!r} did not run: {why}",
-                                 fix if host.python is not None
-                                 else f"run `corral setup {host.name}`, or {fix}"))
-        return
-    version = str(found.get("python", "?"))
-    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
-    facts.python_ok = parts >= MIN_PYTHON
-    need = ".".join(map(str, MIN_PYTHON))
-    executable = found.get("executable") or python_label(host)
-    facts.items.append(_item(
-        host, "python", facts.python_ok, f"{version} ({executable})",
-        "" if facts.python_ok else
-        f"install Python >= {need} on {host.name} and " + _fix_in_toml(host, "python", '"..."'),
-    ))
-    if "torch" not in found:
-        facts.items.append(_item(
-            host, "torch", False, str(found.get("torch_error", "torch not importable")),
-            f"run `corral setup {host.name}` (a virtual environment with the master's torch "
-            f"under {host.workdir}), or install torch for {python_label(host)}",
-        ))
-        return
-    facts.torch = str(found["torch"])
-    facts.items.append(torch_release_item(host, str(found.get("torch_full", facts.torch)),
-                                          str(executable)))
-    gpus = facts.gpus = int(found.get("gpus", 0))
-    facts.gpu_names = [str(n) for n in found.get("gpu_names") or []]
-    facts.bf16 = [bool(b) for b in found.get("bf16") or []]
-    names = sorted(set(facts.gpu_names))
-    if gpus:
-        detail = f"{gpus} GPU(s): {', '.join(names)} (CUDA {found.get('cuda_version')})"
-    else:
-        detail = "no CUDA device (CPU ranks)"
-    ok = host.gpus == "auto" or host.gpus <= gpus
-    hint = "" if ok else (f"{host.name} has {gpus} GPU(s) that torch can use; "
-                          + _fix_in_toml(host, "gpus", f'{gpus} (or "auto")'))
-    facts.items.append(_item(host, "cuda", ok, detail, hint))
-
-
-def _judge_disk(host: HostSection, df_line: str, facts: HostFacts) -> None:
-    fields = df_line.split()
-    if len(fields) < 4 or not fields[3].isdigit():
-        facts.items.append(_item(host, "disk", False, f"could not read free space: {df_line}",
-                                 f"check that {host.workdir!r} is a valid path on {host.name}"))
-        return
-    free = int(fields[3]) * 1024
-    ok = free >= MIN_FREE_BYTES
-    facts.items.append(_item(
-        host, "disk", ok, f"{free / (1 << 30):.1f} GiB free for {host.workdir}",
-        "" if ok else f"free space on {host.name} or " + _fix_in_toml(host, "workdir", '"..."'),
-    ))
-
-
-def _judge_interface(host: HostSection, config: ClusterConfig, master_addr: str,
-                     sections: dict[str, tuple[str, int]], facts: HostFacts) -> None:
-    if host.interface is not None:
-        links, status = sections.get("links", MISSING)
-        names = {line.split()[1].split("@")[0] for line in links.splitlines()
-                 if len(line.split()) > 1 and line.split()[0].rstrip(":").isdigit()}
-        ok = status != 0 or host.interface in names
-        facts.items.append(_item(
-            host, "interface", ok, f"{host.interface} (from cluster.toml)",
-            "" if ok else f"{host.name} has no interface {host.interface!r} (it has "
-            f"{', '.join(sorted(names))}); " + _fix_in_toml(host, "interface", '"<one of them>"'),
-        ))
-        return
-    is_master = host.name == config.cluster.master
-    address, name = parse_interface(section_text(sections, "interface"), is_master=is_master)
-    how = "holds" if is_master else "routes to"
-    if address is None:
-        facts.items.append(_item(
-            host, "interface", False, f"{host.name} cannot resolve the master address "
-            f"{master_addr!r}", "set [cluster] master_addr to an IP address of the master, or "
-            "to a name that every host resolves"))
-    elif name is not None:
-        facts.interface = name
-        facts.items.append(_item(host, "interface", True, f"{name} ({how} {master_addr})"))
-    else:
-        facts.items.append(_item(
-            host, "interface", True, f"warning: cannot tell which interface {how} "
-            f"{master_addr} (is `ip` installed?); Gloo/NCCL will choose",
-            f"install iproute2 on {host.name} or " + _fix_in_toml(host, "interface", '"eth0"'),
-        ))
-
-
 AfterProbe = Callable[[Transport, "HostFacts"], Awaitable[None]]
 
 
@@ -215,14 +112,14 @@ async def _probe_host(
 ) -> HostFacts:
     host = transport.host
     facts = HostFacts()
-    facts.items.append(_item(host, "reachable", True,
+    facts.items.append(item(host, "reachable", True,
                              "this machine" if host.is_local else "connected"))
     try:
         done = await transport.run(probe_script(host, config, master_addr, port, code_digest),
                                    timeout=PROBE_TIMEOUT_S)
     except CorralError as exc:
         # A hung interpreter or disk: the probes as a whole fail, the host stays reachable.
-        facts.items.append(_item(host, "python", False, exc.message,
+        facts.items.append(item(host, "python", False, exc.message,
                                  f"run the check again; if it persists, log in to {host.name} "
                                  "and run its python by hand"))
         return facts
@@ -247,17 +144,17 @@ async def _probe_host(
     boxed, starts = judge_container(host, sections)
     facts.items += boxed
     if starts:  # else the probes inside it did not run: the container's item says why
-        _judge_python(host, *sections.get("python", (done.stderr, 1)), facts)
+        judge_python(host, *sections.get("python", (done.stderr, 1)), facts)
         facts.items += judge_packages(host, config, *sections.get("packages", MISSING))
         facts.items += judge_imports(host, config, *sections.get("imports", MISSING))
         facts.items = container_hints(host, facts.items)
     judge_precision(host, config.run.precision, facts)
-    _judge_disk(host, section_text(sections, "disk"), facts)
+    judge_disk(host, section_text(sections, "disk"), facts)
     facts.items.append(run_root.judge(host.name, config.cluster.run_root,
                                       section_text(sections, "run-root")))
     judge_leftovers(host, config, section_text(sections, "home"),
                      section_text(sections, "ps"), facts)
-    _judge_interface(host, config, master_addr, sections, facts)
+    judge_interface(host, config, master_addr, sections, facts)
     return facts
 
 
@@ -304,7 +201,7 @@ def _unreachable_item(host: HostSection, error: BaseException) -> CheckItem:
     else:
         hint = (f"check the address/port/user of {host.name!r} in cluster.toml "
                 f"(`ssh {host.address}` must work without a password prompt)")
-    return _item(host, "reachable", False, str(error) or type(error).__name__, hint)
+    return item(host, "reachable", False, str(error) or type(error).__name__, hint)
 
 
 async def check_cluster(config: ClusterConfig, pool: HostPool) -> CheckReport:

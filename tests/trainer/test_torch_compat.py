@@ -18,7 +18,8 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from profiles.user_errors import UsageError
-from remote.checks.preflight import HostFacts, _judge_python
+from remote.checks.host_basics import judge_python
+from remote.checks.host_facts import HostFacts
 from remote.config.cluster import HostSection
 from trainer.compat import (
     TESTED_TORCH,
@@ -110,14 +111,14 @@ def test_corral_check_fails_a_host_whose_torch_is_outside_the_range() -> None:
     facts = HostFacts()
     probe = {"python": "3.11.7", "executable": "/opt/py/bin/python3", "torch": "2.4.1",
              "torch_full": "2.4.1+cu121", "cuda": True, "gpus": 1, "gpu_names": ["Tesla T4"]}
-    _judge_python(host, json.dumps(probe), 0, facts)
+    judge_python(host, json.dumps(probe), 0, facts)
     [torch_item] = [i for i in facts.items if i.name == "torch"]
     assert not torch_item.ok and torch_item.host == "old-gpu"
     assert "2.4.1+cu121" in torch_item.detail and TORCH_RANGE in torch_item.detail
     assert torch_item.hint == ("install one inside it on old-gpu: "
                                f"`/opt/py/bin/python3 -m pip install 'torch{TORCH_RANGE}'`")
     admitted = HostFacts()
-    _judge_python(host, json.dumps({**probe, "torch": "2.11.0", "torch_full": "2.11.0+cu130"}),
+    judge_python(host, json.dumps({**probe, "torch": "2.11.0", "torch_full": "2.11.0+cu130"}),
                   0, admitted)
     assert [i.ok for i in admitted.items if i.name == "torch"] == [True]
 
