@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import console.cli as cli
+import console.run_cli as run_cli
 from remote.config.read import load_cluster
 from remote.records.runs import read_run_info
 from remote.run.record import RunRecord
@@ -86,8 +87,8 @@ def test_a_run_named_by_its_name_is_said_so_not_as_an_id_start(
         write_recorded(tmp_path / "runs" / run_id, info(run_id, "completed", name=name), [])
     session = Session(path)
     said = Console(file=None, width=200, record=True)
-    cli._say_resolved(said, session, "rep", "rep-20260101-000002-bbbbbb")
-    cli._say_resolved(said, session, "rep-20260101-000001", "rep-20260101-000001-aaaaaa")
+    run_cli._say_resolved(said, session, "rep", "rep-20260101-000002-bbbbbb")
+    run_cli._say_resolved(said, session, "rep-20260101-000001", "rep-20260101-000001-aaaaaa")
     lines = said.export_text().splitlines()
     assert lines[0].endswith("(the newest run named rep)"), lines
     assert lines[1].endswith("(the only run id starting with it)"), lines

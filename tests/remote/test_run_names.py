@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import console.cli as cli
+from profiles.user_errors import UsageError
 from remote.config.cluster import ConfigError
 from remote.config.read import load_cluster
 from remote.records.runs import find_runs, local_run_dir, read_run_info
@@ -58,7 +59,7 @@ async def test_a_bad_name_is_refused_naming_the_key_or_the_flag(tmp_path: Path) 
     config = load_cluster(_toml(tmp_path))
     controller = SshRunController(config)
     try:
-        with pytest.raises(cli.UsageError, match="--name 'a\\\\tb': must be printable"):
+        with pytest.raises(UsageError, match="--name 'a\\\\tb': must be printable"):
             await controller.start(name="a\tb")
     finally:
         await controller.aclose()
