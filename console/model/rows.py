@@ -1,13 +1,17 @@
-"""The hosts panel's view of a rank: its status (failed, done, straggler...) and why."""
+"""The hosts panel's rows: each rank's status (failed, done, straggler...) and why, then the
+hosts with no rank yet."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import statistics
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from console.model.records import HostInfo, RankRow, RowView
 from remote.api import FINAL_RUN_STATES
 
+STRAGGLER_RATIO = 1.25
+"""A rank whose compute time is this many times the median's makes the others wait."""
 RANK_STATUSES = (
     "idle", "connecting", "pushing", "starting", "running", "straggler", "failed", "done",
 )
@@ -57,3 +61,26 @@ def rank_view(model: RunFacts, row: RankRow, threshold: float | None) -> RowView
     straggler = threshold is not None and row.compute_s > threshold
     return RowView(host=row.host, rank_row=row, status="straggler" if straggler else "running",
                    stale=False, reason="")
+
+
+def straggler_threshold(ranks: Sequence[RankRow]) -> float | None:
+    """Compute time above which a running rank counts as a straggler."""
+    times = [r.compute_s for r in ranks if r.compute_s is not None and r.end_status is None]
+    if len(times) < 2:
+        return None
+    return STRAGGLER_RATIO * statistics.median(times)
+
+
+def panel_rows(model: RunFacts, ranks: Sequence[RankRow],
+               host_order: Sequence[str]) -> list[RowView]:
+    """Every rank in rank order (``ranks``), then the hosts of ``host_order`` with no rank."""
+    threshold = straggler_threshold(ranks)
+    views = [rank_view(model, row, threshold) for row in ranks]
+    with_ranks = {row.host for row in ranks}
+    for name in host_order:
+        if name not in with_ranks:
+            info = model.hosts[name]
+            views.append(RowView(host=name, rank_row=None, stale=info.state in DEAD_HOST_STATES,
+                                 reason=info.detail,
+                                 status=HOST_TO_ROW_STATUS.get(info.state, "idle")))
+    return views

@@ -14,13 +14,12 @@ Textual or rich, so the numbers both show are tested on their own.
 
 from __future__ import annotations
 
-import statistics
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from console.model.records import HostInfo, LogEntry, RankRow, RowView, ThroughputPoint
-from console.model.rows import DEAD_HOST_STATES, HOST_TO_ROW_STATUS, rank_view
+from console.model.rows import DEAD_HOST_STATES, panel_rows
 from remote.api import FINAL_RUN_STATES, HostStatus, LogLine, RankEvent, RunStatus
 from remote.figures import Move, RunFigures, efficiency_of, ideal_of
 from trainer.events import (
@@ -37,8 +36,6 @@ from trainer.events import (
 if TYPE_CHECKING:
     from remote.api import CheckReport, RunEvent
 
-STRAGGLER_RATIO = 1.25
-"""A rank whose compute time is this many times the median's makes the others wait."""
 HISTORY_POINTS = 600
 """Cluster throughput points kept for the chart."""
 LOG_LINES = 5000
@@ -333,14 +330,6 @@ class RunModel:
         end = self.finished_t if self.finished_t is not None else now
         return max(0.0, end - self.started_t)
 
-    def straggler_threshold(self) -> float | None:
-        """Compute time above which a running rank counts as a straggler."""
-        times = [r.compute_s for r in self.ranks.values()
-                 if r.compute_s is not None and r.end_status is None]
-        if len(times) < 2:
-            return None
-        return STRAGGLER_RATIO * statistics.median(times)
-
     def sorted_ranks(self) -> list[RankRow]:
         """Every rank known, in rank order."""
         if self._ranks_cache is None or len(self._ranks_cache) != len(self.ranks):
@@ -356,14 +345,6 @@ class RunModel:
         """The hosts panel's rows: every rank in rank order, then hosts with no rank yet."""
         if self._row_views_cache is not None and self._row_views_cache[0] == self.version:
             return self._row_views_cache[1]
-        threshold = self.straggler_threshold()
-        views = [rank_view(self, row, threshold) for row in self.sorted_ranks()]
-        with_ranks = {row.host for row in self.ranks.values()}
-        for name in self.host_order:
-            if name not in with_ranks:
-                info = self.hosts[name]
-                dead = info.state in DEAD_HOST_STATES
-                views.append(RowView(host=name, rank_row=None, stale=dead, reason=info.detail,
-                                     status=HOST_TO_ROW_STATUS.get(info.state, "idle")))
+        views = panel_rows(self, self.sorted_ranks(), self.host_order)
         self._row_views_cache = (self.version, views)
         return views
