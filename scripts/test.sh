@@ -8,8 +8,9 @@
 # wait on processes more than they compute; a module's tests share a worker, so a module-scoped
 # fixture such as a shared training run runs once), then those marked serial with nothing
 # beside them (tests/tiers.py). --fast runs one at a time (no fast test is serial).
-# The full suite then runs the fast tier and the tests marked torch_matrix (exactness, resume,
-# micro-batches) on the floor and the newest torch corral admits, each in a virtual environment
+# The full suite then runs the fast tests of the code that runs on torch and the tests marked
+# torch_matrix (exactness, resume, micro-batches; tests/tiers.py: TORCH_MATRIX_PATHS) on the
+# floor and the newest torch corral admits, each in a virtual environment
 # of its own that scripts/torch_matrix.sh builds once (about 3 GB each) and reuses;
 # CORRAL_TORCH_MATRIX=off leaves that out.
 set -euo pipefail
@@ -59,9 +60,12 @@ phase "$PY" -n 2 --dist loadscope -m "not serial" "$@" || failed=1
 phase "$PY" -m serial "$@" || failed=1
 if [ "${CORRAL_TORCH_MATRIX:-on}" != off ]; then
     matrix=$(PY="$PY" bash scripts/torch_matrix.sh) || failed=1
+    read -ra matrix_paths <<< "$("$PY" -c 'import sys; sys.path.insert(0, "tests")
+from tiers import TORCH_MATRIX_PATHS; print(*TORCH_MATRIX_PATHS)')"
     for matrix_py in $matrix; do
         echo "corral: the torch matrix on $("$matrix_py" -c 'import torch; print(torch.__version__)')"
-        phase "$matrix_py" -n 2 --dist loadscope -m "not slow or torch_matrix" "$@" || failed=1
+        phase "$matrix_py" -n 2 --dist loadscope -m "not slow or torch_matrix" "$@" \
+            "${matrix_paths[@]}" || failed=1
     done
 fi
 exit $failed

@@ -1,4 +1,5 @@
-"""The pushed packages (trainer, profiles) must never pull in the console side."""
+"""The pushed packages (trainer, profiles) must never pull in the console side, and the console
+side never pulls in torch."""
 
 from __future__ import annotations
 
@@ -23,3 +24,21 @@ def test_pushed_packages_import_nothing_from_the_console_side() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "", f"trainer/profiles imported {out}"
+
+
+def test_the_console_side_imports_no_torch() -> None:
+    # What lets the torch matrix run only the tests of the code that runs on torch
+    # (tests/tiers.py: TORCH_MATRIX_PATHS): the console and the SSH layer never load it.
+    code = (
+        "import sys, importlib, pkgutil\n"
+        "import console, remote\n"
+        "for pkg in (console, remote):\n"
+        "    for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        if not info.name.endswith('__main__'):\n"
+        "            importlib.import_module(info.name)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "False", "a module of console/ or remote/ imports torch"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from tiers import slow_tier_command, tier_markers
+from tiers import TORCH_MATRIX_PATHS, slow_tier_command, tier_markers
 
 
 def test_sshd_and_netns_files_and_fixtures_and_gpu_tests_are_slow() -> None:
@@ -42,3 +43,8 @@ def test_a_fast_test_that_starts_torchrun_fails_before_it_starts() -> None:
     with pytest.raises(pytest.fail.Exception, match="a fast-tier test started torchrun"):
         subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                         "--nproc-per-node=1", "-m", "trainer"], check=False)
+
+
+def test_the_torch_matrix_paths_are_there() -> None:
+    root = Path(__file__).resolve().parent.parent
+    assert [p for p in TORCH_MATRIX_PATHS if not (root / p).exists()] == []

@@ -16,10 +16,14 @@ comparisons, balancer moves). Netns tests run in parallel like the rest: each bo
 namespaces, a bridge and veths named after its process and nothing in the root namespace, so
 two boxes never meet. A serial test is in the slow tier, so ``--fast`` is one parallel run.
 
-The torch matrix: besides the pinned torch, ``scripts/test.sh`` runs the fast tier and the
-tests marked ``torch_matrix`` (the files in ``TORCH_MATRIX_FILES``: exactness, resume and
-micro-batches, the trainer's promises that rest most on torch's own behaviour) on each release
-of ``trainer.compat.TESTED_TORCH``, the floor and the newest (``scripts/torch_matrix.sh``).
+The torch matrix: besides the pinned torch, ``scripts/test.sh`` runs the fast tests of
+``TORCH_MATRIX_PATHS`` (the packages that run on torch: the trainer and the profiles, and the
+few tests of the console side that call into them with torch) and the tests marked
+``torch_matrix`` (the files in ``TORCH_MATRIX_FILES``: exactness, resume and micro-batches, the
+trainer's promises that rest most on torch's own behaviour) on each release of
+``trainer.compat.TESTED_TORCH``, the floor and the newest (``scripts/torch_matrix.sh``). The
+console and the SSH layer import no torch (``tests/test_layering.py`` holds that), so their
+other tests would only run again unchanged.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ NETNS_FIXTURES = {"box"}
 TORCH_MATRIX_FILES = {"test_trainer_exactness.py", "test_trainer_resume.py",
                       "test_micro_batch.py"}
 """The slow test files also run on the floor and the newest torch (marked ``torch_matrix``)."""
+TORCH_MATRIX_PATHS = ("tests/trainer", "tests/profiles", "tests/test_bench_flags.py",
+                      "tests/remote/test_task_code.py")
+"""Where the torch matrix looks for tests (its fast ones and those marked ``torch_matrix``):
+the tests of the code that runs on torch. ``test_task_code.py`` loads task files, which
+import torch; the bench flags train small models."""
 
 
 def tier_markers(file_name: str, fixtures: Collection[str], *, gpu: bool,
