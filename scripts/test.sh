@@ -6,7 +6,8 @@
 #            models; tests/tiers.py says which). Any other argument goes to every pytest run.
 # The full suite runs in two parts: the tests two at a time (pytest-xdist: most slow tests
 # wait on processes more than they compute; a module's tests share a worker, so a module-scoped
-# fixture such as a shared training run runs once), then those marked serial with nothing
+# fixture such as a shared training run runs once; the longest modules are handed out first,
+# tests/tiers.py: heaviest_first), then those marked serial with nothing
 # beside them (tests/tiers.py). --fast runs one at a time (no fast test is serial).
 # The full suite then runs the fast tests of the code that runs on torch and the tests marked
 # torch_matrix (exactness, resume, micro-batches; tests/tiers.py: TORCH_MATRIX_PATHS) on the
@@ -56,7 +57,7 @@ phase() {
     "$python" -m pytest -q -p no:cacheprovider --durations=15 "$@" || [ $? = 5 ]
 }
 failed=0
-phase "$PY" -n 2 --dist loadscope -m "not serial" "$@" || failed=1
+phase "$PY" -n 2 --dist loadscope --no-loadscope-reorder -m "not serial" "$@" || failed=1
 phase "$PY" -m serial "$@" || failed=1
 if [ "${CORRAL_TORCH_MATRIX:-on}" != off ]; then
     matrix=$(PY="$PY" bash scripts/torch_matrix.sh) || failed=1
@@ -64,7 +65,7 @@ if [ "${CORRAL_TORCH_MATRIX:-on}" != off ]; then
 from tiers import TORCH_MATRIX_PATHS; print(*TORCH_MATRIX_PATHS)')"
     for matrix_py in $matrix; do
         echo "corral: the torch matrix on $("$matrix_py" -c 'import torch; print(torch.__version__)')"
-        phase "$matrix_py" -n 2 --dist loadscope -m "not slow or torch_matrix" "$@" \
+        phase "$matrix_py" -n 2 --dist loadscope --no-loadscope-reorder -m "not slow or torch_matrix" "$@" \
             "${matrix_paths[@]}" || failed=1
     done
 fi

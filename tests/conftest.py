@@ -1,5 +1,6 @@
-"""The test tiers (``tiers.py``): slow-tier markers from files and fixtures, and a guard that
-fails a fast-tier test starting torchrun, sshd or a network namespace."""
+"""The test tiers (``tiers.py``): slow-tier markers from files and fixtures, the modules with
+the most slow tests run first, and a guard that fails a fast-tier test starting torchrun, sshd
+or a network namespace."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tiers import slow_tier_command, tier_markers
+from tiers import heaviest_first, slow_tier_command, tier_markers
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -20,6 +21,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for marker in markers:
             if item.get_closest_marker(marker) is None:
                 item.add_marker(marker)
+    order = heaviest_first([str(item.fspath) for item in items],
+                           [item.get_closest_marker("slow") is not None for item in items])
+    items[:] = [items[i] for i in order]
 
 
 @pytest.fixture(autouse=True)

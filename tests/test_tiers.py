@@ -7,7 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiers import TORCH_MATRIX_PATHS, slow_tier_command, tier_markers
+from tiers import (
+    LONGEST_MODULES,
+    TORCH_MATRIX_PATHS,
+    heaviest_first,
+    slow_tier_command,
+    tier_markers,
+)
 
 
 def test_sshd_and_netns_files_and_fixtures_and_gpu_tests_are_slow() -> None:
@@ -48,3 +54,19 @@ def test_a_fast_test_that_starts_torchrun_fails_before_it_starts() -> None:
 def test_the_torch_matrix_paths_are_there() -> None:
     root = Path(__file__).resolve().parent.parent
     assert [p for p in TORCH_MATRIX_PATHS if not (root / p).exists()] == []
+
+
+def test_the_modules_with_the_most_slow_tests_run_first_each_in_one_piece() -> None:
+    modules = ["a", "a", "b", "b", "b", "c", "c"]
+    slow = [False, True, True, True, False, True, False]
+    order = heaviest_first(modules, slow)
+    assert [modules[i] for i in order] == ["b", "b", "b", "a", "a", "c", "c"]
+    assert order[:3] == [2, 3, 4]  # a module keeps its own order
+    known = ["x/test_a.py", "y/test_quickstart.py", "z/test_lowcomm.py", "y/test_quickstart.py"]
+    assert [known[i] for i in heaviest_first(known, [True, False, False, False])] == [
+        "y/test_quickstart.py", "y/test_quickstart.py", "z/test_lowcomm.py", "x/test_a.py"]
+
+
+def test_the_longest_modules_named_are_test_files() -> None:
+    names = {p.name for p in (Path(__file__).resolve().parent).rglob("test_*.py")}
+    assert [m for m in LONGEST_MODULES if m not in names] == []

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+from collections import Counter
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -81,3 +82,31 @@ def slow_tier_command(args: object) -> str | None:
         with contextlib.suppress(ValueError):
             words = shlex.split(words[words.index("-c") + 1].replace(";", " ; "))
     return "torchrun" if _runs_torchrun(words) else None
+
+
+LONGEST_MODULES = ("test_quickstart.py", "test_script_ranks_local.py",
+                   "test_hf_integration.py", "test_causal_lm_exactness.py",
+                   "test_tracking_demo.py", "test_script_run_local.py", "test_lowcomm.py",
+                   "test_netns_fresh.py", "test_containers_podman.py")
+"""The test files that take longest (over 1.5 minutes each in ``--durations``, BENCHMARKS.md
+"The full suite from a clean clone"): handed out first, longest first."""
+
+
+def heaviest_first(modules: Sequence[str], slow: Sequence[bool]) -> list[int]:
+    """The tests' running order, as indices: ``LONGEST_MODULES``, then the modules with the
+    most slow tests, then the rest; each module's tests together in their own order. The
+    parallel phase hands whole modules to two workers in this order (``--dist loadscope
+    --no-loadscope-reorder``): a long module handed out last would leave the other worker idle
+    while it runs, so the quick ones come last and fill the gaps."""
+    slow_tests = Counter(module for module, is_slow in zip(modules, slow, strict=True)
+                         if is_slow)
+    first_seen: dict[str, int] = {}
+    for index, module in enumerate(modules):
+        first_seen.setdefault(module, index)
+
+    def rank(module: str) -> int:
+        name = Path(module).name
+        return LONGEST_MODULES.index(name) if name in LONGEST_MODULES else len(LONGEST_MODULES)
+
+    return sorted(range(len(modules)), key=lambda i: (
+        rank(modules[i]), -slow_tests[modules[i]], first_seen[modules[i]], i))
