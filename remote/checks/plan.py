@@ -67,6 +67,8 @@ class LaunchFacts:
     """Per host, whether each GPU (in index order) computes in bf16 (absent: not known)."""
     links: tuple[PairLink, ...] = ()
     """Each direction between two hosts as the full-mesh check found and measured it."""
+    code_present: Mapping[str, bool | None] = field(default_factory=dict)
+    """Per host, whether the code tree asked about is there already (None: not asked)."""
 
 
 def nproc_for(host: HostSection, gpus: int | None) -> int:

@@ -217,8 +217,8 @@ async def check_and_plan(
     does not ask the hosts again): GPU counts, interfaces, the tested rendezvous port.
 
     With ``code_digest`` each probe also asks whether that code tree is present; each host's
-    ``after_probe(transport, facts)`` runs as soon as its probe is done (the push, while the
-    other hosts are still being checked).
+    ``after_probe(transport, facts)`` runs as soon as its probe is done (``corral check``'s
+    push, while the other hosts are still being checked).
     """
     master_addr = master_address(config)
     results, rendezvous, port = await _probe_with_port_test(config, pool, master_addr,
@@ -254,7 +254,8 @@ async def check_and_plan(
     found = LaunchFacts(gpus=gpus, interfaces={name: f.interface for name, f in facts.items()},
                         port=port, cpu=cpu,
                         bf16={name: tuple(f.bf16) for name, f in facts.items() if f.bf16},
-                        links=links)
+                        links=links,
+                        code_present={name: f.code_present for name, f in facts.items()})
     probes = {name: f.estimate for name, f in facts.items()}
     estimate = cluster_estimate(config, nprocs, probes, found.interfaces, links)
     modes = cluster_modes(config, nprocs, probes, found.interfaces, links)

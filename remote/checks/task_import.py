@@ -1,12 +1,13 @@
 """The user's task file imported on each host the way its ranks will, before anything starts.
 
-Once a host's code tree is pushed (within the pre-flight check), its interpreter imports the
-task file from that tree with the trainer's own loader (``trainer.tasks.user.load_builder``)
-and looks up the build function; a syntax error, a failing import (a package missing on that
-host), or a missing function is one ``task`` check item naming the host and the user's own
-file and line (the pushed copy's path under ``~/.corral/code/<digest>/`` is mapped back).
-For ``causal_lm``, the ``data`` item says whether each data file it names is readable there
-and every row in it is one the ranks accept (the first bad one named by file and line).
+Once a host's code tree is pushed (by a launch's push phase, or within ``corral check``), its
+interpreter imports the task file from that tree with the trainer's own loader
+(``trainer.tasks.user.load_builder``) and looks up the build function; a syntax error, a
+failing import (a package missing on that host), or a missing function is one ``task`` check
+item naming the host and the user's own file and line (the pushed copy's path under
+``~/.corral/code/<digest>/`` is mapped back). For ``causal_lm``, the ``data`` item says
+whether each data file it names is readable there and every row in it is one the ranks accept
+(the first bad one named by file and line).
 """
 
 from __future__ import annotations
@@ -144,29 +145,35 @@ async def data_item(transport: Transport, files: list[tuple[str, str]], digest: 
                      hint=f"fix {path} on {host.name} (the ranks would stop at it)")
 
 
-def push_then_import(config: ClusterConfig, code: CodeBundle, pushed: Pushed) -> AfterProbe:
-    """The check's ``after_probe``: push the code tree to the host (recorded in ``pushed``),
-    then, for a user task, import it there and add the ``task`` item to the host's items."""
+async def push_and_check_code(transport: Transport, config: ClusterConfig, code: CodeBundle,
+                              present: bool | None) -> tuple[bool | CorralError, list[CheckItem]]:
+    """Push the code tree to the host (``present``: the probe found it there already), then
+    judge what needs it there: the data files, read with the pushed trainer's reader, and a
+    user task, imported. Whether the tree was sent (or why the push failed), and the items."""
+    try:
+        sent: bool | CorralError = await push_code(transport, code, present=present)
+    except CorralError as exc:
+        return exc, []
+    items: list[CheckItem] = []
+    if files := data_files(config):
+        with contextlib.suppress(CorralError):
+            if (data := await data_item(transport, files, code.digest)) is not None:
+                items.append(data)
     user = user_code(config.run, config.path.parent)
-    files = data_files(config)
+    if user is not None and (task := await task_item(transport, user, code.digest)) is not None:
+        items.append(task)
+    return sent, items
+
+
+def push_then_import(config: ClusterConfig, code: CodeBundle, pushed: Pushed) -> AfterProbe:
+    """The check's ``after_probe`` (``corral check``): ``push_and_check_code`` as soon as the
+    host's probe is done, its items added to the host's (the push recorded in ``pushed``)."""
 
     async def after_probe(transport: Transport, found: HostFacts) -> None:
-        name = transport.host.name
         # A push before the whole check has passed is harmless: the tree is content-addressed
         # and renamed into place only when complete.
-        try:
-            pushed[name] = await push_code(transport, code, present=found.code_present)
-        except CorralError as exc:
-            pushed[name] = exc
-            return
-        if files:  # read with the pushed trainer's reader, so after the push
-            with contextlib.suppress(CorralError):
-                data = await data_item(transport, files, code.digest)
-                if data is not None:
-                    found.items.append(data)
-        if user is not None:
-            item = await task_item(transport, user, code.digest)
-            if item is not None:
-                found.items.append(item)
+        sent, items = await push_and_check_code(transport, config, code, found.code_present)
+        pushed[transport.host.name] = sent
+        found.items.extend(items)
 
     return after_probe

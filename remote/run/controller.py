@@ -1,323 +1,35 @@
 """``SshRunController``: the remote layer's implementation of ``remote.api.RunController``.
 
-``start`` returns a handle at once; iterating its ``events()`` drives the run through its
-lifecycle (``remote/run/lifecycle.py``): pre-flight check, push, launch on every host, the merged
-event tail, perhaps the stop after a failure and a restart, until the run ends. ``attach``
-follows a run started earlier (by this or another process) from the local copy's offsets.
+``start`` returns a handle (``remote/run/handle.py``) at once; iterating its ``events()`` drives
+the run through its lifecycle (``remote/run/lifecycle.py``): pre-flight check, push, launch on
+every host, the merged event tail, perhaps the stop after a failure and a restart, until the run
+ends. ``attach`` follows a run started earlier (by this or another process) from the local
+copy's offsets.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from profiles.user_errors import CorralError, UsageError
 from remote.config.cluster import ClusterConfig
 from remote.config.rules import run_name_problem
-from remote.events import (
-    FINAL_RUN_STATES,
-    CheckReport,
-    HostStatus,
-    LogLine,
-    RankEvent,
-    RunEvent,
-    RunStatus,
-    StopReport,
-)
+from remote.events import CheckReport
 from remote.hosts.pool import HostPool
-from remote.records.history import recorded_starts
 from remote.records.owner import this_owner
 from remote.records.runs import (
     RunInfo,
-    local_run_dir,
     new_run_id,
     newer_unfinished_runs,
     read_run_info,
     resolve_run_id,
-    run_dir_for,
 )
-from remote.run import launch_lock
-from remote.run.failures import HostLost
-from remote.run.follower import RunFollower
-from remote.run.lifecycle import (
-    NEXT_PHASE,
-    AttemptEnded,
-    CauseSettled,
-    Finding,
-    LaunchFailed,
-    Lifecycle,
-    Phase,
-    PhaseDone,
-    RunOutcome,
-    Signal,
-    StopCause,
-    StopRequest,
-    TailsOpen,
-)
+from remote.run.handle import SshRunHandle
 from remote.run.record import RunRecord
-from remote.run.recovery import (
-    REPEATED_FAILURES,
-    can_go_on_without,
-    count_failure,
-    restart_refusal,
-)
 from remote.run.resume import refuse_live, run_to_resume
-from remote.run.start import Launch, check_and_push, pushed_and_planned, start_hosts
-from remote.run.stop import stop_run
 from trainer.settings.run_settings import POLICIES
-
-
-class SshRunHandle:
-    """One run: its event stream (``events``) and ``stop``."""
-
-    def __init__(self, controller: SshRunController, info: RunInfo, *, launch: bool,
-                 resume: bool = False, policy: str | None = None,
-                 record: RunRecord | None = None) -> None:
-        self.run_id = info.run_id
-        self.name = info.name
-        self._controller = controller
-        self._info = info
-        self._launch = launch
-        self._resume = resume
-        self._policy = policy
-        self._stop = StopRequest()
-        """Whether the run is being stopped, and why (the follower and its monitor ask it)."""
-        if record is None:  # following: a run that has ended keeps its recorded outcome
-            record = RunRecord(controller.config, info,
-                               outcome_kept=not launch and info.state in FINAL_RUN_STATES)
-        self._life = Lifecycle(info.run_id, Phase.CHECKING if launch else Phase.RUNNING,
-                               record)
-        self._record = record
-        """The run's ``run.json``: only the lifecycle's moves and this handle's stop change it."""
-        self._attempt: Launch | None = None
-        """The launch under way (checking, pushing, launching), while it holds the lock."""
-        self._follower: RunFollower | None = None
-        self._restarts = 0
-        self._failure_streaks: dict[str, int] = {}
-        self._config = controller.config
-        self._pool = controller.pool
-        """The run's hosts: the controller's, less the ones dropped (``on_host_loss``)."""
-
-    @property
-    def config(self) -> ClusterConfig:
-        """The cluster this run belongs to (less any host dropped with ``on_host_loss``)."""
-        return self._config
-
-    @property
-    def run_dir(self) -> str:
-        """``<run_root>/<run_id>`` as the hosts see it."""
-        return run_dir_for(self.config, self.run_id)
-
-    async def events(self) -> AsyncIterator[RunEvent]:
-        """Every event of the run, ending with its final ``RunStatus``.
-
-        The lifecycle loop: each phase's work (``_act``) yields events and reports what
-        happened; ``_decide`` alone moves the run to its next phase. With ``[run]
-        max_restarts``, a run that fails after it ran (a rank died, a host dropped, a hang) is
-        relaunched from its newest checkpoint, up to that many times (each restart a
-        ``launching`` status and a log line); ``on_host_loss`` may drop a host first."""
-        life = self._life
-        try:
-            if self._launch:
-                yield life.announce()
-            elif self._info.state in FINAL_RUN_STATES and not self._info.pgids:
-                # It ended before it started a host: nothing to follow, its outcome at once.
-                yield RunStatus(t=time.time(), run_id=self.run_id,
-                                state=self._info.state,  # type: ignore[arg-type]
-                                detail=self._info.detail)
-                return
-            else:  # the copy's start events are behind its offsets: say what they recorded
-                for line in recorded_starts(local_run_dir(self._config, self.run_id)):
-                    yield RankEvent(host=line.host, event=line.event)
-            while life.phase is not Phase.ENDED:
-                async for item in self._act(life.phase):
-                    if isinstance(item, Signal):
-                        for event in await self._decide(item):
-                            yield event
-                    else:
-                        yield item
-        finally:
-            await self._unlock()
-            if self._pool is not self._controller.pool:
-                await self._pool.aclose()
-
-    async def _act(self, phase: Phase) -> AsyncIterator[RunEvent | Signal]:
-        """The work of ``phase``: its events, then what happened."""
-        if phase is Phase.RESTARTING:
-            yield PhaseDone()
-        elif phase is Phase.RUNNING:  # following a run started earlier
-            async for item in self._follow():
-                yield item
-        else:
-            try:
-                async for event in self._launch_phase(phase):
-                    yield event
-            except LaunchFailed as failed:
-                if failed.stopped:  # hosts may have started since the stop looked
-                    await stop_run(self._pool, self.run_dir, self.run_id, grace_s=2.0)
-                yield failed
-                return
-            except CorralError as exc:
-                # Whatever was started is stopped again: a failed launch leaves nothing behind.
-                await stop_run(self._pool, self.run_dir, self.run_id, grace_s=2.0)
-                yield LaunchFailed(f"{exc.title}: {exc}")
-                return
-            yield PhaseDone()
-            if phase is Phase.LAUNCHING:
-                async for item in self._follow():
-                    yield item
-
-    async def _launch_phase(self, phase: Phase) -> AsyncIterator[RunEvent]:
-        """Check (taking the launch lock first), push or launch."""
-        if phase is Phase.CHECKING:
-            try:
-                took_over = await launch_lock.acquire(self._pool, self.config, self.run_id)
-                if took_over:
-                    yield LogLine(t=time.time(), host="*", rank=None, text=took_over)
-            except launch_lock.LaunchLocked as exc:
-                # Another launch holds the lock: this one ran nothing and records nothing.
-                self._record.forget()
-                raise LaunchFailed(f"{exc.title}: {exc}") from None
-            except launch_lock.LockNotMade as exc:
-                raise LaunchFailed(f"{exc.title}: {exc}") from None
-            except CorralError:
-                pass  # the master cannot be reached: the check says so, with its fix
-            self._attempt = Launch(pool=self._pool, config=self.config, info=self._info)
-            steps = check_and_push(self._attempt)
-        elif phase is Phase.PUSHING:
-            assert self._attempt is not None
-            steps = pushed_and_planned(self._attempt)
-        else:
-            assert self._attempt is not None
-            steps = start_hosts(self._attempt, resume=self._resume, policy=self._policy,
-                                restart=self._restarts)
-        async with contextlib.aclosing(steps):
-            async for event in steps:
-                yield event
-                if self._record.stop_was_asked():  # `corral stop` from another process
-                    raise LaunchFailed("stopped by `corral stop` before it ran", stopped=True)
-
-    async def _follow(self) -> AsyncIterator[RunEvent | Signal]:
-        self._follower = RunFollower(self.config, self._pool, self._info,
-                                     launching=self._launch, stop=self._stop)
-        async for item in self._follower.events():
-            yield item
-
-    async def _unlock(self) -> None:
-        """Release the launch lock if this handle holds it (the launch is over)."""
-        if self._attempt is not None:
-            self._attempt = None
-            await launch_lock.release(self._pool, self.config, self.run_id)
-            self._info = self._record.recorded()
-
-    async def _decide(self, signal: Signal) -> list[RunEvent]:
-        """The one place that moves the run: from what its phase reported, the next phase
-        and the events that say so."""
-        life = self._life
-        if isinstance(signal, LaunchFailed):
-            # The lock goes before the final status: its reader stops reading there.
-            await self._unlock()
-            return [life.end(RunOutcome.STOPPED if signal.stopped else RunOutcome.FAILED,
-                             signal.detail, report=signal.report,
-                             failed_host=signal.failed_host)]
-        if isinstance(signal, PhaseDone):
-            if life.phase is Phase.LAUNCHING:
-                assert self._attempt is not None
-                life.launched(**self._attempt.facts_recorded())
-                await self._unlock()  # launched: the follower takes over (``TailsOpen``)
-                return []
-            if life.phase is Phase.RESTARTING:
-                self._stop.next_attempt()
-                self._resume = True
-            return [life.move(NEXT_PHASE[life.phase])]
-        if isinstance(signal, TailsOpen):
-            return [life.move(Phase.RUNNING)]
-        if isinstance(signal, CauseSettled):
-            if not self._launch:
-                return []  # following changes nothing on the hosts
-            assert self._follower is not None
-            self._stop.request(StopCause.FAILURE)
-            self._follower.stop_others(signal.left)
-            who = signal.cause.host if signal.cause else "?"
-            return [life.move(Phase.STOPPING,
-                              f"{who} failed; stopping {', '.join(signal.left) or 'nothing'}")]
-        return self._after_attempt(signal)
-
-    def _after_attempt(self, ended: AttemptEnded) -> list[RunEvent]:
-        """End the run, or restart it (perhaps without the hosts it lost)."""
-        final, lost = ended.final, dict(ended.lost)
-        if ended.suspects:
-            self._record.suspects(ended.suspects)
-        if (failing := count_failure(self._failure_streaks, final)) is not None:
-            lost.setdefault(failing, HostLost(host=failing, t=time.time(),
-                                              reason=f"failed {REPEATED_FAILURES} times in a row"))
-        wanted = self._launch and not self._stop.by(StopCause.REQUESTED)
-        if wanted and can_go_on_without(self.config, final, lost, stop_clean=ended.stop_clean):
-            return self._drop_lost_hosts(final, lost)
-        why = restart_refusal(final, self._restarts, self.config.run.max_restarts,
-                              wanted=wanted, stop_clean=ended.stop_clean)
-        if why is not None:
-            return [self._life.end_with(final if not why else
-                                        replace(final, detail=f"{final.detail}\n({why})"))]
-        self._restarts += 1
-        cause = final.detail.split("\n", 1)[0]
-        note = (f"restart {self._restarts} of {self.config.run.max_restarts} after: {cause}; "
-                "resuming from the newest checkpoint")
-        return [LogLine(t=time.time(), host="*", rank=None, text=note),
-                self._life.move(Phase.RESTARTING, note)]
-
-    def _drop_lost_hosts(self, final: Finding, lost: dict[str, HostLost]) -> list[RunEvent]:
-        """Go on without the lost hosts: same global batch, re-split among the others."""
-        remaining = tuple(h for h in self.config.hosts if h.name not in lost)
-        self._config = replace(self.config, hosts=remaining,
-                               run=replace(self.config.run, split=None))
-        self._pool = HostPool(self._config)
-        # The dropped hosts stay in the record as suspect hosts: their processes may be left
-        # (cut off, not stopped), and ``status`` and ``stop`` must still reach them there.
-        suspects = tuple(sorted(set(self._info.suspect_hosts) | set(lost)))
-        self._record.change(hosts=tuple(h.name for h in remaining), suspect_hosts=suspects)
-        self._info = self._record.info
-        names = ", ".join(h.name for h in remaining)
-        note = (f"dropped {', '.join(sorted(lost))} from the run ({final.detail.splitlines()[0]});"
-                f" continuing on {names} from the newest checkpoint, the global batch of "
-                f"{self.config.run.global_batch} re-split among them (`corral run --resume` "
-                "later brings the host back)")
-        now = time.time()
-        return [*(HostStatus(t=now, host=h, state="failed",
-                             detail=f"dropped from the run: {gone.reason}"
-                             + (f" (last step {gone.step})" if gone.step is not None else ""))
-                  for h, gone in sorted(lost.items())),
-                LogLine(t=now, host="*", rank=None, text=note),
-                self._life.move(Phase.RESTARTING, note)]
-
-    async def stop(self, *, grace_s: float = 10.0) -> StopReport:
-        """TERM every host's process group, KILL after ``grace_s``, verify nothing is left.
-
-        A run that already ended (completed, failed, stopped) keeps its recorded outcome; what
-        the stop found goes to the record's ``cleanup``."""
-        self._stop.request(StopCause.REQUESTED)
-        outcome = self._record.recorded().state
-        if outcome not in FINAL_RUN_STATES:
-            self._life.stop_asked()
-            self._record.ask_stop()
-        if not self._launch:  # a launch lock this run holds (its corral died) goes too
-            await launch_lock.release(self._controller.pool, self.config, self.run_id)
-        # Every host of the run, the dropped ones too (recorded as suspect hosts); the
-        # controller's pool reaches them, this handle's only the hosts still in the run.
-        record = self._record.recorded()
-        known = {h.name for h in self._controller.config.hosts}
-        hosts = sorted(h for h in {*record.hosts, *record.suspect_hosts} if h in known)
-        report = await stop_run(self._controller.pool, self.run_dir, self.run_id,
-                                grace_s=grace_s, hosts=hosts)
-        self._record.cleanup(report)
-        if outcome in FINAL_RUN_STATES:
-            report = replace(report, outcome=outcome)
-        if self._follower is None and report.clean and outcome not in FINAL_RUN_STATES:
-            self._life.stopped_unfollowed()
-        return report
 
 
 class SshRunController:
@@ -351,7 +63,7 @@ class SshRunController:
                            started=time.time(), hosts=hosts, owner=this_owner(),
                            config_path=str(self.config.path.resolve()),
                            name=name or self.config.run.name or "")
-            return SshRunHandle(self, info, launch=True, policy=policy,
+            return SshRunHandle(self.config, self.pool, info, launch=True, policy=policy,
                                 record=RunRecord.new(self.config, info))
         named = resume if isinstance(resume, str) else None
         previous = await run_to_resume(self.config, self.pool, named)
@@ -364,13 +76,14 @@ class SshRunController:
         # Held: the earlier run's record changes only once this launch starts a host.
         record = RunRecord(self.config, info, held=True)
         record.clear_stop()
-        return SshRunHandle(self, info, launch=True, resume=True, policy=policy, record=record)
+        return SshRunHandle(self.config, self.pool, info, launch=True, resume=True,
+                            policy=policy, record=record)
 
     async def attach(self, run_id: str) -> SshRunHandle:
         """Follow recorded run ``run_id`` (or the one run whose id starts with it) from the last
         event this machine's copy holds. Following changes nothing on the hosts."""
         info = read_run_info(self.config, resolve_run_id(self.config, run_id))
-        return SshRunHandle(self, info, launch=False)
+        return SshRunHandle(self.config, self.pool, info, launch=False)
 
     async def aclose(self) -> None:
         """Close every SSH connection (runs keep going on the hosts)."""

@@ -3,8 +3,12 @@
 ``RunFollower`` is the ``running`` phase of one attempt of ``SshRunHandle.events``: it opens a
 tail per host, feeds every item to the ``RunMonitor`` (and the hang guard), and reports to the
 lifecycle loop what it sees: ``TailsOpen``, ``CauseSettled`` once a failure's cause is known
-(the loop then moves to ``stopping`` and calls ``stop_others``), and finally ``AttemptEnded``:
-the attempt's final status, what the stop found, which hosts were lost.
+(the loop then moves to ``stopping`` and calls ``stop_others``), ``RanksLinger`` when every
+rank finished but processes stay (the loop ends them: ``end_lingering``), and finally
+``AttemptEnded``: how the attempt ended as the monitor found it, what a stop the loop asked
+for found, which hosts were lost. It starts no stop of its own: the loop decides every one
+(``remote/run/attempt_end.py`` after the attempt), and closes its trackers with the outcome it
+decided (``close_trackers``).
 """
 
 from __future__ import annotations
@@ -12,12 +16,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
 from remote.events import (
-    FINAL_RUN_STATES,
     HostStatus,
     LogLine,
     RankEvent,
@@ -26,21 +28,22 @@ from remote.events import (
 )
 from remote.hosts.pool import HostPool
 from remote.records.collected import CollectedCopy
-from remote.records.runs import (
-    RunInfo,
-    describe_stop,
-    local_run_dir,
-    run_dir_for,
-)
+from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.records.scalars import feed_copies
 from remote.records.tensorboard import live_writer
-from remote.records.tracking import live_trackers
+from remote.records.tracking import Trackers, live_trackers
 from remote.run.failures import HostLost
 from remote.run.hang import HangGuard
-from remote.run.lifecycle import AttemptEnded, CauseSettled, RunOutcome, StopRequest, TailsOpen
+from remote.run.lifecycle import (
+    AttemptEnded,
+    CauseSettled,
+    RanksLinger,
+    StopRequest,
+    TailsOpen,
+)
 from remote.run.monitor import RunMonitor
 from remote.run.reconnect import resilient_tail
-from remote.run.stop import stop_run
+from remote.run.stop import STOP_GRACE_ON_FAILURE_S, stop_run
 from remote.run.stream import RankOwned, TailItem, merged
 from trainer.events import StartEvent
 
@@ -48,12 +51,11 @@ FAILURE_SETTLE_S = 10.0
 """After the first failure, wait at most this long for the report that names its cause before
 stopping the other hosts (a peer's error often arrives before the killed rank's launcher
 reports it); ``RunMonitor.cause_settled`` usually ends the wait much earlier."""
-STOP_GRACE_ON_FAILURE_S = 5.0
 DONE_GRACE_S = 60.0
 """Seconds after every rank's completed ``end`` event before processes that have not exited are
 ended (the run still completed): time for a script to save its model after training."""
 
-FollowItem = RunEvent | TailsOpen | CauseSettled | AttemptEnded
+FollowItem = RunEvent | TailsOpen | CauseSettled | RanksLinger | AttemptEnded
 
 
 class _Tick:
@@ -89,6 +91,9 @@ class RunFollower:
         self.running_hosts: set[str] = set()
         self.done_since: float | None = None
         """When (monotonic) every rank had written a completed ``end`` event."""
+        self.linger_reported = False
+        self.trackers: Trackers | None = None
+        """The run's trackers while this attempt is followed (closed by ``close_trackers``)."""
 
     async def events(self) -> AsyncIterator[FollowItem]:
         """Every event of this attempt and what the lifecycle loop acts on, ending with
@@ -96,56 +101,60 @@ class RunFollower:
         local_dir = local_run_dir(self.config, self.run_id)
         copies = {h: CollectedCopy(local_dir, h) for h in self.info.hosts}
         board = live_writer(local_dir, copies.values())
-        trackers = live_trackers(self.config, self.info, local_dir, copies.values())
+        trackers = self.trackers = live_trackers(self.config, self.info, local_dir,
+                                                 copies.values())
         feed_copies(copies.values(), [w for w in (board, *trackers.writers) if w is not None])
         sources: list[tuple[str, AsyncIterator[TailItem]]] = [("", _ticker())]
-        followed = False
         try:
-            async for event in self._open_tails(copies, sources):
-                yield event
-            yield TailsOpen()
-            async for item in merged(sources):
-                for line in trackers.take_warnings():
-                    yield LogLine(t=time.time(), host="*", rank=None, text=line)
-                if isinstance(item, HostStatus):  # a connection lost or found again
-                    self.hang.host_reachable(item.host, item.state != "unreachable",
-                                             time.monotonic())
-                    yield item
-                    continue
-                seen: TailItem | HostLost
-                if isinstance(item, tuple):  # its tail gave up: the host is lost
-                    host, error = item
-                    # Forget the dead connection so stop can reconnect.
-                    await self.pool.drop(host)
-                    seen = self.monitor.lost(host, error)
-                    self.hang.host_reachable(host, False, time.monotonic())
-                else:
-                    seen = item
-                for event in self._observe(seen):
+            try:
+                async for event in self._open_tails(copies, sources):
                     yield event
-                if self.monitor.finished:
-                    break
-                for signal in self._after_failure():
-                    yield signal
-            followed = True
+                yield TailsOpen()
+                async for item in merged(sources):
+                    for line in trackers.take_warnings():
+                        yield LogLine(t=time.time(), host="*", rank=None, text=line)
+                    for event in await self._take(item):
+                        yield event
+                    if self.monitor.finished:
+                        break
+                    for signal in self._after_failure():
+                        yield signal
+            finally:
+                self.hang.close()
+                for copy in copies.values():
+                    copy.close()
+                if board is not None:
+                    board.close()
+            yield await self._ended()  # the loop decides, and closes the trackers
         finally:
-            self.hang.close()
-            for copy in copies.values():
-                copy.close()
-            if board is not None:
-                board.close()
-            if not followed:  # cut short (the console or `corral run` ended): goes on later
-                trackers.close(None)
-        try:
-            ended = await self._settle()
-        except BaseException:
-            trackers.close(None)
-            raise
-        trackers.close(ended.final.state)
+            if self.trackers is not None:  # cut short before the loop decided: goes on later
+                self.trackers.close(None)
+
+    async def _take(self, item: TailItem | tuple[str, BaseException] | HostStatus
+                    ) -> list[RunEvent]:
+        """What one item of the merged tails means: its events."""
+        if isinstance(item, HostStatus):  # a connection lost or found again
+            self.hang.host_reachable(item.host, item.state != "unreachable", time.monotonic())
+            return [item]
+        seen: TailItem | HostLost
+        if isinstance(item, tuple):  # its tail gave up: the host is lost
+            host, error = item
+            await self.pool.drop(host)  # forget the dead connection so stop can reconnect
+            seen = self.monitor.lost(host, error)
+            self.hang.host_reachable(host, False, time.monotonic())
+        else:
+            seen = item
+        return self._observe(seen)
+
+    async def close_trackers(self, state: str) -> list[LogLine]:
+        """End the trackers' run with ``state``, the outcome the loop decided; what they said."""
+        trackers, self.trackers = self.trackers, None
+        if trackers is None:
+            return []
+        trackers.close(state)
         await asyncio.to_thread(trackers.wait)
-        for line in trackers.take_warnings():
-            yield LogLine(t=time.time(), host="*", rank=None, text=line)
-        yield ended
+        return [LogLine(t=time.time(), host="*", rank=None, text=line)
+                for line in trackers.take_warnings()]
 
     async def _open_tails(self, copies: dict[str, CollectedCopy],
                           sources: list[tuple[str, AsyncIterator[TailItem]]],
@@ -183,21 +192,24 @@ class RunFollower:
 
     def _lingering(self) -> list[FollowItem]:
         """Every rank done but some process still running after ``DONE_GRACE_S`` (a script's
-        own teardown hanging, as Hugging Face scripts may on gloo): end them, said once."""
+        own teardown hanging, as Hugging Face scripts may on gloo): said to the loop, once."""
         monitor = self.monitor
-        if (not self.launching or self.stop_task is not None or monitor.failing
+        if (self.linger_reported or self.stop_task is not None or monitor.failing
                 or not monitor.all_completed):
             return []
         now = time.monotonic()
         self.done_since = self.done_since if self.done_since is not None else now
         if now - self.done_since < DONE_GRACE_S:
             return []
+        self.linger_reported = True
         left = tuple(h for h in self.info.hosts if h not in monitor.exited)
-        monitor.end_lingering(now - self.done_since)
-        self.stop_others(left)
-        return [LogLine(t=time.time(), host="*", rank=None, text=(
-            f"every rank finished {DONE_GRACE_S:.0f} s ago but processes on "
-            f"{', '.join(left)} have not exited; ending them (the run completed)"))]
+        return [RanksLinger(left=left, waited_s=now - self.done_since)]
+
+    def end_lingering(self, lingering: RanksLinger) -> None:
+        """End the processes that linger after every rank finished (the loop decided to): the
+        run completed, their exits say nothing more."""
+        self.monitor.end_lingering(lingering.waited_s)
+        self.stop_others(lingering.left)
 
     def _after_failure(self) -> list[FollowItem]:
         """Hangs named; after a failure, once its cause is known, ``CauseSettled`` (once)."""
@@ -231,32 +243,8 @@ class RunFollower:
             self.pool, self.run_dir, self.run_id, grace_s=STOP_GRACE_ON_FAILURE_S,
             hosts=list(hosts)))
 
-    async def _settle(self) -> AttemptEnded:
-        """How the attempt ended: what the stop found, suspects recorded."""
-        monitor = self.monitor
-        final = monitor.finding()
-        report: StopReport | None = None
-        if self.stop_task is not None:
-            report = await self.stop_task
-            if not report.clean:
-                final = replace(final, detail=final.detail + f"\n({describe_stop(report)})")
-        elif final.state == "failed" and self.launching:
-            # Every launcher ended by itself; make sure no straggler rank is left either.
-            # (Only the process that launched the run does this: attaching is read-only.)
-            report = await stop_run(self.pool, self.run_dir, self.run_id,
-                                    grace_s=STOP_GRACE_ON_FAILURE_S)
-        # Lost hosts cannot be reached to stop: with on_host_loss they are dropped anyway.
-        lost = dict(monitor.dropped)
-        stop_clean = report is None or (
-            not any(report.remaining.values()) and set(report.unreachable) <= set(lost))
-        # Hosts cut off when the run ended may still run its processes: status looks again.
-        suspect = set(monitor.dropped)
-        if report is not None:
-            suspect = (suspect - set(report.remaining)) | set(report.unreachable) | {
-                h for h, n in report.remaining.items() if n}
-        if not self.launching and self.info.state in FINAL_RUN_STATES:
-            # The run had ended before this follower came: its outcome was decided then (the
-            # launching follower saw every event; this one only the ones after its copy).
-            final = replace(final, outcome=RunOutcome(self.info.state),
-                            detail=self.info.detail or final.detail)
-        return AttemptEnded(final=final, lost=lost, stop_clean=stop_clean, suspects=suspect)
+    async def _ended(self) -> AttemptEnded:
+        """How the attempt ended as this follower saw it, and what a stop it made found."""
+        report = await self.stop_task if self.stop_task is not None else None
+        return AttemptEnded(final=self.monitor.finding(), lost=dict(self.monitor.dropped),
+                            stop=report)

@@ -6,7 +6,7 @@ a ``RunOutcome`` (completed, failed, stopped) or, with ``[run] max_restarts``, `
 checking`` for another attempt from the newest checkpoint. A failed check, push or launch goes
 straight to ``ended`` (failed). A run that is only followed (``attach``) starts in ``running``.
 
-``SshRunHandle.events`` (``remote/run/controller.py``) is the loop that moves between these
+``SshRunHandle.events`` (``remote/run/handle.py``) is the loop that moves between these
 states from what each phase reports (the monitor's ``Finding`` for an attempt that ended);
 ``Lifecycle.move`` refuses any move ``TRANSITIONS`` does not list, records the new state in
 ``run.json`` (through its ``RunRecord``, the one writer of a run's record) and turns it into
@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 
-from remote.events import CheckReport, RunOutcome, RunState, RunStatus
+from remote.events import CheckReport, RunOutcome, RunState, RunStatus, StopReport
 from remote.run.failures import Cause, Failure, HostLost
 from remote.run.record import RunRecord
 
@@ -157,19 +157,27 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class RanksLinger:
+    """Every rank finished, but processes on ``left`` are still running ``waited_s`` seconds
+    later (a script's own teardown hanging)."""
+
+    left: tuple[str, ...]
+    waited_s: float
+
+
+@dataclass(frozen=True)
 class AttemptEnded:
-    """Every host's launcher ended (or its host was lost): how this attempt ended."""
+    """Every host's launcher ended (or its host was lost): how this attempt ended, as its
+    follower saw it (the loop decides what that means: ``remote/run/attempt_end.py``)."""
 
     final: Finding
     lost: dict[str, HostLost]
-    stop_clean: bool
-    """Whether the stop after a failure left nothing behind (a restart needs it)."""
-    suspects: set[str] = field(default_factory=set)
-    """Hosts cut off when the attempt ended, or where its stop left processes: ``corral
-    status`` looks there again (the lifecycle records them)."""
+    stop: StopReport | None = None
+    """What the stop the loop asked for during the attempt found (after a failure, or of
+    lingering processes); None when it asked for none."""
 
 
-Signal = PhaseDone | LaunchFailed | TailsOpen | CauseSettled | AttemptEnded
+Signal = PhaseDone | LaunchFailed | TailsOpen | CauseSettled | RanksLinger | AttemptEnded
 """What a phase reports to the lifecycle loop, which alone decides the next phase."""
 
 

@@ -1,4 +1,5 @@
-"""The first phases of ``corral run``: check, push, launch.
+"""The first phases of ``corral run``: check (``run_check``), push (``push_code_to_hosts``),
+launch (``start_hosts``: the launch plan, then every host's launcher).
 
 The run's lifecycle loop (``SshRunHandle.events``) moves through them and announces each
 (``remote/run/lifecycle.py``); each phase here does the work and yields its ``HostStatus`` and
@@ -11,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from profiles.user_errors import CorralError
 from remote.checks.plan import HostPlan, LaunchFacts, PlanError, master_address, plan_cluster
 from remote.checks.preflight import check_and_plan
 from remote.checks.script_imports import LEFT_OUT_CHECK, SCRIPT_KEYS_CHECK
-from remote.checks.task_import import Pushed, push_then_import
+from remote.checks.task_import import push_and_check_code
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.config.task_code import user_code
-from remote.events import HostState, HostStatus, LogLine, RunEvent
+from remote.events import CheckItem, CheckReport, HostState, HostStatus, LogLine, RunEvent
 from remote.hosts.pool import HostPool
 from remote.hosts.push import CodeBundle, build_bundle
 from remote.hosts.transport import Transport
@@ -56,8 +57,9 @@ class Launch:
     info: RunInfo
     master_addr: str = ""
     code: CodeBundle | None = None
-    pushed: Pushed = field(default_factory=dict)
     facts: LaunchFacts | None = None
+    report: CheckReport | None = None
+    """The pre-flight check's report (with the push's items once the code is in place)."""
     port: int = 0
     places: dict[str, HostPlan] = field(default_factory=dict)
     backend: str = ""
@@ -84,12 +86,11 @@ class Launch:
         return [HostStatus(t=now, host=name, state=state) for name in self.hosts]
 
 
-async def check_and_push(launch: Launch) -> AsyncGenerator[RunEvent, None]:
-    """The pre-flight check, and within it the push.
+async def run_check(launch: Launch) -> AsyncGenerator[RunEvent, None]:
+    """The pre-flight check (phase ``checking``).
 
     Every host is asked what the launch needs once: the check's probes also find each host's
-    GPU count, interface and a free rendezvous port, and tell whether the code tree is there;
-    each host's push starts as soon as its probe is done, alongside the rest of the check."""
+    GPU count, interface and a free rendezvous port, and whether the code tree is there."""
     config = launch.config
     for event in launch.each_host("checking"):
         yield event
@@ -106,34 +107,53 @@ async def check_and_push(launch: Launch) -> AsyncGenerator[RunEvent, None]:
             build_bundle, user_folder=user.folder if user is not None else None)
     except CorralError as exc:  # over the size budget: named before any host is touched
         raise LaunchFailed(exc.message) from None
-    report, launch.facts = await check_and_plan(config, launch.pool, code_digest=code.digest,
-                                                after_probe=push_then_import(config, code,
-                                                                             launch.pushed))
-    if not report.ok:
-        names = sorted({f"{i.host}:{i.name}" for i in report.failures()})
-        raise LaunchFailed("pre-flight check failed: " + ", ".join(names), report=report)
+    report, launch.facts = await check_and_plan(config, launch.pool, code_digest=code.digest)
+    launch.report = report
+    _refuse_failed(report)
     for item in report.items:  # the check's warnings: ignored keys, left out, optional imports
         if item.name in (SCRIPT_KEYS_CHECK, LEFT_OUT_CHECK) or item.detail.startswith("warning:"):
             yield LogLine(t=time.time(), host="*", rank=None, text=f"corral: {item.detail}")
 
 
-async def pushed_and_planned(launch: Launch) -> AsyncGenerator[RunEvent, None]:
-    """The push's outcome (done by now: it ran within the check), then the launch plan."""
-    assert launch.code is not None
+def _refuse_failed(report: CheckReport) -> None:
+    if not report.ok:
+        names = sorted({f"{i.host}:{i.name}" for i in report.failures()})
+        raise LaunchFailed("pre-flight check failed: " + ", ".join(names), report=report)
+
+
+async def push_code_to_hosts(launch: Launch) -> AsyncGenerator[RunEvent, None]:
+    """The push (phase ``pushing``): the code tree to every host at once (content-addressed:
+    a host that has it is sent nothing), then on each what needs the code there, judged as
+    part of the check (the data files, a user task's import: ``push_and_check_code``)."""
+    code, facts, report = launch.code, launch.facts, launch.report
+    assert code is not None and facts is not None and report is not None
     for event in launch.each_host("pushing"):
         yield event
+    results = await launch.pool.gather(lambda transport: push_and_check_code(
+        transport, launch.config, code, facts.code_present.get(transport.host.name)))
+    pushed: dict[str, bool | BaseException] = {}
+    code_items: list[CheckItem] = []
     for name in launch.hosts:
-        launch.pushed.setdefault(name, CorralError(f"{name} was not probed"))
-    if errors := _errors(launch.pushed):
+        result = results.get(name, CorralError(f"{name} was not reached"))
+        if isinstance(result, BaseException):
+            pushed[name] = result
+        else:
+            pushed[name], items = result
+            code_items += items
+    if errors := _errors(pushed):
         for name, error in errors.items():
             yield HostStatus(t=time.time(), host=name, state="failed", detail=str(error))
         raise LaunchFailed("push failed: " + _describe(errors))
-    sent = sorted(h for h, was_sent in launch.pushed.items() if was_sent is True)
+    if code_items:  # the check's report, with the items that needed the code in place
+        order = {name: i for i, name in enumerate(launch.hosts)}
+        items = sorted((*report.items, *code_items), key=lambda it: order.get(it.host, len(order)))
+        launch.report = replace(report, items=tuple(items))
+        _refuse_failed(launch.report)
+    sent = sorted(h for h, was_sent in pushed.items() if was_sent is True)
     where = (f"sent to {', '.join(sent)}" if sent
              else "already on every host, nothing sent")
     yield LogLine(t=time.time(), host="*", rank=None,
-                  text=f"code {launch.code.digest[:12]}: {where} ({launch.code.files} files)")
-    _plan(launch)
+                  text=f"code {code.digest[:12]}: {where} ({code.files} files)")
 
 
 def _plan(launch: Launch) -> None:
@@ -166,8 +186,10 @@ async def _follow_on(launch: Launch) -> None:
 
 async def start_hosts(launch: Launch, *, resume: bool, policy: str | None,
                       restart: int = 0) -> AsyncGenerator[RunEvent, None]:
-    """Start every host's launcher; on a failure, stop what started."""
+    """Plan the launch (the rendezvous port, each host's part), then start every host's
+    launcher; on a failure, stop what started."""
     assert launch.code is not None
+    _plan(launch)
     config, info, pool = launch.config, launch.info, launch.pool
     if resume:
         await _follow_on(launch)

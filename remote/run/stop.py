@@ -33,6 +33,9 @@ from trainer.run_layout import IN_RUN_DIR
 
 logger = logging.getLogger(__name__)
 
+STOP_GRACE_ON_FAILURE_S = 5.0
+"""Seconds between TERM and KILL when the hosts are stopped after a failure, or a
+completed run's lingering processes are ended."""
 KILL_WAIT_S = 5
 """Seconds allowed for processes to vanish after KILL."""
 

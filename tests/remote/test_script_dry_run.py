@@ -66,7 +66,7 @@ async def test_corral_run_logs_the_ignored_keys_once_before_the_launch(tmp_path:
     from remote.events import LogLine
     from remote.hosts.pool import HostPool
     from remote.records.runs import RunInfo
-    from remote.run.start import Launch, check_and_push
+    from remote.run.start import Launch, run_check
 
     (tmp_path / "train.py").write_text("import torch\n")
     config = parse_cluster(
@@ -77,7 +77,7 @@ async def test_corral_run_logs_the_ignored_keys_once_before_the_launch(tmp_path:
     launch = Launch(pool=pool, config=config, info=RunInfo(
         run_id="s-1", cluster="s", state="checking", started=0.0, hosts=("a",)))
     try:
-        logged = [e.text for e in [e async for e in check_and_push(launch)]
+        logged = [e.text for e in [e async for e in run_check(launch)]
                   if isinstance(e, LogLine)]
     finally:
         await pool.aclose()
