@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from console.model.run import RunModel
 from remote.api import RankEvent
-from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, TrackingSection
+from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
+from remote.config.exports import TrackingSection
 from remote.records.collected import CollectedCopy
 from remote.records.runs import RunInfo
 from remote.records.scalars import feed_copies

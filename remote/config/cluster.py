@@ -1,6 +1,7 @@
 """cluster.toml: the one file a user writes. Parsed once into frozen dataclasses.
 
-CONTRACT (shared by remote, console and their tests): the dataclass and field names below.
+CONTRACT (shared by remote, console and their tests): the dataclass and field names below
+(``[kubernetes]`` and ``[tracking]``: ``remote/config/exports.py``).
 ``load_cluster(path)`` / ``parse_cluster(text, path=...)`` read a file strictly: every problem
 in it is collected and raised together as one ``ConfigError`` (a ``UsageError``, exit code 2),
 each naming the file, the section and the key. The value rules live in ``remote.config.rules``
@@ -11,89 +12,78 @@ them too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from remote.config import rules
 from remote.config.container import ContainerSection, bind_run_root
-from remote.config.errors import (
-    ConfigError,
-    ConfigProblem,
-    host_where,
-)
+from remote.config.errors import ConfigError, ConfigProblem, check_section, host_where
+from remote.config.exports import KubernetesSection, TrackingSection
+from remote.config.ranges import MAX_COUNT, MAX_RANKS_PER_HOST
 from remote.config.task_code import task_problems
-from remote.config.tracking_rules import tracking_problems
+from remote.config.value_rules import key, key_problems, section_values
 from trainer.placement import Allocator
 from trainer.settings.run_settings import Policy, RunSettings
 
 __all__ = [
     "ClusterConfig", "ClusterSection", "ConfigError", "ConfigProblem", "ContainerSection",
-    "HostSection", "KubernetesSection", "RunSection", "SshSection",
+    "HostSection", "RunSection", "SshSection",
 ]
 """Reading a cluster.toml into these (``load_cluster``, ``parse_cluster``) is
 ``remote/config/read.py``'s."""
-
-
-def _check(section: str, problems: list[tuple[str, str]]) -> None:
-    """Raise the problems a dataclass found in its own values (a config built in code)."""
-    if problems:
-        raise ConfigError([ConfigProblem(path=None, where=f"{section}{key}", message=msg)
-                           for key, msg in problems])
-
-
-def _values(obj: object) -> dict[str, Any]:
-    return {f.name: getattr(obj, f.name) for f in fields(obj)}  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, kw_only=True)
 class ClusterSection:
     """``[cluster]``: the cluster as a whole."""
 
-    name: str
+    name: str = field(metadata=key(name=True))
     """Shown in the console header and used in run ids: letters, digits, ``.``, ``_``, ``-``."""
-    master: str | None = None
+    master: str | None = field(default=None, metadata=key(text=True))
     """Name of the ``[[hosts]]`` entry that hosts torch's c10d rendezvous; default: the first
     ``[[hosts]]`` entry."""
-    rendezvous_port: int | Literal["auto"] = "auto"
+    rendezvous_port: int | Literal["auto"] = field(default="auto", metadata=key(port=True))
     """TCP port for torch's c10d rendezvous on the master; ``"auto"`` picks a free one."""
-    master_addr: str | None = None
+    master_addr: str | None = field(default=None, metadata=key(token=True, address=True))
     """Address the workers use to reach the master; default: the master's HostName after
     ssh_config resolution (``127.0.0.1`` for a ``local`` master)."""
-    run_root: str = "~/.corral/runs"
+    run_root: str = field(default="~/.corral/runs", metadata=key(text=True))
     """Directory on every host (and locally) under which each run gets ``<run_root>/<run_id>``."""
 
     def __post_init__(self) -> None:
-        _check("[cluster] ", rules.cluster_problems(_values(self)))
+        check_section("[cluster] ", key_problems(ClusterSection, section_values(self)))
 
 
 @dataclass(frozen=True, kw_only=True)
 class HostSection:
     """One ``[[hosts]]`` entry: a machine (or, with ``address = "local"``, this machine)."""
 
-    name: str
+    name: str = field(metadata=key(name=True))
     """Unique name used in the console, logs and ``[cluster] master``: letters, digits,
     ``.``, ``_``, ``-``."""
-    address: str
+    address: str = field(metadata=key(token=True, address=True))
     """An ssh_config alias, hostname or IP, or ``"local"`` for this machine without SSH."""
-    user: str | None = None
+    user: str | None = field(default=None, metadata=key(token=True, ssh_only=True))
     """SSH user; default from ssh_config, else the local user."""
-    port: int | None = None
+    port: int | None = field(default=None, metadata=key(port=True, ssh_only=True))
     """SSH port; default from ssh_config, else 22."""
-    identity_file: str | None = None
+    identity_file: str | None = field(default=None, metadata=key(text=True, ssh_only=True))
     """Private key file; default from ssh_config and the ssh agent. ``~`` is expanded and a
     relative path is taken from the directory of cluster.toml; the file must be readable."""
-    python: str | None = None
+    python: str | None = field(default=None, metadata=key(text=True))
     """Python interpreter on the host (with torch installed); default: the environment
     ``corral setup`` made (``<workdir>/venv``) when there is one, else the interpreter running
     corral on a ``local`` host and ``python3`` on an SSH host."""
-    workdir: str = "~/.corral"
+    workdir: str = field(default="~/.corral", metadata=key(text=True))
     """Where pushed code lives on the host (``<workdir>/code/<hash>``)."""
-    gpus: int | Literal["auto"] = "auto"
+    gpus: int | Literal["auto"] = field(
+        default="auto", metadata=key(at_least=0, at_most=MAX_RANKS_PER_HOST))
     """How many GPUs to use; ``"auto"`` uses every GPU torch sees there."""
-    nproc: int | None = None
+    nproc: int | None = field(default=None,
+                              metadata=key(at_least=1, at_most=MAX_RANKS_PER_HOST))
     """Ranks on this host; default: the GPU count, or 1 on a CPU-only host."""
-    threads: int | None = None
+    threads: int | None = field(default=None, metadata=key(at_least=1, at_most=65536))
     """CPU threads per rank (the trainer's ``--threads``); default: one per core of the
     rank's share of the host (see ``pin_cores``)."""
     pin_cores: bool = True
@@ -107,13 +97,13 @@ class HostSection:
     """Memory allocator of the host's ranks: ``auto`` preloads tcmalloc, else jemalloc, when
     the host has one (``corral check`` says which), else tunes glibc to keep freed memory;
     ``off`` leaves glibc's defaults (slower CPU ranks)."""
-    slowdown: float = 1.0
+    slowdown: float = field(default=1.0, metadata=key(at_least=1.0, at_most=1e6))
     """Emulate a device this many times slower (for demos and tests); 1.0 = real speed."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment variables for the launcher and ranks on this host."""
     interface: str | None = None
     """Network interface for Gloo/NCCL (``GLOO_SOCKET_IFNAME``); default: detected."""
-    link_gbit: float | None = None
+    link_gbit: float | None = field(default=None, metadata=key(above=0.0, at_most=1e6))
     """Speed of the host's link to the others in Gbit/s, for the pre-run estimate of which
     hosts pay for their gradient exchange (``corral check``), where the check's full-mesh test
     could not measure it; default: what its interface shows. Give it where the interface shows
@@ -127,19 +117,20 @@ class HostSection:
     """The package index ``corral setup`` installs torch from, ``{flavour}`` replaced by
     ``cpu`` or the CUDA flavour the host's driver runs (e.g. ``cu126``); ``""`` leaves it to
     the host's own pip configuration."""
-    micro_batch: int | None = None
+    micro_batch: int | None = field(default=None, metadata=key(at_least=1, at_most=MAX_COUNT))
     """Largest forward/backward pass of this host's ranks; default ``[run] micro_batch``."""
     node_selector: dict[str, str] = field(default_factory=dict)
     """``corral export k8s``: node labels the host's pods must run on (e.g. the GPU product
     label ``nvidia.com/gpu.product``); hosts with different selectors are different kinds."""
-    image: str | None = None
+    image: str | None = field(default=None, metadata=key(token=True))
     """``corral export k8s``: the container image of this host's pods; default its
     ``container.image``, else ``[kubernetes] image``."""
     container: ContainerSection | None = None
     """``[hosts.container]``: run the host's part of a run in a container (below)."""
 
     def __post_init__(self) -> None:
-        _check(f"{host_where(None, self.name)}.", rules.host_problems(_values(self)))
+        check_section(f"{host_where(None, self.name)}.", rules.host_problems(HostSection,
+                                                                      section_values(self)))
 
     @property
     def is_local(self) -> bool:
@@ -207,7 +198,7 @@ class RunSection(RunSettings):
     section built in code), so that what a script ignores is named as written."""
 
     def __post_init__(self) -> None:
-        _check("[run] ", rules.run_problems(_values(self)))
+        check_section("[run] ", rules.run_problems(section_values(self)))
         if self.steps is None and self.epochs is None:
             # Written out so every reader (flags, console, reports) sees the same length.
             object.__setattr__(self, "epochs", 1)
@@ -217,83 +208,26 @@ class RunSection(RunSettings):
 class SshSection:
     """``[ssh]``: how corral connects."""
 
-    connect_timeout: float = 10.0
+    connect_timeout: float = field(default=10.0, metadata=key(above=0.0, at_most=86400))
     """Seconds before an unreachable host is reported as such."""
-    keepalive: float = 15.0
+    keepalive: float = field(default=15.0, metadata=key(at_least=0.0, at_most=86400))
     """Seconds between keepalives on each connection (0 disables)."""
-    lost_after: float = 60.0
+    lost_after: float = field(default=60.0, metadata=key(at_least=0.0, at_most=10**7))
     """Seconds a host of a running run may stay unreachable (its connection is re-opened
     with backoff meanwhile) before it counts as lost and the run fails without it."""
     known_hosts: rules.KnownHosts = "strict"
     """``strict`` verifies host keys against ~/.ssh/known_hosts (and ``corral trust``);
     ``insecure`` skips verification and prints a warning."""
-    max_parallel_connects: int = 8
+    max_parallel_connects: int = field(default=8, metadata=key(at_least=1, at_most=1024))
     """Connects in flight at once (sshd's MaxStartups drops bursts)."""
-    known_hosts_file: str = "~/.ssh/known_hosts"
+    known_hosts_file: str = field(default="~/.ssh/known_hosts", metadata=key(text=True))
     """The known_hosts file host keys are verified against (and ``corral trust`` adds to)."""
-    config_file: str = "~/.ssh/config"
+    config_file: str = field(default="~/.ssh/config", metadata=key(text=True))
     """The OpenSSH client config read for aliases, User, Port, IdentityFile and ProxyJump
     (ignored when the file does not exist)."""
 
     def __post_init__(self) -> None:
-        _check("[ssh] ", rules.ssh_problems(_values(self)))
-
-
-@dataclass(frozen=True, kw_only=True)
-class KubernetesSection:
-    """``[kubernetes]``: how ``corral export k8s`` writes the run as Kubernetes manifests
-    (see docs/kubernetes.md); every name is a Kubernetes name (lower-case letters, digits,
-    ``-``)."""
-
-    namespace: str = "default"
-    """Namespace of every object written."""
-    image: str | None = None
-    """Container image of the pods: Python with torch and the task's packages (corral's own
-    code travels in a ConfigMap); needed unless every host sets its own ``image``."""
-    job_name: str | None = None
-    """Name of the job and prefix of its other objects; default: ``[cluster] name``."""
-    runs_pvc: str = "corral-runs"
-    """PersistentVolumeClaim holding the run directories, mounted in every pod."""
-    runs_pvc_size: str = "20Gi"
-    """Storage requested by the run-directory claim (when ``create_pvc``)."""
-    create_pvc: bool = True
-    """Write the run-directory claim with the job; ``false`` uses an existing ``runs_pvc``."""
-    storage_class: str | None = None
-    """StorageClass of the run-directory claim (ReadWriteMany when pods share it across
-    nodes); default: the cluster's default class."""
-    data_pvc: str | None = None
-    """An existing claim with data or model files, mounted read-only at ``/corral/data``."""
-    service_account: str | None = None
-    """Service account the pods run as; default: the namespace's default account."""
-    image_pull_secret: str | None = None
-    """Secret with the registry credentials for a private ``image``."""
-
-    def __post_init__(self) -> None:
-        _check("[kubernetes] ", rules.kubernetes_problems(_values(self)))
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrackingSection:
-    """``[tracking]``: the experiment trackers a run is logged to while corral follows it,
-    from this machine's copy of its events (see docs/tracking.md); none by default."""
-
-    mlflow: str | None = None
-    """MLflow tracking URI: ``sqlite:///PATH`` (needs the ``mlflow`` extra), a directory, or
-    ``http(s)://HOST:PORT`` of a tracking server."""
-    experiment: str | None = None
-    """MLflow experiment (Aim experiment) the runs go in; default: ``[cluster] name``."""
-    aim: str | None = None
-    """Path of an Aim repository (needs the ``aim`` extra, Python <= 3.12)."""
-    log_model: bool = True
-    """Log the final model as an artifact when it is on this machine."""
-
-    def __post_init__(self) -> None:
-        _check("[tracking] ", tracking_problems(_values(self)))
-
-    @property
-    def enabled(self) -> bool:
-        """True when some tracker is configured."""
-        return bool(self.mlflow or self.aim)
+        check_section("[ssh] ", key_problems(SshSection, section_values(self)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -321,7 +255,8 @@ class ClusterConfig:
 
     def __post_init__(self) -> None:
         problems = rules.cross_problems(
-            _values(self.cluster), [_values(h) for h in self.hosts], _values(self.run))
+            section_values(self.cluster), [section_values(h) for h in self.hosts],
+            section_values(self.run))
         if not self.hosts:
             problems.insert(0, ("[[hosts]]", "no hosts; add at least one [[hosts]] entry"))
         code_problems = task_problems(self.run, self.path.parent)

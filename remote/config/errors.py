@@ -106,3 +106,10 @@ def file_error(path: Path, message: str, *, title: str | None = None) -> ConfigE
     """A problem with the whole file (missing, unreadable, not TOML)."""
     problem = ConfigProblem(path=path, where="", message=message)
     return ConfigError([problem], title=title or f"cannot read {path.name}")
+
+
+def check_section(section: str, problems: list[tuple[str, str]]) -> None:
+    """Raise the problems a dataclass found in its own values (a config built in code)."""
+    if problems:
+        raise ConfigError([ConfigProblem(path=None, where=f"{section}{key}", message=msg)
+                           for key, msg in problems])

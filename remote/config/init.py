@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from profiles.user_errors import UsageError
-from remote.config.rules import NAME_RE
+from remote.config.value_rules import NAME_RE
 from trainer.settings.run_settings import MODELS, POLICIES
 
 HEADER = """\

@@ -1,8 +1,9 @@
-"""The upper bound of every number of cluster.toml, in one place.
+"""The upper bounds of cluster.toml's numbers that are not declared on their own fields.
 
-Each key's lower bound sits beside its own rule (``remote/config/rules.py``); without an upper
-one a value like ``gpus = 10**18`` or ``nproc = 10**8`` passes and then makes a plan, a launch
-or ``export k8s`` build billions of ranks. Checked when the file is read, so for every command.
+Without an upper bound a value like ``gpus = 10**18`` or ``nproc = 10**8`` passes and then
+makes a plan, a launch or ``export k8s`` build billions of ranks. ``[cluster]``, ``[[hosts]]``
+and ``[ssh]`` keys declare theirs beside their lower ones (``remote.config.value_rules.key``);
+``[run]``'s are here. Checked when the file is read, so for every command.
 """
 
 from __future__ import annotations
@@ -19,15 +20,13 @@ MAX_RANKS_PER_HOST = 1024
 plan or a manifest per rank stays small."""
 
 UPPER_BOUNDS: dict[str, dict[str, float]] = {
-    "hosts": {"gpus": MAX_RANKS_PER_HOST, "nproc": MAX_RANKS_PER_HOST, "threads": 65536,
-              "micro_batch": MAX_COUNT, "slowdown": 1e6, "link_gbit": 1e6},
     "run": {"max_restarts": 10**6, "hang_limit": 10**7, "hang_factor": 1e6},
-    "ssh": {"connect_timeout": 86400, "keepalive": 86400, "max_parallel_connects": 1024,
-            "lost_after": 10**7},
 }
-"""The largest value of each number of cluster.toml, by section (the lower bounds are beside
-each key's rule; ``[run]``'s whole-number settings are bounded by ``MAX_COUNT``): checked once,
-when the file is read, for every command (``tests/remote/test_config_ranges.py``)."""
+"""The largest value of each number of ``[run]`` that is not a trainer setting (the lower bounds
+are beside each key's rule; ``[run]``'s whole-number settings are bounded by ``MAX_COUNT``;
+``[cluster]``, ``[[hosts]]`` and ``[ssh]`` declare each key's bounds on its field,
+``remote.config.value_rules.key``): checked once, when the file is read, for every command
+(``tests/remote/test_config_ranges.py``)."""
 
 
 def upper_bound_problems(out: list[tuple[str, str]], values: Mapping[str, Any],

@@ -21,10 +21,8 @@ from remote.config.cluster import (
     ClusterConfig,
     ClusterSection,
     HostSection,
-    KubernetesSection,
     RunSection,
     SshSection,
-    TrackingSection,
 )
 from remote.config.container import ContainerSection, container_problems
 from remote.config.errors import (
@@ -37,8 +35,10 @@ from remote.config.errors import (
     quote,
 )
 from remote.config.errors import section_where as _where
+from remote.config.exports import KubernetesSection, TrackingSection
 from remote.config.toml import field_hints, toml_type, typed_fields
 from remote.config.tracking_rules import tracking_problems
+from remote.config.value_rules import key_problems
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -64,16 +64,17 @@ class Reader:
         ssh = self._table(document, "ssh", lambda key: _where("ssh", key))
         k8s = self._table(document, "kubernetes", lambda key: _where("kubernetes", key))
         tracking = self._table(document, "tracking", lambda key: _where("tracking", key))
-        for name, values, check in (("cluster", cluster, rules.cluster_problems),
+        cluster_rules = functools.partial(key_problems, ClusterSection)
+        for name, values, check in (("cluster", cluster, cluster_rules),
                                     ("run", run, rules.run_problems),
-                                    ("ssh", ssh, rules.ssh_problems),
+                                    ("ssh", ssh, functools.partial(key_problems, SshSection)),
                                     ("kubernetes", k8s, rules.kubernetes_problems),
                                     ("tracking", tracking, tracking_problems)):
             if values is not None:
                 for key, message in check(values):
                     self.add(_where(name, key), message)
         for index, host in enumerate(hosts):
-            for key, message in rules.host_problems(host):
+            for key, message in rules.host_problems(HostSection, host):
                 self.add(host_where(index, host.get("name"), key), message)
             self._identity_file(index, host)
         for where, message in rules.cross_problems(cluster or {}, hosts, run or {}):

@@ -1,22 +1,34 @@
 """Value rules for cluster.toml, shared by the parser and the dataclasses' ``__post_init__``.
 
-Each rule function takes one section's values as a mapping and returns ``(key, problem)``
-pairs. A key that is absent (or None) is skipped: the parser leaves out keys whose type was
-already wrong, so one mistake is reported once, not again as a knock-on problem elsewhere.
-The cross-section rules return ``(where, problem)`` pairs naming the section and key.
+A key's own rules are declared on its field (``remote/config/value_rules.py``: ``key``,
+``key_problems``); here are ``[run]``'s, ``[kubernetes]``'s and the rules that relate several
+keys of a section or of several sections. Each rule function takes one section's values as a
+mapping and returns ``(key, problem)`` pairs. A key that is absent (or None) is skipped: the
+parser leaves out keys whose type was already wrong, so one mistake is reported once, not
+again as a knock-on problem elsewhere. The cross-section rules return ``(where, problem)``
+pairs naming the section and key.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
-from typing import Any, Literal, TypeGuard, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 from remote.config.errors import Problems, did_you_mean, host_where, quote, section_where
 from remote.config.k8s_rules import QUANTITY_RE, k8s_name_problem, label_problem
 from remote.config.ranges import MAX_COUNT, upper_bound_problems
+from remote.config.value_rules import (
+    check_at_least,
+    check_at_most,
+    check_choice,
+    check_number,
+    check_text,
+    is_whole,
+    key_problems,
+    ssh_only_keys,
+)
 from trainer.placement import parse_cpulist
 from trainer.settings import relations
 from trainer.settings.flags import field_hints
@@ -27,14 +39,7 @@ HostLoss = Literal["stop", "continue"]
 ImportsCheck = Literal["block", "warn"]  # [run] imports_check's choices
 KnownHosts = Literal["strict", "insecure"]
 """``[ssh] known_hosts`` choices."""
-SSH_ONLY_KEYS = ("user", "port", "identity_file")
-"""Host keys that only mean something for a host reached over SSH."""
 
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
-"""Cluster and host names: they end up in run ids, file names and log prefixes."""
-NAME_MAX_CHARS = 63
-"""The longest cluster or host name: a host name's label length, long enough for any name a
-person types, short enough for a run id, a file name and one console line."""
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 INTERFACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}\Z")
 """A Linux interface name: at most 15 characters, no spaces or slashes."""
@@ -50,113 +55,12 @@ def resolved_nproc(nproc: int | None, gpus: object) -> int | None:
     return None
 
 
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _at_least(out: Problems, values: Mapping[str, Any], key: str, low: int) -> None:
-    value = values.get(key)
-    if _is_int(value) and value < low:
-        out.append((key, f"must be at least {low}, got {value}"))
-
-
-def _at_most(out: Problems, values: Mapping[str, Any], key: str, high: int) -> None:
-    value = values.get(key)
-    if _is_int(value) and value > high:
-        out.append((key, f"must be at most {high}, got {value}"))
-
-
-def _address(out: Problems, values: Mapping[str, Any], key: str) -> None:
-    """A host name must fit DNS: labels of at most 63 characters, 253 in all."""
-    value = values.get(key)
-    if not isinstance(value, str) or value == "local" or ":" in value:
-        return
-    if len(value) > 253 or any(len(label) > 63 for label in value.split(".")):
-        out.append((key, f"is not a usable host name: at most 253 characters, each part "
-                         f"between dots at most 63 (got {len(value)} characters)"))
-
-
-def _number(out: Problems, values: Mapping[str, Any], key: str, low: float, *,
-            inclusive: bool) -> None:
-    value = values.get(key)
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return
-    if not math.isfinite(value):
-        out.append((key, f"must be a finite number, got {value}"))
-    elif value < low or (value == low and not inclusive):
-        bound = "at least" if inclusive else "greater than"
-        out.append((key, f"must be {bound} {low:g}, got {value:g}"))
-
-
-def _port(out: Problems, values: Mapping[str, Any], key: str) -> None:
-    value = values.get(key)
-    if _is_int(value) and not 1 <= value <= 65535:
-        out.append((key, f"must be a port number from 1 to 65535, got {value}"))
-
-
-def _choice(out: Problems, values: Mapping[str, Any], key: str, choices: Sequence[str]) -> None:
-    value = values.get(key)
-    if isinstance(value, str) and value not in choices:
-        listed = ", ".join(quote(c) for c in choices)
-        hint = did_you_mean(value, choices, fmt='"{}"')
-        out.append((key, f"must be one of {listed}, got {quote(value)}{hint}"))
-
-
-def _text(out: Problems, values: Mapping[str, Any], key: str, *, token: bool = False) -> None:
-    """Non-empty, no control characters; a ``token`` also has no spaces and no leading ``-``
-    (it becomes one argument of ssh or a shell command, never an option)."""
-    value = values.get(key)
-    if not isinstance(value, str):
-        return
-    if not value.strip():
-        out.append((key, "must not be empty"))
-    elif any(not c.isprintable() for c in value):
-        out.append((key, f"must not contain control characters, got {quote(value)}"))
-    elif token and (value.startswith("-") or any(c.isspace() for c in value)):
-        out.append((key, f"must be one word not starting with '-', got {quote(value)}"))
-
-
-def _name(out: Problems, values: Mapping[str, Any], key: str) -> None:
-    value = values.get(key)
-    if isinstance(value, str) and len(value) > NAME_MAX_CHARS:
-        out.append((key, f"must be at most {NAME_MAX_CHARS} characters (it names runs, files "
-                         f"and console lines), got {len(value)}: {quote(value[:20])}..."))
-    elif isinstance(value, str) and not NAME_RE.match(value):
-        out.append((key, f"must be letters, digits, '.', '_' or '-' (starting with a letter "
-                         f"or digit), got {quote(value)}"))
-
-
-def cluster_problems(values: Mapping[str, Any]) -> Problems:
-    """Rules for ``[cluster]`` on its own."""
-    out: Problems = []
-    _name(out, values, "name")
-    _text(out, values, "master")
-    _port(out, values, "rendezvous_port")
-    _text(out, values, "master_addr", token=True)
-    _address(out, values, "master_addr")
-    _text(out, values, "run_root")
-    return out
-
-
-def host_problems(values: Mapping[str, Any]) -> Problems:
-    """Rules for one ``[[hosts]]`` entry on its own."""
-    out: Problems = []
-    _name(out, values, "name")
-    _text(out, values, "address", token=True)
-    _address(out, values, "address")
-    _text(out, values, "user", token=True)
-    _port(out, values, "port")
-    for key in ("identity_file", "python", "workdir"):
-        _text(out, values, key)
-    _at_least(out, values, "gpus", 0)
-    _at_least(out, values, "nproc", 1)
-    _at_least(out, values, "threads", 1)
-    _at_least(out, values, "micro_batch", 1)
-    _number(out, values, "slowdown", 1.0, inclusive=True)
-    _number(out, values, "link_gbit", 0.0, inclusive=False)
-    upper_bound_problems(out, values, "hosts")
+def host_problems(section: type, values: Mapping[str, Any]) -> Problems:
+    """Rules for one ``[[hosts]]`` entry on its own: each key's, as the fields of ``section``
+    (``HostSection``) declare them, then those of several keys or of a table's entries."""
+    out = key_problems(section, values)
     nproc, gpus = values.get("nproc"), values.get("gpus")
-    if _is_int(nproc) and _is_int(gpus) and gpus > 0 and nproc > gpus:
+    if is_whole(nproc) and is_whole(gpus) and gpus > 0 and nproc > gpus:
         out.append(("nproc", f"{nproc} ranks but only {gpus} GPUs (gpus = {gpus}); "
                              "use at most one rank per GPU"))
     env = values.get("env")
@@ -179,7 +83,6 @@ def host_problems(values: Mapping[str, Any]) -> Problems:
         for index, line in enumerate(setup):
             if isinstance(line, str) and (not line.strip() or "\0" in line):
                 out.append((f"setup[{index}]", "must be a non-empty shell line without NUL"))
-    _text(out, values, "image", token=True)
     selector = values.get("node_selector")
     for label, value in (selector.items() if isinstance(selector, Mapping) else ()):
         problem = label_problem(str(label), str(value))
@@ -190,7 +93,7 @@ def host_problems(values: Mapping[str, Any]) -> Problems:
         out.append(("interface", f"is not a network interface name (like eth0 or enp3s0, "
                                  f"at most 15 characters), got {quote(interface)}"))
     if values.get("address") == "local":
-        for key in SSH_ONLY_KEYS:
+        for key in ssh_only_keys(section):
             if values.get(key) is not None:
                 out.append((key, 'has no effect on a local host (address = "local"); remove '
                                  "it, or set address to the machine's SSH address"))
@@ -220,14 +123,14 @@ def settings_problems(values: Mapping[str, Any]) -> Problems:
     hints = field_hints(RunSettings)
     for f in fields(RunSettings):
         if get_origin(hints[f.name]) is Literal:
-            _choice(out, values, f.name, get_args(hints[f.name]))
+            check_choice(out, values, f.name, get_args(hints[f.name]))
         whole = hints[f.name] in (int, int | None)
         for key, inclusive in (("at_least", True), ("above", False)):
             low = f.metadata.get(key)
             if low is not None and whole and inclusive:
-                _at_least(out, values, f.name, low)
+                check_at_least(out, values, f.name, low)
             elif low is not None:
-                _number(out, values, f.name, low, inclusive=inclusive)
+                check_number(out, values, f.name, low, inclusive=inclusive)
     return out
 
 
@@ -236,9 +139,9 @@ def run_problems(values: Mapping[str, Any]) -> Problems:
     (``trainer.settings.relations``, the trainer's own) over the keys that passed their own
     rules."""
     out = settings_problems(values)
-    _choice(out, values, "on_host_loss", get_args(HostLoss))
-    _choice(out, values, "imports_check", get_args(ImportsCheck))
-    _text(out, values, "data_dir")
+    check_choice(out, values, "on_host_loss", get_args(HostLoss))
+    check_choice(out, values, "imports_check", get_args(ImportsCheck))
+    check_text(out, values, "data_dir")
     name = values.get("name")
     if isinstance(name, str):
         problem = run_name_problem(name)
@@ -246,12 +149,12 @@ def run_problems(values: Mapping[str, Any]) -> Problems:
             out.append(("name", problem))
     hints = field_hints(RunSettings)
     for key in (f.name for f in fields(RunSettings) if hints[f.name] in (int, int | None)):
-        _at_most(out, values, key, 2**63 - 1 if key == "seed" else MAX_COUNT)
+        check_at_most(out, values, key, 2**63 - 1 if key == "seed" else MAX_COUNT)
     upper_bound_problems(out, values, "run")
-    _at_least(out, values, "max_restarts", 0)
-    _number(out, values, "hang_factor", 1.0, inclusive=True)
-    _number(out, values, "hang_limit", 0.0, inclusive=True)
-    _at_least(out, values, "micro_batch", 1)
+    check_at_least(out, values, "max_restarts", 0)
+    check_number(out, values, "hang_factor", 1.0, inclusive=True)
+    check_number(out, values, "hang_limit", 0.0, inclusive=True)
+    check_at_least(out, values, "micro_batch", 1)
     wrong = {key for key, _ in out}
     valid = {key: value for key, value in values.items() if key not in wrong}
     return out + relations.problems(valid, KEY_NAMING)
@@ -269,20 +172,6 @@ KEY_NAMING = relations.Naming(name=str, value=lambda _key, value: _toml_text(val
 and the subject key are named by the problem's place)."""
 
 
-def ssh_problems(values: Mapping[str, Any]) -> Problems:
-    """Rules for ``[ssh]``."""
-    out: Problems = []
-    _number(out, values, "connect_timeout", 0.0, inclusive=False)
-    _number(out, values, "keepalive", 0.0, inclusive=True)
-    _choice(out, values, "known_hosts", get_args(KnownHosts))
-    _at_least(out, values, "max_parallel_connects", 1)
-    _text(out, values, "known_hosts_file")
-    _text(out, values, "config_file")
-    _number(out, values, "lost_after", 0.0, inclusive=True)
-    upper_bound_problems(out, values, "ssh")
-    return out
-
-
 def kubernetes_problems(values: Mapping[str, Any]) -> Problems:
     """Rules for ``[kubernetes]``."""
     out: Problems = []
@@ -293,7 +182,7 @@ def kubernetes_problems(values: Mapping[str, Any]) -> Problems:
             value, label=key in ("namespace", "job_name"))
         if problem:
             out.append((key, problem))
-    _text(out, values, "image", token=True)
+    check_text(out, values, "image", token=True)
     size = values.get("runs_pvc_size")
     if isinstance(size, str) and not QUANTITY_RE.match(size):
         out.append(("runs_pvc_size", f"is not a storage size like \"20Gi\", got {quote(size)}"))

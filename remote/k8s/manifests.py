@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from remote.config.cluster import KubernetesSection
+from remote.config.exports import KubernetesSection
 from remote.k8s.kinds import POD_HOME, HostKind
 from remote.k8s.pod_command import BUNDLE_DIR, CODE_ARCHIVE, START_SCRIPT
 from trainer.run_layout import RunLayout

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from console.cli import main
+from remote.config.cluster import HostSection, SshSection
 from remote.config.ranges import UPPER_BOUNDS
+from remote.config.value_rules import upper_bounds
 
 COMMAND_DEADLINE_S = 10.0
 """No command may take longer than this on a bad cluster.toml."""
@@ -60,7 +62,9 @@ def test_a_huge_host_number_is_named_by_every_command(
 
 def test_every_bounded_key_is_refused_above_its_bound(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    for section, bounds in UPPER_BOUNDS.items():
+    every = {**UPPER_BOUNDS, "hosts": upper_bounds(HostSection), "ssh": upper_bounds(SshSection)}
+    assert every["hosts"] and every["ssh"]
+    for section, bounds in every.items():
         for key, high in bounds.items():
             value = int(high) * 10 + 1
             where = {"hosts": "host"}.get(section, section)
