@@ -1,13 +1,14 @@
 """What an attempt's end means, decided by the lifecycle loop from what its follower saw.
 
-The follower reports ``AttemptEnded``: the monitor's ``Finding``, the hosts it lost, and what a
-stop the loop asked for found. ``settle_attempt`` turns that into the attempt's outcome: a
-failed attempt whose launchers all ended by themselves is swept for straggler ranks (only by
-the process that launched the run: following is read-only); a stop that left processes says
-so in the detail; a run that had already ended before this process followed it keeps its
-recorded outcome (that follower saw only the events after its copy); and the hosts where
-processes may be left are named (``Leftovers``). The restart decision reads the result
-(``remote/run/recovery.py``).
+The follower reports ``AttemptEnded``: the monitor's ``Finding`` and the hosts it lost. The loop
+adds what its own stops found: the stop it started during the attempt (the other hosts after a
+failure, or processes lingering after every rank finished), and the sweep for straggler ranks
+of a failed attempt whose launchers all ended by themselves (``straggler_sweep_wanted``: only
+the process that launched the run sweeps; following is read-only). ``settle_attempt`` turns that
+into the attempt's outcome: a stop that left processes says so in the detail; a run that had
+already ended before this process followed it keeps its recorded outcome (that follower saw
+only the events after its copy); and the hosts where processes may be left are named
+(``Leftovers``). The restart decision reads the result (``remote/run/recovery.py``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from remote.events import FINAL_RUN_STATES, StopReport
-from remote.hosts.pool import HostPool
 from remote.records.runs import RunInfo, describe_stop
 from remote.run.failures import HostLost
 from remote.run.lifecycle import AttemptEnded, Finding, RunOutcome
-from remote.run.stop import STOP_GRACE_ON_FAILURE_S, stop_run
 
 
 @dataclass(frozen=True)
@@ -56,14 +55,21 @@ def kept_outcome(final: Finding, info: RunInfo, *, launching: bool) -> Finding:
     return replace(final, outcome=RunOutcome(info.state), detail=info.detail or final.detail)
 
 
-async def settle_attempt(ended: AttemptEnded, *, launching: bool, info: RunInfo,
-                         pool: HostPool, run_dir: str) -> tuple[Finding, Leftovers]:
-    """The attempt's outcome and what may be left of it (see the module's docstring)."""
-    final, report = ended.final, ended.stop
-    if report is not None:
-        if not report.clean:
-            final = replace(final, detail=final.detail + f"\n({describe_stop(report)})")
-    elif final.outcome is RunOutcome.FAILED and launching:
-        # Every launcher ended by itself; make sure no straggler rank is left either.
-        report = await stop_run(pool, run_dir, info.run_id, grace_s=STOP_GRACE_ON_FAILURE_S)
-    return kept_outcome(final, info, launching=launching), leftovers(ended.lost, report)
+def straggler_sweep_wanted(ended: AttemptEnded, stop: StopReport | None, *,
+                           launching: bool) -> bool:
+    """Whether the loop sweeps the hosts for straggler ranks: the attempt failed, every
+    launcher ended by itself (no stop was made during it), and this process launched the run
+    (following changes nothing on the hosts)."""
+    return stop is None and launching and ended.final.outcome is RunOutcome.FAILED
+
+
+def settle_attempt(ended: AttemptEnded, *, stop: StopReport | None, swept: StopReport | None,
+                   launching: bool, info: RunInfo) -> tuple[Finding, Leftovers]:
+    """The attempt's outcome and what may be left of it (see the module's docstring), from
+    what the stop made during the attempt found (``stop``) or else the straggler sweep
+    (``swept``)."""
+    final = ended.final
+    if stop is not None and not stop.clean:
+        final = replace(final, detail=final.detail + f"\n({describe_stop(stop)})")
+    return (kept_outcome(final, info, launching=launching),
+            leftovers(ended.lost, stop if stop is not None else swept))

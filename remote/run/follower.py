@@ -1,14 +1,14 @@
-"""Following one launch of a run to its end: the merged tails, the failure stop, the outcome.
+"""Following one launch of a run to its end: the merged tails, what they mean, how it ended.
 
 ``RunFollower`` is the ``running`` phase of one attempt of ``SshRunHandle.events``: it opens a
 tail per host, feeds every item to the ``RunMonitor`` (and the hang guard), and reports to the
 lifecycle loop what it sees: ``TailsOpen``, ``CauseSettled`` once a failure's cause is known
-(the loop then moves to ``stopping`` and calls ``stop_others``), ``RanksLinger`` when every
-rank finished but processes stay (the loop ends them: ``end_lingering``), and finally
-``AttemptEnded``: how the attempt ended as the monitor found it, what a stop the loop asked
-for found, which hosts were lost. It starts no stop of its own: the loop decides every one
-(``remote/run/attempt_end.py`` after the attempt), and closes its trackers with the outcome it
-decided (``close_trackers``).
+(the loop then moves to ``stopping`` and stops the other hosts), ``RanksLinger`` when every
+rank finished but processes stay (the loop ends them, and says so: ``lingering_ended``), and
+finally ``AttemptEnded``: how the attempt ended as the monitor found it and which hosts were
+lost. It starts no stop of its own: the loop decides and makes every one
+(``SshRunHandle._stop_hosts``; ``remote/run/attempt_end.py`` after the attempt), and closes its
+trackers with the outcome it decided (``close_trackers``).
 """
 
 from __future__ import annotations
@@ -19,13 +19,7 @@ from collections.abc import AsyncIterator
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
-from remote.events import (
-    HostStatus,
-    LogLine,
-    RankEvent,
-    RunEvent,
-    StopReport,
-)
+from remote.events import HostStatus, LogLine, RankEvent, RunEvent
 from remote.hosts.pool import HostPool
 from remote.records.collected import CollectedCopy
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
@@ -43,7 +37,6 @@ from remote.run.lifecycle import (
 )
 from remote.run.monitor import RunMonitor
 from remote.run.reconnect import resilient_tail
-from remote.run.stop import STOP_GRACE_ON_FAILURE_S, stop_run
 from remote.run.stream import RankOwned, TailItem, merged
 from trainer.events import StartEvent
 
@@ -71,8 +64,8 @@ async def _ticker(every: float = 0.5) -> AsyncIterator[TailItem]:
 class RunFollower:
     """One attempt of a run, followed from its hosts' tails to its final ``RunStatus``.
 
-    ``launching`` is true for the process that launched the run: only it stops hosts, declares
-    hangs and cleans up after a failure (attaching is read-only)."""
+    ``launching`` is true for the process that launched the run: only it declares hangs (and
+    only its loop stops hosts: attaching is read-only)."""
 
     def __init__(self, config: ClusterConfig, pool: HostPool, info: RunInfo, *,
                  launching: bool, stop: StopRequest) -> None:
@@ -87,11 +80,11 @@ class RunFollower:
         self.hang = HangGuard(pool, config.run.hang_factor, config.run.hang_limit)
         self.failed_at: float | None = None
         self.cause_settled = False
-        self.stop_task: asyncio.Task[StopReport] | None = None
         self.running_hosts: set[str] = set()
         self.done_since: float | None = None
         """When (monotonic) every rank had written a completed ``end`` event."""
         self.linger_reported = False
+        """``RanksLinger`` was said (once an attempt)."""
         self.trackers: Trackers | None = None
         """The run's trackers while this attempt is followed (closed by ``close_trackers``)."""
 
@@ -125,7 +118,7 @@ class RunFollower:
                     copy.close()
                 if board is not None:
                     board.close()
-            yield await self._ended()  # the loop decides, and closes the trackers
+            yield self._ended()  # the loop decides, and closes the trackers
         finally:
             if self.trackers is not None:  # cut short before the loop decided: goes on later
                 self.trackers.close(None)
@@ -194,8 +187,7 @@ class RunFollower:
         """Every rank done but some process still running after ``DONE_GRACE_S`` (a script's
         own teardown hanging, as Hugging Face scripts may on gloo): said to the loop, once."""
         monitor = self.monitor
-        if (self.linger_reported or self.stop_task is not None or monitor.failing
-                or not monitor.all_completed):
+        if self.linger_reported or monitor.failing or not monitor.all_completed:
             return []
         now = time.monotonic()
         self.done_since = self.done_since if self.done_since is not None else now
@@ -205,11 +197,10 @@ class RunFollower:
         left = tuple(h for h in self.info.hosts if h not in monitor.exited)
         return [RanksLinger(left=left, waited_s=now - self.done_since)]
 
-    def end_lingering(self, lingering: RanksLinger) -> None:
-        """End the processes that linger after every rank finished (the loop decided to): the
+    def lingering_ended(self, waited_s: float) -> None:
+        """The loop ends the processes that linger ``waited_s`` after every rank finished: the
         run completed, their exits say nothing more."""
-        self.monitor.end_lingering(lingering.waited_s)
-        self.stop_others(lingering.left)
+        self.monitor.end_lingering(waited_s)
 
     def _after_failure(self) -> list[FollowItem]:
         """Hangs named; after a failure, once its cause is known, ``CauseSettled`` (once)."""
@@ -236,15 +227,6 @@ class RunFollower:
             events.append(CauseSettled(cause=monitor.first_failure(), left=left))
         return events
 
-    def stop_others(self, hosts: tuple[str, ...]) -> None:
-        """Stop ``hosts`` in the background (the lifecycle loop decided to, after a failure);
-        the attempt ends once their launchers report it."""
-        self.stop_task = asyncio.create_task(stop_run(
-            self.pool, self.run_dir, self.run_id, grace_s=STOP_GRACE_ON_FAILURE_S,
-            hosts=list(hosts)))
-
-    async def _ended(self) -> AttemptEnded:
-        """How the attempt ended as this follower saw it, and what a stop it made found."""
-        report = await self.stop_task if self.stop_task is not None else None
-        return AttemptEnded(final=self.monitor.finding(), lost=dict(self.monitor.dropped),
-                            stop=report)
+    def _ended(self) -> AttemptEnded:
+        """How the attempt ended as this follower saw it."""
+        return AttemptEnded(final=self.monitor.finding(), lost=dict(self.monitor.dropped))

@@ -2,14 +2,17 @@
 
 The loop (``events``) does each phase's work (``_act``: the check, the push, the launch, the
 follower of a running attempt) and hands what the phase reported to ``_decide``, which alone
-moves the run (``remote/run/lifecycle.py``): to its next phase, to ``stopping`` after a failure
-(it asks the follower to stop the other hosts), to end lingering processes, to a restart
-(``remote/run/recovery.py``) or to its end (``remote/run/attempt_end.py`` decides what an
-attempt's end means).
+moves the run (``remote/run/lifecycle.py``): to its next phase, to ``stopping`` after a failure,
+to a restart (``remote/run/recovery.py``) or to its end (``remote/run/attempt_end.py`` decides
+what an attempt's end means). It alone decides and makes every stop, each through
+``_stop_hosts``: what a failed launch may have started, the other hosts after a failure
+(``StopCause.FAILURE``), the processes that linger after every rank finished, a failed
+attempt's stragglers, and ``stop`` (``StopCause.REQUESTED``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -17,24 +20,12 @@ from dataclasses import replace
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
-from remote.events import (
-    FINAL_RUN_STATES,
-    HostStatus,
-    LogLine,
-    RankEvent,
-    RunEvent,
-    RunStatus,
-    StopReport,
-)
+from remote.events import FINAL_RUN_STATES, LogLine, RankEvent, RunEvent, RunStatus, StopReport
 from remote.hosts.pool import HostPool
 from remote.records.history import recorded_starts
-from remote.records.runs import (
-    RunInfo,
-    local_run_dir,
-    run_dir_for,
-)
+from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.run import launch_lock
-from remote.run.attempt_end import Leftovers, settle_attempt
+from remote.run.attempt_end import Leftovers, settle_attempt, straggler_sweep_wanted
 from remote.run.failures import HostLost
 from remote.run.follower import DONE_GRACE_S, RunFollower
 from remote.run.lifecycle import (
@@ -58,10 +49,13 @@ from remote.run.recovery import (
     REPEATED_FAILURES,
     can_go_on_without,
     count_failure,
+    dropped_note,
+    dropped_statuses,
+    restart_note,
     restart_refusal,
 )
 from remote.run.start import Launch, push_code_to_hosts, run_check, start_hosts
-from remote.run.stop import stop_run
+from remote.run.stop import LAUNCH_STOP_GRACE_S, STOP_GRACE_ON_FAILURE_S, stop_run
 
 
 class SshRunHandle:
@@ -92,6 +86,8 @@ class SshRunHandle:
         self._attempt: Launch | None = None
         """The launch under way (checking, pushing, launching), while it holds the lock."""
         self._follower: RunFollower | None = None
+        self._attempt_stop: asyncio.Task[StopReport] | None = None
+        """The stop the loop started while the attempt is followed (``_stop_meanwhile``)."""
         self._restarts = 0
         self._failure_streaks: dict[str, int] = {}
         self._config = config
@@ -153,14 +149,10 @@ class SshRunHandle:
                 async for event in self._launch_phase(phase):
                     yield event
             except LaunchFailed as failed:
-                if failed.stopped:  # hosts may have started since the stop looked
-                    await stop_run(self._pool, self.run_dir, self.run_id, grace_s=2.0)
                 yield failed
                 return
-            except CorralError as exc:
-                # Whatever was started is stopped again: a failed launch leaves nothing behind.
-                await stop_run(self._pool, self.run_dir, self.run_id, grace_s=2.0)
-                yield LaunchFailed(f"{exc.title}: {exc}")
+            except CorralError as exc:  # whatever was started is stopped again (``_decide``)
+                yield LaunchFailed(f"{exc.title}: {exc}", may_have_started=True)
                 return
             yield PhaseDone()
             if phase is Phase.LAUNCHING:
@@ -215,6 +207,8 @@ class SshRunHandle:
         and the events that say so."""
         life = self._life
         if isinstance(signal, LaunchFailed):
+            if signal.leaves_processes:  # a failed launch leaves nothing behind
+                await self._stop_hosts(grace_s=LAUNCH_STOP_GRACE_S)
             # The lock goes before the final status: its reader stops reading there.
             await self._unlock()
             return [life.end(RunOutcome.STOPPED if signal.stopped else RunOutcome.FAILED,
@@ -235,9 +229,8 @@ class SshRunHandle:
         if isinstance(signal, CauseSettled):
             if not self._launch:
                 return []  # following changes nothing on the hosts
-            assert self._follower is not None
             self._stop.request(StopCause.FAILURE)
-            self._follower.stop_others(signal.left)
+            self._stop_meanwhile(signal.left)
             who = signal.cause.host if signal.cause else "?"
             return [life.move(Phase.STOPPING,
                               f"{who} failed; stopping {', '.join(signal.left) or 'nothing'}")]
@@ -245,7 +238,8 @@ class SshRunHandle:
             if not self._launch:
                 return []  # following changes nothing on the hosts
             assert self._follower is not None
-            self._follower.end_lingering(signal)
+            self._follower.lingering_ended(signal.waited_s)  # the run completed all the same
+            self._stop_meanwhile(signal.left)
             return [LogLine(t=time.time(), host="*", rank=None, text=(
                 f"every rank finished {DONE_GRACE_S:.0f} s ago but processes on "
                 f"{', '.join(signal.left)} have not exited; ending them (the run completed)"))]
@@ -255,9 +249,14 @@ class SshRunHandle:
         """What the attempt's end means (``settle_attempt``), said to its trackers; then the
         run ends or restarts."""
         assert self._follower is not None
-        final, left = await settle_attempt(ended, launching=self._launch,
-                                           info=self._follower.info, pool=self._pool,
-                                           run_dir=self.run_dir)
+        task, self._attempt_stop = self._attempt_stop, None
+        stop = await task if task is not None else None
+        swept = None
+        if straggler_sweep_wanted(ended, stop, launching=self._launch):
+            # Every launcher ended by itself; make sure no straggler rank is left either.
+            swept = await self._stop_hosts(grace_s=STOP_GRACE_ON_FAILURE_S)
+        final, left = settle_attempt(ended, stop=stop, swept=swept, launching=self._launch,
+                                     info=self._follower.info)
         said = await self._follower.close_trackers(final.state)
         return [*said, *self._end_or_restart(final, dict(ended.lost), left)]
 
@@ -278,9 +277,7 @@ class SshRunHandle:
             return [self._life.end_with(final if not why else
                                         replace(final, detail=f"{final.detail}\n({why})"))]
         self._restarts += 1
-        cause = final.detail.split("\n", 1)[0]
-        note = (f"restart {self._restarts} of {self.config.run.max_restarts} after: {cause}; "
-                "resuming from the newest checkpoint")
+        note = restart_note(final, self._restarts, self.config.run.max_restarts)
         return [LogLine(t=time.time(), host="*", rank=None, text=note),
                 self._life.move(Phase.RESTARTING, note)]
 
@@ -295,17 +292,10 @@ class SshRunHandle:
         suspects = tuple(sorted(set(self._info.suspect_hosts) | set(lost)))
         self._record.change(hosts=tuple(h.name for h in remaining), suspect_hosts=suspects)
         self._info = self._record.info
-        names = ", ".join(h.name for h in remaining)
-        note = (f"dropped {', '.join(sorted(lost))} from the run ({final.detail.splitlines()[0]});"
-                f" continuing on {names} from the newest checkpoint, the global batch of "
-                f"{self.config.run.global_batch} re-split among them (`corral run --resume` "
-                "later brings the host back)")
+        note = dropped_note(final.detail, lost, [h.name for h in remaining],
+                            self.config.run.global_batch)
         now = time.time()
-        return [*(HostStatus(t=now, host=h, state="failed",
-                             detail=f"dropped from the run: {gone.reason}"
-                             + (f" (last step {gone.step})" if gone.step is not None else ""))
-                  for h, gone in sorted(lost.items())),
-                LogLine(t=now, host="*", rank=None, text=note),
+        return [*dropped_statuses(lost, now), LogLine(t=now, host="*", rank=None, text=note),
                 self._life.move(Phase.RESTARTING, note)]
 
     async def stop(self, *, grace_s: float = 10.0) -> StopReport:
@@ -325,8 +315,7 @@ class SshRunHandle:
         record = self._record.recorded()
         known = {h.name for h in self._cluster_config.hosts}
         hosts = sorted(h for h in {*record.hosts, *record.suspect_hosts} if h in known)
-        report = await stop_run(self._cluster_pool, self.run_dir, self.run_id,
-                                grace_s=grace_s, hosts=hosts)
+        report = await self._stop_hosts(grace_s=grace_s, hosts=hosts, pool=self._cluster_pool)
         self._record.cleanup(report)
         if outcome in FINAL_RUN_STATES:
             report = replace(report, outcome=outcome)
@@ -334,4 +323,18 @@ class SshRunHandle:
             self._life.stopped_unfollowed()
         return report
 
+    def _stop_meanwhile(self, hosts: tuple[str, ...]) -> None:
+        """``_stop_hosts`` in the background while the follower reads on (the other hosts after
+        a failure, or lingering processes): the attempt ends once their launchers report it,
+        and ``_after_attempt`` reads what the stop found."""
+        self._attempt_stop = asyncio.create_task(
+            self._stop_hosts(grace_s=STOP_GRACE_ON_FAILURE_S, hosts=list(hosts)))
 
+    async def _stop_hosts(self, *, grace_s: float, hosts: list[str] | None = None,
+                          pool: HostPool | None = None) -> StopReport:
+        """The one way this handle stops the run's processes (``stop_run``: TERM, ``grace_s``,
+        KILL, verified) on ``hosts`` (every host of the run by default), whatever the loop or
+        ``stop`` decided it for: a failed launch, the other hosts after a failure, lingering
+        processes, a failed attempt's stragglers, a stop asked for."""
+        return await stop_run(pool or self._pool, self.run_dir, self.run_id, grace_s=grace_s,
+                              hosts=hosts)

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 
-from remote.events import CheckReport, RunOutcome, RunState, RunStatus, StopReport
+from remote.events import CheckReport, RunOutcome, RunState, RunStatus
 from remote.run.failures import Cause, Failure, HostLost
 from remote.run.record import RunRecord
 
@@ -114,13 +114,23 @@ class LaunchFailed(Exception):
     """A check, push or launch phase failed: the run ends ``failed`` with ``detail``."""
 
     def __init__(self, detail: str, *, report: CheckReport | None = None,
-                 failed_host: str | None = None, stopped: bool = False) -> None:
+                 failed_host: str | None = None, stopped: bool = False,
+                 may_have_started: bool = False) -> None:
         super().__init__(detail)
         self.detail = detail
         self.report = report
         self.failed_host = failed_host
         self.stopped = stopped
         """A stop was asked (``corral stop`` from another process): the run ends ``stopped``."""
+        self.may_have_started = may_have_started
+        """Processes of this launch may run on the hosts (a launcher started, or the phase
+        broke off): the loop stops them before the run ends."""
+
+    @property
+    def leaves_processes(self) -> bool:
+        """Whether hosts may run processes of the launch that the loop must stop (a stopped
+        launch too: hosts may have started since the stop looked)."""
+        return self.stopped or self.may_have_started
 
 
 @dataclass(frozen=True)
@@ -168,13 +178,11 @@ class RanksLinger:
 @dataclass(frozen=True)
 class AttemptEnded:
     """Every host's launcher ended (or its host was lost): how this attempt ended, as its
-    follower saw it (the loop decides what that means: ``remote/run/attempt_end.py``)."""
+    follower saw it (the loop decides what that means, with what its own stops found:
+    ``remote/run/attempt_end.py``)."""
 
     final: Finding
     lost: dict[str, HostLost]
-    stop: StopReport | None = None
-    """What the stop the loop asked for during the attempt found (after a failure, or of
-    lingering processes); None when it asked for none."""
 
 
 Signal = PhaseDone | LaunchFailed | TailsOpen | CauseSettled | RanksLinger | AttemptEnded

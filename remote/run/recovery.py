@@ -1,8 +1,10 @@
-"""When a failed run is launched again (``[run] max_restarts``)."""
+"""When a failed run is launched again (``[run] max_restarts``), perhaps without the hosts it
+lost (``on_host_loss``), and what the restart says."""
 
 from __future__ import annotations
 
 from remote.config.cluster import ClusterConfig
+from remote.events import HostStatus
 from remote.run.failures import Cause, HostLost
 from remote.run.lifecycle import Finding, RunOutcome
 
@@ -54,3 +56,28 @@ def can_go_on_without(config: ClusterConfig, final: Finding, lost: dict[str, Hos
     return (config.run.on_host_loss == "continue" and final.outcome is RunOutcome.FAILED
             and final.failed_host in lost and config.cluster.master not in lost and stop_clean
             and len(lost) < len(config.hosts))
+
+
+def restart_note(final: Finding, restart: int, limit: int) -> str:
+    """What restart number ``restart`` (of ``limit``) after ``final`` says."""
+    cause = final.detail.split("\n", 1)[0]
+    return (f"restart {restart} of {limit} after: {cause}; resuming from the newest "
+            "checkpoint")
+
+
+def dropped_note(detail: str, lost: dict[str, HostLost], remaining: list[str],
+                 global_batch: int) -> str:
+    """What going on on ``remaining`` without the ``lost`` hosts says (``detail``: how the
+    attempt failed)."""
+    return (f"dropped {', '.join(sorted(lost))} from the run ({detail.splitlines()[0]}); "
+            f"continuing on {', '.join(remaining)} from the newest checkpoint, the global "
+            f"batch of {global_batch} re-split among them (`corral run --resume` later brings "
+            "the host back)")
+
+
+def dropped_statuses(lost: dict[str, HostLost], now: float) -> list[HostStatus]:
+    """Each dropped host's ``failed`` status at ``now``: why it was lost, and its last step."""
+    return [HostStatus(t=now, host=h, state="failed",
+                       detail=f"dropped from the run: {gone.reason}"
+                       + (f" (last step {gone.step})" if gone.step is not None else ""))
+            for h, gone in sorted(lost.items())]

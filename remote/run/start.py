@@ -4,7 +4,8 @@ launch (``start_hosts``: the launch plan, then every host's launcher).
 The run's lifecycle loop (``SshRunHandle.events``) moves through them and announces each
 (``remote/run/lifecycle.py``); each phase here does the work and yields its ``HostStatus`` and
 ``LogLine`` events. A failed phase raises ``LaunchFailed`` (a failed check carries its whole
-report) and leaves nothing running.
+report; a launch that may have started hosts says so, and the loop stops them: a failed launch
+leaves nothing running).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from remote.records.collected import CollectedCopy
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.run.launch import LaunchPlan, launch_host
 from remote.run.lifecycle import LaunchFailed
-from remote.run.stop import stop_run
 from remote.run.stream import remote_sizes
 
 
@@ -187,7 +187,8 @@ async def _follow_on(launch: Launch) -> None:
 async def start_hosts(launch: Launch, *, resume: bool, policy: str | None,
                       restart: int = 0) -> AsyncGenerator[RunEvent, None]:
     """Plan the launch (the rendezvous port, each host's part), then start every host's
-    launcher; on a failure, stop what started."""
+    launcher; on a failure, ``LaunchFailed`` says that hosts may have started (the loop stops
+    them)."""
     assert launch.code is not None
     _plan(launch)
     config, info, pool = launch.config, launch.info, launch.pool
@@ -220,9 +221,8 @@ async def start_hosts(launch: Launch, *, resume: bool, policy: str | None,
             raise failed
         yield HostStatus(t=time.time(), host=failed.host, state="failed",
                          detail=str(failed.error))
-        await stop_run(pool, launch.run_dir, info.run_id, grace_s=2.0)
         raise LaunchFailed(f"launch failed on {failed.host}: {failed.error}",
-                           failed_host=failed.host)
+                           failed_host=failed.host, may_have_started=True)
     yield LogLine(t=time.time(), host="*", rank=None,
                   text=f"launched run {info.run_id}: rendezvous "
                   f"{launch.master_addr}:{launch.port}, "

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import remote.run.controller
+import remote.run.handle
 from profiles.user_errors import CorralError
 from remote.api import HostStatus, LogLine, RankEvent, RunEvent, RunStatus
 from remote.records.runs import RunInfo, read_run_info, write_run_info
@@ -93,13 +93,13 @@ async def test_stop_and_attach_never_signal_a_stranger_holding_the_runs_old_grou
             assert stranger.poll() is None, "the stranger holding the old group id was killed"
             # Attaching to the failed run only reads: it stops nothing.
             stops: list[str] = []
-            real_stop = remote.run.controller.stop_run
+            real_stop = remote.run.handle.stop_run
 
             async def recorded_stop(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
                 stops.append(repr(args))
                 return await real_stop(*args, **kwargs)  # type: ignore[arg-type]
 
-            monkeypatch.setattr(remote.run.controller, "stop_run", recorded_stop)
+            monkeypatch.setattr(remote.run.handle, "stop_run", recorded_stop)
             again = (await follow(await controller.attach(handle.run_id)))[-1]
             assert isinstance(again, RunStatus) and again.state == "failed"
             assert stops == []
