@@ -38,6 +38,8 @@ STEPS = 60
 CONF = "[containers]\ndefault_ulimits = []\n[engine]\nruntime = \"runc\"\n"
 """What podman needs on these machines: crun cannot set the open-files limit here, runc can
 (/work/shared/notes/containers.md; scripts/test.sh writes the same file)."""
+CLUSTER = "boxed"
+"""The tests' cluster name: the run ids, and so the container names, begin with it."""
 
 
 @pytest.fixture
@@ -48,12 +50,27 @@ def podman(tmp_path: Path) -> dict[str, str]:
     conf = tmp_path / "containers.conf"
     conf.write_text(CONF if shutil.which("runc") else CONF.split("[engine]")[0])
     env = {"CONTAINERS_CONF": str(conf)}
+    _remove_leftovers(env)
     tried = subprocess.run(["podman", "run", "--rm", "--network", "host", "--rootfs", "/:O",
                             "/bin/true"], env={**os.environ, **env}, capture_output=True,
                            text=True, timeout=120)
     if tried.returncode != 0:
         pytest.skip(f"podman cannot start a container here: {tried.stderr.strip()[-200:]}")
     return env
+
+
+def _remove_leftovers(env: dict[str, str]) -> None:
+    """Remove the containers an interrupted earlier session of these tests left behind (their
+    cluster, ``boxed``, is these tests' alone). The pre-flight check rightly refuses a host
+    that holds another run's container, so one leftover would fail every test here."""
+    prefix = container_name(CLUSTER, "")  # every run id of the cluster begins so
+    listed = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}"],
+                            env={**os.environ, **env}, capture_output=True, text=True,
+                            timeout=60)
+    leftovers = [name for name in listed.stdout.split() if name.startswith(prefix)]
+    if leftovers:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", *leftovers],
+                       env={**os.environ, **env}, capture_output=True, timeout=120)
 
 
 def _cluster(root: Path, env: dict[str, str], *, boxed: bool, **run: object) -> ClusterConfig:
@@ -66,7 +83,7 @@ def _cluster(root: Path, env: dict[str, str], *, boxed: bool, **run: object) -> 
     settings = replace(tiny_run(steps=STEPS), checkpoint_every=10, policy="static",
                        split=(3, 3, 2), **run)  # type: ignore[arg-type]
     return ClusterConfig(path=root / "cluster.toml",
-                         cluster=ClusterSection(name="boxed", run_root=str(root / "runs")),
+                         cluster=ClusterSection(name=CLUSTER, run_root=str(root / "runs")),
                          hosts=hosts, run=settings)
 
 
