@@ -9,11 +9,12 @@
 # fixture such as a shared training run runs once; the longest modules are handed out first,
 # tests/tiers.py: heaviest_first), then those marked serial with nothing
 # beside them (tests/tiers.py). --fast runs one at a time (no fast test is serial).
-# The full suite then runs the fast tests of the code that runs on torch and the tests marked
-# torch_matrix (exactness, resume, micro-batches; tests/tiers.py: TORCH_MATRIX_PATHS) on the
-# floor and the newest torch corral admits, each in a virtual environment
-# of its own that scripts/torch_matrix.sh builds once (about 3 GB each) and reuses;
-# CORRAL_TORCH_MATRIX=off leaves that out.
+# Beside those, at the lowest CPU priority (scripts/beside_tests.sh), the type check and the
+# torch matrix: the fast tests of the code that runs on torch and the tests marked torch_matrix
+# (exactness, resume, micro-batches; tests/tiers.py: TORCH_MATRIX_PATHS) on the floor and the
+# newest torch corral admits, each in a virtual environment of its own that
+# scripts/torch_matrix.sh builds once (about 3 GB each) and reuses; CORRAL_TORCH_MATRIX=off
+# leaves the matrix out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fast=false
@@ -43,30 +44,34 @@ fi
 bash scripts/bootstrap.sh --dev --llm
 . scripts/python.sh
 "$PY" -m ruff check .
-"$PY" -m mypy
 "$PY" -c "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports())"
 if $fast; then
+    "$PY" -m mypy
     exec "$PY" -m pytest -q -p no:cacheprovider -m "not slow" "$@"
 fi
-# A run that selects no test (exit code 5) is no failure: the other one had them. Each phase
-# ends with its slowest tests, where the suite's time goes.
-# phase PYTHON PYTEST-ARGS...
-phase() {
-    local python=$1
-    shift
-    "$python" -m pytest -q -p no:cacheprovider --durations=15 "$@" || [ $? = 5 ]
+. scripts/phase.sh
+# Beside the test phases, at the lowest CPU priority (nice 19), scripts/beside_tests.sh runs the
+# type check and the torch matrix: the parallel phase leaves a tenth of the two cores idle and
+# the serial phase about half (its ranks sleep to emulate slow hosts, it waits out hang limits
+# and stops), and work at nice 19 takes only what they leave, so the serial tests' wall-clock
+# verdicts stand. It runs in a session of its own, ended with this script however this ends;
+# its output follows the serial phase's.
+beside_log=$(mktemp)
+beside_pid=
+end_beside() {
+    if [ -n "$beside_pid" ]; then kill -- "-$beside_pid" 2>/dev/null || true; fi
+    rm -f "$beside_log"
 }
+trap end_beside EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+PY="$PY" setsid -w nice -n 19 bash scripts/beside_tests.sh "$@" > "$beside_log" 2>&1 &
+beside_pid=$!
 failed=0
 phase "$PY" -n 2 --dist loadscope --no-loadscope-reorder -m "not serial" "$@" || failed=1
 phase "$PY" -m serial "$@" || failed=1
-if [ "${CORRAL_TORCH_MATRIX:-on}" != off ]; then
-    matrix=$(PY="$PY" bash scripts/torch_matrix.sh) || failed=1
-    read -ra matrix_paths <<< "$("$PY" -c 'import sys; sys.path.insert(0, "tests")
-from tiers import TORCH_MATRIX_PATHS; print(*TORCH_MATRIX_PATHS)')"
-    for matrix_py in $matrix; do
-        echo "corral: the torch matrix on $("$matrix_py" -c 'import torch; print(torch.__version__)')"
-        phase "$matrix_py" -n 2 --dist loadscope --no-loadscope-reorder -m "not slow or torch_matrix" "$@" \
-            "${matrix_paths[@]}" || failed=1
-    done
-fi
+echo "corral: the type check and the torch matrix (they ran beside the tests)"
+wait "$beside_pid" || failed=1
+beside_pid=
+cat "$beside_log"
 exit $failed
