@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,39 +230,63 @@ def _median(runs: list[dict[str, float]], name: str) -> float:
     return statistics.median(r[name] for r in runs)
 
 
+@dataclass
+class Measured:
+    """Every repetition's figures: the phases of a launch with a fresh workdir (the code is
+    pushed) and with the tree unchanged, the hosts' import times, and where the code went."""
+
+    fresh: list[dict[str, float]] = field(default_factory=list)
+    unchanged: list[dict[str, float]] = field(default_factory=list)
+    imports: list[float] = field(default_factory=list)
+    """The launcher's import plus a rank's, per repetition."""
+    rank_imports: list[float] = field(default_factory=list)
+    sent: tuple[str, str] = ("?", "?")
+    """Where the last repetition's two launches sent the code."""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hosts", type=int, default=3, help="sshd hosts (default: 3)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="repetitions; figures are medians (default: 3)")
     args = parser.parse_args()
-    fresh: list[dict[str, float]] = []
-    unchanged: list[dict[str, float]] = []
-    imports: list[float] = []
-    rank_imports: list[float] = []
-    sent: tuple[str, str] = ("?", "?")
+    measured = measure(args.hosts, args.repeats)
+    report(args.hosts, args.repeats, measured)
+    return 0
+
+
+def measure(hosts: int, repeats: int) -> Measured:
+    """``repeats`` repetitions on ``hosts`` sshd daemons: a launch with a fresh workdir, one
+    with the tree unchanged, then the hosts' import times; the daemons end with it."""
+    measured = Measured()
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
         root = Path(tmp)
-        procs, ports = start_daemons(root, args.hosts)
+        procs, ports = start_daemons(root, hosts)
         try:
-            for repeat in range(args.repeats):
+            for repeat in range(repeats):
                 config = cluster(root, ports, root / "work" / str(repeat))
                 first, first_sent = asyncio.run(one_launch(config))
                 again, again_sent = asyncio.run(one_launch(config))
-                fresh.append(first)
-                unchanged.append(again)
-                sent = (first_sent, again_sent)
+                measured.fresh.append(first)
+                measured.unchanged.append(again)
+                measured.sent = (first_sent, again_sent)
                 agent_s, rank_s = asyncio.run(import_time(config))
-                imports.append(agent_s + rank_s)
-                rank_imports.append(rank_s)
+                measured.imports.append(agent_s + rank_s)
+                measured.rank_imports.append(rank_s)
         finally:
             for proc in procs:
                 proc.terminate()
             for proc in procs:
                 proc.wait(timeout=10)
+    return measured
+
+
+def report(hosts: int, repeats: int, measured: Measured) -> None:
+    """The table of medians per phase, fresh and unchanged, corral's share, the verdicts."""
+    fresh, unchanged, sent = measured.fresh, measured.unchanged, measured.sent
     load = " ".join(f"{x:.1f}" for x in __import__("os").getloadavg())
-    print(f"## corral run launch latency: {args.hosts} sshd hosts on loopback, 1 CPU rank each"
-          f"\n\nmedians of {args.repeats} repetition(s); load average before the end: {load}\n")
+    print(f"## corral run launch latency: {hosts} sshd hosts on loopback, 1 CPU rank each"
+          f"\n\nmedians of {repeats} repetition(s); load average before the end: {load}\n")
     print("| phase | fresh push (s) | unchanged tree (s) |")
     print("|---|---:|---:|")
     for name in (*PHASES, "total"):
@@ -270,8 +295,8 @@ def main() -> int:
     print("| *rendezvous+start, from the launchers' logs:* | | |")
     for name in DETAIL:
         print(f"| - {name} | {_median(fresh, name):.2f} | {_median(unchanged, name):.2f} |")
-    imported = statistics.median(imports)
-    rank_import = statistics.median(rank_imports)
+    imported = statistics.median(measured.imports)
+    rank_import = statistics.median(measured.rank_imports)
     print("| - of \"ranks up\": a rank's python+torch import / the trainer's set-up | "
           + " | ".join(f"{rank_import:.2f} / {_median(runs, 'ranks up') - rank_import:.2f}"
                        for runs in (fresh, unchanged)) + " |")
@@ -296,7 +321,6 @@ def main() -> int:
     print(f"corral's own phases alone <= {TARGET_S} s with an unchanged tree: {verdict}")
     print("(the rest of that share is torch's c10d rendezvous, which polls once a second, and "
           "the ranks' start beyond the import; the first step is the trainer's warm-up)")
-    return 0
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ each shaped link, measured next to the estimate's prediction.
    check's probes leave them); medians are printed.
 2. **profiles**: three namespace hosts (n3 ``--slow-factor`` times slower than n1 and n2, by
    corral's emulated slowdown), profiled once with ``corral profile`` (each host its own
-   store). Then for each link profile of ``tests/remote/netns.py`` (1 Gbit/s, 100 Mbit/s,
+   store). Then for each link profile of ``tests/remote/netns_links.py`` (1 Gbit/s, 100 Mbit/s,
    50 Mbit/s Wi-Fi with 5 ± 2 ms and 1 % loss) on n3's link: the check (n3's link as the mesh
    measured it; the estimate's step time and who it says sits out), then ``corral run``;
    measured throughput is the global batch over rank 0's median step time after the warm-up
@@ -42,7 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.remote import netns  # noqa: E402
+from tests.remote import netns, netns_links  # noqa: E402
 
 KEEP_RUNS = os.environ.get("CORRAL_BENCH_KEEP_RUNS")
 """A folder to copy each run's directory into (events, logs), to see what a run decided."""
@@ -150,7 +150,7 @@ def run_throughput(box: netns.NetnsCluster, steps: int, warmup: int) -> tuple[fl
 
 
 def bench_profiles(steps: int, warmup: int, slow: float, host_cpu: float | None) -> None:
-    from bench.many_hosts import HostsCpuLimit
+    from bench._hosts_cpu import HostsCpuLimit
 
     with tempfile.TemporaryDirectory() as root:
         box = netns.build(Path(root), hosts=3)
@@ -169,18 +169,18 @@ def bench_profiles(steps: int, warmup: int, slow: float, host_cpu: float | None)
             path = str(box.root / "cluster.toml")
             print(f"{'n3 link':<58} {'measured':>9} {'predicted':>9} {'ratio':>6}  "
                   f"{'n3 mesh Mbit/s':>14}  estimate sits out / sat out", flush=True)
-            for link in netns.PROFILES:
-                netns.shape(box, 2, link)
+            for link in netns_links.PROFILES:
+                netns_links.shape(box, 2, link)
                 try:
                     check = inner(box, "--inner-check", path)
                     measured, sat_out = run_throughput(box, steps, warmup)
                 finally:
-                    netns.unshape(box, 2)
+                    netns_links.unshape(box, 2)
                 step_s = float(check["step_s"])  # type: ignore[arg-type]
                 batch = int(check["global_batch"])  # type: ignore[call-overload]
                 predicted = batch / step_s if step_s else float("nan")
                 mesh = check["link_mbit"].get("n3", float("nan"))  # type: ignore[union-attr]
-                print(f"{netns.shaped_as(link):<58} {measured:>9.1f} {predicted:>9.1f} "
+                print(f"{netns_links.shaped_as(link):<58} {measured:>9.1f} {predicted:>9.1f} "
                       f"{predicted / measured:>6.2f}  {mesh:>14.1f}  "
                       f"{check['sits_out'] or '-'} / {sat_out or '-'}"
                       f"{'  missing: ' + str(check['missing']) if check['missing'] else ''}",

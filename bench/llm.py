@@ -97,6 +97,16 @@ def plain_loop(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    args = _parser().parse_args()
+    if args.plain:
+        plain_loop(args)
+        return
+    tokens, plain, corral, compute = run_rounds(args)
+    report(args, tokens, plain, corral, compute)
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line's flags; the hidden ones start the plain loop's subprocess."""
     p = rounds_parser(__doc__)
     p.add_argument("--global-batch", type=int, default=16)
     p.add_argument("--seq-len", type=int, default=512)
@@ -108,11 +118,12 @@ def main() -> None:
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.plain:
-        plain_loop(args)
-        return
+    return p
 
+
+def run_rounds(args: argparse.Namespace) -> tuple[int, list[float], list[float], list[float]]:
+    """The tokens per rank per step, and each round's step seconds of the plain loop and of
+    corral, and corral's slowest compute seconds; a line per round as it ends."""
     with tempfile.TemporaryDirectory(prefix="corral-bench-lm-") as folder:
         task = causal_lm_task(Path(folder), seq_len=args.seq_len, lora_r=args.lora_r)
         model, data = tiny_lm_files(Path(folder))
@@ -133,6 +144,12 @@ def main() -> None:
                   f"{tokens / corral[-1]:.0f} tokens/s (ratio {plain[-1] / corral[-1]:.3f}); "
                   f"corral step {1000 * step_s:.1f} ms = slowest compute {1000 * compute_s:.1f}"
                   f" + rest {1000 * (step_s - compute_s):.1f}", flush=True)
+    return tokens, plain, corral, compute
+
+
+def report(args: argparse.Namespace, tokens: int, plain: list[float], corral: list[float],
+           compute: list[float]) -> None:
+    """The medians on one line against the target; the result also to ``--json``."""
     ratios = [a / b for a, b in zip(plain, corral, strict=True)]
     result = {
         "benchmark": "llm", "nproc": args.nproc, "threads": args.threads,

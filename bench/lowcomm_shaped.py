@@ -67,16 +67,17 @@ def _run(netns: Any, box: Any, root: Path, *, hosts: list[str], steps: int,
 
 def shaped_main(rounds: int, steps: int, host_cpu: float | None = None) -> int:
     """Part 2 (see the module); exits 2 where namespace hosts cannot be made."""
-    from bench.many_hosts import HostsCpuLimit
+    from bench._hosts_cpu import HostsCpuLimit
     from tests.remote import netns
+    from tests.remote.netns_links import GIGABIT, WIFI, shape, shaped_as
 
     reason = netns.unavailable_reason()
     if reason is not None:
         print(f"bench/lowcomm.py --shaped: {reason}", file=sys.stderr)
         return 2
     share = f"each host {host_cpu:g} core" if host_cpu else "the hosts share them"
-    print(f"{os.cpu_count()} cores, {share}; n3's link: {netns.shaped_as(netns.WIFI)}; n1, n2: "
-          f"{netns.shaped_as(netns.GIGABIT)}; simple_cnn, B=48, {steps} steps", flush=True)
+    print(f"{os.cpu_count()} cores, {share}; n3's link: {shaped_as(WIFI)}; n1, n2: "
+          f"{shaped_as(GIGABIT)}; simple_cnn, B=48, {steps} steps", flush=True)
     ways = ["n1 alone", "n2 alone", "n3 alone", "exact", "local"]
     found: dict[str, list[float]] = {way: [] for way in ways}
     with tempfile.TemporaryDirectory() as scratch:
@@ -84,8 +85,8 @@ def shaped_main(rounds: int, steps: int, host_cpu: float | None = None) -> int:
         box = netns.build(root, hosts=3)
         limit = None
         try:
-            for index, link in enumerate((netns.GIGABIT, netns.GIGABIT, netns.WIFI)):
-                netns.shape(box, index, link)
+            for index, link in enumerate((GIGABIT, GIGABIT, WIFI)):
+                shape(box, index, link)
             if host_cpu:
                 limit = HostsCpuLimit(box, host_cpu)
             for round_index in range(rounds):

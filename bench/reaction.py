@@ -81,22 +81,26 @@ class Reaction:
         return self.reversals - self.machine_reversals
 
 
+@dataclass(frozen=True)
+class Yardsticks:
+    """Each slowdown's solo throughput at B and its solo peak over B, B/2 and B/4."""
+
+    at_b: dict[float, float]
+    peak: dict[float, float]
+
+    @property
+    def ideal(self) -> float:
+        """The issue's new ideal: Σ of the solo throughputs at B after the change."""
+        return self.at_b[1.0] + self.at_b[2.0]
+
+    @property
+    def bound(self) -> float:
+        """The stricter new bound: Σ of the solo peaks after the change."""
+        return self.peak[1.0] + self.peak[2.0]
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
-    parser.add_argument("--repeats", type=int, default=3, help="dynamic runs (default 3)")
-    parser.add_argument("--global-batch", type=int, default=384, help="B (see balance.py)")
-    parser.add_argument("--change-at", type=int, help="first step run 2x slower on rank 1")
-    parser.add_argument("--run-root", type=Path, help="keep run directories here")
-    parser.add_argument(
-        "--baseline", type=Path, metavar="DIR",
-        help=BASELINE_HELP + "runs the same dynamic pairs, interleaved with this tree's",
-    )  # fmt: skip
-    parser.add_argument(
-        "--oracle-rounds", type=int, default=1,
-        help="rounds of bench/oracle.py's split search for the new speeds (1 and 2) in this "
-        "invocation, the yardstick for 'steps to oracle' (0: no search)",
-    )  # fmt: skip
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
@@ -112,41 +116,87 @@ def main(argv: list[str] | None = None) -> int:
         root = args.run_root or Path(tmp)
         print(f"reaction benchmark: B={B}, rank 1 slows 1 -> 2 at step {change}, "
               f"{args.repeats} dynamic run(s) per trainer, runs in {root}")  # fmt: skip
-        # Each slowdown's solo PEAK over batch sizes (see bench/balance.py: time per sample
-        # depends on the batch, so one size alone would not bound the pair).
-        solo = {
-            (s, b): run_trainer(f"solo (slowdown {s:g}, b={b})", root / f"solo-{s:g}-{b}",
-                                nproc=1, global_batch=b, steps=solo_steps, slowdown=[s])
-            for s in (1.0, 2.0)
-            for b in solo_batches(B)
-        }  # fmt: skip
+        solo = _solo_runs(root, B, solo_steps)
         oracle = _oracle(args, root) if args.oracle_rounds > 0 else None
-        runs: dict[str, list[RunResult]] = {name: [] for name in trees}
-        for i in range(args.repeats):  # interleaved, so a drifting machine affects both alike
-            for name, tree in trees.items():
-                tag = "dynamic" if name == "this tree" else "baseline"
-                runs[name].append(run_trainer(
-                    f"{tag} #{i + 1}", root / f"{tag}-{i + 1}", nproc=2, global_batch=B,
-                    steps=steps, policy="dynamic", slowdown=(1.0, 1.0),
-                    extra=["--slowdown-at", f"{change}:1:2"], tree=tree,
-                ))  # fmt: skip
-
-        skip = min(8, solo_steps // 3)
-        # The issue's ideal (Σ solo at the same B) and the stricter bound (Σ solo peaks over B,
-        # B/2, B/4), as in bench/balance.py.
-        at_b = {s: solo[(s, B)].throughput(skip) for s in (1.0, 2.0)}
-        peak = {
-            s: max(r.throughput(skip) for (f, _), r in solo.items() if f == s) for s in (1.0, 2.0)
-        }
-        ideal, bound = at_b[1.0] + at_b[2.0], peak[1.0] + peak[2.0]
+        runs = _dynamic_runs(args, root, trees, steps, change)
+        # Measured while the run directories are still there: a reaction reads the ranks'
+        # events files (the machine's drift).
+        yardsticks = _yardsticks(solo, B, skip=min(8, solo_steps // 3))
         before = statistics.median(
             r.throughput(skip=10, last=change - 1) for r in runs["this tree"]
         )
         results = {
-            name: [_reaction(r, change, ideal, bound, oracle) for r in rs]
+            name: [_reaction(r, change, yardsticks.ideal, yardsticks.bound, oracle) for r in rs]
             for name, rs in runs.items()
         }
+    _report(args, change, before, yardsticks, oracle, results)
+    return 0
 
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line's flags."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
+    parser.add_argument("--repeats", type=int, default=3, help="dynamic runs (default 3)")
+    parser.add_argument("--global-batch", type=int, default=384, help="B (see balance.py)")
+    parser.add_argument("--change-at", type=int, help="first step run 2x slower on rank 1")
+    parser.add_argument("--run-root", type=Path, help="keep run directories here")
+    parser.add_argument(
+        "--baseline", type=Path, metavar="DIR",
+        help=BASELINE_HELP + "runs the same dynamic pairs, interleaved with this tree's",
+    )  # fmt: skip
+    parser.add_argument(
+        "--oracle-rounds", type=int, default=1,
+        help="rounds of bench/oracle.py's split search for the new speeds (1 and 2) in this "
+        "invocation, the yardstick for 'steps to oracle' (0: no search)",
+    )  # fmt: skip
+    return parser
+
+
+def _solo_runs(root: Path, B: int, solo_steps: int) -> dict[tuple[float, int], RunResult]:
+    """One process alone at each slowdown (1 and 2) and each batch size of ``solo_batches``."""
+    # Each slowdown's solo PEAK over batch sizes (see bench/balance.py: time per sample
+    # depends on the batch, so one size alone would not bound the pair).
+    return {
+        (s, b): run_trainer(f"solo (slowdown {s:g}, b={b})", root / f"solo-{s:g}-{b}",
+                            nproc=1, global_batch=b, steps=solo_steps, slowdown=[s])
+        for s in (1.0, 2.0)
+        for b in solo_batches(B)
+    }  # fmt: skip
+
+
+def _dynamic_runs(args: argparse.Namespace, root: Path, trees: dict[str, Path], steps: int,
+                  change: int) -> dict[str, list[RunResult]]:
+    """``--repeats`` dynamic pairs per trainer tree, rank 1 2x slower from step ``change``."""
+    runs: dict[str, list[RunResult]] = {name: [] for name in trees}
+    for i in range(args.repeats):  # interleaved, so a drifting machine affects both alike
+        for name, tree in trees.items():
+            tag = "dynamic" if name == "this tree" else "baseline"
+            runs[name].append(run_trainer(
+                f"{tag} #{i + 1}", root / f"{tag}-{i + 1}", nproc=2, global_batch=args.global_batch,
+                steps=steps, policy="dynamic", slowdown=(1.0, 1.0),
+                extra=["--slowdown-at", f"{change}:1:2"], tree=tree,
+            ))  # fmt: skip
+    return runs
+
+
+def _yardsticks(solo: dict[tuple[float, int], RunResult], B: int, skip: int) -> Yardsticks:
+    """The solo throughputs the pair is measured against after the change."""
+    # The issue's ideal (Σ solo at the same B) and the stricter bound (Σ solo peaks over B,
+    # B/2, B/4), as in bench/balance.py.
+    at_b = {s: solo[(s, B)].throughput(skip) for s in (1.0, 2.0)}
+    peak = {
+        s: max(r.throughput(skip) for (f, _), r in solo.items() if f == s) for s in (1.0, 2.0)
+    }
+    return Yardsticks(at_b, peak)
+
+
+def _report(args: argparse.Namespace, change: int, before: float, yardsticks: Yardsticks,
+            oracle: tuple[tuple[int, ...], float] | None,
+            results: dict[str, list[Reaction]]) -> None:
+    """The set-up and yardsticks, a table row per dynamic run, a summary line per tree."""
+    B, ideal, bound = args.global_batch, yardsticks.ideal, yardsticks.bound
+    at_b, peak = yardsticks.at_b, yardsticks.peak
     print()
     print(f"Reaction: 2 CPU ranks x 1 thread, simple_cnn, synthetic, B={B}, dynamic policy "
           f"(rebalance every 10); rank 1 slowdown 1 -> 2 at step {change}")  # fmt: skip
@@ -178,7 +228,6 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for name, rs in results.items():
         print(f"{name}: {_summary(rs)}")
-    return 0
 
 
 def _summary(results: list[Reaction]) -> str:

@@ -1,20 +1,38 @@
 #!/usr/bin/env bash
-# What scripts/test.sh runs beside its test phases, at the lowest CPU priority: the type check
-# (mypy), then, unless CORRAL_TORCH_MATRIX=off, the torch matrix: the fast tests of the code
-# that runs on torch and those marked torch_matrix (tests/tiers.py: TORCH_MATRIX_PATHS), two at
-# a time, on each torch release scripts/torch_matrix.sh provides (the floor and the newest
-# corral admits). PY names the main environment's python; arguments go to every pytest run.
+# What scripts/test.sh runs beside its test phases, at the lowest CPU priority, in two stages.
+# First, beside the parallel phase: the type check (mypy) and, unless CORRAL_TORCH_MATRIX=off,
+# the torch matrix's environments built where missing (scripts/torch_matrix.sh: mostly
+# downloading and unpacking, which waits on the network and the disk). Then, once a line
+# arrives on the FIFO named by CORRAL_BESIDE_GO (scripts/test.sh writes it when the parallel
+# phase ends; without it, at once), the torch matrix itself beside the serial phase: the fast
+# tests of the code that runs on torch and those marked torch_matrix (tests/tiers.py:
+# TORCH_MATRIX_PATHS), two at a time, on each torch release the matrix provides (the floor and
+# the newest corral admits). The serial phase leaves about half of two cores idle (its ranks
+# sleep to emulate slow hosts, it waits out hang limits and stops); the parallel phase leaves
+# almost none, so tests run there would only take its CPU.
+# PY names the main environment's python; arguments go to every pytest run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${PY:?PY must name the python of the main environment, as scripts/python.sh sets it}"
 . scripts/phase.sh
 failed=0
+types_log=$(mktemp)
+trap 'rm -f "$types_log"' EXIT
+"$PY" -m mypy > "$types_log" 2>&1 &
+types_pid=$!
+matrix=
+if [ "${CORRAL_TORCH_MATRIX:-on}" != off ]; then
+    matrix=$(PY="$PY" bash scripts/torch_matrix.sh) || failed=1
+fi
 echo "corral: the type check"
-"$PY" -m mypy || failed=1
-if [ "${CORRAL_TORCH_MATRIX:-on}" = off ]; then
+wait "$types_pid" || failed=1
+cat "$types_log"
+if [ -z "$matrix" ]; then
     exit $failed
 fi
-matrix=$(PY="$PY" bash scripts/torch_matrix.sh) || exit 1
+if [ -n "${CORRAL_BESIDE_GO:-}" ]; then
+    read -r _ < "$CORRAL_BESIDE_GO"
+fi
 read -ra matrix_paths <<< "$("$PY" -c 'import sys; sys.path.insert(0, "tests")
 from tiers import TORCH_MATRIX_PATHS; print(*TORCH_MATRIX_PATHS)')"
 for matrix_py in $matrix; do

@@ -13,8 +13,9 @@
 # torch matrix: the fast tests of the code that runs on torch and the tests marked torch_matrix
 # (exactness, resume, micro-batches; tests/tiers.py: TORCH_MATRIX_PATHS) on the floor and the
 # newest torch corral admits, each in a virtual environment of its own that
-# scripts/torch_matrix.sh builds once (about 3 GB each) and reuses; CORRAL_TORCH_MATRIX=off
-# leaves the matrix out.
+# scripts/torch_matrix.sh builds once (about 4.5 GB each) and reuses; the environments are
+# built beside the parallel phase and the matrix runs beside the serial one.
+# CORRAL_TORCH_MATRIX=off leaves the matrix out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fast=false
@@ -43,32 +44,41 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v podman >/
 fi
 bash scripts/bootstrap.sh --dev --llm
 . scripts/python.sh
-"$PY" -m ruff check .
-"$PY" -c "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports())"
+lint() {  # the style, and the import contracts (pyproject.toml: [tool.importlinter])
+    "$PY" -m ruff check .
+    "$PY" -c "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports())"
+}
 if $fast; then
+    lint
     "$PY" -m mypy
     exec "$PY" -m pytest -q -p no:cacheprovider -m "not slow" "$@"
 fi
-. scripts/phase.sh
-# Beside the test phases, at the lowest CPU priority (nice 19), scripts/beside_tests.sh runs the
-# type check and the torch matrix: the parallel phase leaves a tenth of the two cores idle and
-# the serial phase about half (its ranks sleep to emulate slow hosts, it waits out hang limits
-# and stops), and work at nice 19 takes only what they leave, so the serial tests' wall-clock
-# verdicts stand. It runs in a session of its own, ended with this script however this ends;
-# its output follows the serial phase's.
+# Beside the test phases, at the lowest CPU priority (nice 19: it takes only what the tests
+# leave idle, so the serial tests' wall-clock verdicts stand), scripts/beside_tests.sh runs the
+# type check and builds the torch matrix's environments from here on, through the parallel
+# phase, then runs the torch matrix beside the serial phase, whose tests leave about half the two
+# cores idle: a line on the FIFO go_fifo says when. It runs in a session of its own, ended with
+# this script however this ends; its output follows the serial phase's.
 beside_log=$(mktemp)
+go_fifo=$(mktemp -u)
+mkfifo -m 600 "$go_fifo"
+exec 3<>"$go_fifo"  # read-write: the line is written without waiting for a reader
 beside_pid=
 end_beside() {
     if [ -n "$beside_pid" ]; then kill -- "-$beside_pid" 2>/dev/null || true; fi
-    rm -f "$beside_log"
+    rm -f "$beside_log" "$go_fifo"
 }
 trap end_beside EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-PY="$PY" setsid -w nice -n 19 bash scripts/beside_tests.sh "$@" > "$beside_log" 2>&1 &
+PY="$PY" CORRAL_BESIDE_GO="$go_fifo" setsid -w nice -n 19 bash scripts/beside_tests.sh "$@" \
+    > "$beside_log" 2>&1 &
 beside_pid=$!
+lint
+. scripts/phase.sh
 failed=0
 phase "$PY" -n 2 --dist loadscope --no-loadscope-reorder -m "not serial" "$@" || failed=1
+echo go >&3
 phase "$PY" -m serial "$@" || failed=1
 echo "corral: the type check and the torch matrix (they ran beside the tests)"
 wait "$beside_pid" || failed=1

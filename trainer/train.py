@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import torch
 
-from profiles.user_errors import CorralError, UsageError
+from profiles.user_errors import CorralError
 from trainer.checkpoint.checkpointer import RunProgress
 from trainer.compat import check_torch_release
 from trainer.dist import (
@@ -36,8 +36,9 @@ from trainer.events import EndEvent, EndStatus
 from trainer.exact_loop import Trainer
 from trainer.lowcomm.rounds import LocalTrainer
 from trainer.placement import place_this_rank
+from trainer.settings.syncbatch import check_syncbatch_device
 from trainer.settings.train_config import TrainConfig, check_world
-from trainer.settings.training_checks import check_precision, check_total_steps, resolve_precision
+from trainer.settings.training_checks import check_total_steps, rank_precision
 from trainer.step.batch_order import GlobalBatchOrder
 from trainer.stopping import Diverged, Interrupted, StopSignals
 from trainer.tasks.loader import build_task
@@ -54,12 +55,9 @@ def train(config: TrainConfig) -> int:
     placement = place_this_rank(config, device, info.local_rank)
     torch.set_num_threads(placement.threads)
     backend = choose_backend(config.backend, device)
-    if config.resolved_norm == "syncbatch" and device.type != "cuda":
-        raise UsageError("--norm syncbatch needs every rank on CUDA (torch's SyncBatchNorm is "
-                         "GPU-only); use --norm group on CPU ranks")
+    check_syncbatch_device(config.resolved_norm, device.type)
     # "auto" is decided for this rank's device; the start event then shows the decision.
-    config = replace(config, precision=resolve_precision(config.precision, device))
-    check_precision(config.precision, device)
+    config = replace(config, precision=rank_precision(config.precision, device))
     torch.manual_seed(config.seed)  # the task's model is the same on every rank
     task = build_task(config)
     # A balancing policy shares tokens when the task's items differ in length (no packing).

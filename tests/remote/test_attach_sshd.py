@@ -63,10 +63,9 @@ def _steps(path: Path) -> list[int]:
             if '"event":"step"' in line]
 
 
-async def test_attach_continues_where_the_killed_follower_stopped(sshd_cluster) -> None:
-    cluster = sshd_cluster(2)
-    toml = cluster.root / "cluster.toml"
-    _write_toml(cluster, toml)
+async def _follow_then_kill(toml: Path) -> tuple[str, dict[int, list[int]]]:
+    """Start a run with a follower of its own (``FOLLOWER``) and kill the follower once it has
+    shown a few steps of both ranks: the run's id and the steps it showed, by rank."""
     follower = await asyncio.create_subprocess_exec(
         sys.executable, "-c", FOLLOWER, str(toml), stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
@@ -86,8 +85,13 @@ async def test_attach_continues_where_the_killed_follower_stopped(sshd_cluster) 
     finally:
         follower.send_signal(signal.SIGKILL)
         await follower.wait()
+    return run_id, shown
 
-    run_dir = cluster.root / "runs" / run_id
+
+async def _attach(toml: Path, run_dir: Path,
+                  run_id: str) -> tuple[dict[tuple[str, int], list[int]], list[RunEvent]]:
+    """``attach`` to the run to its end: the steps this machine held of each host's rank when
+    attached, and every event the attached follower received."""
     controller = open_controller(toml)
     received: list[RunEvent] = []
     try:
@@ -103,6 +107,16 @@ async def test_attach_continues_where_the_killed_follower_stopped(sshd_cluster) 
         received = [e async for e in bounded(handle.events())]
     finally:
         await controller.aclose()
+    return held, received
+
+
+async def test_attach_continues_where_the_killed_follower_stopped(sshd_cluster) -> None:
+    cluster = sshd_cluster(2)
+    toml = cluster.root / "cluster.toml"
+    _write_toml(cluster, toml)
+    run_id, shown = await _follow_then_kill(toml)
+    run_dir = cluster.root / "runs" / run_id
+    held, received = await _attach(toml, run_dir, run_id)
 
     final = received[-1]
     assert isinstance(final, RunStatus) and final.state == "completed", final

@@ -1,5 +1,5 @@
 """A run over a shaped lossy link: n3 on 50 Mbit/s Wi-Fi (5 ± 2 ms, 1 % loss each way; where
-the kernel has no netem, the rate and the loss only: ``netns.shaped_as``) trains to exactly
+the kernel has no netem, the rate and the loss only: ``netns_links.shaped_as``) trains to exactly
 the same losses as the same run on the bare bridge, and the hang guard raises no alarm."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import pytest
 
 try:
     import netns
+    import netns_links
 except ImportError:  # collected as a package module
-    from tests.remote import netns  # type: ignore[no-redef]
+    from tests.remote import netns, netns_links  # type: ignore[no-redef]
 
 pytestmark = [pytest.mark.netns, pytest.mark.sshd, pytest.mark.slow,
               pytest.mark.serial]  # the verdict "no hang alarm" rests on wall-clock time
@@ -50,14 +51,14 @@ def test_a_run_over_lossy_wifi_completes_exactly_with_no_hang_alarm(
     expected = losses(box.root, before)
     assert len(expected) == 12
 
-    netns.shape(box, 2, netns.WIFI)
+    netns_links.shape(box, 2, netns_links.WIFI)
     try:
         before = runs(box.root)
         shaped = netns.corral(box, "run", timeout=420)
     finally:
-        netns.unshape(box, 2)
+        netns_links.unshape(box, 2)
     output = shaped.stdout + shaped.stderr
     assert shaped.returncode == 0 and "completed" in output, output[-3000:]
     assert "no step for" not in output and "hang" not in output.lower(), output[-3000:]
-    assert losses(box.root, before) == expected, netns.shaped_as(netns.WIFI)
+    assert losses(box.root, before) == expected, netns_links.shaped_as(netns_links.WIFI)
     assert box.processes_left() == {}

@@ -17,8 +17,9 @@ import pytest
 
 try:
     import netns
+    import netns_links
 except ImportError:  # collected as a package module
-    from tests.remote import netns  # type: ignore[no-redef]
+    from tests.remote import netns, netns_links  # type: ignore[no-redef]
 
 pytestmark = [pytest.mark.netns, pytest.mark.sshd, pytest.mark.slow]
 
@@ -37,7 +38,7 @@ def clean(box: netns.NetnsCluster) -> Iterator[netns.NetnsCluster]:
     def reset() -> None:
         for i in range(len(box.nodes)):
             iptables(box, i, "-F")
-            netns.unshape(box, i)
+            netns_links.unshape(box, i)
     reset()
     try:
         yield box

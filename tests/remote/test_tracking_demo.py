@@ -110,7 +110,7 @@ def gone(pid: int) -> bool:
 def test_a_killed_corral_is_attached_again_in_the_same_mlflow_run_with_no_step_twice(
         tmp_path: Path) -> None:
     db = tmp_path / "mlflow.db"
-    steps = 400
+    steps = 200  # long enough to go on for seconds after its first logged step: killed mid-run
     path = with_tracking(demo_toml(tmp_path, steps),
                          f'mlflow = "sqlite:///{db}"\nlog_model = false')
     env = {**os.environ, "PYTHONPATH": str(REPO)}

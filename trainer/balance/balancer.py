@@ -31,7 +31,7 @@ applies it at the next step boundary on every rank. Nothing here touches torch.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from profiles.user_errors import UsageError
@@ -196,22 +196,30 @@ class Balancer:
         if reverses and not wanted_back:
             self._wants_back = gain_of(target) > dead_band
             return None
-        # The damped step if it pays; else the smallest longer one that does (doubling, up to
-        # the whole way): an imbalance is not left standing because half or a quarter of its
-        # correction would fall inside the dead-band.
-        while True:
-            new = self._limited(old, target, damping)
-            gain = gain_of(new)
-            if new != old and gain > dead_band:
-                break
-            if damping >= 1:
-                return None
-            damping = min(damping * 2, 1.0)
-        self._damping = damping
+        move = self._paying_step(old, target, damping, gain_of, dead_band)
+        if move is None:
+            return None
+        new, gain, self._damping = move
         self._last_move = tuple(n - o for n, o in zip(new, old, strict=True))
         self._split = new
         return Decision(previous=old, split=new, predicted_gain=gain, times=times,
                         reason=move_reason(step, times, (old, new, target), notes, costs))
+
+    def _paying_step(self, old: tuple[int, ...], target: tuple[int, ...], damping: float,
+                     gain_of: Callable[[tuple[int, ...]], float], dead_band: float,
+                     ) -> tuple[tuple[int, ...], float, float] | None:
+        """The damped step toward ``target`` if its gain beats the dead-band; else the smallest
+        longer one that does (doubling the damping, up to the whole way), so an imbalance is not
+        left standing because half or a quarter of its correction would fall inside the
+        dead-band. The new split, its gain and the damping it took; None if no step pays."""
+        while True:
+            new = self._limited(old, target, damping)
+            gain = gain_of(new)
+            if new != old and gain > dead_band:
+                return new, gain, damping
+            if damping >= 1:
+                return None
+            damping = min(damping * 2, 1.0)
 
     def _switch_active(self, costs: list[PassCost], old: tuple[int, ...],
                        times: tuple[float, ...], when: tuple[int, list[str]]) -> Decision | None:

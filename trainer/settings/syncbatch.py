@@ -28,6 +28,13 @@ def check_syncbatch_flags(norm: str, micro_batch: Sequence[int | None] | None,
                          "may bench one: use --policy static or proportional, or use --norm group")
 
 
+def check_syncbatch_device(norm: str, device_type: str) -> None:
+    """torch's SyncBatchNorm is GPU-only: refused on a rank that is not on CUDA."""
+    if norm == "syncbatch" and device_type != "cuda":
+        raise UsageError("--norm syncbatch needs every rank on CUDA (torch's SyncBatchNorm is "
+                         "GPU-only); use --norm group on CPU ranks")
+
+
 def check_syncbatch_passes(norm: str, micro_batch: Sequence[int | None],
                            split: Sequence[int]) -> None:
     """SyncBatchNorm exchanges statistics inside every forward, so every rank must run the same

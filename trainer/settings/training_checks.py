@@ -44,6 +44,14 @@ def resolve_precision(precision: Precision, device: torch.device) -> Precision:
     return device_precision(precision, device.type, capable)
 
 
+def rank_precision(precision: Precision, device: torch.device) -> Precision:
+    """The precision this rank computes in, ``auto`` decided for its device
+    (``resolve_precision``), refused if the device cannot do it (``check_precision``)."""
+    resolved = resolve_precision(precision, device)
+    check_precision(resolved, device)
+    return resolved
+
+
 def check_precision(precision: str, device: torch.device) -> None:
     """A precision the rank's device cannot do is a usage error (before any collective)."""
     import torch  # the flags are parsed before torch loads
