@@ -1,15 +1,10 @@
 #!/usr/bin/env bash
-# What scripts/test.sh runs beside its test phases, at the lowest CPU priority, in two stages.
-# First, beside the parallel phase: the type check (mypy) and, unless CORRAL_TORCH_MATRIX=off,
-# the torch matrix's environments built where missing (scripts/torch_matrix.sh: mostly
-# downloading and unpacking, which waits on the network and the disk). Then, once a line
-# arrives on the FIFO named by CORRAL_BESIDE_GO (scripts/test.sh writes it when the parallel
-# phase ends; without it, at once), the torch matrix itself beside the serial phase: the fast
-# tests of the code that runs on torch and those marked torch_matrix (tests/tiers.py:
-# TORCH_MATRIX_PATHS), two at a time, on each torch release the matrix provides (the floor and
-# the newest corral admits). The serial phase leaves about half of two cores idle (its ranks
-# sleep to emulate slow hosts, it waits out hang limits and stops); the parallel phase leaves
-# almost none, so tests run there would only take its CPU.
+# What scripts/test.sh runs beside its parallel phase, at the lowest CPU priority: the type
+# check (mypy) and, unless CORRAL_TORCH_MATRIX=off, the torch matrix: its environments built
+# where missing (scripts/torch_matrix.sh; mostly downloading and unpacking, so the type check
+# runs meanwhile), then the fast tests of the code that runs on torch and those marked
+# torch_matrix (tests/tiers.py: TORCH_MATRIX_PATHS), two at a time, on each torch release the
+# matrix provides (the floor and the newest corral admits).
 # PY names the main environment's python; arguments go to every pytest run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,12 +22,6 @@ fi
 echo "corral: the type check"
 wait "$types_pid" || failed=1
 cat "$types_log"
-if [ -z "$matrix" ]; then
-    exit $failed
-fi
-if [ -n "${CORRAL_BESIDE_GO:-}" ]; then
-    read -r _ < "$CORRAL_BESIDE_GO"
-fi
 read -ra matrix_paths <<< "$("$PY" -c 'import sys; sys.path.insert(0, "tests")
 from tiers import TORCH_MATRIX_PATHS; print(*TORCH_MATRIX_PATHS)')"
 for matrix_py in $matrix; do

@@ -9,13 +9,12 @@
 # fixture such as a shared training run runs once; the longest modules are handed out first,
 # tests/tiers.py: heaviest_first), then those marked serial with nothing
 # beside them (tests/tiers.py). --fast runs one at a time (no fast test is serial).
-# Beside those, at the lowest CPU priority (scripts/beside_tests.sh), the type check and the
-# torch matrix: the fast tests of the code that runs on torch and the tests marked torch_matrix
-# (exactness, resume, micro-batches; tests/tiers.py: TORCH_MATRIX_PATHS) on the floor and the
-# newest torch corral admits, each in a virtual environment of its own that
-# scripts/torch_matrix.sh builds once (about 4.5 GB each) and reuses; the environments are
-# built beside the parallel phase and the matrix runs beside the serial one.
-# CORRAL_TORCH_MATRIX=off leaves the matrix out.
+# Beside the parallel phase, at the lowest CPU priority (scripts/beside_tests.sh), the type
+# check and the torch matrix: the fast tests of the code that runs on torch and the tests marked
+# torch_matrix (exactness, resume, micro-batches; tests/tiers.py: TORCH_MATRIX_PATHS) on the
+# floor and the newest torch corral admits, each in a virtual environment of its own that
+# scripts/torch_matrix.sh builds once (about 4.5 GB each) and reuses. CORRAL_TORCH_MATRIX=off
+# leaves the matrix out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fast=false
@@ -53,35 +52,40 @@ if $fast; then
     "$PY" -m mypy
     exec "$PY" -m pytest -q -p no:cacheprovider -m "not slow" "$@"
 fi
-# Beside the test phases, at the lowest CPU priority (nice 19: it takes only what the tests
-# leave idle, so the serial tests' wall-clock verdicts stand), scripts/beside_tests.sh runs the
-# type check and builds the torch matrix's environments from here on, through the parallel
-# phase, then runs the torch matrix beside the serial phase, whose tests leave about half the two
-# cores idle: a line on the FIFO go_fifo says when. It runs in a session of its own, ended with
-# this script however this ends; its output follows the serial phase's.
+# Beside the parallel phase, at the lowest CPU priority (nice 19: it takes only what the tests
+# leave idle), scripts/beside_tests.sh runs the type check and the torch matrix, building the
+# matrix's environments first. It starts before the lint so the downloads begin at once, and
+# runs in a session of its own, ended with this script however this ends. The serial phase
+# starts once it has ended (its work can only slow the parallel phase, whose CPU it takes, but
+# would unsettle the serial tests' wall-clock verdicts: a throughput comparison failed beside it).
 beside_log=$(mktemp)
-go_fifo=$(mktemp -u)
-mkfifo -m 600 "$go_fifo"
-exec 3<>"$go_fifo"  # read-write: the line is written without waiting for a reader
 beside_pid=
 end_beside() {
     if [ -n "$beside_pid" ]; then kill -- "-$beside_pid" 2>/dev/null || true; fi
-    rm -f "$beside_log" "$go_fifo"
+    rm -f "$beside_log"
 }
 trap end_beside EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-PY="$PY" CORRAL_BESIDE_GO="$go_fifo" setsid -w nice -n 19 bash scripts/beside_tests.sh "$@" \
-    > "$beside_log" 2>&1 &
+PY="$PY" setsid -w nice -n 19 bash scripts/beside_tests.sh "$@" > "$beside_log" 2>&1 &
 beside_pid=$!
 lint
 . scripts/phase.sh
 failed=0
 phase "$PY" -n 2 --dist loadscope --no-loadscope-reorder -m "not serial" "$@" || failed=1
-echo go >&3
-phase "$PY" -m serial "$@" || failed=1
-echo "corral: the type check and the torch matrix (they ran beside the tests)"
+echo "corral: the type check and the torch matrix (they ran beside the parallel phase)"
 wait "$beside_pid" || failed=1
 beside_pid=
 cat "$beside_log"
+# The tests marked serial, alone. Unless the arguments name tests, only the files that mark
+# some test serial are collected (collecting the whole suite again takes seconds).
+serial_files=()
+names_tests=false
+for arg in "$@"; do
+    case "$arg" in -*) ;; *) names_tests=true ;; esac
+done
+if ! $names_tests; then
+    mapfile -t serial_files < <(grep -rl --include='test_*.py' 'pytest.mark.serial' tests | sort)
+fi
+phase "$PY" -m serial "$@" "${serial_files[@]}" || failed=1
 exit $failed

@@ -4,6 +4,7 @@ packages, the benches and the tests alike (docs/architecture.md); one meaning pe
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,3 +66,17 @@ def test_each_public_type_name_has_one_meaning_across_the_packages() -> None:
         for name in _public_type_names(path):
             where.setdefault(name, []).append(str(path.relative_to(REPO)))
     assert {name: paths for name, paths in where.items() if len(paths) > 1} == {}
+
+
+def test_docs_name_every_module_and_no_module_that_is_gone() -> None:
+    """docs/architecture.md (and docs/remote.md, which it points to for remote's modules) tell
+    a newcomer where each kind of code is: every module is named there, as `name.py`, and every
+    module named there exists."""
+    docs = "".join((REPO / "docs" / name).read_text() for name in ("architecture.md", "remote.md"))
+    modules = [p for p in _modules() if p.name != "__init__.py"]
+    unnamed = [str(p.relative_to(REPO)) for p in modules if f"{p.name}`" not in docs]
+    assert unnamed == []
+    everywhere = {p.name for folder in (*HOUSE, "examples", "scripts")
+                  for p in (REPO / folder).rglob("*.py")}
+    named = {name.rsplit("/", 1)[-1] for name in re.findall(r"`([\w/]+\.py)`", docs)}
+    assert named - everywhere == set()

@@ -39,7 +39,7 @@ def _starts(events: list[object]) -> dict[int, StartEvent]:
 
 
 async def test_script_ranks_follow_the_host_order_every_time(tmp_path: Path) -> None:
-    for attempt in range(5):
+    for attempt in range(3):  # the three hosts meet torch's rendezvous in varying order
         folder = tmp_path / f"try{attempt}"
         cfg = config(folder, SCRIPTS / "ddp_tutorial.py",
                      ["--epochs", "1", "--samples", "96", "--batch-size", "12"])

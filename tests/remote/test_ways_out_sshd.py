@@ -24,7 +24,9 @@ except ImportError:  # collected as a package module
     from tests.remote.runkit import run_processes  # type: ignore[no-redef]
     from tests.remote.test_cli_sshd import ROOT, corral, write_toml  # type: ignore[no-redef]
 
-pytestmark = [pytest.mark.sshd, pytest.mark.slow, pytest.mark.serial]
+# Beside other tests (the parallel phase): corral ends in a second or two, well inside the
+# limit, and each case tells its own processes from the others' by its run id and folder.
+pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 
 END_WITHIN_S = 15.0
 """A way out must end ``corral run`` within this (a stop's grace included)."""

@@ -27,10 +27,15 @@ def rank_env() -> dict[str, str]:
 
 
 def launch_cmd(nproc: int, *flags: str) -> list[str]:
-    """``python -m torch.distributed.run --standalone`` (a free port) + ``-m trainer``."""
+    """``python -m torch.distributed.run --standalone`` (a free port) + ``-m trainer``; one
+    rank is a lone ``python -m trainer``, which the trainer runs as rank 0 of 1 on a free port
+    (``trainer.dist``): the same run without a launcher process, which costs a second of CPU
+    (it imports torch) and proves nothing a one-rank reference needs."""
+    trainer = ["-m", "trainer", "--threads", "1", "--resources-every", "0", *flags]
+    if nproc == 1:
+        return [sys.executable, *trainer]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc-per-node={nproc}", "-m", "trainer", "--threads", "1",
-            "--resources-every", "0", *flags]
+            f"--nproc-per-node={nproc}", *trainer]
 
 
 def run_launcher(cmd: list[str], *, env: dict[str, str], timeout: float
