@@ -11,8 +11,7 @@
 # only when its marker file is missing. PyPI's torch wheels are CUDA builds that import only
 # beside their nvidia-* libraries, so those are installed too; triton (the GPU kernel compiler,
 # unused on the CPU) is left out. pip runs without the machine's pip configuration: a
-# machine-wide cap on torch releases would otherwise refuse the newest. Nothing is compiled to
-# bytecode at install (--no-compile): the tests import a small part of torch, compiled then.
+# machine-wide cap on torch releases would otherwise refuse the newest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${PY:?PY must name the python of the main environment, as scripts/python.sh sets it}"
@@ -30,7 +29,7 @@ build() {  # build VENV RELEASE
     rm -rf "$venv"
     echo "corral: building $venv (torch $release, CUDA wheel, about 3 GB)" >&2
     "$PY" -m venv "$venv"
-    local pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check --no-compile)
+    local pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
     PIP_CONFIG_FILE=/dev/null "${pip[@]}" --no-deps "torch==$release"
     local needs
     needs=$("$PY" - "$venv" <<'EOF'

@@ -47,9 +47,6 @@ def _system_python_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k.startswith(("PIP_", "http_", "https_", "HTTP_", "HTTPS_", "NO_PROXY", "no_proxy"))}
     env.update(PATH=SYSTEM_PATH, HOME=str(tmp_path / "home"), LANG="C.UTF-8")
-    # pip compiles every module it installs to bytecode (thousands, most never imported here);
-    # without that, each module the commands import is compiled once as it is imported.
-    env["PIP_NO_COMPILE"] = "1"
     (tmp_path / "home").mkdir()
     resolved = subprocess.run(["sh", "-c", "command -v python3"], env=env, capture_output=True,
                               text=True, check=True).stdout.strip()

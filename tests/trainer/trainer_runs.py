@@ -16,9 +16,15 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 
 
+LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK",
+              "LOCAL_WORLD_SIZE", "GROUP_RANK")
+"""What a launcher tells its ranks: never inherited from the test process (a test that joined a
+process group in it leaves MASTER_ADDR and MASTER_PORT there, with its store on that port)."""
+
+
 def rank_env() -> dict[str, str]:
     """One thread per rank: the test machine is small and shared."""
-    env = dict(os.environ)
+    env = {name: value for name, value in os.environ.items() if name not in LAUNCH_ENV}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     env.pop("CORRAL_SLOWDOWN", None)
     # No stored profiles unless a test provides some: capacities come from the warm-up.
