@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # What scripts/test.sh runs beside its parallel phase, at the lowest CPU priority: the type
-# check (mypy) and, unless CORRAL_TORCH_MATRIX=off, the torch matrix: its environments built
-# where missing (scripts/torch_matrix.sh; mostly downloading and unpacking, so the type check
-# runs meanwhile), then the fast tests of the code that runs on torch and those marked
-# torch_matrix (tests/tiers.py: TORCH_MATRIX_PATHS), two at a time, on each torch release the
-# matrix provides (the floor and the newest corral admits).
+# check (mypy) and, unless CORRAL_TORCH_MATRIX=off, the torch matrix: once its environments are
+# built (scripts/torch_matrix.sh waits for the builds scripts/test.sh started, or builds what
+# is missing: mostly downloading and unpacking, so the type check runs meanwhile), the fast
+# tests of the code that runs on torch and those marked torch_matrix (tests/tiers.py:
+# TORCH_MATRIX_PATHS), two at a time, on each torch release the matrix provides (the floor and
+# the newest corral admits).
 # PY names the main environment's python; arguments go to every pytest run.
 set -uo pipefail
 cd "$(dirname "$0")/.."

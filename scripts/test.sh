@@ -41,6 +41,26 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v podman >/
         apt-get install -y -q --no-install-recommends podman runc >/dev/null; } \
         || echo "corral: podman could not be installed; the container tests will skip" >&2
 fi
+# The torch matrix's environments are built from the start, at the lowest CPU priority, while
+# the bootstrap below keeps one core busy and the other idle: with the interpreter the main
+# environment is (or will be) made from (scripts/python.sh). They run in a session of their own,
+# ended with this script however this ends; scripts/beside_tests.sh waits for them.
+builds_log=$(mktemp)
+builds_pid=
+beside_log=$(mktemp)
+beside_pid=
+end_beside() {
+    for pid in $builds_pid $beside_pid; do kill -- "-$pid" 2>/dev/null || true; done
+    rm -f "$builds_log" "$beside_log"
+}
+trap end_beside EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+if ! $fast && [ "${CORRAL_TORCH_MATRIX:-on}" != off ]; then
+    base_py=${PYTHON:-python3}
+    PY=$base_py setsid -w nice -n 19 bash scripts/torch_matrix.sh --build > "$builds_log" 2>&1 &
+    builds_pid=$!
+fi
 bash scripts/bootstrap.sh --dev --llm
 . scripts/python.sh
 lint() {  # the style, and the import contracts (pyproject.toml: [tool.importlinter])
@@ -53,20 +73,12 @@ if $fast; then
     exec "$PY" -m pytest -q -p no:cacheprovider -m "not slow" "$@"
 fi
 # Beside the parallel phase, at the lowest CPU priority (nice 19: it takes only what the tests
-# leave idle), scripts/beside_tests.sh runs the type check and the torch matrix, building the
-# matrix's environments first. It starts before the lint so the downloads begin at once, and
-# runs in a session of its own, ended with this script however this ends. The serial phase
+# leave idle), scripts/beside_tests.sh runs the type check and the torch matrix, once the
+# matrix's environments are built (the builds above; scripts/torch_matrix.sh waits on their
+# lock). It starts before the lint, in a session of its own ended with this script however
+# this ends. The serial phase
 # starts once it has ended (its work can only slow the parallel phase, whose CPU it takes, but
 # would unsettle the serial tests' wall-clock verdicts: a throughput comparison failed beside it).
-beside_log=$(mktemp)
-beside_pid=
-end_beside() {
-    if [ -n "$beside_pid" ]; then kill -- "-$beside_pid" 2>/dev/null || true; fi
-    rm -f "$beside_log"
-}
-trap end_beside EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 PY="$PY" setsid -w nice -n 19 bash scripts/beside_tests.sh "$@" > "$beside_log" 2>&1 &
 beside_pid=$!
 lint
@@ -76,7 +88,11 @@ phase "$PY" -n 2 --dist loadscope --no-loadscope-reorder -m "not serial" "$@" ||
 echo "corral: the type check and the torch matrix (they ran beside the parallel phase)"
 wait "$beside_pid" || failed=1
 beside_pid=
-cat "$beside_log"
+if [ -n "$builds_pid" ]; then
+    wait "$builds_pid" || failed=1
+    builds_pid=
+fi
+cat "$builds_log" "$beside_log"
 # The tests marked serial, alone. Unless the arguments name tests, only the files that mark
 # some test serial are collected (collecting the whole suite again takes seconds).
 serial_files=()

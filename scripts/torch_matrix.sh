@@ -4,25 +4,35 @@
 # torch, which sees everything else (pytest, corral's dependencies) in the main environment.
 #   scripts/torch_matrix.sh            print each environment's python, building what is missing
 #   scripts/torch_matrix.sh --sizes    also print each environment's size and build seconds
+#   scripts/torch_matrix.sh --build    only build what is missing: PY may then be any python3
+#                                      of the main environment's version (it need not exist yet)
 # Sourced by nothing: scripts/test.sh calls it (PY must name the main environment's python).
 #
 # The environments live outside the checkout (CORRAL_TORCH_VENVS, default
 # ~/.cache/corral/torch-venvs) so a fresh clone on the same machine reuses them; one is rebuilt
-# only when its marker file is missing. PyPI's torch wheels are CUDA builds that import only
-# beside their nvidia-* libraries, so those are installed too; triton (the GPU kernel compiler,
-# unused on the CPU) is left out. pip runs without the machine's pip configuration: a
-# machine-wide cap on torch releases would otherwise refuse the newest.
+# only when its marker file is missing. One call at a time holds them (a lock file beside
+# them): a second waits for the first's builds instead of starting them over. PyPI's torch
+# wheels are CUDA builds that import only beside their nvidia-* libraries, so those are
+# installed too; triton (the GPU kernel compiler, unused on the CPU) is left out. pip runs
+# without the machine's pip configuration: a machine-wide cap on torch releases would
+# otherwise refuse the newest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${PY:?PY must name the python of the main environment, as scripts/python.sh sets it}"
 sizes=false
-[ "${1:-}" = --sizes ] && sizes=true
+build_only=false
+case "${1:-}" in
+    --sizes) sizes=true ;;
+    --build) build_only=true ;;
+esac
 root=${CORRAL_TORCH_VENVS:-$HOME/.cache/corral/torch-venvs}
 pyver=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 releases=$("$PY" -c 'from trainer.compat import TESTED_TORCH; print(*TESTED_TORCH)')
-# Every site directory of the main environment, added after the matrix venv's own (whose torch
-# therefore wins); addsitedir also runs their .pth files (corral's editable install).
-site_dirs=$("$PY" -c 'import site, sys; print(repr([p for p in sys.path if p.endswith("-packages")]))')
+mkdir -p "$root"
+if command -v flock >/dev/null; then
+    exec 9> "$root/.lock"
+    flock 9
+fi
 
 build() {  # build VENV RELEASE
     local venv=$1 release=$2 started=$SECONDS
@@ -31,13 +41,11 @@ build() {  # build VENV RELEASE
     "$PY" -m venv "$venv"
     local pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
     PIP_CONFIG_FILE=/dev/null "${pip[@]}" --no-deps "torch==$release"
-    local needs
-    needs=$("$PY" - "$venv" <<'EOF'
-import glob, sys
-from importlib.metadata import distributions
-from packaging.requirements import Requirement
-site = glob.glob(sys.argv[1] + "/lib/python*/site-packages")
-torch = next(d for d in distributions(path=site) if d.metadata["Name"] == "torch")
+    local needs  # read by the new environment's own python (pip brings the parser)
+    needs=$("$venv/bin/python" - <<'EOF'
+from importlib.metadata import distribution
+from pip._vendor.packaging.requirements import Requirement
+torch = distribution("torch")
 needs = [Requirement(r) for r in torch.requires or []]
 extras = {r.name: f"[{','.join(sorted(r.extras))}]" if r.extras else "" for r in needs}
 print(*(f"{r.name}{extras[r.name]}{r.specifier}" for r in needs
@@ -58,9 +66,15 @@ see_main_env() {  # see_main_env VENV
     echo "import site; list(map(site.addsitedir, $site_dirs))" > "$site/corral-main-env.pth"
 }
 
+# Every site directory of the main environment, added after the matrix venv's own (whose torch
+# therefore wins); addsitedir also runs their .pth files (corral's editable install).
+site_dirs=
+$build_only || site_dirs=$("$PY" -c 'import site, sys
+print(repr([p for p in sys.path if p.endswith("-packages")]))')
 for release in $releases; do
     venv=$root/torch-$release-py$pyver
     [ -f "$venv/.corral-built" ] || build "$venv" "$release"
+    $build_only && continue
     see_main_env "$venv"
     if $sizes; then
         echo "torch $release: $(du -sh "$venv" | cut -f1), built in $(cat "$venv/.corral-built") s" >&2

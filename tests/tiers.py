@@ -11,8 +11,11 @@ A fast test that starts torchrun, sshd or a namespace fails, naming the command
 
 ``scripts/test.sh`` runs the tests two at a time (pytest-xdist), except those marked
 ``serial`` by hand, which run afterwards with nothing beside them: every test whose verdict
-rests on wall-clock time (hang limits, lost hosts, a link cut past a silence limit, throughput
-comparisons, balancer moves). Netns tests run in parallel like the rest: each box has
+rests on measured speed (throughput comparisons, balancer moves, step times judged). Tests of
+wall-clock limits (a hang limit, a lost host, a link cut past a silence limit) run two at a
+time too: their limits and run lengths leave room for a test beside them (each passed twice
+beside two heavy test files, BENCHMARKS.md "The full suite from a clean clone (issue 39)").
+Netns tests run in parallel like the rest: each box has
 namespaces, a bridge and veths named after its process and nothing in the root namespace, so
 two boxes never meet. A serial test is in the slow tier, so ``--fast`` is one parallel run.
 

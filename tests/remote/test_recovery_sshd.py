@@ -104,7 +104,6 @@ async def test_without_restarts_the_same_kill_fails_the_run(sshd_cluster) -> Non
     assert (final.failed_host, final.failed_rank) == ("h1", 1)
 
 
-@pytest.mark.serial  # the loss, declared seconds after the cut, must precede the run's end
 async def test_a_host_cut_off_for_good_is_dropped_and_the_run_completes_on_the_others(
     sshd_cluster
 ) -> None:

@@ -269,13 +269,14 @@ async def test_status_finds_what_a_cut_off_host_left_running_and_keeps_the_outco
             restarted.wait()
 
 
-@pytest.mark.serial  # a hang limit of seconds: load beside it could pass for a hang
 async def test_a_stopped_rank_is_named_and_the_run_stopped_after_the_hang_limit(
     sshd_cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import remote.run.hang
 
-    monkeypatch.setattr(remote.run.hang, "MIN_SILENCE_S", 1.0)  # tiny steps: seconds are plenty
+    # Tiny steps: seconds are plenty. A silence before the stop only says so; the run stops after
+    # hang_limit (8 s) with no step, which another test's load beside it never comes near.
+    monkeypatch.setattr(remote.run.hang, "MIN_SILENCE_S", 1.0)
     cluster = sshd_cluster(2)
     config = cluster.config(run=replace(tiny_run(steps=100000), hang_factor=3.0,
                                         hang_limit=8.0))
