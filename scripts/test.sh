@@ -4,11 +4,12 @@
 # podman and runc when running as root), then lint, types, layering and the test suite.
 #   --fast   the fast tier only: no test marked slow (sshd, netns, torchrun ranks, large
 #            models; tests/tiers.py says which). Any other argument goes to every pytest run.
-# The full suite runs in two parts: the tests two at a time (pytest-xdist: most slow tests
-# wait on processes more than they compute; a module's tests share a worker, so a module-scoped
-# fixture such as a shared training run runs once; the longest modules are handed out first,
-# tests/tiers.py: heaviest_first), then those marked serial with nothing
-# beside them (tests/tiers.py). --fast runs one at a time (no fast test is serial).
+# The full suite runs in two parts: the tests three at a time (pytest-xdist: slow tests wait
+# on processes and limits as well as compute, and on two cores a third worker fills those
+# waits, BENCHMARKS.md "The full suite from a clean clone (issue 39)"; a module's tests share a
+# worker, so a module-scoped fixture such as a shared training run runs once; the longest
+# modules are handed out first, tests/tiers.py: heaviest_first), then those marked serial with
+# nothing beside them (tests/tiers.py). --fast runs one at a time (no fast test is serial).
 # Beside the parallel phase, at the lowest CPU priority (scripts/beside_tests.sh), the type
 # check and the torch matrix: the fast tests of the code that runs on torch and the tests marked
 # torch_matrix (exactness, resume, micro-batches; tests/tiers.py: TORCH_MATRIX_PATHS) on the
@@ -84,7 +85,7 @@ beside_pid=$!
 lint
 . scripts/phase.sh
 failed=0
-phase "$PY" -n 2 --dist loadscope --no-loadscope-reorder -m "not serial" "$@" || failed=1
+phase "$PY" -n 3 --dist loadscope --no-loadscope-reorder -m "not serial" "$@" || failed=1
 echo "corral: the type check and the torch matrix (they ran beside the parallel phase)"
 wait "$beside_pid" || failed=1
 beside_pid=

@@ -9,11 +9,11 @@ torchrun or other process groups, or build a large model, carry ``slow`` explici
 A fast test that starts torchrun, sshd or a namespace fails, naming the command
 (``slow_tier_command``): the fast tier stays fast by construction, not by review.
 
-``scripts/test.sh`` runs the tests two at a time (pytest-xdist), except those marked
+``scripts/test.sh`` runs the tests three at a time (pytest-xdist), except those marked
 ``serial`` by hand, which run afterwards with nothing beside them: every test whose verdict
 rests on measured speed (throughput comparisons, balancer moves, step times judged). Tests of
-wall-clock limits (a hang limit, a lost host, a link cut past a silence limit) run two at a
-time too: their limits and run lengths leave room for a test beside them (each passed twice
+wall-clock limits (a hang limit, a lost host, a link cut past a silence limit) run in that
+phase too: their limits and run lengths leave room for the tests beside them (each passed twice
 beside two heavy test files, BENCHMARKS.md "The full suite from a clean clone (issue 39)").
 Netns tests run in parallel like the rest: each box has
 namespaces, a bridge and veths named after its process and nothing in the root namespace, so
@@ -98,8 +98,8 @@ LONGEST_MODULES = ("test_quickstart.py", "test_script_ranks_local.py",
 def heaviest_first(modules: Sequence[str], slow: Sequence[bool]) -> list[int]:
     """The tests' running order, as indices: ``LONGEST_MODULES``, then the modules with the
     most slow tests, then the rest; each module's tests together in their own order. The
-    parallel phase hands whole modules to two workers in this order (``--dist loadscope
-    --no-loadscope-reorder``): a long module handed out last would leave the other worker idle
+    parallel phase hands whole modules to its workers in this order (``--dist loadscope
+    --no-loadscope-reorder``): a long module handed out last would leave the other workers idle
     while it runs, so the quick ones come last and fill the gaps."""
     slow_tests = Counter(module for module, is_slow in zip(modules, slow, strict=True)
                          if is_slow)
