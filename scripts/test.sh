@@ -58,8 +58,7 @@ trap end_beside EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 if ! $fast && [ "${CORRAL_TORCH_MATRIX:-on}" != off ]; then
-    base_py=${PYTHON:-python3}
-    PY=$base_py setsid -w nice -n 19 bash scripts/torch_matrix.sh --build > "$builds_log" 2>&1 &
+    PY=${PYTHON:-python3} setsid -w nice -n 19 bash scripts/torch_matrix.sh --build > "$builds_log" 2>&1 &
     builds_pid=$!
 fi
 bash scripts/bootstrap.sh --dev --llm
@@ -77,9 +76,8 @@ fi
 # leave idle), scripts/beside_tests.sh runs the type check and the torch matrix, once the
 # matrix's environments are built (the builds above; scripts/torch_matrix.sh waits on their
 # lock). It starts before the lint, in a session of its own ended with this script however
-# this ends. The serial phase
-# starts once it has ended (its work can only slow the parallel phase, whose CPU it takes, but
-# would unsettle the serial tests' wall-clock verdicts: a throughput comparison failed beside it).
+# this ends. The serial phase starts once it has ended: beside the serial tests it would
+# unsettle their verdicts on measured speed (a throughput comparison failed beside it).
 PY="$PY" setsid -w nice -n 19 bash scripts/beside_tests.sh "$@" > "$beside_log" 2>&1 &
 beside_pid=$!
 lint

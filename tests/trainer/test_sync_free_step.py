@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import signal
-import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,14 +75,12 @@ def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str,
          **flags: Any) -> None:
     """The trainer in this process, each step through ``wrap(step, run_the_step)``."""
     monkeypatch.setenv("CORRAL_PROFILE_DIR", str(tmp_path / "no-profiles"))
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        monkeypatch.delenv(name, raising=False)
-    # A lone rank's group on a free port, set here so that the test's end takes it away again
-    # (the trainer would set it in this process's environment for good).
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        monkeypatch.setenv("MASTER_PORT", str(probe.getsockname()[1]))
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    # A lone rank: the trainer picks MASTER_ADDR/PORT itself and sets them in this process's
+    # environment. Set, then removed, through monkeypatch, each is taken away again at the
+    # test's end, so no later launch in this process inherits the port of a finished group.
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     original = Trainer.train_step
 
     def wrapped(self: Any, step: int) -> Any:
