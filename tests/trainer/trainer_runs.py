@@ -32,6 +32,12 @@ def rank_env() -> dict[str, str]:
     return env
 
 
+EVERY_CORE = ("--threads", str(len(os.sched_getaffinity(0))))
+"""Flags for a serial test's one-process reference run, which has the machine to itself: every
+core, not one. On two cores its parameters were those of one thread to the bit, in 60-75 % of
+the time (BENCHMARKS.md "Compiled once, references on every core")."""
+
+
 def launch_cmd(nproc: int, *flags: str) -> list[str]:
     """``python -m torch.distributed.run --standalone`` (a free port) + ``-m trainer``; one
     rank is a lone ``python -m trainer``, which the trainer runs as rank 0 of 1 on a free port
