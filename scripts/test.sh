@@ -21,8 +21,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Python caches corral's compiled modules (and pytest its rewritten test modules) in
 # __pycache__, which git ignores: with PYTHONDONTWRITEBYTECODE set, every rank, worker and
-# console process the suite starts compiled them from source again (4 % of a multi-rank test
-# file's CPU, BENCHMARKS.md "Compiled once, references on every core").
+# console process the suite starts compiled them from source again (BENCHMARKS.md "Compiled
+# once, references on every core").
 unset PYTHONDONTWRITEBYTECODE
 fast=false
 if [ "${1:-}" = --fast ]; then

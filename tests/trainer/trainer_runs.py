@@ -34,8 +34,8 @@ def rank_env() -> dict[str, str]:
 
 EVERY_CORE = ("--threads", str(len(os.sched_getaffinity(0))))
 """Flags for a serial test's one-process reference run, which has the machine to itself: every
-core, not one. On two cores its parameters were those of one thread to the bit, in 60-75 % of
-the time (BENCHMARKS.md "Compiled once, references on every core")."""
+core, not one. On two cores its parameters were those of one thread to the bit, in less time
+(BENCHMARKS.md "Compiled once, references on every core")."""
 
 
 def launch_cmd(nproc: int, *flags: str) -> list[str]:
