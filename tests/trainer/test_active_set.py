@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from trainer_runs import (
-    EVERY_CORE,
     REPO,
     check,
     events,
@@ -46,7 +45,8 @@ def test_a_slow_rank_sits_out_rejoins_when_lifted_and_the_result_stays_exact(
                  "--rebalance-every", "5", "--slowdown", "1,1,60",
                  "--slowdown-at", f"{LIFTED}:2:1", "--steps", "80",
                  "--run-dir", str(mixed), timeout=420))
-    check(launch(1, *WIDE, "--steps", "80", *EVERY_CORE, "--run-dir", str(alone), timeout=300))
+    check(launch(1, *WIDE, "--steps", "80", "--run-dir", str(alone), timeout=300,
+                 threads=None))
     rebalances = of_kind(events(mixed, 0), "rebalance")
     benched = next(r for r in rebalances if r["split"][2] == 0)
     assert benched["step"] < LIFTED and "rank 2 sits out" in benched["reason"]

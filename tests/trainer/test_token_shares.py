@@ -12,15 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from lm_fixtures import TinyLM, make_tiny_lm
-from trainer_runs import (
-    EVERY_CORE,
-    check,
-    events,
-    final_params,
-    launch,
-    max_rel_diff,
-    of_kind,
-)
+from trainer_runs import check, events, final_params, launch, max_rel_diff, of_kind
 
 from trainer.step.batch_order import GlobalBatchOrder, share_seconds, slice_tokens
 
@@ -95,7 +87,7 @@ def test_dynamic_token_shares_follow_the_speeds_and_equal_one_process(
     for option in (f"model={lm.model}", f"data={data}", "seq_len=256", "lora_r=4",
                    "lora_alpha=8", "packing=false", "samples=0"):
         flags += ["--task-option", option]
-    check(launch(1, *flags, "--split", "96", *EVERY_CORE, "--run-dir", str(tmp_path / "one")))
+    check(launch(1, *flags, "--split", "96", "--run-dir", str(tmp_path / "one"), threads=None))
     # Speeds 1:2:3, emulated on every rank (6, 3 and 2 times slower) so that the emulated
     # time dominates the real one; the dynamic balancer from an equal split.
     check(launch(3, *flags, "--policy", "dynamic", "--split", "32,32,32", "--rebalance-every",

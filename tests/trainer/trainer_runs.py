@@ -32,18 +32,17 @@ def rank_env() -> dict[str, str]:
     return env
 
 
-EVERY_CORE = ("--threads", str(len(os.sched_getaffinity(0))))
-"""Flags for a serial test's one-process reference run, which has the machine to itself: every
-core, not one. On two cores its parameters were those of one thread to the bit, in less time
-(BENCHMARKS.md "Compiled once, references on every core")."""
-
-
-def launch_cmd(nproc: int, *flags: str) -> list[str]:
+def launch_cmd(nproc: int, *flags: str, threads: int | None = 1) -> list[str]:
     """``python -m torch.distributed.run --standalone`` (a free port) + ``-m trainer``; one
     rank is a lone ``python -m trainer``, which the trainer runs as rank 0 of 1 on a free port
     (``trainer.dist``): the same run without a launcher process, which costs a second of CPU
-    (it imports torch) and proves nothing a one-rank reference needs."""
-    trainer = ["-m", "trainer", "--threads", "1", "--resources-every", "0", *flags]
+    (it imports torch) and proves nothing a one-rank reference needs. ``threads`` per rank:
+    one (the test machine is small and shared), or None for the trainer's own default, a
+    thread per core: a serial test's one-process reference, which has the machine to itself
+    (on two cores its parameters were those of one thread to the bit, in less time:
+    BENCHMARKS.md "Compiled once, references on every core")."""
+    per_rank = [] if threads is None else ["--threads", str(threads)]
+    trainer = ["-m", "trainer", *per_rank, "--resources-every", "0", *flags]
     if nproc == 1:
         return [sys.executable, *trainer]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -66,9 +65,11 @@ def run_launcher(cmd: list[str], *, env: dict[str, str], timeout: float
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def launch(nproc: int, *flags: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """Run the trainer on ``nproc`` local ranks and wait for it."""
-    return run_launcher(launch_cmd(nproc, *flags), env=rank_env(), timeout=timeout)
+def launch(nproc: int, *flags: str, timeout: float = 240, threads: int | None = 1
+           ) -> subprocess.CompletedProcess[str]:
+    """Run the trainer on ``nproc`` local ranks (``threads`` each: ``launch_cmd``) and wait."""
+    return run_launcher(launch_cmd(nproc, *flags, threads=threads), env=rank_env(),
+                        timeout=timeout)
 
 
 def events(run_dir: Path, rank: int) -> list[dict[str, Any]]:
