@@ -29,40 +29,43 @@ if [ "${1:-}" = --fast ]; then
     shift
     fast=true
 fi
-if [ "$(id -u)" = 0 ] && { ! [ -x /usr/sbin/sshd ] || ! command -v ip >/dev/null \
-        || ! { ldconfig -p | grep libtcmalloc_minimal >/dev/null; } \
-        || ! python3 -c 'import ensurepip' >/dev/null 2>&1; }; then
-    echo "corral: installing openssh-server, iproute2, tcmalloc and python3-venv" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >/dev/null
-    apt-get install -y -q --no-install-recommends openssh-server openssh-client iproute2 \
-        libtcmalloc-minimal4 python3-venv >/dev/null
-fi
-# podman (daemonless) and runc for the container tests, where they can be had (root, apt);
-# elsewhere those tests skip, saying why. Their containers.conf (runc, no default ulimits:
-# what podman needs on machines like the CI's) is written by the tests themselves.
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v podman >/dev/null; then
-    echo "corral: installing podman and runc (the container tests)" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends podman runc \
-        >/dev/null 2>&1 || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -q --no-install-recommends podman runc >/dev/null; } \
-        || echo "corral: podman could not be installed; the container tests will skip" >&2
-fi
-# The torch matrix's environments are built from the start, at the lowest CPU priority, while
-# the bootstrap below keeps one core busy and the other idle: with the interpreter the main
-# environment is (or will be) made from (scripts/python.sh). They run in a session of their own,
-# ended with this script however this ends; scripts/beside_tests.sh waits for them.
+# What runs beside the script's own steps, and how it ends with the script.
 builds_log=$(mktemp)
 builds_pid=
 beside_log=$(mktemp)
 beside_pid=
+packages_log=$(mktemp)
+packages_pid=
+packages_ready() {  # the system packages' installation ended: its output, and its status
+    [ -n "$packages_pid" ] || return 0
+    local status=0
+    wait "$packages_pid" || status=$?
+    packages_pid=
+    cat "$packages_log" >&2
+    return $status
+}
 end_beside() {
     for pid in $builds_pid $beside_pid; do kill -- "-$pid" 2>/dev/null || true; done
-    rm -f "$builds_log" "$beside_log"
+    packages_ready || true
+    rm -f "$builds_log" "$beside_log" "$packages_log"
 }
 trap end_beside EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+# The system packages the tests need (scripts/system_packages.sh: as root, with apt), installed
+# beside the bootstrap below, which needs none of them unless python3 lacks its venv module;
+# the tests wait for them. apt is never interrupted: in a session of its own, out of reach of a
+# Ctrl-C, and waited for however this script ends.
+if python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    setsid -w bash scripts/system_packages.sh > "$packages_log" 2>&1 &
+    packages_pid=$!
+else
+    bash scripts/system_packages.sh
+fi
+# The torch matrix's environments are built from the start, at the lowest CPU priority, while
+# the bootstrap below keeps one core busy: with the interpreter the main environment is (or
+# will be) made from (scripts/python.sh). They run in a session of their own, ended with this
+# script however this ends; scripts/beside_tests.sh waits for them.
 if ! $fast && [ "${CORRAL_TORCH_MATRIX:-on}" != off ]; then
     PY=${PYTHON:-python3} setsid -w nice -n 19 bash scripts/torch_matrix.sh --build > "$builds_log" 2>&1 &
     builds_pid=$!
@@ -77,6 +80,7 @@ if $fast; then  # the type check beside the tests, at the lowest CPU priority: t
     setsid -w nice -n 19 "$PY" -m mypy > "$beside_log" 2>&1 &
     beside_pid=$!
     lint
+    packages_ready
     failed=0
     "$PY" -m pytest -q -p no:cacheprovider -m "not slow" "$@" || failed=1
     echo "corral: the type check (it ran beside the tests)"
@@ -94,6 +98,7 @@ fi
 PY="$PY" setsid -w nice -n 19 bash scripts/beside_tests.sh "$@" > "$beside_log" 2>&1 &
 beside_pid=$!
 lint
+packages_ready
 . scripts/phase.sh
 failed=0
 phase "$PY" -n 3 --dist loadscope --no-loadscope-reorder -m "not serial" "$@" || failed=1

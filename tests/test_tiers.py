@@ -33,6 +33,8 @@ def test_sshd_and_netns_files_and_fixtures_and_gpu_tests_are_slow() -> None:
      "torchrun"),
     (["sh", "-c", "cd '/a b'; X=1 PYTHONPATH=c '/venv/bin/python' -m torch.distributed.run "
                   "--nnodes 2 -m trainer; echo $? > exit"], "torchrun"),
+    ([sys.executable, "/repo/tests/trainer/spawn_ranks.py", "2", "-m", "trainer"],
+     "spawn_ranks.py"),
     (["/usr/sbin/sshd", "-D", "-e"], "sshd"),
     (["ip", "netns", "add", "n0"], "ip netns"),
     (["unshare", "-m", "sh"], "unshare"),

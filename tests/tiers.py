@@ -6,7 +6,8 @@ in a ``*_sshd.py`` or ``*netns*.py`` file, or one using the ``sshd_cluster`` or 
 fixture, is marked ``sshd``/``netns`` and ``slow``; so is every ``gpu`` test. Tests that start
 torchrun or other process groups, or build a large model, carry ``slow`` explicitly.
 
-A fast test that starts torchrun, sshd or a namespace fails, naming the command
+A fast test that starts torchrun (or the trainer tests' rank spawner), sshd or a namespace
+fails, naming the command
 (``slow_tier_command``): the fast tier stays fast by construction, not by review.
 
 ``scripts/test.sh`` runs the tests three at a time (pytest-xdist), except those marked
@@ -66,11 +67,21 @@ def tier_markers(file_name: str, fixtures: Collection[str], *, gpu: bool,
     return markers
 
 
-def _runs_torchrun(words: Sequence[str]) -> bool:
-    """A Python interpreter (not a stand-in that records its arguments) told to run torchrun."""
-    return any(word == "-m" and nxt == "torch.distributed.run"
-               and Path(interpreter).name.startswith("python")
-               for interpreter, word, nxt in zip(words, words[1:], words[2:], strict=False))
+SPAWNER = "spawn_ranks.py"
+"""The trainer tests' launcher of several ranks without torch's agent (``tests/trainer``)."""
+
+
+def _launches_ranks(words: Sequence[str]) -> str | None:
+    """What a Python interpreter (not a stand-in that records its arguments) is told to run
+    that starts ranks: torchrun, or the tests' own spawner of several ranks."""
+    for interpreter, word, nxt in zip(words, words[1:], words[2:], strict=False):
+        if not Path(interpreter).name.startswith("python"):
+            continue
+        if word == "-m" and nxt == "torch.distributed.run":
+            return "torchrun"
+        if Path(word).name == SPAWNER:
+            return SPAWNER
+    return None
 
 
 def slow_tier_command(args: object) -> str | None:
@@ -84,7 +95,7 @@ def slow_tier_command(args: object) -> str | None:
     if first == "sh" and "-c" in words[:-1]:  # a local host's script: look inside it
         with contextlib.suppress(ValueError):
             words = shlex.split(words[words.index("-c") + 1].replace(";", " ; "))
-    return "torchrun" if _runs_torchrun(words) else None
+    return _launches_ranks(words)
 
 
 LONGEST_MODULES = ("test_quickstart.py", "test_script_ranks_local.py",

@@ -1,12 +1,17 @@
 """A user's script on three local hosts of emulated speeds 1:2:3, set up as corral's own ranks
-before it runs: ranks numbered in host order every time, an unmodified TRL ``sft.py`` with a GPU
-user's arguments (bf16 by default, no ``--use_cpu``) completing on the CPU cluster, and a start
-that never reaches its first step named with the stuck rank's stack within ``hang_limit``."""
+before it runs: ranks numbered in host order whatever order torch numbered the hosts in, an
+unmodified TRL ``sft.py`` with a GPU user's arguments (bf16 by default, no ``--use_cpu``)
+completing on the CPU cluster, and a start that never reaches its first step named with the
+stuck rank's stack within ``hang_limit``."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,19 +21,15 @@ from trainer.events import EndEvent, StartEvent
 
 try:
     from runkit import run_processes
-    from test_script_run_local import SCRIPTS, SLOWDOWNS, config, data, hf_args, run_to_end
+    from test_script_run_local import SCRIPTS, SLOWDOWNS, config, run_to_end
 except ImportError:  # collected as a package
     from tests.remote.runkit import run_processes  # type: ignore[no-redef]
     from tests.remote.test_script_run_local import (  # type: ignore[no-redef]
         SCRIPTS,
         SLOWDOWNS,
         config,
-        data,
-        hf_args,
         run_to_end,
     )
-
-__all__ = ["data"]  # the tiny model's fixture, shared with test_script_run_local
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -38,53 +39,42 @@ def _starts(events: list[object]) -> dict[int, StartEvent]:
             if isinstance(e, RankEvent) and isinstance(e.event, StartEvent)}
 
 
-async def test_script_ranks_follow_the_host_order_every_time(tmp_path: Path) -> None:
-    for attempt in range(3):  # the three hosts meet torch's rendezvous in varying order
-        folder = tmp_path / f"try{attempt}"
-        cfg = config(folder, SCRIPTS / "ddp_tutorial.py",
-                     ["--epochs", "1", "--samples", "96", "--batch-size", "12"])
-        run_id, events = await run_to_end(cfg)
-        final = events[-1]
-        assert isinstance(final, RunStatus) and final.state == "completed", final
-        starts = _starts(events)
-        # each host's emulated slowdown reaches only its own ranks: rank r ran on host r
-        assert {r: s.slowdown for r, s in starts.items()} == dict(enumerate(SLOWDOWNS)), starts
-        assert run_processes(run_id) == []
+def _joins_last(path: Path) -> Path:
+    """A python for the first host that starts its launcher only once the other two hosts'
+    launchers of the run are running, and as a child: the run's newest launcher process.
+    torch numbers the nodes of a rendezvous by address, then process id, and the three hosts
+    share one address here: it numbers the first host last."""
+    python = shlex.quote(sys.executable)
+    others = f"^{sys.executable} -m trainer.launcher .*--rdzv-id $CORRAL_RUN_ID "
+    path.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = -m ] && [ "$2" = trainer.launcher ]; then\n'
+        "  waited=0\n"  # a condition with a deadline (120 s), not a fixed delay
+        f'  until [ "$(pgrep -fc "{others}")" -ge 2 ]; do\n'
+        "    waited=$((waited + 1)); [ $waited -le 1200 ] || exit 99; sleep 0.1\n"
+        "  done\n"
+        f'  {python} "$@"\n'
+        "  exit $?\n"
+        "fi\n"
+        f'exec {python} "$@"\n')
+    path.chmod(0o755)
+    return path
 
 
-ON_ITS_OWN_DISK = """\
-import os
-import runpy
-import sys
-from pathlib import Path
-
-# The local hosts share one disk: each writes below a folder named after its host instead, as
-# if each had its own. Then the Hugging Face example runs as the user wrote it.
-at = sys.argv.index("--out") + 1
-sys.argv[at] = str(Path(sys.argv[at]) / os.environ["CORRAL_HOST"])
-sys.argv[0] = str(Path(__file__).with_name("hf_trainer.py"))
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
-async def test_an_hf_scripts_rank_0_writes_the_model_on_the_master(
-        data: tuple[Path, Path], tmp_path: Path) -> None:
-    user = tmp_path / "user"
-    user.mkdir()
-    shutil.copy(SCRIPTS / "hf_trainer.py", user)
-    (user / "on_its_own_disk.py").write_text(ON_ITS_OWN_DISK)
-    out = tmp_path / "out"
-    run_id, events = await run_to_end(config(tmp_path, user / "on_its_own_disk.py",
-                                             hf_args(data, out, 3)))
+async def test_script_ranks_follow_the_host_order_whatever_torchs_node_order(
+        tmp_path: Path) -> None:
+    cfg = config(tmp_path, SCRIPTS / "ddp_tutorial.py",
+                 ["--epochs", "1", "--samples", "96", "--batch-size", "12"])
+    first = replace(cfg.hosts[0], python=str(_joins_last(tmp_path / "python-joins-last")))
+    run_id, events = await run_to_end(replace(cfg, hosts=(first, *cfg.hosts[1:])))
     final = events[-1]
     assert isinstance(final, RunStatus) and final.state == "completed", final
-    rank_hosts = {e.event.rank: e.host for e in events
-                  if isinstance(e, RankEvent) and isinstance(e.event, StartEvent)}
-    assert rank_hosts == {0: "h0", 1: "h1", 2: "h2"}, rank_hosts  # rank 0 on the master
-    # The Trainer saves on its process zero: the master's, and no other host writes a model.
-    assert (out / "h0" / "final" / "adapter_model.safetensors").is_file()
-    for host in ("h1", "h2"):
-        assert not list((out / host).rglob("*.safetensors")), host
+    # The premise: torch numbered the first host last.
+    log = (tmp_path / "runs" / run_id / "logs" / "h0" / "launcher.log").read_text()
+    assert re.search(r"global_ranks=\[2\]", log), log[-2000:]
+    starts = _starts(events)
+    # each host's emulated slowdown reaches only its own ranks: rank r ran on host r
+    assert {r: s.slowdown for r, s in starts.items()} == dict(enumerate(SLOWDOWNS)), starts
     assert run_processes(run_id) == []
 
 

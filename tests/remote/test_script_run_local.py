@@ -1,8 +1,8 @@
 """A user's own script under corral's controller, on three local hosts of emulated speeds 1:2:3
 (the embedded cluster.toml's): an unmodified Hugging Face Trainer script and an unmodified TRL
-SFTTrainer script complete and save a result that loads; with the opt-in, the dynamic policy
-moves examples from a far slower rank (1:2:8) to the fast rank, and a rank killed mid-run is
-restarted from the script's own checkpoint."""
+SFTTrainer script complete with rank 0 on the master, whose copy alone saves a result that
+loads; with the opt-in, the dynamic policy moves examples from a far slower rank (1:2:8) to the
+fast rank, and a rank killed mid-run is restarted from the script's own checkpoint."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ from remote.api import (
 )
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
 from remote.run.controller import SshRunController
-from trainer.events import RebalanceEvent, StepEvent
+from trainer.events import RebalanceEvent, StartEvent, StepEvent
+from trainer.run_layout import RunLayout
 
 try:
     from runkit import bounded, run_processes
@@ -110,17 +111,25 @@ def loads(out: Path) -> None:
 
 
 @pytest.mark.parametrize("script", ["hf_trainer.py", "trl_sft.py"])
-async def test_an_unmodified_hf_script_completes_on_three_hosts(
+async def test_an_unmodified_hf_script_completes_on_three_hosts_its_master_writing_the_model(
         script: str, data: tuple[Path, Path], tmp_path: Path) -> None:
     if script == "trl_sft.py":
         pytest.importorskip("trl")
-    out = tmp_path / "out"
-    cfg = config(tmp_path, unmodified(script, tmp_path / "user"), hf_args(data, out, 3))
+    # A relative output folder: each host's script writes in its own working directory, as on
+    # machines with disks of their own.
+    cfg = config(tmp_path, unmodified(script, tmp_path / "user"), hf_args(data, Path("out"), 3))
     run_id, events = await run_to_end(cfg)
     final = events[-1]
     assert isinstance(final, RunStatus) and final.state == "completed", final
     assert run_processes(run_id) == []
-    loads(out)
+    rank_hosts = {e.event.rank: e.host for e in events
+                  if isinstance(e, RankEvent) and isinstance(e.event, StartEvent)}
+    assert rank_hosts == {0: "h0", 1: "h1", 2: "h2"}, rank_hosts  # rank 0 on the master
+    # The script saves on its process zero: the master's, and no other host writes a model.
+    layout = RunLayout(tmp_path / "runs" / run_id)
+    loads(Path(layout.script_cwd("h0"), "out"))
+    for host in ("h1", "h2"):
+        assert not list(Path(layout.script_cwd(host)).rglob("*.safetensors")), host
 
 
 @pytest.mark.serial  # the move is judged against measured speeds (tests/tiers.py)

@@ -32,21 +32,37 @@ def rank_env() -> dict[str, str]:
     return env
 
 
-def launch_cmd(nproc: int, *flags: str, threads: int | None = 1) -> list[str]:
-    """``python -m torch.distributed.run --standalone`` (a free port) + ``-m trainer``; one
-    rank is a lone ``python -m trainer``, which the trainer runs as rank 0 of 1 on a free port
-    (``trainer.dist``): the same run without a launcher process, which costs a second of CPU
-    (it imports torch) and proves nothing a one-rank reference needs. ``threads`` per rank:
-    one (the test machine is small and shared), or None for the trainer's own default, a
-    thread per core: a serial test's one-process reference, which has the machine to itself
-    (on two cores its parameters were those of one thread to the bit, in less time:
-    BENCHMARKS.md "Compiled once, references on every core")."""
+def trainer_args(*flags: str, threads: int | None = 1) -> list[str]:
+    """``-m trainer`` with ``flags``, and ``threads`` per rank: one (the test machine is small
+    and shared), or None for the trainer's own default, a thread per core: a serial test's
+    one-process reference, which has the machine to itself (on two cores its parameters were
+    those of one thread to the bit, in less time: BENCHMARKS.md "Compiled once, references on
+    every core")."""
     per_rank = [] if threads is None else ["--threads", str(threads)]
-    trainer = ["-m", "trainer", *per_rank, "--resources-every", "0", *flags]
+    return ["-m", "trainer", *per_rank, "--resources-every", "0", *flags]
+
+
+def launch_cmd(nproc: int, *flags: str, threads: int | None = 1) -> list[str]:
+    """``python -m torch.distributed.run --standalone`` (a free port) + ``-m trainer``: for a
+    test whose subject involves torch's launcher (a stop that reaches the ranks through it, as
+    the remote layer's does). One rank is a lone ``python -m trainer``, which the trainer runs
+    as rank 0 of 1 on a free port (``trainer.dist``)."""
+    trainer = trainer_args(*flags, threads=threads)
     if nproc == 1:
         return [sys.executable, *trainer]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
             f"--nproc-per-node={nproc}", *trainer]
+
+
+def spawn_cmd(nproc: int, *flags: str, threads: int | None = 1) -> list[str]:
+    """``nproc`` trainer ranks started as torchrun starts them, without its agent process
+    (``spawn_ranks.py``: the agent costs a second and a half of CPU a launch and proves nothing
+    about what the ranks compute); one rank is a lone ``python -m trainer``."""
+    trainer = trainer_args(*flags, threads=threads)
+    if nproc == 1:
+        return [sys.executable, *trainer]
+    return [sys.executable, str(Path(__file__).with_name("spawn_ranks.py")), str(nproc),
+            *trainer]
 
 
 def run_launcher(cmd: list[str], *, env: dict[str, str], timeout: float
@@ -67,8 +83,9 @@ def run_launcher(cmd: list[str], *, env: dict[str, str], timeout: float
 
 def launch(nproc: int, *flags: str, timeout: float = 240, threads: int | None = 1
            ) -> subprocess.CompletedProcess[str]:
-    """Run the trainer on ``nproc`` local ranks (``threads`` each: ``launch_cmd``) and wait."""
-    return run_launcher(launch_cmd(nproc, *flags, threads=threads), env=rank_env(),
+    """Run the trainer on ``nproc`` local ranks (``threads`` each: ``trainer_args``) to their
+    end, without torch's agent (``spawn_cmd``)."""
+    return run_launcher(spawn_cmd(nproc, *flags, threads=threads), env=rank_env(),
                         timeout=timeout)
 
 

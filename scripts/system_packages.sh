@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The system packages the tests need, installed when run as root with apt (scripts/test.sh runs
+# this): OpenSSH's sshd, iproute2, tcmalloc and python3-venv (the tests start real sshd daemons
+# on loopback ports and, as root, clusters in network namespaces; tcmalloc is the allocator CPU
+# ranks get where a host has it; python3-venv makes the project's .venv), then podman
+# (daemonless) and runc for the container tests, where they can be had; elsewhere those tests
+# skip, saying why. Their containers.conf (runc, no default ulimits: what podman needs on
+# machines like the CI's) is written by the tests themselves. Nothing to do as another user.
+set -euo pipefail
+[ "$(id -u)" = 0 ] || exit 0
+export DEBIAN_FRONTEND=noninteractive
+if ! [ -x /usr/sbin/sshd ] || ! command -v ip >/dev/null \
+        || ! { ldconfig -p | grep libtcmalloc_minimal >/dev/null; } \
+        || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    echo "corral: installing openssh-server, iproute2, tcmalloc and python3-venv" >&2
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends openssh-server openssh-client iproute2 \
+        libtcmalloc-minimal4 python3-venv >/dev/null
+fi
+if command -v apt-get >/dev/null && ! command -v podman >/dev/null; then
+    echo "corral: installing podman and runc (the container tests)" >&2
+    apt-get install -y -q --no-install-recommends podman runc >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null \
+             && apt-get install -y -q --no-install-recommends podman runc >/dev/null; } \
+        || echo "corral: podman could not be installed; the container tests will skip" >&2
+fi
