@@ -1,4 +1,4 @@
-"""Run under torchrun (3 ranks, islands [0] and [1, 2]): the outer step averages the islands'
+"""Run on 3 ranks (``spawn_ranks.py``; islands [0] and [1, 2]): the outer step averages the islands'
 changes weighted by the samples each trained on. Rank 0 writes what every rank ended with."""
 
 from __future__ import annotations

@@ -72,8 +72,8 @@ def test_a_split_inside_an_island_changes_nothing(tmp_path: Path) -> None:
 
 def test_the_outer_step_weights_islands_by_their_samples(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           "--nproc-per-node=3", str(REPO / "tests" / "trainer" / "lowcomm_outer_check.py"),
+    here = REPO / "tests" / "trainer"
+    cmd = [sys.executable, str(here / "spawn_ranks.py"), "3", str(here / "lowcomm_outer_check.py"),
            str(out)]
     proc = subprocess.run(cmd, cwd=REPO, env=rank_env(), capture_output=True, text=True,
                           timeout=120)
