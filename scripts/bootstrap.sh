@@ -31,8 +31,8 @@ if [ ${#extras[@]} -gt 0 ]; then spec=".[$(IFS=,; echo "${extras[*]}")]"; fi
 # processes import a large part of it, several at once. Of the rest (transformers, mlflow, the
 # test tools: tens of thousands of modules) a run imports a small part: where Python writes
 # bytecode itself (PYTHONDONTWRITEBYTECODE unset, as scripts/test.sh has it) those are compiled
-# when first imported instead, and the install takes half the CPU (BENCHMARKS.md "What pip's
-# bytecode costs").
+# when first imported instead, and the install takes half the CPU (BENCHMARKS.md "Ranks
+# without torchrun's agent, one run where three were random, and what pip's bytecode costs").
 lazily=()
 [ -n "${PYTHONDONTWRITEBYTECODE:-}" ] || lazily=(--no-compile)
 "$PY" -m pip install -q --disable-pip-version-check "${lazily[@]}" -e "$spec"

@@ -10,9 +10,10 @@ first failed rank's, else 0. A SIGTERM or SIGINT to this process is passed on to
 
 torchrun's agent is a process that imports torch, hosts the rendezvous and polls its workers: a
 second and a half of CPU for every launch, which proves nothing about what the trainer computes
-(BENCHMARKS.md "Ranks without torchrun's agent in the trainer's tests"). The tests whose subject
-involves the agent (a stop that reaches the ranks through it, core placement, a user's script
-under torchrun, and every run corral itself launches) keep torchrun. Standard library only.
+(BENCHMARKS.md "Ranks without torchrun's agent, one run where three were random, and what pip's
+bytecode costs"). The tests whose subject involves the agent (a stop that reaches the ranks
+through it, core placement, a user's script under torchrun, and every run corral itself
+launches) keep torchrun. Standard library only.
 """
 
 from __future__ import annotations

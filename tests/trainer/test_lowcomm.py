@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from trainer_runs import (
     REPO,
+    SPAWN_RANKS,
     check,
     events,
     final_params,
@@ -72,9 +73,8 @@ def test_a_split_inside_an_island_changes_nothing(tmp_path: Path) -> None:
 
 def test_the_outer_step_weights_islands_by_their_samples(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
-    here = REPO / "tests" / "trainer"
-    cmd = [sys.executable, str(here / "spawn_ranks.py"), "3", str(here / "lowcomm_outer_check.py"),
-           str(out)]
+    cmd = [sys.executable, str(SPAWN_RANKS), "3",
+           str(SPAWN_RANKS.with_name("lowcomm_outer_check.py")), str(out)]
     proc = subprocess.run(cmd, cwd=REPO, env=rank_env(), capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from trainer_runs import check, events, launch, of_kind, rank_env, run_launcher, spawn_cmd
+from trainer_runs import check, events, launch, launch_cmd, of_kind, rank_env, run_launcher
 
 from profiles.host import cpu_model
 from profiles.profile import Profile, utc_now_iso
@@ -64,8 +64,9 @@ def test_a_profile_memory_cap_sets_the_micro_batch_not_the_share(tmp_path: Path)
         ), root=tmp_path / "profiles")
     env = {**rank_env(), "CORRAL_PROFILE_DIR": str(tmp_path / "profiles")}
     proc = run_launcher(
-        spawn_cmd(2, *COMMON, "--policy", "proportional", "--slowdown", "1,3",
-                   "--samples", "150", "--epochs", "1", "--run-dir", str(tmp_path / "run")),
+        launch_cmd(2, *COMMON, "--policy", "proportional", "--slowdown", "1,3",
+                   "--samples", "150", "--epochs", "1", "--run-dir", str(tmp_path / "run"),
+                   agent=False),
         env=env, timeout=240)
     check(proc)
     rank0 = events(tmp_path / "run", 0)

@@ -42,27 +42,25 @@ def trainer_args(*flags: str, threads: int | None = 1) -> list[str]:
     return ["-m", "trainer", *per_rank, "--resources-every", "0", *flags]
 
 
-def launch_cmd(nproc: int, *flags: str, threads: int | None = 1) -> list[str]:
-    """``python -m torch.distributed.run --standalone`` (a free port) + ``-m trainer``: for a
-    test whose subject involves torch's launcher (a stop that reaches the ranks through it, as
-    the remote layer's does). One rank is a lone ``python -m trainer``, which the trainer runs
-    as rank 0 of 1 on a free port (``trainer.dist``)."""
+SPAWN_RANKS = Path(__file__).with_name("spawn_ranks.py")
+"""Starts several ranks as torchrun starts its workers, without its agent process (the agent
+costs a second and a half of CPU a launch and proves nothing about what the ranks compute)."""
+
+
+def launch_cmd(nproc: int, *flags: str, threads: int | None = 1, agent: bool = True
+               ) -> list[str]:
+    """``nproc`` trainer ranks: under ``python -m torch.distributed.run --standalone`` (a free
+    port) for a test whose subject involves torch's launcher (a stop that reaches the ranks
+    through it, as the remote layer's does), else (``agent=False``) through ``SPAWN_RANKS``.
+    One rank is a lone ``python -m trainer``, which the trainer runs as rank 0 of 1 on a free
+    port (``trainer.dist``)."""
     trainer = trainer_args(*flags, threads=threads)
     if nproc == 1:
         return [sys.executable, *trainer]
+    if not agent:
+        return [sys.executable, str(SPAWN_RANKS), str(nproc), *trainer]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
             f"--nproc-per-node={nproc}", *trainer]
-
-
-def spawn_cmd(nproc: int, *flags: str, threads: int | None = 1) -> list[str]:
-    """``nproc`` trainer ranks started as torchrun starts them, without its agent process
-    (``spawn_ranks.py``: the agent costs a second and a half of CPU a launch and proves nothing
-    about what the ranks compute); one rank is a lone ``python -m trainer``."""
-    trainer = trainer_args(*flags, threads=threads)
-    if nproc == 1:
-        return [sys.executable, *trainer]
-    return [sys.executable, str(Path(__file__).with_name("spawn_ranks.py")), str(nproc),
-            *trainer]
 
 
 def run_launcher(cmd: list[str], *, env: dict[str, str], timeout: float
@@ -84,8 +82,8 @@ def run_launcher(cmd: list[str], *, env: dict[str, str], timeout: float
 def launch(nproc: int, *flags: str, timeout: float = 240, threads: int | None = 1
            ) -> subprocess.CompletedProcess[str]:
     """Run the trainer on ``nproc`` local ranks (``threads`` each: ``trainer_args``) to their
-    end, without torch's agent (``spawn_cmd``)."""
-    return run_launcher(spawn_cmd(nproc, *flags, threads=threads), env=rank_env(),
+    end, without torch's agent (``SPAWN_RANKS``)."""
+    return run_launcher(launch_cmd(nproc, *flags, threads=threads, agent=False), env=rank_env(),
                         timeout=timeout)
 
 
