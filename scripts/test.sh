@@ -9,8 +9,9 @@
 # waits, BENCHMARKS.md "The full suite from a clean clone (issue 39)"; a module's tests share a
 # worker, so a module-scoped fixture such as a shared training run runs once; the longest
 # modules are handed out first, tests/tiers.py: heaviest_first), then those marked serial with
-# nothing beside them (tests/tiers.py). --fast runs one at a time (no fast test is serial),
-# the type check beside it.
+# nothing beside them (tests/tiers.py). --fast runs its tests two at a time, a module's tests
+# on one worker (no fast test is serial; on two cores two workers beat one and three,
+# BENCHMARKS.md "The edit-test loop on two workers"), the type check beside them.
 # Beside the parallel phase, at the lowest CPU priority (scripts/beside_tests.sh), the type
 # check and the torch matrix: the fast tests of the code that runs on torch and the tests marked
 # torch_matrix (exactness, resume, micro-batches; tests/tiers.py: TORCH_MATRIX_PATHS) on the
@@ -76,13 +77,13 @@ lint() {  # the style, and the import contracts (pyproject.toml: [tool.importlin
     "$PY" -m ruff check .
     "$PY" -c "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports())"
 }
-if $fast; then  # the type check beside the tests, at the lowest CPU priority: they use one core
+if $fast; then  # the type check beside the tests, at the lowest CPU priority
     setsid -w nice -n 19 "$PY" -m mypy > "$beside_log" 2>&1 &
     beside_pid=$!
     lint
     packages_ready
     failed=0
-    "$PY" -m pytest -q -p no:cacheprovider -m "not slow" "$@" || failed=1
+    "$PY" -m pytest -q -p no:cacheprovider -n 2 --dist loadscope -m "not slow" "$@" || failed=1
     echo "corral: the type check (it ran beside the tests)"
     wait "$beside_pid" || failed=1
     beside_pid=

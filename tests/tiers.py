@@ -18,7 +18,8 @@ phase too: their limits and run lengths leave room for the tests beside them (ea
 beside two heavy test files, BENCHMARKS.md "The full suite from a clean clone (issue 39)").
 Netns tests run in parallel like the rest: each box has
 namespaces, a bridge and veths named after its process and nothing in the root namespace, so
-two boxes never meet. A serial test is in the slow tier, so ``--fast`` is one parallel run.
+two boxes never meet. A serial test is in the slow tier, so ``--fast`` is one parallel run
+(two workers).
 
 The torch matrix: besides the pinned torch, ``scripts/test.sh`` runs the fast tests of
 ``TORCH_MATRIX_PATHS`` (the packages that run on torch: the trainer and the profiles, and the
