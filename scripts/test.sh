@@ -11,7 +11,8 @@
 # modules are handed out first, tests/tiers.py: heaviest_first), then those marked serial with
 # nothing beside them (tests/tiers.py). --fast runs its tests two at a time, a module's tests
 # on one worker (no fast test is serial; on two cores two workers beat one and three,
-# BENCHMARKS.md "The edit-test loop on two workers"), the type check beside them.
+# BENCHMARKS.md "The edit-test loop on two workers, and a throughput verdict CI's machine
+# missed"), the type check beside them.
 # Beside the parallel phase, at the lowest CPU priority (scripts/beside_tests.sh), the type
 # check and the torch matrix: the fast tests of the code that runs on torch and the tests marked
 # torch_matrix (exactness, resume, micro-batches; tests/tiers.py: TORCH_MATRIX_PATHS) on the
