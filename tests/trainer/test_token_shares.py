@@ -105,7 +105,8 @@ def test_dynamic_token_shares_follow_the_speeds_and_equal_one_process(
     # (tokens per compute second), within SETTLED_TOLERANCE. That is the throughput at stake;
     # the equal split it starts from costs 2 times. The balancer stops moving once the gain it
     # predicts is inside its dead-band (its threshold plus the noise it measures), which widens
-    # on a busy machine: 1.104 and 1.16 times were seen there.
+    # on a busy machine (what CI's machine and this VM left: BENCHMARKS.md "The edit-test loop
+    # on two workers, and a throughput verdict CI's machine missed").
     settled = [steps[r][SETTLED:] for r in range(3)]
     tokens = [sum(e["tokens"] for e in settled[r]) for r in range(3)]
     seconds = [sum(e["compute_s"] for e in settled[r]) for r in range(3)]
@@ -117,7 +118,7 @@ def test_dynamic_token_shares_follow_the_speeds_and_equal_one_process(
     # Each rank's tokens (its compute, padding included) follow the emulated speeds 1:2:3: in
     # their order, and the slowest and the fastest rank more than half way from the equal
     # split's third to their speeds' shares, 1/6 and 1/2. Not exactly there: inside the
-    # dead-band the split may stop short or go past (seen: 0.131 to 0.154 of the tokens for 1/6).
+    # dead-band the split may stop short or go past.
     for rank, share in ((0, 1 / 6), (2, 1 / 2)):
         assert abs(fractions[rank] - share) < abs(1 / 3 - share) / 2, (fractions, speeds)
     assert fractions[0] < fractions[1] < fractions[2], (fractions, speeds)
