@@ -3,6 +3,7 @@ plain-DDP helper, run as real torchrun scripts (gloo, CPU) from examples/scripts
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -173,13 +174,23 @@ def test_dynamic_policy_moves_samples_off_a_slow_rank_and_stays_exact(tmp_path: 
 @pytest.mark.slow
 def test_a_restarted_hf_script_resumes_from_its_checkpoint_as_if_never_stopped(
         lm: TinyLM, hf_runs: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
-    def run(steps: int) -> None:
+    def run(steps: int) -> str:
         args = [*hf_args(lm, tmp_path / "stopped", 3, steps=steps), "--save-steps", "2"]
-        check(torchrun(SCRIPTS / "hf_trainer.py", 3, args, split="6,2,1",
-                       run_dir=tmp_path / "run-stopped"))
+        proc = torchrun(SCRIPTS / "hf_trainer.py", 3, args, split="6,2,1",
+                        run_dir=tmp_path / "run-stopped")
+        check(proc)
+        return proc.stderr
 
     run(2)  # leaves checkpoint-2
-    run(3)  # the restart: resumes from it, to the 3 steps the straight 6,2,1 run took
+    # And a newer checkpoint as a rank stopped while saving leaves it: its file cut short, its
+    # mark missing. get_last_checkpoint picks it; the opt-in resumes from checkpoint-2.
+    saved, cut = tmp_path / "stopped" / "checkpoint-2", tmp_path / "stopped" / "checkpoint-3"
+    shutil.copytree(saved, cut)
+    rng_file = cut / "rng_state_2.pth"
+    rng_file.write_bytes(rng_file.read_bytes()[:100])
+    (cut / ".corral-saved-rank-2").unlink(missing_ok=True)
+    said = run(3)  # the restart: resumes from it, to the 3 steps the straight 6,2,1 run took
+    assert f"{cut} was not saved by every rank" in said and f"resuming from {saved}" in said
     straight = adapter(hf_runs["6,2,1"][1])
     assert max_rel_diff(straight, adapter(tmp_path / "stopped")) <= 1e-5
     lines = (tmp_path / "run-stopped" / "metrics" / "rank-0.jsonl").read_text().splitlines()

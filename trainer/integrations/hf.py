@@ -24,16 +24,19 @@ batch's tokens whatever the shares. ``exactness`` says when that does not hold.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from trainer.dist import on_any_rank
 from trainer.events import EndStatus
 from trainer.integrations.contract import ScriptSettings
+from trainer.integrations.hf_checkpoints import SavedHere, complete, mark_saved
 from trainer.integrations.rank_setup import precision_note
 from trainer.integrations.run import ScriptRun
 from trainer.integrations.shares import GlobalStepSampler
@@ -178,7 +181,17 @@ class _CorralShares:
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
         corral_rank = self._corral
-        resume = kwargs.get("resume_from_checkpoint", args[0] if args else None)
+        hf_args = corral_rank.trainer.args
+        if args:  # resume_from_checkpoint is train()'s first parameter
+            kwargs["resume_from_checkpoint"], args = args[0], args[1:]
+        resume = kwargs.get("resume_from_checkpoint")
+        if resume is True:  # the Trainer's own meaning: the newest checkpoint in output_dir
+            from transformers.trainer_utils import get_last_checkpoint
+
+            resume = get_last_checkpoint(hf_args.output_dir) or resume
+        if resume is None or isinstance(resume, str):
+            resume = _finished_checkpoint(resume, hf_args.process_index)
+            kwargs["resume_from_checkpoint"] = resume
         corral_rank.resumed_from = resume if isinstance(resume, str) else None
         try:
             result = super().train(*args, **kwargs)  # type: ignore[misc]
@@ -246,10 +259,28 @@ class _CorralEvents:
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._checkpoint = f"{args.output_dir}/checkpoint-{state.global_step}"
+        mark_saved(self._checkpoint, args.process_index)  # this rank's part is written
         self.corral_rank.build().saved(state.global_step, self._checkpoint)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.corral_rank.build().end("completed", checkpoint=self._checkpoint)
+
+
+def _finished_checkpoint(asked: str | None, rank: int) -> str | None:
+    """``asked``, or the newest checkpoint before it that every rank finished saving
+    (``hf_checkpoints``), said on rank 0 when it is not ``asked``."""
+    def gather(view: SavedHere | None) -> list[SavedHere | None]:
+        if not (dist.is_available() and dist.is_initialized()):
+            return [view]
+        views: list[SavedHere | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(views, view)
+        return views
+
+    chosen = complete(asked, rank, gather)
+    if chosen != asked and rank == 0:
+        print(f"corral: {asked} was not saved by every rank (one was stopped while saving it); "
+              f"resuming from {chosen or 'the start'}", file=sys.stderr, flush=True)
+    return chosen
 
 
 def _target_tokens(trainer: Any, inputs: dict[str, Any]) -> int:
