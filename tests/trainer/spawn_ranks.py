@@ -16,10 +16,11 @@ bytecode costs"). Nor does importing torch once per rank: this process imports i
 the environment the ranks share, and forks the ranks from there; each then takes its own
 environment, signal handlers, ``sys.argv`` and ``sys.path[0]`` as ``python -m MODULE`` (or
 ``python SCRIPT``) would have them, runs the module as ``__main__`` and ends as that process
-would (BENCHMARKS.md "Ranks forked after one import of torch"). Nothing of the trainer is
-imported before the fork, so whatever it reads from its environment at import it reads as a
-rank. The tests whose subject involves the agent (a stop that reaches the ranks through it, core
-placement, a user's script under torchrun, and every run corral itself launches) keep torchrun.
+would (BENCHMARKS.md "Ranks forked after one import of torch (issue 39)"). Nothing of the
+trainer is imported before the fork, so whatever it reads from its environment at import it
+reads as a rank. The tests whose subject involves the agent (a stop that reaches the ranks
+through it, core placement, a user's script under torchrun, and every run corral itself
+launches) keep torchrun.
 """
 
 from __future__ import annotations
