@@ -57,10 +57,11 @@ def saved_here(asked: Path, rank: int) -> SavedHere:
     """What ``rank`` finds beside ``asked`` (a ``checkpoint-N`` folder)."""
     step = step_of(asked)
     assert step is not None
-    folders = [path for path in asked.parent.glob("checkpoint-*")
-               if path.is_dir() and step_of(path) is not None]
-    marked = tuple(sorted(step_of(path) or 0 for path in folders
-                          if (path / MARKER.format(rank=rank)).exists()))
+    folders = {step_of(path): path for path in asked.parent.glob("checkpoint-*")
+               if path.is_dir()}
+    folders.pop(None, None)
+    marked = tuple(sorted(found for found, path in folders.items()
+                          if found is not None and (path / MARKER.format(rank=rank)).exists()))
     return SavedHere(asked=step, marked=marked, saved_any=bool(folders))
 
 
