@@ -1,6 +1,6 @@
-"""``python spawn_ranks.py N -m MODULE ARGS...`` (or ``N SCRIPT ARGS...``): N ranks of ``python
--m MODULE ARGS`` on this machine, started with the environment torch's launcher gives its
-workers, without its agent process (a test helper).
+"""``python spawn_ranks.py [--preload M1,M2] N -m MODULE ARGS...`` (or ``... N SCRIPT ARGS...``): N
+ranks of ``python -m MODULE ARGS`` on this machine, started with the environment torch's launcher
+gives its workers, without its agent process (a test helper).
 
 Each rank gets the environment torchrun gives a worker of a one-node run (``RANK``,
 ``LOCAL_RANK``, ``GROUP_RANK``, ``ROLE_RANK``, the world sizes, ``MASTER_ADDR`` and a free
@@ -18,14 +18,18 @@ environment, signal handlers, ``sys.argv`` and ``sys.path[0]`` as ``python -m MO
 ``python SCRIPT``) would have them, runs the module as ``__main__`` and ends as that process
 would (BENCHMARKS.md "Ranks forked after one import of torch (issue 39)"). Nothing of the
 trainer is imported before the fork, so whatever it reads from its environment at import it
-reads as a rank. The tests whose subject involves the agent (a stop that reaches the ranks
-through it, core placement, a user's script under torchrun, and every run corral itself
-launches) keep torchrun.
+reads as a rank. ``--preload`` names third-party libraries the ranks import (the ``causal_lm``
+task's transformers and peft, a script's own imports), imported here too, after torch: ten
+seconds of CPU a rank on the test machine (BENCHMARKS.md "Libraries imported once for all
+ranks (issue 39)"); none of them reads a rank's place in the world at import. The tests whose
+subject involves the agent (a stop that reaches the ranks through it, core placement, a script
+run outside corral, and every run corral itself launches) keep torchrun.
 """
 
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import runpy
 import signal
@@ -129,18 +133,23 @@ def wait_all(ranks: list[Rank]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    preload: list[str] = []
+    if argv[:1] == ["--preload"]:
+        preload, argv = argv[1].split(","), argv[2:]
     world, args = int(argv[0]), argv[1:]
     if not args or (args[0] == "-m" and len(args) < 2) or (args[0].startswith("-") and
                                                           args[0] != "-m"):
-        sys.exit("spawn_ranks.py: give N, then -m MODULE ARGS or SCRIPT ARGS")
+        sys.exit("spawn_ranks.py: give [--preload M1,M2] N, then -m MODULE ARGS or SCRIPT ARGS")
     port = free_port()
     ranks: list[Rank] = []
     for sig in PASSED_ON:
         signal.signal(sig, lambda signum, _frame: stop(ranks, signum))
     # torch is imported once, here, with the environment the ranks share (OpenMP reads its
-    # thread count when it loads); the forks then share its pages.
+    # thread count when it loads), then the libraries asked for; the forks share their pages.
     os.environ.update(shared_env())
     import torch  # noqa: F401
+    for name in preload:
+        importlib.import_module(name)
     gc.freeze()  # the forks' reference counting then copies fewer of those pages
     for rank in range(world):
         env = worker_env(rank, world, port)

@@ -1,5 +1,8 @@
 """corral's opt-in for a user's own script: the Hugging Face Trainer / TRL wrapper and the
-plain-DDP helper, run as real torchrun scripts (gloo, CPU) from examples/scripts/."""
+plain-DDP helper, run as torchrun runs them (gloo, CPU) from examples/scripts/: their ranks
+started with torchrun's environment by ``SPAWN_RANKS``, which imports the script's libraries
+once for all of them; under torchrun itself where its agent is part of what is shown (a run
+outside corral, a dynamic run; corral's own launch of these scripts is tests/remote's)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 from lm_fixtures import TinyLM, make_tiny_lm
-from trainer_runs import REPO, check, max_rel_diff, rank_env, run_launcher
+from trainer_runs import (
+    REPO,
+    SPAWN_RANKS,
+    check,
+    max_rel_diff,
+    rank_env,
+    run_launcher,
+    script_libraries,
+)
 
 from trainer.events import EndEvent, RebalanceEvent, StartEvent, StepEvent, parse_event
 from trainer.integrations.contract import SPLIT_ENV
@@ -27,9 +38,10 @@ def lm(tmp_path_factory: pytest.TempPathFactory) -> TinyLM:
 
 
 def torchrun(script: Path, nproc: int, args: list[str], *, split: str | None = None,
-             run_dir: Path | None = None, timeout: float = 300
+             run_dir: Path | None = None, timeout: float = 300, agent: bool = False
              ) -> subprocess.CompletedProcess[str]:
-    """``script`` under torch's launcher; with ``run_dir`` as corral's launch would run it."""
+    """``script`` on ``nproc`` ranks as torch's launcher starts them (under it with ``agent``);
+    with ``run_dir`` as corral's launch would run it."""
     env = rank_env()
     for name in list(env):
         if name.startswith("CORRAL_") and name != "CORRAL_PROFILE_DIR":
@@ -39,9 +51,13 @@ def torchrun(script: Path, nproc: int, args: list[str], *, split: str | None = N
         start = ["-m", "trainer.integrations.script_main", "--run-dir", str(run_dir), *start]
         if split is not None:
             env[SPLIT_ENV] = split
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={nproc}", *start, *args]
-    return run_launcher(cmd, env=env, timeout=timeout)
+    if agent:
+        launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    else:
+        libraries = script_libraries(script)
+        preload = ["--preload", ",".join(libraries)] if libraries else []
+        launcher = [str(SPAWN_RANKS), *preload, str(nproc)]
+    return run_launcher([sys.executable, *launcher, *start, *args], env=env, timeout=timeout)
 
 
 def hf_args(lm: TinyLM, out: Path, nproc: int, steps: int = 3) -> list[str]:
@@ -115,8 +131,8 @@ def test_without_corral_the_opt_in_changes_nothing(lm: TinyLM, tmp_path: Path) -
     assert len(opt_in) == 2
     plain.write_text("\n".join(line for line in text.splitlines() if line not in opt_in) + "\n")
     # Two ranks: a multi-rank DDP run outside corral, as the example's own users start it.
-    check(torchrun(SCRIPTS / "hf_trainer.py", 2, hf_args(lm, tmp_path / "with", 2)))
-    check(torchrun(plain, 2, hf_args(lm, tmp_path / "without", 2)))
+    check(torchrun(SCRIPTS / "hf_trainer.py", 2, hf_args(lm, tmp_path / "with", 2), agent=True))
+    check(torchrun(plain, 2, hf_args(lm, tmp_path / "without", 2), agent=True))
     with_opt_in, without = adapter(tmp_path / "with"), adapter(tmp_path / "without")
     assert all(torch.equal(with_opt_in[k], without[k]) for k in without)
     assert not (tmp_path / "with" / "metrics").exists()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from trainer.integrations.user_modules import CORRAL_PACKAGES, HELPERS
+from trainer.settings.train_config import TASK_PACKAGES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,6 +52,29 @@ SPAWN_RANKS = Path(__file__).with_name("spawn_ranks.py")
 costs a second and a half of CPU a launch and proves nothing about what the ranks compute)."""
 
 
+def task_libraries(flags: tuple[str, ...]) -> list[str]:
+    """The modules of the packages the run's ``--task`` needs beyond corral's own (the
+    ``causal_lm`` task's transformers and peft: ``TASK_PACKAGES``), which ``SPAWN_RANKS`` imports
+    once for all ranks."""
+    task = flags[flags.index("--task") + 1] if "--task" in flags[:-1] else ""
+    return [re.split(r"[<>=!~\[; ]", req)[0] for req in TASK_PACKAGES.get(task, ())]
+
+
+def script_libraries(script: Path) -> list[str]:
+    """The modules ``script`` imports at its top level that are neither Python's own, torch
+    (``SPAWN_RANKS`` imports it anyway) nor corral's, which ``SPAWN_RANKS`` imports once for
+    all ranks."""
+    own = {"__future__", "torch", *CORRAL_PACKAGES, HELPERS}
+    modules: list[str] = []
+    for node in ast.parse(script.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            modules.append(node.module)
+        elif isinstance(node, ast.Import):
+            modules += [alias.name for alias in node.names]
+    return [m for m in modules
+            if m.split(".")[0] not in sys.stdlib_module_names and m.split(".")[0] not in own]
+
+
 def launch_cmd(nproc: int, *flags: str, threads: int | None = 1, agent: bool = True
                ) -> list[str]:
     """``nproc`` trainer ranks: under ``python -m torch.distributed.run --standalone`` (a free
@@ -58,7 +86,9 @@ def launch_cmd(nproc: int, *flags: str, threads: int | None = 1, agent: bool = T
     if nproc == 1:
         return [sys.executable, *trainer]
     if not agent:
-        return [sys.executable, str(SPAWN_RANKS), str(nproc), *trainer]
+        libraries = task_libraries(flags)
+        preload = ["--preload", ",".join(libraries)] if libraries else []
+        return [sys.executable, str(SPAWN_RANKS), *preload, str(nproc), *trainer]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
             f"--nproc-per-node={nproc}", *trainer]
 
