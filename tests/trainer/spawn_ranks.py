@@ -18,12 +18,13 @@ environment, signal handlers, ``sys.argv`` and ``sys.path[0]`` as ``python -m MO
 ``python SCRIPT``) would have them, runs the module as ``__main__`` and ends as that process
 would (BENCHMARKS.md "Ranks forked after one import of torch (issue 39)"). Nothing of the
 trainer is imported before the fork, so whatever it reads from its environment at import it
-reads as a rank. ``--preload`` names third-party libraries the ranks import (the ``causal_lm``
-task's transformers and peft, a script's own imports), imported here too, after torch: ten
-seconds of CPU a rank on the test machine (BENCHMARKS.md "Libraries imported once for all
-ranks (issue 39)"); none of them reads a rank's place in the world at import. The tests whose
-subject involves the agent (a stop that reaches the ranks through it, core placement, a script
-run outside corral, and every run corral itself launches) keep torchrun.
+reads as a rank. ``torch._dynamo``, which torch imports when a rank makes its optimizer, is
+imported here too, and so are the third-party libraries ``--preload`` names (the ``causal_lm``
+task's transformers and peft, a script's own imports): 2.4 and ten seconds of CPU a rank on
+the test machine (BENCHMARKS.md "Libraries imported once for all ranks (issue 39)"); none of
+them reads a rank's place in the world at import. The tests whose subject involves the agent
+(a stop that reaches the ranks through it, core placement, a script run outside corral, and
+every run corral itself launches) keep torchrun.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ import signal
 import socket
 import sys
 import time
+
+ALWAYS_PRELOADED = ("torch._dynamo",)
+"""Imported before the fork for every run: torch imports ``torch._dynamo`` when the first
+optimizer is made (``Optimizer.__init__`` is wrapped by ``torch._disable_dynamo``), which every
+rank does; 2.4 CPU-s a rank on the test machine."""
 
 GRACE_S = 10.0
 """How long the other ranks have to end after a rank failed, before SIGKILL."""
@@ -147,9 +153,11 @@ def main(argv: list[str]) -> int:
     # torch is imported once, here, with the environment the ranks share (OpenMP reads its
     # thread count when it loads), then the libraries asked for; the forks share their pages.
     os.environ.update(shared_env())
-    import torch  # noqa: F401
-    for name in preload:
+    import torch
+    for name in (*ALWAYS_PRELOADED, *preload):
         importlib.import_module(name)
+    if torch.cuda.is_initialized():  # a rank could not use it: CUDA does not survive a fork
+        sys.exit(f"spawn_ranks.py: importing {', '.join(preload)} initialised CUDA")
     gc.freeze()  # the forks' reference counting then copies fewer of those pages
     for rank in range(world):
         env = worker_env(rank, world, port)
