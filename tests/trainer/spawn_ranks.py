@@ -154,10 +154,11 @@ def main(argv: list[str]) -> int:
     # thread count when it loads), then the libraries asked for; the forks share their pages.
     os.environ.update(shared_env())
     import torch
-    for name in (*ALWAYS_PRELOADED, *preload):
+    imported = (*ALWAYS_PRELOADED, *preload)
+    for name in imported:
         importlib.import_module(name)
     if torch.cuda.is_initialized():  # a rank could not use it: CUDA does not survive a fork
-        sys.exit(f"spawn_ranks.py: importing {', '.join(preload)} initialised CUDA")
+        sys.exit(f"spawn_ranks.py: importing {', '.join(imported)} initialised CUDA")
     gc.freeze()  # the forks' reference counting then copies fewer of those pages
     for rank in range(world):
         env = worker_env(rank, world, port)
