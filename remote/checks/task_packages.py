@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from remote.config.task_code import needed_packages
 from remote.events import CheckItem
 from remote.hosts.interpreter import last_json, python_c, python_label
+from trainer.settings.train_config import requirement_name
 
 if TYPE_CHECKING:
     from remote.config.cluster import ClusterConfig, HostSection
@@ -30,13 +31,9 @@ print(json.dumps(found))
 """
 
 
-def _name(requirement: str) -> str:
-    return requirement.split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip()
-
-
 def packages_probe(host: HostSection, config: ClusterConfig) -> str | None:
     """The shell command of the packages probe, or None when the task needs none."""
-    names = [_name(r) for r in needed_packages(config)]
+    names = [requirement_name(r) for r in needed_packages(config)]
     if not names:
         return None
     return f"{python_c(host, PACKAGES_PY, *names)} 2>&1"
@@ -50,15 +47,15 @@ def judge_packages(host: HostSection, config: ClusterConfig, output: str,
     if not needed:
         return []
     found = (last_json(output) if status == 0 else None) or {}
-    missing = [r for r in needed if not found.get(_name(r))]
+    missing = [r for r in needed if not found.get(requirement_name(r))]
     task = config.run.task
     if not missing:
-        versions = ", ".join(f"{_name(r)} {found[_name(r)]}" for r in needed)
+        versions = ", ".join(f"{requirement_name(r)} {found[requirement_name(r)]}" for r in needed)
         return [CheckItem(host=host.name, name="packages", ok=True,
                           detail=f"{versions} (for the {task} task)")]
     return [CheckItem(
         host=host.name, name="packages", ok=False,
-        detail=f"the {task} task needs {', '.join(_name(r) for r in missing)}, which "
+        detail=f"the {task} task needs {', '.join(requirement_name(r) for r in missing)}, which "
                f"{python_label(host)} cannot find",
         hint=f"corral setup {host.name}, or on {host.name}: {pip_line(host, missing)}")]
 

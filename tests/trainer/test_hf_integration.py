@@ -16,12 +16,12 @@ import torch
 from lm_fixtures import TinyLM, make_tiny_lm
 from trainer_runs import (
     REPO,
-    SPAWN_RANKS,
     check,
     max_rel_diff,
     rank_env,
     run_launcher,
     script_libraries,
+    spawn_cmd,
 )
 
 from trainer.events import EndEvent, RebalanceEvent, StartEvent, StepEvent, parse_event
@@ -51,13 +51,10 @@ def torchrun(script: Path, nproc: int, args: list[str], *, split: str | None = N
         start = ["-m", "trainer.integrations.script_main", "--run-dir", str(run_dir), *start]
         if split is not None:
             env[SPLIT_ENV] = split
-    if agent:
-        launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    else:
-        libraries = script_libraries(script)
-        preload = ["--preload", ",".join(libraries)] if libraries else []
-        launcher = [str(SPAWN_RANKS), *preload, str(nproc)]
-    return run_launcher([sys.executable, *launcher, *start, *args], env=env, timeout=timeout)
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                 f"--nproc-per-node={nproc}"] if agent
+                else spawn_cmd(nproc, script_libraries(script)))
+    return run_launcher([*launcher, *start, *args], env=env, timeout=timeout)
 
 
 def hf_args(lm: TinyLM, out: Path, nproc: int, steps: int = 3) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 
 from trainer.integrations.user_modules import CORRAL_PACKAGES, HELPERS
-from trainer.settings.train_config import TASK_PACKAGES
+from trainer.settings.train_config import TASK_PACKAGES, requirement_name
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,7 +56,7 @@ def task_libraries(flags: tuple[str, ...]) -> list[str]:
     ``causal_lm`` task's transformers and peft: ``TASK_PACKAGES``), which ``SPAWN_RANKS`` imports
     once for all ranks."""
     task = flags[flags.index("--task") + 1] if "--task" in flags[:-1] else ""
-    return [re.split(r"[<>=!~\[; ]", req)[0] for req in TASK_PACKAGES.get(task, ())]
+    return [requirement_name(req) for req in TASK_PACKAGES.get(task, ())]
 
 
 def script_libraries(script: Path) -> list[str]:
@@ -75,6 +74,13 @@ def script_libraries(script: Path) -> list[str]:
             if m.split(".")[0] not in sys.stdlib_module_names and m.split(".")[0] not in own]
 
 
+def spawn_cmd(nproc: int, libraries: list[str]) -> list[str]:
+    """``SPAWN_RANKS`` for ``nproc`` ranks, importing ``libraries`` once before the fork; the
+    command to run (``-m MODULE ARGS`` or ``SCRIPT ARGS``) follows."""
+    preload = ["--preload", ",".join(libraries)] if libraries else []
+    return [sys.executable, str(SPAWN_RANKS), *preload, str(nproc)]
+
+
 def launch_cmd(nproc: int, *flags: str, threads: int | None = 1, agent: bool = True
                ) -> list[str]:
     """``nproc`` trainer ranks: under ``python -m torch.distributed.run --standalone`` (a free
@@ -86,9 +92,7 @@ def launch_cmd(nproc: int, *flags: str, threads: int | None = 1, agent: bool = T
     if nproc == 1:
         return [sys.executable, *trainer]
     if not agent:
-        libraries = task_libraries(flags)
-        preload = ["--preload", ",".join(libraries)] if libraries else []
-        return [sys.executable, str(SPAWN_RANKS), *preload, str(nproc), *trainer]
+        return [*spawn_cmd(nproc, task_libraries(flags)), *trainer]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
             f"--nproc-per-node={nproc}", *trainer]
 

@@ -57,11 +57,10 @@ def saved_here(asked: Path, rank: int) -> SavedHere:
     """What ``rank`` finds beside ``asked`` (a ``checkpoint-N`` folder)."""
     step = step_of(asked)
     assert step is not None
-    folders = {step_of(path): path for path in asked.parent.glob("checkpoint-*")
-               if path.is_dir()}
-    folders.pop(None, None)
+    folders = {found: path for path in asked.parent.glob("checkpoint-*")
+               if path.is_dir() and (found := step_of(path)) is not None}
     marked = tuple(sorted(found for found, path in folders.items()
-                          if found is not None and (path / MARKER.format(rank=rank)).exists()))
+                          if (path / MARKER.format(rank=rank)).exists()))
     return SavedHere(asked=step, marked=marked, saved_any=bool(folders))
 
 

@@ -47,6 +47,11 @@ QUANTISED_PACKAGES = ("bitsandbytes>=0.49,<1",)
 QUANTISATION_OPTIONS = ("load_in_4bit", "load_in_8bit")
 
 
+def requirement_name(requirement: str) -> str:
+    """The package a requirement string names: ``"peft>=0.17,<1"`` -> ``"peft"``."""
+    return requirement.split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip()
+
+
 def task_packages(task: str, options: Mapping[str, object]) -> tuple[str, ...]:
     """The requirements a run of ``task`` with these task options needs on every host."""
     needed: tuple[str, ...] = TASK_PACKAGES.get(task, ())
