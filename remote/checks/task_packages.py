@@ -47,15 +47,16 @@ def judge_packages(host: HostSection, config: ClusterConfig, output: str,
     if not needed:
         return []
     found = (last_json(output) if status == 0 else None) or {}
-    missing = [r for r in needed if not found.get(requirement_name(r))]
+    names = {r: requirement_name(r) for r in needed}
+    missing = [r for r in needed if not found.get(names[r])]
     task = config.run.task
     if not missing:
-        versions = ", ".join(f"{requirement_name(r)} {found[requirement_name(r)]}" for r in needed)
+        versions = ", ".join(f"{names[r]} {found[names[r]]}" for r in needed)
         return [CheckItem(host=host.name, name="packages", ok=True,
                           detail=f"{versions} (for the {task} task)")]
     return [CheckItem(
         host=host.name, name="packages", ok=False,
-        detail=f"the {task} task needs {', '.join(requirement_name(r) for r in missing)}, which "
+        detail=f"the {task} task needs {', '.join(names[r] for r in missing)}, which "
                f"{python_label(host)} cannot find",
         hint=f"corral setup {host.name}, or on {host.name}: {pip_line(host, missing)}")]
 

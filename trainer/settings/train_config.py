@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -48,8 +49,9 @@ QUANTISATION_OPTIONS = ("load_in_4bit", "load_in_8bit")
 
 
 def requirement_name(requirement: str) -> str:
-    """The package a requirement string names: ``"peft>=0.17,<1"`` -> ``"peft"``."""
-    return requirement.split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip()
+    """The package a requirement string names: ``"peft>=0.17,<1"`` -> ``"peft"`` (whatever
+    follows the name: a version operator, extras or an environment marker)."""
+    return re.split(r"[<>=!~\[;\s]", requirement.strip(), maxsplit=1)[0]
 
 
 def task_packages(task: str, options: Mapping[str, object]) -> tuple[str, ...]:
