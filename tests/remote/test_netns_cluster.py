@@ -89,9 +89,13 @@ def test_a_link_cut_past_the_silence_limit_is_survived(box: netns.NetnsCluster) 
     # silence limit (20 s): corral says it is reconnecting; once the link is back, training
     # and the event stream go on and the run completes. The cut lasts until corral says so: a
     # test's load beside it only lengthens it a little past 20 s, well under [ssh] lost_after
-    # (60 s), past which n2 would count as lost.
-    steps = 300
-    box.write_cluster_toml(sys.executable, run=RUN.replace("steps = 6", f"steps = {steps}"))
+    # (60 s), past which n2 would count as lost. Every host emulates a device 4 times slower
+    # (a sleep after each step's compute, trainer/step/slowdown.py): the steps after the first
+    # line then last at least as long as 300 steps at full speed did, on a third of their CPU.
+    steps = 100
+    slow = {node.name: "slowdown = 4.0\n" for node in box.nodes}
+    box.write_cluster_toml(sys.executable, run=RUN.replace("steps = 6", f"steps = {steps}"),
+                           host_lines=slow)
     port = f"{box.nodes[1].ifname}b"
     proc = netns.corral_process(box, "run")
     lines: list[str] = []

@@ -13,17 +13,30 @@ import pytest
 import torch
 
 from remote.api import HostStatus, LogLine, RankEvent, RunEvent, RunStatus
+from remote.config.cluster import HostSection
 from remote.run.controller import SshRunController
 from trainer.events import CheckpointEvent, EndEvent, StartEvent, StepEvent
 
 try:
+    from conftest import SshdCluster
     from runkit import bounded, cut_ssh, run_processes, tiny_run
 except ImportError:  # collected as a package
+    from tests.remote.conftest import SshdCluster  # type: ignore[no-redef]
     from tests.remote.runkit import bounded, cut_ssh, run_processes, tiny_run  # type: ignore[no-redef]
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 
-STEPS = 400
+STEPS = 200
+SLOWDOWN = 3.0
+"""Both hosts emulate a device this much slower (trainer/step/slowdown.py: a sleep after each
+step's compute, no CPU): a step then takes at least 3 times its CPU time, loaded machine or
+not, so the kill and the cut below land with seconds to spare in few steps, each of which
+would otherwise cost CPU. Emulation changes no number the run computes."""
+
+
+def slow_hosts(cluster: SshdCluster) -> list[HostSection]:
+    """Every daemon of ``cluster`` as a host at ``SLOWDOWN``."""
+    return [cluster.host(daemon.name, slowdown=SLOWDOWN) for daemon in cluster.hosts]
 
 
 def newest_params(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -60,8 +73,9 @@ async def test_a_killed_rank_with_max_restarts_ends_completed_with_the_same_para
     sshd_cluster
 ) -> None:
     cluster = sshd_cluster(2)
-    run = replace(tiny_run(steps=STEPS), checkpoint_every=40, policy="static", split=(4, 4))
-    controller = SshRunController(cluster.config(run=replace(run, max_restarts=1)))
+    run = replace(tiny_run(steps=STEPS), checkpoint_every=25, policy="static", split=(4, 4))
+    controller = SshRunController(cluster.config(hosts=slow_hosts(cluster),
+                                                 run=replace(run, max_restarts=1)))
     try:
         straight_id, straight, _ = await run_to_end(controller)
         restarted_id, events, killed_at = await run_to_end(controller, kill_rank=1)
@@ -93,8 +107,8 @@ async def test_a_killed_rank_with_max_restarts_ends_completed_with_the_same_para
 
 async def test_without_restarts_the_same_kill_fails_the_run(sshd_cluster) -> None:
     cluster = sshd_cluster(2)
-    run = replace(tiny_run(steps=STEPS), checkpoint_every=40, policy="static", split=(4, 4))
-    controller = SshRunController(cluster.config(run=run))
+    run = replace(tiny_run(steps=STEPS), checkpoint_every=25, policy="static", split=(4, 4))
+    controller = SshRunController(cluster.config(hosts=slow_hosts(cluster), run=run))
     try:
         _, events, _ = await run_to_end(controller, kill_rank=1)
     finally:
@@ -108,10 +122,11 @@ async def test_a_host_cut_off_for_good_is_dropped_and_the_run_completes_on_the_o
     sshd_cluster
 ) -> None:
     cluster = sshd_cluster(2)
-    steps = 1500  # the loss is declared ~2 s after the cut: well before the end
+    steps = 500  # the loss is declared ~2 s after the cut: well before the end (SLOWDOWN)
     run = replace(tiny_run(steps=steps), checkpoint_every=50, policy="static",
                   on_host_loss="continue")
-    config = cluster.config(run=run, ssh=cluster.ssh_section(lost_after=2.0))
+    config = cluster.config(hosts=slow_hosts(cluster), run=run,
+                            ssh=cluster.ssh_section(lost_after=2.0))
     daemon = cluster.hosts[1]
     controller = SshRunController(config)
     events: list[RunEvent] = []

@@ -2,7 +2,11 @@
 before it runs: ranks numbered in host order whatever order torch numbered the hosts in, an
 unmodified TRL ``sft.py`` with a GPU user's arguments (bf16 by default, no ``--use_cpu``)
 completing on the CPU cluster, and a start that never reaches its first step named with the
-stuck rank's stack within ``hang_limit``."""
+stuck rank's stack within ``hang_limit``.
+
+The TRL script runs on the first two hosts only: what it proves (corral's precision on every
+CPU rank, said once per host, and the model saved) is per rank and per host, and each rank of
+it spends some 10 CPU-seconds importing transformers and TRL."""
 
 from __future__ import annotations
 
@@ -99,16 +103,17 @@ async def test_trls_own_sft_script_with_gpu_arguments_completes_on_cpu_hosts(
     args = ["--model_name_or_path", str(model), "--dataset_name", str(pairs),
             "--output_dir", str(out), "--max_steps", "3", "--per_device_train_batch_size", "2",
             "--report_to", "none", "--learning_rate", "1e-4"]  # bf16: SFTConfig's default
-    run_id, events = await run_to_end(config(tmp_path, Path(script), args))
+    two_hosts = SLOWDOWNS[:2]
+    run_id, events = await run_to_end(config(tmp_path, Path(script), args, slowdowns=two_hosts))
     final = events[-1]
     assert isinstance(final, RunStatus) and final.state == "completed", final
     starts = _starts(events)
-    assert sorted(starts) == [0, 1, 2]
+    assert sorted(starts) == [0, 1]
     for start in starts.values():  # corral's precision for a CPU rank, said in its start
         assert start.precision == "fp32" and not start.exact, start
         assert "bf16 runs as fp32 on the CPU" in start.exact_note, start
     said = [e.text for e in events if isinstance(e, LogLine) and "bf16 runs as fp32" in e.text]
-    assert len(said) == len(SLOWDOWNS), said  # once per host
+    assert len(said) == len(two_hosts), said  # once per host
     assert (out / "model.safetensors").is_file() or (out / "adapter_model.safetensors").is_file()
     ends = [e.event for e in events if isinstance(e, RankEvent) and isinstance(e.event, EndEvent)]
     assert {e.status for e in ends} == {"completed"} and {e.step for e in ends} == {3}

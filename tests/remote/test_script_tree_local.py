@@ -5,12 +5,21 @@ packages step aside, its opt-in stays importable as ``corral.ddp``), it reads
 into each host's own working directory of the run, the shared code cache left byte for byte as
 pushed; a ``src/`` layout whose script puts ``src/`` on ``sys.path`` runs too (here and over
 sshd in ``test_script_tree_sshd.py``); optional imports of three kinds never block, an
-unconditional missing one does, naming its distribution."""
+unconditional missing one does, naming its distribution.
+
+The own-modules, relative-paths and optional-imports tests judge one run of one repository
+(``root_run``): each is a fact of a script at the repository's root, and a run costs some
+40 CPU-seconds of start-up. The ``src/`` and subfolder layouts run on two hosts, the master and
+one other: what they prove is per host, and two hosts already run in two working
+directories from one shared code cache."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -52,55 +61,65 @@ def train(steps=3):
     return model
 """
 
-WITH_OWN_TRAINER = """\
-import json
-import os
-from pathlib import Path
-
-import profiles
-import trainer
-from trainer import Trainer
-from corral.ddp import Shares  # corral's helper under the name no user module takes
-
-model = Trainer().train()
-Path("out").mkdir(exist_ok=True)
-Path("out/seen.json").write_text(json.dumps({
-    "trainer": trainer.__file__, "profiles": profiles.WHOSE, "helper": Shares.__module__,
-    "rank": int(os.environ["RANK"]), "host": os.environ["CORRAL_HOST"]}))
-"""
-
-NANOGPT_SHAPE = """\
+ROOT_SCRIPT = """\
 import json
 import os
 from pathlib import Path
 
 import torch
 
-from loop import train
+import profiles
+import trainer
+from trainer import Trainer
+from corral.ddp import Shares  # corral's helper under the name no user module takes
+
+try:
+    import apex  # optional: under try/except ImportError
+except ImportError:
+    apex = None
+wandb_log = False
+if wandb_log:
+    import wandb  # optional: behind a condition
+
+
+def log_with_sklearn():
+    import sklearn  # optional: inside a function never called
 
 batch_size = 1
 exec(open("configurator.py").read())  # as nanoGPT's train.py does, from the working directory
 config = {}
 exec(open("config/x.py").read(), config)
 rows = Path("data/tiny/train.txt").read_text().split()
-model = train()
+model = Trainer().train()
 os.makedirs("out", exist_ok=True)
 torch.save(model.module.state_dict(), "out/ckpt.pt")
-Path("out/seen.json").write_text(json.dumps({
+Path("out/modules.json").write_text(json.dumps({
+    "trainer": trainer.__file__, "profiles": profiles.WHOSE, "helper": Shares.__module__,
+    "rank": int(os.environ["RANK"]), "host": os.environ["CORRAL_HOST"]}))
+Path("out/reads.json").write_text(json.dumps({
     "batch_size": batch_size, "n_layer": config["n_layer"], "rows": rows,
     "host": os.environ["CORRAL_HOST"]}))
 """
+"""A script at a repository's root, as nanoGPT's ``train.py``: it imports its own ``trainer``
+and ``profiles`` modules (names corral's packages hold), tries three optional imports, reads
+``configurator.py``, ``config/x.py`` and ``data/`` by relative path and writes ``out/``."""
+
+ROOT_REPO = {"train.py": ROOT_SCRIPT,
+             "trainer.py": TRAIN_LOOP + "\n\nclass Trainer:\n    train = staticmethod(train)\n",
+             "profiles/__init__.py": "WHOSE = 'the user'\n",
+             "configurator.py": "batch_size = 12\n", "config/x.py": "n_layer = 6\n",
+             "data/tiny/train.txt": "a b c\n", ".corralignore": "!data/\n"}
 
 
-def local_config(repo: Path, tmp_path: Path, script: str) -> ClusterConfig:
-    """Three local hosts; cluster.toml at the repository's root, the code cache outside it."""
-    hosts = tuple(HostSection(name=f"h{i}", address="local", python=sys.executable,
-                              workdir=str(tmp_path / "work"), gpus=0, nproc=1, threads=1)
-                  for i in range(HOSTS))
+def local_config(repo: Path, tmp_path: Path, script: str, hosts: int = HOSTS) -> ClusterConfig:
+    """``hosts`` local hosts; cluster.toml at the repository's root, the code cache outside it."""
+    sections = tuple(HostSection(name=f"h{i}", address="local", python=sys.executable,
+                                 workdir=str(tmp_path / "work"), gpus=0, nproc=1, threads=1)
+                     for i in range(hosts))
     return ClusterConfig(
         path=repo / "cluster.toml",
         cluster=ClusterSection(name="tree", master="h0", run_root=str(tmp_path / "runs")),
-        hosts=hosts, run=RunSection(script=script))
+        hosts=sections, run=RunSection(script=script))
 
 
 def write(root: Path, files: dict[str, str]) -> None:
@@ -119,14 +138,16 @@ def cache_as_pushed(repo: Path, work: Path) -> None:
     assert found == pushed
 
 
-def seen(tmp_path: Path, run_id: str) -> dict[str, dict[str, object]]:
-    """What each host's script wrote into its own working directory, by host."""
+def seen(tmp_path: Path, run_id: str, hosts: int = HOSTS,
+         name: str = "seen.json") -> dict[str, dict[str, object]]:
+    """What each host's script wrote into ``out/name`` in its own working directory, by host."""
     layout = RunLayout(tmp_path / "runs" / run_id)
-    return {f"h{i}": json.loads(Path(layout.script_cwd(f"h{i}"), "out", "seen.json").read_text())
-            for i in range(HOSTS)}
+    return {f"h{i}": json.loads(Path(layout.script_cwd(f"h{i}"), "out", name).read_text())
+            for i in range(hosts)}
 
 
-async def completed(cfg: ClusterConfig) -> str:
+async def completed(cfg: ClusterConfig) -> tuple[str, list[object]]:
+    """The id and events of a run of ``cfg`` that completed on every rank, leaving nothing."""
     run_id, events = await run_to_end(cfg)
     final = events[-1]
     assert isinstance(final, RunStatus) and final.state == "completed", final
@@ -137,17 +158,33 @@ async def completed(cfg: ClusterConfig) -> str:
             and isinstance(e.event, EndEvent) and e.event.status == "completed"}
     starts = {e.event.rank for e in events
               if isinstance(e, RankEvent) and isinstance(e.event, StartEvent)}
-    assert starts == ends == set(range(HOSTS)), (starts, ends)
-    return run_id
+    assert starts == ends == set(range(len(cfg.hosts))), (starts, ends)
+    return run_id, events
 
 
-async def test_the_scripts_own_trainer_and_profiles_modules_win(tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    write(repo, {"train.py": WITH_OWN_TRAINER,
-                 "trainer.py": TRAIN_LOOP + "\n\nclass Trainer:\n    train = staticmethod(train)\n",
-                 "profiles/__init__.py": "WHOSE = 'the user'\n"})
-    run_id = await completed(local_config(repo, tmp_path, "train.py"))
-    for host, facts in seen(tmp_path, run_id).items():
+async def _completed_then_collected(cfg: ClusterConfig) -> tuple[str, list[object]]:
+    try:
+        return await completed(cfg)
+    finally:
+        gc.collect()  # finish local transports while their loop is still open
+
+
+@pytest.fixture(scope="module")
+def root_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
+        tuple[Path, Path, str, list[object]]]:
+    """(its tmp folder, the repository, run id, events) of one run of ``ROOT_REPO`` on three
+    hosts, shared by the tests of a script at the repository's root."""
+    tmp = tmp_path_factory.mktemp("root")
+    repo = tmp / "repo"
+    write(repo, ROOT_REPO)
+    run_id, events = asyncio.run(_completed_then_collected(local_config(repo, tmp, "train.py")))
+    yield tmp, repo, run_id, events
+
+
+def test_the_scripts_own_trainer_and_profiles_modules_win(
+        root_run: tuple[Path, Path, str, list[object]]) -> None:
+    tmp_path, repo, run_id, _ = root_run
+    for host, facts in seen(tmp_path, run_id, name="modules.json").items():
         assert facts["host"] == host
         assert str(facts["trainer"]).endswith(f"cwd/{host}/trainer.py"), facts
         assert facts["profiles"] == "the user"
@@ -155,15 +192,11 @@ async def test_the_scripts_own_trainer_and_profiles_modules_win(tmp_path: Path) 
     cache_as_pushed(repo, tmp_path / "work")
 
 
-async def test_relative_reads_find_the_repo_and_writes_land_in_each_hosts_run_dir(
-        tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    write(repo, {"train.py": NANOGPT_SHAPE, "loop.py": TRAIN_LOOP,
-                 "configurator.py": "batch_size = 12\n", "config/x.py": "n_layer = 6\n",
-                 "data/tiny/train.txt": "a b c\n", ".corralignore": "!data/\n"})
-    run_id = await completed(local_config(repo, tmp_path, "train.py"))
+def test_relative_reads_find_the_repo_and_writes_land_in_each_hosts_run_dir(
+        root_run: tuple[Path, Path, str, list[object]]) -> None:
+    tmp_path, repo, run_id, _ = root_run
     layout = RunLayout(tmp_path / "runs" / run_id)
-    for host, facts in seen(tmp_path, run_id).items():
+    for host, facts in seen(tmp_path, run_id, name="reads.json").items():
         assert facts == {"batch_size": 12, "n_layer": 6, "rows": ["a", "b", "c"], "host": host}
         assert Path(layout.script_cwd(host), "out", "ckpt.pt").is_file()
     assert not (repo / "out").exists()  # the user's own folder is untouched
@@ -187,49 +220,24 @@ SRC_LAYOUT = {
 async def test_a_src_layout_whose_script_extends_sys_path(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     write(repo, SRC_LAYOUT)
-    run_id = await completed(local_config(repo, tmp_path, "scripts/train.py"))
-    for host, facts in seen(tmp_path, run_id).items():
+    run_id, _ = await completed(local_config(repo, tmp_path, "scripts/train.py", hosts=2))
+    for host, facts in seen(tmp_path, run_id, hosts=2).items():
         assert facts == {"name": "utils of the repo", "host": host}
 
 
-OPTIONAL_IMPORTS = """\
-import os
-from pathlib import Path
-
-from loop import train
-
-try:
-    import apex  # optional: under try/except ImportError
-except ImportError:
-    apex = None
-wandb_log = False
-if wandb_log:
-    import wandb  # optional: behind a condition
-
-
-def log_with_sklearn():
-    import sklearn  # optional: inside a function never called
-
-train()
-Path("out").mkdir(exist_ok=True)
-Path("out/seen.json").write_text('{"host": "%s"}' % os.environ["CORRAL_HOST"])
-"""
-
-
 async def test_optional_imports_never_block_and_an_unconditional_missing_one_does(
-        tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    write(repo, {"train.py": OPTIONAL_IMPORTS, "loop.py": TRAIN_LOOP})
-    cfg = local_config(repo, tmp_path, "train.py")
-    cfg = replace(cfg, hosts=cfg.hosts[:2])
-    run_id, events = await run_to_end(cfg)
-    final = events[-1]
-    assert isinstance(final, RunStatus) and final.state == "completed", final
+        root_run: tuple[Path, Path, str, list[object]], tmp_path: Path) -> None:
+    # ROOT_SCRIPT's three optional imports: warned of, and its run completed (root_run)
+    _, _, _, events = root_run
     warned = [e.text for e in events if isinstance(e, LogLine) and "optional" in e.text]
     assert any("apex (under try/except ImportError" in t and "wandb (behind a condition" in t
                and "sklearn (inside a function" in t for t in warned), warned
 
-    write(repo, {"train.py": "import hydra\n" + OPTIONAL_IMPORTS})
+    # the same script with an unconditional import of what no host has: blocked before it
+    # starts, so two hosts show "each host" at the cost of checks alone
+    repo = tmp_path / "repo"
+    write(repo, {**ROOT_REPO, "train.py": "import hydra\n" + ROOT_SCRIPT})
+    cfg = local_config(repo, tmp_path, "train.py", hosts=2)
     run_id, events = await run_to_end(cfg)
     final = events[-1]
     assert isinstance(final, RunStatus) and final.state == "failed", final
@@ -258,10 +266,10 @@ async def test_a_script_launched_from_a_subfolder_that_reaches_its_parent(
         "sub/loop.py": TRAIN_LOOP, "pkg/__init__.py": "NAME = 'pkg of the repo'\n",
         "data/rows.txt": "x y\n", ".corralignore": "!data/\n"})
     monkeypatch.chdir(repo / "sub")
-    plain = replace(local_config(repo, tmp_path, "sub/train.py"), run=RunSection())
+    plain = replace(local_config(repo, tmp_path, "sub/train.py", hosts=2), run=RunSection())
     cfg = with_script(plain, Path("train.py"), [], code=Path(".."))
     assert cfg.launch_dir == "sub" and cfg.run.code == str(repo.resolve())
-    run_id = await completed(cfg)
-    for host, facts in seen(tmp_path, run_id).items():
+    run_id, _ = await completed(cfg)
+    for host, facts in seen(tmp_path, run_id, hosts=2).items():
         assert facts == {"name": "pkg of the repo", "rows": ["x", "y"], "host": host}
     cache_as_pushed(repo, tmp_path / "work")

@@ -35,8 +35,9 @@ pytest.importorskip("mlflow")
 pytest.importorskip("sqlalchemy")
 
 REPO = Path(__file__).resolve().parents[2]
-STEPS = 60
-"""The demo's steps in these runs (the attach test's run is longer)."""
+STEPS = 20
+"""The demo's steps in these runs (the attach test's run is longer): two rebalances of the
+dynamic policy (every 10 steps); each step costs the three ranks' CPU."""
 
 
 def with_tracking(path: Path, tracking: str) -> Path:

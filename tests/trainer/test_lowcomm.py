@@ -39,13 +39,24 @@ pytestmark = pytest.mark.slow
 LOCAL = ("--exchange", "local", "--samples", "512", "--global-batch", "32", "--seed", "3",
          "--optimizer", "adamw", "--lr", "0.003", "--round-steps", "4")
 
+TWO_ISLANDS = (*LOCAL, "--islands", "0,1,1", "--steps", "24", "--checkpoint-every", "8")
+"""Islands 0 | 1 2 for three rounds, a checkpoint at each round's end (step 8, 16, 24)."""
 
-def test_same_seed_same_result_and_the_round_is_reported(tmp_path: Path) -> None:
-    runs = [tmp_path / "a", tmp_path / "b"]
-    for run_dir in runs:
-        proc = launch(3, *LOCAL, "--islands", "0,1,1", "--steps", "24", "--run-dir",
-                      str(run_dir))
-        check(proc)
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``TWO_ISLANDS`` straight through, launched once for the module: the same-seed test's
+    first run and the uninterrupted run a death mid-round resumes to (tests only read it)."""
+    run_dir = tmp_path_factory.mktemp("lowcomm") / "straight"
+    check(launch(3, *TWO_ISLANDS, "--run-dir", str(run_dir)))
+    return run_dir
+
+
+def test_same_seed_same_result_and_the_round_is_reported(straight: Path, tmp_path: Path
+                                                         ) -> None:
+    proc = launch(3, *TWO_ISLANDS, "--run-dir", str(tmp_path / "again"))
+    check(proc)
+    runs = [straight, tmp_path / "again"]
     assert "APPROXIMATE run (--exchange local)" in proc.stdout
     assert max_rel_diff(final_params(runs[0]), final_params(runs[1])) == 0.0
     rounds = of_kind(events(runs[0], 0), "round")
@@ -104,11 +115,11 @@ def test_a_twice_as_fast_island_trains_twice_the_samples(tmp_path: Path) -> None
     assert samples == [fast * 32, slow * 32]
 
 
-def test_resume_after_a_death_mid_round_equals_the_uninterrupted_run(tmp_path: Path) -> None:
-    straight, died = tmp_path / "straight", tmp_path / "died"
-    flags = (*LOCAL, "--islands", "0,1,1", "--steps", "32", "--checkpoint-every", "8")
-    check(launch(3, *flags, "--run-dir", str(straight)))
-    # The same run killed mid-round after its step-8 checkpoint (slowed so it is caught there).
+def test_resume_after_a_death_mid_round_equals_the_uninterrupted_run(straight: Path,
+                                                                    tmp_path: Path) -> None:
+    died, flags = tmp_path / "died", TWO_ISLANDS
+    # The same run killed mid-round after its step-8 checkpoint (slowed so it is caught there,
+    # two rounds before its end).
     proc = subprocess.Popen(launch_cmd(3, *flags, "--slowdown", "4", "--run-dir", str(died)),
                             cwd=REPO, env=rank_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
