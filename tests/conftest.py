@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tiers
 from tiers import heaviest_first, slow_tier_command, tier_markers
 
 
@@ -43,4 +44,5 @@ def fast_tier_starts_no_slow_process(request: pytest.FixtureRequest,
         start(self, args, *rest, **kwargs)
 
     monkeypatch.setattr(subprocess.Popen, "__init__", guarded)
+    monkeypatch.setattr(tiers, "in_fast_test", True)  # no warm spawner: every start is seen
     yield

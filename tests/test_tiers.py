@@ -35,6 +35,7 @@ def test_sshd_and_netns_files_and_fixtures_and_gpu_tests_are_slow() -> None:
                   "--nnodes 2 -m trainer; echo $? > exit"], "torchrun"),
     ([sys.executable, "/repo/tests/trainer/spawn_ranks.py", "2", "-m", "trainer"],
      "spawn_ranks.py"),
+    ([sys.executable, "/repo/tests/trainer/warm_spawner.py", "transformers"], "warm_spawner.py"),
     (["/usr/sbin/sshd", "-D", "-e"], "sshd"),
     (["ip", "netns", "add", "n0"], "ip netns"),
     (["unshare", "-m", "sh"], "unshare"),

@@ -70,6 +70,12 @@ def tier_markers(file_name: str, fixtures: Collection[str], *, gpu: bool,
 
 SPAWNER = "spawn_ranks.py"
 """The trainer tests' launcher of several ranks without torch's agent (``tests/trainer``)."""
+WARM_SPAWNER = "warm_spawner.py"
+"""The process each test worker forks ``SPAWNER``'s launches and lone ranks from."""
+in_fast_test = False
+"""True while a fast-tier test runs (``tests/conftest.py``): the trainer tests then start every
+launch as a process of its own, which the guard on ``subprocess.Popen`` sees, and none from the
+warm spawner (``tests/trainer/trainer_runs.py``: ``run_launcher``)."""
 
 
 def _launches_ranks(words: Sequence[str]) -> str | None:
@@ -80,8 +86,8 @@ def _launches_ranks(words: Sequence[str]) -> str | None:
             continue
         if word == "-m" and nxt == "torch.distributed.run":
             return "torchrun"
-        if Path(word).name == SPAWNER:
-            return SPAWNER
+        if Path(word).name in (SPAWNER, WARM_SPAWNER):
+            return Path(word).name
     return None
 
 

@@ -1,10 +1,15 @@
 """The trainer tests' rank spawner imports the libraries it is asked to once, before the fork,
-and nothing of corral's: each rank finds them loaded and the trainer not."""
+and nothing of corral's: each rank finds them loaded and the trainer not. The warm spawner
+each test worker forks launches from gives each its own directory, environment and session,
+and a launch past its timeout ends with its ranks."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +22,7 @@ from trainer_runs import (
     script_libraries,
     task_libraries,
 )
+from warm_spawner import run_warm
 
 from trainer.integrations.user_modules import CORRAL_PACKAGES
 
@@ -50,3 +56,56 @@ def test_a_scripts_libraries_leave_out_pythons_torch_and_corrals() -> None:
     assert {"transformers", "peft", "datasets"} <= set(libraries)
     tops = {name.split(".")[0] for name in libraries}
     assert not tops & {"torch", "argparse", "json", "corral", *CORRAL_PACKAGES}
+
+
+RANK_WHERE = """\
+import json, os, sys, time
+from pathlib import Path
+Path(sys.argv[1]).write_text(json.dumps({
+    "cwd": os.getcwd(), "says": os.environ.get("WARM_SAYS"), "session": os.getsid(0),
+    "leader": os.getppid(), "pid": os.getpid()}))
+if sys.argv[2:] == ["hang"]:
+    time.sleep(600)
+"""
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie counts: it runs nothing)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.slow
+def test_warm_launches_take_their_own_directory_environment_and_session(
+        tmp_path: Path) -> None:
+    script, said = tmp_path / "rank_where.py", tmp_path / "said.json"
+    script.write_text(RANK_WHERE)
+    for says in ("first", "second"):  # two environments: two warm processes, each as asked
+        proc = run_warm(["1", str(script), str(said)], [], cwd=tmp_path,
+                        env={**rank_env(), "WARM_SAYS": says}, timeout=120)
+        check(proc)
+        where = json.loads(said.read_text())
+        assert (where["cwd"], where["says"]) == (str(tmp_path), says)
+        # The launch's leader is the rank's parent and leads a session of its own, as
+        # run_launcher's process would: a stop or a timeout reaches the session.
+        assert where["session"] == where["leader"] != os.getsid(0)
+    # A lone rank is ``python -m trainer`` as that process would be: bad flags, exit code 2.
+    lone = run_launcher([sys.executable, "-m", "trainer", "--split", "a,b"], env=rank_env(),
+                        timeout=120)
+    assert lone.returncode == 2 and "corral trainer:" in lone.stderr, lone
+
+
+@pytest.mark.slow
+def test_a_warm_launch_past_its_timeout_is_killed_with_its_ranks(tmp_path: Path) -> None:
+    script, said = tmp_path / "rank_where.py", tmp_path / "said.json"
+    script.write_text(RANK_WHERE)
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_launcher([sys.executable, str(SPAWN_RANKS), "1", str(script), str(said), "hang"],
+                     env=rank_env(), timeout=15)
+    where = json.loads(said.read_text())
+    deadline = time.monotonic() + 30
+    while not (_gone(where["pid"]) and _gone(where["leader"])):
+        assert time.monotonic() < deadline, f"still running: {where}"
+        time.sleep(0.1)  # polling for a condition with a deadline, not synchronising

@@ -12,7 +12,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import tiers
 import torch
+from warm_spawner import run_warm
 
 from trainer.integrations.user_modules import CORRAL_PACKAGES, HELPERS
 from trainer.settings.train_config import TASK_PACKAGES, requirement_name
@@ -97,11 +99,27 @@ def launch_cmd(nproc: int, *flags: str, threads: int | None = 1, agent: bool = T
             f"--nproc-per-node={nproc}", *trainer]
 
 
+def warm_launch(cmd: list[str]) -> tuple[list[str], list[str]] | None:
+    """What the warm spawner runs for ``cmd`` (its arguments, and the libraries it imports
+    before the fork), if ``cmd`` is ``SPAWN_RANKS`` or a lone ``python -m trainer``."""
+    if cmd[:2] == [sys.executable, str(SPAWN_RANKS)]:
+        argv = cmd[2:]
+        return argv, argv[1].split(",") if argv[:1] == ["--preload"] else []
+    if cmd[:3] == [sys.executable, "-m", "trainer"]:
+        return cmd[1:], task_libraries(tuple(cmd))
+    return None
+
+
 def run_launcher(cmd: list[str], *, env: dict[str, str], timeout: float
                  ) -> subprocess.CompletedProcess[str]:
-    """``cmd`` (torch's launcher) to its end. Past ``timeout`` its whole process group is
-    killed, ranks included, before ``TimeoutExpired`` is raised: killing the launcher alone
-    would leave its ranks running after the test."""
+    """``cmd`` (torch's launcher, ``SPAWN_RANKS`` or a lone rank) to its end. Past ``timeout``
+    its whole process group is killed, ranks included, before ``TimeoutExpired`` is raised:
+    killing the launcher alone would leave its ranks running after the test. In a slow test,
+    ``SPAWN_RANKS`` and a lone rank start from the test worker's warm spawner
+    (``warm_spawner.py``); a fast test starts them as processes, which its guard sees."""
+    warm = warm_launch(cmd)
+    if warm is not None and not tiers.in_fast_test:
+        return run_warm(*warm, cwd=REPO, env=env, timeout=timeout)
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
