@@ -96,9 +96,11 @@ class WarmProcess:
     """A running ``serve``: one launch at a time."""
 
     def __init__(self, preload: list[str], env: dict[str, str]) -> None:
+        # Unbuffered: a read takes one answer and no more, so that the next one waits on the
+        # pipe, where select sees it, and not in a buffer.
         self.proc = subprocess.Popen([sys.executable, str(WARM_SPAWNER), ",".join(preload)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-                                     cwd=WARM_SPAWNER.parent)
+                                     cwd=WARM_SPAWNER.parent, bufsize=0)
 
     def _answer(self, deadline: float | None) -> dict[str, int] | None:
         """The next answer, or None once ``deadline`` (time.monotonic) has passed."""
@@ -122,8 +124,9 @@ class WarmProcess:
             err.touch()
             request = {"argv": argv, "cwd": str(cwd), "env": env, "out": str(out),
                        "err": str(err)}
-            self.proc.stdin.write((json.dumps(request) + "\n").encode())
-            self.proc.stdin.flush()
+            unsent = memoryview((json.dumps(request) + "\n").encode())
+            while unsent:  # a raw pipe may take part of it (the environment is kilobytes)
+                unsent = unsent[self.proc.stdin.write(unsent) or 0:]
             started = self._answer(None)
             assert started is not None
             ended = self._answer(time.monotonic() + timeout)
