@@ -5,13 +5,13 @@ libraries already (a test helper).
 ``spawn_ranks.py`` imports torch once per launch and forks the ranks from there; a test file
 launches ranks a dozen times, and those imports were most of a short launch's CPU (5 of 6
 CPU-s for three ranks and ten steps of the image task on the test machine; 9 of 10 for the
-``causal_lm`` task, whose transformers and peft come on top: BENCHMARKS.md "One warm spawner
-per test worker (issue 39)"). Here the imports happen once per test worker: ``serve`` imports
-what ``spawn_ranks.main`` would, then, for each launch, forks a leader that takes the launch's
-session, working directory, environment and output files and runs ``spawn_ranks.main`` (it
-forks the ranks, with what it imports already there) or, for a lone rank, runs
-``python -m trainer`` as that process would. Every process ends as it would have under
-``spawn_ranks.py``: through the interpreter's own exit.
+``causal_lm`` task, whose transformers and peft come on top: BENCHMARKS.md "One warm
+spawner per test worker, and the suite after it (issue 39)"). Here the imports happen once per
+test worker: ``serve`` imports what ``spawn_ranks.main`` would, then, for each launch, forks a
+leader that takes the launch's session, working directory, environment and output files and
+runs ``spawn_ranks.main`` (it forks the ranks, with what it imports already there) or, for a
+lone rank, runs ``python -m trainer`` as that process would. Every process ends as it would
+have under ``spawn_ranks.py``: through the interpreter's own exit.
 
 The environment the imports saw is the launch's: one warm process per environment (less
 ``PYTEST_CURRENT_TEST``) and set of libraries, so that what torch reads at import (OpenMP's
