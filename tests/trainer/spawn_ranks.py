@@ -138,6 +138,18 @@ def wait_all(ranks: list[Rank]) -> int:
     return 1 if first < 0 else first
 
 
+def import_before_fork(preload: list[str]) -> None:
+    """torch, imported with the environment the ranks share (OpenMP reads its thread count when
+    it loads), then ``ALWAYS_PRELOADED`` and ``preload``; the forks share their pages."""
+    os.environ.update(shared_env())
+    import torch
+    imported = (*ALWAYS_PRELOADED, *preload)
+    for name in imported:
+        importlib.import_module(name)
+    if torch.cuda.is_initialized():  # a rank could not use it: CUDA does not survive a fork
+        sys.exit(f"spawn_ranks.py: importing {', '.join(imported)} initialised CUDA")
+
+
 def main(argv: list[str]) -> int:
     preload: list[str] = []
     if argv[:1] == ["--preload"]:
@@ -150,15 +162,7 @@ def main(argv: list[str]) -> int:
     ranks: list[Rank] = []
     for sig in PASSED_ON:
         signal.signal(sig, lambda signum, _frame: stop(ranks, signum))
-    # torch is imported once, here, with the environment the ranks share (OpenMP reads its
-    # thread count when it loads), then the libraries asked for; the forks share their pages.
-    os.environ.update(shared_env())
-    import torch
-    imported = (*ALWAYS_PRELOADED, *preload)
-    for name in imported:
-        importlib.import_module(name)
-    if torch.cuda.is_initialized():  # a rank could not use it: CUDA does not survive a fork
-        sys.exit(f"spawn_ranks.py: importing {', '.join(imported)} initialised CUDA")
+    import_before_fork(preload)
     gc.freeze()  # the forks' reference counting then copies fewer of those pages
     for rank in range(world):
         env = worker_env(rank, world, port)

@@ -30,6 +30,7 @@ from trainer_runs import (
     max_rel_diff,
     of_kind,
     rank_env,
+    run_launcher,
 )
 
 from trainer.lowcomm.plan import plan_round
@@ -103,8 +104,7 @@ def test_a_twice_as_fast_island_trains_twice_the_samples(tmp_path: Path) -> None
     cmd = launch_cmd(2, *LOCAL, "--islands", "0,1", "--policy", "dynamic", "--slowdown", "1,2",
                      "--round-steps", "6", "--steps", "60", "--run-dir", str(tmp_path),
                      agent=False)
-    check(subprocess.run(cmd, cwd=REPO, env=rank_env(), capture_output=True, text=True,
-                         timeout=240))
+    check(run_launcher(cmd, env=rank_env(), timeout=240, warm=False))
     rounds = of_kind(events(tmp_path, 0), "round")
     # Each round shares its steps by the speeds the round before measured, exactly...
     for before, after in itertools.pairwise(rounds):

@@ -110,16 +110,17 @@ def warm_launch(cmd: list[str]) -> tuple[list[str], list[str]] | None:
     return None
 
 
-def run_launcher(cmd: list[str], *, env: dict[str, str], timeout: float
+def run_launcher(cmd: list[str], *, env: dict[str, str], timeout: float, warm: bool = True
                  ) -> subprocess.CompletedProcess[str]:
     """``cmd`` (torch's launcher, ``SPAWN_RANKS`` or a lone rank) to its end. Past ``timeout``
     its whole process group is killed, ranks included, before ``TimeoutExpired`` is raised:
     killing the launcher alone would leave its ranks running after the test. In a slow test,
     ``SPAWN_RANKS`` and a lone rank start from the test worker's warm spawner
-    (``warm_spawner.py``); a fast test starts them as processes, which its guard sees."""
-    warm = warm_launch(cmd)
-    if warm is not None and not tiers.in_fast_test:
-        return run_warm(*warm, cwd=REPO, env=env, timeout=timeout)
+    (``warm_spawner.py``) unless ``warm`` is off; a fast test starts them as processes, which
+    its guard sees."""
+    forked = warm_launch(cmd) if warm and not tiers.in_fast_test else None
+    if forked is not None:
+        return run_warm(*forked, cwd=REPO, env=env, timeout=timeout)
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:

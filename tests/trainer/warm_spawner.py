@@ -73,13 +73,7 @@ def serve(preload: list[str]) -> None:
     """Import what every launch imports, then fork a leader per launch read from stdin."""
     with contextlib.suppress(OSError, AttributeError):  # ends with the test worker
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    os.environ.update(spawn_ranks.shared_env())
-    import torch
-
-    for name in (*spawn_ranks.ALWAYS_PRELOADED, *preload):
-        __import__(name)
-    if torch.cuda.is_initialized():  # a rank could not use it: CUDA does not survive a fork
-        sys.exit("warm_spawner.py: importing the preloaded modules initialised CUDA")
+    spawn_ranks.import_before_fork(preload)
     while line := sys.stdin.readline():
         request = json.loads(line)
         sys.stdout.flush()
