@@ -32,6 +32,9 @@ END_WITHIN_S = 15.0
 """A way out must end ``corral run`` within this (a stop's grace included)."""
 TRANSIENT = ("checking", "pushing", "launching", "running", "stopping", "restarting")
 PHASE_LINES = {"checking": "checking", "launching": ": starting", "running": "step "}
+SLOWDOWN = 10.0
+"""Every host emulates a device this many times slower: a running run's ranks sleep most of
+each step (trainer/step/slowdown.py) instead of each taking a core until the way out."""
 
 
 def start_run(path: Path) -> subprocess.Popen[str]:
@@ -87,7 +90,9 @@ def test_every_way_out_ends_with_nothing_left(
     # h0 keeps its env (sent on stdin to a helper shell), h1 has none: both kinds in each run
     text = path.read_text()
     h1_env = text.rindex("\nenv = ")
-    path.write_text(text[:h1_env] + text[text.index("\n", h1_env + 1):])
+    text = text[:h1_env] + text[text.index("\n", h1_env + 1):]
+    assert text.count("\nthreads = 1\n") == 2  # one line per host, where the slowdown goes
+    path.write_text(text.replace("\nthreads = 1\n", f"\nthreads = 1\nslowdown = {SLOWDOWN}\n"))
     proc = start_run(path)
     try:
         seen = read_until(proc, PHASE_LINES[phase])
