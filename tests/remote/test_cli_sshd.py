@@ -23,12 +23,14 @@ pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_toml(cluster: SshdCluster, tmp_path: Path, run: str) -> Path:
+def write_toml(cluster: SshdCluster, tmp_path: Path, run: str, host_lines: str = "") -> Path:
+    """cluster.toml for every daemon of ``cluster`` with ``run`` as its [run] table;
+    ``host_lines`` (keys, one per line) go into every host's table."""
     hosts = "".join(
         f'[[hosts]]\nname = "{d.name}"\naddress = "127.0.0.1"\nport = {d.port}\nuser = "root"\n'
         f'identity_file = "{cluster.client_key}"\npython = "{sys.executable}"\n'
         f'workdir = "{tmp_path}/work/{d.name}"\ngpus = 0\nnproc = 1\nthreads = 1\n'
-        f'env = {{ CORRAL_PROFILE_DIR = "{tmp_path}/profiles/{d.name}" }}\n\n'
+        f'{host_lines}env = {{ CORRAL_PROFILE_DIR = "{tmp_path}/profiles/{d.name}" }}\n\n'
         for d in cluster.hosts)
     path = tmp_path / "cluster.toml"
     path.write_text(

@@ -47,13 +47,19 @@ def with_tracking(path: Path, tracking: str) -> Path:
     return path
 
 
+def _split_in_two(found: re.Match[str]) -> str:
+    """The demo's ``split`` line for two hosts: its global batch in two halves."""
+    batch = sum(int(share) for share in found[1].split(","))
+    return f"split = [{batch // 2}, {batch - batch // 2}]"
+
+
 def on_two_hosts(path: Path, slowdown_times: float = 1.0) -> Path:
     """The demo at ``path`` without its "slow" host (one agent and one rank fewer: its global
     batch split over "fast" and "medium"), each host's emulated slowdown times
     ``slowdown_times`` (a sleep, no CPU: the same wall time in fewer steps)."""
     text = path.read_text(encoding="utf-8")
     text, dropped = re.subn(r'(?m)^\[\[hosts\]\]\nname = "slow"\n(?:.+\n)*', "", text)
-    text, splits = re.subn(r"(?m)^split = \[[^\]]*\]", "split = [48, 48]", text)
+    text, splits = re.subn(r"(?m)^split = \[([^\]]*)\]", _split_in_two, text)
     text, slowed = re.subn(r"(?m)^slowdown = ([\d.]+)",
                            lambda found: f"slowdown = {float(found[1]) * slowdown_times}", text)
     # The demo's layout is what these patterns read: a changed demo fails here, not later.

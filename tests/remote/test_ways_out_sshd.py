@@ -86,13 +86,12 @@ def test_every_way_out_ends_with_nothing_left(
     sshd_cluster, tmp_path: Path, phase: str, way: str
 ) -> None:
     cluster: SshdCluster = sshd_cluster(2)
-    path = write_toml(cluster, tmp_path, "steps = 100000\nsamples = 64\nglobal_batch = 8")
+    path = write_toml(cluster, tmp_path, "steps = 100000\nsamples = 64\nglobal_batch = 8",
+                      host_lines=f"slowdown = {SLOWDOWN}\n")
     # h0 keeps its env (sent on stdin to a helper shell), h1 has none: both kinds in each run
     text = path.read_text()
     h1_env = text.rindex("\nenv = ")
-    text = text[:h1_env] + text[text.index("\n", h1_env + 1):]
-    assert text.count("\nthreads = 1\n") == 2  # one line per host, where the slowdown goes
-    path.write_text(text.replace("\nthreads = 1\n", f"\nthreads = 1\nslowdown = {SLOWDOWN}\n"))
+    path.write_text(text[:h1_env] + text[text.index("\n", h1_env + 1):])
     proc = start_run(path)
     try:
         seen = read_until(proc, PHASE_LINES[phase])

@@ -30,7 +30,6 @@ from trainer_runs import (
     max_rel_diff,
     of_kind,
     rank_env,
-    run_launcher,
 )
 
 from trainer.lowcomm.plan import plan_round
@@ -101,10 +100,8 @@ def test_a_twice_as_fast_island_trains_twice_the_samples(tmp_path: Path) -> None
     # Started as a process of its own, not from the warm spawner: from it, in the serial phase
     # of two clean-clone runs, the emulated 2x measured 1.37-1.46 (BENCHMARKS.md "One warm
     # spawner per test worker, and the suite after it (issue 39)").
-    cmd = launch_cmd(2, *LOCAL, "--islands", "0,1", "--policy", "dynamic", "--slowdown", "1,2",
-                     "--round-steps", "6", "--steps", "60", "--run-dir", str(tmp_path),
-                     agent=False)
-    check(run_launcher(cmd, env=rank_env(), timeout=240, warm=False))
+    check(launch(2, *LOCAL, "--islands", "0,1", "--policy", "dynamic", "--slowdown", "1,2",
+                 "--round-steps", "6", "--steps", "60", "--run-dir", str(tmp_path), warm=False))
     rounds = of_kind(events(tmp_path, 0), "round")
     # Each round shares its steps by the speeds the round before measured, exactly...
     for before, after in itertools.pairwise(rounds):

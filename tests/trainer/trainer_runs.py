@@ -132,12 +132,13 @@ def run_launcher(cmd: list[str], *, env: dict[str, str], timeout: float, warm: b
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def launch(nproc: int, *flags: str, timeout: float = 240, threads: int | None = 1
-           ) -> subprocess.CompletedProcess[str]:
+def launch(nproc: int, *flags: str, timeout: float = 240, threads: int | None = 1,
+           warm: bool = True) -> subprocess.CompletedProcess[str]:
     """Run the trainer on ``nproc`` local ranks (``threads`` each: ``trainer_args``) to their
-    end, without torch's agent (``SPAWN_RANKS``)."""
+    end, without torch's agent (``SPAWN_RANKS``; from the warm spawner unless ``warm`` is off:
+    ``run_launcher``)."""
     return run_launcher(launch_cmd(nproc, *flags, threads=threads, agent=False), env=rank_env(),
-                        timeout=timeout)
+                        timeout=timeout, warm=warm)
 
 
 def events(run_dir: Path, rank: int) -> list[dict[str, Any]]:
