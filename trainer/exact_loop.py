@@ -124,7 +124,7 @@ class Trainer:
         """DDP (its mean over ranks made exact by divide_by_global_units), the buffer sync (after
         a step that changed one, not at every forward), the tally exchange and the clock."""
         self.ddp = wrap_ddp(self.model, device)
-        self.buffer_sync = BufferSync(self.model)
+        self.buffer_sync = BufferSync(self.model, device)
         # The step's tally: one device tensor, gathered once per step (trainer/step/tally.py);
         # a CPU rank's clock hook starts it inside the last backward (EarlyTally).
         self.tallies = TallyExchange(device, self.world,

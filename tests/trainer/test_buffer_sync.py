@@ -14,6 +14,8 @@ from trainer.step.flat_collectives import BufferSync, all_reduce_mean
 
 pytestmark = pytest.mark.slow  # two processes in a gloo group
 
+CPU = torch.device("cpu")
+
 
 class RotaryLike(nn.Module):
     """A constant buffer, as a language model's rotary frequency table."""
@@ -31,7 +33,7 @@ def _rank(rank: int, store: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     torch.manual_seed(0)
     batch_norm, rotary = nn.BatchNorm1d(4), RotaryLike()
-    bn_sync, rotary_sync = BufferSync(batch_norm), BufferSync(rotary)
+    bn_sync, rotary_sync = BufferSync(batch_norm, CPU), BufferSync(rotary, CPU)
     before = bool(bn_sync.changed()), bool(rotary_sync.changed())
 
     # Each rank sees different data, as in a step: BatchNorm's running statistics diverge.
@@ -75,7 +77,7 @@ def _alone_in_its_set(rank: int, store: str, out: str) -> None:
         batch_norm(torch.randn(8, 4)).square().sum().backward()
         own = [p.grad.clone() for p in batch_norm.parameters()]
         all_reduce_mean(list(batch_norm.parameters()), 3, alone)
-        sync = BufferSync(batch_norm)
+        sync = BufferSync(batch_norm, CPU)
         batch_norm(torch.randn(8, 4))
         sync.sync(1, alone)
         torch.save({"calls": calls, "own": own, "after": [p.grad for p in batch_norm.parameters()],
@@ -92,3 +94,10 @@ def test_a_rank_alone_in_its_active_set_exchanges_nothing(tmp_path: Path) -> Non
     for own, after in zip(result["own"], result["after"], strict=True):
         assert torch.equal(after, own / 3)  # DDP's sum over ranks divided by the world
     assert result["changed"] is False  # the sync took the new statistics as the reference
+
+
+def test_a_model_without_buffers_answers_on_the_ranks_device() -> None:
+    """The answer joins the step's tally on the rank's device (a CUDA rank's simple_cnn with
+    GroupNorm has no buffer): the "meta" device stands in for a GPU here."""
+    meta = torch.device("meta")
+    assert BufferSync(nn.Linear(4, 4), meta).changed().device == meta

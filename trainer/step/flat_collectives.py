@@ -56,14 +56,16 @@ class BufferSync:
     same checkpoint on every rank, so the ranks start equal.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
         self.groups = list(_by_dtype(list(model.buffers())))
         self.synced = [_flat(group) for group in self.groups]
-        self.device = next((b.device for b in model.buffers()), torch.device("cpu"))
+        # The rank's device, not the buffers': a model without buffers still answers on the
+        # device the rest of the step's tally lives on.
+        self.device = device
 
     def changed(self) -> torch.Tensor:
         """Has a buffer of this rank changed since the last sync (NaN counts as changed)? A 0-d
-        bool tensor on the buffers' device."""
+        bool tensor on the rank's device."""
         differs = [(_flat(group) != copy).any() for group, copy in zip(self.groups, self.synced,
                                                                       strict=True)]
         if not differs:
