@@ -4,15 +4,15 @@
 # podman and runc when running as root), then lint, types, layering and the test suite.
 #   --fast   the fast tier only: no test marked slow (sshd, netns, torchrun ranks, large
 #            models; tests/tiers.py says which). Any other argument goes to every pytest run.
-# The full suite runs in two parts: the tests three at a time (pytest-xdist: slow tests wait
-# on processes and limits as well as compute, and on two cores a third worker fills those
-# waits, BENCHMARKS.md "The full suite from a clean clone (issue 39)"; a module's tests share a
-# worker, so a module-scoped fixture such as a shared training run runs once; the longest
-# modules are handed out first, tests/tiers.py: heaviest_first), then those marked serial with
-# nothing beside them (tests/tiers.py). --fast runs its tests two at a time, a module's tests
-# on one worker (no fast test is serial; on two cores two workers beat one and three,
-# BENCHMARKS.md "The edit-test loop on two workers, and a throughput verdict CI's machine
-# missed"), the type check beside them.
+# The full suite runs in two parts: the tests one more at a time than the machine has cores
+# (pytest-xdist: slow tests wait on processes and limits as well as compute, and on two cores a
+# third worker fills those waits, BENCHMARKS.md "The full suite from a clean clone (issue 39)";
+# a module's tests share a worker, so a module-scoped fixture such as a shared training run runs
+# once; the longest modules are handed out first, tests/tiers.py: heaviest_first), then those
+# marked serial with nothing beside them (tests/tiers.py). --fast runs its tests two at a time,
+# a module's tests on one worker (no fast test is serial; on two cores two workers beat one
+# and three, BENCHMARKS.md "The edit-test loop on two workers, and a throughput verdict CI's
+# machine missed"), the type check beside them.
 # Beside the parallel phase, at the lowest CPU priority (scripts/beside_tests.sh), the type
 # check and the torch matrix: the fast tests of the code that runs on torch and the tests marked
 # torch_matrix (exactness, resume, micro-batches; tests/tiers.py: TORCH_MATRIX_PATHS) on the
@@ -103,7 +103,9 @@ lint
 packages_ready
 . scripts/phase.sh
 failed=0
-phase "$PY" -n 3 --dist loadscope --no-loadscope-reorder -m "not serial" "$@" || failed=1
+workers=$(($(nproc) + 1))
+echo "corral: the parallel phase, $workers workers on $(nproc) cores"
+phase "$PY" -n "$workers" --dist loadscope --no-loadscope-reorder -m "not serial" "$@" || failed=1
 echo "corral: the type check and the torch matrix (they ran beside the parallel phase)"
 wait "$beside_pid" || failed=1
 beside_pid=

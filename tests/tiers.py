@@ -10,12 +10,13 @@ A fast test that starts torchrun (or the trainer tests' rank spawner), sshd or a
 fails, naming the command
 (``slow_tier_command``): the fast tier stays fast by construction, not by review.
 
-``scripts/test.sh`` runs the tests three at a time (pytest-xdist), except those marked
-``serial`` by hand, which run afterwards with nothing beside them: every test whose verdict
-rests on measured speed (throughput comparisons, balancer moves, step times judged). Tests of
-wall-clock limits (a hang limit, a lost host, a link cut past a silence limit) run in that
-phase too: their limits and run lengths leave room for the tests beside them (each passed twice
-beside two heavy test files, BENCHMARKS.md "The full suite from a clean clone (issue 39)").
+``scripts/test.sh`` runs the tests one more at a time than the machine has cores (pytest-xdist:
+three on two cores), except those marked ``serial`` by hand, which run afterwards with nothing
+beside them: every test whose verdict rests on measured speed (throughput comparisons, balancer
+moves, step times judged). Tests of wall-clock limits (a hang limit, a lost host, a link cut past a
+silence limit) run in that phase too: their limits and run lengths leave room for the tests beside
+them (each passed twice beside two heavy test files, BENCHMARKS.md "The full suite from a clean
+clone (issue 39)").
 Netns tests run in parallel like the rest: each box has
 namespaces, a bridge and veths named after its process and nothing in the root namespace, so
 two boxes never meet. A serial test is in the slow tier, so ``--fast`` is one parallel run
