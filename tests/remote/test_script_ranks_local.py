@@ -43,22 +43,22 @@ def _starts(events: list[object]) -> dict[int, StartEvent]:
             if isinstance(e, RankEvent) and isinstance(e.event, StartEvent)}
 
 
-def _joins_last(path: Path) -> Path:
-    """A python for the first host that starts its launcher only once the other two hosts'
-    launchers of the run are running, and as a child: the run's newest launcher process.
-    torch numbers the nodes of a rendezvous by address, then process id, and the three hosts
-    share one address here: it numbers the first host last."""
+def _sorts_last(path: Path) -> Path:
+    """A python for the first host whose launcher gives its node the address 127.0.0.2 where
+    the other hosts' give 127.0.0.1 (both this machine's loopback). torch numbers the nodes of a
+    rendezvous by address first (then process id), so it numbers the first host last, whatever
+    order the launchers started in."""
     python = shlex.quote(sys.executable)
-    others = f"^{sys.executable} -m trainer.launcher .*--rdzv-id $CORRAL_RUN_ID "
     path.write_text(
         "#!/bin/sh\n"
         'if [ "$1" = -m ] && [ "$2" = trainer.launcher ]; then\n'
-        "  waited=0\n"  # a condition with a deadline (120 s), not a fixed delay
-        f'  until [ "$(pgrep -fc "{others}")" -ge 2 ]; do\n'
-        "    waited=$((waited + 1)); [ $waited -le 1200 ] || exit 99; sleep 0.1\n"
+        "  previous=\n"
+        "  for word do\n"
+        "    shift\n"
+        '    [ "$previous" = --local-addr ] && word=127.0.0.2\n'
+        '    set -- "$@" "$word"\n'
+        "    previous=$word\n"
         "  done\n"
-        f'  {python} "$@"\n'
-        "  exit $?\n"
         "fi\n"
         f'exec {python} "$@"\n')
     path.chmod(0o755)
@@ -69,7 +69,7 @@ async def test_script_ranks_follow_the_host_order_whatever_torchs_node_order(
         tmp_path: Path) -> None:
     cfg = config(tmp_path, SCRIPTS / "ddp_tutorial.py",
                  ["--epochs", "1", "--samples", "96", "--batch-size", "12"])
-    first = replace(cfg.hosts[0], python=str(_joins_last(tmp_path / "python-joins-last")))
+    first = replace(cfg.hosts[0], python=str(_sorts_last(tmp_path / "python-sorts-last")))
     run_id, events = await run_to_end(replace(cfg, hosts=(first, *cfg.hosts[1:])))
     final = events[-1]
     assert isinstance(final, RunStatus) and final.state == "completed", final

@@ -30,6 +30,7 @@ from trainer_runs import (
     max_rel_diff,
     of_kind,
     rank_env,
+    run_launcher,
 )
 
 from trainer.lowcomm.plan import plan_round
@@ -86,8 +87,8 @@ def test_the_outer_step_weights_islands_by_their_samples(tmp_path: Path) -> None
     out = tmp_path / "out.json"
     cmd = [sys.executable, str(SPAWN_RANKS), "3",
            str(SPAWN_RANKS.with_name("lowcomm_outer_check.py")), str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=rank_env(), capture_output=True, text=True,
-                          timeout=120)
+    # From the warm spawner; past the limit its ranks are killed with it (run_launcher).
+    proc = run_launcher(cmd, env=rank_env(), timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["values"] == [[3.0] * 4] * 3  # (1·32 + 4·64) / 96 on every rank
