@@ -103,8 +103,9 @@ lint
 packages_ready
 . scripts/phase.sh
 failed=0
-workers=$(($(nproc) + 1))
-echo "corral: the parallel phase, $workers workers on $(nproc) cores"
+cores=$(nproc)
+workers=$((cores + 1))
+echo "corral: the parallel phase, $workers workers on $cores cores"
 phase "$PY" -n "$workers" --dist loadscope --no-loadscope-reorder -m "not serial" "$@" || failed=1
 echo "corral: the type check and the torch matrix (they ran beside the parallel phase)"
 wait "$beside_pid" || failed=1

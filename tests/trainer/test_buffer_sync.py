@@ -12,8 +12,6 @@ from torch import nn
 
 from trainer.step.flat_collectives import BufferSync, all_reduce_mean
 
-pytestmark = pytest.mark.slow  # two processes in a gloo group
-
 CPU = torch.device("cpu")
 
 
@@ -49,6 +47,7 @@ def _rank(rank: int, store: str, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes in a gloo group
 def test_changed_buffers_become_rank_0s_and_constant_ones_cost_nothing(tmp_path: Path) -> None:
     mp.spawn(_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
     results = [torch.load(tmp_path / f"rank-{r}.pt") for r in (0, 1)]
@@ -86,6 +85,7 @@ def _alone_in_its_set(rank: int, store: str, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # three processes in a gloo group
 def test_a_rank_alone_in_its_active_set_exchanges_nothing(tmp_path: Path) -> None:
     mp.spawn(_alone_in_its_set, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=3,
              join=True)
