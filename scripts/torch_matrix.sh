@@ -13,9 +13,13 @@
 # only when its marker file is missing. One call at a time holds them (a lock file beside
 # them): a second waits for the first's builds instead of starting them over. PyPI's torch
 # wheels are CUDA builds that import only beside their nvidia-* libraries, so those are
-# installed too; triton (the GPU kernel compiler, unused on the CPU) is left out. pip runs
-# without the machine's pip configuration: a machine-wide cap on torch releases would
-# otherwise refuse the newest.
+# installed too; triton (the GPU kernel compiler, unused on the CPU) is left out. The installer
+# is uv (pinned below; put in a small environment of its own beside the matrix's the first
+# time, its cache there too): it installs the 4.5 GB of wheels for under half the CPU pip takes,
+# and leaves torch's modules to be compiled when first imported (BENCHMARKS.md "The torch
+# matrix built by uv"). Where uv cannot be had, pip builds them as before. Both run without
+# the machine's installer configuration: a machine-wide cap on torch releases would otherwise
+# refuse the newest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${PY:?PY must name the python of the main environment, as scripts/python.sh sets it}"
@@ -34,11 +38,36 @@ if command -v flock >/dev/null; then
     flock 9
 fi
 
-build() {  # build VENV RELEASE
-    local venv=$1 release=$2 started=$SECONDS
-    rm -rf "$venv"
-    echo "corral: building $venv (torch $release, CUDA wheel, about 3 GB)" >&2
-    "$PY" -m venv "$venv"
+UV=uv==0.13.9  # the installer's release (--excludes, below, is one of its options)
+
+uv_tool() {  # uv_tool: the path of uv, installed beside the environments once; fails without it
+    local tool=$root/.uv
+    if [ ! -x "$tool/bin/uv" ]; then
+        rm -rf "$tool"
+        if ! { "$PY" -m venv "$tool" \
+               && "$tool/bin/python" -m pip install -q --disable-pip-version-check "$UV"; } >&2
+        then
+            rm -rf "$tool"
+            return 1
+        fi
+    fi
+    echo "$tool/bin/uv"
+}
+
+install_with_uv() {  # install_with_uv UV VENV RELEASE: torch and its libraries, triton left out
+    local uv=$1 venv=$2 release=$3 excluded status=0
+    excluded=$(mktemp)
+    echo triton > "$excluded"
+    # The certificates pip is told to trust, where it is told (else uv's own).
+    UV_NO_CONFIG=1 UV_CACHE_DIR=$root/.uv-cache SSL_CERT_FILE=${PIP_CERT:-${SSL_CERT_FILE:-}} \
+        "$uv" pip install -q --python "$venv/bin/python" --excludes "$excluded" \
+        "torch==$release" || status=$?
+    rm -f "$excluded"
+    return $status
+}
+
+install_with_pip() {  # install_with_pip VENV RELEASE: the same with pip
+    local venv=$1 release=$2
     local pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
     PIP_CONFIG_FILE=/dev/null "${pip[@]}" --no-deps "torch==$release"
     local needs  # read by the new environment's own python (pip brings the parser)
@@ -54,7 +83,25 @@ EOF
 )
     # shellcheck disable=SC2086  # one word per requirement
     PIP_CONFIG_FILE=/dev/null "${pip[@]}" $needs
-    "$venv/bin/python" -c "import torch; assert torch.__version__.split('+')[0] == '$release'"
+}
+
+build() {  # build VENV RELEASE
+    local venv=$1 release=$2 started=$SECONDS uv
+    rm -rf "$venv"
+    echo "corral: building $venv (torch $release, CUDA wheel, about 3 GB)" >&2
+    if ! { uv=$(uv_tool) && "$PY" -m venv --without-pip "$venv" \
+           && install_with_uv "$uv" "$venv" "$release"; }; then
+        echo "corral: uv could not install torch $release; pip does" >&2
+        rm -rf "$venv"
+        "$PY" -m venv "$venv"
+        install_with_pip "$venv" "$release"
+    fi
+    # The check imports what a rank does (torch's launcher, and torch._dynamo, which the first
+    # optimizer brings), so that their modules are compiled once, here, not by every test
+    # process that starts before one has written them.
+    "$venv/bin/python" -c "import torch, torch.distributed.run
+torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+assert torch.__version__.split('+')[0] == '$release'"
     echo "$((SECONDS - started))" > "$venv/.corral-built"
 }
 
