@@ -58,8 +58,10 @@ install_with_uv() {  # install_with_uv UV VENV RELEASE: torch and its libraries,
     local uv=$1 venv=$2 release=$3 excluded status=0
     excluded=$(mktemp)
     echo triton > "$excluded"
-    # The certificates pip is told to trust, where it is told (else uv's own).
-    UV_NO_CONFIG=1 UV_CACHE_DIR=$root/.uv-cache SSL_CERT_FILE=${PIP_CERT:-${SSL_CERT_FILE:-}} \
+    # The certificates pip is told to trust, where it is told (else uv's own, or SSL_CERT_FILE's).
+    local trust=()
+    [ -z "${PIP_CERT:-}" ] || trust=("SSL_CERT_FILE=$PIP_CERT")
+    env "${trust[@]}" UV_NO_CONFIG=1 UV_CACHE_DIR="$root/.uv-cache" \
         "$uv" pip install -q --python "$venv/bin/python" --excludes "$excluded" \
         "torch==$release" || status=$?
     rm -f "$excluded"
