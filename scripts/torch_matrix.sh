@@ -39,6 +39,7 @@ if command -v flock >/dev/null; then
 fi
 
 UV=uv==0.13.9  # the installer's release (--excludes, below, is one of its options)
+LEFT_OUT=triton  # torch's requirement that neither installer installs (the GPU kernel compiler)
 
 uv_tool() {  # uv_tool: the path of uv, installed beside the environments once; fails without it
     local tool=$root/.uv
@@ -54,18 +55,14 @@ uv_tool() {  # uv_tool: the path of uv, installed beside the environments once; 
     echo "$tool/bin/uv"
 }
 
-install_with_uv() {  # install_with_uv UV VENV RELEASE: torch and its libraries, triton left out
-    local uv=$1 venv=$2 release=$3 excluded status=0
-    excluded=$(mktemp)
-    echo triton > "$excluded"
+install_with_uv() {  # install_with_uv UV VENV RELEASE: torch and its libraries but LEFT_OUT
+    local uv=$1 venv=$2 release=$3
     # The certificates pip is told to trust, where it is told (else uv's own, or SSL_CERT_FILE's).
     local trust=()
     [ -z "${PIP_CERT:-}" ] || trust=("SSL_CERT_FILE=$PIP_CERT")
     env "${trust[@]}" UV_NO_CONFIG=1 UV_CACHE_DIR="$root/.uv-cache" \
-        "$uv" pip install -q --python "$venv/bin/python" --excludes "$excluded" \
-        "torch==$release" || status=$?
-    rm -f "$excluded"
-    return $status
+        "$uv" pip install -q --python "$venv/bin/python" --excludes <(echo "$LEFT_OUT") \
+        "torch==$release"
 }
 
 install_with_pip() {  # install_with_pip VENV RELEASE: the same with pip
@@ -73,14 +70,16 @@ install_with_pip() {  # install_with_pip VENV RELEASE: the same with pip
     local pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
     PIP_CONFIG_FILE=/dev/null "${pip[@]}" --no-deps "torch==$release"
     local needs  # read by the new environment's own python (pip brings the parser)
-    needs=$("$venv/bin/python" - <<'EOF'
+    needs=$(LEFT_OUT=$LEFT_OUT "$venv/bin/python" - <<'EOF'
+import os
 from importlib.metadata import distribution
 from pip._vendor.packaging.requirements import Requirement
 torch = distribution("torch")
 needs = [Requirement(r) for r in torch.requires or []]
 extras = {r.name: f"[{','.join(sorted(r.extras))}]" if r.extras else "" for r in needs}
 print(*(f"{r.name}{extras[r.name]}{r.specifier}" for r in needs
-        if r.name != "triton" and (r.marker is None or r.marker.evaluate({"extra": ""}))))
+        if r.name != os.environ["LEFT_OUT"]
+        and (r.marker is None or r.marker.evaluate({"extra": ""}))))
 EOF
 )
     # shellcheck disable=SC2086  # one word per requirement
