@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,6 +25,49 @@ class ProfileStoreError(CorralError):
     """A profile cannot be written (directory not writable, disk full)."""
 
     title = "profile store"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProfileKey:
+    """What a stored profile is keyed by: the conditions its speeds were measured under (a
+    profile made under any other is not used)."""
+
+    host: str
+    """The host's name, as the trainer reports it."""
+    device_name: str
+    """The device's name (``profiles.bench.device_name``: the GPU's, or the CPU's)."""
+    model: str
+    """The model measured."""
+    torch_version: str
+    """torch's version (kernels change between releases)."""
+    threads: int
+    """torch's intra-op threads on a CPU."""
+    slowdown: float
+    """The emulated slowdown factor (1 for none)."""
+
+    @classmethod
+    def of(cls, profile: Profile) -> ProfileKey:
+        """The key ``profile`` was stored under."""
+        return cls(host=profile.host, device_name=profile.device_name, model=profile.model,
+                   torch_version=profile.torch_version, threads=profile.threads,
+                   slowdown=profile.slowdown)
+
+    @property
+    def conditions(self) -> str:
+        """The key's measuring conditions, as lookups word them."""
+        return f"torch {self.torch_version}, {self.threads} threads, slowdown {self.slowdown:g}"
+
+    def mismatches(self, other: ProfileKey) -> list[str]:
+        """``"<what> <other's> (need <this key's>)"`` for each field ``other`` differs in."""
+        fields = (("host", "host"), ("device", "device_name"), ("model", "model"),
+                  ("torch", "torch_version"), ("threads", "threads"), ("slowdown", "slowdown"))
+        return [f"{name} {_shown(getattr(other, attr))} (need {_shown(getattr(self, attr))})"
+                for name, attr in fields if getattr(other, attr) != getattr(self, attr)]
+
+
+def _shown(value: object) -> str:
+    """A key field as messages write it (a factor without trailing zeros)."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # -- locations ---------------------------------------------------------------------------------
@@ -45,22 +89,14 @@ def slug(text: str) -> str:
     return written or "unknown"
 
 
-def profile_path(
-    *,
-    host: str,
-    device_name: str,
-    model: str,
-    torch_version: str,
-    threads: int,
-    slowdown: float,
-    root: Path | None = None,
-    precision: str | None = None,
-) -> Path:
+def profile_path(key: ProfileKey, *, root: Path | None = None,
+                 precision: str | None = None) -> Path:
     """The file that holds the profile with exactly this key (a profile without a precision,
     made before it was recorded, has none in its name)."""
-    name = f"{slug(device_name)}--torch-{slug(torch_version)}--t{threads}--s{slowdown:g}"
+    name = (f"{slug(key.device_name)}--torch-{slug(key.torch_version)}--t{key.threads}"
+            f"--s{key.slowdown:g}")
     name += f"--{slug(precision)}.toml" if precision is not None else ".toml"
-    return model_dir(host=host, model=model, root=root) / name
+    return model_dir(host=key.host, model=key.model, root=root) / name
 
 
 def model_dir(*, host: str, model: str, root: Path | None = None) -> Path:
@@ -88,16 +124,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 def save_profile(profile: Profile, *, root: Path | None = None) -> Path:
     """Store ``profile`` (replacing one with the same key); returns the file written."""
-    path = profile_path(
-        host=profile.host,
-        device_name=profile.device_name,
-        model=profile.model,
-        torch_version=profile.torch_version,
-        threads=profile.threads,
-        slowdown=profile.slowdown,
-        root=root,
-        precision=profile.precision,
-    )
+    path = profile_path(ProfileKey.of(profile), root=root, precision=profile.precision)
     try:
         write_atomic(path, profile_to_toml(profile))
     except OSError as exc:
@@ -116,34 +143,23 @@ def load_profile(path: Path) -> Profile:
 # -- lookup ----------------------------------------------------------------------------------
 
 
-def _conditions(profile: Profile) -> str:
-    return (
-        f"torch {profile.torch_version}, {profile.threads} threads, "
-        f"slowdown {profile.slowdown:g}"
-    )
-
-
-def _alternatives(directory: Path, host: str, device_name: str, model: str) -> list[str]:
-    """Conditions of the other readable profiles for this host, device and model."""
+def _alternatives(directory: Path, key: ProfileKey) -> list[str]:
+    """Conditions of the other readable profiles for this key's host, device and model."""
     found = []
     for path in sorted(directory.glob("*.toml")) if directory.is_dir() else []:
         try:
-            other = load_profile(path)
+            other = ProfileKey.of(load_profile(path))
         except (OSError, ValueError):
             continue
-        if (other.host, other.device_name, other.model) == (host, device_name, model):
-            found.append(_conditions(other))
+        if (other.host, other.device_name, other.model) == (key.host, key.device_name,
+                                                            key.model):
+            found.append(other.conditions)
     return found
 
 
 def find_profile(
+    key: ProfileKey,
     *,
-    host: str,
-    device_name: str,
-    model: str,
-    torch_version: str,
-    threads: int,
-    slowdown: float,
     root: Path | None = None,
     max_age_days: float = 30.0,
     precision: str | None = None,
@@ -158,32 +174,27 @@ def find_profile(
     ``unlabelled_ok`` (the caller's judgement: fp32 on a CPU), and either way it is said.
     """
     def stored(labelled: str | None) -> Path:
-        return profile_path(host=host, device_name=device_name, model=model, root=root,
-                            torch_version=torch_version, threads=threads, slowdown=slowdown,
-                            precision=labelled)
+        return profile_path(key, root=root, precision=labelled)
 
     path = stored(precision)
-    wanted = f"torch {torch_version}, {threads} threads, slowdown {slowdown:g}"
-    remedy = (f"run `python -m trainer.profile_model --model {model}"
-              f"{f' --precision {precision}' if precision else ''} --save` on {host}")
+    remedy = (f"run `python -m trainer.profile_model --model {key.model}"
+              f"{f' --precision {precision}' if precision else ''} --save` on {key.host}")
     note = ""
     if precision is not None and not path.is_file() and stored(None).is_file():
         path, note = stored(None), _unlabelled_note(stored(None), precision, unlabelled_ok)
         if not unlabelled_ok:
             return None, f"{note}; {remedy}"
     if not path.is_file():
-        others = _alternatives(path.parent, host, device_name, model)
+        others = _alternatives(path.parent, key)
         detail = f"; stored ones differ ({'; '.join(others)})" if others else ""
-        return None, (
-            f"no profile for {model} on {host} ({device_name}, {wanted}){detail}; {remedy}"
-        )
+        return None, (f"no profile for {key.model} on {key.host} ({key.device_name}, "
+                      f"{key.conditions}){detail}; {remedy}")
     try:
         profile = load_profile(path)
     except (OSError, ValueError) as exc:
         return None, f"profile {path} is unreadable ({exc}); {remedy}"
 
-    mismatches = _mismatches(profile, host=host, device_name=device_name, model=model,
-                             torch_version=torch_version, threads=threads, slowdown=slowdown)
+    mismatches = key.mismatches(ProfileKey.of(profile))
     if mismatches:
         return None, f"profile {path} was made with {', '.join(mismatches)}; {remedy}"
 
@@ -203,20 +214,3 @@ def _unlabelled_note(path: Path, precision: str, used: bool) -> str:
         return f", made before profiles recorded a precision: taken as {precision}"
     return (f"profile {path} records no precision (made with torch's default TF32 "
             f"convolutions), not used for this {precision} run")
-
-
-def _mismatches(profile: Profile, *, host: str, device_name: str, model: str,
-                torch_version: str, threads: int, slowdown: float) -> list[str]:
-    """``"<what> <stored> (need <wanted>)"`` for each condition the stored profile differs in."""
-    return [
-        f"{name} {got} (need {need})"
-        for name, got, need in (
-            ("host", profile.host, host),
-            ("device", profile.device_name, device_name),
-            ("model", profile.model, model),
-            ("torch", profile.torch_version, torch_version),
-            ("threads", profile.threads, threads),
-            ("slowdown", f"{profile.slowdown:g}", f"{slowdown:g}"),
-        )
-        if got != need
-    ]

@@ -130,3 +130,27 @@ def test_the_lowcomm_bench_gives_local_runs_the_exact_runs_samples_at_its_optimi
     assert shared.steps // NPROC == exact.steps  # each island steps as often as exact
     assert shared.eval_every * shared.global_batch == exact.eval_every * exact.global_batch
     assert local_flags(exact_flags, batch, "global") == (exact_flags, batch)
+
+
+def test_the_step_gap_bench_charges_each_device_gap_to_where_the_host_was() -> None:
+    """bench/gpu_step_gap.py's reading of a trace: two steps of 100 us, the device busy 60 us
+    of each; the 40 us it idles after each step's work, the host in the step's report, are
+    charged to ``report``."""
+    from bench.gpu_step_gap import gaps_report
+
+    def span(name: str, cat: str, ts: float, dur: float) -> dict[str, object]:
+        return {"ph": "X", "name": name, "cat": cat, "ts": ts, "dur": dur}
+
+    trace = {"traceEvents": [
+        *(span("corral/step", "user_annotation", t, 62) for t in (0, 100, 200)),
+        *(span("corral/share", "user_annotation", t, 60) for t in (0, 100, 200)),
+        *(span("corral/report", "user_annotation", t + 62, 38) for t in (0, 100)),
+        *(span("conv", "kernel", t + 5, 30) for t in (0, 100, 200)),
+        *(span("copy", "gpu_memcpy", t + 35, 30) for t in (0, 100, 200)),
+    ]}
+    report = gaps_report(trace, "cuda", min_gap_us=5.0)
+    assert report["steps"] == 2 and report["step_us"] == 100
+    assert report["device_busy_us_per_step"] == 60
+    assert report["device_idle_us_per_step"] == 40
+    assert report["idle_us_per_step_by_host_phase"] == {"report": 40.0}
+    assert report["host_us_per_step_by_phase"]["report"] == 38

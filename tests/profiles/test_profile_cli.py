@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from profiles.store import find_profile
+from profiles.store import ProfileKey, find_profile
 from trainer.profile_model import main
 
 FAST = ["--model", "simple_cnn", "--device", "cpu", "--threads", "1", "--batches", "2,16",
@@ -32,8 +32,8 @@ def test_json_profile_is_saved_where_the_trainer_finds_it(
     assert data["c"] >= 0 and data["a"] >= 0 and len(data["samples_per_s"]) == 2
     assert Path(data["saved_to"]).is_file()
     found, reason = find_profile(
-        host=data["host"], device_name=data["device_name"], model="simple_cnn",
-        torch_version=torch.__version__, threads=1, slowdown=2.0, root=tmp_path,
+        ProfileKey(host=data["host"], device_name=data["device_name"], model="simple_cnn",
+                   torch_version=torch.__version__, threads=1, slowdown=2.0), root=tmp_path,
         precision="fp32", unlabelled_ok=False)  # as the trainer looks up an fp32 run's
     assert found is not None and found.to_dict().items() <= data.items(), reason
     assert data["precision"] == "fp32"  # measured as an fp32 run computes: TF32 off

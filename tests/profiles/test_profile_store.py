@@ -6,11 +6,13 @@ import dataclasses
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from profiles.profile import Profile
 from profiles.store import (
+    ProfileKey,
     ProfileStoreError,
     default_root,
     find_profile,
@@ -32,14 +34,13 @@ def make_profile(**changes: object) -> Profile:
     return Profile(**values)  # type: ignore[arg-type]
 
 
-def lookup(profile: Profile, root: Path, **changes: object) -> tuple[Profile | None, str]:
-    key: dict[str, object] = {
-        "host": profile.host, "device_name": profile.device_name, "model": profile.model,
-        "torch_version": profile.torch_version, "threads": profile.threads,
-        "slowdown": profile.slowdown,
-    }
-    key.update(changes)
-    return find_profile(root=root, **key)  # type: ignore[arg-type]
+def lookup(profile: Profile, root: Path | None, *, precision: str | None = None,
+           unlabelled_ok: bool = True, max_age_days: float = 30.0,
+           **changes: Any) -> tuple[Profile | None, str]:
+    """``find_profile`` for ``profile``'s key with ``changes`` to its fields."""
+    key = dataclasses.replace(ProfileKey.of(profile), **changes)
+    return find_profile(key, root=root, precision=precision, unlabelled_ok=unlabelled_ok,
+                        max_age_days=max_age_days)
 
 
 def test_samples_per_s_follows_the_fit() -> None:
@@ -75,7 +76,7 @@ def test_missing_profile_says_how_to_make_one(tmp_path: Path) -> None:
     [({"torch_version": "2.14.0"}, "torch 2.13.0+cu128"), ({"threads": 1}, "4 threads"),
      ({"slowdown": 3.0}, "slowdown 1")],
 )
-def test_other_conditions_are_not_used(tmp_path: Path, change: dict[str, object],
+def test_other_conditions_are_not_used(tmp_path: Path, change: dict[str, Any],
                                        mentioned: str) -> None:
     profile = make_profile()
     save_profile(profile, root=tmp_path)
@@ -151,19 +152,21 @@ def test_store_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     monkeypatch.setenv("CORRAL_PROFILE_DIR", str(tmp_path / "mine"))
     profile = make_profile()
     assert save_profile(profile).is_relative_to(tmp_path / "mine")
-    assert lookup(profile, None)[0] == profile  # type: ignore[arg-type]
+    assert lookup(profile, None)[0] == profile
 
 
 def test_path_is_keyed_by_host_device_model_and_torch(tmp_path: Path) -> None:
-    key = {"host": "h", "device_name": "GPU A", "model": "m", "torch_version": "2.13.0",
-           "threads": 1, "slowdown": 1.0, "root": tmp_path}
-    paths = {profile_path(**key)}  # type: ignore[arg-type]
-    for name, value in [("host", "h2"), ("device_name", "GPU B"), ("model", "m2"),
-                        ("torch_version", "2.12.0")]:
-        paths.add(profile_path(**{**key, name: value}))  # type: ignore[arg-type]
+    key = ProfileKey(host="h", device_name="GPU A", model="m", torch_version="2.13.0",
+                     threads=1, slowdown=1.0)
+    paths = {profile_path(key, root=tmp_path)}
+    for other in [dataclasses.replace(key, host="h2"),
+                  dataclasses.replace(key, device_name="GPU B"),
+                  dataclasses.replace(key, model="m2"),
+                  dataclasses.replace(key, torch_version="2.12.0")]:
+        paths.add(profile_path(other, root=tmp_path))
     assert len(paths) == 5
     # ... and by precision: one measured in fp32 is not one measured in bf16 or unlabelled
-    labelled = {profile_path(**key, precision=p) for p in ("fp32", "bf16")}  # type: ignore[arg-type]
+    labelled = {profile_path(key, root=tmp_path, precision=p) for p in ("fp32", "bf16")}
     assert len(labelled | paths) == 7
 
 

@@ -98,15 +98,16 @@ def _profile_capacity(
     if config.task != "image":
         return 0.0, 0.0, f"stored profiles cover the image models, not the {config.task} task"
     try:
-        from profiles.store import find_profile
+        from profiles.store import ProfileKey, find_profile
     except ImportError:
         return 0.0, 0.0, "profile store unavailable"
     try:
         # Keyed by the run's precision; a profile made before profiles recorded one ran with
         # torch's default (TF32 convolutions on a GPU): it stands in for an fp32 CPU run only.
         profile, reason = find_profile(
-            host=host, device_name=device_name, model=config.model,
-            torch_version=torch.__version__, threads=torch.get_num_threads(), slowdown=slowdown,
+            ProfileKey(host=host, device_name=device_name, model=config.model,
+                       torch_version=torch.__version__, threads=torch.get_num_threads(),
+                       slowdown=slowdown),
             precision=config.precision,
             unlabelled_ok=config.precision == "fp32" and not on_gpu,
         )
