@@ -27,7 +27,7 @@ from profiles.user_errors import UsageError
 from trainer.balance.balancer import Balancer
 from trainer.balance.config import rank0_config
 from trainer.balance.passes import passes
-from trainer.checkpoint.checkpointer import Checkpointer, RunProgress, restore, resume, write_final
+from trainer.checkpoint.checkpointer import Checkpointer, restore, resume, write_final
 from trainer.compat import set_tf32, tf32_enabled, wrap_ddp
 from trainer.dist import RankInfo, broadcast_ints, device_name, on_any_rank, print0
 from trainer.evaluate import Evaluator, held_out
@@ -41,13 +41,14 @@ from trainer.step.accumulate import ShareRunner
 from trainer.step.batch_order import GlobalBatchOrder, share_seconds
 from trainer.step.batches import collated
 from trainer.step.capacity import initial_split
-from trainer.step.clock import EarlyTally, make_clock
+from trainer.step.clock import make_clock
 from trainer.step.exchange import ActiveSteps
 from trainer.step.flat_collectives import BufferSync
-from trainer.step.optim import OptimizerStep, StepDone, make_optimizer
+from trainer.step.optim import OptimizerStep, make_optimizer
 from trainer.step.prefetch import BatchPrefetcher, prefetch_wanted
 from trainer.step.slowdown import SlowdownSchedule, emulates
-from trainer.step.tally import ComputeTime, TallyExchange, TimedStep, timed_steps
+from trainer.step.step_records import RunProgress, StepDone, TimedStep
+from trainer.step.tally import ComputeTime, TallyExchange, timed_steps
 from trainer.step_report import (
     LossTally,
     OptimizerFacts,
@@ -109,6 +110,7 @@ class Trainer:
         self.runner = ShareRunner(ddp=self.ddp, model=self.model, task=task, order=order,
                                   parameters=self.parameters, rank=self.rank, world=self.world,
                                   device=device, precision=config.precision, clock=self.clock,
+                                  tallies=self.tallies,
                                   scale_loss=self.optim_step.scale_loss,
                                   prefetched=self._prefetcher_batch(), active=self.active.set)
         self.evaluator = Evaluator(
@@ -131,8 +133,7 @@ class Trainer:
                                      stop_requested=lambda: self.stop.signum is not None,
                                      buffers_changed=self.buffer_sync.changed)
         self.clock = make_clock(device, emulated_run=on_any_rank(
-            emulates(config.slowdown, config.slowdown_at), device),
-            early=EarlyTally(self.tallies))
+            emulates(config.slowdown, config.slowdown_at), device))
         self.ddp.register_comm_hook(None, self.clock.hook)  # times the local backward
 
     def _active_steps(self) -> ActiveSteps:
@@ -241,9 +242,9 @@ class Trainer:
         # their probe's.
         pending = share.gather
         if pending is None:
-            compute = (self.clock.tally_time(step, before.compute if before else None)
+            carried = (self.clock.tally_time(step, before.compute if before else None)
                        if share.probed_s is None else ComputeTime(step, share.probed_s))
-            pending = self.tallies.start(share.loss_sum, share.units, compute,
+            pending = self.tallies.start(share.loss_sum, share.units, carried,
                                          carried_exchange_s)
         # The gradient divided by the step's GLOBAL count of loss units (a device tensor), then
         # the optimizer step (skipped by a benched rank): queued before the host waits, so the
@@ -258,9 +259,9 @@ class Trainer:
         # before the step is reported or checkpointed.
         check_finite_loss(sum(t.loss_sum for t in tallies), run)
         # This rank's compute time of this step: a GPU's events completed with the tally read.
-        compute = self.clock.times(step)
-        run.last_timed = TimedStep(step, tuple(split), compute, share.exchanged_s)
-        return StepDone(tallies, outcome, compute.seconds, before)
+        own_time = self.clock.times(step)
+        run.last_timed = TimedStep(step, tuple(split), own_time, share.exchanged_s)
+        return StepDone(tallies, outcome, own_time.seconds, before)
 
     def _report(self, done: StepDone, step_s: float) -> None:
         """Events: every rank its own step (``report_step``: measurements only)."""

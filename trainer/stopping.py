@@ -9,7 +9,7 @@ import time
 from types import FrameType
 
 from profiles.user_errors import CorralError
-from trainer.checkpoint.checkpointer import RunProgress
+from trainer.step.step_records import RunProgress
 
 
 class Interrupted(Exception):

@@ -21,7 +21,6 @@ from dataclasses import replace
 import torch
 
 from profiles.user_errors import CorralError
-from trainer.checkpoint.checkpointer import RunProgress
 from trainer.compat import check_torch_release
 from trainer.dist import (
     choose_backend,
@@ -40,6 +39,7 @@ from trainer.settings.syncbatch import check_syncbatch_device
 from trainer.settings.train_config import TrainConfig, check_world
 from trainer.settings.training_checks import check_total_steps, rank_precision
 from trainer.step.batch_order import GlobalBatchOrder
+from trainer.step.step_records import RunProgress
 from trainer.stopping import Diverged, Interrupted, StopSignals
 from trainer.tasks.loader import build_task
 

@@ -11,16 +11,12 @@ import torch
 from torch import nn
 
 from profiles.user_errors import UsageError
-from trainer.checkpoint.checkpointer import (
-    Checkpointer,
-    RunProgress,
-    load_model_state,
-    model_state,
-)
+from trainer.checkpoint.checkpointer import Checkpointer, load_model_state, model_state
 from trainer.checkpoint.files import list_checkpoints
 from trainer.event_log import EventWriter
 from trainer.settings.train_config import TrainConfig
 from trainer.step.batches import collated, move_to
+from trainer.step.step_records import RunProgress
 from trainer.step.tally import divide_by_global_units
 from trainer.tasks import Task
 from trainer.tasks.image.data import synthetic_image

@@ -12,7 +12,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,30 +33,9 @@ from trainer.event_log import EventWriter
 from trainer.events import CheckpointEvent
 from trainer.run_layout import RunLayout
 from trainer.settings.train_config import TrainConfig, split_task_spec
-from trainer.step.tally import TimedStep
+from trainer.step.step_records import RunProgress
 from trainer.tasks import Task
 from trainer.tasks.loader import task_options
-
-
-@dataclass
-class RunProgress:
-    """What changes as the run goes, in one place (the end event reads it too)."""
-
-    total_steps: int
-    """The step the run ends at."""
-    step: int = 0
-    """Optimizer steps completed. Steps are numbered from 1: the next step is ``step + 1``."""
-    split: tuple[int, ...] = ()
-    """Every rank's local batch for the next step."""
-    checkpoint: str | None = None
-    """The newest checkpoint written or resumed from."""
-    checkpoint_step: int | None = None
-    """The step that checkpoint holds."""
-    stopping: bool = False
-    """Some rank was signalled: every rank stops after the current step."""
-    last_timed: TimedStep | None = None
-    """The step just run, as the next step's tally reports it: its split, this rank's compute
-    and exchange seconds (None before this process ran a step; trainer/step/tally.py)."""
 
 
 def run_identity(config: TrainConfig) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from profiles.user_errors import UsageError
 from trainer.balance.solve import equal_split
-from trainer.checkpoint.checkpointer import RunProgress, restore, resume, write_final
+from trainer.checkpoint.checkpointer import restore, resume, write_final
 from trainer.dist import RankInfo, on_any_rank, print0
 from trainer.evaluate import Evaluator, held_out
 from trainer.event_log import EventWriter
@@ -43,6 +43,7 @@ from trainer.settings.train_config import TrainConfig
 from trainer.step.batch_order import GlobalBatchOrder
 from trainer.step.optim import OptimizerStep, make_optimizer
 from trainer.step.slowdown import emulates
+from trainer.step.step_records import RunProgress
 from trainer.step_report import (
     LossTally,
     OptimizerFacts,

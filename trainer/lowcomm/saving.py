@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from trainer.checkpoint.checkpointer import RunProgress, model_state, run_identity
+from trainer.checkpoint.checkpointer import model_state, run_identity
 from trainer.checkpoint.files import rng_state, save_checkpoint
 from trainer.dist import print0
 from trainer.event_log import EventWriter
@@ -26,6 +26,7 @@ from trainer.events import CheckpointEvent
 from trainer.lowcomm.outer import IslandGroups, OuterStep
 from trainer.settings.train_config import TrainConfig
 from trainer.step.optim import OptimizerStep
+from trainer.step.step_records import RunProgress
 
 
 class RoundSaver:

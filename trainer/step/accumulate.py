@@ -43,10 +43,10 @@ from torch import nn
 from trainer.step.amp import autocast
 from trainer.step.batch_order import GlobalBatchOrder
 from trainer.step.batches import collated
-from trainer.step.clock import StepClock
+from trainer.step.clock import EarlyTally, StepClock
 from trainer.step.exchange import ActiveSet
 from trainer.step.flat_collectives import all_reduce_mean
-from trainer.step.tally import PendingTallies
+from trainer.step.tally import PendingTallies, TallyExchange
 from trainer.tasks import Task
 
 
@@ -75,8 +75,8 @@ class ShareTotals(NamedTuple):
     waits for nobody: the least over the ranks is the exchange (reported with the next step's
     tally; trainer/balance/cost.py)."""
     gather: PendingTallies | None = None
-    """The step's tally all-gather, when the CPU clock's hook started it (``EarlyTally``);
-    None: the trainer starts it."""
+    """The step's tally all-gather, when the clock's hook started it (the runner's
+    ``EarlyTally``, on a CPU rank); None: the trainer starts it."""
 
 
 class ShareRunner:
@@ -87,12 +87,16 @@ class ShareRunner:
     def __init__(self, *, ddp: nn.Module, model: nn.Module, task: Task,
                  order: GlobalBatchOrder, parameters: list[nn.Parameter], rank: int,
                  world: int, device: torch.device, precision: str, clock: StepClock,
-                 scale_loss: Callable[[torch.Tensor], torch.Tensor],
+                 tallies: TallyExchange, scale_loss: Callable[[torch.Tensor], torch.Tensor],
                  prefetched: Callable[[int, Sequence[int]], Any] | None = None,
                  active: ActiveSet | None = None) -> None:
         self.ddp, self.model, self.task, self.order = ddp, model, task, order
         self.parameters, self.rank, self.world, self.device = parameters, rank, world, device
         self.precision, self.clock, self.scale_loss = precision, clock, scale_loss
+        early = EarlyTally(tallies)
+        self.early = early if clock.fire_at_last_bucket(early) else None
+        """The step's tally gather, started by the clock's last-bucket hook where the clock
+        knows the compute time there (a CPU rank's); None: the trainer starts it."""
         self.prefetched = prefetched
         """``prefetched(step, split)``: the whole share's batch, made ahead
         (trainer/step/prefetch.py); used by a rank without a micro-batch (its share is always
@@ -105,8 +109,8 @@ class ShareRunner:
         """Run this rank's share of ``step``: forward and backward of every pass, the
         gradient all-reduce included; returns what it measured.
 
-        On a CPU rank the clock's ``EarlyTally`` (when set) is armed before the last backward
-        with ``carried_exchange_s`` (the step before's exchange seconds, which this step's
+        On a CPU rank the runner's ``EarlyTally`` is armed before the last backward with
+        ``carried_exchange_s`` (the step before's exchange seconds, which this step's
         tally carries), so its hook starts the tally all-gather right after the last bucket's
         all-reduce."""
         indices = self.order.local_indices(step, split, self.rank).tolist()
@@ -126,8 +130,8 @@ class ShareRunner:
                 with autocast(self.precision, self.device):
                     loss_sum, units = self.task.loss(self.ddp, batch)
                 totals.add(loss_sum, units)
-                if last and self.clock.early is not None:
-                    self.clock.early.arm(step, *totals.now(), carried_exchange_s)
+                if last and self.early is not None:
+                    self.early.arm(step, *totals.now(), carried_exchange_s)
                 self.scale_loss(loss_sum).backward()
         self.clock.passes_done(bool(slices))
         compute_end = self.clock.last_bucket_at or time.perf_counter()
@@ -139,12 +143,12 @@ class ShareRunner:
         elif explicit:
             all_reduce_mean(self.parameters, self.world,
                             self.active.group(split) if self.active is not None else None)
-        # The exchange's wall seconds after this rank's compute: a CPU rank's only (a GPU's
-        # collectives are queued, not waited for, so its host clock cannot see them).
-        measured = indices and self.device.type == "cpu" and (
+        # The exchange's wall seconds after this rank's compute, where the clock can see its
+        # end (StepClock.times_exchange).
+        measured = indices and self.clock.times_exchange and (
             self.clock.last_bucket_at is not None or explicit)
         exchanged_s = time.perf_counter() - compute_end if measured else 0.0
-        gather = self.clock.early.take() if self.clock.early is not None else None
+        gather = self.early.take() if self.early is not None else None
         return ShareTotals(*totals.now(), probed_s=probed_s, exchanged_s=exchanged_s,
                            gather=gather)
 

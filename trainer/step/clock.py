@@ -13,10 +13,11 @@ would let the rank's sleep overlap the next step of the others and misstate the 
 Two clocks behind one interface (``StepClock``), each answering ``times(step)`` (this step's
 compute seconds) and ``tally_time(step, before)`` (the time the step's tally carries):
 
-- ``CpuClock``: a perf_counter, known in the hook, so the tally carries this step's time. Its
-  ``EarlyTally`` lets the last bucket's hook start the tally all-gather right after issuing
-  that bucket's all-reduce, so the two small collectives travel together instead of one after
-  the other (the order of collectives is the same on every rank).
+- ``CpuClock``: a perf_counter, known in the hook, so the tally carries this step's time. The
+  share runner's ``EarlyTally`` (``fire_at_last_bucket``) lets the last bucket's hook start the
+  tally all-gather right after issuing that bucket's all-reduce, so the two small collectives
+  travel together instead of one after the other (the order of collectives is the same on
+  every rank).
 - ``CudaClock``: two CUDA events. Reading their elapsed time waits for the device, so a step's
   time is read only after the step's tally read (the events are complete then: no wait) and the
   NEXT step's tally carries it: ``tally_time`` returns the step before's time, which the
@@ -75,9 +76,9 @@ class StepClock(ABC):
     """Forward-start to last-bucket-ready time of one rank's step (the interface of both
     clocks): ``start``, the DDP ``hook``, ``passes_done``, then ``times``/``tally_time``."""
 
-    early: EarlyTally | None = None
-    """Fired in the hook of the last bucket with this rank's compute seconds (CPU ranks only:
-    their clock needs no device sync)."""
+    times_exchange: bool
+    """The host's clock sees when the gradient exchange ends, so the step's exchange seconds
+    can be measured (a CPU rank's; a GPU's collectives are queued, not waited for)."""
 
     def __init__(self, emulated_run: bool) -> None:
         self._emulated_run = emulated_run
@@ -121,6 +122,11 @@ class StepClock(ABC):
             self._emulated = 0.0
         else:
             self._end_unless_marked()
+
+    def fire_at_last_bucket(self, early: EarlyTally) -> bool:
+        """Fire ``early`` in the last bucket's hook with this rank's compute seconds, from now
+        on; False where this clock cannot know them there without waiting (a GPU's)."""
+        return False
 
     def times(self, step: int) -> ComputeTime:
         """Step ``step``'s compute seconds on this rank (after its backward), emulated slowdown
@@ -169,15 +175,21 @@ class StepClock(ABC):
 class CpuClock(StepClock):
     """perf_counter and the process's own CPU time; the tally carries this step's time."""
 
-    def __init__(self, emulated_run: bool = False, early: EarlyTally | None = None) -> None:
+    times_exchange = True
+
+    def __init__(self, emulated_run: bool = False) -> None:
         super().__init__(emulated_run)
-        self.early = early
+        self._early: EarlyTally | None = None
         self._timer = WorkTimer()
         self._end: tuple[float, float] | None = None
         """(wall, own) seconds at the last bucket (None: not yet)."""
 
     def tally_time(self, step: int, before: ComputeTime | None) -> ComputeTime:
         return self.times(step)
+
+    def fire_at_last_bucket(self, early: EarlyTally) -> bool:
+        self._early = early
+        return True
 
     def _start(self) -> None:
         self._end = None
@@ -188,8 +200,8 @@ class CpuClock(StepClock):
 
     def _after_last_bucket(self) -> None:
         self.last_bucket_at = time.perf_counter()
-        if self.early is not None:
-            self.early.fire(self._seconds())
+        if self._early is not None:
+            self._early.fire(self._seconds())
 
     def _end_unless_marked(self) -> None:
         # A slower device is emulated here, before the explicit all-reduce, as the hook does.
@@ -205,6 +217,8 @@ class CpuClock(StepClock):
 
 class CudaClock(StepClock):
     """Two CUDA events; the tally carries the step before's time (read without a wait)."""
+
+    times_exchange = False
 
     def __init__(self, emulated_run: bool = False) -> None:
         super().__init__(emulated_run)
@@ -238,10 +252,8 @@ class CudaClock(StepClock):
         return seconds, seconds
 
 
-def make_clock(device: torch.device, *, emulated_run: bool = False,
-               early: EarlyTally | None = None) -> StepClock:
-    """The clock for ``device``: CUDA events on a GPU, perf_counter elsewhere (``early``, the
-    early tally, is a CPU rank's only)."""
+def make_clock(device: torch.device, *, emulated_run: bool = False) -> StepClock:
+    """The clock for ``device``: CUDA events on a GPU, perf_counter elsewhere."""
     if device.type == "cuda":
         return CudaClock(emulated_run)
-    return CpuClock(emulated_run, early)
+    return CpuClock(emulated_run)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from trainer.settings.train_config import TrainConfig
-from trainer.step.tally import StepTally, TimedStep, divide_by_global_units
+from trainer.step.tally import divide_by_global_units
 
 
 def make_optimizer(config: TrainConfig, parameters: list[nn.Parameter]
@@ -181,20 +181,3 @@ class OptimizerStep:
         if state and state.get("scaler") is not None and self.scaler is not None:
             self.scaler.load_state_dict(state["scaler"])
             self._scale = None
-
-
-@dataclass(frozen=True)
-class StepDone:
-    """What one step measured, handed from ``Trainer.train_step`` to its report and the
-    balancer in one record (nothing arrives by a side effect)."""
-
-    tallies: list[StepTally]
-    """Every rank's tally of the step, by rank (the same on every rank)."""
-    outcome: StepOutcome
-    """What the optimizer did."""
-    compute_s: float
-    """This rank's compute seconds of the step (a GPU's read after the tally, which completed
-    its events: no wait)."""
-    timed_before: TimedStep | None
-    """The step before, whose exchange seconds (and GPU compute times) these tallies carry
-    (``trainer/step/tally.py``); None for the first step this process ran."""

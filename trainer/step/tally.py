@@ -65,21 +65,6 @@ class ComputeTime(NamedTuple):
     """Its forward+backward seconds, emulated slowdown included (NaN: none)."""
 
 
-class TimedStep(NamedTuple):
-    """A finished step as this rank's next step reports it: its tally carries the exchange
-    seconds (and, on a GPU, the compute time) of the step before, and rank 0's balancer pairs
-    them with that step's split."""
-
-    step: int
-    split: tuple[int, ...]
-    """Every rank's share of the step."""
-    compute: ComputeTime
-    """This rank's compute time of it."""
-    exchange_s: float
-    """This rank's wall seconds in its gradient exchange after its own compute (0: not
-    measured; trainer/step/accumulate.py)."""
-
-
 class PendingTallies:
     """Every rank's tally, being gathered: ``global_units()`` without a host read, ``read()``
     (the step's one host read) for the values."""
