@@ -126,7 +126,7 @@ def stop_report_text(report: StopReport) -> Text:
     """What a stop found on every host, for a notification or a modal."""
     if report.clean:
         hosts = len(report.remaining)
-        done = f"had already {report.outcome}" if report.outcome else "stopped"
+        done = f"had already {report.outcome.value}" if report.outcome else "stopped"
         return Text(f"Run {report.run_id} {done}: no process left on any host "
                     f"({hosts} host{'s' if hosts != 1 else ''} verified).")
     text = Text(f"Run {report.run_id}: stop could not verify every host.\n", style="bold red")

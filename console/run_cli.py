@@ -193,7 +193,7 @@ async def cmd_stop(args: argparse.Namespace, console: Console) -> int:
         run_id = handle.run_id
         report = await handle.stop(grace_s=args.grace)
     if report.clean:
-        done = (f"had already {report.outcome}: nothing to stop" if report.outcome
+        done = (f"had already {report.outcome.value}: nothing to stop" if report.outcome
                 else "stopped")
         console.print(f"run {run_id} {done}; no process of it is left on any host")
         return 0

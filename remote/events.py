@@ -210,9 +210,9 @@ class StopReport:
     unverified: tuple[str, ...] = ()
     """Hosts reached whose container engine did not answer: whether the run's containers are
     gone there is unknown (never reported as nothing left)."""
-    outcome: str = ""
-    """The outcome the run had reached before this stop (``completed``, ``failed``,
-    ``stopped``): then the stop only looked for leftovers. Empty when the stop ended it."""
+    outcome: RunOutcome | None = None
+    """The outcome the run had reached before this stop: then the stop only looked for
+    leftovers. None when the stop ended it."""
 
     @property
     def clean(self) -> bool:

@@ -318,7 +318,7 @@ class SshRunHandle:
         report = await self._stop_hosts(grace_s=grace_s, hosts=hosts, pool=self._cluster_pool)
         self._record.cleanup(report)
         if outcome in FINAL_RUN_STATES:
-            report = replace(report, outcome=outcome)
+            report = replace(report, outcome=RunOutcome(outcome))
         if self._follower is None and report.clean and outcome not in FINAL_RUN_STATES:
             self._life.stopped_unfollowed()
         return report

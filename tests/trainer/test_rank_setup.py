@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer.integrations.rank_setup import after_import, fit_precision, rank_precision
+from trainer.integrations.rank_setup import after_import, fit_precision, fitted_precision
 from trainer.integrations.start_watch import summary
 
 
 def test_a_cpu_rank_computes_a_scripts_bf16_or_fp16_in_fp32() -> None:
     cpu = torch.device("cpu")
-    assert [rank_precision(p, cpu) for p in ("bf16", "fp16", "fp32")] == ["fp32"] * 3
+    assert [fitted_precision(p, cpu) for p in ("bf16", "fp16", "fp32")] == ["fp32"] * 3
 
 
 def test_training_arguments_asking_bf16_on_a_cpu_rank_become_fp32_not_an_error() -> None:

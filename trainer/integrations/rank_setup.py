@@ -96,7 +96,7 @@ def _say(topic: str, line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def rank_precision(asked: str, device: torch.device) -> str:
+def fitted_precision(asked: str, device: torch.device) -> str:
     """The precision this rank computes in when the script asks ``asked``: itself when the
     device can do it, else corral's ``auto`` choice for the device."""
     if asked == "fp32":
@@ -123,7 +123,7 @@ def _fit_arguments(args: Any, device: torch.device) -> None:
     if device.type == "cpu":
         args.use_cpu = True
     asked = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
-    given = rank_precision(asked, device)
+    given = fitted_precision(asked, device)
     if given == asked:
         return
     args.bf16, args.fp16 = given == "bf16", given == "fp16"
