@@ -12,10 +12,6 @@ from remote.api import FINAL_RUN_STATES
 
 STRAGGLER_RATIO = 1.25
 """A rank whose compute time is this many times the median's makes the others wait."""
-RANK_STATUSES = (
-    "idle", "connecting", "pushing", "starting", "running", "straggler", "failed", "done",
-)
-"""What the hosts panel shows per row."""
 
 HOST_TO_ROW_STATUS = {
     None: "idle", "connecting": "connecting", "checking": "connecting", "pushing": "pushing",

@@ -13,7 +13,6 @@ choices (``check_items``); the launch turns them into environment and flags (``h
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -210,8 +209,3 @@ def _allocator_item(host: HostSection, choice: str, found: HostCpuFacts) -> Chec
     else:
         detail = "glibc defaults (allocator = \"off\")"
     return CheckItem(host=host.name, name="allocator", ok=True, detail=detail)
-
-
-def quoted_flags(plan: HostCpuPlan | None) -> list[str]:
-    """The plan's trainer flags, each quoted for the host's shell."""
-    return [shlex.quote(f) for f in plan.flags] if plan is not None else []

@@ -36,8 +36,6 @@ log_model)``; None ends."""
 PARENT_CHECK_S = 2.0
 """How often a waiting tracker process looks whether its follower still lives (a killed
 follower leaves nothing running: the next one continues from the record)."""
-Note = tuple[str, str]
-"""``("failed", why)`` (nothing more is sent) or ``("warning", line)``."""
 
 
 @dataclass

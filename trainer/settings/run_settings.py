@@ -36,7 +36,6 @@ POLICIES: tuple[Policy, ...] = get_args(Policy)
 DATASETS_ON_DISK: tuple[DatasetName, ...] = ("cifar10", "cifar100")
 """Datasets read from ``data_dir`` on every host (the others are generated)."""
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
-LR_SCHEDULES: tuple[LrSchedule, ...] = get_args(LrSchedule)
 
 
 def auto_precision(device_type: str, bf16_capable: bool) -> Precision:
