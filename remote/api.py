@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Literal
 
 from profiles.user_errors import UsageError
 from remote.config.cluster import ClusterConfig
-from remote.config.init import demo_toml, hosts_toml, write_new
+from remote.config.init import demo_toml, hosts_toml, script_toml, write_new
 from remote.config.read import load_cluster
+from remote.config.task_code import script_argument
 from remote.events import (
     FINAL_RUN_STATES,
     TRAINED_NOTHING,
@@ -111,6 +112,8 @@ __all__ = [
     "open_controller",
     "profile_cluster",
     "refresh_runs",
+    "script_argument",
+    "script_toml",
     "setup_cluster",
     "summarize",
     "summary_to_json",
@@ -141,7 +144,7 @@ def with_script(config: ClusterConfig, script: Path, args: Sequence[str],
     travels is ``code`` when given (the repository's root of a script launched from a folder
     inside it, which reaches ``..``), else the working directory when it holds the script, else
     the script's folder."""
-    path = script.expanduser().absolute()
+    path = script_argument(script)
     here = Path.cwd().resolve()
     folder = code.expanduser().resolve() if code is not None else None
     if folder is not None and not folder.is_dir():

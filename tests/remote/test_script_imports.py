@@ -16,6 +16,7 @@ from remote.checks.script_imports import judge_imports
 from remote.config.cluster import ClusterConfig
 from remote.config.read import parse_cluster
 from remote.config.task_code import user_code
+from remote.run.start import warning_lines
 
 HEAD = '[cluster]\nname = "s"\n[[hosts]]\nname = "a"\naddress = "local"\n'
 
@@ -186,3 +187,16 @@ def test_the_real_trl_sft_script_runs_the_import_check(tmp_path: Path) -> None:
     config = _script_at(tmp_path, sft)
     assert "transformers" in {u.name for u in scan(*_script_and_folder(config)).packages}
     assert _all_found(config) == []
+
+
+def test_an_optional_import_missing_everywhere_is_one_warning_of_the_run(tmp_path: Path) -> None:
+    _write(tmp_path, {"train.py": "import numpy\ntry:\n    import apex\nexcept ImportError:\n"
+                                  "    apex = None\n"})
+    hosts = "".join(f'[[hosts]]\nname = "{n}"\naddress = "local"\n' for n in "bc")
+    config = parse_cluster(HEAD + hosts + '[run]\nscript = "train.py"\n',
+                           path=tmp_path / "cluster.toml")
+    items = [item for host in config.hosts
+             for item in judge_imports(host, config, '{"numpy": true}', 0)]
+    [line] = warning_lines(items)
+    assert line.startswith("corral: warning: optional, not found by ") and "apex" in line
+    assert line.endswith("(on a, b, c)")
