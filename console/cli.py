@@ -172,6 +172,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         words = " ".join([*unknown, *args.script_args])
         parser.error(f"corral run has no option {unknown[0]}; a script's own options go "
                      f"after --: corral run {script}-- {words}")
+    if unknown and args.command == "fetch":  # PATHs after an option: argparse leaves them
+        args.paths += [word for word in unknown if not word.startswith("-")]
+        unknown = [word for word in unknown if word.startswith("-")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args

@@ -101,9 +101,11 @@ __all__ = [
     "convert_tracker",
     "demo_toml",
     "export_kubernetes",
+    "fetch_outputs",
     "fetch_results",
     "find_runs",
     "hosts_toml",
+    "is_script_run",
     "kubernetes_next_steps",
     "list_runs",
     "load_cluster",
@@ -187,6 +189,28 @@ async def fetch_results(config: ClusterConfig, info: RunInfo, *,
         return await fetch_over(config, pool, info, what=what, progress=progress)
     finally:
         await pool.aclose()
+
+
+async def fetch_outputs(config: ClusterConfig, info: RunInfo, paths: Sequence[str], *,
+                        all_hosts: bool, progress: Callable[[str], None]) -> list[Fetched]:
+    """Copy a script run's working directory (or ``paths`` in it) from rank 0's host, or every
+    host, to this machine, verified."""
+    from remote.hosts.pool import HostPool
+    from remote.run.fetch_outputs import fetch_outputs as fetch_over
+
+    pool = HostPool(config)
+    try:
+        return await fetch_over(config, pool, info, paths, all_hosts=all_hosts,
+                                progress=progress)
+    finally:
+        await pool.aclose()
+
+
+def is_script_run(config: ClusterConfig, info: RunInfo) -> bool:
+    """Whether the recorded run ran a user's script (``corral fetch`` fetches its outputs)."""
+    from remote.run.fetch import is_script_run as script_run
+
+    return script_run(config, info)
 
 
 async def profile_cluster(config: ClusterConfig) -> list[HostProfile]:
