@@ -16,6 +16,7 @@ from profiles.user_errors import UsageError
 from remote.api import RankEvent, RunStatus, load_history, local_run_dir, summarize
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
 from remote.run.controller import SshRunController
+from remote.run.resume import run_to_resume
 from trainer.events import StartEvent, StepEvent
 from trainer.run_layout import RunLayout
 
@@ -91,6 +92,8 @@ async def test_a_stopped_script_resumes_from_its_own_snapshot(tmp_path: Path) ->
         second = await controller.start(resume=first.run_id)
         assert second.run_id == first.run_id
         events = [e async for e in bounded(second.events())]
+        # the console's r (and --resume alone) means the newest run with working directories
+        assert (await run_to_resume(config, controller.pool, None)).run_id == first.run_id
     finally:
         await controller.aclose()
     final = events[-1]
