@@ -1,12 +1,16 @@
 """A plain script numbers each attempt's optimizer steps from 1, whatever snapshot it resumed
 from: the figures count every attempt's steps after the earlier ones (a restart's time lost is
 its gap, not steps taken for redone ones), while corral's own resumed steps are left as they
-are numbered."""
+are numbered. A resume of a run named by an empty word is refused."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+import console.cli as cli
+from remote.config.init import demo_toml
 from remote.figures.reducer import RunFigures
 from trainer.events import StartEvent, StepEvent, TrainerEvent
 
@@ -62,3 +66,17 @@ def test_steps_a_stopped_rank_never_wrote_do_not_shift_the_next_attempt() -> Non
     figures = _figures(first + _attempt(20.0, range(1, 5)))
     assert sorted(figures.rows) == list(range(1, 11)) and figures.steps_done == 10
     assert all(set(figures.rows[s].cells) == {0, 1} for s in range(7, 11))
+
+
+@pytest.mark.parametrize("extra", [[], ["--dry-run"]])
+def test_an_empty_run_to_resume_is_refused_not_a_fresh_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        extra: list[str]) -> None:
+    # `corral run --resume "$RUN"` with RUN unset: before, "" was no resume at all
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))  # the demo's run_root is under ~
+    (tmp_path / "cluster.toml").write_text(demo_toml(), encoding="utf-8")
+    assert cli.main(["run", "--resume", "", *extra]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert ("names no run" if not extra else "leave out --resume") in err, err
+    assert "Traceback" not in err and not (tmp_path / ".corral" / "runs").exists()
