@@ -27,16 +27,14 @@ from remote.run.refresh import live_processes
 from trainer.run_layout import IN_RUN_DIR, RunLayout
 
 
-def _resumable_glob(config: ClusterConfig) -> str:
+def _resumable(config: ClusterConfig) -> tuple[str, str, str]:
     """What marks a run resumable in its directory: a checkpoint of corral's trainer, or for a
-    script the working directories its snapshot lies in."""
+    script the working directories its snapshot lies in; as (the folder of the run directory
+    it is in, a shell glob of it from the run directory, its name in messages)."""
     if config.run.script is not None:
-        return IN_RUN_DIR.path(RunLayout.SCRIPT_CWD)
-    return IN_RUN_DIR.checkpoints_glob()
-
-
-def _what_resumes(config: ClusterConfig) -> str:
-    return "script working directory" if config.run.script is not None else "checkpoint"
+        cwd = RunLayout.SCRIPT_CWD
+        return cwd, IN_RUN_DIR.path(cwd), "script working directory"
+    return RunLayout.CHECKPOINTS, IN_RUN_DIR.checkpoints_glob(), "checkpoint"
 
 
 async def runs_with_checkpoints(config: ClusterConfig, pool: HostPool) -> dict[str, list[str]]:
@@ -46,7 +44,7 @@ async def runs_with_checkpoints(config: ClusterConfig, pool: HostPool) -> dict[s
     root = shell_path(config.cluster.run_root.rstrip("/"))
 
     async def listing(transport: Transport) -> str:
-        checkpoints = f"*/{_resumable_glob(config)}"
+        checkpoints = f"*/{_resumable(config)[1]}"
         done = await transport.run(f"cd {root} 2>/dev/null && ls -1d {checkpoints} 2>/dev/null; "
                                    "true", timeout=30.0)
         return done.stdout
@@ -71,12 +69,11 @@ async def run_to_resume(config: ClusterConfig, pool: HostPool, named: str | None
         raise UsageError("--resume \"\" names no run: give a run id or name (corral status "
                          "lists them), or --resume alone for the newest", title="bad --resume")
     with_checkpoints = await runs_with_checkpoints(config, pool)
-    what = _what_resumes(config)
+    folder, _, what = _resumable(config)
     if named is not None:
         info = read_run_info(config, resolve_run_id(config, named))
         if info.run_id not in with_checkpoints:
-            looked = RunLayout(run_dir_for(config, info.run_id)).path(
-                RunLayout.SCRIPT_CWD if config.run.script is not None else RunLayout.CHECKPOINTS)
+            looked = RunLayout(run_dir_for(config, info.run_id)).path(folder)
             raise CorralError(f"run {info.run_id} has no {what} on any reachable host "
                               f"(looked in {looked}"
                               f" on {', '.join(info.hosts)}): nothing to resume from",
