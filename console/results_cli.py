@@ -169,7 +169,12 @@ async def cmd_fetch(args: argparse.Namespace, console: Console) -> int:
     def say(line: str) -> None:
         console.print(escape(line))
 
-    if outputs or (not (args.final or args.checkpoint) and is_script_run(config, info)):
+    script = is_script_run(config, info)
+    if outputs and not script:
+        raise UsageError(f"run {info.run_id} ran corral's own task: PATH and --all-hosts fetch "
+                         "what a script wrote; its results are --final (the default) and "
+                         "--checkpoint", title="bad options")
+    if outputs or (script and not (args.final or args.checkpoint)):
         results = await fetch_outputs(config, info, args.paths, all_hosts=args.all_hosts,
                                       progress=say)
     else:

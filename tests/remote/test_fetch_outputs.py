@@ -24,16 +24,17 @@ ODD = "my out/it's $HOME.txt"
 """A name the shell would split, quote and expand if it were not quoted."""
 
 
-def _script_start(rank: int) -> StartEvent:
+def _start(rank: int, task: str) -> StartEvent:
     return StartEvent(t=1.0, rank=rank, world_size=2, local_rank=0, host="h", pid=1,
                       device="cpu", device_name="cpu", backend="gloo", model="train.py",
                       dataset="", global_batch=0, split=(), policy="", step=0, total_steps=0,
-                      steps_per_epoch=0, threads=1, slowdown=1.0, task="script")
+                      steps_per_epoch=0, threads=1, slowdown=1.0, task=task)
 
 
-def _script_run(root: Path) -> tuple[Path, Path]:
-    """cluster.toml of two local hosts, and the recorded run whose working directories hold
-    what its script wrote (and a link out of the run, to a file that must stay here)."""
+def _script_run(root: Path, task: str = "script") -> tuple[Path, Path]:
+    """cluster.toml of two local hosts, and the recorded run (of ``task``) whose working
+    directories hold what its script wrote (and a link out of the run, to a file that must
+    stay here)."""
     (root / "train.py").write_text("print('hi')\n")
     path = root / "cluster.toml"
     path.write_text(f'[cluster]\nname = "out"\nrun_root = "{root / "runs"}"\n'
@@ -43,7 +44,7 @@ def _script_run(root: Path) -> tuple[Path, Path]:
     run_dir = root / "runs" / RUN
     write_recorded(run_dir, RunInfo(run_id=RUN, cluster="out", state="stopped", started=0.0,
                                     hosts=("fast", "slow")),
-                   [("fast", _script_start(0)), ("slow", _script_start(1))])
+                   [("fast", _start(0, task)), ("slow", _start(1, task))])
     (root / "secret").mkdir()
     (root / "secret" / "key").write_text("not the run's")
     for host in ("fast", "slow"):
@@ -107,3 +108,11 @@ def test_a_script_runs_checkpoint_and_final_say_how_to_fetch_its_files(
     assert code != 0 and "scp" not in out and f"`corral fetch {RUN}` brings it" in out, out
     code, out = _fetch(capsys, path, "--final", "snapshot.pt")
     assert code == 2 and "leave out --final" in out, out
+
+
+
+def test_paths_of_a_run_of_corrals_own_task_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = _script_run(tmp_path, task="image")
+    code, out = _fetch(capsys, path, "snapshot.pt")
+    assert code == 2 and "ran corral's own task" in out, out
