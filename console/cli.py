@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -91,16 +93,32 @@ async def cmd_setup(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_init(args: argparse.Namespace, console: Console) -> int:
     """Write a new cluster.toml; an existing file is left alone (exit 2)."""
-    from remote.api import demo_toml, hosts_toml, write_new
+    from remote.api import demo_toml, hosts_toml, script_toml, write_new
 
     aliases = [a.strip() for a in args.hosts.split(",")] if args.hosts is not None else None
-    text = demo_toml() if aliases is None else hosts_toml(aliases)
+    if args.script is not None:
+        script = _script_from(args.script, args.config)
+        text = script_toml(script, aliases)
+    else:
+        text = demo_toml() if aliases is None else hosts_toml(aliases)
     write_new(args.config, text)
-    what = ("the local emulated demo (three local hosts)" if aliases is None
-            else f"{len(aliases)} host(s): {', '.join(aliases)}")
+    hosts = ("this machine" if aliases is None and args.script is not None
+             else "three local hosts" if aliases is None
+             else f"{len(aliases)} host(s): {', '.join(aliases)}")
+    what = (f"your script {script} on {hosts}" if args.script is not None
+            else "the local emulated demo (three local hosts)" if aliases is None else hosts)
     console.print(f"wrote {escape(str(args.config))}: {escape(what)}. Next: `corral check`"
                   + ("" if aliases is None else "; `corral setup` for hosts without torch"))
     return 0
+
+
+def _script_from(script: Path, config: Path) -> str:
+    """``--script FILE`` (from the working directory) as ``[run] script``: a path from the
+    folder of the cluster.toml to write; a missing file is named as such."""
+    from remote.api import script_argument
+
+    path = script_argument(script)
+    return Path(os.path.relpath(path, config.expanduser().absolute().parent)).as_posix()
 
 
 async def cmd_trust(args: argparse.Namespace, console: Console) -> int:
@@ -154,6 +172,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         words = " ".join([*unknown, *args.script_args])
         parser.error(f"corral run has no option {unknown[0]}; a script's own options go "
                      f"after --: corral run {script}-- {words}")
+    if unknown and args.command == "fetch":  # PATHs after an option: argparse leaves them
+        args.paths += [word for word in unknown if not word.startswith("-")]
+        unknown = [word for word in unknown if word.startswith("-")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args

@@ -62,10 +62,15 @@ def add_init_parser(command: AddCommand) -> None:
     """``corral init``."""
     init = command("init", "Write a commented cluster.toml (the -c FILE, default "
                    "./cluster.toml) to start from: the local emulated demo, or one host per "
-                   "ssh_config alias with --hosts. Never overwrites a file.")
+                   "ssh_config alias with --hosts; with --script, a run of your own script. "
+                   "Never overwrites a file.")
     init.add_argument("--hosts", metavar="ALIAS,...",
                       help="ssh_config aliases, one [[hosts]] entry each (GPUs and ranks are "
                       "left to detection)")
+    init.add_argument("--script", metavar="FILE", type=Path,
+                      help="a [run] for your own training script, run as is (a path from this "
+                      "folder): no key of corral's own tasks; this machine as the host unless "
+                      "--hosts names them")
 
 
 def add_run_parsers(command: AddCommand) -> None:

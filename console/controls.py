@@ -69,10 +69,20 @@ class RunControls:
             return refused
         handle = self.session.handle
         run = handle.run_id if handle else "the newest run"
-        question = (f"Stop {run} and restart it from its newest checkpoint?"
-                    if self.session.model.live else f"Restart {run} from its newest checkpoint?")
+        where = ("in its working directories, where the script finds its own snapshot"
+                 if self._runs_a_script() else "from its newest checkpoint")
+        question = (f"Stop {run} and restart it {where}?"
+                    if self.session.model.live else f"Restart {run} {where}?")
         return [Confirm(title="Restart from checkpoint", question=question, yes="Restart",
                         then=lambda: self._confirmed("restarting", self._restart))]
+
+    def _runs_a_script(self) -> bool:
+        """Whether the cluster.toml runs a user's script (a file that cannot be read: no; the
+        restart itself then names what is wrong with it)."""
+        try:
+            return self.session.has_cluster and self.session.config.run.script is not None
+        except CorralError:
+            return False
 
     def check(self) -> Effects:
         return self._refuse_if_busy() or self._run("checking", self._check())

@@ -49,12 +49,19 @@ def add_results_parsers(command: Callable[[str, str], argparse.ArgumentParser]) 
                        help="write the files and print where, without starting TensorBoard")
     add_tracking_parsers(command)
     fetch = command("fetch", "Copy a run's final model (or adapter) from the host that wrote "
-                    "it into the local run directory, verified by checksum; an interrupted "
-                    "fetch resumes where it stopped.")
+                    "it into the local run directory, verified by checksum; of a script's "
+                    "run, what the script wrote: its working directory, or PATHs in it. An "
+                    "interrupted fetch resumes where it stopped.")
     fetch.add_argument("run_id", metavar="RUN", help="run id or name")
+    fetch.add_argument("paths", metavar="PATH", nargs="*",
+                       help="of a script's run: files or folders it wrote, relative to its "
+                       "working directory (default: all of it)")
+    fetch.add_argument("--all-hosts", action="store_true",
+                       help="of a script's run: from every host, not only rank 0's")
     what = fetch.add_mutually_exclusive_group()
     what.add_argument("--final", action="store_true",
-                      help="the final model/adapter (RUN_DIR/final/; the default)")
+                      help="the final model/adapter (RUN_DIR/final/; the default but for a "
+                      "script's run)")
     what.add_argument("--checkpoint", action="store_true",
                       help="the newest checkpoint instead")
 
@@ -148,17 +155,37 @@ def serve(command: list[str]) -> int:
 
 
 async def cmd_fetch(args: argparse.Namespace, console: Console) -> int:
-    """Copy the final model (or newest checkpoint) of a run here, verified."""
-    from remote.api import fetch_results
+    """Copy the final model (or newest checkpoint) of a run here, verified; of a script's
+    run, its outputs (its working directory, or PATHs in it)."""
+    from remote.api import fetch_outputs, fetch_results, is_script_run
 
     session = Session(args.config)
     config, info = session.config, session.runs([args.run_id])[0]
-    result = await fetch_results(config, info,
-                                 what="checkpoint" if args.checkpoint else "final",
-                                 progress=lambda line: console.print(escape(line)))
-    console.print(f"{result.files} file(s), {result.bytes} bytes from {escape(result.host)} "
-                  f"into {escape(str(result.directory))}; sha256 verified"
-                  + (f" ({result.resumed} resumed)" if result.resumed else ""))
+    outputs = bool(args.paths or args.all_hosts)
+    if outputs and (args.final or args.checkpoint):
+        raise UsageError("PATH and --all-hosts fetch a script's own files; leave out --final "
+                         "and --checkpoint", title="bad options")
+
+    def say(line: str) -> None:
+        console.print(escape(line))
+
+    script = is_script_run(config, info)
+    if outputs and not script:
+        raise UsageError(f"run {info.run_id} ran corral's own task: PATH and --all-hosts fetch "
+                         "what a script wrote; its results are --final (the default) and "
+                         "--checkpoint", title="bad options")
+    if outputs or (script and not (args.final or args.checkpoint)):
+        results = await fetch_outputs(config, info, args.paths, all_hosts=args.all_hosts,
+                                      progress=say)
+    else:
+        results = [await fetch_results(config, info, progress=say,
+                                       what="checkpoint" if args.checkpoint else "final")]
+    for result in results:
+        console.print(f"{result.files} file(s), {result.bytes} bytes from {escape(result.host)} "
+                      f"into {escape(str(result.directory))}; sha256 verified"
+                      + (f" ({result.resumed} resumed)" if result.resumed else "")
+                      + (f"; {result.left_out} left out (links out of the run's directory, "
+                         "special files)" if result.left_out else ""))
     return 0
 
 

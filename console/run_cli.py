@@ -130,7 +130,7 @@ async def follow_detachable(session: Session, handle: RunHandle, console: Consol
 
 async def cmd_dry_run(args: argparse.Namespace, console: Console) -> int:
     """Check the hosts and print the plan a run would follow; start nothing."""
-    if args.resume or args.detach or args.policy or args.name:
+    if args.resume is not False or args.detach or args.policy or args.name:
         raise UsageError("--dry-run shows the launch of cluster.toml as it is; leave out "
                          "--resume, --detach, --policy and --name", title="bad options")
     from console.plan_view import plan_renderable

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Literal
 
 from profiles.user_errors import UsageError
 from remote.config.cluster import ClusterConfig
-from remote.config.init import demo_toml, hosts_toml, write_new
+from remote.config.init import demo_toml, hosts_toml, script_toml, write_new
 from remote.config.read import load_cluster
+from remote.config.task_code import script_argument
 from remote.events import (
     FINAL_RUN_STATES,
     TRAINED_NOTHING,
@@ -100,9 +101,11 @@ __all__ = [
     "convert_tracker",
     "demo_toml",
     "export_kubernetes",
+    "fetch_outputs",
     "fetch_results",
     "find_runs",
     "hosts_toml",
+    "is_script_run",
     "kubernetes_next_steps",
     "list_runs",
     "load_cluster",
@@ -111,6 +114,8 @@ __all__ = [
     "open_controller",
     "profile_cluster",
     "refresh_runs",
+    "script_argument",
+    "script_toml",
     "setup_cluster",
     "summarize",
     "summary_to_json",
@@ -141,7 +146,7 @@ def with_script(config: ClusterConfig, script: Path, args: Sequence[str],
     travels is ``code`` when given (the repository's root of a script launched from a folder
     inside it, which reaches ``..``), else the working directory when it holds the script, else
     the script's folder."""
-    path = script.expanduser().absolute()
+    path = script_argument(script)
     here = Path.cwd().resolve()
     folder = code.expanduser().resolve() if code is not None else None
     if folder is not None and not folder.is_dir():
@@ -184,6 +189,28 @@ async def fetch_results(config: ClusterConfig, info: RunInfo, *,
         return await fetch_over(config, pool, info, what=what, progress=progress)
     finally:
         await pool.aclose()
+
+
+async def fetch_outputs(config: ClusterConfig, info: RunInfo, paths: Sequence[str], *,
+                        all_hosts: bool, progress: Callable[[str], None]) -> list[Fetched]:
+    """Copy a script run's working directory (or ``paths`` in it) from rank 0's host, or every
+    host, to this machine, verified."""
+    from remote.hosts.pool import HostPool
+    from remote.run.fetch_outputs import fetch_outputs as fetch_over
+
+    pool = HostPool(config)
+    try:
+        return await fetch_over(config, pool, info, paths, all_hosts=all_hosts,
+                                progress=progress)
+    finally:
+        await pool.aclose()
+
+
+def is_script_run(config: ClusterConfig, info: RunInfo) -> bool:
+    """Whether the recorded run ran a user's script (``corral fetch`` fetches its outputs)."""
+    from remote.run.fetch import is_script_run as script_run
+
+    return script_run(config, info)
 
 
 async def profile_cluster(config: ClusterConfig) -> list[HostProfile]:

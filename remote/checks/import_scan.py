@@ -14,12 +14,16 @@ the hosts must provide, and each use is sorted:
 
 A module the user's folder on this machine has but does not push (left out by an ignore rule,
 or outside the pushed folder: a sibling ``src/``) is *not pushed*; the fix is ``[run] code`` or
-the ignore file, never a pip install.
+the ignore file, never a pip install. A folder of installed distributions (``site-packages``,
+``dist-packages``, any folder holding ``*.dist-info``: a venv's, a ``pip install --target``)
+is never the user's tree, whatever folder the script lies in: TRL's ``sft.py`` as the ``trl``
+package ships it imports ``transformers`` from beside it, which each host installs itself.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -31,6 +35,8 @@ MAX_FILES = 400
 """The most files of the user's tree one scan parses (a large tree is scanned this far)."""
 LOCAL_DEPTH = 2
 """How many folders down the pushed folder a top-level module of the user's may lie."""
+INSTALLED_DIRS = frozenset({"site-packages", "dist-packages"})
+"""Folder names of installed distributions (pip's, a venv's, Debian's): never the user's tree."""
 CATCHES_IMPORTS = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})
 
 IN_FUNCTION = "inside a function"
@@ -127,10 +133,25 @@ def _local_index(files: list[str]) -> dict[str, list[str]]:
     return index
 
 
+@functools.lru_cache(maxsize=64)
+def _installed(base: Path) -> bool:
+    """Whether ``base`` holds installed distributions rather than the user's own modules: by
+    its name, or by the metadata pip writes beside every distribution it installs."""
+    if base.name in INSTALLED_DIRS:
+        return True
+    try:
+        return any(entry.suffix in (".dist-info", ".egg-info") for entry in base.iterdir())
+    except OSError:
+        return False
+
+
 def _elsewhere(name: str, folder: Path) -> Path | None:
-    """Where this machine has the user's module ``name`` that the push leaves out."""
+    """Where this machine has the user's module ``name`` that the push leaves out (a module
+    beside installed distributions is one of them: each host has its own)."""
     bases = [folder, folder.parent, folder.parent.parent]
     for base in [*bases, *(b / "src" for b in bases)]:
+        if _installed(base):
+            continue
         for candidate in (base / f"{name}.py", base / name / "__init__.py"):
             if candidate.is_file():
                 return candidate

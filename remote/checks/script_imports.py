@@ -99,10 +99,10 @@ def judge_imports(host: HostSection, config: ClusterConfig, output: str,
     python = f"{python_label(host)} on {host.name}"
     required = [u for u in needs.packages if u.optional is None and not found.get(u.name)]
     optional = [u for u in needs.packages if u.optional is not None and not found.get(u.name)]
-    if optional:
+    if optional:  # no host in the detail: the run logs the same warning once for every host
         items.append(CheckItem(
             host=host.name, name="imports", ok=True,
-            detail="warning: optional, not found by " + python + ": " + "; ".join(
+            detail=f"warning: optional, not found by {python_label(host)}: " + "; ".join(
                 f"{u.name} ({u.optional}, {u.where})" for u in optional),
             hint=f"only if the script takes that path: on {host.name}: "
                  f"{_install(host, [u.name for u in optional])}"))

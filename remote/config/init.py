@@ -3,7 +3,9 @@
 Without hosts it is the local emulated demo (three ``local`` hosts of different emulated
 speeds): the repository's own ``cluster.toml`` is this very text (a test keeps them equal;
 ``python -m remote.config.init`` prints it). With ssh_config aliases it is one ``[[hosts]]``
-entry per alias, GPUs and ranks left to detection. ``write_new`` never overwrites a file.
+entry per alias, GPUs and ranks left to detection. With a script (``corral init --script
+train.py``) the ``[run]`` section runs that script as is and sets no key that is only for
+corral's own tasks, so the run warns of none. ``write_new`` never overwrites a file.
 """
 
 from __future__ import annotations
@@ -128,6 +130,27 @@ steps = 300
 checkpoint_every = 50
 # split = [48, 48]            # first shares, one per rank in host order (default: measured)
 """
+SCRIPT_INTRO = """\
+# Your own training script, run as is on every host as torchrun would run it here: the
+# folder of this file travels to every host and is each rank's working directory. The
+# script's arguments (model, data, batch, steps) are its own; docs/scripts.md says more.
+"""
+LOCAL_HOST = """\
+# This machine, no SSH; add one [[hosts]] entry per machine (corral init --script FILE
+# --hosts ALIAS,... writes them from your ssh_config aliases).
+[[hosts]]
+name = "local"
+address = "local"
+# gpus = "auto"               # every GPU torch sees here, or a count (0 = CPU only)
+# nproc = 2                   # ranks here (default: the GPU count, 1 on CPU)
+"""
+SCRIPT_RUN = """
+[run]
+script = {script}{pad}# run as is (a path from this file's folder)
+args = []                     # its arguments, as after the script on torchrun's command line
+# code = ".."                 # the folder that travels, when the script reaches above this one
+# max_restarts = 1            # relaunch after a failure, in the same working directories
+"""
 SSH = """
 [ssh]
 connect_timeout = 10.0
@@ -158,8 +181,8 @@ def demo_toml() -> str:
             + DEMO_RUN + SSH + TRACKING)
 
 
-def hosts_toml(aliases: Sequence[str]) -> str:
-    """A cluster of the given ssh_config aliases, GPUs and ranks left to detection."""
+def _alias_entries(aliases: Sequence[str]) -> str:
+    """One ``[[hosts]]`` entry per ssh_config alias (a ``UsageError`` for a bad one)."""
     bad = [a for a in aliases if not a or a.startswith("-") or any(c.isspace() or
                                                                      not c.isprintable()
                                                                      for c in a)]
@@ -170,10 +193,27 @@ def hosts_toml(aliases: Sequence[str]) -> str:
     names = [host_name_for(a) for a in aliases]
     if len(set(names)) != len(names):
         raise UsageError(f"--hosts {','.join(aliases)} names a host twice", title="bad --hosts")
-    entries = "\n".join(ALIAS_HOST.format(name=_toml_string(n), address=_toml_string(a))
-                        for n, a in zip(names, aliases, strict=True))
+    return "\n".join(ALIAS_HOST.format(name=_toml_string(n), address=_toml_string(a))
+                     for n, a in zip(names, aliases, strict=True))
+
+
+def hosts_toml(aliases: Sequence[str]) -> str:
+    """A cluster of the given ssh_config aliases, GPUs and ranks left to detection."""
     return (HEADER + HOSTS_INTRO + CLUSTER.format(name="cluster", master=ALIAS_MASTER)
-            + entries + ALIAS_RUN + SSH + TRACKING)
+            + _alias_entries(aliases) + ALIAS_RUN + SSH + TRACKING)
+
+
+def script_toml(script: str, aliases: Sequence[str] | None) -> str:
+    """A cluster running the script at ``script`` (a POSIX path from cluster.toml's folder) on
+    this machine, or on the given ssh_config aliases."""
+    value = _toml_string(script)
+    run = SCRIPT_RUN.format(script=value, pad=" " * max(1, 21 - len(value)))
+    if aliases is None:
+        return (HEADER + SCRIPT_INTRO + CLUSTER.format(name="script", master="") + LOCAL_HOST
+                + run + SSH)
+    return (HEADER + SCRIPT_INTRO + "#\n" + HOSTS_INTRO + CLUSTER.format(name="cluster",
+                                                                 master=ALIAS_MASTER)
+            + _alias_entries(aliases) + run + SSH)
 
 
 def write_new(path: Path, text: str) -> None:

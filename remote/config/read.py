@@ -192,7 +192,8 @@ def load_cluster(path: str | os.PathLike[str]) -> ClusterConfig:
     except FileNotFoundError:
         raise file_error(path, "no such file; start from the repository's cluster.toml, or "
                                 "write one here with `corral init` (the local demo) or "
-                                "`corral init --hosts ALIAS,...` (your ssh_config hosts); "
+                                "`corral init --hosts ALIAS,...` (your ssh_config hosts) or "
+                                "`corral init --script train.py` (your own script); "
                                 "keys are described in docs/cluster-toml.md") from None
     except OSError as error:
         raise file_error(path, f"cannot be read: {error.strerror or error}") from None

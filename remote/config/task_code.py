@@ -97,6 +97,18 @@ def _locate(task: str, code: str | None, base: Path, *, script: str | None = Non
                     function=function)
 
 
+def script_argument(script: Path) -> Path:
+    """``--script FILE`` (``corral run``, ``corral init``) as an absolute path: a path from the
+    working directory, so a missing one is named as the option's, never as ``[run] script``'s
+    (a path from cluster.toml's folder)."""
+    path = script.expanduser().absolute()
+    if not path.is_file():
+        raise UsageError(f"--script {script}: {'not a file' if path.exists() else 'no such file'}"
+                         f" ({path}); name your training script, a path from this folder",
+                         title="bad --script")
+    return path
+
+
 @dataclass(frozen=True, kw_only=True)
 class CodeProblem:
     """A ``[run] task``/``script``/``code`` that cannot be used."""

@@ -3,11 +3,18 @@
 Feed it a run's trainer events in the order they were written (``observe``): a live stream or a
 recorded copy. The definitions of the figures are in ``remote.figures.metrics``; this module
 keeps the sums and the steps they are computed from, each step as it last ran.
+
+A plain script numbers each attempt's steps from 1 (its optimizer steps, counted from outside:
+``trainer.integrations.plain_events``), whatever snapshot it resumed from; corral's trainer
+and the opt-in go on from the step they resumed. So a rank's relaunched plain script has its
+steps counted after those of its earlier attempts: the report counts every attempt's steps, and
+a relaunch's time lost is its gap, never steps taken for redone ones.
 """
 
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
 
 from remote.figures.metrics import (
     Metric,
@@ -73,6 +80,13 @@ class RunFigures:
         """Bumped when a loss or eval point arrives (the loss chart redraws then)."""
         self.last_step = 0
         """The newest step any rank reported."""
+        self._attempt_base: dict[int, int] = {}
+        """Per rank of a plain script: the steps of its earlier attempts (see the docstring)."""
+        self._attempt_of: dict[int, int] = {}
+        """Per rank of a plain script: which attempt its events are of (0: the first)."""
+        self._attempt_top: list[int] = [0]
+        """Per attempt: the furthest step any rank reported in it (a stopped rank may not
+        have written its last steps: the furthest one counts)."""
 
     # ---------------------------------------------------------------- reduction
     def observe(self, event: TrainerEvent, host: str = "?") -> None:
@@ -84,8 +98,13 @@ class RunFigures:
         if rank is None:
             rank = self.ranks[event.rank] = RankFigures(rank=event.rank, host=host)
         if isinstance(event, StepEvent):
+            event = self._counted_on(event)
             self._step(event, rank)
         elif isinstance(event, StartEvent):
+            if event.task == "script" and event.step == 0:  # a plain script's (re)start
+                self._attempt_of[event.rank] = attempt = self._attempt_of.get(event.rank, -1) + 1
+                self._attempt_base[event.rank] = max(self._attempt_top[:attempt], default=0)
+                self._attempt_top += [0] * (attempt + 1 - len(self._attempt_top))
             self._start(event, rank)
         elif isinstance(event, SamplesEvent):
             self.samples = event
@@ -101,6 +120,14 @@ class RunFigures:
                 self._evals.setdefault(name, {})[event.step] = value
                 self.curves_version += 1
 
+    def _counted_on(self, event: StepEvent) -> StepEvent:
+        """A plain script's step numbered after its earlier attempts' (the docstring)."""
+        if (base := self._attempt_base.get(event.rank, 0)) > 0:
+            event = replace(event, step=event.step + base)
+        attempt = self._attempt_of.get(event.rank, 0)
+        self._attempt_top[attempt] = max(self._attempt_top[attempt], event.step)
+        return event
+
     def _start(self, event: StartEvent, rank: RankFigures) -> None:
         rank.device = "cpu" if event.device == "cpu" else event.device_name
         self._global_batch, self.world_size = event.global_batch, event.world_size
@@ -113,7 +140,7 @@ class RunFigures:
             last = self._last_rank0_step
             if last is not None:
                 self.lost_s += max(0.0, event.t - last.t)
-                self._redo_until = max(self.rows) if self.rows else 0
+                self._redo_until = last.step  # rank 0's: other ranks' may be the new attempt's
         self._rank0_started = True
 
     def _round(self, event: RoundEvent) -> None:

@@ -57,7 +57,7 @@ class SshRunController:
         if name is not None and (problem := run_name_problem(name)):
             raise UsageError(f"--name {name!r}: {problem}", title="bad run name")
         hosts = tuple(h.name for h in self.config.hosts)
-        if not resume:
+        if resume is False:  # "" (an empty $RUN) is a run to name, never a fresh start
             info = RunInfo(run_id=new_run_id(self.config.cluster.name),
                            cluster=self.config.cluster.name, state="checking",
                            started=time.time(), hosts=hosts, owner=this_owner(),

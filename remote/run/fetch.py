@@ -39,21 +39,33 @@ HASH_BLOCK = 1 << 20
 MANIFEST_SCRIPT = """
 import hashlib, json, os, sys
 root = sys.argv[1]
+inside = os.path.realpath(sys.argv[2]) if len(sys.argv) > 2 else None
+def within(path):
+    real = os.path.realpath(path)
+    return inside is None or real == inside or real.startswith(inside.rstrip("/") + "/")
 if not os.path.exists(root):
     print(json.dumps(None)); sys.exit(0)
-paths = [root] if os.path.isfile(root) else sorted(
+if not within(root):
+    print(json.dumps({"outside": True})); sys.exit(0)
+single = os.path.isfile(root)
+paths = [root] if single else sorted(
     os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
-out = []
+out, left_out = [], 0
 for path in paths:
+    if not os.path.isfile(path) or not within(path):
+        left_out += 1
+        continue
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    rel = os.path.basename(path) if path == root else os.path.relpath(path, root)
+    rel = os.path.basename(path) if single else os.path.relpath(path, root)
     out.append([rel, os.path.getsize(path), digest.hexdigest()])
-print(json.dumps(out))
+print(json.dumps({"files": out, "single": single, "left_out": left_out}))
 """
-"""Run with the host's python: the files under a path (or the file itself), sizes, sha256."""
+"""Run with the host's python: the files under a path (or the file itself), sizes, sha256.
+With a second argument, only what lies inside that folder once links are followed: a link
+out of it is left out (counted), a path out of it is ``{"outside": true}``."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,23 @@ class RemoteFile:
 
 
 @dataclass(frozen=True)
+class Listing:
+    """What the host has at a path: its files, whether the path is one file, and how many
+    entries under it were left out (a link out of the allowed folder, a special file)."""
+
+    files: list[RemoteFile]
+    single: bool
+    left_out: int = 0
+
+    def as_target(self) -> Listing:
+        """One file's listing named "": it is copied to the target itself, not into it."""
+        if not self.single:
+            return self
+        return Listing(files=[RemoteFile(name="", size=f.size, sha256=f.sha256)
+                              for f in self.files], single=True, left_out=self.left_out)
+
+
+@dataclass(frozen=True)
 class Fetched:
     """What a fetch brought back."""
 
@@ -77,6 +106,8 @@ class Fetched:
     """Bytes copied by this fetch."""
     resumed: int
     """Bytes already here from an interrupted fetch, not copied again."""
+    left_out: int = 0
+    """Entries the host did not send: links out of the run's directories, special files."""
 
 
 def source_host(config: ClusterConfig, info: RunInfo) -> str:
@@ -95,6 +126,10 @@ def source_path(config: ClusterConfig, info: RunInfo,
         return RunLayout(remote_dir).path(RunLayout.FINAL), RunLayout.FINAL
     lines, _ = read_lines(local_run_dir(config, info.run_id))
     saved = [line.event for line in lines if isinstance(line.event, CheckpointEvent)]
+    if not saved and is_script_run(config, info):
+        raise CorralError(f"run {info.run_id} ran a script: its checkpoints are its own files; "
+                          f"name them: corral fetch {info.run_id} PATH (relative to its working "
+                          "directory)", title="no checkpoint")
     if not saved:
         raise CorralError(f"run {info.run_id} recorded no checkpoint; nothing to fetch "
                           "(try --final for the final model)", title="no checkpoint")
@@ -103,31 +138,44 @@ def source_path(config: ClusterConfig, info: RunInfo,
     return path, Path(newest.path).name
 
 
-async def manifest(transport: Transport, path: str) -> list[RemoteFile] | None:
-    """The host's description of ``path`` (None when it does not exist)."""
+async def manifest(transport: Transport, path: str, *, inside: str | None = None) -> Listing | None:
+    """The host's description of ``path`` (None when it does not exist); with ``inside``,
+    only what lies in that folder (a path out of it: a ``CorralError``)."""
     command = (f"{python_word(transport.host)} -c {shlex.quote(MANIFEST_SCRIPT)} "
-               f"{shell_path(path)}")
+               f"{shell_path(path)}" + (f" {shell_path(inside)}" if inside is not None else ""))
     done = await transport.run(command, check=True, timeout=CHUNK_TIMEOUT_S)
     listed = json.loads(done.stdout.strip().splitlines()[-1])
     if listed is None:
         return None
-    return [RemoteFile(name=n, size=int(s), sha256=h) for n, s, h in listed]
+    if listed.get("outside"):
+        raise CorralError(f"{path} on {transport.host.name} leads out of the run's directory "
+                          f"({inside}); name a path inside it", title="outside the run")
+    return Listing(files=[RemoteFile(name=n, size=int(s), sha256=h)
+                          for n, s, h in listed["files"]],
+                   single=bool(listed["single"]), left_out=int(listed["left_out"]))
+
+
+def is_script_run(config: ClusterConfig, info: RunInfo) -> bool:
+    """Whether the run ran a user's script (its recorded start events say so; a run with none
+    recorded: whether cluster.toml runs one)."""
+    lines, _ = read_lines(local_run_dir(config, info.run_id))
+    starts = [line.event for line in lines if isinstance(line.event, StartEvent)]
+    if starts:
+        return any(start.task == "script" for start in starts)
+    return config.run.script is not None
 
 
 def _nothing_hint(config: ClusterConfig, info: RunInfo, what: str, host: str) -> str:
     """Why there is nothing to fetch, and what to do."""
     if what != "final":
         return "the checkpoint is gone from the host"
-    lines, _ = read_lines(local_run_dir(config, info.run_id))
-    script = any(isinstance(line.event, StartEvent) and line.event.task == "script"
-                 for line in lines)
-    if not script and config.run.script is None:
+    if not is_script_run(config, info):
         return "the run has not written its final model yet (it lands when the run completes)"
-    cwd = shlex.quote(RunLayout(run_dir_for(config, info.run_id)).script_cwd(host))
+    cwd = RunLayout(run_dir_for(config, info.run_id)).script_cwd(host)
     return (f"a script's run has no final/ unless corral's Hugging Face opt-in wrote it; your "
-            f"script's files are where it wrote them: on {host} (rank 0's host), a relative "
-            f"path under {cwd} (its working directory), an absolute one as written. Copy "
-            f"them from there (scp {host}:{cwd}/<path> .)")
+            f"script's files are in its working directory {cwd} on {host} (rank 0's host): "
+            f"`corral fetch {info.run_id}` brings it, `corral fetch {info.run_id} PATH` one "
+            "file or folder of it")
 
 
 def _sha256(path: Path) -> str:
@@ -177,20 +225,29 @@ async def fetch_results(config: ClusterConfig, pool: HostPool, info: RunInfo, *,
     host = source_host(config, info)
     remote_path, local_name = source_path(config, info, what)
     transport = await pool.get(host)
-    files = await manifest(transport, remote_path)
-    if not files:
+    listing = await manifest(transport, remote_path)
+    if listing is None or not listing.files:
         raise CorralError(f"nothing at {remote_path} on {host}: "
                           f"{_nothing_hint(config, info, what, host)}", title="nothing to fetch")
     base = local_run_dir(config, info.run_id) / RunLayout.FETCHED
-    base.mkdir(parents=True, exist_ok=True)
-    record = base / f".manifest-{what}.json"
+    return await copy_listed(transport, remote_path, listing.as_target(), base / local_name,
+                             record=base / f".manifest-{what}.json", progress=progress)
+
+
+async def copy_listed(transport: Transport, remote_path: str, listing: Listing, target: Path,
+                      *, record: Path, progress: Callable[[str], None]) -> Fetched:
+    """Copy the files ``listing`` names under the host's ``remote_path`` to ``target`` (one
+    file's: ``target`` itself, whose name is then empty), each verified, each into a ``.part``
+    renamed once its sha256 matches; ``record`` keeps the listing while the copy is under way
+    (an interrupted fetch continues only the files that did not change)."""
+    host = transport.host.name
+    record.parent.mkdir(parents=True, exist_ok=True)
     known = _load_manifest(record)
-    record.write_text(json.dumps({f.name: f.sha256 for f in files}), encoding="utf-8")
-    single = len(files) == 1 and files[0].name == local_name
+    record.write_text(json.dumps({f.name: f.sha256 for f in listing.files}), encoding="utf-8")
     copied = resumed = 0
-    for file in files:
-        final = base / local_name if single else base / local_name / file.name
-        if not final.resolve().is_relative_to(base.resolve()):
+    for file in listing.files:
+        final = target / file.name if file.name else target
+        if not final.resolve().is_relative_to(target.resolve()):
             raise CorralError(f"{host} listed {file.name!r}, outside the run's directory")
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists() and _sha256(final) == file.sha256:
@@ -198,14 +255,15 @@ async def fetch_results(config: ClusterConfig, pool: HostPool, info: RunInfo, *,
         part = final.with_name(final.name + ".part")
         if known.get(file.name) != file.sha256 and part.exists():
             part.unlink()  # the host's file changed since the interrupted fetch
-        remote = remote_path if single else f"{remote_path}/{file.name}"
+        remote = f"{remote_path}/{file.name}" if file.name else remote_path
         done, kept = await _copy_file(transport, remote, part, file.size, progress)
         copied, resumed = copied + done, resumed + kept
         if _sha256(part) != file.sha256:
             part.unlink()
-            raise CorralError(f"{file.name} from {host} does not match its sha256 after the "
-                              "copy; it was removed: run the fetch again", title="bad checksum")
+            raise CorralError(f"{file.name or final.name} from {host} does not match its sha256 "
+                              "after the copy; it was removed: run the fetch again",
+                              title="bad checksum")
         os.replace(part, final)
     record.unlink()
-    return Fetched(host=host, directory=base / local_name, files=len(files), bytes=copied,
-                   resumed=resumed)
+    return Fetched(host=host, directory=target, files=len(listing.files), bytes=copied,
+                   resumed=resumed, left_out=listing.left_out)

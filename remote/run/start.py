@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from profiles.user_errors import CorralError
@@ -110,9 +110,19 @@ async def run_check(launch: Launch) -> AsyncGenerator[RunEvent, None]:
     report, launch.facts = await check_and_plan(config, launch.pool, code_digest=code.digest)
     launch.report = report
     _refuse_failed(report)
-    for item in report.items:  # the check's warnings: ignored keys, left out, optional imports
+    for line in warning_lines(report.items):
+        yield LogLine(t=time.time(), host="*", rank=None, text=line)
+
+
+def warning_lines(items: Sequence[CheckItem]) -> list[str]:
+    """The check's warnings as the run logs them (ignored keys, left out, optional imports):
+    each once per run, however many hosts found it, with the hosts when more than one."""
+    hosts: dict[str, list[str]] = {}
+    for item in items:
         if item.name in (SCRIPT_KEYS_CHECK, LEFT_OUT_CHECK) or item.detail.startswith("warning:"):
-            yield LogLine(t=time.time(), host="*", rank=None, text=f"corral: {item.detail}")
+            hosts.setdefault(item.detail, []).append(item.host)
+    return [f"corral: {detail}" + (f" (on {', '.join(on)})" if len(on) > 1 else "")
+            for detail, on in hosts.items()]
 
 
 def _refuse_failed(report: CheckReport) -> None:

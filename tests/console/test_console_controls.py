@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from console.controls import RunControls
 from console.effects import (
@@ -144,3 +145,22 @@ def test_the_look_back_says_when_there_is_nothing_to_show() -> None:
         "No run yet: start one (s) or pick a past one (h)."]
     assert [o.message for o in past.runs_screen() if isinstance(o, Notice)] == [
         "No run of this cluster is recorded on this machine yet."]
+
+
+def test_r_on_a_script_run_says_the_script_resumes_from_its_own_snapshot(
+        tmp_path: Path) -> None:
+    def question(run: str) -> str:
+        (tmp_path / "cluster.toml").write_text(
+            '[cluster]\nname = "lab"\n[[hosts]]\nname = "a"\naddress = "local"\n' + run)
+        (tmp_path / "train.py").write_text("print('hi')\n")
+        session = Session(tmp_path / "cluster.toml", controller=FakeController(),
+                          model=RunModel(cluster_name="lab", hosts=["a"], policy="static"))
+        [confirm] = RunControls(session).restart()
+        assert isinstance(confirm, Confirm)
+        return confirm.question
+
+    assert "where the script finds its own snapshot" in question('[run]\nscript = "train.py"\n')
+    assert question("").endswith("from its newest checkpoint?")
+    # without a cluster.toml behind the session: the general question, never an error
+    [confirm] = RunControls(_controls(FakeController())[1]).restart()
+    assert isinstance(confirm, Confirm) and "newest checkpoint" in confirm.question

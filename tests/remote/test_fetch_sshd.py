@@ -173,3 +173,33 @@ async def test_a_real_runs_final_weights_come_back_and_load(sshd_cluster: Any) -
             (run_dir / "final" / rel).read_bytes()).digest()
     state = torch.load(run_dir / "fetched" / "final" / written[0], map_location="cpu")
     assert state  # the weights load
+
+
+async def test_a_script_runs_outputs_come_back_from_every_host_over_ssh(
+        sshd_cluster: Any, tmp_path: Path) -> None:
+    """A script's working directories (RUN_DIR/cwd/<host>) over sshd: rank 0's, a PATH in it
+    with a name the shell would split, and every host's; a link out of the run stays there."""
+    from remote.run.fetch_outputs import fetch_outputs
+
+    config = sshd_cluster(2).config()
+    run_dir = local_run_dir(config, RUN)  # both hosts are this machine: one run directory
+    (tmp_path / "secret").write_text("not the run's")
+    for host in ("h0", "h1"):
+        cwd = run_dir / "cwd" / host
+        (cwd / "out dir").mkdir(parents=True)
+        (cwd / "out dir" / "it's.pt").write_bytes(host.encode() * 4000)
+        (cwd / "leak").symlink_to(tmp_path / "secret")
+    info = RunInfo(run_id=RUN, cluster="t", state="stopped", started=0.0, hosts=("h0", "h1"))
+    pool = HostPool(config)
+    try:
+        [whole] = await fetch_outputs(config, pool, info, [])
+        named = await fetch_outputs(config, pool, info, ["out dir/it's.pt"], all_hosts=True)
+        with pytest.raises(fetch.CorralError, match="out of the run"):
+            await fetch_outputs(config, pool, info, ["leak"])
+    finally:
+        await pool.aclose()
+    assert whole.host == "h0" and whole.files == 1 and whole.left_out == 1
+    assert (run_dir / "fetched" / "h0" / "out dir" / "it's.pt").read_bytes() == b"h0" * 4000
+    assert [r.host for r in named] == ["h0", "h1"]
+    assert not (run_dir / "fetched" / "h0" / "leak").exists()
+    assert (run_dir / "fetched" / "h1" / "out dir" / "it's.pt").read_bytes() == b"h1" * 4000

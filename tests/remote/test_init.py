@@ -11,8 +11,10 @@ from typing import NamedTuple
 import pytest
 
 import console.cli as cli
+from remote.checks.script_imports import script_keys_items
 from remote.config.init import demo_toml
 from remote.config.read import load_cluster
+from remote.config.script_keys import ignored_keys_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,4 +90,41 @@ def test_a_missing_file_says_how_to_start(corral_in: Callable[..., Done]) -> Non
     done = corral_in("check")
     assert done.returncode == 2
     assert "start from the repository's cluster.toml" in done.stderr
-    assert "corral init" in done.stderr
+    assert "corral init" in done.stderr and "corral init --script train.py" in done.stderr
+
+
+def test_init_with_a_script_writes_a_run_of_it_that_warns_of_no_task_key(
+    tmp_path: Path, corral_in: Callable[..., Done]
+) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train.py").write_text("print('training')\n", encoding="utf-8")
+    done = corral_in("init", "--script", "src/train.py")
+    assert done.returncode == 0, done.stderr
+    assert "your script src/train.py on this machine" in done.stdout
+    config = load_cluster(tmp_path / "cluster.toml")
+    assert config.run.script == "src/train.py" and config.run.args == ()
+    assert [(h.name, h.address) for h in config.hosts] == [("local", "local")]
+    assert ignored_keys_line(config.run) is None  # every script run warned of task keys
+    assert script_keys_items(config) == []
+    done = corral_in("-c", "lab.toml", "init", "--script", "src/train.py", "--hosts", "gpu1,gpu2")
+    assert done.returncode == 0, done.stderr
+    config = load_cluster(tmp_path / "lab.toml")
+    assert [h.address for h in config.hosts] == ["gpu1", "gpu2"]
+    assert config.run.script == "src/train.py" and ignored_keys_line(config.run) is None
+
+
+def test_init_and_run_name_a_missing_script_as_the_option_not_as_run_script(
+    tmp_path: Path, corral_in: Callable[..., Done]
+) -> None:
+    (tmp_path / "folder").mkdir()
+    for args in (("init", "--script", "nope.py"), ("init", "--script", "folder"),
+                 ("run", "--script", "nope.py"), ("run", "--dry-run", "--script", "nope.py")):
+        if args[0] == "run":  # a cluster.toml that is fine: only the option is wrong
+            (tmp_path / "cluster.toml").write_text(demo_toml(), encoding="utf-8")
+        done = corral_in(*args)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert f"--script {args[-1]}: " in done.stderr, done.stderr
+        assert "[run] script" not in done.stderr and "Traceback" not in done.stderr
+        assert ("not a file" if args[-1] == "folder" else "no such file") in done.stderr
+        if args[0] == "init":
+            assert not (tmp_path / "cluster.toml").exists()  # nothing written

@@ -116,4 +116,6 @@ def test_fetch_of_a_script_run_says_where_its_files_are(
     code = cli.main(["-c", str(path), "fetch", "rep-f"])
     err = " ".join(capsys.readouterr().err.split())
     assert code != 0 and "has not been written yet" not in err, err
-    assert "a script's run has no final/" in err and f"{tmp_path / 'runs' / 'rep-f'}" in err
+    # the script's outputs are its working directory on rank 0's host: here there is none
+    assert "nothing at" in err and f"{tmp_path / 'runs' / 'rep-f' / 'cwd' / 'fast'}" in err
+    assert "left no working directory there" in err and "scp" not in err

@@ -1,17 +1,22 @@
 """The import pre-flight helps instead of gating: it follows the script's own modules, reports
 optional imports (try/except, a condition, a function) without blocking, blocks on an
 unconditional missing one naming the right distribution and the interpreter that answered, has
-a warn-only key, and calls a module of the user's own that does not travel "not pushed"."""
+a warn-only key, and calls a module of the user's own that does not travel "not pushed" (never
+a package installed beside a script that lies among installed packages)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from remote.checks.distributions import distribution
 from remote.checks.import_scan import CONDITIONAL, IN_FUNCTION, UNDER_TRY, scan
 from remote.checks.script_imports import judge_imports
 from remote.config.cluster import ClusterConfig
 from remote.config.read import parse_cluster
+from remote.config.task_code import user_code
+from remote.run.start import warning_lines
 
 HEAD = '[cluster]\nname = "s"\n[[hosts]]\nname = "a"\naddress = "local"\n'
 
@@ -120,3 +125,78 @@ def test_corrals_old_opt_in_name_taken_by_the_users_trainer_is_named(tmp_path: P
     assert not item.ok and "import it as corral.hf" in item.detail
     _write(tmp_path, {"train.py": "from corral.hf import corral\nimport trainer\n\n"})
     assert judge_imports(_config(tmp_path).hosts[0], _config(tmp_path), "{}", 0) == []
+
+
+SFT_LIKE = "import trl\nimport transformers\nfrom accelerate import Accelerator\nimport numpy\n"
+"""The imports of TRL's ``trl/scripts/sft.py`` as the package ships it, in their shapes."""
+
+
+def _all_found(config: ClusterConfig) -> list[str]:
+    """The failed or warning ``imports`` items when every host's Python finds every package."""
+    names = [u.name for u in scan(*_script_and_folder(config)).packages]
+    output = "{" + ", ".join(f'"{n}": true' for n in names) + "}"
+    return [i.detail for i in judge_imports(config.hosts[0], config, output, 0)
+            if not i.ok or i.detail.startswith("warning")]
+
+
+def _script_and_folder(config: ClusterConfig) -> tuple[Path, Path]:
+    code = user_code(config.run, config.path.parent)
+    assert code is not None
+    return code.source, code.folder
+
+
+def _script_at(tmp_path: Path, script: Path) -> ClusterConfig:
+    return parse_cluster(HEAD + f'[run]\nscript = "{script}"\n',
+                         path=tmp_path / "project" / "cluster.toml")
+
+
+def test_a_script_shipped_inside_installed_packages_is_not_given_their_neighbours(
+        tmp_path: Path) -> None:
+    # issue 19's case: a script inside site-packages (a venv's, Debian's dist-packages, a pip
+    # --target folder known by its .dist-info) imports packages installed beside it
+    for packages in ("venv/lib/python3.11/site-packages", "usr/lib/python3/dist-packages",
+                     "target"):
+        root = tmp_path / packages
+        _write(root, {"trl/__init__.py": "", "trl/scripts/__init__.py": "",
+                      "trl/scripts/sft.py": SFT_LIKE, "transformers/__init__.py": "",
+                      "accelerate/__init__.py": "", "trl-1.0.dist-info/METADATA": ""})
+        (tmp_path / "project").mkdir(exist_ok=True)
+        config = _script_at(tmp_path, root / "trl/scripts/sft.py")
+        assert {u.name for u in scan(*_script_and_folder(config)).packages} == {
+            "trl", "transformers", "accelerate", "numpy"}, packages
+        assert _all_found(config) == [], packages
+
+
+def test_a_users_sibling_module_beside_a_plain_folder_is_still_not_pushed(
+        tmp_path: Path) -> None:
+    # the same layout without the marks of installed packages stays the user's own tree
+    root = tmp_path / "checkout"
+    _write(root, {"trl/__init__.py": "", "trl/scripts/sft.py": SFT_LIKE,
+                  "transformers/__init__.py": ""})
+    (tmp_path / "project").mkdir()
+    [problem] = _all_found(_script_at(tmp_path, root / "trl/scripts/sft.py"))
+    assert "your own trl" in problem and "transformers" in problem and "not pushed" in problem
+
+
+def test_the_real_trl_sft_script_runs_the_import_check(tmp_path: Path) -> None:
+    trl = pytest.importorskip("trl")
+    sft = Path(trl.__file__).parent / "scripts" / "sft.py"
+    if not sft.is_file():
+        pytest.skip("this trl ships no scripts/sft.py")
+    (tmp_path / "project").mkdir()
+    config = _script_at(tmp_path, sft)
+    assert "transformers" in {u.name for u in scan(*_script_and_folder(config)).packages}
+    assert _all_found(config) == []
+
+
+def test_an_optional_import_missing_everywhere_is_one_warning_of_the_run(tmp_path: Path) -> None:
+    _write(tmp_path, {"train.py": "import numpy\ntry:\n    import apex\nexcept ImportError:\n"
+                                  "    apex = None\n"})
+    hosts = "".join(f'[[hosts]]\nname = "{n}"\naddress = "local"\n' for n in "bc")
+    config = parse_cluster(HEAD + hosts + '[run]\nscript = "train.py"\n',
+                           path=tmp_path / "cluster.toml")
+    items = [item for host in config.hosts
+             for item in judge_imports(host, config, '{"numpy": true}', 0)]
+    [line] = warning_lines(items)
+    assert line.startswith("corral: warning: optional, not found by ") and "apex" in line
+    assert line.endswith("(on a, b, c)")

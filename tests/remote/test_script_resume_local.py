@@ -1,0 +1,122 @@
+"""A plain script resumed as under torchrun: stopped mid-run, ``corral run --resume RUN`` (the
+console's ``r``: the same ``start(resume=...)``) runs its ranks again in that run's working
+directories, so the script finds the snapshot it saved there and goes on from it; a run id
+that is empty (an unset ``$RUN``) is refused, never taken for a fresh start; the report counts
+both attempts' steps."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from profiles.user_errors import UsageError
+from remote.api import RankEvent, RunStatus, load_history, local_run_dir, summarize
+from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
+from remote.run.controller import SshRunController
+from remote.run.resume import run_to_resume
+from trainer.events import StartEvent, StepEvent
+from trainer.run_layout import RunLayout
+
+try:
+    from runkit import bounded, run_processes
+except ImportError:  # collected as a package
+    from tests.remote.runkit import bounded, run_processes  # type: ignore[no-redef]
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
+
+STEPS = 30
+SNAPSHOTTING = f"""\
+import json, os, time
+import torch
+import torch.distributed as dist
+
+# minGPT's shape: load the snapshot from the working directory when there is one
+dist.init_process_group("gloo")
+model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 1))
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+start = 0
+if os.path.exists("snapshot.json"):
+    start = json.load(open("snapshot.json"))["step"]
+else:
+    print("Snapshot not found. Training from scratch", flush=True)
+with open("starts.log", "a") as log:
+    log.write(f"{{start}}\\n")
+for step in range(start, {STEPS}):
+    opt.zero_grad()
+    model(torch.ones(2, 4)).sum().backward()
+    opt.step()
+    with open("snapshot.json.tmp", "w") as out:
+        json.dump({{"step": step + 1}}, out)
+    os.replace("snapshot.json.tmp", "snapshot.json")
+    time.sleep(0.2)
+dist.destroy_process_group()
+"""
+
+
+def _config(tmp_path: Path, script: Path) -> ClusterConfig:
+    hosts = tuple(HostSection(name=f"h{i}", address="local", python=sys.executable,
+                              workdir=str(tmp_path / "work"), gpus=0, nproc=1, threads=1)
+                  for i in range(2))
+    return ClusterConfig(
+        path=tmp_path / "cluster.toml",
+        cluster=ClusterSection(name="snap", master="h0", run_root=str(tmp_path / "runs")),
+        hosts=hosts, run=RunSection(script=str(script)))
+
+
+def _snapshot_step(cwd: Path) -> int:
+    try:
+        return int(json.loads((cwd / "snapshot.json").read_text())["step"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+async def test_a_stopped_script_resumes_from_its_own_snapshot(tmp_path: Path) -> None:
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "train.py").write_text(SNAPSHOTTING)
+    config = _config(tmp_path, tmp_path / "user" / "train.py")
+    controller = SshRunController(config)
+    try:
+        with pytest.raises(UsageError, match="names no run"):
+            await controller.start(resume="")
+        first = await controller.start()
+        cwd = Path(RunLayout(tmp_path / "runs" / first.run_id).script_cwd("h0"))
+        async for event in bounded(first.events()):
+            if isinstance(event, RankEvent) and _snapshot_step(cwd) >= 3:
+                break
+        assert (await first.stop(grace_s=20)).clean
+        stopped_at = _snapshot_step(cwd)
+        assert 3 <= stopped_at < STEPS
+        second = await controller.start(resume=first.run_id)
+        assert second.run_id == first.run_id
+        events = [e async for e in bounded(second.events())]
+        # the console's r (and --resume alone) means the newest run with working directories
+        assert (await run_to_resume(config, controller.pool, None)).run_id == first.run_id
+    finally:
+        await controller.aclose()
+    final = events[-1]
+    assert isinstance(final, RunStatus) and final.state == "completed", final
+    for host in ("h0", "h1"):  # each host's ranks ran again in its own working directory
+        here = Path(RunLayout(tmp_path / "runs" / first.run_id).script_cwd(host))
+        starts = [int(line) for line in (here / "starts.log").read_text().split()]
+        assert starts[0] == 0 and starts[1] >= stopped_at - 1, (host, starts)
+        assert _snapshot_step(here) == STEPS
+    steps = [e.event.step for e in events if isinstance(e, RankEvent)
+             and isinstance(e.event, StepEvent) and e.event.rank == 0]
+    assert steps and len(steps) <= STEPS - stopped_at + 1, steps  # from the snapshot on
+    assert run_processes(first.run_id) == []
+    # the report counts every attempt's steps (each numbered from 1 by the script's
+    # optimizer) and the time lost between them
+    history = load_history(local_run_dir(config, first.run_id))
+    tops: dict[int, list[int]] = {}  # per rank: the furthest step of each of its attempts
+    for line in history.lines:
+        if isinstance(line.event, StartEvent):
+            tops.setdefault(line.event.rank, []).append(0)
+        elif isinstance(line.event, StepEvent):
+            tops[line.event.rank][-1] = max(tops[line.event.rank][-1], line.event.step)
+    counts = [max(attempt) for attempt in zip(*tops.values(), strict=True)]
+    summary, _ = summarize(history)
+    assert summary.restarts == 1 and summary.lost_s > 0
+    assert len(counts) == 2 and summary.steps_done == sum(counts) >= STEPS, (summary, counts)
