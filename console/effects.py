@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from console.model.run import RunModel
+    from figures import RunSeries
     from remote.api import CheckReport, RunInfo, RunSummary, StopReport
-    from remote.figures import RunSeries
 
 
 @dataclass(frozen=True, kw_only=True)

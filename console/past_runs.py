@@ -14,8 +14,8 @@ from profiles.user_errors import CorralError
 
 if TYPE_CHECKING:
     from console.session import Session
+    from figures import RunSeries
     from remote.api import RunHistory, RunSummary
-    from remote.figures import RunSeries
 
 
 class PastRuns:

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from figures import RunSeries
 from profiles.user_errors import UsageError
 from remote.api import RunSummary
-from remote.figures import RunSeries
 
 MISSING = ("matplotlib is not installed; install the plot extra (pip install "
            "'corral[plot]', or pip install matplotlib) or use --chart for a terminal plot")

@@ -21,8 +21,8 @@ from console.formatting import (
     gpu_peak_text,
 )
 from console.termplot import Line, chart, legend
+from figures import FIXED_COST_DOMINATES, Metric, RunSeries
 from remote.api import RunSummary
-from remote.figures import FIXED_COST_DOMINATES, Metric, RunSeries
 
 LOSS_STYLE, EVAL_STYLE, RATE_STYLE, IDEAL_STYLE = "cyan", "magenta", "green", "yellow"
 

@@ -18,8 +18,8 @@ from profiles.user_errors import CorralError, UsageError
 
 if TYPE_CHECKING:
     from console.model.run import RunModel
+    from figures import RunSeries
     from remote.api import ClusterConfig, RunController, RunHandle, RunHistory, RunInfo, RunSummary
-    from remote.figures import RunSeries
 
 
 # ---- seams (tests replace these) ------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The face of remote/ for its front ends: with ``remote.figures`` (every figure of a run), the
+"""The face of remote/ for its front ends: with ``figures`` (every figure of a run), the
 one module of remote that console/ imports.
 
 It re-exports what a front end reads — the records of a run's stream and reports

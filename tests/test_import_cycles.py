@@ -14,7 +14,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("console", "remote", "trainer", "profiles")
+PACKAGES = ("console", "remote", "figures", "trainer", "profiles")
 
 
 def _modules() -> dict[str, Path]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-FORBIDDEN = ("console", "remote", "textual", "asyncssh")
+FORBIDDEN = ("console", "remote", "figures", "textual", "asyncssh")
 
 
 def test_pushed_packages_import_nothing_from_the_console_side() -> None:
@@ -31,8 +31,8 @@ def test_the_console_side_imports_no_torch() -> None:
     # (tests/tiers.py: TORCH_MATRIX_PATHS): the console and the SSH layer never load it.
     code = (
         "import sys, importlib, pkgutil\n"
-        "import console, remote\n"
-        "for pkg in (console, remote):\n"
+        "import console, remote, figures\n"
+        "for pkg in (console, remote, figures):\n"
         "    for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
         "        if not info.name.endswith('__main__'):\n"
         "            importlib.import_module(info.name)\n"
@@ -41,4 +41,4 @@ def test_the_console_side_imports_no_torch() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
-    assert out == "False", "a module of console/ or remote/ imports torch"
+    assert out == "False", "a module of console/, remote/ or figures/ imports torch"

@@ -113,7 +113,7 @@ class StepEvent:
     """Rank 0 only: mean loss over all loss units of the step's ``global_batch`` samples."""
     samples_per_s: float | None = None
     """Written by older runs only (``local_batch / step_s``); new events leave it None, as
-    readers derive every throughput from the measurements (remote/figures/metrics.py)."""
+    readers derive every throughput from the measurements (figures/metrics.py)."""
     cluster_samples_per_s: float | None = None
     """Written by older runs only (rank 0's ``global_batch / step_s``); derived now."""
     loss_units: int | None = None

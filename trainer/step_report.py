@@ -6,7 +6,7 @@ user's script under corral (``trainer/integrations/run.py``) all report through 
 ``report_start`` and ``report_rebalance``, so an event carries the same fields whichever wrote
 it. It carries measurements only (local batch, loss sum and
 units, compute and step seconds, tokens...): every figure derived from them (a rank's samples/s,
-the cluster's, the ideal, efficiency) is defined once, in ``remote/figures/metrics.py``, and
+the cluster's, the ideal, efficiency) is defined once, in ``figures/metrics.py``, and
 read through the reducer.
 """
 

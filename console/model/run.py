@@ -2,7 +2,7 @@
 ``RunEvent``s — the one reducer of the event stream.
 
 Every figure (throughput, ideal, efficiency, utilisation, loss, balancer gains, durations) is
-the one reducer's (``remote.figures.RunFigures``, the same ``corral report`` reads): while a
+the one reducer's (``figures.RunFigures``, the same ``corral report`` reads): while a
 run goes the panels show its latest step, once it has ended its whole-run figures.
 
 Both renderers read it and never look at the state in events themselves: the Textual console (a
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 from console.model.records import HostInfo, LogEntry, RankRow, RowView, ThroughputPoint
 from console.model.rows import DEAD_HOST_STATES, panel_rows
+from figures import Move, RunFigures, efficiency_of, ideal_of
 from remote.api import FINAL_RUN_STATES, HostStatus, LogLine, RankEvent, RunStatus
-from remote.figures import Move, RunFigures, efficiency_of, ideal_of
 from trainer.events import (
     CapacityEvent,
     CheckpointEvent,

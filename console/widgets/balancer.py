@@ -12,7 +12,7 @@ from textual.widgets import Static
 from console.formatting import bar, cells, fmt_percent
 from console.model.run import RunModel
 from console.widgets.lines_view import LinesView
-from remote.figures import Move
+from figures import Move
 
 SHARE_STYLE = "cyan"
 

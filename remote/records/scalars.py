@@ -1,7 +1,7 @@
 """The named values of a run's step, as TensorBoard and the experiment trackers log them.
 
 One vocabulary for every place a run's figures go out as ``(name, value)`` points: the values
-are the reducer's (``remote.figures.reducer.RunFigures``), never recomputed from events.
+are the reducer's (``figures.reducer.RunFigures``), never recomputed from events.
 The part of a name before ``/`` is its section (TensorBoard groups by it).
 """
 
@@ -11,8 +11,8 @@ import functools
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from remote.figures.metrics import StepRow, efficiency_of
-from remote.figures.reducer import RunFigures
+from figures.metrics import StepRow, efficiency_of
+from figures.reducer import RunFigures
 from remote.records.collected import CollectedCopy
 from remote.records.history import Recorded
 from trainer.events import (

@@ -2,8 +2,8 @@
 
 ``summarize(history)`` turns a ``RunHistory`` into a frozen ``RunSummary`` (JSON-ready, the
 schema of ``corral report --json``, documented in docs/report.md) and a ``RunSeries`` (per-step
-values for plots). Every figure is the reducer's (``remote.figures.reducer.RunFigures``, the
-definitions in ``remote.figures.metrics``), the same the console shows: computed from event
+values for plots). Every figure is the reducer's (``figures.reducer.RunFigures``, the
+definitions in ``figures.metrics``), the same the console shows: computed from event
 fields, never from the clock, so a report of an old run reads the same every time.
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from remote.figures.metrics import Metric, Move, percentile
-from remote.figures.reducer import RunFigures
-from remote.figures.series import RunSeries
+from figures.metrics import Metric, Move, percentile
+from figures.reducer import RunFigures
+from figures.series import RunSeries
 from remote.records.history import RunHistory
 from remote.records.runs import RunInfo
 from trainer.events import EndEvent

@@ -12,7 +12,7 @@ Scalars, by TensorBoard section (the part of the tag before ``/``):
 - ``loss/global``, ``lr/lr``, ``eval/<metric>``;
 - ``throughput/cluster_samples_per_s``, ``throughput/ideal_samples_per_s`` (Σ ranks'
   ``local_batch / compute_s``), ``throughput/efficiency`` (measured / ideal): the reducer's
-  per-step figures (``remote.figures.metrics``), the ones ``corral report`` plots;
+  per-step figures (``figures.metrics``), the ones ``corral report`` plots;
 - per rank ``rank_samples_per_s/rankN``, ``rank_compute_s/rankN``, ``rank_share/rankN`` (its part
   of the global batch), ``rank_utilisation/rankN`` (compute / step time), every step up to 32
   ranks, every ``ranks // 32`` steps above;

@@ -9,8 +9,8 @@ from console.model.records import RankRow, RowView
 from console.model.run import RunModel
 from console.widgets.balancer import decision_row, split_row
 from console.widgets.hosts import STALE_STYLE, render_row, visible_columns
+from figures import Move
 from remote.api import RankEvent
-from remote.figures import Move
 from tests.fake_runs import DEMO_HOSTS, events_only, scripted_run
 from trainer.events import StepEvent
 

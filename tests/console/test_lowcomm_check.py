@@ -23,7 +23,7 @@ def test_the_report_counts_a_rounds_samples_and_labels_the_run_approximate() -> 
     from typing import cast
 
     from console.report import _exchange
-    from remote.figures.reducer import RunFigures
+    from figures.reducer import RunFigures
     from remote.records.summary import RoundFacts, RunSummary
     from trainer.events import RoundEvent, StartEvent, StepEvent
 

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from console.report import moves_table
 from console.widgets.balancer import decision_row
-from remote.figures.reducer import RunFigures
+from figures.reducer import RunFigures
 from remote.records.scalars import decision_text
 from trainer.balance.cost import Plan, active_reason
 from trainer.events import RebalanceEvent

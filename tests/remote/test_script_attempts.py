@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import console.cli as cli
+from figures.reducer import RunFigures
 from remote.config.init import demo_toml
-from remote.figures.reducer import RunFigures
 from trainer.events import StartEvent, StepEvent, TrainerEvent
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from trainer_runs import REPO, events, launch, of_kind
 
+from figures.reducer import RunFigures
 from profiles.user_errors import UsageError
-from remote.figures.reducer import RunFigures
 from trainer.evaluate import chunk_sums, eval_event, reduce_sums
 from trainer.events import EvalEvent, event_to_json, parse_event
 

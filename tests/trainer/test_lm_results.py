@@ -61,7 +61,7 @@ def test_samples_are_greedy_continuations_of_held_out_prompts_shown_by_the_repor
     from rich.console import Console
 
     from console.report import samples_table
-    from remote.figures.reducer import RunFigures
+    from figures.reducer import RunFigures
     from remote.records.summary import Sample
     from trainer.events import SamplesEvent, event_to_json, parse_event
     from trainer.tasks.causal_lm import build

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from remote.figures.reducer import RunFigures
+from figures.reducer import RunFigures
 from trainer.event_log import EventWriter
 from trainer.events import StepEvent, parse_event
 from trainer.step_report import LossTally, OptimizerFacts, report_step

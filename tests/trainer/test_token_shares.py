@@ -130,7 +130,7 @@ def test_the_reducer_and_report_show_tokens_per_rank() -> None:
     from rich.console import Console
 
     from console.report import ranks_table
-    from remote.figures.reducer import RunFigures
+    from figures.reducer import RunFigures
     from remote.records.summary import RankSummary
     from trainer.events import StepEvent
 

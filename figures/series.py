@@ -1,4 +1,4 @@
-"""Per-step values of a run for plots, read from its reducer (``remote.figures.reducer``).
+"""Per-step values of a run for plots, read from its reducer (``figures.reducer``).
 
 A relaunched run redoes the steps after its checkpoint; the reducer keeps each step as it
 finally ran, so each step appears once.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from remote.figures.reducer import RunFigures
+from figures.reducer import RunFigures
 
 
 @dataclass(frozen=True)

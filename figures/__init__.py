@@ -8,7 +8,7 @@ event; ``series.py`` keeps the per-step values the plots draw. Plain Python over
 are ``remote/records/``).
 """
 
-from remote.figures.metrics import (
+from figures.metrics import (
     FIXED_COST_DOMINATES,
     Metric,
     Move,
@@ -17,8 +17,8 @@ from remote.figures.metrics import (
     efficiency_of,
     ideal_of,
 )
-from remote.figures.reducer import RunFigures
-from remote.figures.series import RunSeries
+from figures.reducer import RunFigures
+from figures.series import RunSeries
 
 __all__ = [
     "FIXED_COST_DOMINATES",

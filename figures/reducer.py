@@ -1,7 +1,7 @@
 """The reducer of a run's typed events into its figures (``RunFigures``).
 
 Feed it a run's trainer events in the order they were written (``observe``): a live stream or a
-recorded copy. The definitions of the figures are in ``remote.figures.metrics``; this module
+recorded copy. The definitions of the figures are in ``figures.metrics``; this module
 keeps the sums and the steps they are computed from, each step as it last ran.
 
 A plain script numbers each attempt's steps from 1 (its optimizer steps, counted from outside:
@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import replace
 
-from remote.figures.metrics import (
+from figures.metrics import (
     Metric,
     Move,
     RankCell,

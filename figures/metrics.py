@@ -1,6 +1,6 @@
 """A run's figures: the one definition of each, and the records they are computed from.
 
-The reducer (``remote.figures.reducer.RunFigures``) takes a run's typed trainer events one at a
+The reducer (``figures.reducer.RunFigures``) takes a run's typed trainer events one at a
 time and keeps each step as it last ran: a step redone after a relaunch replaces the earlier
 run of it, in every figure. The console's run model (live and replayed), the headless
 follower, ``corral report``, TensorBoard and the plots all read their numbers from it, so they
