@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from console.cli import main
 from profiles.user_errors import UsageError
 from remote.config.cluster import (
     ClusterConfig,
@@ -15,7 +16,7 @@ from remote.config.cluster import (
     HostSection,
     RunSection,
 )
-from remote.config.read import load_cluster, parse_cluster
+from remote.config.read import CLUSTER_TOML_MAX_BYTES, load_cluster, parse_cluster
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,6 +98,20 @@ def test_directory_and_non_utf8_files_are_config_errors(tmp_path: Path) -> None:
     bad.write_bytes(b'[cluster]\nname = "\xff"\n')
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_cluster(bad)
+
+
+def test_an_endless_or_huge_file_is_refused_not_read_for_ever(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 59: `corral -c /dev/zero check` read 16 GB in 30 s; now it stops at 1 MiB."""
+    assert main(["-c", "/dev/zero", "check"]) == 2
+    said = capsys.readouterr().err
+    assert "/dev/zero" in said and "more than 1 MiB" in said and "Traceback" not in said
+    huge = tmp_path / "cluster.toml"
+    huge.write_text('[cluster]\nname = "x"\n' + "# padding\n" * (CLUSTER_TOML_MAX_BYTES // 10))
+    with pytest.raises(ConfigError, match="more than 1 MiB") as info:
+        load_cluster(huge)
+    assert str(huge) in str(info.value)
 
 
 def test_invalid_toml_gives_line_and_column() -> None:
