@@ -198,6 +198,15 @@ def test_host_values_are_checked_and_named(key_value: str, expected: str) -> Non
     assert expected in line
 
 
+def test_a_hosts_micro_batch_is_refused_with_the_local_exchange() -> None:
+    line = only_problem(valid('[run]\nexchange = "local"\n',
+                              hosts=HOST_A + HOST_B + "micro_batch = 4\n"))
+    assert line.startswith('hosts[1] (name "b").micro_batch: is not supported with '
+                           'exchange = "local"'), line
+    exact = parse_cluster(valid(hosts=HOST_A + HOST_B + "micro_batch = 4\n"), path="c.toml")
+    assert exact.hosts[1].micro_batch == 4  # the exact exchange takes it
+
+
 @pytest.mark.parametrize(("extra", "expected"), [
     ('[cluster_x]\n', "[cluster_x]: unknown section"),
     ("[run]\nsteps = 5\nepochs = 2\n",
@@ -225,6 +234,10 @@ def test_host_values_are_checked_and_named(key_value: str, expected: str) -> Non
     ("[run]\nsteps = 99999999999999999999\n", "[run] steps: must be at most 1000000000000"),
     ("[run]\nseed = 9223372036854775808\n", "[run] seed: must be at most"),
     ("[ssh]\nkeepalive = true\n", "[ssh] keepalive: expected a number, got a boolean"),
+    # Issue 59: local-mode settings that passed the check and failed after launch.
+    ('[run]\nexchange = "local"\nouter_lr = 1e300\n', "[run] outer_lr: 1e+300 must be at most 10"),
+    ('[run]\nexchange = "local"\nmicro_batch = 4\n',
+     '[run] micro_batch: is not supported with exchange = "local" yet'),
 ])
 def test_run_and_ssh_values_are_checked_and_named(extra: str, expected: str) -> None:
     assert expected in only_problem(valid(extra))
