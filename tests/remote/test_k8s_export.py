@@ -5,6 +5,7 @@ naming the key and the fix."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shlex
@@ -287,29 +288,86 @@ def test_out_in_a_read_only_folder_is_one_line_and_writes_nothing(
         read_only.chmod(0o700)
 
 
-def test_a_write_failing_half_way_takes_back_the_files_already_written(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _failing_fsync(monkeypatch: pytest.MonkeyPatch, at: int) -> None:
+    """The ``at``-th file synced fails as on a full disk."""
+    synced = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        if len(synced) == at:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in folder.iterdir()}
+
+
+def test_a_write_failing_half_way_leaves_no_folder_and_nothing_beside_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     out_dir = tmp_path / "manifests"
-    # The third manifest's name is taken by a folder: its write fails after two files.
-    (out_dir / "03-pytorchjob-k8s.yaml").mkdir(parents=True)
+    _failing_fsync(monkeypatch, at=3)  # two files written, the third fails
     message = one_line_error(*export_cli(tmp_path, THREE_IN_TWO, capsys, "--out", str(out_dir)))
-    assert f"cannot write into --out {out_dir}" in message
-    assert [path.name for path in out_dir.iterdir()] == ["03-pytorchjob-k8s.yaml"]
+    assert f"cannot write into --out {out_dir} (no space left on device)" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.toml"]
 
 
-def test_a_failed_rewrite_keeps_the_previous_exports_files(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("fails", ["a file", "the swap"])
+def test_a_failed_rewrite_keeps_the_previous_export_whole(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, fails: str) -> None:
+    """Issue 59: a failed rewrite left a mix of two exports (a job from one, code from the
+    other)."""
     out_dir = tmp_path / "manifests"
     code, _, _ = export_cli(tmp_path, THREE_IN_TWO, capsys, "--out", str(out_dir))
     assert code == 0
-    before = {path.name: path.read_bytes() for path in out_dir.iterdir()}
-    # The rewrite cannot stage its last file (as on a full disk): nothing may change.
-    last = sorted(before)[-1]
-    (out_dir / f".{last}.tmp-{os.getpid()}").mkdir()
-    message = one_line_error(*export_cli(tmp_path, THREE_IN_TWO, capsys, "--out", str(out_dir)))
+    before = _files(out_dir)
+    if fails == "a file":
+        _failing_fsync(monkeypatch, at=len(before))  # the last file of the new export
+    else:  # the new folder cannot take the old one's place
+        real = os.rename
+
+        def rename(src: object, dst: object) -> None:
+            if ".new-" in str(src):
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            real(src, dst)  # type: ignore[arg-type]
+        monkeypatch.setattr(os, "rename", rename)
+    message = one_line_error(*export_cli(tmp_path, THREE_IN_TWO, capsys, "--format", "jobset",
+                                         "--out", str(out_dir)))
     assert f"cannot write into --out {out_dir}" in message
-    after = {path.name: path.read_bytes() for path in out_dir.iterdir() if path.is_file()}
-    assert after == before
+    assert _files(out_dir) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.toml", "manifests"]
+
+
+def test_a_rewrite_replaces_the_whole_export(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir = tmp_path / "manifests"
+    assert export_cli(tmp_path, THREE_IN_TWO, capsys, "--out", str(out_dir))[0] == 0
+    assert "03-pytorchjob-k8s.yaml" in _files(out_dir)
+    # Another format: its job replaces the old one, which is not left beside it to be applied.
+    assert export_cli(tmp_path, THREE_IN_TWO, capsys, "--format", "jobset",
+                      "--out", str(out_dir))[0] == 0
+    assert sorted(_files(out_dir)) == ["01-configmap-k8s-code.yaml",
+                                       "02-persistentvolumeclaim-corral-runs.yaml",
+                                       "03-jobset-k8s.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.toml", "manifests"]
+
+
+def test_a_folder_holding_other_files_is_refused_untouched(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir = tmp_path / "k8s"
+    out_dir.mkdir()
+    (out_dir / "kustomization.yaml").write_text("mine\n", encoding="utf-8")
+    (out_dir / "03-pytorchjob-k8s.yaml").mkdir()  # an export's name, but a folder
+    message = one_line_error(*export_cli(tmp_path, THREE_IN_TWO, capsys, "--out", str(out_dir)))
+    assert f"--out {out_dir} holds 03-pytorchjob-k8s.yaml/, kustomization.yaml" in message
+    assert "give a new or empty folder" in message
+    assert (out_dir / "kustomization.yaml").read_text(encoding="utf-8") == "mine\n"
+    assert sorted(p.name for p in out_dir.iterdir()) == ["03-pytorchjob-k8s.yaml",
+                                                        "kustomization.yaml"]
 
 
 def test_each_pod_finds_its_host_by_the_index_its_controller_gives_it(tmp_path: Path) -> None:
