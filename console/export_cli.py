@@ -30,8 +30,8 @@ def add_export_parser(command: Callable[[str, str], argparse.ArgumentParser]) ->
                         "two kinds and rank 0's host is the only one of its kind or all are "
                         "one kind, else jobset)")
     export.add_argument("--out", metavar="DIR", type=Path,
-                        help="write one YAML file per object into DIR (default: one YAML "
-                        "stream on stdout)")
+                        help="write one YAML file per object into DIR, replacing an earlier "
+                        "export there whole (default: one YAML stream on stdout)")
     export.add_argument("--dry-run", action="store_true",
                         help="print the manifests on stdout and write no file, even with --out")
 

@@ -22,7 +22,7 @@ from console.formatting import (
 )
 from console.termplot import Line, chart, legend
 from figures import FIXED_COST_DOMINATES, Metric, RunSeries
-from remote.api import RunSummary
+from remote.api import FINAL_RUN_STATES, RunSummary
 
 LOSS_STYLE, EVAL_STYLE, RATE_STYLE, IDEAL_STYLE = "cyan", "magenta", "green", "yellow"
 
@@ -135,8 +135,7 @@ def _as_is_facts(summary: RunSummary, started: str) -> Table:
          + "no step event copied here (a run no corral followed: `corral attach` copies its "
            "events; or one that ended before its first optimizer step)"),
         ("started", started),
-        ("ran", fmt_duration(summary.wall_s) if summary.wall_s is not None
-         else "until now (no outcome recorded yet)"),
+        ("ran", _ran(summary)),
         ("outcome", summary.outcome.state + (f": {summary.outcome.detail}"
                                              if summary.outcome.detail else "")),
         ("restarts", str(summary.restarts)),
@@ -144,6 +143,15 @@ def _as_is_facts(summary: RunSummary, started: str) -> Table:
     for label, value in rows:
         table.add_row(label, Text(value))
     return table
+
+
+def _ran(summary: RunSummary) -> str:
+    """How long a run with no event copied here ran, as far as its record says."""
+    if summary.wall_s is not None:
+        return fmt_duration(summary.wall_s)
+    if summary.outcome.state in FINAL_RUN_STATES:  # recorded by a corral without end times
+        return "not recorded (it ended with nobody following it)"
+    return "until now (no outcome recorded yet)"
 
 
 def fixed_cost_note(outside_compute: float | None) -> str | None:

@@ -180,6 +180,19 @@ class Reader:
             host["identity_file"] = str(resolved.absolute())
 
 
+CLUSTER_TOML_MAX_BYTES = 1 << 20
+"""The largest cluster.toml read (1 MiB, thousands of hosts): a device (``/dev/zero``), an
+endless pipe or a wrong file is refused after that many bytes, not read for ever."""
+
+
+def read_limited(path: Path, limit: int) -> bytes | None:
+    """The bytes of ``path`` when it holds at most ``limit`` of them; None when it holds more
+    (never more than ``limit + 1`` bytes read, whatever it is). OSError as ``open`` raises."""
+    with path.open("rb") as handle:
+        data = handle.read(limit + 1)
+    return None if len(data) > limit else data
+
+
 def load_cluster(path: str | os.PathLike[str]) -> ClusterConfig:
     """Read and check the cluster.toml at ``path``.
 
@@ -188,7 +201,7 @@ def load_cluster(path: str | os.PathLike[str]) -> ClusterConfig:
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_limited(path, CLUSTER_TOML_MAX_BYTES)
     except FileNotFoundError:
         raise file_error(path, "no such file; start from the repository's cluster.toml, or "
                                 "write one here with `corral init` (the local demo) or "
@@ -197,6 +210,10 @@ def load_cluster(path: str | os.PathLike[str]) -> ClusterConfig:
                                 "keys are described in docs/cluster-toml.md") from None
     except OSError as error:
         raise file_error(path, f"cannot be read: {error.strerror or error}") from None
+    if data is None:
+        raise file_error(path, f"holds more than {CLUSTER_TOML_MAX_BYTES >> 20} MiB: not a "
+                                "cluster.toml (a device, a stream or another file?); give the "
+                                "path of your cluster.toml", title=f"{path.name} is too large")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:

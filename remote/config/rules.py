@@ -238,6 +238,12 @@ def cross_problems(cluster: Mapping[str, Any], hosts: Sequence[Mapping[str, Any]
                         f'"{value}" needs a GPU for every rank{why}, but '
                         f"{host_where(index, host.get('name'))} has gpus = 0; {fix}")
                        for index, host in enumerate(hosts) if host.get("gpus") == 0)
+    if "exchange" in run:  # a host's own micro_batch against the run's exchange, the same rule
+        for index, host in enumerate(hosts):
+            if host.get("micro_batch") is not None:
+                values = {"micro_batch": host["micro_batch"], "exchange": run["exchange"]}
+                out.extend((host_where(index, host.get("name"), key), problem) for key, problem
+                           in relations.problems(values, KEY_NAMING, "micro_batch"))
     out.extend(_world_problems(hosts, run))
     return out
 

@@ -3,9 +3,13 @@ content-addressed.
 
 The packages go to ``<workdir>/code/<sha256 of the files>`` as one tar stream over the command
 channel (stdin of ``tar -x``), unpacked into a temporary directory that is renamed into place
-only when complete, so a host never runs a half-written tree. An unchanged tree (the final
-directory exists with its marker file) is not sent again. Each push also prunes the cache: the
-``KEEP_TREES`` most recently used trees stay, and older ones unused for ``KEEP_DAYS`` days go.
+only when complete, so a host never runs a half-written tree. Every tree carries its manifest
+(``MANIFEST``: sha256sum's line for each file, and for ``LISTING``, every entry and link
+target), and its digest is the manifest's sha256: a tree found on a host is reused only when
+``verify_command`` finds it whole and unchanged (an edited, added or removed file, a
+retargeted link), and sent again otherwise. Each push also prunes the cache: the
+``KEEP_TREES`` most recently used trees stay, and older ones unused for ``KEEP_DAYS`` days go;
+the prune never fails the push.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import io
 import shlex
 import tarfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from profiles.user_errors import CorralError, UsageError
 from remote.config.task_code import USER_CODE_DIR
@@ -26,6 +30,16 @@ from remote.hosts.transport import Transport, shell_path
 PUSHED_PACKAGES = ("trainer", "profiles")
 MARKER = CODE_TREE_MARKER
 """Written last into a pushed tree: its presence means the tree is complete."""
+MANIFEST = ".corral-manifest"
+"""In every pushed tree: ``sha256sum -c``'s line for each regular file and for ``LISTING``
+(sorted by path); the tree's digest is this file's sha256."""
+LISTING = ".corral-listing"
+"""In every pushed tree: each entry (directory, file, link and its target) as
+``LISTING_FIND`` prints it, sorted bytewise: a file added to a tree is found."""
+LISTING_FIND = (f"find . -mindepth 1 -name __pycache__ -prune -o ! -name {MARKER} "
+                "-printf '%y %p %l\\n'")
+"""How a host lists a tree for ``LISTING`` (Python's byte-code caches and the marker, written
+there after the push, aside)."""
 PUSH_TIMEOUT_S = 120.0
 KEEP_TREES = 8
 """Pushed trees a host keeps whatever their age: the most recently used."""
@@ -39,7 +53,8 @@ class CodeBundle:
     """The pushed packages as one tar archive and its content hash."""
 
     digest: str
-    """sha256 over every file's relative path and bytes (names the remote directory)."""
+    """sha256 of the tree's ``MANIFEST`` (names the remote directory): every file's path and
+    bytes and every link's target."""
     tar: bytes
     files: int
 
@@ -75,11 +90,8 @@ def user_tree(folder: Path) -> PushTree:
     return tree
 
 
-def _add_file(tar: tarfile.TarFile, digest: hashlib._Hash, rel: str, path: Path) -> None:
-    """One file into the archive and the digest (its bytes read once)."""
-    with path.open("rb") as source:
-        data = source.read()
-    digest.update(rel.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+def _tar_entry(tar: tarfile.TarFile, rel: str, data: bytes) -> None:
+    """One regular file into the archive (fixed mode, time and owner)."""
     info = tarfile.TarInfo(rel)
     info.size = len(data)
     info.mode = 0o644
@@ -87,8 +99,7 @@ def _add_file(tar: tarfile.TarFile, digest: hashlib._Hash, rel: str, path: Path)
     tar.addfile(info, io.BytesIO(data))
 
 
-def _add_link(tar: tarfile.TarFile, digest: hashlib._Hash, rel: str, target: str) -> None:
-    digest.update(rel.encode() + b"\1" + target.encode())
+def _tar_link(tar: tarfile.TarFile, rel: str, target: str) -> None:
     info = tarfile.TarInfo(rel)
     info.type = tarfile.SYMTYPE
     info.linkname = target
@@ -97,26 +108,49 @@ def _add_link(tar: tarfile.TarFile, digest: hashlib._Hash, rel: str, target: str
     tar.addfile(info)
 
 
+def _sum_line(sha: str, rel: str) -> str:
+    """``sha256sum``'s line for ``rel`` (a name with a backslash or newline escaped its way)."""
+    if "\\" in rel or "\n" in rel:
+        return f"\\{sha}  " + rel.replace("\\", "\\\\").replace("\n", "\\n") + "\n"
+    return f"{sha}  {rel}\n"
+
+
+def _listing(files: list[str], links: dict[str, str]) -> bytes:
+    """``LISTING``'s bytes for a tree of ``files`` and ``links`` (with its two own files):
+    what ``LISTING_FIND`` prints on the host, sorted as ``LC_ALL=C sort`` sorts."""
+    entries = [*files, *links, MANIFEST, LISTING]
+    dirs = {str(parent) for rel in entries for parent in PurePosixPath(rel).parents} - {"."}
+    lines = ([f"d ./{d} " for d in dirs] + [f"f ./{rel} " for rel in [*files, MANIFEST, LISTING]]
+             + [f"l ./{rel} {target}" for rel, target in links.items()])
+    return b"".join(line + b"\n" for line in sorted(line.encode() for line in lines))
+
+
 def build_bundle(packages: tuple[str, ...] = PUSHED_PACKAGES, *,
                  user_folder: Path | None = None) -> CodeBundle:
     """Hash and tar ``packages`` and a user task's folder (under ``USER_CODE_DIR``: its files
     and the links that stay inside it, within the size budget), in a deterministic archive:
-    fixed order, times and owners."""
+    fixed order, times and owners, with the tree's ``LISTING`` and ``MANIFEST``."""
     files = package_files(packages)
-    links: list[tuple[str, str]] = []
+    links: dict[str, str] = {}
     if user_folder is not None:
         tree = user_tree(user_folder)
         files += [(f"{USER_CODE_DIR}/{rel}", user_folder / rel) for rel in tree.files]
-        links = [(f"{USER_CODE_DIR}/{rel}", target) for rel, target in tree.links.items()]
-    digest = hashlib.sha256()
+        links = {f"{USER_CODE_DIR}/{rel}": target for rel, target in tree.links.items()}
+    listing = _listing([rel for rel, _ in files], links)
+    sums: list[tuple[str, str]] = [(LISTING, hashlib.sha256(listing).hexdigest())]
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for rel, path in files:
-            _add_file(tar, digest, rel, path)
-        for rel, target in links:
-            _add_link(tar, digest, rel, target)
-    return CodeBundle(digest=digest.hexdigest(), tar=buffer.getvalue(),
-                      files=len(files) + len(links))
+            data = path.read_bytes()  # read once: what is hashed is what is sent
+            sums.append((rel, hashlib.sha256(data).hexdigest()))
+            _tar_entry(tar, rel, data)
+        for rel, target in links.items():
+            _tar_link(tar, rel, target)
+        manifest = "".join(_sum_line(sha, rel) for rel, sha in sorted(sums, key=lambda s: s[0]))
+        _tar_entry(tar, LISTING, listing)
+        _tar_entry(tar, MANIFEST, manifest.encode())
+    return CodeBundle(digest=hashlib.sha256(manifest.encode()).hexdigest(),
+                      tar=buffer.getvalue(), files=len(files) + len(links))
 
 
 def code_root(workdir: str) -> str:
@@ -129,20 +163,36 @@ def code_dir(workdir: str, digest: str) -> str:
     return f"{code_root(workdir)}/{digest}"
 
 
-def present_command(workdir: str, digest: str) -> str:
-    """A shell command that exits 0 when the tree ``digest`` is complete under ``workdir``
-    (and marks it used, for ``prune_command``)."""
+def verify_command(workdir: str, digest: str) -> str:
+    """A shell command that exits 0 when the tree ``digest`` under ``workdir`` is complete and
+    unchanged: its manifest hashes to the digest, every file matches the manifest and nothing
+    was added (``LISTING``). Reading the tree once costs milliseconds; a host without GNU
+    ``find``/``sha256sum`` fails it, and the tree is then sent each time, never trusted."""
     tree = shell_path(code_dir(workdir, digest))
-    return f"test -e {tree}/{MARKER} && touch {tree}"
+    return (f"(cd {tree} && test -e {MARKER} && "
+            f"printf '%s  %s\\n' {digest} {MANIFEST} | sha256sum -c --status - && "
+            f"sha256sum -c --status --strict {MANIFEST} && "
+            f"{LISTING_FIND} | LC_ALL=C sort | cmp -s - {LISTING}) >/dev/null 2>&1")
+
+
+def present_command(workdir: str, digest: str) -> str:
+    """A shell command that exits 0 when the tree ``digest`` is complete and unchanged under
+    ``workdir`` (``verify_command``), and marks it used, for ``prune_command``."""
+    return f"{verify_command(workdir, digest)} && touch {shell_path(code_dir(workdir, digest))}"
 
 
 def prune_command(workdir: str) -> str:
     """Shell: remove the pushed trees beyond the ``KEEP_TREES`` most recently used that nobody
-    used for ``KEEP_DAYS`` days (the code cache would otherwise grow by a tree per change)."""
+    used for ``KEEP_DAYS`` days (the code cache would otherwise grow by a tree per change).
+
+    It cannot fail the script it ends (a ``set -e`` one): a tree kept is no error (``if``, not
+    ``&&``, so the loop's status is 0), and whatever else goes wrong (a tree removed by another
+    push meanwhile) is ignored: the prune is housekeeping, the push has already landed."""
     root = shell_path(code_root(workdir))
     return (f"(cd {root} && ls -1t | grep -E '^[0-9a-f]{{64}}$' | tail -n +{KEEP_TREES + 1} | "
-            f"while read -r old; do [ -n \"$(find \"$old\" -maxdepth 0 -mtime +{KEEP_DAYS})\" ] "
-            f"&& rm -rf \"$old\"; done; true)")
+            f"while read -r old; do "
+            f"if [ -n \"$(find \"$old\" -maxdepth 0 -mtime +{KEEP_DAYS})\" ]; "
+            f"then rm -rf \"$old\"; fi; done) || true")
 
 
 async def push_code(transport: Transport, bundle: CodeBundle, *,
@@ -163,11 +213,13 @@ async def push_code(transport: Transport, bundle: CodeBundle, *,
     # one filesystem. Hosts that share a workdir (local hosts, one home over NFS) may push the
     # same tree at once: `mv -T` refuses to land on a directory that exists, so the first rename
     # wins and the others drop their copy, and nobody removes a tree another host may be using.
-    # A tree without its marker (not made by a push) is set aside before ours takes its place.
+    # A tree that fails its check (no marker, an edited file) is set aside before ours takes
+    # its place.
+    intact = verify_command(transport.host.workdir, bundle.digest)
     script = (
         f"set -e; mkdir -p {parent}; tmp=$(mktemp -d {parent}/.push.XXXXXX); "
         f'trap \'rm -rf "$tmp"\' EXIT; tar -x -f - -C "$tmp"; touch "$tmp"/{shlex.quote(MARKER)}; '
-        f'if [ ! -e {marker} ] && ! mv -T "$tmp" {final} 2>/dev/null && [ ! -e {marker} ]; then '
+        f'if ! {intact} && ! mv -T "$tmp" {final} 2>/dev/null && ! {intact}; then '
         f"old=$(mktemp -d {parent}/.stale.XXXXXX); "
         f'mv -T {final} "$old/tree" 2>/dev/null || true; rm -rf "$old"; '
         f'mv -T "$tmp" {final} 2>/dev/null || true; fi; '

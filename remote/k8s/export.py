@@ -8,12 +8,14 @@ holds the ConfigMap with the pods' start script and corral's pushed code, and (u
 from __future__ import annotations
 
 import base64
-import contextlib
 import errno
 import gzip
 import json
 import os
+import re
+import secrets
 import shlex
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -139,39 +141,76 @@ def export_manifests(config: ClusterConfig, requested: str | None = None, *,
                      namespace=config.kubernetes.namespace, objects=tuple(objects))
 
 
+EXPORT_FILE_RE = re.compile(r"^[0-9]{2}-[a-z0-9]+-[a-z0-9.-]+\.yaml$")
+"""The name of a file an export writes (``K8sExport.files``): an ``--out`` folder holding
+anything else is not replaced (the swap would remove it)."""
+
+
 def write_export(export: K8sExport, out: Path) -> list[Path]:
-    """Write one file per object into ``out`` (made if missing); the paths written. All files
-    or none: a folder that cannot be made or written raises ``ExportError`` naming it, and
-    the files an earlier export wrote there stay as they were."""
+    """Write one file per object into the folder ``out``, replacing the previous export there
+    whole; the paths written.
+
+    The files are written (and synced) into a new folder beside ``out``, which then takes
+    ``out``'s place (the previous folder renamed aside, then removed): ``out`` never holds a
+    truncated file or a mix of two exports (a job from one, its code from the other, or both
+    jobs after a change of format), and any failure leaves it as it was and raises
+    ``ExportError`` naming it. A folder that holds anything else is refused, untouched."""
     files = export.files()
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} is a file, not a folder: give a folder (made if "
                           "missing), or leave out --out for one YAML stream on stdout")
+    _check_replaceable(out)
+    where = Path(os.path.abspath(out))
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        where.parent.mkdir(parents=True, exist_ok=True)
+        staged = where.parent / f".{where.name}.new-{secrets.token_hex(4)}"
+        staged.mkdir()
     except OSError as error:
         raise unwritable(out, error) from None
-    # Each file is written whole beside its name first, then all are renamed into place: a
-    # full or read-only folder leaves the previous export's files as they were, never a
-    # truncated manifest or a half-new set (a job without its code).
-    staged = {out / name: out / f".{name}.tmp-{os.getpid()}" for name in files}
     try:
-        for (path, tmp), text in zip(staged.items(), files.values(), strict=True):
-            if path.is_dir():  # a rename onto it would fail after others were made
-                raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
-            with open(tmp, "w", encoding="utf-8") as f:
+        for name, text in files.items():
+            with open(staged / name, "w", encoding="utf-8") as f:
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
-        for path, tmp in staged.items():
-            os.replace(tmp, path)
+        _swap_in(staged, where)
     except OSError as error:
         raise unwritable(out, error) from None
     finally:
-        for tmp in staged.values():
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-    return list(staged)
+        shutil.rmtree(staged, ignore_errors=True)
+    return [out / name for name in files]
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse an existing ``out`` that the swap must not remove or may not change: one
+    holding anything but an earlier export's files, or one this user cannot write."""
+    if not out.is_dir():
+        return
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
+                     if not (EXPORT_FILE_RE.match(p.name) and p.is_file()))
+    if foreign:
+        named = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if foreign[5:] else "")
+        raise ExportError(f"--out {out} holds {named}, which no export wrote: an export "
+                          "replaces its folder whole; give a new or empty folder, or one only "
+                          "an earlier export wrote")
+    if not os.access(out, os.W_OK):
+        raise unwritable(out, PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
+
+
+def _swap_in(staged: Path, out: Path) -> None:
+    """Put the folder ``staged`` in ``out``'s place, the previous ``out`` removed; on a
+    failure ``out`` is as it was."""
+    if not out.exists():
+        os.rename(staged, out)
+        return
+    aside = staged.with_name(staged.name.replace(".new-", ".old-", 1))
+    os.rename(out, aside)
+    try:
+        os.rename(staged, out)
+    except OSError:
+        os.rename(aside, out)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def unwritable(out: Path, error: OSError) -> ExportError:

@@ -17,9 +17,11 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 from profiles.user_errors import CorralError, UsageError
 from remote.config.cluster import ClusterConfig
+from remote.config.read import read_limited
 from remote.events import FINAL_RUN_STATES, StopReport
 from remote.records.disk_full import LOCAL, disk_full
 from remote.records.owner import owner_gone, owner_pid
@@ -143,14 +145,22 @@ def read_run_info_at(directory: Path) -> RunInfo:
     Fields this version does not know (written by a newer corral) are ignored.
     """
     path = directory / RunLayout.RUN_RECORD
+    data: Any = None
+    problem: str | None = None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = read_limited(path, RUN_RECORD_MAX_BYTES)
+        if raw is None:
+            problem = f"more than {RUN_RECORD_MAX_BYTES >> 20} MiB"
+        else:
+            data = json.loads(raw.decode("utf-8"))
     except (OSError, ValueError) as exc:
         raise CorralError(
             f"no run {directory.name!r} recorded under {directory.parent} "
             f"({exc.__class__.__name__}); see `corral status` for the runs of this cluster"
         ) from None
-    problem = record_problem(data)
+    except RecursionError:
+        problem = "nested too deeply"
+    problem = problem or record_problem(data)
     if problem is not None:
         raise CorralError(f"{path} is not a run record ({problem}): the run is skipped; "
                           "move the file away or restore it", title="bad run record")
@@ -180,6 +190,17 @@ def _abandoned_launch_failed(directory: Path, info: RunInfo) -> RunInfo:
     return settled
 
 
+RUN_RECORD_MAX_BYTES = 1 << 20
+"""The largest ``run.json`` read (1 MiB; a record of a thousand hosts is far smaller): a
+larger one (a device, a wrong file) is named and skipped, not read for ever."""
+LATEST_TIME = 253_402_300_799.0
+"""The last second of the year 9999: a recorded time beyond it (or before 1970, or NaN) is not
+one (``time.gmtime`` and every date shown would fail on it)."""
+PID_MAX = 1 << 22
+"""The most process ids Linux hands out (``pid_max``'s ceiling): a recorded process group is
+above 1 (init) and at most this; a stop signals ``-PGID``, so a 0 or -1 must never pass."""
+RANK_MAX = 1 << 20
+"""More ranks than any run has: a recorded rank is a whole number below it."""
 _NUMBER = (int, float)
 RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "run_id": (str,), "cluster": (str,), "state": (str,), "started": _NUMBER,
@@ -204,15 +225,31 @@ def record_problem(data: object) -> str | None:
         value = data.get(key)
         if key in data and (not isinstance(value, kinds) or isinstance(value, bool)):
             return f"{key!r} is {value!r:.40}, not {' or '.join(k.__name__ for k in kinds)}"
+    if (problem := _number_problem(data)) is not None:
+        return problem
     lists = [data["hosts"], data.get("suspect_hosts", [])]
     if any(not isinstance(h, str) for names in lists for h in names):
         return "a host name is not a string"
-    if any(not isinstance(v, int) or isinstance(v, bool)
+    if any(not isinstance(v, int) or isinstance(v, bool) or not 1 < v <= PID_MAX
            for v in (data.get("pgids") or {}).values()):
-        return "a process group id is not an integer"
-    if any(not isinstance(v, list) or not all(isinstance(r, int) for r in v)
+        return f"a process group id is not an integer in 2..{PID_MAX}"
+    if any(not isinstance(v, list) or not all(isinstance(r, int) and not isinstance(r, bool)
+                                              and 0 <= r < RANK_MAX for r in v)
            for v in (data.get("ranks") or {}).values()):
-        return "a host's ranks are not a list of integers"
+        return "a host's ranks are not a list of whole numbers from 0"
+    return None
+
+
+def _number_problem(data: dict[str, object]) -> str | None:
+    """What is wrong with a record's times and port (their types already checked), or None:
+    NaN, infinite, negative or beyond the year 9999 is no time."""
+    for key in ("started", "ended"):
+        value = data.get(key, 0.0)
+        if isinstance(value, (int, float)) and not 0.0 <= value <= LATEST_TIME:
+            return f"{key!r} is {value!r:.40}, not a time (seconds since 1970)"
+    port = data.get("port", 0)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        return f"'port' is {port!r:.40}, not a port number"
     return None
 
 

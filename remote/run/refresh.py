@@ -9,9 +9,8 @@ of a failed run never turns it into another outcome.
 
 from __future__ import annotations
 
-import shlex
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from remote.config.cluster import ClusterConfig
 from remote.events import FINAL_RUN_STATES
@@ -22,34 +21,62 @@ from remote.run.record import recorded_refresh
 from remote.run.stop import count_command, count_run_processes, counted
 from trainer.run_layout import IN_RUN_DIR
 
-LeftoverProbe = tuple[int, str, bool]
-"""Per host: processes of the run alive, the launcher's exit status (or ""), stopped on request."""
+
+@dataclass(frozen=True, kw_only=True)
+class LeftoverProbe:
+    """What one host says of a run whose processes may be alive."""
+
+    processes: int
+    """Processes of the run alive there."""
+    exit_code: str
+    """The launcher's exit status ("" while it has not exited)."""
+    stopped: bool
+    """``corral stop`` ended it."""
+    exited_at: float
+    """Unix time the launcher's exit status was written (0 when it was not)."""
 
 
 async def _probe(config: ClusterConfig, transport: Transport, info: RunInfo) -> LeftoverProbe:
     name = transport.host.name
-    run_dir = shell_path(run_dir_for(config, info.run_id))
+    run_dir = run_dir_for(config, info.run_id)
+    exit_file = shell_path(f"{run_dir}/{IN_RUN_DIR.host_file(name, 'exit')}")
+    stopped = shell_path(f"{run_dir}/{IN_RUN_DIR.host_file(name, 'stopped')}")
     script = (f"{count_command(info.run_id, transport.host)}; "
-              f"cd {run_dir} 2>/dev/null && cat {shlex.quote(IN_RUN_DIR.host_file(name, 'exit'))} "
-              f"2>/dev/null; echo; test -e {shlex.quote(IN_RUN_DIR.host_file(name, 'stopped'))} "
-              "&& echo stopped; true")
-    lines = (await transport.run(script, timeout=60.0)).stdout.split("\n")
-    return counted(name, lines[0].strip()), lines[1].strip(), "stopped" in lines[2:]
+              f"printf '%s\\n' \"$(cat {exit_file} 2>/dev/null)\" "
+              f"\"$(stat -c %Y {exit_file} 2>/dev/null)\"; "
+              f"test -e {stopped} && echo stopped; true")
+    lines = [*(await transport.run(script, timeout=60.0)).stdout.split("\n"), "", ""]
+    at = lines[2].strip()
+    return LeftoverProbe(processes=counted(name, lines[0].strip()), exit_code=lines[1].strip(),
+                         stopped="stopped" in lines[3:],
+                         exited_at=float(at) if at.isdigit() else 0.0)
 
 
 def _outcome(results: list[LeftoverProbe]) -> str:
-    if any(count for count, _, _ in results):
+    if any(r.processes for r in results):
         return "running"
-    if any(stopped for _, _, stopped in results):
+    if any(r.stopped for r in results):
         return "stopped"
-    if all(code == "0" for _, code, _ in results):
+    if all(r.exit_code == "0" for r in results):
         return "completed"
     return "failed"
 
 
+def _refreshed(info: RunInfo, results: list[LeftoverProbe]) -> RunInfo:
+    """``info`` with the state its hosts show; an outcome found here gets its end time, the
+    last launcher's exit (when this check found it, if none wrote one): a run nobody
+    followed has one like any other."""
+    state = _outcome(results)
+    if state not in FINAL_RUN_STATES:
+        return replace(info, state=state)
+    ended = info.ended or max((r.exited_at for r in results), default=0.0) or time.time()
+    return replace(info, state=state, ended=max(ended, info.started))
+
+
 def _leftovers(info: RunInfo, found: dict[str, LeftoverProbe | BaseException]) -> RunInfo:
     """``info`` with its cleanup as the suspect hosts now show it (outcome unchanged)."""
-    left = {h: r[0] for h, r in found.items() if not isinstance(r, BaseException) and r[0]}
+    left = {h: r.processes for h, r in found.items()
+            if not isinstance(r, BaseException) and r.processes}
     unreachable = {h for h, r in found.items() if isinstance(r, BaseException)}
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     if left:
@@ -97,7 +124,7 @@ async def refresh_runs_report(config: ClusterConfig, pool: HostPool
         own = [found[h] for h in hosts]
         reachable = [r for r in own if not isinstance(r, BaseException)]
         if hosts and len(reachable) == len(own):
-            updated = replace(updated, state=_outcome(reachable))
+            updated = _refreshed(updated, reachable)
         if suspects:
             updated = _leftovers(updated, {h: found[h] for h in suspects})
         recorded_refresh(config, info, updated)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,32 @@ def test_status_keeps_the_record_with_a_note_when_a_host_is_unreachable(
     assert "running" in out
     assert "the hosts of st-2 could not be reached" in out
     assert read_run_info(load_cluster(path), "st-2").state == "running"
+
+
+def test_a_detached_run_nobody_followed_gets_its_end_time_and_a_consistent_report(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 59: its report said "no outcome recorded yet" beside "completed"."""
+    path = _write_config(tmp_path, "local")
+    config = load_cluster(path)
+    started = float(int(time.time()) - 600)  # whole seconds, as the exit file's time
+    write_run_info(config, RunInfo(run_id="st-3", cluster="st", state="running",
+                                   started=started, hosts=("one",), config_path=str(path)))
+    hosts_dir = tmp_path / "runs" / "st-3" / "hosts"
+    hosts_dir.mkdir(parents=True)
+    (hosts_dir / "one.exit").write_text("0\n")
+    os.utime(hosts_dir / "one.exit", (started + 90, started + 90))  # its launcher's exit
+    assert cli.main(["-c", str(path), "status"]) == 0
+    recorded = read_run_info(config, "st-3")
+    assert (recorded.state, recorded.ended) == ("completed", started + 90)
+    capsys.readouterr()
+    assert cli.main(["-c", str(path), "report", "st-3"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "outcome completed" in out and "no outcome recorded" not in out
+    assert "ran 1m30s outcome completed" in out, out
+
+    # A record an older corral left (an outcome, no end time) is not "no outcome" either.
+    write_run_info(config, replace(recorded, ended=0.0))
+    assert cli.main(["-c", str(path), "report", "st-3"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "outcome completed" in out and "no outcome recorded" not in out
+    assert "ran not recorded (it ended with nobody following it)" in out

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from console.cli import main
 from profiles.user_errors import UsageError
 from remote.config.cluster import (
     ClusterConfig,
@@ -15,7 +16,7 @@ from remote.config.cluster import (
     HostSection,
     RunSection,
 )
-from remote.config.read import load_cluster, parse_cluster
+from remote.config.read import CLUSTER_TOML_MAX_BYTES, load_cluster, parse_cluster
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,6 +98,20 @@ def test_directory_and_non_utf8_files_are_config_errors(tmp_path: Path) -> None:
     bad.write_bytes(b'[cluster]\nname = "\xff"\n')
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_cluster(bad)
+
+
+def test_an_endless_or_huge_file_is_refused_not_read_for_ever(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 59: `corral -c /dev/zero check` read 16 GB in 30 s; now it stops at 1 MiB."""
+    assert main(["-c", "/dev/zero", "check"]) == 2
+    said = capsys.readouterr().err
+    assert "/dev/zero" in said and "more than 1 MiB" in said and "Traceback" not in said
+    huge = tmp_path / "cluster.toml"
+    huge.write_text('[cluster]\nname = "x"\n' + "# padding\n" * (CLUSTER_TOML_MAX_BYTES // 10))
+    with pytest.raises(ConfigError, match="more than 1 MiB") as info:
+        load_cluster(huge)
+    assert str(huge) in str(info.value)
 
 
 def test_invalid_toml_gives_line_and_column() -> None:
@@ -183,6 +198,15 @@ def test_host_values_are_checked_and_named(key_value: str, expected: str) -> Non
     assert expected in line
 
 
+def test_a_hosts_micro_batch_is_refused_with_the_local_exchange() -> None:
+    line = only_problem(valid('[run]\nexchange = "local"\n',
+                              hosts=HOST_A + HOST_B + "micro_batch = 4\n"))
+    assert line.startswith('hosts[1] (name "b").micro_batch: is not supported with '
+                           'exchange = "local"'), line
+    exact = parse_cluster(valid(hosts=HOST_A + HOST_B + "micro_batch = 4\n"), path="c.toml")
+    assert exact.hosts[1].micro_batch == 4  # the exact exchange takes it
+
+
 @pytest.mark.parametrize(("extra", "expected"), [
     ('[cluster_x]\n', "[cluster_x]: unknown section"),
     ("[run]\nsteps = 5\nepochs = 2\n",
@@ -210,6 +234,10 @@ def test_host_values_are_checked_and_named(key_value: str, expected: str) -> Non
     ("[run]\nsteps = 99999999999999999999\n", "[run] steps: must be at most 1000000000000"),
     ("[run]\nseed = 9223372036854775808\n", "[run] seed: must be at most"),
     ("[ssh]\nkeepalive = true\n", "[ssh] keepalive: expected a number, got a boolean"),
+    # Issue 59: local-mode settings that passed the check and failed after launch.
+    ('[run]\nexchange = "local"\nouter_lr = 1e300\n', "[run] outer_lr: 1e+300 must be at most 10"),
+    ('[run]\nexchange = "local"\nmicro_batch = 4\n',
+     '[run] micro_batch: is not supported with exchange = "local" yet'),
 ])
 def test_run_and_ssh_values_are_checked_and_named(extra: str, expected: str) -> None:
     assert expected in only_problem(valid(extra))

@@ -6,7 +6,6 @@ naming the key and the fix."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -223,93 +222,6 @@ def test_what_cannot_be_exported_is_one_line_naming_the_key_and_the_fix(
     assert "Traceback" not in err
     for name in names:
         assert name in err, (name, err)
-
-
-def test_out_writes_one_file_per_object_and_dry_run_writes_none(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out_dir = tmp_path / "manifests"
-    code, out, err = export_cli(tmp_path, THREE_IN_TWO, capsys, "--out", str(out_dir),
-                                "--dry-run")
-    assert code == 0 and not out_dir.exists()
-    assert out.startswith("---\napiVersion: v1\nkind: ConfigMap")
-    assert "kubectl apply -f" in err and "cp corral-copy:/runs/" in err
-    code, out, _ = export_cli(tmp_path, THREE_IN_TWO, capsys, "--out", str(out_dir))
-    assert code == 0
-    assert sorted(p.name for p in out_dir.iterdir()) == [
-        "01-configmap-k8s-code.yaml", "02-persistentvolumeclaim-corral-runs.yaml",
-        "03-pytorchjob-k8s.yaml"]
-    assert f"kubectl apply -f {out_dir}" in out
-
-
-def one_line_error(code: int, out: str, err: str) -> str:
-    """The message of a refused ``export``: exit 2, nothing on stdout, no traceback."""
-    assert code == 2 and out == "" and "Traceback" not in err, err
-    message = " ".join(err.split())  # rich wraps long lines at the terminal width
-    assert message.startswith("corral: cannot export to Kubernetes"), err
-    return message
-
-
-def test_out_on_an_existing_file_is_one_line_and_leaves_the_file(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    taken = tmp_path / "manifests.yaml"
-    taken.write_text("mine\n", encoding="utf-8")
-    message = one_line_error(*export_cli(tmp_path, THREE_IN_TWO, capsys, "--out", str(taken)))
-    assert f"--out {taken} is a file" in message and "give a folder" in message
-    assert taken.read_text(encoding="utf-8") == "mine\n"
-
-
-def test_out_in_a_folder_that_cannot_be_made_is_one_line(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # Below a regular file no folder can be made, even as root (the tests run as root here,
-    # where a chmod-ed read-only folder is still writable: that case has its own test below).
-    blocker = tmp_path / "plain-file"
-    blocker.write_text("", encoding="utf-8")
-    out_dir = blocker / "manifests"
-    message = one_line_error(*export_cli(tmp_path, THREE_IN_TWO, capsys, "--out", str(out_dir)))
-    assert f"cannot write into --out {out_dir}" in message
-    assert "give a folder you can write to" in message
-
-
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
-                    reason="root writes into a read-only folder; the folder-below-a-file test "
-                    "covers the same error line")
-def test_out_in_a_read_only_folder_is_one_line_and_writes_nothing(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    read_only = tmp_path / "ro"
-    read_only.mkdir()
-    read_only.chmod(0o500)
-    try:
-        message = one_line_error(*export_cli(tmp_path, THREE_IN_TWO, capsys,
-                                             "--out", str(read_only)))
-        assert f"cannot write into --out {read_only}" in message
-        assert list(read_only.iterdir()) == []
-    finally:
-        read_only.chmod(0o700)
-
-
-def test_a_write_failing_half_way_takes_back_the_files_already_written(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out_dir = tmp_path / "manifests"
-    # The third manifest's name is taken by a folder: its write fails after two files.
-    (out_dir / "03-pytorchjob-k8s.yaml").mkdir(parents=True)
-    message = one_line_error(*export_cli(tmp_path, THREE_IN_TWO, capsys, "--out", str(out_dir)))
-    assert f"cannot write into --out {out_dir}" in message
-    assert [path.name for path in out_dir.iterdir()] == ["03-pytorchjob-k8s.yaml"]
-
-
-def test_a_failed_rewrite_keeps_the_previous_exports_files(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out_dir = tmp_path / "manifests"
-    code, _, _ = export_cli(tmp_path, THREE_IN_TWO, capsys, "--out", str(out_dir))
-    assert code == 0
-    before = {path.name: path.read_bytes() for path in out_dir.iterdir()}
-    # The rewrite cannot stage its last file (as on a full disk): nothing may change.
-    last = sorted(before)[-1]
-    (out_dir / f".{last}.tmp-{os.getpid()}").mkdir()
-    message = one_line_error(*export_cli(tmp_path, THREE_IN_TWO, capsys, "--out", str(out_dir)))
-    assert f"cannot write into --out {out_dir}" in message
-    after = {path.name: path.read_bytes() for path in out_dir.iterdir() if path.is_file()}
-    assert after == before
 
 
 def test_each_pod_finds_its_host_by_the_index_its_controller_gives_it(tmp_path: Path) -> None:

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
 import pytest
 
 from remote.hosts.pool import HostPool
-from remote.hosts.push import MARKER, build_bundle, code_dir, package_files, push_code
+from remote.hosts.push import (
+    KEEP_TREES,
+    MARKER,
+    build_bundle,
+    code_dir,
+    code_root,
+    package_files,
+    push_code,
+)
 
 
 def _package(root: Path, text: str) -> None:
@@ -53,5 +62,33 @@ async def test_push_sends_once_and_again_only_when_the_tree_changes(
         # Nothing half-written is left beside the trees.
         assert sorted(p.name for p in remote.parent.iterdir()) == sorted(
             [first.digest, second.digest])
+    finally:
+        await pool.aclose()
+
+
+@pytest.mark.sshd
+async def test_a_host_holding_many_recent_trees_takes_the_next_push_over_ssh(
+    sshd_cluster, tmp_path: Path
+) -> None:
+    """Issue 59: with 9+ recent trees in the cache every push failed (the prune's status)."""
+    cluster = sshd_cluster(1)
+    pool = HostPool(cluster.config())
+    try:
+        transport = await pool.get("h0")
+        root = Path(code_root(transport.host.workdir))
+        root.mkdir(parents=True, exist_ok=True)
+        held = {hashlib.sha256(str(i).encode()).hexdigest() for i in range(3 * KEEP_TREES)}
+        for name in held:
+            (root / name).mkdir()
+            (root / name / MARKER).touch()
+        bundle = build_bundle()
+        assert await push_code(transport, bundle) is True
+        assert await push_code(transport, bundle) is False
+        assert {p.name for p in root.iterdir()} == held | {bundle.digest}
+        # A tree edited on the host is not trusted: the next push sends it again.
+        (Path(code_dir(transport.host.workdir, bundle.digest)) / "trainer" /
+         "__init__.py").write_text("raise SystemExit('tampered')\n")
+        assert await push_code(transport, bundle) is True
+        assert await push_code(transport, bundle) is False
     finally:
         await pool.aclose()

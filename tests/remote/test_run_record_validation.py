@@ -16,7 +16,7 @@ from remote.records.runs import record_problem
 
 GOOD = {"run_id": "t-1", "cluster": "t", "state": "completed", "started": 1.0,
         "hosts": ["h"], "ended": 2.0}
-BAD = {
+BAD: dict[str, object] = {
     "a list": [],
     "null": None,
     "started is a string": {**GOOD, "started": "x"},
@@ -25,7 +25,23 @@ BAD = {
     "no state": {k: v for k, v in GOOD.items() if k != "state"},
     "ranks are strings": {**GOOD, "ranks": {"h": ["0"]}},
     "port is true": {**GOOD, "port": True},
+    # Issue 59: numbers that parse but mean nothing, and nesting, crashed every command.
+    "started is NaN": {**GOOD, "started": float("nan")},
+    "started is 1e300": {**GOOD, "started": 1e300},
+    "started is -1e18": {**GOOD, "started": -1e18},
+    "ended is infinite": {**GOOD, "ended": float("inf")},
+    "a pgid is 0": {**GOOD, "pgids": {"h": 0}},
+    "a pgid is -1": {**GOOD, "pgids": {"h": -1}},
+    "port is 70000": {**GOOD, "port": 70000},
+    "a rank is negative": {**GOOD, "ranks": {"h": [-1]}},
 }
+RAW = {
+    # Deeper than any parser's recursion: raw text (json.dumps cannot write it).
+    "deep nesting": '{"run_id": "t-1", "cluster": "t", "state": "completed", "started": 1.0, '
+                    '"hosts": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    "3 MiB": json.dumps({**GOOD, "detail": "x" * (3 << 20)}),
+}
+"""Records as raw text; "endless" is a ``run.json`` that never ends (a link to /dev/zero)."""
 
 
 def cluster(tmp_path: Path) -> Path:
@@ -36,15 +52,19 @@ def cluster(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("what", sorted(BAD))
+@pytest.mark.parametrize("what", [*sorted(BAD), *RAW, "endless"])
 def test_a_bad_record_is_named_and_skipped_by_every_command(
     what: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = cluster(tmp_path)
     run_dir = tmp_path / "runs" / "t-1"
     run_dir.mkdir(parents=True)
-    (run_dir / "run.json").write_text(json.dumps(BAD[what]), encoding="utf-8")
-    assert record_problem(BAD[what]) is not None
+    if what == "endless":
+        (run_dir / "run.json").symlink_to("/dev/zero")
+    else:
+        text = RAW[what] if what in RAW else json.dumps(BAD[what])
+        (run_dir / "run.json").write_text(text, encoding="utf-8")
+    assert what not in BAD or record_problem(BAD[what]) is not None
     for command in (["status"], ["report"], ["report", "t-1"], ["attach", "t-1", "--headless"],
                     ["stop", "t-1"]):
         began = time.monotonic()

@@ -232,6 +232,18 @@ may take
 outer_momentum = 1.0
 --outer-momentum 1.0 must be in [0, 1)
 [run] outer_momentum: 1.0 must be in [0, 1)
+
+outer_lr = 1e300
+--outer-lr 1e+300 must be at most 10: the outer step multiplies the islands' averaged change by \
+it (0.7 is the default)
+[run] outer_lr: 1e+300 must be at most 10: the outer step multiplies the islands' averaged \
+change by it (0.7 is the default)
+
+micro_batch = 4; exchange = "local"
+--micro-batch is not supported with --exchange local yet: each island runs its share in one \
+pass; leave --micro-batch out, or lower --global-batch
+[run] micro_batch: is not supported with exchange = "local" yet: each island runs its share in \
+one pass; leave micro_batch out, or lower global_batch
 """
 """Per relation: the ``[run]`` values (``;`` between keys), the trainer's message for the
 same flags, cluster.toml's message."""
@@ -244,8 +256,8 @@ def test_each_relation_is_one_message_on_both_sides(
 ) -> None:
     values = {k: tuple(v) if isinstance(v, list) else v
               for k, v in tomllib.loads(toml.replace("; ", "\n")).items()}
-    with pytest.raises(UsageError) as info:
-        TrainConfig(**values)
+    with pytest.raises(UsageError) as info:  # the trainer's micro_batch: one per rank
+        TrainConfig(**{k: (v,) if k == "micro_batch" else v for k, v in values.items()})
     assert str(info.value) == flag_message
     assert f"cluster.toml: {key_message}\n" in toml_problems(values) + "\n"
 

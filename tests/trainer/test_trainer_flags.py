@@ -30,7 +30,7 @@ EVERY_FIELD_CHANGED = {
     "pin_cores": False, "prefetch": "on", "cores": "0-3,8", "slowdown": (1.0, 2.5),
     "slowdown_at": (SlowdownChange(step=5, rank=1, factor=3.0),
                     SlowdownChange(step=9, rank=0, factor=1.5)),
-    "resources_every": 0.5, "micro_batch": (8, None), "exchange": "local", "round_steps": 12,
+    "resources_every": 0.5, "micro_batch": (None, None), "exchange": "local", "round_steps": 12,
     "round_exchange": 0.1, "outer_lr": 0.5, "outer_momentum": 0.8, "islands": (0, 1),
     "link_mbit": 72.5,
 }
@@ -51,6 +51,22 @@ def test_every_field_round_trips_through_its_launch_flags(
     assert parse_config(flags.config_flags(defaults)) == defaults
     dashed = replace(defaults, data_dir="-data", run_dir="--run", micro_batch=(None,))
     assert parse_config(flags.config_flags(dashed)) == dashed  # values that look like flags
+    micro = replace(defaults, micro_batch=(8, None))  # not with the local exchange (above)
+    assert parse_config(flags.config_flags(micro)) == micro
+
+
+@pytest.mark.parametrize(("words", "expected"), [
+    (["--exchange", "local", "--outer-lr", "1e300"], "--outer-lr 1e+300 must be at most 10"),
+    (["--exchange", "local", "--micro-batch", "4"],
+     "--micro-batch is not supported with --exchange local yet"),
+    (["--exchange", "local", "--micro-batch=-,4"], "--micro-batch is not supported"),
+])
+def test_local_exchange_settings_are_refused_before_any_rank_starts(
+        words: list[str], expected: str) -> None:
+    """Issue 59: these passed every check and failed in the ranks after launch."""
+    with pytest.raises(UsageError, match=expected.replace("+", r"\+")):
+        parse_config(words)
+    assert parse_config(["--exchange", "local", "--micro-batch=-"]).micro_batch == (None,)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -76,9 +76,6 @@ class LocalTrainer:
                  task: Task, order: GlobalBatchOrder, events: EventWriter, stop: StopSignals,
                  run: RunProgress, placement: Placement | None = None) -> None:
         """``placement``: where this rank runs (applied before; the exact loop's signature)."""
-        if config.micro_batch is not None:  # every rank stops here, before its first collective
-            raise UsageError("--micro-batch is not supported with --exchange local yet; "
-                             "lower --global-batch instead")
         self.config, self.task, self.order, self.run = config, task, order, run
         self.rank, self.world, self.device, self.events = info.rank, info.world_size, device, events
         self.stop = stop

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trainer.settings.run_settings import DATASETS_ON_DISK
+from trainer.settings.run_settings import DATASETS_ON_DISK, OUTER_LR_MAX
 
 WORLD = "world"
 """The pseudo-field holding the number of ranks, in the values only where it is known."""
@@ -220,3 +220,21 @@ def _outer_momentum(v: Mapping[str, Any], n: Naming) -> str:
         return f"{n.value('outer_momentum', v['outer_momentum'])} must be in [0, 1)"
     return ""
 
+
+@relation("outer_lr")
+def _outer_lr(v: Mapping[str, Any], n: Naming) -> str:
+    if not v["outer_lr"] <= OUTER_LR_MAX:
+        return (f"{n.value('outer_lr', v['outer_lr'])} must be at most {OUTER_LR_MAX:g}: the "
+                "outer step multiplies the islands' averaged change by it (0.7 is the default)")
+    return ""
+
+
+@relation("micro_batch", "exchange")
+def _micro_batch_local(v: Mapping[str, Any], n: Naming) -> str:
+    given = v["micro_batch"]  # one value ([run]) or one per rank (the trainer's flag)
+    if v["exchange"] == "local" and any(m is not None for m in
+                                        (given if isinstance(given, tuple) else (given,))):
+        return (f"is not supported with {n.set('exchange', 'local')} yet: each island runs "
+                f"its share in one pass; leave {n.name('micro_batch')} out, or lower "
+                f"{n.name('global_batch')}")
+    return ""

@@ -68,6 +68,11 @@ SCHEDULE = "learning-rate schedule and clipping"
 EVALUATION = "evaluation"
 EXCHANGE = "exchange between hosts (exact or low-communication)"
 """The ``python -m trainer --help`` groups, in the order they first appear."""
+OUTER_LR_MAX = 10.0
+"""The largest ``outer_lr``: the outer step moves the parameters by it times the islands'
+averaged change (1 with no momentum: plain averaging; DiLoCo's 0.7 with Nesterov 0.9 is about
+7 times in a steady state); far beyond, the first round's step leaves every trained value
+(1e300: infinite parameters) and the run fails after launch."""
 
 
 def setting(group: str, *, at_least: float | None = None, above: float | None = None,
@@ -180,7 +185,8 @@ class RunSettings:
     """``local`` with ``round_steps`` not set: the largest fraction of a round its exchange
     may take (the round is made long enough); below 1."""
     outer_lr: float = field(default=0.7, metadata=setting(EXCHANGE, above=0))
-    """``local``: learning rate of the outer step on the averaged parameter change."""
+    """``local``: learning rate of the outer step on the averaged parameter change; at most
+    10 (``OUTER_LR_MAX``)."""
     outer_momentum: float = field(default=0.9, metadata=setting(EXCHANGE, at_least=0))
     """``local``: Nesterov momentum of the outer step (0 = plain averaging, scaled by
     ``outer_lr``); below 1."""
