@@ -194,6 +194,33 @@ class SshTransport:
             raise RemoteCommandError(self.host.name, done)
         return done
 
+    async def run_fed(self, command: str, feed: AsyncIterator[bytes], *,
+                      timeout: float = 60.0) -> CompletedCommand:
+        """Run ``command`` fed by ``feed``; see ``Transport.run_fed``."""
+        sent, env_input = with_host_env(self.host.env, command, None)
+        process: asyncssh.SSHClientProcess[bytes] | None = None
+        try:
+            process = await self._conn.create_process(sent, encoding=None)
+            with contextlib.suppress(BrokenPipeError, asyncssh.DisconnectError):
+                process.stdin.write(env_input or b"")
+                async for chunk in feed:
+                    process.stdin.write(chunk)
+                    await process.stdin.drain()  # bounded: one chunk in flight per host
+                process.stdin.write_eof()
+            result = await asyncio.wait_for(process.wait(check=False), timeout)
+        except asyncio.TimeoutError:
+            raise RemoteTimeout(
+                f"on {self.host.name}: `{_short(command)}` did not finish within {timeout:g} s"
+            ) from None
+        except (asyncssh.Error, OSError) as exc:
+            raise ConnectionLost(f"connection to {self.host.name} lost: {_cause(exc)}") from None
+        finally:
+            if process is not None and process.exit_status is None:
+                process.close()
+        status = result.exit_status if result.exit_status is not None else -1
+        return CompletedCommand(command=command, exit_status=status,
+                                stdout=_text(result.stdout), stderr=_text(result.stderr))
+
     async def stream(self, command: str) -> AsyncIterator[str]:
         """Yield ``command``'s stdout lines; see ``Transport.stream``."""
         sent, env_input = with_host_env(self.host.env, command, None)

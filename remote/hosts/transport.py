@@ -185,6 +185,13 @@ class Transport(Protocol):
         """Run a POSIX sh command line; raise ``RemoteTimeout`` after ``timeout`` seconds."""
         ...
 
+    async def run_fed(self, command: str, feed: AsyncIterator[bytes], *,
+                      timeout: float = 60.0) -> CompletedCommand:
+        """Run ``command`` with ``feed``'s chunks as its standard input, each written when the
+        channel has room (memory bounded by a chunk, whatever the total); ``timeout`` counts
+        from the end of the feed."""
+        ...
+
     def stream(self, command: str) -> AsyncIterator[str]:
         """Run a long-lived command and yield its stdout lines (without newline) as they come.
 
@@ -232,6 +239,30 @@ class LocalTransport:
         if check and not done.ok:
             raise RemoteCommandError(self.host.name, done)
         return done
+
+    async def run_fed(self, command: str, feed: AsyncIterator[bytes], *,
+                      timeout: float = 60.0) -> CompletedCommand:
+        """Run ``command`` fed by ``feed``; see ``Transport.run_fed``."""
+        sent, env_input = with_host_env(self.host.env, command, None)
+        proc = await asyncio.create_subprocess_exec(
+            "sh", "-c", sent, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        assert proc.stdin is not None
+        try:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                proc.stdin.write(env_input or b"")
+                async for chunk in feed:
+                    proc.stdin.write(chunk)
+                    await proc.stdin.drain()
+                proc.stdin.close()
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        except BaseException:
+            _kill_group(proc.pid)
+            await proc.wait()
+            raise
+        return CompletedCommand(command=command, exit_status=proc.returncode or 0,
+                                stdout=out.decode(errors="replace"),
+                                stderr=err.decode(errors="replace"))
 
     async def stream(self, command: str) -> AsyncIterator[str]:
         """Yield ``command``'s stdout lines; see ``Transport.stream``."""

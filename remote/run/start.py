@@ -28,6 +28,7 @@ from remote.hosts.push import CodeBundle, build_bundle
 from remote.hosts.transport import Transport
 from remote.records.collected import CollectedCopy
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
+from remote.run.data_push import sync_run_data
 from remote.run.launch import LaunchPlan, launch_host
 from remote.run.lifecycle import LaunchFailed
 from remote.run.stream import remote_sizes
@@ -154,6 +155,8 @@ async def push_code_to_hosts(launch: Launch) -> AsyncGenerator[RunEvent, None]:
              else "already on every host, nothing sent")
     yield LogLine(t=time.time(), host="*", rank=None,
                   text=f"code {code.digest[:12]}: {where} ({code.files} files)")
+    async for data_event in sync_run_data(launch.pool, launch.config, launch.run_dir):
+        yield data_event
 
 
 def _plan(launch: Launch) -> None:
