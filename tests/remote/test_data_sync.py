@@ -171,3 +171,35 @@ def test_an_unchanged_file_is_hashed_once(tmp_path: Path) -> None:
     again = HashCache(tmp_path / "hashes.json")
     collect(repo, True, repo, again)
     assert not again.changed  # read from the cache: nothing hashed
+
+
+async def test_a_path_the_hosts_must_have_is_checked_on_each(tmp_path: Path) -> None:
+    repo = _repo(tmp_path, files=1)
+    there = tmp_path / "mnt" / "datasets"
+    there.mkdir(parents=True)
+    data = collect(repo, (str(there), str(tmp_path / "nowhere")), repo,
+                   HashCache(tmp_path / "hashes.json"))
+    assert data.host_paths == (str(there), str(tmp_path / "nowhere"))
+    found = await probe(_host(tmp_path), data, None)
+    assert found.missing == (str(tmp_path / "nowhere"),)
+    problem = plan_problem("b", data, found)
+    assert problem == (f"[run] data names {tmp_path / 'nowhere'}, which b does not have: put it "
+                       "there, or name a path inside the launch folder to send it")
+
+
+@pytest.mark.parametrize(("data", "says"), [
+    ('["data/missing"]', "'data/missing'"),
+    ('["../other"]', "is outside the launch folder"),
+    ('[""]', "an empty path"),
+])
+def test_run_data_paths_are_checked_before_anything_starts(tmp_path: Path, data: str,
+                                                           says: str) -> None:
+    from remote.config.errors import ConfigError
+    from remote.config.read import parse_cluster
+
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    with pytest.raises(ConfigError) as refused:
+        parse_cluster('[cluster]\nname = "s"\n[[hosts]]\nname = "a"\naddress = "local"\n'
+                      f'[run]\nscript = "train.py"\ndata = {data}\n',
+                      path=tmp_path / "cluster.toml")
+    assert "[run] data" in str(refused.value) and says in str(refused.value)
