@@ -189,3 +189,32 @@ def collect(folder: Path, data: bool | tuple[str, ...], base: Path,
     links = {rel: why for rel, why in links.items()
              if not any(n is not None and (rel == n or rel.startswith(n + "/")) for n in named)}
     return data_set(folder, sources, links, tuple(host_paths), cache)
+
+
+def data_line(folder: Path, data: bool | tuple[str, ...], base: Path) -> str | None:
+    """What data will travel, in one line, from sizes alone (nothing read or hashed): for
+    ``corral check`` and ``--dry-run``; None when there is none."""
+    if data is False:
+        return "no data sent ([run] data = false)"
+    tree = walk_tree(folder)
+    sizes = dict(tree.data)
+    outside = []
+    for written in data if isinstance(data, tuple) else ():
+        rel = inside(folder, written, base)
+        if rel is None:
+            outside.append(written)
+        else:
+            sizes.update({name: path.stat().st_size
+                          for name, path in named_files(folder, rel).items()})
+    if not sizes and not outside:
+        return None
+    largest = sorted(sizes.items(), key=lambda item: -item[1])[:3]
+    parts = [f"{len(sizes)} files, {sum(sizes.values()) / 2**20:.1f} MiB by the data sync "
+             "(cached per host: only what changed is sent; in place where a host sees this "
+             "machine's files)"] if sizes else []
+    if largest:
+        parts.append("largest " + ", ".join(f"{rel} ({size / 2**20:.1f} MiB)"
+                                            for rel, size in largest))
+    if outside:
+        parts.append("on every host already: " + ", ".join(outside))
+    return "data: " + "; ".join(parts)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from profiles.user_errors import CorralError
 from remote.checks.plan import HostPlan, LaunchFacts, PlanError, master_address, plan_cluster
 from remote.checks.preflight import check_and_plan
-from remote.checks.script_imports import LEFT_OUT_CHECK, SCRIPT_KEYS_CHECK
+from remote.checks.script_imports import DATA_CHECK, LEFT_OUT_CHECK, SCRIPT_KEYS_CHECK
 from remote.checks.task_import import push_and_check_code
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.config.task_code import user_code
@@ -112,7 +112,8 @@ async def run_check(launch: Launch) -> AsyncGenerator[RunEvent, None]:
     launch.report = report
     _refuse_failed(report)
     for item in report.items:  # the check's warnings: ignored keys, left out, optional imports
-        if item.name in (SCRIPT_KEYS_CHECK, LEFT_OUT_CHECK) or item.detail.startswith("warning:"):
+        if (item.name in (SCRIPT_KEYS_CHECK, LEFT_OUT_CHECK, DATA_CHECK)
+                or item.detail.startswith("warning:")):
             yield LogLine(t=time.time(), host="*", rank=None, text=f"corral: {item.detail}")
 
 
