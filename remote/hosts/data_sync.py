@@ -120,7 +120,7 @@ def cache_dir(workdir: str) -> str:
 
 
 @dataclass
-class Progress:
+class DataProgress:
     """One host's sync as it goes: what ``corral run`` and the console show."""
 
     host: str
@@ -221,7 +221,7 @@ def link_lines(data: DataSet, shared: bool) -> list[list[str]]:
     return files + [[link.target, link.rel] for link in data.links]
 
 
-async def _feed(head: Mapping[str, object], files: list[DataFile], progress: Progress
+async def _feed(head: Mapping[str, object], files: list[DataFile], progress: DataProgress
                 ) -> AsyncIterator[bytes]:
     yield (json.dumps(head) + "\n").encode()
     for file in files:
@@ -238,7 +238,7 @@ async def _feed(head: Mapping[str, object], files: list[DataFile], progress: Pro
 
 
 async def sync_host(transport: Transport, data: DataSet, found: HostData, manifest: str,
-                    progress: Progress) -> Progress:
+                    progress: DataProgress) -> DataProgress:
     """Send the files ``found`` lacks and write the host's link list ``manifest``."""
     missing = [] if found.shared else [
         f for sha, f in data.unique().items() if sha not in found.have]

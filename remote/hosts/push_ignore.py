@@ -168,11 +168,16 @@ def folder_rules(folder: Path) -> FolderRules:
 
 
 def rule_for(rules: FolderRules, rel: PurePosixPath, is_dir: bool) -> str | None:
-    """The pattern that leaves ``rel`` out, as written (``data/`` in .gitignore), or None."""
-    for name, patterns in ((IGNORE_FILE, rules.own), (GIT_IGNORE_FILE, rules.git),
-                           ("corral's defaults", rules.junk)):
+    """The pattern that leaves ``rel`` out, as written, with the file it is in
+    (``*.bin (.gitignore)``); None when none does."""
+    named = ((IGNORE_FILE, rules.own), ("corral's defaults", rules.junk),
+             (GIT_IGNORE_FILE, rules.git))
+    for name, patterns in named:
         for pattern in reversed(patterns):
-            if pattern.matches(rel, is_dir) and not pattern.negated:
+            if pattern.matches(rel, is_dir):
+                if pattern.negated:
+                    break  # sent again by this file: an earlier file's pattern decides
+                anchor = "/" if pattern.anchored else ""
                 trail = "/" if pattern.directories_only else ""
-                return f"{'!' if pattern.negated else ''}{pattern.glob}{trail} ({name})"
+                return f"{anchor}{pattern.glob}{trail} ({name})"
     return None

@@ -18,9 +18,9 @@ from remote.config.cluster import ClusterConfig
 from remote.config.task_code import user_code
 from remote.events import LogLine, RunEvent
 from remote.hosts.data_sync import (
+    DataProgress,
     HostData,
     Marker,
-    Progress,
     plan_problem,
     probe,
     sync_host,
@@ -77,7 +77,7 @@ async def sync_run_data(pool: HostPool, config: ClusterConfig, run_dir: str
         return
     found = await _probe_all(pool, data)
     layout = RunLayout(run_dir)
-    progress = {name: Progress(host=name) for name in found}
+    progress = {name: DataProgress(host=name) for name in found}
     syncing = asyncio.ensure_future(pool.gather(
         lambda t: sync_host(t, data, found[t.host.name],
                             layout.host_file(t.host.name, "data"), progress[t.host.name]),

@@ -16,8 +16,8 @@ import pytest
 from remote.config.cluster import HostSection
 from remote.hosts.data_sync import (
     STAMP_NS,
+    DataProgress,
     HostData,
-    Progress,
     cache_dir,
     plan_problem,
     probe,
@@ -47,11 +47,11 @@ def _data(repo: Path, tmp_path: Path) -> DataSet:
     return collect(repo, True, repo, HashCache(tmp_path / "hashes.json"))
 
 
-async def _sync(transport: LocalTransport, data: DataSet, tmp_path: Path) -> Progress:
+async def _sync(transport: LocalTransport, data: DataSet, tmp_path: Path) -> DataProgress:
     found = await probe(transport, data, None)
     assert plan_problem(transport.host.name, data, found) is None
     manifest = str(tmp_path / "run" / "hosts" / f"{transport.host.name}.data")
-    return await sync_host(transport, data, found, manifest, Progress(host=transport.host.name))
+    return await sync_host(transport, data, found, manifest, DataProgress(host=transport.host.name))
 
 
 async def test_a_second_sync_sends_nothing_and_a_changed_file_goes_alone(tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ async def test_a_sync_killed_mid_file_is_never_used_and_the_next_one_completes(
     host = _host(tmp_path)
     data = _data(repo, tmp_path)
     found = await probe(host, data, None)
-    progress = Progress(host="b")
+    progress = DataProgress(host="b")
     syncing = asyncio.ensure_future(sync_host(host, data, found, str(tmp_path / "m"), progress))
     deadline = asyncio.get_running_loop().time() + 60
     while progress.sent_bytes < 8 * 2**20:  # well into the file, far from its end

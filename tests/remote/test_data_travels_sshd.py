@@ -112,3 +112,31 @@ async def test_data_travels_once_and_only_what_changed(sshd_cluster, tmp_path: P
     # Named in [run] data, its files are sent to h1 under the link's name.
     named = replace(config, run=replace(config.run, data=(str(repo / "edu_fineweb10B"),)))
     assert "data on h1: 1 files sent (0.0 MiB), 50 already cached" in await _sync(named)
+
+
+async def test_a_file_the_script_could_not_open_is_explained_in_the_run_status(
+        tmp_path: Path) -> None:
+    import sys
+
+    from console.follow import status_line
+    from remote.config.cluster import ClusterSection, HostSection
+
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    (repo / "data" / "input.txt").write_text("First Citizen:\n")
+    (repo / "train.py").write_text("open('data/input.txt').read()\n")
+    (repo / ".corralignore").write_text("data/\n")
+    config = ClusterConfig(
+        path=repo / "cluster.toml",
+        cluster=ClusterSection(name="nf", master="h0", run_root=str(tmp_path / "runs")),
+        hosts=(HostSection(name="h0", address="local", python=sys.executable,
+                           workdir=str(tmp_path / "work"), gpus=0, nproc=1, threads=1),),
+        run=RunSection(script=str(repo / "train.py")))
+    run_id, events = await run_to_end(config)
+    final = events[-1]
+    assert isinstance(final, RunStatus) and final.state == "failed", final
+    assert run_processes(run_id) == []
+    printed = status_line(final)  # what `corral run` prints; the console and report keep it
+    assert "FileNotFoundError" in printed
+    assert (f"data/input.txt is in {repo} but did not travel: data was left out by data/ "
+            f"(.corralignore); the line !/data/ in {repo / '.corralignore'} sends it") in printed
