@@ -26,14 +26,16 @@ import asyncio
 import json
 import os
 import secrets
+import shlex
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from profiles.user_errors import CorralError
+from remote.config.cluster import HostSection
 from remote.hosts.data_tree import CHUNK_BYTES, DataFile, DataSet
-from remote.hosts.interpreter import last_json, python_c
+from remote.hosts.interpreter import last_json, python_word
 from remote.hosts.transport import Transport
 
 STAMP_NS = 86_400 * 10**9
@@ -114,6 +116,12 @@ os.replace(tmp, manifest)
 """
 
 
+def _python(host: HostSection, code: str) -> str:
+    """``python -S -c CODE``: the standard library alone (no site packages to scan: a sync
+    that sends nothing costs two interpreter starts per host, so each must be quick)."""
+    return f"{python_word(host)} -S -c {shlex.quote(code)}"
+
+
 def cache_dir(workdir: str) -> str:
     """A host's data cache (unexpanded ``~`` kept)."""
     return f"{workdir.rstrip('/')}/data"
@@ -175,7 +183,7 @@ async def probe(transport: Transport, data: DataSet, marker: tuple[str, str] | N
            "files": [[sha, f.size] for sha, f in data.unique().items()],
            "marker": list(marker) if marker else None,
            "paths": list(data.host_paths) + [link.target for link in data.links]}
-    done = await transport.run(python_c(transport.host, PROBE_PY), timeout=120.0,
+    done = await transport.run(_python(transport.host, PROBE_PY), timeout=120.0,
                                input=(json.dumps(ask) + "\n").encode())
     answer = last_json(done.stdout)
     if answer is None:
@@ -248,7 +256,7 @@ async def sync_host(transport: Transport, data: DataSet, found: HostData, manife
     head = {"cache": cache_dir(transport.host.workdir),
             "files": [[f.sha256, f.size] for f in missing], "manifest": manifest,
             "links": link_lines(data, found.shared)}
-    done = await transport.run_fed(python_c(transport.host, RECEIVE_PY),
+    done = await transport.run_fed(_python(transport.host, RECEIVE_PY),
                                    _feed(head, missing, progress), timeout=SYNC_TIMEOUT_S)
     if not done.ok:
         raise DataSyncError(f"data sync to {transport.host.name} failed: "
