@@ -168,6 +168,21 @@ def inside(folder: Path, written: str, base: Path) -> str | None:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else None
 
 
+def _sources(folder: Path, data: tuple[str, ...], base: Path
+             ) -> tuple[dict[str, Path], list[str]]:
+    """The files ``[run] data``'s paths inside ``folder`` send (by their path in the working
+    directory), and its paths outside it."""
+    sources: dict[str, Path] = {}
+    outside = []
+    for written in data:
+        rel = inside(folder, written, base)
+        if rel is None:
+            outside.append(written)
+        else:
+            sources.update(named_files(folder, rel))
+    return sources, outside
+
+
 def collect(folder: Path, data: bool | tuple[str, ...], base: Path,
             cache: HashCache | None = None) -> DataSet:
     """The run's ``DataSet``: the launch folder's data (``data = false``: none), the paths
@@ -175,19 +190,13 @@ def collect(folder: Path, data: bool | tuple[str, ...], base: Path,
     and outside it (what the hosts have); ``base`` is cluster.toml's folder."""
     if data is False:
         return DataSet(folder=folder)
+    named = data if isinstance(data, tuple) else ()
     tree = walk_tree(folder)
-    sources = {rel: folder / rel for rel in tree.data}
-    host_paths = []
-    for written in data if isinstance(data, tuple) else ():
-        rel = inside(folder, written, base)
-        if rel is None:
-            host_paths.append(written)
-        else:
-            sources.update(named_files(folder, rel))
-    links = {rel: why for rel, why in tree.left_out.items() if (folder / rel).is_symlink()}
-    named = [inside(folder, w, base) for w in (data if isinstance(data, tuple) else ())]
-    links = {rel: why for rel, why in links.items()
-             if not any(n is not None and (rel == n or rel.startswith(n + "/")) for n in named)}
+    extra, host_paths = _sources(folder, named, base)
+    sources = {rel: folder / rel for rel in tree.data} | extra
+    inside_named = [rel for rel in (inside(folder, w, base) for w in named) if rel is not None]
+    links = {rel: why for rel, why in tree.left_out.items() if (folder / rel).is_symlink()
+             and not any(rel == n or rel.startswith(n + "/") for n in inside_named)}
     return data_set(folder, sources, links, tuple(host_paths), cache)
 
 
@@ -196,16 +205,9 @@ def data_line(folder: Path, data: bool | tuple[str, ...], base: Path) -> str | N
     ``corral check`` and ``--dry-run``; None when there is none."""
     if data is False:
         return "no data sent ([run] data = false)"
-    tree = walk_tree(folder)
-    sizes = dict(tree.data)
-    outside = []
-    for written in data if isinstance(data, tuple) else ():
-        rel = inside(folder, written, base)
-        if rel is None:
-            outside.append(written)
-        else:
-            sizes.update({name: path.stat().st_size
-                          for name, path in named_files(folder, rel).items()})
+    extra, outside = _sources(folder, data if isinstance(data, tuple) else (), base)
+    sizes = dict(walk_tree(folder).data) | {rel: path.stat().st_size
+                                            for rel, path in extra.items()}
     if not sizes and not outside:
         return None
     largest = sorted(sizes.items(), key=lambda item: -item[1])[:3]

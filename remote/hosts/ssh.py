@@ -170,9 +170,31 @@ class SshTransport:
     ) -> CompletedCommand:
         """Run ``command`` on the host; see ``Transport.run``."""
         sent, input = with_host_env(self.host.env, command, input)
+        done = await self._complete(command, sent, timeout, input=input)
+        if check and not done.ok:
+            raise RemoteCommandError(self.host.name, done)
+        return done
+
+    async def run_fed(self, command: str, feed: AsyncIterator[bytes], *,
+                      timeout: float = 60.0) -> CompletedCommand:
+        """Run ``command`` fed by ``feed``; see ``Transport.run_fed``."""
+        sent, env_input = with_host_env(self.host.env, command, None)
+        return await self._complete(command, sent, timeout, feed=_after(env_input, feed))
+
+    async def _complete(self, command: str, sent: str, timeout: float, *,
+                        input: bytes | None = None,
+                        feed: AsyncIterator[bytes] | None = None) -> CompletedCommand:
+        """Run ``sent`` with ``input`` (whole) or ``feed`` (chunk by chunk, each written when
+        the channel has room: one chunk in flight) as its standard input."""
         process: asyncssh.SSHClientProcess[bytes] | None = None
         try:
             process = await self._conn.create_process(sent, input=input, encoding=None)
+            if feed is not None:
+                with contextlib.suppress(BrokenPipeError):  # it ended early: its status says
+                    async for chunk in feed:
+                        process.stdin.write(chunk)
+                        await process.stdin.drain()
+                    process.stdin.write_eof()
             result = await asyncio.wait_for(process.wait(check=False), timeout)
         except asyncio.TimeoutError:
             raise RemoteTimeout(
@@ -183,38 +205,6 @@ class SshTransport:
         finally:
             # Interrupted or timed out: the channel closes, so the host's shell sees the end
             # of its input (a command waiting for its ``env`` values gives up, never runs).
-            if process is not None and process.exit_status is None:
-                process.close()
-        status = result.exit_status if result.exit_status is not None else -1
-        done = CompletedCommand(
-            command=command, exit_status=status,
-            stdout=_text(result.stdout), stderr=_text(result.stderr),
-        )
-        if check and not done.ok:
-            raise RemoteCommandError(self.host.name, done)
-        return done
-
-    async def run_fed(self, command: str, feed: AsyncIterator[bytes], *,
-                      timeout: float = 60.0) -> CompletedCommand:
-        """Run ``command`` fed by ``feed``; see ``Transport.run_fed``."""
-        sent, env_input = with_host_env(self.host.env, command, None)
-        process: asyncssh.SSHClientProcess[bytes] | None = None
-        try:
-            process = await self._conn.create_process(sent, encoding=None)
-            with contextlib.suppress(BrokenPipeError, asyncssh.DisconnectError):
-                process.stdin.write(env_input or b"")
-                async for chunk in feed:
-                    process.stdin.write(chunk)
-                    await process.stdin.drain()  # bounded: one chunk in flight per host
-                process.stdin.write_eof()
-            result = await asyncio.wait_for(process.wait(check=False), timeout)
-        except asyncio.TimeoutError:
-            raise RemoteTimeout(
-                f"on {self.host.name}: `{_short(command)}` did not finish within {timeout:g} s"
-            ) from None
-        except (asyncssh.Error, OSError) as exc:
-            raise ConnectionLost(f"connection to {self.host.name} lost: {_cause(exc)}") from None
-        finally:
             if process is not None and process.exit_status is None:
                 process.close()
         status = result.exit_status if result.exit_status is not None else -1
@@ -245,6 +235,14 @@ class SshTransport:
         self._conn.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._conn.wait_closed(), 5.0)
+
+
+async def _after(first: bytes | None, feed: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``first`` (the host's ``env`` values, when it has some), then ``feed``'s chunks."""
+    if first:
+        yield first
+    async for chunk in feed:
+        yield chunk
 
 
 def _text(data: object) -> str:
