@@ -27,11 +27,11 @@ from remote.hosts.known_hosts import (
     replace_host_key,
 )
 from remote.hosts.transport import (
+    CommandRunner,
     CompletedCommand,
     HostKeyChanged,
     HostKeyNotTrusted,
     HostUnreachable,
-    RemoteCommandError,
     RemoteTimeout,
     _short,
     with_host_env,
@@ -157,29 +157,12 @@ async def connect(host: HostSection, ssh: SshSection) -> asyncssh.SSHClientConne
         raise HostUnreachable(host.name, host.address, host.port, _cause(exc)) from None
 
 
-class SshTransport:
+class SshTransport(CommandRunner):
     """Runs command lines on one host over one asyncssh connection."""
 
     def __init__(self, host: HostSection, conn: asyncssh.SSHClientConnection) -> None:
         self.host = host
         self._conn = conn
-
-    async def run(
-        self, command: str, *, check: bool = False, timeout: float = 60.0,
-        input: bytes | None = None,
-    ) -> CompletedCommand:
-        """Run ``command`` on the host; see ``Transport.run``."""
-        sent, input = with_host_env(self.host.env, command, input)
-        done = await self._complete(command, sent, timeout, input=input)
-        if check and not done.ok:
-            raise RemoteCommandError(self.host.name, done)
-        return done
-
-    async def run_fed(self, command: str, feed: AsyncIterator[bytes], *,
-                      timeout: float = 60.0) -> CompletedCommand:
-        """Run ``command`` fed by ``feed``; see ``Transport.run_fed``."""
-        sent, env_input = with_host_env(self.host.env, command, None)
-        return await self._complete(command, sent, timeout, feed=_after(env_input, feed))
 
     async def _complete(self, command: str, sent: str, timeout: float, *,
                         input: bytes | None = None,
@@ -188,9 +171,11 @@ class SshTransport:
         the channel has room: one chunk in flight) as its standard input."""
         process: asyncssh.SSHClientProcess[bytes] | None = None
         try:
-            process = await self._conn.create_process(sent, input=input, encoding=None)
+            process = await self._conn.create_process(
+                sent, input=input if feed is None else None, encoding=None)
             if feed is not None:
                 with contextlib.suppress(BrokenPipeError):  # it ended early: its status says
+                    process.stdin.write(input or b"")
                     async for chunk in feed:
                         process.stdin.write(chunk)
                         await process.stdin.drain()
@@ -235,14 +220,6 @@ class SshTransport:
         self._conn.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._conn.wait_closed(), 5.0)
-
-
-async def _after(first: bytes | None, feed: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """``first`` (the host's ``env`` values, when it has some), then ``feed``'s chunks."""
-    if first:
-        yield first
-    async for chunk in feed:
-        yield chunk
 
 
 def _text(data: object) -> str:
