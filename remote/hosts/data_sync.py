@@ -45,8 +45,21 @@ FREE_MARGIN_BYTES = 1 << 30
 SYNC_TIMEOUT_S = 300.0
 """How long a host may take to finish after the last byte was sent (its last hash check)."""
 
-PROBE_PY = f"""
-import json, os, shutil, sys
+WRITE_LINKS_PY = """
+def write_links(cache, links, manifest):
+    lines = "".join((os.path.join(cache, t[4:]) if t.startswith("sha:") else t) + "\\t" + r
+                    + "\\n" for t, r in links)
+    manifest = os.path.expanduser(manifest)
+    os.makedirs(os.path.dirname(manifest), mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(manifest), prefix=".data-")
+    with os.fdopen(fd, "w") as out:
+        out.write(lines)
+    os.replace(tmp, manifest)
+"""
+"""The host's link list written whole (a temporary file renamed): ``target<TAB>path`` lines,
+``sha:<sha256>`` targets made the cached file's path."""
+
+PROBE_PY = "import json, os, shutil, sys, tempfile\n" + WRITE_LINKS_PY + f"""
 ask = json.loads(sys.stdin.readline())
 cache = os.path.expanduser(ask["cache"])
 have = []
@@ -68,12 +81,15 @@ probe = cache
 while not os.path.isdir(probe):
     probe = os.path.dirname(probe) or "/"
 missing = [p for p in ask["paths"] if not os.path.exists(os.path.expanduser(p))]
+shared = shared or ask["local"]
+linked = bool(ask["manifest"]) and (shared or len(have) == len(ask["files"]))
+if linked:  # nothing to send: the run's links now, and no second command
+    write_links(cache, ask["links"]["shared" if shared else "cached"], ask["manifest"])
 print(json.dumps({{"have": have, "shared": shared, "free": shutil.disk_usage(probe).free,
-                  "missing": missing}}))
+                  "missing": missing, "linked": linked}}))
 """
 
-RECEIVE_PY = f"""
-import hashlib, json, os, sys, tempfile, time
+RECEIVE_PY = "import hashlib, json, os, sys, tempfile, time\n" + WRITE_LINKS_PY + f"""
 src = sys.stdin.buffer
 head = json.loads(src.readline())
 cache = os.path.expanduser(head["cache"])
@@ -105,14 +121,7 @@ for sha, size in head["files"]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-lines = "".join((os.path.join(cache, t[4:]) if t.startswith("sha:") else t) + "\\t" + r + "\\n"
-                for t, r in head["links"])
-manifest = os.path.expanduser(head["manifest"])
-os.makedirs(os.path.dirname(manifest), mode=0o700, exist_ok=True)
-fd, tmp = tempfile.mkstemp(dir=os.path.dirname(manifest), prefix=".data-")
-with os.fdopen(fd, "w") as out:
-    out.write(lines)
-os.replace(tmp, manifest)
+write_links(cache, head["links"], head["manifest"])
 """
 
 
@@ -170,28 +179,34 @@ class HostData:
     shared: bool
     free: int
     missing: tuple[str, ...]
+    """The paths it must have (``[run] data``, link targets) that it lacks."""
+    linked: bool = False
+    """It needs nothing sent and wrote the run's link list already."""
 
 
 class DataSyncError(CorralError):
     """A host cannot take the run's data, or its sync failed."""
 
 
-async def probe(transport: Transport, data: DataSet, marker: tuple[str, str] | None
-                ) -> HostData:
-    """Ask the host what it holds (``PROBE_PY``)."""
+async def probe(transport: Transport, data: DataSet, marker: tuple[str, str] | None,
+                manifest: str | None = None) -> HostData:
+    """Ask the host what it holds (``PROBE_PY``); when it needs nothing sent, it writes the
+    run's link list ``manifest`` at once (``HostData.linked``)."""
     ask = {"cache": cache_dir(transport.host.workdir),
            "files": [[sha, f.size] for sha, f in data.unique().items()],
-           "marker": list(marker) if marker else None,
-           "paths": list(data.host_paths) + [link.target for link in data.links]}
+           "marker": list(marker) if marker else None, "local": transport.host.is_local,
+           "paths": list(data.host_paths) + [link.target for link in data.links],
+           "manifest": manifest,
+           "links": {"cached": link_lines(data, False), "shared": link_lines(data, True)}}
     done = await transport.run(_python(transport.host, PROBE_PY), timeout=120.0,
                                input=(json.dumps(ask) + "\n").encode())
     answer = last_json(done.stdout)
     if answer is None:
         raise DataSyncError(f"{transport.host.name}: the data probe gave no answer: "
                             f"{done.stderr.strip()[-300:]}")
-    return HostData(have=frozenset(answer["have"]), shared=bool(answer["shared"]) or
-                    transport.host.is_local, free=int(answer["free"]),
-                    missing=tuple(answer["missing"]))
+    return HostData(have=frozenset(answer["have"]), shared=bool(answer["shared"]),
+                    free=int(answer["free"]), missing=tuple(answer["missing"]),
+                    linked=bool(answer["linked"]))
 
 
 def plan_problem(host: str, data: DataSet, found: HostData) -> str | None:
@@ -253,6 +268,9 @@ async def sync_host(transport: Transport, data: DataSet, found: HostData, manife
     progress.total_files, progress.total_bytes = len(missing), sum(f.size for f in missing)
     progress.cached_files = 0 if found.shared else len(data.unique()) - len(missing)
     progress.shared, progress.started = found.shared, time.monotonic()
+    if found.linked:  # nothing to send, the links written by the probe
+        progress.done = True
+        return progress
     head = {"cache": cache_dir(transport.host.workdir),
             "files": [[f.sha256, f.size] for f in missing], "manifest": manifest,
             "links": link_lines(data, found.shared)}

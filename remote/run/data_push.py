@@ -48,10 +48,11 @@ def _line(text: str) -> LogLine:
     return LogLine(t=time.time(), host="*", rank=None, text=text)
 
 
-async def _probe_all(pool: HostPool, data: DataSet) -> dict[str, HostData]:
+async def _probe_all(pool: HostPool, data: DataSet, layout: RunLayout) -> dict[str, HostData]:
     """Every host's answer; ``LaunchFailed`` naming each host that cannot take the data."""
     with Marker(data.folder) as marker:
-        answers = await pool.gather(lambda t: probe(t, data, marker.pair()))
+        answers = await pool.gather(lambda t: probe(
+            t, data, marker.pair(), layout.host_file(t.host.name, "data")))
     found: dict[str, HostData] = {}
     problems = []
     for name, answer in answers.items():
@@ -75,8 +76,8 @@ async def sync_run_data(pool: HostPool, config: ClusterConfig, run_dir: str
         raise LaunchFailed(exc.message) from None
     if data is None:
         return
-    found = await _probe_all(pool, data)
     layout = RunLayout(run_dir)
+    found = await _probe_all(pool, data, layout)
     progress = {name: DataProgress(host=name) for name in found}
     syncing = asyncio.ensure_future(pool.gather(
         lambda t: sync_host(t, data, found[t.host.name],

@@ -48,10 +48,13 @@ def _data(repo: Path, tmp_path: Path) -> DataSet:
 
 
 async def _sync(transport: LocalTransport, data: DataSet, tmp_path: Path) -> DataProgress:
-    found = await probe(transport, data, None)
-    assert plan_problem(transport.host.name, data, found) is None
     manifest = str(tmp_path / "run" / "hosts" / f"{transport.host.name}.data")
-    return await sync_host(transport, data, found, manifest, DataProgress(host=transport.host.name))
+    Path(manifest).unlink(missing_ok=True)
+    found = await probe(transport, data, None, manifest)
+    assert plan_problem(transport.host.name, data, found) is None
+    done = await sync_host(transport, data, found, manifest, DataProgress(host=transport.host.name))
+    assert Path(manifest).exists()  # by the probe when nothing was to be sent, else the sync
+    return done
 
 
 async def test_a_second_sync_sends_nothing_and_a_changed_file_goes_alone(tmp_path: Path) -> None:
