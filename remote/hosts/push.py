@@ -15,7 +15,7 @@ import importlib.util
 import io
 import shlex
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from profiles.user_errors import CorralError, UsageError
@@ -66,10 +66,13 @@ def folder_files(folder: Path, prefix: str) -> list[tuple[str, Path]]:
     return [(f"{prefix}/{rel}", folder / rel) for rel in walk_tree(folder).files]
 
 
-def user_tree(folder: Path) -> PushTree:
-    """The user folder's ``PushTree``; a ``UsageError`` naming the largest files when it is
-    over the size budget (before any file is read)."""
+def user_tree(folder: Path, *, with_data: bool = False) -> PushTree:
+    """The user folder's ``PushTree`` (``with_data``: its data files pushed as code, where no
+    data sync sends them: a task's folder, a Kubernetes pod); a ``UsageError`` naming the
+    largest files when it is over the size budget (before any file is read)."""
     tree = walk_tree(folder)
+    if with_data:
+        tree = replace(tree, files=dict(sorted((tree.files | tree.data).items())), data={})
     if (problem := budget_problem(folder, tree)) is not None:
         raise UsageError(problem, title=f"the code folder {folder.name} is too large to push")
     return tree
@@ -98,14 +101,14 @@ def _add_link(tar: tarfile.TarFile, digest: hashlib._Hash, rel: str, target: str
 
 
 def build_bundle(packages: tuple[str, ...] = PUSHED_PACKAGES, *,
-                 user_folder: Path | None = None) -> CodeBundle:
+                 user_folder: Path | None = None, with_data: bool = False) -> CodeBundle:
     """Hash and tar ``packages`` and a user task's folder (under ``USER_CODE_DIR``: its files
     and the links that stay inside it, within the size budget), in a deterministic archive:
     fixed order, times and owners."""
     files = package_files(packages)
     links: list[tuple[str, str]] = []
     if user_folder is not None:
-        tree = user_tree(user_folder)
+        tree = user_tree(user_folder, with_data=with_data)
         files += [(f"{USER_CODE_DIR}/{rel}", user_folder / rel) for rel in tree.files]
         links = [(f"{USER_CODE_DIR}/{rel}", target) for rel, target in tree.links.items()]
     digest = hashlib.sha256()

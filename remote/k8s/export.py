@@ -73,7 +73,8 @@ class K8sExport:
 def code_archive(config: ClusterConfig) -> tuple[str, str]:
     """The pushed packages as ``corral run`` pushes them: their digest and a base64 gzip."""
     user = user_code(config.run, config.path.parent)
-    bundle = build_bundle(user_folder=user.folder if user is not None else None)
+    bundle = build_bundle(user_folder=user.folder if user is not None else None,
+                          with_data=config.run.script is None)  # as corral run's
     packed = base64.b64encode(gzip.compress(bundle.tar, mtime=0)).decode("ascii")
     if len(packed) > CONFIG_MAP_LIMIT // 2:
         raise ExportError(f"the pushed code is {len(packed) // 1024} KiB encoded, too much for a "

@@ -105,7 +105,8 @@ async def run_check(launch: Launch) -> AsyncGenerator[RunEvent, None]:
         raise LaunchFailed(f"{config.path}: [run] task: {exc.message}") from None
     try:
         code = launch.code = await asyncio.to_thread(
-            build_bundle, user_folder=user.folder if user is not None else None)
+            build_bundle, user_folder=user.folder if user is not None else None,
+            with_data=config.run.script is None)  # a script's data: the data sync
     except CorralError as exc:  # over the size budget: named before any host is touched
         raise LaunchFailed(exc.message) from None
     report, launch.facts = await check_and_plan(config, launch.pool, code_digest=code.digest)

@@ -70,3 +70,14 @@ def test_what_is_left_out_does_not_change_the_digest(tmp_path: Path) -> None:
     assert build_bundle(user_folder=tmp_path).digest == first
     _write(tmp_path, "train.py", "print(1)\n")
     assert build_bundle(user_folder=tmp_path).digest != first
+
+
+def test_a_task_folder_keeps_its_data_in_the_tree_a_script_folder_sends_it_apart(
+        tmp_path: Path) -> None:
+    # A task (or a pod) has no data sync: its data files ride in the code tree, as before.
+    for rel in ("task.py", "vocab.txt", "data/rows.jsonl"):
+        _write(tmp_path, rel)
+    task = build_bundle(user_folder=tmp_path, with_data=True)
+    script = build_bundle(user_folder=tmp_path)
+    assert _pushed(tmp_path) == ["task.py"]  # a script's: vocab.txt and data/ are data
+    assert task.files == script.files + 2 and task.digest != script.digest
