@@ -163,8 +163,12 @@ class DataProgress:
         """The host's one line once done: sent, cached, or in place."""
         if self.shared:
             return f"data on {self.host}: sees this machine's files, linked in place, 0 B sent"
-        return (f"data on {self.host}: {self.sent_files} files sent ({_mib(self.sent_bytes)}), "
+        return (f"data on {self.host}: {_files(self.sent_files)} sent ({_mib(self.sent_bytes)}), "
                 f"{self.cached_files} already cached")
+
+
+def _files(count: int) -> str:
+    return f"{count} file" + ("" if count == 1 else "s")
 
 
 def _mib(size: int) -> str:

@@ -211,7 +211,8 @@ def data_line(folder: Path, data: bool | tuple[str, ...], base: Path) -> str | N
     if not sizes and not outside:
         return None
     largest = sorted(sizes.items(), key=lambda item: -item[1])[:3]
-    parts = [f"{len(sizes)} files, {sum(sizes.values()) / 2**20:.1f} MiB by the data sync "
+    files = f"{len(sizes)} file" + ("" if len(sizes) == 1 else "s")
+    parts = [f"{files}, {sum(sizes.values()) / 2**20:.1f} MiB by the data sync "
              "(cached per host: only what changed is sent; in place where a host sees this "
              "machine's files)"] if sizes else []
     if largest:

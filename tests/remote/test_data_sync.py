@@ -67,7 +67,7 @@ async def test_a_second_sync_sends_nothing_and_a_changed_file_goes_alone(tmp_pat
     (repo / "data" / "shards" / "part-007.bin").write_bytes(b"changed" * 100)
     changed = await _sync(host, _data(repo, tmp_path), tmp_path)
     assert (changed.sent_files, changed.sent_bytes, changed.cached_files) == (1, 700, 49)
-    assert "1 files sent (0.0 MiB), 49 already cached" in changed.summary()
+    assert "1 file sent (0.0 MiB), 49 already cached" in changed.summary()
     # The run's link list names every file's cached copy, which holds the file's bytes.
     lines = (tmp_path / "run" / "hosts" / "b.data").read_text().splitlines()
     links = dict(reversed(line.split("\t")) for line in lines)

@@ -101,7 +101,7 @@ async def test_data_travels_once_and_only_what_changed(sshd_cluster, tmp_path: P
     # A second sync sends nothing; one changed file of 50 goes alone.
     assert "data on h1: 0 files sent (0.0 MiB), 50 already cached" in await _sync(config)
     (repo / "data" / "shards" / "07.npy").write_bytes(b"new" * 10)
-    assert "data on h1: 1 files sent (0.0 MiB), 49 already cached" in await _sync(config)
+    assert "data on h1: 1 file sent (0.0 MiB), 49 already cached" in await _sync(config)
 
     # A link to a dataset outside the folder: h0 sees its target, h1 does not: named.
     (elsewhere / "fineweb" / "shard-0.npy").write_bytes(b"tokens")
@@ -111,7 +111,7 @@ async def test_data_travels_once_and_only_what_changed(sshd_cluster, tmp_path: P
     assert "edu_fineweb10B" in str(refused.value) and "h1 does not have" in str(refused.value)
     # Named in [run] data, its files are sent to h1 under the link's name.
     named = replace(config, run=replace(config.run, data=(str(repo / "edu_fineweb10B"),)))
-    assert "data on h1: 1 files sent (0.0 MiB), 50 already cached" in await _sync(named)
+    assert "data on h1: 1 file sent (0.0 MiB), 50 already cached" in await _sync(named)
 
 
 async def test_a_file_the_script_could_not_open_is_explained_in_the_run_status(

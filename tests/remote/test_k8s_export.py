@@ -360,6 +360,6 @@ def test_a_scripts_data_is_named_first_in_the_next_steps(tmp_path: Path) -> None
     (tmp_path / "data" / "input.txt").write_text("First Citizen:\n")
     scripted = replace(config, run=replace(config.run, script="train.py"))
     steps = kubernetes_next_steps(scripted, export_kubernetes(scripted, run_id=RUN_ID), "k8s/")
-    assert steps[0].startswith("# first, the script's data: 1 files")
+    assert steps[0].startswith("# first, the script's data: 1 file, ")
     assert "data/input.txt" in steps[0] and "mount it in the pods" in steps[0]
     assert steps[1].startswith("kubectl apply")
