@@ -19,11 +19,12 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-HostFile = Literal["pgid", "leader", "exit", "stopped", "ranks", "planned"]
+HostFile = Literal["pgid", "leader", "exit", "stopped", "ranks", "planned", "data"]
 """The launcher's bookkeeping files of one host, ``hosts/<host>.<kind>``: the process-group id
 (``pgid``) and its leader's start time (``leader``) written at launch, the launcher's exit
 status (``exit``), the mark of ``corral stop`` (``stopped``), the host's ranks as torchrun
-assigned them (``ranks``) and as the launch planned them (``planned``)."""
+assigned them (``ranks``) and as the launch planned them (``planned``), and the data links of
+its working directory (``data``: one ``target<TAB>path`` a line, written by the data sync)."""
 
 EVENTS_NAME = re.compile(r"^rank-(\d+)\.jsonl$")
 """An event file's name inside ``metrics/``; group 1 is the rank."""

@@ -22,6 +22,7 @@ from remote.checks.task_packages import pip_line
 from remote.config.script_keys import ignored_keys_line
 from remote.config.task_code import user_code
 from remote.events import CheckItem
+from remote.hosts.data_tree import data_line
 from remote.hosts.interpreter import last_json, python_c, python_label
 from remote.hosts.push_tree import budget_problem, left_out_line, walk_tree
 
@@ -134,6 +135,9 @@ SCRIPT_KEYS_CHECK = "script-keys"
 LEFT_OUT_CHECK = "push"
 """The check item naming what of the user's folder is not pushed though no pattern says so (a
 link out of the folder, a FIFO): ``corral run`` logs it too."""
+DATA_CHECK = "data-sync"
+"""The check item that says what data a script run sends (``data_line``); logged by
+``corral run`` too."""
 
 
 def left_out_items(config: ClusterConfig) -> list[CheckItem]:
@@ -150,8 +154,12 @@ def left_out_items(config: ClusterConfig) -> list[CheckItem]:
     if (line := left_out_line(tree)) is not None:
         items.append(CheckItem(
             host="*", name=LEFT_OUT_CHECK, ok=True, detail=f"warning: {line}",
-            hint="a link's target travels only from inside the pushed folder: copy it in, or "
-                 "read it on the hosts by path"))
+            hint="a link out of the folder is linked as is on hosts that have its target "
+                 "(named before launch on the others); name it in [run] data to send it"))
+    if config.run.script is not None and (
+            line := data_line(code.folder, config.run.data, config.path.parent)) is not None:
+        items.append(CheckItem(host="*", name=DATA_CHECK, ok=True, detail=line,
+                               hint="docs/data.md: your data"))
     return items
 
 

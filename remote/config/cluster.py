@@ -164,6 +164,13 @@ class RunSection(RunSettings):
     script: str | None = None
     """Your own training script (relative to cluster.toml), run as is by torchrun on every
     host instead of corral's trainer; leave ``task`` out (docs/scripts.md)."""
+    data: bool | tuple[str, ...] = True
+    """Your script's data (docs/data.md): ``true`` sends what the launch folder holds that is
+    data (``data/``, ``datasets/``, ``*.bin``, ``*.npy``, ``*.txt``... even when .gitignore hides
+    it) by the data sync, cached on each host; a list also names paths: one inside the folder
+    (a symlink to a dataset elsewhere) is sent too, its target's files under the link's name;
+    one outside it (``/mnt/datasets/x``) is a path the hosts already have, checked on every
+    host before launch; ``false`` sends no data."""
     args: tuple[str, ...] = ()
     """The script's command-line arguments, one string each (no shell: corral quotes them)."""
     imports_check: rules.ImportsCheck = "block"

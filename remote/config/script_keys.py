@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from remote.config.cluster import RunSection
 
 SCRIPT_KEYS = frozenset({
-    "task", "name", "code", "script", "args", "imports_check", "policy", "split", "rebalance_every",
+    "task", "name", "code", "data", "script", "args", "imports_check", "policy", "split",
+    "rebalance_every",
     "backend", "hang_factor", "hang_limit", "max_restarts", "on_host_loss",
 })
 """``[run]`` keys a script run uses (docs/scripts.md); ``global_batch`` goes with ``split``."""

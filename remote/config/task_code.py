@@ -10,6 +10,7 @@ in it changed, and every host imports the same bytes.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +125,9 @@ def task_problems(run: Any, base: Path) -> list[CodeProblem]:
     """What is wrong with ``[run] task``/``script``/``code`` (nothing: an empty list)."""
     if run.script is not None:
         return script_problems(run, base)
+    if isinstance(run.data, tuple):
+        return [CodeProblem(where="[run] data", message=(
+            "is for a script's data (its working directory); a task reads its data by path"))]
     if run.task in BUILTIN_TASKS:
         if run.code is not None:
             return [CodeProblem(where="[run] code", message=(
@@ -160,11 +164,31 @@ def script_problems(run: Any, base: Path) -> list[CodeProblem]:
         return [CodeProblem(where="[run] script", message=exc.message, file_error=exc)]
     except UsageError as exc:
         return [CodeProblem(where="[run] code", message=exc.message)]
+    if (data := data_problem(run.data, code.folder, base)) is not None:
+        return [CodeProblem(where="[run] data", message=data)]
     problem = syntax_problem(code.source)
     if problem is None:
         return []
     return [CodeProblem(where="", message=problem,
                         file_error=CodeFileError(problem, file=code.source, key="script"))]
+
+
+def data_problem(data: bool | tuple[str, ...], folder: Path, base: Path) -> str | None:
+    """What is wrong with ``[run] data``'s paths (None: nothing): one inside the launch folder
+    must exist here (it is sent); one outside it is a path the hosts have, so it must be
+    absolute (or start with ``~``): the ranks' working directory is new on every host."""
+    for written in data if isinstance(data, tuple) else ():
+        path = Path(os.path.abspath(base / Path(written).expanduser()))
+        if not written.strip():
+            return "an empty path; name a file or folder"
+        if path.is_relative_to(folder.resolve()):
+            if not os.path.lexists(path) or not path.exists():
+                return (f"{written!r} ({path}) does not exist here, so it cannot be sent (a "
+                        "path in [run] data is relative to the folder of cluster.toml)")
+        elif not written.startswith(("/", "~")):
+            return (f"{written!r} is outside the launch folder {folder}: give the absolute path "
+                    "the hosts have it at (checked on every host before launch)")
+    return None
 
 
 def option_pairs(options: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:

@@ -19,7 +19,7 @@ import importlib.util
 import io
 import shlex
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from profiles.user_errors import CorralError, UsageError
@@ -81,10 +81,13 @@ def folder_files(folder: Path, prefix: str) -> list[tuple[str, Path]]:
     return [(f"{prefix}/{rel}", folder / rel) for rel in walk_tree(folder).files]
 
 
-def user_tree(folder: Path) -> PushTree:
-    """The user folder's ``PushTree``; a ``UsageError`` naming the largest files when it is
-    over the size budget (before any file is read)."""
+def user_tree(folder: Path, *, with_data: bool = False) -> PushTree:
+    """The user folder's ``PushTree`` (``with_data``: its data files pushed as code, where no
+    data sync sends them: a task's folder, a Kubernetes pod); a ``UsageError`` naming the
+    largest files when it is over the size budget (before any file is read)."""
     tree = walk_tree(folder)
+    if with_data:
+        tree = replace(tree, files=dict(sorted((tree.files | tree.data).items())), data={})
     if (problem := budget_problem(folder, tree)) is not None:
         raise UsageError(problem, title=f"the code folder {folder.name} is too large to push")
     return tree
@@ -126,14 +129,14 @@ def _listing(files: list[str], links: dict[str, str]) -> bytes:
 
 
 def build_bundle(packages: tuple[str, ...] = PUSHED_PACKAGES, *,
-                 user_folder: Path | None = None) -> CodeBundle:
+                 user_folder: Path | None = None, with_data: bool = False) -> CodeBundle:
     """Hash and tar ``packages`` and a user task's folder (under ``USER_CODE_DIR``: its files
     and the links that stay inside it, within the size budget), in a deterministic archive:
     fixed order, times and owners, with the tree's ``LISTING`` and ``MANIFEST``."""
     files = package_files(packages)
     links: dict[str, str] = {}
     if user_folder is not None:
-        tree = user_tree(user_folder)
+        tree = user_tree(user_folder, with_data=with_data)
         files += [(f"{USER_CODE_DIR}/{rel}", user_folder / rel) for rel in tree.files]
         links = {f"{USER_CODE_DIR}/{rel}": target for rel, target in tree.links.items()}
     listing = _listing([rel for rel, _ in files], links)

@@ -1,9 +1,13 @@
-"""Which files of a user's folder are pushed: code, not what training leaves beside it.
+"""What of a user's folder travels, and how: code, data, or nothing (outputs and junk).
 
-A script's folder often holds what earlier runs wrote there (logs, checkpoints, TensorBoard
-and MLflow directories, a venv, a dataset): pushing it to every host costs time and disk and
-changes the folder's digest on every run. ``DEFAULT_IGNORE`` leaves those out; a
-``.corralignore`` file in the folder adds patterns, one a line, gitignore-like:
+A script's folder holds three kinds of things. Its code goes with the trainer in the pushed
+tree. Its data (``DATA_PATTERNS``: ``data/``, ``datasets/``, prepared arrays and shards,
+corpora, tokenizer files) is what the script reads: it travels by the data sync
+(``remote.hosts.data_sync``), even when the repository's ``.gitignore`` hides it (every
+repository that prepares data gitignores it). What earlier runs wrote there (logs,
+checkpoints, TensorBoard and MLflow directories, a venv, caches: ``DEFAULT_IGNORE``) stays
+home. A ``.corralignore`` file in the folder has the last word, one pattern a line,
+gitignore-like:
 
 - a blank line or one starting with ``#`` is nothing;
 - a pattern without ``/`` (``*.log``, ``wandb``) matches a file or directory of that name at
@@ -14,8 +18,8 @@ changes the folder's digest on every run. ``DEFAULT_IGNORE`` leaves those out; a
 - a leading ``!`` pushes again what an earlier pattern (a default too) left out: the last
   pattern matching a path decides, and a directory left out leaves out all it holds.
 
-The folder's own ``.gitignore`` (its top-level one) counts too, read before ``.corralignore``
-with the same rules, so what git leaves out is not pushed either.
+The folder's own ``.gitignore`` (its top-level one) counts too for code (what git leaves out
+is not pushed), never for data; ``.corralignore`` counts for both.
 
 A directory holding ``__init__.py`` is a Python package of the user's: the defaults never
 leave it out (a ``data`` package is code), only ``.gitignore``/``.corralignore`` can.
@@ -27,6 +31,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 IGNORE_FILE = ".corralignore"
 """The file, in the pushed folder, whose patterns add to ``DEFAULT_IGNORE``."""
@@ -39,12 +44,21 @@ DEFAULT_IGNORE = (
     "venv/", "env/", "*.egg-info/",
     "*.log", "logs/", "nohup.out",
     "checkpoints/", "checkpoint-*/", "runs/", "wandb/", "mlruns/", "lightning_logs/",
-    "output/", "outputs/", "out/",
-    "data/", "datasets/",
+    "output/", "outputs/", "out/", "out-*/", "out_*/",
     "*.pt", "*.pth", "*.ckpt", "*.safetensors",
 )
-"""Left out of every pushed user folder (docs/scripts.md lists them); ``!name`` in
-``.corralignore`` pushes one again."""
+"""Outputs and junk, left out of every user folder (docs/scripts.md lists them); ``!name`` in
+``.corralignore`` sends one again."""
+
+DATA_PATTERNS = (
+    "data/", "datasets/",
+    "*.bin", "*.npy", "*.npz", "*.arrow", "*.parquet", "*.jsonl", "*.txt", "*.csv", "*.tsv",
+    "*.pkl", "*.h5", "*.hdf5", "*.tfrecord",
+    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "merges.txt",
+    "*.vocab", "*.spm",
+)
+"""What a script reads: sent as data by the data sync, whatever ``.gitignore`` says
+(docs/data.md); a folder matching is data with everything in it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,14 +103,11 @@ def _parsed(lines: list[str]) -> list[IgnorePattern]:
     return [pattern for pattern in map(parse_pattern, lines) if pattern is not None]
 
 
-def own_patterns(folder: Path) -> list[IgnorePattern]:
-    """The folder's ``.gitignore`` then ``.corralignore`` lines, in order (none without them)."""
-    lines: list[str] = []
-    for name in (GIT_IGNORE_FILE, IGNORE_FILE):
-        ignore_file = folder / name
-        if ignore_file.is_file() and not ignore_file.is_symlink():
-            lines += ignore_file.read_text(errors="replace").splitlines()
-    return _parsed(lines)
+def _file_patterns(folder: Path, name: str) -> list[IgnorePattern]:
+    ignore_file = folder / name
+    if ignore_file.is_file() and not ignore_file.is_symlink():
+        return _parsed(ignore_file.read_text(errors="replace").splitlines())
+    return []
 
 
 def _ignored(patterns: list[IgnorePattern], rel: PurePosixPath, is_dir: bool) -> bool:
@@ -107,13 +118,66 @@ def _ignored(patterns: list[IgnorePattern], rel: PurePosixPath, is_dir: bool) ->
     return verdict
 
 
-def is_ignored(patterns: list[IgnorePattern], rel: PurePosixPath, is_dir: bool) -> bool:
-    """Whether ``rel`` (relative to the pushed folder) is left out by ``patterns``."""
-    return _ignored(patterns, rel, is_dir)
+def _last_word(patterns: list[IgnorePattern], rel: PurePosixPath, is_dir: bool) -> bool | None:
+    """True (left out) or False (sent again) by the last pattern matching; None: none does."""
+    verdict = None
+    for pattern in patterns:
+        if pattern.matches(rel, is_dir):
+            verdict = not pattern.negated
+    return verdict
 
 
-def patterns_for(folder: Path) -> tuple[list[IgnorePattern], list[IgnorePattern]]:
-    """``(own, every)``: the folder's own patterns (what applies to a package of its) and the
-    defaults followed by them (what applies to everything else)."""
-    own = own_patterns(folder)
-    return own, _parsed(list(DEFAULT_IGNORE)) + own
+Kind = Literal["code", "data"]
+
+
+@dataclass(frozen=True)
+class FolderRules:
+    """The rules that sort a folder's entries: the defaults, its ``.gitignore`` and its
+    ``.corralignore``."""
+
+    junk: list[IgnorePattern]
+    """``DEFAULT_IGNORE``: outputs and junk."""
+    data: list[IgnorePattern]
+    """``DATA_PATTERNS``."""
+    git: list[IgnorePattern]
+    """The folder's ``.gitignore``: counts for code only."""
+    own: list[IgnorePattern]
+    """The folder's ``.corralignore``: the last word."""
+
+    def kind(self, rel: PurePosixPath, is_dir: bool, *, is_package: bool = False,
+             in_data: bool = False) -> Kind | None:
+        """What travels of ``rel``: ``code``, ``data`` or None (stays home). ``in_data``: a
+        folder above it is data; ``is_package``: a directory holding ``__init__.py``, which the
+        defaults never leave out nor call data (a ``data`` package is code)."""
+        data = in_data or (not is_package and _ignored(self.data, rel, is_dir))
+        if not is_package and _ignored(self.junk, rel, is_dir):
+            left_out = True
+        else:
+            left_out = not data and _ignored(self.git, rel, is_dir)
+        last = _last_word(self.own, rel, is_dir)
+        if last if last is not None else left_out:
+            return None
+        return "data" if data else "code"
+
+
+def folder_rules(folder: Path) -> FolderRules:
+    """The rules of ``folder`` (its ignore files read once)."""
+    return FolderRules(junk=_parsed(list(DEFAULT_IGNORE)), data=_parsed(list(DATA_PATTERNS)),
+                       git=_file_patterns(folder, GIT_IGNORE_FILE),
+                       own=_file_patterns(folder, IGNORE_FILE))
+
+
+def rule_for(rules: FolderRules, rel: PurePosixPath, is_dir: bool) -> str | None:
+    """The pattern that leaves ``rel`` out, as written, with the file it is in
+    (``*.bin (.gitignore)``); None when none does."""
+    named = ((IGNORE_FILE, rules.own), ("corral's defaults", rules.junk),
+             (GIT_IGNORE_FILE, rules.git))
+    for name, patterns in named:
+        for pattern in reversed(patterns):
+            if pattern.matches(rel, is_dir):
+                if pattern.negated:
+                    break  # sent again by this file: an earlier file's pattern decides
+                anchor = "/" if pattern.anchored else ""
+                trail = "/" if pattern.directories_only else ""
+                return f"{anchor}{pattern.glob}{trail} ({name})"
+    return None

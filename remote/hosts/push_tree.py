@@ -3,7 +3,7 @@ size budget; never what the user did not mean to send.
 
 ``walk_tree`` walks the folder as ``remote.hosts.push_ignore`` allows and sorts every entry:
 
-- a regular file is pushed;
+- a regular file is pushed as code, or sent as data by the data sync (``data``);
 - a symbolic link whose target lies inside the folder is pushed as a link (relative, so it
   points at the same file in every copy); one whose target lies outside it (``/etc/shadow``,
   ``~/.ssh/id_ed25519``, a dataset elsewhere) or does not exist is never followed: it is left
@@ -21,7 +21,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from remote.hosts.push_ignore import IGNORE_FILE, is_ignored, patterns_for
+from remote.hosts.push_ignore import IGNORE_FILE, folder_rules
 
 PUSH_BUDGET_BYTES = 64 * 2**20
 """The most a pushed user folder may hold (64 MiB): it goes to every host and is copied into
@@ -42,6 +42,9 @@ class PushTree:
 
     files: dict[str, int] = field(default_factory=dict)
     """Relative POSIX path → size in bytes, for every regular file pushed."""
+    data: dict[str, int] = field(default_factory=dict)
+    """Relative POSIX path → size in bytes, for every regular file that is data (sent by the
+    data sync, never in the code tree)."""
     links: dict[str, str] = field(default_factory=dict)
     """Relative POSIX path → its relative target, for every link pushed as a link."""
     left_out: dict[str, str] = field(default_factory=dict)
@@ -86,17 +89,18 @@ def _kind(mode: int) -> str:
 
 def walk_tree(folder: Path) -> PushTree:
     """Every entry of ``folder`` a push considers, sorted into a ``PushTree``."""
-    own, every = patterns_for(folder)
+    rules = folder_rules(folder)
     tree = PushTree()
-    pending = [folder]
+    pending: list[tuple[Path, bool]] = [(folder, False)]
     while pending and len(tree.files) <= MAX_FILES:  # not rglob: an ignored folder is not walked
-        directory = pending.pop()
+        directory, in_data = pending.pop()
         for path in directory.iterdir():
             rel = PurePosixPath(path.relative_to(folder).as_posix())
             info = path.lstat()
             is_dir = stat.S_ISDIR(info.st_mode)
             is_package = is_dir and (path / "__init__.py").is_file()
-            if is_ignored(own if is_package else every, rel, is_dir):
+            kind = rules.kind(rel, is_dir, is_package=is_package, in_data=in_data)
+            if kind is None:
                 continue
             if stat.S_ISLNK(info.st_mode):
                 target = _inside_target(folder, path)
@@ -107,12 +111,13 @@ def walk_tree(folder: Path) -> PushTree:
                     tree.links[str(rel)] = target
             elif is_dir:
                 if not _code_cache(path):
-                    pending.append(path)
+                    pending.append((path, kind == "data"))
             elif stat.S_ISREG(info.st_mode):
-                tree.files[str(rel)] = info.st_size
+                (tree.data if kind == "data" else tree.files)[str(rel)] = info.st_size
             else:
                 tree.left_out[str(rel)] = _kind(info.st_mode)
-    return PushTree(files=dict(sorted(tree.files.items())), links=dict(sorted(tree.links.items())),
+    return PushTree(files=dict(sorted(tree.files.items())), data=dict(sorted(tree.data.items())),
+                    links=dict(sorted(tree.links.items())),
                     left_out=dict(sorted(tree.left_out.items())),
                     truncated=len(tree.files) > MAX_FILES)
 

@@ -185,6 +185,13 @@ class Transport(Protocol):
         """Run a POSIX sh command line; raise ``RemoteTimeout`` after ``timeout`` seconds."""
         ...
 
+    async def run_fed(self, command: str, feed: AsyncIterator[bytes], *,
+                      timeout: float = 60.0) -> CompletedCommand:
+        """Run ``command`` with ``feed``'s chunks as its standard input, each written when the
+        channel has room (memory bounded by a chunk, whatever the total); ``timeout`` counts
+        from the end of the feed."""
+        ...
+
     def stream(self, command: str) -> AsyncIterator[str]:
         """Run a long-lived command and yield its stdout lines (without newline) as they come.
 
@@ -197,18 +204,48 @@ class Transport(Protocol):
         ...
 
 
-class LocalTransport:
-    """Runs command lines on this machine with ``sh -c``, like a remote host would."""
+class CommandRunner:
+    """``run`` and ``run_fed`` of a ``Transport``, on top of its ``_complete``: the host's
+    ``env`` values go first on the command's standard input, then what the caller sends."""
 
-    def __init__(self, host: HostSection) -> None:
-        self.host = host
+    host: HostSection
 
     async def run(
         self, command: str, *, check: bool = False, timeout: float = 60.0,
         input: bytes | None = None,
     ) -> CompletedCommand:
-        """Run ``command`` through ``sh -c``; see ``Transport.run``."""
+        """Run ``command``; see ``Transport.run``."""
         sent, input = with_host_env(self.host.env, command, input)
+        done = await self._complete(command, sent, timeout, input=input)
+        if check and not done.ok:
+            raise RemoteCommandError(self.host.name, done)
+        return done
+
+    async def run_fed(self, command: str, feed: AsyncIterator[bytes], *,
+                      timeout: float = 60.0) -> CompletedCommand:
+        """Run ``command`` fed by ``feed``; see ``Transport.run_fed``."""
+        sent, env_input = with_host_env(self.host.env, command, None)
+        return await self._complete(command, sent, timeout, input=env_input or b"", feed=feed)
+
+    async def _complete(self, command: str, sent: str, timeout: float, *,
+                        input: bytes | None = None,
+                        feed: AsyncIterator[bytes] | None = None) -> CompletedCommand:
+        """Run ``sent`` (``command`` with the env prefix) with ``input`` whole, then ``feed``'s
+        chunks, as its standard input."""
+        raise NotImplementedError
+
+
+class LocalTransport(CommandRunner):
+    """Runs command lines on this machine with ``sh -c``, like a remote host would."""
+
+    def __init__(self, host: HostSection) -> None:
+        self.host = host
+
+    async def _complete(self, command: str, sent: str, timeout: float, *,
+                        input: bytes | None = None,
+                        feed: AsyncIterator[bytes] | None = None) -> CompletedCommand:
+        """Run ``sent`` with ``input``, then ``feed``'s chunks (each written when the pipe has
+        room), as its standard input; killed with its process group when interrupted."""
         proc = await asyncio.create_subprocess_exec(
             "sh", "-c", sent,
             stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
@@ -216,22 +253,27 @@ class LocalTransport:
             start_new_session=True,
         )
         try:
+            if feed is not None and proc.stdin is not None:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    proc.stdin.write(input or b"")
+                    async for chunk in feed:
+                        proc.stdin.write(chunk)
+                        await proc.stdin.drain()
+                    proc.stdin.close()
+                input = None
             out, err = await asyncio.wait_for(proc.communicate(input), timeout)
-        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+        except (asyncio.TimeoutError, asyncio.CancelledError, Exception) as exc:
             _kill_group(proc.pid)
             await proc.wait()
-            if isinstance(exc, asyncio.CancelledError):
+            if not isinstance(exc, asyncio.TimeoutError):
                 raise
             raise RemoteTimeout(
                 f"on {self.host.name}: `{_short(command)}` did not finish within {timeout:g} s"
             ) from None
-        done = CompletedCommand(
+        return CompletedCommand(
             command=command, exit_status=proc.returncode if proc.returncode is not None else -1,
             stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"),
         )
-        if check and not done.ok:
-            raise RemoteCommandError(self.host.name, done)
-        return done
 
     async def stream(self, command: str) -> AsyncIterator[str]:
         """Yield ``command``'s stdout lines; see ``Transport.stream``."""

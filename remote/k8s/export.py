@@ -21,6 +21,7 @@ from pathlib import Path
 
 from remote.config.cluster import ClusterConfig
 from remote.config.task_code import user_code
+from remote.hosts.data_tree import data_line
 from remote.hosts.push import build_bundle
 from remote.k8s import manifests
 from remote.k8s.formats import K8sFormat
@@ -75,7 +76,8 @@ class K8sExport:
 def code_archive(config: ClusterConfig) -> tuple[str, str]:
     """The pushed packages as ``corral run`` pushes them: their digest and a base64 gzip."""
     user = user_code(config.run, config.path.parent)
-    bundle = build_bundle(user_folder=user.folder if user is not None else None)
+    bundle = build_bundle(user_folder=user.folder if user is not None else None,
+                          with_data=config.run.script is None)  # as corral run's
     packed = base64.b64encode(gzip.compress(bundle.tar, mtime=0)).decode("ascii")
     if len(packed) > CONFIG_MAP_LIMIT // 2:
         raise ExportError(f"the pushed code is {len(packed) // 1024} KiB encoded, too much for a "
@@ -225,6 +227,19 @@ COPY_POD = "corral-copy"
 have exited by the time a run is copied back, and ``kubectl cp`` needs a running one)."""
 
 
+def _data_note(config: ClusterConfig) -> list[str]:
+    """A script's data does not ride in the manifests (no data sync to a pod): what it is,
+    and what the pods need, first (docs/data.md)."""
+    user = user_code(config.run, config.path.parent)
+    if config.run.script is None or user is None:
+        return []
+    line = data_line(user.folder, config.run.data, config.path.parent)
+    if line is None or config.run.data is False:
+        return []
+    return [f"# first, the script's {line}: not in the manifests; mount it in the pods at the "
+            "same path under their working directory (docs/data.md)"]
+
+
 def next_steps(config: ClusterConfig, export: K8sExport, source: str) -> list[str]:
     """Apply, follow, copy back (to ``<run_root>/<run_id>``, where ``corral report`` looks)."""
     ns = f"-n {shlex.quote(export.namespace)}"
@@ -235,7 +250,7 @@ def next_steps(config: ClusterConfig, export: K8sExport, source: str) -> list[st
                         "volumeMounts": [{"name": "runs", "mountPath": "/runs"}]}]}},
         separators=(",", ":"))
     local = shlex.quote(str(local_run_dir(config, export.run_id)))
-    return [
+    return [*_data_note(config),
         f"kubectl apply -f {shlex.quote(source)}",
         f"kubectl {ns} logs -f -l {manifests.RUN_ID_LABEL}={export.run_id} "
         "--prefix --max-log-requests 64",

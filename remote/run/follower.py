@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
+from remote.config.task_code import user_code
 from remote.events import HostStatus, LogLine, RankEvent, RunEvent
+from remote.hosts.missing_file import explain_missing
 from remote.hosts.pool import HostPool
 from remote.records.collected import CollectedCopy
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
@@ -61,6 +63,18 @@ async def _ticker(every: float = 0.5) -> AsyncIterator[TailItem]:
         yield _Tick()  # type: ignore[misc]
 
 
+def missing_file_explainer(config: ClusterConfig) -> Callable[[str], str | None] | None:
+    """For a script run: what explains a failure's ``FileNotFoundError`` on a file the launch
+    folder holds (``explain_missing``); None for a task run."""
+    if config.run.script is None:
+        return None
+    user = user_code(config.run, config.path.parent)
+    if user is None:
+        return None
+    folder, data = user.folder, config.run.data
+    return lambda text: explain_missing(folder, data, text)
+
+
 class RunFollower:
     """One attempt of a run, followed from its hosts' tails to its final ``RunStatus``.
 
@@ -76,7 +90,7 @@ class RunFollower:
         self.run_dir = run_dir_for(config, info.run_id)
         self.launching = launching
         self.monitor = RunMonitor(run_id=info.run_id, hosts=info.hosts, stop=stop,
-                                  run_dir=self.run_dir)
+                                  run_dir=self.run_dir, explain=missing_file_explainer(config))
         self.hang = HangGuard(pool, config.run.hang_factor, config.run.hang_limit)
         self.failed_at: float | None = None
         self.cause_settled = False

@@ -209,9 +209,16 @@ def _script_cwd(config: ClusterConfig, plan: LaunchPlan, host: HostSection) -> s
     and each host has its own (``RunLayout.script_cwd``)."""
     if config.run.script is None:
         return ""
-    cwd = shell_path(RunLayout(plan.run_dir).script_cwd(host.name))
+    layout = RunLayout(plan.run_dir)
+    cwd = shell_path(layout.script_cwd(host.name))
     pushed = shell_path(f"{code_dir(host.workdir, plan.code_digest)}/{USER_CODE_DIR}")
-    return f"mkdir -p {cwd} && cp -R {pushed}/. {cwd}/ && "
+    # The data sync's link list (target<TAB>path a line, remote.hosts.data_sync): each path of
+    # the working directory linked to its cached, read-only file (or the file in place).
+    links = shell_path(layout.host_file(host.name, "data"))
+    data = (f"{{ [ ! -f {links} ] || {{ c={cwd}; tab=$(printf '\\t'); "
+            f'while IFS="$tab" read -r t r; do mkdir -p "$(dirname -- "$c/$r")" && '
+            f'ln -sfn -- "$t" "$c/$r" || exit 1; done < {links}; }}; }}')
+    return f"mkdir -p {cwd} && cp -R {pushed}/. {cwd}/ && {data} && "
 
 
 def _clear(host: HostSection, run_id: str) -> str:

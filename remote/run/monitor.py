@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from remote.events import TRAINED_NOTHING, HostStatus, LogLine, RankEvent, RunEvent
@@ -49,6 +50,9 @@ class RunMonitor:
     stop: StopRequest = field(default_factory=StopRequest)
     """The run's stop request (shared with its handle): failures after a stop began are its
     consequences, not causes."""
+    explain: Callable[[str], str | None] | None = None
+    """Given a failure's words, one line more that explains it (a file the script could not
+    open that the launch folder holds but did not send: ``remote.hosts.missing_file``)."""
     exited: dict[str, LauncherExit] = field(default_factory=dict)
     dropped: dict[str, HostLost] = field(default_factory=dict)
     last_step: dict[str, int] = field(default_factory=dict)
@@ -266,6 +270,8 @@ class RunMonitor:
         if never:
             detail += "; hosts that never joined the rendezvous: " + ", ".join(never)
         lines = self._last_lines(failure)
+        if self.explain is not None and (why := self.explain("\n".join([detail, *lines]))):
+            detail += f"; {why}"  # on the first line: the one `corral run` prints
         if lines:
             detail += "\n" + "\n".join(lines)
         return Finding(RunOutcome.FAILED, detail, failed_host=failure.host,

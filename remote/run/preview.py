@@ -76,7 +76,8 @@ async def check_with_preview(config: ClusterConfig, pool: HostPool) -> CheckRepo
     on each host, as the ranks will (``remote.checks.task_import``)."""
     user = user_code(config.run, config.path.parent)  # the same tree a run pushes
     code = await asyncio.to_thread(
-        build_bundle, user_folder=user.folder if user is not None else None)
+        build_bundle, user_folder=user.folder if user is not None else None,
+            with_data=config.run.script is None)  # a script's data: the data sync
     if user is None and not data_files(config):
         report, facts = await check_and_plan(config, pool)
     else:

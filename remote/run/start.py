@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from profiles.user_errors import CorralError
 from remote.checks.plan import HostPlan, LaunchFacts, PlanError, master_address, plan_cluster
 from remote.checks.preflight import check_and_plan
-from remote.checks.script_imports import LEFT_OUT_CHECK, SCRIPT_KEYS_CHECK
+from remote.checks.script_imports import DATA_CHECK, LEFT_OUT_CHECK, SCRIPT_KEYS_CHECK
 from remote.checks.task_import import push_and_check_code
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.config.task_code import user_code
@@ -28,6 +28,7 @@ from remote.hosts.push import CodeBundle, build_bundle
 from remote.hosts.transport import Transport
 from remote.records.collected import CollectedCopy
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
+from remote.run.data_push import sync_run_data
 from remote.run.launch import LaunchPlan, launch_host
 from remote.run.lifecycle import LaunchFailed
 from remote.run.stream import remote_sizes
@@ -104,7 +105,8 @@ async def run_check(launch: Launch) -> AsyncGenerator[RunEvent, None]:
         raise LaunchFailed(f"{config.path}: [run] task: {exc.message}") from None
     try:
         code = launch.code = await asyncio.to_thread(
-            build_bundle, user_folder=user.folder if user is not None else None)
+            build_bundle, user_folder=user.folder if user is not None else None,
+            with_data=config.run.script is None)  # a script's data: the data sync
     except CorralError as exc:  # over the size budget: named before any host is touched
         raise LaunchFailed(exc.message) from None
     report, launch.facts = await check_and_plan(config, launch.pool, code_digest=code.digest)
@@ -115,11 +117,13 @@ async def run_check(launch: Launch) -> AsyncGenerator[RunEvent, None]:
 
 
 def warning_lines(items: Sequence[CheckItem]) -> list[str]:
-    """The check's warnings as the run logs them (ignored keys, left out, optional imports):
-    each once per run, however many hosts found it, with the hosts when more than one."""
+    """The check's warnings as the run logs them (ignored keys, left out, the data that
+    travels, optional imports): each once per run, however many hosts found it, with the hosts
+    when more than one."""
     hosts: dict[str, list[str]] = {}
     for item in items:
-        if item.name in (SCRIPT_KEYS_CHECK, LEFT_OUT_CHECK) or item.detail.startswith("warning:"):
+        if (item.name in (SCRIPT_KEYS_CHECK, LEFT_OUT_CHECK, DATA_CHECK)
+                or item.detail.startswith("warning:")):
             hosts.setdefault(item.detail, []).append(item.host)
     return [f"corral: {detail}" + (f" (on {', '.join(on)})" if len(on) > 1 else "")
             for detail, on in hosts.items()]
@@ -164,6 +168,8 @@ async def push_code_to_hosts(launch: Launch) -> AsyncGenerator[RunEvent, None]:
              else "already on every host, nothing sent")
     yield LogLine(t=time.time(), host="*", rank=None,
                   text=f"code {code.digest[:12]}: {where} ({code.files} files)")
+    async for data_event in sync_run_data(launch.pool, launch.config, launch.run_dir):
+        yield data_event
 
 
 def _plan(launch: Launch) -> None:

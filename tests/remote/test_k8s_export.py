@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +263,15 @@ def test_the_copy_back_pod_is_a_valid_pod_mounting_the_claim(tmp_path: Path) -> 
     source, target = shlex.split(cp_line)[-2:]
     assert source == f"corral-copy:/runs/{RUN_ID}"
     assert Path(target) == local_run_dir(config, RUN_ID)  # where corral report looks
+
+
+def test_a_scripts_data_is_named_first_in_the_next_steps(tmp_path: Path) -> None:
+    config = config_of(tmp_path, THREE_IN_TWO)
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "input.txt").write_text("First Citizen:\n")
+    scripted = replace(config, run=replace(config.run, script="train.py"))
+    steps = kubernetes_next_steps(scripted, export_kubernetes(scripted, run_id=RUN_ID), "k8s/")
+    assert steps[0].startswith("# first, the script's data: 1 file, ")
+    assert "data/input.txt" in steps[0] and "mount it in the pods" in steps[0]
+    assert steps[1].startswith("kubectl apply")

@@ -67,7 +67,7 @@ def test_a_fifo_is_skipped_and_named_without_blocking(tmp_path: Path) -> None:
 
 def test_a_2gb_file_beside_the_script_is_refused_naming_it(tmp_path: Path) -> None:
     (tmp_path / "train.py").write_text("print('hi')\n")
-    with (tmp_path / "big.bin").open("wb") as sparse:  # 2 GB that takes no disk
+    with (tmp_path / "big.onnx").open("wb") as sparse:  # 2 GB that takes no disk
         sparse.truncate(2 * 2**30)
     (tmp_path / "small.py").write_text("x = 1\n")
     started = time.monotonic()
@@ -75,7 +75,7 @@ def test_a_2gb_file_beside_the_script_is_refused_naming_it(tmp_path: Path) -> No
         build_bundle(user_folder=tmp_path)
     assert time.monotonic() - started < 5  # stat only: nothing read, nothing hashed
     message = refused.value.message
-    assert "big.bin (2048.0 MiB)" in message and f"{PUSH_BUDGET_BYTES // 2**20}.0 MiB" in message
+    assert "big.onnx (2048.0 MiB)" in message and f"{PUSH_BUDGET_BYTES // 2**20}.0 MiB" in message
     assert ".corralignore" in message and "small.py" in message  # named file by file
 
 
@@ -178,13 +178,13 @@ def test_corral_check_names_the_folder_over_budget_and_what_is_left_out(tmp_path
     from remote.config.read import parse_cluster
 
     (tmp_path / "train.py").write_text("print('hi')\n")
-    with (tmp_path / "big.bin").open("wb") as sparse:
+    with (tmp_path / "big.onnx").open("wb") as sparse:
         sparse.truncate(2 * 2**30)
     os.mkfifo(tmp_path / "pipe")
     config = parse_cluster('[cluster]\nname = "s"\n[[hosts]]\nname = "a"\naddress = "local"\n'
                            '[run]\nscript = "train.py"\n', path=tmp_path / "cluster.toml")
     [over, left_out] = left_out_items(config)
-    assert not over.ok and "big.bin (2048.0 MiB)" in over.detail
+    assert not over.ok and "big.onnx (2048.0 MiB)" in over.detail
     assert left_out.ok and left_out.detail == "warning: not pushed: pipe (a FIFO)"
 
 

@@ -108,7 +108,7 @@ ROOT_REPO = {"train.py": ROOT_SCRIPT,
              "trainer.py": TRAIN_LOOP + "\n\nclass Trainer:\n    train = staticmethod(train)\n",
              "profiles/__init__.py": "WHOSE = 'the user'\n",
              "configurator.py": "batch_size = 12\n", "config/x.py": "n_layer = 6\n",
-             "data/tiny/train.txt": "a b c\n", ".corralignore": "!data/\n"}
+             "data/tiny/train.txt": "a b c\n"}
 
 
 def local_config(repo: Path, tmp_path: Path, script: str, hosts: int = HOSTS) -> ClusterConfig:
@@ -264,7 +264,7 @@ async def test_a_script_launched_from_a_subfolder_that_reaches_its_parent(
         "Path('../out/seen.json').write_text(json.dumps({'name': NAME, 'rows': rows, "
         "'host': os.environ['CORRAL_HOST']}))\n"),
         "sub/loop.py": TRAIN_LOOP, "pkg/__init__.py": "NAME = 'pkg of the repo'\n",
-        "data/rows.txt": "x y\n", ".corralignore": "!data/\n"})
+        "data/rows.txt": "x y\n"})
     monkeypatch.chdir(repo / "sub")
     plain = replace(local_config(repo, tmp_path, "sub/train.py", hosts=2), run=RunSection())
     cfg = with_script(plain, Path("train.py"), [], code=Path(".."))

@@ -1,0 +1,313 @@
+"""The data sync: a run's data files into each host's cache, sent once, linked per run.
+
+Each host keeps its data files by content, ``<workdir>/data/<sha256>``, read-only. A sync:
+
+1. asks the host (``PROBE_PY``) which of the run's files its cache holds whole and unchanged,
+   whether it sees this machine's files (the marker the master wrote into the launch folder,
+   read back there: a ``local`` host or a shared filesystem, found, never guessed from an
+   address), its free disk, and whether the paths it must already have are there;
+2. refuses, before a byte is sent, what the host cannot take (``plan_problem``);
+3. streams the missing files from disk (``CHUNK_BYTES`` at a time: the master's memory does
+   not grow with the data) into ``RECEIVE_PY``, which writes each under a temporary name,
+   checks its sha256 and only then renames it into the cache: a sync killed mid-file leaves a
+   partial file nobody uses, and the next one sends that file again;
+4. writes the host's link list (``hosts/<host>.data`` of the run directory): the launch links
+   each path of the run's working directory to its cached file, or, on a host that sees this
+   machine's files, to the file in place (nothing sent).
+
+A cached file is made read-only and stamped with a fixed modification time: a rank that
+writes through its link (as root, which read-only does not stop) changes that time, and the
+file no longer counts as cached: it is sent again, never used changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shlex
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from profiles.user_errors import CorralError
+from remote.config.cluster import HostSection
+from remote.hosts.data_tree import CHUNK_BYTES, DataFile, DataSet
+from remote.hosts.interpreter import last_json, python_word
+from remote.hosts.transport import Transport
+
+STAMP_NS = 86_400 * 10**9
+"""The modification time of every cached file (1970-01-02): a write through a link changes it."""
+FREE_MARGIN_BYTES = 1 << 30
+"""Free disk a host keeps after its data arrives (checkpoints and logs need room too)."""
+SYNC_TIMEOUT_S = 300.0
+"""How long a host may take to finish after the last byte was sent (its last hash check)."""
+
+WRITE_LINKS_PY = """
+def write_links(cache, links, manifest):
+    lines = "".join((os.path.join(cache, t[4:]) if t.startswith("sha:") else t) + "\\t" + r
+                    + "\\n" for t, r in links)
+    manifest = os.path.expanduser(manifest)
+    os.makedirs(os.path.dirname(manifest), mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(manifest), prefix=".data-")
+    with os.fdopen(fd, "w") as out:
+        out.write(lines)
+    os.replace(tmp, manifest)
+"""
+"""The host's link list written whole (a temporary file renamed): ``target<TAB>path`` lines,
+``sha:<sha256>`` targets made the cached file's path."""
+
+PROBE_PY = "import json, os, shutil, sys, tempfile\n" + WRITE_LINKS_PY + f"""
+ask = json.loads(sys.stdin.readline())
+cache = os.path.expanduser(ask["cache"])
+have = []
+for sha, size in ask["files"]:
+    try:
+        info = os.stat(os.path.join(cache, sha))
+    except OSError:
+        continue
+    if info.st_size == size and info.st_mtime_ns == {STAMP_NS} and not info.st_mode & 0o222:
+        have.append(sha)
+shared = False
+if ask["marker"]:
+    try:
+        with open(ask["marker"][0]) as f:
+            shared = f.read() == ask["marker"][1]
+    except OSError:
+        pass
+probe = cache
+while not os.path.isdir(probe):
+    probe = os.path.dirname(probe) or "/"
+missing = [p for p in ask["paths"] if not os.path.exists(os.path.expanduser(p))]
+shared = shared or ask["local"]
+linked = bool(ask["manifest"]) and (shared or len(have) == len(ask["files"]))
+if linked:  # nothing to send: the run's links now, and no second command
+    write_links(cache, ask["links"]["shared" if shared else "cached"], ask["manifest"])
+print(json.dumps({{"have": have, "shared": shared, "free": shutil.disk_usage(probe).free,
+                  "missing": missing, "linked": linked}}))
+"""
+
+RECEIVE_PY = "import hashlib, json, os, sys, tempfile, time\n" + WRITE_LINKS_PY + f"""
+src = sys.stdin.buffer
+head = json.loads(src.readline())
+cache = os.path.expanduser(head["cache"])
+os.makedirs(cache, exist_ok=True)
+for name in os.listdir(cache):  # what a killed sync left: never used, removed once old
+    path = os.path.join(cache, name)
+    try:
+        if name.startswith(".part-") and time.time() - os.stat(path).st_mtime > 3600:
+            os.unlink(path)
+    except OSError:
+        pass
+for sha, size in head["files"]:
+    fd, tmp = tempfile.mkstemp(dir=cache, prefix=".part-")
+    try:
+        digest, left = hashlib.sha256(), size
+        with os.fdopen(fd, "wb") as out:
+            while left:
+                chunk = src.read(min(left, {CHUNK_BYTES}))
+                if not chunk:
+                    sys.exit("corral: the data stream ended before " + sha)
+                digest.update(chunk)
+                out.write(chunk)
+                left -= len(chunk)
+        if digest.hexdigest() != sha:
+            sys.exit("corral: data file " + sha + " arrived changed")
+        os.chmod(tmp, 0o444)
+        os.utime(tmp, ns=({STAMP_NS}, {STAMP_NS}))
+        os.replace(tmp, os.path.join(cache, sha))
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+write_links(cache, head["links"], head["manifest"])
+"""
+
+
+def _python(host: HostSection, code: str) -> str:
+    """``python -S -c CODE``: the standard library alone (no site packages to scan: a sync
+    that sends nothing costs two interpreter starts per host, so each must be quick)."""
+    return f"{python_word(host)} -S -c {shlex.quote(code)}"
+
+
+def cache_dir(workdir: str) -> str:
+    """A host's data cache (unexpanded ``~`` kept)."""
+    return f"{workdir.rstrip('/')}/data"
+
+
+@dataclass
+class DataProgress:
+    """One host's sync as it goes: what ``corral run`` and the console show."""
+
+    host: str
+    total_bytes: int = 0
+    total_files: int = 0
+    sent_bytes: int = 0
+    sent_files: int = 0
+    cached_files: int = 0
+    shared: bool = False
+    started: float = field(default_factory=time.monotonic)
+    done: bool = False
+
+    def line(self) -> str:
+        """``b: 120.0/512.0 MiB, 3/10 files, 48.2 MiB/s, 8 s left``."""
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = self.sent_bytes / elapsed
+        left = (self.total_bytes - self.sent_bytes) / rate if rate > 0 else float("inf")
+        eta = f"{left:.0f} s left" if left != float("inf") else "starting"
+        return (f"data to {self.host}: {_mib(self.sent_bytes)}/{_mib(self.total_bytes)}, "
+                f"{self.sent_files}/{self.total_files} files, {rate / 2**20:.1f} MiB/s, {eta}")
+
+    def summary(self) -> str:
+        """The host's one line once done: sent, cached, or in place."""
+        if self.shared:
+            return f"data on {self.host}: sees this machine's files, linked in place, 0 B sent"
+        return (f"data on {self.host}: {_files(self.sent_files)} sent ({_mib(self.sent_bytes)}), "
+                f"{self.cached_files} already cached")
+
+
+def _files(count: int) -> str:
+    return f"{count} file" + ("" if count == 1 else "s")
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostData:
+    """What a host's probe found."""
+
+    have: frozenset[str]
+    shared: bool
+    free: int
+    missing: tuple[str, ...]
+    """The paths it must have (``[run] data``, link targets) that it lacks."""
+    linked: bool = False
+    """It needs nothing sent and wrote the run's link list already."""
+
+
+class DataSyncError(CorralError):
+    """A host cannot take the run's data, or its sync failed."""
+
+
+async def probe(transport: Transport, data: DataSet, marker: tuple[str, str] | None,
+                manifest: str | None = None) -> HostData:
+    """Ask the host what it holds (``PROBE_PY``); when it needs nothing sent, it writes the
+    run's link list ``manifest`` at once (``HostData.linked``)."""
+    ask = {"cache": cache_dir(transport.host.workdir),
+           "files": [[sha, f.size] for sha, f in data.unique().items()],
+           "marker": list(marker) if marker else None, "local": transport.host.is_local,
+           "paths": list(data.host_paths) + [link.target for link in data.links],
+           "manifest": manifest,
+           "links": {"cached": link_lines(data, False), "shared": link_lines(data, True)}}
+    done = await transport.run(_python(transport.host, PROBE_PY), timeout=120.0,
+                               input=(json.dumps(ask) + "\n").encode())
+    answer = last_json(done.stdout)
+    if answer is None:
+        raise DataSyncError(f"{transport.host.name}: the data probe gave no answer: "
+                            f"{done.stderr.strip()[-300:]}")
+    return HostData(have=frozenset(answer["have"]), shared=bool(answer["shared"]),
+                    free=int(answer["free"]), missing=tuple(answer["missing"]),
+                    linked=bool(answer["linked"]))
+
+
+def plan_problem(host: str, data: DataSet, found: HostData) -> str | None:
+    """Why ``host`` cannot take the run's data as it is (None: it can): a path it must have
+    that it lacks, a link out of the folder whose target it lacks, or too little disk."""
+    links = {link.target: link.rel for link in data.links}
+    for path in found.missing:
+        if found.shared and path in links:
+            continue
+        if path in links:
+            return (f"{links[path]} in {data.folder} is a link to {path}, which {host} does not "
+                    f"have: name {links[path]!r} in [run] data to send its files, or put "
+                    f"{path} on {host}")
+        return (f"[run] data names {path}, which {host} does not have: put it there, or name "
+                "a path inside the launch folder to send it")
+    if found.shared:
+        return None
+    missing = [f for sha, f in data.unique().items() if sha not in found.have]
+    need = sum(f.size for f in missing)
+    if need + FREE_MARGIN_BYTES <= found.free:
+        return None
+    largest = sorted(missing, key=lambda f: -f.size)[:5]
+    named = "; ".join(f"{f.rel} ({_mib(f.size)})" for f in largest)
+    return (f"{host} has {_mib(found.free)} free for {_mib(need)} of data to send (and "
+            f"{_mib(FREE_MARGIN_BYTES)} to spare): {named}. Put the data on {host} and name "
+            "that path in [run] data (an absolute path the hosts have, checked before launch), "
+            "or leave some out with a line in .corralignore")
+
+
+def link_lines(data: DataSet, shared: bool) -> list[list[str]]:
+    """``[target, path]`` for each link of the working directory: ``sha:<sha256>`` for a
+    cached file, an absolute path for a file in place or a link's target."""
+    files = [[str(f.source.absolute()) if shared else f"sha:{f.sha256}", f.rel]
+             for f in data.files]
+    return files + [[link.target, link.rel] for link in data.links]
+
+
+async def _feed(head: Mapping[str, object], files: list[DataFile], progress: DataProgress
+                ) -> AsyncIterator[bytes]:
+    yield (json.dumps(head) + "\n").encode()
+    for file in files:
+        with file.source.open("rb") as source:
+            left = file.size
+            while left:  # exactly the size hashed: a file growing meanwhile fails its check
+                chunk = await asyncio.to_thread(source.read, min(left, CHUNK_BYTES))
+                if not chunk:
+                    raise DataSyncError(f"{file.source} shrank while it was being sent")
+                left -= len(chunk)
+                progress.sent_bytes += len(chunk)
+                yield chunk
+        progress.sent_files += 1
+
+
+async def sync_host(transport: Transport, data: DataSet, found: HostData, manifest: str,
+                    progress: DataProgress) -> DataProgress:
+    """Send the files ``found`` lacks and write the host's link list ``manifest``."""
+    missing = [] if found.shared else [
+        f for sha, f in data.unique().items() if sha not in found.have]
+    progress.total_files, progress.total_bytes = len(missing), sum(f.size for f in missing)
+    progress.cached_files = 0 if found.shared else len(data.unique()) - len(missing)
+    progress.shared, progress.started = found.shared, time.monotonic()
+    if found.linked:  # nothing to send, the links written by the probe
+        progress.done = True
+        return progress
+    head = {"cache": cache_dir(transport.host.workdir),
+            "files": [[f.sha256, f.size] for f in missing], "manifest": manifest,
+            "links": link_lines(data, found.shared)}
+    done = await transport.run_fed(_python(transport.host, RECEIVE_PY),
+                                   _feed(head, missing, progress), timeout=SYNC_TIMEOUT_S)
+    if not done.ok:
+        raise DataSyncError(f"data sync to {transport.host.name} failed: "
+                            f"{(done.stderr.strip() or done.stdout.strip())[-300:]}")
+    progress.done = True
+    return progress
+
+
+class Marker:
+    """The file the master writes into the launch folder for hosts to read back: one that
+    reads the same token there sees this machine's files. Removed on exit."""
+
+    def __init__(self, folder: Path) -> None:
+        self.token = secrets.token_hex(16)
+        self.path: Path | None = folder / f".corral-marker-{self.token[:12]}"
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with os.fdopen(fd, "w") as out:
+                out.write(self.token)
+        except OSError:  # a read-only folder: no host can be found sharing it
+            self.path = None
+
+    def pair(self) -> tuple[str, str] | None:
+        """``(path, token)`` for the probe; None without a marker."""
+        return (str(self.path), self.token) if self.path is not None else None
+
+    def __enter__(self) -> Marker:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)

@@ -1,0 +1,223 @@
+"""What data a run sends, file by file, each named by its content (sha256).
+
+The launch folder's data (``remote.hosts.push_tree``'s ``PushTree.data``) and the paths
+``[run] data`` names (``remote.config.data_paths``) become one ``DataSet``: for every file,
+where the run's working directory has it (``rel``), where it is on this machine, its size and
+its sha256. A host's cache holds files by sha256 (``remote.hosts.data_sync``), so a file
+already there is not sent again, and a changed one is sent alone.
+
+Hashing gigabytes on every launch would cost more than sending nothing: ``HashCache`` keeps
+each file's sha256 under its path, size and modification time, so an unchanged file is
+hashed once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from profiles.user_errors import UsageError
+from remote.hosts.push_tree import walk_tree
+
+CHUNK_BYTES = 1 << 20
+"""What is read from a data file at once (hashing and sending): the master's memory per host."""
+HASH_CACHE = Path("~/.corral/data-hashes.json")
+"""This machine's hash cache: ``{path: [size, mtime_ns, sha256]}``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataFile:
+    """One file a run's working directory gets from the data sync."""
+
+    rel: str
+    """Its path in the run's working directory (POSIX, relative)."""
+    source: Path
+    """The file on this machine (a named link's target's file, read through the link)."""
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutsideLink:
+    """A link in the launch folder to a path outside it, not named in ``[run] data``:
+    recreated as is where its target is (a host sharing this machine's files), named before
+    launch elsewhere; never followed."""
+
+    rel: str
+    """The link's path in the folder."""
+    target: str
+    """Its target, absolute, as this machine resolves it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSet:
+    """Everything a run's data sync does."""
+
+    folder: Path
+    """The launch folder (where a host sharing this machine's files finds them)."""
+    files: tuple[DataFile, ...] = ()
+    links: tuple[OutsideLink, ...] = ()
+    host_paths: tuple[str, ...] = ()
+    """``[run] data`` paths outside the folder: every host must have them already."""
+
+    @property
+    def size(self) -> int:
+        """Bytes of every file (each counted once per place it is linked)."""
+        return sum(f.size for f in self.files)
+
+    def unique(self) -> dict[str, DataFile]:
+        """One file per sha256 (what a cache holds)."""
+        return {f.sha256: f for f in self.files}
+
+
+def _files_under(root: Path) -> Iterator[Path]:
+    """Regular files under ``root`` (itself if a file), links inside it followed no further."""
+    if root.is_file():
+        yield root
+        return
+    for directory, _, names in os.walk(root):
+        for name in sorted(names):
+            path = Path(directory, name)
+            if path.is_file() and not path.is_symlink():
+                yield path
+
+
+def named_files(folder: Path, rel: str) -> dict[str, Path]:
+    """``[run] data``'s path ``rel`` inside ``folder``: every regular file under it (through the
+    link ``rel`` itself, when it is one), by its path in the working directory."""
+    root = folder / rel
+    target = root.resolve()
+    return {str(Path(rel, path.relative_to(target)).as_posix()) if path != target else rel: path
+            for path in _files_under(target)}
+
+
+def _safe(rel: str) -> None:
+    if "\n" in rel or "\t" in rel:
+        raise UsageError(f"data file {rel!r} has a tab or a newline in its name; rename it, or "
+                         "leave it out with a line in .corralignore",
+                         title="a data file cannot be sent")
+
+
+class HashCache:
+    """sha256 by (path, size, mtime): an unchanged file is hashed once, on this machine."""
+
+    def __init__(self, path: Path = HASH_CACHE) -> None:
+        self.path = path.expanduser()
+        self.entries: dict[str, list[object]] = {}
+        with contextlib.suppress(OSError, ValueError):
+            loaded = json.loads(self.path.read_text())
+            if isinstance(loaded, dict):
+                self.entries = loaded
+        self.changed = False
+
+    def sha256(self, path: Path) -> tuple[int, str]:
+        """The file's size and sha256, from the cache when its size and mtime are unchanged."""
+        info = path.stat()
+        key = str(path.absolute())
+        known = self.entries.get(key)
+        if isinstance(known, list) and known[:2] == [info.st_size, info.st_mtime_ns]:
+            return info.st_size, str(known[2])
+        digest = hashlib.sha256()
+        with path.open("rb") as source:
+            while chunk := source.read(CHUNK_BYTES):
+                digest.update(chunk)
+        self.entries[key] = [info.st_size, info.st_mtime_ns, digest.hexdigest()]
+        self.changed = True
+        return info.st_size, digest.hexdigest()
+
+    def save(self) -> None:
+        """Write the cache whole or not at all (a temporary file renamed), private."""
+        if not self.changed:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".data-hashes.")
+        with os.fdopen(fd, "w") as out:
+            json.dump(self.entries, out)
+        os.replace(tmp, self.path)
+
+
+def data_set(folder: Path, sources: dict[str, Path], links: dict[str, str],
+             host_paths: tuple[str, ...] = (), cache: HashCache | None = None) -> DataSet:
+    """The ``DataSet`` of ``sources`` (path in the working directory → file here), hashed
+    through ``cache``; ``links``: the folder's links out of it (path → target), not followed."""
+    cache = cache if cache is not None else HashCache()
+    files = []
+    for rel, path in sorted(sources.items()):
+        _safe(rel)
+        size, sha = cache.sha256(path)
+        files.append(DataFile(rel=rel, source=path, size=size, sha256=sha))
+    cache.save()
+    outside = tuple(OutsideLink(rel=rel, target=str((folder / rel).resolve()))
+                    for rel, _ in sorted(links.items()) if rel not in sources)
+    for link in outside:
+        _safe(link.rel)
+    return DataSet(folder=folder, files=tuple(files), links=outside, host_paths=host_paths)
+
+
+def inside(folder: Path, written: str, base: Path) -> str | None:
+    """``[run] data``'s path ``written`` relative to the launch ``folder`` when it lies inside
+    it (the link itself, not followed); None for a path outside (one the hosts have)."""
+    path = Path(os.path.abspath(base / Path(written).expanduser()))
+    root = folder.resolve()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else None
+
+
+def _sources(folder: Path, data: tuple[str, ...], base: Path
+             ) -> tuple[dict[str, Path], list[str]]:
+    """The files ``[run] data``'s paths inside ``folder`` send (by their path in the working
+    directory), and its paths outside it."""
+    sources: dict[str, Path] = {}
+    outside = []
+    for written in data:
+        rel = inside(folder, written, base)
+        if rel is None:
+            outside.append(written)
+        else:
+            sources.update(named_files(folder, rel))
+    return sources, outside
+
+
+def collect(folder: Path, data: bool | tuple[str, ...], base: Path,
+            cache: HashCache | None = None) -> DataSet:
+    """The run's ``DataSet``: the launch folder's data (``data = false``: none), the paths
+    ``[run] data`` names inside it (followed: a link's target's files under the link's name)
+    and outside it (what the hosts have); ``base`` is cluster.toml's folder."""
+    if data is False:
+        return DataSet(folder=folder)
+    named = data if isinstance(data, tuple) else ()
+    tree = walk_tree(folder)
+    extra, host_paths = _sources(folder, named, base)
+    sources = {rel: folder / rel for rel in tree.data} | extra
+    inside_named = [rel for rel in (inside(folder, w, base) for w in named) if rel is not None]
+    links = {rel: why for rel, why in tree.left_out.items() if (folder / rel).is_symlink()
+             and not any(rel == n or rel.startswith(n + "/") for n in inside_named)}
+    return data_set(folder, sources, links, tuple(host_paths), cache)
+
+
+def data_line(folder: Path, data: bool | tuple[str, ...], base: Path) -> str | None:
+    """What data will travel, in one line, from sizes alone (nothing read or hashed): for
+    ``corral check`` and ``--dry-run``; None when there is none."""
+    if data is False:
+        return "no data sent ([run] data = false)"
+    extra, outside = _sources(folder, data if isinstance(data, tuple) else (), base)
+    sizes = dict(walk_tree(folder).data) | {rel: path.stat().st_size
+                                            for rel, path in extra.items()}
+    if not sizes and not outside:
+        return None
+    largest = sorted(sizes.items(), key=lambda item: -item[1])[:3]
+    files = f"{len(sizes)} file" + ("" if len(sizes) == 1 else "s")
+    parts = [f"{files}, {sum(sizes.values()) / 2**20:.1f} MiB by the data sync "
+             "(cached per host: only what changed is sent; in place where a host sees this "
+             "machine's files)"] if sizes else []
+    if largest:
+        parts.append("largest " + ", ".join(f"{rel} ({size / 2**20:.1f} MiB)"
+                                            for rel, size in largest))
+    if outside:
+        parts.append("on every host already: " + ", ".join(outside))
+    return "data: " + "; ".join(parts)

@@ -1,0 +1,100 @@
+"""The data phase of a script run's push: the launch folder's data to every host at once.
+
+``sync_run_data`` collects the run's data (``remote.hosts.data_tree``: what the folder holds
+that is data, and ``[run] data``), asks every host what it has (``remote.hosts.data_sync``),
+refuses before a byte is sent what a host cannot take (a path it lacks, too little disk),
+then feeds every host in parallel, a progress line per host every ``PROGRESS_EVERY_S``, and
+one line per host at the end (sent / cached / in place).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+
+from profiles.user_errors import CorralError
+from remote.config.cluster import ClusterConfig
+from remote.config.task_code import user_code
+from remote.events import LogLine, RunEvent
+from remote.hosts.data_sync import (
+    DataProgress,
+    HostData,
+    Marker,
+    plan_problem,
+    probe,
+    sync_host,
+)
+from remote.hosts.data_tree import DataSet, collect
+from remote.hosts.pool import HostPool
+from remote.run.lifecycle import LaunchFailed
+from trainer.run_layout import RunLayout
+
+PROGRESS_EVERY_S = 1.0
+"""How often a host still receiving data gets a progress line."""
+
+
+def run_data(config: ClusterConfig) -> DataSet | None:
+    """The script run's ``DataSet`` (hashed); None for a task run or one with no data."""
+    if config.run.script is None or config.run.data is False:
+        return None
+    user = user_code(config.run, config.path.parent)
+    assert user is not None
+    data = collect(user.folder, config.run.data, config.path.parent)
+    return data if data.files or data.links or data.host_paths else None
+
+
+def _line(text: str) -> LogLine:
+    return LogLine(t=time.time(), host="*", rank=None, text=text)
+
+
+async def _probe_all(pool: HostPool, data: DataSet, layout: RunLayout) -> dict[str, HostData]:
+    """Every host's answer; ``LaunchFailed`` naming each host that cannot take the data."""
+    with Marker(data.folder) as marker:
+        answers = await pool.gather(lambda t: probe(
+            t, data, marker.pair(), layout.host_file(t.host.name, "data")))
+    found: dict[str, HostData] = {}
+    problems = []
+    for name, answer in answers.items():
+        if isinstance(answer, BaseException):
+            problems.append(f"{name}: {answer}")
+        elif (problem := plan_problem(name, data, answer)) is not None:
+            problems.append(problem)
+        else:
+            found[name] = answer
+    if problems:
+        raise LaunchFailed("data cannot travel: " + "; ".join(problems))
+    return found
+
+
+async def sync_run_data(pool: HostPool, config: ClusterConfig, run_dir: str
+                        ) -> AsyncGenerator[RunEvent, None]:
+    """Sync the run's data to every host (see the module's docstring)."""
+    try:
+        data = await asyncio.to_thread(run_data, config)
+    except CorralError as exc:
+        raise LaunchFailed(exc.message) from None
+    if data is None:
+        return
+    layout = RunLayout(run_dir)
+    found = await _probe_all(pool, data, layout)
+    progress = {name: DataProgress(host=name) for name in found}
+    syncing = asyncio.ensure_future(pool.gather(
+        lambda t: sync_host(t, data, found[t.host.name],
+                            layout.host_file(t.host.name, "data"), progress[t.host.name]),
+        list(found)))
+    try:
+        while not syncing.done():
+            await asyncio.wait([syncing], timeout=PROGRESS_EVERY_S)
+            for one in progress.values():
+                if not syncing.done() and not one.done and one.total_bytes:
+                    yield _line(one.line())
+    finally:
+        if not syncing.done():  # interrupted: the hosts' receivers see their input end
+            syncing.cancel()
+    errors = [f"{name}: {result}" for name, result in syncing.result().items()
+              if isinstance(result, BaseException)]
+    if errors:
+        raise LaunchFailed("data sync failed: " + "; ".join(errors))
+    for one in progress.values():
+        yield _line(one.summary())
