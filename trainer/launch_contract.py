@@ -21,6 +21,10 @@ not in torch's node order, so a rank's global rank is this base plus its ``LOCAL
 ALLOCATOR_ENV = "CORRAL_ALLOCATOR"
 """The allocator the launcher chose for this rank (see ``trainer.placement.ALLOCATORS``)."""
 
+LAUNCHER_PID_ENV = "CORRAL_LAUNCHER_PID"
+"""The pid of the launcher (torch's agent) that starts the ranks: a rank ends when that process
+is no longer its parent (``trainer.launcher_death``)."""
+
 LOG_LINE_PREFIX_ENV = "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"
 """torchrun's variable for the prefix of each rank's teed output line."""
 
