@@ -18,7 +18,8 @@ class Severity(IntEnum):
 
     DISK_FULL = 0
     """A host's launcher ended with the run directory's disk full (its ranks could write
-    neither events nor last words there; the peers then fail with "connection closed")."""
+    neither events nor last words there; the peers then fail with "connection closed"), or
+    this machine could not write the run's records (the hosts are stopped for it)."""
     RANK_DIED = 1
     """A rank ended without its ``end`` event (killed, crashed) or was declared hung."""
     HOST_LOST = 2
@@ -38,6 +39,9 @@ class Cause(Enum):
     """The loss went non-finite: it would again from the same checkpoint."""
     DISK_FULL = "disk full"
     """The run directory's disk filled up: it is still full."""
+    LOCAL_WRITE = "local write"
+    """This machine could not write the run's records (read-only, full, gone): a restart
+    would have nowhere to record either."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -191,7 +191,8 @@ class SshRunHandle:
 
     async def _follow(self) -> AsyncIterator[RunEvent | Signal]:
         self._follower = RunFollower(self.config, self._pool, self._info,
-                                     launching=self._launch, stop=self._stop)
+                                     launching=self._launch, stop=self._stop,
+                                     record_error=lambda: self._record.write_error)
         async for item in self._follower.events():
             yield item
 

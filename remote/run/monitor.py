@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from remote.events import TRAINED_NOTHING, HostStatus, LogLine, RankEvent, RunEvent
+from remote.records.disk_full import LOCAL
 from remote.run.failures import Cause, Failure, HostLost, Severity
 from remote.run.lifecycle import Finding, RunOutcome, StopCause, StopRequest
 from remote.run.stream import LauncherExit, RankOwned, TailItem
@@ -215,6 +216,17 @@ class RunMonitor:
             if (match := TRACEBACK_END.match(line.strip())):
                 return match.group(2)
         return None
+
+    def local_write_failed(self, what: str) -> None:
+        """This machine could not write the run's records (``what``: the path and why): the
+        run ends as on a full disk, its hosts stopped, and this machine is named, not a host."""
+        if any(f.cause is Cause.LOCAL_WRITE for f in self.failures):
+            return
+        self.failures.append(Failure(
+            host=LOCAL, rank=None, t=time.time(), severity=Severity.DISK_FULL,
+            cause=Cause.LOCAL_WRITE,
+            why=(f"could not write the run's records at {what}; the hosts were stopped: make "
+                 f"it writable (or free space there) and `corral run --resume {self.run_id}`")))
 
     def declare_hung(self, hung: Failure) -> None:
         """Record a rank that stopped stepping (``HangGuard.check``) as a cause of failure."""
