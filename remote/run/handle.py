@@ -133,6 +133,8 @@ class SshRunHandle:
                     else:
                         yield item
         finally:
+            if life.phase is not Phase.ENDED:  # a detach: the run trains on, unfollowed
+                self._record.detached()
             await self._unlock()
             if self._pool is not self._cluster_pool:
                 await self._pool.aclose()

@@ -22,7 +22,9 @@ from typing import Any
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
 from remote.events import FINAL_RUN_STATES, StopReport
+from remote.records.owner import this_owner
 from remote.records.runs import (
+    FOLLOWING_LOST,
     RunInfo,
     describe_stop,
     local_run_dir,
@@ -104,6 +106,20 @@ class RunRecord:
             self._write()
         else:
             self.change(**facts)
+
+    def adopt(self) -> None:
+        """This process follows the run from now on (``corral attach`` of a run whose
+        follower was lost): it becomes the record's owner, the ``FOLLOWING_LOST`` word goes."""
+        if self.info.detail.startswith(FOLLOWING_LOST):
+            with contextlib.suppress(OSError, CorralError):
+                self.change(owner=this_owner(), detail="")
+
+    def detached(self) -> None:
+        """This process stops following a running run on purpose (a detach, ``--detach``): it
+        owns it no longer, so its end reads as a detach, not as ``FOLLOWING_LOST``."""
+        if self.info.owner == this_owner() and self.info.state == "running":
+            with contextlib.suppress(OSError, CorralError):
+                self.change(owner="")
 
     def forget(self) -> None:
         """A launch refused before it touched a host: no record of its own (``status`` and
