@@ -56,7 +56,8 @@ def test_the_stop_of_a_local_run_waits_for_its_round_and_says_so(tmp_path: Path)
     events.write_text(json.dumps({
         "event": "round", "v": 1, "t": 5.0, "rank": 0, "step": 200, "first_step": 101,
         "inner_steps": [50, 50], "islands": [[0], [1]], "round_s": 42.0, "exchange_s": 0.5,
-        "exchanged_bytes": 1, "bytes_per_sample": 0.1, "round_steps": 100}) + "\n" + '{"event": "round"}\n')
+        "exchanged_bytes": 1, "bytes_per_sample": 0.1, "round_steps": 100})
+        + "\n" + '{"event": "round"}\n')  # and a torn line: skipped
     wait, said = stop_wait(config, "r-1", 10.0)
     assert wait == 94.0
     assert said == ('exchange = "local": the ranks stop at the end of the round under way (the '
