@@ -20,13 +20,16 @@ class Severity(IntEnum):
     """A host's launcher ended with the run directory's disk full (its ranks could write
     neither events nor last words there; the peers then fail with "connection closed"), or
     this machine could not write the run's records (the hosts are stopped for it)."""
-    RANK_DIED = 1
+    LAUNCHER_KILLED = 1
+    """A host's launcher (or its container) was killed: no rank of its own is named, and its
+    ranks die with it (``trainer.launcher_death``); the peers' failures follow from that."""
+    RANK_DIED = 2
     """A rank ended without its ``end`` event (killed, crashed) or was declared hung."""
-    HOST_LOST = 2
+    HOST_LOST = 3
     """Its host dropped; the peers' errors follow from that."""
-    RANK_FAILED = 3
+    RANK_FAILED = 4
     """A rank ended ``failed`` or ``diverged`` (often because a peer vanished)."""
-    LAUNCHER_FAILED = 4
+    LAUNCHER_FAILED = 5
     """A launcher failed without naming a rank."""
 
 
