@@ -63,8 +63,9 @@ class RunInfo:
     ended: float = 0.0
     """Unix time its outcome (completed, failed, stopped) was recorded; 0 before."""
     owner: str = ""
-    """The corral process launching it (``remote.records.owner``): a record left in a launch
-    state by a corral that is gone is recorded failed by the next command that reads it."""
+    """The corral process launching or following it (``remote.records.owner``): a record left
+    in a launch state by a corral that is gone is recorded failed by the next command that
+    reads it, and once its hosts started, ``FOLLOWING_LOST`` (``corral attach`` adopts it)."""
 
     @property
     def label(self) -> str:
