@@ -5,14 +5,11 @@ host called unreachable for a local error, never ranks left training unfollowed.
 from __future__ import annotations
 
 import shutil
-import socket
-import sys
 from pathlib import Path
 
 import pytest
 
 from remote.api import HostStatus, RunStatus
-from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
 from remote.records.collected import CollectedCopy
 from remote.run.controller import SshRunController
 from remote.run.failures import Cause
@@ -21,14 +18,9 @@ from remote.run.monitor import RunMonitor
 from remote.run.recovery import restart_refusal
 
 try:
-    from runkit import bounded, run_processes, tiny_run, until_first_step
+    import runkit
 except ImportError:  # collected as a package
-    from tests.remote.runkit import (  # type: ignore[no-redef]
-        bounded,
-        run_processes,
-        tiny_run,
-        until_first_step,
-    )
+    from tests.remote import runkit  # type: ignore[no-redef]
 
 
 def _unwritable(directory: Path) -> None:
@@ -71,27 +63,15 @@ def test_a_local_write_error_names_this_machine_and_is_not_restarted() -> None:
         "not restarted: this machine cannot record it")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow  # starts torchrun
 async def test_the_copy_vanishing_mid_run_stops_the_hosts_and_names_this_machine(
         tmp_path: Path) -> None:
-    host = HostSection(name="h", address="local", python=sys.executable,
-                       workdir=str(tmp_path / "work"), gpus=0, nproc=1, threads=1)
-    config = ClusterConfig(
-        path=tmp_path / "cluster.toml",
-        cluster=ClusterSection(name="local", master="h", run_root=str(tmp_path / "runs"),
-                               rendezvous_port=_free_port()),
-        hosts=(host,), run=tiny_run(steps=1_000_000))
+    config = runkit.local_cluster(tmp_path, ("h",), runkit.tiny_run(steps=1_000_000))
     controller = SshRunController(config)
     try:
         handle = await controller.start()
-        events = bounded(handle.events())
-        await until_first_step(events)
+        events = runkit.bounded(handle.events())
+        await runkit.until_first_step(events)
         # The local host's run directory is this machine's too: only the copy goes.
         _unwritable(tmp_path / "runs" / handle.run_id / "collected")
         rest = [e async for e in events]
@@ -102,4 +82,4 @@ async def test_the_copy_vanishing_mid_run_stops_the_hosts_and_names_this_machine
     assert final.detail.startswith("this machine could not write the run's records at "
                                    f"{tmp_path / 'runs' / handle.run_id / 'collected'}")
     assert not any(isinstance(e, HostStatus) and e.state == "unreachable" for e in rest)
-    assert run_processes(handle.run_id) == []  # the host's ranks were stopped
+    assert runkit.run_processes(handle.run_id) == []  # the host's ranks were stopped

@@ -7,45 +7,26 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import socket
-import sys
 from pathlib import Path
 
 import pytest
 
 from remote.api import RankEvent, RunStatus, stop_wait
-from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
+from remote.config.cluster import ClusterConfig
 from remote.run.controller import SshRunController
 from trainer.round_event import RoundEvent
 from trainer.run_layout import RunLayout
 
 try:
-    from runkit import bounded, run_processes, tiny_run
+    import runkit
 except ImportError:  # collected as a package
-    from tests.remote.runkit import (  # type: ignore[no-redef]
-        bounded,
-        run_processes,
-        tiny_run,
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    from tests.remote import runkit  # type: ignore[no-redef]
 
 
 def _config(tmp_path: Path, round_steps: int) -> ClusterConfig:
-    hosts = tuple(HostSection(name=name, address="local", python=sys.executable,
-                              workdir=str(tmp_path / "work"), gpus=0, nproc=1, threads=1)
-                  for name in ("a", "b"))
-    run = dataclasses.replace(tiny_run(steps=1_000_000), exchange="local",
+    run = dataclasses.replace(runkit.tiny_run(steps=1_000_000), exchange="local",
                               round_steps=round_steps)
-    return ClusterConfig(
-        path=tmp_path / "cluster.toml",
-        cluster=ClusterSection(name="local", master="a", run_root=str(tmp_path / "runs"),
-                               rendezvous_port=_free_port()),
-        hosts=hosts, run=run)
+    return runkit.local_cluster(tmp_path, ("a", "b"), run)
 
 
 def test_the_stop_of_a_local_run_waits_for_its_round_and_says_so(tmp_path: Path) -> None:
@@ -73,7 +54,7 @@ async def test_a_stop_mid_round_ends_at_the_rounds_end_with_a_checkpoint(tmp_pat
     controller = SshRunController(config)
     try:
         handle = await controller.start()
-        events = bounded(handle.events())
+        events = runkit.bounded(handle.events())
         first: RoundEvent | None = None
         async for event in events:
             if isinstance(event, RankEvent) and isinstance(event.event, RoundEvent):
@@ -95,4 +76,4 @@ async def test_a_stop_mid_round_ends_at_the_rounds_end_with_a_checkpoint(tmp_pat
     saved = sorted(int(p.stem.split("-")[1]) for p in
                    (tmp_path / "runs" / handle.run_id / "checkpoints").glob("step-*.pt"))
     assert saved and saved[-1] == rounds[-1].step  # the stop's checkpoint, at round 2's end
-    assert run_processes(handle.run_id) == []
+    assert runkit.run_processes(handle.run_id) == []
