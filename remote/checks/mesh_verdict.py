@@ -49,11 +49,19 @@ def _allow(source: str, address: str, target: str) -> str:
             f"{source}'s ranks can reach {target}'s on the ports its system picks")
 
 
-def blocked_hint(link: PairLink, links: Sequence[PairLink], ssh_address: str | None) -> str:
-    """The likely cause of a blocked direction and its fix."""
+def blocked_hint(link: PairLink, links: Sequence[PairLink], ssh_address: str | None,
+                 half_open: Mapping[str, frozenset[str]] | None = None) -> str:
+    """The likely cause of a blocked direction and its fix (``half_open``: per host, the
+    addresses whose connection requests reached it but never completed)."""
     source, target, error = link.source, link.target, link.error.lower()
     addresses = {other.target: other.address for other in links}
     source_address = addresses.get(source, source)
+    if "timed out" in error and source_address in (half_open or {}).get(target, ()):
+        # The request reached the target, which answered; the answer never arrived: the rule
+        # is on the source's side, dropping what the target sends it.
+        return (f"a firewall on {source} drops TCP from {target} (the request reached "
+                f"{target}; its answer never came back): "
+                f"{_allow(target, link.address, source)}")
     loopback = is_ip_literal(link.address) and ipaddress.ip_address(link.address).is_loopback
     if not loopback and ssh_address and is_ip_literal(ssh_address) \
             and ssh_address != link.address:
@@ -140,7 +148,8 @@ def mesh_items(config: ClusterConfig, result: MeshResult,
             items.append(_item(
                 host.name, False, f"{link.source} → {link.target}: cannot connect to "
                 f"{link.address}:{link.port} ({link.error})",
-                blocked_hint(link, result.links, ssh_addresses.get(link.target))))
+                blocked_hint(link, result.links, ssh_addresses.get(link.target),
+                             result.half_open)))
         if not any(host.name in (link.source, link.target) for link in blocked):
             items.append(_reached_item(host, mine))
     return items
