@@ -107,7 +107,9 @@ def add_run_parsers(command: AddCommand) -> None:
     stop.add_argument("run_id", metavar="RUN", nargs="?",
                       help="run id (default: the newest run that is still running)")
     stop.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
-                      help="seconds between TERM and KILL (default: 10)")
+                      help="seconds between TERM and KILL (default: 10); a "
+                           "low-communication run gets twice its last round's time more, "
+                           "at most 600 s (docs/lowcomm.md)")
     command("status", "List the runs of this cluster and their state.")
     attach = command("attach", "Reconnect to a live run: in the console, or with --headless "
                      "in this terminal (Ctrl-C detaches again).")

@@ -191,6 +191,11 @@ async def cmd_stop(args: argparse.Namespace, console: Console) -> int:
         handle = await session.controller.attach(run_id)
         _say_resolved(console, session, run_id, handle.run_id)
         run_id = handle.run_id
+        from remote.api import stop_wait
+
+        _, waiting = stop_wait(session.config, run_id, args.grace)
+        if waiting:
+            console.print(f"run {run_id}: {waiting}")
         report = await handle.stop(grace_s=args.grace)
     if report.clean:
         done = (f"had already {report.outcome.value}: nothing to stop" if report.outcome

@@ -117,6 +117,7 @@ __all__ = [
     "script_argument",
     "script_toml",
     "setup_cluster",
+    "stop_wait",
     "summarize",
     "summary_to_json",
     "trained_nothing",
@@ -175,6 +176,14 @@ async def refresh_runs(config: ClusterConfig) -> tuple[list[RunInfo], list[str]]
         return await refresh_runs_report(config, pool)
     finally:
         await pool.aclose()
+
+
+def stop_wait(config: ClusterConfig, run_id: str, grace_s: float) -> tuple[float, str]:
+    """How long a stop of ``run_id`` asked with ``grace_s`` waits before it kills (longer for
+    a low-communication run: its round ends first), and the line that says so ("" if none)."""
+    from remote.run.stop import stop_wait as wait
+
+    return wait(config, run_id, grace_s)
 
 
 async def fetch_results(config: ClusterConfig, info: RunInfo, *,

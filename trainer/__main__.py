@@ -12,11 +12,13 @@ import os
 import sys
 
 from profiles.user_errors import CorralError
+from trainer.launcher_death import die_with_launcher
 from trainer.settings.train_config import parse_config
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags, train, and return the exit code."""
+    die_with_launcher()  # no rank trains on once the launcher that started it is gone
     try:
         config = parse_config(argv)
         from trainer.train import train  # torch loads only once the flags are known good

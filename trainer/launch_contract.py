@@ -21,6 +21,17 @@ not in torch's node order, so a rank's global rank is this base plus its ``LOCAL
 ALLOCATOR_ENV = "CORRAL_ALLOCATOR"
 """The allocator the launcher chose for this rank (see ``trainer.placement.ALLOCATORS``)."""
 
+LAUNCHER_PID_ENV = "CORRAL_LAUNCHER_PID"
+"""The pid of the launcher (torch's agent) that starts the ranks: a rank ends when that process
+is no longer its parent (``trainer.launcher_death``)."""
+
+STOP_WAIT_LIMIT_S = 600.0
+"""The longest a stop waits for the ranks to reach a point where they can stop with a
+checkpoint (``exchange = "local"``: the round under way ends first; islands do not talk
+mid-round). ``corral stop`` gives a local-mode run up to this (from its last round's time),
+and the launcher lets its ranks have as long once it is stopped (torchrun's own 30 s would cut
+the round short); corral's KILL after the stop's grace still bounds every stop."""
+
 LOG_LINE_PREFIX_ENV = "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"
 """torchrun's variable for the prefix of each rank's teed output line."""
 

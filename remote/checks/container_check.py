@@ -28,6 +28,35 @@ def container_parts(host: HostSection) -> dict[str, str]:
             LEFTOVER_SECTION: container.names_command(host)}
 
 
+ENGINE_DOWN = ("hung", "daemon")
+"""The engine section's ``image`` answers that say the engine itself cannot be used: the
+probe skipped everything else (``remote.checks.preflight``), and the check is one row."""
+
+
+def engine_down(sections: Mapping[str, tuple[str, int]]) -> bool:
+    """Whether the engine hung or could not reach its daemon (the probe stopped there)."""
+    found = dict(line.split(" ", 1) for line in sections.get(ENGINE_SECTION, MISSING)[0]
+                 .splitlines() if " " in line)
+    return found.get("image") in ENGINE_DOWN
+
+
+def _down_item(host: HostSection, engine: str, found: Mapping[str, str]) -> CheckItem:
+    """The one row of a host whose engine hung or has no daemon."""
+    name = engine.rsplit("/", 1)[-1]
+    if found.get("image") == "hung":
+        return CheckItem(host=host.name, name="engine", ok=False,
+                         detail=f"{name} did not answer within "
+                                f"{container.CHECK_ENGINE_LIMIT_S} s on {host.name} (hung)",
+                         hint=f"log in to {host.name}, see why `{name} info` hangs and restart "
+                              f"its service; then run `corral check` again")
+    said = found.get("said", "").strip()
+    return CheckItem(host=host.name, name="engine", ok=False,
+                     detail=f"{name}'s daemon is not running on {host.name}"
+                            + (f" ({said})" if said else ""),
+                     hint=f"start it on {host.name} (`sudo systemctl start {name}`), or set "
+                          f"container.engine of {host.name!r} to podman (no daemon)")
+
+
 def _engine_name(host: HostSection) -> str:
     assert host.container is not None
     return host.container.engine or "podman (or docker)"
@@ -49,6 +78,8 @@ def judge_container(host: HostSection, sections: Mapping[str, tuple[str, int]]
                           hint=f"install {_engine_name(host)} on {host.name} "
                                f"(Debian: apt-get install podman runc), or set "
                                f"container.engine of {host.name!r} to the engine it has")], False
+    if found.get("image") in ENGINE_DOWN:
+        return [_down_item(host, engine, found)], False
     items = [CheckItem(host=host.name, name="engine", ok=True, detail=engine)]
     what = f"image {box.image}" if box.image else f"rootfs {box.rootfs}"
     if found.get("image") != "yes":

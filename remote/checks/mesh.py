@@ -26,7 +26,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig, HostSection
@@ -61,7 +61,21 @@ try:
 except OSError as exc:
     print(json.dumps({"error": str(exc)}), flush=True)
     sys.exit(0)
-print(json.dumps({"port": s.getsockname()[1]}), flush=True)
+port = s.getsockname()[1]
+print(json.dumps({"port": port}), flush=True)
+def half_open():
+    found = set()
+    try:
+        with open("/proc/net/tcp") as f:
+            rows = f.read().splitlines()[1:]
+    except OSError:
+        return found
+    for row in rows:
+        w = row.split()
+        if len(w) > 3 and w[3] == "03" and int(w[1].split(":")[1], 16) == port:
+            found.add(socket.inet_ntoa(bytes.fromhex(w[2].split(":")[0])[::-1]))
+    return found
+seen = set()
 def serve(c):
     with c:
         c.settimeout(max(1.0, deadline - time.time()))
@@ -79,11 +93,14 @@ def serve(c):
         seconds = time.perf_counter() - start
         c.sendall((json.dumps({"bytes": got, "seconds": seconds}) + "\\n").encode())
 while time.time() < deadline:
-    ready = select.select([s, 0], [], [], max(0.0, deadline - time.time()))[0]
+    ready = select.select([s, 0], [], [], min(0.5, max(0.0, deadline - time.time())))[0]
     if 0 in ready and not os.read(0, 1):
         break
     if s in ready:
         threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+    for peer in sorted(half_open() - seen):
+        seen.add(peer)
+        print(json.dumps({"syn_from": peer}), flush=True)
 s.close()
 """
 
@@ -142,6 +159,9 @@ class MeshResult:
     """One per direction between the hosts that took part."""
     listen_errors: Mapping[str, str]
     """Hosts whose listener could not start, and why."""
+    half_open: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """Per host, the addresses whose connection request reached its listener but never
+    completed: the host's reply was dropped on the way back (a rule on the requesting side)."""
     seconds: float
     """Wall time of the whole check (listeners, connections, measurements)."""
 
@@ -169,6 +189,18 @@ class _Listeners:
     def __init__(self, pool: HostPool) -> None:
         self._pool = pool
         self._streams: list[AsyncIterator[str]] = []
+        self._readers: list[asyncio.Future[None]] = []
+        self.syn_from: dict[str, set[str]] = {}
+        """Per host, the addresses whose connection request reached its listener but never
+        completed (half-open: the host's reply was dropped on its way back)."""
+
+    async def _rest(self, name: str, lines: AsyncIterator[str]) -> None:
+        """The listener's later lines: each address it saw half-open (read, so that the
+        listener never blocks on a full pipe)."""
+        async for line in lines:
+            found = last_json(line) or {}
+            if isinstance(found.get("syn_from"), str):
+                self.syn_from.setdefault(name, set()).add(found["syn_from"])
 
     async def open(self, host: HostSection, address: str, seconds: float) -> int | str:
         """The port the host's listener holds, or why it did not start."""
@@ -189,10 +221,16 @@ class _Listeners:
             return "the listener did not start"
         opened = last_json(reader.result() or "") or {}
         if "port" in opened:
+            self._readers.append(asyncio.ensure_future(self._rest(host.name, lines)))
             return int(opened["port"])
         return str(opened.get("error", "the listener did not start"))
 
     async def close(self) -> None:
+        for reader in self._readers:  # a stream is closed only once nothing is inside it
+            reader.cancel()
+        if self._readers:
+            await asyncio.wait(self._readers)
+        self._readers.clear()
         for lines in self._streams:
             close = getattr(lines, "aclose", None)
             if close is not None:
@@ -259,4 +297,5 @@ async def check_mesh(config: ClusterConfig, pool: HostPool, addresses: Mapping[s
     finally:
         await listeners.close()
     links = tuple(link for host_links in found for link in host_links)
-    return MeshResult(links=links, listen_errors=errors, seconds=time.monotonic() - started)
+    return MeshResult(links=links, listen_errors=errors, seconds=time.monotonic() - started,
+                      half_open={h: frozenset(a) for h, a in listeners.syn_from.items()})

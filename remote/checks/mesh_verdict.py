@@ -49,11 +49,19 @@ def _allow(source: str, address: str, target: str) -> str:
             f"{source}'s ranks can reach {target}'s on the ports its system picks")
 
 
-def blocked_hint(link: PairLink, links: Sequence[PairLink], ssh_address: str | None) -> str:
-    """The likely cause of a blocked direction and its fix."""
+def blocked_hint(link: PairLink, links: Sequence[PairLink], ssh_address: str | None,
+                 half_open: Mapping[str, frozenset[str]] | None = None) -> str:
+    """The likely cause of a blocked direction and its fix (``half_open``: per host, the
+    addresses whose connection requests reached it but never completed)."""
     source, target, error = link.source, link.target, link.error.lower()
     addresses = {other.target: other.address for other in links}
     source_address = addresses.get(source, source)
+    if "timed out" in error and source_address in (half_open or {}).get(target, ()):
+        # The request reached the target, which answered; the answer never arrived: the rule
+        # is on the source's side, dropping what the target sends it.
+        return (f"a firewall on {source} drops TCP from {target} (the request reached "
+                f"{target}; its answer never came back): "
+                f"{_allow(target, link.address, source)}")
     loopback = is_ip_literal(link.address) and ipaddress.ip_address(link.address).is_loopback
     if not loopback and ssh_address and is_ip_literal(ssh_address) \
             and ssh_address != link.address:
@@ -105,16 +113,31 @@ def _reached_item(host: HostSection, links: Sequence[PairLink]) -> CheckItem:
     return _item(host.name, True, detail)
 
 
+def listen_hint(name: str, error: str, address: str | None, ssh_address: str | None) -> str:
+    """The fix of a host whose listener could not start on ``address``: the address corral
+    reaches it at (``ssh_address``) is not the host's own when a NAT (or a port forward) sits
+    in between, which no interface setting fixes; any other address is the wrong interface."""
+    if (address is not None and address == ssh_address and is_ip_literal(address)
+            and "assign" in error.lower()):
+        return (f"{name} looks NAT'd: corral reaches it at {address}, an address of a NAT or "
+                f"port forward in front of it, not of {name} itself, so the other hosts' ranks "
+                f"cannot reach its ranks there. Put {name} on the others' network (a bridged "
+                f"interface, not NAT), or for a WSL2 host switch to mirrored networking "
+                f"({WINDOWS_DOC}); then run `corral check` again")
+    return (f"the address corral chose for {name} is not its own: set interface "
+            f"= \"<the interface on the others' network>\" for {name} in cluster.toml")
+
+
 def mesh_items(config: ClusterConfig, result: MeshResult,
-               ssh_addresses: Mapping[str, str | None]) -> list[CheckItem]:
+               ssh_addresses: Mapping[str, str | None],
+               addresses: Mapping[str, str] | None = None) -> list[CheckItem]:
     """Per host: one item when every pair it is in connected both ways, else one failed item
     per blocked direction from it (and one for a listener that could not start)."""
     items = []
     for name, error in result.listen_errors.items():
         items.append(_item(name, False, f"could not listen for the other hosts: {error}",
-                           f"the address corral chose for {name} is not its own: set interface "
-                           f"= \"<the interface on the others' network>\" for {name} in "
-                           "cluster.toml"))
+                           listen_hint(name, error, (addresses or {}).get(name),
+                                       ssh_addresses.get(name))))
     blocked = [link for link in result.links if not link.reached]
     for host in config.hosts:
         mine = [link for link in result.links if host.name in (link.source, link.target)]
@@ -125,7 +148,8 @@ def mesh_items(config: ClusterConfig, result: MeshResult,
             items.append(_item(
                 host.name, False, f"{link.source} → {link.target}: cannot connect to "
                 f"{link.address}:{link.port} ({link.error})",
-                blocked_hint(link, result.links, ssh_addresses.get(link.target))))
+                blocked_hint(link, result.links, ssh_addresses.get(link.target),
+                             result.half_open)))
         if not any(host.name in (link.source, link.target) for link in blocked):
             items.append(_reached_item(host, mine))
     return items
@@ -139,4 +163,4 @@ async def mesh_check(config: ClusterConfig, pool: HostPool, facts: Mapping[str, 
         return [], None
     result = await check_mesh(config, pool, addresses)
     ssh = {h.name: node_address(config, h, master_addr) for h in config.hosts}
-    return mesh_items(config, result, ssh), result
+    return mesh_items(config, result, ssh, addresses), result

@@ -15,7 +15,13 @@ from collections.abc import Awaitable, Callable
 
 from profiles.user_errors import CorralError
 from remote.checks import run_root
-from remote.checks.container_check import container_hints, container_parts, judge_container
+from remote.checks.container_check import (
+    ENGINE_SECTION,
+    container_hints,
+    container_parts,
+    engine_down,
+    judge_container,
+)
 from remote.checks.estimate_facts import cluster_estimate, estimate_probe, parse_estimate_probe
 from remote.checks.host_basics import item, judge_disk, judge_interface, judge_python
 from remote.checks.host_facts import HostFacts
@@ -83,7 +89,9 @@ def probe_script(host: HostSection, config: ClusterConfig, master_addr: str,
         "estimate": estimate_probe(config.run.model),
         "platform": PLATFORM_PROBE,
     }
-    parts.update(container_parts(host))
+    boxed = container_parts(host)
+    engine = {ENGINE_SECTION: boxed.pop(ENGINE_SECTION)} if boxed else {}
+    parts.update(boxed)
     if host.interface is not None:
         parts["links"] = "ip -o addr show 2>&1"
     if code_digest is not None:
@@ -100,6 +108,9 @@ def probe_script(host: HostSection, config: ClusterConfig, master_addr: str,
         prelude = ('c=$(mktemp 2>/dev/null || echo "/tmp/corral-port-test.$$"); '
                    f'{connect_command(host, master_addr, port)} >"$c" 2>&1 & cpid=$!; ')
         parts["rendezvous"] = 'wait "$cpid"; cat "$c"; rm -f "$c"'
+    if engine:  # the container's engine first: hung or without its daemon, nothing else runs
+        return (prelude + sectioned_script(engine) + '; [ -n "${corral_engine_down:-}" ] || { '
+                + sectioned_script(parts) + "; }")
     return prelude + sectioned_script(parts)
 
 
@@ -127,6 +138,10 @@ async def _probe_host(
         facts.items.append(windows_item(host.name))
         return facts
     sections = split_sections(done.stdout)
+    if engine_down(sections):  # one row: the engine, nothing probed through it
+        facts.engine_down = True
+        facts.items += judge_container(host, sections)[0]
+        return facts
     if "rendezvous" in sections:
         facts.connect = sections["rendezvous"][0]
     if "code" in sections:
@@ -176,7 +191,10 @@ async def _probe_with_port_test(
     try:
         results = await pool.gather(
             lambda t: _probe_host(t, config, master_addr, target, code_digest, after))
-        opened = await opening
+        master_facts = results.get(master.name)
+        # The master's listener runs through its engine: one that hung is not waited for.
+        down = isinstance(master_facts, HostFacts) and master_facts.engine_down
+        opened = None if down else await opening
     finally:
         if not opening.done():
             opening.cancel()

@@ -138,17 +138,32 @@ def launcher_words(host: HostSection, run_id: str, inner: str) -> str:
     return f"{run_words(host, name=name, run_id=run_id, here=True)} sh -c {shlex.quote(inner)}"
 
 
+CHECK_ENGINE_LIMIT_S = 8
+"""How long ``corral check`` waits for the engine to say whether the image is there: a hung
+engine is one row of the check within its limit, not a probe that hangs."""
+
+
 def probe_command(host: HostSection) -> str:
-    """Host-side shell: ``engine PATH`` (or ``engine -``), then ``image yes|no``."""
+    """Host-side shell: ``engine PATH`` (or ``engine -``), then ``image yes|no``, or ``image
+    hung`` (no answer within ``CHECK_ENGINE_LIMIT_S``) or ``image daemon`` and ``said LINE``
+    (the engine cannot reach its daemon). Unless the answer is yes or no, it sets
+    ``corral_engine_down`` for the probe script (``remote.checks.preflight``)."""
     container = host.container
     assert container is not None
     engine = engine_word(container)
     if container.rootfs is not None:
-        present = f"[ -d {shell_path(container.rootfs)} ]"
-    else:
-        present = f"{engine} image inspect {shlex.quote(container.image or '')} >/dev/null 2>&1"
+        return (f'e=$(command -v {engine} 2>/dev/null) || e=-; echo "engine $e"; '
+                f'if [ "$e" != - ] && [ -d {shell_path(container.rootfs)} ]; then '
+                'echo "image yes"; else echo "image no"; fi')
+    limit = (f'$(command -v timeout >/dev/null 2>&1 && echo "timeout {CHECK_ENGINE_LIMIT_S}")')
+    inspect = f"{limit} {engine} image inspect {shlex.quote(container.image or '')}"
     return (f'e=$(command -v {engine} 2>/dev/null) || e=-; echo "engine $e"; '
-            f'if [ "$e" != - ] && {present}; then echo "image yes"; else echo "image no"; fi')
+            'if [ "$e" = - ]; then echo "image no"; '
+            f'elif o=$({inspect} 2>&1 >/dev/null); then echo "image yes"; '
+            'elif [ $? = 124 ]; then echo "image hung"; corral_engine_down=1; '
+            'elif printf "%s" "$o" | grep -qi "daemon\\|cannot connect"; then '
+            'echo "image daemon"; printf "said %s\\n" "$(printf "%s" "$o" | head -n 1)"; '
+            'corral_engine_down=1; else echo "image no"; fi')
 
 
 def pull_command(host: HostSection) -> str:

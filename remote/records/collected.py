@@ -32,6 +32,10 @@ class CollectedCopy:
         self.on_line: Callable[[str, str, TrainerEvent | None], None] | None = None
         """Called with ``(path, text, typed event or None)`` for each line this copy appends
         (TensorBoard, the trackers)."""
+        self.write_error: str | None = None
+        """Why this machine could not write the copy (or what it feeds), first time: the run
+        directory read-only, full or gone. The copy then only counts offsets, and the follower
+        ends the run (``remote.run.follower``) rather than the tail calling its host lost."""
         private_dir(local_run_dir)
         private_dir(self.root)
         # One writer per copy: a second follower of the same run (another terminal, the
@@ -79,18 +83,21 @@ class CollectedCopy:
         """Copy one received line of the host's ``path`` that ends at ``end_offset`` (``event``:
         the line's typed event when the caller parsed it already)."""
         self.offsets[path] = end_offset
-        if not self.writer:
+        if not self.writer or self.write_error is not None:
             return
-        handle = self._files.get(path)
-        if handle is None:
-            target = self._safe(path)
-            private_dir(target.parent)
-            handle = self._files[path] = open_private(target)
-        data = (text + "\n").encode("utf-8", "replace")
-        handle.write(data)
-        self._sizes[path] = self._sizes.get(path, 0) + len(data)
-        if self.on_line is not None:
-            self.on_line(path, text, event)
+        try:
+            handle = self._files.get(path)
+            if handle is None:
+                target = self._safe(path)
+                private_dir(target.parent)
+                handle = self._files[path] = open_private(target)
+            data = (text + "\n").encode("utf-8", "replace")
+            handle.write(data)
+            self._sizes[path] = self._sizes.get(path, 0) + len(data)
+            if self.on_line is not None:
+                self.on_line(path, text, event)
+        except OSError as exc:
+            self._write_failed(exc)
 
     def raise_offsets(self, remote_sizes: dict[str, int]) -> None:
         """Skip what the host's files hold already (a resumed run's earlier history)."""
@@ -102,19 +109,38 @@ class CollectedCopy:
 
     def save(self) -> None:
         """Flush the copied lines, then record the offsets they reach (atomically)."""
-        if not self.writer:
+        if not self.writer or self.write_error is not None:
             return
-        for handle in self._files.values():
-            handle.flush()
-        files = {p: [self.offsets[p], self._sizes.get(p, 0)] for p in self.offsets}
         tmp = self.root / f".{RunLayout.COPY_OFFSETS}.{os.getpid()}.tmp"
-        write_private(tmp, json.dumps({"files": files}))
-        os.replace(tmp, self.root / RunLayout.COPY_OFFSETS)
+        try:
+            for handle in self._files.values():
+                handle.flush()
+            files = {p: [self.offsets[p], self._sizes.get(p, 0)] for p in self.offsets}
+            write_private(tmp, json.dumps({"files": files}))
+            os.replace(tmp, self.root / RunLayout.COPY_OFFSETS)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            self._write_failed(exc)
+
+    def _write_failed(self, exc: OSError) -> None:
+        """Stop writing: the offsets saved so far stay true (a later follower sends the rest
+        again), the files are closed as they are."""
+        where = exc.filename if isinstance(exc.filename, str) else str(self.root)
+        self.write_error = f"{where}: {exc.strerror or exc}"
+        self.on_line = None
+        for handle in self._files.values():
+            with contextlib.suppress(OSError):
+                handle.close()
+        self._files.clear()
 
     def close(self) -> None:
         """Close every copied file (the offsets stay as last saved) and release the copy."""
         for handle in self._files.values():
-            handle.close()
+            try:
+                handle.close()  # its last flush
+            except OSError as exc:
+                self.write_error = self.write_error or f"{handle.name}: {exc.strerror or exc}"
         self._files.clear()
         if self._lock is not None:
             self._lock.close()  # closing the file releases the lock

@@ -65,8 +65,9 @@ class RunInfo:
     ended: float = 0.0
     """Unix time its outcome (completed, failed, stopped) was recorded; 0 before."""
     owner: str = ""
-    """The corral process launching it (``remote.records.owner``): a record left in a launch
-    state by a corral that is gone is recorded failed by the next command that reads it."""
+    """The corral process launching or following it (``remote.records.owner``): a record left
+    in a launch state by a corral that is gone is recorded failed by the next command that
+    reads it, and once its hosts started, ``FOLLOWING_LOST`` (``corral attach`` adopts it)."""
 
     @property
     def label(self) -> str:
@@ -175,16 +176,32 @@ LAUNCH_STATES = ("checking", "pushing", "launching", "restarting")
 """Recorded states in which a corral process is launching the run (``RunInfo.owner``)."""
 
 
+FOLLOWING_LOST = "following lost"
+"""How a record begins its detail once the corral following the run ended after the hosts
+started (killed, its machine asleep): the run may still train, and ``corral attach`` adopts it."""
+
+
 def _abandoned_launch_failed(directory: Path, info: RunInfo) -> RunInfo:
-    """``info``, recorded ``failed`` (with why) when the corral launching it is gone: killed
-    mid-launch, it never recorded an outcome, and nothing else would."""
-    if info.state not in LAUNCH_STATES or not info.owner or not owner_gone(info.owner):
+    """``info``, settled when the corral launching it is gone: killed mid-launch, it never
+    recorded an outcome, and nothing else would. Before every host started, ``failed`` (with
+    why); once they all did (its process groups are recorded), still ``running`` with
+    ``FOLLOWING_LOST`` in its detail: nobody follows it, but it may well train on."""
+    started = info.state == "running" or (info.state == "launching" and bool(info.pgids))
+    if (info.state not in (*LAUNCH_STATES, "running") or not info.owner
+            or info.detail.startswith(FOLLOWING_LOST) or not owner_gone(info.owner)):
         return info
-    settled = replace(
-        info, state="failed", ended=time.time(), suspect_hosts=info.hosts,
-        detail=(f"the corral launching it (pid {owner_pid(info.owner)}) ended while it was "
-                f"{info.state}; whatever it started may still run: `corral stop "
-                f"{info.run_id}` ends it"))
+    pid = owner_pid(info.owner)
+    if started:
+        settled = replace(info, state="running", detail=(
+            f"{FOLLOWING_LOST}: the corral that launched it (pid {pid}) ended after the hosts "
+            f"started; it may still train: `corral attach {info.run_id}` follows it, `corral "
+            f"stop {info.run_id}` ends it"))
+    else:
+        settled = replace(
+            info, state="failed", ended=time.time(), suspect_hosts=info.hosts,
+            detail=(f"the corral launching it (pid {pid}) ended while it was "
+                    f"{info.state}; whatever it started may still run: `corral stop "
+                    f"{info.run_id}` ends it"))
     with contextlib.suppress(OSError, CorralError):
         _write_at(directory, settled)
     return settled

@@ -16,7 +16,7 @@ from dataclasses import replace
 from profiles.user_errors import CorralError, UsageError
 from remote.config.cluster import ClusterConfig
 from remote.config.rules import run_name_problem
-from remote.events import CheckReport
+from remote.events import FINAL_RUN_STATES, CheckReport
 from remote.hosts.pool import HostPool
 from remote.records.owner import this_owner
 from remote.records.runs import (
@@ -83,7 +83,9 @@ class SshRunController:
         """Follow recorded run ``run_id`` (or the one run whose id starts with it) from the last
         event this machine's copy holds. Following changes nothing on the hosts."""
         info = read_run_info(self.config, resolve_run_id(self.config, run_id))
-        return SshRunHandle(self.config, self.pool, info, launch=False)
+        record = RunRecord(self.config, info, outcome_kept=info.state in FINAL_RUN_STATES)
+        record.adopt()  # its follower was lost: this one records how it ends
+        return SshRunHandle(self.config, self.pool, record.info, launch=False, record=record)
 
     async def aclose(self) -> None:
         """Close every SSH connection (runs keep going on the hosts)."""

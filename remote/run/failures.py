@@ -18,14 +18,18 @@ class Severity(IntEnum):
 
     DISK_FULL = 0
     """A host's launcher ended with the run directory's disk full (its ranks could write
-    neither events nor last words there; the peers then fail with "connection closed")."""
-    RANK_DIED = 1
+    neither events nor last words there; the peers then fail with "connection closed"), or
+    this machine could not write the run's records (the hosts are stopped for it)."""
+    LAUNCHER_KILLED = 1
+    """A host's launcher (or its container) was killed: no rank of its own is named, and its
+    ranks die with it (``trainer.launcher_death``); the peers' failures follow from that."""
+    RANK_DIED = 2
     """A rank ended without its ``end`` event (killed, crashed) or was declared hung."""
-    HOST_LOST = 2
+    HOST_LOST = 3
     """Its host dropped; the peers' errors follow from that."""
-    RANK_FAILED = 3
+    RANK_FAILED = 4
     """A rank ended ``failed`` or ``diverged`` (often because a peer vanished)."""
-    LAUNCHER_FAILED = 4
+    LAUNCHER_FAILED = 5
     """A launcher failed without naming a rank."""
 
 
@@ -38,6 +42,9 @@ class Cause(Enum):
     """The loss went non-finite: it would again from the same checkpoint."""
     DISK_FULL = "disk full"
     """The run directory's disk filled up: it is still full."""
+    LOCAL_WRITE = "local write"
+    """This machine could not write the run's records (read-only, full, gone): a restart
+    would have nowhere to record either."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
@@ -82,7 +82,8 @@ class RunFollower:
     only its loop stops hosts: attaching is read-only)."""
 
     def __init__(self, config: ClusterConfig, pool: HostPool, info: RunInfo, *,
-                 launching: bool, stop: StopRequest) -> None:
+                 launching: bool, stop: StopRequest,
+                 record_error: Callable[[], str | None] = lambda: None) -> None:
         self.config = config
         self.pool = pool
         self.info = info
@@ -101,6 +102,8 @@ class RunFollower:
         """``RanksLinger`` was said (once an attempt)."""
         self.trackers: Trackers | None = None
         """The run's trackers while this attempt is followed (closed by ``close_trackers``)."""
+        self.record_error = record_error
+        """Why this machine could not write the run's ``run.json`` (None while it can)."""
 
     async def events(self) -> AsyncIterator[FollowItem]:
         """Every event of this attempt and what the lifecycle loop acts on, ending with
@@ -122,6 +125,7 @@ class RunFollower:
                         yield LogLine(t=time.time(), host="*", rank=None, text=line)
                     for event in await self._take(item):
                         yield event
+                    self._local_writes(copies.values())
                     if self.monitor.finished:
                         break
                     for signal in self._after_failure():
@@ -131,7 +135,11 @@ class RunFollower:
                 for copy in copies.values():
                     copy.close()
                 if board is not None:
-                    board.close()
+                    try:
+                        board.close()
+                    except OSError as exc:  # its last steps: the run is over, say why
+                        self.monitor.local_write_failed(f"{exc.filename}: {exc.strerror}")
+                self._local_writes(copies.values())
             yield self._ended()  # the loop decides, and closes the trackers
         finally:
             if self.trackers is not None:  # cut short before the loop decided: goes on later
@@ -152,6 +160,14 @@ class RunFollower:
         else:
             seen = item
         return self._observe(seen)
+
+    def _local_writes(self, copies: Iterable[CollectedCopy]) -> None:
+        """This machine failing to write the run's copy, TensorBoard or record ends the run
+        (the loop stops the hosts on ``CauseSettled``), never a host called lost for it."""
+        for error in [*(c.write_error for c in copies), self.record_error()]:
+            if error is not None and self.launching:
+                self.monitor.local_write_failed(error)
+                return
 
     async def close_trackers(self, state: str) -> list[LogLine]:
         """End the trackers' run with ``state``, the outcome the loop decided; what they said."""

@@ -55,7 +55,7 @@ from remote.run.recovery import (
     restart_refusal,
 )
 from remote.run.start import Launch, push_code_to_hosts, run_check, start_hosts
-from remote.run.stop import LAUNCH_STOP_GRACE_S, STOP_GRACE_ON_FAILURE_S, stop_run
+from remote.run.stop import LAUNCH_STOP_GRACE_S, STOP_GRACE_ON_FAILURE_S, stop_run, stop_wait
 
 
 class SshRunHandle:
@@ -133,6 +133,8 @@ class SshRunHandle:
                     else:
                         yield item
         finally:
+            if life.phase is not Phase.ENDED:  # a detach: the run trains on, unfollowed
+                self._record.detached()
             await self._unlock()
             if self._pool is not self._cluster_pool:
                 await self._pool.aclose()
@@ -191,7 +193,8 @@ class SshRunHandle:
 
     async def _follow(self) -> AsyncIterator[RunEvent | Signal]:
         self._follower = RunFollower(self.config, self._pool, self._info,
-                                     launching=self._launch, stop=self._stop)
+                                     launching=self._launch, stop=self._stop,
+                                     record_error=lambda: self._record.write_error)
         async for item in self._follower.events():
             yield item
 
@@ -299,7 +302,8 @@ class SshRunHandle:
                 self._life.move(Phase.RESTARTING, note)]
 
     async def stop(self, *, grace_s: float = 10.0) -> StopReport:
-        """TERM every host's process group, KILL after ``grace_s``, verify nothing is left.
+        """TERM every host's process group, KILL after ``grace_s`` (longer for a
+        low-communication run: ``stop_wait``), verify nothing is left.
 
         A run that already ended (completed, failed, stopped) keeps its recorded outcome; what
         the stop found goes to the record's ``cleanup``."""
@@ -315,6 +319,7 @@ class SshRunHandle:
         record = self._record.recorded()
         known = {h.name for h in self._cluster_config.hosts}
         hosts = sorted(h for h in {*record.hosts, *record.suspect_hosts} if h in known)
+        grace_s, _ = stop_wait(self._cluster_config, self.run_id, grace_s)
         report = await self._stop_hosts(grace_s=grace_s, hosts=hosts, pool=self._cluster_pool)
         self._record.cleanup(report)
         if outcome in FINAL_RUN_STATES:

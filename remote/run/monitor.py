@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from remote.events import TRAINED_NOTHING, HostStatus, LogLine, RankEvent, RunEvent
+from remote.records.disk_full import LOCAL
 from remote.run.failures import Cause, Failure, HostLost, Severity
 from remote.run.lifecycle import Finding, RunOutcome, StopCause, StopRequest
 from remote.run.stream import LauncherExit, RankOwned, TailItem
@@ -31,6 +32,11 @@ ROOT_CAUSE_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)")
 DISK_FULL_STATUS = "diskfull"
 """The tailer's launcher status for a launcher that failed or vanished on a full disk
 (``remote.run.tail_script``)."""
+KILLED_STATUSES = {"gone": "vanished without an exit status (killed with its process group)",
+                   "137": "was killed (SIGKILL, status 137)",
+                   "143": "was killed (SIGTERM, status 143)"}
+"""Launcher statuses that say the launcher itself (or its container) was killed, as the
+tailer reports them when no rank of the host is named (``remote.run.tail_script``)."""
 ROOT_CAUSE_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
 TRACEBACK_END = re.compile(
     r"^(\[rank\d+\]:\s*)?([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(:.*)?)$")
@@ -191,6 +197,12 @@ class RunMonitor:
                                    "after it finished")
             return [HostStatus(t=item.t, host=item.host, state="done",
                                detail=self.after_done[-1])]
+        elif rank is None and item.status in KILLED_STATUSES and not self.stop.requested:
+            # The host's own launcher was killed: its ranks went with it, and the peers' ranks
+            # that die next (a closed connection) are its consequence, not the cause.
+            self.failures.append(Failure(
+                host=item.host, rank=None, t=item.t, severity=Severity.LAUNCHER_KILLED,
+                why=f"launcher {KILLED_STATUSES[item.status]}"))
         elif rank is not None and rank not in self.ended:
             # A rank that died by itself is a cause even if a stop is already under way.
             how = f"was killed by signal {-code}" if code is not None and code < 0 else (
@@ -219,6 +231,17 @@ class RunMonitor:
             if (match := TRACEBACK_END.match(line.strip())):
                 return match.group(2)
         return None
+
+    def local_write_failed(self, what: str) -> None:
+        """This machine could not write the run's records (``what``: the path and why): the
+        run ends as on a full disk, its hosts stopped, and this machine is named, not a host."""
+        if any(f.cause is Cause.LOCAL_WRITE for f in self.failures):
+            return
+        self.failures.append(Failure(
+            host=LOCAL, rank=None, t=time.time(), severity=Severity.DISK_FULL,
+            cause=Cause.LOCAL_WRITE,
+            why=(f"could not write the run's records at {what}; the hosts were stopped: make "
+                 f"it writable (or free space there) and `corral run --resume {self.run_id}`")))
 
     def declare_hung(self, hung: Failure) -> None:
         """Record a rank that stopped stepping (``HangGuard.check``) as a cause of failure."""

@@ -22,7 +22,9 @@ from typing import Any
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
 from remote.events import FINAL_RUN_STATES, StopReport
+from remote.records.owner import this_owner
 from remote.records.runs import (
+    FOLLOWING_LOST,
     RunInfo,
     describe_stop,
     local_run_dir,
@@ -51,6 +53,12 @@ class RunRecord:
         is found left on its hosts is still recorded)."""
         self._forgotten = False
         """A refused launch: nothing is recorded for it any more."""
+        self._hosts_started = False
+        """Its launch started the hosts: a record that cannot be written no longer ends the
+        loop (its ranks would train on unfollowed) but is said (``write_error``)."""
+        self.write_error: str | None = None
+        """Why ``run.json`` could not be written once the hosts were started (first time): the
+        follower ends the run for it, the hosts stopped (``remote.run.follower``)."""
 
     @classmethod
     def new(cls, config: ClusterConfig, info: RunInfo) -> RunRecord:
@@ -69,7 +77,16 @@ class RunRecord:
         except CorralError:
             return  # not recorded (any more): nothing to update
         self.info = replace(current, **changes)
-        write_run_info(self._config, self.info)
+        self._write()
+
+    def _write(self) -> None:
+        """``write_run_info``; once the hosts were started, a failure is kept, not raised."""
+        try:
+            write_run_info(self._config, self.info)
+        except CorralError as exc:
+            if not self._hosts_started:
+                raise
+            self.write_error = self.write_error or str(exc)
 
     def state(self, state: str, detail: str = "") -> None:
         """The run's state, and the first line of ``detail`` (kept as it was when empty)."""
@@ -82,12 +99,27 @@ class RunRecord:
     def launched(self, **facts: Any) -> None:
         """Every host's launcher started: the launch's ``facts`` (master, port, process
         groups, code digest); a held record is written from here on."""
+        self._hosts_started = True
         if self._held:
             self._held = False
             self.info = replace(self.info, **facts)
-            write_run_info(self._config, self.info)
+            self._write()
         else:
             self.change(**facts)
+
+    def adopt(self) -> None:
+        """This process follows the run from now on (``corral attach`` of a run whose
+        follower was lost): it becomes the record's owner, the ``FOLLOWING_LOST`` word goes."""
+        if self.info.detail.startswith(FOLLOWING_LOST):
+            with contextlib.suppress(OSError, CorralError):
+                self.change(owner=this_owner(), detail="")
+
+    def detached(self) -> None:
+        """This process stops following a running run on purpose (a detach, ``--detach``): it
+        owns it no longer, so its end reads as a detach, not as ``FOLLOWING_LOST``."""
+        if self.info.owner == this_owner() and self.info.state == "running":
+            with contextlib.suppress(OSError, CorralError):
+                self.change(owner="")
 
     def forget(self) -> None:
         """A launch refused before it touched a host: no record of its own (``status`` and

@@ -33,7 +33,7 @@ def restart_refusal(final: Finding, restarts: int, limit: int, *, wanted: bool,
     stop), a reason otherwise; None to restart.
 
     A diverged run is not restarted (it would diverge again from the same checkpoint), nor one
-    that ran out of disk (the disk is still full), nor one
+    that ran out of disk (the disk is still full) or that this machine could not record, nor one
     whose failed attempt may have left processes (they could join the new one)."""
     if final.outcome is not RunOutcome.FAILED or not wanted or not limit:
         return ""
@@ -43,6 +43,8 @@ def restart_refusal(final: Finding, restarts: int, limit: int, *, wanted: bool,
         return "not restarted: a diverged run would diverge again from the same checkpoint"
     if final.cause is Cause.DISK_FULL:
         return "not restarted: the disk is still full"
+    if final.cause is Cause.LOCAL_WRITE:
+        return "not restarted: this machine cannot record it"
     if not stop_clean:
         return "not restarted: processes of the failed attempt may be left"
     return None

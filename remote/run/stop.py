@@ -22,14 +22,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
+from pathlib import Path
 
 from profiles.user_errors import CorralError
-from remote.config.cluster import HostSection
+from remote.config.cluster import ClusterConfig, HostSection
 from remote.events import StopReport
 from remote.hosts import container
 from remote.hosts.pool import HostPool
 from remote.hosts.transport import Transport, shell_path
-from trainer.run_layout import IN_RUN_DIR
+from remote.records.runs import local_run_dir
+from trainer.events import EventFormatError, parse_event
+from trainer.launch_contract import STOP_WAIT_LIMIT_S
+from trainer.round_event import RoundEvent
+from trainer.run_layout import IN_RUN_DIR, RunLayout
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +47,46 @@ LAUNCH_STOP_GRACE_S = 2.0
 cleaned up: its ranks have not trained anything worth saving."""
 KILL_WAIT_S = 5
 """Seconds allowed for processes to vanish after KILL."""
+
+
+TAIL_READ_BYTES = 256 * 1024
+"""How much of the end of rank 0's copied events ``round_grace`` reads for the newest round."""
+
+
+def round_grace(local_dir: Path, grace_s: float) -> tuple[float, str]:
+    """The grace of a stop of a low-communication run (``exchange = "local"``), whose ranks
+    stop at the end of the round under way (islands do not talk mid-round): twice the newest
+    round's time (rank 0's ``round`` events in this machine's copy) beyond ``grace_s``, at most
+    ``STOP_WAIT_LIMIT_S``; and the line that says so ("" when ``grace_s`` is enough)."""
+    newest: RoundEvent | None = None
+    for events in Path(local_dir).glob(f"{RunLayout.COLLECTED}/*/{IN_RUN_DIR.events(0)}"):
+        try:
+            with open(events, "rb") as handle:
+                handle.seek(max(handle.seek(0, 2) - TAIL_READ_BYTES, 0))
+                lines = handle.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            try:
+                event = parse_event(line)
+            except EventFormatError:  # a torn first line of the tail read, say
+                continue
+            if isinstance(event, RoundEvent) and (newest is None or event.t > newest.t):
+                newest = event
+    if newest is None:
+        return grace_s, ""
+    wait = min(grace_s + 2 * newest.round_s, max(grace_s, STOP_WAIT_LIMIT_S))
+    return wait, (f'exchange = "local": the ranks stop at the end of the round under way '
+                  f"(the last took {newest.round_s:.0f} s), with its checkpoint; waiting up "
+                  f"to {wait:.0f} s before they are killed")
+
+
+def stop_wait(config: ClusterConfig, run_id: str, grace_s: float) -> tuple[float, str]:
+    """The grace a stop of ``run_id`` gives its ranks when ``grace_s`` was asked for, and the
+    line that says why when it is longer (``round_grace``: a low-communication run)."""
+    if config.run.exchange != "local":
+        return grace_s, ""
+    return round_grace(local_run_dir(config, run_id), grace_s)
 
 
 def run_pattern(run_id: str) -> str:

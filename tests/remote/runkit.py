@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from typing import Any
 
 from remote.api import RankEvent, RunEvent
 from remote.checks.plan import HostPlan
-from remote.config.cluster import ClusterConfig, HostSection, RunSection
+from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
 from remote.hosts.transport import LocalTransport
 from remote.records.collected import CollectedCopy
 from remote.run.controller import SshRunController
@@ -45,6 +46,21 @@ def tiny_run(steps: int) -> RunSection:
     """A run small enough for tests: simple_cnn on a few synthetic samples."""
     return RunSection(samples=64, global_batch=8, steps=steps, checkpoint_every=1000,
                       rebalance_every=5, lr=0.01)
+
+
+def local_cluster(tmp_path: Path, names: tuple[str, ...], run: RunSection) -> ClusterConfig:
+    """A cluster of ``local`` hosts named ``names`` (the first is the master), one rank and one
+    thread each, under ``tmp_path``, its rendezvous on a port free now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    hosts = tuple(HostSection(name=name, address="local", python=sys.executable,
+                              workdir=str(tmp_path / "work"), gpus=0, nproc=1, threads=1)
+                  for name in names)
+    return ClusterConfig(path=tmp_path / "cluster.toml", hosts=hosts, run=run,
+                         cluster=ClusterSection(name="local", master=names[0],
+                                                run_root=str(tmp_path / "runs"),
+                                                rendezvous_port=port))
 
 
 def run_processes(run_id: str) -> list[str]:

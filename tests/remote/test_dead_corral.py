@@ -19,6 +19,7 @@ from remote.hosts.pool import HostPool
 from remote.records.owner import owner_gone, process_start, this_owner
 from remote.records.runs import list_runs, read_run_info
 from remote.run import launch_lock
+from remote.run.record import RunRecord
 
 try:
     from test_launch_lock import _config
@@ -79,13 +80,36 @@ def test_a_record_left_launching_by_a_dead_corral_reads_failed(tmp_path: Path) -
                                                                "c-2": "launching"}
 
 
-def _cluster_toml(tmp_path: Path) -> Path:
+def test_a_record_left_by_a_dead_corral_after_its_hosts_started_reads_following_lost(
+        tmp_path: Path) -> None:
+    config = _config(tmp_path, tmp_path / "runs")
+    for run_id, state, pgids in (("c-1", "launching", {"m": 123}), ("c-2", "running", None)):
+        (tmp_path / "runs" / run_id).mkdir(parents=True)
+        (tmp_path / "runs" / run_id / "run.json").write_text(json.dumps(
+            {"run_id": run_id, "cluster": "c", "state": state, "started": 1.0, "hosts": ["m"],
+             "owner": dead_owner(), "pgids": pgids}))
+        info = read_run_info(config, run_id)
+        assert info.state == "running", info  # it may well train on: not "failed"
+        assert info.detail.startswith("following lost: the corral that launched it")
+        assert f"`corral attach {run_id}` follows it" in info.detail
+        assert json.loads((tmp_path / "runs" / run_id / "run.json").read_text())[
+            "detail"] == info.detail
+    record = RunRecord(config, read_run_info(config, "c-2"))
+    record.adopt()  # `corral attach`: this process follows it now
+    adopted = read_run_info(config, "c-2")
+    assert adopted.owner == this_owner() and adopted.detail == ""
+    record.detached()  # and leaves it on purpose: nobody follows it, and none was lost
+    assert read_run_info(config, "c-2").owner == ""
+    assert read_run_info(config, "c-2").detail == ""
+
+
+def _cluster_toml(tmp_path: Path, steps: int = 100000) -> Path:
     path = tmp_path / "cluster.toml"
     path.write_text(
         f'[cluster]\nname = "d"\nmaster = "m"\nrun_root = "{tmp_path}/runs"\n\n'
         f'[[hosts]]\nname = "m"\naddress = "local"\npython = "{sys.executable}"\n'
         f'workdir = "{tmp_path}/work"\ngpus = 0\nnproc = 1\nthreads = 1\n\n'
-        "[run]\nsteps = 100000\nsamples = 64\nglobal_batch = 8\n", encoding="utf-8")
+        f"[run]\nsteps = {steps}\nsamples = 64\nglobal_batch = 8\n", encoding="utf-8")
     return path
 
 
@@ -120,3 +144,33 @@ def test_after_kill_9_of_corral_run_nothing_blocks(tmp_path: Path, phase: str) -
     stopped = corral(path, "stop", killed, "--grace", "2")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert not list((tmp_path / "runs").glob(".launch-lock-*"))
+
+
+def _steps(events_file: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in events_file.read_text().splitlines()
+            if json.loads(line).get("event") == "step"]
+
+
+@pytest.mark.slow
+def test_kill_9_of_corral_run_after_launch_is_following_lost_and_attach_adopts_it(
+        tmp_path: Path) -> None:
+    path = _cluster_toml(tmp_path, steps=300)
+    proc = subprocess.Popen([sys.executable, "-m", "console", "-c", str(path), "run"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(ROOT)})
+    try:
+        read_until(proc, "step 10/300")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    (killed,) = [p.parent.name for p in (tmp_path / "runs").glob("*/run.json")]
+    status = corral(path, "status")
+    assert "following lost" in status.stdout, status.stdout + status.stderr
+    attached = corral(path, "attach", killed, "--headless", timeout=240)
+    assert attached.returncode == 0, attached.stdout + attached.stderr
+    record = json.loads((tmp_path / "runs" / killed / "run.json").read_text())
+    assert record["state"] == "completed", record
+    # No event lost or repeated: the copy holds every step once, as the host's own file does.
+    metrics = Path("metrics") / "rank-0.jsonl"
+    copied = _steps(tmp_path / "runs" / killed / "collected" / "m" / metrics)
+    assert copied == _steps(tmp_path / "runs" / killed / metrics) == list(range(1, 301))

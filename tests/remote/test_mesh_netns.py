@@ -94,6 +94,25 @@ def test_a_host_dropping_inbound_tcp_is_named_with_both_hosts_address_and_port(
     assert listeners_left(box) == [] and box.processes_left() == {}
 
 
+def test_a_one_sided_drop_is_blamed_on_the_host_whose_rule_drops(
+    clean: netns.NetnsCluster,
+) -> None:
+    # Issue 59 item 4: n3 drops everything from n2. Both directions fail (n3's requests reach
+    # n2, whose answers n3 drops); both fixes are n3's, not n2's.
+    box = clean
+    n2, n3 = box.nodes[1].address, box.nodes[2].address
+    iptables(box, 2, "-A", "INPUT", "-s", n2, "-j", "DROP")
+    box.write_cluster_toml(sys.executable, run=RUN)
+    done = netns.corral(box, "check", timeout=180)
+    assert done.returncode == 1, done.stdout + done.stderr
+    flat = netns.mesh_text(done.stdout)
+    assert "n2 → n3: cannot" in flat and "n3 → n2: cannot" in flat, flat
+    assert "a firewall on n3 drops TCP from n2 (the request reached n2" in flat, flat
+    assert f"allow inbound TCP from {n2} on n3" in flat
+    assert f"allow inbound TCP from {n3} on n2" not in flat  # the fix never points at n2
+    assert listeners_left(box) == [] and box.processes_left() == {}
+
+
 def test_a_one_way_block_is_named_as_one_way(clean: netns.NetnsCluster) -> None:
     box = clean
     # n1 may not open connections to n2; n2 to n1 is allowed (its replies are ESTABLISHED).

@@ -82,3 +82,27 @@ def test_rounds_pair_each_host_with_one_sender_and_one_receiver() -> None:
         receivers = [rounds[me][k] for me in names]
         assert sorted(receivers) == names  # every host receives from exactly one per round
     assert round_seconds(15) * 15 <= 8.0 + 1e-9 and round_seconds(1) == 1.0
+
+
+def test_a_natd_master_is_named_as_nat_not_as_a_wrong_address() -> None:
+    # Issue 59 item 4: the master's listener could not bind the address corral reaches it at
+    # (a NAT or a port forward owns it): that reads "NAT'd", not "not its own address".
+    from pathlib import Path
+
+    from remote.checks.mesh import MeshResult
+    from remote.checks.mesh_verdict import mesh_items
+    from remote.config.cluster import ClusterConfig, ClusterSection
+
+    hosts = (HostSection(name="m", address="203.0.113.7"),
+             HostSection(name="w", address="10.0.0.2"))
+    config = ClusterConfig(path=Path("cluster.toml"), hosts=hosts,
+                           cluster=ClusterSection(name="c", master="m", run_root="/runs"))
+    error = "[Errno 99] Cannot assign requested address"
+    result = MeshResult(links=(), listen_errors={"m": error}, seconds=1.0)
+    ssh = {"m": "203.0.113.7", "w": "10.0.0.2"}
+    (row,) = mesh_items(config, result, ssh, {"m": "203.0.113.7", "w": "10.0.0.2"})
+    assert (row.host, row.ok) == ("m", False)
+    assert row.hint.startswith("m looks NAT'd: corral reaches it at 203.0.113.7")
+    # An address of the host's own choosing that it does not hold: the interface is wrong.
+    (row,) = mesh_items(config, result, ssh, {"m": "192.168.5.5", "w": "10.0.0.2"})
+    assert row.hint.startswith("the address corral chose for m is not its own")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from remote.api import LogLine, RankEvent
 from remote.run.failures import Cause
-from remote.run.lifecycle import Finding
+from remote.run.lifecycle import Finding, StopCause
 from remote.run.monitor import RunMonitor
-from remote.run.recovery import restart_refusal
+from remote.run.recovery import restart_note, restart_refusal
 from remote.run.stream import LauncherExit, RankOwned
 from trainer.events import EndEvent, StartEvent
 
@@ -258,3 +258,33 @@ def test_a_restart_is_refused_for_what_the_failure_was_not_for_words_in_its_deta
                    _exit("a", "1"), _exit("b", "1"))
     assert " diverged: " in worded.detail and " ran out of disk: " in worded.detail
     assert worded.cause is Cause.OTHER and refusal(worded) is None
+
+
+def test_a_killed_launcher_blames_its_own_host_not_the_peer_it_broke() -> None:
+    # Issue 59 item 4: the peer's rank dies first (its connection to the killed host's ranks
+    # closed) and its launcher names it; the host whose launcher (or container) was killed
+    # is the cause all the same, in the restart line too.
+    for status, how in (("gone", "vanished without an exit status"),
+                        ("137", "was killed (SIGKILL, status 137)")):
+        monitor = RunMonitor(run_id="r", hosts=("a", "b"))
+        monitor.observe(_start("a", 0))
+        monitor.observe(_start("b", 1))
+        for line in ("Root Cause (first observed failure):", "  rank      : 0 (local_rank: 0)",
+                     "  exitcode  : 1 (pid: 42)"):
+            monitor.observe(_log("a", line))
+        monitor.observe(_exit("a", "1", t=2.0))
+        monitor.observe(_exit("b", status, t=3.0))
+        assert monitor.cause_settled()
+        final = monitor.finding()
+        assert (final.failed_host, final.failed_rank) == ("b", None), final
+        assert final.detail.startswith(f"b launcher {how}")
+        note = restart_note(final, 1, 2)
+        assert note.startswith(f"restart 1 of 2 after: b launcher {how}")
+
+
+def test_a_launcher_killed_by_a_stop_is_no_cause() -> None:
+    monitor = RunMonitor(run_id="r", hosts=("a",))
+    monitor.observe(_start("a", 0))
+    monitor.stop.request(StopCause.REQUESTED)
+    monitor.observe(_exit("a", "gone"))
+    assert monitor.finding().state == "stopped"

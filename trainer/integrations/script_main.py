@@ -36,6 +36,7 @@ from trainer.integrations.contract import RUN_DIR_ENV, ScriptSettings
 from trainer.integrations.plain_events import PlainEvents
 from trainer.integrations.start_watch import StartWatch
 from trainer.integrations.user_modules import step_aside
+from trainer.launcher_death import die_with_launcher
 from trainer.placement import parse_cpulist, place_rank
 
 USAGE = ("usage: python -m trainer.integrations.script_main --run-dir DIR [--cwd DIR] "
@@ -63,6 +64,7 @@ def _place(words: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the script named in ``argv`` (default ``sys.argv[1:]``) in this process."""
+    die_with_launcher()  # no rank trains on once the launcher that started it is gone
     words = list(sys.argv[1:] if argv is None else argv)
     if len(words) < 3 or words[0] != "--run-dir":
         raise SystemExit(USAGE)

@@ -1,0 +1,85 @@
+"""This machine failing to write a run's records ends the run as a full disk does (issue 59,
+item 2): the hosts stopped, one sentence naming this machine's path; never a traceback, never a
+host called unreachable for a local error, never ranks left training unfollowed."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from remote.api import HostStatus, RunStatus
+from remote.records.collected import CollectedCopy
+from remote.run.controller import SshRunController
+from remote.run.failures import Cause
+from remote.run.lifecycle import RunOutcome
+from remote.run.monitor import RunMonitor
+from remote.run.recovery import restart_refusal
+
+try:
+    import runkit
+except ImportError:  # collected as a package
+    from tests.remote import runkit  # type: ignore[no-redef]
+
+
+def _unwritable(directory: Path) -> None:
+    """``directory`` gone mid-run and a file in its place, which no write under it gets past
+    (tests run as root, for whom a read-only mode is no obstacle)."""
+    shutil.rmtree(directory)
+    directory.write_text("")
+
+
+def test_a_copy_that_cannot_be_written_says_why_and_raises_nothing(tmp_path: Path) -> None:
+    copy = CollectedCopy(tmp_path / "run", "h")
+    copy.append("metrics/rank-0.jsonl", '{"kind": "x"}', 14)
+    copy.save()
+    assert copy.write_error is None
+    _unwritable(tmp_path / "run")
+    copy.append("metrics/rank-1.jsonl", '{"kind": "x"}', 14)  # a new file: cannot be opened
+    copy.save()
+    assert copy.write_error is not None
+    assert copy.write_error.startswith(str(tmp_path / "run"))
+    assert "Not a directory" in copy.write_error
+    copy.append("metrics/rank-0.jsonl", '{"kind": "y"}', 28)  # later lines: counted only
+    assert copy.offsets["metrics/rank-0.jsonl"] == 28
+    copy.close()
+
+
+def test_a_local_write_error_names_this_machine_and_is_not_restarted() -> None:
+    monitor = RunMonitor(run_id="r1", hosts=("h0", "h1"))
+    monitor.local_write_failed("/runs/r1/collected/h0/.offsets.tmp: Read-only file system")
+    monitor.local_write_failed("/runs/r1/run.json: Read-only file system")  # said once
+    assert monitor.cause_settled()  # the hosts are stopped at once, no wait for a rank
+    for host in ("h0", "h1"):
+        monitor.observe(monitor.lost(host, RuntimeError("stopped")))
+    final = monitor.finding()
+    assert final.outcome is RunOutcome.FAILED and final.cause is Cause.LOCAL_WRITE
+    assert final.detail.startswith(
+        "this machine could not write the run's records at /runs/r1/collected/h0/.offsets.tmp:"
+        " Read-only file system; the hosts were stopped: make it writable (or free space "
+        "there) and `corral run --resume r1`")
+    assert restart_refusal(final, 0, 3, wanted=True, stop_clean=True) == (
+        "not restarted: this machine cannot record it")
+
+
+@pytest.mark.slow  # starts torchrun
+async def test_the_copy_vanishing_mid_run_stops_the_hosts_and_names_this_machine(
+        tmp_path: Path) -> None:
+    config = runkit.local_cluster(tmp_path, ("h",), runkit.tiny_run(steps=1_000_000))
+    controller = SshRunController(config)
+    try:
+        handle = await controller.start()
+        events = runkit.bounded(handle.events())
+        await runkit.until_first_step(events)
+        # The local host's run directory is this machine's too: only the copy goes.
+        _unwritable(tmp_path / "runs" / handle.run_id / "collected")
+        rest = [e async for e in events]
+    finally:
+        await controller.aclose()
+    final = rest[-1]
+    assert isinstance(final, RunStatus) and final.state == "failed", final
+    assert final.detail.startswith("this machine could not write the run's records at "
+                                   f"{tmp_path / 'runs' / handle.run_id / 'collected'}")
+    assert not any(isinstance(e, HostStatus) and e.state == "unreachable" for e in rest)
+    assert runkit.run_processes(handle.run_id) == []  # the host's ranks were stopped

@@ -1,0 +1,79 @@
+"""``corral stop`` of a low-communication run waits for the round under way (issue 59, item 3):
+docs/lowcomm.md promises that a stop takes effect at the round's end, with its checkpoint; the
+stop used to kill after its grace (torchrun's own 30 s at most), the round's work lost."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from remote.api import RankEvent, RunStatus, stop_wait
+from remote.config.cluster import ClusterConfig
+from remote.run.controller import SshRunController
+from trainer.round_event import RoundEvent
+from trainer.run_layout import RunLayout
+
+try:
+    import runkit
+except ImportError:  # collected as a package
+    from tests.remote import runkit  # type: ignore[no-redef]
+
+
+def _config(tmp_path: Path, round_steps: int) -> ClusterConfig:
+    run = dataclasses.replace(runkit.tiny_run(steps=1_000_000), exchange="local",
+                              round_steps=round_steps)
+    return runkit.local_cluster(tmp_path, ("a", "b"), run)
+
+
+def test_the_stop_of_a_local_run_waits_for_its_round_and_says_so(tmp_path: Path) -> None:
+    config = _config(tmp_path, round_steps=100)
+    assert stop_wait(config, "r-1", 10.0) == (10.0, "")  # no round yet: the grace asked for
+    events = tmp_path / "runs" / "r-1" / RunLayout.COLLECTED / "a" / "metrics" / "rank-0.jsonl"
+    events.parent.mkdir(parents=True)
+    events.write_text(json.dumps({
+        "event": "round", "v": 1, "t": 5.0, "rank": 0, "step": 200, "first_step": 101,
+        "inner_steps": [50, 50], "islands": [[0], [1]], "round_s": 42.0, "exchange_s": 0.5,
+        "exchanged_bytes": 1, "bytes_per_sample": 0.1, "round_steps": 100})
+        + "\n" + '{"event": "round"}\n')  # and a torn line: skipped
+    wait, said = stop_wait(config, "r-1", 10.0)
+    assert wait == 94.0
+    assert said == ('exchange = "local": the ranks stop at the end of the round under way (the '
+                    "last took 42 s), with its checkpoint; waiting up to 94 s before they are "
+                    "killed")
+    exact = dataclasses.replace(config, run=dataclasses.replace(config.run, exchange="exact"))
+    assert stop_wait(exact, "r-1", 10.0) == (10.0, "")
+
+
+@pytest.mark.slow  # starts torchrun
+async def test_a_stop_mid_round_ends_at_the_rounds_end_with_a_checkpoint(tmp_path: Path) -> None:
+    config = _config(tmp_path, round_steps=150)
+    controller = SshRunController(config)
+    try:
+        handle = await controller.start()
+        events = runkit.bounded(handle.events())
+        first: RoundEvent | None = None
+        async for event in events:
+            if isinstance(event, RankEvent) and isinstance(event.event, RoundEvent):
+                first = event.event
+                break
+        assert first is not None
+        # Just after round 1: round 2 has all its time left, far more than a 1 s grace.
+        stopping = asyncio.create_task(handle.stop(grace_s=1.0))
+        rest = [e async for e in events]
+        report = await stopping
+    finally:
+        await controller.aclose()
+    assert report.clean, report
+    final = rest[-1]
+    assert isinstance(final, RunStatus) and final.state == "stopped", final
+    rounds = [e.event for e in rest
+              if isinstance(e, RankEvent) and isinstance(e.event, RoundEvent)]
+    assert rounds and rounds[-1].step > first.step  # round 2 ran to its end
+    saved = sorted(int(p.stem.split("-")[1]) for p in
+                   (tmp_path / "runs" / handle.run_id / "checkpoints").glob("step-*.pt"))
+    assert saved and saved[-1] == rounds[-1].step  # the stop's checkpoint, at round 2's end
+    assert runkit.run_processes(handle.run_id) == []

@@ -1,0 +1,114 @@
+"""A rank ends with the launcher that started it (issue 59, item 2): torch's launcher starts each
+rank in a session of its own, so a killed launcher used to leave its ranks training as orphans
+until a peer's hang guard noticed (~15 s and ~250 steps in a three-host run)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from trainer_runs import REPO, rank_env, trainer_args
+
+from trainer.launch_contract import LAUNCHER_PID_ENV
+
+CHILD = (
+    "import ctypes, ctypes.util\n"
+    "from trainer.launcher_death import die_with_launcher\n"
+    "die_with_launcher()\n"
+    "libc = ctypes.CDLL(ctypes.util.find_library('c'))\n"
+    "sig = ctypes.c_int(0)\n"
+    "libc.prctl(2, ctypes.byref(sig), 0, 0, 0)  # PR_GET_PDEATHSIG\n"
+    "print('alive', sig.value)\n"
+)
+
+
+def _child(launcher_pid: str | None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != LAUNCHER_PID_ENV}
+    env["PYTHONPATH"] = str(REPO)
+    if launcher_pid is not None:
+        env[LAUNCHER_PID_ENV] = launcher_pid
+    return subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_a_rank_of_corrals_launcher_is_killed_with_it() -> None:
+    done = _child(str(os.getpid()))  # this test process is the child's parent: its launcher
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["alive", str(int(signal.SIGKILL))]
+
+
+def test_a_rank_whose_launcher_is_already_gone_ends_at_once() -> None:
+    # The race: the launcher died between its fork and the rank's prctl, so the kernel will
+    # never send the signal; the rank sees its parent is not its launcher any more.
+    done = _child("1")
+    assert done.returncode == 128 + int(signal.SIGKILL)
+    assert "alive" not in done.stdout
+    assert "the launcher that started this rank is gone" in done.stderr
+
+
+def test_a_rank_not_started_by_corrals_launcher_is_left_alone() -> None:
+    done = _child(None)  # a user's own torchrun or python -m trainer
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["alive", "0"]
+
+
+def _children(pid: int) -> list[int]:
+    """The pids whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is still a process (not gone, not a zombie waiting to be reaped)."""
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except OSError:
+        return False
+
+
+def _wait_for(condition: object, limit_s: float, what: str) -> None:
+    deadline = time.monotonic() + limit_s
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"{what} not within {limit_s} s"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_killing_the_launcher_ends_its_rank(tmp_path: Path) -> None:
+    env = rank_env()
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "trainer.launcher", "--standalone", "--nproc-per-node", "1",
+         *trainer_args("--steps", "1000000", "--global-batch", "8", "--samples", "64",
+                       "--checkpoint-every", "0", "--run-dir", str(tmp_path / "run"))],
+        env=env, cwd=REPO, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ranks: list[int] = []
+    try:
+        def rank_started() -> bool:
+            ranks[:] = _children(launcher.pid)
+            return bool(ranks) and (tmp_path / "run" / "metrics").is_dir()
+        _wait_for(rank_started, 120, "the rank")
+        os.killpg(launcher.pid, signal.SIGKILL)  # the launcher's group: the rank is not in it
+        launcher.wait(timeout=30)
+        _wait_for(lambda: not any(_alive(r) for r in ranks), 10,
+                  "the rank's end after its launcher was killed")
+    finally:
+        for pid in ranks:  # only if the test failed: never leave a rank behind
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
