@@ -212,6 +212,11 @@ class RunModel:
         event = wrapped.event
         row = self._row(event.rank, wrapped.host)
         self.figures.observe(event, wrapped.host)
+        settled = self.figures.newly_settled  # the cluster's pace of a step whose samples are known
+        if settled is not None and settled.samples_per_s is not None:
+            self.history.append(ThroughputPoint(step=settled.step, t=settled.t,
+                                                samples_per_s=settled.samples_per_s,
+                                                ideal=self._live_ideal()))
         if isinstance(event, StepEvent):
             self._apply_step(row, event)
         elif isinstance(event, ResourceEvent):
@@ -265,13 +270,9 @@ class RunModel:
         row.history.append(row.samples_per_s or 0.0)
         if event.rank != 0:
             return
-        # Rank 0 speaks for the cluster: progress, loss, throughput, ETA.
+        # Rank 0 speaks for the cluster: progress, loss, ETA (throughput: once settled).
         self.step, self.epoch = event.step, event.epoch
         self.loss = step_row.loss
-        cluster = step_row.samples_per_s
-        if cluster is not None:
-            self.history.append(ThroughputPoint(
-                step=event.step, t=event.t, samples_per_s=cluster, ideal=self._live_ideal()))
         self._step_times.append((event.step, event.t))
 
     # ---------------------------------------------------------------- derived values

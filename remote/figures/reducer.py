@@ -67,6 +67,11 @@ class RunFigures:
         self._last_rank0_step: StepEvent | None = None
         self._redo_until = 0
         """After a relaunch: the steps up to this one are redone (their time is lost)."""
+        self.newly_settled: StepRow | None = None
+        """The step the last event settled (rank 0 timed it and all its samples are known):
+        a live reader's next throughput point; None when that event settled none."""
+        self._settled_t: dict[int, float] = {}
+        """Per settled step, the time of its run that settled (a redone step settles again)."""
         self.version = 0
         """Bumped on every event (readers cache what they derive)."""
         self.curves_version = 0
@@ -78,6 +83,7 @@ class RunFigures:
     def observe(self, event: TrainerEvent, host: str = "?") -> None:
         """Absorb one trainer event of rank ``event.rank``, running on ``host``."""
         self.version += 1
+        self.newly_settled = None
         self.first_t = event.t if self.first_t is None else min(self.first_t, event.t)
         self.last_t = event.t if self.last_t is None else max(self.last_t, event.t)
         rank = self.ranks.get(event.rank)
@@ -85,12 +91,14 @@ class RunFigures:
             rank = self.ranks[event.rank] = RankFigures(rank=event.rank, host=host)
         if isinstance(event, StepEvent):
             self._step(event, rank)
+            self._settle(event.step)
         elif isinstance(event, StartEvent):
             self._start(event, rank)
         elif isinstance(event, SamplesEvent):
             self.samples = event
         elif isinstance(event, RoundEvent):
             self._round(event)
+            self._settle(event.step)
         elif isinstance(event, ResourceEvent):
             rank.add_resources(event.gpu_util, event.gpu_peak_allocated,
                                event.gpu_peak_reserved)
@@ -124,8 +132,31 @@ class RunFigures:
         if row is None or row.step_s is None:
             return
         row.declared_batch = sum(event.inner_steps) * (self._global_batch or 0)
-        self._cluster_samples += row.samples - self._counted.get(event.step, 0)
-        self._counted[event.step] = row.samples
+        self._recount(row)
+
+    def _recount(self, row: StepRow) -> None:
+        """Count ``row``'s samples in the run's sums as they stand now (once rank 0 has timed
+        the step): a step without a declared global batch grows as its ranks report, in any
+        order, and a redone step replaces its earlier run's count."""
+        if row.step_s is None:
+            return
+        self._cluster_samples += row.samples - self._counted.get(row.step, 0)
+        self._counted[row.step] = row.samples
+
+    def _settle(self, step: int) -> None:
+        """Mark ``step`` settled once its samples are all known: the run's declared global
+        batch (a local run's: with its round), else every rank's local batch, whichever rank's
+        event came last."""
+        row = self.rows.get(step)
+        if row is None or row.step_s is None or self._settled_t.get(step) == row.t:
+            return
+        if self.first_start is not None and self.first_start.exchange == "local":
+            known = row.declared_batch is not None
+        else:
+            known = bool(row.declared_batch) or self.complete(row)
+        if known:
+            self._settled_t[step] = row.t
+            self.newly_settled = row
 
     def _step(self, event: StepEvent, rank: RankFigures) -> None:
         row = self.rows.get(event.step)
@@ -143,18 +174,17 @@ class RunFigures:
         row.cells[event.rank] = cell
         rank.add(cell, 1)
         if event.rank != 0:
+            self._recount(row)  # its samples count whether rank 0's event came first or not
             return
-        if row.step_s is not None:  # a redone step: its earlier run no longer counts
+        if row.step_s is not None:  # a redone step: its earlier run's time no longer counts
             self._cluster_step_s -= row.step_s
-            self._cluster_samples -= self._counted.get(event.step, row.samples)
         if event.step <= self._redo_until:
             self.lost_s += event.step_s
         row.t, row.step_s, row.lr = event.t, event.step_s, event.lr
         row.loss = event.global_loss if event.global_loss is not None else event.loss
         self._cluster_step_s += event.step_s
         self.curves_version += 1
-        self._cluster_samples += row.samples
-        self._counted[event.step] = row.samples
+        self._recount(row)
         self._last_rank0_step = event
 
     # ---------------------------------------------------------------- whole-run figures
