@@ -67,6 +67,10 @@ def what_happened(summary: RunSummary) -> Text | None:
     if outcome.failed_rank is not None:
         text.append(f"\nFirst failure: rank {outcome.failed_rank} on {outcome.failed_host}: "
                     f"{outcome.error or '?'}")
+    if outcome.last_lines:
+        text.append(f"\nIts last lines ({outcome.failed_host} rank {outcome.failed_rank}):",
+                    style="bold")
+        text.append("".join(f"\n  {line}" for line in outcome.last_lines), style="dim")
     if outcome.detail:
         text.append(f"\nRecorded: {outcome.detail}")
     return text

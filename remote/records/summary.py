@@ -15,7 +15,7 @@ from typing import Any
 from remote.figures.metrics import Metric, Move, percentile
 from remote.figures.reducer import RunFigures
 from remote.figures.series import RunSeries
-from remote.records.history import RunHistory
+from remote.records.history import RunHistory, rank_tail
 from remote.records.runs import RunInfo
 from trainer.events import EndEvent
 
@@ -63,6 +63,8 @@ class Outcome:
     error: str | None = None
     """The first failing rank's own one-line error."""
     ended_at_step: int = 0
+    last_lines: list[str] = field(default_factory=list)
+    """The first failing rank's last output lines (its traceback, what it printed after)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,7 +159,8 @@ def _outcome(history: RunHistory, steps_done: int) -> Outcome:
         return Outcome(state=state, detail=history.info.detail, ended_at_step=steps_done)
     return Outcome(state=state, detail=history.info.detail, failed_rank=failed.rank,
                    failed_host=failed.host, error=failed.event.error,
-                   ended_at_step=steps_done)
+                   ended_at_step=steps_done,
+                   last_lines=rank_tail(history.run_dir, failed.host, failed.rank))
 
 
 def _rank_summaries(figures: RunFigures) -> list[RankSummary]:
