@@ -114,16 +114,19 @@ class PendingTallies:
         """The step's loss units summed over every rank: a 0-d tensor on the device."""
         return self.gathered()[:, _UNITS].sum()
 
-    def read(self) -> list[StepTally]:
-        """Every rank's tally by rank: THE host read of the step (waits for the gather only)."""
+    def rows(self) -> list[list[float]]:
+        """Every rank's gathered values by rank: THE host read of the step (waits for the
+        gather only)."""
         gathered = self.gathered()
         PendingTallies.reads += 1
         if self._ready is not None and self._host is not None:
             self._ready.synchronize()
-            rows = self._host.tolist()
-        else:
-            rows = gathered.tolist()
-        return [StepTally(*row) for row in rows]
+            return self._host.tolist()
+        return gathered.tolist()
+
+    def read(self) -> list[StepTally]:
+        """Every rank's tally by rank (``rows`` as ``StepTally``s)."""
+        return [StepTally(*row) for row in self.rows()]
 
 
 class TallyExchange:
