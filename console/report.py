@@ -23,6 +23,7 @@ from console.formatting import (
 from console.termplot import Line, chart, legend
 from remote.api import RunSummary
 from remote.figures import FIXED_COST_DOMINATES, Metric, RunSeries
+from trainer.events import OPT_IN_HINT
 
 LOSS_STYLE, EVAL_STYLE, RATE_STYLE, IDEAL_STYLE = "cyan", "magenta", "green", "yellow"
 
@@ -87,8 +88,7 @@ def facts(summary: RunSummary) -> Table:
         return _as_is_facts(summary, started)
     labelled = [
         ("cluster", f"{summary.cluster} · hosts {', '.join(summary.hosts)}"),
-        ("training", f"{summary.model or '?'} on {summary.dataset or '?'} · global batch "
-                     f"{summary.global_batch or '?'} · policy {summary.policy or '?'}"),
+        ("training", _training(summary)),
         *_exchange(summary),
         ("started", started),
         ("steps", f"{summary.steps_done}{total} in {fmt_duration(summary.wall_s)}"),
@@ -112,6 +112,16 @@ def facts(summary: RunSummary) -> Table:
     for label, value in labelled:
         table.add_row(label, Text(value))
     return table
+
+
+def _training(summary: RunSummary) -> str:
+    """``MODEL on DATA · global batch B · policy P``; a plain script's: what it lacks and what
+    gives it."""
+    if summary.plain_script:
+        return (f"{summary.model or '?'}, a plain script · samples per step: what its ranks "
+                f"reported · no balancing and no loss: {OPT_IN_HINT} gives both")
+    return (f"{summary.model or '?'} on {summary.dataset or '?'} · global batch "
+            f"{summary.global_batch or '?'} · policy {summary.policy or '?'}")
 
 
 def _hosts_with_ranks(summary: RunSummary) -> str:

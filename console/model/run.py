@@ -187,6 +187,12 @@ class RunModel:
                 row.gpu_util = sums.gpu_util
 
     @property
+    def plain_script(self) -> bool:
+        """The run is a script's without corral's opt-in: no loss, no balancing, no total."""
+        start = self.figures.first_start
+        return start is not None and start.plain_script
+
+    @property
     def finished(self) -> bool:
         """The run has ended and has steps: figures are whole-run averages and totals."""
         return self.state in FINAL_RUN_STATES and self.figures.has_steps

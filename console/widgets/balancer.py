@@ -13,12 +13,15 @@ from console.formatting import bar, cells, fmt_percent
 from console.model.run import RunModel
 from console.widgets.lines_view import LinesView
 from remote.figures import Move
+from trainer.events import OPT_IN_HINT
 
 SHARE_STYLE = "cyan"
 
 
 def policy_line(model: RunModel) -> Text:
-    """``policy dynamic · next start: static``."""
+    """``policy dynamic · next start: static`` (a plain script's run: no balancing)."""
+    if model.plain_script:
+        return Text(f"no balancing: plain script · {OPT_IN_HINT} enables it", style="grey50")
     text = Text("policy ")
     text.append(model.policy or model.next_policy, style="bold")
     if model.policy is not None and model.policy != model.next_policy:

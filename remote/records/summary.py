@@ -132,6 +132,9 @@ class RunSummary:
     """``exact``, or ``local``: APPROXIMATE rounds between islands (docs/lowcomm.md)."""
     rounds: RoundFacts | None = None
     """``local``: the newest round's exchange and length."""
+    plain_script: bool = False
+    """A script run without corral's opt-in: no global batch declared, no loss read, nothing
+    balanced."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,6 +209,7 @@ def summary_of(history: RunHistory, figures: RunFigures) -> RunSummary:
         if figures.samples else [],
         host_ranks=dict(info.ranks or {}), no_events=start is None,
         exchange=start.exchange if start else "exact", rounds=_round_facts(figures),
+        plain_script=start is not None and start.plain_script,
     )
 
 
