@@ -187,3 +187,88 @@ def test_the_hf_opt_in_waits_once_a_step(tmp_path: Path,
     assert per_step == [1] * 4
     assert total.count == 4  # nothing per round: the rounds' sums stayed tensors
     assert all(e.loss_units and e.global_loss and e.global_loss > 0 for e in reported)
+
+
+@contextmanager
+def _no_sync(step: int) -> Iterator[None]:
+    """From step 3 on (DDP builds its buckets in the first ones): any sync torch knows of
+    raises (the gather's event read is the one wait, counted by ``PendingTallies.reads``)."""
+    if step < 3:
+        yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_a_gpu_the_ddp_helper_waits_only_for_its_gather(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer.integrations import ddp
+    from trainer.step.tally import PendingTallies
+
+    monkeypatch.setenv(RUN_DIR_ENV, str(tmp_path / "run"))
+    dist.init_process_group("nccl", store=dist.HashStore(), rank=0, world_size=1,
+                            device_id=torch.device("cuda", 0))
+    reads: list[int] = []
+    step_begins = ddp.Shares._step_begins
+
+    def checked(self: Any, step: int) -> None:
+        before = PendingTallies.reads
+        with _no_sync(step):
+            step_begins(self, step)
+        reads.append(PendingTallies.reads - before)
+
+    monkeypatch.setattr(ddp.Shares, "_step_begins", checked)
+    try:
+        data = TensorDataset(torch.randn(64, 32), torch.randn(64, 1))
+        model = DistributedDataParallel(torch.nn.Linear(32, 1).cuda())
+        shares = ddp.Shares(len(data), global_batch=8, epochs=1, model=model)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x, y in shares.loader(data):
+            mean = torch.nn.functional.mse_loss(model(x.cuda()), y.cuda())
+            shares.loss(mean, model).backward()
+            opt.step()
+            opt.zero_grad()
+        shares._finish()
+    finally:
+        dist.destroy_process_group()
+    assert reads == [0] + [1] * 7  # step 1 reports nothing yet; then one read a step
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_a_gpu_the_hf_opt_in_waits_only_for_its_gather(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from lm_fixtures import make_tiny_lm
+
+    from trainer.integrations import hf
+    from trainer.step.tally import PendingTallies
+
+    lm = make_tiny_lm(tmp_path / "lm")
+    monkeypatch.setenv(RUN_DIR_ENV, str(tmp_path / "run"))
+    reads: list[int] = []
+    round_done, step_end = hf._HFRank.round_done, hf._CorralEvents.on_step_end
+
+    def checked_round(self: Any, *args: Any) -> None:
+        with _no_sync(3):
+            round_done(self, *args)
+
+    def checked_end(self: Any, args: Any, state: Any, *rest: Any, **kwargs: Any) -> None:
+        before = PendingTallies.reads
+        with _no_sync(state.global_step):
+            step_end(self, args, state, *rest, **kwargs)
+        reads.append(PendingTallies.reads - before)
+
+    monkeypatch.setattr(hf._HFRank, "round_done", checked_round)
+    monkeypatch.setattr(hf._CorralEvents, "on_step_end", checked_end)
+    args = argparse.Namespace(model=str(lm.model), data=str(lm.pairs), out=str(tmp_path / "out"),
+                              batch_size=3, accumulation=2, steps=4, lr=0.5, optim="sgd",
+                              save_steps=100, seed=7, cpu=False)
+    trainer = hf.corral(_hf_script().build_trainer(args))
+    trainer.train()
+    assert reads == [1] * 4

@@ -102,8 +102,7 @@ class ScriptRun:
         shares = self.schedule.split_at_quietly(step)
         carried = clock.tally_time(step, self._timed)  # a GPU's: the step before's, no wait
         mine = self._packed([loss_sum, units, carried.seconds, float(carried.step)])
-        rows = (PendingTallies(mine, self.world).rows() if dist.is_initialized()
-                else [mine.tolist()])  # the step's one wait
+        rows = PendingTallies(mine, self.world).rows()  # the step's one wait
         self._timed = clock.times(step)  # read after the wait: a GPU's events are complete
         report_step(self.events, rank=self.rank, step=step, epoch=epoch,
                     local_batch=shares[self.rank], compute_s=self._timed.seconds, step_s=step_s,

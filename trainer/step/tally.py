@@ -89,8 +89,12 @@ class PendingTallies:
 
     def __init__(self, mine: torch.Tensor, world: int) -> None:
         self._device = mine.device
-        self._out = [torch.empty_like(mine) for _ in range(world)]
-        self._work = dist.all_gather(self._out, mine, async_op=True)
+        self._out = [mine]
+        self._work = None
+        """A lone process without a group (a script outside torchrun): its own tally."""
+        if dist.is_available() and dist.is_initialized():
+            self._out = [torch.empty_like(mine) for _ in range(world)]
+            self._work = dist.all_gather(self._out, mine, async_op=True)
         self._gathered: torch.Tensor | None = None
         self._host: torch.Tensor | None = None
         self._ready: torch.cuda.Event | None = None
