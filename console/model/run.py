@@ -180,6 +180,8 @@ class RunModel:
         for rank, row in self.ranks.items():
             sums = self.figures.ranks.get(rank)
             if sums is not None and sums.steps:
+                if self.plain_script:  # no split: its last step's batch is an epoch's tail
+                    row.local_batch = round(sums.samples / sums.steps)
                 row.samples_per_s = sums.mean_samples_per_s
                 row.compute_s, row.step_s = sums.mean_compute_s, sums.mean_step_s
                 row.tokens = sums.mean_tokens_per_step

@@ -117,3 +117,14 @@ def test_the_report_says_a_plain_run_is_not_balanced(tmp_path: Path) -> None:
     assert "policy ?" not in training and "global batch ?" not in training
     assert "no balancing" in training and OPT_IN_HINT in training
     assert summary.mean_samples_per_s == 16 / STEP_S  # both ranks' samples
+
+
+def test_a_finished_plain_runs_table_shows_each_ranks_samples_per_step() -> None:
+    """Not its last step's batch, which is the tail of an epoch: 11 steps of 8, then 3."""
+    events = [e if not isinstance(e, StepEvent) or e.step < 12 else
+              StepEvent(t=e.t, rank=e.rank, step=12, epoch=0, local_batch=3, loss=None,
+                        compute_s=0.1, step_s=STEP_S) for e in _events(12)]
+    model = _model(events)
+    assert [model.ranks[r].local_batch for r in (0, 1)] == [3, 3]  # live: the newest step's
+    model.apply(RunStatus(t=1010.0, run_id="p", state="completed"))
+    assert [model.ranks[r].local_batch for r in (0, 1)] == [round((11 * 8 + 3) / 12)] * 2
