@@ -217,9 +217,8 @@ class RunModel:
         return row
 
     def _apply_rank_event(self, wrapped: RankEvent) -> None:
-        event = wrapped.event
-        row = self._row(event.rank, wrapped.host)
-        self.figures.observe(event, wrapped.host)
+        row = self._row(wrapped.event.rank, wrapped.host)
+        event = self.figures.observe(wrapped.event, wrapped.host)  # its step as counted
         settled = self.figures.newly_settled  # the cluster's pace of a step whose samples are known
         if settled is not None and settled.samples_per_s is not None:
             self.history.append(ThroughputPoint(step=settled.step, t=settled.t,

@@ -7,6 +7,7 @@ keeps the sums and the steps they are computed from, each step as it last ran.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 
 from remote.figures.metrics import (
@@ -67,6 +68,12 @@ class RunFigures:
         self._last_rank0_step: StepEvent | None = None
         self._redo_until = 0
         """After a relaunch: the steps up to this one are redone (their time is lost)."""
+        self._attempts: dict[int, int] = {}
+        """Per rank: its starts so far (its attempt)."""
+        self._attempt_base: dict[int, int] = {}
+        """Per attempt (from 2): the last step the run had when its first start came."""
+        self._offset: dict[int, int] = {}
+        """Per rank of a plain script: what its attempt's step numbers are shifted by."""
         self.newly_settled: StepRow | None = None
         """The step the last event settled (rank 0 timed it and all its samples are known):
         a live reader's next throughput point; None when that event settled none."""
@@ -80,8 +87,11 @@ class RunFigures:
         """The newest step any rank reported."""
 
     # ---------------------------------------------------------------- reduction
-    def observe(self, event: TrainerEvent, host: str = "?") -> None:
-        """Absorb one trainer event of rank ``event.rank``, running on ``host``."""
+    def observe(self, event: TrainerEvent, host: str = "?") -> TrainerEvent:
+        """Absorb one trainer event of rank ``event.rank``, running on ``host``; return it as
+        counted (a plain script's step after a relaunch: numbered on from the run's steps)."""
+        if isinstance(event, StepEvent) and self._offset.get(event.rank):
+            event = dataclasses.replace(event, step=event.step + self._offset[event.rank])
         self.version += 1
         self.newly_settled = None
         self.first_t = event.t if self.first_t is None else min(self.first_t, event.t)
@@ -108,8 +118,22 @@ class RunFigures:
             for name, value in event.all_metrics().items():
                 self._evals.setdefault(name, {})[event.step] = value
                 self.curves_version += 1
+        return event
+
+    def _attempt(self, event: StartEvent) -> None:
+        """Count ``event``'s rank into its next attempt. A plain script's ranks number their
+        optimizer steps from their own start (``plain_events``): a relaunched one's steps
+        are more steps of the run (the script resumes, or starts over, by itself), numbered on
+        from the last step the run had when the attempt's first start came."""
+        attempt = self._attempts[event.rank] = self._attempts.get(event.rank, 0) + 1
+        if attempt == 1:
+            return
+        base = self._attempt_base.setdefault(attempt, max(self.rows, default=0))
+        if event.plain_script:
+            self._offset[event.rank] = max(0, base - event.step)
 
     def _start(self, event: StartEvent, rank: RankFigures) -> None:
+        self._attempt(event)
         rank.device = "cpu" if event.device == "cpu" else event.device_name
         self._global_batch, self.world_size = event.global_batch, event.world_size
         if self.first_start is None or (event.rank == 0 and not self._rank0_started):
@@ -121,7 +145,9 @@ class RunFigures:
             last = self._last_rank0_step
             if last is not None:
                 self.lost_s += max(0.0, event.t - last.t)
-                self._redo_until = max(self.rows) if self.rows else 0
+                # a task resumes from its checkpoint: the steps after it are redone
+                self._redo_until = (max(self.rows) if self.rows and not event.plain_script
+                                    else 0)
         self._rank0_started = True
 
     def _round(self, event: RoundEvent) -> None:

@@ -7,6 +7,7 @@ global batch declared) of the same steps gets."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -103,3 +104,30 @@ def test_a_redone_plain_step_replaces_its_earlier_samples() -> None:
     assert figures.step_rates()[-1] == pytest.approx(20 / 0.1)
     total = sum(LOCAL) * (STEPS - 1) + 20
     assert figures.mean_samples_per_s == pytest.approx(total / (STEPS * STEP_S))
+
+
+def _attempt(t0: float, steps: int) -> list[list[TrainerEvent]]:
+    """Each rank's events of one attempt of a plain script (its steps numbered from 1)."""
+    return [[dataclasses.replace(event, t=event.t - 1000.0 + t0)
+             for event in _rank_events(rank, declared=False)[:steps + 1]] for rank in (0, 1)]
+
+
+def test_a_relaunched_plain_script_counts_every_attempts_steps() -> None:
+    """Its ranks number their steps from 1 again (the script resumes by itself): the run has
+    both attempts' steps, its time lost is the gap before the relaunch, and the console's
+    model counts them as the report does."""
+    first, gap = _attempt(1000.0, 10), 30.0
+    second = _attempt(1000.0 + 10 * STEP_S + gap, 8)
+    events = first[0] + first[1] + second[0] + second[1]  # rank by rank, as flushed
+    figures = RunFigures()
+    for event in events:
+        figures.observe(event)
+    assert (figures.steps_done, figures.restarts) == (18, 1)
+    assert sorted(figures.rows) == list(range(1, 19))
+    assert figures.lost_s == pytest.approx(gap)
+    assert figures.mean_samples_per_s == pytest.approx(TRUE_RATE)
+    model = RunModel.of_run("plain")
+    for event in events:
+        model.apply(RankEvent(host=f"h{event.rank}", event=event))
+    assert [point.step for point in model.history] == list(range(1, 19))
+    assert model.step == 18 and model.figures.lost_s == pytest.approx(gap)
