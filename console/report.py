@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from console.formatting import (
+    OPT_IN_HINT,
     OUTCOME_STYLES,
     fmt_duration,
     fmt_percent,
@@ -23,7 +24,6 @@ from console.formatting import (
 from console.termplot import Line, chart, legend
 from remote.api import RunSummary
 from remote.figures import FIXED_COST_DOMINATES, Metric, RunSeries
-from trainer.events import OPT_IN_HINT
 
 LOSS_STYLE, EVAL_STYLE, RATE_STYLE, IDEAL_STYLE = "cyan", "magenta", "green", "yellow"
 

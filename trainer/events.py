@@ -95,11 +95,6 @@ class StartEvent:
         return self.task == "script" and not self.global_batch
 
 
-OPT_IN_HINT = ("corral's opt-in (two lines for a Hugging Face Trainer, `Shares` for a DDP "
-               "loop: docs/scripts.md)")
-"""What gives a plain script's run its loss and balancing: named wherever their absence is."""
-
-
 @dataclass(frozen=True, kw_only=True)
 class StepEvent:
     """One optimizer step finished on this rank."""

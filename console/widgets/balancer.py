@@ -9,11 +9,10 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from console.formatting import bar, cells, fmt_percent
+from console.formatting import OPT_IN_HINT, bar, cells, fmt_percent
 from console.model.run import RunModel
 from console.widgets.lines_view import LinesView
 from remote.figures import Move
-from trainer.events import OPT_IN_HINT
 
 SHARE_STYLE = "cyan"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from console.formatting import OPT_IN_HINT
 from console.model.run import RunModel
 from console.termplot import Line, chart, legend
 from console.widgets.lines_view import LinesView
-from trainer.events import OPT_IN_HINT
 
 LOSS_STYLE = "cyan"
 EVAL_STYLES = ("magenta", "yellow", "red")

@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from console.follow import PROGRESS_EVERY_S, follow_run
+from console.formatting import OPT_IN_HINT
 from console.model.run import RunModel
 from console.report import facts
 from console.widgets.balancer import policy_line
@@ -23,7 +24,7 @@ from remote.api import RankEvent, RunStatus
 from remote.records.history import load_history
 from remote.records.summary import summarize
 from tests.fake_runs import FakeRun
-from trainer.events import OPT_IN_HINT, StartEvent, StepEvent, TrainerEvent
+from trainer.events import StartEvent, StepEvent, TrainerEvent
 
 try:
     from tests.remote.recorded import info, write_recorded
