@@ -3,7 +3,8 @@
 On a terminal: a live block with the progress (step/total, ETA, loss, cluster samples/s) and a
 per-rank table, with notable events (host states, rebalances, failures, rank output) printed
 above it as they happen. Without a terminal (CI, a pipe): the same notable events as plain
-lines, a progress line every twentieth of the run, and the per-rank table once at the end.
+lines, a progress line every twentieth of the run (every ``PROGRESS_EVERY_S`` of the run's time
+when its length is unknown: a plain script's), and the per-rank table once at the end.
 
 A renderer of the run model (``console.model``), like the Textual console: every event goes
 into the ``RunModel``, and the progress, the table and the exit status are read from it (its
@@ -44,10 +45,11 @@ RANK_COLUMNS = (
 
 
 def progress_text(model: RunModel) -> str:
-    """``step 40/200 (20%) · ETA 1m12s · loss 1.2340 · 512 samples/s``."""
+    """``step 40/200 (20%) · ETA 1m12s · loss 1.2340 · 512 samples/s`` (``step 40 · 512
+    samples/s`` when the run's length is unknown)."""
     total = model.total_steps
-    parts = [f"step {model.step}/{total or '?'}" + (f" ({100 * model.step // total}%)"
-                                                     if total else "")]
+    parts = [f"step {model.step}/{total} ({100 * model.step // total}%)" if total
+             else f"step {model.step}"]
     if model.eta_s is not None:
         parts.append(f"ETA {fmt_duration(model.eta_s)}")
     if model.loss is not None:
@@ -140,23 +142,37 @@ def rank_event_lines(wrapped: RankEvent) -> list[str]:
     return []
 
 
+PROGRESS_EVERY_S = 30.0
+"""Without a terminal, a run of unknown length (a plain script's): seconds of the run's time
+(its events') between two progress lines."""
+
+
 class ProgressTicker:
     """Without a terminal: says when a progress line is due (every twentieth of the run, and
-    at its last step)."""
+    at its last step; by time when the run's length is unknown, and once more at its end)."""
 
     def __init__(self) -> None:
         self._last_step = 0
+        self._last_t: float | None = None
 
     def due(self, model: RunModel) -> bool:
-        """True once per twentieth of the run's steps."""
-        total = model.total_steps
-        if total is None or model.step <= self._last_step:
+        """True once per twentieth of the run's steps, or per ``PROGRESS_EVERY_S`` of the
+        run's time (its first step's line at once) when its length is unknown."""
+        total, now = model.total_steps, model.figures.last_t
+        if model.step <= self._last_step or now is None:
             return False
-        every = max(1, total // 20)
-        if model.step % every == 0 or model.step >= total:
-            self._last_step = model.step
-            return True
-        return False
+        if total:
+            every = max(1, total // 20)
+            due = model.step % every == 0 or model.step >= total
+        else:
+            due = self._last_t is None or now - self._last_t >= PROGRESS_EVERY_S
+        if due:
+            self._last_step, self._last_t = model.step, now
+        return due
+
+    def unsaid(self, model: RunModel) -> bool:
+        """Steps since the last progress line (the run has ended: its last line is due)."""
+        return model.step > self._last_step
 
 
 # ---- following -----------------------------------------------------------------------------
@@ -213,6 +229,8 @@ async def follow_run(
             early = await consume(live)
     else:
         early = await consume(None)
+        if early is None and ticker.unsaid(model):
+            emit([progress_text(model)])
         if model.ranks:
             console.print(rank_table(model))
     return early if early is not None else exit_code(model)

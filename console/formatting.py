@@ -137,3 +137,8 @@ def stop_report_text(report: StopReport) -> Text:
         text.append(f"  {host}: unreachable, not verified\n")
     text.append("Run `corral stop` again once the hosts are reachable.")
     return text
+
+
+OPT_IN_HINT = ("corral's opt-in (two lines for a Hugging Face Trainer, `Shares` for a DDP "
+               "loop: docs/scripts.md)")
+"""What gives a plain script's run its loss and balancing: named wherever their absence is."""

@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from console.formatting import (
+    OPT_IN_HINT,
     OUTCOME_STYLES,
     fmt_duration,
     fmt_percent,
@@ -67,6 +68,10 @@ def what_happened(summary: RunSummary) -> Text | None:
     if outcome.failed_rank is not None:
         text.append(f"\nFirst failure: rank {outcome.failed_rank} on {outcome.failed_host}: "
                     f"{outcome.error or '?'}")
+    if outcome.last_lines:
+        text.append(f"\nIts last lines ({outcome.failed_host} rank {outcome.failed_rank}):",
+                    style="bold")
+        text.append("".join(f"\n  {line}" for line in outcome.last_lines), style="dim")
     if outcome.detail:
         text.append(f"\nRecorded: {outcome.detail}")
     return text
@@ -83,8 +88,7 @@ def facts(summary: RunSummary) -> Table:
         return _as_is_facts(summary, started)
     labelled = [
         ("cluster", f"{summary.cluster} · hosts {', '.join(summary.hosts)}"),
-        ("training", f"{summary.model or '?'} on {summary.dataset or '?'} · global batch "
-                     f"{summary.global_batch or '?'} · policy {summary.policy or '?'}"),
+        ("training", _training(summary)),
         *_exchange(summary),
         ("started", started),
         ("steps", f"{summary.steps_done}{total} in {fmt_duration(summary.wall_s)}"),
@@ -108,6 +112,16 @@ def facts(summary: RunSummary) -> Table:
     for label, value in labelled:
         table.add_row(label, Text(value))
     return table
+
+
+def _training(summary: RunSummary) -> str:
+    """``MODEL on DATA · global batch B · policy P``; a plain script's: what it lacks and what
+    gives it."""
+    if summary.plain_script:
+        return (f"{summary.model or '?'}, a plain script · samples per step: what its ranks "
+                f"reported · no balancing and no loss: {OPT_IN_HINT} gives both")
+    return (f"{summary.model or '?'} on {summary.dataset or '?'} · global batch "
+            f"{summary.global_batch or '?'} · policy {summary.policy or '?'}")
 
 
 def _hosts_with_ranks(summary: RunSummary) -> str:

@@ -9,7 +9,9 @@ agree by construction.
 The definitions:
 
 - a step's **samples**: the run's global batch (the start event's), else its ranks' local
-  batches; its **time**: rank 0's ``step_s``; its **throughput**: samples / time;
+  batches (a plain script's: every rank's that took the step, in whatever order their events
+  arrive; a live reader charts the step once all are in); its **time**: rank 0's ``step_s``;
+  its **throughput**: samples / time;
 - a rank's **solo rate**: samples / compute time (what it would do if it never waited); the
   **ideal**: Σ of the ranks' solo rates (over one step, or over the whole run from each rank's
   sums); **efficiency**: measured throughput / ideal (the console, ``corral report``, the

@@ -74,6 +74,11 @@ class RunFigures:
         self._last_rank0_step: StepEvent | None = None
         self._redo_until = 0
         """After a relaunch: the steps up to this one are redone (their time is lost)."""
+        self.newly_settled: StepRow | None = None
+        """The step the last event settled (rank 0 timed it and all its samples are known):
+        a live reader's next throughput point; None when that event settled none."""
+        self._settled_t: dict[int, float] = {}
+        """Per settled step, the time of its run that settled (a redone step settles again)."""
         self.version = 0
         """Bumped on every event (readers cache what they derive)."""
         self.curves_version = 0
@@ -89,9 +94,11 @@ class RunFigures:
         have written its last steps: the furthest one counts)."""
 
     # ---------------------------------------------------------------- reduction
-    def observe(self, event: TrainerEvent, host: str = "?") -> None:
-        """Absorb one trainer event of rank ``event.rank``, running on ``host``."""
+    def observe(self, event: TrainerEvent, host: str = "?") -> TrainerEvent:
+        """Absorb one trainer event of rank ``event.rank``, running on ``host``; return it as
+        counted (a plain script's step after a relaunch: numbered on from the run's steps)."""
         self.version += 1
+        self.newly_settled = None
         self.first_t = event.t if self.first_t is None else min(self.first_t, event.t)
         self.last_t = event.t if self.last_t is None else max(self.last_t, event.t)
         rank = self.ranks.get(event.rank)
@@ -100,8 +107,9 @@ class RunFigures:
         if isinstance(event, StepEvent):
             event = self._counted_on(event)
             self._step(event, rank)
+            self._settle(event.step)
         elif isinstance(event, StartEvent):
-            if event.task == "script" and event.step == 0:  # a plain script's (re)start
+            if event.plain_script and event.step == 0:  # a plain script's (re)start
                 self._attempt_of[event.rank] = attempt = self._attempt_of.get(event.rank, -1) + 1
                 self._attempt_base[event.rank] = max(self._attempt_top[:attempt], default=0)
                 self._attempt_top += [0] * (attempt + 1 - len(self._attempt_top))
@@ -110,6 +118,7 @@ class RunFigures:
             self.samples = event
         elif isinstance(event, RoundEvent):
             self._round(event)
+            self._settle(event.step)
         elif isinstance(event, ResourceEvent):
             rank.add_resources(event.gpu_util, event.gpu_peak_allocated,
                                event.gpu_peak_reserved)
@@ -119,6 +128,7 @@ class RunFigures:
             for name, value in event.all_metrics().items():
                 self._evals.setdefault(name, {})[event.step] = value
                 self.curves_version += 1
+        return event
 
     def _counted_on(self, event: StepEvent) -> StepEvent:
         """A plain script's step numbered after its earlier attempts' (the docstring)."""
@@ -151,8 +161,31 @@ class RunFigures:
         if row is None or row.step_s is None:
             return
         row.declared_batch = sum(event.inner_steps) * (self._global_batch or 0)
-        self._cluster_samples += row.samples - self._counted.get(event.step, 0)
-        self._counted[event.step] = row.samples
+        self._recount(row)
+
+    def _recount(self, row: StepRow) -> None:
+        """Count ``row``'s samples in the run's sums as they stand now (once rank 0 has timed
+        the step): a step without a declared global batch grows as its ranks report, in any
+        order, and a redone step replaces its earlier run's count."""
+        if row.step_s is None:
+            return
+        self._cluster_samples += row.samples - self._counted.get(row.step, 0)
+        self._counted[row.step] = row.samples
+
+    def _settle(self, step: int) -> None:
+        """Mark ``step`` settled once its samples are all known: the run's declared global
+        batch (a local run's: with its round), else every rank's local batch, whichever rank's
+        event came last."""
+        row = self.rows.get(step)
+        if row is None or row.step_s is None or self._settled_t.get(step) == row.t:
+            return
+        if self.first_start is not None and self.first_start.exchange == "local":
+            known = row.declared_batch is not None
+        else:
+            known = bool(row.declared_batch) or self.complete(row)
+        if known:
+            self._settled_t[step] = row.t
+            self.newly_settled = row
 
     def _step(self, event: StepEvent, rank: RankFigures) -> None:
         row = self.rows.get(event.step)
@@ -170,18 +203,17 @@ class RunFigures:
         row.cells[event.rank] = cell
         rank.add(cell, 1)
         if event.rank != 0:
+            self._recount(row)  # its samples count whether rank 0's event came first or not
             return
-        if row.step_s is not None:  # a redone step: its earlier run no longer counts
+        if row.step_s is not None:  # a redone step: its earlier run's time no longer counts
             self._cluster_step_s -= row.step_s
-            self._cluster_samples -= self._counted.get(event.step, row.samples)
         if event.step <= self._redo_until:
             self.lost_s += event.step_s
         row.t, row.step_s, row.lr = event.t, event.step_s, event.lr
         row.loss = event.global_loss if event.global_loss is not None else event.loss
         self._cluster_step_s += event.step_s
         self.curves_version += 1
-        self._cluster_samples += row.samples
-        self._counted[event.step] = row.samples
+        self._recount(row)
         self._last_rank0_step = event
 
     # ---------------------------------------------------------------- whole-run figures

@@ -126,15 +126,18 @@ def all_gather_floats(values: Sequence[float], device: torch.device) -> list[lis
 def start_all_gather_floats(
     values: Sequence[float], device: torch.device
 ) -> Callable[[], list[list[float]]]:
-    """Start ``all_gather_floats`` in the background; call the result to wait for it."""
-    mine = torch.tensor(list(values), dtype=torch.float64, device=device)
+    """Start ``all_gather_floats`` in the background; call the result to wait for it (one
+    host read of every rank's values). The values enter the device through fill kernels: a
+    copy from the host would wait for the device first."""
+    mine = torch.stack([torch.full((), float(v), dtype=torch.float64, device=device)
+                        for v in values])
     out = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
     work = dist.all_gather(out, mine, async_op=True)
 
     def wait() -> list[list[float]]:
         if work is not None:
             work.wait()
-        return [t.tolist() for t in out]
+        return torch.stack(out).tolist()
 
     return wait
 

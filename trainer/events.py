@@ -88,6 +88,12 @@ class StartEvent:
     exchange: str = "exact"
     """``exact``, or ``local``: APPROXIMATE rounds between islands (docs/lowcomm.md)."""
 
+    @property
+    def plain_script(self) -> bool:
+        """A user's script without corral's opt-in (``trainer/integrations/plain_events.py``):
+        no declared global batch, its loss unread, nothing balanced, its length unknown."""
+        return self.task == "script" and not self.global_batch
+
 
 @dataclass(frozen=True, kw_only=True)
 class StepEvent:

@@ -180,11 +180,19 @@ class RunModel:
         for rank, row in self.ranks.items():
             sums = self.figures.ranks.get(rank)
             if sums is not None and sums.steps:
+                if self.plain_script:  # no split: its last step's batch is an epoch's tail
+                    row.local_batch = round(sums.samples / sums.steps)
                 row.samples_per_s = sums.mean_samples_per_s
                 row.compute_s, row.step_s = sums.mean_compute_s, sums.mean_step_s
                 row.tokens = sums.mean_tokens_per_step
             if sums is not None and sums.gpu_util is not None:
                 row.gpu_util = sums.gpu_util
+
+    @property
+    def plain_script(self) -> bool:
+        """The run is a script's without corral's opt-in: no loss, no balancing, no total."""
+        start = self.figures.first_start
+        return start is not None and start.plain_script
 
     @property
     def finished(self) -> bool:
@@ -209,9 +217,13 @@ class RunModel:
         return row
 
     def _apply_rank_event(self, wrapped: RankEvent) -> None:
-        event = wrapped.event
-        row = self._row(event.rank, wrapped.host)
-        self.figures.observe(event, wrapped.host)
+        row = self._row(wrapped.event.rank, wrapped.host)
+        event = self.figures.observe(wrapped.event, wrapped.host)  # its step as counted
+        settled = self.figures.newly_settled  # the cluster's pace of a step whose samples are known
+        if settled is not None and settled.samples_per_s is not None:
+            self.history.append(ThroughputPoint(step=settled.step, t=settled.t,
+                                                samples_per_s=settled.samples_per_s,
+                                                ideal=self._live_ideal()))
         if isinstance(event, StepEvent):
             self._apply_step(row, event)
         elif isinstance(event, ResourceEvent):
@@ -265,13 +277,9 @@ class RunModel:
         row.history.append(row.samples_per_s or 0.0)
         if event.rank != 0:
             return
-        # Rank 0 speaks for the cluster: progress, loss, throughput, ETA.
+        # Rank 0 speaks for the cluster: progress, loss, ETA (throughput: once settled).
         self.step, self.epoch = event.step, event.epoch
         self.loss = step_row.loss
-        cluster = step_row.samples_per_s
-        if cluster is not None:
-            self.history.append(ThroughputPoint(
-                step=event.step, t=event.t, samples_per_s=cluster, ideal=self._live_ideal()))
         self._step_times.append((event.step, event.t))
 
     # ---------------------------------------------------------------- derived values

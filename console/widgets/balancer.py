@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from console.formatting import bar, cells, fmt_percent
+from console.formatting import OPT_IN_HINT, bar, cells, fmt_percent
 from console.model.run import RunModel
 from console.widgets.lines_view import LinesView
 from figures import Move
@@ -18,7 +18,9 @@ SHARE_STYLE = "cyan"
 
 
 def policy_line(model: RunModel) -> Text:
-    """``policy dynamic · next start: static``."""
+    """``policy dynamic · next start: static`` (a plain script's run: no balancing)."""
+    if model.plain_script:
+        return Text(f"no balancing: plain script · {OPT_IN_HINT} enables it", style="grey50")
     text = Text("policy ")
     text.append(model.policy or model.next_policy, style="bold")
     if model.policy is not None and model.policy != model.next_policy:

@@ -37,6 +37,9 @@ def live_parts(model: RunModel, now: float) -> list[str]:
     """``step 123/400  ep 2  ETA 2m05s  loss 0.423  elapsed 1m12s``: where a run is now."""
     total = model.total_steps
     parts = [f"step {model.step}/{total}" if total else f"step {model.step}"]
+    if model.plain_script:  # no length, no loss: its steps and their pace
+        return [*parts, f"{fmt_rate(model.samples_per_s)} samples/s",
+                f"elapsed {fmt_duration(model.elapsed_s(now))}"]
     if model.steps_per_epoch:
         parts.append(f"ep {model.epoch}")
     parts.append(f"ETA {fmt_duration(model.eta_s)}")
@@ -68,6 +71,8 @@ def progress_line(model: RunModel, now: float, width: int) -> Text:
     averages once it has ended)."""
     parts = finished_parts(model, now) if model.finished else live_parts(model, now)
     tail = "  " + "  ".join(parts)
+    if model.figures.first_start is not None and not model.total_steps:
+        return Text(tail.strip())  # its length unknown (a plain script): no bar, no percent
     fraction = model.progress or 0.0
     bar_width = max(5, width - len(tail) - 7)
     text = Text("[")

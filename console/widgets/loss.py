@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from console.formatting import OPT_IN_HINT
 from console.model.run import RunModel
 from console.termplot import Line, chart, legend
 from console.widgets.lines_view import LinesView
@@ -27,6 +28,9 @@ def loss_lines(model: RunModel) -> tuple[list[Line], list[int]]:
 def title_line(model: RunModel, lines: list[Line] | None = None) -> Text:
     """``● loss 0.2012 (best 0.1990 @ 281)  ● eval loss 0.25`` (``lines``: ``loss_lines``'
     series when the caller has them already)."""
+    if model.plain_script:  # its loss is the script's own: corral does not read it
+        return Text(f"loss unknown: a plain script's loss is its own; {OPT_IN_HINT} "
+                    "reports it", style="grey50")
     if lines is None:
         lines, _ = loss_lines(model)
     text = legend(lines[:1])

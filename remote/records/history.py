@@ -11,12 +11,19 @@ line that is not a valid event is skipped and counted.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from remote.log_noise import is_noise
 from remote.records.runs import RunInfo, read_run_info_at
 from trainer.events import EventFormatError, StartEvent, TrainerEvent, parse_event
+from trainer.launch_contract import LOG_LINE_PREFIX, line_rank
 from trainer.run_layout import EVENTS_NAME, RunLayout
+
+RANK_LINES_KEPT = 12
+"""A failed rank's last output lines that explain its failure (the run's status line, ``corral
+report``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,6 +146,26 @@ def launcher_tails(run_dir: Path, hosts: tuple[str, ...], keep: int = 5) -> dict
             continue
         tails[host] = [line for line in text.splitlines() if line.strip()][-keep:]
     return tails
+
+
+def rank_tail(run_dir: Path, host: str, rank: int, keep: int = RANK_LINES_KEPT) -> list[str]:
+    """The last ``keep`` lines rank ``rank`` printed, from ``host``'s copied launcher log (which
+    tees its ranks' output, each line under its rank's prefix): torch's chatter left out, as
+    the follower leaves it out of a failure's explanation."""
+    path = Path(RunLayout(RunLayout(run_dir).collected(host)).launcher_log(host))
+    said: deque[str] = deque(maxlen=keep)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for text in handle:
+                match = LOG_LINE_PREFIX.match(text)
+                if match is None or line_rank(match) != rank:
+                    continue
+                body = text[match.end():].rstrip()
+                if body.strip() and not is_noise(body):
+                    said.append(body)
+    except OSError:
+        return []
+    return list(said)
 
 
 def load_history(run_dir: Path) -> RunHistory:

@@ -15,7 +15,7 @@ from typing import Any
 from figures.metrics import Metric, Move, percentile
 from figures.reducer import RunFigures
 from figures.series import RunSeries
-from remote.records.history import RunHistory
+from remote.records.history import RunHistory, rank_tail
 from remote.records.runs import RunInfo
 from trainer.events import EndEvent
 
@@ -63,6 +63,8 @@ class Outcome:
     error: str | None = None
     """The first failing rank's own one-line error."""
     ended_at_step: int = 0
+    last_lines: list[str] = field(default_factory=list)
+    """The first failing rank's last output lines (its traceback, what it printed after)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +132,9 @@ class RunSummary:
     """``exact``, or ``local``: APPROXIMATE rounds between islands (docs/lowcomm.md)."""
     rounds: RoundFacts | None = None
     """``local``: the newest round's exchange and length."""
+    plain_script: bool = False
+    """A script run without corral's opt-in: no global batch declared, no loss read, nothing
+    balanced."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,7 +162,8 @@ def _outcome(history: RunHistory, steps_done: int) -> Outcome:
         return Outcome(state=state, detail=history.info.detail, ended_at_step=steps_done)
     return Outcome(state=state, detail=history.info.detail, failed_rank=failed.rank,
                    failed_host=failed.host, error=failed.event.error,
-                   ended_at_step=steps_done)
+                   ended_at_step=steps_done,
+                   last_lines=rank_tail(history.run_dir, failed.host, failed.rank))
 
 
 def _rank_summaries(figures: RunFigures) -> list[RankSummary]:
@@ -203,6 +209,7 @@ def summary_of(history: RunHistory, figures: RunFigures) -> RunSummary:
         if figures.samples else [],
         host_ranks=dict(info.ranks or {}), no_events=start is None,
         exchange=start.exchange if start else "exact", rounds=_round_facts(figures),
+        plain_script=start is not None and start.plain_script,
     )
 
 

@@ -18,14 +18,15 @@ from dataclasses import dataclass, field
 
 from remote.events import TRAINED_NOTHING, HostStatus, LogLine, RankEvent, RunEvent
 from remote.records.disk_full import LOCAL
+from remote.records.history import RANK_LINES_KEPT
 from remote.run.failures import Cause, Failure, HostLost, Severity
 from remote.run.lifecycle import Finding, RunOutcome, StopCause, StopRequest
 from remote.run.stream import LauncherExit, RankOwned, TailItem
 from trainer.disk_full import disk_full_on
 from trainer.events import EndEvent, StartEvent, StepEvent
 
-LOG_LINES_KEPT = 12
-"""Log lines per rank and per host kept to explain a failure."""
+LOG_LINES_KEPT = RANK_LINES_KEPT
+"""Log lines per rank and per host kept to explain a failure (as many as the report lists)."""
 LAST_LINES_SHOWN = 3
 """Lines per rank quoted when a run trained nothing."""
 ROOT_CAUSE_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)")
@@ -38,6 +39,9 @@ KILLED_STATUSES = {"gone": "vanished without an exit status (killed with its pro
 """Launcher statuses that say the launcher itself (or its container) was killed, as the
 tailer reports them when no rank of the host is named (``remote.run.tail_script``)."""
 ROOT_CAUSE_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
+EXIT_ONLY = re.compile(r"^failed: exited with status -?\d+$")
+"""A rank's end that names only its exit status (a script that printed its traceback and
+exited later): its traceback's last line, when it printed one, says more."""
 TRACEBACK_END = re.compile(
     r"^(\[rank\d+\]:\s*)?([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(:.*)?)$")
 """The last line of a Python traceback (``ValueError: ...``, after the ``[rankN]:`` torch puts
@@ -288,13 +292,17 @@ class RunMonitor:
             ranks = len(self.ended) or len(self.rank_host)
             return Finding(RunOutcome.COMPLETED, f"{ranks} rank(s) finished{note}")
         who = failure.host + (f" rank {failure.rank}" if failure.rank is not None else "")
-        detail = f"{who} {failure.why}"
+        why = failure.why
+        raised = self._raised(failure.rank) if failure.rank is not None else None
+        if raised and EXIT_ONLY.match(why):
+            why = f"failed: {raised} ({why.removeprefix('failed: ')})"
+        detail = f"{who} {why}"
         never = self.never_joined()
         if never:
             detail += "; hosts that never joined the rendezvous: " + ", ".join(never)
         lines = self._last_lines(failure)
-        if self.explain is not None and (why := self.explain("\n".join([detail, *lines]))):
-            detail += f"; {why}"  # on the first line: the one `corral run` prints
+        if self.explain is not None and (explained := self.explain("\n".join([detail, *lines]))):
+            detail += f"; {explained}"  # on the first line: the one `corral run` prints
         if lines:
             detail += "\n" + "\n".join(lines)
         return Finding(RunOutcome.FAILED, detail, failed_host=failure.host,

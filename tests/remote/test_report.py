@@ -67,7 +67,8 @@ def test_a_failed_run_says_where_it_stopped_and_why(
     outcome = _json(capsys, path, "rep-f")["runs"][0]["outcome"]
     assert outcome == {"state": "failed", "detail": "slow rank 1 failed: exit 1",
                        "failed_rank": 1, "failed_host": "slow",
-                       "error": "RuntimeError: CUDA out of memory", "ended_at_step": 12}
+                       "error": "RuntimeError: CUDA out of memory", "ended_at_step": 12,
+                       "last_lines": []}
 
 
 def test_an_interrupted_run_is_reported_as_stopped_with_its_last_step(

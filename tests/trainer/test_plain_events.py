@@ -1,7 +1,8 @@
 """A script without corral's opt-in, started by ``script_main`` under torchrun, gets a step
 event per optimizer step from torch's global hooks: every step counted, its samples the DDP
 module's input (accumulation counts every micro-batch), its loss left unread; a script that
-took no step ends with step 0; an emulated slowdown makes that rank's compute slower."""
+took no step ends with step 0; one that exits after printing its traceback (hydra) names its
+exception; its resources are sampled; an emulated slowdown makes that rank's compute slower."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from trainer.event_log import events_path
-from trainer.events import EndEvent, StartEvent, StepEvent, parse_event
+from trainer.events import EndEvent, ResourceEvent, StartEvent, StepEvent, parse_event
 from trainer.integrations.contract import RUN_DIR_ENV, SLOWDOWN_ENV
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,6 +93,69 @@ def test_a_script_that_never_steps_ends_at_step_0(tmp_path: Path) -> None:
     events = events_of(run_dir, 0)
     assert not [e for e in events if isinstance(e, StepEvent)]
     assert isinstance(events[-1], EndEvent) and events[-1].step == 0
+
+
+HYDRA_SHAPED = """\
+import os, sys, traceback
+import torch, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+def main():
+    dist.init_process_group("gloo")
+    model = DDP(torch.nn.Linear(4, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    model(torch.randn(5, 4)).sum().backward()
+    opt.step()
+    with open(os.path.join("data", "input.txt")) as handle:
+        handle.read()
+
+try:  # hydra's run_and_report: the traceback, then a hint, then exit 1
+    main()
+except Exception:
+    traceback.print_exc()
+    sys.stderr.write("\\nSet the environment variable HYDRA_FULL_ERROR=1 for a complete "
+                     "stack trace.\\n")
+    sys.exit(1)
+"""
+
+
+def test_a_script_exiting_after_its_traceback_ends_naming_the_exception(tmp_path: Path) -> None:
+    """hydra prints a hint after the traceback and exits 1: the end event names the exception
+    the traceback ends with, not the exit status alone nor the hint."""
+    done, run_dir = run_plain(tmp_path, HYDRA_SHAPED, [])
+    assert done.returncode != 0
+    assert "HYDRA_FULL_ERROR=1 for a complete stack trace." in done.stderr  # the hint came
+    for rank in (0, 1):
+        end = events_of(run_dir, rank)[-1]
+        assert isinstance(end, EndEvent) and end.status == "failed" and end.step == 1
+        assert end.error == ("FileNotFoundError: [Errno 2] No such file or directory: "
+                             "'data/input.txt' (exited with status 1)")
+
+
+FOR_SECONDS = """\
+import sys, time
+import torch, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+dist.init_process_group("gloo")
+model = DDP(torch.nn.Linear(4, 1))
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+until = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < until:
+    model(torch.randn(5, 4)).sum().backward()
+    opt.step()
+    opt.zero_grad()
+    time.sleep(0.01)
+"""
+
+
+def test_a_plain_scripts_ranks_report_their_resources(tmp_path: Path) -> None:
+    """Sampled as corral's own ranks' are (every ``resources_every``, 2 s by default)."""
+    done, run_dir = run_plain(tmp_path, FOR_SECONDS, ["5"])
+    assert done.returncode == 0, done.stderr
+    for rank in (0, 1):
+        samples = [e for e in events_of(run_dir, rank) if isinstance(e, ResourceEvent)]
+        assert samples and all(e.rss_bytes and e.rss_bytes > 0 for e in samples)
 
 
 SLEEPY = """\

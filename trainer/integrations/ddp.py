@@ -158,8 +158,7 @@ class Shares:
         if self._loss is not None and step - 1 > self._done:
             share = self.share(step - 1)
             run.step_done(step - 1, epoch=(step - 2) // self.sampler.order.steps_per_epoch,
-                          loss_sum=float(self._loss) * share, units=share,
-                          compute_s=self.clock.times(step - 1).seconds)
+                          loss_sum=self._loss * share, units=share, clock=self.clock)
             self._done, self._loss = step - 1, None
         self.clock.start(run.settings.slowdown_of(run.rank))
 

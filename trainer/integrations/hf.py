@@ -96,9 +96,14 @@ class _HFRank:
         self.sampler: GlobalStepSampler | None = None
         self.clock: StepClock | None = None
         self.resumed_from: str | None = None
-        self.returned = 0.0  # the Trainer's returned losses, summed over the step's rounds
-        self.units = 0.0
-        self.global_units = 0.0
+        # The step's sums stay on the device (tensors) until the step's one gather reads them.
+        self.returned: float | torch.Tensor = 0.0
+        """The Trainer's returned losses, summed over the step's rounds."""
+        self.units: float | torch.Tensor = 0.0
+        """This rank's target tokens over the step's rounds."""
+        self.global_units: Any = None
+        """The Trainer's ``num_items_in_batch`` (every rank's tokens): a tensor, a number or
+        None."""
         self.rounds = 0
 
     def build(self) -> ScriptRun:
@@ -131,9 +136,10 @@ class _HFRank:
 
     def round_done(self, returned: torch.Tensor, inputs: dict[str, Any],
                    num_items_in_batch: Any) -> None:
-        self.returned += float(returned)
-        self.units += float(_target_tokens(self.trainer, inputs))
-        self.global_units = float(num_items_in_batch) if num_items_in_batch is not None else 0.0
+        """One round of the step: its loss and tokens added on the device (no host read)."""
+        self.returned = self.returned + returned.detach().to(torch.float64)
+        self.units = self.units + _target_tokens(self.trainer, inputs)
+        self.global_units = num_items_in_batch
         self.rounds += 1
 
 
@@ -237,16 +243,16 @@ class _CorralEvents:
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         corral_rank = self.corral_rank
         run, clock, trainer = corral_rank.build(), corral_rank.clock, corral_rank.trainer
-        compute_s = clock.times(state.global_step).seconds if clock is not None else 0.0
+        assert clock is not None  # the step's first round started it
         exact, _ = exactness(trainer)
-        if exact and corral_rank.global_units:
+        if exact and corral_rank.global_units is not None:
             # Each returned loss is the rank's token sum x processes / the step's token count.
             loss_sum = corral_rank.returned * corral_rank.global_units / run.world
         else:  # the rank's own mean: weigh it by the rank's tokens
             loss_sum = corral_rank.returned * corral_rank.units
         lr = trainer._get_learning_rate() if trainer.lr_scheduler is not None else None
         run.step_done(state.global_step, epoch=max(math.ceil(state.epoch) - 1, 0),
-                      loss_sum=loss_sum, units=corral_rank.units, compute_s=compute_s,
+                      loss_sum=loss_sum, units=corral_rank.units, clock=clock,
                       lr=float(lr) if lr is not None else None)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, Any],
@@ -283,8 +289,9 @@ def _finished_checkpoint(asked: str | None, rank: int) -> str | None:
     return chosen
 
 
-def _target_tokens(trainer: Any, inputs: dict[str, Any]) -> int:
-    """The loss units of one round: target tokens, counted as the Trainer counts them."""
+def _target_tokens(trainer: Any, inputs: dict[str, Any]) -> torch.Tensor | int:
+    """The loss units of one round: target tokens, counted as the Trainer counts them (a
+    tensor on the labels' device: read with the step's gather, not here)."""
     if "shift_labels" in inputs:
         labels = inputs["shift_labels"]
     elif "labels" in inputs:
@@ -293,4 +300,4 @@ def _target_tokens(trainer: Any, inputs: dict[str, Any]) -> int:
             labels = labels[..., 1:]
     else:
         return 0
-    return int(labels.ne(-100).sum())
+    return labels.ne(-100).sum()

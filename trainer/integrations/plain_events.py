@@ -15,7 +15,9 @@ Each step event is what corral's loop writes, so the console's progress and per-
 no device synchronisation and no file write of their own: step events are buffered and
 written together at most every ``FLUSH_EVERY_S`` (the first at once). A rank with an emulated
 slowdown (``[run] slowdown``) sleeps before each optimizer step as ``trainer.step.slowdown``
-does in corral's loop: its work since the last step, scaled by the factor.
+does in corral's loop: its work since the last step, scaled by the factor. Its resources
+(CPU, memory, GPU) are sampled as corral's own ranks' are (``trainer.resources``), polled after
+each step without waiting.
 
 A script with the opt-in (``ScriptRun``) writes its own events, and these write nothing.
 """
@@ -42,6 +44,8 @@ from trainer.events import EndEvent, StartEvent, StepEvent
 from trainer.integrations.contract import ScriptSettings
 from trainer.integrations.rank_setup import precision_note
 from trainer.integrations.run import ScriptRun
+from trainer.resources import ResourceReporter
+from trainer.settings.train_config import TrainConfig
 from trainer.step.slowdown import WorkTimer, emulate_slowdown, emulates
 
 FLUSH_EVERY_S = 1.0
@@ -60,6 +64,8 @@ class PlainEvents:
         # every rank asks at the same point (one collective), before the script runs
         self.emulated = on_any_rank(emulates(settings.slowdown), device)
         self._writer: EventWriter | None = None
+        self._resources: ResourceReporter | None = None
+        """The rank's resource samples (from its first step), as corral's own ranks have."""
         self._pending: list[tuple[float, int, int, float, float]] = []
         """Steps not written yet: (time, step, samples, compute_s, step_s)."""
         self._flushed = 0.0
@@ -115,6 +121,8 @@ class PlainEvents:
         self._samples, self._last_end = 0, now
         if self.steps == 1 or now - self._flushed >= FLUSH_EVERY_S:
             self._flush(now)
+        if self._resources is not None:
+            self._resources.poll()  # never blocks: a sample only when the sampler has one
         self._work.start()
 
     # ---------------------------------------------------------------- writing
@@ -130,9 +138,13 @@ class PlainEvents:
         for hook in (*self._hooks, self._ddp_hook):
             if hook is not None:
                 hook.remove()
+        if self._resources is not None:
+            self._resources.stop()
 
     def _start(self) -> None:
         self._writer = EventWriter(events_path(self.settings.run_dir, self.rank))
+        self._resources = ResourceReporter(str(self.device), TrainConfig.resources_every,
+                                           self.rank, self._writer)
         note = precision_note()
         self._writer.emit(StartEvent(
             t=time.time(), rank=self.rank, world_size=self.world,

@@ -6,6 +6,12 @@ share: the ``ShareSchedule`` (which split each step uses), the rank's ``EventWri
 ``corral report`` and TensorBoard read a script's run unchanged), and the one collective per
 step that gathers every rank's loss, loss units and compute time, lets rank 0's balancer decide
 and tells every rank the new split.
+
+That gather is the step's one host wait of corral's own, as in corral's loop
+(``trainer/step/tally.py``): the loss and its units stay device tensors until they are packed
+with the compute time into one tensor, gathered and read once; a GPU rank's compute time is read
+after that read (its CUDA events are complete then), so the gathered tally carries the step
+before's, and rank 0's balancer pairs each time with the share of the step it timed.
 """
 
 from __future__ import annotations
@@ -18,11 +24,15 @@ import torch
 import torch.distributed as dist
 
 from trainer.compat import tf32_enabled
-from trainer.dist import all_gather_floats, broadcast_ints, device_name
+from trainer.dist import broadcast_ints, device_name
 from trainer.event_log import EventWriter, events_path
 from trainer.events import CheckpointEvent, EndEvent, EndStatus, EvalEvent
 from trainer.integrations.contract import ScriptSettings
 from trainer.integrations.shares import ShareSchedule
+from trainer.resources import ResourceReporter
+from trainer.settings.train_config import TrainConfig
+from trainer.step.clock import StepClock
+from trainer.step.tally import ComputeTime, PendingTallies
 from trainer.step_report import (
     LossTally,
     OptimizerFacts,
@@ -53,6 +63,11 @@ class ScriptRun:
         self.step = 0
         self._last_end = time.perf_counter()
         self._ended = False
+        self._resources = ResourceReporter(str(device), TrainConfig.resources_every,
+                                           self.rank, self.events)
+        """The rank's resource samples, as corral's own ranks have (polled after each step)."""
+        self._timed: ComputeTime | None = None
+        """This rank's compute time of its last reported step (a GPU rank's next tally)."""
 
     @property
     def global_batch(self) -> int:
@@ -76,27 +91,45 @@ class ScriptRun:
             tf32=self.device.type == "cuda" and tf32_enabled())
         self._last_end = time.perf_counter()
 
-    def step_done(self, step: int, *, epoch: int, loss_sum: float, units: float,
-                  compute_s: float, lr: float | None = None,
+    def step_done(self, step: int, *, epoch: int, loss_sum: float | torch.Tensor,
+                  units: float | torch.Tensor, clock: StepClock, lr: float | None = None,
                   grad_norm: float | None = None) -> None:
-        """Step ``step`` finished on this rank: gather, report, maybe rebalance (collective)."""
+        """Step ``step`` finished on this rank (``loss_sum`` and ``units`` may be device
+        tensors; ``clock`` timed its compute): gather, report, maybe rebalance (collective)."""
         now = time.perf_counter()
         step_s, self._last_end = now - self._last_end, now
         self.step = step
         shares = self.schedule.split_at_quietly(step)
-        mine_row = [loss_sum, units, compute_s]
-        rows = (all_gather_floats(mine_row, self.device) if dist.is_initialized()
-                else [mine_row])
+        carried = clock.tally_time(step, self._timed)  # a GPU's: the step before's, no wait
+        mine = self._packed([loss_sum, units, carried.seconds, float(carried.step)])
+        rows = PendingTallies(mine, self.world).rows()  # the step's one wait
+        self._timed = clock.times(step)  # read after the wait: a GPU's events are complete
         report_step(self.events, rank=self.rank, step=step, epoch=epoch,
-                    local_batch=shares[self.rank], compute_s=compute_s, step_s=step_s,
+                    local_batch=shares[self.rank], compute_s=self._timed.seconds, step_s=step_s,
                     tallies=[LossTally(loss_sum=row[0], units=row[1]) for row in rows],
                     optimizer=OptimizerFacts(lr=lr, grad_norm=grad_norm))
+        self._resources.poll()
         if self.settings.policy != "static":
-            self._rebalance(step, shares, [row[2] for row in rows])
+            # each rank's time with its share of the step it timed (none yet: ignored, NaN)
+            timed = tuple(self.schedule.split_at_quietly(max(int(row[3]), 1))[rank]
+                          for rank, row in enumerate(rows))
+            self._rebalance(step, shares, [row[2] for row in rows], timed)
 
-    def _rebalance(self, step: int, shares: tuple[int, ...], compute_s: list[float]) -> None:
-        """Rank 0 observes (every step) and decides (every ``rebalance_every``); all apply."""
-        scheduled = (self.schedule.decide(step, shares, compute_s) if self.rank == 0 else None)
+    def _packed(self, values: list[float | torch.Tensor]) -> torch.Tensor:
+        """``values`` as one float64 tensor on this rank's device, without a wait: its device
+        tensors as they are, host numbers through fill kernels (a host copy would wait)."""
+        parts = [value.detach().reshape(()).to(self.device, torch.float64)
+                 if isinstance(value, torch.Tensor) and value.device.type == self.device.type
+                 else torch.full((), float(value), dtype=torch.float64, device=self.device)
+                 for value in values]
+        return torch.stack(parts)
+
+    def _rebalance(self, step: int, shares: tuple[int, ...], compute_s: list[float],
+                   timed: tuple[int, ...]) -> None:
+        """Rank 0 observes (every step: ``compute_s`` of each rank's share in ``timed``) and
+        decides (every ``rebalance_every``); all apply."""
+        scheduled = (self.schedule.decide(step, shares, compute_s, observed=timed)
+                     if self.rank == 0 else None)
         if step % self.settings.rebalance_every:
             return
         first, split = ((scheduled.first_step, scheduled.decision.split) if scheduled
@@ -136,6 +169,7 @@ class ScriptRun:
         if self._ended:
             return
         self._ended = True
+        self._resources.stop()
         self.events.emit(EndEvent(t=time.time(), rank=self.rank, step=self.step, status=status,
                                   checkpoint=checkpoint, error=error))
         self.events.close()

@@ -85,12 +85,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         runpy.run_path(os.path.abspath(script), run_name="__main__")
     except SystemExit as stop:
-        _exit(stop.code, events)
+        _exit(stop.code, events, stop.__context__)
     except BaseException as exc:
         if events is not None:
-            events.end(f"{type(exc).__name__}: {exc}".splitlines()[0])
+            events.end(exception_line(exc))
         raise
     _exit(None, events)
+
+
+def exception_line(exc: BaseException) -> str:
+    """The line a traceback of ``exc`` ends with (``FileNotFoundError: [Errno 2] ...``): its
+    type as Python prints it and the first line of its message."""
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ in ("builtins", "__main__") else (
+        f"{kind.__module__}.{kind.__qualname__}")
+    message = str(exc).strip().split("\n", 1)[0]
+    return f"{name}: {message}" if message else name
 
 
 def _join(script: str) -> PlainEvents | None:
@@ -107,8 +117,13 @@ def _join(script: str) -> PlainEvents | None:
     return PlainEvents(settings, device, script)
 
 
-def _exit(code: object, events: PlainEvents | None = None) -> NoReturn:
+def _exit(code: object, events: PlainEvents | None = None,
+          handling: BaseException | None = None) -> NoReturn:
     """End the rank with the script's exit ``code`` once its own exit handlers have run.
+
+    A script that exits while it handles an exception (``handling``: hydra prints the traceback
+    and a hint, then exits 1) failed of that exception: the end event names it, as it does one
+    the script raised, rather than the exit status alone.
 
     A script that never leaves its process group (an HF Trainer's does not) can abort in the
     interpreter's C++ teardown ("terminate called without an active exception", SIGABRT) while
@@ -125,8 +140,13 @@ def _exit(code: object, events: PlainEvents | None = None) -> NoReturn:
         print(code, file=sys.stderr)
         status = 1
     atexit._run_exitfuncs()
-    if events is not None:
-        events.end(None if status == 0 else f"exited with status {status}")
+    if events is not None and status == 0:
+        events.end(None)
+    elif events is not None:
+        why = f"exited with status {status}"
+        if handling is not None and not isinstance(handling, SystemExit):
+            why = f"{exception_line(handling)} ({why})"
+        events.end(why)
     destroy_process_group()
     sys.stdout.flush()
     sys.stderr.flush()

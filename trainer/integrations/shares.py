@@ -81,13 +81,14 @@ class ShareSchedule:
         self._drawn = max(self._drawn, step)
         return next(split for first, split in reversed(self._changes) if first <= step)
 
-    def decide(self, step: int, shares: tuple[int, ...], compute_s: list[float]
-               ) -> Scheduled | None:
-        """Rank 0 only: record step ``step``'s times; maybe a new split, and the step it takes
-        effect from. Every rank then calls ``apply``."""
+    def decide(self, step: int, shares: tuple[int, ...], compute_s: list[float],
+               observed: tuple[int, ...] | None = None) -> Scheduled | None:
+        """Rank 0 only: record the ranks' times (``observed``: the share each time is of,
+        when not ``shares``, step ``step``'s); maybe a new split, and the step it takes effect
+        from. Every rank then calls ``apply``."""
         balancer = self.balancer
         assert balancer is not None
-        balancer.observe(shares, compute_s)
+        balancer.observe(observed or shares, compute_s)
         if self.settings.policy == "static" or step % self.settings.rebalance_every:
             return None
         if self.last_step and step + self.lead > self.last_step:

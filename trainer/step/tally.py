@@ -74,8 +74,12 @@ class PendingTallies:
 
     def __init__(self, mine: torch.Tensor, world: int) -> None:
         self._device = mine.device
-        self._out = [torch.empty_like(mine) for _ in range(world)]
-        self._work = dist.all_gather(self._out, mine, async_op=True)
+        self._out = [mine]
+        self._work = None
+        """A lone process without a group (a script outside torchrun): its own tally."""
+        if dist.is_available() and dist.is_initialized():
+            self._out = [torch.empty_like(mine) for _ in range(world)]
+            self._work = dist.all_gather(self._out, mine, async_op=True)
         self._gathered: torch.Tensor | None = None
         self._host: torch.Tensor | None = None
         self._ready: torch.cuda.Event | None = None
@@ -99,16 +103,19 @@ class PendingTallies:
         """The step's loss units summed over every rank: a 0-d tensor on the device."""
         return self.gathered()[:, _UNITS].sum()
 
-    def read(self) -> list[StepTally]:
-        """Every rank's tally by rank: THE host read of the step (waits for the gather only)."""
+    def rows(self) -> list[list[float]]:
+        """Every rank's gathered values by rank: THE host read of the step (waits for the
+        gather only)."""
         gathered = self.gathered()
         PendingTallies.reads += 1
         if self._ready is not None and self._host is not None:
             self._ready.synchronize()
-            rows = self._host.tolist()
-        else:
-            rows = gathered.tolist()
-        return [StepTally(*row) for row in rows]
+            return self._host.tolist()
+        return gathered.tolist()
+
+    def read(self) -> list[StepTally]:
+        """Every rank's tally by rank (``rows`` as ``StepTally``s)."""
+        return [StepTally(*row) for row in self.rows()]
 
 
 class TallyExchange:
