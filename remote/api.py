@@ -42,6 +42,13 @@ from remote.events import (
 )
 from remote.k8s.formats import K8S_FORMATS, K8sFormat
 from remote.records.history import RunHistory, load_history
+from remote.records.log_search import (
+    RunLogLine,
+    compile_search,
+    first_failure,
+    run_log_lines,
+    search_lines,
+)
 from remote.records.runs import (
     RunInfo,
     bad_records,
@@ -88,6 +95,7 @@ __all__ = [
     "RunHandle",
     "RunHistory",
     "RunInfo",
+    "RunLogLine",
     "RunState",
     "RunStatus",
     "RunSummary",
@@ -96,12 +104,15 @@ __all__ = [
     "bad_records",
     "board_command",
     "board_label",
+    "compile_search",
     "convert_run",
     "convert_tracker",
     "demo_toml",
     "export_kubernetes",
     "fetch_results",
     "find_runs",
+    "first_failure",
+    "follow_log_command",
     "hosts_toml",
     "kubernetes_next_steps",
     "list_runs",
@@ -111,6 +122,8 @@ __all__ = [
     "open_controller",
     "profile_cluster",
     "refresh_runs",
+    "run_log_lines",
+    "search_lines",
     "setup_cluster",
     "summarize",
     "summary_to_json",
@@ -131,6 +144,14 @@ def open_controller(path: str | os.PathLike[str] | ClusterConfig) -> RunControll
     if isinstance(path, ClusterConfig):
         return SshRunController(path)
     return open_ssh_controller(path)
+
+
+def follow_log_command(config: ClusterConfig, run_id: str, host: str) -> str:
+    """The shell command that follows ``host``'s launcher log of run ``run_id`` (``ssh HOST
+    'tail -F FILE'``; ``UsageError`` for a host not in ``config``)."""
+    from remote.hosts.log_follow import follow_log_command as command
+
+    return command(config, run_id, host)
 
 
 def with_script(config: ClusterConfig, script: Path, args: Sequence[str],
