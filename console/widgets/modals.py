@@ -147,7 +147,13 @@ HELP_TEXT = """\
   c       pre-flight check of every host, and the launch plan (run --dry-run)
   p       balancing policy for the next start (cycles)
   l       focus the logs; there, f turns follow on/off
-  /       filter the logs (substring; Esc closes)
+  /       filter the logs by a regex as you type; Enter searches
+          every rank's lines of the run on disk: n/N next/previous
+          match, Esc back to the newest lines
+  t       every line of the run, the first traceback or failed
+          worker in view
+  y       copy the ssh HOST 'tail -F FILE' command that follows
+          the focused line's host (else the first host)
   z       zoom the logs to the whole screen, and back
   v       show or hide the logs' noise: torch's INFO lines and
           known warnings (hidden at first; the title counts them)
