@@ -72,6 +72,7 @@ class ConsoleApp(App[int]):
         Binding("slash", "filter_logs", "Search", key_display="/"),
         Binding("t", "first_failure", "Traceback", show=False),
         Binding("y", "copy_follow", "Copy tail -F", show=False),
+        Binding("m", "network", "Network", show=False),
         Binding("z", "zoom_logs", "Zoom logs"),
         Binding("v", "toggle_noise", "Noise"),
     ]
@@ -256,6 +257,13 @@ class ConsoleApp(App[int]):
         self.copy_to_clipboard(command)
         self.notify(command, title="copied: follow this host's log with", timeout=8)
 
+    def action_network(self) -> None:
+        from console.model.topology import run_topology
+        from console.widgets.network import NetworkScreen
+
+        self.show_modal(NetworkScreen(lambda: run_topology(self.session.model,
+                                                           self.controls.last_check)))
+
     def action_focus_logs(self) -> None:
         self._logs().focus_lines()
 
@@ -311,6 +319,8 @@ class ConsoleApp(App[int]):
                             "warnings in the logs (v)", self.action_toggle_noise)
         yield SystemCommand("Toggle log follow", "Keep the newest log line in view (f)",
                             self.action_toggle_follow)
+        yield SystemCommand("Network", "Hosts, every pair's measured Mbit/s and round trip, "
+                            "the limiting link, who sits out (m)", self.action_network)
         yield SystemCommand("Past runs", "This cluster's recorded runs; open one read-only (h)",
                             self.action_runs)
         yield SystemCommand("Report", "The current run's report (o)", self.action_report)

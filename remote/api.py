@@ -66,6 +66,7 @@ from remote.records.summary import (
 from remote.records.tensorboard import board_command, board_label, convert_run
 from remote.records.tracking import TrackerConversion, convert_tracker
 from trainer.balance.estimate import HostVerdict
+from trainer.balance.links import PairLink, pair_throughput
 
 if TYPE_CHECKING:  # the results of the entry points below, whose layers load when called
     from remote.hosts.profile_hosts import HostProfile as HostProfile
@@ -88,6 +89,7 @@ __all__ = [
     "LaunchPreview",
     "LogLine",
     "Outcome",
+    "PairLink",
     "PlannedHost",
     "RankEvent",
     "RunController",
@@ -120,6 +122,7 @@ __all__ = [
     "load_history",
     "local_run_dir",
     "open_controller",
+    "pair_throughput",
     "profile_cluster",
     "refresh_runs",
     "run_log_lines",

@@ -34,7 +34,7 @@ from trainer.events import (
 )
 
 if TYPE_CHECKING:
-    from remote.api import CheckReport, RunEvent
+    from remote.api import CheckReport, HostVerdict, PairLink, RunEvent
 
 HISTORY_POINTS = 600
 """Cluster throughput points kept for the chart."""
@@ -83,6 +83,10 @@ class RunModel:
         self.failed_host: str | None = None
         self.failed_rank: int | None = None
         self.check_report: CheckReport | None = None
+        self.links: tuple[PairLink, ...] = ()
+        """Every direction between two hosts as the run's check measured them (none yet)."""
+        self.estimate: tuple[HostVerdict, ...] = ()
+        """The run's check's estimate per host: who pays for its exchange, who sits out."""
         self.started_t: float | None = None
         """Time of the run's first event (an attached run counts from its real start)."""
         self.finished_t: float | None = None
@@ -163,6 +167,9 @@ class RunModel:
         self.state_detail = event.detail
         if event.report is not None:
             self.check_report = event.report
+            self.links, self.estimate = event.report.links, event.report.estimate
+        if event.links:
+            self.links, self.estimate = event.links, event.estimate
         if event.state in FINAL_RUN_STATES:
             self.finished_t = event.t
             self._show_run_averages()

@@ -157,6 +157,9 @@ HELP_TEXT = """\
   z       zoom the logs to the whole screen, and back
   v       show or hide the logs' noise: torch's INFO lines and
           known warnings (hidden at first; the title counts them)
+  m       the network: every pair's Mbit/s and round trip each
+          way (from the check), the link that limits the
+          exchange, and per host what it adds or why it sits out
   h       past runs of this cluster; Enter opens one read-only
   o       the current run's report (averages, moves, charts)
   ctrl+p  command palette with the same actions

@@ -1,0 +1,101 @@
+"""The network view: hosts as nodes with their cost-model badge, each direction's measured
+Mbit/s and round trip, the limiting link marked; pure layout tests and a pilot test at 80×24."""
+
+from __future__ import annotations
+
+from console_helpers import make_app, screen_text, settle, wait_for
+
+from console.model.topology import benched_hosts, topology
+from console.widgets.network import NetworkScreen, network_text
+from remote.api import HostVerdict, PairLink, RankEvent, RunStatus
+from tests.fake_runs import FakeController
+from trainer.events import StartEvent
+
+HOSTS = ("alpha", "beta", "gamma")
+GBIT, SHAPED = 117e6, 12.2e6  # bytes/s: a gigabit link, and gamma's shaped 100 Mbit/s one
+
+
+def _link(source: str, target: str, rate: float, rtt: float) -> PairLink:
+    return PairLink(source=source, target=target, address=f"10.0.0.{HOSTS.index(target) + 1}",
+                    port=40000, reached=True, rtt_s=rtt, bytes_per_s=rate)
+
+
+LINKS = (
+    _link("alpha", "beta", GBIT, 0.0002), _link("beta", "alpha", GBIT * 0.98, 0.0002),
+    _link("alpha", "gamma", SHAPED, 0.0011), _link("gamma", "alpha", SHAPED * 0.95, 0.0012),
+    _link("beta", "gamma", SHAPED * 1.05, 0.0011), _link("gamma", "beta", SHAPED, 0.0011),
+)
+ESTIMATE = (
+    HostVerdict(host="alpha", pays=True, gain=0.5, step_s=0.1),
+    HostVerdict(host="beta", pays=True, gain=0.25, step_s=0.1),
+    HostVerdict(host="gamma", pays=False, compute_saved_s=0.0041, exchange_added_s=0.038,
+                step_s=0.1),
+)
+
+
+def test_the_slow_link_is_marked_and_the_host_the_run_benched_sits_out() -> None:
+    benched = benched_hosts((30, 30, 0), {0: "alpha", 1: "beta", 2: "gamma"})
+    assert benched == {"gamma"}
+    top = topology(HOSTS, LINKS, ESTIMATE, benched, global_batch=60)
+    limiting = top.limiting
+    assert limiting is not None and (limiting.a, limiting.b) == ("alpha", "gamma")
+    assert limiting.bytes_per_s == SHAPED * 0.95  # the slower direction
+    assert [link.limiting for link in top.links] == [False, True, False]
+    badges = {b.host: b for b in top.hosts}
+    assert badges["gamma"].sits_out
+    assert badges["gamma"].text == ("sits out: its exchange costs 38.0 ms for 4.1 ms of "
+                                    "compute saved")
+    # 60 samples in 0.1 s with alpha; without it, 1.5 times slower: alpha adds 200 samples/s.
+    assert badges["alpha"].text == "adds 200.0 samples/s"
+    assert badges["beta"].text == "adds 120.0 samples/s"
+
+
+def test_the_runs_decision_overrides_the_estimate_and_before_it_the_estimate_decides() -> None:
+    kept = topology(HOSTS, LINKS, ESTIMATE, benched_hosts((20, 20, 20), {
+        0: "alpha", 1: "beta", 2: "gamma"}), global_batch=60)
+    assert not kept.hosts[2].sits_out
+    assert kept.hosts[2].text == "in the exchange (the estimate had it sit out)"
+    before = topology(HOSTS, LINKS, ESTIMATE, benched_hosts((), {}), global_batch=60)
+    assert [b.sits_out for b in before.hosts] == [False, False, True]
+    missing = topology(HOSTS, LINKS, (HostVerdict(host="alpha", missing="profile"),), None, 60)
+    assert missing.hosts[0].text == "no estimate: no stored profile (corral profile)"
+
+
+def test_the_text_names_each_direction_and_the_limit() -> None:
+    top = topology(HOSTS, LINKS, ESTIMATE, {"gamma"}, global_batch=60)
+    lines = network_text(top).plain.splitlines()
+    assert "alpha–gamma ◀     97.6  1.10ms       92.7  1.20ms" in lines
+    assert "○ gamma  sits out: its exchange costs 38.0 ms for 4.1 ms of" in lines
+    assert "         compute saved" in lines  # wrapped under the badge
+    assert lines[-1] == "◀ limits the exchange: alpha–gamma, 92.7 Mbit/s (gamma sits out)"
+    assert max(len(line) for line in lines) <= 66
+    unmeasured = topology(HOSTS, (), ESTIMATE, None, global_batch=60)
+    assert network_text(unmeasured).plain.startswith("No links measured yet")
+
+
+def _start(rank: int) -> RankEvent:
+    return RankEvent(host=HOSTS[rank], event=StartEvent(
+        t=1.0, rank=rank, world_size=3, local_rank=0, host=HOSTS[rank], pid=100 + rank,
+        device="cpu", device_name="test cpu", backend="gloo", model="simple_cnn",
+        dataset="synthetic_image", global_batch=60, split=(30, 30, 0), policy="dynamic",
+        step=0, total_steps=20, steps_per_epoch=100, threads=1, slowdown=1.0))
+
+
+async def test_m_shows_the_network_at_80x24() -> None:
+    app = make_app(FakeController())
+    async with app.run_test(size=(80, 24)) as pilot:
+        model = app.session.model
+        assert tuple(model.hosts) == HOSTS
+        model.apply(RunStatus(t=0.5, run_id="lab-1", state="pushing", links=LINKS,
+                              estimate=ESTIMATE))
+        for rank in range(3):
+            model.apply(_start(rank))
+        await pilot.press("m")
+        await wait_for(pilot, lambda: isinstance(app.screen, NetworkScreen))
+        await settle(pilot)
+        text = screen_text(app)
+        assert "○ gamma  sits out: its exchange costs 38.0 ms for 4.1 ms of" in text
+        assert "● alpha  adds 200.0 samples/s" in text
+        assert "◀ limits the exchange: alpha–gamma, 92.7 Mbit/s (gamma sits out)" in text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, NetworkScreen)
