@@ -148,8 +148,9 @@ HELP_TEXT = """\
   p       balancing policy for the next start (cycles)
   l       focus the logs; there, f turns follow on/off
   /       filter the logs by a regex as you type; Enter searches
-          every rank's lines of the run on disk: n/N next/previous
-          match, Esc back to the newest lines
+          every rank's lines of the run on disk (Esc: back to the
+          newest lines)
+  n, N    the search's next, previous match
   t       every line of the run, the first traceback or failed
           worker in view
   y       copy the ssh HOST 'tail -F FILE' command that follows

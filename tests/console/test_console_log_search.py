@@ -96,3 +96,17 @@ async def test_a_bad_regex_is_named_and_nothing_is_searched(tmp_path: Path) -> N
         messages = [n.message for n in app._notifications]
         assert any("search 'loss [' is not a regular expression" in m for m in messages)
         assert app.screen.query_one(LogsPanel).search is None
+
+
+def test_every_key_of_the_console_and_the_logs_is_in_the_help() -> None:
+    from console.app import ConsoleApp
+    from console.widgets.modals import HELP_TEXT
+
+    lines = HELP_TEXT.splitlines()
+    keys = {key for line in lines if line.startswith("  ") and not line.startswith("   ")
+            for key in line[:10].replace(",", " ").split()}  # the key column
+    keys |= {word for line in lines for word in line.split() if len(word) == 1}  # "there, f"
+    for binding in (*ConsoleApp.BINDINGS, *LogsPanel.BINDINGS):
+        key = getattr(binding, "key_display", None) or binding.key  # type: ignore[union-attr]
+        if key != "escape":
+            assert key in keys, f"{key} is not in the help screen"

@@ -76,23 +76,18 @@ def test_a_bad_regex_is_a_usage_error_naming_it() -> None:
         compile_search("step (")
 
 
+HOST_ENTRIES = ('name = "fast"\naddress = "local"',
+                'name = "slow"\naddress = "10.0.0.2"\nuser = "ann"\nport = 2222')
+"""A local host and one reached over SSH (its follow command is ``ssh``)."""
+
+
 def _cluster(root: Path) -> Path:
+    """cluster.toml of run ``rep-f``'s two hosts, runs under ``root/runs``."""
     path = root / "cluster.toml"
-    path.write_text(f"""
-[cluster]
-name = "rep"
-master = "fast"
-master_addr = "10.0.0.1"
-run_root = "{root / 'runs'}"
-[[hosts]]
-name = "fast"
-address = "local"
-[[hosts]]
-name = "slow"
-address = "10.0.0.2"
-user = "ann"
-port = 2222
-""", encoding="utf-8")
+    path.write_text(f'[cluster]\nname = "rep"\nmaster = "fast"\nmaster_addr = "10.0.0.1"\n'
+                    f'run_root = "{root / "runs"}"\n'
+                    + "".join(f"[[hosts]]\n{entry}\n" for entry in HOST_ENTRIES),
+                    encoding="utf-8")
     return path
 
 
