@@ -87,6 +87,9 @@ class RunModel:
         """Every direction between two hosts as the run's check measured them (none yet)."""
         self.estimate: tuple[HostVerdict, ...] = ()
         """The run's check's estimate per host: who pays for its exchange, who sits out."""
+        self.active_change: RebalanceEvent | None = None
+        """The balancer's newest change of active set (a rank sat out or rejoined), with its
+        cost model's figures."""
         self.started_t: float | None = None
         """Time of the run's first event (an attached run counts from its real start)."""
         self.finished_t: float | None = None
@@ -232,6 +235,8 @@ class RunModel:
             self._apply_start(row, event)
         elif isinstance(event, RebalanceEvent):
             self.split, self.policy = event.split, event.policy
+            if event.compute_s is not None:
+                self.active_change = event
         elif isinstance(event, CapacityEvent):
             self.capacity, self.capacity_source = event.samples_per_s, event.source
         elif isinstance(event, EvalEvent):

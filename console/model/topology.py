@@ -5,7 +5,9 @@ Headless (no Textual, no Rich): every figure is derived from what the run alread
 and decided, never computed a second way — the full-mesh check's ``PairLink`` per direction
 (``trainer/balance/links.py``), the check's cost-model estimate per host (``HostVerdict``,
 ``trainer/balance/estimate.py``) and the run's own split (a host whose ranks all have a share
-of 0 sits out of the exchange: the balancer benched it). ``console/widgets/network.py`` draws it.
+of 0 sits out of the exchange: the balancer benched it, and its rebalance event carries the
+cost model's compute and exchange seconds before and after). ``console/widgets/network.py``
+draws it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from remote.api import HostVerdict, PairLink, pair_throughput
 if TYPE_CHECKING:
     from console.model.run import RunModel
     from remote.api import CheckReport
+    from trainer.events import RebalanceEvent
 
 
 @dataclass(frozen=True)
@@ -68,15 +71,48 @@ class Topology:
         return next((link for link in self.links if link.limiting), None)
 
 
+@dataclass(frozen=True)
+class SitOut:
+    """What the run's balancer found when it benched a host: its cost model's figures."""
+
+    step: int
+    """The first step the host sat out."""
+    exchange_s: float
+    """Exchange seconds the host's ranks added to the step."""
+    compute_s: float
+    """Compute seconds of the step they saved (negative: they were the slowest)."""
+
+
+def sit_outs(change: RebalanceEvent | None, rank_hosts: dict[int, str]) -> dict[str, SitOut]:
+    """The hosts the balancer's newest change of active set benched, with its figures."""
+    if change is None or change.compute_s is None or change.exchange_s is None:
+        return {}
+    figures = SitOut(step=change.step, exchange_s=change.exchange_s[0] - change.exchange_s[1],
+                     compute_s=change.compute_s[1] - change.compute_s[0])
+    return {rank_hosts[r]: figures for r, (was, now) in
+            enumerate(zip(change.previous, change.split, strict=False))
+            if was > 0 and now == 0 and r in rank_hosts}
+
+
 MISSING = {"profile": "no estimate: no stored profile (corral profile)",
            "link speed": "no estimate: its link speed is not known",
            "others": "no estimate: another host's facts are missing",
            "split": "no estimate: no split of the batch fits the hosts"}
 
 
-def badge_text(verdict: HostVerdict | None, sits_out: bool, global_batch: int | None) -> str:
-    """The host's badge from the cost model's verdict, ``sits_out`` as the run decided it
-    (or as the estimate did, before the run's balancer spoke)."""
+def badge_text(verdict: HostVerdict | None, sits_out: bool, global_batch: int | None,
+               benched: SitOut | None = None) -> str:
+    """The host's badge from the cost model: the run's balancer's figures when it benched the
+    host (``benched``), else the check's estimate (``verdict``); ``sits_out`` as the run
+    decided it (or as the estimate did, before the run's balancer spoke)."""
+    if sits_out and benched is not None:
+        if benched.compute_s >= 0:
+            return (f"sits out: its exchange costs {benched.exchange_s * 1000:.1f} ms for "
+                    f"{benched.compute_s * 1000:.1f} ms of compute saved (balancer, step "
+                    f"{benched.step})")
+        return (f"sits out: without it the step computes {-benched.compute_s * 1000:.1f} ms "
+                f"faster and exchanges {benched.exchange_s * 1000:.1f} ms less (balancer, "
+                f"step {benched.step})")
     if verdict is None or verdict.missing:
         known = MISSING.get(verdict.missing, "no estimate") if verdict else "no estimate"
         return f"sits out ({known})" if sits_out else known
@@ -104,9 +140,9 @@ def benched_hosts(split: Sequence[int], rank_hosts: dict[int, str]) -> set[str] 
 
 def topology(hosts: Sequence[str], links: Sequence[PairLink],
              estimate: Sequence[HostVerdict], benched: Collection[str] | None,
-             global_batch: int | None) -> Topology:
+             global_batch: int | None, figures: dict[str, SitOut] | None = None) -> Topology:
     """The network of ``hosts`` (in order); ``benched``: the run's decision (None: none yet,
-    the estimate's then)."""
+    the estimate's then); ``figures``: the balancer's, for the hosts it benched."""
     verdicts = {v.host: v for v in estimate}
     badges = []
     for host in hosts:
@@ -115,7 +151,8 @@ def topology(hosts: Sequence[str], links: Sequence[PairLink],
             out = host in benched
         else:
             out = verdict is not None and not verdict.missing and not verdict.pays
-        badges.append(HostBadge(host, out, badge_text(verdict, out, global_batch)))
+        badges.append(HostBadge(host, out, badge_text(verdict, out, global_batch,
+                                                      (figures or {}).get(host))))
     one_way = {(link.source, link.target): link for link in links}
     rates = pair_throughput(links)
     slowest = min(rates, key=lambda pair: rates[pair]) if rates else None
@@ -135,5 +172,5 @@ def run_topology(model: RunModel, last_check: CheckReport | None = None) -> Topo
     if not links and last_check is not None:
         links, estimate = last_check.links, last_check.estimate
     rank_hosts = {rank: row.host for rank, row in model.ranks.items()}
-    return topology(list(model.hosts), links, estimate,
-                    benched_hosts(model.split, rank_hosts), model.global_batch)
+    return topology(list(model.hosts), links, estimate, benched_hosts(model.split, rank_hosts),
+                    model.global_batch, sit_outs(model.active_change, rank_hosts))

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from console_helpers import make_app, screen_text, settle, wait_for
 
-from console.model.topology import benched_hosts, topology
+from console.model.topology import benched_hosts, sit_outs, topology
 from console.widgets.network import NetworkScreen, network_text
 from remote.api import HostVerdict, PairLink, RankEvent, RunStatus
 from tests.fake_runs import FakeController
-from trainer.events import StartEvent
+from trainer.events import RebalanceEvent, StartEvent
 
 HOSTS = ("alpha", "beta", "gamma")
 GBIT, SHAPED = 117e6, 12.2e6  # bytes/s: a gigabit link, and gamma's shaped 100 Mbit/s one
@@ -99,3 +99,44 @@ async def test_m_shows_the_network_at_80x24() -> None:
         assert "◀ limits the exchange: alpha–gamma, 92.7 Mbit/s (gamma sits out)" in text
         await pilot.press("escape")
         assert not isinstance(app.screen, NetworkScreen)
+
+
+def test_the_balancers_own_figures_word_a_host_it_benched() -> None:
+    rank_hosts = {0: "alpha", 1: "beta", 2: "gamma"}
+    change = RebalanceEvent(t=2.0, rank=0, step=41, previous=(20, 20, 20), split=(30, 30, 0),
+                            reason="rank 2 sits out", predicted_gain=0.3,
+                            times=(0.02, 0.02, 0.02), policy="dynamic",
+                            compute_s=(0.0200, 0.0251), exchange_s=(0.0612, 0.0050))
+    figures = sit_outs(change, rank_hosts)
+    assert set(figures) == {"gamma"}
+    top = topology(HOSTS, LINKS, ESTIMATE, {"gamma"}, global_batch=60, figures=figures)
+    assert top.hosts[2].text == ("sits out: its exchange costs 56.2 ms for 5.1 ms of compute "
+                                 "saved (balancer, step 41)")
+    straggler = RebalanceEvent(t=2.0, rank=0, step=9, previous=(20, 20, 20), split=(30, 30, 0),
+                               reason="", predicted_gain=0.3, times=(0.02, 0.02, 0.9),
+                               policy="dynamic", compute_s=(0.9, 0.03), exchange_s=(0.06, 0.005))
+    top = topology(HOSTS, LINKS, ESTIMATE, {"gamma"}, 60, sit_outs(straggler, rank_hosts))
+    assert top.hosts[2].text == ("sits out: without it the step computes 870.0 ms faster and "
+                                 "exchanges 55.0 ms less (balancer, step 9)")
+    moved = RebalanceEvent(t=2.0, rank=0, step=9, previous=(20, 20, 20), split=(30, 29, 1),
+                           reason="", predicted_gain=0.3, times=(0.02, 0.02, 0.9),
+                           policy="dynamic")
+    assert sit_outs(moved, rank_hosts) == {}
+
+
+async def test_the_open_view_follows_the_balancer() -> None:
+    app = make_app(FakeController())
+    async with app.run_test(size=(80, 24)) as pilot:
+        model = app.session.model
+        model.apply(RunStatus(t=0.5, run_id="lab-1", state="pushing", links=LINKS,
+                              estimate=ESTIMATE))
+        for rank in range(3):
+            model.apply(_start(rank))
+        await pilot.press("m")
+        await wait_for(pilot, lambda: isinstance(app.screen, NetworkScreen))
+        model.apply(RankEvent(host="alpha", event=RebalanceEvent(
+            t=2.0, rank=0, step=12, previous=(30, 30, 0), split=(20, 20, 20),
+            reason="rank 2 rejoins", predicted_gain=0.2, times=(0.02, 0.02, 0.0),
+            policy="dynamic", compute_s=(0.03, 0.02), exchange_s=(0.005, 0.006))))
+        await wait_for(pilot, lambda: "● gamma" in screen_text(app), timeout=5)
+        assert "in the exchange (the estimate had it sit out)" in screen_text(app)
