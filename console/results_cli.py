@@ -209,6 +209,10 @@ async def cmd_logs(args: argparse.Namespace, console: Console) -> int:
                           markup=False, highlight=False, soft_wrap=True)
         return 0
     lines = run_log_lines(local_run_dir(session.config, info.run_id), hosts)
+    if not lines:
+        console.print(f"no log lines of run {info.label} on {', '.join(hosts)} copied here "
+                      "(yet)", markup=False, highlight=False, style="yellow")
+        return 1
     if args.failure:
         start = first_failure(lines)
         lines = lines[start:] if start is not None else []

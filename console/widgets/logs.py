@@ -262,7 +262,7 @@ class LogsPanel(Vertical):
         """Read the run's lines off the UI's thread, then show the search."""
         try:
             search = make(source.log_lines(run_id))
-        except CorralError as exc:
+        except (CorralError, OSError) as exc:  # not recorded here, or its copy unreadable
             self.app.call_from_thread(self.notify, str(exc), severity="error")
             return
         self.app.call_from_thread(self.show_search, search)

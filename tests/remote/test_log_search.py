@@ -109,6 +109,9 @@ def test_corral_logs_greps_one_host_or_all(
     assert code == 0
     assert out.splitlines()[0] == "slow:1 Traceback (most recent call last):"
     assert _logs(capsys, path, "rep-f", "--grep", "nowhere") == (1, "")
+    host_log_path(tmp_path / "runs" / "rep-f", "slow").unlink()
+    code, out = _logs(capsys, path, "rep-f", "--host", "slow")
+    assert code == 1 and "no log lines of run rep-f on slow copied here (yet)" in out
 
 
 def test_corral_logs_refuses_a_bad_regex_or_host_without_a_traceback(
