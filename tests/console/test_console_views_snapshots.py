@@ -8,12 +8,10 @@ from typing import Any
 
 from console_helpers import make_app, settle, wait_for
 from test_console_log_search import _failed_run
-from test_network_view import ESTIMATE, LINKS, _start
+from test_network_view import show_network
 
 from console.widgets.logs import LogsPanel
-from console.widgets.network import NetworkScreen
 from console.widgets.past_run import PastRunScreen
-from remote.api import RunStatus
 from tests.fake_runs import FakeController
 
 
@@ -21,13 +19,7 @@ def test_network_view_at_80x24(snap_compare: Any) -> None:
     app = make_app(FakeController())
 
     async def run_before(pilot: Any) -> None:
-        model = pilot.app.session.model
-        model.apply(RunStatus(t=0.5, run_id="lab-1", state="pushing", links=LINKS,
-                              estimate=ESTIMATE))
-        for rank in range(3):
-            model.apply(_start(rank))
-        await pilot.press("m")
-        await wait_for(pilot, lambda: isinstance(pilot.app.screen, NetworkScreen))
+        await show_network(pilot)
         await settle(pilot)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

@@ -3,6 +3,8 @@ Mbit/s and round trip, the limiting link marked; pure layout tests and a pilot t
 
 from __future__ import annotations
 
+from typing import Any
+
 from console_helpers import make_app, screen_text, settle, wait_for
 
 from console.model.topology import benched_hosts, sit_outs, topology
@@ -81,17 +83,22 @@ def _start(rank: int) -> RankEvent:
         step=0, total_steps=20, steps_per_epoch=100, threads=1, slowdown=1.0))
 
 
+async def show_network(pilot: Any) -> None:
+    """The check's mesh and the run's first split (gamma benched) into the model, then ``m``."""
+    model = pilot.app.session.model
+    model.apply(RunStatus(t=0.5, run_id="lab-1", state="pushing", links=LINKS,
+                          estimate=ESTIMATE))
+    for rank in range(3):
+        model.apply(_start(rank))
+    await pilot.press("m")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, NetworkScreen))
+
+
 async def test_m_shows_the_network_at_80x24() -> None:
     app = make_app(FakeController())
     async with app.run_test(size=(80, 24)) as pilot:
-        model = app.session.model
-        assert tuple(model.hosts) == HOSTS
-        model.apply(RunStatus(t=0.5, run_id="lab-1", state="pushing", links=LINKS,
-                              estimate=ESTIMATE))
-        for rank in range(3):
-            model.apply(_start(rank))
-        await pilot.press("m")
-        await wait_for(pilot, lambda: isinstance(app.screen, NetworkScreen))
+        assert tuple(app.session.model.hosts) == HOSTS
+        await show_network(pilot)
         await settle(pilot)
         text = screen_text(app)
         assert "○ gamma  sits out: its exchange costs 38.0 ms for 4.1 ms of" in text
@@ -128,12 +135,7 @@ async def test_the_open_view_follows_the_balancer() -> None:
     app = make_app(FakeController())
     async with app.run_test(size=(80, 24)) as pilot:
         model = app.session.model
-        model.apply(RunStatus(t=0.5, run_id="lab-1", state="pushing", links=LINKS,
-                              estimate=ESTIMATE))
-        for rank in range(3):
-            model.apply(_start(rank))
-        await pilot.press("m")
-        await wait_for(pilot, lambda: isinstance(app.screen, NetworkScreen))
+        await show_network(pilot)
         model.apply(RankEvent(host="alpha", event=RebalanceEvent(
             t=2.0, rank=0, step=12, previous=(30, 30, 0), split=(20, 20, 20),
             reason="rank 2 rejoins", predicted_gain=0.2, times=(0.02, 0.02, 0.0),

@@ -91,6 +91,13 @@ def _cluster(root: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def cluster(tmp_path: Path) -> Path:
+    """cluster.toml of run ``rep-f``, recorded with both hosts' logs."""
+    _run(tmp_path)
+    return _cluster(tmp_path)
+
+
 def _logs(capsys: pytest.CaptureFixture[str], path: Path, *args: str) -> tuple[int, str]:
     code = cli.main(["-c", str(path), "logs", *args])
     captured = capsys.readouterr()
@@ -98,9 +105,8 @@ def _logs(capsys: pytest.CaptureFixture[str], path: Path, *args: str) -> tuple[i
 
 
 def test_corral_logs_greps_one_host_or_all(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _cluster(tmp_path)
-    _run(tmp_path)
+        cluster: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, tmp_path = cluster, cluster.parent
     code, out = _logs(capsys, path, "rep-f", "--grep", "loss 2")
     assert (code, out.splitlines()) == (0, ["fast:0 step 1 loss 2.0", "slow:1 step 1 loss 2.1"])
     code, out = _logs(capsys, path, "rep-f", "--host", "fast")
@@ -115,27 +121,23 @@ def test_corral_logs_greps_one_host_or_all(
 
 
 def test_corral_logs_refuses_a_bad_regex_or_host_without_a_traceback(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _cluster(tmp_path)
-    _run(tmp_path)
-    code, out = _logs(capsys, path, "rep-f", "--grep", "loss [")
+        cluster: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _logs(capsys, cluster, "rep-f", "--grep", "loss [")
     assert code == 2
     assert "--grep 'loss [' is not a regular expression" in out
     assert "Traceback" not in out
-    code, out = _logs(capsys, path, "rep-f", "--host", "gamma")
+    code, out = _logs(capsys, cluster, "rep-f", "--host", "gamma")
     assert code == 2 and "--host gamma: not a host of run rep-f" in out
 
 
 def test_the_follow_command_is_ssh_tail_quoted(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _cluster(tmp_path)
-    _run(tmp_path)
-    code, out = _logs(capsys, path, "rep-f", "--follow-command")
-    root = tmp_path / "runs" / "rep-f"
+        cluster: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _logs(capsys, cluster, "rep-f", "--follow-command")
+    root = cluster.parent / "runs" / "rep-f"
     assert code == 0
     assert out.splitlines() == [
         f"tail -F {root}/logs/fast/launcher.log",
         f"ssh -p 2222 ann@10.0.0.2 'tail -F {root}/logs/slow/launcher.log'"]
-    config = load_cluster(path)
+    config = load_cluster(cluster)
     with pytest.raises(UsageError, match="no host 'gamma'"):
         follow_log_command(config, "rep-f", "gamma")
