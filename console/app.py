@@ -69,7 +69,10 @@ class ConsoleApp(App[int]):
         Binding("o", "report", "Report"),
         Binding("p", "cycle_policy", "Policy"),
         Binding("l", "focus_logs", "Logs"),
-        Binding("slash", "filter_logs", "Filter", key_display="/"),
+        Binding("slash", "filter_logs", "Search", key_display="/"),
+        Binding("t", "first_failure", "Traceback", show=False),
+        Binding("y", "copy_follow", "Copy tail -F", show=False),
+        Binding("m", "network", "Network", show=False),
         Binding("z", "zoom_logs", "Zoom logs"),
         Binding("v", "toggle_noise", "Noise"),
     ]
@@ -89,7 +92,7 @@ class ConsoleApp(App[int]):
 
     # ---------------------------------------------------------------- layout and refresh
     def compose(self) -> ComposeResult:
-        yield from run_panels(self.session.model, self.session.clock)
+        yield from run_panels(self.session.model, self.session.clock, source=self.session)
 
     def on_mount(self) -> None:
         self.refresh_panels(force=True)
@@ -183,7 +186,8 @@ class ConsoleApp(App[int]):
             from console.widgets.past_run import PastRunScreen
 
             run_id = effect.model.run_id or ""
-            self.push_screen(PastRunScreen(effect.model, self.session.clock, report=lambda:
+            self.push_screen(PastRunScreen(effect.model, self.session.clock, self.session,
+                                           report=lambda:
                                            self.render_effects(self.past_runs.show_report(run_id))))
         elif isinstance(effect, shown.Redraw):
             self.refresh_panels()
@@ -237,20 +241,43 @@ class ConsoleApp(App[int]):
         self.refresh_panels()
         self.notify(f"Balancing policy for the next start: {policy}", timeout=3)
 
+    def _logs(self) -> LogsPanel:
+        """The logs panel of the screen in front (the live run's, or a past run's)."""
+        found = self.screen.query(LogsPanel)
+        return found.first() if found else self.query_one(LogsPanel)
+
+    def action_first_failure(self) -> None:
+        self._logs().jump_to_failure()
+
+    def action_copy_follow(self) -> None:
+        command = self._logs().follow_command()
+        if command is None:
+            self.notify("No run to follow yet.", severity="warning")
+            return
+        self.copy_to_clipboard(command)
+        self.notify(command, title="copied: follow this host's log with", timeout=8)
+
+    def action_network(self) -> None:
+        from console.model.topology import run_topology
+        from console.widgets.network import NetworkScreen
+
+        self.show_modal(NetworkScreen(lambda: run_topology(self.session.model,
+                                                           self.controls.last_check)))
+
     def action_focus_logs(self) -> None:
-        self.query_one(LogsPanel).focus_lines()
+        self._logs().focus_lines()
 
     def action_filter_logs(self) -> None:
-        self.query_one(LogsPanel).open_filter()
+        self._logs().open_filter()
 
     def action_toggle_follow(self) -> None:
-        self.query_one(LogsPanel).action_toggle_follow()
+        self._logs().action_toggle_follow()
 
     def action_zoom_logs(self) -> None:
-        self.query_one(LogsPanel).toggle_zoom()
+        self._logs().toggle_zoom()
 
     def action_toggle_noise(self) -> None:
-        self.query_one(LogsPanel).toggle_noise()
+        self._logs().toggle_noise()
 
     def action_help(self) -> None:
         # Built once and kept installed: composing and styling it anew costs a visible pause.
@@ -280,14 +307,20 @@ class ConsoleApp(App[int]):
                                 "the next start", lambda p=policy: self.set_policy(p))
         yield SystemCommand("Focus logs", "Move the keyboard to the logs (l)",
                             self.action_focus_logs)
-        yield SystemCommand("Filter logs", "Show only lines containing a text (/)",
-                            self.action_filter_logs)
+        yield SystemCommand("Search logs", "Filter the logs by a regex; Enter searches every "
+                            "line on disk, n/N step (/)", self.action_filter_logs)
+        yield SystemCommand("First traceback", "Every line of the run, the first traceback or "
+                            "failed worker in view (t)", self.action_first_failure)
+        yield SystemCommand("Copy tail -F", "Copy the ssh command that follows a host's log "
+                            "(y)", self.action_copy_follow)
         yield SystemCommand("Zoom logs", "The logs on the whole screen, and back (z)",
                             self.action_zoom_logs)
         yield SystemCommand("Toggle log noise", "Show or hide torch's INFO lines and known "
                             "warnings in the logs (v)", self.action_toggle_noise)
         yield SystemCommand("Toggle log follow", "Keep the newest log line in view (f)",
                             self.action_toggle_follow)
+        yield SystemCommand("Network", "Hosts, every pair's measured Mbit/s and round trip, "
+                            "the limiting link, who sits out (m)", self.action_network)
         yield SystemCommand("Past runs", "This cluster's recorded runs; open one read-only (h)",
                             self.action_runs)
         yield SystemCommand("Report", "The current run's report (o)", self.action_report)

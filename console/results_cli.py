@@ -1,4 +1,5 @@
-"""The results commands of ``corral``: ``report``, ``tensorboard``, ``mlflow``, ``aim``, ``fetch``.
+"""The results commands of ``corral``: ``report``, ``tensorboard``, ``mlflow``, ``aim``, ``fetch``,
+``logs``.
 
 They read what this machine recorded about past runs (``<run_root>/<run_id>``); only ``fetch``
 talks to a host. ``console.cli`` adds their parsers and dispatches to them.
@@ -24,7 +25,7 @@ JSON_SCHEMA_DOC = "docs/report.md"
 
 
 def add_results_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
-    """Add ``report``, ``tensorboard``, ``mlflow``, ``aim`` and ``fetch`` through
+    """Add ``report``, ``tensorboard``, ``mlflow``, ``aim``, ``fetch`` and ``logs`` through
     ``cli.build_parser``'s factory."""
     report = command("report", "Summarise a run from what this machine recorded: outcome, "
                      "steps, wall time, throughput (mean, p50, p95) against the ideal, per-rank "
@@ -64,6 +65,27 @@ def add_results_parsers(command: Callable[[str, str], argparse.ArgumentParser]) 
                       "script's run)")
     what.add_argument("--checkpoint", action="store_true",
                       help="the newest checkpoint instead")
+    add_logs_parser(command)
+
+
+def add_logs_parser(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """``corral logs``: a run's every output line from this machine's copy, searched."""
+    logs = command("logs", "Print what a run's ranks and launchers printed, every line of "
+                   "every host from this machine's copy (live or past runs), as "
+                   "host:rank or host:launcher then the text; searched by regex with --grep.")
+    logs.add_argument("run_id", metavar="RUN", nargs="?",
+                      help="run id or name (default: the newest run)")
+    logs.add_argument("--host", metavar="H", action="append", default=[],
+                      help="only this host's lines (repeatable)")
+    logs.add_argument("--grep", metavar="RE",
+                      help="only the lines matching this Python regular expression (searched "
+                           "in `host:rank text`; case-sensitive, (?i) makes it not); exit 1 "
+                           "when none matches")
+    logs.add_argument("--failure", action="store_true",
+                      help="start at the first traceback or failed worker (exit 1 if none)")
+    logs.add_argument("--follow-command", action="store_true",
+                      help="print, per host, the `ssh HOST 'tail -F FILE'` command that "
+                           "follows its log live, instead of the lines")
 
 
 async def cmd_report(args: argparse.Namespace, console: Console) -> int:
@@ -189,9 +211,48 @@ async def cmd_fetch(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+async def cmd_logs(args: argparse.Namespace, console: Console) -> int:
+    """Print a run's log lines (or the matching ones, or the commands that follow them)."""
+    from remote.api import (
+        compile_search,
+        first_failure,
+        follow_log_command,
+        local_run_dir,
+        run_log_lines,
+        search_lines,
+    )
+
+    pattern = compile_search(args.grep) if args.grep is not None else None
+    session = Session(args.config)
+    info = session.runs([args.run_id or session.unnamed_run()])[0]
+    unknown = [h for h in args.host if h not in info.hosts]
+    if unknown:
+        raise UsageError(f"--host {unknown[0]}: not a host of run {info.label} (its hosts: "
+                         f"{', '.join(info.hosts)})", title="unknown host")
+    hosts = args.host or list(info.hosts)
+    if args.follow_command:
+        for host in hosts:
+            console.print(follow_log_command(session.config, info.run_id, host),
+                          markup=False, highlight=False, soft_wrap=True)
+        return 0
+    lines = run_log_lines(local_run_dir(session.config, info.run_id), hosts)
+    if not lines:
+        console.print(f"no log lines of run {info.label} on {', '.join(hosts)} copied here "
+                      "(yet)", markup=False, highlight=False, style="yellow")
+        return 1
+    if args.failure:
+        start = first_failure(lines)
+        lines = lines[start:] if start is not None else []
+    shown = ([lines[i] for i in search_lines(lines, pattern)] if pattern is not None
+             else lines)
+    for line in shown:
+        console.print(line.line, markup=False, highlight=False, soft_wrap=True)
+    return 0 if shown or (pattern is None and not args.failure) else 1
+
+
 RESULTS_COMMANDS: dict[str, Callable[[argparse.Namespace, Console],
                                      Coroutine[Any, Any, int]]] = {
     "report": cmd_report, "tensorboard": cmd_tensorboard, "fetch": cmd_fetch,
-    "mlflow": cmd_mlflow, "aim": cmd_aim,
+    "mlflow": cmd_mlflow, "aim": cmd_aim, "logs": cmd_logs,
 }
 """The commands this module adds, by name (``cli.ASYNC_COMMANDS`` includes them)."""

@@ -19,7 +19,15 @@ from profiles.user_errors import CorralError, UsageError
 if TYPE_CHECKING:
     from console.model.run import RunModel
     from figures import RunSeries
-    from remote.api import ClusterConfig, RunController, RunHandle, RunHistory, RunInfo, RunSummary
+    from remote.api import (
+        ClusterConfig,
+        RunController,
+        RunHandle,
+        RunHistory,
+        RunInfo,
+        RunLogLine,
+        RunSummary,
+    )
 
 
 # ---- seams (tests replace these) ------------------------------------------------------------
@@ -104,6 +112,20 @@ class Session:
         if self._model is None:
             raise CorralError("this session follows no run yet")
         return self._model
+
+    def log_lines(self, run_id: str) -> list[RunLogLine]:
+        """Every line every host's launcher printed for run ``run_id`` (its ranks' output
+        included), from this machine's copy: what the logs panel searches."""
+        from remote.api import local_run_dir, run_log_lines
+
+        info = self.runs([run_id])[0]
+        return run_log_lines(local_run_dir(self.config, info.run_id), info.hosts)
+
+    def follow_command(self, run_id: str, host: str) -> str:
+        """The shell command that follows ``host``'s log of run ``run_id`` live."""
+        from remote.api import follow_log_command
+
+        return follow_log_command(self.config, run_id, host)
 
     def follow(self, handle: RunHandle) -> RunModel:
         """Follow ``handle`` from now on: the cluster's model forgets the previous run's numbers

@@ -43,6 +43,13 @@ from remote.events import (
 )
 from remote.k8s.formats import K8S_FORMATS, K8sFormat
 from remote.records.history import RunHistory, load_history
+from remote.records.log_search import (
+    RunLogLine,
+    compile_search,
+    first_failure,
+    run_log_lines,
+    search_lines,
+)
 from remote.records.runs import (
     RunInfo,
     bad_records,
@@ -60,6 +67,7 @@ from remote.records.summary import (
 from remote.records.tensorboard import board_command, board_label, convert_run
 from remote.records.tracking import TrackerConversion, convert_tracker
 from trainer.balance.estimate import HostVerdict
+from trainer.balance.links import PairLink, pair_throughput
 
 if TYPE_CHECKING:  # the results of the entry points below, whose layers load when called
     from remote.hosts.profile_hosts import HostProfile as HostProfile
@@ -82,6 +90,7 @@ __all__ = [
     "LaunchPreview",
     "LogLine",
     "Outcome",
+    "PairLink",
     "PlannedHost",
     "RankEvent",
     "RunController",
@@ -89,6 +98,7 @@ __all__ = [
     "RunHandle",
     "RunHistory",
     "RunInfo",
+    "RunLogLine",
     "RunState",
     "RunStatus",
     "RunSummary",
@@ -97,6 +107,7 @@ __all__ = [
     "bad_records",
     "board_command",
     "board_label",
+    "compile_search",
     "convert_run",
     "convert_tracker",
     "demo_toml",
@@ -104,6 +115,8 @@ __all__ = [
     "fetch_outputs",
     "fetch_results",
     "find_runs",
+    "first_failure",
+    "follow_log_command",
     "hosts_toml",
     "is_script_run",
     "kubernetes_next_steps",
@@ -112,10 +125,13 @@ __all__ = [
     "load_history",
     "local_run_dir",
     "open_controller",
+    "pair_throughput",
     "profile_cluster",
     "refresh_runs",
+    "run_log_lines",
     "script_argument",
     "script_toml",
+    "search_lines",
     "setup_cluster",
     "stop_wait",
     "summarize",
@@ -137,6 +153,14 @@ def open_controller(path: str | os.PathLike[str] | ClusterConfig) -> RunControll
     if isinstance(path, ClusterConfig):
         return SshRunController(path)
     return open_ssh_controller(path)
+
+
+def follow_log_command(config: ClusterConfig, run_id: str, host: str) -> str:
+    """The shell command that follows ``host``'s launcher log of run ``run_id`` (``ssh HOST
+    'tail -F FILE'``; ``UsageError`` for a host not in ``config``)."""
+    from remote.hosts.log_follow import follow_log_command as command
+
+    return command(config, run_id, host)
 
 
 def with_script(config: ClusterConfig, script: Path, args: Sequence[str],

@@ -193,6 +193,12 @@ class RunStatus:
     failed_rank: int | None = None
     report: CheckReport | None = None
     """For a run that failed its pre-flight check: the whole check report."""
+    links: tuple[PairLink, ...] = ()
+    """On the status that follows a passed check: every direction between two hosts as the
+    full-mesh check measured it (``CheckReport.links``); the console's network view draws
+    them."""
+    estimate: tuple[HostVerdict, ...] = ()
+    """With ``links``: the check's estimate per host (``CheckReport.estimate``)."""
 
 
 RunEvent = RankEvent | HostStatus | LogLine | RunStatus

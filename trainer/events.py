@@ -182,6 +182,11 @@ class RebalanceEvent:
     times: tuple[float, ...]
     """Measured (smoothed) per-rank compute seconds per step under ``previous``."""
     policy: str
+    compute_s: tuple[float, float] | None = None
+    """A change of active set (a rank sits out or rejoins): the cost model's compute seconds
+    of the step before and after it (``Decision.compute_s``); None for a move of samples."""
+    exchange_s: tuple[float, float] | None = None
+    """With ``compute_s``: the cost model's exchange seconds of the step before and after."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -97,4 +97,4 @@ def report_rebalance(events: EventWriter, decision: Decision, *, step: int,
     events.emit(RebalanceEvent(
         t=time.time(), rank=0, step=step, previous=previous, split=split,
         reason=decision.reason, predicted_gain=decision.predicted_gain, times=decision.times,
-        policy=policy))
+        policy=policy, compute_s=decision.compute_s, exchange_s=decision.exchange_s))

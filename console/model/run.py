@@ -34,7 +34,7 @@ from trainer.events import (
 )
 
 if TYPE_CHECKING:
-    from remote.api import CheckReport, RunEvent
+    from remote.api import CheckReport, HostVerdict, PairLink, RunEvent
 
 HISTORY_POINTS = 600
 """Cluster throughput points kept for the chart."""
@@ -83,6 +83,13 @@ class RunModel:
         self.failed_host: str | None = None
         self.failed_rank: int | None = None
         self.check_report: CheckReport | None = None
+        self.links: tuple[PairLink, ...] = ()
+        """Every direction between two hosts as the run's check measured them (none yet)."""
+        self.estimate: tuple[HostVerdict, ...] = ()
+        """The run's check's estimate per host: who pays for its exchange, who sits out."""
+        self.active_change: RebalanceEvent | None = None
+        """The balancer's newest change of active set (a rank sat out or rejoined), with its
+        cost model's figures."""
         self.started_t: float | None = None
         """Time of the run's first event (an attached run counts from its real start)."""
         self.finished_t: float | None = None
@@ -163,6 +170,9 @@ class RunModel:
         self.state_detail = event.detail
         if event.report is not None:
             self.check_report = event.report
+            self.links, self.estimate = event.report.links, event.report.estimate
+        if event.links:
+            self.links, self.estimate = event.links, event.estimate
         if event.state in FINAL_RUN_STATES:
             self.finished_t = event.t
             self._show_run_averages()
@@ -237,6 +247,8 @@ class RunModel:
             self._apply_start(row, event)
         elif isinstance(event, RebalanceEvent):
             self.split, self.policy = event.split, event.policy
+            if event.compute_s is not None:
+                self.active_change = event
         elif isinstance(event, CapacityEvent):
             self.capacity, self.capacity_source = event.samples_per_s, event.source
         elif isinstance(event, EvalEvent):

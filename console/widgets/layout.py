@@ -15,6 +15,7 @@ from console.widgets.balancer import BalancerPanel
 from console.widgets.footer import RunFooter
 from console.widgets.header import RunHeader
 from console.widgets.hosts import HostsPanel
+from console.widgets.log_search import LogSource
 from console.widgets.logs import LogsPanel
 from console.widgets.loss import LossPanel
 from console.widgets.throughput import ThroughputPanel
@@ -76,12 +77,17 @@ class RunBody(Container):
             self.refresh(layout=True)
 
 
-def run_panels(model: RunModel, clock: Callable[[], float]) -> ComposeResult:
-    """Header, the panels in their container, and the footer."""
+def run_panels(model: RunModel, clock: Callable[[], float], *,
+               source: LogSource | None = None) -> ComposeResult:
+    """Header, the panels in their container, and the footer (``source``: where the logs
+    panel searches the run's lines on disk)."""
     yield RunHeader(model, clock, id="header")
     with RunBody(model):
         for panel, panel_id in RUN_PANELS:
-            yield cast(Widget, panel(model, id=panel_id))
+            if panel is LogsPanel:
+                yield LogsPanel(model, source=source, id=panel_id)
+            else:
+                yield cast(Widget, panel(model, id=panel_id))
     yield RunFooter()
 
 

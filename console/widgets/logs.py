@@ -1,6 +1,11 @@
-"""Logs panel: every rank's and launcher's output, ``host:rank``-prefixed, filterable.
+"""Logs panel: every rank's and launcher's output, ``host:rank``-prefixed, filtered and searched.
 
-A line longer than the panel is wrapped (the continuation indented), never cut: a path or an
+The panel keeps the newest lines of the run's stream; ``/`` filters them by a regular
+expression as you type, and Enter searches the same expression over every line of the run on
+disk (``console.widgets.log_search``): the panel then shows all of them with the matches marked,
+``n``/``N`` step through the matches, ``t`` jumps to the first traceback or failed worker, ``y``
+copies the ``ssh HOST 'tail -F FILE'`` that follows the focused line's host, Esc comes back. A
+line longer than the panel is wrapped (the continuation indented), never cut: a path or an
 error message is read whole. ``z`` zooms the panel to the whole screen and back. Noise lines
 (torch's INFO chatter and known warnings, ``LogEntry.noise``) are hidden until ``v`` shows
 them; the title counts the hidden ones."""
@@ -8,11 +13,12 @@ them; the title counts the hidden ones."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from typing import ClassVar
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -21,6 +27,9 @@ from textual.widgets import Input
 from console.model.records import LogEntry
 from console.model.run import LOG_LINES, RunModel
 from console.widgets.lines_view import LinesView
+from console.widgets.log_search import LogSearch, LogSource
+from profiles.user_errors import CorralError
+from remote.api import RunLogLine, compile_search
 
 LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "red"}
 SOURCE_STYLE = "bold cyan"
@@ -54,9 +63,17 @@ def wrapped_rows(row: Text, width: int) -> list[Text]:
     return rows
 
 
-def matches(entry: LogEntry, pattern: str) -> bool:
-    """Case-insensitive substring match on the whole prefixed line."""
-    return not pattern or pattern.lower() in entry.line.lower()
+def matches(entry: LogEntry, pattern: re.Pattern[str] | None) -> bool:
+    """The regex found in the whole prefixed line (None: every line)."""
+    return pattern is None or pattern.search(entry.line) is not None
+
+
+def typed_pattern(text: str) -> re.Pattern[str] | None:
+    """What the filter box holds as a regex (None: empty, or not yet a regex while typed)."""
+    try:
+        return re.compile(text) if text else None
+    except re.error:
+        return None
 
 
 class LogsPanel(Vertical):
@@ -67,12 +84,23 @@ class LogsPanel(Vertical):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f", "toggle_follow", "Follow"),
         Binding("escape", "close_filter", "Close filter", show=False),
+        Binding("n", "step_match(True)", "Next match", show=False),
+        Binding("N", "step_match(False)", "Previous match", show=False),
     ]
 
-    def __init__(self, model: RunModel, *, id: str | None = None) -> None:
+    def __init__(self, model: RunModel, *, source: LogSource | None = None,
+                 id: str | None = None) -> None:
         super().__init__(id=id)
         self.model = model
+        self.source = source
+        """Where a search reads the run's lines on disk (None: searches are not offered)."""
         self.pattern = ""
+        self._regex: re.Pattern[str] | None = None
+        """``pattern`` compiled (None: empty or not a regular expression)."""
+        self.search: LogSearch | None = None
+        """The search shown instead of the newest lines (None: the newest lines)."""
+        self._row_starts: list[int] = []
+        """In a search: each line's first row in ``rows`` (and the row count at the end)."""
         self.show_noise = False
         """Show the noise lines too (``v``)."""
         self.shown: list[LogEntry] = []
@@ -91,10 +119,12 @@ class LogsPanel(Vertical):
         yield LinesView(row_count=lambda: len(self.rows),
                         row_text=lambda i, w: self.rows[i], follow=True,
                         signature=lambda: (self._seen, self.pattern, self.show_noise,
-                                           self._rows_width),
+                                           self._rows_width, id(self.search),
+                                           self.search and self.search.focus),
                         id="log-lines")
-        filter_input = Input(placeholder="filter (substring, Enter to keep, Esc to close)",
-                             id="log-filter")
+        filter_input = Input(
+            placeholder="regex: filters as you type; Enter searches every line on disk",
+            id="log-filter")
         filter_input.display = False
         yield filter_input
 
@@ -120,9 +150,18 @@ class LogsPanel(Vertical):
         return max(1, self.query_one(LinesView).size.width - 1)
 
     def _rewrap(self) -> None:
-        """Wrap every shown entry anew (after a resize, a filter change or a trim)."""
+        """Wrap every shown entry (or searched line) anew (after a resize, a filter change, a
+        trim or a search)."""
         self._rows_width = self._wrap_width()
-        self.rows = [r for e in self.shown for r in wrapped_rows(log_row(e), self._rows_width)]
+        if self.search is None:
+            self.rows = [r for e in self.shown
+                         for r in wrapped_rows(log_row(e), self._rows_width)]
+            return
+        self.rows, self._row_starts = [], []
+        for index in range(len(self.search.lines)):
+            self._row_starts.append(len(self.rows))
+            self.rows.extend(wrapped_rows(self.search.row(index), self._rows_width))
+        self._row_starts.append(len(self.rows))
 
     def on_resize(self) -> None:
         if self._wrap_width() != self._rows_width:
@@ -137,8 +176,10 @@ class LogsPanel(Vertical):
         filter_input.focus()
 
     def set_filter(self, pattern: str) -> None:
-        """Show only the lines containing ``pattern`` (case-insensitive); "" shows all."""
+        """Show only the lines where the regex ``pattern`` is found; "" shows all (while it is
+        not a regex yet, every line)."""
         self.pattern = pattern
+        self._regex = typed_pattern(pattern)
         self._refilter()
         self.query_one(LinesView).sync()
 
@@ -152,7 +193,7 @@ class LogsPanel(Vertical):
         """The ``entries`` to show, counting the noise lines the filter passes but hides."""
         kept = []
         for entry in entries:
-            if not matches(entry, self.pattern):
+            if not matches(entry, self._regex):
                 continue
             if entry.noise and not self.show_noise:
                 self.hidden += 1
@@ -161,7 +202,8 @@ class LogsPanel(Vertical):
         return kept
 
     def _refilter(self) -> None:
-        """Choose the shown entries anew from the model's whole buffer."""
+        """Choose the shown entries anew from the model's whole buffer (back from a search)."""
+        self.search = None
         self.hidden = 0
         self.shown = self._take(self.model.logs)
         self._seen = self.model.logs_total
@@ -179,6 +221,8 @@ class LogsPanel(Vertical):
         if filter_input.display:
             filter_input.display = False
             self.focus_lines()
+        else:
+            self.end_search()
 
     @on(Input.Changed, "#log-filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -188,9 +232,99 @@ class LogsPanel(Vertical):
     def _filter_submitted(self, event: Input.Submitted) -> None:
         self.set_filter(event.value)
         self.action_close_filter()
+        if event.value:
+            self.start_search(event.value)
+
+    # ---------------------------------------------------------------- search on disk
+    def start_search(self, pattern: str) -> None:
+        """Search ``pattern`` over every line of the run on disk (Enter in the filter box)."""
+        try:
+            regex = compile_search(pattern, what="search")
+        except CorralError as exc:
+            self.notify(str(exc), title="bad regex", severity="error")
+            return
+        self._read_lines(lambda lines: LogSearch.find(lines, regex))
+
+    def jump_to_failure(self) -> None:
+        """Show every line of the run with the first traceback or failed worker in view."""
+        self._read_lines(LogSearch.failure)
+
+    def _read_lines(self, make: Callable[[list[RunLogLine]], LogSearch]) -> None:
+        run_id = self.model.run_id
+        if self.source is None or run_id is None:
+            self.notify("No run to search yet.", severity="warning")
+            return
+        self._load(self.source, run_id, make)
+
+    @work(thread=True, exclusive=True, group="log-search")
+    def _load(self, source: LogSource, run_id: str,
+              make: Callable[[list[RunLogLine]], LogSearch]) -> None:
+        """Read the run's lines off the UI's thread, then show the search."""
+        try:
+            search = make(source.log_lines(run_id))
+        except (CorralError, OSError) as exc:  # not recorded here, or its copy unreadable
+            self.app.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        self.app.call_from_thread(self.show_search, search)
+
+    def show_search(self, search: LogSearch) -> None:
+        """Show ``search``'s lines instead of the newest ones, its focused line in view."""
+        self.search = search
+        self._rewrap()
+        view = self.query_one(LinesView)
+        view.follow = False
+        self._update_subtitle()
+        view.sync()
+        self._scroll_to_focus()
+        self.focus_lines()
+
+    def _scroll_to_focus(self) -> None:
+        line = self.search.line if self.search is not None else None
+        if line is not None:
+            view = self.query_one(LinesView)
+            top = max(0, self._row_starts[line] - view.size.height // 3)
+            view.scroll_to(y=top, animate=False, immediate=True)
+
+    def action_step_match(self, forward: bool) -> None:
+        """Focus the next (``n``) or previous (``N``) match of the search."""
+        search = self.search
+        if search is None or search.line is None:
+            return
+        before = search.line
+        search.step(forward)
+        for line in (before, search.line):  # only their rows change: same text, same wrap
+            start, end = self._row_starts[line], self._row_starts[line + 1]
+            self.rows[start:end] = wrapped_rows(search.row(line), self._rows_width)
+        self._update_subtitle()
+        self.query_one(LinesView).sync()
+        self._scroll_to_focus()
+
+    def follow_command(self) -> str | None:
+        """The command that follows the host of the focused line (else the first host) live,
+        or None without a run."""
+        run_id = self.model.run_id
+        if self.source is None or run_id is None or not self.model.hosts:
+            return None
+        search = self.search
+        host = (search.lines[search.line].host if search is not None and search.line is not None
+                else next(iter(self.model.hosts)))
+        return self.source.follow_command(run_id, host)
+
+    def end_search(self) -> bool:
+        """Back to the newest lines (Esc); False when no search was shown."""
+        if self.search is None:
+            return False
+        self._refilter()
+        view = self.query_one(LinesView)
+        view.follow = True
+        self._update_subtitle()
+        view.sync()
+        return True
 
     def sync(self) -> None:
-        """Take in the lines added since the last sync."""
+        """Take in the lines added since the last sync (a search shows what it read)."""
+        if self.search is not None:
+            return
         added = min(self.model.logs_total - self._seen, len(self.model.logs))
         self._seen = self.model.logs_total
         if added > 0:
@@ -217,8 +351,11 @@ class LogsPanel(Vertical):
         title = self._title()
         if title != self.border_title:
             self.border_title = title
-        parts = [f"filter: {self.pattern}"] if self.pattern else []
-        parts.append("follow on" if self.follow else "follow off")
+        if self.search is not None:
+            parts = [self.search.position(), "n/N t y · Esc back"]
+        else:
+            parts = [f"filter: {self.pattern}"] if self.pattern else []
+            parts.append("follow on" if self.follow else "follow off")
         subtitle = " · ".join(parts)
         if subtitle != self._subtitle_shown:  # setting it repaints the whole panel
             self._subtitle_shown = self.border_subtitle = subtitle

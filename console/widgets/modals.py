@@ -147,10 +147,20 @@ HELP_TEXT = """\
   c       pre-flight check of every host, and the launch plan (run --dry-run)
   p       balancing policy for the next start (cycles)
   l       focus the logs; there, f turns follow on/off
-  /       filter the logs (substring; Esc closes)
+  /       filter the logs by a regex as you type; Enter searches
+          every rank's lines of the run on disk (Esc: back to the
+          newest lines)
+  n, N    the search's next, previous match
+  t       every line of the run, the first traceback or failed
+          worker in view
+  y       copy the ssh HOST 'tail -F FILE' command that follows
+          the focused line's host (else the first host)
   z       zoom the logs to the whole screen, and back
   v       show or hide the logs' noise: torch's INFO lines and
           known warnings (hidden at first; the title counts them)
+  m       the network: every pair's Mbit/s and round trip each
+          way (from the check), the link that limits the
+          exchange, and per host what it adds or why it sits out
   h       past runs of this cluster; Enter opens one read-only
   o       the current run's report (averages, moves, charts)
   ctrl+p  command palette with the same actions

@@ -12,6 +12,7 @@ from textual.screen import Screen
 from console.model.run import RunModel
 from console.widgets.header import RunHeader
 from console.widgets.layout import run_panels, sync_run_panels
+from console.widgets.log_search import LogSource
 from console.widgets.runs import READ_ONLY_KEYS
 
 
@@ -24,15 +25,16 @@ class PastRunScreen(Screen[None]):
         Binding(READ_ONLY_KEYS, "read_only", show=False),
     ]
 
-    def __init__(self, model: RunModel, clock: Callable[[], float], *,
+    def __init__(self, model: RunModel, clock: Callable[[], float], source: LogSource, *,
                  report: Callable[[], None]) -> None:
         super().__init__()
         self.model = model
         self.clock = clock
+        self.source = source
         self._report = report
 
     def compose(self) -> ComposeResult:
-        yield from run_panels(self.model, self.clock)
+        yield from run_panels(self.model, self.clock, source=self.source)
 
     def on_mount(self) -> None:
         self.sub_title = f"recorded run {self.model.run_id} (read-only)"

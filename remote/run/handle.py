@@ -226,6 +226,10 @@ class SshRunHandle:
             if life.phase is Phase.RESTARTING:
                 self._stop.next_attempt()
                 self._resume = True
+            checked = self._attempt.report if self._attempt is not None else None
+            if life.phase is Phase.CHECKING and checked is not None:  # the mesh, for the views
+                return [life.move(NEXT_PHASE[life.phase], links=checked.links,
+                                  estimate=checked.estimate)]
             return [life.move(NEXT_PHASE[life.phase])]
         if isinstance(signal, TailsOpen):
             return [life.move(Phase.RUNNING)]

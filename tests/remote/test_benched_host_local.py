@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from console.model.run import RunModel
+from console.model.topology import run_topology
 from remote.api import RankEvent, RunEvent
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
 from remote.events import RunStatus
@@ -83,3 +85,11 @@ async def test_a_benched_host_stays_alive_and_is_stopped_and_verified_like_the_o
         "h0": "interrupted", "h1": "interrupted", "h2": "interrupted"}
     assert len({end.step for end in ends.values()}) == 1  # one step boundary for all
     assert not _alive(run_dir, "h2") and run_processes(handle.run_id) == []
+    # The console's network view, from the same events: the mesh the check measured, and h2
+    # sitting out in the balancer's own figures (its rebalance event carries them).
+    model = RunModel.of_run(handle.run_id)
+    model.apply_all(events)
+    top = run_topology(model)
+    assert top.measured and len(top.links) == 3
+    badge = next(b for b in top.hosts if b.host == "h2")
+    assert badge.sits_out and badge.text.startswith("sits out: ") and "balancer, step" in badge.text

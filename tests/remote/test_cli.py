@@ -40,7 +40,7 @@ def test_every_subcommand_and_option_is_in_docs_cli_md() -> None:
     parser = build_parser()
     action = next(a for a in parser._actions if a.dest == "command")
     assert set(subcommands()) == {"aim", "attach", "check", "console", "export", "fetch",
-                                  "init", "mlflow", "profile",
+                                  "init", "logs", "mlflow", "profile",
                                   "report", "run", "setup", "status", "stop", "tensorboard",
                                   "trust"}
     for name, sub in action.choices.items():  # type: ignore[union-attr]

@@ -56,6 +56,11 @@ async def test_a_host_whose_launcher_cannot_start_fails_the_run_by_name(tmp_path
     assert any(isinstance(e, HostStatus) and e.host == "broken" and e.state == "failed"
                for e in events)
     assert run_processes(run_id) == []  # the good host's launcher was stopped
+    # The check passed: the status that leaves it carries the mesh it measured (the
+    # console's network view draws it), each direction between the two hosts.
+    pushing = next(e for e in events if isinstance(e, RunStatus) and e.state == "pushing")
+    assert {(link.source, link.target) for link in pushing.links} == {
+        ("good", "broken"), ("broken", "good")}
 
 
 def _free_port() -> int:

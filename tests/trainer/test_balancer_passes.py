@@ -41,17 +41,21 @@ def test_dynamic_balancer_lets_a_hopeless_rank_sit_out_and_says_so() -> None:
     config = BalancerConfig(policy="dynamic", global_batch=64, world_size=2, rebalance_every=10,
                             allow_zero=True, threshold=0.0)
     balancer = Balancer(config, (32, 32))
-    split, reasons = (32, 32), []
+    split, decisions = (32, 32), []
     for step in range(1, 301):
         times = (0.01 + 0.001 * split[0], (3.0 + 0.01 * split[1]) if split[1] else 0.0)
         balancer.observe(split, times)
         if step % 10 == 0 and (decision := balancer.decide(step)) is not None:
             split = decision.split
-            reasons.append(decision.reason)
+            decisions.append(decision)
     assert split == (64, 0)
     # ...in one move (a rank left with a sample would still pay the exchange), and why, in
     # numbers: rank 1's 3.32 s at 32 samples against 0.084 s for rank 0 doing all 64.
-    assert len(reasons) == 1 and "rank 1 sits out: compute 3320.0 -> 84.0 ms" in reasons[0]
+    assert len(decisions) == 1
+    assert "rank 1 sits out: compute 3320.0 -> 84.0 ms" in decisions[0].reason
+    # The same figures travel as numbers (the rebalance event's, the console's network view).
+    assert decisions[0].compute_s == pytest.approx((3.32, 0.084))
+    assert decisions[0].exchange_s is not None
 
 
 def test_micro_batches_reach_the_fair_share_under_a_memory_cap() -> None:

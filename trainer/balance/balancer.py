@@ -240,7 +240,8 @@ class Balancer:
         step, notes = when
         reason = "; ".join([*notes, active_reason(current, best) + f" at step {step}"])
         return Decision(previous=old, split=best.split, predicted_gain=gain, times=times,
-                        reason=reason)
+                        reason=reason, compute_s=(current.compute_s, best.compute_s),
+                        exchange_s=(current.exchange_s, best.exchange_s))
 
     def _fold_windows(self, now: int, anchors: list[int]) -> list[str]:
         """Fold each rank's window into its time model; a note per rank that changed speed."""

@@ -109,6 +109,12 @@ class Decision:
     """Predicted relative reduction of the slowest rank's compute time (0.12 = 12 %)."""
     times: tuple[float, ...]
     """Smoothed per-rank compute seconds per step measured under ``previous``."""
+    compute_s: tuple[float, float] | None = None
+    """A change of active set only: the cost model's compute seconds of the step (its slowest
+    active rank) before and after it."""
+    exchange_s: tuple[float, float] | None = None
+    """A change of active set only: the cost model's exchange seconds of the step before and
+    after it."""
 
 
 def rank0_config(config: TrainConfig, world: int, max_batch: tuple[int | None, ...],

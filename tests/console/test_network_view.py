@@ -1,0 +1,144 @@
+"""The network view: hosts as nodes with their cost-model badge, each direction's measured
+Mbit/s and round trip, the limiting link marked; pure layout tests and a pilot test at 80×24."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from console_helpers import make_app, screen_text, settle, wait_for
+
+from console.model.topology import benched_hosts, sit_outs, topology
+from console.widgets.network import NetworkScreen, network_text
+from remote.api import HostVerdict, PairLink, RankEvent, RunStatus
+from tests.fake_runs import FakeController
+from trainer.events import RebalanceEvent, StartEvent
+
+HOSTS = ("alpha", "beta", "gamma")
+GBIT, SHAPED = 117e6, 12.2e6  # bytes/s: a gigabit link, and gamma's shaped 100 Mbit/s one
+
+
+def _link(source: str, target: str, rate: float, rtt: float) -> PairLink:
+    return PairLink(source=source, target=target, address=f"10.0.0.{HOSTS.index(target) + 1}",
+                    port=40000, reached=True, rtt_s=rtt, bytes_per_s=rate)
+
+
+LINKS = (
+    _link("alpha", "beta", GBIT, 0.0002), _link("beta", "alpha", GBIT * 0.98, 0.0002),
+    _link("alpha", "gamma", SHAPED, 0.0011), _link("gamma", "alpha", SHAPED * 0.95, 0.0012),
+    _link("beta", "gamma", SHAPED * 1.05, 0.0011), _link("gamma", "beta", SHAPED, 0.0011),
+)
+ESTIMATE = (
+    HostVerdict(host="alpha", pays=True, gain=0.5, step_s=0.1),
+    HostVerdict(host="beta", pays=True, gain=0.25, step_s=0.1),
+    HostVerdict(host="gamma", pays=False, compute_saved_s=0.0041, exchange_added_s=0.038,
+                step_s=0.1),
+)
+
+
+def test_the_slow_link_is_marked_and_the_host_the_run_benched_sits_out() -> None:
+    benched = benched_hosts((30, 30, 0), {0: "alpha", 1: "beta", 2: "gamma"})
+    assert benched == {"gamma"}
+    top = topology(HOSTS, LINKS, ESTIMATE, benched, global_batch=60)
+    limiting = top.limiting
+    assert limiting is not None and (limiting.a, limiting.b) == ("alpha", "gamma")
+    assert limiting.bytes_per_s == SHAPED * 0.95  # the slower direction
+    assert [link.limiting for link in top.links] == [False, True, False]
+    badges = {b.host: b for b in top.hosts}
+    assert badges["gamma"].sits_out
+    assert badges["gamma"].text == ("sits out: its exchange costs 38.0 ms for 4.1 ms of "
+                                    "compute saved")
+    # 60 samples in 0.1 s with alpha; without it, 1.5 times slower: alpha adds 200 samples/s.
+    assert badges["alpha"].text == "adds 200.0 samples/s"
+    assert badges["beta"].text == "adds 120.0 samples/s"
+
+
+def test_the_runs_decision_overrides_the_estimate_and_before_it_the_estimate_decides() -> None:
+    kept = topology(HOSTS, LINKS, ESTIMATE, benched_hosts((20, 20, 20), {
+        0: "alpha", 1: "beta", 2: "gamma"}), global_batch=60)
+    assert not kept.hosts[2].sits_out
+    assert kept.hosts[2].text == "in the exchange (the estimate had it sit out)"
+    before = topology(HOSTS, LINKS, ESTIMATE, benched_hosts((), {}), global_batch=60)
+    assert [b.sits_out for b in before.hosts] == [False, False, True]
+    missing = topology(HOSTS, LINKS, (HostVerdict(host="alpha", missing="profile"),), None, 60)
+    assert missing.hosts[0].text == "no estimate: no stored profile (corral profile)"
+
+
+def test_the_text_names_each_direction_and_the_limit() -> None:
+    top = topology(HOSTS, LINKS, ESTIMATE, {"gamma"}, global_batch=60)
+    lines = network_text(top).plain.splitlines()
+    assert "alpha–gamma ◀     97.6  1.10ms       92.7  1.20ms" in lines
+    assert "○ gamma  sits out: its exchange costs 38.0 ms for 4.1 ms of" in lines
+    assert "         compute saved" in lines  # wrapped under the badge
+    assert lines[-1] == "◀ limits the exchange: alpha–gamma, 92.7 Mbit/s (gamma sits out)"
+    assert max(len(line) for line in lines) <= 66
+    unmeasured = topology(HOSTS, (), ESTIMATE, None, global_batch=60)
+    assert network_text(unmeasured).plain.startswith("No links measured yet")
+
+
+def _start(rank: int) -> RankEvent:
+    return RankEvent(host=HOSTS[rank], event=StartEvent(
+        t=1.0, rank=rank, world_size=3, local_rank=0, host=HOSTS[rank], pid=100 + rank,
+        device="cpu", device_name="test cpu", backend="gloo", model="simple_cnn",
+        dataset="synthetic_image", global_batch=60, split=(30, 30, 0), policy="dynamic",
+        step=0, total_steps=20, steps_per_epoch=100, threads=1, slowdown=1.0))
+
+
+async def show_network(pilot: Any) -> None:
+    """The check's mesh and the run's first split (gamma benched) into the model, then ``m``."""
+    model = pilot.app.session.model
+    model.apply(RunStatus(t=0.5, run_id="lab-1", state="pushing", links=LINKS,
+                          estimate=ESTIMATE))
+    for rank in range(3):
+        model.apply(_start(rank))
+    await pilot.press("m")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, NetworkScreen))
+
+
+async def test_m_shows_the_network_at_80x24() -> None:
+    app = make_app(FakeController())
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert tuple(app.session.model.hosts) == HOSTS
+        await show_network(pilot)
+        await settle(pilot)
+        text = screen_text(app)
+        assert "○ gamma  sits out: its exchange costs 38.0 ms for 4.1 ms of" in text
+        assert "● alpha  adds 200.0 samples/s" in text
+        assert "◀ limits the exchange: alpha–gamma, 92.7 Mbit/s (gamma sits out)" in text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, NetworkScreen)
+
+
+def test_the_balancers_own_figures_word_a_host_it_benched() -> None:
+    rank_hosts = {0: "alpha", 1: "beta", 2: "gamma"}
+    change = RebalanceEvent(t=2.0, rank=0, step=41, previous=(20, 20, 20), split=(30, 30, 0),
+                            reason="rank 2 sits out", predicted_gain=0.3,
+                            times=(0.02, 0.02, 0.02), policy="dynamic",
+                            compute_s=(0.0200, 0.0251), exchange_s=(0.0612, 0.0050))
+    figures = sit_outs(change, rank_hosts)
+    assert set(figures) == {"gamma"}
+    top = topology(HOSTS, LINKS, ESTIMATE, {"gamma"}, global_batch=60, figures=figures)
+    assert top.hosts[2].text == ("sits out: its exchange costs 56.2 ms for 5.1 ms of compute "
+                                 "saved (balancer, step 41)")
+    straggler = RebalanceEvent(t=2.0, rank=0, step=9, previous=(20, 20, 20), split=(30, 30, 0),
+                               reason="", predicted_gain=0.3, times=(0.02, 0.02, 0.9),
+                               policy="dynamic", compute_s=(0.9, 0.03), exchange_s=(0.06, 0.005))
+    top = topology(HOSTS, LINKS, ESTIMATE, {"gamma"}, 60, sit_outs(straggler, rank_hosts))
+    assert top.hosts[2].text == ("sits out: without it the step computes 870.0 ms faster and "
+                                 "exchanges 55.0 ms less (balancer, step 9)")
+    moved = RebalanceEvent(t=2.0, rank=0, step=9, previous=(20, 20, 20), split=(30, 29, 1),
+                           reason="", predicted_gain=0.3, times=(0.02, 0.02, 0.9),
+                           policy="dynamic")
+    assert sit_outs(moved, rank_hosts) == {}
+
+
+async def test_the_open_view_follows_the_balancer() -> None:
+    app = make_app(FakeController())
+    async with app.run_test(size=(80, 24)) as pilot:
+        model = app.session.model
+        await show_network(pilot)
+        model.apply(RankEvent(host="alpha", event=RebalanceEvent(
+            t=2.0, rank=0, step=12, previous=(30, 30, 0), split=(20, 20, 20),
+            reason="rank 2 rejoins", predicted_gain=0.2, times=(0.02, 0.02, 0.0),
+            policy="dynamic", compute_s=(0.03, 0.02), exchange_s=(0.005, 0.006))))
+        await wait_for(pilot, lambda: "● gamma" in screen_text(app), timeout=5)
+        assert "in the exchange (the estimate had it sit out)" in screen_text(app)

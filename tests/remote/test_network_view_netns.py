@@ -1,0 +1,80 @@
+"""The console's network view on the cluster in a box: n3 behind a shaped 100 Mbit/s link
+is the limiting link, and the host behind it sits out as the run's balancer decided, in the
+balancer's own figures (docs/console.md, "Network")."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+try:
+    import netns
+    import netns_links
+except ImportError:  # collected as a package module
+    from tests.remote import netns, netns_links  # type: ignore[no-redef]
+
+pytestmark = [pytest.mark.netns, pytest.mark.sshd, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+# The wide MLP of tests/trainer/test_active_set.py: its gradient (about 33 MB) takes seconds
+# over 100 Mbit/s and little compute, so the balancer benches the host behind that link.
+RUN = ('task = "tasks/curve.py:build"\ntask_options = { hidden = 2880, samples = 2048 }\n'
+       'global_batch = 24\nsplit = [8, 8, 8]\npolicy = "dynamic"\nrebalance_every = 5\n'
+       'steps = 100000\nlr = 0.0005\nseed = 3\ncheckpoint_every = 1000\n')
+
+FOLLOW = """
+import asyncio, json, sys
+from console.model.run import RunModel
+from console.model.topology import run_topology
+from remote.api import RankEvent, load_cluster
+from remote.run.controller import SshRunController
+from trainer.events import RebalanceEvent
+
+async def main():
+    controller = SshRunController(load_cluster(sys.argv[1]))
+    try:
+        handle = await controller.start()
+        model = RunModel.of_run(handle.run_id)
+        async for event in handle.events():
+            model.apply(event)
+            inner = event.event if isinstance(event, RankEvent) else None
+            if isinstance(inner, RebalanceEvent) and inner.split[2] == 0:
+                break
+        stop = await handle.stop(grace_s=20.0)
+    finally:
+        await controller.aclose()
+    top = run_topology(model)
+    print(json.dumps({"clean": stop.clean, "state": model.state,
+                      "limiting": [top.limiting.a, top.limiting.b],
+                      "mbit": top.limiting.bytes_per_s * 8 / 1e6,
+                      "badges": {b.host: [b.sits_out, b.text] for b in top.hosts}}))
+
+asyncio.run(main())
+"""
+
+
+def test_the_shaped_link_limits_and_the_host_behind_it_sits_out(
+        box: netns.NetnsCluster) -> None:
+    (box.root / "tasks").mkdir(exist_ok=True)
+    shutil.copy(REPO / "examples" / "tasks" / "curve.py", box.root / "tasks" / "curve.py")
+    toml = box.write_cluster_toml(sys.executable, run=RUN)
+    _, env = netns.corral_command(box)  # its environment: this checkout, HOME in the box
+    argv = box.in_ctl(sys.executable, "-c", FOLLOW, str(toml))
+    netns_links.shape(box, 2, netns_links.FAST_ETHERNET)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=500, cwd=REPO,
+                              env=env)
+    finally:
+        netns_links.unshape(box, 2)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["clean"] and box.processes_left() == {}
+    assert "n3" in seen["limiting"] and seen["mbit"] < 110, seen
+    benched, text = seen["badges"]["n3"]
+    assert benched and text.startswith("sits out: ") and "(balancer, step" in text, seen
+    assert not seen["badges"]["n1"][0] and not seen["badges"]["n2"][0], seen
