@@ -155,3 +155,40 @@ async def test_a_start_that_never_steps_is_named_with_its_stack_within_the_limit
     assert "time.sleep(600)" in final.detail, final.detail  # its stack, in the failure
     assert took < 120, took  # the limit, not torch's half-hour timeout
     assert run_processes(run_id) == []
+
+
+GIL = """\
+import ctypes
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+if os.environ["CORRAL_HOST"] == "h1":
+    ctypes.PyDLL(None).sleep(600)  # libc's sleep, called holding the GIL: no thread runs
+dist.init_process_group("gloo")
+model = nn.parallel.DistributedDataParallel(nn.Linear(4, 1))
+torch.optim.SGD(model.parameters(), lr=0.1).step()
+"""
+
+
+async def test_a_stuck_rank_that_holds_the_gil_is_named_with_its_stack(tmp_path: Path) -> None:
+    """Its watch thread cannot run, so it names nobody and never exits by itself: the ranks
+    waiting for it name it as silent, the failure blames it (not the master), and its stack
+    (faulthandler's, taken outside the interpreter) is in the failure."""
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "gil.py").write_text(GIL)
+    began = time.monotonic()
+    run_id, events = await run_to_end(config(tmp_path, tmp_path / "user" / "gil.py", [],
+                                             hang_limit=20.0))
+    took = time.monotonic() - began
+    final = events[-1]
+    assert isinstance(final, RunStatus) and final.state == "failed", final
+    assert (final.failed_host, final.failed_rank) == ("h1", 1), final
+    first = final.detail.splitlines()[0]
+    assert "held up every other rank's start" in first, first
+    assert "rank 1 gave no position" in first and "ranks 0, 2 wait for it" in first, first
+    assert 'gil.py", line 9 in <module>' in final.detail, final.detail  # faulthandler's dump
+    assert took < 150, took  # the limit and the stop's grace, not torch's half-hour timeout
+    assert run_processes(run_id) == []
