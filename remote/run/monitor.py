@@ -219,7 +219,8 @@ class RunMonitor:
             how = f"was killed by signal {-code}" if code is not None and code < 0 else (
                 f"exited with status {code}" if code is not None else "died")
             raised = self._raised(rank)
-            waited = code == WAITING_STATUS
+            # (its status and its StuckRankError both: a script's own exit(4) is no waiting)
+            waited = code == WAITING_STATUS and (raised or "").startswith("StuckRankError")
             self.failures.append(Failure(host=item.host, rank=rank, t=item.t,
                                          severity=Severity.RANK_WAITED if waited
                                          else Severity.RANK_DIED,

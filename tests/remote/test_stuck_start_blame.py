@@ -82,3 +82,14 @@ def test_ranks_waiting_for_each_other_name_the_earliest() -> None:
     final = monitor.finding()
     assert (final.failed_host, final.failed_rank) == ("h2", 2), final
     assert f"exited with status {WAITING_STATUS}" in final.detail.splitlines()[0]
+
+
+def test_a_scripts_own_exit_with_that_status_is_not_taken_for_waiting() -> None:
+    monitor = RunMonitor(run_id="r", hosts=("h0", "h1"))
+    for rank, host in enumerate(("h0", "h1")):
+        monitor.observe(_start(host, rank))
+    _stuck(monitor, "h1", 1, WAITING_STATUS, 2.0, ("ValueError: bad shard",))
+    _stuck(monitor, "h0", 0, 1, 3.0, ("RuntimeError: Connection closed by peer",))
+    final = monitor.finding()  # both died by themselves: the earlier is named
+    assert (final.failed_host, final.failed_rank) == ("h1", 1), final
+    assert "ValueError: bad shard" in final.detail.splitlines()[0], final.detail
