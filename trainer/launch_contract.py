@@ -50,3 +50,16 @@ ranks were numbered in host order): the local rank, then the host's first rank."
 def line_rank(match: re.Match[str]) -> int:
     """The global rank of a ``LOG_LINE_PREFIX`` match."""
     return int(match.group(1)) + int(match.group(2) or 0)
+
+
+STUCK_STATUS = 3
+"""The exit status of a rank ended as stuck at its start (``trainer.integrations.start_watch``)
+while it was busy on its own: the rank that held the others up."""
+WAITING_STATUS = 4
+"""The exit status of a rank ended as stuck at its start while it waited in a collective for
+other ranks: a consequence, ranked below the rank it waited for (``remote.run.failures``)."""
+HELD_UP_BY = "corral: start held up by ranks "
+"""What a waiting stuck rank prints before it exits, then the ranks it waited for (comma
+separated): the follower blames them, whichever of the ranks exits first."""
+HELD_UP_LINE = re.compile(re.escape(HELD_UP_BY) + r"(\d+(?:, \d+)*)$")
+"""A ``HELD_UP_BY`` line as the follower reads it, after any prefix (the ranks in group 1)."""

@@ -71,6 +71,22 @@ def _inside_target(folder: Path, path: Path) -> str | None:
     return os.path.relpath(target, path.parent.resolve())
 
 
+def _link_left_out(folder: Path, path: Path) -> str:
+    """Why the link ``path`` (which ``_inside_target`` refused) is left out, in the words
+    that fit it: only a target that lies outside ``folder`` is called outside."""
+    said = f"a link to {os.readlink(path)}"
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):  # a loop of links
+        return f"{said}, a loop of links (never followed)"
+    root = folder.resolve()
+    if target == root:
+        return f"{said}, the folder itself (never followed)"
+    if not target.is_relative_to(root):
+        return f"{said}, outside the folder (never followed)"
+    return f"{said}, which does not exist (a broken link)"
+
+
 def _code_cache(directory: Path) -> bool:
     """Whether ``directory`` holds corral's pushed trees (``<workdir>/code``)."""
     try:
@@ -105,8 +121,7 @@ def walk_tree(folder: Path) -> PushTree:
             if stat.S_ISLNK(info.st_mode):
                 target = _inside_target(folder, path)
                 if target is None:
-                    tree.left_out[str(rel)] = (f"a link to {os.readlink(path)}, outside the "
-                                               "folder (never followed)")
+                    tree.left_out[str(rel)] = _link_left_out(folder, path)
                 else:
                     tree.links[str(rel)] = target
             elif is_dir:

@@ -27,9 +27,12 @@ class Severity(IntEnum):
     """A rank ended without its ``end`` event (killed, crashed) or was declared hung."""
     HOST_LOST = 3
     """Its host dropped; the peers' errors follow from that."""
-    RANK_FAILED = 4
+    RANK_WAITED = 4
+    """A rank ended as stuck at its start while it waited in a collective for others
+    (``trainer.launch_contract.WAITING_STATUS``): the rank it waited for is the cause."""
+    RANK_FAILED = 5
     """A rank ended ``failed`` or ``diverged`` (often because a peer vanished)."""
-    LAUNCHER_FAILED = 5
+    LAUNCHER_FAILED = 6
     """A launcher failed without naming a rank."""
 
 

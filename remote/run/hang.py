@@ -30,7 +30,8 @@ MIN_SILENCE_S = 10.0
 STEP_TIMES_KEPT = 20
 STATE_WORDS = {"T": "stopped (SIGSTOP)", "t": "stopped by a debugger",
                "D": "blocked in uninterruptible I/O", "Z": "dead (a zombie)",
-               "gone": "gone", "R": "busy but not stepping", "S": "waiting"}
+               "gone": "no longer running (it exited or was killed)",
+               "R": "busy but not stepping", "S": "waiting"}
 """What a process state letter says about a silent rank, most suspicious first."""
 UNASKED = "of unknown state: its host cannot be asked (unreachable is not hung)"
 

@@ -3,7 +3,9 @@
 The run has ended when every host's launcher has ended (or its host dropped). It completed when
 every launcher exited 0. Otherwise the first failing host and rank are named: a rank that died
 without writing its ``end`` event (killed, crashed), then a host that dropped, are the cause
-over ranks that ended ``failed`` because a peer vanished; among equals the earliest wins. The
+over ranks that ended ``failed`` because a peer vanished; a rank stuck at its start while it
+waited for others (``WAITING_STATUS``) blames the ranks it names as holding it up (its own exit
+ranks below them); among equals the earliest wins. The
 last log lines of that rank (or host) go into the detail, and hosts that never joined the
 rendezvous (no ``start`` event and no rendezvous result in their launcher log) are named.
 """
@@ -24,6 +26,7 @@ from remote.run.lifecycle import Finding, RunOutcome, StopCause, StopRequest
 from remote.run.stream import LauncherExit, RankOwned, TailItem
 from trainer.disk_full import disk_full_on
 from trainer.events import EndEvent, StartEvent, StepEvent
+from trainer.launch_contract import HELD_UP_LINE, WAITING_STATUS
 
 LOG_LINES_KEPT = RANK_LINES_KEPT
 """Log lines per rank and per host kept to explain a failure (as many as the report lists)."""
@@ -77,6 +80,8 @@ class RunMonitor:
     _host_logs: dict[str, deque[str]] = field(default_factory=dict)
     _root_rank: dict[str, int] = field(default_factory=dict)
     _root_exit: dict[str, int] = field(default_factory=dict)
+    _held_up_by: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    """Rank -> the ranks it said held its start up (``HELD_UP_LINE``) before it exited."""
     after_done: list[str] = field(default_factory=list)
     """Ranks killed by a signal after their completed ``end`` (a script's teardown aborting,
     as ``terminate called without an active exception`` on gloo): noted, not failures."""
@@ -158,6 +163,8 @@ class RunMonitor:
             return
         if item.rank is not None:
             self._rank_logs.setdefault(item.rank, deque(maxlen=LOG_LINES_KEPT)).append(item.text)
+            if (held := HELD_UP_LINE.search(item.text.strip())):
+                self._held_up_by[item.rank] = tuple(map(int, held.group(1).split(", ")))
             return
         self._host_logs.setdefault(item.host, deque(maxlen=LOG_LINES_KEPT)).append(item.text)
         match = ROOT_CAUSE_RANK.match(item.text)
@@ -212,16 +219,33 @@ class RunMonitor:
             how = f"was killed by signal {-code}" if code is not None and code < 0 else (
                 f"exited with status {code}" if code is not None else "died")
             raised = self._raised(rank)
+            # (its status and its StuckRankError both: a script's own exit(4) is no waiting)
+            waited = code == WAITING_STATUS and (raised or "").startswith("StuckRankError")
             self.failures.append(Failure(host=item.host, rank=rank, t=item.t,
-                                         severity=Severity.RANK_DIED,
+                                         severity=Severity.RANK_WAITED if waited
+                                         else Severity.RANK_DIED,
                                          why=f"{how} without finishing"
                                              + (f": {raised}" if raised else "")))
+            if waited:
+                self._blame_holders(rank, item.t, raised)
         elif not self.stop.requested:
             self.failures.append(Failure(
                 host=item.host, rank=rank, t=item.t, severity=Severity.LAUNCHER_FAILED,
                 why=f"launcher ended with status {item.status}"))
         return [HostStatus(t=item.t, host=item.host, state="failed",
-                           detail=f"launcher status {item.status}")]
+                           detail=f"launcher {KILLED_STATUSES['gone']}" if item.status == "gone"
+                           else f"launcher status {item.status}")]
+
+    def _blame_holders(self, waiter: int, t: float, raised: str | None) -> None:
+        """A rank stuck at its start waiting for others (``WAITING_STATUS``) named the ranks
+        that held it up: each is a cause, whether it exits first, later (a busy rank), or
+        never by itself (its main thread holds the GIL: the run's stop ends it)."""
+        for rank in self._held_up_by.get(waiter, ()):
+            host = self.rank_host.get(rank)
+            if host is not None:
+                self.failures.append(Failure(
+                    host=host, rank=rank, t=t, severity=Severity.RANK_DIED,
+                    why=f"held up every other rank's start: {raised or 'no first step'}"))
 
     def _host_finished(self, host: str) -> bool:
         """Every known rank of ``host`` wrote a completed ``end`` event."""

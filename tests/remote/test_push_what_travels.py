@@ -56,6 +56,21 @@ def test_links_out_of_the_folder_are_never_followed_and_are_named(tmp_path: Path
     assert str(secret) in line
 
 
+def test_a_link_left_out_is_called_outside_only_when_its_target_is(tmp_path: Path) -> None:
+    train = tmp_path / "train"
+    train.mkdir()
+    (train / "train.py").write_text("print('hi')\n")
+    (train / "dangling").symlink_to("missing.txt")  # inside the folder, no such file
+    (train / "self").symlink_to(".")
+    (train / "loop").symlink_to("loop")
+    (train / "away").symlink_to(tmp_path)
+    said = walk_tree(train).left_out
+    assert said == {"dangling": "a link to missing.txt, which does not exist (a broken link)",
+                    "self": "a link to ., the folder itself (never followed)",
+                    "loop": "a link to loop, a loop of links (never followed)",
+                    "away": f"a link to {tmp_path}, outside the folder (never followed)"}
+
+
 def test_a_fifo_is_skipped_and_named_without_blocking(tmp_path: Path) -> None:
     (tmp_path / "train.py").write_text("print('hi')\n")
     os.mkfifo(tmp_path / "pipe")

@@ -136,22 +136,56 @@ torch.optim.SGD(model.parameters(), lr=0.1).step()
 """
 
 
-async def test_a_start_that_never_steps_is_named_with_its_stack_within_the_limit(
-        tmp_path: Path) -> None:
+async def _stuck_on_h1(tmp_path: Path, name: str, script: str) -> tuple[str, RunStatus, float]:
+    """Run ``script`` (stuck on h1) with a 20 s ``hang_limit``: its run id, its final status
+    (failed, naming h1's rank 1) and the seconds it took."""
     (tmp_path / "user").mkdir()
-    (tmp_path / "user" / "sleepy.py").write_text(SLEEPY)
-    limit = 20.0
+    (tmp_path / "user" / name).write_text(script)
     began = time.monotonic()
-    run_id, events = await run_to_end(config(tmp_path, tmp_path / "user" / "sleepy.py", [],
-                                             hang_limit=limit))
-    took = time.monotonic() - began
+    run_id, events = await run_to_end(config(tmp_path, tmp_path / "user" / name, [],
+                                             hang_limit=20.0))
     final = events[-1]
     assert isinstance(final, RunStatus) and final.state == "failed", final
     assert (final.failed_host, final.failed_rank) == ("h1", 1), final
+    return run_id, final, time.monotonic() - began
+
+
+async def test_a_start_that_never_steps_is_named_with_its_stack_within_the_limit(
+        tmp_path: Path) -> None:
+    run_id, final, took = await _stuck_on_h1(tmp_path, "sleepy.py", SLEEPY)
     first = final.detail.splitlines()[0]
     assert "StuckRankError: no first step within 20 s" in first, first
     assert "rank 1 is in sleepy.py:9 in <module>" in first, first
     assert "ranks 0, 2 wait for it in" in first, first
     assert "time.sleep(600)" in final.detail, final.detail  # its stack, in the failure
     assert took < 120, took  # the limit, not torch's half-hour timeout
+    assert run_processes(run_id) == []
+
+
+GIL = """\
+import ctypes
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+if os.environ["CORRAL_HOST"] == "h1":
+    ctypes.PyDLL(None).sleep(600)  # libc's sleep, called holding the GIL: no thread runs
+dist.init_process_group("gloo")
+model = nn.parallel.DistributedDataParallel(nn.Linear(4, 1))
+torch.optim.SGD(model.parameters(), lr=0.1).step()
+"""
+
+
+async def test_a_stuck_rank_that_holds_the_gil_is_named_with_its_stack(tmp_path: Path) -> None:
+    """Its watch thread cannot run, so it names nobody and never exits by itself: the ranks
+    waiting for it name it as silent, the failure blames it (not the master), and its stack
+    (faulthandler's, taken outside the interpreter) is in the failure."""
+    run_id, final, took = await _stuck_on_h1(tmp_path, "gil.py", GIL)
+    first = final.detail.splitlines()[0]
+    assert "held up every other rank's start" in first, first
+    assert "rank 1 gave no position" in first and "ranks 0, 2 wait for it" in first, first
+    assert 'gil.py", line 9 in <module>' in final.detail, final.detail  # faulthandler's dump
+    assert took < 150, took  # the limit and the stop's grace, not torch's half-hour timeout
     assert run_processes(run_id) == []

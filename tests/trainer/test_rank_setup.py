@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainer.integrations.rank_setup import after_import, fit_precision, fitted_precision
-from trainer.integrations.start_watch import summary
+from trainer.integrations.start_watch import SILENT, holders, summary
 
 
 def test_a_cpu_rank_computes_a_scripts_bf16_or_fp16_in_fp32() -> None:
@@ -41,3 +41,16 @@ def test_the_stuck_start_line_names_the_rank_the_others_wait_for() -> None:
                     2: "1broadcast (utils.py)"}, 60.0)
     assert line == ("no first step within 60 s of the start: rank 1 is in train.py:9 in "
                     "<module>; ranks 0, 2 wait for it in broadcast (utils.py)")
+    assert holders({0: "1broadcast (utils.py)", 1: "0train.py:9 in <module>"}) == [1]
+
+
+def test_a_rank_that_gave_no_position_is_named_as_holding_the_others_up() -> None:
+    """Its main thread holds the GIL, so its watch thread wrote nothing: the waiting ranks
+    name it (and the follower blames it) rather than each other."""
+    positions = {0: "1broadcast (utils.py)", 1: SILENT, 2: "1broadcast (utils.py)"}
+    assert summary(positions, 60.0) == (
+        "no first step within 60 s of the start: rank 1 gave no position in 5 s (its main "
+        "thread holds the GIL or it is frozen: its stack follows in its log); ranks 0, 2 wait "
+        "for it in broadcast (utils.py)")
+    assert holders(positions) == [1]
+    assert holders({0: "1broadcast (utils.py)", 1: "1broadcast (utils.py)"}) == []

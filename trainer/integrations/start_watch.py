@@ -12,12 +12,17 @@ seconds without one, the rank
 2. when one of them waits in a collective (inside ``torch.distributed``), prints its own
    Python stack (the logs panel) and one line naming every stuck rank: those not waiting are
    the likely cause, the others wait for them;
-3. exits (the rank that holds the others up first, so the run's failure line names it).
+3. exits: a rank busy on its own with ``STUCK_STATUS``; a waiting rank a few seconds later with
+   ``WAITING_STATUS``, after a line naming the ranks it waited for (``HELD_UP_BY``), so the
+   run's failure names the rank that held the others up whichever exit the follower sees first.
 
 While every stuck rank is busy on its own (loading a model, tokenising) and none waits in a
-collective, nothing is named and the watch goes on. ``faulthandler`` is the backstop for a main
-thread that holds the GIL (the watch thread cannot run): it dumps every thread's stack to the
-rank's log a little after the limit, and leaves the rank running.
+collective, nothing is named and the watch goes on. A rank whose main thread holds the GIL (a
+long C call that never releases it) cannot run its watch thread: it writes no position, and
+the waiting ranks name it as silent, holding them up. Its stack comes from outside the
+interpreter: ``faulthandler``'s watchdog is a C thread that needs no GIL, and it dumps every
+thread's stack to the rank's log just after the others' gather (``BACKSTOP_S``), before the
+waiting ranks exit; the rank itself runs on until the run's stop ends it.
 """
 
 from __future__ import annotations
@@ -34,16 +39,21 @@ from typing import Any
 import torch.distributed as dist
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-STUCK_STATUS = 3
-"""The exit status of a rank ended as stuck."""
+from trainer.launch_contract import HELD_UP_BY, STUCK_STATUS, WAITING_STATUS
+
 GATHER_S = 5.0
 """Seconds a stuck rank waits for the others' positions (they time out at nearly the same
 moment: every rank's watch starts when its process does)."""
-BACKSTOP_S = 30.0
-"""Seconds after the limit at which faulthandler dumps the stacks of a rank without a step."""
+BACKSTOP_S = 2.0
+"""Seconds after the limit and the gather at which faulthandler dumps the stacks of a rank
+without a step (once): a rank that holds the GIL is named by the others, its stack is this
+dump; it comes before they exit (``GATHER_S`` later)."""
 WAITING_PACKAGES = (os.sep.join(("torch", "distributed")), os.sep.join(("torch", "nn", "parallel")))
 """Code of torch's collectives and DDP: a main thread inside it waits for other ranks."""
 KEY = "corral/stuck/"
+SILENT = "-"
+"""The position of a rank that wrote none during the gather: its main thread holds the GIL (its
+watch thread cannot run) or its process is frozen."""
 
 
 class StartWatch:
@@ -78,19 +88,25 @@ class StartWatch:
 
     def _end(self, frame: FrameType | None, waiting: bool, positions: dict[int, str]) -> None:
         """Print this rank's stack and the line naming the stuck ranks, then exit."""
+        faulthandler.cancel_dump_traceback_later()  # this stack, printed now, is the one
         stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
         print(f"corral: rank {self.rank} made no step in {self.limit_s:g} s after its start; "
               f"its stack:\n{stack}", file=sys.stderr, end="", flush=True)
         print(f"StuckRankError: {summary(positions, self.limit_s)}", file=sys.stderr,
               flush=True)
-        if waiting:  # the rank that holds the others up ends first: the failure names it
+        if waiting:  # the rank that holds the others up ends first; the follower blames it
+            held = holders(positions)
+            if held:
+                print(f"{HELD_UP_BY}{', '.join(map(str, held))}", file=sys.stderr, flush=True)
             time.sleep(GATHER_S)
         sys.stdout.flush()
-        os._exit(STUCK_STATUS)
+        os._exit(WAITING_STATUS if waiting else STUCK_STATUS)
 
     def _gather(self, mine: str, rounds: int) -> dict[int, str]:
         """Every stuck rank's position (``1`` or ``0`` for waiting or not, then where) in
-        watch round ``rounds``."""
+        watch round ``rounds``; ``SILENT`` for a rank that wrote none in time (one already past
+        its first step writes none either; rare while others wait for their first, as a
+        first step needs every rank's gradients)."""
         positions = {self.rank: mine}
         if not (dist.is_available() and dist.is_initialized()):
             return positions
@@ -100,8 +116,9 @@ class StartWatch:
             store.set(f"{key}{self.rank}", mine)
             time.sleep(GATHER_S)
             for rank in range(self.world):
-                if rank != self.rank and store.check([f"{key}{rank}"]):
-                    positions[rank] = store.get(f"{key}{rank}").decode()
+                if rank != self.rank:
+                    found = store.check([f"{key}{rank}"])
+                    positions[rank] = store.get(f"{key}{rank}").decode() if found else SILENT
         except (RuntimeError, ValueError):  # the store went away: this rank's own word
             pass
         return positions
@@ -125,15 +142,26 @@ def position(frame: FrameType | None) -> tuple[bool, str]:
     return False, f"{os.path.basename(inner.co_filename)} in {inner.co_name}"
 
 
+def holders(positions: dict[int, str]) -> list[int]:
+    """The ranks the waiting ones wait for: busy on their own, or silent."""
+    return sorted(r for r, p in positions.items() if p[:1] != "1")
+
+
 def summary(positions: dict[int, str], limit_s: float) -> str:
     """``no first step within 60 s: rank 2 is in train.py:7 in main; ranks 0, 1 wait for it
     in broadcast (distributed_c10d.py)``."""
     busy = {r: p[1:] for r, p in sorted(positions.items()) if p[:1] == "0"}
+    silent = [r for r, p in sorted(positions.items()) if p == SILENT]
     waiting = {r: p[1:] for r, p in sorted(positions.items()) if p[:1] == "1"}
     parts = [f"rank {r} is in {where}" for r, where in busy.items()]
+    if silent:
+        parts.append(f"rank{'s' if len(silent) > 1 else ''} {', '.join(map(str, silent))} "
+                     f"gave no position in {GATHER_S:g} s (its main thread holds the GIL or "
+                     "it is frozen: its stack follows in its log)")
     if waiting:
         places = sorted(set(waiting.values()))
-        whom = "for it" if len(busy) == 1 else "for the others" if busy else "for each other"
+        held = len(busy) + len(silent)
+        whom = "for it" if held == 1 else "for the others" if held else "for each other"
         many = len(waiting) > 1
         ranks = ", ".join(map(str, waiting))
         parts.append(f"rank{'s' if many else ''} {ranks} wait{'' if many else 's'} {whom} in "
