@@ -51,15 +51,16 @@ def write_links(cache, links, manifest):
                     + "\\n" for t, r in links)
     manifest = os.path.expanduser(manifest)
     os.makedirs(os.path.dirname(manifest), mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(manifest), prefix=".data-")
-    with os.fdopen(fd, "w") as out:
+    tmp = os.path.join(os.path.dirname(manifest), ".data-" + os.urandom(8).hex())
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
         out.write(lines)
     os.replace(tmp, manifest)
 """
 """The host's link list written whole (a temporary file renamed): ``target<TAB>path`` lines,
-``sha:<sha256>`` targets made the cached file's path."""
+``sha:<sha256>`` targets made the cached file's path. No ``tempfile``: the probe imports as
+little as it can (each module is interpreter start-up on every host, every run)."""
 
-PROBE_PY = "import json, os, shutil, sys, tempfile\n" + WRITE_LINKS_PY + f"""
+PROBE_PY = "import json, os, sys\n" + WRITE_LINKS_PY + f"""
 ask = json.loads(sys.stdin.readline())
 cache = os.path.expanduser(ask["cache"])
 have = []
@@ -85,7 +86,8 @@ shared = shared or ask["local"]
 linked = bool(ask["manifest"]) and (shared or len(have) == len(ask["files"]))
 if linked:  # nothing to send: the run's links now, and no second command
     write_links(cache, ask["links"]["shared" if shared else "cached"], ask["manifest"])
-print(json.dumps({{"have": have, "shared": shared, "free": shutil.disk_usage(probe).free,
+disk = os.statvfs(probe)
+print(json.dumps({{"have": have, "shared": shared, "free": disk.f_bavail * disk.f_frsize,
                   "missing": missing, "linked": linked}}))
 """
 
