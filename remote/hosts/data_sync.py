@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import posixpath
 import secrets
 import shlex
 import time
@@ -44,6 +45,11 @@ FREE_MARGIN_BYTES = 1 << 30
 """Free disk a host keeps after its data arrives (checkpoints and logs need room too)."""
 SYNC_TIMEOUT_S = 300.0
 """How long a host may take to finish after the last byte was sent (its last hash check)."""
+KEEP_RUNS = 3
+"""A host's data cache keeps the files of its most recent finished runs (by link list)..."""
+KEEP_UNUSED_S = 86_400.0
+"""...and every file a probe or a sync used within this many seconds (its ctime, renewed by
+each use): a file another sync found cached minutes ago stays, whatever run it is for."""
 
 WRITE_LINKS_PY = """
 def write_links(cache, links, manifest):
@@ -71,6 +77,10 @@ for sha, size in ask["files"]:
         continue
     if info.st_size == size and info.st_mtime_ns == {STAMP_NS} and not info.st_mode & 0o222:
         have.append(sha)
+        try:  # marked used (its ctime): a prune beside this run's sync keeps it
+            os.chmod(os.path.join(cache, sha), 0o444)
+        except OSError:
+            pass
 shared = False
 if ask["marker"]:
     try:
@@ -91,7 +101,45 @@ print(json.dumps({{"have": have, "shared": shared, "free": disk.f_bavail * disk.
                   "missing": missing, "linked": linked}}))
 """
 
-RECEIVE_PY = "import hashlib, json, os, sys, tempfile, time\n" + WRITE_LINKS_PY + f"""
+PRUNE_PY = """
+def prune(cache, runs, keep_runs, keep_unused_s):
+    keep, finished = set(), []
+    for run in os.listdir(runs) if os.path.isdir(runs) else []:
+        hosts = os.path.join(runs, run, "hosts")
+        for name in os.listdir(hosts) if os.path.isdir(hosts) else []:
+            if not name.endswith(".data"):
+                continue
+            try:
+                path = os.path.join(hosts, name)
+                with open(path) as f:
+                    used = {os.path.basename(t) for t, _, r in
+                            (line.partition("\\t") for line in f)
+                            if os.path.dirname(t) == cache}
+                when = os.stat(path).st_mtime
+            except OSError:
+                continue
+            if os.path.exists(path[:-len(".data")] + ".exit"):
+                finished.append((when, used))
+            else:  # running, or never finished: its links are never broken
+                keep |= used
+    for _, used in sorted(finished, key=lambda one: -one[0])[:keep_runs]:
+        keep |= used
+    for name in os.listdir(cache):
+        path = os.path.join(cache, name)
+        try:
+            if (len(name) == 64 and name not in keep
+                    and time.time() - os.stat(path).st_ctime > keep_unused_s):
+                os.unlink(path)
+        except OSError:
+            pass
+"""
+"""Remove from a host's data cache what no run needs (``KEEP_RUNS``, ``KEEP_UNUSED_S``): run
+after each sync that sent files (the only time the cache grows). ``runs`` holds the run
+directories, each host's link list ``hosts/<host>.data`` beside its exit file
+``hosts/<host>.exit`` (written when the launcher ends)."""
+
+RECEIVE_PY = ("import hashlib, json, os, sys, tempfile, time\n" + WRITE_LINKS_PY + PRUNE_PY
+              + f"""
 src = sys.stdin.buffer
 head = json.loads(src.readline())
 cache = os.path.expanduser(head["cache"])
@@ -124,7 +172,8 @@ for sha, size in head["files"]:
         if os.path.exists(tmp):
             os.unlink(tmp)
 write_links(cache, head["links"], head["manifest"])
-"""
+prune(cache, os.path.expanduser(head["runs"]), *head["keep"])
+""")
 
 
 def _python(host: HostSection, code: str) -> str:
@@ -268,7 +317,9 @@ async def _feed(head: Mapping[str, object], files: list[DataFile], progress: Dat
 
 async def sync_host(transport: Transport, data: DataSet, found: HostData, manifest: str,
                     progress: DataProgress) -> DataProgress:
-    """Send the files ``found`` lacks and write the host's link list ``manifest``."""
+    """Send the files ``found`` lacks, write the host's link list ``manifest`` (the run's
+    ``RunLayout.host_file(host, "data")``: its run directory's parent holds the host's other
+    runs) and prune the host's data cache (``PRUNE_PY``)."""
     missing = [] if found.shared else [
         f for sha, f in data.unique().items() if sha not in found.have]
     progress.total_files, progress.total_bytes = len(missing), sum(f.size for f in missing)
@@ -279,6 +330,8 @@ async def sync_host(transport: Transport, data: DataSet, found: HostData, manife
         return progress
     head = {"cache": cache_dir(transport.host.workdir),
             "files": [[f.sha256, f.size] for f in missing], "manifest": manifest,
+            "runs": posixpath.dirname(posixpath.dirname(posixpath.dirname(manifest))),
+            "keep": [KEEP_RUNS, KEEP_UNUSED_S],
             "links": link_lines(data, found.shared)}
     done = await transport.run_fed(_python(transport.host, RECEIVE_PY),
                                    _feed(head, missing, progress), timeout=SYNC_TIMEOUT_S)
