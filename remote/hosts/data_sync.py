@@ -249,7 +249,10 @@ async def probe(transport: Transport, data: DataSet, marker: tuple[str, str] | N
     run's link list ``manifest`` at once (``HostData.linked``)."""
     ask = {"cache": cache_dir(transport.host.workdir),
            "files": [[sha, f.size] for sha, f in data.unique().items()],
-           "marker": list(marker) if marker else None, "local": transport.host.is_local,
+           "marker": list(marker) if marker else None,
+           # A container sees this machine's files only where it mounts them: for its host,
+           # being local proves nothing, the marker read inside the container does.
+           "local": transport.host.is_local and transport.host.container is None,
            "paths": list(data.host_paths) + [link.target for link in data.links],
            "manifest": manifest,
            "links": {"cached": link_lines(data, False), "shared": link_lines(data, True)}}
