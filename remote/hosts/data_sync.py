@@ -13,7 +13,9 @@ Each host keeps its data files by content, ``<workdir>/data/<sha256>``, read-onl
    partial file nobody uses, and the next one sends that file again;
 4. writes the host's link list (``hosts/<host>.data`` of the run directory): the launch links
    each path of the run's working directory to its cached file, or, on a host that sees this
-   machine's files, to the file in place (nothing sent).
+   machine's files, to the file in place (nothing sent);
+5. prunes the host's cache (``PRUNE_PY``) when it sent files: what no running or recent run
+   links to and no sync used lately goes.
 
 A cached file is made read-only and stamped with a fixed modification time: a rank that
 writes through its link (as root, which read-only does not stop) changes that time, and the
@@ -178,7 +180,8 @@ prune(cache, os.path.expanduser(head["runs"]), *head["keep"])
 
 def _python(host: HostSection, code: str) -> str:
     """``python -S -c CODE``: the standard library alone (no site packages to scan: a sync
-    that sends nothing costs two interpreter starts per host, so each must be quick)."""
+    that sends nothing costs one interpreter start per host, the probe's, so it must be
+    quick)."""
     return f"{python_word(host)} -S -c {shlex.quote(code)}"
 
 
