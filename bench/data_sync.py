@@ -58,8 +58,8 @@ async def _corral_step(cluster: str, folder: Path, hashes: Path) -> dict[str, fl
         data = collect(folder, True, folder, HashCache(hashes))
 
         async def one(transport):  # type: ignore[no-untyped-def]
-            found = await probe(transport, data, None)
-            manifest = f"{transport.host.workdir}/links-{transport.host.name}"
+            manifest = f"{transport.host.workdir}/runs/bench/hosts/{transport.host.name}.data"
+            found = await probe(transport, data, None, manifest)  # as `corral run` asks
             return await sync_host(transport, data, found, manifest,
                                    DataProgress(host=transport.host.name))
 

@@ -13,7 +13,9 @@ Each host keeps its data files by content, ``<workdir>/data/<sha256>``, read-onl
    partial file nobody uses, and the next one sends that file again;
 4. writes the host's link list (``hosts/<host>.data`` of the run directory): the launch links
    each path of the run's working directory to its cached file, or, on a host that sees this
-   machine's files, to the file in place (nothing sent).
+   machine's files, to the file in place (nothing sent);
+5. prunes the host's cache (``PRUNE_PY``) when it sent files: what no running or recent run
+   links to and no sync used lately goes.
 
 A cached file is made read-only and stamped with a fixed modification time: a rank that
 writes through its link (as root, which read-only does not stop) changes that time, and the
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import posixpath
 import secrets
 import shlex
 import time
@@ -44,6 +47,11 @@ FREE_MARGIN_BYTES = 1 << 30
 """Free disk a host keeps after its data arrives (checkpoints and logs need room too)."""
 SYNC_TIMEOUT_S = 300.0
 """How long a host may take to finish after the last byte was sent (its last hash check)."""
+KEEP_RUNS = 3
+"""A host's data cache keeps the files of its most recent finished runs (by link list)..."""
+KEEP_UNUSED_S = 86_400.0
+"""...and every file a probe or a sync used within this many seconds (its ctime, renewed by
+each use): a file another sync found cached minutes ago stays, whatever run it is for."""
 
 WRITE_LINKS_PY = """
 def write_links(cache, links, manifest):
@@ -51,15 +59,16 @@ def write_links(cache, links, manifest):
                     + "\\n" for t, r in links)
     manifest = os.path.expanduser(manifest)
     os.makedirs(os.path.dirname(manifest), mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(manifest), prefix=".data-")
-    with os.fdopen(fd, "w") as out:
+    tmp = os.path.join(os.path.dirname(manifest), ".data-" + os.urandom(8).hex())
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
         out.write(lines)
     os.replace(tmp, manifest)
 """
 """The host's link list written whole (a temporary file renamed): ``target<TAB>path`` lines,
-``sha:<sha256>`` targets made the cached file's path."""
+``sha:<sha256>`` targets made the cached file's path. No ``tempfile``: the probe imports as
+little as it can (each module is interpreter start-up on every host, every run)."""
 
-PROBE_PY = "import json, os, shutil, sys, tempfile\n" + WRITE_LINKS_PY + f"""
+PROBE_PY = "import json, os, sys\n" + WRITE_LINKS_PY + f"""
 ask = json.loads(sys.stdin.readline())
 cache = os.path.expanduser(ask["cache"])
 have = []
@@ -70,6 +79,10 @@ for sha, size in ask["files"]:
         continue
     if info.st_size == size and info.st_mtime_ns == {STAMP_NS} and not info.st_mode & 0o222:
         have.append(sha)
+        try:  # marked used (its ctime): a prune beside this run's sync keeps it
+            os.chmod(os.path.join(cache, sha), 0o444)
+        except OSError:
+            pass
 shared = False
 if ask["marker"]:
     try:
@@ -85,11 +98,50 @@ shared = shared or ask["local"]
 linked = bool(ask["manifest"]) and (shared or len(have) == len(ask["files"]))
 if linked:  # nothing to send: the run's links now, and no second command
     write_links(cache, ask["links"]["shared" if shared else "cached"], ask["manifest"])
-print(json.dumps({{"have": have, "shared": shared, "free": shutil.disk_usage(probe).free,
+disk = os.statvfs(probe)
+print(json.dumps({{"have": have, "shared": shared, "free": disk.f_bavail * disk.f_frsize,
                   "missing": missing, "linked": linked}}))
 """
 
-RECEIVE_PY = "import hashlib, json, os, sys, tempfile, time\n" + WRITE_LINKS_PY + f"""
+PRUNE_PY = """
+def prune(cache, runs, keep_runs, keep_unused_s):
+    keep, finished = set(), []
+    for run in os.listdir(runs) if os.path.isdir(runs) else []:
+        hosts = os.path.join(runs, run, "hosts")
+        for name in os.listdir(hosts) if os.path.isdir(hosts) else []:
+            if not name.endswith(".data"):
+                continue
+            try:
+                path = os.path.join(hosts, name)
+                with open(path) as f:
+                    used = {os.path.basename(t) for t, _, r in
+                            (line.partition("\\t") for line in f)
+                            if os.path.dirname(t) == cache}
+                when = os.stat(path).st_mtime
+            except OSError:
+                continue
+            if os.path.exists(path[:-len(".data")] + ".exit"):
+                finished.append((when, used))
+            else:  # running, or never finished: its links are never broken
+                keep |= used
+    for _, used in sorted(finished, key=lambda one: -one[0])[:keep_runs]:
+        keep |= used
+    for name in os.listdir(cache):
+        path = os.path.join(cache, name)
+        try:
+            if (len(name) == 64 and name not in keep
+                    and time.time() - os.stat(path).st_ctime > keep_unused_s):
+                os.unlink(path)
+        except OSError:
+            pass
+"""
+"""Remove from a host's data cache what no run needs (``KEEP_RUNS``, ``KEEP_UNUSED_S``): run
+after each sync that sent files (the only time the cache grows). ``runs`` holds the run
+directories, each host's link list ``hosts/<host>.data`` beside its exit file
+``hosts/<host>.exit`` (written when the launcher ends)."""
+
+RECEIVE_PY = ("import hashlib, json, os, sys, tempfile, time\n" + WRITE_LINKS_PY + PRUNE_PY
+              + f"""
 src = sys.stdin.buffer
 head = json.loads(src.readline())
 cache = os.path.expanduser(head["cache"])
@@ -122,12 +174,14 @@ for sha, size in head["files"]:
         if os.path.exists(tmp):
             os.unlink(tmp)
 write_links(cache, head["links"], head["manifest"])
-"""
+prune(cache, os.path.expanduser(head["runs"]), *head["keep"])
+""")
 
 
 def _python(host: HostSection, code: str) -> str:
     """``python -S -c CODE``: the standard library alone (no site packages to scan: a sync
-    that sends nothing costs two interpreter starts per host, so each must be quick)."""
+    that sends nothing costs one interpreter start per host, the probe's, so it must be
+    quick)."""
     return f"{python_word(host)} -S -c {shlex.quote(code)}"
 
 
@@ -198,7 +252,10 @@ async def probe(transport: Transport, data: DataSet, marker: tuple[str, str] | N
     run's link list ``manifest`` at once (``HostData.linked``)."""
     ask = {"cache": cache_dir(transport.host.workdir),
            "files": [[sha, f.size] for sha, f in data.unique().items()],
-           "marker": list(marker) if marker else None, "local": transport.host.is_local,
+           "marker": list(marker) if marker else None,
+           # A container sees this machine's files only where it mounts them: for its host,
+           # being local proves nothing, the marker read inside the container does.
+           "local": transport.host.is_local and transport.host.container is None,
            "paths": list(data.host_paths) + [link.target for link in data.links],
            "manifest": manifest,
            "links": {"cached": link_lines(data, False), "shared": link_lines(data, True)}}
@@ -266,7 +323,9 @@ async def _feed(head: Mapping[str, object], files: list[DataFile], progress: Dat
 
 async def sync_host(transport: Transport, data: DataSet, found: HostData, manifest: str,
                     progress: DataProgress) -> DataProgress:
-    """Send the files ``found`` lacks and write the host's link list ``manifest``."""
+    """Send the files ``found`` lacks, write the host's link list ``manifest`` (the run's
+    ``RunLayout.host_file(host, "data")``: its run directory's parent holds the host's other
+    runs) and prune the host's data cache (``PRUNE_PY``)."""
     missing = [] if found.shared else [
         f for sha, f in data.unique().items() if sha not in found.have]
     progress.total_files, progress.total_bytes = len(missing), sum(f.size for f in missing)
@@ -277,6 +336,8 @@ async def sync_host(transport: Transport, data: DataSet, found: HostData, manife
         return progress
     head = {"cache": cache_dir(transport.host.workdir),
             "files": [[f.sha256, f.size] for f in missing], "manifest": manifest,
+            "runs": posixpath.dirname(posixpath.dirname(posixpath.dirname(manifest))),
+            "keep": [KEEP_RUNS, KEEP_UNUSED_S],
             "links": link_lines(data, found.shared)}
     done = await transport.run_fed(_python(transport.host, RECEIVE_PY),
                                    _feed(head, missing, progress), timeout=SYNC_TIMEOUT_S)

@@ -1,7 +1,8 @@
 """The data sync, through a host's real shell (``LocalTransport``, a cache of its own): a first
 sync sends every file, an unchanged one nothing, a changed file alone; a sync killed mid-file
 leaves nothing the next one uses; a write through a run's link never reaches a later run;
-what a host cannot take is refused before a byte is sent, naming what to do."""
+what a host cannot take is refused before a byte is sent, naming what to do; a host's cache
+keeps what running and recent runs link to and loses the rest."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from remote.config.cluster import HostSection
+from remote.hosts import data_sync
 from remote.hosts.data_sync import (
     STAMP_NS,
     DataProgress,
@@ -222,3 +224,37 @@ def test_check_and_dry_run_say_what_data_will_travel(tmp_path: Path) -> None:
     off = parse_cluster(text + "data = false\n", path=repo / "cluster.toml")
     [item] = [i for i in left_out_items(off) if i.name == DATA_CHECK]
     assert item.detail == "no data sent ([run] data = false)"
+
+
+async def test_the_data_cache_keeps_running_and_recent_runs_files_and_prunes_the_rest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo, host = _repo(tmp_path, files=3), _host(tmp_path)
+    monkeypatch.setattr(data_sync, "KEEP_RUNS", 1)
+    cache, sent = Path(cache_dir(host.host.workdir)), {}
+
+    async def run(run_id: str, finished: bool) -> None:  # new bytes, a run of its own
+        for shard in (repo / "data" / "shards").iterdir():
+            shard.write_bytes(os.urandom(4096))
+        data = _data(repo, tmp_path)
+        layout = tmp_path / "runs" / run_id / "hosts"
+        found = await probe(host, data, None, str(layout / "b.data"))
+        await sync_host(host, data, found, str(layout / "b.data"), DataProgress(host="b"))
+        if finished:  # what the launcher writes when it ends
+            (layout / "b.exit").write_text("0\n")
+        sent[run_id] = {f.sha256 for f in data.files}
+
+    await run("r1", finished=False)  # still running, whatever its age
+    await run("r2", finished=True)
+    await run("r3", finished=True)
+    await run("r4", finished=False)
+    # Every file was used within KEEP_UNUSED_S (a day): nothing is removed yet.
+    assert {p.name for p in cache.iterdir()} == set().union(*sent.values())
+    monkeypatch.setattr(data_sync, "KEEP_UNUSED_S", 0.0)
+    await run("r5", finished=True)
+    # Pruned as r5's files landed: kept are the running runs' (r1, r4, and r5 itself, not
+    # finished then) and the most recent finished one's (r3); r2's files are gone. The
+    # running runs' links still resolve.
+    assert {p.name for p in cache.iterdir()} == sent["r1"] | sent["r3"] | sent["r4"] | sent["r5"]
+    assert not sent["r2"] & {p.name for p in cache.iterdir()}
+    for line in (tmp_path / "runs" / "r1" / "hosts" / "b.data").read_text().splitlines():
+        assert Path(line.split("\t")[0]).exists()
