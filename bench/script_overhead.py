@@ -13,8 +13,12 @@ Time from command to first step, by phase:
 
 - bare: launcher + rendezvous + imports (command -> the script runs), script (-> first step);
 - corral: check and push (``checking`` -> ``launching``, connection included), launch
-  (-> ``running``), launcher + rendezvous + imports (-> the script runs), script (-> its first
-  step), delivery (-> the follower has the first step event).
+  (-> ``running``), launchers up (-> the last host's torchrun starts its rendezvous: its
+  interpreter and torch's import), rendezvous (-> the last host's rendezvous is complete),
+  ranks up (-> the script runs: the rank's interpreter, torch's and corral's imports, the
+  process group), script (-> its first step), delivery (-> the follower has the first step
+  event). The two launcher marks are the wall times of torchrun's own INFO lines (corral
+  launches it with ``LOGLEVEL=INFO``), on this machine's clock as the hosts are local.
 
 On a busy machine the two launchers' whole runs differ by more than the hooks can cost, so
 the hooks are also measured alone (``--hook-blocks``): in this process (one rank, gloo), a
@@ -35,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 from _common import REPO, bare_env, markdown_table, rounds_parser, run_main
@@ -80,8 +85,11 @@ if rank == 0:
 dist.destroy_process_group()
 """
 RESULT = re.compile(r"SCRIPT began=([\d.]+) first=([\d.]+) rate=([\d.]+)")
+TORCHRUN_MARK = re.compile(r"I(\d{4}) (\d\d:\d\d:\d\d\.\d+) .*\] \[default\] "
+                           r"(Rendezvous'ing|Rendezvous complete)")
+"""torchrun's INFO lines as a launcher starts its rendezvous and as it completes (glog time)."""
 BARE_PHASES = ("launcher+rendezvous+imports", "script to first step")
-CORRAL_PHASES = ("check and push", "launch", "launcher+rendezvous+imports",
+CORRAL_PHASES = ("check and push", "launch", "launchers up", "rendezvous", "ranks up",
                  "script to first step", "delivery")
 
 
@@ -127,18 +135,32 @@ async def corral(config: ClusterConfig) -> dict[str, float]:
                     raise RuntimeError(f"corral run {event.state}: {event.detail}")
             elif isinstance(event, RankEvent) and isinstance(event.event, StepEvent):
                 marks.setdefault("step", now)
-            elif isinstance(event, LogLine) and found is None:
-                found = RESULT.search(event.text)
+            elif isinstance(event, LogLine):
+                found = found or RESULT.search(event.text)
+                torchrun_mark(event.text, marks)
     finally:
         await controller.aclose()
     if found is None or "step" not in marks:
         raise RuntimeError(f"corral run: no result line or no step event ({sorted(marks)})")
     began, first, rate = map(float, found.groups())
+    joined, complete = marks["Rendezvous'ing"], marks["Rendezvous complete"]
     phases = dict(zip(CORRAL_PHASES, (marks["launching"] - t0,
                                       marks["running"] - marks["launching"],
-                                      began - marks["running"], first - began,
+                                      joined - marks["running"], complete - joined,
+                                      began - complete, first - began,
                                       marks["step"] - first), strict=True))
     return {"rate": rate, **phases, "total": marks["step"] - t0}
+
+
+def torchrun_mark(text: str, marks: dict[str, float]) -> None:
+    """Keep the latest host's wall time of each of torchrun's two rendezvous lines."""
+    found = TORCHRUN_MARK.search(text)
+    if found is None:
+        return
+    day, clock, what = found.groups()
+    when = datetime.strptime(f"{time.localtime().tm_year}{day} {clock}",
+                             "%Y%m%d %H:%M:%S.%f").timestamp()
+    marks[what] = max(marks.get(what, 0.0), when)
 
 
 def hooks_alone(folder: Path, blocks: int, steps: int) -> float:

@@ -7,8 +7,10 @@ exception; its resources are sampled; an emulated slowdown makes that rank's com
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,20 +45,25 @@ for step in range(steps):
 """
 
 
-def run_plain(tmp_path: Path, script: str, args: list[str], nproc: int = 2,
-              slowdown: str = "") -> tuple[subprocess.CompletedProcess[str], Path]:
+def plain_command(tmp_path: Path, script: str, args: list[str], nproc: int = 2,
+                  slowdown: str = "") -> tuple[list[str], dict[str, str]]:
+    """torchrun starting ``script`` (written to tmp_path) through script_main; its env."""
     (tmp_path / "train.py").write_text(script)
-    run_dir = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
     env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     if slowdown:
         env[SLOWDOWN_ENV] = slowdown
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone",
-         f"--nproc-per-node={nproc}", "-m", "trainer.integrations.script_main", "--run-dir",
-         str(run_dir), str(tmp_path / "train.py"), *args],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
-    return done, run_dir
+    return ([sys.executable, "-m", "torch.distributed.run", "--standalone",
+             f"--nproc-per-node={nproc}", "-m", "trainer.integrations.script_main", "--run-dir",
+             str(tmp_path / "run"), str(tmp_path / "train.py"), *args], env)
+
+
+def run_plain(tmp_path: Path, script: str, args: list[str], nproc: int = 2,
+              slowdown: str = "") -> tuple[subprocess.CompletedProcess[str], Path]:
+    command, env = plain_command(tmp_path, script, args, nproc, slowdown)
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=150)
+    return done, tmp_path / "run"
 
 
 def events_of(run_dir: Path, rank: int) -> list[object]:
@@ -156,6 +163,88 @@ def test_a_plain_scripts_ranks_report_their_resources(tmp_path: Path) -> None:
     for rank in (0, 1):
         samples = [e for e in events_of(run_dir, rank) if isinstance(e, ResourceEvent)]
         assert samples and all(e.rss_bytes and e.rss_bytes > 0 for e in samples)
+
+
+UNTIL_STOPPED = """\
+import os, signal, sys, time
+import torch, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+import corral.plain_events
+
+corral.plain_events.FLUSH_EVERY_S = 1e9  # nothing written between steps but the first
+dist.init_process_group("gloo")
+model = DDP(torch.nn.Linear(4, 1))
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+step = 0
+if sys.argv[1:] == ["--own-handler"]:  # saves, then leaves at once (no exit handlers)
+    def on_term(signum, frame):
+        open(f"saved{dist.get_rank()}", "w").close()
+        os._exit(0)
+    signal.signal(signal.SIGTERM, on_term)
+while True:
+    model(torch.randn(5, 4)).sum().backward()
+    opt.step()
+    opt.zero_grad()
+    step += 1
+    if step == 20 and dist.get_rank() == 0:
+        open("stepped", "w").close()
+    time.sleep(0.01)
+"""
+
+
+def stop_after_20_steps(tmp_path: Path, args: list[str]) -> tuple[int, str]:
+    """Run UNTIL_STOPPED, TERM its torchrun (what ``corral stop`` and ``x`` send; torchrun
+    passes it on to every rank) after 20 steps: its exit status and stderr."""
+    command, env = plain_command(tmp_path, UNTIL_STOPPED, args)
+    launcher = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "stepped").exists():
+            assert launcher.poll() is None, launcher.communicate()[1]
+            assert time.monotonic() < deadline, "no 20 steps within 120 s"
+            time.sleep(0.05)
+        launcher.send_signal(signal.SIGTERM)
+        stderr = launcher.communicate(timeout=90)[1]
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    return launcher.returncode, stderr
+
+
+def steps_taken(run_dir: Path, rank: int, stderr: str) -> list[object]:
+    """A rank's events, once its steps are checked: every one from 1 on, more than the first
+    (the only one written at once when nothing is flushed between steps)."""
+    events = events_of(run_dir, rank)
+    steps = [e.step for e in events if isinstance(e, StepEvent)]
+    assert len(steps) >= 10 and steps == list(range(1, len(steps) + 1)), stderr
+    return events
+
+
+def test_a_stopped_plain_script_writes_every_step_it_took(tmp_path: Path) -> None:
+    """Each rank writes the steps it had not written yet and an end at its last step, then
+    ends of the signal as it would without corral."""
+    status, stderr = stop_after_20_steps(tmp_path, [])
+    assert status != 0
+    ends = []
+    for rank in (0, 1):
+        events = steps_taken(tmp_path / "run", rank, stderr)
+        steps = [e.step for e in events if isinstance(e, StepEvent)]
+        end = events[-1]
+        assert isinstance(end, EndEvent) and end.step == steps[-1], (end, stderr)
+        ends.append(end)
+    # the first rank to take the signal saw no peer go: stopped, not failed
+    assert any(e.status == "interrupted" and e.error == "stopped by SIGTERM" for e in ends)
+
+
+def test_a_scripts_own_term_handler_runs_after_its_steps_are_written(tmp_path: Path) -> None:
+    """The script's handler leaves with ``os._exit`` (nothing after it runs): its steps were
+    written before it ran."""
+    stop_after_20_steps(tmp_path, ["--own-handler"])
+    for rank in (0, 1):
+        assert (tmp_path / f"saved{rank}").exists()  # the script's own handler ran
+        steps_taken(tmp_path / "run", rank, "")
 
 
 SLEEPY = """\

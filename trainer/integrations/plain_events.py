@@ -13,7 +13,12 @@ and is not read (reading it would wait for the device): a plain script's step ev
 Each step event is what corral's loop writes, so the console's progress and per-rank rates,
 ``corral report``, TensorBoard and MLflow read a plain script's run unchanged. The hooks do
 no device synchronisation and no file write of their own: step events are buffered and
-written together at most every ``FLUSH_EVERY_S`` (the first at once). A rank with an emulated
+written together at most every ``FLUSH_EVERY_S`` (the first at once), and at once when the
+rank is stopped: a TERM (``corral stop``, ``x``: torchrun passes it on to every rank) writes
+what is pending and an ``interrupted`` end, then ends the rank of that signal as it would have
+ended without corral, so the report's step count is exact. A script that sets its own TERM
+handler keeps it: the pending steps are written before it runs (its rank ends later through
+its own exit, which writes the end). A rank with an emulated
 slowdown (``[run] slowdown``) sleeps before each optimizer step as ``trainer.step.slowdown``
 does in corral's loop: its work since the last step, scaled by the factor. Its resources
 (CPU, memory, GPU) are sampled as corral's own ranks' are (``trainer.resources``), polled after
@@ -25,8 +30,11 @@ A script with the opt-in (``ScriptRun``) writes its own events, and these write 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
 import time
+from types import FrameType
 from typing import Any
 
 import torch
@@ -40,7 +48,7 @@ from torch.optim.optimizer import (
 
 from trainer.dist import device_name, on_any_rank
 from trainer.event_log import EventWriter, events_path
-from trainer.events import EndEvent, StartEvent, StepEvent
+from trainer.events import EndEvent, EndStatus, StartEvent, StepEvent
 from trainer.integrations.contract import ScriptSettings
 from trainer.integrations.rank_setup import precision_note
 from trainer.integrations.run import ScriptRun
@@ -74,6 +82,13 @@ class PlainEvents:
         self._last_end = time.perf_counter()
         self._compute_s = 0.0
         self._ddp_hook: Any = None
+        self._busy = False
+        """A hook is writing: a TERM arriving then is handled when it is done."""
+        self._deferred: int | None = None
+        """The signal that arrived while ``_busy``."""
+        self._on_term = self._term  # one bound method, to know it again in getsignal
+        self._theirs: Any = signal.signal(signal.SIGTERM, self._on_term)
+        """The TERM handler before ours, or the script's own once it sets one."""
         self._hooks = [register_optimizer_step_pre_hook(self._step_begins),
                        register_optimizer_step_post_hook(self._stepped),
                        register_module_forward_pre_hook(self._any_forward)]
@@ -110,6 +125,16 @@ class PlainEvents:
         if ScriptRun.made:  # the opt-in writes its own
             self._remove_hooks()
             return
+        self._busy = True
+        try:
+            self._record()
+        finally:
+            self._busy = False
+        if self._deferred is not None:
+            self._term(self._deferred, None)
+        self._work.start()
+
+    def _record(self) -> None:
         now = time.perf_counter()
         self.steps += 1
         if self.steps == 1:
@@ -123,7 +148,27 @@ class PlainEvents:
             self._flush(now)
         if self._resources is not None:
             self._resources.poll()  # never blocks: a sample only when the sampler has one
-        self._work.start()
+        theirs = signal.getsignal(signal.SIGTERM)
+        if theirs is not self._on_term and threading.current_thread() is threading.main_thread():
+            self._theirs = theirs  # the script set its own: ours runs first, then calls it
+            signal.signal(signal.SIGTERM, self._on_term)
+
+    def _term(self, signum: int, frame: FrameType | None) -> None:
+        """TERM: write the pending steps; then the script's own handler, or (none) an
+        ``interrupted`` end and the rank ends of the signal as Python's default would."""
+        if self._busy:  # inside a hook's write: finish it first
+            self._deferred = signum
+            return
+        self._deferred = None
+        if callable(self._theirs):
+            self._flush(time.perf_counter())
+            self._theirs(signum, frame)
+            return
+        if self._theirs == signal.SIG_IGN:
+            return
+        self.end(f"stopped by {signal.Signals(signum).name}", status="interrupted")
+        os.kill(os.getpid(), signum)  # our handler is gone (end): the default ends the rank
+        os._exit(128 + signum)  # not reached unless the signal is blocked
 
     # ---------------------------------------------------------------- writing
     def _flush(self, now: float) -> None:
@@ -138,6 +183,9 @@ class PlainEvents:
         for hook in (*self._hooks, self._ddp_hook):
             if hook is not None:
                 hook.remove()
+        if (signal.getsignal(signal.SIGTERM) is self._on_term
+                and threading.current_thread() is threading.main_thread()):
+            signal.signal(signal.SIGTERM, self._theirs)
         if self._resources is not None:
             self._resources.stop()
 
@@ -157,8 +205,8 @@ class PlainEvents:
             exact_note="the script runs as is: its own data and loss" + (
                 f"; {note}" if note else "")))
 
-    def end(self, error: str | None) -> None:
-        """The end event: completed (``error`` None) or failed with ``error``."""
+    def end(self, error: str | None, status: EndStatus = "failed") -> None:
+        """The end event: completed (``error`` None), else ``status`` with ``error``."""
         self._remove_hooks()
         if ScriptRun.made:
             return
@@ -167,6 +215,6 @@ class PlainEvents:
         assert self._writer is not None
         self._flush(time.perf_counter())
         self._writer.emit(EndEvent(t=time.time(), rank=self.rank, step=self.steps,
-                                   status="completed" if error is None else "failed",
+                                   status="completed" if error is None else status,
                                    error=error))
         self._writer.close()
