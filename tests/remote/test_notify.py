@@ -215,3 +215,15 @@ def test_a_log_line_passes_through_unchanged(receiver: Receiver) -> None:
     line = LogLine(t=1.0, host="alpha", rank=0, text="hello")
     seen, _ = asyncio.run(follow([line], NotifySection(urls=(receiver.url,))))
     assert seen == [line] and receiver.bodies == []
+
+
+def test_corral_notify_test_sends_one_from_the_command_line(receiver: Receiver, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]
+                                                             ) -> None:
+    from console.cli import main
+
+    toml = tmp_path / "cluster.toml"
+    toml.write_text('[cluster]\nname = "c"\n[[hosts]]\nname = "a"\naddress = "local"\n'
+                    f'[notify]\nurls = ["{receiver.url}"]\n')
+    assert main(["notify", "--test", "-c", str(toml)]) == 0
+    assert len(receiver.bodies) == 1 and "sent a test notice" in capsys.readouterr().out
