@@ -43,7 +43,7 @@ SLOW_WINDOW = 5
 
 
 @dataclass(frozen=True, kw_only=True)
-class Notice:
+class RunNotice:
     """One message to send."""
 
     event: str
@@ -91,12 +91,12 @@ class NoticeRules:
         self.told_slow = False
         self.ended = False
 
-    def observe(self, event: RunEvent) -> list[Notice]:
+    def observe(self, event: RunEvent) -> list[RunNotice]:
         """The notices ``event`` makes (most make none)."""
         notices = self._notices(event)
         return [n for n in notices if n.event in self.section.events]
 
-    def _notices(self, event: RunEvent) -> list[Notice]:
+    def _notices(self, event: RunEvent) -> list[RunNotice]:
         if isinstance(event, RunStatus):
             return self._status(event)
         if not isinstance(event, RankEvent):
@@ -104,18 +104,18 @@ class NoticeRules:
         self.hosts[event.event.rank] = event.host
         self.figures.observe(event.event, event.host)
         if isinstance(event.event, CheckpointEvent):
-            return [Notice(event="checkpoint", title=f"{self.run}: checkpoint",
-                           body=f"step {event.event.step} saved at {event.event.path}")]
+            return [RunNotice(event="checkpoint", title=f"{self.run}: checkpoint",
+                              body=f"step {event.event.step} saved at {event.event.path}")]
         if isinstance(event.event, RebalanceEvent):
             return self._membership(event.event)
         if isinstance(event.event, StepEvent):
             return self._throughput(event.event.t)
         return []
 
-    def _status(self, status: RunStatus) -> list[Notice]:
+    def _status(self, status: RunStatus) -> list[RunNotice]:
         if status.state == "running" and not self.figures.has_steps:
-            return [Notice(event="started", title=f"{self.run} started",
-                           body=f"run {status.run_id} is training")]
+            return [RunNotice(event="started", title=f"{self.run} started",
+                              body=f"run {status.run_id} is training")]
         if status.state not in FINAL_RUN_STATES or self.ended:
             return []
         self.ended = True
@@ -124,33 +124,33 @@ class NoticeRules:
             body = (f"{self.figures.steps_done} steps, "
                     + (f"{rate:.1f} samples/s" if rate is not None else "no samples/s measured")
                     + (f", {wall / 60:.1f} min" if wall is not None else ""))
-            return [Notice(event="finished", title=f"{self.run} finished", body=body)]
+            return [RunNotice(event="finished", title=f"{self.run} finished", body=body)]
         if status.state == "stopped":
-            return [Notice(event="stopped", title=f"{self.run} stopped",
-                           body=status.detail or "stopped")]
+            return [RunNotice(event="stopped", title=f"{self.run} stopped",
+                              body=status.detail or "stopped")]
         where = " ".join(part for part in (
             f"host {status.failed_host}" if status.failed_host else "",
             f"rank {status.failed_rank}" if status.failed_rank is not None else "") if part)
-        event = "stuck" if STUCK_START in status.detail and "stuck" in self.section.events \
-            else "failed"
-        return [Notice(event=event, title=f"{self.run} failed" + (f" on {where}" if where else ""),
-                       body=status.detail or "failed")]
+        stuck = STUCK_START in status.detail and "stuck" in self.section.events
+        title = f"{self.run} failed" + (f" on {where}" if where else "")
+        return [RunNotice(event="stuck" if stuck else "failed", title=title,
+                          body=status.detail or "failed")]
 
-    def _membership(self, move: RebalanceEvent) -> list[Notice]:
+    def _membership(self, move: RebalanceEvent) -> list[RunNotice]:
         out = []
         for rank, (before, after) in enumerate(zip(move.previous, move.split, strict=False)):
             host = self.hosts.get(rank, "?")
             if before > 0 and after == 0:
-                out.append(Notice(event="benched", title=f"{self.run}: {host} sits out",
-                                  body=f"rank {rank} on {host} from step {move.step}: "
-                                       f"{move.reason}"))
+                out.append(RunNotice(event="benched", title=f"{self.run}: {host} sits out",
+                                     body=f"rank {rank} on {host} from step {move.step}: "
+                                          f"{move.reason}"))
             elif before == 0 and after > 0:
-                out.append(Notice(event="rejoined", title=f"{self.run}: {host} rejoined",
-                                  body=f"rank {rank} on {host} from step {move.step}: "
-                                       f"{move.reason}"))
+                out.append(RunNotice(event="rejoined", title=f"{self.run}: {host} rejoined",
+                                     body=f"rank {rank} on {host} from step {move.step}: "
+                                          f"{move.reason}"))
         return out
 
-    def _throughput(self, t: float) -> list[Notice]:
+    def _throughput(self, t: float) -> list[RunNotice]:
         """``slow``: the median of the last steps' samples/s below the best by
         ``slow_percent`` for ``slow_minutes`` (once, until it recovers)."""
         rates = self.figures.step_rates()[-SLOW_WINDOW:]
@@ -165,9 +165,9 @@ class NoticeRules:
         if self.told_slow or t - self.slow_since < self.section.slow_minutes * 60:
             return []
         self.told_slow = True
-        return [Notice(event="slow", title=f"{self.run}: throughput fell",
-                       body=f"{now:.1f} samples/s for {(t - self.slow_since) / 60:.0f} min, "
-                            f"best {self.best:.1f}")]
+        return [RunNotice(event="slow", title=f"{self.run}: throughput fell",
+                          body=f"{now:.1f} samples/s for {(t - self.slow_since) / 60:.0f} min, "
+                               f"best {self.best:.1f}")]
 
 
 class NoticeSender:
@@ -182,7 +182,7 @@ class NoticeSender:
         self.warned = False
         self.lock = threading.Lock()
 
-    def send(self, notice: Notice) -> None:
+    def send(self, notice: RunNotice) -> None:
         """Ring the bell and start sending ``notice``; returns at once."""
         if self.section.bell and sys.__stderr__ is not None and sys.__stderr__.isatty():
             sys.__stderr__.write("\a")
@@ -194,7 +194,7 @@ class NoticeSender:
         thread.start()
         self.threads = [t for t in self.threads if t.is_alive()] + [thread]
 
-    def _deliver(self, notice: Notice, began: float) -> None:
+    def _deliver(self, notice: RunNotice, began: float) -> None:
         try:
             sent = self.apprise.Apprise(self.urls).notify(body=notice.body, title=notice.title)
             problem = None if sent else "a receiver refused it or could not be reached"
@@ -274,7 +274,7 @@ def send_test(config: ClusterConfig) -> list[str]:
         raise UsageError(f"{config.path.name} has no [notify] urls: add urls = [\"...\"] "
                          "(apprise URLs) under [notify]", title="nothing to notify")
     sender = NoticeSender(section)
-    sender.send(Notice(event="test", title=f"corral: {config.cluster.name}",
-                       body="a test notice from corral notify --test"))
+    sender.send(RunNotice(event="test", title=f"corral: {config.cluster.name}",
+                          body="a test notice from corral notify --test"))
     sender.drain()
     return sender.take_warnings()

@@ -227,3 +227,21 @@ def test_corral_notify_test_sends_one_from_the_command_line(receiver: Receiver, 
                     f'[notify]\nurls = ["{receiver.url}"]\n')
     assert main(["notify", "--test", "-c", str(toml)]) == 0
     assert len(receiver.bodies) == 1 and "sent a test notice" in capsys.readouterr().out
+
+
+def test_corral_check_names_apprise_when_notify_has_urls(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from remote.checks.trackers import tracker_items
+
+    toml = tmp_path / "cluster.toml"
+    toml.write_text('[cluster]\nname = "c"\n[[hosts]]\nname = "a"\naddress = "local"\n'
+                    '[notify]\nurls = ["ntfy://topic"]\n')
+    (found,) = tracker_items(load_cluster(toml))
+    assert found.ok and found.name == "notify"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "apprise" else real(name, *a))
+    (missing,) = tracker_items(load_cluster(toml))
+    assert not missing.ok and "corral[notify]" in missing.hint
