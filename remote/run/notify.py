@@ -87,6 +87,8 @@ class NoticeRules:
         self.hosts: dict[int, str] = {}
         """Each rank's host, as its events came."""
         self.best = 0.0
+        self.rated: dict[int, float] = {}
+        """The last ``SLOW_WINDOW`` complete steps' samples/s, by step."""
         self.slow_since: float | None = None
         self.told_slow = False
         self.ended = False
@@ -153,7 +155,15 @@ class NoticeRules:
     def _throughput(self, t: float) -> list[RunNotice]:
         """``slow``: the median of the last steps' samples/s below the best by
         ``slow_percent`` for ``slow_minutes`` (once, until it recovers)."""
-        rates = self.figures.step_rates()[-SLOW_WINDOW:]
+        if "slow" not in self.section.events:
+            return []
+        row = self.figures.latest_complete_row()  # a look at the newest rows: no full scan
+        if row is None or row.samples_per_s is None or row.step in self.rated:
+            return []
+        self.rated[row.step] = row.samples_per_s
+        while len(self.rated) > SLOW_WINDOW:
+            del self.rated[min(self.rated)]
+        rates = list(self.rated.values())
         if len(rates) < SLOW_WINDOW:
             return []
         now = sorted(rates)[len(rates) // 2]
