@@ -145,6 +145,19 @@ async def cmd_trust(args: argparse.Namespace, console: Console) -> int:
     return 1 if answers and not answers[-1] else 0
 
 
+def cmd_notify(args: argparse.Namespace, console: Console) -> int:
+    """``corral notify --test``: one notice sent and waited for; 1 when it was not sent."""
+    from remote.api import send_test_notice
+
+    config = Session(args.config).config
+    problems = send_test_notice(config)
+    for line in problems:
+        console.print(escape(line))
+    if not problems:
+        console.print(f"sent a test notice to {len(config.notify.urls)} URL(s)")
+    return 1 if problems else 0
+
+
 ASYNC_COMMANDS = {
     "status": cmd_status, "profile": cmd_profile, "trust": cmd_trust, "setup": cmd_setup,
     **RUN_COMMANDS, **RESULTS_COMMANDS, **EXPORT_COMMANDS,
@@ -159,6 +172,8 @@ def dispatch(args: argparse.Namespace, console: Console) -> int:
         return run_command(cmd_attach(args, console))
     if args.command == "init":
         return cmd_init(args, console)
+    if args.command == "notify":
+        return cmd_notify(args, console)
     return run_command(ASYNC_COMMANDS[args.command](args, console))
 
 

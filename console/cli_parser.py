@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_host_parsers(command)
     add_results_parsers(command)
     add_export_parser(command)
+    notify = command("notify", "Send the [notify] section's notices by hand (see "
+                     "docs/console.md: a run's moments are sent while corral follows it).")
+    notify.add_argument("--test", action="store_true", required=True,
+                        help="send one test notice to every [notify] URL and wait for it; "
+                        "exit 1 when one was not sent")
     return parser
 
 

@@ -269,6 +269,14 @@ async def trust_host(config: ClusterConfig, host_name: str,
     return await trust_over_ssh(config, host_name, confirm)
 
 
+def send_test_notice(config: ClusterConfig) -> list[str]:
+    """One notice to every ``[notify]`` URL, waited for (``corral notify --test``); what went
+    wrong, in words."""
+    from remote.run.notify import send_test
+
+    return send_test(config)
+
+
 # ---- Kubernetes export (``corral export k8s``; the work is in ``remote.k8s``) ----------------
 
 

@@ -1,10 +1,14 @@
-"""This machine's check for ``[tracking]``: the package of each tracker a run logs to.
+"""This machine's check for ``[tracking]`` and ``[notify]``: the package of each tracker a
+run logs to, and apprise for notices.
 
-The trackers run here (from the copy of the events), never on the hosts, so the check is one
-cluster-wide item per tracker, like the local run_root's.
+The trackers and the notices run here (from the events this machine follows), never on the
+hosts, so the check is one cluster-wide item per tracker (and one for apprise), like the local
+run_root's.
 """
 
 from __future__ import annotations
+
+import importlib.util
 
 from remote.config.cluster import ClusterConfig
 from remote.events import CheckItem
@@ -12,10 +16,23 @@ from remote.records.tracker_packages import MISSING, installed
 
 
 def tracker_items(config: ClusterConfig) -> list[CheckItem]:
-    """One item per tracker ``[tracking]`` names: its package is importable here."""
+    """One item per tracker ``[tracking]`` names: its package is importable here; and with
+    ``[notify] urls``, one for apprise."""
     wanted = {"mlflow": config.tracking.mlflow, "aim": config.tracking.aim}
-    return [CheckItem(host="*", name=f"tracking-{name}", ok=installed(name),
-                      detail=f"this machine: {where}" if installed(name) else
-                      f"this machine: no {name} package",
-                      hint="" if installed(name) else MISSING[name])
-            for name, where in wanted.items() if where]
+    trackers = [CheckItem(host="*", name=f"tracking-{name}", ok=installed(name),
+                          detail=f"this machine: {where}" if installed(name) else
+                          f"this machine: no {name} package",
+                          hint="" if installed(name) else MISSING[name])
+                for name, where in wanted.items() if where]
+    return [*trackers, *notify_items(config)]
+
+
+def notify_items(config: ClusterConfig) -> list[CheckItem]:
+    """With ``[notify] urls``: apprise is importable here (the ``notify`` extra)."""
+    if not config.notify.urls:
+        return []
+    ok = importlib.util.find_spec("apprise") is not None
+    return [CheckItem(host="*", name="notify", ok=ok,
+                      detail="this machine: apprise" if ok else "this machine: no apprise package",
+                      hint="" if ok else "[notify] urls need apprise: pip install "
+                                         "'corral[notify]' (or leave [notify] urls out)")]

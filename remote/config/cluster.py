@@ -1,7 +1,7 @@
 """cluster.toml: the one file a user writes. Parsed once into frozen dataclasses.
 
 CONTRACT (shared by remote, console and their tests): the dataclass and field names below
-(``[kubernetes]`` and ``[tracking]``: ``remote/config/exports.py``).
+(``[kubernetes]``, ``[tracking]`` and ``[notify]``: ``remote/config/exports.py``).
 ``load_cluster(path)`` / ``parse_cluster(text, path=...)`` read a file strictly: every problem
 in it is collected and raised together as one ``ConfigError`` (a ``UsageError``, exit code 2),
 each naming the file, the section and the key. The value rules live in ``remote.config.rules``
@@ -19,7 +19,7 @@ from typing import Any, Literal
 from remote.config import rules
 from remote.config.container import ContainerSection, bind_run_root
 from remote.config.errors import ConfigError, ConfigProblem, check_section, host_where
-from remote.config.exports import KubernetesSection, TrackingSection
+from remote.config.exports import KubernetesSection, NotifySection, TrackingSection
 from remote.config.ranges import MAX_COUNT, MAX_RANKS_PER_HOST
 from remote.config.task_code import task_problems
 from remote.config.value_rules import key, key_problems, section_values
@@ -255,6 +255,8 @@ class ClusterConfig:
     """``[kubernetes]``."""
     tracking: TrackingSection = field(default_factory=TrackingSection)
     """``[tracking]``."""
+    notify: NotifySection = field(default_factory=NotifySection)
+    """``[notify]``."""
     launch_dir: str = ""
     """Not a section: for ``corral run --script`` started from a folder inside the code folder
     (``--code``), that folder relative to the code folder (POSIX; "" = the code folder), where
@@ -309,7 +311,9 @@ class ClusterConfig:
 SECTIONS: dict[str, type] = {
     "cluster": ClusterSection, "hosts": HostSection, "run": RunSection, "ssh": SshSection,
     "kubernetes": KubernetesSection, "tracking": TrackingSection,
+    "notify": NotifySection,
 }
 """Top-level keys of cluster.toml and the dataclass each one fills."""
 HEADERS = {"cluster": "[cluster]", "hosts": "[[hosts]]", "run": "[run]", "ssh": "[ssh]",
-           "kubernetes": "[kubernetes]", "tracking": "[tracking]"}
+           "kubernetes": "[kubernetes]", "tracking": "[tracking]",
+           "notify": "[notify]"}

@@ -3,12 +3,14 @@ Kubernetes manifests (``corral export k8s``) or sent to experiment trackers as i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from remote.config import rules
-from remote.config.errors import check_section
+from remote.config.errors import Problems, check_section, quote
 from remote.config.tracking_rules import tracking_problems
-from remote.config.value_rules import section_values
+from remote.config.value_rules import key, key_problems, section_values
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,3 +68,57 @@ class TrackingSection:
     def enabled(self) -> bool:
         """True when some tracker is configured."""
         return bool(self.mlflow or self.aim)
+
+
+NOTIFY_EVENTS = ("started", "failed", "finished", "stopped", "benched", "rejoined",
+                 "checkpoint", "slow", "stuck")
+"""What ``[notify] events`` may name: the run started training, failed, finished, was stopped;
+a host sat out of the exchange (benched) or came back (rejoined); a checkpoint was written;
+throughput fell by ``slow_percent`` for ``slow_minutes`` (slow); a start stuck before its first
+step (stuck)."""
+
+@dataclass(frozen=True, kw_only=True)
+class NotifySection:
+    """``[notify]``: who is told when a run's moments come, sent from this machine while
+    corral follows the run (``corral run``, ``corral attach`` or the console), never from the
+    ranks (see docs/console.md); nobody by default."""
+
+    urls: tuple[str, ...] = ()
+    """Apprise URLs (``slack://``, ``discord://``, ``ntfy://``, ``matrix://``, ``mailto://``,
+    ``json://`` ...; needs the ``notify`` extra). A secret is written ``${NAME}``: the value
+    of this machine's environment variable ``NAME``, read when a notice is sent and never
+    written to ``run.json``, a log or a command line."""
+    events: tuple[str, ...] = ("failed", "finished", "stopped", "stuck")
+    """Which moments are sent: any of ``started``, ``failed``, ``finished``, ``stopped``,
+    ``benched``, ``rejoined``, ``checkpoint``, ``slow``, ``stuck``."""
+    bell: bool = False
+    """Also ring the terminal's bell on each notice."""
+    slow_percent: float = field(default=30.0, metadata=key(above=0.0, at_most=100.0))
+    """``slow``: the cluster's samples/s fell by more than this percentage of its best ..."""
+    slow_minutes: float = field(default=5.0, metadata=key(above=0.0, at_most=1440.0))
+    """... and stayed there for this many minutes."""
+    timeout_s: float = field(default=10.0, metadata=key(above=0.0, at_most=300.0))
+    """Longest a notice may take to send; a slower or failing receiver is named once in the
+    run's log and never holds the run up."""
+
+    def __post_init__(self) -> None:
+        check_section("[notify] ", notify_problems(section_values(self)))
+
+    @property
+    def enabled(self) -> bool:
+        """True when some notice would be sent or rung."""
+        return bool(self.urls or self.bell)
+
+
+def notify_problems(values: Mapping[str, Any]) -> Problems:
+    """Rules for ``[notify]``: its keys' bounds, every URL a line with a scheme."""
+    out: Problems = key_problems(NotifySection, values)
+    for i, url in enumerate(values.get("urls") or ()):
+        if isinstance(url, str) and ("://" not in url or "\n" in url):
+            out.append((f"urls[{i}]", "is no apprise URL: write it as SCHEME://..., e.g. "
+                                      "ntfy://TOPIC or json://HOST:PORT"))
+    for i, name in enumerate(values.get("events") or ()):
+        if name not in NOTIFY_EVENTS:
+            out.append((f"events[{i}]", f"unknown event {quote(str(name))}: use any of "
+                                        f"{', '.join(NOTIFY_EVENTS)}"))
+    return out

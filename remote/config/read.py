@@ -35,7 +35,12 @@ from remote.config.errors import (
     quote,
 )
 from remote.config.errors import section_where as _where
-from remote.config.exports import KubernetesSection, TrackingSection
+from remote.config.exports import (
+    KubernetesSection,
+    NotifySection,
+    TrackingSection,
+    notify_problems,
+)
 from remote.config.toml import field_hints, toml_type, typed_fields
 from remote.config.tracking_rules import tracking_problems
 from remote.config.value_rules import key_problems
@@ -64,12 +69,14 @@ class Reader:
         ssh = self._table(document, "ssh", lambda key: _where("ssh", key))
         k8s = self._table(document, "kubernetes", lambda key: _where("kubernetes", key))
         tracking = self._table(document, "tracking", lambda key: _where("tracking", key))
+        notify = self._table(document, "notify", lambda key: _where("notify", key))
         cluster_rules = functools.partial(key_problems, ClusterSection)
         for name, values, check in (("cluster", cluster, cluster_rules),
                                     ("run", run, rules.run_problems),
                                     ("ssh", ssh, functools.partial(key_problems, SshSection)),
                                     ("kubernetes", k8s, rules.kubernetes_problems),
-                                    ("tracking", tracking, tracking_problems)):
+                                    ("tracking", tracking, tracking_problems),
+                                    ("notify", notify, notify_problems)):
             if values is not None:
                 for key, message in check(values):
                     self.add(_where(name, key), message)
@@ -92,6 +99,7 @@ class Reader:
             run=run_section, ssh=SshSection(**(ssh or {})),
             kubernetes=KubernetesSection(**(k8s or {})),
             tracking=TrackingSection(**(tracking or {})),
+            notify=NotifySection(**(notify or {})),
         )
 
     def _unknown_sections(self, document: Mapping[str, Any]) -> None:

@@ -27,6 +27,7 @@ from remote.records.runs import (
     resolve_run_id,
 )
 from remote.run.handle import SshRunHandle
+from remote.run.notify import NotifyingHandle
 from remote.run.record import RunRecord
 from remote.run.resume import refuse_live, run_to_resume
 from trainer.settings.run_settings import POLICIES
@@ -63,7 +64,7 @@ class SshRunController:
                            started=time.time(), hosts=hosts, owner=this_owner(),
                            config_path=str(self.config.path.resolve()),
                            name=name or self.config.run.name or "")
-            return SshRunHandle(self.config, self.pool, info, launch=True, policy=policy,
+            return NotifyingHandle(self.config, self.pool, info, launch=True, policy=policy,
                                 record=RunRecord.new(self.config, info))
         named = resume if isinstance(resume, str) else None
         previous = await run_to_resume(self.config, self.pool, named)
@@ -76,7 +77,7 @@ class SshRunController:
         # Held: the earlier run's record changes only once this launch starts a host.
         record = RunRecord(self.config, info, held=True)
         record.clear_stop()
-        return SshRunHandle(self.config, self.pool, info, launch=True, resume=True,
+        return NotifyingHandle(self.config, self.pool, info, launch=True, resume=True,
                             policy=policy, record=record)
 
     async def attach(self, run_id: str) -> SshRunHandle:
@@ -85,7 +86,7 @@ class SshRunController:
         info = read_run_info(self.config, resolve_run_id(self.config, run_id))
         record = RunRecord(self.config, info, outcome_kept=info.state in FINAL_RUN_STATES)
         record.adopt()  # its follower was lost: this one records how it ends
-        return SshRunHandle(self.config, self.pool, record.info, launch=False, record=record)
+        return NotifyingHandle(self.config, self.pool, record.info, launch=False, record=record)
 
     async def aclose(self) -> None:
         """Close every SSH connection (runs keep going on the hosts)."""

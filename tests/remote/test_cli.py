@@ -42,7 +42,7 @@ def test_every_subcommand_and_option_is_in_docs_cli_md() -> None:
     assert set(subcommands()) == {"aim", "attach", "check", "console", "export", "fetch",
                                   "init", "logs", "mlflow", "profile",
                                   "report", "run", "setup", "status", "stop", "tensorboard",
-                                  "trust"}
+                                  "notify", "trust"}
     for name, sub in action.choices.items():  # type: ignore[union-attr]
         assert re.search(rf"^## `corral {name}\b", docs, re.M), f"corral {name} not in docs"
         for option in sub._actions:
