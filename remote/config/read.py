@@ -66,9 +66,11 @@ class Reader:
         tracking = self._table(document, "tracking", lambda key: _where("tracking", key))
         cluster_rules = functools.partial(key_problems, ClusterSection)
         for name, values, check in (("cluster", cluster, cluster_rules),
-                                    ("run", run, rules.run_problems),
+                                    ("run", run, functools.partial(rules.run_problems,
+                                                                   RunSection)),
                                     ("ssh", ssh, functools.partial(key_problems, SshSection)),
-                                    ("kubernetes", k8s, rules.kubernetes_problems),
+                                    ("kubernetes", k8s, functools.partial(
+                                        key_problems, KubernetesSection)),
                                     ("tracking", tracking, tracking_problems)):
             if values is not None:
                 for key, message in check(values):
