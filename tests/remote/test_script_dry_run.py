@@ -13,6 +13,7 @@ from remote.checks.plan import LaunchFacts
 from remote.checks.script_imports import script_keys_items
 from remote.config.cluster import ClusterConfig
 from remote.config.read import parse_cluster
+from remote.config.task_code import user_code
 from remote.run.preview import preview
 
 HOSTS = ('[cluster]\nname = "s"\nmaster = "fast"\n'
@@ -27,7 +28,8 @@ def _config(tmp_path: Path, run: str) -> ClusterConfig:
 
 def _shown(config: ClusterConfig) -> str:
     facts = LaunchFacts(gpus={"fast": 0, "slow": 0}, interfaces={}, port=29400)
-    plan = preview(config, facts, 29400, "ab" * 32, "s-20260101-000000-abcdef")
+    plan = preview(config, facts, 29400, "ab" * 32, "s-20260101-000000-abcdef",
+                   user_code(config.run, config.path.parent))
     console = Console(width=200, record=True, file=io.StringIO())
     console.print(plan_renderable(plan))
     return console.export_text()
