@@ -80,9 +80,9 @@ async def check_with_preview(config: ClusterConfig, pool: HostPool) -> CheckRepo
         build_bundle, user_folder=user.folder if user is not None else None,
             with_data=config.run.script is None)  # a script's data: the data sync
     if user is None and not data_files(config):
-        report, facts = await check_and_plan(config, pool)
+        report, facts = await check_and_plan(config, pool, user=user)
     else:
-        report, facts = await check_and_plan(config, pool, code_digest=code.digest,
+        report, facts = await check_and_plan(config, pool, user=user, code_digest=code.digest,
                                              after_probe=push_then_import(config, code, {},
                                                                           user))
     setting = config.cluster.rendezvous_port

@@ -112,7 +112,8 @@ async def run_check(launch: Launch) -> AsyncGenerator[RunEvent, None]:
             with_data=config.run.script is None)  # a script's data: the data sync
     except CorralError as exc:  # over the size budget: named before any host is touched
         raise LaunchFailed(exc.message) from None
-    report, launch.facts = await check_and_plan(config, launch.pool, code_digest=code.digest)
+    report, launch.facts = await check_and_plan(config, launch.pool, user=user,
+                                                code_digest=code.digest)
     launch.report = report
     _refuse_failed(report)
     for line in warning_lines(report.items):
