@@ -74,7 +74,7 @@ async def _inner_mesh(path: str, rounds: int) -> None:
 
 
 async def _inner_check(path: str) -> None:
-    from remote.checks.preflight import check_and_plan
+    from remote.checks.preflight import check_cluster
     from remote.config.read import load_cluster
     from remote.hosts.pool import HostPool
     from trainer.balance.links import host_links
@@ -82,7 +82,7 @@ async def _inner_check(path: str) -> None:
     config = load_cluster(Path(path))
     pool = HostPool(config)
     try:
-        report, _ = await check_and_plan(config, pool)
+        report = await check_cluster(config, pool)
     finally:
         await pool.aclose()
     links = host_links(report.links)

@@ -53,6 +53,7 @@ from remote.checks.task_packages import judge_packages, packages_probe
 from remote.checks.torch_versions import judge_precision, torch_item
 from remote.checks.trackers import tracker_items
 from remote.config.cluster import ClusterConfig, HostSection
+from remote.config.task_code import UserCode, user_code
 from remote.events import CheckItem, CheckReport
 from remote.hosts import cpu_placement
 from remote.hosts.interpreter import TORCH_PROBE_PY, python_c
@@ -67,13 +68,15 @@ PROBE_TIMEOUT_S = 120.0
 
 
 def probe_script(host: HostSection, config: ClusterConfig, master_addr: str,
-                 port: int | None = None, code_digest: str | None = None) -> str:
+                 user: UserCode | None, port: int | None = None,
+                 code_digest: str | None = None) -> str:
     """Every per-host probe as one shell command (one SSH session: they are slow to open).
 
     With ``port``, a worker's probe also runs its side of the rendezvous-port test (the
     master's listener runs alongside), in the background while the other probes run, so that
     test costs no command and little time of its own. With ``code_digest`` it also tells
-    whether that code tree is present already (the push then asks nothing more).
+    whether that code tree is present already (the push then asks nothing more). ``user`` is
+    the run's user code (its script's imports are probed).
     """
     is_master = host.name == config.cluster.master
     parts = {
@@ -99,7 +102,7 @@ def probe_script(host: HostSection, config: ClusterConfig, master_addr: str,
     packages = packages_probe(host, config)
     if packages is not None:
         parts["packages"] = packages
-    imports = imports_probe(host, config)
+    imports = imports_probe(host, config, user)
     if imports is not None:
         parts["imports"] = imports
     prelude = ""
@@ -118,16 +121,17 @@ AfterProbe = Callable[[Transport, "HostFacts"], Awaitable[None]]
 
 
 async def _probe_host(
-    transport: Transport, config: ClusterConfig, master_addr: str, port: int | None = None,
-    code_digest: str | None = None, after: AfterProbe | None = None,
+    transport: Transport, config: ClusterConfig, master_addr: str, user: UserCode | None,
+    port: int | None = None, code_digest: str | None = None, after: AfterProbe | None = None,
 ) -> HostFacts:
     host = transport.host
     facts = HostFacts()
     facts.items.append(item(host, "reachable", True,
                              "this machine" if host.is_local else "connected"))
     try:
-        done = await transport.run(probe_script(host, config, master_addr, port, code_digest),
-                                   timeout=PROBE_TIMEOUT_S)
+        done = await transport.run(
+            probe_script(host, config, master_addr, user, port, code_digest),
+            timeout=PROBE_TIMEOUT_S)
     except CorralError as exc:
         # A hung interpreter or disk: the probes as a whole fail, the host stays reachable.
         facts.items.append(item(host, "python", False, exc.message,
@@ -161,7 +165,7 @@ async def _probe_host(
     if starts:  # else the probes inside it did not run: the container's item says why
         judge_python(host, *sections.get("python", (done.stderr, 1)), facts)
         facts.items += judge_packages(host, config, *sections.get("packages", MISSING))
-        facts.items += judge_imports(host, config, *sections.get("imports", MISSING))
+        facts.items += judge_imports(host, config, user, *sections.get("imports", MISSING))
         facts.items = container_hints(host, facts.items)
     judge_precision(host, config.run.precision, facts)
     judge_disk(host, section_text(sections, "disk"), facts)
@@ -174,8 +178,8 @@ async def _probe_host(
 
 
 async def _probe_with_port_test(
-    config: ClusterConfig, pool: HostPool, master_addr: str, code_digest: str | None,
-    after: AfterProbe | None,
+    config: ClusterConfig, pool: HostPool, master_addr: str, user: UserCode | None,
+    code_digest: str | None, after: AfterProbe | None,
 ) -> tuple[dict[str, HostFacts | BaseException], list[CheckItem], int | None]:
     """Every host's probes, and the rendezvous-port test run alongside them: the listener on
     the master, each worker's connect inside its probe command (no round trip of its own).
@@ -190,7 +194,7 @@ async def _probe_with_port_test(
     opening = asyncio.ensure_future(listener.open())
     try:
         results = await pool.gather(
-            lambda t: _probe_host(t, config, master_addr, target, code_digest, after))
+            lambda t: _probe_host(t, config, master_addr, user, target, code_digest, after))
         master_facts = results.get(master.name)
         # The master's listener runs through its engine: one that hung is not waited for.
         down = isinstance(master_facts, HostFacts) and master_facts.engine_down
@@ -224,26 +228,27 @@ def _unreachable_item(host: HostSection, error: BaseException) -> CheckItem:
 
 async def check_cluster(config: ClusterConfig, pool: HostPool) -> CheckReport:
     """Every pre-flight check of ``config``'s hosts, run in parallel over ``pool``."""
-    return (await check_and_plan(config, pool))[0]
+    return (await check_and_plan(config, pool, user=user_code(config.run, config.path.parent)))[0]
 
 
 async def check_and_plan(
-    config: ClusterConfig, pool: HostPool, *, code_digest: str | None = None,
-    after_probe: AfterProbe | None = None,
+    config: ClusterConfig, pool: HostPool, *, user: UserCode | None,
+    code_digest: str | None = None, after_probe: AfterProbe | None = None,
 ) -> tuple[CheckReport, LaunchFacts]:
     """``check_cluster``, and what the probes found that a launch needs (so that the launch
     does not ask the hosts again): GPU counts, interfaces, the tested rendezvous port.
 
     With ``code_digest`` each probe also asks whether that code tree is present; each host's
     ``after_probe(transport, facts)`` runs as soon as its probe is done (``corral check``'s
-    push, while the other hosts are still being checked).
+    push, while the other hosts are still being checked). ``user`` is the run's user code
+    (``user_code``), located once by the caller for the whole check.
     """
     master_addr = master_address(config)
-    results, rendezvous, port = await _probe_with_port_test(config, pool, master_addr,
+    results, rendezvous, port = await _probe_with_port_test(config, pool, master_addr, user,
                                                             code_digest, after_probe)
     items: list[CheckItem] = [run_root.local_item(config.cluster.run_root),
                               *tracker_items(config), *script_keys_items(config),
-                              *left_out_items(config)]
+                              *left_out_items(config, user)]
     facts: dict[str, HostFacts] = {}
     for host in config.hosts:
         result = results.get(host.name)

@@ -20,7 +20,7 @@ from remote.checks.distributions import distribution, torch_index_note
 from remote.checks.import_scan import ScriptNeeds, scan
 from remote.checks.task_packages import pip_line
 from remote.config.script_keys import ignored_keys_line
-from remote.config.task_code import user_code
+from remote.config.task_code import UserCode
 from remote.events import CheckItem
 from remote.hosts.data_tree import data_line
 from remote.hosts.interpreter import last_json, python_c, python_label
@@ -50,33 +50,33 @@ def _scanned(source: Path, folder: Path, stamp: int, era: int) -> ScriptNeeds:
     return scan(source, folder)
 
 
-def script_needs(config: ClusterConfig) -> ScriptNeeds:
-    """What the run's script needs from its hosts (nothing without a script)."""
-    code = user_code(config.run, config.path.parent) if config.run.script else None
+def script_needs(config: ClusterConfig, user: UserCode | None) -> ScriptNeeds:
+    """What the run's script needs from its hosts (nothing without a script); ``user`` is
+    the run's user code (``user_code``, located once by the check's caller)."""
+    code = user if config.run.script else None
     if code is None or not code.source.is_file():
         return ScriptNeeds()
     return _scanned(code.source, code.folder, code.source.stat().st_mtime_ns,
                     int(time.monotonic() // SCAN_KEPT_S))
 
 
-def script_packages(config: ClusterConfig) -> tuple[str, ...]:
+def script_packages(config: ClusterConfig, user: UserCode | None) -> tuple[str, ...]:
     """The modules the run's script needs from its hosts, required and optional."""
-    return tuple(use.name for use in script_needs(config).packages)
+    return tuple(use.name for use in script_needs(config, user).packages)
 
 
-def imports_probe(host: HostSection, config: ClusterConfig) -> str | None:
+def imports_probe(host: HostSection, config: ClusterConfig, user: UserCode | None) -> str | None:
     """The shell command of the imports probe, or None when there is nothing to ask."""
-    names = script_packages(config)
+    names = script_packages(config, user)
     return f"{python_c(host, FIND_SPECS_PY, *names)} 2>&1" if names else None
 
 
-def _own_items(host: HostSection, config: ClusterConfig, needs: ScriptNeeds) -> list[CheckItem]:
+def _own_items(host: HostSection, code: UserCode | None, needs: ScriptNeeds) -> list[CheckItem]:
     """The user's own modules that are not pushed, and names corral's opt-in cannot take."""
     items = [CheckItem(host=host.name, name="imports", ok=False, detail=problem,
                        hint="see docs/scripts.md, from torchrun to corral")
              for problem in needs.collisions]
     if needs.not_pushed:
-        code = user_code(config.run, config.path.parent)
         assert code is not None
         named = ", ".join(f"{n} ({p})" for n, p in needs.not_pushed.items())
         items.append(CheckItem(
@@ -88,12 +88,13 @@ def _own_items(host: HostSection, config: ClusterConfig, needs: ScriptNeeds) -> 
     return items
 
 
-def judge_imports(host: HostSection, config: ClusterConfig, output: str,
+def judge_imports(host: HostSection, config: ClusterConfig, user: UserCode | None, output: str,
                   status: int) -> list[CheckItem]:
     """The ``imports`` items: required packages found (or not), optional ones missing as a
-    warning, and the user's own modules that would not reach the host."""
-    needs = script_needs(config)
-    items = _own_items(host, config, needs)
+    warning, and the user's own modules that would not reach the host (``user``: the run's
+    user code)."""
+    needs = script_needs(config, user)
+    items = _own_items(host, user, needs)
     if not needs.packages:
         return items
     found = (last_json(output) if status == 0 else None) or {}
@@ -140,10 +141,10 @@ DATA_CHECK = "data-sync"
 ``corral run`` too."""
 
 
-def left_out_items(config: ClusterConfig) -> list[CheckItem]:
+def left_out_items(config: ClusterConfig, code: UserCode | None) -> list[CheckItem]:
     """The user folder over the push budget (a failure naming the largest files), and a
-    warning naming the links out of it and the special files a push leaves out."""
-    code = user_code(config.run, config.path.parent)
+    warning naming the links out of it and the special files a push leaves out (``code``: the
+    run's user code)."""
     if code is None:
         return []
     tree = walk_tree(code.folder)

@@ -19,7 +19,7 @@ from profiles.user_errors import CorralError
 from remote.checks.host_facts import HostFacts
 from remote.checks.preflight import AfterProbe
 from remote.config.cluster import ClusterConfig
-from remote.config.task_code import USER_CODE_DIR, UserCode, user_code
+from remote.config.task_code import USER_CODE_DIR, UserCode
 from remote.events import CheckItem
 from remote.hosts.interpreter import last_json, python_c
 from remote.hosts.push import CodeBundle, code_dir, push_code
@@ -146,7 +146,8 @@ async def data_item(transport: Transport, files: list[tuple[str, str]], digest: 
 
 
 async def push_and_check_code(transport: Transport, config: ClusterConfig, code: CodeBundle,
-                              present: bool | None) -> tuple[bool | CorralError, list[CheckItem]]:
+                              present: bool | None, user: UserCode | None,
+                              ) -> tuple[bool | CorralError, list[CheckItem]]:
     """Push the code tree to the host (``present``: the probe found it there already), then
     judge what needs it there: the data files, read with the pushed trainer's reader, and a
     user task, imported. Whether the tree was sent (or why the push failed), and the items."""
@@ -159,20 +160,22 @@ async def push_and_check_code(transport: Transport, config: ClusterConfig, code:
         with contextlib.suppress(CorralError):
             if (data := await data_item(transport, files, code.digest)) is not None:
                 items.append(data)
-    user = user_code(config.run, config.path.parent)
     if user is not None and (task := await task_item(transport, user, code.digest)) is not None:
         items.append(task)
     return sent, items
 
 
-def push_then_import(config: ClusterConfig, code: CodeBundle, pushed: Pushed) -> AfterProbe:
+def push_then_import(config: ClusterConfig, code: CodeBundle, pushed: Pushed,
+                     user: UserCode | None) -> AfterProbe:
     """The check's ``after_probe`` (``corral check``): ``push_and_check_code`` as soon as the
-    host's probe is done, its items added to the host's (the push recorded in ``pushed``)."""
+    host's probe is done, its items added to the host's (the push recorded in ``pushed``;
+    ``user``: the run's user code, located once for the check)."""
 
     async def after_probe(transport: Transport, found: HostFacts) -> None:
         # A push before the whole check has passed is harmless: the tree is content-addressed
         # and renamed into place only when complete.
-        sent, items = await push_and_check_code(transport, config, code, found.code_present)
+        sent, items = await push_and_check_code(transport, config, code, found.code_present,
+                                                user)
         pushed[transport.host.name] = sent
         found.items.extend(items)
 

@@ -152,7 +152,7 @@ class RunSection(RunSettings):
     ``trainer.settings.run_settings.RunSettings``'s fields; the ones below are corral's own,
     or written differently in cluster.toml than on the trainer's command line."""
 
-    name: str | None = None
+    name: str | None = field(default=None, metadata=key(rule=rules.run_name_problem))
     """The runs' name (``corral run --name`` overrides it), shown with their unique run id."""
     task_options: dict[str, Any] = field(default_factory=dict)
     """``[run.task_options]``: options of the causal_lm or user task (``build(options)``)."""
@@ -182,12 +182,12 @@ class RunSection(RunSettings):
     """How the split is chosen and changed: kept (``static``), proportional to measured
     capacity, or re-solved during the run (``dynamic``, the default here: balancing unequal
     machines is what corral is for; a bare ``python -m trainer`` keeps its ``--split``)."""
-    micro_batch: int | None = None
+    micro_batch: int | None = field(default=None, metadata=key(at_least=1))
     """Largest forward/backward pass per rank (more passes, one all-reduce); not set: one."""
-    hang_factor: float = 20.0
+    hang_factor: float = field(default=20.0, metadata=key(at_least=1.0, at_most=1e6))
     """A rank without a step for this many times its usual step time (and at least 10 s) is
     reported, with what its process is doing (stopped, blocked, gone, busy, waiting)."""
-    max_restarts: int = 0
+    max_restarts: int = field(default=0, metadata=key(at_least=0, at_most=10**6))
     """When a rank fails after the run started (killed, crashed, its host dropped, hung),
     stop the rest and launch the run again from its newest good checkpoint, up to this many
     times. The data order and random state continue exactly, so the result is the same."""
@@ -196,7 +196,7 @@ class RunSection(RunSettings):
     two attempts in a row under ``max_restarts``): ``stop`` fails the run; ``continue`` drops
     the host and restarts from the newest checkpoint on the others,
     the same global batch re-split among them (the result is the same, only slower)."""
-    hang_limit: float = 300.0
+    hang_limit: float = field(default=300.0, metadata=key(at_least=0.0, at_most=10**7))
     """Seconds without a step after which corral stops the run, naming the rank that holds
     the others up (0 = wait for torch's own timeout)."""
     keys_set: frozenset[str] = field(default=frozenset(), init=False, repr=False,
@@ -205,7 +205,7 @@ class RunSection(RunSettings):
     section built in code), so that what a script ignores is named as written."""
 
     def __post_init__(self) -> None:
-        check_section("[run] ", rules.run_problems(section_values(self)))
+        check_section("[run] ", rules.run_problems(RunSection, section_values(self)))
         if self.steps is None and self.epochs is None:
             # Written out so every reader (flags, console, reports) sees the same length.
             object.__setattr__(self, "epochs", 1)

@@ -30,6 +30,23 @@ def k8s_name_problem(value: str, *, label: bool) -> str | None:
             f"{first}{size}), got {quote(value)}; use e.g. {quote(fixed)}")
 
 
+def job_name_problem(value: str) -> str | None:
+    """``[kubernetes] namespace``'s and ``job_name``'s rule: a short DNS label."""
+    return k8s_name_problem(value, label=True)
+
+
+def object_name_problem(value: str) -> str | None:
+    """The rule of ``[kubernetes]``'s claim, class, account and secret names: a DNS subdomain."""
+    return k8s_name_problem(value, label=False)
+
+
+def storage_size_problem(value: str) -> str | None:
+    """``[kubernetes] runs_pvc_size``'s rule: a Kubernetes quantity like ``20Gi``."""
+    if QUANTITY_RE.match(value):
+        return None
+    return f"is not a storage size like \"20Gi\", got {quote(value)}"
+
+
 def label_problem(key: str, value: str) -> str | None:
     """Why ``key = value`` is no node label (``prefix/name = value``), or None."""
     prefix, _, name = key.rpartition("/")

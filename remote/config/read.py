@@ -72,9 +72,11 @@ class Reader:
         notify = self._table(document, "notify", lambda key: _where("notify", key))
         cluster_rules = functools.partial(key_problems, ClusterSection)
         for name, values, check in (("cluster", cluster, cluster_rules),
-                                    ("run", run, rules.run_problems),
+                                    ("run", run, functools.partial(rules.run_problems,
+                                                                   RunSection)),
                                     ("ssh", ssh, functools.partial(key_problems, SshSection)),
-                                    ("kubernetes", k8s, rules.kubernetes_problems),
+                                    ("kubernetes", k8s, functools.partial(
+                                        key_problems, KubernetesSection)),
                                     ("tracking", tracking, tracking_problems),
                                     ("notify", notify, notify_problems)):
             if values is not None:

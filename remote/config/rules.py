@@ -1,12 +1,12 @@
 """Value rules for cluster.toml, shared by the parser and the dataclasses' ``__post_init__``.
 
 A key's own rules are declared on its field (``remote/config/value_rules.py``: ``key``,
-``key_problems``); here are ``[run]``'s, ``[kubernetes]``'s and the rules that relate several
-keys of a section or of several sections. Each rule function takes one section's values as a
-mapping and returns ``(key, problem)`` pairs. A key that is absent (or None) is skipped: the
-parser leaves out keys whose type was already wrong, so one mistake is reported once, not
-again as a knock-on problem elsewhere. The cross-section rules return ``(where, problem)``
-pairs naming the section and key.
+``key_problems``); here are the rules that relate several keys of a section or of several
+sections, and the upper bound of ``[run]``'s whole-number settings (``ranges.MAX_COUNT``).
+Each rule function takes one section's values as a mapping and returns ``(key, problem)``
+pairs. A key that is absent (or None) is skipped: the parser leaves out keys whose type was
+already wrong, so one mistake is reported once, not again as a knock-on problem elsewhere.
+The cross-section rules return ``(where, problem)`` pairs naming the section and key.
 """
 
 from __future__ import annotations
@@ -14,17 +14,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
 from remote.config.errors import Problems, did_you_mean, host_where, quote, section_where
-from remote.config.k8s_rules import QUANTITY_RE, k8s_name_problem, label_problem
-from remote.config.ranges import MAX_COUNT, upper_bound_problems
+from remote.config.k8s_rules import label_problem
+from remote.config.ranges import MAX_COUNT
 from remote.config.value_rules import (
-    check_at_least,
     check_at_most,
-    check_choice,
-    check_number,
-    check_text,
     is_whole,
     key_problems,
     ssh_only_keys,
@@ -115,46 +111,16 @@ def run_name_problem(name: str) -> str:
     return ""
 
 
-def settings_problems(values: Mapping[str, Any]) -> Problems:
-    """The rules of the keys ``[run]`` shares with the trainer, from their fields
-    (``trainer.settings.run_settings.RunSettings``): a ``Literal`` key holds one of its values,
-    a bounded one (``setting(at_least=, above=)``) is within its bounds."""
-    out: Problems = []
-    hints = field_hints(RunSettings)
-    for f in fields(RunSettings):
-        if get_origin(hints[f.name]) is Literal:
-            check_choice(out, values, f.name, get_args(hints[f.name]))
-        whole = hints[f.name] in (int, int | None)
-        for key, inclusive in (("at_least", True), ("above", False)):
-            low = f.metadata.get(key)
-            if low is not None and whole and inclusive:
-                check_at_least(out, values, f.name, low)
-            elif low is not None:
-                check_number(out, values, f.name, low, inclusive=inclusive)
-    return out
-
-
-def run_problems(values: Mapping[str, Any]) -> Problems:
-    """Rules for ``[run]`` on its own: each key's, then the relations between keys
+def run_problems(section: type, values: Mapping[str, Any]) -> Problems:
+    """Rules for ``[run]`` on its own: each key's, as the fields of ``section``
+    (``RunSection``, with the settings it shares with the trainer) declare them; the
+    whole-number settings' upper bound; then the relations between keys
     (``trainer.settings.relations``, the trainer's own) over the keys that passed their own
     rules."""
-    out = settings_problems(values)
-    check_choice(out, values, "on_host_loss", get_args(HostLoss))
-    check_choice(out, values, "imports_check", get_args(ImportsCheck))
-    check_text(out, values, "data_dir")
-    name = values.get("name")
-    if isinstance(name, str):
-        problem = run_name_problem(name)
-        if problem:
-            out.append(("name", problem))
+    out = key_problems(section, values)
     hints = field_hints(RunSettings)
     for key in (f.name for f in fields(RunSettings) if hints[f.name] in (int, int | None)):
         check_at_most(out, values, key, 2**63 - 1 if key == "seed" else MAX_COUNT)
-    upper_bound_problems(out, values, "run")
-    check_at_least(out, values, "max_restarts", 0)
-    check_number(out, values, "hang_factor", 1.0, inclusive=True)
-    check_number(out, values, "hang_limit", 0.0, inclusive=True)
-    check_at_least(out, values, "micro_batch", 1)
     wrong = {key for key, _ in out}
     valid = {key: value for key, value in values.items() if key not in wrong}
     return out + relations.problems(valid, KEY_NAMING)
@@ -170,23 +136,6 @@ KEY_NAMING = relations.Naming(name=str, value=lambda _key, value: _toml_text(val
                               equals=" = ")
 """How cluster.toml names a field in a relation's problem: as its ``[run]`` key (the section
 and the subject key are named by the problem's place)."""
-
-
-def kubernetes_problems(values: Mapping[str, Any]) -> Problems:
-    """Rules for ``[kubernetes]``."""
-    out: Problems = []
-    for key in ("namespace", "job_name", "runs_pvc", "data_pvc", "storage_class",
-                "service_account", "image_pull_secret"):
-        value = values.get(key)
-        problem = isinstance(value, str) and k8s_name_problem(
-            value, label=key in ("namespace", "job_name"))
-        if problem:
-            out.append((key, problem))
-    check_text(out, values, "image", token=True)
-    size = values.get("runs_pvc_size")
-    if isinstance(size, str) and not QUANTITY_RE.match(size):
-        out.append(("runs_pvc_size", f"is not a storage size like \"20Gi\", got {quote(size)}"))
-    return out
 
 
 def _on_this_machine(address: str) -> bool:

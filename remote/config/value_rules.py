@@ -2,17 +2,17 @@
 
 A section's field says what its key must be (``key(...)`` in its metadata: a name, a one-word
 text, a port, bounds); ``key_problems`` applies that to one section's values, and a ``Literal``
-field holds one of its choices. The rules of ``[cluster]``, ``[[hosts]]`` and ``[ssh]`` are so
-declared beside each key (``remote/config/cluster.py``); ``remote/config/rules.py`` adds what
-relates several keys. ``[run]``'s shared settings declare theirs with
-``trainer.settings.run_settings.setting``.
+field holds one of its choices. The rules of every section's keys are so declared beside each
+key (``remote/config/cluster.py``, ``exports.py``); ``remote/config/rules.py`` adds what relates
+several keys. ``[run]``'s shared settings declare theirs with
+``trainer.settings.run_settings.setting`` (the same ``at_least``/``above``/``text``).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any, Literal, TypeGuard, get_args, get_origin
 
@@ -103,17 +103,24 @@ def check_name(out: Problems, values: Mapping[str, Any], key: str) -> None:
                          f"or digit), got {quote(value)}"))
 
 
+TextRule = Callable[[str], str | None]
+"""A text key's own rule: why its value cannot be used (None or "" when it can)."""
+
+
 def key(*, name: bool = False, text: bool = False, token: bool = False, address: bool = False,
         port: bool = False, at_least: float | None = None, above: float | None = None,
-        at_most: float | None = None, ssh_only: bool = False) -> dict[str, Any]:
+        at_most: float | None = None, ssh_only: bool = False,
+        rule: TextRule | None = None) -> dict[str, Any]:
     """A cluster.toml key's rules, as its field's metadata: ``name`` (a cluster or host name),
     ``text`` (non-empty, printable; ``token``: also one word not starting with ``-``),
     ``address`` (fits DNS), ``port`` (1 to 65535), bounds (``at_least``: value >= it, a whole
-    number's when it is an int; ``above``: value > it; ``at_most``: the largest value, so that
-    no value builds billions of ranks), ``ssh_only`` (means nothing on a ``local`` host)."""
+    number's when the field holds whole numbers; ``above``: value > it; ``at_most``: the
+    largest value, so that no value builds billions of ranks), ``ssh_only`` (means nothing on
+    a ``local`` host), ``rule`` (what else a text value must be: a run name, a Kubernetes
+    name, a storage size)."""
     rules = {"name": name, "text": text or token, "token": token, "address": address,
              "port": port, "at_least": at_least, "above": above, "at_most": at_most,
-             "ssh_only": ssh_only}
+             "ssh_only": ssh_only, "rule": rule}
     return {k: v for k, v in rules.items() if v is not None and v is not False}
 
 
@@ -132,7 +139,7 @@ def key_problems(cls: type, values: Mapping[str, Any]) -> Problems:
         if meta.get("port"):
             check_port(out, values, f.name)
         if (low := meta.get("at_least")) is not None:
-            if isinstance(low, int):
+            if isinstance(low, int) and not _holds_fractions(hints[f.name]):
                 check_at_least(out, values, f.name, low)
             else:
                 check_number(out, values, f.name, low, inclusive=True)
@@ -142,7 +149,17 @@ def key_problems(cls: type, values: Mapping[str, Any]) -> Problems:
             _below_bound(out, values, f.name, high)
         if get_origin(hints[f.name]) is Literal:
             check_choice(out, values, f.name, get_args(hints[f.name]))
+        value = values.get(f.name)
+        rule = meta.get("rule")
+        if rule is not None and isinstance(value, str) and (problem := rule(value)):
+            out.append((f.name, problem))
     return out
+
+
+def _holds_fractions(hint: object) -> bool:
+    """True for a field that holds a ``float`` (alone or in a union): its bounds are a
+    number's, whatever the bound's own type (``momentum`` is at least ``0``)."""
+    return hint is float or float in get_args(hint)
 
 
 def ssh_only_keys(cls: type) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from remote.config.cluster import ClusterConfig
-from remote.config.task_code import user_code
+from remote.config.task_code import UserCode, user_code
 from remote.hosts.data_tree import data_line
 from remote.hosts.push import build_bundle
 from remote.k8s import manifests
@@ -62,6 +62,8 @@ class K8sExport:
     namespace: str
     objects: tuple[manifests.Manifest, ...]
     """In the order to apply them."""
+    user: UserCode | None
+    """The run's user code, located once for the export (None for a built-in task)."""
 
     def yaml(self) -> str:
         """Every object as one YAML stream."""
@@ -73,9 +75,9 @@ class K8sExport:
                 for index, obj in enumerate(self.objects, start=1)}
 
 
-def code_archive(config: ClusterConfig) -> tuple[str, str]:
-    """The pushed packages as ``corral run`` pushes them: their digest and a base64 gzip."""
-    user = user_code(config.run, config.path.parent)
+def code_archive(config: ClusterConfig, user: UserCode | None) -> tuple[str, str]:
+    """The pushed packages as ``corral run`` pushes them (``user``: the run's user code):
+    their digest and a base64 gzip."""
     bundle = build_bundle(user_folder=user.folder if user is not None else None,
                           with_data=config.run.script is None)  # as corral run's
     packed = base64.b64encode(gzip.compress(bundle.tar, mtime=0)).decode("ascii")
@@ -129,8 +131,10 @@ def export_manifests(config: ClusterConfig, requested: str | None = None, *,
     pods = manifests.Pods(settings=config.kubernetes, job=job, run_id=run_id,
                           port=DEFAULT_PORT if setting == "auto" else int(setting),
                           config_map=f"{job}-code")
-    digest, packed = code_archive(config)
-    launch = pod_launch(pods_config, plan, run_id=run_id, digest=digest, port=pods.port)
+    user = user_code(config.run, config.path.parent)
+    digest, packed = code_archive(config, user)
+    launch = pod_launch(pods_config, plan, run_id=run_id, digest=digest, port=pods.port,
+                        user=user)
     job_object, start = job_and_start(chosen, pods, kinds)
     order = tuple(place for kind in kinds for place in kind.places)
     script = start_script(pods_config, launch, order, start)
@@ -140,7 +144,7 @@ def export_manifests(config: ClusterConfig, requested: str | None = None, *,
         objects.append(manifests.runs_claim(pods))
     objects.append(job_object)
     return K8sExport(format=chosen, run_id=run_id, job=job,
-                     namespace=config.kubernetes.namespace, objects=tuple(objects))
+                     namespace=config.kubernetes.namespace, objects=tuple(objects), user=user)
 
 
 EXPORT_FILE_RE = re.compile(r"^[0-9]{2}-[a-z0-9]+-[a-z0-9.-]+\.yaml$")
@@ -227,10 +231,9 @@ COPY_POD = "corral-copy"
 have exited by the time a run is copied back, and ``kubectl cp`` needs a running one)."""
 
 
-def _data_note(config: ClusterConfig) -> list[str]:
+def _data_note(config: ClusterConfig, user: UserCode | None) -> list[str]:
     """A script's data does not ride in the manifests (no data sync to a pod): what it is,
     and what the pods need, first (docs/data.md)."""
-    user = user_code(config.run, config.path.parent)
     if config.run.script is None or user is None:
         return []
     line = data_line(user.folder, config.run.data, config.path.parent)
@@ -250,7 +253,7 @@ def next_steps(config: ClusterConfig, export: K8sExport, source: str) -> list[st
                         "volumeMounts": [{"name": "runs", "mountPath": "/runs"}]}]}},
         separators=(",", ":"))
     local = shlex.quote(str(local_run_dir(config, export.run_id)))
-    return [*_data_note(config),
+    return [*_data_note(config, export.user),
         f"kubectl apply -f {shlex.quote(source)}",
         f"kubectl {ns} logs -f -l {manifests.RUN_ID_LABEL}={export.run_id} "
         "--prefix --max-log-requests 64",

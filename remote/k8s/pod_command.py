@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from remote.checks.plan import ClusterPlan, HostPlan
 from remote.config.cluster import ClusterConfig
+from remote.config.task_code import UserCode
 from remote.hosts.push import MARKER, code_dir
 from remote.hosts.transport import shell_path
 from remote.k8s.kinds import PLACEHOLDER_MASTER
@@ -45,11 +46,12 @@ class PodStart:
 
 
 def pod_launch(config: ClusterConfig, plan: ClusterPlan, *, run_id: str, digest: str,
-               port: int) -> LaunchPlan:
-    """The launch every pod makes (``config`` and ``plan`` from ``remote.k8s.kinds``)."""
+               port: int, user: UserCode | None) -> LaunchPlan:
+    """The launch every pod makes (``config`` and ``plan`` from ``remote.k8s.kinds``;
+    ``user``: the run's user code)."""
     return LaunchPlan(run_id=run_id, run_dir=run_dir_for(config, run_id), code_digest=digest,
                       master_addr=PLACEHOLDER_MASTER, port=port, nnodes=len(plan.hosts),
-                      backend=plan.backend)
+                      user=user, backend=plan.backend)
 
 
 def pod_command(config: ClusterConfig, launch: LaunchPlan, place: HostPlan) -> str:

@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
-from remote.config.task_code import user_code
+from remote.config.task_code import UserCode
 from remote.events import LogLine, RunEvent
 from remote.hosts.data_sync import (
     DataProgress,
@@ -34,11 +34,11 @@ PROGRESS_EVERY_S = 1.0
 """How often a host still receiving data gets a progress line."""
 
 
-def run_data(config: ClusterConfig) -> DataSet | None:
-    """The script run's ``DataSet`` (hashed); None for a task run or one with no data."""
+def run_data(config: ClusterConfig, user: UserCode | None) -> DataSet | None:
+    """The script run's ``DataSet`` (hashed); None for a task run or one with no data.
+    ``user`` is the launch's user code (``user_code``, located once per launch)."""
     if config.run.script is None or config.run.data is False:
         return None
-    user = user_code(config.run, config.path.parent)
     assert user is not None
     data = collect(user.folder, config.run.data, config.path.parent)
     return data if data.files or data.links or data.host_paths else None
@@ -67,11 +67,12 @@ async def _probe_all(pool: HostPool, data: DataSet, layout: RunLayout) -> dict[s
     return found
 
 
-async def sync_run_data(pool: HostPool, config: ClusterConfig, run_dir: str
-                        ) -> AsyncGenerator[RunEvent, None]:
-    """Sync the run's data to every host (see the module's docstring)."""
+async def sync_run_data(pool: HostPool, config: ClusterConfig, run_dir: str,
+                        user: UserCode | None) -> AsyncGenerator[RunEvent, None]:
+    """Sync the run's data to every host (see the module's docstring); ``user`` is the
+    launch's user code."""
     try:
-        data = await asyncio.to_thread(run_data, config)
+        data = await asyncio.to_thread(run_data, config, user)
     except CorralError as exc:
         raise LaunchFailed(exc.message) from None
     if data is None:

@@ -39,7 +39,7 @@ from remote.run.lifecycle import (
 )
 from remote.run.monitor import RunMonitor
 from remote.run.reconnect import resilient_tail
-from remote.run.stream import RankOwned, TailItem, merged
+from remote.run.stream import RankOwned, TailFailed, TailItem, merged
 from trainer.events import StartEvent
 
 FAILURE_SETTLE_S = 10.0
@@ -145,18 +145,16 @@ class RunFollower:
             if self.trackers is not None:  # cut short before the loop decided: goes on later
                 self.trackers.close(None)
 
-    async def _take(self, item: TailItem | tuple[str, BaseException] | HostStatus
-                    ) -> list[RunEvent]:
+    async def _take(self, item: TailItem | TailFailed | HostStatus) -> list[RunEvent]:
         """What one item of the merged tails means: its events."""
         if isinstance(item, HostStatus):  # a connection lost or found again
             self.hang.host_reachable(item.host, item.state != "unreachable", time.monotonic())
             return [item]
         seen: TailItem | HostLost
-        if isinstance(item, tuple):  # its tail gave up: the host is lost
-            host, error = item
-            await self.pool.drop(host)  # forget the dead connection so stop can reconnect
-            seen = self.monitor.lost(host, error)
-            self.hang.host_reachable(host, False, time.monotonic())
+        if isinstance(item, TailFailed):  # its tail gave up: the host is lost
+            await self.pool.drop(item.host)  # forget the dead connection so stop can reconnect
+            seen = self.monitor.lost(item.host, item.error)
+            self.hang.host_reachable(item.host, False, time.monotonic())
         else:
             seen = item
         return self._observe(seen)

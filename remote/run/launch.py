@@ -25,7 +25,7 @@ from typing import cast
 from profiles.user_errors import CorralError
 from remote.checks.plan import HostPlan
 from remote.config.cluster import ClusterConfig, HostSection, RunSection
-from remote.config.task_code import USER_CODE_DIR, option_pairs, user_code
+from remote.config.task_code import USER_CODE_DIR, UserCode, option_pairs
 from remote.hosts.container import inner_python, launcher_words, remove_command
 from remote.hosts.interpreter import python_word
 from remote.hosts.push import code_dir
@@ -64,6 +64,9 @@ class LaunchPlan:
     master_addr: str
     port: int
     nnodes: int
+    user: UserCode | None
+    """The run's user code, located once for the launch (``remote.config.task_code.user_code``:
+    the script or task file and the folder pushed with it); None for a built-in task."""
     resume: bool = False
     policy: str | None = None
     """Overrides ``[run] policy`` for this launch."""
@@ -164,7 +167,7 @@ def _entry_words(config: ClusterConfig, plan: LaunchPlan, place: HostPlan, tree:
     (relative to the host's working directory, ``_script_cwd``) and its arguments, through
     ``trainer.integrations.script_main`` so that the rank's command line names the run
     directory as a trainer rank's does."""
-    user = user_code(config.run, config.path.parent)
+    user = plan.user
     run_dir = shell_path(plan.run_dir)
     if config.run.script is not None:
         assert user is not None

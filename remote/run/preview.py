@@ -12,7 +12,7 @@ from remote.checks.plan import ClusterPlan, LaunchFacts, PlanError, master_addre
 from remote.checks.preflight import check_and_plan
 from remote.checks.task_import import data_files, push_then_import
 from remote.config.cluster import ClusterConfig
-from remote.config.task_code import user_code
+from remote.config.task_code import UserCode, user_code
 from remote.events import CheckItem, CheckReport, LaunchPreview, PlannedHost
 from remote.hosts.pool import HostPool
 from remote.hosts.push import build_bundle
@@ -47,13 +47,14 @@ def firewall_lines(config: ClusterConfig, master_addr: str, port: int) -> tuple[
 
 
 def preview(config: ClusterConfig, facts: LaunchFacts, port: int, code_digest: str,
-            run_id: str) -> LaunchPreview:
-    """The plan and each host's exact command for a launch with the given facts."""
+            run_id: str, user: UserCode | None) -> LaunchPreview:
+    """The plan and each host's exact command for a launch with the given facts (``user``:
+    the run's user code, ``user_code``)."""
     master_addr = master_address(config)
     plan = plan_cluster(config, facts, master_addr)
     launch = LaunchPlan(run_id=run_id, run_dir=run_dir_for(config, run_id),
                         code_digest=code_digest, master_addr=master_addr, port=port,
-                        nnodes=len(config.hosts), backend=plan.backend)
+                        nnodes=len(config.hosts), user=user, backend=plan.backend)
     script = config.run.script
     shares = first_shares(config, plan) if script is None else None
     hosts = tuple(PlannedHost(
@@ -79,16 +80,18 @@ async def check_with_preview(config: ClusterConfig, pool: HostPool) -> CheckRepo
         build_bundle, user_folder=user.folder if user is not None else None,
             with_data=config.run.script is None)  # a script's data: the data sync
     if user is None and not data_files(config):
-        report, facts = await check_and_plan(config, pool)
+        report, facts = await check_and_plan(config, pool, user=user)
     else:
-        report, facts = await check_and_plan(config, pool, code_digest=code.digest,
-                                             after_probe=push_then_import(config, code, {}))
+        report, facts = await check_and_plan(config, pool, user=user, code_digest=code.digest,
+                                             after_probe=push_then_import(config, code, {},
+                                                                          user))
     setting = config.cluster.rendezvous_port
     port = facts.port if setting == "auto" else int(setting)
     if not report.ok or port is None:
         return report
     try:
-        planned = preview(config, facts, port, code.digest, new_run_id(config.cluster.name))
+        planned = preview(config, facts, port, code.digest, new_run_id(config.cluster.name),
+                          user)
     except PlanError as exc:
         failed = CheckItem(host="*", name="plan", ok=False, detail=exc.message,
                            hint="change [run] backend or the hosts' gpus in cluster.toml")

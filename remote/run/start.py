@@ -21,7 +21,7 @@ from remote.checks.preflight import check_and_plan
 from remote.checks.script_imports import DATA_CHECK, LEFT_OUT_CHECK, SCRIPT_KEYS_CHECK
 from remote.checks.task_import import push_and_check_code
 from remote.config.cluster import ClusterConfig, HostSection
-from remote.config.task_code import user_code
+from remote.config.task_code import UserCode, user_code
 from remote.events import CheckItem, CheckReport, HostState, HostStatus, LogLine, RunEvent
 from remote.hosts.pool import HostPool
 from remote.hosts.push import CodeBundle, build_bundle
@@ -66,6 +66,9 @@ class Launch:
     backend: str = ""
     pgids: dict[str, int] = field(default_factory=dict)
     """Per host: the process group of its launcher, once started."""
+    user: UserCode | None = None
+    """The run's user code (``user_code``: its task or script and the folder pushed with it),
+    located once, by the check, for every later phase; None for a built-in task."""
 
     @property
     def hosts(self) -> list[str]:
@@ -100,7 +103,7 @@ async def run_check(launch: Launch) -> AsyncGenerator[RunEvent, None]:
     except CorralError as exc:
         raise LaunchFailed(f"cannot find the master's address: {exc}") from None
     try:
-        user = user_code(config.run, config.path.parent)
+        user = launch.user = user_code(config.run, config.path.parent)
     except CorralError as exc:
         raise LaunchFailed(f"{config.path}: [run] task: {exc.message}") from None
     try:
@@ -109,7 +112,8 @@ async def run_check(launch: Launch) -> AsyncGenerator[RunEvent, None]:
             with_data=config.run.script is None)  # a script's data: the data sync
     except CorralError as exc:  # over the size budget: named before any host is touched
         raise LaunchFailed(exc.message) from None
-    report, launch.facts = await check_and_plan(config, launch.pool, code_digest=code.digest)
+    report, launch.facts = await check_and_plan(config, launch.pool, user=user,
+                                                code_digest=code.digest)
     launch.report = report
     _refuse_failed(report)
     for line in warning_lines(report.items):
@@ -144,7 +148,8 @@ async def push_code_to_hosts(launch: Launch) -> AsyncGenerator[RunEvent, None]:
     for event in launch.each_host("pushing"):
         yield event
     results = await launch.pool.gather(lambda transport: push_and_check_code(
-        transport, launch.config, code, facts.code_present.get(transport.host.name)))
+        transport, launch.config, code, facts.code_present.get(transport.host.name),
+        launch.user))
     pushed: dict[str, bool | BaseException] = {}
     code_items: list[CheckItem] = []
     for name in launch.hosts:
@@ -168,7 +173,8 @@ async def push_code_to_hosts(launch: Launch) -> AsyncGenerator[RunEvent, None]:
              else "already on every host, nothing sent")
     yield LogLine(t=time.time(), host="*", rank=None,
                   text=f"code {code.digest[:12]}: {where} ({code.files} files)")
-    async for data_event in sync_run_data(launch.pool, launch.config, launch.run_dir):
+    async for data_event in sync_run_data(launch.pool, launch.config, launch.run_dir,
+                                          launch.user):
         yield data_event
 
 
@@ -212,7 +218,7 @@ async def start_hosts(launch: Launch, *, resume: bool, policy: str | None,
         await _follow_on(launch)
     plan = LaunchPlan(run_id=info.run_id, run_dir=launch.run_dir, code_digest=launch.code.digest,
                       master_addr=launch.master_addr, port=launch.port,
-                      nnodes=len(launch.hosts), resume=resume, policy=policy,
+                      nnodes=len(launch.hosts), user=launch.user, resume=resume, policy=policy,
                       backend=launch.backend, restart=restart)
     for event in launch.each_host("starting"):
         yield event

@@ -64,6 +64,16 @@ class RankOwned:
 TailItem = RunEvent | LauncherExit | RankOwned
 
 
+@dataclass(frozen=True, kw_only=True)
+class TailFailed:
+    """Internal: ``host``'s tail gave up (``merged`` yields it once; the other tails go on)."""
+
+    host: str
+    """The host whose tail ended."""
+    error: BaseException
+    """Why it ended (a lost connection, a tail that could not start)."""
+
+
 def tailer_paths(host: str) -> dict[str, str]:
     """The host's files the tailer reads, relative to the run directory (see tail_script)."""
     paths = {kind: IN_RUN_DIR.host_file(host, kind) for kind in get_args(HostFile)}
@@ -159,12 +169,12 @@ async def tail_host(
 
 async def merged(
     sources: Sequence[tuple[str, AsyncIterator[TailItem]]],
-) -> AsyncIterator[TailItem | tuple[str, BaseException]]:
+) -> AsyncIterator[TailItem | TailFailed]:
     """Items of every host's tail as one stream, in arrival order.
 
-    A host whose tail raises yields ``(host, error)`` once; the others go on.
+    A host whose tail raises yields a ``TailFailed`` once; the others go on.
     """
-    queue: asyncio.Queue[TailItem | tuple[str, BaseException] | None] = asyncio.Queue()
+    queue: asyncio.Queue[TailItem | TailFailed | None] = asyncio.Queue()
 
     async def pump(name: str, source: AsyncIterator[TailItem]) -> None:
         try:
@@ -173,7 +183,7 @@ async def merged(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await queue.put((name, exc))
+            await queue.put(TailFailed(host=name, error=exc))
         finally:
             await queue.put(None)
 

@@ -253,7 +253,7 @@ async def test_auto_port_falls_back_to_any_free_port_when_the_first_try_is_taken
         config = write_cluster(tmp_path, hosts)
         pool = HostPool(config)
         try:
-            report, facts = await check_and_plan(config, pool)
+            report, facts = await check_and_plan(config, pool, user=None)
         finally:
             await pool.aclose()
     assert report.ok, report.failures()

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from console.cli import main
-from remote.config.cluster import HostSection, SshSection
-from remote.config.ranges import UPPER_BOUNDS
+from remote.config.cluster import HostSection, RunSection, SshSection
 from remote.config.value_rules import upper_bounds
 
 COMMAND_DEADLINE_S = 10.0
@@ -62,8 +61,9 @@ def test_a_huge_host_number_is_named_by_every_command(
 
 def test_every_bounded_key_is_refused_above_its_bound(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    every = {**UPPER_BOUNDS, "hosts": upper_bounds(HostSection), "ssh": upper_bounds(SshSection)}
-    assert every["hosts"] and every["ssh"]
+    every = {"run": upper_bounds(RunSection), "hosts": upper_bounds(HostSection),
+             "ssh": upper_bounds(SshSection)}
+    assert every["run"] and every["hosts"] and every["ssh"]
     for section, bounds in every.items():
         for key, high in bounds.items():
             value = int(high) * 10 + 1

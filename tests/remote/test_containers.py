@@ -20,6 +20,7 @@ from remote.config.cluster import (
     KubernetesSection,
 )
 from remote.config.read import parse_cluster
+from remote.config.task_code import user_code
 from remote.hosts.container import container_name, python_in_container
 from remote.hosts.interpreter import python_word
 from remote.k8s.export import export_manifests
@@ -39,7 +40,8 @@ def _config(box: ContainerSection, gpus: int | str = 2) -> ClusterConfig:
 
 def _dry_run(config: ClusterConfig) -> str:
     facts = LaunchFacts(gpus={"plain": 0, "boxed": 2}, interfaces={}, port=29400)
-    shown = preview(config, facts, 29400, "ab" * 32, "c-20260101-000000-abcdef")
+    shown = preview(config, facts, 29400, "ab" * 32, "c-20260101-000000-abcdef",
+                    user_code(config.run, config.path.parent))
     return next(h.command for h in shown.hosts if h.host == "boxed")
 
 

@@ -90,7 +90,7 @@ def test_the_launcher_command_carries_the_allocator_and_the_cores() -> None:
     config = cluster(host, cpu_host("b"))
     found = {"a": facts("m", "0-3", tcmalloc=TC), "b": facts("m", "0-3")}
     plan = LaunchPlan(run_id="r", run_dir="/tmp/r", code_digest="d", master_addr="127.0.0.1",
-                      port=1234, nnodes=2)
+                      port=1234, nnodes=2, user=None)
     # The launch plan carries each host's CPU plan into its command.
     launch_facts = LaunchFacts(gpus={}, interfaces={}, port=None, cpu=found)
     place = plan_cluster(config, launch_facts, "127.0.0.1").hosts[0]

@@ -213,16 +213,19 @@ def test_run_data_paths_are_checked_before_anything_starts(tmp_path: Path, data:
 def test_check_and_dry_run_say_what_data_will_travel(tmp_path: Path) -> None:
     from remote.checks.script_imports import DATA_CHECK, left_out_items
     from remote.config.read import parse_cluster
+    from remote.config.task_code import user_code
 
     repo = _repo(tmp_path, files=3, size=2**20)
     text = ('[cluster]\nname = "s"\n[[hosts]]\nname = "a"\naddress = "local"\n'
             '[run]\nscript = "train.py"\n')
     config = parse_cluster(text, path=repo / "cluster.toml")
-    [item] = [i for i in left_out_items(config) if i.name == DATA_CHECK]
+    items = left_out_items(config, user_code(config.run, config.path.parent))
+    [item] = [i for i in items if i.name == DATA_CHECK]
     assert item.ok and item.detail.startswith("data: 3 files, 3.0 MiB by the data sync")
     assert "data/shards/part-000.bin (1.0 MiB)" in item.detail
     off = parse_cluster(text + "data = false\n", path=repo / "cluster.toml")
-    [item] = [i for i in left_out_items(off) if i.name == DATA_CHECK]
+    items = left_out_items(off, user_code(off.run, off.path.parent))
+    [item] = [i for i in items if i.name == DATA_CHECK]
     assert item.detail == "no data sent ([run] data = false)"
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from remote.api import LogLine, RunStatus
 from remote.config.cluster import ClusterConfig, RunSection
+from remote.config.task_code import user_code
 from remote.hosts.pool import HostPool
 from remote.run.data_push import sync_run_data
 from remote.run.lifecycle import LaunchFailed
@@ -71,7 +72,9 @@ def _private(*paths: Path) -> Callable[[int], list[str]]:
 async def _sync(config: ClusterConfig) -> list[str]:
     pool = HostPool(config)
     try:
-        events = [e async for e in sync_run_data(pool, config, str(config.path.parent / "x"))]
+        user = user_code(config.run, config.path.parent)
+        events = [e async for e in sync_run_data(pool, config, str(config.path.parent / "x"),
+                                                 user)]
         return [e.text for e in events if isinstance(e, LogLine) and e.text.startswith("data on")]
     finally:
         await pool.aclose()

@@ -84,7 +84,7 @@ def dry_run_commands(config: ClusterConfig, export: K8sExport) -> list[str]:
     facts = LaunchFacts(gpus={h.name: h.gpus for h in config.hosts},  # type: ignore[misc]
                         interfaces={h.name: None for h in config.hosts}, port=29500)
     digest = export.objects[0]["data"]["start.sh"].split("/code/")[1].split()[0]
-    planned = preview(config, facts, 29500, digest, export.run_id)
+    planned = preview(config, facts, 29500, digest, export.run_id, export.user)
     return [h.command for h in planned.hosts]
 
 

@@ -39,7 +39,7 @@ def _launched(config: ClusterConfig, plan: ClusterPlan) -> Launched:
     """Each host's launcher command, split into its environment and the trainer's flags."""
     launch = LaunchPlan(run_id="mix-1", run_dir="/tmp/runs/mix-1", code_digest="0" * 64,
                         master_addr="127.0.0.1", port=29500, nnodes=len(config.hosts),
-                        backend=plan.backend)
+                        user=None, backend=plan.backend)
     out = {}
     for place in plan.hosts:
         words = shlex.split(launcher_command(config, launch, place).split("; s=$?")[0])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from remote.run.stream import RankOwned, merged
+from remote.run.stream import RankOwned, TailFailed, merged
 
 DEADLINE_S = 10.0
 
@@ -40,3 +40,23 @@ async def test_the_merged_tails_end_when_a_tail_drops_a_cancel() -> None:
     for _ in range(20):  # let any task still alive run: none may read again
         await asyncio.sleep(0)
     assert len(reads) == after, "a tail still reads after the merged stream was closed"
+
+
+async def _tail_that_fails(error: Exception) -> AsyncIterator[RankOwned]:
+    yield RankOwned(host="h2", rank=2)
+    raise error
+
+
+async def _tail_of(ranks: int) -> AsyncIterator[RankOwned]:
+    for rank in range(ranks):
+        await asyncio.sleep(0)
+        yield RankOwned(host="h1", rank=rank)
+
+
+async def test_a_tail_that_fails_is_reported_once_by_host_and_the_others_go_on() -> None:
+    error = ConnectionError("h2 went away")
+    items = [item async for item in merged([("h1", _tail_of(3)),
+                                            ("h2", _tail_that_fails(error))])]
+    failed = [item for item in items if isinstance(item, TailFailed)]
+    assert failed == [TailFailed(host="h2", error=error)]
+    assert sorted(i.rank for i in items if isinstance(i, RankOwned) and i.host == "h1") == [0, 1, 2]

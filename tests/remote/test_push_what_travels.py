@@ -191,6 +191,7 @@ async def test_a_tree_left_without_its_marker_is_replaced_by_the_push(tmp_path: 
 def test_corral_check_names_the_folder_over_budget_and_what_is_left_out(tmp_path: Path) -> None:
     from remote.checks.script_imports import left_out_items
     from remote.config.read import parse_cluster
+    from remote.config.task_code import user_code
 
     (tmp_path / "train.py").write_text("print('hi')\n")
     with (tmp_path / "big.onnx").open("wb") as sparse:
@@ -198,7 +199,7 @@ def test_corral_check_names_the_folder_over_budget_and_what_is_left_out(tmp_path
     os.mkfifo(tmp_path / "pipe")
     config = parse_cluster('[cluster]\nname = "s"\n[[hosts]]\nname = "a"\naddress = "local"\n'
                            '[run]\nscript = "train.py"\n', path=tmp_path / "cluster.toml")
-    [over, left_out] = left_out_items(config)
+    [over, left_out] = left_out_items(config, user_code(config.run, config.path.parent))
     assert not over.ok and "big.onnx (2048.0 MiB)" in over.detail
     assert left_out.ok and left_out.detail == "warning: not pushed: pipe (a FIFO)"
 

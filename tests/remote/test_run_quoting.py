@@ -48,7 +48,8 @@ def test_metacharacters_in_every_field_never_execute(tmp_path: Path) -> None:
         hosts=(host,), run=run)
     run_id = "q-20261121-000000-abcdef"
     plan = LaunchPlan(run_id=run_id, run_dir=run_dir_for(config, run_id),
-                      code_digest="d" * 64, master_addr="127.0.0.1", port=29999, nnodes=1)
+                      code_digest="d" * 64, master_addr="127.0.0.1", port=29999, nnodes=1,
+                      user=None)
     place = HostPlan(host=host, node_rank=0, first_rank=0, nproc=1, device="cpu", gpus=0,
                      visible_devices="", interface=nasty, local_addr="127.0.0.1")
     asyncio.run(launch_local_until_exit(config, plan, place))

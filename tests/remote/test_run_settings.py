@@ -37,7 +37,7 @@ address = "local"
 gpus = 0
 """
 PLAN = LaunchPlan(run_id="r", run_dir="/tmp/r", code_digest="d", master_addr="127.0.0.1",
-                  port=1, nnodes=1, backend="gloo")
+                  port=1, nnodes=1, user=None, backend="gloo")
 HOST = HostPlan(host=HostSection(name="a", address="local", gpus=0), node_rank=0, first_rank=0,
                 nproc=1, device="cpu", gpus=0, visible_devices=None, interface=None,
                 local_addr=None)

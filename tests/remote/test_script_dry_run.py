@@ -6,14 +6,18 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from console.plan_view import plan_renderable
 from remote.checks.plan import LaunchFacts
 from remote.checks.script_imports import script_keys_items
+from remote.config import task_code
 from remote.config.cluster import ClusterConfig
 from remote.config.read import parse_cluster
-from remote.run.preview import preview
+from remote.config.task_code import user_code
+from remote.hosts.pool import HostPool
+from remote.run.preview import check_with_preview, preview
 
 HOSTS = ('[cluster]\nname = "s"\nmaster = "fast"\n'
          '[[hosts]]\nname = "fast"\naddress = "local"\nnproc = 2\n'
@@ -27,7 +31,8 @@ def _config(tmp_path: Path, run: str) -> ClusterConfig:
 
 def _shown(config: ClusterConfig) -> str:
     facts = LaunchFacts(gpus={"fast": 0, "slow": 0}, interfaces={}, port=29400)
-    plan = preview(config, facts, 29400, "ab" * 32, "s-20260101-000000-abcdef")
+    plan = preview(config, facts, 29400, "ab" * 32, "s-20260101-000000-abcdef",
+                   user_code(config.run, config.path.parent))
     console = Console(width=200, record=True, file=io.StringIO())
     console.print(plan_renderable(plan))
     return console.export_text()
@@ -93,3 +98,26 @@ def test_the_ignored_keys_are_those_written_whatever_their_value(tmp_path: Path)
     assert "[run] model, steps, lr are for corral's own tasks" in item.detail.replace(
         "steps, model", "model, steps"), item.detail
     assert "epochs" not in item.detail
+
+
+async def test_a_dry_run_locates_the_script_once_for_every_host_and_phase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check, the push of each host, the imports probed and judged on each host, the data
+    and the commands all read one ``UserCode``: the script is located once, not once each."""
+    config = _config(tmp_path, 'script = "train.py"\n')
+    located: list[object] = []
+    locate = task_code._locate
+
+    def counted(*args: object, **kwargs: object) -> task_code.UserCode:
+        located.append(args)
+        return locate(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(task_code, "_locate", counted)
+    pool = HostPool(config)
+    try:
+        report = await check_with_preview(config, pool)
+    finally:
+        await pool.aclose()
+    assert {item.host for item in report.items} >= {"fast", "slow"}  # both hosts were checked
+    assert len(located) == 1

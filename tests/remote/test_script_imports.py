@@ -13,9 +13,10 @@ import pytest
 from remote.checks.distributions import distribution
 from remote.checks.import_scan import CONDITIONAL, IN_FUNCTION, UNDER_TRY, scan
 from remote.checks.script_imports import judge_imports
-from remote.config.cluster import ClusterConfig
+from remote.config.cluster import ClusterConfig, HostSection
 from remote.config.read import parse_cluster
 from remote.config.task_code import user_code
+from remote.events import CheckItem
 from remote.run.start import warning_lines
 
 HEAD = '[cluster]\nname = "s"\n[[hosts]]\nname = "a"\naddress = "local"\n'
@@ -41,6 +42,12 @@ if __name__ == "__main__":
     import hydra
     main()
 """
+
+
+def _judged(host: HostSection, config: ClusterConfig, output: str,
+            status: int) -> list[CheckItem]:
+    """``judge_imports`` with the run's user code located as a launch locates it."""
+    return judge_imports(host, config, user_code(config.run, config.path.parent), output, status)
 
 
 def _write(root: Path, files: dict[str, str]) -> None:
@@ -76,18 +83,18 @@ def test_only_an_unconditional_missing_import_blocks_with_its_distribution(
     config = _config(tmp_path)
     host = config.hosts[0]
     everything_but_optional = '{"numpy": true, "hydra": true}'
-    [warning, good] = judge_imports(host, config, everything_but_optional, 0)
+    [warning, good] = _judged(host, config, everything_but_optional, 0)
     assert warning.ok and good.ok
     assert warning.detail.startswith("warning: optional, not found by ")
     for name, why in (("apex", UNDER_TRY), ("wandb", CONDITIONAL), ("tensorboardX", IN_FUNCTION)):
         assert f"{name} ({why}" in warning.detail
     assert " on a" in good.detail and "found by" in good.detail  # which interpreter answered
 
-    [_, blocked] = judge_imports(host, config, '{"numpy": true, "hydra": false}', 0)
+    [_, blocked] = _judged(host, config, '{"numpy": true, "hydra": false}', 0)
     assert not blocked.ok and "hydra (train.py:18)" in blocked.detail
     assert "cannot find" in blocked.detail and " on a" in blocked.detail
     assert "-m pip install hydra-core" in blocked.hint  # the distribution, not the module
-    [_, warned] = judge_imports(host, _config(tmp_path, 'imports_check = "warn"\n'), '{}', 0)
+    [_, warned] = _judged(host, _config(tmp_path, 'imports_check = "warn"\n'), '{}', 0)
     assert warned.ok and warned.detail.startswith("warning: ")
 
 
@@ -113,7 +120,7 @@ def test_a_module_of_the_users_own_that_does_not_travel_is_not_pushed(tmp_path: 
     _write(repo, {"scripts/train.py": "import training\n", "src/training/__init__.py": ""})
     config = parse_cluster(HEAD + '[run]\nscript = "scripts/train.py"\ncode = "scripts"\n',
                            path=repo / "cluster.toml")
-    [item] = judge_imports(config.hosts[0], config, "{}", 0)
+    [item] = _judged(config.hosts[0], config, "{}", 0)
     assert not item.ok and "your own training" in item.detail and "not pushed" in item.detail
     assert "[run] code" in item.hint and "pip" not in item.hint
 
@@ -121,10 +128,10 @@ def test_a_module_of_the_users_own_that_does_not_travel_is_not_pushed(tmp_path: 
 def test_corrals_old_opt_in_name_taken_by_the_users_trainer_is_named(tmp_path: Path) -> None:
     _write(tmp_path, {"train.py": "from trainer.integrations.hf import corral\n",
                       "trainer.py": "class Trainer: pass\n"})
-    [item] = judge_imports(_config(tmp_path).hosts[0], _config(tmp_path), "{}", 0)
+    [item] = _judged(_config(tmp_path).hosts[0], _config(tmp_path), "{}", 0)
     assert not item.ok and "import it as corral.hf" in item.detail
     _write(tmp_path, {"train.py": "from corral.hf import corral\nimport trainer\n\n"})
-    assert judge_imports(_config(tmp_path).hosts[0], _config(tmp_path), "{}", 0) == []
+    assert _judged(_config(tmp_path).hosts[0], _config(tmp_path), "{}", 0) == []
 
 
 SFT_LIKE = "import trl\nimport transformers\nfrom accelerate import Accelerator\nimport numpy\n"
@@ -135,7 +142,7 @@ def _all_found(config: ClusterConfig) -> list[str]:
     """The failed or warning ``imports`` items when every host's Python finds every package."""
     names = [u.name for u in scan(*_script_and_folder(config)).packages]
     output = "{" + ", ".join(f'"{n}": true' for n in names) + "}"
-    return [i.detail for i in judge_imports(config.hosts[0], config, output, 0)
+    return [i.detail for i in _judged(config.hosts[0], config, output, 0)
             if not i.ok or i.detail.startswith("warning")]
 
 
@@ -196,7 +203,7 @@ def test_an_optional_import_missing_everywhere_is_one_warning_of_the_run(tmp_pat
     config = parse_cluster(HEAD + hosts + '[run]\nscript = "train.py"\n',
                            path=tmp_path / "cluster.toml")
     items = [item for host in config.hosts
-             for item in judge_imports(host, config, '{"numpy": true}', 0)]
+             for item in _judged(host, config, '{"numpy": true}', 0)]
     [line] = warning_lines(items)
     assert line.startswith("corral: warning: optional, not found by ") and "apex" in line
     assert line.endswith("(on a, b, c)")

@@ -18,6 +18,7 @@ from remote.checks.plan import HostPlan
 from remote.config.cluster import ClusterConfig
 from remote.config.errors import ConfigError
 from remote.config.read import parse_cluster
+from remote.config.task_code import user_code
 from remote.run.launch import SCRIPT_MAIN, LaunchPlan, launcher_command
 from remote.run.monitor import RunMonitor
 from trainer.integrations.contract import RESTART_ENV, RUN_DIR_ENV, ScriptSettings
@@ -89,7 +90,8 @@ async def test_corral_check_reports_a_package_imported_inside_main_as_optional(
 
 def _command(config: ClusterConfig, **plan: object) -> str:
     launch = LaunchPlan(run_id="s-1", run_dir="~/runs/s-1", code_digest="d" * 64,
-                        master_addr="127.0.0.1", port=29500, nnodes=1, **plan)  # type: ignore[arg-type]
+                        master_addr="127.0.0.1", port=29500, nnodes=1,
+                        user=user_code(config.run, config.path.parent), **plan)  # type: ignore[arg-type]
     place = HostPlan(host=config.hosts[0], node_rank=0, first_rank=0, nproc=1, device="cpu",
                      gpus=0, visible_devices=None, interface="lo", local_addr=None)
     return launcher_command(config, launch, place)

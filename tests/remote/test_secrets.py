@@ -94,7 +94,8 @@ def _launch(tmp_path: Path) -> tuple[ClusterConfig, LaunchPlan, HostPlan]:
         hosts=(host,), run=RunSection(steps=3))
     run_id = "s-20261122-000000-abcdef"
     plan = LaunchPlan(run_id=run_id, run_dir=run_dir_for(config, run_id),
-                      code_digest="d" * 64, master_addr="127.0.0.1", port=29999, nnodes=1)
+                      code_digest="d" * 64, master_addr="127.0.0.1", port=29999, nnodes=1,
+                      user=None)
     place = HostPlan(host=host, node_rank=0, first_rank=0, nproc=1, device="cpu", gpus=0,
                      visible_devices=None, interface=None, local_addr="127.0.0.1")
     return config, plan, place

@@ -20,7 +20,7 @@ from remote.checks.plan import HostPlan
 from remote.checks.preflight import check_cluster
 from remote.config.cluster import ConfigError
 from remote.config.read import load_cluster, parse_cluster
-from remote.config.task_code import USER_CODE_DIR, option_flags
+from remote.config.task_code import USER_CODE_DIR, option_flags, user_code
 from remote.hosts.pool import HostPool
 from remote.hosts.push import build_bundle
 from remote.records.runs import run_dir_for
@@ -108,7 +108,8 @@ def test_the_task_file_and_options_reach_the_trainer_as_data(tmp_path: Path) -> 
     config = parse_cluster(text, path=tmp_path / "cluster.toml")
     run_id = "t-20261122-000000-abcdef"
     plan = LaunchPlan(run_id=run_id, run_dir=run_dir_for(config, run_id),
-                      code_digest="e" * 64, master_addr="127.0.0.1", port=29998, nnodes=1)
+                      code_digest="e" * 64, master_addr="127.0.0.1", port=29998, nnodes=1,
+                      user=user_code(config.run, config.path.parent))
     host = config.hosts[0]
 
     place = HostPlan(host=host, node_rank=0, first_rank=0, nproc=1, device="cpu", gpus=0,

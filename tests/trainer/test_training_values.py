@@ -99,7 +99,7 @@ def test_run_keys_become_trainer_flags_and_a_host_micro_batch_wins() -> None:
     run = RunSection(micro_batch=16, precision="bf16", lr_schedule="cosine", warmup_steps=5,
                      min_lr=0.001, clip_grad=1.0, eval_every=10, eval_samples=256, steps=100)
     plan = LaunchPlan(run_id="r", run_dir="/tmp/r", code_digest="d", master_addr="127.0.0.1",
-                      port=1, nnodes=1)
+                      port=1, nnodes=1, user=None)
     def place(host: HostSection) -> HostPlan:
         return HostPlan(host=host, node_rank=0, first_rank=0, nproc=1, device="cpu", gpus=0,
                         visible_devices=None, interface=None, local_addr=None)

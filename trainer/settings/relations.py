@@ -1,8 +1,8 @@
 """The rules that relate two or more of the trainer's settings, each written once.
 
 Each field's own rules (choices, bounds) follow from its type and metadata
-(``trainer.settings.flags.check_fields``, ``remote.config.rules.settings_problems``). The rules here
-relate fields, e.g. ``min_lr <= lr``. Both sides run this one table over their values:
+(``trainer.settings.flags.check_fields``, ``remote.config.value_rules.key_problems``). The
+rules here relate fields, e.g. ``min_lr <= lr``. Both sides run this one table over their values:
 the trainer's ``TrainConfig`` names the fields as flags (``--eval-every 11 is larger than the
 run's --steps 10``), cluster.toml's loader as ``[run]`` keys (``[run] eval_every: 11 is larger
 than the run's steps = 10``), through a ``Naming``.

@@ -76,13 +76,15 @@ averaged change (1 with no momentum: plain averaging; DiLoCo's 0.7 with Nesterov
 
 
 def setting(group: str, *, at_least: float | None = None, above: float | None = None,
-            flag: str | None = None, metavar: str | None = None) -> dict[str, Any]:
+            flag: str | None = None, metavar: str | None = None,
+            text: bool | None = None) -> dict[str, Any]:
     """A field's metadata: its ``--help`` group, its bounds (``at_least``: value >= it;
-    ``above``: value > it; for a tuple, each entry that is not None), and, where the field's
-    name does not make them, its flag and metavar."""
+    ``above``: value > it; for a tuple, each entry that is not None), whether cluster.toml
+    holds it to non-empty printable ``text``, and, where the field's name does not make them,
+    its flag and metavar."""
     meta: dict[str, Any] = {"group": group}
     for key, value in (("at_least", at_least), ("above", above), ("flag", flag),
-                       ("metavar", metavar)):
+                       ("metavar", metavar), ("text", text)):
         if value is not None:
             meta[key] = value
     return meta
@@ -101,7 +103,8 @@ class RunSettings:
     dataset: DatasetName = field(default="synthetic_image", metadata=setting(TASK))
     """Image task: training data; synthetic images are generated from the seed on every
     host."""
-    data_dir: str | None = field(default=None, metadata=setting(TASK, metavar="DIR"))
+    data_dir: str | None = field(default=None, metadata=setting(TASK, metavar="DIR",
+                                                                text=True))
     """Directory on every host holding the CIFAR python-pickle batches (required for cifar10
     and cifar100)."""
     samples: int = field(default=4096, metadata=setting(TASK, at_least=1))
