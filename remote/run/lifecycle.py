@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 
-from remote.events import CheckReport, RunOutcome, RunState, RunStatus
+from remote.events import CheckReport, RunOutcome, RunState, RunStatus, StopReport
 from remote.run.failures import Cause, Failure, HostLost
 from remote.run.record import RunRecord
 
@@ -59,6 +59,15 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
 }
 """The moves a run may make. ``running → running`` announces the run again (a follower that
 attached says so once its tails are open)."""
+
+
+def check_move(run_id: str, source: Phase, target: Phase) -> None:
+    """Refuse (``RuntimeError``) a move ``TRANSITIONS`` does not list."""
+    if target in TRANSITIONS[source]:
+        return
+    if target is Phase.ENDED:
+        raise RuntimeError(f"run {run_id}: cannot end while {source.value}")
+    raise RuntimeError(f"run {run_id}: no move from {source.value} to {target.value}")
 
 
 class StopCause(Enum):
@@ -108,6 +117,11 @@ NEXT_PHASE: dict[Phase, Phase] = {
 @dataclass(frozen=True)
 class PhaseDone:
     """A phase did its work without failing."""
+
+    checked: CheckReport | None = None
+    """After the check: its report (the mesh's links and the estimate, for the views)."""
+    facts: dict[str, object] = field(default_factory=dict)
+    """After the launch: the facts it recorded (master, port, process groups, code digest)."""
 
 
 class LaunchFailed(Exception):
@@ -189,6 +203,27 @@ Signal = PhaseDone | LaunchFailed | TailsOpen | CauseSettled | RanksLinger | Att
 """What a phase reports to the lifecycle loop, which alone decides the next phase."""
 
 
+@dataclass(frozen=True)
+class StopFound:
+    """What the stop the loop asked for at an attempt's end found (None: none was made)."""
+
+    report: StopReport | None
+    swept: bool
+    """It was the straggler sweep (not the stop made during the attempt)."""
+
+
+@dataclass(frozen=True)
+class StopAsked:
+    """The user asked this process to stop the run (``stop``: the stop key, Ctrl-C)."""
+
+    recorded: str
+    """The state ``run.json`` holds now: a run that ended keeps its outcome."""
+
+
+Heard = Signal | StopFound | StopAsked
+"""Every signal ``remote.run.decide.decide`` takes: a phase's, and the loop's own."""
+
+
 class Lifecycle:
     """A run's current phase; every move goes through ``move`` (or ``end``), and is recorded in
     ``run.json`` through ``record``."""
@@ -203,16 +238,13 @@ class Lifecycle:
 
     def move(self, phase: Phase, detail: str = "", **extra: object) -> RunStatus:
         """Move to ``phase`` (never ``ENDED``: see ``end``); its ``RunStatus``."""
-        if phase not in TRANSITIONS[self.phase]:
-            raise RuntimeError(f"run {self.run_id}: no move from {self.phase.value} to "
-                               f"{phase.value}")
+        check_move(self.run_id, self.phase, phase)
         self.phase = phase
         return self._status(phase.shown, detail, **extra)
 
     def end(self, outcome: RunOutcome, detail: str, **extra: object) -> RunStatus:
         """Move to ``ENDED`` with ``outcome``; the final ``RunStatus``."""
-        if Phase.ENDED not in TRANSITIONS[self.phase]:
-            raise RuntimeError(f"run {self.run_id}: cannot end while {self.phase.value}")
+        check_move(self.run_id, self.phase, Phase.ENDED)
         self.phase, self.outcome = Phase.ENDED, outcome
         return self._status(outcome.value, detail, **extra)
 

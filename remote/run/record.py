@@ -157,10 +157,9 @@ class RunRecord:
             info = read_run_info(self._config, self.info.run_id)
         except CorralError:
             return
-        suspect = {h for h in info.suspect_hosts if h not in report.remaining}
-        suspect |= set(report.unreachable) | {h for h, n in report.remaining.items() if n}
         self.change(cleanup=describe_stop(report, when=time.time()),
-                    suspect_hosts=tuple(sorted(suspect)))
+                    suspect_hosts=tuple(sorted(suspects_after(set(info.suspect_hosts),
+                                                              report))))
 
     def recorded(self) -> RunInfo:
         """The record as it is on disk now (``info`` when there is none, or while held)."""
@@ -170,6 +169,14 @@ class RunRecord:
             return read_run_info(self._config, self.info.run_id)
         except CorralError:
             return self.info
+
+
+def suspects_after(before: set[str], report: StopReport) -> set[str]:
+    """The hosts where processes of a run may be left after a stop that found ``report``:
+    those suspected ``before`` that the stop did not look at, the ones it could not reach, and
+    the ones where it left processes (one formula for the loop and ``corral stop``)."""
+    return ({h for h in before if h not in report.remaining} | set(report.unreachable)
+            | {h for h, n in report.remaining.items() if n})
 
 
 def recorded_refresh(config: ClusterConfig, before: RunInfo, after: RunInfo) -> None:

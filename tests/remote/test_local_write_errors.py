@@ -15,7 +15,7 @@ from remote.run.controller import SshRunController
 from remote.run.failures import Cause
 from remote.run.lifecycle import RunOutcome
 from remote.run.monitor import RunMonitor
-from remote.run.recovery import restart_refusal
+from remote.run.decide import restart_refusal
 
 try:
     import runkit
