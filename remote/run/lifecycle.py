@@ -7,10 +7,9 @@ checking`` for another attempt from the newest checkpoint. A failed check, push 
 straight to ``ended`` (failed). A run that is only followed (``attach``) starts in ``running``.
 
 ``SshRunHandle.events`` (``remote/run/handle.py``) is the loop that moves between these
-states from what each phase reports (the monitor's ``Finding`` for an attempt that ended);
-``Lifecycle.move`` refuses any move ``TRANSITIONS`` does not list, records the new state in
-``run.json`` (through its ``RunRecord``, the one writer of a run's record) and turns it into
-the ``remote.api.RunStatus`` front ends see. One vocabulary: a phase shows as ``Phase.shown``
+states from what each phase reports (the signals here; the monitor's ``Finding`` for an
+attempt that ended): ``remote/run/decide.py`` decides each move, ``check_move`` refuses any
+move ``TRANSITIONS`` does not list. One vocabulary: a phase shows as ``Phase.shown``
 (a ``RunState``) and an outcome is ``remote.events.RunOutcome``, whose values are the final
 ``RunState``s (``FINAL_RUN_STATES`` is derived from it).
 """
@@ -164,7 +163,7 @@ class CauseSettled:
 @dataclass(frozen=True)
 class Finding:
     """How an attempt ended, as its monitor found it: the lifecycle alone turns it into the
-    run's final state (``Lifecycle.end_with``)."""
+    run's final state (``remote.run.decide``)."""
 
     outcome: RunOutcome
     detail: str
@@ -193,7 +192,7 @@ class RanksLinger:
 class AttemptEnded:
     """Every host's launcher ended (or its host was lost): how this attempt ended, as its
     follower saw it (the loop decides what that means, with what its own stops found:
-    ``remote/run/attempt_end.py``)."""
+    ``remote/run/decide.py``)."""
 
     final: Finding
     lost: dict[str, HostLost]

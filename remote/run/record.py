@@ -1,10 +1,11 @@
 """A run's ``run.json`` as its lifecycle writes it: the one writer of a run's record.
 
-Every change to a recorded run goes through a ``RunRecord``: the lifecycle's moves (its state
-and detail, ``remote/run/lifecycle.py``), the launch's facts (master, port, process groups),
-the hosts a run goes on without, what a stop or a follower found left on the hosts, and what
-``corral status`` learns on the hosts (``recorded_refresh``). ``remote/records/runs.py``
-only reads and writes the file; deciding what goes in it is done here.
+Every change to a recorded run goes through a ``RunRecord``: the loop's moves (its state and
+detail, as ``remote/run/decide.py`` asks and ``SshRunHandle._carry_out`` writes), the launch's
+facts (master, port, process groups), the hosts a run goes on without, what a stop or a
+follower found left on the hosts, and what ``corral status`` learns on the hosts
+(``recorded_refresh``). ``remote/records/runs.py`` only reads and writes the file; deciding
+what goes in it is done here.
 
 A resumed run's record is *held*: nothing is written until its launch starts a host, so a
 refused or failed check (another run still live, a host unreachable) leaves the earlier run's
