@@ -52,7 +52,14 @@ from remote.run.lifecycle import (
     TailsOpen,
     check_move,
 )
-from remote.run.record import suspects_after
+from remote.run.record import (
+    AskStop,
+    RecordChange,
+    RecordLaunched,
+    RecordState,
+    RecordSuspects,
+    suspects_after,
+)
 from remote.run.stop import LAUNCH_STOP_GRACE_S, STOP_GRACE_ON_FAILURE_S
 
 REPEATED_FAILURES = 2
@@ -111,33 +118,6 @@ class Unlock:
 
 
 @dataclass(frozen=True)
-class RecordState:
-    """Write the run's state and the first line of ``detail`` in ``run.json``."""
-
-    state: RunState
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class RecordLaunched:
-    """Write the launch's facts in ``run.json`` (every host's launcher started)."""
-
-    facts: dict[str, object]
-
-
-@dataclass(frozen=True)
-class RecordSuspects:
-    """Write the hosts where processes of the run may be left."""
-
-    hosts: frozenset[str]
-
-
-@dataclass(frozen=True)
-class AskStop:
-    """Leave the ``STOP_ASKED`` mark for a launch under way (``remote/run/record.py``)."""
-
-
-@dataclass(frozen=True)
 class DropHosts:
     """Go on without ``lost``: the run's pool is the new config's, and ``run.json`` lists the
     hosts left and keeps the dropped ones as suspect hosts (their processes were cut off)."""
@@ -160,8 +140,7 @@ class CloseTrackers:
     state: RunState
 
 
-Action = StopHosts | AwaitStop | Unlock | RecordState | RecordLaunched | RecordSuspects \
-    | AskStop | DropHosts | LingerEnded | CloseTrackers
+Action = StopHosts | AwaitStop | Unlock | RecordChange | DropHosts | LingerEnded | CloseTrackers
 """Everything ``decide`` asks the handle to do, in order, before its events are said."""
 
 
@@ -188,13 +167,13 @@ def decide(state: LoopState, signal: Heard, t: float) -> Decision:
         stops: list[Action] = ([StopHosts(grace_s=LAUNCH_STOP_GRACE_S)]
                                if signal.leaves_processes else [])
         outcome = RunOutcome.STOPPED if signal.stopped else RunOutcome.FAILED
-        status, state, recorded = _end(state, outcome, signal.detail, t, report=signal.report,
-                                       failed_host=signal.failed_host)
-        return Decision([status], state, [*stops, Unlock(), recorded])
+        ended = end(state, outcome, signal.detail, t, report=signal.report,
+                    failed_host=signal.failed_host)
+        return replace(ended, actions=[*stops, Unlock(), *ended.actions])
     if isinstance(signal, PhaseDone):
         return _phase_done(state, signal, t)
     if isinstance(signal, TailsOpen):
-        return _moved(state, Phase.RUNNING, t)
+        return move(state, Phase.RUNNING, t)
     if isinstance(signal, (CauseSettled, RanksLinger)):
         return _stop_meanwhile(state, signal, t)
     if isinstance(signal, AttemptEnded):
@@ -217,9 +196,9 @@ def _phase_done(state: LoopState, done: PhaseDone, t: float) -> Decision:
     if state.phase is Phase.RESTARTING:  # the stop of the failed attempt is over
         state = replace(state, resume=True, stops=state.stops & {StopCause.REQUESTED})
     if state.phase is Phase.CHECKING and done.checked is not None:  # the mesh, for the views
-        return _moved(state, NEXT_PHASE[state.phase], t, links=done.checked.links,
+        return move(state, NEXT_PHASE[state.phase], t, links=done.checked.links,
                       estimate=done.checked.estimate)
-    return _moved(state, NEXT_PHASE[state.phase], t)
+    return move(state, NEXT_PHASE[state.phase], t)
 
 
 def _stop_meanwhile(state: LoopState, signal: CauseSettled | RanksLinger,
@@ -237,7 +216,7 @@ def _stop_meanwhile(state: LoopState, signal: CauseSettled | RanksLinger,
         return Decision([line], state, [LingerEnded(signal.waited_s), stop])
     state = replace(state, stops=state.stops | {StopCause.FAILURE})
     who = signal.cause.host if signal.cause else "?"
-    moved = _moved(state, Phase.STOPPING, t,
+    moved = move(state, Phase.STOPPING, t,
                    f"{who} failed; stopping {', '.join(signal.left) or 'nothing'}")
     return replace(moved, actions=[stop, *moved.actions])
 
@@ -286,7 +265,7 @@ def _end_or_restart(state: LoopState, final: Finding, lost: dict[str, HostLost],
                                               run=replace(config.run, split=None)))
         note = dropped_note(final.detail, lost, [h.name for h in remaining],
                             config.run.global_batch)
-        moved = _moved(state, Phase.RESTARTING, t, note)
+        moved = move(state, Phase.RESTARTING, t, note)
         return Decision([*dropped_statuses(lost, t), LogLine(t=t, host="*", rank=None,
                                                               text=note), *moved.events],
                         moved.state, [DropHosts(frozenset(lost)), *moved.actions])
@@ -294,32 +273,31 @@ def _end_or_restart(state: LoopState, final: Finding, lost: dict[str, HostLost],
     why = restart_refusal(final, state.restarts, limit, wanted=wanted, stop_clean=stop_clean)
     if why is not None:
         detail = final.detail if not why else f"{final.detail}\n({why})"
-        status, state, recorded = _end(state, final.outcome, detail, t,
-                                       failed_host=final.failed_host,
-                                       failed_rank=final.failed_rank)
-        return Decision([status], state, [recorded])
+        return end(state, final.outcome, detail, t, failed_host=final.failed_host,
+                   failed_rank=final.failed_rank)
     state = replace(state, restarts=state.restarts + 1)
     note = restart_note(final, state.restarts, limit)
-    moved = _moved(state, Phase.RESTARTING, t, note)
+    moved = move(state, Phase.RESTARTING, t, note)
     return replace(moved, events=[LogLine(t=t, host="*", rank=None, text=note), *moved.events])
 
 
-def _moved(state: LoopState, phase: Phase, t: float, detail: str = "",
+def move(state: LoopState, phase: Phase, t: float, detail: str = "",
            **extra: object) -> Decision:
-    """Move to ``phase`` (never ``ENDED``: see ``_end``)."""
+    """Move to ``phase`` (never ``ENDED``: see ``end``): its status, and its record."""
     check_move(state.run_id, state.phase, phase)
     status = RunStatus(t=t, run_id=state.run_id, state=phase.shown, detail=detail,
                        **extra)  # type: ignore[arg-type]
     return Decision([status], replace(state, phase=phase), [RecordState(phase.shown, detail)])
 
 
-def _end(state: LoopState, outcome: RunOutcome, detail: str, t: float,
-         **extra: object) -> tuple[RunStatus, LoopState, RecordState]:
-    """Move to ``ENDED`` with ``outcome``: the final status, state and its record."""
+def end(state: LoopState, outcome: RunOutcome, detail: str, t: float,
+        **extra: object) -> Decision:
+    """Move to ``ENDED`` with ``outcome``: the final status, and its record."""
     check_move(state.run_id, state.phase, Phase.ENDED)
     status = RunStatus(t=t, run_id=state.run_id, state=outcome.value, detail=detail,
                        **extra)  # type: ignore[arg-type]
-    return status, replace(state, phase=Phase.ENDED), RecordState(outcome.value, detail)
+    return Decision([status], replace(state, phase=Phase.ENDED),
+                    [RecordState(outcome.value, detail)])
 
 
 def count_failure(streaks: dict[str, int], final: Finding) -> tuple[dict[str, int], str | None]:

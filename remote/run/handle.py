@@ -27,15 +27,11 @@ from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.run import launch_lock
 from remote.run.decide import (
     Action,
-    AskStop,
     AwaitStop,
     CloseTrackers,
     DropHosts,
     LingerEnded,
     LoopState,
-    RecordLaunched,
-    RecordState,
-    RecordSuspects,
     StopHosts,
     Unlock,
     decide,
@@ -52,7 +48,7 @@ from remote.run.lifecycle import (
     StopFound,
     StopRequest,
 )
-from remote.run.record import RunRecord
+from remote.run.record import RecordChange, RecordState, RunRecord
 from remote.run.start import Launch, push_code_to_hosts, run_check, start_hosts
 from remote.run.stop import stop_run, stop_wait
 
@@ -237,14 +233,8 @@ class SshRunHandle:
                 self._attempt = None
                 await launch_lock.release(self._pool, self.config, self.run_id)
                 self._info = self._record.recorded()
-        elif isinstance(action, RecordState):
-            self._record.state(action.state, action.detail)
-        elif isinstance(action, RecordLaunched):
-            self._record.launched(**action.facts)
-        elif isinstance(action, RecordSuspects):
-            self._record.suspects(set(action.hosts))
-        elif isinstance(action, AskStop):
-            self._record.ask_stop()
+        elif isinstance(action, RecordChange):
+            self._record.apply(action)
         elif isinstance(action, DropHosts):
             self._drop_hosts(action.lost)
         elif isinstance(action, LingerEnded):

@@ -16,13 +16,11 @@ move ``TRANSITIONS`` does not list. One vocabulary: a phase shows as ``Phase.sho
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from enum import Enum
 
-from remote.events import CheckReport, RunOutcome, RunState, RunStatus, StopReport
+from remote.events import CheckReport, RunOutcome, RunState, StopReport
 from remote.run.failures import Cause, Failure, HostLost
-from remote.run.record import RunRecord
 
 
 class Phase(Enum):
@@ -221,60 +219,3 @@ class StopAsked:
 
 Heard = Signal | StopFound | StopAsked
 """Every signal ``remote.run.decide.decide`` takes: a phase's, and the loop's own."""
-
-
-class Lifecycle:
-    """A run's current phase; every move goes through ``move`` (or ``end``), and is recorded in
-    ``run.json`` through ``record``."""
-
-    def __init__(self, run_id: str, phase: Phase, record: RunRecord | None) -> None:
-        self.run_id = run_id
-        self.phase = phase
-        self.outcome: RunOutcome | None = None
-        self.record = record
-        """The run's record (None: following a run that had already ended, whose recorded
-        outcome stays)."""
-
-    def move(self, phase: Phase, detail: str = "", **extra: object) -> RunStatus:
-        """Move to ``phase`` (never ``ENDED``: see ``end``); its ``RunStatus``."""
-        check_move(self.run_id, self.phase, phase)
-        self.phase = phase
-        return self._status(phase.shown, detail, **extra)
-
-    def end(self, outcome: RunOutcome, detail: str, **extra: object) -> RunStatus:
-        """Move to ``ENDED`` with ``outcome``; the final ``RunStatus``."""
-        check_move(self.run_id, self.phase, Phase.ENDED)
-        self.phase, self.outcome = Phase.ENDED, outcome
-        return self._status(outcome.value, detail, **extra)
-
-    def end_with(self, final: Finding) -> RunStatus:
-        """``end`` with the outcome and detail the monitor found for the attempt."""
-        return self.end(final.outcome, final.detail, failed_host=final.failed_host,
-                        failed_rank=final.failed_rank)
-
-    def announce(self) -> RunStatus:
-        """The current phase's status again (the first event of a launch)."""
-        return self._status(self.phase.shown)
-
-    def launched(self, **facts: object) -> None:
-        """Every host's launcher started (still ``launching`` until the tails are open): the
-        launch's facts go in the record, which a resumed run writes from here on."""
-        if self.record is not None:
-            self.record.launched(state=self.phase.shown, **facts)
-
-    def stop_asked(self) -> None:
-        """A stop was asked (``corral stop``, the stop key): recorded at once as ``stopping``;
-        the phase stays the loop's to move (its follower reports how the attempt ended)."""
-        if self.record is not None:
-            self.record.state(Phase.STOPPING.shown)
-
-    def stopped_unfollowed(self) -> None:
-        """A stop of a run nothing here follows found nothing left: it ended ``stopped``."""
-        if self.record is not None:
-            self.record.state(RunOutcome.STOPPED.value)
-
-    def _status(self, state: RunState, detail: str = "", **extra: object) -> RunStatus:
-        if self.record is not None:
-            self.record.state(state, detail)
-        return RunStatus(t=time.time(), run_id=self.run_id, state=state, detail=detail,
-                         **extra)  # type: ignore[arg-type]

@@ -17,12 +17,12 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
-from remote.events import FINAL_RUN_STATES, StopReport
+from remote.events import FINAL_RUN_STATES, RunState, StopReport
 from remote.records.owner import this_owner
 from remote.records.runs import (
     FOLLOWING_LOST,
@@ -38,6 +38,37 @@ STOP_ASKED = ".stop-asked"
 to stop. The corral launching it reads it between steps of its check, push and launch, ends
 the launch and stops what started (a state in ``run.json`` would be overwritten by its moves).
 """
+
+
+@dataclass(frozen=True)
+class RecordState:
+    """Write the run's state and the first line of ``detail`` in ``run.json``."""
+
+    state: RunState
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class RecordLaunched:
+    """Write the launch's facts in ``run.json`` (every host's launcher started)."""
+
+    facts: dict[str, object]
+
+
+@dataclass(frozen=True)
+class RecordSuspects:
+    """Write the hosts where processes of the run may be left."""
+
+    hosts: frozenset[str]
+
+
+@dataclass(frozen=True)
+class AskStop:
+    """Leave the ``STOP_ASKED`` mark for a launch under way."""
+
+
+RecordChange = RecordState | RecordLaunched | RecordSuspects | AskStop
+"""A change of the record ``remote.run.decide`` asks for (``RunRecord.apply``)."""
 
 
 class RunRecord:
@@ -88,6 +119,17 @@ class RunRecord:
             if not self._hosts_started:
                 raise
             self.write_error = self.write_error or str(exc)
+
+    def apply(self, change: RecordChange) -> None:
+        """Make ``change`` (what the loop's ``decide`` asked for)."""
+        if isinstance(change, RecordState):
+            self.state(change.state, change.detail)
+        elif isinstance(change, RecordLaunched):
+            self.launched(**change.facts)
+        elif isinstance(change, RecordSuspects):
+            self.suspects(set(change.hosts))
+        else:
+            self.ask_stop()
 
     def state(self, state: str, detail: str = "") -> None:
         """The run's state, and the first line of ``detail`` (kept as it was when empty)."""

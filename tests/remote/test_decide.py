@@ -19,9 +19,6 @@ from remote.run.decide import (
     DropHosts,
     LingerEnded,
     LoopState,
-    RecordLaunched,
-    RecordState,
-    RecordSuspects,
     StopHosts,
     Unlock,
     decide,
@@ -43,6 +40,7 @@ from remote.run.lifecycle import (
     StopFound,
     TailsOpen,
 )
+from remote.run.record import RecordLaunched, RecordState, RecordSuspects
 from remote.run.stop import LAUNCH_STOP_GRACE_S, STOP_GRACE_ON_FAILURE_S
 
 RUN = "rep-20260101-000001-aaaaaa"
@@ -83,6 +81,8 @@ def _fold(state: LoopState, *signals: Heard) -> tuple[list[RunEvent], LoopState,
     actions: list[Action] = []
     for signal in signals:
         decision = decide(state, signal, T)
+        for status in [e for e in decision.events if isinstance(e, RunStatus)]:
+            assert RecordState(status.state, status.detail) in decision.actions  # recorded
         events, state, actions = ([*events, *decision.events], decision.state,
                                   [*actions, *decision.actions])
     assert all(e.t == T for e in events)  # no clock read: the signal's time
