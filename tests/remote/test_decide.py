@@ -261,3 +261,23 @@ def test_a_stop_asked_is_recorded_and_never_restarted() -> None:
     assert _ended(events).state == "failed" and _ended(events).detail == FAILED.detail
     _, state, actions = _fold(_state(), StopAsked(recorded="completed"))
     assert actions == [] and state.stops == {StopCause.REQUESTED}  # its outcome stays
+
+
+def test_the_decision_does_no_io() -> None:
+    """No await, no clock, no file, no process in ``decide``'s module (its times come with
+    the signal, its I/O is the handle's ``_carry_out``)."""
+    import ast
+    import inspect
+
+    import remote.run.decide as module
+
+    tree = ast.parse(inspect.getsource(module))
+    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Await, ast.AsyncFunctionDef))]
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                for a in n.names}
+    imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree)
+                 if isinstance(n, ast.ImportFrom)}
+    assert not imported & {"asyncio", "time", "os", "subprocess", "shutil", "pathlib", "asyncssh"}
+    called = {n.func.id for n in ast.walk(tree)
+              if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert "open" not in called
