@@ -11,43 +11,30 @@ import pytest
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection, SshSection
 from remote.events import HostStatus, LogLine, RunEvent, RunStatus, StopReport
 from remote.records.runs import RunInfo
+from remote.run import decide as act
+from remote.run import lifecycle as sig
 from remote.run.decide import (
     Action,
-    AskStop,
-    AwaitStop,
-    CloseTrackers,
-    DropHosts,
-    LingerEnded,
     LoopState,
-    StopHosts,
-    Unlock,
     decide,
     kept_outcome,
 )
 from remote.run.failures import Cause, HostLost
 from remote.run.lifecycle import (
-    AttemptEnded,
-    CauseSettled,
     Finding,
     Heard,
-    LaunchFailed,
     Phase,
-    PhaseDone,
-    RanksLinger,
     RunOutcome,
-    StopAsked,
     StopCause,
-    StopFound,
-    TailsOpen,
 )
-from remote.run.record import RecordLaunched, RecordState, RecordSuspects
+from remote.run.record import AskStop, RecordLaunched, RecordState, RecordSuspects
 from remote.run.stop import LAUNCH_STOP_GRACE_S, STOP_GRACE_ON_FAILURE_S
 
 RUN = "rep-20260101-000001-aaaaaa"
 T = 1234.5
 FAILED = Finding(RunOutcome.FAILED, "h1 rank 1 died", failed_host="h1", failed_rank=1,
                  cause=Cause.OTHER)
-SWEEP = StopHosts(grace_s=STOP_GRACE_ON_FAILURE_S, report_back=True)
+SWEEP = act.StopHosts(grace_s=STOP_GRACE_ON_FAILURE_S, report_back=True)
 
 
 def _info(state: str, detail: str = "") -> RunInfo:
@@ -94,8 +81,8 @@ def _ended(events: list[RunEvent]) -> RunStatus:
     return events[-1]
 
 
-def _stops(actions: list[Action]) -> list[StopHosts]:
-    return [a for a in actions if isinstance(a, StopHosts)]
+def _stops(actions: list[Action]) -> list[act.StopHosts]:
+    return [a for a in actions if isinstance(a, act.StopHosts)]
 
 
 def _suspects(actions: list[Action]) -> set[str]:
@@ -112,10 +99,10 @@ def _suspects(actions: list[Action]) -> set[str]:
 def test_what_may_be_left_of_an_attempt(lost: dict[str, HostLost], report: StopReport | None,
                                         clean: bool, suspects: set[str]) -> None:
     state = _state(restarts=3, launching=report is not None)  # following: no stop, no sweep
-    signals: list[Heard] = [AttemptEnded(final=FAILED, lost=lost)]
+    signals: list[Heard] = [sig.AttemptEnded(final=FAILED, lost=lost)]
     if report is not None:  # the stop made during the attempt
         state = replace(state, stop_in_flight=True)
-        signals.append(StopFound(report, swept=False))
+        signals.append(sig.StopFound(report, swept=False))
     events, _, actions = _fold(state, *signals)
     assert _suspects(actions) == suspects
     refused = "processes of the failed attempt may be left"
@@ -129,8 +116,8 @@ def test_a_followed_run_that_had_ended_keeps_its_recorded_outcome() -> None:
     assert kept_outcome(FAILED, recorded, launching=True) == FAILED  # it saw every event
     assert kept_outcome(FAILED, _info("running"), launching=False) == FAILED
     events, _, actions = _fold(_state(launching=False, followed=recorded),
-                               AttemptEnded(final=FAILED, lost={}))
-    assert _ended(events).state == "completed" and CloseTrackers("completed") in actions
+                               sig.AttemptEnded(final=FAILED, lost={}))
+    assert _ended(events).state == "completed" and act.CloseTrackers("completed") in actions
 
 
 @pytest.mark.parametrize(("launching", "in_flight", "swept"), [
@@ -141,13 +128,13 @@ def test_a_followed_run_that_had_ended_keeps_its_recorded_outcome() -> None:
 def test_only_the_launching_process_sweeps_a_failed_attempt_it_did_not_stop(
         launching: bool, in_flight: bool, swept: bool) -> None:
     state = replace(_state(launching=launching), stop_in_flight=in_flight)
-    decision = decide(state, AttemptEnded(final=FAILED, lost={}), T)
+    decision = decide(state, sig.AttemptEnded(final=FAILED, lost={}), T)
     assert (SWEEP in decision.actions) is swept
-    assert (AwaitStop() in decision.actions) is in_flight
-    completed = AttemptEnded(final=Finding(RunOutcome.COMPLETED, "2 rank(s) finished"), lost={})
+    assert (act.AwaitStop() in decision.actions) is in_flight
+    completed = sig.AttemptEnded(final=Finding(RunOutcome.COMPLETED, "2 rank(s) finished"), lost={})
     assert not _stops(decide(_state(), completed, T).actions)
     if swept:
-        found = StopFound(StopReport(run_id=RUN, remaining={"h0": 1}), swept=True)
+        found = sig.StopFound(StopReport(run_id=RUN, remaining={"h0": 1}), swept=True)
         events, _, actions = _fold(decision.state, found)
         assert events[-1] == RunStatus(t=T, run_id=RUN, state="failed", detail=FAILED.detail,
                                        failed_host="h1", failed_rank=1)  # sweep not said
@@ -156,73 +143,73 @@ def test_only_the_launching_process_sweeps_a_failed_attempt_it_did_not_stop(
 
 def test_a_stop_that_left_processes_says_so_in_the_outcome() -> None:
     state = replace(_state(), stop_in_flight=True)
-    events, _, actions = _fold(state, AttemptEnded(final=FAILED, lost={}),
-                               StopFound(StopReport(run_id=RUN, remaining={"h1": 3}),
+    events, _, actions = _fold(state, sig.AttemptEnded(final=FAILED, lost={}),
+                               sig.StopFound(StopReport(run_id=RUN, remaining={"h1": 3}),
                                          swept=False))
     detail = _ended(events).detail
     assert detail.startswith("h1 rank 1 died\n(") and "h1" in detail.splitlines()[1]
     assert _suspects(actions) == {"h1"}
-    assert actions.index(CloseTrackers("failed")) < actions.index(RecordState("failed", detail))
+    assert actions.index(act.CloseTrackers("failed")) < actions.index(RecordState("failed", detail))
 
 
 def test_the_loop_decides_every_stop_of_an_attempt() -> None:
-    events, state, actions = _fold(_state(), RanksLinger(left=("h1",), waited_s=61.0))
+    events, state, actions = _fold(_state(), sig.RanksLinger(left=("h1",), waited_s=61.0))
     assert isinstance(events[0], LogLine)
     assert "processes on h1 have not exited; ending them" in events[0].text
-    assert actions == [LingerEnded(61.0), StopHosts(grace_s=STOP_GRACE_ON_FAILURE_S,
+    assert actions == [act.LingerEnded(61.0), act.StopHosts(grace_s=STOP_GRACE_ON_FAILURE_S,
                                                     hosts=("h1",), meanwhile=True)]
     assert not state.stops and state.stop_in_flight  # the run still completed
 
-    events, state, actions = _fold(_state(), CauseSettled(cause=None, left=("h1",)))
+    events, state, actions = _fold(_state(), sig.CauseSettled(cause=None, left=("h1",)))
     assert _ended(events).state == "stopping" and state.phase is Phase.STOPPING
     assert state.stops == {StopCause.FAILURE}
-    assert _stops(actions) == [StopHosts(grace_s=STOP_GRACE_ON_FAILURE_S, hosts=("h1",),
+    assert _stops(actions) == [act.StopHosts(grace_s=STOP_GRACE_ON_FAILURE_S, hosts=("h1",),
                                          meanwhile=True)]
 
     # Launchers that all ended by themselves: the straggler sweep, then the end.
-    events, _, actions = _fold(_state(), AttemptEnded(final=FAILED, lost={}),
-                               StopFound(StopReport(run_id=RUN), swept=True))
+    events, _, actions = _fold(_state(), sig.AttemptEnded(final=FAILED, lost={}),
+                               sig.StopFound(StopReport(run_id=RUN), swept=True))
     assert _ended(events).state == "failed" and _stops(actions) == [SWEEP]
 
-    failed = LaunchFailed("launch failed on h1: refused", failed_host="h1",
+    failed = sig.LaunchFailed("launch failed on h1: refused", failed_host="h1",
                           may_have_started=True)
     events, state, actions = _fold(_state(phase=Phase.LAUNCHING), failed)
     assert _ended(events).state == "failed" and state.phase is Phase.ENDED
     # The lock goes before the final status is recorded (its reader stops reading there).
-    assert actions == [StopHosts(grace_s=LAUNCH_STOP_GRACE_S), Unlock(),
+    assert actions == [act.StopHosts(grace_s=LAUNCH_STOP_GRACE_S), act.Unlock(),
                        RecordState("failed", failed.detail)]
 
     following = _state(launching=False)  # following changes nothing on the hosts
-    for signal in (RanksLinger(left=("h1",), waited_s=61.0), CauseSettled(cause=None,
+    for signal in (sig.RanksLinger(left=("h1",), waited_s=61.0), sig.CauseSettled(cause=None,
                                                                            left=("h1",))):
         assert decide(following, signal, T).events == []
         assert decide(following, signal, T).actions == []
-    assert not _stops(_fold(following, AttemptEnded(final=FAILED, lost={}))[2])
+    assert not _stops(_fold(following, sig.AttemptEnded(final=FAILED, lost={}))[2])
 
 
 def test_a_launch_moves_through_its_phases_and_records_its_facts() -> None:
     state = _state(phase=Phase.CHECKING)
-    events, state, actions = _fold(state, PhaseDone(), PhaseDone())
+    events, state, actions = _fold(state, sig.PhaseDone(), sig.PhaseDone())
     assert [e.state for e in events if isinstance(e, RunStatus)] == ["pushing", "launching"]
     assert actions == [RecordState("pushing"), RecordState("launching")]
-    events, state, actions = _fold(state, PhaseDone(facts={"port": 29500}), TailsOpen())
-    assert actions == [RecordLaunched({"state": "launching", "port": 29500}), Unlock(),
+    events, state, actions = _fold(state, sig.PhaseDone(facts={"port": 29500}), sig.TailsOpen())
+    assert actions == [RecordLaunched({"state": "launching", "port": 29500}), act.Unlock(),
                        RecordState("running")]
     assert state.phase is Phase.RUNNING
 
 
 def test_a_failed_attempt_restarts_then_runs_out_of_restarts() -> None:
-    events, state, actions = _fold(_state(restarts=1), AttemptEnded(final=FAILED, lost={}),
-                                   StopFound(StopReport(run_id=RUN), swept=True))
+    events, state, actions = _fold(_state(restarts=1), sig.AttemptEnded(final=FAILED, lost={}),
+                                   sig.StopFound(StopReport(run_id=RUN), swept=True))
     note = "restart 1 of 1 after: h1 rank 1 died; resuming from the newest checkpoint"
     assert isinstance(events[-2], LogLine) and events[-2].text == note
     assert _ended(events).state == "launching" and state.phase is Phase.RESTARTING
     assert state.restarts == 1 and RecordState("launching", note) in actions
-    events, state, _ = _fold(state, PhaseDone())
+    events, state, _ = _fold(state, sig.PhaseDone())
     assert state.resume and state.phase is Phase.CHECKING
     state = replace(state, phase=Phase.RUNNING)
-    events, state, _ = _fold(state, AttemptEnded(final=FAILED, lost={}),
-                             StopFound(StopReport(run_id=RUN), swept=True))
+    events, state, _ = _fold(state, sig.AttemptEnded(final=FAILED, lost={}),
+                             sig.StopFound(StopReport(run_id=RUN), swept=True))
     assert _ended(events).state == "failed" and state.phase is Phase.ENDED
     assert _ended(events).detail.endswith("(no restart left: [run] max_restarts = 1)")
 
@@ -231,12 +218,12 @@ def test_a_lost_host_is_dropped_and_the_batch_re_split() -> None:
     state = _state(restarts=1, on_host_loss="continue")
     lost = {"h2": HostLost(host="h2", t=1.0, reason="unreachable", step=7)}
     failed = replace(FAILED, failed_host="h2")
-    events, state, actions = _fold(state, AttemptEnded(final=failed, lost=lost),
-                                   StopFound(StopReport(run_id=RUN, unreachable=("h2",)),
+    events, state, actions = _fold(state, sig.AttemptEnded(final=failed, lost=lost),
+                                   sig.StopFound(StopReport(run_id=RUN, unreachable=("h2",)),
                                              swept=True))
     assert [h.name for h in state.config.hosts] == ["h0", "h1"]
     assert state.config.run.split is None and state.restarts == 0
-    assert DropHosts(frozenset({"h2"})) in actions
+    assert act.DropHosts(frozenset({"h2"})) in actions
     dropped = [e for e in events if isinstance(e, HostStatus)]
     assert dropped == [HostStatus(t=T, host="h2", state="failed",
                                   detail="dropped from the run: unreachable (last step 7)")]
@@ -247,19 +234,19 @@ def test_a_host_failing_twice_in_a_row_is_dropped_like_a_lost_one() -> None:
     state = _state(restarts=5, on_host_loss="continue")
     for _ in range(2):
         state = replace(state, phase=Phase.RUNNING)
-        _, state, actions = _fold(state, AttemptEnded(final=FAILED, lost={}),
-                                  StopFound(StopReport(run_id=RUN), swept=True))
-    assert DropHosts(frozenset({"h1"})) in actions and state.restarts == 1
+        _, state, actions = _fold(state, sig.AttemptEnded(final=FAILED, lost={}),
+                                  sig.StopFound(StopReport(run_id=RUN), swept=True))
+    assert act.DropHosts(frozenset({"h1"})) in actions and state.restarts == 1
 
 
 def test_a_stop_asked_is_recorded_and_never_restarted() -> None:
-    _, state, actions = _fold(_state(restarts=3), StopAsked(recorded="running"))
+    _, state, actions = _fold(_state(restarts=3), sig.StopAsked(recorded="running"))
     assert state.stops == {StopCause.REQUESTED}
     assert actions == [RecordState("stopping"), AskStop()]
-    events, state, actions = _fold(state, AttemptEnded(final=FAILED, lost={}),
-                                   StopFound(StopReport(run_id=RUN), swept=True))
+    events, state, actions = _fold(state, sig.AttemptEnded(final=FAILED, lost={}),
+                                   sig.StopFound(StopReport(run_id=RUN), swept=True))
     assert _ended(events).state == "failed" and _ended(events).detail == FAILED.detail
-    _, state, actions = _fold(_state(), StopAsked(recorded="completed"))
+    _, state, actions = _fold(_state(), sig.StopAsked(recorded="completed"))
     assert actions == [] and state.stops == {StopCause.REQUESTED}  # its outcome stays
 
 
