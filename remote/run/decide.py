@@ -1,4 +1,4 @@
-"""What the run does next: ``decide(state, signal, t) -> Decision``, with no I/O.
+"""What the run does next: ``decide(state, signal, t) -> RunDecision``, with no I/O.
 
 The lifecycle loop (``SshRunHandle.events``) hears a signal: what a phase or the follower
 reported (its hang guard and lost-host timer included), what a stop the loop made found
@@ -145,7 +145,7 @@ Action = StopHosts | AwaitStop | Unlock | RecordChange | DropHosts | LingerEnded
 
 
 @dataclass(frozen=True)
-class Decision:
+class RunDecision:
     """What a signal leads to."""
 
     events: list[RunEvent]
@@ -153,14 +153,14 @@ class Decision:
     actions: list[Action]
 
 
-def decide(state: LoopState, signal: Heard, t: float) -> Decision:
+def decide(state: LoopState, signal: Heard, t: float) -> RunDecision:
     """The one place that moves the run: its events, next state and actions for ``signal``,
     heard at ``t``."""
     if isinstance(signal, StopAsked):
         asked = replace(state, stops=state.stops | {StopCause.REQUESTED})
         if signal.recorded in FINAL_RUN_STATES:
-            return Decision([], asked, [])
-        return Decision([], asked, [RecordState(Phase.STOPPING.shown), AskStop()])
+            return RunDecision([], asked, [])
+        return RunDecision([], asked, [RecordState(Phase.STOPPING.shown), AskStop()])
     if isinstance(signal, LaunchFailed):
         # A failed launch leaves nothing behind; the lock goes before the final status (its
         # reader stops reading there).
@@ -178,21 +178,21 @@ def decide(state: LoopState, signal: Heard, t: float) -> Decision:
         return _stop_meanwhile(state, signal, t)
     if isinstance(signal, AttemptEnded):
         if state.stop_in_flight:
-            return Decision([], replace(state, ended=signal), [AwaitStop()])
+            return RunDecision([], replace(state, ended=signal), [AwaitStop()])
         if state.launching and signal.final.outcome is RunOutcome.FAILED:
             # Every launcher ended by itself; make sure no straggler rank is left either.
             sweep = StopHosts(grace_s=STOP_GRACE_ON_FAILURE_S, report_back=True)
-            return Decision([], replace(state, ended=signal), [sweep])
+            return RunDecision([], replace(state, ended=signal), [sweep])
         return _settle(state, signal, None, t)
     assert state.ended is not None, "a stop's report without an attempt's end"
     found = None if signal.report is None else (signal.report, signal.swept)
     return _settle(replace(state, ended=None, stop_in_flight=False), state.ended, found, t)
 
 
-def _phase_done(state: LoopState, done: PhaseDone, t: float) -> Decision:
+def _phase_done(state: LoopState, done: PhaseDone, t: float) -> RunDecision:
     if state.phase is Phase.LAUNCHING:  # launched: the follower takes over (``TailsOpen``)
         launched = RecordLaunched({"state": state.phase.shown, **done.facts})
-        return Decision([], state, [launched, Unlock()])
+        return RunDecision([], state, [launched, Unlock()])
     if state.phase is Phase.RESTARTING:  # the stop of the failed attempt is over
         state = replace(state, resume=True, stops=state.stops & {StopCause.REQUESTED})
     if state.phase is Phase.CHECKING and done.checked is not None:  # the mesh, for the views
@@ -202,18 +202,18 @@ def _phase_done(state: LoopState, done: PhaseDone, t: float) -> Decision:
 
 
 def _stop_meanwhile(state: LoopState, signal: CauseSettled | RanksLinger,
-                    t: float) -> Decision:
+                    t: float) -> RunDecision:
     """Stop the hosts still running in the background while the follower reads on: the
     other hosts after a failure, or processes lingering after every rank finished."""
     if not state.launching:
-        return Decision([], state, [])  # following changes nothing on the hosts
+        return RunDecision([], state, [])  # following changes nothing on the hosts
     stop = StopHosts(grace_s=STOP_GRACE_ON_FAILURE_S, hosts=signal.left, meanwhile=True)
     state = replace(state, stop_in_flight=True)
     if isinstance(signal, RanksLinger):
         line = LogLine(t=t, host="*", rank=None, text=(
             f"every rank finished {DONE_GRACE_S:.0f} s ago but processes on "
             f"{', '.join(signal.left)} have not exited; ending them (the run completed)"))
-        return Decision([line], state, [LingerEnded(signal.waited_s), stop])
+        return RunDecision([line], state, [LingerEnded(signal.waited_s), stop])
     state = replace(state, stops=state.stops | {StopCause.FAILURE})
     who = signal.cause.host if signal.cause else "?"
     moved = move(state, Phase.STOPPING, t,
@@ -222,7 +222,7 @@ def _stop_meanwhile(state: LoopState, signal: CauseSettled | RanksLinger,
 
 
 def _settle(state: LoopState, ended: AttemptEnded, found: tuple[StopReport, bool] | None,
-            t: float) -> Decision:
+            t: float) -> RunDecision:
     """The attempt's outcome (see the module's docstring), then the run ends or restarts."""
     final = ended.final
     report, swept = found if found is not None else (None, False)
@@ -250,7 +250,7 @@ def kept_outcome(final: Finding, info: RunInfo, *, launching: bool) -> Finding:
 
 
 def _end_or_restart(state: LoopState, final: Finding, lost: dict[str, HostLost],
-                    stop_clean: bool, t: float) -> Decision:
+                    stop_clean: bool, t: float) -> RunDecision:
     """End the run, or restart it (perhaps without the hosts it lost)."""
     streaks, failing = count_failure(state.streaks, final)
     state = replace(state, streaks=streaks)
@@ -266,7 +266,7 @@ def _end_or_restart(state: LoopState, final: Finding, lost: dict[str, HostLost],
         note = dropped_note(final.detail, lost, [h.name for h in remaining],
                             config.run.global_batch)
         moved = move(state, Phase.RESTARTING, t, note)
-        return Decision([*dropped_statuses(lost, t), LogLine(t=t, host="*", rank=None,
+        return RunDecision([*dropped_statuses(lost, t), LogLine(t=t, host="*", rank=None,
                                                               text=note), *moved.events],
                         moved.state, [DropHosts(frozenset(lost)), *moved.actions])
     limit = config.run.max_restarts
@@ -282,21 +282,21 @@ def _end_or_restart(state: LoopState, final: Finding, lost: dict[str, HostLost],
 
 
 def move(state: LoopState, phase: Phase, t: float, detail: str = "",
-           **extra: object) -> Decision:
+           **extra: object) -> RunDecision:
     """Move to ``phase`` (never ``ENDED``: see ``end``): its status, and its record."""
     check_move(state.run_id, state.phase, phase)
     status = RunStatus(t=t, run_id=state.run_id, state=phase.shown, detail=detail,
                        **extra)  # type: ignore[arg-type]
-    return Decision([status], replace(state, phase=phase), [RecordState(phase.shown, detail)])
+    return RunDecision([status], replace(state, phase=phase), [RecordState(phase.shown, detail)])
 
 
 def end(state: LoopState, outcome: RunOutcome, detail: str, t: float,
-        **extra: object) -> Decision:
+        **extra: object) -> RunDecision:
     """Move to ``ENDED`` with ``outcome``: the final status, and its record."""
     check_move(state.run_id, state.phase, Phase.ENDED)
     status = RunStatus(t=t, run_id=state.run_id, state=outcome.value, detail=detail,
                        **extra)  # type: ignore[arg-type]
-    return Decision([status], replace(state, phase=Phase.ENDED),
+    return RunDecision([status], replace(state, phase=Phase.ENDED),
                     [RecordState(outcome.value, detail)])
 
 

@@ -15,7 +15,7 @@ from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
 from remote.events import RunStatus, StopReport
 from remote.records.runs import RunInfo, local_run_dir, read_run_info, run_dir_for, write_run_info
 from remote.run.controller import SshRunController
-from remote.run.decide import Decision, LoopState, decide, end, move
+from remote.run.decide import LoopState, RunDecision, decide, end, move
 from remote.run.lifecycle import TRANSITIONS, Phase, PhaseDone, RunOutcome, StopAsked, TailsOpen
 from remote.run.record import RecordChange, RecordState, RunRecord
 from trainer.run_layout import RunLayout
@@ -54,7 +54,7 @@ def _loop(config: ClusterConfig, phase: Phase, info: RunInfo) -> LoopState:
                      followed=info)
 
 
-def _recorded(record: RunRecord, decision: Decision) -> RunStatus:
+def _recorded(record: RunRecord, decision: RunDecision) -> RunStatus:
     """``decision``'s changes of the record made (as the handle's ``_carry_out`` does); its
     status."""
     for action in decision.actions:
