@@ -79,8 +79,9 @@ class SshRunHandle:
                                 launching=launch, config=config, followed=info, resume=resume)
         """What the loop knows between signals: only ``_heard`` replaces it."""
         self._record = record
-        """The run's ``run.json``: only ``_carry_out`` writes it (and ``forget`` drops a
-        refused launch's)."""
+        """The run's ``run.json``: what ``decide`` asks is written by ``_carry_out`` alone;
+        besides, ``stop`` records its cleanup, a detach gives up the ownership, and a launch
+        refused by the lock forgets the record (``_launch_phase``)."""
         self._attempt: Launch | None = None
         """The launch under way (checking, pushing, launching), while it holds the lock."""
         self._follower: RunFollower | None = None
