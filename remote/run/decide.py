@@ -197,7 +197,7 @@ def _phase_done(state: LoopState, done: PhaseDone, t: float) -> RunDecision:
         state = replace(state, resume=True, stops=state.stops & {StopCause.REQUESTED})
     if state.phase is Phase.CHECKING and done.checked is not None:  # the mesh, for the views
         return move(state, NEXT_PHASE[state.phase], t, links=done.checked.links,
-                      estimate=done.checked.estimate)
+                    estimate=done.checked.estimate)
     return move(state, NEXT_PHASE[state.phase], t)
 
 
@@ -217,7 +217,7 @@ def _stop_meanwhile(state: LoopState, signal: CauseSettled | RanksLinger,
     state = replace(state, stops=state.stops | {StopCause.FAILURE})
     who = signal.cause.host if signal.cause else "?"
     moved = move(state, Phase.STOPPING, t,
-                   f"{who} failed; stopping {', '.join(signal.left) or 'nothing'}")
+                 f"{who} failed; stopping {', '.join(signal.left) or 'nothing'}")
     return replace(moved, actions=[stop, *moved.actions])
 
 
@@ -266,9 +266,10 @@ def _end_or_restart(state: LoopState, final: Finding, lost: dict[str, HostLost],
         note = dropped_note(final.detail, lost, [h.name for h in remaining],
                             config.run.global_batch)
         moved = move(state, Phase.RESTARTING, t, note)
-        return RunDecision([*dropped_statuses(lost, t), LogLine(t=t, host="*", rank=None,
-                                                              text=note), *moved.events],
-                        moved.state, [DropHosts(frozenset(lost)), *moved.actions])
+        said: list[RunEvent] = [*dropped_statuses(lost, t),
+                                LogLine(t=t, host="*", rank=None, text=note)]
+        return RunDecision([*said, *moved.events], moved.state,
+                           [DropHosts(frozenset(lost)), *moved.actions])
     limit = config.run.max_restarts
     why = restart_refusal(final, state.restarts, limit, wanted=wanted, stop_clean=stop_clean)
     if why is not None:
@@ -282,7 +283,7 @@ def _end_or_restart(state: LoopState, final: Finding, lost: dict[str, HostLost],
 
 
 def move(state: LoopState, phase: Phase, t: float, detail: str = "",
-           **extra: object) -> RunDecision:
+         **extra: object) -> RunDecision:
     """Move to ``phase`` (never ``ENDED``: see ``end``): its status, and its record."""
     check_move(state.run_id, state.phase, phase)
     status = RunStatus(t=t, run_id=state.run_id, state=phase.shown, detail=detail,
@@ -297,7 +298,7 @@ def end(state: LoopState, outcome: RunOutcome, detail: str, t: float,
     status = RunStatus(t=t, run_id=state.run_id, state=outcome.value, detail=detail,
                        **extra)  # type: ignore[arg-type]
     return RunDecision([status], replace(state, phase=Phase.ENDED),
-                    [RecordState(outcome.value, detail)])
+                       [RecordState(outcome.value, detail)])
 
 
 def count_failure(streaks: dict[str, int], final: Finding) -> tuple[dict[str, int], str | None]:
