@@ -85,7 +85,8 @@ class LoopState:
     streaks: dict[str, int] = field(default_factory=dict)
     """Per host, its attempts failed in a row (``count_failure``)."""
     stops: frozenset[StopCause] = frozenset()
-    """Why the run is being stopped (the handle's ``StopRequest`` mirrors it)."""
+    """Why the loop is stopping the run (the handle's ``StopRequest`` is told: ``MarkStop``;
+    its monitor adds what it sees there)."""
     stop_in_flight: bool = False
     """A stop started during the attempt runs on (``StopHosts.meanwhile``)."""
     ended: AttemptEnded | None = None
@@ -118,6 +119,14 @@ class Unlock:
 
 
 @dataclass(frozen=True)
+class MarkStop:
+    """Tell the run's ``StopRequest`` (the follower and its monitor ask it): the run is being
+    stopped for ``cause``, or (None) a restart begins and only a stop asked for stays."""
+
+    cause: StopCause | None
+
+
+@dataclass(frozen=True)
 class DropHosts:
     """Go on without ``lost``: the run's pool is the new config's, and ``run.json`` lists the
     hosts left and keeps the dropped ones as suspect hosts (their processes were cut off)."""
@@ -140,7 +149,8 @@ class CloseTrackers:
     state: RunState
 
 
-Action = StopHosts | AwaitStop | Unlock | RecordChange | DropHosts | LingerEnded | CloseTrackers
+Action = StopHosts | AwaitStop | Unlock | RecordChange | MarkStop | DropHosts | LingerEnded \
+    | CloseTrackers
 """Everything ``decide`` asks the handle to do, in order, before its events are said."""
 
 
@@ -158,9 +168,10 @@ def decide(state: LoopState, signal: Heard, t: float) -> RunDecision:
     heard at ``t``."""
     if isinstance(signal, StopAsked):
         asked = replace(state, stops=state.stops | {StopCause.REQUESTED})
+        marked: list[Action] = [MarkStop(StopCause.REQUESTED)]
         if signal.recorded in FINAL_RUN_STATES:
-            return RunDecision([], asked, [])
-        return RunDecision([], asked, [RecordState(Phase.STOPPING.shown), AskStop()])
+            return RunDecision([], asked, marked)
+        return RunDecision([], asked, [*marked, RecordState(Phase.STOPPING.shown), AskStop()])
     if isinstance(signal, LaunchFailed):
         # A failed launch leaves nothing behind; the lock goes before the final status (its
         # reader stops reading there).
@@ -195,6 +206,8 @@ def _phase_done(state: LoopState, done: PhaseDone, t: float) -> RunDecision:
         return RunDecision([], state, [launched, Unlock()])
     if state.phase is Phase.RESTARTING:  # the stop of the failed attempt is over
         state = replace(state, resume=True, stops=state.stops & {StopCause.REQUESTED})
+        moved = move(state, NEXT_PHASE[state.phase], t)
+        return replace(moved, actions=[MarkStop(None), *moved.actions])
     if state.phase is Phase.CHECKING and done.checked is not None:  # the mesh, for the views
         return move(state, NEXT_PHASE[state.phase], t, links=done.checked.links,
                     estimate=done.checked.estimate)
@@ -218,7 +231,7 @@ def _stop_meanwhile(state: LoopState, signal: CauseSettled | RanksLinger,
     who = signal.cause.host if signal.cause else "?"
     moved = move(state, Phase.STOPPING, t,
                  f"{who} failed; stopping {', '.join(signal.left) or 'nothing'}")
-    return replace(moved, actions=[stop, *moved.actions])
+    return replace(moved, actions=[MarkStop(StopCause.FAILURE), stop, *moved.actions])
 
 
 def _settle(state: LoopState, ended: AttemptEnded, found: tuple[StopReport, bool] | None,

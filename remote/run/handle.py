@@ -32,6 +32,7 @@ from remote.run.decide import (
     DropHosts,
     LingerEnded,
     LoopState,
+    MarkStop,
     StopHosts,
     Unlock,
     decide,
@@ -69,8 +70,8 @@ class SshRunHandle:
         self._launch = launch
         self._policy = policy
         self._stop = StopRequest()
-        """Whether the run is being stopped, and why (the follower and its monitor ask it):
-        ``decide``'s ``LoopState.stops``, mirrored after each decision."""
+        """Whether the run is being stopped, and why (the follower and its monitor ask it;
+        ``decide`` tells it with ``MarkStop``)."""
         if record is None:  # following: a run that has ended keeps its recorded outcome
             record = RunRecord(config, info,
                                outcome_kept=not launch and info.state in FINAL_RUN_STATES)
@@ -143,7 +144,6 @@ class SshRunHandle:
         while heard:
             decision = decide(self._state, heard.pop(0), time.time())
             self._state = decision.state
-            self._stop.causes = set(decision.state.stops)
             for action in decision.actions:
                 for item in await self._carry_out(action):
                     if isinstance(item, StopFound):
@@ -236,6 +236,11 @@ class SshRunHandle:
                 self._info = self._record.recorded()
         elif isinstance(action, RecordChange):
             self._record.apply(action)
+        elif isinstance(action, MarkStop):
+            if action.cause is None:
+                self._stop.next_attempt()
+            else:
+                self._stop.request(action.cause)
         elif isinstance(action, DropHosts):
             self._drop_hosts(action.lost)
         elif isinstance(action, LingerEnded):

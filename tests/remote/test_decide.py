@@ -163,6 +163,7 @@ def test_the_loop_decides_every_stop_of_an_attempt() -> None:
     events, state, actions = _fold(_state(), sig.CauseSettled(cause=None, left=("h1",)))
     assert _ended(events).state == "stopping" and state.phase is Phase.STOPPING
     assert state.stops == {StopCause.FAILURE}
+    assert actions[0] == act.MarkStop(StopCause.FAILURE)  # before the stop starts
     assert _stops(actions) == [act.StopHosts(grace_s=STOP_GRACE_ON_FAILURE_S, hosts=("h1",),
                                          meanwhile=True)]
 
@@ -205,8 +206,10 @@ def test_a_failed_attempt_restarts_then_runs_out_of_restarts() -> None:
     assert isinstance(events[-2], LogLine) and events[-2].text == note
     assert _ended(events).state == "launching" and state.phase is Phase.RESTARTING
     assert state.restarts == 1 and RecordState("launching", note) in actions
-    events, state, _ = _fold(state, sig.PhaseDone())
+    events, state, actions = _fold(replace(state, stops=frozenset(StopCause)), sig.PhaseDone())
     assert state.resume and state.phase is Phase.CHECKING
+    assert state.stops == {StopCause.REQUESTED} and actions[0] == act.MarkStop(None)
+    state = replace(state, stops=frozenset())
     state = replace(state, phase=Phase.RUNNING)
     events, state, _ = _fold(state, sig.AttemptEnded(final=FAILED, lost={}),
                              sig.StopFound(StopReport(run_id=RUN), swept=True))
@@ -242,12 +245,13 @@ def test_a_host_failing_twice_in_a_row_is_dropped_like_a_lost_one() -> None:
 def test_a_stop_asked_is_recorded_and_never_restarted() -> None:
     _, state, actions = _fold(_state(restarts=3), sig.StopAsked(recorded="running"))
     assert state.stops == {StopCause.REQUESTED}
-    assert actions == [RecordState("stopping"), AskStop()]
+    assert actions == [act.MarkStop(StopCause.REQUESTED), RecordState("stopping"), AskStop()]
     events, state, actions = _fold(state, sig.AttemptEnded(final=FAILED, lost={}),
                                    sig.StopFound(StopReport(run_id=RUN), swept=True))
     assert _ended(events).state == "failed" and _ended(events).detail == FAILED.detail
     _, state, actions = _fold(_state(), sig.StopAsked(recorded="completed"))
-    assert actions == [] and state.stops == {StopCause.REQUESTED}  # its outcome stays
+    assert actions == [act.MarkStop(StopCause.REQUESTED)]  # its outcome stays
+    assert state.stops == {StopCause.REQUESTED}
 
 
 def test_the_decision_does_no_io() -> None:

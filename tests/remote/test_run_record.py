@@ -123,8 +123,8 @@ def test_the_launch_facts_stop_and_cleanup_are_recorded_through_the_loops_decisi
     moved = decide(launched.state, TailsOpen(), 1.0)
     _recorded(record, moved)
     for action in decide(moved.state, StopAsked(recorded="running"), 1.0).actions:
-        assert isinstance(action, RecordChange)
-        record.apply(action)
+        if isinstance(action, RecordChange):
+            record.apply(action)
     assert read_run_info(config, "c-1").state == "stopping"
     record.cleanup(StopReport(run_id="c-1", remaining={"m": 0}))
     record.apply(RecordState(RunOutcome.STOPPED.value))  # the stop of a run nothing follows
