@@ -6,9 +6,9 @@ lifecycle loop what it sees: ``TailsOpen``, ``CauseSettled`` once a failure's ca
 (the loop then moves to ``stopping`` and stops the other hosts), ``RanksLinger`` when every
 rank finished but processes stay (the loop ends them, and says so: ``lingering_ended``), and
 finally ``AttemptEnded``: how the attempt ended as the monitor found it and which hosts were
-lost. It starts no stop of its own: the loop decides and makes every one
-(``SshRunHandle._stop_hosts``; ``remote/run/attempt_end.py`` after the attempt), and closes its
-trackers with the outcome it decided (``close_trackers``).
+lost. It starts no stop of its own: the loop decides every one (``remote/run/decide.py``)
+and makes it (``SshRunHandle._stop_hosts``), and closes its trackers with the outcome it
+decided (``close_trackers``).
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """``SshRunHandle``: one run, its lifecycle loop (``events``) and its ``stop``.
 
 The loop (``events``) does each phase's work (``_act``: the check, the push, the launch, the
-follower of a running attempt) and hands what the phase reported to ``_decide``, which alone
-moves the run (``remote/run/lifecycle.py``): to its next phase, to ``stopping`` after a failure,
-to a restart (``remote/run/recovery.py``) or to its end (``remote/run/attempt_end.py`` decides
-what an attempt's end means). It alone decides and makes every stop, each through
-``_stop_hosts``: what a failed launch may have started, the other hosts after a failure
-(``StopCause.FAILURE``), the processes that linger after every rank finished, a failed
-attempt's stragglers, and ``stop`` (``StopCause.REQUESTED``).
+follower of a running attempt) and hands what the phase reported to ``_heard``: the pure
+``decide`` (``remote/run/decide.py``) alone moves the run and says what to do, and
+``_carry_out`` alone does it: every stop of the run's processes (what a failed launch may have
+started, the other hosts after a failure, the processes that linger after every rank
+finished, a failed attempt's stragglers), the lock's release, every write of ``run.json``, the
+hosts dropped. A user's ``stop`` is a signal like the follower's (``StopAsked``), then a stop of
+every host of the run (``StopCause.REQUESTED``).
 """
 
 from __future__ import annotations
@@ -25,37 +25,33 @@ from remote.hosts.pool import HostPool
 from remote.records.history import recorded_starts
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.run import launch_lock
-from remote.run.attempt_end import Leftovers, settle_attempt, straggler_sweep_wanted
-from remote.run.failures import HostLost
-from remote.run.follower import DONE_GRACE_S, RunFollower
+from remote.run.decide import (
+    Action,
+    AwaitStop,
+    CloseTrackers,
+    DropHosts,
+    LingerEnded,
+    LoopState,
+    MarkStop,
+    StopHosts,
+    Unlock,
+    decide,
+)
+from remote.run.follower import RunFollower
 from remote.run.lifecycle import (
-    NEXT_PHASE,
-    AttemptEnded,
-    CauseSettled,
-    Finding,
+    Heard,
     LaunchFailed,
-    Lifecycle,
     Phase,
     PhaseDone,
-    RanksLinger,
     RunOutcome,
     Signal,
-    StopCause,
+    StopAsked,
+    StopFound,
     StopRequest,
-    TailsOpen,
 )
-from remote.run.record import RunRecord
-from remote.run.recovery import (
-    REPEATED_FAILURES,
-    can_go_on_without,
-    count_failure,
-    dropped_note,
-    dropped_statuses,
-    restart_note,
-    restart_refusal,
-)
+from remote.run.record import RecordChange, RecordState, RunRecord
 from remote.run.start import Launch, push_code_to_hosts, run_check, start_hosts
-from remote.run.stop import LAUNCH_STOP_GRACE_S, STOP_GRACE_ON_FAILURE_S, stop_run, stop_wait
+from remote.run.stop import stop_run, stop_wait
 
 
 class SshRunHandle:
@@ -72,32 +68,33 @@ class SshRunHandle:
         """The controller's connections: they reach every host, the dropped ones too."""
         self._info = info
         self._launch = launch
-        self._resume = resume
         self._policy = policy
         self._stop = StopRequest()
-        """Whether the run is being stopped, and why (the follower and its monitor ask it)."""
+        """Whether the run is being stopped, and why (the follower and its monitor ask it;
+        ``decide`` tells it with ``MarkStop``)."""
         if record is None:  # following: a run that has ended keeps its recorded outcome
             record = RunRecord(config, info,
                                outcome_kept=not launch and info.state in FINAL_RUN_STATES)
-        self._life = Lifecycle(info.run_id, Phase.CHECKING if launch else Phase.RUNNING,
-                               record)
+        self._state = LoopState(run_id=info.run_id,
+                                phase=Phase.CHECKING if launch else Phase.RUNNING,
+                                launching=launch, config=config, followed=info, resume=resume)
+        """What the loop knows between signals: only ``_heard`` replaces it."""
         self._record = record
-        """The run's ``run.json``: only the lifecycle's moves and this handle's stop change it."""
+        """The run's ``run.json``: what ``decide`` asks is written by ``_carry_out`` alone;
+        besides, ``stop`` records its cleanup, a detach gives up the ownership, and a launch
+        refused by the lock forgets the record (``_launch_phase``)."""
         self._attempt: Launch | None = None
         """The launch under way (checking, pushing, launching), while it holds the lock."""
         self._follower: RunFollower | None = None
         self._attempt_stop: asyncio.Task[StopReport] | None = None
-        """The stop the loop started while the attempt is followed (``_stop_meanwhile``)."""
-        self._restarts = 0
-        self._failure_streaks: dict[str, int] = {}
-        self._config = config
+        """The stop the loop started while the attempt is followed (``StopHosts.meanwhile``)."""
         self._pool = pool
         """The run's hosts: the controller's, less the ones dropped (``on_host_loss``)."""
 
     @property
     def config(self) -> ClusterConfig:
         """The cluster this run belongs to (less any host dropped with ``on_host_loss``)."""
-        return self._config
+        return self._state.config
 
     @property
     def run_dir(self) -> str:
@@ -108,14 +105,15 @@ class SshRunHandle:
         """Every event of the run, ending with its final ``RunStatus``.
 
         The lifecycle loop: each phase's work (``_act``) yields events and reports what
-        happened; ``_decide`` alone moves the run to its next phase. With ``[run]
+        happened; ``decide`` alone moves the run to its next phase. With ``[run]
         max_restarts``, a run that fails after it ran (a rank died, a host dropped, a hang) is
         relaunched from its newest checkpoint, up to that many times (each restart a
         ``launching`` status and a log line); ``on_host_loss`` may drop a host first."""
-        life = self._life
         try:
             if self._launch:
-                yield life.announce()
+                await self._carry_out(RecordState(self._state.phase.shown))
+                yield RunStatus(t=time.time(), run_id=self.run_id,
+                                state=self._state.phase.shown)
             elif self._info.state in FINAL_RUN_STATES and not self._info.pgids:
                 # It ended before it started a host: nothing to follow, its outcome at once.
                 yield RunStatus(t=time.time(), run_id=self.run_id,
@@ -123,21 +121,37 @@ class SshRunHandle:
                                 detail=self._info.detail)
                 return
             else:  # the copy's start events are behind its offsets: say what they recorded
-                for line in recorded_starts(local_run_dir(self._config, self.run_id)):
+                for line in recorded_starts(local_run_dir(self._cluster_config, self.run_id)):
                     yield RankEvent(host=line.host, event=line.event)
-            while life.phase is not Phase.ENDED:
-                async for item in self._act(life.phase):
-                    if isinstance(item, Signal):
-                        for event in await self._decide(item):
-                            yield event
-                    else:
+            while self._state.phase is not Phase.ENDED:
+                async for item in self._act(self._state.phase):
+                    if isinstance(item, RunEvent):
                         yield item
+                    else:
+                        async for event in self._heard(item):
+                            yield event
         finally:
-            if life.phase is not Phase.ENDED:  # a detach: the run trains on, unfollowed
+            if self._state.phase is not Phase.ENDED:  # a detach: the run trains on, unfollowed
                 self._record.detached()
-            await self._unlock()
+            await self._carry_out(Unlock())
             if self._pool is not self._cluster_pool:
                 await self._pool.aclose()
+
+    async def _heard(self, signal: Heard) -> AsyncIterator[RunEvent]:
+        """Decide on ``signal`` and carry out what was decided; an action whose result is a
+        signal of its own (what a stop found) is decided on next."""
+        heard: list[Heard] = [signal]
+        while heard:
+            decision = decide(self._state, heard.pop(0), time.time())
+            self._state = decision.state
+            for action in decision.actions:
+                for item in await self._carry_out(action):
+                    if isinstance(item, StopFound):
+                        heard.append(item)
+                    else:
+                        yield item
+            for event in decision.events:
+                yield event
 
     async def _act(self, phase: Phase) -> AsyncIterator[RunEvent | Signal]:
         """The work of ``phase``: its events, then what happened."""
@@ -153,10 +167,13 @@ class SshRunHandle:
             except LaunchFailed as failed:
                 yield failed
                 return
-            except CorralError as exc:  # whatever was started is stopped again (``_decide``)
+            except CorralError as exc:  # whatever was started is stopped again (``decide``)
                 yield LaunchFailed(f"{exc.title}: {exc}", may_have_started=True)
                 return
-            yield PhaseDone()
+            assert self._attempt is not None
+            yield PhaseDone(checked=self._attempt.report,
+                            facts=self._attempt.facts_recorded()
+                            if phase is Phase.LAUNCHING else {})
             if phase is Phase.LAUNCHING:
                 async for item in self._follow():
                     yield item
@@ -183,8 +200,8 @@ class SshRunHandle:
             steps = push_code_to_hosts(self._attempt)
         else:
             assert self._attempt is not None
-            steps = start_hosts(self._attempt, resume=self._resume, policy=self._policy,
-                                restart=self._restarts)
+            steps = start_hosts(self._attempt, resume=self._state.resume, policy=self._policy,
+                                restart=self._state.restarts)
         async with contextlib.aclosing(steps):
             async for event in steps:
                 yield event
@@ -198,112 +215,51 @@ class SshRunHandle:
         async for item in self._follower.events():
             yield item
 
-    async def _unlock(self) -> None:
-        """Release the launch lock if this handle holds it (the launch is over)."""
-        if self._attempt is not None:
-            self._attempt = None
-            await launch_lock.release(self._pool, self.config, self.run_id)
-            self._info = self._record.recorded()
-
-    async def _decide(self, signal: Signal) -> list[RunEvent]:
-        """The one place that moves the run: from what its phase reported, the next phase
-        and the events that say so."""
-        life = self._life
-        if isinstance(signal, LaunchFailed):
-            if signal.leaves_processes:  # a failed launch leaves nothing behind
-                await self._stop_hosts(grace_s=LAUNCH_STOP_GRACE_S)
-            # The lock goes before the final status: its reader stops reading there.
-            await self._unlock()
-            return [life.end(RunOutcome.STOPPED if signal.stopped else RunOutcome.FAILED,
-                             signal.detail, report=signal.report,
-                             failed_host=signal.failed_host)]
-        if isinstance(signal, PhaseDone):
-            if life.phase is Phase.LAUNCHING:
-                assert self._attempt is not None
-                life.launched(**self._attempt.facts_recorded())
-                await self._unlock()  # launched: the follower takes over (``TailsOpen``)
+    async def _carry_out(self, action: Action) -> list[RunEvent | StopFound]:
+        """The one place that does what ``decide`` asked: the events it says (the trackers'
+        last lines) or what a stop found, for the loop to decide on next."""
+        if isinstance(action, StopHosts):
+            hosts = list(action.hosts) if action.hosts is not None else None
+            stopping = self._stop_hosts(grace_s=action.grace_s, hosts=hosts)
+            if action.meanwhile:  # the attempt ends once the launchers report it
+                self._attempt_stop = asyncio.create_task(stopping)
                 return []
-            if life.phase is Phase.RESTARTING:
+            report = await stopping
+            return [StopFound(report, swept=True)] if action.report_back else []
+        if isinstance(action, AwaitStop):
+            task, self._attempt_stop = self._attempt_stop, None
+            return [StopFound(await task if task is not None else None, swept=False)]
+        if isinstance(action, Unlock):
+            if self._attempt is not None:
+                self._attempt = None
+                await launch_lock.release(self._pool, self.config, self.run_id)
+                self._info = self._record.recorded()
+        elif isinstance(action, RecordChange):
+            self._record.apply(action)
+        elif isinstance(action, MarkStop):
+            if action.cause is None:
                 self._stop.next_attempt()
-                self._resume = True
-            checked = self._attempt.report if self._attempt is not None else None
-            if life.phase is Phase.CHECKING and checked is not None:  # the mesh, for the views
-                return [life.move(NEXT_PHASE[life.phase], links=checked.links,
-                                  estimate=checked.estimate)]
-            return [life.move(NEXT_PHASE[life.phase])]
-        if isinstance(signal, TailsOpen):
-            return [life.move(Phase.RUNNING)]
-        if isinstance(signal, CauseSettled):
-            if not self._launch:
-                return []  # following changes nothing on the hosts
-            self._stop.request(StopCause.FAILURE)
-            self._stop_meanwhile(signal.left)
-            who = signal.cause.host if signal.cause else "?"
-            return [life.move(Phase.STOPPING,
-                              f"{who} failed; stopping {', '.join(signal.left) or 'nothing'}")]
-        if isinstance(signal, RanksLinger):
-            if not self._launch:
-                return []  # following changes nothing on the hosts
+            else:
+                self._stop.request(action.cause)
+        elif isinstance(action, DropHosts):
+            self._drop_hosts(action.lost)
+        elif isinstance(action, LingerEnded):
             assert self._follower is not None
-            self._follower.lingering_ended(signal.waited_s)  # the run completed all the same
-            self._stop_meanwhile(signal.left)
-            return [LogLine(t=time.time(), host="*", rank=None, text=(
-                f"every rank finished {DONE_GRACE_S:.0f} s ago but processes on "
-                f"{', '.join(signal.left)} have not exited; ending them (the run completed)"))]
-        return await self._after_attempt(signal)
+            self._follower.lingering_ended(action.waited_s)  # the run completed all the same
+        elif isinstance(action, CloseTrackers):
+            assert self._follower is not None
+            return [*await self._follower.close_trackers(action.state)]
+        return []
 
-    async def _after_attempt(self, ended: AttemptEnded) -> list[RunEvent]:
-        """What the attempt's end means (``settle_attempt``), said to its trackers; then the
-        run ends or restarts."""
-        assert self._follower is not None
-        task, self._attempt_stop = self._attempt_stop, None
-        stop = await task if task is not None else None
-        swept = None
-        if straggler_sweep_wanted(ended, stop, launching=self._launch):
-            # Every launcher ended by itself; make sure no straggler rank is left either.
-            swept = await self._stop_hosts(grace_s=STOP_GRACE_ON_FAILURE_S)
-        final, left = settle_attempt(ended, stop=stop, swept=swept, launching=self._launch,
-                                     info=self._follower.info)
-        said = await self._follower.close_trackers(final.state)
-        return [*said, *self._end_or_restart(final, dict(ended.lost), left)]
-
-    def _end_or_restart(self, final: Finding, lost: dict[str, HostLost],
-                        left: Leftovers) -> list[RunEvent]:
-        """End the run, or restart it (perhaps without the hosts it lost)."""
-        if left.suspects:
-            self._record.suspects(left.suspects)
-        if (failing := count_failure(self._failure_streaks, final)) is not None:
-            lost.setdefault(failing, HostLost(host=failing, t=time.time(),
-                                              reason=f"failed {REPEATED_FAILURES} times in a row"))
-        wanted = self._launch and not self._stop.by(StopCause.REQUESTED)
-        if wanted and can_go_on_without(self.config, final, lost, stop_clean=left.stop_clean):
-            return self._drop_lost_hosts(final, lost)
-        why = restart_refusal(final, self._restarts, self.config.run.max_restarts,
-                              wanted=wanted, stop_clean=left.stop_clean)
-        if why is not None:
-            return [self._life.end_with(final if not why else
-                                        replace(final, detail=f"{final.detail}\n({why})"))]
-        self._restarts += 1
-        note = restart_note(final, self._restarts, self.config.run.max_restarts)
-        return [LogLine(t=time.time(), host="*", rank=None, text=note),
-                self._life.move(Phase.RESTARTING, note)]
-
-    def _drop_lost_hosts(self, final: Finding, lost: dict[str, HostLost]) -> list[RunEvent]:
-        """Go on without the lost hosts: same global batch, re-split among the others."""
-        remaining = tuple(h for h in self.config.hosts if h.name not in lost)
-        self._config = replace(self.config, hosts=remaining,
-                               run=replace(self.config.run, split=None))
-        self._pool = HostPool(self._config)
-        # The dropped hosts stay in the record as suspect hosts: their processes may be left
-        # (cut off, not stopped), and ``status`` and ``stop`` must still reach them there.
-        suspects = tuple(sorted(set(self._info.suspect_hosts) | set(lost)))
-        self._record.change(hosts=tuple(h.name for h in remaining), suspect_hosts=suspects)
+    def _drop_hosts(self, lost: frozenset[str]) -> None:
+        """The run's pool without ``lost`` (``decide`` dropped them from its config); the
+        dropped hosts stay in the record as suspect hosts: their processes may be left (cut
+        off, not stopped), and ``status`` and ``stop`` must still reach them there."""
+        self._pool = HostPool(self.config)
+        suspects = tuple(sorted(set(self._info.suspect_hosts) | lost))
+        self._record.change(hosts=tuple(h.name for h in self.config.hosts),
+                            suspect_hosts=suspects)
         self._info = self._record.info
-        note = dropped_note(final.detail, lost, [h.name for h in remaining],
-                            self.config.run.global_batch)
-        now = time.time()
-        return [*dropped_statuses(lost, now), LogLine(t=now, host="*", rank=None, text=note),
-                self._life.move(Phase.RESTARTING, note)]
 
     async def stop(self, *, grace_s: float = 10.0) -> StopReport:
         """TERM every host's process group, KILL after ``grace_s`` (longer for a
@@ -311,11 +267,9 @@ class SshRunHandle:
 
         A run that already ended (completed, failed, stopped) keeps its recorded outcome; what
         the stop found goes to the record's ``cleanup``."""
-        self._stop.request(StopCause.REQUESTED)
         outcome = self._record.recorded().state
-        if outcome not in FINAL_RUN_STATES:
-            self._life.stop_asked()
-            self._record.ask_stop()
+        async for _ in self._heard(StopAsked(recorded=outcome)):
+            pass  # a stop asked says nothing by itself: the follower reports how it ended
         if not self._launch:  # a launch lock this run holds (its corral died) goes too
             await launch_lock.release(self._cluster_pool, self.config, self.run_id)
         # Every host of the run, the dropped ones too (recorded as suspect hosts); the
@@ -329,21 +283,13 @@ class SshRunHandle:
         if outcome in FINAL_RUN_STATES:
             report = replace(report, outcome=RunOutcome(outcome))
         if self._follower is None and report.clean and outcome not in FINAL_RUN_STATES:
-            self._life.stopped_unfollowed()
+            await self._carry_out(RecordState(RunOutcome.STOPPED.value))
         return report
-
-    def _stop_meanwhile(self, hosts: tuple[str, ...]) -> None:
-        """``_stop_hosts`` in the background while the follower reads on (the other hosts after
-        a failure, or lingering processes): the attempt ends once their launchers report it,
-        and ``_after_attempt`` reads what the stop found."""
-        self._attempt_stop = asyncio.create_task(
-            self._stop_hosts(grace_s=STOP_GRACE_ON_FAILURE_S, hosts=list(hosts)))
 
     async def _stop_hosts(self, *, grace_s: float, hosts: list[str] | None = None,
                           pool: HostPool | None = None) -> StopReport:
         """The one way this handle stops the run's processes (``stop_run``: TERM, ``grace_s``,
-        KILL, verified) on ``hosts`` (every host of the run by default), whatever the loop or
-        ``stop`` decided it for: a failed launch, the other hosts after a failure, lingering
-        processes, a failed attempt's stragglers, a stop asked for."""
+        KILL, verified) on ``hosts`` (every host of the run by default), whatever ``decide``
+        or ``stop`` asked it for."""
         return await stop_run(pool or self._pool, self.run_dir, self.run_id, grace_s=grace_s,
                               hosts=hosts)

@@ -7,23 +7,20 @@ checking`` for another attempt from the newest checkpoint. A failed check, push 
 straight to ``ended`` (failed). A run that is only followed (``attach``) starts in ``running``.
 
 ``SshRunHandle.events`` (``remote/run/handle.py``) is the loop that moves between these
-states from what each phase reports (the monitor's ``Finding`` for an attempt that ended);
-``Lifecycle.move`` refuses any move ``TRANSITIONS`` does not list, records the new state in
-``run.json`` (through its ``RunRecord``, the one writer of a run's record) and turns it into
-the ``remote.api.RunStatus`` front ends see. One vocabulary: a phase shows as ``Phase.shown``
+states from what each phase reports (the signals here; the monitor's ``Finding`` for an
+attempt that ended): ``remote/run/decide.py`` decides each move, ``check_move`` refuses any
+move ``TRANSITIONS`` does not list. One vocabulary: a phase shows as ``Phase.shown``
 (a ``RunState``) and an outcome is ``remote.events.RunOutcome``, whose values are the final
 ``RunState``s (``FINAL_RUN_STATES`` is derived from it).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from enum import Enum
 
-from remote.events import CheckReport, RunOutcome, RunState, RunStatus
+from remote.events import CheckReport, RunOutcome, RunState, StopReport
 from remote.run.failures import Cause, Failure, HostLost
-from remote.run.record import RunRecord
 
 
 class Phase(Enum):
@@ -59,6 +56,15 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
 }
 """The moves a run may make. ``running → running`` announces the run again (a follower that
 attached says so once its tails are open)."""
+
+
+def check_move(run_id: str, source: Phase, target: Phase) -> None:
+    """Refuse (``RuntimeError``) a move ``TRANSITIONS`` does not list."""
+    if target in TRANSITIONS[source]:
+        return
+    if target is Phase.ENDED:
+        raise RuntimeError(f"run {run_id}: cannot end while {source.value}")
+    raise RuntimeError(f"run {run_id}: no move from {source.value} to {target.value}")
 
 
 class StopCause(Enum):
@@ -109,6 +115,11 @@ NEXT_PHASE: dict[Phase, Phase] = {
 class PhaseDone:
     """A phase did its work without failing."""
 
+    checked: CheckReport | None = None
+    """After the check: its report (the mesh's links and the estimate, for the views)."""
+    facts: dict[str, object] = field(default_factory=dict)
+    """After the launch: the facts it recorded (master, port, process groups, code digest)."""
+
 
 class LaunchFailed(Exception):
     """A check, push or launch phase failed: the run ends ``failed`` with ``detail``."""
@@ -150,7 +161,7 @@ class CauseSettled:
 @dataclass(frozen=True)
 class Finding:
     """How an attempt ended, as its monitor found it: the lifecycle alone turns it into the
-    run's final state (``Lifecycle.end_with``)."""
+    run's final state (``remote.run.decide``)."""
 
     outcome: RunOutcome
     detail: str
@@ -179,7 +190,7 @@ class RanksLinger:
 class AttemptEnded:
     """Every host's launcher ended (or its host was lost): how this attempt ended, as its
     follower saw it (the loop decides what that means, with what its own stops found:
-    ``remote/run/attempt_end.py``)."""
+    ``remote/run/decide.py``)."""
 
     final: Finding
     lost: dict[str, HostLost]
@@ -189,61 +200,22 @@ Signal = PhaseDone | LaunchFailed | TailsOpen | CauseSettled | RanksLinger | Att
 """What a phase reports to the lifecycle loop, which alone decides the next phase."""
 
 
-class Lifecycle:
-    """A run's current phase; every move goes through ``move`` (or ``end``), and is recorded in
-    ``run.json`` through ``record``."""
+@dataclass(frozen=True)
+class StopFound:
+    """What the stop the loop asked for at an attempt's end found (None: none was made)."""
 
-    def __init__(self, run_id: str, phase: Phase, record: RunRecord | None) -> None:
-        self.run_id = run_id
-        self.phase = phase
-        self.outcome: RunOutcome | None = None
-        self.record = record
-        """The run's record (None: following a run that had already ended, whose recorded
-        outcome stays)."""
+    report: StopReport | None
+    swept: bool
+    """It was the straggler sweep (not the stop made during the attempt)."""
 
-    def move(self, phase: Phase, detail: str = "", **extra: object) -> RunStatus:
-        """Move to ``phase`` (never ``ENDED``: see ``end``); its ``RunStatus``."""
-        if phase not in TRANSITIONS[self.phase]:
-            raise RuntimeError(f"run {self.run_id}: no move from {self.phase.value} to "
-                               f"{phase.value}")
-        self.phase = phase
-        return self._status(phase.shown, detail, **extra)
 
-    def end(self, outcome: RunOutcome, detail: str, **extra: object) -> RunStatus:
-        """Move to ``ENDED`` with ``outcome``; the final ``RunStatus``."""
-        if Phase.ENDED not in TRANSITIONS[self.phase]:
-            raise RuntimeError(f"run {self.run_id}: cannot end while {self.phase.value}")
-        self.phase, self.outcome = Phase.ENDED, outcome
-        return self._status(outcome.value, detail, **extra)
+@dataclass(frozen=True)
+class StopAsked:
+    """The user asked this process to stop the run (``stop``: the stop key, Ctrl-C)."""
 
-    def end_with(self, final: Finding) -> RunStatus:
-        """``end`` with the outcome and detail the monitor found for the attempt."""
-        return self.end(final.outcome, final.detail, failed_host=final.failed_host,
-                        failed_rank=final.failed_rank)
+    recorded: str
+    """The state ``run.json`` holds now: a run that ended keeps its outcome."""
 
-    def announce(self) -> RunStatus:
-        """The current phase's status again (the first event of a launch)."""
-        return self._status(self.phase.shown)
 
-    def launched(self, **facts: object) -> None:
-        """Every host's launcher started (still ``launching`` until the tails are open): the
-        launch's facts go in the record, which a resumed run writes from here on."""
-        if self.record is not None:
-            self.record.launched(state=self.phase.shown, **facts)
-
-    def stop_asked(self) -> None:
-        """A stop was asked (``corral stop``, the stop key): recorded at once as ``stopping``;
-        the phase stays the loop's to move (its follower reports how the attempt ended)."""
-        if self.record is not None:
-            self.record.state(Phase.STOPPING.shown)
-
-    def stopped_unfollowed(self) -> None:
-        """A stop of a run nothing here follows found nothing left: it ended ``stopped``."""
-        if self.record is not None:
-            self.record.state(RunOutcome.STOPPED.value)
-
-    def _status(self, state: RunState, detail: str = "", **extra: object) -> RunStatus:
-        if self.record is not None:
-            self.record.state(state, detail)
-        return RunStatus(t=time.time(), run_id=self.run_id, state=state, detail=detail,
-                         **extra)  # type: ignore[arg-type]
+Heard = Signal | StopFound | StopAsked
+"""Every signal ``remote.run.decide.decide`` takes: a phase's, and the loop's own."""

@@ -1,10 +1,11 @@
 """A run's ``run.json`` as its lifecycle writes it: the one writer of a run's record.
 
-Every change to a recorded run goes through a ``RunRecord``: the lifecycle's moves (its state
-and detail, ``remote/run/lifecycle.py``), the launch's facts (master, port, process groups),
-the hosts a run goes on without, what a stop or a follower found left on the hosts, and what
-``corral status`` learns on the hosts (``recorded_refresh``). ``remote/records/runs.py``
-only reads and writes the file; deciding what goes in it is done here.
+Every change to a recorded run goes through a ``RunRecord``: the loop's moves (its state and
+detail, as ``remote/run/decide.py`` asks and ``SshRunHandle._carry_out`` writes), the launch's
+facts (master, port, process groups), the hosts a run goes on without, what a stop or a
+follower found left on the hosts, and what ``corral status`` learns on the hosts
+(``recorded_refresh``). ``remote/records/runs.py`` only reads and writes the file; deciding
+what goes in it is done here.
 
 A resumed run's record is *held*: nothing is written until its launch starts a host, so a
 refused or failed check (another run still live, a host unreachable) leaves the earlier run's
@@ -16,12 +17,12 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
-from remote.events import FINAL_RUN_STATES, StopReport
+from remote.events import FINAL_RUN_STATES, RunState, StopReport
 from remote.records.owner import this_owner
 from remote.records.runs import (
     FOLLOWING_LOST,
@@ -37,6 +38,37 @@ STOP_ASKED = ".stop-asked"
 to stop. The corral launching it reads it between steps of its check, push and launch, ends
 the launch and stops what started (a state in ``run.json`` would be overwritten by its moves).
 """
+
+
+@dataclass(frozen=True)
+class RecordState:
+    """Write the run's state and the first line of ``detail`` in ``run.json``."""
+
+    state: RunState
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class RecordLaunched:
+    """Write the launch's facts in ``run.json`` (every host's launcher started)."""
+
+    facts: dict[str, object]
+
+
+@dataclass(frozen=True)
+class RecordSuspects:
+    """Write the hosts where processes of the run may be left."""
+
+    hosts: frozenset[str]
+
+
+@dataclass(frozen=True)
+class AskStop:
+    """Leave the ``STOP_ASKED`` mark for a launch under way."""
+
+
+RecordChange = RecordState | RecordLaunched | RecordSuspects | AskStop
+"""A change of the record ``remote.run.decide`` asks for (``RunRecord.apply``)."""
 
 
 class RunRecord:
@@ -87,6 +119,17 @@ class RunRecord:
             if not self._hosts_started:
                 raise
             self.write_error = self.write_error or str(exc)
+
+    def apply(self, change: RecordChange) -> None:
+        """Make ``change`` (what the loop's ``decide`` asked for)."""
+        if isinstance(change, RecordState):
+            self.state(change.state, change.detail)
+        elif isinstance(change, RecordLaunched):
+            self.launched(**change.facts)
+        elif isinstance(change, RecordSuspects):
+            self.suspects(set(change.hosts))
+        else:
+            self.ask_stop()
 
     def state(self, state: str, detail: str = "") -> None:
         """The run's state, and the first line of ``detail`` (kept as it was when empty)."""
@@ -157,10 +200,9 @@ class RunRecord:
             info = read_run_info(self._config, self.info.run_id)
         except CorralError:
             return
-        suspect = {h for h in info.suspect_hosts if h not in report.remaining}
-        suspect |= set(report.unreachable) | {h for h, n in report.remaining.items() if n}
         self.change(cleanup=describe_stop(report, when=time.time()),
-                    suspect_hosts=tuple(sorted(suspect)))
+                    suspect_hosts=tuple(sorted(suspects_after(set(info.suspect_hosts),
+                                                              report))))
 
     def recorded(self) -> RunInfo:
         """The record as it is on disk now (``info`` when there is none, or while held)."""
@@ -170,6 +212,14 @@ class RunRecord:
             return read_run_info(self._config, self.info.run_id)
         except CorralError:
             return self.info
+
+
+def suspects_after(before: set[str], report: StopReport) -> set[str]:
+    """The hosts where processes of a run may be left after a stop that found ``report``:
+    those suspected ``before`` that the stop did not look at, the ones it could not reach, and
+    the ones where it left processes (one formula for the loop and ``corral stop``)."""
+    return ({h for h in before if h not in report.remaining} | set(report.unreachable)
+            | {h for h, n in report.remaining.items() if n})
 
 
 def recorded_refresh(config: ClusterConfig, before: RunInfo, after: RunInfo) -> None:

@@ -19,12 +19,10 @@ try:
 except ImportError:  # collected as a package module
     from tests.remote.conftest import SshdCluster  # type: ignore[no-redef]
 
-from remote.events import RunStatus
 from remote.hosts.pool import HostPool
 from remote.records.runs import RunInfo, read_run_info, run_dir_for, write_run_info
 from remote.run.controller import SshRunController
-from remote.run.failures import HostLost
-from remote.run.handle import SshRunHandle
+from remote.run.record import RunRecord
 from remote.run.refresh import refresh_runs
 from remote.run.stop import count_run_processes
 
@@ -66,11 +64,9 @@ def test_a_dropped_host_is_still_seen_by_status_and_ended_by_stop(
             write_run_info(config, info)
             assert await _leftover(controller.pool, "h1", run_dir) == 1
             assert await count_run_processes(await controller.pool.get("h0"), run_id) == 0
-            # in its running phase
-            handle = SshRunHandle(controller.config, controller.pool, info, launch=False)
-            final = RunStatus(t=2.0, run_id=run_id, state="failed", detail="h1 lost",
-                              failed_host="h1")
-            handle._drop_lost_hosts(final, {"h1": HostLost(host="h1", reason="cut", t=2.0)})
+            # The run went on without h1 as the loop records it (``decide``'s ``DropHosts``,
+            # tests/remote/test_decide.py): the hosts left, and h1 as a suspect host.
+            RunRecord(config, info).change(hosts=("h0",), suspect_hosts=("h1",))
             after_drop = read_run_info(config, run_id)
             status = next(r for r in await refresh_runs(config, controller.pool)
                           if r.run_id == run_id)

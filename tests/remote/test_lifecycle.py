@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import get_args
 
 import pytest
 
 from remote.api import FINAL_RUN_STATES, RankEvent, RunState
+from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
+from remote.records.runs import RunInfo
+from remote.run.decide import LoopState, end, move
 from remote.run.failures import Severity
 from remote.run.lifecycle import (
     TRANSITIONS,
-    Lifecycle,
     Phase,
     RunOutcome,
     StopCause,
@@ -20,27 +23,37 @@ from remote.run.monitor import RunMonitor
 from trainer.events import StepEvent
 
 
+def _at(phase: Phase) -> LoopState:
+    config = ClusterConfig(path=Path("/nonexistent/cluster.toml"),
+                           cluster=ClusterSection(name="c", master="m"),
+                           hosts=(HostSection(name="m", address="local"),))
+    return LoopState(run_id="r", phase=phase, launching=True, config=config,
+                     followed=RunInfo(run_id="r", cluster="c", started=1.0, hosts=("m",),
+                                     state="checking"))
+
+
 def test_a_launch_that_fails_its_check_and_one_that_restarts_make_only_listed_moves() -> None:
-    life = Lifecycle("r", Phase.CHECKING, None)
-    seen = [life.announce().state]
+    state = _at(Phase.CHECKING)
+    seen = [state.phase.shown]
     for phase in (Phase.PUSHING, Phase.LAUNCHING, Phase.RUNNING, Phase.STOPPING,
                   Phase.RESTARTING, Phase.CHECKING):
-        seen.append(life.move(phase, f"to {phase.value}").state)
-    final = life.end(RunOutcome.FAILED, "pre-flight check failed: h1:disk\nmore")
+        moved = move(state, phase, 1.0, f"to {phase.value}")
+        state = moved.state
+        seen.append(moved.events[0].state)  # type: ignore[union-attr]
+    final = end(state, RunOutcome.FAILED, "pre-flight check failed: h1:disk\nmore", 1.0)
     assert seen == ["checking", "pushing", "launching", "running", "stopping", "launching",
                     "checking"]  # a restart shows as launching
-    assert final.state == "failed" and life.phase is Phase.ENDED
+    assert final.events[0].state == "failed"  # type: ignore[union-attr]
+    assert final.state.phase is Phase.ENDED
     with pytest.raises(RuntimeError, match="no move from ended to checking"):
-        life.move(Phase.CHECKING)
+        move(final.state, Phase.CHECKING, 1.0)
 
 
 def test_moves_that_skip_a_phase_are_refused() -> None:
-    life = Lifecycle("r", Phase.CHECKING, None)
     with pytest.raises(RuntimeError, match="no move from checking to running"):
-        life.move(Phase.RUNNING)
-    life = Lifecycle("r", Phase.RESTARTING, None)
+        move(_at(Phase.CHECKING), Phase.RUNNING, 1.0)
     with pytest.raises(RuntimeError, match="cannot end while restarting"):
-        life.end(RunOutcome.COMPLETED, "")
+        end(_at(Phase.RESTARTING), RunOutcome.COMPLETED, "", 1.0)
 
 
 def test_every_phase_shows_as_a_state_front_ends_know_and_outcomes_are_final() -> None:

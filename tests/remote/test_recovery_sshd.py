@@ -158,20 +158,25 @@ async def test_a_host_cut_off_for_good_is_dropped_and_the_run_completes_on_the_o
 
 
 def test_a_host_failing_attempts_in_a_row_counts_as_lost() -> None:
+    from remote.run.decide import REPEATED_FAILURES, count_failure
     from remote.run.lifecycle import Finding, RunOutcome
-    from remote.run.recovery import REPEATED_FAILURES, count_failure
 
     def failed(host: str | None) -> Finding:
         return Finding(RunOutcome.FAILED, detail="x", failed_host=host)
 
     streaks: dict[str, int] = {}
-    assert count_failure(streaks, failed("h1")) is None  # once: a restart may cure it
-    assert count_failure(streaks, failed("h2")) is None  # another host's failure ends h1's run
-    assert count_failure(streaks, failed("h1")) is None
+    streaks, found = count_failure(streaks, failed("h1"))
+    assert found is None  # once: a restart may cure it
+    streaks, found = count_failure(streaks, failed("h2"))
+    assert found is None  # another host's failure ends h1's run
+    streaks, found = count_failure(streaks, failed("h1"))
+    assert found is None
     for _ in range(REPEATED_FAILURES - 1):
-        found = count_failure(streaks, failed("h1"))
+        streaks, found = count_failure(streaks, failed("h1"))
     assert found == "h1"
     # A run that did not fail, or failed without a culprit, ends every streak.
-    assert count_failure(streaks, replace(failed("h1"), outcome=RunOutcome.COMPLETED)) is None
+    streaks, found = count_failure(streaks, replace(failed("h1"), outcome=RunOutcome.COMPLETED))
+    assert found is None
     assert streaks == {}
-    assert count_failure(streaks, failed(None)) is None and streaks == {}
+    streaks, found = count_failure(streaks, failed(None))
+    assert found is None and streaks == {}

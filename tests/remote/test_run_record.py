@@ -5,6 +5,7 @@ its check leaves every record as it was (the earlier run is never recorded as fa
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,9 @@ from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
 from remote.events import RunStatus, StopReport
 from remote.records.runs import RunInfo, local_run_dir, read_run_info, run_dir_for, write_run_info
 from remote.run.controller import SshRunController
-from remote.run.lifecycle import TRANSITIONS, Finding, Lifecycle, Phase, RunOutcome
-from remote.run.record import RunRecord
+from remote.run.decide import LoopState, RunDecision, decide, end, move
+from remote.run.lifecycle import TRANSITIONS, Phase, PhaseDone, RunOutcome, StopAsked, TailsOpen
+from remote.run.record import RecordChange, RecordState, RunRecord
 from trainer.run_layout import RunLayout
 
 try:
@@ -39,12 +41,28 @@ def _tree(root: Path) -> dict[str, bytes]:
             if p.is_file()}
 
 
-def _recorded_at(config: ClusterConfig, phase: Phase) -> Lifecycle:
-    """A lifecycle in ``phase`` whose run is recorded as front ends saw it there."""
+def _recorded_at(config: ClusterConfig, phase: Phase) -> tuple[LoopState, RunRecord]:
+    """The loop in ``phase`` and its run's record, as front ends saw it there."""
     info = RunInfo(run_id="c-1", cluster="c", started=1.0, hosts=("m",),
                    state=phase.shown, detail="before")
     write_run_info(config, info)
-    return Lifecycle(info.run_id, phase, RunRecord(config, info))
+    return _loop(config, phase, info), RunRecord(config, info)
+
+
+def _loop(config: ClusterConfig, phase: Phase, info: RunInfo) -> LoopState:
+    return LoopState(run_id=info.run_id, phase=phase, launching=True, config=config,
+                     followed=info)
+
+
+def _recorded(record: RunRecord, decision: RunDecision) -> RunStatus:
+    """``decision``'s changes of the record made (as the handle's ``_carry_out`` does); its
+    status."""
+    for action in decision.actions:
+        assert isinstance(action, RecordState)
+        record.apply(action)
+    status = decision.events[-1]
+    assert isinstance(status, RunStatus)
+    return status
 
 
 EDGES = [(source, target) for source, targets in TRANSITIONS.items()
@@ -58,14 +76,15 @@ def test_every_move_is_recorded_as_the_state_front_ends_see(
     config = _config(tmp_path)
     if target is Phase.ENDED:
         for outcome in RunOutcome:
-            life = _recorded_at(config, source)
-            status = life.end_with(Finding(outcome, f"{outcome.value}: why\nmore lines"))
+            state, record = _recorded_at(config, source)
+            status = _recorded(record, end(state, outcome, f"{outcome.value}: why\nmore lines",
+                                           1.0))
             recorded = read_run_info(config, "c-1")
             assert (recorded.state, recorded.detail) == (outcome.value, f"{outcome.value}: why")
             assert status.state == outcome.value and status.detail.endswith("more lines")
         return
-    life = _recorded_at(config, source)
-    status = life.move(target, f"to {target.value}")
+    state, record = _recorded_at(config, source)
+    status = _recorded(record, move(state, target, 1.0, f"to {target.value}"))
     recorded = read_run_info(config, "c-1")
     assert recorded.state == status.state == target.shown
     assert recorded.detail == f"to {target.value}"
@@ -77,32 +96,38 @@ def test_a_refused_move_changes_no_byte_of_the_record(tmp_path: Path, source: Ph
     if source is Phase.ENDED:
         write_run_info(config, RunInfo(run_id="c-1", cluster="c", started=1.0, hosts=("m",),
                                        state="completed"))
-        life = Lifecycle("c-1", Phase.ENDED, RunRecord(config, read_run_info(config, "c-1")))
+        state = _loop(config, Phase.ENDED, read_run_info(config, "c-1"))
     else:
-        life = _recorded_at(config, source)
+        state, _ = _recorded_at(config, source)
     before = _tree(tmp_path / "runs")
     for target in set(Phase) - TRANSITIONS[source] - {Phase.ENDED}:
         with pytest.raises(RuntimeError):
-            life.move(target)
+            move(state, target, 1.0)
     if Phase.ENDED not in TRANSITIONS[source]:
         with pytest.raises(RuntimeError):
-            life.end(RunOutcome.FAILED, "no")
+            end(state, RunOutcome.FAILED, "no", 1.0)
     assert _tree(tmp_path / "runs") == before
 
 
-def test_the_launch_facts_stop_and_cleanup_are_recorded_through_the_lifecycle(
+def test_the_launch_facts_stop_and_cleanup_are_recorded_through_the_loops_decisions(
         tmp_path: Path) -> None:
     config = _config(tmp_path)
-    life = _recorded_at(config, Phase.LAUNCHING)
-    life.launched(master_addr="10.0.0.1", port=29500, pgids={"m": 42}, code_digest="abc")
+    state, record = _recorded_at(config, Phase.LAUNCHING)
+    launched = decide(state, PhaseDone(facts={"master_addr": "10.0.0.1", "port": 29500,
+                                              "pgids": {"m": 42}, "code_digest": "abc"}), 1.0)
+    for action in launched.actions:
+        if isinstance(action, RecordChange):
+            record.apply(action)
     recorded = read_run_info(config, "c-1")
     assert (recorded.state, recorded.pgids, recorded.port) == ("launching", {"m": 42}, 29500)
-    life.move(Phase.RUNNING)
-    life.stop_asked()
+    moved = decide(launched.state, TailsOpen(), 1.0)
+    _recorded(record, moved)
+    for action in decide(moved.state, StopAsked(recorded="running"), 1.0).actions:
+        if isinstance(action, RecordChange):
+            record.apply(action)
     assert read_run_info(config, "c-1").state == "stopping"
-    assert life.record is not None
-    life.record.cleanup(StopReport(run_id="c-1", remaining={"m": 0}))
-    life.stopped_unfollowed()
+    record.cleanup(StopReport(run_id="c-1", remaining={"m": 0}))
+    record.apply(RecordState(RunOutcome.STOPPED.value))  # the stop of a run nothing follows
     recorded = read_run_info(config, "c-1")
     assert recorded.state == "stopped" and recorded.cleanup.startswith("stopped: no process")
     assert recorded.pgids == {"m": 42}  # the stop kept what the launch recorded
@@ -113,9 +138,11 @@ def test_following_an_ended_run_keeps_its_outcome(tmp_path: Path) -> None:
     ended = RunInfo(run_id="c-1", cluster="c", started=1.0, hosts=("m",), state="failed",
                     detail="rank 0 died")
     write_run_info(config, ended)
-    life = Lifecycle("c-1", Phase.RUNNING, RunRecord(config, ended, outcome_kept=True))
-    life.move(Phase.RUNNING)
-    life.end_with(Finding(RunOutcome.COMPLETED, "1 rank(s) finished"))
+    record = RunRecord(config, ended, outcome_kept=True)
+    state = replace(_loop(config, Phase.RUNNING, ended), launching=False)
+    moved = move(state, Phase.RUNNING, 1.0)
+    _recorded(record, moved)
+    _recorded(record, end(moved.state, RunOutcome.COMPLETED, "1 rank(s) finished", 1.0))
     assert read_run_info(config, "c-1") == ended
 
 

@@ -1,0 +1,384 @@
+"""What the run does next: ``decide(state, signal, t) -> RunDecision``, with no I/O.
+
+The lifecycle loop (``SshRunHandle.events``) hears a signal: what a phase or the follower
+reported (its hang guard and lost-host timer included), what a stop the loop made found
+(``StopFound``), or the user's stop (``StopAsked``). ``decide`` turns the ``LoopState`` and the
+signal into the events front ends see, the next state, and ``Action`` records the handle
+carries out in one place (``SshRunHandle._carry_out``): stop hosts, unlock, every write of
+``run.json``, drop hosts, tell the follower. It awaits nothing, opens no file and reads no clock
+(``t``: when the signal was heard), so a decision is a row of a table
+(``tests/remote/test_decide.py``). A new signal or action is a case here (and in ``_carry_out``).
+
+An attempt's end is decided in two steps when the loop made a stop during it (the other hosts
+after a failure, lingering processes) or sweeps for straggler ranks of a failed attempt whose
+launchers all ended by themselves (only the process that launched the run stops anything;
+following is read-only): ``AttemptEnded`` asks for the stop's report, ``StopFound`` settles
+it. A stop that left processes says so in the outcome; a run that had ended before this
+process followed it keeps its recorded outcome; the hosts where processes may be left are
+recorded. Then the run ends, restarts (``[run] max_restarts``) or goes on without the hosts it
+lost (``on_host_loss = "continue"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from remote.config.cluster import ClusterConfig
+from remote.events import (
+    FINAL_RUN_STATES,
+    HostStatus,
+    LogLine,
+    RunEvent,
+    RunState,
+    RunStatus,
+    StopReport,
+)
+from remote.records.runs import RunInfo, describe_stop
+from remote.run.failures import Cause, HostLost
+from remote.run.follower import DONE_GRACE_S
+from remote.run.lifecycle import (
+    NEXT_PHASE,
+    AttemptEnded,
+    CauseSettled,
+    Finding,
+    Heard,
+    LaunchFailed,
+    Phase,
+    PhaseDone,
+    RanksLinger,
+    RunOutcome,
+    StopAsked,
+    StopCause,
+    TailsOpen,
+    check_move,
+)
+from remote.run.record import (
+    AskStop,
+    RecordChange,
+    RecordLaunched,
+    RecordState,
+    RecordSuspects,
+    suspects_after,
+)
+from remote.run.stop import LAUNCH_STOP_GRACE_S, STOP_GRACE_ON_FAILURE_S
+
+REPEATED_FAILURES = 2
+"""With ``on_host_loss = "continue"``, a host whose ranks failed this many attempts in a row is
+dropped like a lost one (a restart on the same hosts would fail again)."""
+
+
+@dataclass(frozen=True)
+class LoopState:
+    """What the loop knows between signals."""
+
+    run_id: str
+    phase: Phase
+    launching: bool
+    """This process launched the run (following one changes nothing on the hosts)."""
+    config: ClusterConfig
+    """The run's cluster, less the hosts dropped with ``on_host_loss``."""
+    followed: RunInfo
+    """The record as it was when this process began to follow the run."""
+    resume: bool = False
+    """The next launch resumes from the newest checkpoint (a restart always does)."""
+    restarts: int = 0
+    streaks: dict[str, int] = field(default_factory=dict)
+    """Per host, its attempts failed in a row (``count_failure``)."""
+    stops: frozenset[StopCause] = frozenset()
+    """Why the loop is stopping the run (the handle's ``StopRequest`` is told: ``MarkStop``;
+    its monitor adds what it sees there)."""
+    stop_in_flight: bool = False
+    """A stop started during the attempt runs on (``StopHosts.meanwhile``)."""
+    ended: AttemptEnded | None = None
+    """The attempt's end, while the loop waits for what its stop found."""
+
+
+
+
+@dataclass(frozen=True)
+class StopHosts:
+    """Stop the run's processes (TERM, ``grace_s``, KILL, verified)."""
+
+    grace_s: float
+    hosts: tuple[str, ...] | None = None
+    """None: every host of the run."""
+    meanwhile: bool = False
+    """In the background while the follower reads on (``AwaitStop`` reads what it found)."""
+    report_back: bool = False
+    """What it found comes back as ``StopFound(swept=True)`` (the straggler sweep)."""
+
+
+@dataclass(frozen=True)
+class AwaitStop:
+    """Wait for the stop made meanwhile; what it found comes back as ``StopFound``."""
+
+
+@dataclass(frozen=True)
+class Unlock:
+    """Release the launch lock if this handle holds it (the launch is over)."""
+
+
+@dataclass(frozen=True)
+class MarkStop:
+    """Tell the run's ``StopRequest`` (the follower and its monitor ask it): the run is being
+    stopped for ``cause``, or (None) a restart begins and only a stop asked for stays."""
+
+    cause: StopCause | None
+
+
+@dataclass(frozen=True)
+class DropHosts:
+    """Go on without ``lost``: the run's pool is the new config's, and ``run.json`` lists the
+    hosts left and keeps the dropped ones as suspect hosts (their processes were cut off)."""
+
+    lost: frozenset[str]
+
+
+@dataclass(frozen=True)
+class LingerEnded:
+    """Tell the follower the lingering processes are being ended (the run completed)."""
+
+    waited_s: float
+
+
+@dataclass(frozen=True)
+class CloseTrackers:
+    """Close the follower's trackers with the attempt's final ``state`` (their lines are
+    said before the decision's own events)."""
+
+    state: RunState
+
+
+Action = StopHosts | AwaitStop | Unlock | RecordChange | MarkStop | DropHosts | LingerEnded \
+    | CloseTrackers
+"""Everything ``decide`` asks the handle to do, in order, before its events are said."""
+
+
+@dataclass(frozen=True)
+class RunDecision:
+    """What a signal leads to."""
+
+    events: list[RunEvent]
+    state: LoopState
+    actions: list[Action]
+
+
+def decide(state: LoopState, signal: Heard, t: float) -> RunDecision:
+    """The one place that moves the run: its events, next state and actions for ``signal``,
+    heard at ``t``."""
+    if isinstance(signal, StopAsked):
+        asked = replace(state, stops=state.stops | {StopCause.REQUESTED})
+        marked: list[Action] = [MarkStop(StopCause.REQUESTED)]
+        if signal.recorded in FINAL_RUN_STATES:
+            return RunDecision([], asked, marked)
+        return RunDecision([], asked, [*marked, RecordState(Phase.STOPPING.shown), AskStop()])
+    if isinstance(signal, LaunchFailed):
+        # A failed launch leaves nothing behind; the lock goes before the final status (its
+        # reader stops reading there).
+        stops: list[Action] = ([StopHosts(grace_s=LAUNCH_STOP_GRACE_S)]
+                               if signal.leaves_processes else [])
+        outcome = RunOutcome.STOPPED if signal.stopped else RunOutcome.FAILED
+        ended = end(state, outcome, signal.detail, t, report=signal.report,
+                    failed_host=signal.failed_host)
+        return replace(ended, actions=[*stops, Unlock(), *ended.actions])
+    if isinstance(signal, PhaseDone):
+        return _phase_done(state, signal, t)
+    if isinstance(signal, TailsOpen):
+        return move(state, Phase.RUNNING, t)
+    if isinstance(signal, (CauseSettled, RanksLinger)):
+        return _stop_meanwhile(state, signal, t)
+    if isinstance(signal, AttemptEnded):
+        if state.stop_in_flight:
+            return RunDecision([], replace(state, ended=signal), [AwaitStop()])
+        if state.launching and signal.final.outcome is RunOutcome.FAILED:
+            # Every launcher ended by itself; make sure no straggler rank is left either.
+            sweep = StopHosts(grace_s=STOP_GRACE_ON_FAILURE_S, report_back=True)
+            return RunDecision([], replace(state, ended=signal), [sweep])
+        return _settle(state, signal, None, t)
+    assert state.ended is not None, "a stop's report without an attempt's end"
+    found = None if signal.report is None else (signal.report, signal.swept)
+    return _settle(replace(state, ended=None, stop_in_flight=False), state.ended, found, t)
+
+
+def _phase_done(state: LoopState, done: PhaseDone, t: float) -> RunDecision:
+    if state.phase is Phase.LAUNCHING:  # launched: the follower takes over (``TailsOpen``)
+        launched = RecordLaunched({"state": state.phase.shown, **done.facts})
+        return RunDecision([], state, [launched, Unlock()])
+    if state.phase is Phase.RESTARTING:  # the stop of the failed attempt is over
+        state = replace(state, resume=True, stops=state.stops & {StopCause.REQUESTED})
+        moved = move(state, NEXT_PHASE[state.phase], t)
+        return replace(moved, actions=[MarkStop(None), *moved.actions])
+    if state.phase is Phase.CHECKING and done.checked is not None:  # the mesh, for the views
+        return move(state, NEXT_PHASE[state.phase], t, links=done.checked.links,
+                    estimate=done.checked.estimate)
+    return move(state, NEXT_PHASE[state.phase], t)
+
+
+def _stop_meanwhile(state: LoopState, signal: CauseSettled | RanksLinger,
+                    t: float) -> RunDecision:
+    """Stop the hosts still running in the background while the follower reads on: the
+    other hosts after a failure, or processes lingering after every rank finished."""
+    if not state.launching:
+        return RunDecision([], state, [])  # following changes nothing on the hosts
+    stop = StopHosts(grace_s=STOP_GRACE_ON_FAILURE_S, hosts=signal.left, meanwhile=True)
+    state = replace(state, stop_in_flight=True)
+    if isinstance(signal, RanksLinger):
+        line = LogLine(t=t, host="*", rank=None, text=(
+            f"every rank finished {DONE_GRACE_S:.0f} s ago but processes on "
+            f"{', '.join(signal.left)} have not exited; ending them (the run completed)"))
+        return RunDecision([line], state, [LingerEnded(signal.waited_s), stop])
+    state = replace(state, stops=state.stops | {StopCause.FAILURE})
+    who = signal.cause.host if signal.cause else "?"
+    moved = move(state, Phase.STOPPING, t,
+                 f"{who} failed; stopping {', '.join(signal.left) or 'nothing'}")
+    return replace(moved, actions=[MarkStop(StopCause.FAILURE), stop, *moved.actions])
+
+
+def _settle(state: LoopState, ended: AttemptEnded, found: tuple[StopReport, bool] | None,
+            t: float) -> RunDecision:
+    """The attempt's outcome (see the module's docstring), then the run ends or restarts."""
+    final = ended.final
+    report, swept = found if found is not None else (None, False)
+    if report is not None and not swept and not report.clean:
+        final = replace(final, detail=final.detail + f"\n({describe_stop(report)})")
+    final = kept_outcome(final, state.followed, launching=state.launching)
+    stop_clean = report is None or (
+        not any(report.remaining.values()) and set(report.unreachable) <= set(ended.lost))
+    suspects = (set(ended.lost) if report is None
+                else suspects_after(set(ended.lost), report))
+    actions: list[Action] = [CloseTrackers(final.state)]
+    if suspects:
+        actions.append(RecordSuspects(frozenset(suspects)))
+    decision = _end_or_restart(state, final, dict(ended.lost), stop_clean, t)
+    return replace(decision, actions=[*actions, *decision.actions])
+
+
+def kept_outcome(final: Finding, info: RunInfo, *, launching: bool) -> Finding:
+    """``final``, or for a run that had ended before this process followed it, the outcome
+    and detail decided then (the launching follower saw every event; this one only the ones
+    after its copy)."""
+    if launching or info.state not in FINAL_RUN_STATES:
+        return final
+    return replace(final, outcome=RunOutcome(info.state), detail=info.detail or final.detail)
+
+
+def _end_or_restart(state: LoopState, final: Finding, lost: dict[str, HostLost],
+                    stop_clean: bool, t: float) -> RunDecision:
+    """End the run, or restart it (perhaps without the hosts it lost)."""
+    streaks, failing = count_failure(state.streaks, final)
+    state = replace(state, streaks=streaks)
+    if failing is not None:
+        lost.setdefault(failing, HostLost(host=failing, t=t,
+                                          reason=f"failed {REPEATED_FAILURES} times in a row"))
+    wanted = state.launching and StopCause.REQUESTED not in state.stops
+    config = state.config
+    if wanted and can_go_on_without(config, final, lost, stop_clean=stop_clean):
+        remaining = tuple(h for h in config.hosts if h.name not in lost)
+        state = replace(state, config=replace(config, hosts=remaining,
+                                              run=replace(config.run, split=None)))
+        note = dropped_note(final.detail, lost, [h.name for h in remaining],
+                            config.run.global_batch)
+        moved = move(state, Phase.RESTARTING, t, note)
+        said: list[RunEvent] = [*dropped_statuses(lost, t),
+                                LogLine(t=t, host="*", rank=None, text=note)]
+        return RunDecision([*said, *moved.events], moved.state,
+                           [DropHosts(frozenset(lost)), *moved.actions])
+    limit = config.run.max_restarts
+    why = restart_refusal(final, state.restarts, limit, wanted=wanted, stop_clean=stop_clean)
+    if why is not None:
+        detail = final.detail if not why else f"{final.detail}\n({why})"
+        return end(state, final.outcome, detail, t, failed_host=final.failed_host,
+                   failed_rank=final.failed_rank)
+    state = replace(state, restarts=state.restarts + 1)
+    note = restart_note(final, state.restarts, limit)
+    moved = move(state, Phase.RESTARTING, t, note)
+    return replace(moved, events=[LogLine(t=t, host="*", rank=None, text=note), *moved.events])
+
+
+def move(state: LoopState, phase: Phase, t: float, detail: str = "",
+         **extra: object) -> RunDecision:
+    """Move to ``phase`` (never ``ENDED``: see ``end``): its status, and its record."""
+    check_move(state.run_id, state.phase, phase)
+    status = RunStatus(t=t, run_id=state.run_id, state=phase.shown, detail=detail,
+                       **extra)  # type: ignore[arg-type]
+    return RunDecision([status], replace(state, phase=phase), [RecordState(phase.shown, detail)])
+
+
+def end(state: LoopState, outcome: RunOutcome, detail: str, t: float,
+        **extra: object) -> RunDecision:
+    """Move to ``ENDED`` with ``outcome``: the final status, and its record."""
+    check_move(state.run_id, state.phase, Phase.ENDED)
+    status = RunStatus(t=t, run_id=state.run_id, state=outcome.value, detail=detail,
+                       **extra)  # type: ignore[arg-type]
+    return RunDecision([status], replace(state, phase=Phase.ENDED),
+                       [RecordState(outcome.value, detail)])
+
+
+def count_failure(streaks: dict[str, int], final: Finding) -> tuple[dict[str, int], str | None]:
+    """The per-host streaks of failures in a row with ``final`` added (an attempt that failed
+    on another host, or did not fail, ends a host's streak), and the host whose streak reached
+    ``REPEATED_FAILURES`` (else None)."""
+    host = final.failed_host if final.outcome is RunOutcome.FAILED else None
+    if host is None:
+        return {}, None
+    count = streaks.get(host, 0) + 1
+    return {host: count}, (host if count >= REPEATED_FAILURES else None)
+
+
+def restart_refusal(final: Finding, restarts: int, limit: int, *, wanted: bool,
+                    stop_clean: bool) -> str | None:
+    """Why the run ends with ``final`` instead of restarting: "" when there is nothing to say
+    (it did not fail, restarts are off, this follower did not launch it or was asked to
+    stop), a reason otherwise; None to restart.
+
+    A diverged run is not restarted (it would diverge again from the same checkpoint), nor one
+    that ran out of disk (the disk is still full) or that this machine could not record, nor one
+    whose failed attempt may have left processes (they could join the new one)."""
+    if final.outcome is not RunOutcome.FAILED or not wanted or not limit:
+        return ""
+    if restarts >= limit:
+        return f"no restart left: [run] max_restarts = {limit}"
+    if final.cause is Cause.DIVERGED:
+        return "not restarted: a diverged run would diverge again from the same checkpoint"
+    if final.cause is Cause.DISK_FULL:
+        return "not restarted: the disk is still full"
+    if final.cause is Cause.LOCAL_WRITE:
+        return "not restarted: this machine cannot record it"
+    if not stop_clean:
+        return "not restarted: processes of the failed attempt may be left"
+    return None
+
+
+def can_go_on_without(config: ClusterConfig, final: Finding, lost: dict[str, HostLost], *,
+                      stop_clean: bool) -> bool:
+    """``on_host_loss = "continue"``, the attempt failed on a lost host (or one that failed
+    ``REPEATED_FAILURES`` attempts in a row), and the run can go on without the lost hosts (the
+    master, which holds the rendezvous, is not one of them, and one host is left at least)."""
+    return (config.run.on_host_loss == "continue" and final.outcome is RunOutcome.FAILED
+            and final.failed_host in lost and config.cluster.master not in lost and stop_clean
+            and len(lost) < len(config.hosts))
+
+
+def restart_note(final: Finding, restart: int, limit: int) -> str:
+    """What restart number ``restart`` (of ``limit``) after ``final`` says."""
+    cause = final.detail.split("\n", 1)[0]
+    return (f"restart {restart} of {limit} after: {cause}; resuming from the newest "
+            "checkpoint")
+
+
+def dropped_note(detail: str, lost: dict[str, HostLost], remaining: list[str],
+                 global_batch: int) -> str:
+    """What going on on ``remaining`` without the ``lost`` hosts says (``detail``: how the
+    attempt failed)."""
+    return (f"dropped {', '.join(sorted(lost))} from the run ({detail.splitlines()[0]}); "
+            f"continuing on {', '.join(remaining)} from the newest checkpoint, the global "
+            f"batch of {global_batch} re-split among them (`corral run --resume` later brings "
+            "the host back)")
+
+
+def dropped_statuses(lost: dict[str, HostLost], now: float) -> list[HostStatus]:
+    """Each dropped host's ``failed`` status at ``now``: why it was lost, and its last step."""
+    return [HostStatus(t=now, host=h, state="failed",
+                       detail=f"dropped from the run: {gone.reason}"
+                       + (f" (last step {gone.step})" if gone.step is not None else ""))
+            for h, gone in sorted(lost.items())]

@@ -1,0 +1,274 @@
+"""What the run does next, as tables of ``(state, signal) -> events, state, actions``: no
+handle, no SSH, no clock (``decide`` is pure; ``t`` comes with the signal)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection, SshSection
+from remote.events import HostStatus, LogLine, RunEvent, RunStatus, StopReport
+from remote.records.runs import RunInfo
+from remote.run import decide as act
+from remote.run import lifecycle as sig
+from remote.run.decide import (
+    Action,
+    LoopState,
+    decide,
+    kept_outcome,
+)
+from remote.run.failures import Cause, HostLost
+from remote.run.lifecycle import (
+    Finding,
+    Heard,
+    Phase,
+    RunOutcome,
+    StopCause,
+)
+from remote.run.record import AskStop, RecordLaunched, RecordState, RecordSuspects
+from remote.run.stop import LAUNCH_STOP_GRACE_S, STOP_GRACE_ON_FAILURE_S
+
+RUN = "rep-20260101-000001-aaaaaa"
+T = 1234.5
+FAILED = Finding(RunOutcome.FAILED, "h1 rank 1 died", failed_host="h1", failed_rank=1,
+                 cause=Cause.OTHER)
+SWEEP = act.StopHosts(grace_s=STOP_GRACE_ON_FAILURE_S, report_back=True)
+
+
+def _info(state: str, detail: str = "") -> RunInfo:
+    return RunInfo(run_id=RUN, cluster="rep", state=state, started=1.0,
+                   hosts=("h0", "h1", "h2"), detail=detail)
+
+
+def _lost(host: str) -> HostLost:
+    return HostLost(host=host, t=1.0, reason="unreachable")
+
+
+def _state(*, launching: bool = True, phase: Phase = Phase.RUNNING, restarts: int = 0,
+           on_host_loss: str = "stop", followed: RunInfo | None = None) -> LoopState:
+    """A run of three hosts (h0 the master) in ``phase``."""
+    hosts = tuple(HostSection(name=f"h{i}", address=f"10.9.0.{i + 1}", user="u",
+                              python="python3", workdir="/tmp/w", gpus=0, nproc=1)
+                  for i in range(3))
+    config = ClusterConfig(
+        path=Path("/nonexistent/cluster.toml"),
+        cluster=ClusterSection(name="rep", master="h0", run_root="/nonexistent/runs"),
+        hosts=hosts, run=RunSection(max_restarts=restarts, on_host_loss=on_host_loss),
+        ssh=SshSection(known_hosts_file="/nonexistent/known_hosts",
+                       config_file="/nonexistent/ssh-config"))
+    return LoopState(run_id=RUN, phase=phase, launching=launching, config=config,
+                     followed=followed or _info("running"))
+
+
+def _fold(state: LoopState, *signals: Heard) -> tuple[list[RunEvent], LoopState, list[Action]]:
+    """Every event, the last state and every action of ``signals`` decided in turn."""
+    events: list[RunEvent] = []
+    actions: list[Action] = []
+    for signal in signals:
+        decision = decide(state, signal, T)
+        for status in [e for e in decision.events if isinstance(e, RunStatus)]:
+            assert RecordState(status.state, status.detail) in decision.actions  # recorded
+        events, state, actions = ([*events, *decision.events], decision.state,
+                                  [*actions, *decision.actions])
+    assert all(e.t == T for e in events)  # no clock read: the signal's time
+    return events, state, actions
+
+
+def _ended(events: list[RunEvent]) -> RunStatus:
+    assert isinstance(events[-1], RunStatus)
+    return events[-1]
+
+
+def _stops(actions: list[Action]) -> list[act.StopHosts]:
+    return [a for a in actions if isinstance(a, act.StopHosts)]
+
+
+def _suspects(actions: list[Action]) -> set[str]:
+    written = [a.hosts for a in actions if isinstance(a, RecordSuspects)]
+    return set(written[-1]) if written else set()
+
+
+@pytest.mark.parametrize(("lost", "report", "clean", "suspects"), [
+    # A lost host is a suspect but does not make the stop unclean (it cannot be reached).
+    ({"h1": _lost("h1")}, StopReport(run_id=RUN, unreachable=("h1",)), True, {"h1"}),
+    ({}, StopReport(run_id=RUN, remaining={"h0": 2, "h1": 0}), False, {"h0"}),
+    ({}, None, True, set()),
+])
+def test_what_may_be_left_of_an_attempt(lost: dict[str, HostLost], report: StopReport | None,
+                                        clean: bool, suspects: set[str]) -> None:
+    state = _state(restarts=3, launching=report is not None)  # following: no stop, no sweep
+    signals: list[Heard] = [sig.AttemptEnded(final=FAILED, lost=lost)]
+    if report is not None:  # the stop made during the attempt
+        state = replace(state, stop_in_flight=True)
+        signals.append(sig.StopFound(report, swept=False))
+    events, _, actions = _fold(state, *signals)
+    assert _suspects(actions) == suspects
+    refused = "processes of the failed attempt may be left"
+    assert (refused not in _ended(events).detail) is clean
+
+
+def test_a_followed_run_that_had_ended_keeps_its_recorded_outcome() -> None:
+    recorded = _info("completed", "every rank completed")
+    assert kept_outcome(FAILED, recorded, launching=False).outcome is RunOutcome.COMPLETED
+    assert kept_outcome(FAILED, recorded, launching=False).detail == "every rank completed"
+    assert kept_outcome(FAILED, recorded, launching=True) == FAILED  # it saw every event
+    assert kept_outcome(FAILED, _info("running"), launching=False) == FAILED
+    events, _, actions = _fold(_state(launching=False, followed=recorded),
+                               sig.AttemptEnded(final=FAILED, lost={}))
+    assert _ended(events).state == "completed" and act.CloseTrackers("completed") in actions
+
+
+@pytest.mark.parametrize(("launching", "in_flight", "swept"), [
+    (True, False, True),  # every launcher ended by itself: stragglers are looked for
+    (False, False, False),  # following is read-only
+    (True, True, False),  # the failure stop already looked
+])
+def test_only_the_launching_process_sweeps_a_failed_attempt_it_did_not_stop(
+        launching: bool, in_flight: bool, swept: bool) -> None:
+    state = replace(_state(launching=launching), stop_in_flight=in_flight)
+    decision = decide(state, sig.AttemptEnded(final=FAILED, lost={}), T)
+    assert (SWEEP in decision.actions) is swept
+    assert (act.AwaitStop() in decision.actions) is in_flight
+    completed = sig.AttemptEnded(final=Finding(RunOutcome.COMPLETED, "2 rank(s) finished"), lost={})
+    assert not _stops(decide(_state(), completed, T).actions)
+    if swept:
+        found = sig.StopFound(StopReport(run_id=RUN, remaining={"h0": 1}), swept=True)
+        events, _, actions = _fold(decision.state, found)
+        assert events[-1] == RunStatus(t=T, run_id=RUN, state="failed", detail=FAILED.detail,
+                                       failed_host="h1", failed_rank=1)  # sweep not said
+        assert _suspects(actions) == {"h0"}
+
+
+def test_a_stop_that_left_processes_says_so_in_the_outcome() -> None:
+    state = replace(_state(), stop_in_flight=True)
+    events, _, actions = _fold(state, sig.AttemptEnded(final=FAILED, lost={}),
+                               sig.StopFound(StopReport(run_id=RUN, remaining={"h1": 3}),
+                                         swept=False))
+    detail = _ended(events).detail
+    assert detail.startswith("h1 rank 1 died\n(") and "h1" in detail.splitlines()[1]
+    assert _suspects(actions) == {"h1"}
+    assert actions.index(act.CloseTrackers("failed")) < actions.index(RecordState("failed", detail))
+
+
+def test_the_loop_decides_every_stop_of_an_attempt() -> None:
+    events, state, actions = _fold(_state(), sig.RanksLinger(left=("h1",), waited_s=61.0))
+    assert isinstance(events[0], LogLine)
+    assert "processes on h1 have not exited; ending them" in events[0].text
+    assert actions == [act.LingerEnded(61.0), act.StopHosts(grace_s=STOP_GRACE_ON_FAILURE_S,
+                                                    hosts=("h1",), meanwhile=True)]
+    assert not state.stops and state.stop_in_flight  # the run still completed
+
+    events, state, actions = _fold(_state(), sig.CauseSettled(cause=None, left=("h1",)))
+    assert _ended(events).state == "stopping" and state.phase is Phase.STOPPING
+    assert state.stops == {StopCause.FAILURE}
+    assert actions[0] == act.MarkStop(StopCause.FAILURE)  # before the stop starts
+    assert _stops(actions) == [act.StopHosts(grace_s=STOP_GRACE_ON_FAILURE_S, hosts=("h1",),
+                                         meanwhile=True)]
+
+    # Launchers that all ended by themselves: the straggler sweep, then the end.
+    events, _, actions = _fold(_state(), sig.AttemptEnded(final=FAILED, lost={}),
+                               sig.StopFound(StopReport(run_id=RUN), swept=True))
+    assert _ended(events).state == "failed" and _stops(actions) == [SWEEP]
+
+    failed = sig.LaunchFailed("launch failed on h1: refused", failed_host="h1",
+                          may_have_started=True)
+    events, state, actions = _fold(_state(phase=Phase.LAUNCHING), failed)
+    assert _ended(events).state == "failed" and state.phase is Phase.ENDED
+    # The lock goes before the final status is recorded (its reader stops reading there).
+    assert actions == [act.StopHosts(grace_s=LAUNCH_STOP_GRACE_S), act.Unlock(),
+                       RecordState("failed", failed.detail)]
+
+    following = _state(launching=False)  # following changes nothing on the hosts
+    for signal in (sig.RanksLinger(left=("h1",), waited_s=61.0), sig.CauseSettled(cause=None,
+                                                                           left=("h1",))):
+        assert decide(following, signal, T).events == []
+        assert decide(following, signal, T).actions == []
+    assert not _stops(_fold(following, sig.AttemptEnded(final=FAILED, lost={}))[2])
+
+
+def test_a_launch_moves_through_its_phases_and_records_its_facts() -> None:
+    state = _state(phase=Phase.CHECKING)
+    events, state, actions = _fold(state, sig.PhaseDone(), sig.PhaseDone())
+    assert [e.state for e in events if isinstance(e, RunStatus)] == ["pushing", "launching"]
+    assert actions == [RecordState("pushing"), RecordState("launching")]
+    events, state, actions = _fold(state, sig.PhaseDone(facts={"port": 29500}), sig.TailsOpen())
+    assert actions == [RecordLaunched({"state": "launching", "port": 29500}), act.Unlock(),
+                       RecordState("running")]
+    assert state.phase is Phase.RUNNING
+
+
+def test_a_failed_attempt_restarts_then_runs_out_of_restarts() -> None:
+    events, state, actions = _fold(_state(restarts=1), sig.AttemptEnded(final=FAILED, lost={}),
+                                   sig.StopFound(StopReport(run_id=RUN), swept=True))
+    note = "restart 1 of 1 after: h1 rank 1 died; resuming from the newest checkpoint"
+    assert isinstance(events[-2], LogLine) and events[-2].text == note
+    assert _ended(events).state == "launching" and state.phase is Phase.RESTARTING
+    assert state.restarts == 1 and RecordState("launching", note) in actions
+    events, state, actions = _fold(replace(state, stops=frozenset(StopCause)), sig.PhaseDone())
+    assert state.resume and state.phase is Phase.CHECKING
+    assert state.stops == {StopCause.REQUESTED} and actions[0] == act.MarkStop(None)
+    state = replace(state, stops=frozenset())
+    state = replace(state, phase=Phase.RUNNING)
+    events, state, _ = _fold(state, sig.AttemptEnded(final=FAILED, lost={}),
+                             sig.StopFound(StopReport(run_id=RUN), swept=True))
+    assert _ended(events).state == "failed" and state.phase is Phase.ENDED
+    assert _ended(events).detail.endswith("(no restart left: [run] max_restarts = 1)")
+
+
+def test_a_lost_host_is_dropped_and_the_batch_re_split() -> None:
+    state = _state(restarts=1, on_host_loss="continue")
+    lost = {"h2": HostLost(host="h2", t=1.0, reason="unreachable", step=7)}
+    failed = replace(FAILED, failed_host="h2")
+    events, state, actions = _fold(state, sig.AttemptEnded(final=failed, lost=lost),
+                                   sig.StopFound(StopReport(run_id=RUN, unreachable=("h2",)),
+                                             swept=True))
+    assert [h.name for h in state.config.hosts] == ["h0", "h1"]
+    assert state.config.run.split is None and state.restarts == 0
+    assert act.DropHosts(frozenset({"h2"})) in actions
+    dropped = [e for e in events if isinstance(e, HostStatus)]
+    assert dropped == [HostStatus(t=T, host="h2", state="failed",
+                                  detail="dropped from the run: unreachable (last step 7)")]
+    assert _ended(events).state == "launching" and state.phase is Phase.RESTARTING
+
+
+def test_a_host_failing_twice_in_a_row_is_dropped_like_a_lost_one() -> None:
+    state = _state(restarts=5, on_host_loss="continue")
+    for _ in range(2):
+        state = replace(state, phase=Phase.RUNNING)
+        _, state, actions = _fold(state, sig.AttemptEnded(final=FAILED, lost={}),
+                                  sig.StopFound(StopReport(run_id=RUN), swept=True))
+    assert act.DropHosts(frozenset({"h1"})) in actions and state.restarts == 1
+
+
+def test_a_stop_asked_is_recorded_and_never_restarted() -> None:
+    _, state, actions = _fold(_state(restarts=3), sig.StopAsked(recorded="running"))
+    assert state.stops == {StopCause.REQUESTED}
+    assert actions == [act.MarkStop(StopCause.REQUESTED), RecordState("stopping"), AskStop()]
+    events, state, actions = _fold(state, sig.AttemptEnded(final=FAILED, lost={}),
+                                   sig.StopFound(StopReport(run_id=RUN), swept=True))
+    assert _ended(events).state == "failed" and _ended(events).detail == FAILED.detail
+    _, state, actions = _fold(_state(), sig.StopAsked(recorded="completed"))
+    assert actions == [act.MarkStop(StopCause.REQUESTED)]  # its outcome stays
+    assert state.stops == {StopCause.REQUESTED}
+
+
+def test_the_decision_does_no_io() -> None:
+    """No await, no clock, no file, no process in ``decide``'s module (its times come with
+    the signal, its I/O is the handle's ``_carry_out``)."""
+    import ast
+    import inspect
+
+    import remote.run.decide as module
+
+    tree = ast.parse(inspect.getsource(module))
+    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Await, ast.AsyncFunctionDef))]
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                for a in n.names}
+    imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree)
+                 if isinstance(n, ast.ImportFrom)}
+    assert not imported & {"asyncio", "time", "os", "subprocess", "shutil", "pathlib", "asyncssh"}
+    called = {n.func.id for n in ast.walk(tree)
+              if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert "open" not in called
