@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
-from remote.config.task_code import user_code
+from remote.config.task_code import UserCode, user_code
 from remote.events import HostStatus, LogLine, RankEvent, RunEvent
 from remote.hosts.missing_file import explain_missing
 from remote.hosts.pool import HostPool
@@ -63,12 +63,16 @@ async def _ticker(every: float = 0.5) -> AsyncIterator[TailItem]:
         yield _Tick()  # type: ignore[misc]
 
 
-def missing_file_explainer(config: ClusterConfig) -> Callable[[str], str | None] | None:
+def missing_file_explainer(config: ClusterConfig, user: UserCode | None = None
+                           ) -> Callable[[str], str | None] | None:
     """For a script run: what explains a failure's ``FileNotFoundError`` on a file the launch
-    folder holds (``explain_missing``); None for a task run."""
+    folder holds (``explain_missing``); None for a task run. ``user``: the launch's user code,
+    located once per launch (``Launch.user``); an attached run, launched elsewhere, locates
+    its own."""
     if config.run.script is None:
         return None
-    user = user_code(config.run, config.path.parent)
+    if user is None:
+        user = user_code(config.run, config.path.parent)
     if user is None:
         return None
     folder, data = user.folder, config.run.data
@@ -83,7 +87,8 @@ class RunFollower:
 
     def __init__(self, config: ClusterConfig, pool: HostPool, info: RunInfo, *,
                  launching: bool, stop: StopRequest,
-                 record_error: Callable[[], str | None] = lambda: None) -> None:
+                 record_error: Callable[[], str | None] = lambda: None,
+                 user: UserCode | None = None) -> None:
         self.config = config
         self.pool = pool
         self.info = info
@@ -91,7 +96,8 @@ class RunFollower:
         self.run_dir = run_dir_for(config, info.run_id)
         self.launching = launching
         self.monitor = RunMonitor(run_id=info.run_id, hosts=info.hosts, stop=stop,
-                                  run_dir=self.run_dir, explain=missing_file_explainer(config))
+                                  run_dir=self.run_dir,
+                                  explain=missing_file_explainer(config, user))
         self.hang = HangGuard(pool, config.run.hang_factor, config.run.hang_limit)
         self.failed_at: float | None = None
         self.cause_settled = False

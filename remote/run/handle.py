@@ -20,6 +20,7 @@ from dataclasses import replace
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
+from remote.config.task_code import UserCode
 from remote.events import FINAL_RUN_STATES, LogLine, RankEvent, RunEvent, RunStatus, StopReport
 from remote.hosts.pool import HostPool
 from remote.records.history import recorded_starts
@@ -84,6 +85,8 @@ class SshRunHandle:
         besides, ``stop`` records its cleanup, a detach gives up the ownership, and a launch
         refused by the lock forgets the record (``_launch_phase``)."""
         self._attempt: Launch | None = None
+        self._user: UserCode | None = None
+        """The user code the newest launch located (``Launch.user``), for its follower."""
         """The launch under way (checking, pushing, launching), while it holds the lock."""
         self._follower: RunFollower | None = None
         self._attempt_stop: asyncio.Task[StopReport] | None = None
@@ -211,7 +214,8 @@ class SshRunHandle:
     async def _follow(self) -> AsyncIterator[RunEvent | Signal]:
         self._follower = RunFollower(self.config, self._pool, self._info,
                                      launching=self._launch, stop=self._stop,
-                                     record_error=lambda: self._record.write_error)
+                                     record_error=lambda: self._record.write_error,
+                                     user=self._user)
         async for item in self._follower.events():
             yield item
 
@@ -231,7 +235,7 @@ class SshRunHandle:
             return [StopFound(await task if task is not None else None, swept=False)]
         if isinstance(action, Unlock):
             if self._attempt is not None:
-                self._attempt = None
+                self._user, self._attempt = self._attempt.user, None
                 await launch_lock.release(self._pool, self.config, self.run_id)
                 self._info = self._record.recorded()
         elif isinstance(action, RecordChange):

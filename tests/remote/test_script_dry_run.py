@@ -121,3 +121,25 @@ async def test_a_dry_run_locates_the_script_once_for_every_host_and_phase(
         await pool.aclose()
     assert {item.host for item in report.items} >= {"fast", "slow"}  # both hosts were checked
     assert len(located) == 1
+
+
+def test_a_launched_runs_follower_explains_missing_files_with_the_launchs_user_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The follower of a run this process launched takes the launch's ``UserCode`` (located
+    once per launch); only a run attached from elsewhere locates its own."""
+    from remote.run.follower import missing_file_explainer
+
+    config = _config(tmp_path, 'script = "train.py"\n')
+    launched = task_code.user_code(config.run, config.path.parent)
+    assert launched is not None
+    located: list[object] = []
+    locate = task_code._locate
+
+    def counted(*args: object, **kwargs: object) -> task_code.UserCode:
+        located.append(args)
+        return locate(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(task_code, "_locate", counted)
+    assert missing_file_explainer(config, launched) is not None and located == []
+    assert missing_file_explainer(config) is not None and len(located) == 1  # attached
