@@ -50,7 +50,14 @@ from remote.run.lifecycle import (
     StopFound,
     StopRequest,
 )
-from remote.run.record import RecordChange, RecordState, RunRecord
+from remote.run.record import (
+    RecordChange,
+    RecordCleanup,
+    RecordDetached,
+    RecordForgotten,
+    RecordState,
+    RunRecord,
+)
 from remote.run.start import Launch, push_code_to_hosts, run_check, start_hosts
 from remote.run.stop import stop_run, stop_wait
 
@@ -135,7 +142,7 @@ class SshRunHandle:
                             yield event
         finally:
             if self._state.phase is not Phase.ENDED:  # a detach: the run trains on, unfollowed
-                self._record.detached()
+                await self._carry_out(RecordDetached())
             await self._carry_out(Unlock())
             if self._pool is not self._cluster_pool:
                 await self._pool.aclose()
@@ -190,7 +197,7 @@ class SshRunHandle:
                     yield LogLine(t=time.time(), host="*", rank=None, text=took_over)
             except launch_lock.LaunchLocked as exc:
                 # Another launch holds the lock: this one ran nothing and records nothing.
-                self._record.forget()
+                await self._carry_out(RecordForgotten())
                 raise LaunchFailed(f"{exc.title}: {exc}") from None
             except launch_lock.LockNotMade as exc:
                 raise LaunchFailed(f"{exc.title}: {exc}") from None
@@ -283,7 +290,7 @@ class SshRunHandle:
         hosts = sorted(h for h in {*record.hosts, *record.suspect_hosts} if h in known)
         grace_s, _ = stop_wait(self._cluster_config, self.run_id, grace_s)
         report = await self._stop_hosts(grace_s=grace_s, hosts=hosts, pool=self._cluster_pool)
-        self._record.cleanup(report)
+        await self._carry_out(RecordCleanup(report))
         if outcome in FINAL_RUN_STATES:
             report = replace(report, outcome=RunOutcome(outcome))
         if self._follower is None and report.clean and outcome not in FINAL_RUN_STATES:

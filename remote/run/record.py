@@ -67,8 +67,27 @@ class AskStop:
     """Leave the ``STOP_ASKED`` mark for a launch under way."""
 
 
-RecordChange = RecordState | RecordLaunched | RecordSuspects | AskStop
-"""A change of the record ``remote.run.decide`` asks for (``RunRecord.apply``)."""
+@dataclass(frozen=True)
+class RecordCleanup:
+    """Write what a stop found (``RunRecord.cleanup``), the outcome left alone."""
+
+    report: StopReport
+
+
+@dataclass(frozen=True)
+class RecordDetached:
+    """This process stops following the run on purpose (``RunRecord.detached``)."""
+
+
+@dataclass(frozen=True)
+class RecordForgotten:
+    """A launch refused before it touched a host leaves no record (``RunRecord.forget``)."""
+
+
+RecordChange = (RecordState | RecordLaunched | RecordSuspects | AskStop | RecordCleanup
+                | RecordDetached | RecordForgotten)
+"""A change of the record, asked for by ``remote.run.decide`` or the handle's own stop, detach
+or refused launch; the handle carries each out in one place (``RunRecord.apply``)."""
 
 
 class RunRecord:
@@ -128,6 +147,12 @@ class RunRecord:
             self.launched(**change.facts)
         elif isinstance(change, RecordSuspects):
             self.suspects(set(change.hosts))
+        elif isinstance(change, RecordCleanup):
+            self.cleanup(change.report)
+        elif isinstance(change, RecordDetached):
+            self.detached()
+        elif isinstance(change, RecordForgotten):
+            self.forget()
         else:
             self.ask_stop()
 
