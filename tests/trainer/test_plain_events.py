@@ -148,7 +148,14 @@ dist.init_process_group("gloo")
 model = DDP(torch.nn.Linear(4, 1))
 opt = torch.optim.SGD(model.parameters(), lr=0.01)
 until = time.monotonic() + float(sys.argv[1])
-while time.monotonic() < until:
+go = torch.ones(1)
+while True:
+    # rank 0's clock decides for every rank: each takes the same steps (a rank that left on
+    # its own clock would close the connection under another's all-reduce)
+    go[0] = float(time.monotonic() < until)
+    dist.broadcast(go, 0)
+    if not go.item():
+        break
     model(torch.randn(5, 4)).sum().backward()
     opt.step()
     opt.zero_grad()
