@@ -100,12 +100,8 @@ def test_the_ignored_keys_are_those_written_whatever_their_value(tmp_path: Path)
     assert "epochs" not in item.detail
 
 
-async def test_a_dry_run_locates_the_script_once_for_every_host_and_phase(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The check, the push of each host, the imports probed and judged on each host, the data
-    and the commands all read one ``UserCode``: the script is located once, not once each."""
-    config = _config(tmp_path, 'script = "train.py"\n')
+def _count_locations(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every location of the user's code from now on (``task_code._locate``'s calls)."""
     located: list[object] = []
     locate = task_code._locate
 
@@ -114,6 +110,16 @@ async def test_a_dry_run_locates_the_script_once_for_every_host_and_phase(
         return locate(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(task_code, "_locate", counted)
+    return located
+
+
+async def test_a_dry_run_locates_the_script_once_for_every_host_and_phase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check, the push of each host, the imports probed and judged on each host, the data
+    and the commands all read one ``UserCode``: the script is located once, not once each."""
+    config = _config(tmp_path, 'script = "train.py"\n')
+    located = _count_locations(monkeypatch)
     pool = HostPool(config)
     try:
         report = await check_with_preview(config, pool)
@@ -133,13 +139,6 @@ def test_a_launched_runs_follower_explains_missing_files_with_the_launchs_user_c
     config = _config(tmp_path, 'script = "train.py"\n')
     launched = task_code.user_code(config.run, config.path.parent)
     assert launched is not None
-    located: list[object] = []
-    locate = task_code._locate
-
-    def counted(*args: object, **kwargs: object) -> task_code.UserCode:
-        located.append(args)
-        return locate(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(task_code, "_locate", counted)
+    located = _count_locations(monkeypatch)
     assert missing_file_explainer(config, launched) is not None and located == []
     assert missing_file_explainer(config) is not None and len(located) == 1  # attached
