@@ -26,6 +26,9 @@ from remote.run.failures import Failure, Severity
 from trainer.events import EndEvent, StartEvent, StepEvent
 
 MIN_SILENCE_S = 10.0
+NO_FIRST_STEP = "no first step"
+"""How a hang's reason begins when a rank never took its first step (the notifier's "stuck"
+notice reads it: ``remote/run/notify.py``)."""
 """Never call a rank silent sooner (a checkpoint or a rebalance makes one step slower)."""
 STEP_TIMES_KEPT = 20
 STATE_WORDS = {"T": "stopped (SIGSTOP)", "t": "stopped by a debugger",
@@ -204,7 +207,7 @@ class HangGuard:
             return lines, None  # its host cannot be asked: unreachable, not hung
         host = self.watch.pids.get(rank, ("?", 0))[0]
         state = STATE_WORDS.get(self._states[rank], "silent")
-        waited = (f"no first step {silence.seconds:.0f} s after it started (stuck in its first"
+        waited = (f"{NO_FIRST_STEP} {silence.seconds:.0f} s after it started (stuck in its first"
                   " collective or before it)" if not silence.usual_s else
                   f"no step for {silence.seconds:.0f} s (usual step {silence.usual_s:.2f} s)")
         why = f"hung: {waited}, limit [run] hang_limit = {limit:g} s; its process is {state}"
@@ -220,7 +223,7 @@ class HangGuard:
             return f"rank(s) {', '.join(map(str, before))} stepping again"
         self._probe = asyncio.ensure_future(rank_states(self._pool, self.watch.pids, ranks))
         usual = (f"usual step {silence.usual_s:.2f} s" if silence.usual_s
-                 else "no first step yet")
+                 else f"{NO_FIRST_STEP} yet")
         return (f"no step for {silence.seconds:.0f} s from rank(s) "
                 f"{', '.join(map(str, ranks))} ({usual}); asking their hosts why")
 

@@ -31,13 +31,11 @@ from remote.events import FINAL_RUN_STATES, LogLine, RankEvent, RunEvent, RunSta
 from remote.hosts.pool import HostPool
 from remote.records.runs import RunInfo
 from remote.run.handle import SshRunHandle
+from remote.run.hang import NO_FIRST_STEP
 from trainer.events import CheckpointEvent, RebalanceEvent, StepEvent
 
 SECRET = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 """``${NAME}`` in a URL: the environment variable ``NAME`` of this machine."""
-STUCK_START = "no first step"
-"""How a failed run's detail begins its reason when a start stuck before its first step
-(``remote/run/hang.py``)."""
 SLOW_WINDOW = 5
 """Steps whose median is the cluster's current samples/s (one slow step is not a fall)."""
 
@@ -133,7 +131,7 @@ class NoticeRules:
         where = " ".join(part for part in (
             f"host {status.failed_host}" if status.failed_host else "",
             f"rank {status.failed_rank}" if status.failed_rank is not None else "") if part)
-        stuck = STUCK_START in status.detail and "stuck" in self.section.events
+        stuck = NO_FIRST_STEP in status.detail and "stuck" in self.section.events
         title = f"{self.run} failed" + (f" on {where}" if where else "")
         return [RunNotice(event="stuck" if stuck else "failed", title=title,
                           body=status.detail or "failed")]
