@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, get_args
 
 from profiles.user_errors import CorralError
+from trainer.membership.contract import LeaveCause, MembershipChange
 from trainer.round_event import RoundEvent
 
 SCHEMA_VERSION = 1
@@ -296,6 +297,36 @@ class EndEvent:
     """One-line reason when ``status`` is not ``completed``."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class MembershipEvent:
+    """Rank 0: the run's membership changed at a step boundary, and training went on in the
+    same processes (``trainer.membership``)."""
+
+    kind: ClassVar[str] = "membership"
+    t: float
+    rank: int
+    generation: int
+    """The membership generation that starts here (the run's launch is generation 0)."""
+    step: int
+    """Steps completed before the change: the next step is the first of the new generation."""
+    change: MembershipChange
+    hosts: tuple[str, ...]
+    """The hosts (cluster.toml's names) that joined, left or were refused."""
+    cause: LeaveCause | None = None
+    """Why they left (``change == "left"``)."""
+    reason: str | None = None
+    """One line for the user: what was seen (a refused join: what to fix)."""
+    redone_steps: int = 0
+    """Steps the survivors ran again: the step a lost host interrupted (nothing of it applied)."""
+    world_size: int
+    """Ranks in the new generation."""
+    state_bytes: int = 0
+    """Training state sent to the joiners (parameters, optimizer, positions, RNG)."""
+    seconds_to_step: float | None = None
+    """From the trigger (the request, the loss seen) to the new generation's first completed
+    step; None until that step (rank 0 writes the event after it)."""
+
+
 TrainerEvent = (
     StartEvent
     | StepEvent
@@ -306,6 +337,7 @@ TrainerEvent = (
     | CheckpointEvent
     | RoundEvent
     | SamplesEvent
+    | MembershipEvent
     | EndEvent
 )
 

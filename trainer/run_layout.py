@@ -57,6 +57,8 @@ class RunLayout:
     """This machine only: the copy of each host's files, ``collected/<host>/<same layout>``."""
     FETCHED = "fetched"
     """This machine only: what ``corral fetch`` brought back."""
+    MEMBERSHIP = "membership"
+    """On each host: the requests that reach its ranks while they run (``leave_request``)."""
     TRACKERS = "trackers"
     """This machine only: per experiment tracker, ``<tracker>.json``, the tracker's run this
     run is logged to and the last step logged there."""
@@ -103,6 +105,11 @@ class RunLayout:
         made at launch, where the script's relative reads and writes land (one per host, so
         hosts sharing a machine never write the same file)."""
         return self.path(f"{self.SCRIPT_CWD}/{host}")
+
+    def leave_request(self, host: str) -> str:
+        """Written by ``corral leave HOST`` on ``host``: its ranks leave at the next step
+        boundary (``trainer.membership.contract``)."""
+        return self.path(f"{self.MEMBERSHIP}/leave-{host}")
 
     def tracker_record(self, tracker: str) -> str:
         """Which run of ``tracker`` (``mlflow``, ``aim``) this run is logged to, and how far."""

@@ -1,0 +1,1 @@
+"""Live membership: hosts join and leave a running run at step boundaries (docs/reliability.md)."""

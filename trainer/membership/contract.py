@@ -1,0 +1,31 @@
+"""What the remote layer and the ranks agree on for a live join or leave; each name once.
+
+A planned leave is asked for by a file on the leaving host: ``corral leave HOST`` (or the
+console) writes ``RunLayout.leave_request(HOST)`` in that host's run directory, and the host's
+ranks read it at the next step boundary. A join is a launch of the new host's ranks with
+``JOIN_ENV`` set: they wait to be let in at a step boundary and receive the training state from
+a live rank. Every change of membership is reported by rank 0 as one ``MembershipEvent``
+(``trainer.events``). Pushed with the trainer, so this module imports nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+JOIN_ENV = "CORRAL_JOIN"
+"""Set on a joining host's ranks: the run's membership generation they were launched against
+(an integer as text); absent on the ranks launched with the run."""
+MEMBERSHIP_PORT_ENV = "CORRAL_MEMBERSHIP_PORT"
+"""The port on the master's address where the run's membership store listens (every rank,
+joiners included, reaches the store there)."""
+
+LeaveCause = Literal["asked", "ranks_died", "unreachable"]
+"""Why a host left: ``asked`` (``corral leave`` or the console), ``ranks_died`` (its ranks
+exited or were killed), ``unreachable`` (its traffic stopped: no answer within the limit)."""
+
+MembershipChange = Literal["joined", "left", "refused"]
+"""What happened to a host at a generation: it came in, it went out, or its join was refused
+(the run untouched)."""
+
+LOSS_DETECT_S = 5.0
+"""The longest the surviving ranks take to notice a host that stopped answering."""
