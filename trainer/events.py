@@ -320,6 +320,10 @@ class MembershipEvent:
     """Steps the survivors ran again: the step a lost host interrupted (nothing of it applied)."""
     world_size: int
     """Ranks in the new generation."""
+    members: tuple[int, ...] = ()
+    """The new generation's ranks as event ranks, in its rank order: an event's ``rank`` is a
+    stable member id (a launched rank keeps its launch rank; a joiner gets the next unused id),
+    so ``members[r]`` is the id of generation rank ``r``."""
     state_bytes: int = 0
     """Training state sent to the joiners (parameters, optimizer, positions, RNG)."""
     seconds_to_step: float | None = None
