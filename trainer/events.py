@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, get_args
 
 from profiles.user_errors import CorralError
-from trainer.membership.contract import LeaveCause, MembershipChange
+from trainer.membership.event import MembershipEvent
 from trainer.round_event import RoundEvent
 
 SCHEMA_VERSION = 1
@@ -295,40 +295,6 @@ class EndEvent:
     """Newest checkpoint written by this run, if any."""
     error: str | None = None
     """One-line reason when ``status`` is not ``completed``."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class MembershipEvent:
-    """Rank 0: the run's membership changed at a step boundary, and training went on in the
-    same processes (``trainer.membership``)."""
-
-    kind: ClassVar[str] = "membership"
-    t: float
-    rank: int
-    generation: int
-    """The membership generation that starts here (the run's launch is generation 0)."""
-    step: int
-    """Steps completed before the change: the next step is the first of the new generation."""
-    change: MembershipChange
-    hosts: tuple[str, ...]
-    """The hosts (cluster.toml's names) that joined, left or were refused."""
-    cause: LeaveCause | None = None
-    """Why they left (``change == "left"``)."""
-    reason: str | None = None
-    """One line for the user: what was seen (a refused join: what to fix)."""
-    redone_steps: int = 0
-    """Steps the survivors ran again: the step a lost host interrupted (nothing of it applied)."""
-    world_size: int
-    """Ranks in the new generation."""
-    members: tuple[int, ...] = ()
-    """The new generation's ranks as event ranks, in its rank order: an event's ``rank`` is a
-    stable member id (a launched rank keeps its launch rank; a joiner gets the next unused id),
-    so ``members[r]`` is the id of generation rank ``r``."""
-    state_bytes: int = 0
-    """Training state sent to the joiners (parameters, optimizer, positions, RNG)."""
-    seconds_to_step: float | None = None
-    """From the trigger (the request, the loss seen) to the new generation's first completed
-    step; None until that step (rank 0 writes the event after it)."""
 
 
 TrainerEvent = (
