@@ -4,6 +4,7 @@ mistakes it names before anything listens. The browser itself: ``test_serve_brow
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -14,7 +15,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from console.serve import SERVE_HOST
+import pytest
+
+from console.serve import SERVE_HOST, require_textual_serve
+from profiles.user_errors import UsageError
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_TOML = REPO / "cluster.toml"
@@ -85,3 +89,11 @@ def test_mistakes_are_named_before_anything_listens() -> None:
     alone = corral("console", "--port", "9000")
     _, err = alone.communicate(timeout=60)
     assert alone.returncode == 2 and "--serve" in err, err
+
+
+def test_without_textual_serve_the_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *rest: None if name == "textual_serve" else real(name, *rest))
+    with pytest.raises(UsageError, match=r"corral\[serve\]"):
+        require_textual_serve()
