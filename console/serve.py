@@ -102,7 +102,7 @@ def build_server(commands: Mapping[Role, str], tokens: Tokens, port: int) -> Any
         async def _make_app(self) -> web.Application:
             app: web.Application = await super()._make_app()
             app.router.add_get("/ws/{token}", self.handle_session)
-            app.middlewares.append(gate)
+            app.middlewares.append(token_gate(tokens))
             return app
 
         async def on_startup(self, app: web.Application) -> None:
@@ -142,11 +142,18 @@ def build_server(commands: Mapping[Role, str], tokens: Tokens, port: int) -> Any
                     await socket.close()
             return socket
 
+    return ConsoleServer(commands["view"], host=SERVE_HOST, port=port, title="corral")
+
+
+def token_gate(tokens: Tokens) -> Any:
+    """The middleware in front of every path but textual-serve's own scripts and styles: a
+    token of this server, the page's in its query, the session's in its path; its role goes on
+    the request for the session's handler."""
+    from aiohttp import web
+
     @web.middleware
     async def gate(request: web.Request,
                    handler: Callable[[web.Request], Any]) -> web.StreamResponse:
-        """Every path but textual-serve's own scripts and styles needs a token of this server:
-        the page's in its query, the session's in its path."""
         path = request.path
         if path.startswith("/static/"):
             return await handler(request)
@@ -157,7 +164,7 @@ def build_server(commands: Mapping[Role, str], tokens: Tokens, port: int) -> Any
         request["corral_role"] = role
         return await handler(request)
 
-    return ConsoleServer(commands["view"], host=SERVE_HOST, port=port, title="corral")
+    return gate
 
 
 def _number(text: str | None, default: int) -> int:
