@@ -3,8 +3,8 @@
 textual-serve starts one process per browser connection: each tab runs its own console
 (``corral console --served ROLE``), which attaches to the cluster's live run the way
 ``corral attach`` does (a second follower reads the run and leaves the local copy to the first,
-``remote/records/collected.py``) and sends no ``[notify]`` notices (the run's own follower
-does, once). This module is the web server in front of them:
+``remote/records/collected.py``); a read-only tab sends no ``[notify]`` notices (the run's own
+follower does, once). This module is the web server in front of them:
 
 - it listens on 127.0.0.1 only (``SERVE_HOST``); from another machine, ``ssh -L`` (docs/console.md);
 - every page and every session needs a one-time token, made here at start, printed once and
@@ -239,19 +239,22 @@ async def serve_console(
 
 def run_served(config_path: Path, role: Role) -> int:
     """One browser tab's console (``corral console --served ROLE``, started by the server):
-    attached to the cluster's live run if there is one, read-only unless ``role`` is
-    ``control``, its notices left to the run's own follower."""
+    attached to the cluster's live run if there is one. A ``view`` tab is read-only and sends
+    no ``[notify]`` notices (the run's own follower does; ten watchers must not send ten); a
+    ``control`` tab is the console as ``corral console`` opens it, notices included (a run it
+    starts is followed by it alone)."""
     from console.app import run_console
     from console.session import Session, load_config, open_controller
     from remote.api import FINAL_RUN_STATES
 
     try:
         config = load_config(config_path)
-        quiet = replace(config, notify=replace(config.notify, urls=(), bell=False))
+        if role != "control":
+            config = replace(config, notify=replace(config.notify, urls=(), bell=False))
         live = [r.run_id for r in Session(config_path, config=config).recorded_runs()
                 if r.state not in FINAL_RUN_STATES]
     except CorralError as exc:
         print(f"corral: {exc.title}: {exc.message}", file=sys.stderr)
         return exc.exit_code
     return run_console(config_path, attach_run=live[0] if live else None,
-                       controller=open_controller(quiet), read_only=role != "control")
+                       controller=open_controller(config), read_only=role != "control")

@@ -1,6 +1,6 @@
 """A browser tab's console (``corral console --served ROLE``, started by the --serve server):
-it attaches to the cluster's live run, is read-only unless its role is ``control``, and sends
-no ``[notify]`` notices (the run's own follower does, once)."""
+it attaches to the cluster's live run; a ``view`` tab is read-only and sends no ``[notify]``
+notices (the run's own follower does, once), a ``control`` tab is the whole console."""
 
 from __future__ import annotations
 
@@ -55,4 +55,4 @@ def test_a_tab_follows_the_live_run_quietly(tmp_path: Path, monkeypatch: pytest.
     assert opened["attach_run"] == "rep-2-live"
     assert opened["read_only"] is (role == "view")
     notify = opened["controller"].config.notify
-    assert not notify.enabled and config.notify.enabled
+    assert config.notify.enabled and notify.enabled is (role == "control")
