@@ -146,16 +146,18 @@ def build_server(commands: Mapping[Role, str], tokens: Tokens, port: int) -> Any
 
 
 def token_gate(tokens: Tokens) -> Any:
-    """The middleware in front of every path but textual-serve's own scripts and styles: a
-    token of this server, the page's in its query, the session's in its path; its role goes on
-    the request for the session's handler."""
+    """The middleware in front of every path: a token of this server, the page's in its
+    query, the session's in its path; its role goes on the request for the session's handler.
+    Two kinds of path pass without one: textual-serve's own scripts and styles (no data), and
+    a download (a screenshot the palette delivers), which textual.js fetches without the page's
+    query but by a key of 122 random bits that only a tab with a token is ever told."""
     from aiohttp import web
 
     @web.middleware
     async def gate(request: web.Request,
                    handler: Callable[[web.Request], Any]) -> web.StreamResponse:
         path = request.path
-        if path.startswith("/static/"):
+        if path.startswith(("/static/", "/download/")):
             return await handler(request)
         given = path[len("/ws/"):] if path.startswith("/ws/") else request.query.get("token", "")
         role = tokens.role(given)
