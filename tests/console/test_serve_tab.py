@@ -22,6 +22,10 @@ except ImportError:  # run from tests/console
     from recorded import info, synthetic_run, write_recorded  # type: ignore[no-redef]
 
 CLUSTER = """\
+[notify]
+urls = ["json://127.0.0.1:9/hook"]
+bell = true
+
 [cluster]
 name = "rep"
 run_root = "{root}/runs"
@@ -29,20 +33,12 @@ run_root = "{root}/runs"
 [[hosts]]
 name = "fast"
 address = "local"
-
-[[hosts]]
-name = "slow"
-address = "local"
-
-[notify]
-urls = ["json://127.0.0.1:9/hook"]
-bell = true
 """
 
 
 @pytest.mark.parametrize("role", ["view", "control"])
-def test_a_tab_follows_the_live_run_quietly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                            role: str) -> None:
+def test_a_tab_follows_the_live_run_and_only_a_view_is_quiet(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, role: str) -> None:
     path = tmp_path / "cluster.toml"
     path.write_text(CLUSTER.format(root=tmp_path), encoding="utf-8")
     config = load_config(path)
