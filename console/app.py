@@ -78,10 +78,10 @@ class ConsoleApp(App[int]):
     ]
 
     def __init__(self, session: Session, *, attach_run: str | None = None,
-                 refresh_s: float = REFRESH_S) -> None:
+                 refresh_s: float = REFRESH_S, read_only: bool = False) -> None:
         super().__init__()
         self.session = session
-        self.controls = RunControls(session)
+        self.controls = RunControls(session, read_only=read_only)
         self.past_runs = PastRuns(session)
         self.attach_run = attach_run
         self.refresh_s = refresh_s
@@ -235,6 +235,9 @@ class ConsoleApp(App[int]):
 
     def set_policy(self, policy: str) -> None:
         """Use ``policy`` for the next start."""
+        if refused := self.controls.refuse_if_read_only("set the next start's policy"):
+            self.render_effects(refused)
+            return
         model = self.session.model
         model.next_policy = policy
         model.version += 1
@@ -332,18 +335,20 @@ class ConsoleApp(App[int]):
 
 def build_app(
     config_path: Path, *, attach_run: str | None = None, controller: RunController | None = None,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] = time.time, read_only: bool = False,
 ) -> ConsoleApp:
-    """The console for ``config_path`` (on the SSH controller unless one is given).
+    """The console for ``config_path`` (on the SSH controller unless one is given; without its
+    controls when ``read_only``).
 
     Raises ``CorralError`` for an unusable cluster.toml.
     """
     return ConsoleApp(Session.open(config_path, controller=controller, clock=clock),
-                      attach_run=attach_run)
+                      attach_run=attach_run, read_only=read_only)
 
 
 def run_console(
     config_path: Path, *, attach_run: str | None = None, controller: RunController | None = None,
+    read_only: bool = False,
 ) -> int:
     """Open the console on ``config_path`` (attached to ``attach_run`` if given); exit code.
 
@@ -351,7 +356,8 @@ def run_console(
     error's exit code; nothing raises a traceback at the operator.
     """
     try:
-        app = build_app(config_path, attach_run=attach_run, controller=controller)
+        app = build_app(config_path, attach_run=attach_run, controller=controller,
+                        read_only=read_only)
     except CorralError as exc:
         print(f"corral: {exc.title}: {exc.message}", file=sys.stderr)
         return exc.exit_code

@@ -26,16 +26,47 @@ from console.results_cli import RESULTS_COMMANDS
 from console.run_cli import DETACHED_EXIT, RUN_COMMANDS, cmd_attach
 from console.runner import run_command
 from console.session import Session
-from profiles.user_errors import CorralError
+from profiles.user_errors import CorralError, UsageError
 
 # ---- commands ----------------------------------------------------------------------------------
 
 
 def cmd_console(args: argparse.Namespace, console: Console) -> int:
-    """Open the Textual console (imported only now: it is the heaviest import)."""
+    """Open the Textual console (imported only now: it is the heaviest import), or serve it
+    to a browser (``--serve``; ``--served``: one browser tab's console, started by it)."""
     from console.app import run_console
 
+    if getattr(args, "served", None):
+        from console.serve import run_served
+
+        return run_served(args.config, args.served)
+    if getattr(args, "serve", False):
+        return run_command(_serve(args, console))
+    if getattr(args, "port", None) is not None or getattr(args, "controls", False):
+        raise UsageError("--port and --controls go with --serve: corral console --serve "
+                         "[--port N] [--controls]")
     return run_console(args.config, attach_run=getattr(args, "run_id", None))
+
+
+async def _serve(args: argparse.Namespace, console: Console) -> int:
+    """``corral console --serve``: the links once, then serve until Ctrl-C."""
+    from console.serve import DEFAULT_PORT, ServeLinks, serve_console
+
+    port = DEFAULT_PORT if args.port is None else args.port
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port} is no TCP port: give one from 1 to 65535 (0: any "
+                         "free one)")
+    _ = Session(args.config).config  # a bad cluster.toml is named before anything listens
+
+    def announce(links: ServeLinks) -> None:
+        console.print(f"corral console in a browser, read-only: {links.view}")
+        if links.control is not None:
+            console.print(f"with its controls (keep this one to yourself): {links.control}")
+        console.print("each link works until this command ends (Ctrl-C); from another "
+                      "machine: ssh -L (docs/console.md)")
+
+    return await serve_console(args.config, port=port, controls=args.controls,
+                               announce=announce)
 
 
 async def cmd_status(args: argparse.Namespace, console: Console) -> int:

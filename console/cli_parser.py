@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         return child
 
     # The order here is the order of ``corral --help``.
-    command("console", "Open the terminal console (the default command).")
+    add_console_parser(command)
     add_init_parser(command)
     command("check", "Pre-flight check of every host: reachable, platform, versions, GPUs, "
             "disk, leftover processes, rendezvous port, network interface, every pair of "
@@ -61,6 +61,27 @@ def build_parser() -> argparse.ArgumentParser:
                         help="send one test notice to every [notify] URL and wait for it; "
                         "exit 1 when one was not sent")
     return parser
+
+
+def add_console_parser(command: AddCommand) -> None:
+    """``corral console``: in this terminal, or served to a browser."""
+    from console.serve import DEFAULT_PORT, ROLES
+
+    console = command("console", "Open the terminal console (the default command); with "
+                      "--serve, the same console in a browser (docs/console.md).")
+    console.add_argument("--serve", action="store_true",
+                         help="serve the console to a browser on 127.0.0.1 (needs the serve "
+                         "extra: pip install 'corral[serve]'); prints a URL with a one-time "
+                         "token, read-only: the keys that change a run are refused. From "
+                         "another machine: ssh -L (docs/console.md)")
+    console.add_argument("--port", type=int, metavar="N",
+                         help=f"with --serve: the port (default: {DEFAULT_PORT}; 0: any free "
+                         "one)")
+    console.add_argument("--controls", action="store_true",
+                         help="with --serve: also print a second URL, with its own token, "
+                         "for the console with its controls (start, stop, restart, check)")
+    # How the server starts each browser tab's console; the role, never a token.
+    console.add_argument("--served", choices=ROLES, help=argparse.SUPPRESS)
 
 
 def add_init_parser(command: AddCommand) -> None:

@@ -33,13 +33,18 @@ if TYPE_CHECKING:
 
 EVENTS_PER_YIELD = 200
 """Events absorbed before the stream worker lets the UI run (a replayed backlog)."""
+READ_ONLY = "read-only view"
+"""The first words of every refusal a read-only console gives a key that would change a run."""
 
 
 class RunControls:
     """What the console's run keys do, and the state behind them (one action at a time)."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, read_only: bool = False) -> None:
         self.session = session
+        self.read_only = read_only
+        """A console that watches only (``corral console --serve`` without the control link):
+        every key that would start, stop, restart, check or set the policy is refused."""
         self.busy = ""
         """What a control worker is doing now ("" when idle); one at a time."""
         self.last_stop: StopReport | None = None
@@ -49,7 +54,8 @@ class RunControls:
 
     # ---------------------------------------------------------------- the keys
     def start(self) -> Effects:
-        return (self._refuse_if_busy() or self._refuse_if_live("start")
+        return (self.refuse_if_read_only("start a run") or self._refuse_if_busy()
+                or self._refuse_if_live("start")
                 or self._run("starting", self._start(resume=False)))
 
     def attach(self, run_id: str) -> Effects:
@@ -57,7 +63,7 @@ class RunControls:
 
     def stop(self) -> Effects:
         handle = self.session.handle
-        if refused := self._refuse_if_busy():
+        if refused := self.refuse_if_read_only("stop the run") or self._refuse_if_busy():
             return refused
         if handle is None or not self.session.model.live:
             return [Notice(message="No live run to stop.", severity="warning")]
@@ -65,7 +71,7 @@ class RunControls:
                         yes="Stop", then=lambda: self._confirmed("stopping", self._stop))]
 
     def restart(self) -> Effects:
-        if refused := self._refuse_if_busy():
+        if refused := self.refuse_if_read_only("restart the run") or self._refuse_if_busy():
             return refused
         handle = self.session.handle
         run = handle.run_id if handle else "the newest run"
@@ -85,11 +91,13 @@ class RunControls:
             return False
 
     def check(self) -> Effects:
-        return self._refuse_if_busy() or self._run("checking", self._check())
+        return (self.refuse_if_read_only("check the hosts") or self._refuse_if_busy()
+                or self._run("checking", self._check()))
 
     def quit(self) -> Effects:
         handle = self.session.handle
-        if self.session.model.live and handle is not None:
+        # A read-only view leaves: the question it would ask offers to stop the run.
+        if self.session.model.live and handle is not None and not self.read_only:
             return [AskQuit(run_id=handle.run_id, then=self.quit_answer)]
         return self._run("", self._leave())
 
@@ -232,6 +240,15 @@ class RunControls:
                    ) -> Effects:
         """Run a confirmed control action, marking the console busy."""
         return self._refuse_if_busy() or self._run(label, work())
+
+    def refuse_if_read_only(self, what: str) -> Effects:
+        """A read-only console's answer to a key that would ``what`` (nothing otherwise)."""
+        if self.read_only:
+            return [Notice(message=f"{READ_ONLY}: you cannot {what} from here; the console "
+                           "with its controls can (the control link of `corral console "
+                           "--serve --controls`, or `corral console`)", title=READ_ONLY,
+                           severity="warning")]
+        return []
 
     def _refuse_if_busy(self) -> Effects:
         if self.busy:

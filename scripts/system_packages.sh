@@ -4,7 +4,8 @@
 # on loopback ports and, as root, clusters in network namespaces; tcmalloc is the allocator CPU
 # ranks get where a host has it; python3-venv makes the project's .venv), then podman
 # (daemonless) and runc for the container tests, where they can be had; elsewhere those tests
-# skip, saying why. Their containers.conf (runc, no default ulimits: what podman needs on
+# skip, saying why; then Chromium, the headless browser of the browser view's test
+# (tests/console/test_serve_browser.py). Their containers.conf (runc, no default ulimits: what podman needs on
 # machines like the CI's) is written by the tests themselves. Nothing to do as another user.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || exit 0
@@ -23,4 +24,11 @@ if command -v apt-get >/dev/null && ! command -v podman >/dev/null; then
         || { apt-get update -q >/dev/null \
              && apt-get install -y -q --no-install-recommends podman runc >/dev/null; } \
         || echo "corral: podman could not be installed; the container tests will skip" >&2
+fi
+if command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then
+    echo "corral: installing chromium (the browser view's test)" >&2
+    apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null \
+             && apt-get install -y -q --no-install-recommends chromium >/dev/null; } \
+        || echo "corral: chromium could not be installed; the browser test will skip" >&2
 fi

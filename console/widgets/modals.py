@@ -166,6 +166,8 @@ HELP_TEXT = """\
   ctrl+p  command palette with the same actions
   ?       this help
   q       quit; with a live run: leave it running or stop it
+          (in a read-only view, corral console --serve: close it,
+          the run goes on; there s x r c p answer "read-only view")
 
 [b]Panels[/b]
   Hosts & ranks  per rank: device, backend, local batch,

@@ -1,5 +1,6 @@
 """This machine's check for ``[tracking]`` and ``[notify]``: the package of each tracker a
-run logs to, and apprise for notices.
+run logs to, and apprise for notices; and, as information only, textual-serve when it is
+missing (``corral console --serve`` needs it; nothing in cluster.toml does).
 
 The trackers and the notices run here (from the events this machine follows), never on the
 hosts, so the check is one cluster-wide item per tracker (and one for apprise), like the local
@@ -24,7 +25,17 @@ def tracker_items(config: ClusterConfig) -> list[CheckItem]:
                           f"this machine: no {name} package",
                           hint="" if installed(name) else MISSING[name])
                 for name, where in wanted.items() if where]
-    return [*trackers, *notify_items(config)]
+    return [*trackers, *notify_items(config), *serve_items()]
+
+
+def serve_items() -> list[CheckItem]:
+    """Without textual-serve (the ``serve`` extra): an item that says so, never a failure (a
+    run does not need it; the browser view, ``corral console --serve``, does)."""
+    if importlib.util.find_spec("textual_serve") is not None:
+        return []
+    return [CheckItem(host="*", name="serve", ok=True,
+                      detail="this machine: no textual-serve, so no browser view (corral "
+                             "console --serve): pip install 'corral[serve]'")]
 
 
 def notify_items(config: ClusterConfig) -> list[CheckItem]:
