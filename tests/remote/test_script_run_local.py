@@ -1,8 +1,9 @@
 """A user's own script under corral's controller, on three local hosts of emulated speeds 1:2:3
-(the embedded cluster.toml's): an unmodified Hugging Face Trainer script and an unmodified TRL
-SFTTrainer script complete with rank 0 on the master, whose copy alone saves a result that
-loads; with the opt-in, the dynamic policy moves examples from a far slower rank (1:2:8) to the
-fast rank, and a rank killed mid-run is restarted from the script's own checkpoint.
+(the embedded cluster.toml's): an unmodified Hugging Face Trainer script completes with rank 0
+on the master, whose copy alone saves a result that loads (an unmodified TRL script: TRL's own
+``sft.py`` in test_script_ranks_local.py); with the opt-in, the dynamic policy moves examples
+from a far slower rank (1:2:8) to the fast rank, and a rank killed mid-run is restarted from
+the script's own checkpoint.
 
 The killed-rank and the stopped-run tests use two hosts: what they prove (a restart from the
 checkpoint, each host shown running and stopped clean) is per run and per host, and every host
@@ -117,11 +118,9 @@ def loads(out: Path) -> None:
     assert weights and all(t.isfinite().all() for t in weights.values())
 
 
-@pytest.mark.parametrize("script", ["hf_trainer.py", "trl_sft.py"])
 async def test_an_unmodified_hf_script_completes_on_three_hosts_its_master_writing_the_model(
-        script: str, data: tuple[Path, Path], tmp_path: Path) -> None:
-    if script == "trl_sft.py":
-        pytest.importorskip("trl")
+        data: tuple[Path, Path], tmp_path: Path) -> None:
+    script = "hf_trainer.py"
     # A relative output folder: each host's script writes in its own working directory, as on
     # machines with disks of their own.
     cfg = config(tmp_path, unmodified(script, tmp_path / "user"), hf_args(data, Path("out"), 3))

@@ -144,9 +144,9 @@ def test_ddp_tutorial_port_any_split_matches_one_process(tmp_path: Path) -> None
                        run_dir=tmp_path / f"run-{split}"))
         return dict(torch.load(out))
 
-    one = run("32")
-    for split in ("20,8,4", "4,8,20"):
-        assert max_rel_diff(one, run(split)) <= 1e-5, split
+    # One uneven split, rank 0's share the largest: the exactness of every split is the exact
+    # loop's (tests/trainer/test_trainer_exactness.py); this proves the port keeps it.
+    assert max_rel_diff(run("32"), run("20,8,4")) <= 1e-5
     ends = [parse_event((tmp_path / "run-20,8,4" / "metrics" / f"rank-{r}.jsonl")
                         .read_text().splitlines()[-1]) for r in range(3)]
     assert all(isinstance(e, EndEvent) and e.status == "completed" and e.step == 16
