@@ -1,8 +1,8 @@
 """Start torch's launcher on every host of a run.
 
 On each host corral starts torch's launcher (torchrun, through ``python -m trainer.launcher``,
-which ends without a traceback when stopped) with torch's static rendezvous
-at ``master:port`` (``torch_node_rank``) and the run id as rendezvous id, in its own session and process group
+which ends without a traceback when stopped) with torch's static rendezvous at ``master:port``
+(``torch_node_rank``) and the run id as rendezvous id, in its own session and process group
 (``setsid``), stdin from /dev/null, output appended to ``<run dir>/logs/<host>/launcher.log``.
 The process-group id goes to ``<run dir>/hosts/<host>.pgid`` and its leader's start time (field 22
 of ``/proc/<pid>/stat``, what makes a process id unique over time) to ``hosts/<host>.leader``, so
