@@ -11,9 +11,8 @@ screen) shows it without starting anything.
 Ranks are numbered in cluster.toml's host order (the first host's ranks first), whatever order
 torch's rendezvous gives the nodes (the master's is node 0): each host's ranks learn their
 first global rank from ``CORRAL_RANK_BASE`` (``trainer.launch_contract``), so a setting given in
-host order
-(``[run] split``) reaches the ranks of the host it names, and rank 0, which writes the
-checkpoints, runs on the first host.
+host order (``[run] split``) reaches the ranks of the host it names, and rank 0, which writes
+the checkpoints, runs on the first host.
 """
 
 from __future__ import annotations
