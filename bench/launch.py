@@ -15,8 +15,8 @@ Phases are the times at which the follower sees each event:
 
 rendezvous+start is split further with the launchers' own log times (the run directory is on
 this machine): launcher up (``running`` -> the last launcher's first log line: python+torch
-import of torch's launcher), rendezvous (-> the last "Rendezvous complete": torch's c10d
-rendezvous, which polls its store once a second while it waits for the last node), ranks up
+import of torch's launcher), rendezvous (-> the last "Rendezvous complete": torch's static
+rendezvous, the master's store waiting for every launcher's connection), ranks up
 (-> the last rank's ``start`` event time: a rank's python+torch import and the trainer's
 process-group set-up), delivery (-> the follower has it: corral's tailer).
 
@@ -319,7 +319,7 @@ def report(hosts: int, repeats: int, measured: Measured) -> None:
     print(f"\ntarget: corral's own share <= {TARGET_S} s with an unchanged tree: {verdict}")
     verdict = "met" if own_s[1] <= TARGET_S else "NOT met"
     print(f"corral's own phases alone <= {TARGET_S} s with an unchanged tree: {verdict}")
-    print("(the rest of that share is torch's c10d rendezvous, which polls once a second, and "
+    print("(the rest of that share is torch's rendezvous, and "
           "the ranks' start beyond the import; the first step is the trainer's warm-up)")
 
 

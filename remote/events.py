@@ -130,7 +130,7 @@ class LaunchPreview:
     """The process-group backend every rank gets."""
     world_size: int
     rendezvous: str
-    """``master_addr:port`` of torch's c10d rendezvous."""
+    """``master_addr:port`` of torch's rendezvous store."""
     hosts: tuple[PlannedHost, ...]
     """In cluster.toml's order."""
     firewall: tuple[str, ...] = ()

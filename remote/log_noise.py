@@ -39,7 +39,8 @@ TORCHRUN_KNOWN_WARNINGS = re.compile(
 """torchrun's launch warnings that every multi-host corral launch gets: the starred banner
 about ``OMP_NUM_THREADS`` (each of its lines: the empty one, the stars, the text; corral sets
 the variable from a host's ``threads`` when it has one) and ``node_rank is only used for
-static rdzv_backend`` (corral passes the node rank for torch's ordering; c10d ignores it)."""
+static rdzv_backend``, which launchers of runs started before corral used torch's static
+rendezvous logged (a run attached to later still shows their logs)."""
 
 C10_KNOWN_WARNINGS = re.compile(
     r"^(?:\[rank\d+\]:)?\[W\d{4} [\d:.]+ [\w.]+:\d+\] "

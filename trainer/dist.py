@@ -2,8 +2,8 @@
 
 The rank layout comes from torch's launcher: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, except
 that corral's launch numbers the ranks in cluster.toml's host order: it gives each host's ranks
-their first global rank in ``CORRAL_RANK_BASE`` (torch's c10d rendezvous orders the nodes by
-address, not as the user listed them), so the rank is ``CORRAL_RANK_BASE + LOCAL_RANK``; torch's
+their first global rank in ``CORRAL_RANK_BASE`` (torch's static rendezvous numbers the master's
+node 0, not as the user listed the hosts), so the rank is ``CORRAL_RANK_BASE + LOCAL_RANK``; torch's
 process group takes any numbering of its members. The backend every rank passes must agree
 before the group exists: corral's launch passes the one it chose for the cluster explicitly.
 """

@@ -9,10 +9,10 @@ given explicitly.
 screen) shows it without starting anything.
 
 Ranks are numbered in cluster.toml's host order (the first host's ranks first), whatever order
-torch's c10d rendezvous gives the nodes: each host's ranks learn their first global rank from
-``CORRAL_RANK_BASE`` (``trainer.launch_contract``), so a setting given in host order
-(``[run] split``) reaches the ranks of the host it names, and rank 0, which writes the
-checkpoints, runs on the first host.
+torch's rendezvous gives the nodes (the master's is node 0): each host's ranks learn their
+first global rank from ``CORRAL_RANK_BASE`` (``trainer.launch_contract``), so a setting given in
+host order (``[run] split``) reaches the ranks of the host it names, and rank 0, which writes
+the checkpoints, runs on the first host.
 """
 
 from __future__ import annotations

@@ -41,10 +41,10 @@ class ClusterSection:
     name: str = field(metadata=key(name=True))
     """Shown in the console header and used in run ids: letters, digits, ``.``, ``_``, ``-``."""
     master: str | None = field(default=None, metadata=key(text=True))
-    """Name of the ``[[hosts]]`` entry that hosts torch's c10d rendezvous; default: the first
+    """Name of the ``[[hosts]]`` entry that hosts torch's rendezvous store; default: the first
     ``[[hosts]]`` entry."""
     rendezvous_port: int | Literal["auto"] = field(default="auto", metadata=key(port=True))
-    """TCP port for torch's c10d rendezvous on the master; ``"auto"`` picks a free one."""
+    """TCP port for torch's rendezvous store on the master; ``"auto"`` picks a free one."""
     master_addr: str | None = field(default=None, metadata=key(token=True, address=True))
     """Address the workers use to reach the master; default: the master's HostName after
     ssh_config resolution (``127.0.0.1`` for a ``local`` master)."""

@@ -48,9 +48,9 @@ run_root = "~/.corral/runs"   # each run gets <run_root>/<run_id> on every host
 
 # Ranks are numbered in host order (the first host's ranks first; rank 0 writes checkpoints).
 """
-DEMO_MASTER = ('master = "fast"               # the host of torch\'s c10d rendezvous '
+DEMO_MASTER = ('master = "fast"               # the host of torch\'s rendezvous store '
                "(default: the first host)\n")
-ALIAS_MASTER = ('# master = "..."             # the host of torch\'s c10d rendezvous '
+ALIAS_MASTER = ('# master = "..."             # the host of torch\'s rendezvous store '
                 "(default: the first host)\n")
 DEMO_HOSTS = """\
 # Each local host here runs one CPU rank with one thread.

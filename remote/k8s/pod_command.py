@@ -3,7 +3,7 @@
 Every pod runs the same script from the ConfigMap. It reads its index from what the controller
 sets (a PyTorchJob's ``RANK``, a JobSet pod's global index, a TrainJob's ``PET_NODE_RANK``),
 unpacks the pushed code under ``$HOME`` and runs, in the run directory on the claim, the command
-``corral run`` gives that host (``remote.run.launch.launcher_command``: torchrun with c10d
+``corral run`` gives that host (``remote.run.launch.launcher_command``: torchrun with static
 rendezvous, the trainer and its flags), the rendezvous endpoint being the job's master service.
 The pod exits with torchrun's status.
 """

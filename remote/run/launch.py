@@ -1,8 +1,8 @@
 """Start torch's launcher on every host of a run.
 
 On each host corral starts torch's launcher (torchrun, through ``python -m trainer.launcher``,
-which ends without a traceback when stopped) with c10d rendezvous
-at ``master:port`` and the run id as rendezvous id, in its own session and process group
+which ends without a traceback when stopped) with torch's static rendezvous at ``master:port``
+(``torch_node_rank``) and the run id as rendezvous id, in its own session and process group
 (``setsid``), stdin from /dev/null, output appended to ``<run dir>/logs/<host>/launcher.log``.
 The process-group id goes to ``<run dir>/hosts/<host>.pgid`` and its leader's start time (field 22
 of ``/proc/<pid>/stat``, what makes a process id unique over time) to ``hosts/<host>.leader``, so
@@ -124,13 +124,11 @@ def torchrun_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
         env["CUDA_VISIBLE_DEVICES"] = place.visible_devices
     if place.interface:
         env.update(GLOO_SOCKET_IFNAME=place.interface, NCCL_SOCKET_IFNAME=place.interface)
-    is_host = "true" if host.name == config.cluster.master else "false"
     torchrun = [
         "-m", TORCHRUN_MODULE, "--nnodes", str(plan.nnodes),
-        "--nproc-per-node", str(place.nproc), "--node-rank", str(place.node_rank),
-        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{plan.master_addr}:{plan.port}",
-        "--rdzv-id", plan.run_id,
-        "--rdzv-conf", f"is_host={is_host},join_timeout={RDZV_JOIN_TIMEOUT_S}",
+        "--nproc-per-node", str(place.nproc), "--node-rank", str(torch_node_rank(config, place)),
+        "--rdzv-backend", "static", "--rdzv-endpoint", f"{plan.master_addr}:{plan.port}",
+        "--rdzv-id", plan.run_id, "--rdzv-conf", f"timeout={RDZV_JOIN_TIMEOUT_S}",
         "--max-restarts", "0", "--log-dir", IN_RUN_DIR.rank_logs(host.name), "--redirects", "3",
         "--tee", "3",
     ]
@@ -144,6 +142,23 @@ def torchrun_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
             env.setdefault("OMP_NUM_THREADS", str(host.threads))
     return (f"{_script_cwd(config, plan, host)}{env_prefix(env)}PYTHONPATH={code} "
             f"{_interpreter(host)} {words} {_entry_words(config, plan, place, tree)}")
+
+
+def torch_node_rank(config: ClusterConfig, place: HostPlan) -> int:
+    """The host's ``--node-rank`` for torch's static rendezvous: 0 on the master, whose
+    launcher serves the rendezvous store at ``master_addr:port`` (the port the check tested
+    there), the other hosts after it in cluster.toml's order.
+
+    Static, not c10d: every launcher waits for the others' connections to the master's store
+    instead of re-reading the rendezvous state once a second (c10d's poll), and corral needs
+    none of c10d's elasticity: torchrun never restarts ranks itself (``--max-restarts 0``), a
+    restart or a lost host is a new launch of every host. torch's node order is not the ranks'
+    order anyway: ranks are numbered in host order (``CORRAL_RANK_BASE``).
+    """
+    master = next(i for i, h in enumerate(config.hosts) if h.name == config.master_name)
+    if place.node_rank == master:
+        return 0
+    return place.node_rank + 1 if place.node_rank < master else place.node_rank
 
 
 def exit_file_words(host: HostSection) -> str:

@@ -98,11 +98,13 @@ class NetnsCluster:
 
     def write_cluster_toml(self, python: str | None, *, run: str, interface: str | None = None,
                            order: Sequence[str] | None = None,
-                           host_lines: Mapping[str, str] | None = None) -> Path:
+                           host_lines: Mapping[str, str] | None = None,
+                           master: str | None = None) -> Path:
         """A cluster.toml with every node as an SSH host; ``interface`` set on every host
         when given (default: none, so corral selects one). ``order``: the node names in the
         order listed (default n1, n2, ...); the master is then left to its default, the first
-        host. ``python`` None leaves the key out; ``host_lines`` adds TOML lines per node."""
+        host, unless ``master`` names it. ``python`` None leaves the key out; ``host_lines``
+        adds TOML lines per node."""
         by_name = {node.name: node for node in self.nodes}
         hosts = []
         for name in order or by_name:
@@ -115,10 +117,11 @@ class NetnsCluster:
                 + f'workdir = "{self.root}/work-{node.name}"\ngpus = 0\nnproc = 1\nthreads = 1\n'
                 + (f'interface = "{interface}"\n' if interface else "")
                 + (host_lines or {}).get(node.name, ""))
-        master = "" if order else f'master = "{self.nodes[0].name}"\n'
+        master = master or (None if order else self.nodes[0].name)
+        master_line = f'master = "{master}"\n' if master else ""
         path = self.root / "cluster.toml"
         path.write_text(
-            f'[cluster]\nname = "box"\n{master}'
+            f'[cluster]\nname = "box"\n{master_line}'
             f'run_root = "{self.root}/runs"\n\n' + "\n".join(hosts)
             + f"\n[run]\n{run}\n\n[ssh]\nconnect_timeout = 10.0\n"
             f'known_hosts_file = "{self.known_hosts}"\n'

@@ -1,8 +1,9 @@
 """Mixed clusters, right by default, on three hosts in network namespaces (over SSH).
 
-- Host order: cluster.toml lists n3, n1, n2 (no master: it defaults to n3, the first), while
-  torch's c10d rendezvous orders the nodes by address (n1, n2, n3). The split, given in host
-  order, must still land on the hosts it names, and the checkpoints where a resume looks.
+- Host order: cluster.toml lists n3, n1, n2 with n1 the master, while torch's static
+  rendezvous numbers the master's node 0 (n1, n3, n2). The split, given in host order, must
+  still land on the hosts it names, and the checkpoints where a resume looks (rank 0 on n3,
+  not on the master).
 Skips unless running as root with ``ip netns``, sshd and ssh-keygen.
 """
 
@@ -24,7 +25,8 @@ except ImportError:  # collected as a package module
 pytestmark = [pytest.mark.netns, pytest.mark.sshd, pytest.mark.slow]
 
 ORDER = ("n3", "n1", "n2")
-"""cluster.toml's host order; torch orders the nodes n1, n2, n3 (by address)."""
+"""cluster.toml's host order; torch orders the nodes n1 (the master), n3, n2."""
+MASTER = "n1"
 SLOWDOWN = {"n3": 1.0, "n1": 1.25, "n2": 1.5}
 """Each host's own slowdown: a rank's start event names the host whose command started it."""
 SPLIT = (12, 4, 8)
@@ -48,7 +50,8 @@ def _write(box: netns.NetnsCluster, steps: int) -> None:
            f'global_batch = 24\nsteps = {steps}\npolicy = "static"\ncheckpoint_every = 3\n'
            f"split = [{', '.join(map(str, SPLIT))}]\n")
     box.write_cluster_toml(sys.executable, run=run, order=ORDER,
-                           host_lines={n: f"slowdown = {s}\n" for n, s in SLOWDOWN.items()})
+                           host_lines={n: f"slowdown = {s}\n" for n, s in SLOWDOWN.items()},
+                           master=MASTER)
 
 
 def test_the_split_lands_on_the_named_hosts_whatever_torchs_node_order(
@@ -62,12 +65,12 @@ def test_the_split_lands_on_the_named_hosts_whatever_torchs_node_order(
     assert len(runs) == 1
     run_dir = runs[0]
 
-    # The premise: torch numbered the nodes differently from cluster.toml (n3 last, not first).
+    # The premise: torch numbered the nodes differently from cluster.toml (n3 second, not first).
     torch_ranks = {}
     for name in ORDER:
         log = (run_dir / "logs" / name / "launcher.log").read_text()
         torch_ranks[name] = re.search(r"global_ranks=\[([\d, ]*)\]", log).group(1)  # type: ignore[union-attr]
-    assert torch_ranks == {"n1": "0", "n2": "1", "n3": "2"}
+    assert torch_ranks == {"n1": "0", "n3": "1", "n2": "2"}
 
     # Each rank's start event: the host that started it (its slowdown) and its share.
     host_of_slowdown = {s: n for n, s in SLOWDOWN.items()}
@@ -79,7 +82,7 @@ def test_the_split_lands_on_the_named_hosts_whatever_torchs_node_order(
     for event in steps:
         assert event["local_batch"] == SPLIT[event["rank"]]
 
-    # Rank 0 runs on the first host (the default master) and writes the checkpoints.
+    # Rank 0 runs on the first host (not the master) and writes the checkpoints.
     assert host_of_slowdown[starts[0]["slowdown"]] == "n3"
     checkpoints = [e for e in _events(run_dir, "checkpoint")]
     assert [e["step"] for e in checkpoints] == [3, 6] and {e["rank"] for e in checkpoints} == {0}
