@@ -75,7 +75,10 @@ class RunControls:
             return refused
         if handle is None or not model.live:
             return [Notice(message="No live run to take a host out of.", severity="warning")]
-        master = self.session.config.cluster.master
+        try:
+            master = self.session.config.cluster.master
+        except CorralError as exc:  # no readable cluster.toml: its fix, no traceback
+            return self.show_error(exc)
         hosts = tuple(h for h in model.host_order
                       if h != master and model.hosts[h].state in LEAVABLE_STATES)
         if not hosts:
