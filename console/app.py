@@ -35,6 +35,7 @@ from console.widgets.modals import (
     CheckReportScreen,
     ConfirmScreen,
     HelpScreen,
+    HostChoiceScreen,
     MessageScreen,
     QuitScreen,
 )
@@ -63,6 +64,7 @@ class ConsoleApp(App[int]):
         Binding("q", "quit", "Quit"),
         Binding("s", "start", "Start"),
         Binding("x", "stop", "Stop"),
+        Binding("e", "leave_host", "Leave host", show=False),
         Binding("r", "restart", "Restart"),
         Binding("c", "check", "Check"),
         Binding("h", "runs", "Runs"),
@@ -164,6 +166,11 @@ class ConsoleApp(App[int]):
             self.show_modal(ConfirmScreen(effect.title, effect.question, yes=effect.yes),
                             lambda answer: self.render_effects(then() if answer == "yes"
                                                                 else []))
+        elif isinstance(effect, shown.ChooseHost):
+            then_host, choice = effect.then, HostChoiceScreen(effect.title, effect.question,
+                                                              effect.hosts)
+            self.show_modal(choice, lambda answer: self.render_effects(
+                then_host(host) if (host := choice.chosen(answer)) else []))
         elif isinstance(effect, shown.AskQuit):
             choose = effect.then
             self.show_modal(QuitScreen(effect.run_id),
@@ -220,6 +227,9 @@ class ConsoleApp(App[int]):
 
     def action_stop(self) -> None:
         self.render_effects(self.controls.stop())
+
+    def action_leave_host(self) -> None:
+        self.render_effects(self.controls.leave_host())
 
     def action_restart(self) -> None:
         self.render_effects(self.controls.restart())

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from console.effects import (
     AskQuit,
+    ChooseHost,
     Confirm,
     Effects,
     Exit,
@@ -31,6 +32,8 @@ from remote.api import CheckReport, RunHandle, StopReport
 if TYPE_CHECKING:
     from console.session import Session
 
+LEAVABLE_STATES = frozenset({"starting", "running"})
+"""The host states in which a host can be asked to leave (its ranks train)."""
 EVENTS_PER_YIELD = 200
 """Events absorbed before the stream worker lets the UI run (a replayed backlog)."""
 READ_ONLY = "read-only view"
@@ -69,6 +72,49 @@ class RunControls:
             return [Notice(message="No live run to stop.", severity="warning")]
         return [Confirm(title="Stop run", question=f"Stop run {handle.run_id} on every host?",
                         yes="Stop", then=lambda: self._confirmed("stopping", self._stop))]
+
+    def leave_host(self) -> Effects:
+        """Take a host out of the live run (``corral leave``): which host, then a
+        confirmation; the master's host and hosts no longer running are not offered."""
+        handle, model = self.session.handle, self.session.model
+        if refused := self._refuse_if_busy():
+            return refused
+        if handle is None or not model.live:
+            return [Notice(message="No live run to take a host out of.", severity="warning")]
+        try:
+            master = self.session.config.cluster.master
+        except CorralError as exc:  # no readable cluster.toml: its fix, no traceback
+            return self.show_error(exc)
+        hosts = tuple(h for h in model.host_order
+                      if h != master and model.hosts[h].state in LEAVABLE_STATES)
+        if not hosts:
+            return [Notice(message=f"No host can leave run {handle.run_id}: the master's host "
+                           f"{master} cannot, and no other host is running.",
+                           severity="warning")]
+        run_id = handle.run_id
+        return [ChooseHost(title="Take a host out", hosts=hosts,
+                           question=f"Which host leaves run {run_id}? (the master's host "
+                           f"{master} cannot)", then=lambda host: self._confirm_leave(run_id,
+                                                                                      host))]
+
+    def _confirm_leave(self, run_id: str, host: str) -> Effects:
+        return [Confirm(title="Take a host out", yes="Leave",
+                        question=f"Take {host} out of run {run_id} at its next step "
+                        "boundary? Its share goes to the other hosts; nothing is redone.",
+                        then=lambda: self._confirmed("leaving", lambda: self._take_out(
+                            run_id, host)))]
+
+    async def _take_out(self, run_id: str, host: str) -> Effects:
+        from remote.api import leave_host
+
+        try:
+            await leave_host(self.session.config, run_id, host)
+        except Exception as exc:  # a refusal names why; anything else, no traceback
+            return self.show_error(exc, title="Cannot take the host out")
+        finally:
+            self.busy = ""
+        return [Notice(message=f"{host} leaves run {run_id} at its next step boundary.",
+                       title="Leave asked")]
 
     def restart(self) -> Effects:
         if refused := self.refuse_if_read_only("restart the run") or self._refuse_if_busy():

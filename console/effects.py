@@ -50,6 +50,17 @@ class AskQuit:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ChooseHost:
+    """Which host an action is for (``corral leave``'s key): one button per host in
+    ``hosts``; ``then`` gets the chosen host's name (None: cancelled)."""
+
+    title: str
+    question: str
+    hosts: tuple[str, ...]
+    then: Callable[[str], Effects]
+
+
+@dataclass(frozen=True, kw_only=True)
 class ShowCheck:
     """A pre-flight check report in a modal."""
 
@@ -108,6 +119,6 @@ class Exit:
     """Close the console."""
 
 
-Effect = (Notice | Confirm | AskQuit | ShowCheck | ShowStop | ShowRuns | ShowReport
-           | ShowPastRun | Work | Redraw | Exit)
+Effect = (Notice | Confirm | AskQuit | ChooseHost | ShowCheck | ShowStop | ShowRuns
+          | ShowReport | ShowPastRun | Work | Redraw | Exit)
 Effects = list[Effect]

@@ -216,6 +216,20 @@ def moves_table(summary: RunSummary) -> Table:
     return table
 
 
+def generations_table(summary: RunSummary) -> Table:
+    """Each change of the run's hosts: generation, step, who joined or left and why, the
+    ranks after it, the steps redone and the time to the next completed step."""
+    table = Table(title="membership (live joins and leaves)", title_justify="left")
+    for name in ("gen", "step", "change", "hosts", "why", "ranks", "redone", "to step"):
+        table.add_column(name, overflow="fold")
+    for g in summary.generations:
+        why = g.cause or g.reason or ""
+        took = f"{g.seconds_to_step:.1f} s" if g.seconds_to_step is not None else "—"
+        table.add_row(str(g.generation), str(g.step), g.change, ", ".join(g.hosts), Text(why),
+                      str(g.world_size), str(g.redone_steps), took)
+    return table
+
+
 def samples_table(summary: RunSummary) -> Table:
     """The trained model's greedy generations from held-out prompts."""
     table = Table(title="samples (greedy, held-out prompts)", title_justify="left")
@@ -254,6 +268,8 @@ def one_run(summary: RunSummary, series: RunSeries | None = None, *,
         parts.append(ranks_table(summary))
     if summary.moves:
         parts.append(moves_table(summary))
+    if summary.generations:
+        parts.append(generations_table(summary))
     if summary.samples:
         parts.append(samples_table(summary))
     if series is not None:

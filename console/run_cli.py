@@ -213,9 +213,22 @@ async def cmd_stop(args: argparse.Namespace, console: Console) -> int:
     return 1
 
 
+async def cmd_leave(args: argparse.Namespace, console: Console) -> int:
+    """Ask a host to leave a running run (``remote.api.leave_host``); a refusal is a
+    ``CorralError`` that names why."""
+    from remote.api import leave_host
+
+    async with Session(args.config) as session:
+        run_id = session.unnamed_run(live=True) if args.run_id is None else args.run_id
+        await leave_host(session.config, run_id, args.host)
+    console.print(f"run {run_id}: {escape(args.host)} leaves at its next step boundary "
+                  "(`corral attach` shows it go)")
+    return 0
+
+
 RUN_COMMANDS: dict[str, Callable[[argparse.Namespace, Console],
                                  Coroutine[Any, Any, int]]] = {
-    "check": cmd_check, "run": cmd_run, "stop": cmd_stop,
+    "check": cmd_check, "run": cmd_run, "stop": cmd_stop, "leave": cmd_leave,
 }
 """The commands this module adds, by name (``cli.ASYNC_COMMANDS`` includes them; ``attach``
 is dispatched by ``cli.dispatch``: without ``--headless`` it opens the console)."""

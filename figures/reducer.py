@@ -32,6 +32,7 @@ from figures.metrics import (
 from trainer.events import (
     MEASURE_AFTER_STEPS,
     EvalEvent,
+    MembershipEvent,
     RebalanceEvent,
     ResourceEvent,
     RoundEvent,
@@ -64,6 +65,9 @@ class RunFigures:
         """``exchange = "local"`` (approximate): rank 0's newest round (docs/lowcomm.md)."""
         self.samples: SamplesEvent | None = None
         """The trained model's generations from held-out prompts (rank 0, at the end)."""
+        self.generations: list[MembershipEvent] = []
+        """Each change of the run's membership (rank 0's ``membership`` events), in order of
+        generation (a refused join keeps the generation it was refused at)."""
         self._evals: dict[str, dict[int, float]] = {}
         self._global_batch: int | None = None
         self._cluster_samples = 0
@@ -124,6 +128,8 @@ class RunFigures:
                                event.gpu_peak_reserved)
         elif isinstance(event, RebalanceEvent):
             self.rebalances = [r for r in self.rebalances if r.step < event.step] + [event]
+        elif isinstance(event, MembershipEvent):
+            self.generations.append(event)
         elif isinstance(event, EvalEvent) and event.rank == 0:
             for name, value in event.all_metrics().items():
                 self._evals.setdefault(name, {})[event.step] = value

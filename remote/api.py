@@ -56,6 +56,8 @@ from remote.records.runs import (
     find_runs,
     list_runs,
     local_run_dir,
+    read_run_info,
+    resolve_run_id,
 )
 from remote.records.summary import (
     SCHEMA_VERSION,
@@ -208,6 +210,22 @@ def stop_wait(config: ClusterConfig, run_id: str, grace_s: float) -> tuple[float
     from remote.run.stop import stop_wait as wait
 
     return wait(config, run_id, grace_s)
+
+
+async def leave_host(config: ClusterConfig, run_id: str, host: str) -> str:
+    """``corral leave``: ask ``host`` to leave the running run ``run_id`` at its next step
+    boundary (its ranks read the request written there); the path written on the host.
+    ``MembershipRefused`` names why a leave cannot be asked (the master's host, a host not
+    in the run, a run without live membership)."""
+    from remote.hosts.pool import HostPool
+    from remote.run.membership import request_leave
+
+    info = read_run_info(config, resolve_run_id(config, run_id))
+    pool = HostPool(config)
+    try:
+        return await request_leave(config, pool, info, host)
+    finally:
+        await pool.aclose()
 
 
 async def fetch_results(config: ClusterConfig, info: RunInfo, *,

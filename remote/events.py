@@ -22,9 +22,11 @@ from trainer.events import TrainerEvent
 
 HostState = Literal[
     "connecting", "checking", "pushing", "starting", "running", "done", "failed", "unreachable",
-    "stopped",
+    "stopped", "joining", "left",
 ]
-"""Lifecycle of one host within a run, in the order a healthy host goes through it."""
+"""Lifecycle of one host within a run, in the order a healthy host goes through it; a host
+that joins the running run is ``joining`` until its ranks train, one that left it live is
+``left`` (its detail: ``left at step N (why)``)."""
 
 RunState = Literal[
     "idle", "checking", "pushing", "launching", "running", "stopping", "completed", "failed",

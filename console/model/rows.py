@@ -16,7 +16,7 @@ STRAGGLER_RATIO = 1.25
 HOST_TO_ROW_STATUS = {
     None: "idle", "connecting": "connecting", "checking": "connecting", "pushing": "pushing",
     "starting": "starting", "running": "starting", "done": "done", "stopped": "done",
-    "failed": "failed", "unreachable": "failed",
+    "failed": "failed", "unreachable": "failed", "joining": "joining", "left": "left",
 }
 DEAD_HOST_STATES = frozenset({"failed", "unreachable"})
 
@@ -41,6 +41,9 @@ class RunFacts(Protocol):
 def rank_view(model: RunFacts, row: RankRow, threshold: float | None) -> RowView:
     """How the hosts panel shows one rank: failed, done, starting, straggler or running."""
     host = model.hosts.get(row.host, HostInfo())
+    if host.state == "left":  # it left the run live: "left at step N (why)"
+        return RowView(host=row.host, rank_row=row, status="left", stale=True,
+                       reason=host.detail)
     if row.end_status == "failed" or host.state in DEAD_HOST_STATES or (
             model.failed_rank == row.rank and model.state == "failed"):
         return RowView(host=row.host, rank_row=row, status="failed", stale=True,

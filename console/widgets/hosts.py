@@ -15,6 +15,7 @@ from console.widgets.lines_view import LinesView
 STATUS_STYLES = {
     "idle": "grey50", "connecting": "cyan", "pushing": "cyan", "starting": "cyan",
     "running": "green", "straggler": "yellow", "failed": "bold red", "done": "blue",
+    "joining": "cyan", "left": "grey50",
 }
 STALE_STYLE = "grey50"
 

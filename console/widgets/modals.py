@@ -107,6 +107,24 @@ class QuitScreen(_Dialog):
         self.dismiss(choice)
 
 
+class HostChoiceScreen(_Dialog):
+    """Which host: one button per host (its name), Cancel first; ``chosen`` reads the
+    answer it dismisses with."""
+
+    def __init__(self, title: str, question: str, hosts: Iterable[str]) -> None:
+        names = list(hosts)
+        super().__init__(title, question + "\n\nEsc: Cancel",
+                         [("cancel", "Cancel (Esc)", "default"),
+                          *((f"host-{i}", name, "primary") for i, name in enumerate(names))])
+        self.names = names
+
+    def chosen(self, answer: object) -> str | None:
+        """The host whose button dismissed the dialog (``answer``), or None."""
+        if not isinstance(answer, str) or not answer.startswith("host-"):
+            return None
+        return self.names[int(answer.removeprefix("host-"))]
+
+
 class MessageScreen(_Dialog):
     """A message (an error with its fix, a stop report) with one OK button."""
 
@@ -143,6 +161,7 @@ HELP_TEXT = """\
 [b]Keys[/b]
   s       start a run: check, push, launch (shown per host)
   x       stop the run (asks); every host is verified clean
+  e       take a host out of the live run at its next step (asks)
   r       restart from the newest checkpoint (asks)
   c       pre-flight check of every host, and the launch plan (run --dry-run)
   p       balancing policy for the next start (cycles)

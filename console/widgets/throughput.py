@@ -15,6 +15,8 @@ from console.widgets.lines_view import LinesView
 
 MEASURED_STYLE = "green"
 IDEAL_STYLE = "yellow"
+CHANGE_STYLE = "magenta"
+"""The mark of a change of the run's hosts (a live join or leave) above its first step."""
 _EIGHTHS = " ▁▂▃▄▅▆▇█"
 """A cell filled from the bottom, by eighths (0: empty, 8: full)."""
 
@@ -32,8 +34,15 @@ def summary_line(model: RunModel, width: int = 80) -> Text:
     return text
 
 
-def chart_lines(points: Sequence[ThroughputPoint], width: int, height: int) -> list[Text]:
-    """Measured throughput as bars (one column per step, newest right), ideal as a line."""
+def change_steps(model: RunModel) -> frozenset[int]:
+    """The first step of each new membership generation (a host joined or left live)."""
+    return frozenset(g.step + 1 for g in model.figures.generations if g.change != "refused")
+
+
+def chart_lines(points: Sequence[ThroughputPoint], width: int, height: int,
+                changes: frozenset[int] = frozenset()) -> list[Text]:
+    """Measured throughput as bars (one column per step, newest right), ideal as a line; a
+    step in ``changes`` (the hosts changed before it) gets a mark above its bar."""
     if width <= 0 or height <= 0:
         return []
     points = list(points)[-width:]
@@ -44,20 +53,24 @@ def chart_lines(points: Sequence[ThroughputPoint], width: int, height: int) -> l
     bar_eighths = [round(p.samples_per_s / top * height * 8) for p in points]
     ideal_rows = [None if p.ideal is None else min(height - 1, int(p.ideal / top * height))
                   for p in points]
+    marked = [p.step in changes for p in points]
     lines = []
     for row in range(height - 1, -1, -1):
         glyphs = []
-        ideal_columns = []
+        styled: list[tuple[int, str]] = []
         for x, (eighths, ideal_row) in enumerate(zip(bar_eighths, ideal_rows, strict=True)):
             fill = max(0, min(8, eighths - row * 8))
             if fill == 0 and ideal_row == row:
                 glyphs.append("─")
-                ideal_columns.append(x)
+                styled.append((x, IDEAL_STYLE))
+            elif fill == 0 and marked[x]:
+                glyphs.append("┊")
+                styled.append((x, CHANGE_STYLE))
             else:
                 glyphs.append(_EIGHTHS[fill])
         line = Text("".join(glyphs).ljust(width), style=MEASURED_STYLE)
-        for x in ideal_columns:
-            line.stylize(IDEAL_STYLE, x, x + 1)
+        for x, style in styled:
+            line.stylize(style, x, x + 1)
         lines.append(line)
     return lines
 
@@ -78,14 +91,14 @@ class ThroughputChart(LinesView):
     def _signature(self) -> object:
         history = self.model.history
         return (len(history), history[-1] if history else None,
-                self.model.ideal_samples_per_s)
+                self.model.ideal_samples_per_s, len(self.model.figures.generations))
 
     def _chart_line(self, index: int, width: int) -> Text:
         key = (self._signature(), width, self.size.height)
         if key != self._lines_key:
             self._lines_key = key
             self._lines = [summary_line(self.model, width), *chart_lines(
-                self.model.history, width, self.size.height - 1)]
+                self.model.history, width, self.size.height - 1, change_steps(self.model))]
         return self._lines[index].copy() if index < len(self._lines) else Text()
 
 

@@ -61,6 +61,9 @@ class LaunchFacts:
     """The interface the other hosts reach each host through (None: not known)."""
     port: int | None
     """A rendezvous port free on the master (None: not known)."""
+    membership_port: int | None = None
+    """A second port free on the master for live joins and leaves (``remote.checks.
+    membership_port``; None: not a ``task`` run, or not known)."""
     cpu: Mapping[str, HostCpuFacts] = field(default_factory=dict)
     """Each host's boot id, usable cores and allocator libraries (absent: not known)."""
     bf16: Mapping[str, tuple[bool, ...]] = field(default_factory=dict)

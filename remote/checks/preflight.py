@@ -26,6 +26,7 @@ from remote.checks.estimate_facts import cluster_estimate, estimate_probe, parse
 from remote.checks.host_basics import item, judge_disk, judge_interface, judge_python
 from remote.checks.host_facts import HostFacts
 from remote.checks.leftover_runs import LEFTOVER_PROBE, judge_leftovers
+from remote.checks.membership_port import check_membership_port, wants_membership_port
 from remote.checks.mesh_verdict import mesh_check
 from remote.checks.mode_facts import cluster_modes
 from remote.checks.plan import LaunchFacts, master_address, node_address, nproc_for
@@ -259,8 +260,13 @@ async def check_and_plan(
             error = result if result is not None else RuntimeError("no result")
             items.append(_unreachable_item(host, error))
     testable = {name for name, host_facts in facts.items() if host_facts.python_ok}
+    membership_port = None
     if config.master_name in testable:
         items.extend(item for item in rendezvous if item.host in testable)
+        if port is not None and wants_membership_port(config):
+            membership, membership_port = await check_membership_port(config, pool,
+                                                                      master_addr, port)
+            items.extend(item for item in membership if item.host in testable)
     mesh, measured = await mesh_check(config, pool, facts, master_addr)
     items.extend(mesh)
     links = measured.links if measured is not None else ()
@@ -275,7 +281,7 @@ async def check_and_plan(
     order = {h.name: i for i, h in enumerate(config.hosts)}
     items.sort(key=lambda it: order.get(it.host, len(order)))
     found = LaunchFacts(gpus=gpus, interfaces={name: f.interface for name, f in facts.items()},
-                        port=port, cpu=cpu,
+                        port=port, membership_port=membership_port, cpu=cpu,
                         bf16={name: tuple(f.bf16) for name, f in facts.items() if f.bf16},
                         links=links,
                         code_present={name: f.code_present for name, f in facts.items()})

@@ -84,30 +84,40 @@ def connect_command(host: HostSection, master_addr: str, port: int) -> str:
     return python_c(host, CONNECT_PY, master_addr, str(port), str(PORT_TEST_S))
 
 
-def _item(host: HostSection, ok: bool, detail: str, hint: str = "") -> CheckItem:
-    return CheckItem(host=host.name, name="rendezvous-port", ok=ok, detail=detail, hint=hint)
+RENDEZVOUS_CHECK = "rendezvous-port"
+"""The check item of torchrun's rendezvous port (``[cluster] rendezvous_port``)."""
+
+
+def _item(host: HostSection, ok: bool, detail: str, hint: str = "",
+          name: str = RENDEZVOUS_CHECK) -> CheckItem:
+    return CheckItem(host=host.name, name=name, ok=ok, detail=detail, hint=hint)
 
 
 def connect_item(host: HostSection, master: HostSection, master_addr: str, port: int,
-                 stdout: str, stderr: str = "") -> CheckItem:
-    """The worker's ``rendezvous-port`` item from ``connect_command``'s output."""
+                 stdout: str, stderr: str = "", name: str = RENDEZVOUS_CHECK) -> CheckItem:
+    """The worker's ``name`` item (``rendezvous-port`` by default) from ``connect_command``'s
+    output."""
     reply = last_json(stdout) or {"ok": False, "error": (stderr or stdout).strip()[-200:]}
     if reply.get("ok"):
-        return _item(host, True, f"reaches {master_addr}:{port}")
+        return _item(host, True, f"reaches {master_addr}:{port}", name=name)
     return _item(host, False, f"cannot reach {master_addr}:{port}: {reply.get('error')}",
                  f"allow TCP port {port} into {master.name} (firewall), or set [cluster] "
-                 f"master_addr to an address of {master.name} that {host.name} can reach")
+                 f"master_addr to an address of {master.name} that {host.name} can reach",
+                 name=name)
 
 
-async def _connect(pool: HostPool, host: HostSection, master: HostSection, master_addr: str,
-                   port: int) -> CheckItem | None:
+async def connect_worker(pool: HostPool, host: HostSection, master: HostSection,
+                         master_addr: str, port: int,
+                         name: str = RENDEZVOUS_CHECK) -> CheckItem | None:
+    """``host``'s ``name`` item: it connects to ``master_addr:port`` in a command of its own
+    (None: the host is unreachable, its own ``reachable`` item says so)."""
     try:
         transport = await pool.get(host.name)
         done = await transport.run(connect_command(host, master_addr, port),
                                    timeout=PORT_TEST_S + 30.0)
     except CorralError:
         return None  # unreachable: the host's own "reachable" check says so
-    return connect_item(host, master, master_addr, port, done.stdout, done.stderr)
+    return connect_item(host, master, master_addr, port, done.stdout, done.stderr, name)
 
 
 async def _first_line(lines: AsyncIterator[str]) -> str | None:
@@ -120,8 +130,11 @@ class PortListener:
     """The master's side of the port test: a listener on ``port`` (0: any free one) that
     waits for ``want`` connections, then ends (or when ``close`` closes its input)."""
 
-    def __init__(self, config: ClusterConfig, pool: HostPool, port: int, want: int) -> None:
+    def __init__(self, config: ClusterConfig, pool: HostPool, port: int, want: int,
+                 name: str = RENDEZVOUS_CHECK) -> None:
         self._config, self._pool, self._port, self._want = config, pool, port, want
+        self._name = name
+        """The check item it reports as (``rendezvous-port`` by default)."""
         self._lines: AsyncIterator[str] | None = None
         self._reader: asyncio.Future[str | None] | None = None
         self.taken = False
@@ -144,12 +157,14 @@ class PortListener:
         if opened is None:
             why = f": {failure}" if failure else ""
             return [_item(master, False, f"the port-test listener did not start{why}",
-                          f"check that {python_label(master)!r} runs on {master.name}")]
+                          f"check that {python_label(master)!r} runs on {master.name}",
+                          name=self._name)]
         if not opened.get("bound"):
             self.taken = True
             return [_item(master, False,
                           f"port {self._port} not free on {master.name}: {opened.get('error')}",
-                          "choose another [cluster] rendezvous_port, or \"auto\"")]
+                          "choose another [cluster] rendezvous_port, or \"auto\"",
+                          name=self._name)]
         return int(opened["port"])
 
     async def close(self) -> None:
@@ -184,7 +199,7 @@ async def check_rendezvous_port(
         port = await listener.open()
         if not isinstance(port, int):
             return port or [], None
-        replies = await asyncio.gather(*(_connect(pool, h, master, master_addr, port)
+        replies = await asyncio.gather(*(connect_worker(pool, h, master, master_addr, port)
                                          for h in workers))
     finally:
         await listener.close()

@@ -59,6 +59,14 @@ class RunInfo:
     """Hosts where processes of the run may still be alive although it has an outcome: cut off
     when it ended, unreachable for a stop, or a stop left processes. ``corral status`` looks
     there again until none is left."""
+    membership_port: int = 0
+    """The port on the master where rank 0 serves the membership store of live joins and
+    leaves (``CORRAL_MEMBERSHIP_PORT``); 0: none (a script run as is, or a run launched before
+    live membership)."""
+    left_hosts: tuple[str, ...] = ()
+    """Hosts that left the running run live (``corral leave``, or lost and taken out by the
+    survivors): no longer in ``hosts``; ``corral join`` may bring one back, ``stop`` still
+    looks there."""
     ranks: dict[str, list[int]] | None = None
     """Per host: its global ranks as the launch planned them (known without any event: what
     ``corral report`` shows of a script run as is)."""
@@ -169,6 +177,7 @@ def read_run_info_at(directory: Path) -> RunInfo:
     data = {key: value for key, value in data.items() if key in known}
     data["hosts"] = tuple(data["hosts"])
     data["suspect_hosts"] = tuple(data.get("suspect_hosts", ()))
+    data["left_hosts"] = tuple(data.get("left_hosts", ()))
     return _abandoned_launch_failed(directory, RunInfo(**data))
 
 
@@ -224,7 +233,7 @@ RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "hosts": (list,), "config_path": (str,), "master_addr": (str,), "port": (int,),
     "pgids": (dict, type(None)), "code_digest": (str,), "detail": (str,), "name": (str,),
     "cleanup": (str,), "suspect_hosts": (list,), "ranks": (dict, type(None)),
-    "ended": _NUMBER, "owner": (str,),
+    "ended": _NUMBER, "owner": (str,), "membership_port": (int,), "left_hosts": (list,),
 }
 """What each ``run.json`` field must hold (JSON types); a record that breaks one is named and
 skipped by every command (``tests/remote/test_run_record_validation.py``)."""
@@ -244,7 +253,7 @@ def record_problem(data: object) -> str | None:
             return f"{key!r} is {value!r:.40}, not {' or '.join(k.__name__ for k in kinds)}"
     if (problem := _number_problem(data)) is not None:
         return problem
-    lists = [data["hosts"], data.get("suspect_hosts", [])]
+    lists = [data["hosts"], data.get("suspect_hosts", []), data.get("left_hosts", [])]
     if any(not isinstance(h, str) for names in lists for h in names):
         return "a host name is not a string"
     if any(not isinstance(v, int) or isinstance(v, bool) or not 1 < v <= PID_MAX

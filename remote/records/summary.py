@@ -76,6 +76,22 @@ class Sample:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Generation:
+    """One change of the run's membership (a ``membership`` event, trainer/events.py)."""
+
+    generation: int
+    step: int
+    change: str
+    hosts: list[str]
+    cause: str | None
+    world_size: int
+    redone_steps: int
+    state_bytes: int
+    seconds_to_step: float | None
+    reason: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunSummary:
     """Everything ``corral report`` says about one run (``--json`` writes this object)."""
 
@@ -135,6 +151,8 @@ class RunSummary:
     plain_script: bool = False
     """A script run without corral's opt-in: no global batch declared, no loss read, nothing
     balanced."""
+    generations: list[Generation] = field(default_factory=list)
+    """Each live join, leave or refused join, in order (empty: the hosts never changed)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,6 +228,11 @@ def summary_of(history: RunHistory, figures: RunFigures) -> RunSummary:
         host_ranks=dict(info.ranks or {}), no_events=start is None,
         exchange=start.exchange if start else "exact", rounds=_round_facts(figures),
         plain_script=start is not None and start.plain_script,
+        generations=[Generation(generation=g.generation, step=g.step, change=g.change,
+                                hosts=list(g.hosts), cause=g.cause, world_size=g.world_size,
+                                redone_steps=g.redone_steps, state_bytes=g.state_bytes,
+                                seconds_to_step=g.seconds_to_step, reason=g.reason)
+                     for g in figures.generations],
     )
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from remote.config.cluster import ClusterConfig
+from remote.config.cluster import ClusterConfig, HostSection
 from remote.events import (
     FINAL_RUN_STATES,
     HostStatus,
@@ -34,6 +34,7 @@ from remote.events import (
     StopReport,
 )
 from remote.records.runs import RunInfo, describe_stop
+from remote.run.decide_members import MembersChanged, members_changed
 from remote.run.failures import Cause, HostLost
 from remote.run.follower import DONE_GRACE_S
 from remote.run.lifecycle import (
@@ -43,6 +44,7 @@ from remote.run.lifecycle import (
     Finding,
     Heard,
     LaunchFailed,
+    MembershipSeen,
     Phase,
     PhaseDone,
     RanksLinger,
@@ -91,8 +93,10 @@ class LoopState:
     """A stop started during the attempt runs on (``StopHosts.meanwhile``)."""
     ended: AttemptEnded | None = None
     """The attempt's end, while the loop waits for what its stop found."""
-
-
+    left: frozenset[str] = frozenset()
+    """Hosts that left the run live (``membership`` events): not in ``config`` any more."""
+    cluster_hosts: tuple[HostSection, ...] = ()
+    """Every host of cluster.toml (where a joiner's section comes from)."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,7 @@ class CloseTrackers:
 
 
 Action = StopHosts | AwaitStop | Unlock | RecordChange | MarkStop | DropHosts | LingerEnded \
-    | CloseTrackers
+    | CloseTrackers | MembersChanged
 """Everything ``decide`` asks the handle to do, in order, before its events are said."""
 
 
@@ -185,6 +189,10 @@ def decide(state: LoopState, signal: Heard, t: float) -> RunDecision:
         return _phase_done(state, signal, t)
     if isinstance(signal, TailsOpen):
         return move(state, Phase.RUNNING, t)
+    if isinstance(signal, MembershipSeen):
+        seen = members_changed(state.config, state.left, state.cluster_hosts, signal, t)
+        return RunDecision(seen.events, replace(state, config=seen.config, left=seen.left),
+                           [*seen.actions])
     if isinstance(signal, (CauseSettled, RanksLinger)):
         return _stop_meanwhile(state, signal, t)
     if isinstance(signal, AttemptEnded):

@@ -28,11 +28,13 @@ from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.records.scalars import feed_copies
 from remote.records.tensorboard import live_writer
 from remote.records.tracking import Trackers, live_trackers
+from remote.run.decide_members import HOT_PATH_WAIT_S, hot_path_refusal
 from remote.run.failures import HostLost
 from remote.run.hang import HangGuard
 from remote.run.lifecycle import (
     AttemptEnded,
     CauseSettled,
+    MembershipSeen,
     RanksLinger,
     StopRequest,
     TailsOpen,
@@ -40,7 +42,7 @@ from remote.run.lifecycle import (
 from remote.run.monitor import RunMonitor
 from remote.run.reconnect import resilient_tail
 from remote.run.stream import RankOwned, TailFailed, TailItem, merged
-from trainer.events import StartEvent
+from trainer.events import MembershipEvent, StartEvent
 
 FAILURE_SETTLE_S = 10.0
 """After the first failure, wait at most this long for the report that names its cause before
@@ -50,7 +52,7 @@ DONE_GRACE_S = 60.0
 """Seconds after every rank's completed ``end`` event before processes that have not exited are
 ended (the run still completed): time for a script to save its model after training."""
 
-FollowItem = RunEvent | TailsOpen | CauseSettled | RanksLinger | AttemptEnded
+FollowItem = RunEvent | TailsOpen | CauseSettled | RanksLinger | AttemptEnded | MembershipSeen
 
 
 class _Tick:
@@ -106,6 +108,8 @@ class RunFollower:
         """When (monotonic) every rank had written a completed ``end`` event."""
         self.linger_reported = False
         """``RanksLinger`` was said (once an attempt)."""
+        self.hot_path_said = False
+        """The wait for the survivors' live leave was said (once a failure)."""
         self.trackers: Trackers | None = None
         """The run's trackers while this attempt is followed (closed by ``close_trackers``)."""
         self.record_error = record_error
@@ -131,6 +135,9 @@ class RunFollower:
                         yield LogLine(t=time.time(), host="*", rank=None, text=line)
                     for event in await self._take(item):
                         yield event
+                        if isinstance(event, RankEvent) and isinstance(event.event,
+                                                                       MembershipEvent):
+                            yield MembershipSeen(event.event)  # the loop records it
                     self._local_writes(copies.values())
                     if self.monitor.finished:
                         break
@@ -231,6 +238,24 @@ class RunFollower:
         left = tuple(h for h in self.info.hosts if h not in monitor.exited)
         return [RanksLinger(left=left, waited_s=now - self.done_since)]
 
+    def members_changed(self, left: frozenset[str], joined: frozenset[str]) -> None:
+        """Hosts left the run live, or joined it (``MembersChanged``): the monitor and the
+        hang guard forget the ones that left; a failure of theirs being waited on is none."""
+        self.monitor.members_changed(left, joined)
+        self.hang.watch.forget(left)
+        if not self.monitor.failing:
+            self.failed_at, self.hot_path_said = None, False
+
+    def _settle_wait(self) -> float:
+        """How long after the first failure its cause is waited for: with the hot path open
+        to every failing host (``hot_path_refusal``), the survivors' ``membership`` event is
+        waited for (``HOT_PATH_WAIT_S``) and the lost-host timer restarts nothing sooner."""
+        hosts = {f.host for f in self.monitor.failures}
+        if self.launching and hosts and all(
+                hot_path_refusal(self.config, self.info, h) is None for h in hosts):
+            return HOT_PATH_WAIT_S
+        return FAILURE_SETTLE_S
+
     def lingering_ended(self, waited_s: float) -> None:
         """The loop ends the processes that linger ``waited_s`` after every rank finished: the
         run completed, their exits say nothing more."""
@@ -253,10 +278,21 @@ class RunFollower:
                     "a rank failed; following changes nothing on the hosts: the "
                     "process that launched the run stops the rest, or end it with "
                     f"`corral stop {self.run_id}`")))
+        wait = self._settle_wait() if self.failed_at is not None else FAILURE_SETTLE_S
+        hot = wait == HOT_PATH_WAIT_S
+        if hot and not self.hot_path_said:
+            self.hot_path_said = True
+            events.append(LogLine(t=time.time(), host="*", rank=None, text=(
+                f"{monitor.first_failure().host} failed; waiting up to "  # type: ignore[union-attr]
+                f"{HOT_PATH_WAIT_S:.0f} s for the other hosts to go on without it")))
         if (self.failed_at is not None and not self.cause_settled
-                and (monitor.cause_settled()
-                     or time.monotonic() - self.failed_at >= FAILURE_SETTLE_S)):
+                and ((monitor.cause_settled() and not hot)
+                     or time.monotonic() - self.failed_at >= wait)):
             self.cause_settled = True
+            if hot:
+                events.append(LogLine(t=time.time(), host="*", rank=None, text=(
+                    f"the other hosts did not go on within {HOT_PATH_WAIT_S:.0f} s: the live "
+                    "leave was not taken; falling back to stopping the run (on_host_loss)")))
             left = tuple(h for h in self.info.hosts if h not in monitor.exited)
             events.append(CauseSettled(cause=monitor.first_failure(), left=left))
         return events

@@ -34,6 +34,7 @@ from remote.run.decide import (
     LingerEnded,
     LoopState,
     MarkStop,
+    MembersChanged,
     StopHosts,
     Unlock,
     decide,
@@ -85,7 +86,8 @@ class SshRunHandle:
                                outcome_kept=not launch and info.state in FINAL_RUN_STATES)
         self._state = LoopState(run_id=info.run_id,
                                 phase=Phase.CHECKING if launch else Phase.RUNNING,
-                                launching=launch, config=config, followed=info, resume=resume)
+                                launching=launch, config=config, followed=info, resume=resume,
+                                cluster_hosts=config.hosts, left=frozenset(info.left_hosts))
         """What the loop knows between signals: only ``_heard`` replaces it."""
         self._record = record
         """The run's ``run.json``: what ``decide`` asks is written by ``_carry_out`` alone;
@@ -254,6 +256,9 @@ class SshRunHandle:
                 self._stop.request(action.cause)
         elif isinstance(action, DropHosts):
             self._drop_hosts(action.lost)
+        elif isinstance(action, MembersChanged):
+            if self._follower is not None:
+                self._follower.members_changed(action.left, action.joined)
         elif isinstance(action, LingerEnded):
             assert self._follower is not None
             self._follower.lingering_ended(action.waited_s)  # the run completed all the same
@@ -287,7 +292,8 @@ class SshRunHandle:
         # controller's pool reaches them, this handle's only the hosts still in the run.
         record = self._record.recorded()
         known = {h.name for h in self._cluster_config.hosts}
-        hosts = sorted(h for h in {*record.hosts, *record.suspect_hosts} if h in known)
+        hosts = sorted(h for h in {*record.hosts, *record.suspect_hosts, *record.left_hosts}
+                       if h in known)
         grace_s, _ = stop_wait(self._cluster_config, self.run_id, grace_s)
         report = await self._stop_hosts(grace_s=grace_s, hosts=hosts, pool=self._cluster_pool)
         await self._carry_out(RecordCleanup(report))

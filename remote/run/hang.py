@@ -68,6 +68,12 @@ class HangWatch:
             if where == host and rank in self._last:
                 self._last[rank] = now
 
+    def forget(self, hosts: frozenset[str]) -> None:
+        """``hosts`` left the run live: their ranks' quiet is right from now on."""
+        for rank, (where, _) in self.pids.items():
+            if where in hosts:
+                self._last.pop(rank, None)
+
     def observe(self, item: RankEvent, now: float) -> None:
         """Take in a rank event received at ``now`` (monotonic seconds)."""
         event = item.event

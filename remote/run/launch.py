@@ -39,6 +39,7 @@ from trainer.launch_contract import (
     RUN_ID_ENV,
     log_line_prefix,
 )
+from trainer.membership.contract import JOIN_ENV, MEMBERSHIP_PORT_ENV
 from trainer.run_layout import IN_RUN_DIR, RunLayout
 from trainer.settings.flags import flag_words
 from trainer.settings.run_settings import Policy, RunSettings
@@ -74,6 +75,12 @@ class LaunchPlan:
     """The process-group backend of every rank (``remote.checks.plan`` decides it)."""
     restart: int = 0
     """Restarts of the run so far (``max_restarts``): a script is told (``CORRAL_RESTART``)."""
+    membership_port: int | None = None
+    """The run's membership port on the master (``CORRAL_MEMBERSHIP_PORT``, a ``task`` run
+    only: ``remote.checks.membership_port``); None: no live join or leave."""
+    join_generation: int | None = None
+    """A host joining the running run (``corral join``): the membership generation its ranks
+    are launched against (``CORRAL_JOIN``); None for a launch of the run."""
 
 
 def trainer_flags(run: RunSection, place: HostPlan, plan: LaunchPlan) -> list[str]:
@@ -120,6 +127,10 @@ def torchrun_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
                 # INFO makes torchrun log the rendezvous result (``global_ranks=[...]``),
                 # which tells the tailer which ranks run on this host.
                 "LOGLEVEL": "INFO", RANK_BASE_ENV: str(place.first_rank)})
+    if plan.membership_port is not None:
+        env[MEMBERSHIP_PORT_ENV] = str(plan.membership_port)
+    if plan.join_generation is not None:
+        env[JOIN_ENV] = str(plan.join_generation)
     if place.visible_devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = place.visible_devices
     if place.interface:

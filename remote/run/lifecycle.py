@@ -21,6 +21,7 @@ from enum import Enum
 
 from remote.events import CheckReport, RunOutcome, RunState, StopReport
 from remote.run.failures import Cause, Failure, HostLost
+from trainer.events import MembershipEvent
 
 
 class Phase(Enum):
@@ -196,7 +197,16 @@ class AttemptEnded:
     lost: dict[str, HostLost]
 
 
-Signal = PhaseDone | LaunchFailed | TailsOpen | CauseSettled | RanksLinger | AttemptEnded
+@dataclass(frozen=True)
+class MembershipSeen:
+    """Rank 0 reported a change of the run's membership (its ``membership`` event): hosts
+    joined, left or were refused while the ranks trained on (``remote/run/decide_members.py``)."""
+
+    event: MembershipEvent
+
+
+Signal = (PhaseDone | LaunchFailed | TailsOpen | CauseSettled | RanksLinger | AttemptEnded
+          | MembershipSeen)
 """What a phase reports to the lifecycle loop, which alone decides the next phase."""
 
 

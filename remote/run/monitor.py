@@ -88,11 +88,24 @@ class RunMonitor:
     ended_after_done: float | None = None
     """Seconds every rank had been done for when corral ended the processes that lingered
     (``end_lingering``); None while they exit by themselves."""
+    left: set[str] = field(default_factory=set)
+    """Hosts that left the run live (``members_changed``): what they report next is no
+    failure, and the run no longer waits for them."""
 
     @property
     def finished(self) -> bool:
-        """True once every host's launcher has ended or its host dropped."""
-        return all(h in self.exited or h in self.dropped for h in self.hosts)
+        """True once every host's launcher has ended or its host dropped (or left)."""
+        return all(h in self.exited or h in self.dropped or h in self.left for h in self.hosts)
+
+    def members_changed(self, left: frozenset[str], joined: frozenset[str]) -> None:
+        """Hosts ``left`` the run live (the survivors went on: their failures are none of
+        the run's), ``joined`` hosts are in it."""
+        self.left = (self.left | left) - joined
+        self.hosts = (*self.hosts, *(h for h in sorted(joined) if h not in self.hosts))
+        self.failures = [f for f in self.failures if f.host not in self.left]
+        for rank in [r for r, h in self.rank_host.items() if h in self.left]:
+            del self.rank_host[rank]
+            self.ended.pop(rank, None)
 
     @property
     def failing(self) -> bool:
@@ -103,7 +116,7 @@ class RunMonitor:
     def all_completed(self) -> bool:
         """True once every rank of every host has written a completed ``end`` event (ranks
         known from the rendezvous or their events), whether or not its process has exited."""
-        ranks_known = {h for h in self.rank_host.values()} >= set(self.hosts)
+        ranks_known = {h for h in self.rank_host.values()} >= set(self.hosts) - self.left
         return ranks_known and all(
             r in self.ended and self.ended[r].status == "completed" for r in self.rank_host)
 
@@ -121,6 +134,12 @@ class RunMonitor:
     def observe(self, item: TailItem | HostLost) -> list[RunEvent]:
         """Take in one item of the merged tail; return the events it adds for front ends."""
         now = time.time()
+        if isinstance(item, (HostLost, LauncherExit)) and item.host in self.left:
+            if isinstance(item, HostLost):  # its tail went quiet after it left: no failure
+                self.dropped[item.host] = item
+            else:
+                self.exited[item.host] = item
+            return []
         if isinstance(item, HostLost):
             self.dropped[item.host] = item
             if not self.stop.requested:
@@ -144,6 +163,8 @@ class RunMonitor:
 
     def _rank_event(self, item: RankEvent, now: float) -> None:
         event = item.event
+        if item.host in self.left:
+            return  # a rank of a host that left: the run goes on without it
         self.rank_host.setdefault(event.rank, item.host)
         if isinstance(event, StartEvent):
             self.started_hosts.add(item.host)

@@ -63,6 +63,14 @@ class RecordSuspects:
 
 
 @dataclass(frozen=True)
+class RecordMembers:
+    """Write the hosts in the run now and those that left it live (a ``membership`` event)."""
+
+    hosts: tuple[str, ...]
+    left: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class AskStop:
     """Leave the ``STOP_ASKED`` mark for a launch under way."""
 
@@ -85,7 +93,7 @@ class RecordForgotten:
 
 
 RecordChange = (RecordState | RecordLaunched | RecordSuspects | AskStop | RecordCleanup
-                | RecordDetached | RecordForgotten)
+                | RecordDetached | RecordForgotten | RecordMembers)
 """A change of the record, asked for by ``remote.run.decide`` or the handle's own stop, detach
 or refused launch; the handle carries each out in one place (``RunRecord.apply``)."""
 
@@ -153,6 +161,8 @@ class RunRecord:
             self.detached()
         elif isinstance(change, RecordForgotten):
             self.forget()
+        elif isinstance(change, RecordMembers):
+            self.change(hosts=change.hosts, left_hosts=change.left)
         else:
             self.ask_stop()
 

@@ -62,6 +62,8 @@ class Launch:
     report: CheckReport | None = None
     """The pre-flight check's report (with the push's items once the code is in place)."""
     port: int = 0
+    membership_port: int | None = None
+    """The run's membership port (``LaunchFacts.membership_port``; None: a script run)."""
     places: dict[str, HostPlan] = field(default_factory=dict)
     backend: str = ""
     pgids: dict[str, int] = field(default_factory=dict)
@@ -82,6 +84,7 @@ class Launch:
         """What the run's record keeps of a launch that started every host."""
         assert self.code is not None
         return {"master_addr": self.master_addr, "port": self.port, "pgids": dict(self.pgids),
+                "membership_port": self.membership_port or 0,
                 "code_digest": self.code.digest,
                 "ranks": {name: list(place.ranks) for name, place in self.places.items()}}
 
@@ -186,6 +189,7 @@ def _plan(launch: Launch) -> None:
     if port is None:
         raise LaunchFailed("cannot pick a rendezvous port on the master")
     launch.port = port
+    launch.membership_port = launch.facts.membership_port
     try:
         cluster_plan = plan_cluster(launch.config, launch.facts, launch.master_addr)
     except PlanError as exc:
@@ -219,7 +223,8 @@ async def start_hosts(launch: Launch, *, resume: bool, policy: str | None,
     plan = LaunchPlan(run_id=info.run_id, run_dir=launch.run_dir, code_digest=launch.code.digest,
                       master_addr=launch.master_addr, port=launch.port,
                       nnodes=len(launch.hosts), user=launch.user, resume=resume, policy=policy,
-                      backend=launch.backend, restart=restart)
+                      backend=launch.backend, restart=restart,
+                      membership_port=launch.membership_port)
     for event in launch.each_host("starting"):
         yield event
     pgids = launch.pgids

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from console_helpers import check_report_text, make_app, screen_text, settle, wait_for
 
-from console.widgets.modals import CheckReportScreen, ConfirmScreen, HelpScreen, QuitScreen
+from console.widgets.modals import (
+    CheckReportScreen,
+    ConfirmScreen,
+    HelpScreen,
+    HostChoiceScreen,
+    QuitScreen,
+)
 from profiles.user_errors import CorralError, UsageError
 from remote.api import CheckItem, CheckReport, RankEvent, RunStatus
+from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
 from tests.fake_runs import FakeController, ScriptItem, scripted_run
 from trainer.events import StepEvent
 
@@ -260,3 +270,34 @@ async def test_the_header_shows_the_runs_name() -> None:
         await settle(pilot)
         text = screen_text(app)
     assert "nightly · run fake-1" in text
+
+
+async def test_e_asks_which_host_leaves_then_confirms(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    controller = FakeController(script_options={"hold_at": 10})
+    hosts = tuple(HostSection(name=h.name, address="local", python="python3")
+                  for h in controller.hosts)
+    config = ClusterConfig(path=tmp_path / "cluster.toml", hosts=hosts, run=RunSection(),
+                           cluster=ClusterSection(name="lab", master="alpha",
+                                                  run_root=str(tmp_path / "runs")))
+    asked: list[str] = []
+
+    async def leave_host(config: ClusterConfig, run_id: str, host: str) -> str:
+        asked.append(host)
+        return host
+
+    monkeypatch.setattr("remote.api.leave_host", leave_host)
+    app = make_app(controller, config=config)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.session.model.step == 9)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, HostChoiceScreen))
+        choice = app.screen
+        assert isinstance(choice, HostChoiceScreen) and choice.names == ["beta", "gamma"]
+        await pilot.click("#host-1")  # gamma
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: asked == ["gamma"])
+        await wait_for(pilot, lambda: any("gamma leaves run" in n.message
+                                          for n in app._notifications))

@@ -9,9 +9,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from console.controls import RunControls
 from console.effects import (
     AskQuit,
+    ChooseHost,
     Confirm,
     Effect,
     Effects,
@@ -26,7 +29,8 @@ from console.model.run import RunModel
 from console.past_runs import PastRuns
 from console.session import Session
 from profiles.user_errors import UsageError
-from remote.api import CheckItem, CheckReport, StopReport
+from remote.api import CheckItem, CheckReport, HostStatus, StopReport
+from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
 from tests.fake_runs import FakeController
 
 
@@ -164,3 +168,39 @@ def test_r_on_a_script_run_says_the_script_resumes_from_its_own_snapshot(
     # without a cluster.toml behind the session: the general question, never an error
     [confirm] = RunControls(_controls(FakeController())[1]).restart()
     assert isinstance(confirm, Confirm) and "newest checkpoint" in confirm.question
+
+
+async def test_leave_asks_which_host_then_confirms_then_asks_the_remote_layer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    controller = FakeController(script_options={"hold_at": 10})
+    controls, session = _controls(controller)
+    hosts = tuple(HostSection(name=h.name, address="local", python="python3")
+                  for h in controller.hosts)
+    session._config = ClusterConfig(path=tmp_path / "cluster.toml",
+                                    cluster=ClusterSection(name="lab", master="alpha"),
+                                    hosts=hosts, run=RunSection())
+    asked: list[tuple[str, str]] = []
+
+    async def leave_host(config: ClusterConfig, run_id: str, host: str) -> str:
+        asked.append((run_id, host))
+        return f"/runs/{run_id}/membership/leave-{host}"
+
+    monkeypatch.setattr("remote.api.leave_host", leave_host)
+    screen = Headless(answers=["no", "yes"])
+    screen.render(controls.leave_host())
+    assert screen.notices() == ["No live run to take a host out of."]
+    screen.render(controls.start())
+    await screen.until(lambda: session.model.step == 9)
+    session.model.apply(HostStatus(t=2.0, host="gamma", state="left",
+                                   detail="left at step 5 (asked)"))
+    screen.render(controls.leave_host())
+    choice = next(o for o in screen.shown if isinstance(o, ChooseHost))
+    assert choice.hosts == ("beta",)  # not the master's host, not one that left
+    screen.render(choice.then("beta"))  # answered no: nothing asked
+    assert asked == [] and controls.busy == ""
+    screen.render(choice.then("beta"))
+    await screen.until(lambda: bool(asked) and controls.busy == "")
+    assert asked == [("fake-1", "beta")]
+    assert "beta leaves run fake-1 at its next step boundary." in screen.notices()
+    rows = {v.host: v for v in session.model.rank_and_host_rows()}
+    assert (rows["gamma"].status, rows["gamma"].reason) == ("left", "left at step 5 (asked)")

@@ -9,10 +9,11 @@ from console.model.records import RankRow, RowView
 from console.model.run import RunModel
 from console.widgets.balancer import decision_row, split_row
 from console.widgets.hosts import STALE_STYLE, render_row, visible_columns
+from console.widgets.throughput import change_steps, chart_lines
 from figures import Move
 from remote.api import RankEvent
 from tests.fake_runs import DEMO_HOSTS, events_only, scripted_run
-from trainer.events import StepEvent
+from trainer.events import MembershipEvent, StepEvent
 
 
 def test_narrow_terminals_drop_backend_and_device_first() -> None:
@@ -68,3 +69,21 @@ def test_balancer_labels_each_share_with_its_own_rank_at_the_first_step() -> Non
     labels = [split_row(model, i, 60).plain.split()[0] for i in range(3)]
     assert labels == ["alpha:0", "rank", "gamma:2"]
     assert split_row(model, 1, 60).plain.startswith("rank 1 ")
+
+
+def test_the_throughput_chart_marks_the_first_step_after_a_change_of_hosts() -> None:
+    events = events_only(scripted_run("r1", steps=8))
+    model = RunModel(cluster_name="lab", hosts=[h.name for h in DEMO_HOSTS],
+                     policy="dynamic", total_steps=8, global_batch=60)
+    model.apply_all(events)
+    assert len(model.history) >= 6
+    plain = [line.plain for line in chart_lines(model.history, 20, 6, change_steps(model))]
+    assert not any("┊" in line for line in plain)  # no change yet: no mark
+    model.apply(RankEvent(host="alpha", event=MembershipEvent(
+        t=2.0, rank=0, generation=1, step=4, change="left", hosts=("gamma",),
+        cause="asked", world_size=2, members=(0, 1))))
+    assert change_steps(model) == frozenset({5})
+    column = [p.step for p in list(model.history)[-20:]].index(5)
+    lines = chart_lines(model.history, 20, 6, change_steps(model))
+    marks = {x for line in lines for x, glyph in enumerate(line.plain) if glyph == "┊"}
+    assert marks == {column}

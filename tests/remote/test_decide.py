@@ -19,6 +19,7 @@ from remote.run.decide import (
     decide,
     kept_outcome,
 )
+from remote.run.decide_members import hot_path_refusal
 from remote.run.failures import Cause, HostLost
 from remote.run.lifecycle import (
     Finding,
@@ -27,8 +28,9 @@ from remote.run.lifecycle import (
     RunOutcome,
     StopCause,
 )
-from remote.run.record import AskStop, RecordLaunched, RecordState, RecordSuspects
+from remote.run.record import AskStop, RecordLaunched, RecordMembers, RecordState, RecordSuspects
 from remote.run.stop import LAUNCH_STOP_GRACE_S, STOP_GRACE_ON_FAILURE_S
+from trainer.events import MembershipEvent
 
 RUN = "rep-20260101-000001-aaaaaa"
 T = 1234.5
@@ -272,3 +274,66 @@ def test_the_decision_does_no_io() -> None:
     called = {n.func.id for n in ast.walk(tree)
               if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
     assert "open" not in called
+
+
+def _membership(change: str, hosts: tuple[str, ...], *, step: int = 7,
+                cause: str | None = None, generation: int = 1,
+                world_size: int = 2) -> sig.MembershipSeen:
+    return sig.MembershipSeen(MembershipEvent(
+        t=T, rank=0, generation=generation, step=step, change=change,  # type: ignore[arg-type]
+        hosts=hosts, cause=cause, world_size=world_size, seconds_to_step=1.5,
+        reason="wrong torch" if change == "refused" else None))
+
+
+def _names(state: LoopState) -> tuple[str, ...]:
+    return tuple(h.name for h in state.config.hosts)
+
+
+@pytest.mark.parametrize(("before_left", "seen", "hosts", "left", "status", "detail"), [
+    ((), _membership("left", ("h2",), cause="asked"), ("h0", "h1"), ("h2",), "left",
+     "left at step 7 (asked)"),
+    ((), _membership("left", ("h1",), cause="ranks_died"), ("h0", "h2"), ("h1",), "left",
+     "left at step 7 (ranks_died)"),
+    (("h2",), _membership("joined", ("h2",), step=12, generation=2, world_size=3),
+     ("h0", "h1", "h2"), (), "running", "joined at step 12"),
+])
+def test_a_membership_change_is_said_recorded_and_told_to_the_follower_without_a_restart(
+        before_left: tuple[str, ...], seen: sig.MembershipSeen, hosts: tuple[str, ...],
+        left: tuple[str, ...], status: str, detail: str) -> None:
+    state = _state(on_host_loss="continue")
+    state = replace(state, cluster_hosts=state.config.hosts, left=frozenset(before_left),
+                    config=replace(state.config, hosts=tuple(
+                        h for h in state.config.hosts if h.name not in before_left)))
+    events, after, actions = _fold(state, seen)
+    assert after.phase is Phase.RUNNING and _names(after) == hosts  # no stop, no restart
+    assert after.left == frozenset(left)
+    changed = frozenset(seen.event.hosts)
+    assert actions == [RecordMembers(hosts=hosts, left=left),
+                       act.MembersChanged(left=changed if status == "left" else frozenset(),
+                                          joined=frozenset() if status == "left" else changed)]
+    assert events[0] == HostStatus(t=T, host=seen.event.hosts[0], state=status,  # type: ignore[arg-type]
+                                   detail=detail)
+    assert isinstance(events[1], LogLine) and f"generation {seen.event.generation}" in \
+        events[1].text and "1.5 s" in events[1].text
+
+
+def test_a_refused_join_leaves_the_run_untouched_and_names_why() -> None:
+    state = _state(on_host_loss="continue")
+    events, after, actions = _fold(state, _membership("refused", ("h2",)))
+    assert after == state and actions == []
+    assert [e.text for e in events if isinstance(e, LogLine)] == [
+        "join of h2 refused: wrong torch; the run goes on unchanged"]
+
+
+@pytest.mark.parametrize(("on_host_loss", "port", "host", "why"), [
+    ("continue", 31000, "h1", None),
+    ("continue", 31000, "h0", "h0 is the master's host"),
+    ("continue", 0, "h1", "no live membership"),
+    ("stop", 31000, "h1", 'on_host_loss = "stop"'),
+])
+def test_the_hot_path_is_taken_where_it_can_be_and_the_fallback_names_why(
+        on_host_loss: str, port: int, host: str, why: str | None) -> None:
+    state = _state(on_host_loss=on_host_loss)
+    info = replace(_info("running"), membership_port=port)
+    refusal = hot_path_refusal(state.config, info, host)
+    assert refusal is None if why is None else why in (refusal or "")

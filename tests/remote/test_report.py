@@ -15,7 +15,7 @@ import pytest
 import console.cli as cli
 from remote.records import summary as summary_module
 from remote.records.history import load_history
-from trainer.events import StepEvent
+from trainer.events import MembershipEvent, StepEvent
 
 try:
     from recorded import info, synthetic_run, write_recorded
@@ -139,7 +139,8 @@ def _documented(section: str) -> set[str]:
 def test_the_json_schema_in_docs_matches_the_output(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for cls in (summary_module.RunSummary, summary_module.Outcome, summary_module.RankSummary,
-                summary_module.Move, summary_module.Metric, summary_module.Sample):
+                summary_module.Move, summary_module.Metric, summary_module.Sample,
+                summary_module.Generation):
         fields = {f.name for f in dataclasses.fields(cls)}
         assert _documented(cls.__name__) == fields, cls.__name__
     path = _cluster(tmp_path)
@@ -242,3 +243,24 @@ def test_the_plot_gives_each_quantity_its_axes_and_each_rank_its_own_line_look(
         assert shares[0].get_markevery() != shares[1].get_markevery()
     finally:
         plt.close(figure)
+
+
+def test_the_report_lists_each_generation_of_a_run_whose_hosts_changed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _cluster(tmp_path)
+    left = MembershipEvent(t=1_700_000_000.3, rank=0, generation=1, step=6, change="left",
+                           hosts=("slow",), cause="ranks_died", redone_steps=1, world_size=1,
+                           members=(0,), seconds_to_step=4.5)
+    refused = MembershipEvent(t=1_700_000_000.5, rank=0, generation=1, step=9,
+                              change="refused", hosts=("slow",), world_size=1,
+                              reason="torch 2.1 on slow, 2.4 on fast")
+    write_recorded(tmp_path / "runs" / "rep-g", info("rep-g", "completed"),
+                   [*synthetic_run(steps=12), ("fast", left), ("fast", refused)])
+    run = _json(capsys, path, "rep-g")["runs"][0]
+    assert [(g["generation"], g["change"], g["hosts"], g["cause"], g["redone_steps"])
+            for g in run["generations"]] == [(1, "left", ["slow"], "ranks_died", 1),
+                                             (1, "refused", ["slow"], None, 0)]
+    code, out = _report(capsys, path, "rep-g")
+    flat = " ".join(out.split())
+    assert code == 0 and "membership (live joins and leaves)" in flat
+    assert "ranks_died" in flat and "4.5 s" in flat and "torch 2.1 on slow" in flat

@@ -16,8 +16,17 @@ from remote.events import RunStatus, StopReport
 from remote.records.runs import RunInfo, local_run_dir, read_run_info, run_dir_for, write_run_info
 from remote.run.controller import SshRunController
 from remote.run.decide import LoopState, RunDecision, decide, end, move
-from remote.run.lifecycle import TRANSITIONS, Phase, PhaseDone, RunOutcome, StopAsked, TailsOpen
+from remote.run.lifecycle import (
+    TRANSITIONS,
+    MembershipSeen,
+    Phase,
+    PhaseDone,
+    RunOutcome,
+    StopAsked,
+    TailsOpen,
+)
 from remote.run.record import RecordChange, RecordState, RunRecord
+from trainer.events import MembershipEvent
 from trainer.run_layout import RunLayout
 
 try:
@@ -194,3 +203,22 @@ async def test_a_resume_whose_check_fails_leaves_the_earlier_record_byte_identic
     assert isinstance(final, RunStatus) and final.state == "failed"
     assert [e.state for e in events if isinstance(e, RunStatus)] == ["checking", "failed"]
     assert _tree(tmp_path / "runs") == before
+
+
+def test_a_live_leave_is_recorded_with_the_membership_port_the_launch_recorded(
+        tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    two = replace(config, hosts=(*config.hosts, replace(config.hosts[0], name="w")))
+    state, record = _recorded_at(two, Phase.LAUNCHING)
+    launched = decide(state, PhaseDone(facts={"port": 29500, "membership_port": 31000,
+                                              "pgids": {"m": 42, "w": 43}}), 1.0)
+    running = decide(launched.state, TailsOpen(), 1.0)
+    left = decide(running.state, MembershipSeen(MembershipEvent(
+        t=2.0, rank=0, generation=1, step=3, change="left", hosts=("w",), cause="asked",
+        world_size=1, members=(0,))), 2.0)
+    for action in [*launched.actions, *running.actions, *left.actions]:
+        if isinstance(action, RecordChange):
+            record.apply(action)
+    recorded = read_run_info(two, "c-1")
+    assert (recorded.state, recorded.membership_port) == ("running", 31000)
+    assert (recorded.hosts, recorded.left_hosts) == (("m",), ("w",))

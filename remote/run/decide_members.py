@@ -1,0 +1,106 @@
+"""What a change of the run's membership means to the run loop, with no I/O (a part of
+``remote/run/decide.py``: ``decide`` calls ``members_changed`` for a ``MembershipSeen``).
+
+Rank 0 reports each change as a ``membership`` event once the new generation completed a
+step; the ranks themselves did the change (``trainer/membership``), so nothing here stops or
+starts a process. The loop says it (a host ``left at step N (why)``, ``running`` for a joiner,
+a line for a refused join), records the hosts in the run now and those that left
+(``RecordMembers``), and tells the follower (``MembersChanged``): a host that left ending its
+launcher, or its tail going quiet, is no failure of the run.
+
+The hot path: with ``on_host_loss = "continue"`` and a membership port (a ``task`` run), a
+lost host is taken out by the survivors in their own processes (``hot_path_refusal`` is None);
+the follower then waits up to ``HOT_PATH_WAIT_S`` for their ``membership`` event before it
+reports the failure, and only then does the loop fall back to today's restart from the newest
+checkpoint (the line it logs names why).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from remote.config.cluster import ClusterConfig, HostSection
+from remote.events import HostStatus, LogLine, RunEvent
+from remote.records.runs import RunInfo
+from remote.run.lifecycle import MembershipSeen
+from remote.run.record import RecordMembers
+from trainer.events import MembershipEvent
+from trainer.membership.contract import LOSS_DETECT_S
+
+HOT_PATH_WAIT_S = LOSS_DETECT_S + 15.0
+"""After a host's failure, how long the follower waits for the survivors' ``membership``
+event (their loss detection, the step they redo, and its report) before the run falls back to
+a restart."""
+
+
+@dataclass(frozen=True)
+class MembersChanged:
+    """Tell the follower: ``left`` hosts left the run live (their launchers' ends and their
+    tails' losses are no failures), ``joined`` hosts are in it."""
+
+    left: frozenset[str]
+    joined: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class MembersDecision:
+    """What ``members_changed`` decided: the events said, the run's hosts now (as a config),
+    the hosts that left, and the actions (the record, the follower)."""
+
+    events: list[RunEvent]
+    config: ClusterConfig
+    left: frozenset[str]
+    actions: list[RecordMembers | MembersChanged]
+
+
+def hot_path_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | None:
+    """Why the survivors cannot take ``host`` out in their own processes (None: they can,
+    and the follower waits for them): the restart path is then taken, as before."""
+    if config.run.on_host_loss != "continue":
+        return f'[run] on_host_loss = "{config.run.on_host_loss}"'
+    if not info.membership_port:
+        return "the run has no live membership (a script run as is, or launched before it)"
+    if host == config.cluster.master:
+        return f"{host} is the master's host (rank 0 holds the rendezvous and the store)"
+    return None
+
+
+def left_detail(event: MembershipEvent) -> str:
+    """How the hosts table shows a host that left: ``left at step N (why)``."""
+    return f"left at step {event.step} ({event.cause or 'asked'})"
+
+
+def members_changed(config: ClusterConfig, left: frozenset[str],
+                    cluster_hosts: tuple[HostSection, ...], seen: MembershipSeen,
+                    t: float) -> MembersDecision:
+    """The run's hosts after ``seen`` (``config``: the hosts in the run before it, ``left``:
+    those that left before, ``cluster_hosts``: every host of cluster.toml)."""
+    event = seen.event
+    hosts = frozenset(event.hosts)
+    if event.change == "refused":
+        why = event.reason or "no reason given"
+        line = LogLine(t=t, host="*", rank=None,
+                       text=f"join of {', '.join(event.hosts)} refused: {why}; the run "
+                       "goes on unchanged")
+        return MembersDecision([line], config, left, [])
+    if event.change == "left":
+        kept = tuple(h for h in config.hosts if h.name not in hosts)
+        left = left | hosts
+        said: list[RunEvent] = [HostStatus(t=t, host=h, state="left", detail=left_detail(event))
+                                for h in event.hosts]
+        changed = MembersChanged(left=hosts)
+    else:
+        known = {h.name for h in config.hosts}
+        added = [h for h in cluster_hosts if h.name in hosts and h.name not in known]
+        kept, left = (*config.hosts, *added), left - hosts
+        said = [HostStatus(t=t, host=h, state="running", detail=f"joined at step {event.step}")
+                for h in event.hosts]
+        changed = MembersChanged(left=frozenset(), joined=hosts)
+    took = (f" in {event.seconds_to_step:.1f} s" if event.seconds_to_step is not None else "")
+    redone = f", {event.redone_steps} step(s) redone" if event.redone_steps else ""
+    said.append(LogLine(t=t, host="*", rank=None, text=(
+        f"generation {event.generation}: {', '.join(event.hosts)} {event.change} at step "
+        f"{event.step}{took}{redone}; {event.world_size} rank(s) train on")))
+    config = replace(config, hosts=kept, run=replace(config.run, split=None))
+    record = RecordMembers(hosts=tuple(h.name for h in kept), left=tuple(sorted(left)))
+    return MembersDecision(said, config, left, [record, changed])

@@ -1,0 +1,75 @@
+"""``corral leave HOST``: ask a host of a running run to leave it live.
+
+A planned leave is a file on the leaving host (``RunLayout.leave_request``, in its run
+directory) that its ranks read at the next step boundary (``trainer.membership.contract``):
+they hand their share to the others and end cleanly, and rank 0 reports the change as a
+``membership`` event, which the run's follower hears (``remote/run/decide.py``) and records
+(``run.json``'s ``hosts`` and ``left_hosts``). This module only checks that the leave can be
+asked and writes the file; it stops nothing.
+
+What cannot leave is refused with what to do instead, before any host is touched: a host not
+in the run, the master's host (rank 0 serves the rendezvous and the membership store there),
+a run that has ended, and a run without live membership (a script run as is, whose lost host
+restarts the run from the script's own checkpoint).
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+from profiles.user_errors import CorralError
+from remote.config.cluster import ClusterConfig
+from remote.events import FINAL_RUN_STATES
+from remote.hosts.pool import HostPool
+from remote.hosts.transport import RemoteCommandError, shell_path
+from remote.records.runs import RunInfo, run_dir_for
+from trainer.run_layout import RunLayout
+
+
+class MembershipRefused(CorralError):
+    """A join or leave that cannot be asked of this run (the message says what to do)."""
+
+    title = "cannot change the run's hosts"
+
+
+def leave_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | None:
+    """Why ``host`` cannot leave the run ``info`` (None: it can)."""
+    run, names = info.label, [h.name for h in config.hosts]
+    if host not in names:
+        return f"no host {host!r} in {config.path} (its hosts: {', '.join(names)})"
+    if info.state in FINAL_RUN_STATES:
+        return f"run {run} has ended ({info.state}): there is nothing to leave"
+    if host == config.cluster.master:
+        return (f"{host} is the master's host: rank 0 serves the run's rendezvous and "
+                "membership store there, so it cannot leave; `corral stop` ends the run")
+    if host not in info.hosts:
+        return (f"{host} is not in run {run} (its hosts now: {', '.join(info.hosts)})"
+                + ("; it left already" if host in info.left_hosts else ""))
+    if not info.membership_port:
+        return (f"run {run} has no live membership (a script run as is, or a run launched "
+                "before it): `corral stop` it and `corral run --resume` without the host")
+    return None
+
+
+def leave_command(run_dir: str, host: str) -> str:
+    """Shell that writes ``host``'s leave request in ``run_dir`` (as the host's shell sees
+    it): to a temp file, then renamed, so the ranks never read half a file."""
+    path = RunLayout(run_dir).leave_request(host)
+    folder, temp = posixpath.dirname(path), f"{path}.tmp"
+    return (f"mkdir -p {shell_path(folder)} && printf 'asked\\n' > {shell_path(temp)} && "
+            f"mv -f {shell_path(temp)} {shell_path(path)}")
+
+
+async def request_leave(config: ClusterConfig, pool: HostPool, info: RunInfo,
+                        host: str) -> str:
+    """Write ``host``'s leave request for the run ``info`` on ``host``; the path written (as
+    the host sees it). ``MembershipRefused`` when the leave cannot be asked (nothing written)."""
+    if (why := leave_refusal(config, info, host)) is not None:
+        raise MembershipRefused(why)
+    run_dir = run_dir_for(config, info.run_id)
+    transport = await pool.get(host)
+    try:
+        await transport.run(leave_command(run_dir, host), check=True, timeout=30.0)
+    except RemoteCommandError as exc:
+        raise MembershipRefused(f"could not write the leave request on {host}: {exc}") from None
+    return RunLayout(run_dir).leave_request(host)

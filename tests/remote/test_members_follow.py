@@ -1,0 +1,78 @@
+"""A host that left the run live is no failure of it (issue 61): its ranks' failed ends, its
+launcher's exit and its tail's loss are forgotten once the survivors' ``membership`` event is
+heard, and the run still completes on the others; with the hot path open the follower waits
+for that event (``HOT_PATH_WAIT_S``) instead of calling the run failed after
+``FAILURE_SETTLE_S`` (no processes: the monitor and the follower's settle wait alone)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
+from remote.events import RunOutcome
+from remote.records.runs import RunInfo
+from remote.run.decide_members import HOT_PATH_WAIT_S
+from remote.run.failures import HostLost
+from remote.run.follower import FAILURE_SETTLE_S, RunFollower
+from remote.run.lifecycle import StopRequest
+from remote.run.monitor import RunMonitor
+
+try:
+    from test_run_monitor import _end, _exit, _start
+except ImportError:  # collected as a package
+    from tests.remote.test_run_monitor import _end, _exit, _start  # type: ignore[no-redef]
+
+
+def test_a_host_that_left_is_no_failure_and_the_run_completes_on_the_others() -> None:
+    monitor = RunMonitor(run_id="r", hosts=("a", "b"))
+    for item in (_start("a", 0), _start("b", 1), _end("b", 1, "failed", error="peer gone")):
+        monitor.observe(item)
+    assert monitor.failing  # before the survivors said so, b's end is a failure
+    monitor.members_changed(left=frozenset({"b"}), joined=frozenset())
+    assert not monitor.failing
+    assert monitor.observe(_exit("b", "1")) == []  # its launcher's end: said nothing more
+    assert monitor.observe(HostLost(host="b", reason="quiet", t=7.0)) == []
+    assert not monitor.failing and not monitor.finished
+    for item in (_end("a", 0, "completed"), _exit("a", "0")):
+        monitor.observe(item)
+    assert monitor.finished and monitor.all_completed
+    assert monitor.finding().outcome is RunOutcome.COMPLETED
+
+
+def test_a_host_that_left_and_joined_again_is_waited_for() -> None:
+    monitor = RunMonitor(run_id="r", hosts=("a", "b"))
+    monitor.members_changed(left=frozenset({"b"}), joined=frozenset())
+    monitor.members_changed(left=frozenset(), joined=frozenset({"b", "c"}))
+    assert monitor.hosts == ("a", "b", "c") and not monitor.left
+    monitor.observe(_exit("a", "0"))
+    assert not monitor.finished
+
+
+def _follower(tmp_path: Path, *, on_host_loss: str, port: int) -> RunFollower:
+    hosts = tuple(HostSection(name=n, address="local", python="python3") for n in ("a", "b"))
+    config = ClusterConfig(path=tmp_path / "cluster.toml",
+                           cluster=ClusterSection(name="m", master="a",
+                                                  run_root=str(tmp_path / "runs")),
+                           hosts=hosts, run=RunSection(on_host_loss=on_host_loss))  # type: ignore[arg-type]
+    info = RunInfo(run_id="m-1", cluster="m", state="running", started=1.0, hosts=("a", "b"),
+                   membership_port=port)
+    return RunFollower(config, None, info, launching=True, stop=StopRequest())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("on_host_loss", "port", "failed", "wait"), [
+    ("continue", 31000, "b", HOT_PATH_WAIT_S),  # the survivors take b out themselves
+    ("continue", 31000, "a", FAILURE_SETTLE_S),  # the master's host: the restart path
+    ("continue", 0, "b", FAILURE_SETTLE_S),  # no membership port (a script run)
+    ("stop", 31000, "b", FAILURE_SETTLE_S),
+])
+def test_the_follower_waits_for_the_survivors_only_where_the_hot_path_is_open(
+        tmp_path: Path, on_host_loss: str, port: int, failed: str, wait: float) -> None:
+    follower = _follower(tmp_path, on_host_loss=on_host_loss, port=port)
+    rank = 0 if failed == "a" else 1
+    follower.monitor.observe(_start(failed, rank))
+    follower.monitor.observe(_end(failed, rank, "failed", error="killed"))
+    assert follower._settle_wait() == wait
+    follower.members_changed(frozenset({failed}), frozenset())
+    assert follower.failed_at is None and not follower.monitor.failing

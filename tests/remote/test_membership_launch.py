@@ -1,0 +1,60 @@
+"""Live membership at launch: a ``task`` run's ranks get the run's membership port, a joiner's
+also the generation it joins; a script run as is gets neither (it keeps today's restart
+path)."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import replace
+from pathlib import Path
+
+from remote.checks.membership_port import wants_membership_port
+from remote.checks.plan import LaunchFacts, plan_cluster
+from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
+from remote.run.launch import LaunchPlan, launcher_command
+from trainer.membership.contract import JOIN_ENV, MEMBERSHIP_PORT_ENV
+
+
+def _config(tmp_path: Path, **run: object) -> ClusterConfig:
+    hosts = (HostSection(name="a", address="local", python="python3"),
+             HostSection(name="b", address="local", python="python3"))
+    return ClusterConfig(path=tmp_path / "cluster.toml",
+                         cluster=ClusterSection(name="m", master="a"), hosts=hosts,
+                         run=RunSection(global_batch=8, steps=2, **run))  # type: ignore[arg-type]
+
+
+def _envs(config: ClusterConfig, **plan: object) -> dict[str, dict[str, str]]:
+    """Each host's launcher environment (corral's own variables, before the interpreter)."""
+    cluster = plan_cluster(config, LaunchFacts(gpus={"a": 0, "b": 0}, interfaces={}, port=1),
+                           "127.0.0.1")
+    launch = LaunchPlan(run_id="m-1", run_dir="/tmp/runs/m-1", code_digest="0" * 64,
+                        master_addr="127.0.0.1", port=29500, nnodes=2, user=None,
+                        **plan)  # type: ignore[arg-type]
+    out = {}
+    for place in cluster.hosts:
+        words = shlex.split(launcher_command(config, launch, place).split("; s=$?")[0])
+        out[place.host.name] = dict(w.split("=", 1) for w in words
+                                    if "=" in w and not w.startswith("-"))
+    return out
+
+
+def test_every_rank_of_a_task_run_gets_the_membership_port_and_no_join(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    assert wants_membership_port(config)
+    for env in _envs(config, membership_port=31234).values():
+        assert env[MEMBERSHIP_PORT_ENV] == "31234"
+        assert JOIN_ENV not in env
+
+
+def test_a_joiner_is_launched_with_the_generation_it_joins(tmp_path: Path) -> None:
+    envs = _envs(_config(tmp_path), membership_port=31234, join_generation=3)
+    assert envs["b"][JOIN_ENV] == "3" and envs["b"][MEMBERSHIP_PORT_ENV] == "31234"
+
+
+def test_a_script_run_as_is_gets_no_membership_port(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    config = _config(tmp_path)
+    script = replace(config, run=replace(config.run, script="train.py"))
+    assert not wants_membership_port(script)
+    for env in _envs(config).values():  # no port planned: none set
+        assert MEMBERSHIP_PORT_ENV not in env
