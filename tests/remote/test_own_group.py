@@ -14,16 +14,12 @@ import pytest
 
 from remote.hosts.own_group import in_own_group
 
+try:
+    from runkit import alive
+except ImportError:  # collected as a package
+    from tests.remote.runkit import alive  # type: ignore[no-redef]
+
 DEADLINE_S = 10.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead: only its parent (init, here) has yet to reap it.
-    return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
 
 
 def _start(command: str, *, reads_channel: bool = False, shell: str = "sh") -> subprocess.Popen:
@@ -63,13 +59,13 @@ def test_the_end_of_the_channel_kills_the_command_and_what_it_started(
     # A child in the background and the command itself, both silent (a slow Python's start).
     proc = _start(f"sleep 300 & echo $! $$ > {pids}; exec sleep 301", shell=shell)
     started = _pids(pids, 2)
-    assert all(_alive(pid) for pid in started)
+    assert all(alive(pid) for pid in started)
     proc.stdin.close()  # type: ignore[union-attr]  # what a closed SSH channel leaves
     assert proc.wait(timeout=DEADLINE_S) == 137
     deadline = time.monotonic() + DEADLINE_S
-    while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in started) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(_alive(pid) for pid in started)
+    assert not any(alive(pid) for pid in started)
 
 
 def test_what_the_command_starts_in_a_session_of_its_own_lives_on(tmp_path: Path) -> None:
@@ -80,7 +76,7 @@ def test_what_the_command_starts_in_a_session_of_its_own_lives_on(tmp_path: Path
     try:
         proc.stdin.close()  # type: ignore[union-attr]
         assert proc.wait(timeout=DEADLINE_S) == 137
-        assert _alive(launcher)
+        assert alive(launcher)
     finally:
         os.kill(launcher, 9)
 
