@@ -26,6 +26,7 @@ from remote.hosts.known_hosts import (
     recorded_keys,
     replace_host_key,
 )
+from remote.hosts.own_group import in_own_group
 from remote.hosts.transport import (
     CommandRunner,
     CompletedCommand,
@@ -172,15 +173,22 @@ class SshTransport(CommandRunner):
         self.host = host
         self._conn = conn
 
+    def _wrapped(self, command: str, *, reads_channel: bool) -> str:
+        """``command`` in its own process group, ended when the channel closes."""
+        return in_own_group(command, reads_channel=reads_channel)
+
     async def _complete(self, command: str, sent: str, timeout: float, *,
-                        input: bytes | None = None,
-                        feed: AsyncIterator[bytes] | None = None) -> CompletedCommand:
+                        input: bytes | None = None, feed: AsyncIterator[bytes] | None = None,
+                        keep_open: bool = False) -> CompletedCommand:
         """Run ``sent`` with ``input`` (whole) or ``feed`` (chunk by chunk, each written when
-        the channel has room: one chunk in flight) as its standard input."""
+        the channel has room: one chunk in flight) as its standard input; ``keep_open``:
+        ``input`` is written without an end of file (the wrapper's watcher reads on)."""
         process: asyncssh.SSHClientProcess[bytes] | None = None
         try:
-            process = await self._conn.create_process(
-                sent, input=input if feed is None else None, encoding=None)
+            whole = input if feed is None and not keep_open else None
+            process = await self._conn.create_process(sent, input=whole, encoding=None)
+            if keep_open and input:
+                process.stdin.write(input)
             if feed is not None:
                 with contextlib.suppress(BrokenPipeError):  # it ended early: its status says
                     process.stdin.write(input or b"")
@@ -196,17 +204,18 @@ class SshTransport(CommandRunner):
         except (asyncssh.Error, OSError) as exc:
             raise ConnectionLost(f"connection to {self.host.name} lost: {_cause(exc)}") from None
         finally:
-            # Interrupted or timed out: the channel closes, so the host's shell sees the end
-            # of its input (a command waiting for its ``env`` values gives up, never runs).
+            # Interrupted or timed out: the host's shell sees the end of its input (a command
+            # waiting for its ``env`` values gives up, never runs; the wrapper ends its group).
             if process is not None and process.exit_status is None:
-                process.close()
+                await _end(process)
         status = result.exit_status if result.exit_status is not None else -1
         return CompletedCommand(command=command, exit_status=status,
                                 stdout=_text(result.stdout), stderr=_text(result.stderr))
 
     async def stream(self, command: str) -> AsyncIterator[str]:
         """Yield ``command``'s stdout lines; see ``Transport.stream``."""
-        sent, env_input = with_host_env(self.host.env, command, None)
+        sent, env_input = with_host_env(
+            self.host.env, self._wrapped(command, reads_channel=True), None)
         try:
             proc = await self._conn.create_process(sent, encoding="utf-8", errors="replace")
             if env_input:
@@ -219,15 +228,28 @@ class SshTransport(CommandRunner):
         except (asyncssh.Error, OSError) as exc:
             raise ConnectionLost(f"connection to {self.host.name} lost: {_cause(exc)}") from None
         finally:
-            with contextlib.suppress(Exception):
-                proc.stdin.write_eof()
-            proc.close()
+            await _end(proc)
 
     async def close(self) -> None:
         """Close the connection (commands started in the background keep running)."""
         self._conn.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._conn.wait_closed(), 5.0)
+
+
+END_WAIT_S = 2.0
+"""How long a command given up on (interrupted, timed out, its stream closed) is waited for
+after the end of its input, before its channel is closed regardless."""
+
+
+async def _end(process: asyncssh.SSHClientProcess[Any]) -> None:
+    """End a command corral no longer waits for: the end of its input makes the host-side
+    wrapper (``remote.hosts.own_group``) KILL its group; waiting for the channel to close
+    (bounded) means that corral, interrupted, exits only once the host has done so."""
+    with contextlib.suppress(Exception):
+        process.stdin.write_eof()
+        await asyncio.wait_for(process.wait_closed(), END_WAIT_S)
+    process.close()
 
 
 def _text(data: object) -> str:

@@ -215,8 +215,13 @@ class CommandRunner:
         input: bytes | None = None,
     ) -> CompletedCommand:
         """Run ``command``; see ``Transport.run``."""
-        sent, input = with_host_env(self.host.env, command, input)
-        done = await self._complete(command, sent, timeout, input=input)
+        # Without input of its own, the command is wrapped (where the transport needs it) to
+        # end when the channel does; the channel then stays open for as long as it runs.
+        alone = input is None
+        sent, input = with_host_env(
+            self.host.env, self._wrapped(command, reads_channel=False) if alone else command,
+            input)
+        done = await self._complete(command, sent, timeout, input=input, keep_open=alone)
         if check and not done.ok:
             raise RemoteCommandError(self.host.name, done)
         return done
@@ -227,11 +232,17 @@ class CommandRunner:
         sent, env_input = with_host_env(self.host.env, command, None)
         return await self._complete(command, sent, timeout, input=env_input or b"", feed=feed)
 
+    def _wrapped(self, command: str, *, reads_channel: bool) -> str:
+        """``command`` as this transport sends a command run without input of its own (the
+        SSH transport: ``remote.hosts.own_group.in_own_group``); here, as it is."""
+        return command
+
     async def _complete(self, command: str, sent: str, timeout: float, *,
-                        input: bytes | None = None,
-                        feed: AsyncIterator[bytes] | None = None) -> CompletedCommand:
+                        input: bytes | None = None, feed: AsyncIterator[bytes] | None = None,
+                        keep_open: bool = False) -> CompletedCommand:
         """Run ``sent`` (``command`` with the env prefix) with ``input`` whole, then ``feed``'s
-        chunks, as its standard input."""
+        chunks, as its standard input; ``keep_open``: its standard input is not closed after
+        ``input`` (a wrapped command watches it)."""
         raise NotImplementedError
 
 
@@ -242,8 +253,8 @@ class LocalTransport(CommandRunner):
         self.host = host
 
     async def _complete(self, command: str, sent: str, timeout: float, *,
-                        input: bytes | None = None,
-                        feed: AsyncIterator[bytes] | None = None) -> CompletedCommand:
+                        input: bytes | None = None, feed: AsyncIterator[bytes] | None = None,
+                        keep_open: bool = False) -> CompletedCommand:
         """Run ``sent`` with ``input``, then ``feed``'s chunks (each written when the pipe has
         room), as its standard input; killed with its process group when interrupted."""
         proc = await asyncio.create_subprocess_exec(

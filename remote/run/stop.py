@@ -4,6 +4,10 @@ Per host: TERM to the launcher's whole process group (``hosts/<host>.pgid``); to
 it on to the ranks, which finish their step, write a checkpoint and exit. After the grace period
 whatever is left gets KILL: the launcher's group and every rank of the run (torchrun starts each
 rank in a session of its own, so a rank outlives a killed launcher). Then what remains is counted.
+The launcher's session as found at the stop's start is waited for, KILLed and counted whatever
+its members' command lines: on a host with a container its leader (the host's shell) ends with
+the engine's client, and what the client started (a start that hung) must not be left behind
+or go uncounted.
 
 The recorded group is signalled only while it is still the run's own: right before each signal
 the script checks that the group leader's start time (``/proc/<pgid>/stat``) is the one
@@ -148,17 +152,22 @@ def stop_script(run_dir: str, host_name: str, run_id: str, grace_s: float,
         f"pat={shlex.quote(run_pattern(run_id))}; "
         + owned_group_function(run_dir, host_name)
         + f'[ -n "$pg" ] && : > {stopped_file}; '
-        'alive() { { owned && kill -s 0 -- "-$pg" 2>/dev/null; } || '
-        'pgrep -f "$pat" >/dev/null 2>&1; }; '
+        # The group as found now, its leader the run's launcher: its members stay the run's
+        # own for the seconds of this stop even once the leader is gone (an id is not reused
+        # while a group holds it). In a container, the leader (the host's shell) ends as
+        # soon as the engine's client does, and what the client started (a start that
+        # hung) lives on in the group with no run id on its command line.
+        'g=; owned && g=$pg; ' + GROUP_MEMBERS +
+        'alive() { [ -n "$(members)" ] || pgrep -f "$pat" >/dev/null 2>&1; }; '
         + _term(host, run_id) +
         f"i=0; while alive && [ $i -lt {ticks} ]; do sleep 0.1; i=$((i + 1)); done; "
-        'owned && kill -s KILL -- "-$pg" 2>/dev/null; '
+        '[ -n "$g" ] && kill -s KILL -- "-$g" 2>/dev/null; '
         'pkill -KILL -f "$pat" 2>/dev/null; '
-        'i=0; while pgrep -f "$pat" >/dev/null 2>&1 && '
+        "i=0; while alive && "
         f"[ $i -lt {KILL_WAIT_S * 10} ]; do sleep 0.1; i=$((i + 1)); done; "
         + (f"{container.remove_command(host, run_id)}; "
            if host is not None and host.container is not None else "")
-        + f'echo "remaining $({count_command(run_id, host)})"'
+        + f'echo "remaining $({count_command(run_id, host, group=True)})"'
     )
 
 
@@ -173,10 +182,20 @@ async def stop_host(transport: Transport, run_dir: str, run_id: str, grace_s: fl
     raise RuntimeError(f"stop on {transport.host.name} printed no count: {done.stderr[-300:]}")
 
 
-def count_command(run_id: str, host: HostSection | None = None) -> str:
+GROUP_MEMBERS = ('members() { [ -z "$g" ] || ps -o pid=,stat= -s "$g" 2>/dev/null '
+                 "| awk '$2 !~ /^Z/ { print $1 }'; }; ")
+"""Shell: ``members`` prints the live processes (not zombies: those are dead, their parent
+has yet to reap them) of session ``$g``, the launcher's (``setsid`` made its group a session)."""
+
+
+def count_command(run_id: str, host: HostSection | None = None, group: bool = False) -> str:
     """A shell command printing how many processes of ``run_id`` run on the host, and on a
-    host with a container (``host``), how many of the run's containers it still has."""
+    host with a container (``host``), how many of the run's containers it still has.
+    ``group``: the members of the launcher's session ``$g`` (``GROUP_MEMBERS``, empty: none)
+    count too, whatever their command line."""
     processes = f"pgrep -f {shlex.quote(run_pattern(run_id))} | wc -l"
+    if group:
+        processes = f"{{ pgrep -f {shlex.quote(run_pattern(run_id))}; members; }} | sort -u | wc -l"
     if host is None or host.container is None:
         return processes
     # ``?`` when the engine cannot say (``container.count_command``): not verified, not 0.

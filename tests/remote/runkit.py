@@ -63,6 +63,14 @@ def local_cluster(tmp_path: Path, names: tuple[str, ...], run: RunSection) -> Cl
                                                 rendezvous_port=port))
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is still a process (not gone, not a zombie waiting to be reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def run_processes(run_id: str) -> list[str]:
     """Command lines of this machine's processes that belong to run ``run_id``."""
     out = subprocess.run(["pgrep", "-af", run_pattern(run_id)], capture_output=True, text=True)

@@ -5,6 +5,7 @@ the command builder (tests/remote/test_containers.py), its daemon does not run h
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -23,9 +24,11 @@ from remote.run.controller import SshRunController
 from trainer.events import CheckpointEvent, StartEvent, StepEvent
 
 try:
-    from runkit import bounded, run_processes, tiny_run, until_first_step
+    from runkit import RUN_LIMIT_S, alive, bounded, run_processes, tiny_run, until_first_step
 except ImportError:  # collected as a package
     from tests.remote.runkit import (  # type: ignore[no-redef]
+        RUN_LIMIT_S,
+        alive,
         bounded,
         run_processes,
         tiny_run,
@@ -38,6 +41,9 @@ STEPS = 60
 CONF = "[containers]\ndefault_ulimits = []\n[engine]\nruntime = \"runc\"\n"
 """What podman needs on these machines: crun cannot set the open-files limit here, runc can
 (/work/shared/notes/containers.md; scripts/test.sh writes the same file)."""
+STOP_WITHIN_S = 30.0
+"""What a stop may take beyond its grace on this busy machine (the KILL's wait, the engine's
+listing and removal): seconds, not the minutes of issue 59's hung start."""
 CLUSTER = "boxed"
 """The tests' cluster name: the run ids, and so the container names, begin with it."""
 
@@ -166,6 +172,57 @@ async def test_stop_mid_run_leaves_no_container_and_no_process(
     assert report.clean, report
     assert _containers(podman, handle.run_id) == []
     assert run_processes(handle.run_id) == []
+
+
+HUNG_START = """#!/bin/sh
+# podman, but the start of a run's launcher container hangs in a helper of the engine's
+# client (a slow image start): a process with no run id on its command line.
+case " $* " in *" --name "*) sleep 3600 & echo $! > {pid}; wait; exit 1;; esac
+exec {podman} "$@"
+"""
+
+
+async def test_a_stop_during_a_hung_container_start_kills_it_within_the_grace(
+    tmp_path: Path, podman: dict[str, str]
+) -> None:
+    """Issue 59: a stop while h1's container start hangs ends within its grace, KILLs the
+    hung start and says "nothing left" only once nothing is."""
+    bin_dir, hung = tmp_path / "bin", tmp_path / "hung.pid"
+    bin_dir.mkdir()
+    (bin_dir / "podman").write_text(HUNG_START.format(pid=hung, podman=shutil.which("podman")))
+    (bin_dir / "podman").chmod(0o755)
+    env = {**podman, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    config = _cluster(tmp_path, env, boxed=True, steps=100000)
+    controller = SshRunController(config)
+    grace_s = 3.0
+    pid = 0
+    follow: asyncio.Task[None] | None = None
+    try:
+        handle = await controller.start()
+        # Reading the events drives the check, push and launch.
+        follow = asyncio.create_task(until_first_step(handle.events()))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RUN_LIMIT_S
+        while not (hung.exists() and hung.read_text().strip()):
+            assert loop.time() < deadline, "the launcher's container start never began"
+            assert not follow.done(), follow
+            await asyncio.sleep(0.1)
+        pid = int(hung.read_text())
+        assert alive(pid)
+        began = loop.time()
+        report = await handle.stop(grace_s=grace_s)
+        took = loop.time() - began
+    finally:
+        if follow is not None:
+            follow.cancel()
+        await controller.aclose()
+        if pid and alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert not alive(pid), "the hung start outlived the stop"
+    assert report.clean, report
+    # The grace, the KILL's wait and the engine's listing: never minutes.
+    assert took < grace_s + STOP_WITHIN_S, took
+    assert _containers(podman, handle.run_id) == [] and run_processes(handle.run_id) == []
 
 
 def _path_without_engines(root: Path) -> str:

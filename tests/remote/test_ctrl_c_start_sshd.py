@@ -58,9 +58,6 @@ def _wait_for(check: object, deadline_s: float) -> bool:
     return False
 
 
-@pytest.mark.xfail(strict=True, reason="issue 59 item 2, open: the check's probes (a "
-                   "host's batch, the master's port-test listener of remote.checks."
-                   "rendezvous_port) outlive a Ctrl-C of `corral check` while a Python is slow")
 @pytest.mark.parametrize("command", ["check"])
 def test_ctrl_c_while_a_hosts_python_is_slow_ends_quickly_with_nothing_left(
         sshd_cluster, tmp_path: Path, command: str) -> None:
