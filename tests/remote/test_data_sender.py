@@ -6,6 +6,7 @@ a real sshd, is in test_data_travels_sshd.py.)"""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pickle
 import signal
@@ -13,8 +14,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from remote.hosts.data_sender import DataSyncError, SendJob, send
 from remote.hosts.data_sync import DataProgress
 from remote.hosts.data_tree import DataFile
 from remote.hosts.ssh import SshTransport
+from remote.hosts.transport import CompletedCommand
 
 DEADLINE_S = 30.0
 
@@ -100,11 +102,18 @@ async def test_a_sender_that_cannot_reach_its_host_names_it(tmp_path: Path) -> N
     assert _senders() == []
 
 
-async def test_a_sender_that_dies_is_an_error_naming_the_host(tmp_path: Path) -> None:
+@asynccontextmanager
+async def _sending(tmp_path: Path) -> AsyncIterator[asyncio.Future[CompletedCommand]]:
+    """A send whose sender process has started and waits on a host that never answers."""
     with _silent_port() as port:
         job = _job(tmp_path, port)
         sending = asyncio.ensure_future(send(_transport(job), job, DataProgress(host="gpu7")))
         await _until(lambda: _senders() != [], "a sender process started")
+        yield sending
+
+
+async def test_a_sender_that_dies_is_an_error_naming_the_host(tmp_path: Path) -> None:
+    async with _sending(tmp_path) as sending:
         os.kill(_senders()[0], signal.SIGKILL)
         with pytest.raises(DataSyncError) as failed:
             await sending
@@ -115,10 +124,7 @@ async def test_a_sender_that_dies_is_an_error_naming_the_host(tmp_path: Path) ->
 
 
 async def test_an_interrupted_sync_leaves_no_sender_behind(tmp_path: Path) -> None:
-    with _silent_port() as port:
-        job = _job(tmp_path, port)
-        sending = asyncio.ensure_future(send(_transport(job), job, DataProgress(host="gpu7")))
-        await _until(lambda: _senders() != [], "a sender process started")
+    async with _sending(tmp_path) as sending:
         sending.cancel()
         with pytest.raises(asyncio.CancelledError):
             await sending
@@ -139,7 +145,9 @@ def test_a_sender_whose_master_is_gone_stops_by_itself(tmp_path: Path) -> None:
             sender.stdin.flush()
             sender.stdin.close()
             assert sender.wait(timeout=DEADLINE_S) != 0  # long before its connect timeout
-            assert sender.stdout is not None and sender.stdout.read() == b""  # no last line
+            assert sender.stdout is not None
+            said = [json.loads(line) for line in sender.stdout.read().splitlines()]
+            assert all(set(line) == {"sent", "files"} for line in said)  # progress, no last line
         finally:
             if sender.poll() is None:
                 sender.kill()
