@@ -1,6 +1,6 @@
 """The data sync against ``rsync -a`` over the same SSH: a folder of ``--files`` files
 (``--size`` MiB in all; default 1 GiB in 200 files) to three namespace hosts, each behind a
-link shaped to 1 Gbit/s (``tests/remote/netns_links.py``), both arms feeding the three hosts at
+link shaped to 1 Gbit/s (``tests/remote/netns_links.py``), every arm feeding the three hosts at
 once, interleaved round by round:
 
 1. **first sync**: empty host caches (and, for corral, an empty hash cache on the master: its
@@ -8,12 +8,19 @@ once, interleaved round by round:
 2. **unchanged re-sync**: the same folder again;
 3. **one changed file**: one file of the folder rewritten (new bytes, same size), then a sync.
 
-corral's arm is ``remote.hosts.data_sync`` as ``corral run`` drives it (probe, then the
+corral's arms are ``remote.hosts.data_sync`` as ``corral run`` drives it (probe, then the
 missing files streamed into each host's cache), told that the hosts do not share this
-machine's files (the namespace hosts do: the marker would link in place and send nothing).
-rsync's arm is ``rsync -a`` of the folder to each host over OpenSSH with the same key. Each
-arm runs in a process of its own; corral's reports its peak resident memory (the master's
-memory while it streams). Medians over ``--rounds`` are printed with the ratio corral / rsync.
+machine's files (the namespace hosts do: the marker would link in place and send nothing):
+``corral`` feeds each host that lacks 64 MiB or more from a sender process of its own,
+``corral-1proc`` feeds every host from the one process (as before the senders), each arm
+with host caches and a hash cache of its own. rsync's arm is ``rsync -a`` of the folder to
+each host over OpenSSH with the same key. Each arm runs in a process of its own and reports
+its wall time, the CPU seconds spent on this side (itself and its children: senders, or
+rsync and its ssh) and, for corral, its peak resident memory and its largest child's; the
+unchanged re-sync is split into the walk with the hash cache and the slowest host's probe.
+Arms interleaved, the first arm rotating per round; medians over ``--rounds``, with the
+ratio to rsync. ``--plain-shell`` gives every host an empty ``~/.bashrc`` (a host whose
+login shell starts plain, not this dev machine's ``pyenv init``).
 
 Needs root, ``ip netns``, sshd, ssh-keygen, tc and rsync.
 
@@ -59,7 +66,7 @@ async def _corral_step(cluster: str, folder: Path, hashes: Path,
     probed: list[float] = []
     try:
         await pool.gather(lambda t: t.run("true"))  # connections open, as after the check
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu()
         data = collect(folder, True, folder, HashCache(hashes))
         collected = time.perf_counter() - started
 
@@ -72,29 +79,35 @@ async def _corral_step(cluster: str, folder: Path, hashes: Path,
                                    config.ssh if senders else None)
 
         results = await pool.gather(one)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, _cpu() - cpu
     finally:
         await pool.aclose()
     for name, result in results.items():
         if isinstance(result, BaseException):
             raise SystemExit(f"{name}: {result}")
     sent = sum(r.sent_bytes for r in results.values() if not isinstance(r, BaseException))
-    return {"seconds": seconds, "sent_mib": sent / 2**20, "collect_s": collected,
+    return {"seconds": seconds, "cpu_s": cpu, "sent_mib": sent / 2**20, "collect_s": collected,
             "probe_s": max(probed, default=0.0),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "sender_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and its waited-for children (senders; rsync and its ssh)."""
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 def _rsync_step(box: dict[str, str], folder: Path) -> dict[str, float]:
     ssh = (f"ssh -i {box['key']} -o UserKnownHostsFile={box['known']} "
            "-o StrictHostKeyChecking=yes -o BatchMode=yes")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu()
     procs = [subprocess.Popen(["rsync", "-a", "-e", ssh, f"{folder}/",
                                f"root@{address}:{box['root']}/rsync-{address}/"])
              for address in box["addresses"].split(",")]
     if any(p.wait() != 0 for p in procs):
         raise SystemExit("rsync failed")
-    return {"seconds": time.perf_counter() - started}
+    return {"seconds": time.perf_counter() - started, "cpu_s": _cpu() - cpu}
 
 
 def _inner(args: argparse.Namespace) -> None:
@@ -226,6 +239,10 @@ def _summary(rounds: list[dict[str, dict[str, dict]]], args: argparse.Namespace,
             took = statistics.median(r[arm][step]["seconds"] for r in rounds)
             line += f"   {arm} {took:6.2f} s ({took / rsync:4.2f} x)"
         print(line)
+    cpu = {arm: statistics.median(r[arm]["first"]["cpu_s"] for r in rounds)
+           for arm in (*CORRAL_ARMS, "rsync")}
+    print("first sync, CPU seconds on this side (the hosts' sshd and receivers not counted): "
+          + ", ".join(f"{arm} {seconds:.1f} s" for arm, seconds in cpu.items()))
     for arm in CORRAL_ARMS:
         probe = statistics.median(r[arm]["unchanged"]["probe_s"] for r in rounds)
         walk = statistics.median(r[arm]["unchanged"]["collect_s"] for r in rounds)

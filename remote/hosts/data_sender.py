@@ -71,15 +71,20 @@ class SendJob:
 
 
 async def feed(head: Mapping[str, object], files: tuple[DataFile, ...] | list[DataFile],
-               tally: Tally) -> AsyncIterator[bytes]:
+               tally: Tally, *, blocking: bool = False) -> AsyncIterator[bytes]:
     """The receiver's input: ``head`` as one JSON line, then each file's bytes read from disk
-    ``CHUNK_BYTES`` at a time (one chunk in flight: memory bounded whatever the size)."""
+    ``CHUNK_BYTES`` at a time (one chunk in flight: memory bounded whatever the size). Reads
+    go to a thread, so a slow disk never stalls the master's loop; ``blocking``: read on the
+    loop itself (a sender process, whose loop does nothing else: a thread hand-off per chunk
+    is a wake-up, a scheduler wait on a loaded machine)."""
     yield (json.dumps(head) + "\n").encode()
     for file in files:
         with file.source.open("rb") as source:
             left = file.size
             while left:  # exactly the size hashed: a file growing meanwhile fails its check
-                chunk = await asyncio.to_thread(source.read, min(left, CHUNK_BYTES))
+                size = min(left, CHUNK_BYTES)
+                chunk = source.read(size) if blocking else await asyncio.to_thread(
+                    source.read, size)
                 if not chunk:
                     raise DataSyncError(f"{file.source} shrank while it was being sent")
                 left -= len(chunk)
@@ -174,8 +179,8 @@ async def _run(job: SendJob, counts: _Counts) -> CompletedCommand:
     assert job.ssh is not None
     transport = SshTransport(job.host, await connect(job.host, job.ssh))
     try:
-        return await transport.run_fed(job.command, feed(job.head, job.files, counts),
-                                       timeout=job.timeout)
+        return await transport.run_fed(
+            job.command, feed(job.head, job.files, counts, blocking=True), timeout=job.timeout)
     finally:
         await transport.close()
 
