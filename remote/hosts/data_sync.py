@@ -24,20 +24,18 @@ file no longer counts as cached: it is sent again, never used changed.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import posixpath
 import secrets
 import shlex
 import time
-from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from profiles.user_errors import CorralError
-from remote.config.cluster import HostSection
-from remote.hosts.data_tree import CHUNK_BYTES, DataFile, DataSet
+from remote.config.cluster import HostSection, SshSection
+from remote.hosts.data_sender import DataSyncError, SendJob, send
+from remote.hosts.data_tree import CHUNK_BYTES, DataSet
 from remote.hosts.interpreter import last_json, python_word
 from remote.hosts.transport import Transport
 
@@ -242,10 +240,6 @@ class HostData:
     """It needs nothing sent and wrote the run's link list already."""
 
 
-class DataSyncError(CorralError):
-    """A host cannot take the run's data, or its sync failed."""
-
-
 async def probe(transport: Transport, data: DataSet, marker: tuple[str, str] | None,
                 manifest: str | None = None) -> HostData:
     """Ask the host what it holds (``PROBE_PY``); when it needs nothing sent, it writes the
@@ -305,27 +299,13 @@ def link_lines(data: DataSet, shared: bool) -> list[list[str]]:
     return files + [[link.target, link.rel] for link in data.links]
 
 
-async def _feed(head: Mapping[str, object], files: list[DataFile], progress: DataProgress
-                ) -> AsyncIterator[bytes]:
-    yield (json.dumps(head) + "\n").encode()
-    for file in files:
-        with file.source.open("rb") as source:
-            left = file.size
-            while left:  # exactly the size hashed: a file growing meanwhile fails its check
-                chunk = await asyncio.to_thread(source.read, min(left, CHUNK_BYTES))
-                if not chunk:
-                    raise DataSyncError(f"{file.source} shrank while it was being sent")
-                left -= len(chunk)
-                progress.sent_bytes += len(chunk)
-                yield chunk
-        progress.sent_files += 1
-
-
 async def sync_host(transport: Transport, data: DataSet, found: HostData, manifest: str,
-                    progress: DataProgress) -> DataProgress:
+                    progress: DataProgress, ssh: SshSection | None = None) -> DataProgress:
     """Send the files ``found`` lacks, write the host's link list ``manifest`` (the run's
     ``RunLayout.host_file(host, "data")``: its run directory's parent holds the host's other
-    runs) and prune the host's data cache (``PRUNE_PY``)."""
+    runs) and prune the host's data cache (``PRUNE_PY``). With ``ssh`` (the cluster's
+    ``[ssh]``), a host that lacks much is fed from a sender process of its own
+    (``remote.hosts.data_sender``)."""
     missing = [] if found.shared else [
         f for sha, f in data.unique().items() if sha not in found.have]
     progress.total_files, progress.total_bytes = len(missing), sum(f.size for f in missing)
@@ -339,8 +319,9 @@ async def sync_host(transport: Transport, data: DataSet, found: HostData, manife
             "runs": posixpath.dirname(posixpath.dirname(posixpath.dirname(manifest))),
             "keep": [KEEP_RUNS, KEEP_UNUSED_S],
             "links": link_lines(data, found.shared)}
-    done = await transport.run_fed(_python(transport.host, RECEIVE_PY),
-                                   _feed(head, missing, progress), timeout=SYNC_TIMEOUT_S)
+    job = SendJob(host=transport.host, ssh=ssh, command=_python(transport.host, RECEIVE_PY),
+                  head=head, files=tuple(missing), timeout=SYNC_TIMEOUT_S)
+    done = await send(transport, job, progress)
     if not done.ok:
         raise DataSyncError(f"data sync to {transport.host.name} failed: "
                             f"{(done.stderr.strip() or done.stdout.strip())[-300:]}")

@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from remote.hosts.push_tree import walk_tree
 
 CHUNK_BYTES = 1 << 20
 """What is read from a data file at once (hashing and sending): the master's memory per host."""
+HASH_THREADS = min(4, os.cpu_count() or 1)
+"""Files hashed at once on a first sync (hashlib and file reads release the GIL: the cores
+share the hashing, each thread holding one chunk)."""
 HASH_CACHE = Path("~/.corral/data-hashes.json")
 """This machine's hash cache: ``{path: [size, mtime_ns, sha256]}``."""
 
@@ -117,7 +121,8 @@ class HashCache:
         self.changed = False
 
     def sha256(self, path: Path) -> tuple[int, str]:
-        """The file's size and sha256, from the cache when its size and mtime are unchanged."""
+        """The file's size and sha256, from the cache when its size and mtime are unchanged
+        (called from ``HASH_THREADS`` threads at once: each sets its own file's entry)."""
         info = path.stat()
         key = str(path.absolute())
         known = self.entries.get(key)
@@ -147,11 +152,13 @@ def data_set(folder: Path, sources: dict[str, Path], links: dict[str, str],
     """The ``DataSet`` of ``sources`` (path in the working directory → file here), hashed
     through ``cache``; ``links``: the folder's links out of it (path → target), not followed."""
     cache = cache if cache is not None else HashCache()
-    files = []
-    for rel, path in sorted(sources.items()):
+    named = sorted(sources.items())
+    for rel, _ in named:
         _safe(rel)
-        size, sha = cache.sha256(path)
-        files.append(DataFile(rel=rel, source=path, size=size, sha256=sha))
+    with ThreadPoolExecutor(max_workers=HASH_THREADS) as hashing:
+        hashed = list(hashing.map(cache.sha256, [path for _, path in named]))
+    files = [DataFile(rel=rel, source=path, size=size, sha256=sha)
+             for (rel, path), (size, sha) in zip(named, hashed, strict=True)]
     cache.save()
     outside = tuple(OutsideLink(rel=rel, target=str((folder / rel).resolve()))
                     for rel, _ in sorted(links.items()) if rel not in sources)

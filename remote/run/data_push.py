@@ -82,7 +82,8 @@ async def sync_run_data(pool: HostPool, config: ClusterConfig, run_dir: str,
     progress = {name: DataProgress(host=name) for name in found}
     syncing = asyncio.ensure_future(pool.gather(
         lambda t: sync_host(t, data, found[t.host.name],
-                            layout.host_file(t.host.name, "data"), progress[t.host.name]),
+                            layout.host_file(t.host.name, "data"), progress[t.host.name],
+                            config.ssh),
         list(found)))
     try:
         while not syncing.done():

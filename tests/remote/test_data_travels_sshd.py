@@ -8,6 +8,7 @@ dataset it lacks is named before launch."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -19,6 +20,8 @@ import pytest
 from remote.api import LogLine, RunStatus
 from remote.config.cluster import ClusterConfig, RunSection
 from remote.config.task_code import user_code
+from remote.hosts import data_sender
+from remote.hosts.data_sync import cache_dir
 from remote.hosts.pool import HostPool
 from remote.run.data_push import sync_run_data
 from remote.run.lifecycle import LaunchFailed
@@ -115,6 +118,33 @@ async def test_data_travels_once_and_only_what_changed(sshd_cluster, tmp_path: P
     # Named in [run] data, its files are sent to h1 under the link's name.
     named = replace(config, run=replace(config.run, data=(str(repo / "edu_fineweb10B"),)))
     assert "data on h1: 1 file sent (0.0 MiB), 50 already cached" in await _sync(named)
+
+
+async def test_a_host_fed_by_a_sender_process_of_its_own_gets_every_file_whole(
+        sshd_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fed: list[str] = []
+    from_sender = data_sender._from_sender
+
+    async def counted(job, tally):  # type: ignore[no-untyped-def]
+        fed.append(job.host.name)
+        return await from_sender(job, tally)
+
+    monkeypatch.setattr(data_sender, "SENDER_MIN_BYTES", 0)  # every host that lacks a byte
+    monkeypatch.setattr(data_sender, "_from_sender", counted)
+    repo = _repo(tmp_path)
+    cluster: SshdCluster = sshd_cluster(2, prefix=_private(repo))
+    config = cluster.config(run=RunSection(script=str(repo / "train.py"), code=str(repo)),
+                            name="data")
+    assert sorted(await _sync(config)) == [
+        "data on h0: sees this machine's files, linked in place, 0 B sent",
+        "data on h1: 50 files sent (0.0 MiB), 0 already cached"]
+    assert fed == ["h1"]  # h0 links in place: nothing to send, no sender
+    cache = Path(cache_dir(config.hosts[1].workdir))
+    sent = sorted(cache.iterdir())
+    assert len(sent) == 50 and all(hashlib.sha256(p.read_bytes()).hexdigest() == p.name
+                                   for p in sent)
+    assert "data on h1: 0 files sent (0.0 MiB), 50 already cached" in await _sync(config)
+    assert fed == ["h1"]
 
 
 async def test_a_file_the_script_could_not_open_is_explained_in_the_run_status(

@@ -1,0 +1,216 @@
+"""A host's data stream, from the master's own process or from a sender process of its own.
+
+asyncssh encrypts and frames every 32 KiB packet in Python, on the one thread of the process
+that holds the connection: three hosts fed from one process share one core, where ``rsync -a``
+runs one OpenSSH client per host. A host with at least ``SENDER_MIN_BYTES`` to receive is fed
+by a process of its own (``python -m remote.hosts.data_sender``), which opens its own
+connection to the host (the same ``[ssh]`` settings, keys and known_hosts as the master's)
+and streams the files from disk: hosts then run on separate cores, and each sender's memory
+stays bounded by a chunk as the master's does.
+
+The master hands the sender its job (``SendJob``, pickled, length first) on its standard
+input and keeps that input open: a sender whose input ends (the master gone, however it
+ended) stops at once, and its closed connection ends the host's receiver, which removes its
+partial file. The sender writes one JSON line per ``REPORT_EVERY_S`` (bytes and files sent)
+and a last line with the receiver's exit status and output, or the error that stopped it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pickle
+import struct
+import sys
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from profiles.user_errors import CorralError
+from remote.config.cluster import HostSection, SshSection
+from remote.hosts.data_tree import CHUNK_BYTES, DataFile
+from remote.hosts.transport import CompletedCommand, Transport
+
+SENDER_MIN_BYTES = 64 << 20
+"""A host that lacks fewer bytes than this is fed from the master's own process: a sender
+costs an interpreter start, asyncssh's import and an SSH handshake (about half a second)."""
+REPORT_EVERY_S = 0.25
+"""How often a sender reports what it has sent (the master's progress lines read it)."""
+_LENGTH = struct.Struct(">Q")
+
+
+class DataSyncError(CorralError):
+    """A host cannot take the run's data, or its sync failed."""
+
+
+class Tally(Protocol):
+    """What a stream counts as it goes (``data_sync.DataProgress`` is one)."""
+
+    sent_bytes: int
+    sent_files: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SendJob:
+    """Everything a sender process needs: the host, how to reach it, what to run there and
+    what to feed it."""
+
+    host: HostSection
+    ssh: SshSection | None
+    """How to reach it (the cluster's ``[ssh]``); None: fed from the master's process."""
+    command: str
+    """The receiver's command line (the host's ``env`` prefix is added as for any command)."""
+    head: Mapping[str, object]
+    """The receiver's first line (the files it gets, the link list to write)."""
+    files: tuple[DataFile, ...]
+    timeout: float
+    """How long the receiver may take after the last byte (its last hash check)."""
+
+
+async def feed(head: Mapping[str, object], files: tuple[DataFile, ...] | list[DataFile],
+               tally: Tally, *, blocking: bool = False) -> AsyncIterator[bytes]:
+    """The receiver's input: ``head`` as one JSON line, then each file's bytes read from disk
+    ``CHUNK_BYTES`` at a time (one chunk in flight: memory bounded whatever the size). Reads
+    go to a thread, so a slow disk never stalls the master's loop; ``blocking``: read on the
+    loop itself (a sender process, whose loop does nothing else: a thread hand-off per chunk
+    is a wake-up, a scheduler wait on a loaded machine)."""
+    yield (json.dumps(head) + "\n").encode()
+    for file in files:
+        with file.source.open("rb") as source:
+            left = file.size
+            while left:  # exactly the size hashed: a file growing meanwhile fails its check
+                size = min(left, CHUNK_BYTES)
+                chunk = source.read(size) if blocking else await asyncio.to_thread(
+                    source.read, size)
+                if not chunk:
+                    raise DataSyncError(f"{file.source} shrank while it was being sent")
+                left -= len(chunk)
+                tally.sent_bytes += len(chunk)
+                yield chunk
+        tally.sent_files += 1
+
+
+async def send(transport: Transport, job: SendJob, tally: Tally) -> CompletedCommand:
+    """Run the receiver on ``transport``'s host fed with ``job``'s files: from a sender process
+    of its own for an SSH host that lacks ``SENDER_MIN_BYTES`` or more (``job.ssh`` given),
+    from this process otherwise."""
+    size = sum(f.size for f in job.files)
+    if job.ssh is None or transport.host.is_local or size < SENDER_MIN_BYTES:
+        return await transport.run_fed(job.command, feed(job.head, job.files, tally),
+                                       timeout=job.timeout)
+    return await _from_sender(job, tally)
+
+
+async def _from_sender(job: SendJob, tally: Tally) -> CompletedCommand:
+    """``job`` run by a sender process; its reports update ``tally``. The sender is killed
+    (it is this process's own child) if this is interrupted; one that ends without its last
+    line is an error naming the host."""
+    root = str(Path(__file__).resolve().parent.parent.parent)  # where ``remote`` is imported
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "remote.hosts.data_sender", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        packed = pickle.dumps(job)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            proc.stdin.write(_LENGTH.pack(len(packed)) + packed)
+            await proc.stdin.drain()
+        last: dict[str, Any] = {}
+        async for raw in proc.stdout:
+            last = json.loads(raw)
+            tally.sent_bytes, tally.sent_files = last["sent"], last["files"]
+        err = (await proc.stderr.read()).decode(errors="replace")
+        status = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        proc.stdin.close()
+    return _outcome(job.host.name, job.command, last, status, err)
+
+
+def _outcome(host: str, command: str, last: Mapping[str, object], status: int,
+             err: str) -> CompletedCommand:
+    """The receiver's result from the sender's last line; ``DataSyncError`` without one."""
+    if isinstance(last.get("error"), str):
+        raise DataSyncError(f"data sync to {host}: {last['error']}")
+    done = last.get("done")
+    if not isinstance(done, dict):
+        why = f"exit status {status}" if status >= 0 else f"killed by signal {-status}"
+        said = f": {err.strip()[-300:]}" if err.strip() else ""
+        raise DataSyncError(f"data sync to {host}: its sender process ended ({why}) before "
+                            f"the host's receiver did{said}")
+    return CompletedCommand(command=command, exit_status=int(done["exit_status"]),
+                            stdout=str(done["stdout"]), stderr=str(done["stderr"]))
+
+
+# The sender process itself.
+
+@dataclass
+class _Counts:
+    sent_bytes: int = 0
+    sent_files: int = 0
+
+
+async def _report(counts: _Counts) -> None:
+    while True:
+        await asyncio.sleep(REPORT_EVERY_S)
+        _say({"sent": counts.sent_bytes, "files": counts.sent_files})
+
+
+def _say(line: Mapping[str, object]) -> None:
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+
+
+async def _orphaned(reader: asyncio.StreamReader) -> None:
+    """Returns when the master closes this process's input (it is done with it, or gone)."""
+    await reader.read()
+
+
+async def _run(job: SendJob, counts: _Counts) -> CompletedCommand:
+    from remote.hosts.ssh import SshTransport, connect  # asyncssh: the sender's own import
+
+    assert job.ssh is not None
+    transport = SshTransport(job.host, await connect(job.host, job.ssh))
+    try:
+        return await transport.run_fed(
+            job.command, feed(job.head, job.files, counts, blocking=True), timeout=job.timeout)
+    finally:
+        await transport.close()
+
+
+async def _sender_main() -> None:
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    length = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))[0]
+    job: SendJob = pickle.loads(await reader.readexactly(length))
+    counts = _Counts()
+    reporting = asyncio.ensure_future(_report(counts))
+    work = asyncio.ensure_future(_run(job, counts))
+    gone = asyncio.ensure_future(_orphaned(reader))
+    await asyncio.wait([work, gone], return_when=asyncio.FIRST_COMPLETED)
+    reporting.cancel()
+    if not work.done():  # the master is gone: stop; the closed connection ends the receiver
+        os._exit(1)
+    gone.cancel()
+    line: dict[str, object] = {"sent": counts.sent_bytes, "files": counts.sent_files}
+    try:
+        done = work.result()
+        line["done"] = {"exit_status": done.exit_status, "stdout": done.stdout[-4000:],
+                        "stderr": done.stderr[-4000:]}
+    except CorralError as exc:
+        line["error"] = exc.message
+    except OSError as exc:  # a data file unreadable: as the master's own stream would say
+        line["error"] = f"{type(exc).__name__}: {exc}"
+    _say(line)
+
+
+if __name__ == "__main__":
+    asyncio.run(_sender_main())
