@@ -44,6 +44,8 @@ def in_own_group(command: str, *, reads_channel: bool) -> str:
 
     ``reads_channel``: the command itself reads the channel as its standard input and ends at
     its end of file (a tailer, a listener); otherwise its standard input is ``/dev/null``.
+    The watcher reads the same channel, so such a command waits there for the end only: a line
+    sent after the host's env may reach either.
     The caller must keep the channel's standard input open until the command has ended."""
     stdin = "<&3" if reads_channel else "</dev/null"
     return _WRAPPER.format(command=shlex.quote(command), stdin=stdin)

@@ -81,10 +81,17 @@ def test_what_the_command_starts_in_a_session_of_its_own_lives_on(tmp_path: Path
         os.kill(launcher, 9)
 
 
-def test_a_reader_of_the_channel_gets_its_lines() -> None:
-    proc = _start("read -r line; echo got $line; exec sleep 300", reads_channel=True)
-    proc.stdin.write(b"hello\n")  # type: ignore[union-attr]
-    proc.stdin.flush()  # type: ignore[union-attr]
-    assert proc.stdout.readline() == b"got hello\n"  # type: ignore[union-attr]
+def test_a_reader_of_the_channel_ends_with_what_it_started_at_its_end(tmp_path: Path) -> None:
+    # A tailer or listener reads the channel only for its end (the watcher reads it too, so no
+    # line sent after the host's env is the command's alone): at that end, the command and
+    # whatever it started are gone.
+    pids = tmp_path / "pids"
+    proc = _start(f"sleep 300 & echo $! $$ > {pids}; read -r line; exec sleep 301",
+                  reads_channel=True)
+    started = _pids(pids, 2)
     proc.stdin.close()  # type: ignore[union-attr]
-    assert proc.wait(timeout=DEADLINE_S) == 137
+    proc.wait(timeout=DEADLINE_S)
+    deadline = time.monotonic() + DEADLINE_S
+    while any(alive(pid) for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in started)
