@@ -1,6 +1,7 @@
 """Recorded runs sent to MLflow (``corral mlflow``, ``TrackerWriter``), read back with MLflow's
 own client: one point per step, the run's settings as params, the outcome as the run's status,
-and a run continued (a follower killed, then another) in the same tracker run."""
+and a run continued (a follower killed, then another) in the same tracker run (an unreachable
+tracker, filled in later: test_tracking_demo.py, on a real run)."""
 
 from __future__ import annotations
 
@@ -123,26 +124,6 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-@pytest.mark.slow  # a tracker process per writer (it imports MLflow or Aim)
-def test_an_unreachable_tracker_is_one_warning_and_is_filled_in_later(tmp_path: Path) -> None:
-    server = f"http://127.0.0.1:{closed_port()}"
-    path = cluster_toml(tmp_path, f'mlflow = "{server}"')
-    run_dir = tmp_path / "runs" / "r1"
-    write_recorded(run_dir, info("r1", "completed"), synthetic_run(steps=12))
-    trackers = open_trackers(load_cluster(path), read_run_info_at(run_dir), run_dir)
-    trackers.close("completed")
-    trackers.wait()
-    warnings = trackers.take_warnings()
-    assert len(warnings) == 1 and warnings[0].startswith("mlflow: "), warnings
-    assert "corral mlflow RUN" in warnings[0]
-    # The tracker comes back (here: a local store): the conversion sends the whole run.
-    db = tmp_path / "mlflow.db"
-    path = cluster_toml(tmp_path, f'mlflow = "sqlite:///{db}"')
-    assert cli.main(["-c", str(path), "mlflow", "r1"]) == 0
-    filled = tracker_run(db, "r1")
-    assert steps_of(db, filled) == list(range(1, 13)) and filled.info.status == "FINISHED"
 
 
 def test_a_missing_tracker_setting_or_package_is_named(tmp_path: Path,
