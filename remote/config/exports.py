@@ -71,9 +71,11 @@ class TrackingSection:
 
 
 NOTIFY_EVENTS = ("started", "failed", "finished", "stopped", "benched", "rejoined",
-                 "checkpoint", "slow", "stuck")
+                 "joined", "left", "checkpoint", "slow", "stuck")
 """What ``[notify] events`` may name: the run started training, failed, finished, was stopped;
-a host sat out of the exchange (benched) or came back (rejoined); a checkpoint was written;
+a host sat out of the exchange (benched) or came back (rejoined); a host joined the running
+run or its join was refused (joined), a host left it (left: asked, or lost and the survivors
+went on); a checkpoint was written;
 throughput fell by ``slow_percent`` for ``slow_minutes`` (slow); a start stuck before its first
 step (stuck)."""
 
@@ -90,7 +92,7 @@ class NotifySection:
     written to ``run.json``, a log or a command line."""
     events: tuple[str, ...] = ("failed", "finished", "stopped", "stuck")
     """Which moments are sent: any of ``started``, ``failed``, ``finished``, ``stopped``,
-    ``benched``, ``rejoined``, ``checkpoint``, ``slow``, ``stuck``."""
+    ``benched``, ``rejoined``, ``joined``, ``left``, ``checkpoint``, ``slow``, ``stuck``."""
     bell: bool = False
     """Also ring the terminal's bell on each notice."""
     slow_percent: float = field(default=30.0, metadata=key(above=0.0, at_most=100.0))

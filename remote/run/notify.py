@@ -2,11 +2,12 @@
 
 A consumer of the run's typed events on this machine, never on the ranks: ``NoticeRules``
 decides which events make a notice (started, failed, finished, stopped, a host benched or
-rejoined, a checkpoint, throughput fallen for minutes, a stuck start); ``NoticeSender`` sends
-each on its own daemon thread, so a receiver that fails or never answers costs the run nothing
-(it is named once in the run's log, and the end of the follow waits at most ``timeout_s`` for
-the last notices). ``NotifyingHandle`` is the controller's run handle with the two hooked onto
-its event stream, so ``corral run``, ``corral attach`` and the console all send the same.
+rejoined, a host joined or left, a checkpoint, throughput fallen for minutes, a stuck start);
+``NoticeSender`` sends each on its own daemon thread, so a receiver that fails or never
+answers costs the run nothing (it is named once in the run's log, and the end of the follow
+waits at most ``timeout_s`` for the last notices). ``NotifyingHandle`` is the controller's run
+handle with the two hooked onto its event stream, so ``corral run``, ``corral attach`` and the
+console all send the same.
 
 Secrets in a URL are written ``${NAME}`` and read from this machine's environment only when a
 notice is sent: run.json, the logs and every command line hold the URL as written.
@@ -32,7 +33,7 @@ from remote.hosts.pool import HostPool
 from remote.records.runs import RunInfo
 from remote.run.handle import SshRunHandle
 from remote.run.hang import NO_FIRST_STEP
-from trainer.events import CheckpointEvent, RebalanceEvent, StepEvent
+from trainer.events import CheckpointEvent, MembershipEvent, RebalanceEvent, StepEvent
 
 SECRET = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 """``${NAME}`` in a URL: the environment variable ``NAME`` of this machine."""
@@ -108,6 +109,8 @@ class NoticeRules:
                               body=f"step {event.event.step} saved at {event.event.path}")]
         if isinstance(event.event, RebalanceEvent):
             return self._membership(event.event)
+        if isinstance(event.event, MembershipEvent):
+            return [self._generation(event.event)]
         if isinstance(event.event, StepEvent):
             return self._throughput(event.event.t)
         return []
@@ -149,6 +152,19 @@ class NoticeRules:
                                      body=f"rank {rank} on {host} from step {move.step}: "
                                           f"{move.reason}"))
         return out
+
+    def _generation(self, change: MembershipEvent) -> RunNotice:
+        """A host joined, was refused or left the running run (trainer/membership)."""
+        hosts = ", ".join(change.hosts)
+        if change.change == "left":
+            why = f" ({change.cause})" if change.cause else ""
+            return RunNotice(event="left", title=f"{self.run}: {hosts} left",
+                             body=f"at step {change.step}{why}; {change.world_size} ranks go on"
+                                  + (f": {change.reason}" if change.reason else ""))
+        verb = "joined" if change.change == "joined" else "join refused"
+        return RunNotice(event="joined", title=f"{self.run}: {hosts} {verb}",
+                         body=f"at step {change.step}, {change.world_size} ranks"
+                              + (f": {change.reason}" if change.reason else ""))
 
     def _throughput(self, t: float) -> list[RunNotice]:
         """``slow``: the median of the last steps' samples/s below the best by

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -19,7 +20,13 @@ from remote.config.exports import NotifySection
 from remote.config.read import load_cluster
 from remote.events import LogLine, RankEvent, RunEvent, RunStatus
 from remote.run.notify import NoticeRules, NoticeSender, notified, send_test
-from trainer.events import CheckpointEvent, RebalanceEvent, StartEvent, StepEvent
+from trainer.events import (
+    CheckpointEvent,
+    MembershipEvent,
+    RebalanceEvent,
+    StartEvent,
+    StepEvent,
+)
 
 
 class Receiver:
@@ -171,6 +178,25 @@ def test_benched_rejoined_and_checkpoint_name_the_host() -> None:
     (ckpt,) = rules.observe(RankEvent(host="alpha", event=CheckpointEvent(
         t=15.0, rank=0, step=4, path="checkpoints/step-4.pt")))
     assert "step 4" in ckpt.body
+
+
+def test_a_host_that_joins_or_leaves_the_running_run_is_told_with_why() -> None:
+    rules = NoticeRules(NotifySection(events=("joined", "left")), "r1")
+    for event in training(2):
+        assert rules.observe(event) == []
+    lost = MembershipEvent(t=13.0, rank=0, generation=1, step=3, change="left", hosts=("beta",),
+                           cause="unreachable", world_size=1, redone_steps=1)
+    (left,) = rules.observe(RankEvent(host="alpha", event=lost))
+    assert left.event == "left" and "beta left" in left.title
+    assert "step 3" in left.body and "unreachable" in left.body and "1 ranks go on" in left.body
+    came = replace(lost, generation=2, step=9, change="joined", cause=None, world_size=2)
+    (joined,) = rules.observe(RankEvent(host="alpha", event=came))
+    assert joined.event == "joined" and "beta joined" in joined.title
+    refused = replace(came, change="refused", reason="torch 2.6.0 there, 2.13.0 here")
+    (no,) = rules.observe(RankEvent(host="alpha", event=refused))
+    assert "join refused" in no.title and "torch 2.6.0" in no.body
+    quiet = NoticeRules(NotifySection(events=("failed",)), "r1")
+    assert quiet.observe(RankEvent(host="alpha", event=lost)) == []  # not asked for
 
 
 def test_throughput_that_stays_low_for_the_minutes_given_is_told_once() -> None:
