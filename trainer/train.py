@@ -34,6 +34,7 @@ from trainer.event_log import EventWriter, events_path
 from trainer.events import EndEvent, EndStatus
 from trainer.exact_loop import Trainer
 from trainer.lowcomm.rounds import LocalTrainer
+from trainer.membership.members import join_store
 from trainer.placement import place_this_rank
 from trainer.settings.syncbatch import check_syncbatch_device
 from trainer.settings.train_config import TrainConfig, check_world
@@ -77,10 +78,16 @@ def train(config: TrainConfig) -> int:
     code = 0
     try:
         # -- 2. Join the process group (torchrun's rendezvous) ------------------------------
-        init_process_group(backend, device, info)
-        loop = LocalTrainer if config.exchange == "local" else Trainer  # local: APPROXIMATE
-        loop(config, info, device, backend, task, order, events, stop, run, placement).fit()
-        if run.step < run.total_steps:  # a rank got SIGINT/SIGTERM; all stopped together
+        # Live membership (CORRAL_MEMBERSHIP_PORT): generation 0's group on the run's own store.
+        membership = join_store(config.run_dir, info, backend, device)
+        if membership is None:
+            init_process_group(backend, device, info)
+        parts = (config, info, device, backend, task, order, events, stop, run, placement)
+        (LocalTrainer(*parts) if config.exchange == "local"  # local: APPROXIMATE
+         else Trainer(*parts, membership)).fit()
+        if run.left:  # its host left at a step boundary; the others go on
+            status = "left"
+        elif run.step < run.total_steps:  # a rank got SIGINT/SIGTERM; all stopped together
             status, code = "interrupted", 128 + (stop.signum or signal.SIGTERM)
             error = (f"stopped by {signal.Signals(stop.signum).name}" if stop.signum
                      else "stopped: another rank was signalled")

@@ -51,6 +51,9 @@ class StepTally(NamedTuple):
     """The rank's seconds in the PREVIOUS step's gradient exchange after its own compute
     (``TimedStep.exchange_s``: a CPU rank's tally leaves before this step's exchange ends; 0:
     not measured, as on a GPU rank)."""
+    leave: float = 0.0
+    """1.0 when the rank's host asked to leave (live membership, trainer/membership/): the
+    change is agreed at this step's boundary with no extra round trip."""
 
 
 _UNITS = StepTally._fields.index("units")
@@ -122,8 +125,11 @@ class TallyExchange:
     """Packs this rank's tally into one device tensor and starts gathering every rank's."""
 
     def __init__(self, device: torch.device, world: int, stop_requested: Callable[[], bool],
-                 buffers_changed: Callable[[], torch.Tensor]) -> None:
+                 buffers_changed: Callable[[], torch.Tensor],
+                 leave_requested: Callable[[], float] | None = None) -> None:
         self.device, self.world = device, world
+        self.leave_requested = leave_requested
+        """1.0 when this rank's host asked to leave (None: no live membership)."""
         self.stop_requested = stop_requested
         """Whether this rank was asked to stop (a host flag: SIGINT/SIGTERM)."""
         self.buffers_changed = buffers_changed
@@ -132,7 +138,7 @@ class TallyExchange:
     def start(self, loss_sum: torch.Tensor, units: torch.Tensor, compute: ComputeTime,
               exchange_s: float) -> PendingTallies:
         """Start the all-gather of ``(loss_sum, units, compute, stop, buffers changed,
-        exchange)``.
+        exchange, leave)``.
 
         ``loss_sum`` and ``units`` are 0-d tensors on the device; ``compute`` comes from the
         clock and ``exchange_s`` is the step before's exchange seconds. Host numbers enter
@@ -143,7 +149,8 @@ class TallyExchange:
         parts = [loss_sum.detach().to(torch.float64), units.to(torch.float64),
                  *(self._scalar(v) for v in host_values),
                  self.buffers_changed().to(torch.float64),
-                 self._scalar(exchange_s)]
+                 self._scalar(exchange_s),
+                 self._scalar(self.leave_requested() if self.leave_requested else 0.0)]
         return PendingTallies(torch.stack(parts), self.world)
 
     def _scalar(self, value: float) -> torch.Tensor:
