@@ -34,7 +34,7 @@ from trainer.evaluate import Evaluator, held_out
 from trainer.event_log import EventWriter
 from trainer.events import CapacityEvent, SamplesEvent
 from trainer.membership.members import Membership
-from trainer.membership.steps import MembershipSteps
+from trainer.membership.steps import MembershipSteps, joiner_capacity
 from trainer.placement import Placement, placement_fields
 from trainer.resources import ResourceReporter
 from trainer.settings.syncbatch import check_syncbatch_passes
@@ -101,7 +101,10 @@ class Trainer(MembershipSteps):
             world=self.world, policy=config.policy)
 
         # -- 4. The first split: given, equal, or from capacities (profiles or a warm-up) ----
-        first_split = initial_split(
+        # A joiner takes the split of the generation that admits it (no collective here: the
+        # others are already training).
+        first_split = joiner_capacity(config, self.world, membership.joining.split) if (
+            membership is not None and membership.joining is not None) else initial_split(
             config, world_size=self.world, rank=self.rank, model=self.model, loss=task.loss,
             batch_of=lambda n: collated(task, range(min(n, len(task.train_data))), device),
             device=device, slowdown=self.slowdown.factor_at(run.step + 1), host=self.host,
@@ -111,6 +114,8 @@ class Trainer(MembershipSteps):
         check_syncbatch_passes(config.resolved_norm, self.micro_batch, run.split)
         self._announce(backend, first_split, resumed_from)
         self._form_parts(balancer_state)
+        if membership is not None and membership.joining is not None:
+            self._take_state(membership.joining, time.monotonic())  # a joiner: the state
 
     def _form_parts(self, balancer_state: dict[str, Any] | None) -> None:
         """What depends on the group and this rank's place in it (again at each membership
@@ -145,8 +150,8 @@ class Trainer(MembershipSteps):
         self.tallies = TallyExchange(device, self.world,
                                      stop_requested=lambda: self.stop.signum is not None,
                                      buffers_changed=self.buffer_sync.changed,
-                                     leave_requested=(self.membership.leave_flag
-                                                      if self.membership else None))
+                                     membership=(self.membership.flags
+                                                 if self.membership else None))
         self.clock = make_clock(device, emulated_run=on_any_rank(
             emulates(config.slowdown, config.slowdown_at), device))
         self.ddp.register_comm_hook(None, self.clock.hook)  # times the local backward

@@ -34,7 +34,7 @@ from trainer.event_log import EventWriter, events_path
 from trainer.events import EndEvent, EndStatus
 from trainer.exact_loop import Trainer
 from trainer.lowcomm.rounds import LocalTrainer
-from trainer.membership.members import join_store
+from trainer.membership.members import join_run
 from trainer.placement import place_this_rank
 from trainer.settings.syncbatch import check_syncbatch_device
 from trainer.settings.train_config import TrainConfig, check_world
@@ -49,7 +49,8 @@ def train(config: TrainConfig) -> int:
     """Run training on this rank; returns the process exit code."""
     # -- 1. Who am I; everything that can fail alone fails here, before any collective -------
     check_torch_release(socket.gethostname())  # a torch corral is not tested with
-    info = rank_info()
+    # Live membership (CORRAL_MEMBERSHIP_PORT): the run's store; a joiner takes its place here.
+    membership, info, config = join_run(config, rank_info())
     check_world(config, info.world_size)
     device = choose_device(config.device, info.local_rank)
     # Cores and allocator before any parallel work: threads made later inherit the affinity.
@@ -69,7 +70,10 @@ def train(config: TrainConfig) -> int:
     check_total_steps(config, run.total_steps)
     if config.eval_every:
         held_out(task, config.eval_samples, f"the {config.task} task")
-    events = EventWriter(events_path(config.run_dir, info.rank))
+    # With live membership an event's rank, and its file, are the member id (stable).
+    events = EventWriter(events_path(config.run_dir, membership.member if membership
+                                     else info.rank))
+    events.members = membership.generation.members if membership else None
     stop = StopSignals()
     stop.install()
 
@@ -78,10 +82,10 @@ def train(config: TrainConfig) -> int:
     code = 0
     try:
         # -- 2. Join the process group (torchrun's rendezvous) ------------------------------
-        # Live membership (CORRAL_MEMBERSHIP_PORT): generation 0's group on the run's own store.
-        membership = join_store(config.run_dir, info, backend, device)
         if membership is None:
             init_process_group(backend, device, info)
+        else:  # its generation's group, made on the run's store
+            membership.form_first(backend, device)
         parts = (config, info, device, backend, task, order, events, stop, run, placement)
         (LocalTrainer(*parts) if config.exchange == "local"  # local: APPROXIMATE
          else Trainer(*parts, membership)).fit()

@@ -45,23 +45,23 @@ class LiveRun:
                     MEMBERSHIP_PORT_ENV: str(self.store_port), HOST_ENV: host})
         return env
 
-    def _start(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = open(self.run_dir / f"out-{len(self.ranks) + len(self.joiners)}.log", "wb")  # noqa: SIM115
-        with log:
-            return subprocess.Popen([sys.executable, *trainer_args(*self.flags,
-                                                                   "--run-dir", str(self.run_dir))],
-                                    cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    def _start(self, env: dict[str, str], flags: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+        args = trainer_args(*self.flags, *flags, "--run-dir", str(self.run_dir))
+        with open(self.run_dir / f"out-{len(self.ranks) + len(self.joiners)}.log", "wb") as log:
+            return subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT)
 
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for rank, host in enumerate(self.hosts):
             self.ranks.append(self._start(self._env(host, rank, len(self.hosts))))
 
-    def join(self, host: str) -> subprocess.Popen[bytes]:
-        """A joiner's rank on ``host``: its own launch (world of one), the run's store."""
+    def join(self, host: str, *flags: str) -> subprocess.Popen[bytes]:
+        """A joiner's rank on ``host``: its own launch (world of one), the run's store, the
+        run's flags (then ``flags``)."""
         env = self._env(host, 0, 1)
         env.update({JOIN_ENV: "0", "MASTER_PORT": str(free_port())})
-        proc = self._start(env)
+        proc = self._start(env, flags)
         self.joiners.append(proc)
         return proc
 
@@ -82,7 +82,7 @@ class LiveRun:
         deadline = time.monotonic() + timeout
         while not condition():
             assert time.monotonic() < deadline, f"{what}: not within {timeout} s\n{self.output()}"
-            assert all(p.poll() in (None, 0) for p in self.ranks + self.joiners
+            assert all(p.poll() in (None, 0) for p in self.ranks
                        if p not in self.killed), f"{what}: a rank failed\n{self.output()}"
             time.sleep(0.05)
 
@@ -96,13 +96,17 @@ class LiveRun:
     def membership(self) -> list[dict[str, Any]]:
         return [e for e in self.events(0) if e["event"] == "membership"]
 
-    def finish(self, timeout: float = 300) -> None:
-        """Wait for every rank; each not killed must exit 0."""
+    def finish(self, timeout: float = 300,
+               expect_failed: Sequence[subprocess.Popen[bytes]] = ()) -> None:
+        """Wait for every rank; each neither killed nor in ``expect_failed`` must exit 0, and
+        each in ``expect_failed`` must not."""
         deadline = time.monotonic() + timeout
         for proc in self.ranks + self.joiners:
             proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        codes = [p.returncode for p in self.ranks + self.joiners if p not in self.killed]
+        codes = [p.returncode for p in self.ranks + self.joiners
+                 if p not in self.killed and p not in expect_failed]
         assert codes == [0] * len(codes), f"exit codes {codes}\n{self.output()}"
+        assert all(p.returncode != 0 for p in expect_failed), self.output()
 
     def output(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-2000:]

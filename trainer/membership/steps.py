@@ -20,6 +20,8 @@ from trainer.membership.members import Membership
 from trainer.membership.plan import NextGeneration, balancer_state_for, config_for, remap_ranks
 from trainer.membership.state import broadcast_state
 from trainer.settings.train_config import TrainConfig
+from trainer.settings.training_checks import micro_batches
+from trainer.step.capacity import Capacity
 from trainer.step.optim import OptimizerStep
 from trainer.step.slowdown import SlowdownSchedule
 from trainer.step.step_records import RunProgress, StepDone
@@ -113,7 +115,13 @@ class MembershipSteps:
         self.optim_step.world = self.world
         run.split, run.last_timed = plan.split, None
         self._form_parts(balancer_state)
-        sent = 0
+        self._take_state(plan, seen)
+
+    def _take_state(self, plan: NextGeneration, seen: float) -> None:
+        """In the new generation: the training state from ``plan.state_from`` to every other
+        rank (a joiner; a survivor a step behind), loaded as a resume loads a checkpoint."""
+        assert self.membership is not None
+        run, sent = self.run, 0
         if plan.state_from is not None:
             sent, state = broadcast_state(lambda: self.checkpointer.state(run), plan.state_from,
                                           self.rank, self.device)
@@ -125,3 +133,11 @@ class MembershipSteps:
                 run.checkpoint, run.checkpoint_step = kept_checkpoint
         self.membership.changed(plan, seen, sent)
 
+
+
+def joiner_capacity(config: TrainConfig, world: int, split: tuple[int, ...]) -> Capacity:
+    """A joiner's first split: its generation's (every rank's micro-batch as its own flags
+    say; only rank 0's balancer reads the others', and rank 0 keeps its own)."""
+    return Capacity(split=split, source="split", samples_per_s=(None,) * world,
+                    max_batch=(None,) * world, micro_batch=micro_batches(config, world),
+                    detail="the split of the generation that admitted this joiner")

@@ -54,6 +54,8 @@ class StepTally(NamedTuple):
     leave: float = 0.0
     """1.0 when the rank's host asked to leave (live membership, trainer/membership/): the
     change is agreed at this step's boundary with no extra round trip."""
+    joiners: float = 0.0
+    """Rank 0: how many joiners wait to be let in at this step's boundary."""
 
 
 _UNITS = StepTally._fields.index("units")
@@ -126,10 +128,10 @@ class TallyExchange:
 
     def __init__(self, device: torch.device, world: int, stop_requested: Callable[[], bool],
                  buffers_changed: Callable[[], torch.Tensor],
-                 leave_requested: Callable[[], float] | None = None) -> None:
+                 membership: Callable[[], tuple[float, float]] | None = None) -> None:
         self.device, self.world = device, world
-        self.leave_requested = leave_requested
-        """1.0 when this rank's host asked to leave (None: no live membership)."""
+        self.membership = membership
+        """This rank's ``(leave, joiners)`` flags (None: no live membership)."""
         self.stop_requested = stop_requested
         """Whether this rank was asked to stop (a host flag: SIGINT/SIGTERM)."""
         self.buffers_changed = buffers_changed
@@ -138,7 +140,7 @@ class TallyExchange:
     def start(self, loss_sum: torch.Tensor, units: torch.Tensor, compute: ComputeTime,
               exchange_s: float) -> PendingTallies:
         """Start the all-gather of ``(loss_sum, units, compute, stop, buffers changed,
-        exchange, leave)``.
+        exchange, leave, joiners)``.
 
         ``loss_sum`` and ``units`` are 0-d tensors on the device; ``compute`` comes from the
         clock and ``exchange_s`` is the step before's exchange seconds. Host numbers enter
@@ -150,7 +152,8 @@ class TallyExchange:
                  *(self._scalar(v) for v in host_values),
                  self.buffers_changed().to(torch.float64),
                  self._scalar(exchange_s),
-                 self._scalar(self.leave_requested() if self.leave_requested else 0.0)]
+                 *(self._scalar(v) for v in (self.membership() if self.membership
+                                             else (0.0, 0.0)))]
         return PendingTallies(torch.stack(parts), self.world)
 
     def _scalar(self, value: float) -> torch.Tensor:
