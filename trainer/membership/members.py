@@ -25,8 +25,8 @@ import torch
 
 from profiles.user_errors import CorralError
 from trainer.checkpoint.checkpointer import run_identity
-from trainer.dist import RankInfo
-from trainer.event_log import EventWriter
+from trainer.dist import RankInfo, init_process_group
+from trainer.event_log import EventWriter, events_path
 from trainer.events import MembershipEvent
 from trainer.launch_contract import HOST_ENV
 from trainer.membership.contract import JOIN_ENV, MEMBERSHIP_PORT_ENV, LeaveCause
@@ -261,6 +261,24 @@ def join_run(config: TrainConfig, info: RankInfo
     info = RankInfo(rank=membership.rank, world_size=len(plan.generation.members),
                     local_rank=info.local_rank)
     return membership, info, config_for(config, [None] * info.world_size, plan.split)
+
+
+def rank_events(run_dir: str, membership: Membership | None, rank: int) -> EventWriter:
+    """This rank's event writer; with live membership its file and every event's ``rank``
+    are the member id, stable across generations."""
+    writer = EventWriter(events_path(run_dir, membership.member if membership else rank))
+    writer.members = membership.generation.members if membership else None
+    return writer
+
+
+def join_group(membership: Membership | None, backend: str, device: torch.device,
+               info: RankInfo) -> None:
+    """Join the run's process group: torchrun's rendezvous, or with live membership this
+    rank's first generation's group on the run's store."""
+    if membership is None:
+        init_process_group(backend, device, info)
+    else:
+        membership.form_first(backend, device)
 
 
 def _mismatch(mine: dict[str, object], joiner: dict[str, object]) -> str | None:
