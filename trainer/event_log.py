@@ -4,6 +4,7 @@ JSON line per event (``trainer/events.py``), flushed as written, a full disk nam
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import IO
@@ -26,6 +27,9 @@ class EventWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Append: a resumed run continues the same file, so readers see one history.
         self._file: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self.members: tuple[int, ...] | None = None
+        """Live membership: the member id of each rank of the current generation. An event's
+        ``rank`` is written as its member id, stable across generations (None: as given)."""
 
     def emit(self, event: TrainerEvent) -> None:
         """Write ``event`` as one line and flush it to the OS; ``DiskFull`` when the disk is."""
@@ -34,6 +38,9 @@ class EventWriter:
     def emit_all(self, events: list[TrainerEvent]) -> None:
         """Write ``events`` as lines with one flush (a rank's buffered steps); ``DiskFull``
         when the disk is full."""
+        if self.members is not None:
+            members = self.members
+            events = [dataclasses.replace(e, rank=members[e.rank]) for e in events]
         try:
             self._file.write("".join(event_to_json(event) + "\n" for event in events))
             self._file.flush()

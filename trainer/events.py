@@ -3,7 +3,6 @@
 Each rank appends one JSON object per line to ``RUN_DIR/metrics/rank-<r>.jsonl``, flushed as
 written. Every object has ``"event"`` (its kind), ``"v"`` (the schema version), ``"t"`` (Unix
 time, seconds) and ``"rank"``; the kinds are the dataclasses below (``docs/events.md``).
-
 Readers ignore unknown fields and kinds, so adding a field or a kind is backwards compatible;
 removing or renaming one bumps ``SCHEMA_VERSION``.
 """
@@ -21,9 +20,8 @@ from trainer.round_event import RoundEvent
 
 SCHEMA_VERSION = 1
 
-EndStatus = Literal["completed", "failed", "interrupted", "diverged"]
-"""How a rank ended. ``diverged``: the global loss became NaN or infinite; every rank stops at
-that step and nothing after the last good checkpoint is saved."""
+EndStatus = Literal["completed", "failed", "interrupted", "diverged", "left"]
+"""How a rank ended (``diverged``: loss NaN/inf, no checkpoint after; ``left``: host left)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -33,6 +33,8 @@ from trainer.dist import RankInfo, broadcast_ints, device_name, on_any_rank, pri
 from trainer.evaluate import Evaluator, held_out
 from trainer.event_log import EventWriter
 from trainer.events import CapacityEvent, SamplesEvent
+from trainer.membership.members import Membership
+from trainer.membership.steps import MembershipSteps, joiner_capacity
 from trainer.placement import Placement, placement_fields
 from trainer.resources import ResourceReporter
 from trainer.settings.syncbatch import check_syncbatch_passes
@@ -62,16 +64,20 @@ from trainer.tasks import Task, trainable_parameters
 from trainer.tasks.loader import task_label
 
 
-class Trainer:
-    """The exact loop: steps 3 to 6 for one rank, after it joined the process group."""
+class Trainer(MembershipSteps):
+    """The exact loop: steps 3 to 6 for one rank, after it joined the process group (and,
+    with live membership, the generations: ``MembershipSteps``)."""
 
     def __init__(self, config: TrainConfig, info: RankInfo, device: torch.device, backend: str,
                  task: Task, order: GlobalBatchOrder, events: EventWriter, stop: StopSignals,
-                 run: RunProgress, placement: Placement | None = None) -> None:
+                 run: RunProgress, placement: Placement | None = None,
+                 membership: Membership | None = None) -> None:
         self.config, self.task, self.order, self.run = config, task, order, run
-        self.placement = placement
+        self.placement, self.backend, self.membership = placement, backend, membership
+        # The prefetcher reads ahead for a fixed rank: off when the membership can change it.
         self.prefetcher = (BatchPrefetcher(task, order, info.rank, device)
-                           if prefetch_wanted(config.prefetch, device) else None)
+                           if prefetch_wanted(config.prefetch, device) and membership is None
+                           else None)
         self.rank, self.world, self.device = info.rank, info.world_size, device
         self.events, self.stop = events, stop
         self.slowdown = SlowdownSchedule(config.slowdown_for(self.rank), config.slowdown_at,
@@ -95,19 +101,31 @@ class Trainer:
             world=self.world, policy=config.policy)
 
         # -- 4. The first split: given, equal, or from capacities (profiles or a warm-up) ----
-        first_split = initial_split(
+        # A joiner takes the split of the generation that admits it (no collective here: the
+        # others are already training).
+        first_split = joiner_capacity(config, self.world, membership.joining.split) if (
+            membership is not None and membership.joining is not None) else initial_split(
             config, world_size=self.world, rank=self.rank, model=self.model, loss=task.loss,
             batch_of=lambda n: collated(task, range(min(n, len(task.train_data))), device),
             device=device, slowdown=self.slowdown.factor_at(run.step + 1), host=self.host,
             device_name=self.device_name, resumed_split=resumed_split)
         run.split, self.micro_batch = first_split.split, first_split.micro_batch
+        self.max_batch = first_split.max_batch
         check_syncbatch_passes(config.resolved_norm, self.micro_batch, run.split)
         self._announce(backend, first_split, resumed_from)
+        self._form_parts(balancer_state)
+        if membership is not None and membership.joining is not None:
+            self._take_state(membership.joining, time.monotonic())  # a joiner: the state
 
+    def _form_parts(self, balancer_state: dict[str, Any] | None) -> None:
+        """What depends on the group and this rank's place in it (again at each membership
+        generation): DDP, the tally, the active set, the balancer, the runner, the evaluator,
+        the checkpointer."""
+        config, task, device, events = self.config, self.task, self.device, self.events
         self._wrap_model(config, device)
         self.active = self._active_steps()
-        self.balancer = self._balancer(first_split.max_batch, balancer_state)
-        self.runner = ShareRunner(ddp=self.ddp, model=self.model, task=task, order=order,
+        self.balancer = self._balancer(self.max_batch, balancer_state)
+        self.runner = ShareRunner(ddp=self.ddp, model=self.model, task=task, order=self.order,
                                   parameters=self.parameters, rank=self.rank, world=self.world,
                                   device=device, precision=config.precision, clock=self.clock,
                                   tallies=self.tallies,
@@ -131,7 +149,9 @@ class Trainer:
         # a CPU rank's clock hook starts it inside the last backward (EarlyTally).
         self.tallies = TallyExchange(device, self.world,
                                      stop_requested=lambda: self.stop.signum is not None,
-                                     buffers_changed=self.buffer_sync.changed)
+                                     buffers_changed=self.buffer_sync.changed,
+                                     membership=(self.membership.flags
+                                                 if self.membership else None))
         self.clock = make_clock(device, emulated_run=on_any_rank(
             emulates(config.slowdown, config.slowdown_at), device))
         self.ddp.register_comm_hook(None, self.clock.hook)  # times the local backward
@@ -190,7 +210,9 @@ class Trainer:
                                      self.events)
         last_end = time.perf_counter()
         while run.step < run.total_steps and not run.stopping:
-            done = self.train_step(run.step + 1)
+            done = self._step(run.step + 1)
+            if done is None:  # a member was lost: the step is redone in the next generation
+                continue
             now = time.perf_counter()
             self._report(done, step_s=now - last_end)
             last_end = now
@@ -199,6 +221,10 @@ class Trainer:
             self._rebalance()
             self.active.exact_now(run.split, due=self.checkpointer.due(run))
             self.checkpointer.save(run)
+            if self.membership is not None:
+                self.membership.report(self.events)
+                if not self._boundary(done):
+                    return  # this rank's host left the run: nothing more to write
 
         # -- 6. Final checkpoint (also when stopped: the last step is complete) -------------
         resources.stop()

@@ -26,14 +26,13 @@ from trainer.dist import (
     choose_backend,
     choose_device,
     destroy_process_group,
-    init_process_group,
     rank_info,
 )
 from trainer.evaluate import held_out
-from trainer.event_log import EventWriter, events_path
 from trainer.events import EndEvent, EndStatus
 from trainer.exact_loop import Trainer
 from trainer.lowcomm.rounds import LocalTrainer
+from trainer.membership.members import join_group, join_run, rank_events
 from trainer.placement import place_this_rank
 from trainer.settings.syncbatch import check_syncbatch_device
 from trainer.settings.train_config import TrainConfig, check_world
@@ -48,7 +47,7 @@ def train(config: TrainConfig) -> int:
     """Run training on this rank; returns the process exit code."""
     # -- 1. Who am I; everything that can fail alone fails here, before any collective -------
     check_torch_release(socket.gethostname())  # a torch corral is not tested with
-    info = rank_info()
+    membership, info, config = join_run(config, rank_info())  # a joiner: its place given
     check_world(config, info.world_size)
     device = choose_device(config.device, info.local_rank)
     # Cores and allocator before any parallel work: threads made later inherit the affinity.
@@ -68,19 +67,20 @@ def train(config: TrainConfig) -> int:
     check_total_steps(config, run.total_steps)
     if config.eval_every:
         held_out(task, config.eval_samples, f"the {config.task} task")
-    events = EventWriter(events_path(config.run_dir, info.rank))
+    events = rank_events(config.run_dir, membership, info.rank)
     stop = StopSignals()
     stop.install()
-
     status: EndStatus = "completed"
     error: str | None = None
     code = 0
     try:
         # -- 2. Join the process group (torchrun's rendezvous) ------------------------------
-        init_process_group(backend, device, info)
-        loop = LocalTrainer if config.exchange == "local" else Trainer  # local: APPROXIMATE
-        loop(config, info, device, backend, task, order, events, stop, run, placement).fit()
-        if run.step < run.total_steps:  # a rank got SIGINT/SIGTERM; all stopped together
+        join_group(membership, backend, device, info)  # or its generation's, on the run's store
+        parts = (config, info, device, backend, task, order, events, stop, run, placement)
+        (LocalTrainer(*parts) if config.exchange == "local"  # local: APPROXIMATE
+         else Trainer(*parts, membership)).fit()
+        status = "left" if run.left else status  # its host left; the others go on
+        if not run.left and run.step < run.total_steps:  # signalled: every rank stopped
             status, code = "interrupted", 128 + (stop.signum or signal.SIGTERM)
             error = (f"stopped by {signal.Signals(stop.signum).name}" if stop.signum
                      else "stopped: another rank was signalled")
@@ -94,8 +94,9 @@ def train(config: TrainConfig) -> int:
         status, error, code = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0], 1
         raise
     finally:
-        events.emit(EndEvent(t=time.time(), rank=info.rank, step=run.step, status=status,
-                             checkpoint=run.checkpoint, error=error))
+        events.emit(EndEvent(t=time.time(), rank=membership.rank if membership else info.rank,
+                             step=run.step, status=status, checkpoint=run.checkpoint,
+                             error=error))
         events.close()
         destroy_process_group()
     if error and info.rank == 0:

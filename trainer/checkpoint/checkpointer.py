@@ -97,9 +97,11 @@ class Checkpointer:
         if self.rank == 0 and self.due(run, last_step=last_step):
             self._write(run)
 
-    def _write(self, run: RunProgress) -> None:
+    def state(self, run: RunProgress) -> dict[str, Any]:
+        """Everything an exact restart needs after ``run.step`` (a checkpoint's content; a
+        joiner receives the same, trainer/membership/state.py)."""
         config = self.config
-        state = {
+        return {
             "step": run.step, "samples_seen": run.step * config.global_batch,
             "model": model_state(self.model), "optimizer": self.optimizer.state_dict(),
             "split": list(run.split), "policy": config.policy, "world_size": self.world,
@@ -107,7 +109,10 @@ class Checkpointer:
             "rng": rng_state(), "run": run_identity(config),
             "training": self.training() if self.training is not None else None,
         }
-        path = save_checkpoint(config.run_dir, state, keep=config.keep_checkpoints)
+
+    def _write(self, run: RunProgress) -> None:
+        config = self.config
+        path = save_checkpoint(config.run_dir, self.state(run), keep=config.keep_checkpoints)
         run.checkpoint, run.checkpoint_step = str(path), run.step
         self.events.emit(CheckpointEvent(t=time.time(), rank=0, step=run.step, path=str(path)))
 

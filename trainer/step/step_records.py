@@ -63,6 +63,8 @@ class RunProgress:
     """The step that checkpoint holds."""
     stopping: bool = False
     """Some rank was signalled: every rank stops after the current step."""
+    left: bool = False
+    """This rank's host left the run at a step boundary (live membership): it ends here."""
     last_timed: TimedStep | None = None
     """The step just run, as the next step's tally reports it: its split, this rank's compute
     and exchange seconds (None before this process ran a step; trainer/step/tally.py)."""

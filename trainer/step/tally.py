@@ -51,6 +51,11 @@ class StepTally(NamedTuple):
     """The rank's seconds in the PREVIOUS step's gradient exchange after its own compute
     (``TimedStep.exchange_s``: a CPU rank's tally leaves before this step's exchange ends; 0:
     not measured, as on a GPU rank)."""
+    leave: float = 0.0
+    """1.0 when the rank's host asked to leave (live membership, trainer/membership/): the
+    change is agreed at this step's boundary with no extra round trip."""
+    joiners: float = 0.0
+    """Rank 0: how many joiners wait to be let in at this step's boundary."""
 
 
 _UNITS = StepTally._fields.index("units")
@@ -122,8 +127,11 @@ class TallyExchange:
     """Packs this rank's tally into one device tensor and starts gathering every rank's."""
 
     def __init__(self, device: torch.device, world: int, stop_requested: Callable[[], bool],
-                 buffers_changed: Callable[[], torch.Tensor]) -> None:
+                 buffers_changed: Callable[[], torch.Tensor],
+                 membership: Callable[[], tuple[float, float]] | None = None) -> None:
         self.device, self.world = device, world
+        self.membership = membership
+        """This rank's ``(leave, joiners)`` flags (None: no live membership)."""
         self.stop_requested = stop_requested
         """Whether this rank was asked to stop (a host flag: SIGINT/SIGTERM)."""
         self.buffers_changed = buffers_changed
@@ -132,7 +140,7 @@ class TallyExchange:
     def start(self, loss_sum: torch.Tensor, units: torch.Tensor, compute: ComputeTime,
               exchange_s: float) -> PendingTallies:
         """Start the all-gather of ``(loss_sum, units, compute, stop, buffers changed,
-        exchange)``.
+        exchange, leave, joiners)``.
 
         ``loss_sum`` and ``units`` are 0-d tensors on the device; ``compute`` comes from the
         clock and ``exchange_s`` is the step before's exchange seconds. Host numbers enter
@@ -143,7 +151,9 @@ class TallyExchange:
         parts = [loss_sum.detach().to(torch.float64), units.to(torch.float64),
                  *(self._scalar(v) for v in host_values),
                  self.buffers_changed().to(torch.float64),
-                 self._scalar(exchange_s)]
+                 self._scalar(exchange_s),
+                 *(self._scalar(v) for v in (self.membership() if self.membership
+                                             else (0.0, 0.0)))]
         return PendingTallies(torch.stack(parts), self.world)
 
     def _scalar(self, value: float) -> torch.Tensor:

@@ -1,0 +1,46 @@
+"""The pure decisions of a membership change (trainer/membership/plan.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from trainer.membership.plan import (
+    Generation,
+    NextGeneration,
+    balancer_state_for,
+    config_for,
+    resplit,
+)
+from trainer.settings.train_config import TrainConfig
+
+
+def test_a_leavers_share_goes_to_the_others_in_proportion_and_every_sample_has_a_rank() -> None:
+    assert resplit((8, 8, 8, 8), (0, 1, 2), 32) == (11, 11, 10)
+    assert resplit((20, 10, 2), (0, 1), 32) == (21, 11)
+    assert resplit((0, 0, 32), (0, 1), 32) == (16, 16)  # only benched ranks left: evenly
+
+
+def test_a_joiner_starts_with_a_small_share_taken_from_the_largest() -> None:
+    assert resplit((20, 12), (0, 1, None), 32, joiner_share=1) == (19, 12, 1)
+
+
+def test_the_next_generation_reads_back_as_written() -> None:
+    plan = NextGeneration(generation=Generation(2, (0, 3), ("a", "c")), step=7, split=(20, 12),
+                          kept=(0, None), change="left", hosts=("b",), cause="ranks_died",
+                          redone_steps=1, state_from=0)
+    assert NextGeneration.from_json(plan.to_json()) == plan
+
+
+def test_per_rank_settings_follow_their_ranks_and_a_joiner_gets_none() -> None:
+    config = replace(TrainConfig(), global_batch=32, max_batch=(4, None, 9),
+                     slowdown=(1.0, 2.0, 3.0))
+    new = config_for(config, (2, None), (20, 12))
+    assert (new.max_batch, new.slowdown, new.split) == ((9, None), (3.0, 1.0), (20, 12))
+
+
+def test_the_balancer_keeps_what_it_measured_of_each_kept_rank() -> None:
+    state = {"split": [1, 2, 3], "ranks": ["r0", "r1", "r2"], "exchange": {"x": 1},
+             "last_move": [1, 0, -1], "decisions": 4}
+    carried = balancer_state_for(state, (0, 2, None), (3, 2, 1), {"fresh": True})
+    assert carried["ranks"] == ["r0", "r2", {"fresh": True}]
+    assert (carried["split"], carried["exchange"], carried["decisions"]) == ([3, 2, 1], None, 4)

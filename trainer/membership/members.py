@@ -1,0 +1,297 @@
+"""One rank's side of live membership: its generation, its flags for the step's tally, and the
+change at a step boundary or after a loss, agreed through the membership store.
+
+A change happens only at a step boundary and every rank of the generation agrees on it without
+an extra round trip: the step's tally (trainer/step/tally.py) carries each rank's ``leave``
+flag (its host's ``RunLayout.leave_request`` file exists). When a tally shows one, rank 0
+decides the ``NextGeneration`` (trainer/membership/plan.py) and writes it to the store under
+``plan/<generation>/<step>``; every rank reads the same record and acts on it. After a loss (a
+collective failed: a peer died or stopped answering) the survivors write ``alive/...`` with
+the steps they completed; rank 0 waits for every member to answer or for its heartbeat to stop
+(``MembershipStore.gone``), then writes ``plan/<generation>/loss``. Without
+``CORRAL_MEMBERSHIP_PORT`` none of this exists: the run is today's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from profiles.user_errors import CorralError
+from trainer.checkpoint.checkpointer import run_identity
+from trainer.dist import RankInfo, init_process_group
+from trainer.event_log import EventWriter, events_path
+from trainer.events import MembershipEvent
+from trainer.launch_contract import HOST_ENV
+from trainer.membership.contract import JOIN_ENV, MEMBERSHIP_PORT_ENV, LeaveCause
+from trainer.membership.plan import Generation, NextGeneration, config_for, resplit
+from trainer.membership.store import MembershipStore
+from trainer.run_layout import RunLayout
+from trainer.settings.train_config import TrainConfig
+from trainer.step.tally import StepTally
+
+JOINER_FIRST_SHARE = 1
+"""A joiner's share of its first step: the balancer grows it from its measured speed."""
+
+
+@dataclass
+class Pending:
+    """A change made, whose event rank 0 writes after the new generation's first step."""
+
+    plan: NextGeneration
+    trigger: float
+    """When it was asked for or the loss was seen (``time.monotonic``)."""
+    state_bytes: int = 0
+
+
+class Membership:
+    """This rank's membership: the store, its generation, and what changes it."""
+
+    def __init__(self, store: MembershipStore, generation: Generation, member: int,
+                 leave_file: str) -> None:
+        self.store, self.generation, self.member = store, generation, member
+        self.leave_file = leave_file
+        self.refused = False
+        """This rank's host asked to leave and was refused (the master's host): not again."""
+        self.pending: Pending | None = None
+        self.joining: NextGeneration | None = None
+        """A joiner, until it has the state: the generation that admitted it."""
+        self.identity: dict[str, object] = {}
+        """This rank's torch and run identity (a joiner's must match rank 0's)."""
+        self.tickets_seen = 0
+        """Rank 0: the joiners' tickets handled so far."""
+        self.next_member = len(generation.members)
+        """Rank 0: the member id the next joiner gets (ids are never reused)."""
+
+    @property
+    def rank(self) -> int:
+        return self.generation.members.index(self.member)
+
+    @property
+    def host(self) -> str:
+        return self.generation.hosts[self.rank]
+
+    # -- what the step's tally carries ---------------------------------------------------
+    def flags(self) -> tuple[float, float]:
+        """What this rank's tally carries: 1.0 when its host asked to leave (and was not
+        refused already); on rank 0, the joiners waiting (one read of the store)."""
+        leave = 1.0 if not self.refused and os.path.exists(self.leave_file) else 0.0
+        waiting = self.store.count("joiners/next") - self.tickets_seen if self.rank == 0 else 0
+        return leave, float(waiting)
+
+    def form_first(self, backend: str, device: torch.device) -> None:
+        """Join this rank's first generation's group (the launch's, or the one admitting a
+        joiner)."""
+        self.store.form(self.generation.number, self.rank, len(self.generation.members),
+                        backend, device)
+
+    # -- a step boundary -----------------------------------------------------------------
+    def at_boundary(self, tallies: Sequence[StepTally], step: int, split: Sequence[int],
+                    global_batch: int, events: EventWriter) -> NextGeneration | None:
+        """The change the step's tallies ask for, as rank 0 decided it (None: no change)."""
+        if not any(t.leave > 0 for t in tallies) and tallies[0].joiners == 0:
+            return None
+        asked = tuple(dict.fromkeys(self.generation.hosts[r] for r, t in enumerate(tallies)
+                                    if t.leave > 0))
+        key = f"plan/{self.generation.number}/{step}"
+        master = self.generation.hosts[0]
+        if master in asked:  # every rank sees it: the master's host's ranks stop asking
+            if self.host == master:
+                self.refused = True
+            if self.rank == 0:
+                _remove(self.leave_file)
+                events.emit(MembershipEvent(
+                    t=time.time(), rank=0, generation=self.generation.number, step=step,
+                    change="refused", hosts=(master,), world_size=len(tallies),
+                    members=self.generation.members,
+                    reason=f"{master} is the master's host (rank 0 serves the run's store "
+                           "and rendezvous): it cannot leave; stop the run instead"))
+        if self.rank == 0:
+            leaving = tuple(h for h in asked if h != master)
+            plan = (self._without(leaving, step, split, global_batch, "asked", 0) if leaving
+                    else self._admit(key, step, split, global_batch, events))
+            self.store.set(key, plan.to_json() if plan else "null")
+        text = self.store.get(key)
+        return None if text == "null" else NextGeneration.from_json(text)
+
+    def after_loss(self, completed: int, seen: BaseException, split: Sequence[int],
+                   global_batch: int) -> NextGeneration:
+        """After a failed collective: tell rank 0 this rank is alive with ``completed`` steps,
+        and read the generation rank 0 forms from the members that answered."""
+        gen = self.generation.number
+        self.store.set(f"alive/{gen}/{self.member}", str(completed))
+        key = f"plan/{gen}/loss"
+        if self.rank == 0:
+            gone = [m for m in self.generation.members
+                    if self.store.gone(m, f"alive/{gen}/{m}")]
+            hosts = tuple(dict.fromkeys(self.generation.hosts[self.generation.members.index(m)]
+                                        for m in gone))
+            steps = {m: int(self.store.get(f"alive/{gen}/{m}"))
+                     for m in self.generation.members if m not in gone}
+            cause: LeaveCause = ("unreachable" if "timed out" in str(seen).lower()
+                                 else "ranks_died")
+            plan = self._without(hosts, max(steps.values()), split, global_batch, cause, 1,
+                                 dropped=set(gone), steps=steps)
+            self.store.set(key, plan.to_json())
+        return NextGeneration.from_json(self.store.get(key))
+
+    def _admit(self, key: str, step: int, split: Sequence[int], global_batch: int,
+               events: EventWriter) -> NextGeneration | None:
+        """Rank 0: the next generation with every waiting joiner whose torch and run match
+        (the others refused, the run untouched); None when none is let in."""
+        gen, admitted = self.generation, []
+        first, self.tickets_seen = self.tickets_seen + 1, self.store.count("joiners/next")
+        for ticket in range(first, self.tickets_seen + 1):
+            joiner = json.loads(self.store.get(f"joiner/{ticket}"))
+            reason = _mismatch(self.identity, joiner)
+            if reason is None:
+                admitted.append((ticket, joiner["host"], self.next_member))
+                self.next_member += 1
+                continue
+            self.store.set(f"admit/{ticket}", json.dumps({"refused": reason}))
+            events.emit(MembershipEvent(
+                t=time.time(), rank=0, generation=gen.number, step=step, change="refused",
+                hosts=(joiner["host"],), reason=reason, world_size=len(gen.members),
+                members=gen.members))
+        if not admitted:
+            return None
+        kept = (*range(len(gen.members)), *(None for _ in admitted))
+        plan = NextGeneration(
+            generation=Generation(gen.number + 1, gen.members + tuple(m for *_, m in admitted),
+                                  gen.hosts + tuple(h for _, h, _ in admitted)),
+            step=step, split=resplit(split, kept, global_batch, JOINER_FIRST_SHARE), kept=kept,
+            change="joined", hosts=tuple(h for _, h, _ in admitted), state_from=0)
+        self.store.set(key, plan.to_json())  # before the joiners read where it is
+        for ticket, _, member in admitted:
+            self.store.set(f"admit/{ticket}", json.dumps({"member": member, "plan": key}))
+        return plan
+
+    def _without(self, hosts: Sequence[str], step: int, split: Sequence[int],
+                 global_batch: int, cause: LeaveCause, redone: int,
+                 dropped: set[int] | None = None, steps: dict[int, int] | None = None
+                 ) -> NextGeneration:
+        """Rank 0: the next generation without ``hosts``' ranks (and ``dropped`` members)."""
+        gen = self.generation
+        kept = tuple(r for r, (m, h) in enumerate(zip(gen.members, gen.hosts, strict=True))
+                     if h not in hosts and m not in (dropped or set()))
+        members = tuple(gen.members[r] for r in kept)
+        behind = steps is not None and len({steps[m] for m in members}) > 1
+        state_from = (next(i for i, m in enumerate(members) if steps[m] == step)
+                      if behind and steps is not None else None)
+        return NextGeneration(
+            generation=Generation(gen.number + 1, members, tuple(gen.hosts[r] for r in kept)),
+            step=step, split=resplit(split, kept, global_batch), kept=kept, change="left",
+            hosts=tuple(hosts), cause=cause, redone_steps=redone, state_from=state_from)
+
+    # -- forming the next generation ----------------------------------------------------
+    def form(self, plan: NextGeneration, backend: str, device: torch.device) -> None:
+        """Join ``plan``'s generation (this rank is one of its members)."""
+        self.generation = plan.generation
+        self.store.form(plan.generation.number, self.rank, len(plan.generation.members),
+                        backend, device)
+
+    def changed(self, plan: NextGeneration, seen: float, state_bytes: int) -> None:
+        """The new generation is formed: its event waits for its first completed step."""
+        self.pending, self.joining = Pending(plan, seen, state_bytes), None
+
+    def leave(self) -> None:
+        """This rank's host left: its request is done, its heartbeat stops."""
+        _remove(self.leave_file)
+        self.store.stop_heartbeat()
+
+    def report(self, events: EventWriter) -> None:
+        """Rank 0, after the new generation's first completed step: the membership event."""
+        pending, self.pending = self.pending, None
+        if pending is None or self.rank != 0:
+            return
+        plan = pending.plan
+        events.emit(MembershipEvent(
+            t=time.time(), rank=0, generation=plan.generation.number, step=plan.step,
+            change=plan.change, hosts=plan.hosts, cause=plan.cause,
+            redone_steps=plan.redone_steps, world_size=len(plan.generation.members),
+            members=plan.generation.members, state_bytes=pending.state_bytes,
+            seconds_to_step=round(time.monotonic() - pending.trigger, 3)))
+
+
+class JoinRefused(CorralError):
+    """Rank 0 refused this joiner: its torch or its run does not match the run's."""
+
+    title = "join refused"
+
+
+def join_run(config: TrainConfig, info: RankInfo
+             ) -> tuple[Membership | None, RankInfo, TrainConfig]:
+    """With ``CORRAL_MEMBERSHIP_PORT``: reach the run's store (launch rank 0 serves it). A
+    launched rank tells every rank its host (generation 0 is the launch); a joiner
+    (``JOIN_ENV``) announces itself and waits to be let in at a step boundary, then takes its
+    place (rank, world, split) in the generation that admits it; refused, ``JoinRefused``
+    names why. Without the port: ``(None, info, config)``, today's path."""
+    port = os.environ.get(MEMBERSHIP_PORT_ENV)
+    if not port:
+        return None, info, config
+    joining = JOIN_ENV in os.environ
+    store = MembershipStore(os.environ.get("MASTER_ADDR", "127.0.0.1"), int(port),
+                            serve=info.rank == 0 and not joining)
+    host = os.environ.get(HOST_ENV) or os.uname().nodename
+    leave_file = RunLayout(config.run_dir).leave_request(host)
+    identity = {"torch": torch.__version__, "run": json.loads(json.dumps(run_identity(config)))}
+    if not joining:
+        store.set(f"host/{info.rank}", host)
+        members = tuple(range(info.world_size))
+        hosts = tuple(store.get(f"host/{m}") for m in members)
+        store.start_heartbeat(info.rank)
+        membership = Membership(store, Generation(0, members, hosts), info.rank, leave_file)
+        membership.identity = identity
+        return membership, info, config
+    ticket = store.count("joiners/next", 1)
+    store.set(f"joiner/{ticket}", json.dumps({"host": host, **identity}))
+    answer = json.loads(store.get(f"admit/{ticket}"))
+    if "refused" in answer:
+        raise JoinRefused(answer["refused"])
+    plan = NextGeneration.from_json(store.get(answer["plan"]))
+    store.start_heartbeat(answer["member"])
+    membership = Membership(store, plan.generation, answer["member"], leave_file)
+    membership.joining = plan
+    info = RankInfo(rank=membership.rank, world_size=len(plan.generation.members),
+                    local_rank=info.local_rank)
+    return membership, info, config_for(config, [None] * info.world_size, plan.split)
+
+
+def rank_events(run_dir: str, membership: Membership | None, rank: int) -> EventWriter:
+    """This rank's event writer; with live membership its file and every event's ``rank``
+    are the member id, stable across generations."""
+    writer = EventWriter(events_path(run_dir, membership.member if membership else rank))
+    writer.members = membership.generation.members if membership else None
+    return writer
+
+
+def join_group(membership: Membership | None, backend: str, device: torch.device,
+               info: RankInfo) -> None:
+    """Join the run's process group: torchrun's rendezvous, or with live membership this
+    rank's first generation's group on the run's store."""
+    if membership is None:
+        init_process_group(backend, device, info)
+    else:
+        membership.form_first(backend, device)
+
+
+def _mismatch(mine: dict[str, object], joiner: dict[str, object]) -> str | None:
+    """Why a joiner cannot take part (a torch or a run that differs from rank 0's), or None."""
+    if joiner.get("torch") != mine.get("torch"):
+        return (f"{joiner['host']} has torch {joiner.get('torch')}, the run {mine.get('torch')}:"
+                " install the run's torch there")
+    if joiner.get("run") != mine.get("run"):
+        return (f"{joiner['host']} was started for another run ({joiner.get('run')}, the run: "
+                f"{mine.get('run')}): join with the run's own settings")
+    return None
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)
