@@ -74,9 +74,10 @@ class Trainer(MembershipSteps):
                  membership: Membership | None = None) -> None:
         self.config, self.task, self.order, self.run = config, task, order, run
         self.placement, self.backend, self.membership = placement, backend, membership
-        # The prefetcher reads ahead for a fixed rank: off when the membership can change it.
+        # A membership change moves this rank (``_regenerate`` sets the prefetcher's rank): a
+        # batch read ahead for the old place is stale and made again.
         self.prefetcher = (BatchPrefetcher(task, order, info.rank, device)
-                           if prefetch_wanted(config.prefetch, device) and membership is None
+                           if prefetch_wanted(config.prefetch, device)
                            else None)
         self.rank, self.world, self.device = info.rank, info.world_size, device
         self.events, self.stop = events, stop

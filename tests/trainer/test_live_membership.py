@@ -17,13 +17,16 @@ FLAGS = ("--samples", "256", "--global-batch", "32", "--steps", "60", "--seed", 
          "--checkpoint-every", "0")
 SLOW = ("--slowdown", "3")
 """Steps long enough (an emulated slowdown, which changes no number) for changes mid-run."""
+PREFETCH = ("--prefetch", "on")
+"""Batches read a step ahead, as a CUDA rank reads them by default: a change of membership moves
+ranks, and what was read ahead for the old place must not be trained on."""
 
 
 def test_a_join_a_leave_a_kill_and_refusals_end_with_one_process_parameters(
         tmp_path: Path) -> None:
     alone = tmp_path / "alone"
     check(launch(1, *FLAGS, "--run-dir", str(alone)))
-    with live_run(tmp_path / "live", (*FLAGS, *SLOW, "--split", "12,10,10"),
+    with live_run(tmp_path / "live", (*FLAGS, *SLOW, *PREFETCH, "--split", "12,10,10"),
                   ("h0", "h1", "h2")) as run:
         run.join("h3")
         run.join("h9", "--seed", "8")  # another run's settings: refused, the run untouched

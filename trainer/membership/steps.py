@@ -23,6 +23,7 @@ from trainer.settings.train_config import TrainConfig
 from trainer.settings.training_checks import micro_batches
 from trainer.step.capacity import Capacity
 from trainer.step.optim import OptimizerStep
+from trainer.step.prefetch import BatchPrefetcher
 from trainer.step.slowdown import SlowdownSchedule
 from trainer.step.step_records import RunProgress, StepDone
 
@@ -49,6 +50,7 @@ class MembershipSteps:
     ddp: Any
     runner: Any
     evaluator: Any
+    prefetcher: BatchPrefetcher | None
 
     def train_step(self, step: int) -> StepDone:
         raise NotImplementedError
@@ -107,6 +109,8 @@ class MembershipSteps:
         gc.collect()
         self.membership.form(plan, self.backend, self.device)
         self.rank, self.world = self.membership.rank, len(plan.generation.members)
+        if self.prefetcher is not None:
+            self.prefetcher.rank = self.rank
         self.events.members = plan.generation.members
         self.config = config_for(self.config, kept, plan.split)
         self.micro_batch = remap_ranks(self.micro_batch, kept, None)

@@ -41,7 +41,9 @@ class BatchPrefetcher:
                  device: torch.device) -> None:
         self.task, self.order, self.rank, self.device = task, order, rank, device
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-prefetch")
-        self._ahead: tuple[int, tuple[int, ...], Future[tuple[Any, Any]]] | None = None
+        self._ahead: tuple[int, tuple[int, ...], int, Future[tuple[Any, Any]]] | None = None
+        """The batch being prepared: its step, split and rank (a live membership change moves
+        this rank to another place: ``rank`` is set anew), and the work making it."""
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         """The CUDA stream the copies run on (None on a CPU rank)."""
         self.hits = 0
@@ -52,26 +54,27 @@ class BatchPrefetcher:
         unless ``step`` is ``last_step``."""
         split = tuple(split)
         ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[:2] == (step, split):
-            batch, copied = ahead[2].result()
+        if ahead is not None and ahead[:3] == (step, split, self.rank):
+            batch, copied = ahead[3].result()
             self.hits += 1
         else:
-            if ahead is not None:
-                ahead[2].result()  # a stale batch (the split changed): let the worker finish
-            batch, copied = self._build(step, split)
+            if ahead is not None:  # a stale batch (the split or the rank changed)
+                ahead[3].result()  # let the worker finish
+            batch, copied = self._build(step, split, self.rank)
         if step < last_step:
-            self._ahead = (step + 1, split, self._pool.submit(self._build, step + 1, split))
+            self._ahead = (step + 1, split, self.rank,
+                           self._pool.submit(self._build, step + 1, split, self.rank))
         if copied is not None:  # the step's stream waits for the copy, on the device
             current = torch.cuda.current_stream(self.device)
             current.wait_event(copied)
             map_tensors(batch, lambda t: _used_by(t, current))
         return batch
 
-    def _build(self, step: int, split: tuple[int, ...]) -> tuple[Any, Any]:
+    def _build(self, step: int, split: tuple[int, ...], rank: int) -> tuple[Any, Any]:
         """The batch, and on CUDA the event its copy on the prefetch stream records."""
         if self.stream is None:
-            return local_batch(self.task, self.order, step, split, self.rank, self.device), None
-        host = local_batch(self.task, self.order, step, split, self.rank, torch.device("cpu"))
+            return local_batch(self.task, self.order, step, split, rank, self.device), None
+        host = local_batch(self.task, self.order, step, split, rank, torch.device("cpu"))
         host = map_tensors(host, torch.Tensor.pin_memory)  # an async copy needs pinned memory
         with torch.cuda.stream(self.stream):
             batch = move_to(host, self.device)
