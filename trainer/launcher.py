@@ -8,7 +8,9 @@ signal would (128 + its number). Any other error is torchrun's own, untouched. I
 the ranks its pid (``LAUNCHER_PID_ENV``): a rank ends when this process does, however it ends
 (``trainer.launcher_death``). Once stopped, torchrun waits for its ranks up to
 ``STOP_WAIT_LIMIT_S`` rather than its own 30 s: a local-mode rank stops at its round's end
-(docs/lowcomm.md), and the stop's own KILL after its grace bounds the wait.
+(docs/lowcomm.md), and the stop's own KILL after its grace bounds the wait. With live
+membership (``CORRAL_MEMBERSHIP_PORT`` set) the agent skips torch's exit barrier: each agent
+ends with its own ranks (``_no_exit_barrier``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import sys
 
 from trainer.launch_contract import LAUNCHER_PID_ENV, STOP_WAIT_LIMIT_S
+from trainer.membership.contract import MEMBERSHIP_PORT_ENV
 
 
 def main() -> int:
@@ -26,6 +29,8 @@ def main() -> int:
     from torch.distributed.run import main as torchrun
 
     _wait_longer_when_stopped(LocalElasticAgent)
+    if os.environ.get(MEMBERSHIP_PORT_ENV):
+        _no_exit_barrier(LocalElasticAgent)
 
     os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # torch's agent (this process) starts the ranks
     try:
@@ -48,6 +53,15 @@ def _wait_longer_when_stopped(agent: type) -> None:
         shutdown(self, *args, **kwargs)
 
     agent._shutdown = _shutdown  # type: ignore[attr-defined]
+
+
+def _no_exit_barrier(agent: type) -> None:
+    """torchrun's agent waits, once its ranks have ended, for every agent of the launch to end
+    too (up to 300 s): a host whose ranks died, or that left, never comes, so a live
+    membership's survivors would end 300 s after their last step. Their ranks agree on the end
+    among themselves (the membership store, not the agents'), so each agent ends with its own
+    ranks."""
+    agent._exit_barrier = lambda self: None  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":
