@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import pytest
 from trainer_runs import REPO, rank_env, trainer_args
 
 from trainer.launch_contract import LAUNCHER_PID_ENV
+from trainer.membership.contract import MEMBERSHIP_PORT_ENV
 
 CHILD = (
     "import ctypes, ctypes.util\n"
@@ -112,3 +114,38 @@ def test_killing_the_launcher_ends_its_rank(tmp_path: Path) -> None:
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
             launcher.wait()
+
+
+def _node(rank: int, port: int, script: Path) -> subprocess.Popen[bytes]:
+    """One host's launcher of a two-host launch with live membership on."""
+    env = {**os.environ, "PYTHONPATH": str(REPO),
+           MEMBERSHIP_PORT_ENV: "1"}  # only its presence matters to the launcher
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainer.launcher", "--nnodes", "2", "--nproc-per-node", "1",
+         "--node-rank", str(rank), "--rdzv-backend", "static", "--rdzv-endpoint",
+         f"127.0.0.1:{port}", "--max-restarts", "0", str(script)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_with_live_membership_a_launcher_ends_with_its_ranks_not_with_a_dead_hosts(
+        tmp_path: Path) -> None:
+    # Node 1's rank dies at once (its agent fails and never reaches torch's exit barrier); node
+    # 0's rank ends well. Without the barrier skipped, node 0's agent would wait 300 s (seen:
+    # alive 15 s after node 1 ended, without CORRAL_MEMBERSHIP_PORT).
+    script = tmp_path / "rank.py"
+    script.write_text("import os, sys\nsys.exit(1 if os.environ['GROUP_RANK'] == '1' else 0)\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    began = time.monotonic()
+    nodes = [_node(rank, port, script) for rank in (0, 1)]
+    try:
+        assert nodes[1].wait(timeout=120) != 0
+        assert nodes[0].wait(timeout=120) == 0
+        assert time.monotonic() - began < 120  # torch's own barrier would hold it 300 s
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                os.killpg(node.pid, signal.SIGKILL)
+                node.wait()
