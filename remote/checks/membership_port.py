@@ -25,9 +25,10 @@ PORT_TRIES = 2
 
 
 def wants_membership_port(config: ClusterConfig) -> bool:
-    """Whether the run's ranks get a membership port: corral's own loop (a ``task``), not a
-    script run as is (it restarts from its own checkpoint on a change of hosts)."""
-    return config.run.script is None
+    """Whether the run's ranks get a membership port: ``[run] live_membership`` asked for it,
+    for corral's own loop (a ``task``), not a script run as is (it restarts from its own
+    checkpoint on a change of hosts)."""
+    return config.run.live_membership and config.run.script is None
 
 
 def _candidate(avoid: int | None) -> int:

@@ -196,6 +196,12 @@ class RunSection(RunSettings):
     two attempts in a row under ``max_restarts``): ``stop`` fails the run; ``continue`` drops
     the host and restarts from the newest checkpoint on the others,
     the same global batch re-split among them (the result is the same, only slower)."""
+    live_membership: bool = False
+    """Hosts join and leave the running run at step boundaries, in the same processes and with
+    the same result (``corral leave``, the console's ``e``); with ``on_host_loss = "continue"``
+    a host whose ranks die is left behind by the survivors instead of a restart. corral's own
+    loop only (not a script run as is). Off: every change of hosts is a restart
+    (docs/reliability.md, "Live membership": what it covers yet)."""
     hang_limit: float = field(default=300.0, metadata=key(at_least=0.0, at_most=10**7))
     """Seconds without a step after which corral stops the run, naming the rank that holds
     the others up (0 = wait for torch's own timeout)."""

@@ -46,8 +46,9 @@ def leave_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | None
         return (f"{host} is not in run {run} (its hosts now: {', '.join(info.hosts)})"
                 + ("; it left already" if host in info.left_hosts else ""))
     if not info.membership_port:
-        return (f"run {run} has no live membership (a script run as is, or a run launched "
-                "before it): `corral stop` it and `corral run --resume` without the host")
+        return (f"run {run} has no live membership (launched without `[run] live_membership = "
+                "true`, or a script run as is): `corral stop` it and `corral run --resume` "
+                "without the host")
     return None
 
 

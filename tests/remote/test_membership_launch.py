@@ -1,6 +1,6 @@
-"""Live membership at launch: a ``task`` run's ranks get the run's membership port, a joiner's
-also the generation it joins; a script run as is gets neither (it keeps today's restart
-path)."""
+"""Live membership at launch: a ``task`` run with ``[run] live_membership = true`` gives its
+ranks the run's membership port, a joiner's also the generation it joins; a run without it, and
+a script run as is, get neither (they keep today's restart path)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ def _envs(config: ClusterConfig, **plan: object) -> dict[str, dict[str, str]]:
 
 
 def test_every_rank_of_a_task_run_gets_the_membership_port_and_no_join(tmp_path: Path) -> None:
-    config = _config(tmp_path)
+    assert not wants_membership_port(_config(tmp_path))  # off unless asked for
+    config = _config(tmp_path, live_membership=True)
     assert wants_membership_port(config)
     for env in _envs(config, membership_port=31234).values():
         assert env[MEMBERSHIP_PORT_ENV] == "31234"
@@ -53,7 +54,7 @@ def test_a_joiner_is_launched_with_the_generation_it_joins(tmp_path: Path) -> No
 
 def test_a_script_run_as_is_gets_no_membership_port(tmp_path: Path) -> None:
     (tmp_path / "train.py").write_text("print('hi')\n")
-    config = _config(tmp_path)
+    config = _config(tmp_path, live_membership=True)
     script = replace(config, run=replace(config.run, script="train.py"))
     assert not wants_membership_port(script)
     for env in _envs(config).values():  # no port planned: none set

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ async def test_the_check_tests_a_membership_port_and_leave_writes_on_that_host_a
     run_root = tmp_path / "ssh" / "runs"  # the cluster's run_root (see conftest)
     run_root.mkdir(parents=True)
     cluster = sshd_cluster(3, prefix=lambda i: _own_run_root(run_root))
-    config = cluster.config(run=tiny_run(steps=2))
+    config = cluster.config(run=replace(tiny_run(steps=2), live_membership=True))
     controller = SshRunController(config)
     try:
         report = await controller.check()
