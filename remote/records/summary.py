@@ -76,7 +76,7 @@ class Sample:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Generation:
+class GenerationRow:
     """One change of the run's membership (a ``membership`` event, trainer/events.py)."""
 
     generation: int
@@ -151,7 +151,7 @@ class RunSummary:
     plain_script: bool = False
     """A script run without corral's opt-in: no global batch declared, no loss read, nothing
     balanced."""
-    generations: list[Generation] = field(default_factory=list)
+    generations: list[GenerationRow] = field(default_factory=list)
     """Each live join, leave or refused join, in order (empty: the hosts never changed)."""
 
 
@@ -228,7 +228,7 @@ def summary_of(history: RunHistory, figures: RunFigures) -> RunSummary:
         host_ranks=dict(info.ranks or {}), no_events=start is None,
         exchange=start.exchange if start else "exact", rounds=_round_facts(figures),
         plain_script=start is not None and start.plain_script,
-        generations=[Generation(generation=g.generation, step=g.step, change=g.change,
+        generations=[GenerationRow(generation=g.generation, step=g.step, change=g.change,
                                 hosts=list(g.hosts), cause=g.cause, world_size=g.world_size,
                                 redone_steps=g.redone_steps, state_bytes=g.state_bytes,
                                 seconds_to_step=g.seconds_to_step, reason=g.reason)

@@ -140,7 +140,7 @@ def test_the_json_schema_in_docs_matches_the_output(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for cls in (summary_module.RunSummary, summary_module.Outcome, summary_module.RankSummary,
                 summary_module.Move, summary_module.Metric, summary_module.Sample,
-                summary_module.Generation):
+                summary_module.GenerationRow):
         fields = {f.name for f in dataclasses.fields(cls)}
         assert _documented(cls.__name__) == fields, cls.__name__
     path = _cluster(tmp_path)
