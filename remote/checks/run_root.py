@@ -22,7 +22,8 @@ from trainer.disk_full import disk_full_on
 MIN_RUN_ROOT_FREE_BYTES = 64 << 20
 """Less free space than this under run_root fails the check (events, logs, checkpoints)."""
 
-__all__ = ["LOCAL", "MIN_RUN_ROOT_FREE_BYTES", "DiskFull", "judge", "local_item", "probe_command"]
+__all__ = ["LOCAL", "MIN_RUN_ROOT_FREE_BYTES", "DiskFull", "free_kib_command", "judge",
+           "local_item", "probe_command"]
 """``LOCAL`` and ``DiskFull`` live in ``remote/records/disk_full.py`` (the run records below
 this layer raise it too); the launch reaches them here."""
 
@@ -37,8 +38,20 @@ def probe_command(run_root: str) -> str:
         'elif e=$( (printf x > "$t") 2>&1 ); then rm -f "$t"; '
         'echo "ok $(df -Pk "$r" 2>/dev/null | tail -n 1 | awk \'{print $4}\')"; '
         'else rm -f "$t" 2>/dev/null; case "$e" in *"No space"*) echo full ;; '
-        "*) echo readonly ;; esac; fi"
+        # dash's printf says "I/O error" where bash says "No space": no free block is full.
+        f'*) if [ "$({FREE_KIB})" = 0 ]; then echo full; else echo readonly; fi ;; esac; fi'
     )
+
+
+FREE_KIB = 'df -Pk "$r" 2>/dev/null | awk \'NR==2{print $4}\''
+"""Shell printing the free KiB of the file system holding ``$r`` (nothing where ``df`` fails)."""
+
+
+def free_kib_command(path: str) -> str:
+    """Shell printing the free KiB where ``path`` is, or would be (its nearest existing
+    folder): 0 is a full disk, whatever words the failed command's shell used."""
+    return (f"r={shell_path(path)}; while [ ! -e \"$r\" ] && [ \"$r\" != / ]; do "
+            f'r=$(dirname "$r"); done; {FREE_KIB}')
 
 
 def _item(host: str, ok: bool, detail: str, hint: str = "") -> CheckItem:

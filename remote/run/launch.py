@@ -24,6 +24,7 @@ from typing import cast
 
 from profiles.user_errors import CorralError
 from remote.checks.plan import HostPlan
+from remote.checks.run_root import free_kib_command
 from remote.config.cluster import ClusterConfig, HostSection, RunSection
 from remote.config.task_code import USER_CODE_DIR, UserCode, option_pairs
 from remote.hosts.container import inner_python, launcher_words, remove_command
@@ -153,6 +154,15 @@ def torchrun_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
             env.setdefault("OMP_NUM_THREADS", str(host.threads))
     return (f"{_script_cwd(config, plan, host)}{env_prefix(env)}PYTHONPATH={code} "
             f"{_interpreter(host)} {words} {_entry_words(config, plan, place, tree)}")
+
+
+async def _no_space(transport: Transport, exc: RemoteCommandError, run_dir: str) -> bool:
+    """Whether the launch script failed for want of space: bash says so; dash's printf says
+    "I/O error", so the host's free space is asked then."""
+    if "No space left on device" in exc.completed.stderr + exc.completed.stdout:
+        return True
+    asked = await transport.run(free_kib_command(run_dir), timeout=15.0)
+    return asked.ok and asked.stdout.strip() == "0"
 
 
 def torch_node_rank(config: ClusterConfig, place: HostPlan) -> int:
@@ -299,7 +309,7 @@ async def launch_host(
     try:
         done = await transport.run(script, check=True, timeout=30.0)
     except RemoteCommandError as exc:
-        if "No space left on device" in exc.completed.stderr + exc.completed.stdout:
+        if await _no_space(transport, exc, plan.run_dir):
             raise disk_full(host.name, plan.run_dir) from None
         raise
     try:
