@@ -28,6 +28,10 @@ __all__ = ["LOCAL", "MIN_RUN_ROOT_FREE_BYTES", "DiskFull", "free_kib_command", "
 this layer raise it too); the launch reaches them here."""
 
 
+FREE_KIB = 'df -Pk "$r" 2>/dev/null | awk \'NR==2{print $4}\''
+"""Shell printing the free KiB of the file system holding ``$r`` (nothing where ``df`` fails)."""
+
+
 def probe_command(run_root: str) -> str:
     """Shell code printing one word about ``run_root`` on a host, and the free KiB for ``ok``:
     ``ok KIB``, ``notdir``, ``nocreate``, ``full``, ``readonly``."""
@@ -36,15 +40,12 @@ def probe_command(run_root: str) -> str:
         'if [ -e "$r" ] && [ ! -d "$r" ]; then echo notdir; '
         'elif ! mkdir -p "$r" 2>/dev/null; then echo nocreate; '
         'elif e=$( (printf x > "$t") 2>&1 ); then rm -f "$t"; '
-        'echo "ok $(df -Pk "$r" 2>/dev/null | tail -n 1 | awk \'{print $4}\')"; '
+        f'echo "ok $({FREE_KIB})"; '
         'else rm -f "$t" 2>/dev/null; case "$e" in *"No space"*) echo full ;; '
         # dash's printf says "I/O error" where bash says "No space": no free block is full.
         f'*) if [ "$({FREE_KIB})" = 0 ]; then echo full; else echo readonly; fi ;; esac; fi'
     )
 
-
-FREE_KIB = 'df -Pk "$r" 2>/dev/null | awk \'NR==2{print $4}\''
-"""Shell printing the free KiB of the file system holding ``$r`` (nothing where ``df`` fails)."""
 
 
 def free_kib_command(path: str) -> str:
