@@ -84,10 +84,21 @@ def local_flags(flags: list[str], batch: int, inner_batch: str) -> tuple[list[st
     return shared, batch // NPROC
 
 
+def mode_flags(mode: str) -> list[str]:
+    """A mode's trainer flags: ``exact``, or ``H<steps>/<compression>[+overlap]`` (e.g.
+    ``H64/int8+overlap``) for a local run."""
+    if mode == "exact":
+        return []
+    rounds, _, setting = mode.partition("/")
+    compression, _, overlap = (setting or "none").partition("+")
+    return ["--exchange", "local", "--round-steps", rounds[1:],
+            "--islands", ",".join(map(str, range(NPROC))), "--outer-compression", compression,
+            *(["--outer-overlap"] if overlap else [])]
+
+
 def run_once(flags: list[str], mode: str, run_dir: Path) -> dict[str, Any]:
     """One run on NPROC local ranks; its eval curve, wall time and round events."""
-    extra = [] if mode == "exact" else ["--exchange", "local", "--round-steps", mode[1:],
-                                        "--islands", ",".join(map(str, range(NPROC)))]
+    extra = mode_flags(mode)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc-per-node={NPROC}", "-m", "trainer", "--threads", "1",
            "--resources-every", "0", "--checkpoint-every", "0", *flags, *extra,
@@ -142,6 +153,8 @@ def main() -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--workloads", default="cnn,lm")
     p.add_argument("--h", default="8,32,64", help="round lengths to compare (inner steps)")
+    p.add_argument("--settings", default="none,int8,int4,none+overlap,int8+overlap,int4+overlap",
+                   help="local runs' outer_compression[+overlap] settings, each at every H")
     p.add_argument("--inner-batch", choices=("share", "global"), default="share",
                    help="a local island's inner batch: its share of the exact run's (default) "
                         "or all of it")
@@ -157,7 +170,8 @@ def main() -> int:
         from bench.lowcomm_shaped import shaped_main
 
         return shaped_main(args.rounds, args.steps, args.host_cpu)
-    modes = ["exact", *(f"H{h}" for h in args.h.split(","))]
+    modes = ["exact", *(f"H{h}/{setting}" for h in args.h.split(",")
+                        for setting in args.settings.split(","))]
     scratch = Path(tempfile.mkdtemp(prefix="corral-lowcomm-"))
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     params: dict[str, int] = {}
@@ -188,8 +202,8 @@ def report(workload: str, modes: list[str], results: dict[tuple[str, str], list[
     print(f"\n{workload}: {params:,} parameters, {NPROC} islands of one rank, "
           f"{exact[0]['samples']} samples\n")
     print("| mode | B | final eval loss (median) | vs exact | bytes/sample | fewer bytes | "
-          "samples/s (wall) |")
-    print("|---|---|---|---|---|---|---|")
+          "samples/s (wall) | exposed exchange |")
+    print("|---|---|---|---|---|---|---|---|")
     for mode in modes:
         runs = results[(workload, mode)]
         loss = statistics.median(r["evals"][-1][2] for r in runs)
@@ -198,7 +212,14 @@ def report(workload: str, modes: list[str], results: dict[tuple[str, str], list[
         losses = ", ".join(f"{r['evals'][-1][2]:.4f}" for r in runs)
         print(f"| {mode} | {runs[0]['batch']} | {loss:.4f} ({losses}) | "
               f"{loss / exact_loss - 1:+.1%} | {sent:,.0f} | {exact_bytes / sent:.0f}x | "
-              f"{speed:.1f} |")
+              f"{speed:.1f} | {exposed_share(runs):.1%} |")
+
+
+def exposed_share(runs: list[dict[str, Any]]) -> float:
+    """The median over runs of the exchange's exposed time over the rounds' time."""
+    shares = [sum(e["exchange_s"] for e in r["rounds"]) / sum(e["round_s"] for e in r["rounds"])
+              for r in runs if r["rounds"]]
+    return statistics.median(shares) if shares else 0.0
 
 
 def plot(workload: str, modes: list[str], results: dict[tuple[str, str], list[Any]],

@@ -132,6 +132,19 @@ def test_the_lowcomm_bench_gives_local_runs_the_exact_runs_samples_at_its_optimi
     assert local_flags(exact_flags, batch, "global") == (exact_flags, batch)
 
 
+def test_the_lowcomm_bench_runs_each_setting_it_names(tmp_path: Path) -> None:
+    """bench/lowcomm.py's modes: ``H<steps>/<compression>[+overlap]`` reach the trainer."""
+    from bench.lowcomm import mode_flags, workload_flags
+
+    flags, _ = workload_flags("cnn", tmp_path, quick=True)
+    overlapped = parse_config([*flags, *mode_flags("H64/int4+overlap")])
+    assert (overlapped.exchange, overlapped.round_steps) == ("local", 64)
+    assert (overlapped.outer_compression, overlapped.outer_overlap) == ("int4", True)
+    plain = parse_config([*flags, *mode_flags("H8/none")])
+    assert (plain.outer_compression, plain.outer_overlap) == ("none", False)
+    assert mode_flags("exact") == []
+
+
 def test_the_step_gap_bench_charges_each_device_gap_to_where_the_host_was() -> None:
     """bench/gpu_step_gap.py's reading of a trace: two steps of 100 us, the device busy 60 us
     of each; the 40 us it idles after each step's work, the host in the step's report, are

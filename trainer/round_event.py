@@ -28,11 +28,19 @@ class RoundEvent:
     round_s: float
     """Wall time of the round on rank 0: inner steps, then the exchange."""
     exchange_s: float
-    """The exchange's time: the shortest of the island leaders' (the last to arrive waits for
-    nobody)."""
+    """The exchange's time exposed at the round's end (quantising, the wait, the outer step):
+    the shortest of the island leaders' (the last to arrive waits for nobody)."""
     exchanged_bytes: int
     """Bytes each island leader sent in the round's exchange between islands."""
     bytes_per_sample: float
     """``exchanged_bytes`` per sample the round trained on."""
     round_steps: int
     """Inner steps per island on average the next round plans (chosen or given)."""
+    compression: str = "none"
+    """``outer_compression``: what the islands sent (``none``: float32; ``int8``, ``int4``)."""
+    overlap: bool = False
+    """``outer_overlap``: the exchange ran behind the next round's inner steps (applied one
+    round late); ``exchange_s`` is then what stayed exposed."""
+    in_flight_s: float = 0.0
+    """``outer_overlap``: the exchange applied this round, from its start (the round before's
+    end) until seen complete (noted between inner steps; the shortest of the island leaders')."""

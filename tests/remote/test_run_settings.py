@@ -76,6 +76,8 @@ round_steps = 12
 round_exchange = 0.1
 outer_lr = 0.5
 outer_momentum = 0.8
+outer_compression = "none"
+outer_overlap = true
 """
 """Every key ``[run]`` shares with the trainer, not at its default (``split``, ``epochs``:
 below; ``split`` and ``proportional`` exclude each other, ``steps`` and ``epochs`` too)."""

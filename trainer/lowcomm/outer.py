@@ -20,6 +20,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from trainer.lowcomm.compress import Compression, ErrorFeedback, sent_bytes
+from trainer.lowcomm.exchange import Sending, start
+
 
 class IslandGroups:
     """This rank's island, its group and the leaders' group (made collectively, in the same
@@ -66,30 +69,63 @@ def unflatten_grads(parameters: Sequence[nn.Parameter], flat: torch.Tensor) -> f
 
 
 class OuterStep:
-    """The anchor, the outer optimizer and the round's exchange (see the module)."""
+    """The anchor, the outer optimizer and the round's exchange (see the module).
+
+    ``compression``: the exchange's payload (trainer/lowcomm/compress.py; this island's error
+    feedback lives here). ``overlap``: the exchange of round k is started at its end and
+    applied at the end of round k+1 (one round late, as Streaming DiLoCo's overlapped
+    exchange): every round starts from the anchor, which lacks the last round's change while
+    it travels. The change still under way at a round's end is ``pending``."""
 
     def __init__(self, parameters: Sequence[nn.Parameter], groups: IslandGroups, *,
-                 lr: float, momentum: float) -> None:
+                 lr: float, momentum: float, compression: Compression = "none",
+                 overlap: bool = False) -> None:
         self.parameters, self.groups = list(parameters), groups
         self.anchor = [nn.Parameter(p.detach().clone().float()) for p in self.parameters]
         self.optimizer = torch.optim.SGD(self.anchor, lr=lr, momentum=momentum,
                                          nesterov=momentum > 0)
         self.numel = sum(p.numel() for p in self.parameters)
+        self.compression, self.overlap = compression, overlap
+        self.feedback = (ErrorFeedback(self.numel, self.anchor[0].device)
+                         if compression != "none" and groups.is_leader else None)
+        self.pending: Sending | None = None
+        self.sent = 0
+        """Bytes this rank handed to the last exchange's collective."""
 
-    def step(self, samples: Sequence[int]) -> None:
-        """Average the islands' changes weighted by ``samples`` (each island's samples this
-        round, the same list on every rank), take the outer step, and start every rank from
-        the new anchor (collective over the world)."""
+    def step(self, samples: Sequence[int], *, final: bool = True) -> Sending:
+        """The round's end: start the exchange of the islands' changes weighted by
+        ``samples`` (each island's samples this round, the same list on every rank) and take
+        the outer step: with this round's average, or with overlap the last round's (and this
+        round's too when ``final``); every rank then starts from the new anchor (collective
+        over the world). Returns this round's exchange."""
         total = sum(samples)
         change = torch.cat([(a.detach() - p.detach().float()).reshape(-1)
                             for a, p in zip(self.anchor, self.parameters, strict=True)])
-        groups = self.groups
-        if groups.is_leader:
-            change.mul_(samples[groups.index] / total if total else 0.0)
-            if groups.leaders is not None:
-                dist.all_reduce(change, group=groups.leaders)
-        if groups.group is not None:  # the island's ranks take their leader's average
-            dist.broadcast(change, src=groups.leader, group=groups.group)
+        if self.groups.is_leader:
+            change.mul_(samples[self.groups.index] / total if total else 0.0)
+        sending = start(change, self.groups, self.compression, self.feedback, self.overlap)
+        self.sent = sending.sent
+        if not self.overlap:
+            self._apply(sending.wait())
+            return sending
+        earlier, self.pending = self.pending, sending
+        if earlier is not None:
+            self._apply(earlier.wait())
+        else:
+            self.reset_parameters()
+        if final:
+            self.settle()
+            self._apply(sending.wait())
+            self.pending = None
+        return sending
+
+    def settle(self) -> None:
+        """Wait for the pending exchange (collective in the island; before a checkpoint)."""
+        if self.pending is not None:
+            self.pending.wait()
+
+    def _apply(self, change: torch.Tensor) -> None:
+        """One outer step with the islands' averaged ``change``; every rank to the anchor."""
         offset = 0
         for anchor in self.anchor:
             n = anchor.numel()
@@ -106,16 +142,23 @@ class OuterStep:
                 p.copy_(anchor.to(p.dtype))
 
     def exchanged_bytes(self) -> int:
-        """Bytes one island leader sends in one round's ring all-reduce (float32 changes)."""
-        n = len(self.groups.islands)
-        return 0 if n < 2 else int(2 * (n - 1) / n * self.numel * 4)
+        """Bytes one island leader sends in one round's exchange (``compress.sent_bytes``)."""
+        return sent_bytes(self.numel, self.compression, len(self.groups.islands))
 
     def state_dict(self) -> dict[str, Any]:
-        """For checkpoints: the outer momentum (the anchor is the model at a round's end)."""
-        return {"optimizer": self.optimizer.state_dict()}
+        """For checkpoints (after ``settle``): the outer momentum and the pending average (the
+        anchor is the model at a round's end)."""
+        pending = self.pending.wait().cpu() if self.pending is not None else None
+        return {"optimizer": self.optimizer.state_dict(), "pending": pending}
 
-    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
-        """Restore after the model was loaded: the anchor from the model, then the momentum."""
+    def island_state(self) -> torch.Tensor | None:
+        """This island's error-feedback residual (on its leader; checkpointed per island)."""
+        return self.feedback.residual.cpu() if self.feedback is not None else None
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device,
+                        residual: torch.Tensor | None = None) -> None:
+        """Restore after the model was loaded: the anchor from the model, then the momentum,
+        the pending average and this island's ``residual`` (None: starts at zero)."""
         with torch.no_grad():
             for anchor, p in zip(self.anchor, self.parameters, strict=True):
                 anchor.copy_(p.detach().float())
@@ -124,3 +167,11 @@ class OuterStep:
             for key, tensor in value.items():
                 if isinstance(tensor, torch.Tensor):
                     value[key] = tensor.to(device)
+        pending = state.get("pending")
+        self.pending = None
+        if pending is not None and self.overlap:
+            self.pending = Sending.settled(pending.to(device))
+        elif pending is not None:  # overlap turned off: the delayed change applied now
+            self._apply(pending.to(device))
+        if self.feedback is not None and residual is not None:
+            self.feedback.residual = residual.to(device)

@@ -90,6 +90,17 @@ def round_steps_for(exchange_s: float, step_s: float, fraction: float) -> int:
     return max(1, min(MAX_ROUND_STEPS, math.ceil(wanted)))
 
 
+def hidden_round_steps(in_flight_s: float, step_s: float, fraction: float) -> int:
+    """``outer_overlap``: the inner steps per island that hide an exchange of ``in_flight_s``
+    behind the next round but for at most ``fraction`` of it: the exposed part,
+    ``in_flight_s - H·step_s``, at most ``fraction × H·step_s`` (at least 1, at most
+    ``MAX_ROUND_STEPS``)."""
+    if step_s <= 0:
+        return MAX_ROUND_STEPS
+    wanted = in_flight_s / ((1 + fraction) * step_s)
+    return max(1, min(MAX_ROUND_STEPS, math.ceil(wanted)))
+
+
 def exchange_seconds(parameter_bytes: int, link_mbit: Sequence[float]) -> float:
     """Predicted seconds of one round's exchange: a ring all-reduce of the parameter change
     (2(n-1)/n of its bytes through each island's link) over the slowest island link.

@@ -31,6 +31,7 @@ from trainer.lowcomm.outer import IslandGroups, OuterStep
 from trainer.lowcomm.plan import (
     FIRST_ROUND_STEPS,
     RoundPlan,
+    hidden_round_steps,
     island_split,
     islands_of,
     plan_round,
@@ -89,7 +90,9 @@ class LocalTrainer:
                                         run.total_steps)
         self.groups = IslandGroups(islands_of(island_ids(config, self.world)), self.rank)
         self.outer = OuterStep(self.parameters, self.groups, lr=config.outer_lr,
-                               momentum=config.outer_momentum)
+                               momentum=config.outer_momentum,
+                               compression=config.outer_compression,
+                               overlap=config.outer_overlap)
         split = config.split or equal_split(config.global_batch, self.world)
         self.split = split
         self.speeds = [float(sum(split[r] for r in ranks)) for ranks in self.groups.islands]
@@ -143,10 +146,13 @@ class LocalTrainer:
             plan = plan_round(run.step, run.total_steps,
                               self.round_steps or FIRST_ROUND_STEPS, self.speeds)
             started = time.perf_counter()
-            mine = self.inner.run_round(plan)
+            pending = self.outer.pending
+            mine = self.inner.run_round(plan, pending.poll if pending else lambda: None)
             exchange_started = time.perf_counter()
-            self.outer.step([n * self.config.global_batch for n in plan.steps])
+            self.outer.step([n * self.config.global_batch for n in plan.steps],
+                            final=plan.last_step == run.total_steps)
             mine.exchange_s = time.perf_counter() - exchange_started
+            mine.in_flight_s = (pending.in_flight_s or 0.0) if pending else 0.0
             mine.stop = 1.0 if self.stop.signum is not None else 0.0
             tallies = self._gather(mine)
             run.step = plan.last_step
@@ -160,6 +166,7 @@ class LocalTrainer:
         if self.rank == 0 and run.step == run.total_steps:
             print0(f"corral trainer: the trained result is in "
                    f"{write_final(self.task, self.model, self.config.run_dir)}")
+        self.outer.settle()  # a stopped run's exchange under way ends before the ranks leave
         dist.barrier()
 
     def _gather(self, mine: RoundTally) -> list[RoundTally]:
@@ -183,6 +190,10 @@ class LocalTrainer:
             step_s = max(t.inner_s for t in leaders) / max(steps_per_island, 1)
             exchange_s = min(t.exchange_s for t in leaders)
             self.round_steps = round_steps_for(exchange_s, step_s, self.config.round_exchange)
+            if self.config.outer_overlap:  # long enough to hide the exchange under way
+                in_flight = min(t.in_flight_s for t in leaders)
+                self.round_steps = max(self.round_steps, hidden_round_steps(
+                    in_flight, step_s, self.config.round_exchange))
         elif self.round_steps is None:
             self.round_steps = FIRST_ROUND_STEPS
 
@@ -198,18 +209,22 @@ class LocalTrainer:
         if self.rank != 0:
             return
         samples = sum(plan.steps) * config.global_batch
-        sent = self.outer.exchanged_bytes()
+        sent = self.outer.sent
         leaders = [tallies[ranks[0]] for ranks in self.groups.islands]
         self.events.emit(RoundEvent(
             t=time.time(), rank=0, step=run.step, first_step=plan.first_step,
             inner_steps=plan.steps, islands=self.groups.islands, round_s=round_s,
             inner_s=tuple(round(t.inner_s, 6) for t in leaders),
             exchange_s=min(t.exchange_s for t in leaders), exchanged_bytes=sent,
-            bytes_per_sample=sent / samples, round_steps=self.round_steps or 0))
+            bytes_per_sample=sent / samples, round_steps=self.round_steps or 0,
+            compression=config.outer_compression, overlap=config.outer_overlap,
+            in_flight_s=min(t.in_flight_s for t in leaders)))
         print0(f"step {run.step}/{run.total_steps} loss {global_loss_of(losses):.4f} "
                f"{samples / round_s:.1f} samples/s (approximate) round "
                f"{'+'.join(map(str, plan.steps))} inner steps, {round_s:.2f} s, "
-               f"{sent / samples:.0f} bytes/sample exchanged")
+               f"{sent / samples:.0f} bytes/sample exchanged ({config.outer_compression}"
+               f"{', overlapped' if config.outer_overlap else ''}, "
+               f"{min(t.exchange_s for t in leaders):.2f} s exposed)")
 
     def _evaluate(self, before: int) -> None:
         """The held-out set when the round crossed a multiple of ``eval_every`` or ended the

@@ -3,7 +3,9 @@
 At a round's end every rank holds the anchor (the model), so the checkpoint is the exact mode's
 (model, rank 0's inner optimizer, training state, RNG, step) plus ``local_rounds``: every
 island's inner optimizer state (gathered from the island leaders: islands' inner states
-differ), the outer optimizer's momentum, the islands' speeds and the round length. A resume
+differ) and error-feedback residuals (``outer_compression``), the outer optimizer's momentum,
+the islands' speeds, the round length and, with ``outer_overlap``, the pending exchange's
+average (waited for at the checkpoint: the next round applies it, as the run would have). A resume
 continues from the round position exactly: a run that stopped or lost a rank mid-round resumes
 from the last round's end and trains that round again, the same as the uninterrupted run. A run
 that goes on without a lost host resumes with fewer islands (``RoundSaver.load``).
@@ -54,13 +56,15 @@ class RoundSaver:
         if not self.due(run, before, last):
             return
         self.saved_step = run.step
-        mine = ((self.groups.index, _on_cpu(self.optimizer.state_dict()))
-                if self.groups.is_leader else None)
+        self.outer.settle()  # the pending exchange's average goes into the checkpoint
+        mine = ((self.groups.index, _on_cpu(self.optimizer.state_dict()),
+                 self.outer.island_state()) if self.groups.is_leader else None)
         gathered: list[Any] = [None] * dist.get_world_size() if self.rank == 0 else []
         dist.gather_object(mine, gathered if self.rank == 0 else None, dst=0)
         if self.rank != 0:
             return
-        inner = dict(item for item in gathered if item is not None)
+        inner = {item[0]: item[1] for item in gathered if item is not None}
+        feedback = {item[0]: item[2] for item in gathered if item is not None}
         config = self.config
         state = {
             "step": run.step, "samples_seen": run.step * config.global_batch,
@@ -72,6 +76,7 @@ class RoundSaver:
                 "islands": [list(r) for r in self.groups.islands],
                 "inner": [inner[i] for i in range(len(self.groups.islands))],
                 "outer": self.outer.state_dict(), "speeds": list(speeds),
+                "feedback": [feedback[i] for i in range(len(self.groups.islands))],
                 "round_steps": round_steps},
         }
         path = save_checkpoint(config.run_dir, state, keep=config.keep_checkpoints)
@@ -93,6 +98,8 @@ class RoundSaver:
             # anchor) and the outer momentum carry over; every island starts from the inner
             # state of the island that held rank 0 (the master's, which is never the lost one),
             # and the speeds are measured again.
+            # The error-feedback residuals are dropped (each was its own island's): at most
+            # one round's quantisation error of the lost layout.
             self.optimizer.load_state_dict(saved["inner"][0])
             self.outer.load_state_dict(saved["outer"], device)
             print0(f"corral trainer: the islands changed since the checkpoint "
@@ -100,7 +107,8 @@ class RoundSaver:
                    f"island continues with island 0's inner optimizer state")
             return speeds, saved["round_steps"] if round_steps is None else round_steps
         self.optimizer.load_state_dict(saved["inner"][self.groups.index])
-        self.outer.load_state_dict(saved["outer"], device)
+        residuals = saved.get("feedback") or [None] * len(islands)
+        self.outer.load_state_dict(saved["outer"], device, residuals[self.groups.index])
         return list(saved["speeds"]), (round_steps if round_steps is not None
                                        else saved["round_steps"])
 

@@ -9,7 +9,7 @@ mean over the batch, whatever the cut — the exact mode's promise, kept inside 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass, fields
 
 import torch
@@ -37,6 +37,10 @@ class RoundTally:
     inner_s: float = 0.0
     """Wall time of the island's inner steps (emulated slowdown included)."""
     exchange_s: float = 0.0
+    """The exchange's time left exposed at the round's end (with ``outer_overlap``: the wait
+    for the last round's exchange, the quantising and the outer step)."""
+    in_flight_s: float = 0.0
+    """``outer_overlap``: the last round's exchange, from its start until seen complete."""
     stop: float = 0.0
 
     def as_list(self) -> list[float]:
@@ -65,8 +69,10 @@ class InnerSteps:
         self.slowdown = SlowdownSchedule(config.slowdown_for(rank), config.slowdown_at, rank)
         self.emulated = emulated
 
-    def run_round(self, plan: RoundPlan) -> RoundTally:
-        """The island's inner steps of ``plan`` (collective within the island only)."""
+    def run_round(self, plan: RoundPlan, between: Callable[[], None] = lambda: None
+                  ) -> RoundTally:
+        """The island's inner steps of ``plan`` (collective within the island only);
+        ``between`` is called after each (the overlapped exchange's progress is noted)."""
         tally = RoundTally()
         timer = WorkTimer(cpu=self.device.type == "cpu")
         timer.start()
@@ -77,6 +83,7 @@ class InnerSteps:
             tally.units += units
             tally.samples += self.shares[self.groups.island_rank]
             spent += seconds
+            between()
         wall, _ = timer.read()
         tally.inner_s = spent if self.emulated else wall
         return tally

@@ -27,6 +27,7 @@ Prefetch = Literal["auto", "on", "off"]
 Precision = Literal["fp32", "bf16", "fp16", "tf32", "auto"]
 LrSchedule = Literal["constant", "cosine", "linear"]
 Exchange = Literal["exact", "local"]
+OuterCompression = Literal["none", "int8", "int4"]
 
 MODELS: tuple[Model, ...] = get_args(Model)
 DATASETS: tuple[DatasetName, ...] = get_args(DatasetName)
@@ -193,3 +194,12 @@ class RunSettings:
     outer_momentum: float = field(default=0.9, metadata=setting(EXCHANGE, at_least=0))
     """``local``: Nesterov momentum of the outer step (0 = plain averaging, scaled by
     ``outer_lr``); below 1."""
+    outer_compression: OuterCompression = field(default="int8", metadata=setting(EXCHANGE))
+    """``local``: what the islands send each round: ``none`` (float32 changes, one
+    all-reduce), ``int8`` or ``int4`` (8 or 4 bits a value with one scale per 256 values and
+    error feedback, one all-gather: about 4x or 8x fewer bytes; docs/lowcomm.md gives each
+    one's measured quality cost)."""
+    outer_overlap: bool = field(default=False, metadata=setting(EXCHANGE))
+    """``local``: run each round's exchange while the islands compute the next round, and
+    apply it one round late (the round-length rule then counts only the exchange time left
+    exposed)."""
