@@ -24,6 +24,7 @@ from console.formatting import (
 from console.termplot import Line, chart, legend
 from figures import FIXED_COST_DOMINATES, Metric, RunSeries
 from remote.api import FINAL_RUN_STATES, RunSummary
+from trainer.round_event import exchange_text
 
 LOSS_STYLE, EVAL_STYLE, RATE_STYLE, IDEAL_STYLE = "cyan", "magenta", "green", "yellow"
 
@@ -321,7 +322,8 @@ def _exchange(summary: RunSummary) -> list[tuple[str, str]]:
     line = "local — APPROXIMATE (islands average their changes every round; docs/lowcomm.md)"
     rounds = summary.rounds
     if rounds is not None:
-        line += (f" · {rounds.bytes_per_sample:,.0f} bytes/sample exchanged · round of "
-                 f"{'+'.join(map(str, rounds.inner_steps))} inner steps, "
-                 f"{rounds.round_s:.2f} s (exchange {rounds.exchange_s:.2f} s)")
+        exchanged = exchange_text(rounds.compression, rounds.overlap, rounds.bytes_per_sample,
+                                  rounds.exchange_s)
+        line += (f" · exchanged {exchanged} · round of "
+                 f"{'+'.join(map(str, rounds.inner_steps))} inner steps, {rounds.round_s:.2f} s")
     return [("exchange", line)]

@@ -44,3 +44,16 @@ class RoundEvent:
     in_flight_s: float = 0.0
     """``outer_overlap``: the exchange applied this round, from its start (the round before's
     end) until seen complete (noted between inner steps; the shortest of the island leaders')."""
+
+    def exchange_text(self) -> str:
+        """What the console and ``corral report`` say of the round's exchange:
+        ``int8, overlapped: 230 bytes/sample, 0.02 s exposed``."""
+        return exchange_text(self.compression, self.overlap, self.bytes_per_sample,
+                             self.exchange_s)
+
+
+def exchange_text(compression: str, overlap: bool, bytes_per_sample: float,
+                  exposed_s: float) -> str:
+    """A round's exchange in words (``RoundEvent.exchange_text``)."""
+    how = f"{compression}, overlapped" if overlap else compression
+    return f"{how}: {bytes_per_sample:,.0f} bytes/sample, {exposed_s:.2f} s exposed"

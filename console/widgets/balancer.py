@@ -33,7 +33,7 @@ def policy_line(model: RunModel) -> Text:
     if start is not None and start.exchange == "local":  # docs/lowcomm.md
         text.append(" · exchange local: APPROXIMATE", style="bold yellow")
         if last is not None:
-            text.append(f" · {last.bytes_per_sample:,.0f} bytes/sample exchanged · round "
+            text.append(f" · exchanged {last.exchange_text()} · round "
                         f"{'+'.join(map(str, last.inner_steps))} steps, {last.round_s:.2f} s",
                         style="yellow")
     return text

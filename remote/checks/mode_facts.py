@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from remote.checks.estimate_facts import EstimateProbe, cluster_speeds
 from remote.config.cluster import ClusterConfig
 from trainer.balance.links import PairLink
-from trainer.lowcomm.modes import host_modes, local_plan, modes_text
+from trainer.lowcomm.modes import host_modes, local_plan, modes_text, settings_text
 
 
 def cluster_modes(config: ClusterConfig, nprocs: Mapping[str, int],
@@ -25,9 +25,13 @@ def cluster_modes(config: ClusterConfig, nprocs: Mapping[str, int],
         return ()  # the estimate's rows name the missing fact
     run = config.run
     modes = host_modes(speeds, run.global_batch, gradient_bytes, run.round_exchange,
-                       run.round_steps)
+                       run.round_steps, compression=run.outer_compression,
+                       overlap=run.outer_overlap)
     if modes is None or (run.exchange != "local" and all(m.exact_pays for m in modes)):
         return ()
     plan = local_plan(speeds, run.global_batch, gradient_bytes, run.round_exchange,
-                      run.round_steps)
-    return tuple((m.host, modes_text(m, plan)) for m in modes)
+                      run.round_steps, compression=run.outer_compression,
+                      overlap=run.outer_overlap)
+    return tuple((m.host, f"{modes_text(m, plan)}\n" + settings_text(
+        s, speeds, run.global_batch, gradient_bytes, run.round_exchange, run.round_steps))
+        for m, s in zip(modes, speeds, strict=True))

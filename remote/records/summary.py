@@ -165,6 +165,11 @@ class RoundFacts:
     """Each island's inner steps."""
     round_s: float
     exchange_s: float
+    """The exchange's time left exposed at the round's end."""
+    compression: str = "none"
+    """``outer_compression`` of the run's exchange."""
+    overlap: bool = False
+    """``outer_overlap``: the exchange ran behind the next round."""
 
 
 def _outcome(history: RunHistory, steps_done: int) -> Outcome:
@@ -241,7 +246,8 @@ def _round_facts(figures: RunFigures) -> RoundFacts | None:
     if last is None:
         return None
     return RoundFacts(bytes_per_sample=last.bytes_per_sample, inner_steps=list(last.inner_steps),
-                      round_s=last.round_s, exchange_s=last.exchange_s)
+                      round_s=last.round_s, exchange_s=last.exchange_s,
+                      compression=last.compression, overlap=last.overlap)
 
 
 def recorded_wall_s(info: RunInfo) -> float | None:

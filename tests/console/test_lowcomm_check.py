@@ -44,9 +44,11 @@ def test_the_report_counts_a_rounds_samples_and_labels_the_run_approximate() -> 
     assert figures.mean_samples_per_s == 192.0
     assert figures.last_round is not None and figures.last_round.inner_steps == (8, 4)
     summary = cast(RunSummary, SimpleNamespace(exchange="local", rounds=RoundFacts(
-        bytes_per_sample=100.0, inner_steps=[8, 4], round_s=2.0, exchange_s=0.1)))
+        bytes_per_sample=100.0, inner_steps=[8, 4], round_s=2.0, exchange_s=0.1,
+        compression="int4", overlap=True)))
     [(key, line)] = _exchange(summary)
-    assert key == "exchange" and "APPROXIMATE" in line and "100 bytes/sample" in line
+    assert key == "exchange" and "APPROXIMATE" in line
+    assert "exchanged int4, overlapped: 100 bytes/sample, 0.10 s exposed" in line
     assert "8+4 inner steps, 2.00 s" in line
     assert _exchange(cast(RunSummary, SimpleNamespace(exchange="exact", rounds=None))) == []
 
@@ -66,5 +68,6 @@ def test_the_console_labels_a_local_run_approximate_with_its_round() -> None:
     model.figures.observe(RoundEvent(t=2.0, rank=0, step=12, first_step=1, inner_steps=(8, 4),
                                      islands=((0,), (1,)), round_s=2.0, exchange_s=0.1,
                                      exchanged_bytes=38400, bytes_per_sample=100.0,
-                                     round_steps=6))
-    assert "100 bytes/sample exchanged · round 8+4 steps, 2.00 s" in policy_line(model).plain
+                                     round_steps=6, compression="int8"))
+    assert ("exchanged int8: 100 bytes/sample, 0.10 s exposed · round 8+4 steps, 2.00 s"
+            in policy_line(model).plain)

@@ -92,3 +92,30 @@ def test_check_says_what_each_host_does_under_each_mode() -> None:
                                              per_sample_s=None, link_bytes_per_s=gbit)],
                       256, 100e6, 0.05) is None
 
+
+
+def test_check_says_what_each_exchange_setting_costs_and_gives() -> None:
+    from trainer.balance.estimate import HostSpeed
+    from trainer.lowcomm.modes import local_plan, settings_text
+
+    gbit, wifi = 1e9 / 8, 50e6 / 8
+    hosts = [HostSpeed(name=n, ranks=1, fixed_s=0.01, per_sample_s=0.002, link_bytes_per_s=link)
+             for n, link in (("a", gbit), ("laptop", wifi))]
+    plain = local_plan(hosts, 256, 40e6, 0.05)  # 40 MB over Wi-Fi: 6.4 s a round
+    assert plain.exchange_s == pytest.approx(40e6 * 8 / 50e6)
+    int8 = local_plan(hosts, 256, 40e6, 0.05, compression="int8")
+    int4 = local_plan(hosts, 256, 40e6, 0.05, compression="int4")
+    # A byte a value plus a float32 step per 256 (whole blocks), against 4: about 4x (8x) less.
+    assert int8.exchange_s == pytest.approx(plain.exchange_s * (1 + 4 / 256) / 4, rel=1e-4)
+    assert int4.exchange_s == pytest.approx(plain.exchange_s * (0.5 + 4 / 256) / 4, rel=1e-4)
+    assert int4.round_steps < int8.round_steps < plain.round_steps  # shorter rounds pay
+    # Overlapped: the round need only be about as long as its exchange, which it hides but
+    # for at most round_exchange of the inner steps.
+    hidden = local_plan(hosts, 256, 40e6, 0.05, compression="int8", overlap=True)
+    assert hidden.round_steps < int8.round_steps
+    inner_s = hidden.round_steps * (0.01 + 0.002 * 256)  # equal hosts: one step each
+    assert 0 <= hidden.round_s - inner_s <= 0.05 * inner_s
+    assert hidden.samples_per_s > int8.samples_per_s * 0.99
+    text = settings_text(hosts[1], hosts, 256, 40e6, 0.05)
+    assert "`laptop` exchange per round" in text and "none 6.40 s" in text
+    assert "int8+overlap" in text and f"(H={hidden.round_steps})" in text

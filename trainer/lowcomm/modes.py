@@ -20,7 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from trainer.balance.estimate import HostSpeed, cluster_plan, estimate
-from trainer.lowcomm.plan import exchange_seconds, round_steps_for
+from trainer.lowcomm.compress import sent_bytes
+from trainer.lowcomm.plan import exchange_seconds, hidden_round_steps, round_steps_for
+from trainer.settings.run_settings import OuterCompression
+
+SETTINGS: tuple[tuple[OuterCompression, bool], ...] = (
+    ("none", False), ("int8", False), ("int4", False), ("int8", True), ("int4", True))
+"""The ``(outer_compression, outer_overlap)`` settings ``corral check`` compares."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,25 +65,40 @@ def island_speed(host: HostSpeed, global_batch: int) -> float:
     return global_batch / seconds if seconds > 0 else 0.0
 
 
+def compressed_share(parameter_bytes: float, compression: OuterCompression,
+                     islands: int) -> float:
+    """The bytes one exchange sends under ``compression``, over the float32 all-reduce's."""
+    numel = max(int(parameter_bytes // 4), 1)  # float32 changes
+    plain = sent_bytes(numel, "none", islands)
+    return sent_bytes(numel, compression, islands) / plain if plain else 0.0
+
+
 def local_plan(hosts: Sequence[HostSpeed], global_batch: int, parameter_bytes: float,
-               round_exchange: float, round_steps: int | None = None) -> LocalPlan:
-    """The local-mode run of ``hosts`` (every fact known), one island per host."""
+               round_exchange: float, round_steps: int | None = None, *,
+               compression: OuterCompression = "none", overlap: bool = False) -> LocalPlan:
+    """The local-mode run of ``hosts`` (every fact known), one island per host, with the
+    exchange's ``compression`` and ``overlap``."""
     speeds = [island_speed(h, global_batch) for h in hosts]
     total = sum(speeds)
     links = [(h.link_bytes_per_s or 0.0) * 8 / 1e6 for h in hosts]
-    exchange = exchange_seconds(int(parameter_bytes), links) if len(hosts) > 1 else 0.0
+    exchange = (exchange_seconds(int(parameter_bytes), links)
+                * compressed_share(parameter_bytes, compression, len(hosts))
+                if len(hosts) > 1 else 0.0)
     # All islands' inner steps end together: one inner step of the cluster takes
     # islands·B/Σspeed seconds per island's step on average.
     step_s = len(hosts) * global_batch / total if total > 0 else 0.0
-    steps = round_steps or round_steps_for(exchange, step_s, round_exchange)
+    rule = hidden_round_steps if overlap else round_steps_for
+    steps = round_steps or rule(exchange, step_s, round_exchange)
     inner_s = steps * step_s
-    round_s = inner_s + exchange
+    # Overlapped, the exchange runs behind the next round: only what outlasts it is exposed.
+    round_s = inner_s + (max(0.0, exchange - inner_s) if overlap else exchange)
     return LocalPlan(samples_per_s=total * inner_s / round_s if round_s > 0 else 0.0,
                      round_steps=steps, exchange_s=exchange, round_s=round_s)
 
 
 def host_modes(hosts: Sequence[HostSpeed], global_batch: int, parameter_bytes: float,
-               round_exchange: float, round_steps: int | None = None
+               round_exchange: float, round_steps: int | None = None, *,
+               compression: OuterCompression = "none", overlap: bool = False
                ) -> tuple[HostModes, ...] | None:
     """Each host under each mode, in host order; None when a fact is missing (the exact
     estimate names it)."""
@@ -86,7 +107,8 @@ def host_modes(hosts: Sequence[HostSpeed], global_batch: int, parameter_bytes: f
     if full is None or any(v.missing for v in verdicts):
         return None
     exact_x = global_batch / full.total_s
-    local = local_plan(hosts, global_batch, parameter_bytes, round_exchange, round_steps)
+    local = local_plan(hosts, global_batch, parameter_bytes, round_exchange, round_steps,
+                       compression=compression, overlap=overlap)
     share = local.samples_per_s / sum(island_speed(h, global_batch) for h in hosts)
     modes = []
     for host, verdict in zip(hosts, verdicts, strict=True):
@@ -98,6 +120,25 @@ def host_modes(hosts: Sequence[HostSpeed], global_batch: int, parameter_bytes: f
             local_adds_samples_per_s=island_speed(host, global_batch) * share,
             sit_out_samples_per_s=global_batch / without.total_s if without else 0.0))
     return tuple(modes)
+
+
+def settings_text(host: HostSpeed, hosts: Sequence[HostSpeed], global_batch: int,
+                  parameter_bytes: float, round_exchange: float,
+                  round_steps: int | None = None) -> str:
+    """What each exchange setting costs over ``host``'s link (one round's exchange, seconds)
+    and gives the cluster (samples per second, local mode)."""
+    link = host.link_bytes_per_s or 0.0
+    parts = []
+    for compression, overlap in SETTINGS:
+        seconds = (2 * (len(hosts) - 1) / len(hosts) * parameter_bytes / link
+                   * compressed_share(parameter_bytes, compression, len(hosts))
+                   if link > 0 else 0.0)
+        plan = local_plan(hosts, global_batch, parameter_bytes, round_exchange, round_steps,
+                          compression=compression, overlap=overlap)
+        name = f"{compression}+overlap" if overlap else compression
+        parts.append(f"{name} {seconds:.2f} s → {plan.samples_per_s:.0f} samples/s "
+                     f"(H={plan.round_steps})")
+    return f"`{host.name}` exchange per round and cluster: " + " · ".join(parts)
 
 
 def modes_text(modes: HostModes, plan: LocalPlan) -> str:
