@@ -9,17 +9,15 @@ import pytest
 import torch
 
 from trainer.lowcomm.compress import (
-    BLOCK,
     ErrorFeedback,
     dequantise,
     gathered_sum,
-    payload_bytes,
     payload_of,
     qmax,
     quantise,
-    sent_bytes,
 )
 from trainer.lowcomm.plan import hidden_round_steps
+from trainer.lowcomm.sizes import BLOCK, payload_bytes, sent_bytes
 
 
 @pytest.mark.parametrize("bits", [8, 4])

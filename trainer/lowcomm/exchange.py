@@ -18,7 +18,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from trainer.lowcomm.compress import BITS, Compression, ErrorFeedback, gathered_sum, payload_of
+from trainer.lowcomm.compress import ErrorFeedback, gathered_sum, payload_of
+from trainer.lowcomm.sizes import BITS, Compression
 
 
 class Sending:

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from trainer.balance.estimate import HostSpeed, cluster_plan, estimate
-from trainer.lowcomm.compress import sent_bytes
 from trainer.lowcomm.plan import exchange_seconds, hidden_round_steps, round_steps_for
+from trainer.lowcomm.sizes import sent_bytes
 from trainer.settings.run_settings import OuterCompression
 
 SETTINGS: tuple[tuple[OuterCompression, bool], ...] = (

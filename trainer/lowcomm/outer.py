@@ -20,8 +20,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from trainer.lowcomm.compress import Compression, ErrorFeedback, sent_bytes
+from trainer.lowcomm.compress import ErrorFeedback
 from trainer.lowcomm.exchange import Sending, start
+from trainer.lowcomm.sizes import Compression, sent_bytes
 
 
 class IslandGroups:
