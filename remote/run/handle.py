@@ -31,15 +31,18 @@ from remote.run.decide import (
     AwaitStop,
     CloseTrackers,
     DropHosts,
+    ForgetJoin,
     LingerEnded,
     LoopState,
     MarkStop,
     MembersChanged,
     StopHosts,
+    TailJoiner,
     Unlock,
     decide,
 )
 from remote.run.follower import RunFollower
+from remote.run.join import forget_join_record
 from remote.run.lifecycle import (
     Heard,
     LaunchFailed,
@@ -259,6 +262,11 @@ class SshRunHandle:
         elif isinstance(action, MembersChanged):
             if self._follower is not None:
                 self._follower.members_changed(action.left, action.joined)
+        elif isinstance(action, TailJoiner):  # the controller's pool reaches every host
+            if self._follower is not None:
+                self._follower.add_joiner(action.host, self._cluster_pool)
+        elif isinstance(action, ForgetJoin):
+            forget_join_record(local_run_dir(self._cluster_config, self.run_id), action.host)
         elif isinstance(action, LingerEnded):
             assert self._follower is not None
             self._follower.lingering_ended(action.waited_s)  # the run completed all the same

@@ -205,8 +205,31 @@ class MembershipSeen:
     event: MembershipEvent
 
 
+@dataclass(frozen=True)
+class JoinLaunched:
+    """``corral join`` started ``host``'s launcher for this run (its join record,
+    ``remote/run/join.py``): the host is counted in the run and followed, ``joining`` until
+    rank 0 lets it in."""
+
+    host: str
+    pgid: int
+    """Its launcher's process group."""
+    asked: float
+    """When the join was asked (wall clock)."""
+
+
+@dataclass(frozen=True)
+class JoinEnded:
+    """A joiner's launcher ended (or its host was lost) before rank 0 let it in: the join
+    failed, the run goes on as it was."""
+
+    host: str
+    detail: str
+    """What was seen (its launcher's status, the lost connection)."""
+
+
 Signal = (PhaseDone | LaunchFailed | TailsOpen | CauseSettled | RanksLinger | AttemptEnded
-          | MembershipSeen)
+          | MembershipSeen | JoinLaunched | JoinEnded)
 """What a phase reports to the lifecycle loop, which alone decides the next phase."""
 
 
