@@ -228,6 +228,21 @@ async def leave_host(config: ClusterConfig, run_id: str, host: str) -> str:
         await pool.aclose()
 
 
+async def join_host(config: ClusterConfig, run_id: str, host: str) -> float:
+    """``corral join``: bring ``host`` (a host of cluster.toml not in the run ``run_id``, or
+    one that left) into the running run: check it with the run's hosts, push, start its
+    launcher, and leave the join record the run's follower takes in (``remote/run/join.py``).
+    The seconds it took. ``MembershipRefused`` names why a join cannot be made (nothing of
+    it is left running)."""
+    import time
+
+    from remote.run.join import request_join
+
+    info = read_run_info(config, resolve_run_id(config, run_id))
+    record = await request_join(config, info, host)
+    return time.time() - record.asked
+
+
 async def fetch_results(config: ClusterConfig, info: RunInfo, *,
                         what: Literal["final", "checkpoint"],
                         progress: Callable[[str], None]) -> Fetched:

@@ -91,6 +91,14 @@ def join_config(config: ClusterConfig, info: RunInfo, host: str) -> ClusterConfi
                    run=replace(config.run, split=None))
 
 
+def joiner_alone(config: ClusterConfig, host: str) -> ClusterConfig:
+    """The cluster the joiner is pushed to and launched in: the host alone, its own master
+    (its torchrun is a world of its own; the run's master is named to its ranks apart)."""
+    return replace(config, cluster=replace(config.cluster, master=host),
+                   hosts=tuple(h for h in config.hosts if h.name == host),
+                   run=replace(config.run, split=None))
+
+
 def record_path(local_dir: Path, host: str) -> Path:
     """Where ``host``'s join record is, in the run's local directory."""
     return local_dir / JOINS_DIR / f"{host}.json"
@@ -199,8 +207,7 @@ async def request_join(config: ClusterConfig, info: RunInfo, host: str) -> JoinR
     if (why := join_refusal(config, info, host)) is not None:
         raise MembershipRefused(why)
     code, place, backend, user, present = await _check(config, info, host)
-    alone = replace(join_config(config, info, host),
-                    hosts=tuple(h for h in config.hosts if h.name == host))
+    alone = joiner_alone(config, host)
     run_dir = run_dir_for(config, info.run_id)
     joiner_pool = HostPool(alone)
     try:
