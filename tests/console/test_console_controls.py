@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from console.controls import RunControls
+from console.controls import READ_ONLY, RunControls
 from console.effects import (
     AskQuit,
     ChooseHost,
@@ -204,3 +204,38 @@ async def test_leave_asks_which_host_then_confirms_then_asks_the_remote_layer(
     assert "beta leaves run fake-1 at its next step boundary." in screen.notices()
     rows = {v.host: v for v in session.model.rank_and_host_rows()}
     assert (rows["gamma"].status, rows["gamma"].reason) == ("left", "left at step 5 (asked)")
+
+
+async def test_join_offers_the_hosts_not_in_the_run_then_confirms_then_asks_the_remote_layer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    controller = FakeController(script_options={"hold_at": 10})
+    controls, session = _controls(controller)
+    hosts = tuple(HostSection(name=n, address="local", python="python3")
+                  for n in (*(h.name for h in controller.hosts), "delta"))
+    session._config = ClusterConfig(path=tmp_path / "cluster.toml",
+                                    cluster=ClusterSection(name="lab", master="alpha"),
+                                    hosts=hosts, run=RunSection())
+    asked: list[tuple[str, str]] = []
+
+    async def join_host(config: ClusterConfig, run_id: str, host: str) -> float:
+        asked.append((run_id, host))
+        return 3.25
+
+    monkeypatch.setattr("remote.api.join_host", join_host)
+    screen = Headless(answers=["no", "yes"])
+    screen.render(controls.join_host())
+    assert screen.notices() == ["No live run to bring a host into."]
+    screen.render(controls.start())
+    await screen.until(lambda: session.model.step == 9)
+    session.model.apply(HostStatus(t=2.0, host="gamma", state="left",
+                                   detail="left at step 5 (asked)"))
+    screen.render(controls.join_host())
+    choice = next(o for o in screen.shown if isinstance(o, ChooseHost))
+    assert choice.hosts == ("gamma", "delta")  # one that left, one not in the run
+    screen.render(choice.then("delta"))  # answered no: nothing asked
+    assert asked == [] and controls.busy == ""
+    screen.render(choice.then("delta"))
+    await screen.until(lambda: bool(asked) and controls.busy == "")
+    assert asked == [("fake-1", "delta")]
+    assert "delta started in 3.2 s: it joins run fake-1 at a step boundary." in screen.notices()
+    assert RunControls(session, read_only=True).join_host()[0].title == READ_ONLY  # type: ignore[union-attr]
