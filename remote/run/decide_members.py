@@ -105,9 +105,14 @@ def join_launched(config: ClusterConfig, left: frozenset[str], joining: frozense
     at a step boundary, and it is followed like any host."""
     host = launched.host
     known = {h.name for h in config.hosts}
-    added = tuple(h for h in cluster_hosts if h.name == host and h.name not in known)
+    sections = (*cluster_hosts, *((launched.section,) if launched.section else ()))
+    added = tuple(h for h in sections if h.name == host and h.name not in known)[:1]
     if host in known and host not in joining:  # in the run already: an old record
         return MembersDecision([], config, left, [ForgetJoin(host)], joining)
+    if not added and host not in known:  # cluster.toml has no such host (any more)
+        line = LogLine(t=t, host="*", rank=None, text=(
+            f"a join record names {host}, which cluster.toml does not: not followed"))
+        return MembersDecision([line], config, left, [ForgetJoin(host)], joining)
     config = replace(config, hosts=(*config.hosts, *added))
     left = left - {host}
     said: list[RunEvent] = [

@@ -19,7 +19,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 
 from profiles.user_errors import CorralError
-from remote.config.cluster import ClusterConfig
+from remote.config.cluster import ClusterConfig, HostSection
+from remote.config.read import load_cluster
 from remote.config.task_code import UserCode, user_code
 from remote.events import HostStatus, LogLine, RankEvent, RunEvent
 from remote.hosts.missing_file import explain_missing
@@ -195,8 +196,20 @@ class RunFollower:
                 if (record.host, record.pgid) not in self.joins_seen:
                     self.joins_seen.add((record.host, record.pgid))
                     said.append(JoinLaunched(host=record.host, pgid=record.pgid,
-                                             asked=record.asked))
+                                             asked=record.asked,
+                                             section=self._new_section(record.host)))
         return said
+
+    def _new_section(self, host: str) -> HostSection | None:
+        """``host``'s entry in cluster.toml as it is now, when the cluster this run was
+        followed with has none (a host added to the file while the run trains)."""
+        if host in {h.name for h in (*self.pool.config.hosts, *self.config.hosts)}:
+            return None
+        try:
+            now = load_cluster(self.config.path)
+        except CorralError:
+            return None
+        return next((h for h in now.hosts if h.name == host), None)
 
     def add_joiner(self, host: str, pool: HostPool) -> None:
         """Follow ``host``, which ``corral join`` launched (``TailJoiner``): its tail joins the

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from remote.config.cluster import HostSection
 from remote.events import CheckReport, RunOutcome, RunState, StopReport
 from remote.run.failures import Cause, Failure, HostLost
 from trainer.events import MembershipEvent
@@ -216,6 +217,9 @@ class JoinLaunched:
     """Its launcher's process group."""
     asked: float
     """When the join was asked (wall clock)."""
+    section: HostSection | None = None
+    """The host's ``[[hosts]]`` entry when the run's cluster, as this process loaded it, has
+    none: cluster.toml got the host since (a machine added while the run trains)."""
 
 
 @dataclass(frozen=True)
