@@ -133,11 +133,13 @@ def forget_join_record(local_dir: Path, host: str) -> None:
     record_path(local_dir, host).unlink(missing_ok=True)
 
 
-def _failed_items(items: tuple[CheckItem, ...], host: str) -> list[CheckItem]:
+def _failed_items(items: tuple[CheckItem, ...], host: str, run_id: str) -> list[CheckItem]:
     """The check's failures that refuse the join: the joiner's own, the cluster-wide ones
     (torch across hosts) and the mesh's (a pair with the joiner); the running hosts' own
-    items are no concern of the join (their leftovers are the run itself)."""
-    return [i for i in items if not i.ok and (i.host in (host, "*") or i.name == "mesh")]
+    items are no concern of the join (their leftovers are the run itself), nor the run's own
+    processes seen on the joiner (a host that shares a machine with one of the run's)."""
+    return [i for i in items if not i.ok and (i.host in (host, "*") or i.name == "mesh")
+            and not (i.name == "leftovers" and i.detail.endswith(f" {run_id}"))]
 
 
 async def _check(config: ClusterConfig, info: RunInfo, host: str,
@@ -161,7 +163,7 @@ async def _check(config: ClusterConfig, info: RunInfo, host: str,
         report, facts = await check_and_plan(checked, pool, user=user, code_digest=code.digest)
     finally:
         await pool.aclose()
-    if failed := _failed_items(report.items, host):
+    if failed := _failed_items(report.items, host, info.run_id):
         said = "; ".join(f"{i.host}: {i.name}: {i.detail}" + (f" ({i.hint})" if i.hint else "")
                          for i in failed)
         raise MembershipRefused(f"{host} failed the pre-flight check: {said}")
