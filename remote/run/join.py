@@ -39,14 +39,14 @@ from remote.checks.preflight import check_and_plan
 from remote.checks.task_import import push_and_check_code
 from remote.config.cluster import ClusterConfig
 from remote.config.task_code import UserCode, user_code
-from remote.events import FINAL_RUN_STATES, CheckItem
+from remote.events import CheckItem
 from remote.hosts.pool import HostPool
 from remote.hosts.push import CodeBundle, build_bundle
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.run.data_push import sync_run_data
 from remote.run.launch import LaunchPlan, launch_host
 from remote.run.lifecycle import LaunchFailed
-from remote.run.membership import MembershipRefused
+from remote.run.membership import MembershipRefused, no_live_membership, shared_refusal
 from remote.run.stop import stop_run
 
 JOINS_DIR = "joins"
@@ -69,17 +69,14 @@ class JoinRecord:
 
 def join_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | None:
     """Why ``host`` cannot join the run ``info`` (None: it can)."""
-    run, names = info.label, [h.name for h in config.hosts]
-    if host not in names:
-        return f"no host {host!r} in {config.path} (its hosts: {', '.join(names)})"
-    if info.state in FINAL_RUN_STATES:
-        return f"run {run} has ended ({info.state}): `corral run --resume` with the host instead"
+    run = info.label
+    why = shared_refusal(config, info, host, "`corral run --resume` with the host instead")
+    if why is not None:
+        return why
     if host in info.hosts:
         return f"{host} is in run {run} already (its hosts: {', '.join(info.hosts)})"
     if not info.membership_port:
-        return (f"run {run} has no live membership (launched without `[run] live_membership = "
-                "true`, or a script run as is): `corral stop` it and `corral run --resume` "
-                "with the host")
+        return no_live_membership(run, "with the host")
     return None
 
 

@@ -30,7 +30,7 @@ from trainer_runs import check, final_params, launch, max_rel_diff
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 
-STEPS = 60
+STEPS = 150
 RUN = (f"samples = 256\nglobal_batch = 32\nsteps = {STEPS}\nseed = 7\nlr = 0.02\n"
        "momentum = 0.9\ncheckpoint_every = 0\nlive_membership = true\n")
 FLAGS = ("--samples", "256", "--global-batch", "32", "--steps", str(STEPS), "--seed", "7",
@@ -45,7 +45,7 @@ def _toml(cluster: SshdCluster, root: Path, daemons: list[SshdHost],
         f'[[hosts]]\nname = "{d.name}"\naddress = "127.0.0.1"\nport = {d.port}\nuser = "root"\n'
         f'identity_file = "{cluster.client_key}"\n'
         f'python = "{python.get(d.name, sys.executable)}"\n'
-        f'workdir = "{root}/work/{d.name}"\ngpus = 0\nnproc = 1\nthreads = 1\nslowdown = 3\n\n'
+        f'workdir = "{root}/work/{d.name}"\ngpus = 0\nnproc = 1\nthreads = 1\nslowdown = 4\n\n'
         for d in daemons)
     return (f'[cluster]\nname = "join"\nmaster = "h0"\nrun_root = "{root}/runs"\n\n{hosts}'
             f"[run]\n{RUN}\n[ssh]\nconnect_timeout = 5.0\n"
@@ -88,12 +88,13 @@ def test_a_third_host_joins_a_running_run_and_a_wrong_torch_is_refused(
         wrong = fake_torch_python(tmp_path, version="1.13.0", gpus=0, version_file=True)
         path.write_text(_toml(cluster, tmp_path, cluster.hosts, {"h3": wrong}),
                         encoding="utf-8")
-        refused = corral(path, "join", "h3")
+        asked = time.time()
+        joined = corral(path, "join", "h2")
+        assert joined.returncode == 0, joined.stdout + joined.stderr
+        refused = corral(path, "join", "h3")  # while the run trains on with h2
         assert refused.returncode != 0 and "torch" in refused.stdout + refused.stderr, \
             refused.stdout + refused.stderr
         assert "Traceback" not in refused.stdout + refused.stderr
-        joined = corral(path, "join", "h2")
-        assert joined.returncode == 0, joined.stdout + joined.stderr
         output, _ = run.communicate(timeout=WAIT_S)
         assert run.returncode == 0, output[-4000:]
     finally:
@@ -112,6 +113,8 @@ def test_a_third_host_joins_a_running_run_and_a_wrong_torch_is_refused(
     record = json.loads((run_dir / "run.json").read_text())
     assert record["hosts"] == ["h0", "h1", "h2"] and not record.get("left_hosts")
     assert "h2 is joining" in output and "h2 joined at step" in output.replace("generation", "")
-    print(f"join: {changes[0]['seconds_to_step']} s to its first step, "
-          f"{changes[0]['state_bytes']} state bytes")
+    first = min(e["t"] for e in _events(run_dir, member) if e["event"] == "step")
+    print(f"join figures: `corral join` to the joiner's first step {first - asked:.1f} s, "
+          f"seconds_to_step {changes[0]['seconds_to_step']}, "
+          f"state bytes {changes[0]['state_bytes']}")
     assert max_rel_diff(final_params(alone), final_params(run_dir)) <= 1e-6
