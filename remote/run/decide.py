@@ -34,7 +34,7 @@ from remote.events import (
     StopReport,
 )
 from remote.records.runs import RunInfo, describe_stop
-from remote.run.decide_members import ForgetJoin, MembersChanged, TailJoiner, members_signal
+from remote.run.decide_members import MembersAction, members_signal
 from remote.run.failures import Cause, HostLost
 from remote.run.follower import DONE_GRACE_S
 from remote.run.lifecycle import (
@@ -158,7 +158,7 @@ class CloseTrackers:
 
 
 Action = StopHosts | AwaitStop | Unlock | RecordChange | MarkStop | DropHosts | LingerEnded \
-    | CloseTrackers | MembersChanged | TailJoiner | ForgetJoin
+    | CloseTrackers | MembersAction
 """Everything ``decide`` asks the handle to do, in order, before its events are said."""
 
 

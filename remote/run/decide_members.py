@@ -57,7 +57,14 @@ class ForgetJoin:
     host: str
 
 
-MembersAction = RecordMembers | MembersChanged | TailJoiner | ForgetJoin
+@dataclass(frozen=True)
+class StopJoiner:
+    """Stop what runs of ``host``'s join (the run ended before rank 0 let it in)."""
+
+    host: str
+
+
+MembersAction = RecordMembers | MembersChanged | TailJoiner | ForgetJoin | StopJoiner
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,9 @@ def members_signal(config: ClusterConfig, left: frozenset[str], joining: frozens
     if isinstance(signal, JoinEnded):
         if signal.host not in joining:  # let in, or its failure said already
             return MembersDecision([], config, left, [], joining)
-        return join_failed(config, left, joining, signal.host, signal.detail, t)
+        failed = join_failed(config, left, joining, signal.host, signal.detail, t)
+        stop = [StopJoiner(signal.host)] if signal.running else []
+        return replace(failed, actions=[*stop, *failed.actions])
     event = signal.event
     if event.change == "refused" and (hosts := [h for h in event.hosts if h in joining]):
         failed = join_failed(config, left, joining, hosts[0],

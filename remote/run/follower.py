@@ -157,6 +157,9 @@ class RunFollower:
                             yield MembershipSeen(event.event)  # the loop records it
                     self._local_writes(copies.values())
                     if self.monitor.finished:
+                        for host in sorted(self.joining):  # its processes are stopped
+                            yield JoinEnded(host=host, running=True, detail=(
+                                "the run ended before rank 0 let it in"))
                         break
                     for signal in self._after_failure():
                         yield signal

@@ -31,18 +31,16 @@ from remote.run.decide import (
     AwaitStop,
     CloseTrackers,
     DropHosts,
-    ForgetJoin,
     LingerEnded,
     LoopState,
     MarkStop,
-    MembersChanged,
     StopHosts,
-    TailJoiner,
     Unlock,
     decide,
 )
+from remote.run.decide_members import ForgetJoin, MembersChanged, StopJoiner, TailJoiner
 from remote.run.follower import RunFollower
-from remote.run.join import forget_join_record
+from remote.run.join import JOIN_STOP_GRACE_S, forget_join_record
 from remote.run.lifecycle import (
     Heard,
     LaunchFailed,
@@ -271,6 +269,9 @@ class SshRunHandle:
         elif isinstance(action, TailJoiner):
             if self._follower is not None:
                 self._follower.add_joiner(action.host, self._reach(action.host))
+        elif isinstance(action, StopJoiner):  # nothing of a join that did not happen is left
+            await self._stop_hosts(grace_s=JOIN_STOP_GRACE_S, hosts=[action.host],
+                                   pool=self._reach(action.host))
         elif isinstance(action, ForgetJoin):
             forget_join_record(local_run_dir(self._cluster_config, self.run_id), action.host)
         elif isinstance(action, LingerEnded):

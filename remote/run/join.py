@@ -168,7 +168,8 @@ async def _check(config: ClusterConfig, info: RunInfo, host: str,
         planned = plan_cluster(checked, facts, info.master_addr)
     except PlanError as exc:
         raise MembershipRefused(f"{host} cannot join: {exc}") from None
-    place = next(p for p in planned.hosts if p.host.name == host)
+    # its ranks are numbered in a world of their own until rank 0 gives them member ids
+    place = replace(next(p for p in planned.hosts if p.host.name == host), first_rank=0)
     return code, place, planned.backend, user, dict(facts.code_present)
 
 

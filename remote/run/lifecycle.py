@@ -230,6 +230,8 @@ class JoinEnded:
     host: str
     detail: str
     """What was seen (its launcher's status, the lost connection)."""
+    running: bool = False
+    """Its processes may still run (the run ended before it was let in): they are stopped."""
 
 
 Signal = (PhaseDone | LaunchFailed | TailsOpen | CauseSettled | RanksLinger | AttemptEnded
