@@ -27,11 +27,13 @@ them), its code and data, and its launcher: any failure names why and leaves not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from profiles.user_errors import CorralError
 from remote.checks.plan import HostPlan, PlanError, plan_cluster
@@ -48,6 +50,7 @@ from remote.run.launch import LaunchPlan, launch_host
 from remote.run.lifecycle import LaunchFailed
 from remote.run.membership import MembershipRefused, no_live_membership, shared_refusal
 from remote.run.stop import stop_run
+from trainer.run_layout import IN_RUN_DIR, RunLayout
 
 JOINS_DIR = "joins"
 """In the run's local directory: one join record per host ``corral join`` launched."""
@@ -122,6 +125,52 @@ def read_join_records(local_dir: Path) -> list[JoinRecord]:
                                     asked=float(data["asked"])))
         except (OSError, ValueError, KeyError, TypeError):
             continue
+    return found
+
+
+@dataclass(frozen=True)
+class JoinFigures:
+    """What one join cost, from ``corral join`` on (``bench/membership.py``'s figures)."""
+
+    launched_s: float
+    """To the joiner's launcher started (the check, the push, the launch)."""
+    first_step_s: float
+    """To rank 0's ``membership`` event that let it in: the new generation's first step."""
+    seconds_to_step: float | None
+    """The event's own figure: from the joiner's announcement to that step."""
+    state_bytes: int
+    """Training state sent to the joiner."""
+
+
+async def join_and_time(config: ClusterConfig, info: RunInfo, host: str, *,
+                        timeout_s: float = 600.0) -> JoinFigures:
+    """``request_join``, then wait for rank 0's event that let ``host`` in, read from the
+    run's local copy (a follower of the run keeps it: ``corral run``, the console)."""
+    record = await request_join(config, info, host)
+    copy = RunLayout(str(local_run_dir(config, info.run_id))).collected(config.master_name)
+    events = Path(copy) / IN_RUN_DIR.events(0)  # rank 0's, as this machine's copy has them
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for line in await asyncio.to_thread(_lines, events):
+            if (line.get("event"), line.get("change")) == ("membership", "joined") \
+                    and host in line.get("hosts", ()):
+                return JoinFigures(launched_s=time.time() - record.asked,
+                                   first_step_s=float(line["t"]) - record.asked,
+                                   seconds_to_step=line.get("seconds_to_step"),
+                                   state_bytes=int(line.get("state_bytes", 0)))
+        await asyncio.sleep(0.5)  # polling the copy a follower writes, with a deadline
+    raise MembershipRefused(f"{host} was not let into run {info.label} within {timeout_s:.0f} s")
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    found = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            found.append(json.loads(line))
     return found
 
 

@@ -154,3 +154,28 @@ def test_a_joiners_tailer_owns_the_member_its_rank_names_not_torchruns_rank(
     # a host launched with the run: its planned ranks, and a stray line changes nothing
     said = _tail(tmp_path / "r", "b", "0\n", [rendezvous, admitted])
     assert [line for line in said if line.startswith("O\t")] == ["O\t0"]
+
+
+async def test_a_timed_join_reads_the_event_that_let_the_host_in_from_the_local_copy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from remote.run import join
+    from trainer.run_layout import IN_RUN_DIR, RunLayout
+
+    config = load_cluster(_cluster(tmp_path, RUNNING))
+    info = RunInfo(run_id="m-1", cluster="m", state="running", started=1.0, hosts=("a", "b"),
+                   membership_port=31000)
+
+    async def launched(config: ClusterConfig, info: RunInfo, host: str) -> JoinRecord:
+        return JoinRecord(host=host, pgid=7, asked=100.0)
+
+    monkeypatch.setattr(join, "request_join", launched)
+    copy = Path(RunLayout(str(local_run_dir(config, "m-1"))).collected("a"))
+    events = copy / IN_RUN_DIR.events(0)
+    events.parent.mkdir(parents=True)
+    events.write_text("".join(json.dumps(e) + "\n" for e in (
+        {"event": "membership", "change": "refused", "hosts": ["c"], "t": 110.0},
+        {"event": "membership", "change": "joined", "hosts": ["c"], "t": 112.5,
+         "seconds_to_step": 4.0, "state_bytes": 1234})))
+    figures = await join.join_and_time(config, info, "c", timeout_s=5)
+    assert (figures.first_step_s, figures.seconds_to_step, figures.state_bytes) == (
+        12.5, 4.0, 1234)
