@@ -30,7 +30,7 @@ from trainer_runs import check, final_params, launch, max_rel_diff
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 
-STEPS = 150
+STEPS = 600
 RUN = (f"samples = 256\nglobal_batch = 32\nsteps = {STEPS}\nseed = 7\nlr = 0.02\n"
        "momentum = 0.9\ncheckpoint_every = 0\nlive_membership = true\n")
 FLAGS = ("--samples", "256", "--global-batch", "32", "--steps", str(STEPS), "--seed", "7",
