@@ -65,6 +65,7 @@ class ConsoleApp(App[int]):
         Binding("s", "start", "Start"),
         Binding("x", "stop", "Stop"),
         Binding("e", "leave_host", "Leave host", show=False),
+        Binding("j", "join_host", "Join host", show=False),
         Binding("r", "restart", "Restart"),
         Binding("c", "check", "Check"),
         Binding("h", "runs", "Runs"),
@@ -230,6 +231,9 @@ class ConsoleApp(App[int]):
 
     def action_leave_host(self) -> None:
         self.render_effects(self.controls.leave_host())
+
+    def action_join_host(self) -> None:
+        self.render_effects(self.controls.join_host())
 
     def action_restart(self) -> None:
         self.render_effects(self.controls.restart())

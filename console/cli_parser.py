@@ -100,7 +100,8 @@ def add_init_parser(command: AddCommand) -> None:
 
 
 def add_run_parsers(command: AddCommand) -> None:
-    """``corral run``, ``stop``, ``leave``, ``status`` and ``attach``: a run's life."""
+    """``corral run``, ``stop``, ``leave``, ``join``, ``status`` and ``attach``: a run's
+    life."""
     run = command("run", "Check, push the code and start a run on every host, then follow it "
                   "here until it ends (exit 0 only if it completed). Ctrl-C detaches and "
                   "leaves the run going; `corral stop RUN` ends it.")
@@ -136,12 +137,18 @@ def add_run_parsers(command: AddCommand) -> None:
                       help="seconds between TERM and KILL (default: 10); a "
                            "low-communication run gets twice its last round's time more, "
                            "at most 600 s (docs/lowcomm.md)")
-    leave = command("leave", "Take a host out of a running run at its next step boundary: "
-                    "its share goes to the others, nothing is redone, its processes end "
-                    "cleanly (corral's own training loop; not the master's host).")
-    leave.add_argument("host", metavar="HOST", help="a host of the run (cluster.toml's name)")
-    leave.add_argument("--run", dest="run_id", metavar="RUN",
-                       help="run id (default: the newest run that is still running)")
+    for name, about, which in (
+        ("leave", "Take a host out of a running run at its next step boundary: its share goes "
+         "to the others, nothing is redone, its processes end cleanly (corral's own training "
+         "loop; not the master's host).", "a host of the run (cluster.toml's name)"),
+        ("join", "Bring a host of cluster.toml into a running run (one not in it, or one that "
+         "left): the pre-flight check and the mesh probe with the run's hosts, the push, then "
+         "its ranks are let in at a step boundary with the run's state (corral's own training "
+         "loop, `[run] live_membership = true`).", "a host of cluster.toml, not in the run")):
+        member = command(name, about)
+        member.add_argument("host", metavar="HOST", help=which)
+        member.add_argument("--run", dest="run_id", metavar="RUN",
+                            help="run id (default: the newest run that is still running)")
     command("status", "List the runs of this cluster and their state.")
     attach = command("attach", "Reconnect to a live run: in the console, or with --headless "
                      "in this terminal (Ctrl-C detaches again).")

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 LEAVABLE_STATES = frozenset({"starting", "running"})
 """The host states in which a host can be asked to leave (its ranks train)."""
+IN_RUN_STATES = frozenset({"connecting", "checking", "pushing", "starting", "running",
+                           "joining", "done"})
+"""The host states of a host in the run: the others (not in it, left, failed) may join."""
 EVENTS_PER_YIELD = 200
 """Events absorbed before the stream worker lets the UI run (a replayed backlog)."""
 READ_ONLY = "read-only view"
@@ -115,6 +118,47 @@ class RunControls:
             self.busy = ""
         return [Notice(message=f"{host} leaves run {run_id} at its next step boundary.",
                        title="Leave asked")]
+
+    def join_host(self) -> Effects:
+        """Bring a host of cluster.toml into the live run (``corral join``): which host (one
+        not in the run, or one that left), then a confirmation."""
+        handle, model = self.session.handle, self.session.model
+        if refused := self.refuse_if_read_only("add a host") or self._refuse_if_busy():
+            return refused
+        if handle is None or not model.live:
+            return [Notice(message="No live run to bring a host into.", severity="warning")]
+        try:
+            names = [h.name for h in self.session.config.hosts]
+        except CorralError as exc:  # no readable cluster.toml: its fix, no traceback
+            return self.show_error(exc)
+        hosts = tuple(h for h in names if h not in model.hosts
+                      or model.hosts[h].state not in IN_RUN_STATES)
+        run_id = handle.run_id
+        if not hosts:
+            return [Notice(message=f"Every host of cluster.toml is in run {run_id}.",
+                           severity="warning")]
+        return [ChooseHost(title="Bring a host in", hosts=hosts,
+                           question=f"Which host joins run {run_id}?",
+                           then=lambda host: self._confirm_join(run_id, host))]
+
+    def _confirm_join(self, run_id: str, host: str) -> Effects:
+        return [Confirm(title="Bring a host in", yes="Join",
+                        question=f"Check {host}, push to it and let it into run {run_id} at "
+                        "a step boundary? It receives the run's state; the others go on.",
+                        then=lambda: self._confirmed("joining", lambda: self._bring_in(
+                            run_id, host)))]
+
+    async def _bring_in(self, run_id: str, host: str) -> Effects:
+        from remote.api import join_host
+
+        try:
+            took = await join_host(self.session.config, run_id, host)
+        except Exception as exc:  # a refusal or failed check names why; no traceback
+            return self.show_error(exc, title="Cannot bring the host in")
+        finally:
+            self.busy = ""
+        return [Notice(message=f"{host} started in {took:.1f} s: it joins run {run_id} at a "
+                       "step boundary.", title="Join started")]
 
     def restart(self) -> Effects:
         if refused := self.refuse_if_read_only("restart the run") or self._refuse_if_busy():

@@ -226,9 +226,24 @@ async def cmd_leave(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+async def cmd_join(args: argparse.Namespace, console: Console) -> int:
+    """Bring a host into a running run (``remote.api.join_host``); a refusal or a failed
+    check, push or launch is a ``CorralError`` that names why."""
+    from remote.api import join_host
+
+    async with Session(args.config) as session:
+        run_id = session.unnamed_run(live=True) if args.run_id is None else args.run_id
+        took = await join_host(session.config, run_id, args.host)
+    console.print(f"run {run_id}: {escape(args.host)} checked, pushed and started in "
+                  f"{took:.1f} s; rank 0 lets it in at a step boundary (the run's follower "
+                  "shows it joining, then its ranks)")
+    return 0
+
+
 RUN_COMMANDS: dict[str, Callable[[argparse.Namespace, Console],
                                  Coroutine[Any, Any, int]]] = {
     "check": cmd_check, "run": cmd_run, "stop": cmd_stop, "leave": cmd_leave,
+    "join": cmd_join,
 }
 """The commands this module adds, by name (``cli.ASYNC_COMMANDS`` includes them; ``attach``
 is dispatched by ``cli.dispatch``: without ``--headless`` it opens the console)."""

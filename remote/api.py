@@ -76,6 +76,7 @@ if TYPE_CHECKING:  # the results of the entry points below, whose layers load wh
     from remote.hosts.setup import SetupResult as SetupResult
     from remote.k8s.export import K8sExport as K8sExport
     from remote.run.fetch import Fetched as Fetched
+    from remote.run.join import JoinFigures as JoinFigures
 
 __all__ = [
     "FINAL_RUN_STATES",
@@ -226,6 +227,31 @@ async def leave_host(config: ClusterConfig, run_id: str, host: str) -> str:
         return await request_leave(config, pool, info, host)
     finally:
         await pool.aclose()
+
+
+async def join_host(config: ClusterConfig, run_id: str, host: str) -> float:
+    """``corral join``: bring ``host`` (a host of cluster.toml not in the run ``run_id``, or
+    one that left) into the running run: check it with the run's hosts, push, start its
+    launcher, and leave the join record the run's follower takes in (``remote/run/join.py``).
+    The seconds it took. ``MembershipRefused`` names why a join cannot be made (nothing of
+    it is left running)."""
+    import time
+
+    from remote.run.join import request_join
+
+    info = read_run_info(config, resolve_run_id(config, run_id))
+    record = await request_join(config, info, host)
+    return time.time() - record.asked
+
+
+async def time_join(config: ClusterConfig, run_id: str, host: str) -> JoinFigures:
+    """``join_host`` timed to the joiner's first step (``bench/membership.py``): the seconds
+    to its launcher, to rank 0's event that let it in, and the state bytes sent, read from
+    the run's local copy (a follower of the run must keep it: ``corral run``, the console)."""
+    from remote.run.join import join_and_time
+
+    info = read_run_info(config, resolve_run_id(config, run_id))
+    return await join_and_time(config, info, host)
 
 
 async def fetch_results(config: ClusterConfig, info: RunInfo, *,

@@ -34,7 +34,7 @@ from remote.events import (
     StopReport,
 )
 from remote.records.runs import RunInfo, describe_stop
-from remote.run.decide_members import MembersChanged, members_changed
+from remote.run.decide_members import MembersAction, members_signal
 from remote.run.failures import Cause, HostLost
 from remote.run.follower import DONE_GRACE_S
 from remote.run.lifecycle import (
@@ -43,6 +43,8 @@ from remote.run.lifecycle import (
     CauseSettled,
     Finding,
     Heard,
+    JoinEnded,
+    JoinLaunched,
     LaunchFailed,
     MembershipSeen,
     Phase,
@@ -97,6 +99,8 @@ class LoopState:
     """Hosts that left the run live (``membership`` events): not in ``config`` any more."""
     cluster_hosts: tuple[HostSection, ...] = ()
     """Every host of cluster.toml (where a joiner's section comes from)."""
+    joining: frozenset[str] = frozenset()
+    """Hosts ``corral join`` launched that rank 0 has not let in yet (in ``config``)."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,7 @@ class CloseTrackers:
 
 
 Action = StopHosts | AwaitStop | Unlock | RecordChange | MarkStop | DropHosts | LingerEnded \
-    | CloseTrackers | MembersChanged
+    | CloseTrackers | MembersAction
 """Everything ``decide`` asks the handle to do, in order, before its events are said."""
 
 
@@ -189,10 +193,11 @@ def decide(state: LoopState, signal: Heard, t: float) -> RunDecision:
         return _phase_done(state, signal, t)
     if isinstance(signal, TailsOpen):
         return move(state, Phase.RUNNING, t)
-    if isinstance(signal, MembershipSeen):
-        seen = members_changed(state.config, state.left, state.cluster_hosts, signal, t)
-        return RunDecision(seen.events, replace(state, config=seen.config, left=seen.left),
-                           [*seen.actions])
+    if isinstance(signal, (MembershipSeen, JoinLaunched, JoinEnded)):
+        seen = members_signal(state.config, state.left, state.joining, state.cluster_hosts,
+                              signal, t)
+        return RunDecision(seen.events, replace(state, config=seen.config, left=seen.left,
+                                                joining=seen.joining), [*seen.actions])
     if isinstance(signal, (CauseSettled, RanksLinger)):
         return _stop_meanwhile(state, signal, t)
     if isinstance(signal, AttemptEnded):

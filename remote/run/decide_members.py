@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.events import HostStatus, LogLine, RunEvent
 from remote.records.runs import RunInfo
-from remote.run.lifecycle import MembershipSeen
+from remote.run.lifecycle import JoinEnded, JoinLaunched, MembershipSeen
 from remote.run.record import RecordMembers
 from trainer.events import MembershipEvent
 from trainer.membership.contract import LOSS_DETECT_S
@@ -43,6 +43,31 @@ class MembersChanged:
 
 
 @dataclass(frozen=True)
+class TailJoiner:
+    """Follow ``host``, which ``corral join`` launched: its tail joins the run's, and its
+    launcher's end before rank 0 lets it in is a failed join (``JoinEnded``), not the run's."""
+
+    host: str
+
+
+@dataclass(frozen=True)
+class ForgetJoin:
+    """The join of ``host`` is settled (let in, refused or failed): its join record goes."""
+
+    host: str
+
+
+@dataclass(frozen=True)
+class StopJoiner:
+    """Stop what runs of ``host``'s join (the run ended before rank 0 let it in)."""
+
+    host: str
+
+
+MembersAction = RecordMembers | MembersChanged | TailJoiner | ForgetJoin | StopJoiner
+
+
+@dataclass(frozen=True)
 class MembersDecision:
     """What ``members_changed`` decided: the events said, the run's hosts now (as a config),
     the hosts that left, and the actions (the record, the follower)."""
@@ -50,7 +75,77 @@ class MembersDecision:
     events: list[RunEvent]
     config: ClusterConfig
     left: frozenset[str]
-    actions: list[RecordMembers | MembersChanged]
+    actions: list[MembersAction]
+    joining: frozenset[str] = frozenset()
+    """Hosts ``corral join`` launched that rank 0 has not let in yet."""
+
+
+def members_signal(config: ClusterConfig, left: frozenset[str], joining: frozenset[str],
+                   cluster_hosts: tuple[HostSection, ...],
+                   signal: MembershipSeen | JoinLaunched | JoinEnded, t: float,
+                   ) -> MembersDecision:
+    """``decide``'s case for a change of membership: rank 0's event, a join launched by
+    ``corral join``, a joiner's launcher that ended before it was let in."""
+    if isinstance(signal, JoinLaunched):
+        return join_launched(config, left, joining, cluster_hosts, signal, t)
+    if isinstance(signal, JoinEnded):
+        if signal.host not in joining:  # let in, or its failure said already
+            return MembersDecision([], config, left, [], joining)
+        failed = join_failed(config, left, joining, signal.host, signal.detail, t)
+        stop = [StopJoiner(signal.host)] if signal.running else []
+        return replace(failed, actions=[*stop, *failed.actions])
+    event = signal.event
+    if event.change == "refused" and (hosts := [h for h in event.hosts if h in joining]):
+        failed = join_failed(config, left, joining, hosts[0],
+                             f"refused by rank 0: {event.reason or 'no reason given'}", t)
+        return replace(failed, events=members_changed(config, left, cluster_hosts, signal,
+                                                      t).events + failed.events)
+    seen = members_changed(config, left, cluster_hosts, signal, t)
+    settled = frozenset(event.hosts) & joining if event.change == "joined" else frozenset()
+    return replace(seen, joining=joining - settled,
+                   actions=[*seen.actions, *(ForgetJoin(h) for h in sorted(settled))])
+
+
+def join_launched(config: ClusterConfig, left: frozenset[str], joining: frozenset[str],
+                  cluster_hosts: tuple[HostSection, ...], launched: JoinLaunched,
+                  t: float) -> MembersDecision:
+    """``corral join`` started ``launched.host``: it counts in the run (``run.json`` lists it,
+    a stop reaches it, it is no longer a host that left), ``joining`` until rank 0 lets it in
+    at a step boundary, and it is followed like any host."""
+    host = launched.host
+    known = {h.name for h in config.hosts}
+    sections = (*cluster_hosts, *((launched.section,) if launched.section else ()))
+    added = tuple(h for h in sections if h.name == host and h.name not in known)[:1]
+    if host in known and host not in joining:  # in the run already: an old record
+        return MembersDecision([], config, left, [ForgetJoin(host)], joining)
+    if not added and host not in known:  # cluster.toml has no such host (any more)
+        line = LogLine(t=t, host="*", rank=None, text=(
+            f"a join record names {host}, which cluster.toml does not: not followed"))
+        return MembersDecision([line], config, left, [ForgetJoin(host)], joining)
+    config = replace(config, hosts=(*config.hosts, *added))
+    left = left - {host}
+    said: list[RunEvent] = [
+        HostStatus(t=t, host=host, state="joining",
+                   detail="launched; let in at a step boundary"),
+        LogLine(t=t, host="*", rank=None, text=(
+            f"{host} is joining: its launcher started (pgid {launched.pgid}) "
+            f"{max(0.0, t - launched.asked):.1f} s after `corral join`; rank 0 lets it in "
+            "at a step boundary"))]
+    record = RecordMembers(hosts=tuple(h.name for h in config.hosts), left=tuple(sorted(left)))
+    return MembersDecision(said, config, left, [record, TailJoiner(host)], joining | {host})
+
+
+def join_failed(config: ClusterConfig, left: frozenset[str], joining: frozenset[str],
+                host: str, why: str, t: float) -> MembersDecision:
+    """The join of ``host`` failed (``why``): it is taken out of the run's hosts again and
+    the run goes on as it was."""
+    config = replace(config, hosts=tuple(h for h in config.hosts if h.name != host))
+    said: list[RunEvent] = [
+        HostStatus(t=t, host=host, state="failed", detail=f"join failed: {why}"),
+        LogLine(t=t, host="*", rank=None,
+                text=f"join of {host} failed: {why}; the run goes on unchanged")]
+    record = RecordMembers(hosts=tuple(h.name for h in config.hosts), left=tuple(sorted(left)))
+    return MembersDecision(said, config, left, [record, ForgetJoin(host)], joining - {host})
 
 
 def hot_path_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | None:

@@ -14,11 +14,13 @@ decided (``close_trackers``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 
 from profiles.user_errors import CorralError
-from remote.config.cluster import ClusterConfig
+from remote.config.cluster import ClusterConfig, HostSection
+from remote.config.read import load_cluster
 from remote.config.task_code import UserCode, user_code
 from remote.events import HostStatus, LogLine, RankEvent, RunEvent
 from remote.hosts.missing_file import explain_missing
@@ -31,9 +33,12 @@ from remote.records.tracking import Trackers, live_trackers
 from remote.run.decide_members import HOT_PATH_WAIT_S, hot_path_refusal
 from remote.run.failures import HostLost
 from remote.run.hang import HangGuard
+from remote.run.join import read_join_records
 from remote.run.lifecycle import (
     AttemptEnded,
     CauseSettled,
+    JoinEnded,
+    JoinLaunched,
     MembershipSeen,
     RanksLinger,
     StopRequest,
@@ -41,7 +46,7 @@ from remote.run.lifecycle import (
 )
 from remote.run.monitor import RunMonitor
 from remote.run.reconnect import resilient_tail
-from remote.run.stream import RankOwned, TailFailed, TailItem, merged
+from remote.run.stream import LauncherExit, MergedTails, RankOwned, TailFailed, TailItem
 from trainer.events import MembershipEvent, StartEvent
 
 FAILURE_SETTLE_S = 10.0
@@ -52,7 +57,8 @@ DONE_GRACE_S = 60.0
 """Seconds after every rank's completed ``end`` event before processes that have not exited are
 ended (the run still completed): time for a script to save its model after training."""
 
-FollowItem = RunEvent | TailsOpen | CauseSettled | RanksLinger | AttemptEnded | MembershipSeen
+FollowItem = (RunEvent | TailsOpen | CauseSettled | RanksLinger | AttemptEnded | MembershipSeen
+              | JoinLaunched | JoinEnded)
 
 
 class _Tick:
@@ -114,12 +120,20 @@ class RunFollower:
         """The run's trackers while this attempt is followed (closed by ``close_trackers``)."""
         self.record_error = record_error
         """Why this machine could not write the run's ``run.json`` (None while it can)."""
+        self.local_dir = local_run_dir(config, info.run_id)
+        self.copies: dict[str, CollectedCopy] = {}
+        """Each followed host's local copy (a joiner's added when it is followed)."""
+        self.tails: MergedTails | None = None
+        self.joining: set[str] = set()
+        """Hosts ``corral join`` launched, followed, not let in yet (``add_joiner``)."""
+        self.joins_seen: set[tuple[str, int]] = set()
+        """The join records already reported (host, launcher's process group)."""
 
     async def events(self) -> AsyncIterator[FollowItem]:
         """Every event of this attempt and what the lifecycle loop acts on, ending with
         ``AttemptEnded``."""
-        local_dir = local_run_dir(self.config, self.run_id)
-        copies = {h: CollectedCopy(local_dir, h) for h in self.info.hosts}
+        local_dir = self.local_dir
+        copies = self.copies = {h: CollectedCopy(local_dir, h) for h in self.info.hosts}
         board = live_writer(local_dir, copies.values())
         trackers = self.trackers = live_trackers(self.config, self.info, local_dir,
                                                  copies.values())
@@ -130,9 +144,12 @@ class RunFollower:
                 async for event in self._open_tails(copies, sources):
                     yield event
                 yield TailsOpen()
-                async for item in merged(sources):
+                self.tails = MergedTails(sources)
+                async for item in self._merged(self.tails):
                     for line in trackers.take_warnings():
                         yield LogLine(t=time.time(), host="*", rank=None, text=line)
+                    for joined in self._joins(item):
+                        yield joined
                     for event in await self._take(item):
                         yield event
                         if isinstance(event, RankEvent) and isinstance(event.event,
@@ -140,6 +157,9 @@ class RunFollower:
                             yield MembershipSeen(event.event)  # the loop records it
                     self._local_writes(copies.values())
                     if self.monitor.finished:
+                        for host in sorted(self.joining):  # its processes are stopped
+                            yield JoinEnded(host=host, running=True, detail=(
+                                "the run ended before rank 0 let it in"))
                         break
                     for signal in self._after_failure():
                         yield signal
@@ -157,6 +177,54 @@ class RunFollower:
         finally:
             if self.trackers is not None:  # cut short before the loop decided: goes on later
                 self.trackers.close(None)
+
+    @staticmethod
+    async def _merged(tails: MergedTails) -> AsyncIterator[TailItem | TailFailed]:
+        async with contextlib.aclosing(tails.items()) as items:
+            async for item in items:
+                yield item
+
+    def _joins(self, item: TailItem | TailFailed) -> list[JoinLaunched | JoinEnded]:
+        """What ``corral join`` did since the last look (its new join records), and a
+        joiner's launcher that ended (or its host lost) before rank 0 let it in."""
+        said: list[JoinLaunched | JoinEnded] = []
+        host = getattr(item, "host", None)
+        if host in self.joining and isinstance(item, (LauncherExit, TailFailed)):
+            self.joining.discard(host)
+            said.append(JoinEnded(host=host, detail=(
+                f"its launcher ended with status {item.status}" if isinstance(item, LauncherExit)
+                else f"its host was lost: {item.error}")))
+        if isinstance(item, _Tick):
+            for record in read_join_records(self.local_dir):
+                if (record.host, record.pgid) not in self.joins_seen:
+                    self.joins_seen.add((record.host, record.pgid))
+                    said.append(JoinLaunched(host=record.host, pgid=record.pgid,
+                                             asked=record.asked,
+                                             section=self._new_section(record.host)))
+        return said
+
+    def _new_section(self, host: str) -> HostSection | None:
+        """``host``'s entry in cluster.toml as it is now, when the cluster this run was
+        followed with has none (a host added to the file while the run trains)."""
+        if host in {h.name for h in (*self.pool.config.hosts, *self.config.hosts)}:
+            return None
+        try:
+            now = load_cluster(self.config.path)
+        except CorralError:
+            return None
+        return next((h for h in now.hosts if h.name == host), None)
+
+    def add_joiner(self, host: str, pool: HostPool) -> None:
+        """Follow ``host``, which ``corral join`` launched (``TailJoiner``): its tail joins the
+        others'; until rank 0 lets it in (``members_changed``), its end is a failed join."""
+        if self.tails is None or host in self.joining:
+            return
+        copy = self.copies[host] = CollectedCopy(self.local_dir, host)
+        self.joining.add(host)
+        self.running_hosts.add(host)  # "running" is said when rank 0 lets it in
+        self.monitor.members_changed(frozenset({host}), frozenset())
+        self.tails.add(host, resilient_tail(pool, host, self.run_dir, copy,
+                                            self.config.ssh.lost_after))
 
     async def _take(self, item: TailItem | TailFailed | HostStatus) -> list[RunEvent]:
         """What one item of the merged tails means: its events."""
@@ -242,6 +310,7 @@ class RunFollower:
         """Hosts left the run live, or joined it (``MembersChanged``): the monitor and the
         hang guard forget the ones that left; a failure of theirs being waited on is none."""
         self.monitor.members_changed(left, joined)
+        self.joining -= joined
         self.hang.watch.forget(left)
         if not self.monitor.failing:
             self.failed_at, self.hot_path_said = None, False

@@ -34,12 +34,13 @@ from remote.run.decide import (
     LingerEnded,
     LoopState,
     MarkStop,
-    MembersChanged,
     StopHosts,
     Unlock,
     decide,
 )
+from remote.run.decide_members import ForgetJoin, MembersChanged, StopJoiner, TailJoiner
 from remote.run.follower import RunFollower
+from remote.run.join import JOIN_STOP_GRACE_S, forget_join_record
 from remote.run.lifecycle import (
     Heard,
     LaunchFailed,
@@ -102,6 +103,9 @@ class SshRunHandle:
         """The stop the loop started while the attempt is followed (``StopHosts.meanwhile``)."""
         self._pool = pool
         """The run's hosts: the controller's, less the ones dropped (``on_host_loss``)."""
+        self._added_pool: HostPool | None = None
+        """Reaches the hosts cluster.toml got while the run trains (``_reach``), and the rest."""
+        self._retired: list[HostPool] = []
 
     @property
     def config(self) -> ClusterConfig:
@@ -148,6 +152,9 @@ class SshRunHandle:
             await self._carry_out(Unlock())
             if self._pool is not self._cluster_pool:
                 await self._pool.aclose()
+            for added in (*self._retired, self._added_pool):
+                if added is not None:
+                    await added.aclose()
 
     async def _heard(self, signal: Heard) -> AsyncIterator[RunEvent]:
         """Decide on ``signal`` and carry out what was decided; an action whose result is a
@@ -259,6 +266,14 @@ class SshRunHandle:
         elif isinstance(action, MembersChanged):
             if self._follower is not None:
                 self._follower.members_changed(action.left, action.joined)
+        elif isinstance(action, TailJoiner):
+            if self._follower is not None:
+                self._follower.add_joiner(action.host, self._reach(action.host))
+        elif isinstance(action, StopJoiner):  # nothing of a join that did not happen is left
+            await self._stop_hosts(grace_s=JOIN_STOP_GRACE_S, hosts=[action.host],
+                                   pool=self._reach(action.host))
+        elif isinstance(action, ForgetJoin):
+            forget_join_record(local_run_dir(self._cluster_config, self.run_id), action.host)
         elif isinstance(action, LingerEnded):
             assert self._follower is not None
             self._follower.lingering_ended(action.waited_s)  # the run completed all the same
@@ -266,6 +281,18 @@ class SshRunHandle:
             assert self._follower is not None
             return [*await self._follower.close_trackers(action.state)]
         return []
+
+    def _reach(self, host: str) -> HostPool:
+        """The connections that reach a joiner: the controller's, or for a host added to
+        cluster.toml since the run was loaded, the cluster with it (a stop reaches it too)."""
+        if host not in {h.name for h in self._cluster_config.hosts}:
+            section = next(h for h in self.config.hosts if h.name == host)
+            self._cluster_config = replace(self._cluster_config,
+                                           hosts=(*self._cluster_config.hosts, section))
+            if self._added_pool is not None:
+                self._retired.append(self._added_pool)
+            self._added_pool = HostPool(self._cluster_config)
+        return self._added_pool if self._added_pool is not None else self._cluster_pool
 
     def _drop_hosts(self, lost: frozenset[str]) -> None:
         """The run's pool without ``lost`` (``decide`` dropped them from its config); the
@@ -295,7 +322,8 @@ class SshRunHandle:
         hosts = sorted(h for h in {*record.hosts, *record.suspect_hosts, *record.left_hosts}
                        if h in known)
         grace_s, _ = stop_wait(self._cluster_config, self.run_id, grace_s)
-        report = await self._stop_hosts(grace_s=grace_s, hosts=hosts, pool=self._cluster_pool)
+        report = await self._stop_hosts(grace_s=grace_s, hosts=hosts,
+                                        pool=self._added_pool or self._cluster_pool)
         await self._carry_out(RecordCleanup(report))
         if outcome in FINAL_RUN_STATES:
             report = replace(report, outcome=RunOutcome(outcome))
@@ -308,5 +336,8 @@ class SshRunHandle:
         """The one way this handle stops the run's processes (``stop_run``: TERM, ``grace_s``,
         KILL, verified) on ``hosts`` (every host of the run by default), whatever ``decide``
         or ``stop`` asked it for."""
+        if pool is None:  # a host added to cluster.toml since is reached by the added pool
+            added = self._pool is self._cluster_pool and self._added_pool is not None
+            pool = self._added_pool if added else self._pool
         return await stop_run(pool or self._pool, self.run_dir, self.run_id, grace_s=grace_s,
                               hosts=hosts)

@@ -32,6 +32,7 @@ from remote.hosts.interpreter import python_word
 from remote.hosts.push import code_dir
 from remote.hosts.transport import RemoteCommandError, Transport, env_prefix, shell_path
 from remote.records.disk_full import disk_full
+from remote.run.tail_script import JOIN_MARK
 from trainer.integrations.contract import RUN_DIR_ENV, ScriptSettings
 from trainer.launch_contract import (
     HOST_ENV,
@@ -40,7 +41,7 @@ from trainer.launch_contract import (
     RUN_ID_ENV,
     log_line_prefix,
 )
-from trainer.membership.contract import JOIN_ENV, MEMBERSHIP_PORT_ENV
+from trainer.membership.contract import JOIN_ENV, MEMBERSHIP_ADDR_ENV, MEMBERSHIP_PORT_ENV
 from trainer.run_layout import IN_RUN_DIR, RunLayout
 from trainer.settings.flags import flag_words
 from trainer.settings.run_settings import Policy, RunSettings
@@ -130,20 +131,15 @@ def torchrun_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
                 "LOGLEVEL": "INFO", RANK_BASE_ENV: str(place.first_rank)})
     if plan.membership_port is not None:
         env[MEMBERSHIP_PORT_ENV] = str(plan.membership_port)
-    if plan.join_generation is not None:
-        env[JOIN_ENV] = str(plan.join_generation)
+    if plan.join_generation is not None:  # the run's store is on the master, not here
+        env.update({JOIN_ENV: str(plan.join_generation), MEMBERSHIP_ADDR_ENV: plan.master_addr})
     if place.visible_devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = place.visible_devices
     if place.interface:
         env.update(GLOO_SOCKET_IFNAME=place.interface, NCCL_SOCKET_IFNAME=place.interface)
-    torchrun = [
-        "-m", TORCHRUN_MODULE, "--nnodes", str(plan.nnodes),
-        "--nproc-per-node", str(place.nproc), "--node-rank", str(torch_node_rank(config, place)),
-        "--rdzv-backend", "static", "--rdzv-endpoint", f"{plan.master_addr}:{plan.port}",
-        "--rdzv-id", plan.run_id, "--rdzv-conf", f"timeout={RDZV_JOIN_TIMEOUT_S}",
-        "--max-restarts", "0", "--log-dir", IN_RUN_DIR.rank_logs(host.name), "--redirects", "3",
-        "--tee", "3",
-    ]
+    torchrun = ["-m", TORCHRUN_MODULE, *_rendezvous_words(config, plan, place),
+                "--max-restarts", "0", "--log-dir", IN_RUN_DIR.rank_logs(host.name),
+                "--redirects", "3", "--tee", "3"]
     if place.local_addr:
         torchrun += ["--local-addr", place.local_addr]
     words = " ".join(shlex.quote(w) for w in torchrun)
@@ -154,6 +150,19 @@ def torchrun_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
             env.setdefault("OMP_NUM_THREADS", str(host.threads))
     return (f"{_script_cwd(config, plan, host)}{env_prefix(env)}PYTHONPATH={code} "
             f"{_interpreter(host)} {words} {_entry_words(config, plan, place, tree)}")
+
+
+def _rendezvous_words(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -> list[str]:
+    """torchrun's nodes and rendezvous: the run's static rendezvous at the master, or for a
+    host joining the running run (``corral join``) a world of its own on that host
+    (``--standalone``): its ranks take part in the run through its membership store, never
+    through the run's rendezvous, whose agents would restart their workers for a new node."""
+    if plan.join_generation is not None:
+        return ["--standalone", "--nnodes", "1", "--nproc-per-node", str(place.nproc)]
+    return ["--nnodes", str(plan.nnodes), "--nproc-per-node", str(place.nproc),
+            "--node-rank", str(torch_node_rank(config, place)),
+            "--rdzv-backend", "static", "--rdzv-endpoint", f"{plan.master_addr}:{plan.port}",
+            "--rdzv-id", plan.run_id, "--rdzv-conf", f"timeout={RDZV_JOIN_TIMEOUT_S}"]
 
 
 async def _no_space(transport: Transport, exc: RemoteCommandError, run_dir: str) -> bool:
@@ -290,7 +299,8 @@ async def launch_host(
     planned = shlex.quote(IN_RUN_DIR.host_file(host.name, "planned"))
     stopped_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "stopped"))
     leader_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "leader"))
-    planned_ranks = shlex.quote("".join(f"{r}\n" for r in place.ranks))
+    planned_ranks = shlex.quote(f"{JOIN_MARK}\n" if plan.join_generation is not None
+                                else "".join(f"{r}\n" for r in place.ranks))
     run_dir = shell_path(plan.run_dir)
     # Not a job-control shell, so the background child is no group leader and setsid(1)
     # makes it the leader of a new session without forking: $! is the new process group.

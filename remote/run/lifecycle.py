@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from remote.config.cluster import HostSection
 from remote.events import CheckReport, RunOutcome, RunState, StopReport
 from remote.run.failures import Cause, Failure, HostLost
 from trainer.events import MembershipEvent
@@ -205,8 +206,36 @@ class MembershipSeen:
     event: MembershipEvent
 
 
+@dataclass(frozen=True)
+class JoinLaunched:
+    """``corral join`` started ``host``'s launcher for this run (its join record,
+    ``remote/run/join.py``): the host is counted in the run and followed, ``joining`` until
+    rank 0 lets it in."""
+
+    host: str
+    pgid: int
+    """Its launcher's process group."""
+    asked: float
+    """When the join was asked (wall clock)."""
+    section: HostSection | None = None
+    """The host's ``[[hosts]]`` entry when the run's cluster, as this process loaded it, has
+    none: cluster.toml got the host since (a machine added while the run trains)."""
+
+
+@dataclass(frozen=True)
+class JoinEnded:
+    """A joiner's launcher ended (or its host was lost) before rank 0 let it in: the join
+    failed, the run goes on as it was."""
+
+    host: str
+    detail: str
+    """What was seen (its launcher's status, the lost connection)."""
+    running: bool = False
+    """Its processes may still run (the run ended before it was let in): they are stopped."""
+
+
 Signal = (PhaseDone | LaunchFailed | TailsOpen | CauseSettled | RanksLinger | AttemptEnded
-          | MembershipSeen)
+          | MembershipSeen | JoinLaunched | JoinEnded)
 """What a phase reports to the lifecycle loop, which alone decides the next phase."""
 
 

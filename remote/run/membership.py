@@ -32,13 +32,29 @@ class MembershipRefused(CorralError):
     title = "cannot change the run's hosts"
 
 
-def leave_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | None:
-    """Why ``host`` cannot leave the run ``info`` (None: it can)."""
-    run, names = info.label, [h.name for h in config.hosts]
+def shared_refusal(config: ClusterConfig, info: RunInfo, host: str,
+                   ended: str) -> str | None:
+    """What a join and a leave both refuse first: a host not in cluster.toml, a run that
+    has ended (``ended``: what to do instead)."""
+    names = [h.name for h in config.hosts]
     if host not in names:
         return f"no host {host!r} in {config.path} (its hosts: {', '.join(names)})"
     if info.state in FINAL_RUN_STATES:
-        return f"run {run} has ended ({info.state}): there is nothing to leave"
+        return f"run {info.label} has ended ({info.state}): {ended}"
+    return None
+
+
+def no_live_membership(run: str, what: str) -> str:
+    """The refusal of a run without live membership; ``what``: how to get the change."""
+    return (f"run {run} has no live membership (launched without `[run] live_membership = "
+            f"true`, or a script run as is): `corral stop` it and `corral run --resume` {what}")
+
+
+def leave_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | None:
+    """Why ``host`` cannot leave the run ``info`` (None: it can)."""
+    run = info.label
+    if (why := shared_refusal(config, info, host, "there is nothing to leave")) is not None:
+        return why
     if host == config.cluster.master:
         return (f"{host} is the master's host: rank 0 serves the run's rendezvous and "
                 "membership store there, so it cannot leave; `corral stop` ends the run")
@@ -46,9 +62,7 @@ def leave_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | None
         return (f"{host} is not in run {run} (its hosts now: {', '.join(info.hosts)})"
                 + ("; it left already" if host in info.left_hosts else ""))
     if not info.membership_port:
-        return (f"run {run} has no live membership (launched without `[run] live_membership = "
-                "true`, or a script run as is): `corral stop` it and `corral run --resume` "
-                "without the host")
+        return no_live_membership(run, "without the host")
     return None
 
 

@@ -19,7 +19,7 @@ import contextlib
 import json
 import shlex
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
@@ -167,37 +167,56 @@ async def tail_host(
             await lines.aclose()  # type: ignore[attr-defined]
 
 
-async def merged(
-    sources: Sequence[tuple[str, AsyncIterator[TailItem]]],
-) -> AsyncIterator[TailItem | TailFailed]:
-    """Items of every host's tail as one stream, in arrival order.
+class MergedTails:
+    """Items of every host's tail as one stream, in arrival order (``items``); a tail may be
+    added while the stream is read (``add``: a host that joins the run live).
 
     A host whose tail raises yields a ``TailFailed`` once; the others go on.
     """
-    queue: asyncio.Queue[TailItem | TailFailed | None] = asyncio.Queue()
 
-    async def pump(name: str, source: AsyncIterator[TailItem]) -> None:
+    def __init__(self, sources: Sequence[tuple[str, AsyncIterator[TailItem]]]) -> None:
+        self._queue: asyncio.Queue[TailItem | TailFailed | None] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = 0
+        for name, source in sources:
+            self.add(name, source)
+
+    def add(self, name: str, source: AsyncIterator[TailItem]) -> None:
+        """Read ``source`` (``name``'s tail) into the stream from now on."""
+        self._running += 1
+        self._tasks.append(asyncio.create_task(self._pump(name, source)))
+
+    async def _pump(self, name: str, source: AsyncIterator[TailItem]) -> None:
         try:
             async for item in source:
-                await queue.put(item)
+                await self._queue.put(item)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await queue.put(TailFailed(host=name, error=exc))
+            await self._queue.put(TailFailed(host=name, error=exc))
         finally:
-            await queue.put(None)
+            await self._queue.put(None)
 
-    tasks = [asyncio.create_task(pump(name, src)) for name, src in sources]
-    running = len(tasks)
-    try:
-        while running:
-            item = await queue.get()
-            if item is None:
-                running -= 1
-                continue
+    async def items(self) -> AsyncGenerator[TailItem | TailFailed, None]:
+        """Every item until every tail has ended; the tails are cancelled when left early."""
+        try:
+            while self._running:
+                item = await self._queue.get()
+                if item is None:
+                    self._running -= 1
+                    continue
+                yield item
+        finally:
+            await cancelled(self._tasks)
+
+
+async def merged(
+    sources: Sequence[tuple[str, AsyncIterator[TailItem]]],
+) -> AsyncIterator[TailItem | TailFailed]:
+    """Items of every host's tail as one stream, in arrival order (``MergedTails``)."""
+    async with contextlib.aclosing(MergedTails(sources).items()) as items:
+        async for item in items:
             yield item
-    finally:
-        await cancelled(tasks)
 
 
 RECANCEL_S = 0.5

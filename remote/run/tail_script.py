@@ -23,7 +23,9 @@ the given byte offsets, and prints one record per line on stdout:
 The host's ranks are known once torchrun logs its rendezvous result (``global_ranks=[...]``,
 at INFO level) into the host's launcher log: they are the ranks the launch planned for the host
 (the ``planned`` file, numbered in host order) or, for a launch without that file, the ranks
-torchrun logged. They are kept in the ``ranks`` file for later tailers. Hosts may share one
+torchrun logged; a host that joined the run live (``planned`` holds ``join``) owns the
+ranks its launcher log says were admitted (``JOINED``). They are kept in the ``ranks`` file for
+later tailers. Hosts may share one
 machine and one run directory, so event files of other ranks are left alone. The tailer exits
 when its stdin closes (the follower went away).
 """
@@ -41,6 +43,12 @@ FULL_BELOW_BYTES = 1 << 20
 """Free space under which a launcher that failed or vanished is said to have met a full disk."""
 HEARTBEAT_S = 2.0
 GLOBAL_RANKS = re.compile(r"\bglobal_ranks=\[([\d, ]*)\]")
+JOINED = re.compile(r"\bcorral: joined the run as member (\d+)\b")
+"""A joiner's rank, once admitted (``trainer.membership.contract.JOINED_LINE``)."""
+JOIN_MARK = "join"
+"""The ``planned`` file of a host launched by ``corral join``: its ranks are not known at
+launch (rank 0 gives each joiner the next member id), so they are the ones its launcher log
+names with ``JOINED``, never torchrun's own ranks (a world of its own, from 0)."""
 
 
 class Tailer:
@@ -85,6 +93,13 @@ class Tailer:
         if self.offsets != before:
             self.out.write("F\n")
 
+    def joiner(self):
+        try:
+            with open(self.paths["planned"]) as f:
+                return f.read().strip() == JOIN_MARK
+        except OSError:
+            return False
+
     def read_ranks(self, name):
         try:
             with open(self.paths[name]) as f:
@@ -121,7 +136,12 @@ class Tailer:
             pos += len(raw)
             text = raw.rstrip(b"\n").decode("utf-8", "replace")
             self.out.write(f"L\t{path}\t{pos}\t{text}\n")
-            if path == self.paths["launcher_log"] and "global_ranks=[" in text:
+            if path == self.paths["launcher_log"] and "joined the run as member" in text:
+                joined = JOINED.search(text)
+                if joined and self.joiner():
+                    self.own({*self.owned, int(joined.group(1))})
+            elif (path == self.paths["launcher_log"] and "global_ranks=[" in text
+                    and not self.joiner()):
                 match = GLOBAL_RANKS.search(text)
                 if match:
                     logged = [int(x) for x in match.group(1).replace(",", " ").split()]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from console.controls import RunControls
+from console.controls import READ_ONLY, RunControls
 from console.effects import (
     AskQuit,
     ChooseHost,
@@ -170,15 +170,31 @@ def test_r_on_a_script_run_says_the_script_resumes_from_its_own_snapshot(
     assert isinstance(confirm, Confirm) and "newest checkpoint" in confirm.question
 
 
-async def test_leave_asks_which_host_then_confirms_then_asks_the_remote_layer(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _lab(tmp_path: Path, *more: str) -> tuple[RunControls, Session]:
+    """Controls over a fake run of alpha (the master), beta and gamma; cluster.toml has them
+    and ``more`` hosts."""
     controller = FakeController(script_options={"hold_at": 10})
     controls, session = _controls(controller)
-    hosts = tuple(HostSection(name=h.name, address="local", python="python3")
-                  for h in controller.hosts)
+    hosts = tuple(HostSection(name=n, address="local", python="python3")
+                  for n in (*(h.name for h in controller.hosts), *more))
     session._config = ClusterConfig(path=tmp_path / "cluster.toml",
                                     cluster=ClusterSection(name="lab", master="alpha"),
                                     hosts=hosts, run=RunSection())
+    return controls, session
+
+
+async def _live_with_gamma_left(screen: Headless, controls: RunControls,
+                                session: Session) -> None:
+    """The run started and training (step 9), gamma having left it at step 5."""
+    screen.render(controls.start())
+    await screen.until(lambda: session.model.step == 9)
+    session.model.apply(HostStatus(t=2.0, host="gamma", state="left",
+                                   detail="left at step 5 (asked)"))
+
+
+async def test_leave_asks_which_host_then_confirms_then_asks_the_remote_layer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    controls, session = _lab(tmp_path)
     asked: list[tuple[str, str]] = []
 
     async def leave_host(config: ClusterConfig, run_id: str, host: str) -> str:
@@ -189,10 +205,7 @@ async def test_leave_asks_which_host_then_confirms_then_asks_the_remote_layer(
     screen = Headless(answers=["no", "yes"])
     screen.render(controls.leave_host())
     assert screen.notices() == ["No live run to take a host out of."]
-    screen.render(controls.start())
-    await screen.until(lambda: session.model.step == 9)
-    session.model.apply(HostStatus(t=2.0, host="gamma", state="left",
-                                   detail="left at step 5 (asked)"))
+    await _live_with_gamma_left(screen, controls, session)
     screen.render(controls.leave_host())
     choice = next(o for o in screen.shown if isinstance(o, ChooseHost))
     assert choice.hosts == ("beta",)  # not the master's host, not one that left
@@ -204,3 +217,29 @@ async def test_leave_asks_which_host_then_confirms_then_asks_the_remote_layer(
     assert "beta leaves run fake-1 at its next step boundary." in screen.notices()
     rows = {v.host: v for v in session.model.rank_and_host_rows()}
     assert (rows["gamma"].status, rows["gamma"].reason) == ("left", "left at step 5 (asked)")
+
+
+async def test_join_offers_the_hosts_not_in_the_run_then_confirms_then_asks_the_remote_layer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    controls, session = _lab(tmp_path, "delta")
+    asked: list[tuple[str, str]] = []
+
+    async def join_host(config: ClusterConfig, run_id: str, host: str) -> float:
+        asked.append((run_id, host))
+        return 3.25
+
+    monkeypatch.setattr("remote.api.join_host", join_host)
+    screen = Headless(answers=["no", "yes"])
+    screen.render(controls.join_host())
+    assert screen.notices() == ["No live run to bring a host into."]
+    await _live_with_gamma_left(screen, controls, session)
+    screen.render(controls.join_host())
+    choice = next(o for o in screen.shown if isinstance(o, ChooseHost))
+    assert choice.hosts == ("gamma", "delta")  # one that left, one not in the run
+    screen.render(choice.then("delta"))  # answered no: nothing asked
+    assert asked == [] and controls.busy == ""
+    screen.render(choice.then("delta"))
+    await screen.until(lambda: bool(asked) and controls.busy == "")
+    assert asked == [("fake-1", "delta")]
+    assert "delta started in 3.2 s: it joins run fake-1 at a step boundary." in screen.notices()
+    assert RunControls(session, read_only=True).join_host()[0].title == READ_ONLY  # type: ignore[union-attr]

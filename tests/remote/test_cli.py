@@ -40,7 +40,7 @@ def test_every_subcommand_and_option_is_in_docs_cli_md() -> None:
     parser = build_parser()
     action = next(a for a in parser._actions if a.dest == "command")
     assert set(subcommands()) == {"aim", "attach", "check", "console", "export", "fetch",
-                                  "init", "leave", "logs", "mlflow", "profile",
+                                  "init", "join", "leave", "logs", "mlflow", "profile",
                                   "report", "run", "setup", "status", "stop", "tensorboard",
                                   "notify", "trust"}
     for name, sub in action.choices.items():  # type: ignore[union-attr]
@@ -53,7 +53,7 @@ def test_every_subcommand_and_option_is_in_docs_cli_md() -> None:
 
 @pytest.mark.parametrize("command", [[], *[[c] for c in
                                           ("aim", "attach", "check", "console", "export",
-                                           "fetch", "init", "leave", "mlflow",
+                                           "fetch", "init", "join", "leave", "mlflow",
                                            "profile", "report", "run", "setup", "status",
                                            "stop", "tensorboard", "trust")]])
 def test_help_documents_every_option(command: list[str], capsys: pytest.CaptureFixture[str]

@@ -76,3 +76,31 @@ def test_the_follower_waits_for_the_survivors_only_where_the_hot_path_is_open(
     assert follower._settle_wait() == wait
     follower.members_changed(frozenset({failed}), frozenset())
     assert follower.failed_at is None and not follower.monitor.failing
+
+
+def test_a_join_record_is_heard_once_and_a_joiners_end_before_it_is_let_in_is_no_failure(
+        tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from remote.run.follower import _Tick
+    from remote.run.join import JoinRecord, write_join_record
+    from remote.run.lifecycle import JoinEnded, JoinLaunched
+
+    follower = _follower(tmp_path, on_host_loss="continue", port=31000)
+    follower.pool = SimpleNamespace(config=follower.config)  # type: ignore[assignment]
+    # cluster.toml got host c while the run trains: its section comes with the record
+    (tmp_path / "cluster.toml").write_text("".join(
+        f'[[hosts]]\nname = "{n}"\naddress = "local"\npython = "python3"\n\n' for n in "abc")
+        + '[cluster]\nname = "m"\nmaster = "a"\n', encoding="utf-8")
+    write_join_record(follower.local_dir, JoinRecord(host="c", pgid=7, asked=1.0))
+    [launched] = follower._joins(_Tick())
+    assert isinstance(launched, JoinLaunched) and (launched.host, launched.pgid) == ("c", 7)
+    assert launched.section is not None and launched.section.name == "c"
+    assert follower._joins(_Tick()) == []  # heard once
+    # followed as a joiner (``add_joiner``): its launcher's end is a failed join, not the run's
+    follower.joining.add("c")
+    follower.monitor.members_changed(frozenset({"c"}), frozenset())
+    [ended] = follower._joins(_exit("c", "1"))
+    assert ended == JoinEnded(host="c", detail="its launcher ended with status 1")
+    assert follower.monitor.observe(_exit("c", "1")) == [] and not follower.monitor.failing
+    assert follower._joins(_exit("c", "1")) == []  # said once

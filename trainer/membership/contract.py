@@ -19,6 +19,14 @@ MEMBERSHIP_PORT_ENV = "CORRAL_MEMBERSHIP_PORT"
 """The port on the master's address where the run's membership store listens (every rank,
 joiners included, reaches the store there)."""
 
+MEMBERSHIP_ADDR_ENV = "CORRAL_MEMBERSHIP_ADDR"
+"""On a joiner's ranks (``corral join``): the master's address, where the run's store listens.
+A joiner runs under a torchrun of its own (not the run's rendezvous), whose ``MASTER_ADDR`` is
+its own host; without this variable a rank reaches the store at ``MASTER_ADDR``."""
+JOINED_LINE = "corral: joined the run as member {member}"
+"""What a joiner's rank prints once admitted: the member id its events file is named by.
+The host's tailer (``remote/run/tail_script.py``) takes the rank as the host's from it."""
+
 LeaveCause = Literal["asked", "ranks_died", "unreachable"]
 """Why a host left: ``asked`` (``corral leave`` or the console), ``ranks_died`` (its ranks
 exited or were killed), ``unreachable`` (its traffic stopped: no answer within the limit)."""

@@ -29,7 +29,13 @@ from trainer.dist import RankInfo, init_process_group
 from trainer.event_log import EventWriter, events_path
 from trainer.events import MembershipEvent
 from trainer.launch_contract import HOST_ENV
-from trainer.membership.contract import JOIN_ENV, MEMBERSHIP_PORT_ENV, LeaveCause
+from trainer.membership.contract import (
+    JOIN_ENV,
+    JOINED_LINE,
+    MEMBERSHIP_ADDR_ENV,
+    MEMBERSHIP_PORT_ENV,
+    LeaveCause,
+)
 from trainer.membership.plan import Generation, NextGeneration, config_for, resplit
 from trainer.membership.store import MembershipStore
 from trainer.run_layout import RunLayout
@@ -236,7 +242,8 @@ def join_run(config: TrainConfig, info: RankInfo
     if not port:
         return None, info, config
     joining = JOIN_ENV in os.environ
-    store = MembershipStore(os.environ.get("MASTER_ADDR", "127.0.0.1"), int(port),
+    address = os.environ.get(MEMBERSHIP_ADDR_ENV) or os.environ.get("MASTER_ADDR", "127.0.0.1")
+    store = MembershipStore(address, int(port),
                             serve=info.rank == 0 and not joining)
     host = os.environ.get(HOST_ENV) or os.uname().nodename
     leave_file = RunLayout(config.run_dir).leave_request(host)
@@ -256,6 +263,7 @@ def join_run(config: TrainConfig, info: RankInfo
         raise JoinRefused(answer["refused"])
     plan = NextGeneration.from_json(store.get(answer["plan"]))
     store.start_heartbeat(answer["member"])
+    print(JOINED_LINE.format(member=answer["member"]), flush=True)  # for the host's tailer
     membership = Membership(store, plan.generation, answer["member"], leave_file)
     membership.joining = plan
     info = RankInfo(rank=membership.rank, world_size=len(plan.generation.members),
