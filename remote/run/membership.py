@@ -10,7 +10,7 @@ asked and writes the file; it stops nothing.
 What cannot leave is refused with what to do instead, before any host is touched: a host not
 in the run, the master's host (rank 0 serves the rendezvous and the membership store there),
 a run that has ended, and a run without live membership (a script run as is, whose lost host
-restarts the run from the script's own checkpoint).
+restarts the run from the script's own checkpoint, or the low-communication mode).
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ def leave_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | None
                 + ("; it left already" if host in info.left_hosts else ""))
     if not info.membership_port:
         return (f"run {run} has no live membership (launched without `[run] live_membership = "
-                "true`, or a script run as is): `corral stop` it and `corral run --resume` "
-                "without the host")
+                "true`, a script run as is, or `exchange = \"local\"`): `corral stop` it and "
+                "`corral run --resume` without the host")
     return None
 
 
