@@ -75,6 +75,8 @@ SETTLE = 5
 """Steps between one change landing and the next trigger."""
 SMOOTH = 9
 """Steps in the plot's running median."""
+GAP_S = 5.0
+"""A stretch with no step longer than this breaks the plot's throughput line."""
 WAIT_S = 300.0
 """The longest any one wait of the bench lasts (a slower change is a failure)."""
 
@@ -311,23 +313,31 @@ def plot(folder: Path, out: Path, global_batch: int, triggers: dict[str, list[Co
     except ImportError:
         print("(no plot: matplotlib is not installed)")
         return
-    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
-    for ax, path in zip(axes, ("live", "restart"), strict=True):
+    fig, axes = plt.subplots(2, 2, figsize=(12, 6), sharex=True)
+    for (rate_ax, step_ax), path in zip(axes, ("live", "restart"), strict=True):
         events = steps(folder / f"{path}-0", 0)
         t0 = events[0]["t"]
         times = [e["t"] - t0 for e in events]
         rates = [global_batch / e["step_s"] for e in events]
-        ax.plot(times, rates, ".", markersize=3, color="lightsteelblue")
+        rate_ax.plot(times, rates, ".", markersize=3, color="lightsteelblue")
         half = SMOOTH // 2  # a running median: the loaded machine's noise, not the change
-        ax.plot(times, [statistics.median(rates[max(0, i - half):i + half + 1])
-                        for i in range(len(rates))], color="navy", linewidth=1)
-        for c in triggers[path]:
-            at = next(e["t"] for e in events if e["step"] == c.at_step) - t0
-            ax.axvline(at, color="grey", linestyle="--")
-            ax.annotate(c.change, (at, ax.get_ylim()[1] * 0.9), fontsize=8)
-        ax.set_title(f"{path}: join, planned leave, killed host")
-        ax.set_ylabel("cluster samples/s")
-    axes[1].set_xlabel("seconds since the first step")
+        smooth = [statistics.median(rates[max(0, i - half):i + half + 1])
+                  for i in range(len(rates))]
+        # No line across a stop: a stretch with no step is no throughput at all.
+        cut = [i for i in range(1, len(times)) if times[i] - times[i - 1] > GAP_S]
+        for lo, hi in zip([0, *cut], [*cut, len(times)], strict=True):
+            rate_ax.plot(times[lo:hi], smooth[lo:hi], color="navy", linewidth=1)
+        step_ax.plot(times, [e["step"] for e in events], ".", markersize=2, color="navy")
+        for ax in (rate_ax, step_ax):
+            for c in triggers[path]:
+                at = next(e["t"] for e in events if e["step"] == c.at_step) - t0
+                ax.axvline(at, color="grey", linestyle="--", linewidth=0.8)
+                ax.annotate(c.change, (at, ax.get_ylim()[1] * 0.92), fontsize=8)
+        rate_ax.set_title(f"{path}: cluster samples/s (running median of {SMOOTH} steps)",
+                          fontsize=10)
+        step_ax.set_title(f"{path}: steps completed (a drop: steps redone)", fontsize=10)
+    for ax in axes[1]:
+        ax.set_xlabel("seconds since the first step")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
