@@ -167,3 +167,20 @@ def test_the_step_gap_bench_charges_each_device_gap_to_where_the_host_was() -> N
     assert report["device_idle_us_per_step"] == 40
     assert report["idle_us_per_step_by_host_phase"] == {"report": 40.0}
     assert report["host_us_per_step_by_phase"]["report"] == 38
+
+
+def test_membership_bench_trains_what_it_says_and_kills_half_an_interval_past_a_checkpoint(
+        tmp_path: Path) -> None:
+    """bench/membership.py: both paths' flags (CPU and ``--device cuda``) are the trainer's,
+    and its kill lands where a uniformly timed loss does on average: mid-interval."""
+    from argparse import Namespace
+
+    from bench.membership import kill_step, training_flags
+
+    for device in ("cpu", "cuda"):
+        args = Namespace(workload="cnn", global_batch=48, steps=200, checkpoint_every=50,
+                         device=device, backend="gloo", kill_at=75)
+        config = parse_config(training_flags(args, tmp_path))
+        assert (config.model, config.policy, config.device) == ("simple_cnn", "dynamic", device)
+        assert (config.checkpoint_every, config.backend) == (50, "gloo")
+    assert [kill_step(args, now) for now in (10, 70, 71, 130)] == [75, 75, 125, 175]

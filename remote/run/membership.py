@@ -10,7 +10,7 @@ asked and writes the file; it stops nothing.
 What cannot leave is refused with what to do instead, before any host is touched: a host not
 in the run, the master's host (rank 0 serves the rendezvous and the membership store there),
 a run that has ended, and a run without live membership (a script run as is, whose lost host
-restarts the run from the script's own checkpoint).
+restarts the run from the script's own checkpoint, or the low-communication mode).
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def shared_refusal(config: ClusterConfig, info: RunInfo, host: str,
 def no_live_membership(run: str, what: str) -> str:
     """The refusal of a run without live membership; ``what``: how to get the change."""
     return (f"run {run} has no live membership (launched without `[run] live_membership = "
-            f"true`, or a script run as is): `corral stop` it and `corral run --resume` {what}")
+            f"true`, a script run as is, or `exchange = \"local\"`): `corral stop` it and "
+            f"`corral run --resume` {what}")
 
 
 def leave_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | None:

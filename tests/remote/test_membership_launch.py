@@ -57,5 +57,7 @@ def test_a_script_run_as_is_gets_no_membership_port(tmp_path: Path) -> None:
     config = _config(tmp_path, live_membership=True)
     script = replace(config, run=replace(config.run, script="train.py"))
     assert not wants_membership_port(script)
+    local = replace(config, run=replace(config.run, exchange="local"))
+    assert not wants_membership_port(local)  # the rounds' loop keeps the restart
     for env in _envs(config).values():  # no port planned: none set
         assert MEMBERSHIP_PORT_ENV not in env
