@@ -19,12 +19,15 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-HostFile = Literal["pgid", "leader", "exit", "stopped", "ranks", "planned", "data"]
+HostFile = Literal["pgid", "leader", "exit", "stopped", "ranks", "planned", "data",
+                   "carried"]
 """The launcher's bookkeeping files of one host, ``hosts/<host>.<kind>``: the process-group id
 (``pgid``) and its leader's start time (``leader``) written at launch, the launcher's exit
 status (``exit``), the mark of ``corral stop`` (``stopped``), the host's ranks as torchrun
 assigned them (``ranks``) and as the launch planned them (``planned``), and the data links of
-its working directory (``data``: one ``target<TAB>path`` a line, written by the data sync)."""
+its working directory (``data``: one ``target<TAB>path`` a line, written by the data sync), and
+the files copied to it from rank 0's host before a script's relaunch (``carried``, the same
+shape: ``remote/run/carry.py``)."""
 
 EVENTS_NAME = re.compile(r"^rank-(\d+)\.jsonl$")
 """An event file's name inside ``metrics/``; group 1 is the rank."""

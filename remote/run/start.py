@@ -28,6 +28,7 @@ from remote.hosts.push import CodeBundle, build_bundle
 from remote.hosts.transport import Transport
 from remote.records.collected import CollectedCopy
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
+from remote.run.carry import carry_master_files
 from remote.run.data_push import sync_run_data
 from remote.run.launch import LaunchPlan, launch_host
 from remote.run.lifecycle import LaunchFailed
@@ -220,6 +221,10 @@ async def start_hosts(launch: Launch, *, resume: bool, policy: str | None,
     config, info, pool = launch.config, launch.info, launch.pool
     if resume:
         await _follow_on(launch)
+    if config.run.script is not None and (resume or restart > 0):
+        # the same working directories again: what only rank 0 saved reaches every host
+        async for line in carry_master_files(config, pool, info, launch.hosts):
+            yield line
     plan = LaunchPlan(run_id=info.run_id, run_dir=launch.run_dir, code_digest=launch.code.digest,
                       master_addr=launch.master_addr, port=launch.port,
                       nnodes=len(launch.hosts), user=launch.user, resume=resume, policy=policy,
