@@ -10,14 +10,16 @@ directory lacks are copied to that host:
 
 1. rank 0's host lists its working directory (size and sha256 of each file, links out of it
    left out: the data sync's links, ``remote.run.fetch.MANIFEST_SCRIPT``);
-2. every other host says which of those paths it lacks (``LACKS_PY``): a file it has, its own
-   snapshot or anything else, is never replaced;
+2. every other host says which of those paths it lacks (``LACKS_PY``): a file of its own (its
+   own snapshot, a log) is never replaced; a copy an earlier relaunch made, which rank 0 has
+   written again since, is (nanoGPT's ``ckpt.pt`` at a second ``--resume``);
 3. what is lacked, at most ``CARRY_LIMIT_BYTES`` in all (beyond it nothing starts and one error
    names the largest files and the fix), travels through the data sync (content-addressed into
    each host's cache, sent once: ``remote.hosts.data_sync``), fetched here first when rank 0's
    host is not this machine (``remote.run.fetch.copy_listed``, verified);
-4. each host copies its files from its cache into its working directory (a copy, not a link:
-   the script may write the file again), each under a temporary name renamed into place;
+4. each host copies its files from its cache into its working directory (``COPY_PY``: a copy,
+   not a link, as the script may write it again), each under a temporary name renamed into
+   place, and records what it copied (``hosts/<host>.carried``);
 5. the log names each file with its size and the hosts it went to.
 """
 
@@ -44,7 +46,7 @@ from remote.hosts.data_sync import (
 from remote.hosts.data_tree import DataFile, DataSet
 from remote.hosts.interpreter import last_json, python_word
 from remote.hosts.pool import HostPool
-from remote.hosts.transport import Transport, shell_path
+from remote.hosts.transport import Transport
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.run.fetch import Listing, RemoteFile, copy_listed, manifest, source_host
 from remote.run.lifecycle import LaunchFailed
@@ -56,15 +58,55 @@ medium checkpoint with AdamW's state is about 4.2 GB): beyond it, nothing starts
 NAMED_FILES = 5
 """Files named in the over-the-limit error (the largest first)."""
 
-LACKS_PY = """
-import json, os, sys
+RECORD_PY = """
+import json, os, shutil, sys
 ask = json.loads(sys.stdin.readline())
-root = os.path.expanduser(ask["cwd"])
-lacks = [rel for rel in ask["files"] if not os.path.lexists(os.path.join(root, rel))]
-print(json.dumps({"lacks": lacks}))
+root, where = os.path.expanduser(ask["cwd"]), os.path.expanduser(ask["record"])
+try:
+    with open(where) as f:
+        record = json.load(f)
+except (OSError, ValueError):
+    record = {}
 """
-"""Run on a host with ``python -S``: which of the paths its working directory lacks (a link,
-even a broken one, counts as there: it is the host's own)."""
+"""The start of both host programs: the request, and the host's record of what earlier
+relaunches copied into its working directory (``hosts/<host>.carried``: per path, the sha256
+copied and the size and modification time the copy had)."""
+
+LACKS_PY = RECORD_PY + """
+def lacks(rel, sha):
+    path = os.path.join(root, rel)
+    if not os.path.lexists(path):
+        return True
+    mine = record.get(rel)  # corral's copy, unwritten since, of an older file of rank 0's
+    if not mine or mine[0] == sha or os.path.islink(path):
+        return False
+    info = os.stat(path)
+    return [info.st_size, info.st_mtime_ns] == mine[1:]
+print(json.dumps({"lacks": [rel for rel, sha in ask["files"] if lacks(rel, sha)]}))
+"""
+"""Run on a host with ``python -S``: which of rank 0's files its working directory lacks,
+or holds only as an earlier relaunch's copy that rank 0 has since written again. A file of the
+host's own (a link, even a broken one, or a copy the script wrote since) is never replaced."""
+
+COPY_PY = RECORD_PY + """
+os.umask(0o077)
+for rel, sha in ask["files"]:
+    final = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    part = final + ".corral-part"
+    shutil.copyfile(os.path.join(os.path.expanduser(ask["cache"]), sha), part)
+    os.chmod(part, 0o600)
+    os.replace(part, final)
+    info = os.stat(final)
+    record[rel] = [sha, info.st_size, info.st_mtime_ns]
+part = where + ".corral-part"
+with open(part, "w") as out:
+    json.dump(record, out)
+os.replace(part, where)
+"""
+"""Run on a host with ``python -S``: each cached file copied into the working directory (a
+copy, not a link: the script may write it again) under a temporary name renamed into place,
+and the record updated."""
 
 
 @dataclass(frozen=True)
@@ -113,17 +155,25 @@ def carry_line(master: str, carries: list[Carry]) -> str:
     return f"resume: copied from {master} (rank 0's host): " + "; ".join(parts)
 
 
-async def _lacking(transport: Transport, cwd: str, listing: Listing) -> Carry:
-    """The files of ``listing`` the host's working directory lacks."""
-    ask = {"cwd": cwd, "files": [f.name for f in listing.files]}
-    done = await transport.run(f"{python_word(transport.host)} -S -c {shlex.quote(LACKS_PY)}",
-                               timeout=60.0, input=(json.dumps(ask) + "\n").encode())
-    answer = last_json(done.stdout)
+async def _on_host(transport: Transport, code: str, ask: dict[str, object]) -> str:
+    """``code`` run by the host's python with ``ask`` on its input; its output."""
+    done = await transport.run(f"{python_word(transport.host)} -S -c {shlex.quote(code)}",
+                               check=True, timeout=600.0,
+                               input=(json.dumps(ask) + "\n").encode())
+    return done.stdout
+
+
+async def _lacking(transport: Transport, layout: RunLayout, listing: Listing) -> Carry:
+    """The files of ``listing`` the host's working directory lacks (``LACKS_PY``)."""
+    host = transport.host.name
+    cwd = layout.script_cwd(host)
+    answer = last_json(await _on_host(transport, LACKS_PY, {
+        "cwd": cwd, "record": layout.host_file(host, "carried"),
+        "files": [[f.name, f.sha256] for f in listing.files]}))
     if answer is None:
-        raise CorralError(f"{transport.host.name}: no answer on its working directory {cwd}: "
-                          f"{done.stderr.strip()[-300:]}")
+        raise CorralError(f"{host}: no answer on its working directory {cwd}")
     lacked = set(answer["lacks"])
-    return Carry(host=transport.host.name,
+    return Carry(host=host,
                  files=tuple(f for f in listing.files if f.name in lacked))
 
 
@@ -140,19 +190,6 @@ async def _sources(config: ClusterConfig, pool: HostPool, info: RunInfo, master:
     return target
 
 
-def _copy_in(cwd: str, cache: str, files: tuple[DataFile, ...]) -> str:
-    """Shell: each cached file copied into the working directory under a temporary name,
-    renamed into place, unless the host made its own meanwhile."""
-    steps = ["umask 077"]
-    for f in files:
-        final = f"{shell_path(cwd)}/{shlex.quote(f.rel)}"
-        part = f"{shell_path(cwd)}/{shlex.quote(f.rel + '.corral-part')}"
-        steps.append(f"{{ [ -e {final} ] || {{ mkdir -p \"$(dirname -- {final})\" && "
-                     f"cp -- {shell_path(f'{cache}/{f.sha256}')} {part} && chmod 600 {part} && "
-                     f"mv -f -- {part} {final}; }}; }}")
-    return " && ".join(steps)
-
-
 async def _deliver(transport: Transport, config: ClusterConfig, run_dir: str, root: Path,
                    carry: Carry) -> None:
     """Send ``carry``'s files into the host's data cache, then copy them into place."""
@@ -166,10 +203,11 @@ async def _deliver(transport: Transport, config: ClusterConfig, run_dir: str, ro
     if (problem := plan_problem(host.name, data, found)) is not None:
         raise CorralError(problem)
     layout = RunLayout(run_dir)
-    await sync_host(transport, data, found, layout.host_file(host.name, "carried"),
+    await sync_host(transport, data, found, layout.host_file(host.name, "carry"),
                     DataProgress(host=host.name), config.ssh)
-    await transport.run(_copy_in(layout.script_cwd(host.name), cache_dir(host.workdir),
-                                 data.files), check=True, timeout=600.0)
+    await _on_host(transport, COPY_PY, {
+        "cwd": layout.script_cwd(host.name), "record": layout.host_file(host.name, "carried"),
+        "cache": cache_dir(host.workdir), "files": [[f.rel, f.sha256] for f in data.files]})
 
 
 async def carry_master_files(config: ClusterConfig, pool: HostPool, info: RunInfo,
@@ -186,8 +224,7 @@ async def carry_master_files(config: ClusterConfig, pool: HostPool, info: RunInf
     listing = await manifest(await pool.get(master), cwd, inside=cwd)
     if listing is None or not listing.files:
         return
-    answers = await pool.gather(lambda t: _lacking(t, layout.script_cwd(t.host.name), listing),
-                                others)
+    answers = await pool.gather(lambda t: _lacking(t, layout, listing), others)
     if failed := [f"{h}: {a}" for h, a in answers.items() if isinstance(a, BaseException)]:
         raise LaunchFailed("resume: cannot read the working directories: " + "; ".join(failed))
     carries = [a for a in answers.values() if isinstance(a, Carry) and a.files]

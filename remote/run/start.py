@@ -32,7 +32,7 @@ from remote.run.carry import carry_master_files
 from remote.run.data_push import sync_run_data
 from remote.run.launch import LaunchPlan, launch_host
 from remote.run.lifecycle import LaunchFailed
-from remote.run.stream import remote_sizes
+from remote.run.stream import catch_up, remote_sizes
 
 
 class _HostLaunchFailed(Exception):
@@ -201,12 +201,15 @@ def _plan(launch: Launch) -> None:
 
 async def _follow_on(launch: Launch) -> None:
     """A resumed run's event files go on from where the previous launch left them: the local
-    copy's offsets move to their ends, so the follower reads new lines only."""
+    copy first gets the lines its follower never read (``catch_up``: what the ranks wrote as
+    they were stopped), then its offsets move to the files' ends, so the follower reads new
+    lines only."""
     sizes = await launch.pool.gather(lambda t: remote_sizes(t, launch.run_dir))
     local_dir = local_run_dir(launch.config, launch.info.run_id)
     for name, found in sizes.items():
         if isinstance(found, dict):
             copy = CollectedCopy(local_dir, name)
+            await catch_up(await launch.pool.get(name), launch.run_dir, copy, found)
             copy.raise_offsets(found)
             copy.close()
 
