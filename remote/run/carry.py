@@ -116,10 +116,6 @@ class Carry:
     host: str
     files: tuple[RemoteFile, ...]
 
-    @property
-    def size(self) -> int:
-        return sum(f.size for f in self.files)
-
 
 def _mib(size: int) -> str:
     return f"{size / 2**20:.1f} MiB"
