@@ -128,13 +128,18 @@ def bare_hosts(script: Path, args: list[str], nproc: int, threads: int) -> dict[
          "--nproc-per-node=1", f"--node-rank={node}", "--rdzv-backend=static",
          f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=bench", "--local-addr=127.0.0.1",
          str(script), *args],
-        cwd=script.parent, env=bare_env(threads), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True) for node in range(nproc)]
-    outputs = [proc.communicate(timeout=600) for proc in procs]
-    found = RESULT.search(outputs[0][0])
+        # node 0 (rank 0's result line) read through pipes; the others' output dropped, never
+        # left in a pipe nobody reads while node 0 is waited on
+        cwd=script.parent, env=bare_env(threads), text=True,
+        stdout=subprocess.DEVNULL if node else subprocess.PIPE,
+        stderr=subprocess.DEVNULL if node else subprocess.PIPE) for node in range(nproc)]
+    out, err = procs[0].communicate(timeout=600)
+    for proc in procs[1:]:
+        proc.wait(timeout=600)
+    found = RESULT.search(out)
     if any(proc.returncode for proc in procs) or found is None:
         raise RuntimeError(f"torchrun per host: exits {[p.returncode for p in procs]}\n"
-                           f"{outputs[0][1][-2000:]}")
+                           f"{err[-2000:]}")
     began, first, rate = map(float, found.groups())
     return {"rate": rate, BARE_PHASES[0]: began - t0, BARE_PHASES[1]: first - began,
             "total": first - t0}
