@@ -12,6 +12,10 @@ here); the goal is corral / bare >= 0.98.
 Time from command to first step, by phase:
 
 - bare: launcher + rendezvous + imports (command -> the script runs), script (-> first step);
+  both for one ``--standalone`` launcher and for one launcher per host as corral starts them
+  (``--nnodes N --node-rank R``, torch's static rendezvous), without corral: on one machine
+  each host's launcher is one more interpreter importing torch on the same cores, a cost of
+  co-locating the hosts that no launcher avoids (on separate hosts they start side by side);
 - corral: check and push (``checking`` -> ``launching``, connection included), launch
   (-> ``running``), launchers up (-> the last host's torchrun starts its rendezvous: its
   interpreter and torch's import), rendezvous (-> the last host's rendezvous is complete),
@@ -88,6 +92,9 @@ RESULT = re.compile(r"SCRIPT began=([\d.]+) first=([\d.]+) rate=([\d.]+)")
 TORCHRUN_MARK = re.compile(r"I(\d{4}) (\d\d:\d\d:\d\d\.\d+) .*\] \[default\] "
                            r"(Rendezvous'ing|Rendezvous complete)")
 """torchrun's INFO lines as a launcher starts its rendezvous and as it completes (glog time)."""
+SIDES = ("bare", "bare per host", "corral")
+"""``torchrun --standalone`` (one launcher), one torchrun launcher per host as corral starts
+them but without corral (``bare_hosts``), and ``corral run``."""
 BARE_PHASES = ("launcher+rendezvous+imports", "script to first step")
 CORRAL_PHASES = ("check and push", "launch", "launchers up", "rendezvous", "ranks up",
                  "script to first step", "delivery")
@@ -103,6 +110,36 @@ def bare(script: Path, args: list[str], nproc: int, threads: int) -> dict[str, f
     found = RESULT.search(proc.stdout)
     if proc.returncode != 0 or found is None:
         raise RuntimeError(f"bare torchrun: exit {proc.returncode}\n{proc.stderr[-2000:]}")
+    began, first, rate = map(float, found.groups())
+    return {"rate": rate, BARE_PHASES[0]: began - t0, BARE_PHASES[1]: first - began,
+            "total": first - t0}
+
+
+def bare_hosts(script: Path, args: list[str], nproc: int, threads: int) -> dict[str, float]:
+    """One run under ``nproc`` torchrun launchers of one rank each, started as corral starts
+    them (one node per host, torch's static rendezvous on node 0's port), without corral:
+    what co-locating that many hosts' launchers on this one machine costs any launcher."""
+    with socket.socket() as probe:  # a free port for node 0's store
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    t0 = time.time()
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nproc}",
+         "--nproc-per-node=1", f"--node-rank={node}", "--rdzv-backend=static",
+         f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=bench", "--local-addr=127.0.0.1",
+         str(script), *args],
+        # node 0 (rank 0's result line) read through pipes; the others' output dropped, never
+        # left in a pipe nobody reads while node 0 is waited on
+        cwd=script.parent, env=bare_env(threads), text=True,
+        stdout=subprocess.DEVNULL if node else subprocess.PIPE,
+        stderr=subprocess.DEVNULL if node else subprocess.PIPE) for node in range(nproc)]
+    out, err = procs[0].communicate(timeout=600)
+    for proc in procs[1:]:
+        proc.wait(timeout=600)
+    found = RESULT.search(out)
+    if any(proc.returncode for proc in procs) or found is None:
+        raise RuntimeError(f"torchrun per host: exits {[p.returncode for p in procs]}\n"
+                           f"{err[-2000:]}")
     began, first, rate = map(float, found.groups())
     return {"rate": rate, BARE_PHASES[0]: began - t0, BARE_PHASES[1]: first - began,
             "total": first - t0}
@@ -224,7 +261,7 @@ def main() -> int:
     p.add_argument("--no-launch", action="store_true",
                    help="only the hooks-alone measure (no torchrun or corral runs)")
     args = p.parse_args()
-    runs: dict[str, list[dict[str, float]]] = {"bare": [], "corral": []}
+    runs: dict[str, list[dict[str, float]]] = {side: [] for side in SIDES}
     with tempfile.TemporaryDirectory(prefix="corral-script-bench-") as tmp:
         cost = hooks_alone(Path(tmp) / "hooks", args.hook_blocks, 300) if args.hook_blocks else 0.0
         if args.no_launch:
@@ -236,10 +273,12 @@ def main() -> int:
         script_args = [str(args.steps), str(args.warmup)]
         loop = asyncio.new_event_loop()  # one loop: its subprocess transports close in it
         for round_ in range(args.rounds):
-            order = ("bare", "corral") if round_ % 2 == 0 else ("corral", "bare")
-            for side in order:  # alternate who goes first
+            shift = round_ % len(SIDES)  # each side goes first in turn
+            for side in SIDES[shift:] + SIDES[:shift]:
                 if side == "bare":
                     result = bare(script, script_args, args.nproc, args.threads)
+                elif side == "bare per host":
+                    result = bare_hosts(script, script_args, args.nproc, args.threads)
                 else:
                     config = cluster(folder / f"c{round_}", script, script_args, args.nproc,
                                      args.threads)
@@ -261,11 +300,17 @@ def report(runs: dict[str, list[dict[str, float]]]) -> None:
     rates = {side: [r["rate"] for r in results] for side, results in runs.items()}
     ratios = [c / b for c, b in zip(rates["corral"], rates["bare"], strict=True)]
     rows = [[side, f"{statistics.median(rates[side]):.2f}",
-             " ".join(f"{r:.2f}" for r in rates[side])] for side in ("bare", "corral")]
+             " ".join(f"{r:.2f}" for r in rates[side])] for side in SIDES]
     print(markdown_table(["launcher", "median steps/s", "per round"], rows))
     print(f"\ncorral / bare steps/s: median {statistics.median(ratios):.3f} "
           f"(per round {' '.join(f'{r:.3f}' for r in ratios)}; goal >= 0.98)\n")
-    for side, phases in (("bare", BARE_PHASES), ("corral", CORRAL_PHASES)):
+    for other in ("bare", "bare per host"):
+        gaps = [c["total"] - b["total"] for c, b in zip(runs["corral"], runs[other], strict=True)]
+        print(f"corral - {other}, command -> first step: median {statistics.median(gaps):+.2f} s "
+              f"(per round {' '.join(f'{g:+.2f}' for g in gaps)})")
+    print()
+    for side, phases in (("bare", BARE_PHASES), ("bare per host", BARE_PHASES),
+                         ("corral", CORRAL_PHASES)):
         rows = [[name, f"{statistics.median(r[name] for r in runs[side]):.2f}"]
                 for name in (*phases, "total")]
         print(f"{side}: command -> first step, medians (s)")

@@ -28,10 +28,11 @@ from remote.hosts.push import CodeBundle, build_bundle
 from remote.hosts.transport import Transport
 from remote.records.collected import CollectedCopy
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
+from remote.run.carry import carry_master_files
 from remote.run.data_push import sync_run_data
 from remote.run.launch import LaunchPlan, launch_host
 from remote.run.lifecycle import LaunchFailed
-from remote.run.stream import remote_sizes
+from remote.run.stream import catch_up, remote_sizes
 
 
 class _HostLaunchFailed(Exception):
@@ -200,12 +201,15 @@ def _plan(launch: Launch) -> None:
 
 async def _follow_on(launch: Launch) -> None:
     """A resumed run's event files go on from where the previous launch left them: the local
-    copy's offsets move to their ends, so the follower reads new lines only."""
+    copy first gets the lines its follower never read (``catch_up``: what the ranks wrote as
+    they were stopped), then its offsets move to the files' ends, so the follower reads new
+    lines only."""
     sizes = await launch.pool.gather(lambda t: remote_sizes(t, launch.run_dir))
     local_dir = local_run_dir(launch.config, launch.info.run_id)
     for name, found in sizes.items():
         if isinstance(found, dict):
             copy = CollectedCopy(local_dir, name)
+            await catch_up(await launch.pool.get(name), launch.run_dir, copy, found)
             copy.raise_offsets(found)
             copy.close()
 
@@ -220,6 +224,10 @@ async def start_hosts(launch: Launch, *, resume: bool, policy: str | None,
     config, info, pool = launch.config, launch.info, launch.pool
     if resume:
         await _follow_on(launch)
+    if config.run.script is not None and (resume or restart > 0):
+        # the same working directories again: what only rank 0 saved reaches every host
+        async for line in carry_master_files(config, pool, info, launch.hosts):
+            yield line
     plan = LaunchPlan(run_id=info.run_id, run_dir=launch.run_dir, code_digest=launch.code.digest,
                       master_addr=launch.master_addr, port=launch.port,
                       nnodes=len(launch.hosts), user=launch.user, resume=resume, policy=policy,

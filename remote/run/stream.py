@@ -247,3 +247,26 @@ async def remote_sizes(transport: Transport, run_dir: str) -> dict[str, int]:
         if size.strip().isdigit():
             sizes[path] = int(size.strip())
     return sizes
+
+
+CATCH_UP_LIMIT = 8 << 20
+"""The most of one file ``catch_up`` copies; a longer unread part is skipped as before."""
+
+
+async def catch_up(transport: Transport, run_dir: str, copy: CollectedCopy,
+                   sizes: dict[str, int]) -> None:
+    """Copy the whole lines of the host's files that this copy never read (up to ``sizes``):
+    the last steps and end event a rank wrote as it was stopped, after its follower had
+    gone. A resumed run's report then counts every step of each earlier attempt."""
+    for path, size in sizes.items():
+        offset = copy.offsets.get(path, 0)
+        if not offset < size <= offset + CATCH_UP_LIMIT:
+            continue
+        done = await transport.run(f"cd {shell_path(run_dir)} && tail -c +{offset + 1} "
+                                   f"{shlex.quote(path)} | head -c {size - offset}", timeout=30.0)
+        if not done.ok:
+            continue
+        for line in done.stdout.split("\n")[:-1]:  # a line cut short is left unread
+            offset += len(line.encode("utf-8")) + 1
+            copy.append(path, line, offset)
+

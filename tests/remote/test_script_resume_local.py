@@ -1,19 +1,22 @@
 """A plain script resumed as under torchrun: stopped mid-run, ``corral run --resume RUN`` (the
 console's ``r``: the same ``start(resume=...)``) runs its ranks again in that run's working
-directories, so the script finds the snapshot it saved there and goes on from it; a run id
+directories, so the script finds the snapshot it saved there and goes on from it, on every host
+(what only rank 0 saved is copied to the hosts that lack it first, as nanoGPT's resume needs),
+and the log names what was copied; a run id
 that is empty (an unset ``$RUN``) is refused, never taken for a fresh start; the report counts
 both attempts' steps."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
 from profiles.user_errors import UsageError
-from remote.api import RankEvent, RunStatus, load_history, local_run_dir, summarize
+from remote.api import LogLine, RankEvent, RunStatus, load_history, local_run_dir, summarize
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
 from remote.run.controller import SshRunController
 from remote.run.resume import run_to_resume
@@ -33,24 +36,29 @@ import json, os, time
 import torch
 import torch.distributed as dist
 
-# minGPT's shape: load the snapshot from the working directory when there is one
+# nanoGPT's shape: only the master process saves the checkpoint (out/ckpt.json, under out/,
+# which never travels), and a resume (--init_from=resume; here corral's CORRAL_RESTART) loads it
+# on every rank: another host has it only if corral copied it there
 dist.init_process_group("gloo")
+rank = dist.get_rank()
 model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 1))
 opt = torch.optim.SGD(model.parameters(), lr=0.1)
 start = 0
-if os.path.exists("snapshot.json"):
-    start = json.load(open("snapshot.json"))["step"]
+if os.environ.get("CORRAL_RESTART", "0") != "0":
+    start = json.load(open("out/ckpt.json"))["step"]
 else:
-    print("Snapshot not found. Training from scratch", flush=True)
-with open("starts.log", "a") as log:
-    log.write(f"{{start}}\\n")
+    print("Training from scratch", flush=True)
+with open("starts.log", "a") as log:  # each host's own: never replaced by rank 0's
+    log.write(f"{{rank}} {{start}}\\n")
+os.makedirs("out", exist_ok=True)
 for step in range(start, {STEPS}):
     opt.zero_grad()
     model(torch.ones(2, 4)).sum().backward()
     opt.step()
-    with open("snapshot.json.tmp", "w") as out:
-        json.dump({{"step": step + 1}}, out)
-    os.replace("snapshot.json.tmp", "snapshot.json")
+    if rank == 0:
+        with open("out/ckpt.json.tmp", "w") as out:
+            json.dump({{"step": step + 1}}, out)
+        os.replace("out/ckpt.json.tmp", "out/ckpt.json")
     time.sleep(0.2)
 dist.destroy_process_group()
 """
@@ -68,7 +76,7 @@ def _config(tmp_path: Path, script: Path) -> ClusterConfig:
 
 def _snapshot_step(cwd: Path) -> int:
     try:
-        return int(json.loads((cwd / "snapshot.json").read_text())["step"])
+        return int(json.loads((cwd / "out" / "ckpt.json").read_text())["step"])
     except (OSError, ValueError, KeyError):
         return 0
 
@@ -98,11 +106,18 @@ async def test_a_stopped_script_resumes_from_its_own_snapshot(tmp_path: Path) ->
         await controller.aclose()
     final = events[-1]
     assert isinstance(final, RunStatus) and final.state == "completed", final
-    for host in ("h0", "h1"):  # each host's ranks ran again in its own working directory
-        here = Path(RunLayout(tmp_path / "runs" / first.run_id).script_cwd(host))
-        starts = [int(line) for line in (here / "starts.log").read_text().split()]
-        assert starts[0] == 0 and starts[1] >= stopped_at - 1, (host, starts)
-        assert _snapshot_step(here) == STEPS
+    for rank, host in enumerate(("h0", "h1")):  # each host's ranks ran again in its own
+        here = Path(RunLayout(tmp_path / "runs" / first.run_id).script_cwd(host))  # directory
+        starts = [line.split() for line in (here / "starts.log").read_text().splitlines()]
+        assert starts == [[str(rank), "0"], [str(rank), str(stopped_at)]], (host, starts)
+    # h1 never wrote out/ckpt.json: it got h0's, as it was at the stop, and the log says so
+    h1 = Path(RunLayout(tmp_path / "runs" / first.run_id).script_cwd("h1"))
+    assert _snapshot_step(h1) == stopped_at
+    assert _snapshot_step(cwd) == STEPS
+    carried = [e.text for e in events if isinstance(e, LogLine) and "resume: copied" in e.text]
+    assert len(carried) == 1 and "from h0" in carried[0], carried
+    assert re.search(r"out/ckpt\.json \(0\.0 MiB\) to h1\b", carried[0]), carried
+    assert "starts.log" not in carried[0]
     steps = [e.event.step for e in events if isinstance(e, RankEvent)
              and isinstance(e.event, StepEvent) and e.event.rank == 0]
     assert steps and len(steps) <= STEPS - stopped_at + 1, steps  # from the snapshot on
