@@ -6,6 +6,12 @@ cancellation, or one thread blocked in a read, would keep ``corral run`` alive a
 "detached" (``tests/remote/test_ways_out_sshd.py``). Here the command's own result decides;
 its leftovers get ``TEARDOWN_S`` to end, and a process whose leftovers do not end exits with
 the command's status all the same, after naming what it left behind on stderr.
+
+The default executor's threads (asyncssh loads its options, signs and does its key exchange
+there; corral's own ``asyncio.to_thread`` calls) are waited for here, not by
+``loop.shutdown_default_executor``: on Python 3.11 that coroutine joins its helper thread in a
+``finally``, so a timeout around it blocks the loop until every thread's work ends, which a
+thread blocked in a read never does.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 TEARDOWN_S = 10.0
@@ -24,12 +32,14 @@ def run_command(command: Coroutine[Any, Any, int]) -> int:
     """The exit status of ``command``, run on a fresh event loop with a bounded teardown."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    executor = ThreadPoolExecutor(thread_name_prefix="corral")
+    loop.set_default_executor(executor)
     status: int | None = None
     try:
         status = loop.run_until_complete(command)
         return status
     finally:
-        if not _teardown(loop):
+        if not _teardown(loop, executor):
             names = sorted({task.get_name() for task in asyncio.all_tasks(loop)
                             if not task.done()})
             print(f"corral: leftovers did not end within {TEARDOWN_S:.0f} s "
@@ -41,8 +51,8 @@ def run_command(command: Coroutine[Any, Any, int]) -> int:
         loop.close()
 
 
-def _teardown(loop: asyncio.AbstractEventLoop) -> bool:
-    """Cancel what the command left, close async generators and the default executor, each
+def _teardown(loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> bool:
+    """Cancel what the command left, close async generators and the default ``executor``, each
     within ``TEARDOWN_S``; False when something did not end in time."""
     pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
     for task in pending:
@@ -51,12 +61,16 @@ def _teardown(loop: asyncio.AbstractEventLoop) -> bool:
         _, late = loop.run_until_complete(asyncio.wait(pending, timeout=TEARDOWN_S))
         if late:
             return False
-    for closing in (loop.shutdown_asyncgens(), loop.shutdown_default_executor()):
-        try:
-            loop.run_until_complete(asyncio.wait_for(closing, TEARDOWN_S))
-        except (asyncio.TimeoutError, RuntimeError):
-            return False
-    return True
+    try:
+        loop.run_until_complete(asyncio.wait_for(loop.shutdown_asyncgens(), TEARDOWN_S))
+    except (asyncio.TimeoutError, RuntimeError):
+        return False
+    # The executor's threads, waited for by a daemon thread that this one leaves behind (the
+    # process then exits at once) when they outlast the limit.
+    shutdown = threading.Thread(target=executor.shutdown, daemon=True, name="corral-shutdown")
+    shutdown.start()
+    shutdown.join(TEARDOWN_S)
+    return not shutdown.is_alive()
 
 
 def _status(raised: BaseException | None) -> int:

@@ -72,7 +72,15 @@ if ! $fast && [ "${CORRAL_TORCH_MATRIX:-on}" != off ]; then
     PY=${PYTHON:-python3} setsid -w nice -n 19 bash scripts/torch_matrix.sh --build > "$builds_log" 2>&1 &
     builds_pid=$!
 fi
+# Each part's wall seconds, said at the end (the last lines are what a CI log shows first).
+took=
+mark=$SECONDS
+part_done() {  # part_done NAME: the seconds since the previous part ended go to $took
+    took="$took, $1 $((SECONDS - mark)) s"
+    mark=$SECONDS
+}
 bash scripts/bootstrap.sh --dev --llm
+part_done "bootstrap"
 . scripts/python.sh
 lint() {  # the style, and the import contracts (pyproject.toml: [tool.importlinter])
     "$PY" -m ruff check .
@@ -101,12 +109,14 @@ PY="$PY" setsid -w nice -n 19 bash scripts/beside_tests.sh "$@" > "$beside_log" 
 beside_pid=$!
 lint
 packages_ready
+part_done "lint and system packages"
 . scripts/phase.sh
 failed=0
 cores=$(nproc)
 workers=$((cores + 1))
 echo "corral: the parallel phase, $workers workers on $cores cores"
 phase "$PY" -n "$workers" --dist loadscope --no-loadscope-reorder -m "not serial" "$@" || failed=1
+part_done "parallel phase"
 echo "corral: the type check and the torch matrix (they ran beside the parallel phase)"
 wait "$beside_pid" || failed=1
 beside_pid=
@@ -114,6 +124,7 @@ if [ -n "$builds_pid" ]; then
     wait "$builds_pid" || failed=1
     builds_pid=
 fi
+part_done "the wait for the type check and the torch matrix"
 cat "$builds_log" "$beside_log"
 # The tests marked serial, alone. Unless the arguments name tests, only the files that mark
 # some test serial are collected (collecting the whole suite again takes seconds).
@@ -126,4 +137,6 @@ if ! $names_tests; then
     mapfile -t serial_files < <(grep -rl --include='test_*.py' 'pytest.mark.serial' tests | sort)
 fi
 phase "$PY" -m serial "$@" "${serial_files[@]}" || failed=1
+part_done "serial phase"
+echo "corral: the whole run took $SECONDS s (${took#, })"
 exit $failed

@@ -82,20 +82,16 @@ GOOD_ROWS = ('{"prompt": "Q: red", "completion": " blue"}\n'
              '{"role": "assistant", "content": "hello"}]}\n')
 
 
-@pytest.mark.parametrize(("bad_row", "what"), [
-    ("{not json", "not a JSON object"),
-    ('{"prompt": "Q: red"}', 'no "text" field (or "prompt" and "completion", or "messages")'),
-    ('{"messages": [{"role": "user"}]}', 'message 1 needs a "role" and a "content" string'),
-    ('{"messages": [{"role": "user", "content": "hi"}]}', 'no "assistant" message'),
-])
 async def test_a_bad_data_row_is_named_by_file_and_line_before_anything_starts(
-        tmp_path: Path, bad_row: str, what: str) -> None:
+        tmp_path: Path) -> None:
+    # One bad row: which rows are bad, and the words for each, are the reader's own, tested
+    # without a check in tests/trainer/test_causal_lm_task.py and test_lm_chat.py.
     data, held_out = tmp_path / "train.jsonl", tmp_path / "held-out.jsonl"
     data.write_text(GOOD_ROWS, encoding="utf-8")
-    held_out.write_text(GOOD_ROWS + "\n" + bad_row + "\n", encoding="utf-8")  # line 4
+    held_out.write_text(GOOD_ROWS + "\n{not json\n", encoding="utf-8")  # line 4
     item = await _check_item(_causal_lm_cluster(tmp_path, data, held_out), "data")
     assert (item.host, item.ok) == ("a", False)
-    assert item.detail.startswith(f"[run] eval_data: {held_out}:4: {what}")
+    assert item.detail.startswith(f"[run] eval_data: {held_out}:4: not a JSON object")
     assert item.hint == f"fix {held_out} on a (the ranks would stop at it)"
 
 
