@@ -14,7 +14,7 @@ from trainer.membership.store import MemberLost
 from trainer.membership.watch import STALE_S, Watch
 
 
-def test_a_member_still_for_stale_s_aborts_its_generation_once() -> None:
+def test_a_member_still_for_stale_s_aborts_its_generation_while_it_is() -> None:
     aborts: list[int] = []
     watch = Watch(0, lambda: aborts.append(1), armed=True)
     watch.follow((0, 1, 2))
@@ -25,12 +25,13 @@ def test_a_member_still_for_stale_s_aborts_its_generation_once() -> None:
     watch.observe({1: 3, 2: 1}, now=100.0 + STALE_S)  # 2 has not moved since 100.0
     assert aborts == [1] and watch.tripped_at is not None
     assert watch.stale(2, now=100.0 + STALE_S) and not watch.stale(1, now=100.0 + STALE_S)
+    tripped = watch.tripped_at
     watch.observe({1: 4, 2: 1}, now=100.0 + 2 * STALE_S)
-    assert aborts == [1]  # once per generation
+    assert aborts == [1, 1] and watch.tripped_at == tripped  # connections made since go too
     watch.follow((0, 1))  # the next generation, without 2: nothing to abort
     assert watch.tripped_at is None
     watch.observe({1: 5}, now=100.0 + 3 * STALE_S)
-    assert aborts == [1]
+    assert aborts == [1, 1]
 
 
 def test_a_member_not_started_or_a_watch_not_armed_judges_nobody() -> None:

@@ -64,7 +64,8 @@ class Watch:
 
     def observe(self, counts: dict[int, int], now: float | None = None) -> None:
         """Heartbeat thread: the counters just read (at ``now``, ``time.monotonic()``); abort
-        the generation (once) when a watched member's has been still for ``STALE_S``."""
+        the generation when a watched member's has been still for ``STALE_S``, and again at
+        each heartbeat while it is."""
         now = time.monotonic() if now is None else now
         for member, count in counts.items():
             beat = self._beats.get(member)
@@ -72,11 +73,15 @@ class Watch:
                 self._beats[member] = Beat(count, now)
         with self._lock:
             lost = [m for m in self._members if self.stale(m, now)]
-            if self.armed and self.tripped_at is None and lost:
+            if not self.armed or not lost:
+                return
+            if self.tripped_at is None:
                 self.tripped_at = time.time()
                 print(f"corral trainer: member(s) {lost} silent for {STALE_S:g} s: this "
                       "generation's collectives are aborted", file=sys.stderr, flush=True)
-                self._abort()
+            # Again at each heartbeat while one is lost: a connection made since (the forming
+            # of the group, its rendezvous with the lost member) is cut too.
+            self._abort()
 
     def stale(self, member: int, now: float | None = None) -> bool:
         """Whether ``member``'s heartbeat has been still for ``STALE_S`` (False while it has
