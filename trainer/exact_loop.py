@@ -15,9 +15,11 @@ read after the tally read); the step before's numbers live in ``RunProgress.last
 
 from __future__ import annotations
 
+import gc
 import socket
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -114,6 +116,8 @@ class Trainer(MembershipSteps):
         self.max_batch = first_split.max_batch
         check_syncbatch_passes(config.resolved_norm, self.micro_batch, run.split)
         self._announce(backend, first_split, resumed_from)
+        if membership is not None:  # each forming collects only what came after (steps.py)
+            gc.freeze()
         self._form_parts(balancer_state)
         if membership is not None and membership.joining is not None:
             self._take_state(membership.joining, time.monotonic())  # a joiner: the state
@@ -210,18 +214,20 @@ class Trainer(MembershipSteps):
         resources = ResourceReporter(str(self.device), self.config.resources_every, self.rank,
                                      self.events)
         last_end = time.perf_counter()
+        if self.membership is not None:
+            self.membership.arm()
         while run.step < run.total_steps and not run.stopping:
             done = self._step(run.step + 1)
             if done is None:  # a member was lost: the step is redone in the next generation
+                if run.left:
+                    return
                 continue
             now = time.perf_counter()
-            self._report(done, step_s=now - last_end)
-            last_end = now
-            resources.poll()
-            self._evaluate()
-            self._rebalance()
-            self.active.exact_now(run.split, due=self.checkpointer.due(run))
-            self.checkpointer.save(run)
+            step_s, last_end = now - last_end, now
+            if not self._guarded(partial(self._after_step, done, step_s, resources)):
+                if run.left:  # a member was lost after the step: it stands, the rest is not
+                    return   # done (evaluation, checkpoint: at their next due step)
+                continue
             if self.membership is not None:
                 self.membership.report(self.events)
                 if not self._boundary(done):
@@ -239,6 +245,18 @@ class Trainer(MembershipSteps):
             self._samples(run.step)
         # Leave together: no rank tears the group down while another still talks to it.
         dist.barrier()
+
+    def _after_step(self, done: StepDone, step_s: float, resources: ResourceReporter) -> None:
+        """What follows a completed step: its report, then evaluation, rebalance and
+        checkpoint when due (with live membership a lost member interrupts it:
+        ``_guarded``)."""
+        run = self.run
+        self._report(done, step_s=step_s)
+        resources.poll()
+        self._evaluate()
+        self._rebalance()
+        self.active.exact_now(run.split, due=self.checkpointer.due(run))
+        self.checkpointer.save(run)
 
     def _samples(self, step: int) -> None:
         """Rank 0: the task's generations from held-out prompts, as a ``samples`` event."""

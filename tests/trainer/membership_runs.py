@@ -23,6 +23,14 @@ from trainer.membership.contract import JOIN_ENV, MEMBERSHIP_PORT_ENV
 from trainer.run_layout import RunLayout
 
 
+@dataclass(frozen=True)
+class Place:
+    """Where a host's ranks run: a network namespace and the interface gloo uses there."""
+
+    netns: str
+    ifname: str
+
+
 @dataclass
 class LiveRun:
     """A run's ranks, started one process per rank on named local hosts."""
@@ -36,20 +44,27 @@ class LiveRun:
     killed: list[subprocess.Popen[bytes]] = field(default_factory=list)
     master_port: int = field(default_factory=free_port)
     store_port: int = field(default_factory=free_port)
+    places: dict[str, Place] = field(default_factory=dict)
+    """Hosts whose ranks run in a network namespace (others: this machine's, on loopback)."""
+    master_addr: str = "127.0.0.1"
 
     def _env(self, host: str, rank: int, world: int) -> dict[str, str]:
         env = rank_env()
         env.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": "0",
-                    "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                    "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": self.master_addr,
                     "MASTER_PORT": str(self.master_port),
                     MEMBERSHIP_PORT_ENV: str(self.store_port), HOST_ENV: host})
+        if host in self.places:
+            env["GLOO_SOCKET_IFNAME"] = self.places[host].ifname
         return env
 
     def _start(self, env: dict[str, str], flags: Sequence[str] = ()) -> subprocess.Popen[bytes]:
         args = trainer_args(*self.flags, *flags, "--run-dir", str(self.run_dir))
+        place = self.places.get(env[HOST_ENV])
+        inside = ["ip", "netns", "exec", place.netns] if place else []  # it execs: same pid
         with open(self.run_dir / f"out-{len(self.ranks) + len(self.joiners)}.log", "wb") as log:
-            return subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=log,
-                                    stderr=subprocess.STDOUT)
+            return subprocess.Popen([*inside, sys.executable, *args], cwd=REPO, env=env,
+                                    stdout=log, stderr=subprocess.STDOUT)
 
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -90,6 +105,13 @@ class LiveRun:
         self.ranks[rank].send_signal(signal.SIGKILL)
         self.killed.append(self.ranks[rank])
 
+    def kill_process(self, proc: subprocess.Popen[bytes], signum: int = signal.SIGKILL) -> None:
+        """Send ``signum`` to one of the run's processes; it counts as killed (a stopped one
+        too: it never ends on its own)."""
+        proc.send_signal(signum)
+        if proc not in self.killed:
+            self.killed.append(proc)
+
     def steps_done(self, member: int = 0) -> int:
         return max((e["step"] for e in self.events(member) if e["event"] == "step"), default=0)
 
@@ -120,9 +142,12 @@ class LiveRun:
 
 
 @contextmanager
-def live_run(run_dir: Path, flags: Sequence[str], hosts: Sequence[str]) -> Iterator[LiveRun]:
+def live_run(run_dir: Path, flags: Sequence[str], hosts: Sequence[str],
+             places: dict[str, Place] | None = None, master_addr: str = "127.0.0.1"
+             ) -> Iterator[LiveRun]:
     """A started ``LiveRun``; every rank still running at the end is killed (none left)."""
-    run = LiveRun(run_dir, tuple(flags), tuple(hosts))
+    run = LiveRun(run_dir, tuple(flags), tuple(hosts), places=dict(places or {}),
+                  master_addr=master_addr)
     try:
         run.start()
         yield run

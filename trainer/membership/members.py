@@ -18,8 +18,8 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -37,13 +37,42 @@ from trainer.membership.contract import (
     LeaveCause,
 )
 from trainer.membership.plan import Generation, NextGeneration, config_for, resplit
-from trainer.membership.store import MembershipStore
+from trainer.membership.store import MemberLost, MembershipStore
 from trainer.run_layout import RunLayout
 from trainer.settings.train_config import TrainConfig
 from trainer.step.tally import StepTally
 
+LOSS_WORDS = ("connection", "closed", "reset by peer", "broken pipe", "timed out", "timeout")
+"""What gloo's and the store's errors say when a peer is gone or was cut off."""
 JOINER_FIRST_SHARE = 1
 """A joiner's share of its first step: the balancer grows it from its measured speed."""
+
+
+@dataclass(frozen=True)
+class Alive:
+    """A survivor's answer after a loss (``alive/<generation>/<member>`` in the store)."""
+
+    steps: int
+    """Steps it completed."""
+    in_step: bool
+    """The failure interrupted the step after ``steps`` (it is redone)."""
+    failed_at: float
+    """When its collective failed (``time.time()``)."""
+    tripped_at: float | None
+    """When its watch found a member's heartbeat still and aborted the generation, if it did."""
+
+
+def loss_cause(answers: Iterable[Alive]) -> LeaveCause:
+    """Why the lost host left, from the survivors' answers: its ranks died when a collective
+    failed (a connection closed) well before any heartbeat was found still; it was unreachable
+    (killed with its machine, or its traffic dropped) when the first failures came from the
+    watches' aborts. Hosts' clocks may differ a little: half a second of slack."""
+    answers = list(answers)
+    trips = [a.tripped_at for a in answers if a.tripped_at is not None]
+    if not trips:
+        return "ranks_died"
+    return ("ranks_died" if any(a.failed_at < min(trips) - 0.5 for a in answers)
+            else "unreachable")
 
 
 @dataclass
@@ -91,12 +120,6 @@ class Membership:
         waiting = self.store.count("joiners/next") - self.tickets_seen if self.rank == 0 else 0
         return leave, float(waiting)
 
-    def form_first(self, backend: str, device: torch.device) -> None:
-        """Join this rank's first generation's group (the launch's, or the one admitting a
-        joiner)."""
-        self.store.form(self.generation.number, self.rank, len(self.generation.members),
-                        backend, device)
-
     # -- a step boundary -----------------------------------------------------------------
     def at_boundary(self, tallies: Sequence[StepTally], step: int, split: Sequence[int],
                     global_batch: int, events: EventWriter) -> NextGeneration | None:
@@ -126,26 +149,32 @@ class Membership:
         text = self.store.get(key)
         return None if text == "null" else NextGeneration.from_json(text)
 
-    def after_loss(self, completed: int, seen: BaseException, split: Sequence[int],
+    def after_loss(self, completed: int, in_step: bool, split: Sequence[int],
                    global_batch: int) -> NextGeneration:
-        """After a failed collective: tell rank 0 this rank is alive with ``completed`` steps,
-        and read the generation rank 0 forms from the members that answered."""
-        gen = self.generation.number
-        self.store.set(f"alive/{gen}/{self.member}", str(completed))
+        """After a failed collective: tell rank 0 this rank is alive with ``completed`` steps
+        (``in_step``: the failure interrupted the step after them), and read the generation
+        rank 0 forms from the members that answered."""
+        gen, watch = self.generation.number, self.store.watch
+        self.store.set(f"alive/{gen}/{self.member}", json.dumps(asdict(Alive(
+            steps=completed, in_step=in_step, failed_at=time.time(),
+            tripped_at=watch.tripped_at if watch is not None else None))))
         key = f"plan/{gen}/loss"
         if self.rank == 0:
-            gone = [m for m in self.generation.members
-                    if self.store.gone(m, f"alive/{gen}/{m}")]
-            hosts = tuple(dict.fromkeys(self.generation.hosts[self.generation.members.index(m)]
-                                        for m in gone))
-            steps = {m: int(self.store.get(f"alive/{gen}/{m}"))
-                     for m in self.generation.members if m not in gone}
-            cause: LeaveCause = ("unreachable" if "timed out" in str(seen).lower()
-                                 else "ranks_died")
-            plan = self._without(hosts, max(steps.values()), split, global_batch, cause, 1,
-                                 dropped=set(gone), steps=steps)
-            self.store.set(key, plan.to_json())
+            self.store.set(key, self._after_loss_plan(split, global_batch).to_json())
         return NextGeneration.from_json(self.store.get(key))
+
+    def _after_loss_plan(self, split: Sequence[int], global_batch: int) -> NextGeneration:
+        """Rank 0: the generation of the members that answered (a member whose heartbeat
+        stopped is gone, and its host with it)."""
+        gen = self.generation
+        gone = {m for m in gen.members if self.store.gone(m, f"alive/{gen.number}/{m}")}
+        alive = {m: Alive(**json.loads(self.store.get(f"alive/{gen.number}/{m}")))
+                 for m in gen.members if m not in gone}
+        hosts = tuple(dict.fromkeys(gen.hosts[gen.members.index(m)] for m in gone))
+        step = max(a.steps for a in alive.values())
+        redone = int(any(a.in_step for a in alive.values() if a.steps == step))
+        return self._without(hosts, step, split, global_batch, loss_cause(alive.values()),
+                             redone, dropped=gone, steps={m: a.steps for m, a in alive.items()})
 
     def _admit(self, key: str, step: int, split: Sequence[int], global_batch: int,
                events: EventWriter) -> NextGeneration | None:
@@ -196,20 +225,45 @@ class Membership:
             hosts=tuple(hosts), cause=cause, redone_steps=redone, state_from=state_from)
 
     # -- forming the next generation ----------------------------------------------------
-    def form(self, plan: NextGeneration, backend: str, device: torch.device) -> None:
-        """Join ``plan``'s generation (this rank is one of its members)."""
-        self.generation = plan.generation
-        self.store.form(plan.generation.number, self.rank, len(plan.generation.members),
+    def form(self, backend: str, device: torch.device) -> None:
+        """Join the group of this rank's generation (set from the plan before: a forming that
+        fails is retried from it, ``after_loss``)."""
+        self.store.form(self.generation.number, self.generation.members, self.member,
                         backend, device)
 
     def changed(self, plan: NextGeneration, seen: float, state_bytes: int) -> None:
         """The new generation is formed: its event waits for its first completed step."""
         self.pending, self.joining = Pending(plan, seen, state_bytes), None
 
+    def arm(self) -> None:
+        """From this rank's first step on, a member that goes silent is lost (``Watch``)."""
+        if self.store.watch is not None:
+            self.store.watch.arm()
+
     def leave(self) -> None:
         """This rank's host left: its request is done, its heartbeat stops."""
         _remove(self.leave_file)
         self.store.stop_heartbeat()
+
+    def is_loss(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a lost member's doing: a collective failed on a closed or reset
+        connection or a timeout (gloo's words), this rank's watch aborted the generation, or a
+        member was lost while it formed. Anything else is this rank's own failure: the
+        survivors would wait for an answer that never comes."""
+        watch, text = self.store.watch, str(exc).lower()
+        return (isinstance(exc, MemberLost) or (watch is not None and watch.tripped_at is not None)
+                or any(word in text for word in LOSS_WORDS))
+
+    def unfinished(self, plan: NextGeneration, events: EventWriter) -> None:
+        """Rank 0: ``plan``'s generation did not form (a member was lost meanwhile): its
+        change stands (a leaver is out, a joiner in, if alive, for the next one)."""
+        if self.rank == 0:
+            events.emit(MembershipEvent(
+                t=time.time(), rank=0, generation=plan.generation.number, step=plan.step,
+                change=plan.change, hosts=plan.hosts, cause=plan.cause,
+                redone_steps=plan.redone_steps, world_size=len(plan.generation.members),
+                members=plan.generation.members,
+                reason="its generation did not form: a member was lost meanwhile"))
 
     def report(self, events: EventWriter) -> None:
         """Rank 0, after the new generation's first completed step: the membership event."""
@@ -252,7 +306,6 @@ def join_run(config: TrainConfig, info: RankInfo
         store.set(f"host/{info.rank}", host)
         members = tuple(range(info.world_size))
         hosts = tuple(store.get(f"host/{m}") for m in members)
-        store.start_heartbeat(info.rank)
         membership = Membership(store, Generation(0, members, hosts), info.rank, leave_file)
         membership.identity = identity
         return membership, info, config
@@ -262,7 +315,7 @@ def join_run(config: TrainConfig, info: RankInfo
     if "refused" in answer:
         raise JoinRefused(answer["refused"])
     plan = NextGeneration.from_json(store.get(answer["plan"]))
-    store.start_heartbeat(answer["member"])
+    store.joining = True  # watched and watching from its first forming (the run waits there)
     print(JOINED_LINE.format(member=answer["member"]), flush=True)  # for the host's tailer
     membership = Membership(store, plan.generation, answer["member"], leave_file)
     membership.joining = plan
@@ -286,7 +339,7 @@ def join_group(membership: Membership | None, backend: str, device: torch.device
     if membership is None:
         init_process_group(backend, device, info)
     else:
-        membership.form_first(backend, device)
+        membership.form(backend, device)
 
 
 def _mismatch(mine: dict[str, object], joiner: dict[str, object]) -> str | None:

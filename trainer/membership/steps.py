@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -51,6 +52,9 @@ class MembershipSteps:
     runner: Any
     evaluator: Any
     prefetcher: BatchPrefetcher | None
+    _carried_balancer: dict[str, Any] | None = None
+    """Rank 0, while a generation forms: the balancer's state in its numbering (kept when the
+    forming fails and is retried)."""
 
     def train_step(self, step: int) -> StepDone:
         raise NotImplementedError
@@ -62,23 +66,58 @@ class MembershipSteps:
     def _step(self, step: int) -> StepDone | None:
         """``train_step``; None when a member was lost during it: nothing of the step is
         applied (no optimizer step, gradients zeroed, RNG restored; the data order's position
-        is the step number) and the survivors' next generation redoes it."""
+        is the step number) and the survivors' next generation redoes it (``run.left``: this
+        rank's host is not in it)."""
         if self.membership is None:
             return self.train_step(step)
         rng = rng_state()
         try:
             return self.train_step(step)
-        except RuntimeError as exc:  # gloo: "connection closed" by a dead or leaving peer
-            seen = time.monotonic()
-            if self.run.step < step:  # the step did not complete here
+        except RuntimeError as exc:  # gloo: "connection closed" by a dead peer or an abort
+            in_step = self.run.step < step  # the step did not complete here
+            if in_step:
                 set_rng_state(rng)
-            self.optimizer.zero_grad(set_to_none=True)
-            plan = self.membership.after_loss(self.run.step, exc, self.run.split,
-                                              self.config.global_batch)
-            if not plan.hosts:  # nobody was lost: a failure of its own, not a loss
-                raise
-            self._regenerate(plan, seen)
+            self._lost(exc, in_step)
             return None
+
+    def _guarded(self, work: Callable[[], None]) -> bool:
+        """``work()`` (what follows a step: evaluation, rebalance, checkpoint); False when a
+        member was lost during one of its collectives: the completed step stands and the
+        survivors go on in the next generation (``run.left``: without this rank)."""
+        if self.membership is None:
+            work()
+            return True
+        try:
+            work()
+            return True
+        except RuntimeError as exc:
+            self._lost(exc, in_step=False)
+            return False
+
+    def _lost(self, exc: RuntimeError, in_step: bool) -> None:
+        """After a failed collective: the survivors' next generation, formed here; formed
+        again without whoever is lost while it forms. Raises ``exc`` when nobody was lost (a
+        failure of this rank's own)."""
+        assert self.membership is not None
+        if not self.membership.is_loss(exc):
+            raise exc  # this rank's own failure: it ends, and the others lose it
+        seen = time.monotonic()
+        self.optimizer.zero_grad(set_to_none=True)
+        while True:
+            plan = self.membership.after_loss(self.run.step, in_step, self.run.split,
+                                              self.config.global_batch)
+            if not plan.hosts:
+                raise exc
+            if self.membership.member not in plan.generation.members:
+                self.membership.leave()  # its host was cut off and is back: it is out
+                self.run.left = True
+                return
+            try:
+                self._regenerate(plan, seen)
+                return
+            except RuntimeError as again:  # another member lost while the generation formed
+                self.membership.unfinished(plan, self.events)
+                exc = again
 
     def _boundary(self, done: StepDone) -> bool:
         """The change the step's tallies ask for, if any; False when this rank leaves."""
@@ -92,22 +131,32 @@ class MembershipSteps:
             self.membership.leave()
             run.left = True
             return False
-        self._regenerate(plan, seen)
-        return True
+        try:
+            self._regenerate(plan, seen)
+        except RuntimeError as exc:  # a member lost while the generation formed
+            self.membership.unfinished(plan, self.events)
+            self._lost(exc, in_step=False)
+        return not run.left
 
     def _regenerate(self, plan: NextGeneration, seen: float) -> None:
-        """Form ``plan``'s generation in this process: the new group, this rank's new place,
-        every part that depends on them, the balancer's state carried over (rank 0 keeps
+        """Form ``plan``'s generation in this process: this rank's new place and every
+        setting that depends on it first (a forming that fails is retried from there), then
+        the new group, every part made on it, the balancer's state carried over (rank 0 keeps
         rank 0's place: the master's host cannot leave), the state sent where needed."""
         assert self.membership is not None
         run, kept = self.run, plan.kept
-        balancer_state = None if self.balancer is None else balancer_state_for(
-            self.balancer.state_dict(), kept, plan.split, RankTimes().to_state())
+        carried = self._carried_balancer if self._carried_balancer is not None else (
+            None if self.balancer is None else self.balancer.state_dict())
+        self._carried_balancer = None if carried is None else balancer_state_for(
+            carried, kept, plan.split, RankTimes().to_state())
         # The old group's DDP (and what holds it) goes before the new one is made: its hooks
-        # on the parameters go with it.
+        # on the parameters go with it. Only what was made since the last forming is scanned
+        # (``gc.freeze``): a full collection holds the interpreter, and with it this rank's
+        # heartbeat, for seconds on a loaded machine.
         self.ddp = self.runner = self.evaluator = None
         gc.collect()
-        self.membership.form(plan, self.backend, self.device)
+        gc.freeze()
+        self.membership.generation = plan.generation
         self.rank, self.world = self.membership.rank, len(plan.generation.members)
         if self.prefetcher is not None:
             self.prefetcher.rank = self.rank
@@ -118,7 +167,9 @@ class MembershipSteps:
         self.slowdown = SlowdownSchedule(self.config.slowdown_for(self.rank), (), self.rank)
         self.optim_step.world = self.world
         run.split, run.last_timed = plan.split, None
-        self._form_parts(balancer_state)
+        self.membership.form(self.backend, self.device)
+        self._form_parts(self._carried_balancer)
+        self._carried_balancer = None
         self._take_state(plan, seen)
 
     def _take_state(self, plan: NextGeneration, seen: float) -> None:

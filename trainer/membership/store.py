@@ -14,18 +14,22 @@ from __future__ import annotations
 import datetime
 import threading
 import time
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
 
+from trainer.membership.abort import abort_groups, open_sockets
+from trainer.membership.watch import HEARTBEAT_S, Watch
+
 STORE_TIMEOUT = datetime.timedelta(minutes=30)
 """How long a blocking read of the store waits (a rank waiting for rank 0's decision)."""
 GROUP_TIMEOUT = datetime.timedelta(minutes=30)
-"""Each generation's process group timeout (a slow step is not a loss: the heartbeat is)."""
-HEARTBEAT_S = 0.25
-"""How often each rank's thread bumps its heartbeat counter."""
-STALE_S = 2.0
-"""A member whose heartbeat has not moved for this long is gone (well inside LOSS_DETECT_S)."""
+"""Each generation's process group timeout (a slow step is not a loss: the heartbeat is, and
+a lost member's generation is aborted: trainer/membership/watch.py)."""
+CONNECT_GROUP_TIMEOUT = datetime.timedelta(seconds=10)
+"""How long the store answers a group's rendezvous once every member arrived (each publishes
+its address within milliseconds then; a member lost in between is not waited for longer)."""
 CONNECT_TIMEOUT = datetime.timedelta(seconds=120)
 """How long a rank (or joiner) tries to reach the store at its start."""
 
@@ -38,17 +42,53 @@ class MembershipStore:
         self.store = dist.TCPStore(addr, port, None, serve, timeout=CONNECT_TIMEOUT,
                                    wait_for_workers=False)
         self.store.set_timeout(STORE_TIMEOUT)
+        self._before = open_sockets()
+        """Sockets open before any group: never aborted (trainer/membership/abort.py)."""
         self._beating = threading.Event()
+        self.backend = "gloo"
+        self.watch: Watch | None = None
+        """This rank's watch on the others (from ``start_heartbeat``)."""
+        self.joining = False
+        """A joiner's: its watch is armed from its first forming (a launched rank's from its
+        first step: ``Watch.arm``)."""
 
-    def form(self, generation: int, rank: int, world: int, backend: str,
+    def form(self, generation: int, members: Sequence[int], me: int, backend: str,
              device: torch.device) -> None:
-        """Leave the current process group (if any) and join generation ``generation``'s."""
+        """Leave the current process group (if any) and join generation ``generation``'s, of
+        ``members`` (this rank is member ``me``). Raises ``MemberLost`` when one of them is
+        lost before all arrived (the forming is retried without it)."""
+        self.backend = backend
+        if self.watch is None:  # the heavy start (imports, the task's data) is behind it
+            self.start_heartbeat(me, armed=self.joining)
+        assert self.watch is not None
+        self.watch.follow(members)  # before the new group's connections exist
         if dist.is_initialized():
             dist.destroy_process_group()
-        dist.init_process_group(backend=backend, store=dist.PrefixStore(f"gen{generation}",
-                                                                        self.store),
-                                rank=rank, world_size=world, timeout=GROUP_TIMEOUT,
-                                device_id=device if backend == "nccl" else None)
+        self._arrive(generation, members, me)
+        self.store.set_timeout(CONNECT_GROUP_TIMEOUT)
+        try:
+            dist.init_process_group(
+                backend=backend, store=dist.PrefixStore(f"gen{generation}", self.store),
+                rank=members.index(me), world_size=len(members), timeout=GROUP_TIMEOUT,
+                device_id=device if backend == "nccl" else None)
+        finally:
+            self.store.set_timeout(STORE_TIMEOUT)
+
+    def _arrive(self, generation: int, members: Sequence[int], me: int) -> None:
+        """Wait until every member of the generation is here to form its group, or one is lost
+        (its heartbeat stopped; one that never started is given ``CONNECT_TIMEOUT``): the
+        group's own rendezvous would wait for it far longer."""
+        self.set(f"ready/{generation}/{me}", "1")
+        waiting, since = [m for m in members if m != me], time.monotonic()
+        while waiting:
+            waiting = [m for m in waiting if not self.has(f"ready/{generation}/{m}")]
+            watch, late = self.watch, time.monotonic() - since > CONNECT_TIMEOUT.total_seconds()
+            lost = [m for m in waiting if watch is not None and watch.armed and (
+                watch.stale(m) or (late and watch.never_beat(m)))]
+            if lost:
+                raise MemberLost(f"member(s) {lost} lost while generation {generation} formed")
+            if waiting:
+                time.sleep(HEARTBEAT_S / 5)
 
     def set(self, key: str, value: str) -> None:
         self.store.set(key, value)
@@ -64,16 +104,24 @@ class MembershipStore:
         """Add ``by`` to the counter ``key`` and return its value (``by=0``: read it)."""
         return int(self.store.add(key, by))
 
-    def start_heartbeat(self, member: int) -> None:
+    def start_heartbeat(self, member: int, *, armed: bool) -> None:
         """Bump ``beat/<member>`` every ``HEARTBEAT_S`` from a daemon thread with its own
-        connection (a rank blocked in a collective still beats; a killed one stops)."""
+        connection (a rank blocked in a collective still beats; a killed or cut off one stops),
+        and read the watched members' beats (``Watch``: a lost one aborts the generation). Both
+        from this rank's first step (``Watch.arm``): before it, a start that holds the
+        interpreter for seconds (imports, building the task and the model; seen on a machine
+        loaded many times over) would look like a loss."""
         client = dist.TCPStore(self.addr, self.port, None, False, timeout=CONNECT_TIMEOUT,
                                wait_for_workers=False)
+        watch = self.watch = Watch(
+            member, lambda: abort_groups(self.backend, self.port, self._before), armed=armed)
 
         def beat() -> None:
             while not self._beating.is_set():
                 try:
-                    client.add(f"beat/{member}", 1)
+                    client.add(f"beat/{member}", 1 if watch.armed else 0)
+                    watch.observe({m: int(client.add(f"beat/{m}", 0))
+                                   for m in watch.watched()})
                 except RuntimeError:  # the store is gone: the run is over
                     return
                 self._beating.wait(HEARTBEAT_S)
@@ -85,13 +133,17 @@ class MembershipStore:
 
     def gone(self, member: int, answered: str) -> bool:
         """Whether ``member`` is gone: waits until it has written ``answered`` (then False) or
-        its heartbeat has not moved for ``STALE_S`` (then True)."""
-        last, since = self.count(f"beat/{member}"), time.monotonic()
+        the watch finds its heartbeat still for ``STALE_S`` (then True; one that never beat, in
+        its start, is given ``CONNECT_TIMEOUT``)."""
+        assert self.watch is not None  # every member's heartbeat starts as it forms
+        since = time.monotonic()
         while not self.has(answered):
-            time.sleep(HEARTBEAT_S / 2)
-            now = self.count(f"beat/{member}")
-            if now != last:
-                last, since = now, time.monotonic()
-            elif time.monotonic() - since >= STALE_S:
+            late = time.monotonic() - since > CONNECT_TIMEOUT.total_seconds()
+            if self.watch.stale(member) or (late and self.watch.never_beat(member)):
                 return True
+            time.sleep(HEARTBEAT_S / 5)
         return False
+
+
+class MemberLost(RuntimeError):
+    """A member of the generation being formed was lost before it arrived."""
