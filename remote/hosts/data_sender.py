@@ -27,7 +27,7 @@ import sys
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import HostSection, SshSection
@@ -37,6 +37,11 @@ from remote.hosts.transport import CompletedCommand, Transport
 SENDER_MIN_BYTES = 64 << 20
 """A host that lacks fewer bytes than this is fed from the master's own process: a sender
 costs an interpreter start, asyncssh's import and an SSH handshake (about half a second)."""
+MASTER_FEEDS = 1
+"""Of the hosts that lack ``SENDER_MIN_BYTES`` or more, how many (the first) the master's own
+process feeds, the rest a sender process each: the master's process is a core's worth of
+sending as well, and a sender's interpreter with asyncssh holds ~45 MiB (BENCHMARKS.md): three
+such hosts cost two senders, not three."""
 REPORT_EVERY_S = 0.25
 """How often a sender reports what it has sent (the master's progress lines read it)."""
 _LENGTH = struct.Struct(">Q")
@@ -80,8 +85,9 @@ async def feed(head: Mapping[str, object], files: tuple[DataFile, ...] | list[Da
     yield (json.dumps(head) + "\n").encode()
     for file in files:
         with file.source.open("rb") as source:
+            _unchanged(file, source)
             left = file.size
-            while left:  # exactly the size hashed: a file growing meanwhile fails its check
+            while left:  # exactly the size listed: a file growing meanwhile is refused
                 size = min(left, CHUNK_BYTES)
                 chunk = source.read(size) if blocking else await asyncio.to_thread(
                     source.read, size)
@@ -89,8 +95,27 @@ async def feed(head: Mapping[str, object], files: tuple[DataFile, ...] | list[Da
                     raise DataSyncError(f"{file.source} shrank while it was being sent")
                 left -= len(chunk)
                 tally.sent_bytes += len(chunk)
+                if not left:  # before its last byte leaves: the host keeps none of it else
+                    _unchanged(file, source)
                 yield chunk
         tally.sent_files += 1
+
+
+def _unchanged(file: DataFile, source: BinaryIO) -> None:
+    """Refuse a file that changed since it was listed: a file not hashed here is named by
+    the digest of the bytes the host got, so a torn read must never reach it."""
+    info = os.fstat(source.fileno())
+    if (info.st_size, info.st_mtime_ns) != (file.size, file.mtime_ns):
+        raise DataSyncError(f"{file.source} changed while it was being sent: run again once "
+                            "nothing writes to it")
+
+
+def fed_by_senders(needs: Mapping[str, int]) -> frozenset[str]:
+    """The hosts, of ``needs`` (host → bytes it lacks, in the cluster's order), that a sender
+    process of their own feeds: those that lack ``SENDER_MIN_BYTES`` or more, but the first
+    ``MASTER_FEEDS`` of them."""
+    large = [host for host, need in needs.items() if need >= SENDER_MIN_BYTES]
+    return frozenset(large[MASTER_FEEDS:])
 
 
 async def send(transport: Transport, job: SendJob, tally: Tally) -> CompletedCommand:
@@ -203,7 +228,7 @@ async def _sender_main() -> None:
     line: dict[str, object] = {"sent": counts.sent_bytes, "files": counts.sent_files}
     try:
         done = work.result()
-        line["done"] = {"exit_status": done.exit_status, "stdout": done.stdout[-4000:],
+        line["done"] = {"exit_status": done.exit_status, "stdout": done.stdout,  # digests
                         "stderr": done.stderr[-4000:]}
     except CorralError as exc:
         line["error"] = exc.message

@@ -130,6 +130,7 @@ async def test_a_host_fed_by_a_sender_process_of_its_own_gets_every_file_whole(
         return await from_sender(job, tally)
 
     monkeypatch.setattr(data_sender, "SENDER_MIN_BYTES", 0)  # every host that lacks a byte
+    monkeypatch.setattr(data_sender, "MASTER_FEEDS", 0)  # ... from a sender, even the first
     monkeypatch.setattr(data_sender, "_from_sender", counted)
     repo = _repo(tmp_path)
     cluster: SshdCluster = sshd_cluster(2, prefix=_private(repo))
