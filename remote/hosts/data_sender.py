@@ -25,7 +25,7 @@ import pickle
 import struct
 import sys
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -136,9 +136,12 @@ async def _from_sender(job: SendJob, tally: Tally) -> CompletedCommand:
     root = str(Path(__file__).resolve().parent.parent.parent)  # where ``remote`` is imported
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    # Started in corral's own folder: ``-m`` puts the working directory first on the path,
+    # and the user's (a folder with a ``remote/`` of its own) must not shadow corral's code.
+    job = replace(job, files=tuple(replace(f, source=f.source.absolute()) for f in job.files))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "remote.hosts.data_sender", stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=root)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     try:
         packed = pickle.dumps(job)

@@ -112,6 +112,24 @@ async def test_a_sender_that_cannot_reach_its_host_names_it(tmp_path: Path) -> N
     assert _senders() == []
 
 
+async def test_a_sender_runs_corrals_code_whatever_folder_it_is_started_from(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A launch folder with a ``remote/`` package of its own, corral started from it.
+    impostor = tmp_path / "cwd" / "remote" / "hosts"
+    impostor.mkdir(parents=True)
+    for folder in (impostor, impostor.parent):
+        (folder / "__init__.py").write_text("")
+    (impostor / "data_sender.py").write_text("raise SystemExit(3)\n")
+    monkeypatch.chdir(impostor.parent.parent)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = int(closed.getsockname()[1])
+    job = _job(tmp_path, port)
+    with pytest.raises(DataSyncError) as failed:
+        await send(_transport(job), job, DataProgress(host="gpu7"))
+    assert "127.0.0.1" in str(failed.value) and "exit status 3" not in str(failed.value)
+
+
 @asynccontextmanager
 async def _sending(tmp_path: Path) -> AsyncIterator[asyncio.Future[CompletedCommand]]:
     """A send whose sender process has started and waits on a host that never answers."""
