@@ -20,8 +20,8 @@ commit (``git archive`` of it, run from a temporary folder). rsync's arm is ``rs
 the folder to each host over OpenSSH with the same key. Each arm runs in a process of its own
 and reports its wall time, the CPU seconds spent on this side (itself and its children:
 senders, or rsync and its ssh) and, for corral, the peak resident memory of its own process
-and of its senders, summed (each process's own peak, ``VmHWM``, sampled every 20 ms: all
-counted, shared pages in each); the unchanged re-sync is split into the walk with the hash
+and of its senders, summed (each sender reports its own peak: all counted, the pages they
+share counted in each); the unchanged re-sync is split into the walk with the hash
 cache and the slowest host's probe.
 Arms interleaved, the first arm rotating per round; medians over ``--rounds``, with the
 ratio to rsync. ``--plain-shell`` gives every host an empty ``~/.bashrc`` (a host whose
@@ -46,7 +46,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import TypeVar
@@ -93,9 +92,11 @@ async def _corral_step(cluster: str, folder: Path, hashes: Path,
     finally:
         await pool.aclose()
     sent = sum(r.sent_bytes for r in results.values())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    fed = [r.sender_peak_kib / 1024 for r in results.values() if r.sender_peak_kib]
     return {"seconds": seconds, "cpu_s": cpu, "sent_mib": sent / 2**20, "collect_s": collected,
-            "probe_s": probed,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "probe_s": probed, "peak_rss_mib": peak, "senders": len(fed),
+            "all_peak_rss_mib": peak + sum(fed)}
 
 
 def _ok(results: dict[str, T | BaseException]) -> dict[str, T]:
@@ -105,22 +106,6 @@ def _ok(results: dict[str, T | BaseException]) -> dict[str, T]:
             raise SystemExit(f"{name}: {result}")
     return {name: result for name, result in results.items()
             if not isinstance(result, BaseException)}
-
-
-def _peaks(stop: threading.Event, peaks: dict[int, int]) -> None:
-    """Each child process's peak resident memory (``VmHWM``, KiB) by pid, read every 20 ms
-    until ``stop``: the last read before a sender exits is its peak."""
-    me = str(os.getpid())
-    while not stop.wait(0.02):
-        for entry in Path("/proc").iterdir():
-            try:
-                if entry.name.isdigit() and (entry / "stat").read_text().rsplit(
-                        ")", 1)[1].split()[1] == me:
-                    status = (entry / "status").read_text()
-                    kib = int(status.split("VmHWM:")[1].split()[0])
-                    peaks[int(entry.name)] = max(peaks.get(int(entry.name), 0), kib)
-            except (OSError, IndexError, ValueError):
-                continue
 
 
 def _cpu() -> float:
@@ -143,15 +128,8 @@ def _rsync_step(box: dict[str, str], folder: Path) -> dict[str, float]:
 
 def _inner(args: argparse.Namespace) -> None:
     if args.arm in CORRAL_ARMS:
-        stop, peaks = threading.Event(), dict[int, int]()
-        sampler = threading.Thread(target=_peaks, args=(stop, peaks), daemon=True)
-        sampler.start()
         result = asyncio.run(_corral_step(args.cluster, Path(args.folder), Path(args.hashes),
                                           master_feeds=1 if args.arm == "corral" else 0))
-        stop.set()
-        sampler.join()
-        result["senders"] = len(peaks)
-        result["all_peak_rss_mib"] = result["peak_rss_mib"] + sum(peaks.values()) / 1024
     else:
         result = _rsync_step(json.loads(args.box), Path(args.folder))
     print(json.dumps(result))
@@ -176,7 +154,7 @@ def _arm(box: netns.NetnsCluster, arm: str, root: Path, folder: Path,
                        "--arm", arm.split("@")[0], "--cluster", str(root / f"cluster-{arm}.toml"),
                        "--folder", str(folder), "--hashes", str(root / f"hashes-{arm}.json"),
                        "--box", json.dumps(spec))
-    done = subprocess.run(words, capture_output=True, text=True,
+    done = subprocess.run(words, capture_output=True, text=True, cwd=code,  # its own `-m`
                           env={**os.environ, "PYTHONPATH": str(code)})
     if done.returncode != 0:
         raise SystemExit(f"{arm}: {done.stderr[-2000:]}")

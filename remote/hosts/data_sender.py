@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import pickle
+import resource
 import struct
 import sys
 from collections.abc import AsyncIterator, Mapping
@@ -56,6 +57,8 @@ class Tally(Protocol):
 
     sent_bytes: int
     sent_files: int
+    sender_peak_kib: int
+    """The peak resident memory of the sender process that fed the host (0: none did)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,6 +155,7 @@ async def _from_sender(job: SendJob, tally: Tally) -> CompletedCommand:
         async for raw in proc.stdout:
             last = json.loads(raw)
             tally.sent_bytes, tally.sent_files = last["sent"], last["files"]
+        tally.sender_peak_kib = int(last.get("peak_kib", 0))
         err = (await proc.stderr.read()).decode(errors="replace")
         status = await proc.wait()
     finally:
@@ -183,6 +187,7 @@ def _outcome(host: str, command: str, last: Mapping[str, object], status: int,
 class _Counts:
     sent_bytes: int = 0
     sent_files: int = 0
+    sender_peak_kib: int = 0
 
 
 async def _report(counts: _Counts) -> None:
@@ -237,6 +242,7 @@ async def _sender_main() -> None:
         line["error"] = exc.message
     except OSError as exc:  # a data file unreadable: as the master's own stream would say
         line["error"] = f"{type(exc).__name__}: {exc}"
+    line["peak_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     _say(line)
 
 

@@ -210,6 +210,8 @@ class DataProgress:
     sent_bytes: int = 0
     sent_files: int = 0
     cached_files: int = 0
+    sender_peak_kib: int = 0
+    """The peak resident memory of the sender process that fed it (0: this process did)."""
     shared: bool = False
     started: float = field(default_factory=time.monotonic)
     done: bool = False
