@@ -242,8 +242,17 @@ async def _sender_main() -> None:
         line["error"] = exc.message
     except OSError as exc:  # a data file unreadable: as the master's own stream would say
         line["error"] = f"{type(exc).__name__}: {exc}"
-    line["peak_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    line["peak_kib"] = _peak_kib()
     _say(line)
+
+
+def _peak_kib() -> int:
+    """This process's peak resident memory: ``VmHWM``, its own address space's (``ru_maxrss``
+    keeps the parent's size at the fork across ``exec`` on Linux: a sender started from a
+    large process would report that)."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        return int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
 
 
 if __name__ == "__main__":
