@@ -8,16 +8,21 @@ once, interleaved round by round:
 2. **unchanged re-sync**: the same folder again;
 3. **one changed file**: one file of the folder rewritten (new bytes, same size), then a sync.
 
-corral's arms are ``remote.hosts.data_sync`` as ``corral run`` drives it (probe, then the
+corral's arms are ``remote.hosts.data_sync`` as ``corral run`` drives it
+(``remote.run.data_push``: probe, the new files as large as a cached one hashed, then the
 missing files streamed into each host's cache), told that the hosts do not share this
-machine's files (the namespace hosts do: the marker would link in place and send nothing):
-``corral`` feeds each host that lacks 64 MiB or more from a sender process of its own,
-``corral-1proc`` feeds every host from the one process (as before the senders), each arm
-with host caches and a hash cache of its own. rsync's arm is ``rsync -a`` of the folder to
-each host over OpenSSH with the same key. Each arm runs in a process of its own and reports
-its wall time, the CPU seconds spent on this side (itself and its children: senders, or
-rsync and its ssh) and, for corral, its peak resident memory and its largest child's; the
-unchanged re-sync is split into the walk with the hash cache and the slowest host's probe.
+machine's files (the namespace hosts do: the marker would link in place and send nothing),
+each arm with host caches and a hash cache of its own: ``corral`` feeds the first host that
+lacks 64 MiB or more from its own process and the others from a sender process each;
+``corral-senders`` feeds every such host from a sender process of its own;
+``--before COMMIT`` adds the arm ``corral@COMMIT``: this bench's corral arm as it was at that
+commit (``git archive`` of it, run from a temporary folder). rsync's arm is ``rsync -a`` of
+the folder to each host over OpenSSH with the same key. Each arm runs in a process of its own
+and reports its wall time, the CPU seconds spent on this side (itself and its children:
+senders, or rsync and its ssh) and, for corral, the peak resident memory of its own process
+and of its senders, summed (each sender reports its own peak: all counted, the pages they
+share counted in each); the unchanged re-sync is split into the walk with the hash
+cache and the slowest host's probe.
 Arms interleaved, the first arm rotating per round; medians over ``--rounds``, with the
 ratio to rsync. ``--plain-shell`` gives every host an empty ``~/.bashrc`` (a host whose
 login shell starts plain, not this dev machine's ``pyenv init``).
@@ -26,6 +31,7 @@ Needs root, ``ip netns``, sshd, ssh-keygen, tc and rsync.
 
     python bench/data_sync.py                        # 1 GiB in 200 files, 3 rounds
     python bench/data_sync.py --size 256 --rounds 2  # smaller
+    python bench/data_sync.py --before d971aa4       # and the code of that commit, interleaved
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -49,47 +56,56 @@ sys.path.insert(0, str(REPO))
 from tests.remote import netns, netns_links  # noqa: E402
 
 STEPS = ("first", "unchanged", "changed")
-CORRAL_ARMS = ("corral", "corral-1proc")
-"""``corral``: each host fed by a sender process of its own (``remote.hosts.data_sender``);
-``corral-1proc``: every host fed from the master's one process (before the senders)."""
+T = TypeVar("T")
+CORRAL_ARMS = ("corral", "corral-senders")
+"""``corral``: the first host that lacks much fed from the master's process, the others from a
+sender process each (``remote.hosts.data_sender.MASTER_FEEDS``); ``corral-senders``: every
+such host from a sender process of its own."""
 
 
 async def _corral_step(cluster: str, folder: Path, hashes: Path,
-                       senders: bool) -> dict[str, float]:
+                       master_feeds: int) -> dict[str, float]:
     from remote.config.read import load_cluster
-    from remote.hosts.data_sync import DataProgress, probe, sync_host
-    from remote.hosts.data_tree import HashCache, collect
+    from remote.hosts import data_sender
+    from remote.hosts.data_sync import DataProgress, probe, sync_host, to_send
+    from remote.hosts.data_tree import HashCache, collect, hash_alike
     from remote.hosts.pool import HostPool
 
+    data_sender.MASTER_FEEDS = master_feeds
     config = load_cluster(Path(cluster))
     pool = HostPool(config)
-    probed: list[float] = []
     try:
         await pool.gather(lambda t: t.run("true"))  # connections open, as after the check
         started, cpu = time.perf_counter(), _cpu()
         data = collect(folder, True, folder, HashCache(hashes))
         collected = time.perf_counter() - started
-
-        async def one(transport):  # type: ignore[no-untyped-def]
-            manifest = f"{transport.host.workdir}/runs/bench/hosts/{transport.host.name}.data"
-            found = await probe(transport, data, None, manifest)  # as `corral run` asks
-            probed.append(time.perf_counter() - started - collected)
-            return await sync_host(transport, data, found, manifest,
-                                   DataProgress(host=transport.host.name),
-                                   config.ssh if senders else None)
-
-        results = await pool.gather(one)
+        manifest = {h.name: f"{h.workdir}/runs/bench/hosts/{h.name}.data" for h in config.hosts}
+        found = _ok(await pool.gather(lambda t: probe(t, data, None, manifest[t.host.name])))
+        probed = time.perf_counter() - started - collected
+        data = hash_alike(data, {size for one in found.values() for _, size in one.alike})
+        senders = data_sender.fed_by_senders({name: sum(f.size for f in to_send(data, one))
+                                              for name, one in found.items()})
+        results = _ok(await pool.gather(lambda t: sync_host(
+            t, data, found[t.host.name], manifest[t.host.name],
+            DataProgress(host=t.host.name), config.ssh if t.host.name in senders else None)))
         seconds, cpu = time.perf_counter() - started, _cpu() - cpu
     finally:
         await pool.aclose()
+    sent = sum(r.sent_bytes for r in results.values())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    fed = [r.sender_peak_kib / 1024 for r in results.values() if r.sender_peak_kib]
+    return {"seconds": seconds, "cpu_s": cpu, "sent_mib": sent / 2**20, "collect_s": collected,
+            "probe_s": probed, "peak_rss_mib": peak, "senders": len(fed),
+            "all_peak_rss_mib": peak + sum(fed)}
+
+
+def _ok(results: dict[str, T | BaseException]) -> dict[str, T]:
+    """Every host's result; the bench stops at a host's error."""
     for name, result in results.items():
         if isinstance(result, BaseException):
             raise SystemExit(f"{name}: {result}")
-    sent = sum(r.sent_bytes for r in results.values() if not isinstance(r, BaseException))
-    return {"seconds": seconds, "cpu_s": cpu, "sent_mib": sent / 2**20, "collect_s": collected,
-            "probe_s": max(probed, default=0.0),
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "sender_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    return {name: result for name, result in results.items()
+            if not isinstance(result, BaseException)}
 
 
 def _cpu() -> float:
@@ -113,7 +129,7 @@ def _rsync_step(box: dict[str, str], folder: Path) -> dict[str, float]:
 def _inner(args: argparse.Namespace) -> None:
     if args.arm in CORRAL_ARMS:
         result = asyncio.run(_corral_step(args.cluster, Path(args.folder), Path(args.hashes),
-                                          senders=args.arm == "corral"))
+                                          master_feeds=1 if args.arm == "corral" else 0))
     else:
         result = _rsync_step(json.loads(args.box), Path(args.folder))
     print(json.dumps(result))
@@ -131,26 +147,29 @@ def _make_folder(folder: Path, files: int, size_mib: int) -> None:
 def _arm(box: netns.NetnsCluster, arm: str, root: Path, folder: Path,
          spec: dict[str, str]) -> dict[str, float]:
     """One step of one arm, in a process of its own: each corral arm has its own cluster.toml
-    (its own host workdirs, so its own host caches) and its own hash cache."""
-    words = box.in_ctl(sys.executable, __file__, "--inner", "--arm", arm, "--cluster",
-                       str(root / f"cluster-{arm}.toml"), "--folder", str(folder),
-                       "--hashes", str(root / f"hashes-{arm}.json"), "--box", json.dumps(spec))
-    done = subprocess.run(words, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    (its own host workdirs, so its own host caches) and its own hash cache; ``corral@COMMIT``
+    runs that commit's bench (its corral arm) from ``root/before``."""
+    code = root / "before" if "@" in arm else REPO
+    words = box.in_ctl(sys.executable, str(code / "bench" / "data_sync.py"), "--inner",
+                       "--arm", arm.split("@")[0], "--cluster", str(root / f"cluster-{arm}.toml"),
+                       "--folder", str(folder), "--hashes", str(root / f"hashes-{arm}.json"),
+                       "--box", json.dumps(spec))
+    done = subprocess.run(words, capture_output=True, text=True, cwd=code,  # its own `-m`
+                          env={**os.environ, "PYTHONPATH": str(code)})
     if done.returncode != 0:
         raise SystemExit(f"{arm}: {done.stderr[-2000:]}")
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def _clusters(box: netns.NetnsCluster, root: Path) -> None:
+def _clusters(box: netns.NetnsCluster, root: Path, arms: list[str]) -> None:
     """``cluster-<arm>.toml`` for each corral arm, host workdirs ``work-<arm>-<node>``."""
     text = box.write_cluster_toml(sys.executable, run='script = "repo/train.py"').read_text()
-    for arm in CORRAL_ARMS:
+    for arm in arms:
         (root / f"cluster-{arm}.toml").write_text(text.replace("/work-", f"/work-{arm}-"))
 
 
-def _clear(box: netns.NetnsCluster, root: Path) -> None:
-    for arm in CORRAL_ARMS:
+def _clear(box: netns.NetnsCluster, root: Path, arms: list[str]) -> None:
+    for arm in arms:
         (root / f"hashes-{arm}.json").unlink(missing_ok=True)
         for node in box.nodes:
             shutil.rmtree(root / f"work-{arm}-{node.name}", ignore_errors=True)
@@ -161,7 +180,7 @@ def _clear(box: netns.NetnsCluster, root: Path) -> None:
 def _round(box: netns.NetnsCluster, root: Path, folder: Path, spec: dict[str, str],
            order: list[str]) -> dict[str, dict[str, dict]]:
     found: dict[str, dict[str, dict]] = {arm: {} for arm in order}
-    _clear(box, root)
+    _clear(box, root, [arm for arm in order if arm != "rsync"])
     for step in STEPS:
         if step == "changed":  # the same file for every arm: each sends it once
             target = folder / "data" / "shard-0007.bin"
@@ -192,6 +211,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--plain-shell", action="store_true",
                         help="hosts whose ~/.bashrc is empty (a plain login shell start)")
+    parser.add_argument("--before", metavar="COMMIT",
+                        help="also run this bench's corral arm as it was at COMMIT")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     parser.add_argument("--cluster", help=argparse.SUPPRESS)
@@ -204,6 +225,11 @@ def main() -> None:
     if (reason := netns.unavailable_reason()) or shutil.which("rsync") is None:
         raise SystemExit(f"cannot run here: {reason or 'needs rsync'}")
     root = Path(tempfile.mkdtemp(prefix="corral-data-bench-"))
+    corral = [*CORRAL_ARMS] + ([f"corral@{args.before}"] if args.before else [])
+    if args.before:
+        (root / "before").mkdir()
+        subprocess.run(f"git -C {REPO} archive {args.before} | tar -x -C {root / 'before'}",
+                       shell=True, check=True)
     box = netns.build(root, hosts=3)
     try:
         for i in range(len(box.nodes)):
@@ -212,45 +238,50 @@ def main() -> None:
             _plain_shell(box, root)
         folder = root / "repo"
         _make_folder(folder, args.files, args.size)
-        _clusters(box, root)
+        _clusters(box, root, corral)
         spec = {"key": str(box.client_key), "known": str(box.known_hosts), "root": str(root),
                 "addresses": ",".join(n.address for n in box.nodes)}
-        arms = [*CORRAL_ARMS, "rsync"]
+        arms = [*corral, "rsync"]
         rounds = []
         for i in range(args.rounds):  # interleaved, the first arm rotating
             order = arms[i % len(arms):] + arms[:i % len(arms)]
             rounds.append(_round(box, root, folder, spec, order))
             print(json.dumps({"round": i, **rounds[-1]}), flush=True)
-        _summary(rounds, args, netns_links.shaped_as(netns_links.GIGABIT))
+        _summary(rounds, args, netns_links.shaped_as(netns_links.GIGABIT), corral)
     finally:
         box.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
 def _summary(rounds: list[dict[str, dict[str, dict]]], args: argparse.Namespace,
-             link: str) -> None:
+             link: str, corral: list[str]) -> None:
     shell = "an empty ~/.bashrc" if args.plain_shell else "this machine's ~/.bashrc"
     print(f"\n{args.size} MiB in {args.files} files to 3 namespace hosts, each link {link}, "
           f"{shell}; medians of {len(rounds)} rounds")
     for step in STEPS:
         rsync = statistics.median(r["rsync"][step]["seconds"] for r in rounds)
         line = f"{step:>10}: rsync -a {rsync:6.2f} s"
-        for arm in CORRAL_ARMS:
+        for arm in corral:
             took = statistics.median(r[arm][step]["seconds"] for r in rounds)
             line += f"   {arm} {took:6.2f} s ({took / rsync:4.2f} x)"
         print(line)
     cpu = {arm: statistics.median(r[arm]["first"]["cpu_s"] for r in rounds)
-           for arm in (*CORRAL_ARMS, "rsync")}
+           for arm in (*corral, "rsync")}
     print("first sync, CPU seconds on this side (the hosts' sshd and receivers not counted): "
           + ", ".join(f"{arm} {seconds:.1f} s" for arm, seconds in cpu.items()))
-    for arm in CORRAL_ARMS:
+    for arm in corral:
         probe = statistics.median(r[arm]["unchanged"]["probe_s"] for r in rounds)
         walk = statistics.median(r[arm]["unchanged"]["collect_s"] for r in rounds)
         peak = max(r[arm][s]["peak_rss_mib"] for r in rounds for s in STEPS)
-        senders = max(r[arm][s]["sender_peak_rss_mib"] for r in rounds for s in STEPS)
         print(f"{arm}: unchanged re-sync = walk and hash cache {walk:.2f} s + probe {probe:.2f} s"
-              f" (slowest host); master peak RSS {peak:.0f} MiB, its largest child process "
-              f"(a sender) {senders:.0f} MiB")
+              f" (slowest host); master peak RSS {peak:.0f} MiB", end="")
+        if "all_peak_rss_mib" in rounds[0][arm]["first"]:
+            every = max(r[arm][s]["all_peak_rss_mib"] for r in rounds for s in STEPS)
+            senders = max(r[arm][s]["senders"] for r in rounds for s in STEPS)
+            print(f", with its {senders} senders' peaks added {every:.0f} MiB")
+        else:  # an older bench: its largest child's
+            senders = max(r[arm][s]["sender_peak_rss_mib"] for r in rounds for s in STEPS)
+            print(f", its largest child (a sender) {senders:.0f} MiB")
 
 
 if __name__ == "__main__":

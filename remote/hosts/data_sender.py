@@ -22,12 +22,13 @@ import contextlib
 import json
 import os
 import pickle
+import resource
 import struct
 import sys
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import HostSection, SshSection
@@ -37,6 +38,11 @@ from remote.hosts.transport import CompletedCommand, Transport
 SENDER_MIN_BYTES = 64 << 20
 """A host that lacks fewer bytes than this is fed from the master's own process: a sender
 costs an interpreter start, asyncssh's import and an SSH handshake (about half a second)."""
+MASTER_FEEDS = 1
+"""Of the hosts that lack ``SENDER_MIN_BYTES`` or more, how many (the first) the master's own
+process feeds, the rest a sender process each: the master's process is a core's worth of
+sending as well, and a sender's interpreter with asyncssh holds ~45 MiB (BENCHMARKS.md): three
+such hosts cost two senders, not three."""
 REPORT_EVERY_S = 0.25
 """How often a sender reports what it has sent (the master's progress lines read it)."""
 _LENGTH = struct.Struct(">Q")
@@ -51,6 +57,8 @@ class Tally(Protocol):
 
     sent_bytes: int
     sent_files: int
+    sender_peak_kib: int
+    """The peak resident memory of the sender process that fed the host (0: none did)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,8 +88,9 @@ async def feed(head: Mapping[str, object], files: tuple[DataFile, ...] | list[Da
     yield (json.dumps(head) + "\n").encode()
     for file in files:
         with file.source.open("rb") as source:
+            _unchanged(file, source)
             left = file.size
-            while left:  # exactly the size hashed: a file growing meanwhile fails its check
+            while left:  # exactly the size listed: a file growing meanwhile is refused
                 size = min(left, CHUNK_BYTES)
                 chunk = source.read(size) if blocking else await asyncio.to_thread(
                     source.read, size)
@@ -89,8 +98,27 @@ async def feed(head: Mapping[str, object], files: tuple[DataFile, ...] | list[Da
                     raise DataSyncError(f"{file.source} shrank while it was being sent")
                 left -= len(chunk)
                 tally.sent_bytes += len(chunk)
+                if not left:  # before its last byte leaves: the host keeps none of it else
+                    _unchanged(file, source)
                 yield chunk
         tally.sent_files += 1
+
+
+def _unchanged(file: DataFile, source: BinaryIO) -> None:
+    """Refuse a file that changed since it was listed: a file not hashed here is named by
+    the digest of the bytes the host got, so a torn read must never reach it."""
+    info = os.fstat(source.fileno())
+    if (info.st_size, info.st_mtime_ns) != (file.size, file.mtime_ns):
+        raise DataSyncError(f"{file.source} changed while it was being sent: run again once "
+                            "nothing writes to it")
+
+
+def fed_by_senders(needs: Mapping[str, int]) -> frozenset[str]:
+    """The hosts, of ``needs`` (host → bytes it lacks, in the cluster's order), that a sender
+    process of their own feeds: those that lack ``SENDER_MIN_BYTES`` or more, but the first
+    ``MASTER_FEEDS`` of them."""
+    large = [host for host, need in needs.items() if need >= SENDER_MIN_BYTES]
+    return frozenset(large[MASTER_FEEDS:])
 
 
 async def send(transport: Transport, job: SendJob, tally: Tally) -> CompletedCommand:
@@ -111,9 +139,12 @@ async def _from_sender(job: SendJob, tally: Tally) -> CompletedCommand:
     root = str(Path(__file__).resolve().parent.parent.parent)  # where ``remote`` is imported
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    # Started in corral's own folder: ``-m`` puts the working directory first on the path,
+    # and the user's (a folder with a ``remote/`` of its own) must not shadow corral's code.
+    job = replace(job, files=tuple(replace(f, source=f.source.absolute()) for f in job.files))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "remote.hosts.data_sender", stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=root)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     try:
         packed = pickle.dumps(job)
@@ -124,6 +155,7 @@ async def _from_sender(job: SendJob, tally: Tally) -> CompletedCommand:
         async for raw in proc.stdout:
             last = json.loads(raw)
             tally.sent_bytes, tally.sent_files = last["sent"], last["files"]
+        tally.sender_peak_kib = int(last.get("peak_kib", 0))
         err = (await proc.stderr.read()).decode(errors="replace")
         status = await proc.wait()
     finally:
@@ -155,6 +187,7 @@ def _outcome(host: str, command: str, last: Mapping[str, object], status: int,
 class _Counts:
     sent_bytes: int = 0
     sent_files: int = 0
+    sender_peak_kib: int = 0
 
 
 async def _report(counts: _Counts) -> None:
@@ -203,13 +236,23 @@ async def _sender_main() -> None:
     line: dict[str, object] = {"sent": counts.sent_bytes, "files": counts.sent_files}
     try:
         done = work.result()
-        line["done"] = {"exit_status": done.exit_status, "stdout": done.stdout[-4000:],
+        line["done"] = {"exit_status": done.exit_status, "stdout": done.stdout,  # digests
                         "stderr": done.stderr[-4000:]}
     except CorralError as exc:
         line["error"] = exc.message
     except OSError as exc:  # a data file unreadable: as the master's own stream would say
         line["error"] = f"{type(exc).__name__}: {exc}"
+    line["peak_kib"] = _peak_kib()
     _say(line)
+
+
+def _peak_kib() -> int:
+    """This process's peak resident memory: ``VmHWM``, its own address space's (``ru_maxrss``
+    keeps the parent's size at the fork across ``exec`` on Linux: a sender started from a
+    large process would report that)."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        return int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
 
 
 if __name__ == "__main__":

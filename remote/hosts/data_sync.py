@@ -2,15 +2,18 @@
 
 Each host keeps its data files by content, ``<workdir>/data/<sha256>``, read-only. A sync:
 
-1. asks the host (``PROBE_PY``) which of the run's files its cache holds whole and unchanged,
-   whether it sees this machine's files (the marker the master wrote into the launch folder,
+1. asks the host (``PROBE_PY``) which of the run's files its cache holds whole and unchanged
+   (and, for the files this machine has not hashed yet, which cached files have their size:
+   those are hashed here, ``data_tree.hash_alike``, the rest are sent unhashed), whether it
+   sees this machine's files (the marker the master wrote into the launch folder,
    read back there: a ``local`` host or a shared filesystem, found, never guessed from an
    address), its free disk, and whether the paths it must already have are there;
 2. refuses, before a byte is sent, what the host cannot take (``plan_problem``);
 3. streams the missing files from disk (``CHUNK_BYTES`` at a time: the master's memory does
    not grow with the data) into ``RECEIVE_PY``, which writes each under a temporary name,
-   checks its sha256 and only then renames it into the cache: a sync killed mid-file leaves a
-   partial file nobody uses, and the next one sends that file again;
+   checks its sha256 (or, for a file not hashed here, names it by the sha256 of what arrived,
+   which this machine then learns) and only then renames it into the cache: a sync killed
+   mid-file leaves a partial file nobody uses, and the next one sends that file again;
 4. writes the host's link list (``hosts/<host>.data`` of the run directory): the launch links
    each path of the run's working directory to its cached file, or, on a host that sees this
    machine's files, to the file in place (nothing sent);
@@ -25,17 +28,14 @@ file no longer counts as cached: it is sent again, never used changed.
 from __future__ import annotations
 
 import json
-import os
 import posixpath
-import secrets
 import shlex
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from remote.config.cluster import HostSection, SshSection
 from remote.hosts.data_sender import DataSyncError, SendJob, send
-from remote.hosts.data_tree import CHUNK_BYTES, DataSet
+from remote.hosts.data_tree import CHUNK_BYTES, DataFile, DataSet
 from remote.hosts.interpreter import last_json, python_word
 from remote.hosts.transport import Transport
 
@@ -69,6 +69,13 @@ little as it can (each module is interpreter start-up on every host, every run).
 PROBE_PY = "import json, os, sys\n" + WRITE_LINKS_PY + f"""
 ask = json.loads(sys.stdin.readline())
 cache = os.path.expanduser(ask["cache"])
+shared = ask["local"]
+if ask["marker"] and not shared:
+    try:
+        with open(ask["marker"][0]) as f:
+            shared = f.read() == ask["marker"][1]
+    except OSError:
+        pass
 have = []
 for sha, size in ask["files"]:
     try:
@@ -81,24 +88,25 @@ for sha, size in ask["files"]:
             os.chmod(os.path.join(cache, sha), 0o444)
         except OSError:
             pass
-shared = False
-if ask["marker"]:
-    try:
-        with open(ask["marker"][0]) as f:
-            shared = f.read() == ask["marker"][1]
+alike = []
+for name in os.listdir(cache) if ask["sizes"] and not shared and os.path.isdir(cache) else []:
+    try:  # a cached file the size of one not hashed yet: maybe that file, touched
+        info = os.stat(os.path.join(cache, name))
     except OSError:
-        pass
+        continue
+    if (len(name) == 64 and name not in have and info.st_size in ask["sizes"]
+            and info.st_mtime_ns == {STAMP_NS} and not info.st_mode & 0o222):
+        alike.append([name, info.st_size])
 probe = cache
 while not os.path.isdir(probe):
     probe = os.path.dirname(probe) or "/"
 missing = [p for p in ask["paths"] if not os.path.exists(os.path.expanduser(p))]
-shared = shared or ask["local"]
-linked = bool(ask["manifest"]) and (shared or len(have) == len(ask["files"]))
+linked = bool(ask["manifest"]) and (shared or not ask["sizes"] and len(have) == len(ask["files"]))
 if linked:  # nothing to send: the run's links now, and no second command
     write_links(cache, ask["links"]["shared" if shared else "cached"], ask["manifest"])
 disk = os.statvfs(probe)
-print(json.dumps({{"have": have, "shared": shared, "free": disk.f_bavail * disk.f_frsize,
-                  "missing": missing, "linked": linked}}))
+print(json.dumps({{"have": have, "alike": alike, "shared": shared, "missing": missing,
+                  "free": disk.f_bavail * disk.f_frsize, "linked": linked}}))
 """
 
 PRUNE_PY = """
@@ -151,6 +159,7 @@ for name in os.listdir(cache):  # what a killed sync left: never used, removed o
             os.unlink(path)
     except OSError:
         pass
+got = []
 for sha, size in head["files"]:
     fd, tmp = tempfile.mkstemp(dir=cache, prefix=".part-")
     try:
@@ -163,16 +172,19 @@ for sha, size in head["files"]:
                 digest.update(chunk)
                 out.write(chunk)
                 left -= len(chunk)
-        if digest.hexdigest() != sha:
+        if sha is not None and digest.hexdigest() != sha:
             sys.exit("corral: data file " + sha + " arrived changed")
         os.chmod(tmp, 0o444)
         os.utime(tmp, ns=({STAMP_NS}, {STAMP_NS}))
-        os.replace(tmp, os.path.join(cache, sha))
+        os.replace(tmp, os.path.join(cache, digest.hexdigest()))
+        got.append(digest.hexdigest())
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-write_links(cache, head["links"], head["manifest"])
+links = [["sha:" + got[int(t[4:])] if t.startswith("new:") else t, r] for t, r in head["links"]]
+write_links(cache, links, head["manifest"])
 prune(cache, os.path.expanduser(head["runs"]), *head["keep"])
+print(json.dumps({{"got": got}}))
 """)
 
 
@@ -198,6 +210,8 @@ class DataProgress:
     sent_bytes: int = 0
     sent_files: int = 0
     cached_files: int = 0
+    sender_peak_kib: int = 0
+    """The peak resident memory of the sender process that fed it (0: this process did)."""
     shared: bool = False
     started: float = field(default_factory=time.monotonic)
     done: bool = False
@@ -238,6 +252,12 @@ class HostData:
     """The paths it must have (``[run] data``, link targets) that it lacks."""
     linked: bool = False
     """It needs nothing sent and wrote the run's link list already."""
+    alike: frozenset[tuple[str, int]] = frozenset()
+    """Cached files (sha256, size) the size of a file this machine has not hashed yet."""
+
+    def cached(self) -> frozenset[str]:
+        """Every sha256 its cache holds of those asked about."""
+        return self.have | {sha for sha, _ in self.alike}
 
 
 async def probe(transport: Transport, data: DataSet, marker: tuple[str, str] | None,
@@ -246,13 +266,15 @@ async def probe(transport: Transport, data: DataSet, marker: tuple[str, str] | N
     run's link list ``manifest`` at once (``HostData.linked``)."""
     ask = {"cache": cache_dir(transport.host.workdir),
            "files": [[sha, f.size] for sha, f in data.unique().items()],
+           "sizes": sorted({f.size for f in data.new()}),
            "marker": list(marker) if marker else None,
            # A container sees this machine's files only where it mounts them: for its host,
            # being local proves nothing, the marker read inside the container does.
            "local": transport.host.is_local and transport.host.container is None,
            "paths": list(data.host_paths) + [link.target for link in data.links],
            "manifest": manifest,
-           "links": {"cached": link_lines(data, False), "shared": link_lines(data, True)}}
+           "links": {"cached": [] if data.new() else link_lines(data, False),
+                     "shared": link_lines(data, True)}}
     done = await transport.run(_python(transport.host, PROBE_PY), timeout=120.0,
                                input=(json.dumps(ask) + "\n").encode())
     answer = last_json(done.stdout)
@@ -261,7 +283,8 @@ async def probe(transport: Transport, data: DataSet, marker: tuple[str, str] | N
                             f"{done.stderr.strip()[-300:]}")
     return HostData(have=frozenset(answer["have"]), shared=bool(answer["shared"]),
                     free=int(answer["free"]), missing=tuple(answer["missing"]),
-                    linked=bool(answer["linked"]))
+                    linked=bool(answer["linked"]),
+                    alike=frozenset((str(sha), int(size)) for sha, size in answer["alike"]))
 
 
 def plan_problem(host: str, data: DataSet, found: HostData) -> str | None:
@@ -279,7 +302,7 @@ def plan_problem(host: str, data: DataSet, found: HostData) -> str | None:
                 "a path inside the launch folder to send it")
     if found.shared:
         return None
-    missing = [f for sha, f in data.unique().items() if sha not in found.have]
+    missing = to_send(data, found)
     need = sum(f.size for f in missing)
     if need + FREE_MARGIN_BYTES <= found.free:
         return None
@@ -291,10 +314,22 @@ def plan_problem(host: str, data: DataSet, found: HostData) -> str | None:
             "or leave some out with a line in .corralignore")
 
 
-def link_lines(data: DataSet, shared: bool) -> list[list[str]]:
+def to_send(data: DataSet, found: HostData) -> list[DataFile]:
+    """What a host lacks: the hashed files its cache does not hold, then the new ones."""
+    if found.shared:
+        return []
+    cached = found.cached()
+    return [f for sha, f in data.unique().items() if sha not in cached] + list(data.new())
+
+
+def link_lines(data: DataSet, shared: bool, sent: list[DataFile] | None = None
+               ) -> list[list[str]]:
     """``[target, path]`` for each link of the working directory: ``sha:<sha256>`` for a
-    cached file, an absolute path for a file in place or a link's target."""
-    files = [[str(f.source.absolute()) if shared else f"sha:{f.sha256}", f.rel]
+    cached file, ``new:<i>`` for the ``i``-th file of ``sent`` not hashed yet (the receiver
+    names it), an absolute path for a file in place or a link's target."""
+    new = {id(f): i for i, f in enumerate(sent or []) if f.sha256 is None}
+    files = [[str(f.source.absolute()) if shared
+              else f"sha:{f.sha256}" if f.sha256 is not None else f"new:{new[id(f)]}", f.rel]
              for f in data.files]
     return files + [[link.target, link.rel] for link in data.links]
 
@@ -306,10 +341,10 @@ async def sync_host(transport: Transport, data: DataSet, found: HostData, manife
     runs) and prune the host's data cache (``PRUNE_PY``). With ``ssh`` (the cluster's
     ``[ssh]``), a host that lacks much is fed from a sender process of its own
     (``remote.hosts.data_sender``)."""
-    missing = [] if found.shared else [
-        f for sha, f in data.unique().items() if sha not in found.have]
+    missing = to_send(data, found)
     progress.total_files, progress.total_bytes = len(missing), sum(f.size for f in missing)
-    progress.cached_files = 0 if found.shared else len(data.unique()) - len(missing)
+    progress.cached_files = 0 if found.shared else len(data.unique()) - sum(
+        f.sha256 is not None for f in missing)
     progress.shared, progress.started = found.shared, time.monotonic()
     if found.linked:  # nothing to send, the links written by the probe
         progress.done = True
@@ -318,38 +353,27 @@ async def sync_host(transport: Transport, data: DataSet, found: HostData, manife
             "files": [[f.sha256, f.size] for f in missing], "manifest": manifest,
             "runs": posixpath.dirname(posixpath.dirname(posixpath.dirname(manifest))),
             "keep": [KEEP_RUNS, KEEP_UNUSED_S],
-            "links": link_lines(data, found.shared)}
+            "links": link_lines(data, found.shared, missing)}
     job = SendJob(host=transport.host, ssh=ssh, command=_python(transport.host, RECEIVE_PY),
                   head=head, files=tuple(missing), timeout=SYNC_TIMEOUT_S)
     done = await send(transport, job, progress)
     if not done.ok:
         raise DataSyncError(f"data sync to {transport.host.name} failed: "
                             f"{(done.stderr.strip() or done.stdout.strip())[-300:]}")
+    _learn(data, missing, done.stdout)
     progress.done = True
     return progress
 
 
-class Marker:
-    """The file the master writes into the launch folder for hosts to read back: one that
-    reads the same token there sees this machine's files. Removed on exit."""
-
-    def __init__(self, folder: Path) -> None:
-        self.token = secrets.token_hex(16)
-        self.path: Path | None = folder / f".corral-marker-{self.token[:12]}"
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            with os.fdopen(fd, "w") as out:
-                out.write(self.token)
-        except OSError:  # a read-only folder: no host can be found sharing it
-            self.path = None
-
-    def pair(self) -> tuple[str, str] | None:
-        """``(path, token)`` for the probe; None without a marker."""
-        return (str(self.path), self.token) if self.path is not None else None
-
-    def __enter__(self) -> Marker:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
+def _learn(data: DataSet, sent: list[DataFile], said: str) -> None:
+    """This machine learns the digests the host gave the files it was sent unhashed."""
+    answer = last_json(said)
+    got = answer.get("got") if answer is not None else None
+    if not isinstance(got, list) or len(got) != len(sent):
+        raise DataSyncError(f"the data receiver's answer is not understood: {said[-300:]!r}")
+    if data.hashes is None:
+        return
+    for file, sha in zip(sent, got, strict=True):
+        if file.sha256 is None:
+            data.hashes.learn(file, str(sha))
+    data.hashes.save()

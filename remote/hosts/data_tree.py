@@ -8,7 +8,13 @@ already there is not sent again, and a changed one is sent alone.
 
 Hashing gigabytes on every launch would cost more than sending nothing: ``HashCache`` keeps
 each file's sha256 under its path, size and modification time, so an unchanged file is
-hashed once.
+hashed once. A file this machine has not hashed yet (new, or changed) is not hashed before it
+is sent: a separate pass over the data first would cost a read of every byte before the first
+one leaves (1.2 s per GiB on an idle core of the 2-core VM, BENCHMARKS.md). The host that
+receives it hashes its bytes as they arrive (it must, to check them), names it by that digest
+and reports it, and this machine learns it into its cache (``remote.hosts.data_sync``). Only a
+new file as large as one a host already caches is hashed here first (``hash_alike``): it may
+be that file, touched, and then nothing is sent.
 """
 
 from __future__ import annotations
@@ -18,9 +24,9 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from profiles.user_errors import UsageError
@@ -29,8 +35,8 @@ from remote.hosts.push_tree import walk_tree
 CHUNK_BYTES = 1 << 20
 """What is read from a data file at once (hashing and sending): the master's memory per host."""
 HASH_THREADS = min(4, os.cpu_count() or 1)
-"""Files hashed at once on a first sync (hashlib and file reads release the GIL: the cores
-share the hashing, each thread holding one chunk)."""
+"""Files hashed at once here (``hash_alike``; hashlib and file reads release the GIL: the
+cores share the hashing, each thread holding one chunk)."""
 HASH_CACHE = Path("~/.corral/data-hashes.json")
 """This machine's hash cache: ``{path: [size, mtime_ns, sha256]}``."""
 
@@ -44,7 +50,12 @@ class DataFile:
     source: Path
     """The file on this machine (a named link's target's file, read through the link)."""
     size: int
-    sha256: str
+    mtime_ns: int
+    """Its modification time when listed: a file that changes before its last byte is sent
+    is refused, never sent torn."""
+    sha256: str | None
+    """None: this machine has not hashed it yet; the host that receives it names it by the
+    digest of the bytes it got, and this machine learns it (``HashCache.learn``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +80,8 @@ class DataSet:
     links: tuple[OutsideLink, ...] = ()
     host_paths: tuple[str, ...] = ()
     """``[run] data`` paths outside the folder: every host must have them already."""
+    hashes: HashCache | None = field(default=None, compare=False)
+    """Where this machine keeps the digests (the hosts' digests of new files learned in)."""
 
     @property
     def size(self) -> int:
@@ -76,8 +89,13 @@ class DataSet:
         return sum(f.size for f in self.files)
 
     def unique(self) -> dict[str, DataFile]:
-        """One file per sha256 (what a cache holds)."""
-        return {f.sha256: f for f in self.files}
+        """One hashed file per sha256 (what a cache holds)."""
+        return {f.sha256: f for f in self.files if f.sha256 is not None}
+
+    def new(self) -> tuple[DataFile, ...]:
+        """The files not hashed yet: every host that does not see this machine's files gets
+        them (but see ``hash_alike``)."""
+        return tuple(f for f in self.files if f.sha256 is None)
 
 
 def _files_under(root: Path) -> Iterator[Path]:
@@ -120,21 +138,36 @@ class HashCache:
                 self.entries = loaded
         self.changed = False
 
-    def sha256(self, path: Path) -> tuple[int, str]:
-        """The file's size and sha256, from the cache when its size and mtime are unchanged
-        (called from ``HASH_THREADS`` threads at once: each sets its own file's entry)."""
-        info = path.stat()
-        key = str(path.absolute())
-        known = self.entries.get(key)
-        if isinstance(known, list) and known[:2] == [info.st_size, info.st_mtime_ns]:
-            return info.st_size, str(known[2])
+    def known(self, path: Path, size: int, mtime_ns: int) -> str | None:
+        """The file's sha256 when it was hashed at this size and modification time."""
+        entry = self.entries.get(str(path.absolute()))
+        if isinstance(entry, list) and entry[:2] == [size, mtime_ns]:
+            return str(entry[2])
+        return None
+
+    def learn(self, file: DataFile, sha256: str) -> None:
+        """Keep ``file``'s digest (a host's, or this machine's); a digest that differs from
+        one learned for the same size and time means the file changed as it was read."""
+        if self.known(file.source, file.size, file.mtime_ns) not in (None, sha256):
+            raise UsageError(f"{file.source} changed while it was being sent: run again once "
+                             "nothing writes to it", title="a data file changed")
+        self.entries[str(file.source.absolute())] = [file.size, file.mtime_ns, sha256]
+        self.changed = True
+
+    def sha256(self, file: DataFile) -> str:
+        """``file``'s sha256, hashed here unless known (called from ``HASH_THREADS`` threads
+        at once: each sets its own file's entry)."""
+        if (known := self.known(file.source, file.size, file.mtime_ns)) is not None:
+            return known
         digest = hashlib.sha256()
-        with path.open("rb") as source:
+        with file.source.open("rb") as source:
             while chunk := source.read(CHUNK_BYTES):
                 digest.update(chunk)
-        self.entries[key] = [info.st_size, info.st_mtime_ns, digest.hexdigest()]
-        self.changed = True
-        return info.st_size, digest.hexdigest()
+        if _stamp(file.source) != (file.size, file.mtime_ns):
+            raise UsageError(f"{file.source} changed while it was being hashed: run again "
+                             "once nothing writes to it", title="a data file changed")
+        self.learn(file, digest.hexdigest())
+        return digest.hexdigest()
 
     def save(self) -> None:
         """Write the cache whole or not at all (a temporary file renamed), private."""
@@ -147,24 +180,43 @@ class HashCache:
         os.replace(tmp, self.path)
 
 
+def _stamp(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_size, info.st_mtime_ns
+
+
 def data_set(folder: Path, sources: dict[str, Path], links: dict[str, str],
              host_paths: tuple[str, ...] = (), cache: HashCache | None = None) -> DataSet:
-    """The ``DataSet`` of ``sources`` (path in the working directory → file here), hashed
-    through ``cache``; ``links``: the folder's links out of it (path → target), not followed."""
+    """The ``DataSet`` of ``sources`` (path in the working directory → file here), each file's
+    sha256 from ``cache`` when known (nothing hashed: see the module's docstring); ``links``:
+    the folder's links out of it (path → target), not followed."""
     cache = cache if cache is not None else HashCache()
-    named = sorted(sources.items())
-    for rel, _ in named:
+    files = []
+    for rel, path in sorted(sources.items()):
         _safe(rel)
-    with ThreadPoolExecutor(max_workers=HASH_THREADS) as hashing:
-        hashed = list(hashing.map(cache.sha256, [path for _, path in named]))
-    files = [DataFile(rel=rel, source=path, size=size, sha256=sha)
-             for (rel, path), (size, sha) in zip(named, hashed, strict=True)]
-    cache.save()
+        size, mtime_ns = _stamp(path)
+        files.append(DataFile(rel=rel, source=path, size=size, mtime_ns=mtime_ns,
+                              sha256=cache.known(path, size, mtime_ns)))
     outside = tuple(OutsideLink(rel=rel, target=str((folder / rel).resolve()))
                     for rel, _ in sorted(links.items()) if rel not in sources)
     for link in outside:
         _safe(link.rel)
-    return DataSet(folder=folder, files=tuple(files), links=outside, host_paths=host_paths)
+    return DataSet(folder=folder, files=tuple(files), links=outside, host_paths=host_paths,
+                   hashes=cache)
+
+
+def hash_alike(data: DataSet, sizes: Collection[int]) -> DataSet:
+    """``data`` with its new files of the ``sizes`` some host caches a file of hashed here
+    (``HASH_THREADS`` at once), so that a host holding one already is not sent it again."""
+    alike = [f for f in data.new() if f.size in sizes]
+    if not alike:
+        return data
+    cache = data.hashes if data.hashes is not None else HashCache()
+    with ThreadPoolExecutor(max_workers=HASH_THREADS) as hashing:
+        hashed = dict(zip([f.rel for f in alike], hashing.map(cache.sha256, alike), strict=True))
+    cache.save()
+    return replace(data, files=tuple(replace(f, sha256=hashed[f.rel]) if f.rel in hashed else f
+                                     for f in data.files))
 
 
 def inside(folder: Path, written: str, base: Path) -> str | None:

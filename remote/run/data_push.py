@@ -3,8 +3,10 @@
 ``sync_run_data`` collects the run's data (``remote.hosts.data_tree``: what the folder holds
 that is data, and ``[run] data``), asks every host what it has (``remote.hosts.data_sync``),
 refuses before a byte is sent what a host cannot take (a path it lacks, too little disk),
-then feeds every host in parallel, a progress line per host every ``PROGRESS_EVERY_S``, and
-one line per host at the end (sent / cached / in place).
+hashes here the new files as large as one a host caches (``hash_alike``: maybe that file,
+touched), then feeds every host in parallel (the first that lacks much from this process,
+the others from sender processes: ``data_sender.fed_by_senders``), a progress line per host
+every ``PROGRESS_EVERY_S``, and one line per host at the end (sent / cached / in place).
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
 from remote.config.task_code import UserCode
 from remote.events import LogLine, RunEvent
+from remote.hosts.data_marker import Marker
+from remote.hosts.data_sender import fed_by_senders
 from remote.hosts.data_sync import (
     DataProgress,
     HostData,
-    Marker,
     plan_problem,
     probe,
     sync_host,
+    to_send,
 )
-from remote.hosts.data_tree import DataSet, collect
+from remote.hosts.data_tree import DataSet, collect, hash_alike
 from remote.hosts.pool import HostPool
 from remote.run.lifecycle import LaunchFailed
 from trainer.run_layout import RunLayout
@@ -79,11 +83,18 @@ async def sync_run_data(pool: HostPool, config: ClusterConfig, run_dir: str,
         return
     layout = RunLayout(run_dir)
     found = await _probe_all(pool, data, layout)
+    try:  # a new file the size of one a host caches: hashed here, maybe nothing to send
+        data = await asyncio.to_thread(
+            hash_alike, data, {size for one in found.values() for _, size in one.alike})
+    except CorralError as exc:
+        raise LaunchFailed(exc.message) from None
+    senders = fed_by_senders({name: sum(f.size for f in to_send(data, one))
+                              for name, one in found.items()})
     progress = {name: DataProgress(host=name) for name in found}
     syncing = asyncio.ensure_future(pool.gather(
         lambda t: sync_host(t, data, found[t.host.name],
                             layout.host_file(t.host.name, "data"), progress[t.host.name],
-                            config.ssh),
+                            config.ssh if t.host.name in senders else None),
         list(found)))
     try:
         while not syncing.done():

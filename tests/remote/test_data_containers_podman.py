@@ -18,7 +18,8 @@ import pytest
 
 from remote.config.cluster import HostSection
 from remote.config.container import ContainerSection
-from remote.hosts.data_sync import DataProgress, Marker, plan_problem, probe, sync_host
+from remote.hosts.data_marker import Marker
+from remote.hosts.data_sync import DataProgress, plan_problem, probe, sync_host
 from remote.hosts.data_tree import HashCache, collect
 from remote.hosts.interpreter import python_word
 from remote.hosts.transport import LocalTransport

@@ -76,7 +76,8 @@ def _job(tmp_path: Path, port: int) -> SendJob:
     ssh = SshSection(connect_timeout=120.0, known_hosts_file=str(tmp_path / "known_hosts"),
                      config_file=str(tmp_path / "no-config"))
     return SendJob(host=host, ssh=ssh, command="cat > /dev/null", head={"files": []},
-                   files=(DataFile(rel="shard.bin", source=source, size=4096, sha256="0" * 64),),
+                   files=(DataFile(rel="shard.bin", source=source, size=4096,
+                                   mtime_ns=source.stat().st_mtime_ns, sha256="0" * 64),),
                    timeout=10.0)
 
 
@@ -90,6 +91,15 @@ def _every_job_to_a_sender(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(data_sender, "SENDER_MIN_BYTES", 0)
 
 
+def test_the_master_feeds_the_first_large_host_and_senders_the_others(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    large = 64 << 20
+    monkeypatch.setattr(data_sender, "SENDER_MIN_BYTES", large)
+    needs = {"a": 2**10, "b": large, "c": 5 * large, "d": large, "e": 0}
+    assert data_sender.fed_by_senders(needs) == {"c", "d"}  # b: this process; a, e: small
+    assert data_sender.fed_by_senders({"a": large}) == set()
+
+
 async def test_a_sender_that_cannot_reach_its_host_names_it(tmp_path: Path) -> None:
     with socket.socket() as closed:  # a port nothing listens on
         closed.bind(("127.0.0.1", 0))
@@ -100,6 +110,24 @@ async def test_a_sender_that_cannot_reach_its_host_names_it(tmp_path: Path) -> N
     assert str(failed.value).startswith("data sync to gpu7: ")
     assert "127.0.0.1" in str(failed.value)
     assert _senders() == []
+
+
+async def test_a_sender_runs_corrals_code_whatever_folder_it_is_started_from(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A launch folder with a ``remote/`` package of its own, corral started from it.
+    impostor = tmp_path / "cwd" / "remote" / "hosts"
+    impostor.mkdir(parents=True)
+    for folder in (impostor, impostor.parent):
+        (folder / "__init__.py").write_text("")
+    (impostor / "data_sender.py").write_text("raise SystemExit(3)\n")
+    monkeypatch.chdir(impostor.parent.parent)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = int(closed.getsockname()[1])
+    job = _job(tmp_path, port)
+    with pytest.raises(DataSyncError) as failed:
+        await send(_transport(job), job, DataProgress(host="gpu7"))
+    assert "127.0.0.1" in str(failed.value) and "exit status 3" not in str(failed.value)
 
 
 @asynccontextmanager

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from profiles.user_errors import UsageError
 from remote.config.cluster import HostSection
 from remote.hosts import data_sync
+from remote.hosts.data_sender import DataSyncError
 from remote.hosts.data_sync import (
     STAMP_NS,
     DataProgress,
@@ -25,7 +27,7 @@ from remote.hosts.data_sync import (
     probe,
     sync_host,
 )
-from remote.hosts.data_tree import DataSet, HashCache, collect
+from remote.hosts.data_tree import DataSet, HashCache, collect, hash_alike
 from remote.hosts.transport import LocalTransport
 
 
@@ -96,7 +98,7 @@ async def test_a_sync_killed_mid_file_is_never_used_and_the_next_one_completes(
     with pytest.raises(asyncio.CancelledError):
         await syncing
     cache = Path(cache_dir(host.host.workdir))
-    sha = data.files[0].sha256
+    sha = hashlib.sha256(data.files[0].source.read_bytes()).hexdigest()
     assert not (cache / sha).exists()  # nothing under its name: the partial is never used
     assert not (await probe(host, data, None)).have
     done = await _sync(host, data, tmp_path)
@@ -119,6 +121,7 @@ async def test_a_write_through_a_runs_link_never_reaches_the_next_run(tmp_path: 
         return
     os.chmod(target, 0o644)  # root: a rank can do anything; what it changed is found
     (cwd / "input.bin").write_bytes(b"rank wrote this")
+    data = _data(repo, tmp_path)  # the next run's: every file known here now
     found = await probe(host, data, None)
     assert Path(target).name not in found.have  # changed: not counted as cached
     again = await _sync(host, data, tmp_path)
@@ -169,13 +172,60 @@ async def test_a_link_out_of_the_folder_is_linked_in_place_or_named_before_launc
     assert done.sent_files == 1
 
 
-def test_an_unchanged_file_is_hashed_once(tmp_path: Path) -> None:
+async def test_a_new_file_is_hashed_as_it_arrives_and_then_known_here(tmp_path: Path) -> None:
+    # No pass over the data before the first byte leaves: a file this machine has not
+    # hashed is named by the digest of what the host got, and this machine learns it.
     repo = _repo(tmp_path, files=3)
-    cache = HashCache(tmp_path / "hashes.json")
-    collect(repo, True, repo, cache)
+    data = _data(repo, tmp_path)
+    assert [f.sha256 for f in data.files] == [None] * 3
+    assert not HashCache(tmp_path / "hashes.json").entries  # nothing read, nothing hashed
+    await _sync(_host(tmp_path), data, tmp_path)
     again = HashCache(tmp_path / "hashes.json")
-    collect(repo, True, repo, again)
-    assert not again.changed  # read from the cache: nothing hashed
+    known = collect(repo, True, repo, again)
+    assert [f.sha256 for f in known.files] == [
+        hashlib.sha256(f.source.read_bytes()).hexdigest() for f in known.files]
+    assert not again.changed
+    lines = (tmp_path / "run" / "hosts" / "b.data").read_text().splitlines()
+    assert sorted(Path(line.split("\t")[0]).name for line in lines) == sorted(
+        f.sha256 for f in known.files if f.sha256 is not None)
+
+
+async def test_a_touched_file_as_large_as_a_cached_one_is_hashed_here_not_sent(
+        tmp_path: Path) -> None:
+    repo = _repo(tmp_path, files=4)
+    host = _host(tmp_path)
+    await _sync(host, _data(repo, tmp_path), tmp_path)
+    touched = repo / "data" / "shards" / "part-002.bin"
+    os.utime(touched, ns=(10**18, 10**18))  # new to the hash cache, same bytes
+    data = _data(repo, tmp_path)
+    assert [f.rel for f in data.new()] == ["data/shards/part-002.bin"]
+    manifest = str(tmp_path / "run" / "hosts" / "b.data")
+    found = await probe(host, data, None, manifest)
+    assert {size for _, size in found.alike} == {4096} and not found.linked
+    data = hash_alike(data, {size for _, size in found.alike})
+    assert not data.new()
+    done = await sync_host(host, data, found, manifest, DataProgress(host="b"))
+    assert (done.sent_files, done.cached_files) == (0, 4)
+
+
+async def test_a_file_that_changes_before_it_is_sent_is_refused_never_cached(
+        tmp_path: Path) -> None:
+    repo = _repo(tmp_path, files=2)
+    host = _host(tmp_path)
+    data = _data(repo, tmp_path)
+    found = await probe(host, data, None)
+    (repo / "data" / "shards" / "part-001.bin").write_bytes(os.urandom(4096))
+    with pytest.raises(DataSyncError) as refused:
+        await sync_host(host, data, found, str(tmp_path / "m"), DataProgress(host="b"))
+    assert "part-001.bin changed while it was being sent: run again" in str(refused.value)
+    cache = Path(cache_dir(host.host.workdir))
+    first = hashlib.sha256((repo / "data" / "shards" / "part-000.bin").read_bytes()).hexdigest()
+    assert {p.name for p in cache.glob("[0-9a-f]*")} <= {first}  # the file before, at most
+    # Two hosts that got different bytes for one listing: never both learned.
+    hashes = HashCache(tmp_path / "other.json")
+    hashes.learn(data.files[0], "a" * 64)
+    with pytest.raises(UsageError, match="changed while it was being sent"):
+        hashes.learn(data.files[0], "b" * 64)
 
 
 async def test_a_path_the_hosts_must_have_is_checked_on_each(tmp_path: Path) -> None:
@@ -244,7 +294,7 @@ async def test_the_data_cache_keeps_running_and_recent_runs_files_and_prunes_the
         await sync_host(host, data, found, str(layout / "b.data"), DataProgress(host="b"))
         if finished:  # what the launcher writes when it ends
             (layout / "b.exit").write_text("0\n")
-        sent[run_id] = {f.sha256 for f in data.files}
+        sent[run_id] = {str(f.sha256) for f in _data(repo, tmp_path).files}  # learned
 
     await run("r1", finished=False)  # still running, whatever its age
     await run("r2", finished=True)

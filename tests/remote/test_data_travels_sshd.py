@@ -123,13 +123,17 @@ async def test_data_travels_once_and_only_what_changed(sshd_cluster, tmp_path: P
 async def test_a_host_fed_by_a_sender_process_of_its_own_gets_every_file_whole(
         sshd_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fed: list[str] = []
+    peaks: list[int] = []
     from_sender = data_sender._from_sender
 
     async def counted(job, tally):  # type: ignore[no-untyped-def]
         fed.append(job.host.name)
-        return await from_sender(job, tally)
+        done = await from_sender(job, tally)
+        peaks.append(tally.sender_peak_kib)  # what the bench sums with the master's
+        return done
 
     monkeypatch.setattr(data_sender, "SENDER_MIN_BYTES", 0)  # every host that lacks a byte
+    monkeypatch.setattr(data_sender, "MASTER_FEEDS", 0)  # ... from a sender, even the first
     monkeypatch.setattr(data_sender, "_from_sender", counted)
     repo = _repo(tmp_path)
     cluster: SshdCluster = sshd_cluster(2, prefix=_private(repo))
@@ -139,6 +143,7 @@ async def test_a_host_fed_by_a_sender_process_of_its_own_gets_every_file_whole(
         "data on h0: sees this machine's files, linked in place, 0 B sent",
         "data on h1: 50 files sent (0.0 MiB), 0 already cached"]
     assert fed == ["h1"]  # h0 links in place: nothing to send, no sender
+    assert len(peaks) == 1 and 10 << 10 < peaks[0] < 200 << 10  # KiB: an interpreter's worth
     cache = Path(cache_dir(config.hosts[1].workdir))
     sent = sorted(cache.iterdir())
     assert len(sent) == 50 and all(hashlib.sha256(p.read_bytes()).hexdigest() == p.name
