@@ -47,8 +47,7 @@ def train(config: TrainConfig) -> int:
     """Run training on this rank; returns the process exit code."""
     # -- 1. Who am I; everything that can fail alone fails here, before any collective -------
     check_torch_release(socket.gethostname())  # a torch corral is not tested with
-    membership, info, config = join_run(config, rank_info())  # a joiner: its place given
-    check_world(config, info.world_size)
+    info = rank_info()
     device = choose_device(config.device, info.local_rank)
     # Cores and allocator before any parallel work: threads made later inherit the affinity.
     placement = place_this_rank(config, device, info.local_rank)
@@ -67,6 +66,10 @@ def train(config: TrainConfig) -> int:
     check_total_steps(config, run.total_steps)
     if config.eval_every:
         held_out(task, config.eval_samples, f"the {config.task} task")
+    # A joiner is let in only now, its task and model built: the run waits for it at the
+    # boundary that admits it, so its own setup must be done before it asks.
+    membership, info, config = join_run(config, info)  # a joiner: its place given
+    check_world(config, info.world_size)
     events = rank_events(config.run_dir, membership, info.rank)
     stop = StopSignals()
     stop.install()
