@@ -80,7 +80,7 @@ class RunControls:
         """Take a host out of the live run (``corral leave``): which host, then a
         confirmation; the master's host and hosts no longer running are not offered."""
         handle, model = self.session.handle, self.session.model
-        if refused := self._refuse_if_busy():
+        if refused := self.refuse_if_read_only("take a host out") or self._refuse_if_busy():
             return refused
         if handle is None or not model.live:
             return [Notice(message="No live run to take a host out of.", severity="warning")]

@@ -66,9 +66,8 @@ def train(config: TrainConfig) -> int:
     check_total_steps(config, run.total_steps)
     if config.eval_every:
         held_out(task, config.eval_samples, f"the {config.task} task")
-    # A joiner is let in only now, its task and model built: the run waits for it at the
-    # boundary that admits it, so its own setup must be done before it asks.
-    membership, info, config = join_run(config, info)  # a joiner: its place given
+    # A joiner asks only now, set up: the run waits for it at the boundary that admits it.
+    membership, info, config = join_run(config, info)
     check_world(config, info.world_size)
     events = rank_events(config.run_dir, membership, info.rank)
     stop = StopSignals()

@@ -162,6 +162,7 @@ HELP_TEXT = """\
   s       start a run: check, push, launch (shown per host)
   x       stop the run (asks); every host is verified clean
   e       take a host out of the live run at its next step (asks)
+  j       bring a host of cluster.toml into the live run (asks)
   r       restart from the newest checkpoint (asks)
   c       pre-flight check of every host, and the launch plan (run --dry-run)
   p       balancing policy for the next start (cycles)
@@ -186,7 +187,7 @@ HELP_TEXT = """\
   ?       this help
   q       quit; with a live run: leave it running or stop it
           (in a read-only view, corral console --serve: close it,
-          the run goes on; there s x r c p answer "read-only view")
+          the run goes on; there s x e j r c p answer "read-only view")
 
 [b]Panels[/b]
   Hosts & ranks  per rank: device, backend, local batch,

@@ -191,7 +191,8 @@ async def _deliver(transport: Transport, config: ClusterConfig, run_dir: str, ro
     """Send ``carry``'s files into the host's data cache, then copy them into place."""
     host = transport.host
     data = DataSet(folder=root, files=tuple(
-        DataFile(rel=f.name, source=root / f.name, size=f.size, sha256=f.sha256)
+        DataFile(rel=f.name, source=root / f.name, size=f.size,
+                 mtime_ns=(root / f.name).stat().st_mtime_ns, sha256=f.sha256)
         for f in carry.files))
     found = await probe(transport, data, None)
     # A host on this machine would link to rank 0's files in place; it gets its own copy.

@@ -16,7 +16,7 @@ async def test_keys_that_change_a_run_are_refused_and_the_run_goes_on() -> None:
     app = make_app(controller, attach_run="fake-1", read_only=True)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: app.session.model.live and app.session.model.step == 4)
-        for key in ("x", "r", "s", "c", "p"):
+        for key in ("x", "r", "s", "c", "p", "e", "j"):
             before = len(app._notifications)
             await pilot.press(key)
             await wait_for(pilot, lambda b=before: len(app._notifications) > b)
