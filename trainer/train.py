@@ -47,8 +47,7 @@ def train(config: TrainConfig) -> int:
     """Run training on this rank; returns the process exit code."""
     # -- 1. Who am I; everything that can fail alone fails here, before any collective -------
     check_torch_release(socket.gethostname())  # a torch corral is not tested with
-    info = rank_info()
-    device = choose_device(config.device, info.local_rank)
+    device = choose_device(config.device, (info := rank_info()).local_rank)
     # Cores and allocator before any parallel work: threads made later inherit the affinity.
     placement = place_this_rank(config, device, info.local_rank)
     torch.set_num_threads(placement.threads)
