@@ -65,9 +65,8 @@ def train(config: TrainConfig) -> int:
     check_total_steps(config, run.total_steps)
     if config.eval_every:
         held_out(task, config.eval_samples, f"the {config.task} task")
-    # A joiner asks only now, set up: the run waits for it at the boundary that admits it.
-    membership, info, config = join_run(config, info)
-    check_world(config, info.world_size)
+    membership, info, config = join_run(config, info)  # a joiner asks set up: the run waits
+    check_world(config, info.world_size)  # a joiner's: the generation's that admits it
     events = rank_events(config.run_dir, membership, info.rank)
     stop = StopSignals()
     stop.install()
