@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
@@ -33,6 +32,7 @@ from remote.run.join import (
 )
 from remote.run.launch import torchrun_command
 from remote.run.stream import tailer_paths
+from tests.remote.test_membership_leave import _cluster  # the same cluster and run record
 from trainer.membership.contract import (
     JOIN_ENV,
     JOINED_LINE,
@@ -42,18 +42,6 @@ from trainer.membership.contract import (
 
 RUNNING = {"run_id": "m-1", "cluster": "m", "state": "running", "started": 1.0,
            "hosts": ["a", "b"], "membership_port": 31000, "master_addr": "10.0.0.1"}
-
-
-def _cluster(tmp_path: Path, record: dict[str, object]) -> Path:
-    hosts = "".join(f'[[hosts]]\nname = "{h}"\naddress = "local"\npython = "{sys.executable}"\n'
-                    f'workdir = "{tmp_path}/work-{h}"\n\n' for h in ("a", "b", "c"))
-    path = tmp_path / "cluster.toml"
-    path.write_text(f'[cluster]\nname = "m"\nmaster = "a"\nrun_root = "{tmp_path}/runs"\n\n'
-                    f'{hosts}[run]\nsteps = 2\n', encoding="utf-8")
-    run_dir = tmp_path / "runs" / "m-1"
-    run_dir.mkdir(parents=True)
-    (run_dir / "run.json").write_text(json.dumps(record), encoding="utf-8")
-    return path
 
 
 @pytest.mark.parametrize(("host", "record", "said"), [
