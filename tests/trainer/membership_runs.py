@@ -89,7 +89,9 @@ class LiveRun:
         path = Path(RunLayout(self.run_dir).events(member))
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        # The last piece after the final newline is a line the rank is still writing.
+        whole = path.read_text().split("\n")[:-1]
+        return [json.loads(line) for line in whole if line.strip()]
 
     def wait_for(self, what: str, condition: Callable[[], bool], timeout: float = 180) -> None:
         """Poll ``condition`` until it holds (a condition with a deadline, not a sleep as
