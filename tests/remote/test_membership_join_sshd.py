@@ -56,7 +56,8 @@ def _events(run_dir: Path, member: int) -> list[dict[str, Any]]:
     path = run_dir / "metrics" / f"rank-{member}.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    whole = path.read_text().split("\n")[:-1]  # after the last newline: a line being written
+    return [json.loads(line) for line in whole if line.strip()]
 
 
 def _wait(what: str, condition: Callable[[], bool], run: subprocess.Popen[str]) -> None:
