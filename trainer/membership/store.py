@@ -28,8 +28,9 @@ GROUP_TIMEOUT = datetime.timedelta(minutes=30)
 """Each generation's process group timeout (a slow step is not a loss: the heartbeat is, and
 a lost member's generation is aborted: trainer/membership/watch.py)."""
 CONNECT_GROUP_TIMEOUT = datetime.timedelta(seconds=10)
-"""How long the store answers a group's rendezvous once every member arrived (each publishes
-its address within milliseconds then; a member lost in between is not waited for longer)."""
+"""How long the store answers a group's rendezvous once every member arrived, and a gloo group's
+timeout while it is made (each member publishes its address and connects within milliseconds
+then; a member lost in between is not waited for longer)."""
 CONNECT_TIMEOUT = datetime.timedelta(seconds=120)
 """How long a rank (or joiner) tries to reach the store at its start."""
 
@@ -65,14 +66,21 @@ class MembershipStore:
         if dist.is_initialized():
             dist.destroy_process_group()
         self._arrive(generation, members, me)
+        # gloo made with the long timeout would wait 5 times it (gloo's tcp Pair::waitUntil)
+        # for a member that published its address and froze before it connected, with no
+        # connection yet for the watch to abort: the group is made with the short timeout
+        # (about 50 s at most for that member) and given the long one once formed.
         self.store.set_timeout(CONNECT_GROUP_TIMEOUT)
+        connect = CONNECT_GROUP_TIMEOUT if backend == "gloo" else GROUP_TIMEOUT
         try:
             dist.init_process_group(
                 backend=backend, store=dist.PrefixStore(f"gen{generation}", self.store),
-                rank=members.index(me), world_size=len(members), timeout=GROUP_TIMEOUT,
+                rank=members.index(me), world_size=len(members), timeout=connect,
                 device_id=device if backend == "nccl" else None)
         finally:
             self.store.set_timeout(STORE_TIMEOUT)
+        if connect != GROUP_TIMEOUT:
+            dist.distributed_c10d._get_default_group().set_timeout(GROUP_TIMEOUT)
 
     def _arrive(self, generation: int, members: Sequence[int], me: int) -> None:
         """Wait until every member of the generation is here to form its group, or one is lost
