@@ -28,9 +28,10 @@ except ImportError:  # collected as a package module
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
+EVAL_EVERY = 5
 FLAGS = ("--samples", "256", "--global-batch", "32", "--steps", "250", "--seed", "7",
          "--lr", "0.02", "--momentum", "0.9", "--checkpoint-every", "0",
-         "--eval-every", "5", "--eval-samples", "128")
+         "--eval-every", str(EVAL_EVERY), "--eval-samples", "128")
 SLOW = ("--slowdown", "3")
 """Steps long enough (an emulated slowdown, which changes no number) for changes mid-run."""
 
@@ -89,9 +90,12 @@ def check_changes(run: LiveRun) -> None:
     assert (asked["hosts"], asked["cause"]) == (["h1"], "asked")
     assert "did not form" in asked["reason"]  # h3 was lost while it formed ...
     assert (forming["hosts"], forming["redone_steps"]) == (["h3"], 0)  # ... then re-formed
-    lost_in_eval = changes[7]
-    assert lost_in_eval["hosts"] == ["h2"]
-    assert lost_in_eval["redone_steps"] == 0  # the step stood: the evaluation was cut
+    lost_after_eval = changes[7]
+    assert lost_after_eval["hosts"] == ["h2"]
+    # Frozen as it reported an evaluation step: lost in the evaluation (the step stood,
+    # nothing redone) or, where the evaluation was over first (a fast machine: 0.07 s), in
+    # the next step (that one step redone); the parameters below hold either way.
+    assert lost_after_eval["redone_steps"] in (0, 1), lost_after_eval
     for member in (1, 4):  # the planned leavers ended cleanly, saying so
         assert run.events(member)[-1]["status"] == "left"
 
@@ -133,7 +137,7 @@ def test_ten_changes_with_drops_and_freezes_end_with_one_process_parameters(
         run.wait_for("h2 back", lambda: joined(run, "h2", 1))
         # 8: h2 frozen right after an evaluation step's report: lost during the evaluation.
         run.wait_for("an eval step on h2", lambda: any(
-            s % 5 == 0 for s in step_of(run.events(5))[-1:]))
+            s % EVAL_EVERY == 0 for s in step_of(run.events(5))[-1:]))
         run.kill_process(h2, signal.SIGSTOP)
         run.wait_for("h2 lost", lambda: len(run.membership()) >= 8)
         run.kill_process(h2)
