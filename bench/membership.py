@@ -5,8 +5,8 @@ Each round runs two runs of the same training (simple_cnn on synthetic data, or 
 ``--workload lm``), interleaved, on named local hosts h0, h1, h2 (one rank each, one thread per
 rank, as tests/trainer/membership_runs.py starts them; the join goes through the trainer-level
 join, a joiner launched with ``CORRAL_JOIN``, as tests/trainer/test_live_membership.py does;
-``corral join`` adds its check, push and launch over SSH before that). Both runs checkpoint every ``--checkpoint-every``
-steps and go through the same three changes:
+``corral join`` adds its check, push and launch over SSH before that). Both runs checkpoint
+every ``--checkpoint-every`` steps and go through the same three changes:
 
 1. **join** of h3 after step ``--join-at``: live, the joiner's own launch and the state sent
    from rank 0 at a step boundary; restart, every rank stopped (SIGTERM: the run stops after
