@@ -37,6 +37,7 @@ from remote.config.cluster import HostSection, SshSection
 from remote.hosts.data_sender import DataSyncError, SendJob, send
 from remote.hosts.data_tree import CHUNK_BYTES, DataFile, DataSet
 from remote.hosts.interpreter import last_json, python_word
+from remote.hosts.push_tree import mib
 from remote.hosts.transport import Transport
 
 STAMP_NS = 86_400 * 10**9
@@ -222,23 +223,19 @@ class DataProgress:
         rate = self.sent_bytes / elapsed
         left = (self.total_bytes - self.sent_bytes) / rate if rate > 0 else float("inf")
         eta = f"{left:.0f} s left" if left != float("inf") else "starting"
-        return (f"data to {self.host}: {_mib(self.sent_bytes)}/{_mib(self.total_bytes)}, "
+        return (f"data to {self.host}: {mib(self.sent_bytes)}/{mib(self.total_bytes)}, "
                 f"{self.sent_files}/{self.total_files} files, {rate / 2**20:.1f} MiB/s, {eta}")
 
     def summary(self) -> str:
         """The host's one line once done: sent, cached, or in place."""
         if self.shared:
             return f"data on {self.host}: sees this machine's files, linked in place, 0 B sent"
-        return (f"data on {self.host}: {_files(self.sent_files)} sent ({_mib(self.sent_bytes)}), "
+        return (f"data on {self.host}: {_files(self.sent_files)} sent ({mib(self.sent_bytes)}), "
                 f"{self.cached_files} already cached")
 
 
 def _files(count: int) -> str:
     return f"{count} file" + ("" if count == 1 else "s")
-
-
-def _mib(size: int) -> str:
-    return f"{size / 2**20:.1f} MiB"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -307,9 +304,9 @@ def plan_problem(host: str, data: DataSet, found: HostData) -> str | None:
     if need + FREE_MARGIN_BYTES <= found.free:
         return None
     largest = sorted(missing, key=lambda f: -f.size)[:5]
-    named = "; ".join(f"{f.rel} ({_mib(f.size)})" for f in largest)
-    return (f"{host} has {_mib(found.free)} free for {_mib(need)} of data to send (and "
-            f"{_mib(FREE_MARGIN_BYTES)} to spare): {named}. Put the data on {host} and name "
+    named = "; ".join(f"{f.rel} ({mib(f.size)})" for f in largest)
+    return (f"{host} has {mib(found.free)} free for {mib(need)} of data to send (and "
+            f"{mib(FREE_MARGIN_BYTES)} to spare): {named}. Put the data on {host} and name "
             "that path in [run] data (an absolute path the hosts have, checked before launch), "
             "or leave some out with a line in .corralignore")
 

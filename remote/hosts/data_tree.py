@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from profiles.user_errors import UsageError
-from remote.hosts.push_tree import walk_tree
+from remote.hosts.push_tree import mib, walk_tree
 
 CHUNK_BYTES = 1 << 20
 """What is read from a data file at once (hashing and sending): the master's memory per host."""
@@ -271,12 +271,11 @@ def data_line(folder: Path, data: bool | tuple[str, ...], base: Path) -> str | N
         return None
     largest = sorted(sizes.items(), key=lambda item: -item[1])[:3]
     files = f"{len(sizes)} file" + ("" if len(sizes) == 1 else "s")
-    parts = [f"{files}, {sum(sizes.values()) / 2**20:.1f} MiB by the data sync "
+    parts = [f"{files}, {mib(sum(sizes.values()))} by the data sync "
              "(cached per host: only what changed is sent; in place where a host sees this "
              "machine's files)"] if sizes else []
     if largest:
-        parts.append("largest " + ", ".join(f"{rel} ({size / 2**20:.1f} MiB)"
-                                            for rel, size in largest))
+        parts.append("largest " + ", ".join(f"{rel} ({mib(size)})" for rel, size in largest))
     if outside:
         parts.append("on every host already: " + ", ".join(outside))
     return "data: " + "; ".join(parts)

@@ -137,7 +137,8 @@ def walk_tree(folder: Path) -> PushTree:
                     truncated=len(tree.files) > MAX_FILES)
 
 
-def _mib(size: int) -> str:
+def mib(size: int) -> str:
+    """``size`` bytes as the user reads them: ``12.3 MiB``."""
     return f"{size / 2**20:.1f} MiB"
 
 
@@ -150,8 +151,8 @@ def budget_problem(folder: Path, tree: PushTree, budget: int = PUSH_BUDGET_BYTES
     if tree.size <= budget:
         return None
     largest = sorted(tree.files.items(), key=lambda item: (-item[1], item[0]))[:NAMED_AT_MOST]
-    named = "; ".join(f"{rel} ({_mib(size)})" for rel, size in largest)
-    return (f"{folder} holds {_mib(tree.size)} to push, over the {_mib(budget)} budget of "
+    named = "; ".join(f"{rel} ({mib(size)})" for rel, size in largest)
+    return (f"{folder} holds {mib(tree.size)} to push, over the {mib(budget)} budget of "
             f"code that travels to every host: {named}. Leave data and outputs out (a line "
             f"such as {largest[0][0]} or its folder in {folder / IGNORE_FILE}), and put them "
             "on the hosts where the script reads them by path")

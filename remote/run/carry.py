@@ -46,6 +46,7 @@ from remote.hosts.data_sync import (
 from remote.hosts.data_tree import DataFile, DataSet
 from remote.hosts.interpreter import last_json, python_word
 from remote.hosts.pool import HostPool
+from remote.hosts.push_tree import mib
 from remote.hosts.transport import Transport
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.run.fetch import Listing, RemoteFile, copy_listed, manifest, source_host
@@ -117,10 +118,6 @@ class Carry:
     files: tuple[RemoteFile, ...]
 
 
-def _mib(size: int) -> str:
-    return f"{size / 2**20:.1f} MiB"
-
-
 def over_limit(master: str, carries: list[Carry], limit: int = CARRY_LIMIT_BYTES) -> str | None:
     """Why the carry cannot go (None: it can): the distinct files' total above ``limit``,
     with the largest named and what the user can do."""
@@ -129,10 +126,10 @@ def over_limit(master: str, carries: list[Carry], limit: int = CARRY_LIMIT_BYTES
     if total <= limit:
         return None
     largest = sorted(distinct.values(), key=lambda f: -f.size)[:NAMED_FILES]
-    named = "; ".join(f"{f.name} ({_mib(f.size)})" for f in largest)
+    named = "; ".join(f"{f.name} ({mib(f.size)})" for f in largest)
     lacking = ", ".join(c.host for c in carries)
     return (f"{lacking} lack {len(distinct)} file(s) that {master} (rank 0's host) wrote in its "
-            f"working directory, {_mib(total)} in all, more than the {_mib(limit)} a relaunch "
+            f"working directory, {mib(total)} in all, more than the {mib(limit)} a relaunch "
             f"copies: {named}. Have every host's first rank save what the ranks load at resume "
             "(as minGPT's snapshot), put the run's directory on a disk the hosts share, or copy "
             "the files to those hosts' working directories yourself")
@@ -146,7 +143,7 @@ def carry_line(master: str, carries: list[Carry]) -> str:
         for f in carry.files:
             hosts_of.setdefault(f.name, []).append(carry.host)
             sizes[f.name] = f.size
-    parts = [f"{name} ({_mib(sizes[name])}) to {', '.join(hosts)}"
+    parts = [f"{name} ({mib(sizes[name])}) to {', '.join(hosts)}"
              for name, hosts in sorted(hosts_of.items())]
     return f"resume: copied from {master} (rank 0's host): " + "; ".join(parts)
 

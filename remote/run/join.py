@@ -147,6 +147,7 @@ async def join_and_time(config: ClusterConfig, info: RunInfo, host: str, *,
     """``request_join``, then wait for rank 0's event that let ``host`` in, read from the
     run's local copy (a follower of the run keeps it: ``corral run``, the console)."""
     record = await request_join(config, info, host)
+    launched_s = time.time() - record.asked  # request_join returns once the launcher runs
     copy = RunLayout(str(local_run_dir(config, info.run_id))).collected(config.master_name)
     events = Path(copy) / IN_RUN_DIR.events(0)  # rank 0's, as this machine's copy has them
     deadline = time.monotonic() + timeout_s
@@ -154,7 +155,7 @@ async def join_and_time(config: ClusterConfig, info: RunInfo, host: str, *,
         for line in await asyncio.to_thread(_lines, events):
             if (line.get("event"), line.get("change")) == ("membership", "joined") \
                     and host in line.get("hosts", ()):
-                return JoinFigures(launched_s=time.time() - record.asked,
+                return JoinFigures(launched_s=launched_s,
                                    first_step_s=float(line["t"]) - record.asked,
                                    seconds_to_step=line.get("seconds_to_step"),
                                    state_bytes=int(line.get("state_bytes", 0)))
