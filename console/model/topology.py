@@ -81,17 +81,22 @@ class SitOut:
     """Exchange seconds the host's ranks added to the step."""
     compute_s: float
     """Compute seconds of the step they saved (negative: they were the slowest)."""
+    with_hosts: tuple[str, ...] = ()
+    """The other hosts benched in the same change: the figures are theirs together."""
 
 
 def sit_outs(change: RebalanceEvent | None, rank_hosts: dict[int, str]) -> dict[str, SitOut]:
     """The hosts the balancer's newest change of active set benched, with its figures."""
     if change is None or change.compute_s is None or change.exchange_s is None:
         return {}
-    figures = SitOut(step=change.step, exchange_s=change.exchange_s[0] - change.exchange_s[1],
-                     compute_s=change.compute_s[1] - change.compute_s[0])
-    return {rank_hosts[r]: figures for r, (was, now) in
-            enumerate(zip(change.previous, change.split, strict=False))
-            if was > 0 and now == 0 and r in rank_hosts}
+    benched = sorted({rank_hosts[r] for r, (was, now) in
+                      enumerate(zip(change.previous, change.split, strict=False))
+                      if was > 0 and now == 0 and r in rank_hosts})
+    return {host: SitOut(step=change.step,
+                         exchange_s=change.exchange_s[0] - change.exchange_s[1],
+                         compute_s=change.compute_s[1] - change.compute_s[0],
+                         with_hosts=tuple(h for h in benched if h != host))
+            for host in benched}
 
 
 MISSING = {"profile": "no estimate: no stored profile (corral profile)",
@@ -106,13 +111,16 @@ def badge_text(verdict: HostVerdict | None, sits_out: bool, global_batch: int | 
     host (``benched``), else the check's estimate (``verdict``); ``sits_out`` as the run
     decided it (or as the estimate did, before the run's balancer spoke)."""
     if sits_out and benched is not None:
+        # Hosts benched in one change share its figures: the badge says whose they are.
+        who, its, it = ((f" with {', '.join(benched.with_hosts)}", "their", "them")
+                        if benched.with_hosts else ("", "its", "it"))
         if benched.compute_s >= 0:
-            return (f"sits out: its exchange costs {benched.exchange_s * 1000:.1f} ms for "
-                    f"{benched.compute_s * 1000:.1f} ms of compute saved (balancer, step "
+            return (f"sits out{who}: {its} exchange costs {benched.exchange_s * 1000:.1f} ms "
+                    f"for {benched.compute_s * 1000:.1f} ms of compute saved (balancer, step "
                     f"{benched.step})")
-        return (f"sits out: without it the step computes {-benched.compute_s * 1000:.1f} ms "
-                f"faster and exchanges {benched.exchange_s * 1000:.1f} ms less (balancer, "
-                f"step {benched.step})")
+        return (f"sits out{who}: without {it} the step computes "
+                f"{-benched.compute_s * 1000:.1f} ms faster and exchanges "
+                f"{benched.exchange_s * 1000:.1f} ms less (balancer, step {benched.step})")
     if verdict is None or verdict.missing:
         known = MISSING.get(verdict.missing, "no estimate") if verdict else "no estimate"
         return f"sits out ({known})" if sits_out else known

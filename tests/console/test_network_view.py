@@ -129,6 +129,14 @@ def test_the_balancers_own_figures_word_a_host_it_benched() -> None:
                            reason="", predicted_gain=0.3, times=(0.02, 0.02, 0.9),
                            policy="dynamic")
     assert sit_outs(moved, rank_hosts) == {}
+    # Two hosts benched in one change: the figures are theirs together, and each badge says so.
+    both = RebalanceEvent(t=2.0, rank=0, step=6, previous=(20, 20, 20), split=(0, 60, 0),
+                          reason="", predicted_gain=0.3, times=(0.02, 0.02, 0.02),
+                          policy="dynamic", compute_s=(0.02, 0.15), exchange_s=(3.9, 0.0))
+    top = topology(HOSTS, LINKS, ESTIMATE, {"alpha", "gamma"}, 60, sit_outs(both, rank_hosts))
+    assert top.hosts[0].text == ("sits out with gamma: their exchange costs 3900.0 ms for "
+                                 "130.0 ms of compute saved (balancer, step 6)")
+    assert top.hosts[2].text.startswith("sits out with alpha: their exchange costs 3900.0 ms")
 
 
 async def test_the_open_view_follows_the_balancer() -> None:
