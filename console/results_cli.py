@@ -94,7 +94,9 @@ async def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from remote.api import SCHEMA_VERSION, summary_to_json
 
     session = Session(args.config)
-    runs = [session.summary(info.run_id)[1:] for info in session.runs(args.runs)]
+    # A run nobody follows says how it ended only on its hosts: asked first, as status does.
+    infos, unverified = await session.runs_as_they_ended(args.runs)
+    runs = [session.summary(info.run_id)[1:] for info in infos]
     if args.plot is not None:
         from console.plot_png import write_plot
 
@@ -105,6 +107,9 @@ async def cmd_report(args: argparse.Namespace, console: Console) -> int:
         body = {"schema": SCHEMA_VERSION, "runs": [summary_to_json(s) for s, _ in runs]}
         console.print_json(json.dumps(body, allow_nan=False))
         return 0
+    if unverified:
+        console.print(f"note: the hosts of {', '.join(unverified)} could not be reached; "
+                      "its state is the one last recorded on this machine")
     width = min(console.width, 120)
     for summary, series in runs:
         console.print(report.one_run(summary, series if args.chart else None, width=width))
