@@ -54,7 +54,8 @@ def add_results_parsers(command: Callable[[str, str], argparse.ArgumentParser]) 
                     "run, what the script wrote: its working directory, or PATHs in it. An "
                     "interrupted fetch resumes where it stopped.")
     fetch.add_argument("run_id", metavar="RUN", help="run id or name")
-    fetch.add_argument("paths", metavar="PATH", nargs="*",
+    # A default, or argparse's error calls PATH required too.
+    fetch.add_argument("paths", metavar="PATH", nargs="*", default=[],
                        help="of a script's run: files or folders it wrote, relative to its "
                        "working directory (default: all of it)")
     fetch.add_argument("--all-hosts", action="store_true",
