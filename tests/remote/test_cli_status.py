@@ -42,6 +42,13 @@ config_file = "{root / 'ssh_config'}"
     return path
 
 
+def _closed_port() -> int:
+    """A port of this machine nobody listens on (its host is unreachable)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _record(path: Path, run_id: str, state: str) -> None:
     config = load_cluster(path)
     write_run_info(config, RunInfo(run_id=run_id, cluster="st", state=state, started=time.time(),
@@ -63,10 +70,7 @@ def test_status_corrects_a_run_left_running_from_its_exit_files(
 
 def test_status_keeps_the_record_with_a_note_when_a_host_is_unreachable(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    path = _write_config(tmp_path, "127.0.0.1", extra=f"port = {port}")
+    path = _write_config(tmp_path, "127.0.0.1", extra=f"port = {_closed_port()}")
     _record(path, "st-2", "running")
     assert cli.main(["-c", str(path), "status"]) == 0
     out = capsys.readouterr().out.replace("\n", " ")
@@ -126,10 +130,7 @@ def test_the_report_of_a_detached_run_nobody_attached_to_says_how_it_ended(
 
 def test_the_report_of_an_unfollowed_run_whose_hosts_are_unreachable_says_so(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    path = _write_config(tmp_path, "127.0.0.1", extra=f"port = {port}")
+    path = _write_config(tmp_path, "127.0.0.1", extra=f"port = {_closed_port()}")
     _record(path, "st-5", "running")  # launched with --detach: no owner
     assert cli.main(["-c", str(path), "report", "st-5"]) == 0
     out = " ".join(capsys.readouterr().out.split())
@@ -142,10 +143,7 @@ def test_the_report_of_a_followed_run_asks_no_host(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A run a live corral follows: its record is the truth, no connection is opened (the
     host here is unreachable, so a probe would show as a note)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    path = _write_config(tmp_path, "127.0.0.1", extra=f"port = {port}")
+    path = _write_config(tmp_path, "127.0.0.1", extra=f"port = {_closed_port()}")
     config = load_cluster(path)
     write_run_info(config, RunInfo(run_id="st-6", cluster="st", state="running",
                                    started=time.time(), hosts=("one",), config_path=str(path),
