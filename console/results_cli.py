@@ -54,7 +54,8 @@ def add_results_parsers(command: Callable[[str, str], argparse.ArgumentParser]) 
                     "run, what the script wrote: its working directory, or PATHs in it. An "
                     "interrupted fetch resumes where it stopped.")
     fetch.add_argument("run_id", metavar="RUN", help="run id or name")
-    fetch.add_argument("paths", metavar="PATH", nargs="*",
+    # A default, or argparse's error calls PATH required too.
+    fetch.add_argument("paths", metavar="PATH", nargs="*", default=[],
                        help="of a script's run: files or folders it wrote, relative to its "
                        "working directory (default: all of it)")
     fetch.add_argument("--all-hosts", action="store_true",
@@ -94,7 +95,9 @@ async def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from remote.api import SCHEMA_VERSION, summary_to_json
 
     session = Session(args.config)
-    runs = [session.summary(info.run_id)[1:] for info in session.runs(args.runs)]
+    # A run nobody follows says how it ended only on its hosts: asked first, as status does.
+    infos, unverified = await session.runs_as_they_ended(args.runs)
+    runs = [session.summary(info.run_id)[1:] for info in infos]
     if args.plot is not None:
         from console.plot_png import write_plot
 
@@ -105,6 +108,9 @@ async def cmd_report(args: argparse.Namespace, console: Console) -> int:
         body = {"schema": SCHEMA_VERSION, "runs": [summary_to_json(s) for s, _ in runs]}
         console.print_json(json.dumps(body, allow_nan=False))
         return 0
+    if unverified:
+        console.print(f"note: the hosts of {', '.join(unverified)} could not be reached; "
+                      "its state is the one last recorded on this machine")
     width = min(console.width, 120)
     for summary, series in runs:
         console.print(report.one_run(summary, series if args.chart else None, width=width))

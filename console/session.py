@@ -178,6 +178,14 @@ class Session:
 
         return find_runs(self.config, list(wanted) or [self.unnamed_run()])
 
+    async def runs_as_they_ended(self, wanted: Sequence[str]) -> tuple[list[RunInfo], list[str]]:
+        """``runs(wanted)``, each one nobody follows (a ``--detach`` run nobody attached to)
+        asked of its hosts first, as ``corral status`` does, so that its report says how it
+        ended; and the ids of those whose hosts could not be reached (record as it was)."""
+        from remote.api import refresh_unfollowed
+
+        return await refresh_unfollowed(self.config, self.runs(wanted))
+
     def recorded_runs(self) -> list[RunInfo]:
         """Every recorded run of the cluster on this machine, newest first (none for a session
         without a cluster.toml)."""

@@ -131,6 +131,7 @@ __all__ = [
     "pair_throughput",
     "profile_cluster",
     "refresh_runs",
+    "refresh_unfollowed",
     "run_log_lines",
     "script_argument",
     "script_toml",
@@ -203,6 +204,32 @@ async def refresh_runs(config: ClusterConfig) -> tuple[list[RunInfo], list[str]]
         return await refresh_runs_report(config, pool)
     finally:
         await pool.aclose()
+
+
+async def refresh_unfollowed(config: ClusterConfig, runs: list[RunInfo]
+                             ) -> tuple[list[RunInfo], list[str]]:
+    """``runs`` with each one nobody follows (``unfollowed``: a ``--detach`` run nobody
+    attached to) re-examined on its hosts as ``corral status`` does, so that a report of one
+    that ended says how; and the ids of those whose hosts could not be reached."""
+    from remote.hosts.pool import HostPool
+    from remote.records.runs import unfollowed
+    from remote.run.refresh import refresh_run
+
+    if not any(unfollowed(info) for info in runs):
+        return runs, []  # no connection opened for runs whose record is the truth
+    pool = HostPool(config)
+    refreshed: list[RunInfo] = []
+    unverified: list[str] = []
+    try:
+        for info in runs:
+            updated, reached = ((await refresh_run(config, pool, info)) if unfollowed(info)
+                                else (info, True))
+            refreshed.append(updated)
+            if not reached:
+                unverified.append(info.run_id)
+    finally:
+        await pool.aclose()
+    return refreshed, unverified
 
 
 def stop_wait(config: ClusterConfig, run_id: str, grace_s: float) -> tuple[float, str]:

@@ -28,8 +28,10 @@ def title_line(model: RunModel) -> Text:
     text.append(f" · run {model.run_id}" if model.run_id else " · no run")
     text.append(" · ")
     text.append(f"● {model.state}", style=STATE_STYLES.get(model.state, ""))
-    if model.state_detail:
-        text.append(f" · {model.state_detail}", style="grey50")
+    if model.state_detail:  # its first line: the logs panel holds the whole text
+        first, *more = model.state_detail.strip().splitlines() or [""]
+        text.append(f" · {first}" + (" … (the logs panel has the rest)" if more else ""),
+                    style="grey50")
     return text
 
 
@@ -125,5 +127,11 @@ class RunHeader(Widget):
             self.refresh()
 
     def render(self) -> Text:
-        return Text("\n").join([title_line(self.model),
-                                progress_line(self.model, self.clock(), self.size.width)])
+        return header_text(self.model, self.clock(), self.size.width)
+
+
+def header_text(model: RunModel, now: float, width: int) -> Text:
+    """The header's two lines, each cut at the screen's edge with an ellipsis: a long state
+    detail (a push error) never wraps onto the progress line, out of the header's two rows."""
+    return Text("\n", no_wrap=True, overflow="ellipsis").join(
+        [title_line(model), progress_line(model, now, width)])

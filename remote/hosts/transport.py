@@ -118,6 +118,34 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+REAP_S = 5.0
+"""How long a KILLed command is waited for (it ends in milliseconds) whatever cancels come."""
+
+
+async def killed_and_reaped(proc: asyncio.subprocess.Process) -> None:
+    """KILL ``proc``'s group and wait until asyncio has seen it end (``returncode`` set), even
+    when this is cancelled meanwhile (a cancel is raised once it has, within ``REAP_S``).
+
+    A second cancel used to land in the wait after the KILL (corral's exit cancels every task
+    left, the tails still closing and their waits included): the child then ended unseen, its
+    pipes outlived the event loop, and corral printed "Exception ignored ... Event loop is
+    closed" as it exited after a completed run."""
+    _kill_group(proc.pid)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + REAP_S
+    interrupted = False
+    waiting: asyncio.Future[int] | None = None
+    while proc.returncode is None and (left := deadline - loop.time()) > 0:
+        if waiting is None or waiting.done():  # anew if the teardown cancelled every task
+            waiting = asyncio.ensure_future(proc.wait())
+        try:
+            await asyncio.wait({waiting}, timeout=left)
+        except asyncio.CancelledError:
+            interrupted = True
+    if interrupted:
+        raise asyncio.CancelledError
+
+
 def _short(command: str, limit: int = 160) -> str:
     return command if len(command) <= limit else command[: limit - 3] + "..."
 
@@ -274,8 +302,7 @@ class LocalTransport(CommandRunner):
                 input = None
             out, err = await asyncio.wait_for(proc.communicate(input), timeout)
         except (asyncio.TimeoutError, asyncio.CancelledError, Exception) as exc:
-            _kill_group(proc.pid)
-            await proc.wait()
+            await killed_and_reaped(proc)
             if not isinstance(exc, asyncio.TimeoutError):
                 raise
             raise RemoteTimeout(
@@ -310,8 +337,7 @@ class LocalTransport(CommandRunner):
             try:
                 await asyncio.wait_for(asyncio.shield(proc.wait()), 5.0)
             except (asyncio.TimeoutError, asyncio.CancelledError):
-                _kill_group(proc.pid)
-                await proc.wait()
+                await killed_and_reaped(proc)
 
     async def close(self) -> None:
         """Nothing to release for the local machine."""

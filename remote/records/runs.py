@@ -190,6 +190,14 @@ FOLLOWING_LOST = "following lost"
 started (killed, its machine asleep): the run may still train, and ``corral attach`` adopts it."""
 
 
+def unfollowed(info: RunInfo) -> bool:
+    """Whether no corral process follows ``info``, recorded as running: launched with
+    ``--detach`` (or detached from) and nobody attached since, or its follower lost. Its
+    record says nothing of how it ended; only its hosts (or ``corral attach``) can."""
+    return info.state == "running" and (
+        not info.owner or info.detail.startswith(FOLLOWING_LOST))
+
+
 def _abandoned_launch_failed(directory: Path, info: RunInfo) -> RunInfo:
     """``info``, settled when the corral launching it is gone: killed mid-launch, it never
     recorded an outcome, and nothing else would. Before every host started, ``failed`` (with

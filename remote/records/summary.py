@@ -16,7 +16,7 @@ from figures.metrics import Metric, Move, percentile
 from figures.reducer import RunFigures
 from figures.series import RunSeries
 from remote.records.history import RunHistory, rank_tail
-from remote.records.runs import RunInfo
+from remote.records.runs import RunInfo, unfollowed
 from trainer.events import EndEvent
 
 __all__ = ["SCHEMA_VERSION", "Metric", "Move", "Outcome", "RankSummary", "RunSummary",
@@ -175,6 +175,10 @@ class RoundFacts:
 def _outcome(history: RunHistory, steps_done: int) -> Outcome:
     ends = [line.event for line in history.lines if isinstance(line.event, EndEvent)]
     state = history.info.state
+    detail = history.info.detail
+    if unfollowed(history.info) and not detail and not ends:
+        detail = (f"not followed since launch: `corral attach {history.info.run_id}` follows "
+                  "it and reads its end")
     if state not in ("completed", "failed", "stopped") and ends:
         last = {e.rank: e.status for e in ends}
         state = ("completed" if all(s == "completed" for s in last.values()) else
@@ -182,8 +186,8 @@ def _outcome(history: RunHistory, steps_done: int) -> Outcome:
     failed = next((line for line in history.lines if isinstance(line.event, EndEvent)
                    and line.event.status == "failed"), None)
     if failed is None or not isinstance(failed.event, EndEvent):
-        return Outcome(state=state, detail=history.info.detail, ended_at_step=steps_done)
-    return Outcome(state=state, detail=history.info.detail, failed_rank=failed.rank,
+        return Outcome(state=state, detail=detail, ended_at_step=steps_done)
+    return Outcome(state=state, detail=detail, failed_rank=failed.rank,
                    failed_host=failed.host, error=failed.event.error,
                    ended_at_step=steps_done,
                    last_lines=rank_tail(history.run_dir, failed.host, failed.rank))

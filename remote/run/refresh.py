@@ -108,28 +108,34 @@ async def refresh_runs_report(config: ClusterConfig, pool: HostPool
     refreshed: list[RunInfo] = []
     unverified: list[str] = []
     for info in list_runs(config):
-        final = info.state in FINAL_RUN_STATES
-        # A live run's own hosts tell its state; suspect hosts (a dropped host of a live run,
-        # a cut-off one of an ended run) only what is left there.
-        hosts = [] if final else list(info.hosts)
-        suspects = [h for h in info.suspect_hosts if h not in hosts]
-        if not hosts and not suspects:
-            refreshed.append(info)
-            continue
-        found = await pool.gather(lambda t, i=info: _probe(config, t, i),  # type: ignore[misc]
-                                  hosts + suspects)
-        if any(isinstance(r, BaseException) for r in found.values()):
-            unverified.append(info.run_id)
-        updated = info
-        own = [found[h] for h in hosts]
-        reachable = [r for r in own if not isinstance(r, BaseException)]
-        if hosts and len(reachable) == len(own):
-            updated = _refreshed(updated, reachable)
-        if suspects:
-            updated = _leftovers(updated, {h: found[h] for h in suspects})
-        recorded_refresh(config, info, updated)
+        updated, reached = await refresh_run(config, pool, info)
         refreshed.append(updated)
+        if not reached:
+            unverified.append(info.run_id)
     return refreshed, unverified
+
+
+async def refresh_run(config: ClusterConfig, pool: HostPool, info: RunInfo
+                      ) -> tuple[RunInfo, bool]:
+    """One run of ``refresh_runs_report``, recorded when its hosts changed it, and whether
+    every host asked answered (a run with an outcome and no suspect host asks none)."""
+    final = info.state in FINAL_RUN_STATES
+    # A live run's own hosts tell its state; suspect hosts (a dropped host of a live run,
+    # a cut-off one of an ended run) only what is left there.
+    hosts = [] if final else list(info.hosts)
+    suspects = [h for h in info.suspect_hosts if h not in hosts]
+    if not hosts and not suspects:
+        return info, True
+    found = await pool.gather(lambda t: _probe(config, t, info), hosts + suspects)
+    updated = info
+    own = [found[h] for h in hosts]
+    reachable = [r for r in own if not isinstance(r, BaseException)]
+    if hosts and len(reachable) == len(own):
+        updated = _refreshed(updated, reachable)
+    if suspects:
+        updated = _leftovers(updated, {h: found[h] for h in suspects})
+    recorded_refresh(config, info, updated)
+    return updated, not any(isinstance(r, BaseException) for r in found.values())
 
 
 async def live_processes(config: ClusterConfig, pool: HostPool, info: RunInfo) -> dict[str, int]:

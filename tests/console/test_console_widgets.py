@@ -87,3 +87,25 @@ def test_the_throughput_chart_marks_the_first_step_after_a_change_of_hosts() -> 
     lines = chart_lines(model.history, 20, 6, change_steps(model))
     marks = {x for line in lines for x, glyph in enumerate(line.plain) if glyph == "┊"}
     assert marks == {column}
+
+
+def test_a_long_push_error_keeps_the_header_to_its_two_lines() -> None:
+    """Issue 58: the push error wrapped in the header, over its progress line; each line is
+    now cut at the edge with an ellipsis, and the logs panel holds the error whole."""
+    from rich.console import Console
+
+    from console.widgets.header import header_text
+    from remote.api import RunStatus
+
+    error = ("push to h1 failed: `set -e; mkdir -p \"$HOME\"/.corral/code; tmp=$(mktemp -d); "
+             + "x" * 200 + "` exited with status 1\nstderr: tar: short read")
+    model = RunModel.of_run("r-1")
+    model.apply(RunStatus(t=1.0, run_id="r-1", state="failed", detail=error))
+    console = Console(width=80)  # rendered as the widget is, at its width
+    lines = ["".join(segment.text for segment in line).rstrip() for line in
+             console.render_lines(header_text(model, 2.0, 80), pad=False)]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("corral") and "● failed · push to h1 failed" in lines[0]
+    assert lines[0].endswith("…") and "step 0" in lines[1]
+    assert "tar: short read" not in lines[0]  # a second line of the detail: in the logs
+    assert any("tar: short read" in line.text for line in model.logs), model.logs

@@ -116,3 +116,12 @@ def test_paths_of_a_run_of_corrals_own_task_are_refused(
     path, _ = _script_run(tmp_path, task="image")
     code, out = _fetch(capsys, path, "snapshot.pt")
     assert code == 2 and "ran corral's own task" in out, out
+
+
+def test_fetch_without_a_run_names_the_run_alone_as_missing(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse took PATH for required too ("required: RUN, PATH"): PATH is optional."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["fetch"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.rstrip().endswith("required: RUN"), err
