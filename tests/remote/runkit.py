@@ -53,8 +53,9 @@ def tiny_run(steps: int) -> RunSection:
 
 
 def one_process_flags(run: RunSection) -> list[str]:
-    """``python -m trainer`` flags for ``run`` as one process (the whole global batch on one
-    rank, no balancer): the reference whose parameters any split of ``run`` must give."""
+    """``python -m trainer`` flags for ``run`` with no balancer and no split given (the
+    trainer's equal split): as one process, the reference whose parameters any split of
+    ``run`` must give; on several local ranks, a static run's numbers without its hosts."""
     values = {f.name: getattr(run, f.name) for f in fields(RunSettings)}
     values.update(split=None, policy="static")
     return flag_words(values, TrainConfig)
