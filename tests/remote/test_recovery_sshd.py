@@ -114,19 +114,6 @@ async def test_a_killed_rank_with_max_restarts_ends_completed_with_the_same_para
     assert run_processes(restarted_id) == []
 
 
-async def test_without_restarts_the_same_kill_fails_the_run(sshd_cluster) -> None:
-    cluster = sshd_cluster(2)
-    run = replace(tiny_run(steps=STEPS), checkpoint_every=25, policy="static", split=(4, 4))
-    controller = SshRunController(cluster.config(hosts=slow_hosts(cluster), run=run))
-    try:
-        _, events, _ = await run_to_end(controller, kill_rank=1)
-    finally:
-        await controller.aclose()
-    final = events[-1]
-    assert isinstance(final, RunStatus) and final.state == "failed", final
-    assert (final.failed_host, final.failed_rank) == ("h1", 1)
-
-
 async def test_a_host_cut_off_for_good_is_dropped_and_the_run_completes_on_the_others(
     sshd_cluster
 ) -> None:
