@@ -24,25 +24,20 @@ from remote.run.controller import SshRunController
 from trainer.events import CheckpointEvent, StartEvent, StepEvent
 
 try:
-    from runkit import (
-        RUN_LIMIT_S,
-        alive,
-        bounded,
-        one_process_flags,
-        run_processes,
-        tiny_run,
-        until_first_step,
-    )
+    from runkit import RUN_LIMIT_S, alive, bounded, run_processes, tiny_run, until_first_step
 except ImportError:  # collected as a package
     from tests.remote.runkit import (  # type: ignore[no-redef]
         RUN_LIMIT_S,
         alive,
         bounded,
-        one_process_flags,
         run_processes,
         tiny_run,
         until_first_step,
     )
+try:
+    from runkit import one_process_flags
+except ImportError:  # collected as a package
+    from tests.remote.runkit import one_process_flags  # type: ignore[no-redef]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))  # its helpers
 from trainer_runs import check, launch
 
