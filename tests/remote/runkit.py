@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ from remote.run.launch import LaunchPlan, launch_host
 from remote.run.stop import run_pattern, stop_host
 from remote.run.stream import TailItem, tail_host
 from trainer.events import StepEvent
+from trainer.settings.flags import flag_words
+from trainer.settings.run_settings import RunSettings
+from trainer.settings.train_config import TrainConfig
 
 RUN_LIMIT_S = 240.0
 """No test run may take longer than this."""
@@ -46,6 +50,15 @@ def tiny_run(steps: int) -> RunSection:
     """A run small enough for tests: simple_cnn on a few synthetic samples."""
     return RunSection(samples=64, global_batch=8, steps=steps, checkpoint_every=1000,
                       rebalance_every=5, lr=0.01)
+
+
+def one_process_flags(run: RunSection) -> list[str]:
+    """``python -m trainer`` flags for ``run`` with no balancer and no split given (the
+    trainer's equal split): as one process, the reference whose parameters any split of
+    ``run`` must give; on several local ranks, a static run's numbers without its hosts."""
+    values = {f.name: getattr(run, f.name) for f in fields(RunSettings)}
+    values.update(split=None, policy="static")
+    return flag_words(values, TrainConfig)
 
 
 def local_cluster(tmp_path: Path, names: tuple[str, ...], run: RunSection) -> ClusterConfig:

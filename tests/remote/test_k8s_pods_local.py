@@ -1,7 +1,7 @@
 """A PyTorchJob's pods, run here: three processes of the exported start script with the
-environment the controller gives each pod train to the same parameters as ``corral run`` of
-the same cluster.toml, and ``corral report`` reads their run directory once it is copied back
-to where corral looks for runs."""
+environment the controller gives each pod train to the parameters of one process of the same
+cluster.toml's run (those any ``corral run`` of it gives), and ``corral report`` reads their
+run directory once it is copied back to where corral looks for runs."""
 
 from __future__ import annotations
 
@@ -16,24 +16,23 @@ from pathlib import Path
 import pytest
 
 from console.model.recorded import model_from_history
-from remote.api import RunStatus, export_kubernetes
+from remote.api import export_kubernetes
 from remote.config.read import load_cluster
 from remote.records import tensorboard
 from remote.records.history import load_history
 from remote.records.runs import list_runs
 from remote.records.summary import summarize
-from remote.run.controller import SshRunController
 
 try:
     from conftest import free_port
-    from runkit import RUN_LIMIT_S, bounded
+    from runkit import RUN_LIMIT_S, one_process_flags
 except ImportError:  # collected as a package
     from tests.remote.conftest import free_port  # type: ignore[no-redef]
-    from tests.remote.runkit import RUN_LIMIT_S, bounded  # type: ignore[no-redef]
+    from tests.remote.runkit import RUN_LIMIT_S, one_process_flags  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "trainer"))
-from trainer_runs import final_params  # noqa: E402
+from trainer_runs import check, final_params, launch  # noqa: E402
 
 pytestmark = pytest.mark.slow
 HOSTS = ("first", "second", "third")
@@ -51,18 +50,6 @@ def write_cluster(tmp_path: Path) -> Path:
         'policy = "static"\ncheckpoint_every = 1000\nlr = 0.01\n\n'
         '[kubernetes]\nimage = "registry.example/corral-torch:1"\n', encoding="utf-8")
     return path
-
-
-async def corral_run(config_path: Path) -> Path:
-    """``corral run`` of the file, to its end; its run directory."""
-    controller = SshRunController(load_cluster(config_path))
-    try:
-        handle = await controller.start()
-        final = [e async for e in bounded(handle.events())][-1]
-    finally:
-        await controller.aclose()
-    assert isinstance(final, RunStatus) and final.state == "completed", final
-    return config_path.parent / "runs" / handle.run_id
 
 
 def run_pods(tmp_path: Path, config_map: dict[str, dict[str, str]]) -> Path:
@@ -95,13 +82,15 @@ def run_pods(tmp_path: Path, config_map: dict[str, dict[str, str]]) -> Path:
     return run_dir
 
 
-async def test_pods_train_to_the_parameters_of_corral_run_and_report_reads_them(
+def test_pods_train_to_the_parameters_of_one_process_and_report_reads_them(
         tmp_path: Path) -> None:
     config_path = write_cluster(tmp_path)
     export = export_kubernetes(load_cluster(config_path), "pytorchjob")
     pods_dir = run_pods(tmp_path, export.objects[0])
     assert pods_dir.name == export.run_id
-    reference = final_params(await corral_run(config_path))
+    alone = tmp_path / "alone"
+    check(launch(1, *one_process_flags(load_cluster(config_path).run), "--run-dir", str(alone)))
+    reference = final_params(alone)
     trained = final_params(pods_dir)
     assert trained.keys() == reference.keys()
     for name, tensor in reference.items():

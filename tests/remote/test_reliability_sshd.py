@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -63,16 +64,19 @@ async def follow(handle) -> list[RunEvent]:
     return [event async for event in bounded(handle.events())]
 
 
-async def test_stop_and_attach_never_signal_a_stranger_holding_the_runs_old_group_id(
+async def test_a_diverged_run_fails_naming_it_and_its_stop_never_signals_a_stranger(
     sshd_cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cluster = sshd_cluster(1)
-    config = cluster.config(run=replace(tiny_run(steps=50), lr=1e9))  # diverges: a failed run
+    cluster = sshd_cluster(2)
+    config = cluster.config(run=replace(tiny_run(steps=50), lr=1e9, checkpoint_every=1))
     controller = SshRunController(config)
     try:
         handle = await controller.start()
         final = (await follow(handle))[-1]
         assert isinstance(final, RunStatus) and final.state == "failed", final
+        assert "diverged" in final.detail and "the loss is" in final.detail
+        assert "not JSON compliant" not in final.detail
+        assert run_processes(handle.run_id) == []
         run_dir = Path(config.cluster.run_root) / handle.run_id
         pgid = int((run_dir / "hosts" / "h0.pgid").read_text())
         stranger = stranger_with_pid(pgid)
@@ -114,50 +118,6 @@ async def test_stop_and_attach_never_signal_a_stranger_holding_the_runs_old_grou
         await controller.aclose()
 
 
-async def test_a_diverged_run_fails_naming_the_divergence(sshd_cluster) -> None:
-    cluster = sshd_cluster(2)
-    config = cluster.config(run=replace(tiny_run(steps=50), lr=1e9, checkpoint_every=1))
-    controller = SshRunController(config)
-    try:
-        handle = await controller.start()
-        events = await follow(handle)
-    finally:
-        await controller.aclose()
-    final = events[-1]
-    assert isinstance(final, RunStatus) and final.state == "failed", final
-    assert "diverged" in final.detail and "the loss is" in final.detail
-    assert "not JSON compliant" not in final.detail
-    assert run_processes(handle.run_id) == []
-
-
-async def test_a_partial_or_unknown_run_id_is_an_error_and_touches_no_run(sshd_cluster) -> None:
-    cluster = sshd_cluster(1)
-    config = cluster.config(run=tiny_run(steps=100000))
-    controller = SshRunController(config)
-    try:
-        handle = await controller.start()
-        events = handle.events()
-        await until_first_step(events)
-        suffix = handle.run_id[-3:]
-        with pytest.raises(CorralError) as unknown:
-            await controller.attach(suffix)
-        assert "unknown run" in unknown.value.title and handle.run_id in str(unknown.value)
-        assert not (Path(config.cluster.run_root) / suffix).exists(), "a ghost run was recorded"
-        # The process match is on the whole id: the suffix matches none of the run's processes.
-        from remote.run.stop import run_pattern
-        found = subprocess.run(["pgrep", "-f", run_pattern(suffix)], capture_output=True)
-        assert found.stdout == b""
-        assert run_processes(handle.run_id), "the live run was touched"
-        # A unique start of the id is that run.
-        prefix = await controller.attach(handle.run_id[:-2])
-        assert prefix.run_id == handle.run_id
-        assert (await prefix.stop(grace_s=5)).clean
-        final = [e async for e in bounded(events)][-1]
-        assert isinstance(final, RunStatus) and final.state == "stopped"
-    finally:
-        await controller.aclose()
-
-
 async def test_resume_picks_the_newest_run_with_a_checkpoint(sshd_cluster) -> None:
     cluster = sshd_cluster(1)
     config = cluster.config(run=tiny_run(steps=2))
@@ -188,27 +148,49 @@ async def test_resume_picks_the_newest_run_with_a_checkpoint(sshd_cluster) -> No
 
 
 
-async def test_two_runs_started_at_once_do_not_run_side_by_side(sshd_cluster) -> None:
+async def test_two_runs_started_at_once_do_not_run_side_by_side_and_ids_match_whole(
+    sshd_cluster
+) -> None:
     cluster = sshd_cluster(1)
     config = cluster.config(run=tiny_run(steps=100000))
     first, second = (SshRunController(config) for _ in range(2))
     try:
         handles = [await first.start(), await second.start()]
+        streams = [handle.events() for handle in handles]
 
-        async def until_running_or_failed(handle) -> RunStatus:
-            async for event in bounded(handle.events()):
+        async def until_running_or_failed(events: AsyncIterator[RunEvent]) -> RunStatus:
+            async for event in bounded(events):
                 if isinstance(event, RunStatus) and event.state in ("running", "failed"):
                     return event
             raise AssertionError("the stream ended without a state")
 
-        states = await asyncio.gather(*(until_running_or_failed(h) for h in handles))
+        states = await asyncio.gather(*(until_running_or_failed(s) for s in streams))
         assert sorted(s.state for s in states) == ["failed", "running"], states
         refused = next(s for s in states if s.state == "failed")
         assert "another run is launching" in refused.detail, refused.detail
         running = handles[[s.state for s in states].index("running")]
         other = handles[1 - handles.index(running)]
         assert run_processes(other.run_id) == []
-        assert (await (await first.attach(running.run_id)).stop(grace_s=5)).clean
+
+        # A partial or unknown run id is an error and touches no run.
+        events = streams[handles.index(running)]
+        await until_first_step(events)
+        suffix = running.run_id[-3:]
+        with pytest.raises(CorralError) as unknown:
+            await first.attach(suffix)
+        assert "unknown run" in unknown.value.title and running.run_id in str(unknown.value)
+        assert not (Path(config.cluster.run_root) / suffix).exists(), "a ghost run was recorded"
+        # The process match is on the whole id: the suffix matches none of the run's processes.
+        from remote.run.stop import run_pattern
+        found = subprocess.run(["pgrep", "-f", run_pattern(suffix)], capture_output=True)
+        assert found.stdout == b""
+        assert run_processes(running.run_id), "the live run was touched"
+        # A unique start of the id is that run.
+        prefix = await first.attach(running.run_id[:-2])
+        assert prefix.run_id == running.run_id
+        assert (await prefix.stop(grace_s=5)).clean
+        final = [e async for e in bounded(events)][-1]
+        assert isinstance(final, RunStatus) and final.state == "stopped"
     finally:
         await first.aclose()
         await second.aclose()

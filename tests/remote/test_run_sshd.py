@@ -52,8 +52,11 @@ async def test_a_two_host_run_trains_to_the_end(sshd_cluster) -> None:
 
 
 async def test_a_killed_rank_ends_the_run_naming_it_and_leaves_nothing(sshd_cluster) -> None:
+    # max_restarts = 0, the default: without restarts a killed rank fails the run (with one,
+    # the same kill is restarted from a checkpoint: test_recovery_sshd.py).
     cluster = sshd_cluster(2)
     config = cluster.config(run=tiny_run(steps=100000))
+    assert config.run.max_restarts == 0
     controller = SshRunController(config)
     killed: tuple[str, int] | None = None
     events = []
