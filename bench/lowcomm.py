@@ -35,13 +35,22 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import REPO, bare_env, tiny_lm_files
+from trainer.tiny_lm import TinyLMShape
 
 NPROC = 2
 
 
-def workload_flags(name: str, scratch: Path, quick: bool) -> tuple[list[str], int]:
+def lm_shape(text: str) -> TinyLMShape:
+    """``--lm-shape HIDDEN,INTERMEDIATE,LAYERS`` as the tiny LM's shape."""
+    hidden, intermediate, layers = (int(v) for v in text.split(","))
+    return TinyLMShape(hidden_size=hidden, intermediate_size=intermediate, layers=layers)
+
+
+def workload_flags(name: str, scratch: Path, quick: bool, shape: TinyLMShape | None = None,
+                   lm_steps: int = 768) -> tuple[list[str], int]:
     """The trainer flags of a workload (same seed, data and optimizer in every mode) and its
-    global batch."""
+    global batch (``shape``: the LM's, default the tiny one; ``lm_steps``: its exact run's
+    steps)."""
     if name == "cnn":
         # SGD at a low rate: the synthetic images are easy, and a loss near 0 at the end
         # would make every ratio meaningless.
@@ -51,12 +60,15 @@ def workload_flags(name: str, scratch: Path, quick: bool) -> tuple[list[str], in
                 "--lr", "0.003", "--momentum", "0.9", "--eval-every", str(steps // 8),
                 "--eval-samples", "512", "--seed", "11"], 32
     model, corpus = tiny_lm_files(scratch)
+    if shape is not None:
+        model = model.with_name(f"lm-{shape.hidden_size}-{shape.intermediate_size}-"
+                                f"{shape.layers}")
     if not (model / "config.json").is_file():
         from trainer.tiny_lm import write_corpus, write_tiny_lm
 
-        write_tiny_lm(model)
+        write_tiny_lm(model, shape=shape)
         write_corpus(corpus, documents=600)
-    steps = 96 if quick else 768
+    steps = 96 if quick else lm_steps
     flags = ["--task", "causal_lm", "--global-batch", "8", "--steps", str(steps),
              "--optimizer", "adamw", "--lr", "0.002", "--eval-every", str(steps // 8),
              "--seed", "11"]
@@ -158,6 +170,11 @@ def main() -> int:
     p.add_argument("--inner-batch", choices=("share", "global"), default="share",
                    help="a local island's inner batch: its share of the exact run's (default) "
                         "or all of it")
+    p.add_argument("--lm-shape", type=lm_shape, default=None, metavar="H,I,L",
+                   help="the LM's hidden size, MLP width and layers (default the tiny LM's "
+                        "64,176,4: 234k parameters; 192,576,4: 2.0M, one float32 exchange "
+                        "over 50 Mbit/s takes seconds)")
+    p.add_argument("--lm-steps", type=int, default=768, help="the LM's exact run's steps")
     p.add_argument("--plots", type=Path, default=REPO / "bench" / "plots")
     p.add_argument("--shaped", action="store_true", help="part 2 (netns hosts, shaped links)")
     p.add_argument("--steps", type=int, default=900, help="part 2: global steps of each run")
@@ -165,31 +182,40 @@ def main() -> int:
                    help="part 2: every host its own CPU share, CORES of a core (a cgroup CFS "
                         "quota, as bench/many_hosts.py --host-cpu), so that three hosts on "
                         "fewer cores can reach the sum of what each does alone")
+    p.add_argument("--shaped-workload", choices=("cnn", "lm"), default="cnn",
+                   help="part 2: simple_cnn, or the LM of --lm-shape (B=8 sequences of 64)")
+    p.add_argument("--shaped-settings", default="int8",
+                   help="part 2: one local run per outer_compression[+overlap] setting, "
+                        "each round (the round length chosen by the run)")
     args = p.parse_args()
     if args.shaped:
         from bench.lowcomm_shaped import shaped_main
 
-        return shaped_main(args.rounds, args.steps, args.host_cpu)
+        return shaped_main(args)
     modes = ["exact", *(f"H{h}/{setting}" for h in args.h.split(",")
                         for setting in args.settings.split(","))]
     scratch = Path(tempfile.mkdtemp(prefix="corral-lowcomm-"))
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     params: dict[str, int] = {}
     for workload in args.workloads.split(","):
-        flags, batch = workload_flags(workload, scratch, args.quick)
+        flags, batch = workload_flags(workload, scratch, args.quick, args.lm_shape,
+                                      args.lm_steps)
         local, _ = local_flags(flags, batch, args.inner_batch)
+        shape = args.lm_shape
+        label = (f"{workload}-{shape.hidden_size}-{shape.intermediate_size}-{shape.layers}"
+                 if workload == "lm" and shape else workload)
         for r in range(args.rounds):
             order = modes if r % 2 == 0 else modes[::-1]
             for mode in order:
-                run_dir = scratch / f"{workload}-{mode}-{r}"
+                run_dir = scratch / f"{label}-{mode.replace('/', '-')}-{r}"
                 started = time.perf_counter()
                 result = run_once(flags if mode == "exact" else local, mode, run_dir)
-                print(f"# {workload} {mode} round {r}: eval loss {result['evals'][-1][2]:.4f} "
+                print(f"# {label} {mode} round {r}: eval loss {result['evals'][-1][2]:.4f} "
                       f"({time.perf_counter() - started:.0f} s)", flush=True)
-                results.setdefault((workload, mode), []).append(result)
-                params.setdefault(workload, parameter_count(run_dir))
-        report(workload, modes, results, params[workload])
-        plot(workload, modes, results, args.plots)
+                results.setdefault((label, mode), []).append(result)
+                params.setdefault(label, parameter_count(run_dir))
+        report(label, modes, results, params[label])
+        plot(label, modes, results, args.plots)
     return 0
 
 
