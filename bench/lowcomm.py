@@ -119,6 +119,11 @@ def run_once(flags: list[str], mode: str, run_dir: Path) -> dict[str, Any]:
                           timeout=3600)
     if proc.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return read_run(run_dir)
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """A finished run's eval curve, wall time and round events (its rank 0's events)."""
     events = [json.loads(line) for line in
               (run_dir / "metrics" / "rank-0.jsonl").read_text().splitlines()]
     start = next(e for e in events if e["event"] == "start")
@@ -187,7 +192,12 @@ def main() -> int:
     p.add_argument("--shaped-settings", default="int8",
                    help="part 2: one local run per outer_compression[+overlap] setting, "
                         "each round (the round length chosen by the run)")
+    p.add_argument("--recorded", type=Path, default=None, metavar="DIR",
+                   help="report and plot the runs already in DIR (a scratch folder this "
+                        "bench left, LABEL-MODE-ROUND folders), running nothing")
     args = p.parse_args()
+    if args.recorded:
+        return recorded(args.recorded, args.plots)
     if args.shaped:
         from bench.lowcomm_shaped import shaped_main
 
@@ -216,6 +226,31 @@ def main() -> int:
                 params.setdefault(label, parameter_count(run_dir))
         report(label, modes, results, params[label])
         plot(label, modes, results, args.plots)
+    return 0
+
+
+def recorded(scratch: Path, plots: Path) -> int:
+    """Report and plot finished runs left in ``scratch`` (e.g. a bench stopped part way)."""
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    labels: dict[str, list[str]] = {}
+    for run_dir in sorted(scratch.iterdir()):
+        if not (run_dir / "final").is_dir():
+            continue  # unfinished, or not a run
+        label, _, rest = run_dir.name.partition("-exact-" if "-exact-" in run_dir.name
+                                                else "-H")
+        mode = "exact" if "-exact-" in run_dir.name else "H" + rest.rsplit("-", 1)[0]
+        if mode != "exact":  # the folder's H32-int4+overlap is the mode's H32/int4+overlap
+            mode = mode.replace("-", "/", 1)
+        results.setdefault((label, mode), []).append(read_run(run_dir))
+        labels.setdefault(label, [])
+        if mode not in labels[label]:
+            labels[label].append(mode)
+    for label, modes in labels.items():
+        modes.sort(key=lambda m: (m != "exact", m))
+        params = parameter_count(next(d for d in scratch.iterdir()
+                                      if d.name.startswith(f"{label}-exact-")))
+        report(label, modes, results, params)
+        plot(label, modes, results, plots)
     return 0
 
 
