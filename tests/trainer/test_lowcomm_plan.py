@@ -11,6 +11,7 @@ from trainer.lowcomm.plan import (
     bytes_per_sample,
     chosen_round_steps,
     exchange_seconds,
+    exposed_round_steps,
     inner_steps,
     island_split,
     islands_of,
@@ -67,6 +68,12 @@ def test_an_overlapped_run_counts_only_what_is_left_exposed_in_its_round_length(
     assert exposed_share(hidden) <= fraction < exposed_share(hidden - 1)
     # Waited for, the same exchange at H=20 would be half the round.
     assert exchange_s / (hidden * step_s + exchange_s) == pytest.approx(0.5)
+    # After an overlapped round, what stayed exposed (quantising, the outer step, a wait) is
+    # held to the same 5 %: 0.3 s exposed behind 0.1 s steps needs 57 steps, never fewer.
+    longer = exposed_round_steps(hidden, 0.3, step_s, fraction)
+    assert longer == 57 and 0.3 / (longer * step_s + 0.3) <= fraction
+    assert 0.3 / ((longer - 1) * step_s + 0.3) > fraction
+    assert exposed_round_steps(hidden, 0.01, step_s, fraction) == hidden
 
 
 def test_the_exchange_is_predicted_from_each_islands_link() -> None:

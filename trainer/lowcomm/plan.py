@@ -113,6 +113,14 @@ def chosen_round_steps(exchange_s: float, step_s: float, fraction: float, overla
     return rule(exchange_s, step_s, fraction)
 
 
+def exposed_round_steps(round_steps: int, exposed_s: float, step_s: float, fraction: float
+                        ) -> int:
+    """``outer_overlap``, after an overlapped round: the round length, made longer where what
+    stayed exposed (quantising, the outer step, any wait for the exchange) took more than
+    ``fraction`` of the round (``round_steps_for`` of the exposed part; never shorter)."""
+    return max(round_steps, round_steps_for(exposed_s, step_s, fraction))
+
+
 def exchange_seconds(parameter_bytes: int, link_mbit: Sequence[float]) -> float:
     """Predicted seconds of one round's exchange: a ring all-reduce of the parameter change
     (2(n-1)/n of its bytes through each island's link) over the slowest island link.

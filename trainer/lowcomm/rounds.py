@@ -32,6 +32,7 @@ from trainer.lowcomm.plan import (
     FIRST_ROUND_STEPS,
     RoundPlan,
     chosen_round_steps,
+    exposed_round_steps,
     island_split,
     islands_of,
     plan_round,
@@ -187,14 +188,19 @@ class LocalTrainer:
         if measure:
             self.speeds = [n / t.inner_s if n and t.inner_s > 0 else old
                            for n, t, old in zip(plan.steps, leaders, self.speeds, strict=True)]
-        if self.round_steps is None and len(leaders) > 1:
-            steps_per_island = sum(plan.steps) / len(plan.steps)
-            step_s = max(t.inner_s for t in leaders) / max(steps_per_island, 1)
-            exchange_s = min(t.exchange_s for t in leaders)  # the first round waited
-            self.round_steps = chosen_round_steps(exchange_s, step_s, self.config.round_exchange,
-                                                  self.config.outer_overlap)
-        elif self.round_steps is None:
-            self.round_steps = FIRST_ROUND_STEPS
+        if len(leaders) < 2:  # one island: nothing is exchanged
+            self.round_steps = self.round_steps or FIRST_ROUND_STEPS
+            return
+        steps_per_island = sum(plan.steps) / len(plan.steps)
+        step_s = max(t.inner_s for t in leaders) / max(steps_per_island, 1)
+        exchange_s = min(t.exchange_s for t in leaders)
+        fraction, overlap = self.config.round_exchange, self.config.outer_overlap
+        if self.round_steps is None:  # the first round, whose exchange was waited for
+            self.round_steps = chosen_round_steps(exchange_s, step_s, fraction, overlap)
+        elif self.config.round_steps is None and overlap:
+            # Hidden behind the next round, the exchange still leaves its own work exposed.
+            self.round_steps = exposed_round_steps(self.round_steps, exchange_s, step_s,
+                                                   fraction)
 
     def _report(self, plan: RoundPlan, mine: RoundTally, tallies: list[RoundTally],
                 round_s: float) -> None:
