@@ -54,8 +54,10 @@ def samples_per_s(run_dir: Path) -> tuple[float, float, str]:
         samples = sum(sum(r["inner_steps"]) for r in later) * batch
         seconds = sum(r["round_s"] for r in later)
         exposed = sum(r["exchange_s"] for r in later) / seconds
-        note = (f"H={later[-1]['round_steps']}, {len(rounds)} rounds, "
-                f"{later[-1]['bytes_per_sample']:,.0f} B/sample")
+        sent = sum(r["exchanged_bytes"] for r in later)
+        chosen = [r["round_steps"] for r in rounds[:-1]] or [rounds[-1]["round_steps"]]
+        note = (f"H={'/'.join(map(str, dict.fromkeys(chosen)))}, {len(rounds)} rounds, "
+                f"{sent / samples:,.0f} B/sample")
         return samples / seconds, exposed, note
     steps = [e for e in events if e["event"] == "step" and e["step"] > WARMUP_STEPS]
     last = [e for e in events if e["event"] == "rebalance"]
