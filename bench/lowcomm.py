@@ -12,12 +12,15 @@ step (so 1/islands of its optimizer steps at equal samples). Reported: the final
 loss against the exact run's (median over rounds; goal within 3 %), bytes exchanged per sample
 (exact: the ring all-reduce of the gradient every step; local: the round events'; goal >= 50x
 fewer), wall throughput, and plots of held-out loss against samples and against wall time
-(PNG, needs matplotlib).
+(PNG, needs matplotlib). ``--lm-shape 192,576,4`` raises the LM to 2.0M parameters (one float32
+exchange over 50 Mbit/s then takes seconds); ``--settings`` picks the outer_compression[+overlap]
+settings run at every H; ``--recorded DIR`` reports and plots the runs a stopped bench left.
 
 Part 2, shaped links (``--shaped``, bench/lowcomm_shaped.py): network-namespace hosts (one
 behind 50 Mbit/s Wi-Fi, the others on 1 Gbit/s): throughput of exact (which benches the slow
-host) and local against the sum of the hosts' solo throughputs (goal local >= 0.8x). Needs
-root, ``ip netns``, sshd and tc; without them it says why and exits 2.
+host) and local (each ``--shaped-settings`` setting) against the sum of the hosts' solo
+throughputs (goal local >= 0.9x), and local's exposed exchange (goal <= 5 % of the round).
+Needs root, ``ip netns``, sshd and tc; without them it says why and exits 2.
 """
 
 from __future__ import annotations
@@ -163,7 +166,8 @@ def bytes_per_sample(mode: str, result: dict[str, Any], params: int) -> float:
     return sent / samples
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
+    """The bench's options (part 1, part 2 and the recorded report)."""
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
@@ -195,7 +199,11 @@ def main() -> int:
     p.add_argument("--recorded", type=Path, default=None, metavar="DIR",
                    help="report and plot the runs already in DIR (a scratch folder this "
                         "bench left, LABEL-MODE-ROUND folders), running nothing")
-    args = p.parse_args()
+    return p
+
+
+def main() -> int:
+    args = parser().parse_args()
     if args.recorded:
         return recorded(args.recorded, args.plots)
     if args.shaped:

@@ -2,13 +2,16 @@
 
 Three network-namespace hosts with their own sshd (tests/remote/netns.py), one rank and one
 thread each: n1 and n2 on 1 Gbit/s, n3 behind 50 Mbit/s Wi-Fi (its rate and 1 % loss; 5 ± 2 ms
-of delay too where the kernel has netem). The same simple_cnn run (same seed, data and batch)
-five ways, every way once per round, rounds interleaved (order reversed every other round):
-each host alone (its solo throughput), the three hosts exact (the balancer benches n3), and the
-three hosts local (each host an island; the round length chosen by the run). Reported: medians
-over rounds of samples/s after the warm-up (exact: the global batch over the median step time
-past the balancer's first decision; local: the samples of the rounds after the first over
-their seconds), local against the sum of the solo throughputs (goal >= 0.8x) and against exact.
+of delay too where the kernel has netem). The same run (same seed, data and batch: simple_cnn,
+or with ``--shaped-workload lm`` the LM of ``--lm-shape``) several ways, every way once per
+round, rounds interleaved (order reversed every other round): each host alone (its solo
+throughput), the three hosts exact (the balancer benches n3), and the three hosts local once
+per ``--shaped-settings`` setting (``outer_compression[+overlap]``; each host an island, the
+round length chosen by the run). Reported: medians over rounds of samples/s after the warm-up
+(exact: the global batch over the median step time past the balancer's first decision; local:
+the samples of the rounds after the first over their seconds), each local setting against the
+sum of the solo throughputs (goal >= 0.9x) and against exact, and its exposed exchange's share
+of those rounds (goal <= 5 %).
 
 The hosts share this machine's cores: three ranks on fewer than three cores cannot reach the
 sum of what each does alone, and the output says how many cores there were. ``--host-cpu
