@@ -12,12 +12,15 @@ step (so 1/islands of its optimizer steps at equal samples). Reported: the final
 loss against the exact run's (median over rounds; goal within 3 %), bytes exchanged per sample
 (exact: the ring all-reduce of the gradient every step; local: the round events'; goal >= 50x
 fewer), wall throughput, and plots of held-out loss against samples and against wall time
-(PNG, needs matplotlib).
+(PNG, needs matplotlib). ``--lm-shape 192,576,4`` raises the LM to 2.0M parameters (one float32
+exchange over 50 Mbit/s then takes seconds); ``--settings`` picks the outer_compression[+overlap]
+settings run at every H; ``--recorded DIR`` reports and plots the runs a stopped bench left.
 
 Part 2, shaped links (``--shaped``, bench/lowcomm_shaped.py): network-namespace hosts (one
 behind 50 Mbit/s Wi-Fi, the others on 1 Gbit/s): throughput of exact (which benches the slow
-host) and local against the sum of the hosts' solo throughputs (goal local >= 0.8x). Needs
-root, ``ip netns``, sshd and tc; without them it says why and exits 2.
+host) and local (each ``--shaped-settings`` setting) against the sum of the hosts' solo
+throughputs (goal local >= 0.9x), and local's exposed exchange (goal <= 5 % of the round).
+Needs root, ``ip netns``, sshd and tc; without them it says why and exits 2.
 """
 
 from __future__ import annotations
@@ -35,13 +38,22 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import REPO, bare_env, tiny_lm_files
+from trainer.tiny_lm import TinyLMShape
 
 NPROC = 2
 
 
-def workload_flags(name: str, scratch: Path, quick: bool) -> tuple[list[str], int]:
+def lm_shape(text: str) -> TinyLMShape:
+    """``--lm-shape HIDDEN,INTERMEDIATE,LAYERS`` as the tiny LM's shape."""
+    hidden, intermediate, layers = (int(v) for v in text.split(","))
+    return TinyLMShape(hidden_size=hidden, intermediate_size=intermediate, layers=layers)
+
+
+def workload_flags(name: str, scratch: Path, quick: bool, shape: TinyLMShape | None = None,
+                   lm_steps: int = 768) -> tuple[list[str], int]:
     """The trainer flags of a workload (same seed, data and optimizer in every mode) and its
-    global batch."""
+    global batch (``shape``: the LM's, default the tiny one; ``lm_steps``: its exact run's
+    steps)."""
     if name == "cnn":
         # SGD at a low rate: the synthetic images are easy, and a loss near 0 at the end
         # would make every ratio meaningless.
@@ -51,12 +63,15 @@ def workload_flags(name: str, scratch: Path, quick: bool) -> tuple[list[str], in
                 "--lr", "0.003", "--momentum", "0.9", "--eval-every", str(steps // 8),
                 "--eval-samples", "512", "--seed", "11"], 32
     model, corpus = tiny_lm_files(scratch)
+    if shape is not None:
+        model = model.with_name(f"lm-{shape.hidden_size}-{shape.intermediate_size}-"
+                                f"{shape.layers}")
     if not (model / "config.json").is_file():
         from trainer.tiny_lm import write_corpus, write_tiny_lm
 
-        write_tiny_lm(model)
+        write_tiny_lm(model, shape=shape)
         write_corpus(corpus, documents=600)
-    steps = 96 if quick else 768
+    steps = 96 if quick else lm_steps
     flags = ["--task", "causal_lm", "--global-batch", "8", "--steps", str(steps),
              "--optimizer", "adamw", "--lr", "0.002", "--eval-every", str(steps // 8),
              "--seed", "11"]
@@ -107,6 +122,11 @@ def run_once(flags: list[str], mode: str, run_dir: Path) -> dict[str, Any]:
                           timeout=3600)
     if proc.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return read_run(run_dir)
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """A finished run's eval curve, wall time and round events (its rank 0's events)."""
     events = [json.loads(line) for line in
               (run_dir / "metrics" / "rank-0.jsonl").read_text().splitlines()]
     start = next(e for e in events if e["event"] == "start")
@@ -146,7 +166,8 @@ def bytes_per_sample(mode: str, result: dict[str, Any], params: int) -> float:
     return sent / samples
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
+    """The bench's options (part 1, part 2 and the recorded report)."""
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
@@ -158,6 +179,11 @@ def main() -> int:
     p.add_argument("--inner-batch", choices=("share", "global"), default="share",
                    help="a local island's inner batch: its share of the exact run's (default) "
                         "or all of it")
+    p.add_argument("--lm-shape", type=lm_shape, default=None, metavar="H,I,L",
+                   help="the LM's hidden size, MLP width and layers (default the tiny LM's "
+                        "64,176,4: 234k parameters; 192,576,4: 2.0M, one float32 exchange "
+                        "over 50 Mbit/s takes seconds)")
+    p.add_argument("--lm-steps", type=int, default=768, help="the LM's exact run's steps")
     p.add_argument("--plots", type=Path, default=REPO / "bench" / "plots")
     p.add_argument("--shaped", action="store_true", help="part 2 (netns hosts, shaped links)")
     p.add_argument("--steps", type=int, default=900, help="part 2: global steps of each run")
@@ -165,31 +191,74 @@ def main() -> int:
                    help="part 2: every host its own CPU share, CORES of a core (a cgroup CFS "
                         "quota, as bench/many_hosts.py --host-cpu), so that three hosts on "
                         "fewer cores can reach the sum of what each does alone")
-    args = p.parse_args()
+    p.add_argument("--shaped-workload", choices=("cnn", "lm"), default="cnn",
+                   help="part 2: simple_cnn, or the LM of --lm-shape (B=8 sequences of 64)")
+    p.add_argument("--shaped-settings", default="int8",
+                   help="part 2: one local run per outer_compression[+overlap] setting, "
+                        "each round (the round length chosen by the run)")
+    p.add_argument("--recorded", type=Path, default=None, metavar="DIR",
+                   help="report and plot the runs already in DIR (a scratch folder this "
+                        "bench left, LABEL-MODE-ROUND folders), running nothing")
+    return p
+
+
+def main() -> int:
+    args = parser().parse_args()
+    if args.recorded:
+        return recorded(args.recorded, args.plots)
     if args.shaped:
         from bench.lowcomm_shaped import shaped_main
 
-        return shaped_main(args.rounds, args.steps, args.host_cpu)
+        return shaped_main(args)
     modes = ["exact", *(f"H{h}/{setting}" for h in args.h.split(",")
                         for setting in args.settings.split(","))]
     scratch = Path(tempfile.mkdtemp(prefix="corral-lowcomm-"))
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     params: dict[str, int] = {}
     for workload in args.workloads.split(","):
-        flags, batch = workload_flags(workload, scratch, args.quick)
+        flags, batch = workload_flags(workload, scratch, args.quick, args.lm_shape,
+                                      args.lm_steps)
         local, _ = local_flags(flags, batch, args.inner_batch)
+        shape = args.lm_shape
+        label = (f"{workload}-{shape.hidden_size}-{shape.intermediate_size}-{shape.layers}"
+                 if workload == "lm" and shape else workload)
         for r in range(args.rounds):
             order = modes if r % 2 == 0 else modes[::-1]
             for mode in order:
-                run_dir = scratch / f"{workload}-{mode}-{r}"
+                run_dir = scratch / f"{label}-{mode.replace('/', '-')}-{r}"
                 started = time.perf_counter()
                 result = run_once(flags if mode == "exact" else local, mode, run_dir)
-                print(f"# {workload} {mode} round {r}: eval loss {result['evals'][-1][2]:.4f} "
+                print(f"# {label} {mode} round {r}: eval loss {result['evals'][-1][2]:.4f} "
                       f"({time.perf_counter() - started:.0f} s)", flush=True)
-                results.setdefault((workload, mode), []).append(result)
-                params.setdefault(workload, parameter_count(run_dir))
-        report(workload, modes, results, params[workload])
-        plot(workload, modes, results, args.plots)
+                results.setdefault((label, mode), []).append(result)
+                params.setdefault(label, parameter_count(run_dir))
+        report(label, modes, results, params[label])
+        plot(label, modes, results, args.plots)
+    return 0
+
+
+def recorded(scratch: Path, plots: Path) -> int:
+    """Report and plot finished runs left in ``scratch`` (e.g. a bench stopped part way)."""
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    labels: dict[str, list[str]] = {}
+    for run_dir in sorted(scratch.iterdir()):
+        if not (run_dir / "final").is_dir():
+            continue  # unfinished, or not a run
+        label, _, rest = run_dir.name.partition("-exact-" if "-exact-" in run_dir.name
+                                                else "-H")
+        mode = "exact" if "-exact-" in run_dir.name else "H" + rest.rsplit("-", 1)[0]
+        if mode != "exact":  # the folder's H32-int4+overlap is the mode's H32/int4+overlap
+            mode = mode.replace("-", "/", 1)
+        results.setdefault((label, mode), []).append(read_run(run_dir))
+        labels.setdefault(label, [])
+        if mode not in labels[label]:
+            labels[label].append(mode)
+    for label, modes in labels.items():
+        modes.sort(key=lambda m: (m != "exact", m))
+        params = parameter_count(next(d for d in scratch.iterdir()
+                                      if d.name.startswith(f"{label}-exact-")))
+        report(label, modes, results, params)
+        plot(label, modes, results, plots)
     return 0
 
 

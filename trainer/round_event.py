@@ -39,8 +39,9 @@ class RoundEvent:
     compression: str = "none"
     """``outer_compression``: what the islands sent (``none``: float32; ``int8``, ``int4``)."""
     overlap: bool = False
-    """``outer_overlap``: the exchange ran behind the next round's inner steps (applied one
-    round late); ``exchange_s`` is then what stayed exposed."""
+    """``outer_overlap``: the exchange ran behind the next round's inner steps (the islands
+    started it from the eager estimate; the average reached the anchor one round late);
+    ``exchange_s`` is then what stayed exposed."""
     in_flight_s: float = 0.0
     """``outer_overlap``: the exchange applied this round, from its start (the round before's
     end) until seen complete (noted between inner steps; the shortest of the island leaders')."""

@@ -203,8 +203,8 @@ def test_resume_from_a_round_end_checkpoint_continues_exactly(tmp_path: Path) ->
 def test_compressed_overlapped_rounds_are_deterministic_and_resume_exactly(straight: Path,
                                                                            tmp_path: Path
                                                                            ) -> None:
-    # int4 with error feedback and the exchange one round late: the checkpoint at step 8 holds
-    # the exchange still under way and every island's residual.
+    # int4 with error feedback and the exchange overlapped (eager starts): the checkpoint at step
+    # 8 holds the exchange still under way, the anchor, and every island's start and residual.
     flags = (*TWO_ISLANDS, "--outer-compression", "int4", "--outer-overlap")
     first, second = tmp_path / "first", tmp_path / "second"
     for run_dir in (first, second):

@@ -100,3 +100,33 @@ def test_an_overlapped_round_is_long_enough_to_hide_its_exchange() -> None:
     assert hidden_round_steps(2.0, 0.1, 0.05) == 20
     assert hidden_round_steps(0.0, 0.1, 0.05) == 1
     assert hidden_round_steps(1.0, 0.0, 0.05) == 500
+
+
+def test_an_overlapped_island_alone_starts_each_round_where_the_waited_exchange_would() -> None:
+    # One island: the others' part of the eager estimate is empty, so its estimate is the
+    # true average and its start the anchor the synchronous exchange gives, round after round;
+    # the anchor itself, one round late, catches up at the last round (no process group:
+    # an island alone has none).
+    from torch import nn
+
+    from trainer.lowcomm.outer import IslandGroups, OuterStep
+
+    torch.manual_seed(0)
+    models = [nn.Linear(5, 3) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    steps = [OuterStep(list(m.parameters()), IslandGroups([[0]], 0), lr=0.7, momentum=0.9,
+                       overlap=overlap) for m, overlap in zip(models, (False, True), strict=True)]
+    moves = [[torch.randn_like(p) * 0.1 for p in models[0].parameters()] for _ in range(4)]
+    for index, move in enumerate(moves):
+        for model in models:  # the same inner change from each one's start
+            with torch.no_grad():
+                for p, d in zip(model.parameters(), move, strict=True):
+                    p.sub_(d)
+        last = index == len(moves) - 1
+        for outer in steps:
+            outer.step([8], final=last)
+        for waited, eager in zip(*(m.parameters() for m in models), strict=True):
+            torch.testing.assert_close(eager, waited, rtol=1e-6, atol=1e-7)
+    assert steps[1].pending is None and steps[1].start is None
+    for waited, eager in zip(steps[0].anchor, steps[1].anchor, strict=True):
+        torch.testing.assert_close(eager, waited, rtol=1e-6, atol=1e-7)

@@ -9,7 +9,9 @@ from trainer.lowcomm.plan import (
     MAX_ROUND_STEPS,
     RoundPlan,
     bytes_per_sample,
+    chosen_round_steps,
     exchange_seconds,
+    exposed_round_steps,
     inner_steps,
     island_split,
     islands_of,
@@ -48,6 +50,30 @@ def test_the_round_is_long_enough_for_the_exchange_to_be_a_small_fraction() -> N
     h = round_steps_for(0.8, 0.1, 0.05)
     assert h == 152 and 0.8 / (0.8 + h * 0.1) <= 0.05
     assert round_steps_for(0.0, 0.1, 0.05) == 1
+
+
+def test_an_overlapped_run_counts_only_what_is_left_exposed_in_its_round_length() -> None:
+    # The first round's exchange, waited for: 2 s, behind inner steps of 0.1 s, at most 5 %.
+    exchange_s, step_s, fraction = 2.0, 0.1, 0.05
+    waited = chosen_round_steps(exchange_s, step_s, fraction, overlap=False)
+    hidden = chosen_round_steps(exchange_s, step_s, fraction, overlap=True)
+    assert waited == round_steps_for(exchange_s, step_s, fraction) == 380
+    # Overlapped, the next round's inner steps carry the exchange: what is left exposed,
+    # max(0, 2 s - H x 0.1 s), is within 5 % of the inner steps at H=20, not at 19.
+    assert hidden == 20
+
+    def exposed_share(h: int) -> float:
+        return max(0.0, exchange_s - h * step_s) / (h * step_s)
+
+    assert exposed_share(hidden) <= fraction < exposed_share(hidden - 1)
+    # Waited for, the same exchange at H=20 would be half the round.
+    assert exchange_s / (hidden * step_s + exchange_s) == pytest.approx(0.5)
+    # After an overlapped round, what stayed exposed (quantising, the outer step, a wait) is
+    # held to the same 5 %: 0.3 s exposed behind 0.1 s steps needs 57 steps, never fewer.
+    longer = exposed_round_steps(hidden, 0.3, step_s, fraction)
+    assert longer == 57 and 0.3 / (longer * step_s + 0.3) <= fraction
+    assert 0.3 / ((longer - 1) * step_s + 0.3) > fraction
+    assert exposed_round_steps(hidden, 0.01, step_s, fraction) == hidden
 
 
 def test_the_exchange_is_predicted_from_each_islands_link() -> None:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from trainer.balance.estimate import HostSpeed, cluster_plan, estimate
-from trainer.lowcomm.plan import exchange_seconds, hidden_round_steps, round_steps_for
+from trainer.lowcomm.plan import chosen_round_steps, exchange_seconds
 from trainer.lowcomm.sizes import sent_bytes
 from trainer.settings.run_settings import OuterCompression
 
@@ -87,8 +87,7 @@ def local_plan(hosts: Sequence[HostSpeed], global_batch: int, parameter_bytes: f
     # All islands' inner steps end together: one inner step of the cluster takes
     # islands·B/Σspeed seconds per island's step on average.
     step_s = len(hosts) * global_batch / total if total > 0 else 0.0
-    rule = hidden_round_steps if overlap else round_steps_for
-    steps = round_steps or rule(exchange, step_s, round_exchange)
+    steps = round_steps or chosen_round_steps(exchange, step_s, round_exchange, overlap)
     inner_s = steps * step_s
     # Overlapped, the exchange runs behind the next round: only what outlasts it is exposed.
     round_s = inner_s + (max(0.0, exchange - inner_s) if overlap else exchange)

@@ -101,6 +101,26 @@ def hidden_round_steps(in_flight_s: float, step_s: float, fraction: float) -> in
     return max(1, min(MAX_ROUND_STEPS, math.ceil(wanted)))
 
 
+def chosen_round_steps(exchange_s: float, step_s: float, fraction: float, overlap: bool
+                       ) -> int:
+    """The round length a run chooses after its first round, whose exchange took
+    ``exchange_s`` and was waited for (with ``outer_overlap`` too: a first round has nothing
+    to hide it behind). Without overlap the whole exchange is exposed, so the round is made
+    long enough that it is at most ``fraction`` of it (``round_steps_for``); with overlap
+    only what the next round's inner steps leave exposed counts (``hidden_round_steps``),
+    so a round is about ``(1 - fraction) / fraction`` times shorter for the same link."""
+    rule = hidden_round_steps if overlap else round_steps_for
+    return rule(exchange_s, step_s, fraction)
+
+
+def exposed_round_steps(round_steps: int, exposed_s: float, step_s: float, fraction: float
+                        ) -> int:
+    """``outer_overlap``, after an overlapped round: the round length, made longer where what
+    stayed exposed (quantising, the outer step, any wait for the exchange) took more than
+    ``fraction`` of the round (``round_steps_for`` of the exposed part; never shorter)."""
+    return max(round_steps, round_steps_for(exposed_s, step_s, fraction))
+
+
 def exchange_seconds(parameter_bytes: int, link_mbit: Sequence[float]) -> float:
     """Predicted seconds of one round's exchange: a ring all-reduce of the parameter change
     (2(n-1)/n of its bytes through each island's link) over the slowest island link.

@@ -31,11 +31,11 @@ from trainer.lowcomm.outer import IslandGroups, OuterStep
 from trainer.lowcomm.plan import (
     FIRST_ROUND_STEPS,
     RoundPlan,
-    hidden_round_steps,
+    chosen_round_steps,
+    exposed_round_steps,
     island_split,
     islands_of,
     plan_round,
-    round_steps_for,
 )
 from trainer.lowcomm.saving import RoundSaver
 from trainer.lowcomm.steps import InnerSteps, RoundTally
@@ -149,8 +149,11 @@ class LocalTrainer:
             pending = self.outer.pending
             mine = self.inner.run_round(plan, pending.poll if pending else lambda: None)
             exchange_started = time.perf_counter()
+            # The run's last round waits for its exchange, and so does the first when the
+            # run chooses the round length: its exchange, whole, is the measurement.
             self.outer.step([n * self.config.global_batch for n in plan.steps],
-                            final=plan.last_step == run.total_steps)
+                            final=(plan.last_step == run.total_steps
+                                   or self.round_steps is None))
             mine.exchange_s = time.perf_counter() - exchange_started
             mine.in_flight_s = (pending.in_flight_s or 0.0) if pending else 0.0
             mine.stop = 1.0 if self.stop.signum is not None else 0.0
@@ -185,17 +188,19 @@ class LocalTrainer:
         if measure:
             self.speeds = [n / t.inner_s if n and t.inner_s > 0 else old
                            for n, t, old in zip(plan.steps, leaders, self.speeds, strict=True)]
-        if self.round_steps is None and len(leaders) > 1:
-            steps_per_island = sum(plan.steps) / len(plan.steps)
-            step_s = max(t.inner_s for t in leaders) / max(steps_per_island, 1)
-            exchange_s = min(t.exchange_s for t in leaders)
-            self.round_steps = round_steps_for(exchange_s, step_s, self.config.round_exchange)
-            if self.config.outer_overlap:  # long enough to hide the exchange under way
-                in_flight = min(t.in_flight_s for t in leaders)
-                self.round_steps = max(self.round_steps, hidden_round_steps(
-                    in_flight, step_s, self.config.round_exchange))
-        elif self.round_steps is None:
-            self.round_steps = FIRST_ROUND_STEPS
+        if len(leaders) < 2:  # one island: nothing is exchanged
+            self.round_steps = self.round_steps or FIRST_ROUND_STEPS
+            return
+        steps_per_island = sum(plan.steps) / len(plan.steps)
+        step_s = max(t.inner_s for t in leaders) / max(steps_per_island, 1)
+        exchange_s = min(t.exchange_s for t in leaders)
+        fraction, overlap = self.config.round_exchange, self.config.outer_overlap
+        if self.round_steps is None:  # the first round, whose exchange was waited for
+            self.round_steps = chosen_round_steps(exchange_s, step_s, fraction, overlap)
+        elif self.config.round_steps is None and overlap:
+            # Hidden behind the next round, the exchange still leaves its own work exposed.
+            self.round_steps = exposed_round_steps(self.round_steps, exchange_s, step_s,
+                                                   fraction)
 
     def _report(self, plan: RoundPlan, mine: RoundTally, tallies: list[RoundTally],
                 round_s: float) -> None:

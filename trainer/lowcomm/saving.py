@@ -1,11 +1,13 @@
 """Checkpoints of a local-exchange run, written at a round's end.
 
-At a round's end every rank holds the anchor (the model), so the checkpoint is the exact mode's
-(model, rank 0's inner optimizer, training state, RNG, step) plus ``local_rounds``: every
-island's inner optimizer state (gathered from the island leaders: islands' inner states
-differ) and error-feedback residuals (``outer_compression``), the outer optimizer's momentum,
+At a round's end every rank holds the anchor (the model; with ``outer_overlap``, its island's
+eager start), so the checkpoint is the exact mode's (model, rank 0's inner optimizer, training
+state, RNG, step) plus ``local_rounds``: every island's inner optimizer state (gathered from the
+island leaders: islands' inner states differ) and error-feedback residuals
+(``outer_compression``), the outer optimizer's momentum,
 the islands' speeds, the round length and, with ``outer_overlap``, the pending exchange's
-average (waited for at the checkpoint: the next round applies it, as the run would have). A resume
+average (waited for at the checkpoint: the next round applies it, as the run would have), the
+anchor, and every island's eager start and own share of the pending average. A resume
 continues from the round position exactly: a run that stopped or lost a rank mid-round resumes
 from the last round's end and trains that round again, the same as the uninterrupted run. A run
 that goes on without a lost host resumes with fewer islands (``RoundSaver.load``).
@@ -25,7 +27,7 @@ from trainer.checkpoint.files import rng_state, save_checkpoint
 from trainer.dist import print0
 from trainer.event_log import EventWriter
 from trainer.events import CheckpointEvent
-from trainer.lowcomm.outer import IslandGroups, OuterStep
+from trainer.lowcomm.outer import IslandGroups, IslandOuterState, OuterStep
 from trainer.settings.train_config import TrainConfig
 from trainer.step.optim import OptimizerStep
 from trainer.step.step_records import RunProgress
@@ -57,14 +59,17 @@ class RoundSaver:
             return
         self.saved_step = run.step
         self.outer.settle()  # the pending exchange's average goes into the checkpoint
-        mine = ((self.groups.index, _on_cpu(self.optimizer.state_dict()),
-                 self.outer.island_state()) if self.groups.is_leader else None)
+        island = self.outer.island_state()
+        mine = ((self.groups.index, _on_cpu(self.optimizer.state_dict()), island.residual,
+                 {"own": island.own, "start": island.start})
+                if self.groups.is_leader else None)
         gathered: list[Any] = [None] * dist.get_world_size() if self.rank == 0 else []
         dist.gather_object(mine, gathered if self.rank == 0 else None, dst=0)
         if self.rank != 0:
             return
         inner = {item[0]: item[1] for item in gathered if item is not None}
         feedback = {item[0]: item[2] for item in gathered if item is not None}
+        eager = {item[0]: item[3] for item in gathered if item is not None}
         config = self.config
         state = {
             "step": run.step, "samples_seen": run.step * config.global_batch,
@@ -77,6 +82,7 @@ class RoundSaver:
                 "inner": [inner[i] for i in range(len(self.groups.islands))],
                 "outer": self.outer.state_dict(), "speeds": list(speeds),
                 "feedback": [feedback[i] for i in range(len(self.groups.islands))],
+                "eager": [eager[i] for i in range(len(self.groups.islands))],
                 "round_steps": round_steps},
         }
         path = save_checkpoint(config.run_dir, state, keep=config.keep_checkpoints)
@@ -108,7 +114,10 @@ class RoundSaver:
             return speeds, saved["round_steps"] if round_steps is None else round_steps
         self.optimizer.load_state_dict(saved["inner"][self.groups.index])
         residuals = saved.get("feedback") or [None] * len(islands)
-        self.outer.load_state_dict(saved["outer"], device, residuals[self.groups.index])
+        eager = (saved.get("eager") or [{}] * len(islands))[self.groups.index]
+        self.outer.load_state_dict(saved["outer"], device, IslandOuterState(
+            residual=residuals[self.groups.index], own=eager.get("own"),
+            start=eager.get("start")))
         return list(saved["speeds"]), (round_steps if round_steps is not None
                                        else saved["round_steps"])
 

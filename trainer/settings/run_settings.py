@@ -183,8 +183,9 @@ class RunSettings:
                                                                     metavar="H"))
     """``local``: inner steps per island per round on average (islands of unequal speed get
     steps in proportion to it, so they finish together); the round then consumes
-    ``round_steps`` x islands global batches. Not set: chosen after a first round of 4 so
-    that the exchange takes at most ``round_exchange`` of a round."""
+    ``round_steps`` x islands global batches. Not set: chosen after a first round of 4 (its
+    exchange waited for) so that the exchange takes, or with ``outer_overlap`` leaves exposed,
+    at most ``round_exchange`` of a round."""
     round_exchange: float = field(default=0.05, metadata=setting(EXCHANGE, above=0))
     """``local`` with ``round_steps`` not set: the largest fraction of a round its exchange
     may take (the round is made long enough); below 1."""
@@ -200,6 +201,7 @@ class RunSettings:
     error feedback, one all-gather: about 4x or 8x fewer bytes; docs/lowcomm.md gives each
     one's measured quality cost)."""
     outer_overlap: bool = field(default=False, metadata=setting(EXCHANGE))
-    """``local``: run each round's exchange while the islands compute the next round, and
-    apply it one round late (the round-length rule then counts only the exchange time left
-    exposed)."""
+    """``local``: run each round's exchange while the islands compute the next round, each
+    island starting it from an eager estimate (its own change now, the others' of the round
+    before) corrected when the average arrives; the round-length rule then counts only the
+    exchange time left exposed."""
