@@ -77,7 +77,7 @@ def train(config: TrainConfig) -> int:
         # -- 2. Join the process group (torchrun's rendezvous) ------------------------------
         join_group(membership, backend, device, info)  # or its generation's, on the run's store
         parts = (config, info, device, backend, task, order, events, stop, run, placement)
-        (LocalTrainer(*parts) if config.exchange == "local"  # local: APPROXIMATE
+        (LocalTrainer(*parts, membership) if config.exchange == "local"  # local: APPROXIMATE
          else Trainer(*parts, membership)).fit()
         status = "left" if run.left else status  # its host left; the others go on
         if not run.left and run.step < run.total_steps:  # signalled: every rank stopped
