@@ -132,9 +132,9 @@ class LocalTrainer(IslandChanges):
             every=config.eval_every, model=self.model, rank=self.rank, device=device,
             precision=config.precision, micro_batch=(None,), events=events,
         ) if config.eval_every else None
-        self._announce(backend, resumed[0] if resumed else None)
         if membership is not None and membership.joining is not None:
             self.take_state(membership.joining, time.monotonic())  # a joiner: the outer state
+        self._announce(backend, resumed[0] if resumed else None)
 
     def make_groups(self) -> IslandGroups:
         """The islands' groups (collective): ``--islands``, else each host's ranks (with live
