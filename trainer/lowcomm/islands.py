@@ -24,7 +24,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -40,6 +40,8 @@ from trainer.membership.state import broadcast_state
 from trainer.settings.train_config import TrainConfig
 from trainer.step.slowdown import SlowdownSchedule, emulates
 from trainer.step.step_records import RunProgress
+
+T = TypeVar("T")
 
 
 class IslandChanges:
@@ -88,7 +90,7 @@ class IslandChanges:
             exchange(weights)
             return self._gather(mine)
         mine.leave, mine.joiners = self.membership.flags()
-        feedback = self.outer.feedback
+        feedback, hosts = self.outer.feedback, self.island_hosts()
         before = feedback.residual.clone() if feedback is not None else None
         applied = False
         try:
@@ -96,12 +98,48 @@ class IslandChanges:
             applied = True
             return self._gather(mine)
         except RuntimeError as exc:
-            if not self.membership.is_loss(exc):
-                raise
-            error, seen, hosts = exc, time.monotonic(), self.island_hosts()
-        while True:  # formed again without whoever is lost while it forms
-            done = plan.last_step if applied else plan.first_step - 1
-            nxt = self.membership.after_loss(done, False, self.split, self.config.global_batch)
+            error = exc
+
+        def redo(nxt: NextGeneration) -> list[RoundTally]:
+            nonlocal applied
+            if nxt.step < plan.last_step:  # nobody applied the round: redo it without them
+                if self.outer.feedback is not None and before is not None:
+                    self.outer.feedback.residual = before.clone()
+                kept = self.island_hosts()
+                self.dropped = tuple(h for h in hosts if h not in kept)
+                exchange([weights[hosts.index(h)] for h in kept])
+                applied = True
+            return self._gather(mine)
+
+        return self.survive(error, lambda: plan.last_step if applied else plan.first_step - 1,
+                            redo)
+
+    def between_rounds(self, work: Callable[[], None]) -> bool:
+        """``work()`` after a completed round (evaluation, checkpoint); with live membership a
+        member lost during it leaves the round standing and the survivors go on without it
+        (that work not done again). False: this rank's own host was cut off and is out."""
+        if self.membership is None:
+            work()
+            return True
+        try:
+            work()
+            return True
+        except RuntimeError as exc:
+            return self.survive(exc, lambda: self.run.step, lambda _: True) is not None
+
+    def survive(self, error: RuntimeError, done: Callable[[], int],
+                then: Callable[[NextGeneration], T]) -> T | None:
+        """After a failed collective: the survivors' next generation (``done()``: this rank's
+        completed steps), formed here, then ``then(plan)``; both again without whoever is lost
+        meanwhile. Raises ``error`` when nobody was lost (this rank's own failure); None when
+        this rank's host is out."""
+        assert self.membership is not None
+        seen = time.monotonic()
+        while True:
+            if not self.membership.is_loss(error):
+                raise error
+            nxt = self.membership.after_loss(done(), False, self.split,
+                                             self.config.global_batch)
             if not nxt.hosts:
                 raise error
             if self.membership.member not in nxt.generation.members:
@@ -109,23 +147,14 @@ class IslandChanges:
                 return None
             try:
                 self.regenerate(nxt, seen)
-                if nxt.step < plan.last_step:  # nobody applied the round: redo it without them
-                    if self.outer.feedback is not None and before is not None:
-                        self.outer.feedback.residual = before.clone()
-                    self.dropped = tuple(h for h in hosts if h in nxt.hosts)
-                    kept = self.island_hosts()
-                    exchange([weights[hosts.index(h)] for h in kept])
-                    applied = True
-                return self._gather(mine)
+                return then(nxt)
             except RuntimeError as again:
-                if not self.membership.is_loss(again):
-                    raise
                 self.membership.unfinished(nxt, self.events)
                 error = again
 
     def at_boundary(self, tallies: list[RoundTally]) -> bool:
         """After a completed round: the change its tallies ask for (a leave, a join), if any.
-        False when this rank's host leaves."""
+        False when this rank's host leaves (or was cut off meanwhile)."""
         if self.membership is None:
             return True
         seen = time.monotonic()
@@ -137,7 +166,11 @@ class IslandChanges:
         if self.membership.member not in plan.generation.members:
             self._leave()
             return False
-        self.regenerate(plan, seen)
+        try:
+            self.regenerate(plan, seen)
+        except RuntimeError as exc:  # a member lost while the generation formed
+            self.membership.unfinished(plan, self.events)
+            return self.survive(exc, lambda: self.run.step, lambda _: True) is not None
         return True
 
     def _leave(self) -> None:

@@ -189,8 +189,8 @@ class LocalTrainer(IslandChanges):
             check_finite_loss(sum(t.loss_sum for t in tallies), run)
             self._learn(plan, tallies)
             self._report(plan, mine, tallies, time.perf_counter() - started, hosts)
-            self._evaluate(before)
-            self.saver.save(run, before, self.speeds, self.round_steps)
+            if not self.between_rounds(partial(self._after_round, before)):
+                return  # this rank's host was cut off: the others went on without it
             if not self.at_boundary(tallies):
                 return  # this rank's host left at the round's end: nothing more to write
         self.saver.save(run, run.step - 1, self.speeds, self.round_steps, last=True)
@@ -270,6 +270,11 @@ class LocalTrainer(IslandChanges):
                f"{sent / samples:.0f} bytes/sample exchanged ({config.outer_compression}"
                f"{', overlapped' if config.outer_overlap else ''}, "
                f"{min(t.exchange_s for t in leaders):.2f} s exposed)")
+
+    def _after_round(self, before: int) -> None:
+        """The evaluation and the checkpoint a round's end may be due (collective)."""
+        self._evaluate(before)
+        self.saver.save(self.run, before, self.speeds, self.round_steps)
 
     def _evaluate(self, before: int) -> None:
         """The held-out set when the round crossed a multiple of ``eval_every`` or ended the
