@@ -12,6 +12,8 @@ state lives in one ``RunProgress``.
 
 from __future__ import annotations
 
+import importlib
+import os
 import signal
 import socket
 import sys
@@ -32,6 +34,7 @@ from trainer.evaluate import held_out
 from trainer.events import EndEvent, EndStatus
 from trainer.exact_loop import Trainer
 from trainer.lowcomm.rounds import LocalTrainer
+from trainer.membership.contract import JOIN_ENV
 from trainer.membership.members import join_group, join_run, rank_events
 from trainer.placement import place_this_rank
 from trainer.settings.syncbatch import check_syncbatch_device
@@ -65,6 +68,10 @@ def train(config: TrainConfig) -> int:
     check_total_steps(config, run.total_steps)
     if config.eval_every:
         held_out(task, config.eval_samples, f"the {config.task} task")
+    if JOIN_ENV in os.environ:  # a joiner is watched from its first forming on: the module its
+        # first optimizer imports (torch._dynamo: 20 s seen on a loaded VM, holding the
+        # interpreter and so its heartbeat) is imported before it asks to join.
+        importlib.import_module("torch._dynamo")
     membership, info, config = join_run(config, info)  # a joiner asks set up: the run waits
     check_world(config, info.world_size)  # a joiner's: the generation's that admits it
     events = rank_events(config.run_dir, membership, info.rank)

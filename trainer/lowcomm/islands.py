@@ -65,6 +65,9 @@ class IslandChanges:
     round_steps: int | None
     dropped: tuple[str, ...] = ()
     """Hosts lost during the round under way, left out of its average (its event says so)."""
+    carried_speeds: dict[str, float] | None = None
+    """While a generation forms: each island's speed by host, as before the change (kept when
+    the forming fails and is retried)."""
 
     def _gather(self, mine: RoundTally) -> list[RoundTally]:
         raise NotImplementedError
@@ -184,7 +187,9 @@ class IslandChanges:
         on it (kept islands keep their speed, inner optimizer and residual), then the outer
         state from ``plan.state_from`` where it is needed (a joiner)."""
         assert self.membership is not None
-        before = dict(zip(self.island_hosts(), self.speeds, strict=True))
+        if self.carried_speeds is None:  # a forming retried keeps what the first one found
+            self.carried_speeds = dict(zip(self.island_hosts(), self.speeds, strict=True))
+        before = self.carried_speeds
         self.membership.generation = plan.generation
         self.rank, self.world = self.membership.rank, len(plan.generation.members)
         self.events.members = plan.generation.members
@@ -196,6 +201,7 @@ class IslandChanges:
         known = list(before.values())
         self.speeds = [before.get(h, statistics.fmean(known)) for h in self.island_hosts()]
         self.take_state(plan, seen)
+        self.carried_speeds = None
 
     def regroup(self, groups: IslandGroups) -> None:
         """Every part that holds the islands' groups takes the new ones (collective: the
