@@ -12,10 +12,10 @@ where every rank holds the anchor:
   failed try, the weights their own samples); if some survivor had already applied the round
   (the island was lost after its change was exchanged), that survivor's outer state is sent to
   the others instead and nothing is dropped;
-- a joiner is admitted at a round's end: rank 0 sends it the anchor (= every rank's
-  parameters), the outer optimizer's momentum, the step, the islands' speeds and the round
-  length; its inner optimizer and its error-feedback residual start at zero, and its island's
-  speed is the mean of the others' until measured.
+- a joiner is admitted at a round's end: rank 0 sends it the anchor (= every rank's trained
+  parameters; its buffers stay its own), the outer optimizer's momentum, the step, the
+  islands' speeds and the round length; its inner optimizer and its error-feedback residual
+  start at zero, and its island's speed is the mean of the others' until measured.
 Without the port none of this runs (``self.membership`` is None).
 """
 
@@ -51,7 +51,6 @@ class IslandChanges:
     config: TrainConfig
     run: RunProgress
     events: EventWriter
-    model: torch.nn.Module
     groups: IslandGroups
     inner: InnerSteps
     outer: OuterStep
@@ -226,14 +225,19 @@ class IslandChanges:
 
     def outer_state(self) -> dict[str, Any]:
         """What a rank needs to start the next round as every other one: the anchor (the
-        model's parameters at a round's end), the outer momentum, the step, the speeds."""
-        return {"model": self.model.state_dict(), "outer": self.outer.state_dict(),
-                "step": self.run.step, "speeds": list(self.speeds),
-                "round_steps": self.round_steps}
+        trained parameters at a round's end; not the buffers, an island's own, as a replay's
+        island that was outside the rounds keeps its own), the outer momentum, the step, the
+        speeds and the round length."""
+        return {"parameters": [p.detach().cpu() for p in self.outer.parameters],
+                "outer": self.outer.state_dict(), "step": self.run.step,
+                "speeds": list(self.speeds), "round_steps": self.round_steps}
 
     def load_outer_state(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.outer.load_state_dict(state["outer"], self.device)  # the anchor from the model
+        """``outer_state``'s, taken: the parameters, then the anchor from them."""
+        with torch.no_grad():
+            for mine, sent in zip(self.outer.parameters, state["parameters"], strict=True):
+                mine.copy_(sent)
+        self.outer.load_state_dict(state["outer"], self.device)
         self.run.step, self.speeds = state["step"], list(state["speeds"])
         self.round_steps = state["round_steps"]
 
