@@ -120,14 +120,13 @@ class IslandChanges:
         """``work()`` after a completed round (evaluation, checkpoint); with live membership a
         member lost during it leaves the round standing and the survivors go on without it
         (that work not done again). False: this rank's own host was cut off and is out."""
-        if self.membership is None:
-            work()
-            return True
         try:
             work()
-            return True
         except RuntimeError as exc:
+            if self.membership is None:
+                raise
             return self.survive(exc, lambda: self.run.step, lambda _: True) is not None
+        return True
 
     def survive(self, error: RuntimeError, done: Callable[[], int],
                 then: Callable[[NextGeneration], T]) -> T | None:
