@@ -326,4 +326,6 @@ def _exchange(summary: RunSummary) -> list[tuple[str, str]]:
                                   rounds.exchange_s)
         line += (f" · exchanged {exchanged} · round of "
                  f"{'+'.join(map(str, rounds.inner_steps))} inner steps, {rounds.round_s:.2f} s")
+        if rounds.islands:
+            line += f" · islands {rounds.islands}"
     return [("exchange", line)]

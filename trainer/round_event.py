@@ -45,6 +45,20 @@ class RoundEvent:
     in_flight_s: float = 0.0
     """``outer_overlap``: the exchange applied this round, from its start (the round before's
     end) until seen complete (noted between inner steps; the shortest of the island leaders')."""
+    island_hosts: tuple[str, ...] = ()
+    """Live membership (islands are hosts): each island's host, in island order: the islands
+    of this round, as joins and leaves changed them; empty without live membership."""
+    dropped: tuple[str, ...] = ()
+    """Hosts lost during the round: they trained, their change was left out of its average
+    (the survivors' outer step is over the islands that completed the round)."""
+
+    def islands_text(self) -> str:
+        """The round's island set for the console and ``corral report``: ``h0 | h1 | h3``,
+        ``h0 | h3 (h1 lost: dropped)``; empty without live membership."""
+        text = " | ".join(self.island_hosts)
+        if self.dropped:
+            text += f" ({', '.join(self.dropped)} lost: dropped)"
+        return text
 
     def exchange_text(self) -> str:
         """What the console and ``corral report`` say of the round's exchange:

@@ -36,6 +36,8 @@ def policy_line(model: RunModel) -> Text:
             text.append(f" · exchanged {last.exchange_text()} · round "
                         f"{'+'.join(map(str, last.inner_steps))} steps, {last.round_s:.2f} s",
                         style="yellow")
+            if last.island_hosts:  # live membership: the islands of the round
+                text.append(f" · islands {last.islands_text()}", style="yellow")
     return text
 
 

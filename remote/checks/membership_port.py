@@ -26,12 +26,13 @@ PORT_TRIES = 2
 
 def wants_membership_port(config: ClusterConfig) -> bool:
     """Whether the run's ranks get a membership port: ``[run] live_membership`` asked for it,
-    for corral's own exact loop (a ``task``), not a script run as is (it restarts from its own
-    checkpoint on a change of hosts) nor ``exchange = "local"`` (its rounds' loop neither reads
-    a leave request nor re-forms its groups: without the port, ``corral leave`` refuses it and
-    a lost host takes the restart at once instead of waiting for the survivors)."""
+    for corral's own loop (a ``task``, exact or ``exchange = "local"``, whose islands change at
+    a round's end), not a script run as is (it restarts from its own checkpoint on a change of
+    hosts) nor ``outer_overlap`` (an exchange still under way crosses every round's end:
+    without the port, ``corral leave`` refuses it and a lost host takes the restart at once
+    instead of waiting for the survivors)."""
     return (config.run.live_membership and config.run.script is None
-            and config.run.exchange == "exact")
+            and (config.run.exchange == "exact" or not config.run.outer_overlap))
 
 
 def _candidate(avoid: int | None) -> int:

@@ -200,8 +200,8 @@ class RunSection(RunSettings):
     """Hosts join and leave the running run at step boundaries, in the same processes and with
     the same result (``corral leave``, the console's ``e``); with ``on_host_loss = "continue"``
     a host whose ranks die is left behind by the survivors instead of a restart. corral's own
-    exact loop only (not a script run as is, not ``exchange = "local"``). Off: every change of
-    hosts is a restart
+    loop only (not a script run as is); with ``exchange = "local"`` islands join and leave at a
+    round's end (not with ``outer_overlap``). Off: every change of hosts is a restart
     (docs/reliability.md, "Live membership": what it covers yet)."""
     hang_limit: float = field(default=300.0, metadata=key(at_least=0.0, at_most=10**7))
     """Seconds without a step after which corral stops the run, naming the rank that holds

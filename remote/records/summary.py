@@ -170,6 +170,8 @@ class RoundFacts:
     """``outer_compression`` of the run's exchange."""
     overlap: bool = False
     """``outer_overlap``: the exchange ran behind the next round."""
+    islands: str = ""
+    """Live membership: the round's islands (``RoundEvent.islands_text``); "" without it."""
 
 
 def _outcome(history: RunHistory, steps_done: int) -> Outcome:
@@ -251,7 +253,8 @@ def _round_facts(figures: RunFigures) -> RoundFacts | None:
         return None
     return RoundFacts(bytes_per_sample=last.bytes_per_sample, inner_steps=list(last.inner_steps),
                       round_s=last.round_s, exchange_s=last.exchange_s,
-                      compression=last.compression, overlap=last.overlap)
+                      compression=last.compression, overlap=last.overlap,
+                      islands=last.islands_text())
 
 
 def recorded_wall_s(info: RunInfo) -> float | None:

@@ -49,7 +49,16 @@ def test_the_report_counts_a_rounds_samples_and_labels_the_run_approximate() -> 
     [(key, line)] = _exchange(summary)
     assert key == "exchange" and "APPROXIMATE" in line
     assert "exchanged int4, overlapped: 100 bytes/sample, 0.10 s exposed" in line
-    assert "8+4 inner steps, 2.00 s" in line
+    assert "8+4 inner steps, 2.00 s" in line and " · islands" not in line
+    # Live membership: the round's islands, a lost one dropped from its average.
+    islands = RoundEvent(t=2.0, rank=0, step=12, first_step=1, inner_steps=(8, 4),
+                         islands=((0,), (1,)), round_s=2.0, exchange_s=0.1, exchanged_bytes=1,
+                         bytes_per_sample=1.0, round_steps=6, island_hosts=("a", "b"),
+                         dropped=("b",)).islands_text()
+    summary = cast(RunSummary, SimpleNamespace(exchange="local", rounds=RoundFacts(
+        bytes_per_sample=100.0, inner_steps=[8, 4], round_s=2.0, exchange_s=0.1,
+        islands=islands)))
+    assert _exchange(summary)[0][1].endswith(" · islands a | b (b lost: dropped)")
     assert _exchange(cast(RunSummary, SimpleNamespace(exchange="exact", rounds=None))) == []
 
 
@@ -71,3 +80,9 @@ def test_the_console_labels_a_local_run_approximate_with_its_round() -> None:
                                      round_steps=6, compression="int8"))
     assert ("exchanged int8: 100 bytes/sample, 0.10 s exposed · round 8+4 steps, 2.00 s"
             in policy_line(model).plain)
+    assert "islands" not in policy_line(model).plain  # islands are hosts only when live
+    model.figures.observe(RoundEvent(t=3.0, rank=0, step=18, first_step=13, inner_steps=(2, 2),
+                                     islands=((0,), (1,)), round_s=1.0, exchange_s=0.1,
+                                     exchanged_bytes=38400, bytes_per_sample=100.0,
+                                     round_steps=2, island_hosts=("a", "b")))
+    assert policy_line(model).plain.endswith(" · islands a | b")

@@ -58,6 +58,8 @@ def test_a_script_run_as_is_gets_no_membership_port(tmp_path: Path) -> None:
     script = replace(config, run=replace(config.run, script="train.py"))
     assert not wants_membership_port(script)
     local = replace(config, run=replace(config.run, exchange="local"))
-    assert not wants_membership_port(local)  # the rounds' loop keeps the restart
+    assert wants_membership_port(local)  # islands join and leave at a round's end
+    overlapped = replace(local, run=replace(local.run, outer_overlap=True))
+    assert not wants_membership_port(overlapped)  # an exchange under way crosses the end
     for env in _envs(config).values():  # no port planned: none set
         assert MEMBERSHIP_PORT_ENV not in env

@@ -145,3 +145,23 @@ def test_check_says_what_each_exchange_setting_costs_and_gives() -> None:
     text = settings_text(hosts[1], hosts, 256, 40e6, 0.05)
     assert "`laptop` exchange per round" in text and "none 6.40 s" in text
     assert "int8+overlap" in text and f"(H={hidden.round_steps})" in text
+
+
+def test_an_island_schedule_gives_each_rounds_islands_and_those_dropped() -> None:
+    from profiles.user_errors import UsageError
+    from trainer.lowcomm.schedule import islands_at, parse_schedule
+
+    schedule = parse_schedule("0:0,1,2; 6:0,1,2,3;22:0,~1,3;28:0,3")
+    assert islands_at(schedule, 0, 4) == (frozenset({0, 1, 2}), frozenset())
+    assert islands_at(schedule, 14, 4) == (frozenset({0, 1, 2, 3}), frozenset())
+    assert islands_at(schedule, 22, 4) == (frozenset({0, 1, 3}), frozenset({1}))
+    assert islands_at(schedule, 40, 4) == (frozenset({0, 3}), frozenset())
+    assert islands_at((), 40, 2) == (frozenset({0, 1}), frozenset())  # none given: all
+    # An island outside the round takes no batch: the others' lie where they would without it.
+    plan = plan_round(step=22, total_steps=100, round_steps=2, speeds=[1.0, 1.0, 0.0, 1.0],
+                      active=3)
+    assert plan.steps == (2, 2, 0, 2) and list(plan.global_steps(3)) == [27, 28]
+    for bad, message in (("6-0,1", "is not STEP:ISLANDS"), ("6:0;6:1", "steps must increase"),
+                         ("0:0,4", "names island 4, the run has 4")):
+        with pytest.raises(UsageError, match=message):
+            islands_at(parse_schedule(bad), 10, 4)

@@ -32,6 +32,7 @@ EVERY_FIELD_CHANGED = {
                     SlowdownChange(step=9, rank=0, factor=1.5)),
     "resources_every": 0.5, "micro_batch": (None, None), "exchange": "local", "round_steps": 12,
     "round_exchange": 0.1, "outer_lr": 0.5, "outer_momentum": 0.8, "islands": (0, 1),
+    "island_schedule": "0:0;4:0,~1",
     "outer_compression": "int4", "outer_overlap": True,
     "link_mbit": 72.5,
 }

@@ -151,6 +151,21 @@ class OuterStep:
             out.append((anchor.detach() - lr * g).reshape(-1))
         return torch.cat(out)
 
+    def silence(self) -> None:
+        """This island sends nothing this round (weight 0, outside the round or dropped from
+        its average): its residual is dropped first, as a leaving island's is."""
+        if self.feedback is not None:
+            self.feedback.residual.zero_()
+
+    def regroup(self, groups: IslandGroups) -> None:
+        """A new membership generation's islands (live membership): this island keeps its
+        residual; an island's new leader starts one at zero."""
+        self.groups = groups
+        if self.compression == "none" or not groups.is_leader:
+            self.feedback = None
+        elif self.feedback is None:
+            self.feedback = ErrorFeedback(self.numel, self.anchor[0].device)
+
     def settle(self) -> None:
         """Wait for the pending exchange (collective in the island; before a checkpoint)."""
         if self.pending is not None:

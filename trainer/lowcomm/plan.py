@@ -72,11 +72,12 @@ class RoundPlan:
         return range(start, start + self.steps[island])
 
 
-def plan_round(step: int, total_steps: int, round_steps: int, speeds: Sequence[float]
-               ) -> RoundPlan:
+def plan_round(step: int, total_steps: int, round_steps: int, speeds: Sequence[float],
+               active: int | None = None) -> RoundPlan:
     """The round after global step ``step``: ``round_steps`` inner steps per island on average,
-    shared by speed; the run's last round shares what is left."""
-    total = min(round_steps * len(speeds), total_steps - step)
+    shared by speed; the run's last round shares what is left. ``active``: the islands that
+    train (``--island-schedule``: the others have speed 0), all when None."""
+    total = min(round_steps * (len(speeds) if active is None else active), total_steps - step)
     return RoundPlan(first_step=step + 1, steps=inner_steps(speeds, total))
 
 

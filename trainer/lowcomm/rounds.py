@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from functools import partial
 from typing import Any
 
 import torch
@@ -27,6 +28,7 @@ from trainer.dist import RankInfo, on_any_rank, print0
 from trainer.evaluate import Evaluator, held_out
 from trainer.event_log import EventWriter
 from trainer.events import RoundEvent
+from trainer.lowcomm.islands import IslandChanges, member_islands
 from trainer.lowcomm.outer import IslandGroups, OuterStep
 from trainer.lowcomm.plan import (
     FIRST_ROUND_STEPS,
@@ -38,7 +40,9 @@ from trainer.lowcomm.plan import (
     plan_round,
 )
 from trainer.lowcomm.saving import RoundSaver
+from trainer.lowcomm.schedule import islands_at, parse_schedule
 from trainer.lowcomm.steps import InnerSteps, RoundTally
+from trainer.membership.members import Membership
 from trainer.placement import Placement
 from trainer.settings.train_config import TrainConfig
 from trainer.step.batch_order import GlobalBatchOrder
@@ -70,13 +74,22 @@ def island_ids(config: TrainConfig, world: int) -> list[Any]:
     return gathered
 
 
-class LocalTrainer:
-    """One rank of a local-exchange run, after it joined the process group."""
+class LocalTrainer(IslandChanges):
+    """One rank of a local-exchange run, after it joined the process group (islands joining
+    and leaving with live membership: ``IslandChanges``, trainer/lowcomm/islands.py)."""
 
     def __init__(self, config: TrainConfig, info: RankInfo, device: torch.device, backend: str,
                  task: Task, order: GlobalBatchOrder, events: EventWriter, stop: StopSignals,
-                 run: RunProgress, placement: Placement | None = None) -> None:
+                 run: RunProgress, placement: Placement | None = None,
+                 membership: Membership | None = None) -> None:
         """``placement``: where this rank runs (applied before; the exact loop's signature)."""
+        self.membership, self.backend = membership, backend
+        if membership is not None and (config.islands or config.island_schedule
+                                       or config.outer_overlap):
+            raise UsageError("live membership in a low-communication run takes islands as "
+                             "hosts and an exchange finished at each round's end: leave out "
+                             "--islands, --island-schedule and --outer-overlap")
+        self.schedule = parse_schedule(config.island_schedule or "")
         self.config, self.task, self.order, self.run = config, task, order, run
         self.rank, self.world, self.device, self.events = info.rank, info.world_size, device, events
         self.stop = stop
@@ -88,7 +101,7 @@ class LocalTrainer:
         # world 1: the island's summed gradient is divided by the island's units alone.
         self.optim_step = OptimizerStep(config, self.optimizer, self.parameters, device, 1,
                                         run.total_steps)
-        self.groups = IslandGroups(islands_of(island_ids(config, self.world)), self.rank)
+        self.groups = self.make_groups()
         self.outer = OuterStep(self.parameters, self.groups, lr=config.outer_lr,
                                momentum=config.outer_momentum,
                                compression=config.outer_compression,
@@ -119,7 +132,16 @@ class LocalTrainer:
             every=config.eval_every, model=self.model, rank=self.rank, device=device,
             precision=config.precision, micro_batch=(None,), events=events,
         ) if config.eval_every else None
+        if membership is not None and membership.joining is not None:
+            self.take_state(membership.joining, time.monotonic())  # a joiner: the outer state
         self._announce(backend, resumed[0] if resumed else None)
+
+    def make_groups(self) -> IslandGroups:
+        """The islands' groups (collective): ``--islands``, else each host's ranks (with live
+        membership, the generation's hosts)."""
+        islands = (member_islands(self.membership) if self.membership is not None
+                   else islands_of(island_ids(self.config, self.world)))
+        return IslandGroups(islands, self.rank)
 
     def _announce(self, backend: str, resumed_from: str | None) -> None:
         config, run = self.config, self.run
@@ -141,36 +163,56 @@ class LocalTrainer:
     def fit(self) -> None:
         """Rounds until the run's last step or a stop request, then the final result."""
         run = self.run
+        if self.membership is not None:
+            self.membership.arm()
         while run.step < run.total_steps and not run.stopping:
             before = run.step
-            plan = plan_round(run.step, run.total_steps,
-                              self.round_steps or FIRST_ROUND_STEPS, self.speeds)
+            active, dropped = islands_at(self.schedule, run.step, len(self.groups.islands))
+            plan = plan_round(run.step, run.total_steps, self.round_steps or FIRST_ROUND_STEPS,
+                              [s if i in active else 0.0 for i, s in enumerate(self.speeds)],
+                              len(active))
+            hosts = self.island_hosts()
             started = time.perf_counter()
             pending = self.outer.pending
             mine = self.inner.run_round(plan, pending.poll if pending else lambda: None)
-            exchange_started = time.perf_counter()
-            # The run's last round waits for its exchange, and so does the first when the
-            # run chooses the round length: its exchange, whole, is the measurement.
-            self.outer.step([n * self.config.global_batch for n in plan.steps],
-                            final=(plan.last_step == run.total_steps
-                                   or self.round_steps is None))
-            mine.exchange_s = time.perf_counter() - exchange_started
             mine.in_flight_s = (pending.in_flight_s or 0.0) if pending else 0.0
             mine.stop = 1.0 if self.stop.signum is not None else 0.0
-            tallies = self._gather(mine)
+            silent = self.groups.index not in active or self.groups.index in dropped
+            weights = [0 if i in dropped else n * self.config.global_batch
+                       for i, n in enumerate(plan.steps)]
+            tallies = self.finish_round(plan, mine, weights, partial(
+                self._exchange, mine, silent=silent,
+                # The run's last round waits for its exchange, and so does the first when the
+                # run chooses the round length: its exchange, whole, is the measurement.
+                final=plan.last_step == run.total_steps or self.round_steps is None))
+            if tallies is None:
+                return  # this rank's host was cut off: the others went on without it
             run.step = plan.last_step
             run.stopping = any(t.stop > 0 for t in tallies)
             check_finite_loss(sum(t.loss_sum for t in tallies), run)
             self._learn(plan, tallies)
-            self._report(plan, mine, tallies, time.perf_counter() - started)
-            self._evaluate(before)
-            self.saver.save(run, before, self.speeds, self.round_steps)
+            self._report(plan, mine, tallies, time.perf_counter() - started, hosts)
+            if not self.between_rounds(partial(self._after_round, before)):
+                return  # this rank's host was cut off: the others went on without it
+            if not self.at_boundary(tallies):
+                return  # this rank's host left at the round's end: nothing more to write
         self.saver.save(run, run.step - 1, self.speeds, self.round_steps, last=True)
         if self.rank == 0 and run.step == run.total_steps:
             print0(f"corral trainer: the trained result is in "
                    f"{write_final(self.task, self.model, self.config.run_dir)}")
         self.outer.settle()  # a stopped run's exchange under way ends before the ranks leave
         dist.barrier()
+
+    def _exchange(self, mine: RoundTally, weights: list[int], *, final: bool, silent: bool
+                  ) -> None:
+        """The outer step over the islands, each weighted by ``weights`` (its samples this
+        round; 0: left out). ``silent``: this island is outside the round or dropped from it
+        (``--island-schedule``): it sends nothing."""
+        if silent:
+            self.outer.silence()
+        started = time.perf_counter()
+        self.outer.step(weights, final=final)
+        mine.exchange_s = time.perf_counter() - started
 
     def _gather(self, mine: RoundTally) -> list[RoundTally]:
         """Every rank's tally of the round, by rank (one small all-gather)."""
@@ -183,8 +225,9 @@ class LocalTrainer:
         """From the round's measurements (the same on every rank, so every rank decides the
         same): the islands' speeds and, when not given, the round length."""
         leaders = [tallies[ranks[0]] for ranks in self.groups.islands]
-        measure = (self.config.policy == "dynamic"
-                   or (self.config.policy == "proportional" and plan.first_step == 1))
+        measure = len(leaders) == len(plan.steps) and (  # not when an island was lost
+            self.config.policy == "dynamic"
+            or (self.config.policy == "proportional" and plan.first_step == 1))
         if measure:
             self.speeds = [n / t.inner_s if n and t.inner_s > 0 else old
                            for n, t, old in zip(plan.steps, leaders, self.speeds, strict=True)]
@@ -203,8 +246,9 @@ class LocalTrainer:
                                                    fraction)
 
     def _report(self, plan: RoundPlan, mine: RoundTally, tallies: list[RoundTally],
-                round_s: float) -> None:
-        """Every rank its ``step`` event for the round; rank 0 the ``round`` event."""
+                round_s: float, hosts: tuple[str, ...]) -> None:
+        """Every rank its ``step`` event for the round; rank 0 the ``round`` event (``hosts``:
+        each island's host when the round started, with live membership)."""
         run, config = self.run, self.config
         losses = [LossTally(loss_sum=t.loss_sum, units=t.units) for t in tallies]
         report_step(self.events, rank=self.rank, step=run.step,
@@ -223,13 +267,19 @@ class LocalTrainer:
             exchange_s=min(t.exchange_s for t in leaders), exchanged_bytes=sent,
             bytes_per_sample=sent / samples, round_steps=self.round_steps or 0,
             compression=config.outer_compression, overlap=config.outer_overlap,
-            in_flight_s=min(t.in_flight_s for t in leaders)))
+            in_flight_s=min(t.in_flight_s for t in leaders), island_hosts=hosts,
+            dropped=self.dropped))
         print0(f"step {run.step}/{run.total_steps} loss {global_loss_of(losses):.4f} "
                f"{samples / round_s:.1f} samples/s (approximate) round "
                f"{'+'.join(map(str, plan.steps))} inner steps, {round_s:.2f} s, "
                f"{sent / samples:.0f} bytes/sample exchanged ({config.outer_compression}"
                f"{', overlapped' if config.outer_overlap else ''}, "
                f"{min(t.exchange_s for t in leaders):.2f} s exposed)")
+
+    def _after_round(self, before: int) -> None:
+        """The evaluation and the checkpoint a round's end may be due (collective)."""
+        self._evaluate(before)
+        self.saver.save(self.run, before, self.speeds, self.round_steps)
 
     def _evaluate(self, before: int) -> None:
         """The held-out set when the round crossed a multiple of ``eval_every`` or ended the

@@ -42,6 +42,10 @@ class RoundTally:
     in_flight_s: float = 0.0
     """``outer_overlap``: the last round's exchange, from its start until seen complete."""
     stop: float = 0.0
+    leave: float = 0.0
+    """Live membership: 1.0 when this rank's host asked to leave (``Membership.flags``)."""
+    joiners: float = 0.0
+    """Live membership, rank 0: the joiners waiting to be let in."""
 
     def as_list(self) -> list[float]:
         return [float(v) for v in astuple(self)]

@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import torch
 
@@ -40,12 +41,21 @@ from trainer.membership.plan import Generation, NextGeneration, config_for, resp
 from trainer.membership.store import MemberLost, MembershipStore
 from trainer.run_layout import RunLayout
 from trainer.settings.train_config import TrainConfig
-from trainer.step.tally import StepTally
 
 LOSS_WORDS = ("connection", "closed", "reset by peer", "broken pipe", "timed out", "timeout")
 """What gloo's and the store's errors say when a peer is gone or was cut off."""
 JOINER_FIRST_SHARE = 1
 """A joiner's share of its first step: the balancer grows it from its measured speed."""
+
+
+class BoundaryFlags(Protocol):
+    """What a boundary reads of each rank's tally: an exact step's ``StepTally``, a
+    low-communication round's ``RoundTally`` (trainer/lowcomm/steps.py)."""
+
+    @property
+    def leave(self) -> float: ...
+    @property
+    def joiners(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -121,7 +131,7 @@ class Membership:
         return leave, float(waiting)
 
     # -- a step boundary -----------------------------------------------------------------
-    def at_boundary(self, tallies: Sequence[StepTally], step: int, split: Sequence[int],
+    def at_boundary(self, tallies: Sequence[BoundaryFlags], step: int, split: Sequence[int],
                     global_batch: int, events: EventWriter) -> NextGeneration | None:
         """The change the step's tallies ask for, as rank 0 decided it (None: no change)."""
         if not any(t.leave > 0 for t in tallies) and tallies[0].joiners == 0:

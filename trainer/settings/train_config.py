@@ -186,6 +186,11 @@ class TrainConfig(RunSettings):
     """``--exchange local``: the island of each rank, one entry per rank (e.g. 0,0,1: ranks 0
     and 1 are one exactly data-parallel worker, rank 2 another). Not set: the ranks of one
     torchrun node (one host) are one island."""
+    island_schedule: str | None = field(default=None, metadata=setting(EXCHANGE,
+                                                                       metavar="STEP:ISLANDS;.."))
+    """``--exchange local``: the islands that train in each round, from a step on (e.g.
+    ``0:0,1;16:0,1,2;40:0,~1,2``; ``~``: trained but left out of the round's average): the
+    deterministic replay of a live run's joins and leaves (trainer/lowcomm/schedule.py)."""
 
     def __post_init__(self) -> None:
         if self.task not in BUILTIN_TASKS:
