@@ -187,8 +187,25 @@ def _round(box: netns.NetnsCluster, root: Path, folder: Path, spec: dict[str, st
             size = target.stat().st_size
             target.write_bytes(os.urandom(size))
         for arm in order:
+            before = _host_cpu(box)
             found[arm][step] = _arm(box, arm, root, folder, spec)
+            found[arm][step]["host_cpu_s"] = _host_cpu(box) - before
     return found
+
+
+def _host_cpu(box: netns.NetnsCluster) -> float:
+    """CPU seconds the hosts spent on finished sessions (each node's sshd and everything it
+    ran: decryption, receivers, rsync's far end), once those sessions have ended: the
+    listening sshd counts a session's CPU when it reaps it."""
+    deadline = time.monotonic() + 30.0
+    while box.processes_left() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ticks = 0
+    for node in box.nodes:
+        assert node.sshd is not None
+        fields = Path(f"/proc/{node.sshd.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _plain_shell(box: netns.NetnsCluster, root: Path) -> None:
@@ -269,6 +286,10 @@ def _summary(rounds: list[dict[str, dict[str, dict]]], args: argparse.Namespace,
            for arm in (*corral, "rsync")}
     print("first sync, CPU seconds on this side (the hosts' sshd and receivers not counted): "
           + ", ".join(f"{arm} {seconds:.1f} s" for arm, seconds in cpu.items()))
+    hosts = {arm: statistics.median(r[arm]["first"]["host_cpu_s"] for r in rounds)
+             for arm in (*corral, "rsync")}
+    print("first sync, CPU seconds on the hosts (sshd, receivers): "
+          + ", ".join(f"{arm} {seconds:.1f} s" for arm, seconds in hosts.items()))
     for arm in corral:
         probe = statistics.median(r[arm]["unchanged"]["probe_s"] for r in rounds)
         walk = statistics.median(r[arm]["unchanged"]["collect_s"] for r in rounds)
