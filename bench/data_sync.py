@@ -12,9 +12,10 @@ corral's arms are ``remote.hosts.data_sync`` as ``corral run`` drives it
 (``remote.run.data_push``: probe, the new files as large as a cached one hashed, then the
 missing files streamed into each host's cache), told that the hosts do not share this
 machine's files (the namespace hosts do: the marker would link in place and send nothing),
-each arm with host caches and a hash cache of its own: ``corral`` feeds the first host that
-lacks 64 MiB or more from its own process and the others from a sender process each;
-``corral-senders`` feeds every such host from a sender process of its own;
+each arm with host caches and a hash cache of its own: ``corral`` feeds every host that
+lacks 64 MiB or more through OpenSSH's ``ssh`` (``remote.hosts.data_openssh``);
+``corral-asyncssh`` as if ``ssh`` were not installed: the first such host from its own
+process, the others from a sender process each (asyncssh);
 ``--before COMMIT`` adds the arm ``corral@COMMIT``: this bench's corral arm as it was at that
 commit (``git archive`` of it, run from a temporary folder). rsync's arm is ``rsync -a`` of
 the folder to each host over OpenSSH with the same key. Each arm runs in a process of its own
@@ -57,21 +58,22 @@ from tests.remote import netns, netns_links  # noqa: E402
 
 STEPS = ("first", "unchanged", "changed")
 T = TypeVar("T")
-CORRAL_ARMS = ("corral", "corral-senders")
-"""``corral``: the first host that lacks much fed from the master's process, the others from a
-sender process each (``remote.hosts.data_sender.MASTER_FEEDS``); ``corral-senders``: every
-such host from a sender process of its own."""
+CORRAL_ARMS = ("corral", "corral-asyncssh")
+"""``corral``: every host that lacks much fed through OpenSSH's ``ssh``; ``corral-asyncssh``:
+no ``ssh`` (``remote.hosts.data_openssh.CLIENT`` None), the first such host fed from the
+master's process, the others from a sender process each (``data_sender.MASTER_FEEDS``)."""
 
 
 async def _corral_step(cluster: str, folder: Path, hashes: Path,
-                       master_feeds: int) -> dict[str, float]:
+                       openssh: bool) -> dict[str, float]:
     from remote.config.read import load_cluster
-    from remote.hosts import data_sender
+    from remote.hosts import data_openssh, data_sender
     from remote.hosts.data_sync import DataProgress, probe, sync_host, to_send
     from remote.hosts.data_tree import HashCache, collect, hash_alike
     from remote.hosts.pool import HostPool
 
-    data_sender.MASTER_FEEDS = master_feeds
+    if not openssh:
+        data_openssh.CLIENT = None
     config = load_cluster(Path(cluster))
     pool = HostPool(config)
     try:
@@ -84,7 +86,8 @@ async def _corral_step(cluster: str, folder: Path, hashes: Path,
         probed = time.perf_counter() - started - collected
         data = hash_alike(data, {size for one in found.values() for _, size in one.alike})
         senders = data_sender.fed_by_senders({name: sum(f.size for f in to_send(data, one))
-                                              for name, one in found.items()})
+                                              for name, one in found.items()},
+                                             data_openssh.openssh_hosts(config.hosts, config.ssh))
         results = _ok(await pool.gather(lambda t: sync_host(
             t, data, found[t.host.name], manifest[t.host.name],
             DataProgress(host=t.host.name), config.ssh if t.host.name in senders else None)))
@@ -129,7 +132,7 @@ def _rsync_step(box: dict[str, str], folder: Path) -> dict[str, float]:
 def _inner(args: argparse.Namespace) -> None:
     if args.arm in CORRAL_ARMS:
         result = asyncio.run(_corral_step(args.cluster, Path(args.folder), Path(args.hashes),
-                                          master_feeds=1 if args.arm == "corral" else 0))
+                                          openssh=args.arm == "corral"))
     else:
         result = _rsync_step(json.loads(args.box), Path(args.folder))
     print(json.dumps(result))
@@ -187,8 +190,25 @@ def _round(box: netns.NetnsCluster, root: Path, folder: Path, spec: dict[str, st
             size = target.stat().st_size
             target.write_bytes(os.urandom(size))
         for arm in order:
+            before = _host_cpu(box)
             found[arm][step] = _arm(box, arm, root, folder, spec)
+            found[arm][step]["host_cpu_s"] = _host_cpu(box) - before
     return found
+
+
+def _host_cpu(box: netns.NetnsCluster) -> float:
+    """CPU seconds the hosts spent on finished sessions (each node's sshd and everything it
+    ran: decryption, receivers, rsync's far end), once those sessions have ended: the
+    listening sshd counts a session's CPU when it reaps it."""
+    deadline = time.monotonic() + 30.0
+    while box.processes_left() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ticks = 0
+    for node in box.nodes:
+        assert node.sshd is not None
+        fields = Path(f"/proc/{node.sshd.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _plain_shell(box: netns.NetnsCluster, root: Path) -> None:
@@ -269,6 +289,10 @@ def _summary(rounds: list[dict[str, dict[str, dict]]], args: argparse.Namespace,
            for arm in (*corral, "rsync")}
     print("first sync, CPU seconds on this side (the hosts' sshd and receivers not counted): "
           + ", ".join(f"{arm} {seconds:.1f} s" for arm, seconds in cpu.items()))
+    hosts = {arm: statistics.median(r[arm]["first"]["host_cpu_s"] for r in rounds)
+             for arm in (*corral, "rsync")}
+    print("first sync, CPU seconds on the hosts (sshd, receivers): "
+          + ", ".join(f"{arm} {seconds:.1f} s" for arm, seconds in hosts.items()))
     for arm in corral:
         probe = statistics.median(r[arm]["unchanged"]["probe_s"] for r in rounds)
         walk = statistics.median(r[arm]["unchanged"]["collect_s"] for r in rounds)

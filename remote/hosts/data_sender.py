@@ -1,4 +1,5 @@
-"""A host's data stream, from the master's own process or from a sender process of its own.
+"""A host's data stream: from the master's own process, through OpenSSH's ``ssh``, or from a
+sender process of its own.
 
 asyncssh encrypts and frames every 32 KiB packet in Python, on the one thread of the process
 that holds the connection: three hosts fed from one process share one core, where ``rsync -a``
@@ -6,7 +7,9 @@ runs one OpenSSH client per host. A host with at least ``SENDER_MIN_BYTES`` to r
 by a process of its own (``python -m remote.hosts.data_sender``), which opens its own
 connection to the host (the same ``[ssh]`` settings, keys and known_hosts as the master's)
 and streams the files from disk: hosts then run on separate cores, and each sender's memory
-stays bounded by a chunk as the master's does.
+stays bounded by a chunk as the master's does. Where OpenSSH's client can reach the host with
+corral's settings (``remote.hosts.data_openssh``), the master feeds it through ``ssh``
+instead, as ``rsync -a`` does: half the CPU of asyncssh's stream, and no interpreter to start.
 
 The master hands the sender its job (``SendJob``, pickled, length first) on its standard
 input and keeps that input open: a sender whose input ends (the master gone, however it
@@ -25,15 +28,16 @@ import pickle
 import resource
 import struct
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import HostSection, SshSection
+from remote.hosts.data_openssh import openssh_argv, run_openssh
 from remote.hosts.data_tree import CHUNK_BYTES, DataFile
-from remote.hosts.transport import CompletedCommand, Transport
+from remote.hosts.transport import CompletedCommand, Transport, with_host_env
 
 SENDER_MIN_BYTES = 64 << 20
 """A host that lacks fewer bytes than this is fed from the master's own process: a sender
@@ -79,13 +83,14 @@ class SendJob:
 
 
 async def feed(head: Mapping[str, object], files: tuple[DataFile, ...] | list[DataFile],
-               tally: Tally, *, blocking: bool = False) -> AsyncIterator[bytes]:
+               tally: Tally, *, blocking: bool = False, first: bytes = b"") -> AsyncIterator[bytes]:
     """The receiver's input: ``head`` as one JSON line, then each file's bytes read from disk
     ``CHUNK_BYTES`` at a time (one chunk in flight: memory bounded whatever the size). Reads
     go to a thread, so a slow disk never stalls the master's loop; ``blocking``: read on the
     loop itself (a sender process, whose loop does nothing else: a thread hand-off per chunk
-    is a wake-up, a scheduler wait on a loaded machine)."""
-    yield (json.dumps(head) + "\n").encode()
+    is a wake-up, a scheduler wait on a loaded machine). ``first``: bytes before the head (the
+    host's ``env`` values, where no transport adds them)."""
+    yield first + (json.dumps(head) + "\n").encode()
     for file in files:
         with file.source.open("rb") as source:
             _unchanged(file, source)
@@ -113,22 +118,35 @@ def _unchanged(file: DataFile, source: BinaryIO) -> None:
                             "nothing writes to it")
 
 
-def fed_by_senders(needs: Mapping[str, int]) -> frozenset[str]:
-    """The hosts, of ``needs`` (host → bytes it lacks, in the cluster's order), that a sender
-    process of their own feeds: those that lack ``SENDER_MIN_BYTES`` or more, but the first
-    ``MASTER_FEEDS`` of them."""
+def fed_by_senders(needs: Mapping[str, int], openssh: Collection[str] = ()
+                   ) -> frozenset[str]:
+    """The hosts, of ``needs`` (host → bytes it lacks, in the cluster's order), fed by a
+    process of their own (``ssh`` for those in ``openssh``, a sender for the others): those
+    that lack ``SENDER_MIN_BYTES`` or more, but the first ``MASTER_FEEDS`` of those outside
+    ``openssh`` (an ``ssh`` costs less than the master's own stream: it feeds none of those)."""
     large = [host for host, need in needs.items() if need >= SENDER_MIN_BYTES]
-    return frozenset(large[MASTER_FEEDS:])
+    own = [host for host in large if host not in openssh]
+    return frozenset(large) - frozenset(own[:MASTER_FEEDS])
 
 
 async def send(transport: Transport, job: SendJob, tally: Tally) -> CompletedCommand:
-    """Run the receiver on ``transport``'s host fed with ``job``'s files: from a sender process
-    of its own for an SSH host that lacks ``SENDER_MIN_BYTES`` or more (``job.ssh`` given),
-    from this process otherwise."""
+    """Run the receiver on ``transport``'s host fed with ``job``'s files, for an SSH host that
+    lacks ``SENDER_MIN_BYTES`` or more (``job.ssh`` given) through ``ssh`` where it can reach
+    the host with corral's settings, else from a sender process of its own; from this
+    process otherwise."""
     size = sum(f.size for f in job.files)
     if job.ssh is None or transport.host.is_local or size < SENDER_MIN_BYTES:
         return await transport.run_fed(job.command, feed(job.head, job.files, tally),
                                        timeout=job.timeout)
+    sent, env_input = with_host_env(job.host.env, job.command, None)
+    argv = openssh_argv(job.host, job.ssh, sent)
+    if argv is not None:
+        done = await run_openssh(job.host.name, argv, job.command,
+                                 feed(job.head, job.files, tally, first=env_input or b""),
+                                 timeout=job.timeout)
+        if done is not None:
+            return done
+        tally.sent_bytes = tally.sent_files = 0  # ssh could not open it: asyncssh, anew
     return await _from_sender(job, tally)
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
+from asyncssh.constants import MSG_IGNORE
+from asyncssh.packet import String
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig, HostSection, SshSection
@@ -84,7 +86,11 @@ CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly130
            "aes256-ctr", "aes192-ctr", "aes128-ctr")
 """asyncssh's ciphers, AES-GCM first: asyncssh encrypts in Python's calls into OpenSSL, one
 per packet, and AES-GCM (one call) streams a data sync about twice as fast as its default,
-ChaCha20-Poly1305 (113 against 50 MiB/s over loopback sshd on the 2-core VM, BENCHMARKS.md)."""
+ChaCha20-Poly1305 (113 against 50 MiB/s over loopback sshd on the 2-core VM, BENCHMARKS.md).
+No CBC mode: the per-packet ``SSH_MSG_IGNORE`` is then useless (``_without_ignore_packets``)."""
+
+_EMPTY_IGNORE = (String(b""),)
+"""The arguments of the empty ``SSH_MSG_IGNORE`` asyncssh sends before every packet."""
 
 
 def connect_options(host: HostSection, ssh: SshSection) -> dict[str, Any]:
@@ -141,9 +147,9 @@ async def connect(host: HostSection, ssh: SshSection) -> asyncssh.SSHClientConne
     """An authenticated connection to ``host``; raises HostUnreachable / HostKeyNotTrusted."""
     options = connect_options(host, ssh)
     try:
-        return await asyncio.wait_for(
+        return _without_ignore_packets(await asyncio.wait_for(
             asyncssh.connect(host.address, **options), ssh.connect_timeout + 2.0
-        )
+        ))
     except asyncssh.HostKeyNotVerifiable as exc:
         fingerprint: str | None = None
         with contextlib.suppress(CorralError):
@@ -164,6 +170,25 @@ async def connect(host: HostSection, ssh: SshSection) -> asyncssh.SSHClientConne
         ) from None
     except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
         raise HostUnreachable(host.name, host.address, host.port, _cause(exc)) from None
+
+
+def _without_ignore_packets(conn: asyncssh.SSHClientConnection
+                            ) -> asyncssh.SSHClientConnection:
+    """``conn`` without the empty ``SSH_MSG_IGNORE`` asyncssh sends before every packet once
+    encrypting: a countermeasure for CBC mode's predictable IV (RFC 4251, 9.3.1), which no
+    cipher of ``CIPHERS`` uses. It doubled the packets of a data stream: one more encryption,
+    ``os.urandom`` and ``send`` call per 32 KiB, 18 % of the sending process's CPU
+    (BENCHMARKS.md). asyncssh sends it through the connection's own ``send_packet``, so this
+    connection's (and only this one's) drops it; every other packet passes unchanged."""
+    send_packet = conn.send_packet
+
+    def without_ignore(pkttype: int, *args: bytes, **kwargs: Any) -> None:
+        if pkttype == MSG_IGNORE and args == _EMPTY_IGNORE:
+            return
+        send_packet(pkttype, *args, **kwargs)
+
+    conn.send_packet = without_ignore  # type: ignore[method-assign]
+    return conn
 
 
 class SshTransport(CommandRunner):

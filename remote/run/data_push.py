@@ -4,8 +4,9 @@
 that is data, and ``[run] data``), asks every host what it has (``remote.hosts.data_sync``),
 refuses before a byte is sent what a host cannot take (a path it lacks, too little disk),
 hashes here the new files as large as one a host caches (``hash_alike``: maybe that file,
-touched), then feeds every host in parallel (the first that lacks much from this process,
-the others from sender processes: ``data_sender.fed_by_senders``), a progress line per host
+touched), then feeds every host in parallel (one that lacks much through OpenSSH's ``ssh``
+where it can carry corral's settings, else the first such host from this process and the
+others from sender processes: ``data_sender.fed_by_senders``), a progress line per host
 every ``PROGRESS_EVERY_S``, and one line per host at the end (sent / cached / in place).
 """
 
@@ -20,6 +21,7 @@ from remote.config.cluster import ClusterConfig
 from remote.config.task_code import UserCode
 from remote.events import LogLine, RunEvent
 from remote.hosts.data_marker import Marker
+from remote.hosts.data_openssh import openssh_hosts
 from remote.hosts.data_sender import fed_by_senders
 from remote.hosts.data_sync import (
     DataProgress,
@@ -89,7 +91,8 @@ async def sync_run_data(pool: HostPool, config: ClusterConfig, run_dir: str,
     except CorralError as exc:
         raise LaunchFailed(exc.message) from None
     senders = fed_by_senders({name: sum(f.size for f in to_send(data, one))
-                              for name, one in found.items()})
+                              for name, one in found.items()},
+                             openssh_hosts(config.hosts, config.ssh))
     progress = {name: DataProgress(host=name) for name in found}
     syncing = asyncio.ensure_future(pool.gather(
         lambda t: sync_host(t, data, found[t.host.name],

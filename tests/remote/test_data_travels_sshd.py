@@ -20,7 +20,7 @@ import pytest
 from remote.api import LogLine, RunStatus
 from remote.config.cluster import ClusterConfig, RunSection
 from remote.config.task_code import user_code
-from remote.hosts import data_sender
+from remote.hosts import data_openssh, data_sender
 from remote.hosts.data_sync import cache_dir
 from remote.hosts.pool import HostPool
 from remote.run.data_push import sync_run_data
@@ -120,36 +120,46 @@ async def test_data_travels_once_and_only_what_changed(sshd_cluster, tmp_path: P
     assert "data on h1: 1 file sent (0.0 MiB), 50 already cached" in await _sync(named)
 
 
-async def test_a_host_fed_by_a_sender_process_of_its_own_gets_every_file_whole(
+async def test_a_host_fed_apart_gets_every_file_whole_through_ssh_or_a_sender(
         sshd_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fed: list[str] = []
+    fed: list[tuple[str, str]] = []
     peaks: list[int] = []
-    from_sender = data_sender._from_sender
+    from_sender, through_ssh = data_sender._from_sender, data_sender.run_openssh
 
     async def counted(job, tally):  # type: ignore[no-untyped-def]
-        fed.append(job.host.name)
+        fed.append(("sender", job.host.name))
         done = await from_sender(job, tally)
         peaks.append(tally.sender_peak_kib)  # what the bench sums with the master's
         return done
 
+    async def counted_ssh(host, argv, command, feed, *, timeout):  # type: ignore[no-untyped-def]
+        fed.append(("ssh", host))
+        return await through_ssh(host, argv, command, feed, timeout=timeout)
+
     monkeypatch.setattr(data_sender, "SENDER_MIN_BYTES", 0)  # every host that lacks a byte
-    monkeypatch.setattr(data_sender, "MASTER_FEEDS", 0)  # ... from a sender, even the first
+    monkeypatch.setattr(data_sender, "MASTER_FEEDS", 0)  # ... fed apart, even the first
     monkeypatch.setattr(data_sender, "_from_sender", counted)
+    monkeypatch.setattr(data_sender, "run_openssh", counted_ssh)
     repo = _repo(tmp_path)
     cluster: SshdCluster = sshd_cluster(2, prefix=_private(repo))
     config = cluster.config(run=RunSection(script=str(repo / "train.py"), code=str(repo)),
                             name="data")
-    assert sorted(await _sync(config)) == [
-        "data on h0: sees this machine's files, linked in place, 0 B sent",
-        "data on h1: 50 files sent (0.0 MiB), 0 already cached"]
-    assert fed == ["h1"]  # h0 links in place: nothing to send, no sender
-    assert len(peaks) == 1 and 10 << 10 < peaks[0] < 200 << 10  # KiB: an interpreter's worth
     cache = Path(cache_dir(config.hosts[1].workdir))
-    sent = sorted(cache.iterdir())
-    assert len(sent) == 50 and all(hashlib.sha256(p.read_bytes()).hexdigest() == p.name
-                                   for p in sent)
+    for way in ("ssh", "sender"):  # OpenSSH's client where it can; a sender where it is absent
+        if way == "sender":
+            monkeypatch.setattr(data_openssh, "CLIENT", None)
+            shutil.rmtree(cache)
+        assert sorted(await _sync(config)) == [
+            "data on h0: sees this machine's files, linked in place, 0 B sent",
+            "data on h1: 50 files sent (0.0 MiB), 0 already cached"]
+        assert fed[-1] == (way, "h1")  # h0 links in place: nothing to send
+        sent = sorted(cache.iterdir())
+        assert len(sent) == 50 and all(hashlib.sha256(p.read_bytes()).hexdigest() == p.name
+                                       for p in sent)
+    assert fed == [("ssh", "h1"), ("sender", "h1")]
+    assert len(peaks) == 1 and 10 << 10 < peaks[0] < 200 << 10  # KiB: an interpreter's worth
     assert "data on h1: 0 files sent (0.0 MiB), 50 already cached" in await _sync(config)
-    assert fed == ["h1"]
+    assert len(fed) == 2
 
 
 async def test_a_file_the_script_could_not_open_is_explained_in_the_run_status(
