@@ -40,6 +40,7 @@ from trainer.membership.plan import Generation, NextGeneration, config_for, resp
 from trainer.membership.store import MemberLost, MembershipStore
 from trainer.run_layout import RunLayout
 from trainer.settings.train_config import TrainConfig
+from trainer.step.optim import make_optimizer
 from trainer.step.tally import StepTally
 
 LOSS_WORDS = ("connection", "closed", "reset by peer", "broken pipe", "timed out", "timeout")
@@ -289,9 +290,9 @@ def join_run(config: TrainConfig, info: RankInfo
              ) -> tuple[Membership | None, RankInfo, TrainConfig]:
     """With ``CORRAL_MEMBERSHIP_PORT``: reach the run's store (launch rank 0 serves it). A
     launched rank tells every rank its host (generation 0 is the launch); a joiner
-    (``JOIN_ENV``) announces itself and waits to be let in at a step boundary, then takes its
-    place (rank, world, split) in the generation that admits it; refused, ``JoinRefused``
-    names why. Without the port: ``(None, info, config)``, today's path."""
+    (``JOIN_ENV``) warms up (``warm_up``), announces itself and waits to be let in at a step
+    boundary, then takes its place (rank, world, split) in the generation that admits it;
+    refused, ``JoinRefused`` names why. Without the port: ``(None, info, config)``, today's path."""
     port = os.environ.get(MEMBERSHIP_PORT_ENV)
     if not port:
         return None, info, config
@@ -309,6 +310,7 @@ def join_run(config: TrainConfig, info: RankInfo
         membership = Membership(store, Generation(0, members, hosts), info.rank, leave_file)
         membership.identity = identity
         return membership, info, config
+    warm_up(config)
     ticket = store.count("joiners/next", 1)
     store.set(f"joiner/{ticket}", json.dumps({"host": host, **identity}))
     answer = json.loads(store.get(f"admit/{ticket}"))
@@ -322,6 +324,14 @@ def join_run(config: TrainConfig, info: RankInfo
     info = RankInfo(rank=membership.rank, world_size=len(plan.generation.members),
                     local_rank=info.local_rank)
     return membership, info, config_for(config, [None] * info.world_size, plan.split)
+
+
+def warm_up(config: TrainConfig) -> None:
+    """What a joiner does before it asks in, so that the run does not wait for it at the
+    boundary that admits it: the first making of an optimizer imports ``torch._dynamo``
+    (5-8 s of the run's time on a loaded 2-core machine, BENCHMARKS.md "Live membership round
+    2"); made here once, over a throwaway parameter, the joiner's own is made in milliseconds."""
+    make_optimizer(config, [torch.nn.Parameter(torch.zeros(1))])
 
 
 def rank_events(run_dir: str, membership: Membership | None, rank: int) -> EventWriter:
