@@ -6,8 +6,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 
+from spawn_ranks import free_port
 from trainer_runs import REPO, rank_env
+
+from trainer.membership import liveness
+from trainer.membership.members import loss_cause
+from trainer.membership.store import MembershipStore
 
 WARM = """
 import sys
@@ -25,3 +32,43 @@ def test_a_joiner_makes_its_optimizer_s_imports_before_it_asks_in() -> None:
     done = subprocess.run([sys.executable, "-c", WARM, "adamw"], cwd=REPO, env=rank_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_rank_0_knows_a_member_s_process_ended_when_its_store_connection_closes() -> None:
+    port = free_port()
+    rank0 = MembershipStore("127.0.0.1", port, serve=True)
+    member = MembershipStore("127.0.0.1", port, serve=False)
+    try:
+        rank0.start_heartbeat(0, armed=True)
+        assert rank0.watch is not None and rank0.liveness is not None
+        rank0.watch.follow((0, 1))
+        member.start_heartbeat(1, armed=True)  # publishes where its connection comes from
+        until("rank 0 sees member 1's connection", lambda: 1 in rank0.liveness.sides)
+        assert not rank0.watch.lost(1) and not rank0.liveness.closed(2)  # 2: never seen
+        member.stop_heartbeat()  # its thread ends and its connection closes, as at a kill
+        until("the connection closed", lambda: rank0.liveness.closed(1))
+        # Well before its heartbeat could be still for STALE_S: gone, and how.
+        assert rank0.gone(1, "alive/0/1") == "closed" and not rank0.watch.stale(1)
+        assert loss_cause([], ["silent", "closed"]) == "ranks_died"
+    finally:
+        rank0.stop_heartbeat()
+        member.stop_heartbeat()
+
+
+def test_an_address_reads_the_same_from_either_table() -> None:
+    # /proc/net/tcp prints an address as 32-bit words in the machine's order; tcp6 holds a
+    # v4 client of a dual-stack listener as an IPv4-mapped address: one ``ip:port`` for both.
+    v4 = (127 << 24 | 1).to_bytes(4, "big")
+    word = int.from_bytes(v4, sys.byteorder)
+    assert liveness._address(f"{word:08X}:7530") == "127.0.0.1:30000"
+    mapped = bytes(10) + b"\xff\xff" + v4
+    words = "".join(f"{int.from_bytes(mapped[i:i + 4], sys.byteorder):08X}"
+                    for i in range(0, 16, 4))
+    assert liveness._address(f"{words}:0050") == "127.0.0.1:80"
+
+
+def until(what: str, condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.02)

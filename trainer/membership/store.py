@@ -15,11 +15,13 @@ import datetime
 import threading
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.distributed as dist
 
 from trainer.membership.abort import abort_groups, open_sockets
+from trainer.membership.liveness import Liveness, own_address
 from trainer.membership.watch import HEARTBEAT_S, Watch
 
 STORE_TIMEOUT = datetime.timedelta(minutes=30)
@@ -34,6 +36,11 @@ then; a member lost in between is not waited for longer)."""
 CONNECT_TIMEOUT = datetime.timedelta(seconds=120)
 """How long a rank (or joiner) tries to reach the store at its start."""
 
+Gone = Literal["closed", "silent"]
+"""How a member was found gone: its store connection closed (its process ended:
+trainer/membership/liveness.py), or its heartbeat was still for ``STALE_S`` (cut off, frozen,
+its machine off; or a process ended where rank 0 never saw its connection)."""
+
 
 class MembershipStore:
     """The store and the process group made from it for each generation."""
@@ -43,6 +50,8 @@ class MembershipStore:
         self.store = dist.TCPStore(addr, port, None, serve, timeout=CONNECT_TIMEOUT,
                                    wait_for_workers=False)
         self.store.set_timeout(STORE_TIMEOUT)
+        self.liveness = Liveness(port) if serve else None
+        """Rank 0's (it serves the store): whose store connection closed."""
         self._before = open_sockets()
         """Sockets open before any group: never aborted (trainer/membership/abort.py)."""
         self._beating = threading.Event()
@@ -92,7 +101,7 @@ class MembershipStore:
             waiting = [m for m in waiting if not self.has(f"ready/{generation}/{m}")]
             watch, late = self.watch, time.monotonic() - since > CONNECT_TIMEOUT.total_seconds()
             lost = [m for m in waiting if watch is not None and watch.armed and (
-                watch.stale(m) or (late and watch.never_beat(m)))]
+                watch.lost(m) or (late and watch.never_beat(m)))]
             if lost:
                 raise MemberLost(f"member(s) {lost} lost while generation {generation} formed")
             if waiting:
@@ -119,15 +128,22 @@ class MembershipStore:
         from this rank's first step (``Watch.arm``): before it, a start that holds the
         interpreter for seconds (imports, building the task and the model; seen on a machine
         loaded many times over) would look like a loss."""
+        before = open_sockets()
         client = dist.TCPStore(self.addr, self.port, None, False, timeout=CONNECT_TIMEOUT,
                                wait_for_workers=False)
+        address, liveness = own_address(before, self.port), self.liveness
+        if address is not None:  # where rank 0 finds this connection (liveness.py)
+            client.set(f"conn/{member}", address)
         watch = self.watch = Watch(
-            member, lambda: abort_groups(self.backend, self.port, self._before), armed=armed)
+            member, lambda: abort_groups(self.backend, self.port, self._before), armed=armed,
+            closed=liveness.closed if liveness is not None else lambda m: False)
 
         def beat() -> None:
             while not self._beating.is_set():
                 try:
                     client.add(f"beat/{member}", 1 if watch.armed else 0)
+                    if liveness is not None:
+                        _see_connections(client, liveness, watch.watched())
                     watch.observe({m: int(client.add(f"beat/{m}", 0))
                                    for m in watch.watched()})
                 except RuntimeError:  # the store is gone: the run is over
@@ -139,18 +155,34 @@ class MembershipStore:
     def stop_heartbeat(self) -> None:
         self._beating.set()
 
-    def gone(self, member: int, answered: str) -> bool:
-        """Whether ``member`` is gone: waits until it has written ``answered`` (then False) or
-        the watch finds its heartbeat still for ``STALE_S`` (then True; one that never beat, in
-        its start, is given ``CONNECT_TIMEOUT``)."""
+    def gone(self, member: int, answered: str) -> Gone | None:
+        """How ``member`` is gone, or None: waits until it has written ``answered`` (None),
+        its store connection is closed (``closed``: rank 0 sees it at once) or the watch finds
+        its heartbeat still for ``STALE_S`` (``silent``; one that never beat, in its start, is
+        given ``CONNECT_TIMEOUT``)."""
         assert self.watch is not None  # every member's heartbeat starts as it forms
         since = time.monotonic()
         while not self.has(answered):
+            if self.watch.closed(member):
+                return "closed"
             late = time.monotonic() - since > CONNECT_TIMEOUT.total_seconds()
             if self.watch.stale(member) or (late and self.watch.never_beat(member)):
-                return True
+                return "silent"
             time.sleep(HEARTBEAT_S / 5)
-        return False
+        return None
+
+    def end_generation(self) -> None:
+        """Abort the current generation's groups (a loss was seen here): every peer still in
+        one of its collectives fails at once, not after its own watch's ``STALE_S``."""
+        abort_groups(self.backend, self.port, self._before)
+
+
+def _see_connections(client: dist.TCPStore, liveness: Liveness, members: Sequence[int]) -> None:
+    """Rank 0's heartbeat: find its side of each watched member's store connection not seen
+    yet (the member publishes its address as its heartbeat starts)."""
+    for m in members:
+        if m not in liveness.sides and client.check([f"conn/{m}"]):
+            liveness.see(m, bytes(client.get(f"conn/{m}")).decode())
 
 
 class MemberLost(RuntimeError):
