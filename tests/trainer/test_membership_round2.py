@@ -9,12 +9,14 @@ import sys
 import time
 from collections.abc import Callable
 
+import pytest
 from spawn_ranks import free_port
 from trainer_runs import REPO, rank_env
 
 from trainer.membership import liveness
 from trainer.membership.members import loss_cause
-from trainer.membership.store import MembershipStore
+from trainer.membership.store import MemberLost, MembershipStore
+from trainer.membership.watch import STALE_S
 
 WARM = """
 import sys
@@ -40,13 +42,14 @@ def test_rank_0_knows_a_member_s_process_ended_when_its_store_connection_closes(
     member = MembershipStore("127.0.0.1", port, serve=False)
     try:
         rank0.start_heartbeat(0, armed=True)
-        assert rank0.watch is not None and rank0.liveness is not None
+        seen = rank0.liveness
+        assert rank0.watch is not None and seen is not None
         rank0.watch.follow((0, 1))
         member.start_heartbeat(1, armed=True)  # publishes where its connection comes from
-        until("rank 0 sees member 1's connection", lambda: 1 in rank0.liveness.sides)
-        assert not rank0.watch.lost(1) and not rank0.liveness.closed(2)  # 2: never seen
+        until("rank 0 sees member 1's connection", lambda: 1 in seen.sides)
+        assert not rank0.watch.lost(1) and not seen.closed(2)  # 2: never seen
         member.stop_heartbeat()  # its thread ends and its connection closes, as at a kill
-        until("the connection closed", lambda: rank0.liveness.closed(1))
+        until("the connection closed", lambda: seen.closed(1))
         # Well before its heartbeat could be still for STALE_S: gone, and how.
         assert rank0.gone(1, "alive/0/1") == "closed" and not rank0.watch.stale(1)
         assert loss_cause([], ["silent", "closed"]) == "ranks_died"
@@ -72,3 +75,25 @@ def until(what: str, condition: Callable[[], bool], timeout: float = 30.0) -> No
     while not condition():
         assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
         time.sleep(0.02)
+
+
+def test_a_member_lost_before_an_active_set_s_group_forms_fails_the_forming_at_once() -> None:
+    # Before: the others waited in the store for its address for STORE_TIMEOUT (30 min).
+    port = free_port()
+    rank0 = MembershipStore("127.0.0.1", port, serve=True)
+    member = MembershipStore("127.0.0.1", port, serve=False)
+    try:
+        rank0.start_heartbeat(0, armed=True)
+        seen = rank0.liveness
+        assert rank0.watch is not None and seen is not None
+        rank0.watch.follow((0, 1, 2))
+        member.start_heartbeat(1, armed=True)
+        until("rank 0 sees member 1's connection", lambda: 1 in seen.sides)
+        member.stop_heartbeat()  # member 1's process ends before it reaches the group
+        started = time.monotonic()
+        with pytest.raises(MemberLost, match=r"\[1\] lost while a group formed"):
+            # Ranks 0 and 1 of a generation whose rank 2 (member 2) sits out.
+            rank0.new_group("ready/0/group1", (0, 1), 0, [0, 1], "gloo")
+        assert time.monotonic() - started < STALE_S + 30  # not the store's 30 minutes
+    finally:
+        rank0.stop_heartbeat()

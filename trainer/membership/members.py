@@ -112,6 +112,8 @@ class Membership:
         """Rank 0: the joiners' tickets handled so far."""
         self.next_member = len(generation.members)
         """Rank 0: the member id the next joiner gets (ids are never reused)."""
+        self.groups_made = 0
+        """Active sets' groups made in this generation (every rank makes the same ones)."""
 
     @property
     def rank(self) -> int:
@@ -241,8 +243,17 @@ class Membership:
     def form(self, backend: str, device: torch.device) -> None:
         """Join the group of this rank's generation (set from the plan before: a forming that
         fails is retried from it, ``after_loss``)."""
+        self.groups_made = 0
         self.store.form(self.generation.number, self.generation.members, self.member,
                         backend, device)
+
+    def make_group(self, ranks: list[int], backend: str) -> object:
+        """An active set's group of ``ranks`` (``ActiveSet``'s ``make_group``), bounded when
+        one of them is lost while it forms (``MembershipStore.new_group``)."""
+        self.groups_made += 1
+        at = f"ready/{self.generation.number}/group{self.groups_made}"
+        return self.store.new_group(at, [self.generation.members[r] for r in ranks],
+                                    self.member, ranks, backend)
 
     def changed(self, plan: NextGeneration, seen: float, state_bytes: int) -> None:
         """The new generation is formed: its event waits for its first completed step."""

@@ -14,8 +14,8 @@ from __future__ import annotations
 import datetime
 import threading
 import time
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Literal, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -35,6 +35,8 @@ timeout while it is made (each member publishes its address and connects within 
 then; a member lost in between is not waited for longer)."""
 CONNECT_TIMEOUT = datetime.timedelta(seconds=120)
 """How long a rank (or joiner) tries to reach the store at its start."""
+
+T = TypeVar("T")
 
 Gone = Literal["closed", "silent"]
 """How a member was found gone: its store connection closed (its process ended:
@@ -74,36 +76,56 @@ class MembershipStore:
         self.watch.follow(members)  # before the new group's connections exist
         if dist.is_initialized():
             dist.destroy_process_group()
-        self._arrive(generation, members, me)
-        # gloo made with the long timeout would wait 5 times it (gloo's tcp Pair::waitUntil)
-        # for a member that published its address and froze before it connected, with no
-        # connection yet for the watch to abort: the group is made with the short timeout
-        # (about 50 s at most for that member) and given the long one once formed.
-        self.store.set_timeout(CONNECT_GROUP_TIMEOUT)
-        connect = CONNECT_GROUP_TIMEOUT if backend == "gloo" else GROUP_TIMEOUT
-        try:
-            dist.init_process_group(
-                backend=backend, store=dist.PrefixStore(f"gen{generation}", self.store),
-                rank=members.index(me), world_size=len(members), timeout=connect,
-                device_id=device if backend == "nccl" else None)
-        finally:
-            self.store.set_timeout(STORE_TIMEOUT)
-        if connect != GROUP_TIMEOUT:
+        self._arrive(f"ready/{generation}", members, me)
+        self._connecting(backend, lambda timeout: dist.init_process_group(
+            backend=backend, store=dist.PrefixStore(f"gen{generation}", self.store),
+            rank=members.index(me), world_size=len(members), timeout=timeout,
+            device_id=device if backend == "nccl" else None))
+        if backend == "gloo":
             dist.distributed_c10d._get_default_group().set_timeout(GROUP_TIMEOUT)
 
-    def _arrive(self, generation: int, members: Sequence[int], me: int) -> None:
-        """Wait until every member of the generation is here to form its group, or one is lost
-        (its heartbeat stopped; one that never started is given ``CONNECT_TIMEOUT``): the
-        group's own rendezvous would wait for it far longer."""
-        self.set(f"ready/{generation}/{me}", "1")
+    def new_group(self, at: str, members: Sequence[int], me: int, ranks: list[int],
+                  backend: str) -> object:
+        """``dist.new_group(ranks)`` (an active set's group, trainer/step/exchange.py: every
+        rank of the generation calls it; ``members``, the ranks' member ids, rendezvous) bounded
+        as the generation's forming is: its members first wait for each other at ``at`` (a
+        lost one raises ``MemberLost``), then connect with the short timeouts. Without this a
+        member lost meanwhile kept the others in the store's wait for its address
+        (``STORE_TIMEOUT``), where no abort reaches."""
+        if me in members:  # the others make nothing (torch returns at once there)
+            self._arrive(at, members, me)
+        group = self._connecting(backend, lambda timeout: dist.new_group(
+            ranks, backend=backend, timeout=timeout))
+        if backend == "gloo" and isinstance(group, dist.ProcessGroup):
+            group.set_timeout(GROUP_TIMEOUT)
+        return group
+
+    def _connecting(self, backend: str, make: Callable[[datetime.timedelta], T]) -> T:
+        """``make(timeout)``: a group made with the short timeouts of a forming, the store's
+        and (gloo) the group's, then the caller gives it the long one. gloo made with the long
+        timeout would wait 5 times it (gloo's tcp Pair::waitUntil) for a member that published
+        its address and froze before it connected, with no connection yet for the watch to
+        abort: with the short one, about 50 s at most for that member."""
+        self.store.set_timeout(CONNECT_GROUP_TIMEOUT)
+        try:
+            return make(CONNECT_GROUP_TIMEOUT if backend == "gloo" else GROUP_TIMEOUT)
+        finally:
+            self.store.set_timeout(STORE_TIMEOUT)
+
+    def _arrive(self, at: str, members: Sequence[int], me: int) -> None:
+        """Wait until every one of ``members`` is here (``at/<member>``) to form a group, or
+        one is lost (its store connection closed or its heartbeat stopped; one that never
+        started is given ``CONNECT_TIMEOUT``): the group's own rendezvous would wait for it
+        far longer."""
+        self.set(f"{at}/{me}", "1")
         waiting, since = [m for m in members if m != me], time.monotonic()
         while waiting:
-            waiting = [m for m in waiting if not self.has(f"ready/{generation}/{m}")]
+            waiting = [m for m in waiting if not self.has(f"{at}/{m}")]
             watch, late = self.watch, time.monotonic() - since > CONNECT_TIMEOUT.total_seconds()
             lost = [m for m in waiting if watch is not None and watch.armed and (
                 watch.lost(m) or (late and watch.never_beat(m)))]
             if lost:
-                raise MemberLost(f"member(s) {lost} lost while generation {generation} formed")
+                raise MemberLost(f"member(s) {lost} lost while a group formed ({at})")
             if waiting:
                 time.sleep(HEARTBEAT_S / 5)
 
