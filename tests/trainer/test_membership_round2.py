@@ -7,13 +7,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 from spawn_ranks import free_port
 from trainer_runs import REPO, rank_env
 
 from trainer.membership import liveness
+from trainer.membership.liveness import Liveness
 from trainer.membership.members import loss_cause
 from trainer.membership.store import MemberLost, MembershipStore
 from trainer.membership.watch import STALE_S
@@ -36,7 +38,11 @@ def test_a_joiner_makes_its_optimizer_s_imports_before_it_asks_in() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def test_rank_0_knows_a_member_s_process_ended_when_its_store_connection_closes() -> None:
+@contextmanager
+def rank0_and_member(members: tuple[int, ...]) -> Iterator[tuple[MembershipStore, Liveness,
+                                                                 MembershipStore]]:
+    """Rank 0's store (it serves it) watching ``members``, and member 1 beating, once rank 0
+    found its side of member 1's store connection."""
     port = free_port()
     rank0 = MembershipStore("127.0.0.1", port, serve=True)
     member = MembershipStore("127.0.0.1", port, serve=False)
@@ -44,18 +50,35 @@ def test_rank_0_knows_a_member_s_process_ended_when_its_store_connection_closes(
         rank0.start_heartbeat(0, armed=True)
         seen = rank0.liveness
         assert rank0.watch is not None and seen is not None
-        rank0.watch.follow((0, 1))
+        rank0.watch.follow(members)
         member.start_heartbeat(1, armed=True)  # publishes where its connection comes from
         until("rank 0 sees member 1's connection", lambda: 1 in seen.sides)
+        yield rank0, seen, member
+    finally:
+        rank0.stop_heartbeat()
+        member.stop_heartbeat()
+
+
+def test_rank_0_knows_a_member_s_process_ended_when_its_store_connection_closes() -> None:
+    with rank0_and_member((0, 1)) as (rank0, seen, member):
+        assert rank0.watch is not None
         assert not rank0.watch.lost(1) and not seen.closed(2)  # 2: never seen
         member.stop_heartbeat()  # its thread ends and its connection closes, as at a kill
         until("the connection closed", lambda: seen.closed(1))
         # Well before its heartbeat could be still for STALE_S: gone, and how.
         assert rank0.gone(1, "alive/0/1") == "closed" and not rank0.watch.stale(1)
-        assert loss_cause([], ["silent", "closed"]) == "ranks_died"
-    finally:
-        rank0.stop_heartbeat()
-        member.stop_heartbeat()
+    assert loss_cause([], ["silent", "closed"]) == "ranks_died"
+
+
+def test_a_member_lost_before_an_active_set_s_group_forms_fails_the_forming_at_once() -> None:
+    # Before: the others waited in the store for its address for STORE_TIMEOUT (30 min).
+    with rank0_and_member((0, 1, 2)) as (rank0, _, member):
+        member.stop_heartbeat()  # member 1's process ends before it reaches the group
+        started = time.monotonic()
+        with pytest.raises(MemberLost, match=r"\[1\] lost while a group formed"):
+            # Ranks 0 and 1 of a generation whose rank 2 (member 2) sits out.
+            rank0.new_group("ready/0/group1", (0, 1), 0, [0, 1], "gloo")
+        assert time.monotonic() - started < STALE_S + 30  # not the store's 30 minutes
 
 
 def test_an_address_reads_the_same_from_either_table() -> None:
@@ -75,25 +98,3 @@ def until(what: str, condition: Callable[[], bool], timeout: float = 30.0) -> No
     while not condition():
         assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
         time.sleep(0.02)
-
-
-def test_a_member_lost_before_an_active_set_s_group_forms_fails_the_forming_at_once() -> None:
-    # Before: the others waited in the store for its address for STORE_TIMEOUT (30 min).
-    port = free_port()
-    rank0 = MembershipStore("127.0.0.1", port, serve=True)
-    member = MembershipStore("127.0.0.1", port, serve=False)
-    try:
-        rank0.start_heartbeat(0, armed=True)
-        seen = rank0.liveness
-        assert rank0.watch is not None and seen is not None
-        rank0.watch.follow((0, 1, 2))
-        member.start_heartbeat(1, armed=True)
-        until("rank 0 sees member 1's connection", lambda: 1 in seen.sides)
-        member.stop_heartbeat()  # member 1's process ends before it reaches the group
-        started = time.monotonic()
-        with pytest.raises(MemberLost, match=r"\[1\] lost while a group formed"):
-            # Ranks 0 and 1 of a generation whose rank 2 (member 2) sits out.
-            rank0.new_group("ready/0/group1", (0, 1), 0, [0, 1], "gloo")
-        assert time.monotonic() - started < STALE_S + 30  # not the store's 30 minutes
-    finally:
-        rank0.stop_heartbeat()
