@@ -167,7 +167,9 @@ class Trainer(MembershipSteps):
             self.config, rank=self.rank, world=self.world, device=self.device, task=self.task,
             parameters=self.parameters, optim_step=self.optim_step,
             micro_batch=self.micro_batch[self.rank],
-            slowdown=lambda: self.slowdown.factor_at(self.run.step)).start(self.run.split)
+            slowdown=lambda: self.slowdown.factor_at(self.run.step),
+            make_group=self.membership.make_group if self.membership else None,
+        ).start(self.run.split)
 
     def _prefetcher_batch(self) -> Callable[[int, Sequence[int]], Any] | None:
         prefetcher, run = self.prefetcher, self.run

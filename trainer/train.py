@@ -12,8 +12,6 @@ state lives in one ``RunProgress``.
 
 from __future__ import annotations
 
-import importlib
-import os
 import signal
 import socket
 import sys
@@ -25,7 +23,6 @@ import torch
 from profiles.user_errors import CorralError
 from trainer.compat import check_torch_release
 from trainer.dist import (
-    RankInfo,
     choose_backend,
     choose_device,
     destroy_process_group,
@@ -35,8 +32,7 @@ from trainer.evaluate import held_out
 from trainer.events import EndEvent, EndStatus
 from trainer.exact_loop import Trainer
 from trainer.lowcomm.rounds import LocalTrainer
-from trainer.membership.contract import JOIN_ENV
-from trainer.membership.members import Membership, join_group, join_run, rank_events
+from trainer.membership.members import join_group, join_run, rank_events
 from trainer.placement import place_this_rank
 from trainer.settings.syncbatch import check_syncbatch_device
 from trainer.settings.train_config import TrainConfig, check_world
@@ -45,16 +41,6 @@ from trainer.step.batch_order import GlobalBatchOrder
 from trainer.step.step_records import RunProgress
 from trainer.stopping import Diverged, Interrupted, StopSignals
 from trainer.tasks.loader import build_task
-
-
-def ask_to_join(config: TrainConfig, info: RankInfo
-                ) -> tuple[Membership | None, RankInfo, TrainConfig]:
-    """``join_run``. A joiner is watched from its first forming on, so the module its first
-    optimizer imports (torch._dynamo: 20 s seen on a loaded VM, holding the interpreter and so
-    its heartbeat) is imported before it asks to join."""
-    if JOIN_ENV in os.environ:
-        importlib.import_module("torch._dynamo")
-    return join_run(config, info)
 
 
 def train(config: TrainConfig) -> int:
@@ -79,7 +65,7 @@ def train(config: TrainConfig) -> int:
     check_total_steps(config, run.total_steps)
     if config.eval_every:
         held_out(task, config.eval_samples, f"the {config.task} task")
-    membership, info, config = ask_to_join(config, info)  # a joiner asks set up: the run waits
+    membership, info, config = join_run(config, info)  # a joiner asks set up: the run waits
     check_world(config, info.world_size)  # a joiner's: the generation's that admits it
     events = rank_events(config.run_dir, membership, info.rank)
     stop = StopSignals()

@@ -44,6 +44,7 @@ def test_a_join_a_leave_a_kill_and_refusals_end_with_one_process_parameters(
         assert joined[0]["state_bytes"] > 0 and joined[0]["members"][-1] == 3
         lost = by[("left", "ranks_died", ("h2",))]
         assert lost["redone_steps"] == 1 and 2 not in lost["members"]
+        assert "connections closed" in lost["reason"]  # known at once, not after STALE_S
         assert by[("left", "asked", ("h3",))]["redone_steps"] == 0
         assert "run's own settings" in by[("refused", None, ("h9",))]["reason"]
         assert "master" in by[("refused", None, ("h0",))]["reason"]

@@ -19,7 +19,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
 import torch
@@ -38,12 +38,18 @@ from trainer.membership.contract import (
     LeaveCause,
 )
 from trainer.membership.plan import Generation, NextGeneration, config_for, resplit
-from trainer.membership.store import MemberLost, MembershipStore
+from trainer.membership.store import Gone, MemberLost, MembershipStore
+from trainer.membership.watch import STALE_S
 from trainer.run_layout import RunLayout
 from trainer.settings.train_config import TrainConfig
+from trainer.step.optim import warm_up
 
 LOSS_WORDS = ("connection", "closed", "reset by peer", "broken pipe", "timed out", "timeout")
 """What gloo's and the store's errors say when a peer is gone or was cut off."""
+GONE_WORDS: dict[Gone, str] = {
+    "closed": "its processes ended (their store connections closed)",
+    "silent": f"no heartbeat for {STALE_S:g} s"}
+"""A lost host's event's ``reason``, by how it was found gone."""
 JOINER_FIRST_SHARE = 1
 """A joiner's share of its first step: the balancer grows it from its measured speed."""
 
@@ -72,11 +78,14 @@ class Alive:
     """When its watch found a member's heartbeat still and aborted the generation, if it did."""
 
 
-def loss_cause(answers: Iterable[Alive]) -> LeaveCause:
-    """Why the lost host left, from the survivors' answers: its ranks died when a collective
+def loss_cause(answers: Iterable[Alive], gone: Iterable[Gone] = ()) -> LeaveCause:
+    """Why the lost host left: its ranks died when a lost member's store connection closed
+    (its process ended). Else from the survivors' answers: its ranks died when a collective
     failed (a connection closed) well before any heartbeat was found still; it was unreachable
     (killed with its machine, or its traffic dropped) when the first failures came from the
     watches' aborts. Hosts' clocks may differ a little: half a second of slack."""
+    if "closed" in gone:
+        return "ranks_died"
     answers = list(answers)
     trips = [a.tripped_at for a in answers if a.tripped_at is not None]
     if not trips:
@@ -113,6 +122,8 @@ class Membership:
         """Rank 0: the joiners' tickets handled so far."""
         self.next_member = len(generation.members)
         """Rank 0: the member id the next joiner gets (ids are never reused)."""
+        self.groups_made = 0
+        """Active sets' groups made in this generation (every rank makes the same ones)."""
 
     @property
     def rank(self) -> int:
@@ -177,14 +188,18 @@ class Membership:
         """Rank 0: the generation of the members that answered (a member whose heartbeat
         stopped is gone, and its host with it)."""
         gen = self.generation
-        gone = {m for m in gen.members if self.store.gone(m, f"alive/{gen.number}/{m}")}
+        found = {m: self.store.gone(m, f"alive/{gen.number}/{m}") for m in gen.members}
+        gone = {m: how for m, how in found.items() if how is not None}
         alive = {m: Alive(**json.loads(self.store.get(f"alive/{gen.number}/{m}")))
                  for m in gen.members if m not in gone}
         hosts = tuple(dict.fromkeys(gen.hosts[gen.members.index(m)] for m in gone))
         step = max(a.steps for a in alive.values())
         redone = int(any(a.in_step for a in alive.values() if a.steps == step))
-        return self._without(hosts, step, split, global_batch, loss_cause(alive.values()),
-                             redone, dropped=gone, steps={m: a.steps for m, a in alive.items()})
+        plan = self._without(hosts, step, split, global_batch,
+                             loss_cause(alive.values(), gone.values()), redone,
+                             dropped=set(gone), steps={m: a.steps for m, a in alive.items()})
+        return replace(plan, reason=GONE_WORDS["closed" if "closed" in gone.values()
+                                               else "silent"])
 
     def _admit(self, key: str, step: int, split: Sequence[int], global_batch: int,
                events: EventWriter) -> NextGeneration | None:
@@ -238,8 +253,17 @@ class Membership:
     def form(self, backend: str, device: torch.device) -> None:
         """Join the group of this rank's generation (set from the plan before: a forming that
         fails is retried from it, ``after_loss``)."""
+        self.groups_made = 0
         self.store.form(self.generation.number, self.generation.members, self.member,
                         backend, device)
+
+    def make_group(self, ranks: list[int], backend: str) -> object:
+        """An active set's group of ``ranks`` (``ActiveSet``'s ``make_group``), bounded when
+        one of them is lost while it forms (``MembershipStore.new_group``)."""
+        self.groups_made += 1
+        at = f"ready/{self.generation.number}/group{self.groups_made}"
+        return self.store.new_group(at, [self.generation.members[r] for r in ranks],
+                                    self.member, ranks, backend)
 
     def changed(self, plan: NextGeneration, seen: float, state_bytes: int) -> None:
         """The new generation is formed: its event waits for its first completed step."""
@@ -283,7 +307,7 @@ class Membership:
         plan = pending.plan
         events.emit(MembershipEvent(
             t=time.time(), rank=0, generation=plan.generation.number, step=plan.step,
-            change=plan.change, hosts=plan.hosts, cause=plan.cause,
+            change=plan.change, hosts=plan.hosts, cause=plan.cause, reason=plan.reason,
             redone_steps=plan.redone_steps, world_size=len(plan.generation.members),
             members=plan.generation.members, state_bytes=pending.state_bytes,
             seconds_to_step=round(time.monotonic() - pending.trigger, 3)))
@@ -299,9 +323,9 @@ def join_run(config: TrainConfig, info: RankInfo
              ) -> tuple[Membership | None, RankInfo, TrainConfig]:
     """With ``CORRAL_MEMBERSHIP_PORT``: reach the run's store (launch rank 0 serves it). A
     launched rank tells every rank its host (generation 0 is the launch); a joiner
-    (``JOIN_ENV``) announces itself and waits to be let in at a step boundary, then takes its
-    place (rank, world, split) in the generation that admits it; refused, ``JoinRefused``
-    names why. Without the port: ``(None, info, config)``, today's path."""
+    (``JOIN_ENV``) warms up (``warm_up``), announces itself and waits to be let in at a step
+    boundary, then takes its place (rank, world, split) in the generation that admits it;
+    refused, ``JoinRefused`` names why. Without the port: ``(None, info, config)``, today's path."""
     port = os.environ.get(MEMBERSHIP_PORT_ENV)
     if not port:
         return None, info, config
@@ -319,6 +343,7 @@ def join_run(config: TrainConfig, info: RankInfo
         membership = Membership(store, Generation(0, members, hosts), info.rank, leave_file)
         membership.identity = identity
         return membership, info, config
+    warm_up(config)
     ticket = store.count("joiners/next", 1)
     store.set(f"joiner/{ticket}", json.dumps({"host": host, **identity}))
     answer = json.loads(store.get(f"admit/{ticket}"))

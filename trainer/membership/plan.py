@@ -56,6 +56,9 @@ class NextGeneration:
     cause: LeaveCause | None = None
     redone_steps: int = 0
     """Steps the survivors run again (an unplanned loss interrupts one)."""
+    reason: str | None = None
+    """How a lost host was found gone (its processes' connections closed, or its heartbeat
+    went still), for the event."""
     state_from: int | None = None
     """The new rank that sends the training state to every other one (a joiner's, or after a
     loss that some survivors saw one step later than others); None: nobody needs it."""
@@ -71,7 +74,8 @@ class NextGeneration:
                                          tuple(gen["hosts"])),
                    step=raw["step"], split=tuple(raw["split"]), kept=tuple(raw["kept"]),
                    change=raw["change"], hosts=tuple(raw["hosts"]), cause=raw["cause"],
-                   redone_steps=raw["redone_steps"], state_from=raw["state_from"])
+                   redone_steps=raw["redone_steps"], reason=raw.get("reason"),
+                   state_from=raw["state_from"])
 
 
 def resplit(split: Sequence[int], kept: Sequence[int | None], global_batch: int,

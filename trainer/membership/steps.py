@@ -102,6 +102,9 @@ class MembershipSteps:
         if not self.membership.is_loss(exc):
             raise exc  # this rank's own failure: it ends, and the others lose it
         seen = time.monotonic()
+        # Every peer still in one of the generation's collectives fails now (a peer that did
+        # not talk to the lost member would otherwise wait for its own watch).
+        self.membership.store.end_generation()
         self.optimizer.zero_grad(set_to_none=True)
         while True:
             plan = self.membership.after_loss(self.run.step, in_step, self.run.split,

@@ -14,12 +14,14 @@ from __future__ import annotations
 import datetime
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from trainer.membership.abort import abort_groups, open_sockets
+from trainer.membership.liveness import Liveness, own_address
 from trainer.membership.watch import HEARTBEAT_S, Watch
 
 STORE_TIMEOUT = datetime.timedelta(minutes=30)
@@ -34,6 +36,13 @@ then; a member lost in between is not waited for longer)."""
 CONNECT_TIMEOUT = datetime.timedelta(seconds=120)
 """How long a rank (or joiner) tries to reach the store at its start."""
 
+T = TypeVar("T")
+
+Gone = Literal["closed", "silent"]
+"""How a member was found gone: its store connection closed (its process ended:
+trainer/membership/liveness.py), or its heartbeat was still for ``STALE_S`` (cut off, frozen,
+its machine off; or a process ended where rank 0 never saw its connection)."""
+
 
 class MembershipStore:
     """The store and the process group made from it for each generation."""
@@ -43,6 +52,8 @@ class MembershipStore:
         self.store = dist.TCPStore(addr, port, None, serve, timeout=CONNECT_TIMEOUT,
                                    wait_for_workers=False)
         self.store.set_timeout(STORE_TIMEOUT)
+        self.liveness = Liveness(port) if serve else None
+        """Rank 0's (it serves the store): whose store connection closed."""
         self._before = open_sockets()
         """Sockets open before any group: never aborted (trainer/membership/abort.py)."""
         self._beating = threading.Event()
@@ -65,36 +76,56 @@ class MembershipStore:
         self.watch.follow(members)  # before the new group's connections exist
         if dist.is_initialized():
             dist.destroy_process_group()
-        self._arrive(generation, members, me)
-        # gloo made with the long timeout would wait 5 times it (gloo's tcp Pair::waitUntil)
-        # for a member that published its address and froze before it connected, with no
-        # connection yet for the watch to abort: the group is made with the short timeout
-        # (about 50 s at most for that member) and given the long one once formed.
-        self.store.set_timeout(CONNECT_GROUP_TIMEOUT)
-        connect = CONNECT_GROUP_TIMEOUT if backend == "gloo" else GROUP_TIMEOUT
-        try:
-            dist.init_process_group(
-                backend=backend, store=dist.PrefixStore(f"gen{generation}", self.store),
-                rank=members.index(me), world_size=len(members), timeout=connect,
-                device_id=device if backend == "nccl" else None)
-        finally:
-            self.store.set_timeout(STORE_TIMEOUT)
-        if connect != GROUP_TIMEOUT:
+        self._arrive(f"ready/{generation}", members, me)
+        self._connecting(backend, lambda timeout: dist.init_process_group(
+            backend=backend, store=dist.PrefixStore(f"gen{generation}", self.store),
+            rank=members.index(me), world_size=len(members), timeout=timeout,
+            device_id=device if backend == "nccl" else None))
+        if backend == "gloo":
             dist.distributed_c10d._get_default_group().set_timeout(GROUP_TIMEOUT)
 
-    def _arrive(self, generation: int, members: Sequence[int], me: int) -> None:
-        """Wait until every member of the generation is here to form its group, or one is lost
-        (its heartbeat stopped; one that never started is given ``CONNECT_TIMEOUT``): the
-        group's own rendezvous would wait for it far longer."""
-        self.set(f"ready/{generation}/{me}", "1")
+    def new_group(self, at: str, members: Sequence[int], me: int, ranks: list[int],
+                  backend: str) -> object:
+        """``dist.new_group(ranks)`` (an active set's group, trainer/step/exchange.py: every
+        rank of the generation calls it; ``members``, the ranks' member ids, rendezvous) bounded
+        as the generation's forming is: its members first wait for each other at ``at`` (a
+        lost one raises ``MemberLost``), then connect with the short timeouts. Without this a
+        member lost meanwhile kept the others in the store's wait for its address
+        (``STORE_TIMEOUT``), where no abort reaches."""
+        if me in members:  # the others make nothing (torch returns at once there)
+            self._arrive(at, members, me)
+        group = self._connecting(backend, lambda timeout: dist.new_group(
+            ranks, backend=backend, timeout=timeout))
+        if backend == "gloo" and isinstance(group, dist.ProcessGroup):
+            group.set_timeout(GROUP_TIMEOUT)
+        return group
+
+    def _connecting(self, backend: str, make: Callable[[datetime.timedelta], T]) -> T:
+        """``make(timeout)``: a group made with the short timeouts of a forming, the store's
+        and (gloo) the group's, then the caller gives it the long one. gloo made with the long
+        timeout would wait 5 times it (gloo's tcp Pair::waitUntil) for a member that published
+        its address and froze before it connected, with no connection yet for the watch to
+        abort: with the short one, about 50 s at most for that member."""
+        self.store.set_timeout(CONNECT_GROUP_TIMEOUT)
+        try:
+            return make(CONNECT_GROUP_TIMEOUT if backend == "gloo" else GROUP_TIMEOUT)
+        finally:
+            self.store.set_timeout(STORE_TIMEOUT)
+
+    def _arrive(self, at: str, members: Sequence[int], me: int) -> None:
+        """Wait until every one of ``members`` is here (``at/<member>``) to form a group, or
+        one is lost (its store connection closed or its heartbeat stopped; one that never
+        started is given ``CONNECT_TIMEOUT``): the group's own rendezvous would wait for it
+        far longer."""
+        self.set(f"{at}/{me}", "1")
         waiting, since = [m for m in members if m != me], time.monotonic()
         while waiting:
-            waiting = [m for m in waiting if not self.has(f"ready/{generation}/{m}")]
+            waiting = [m for m in waiting if not self.has(f"{at}/{m}")]
             watch, late = self.watch, time.monotonic() - since > CONNECT_TIMEOUT.total_seconds()
             lost = [m for m in waiting if watch is not None and watch.armed and (
-                watch.stale(m) or (late and watch.never_beat(m)))]
+                watch.lost(m) or (late and watch.never_beat(m)))]
             if lost:
-                raise MemberLost(f"member(s) {lost} lost while generation {generation} formed")
+                raise MemberLost(f"member(s) {lost} lost while a group formed ({at})")
             if waiting:
                 time.sleep(HEARTBEAT_S / 5)
 
@@ -119,15 +150,22 @@ class MembershipStore:
         from this rank's first step (``Watch.arm``): before it, a start that holds the
         interpreter for seconds (imports, building the task and the model; seen on a machine
         loaded many times over) would look like a loss."""
+        before = open_sockets()
         client = dist.TCPStore(self.addr, self.port, None, False, timeout=CONNECT_TIMEOUT,
                                wait_for_workers=False)
+        address, liveness = own_address(before, self.port), self.liveness
+        if address is not None:  # where rank 0 finds this connection (liveness.py)
+            client.set(f"conn/{member}", address)
         watch = self.watch = Watch(
-            member, lambda: abort_groups(self.backend, self.port, self._before), armed=armed)
+            member, lambda: abort_groups(self.backend, self.port, self._before), armed=armed,
+            closed=liveness.closed if liveness is not None else lambda m: False)
 
         def beat() -> None:
             while not self._beating.is_set():
                 try:
                     client.add(f"beat/{member}", 1 if watch.armed else 0)
+                    if liveness is not None:
+                        _see_connections(client, liveness, watch.watched())
                     watch.observe({m: int(client.add(f"beat/{m}", 0))
                                    for m in watch.watched()})
                 except RuntimeError:  # the store is gone: the run is over
@@ -139,18 +177,34 @@ class MembershipStore:
     def stop_heartbeat(self) -> None:
         self._beating.set()
 
-    def gone(self, member: int, answered: str) -> bool:
-        """Whether ``member`` is gone: waits until it has written ``answered`` (then False) or
-        the watch finds its heartbeat still for ``STALE_S`` (then True; one that never beat, in
-        its start, is given ``CONNECT_TIMEOUT``)."""
+    def gone(self, member: int, answered: str) -> Gone | None:
+        """How ``member`` is gone, or None: waits until it has written ``answered`` (None),
+        its store connection is closed (``closed``: rank 0 sees it at once) or the watch finds
+        its heartbeat still for ``STALE_S`` (``silent``; one that never beat, in its start, is
+        given ``CONNECT_TIMEOUT``)."""
         assert self.watch is not None  # every member's heartbeat starts as it forms
         since = time.monotonic()
         while not self.has(answered):
+            if self.watch.closed(member):
+                return "closed"
             late = time.monotonic() - since > CONNECT_TIMEOUT.total_seconds()
             if self.watch.stale(member) or (late and self.watch.never_beat(member)):
-                return True
+                return "silent"
             time.sleep(HEARTBEAT_S / 5)
-        return False
+        return None
+
+    def end_generation(self) -> None:
+        """Abort the current generation's groups (a loss was seen here): every peer still in
+        one of its collectives fails at once, not after its own watch's ``STALE_S``."""
+        abort_groups(self.backend, self.port, self._before)
+
+
+def _see_connections(client: dist.TCPStore, liveness: Liveness, members: Sequence[int]) -> None:
+    """Rank 0's heartbeat: find its side of each watched member's store connection not seen
+    yet (the member publishes its address as its heartbeat starts)."""
+    for m in members:
+        if m not in liveness.sides and client.check([f"conn/{m}"]):
+            liveness.see(m, bytes(client.get(f"conn/{m}")).decode())
 
 
 class MemberLost(RuntimeError):

@@ -6,6 +6,11 @@ The heartbeat thread (``MembershipStore.start_heartbeat``) reads every watched m
 each ``HEARTBEAT_S`` and calls ``Watch.observe``; the main thread names the members of each new
 generation (``Watch.follow``) before it makes that generation's group, under the same lock as
 the abort, so an abort meant for one generation never reaches the next one's connections.
+
+After a collective failed, and while a generation forms, rank 0 also takes a member whose store
+connection closed for gone at once (its process ended: trainer/membership/liveness.py;
+``Watch.lost``), without waiting for its heartbeat to go still. Not in the heartbeat's own
+judgement: when a run ends, its ranks' processes end one after the other.
 """
 
 from __future__ import annotations
@@ -38,9 +43,11 @@ class Watch:
     """The members this rank watches, when each one's heartbeat last moved, and whether the
     current generation was aborted."""
 
-    def __init__(self, me: int, abort: Callable[[], object], *, armed: bool) -> None:
-        self.me, self._abort, self.armed = me, abort, armed
-        """``armed``: losses are judged (a launched rank: from its first step, ``arm``)."""
+    def __init__(self, me: int, abort: Callable[[], object], *, armed: bool,
+                 closed: Callable[[int], bool] = lambda member: False) -> None:
+        self.me, self._abort, self.armed, self.closed = me, abort, armed, closed
+        """``armed``: losses are judged (a launched rank: from its first step, ``arm``);
+        ``closed``: whether a member's store connection closed (rank 0's ``Liveness``)."""
         self._lock = threading.Lock()
         self._members: tuple[int, ...] = ()
         self._beats: dict[int, Beat] = {}
@@ -82,6 +89,10 @@ class Watch:
             # Again at each heartbeat while one is lost: a connection made since (the forming
             # of the group, its rendezvous with the lost member) is cut too.
             self._abort()
+
+    def lost(self, member: int, now: float | None = None) -> bool:
+        """Whether ``member`` is gone: its store connection closed, or it is ``stale``."""
+        return self.closed(member) or self.stale(member, now)
 
     def stale(self, member: int, now: float | None = None) -> bool:
         """Whether ``member``'s heartbeat has been still for ``STALE_S`` (False while it has

@@ -59,6 +59,8 @@ def active_ranks(split: Sequence[int]) -> tuple[int, ...]:
     return tuple(r for r, b in enumerate(split) if b > 0)
 
 
+MakeGroup = Callable[[list[int], str], Any]
+"""Makes the process group of some ranks with a backend (collective over the world)."""
 MAX_GROUPS = 4
 """Process groups of active sets kept at once; the least recently used one beyond is destroyed
 (an NCCL communicator holds device memory)."""
@@ -77,9 +79,13 @@ class ActiveSet:
     """The process groups of the active sets met so far, and the replica of a benched rank."""
 
     def __init__(self, *, rank: int, world: int, device: torch.device,
-                 link_mbit: float | None = None) -> None:
-        """``link_mbit``: this rank's host link as the pre-flight check measured it."""
+                 link_mbit: float | None = None, make_group: MakeGroup | None = None) -> None:
+        """``link_mbit``: this rank's host link as the pre-flight check measured it;
+        ``make_group(ranks, backend)``: how a group is made (``dist.new_group``; with live
+        membership, bounded when a member is lost meanwhile: trainer/membership/store.py)."""
         self.rank, self.world, self.device = rank, world, device
+        self._make_group = make_group or (lambda ranks, backend: dist.new_group(
+            ranks, backend=backend))
         self._groups: dict[tuple[int, ...], Any] = {}  # oldest use first
         self._probe: Probe | None = None
         # Which ranks compute on CUDA, and every rank's link (one small gather at start; every
@@ -109,7 +115,7 @@ class ActiveSet:
                 dist.destroy_process_group(group)
         backend = group_backend(active, self.cuda_ranks, str(dist.get_backend()))
         started = time.perf_counter()
-        self._groups[active] = dist.new_group(list(active), backend=backend)
+        self._groups[active] = self._make_group(list(active), backend)
         self.made_s[active] = time.perf_counter() - started
         print0(f"corral trainer: process group of ranks {','.join(map(str, active))} "
                f"({backend}) made in {self.made_s[active] * 1000:.0f} ms", rank=self.rank)
@@ -256,9 +262,12 @@ class ActiveSteps:
 
     def __init__(self, config: TrainConfig, *, rank: int, world: int, device: torch.device,
                  task: Task, parameters: list[nn.Parameter], optim_step: OptimizerStep,
-                 micro_batch: int | None, slowdown: Callable[[], float]) -> None:
-        """``slowdown()``: this rank's emulated slowdown factor now (for its probes)."""
-        self.set = ActiveSet(rank=rank, world=world, device=device, link_mbit=config.link_mbit)
+                 micro_batch: int | None, slowdown: Callable[[], float],
+                 make_group: MakeGroup | None = None) -> None:
+        """``slowdown()``: this rank's emulated slowdown factor now (for its probes);
+        ``make_group``: ``ActiveSet``'s."""
+        self.set = ActiveSet(rank=rank, world=world, device=device, link_mbit=config.link_mbit,
+                             make_group=make_group)
         self.replica = Replica(task.model, parameters, optim_step.optimizer,
                                optim_step.state_dict, optim_step.load_state_dict)
         self.optim_step = optim_step
