@@ -15,8 +15,8 @@ reach it exactly as corral's own connection does:
   timeout and keepalives; paths ``ssh -o`` takes as they are (no space, quote or ``%``).
 
 What reaches the host is what asyncssh would send: the same command line, the host's ``env``
-values on its standard input (``with_host_env``), never on a command line. ``ssh`` is this
-process's own child, in its process group like rsync's: interrupted, it is killed, and the
+values on its standard input (``with_host_env``), never on a command line. ``ssh`` runs as a
+``local`` host's commands do (``transport.run_process``): interrupted, it is killed, and the
 closed connection ends the host's receiver, which removes its partial file. A stream that
 ``ssh`` could not open (its own exit status, 255, with no answer from the receiver) returns
 None: the caller sends through asyncssh instead, whose errors name the fix in corral's words.
@@ -24,8 +24,6 @@ None: the caller sends through asyncssh instead, whose errors name the fix in co
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
 import shutil
 from collections.abc import AsyncIterator, Iterable
@@ -35,7 +33,7 @@ import asyncssh
 
 from remote.config.cluster import HostSection, SshSection
 from remote.hosts.ssh import CIPHERS
-from remote.hosts.transport import CompletedCommand, RemoteTimeout, _short
+from remote.hosts.transport import CompletedCommand, run_process
 
 CLIENT: str | None = "ssh"
 """OpenSSH's client, looked up on the PATH (None: never used; the bench's asyncssh arm)."""
@@ -93,34 +91,8 @@ def openssh_hosts(hosts: Iterable[HostSection], ssh: SshSection) -> frozenset[st
 async def run_openssh(host: str, argv: list[str], command: str, feed: AsyncIterator[bytes], *,
                       timeout: float) -> CompletedCommand | None:
     """Run ``argv`` (``openssh_argv``'s, for ``command``) with ``feed``'s chunks as the host
-    command's standard input (each written when the pipe has room: one chunk in flight);
-    ``timeout`` counts from the end of the feed. None: ``ssh`` could not open the stream."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    out = asyncio.ensure_future(proc.stdout.read())  # read as it comes: a full pipe never
-    err = asyncio.ensure_future(proc.stderr.read())  # stalls the host's command
-    try:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # its status says
-            async for chunk in feed:
-                proc.stdin.write(chunk)
-                await proc.stdin.drain()
-            proc.stdin.close()
-        try:
-            said, errors, status = await asyncio.wait_for(
-                asyncio.gather(out, err, proc.wait()), timeout)
-        except asyncio.TimeoutError:
-            raise RemoteTimeout(f"on {host}: `{_short(command)}` did not finish within "
-                                f"{timeout:g} s of its last byte") from None
-    finally:
-        if proc.returncode is None:  # interrupted, failed or timed out: ssh is ours to end
-            proc.kill()
-            await proc.wait()
-        for reading in (out, err):
-            reading.cancel()
-    if status == OWN_FAILURE and not said.strip():
+    command's standard input (``run_process``); None: ``ssh`` could not open the stream."""
+    done = await run_process(argv, host, command, timeout, feed=feed)
+    if done.exit_status == OWN_FAILURE and not done.stdout.strip():
         return None
-    return CompletedCommand(command=command, exit_status=status,
-                            stdout=said.decode(errors="replace"),
-                            stderr=errors.decode(errors="replace"))
+    return done

@@ -150,6 +150,58 @@ def _short(command: str, limit: int = 160) -> str:
     return command if len(command) <= limit else command[: limit - 3] + "..."
 
 
+async def run_process(argv: list[str], host: str, command: str, timeout: float, *,
+                      input: bytes | None = None, feed: AsyncIterator[bytes] | None = None
+                      ) -> CompletedCommand:
+    """Run ``argv`` on this machine, in a process group of its own, with ``input`` whole and then
+    ``feed``'s chunks (each written when the pipe has room) as its standard input, its output
+    read as it comes (a full pipe never stalls it). ``command`` (what runs on ``host``) names
+    it in a timeout; ``timeout`` counts from the end of the input. Killed with its group when
+    interrupted or late (``LocalTransport``'s commands; a data stream through ``ssh``)."""
+    fed = input is not None or feed is not None
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.PIPE if fed else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = asyncio.ensure_future(proc.stdout.read()), asyncio.ensure_future(proc.stderr.read())
+    try:
+        if feed is not None:  # the timeout counts from the feed's end
+            await _write_input(proc, input, feed)
+        writing = _write_input(proc, input, None)  # without a feed: all of it, here
+        said, errors, *_ = await asyncio.wait_for(  # a whole input within the timeout
+            asyncio.gather(out, err, proc.wait(), writing), timeout)
+    except (asyncio.TimeoutError, asyncio.CancelledError, Exception) as exc:
+        await killed_and_reaped(proc)
+        if not isinstance(exc, asyncio.TimeoutError):
+            raise
+        after = " of its last byte" if feed is not None else ""
+        raise RemoteTimeout(f"on {host}: `{_short(command)}` did not finish within "
+                            f"{timeout:g} s{after}") from None
+    finally:
+        for reading in (out, err):
+            reading.cancel()
+    return CompletedCommand(
+        command=command, exit_status=proc.returncode if proc.returncode is not None else -1,
+        stdout=said.decode(errors="replace"), stderr=errors.decode(errors="replace"))
+
+
+async def _write_input(proc: asyncio.subprocess.Process, input: bytes | None,
+                       feed: AsyncIterator[bytes] | None) -> None:
+    """``input``, then ``feed``'s chunks, to ``proc``'s standard input (if it has one), closed
+    after; a command that stops reading is not an error here (its status says). Nothing once
+    it is closed (written already)."""
+    if proc.stdin is None or proc.stdin.is_closing():
+        return
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        proc.stdin.write(input or b"")
+        await proc.stdin.drain()
+        if feed is not None:
+            async for chunk in feed:
+                proc.stdin.write(chunk)
+                await proc.stdin.drain()
+        proc.stdin.close()
+
+
 def shell_path(path: str) -> str:
     """``path`` quoted for a POSIX shell, a leading ``~`` still expanded by that shell."""
     if path == "~":
@@ -283,35 +335,9 @@ class LocalTransport(CommandRunner):
     async def _complete(self, command: str, sent: str, timeout: float, *,
                         input: bytes | None = None, feed: AsyncIterator[bytes] | None = None,
                         keep_open: bool = False) -> CompletedCommand:
-        """Run ``sent`` with ``input``, then ``feed``'s chunks (each written when the pipe has
-        room), as its standard input; killed with its process group when interrupted."""
-        proc = await asyncio.create_subprocess_exec(
-            "sh", "-c", sent,
-            stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-        try:
-            if feed is not None and proc.stdin is not None:
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    proc.stdin.write(input or b"")
-                    async for chunk in feed:
-                        proc.stdin.write(chunk)
-                        await proc.stdin.drain()
-                    proc.stdin.close()
-                input = None
-            out, err = await asyncio.wait_for(proc.communicate(input), timeout)
-        except (asyncio.TimeoutError, asyncio.CancelledError, Exception) as exc:
-            await killed_and_reaped(proc)
-            if not isinstance(exc, asyncio.TimeoutError):
-                raise
-            raise RemoteTimeout(
-                f"on {self.host.name}: `{_short(command)}` did not finish within {timeout:g} s"
-            ) from None
-        return CompletedCommand(
-            command=command, exit_status=proc.returncode if proc.returncode is not None else -1,
-            stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"),
-        )
+        """Run ``sent`` through ``sh -c`` (``run_process``)."""
+        return await run_process(["sh", "-c", sent], self.host.name, command, timeout,
+                                 input=input, feed=feed)
 
     async def stream(self, command: str) -> AsyncIterator[str]:
         """Yield ``command``'s stdout lines; see ``Transport.stream``."""
