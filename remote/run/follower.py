@@ -145,24 +145,27 @@ class RunFollower:
                     yield event
                 yield TailsOpen()
                 self.tails = MergedTails(sources)
-                async for item in self._merged(self.tails):
-                    for line in trackers.take_warnings():
-                        yield LogLine(t=time.time(), host="*", rank=None, text=line)
-                    for joined in self._joins(item):
-                        yield joined
-                    for event in await self._take(item):
-                        yield event
-                        if isinstance(event, RankEvent) and isinstance(event.event,
-                                                                       MembershipEvent):
-                            yield MembershipSeen(event.event)  # the loop records it
-                    self._local_writes(copies.values())
-                    if self.monitor.finished:
-                        for host in sorted(self.joining):  # its processes are stopped
-                            yield JoinEnded(host=host, running=True, detail=(
-                                "the run ended before rank 0 let it in"))
-                        break
-                    for signal in self._after_failure():
-                        yield signal
+                # Closed here, not when the loop is left and the generator collected: its
+                # readers' end is awaited before the attempt ends, never left to the loop's end.
+                async with contextlib.aclosing(self._merged(self.tails)) as items:
+                    async for item in items:
+                        for line in trackers.take_warnings():
+                            yield LogLine(t=time.time(), host="*", rank=None, text=line)
+                        for joined in self._joins(item):
+                            yield joined
+                        for event in await self._take(item):
+                            yield event
+                            if isinstance(event, RankEvent) and isinstance(event.event,
+                                                                           MembershipEvent):
+                                yield MembershipSeen(event.event)  # the loop records it
+                        self._local_writes(copies.values())
+                        if self.monitor.finished:
+                            for host in sorted(self.joining):  # its processes are stopped
+                                yield JoinEnded(host=host, running=True, detail=(
+                                    "the run ended before rank 0 let it in"))
+                            break
+                        for signal in self._after_failure():
+                            yield signal
             finally:
                 self.hang.close()
                 for copy in copies.values():

@@ -110,7 +110,17 @@ async def run_to_end(config: ClusterConfig) -> tuple[str, list[RunEvent]]:
         events = [e async for e in bounded(handle.events())]
     finally:
         await controller.aclose()
+    assert_nothing_left_pending()
     return handle.run_id, events
+
+
+def assert_nothing_left_pending() -> None:
+    """Once a run's events ended and its controller closed, no task of corral's is still
+    pending: one left for the event loop's end was "Task was destroyed but it is pending!" as
+    the program exited (the merged tails' readers, their generator never closed)."""
+    current = asyncio.current_task()
+    left = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+    assert not left, f"tasks still pending after the run: {left}"
 
 
 async def until_first_step(events: AsyncIterator[RunEvent]) -> None:
