@@ -397,17 +397,3 @@ def test_a_joiner_the_run_ended_without_is_stopped_and_taken_out() -> None:
     assert actions[-3:] == [StopJoiner("h2"), RecordMembers(hosts=("h0", "h1"), left=()),
                             ForgetJoin("h2")]
     assert "join of h2 failed: the run ended before rank 0 let it in" in events[-1].text  # type: ignore[union-attr]
-
-
-@pytest.mark.parametrize(("exchange", "at"), [
-    ("exact", "at a step boundary"), ("local", "at a round's end (an outer step)")])
-def test_a_joiner_is_said_to_be_let_in_where_the_runs_mode_admits_it(exchange: str,
-                                                                     at: str) -> None:
-    state = _two_and_a_joiner()
-    state = replace(state, config=replace(state.config,
-                                          run=replace(state.config.run, exchange=exchange)))
-    events, _, _ = _fold(state, LAUNCHED)
-    [joining] = [e for e in events if isinstance(e, HostStatus)]
-    assert joining.detail == f"launched; let in {at}"
-    assert any(e.text.endswith(f"rank 0 lets it in {at}") for e in events
-               if isinstance(e, LogLine))

@@ -37,12 +37,14 @@ STEPS = 2000
 """More global batches than the run trains: it is stopped once the leave has taken effect,
 however long the join took on this machine."""
 RUN = ('exchange = "local"\nlive_membership = true\nsamples = 512\nglobal_batch = 24\n'
-       f'seed = 3\noptimizer = "adamw"\nlr = 0.003\nround_steps = 2\nsteps = {STEPS}\n'
+       f'seed = 3\noptimizer = "adamw"\nlr = 0.003\nround_steps = 1\nsteps = {STEPS}\n'
        'checkpoint_every = 0\npolicy = "static"\n')
-"""Rounds of 2 inner steps per island, every island as fast as the others (static shares: the
-replay's inner steps are the live run's), int8 with error feedback (the default)."""
-SLOW = {name: "slowdown = 4.0\n" for name in ("n1", "n2", "n3")}
-"""Rounds long enough (an emulated slowdown, which changes no number) for changes mid-run."""
+"""Rounds of 1 inner step per island (a round's end comes soon after every change), every
+island as fast as the others (static shares: the replay's inner steps are the live run's), int8
+with error feedback (the default)."""
+SLOW = {name: "slowdown = 40.0\n" for name in ("n1", "n2", "n3")}
+"""Steps slow enough (an emulated slowdown, which changes no number) that few are trained while
+the joiner starts: the replay trains as many."""
 WAIT_S = 300.0
 
 
@@ -70,6 +72,43 @@ def _rounds(run_dir: Path) -> list[dict[str, Any]]:
     return [e for e in _events(run_dir, 0) if e["event"] == "round"]
 
 
+def _join_then_leave(box: netns.NetnsCluster, run: subprocess.Popen[str], runs: Path,
+                     before: set[Path]) -> tuple[Path, int, float]:
+    """Once the run trains: ``corral join n3`` (cluster.toml got it meanwhile), then, once
+    rank 0 let it in, ``corral leave n2``, then a round of n1 and n3. The run's directory, the
+    joiner's member id and when the join was asked."""
+    _wait("the run's first round", lambda: any(
+        _rounds(d) for d in set(runs.glob("*/")) - before), run)
+    (run_dir,) = [d for d in set(runs.glob("*/")) - before if _rounds(d)]
+    box.write_cluster_toml(sys.executable, run=RUN, order=("n1", "n2", "n3"), master="n1",
+                           host_lines=SLOW)
+    asked = time.time()
+    joined = netns.corral(box, "join", "n3", timeout=WAIT_S)
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    assert "rank 0 lets it in at a round's end" in " ".join(joined.stdout.split())
+    _wait("n3 joined", lambda: any(e["change"] == "joined" for e in _changes(run_dir)), run)
+    member = _changes(run_dir)[0]["members"][-1]
+    left = netns.corral(box, "leave", "n2", timeout=WAIT_S)
+    assert left.returncode == 0, left.stdout + left.stderr
+    assert "n2 leaves at the end of the round under way" in " ".join(left.stdout.split())
+    _wait("n2 left", lambda: any(e.get("cause") == "asked" for e in _changes(run_dir)), run)
+    _wait("a round of n1 and n3",
+          lambda: _rounds(run_dir)[-1]["island_hosts"] == ["n1", "n3"], run)
+    return run_dir, member, asked
+
+
+def _replayed(path: Path, rounds: list[dict[str, Any]], last: int, out: Path) -> Path:
+    """The replay of the run's ``rounds`` to step ``last``: three local ranks, one island
+    each (n1, n2, n3), the islands per round given; its run directory."""
+    started = time.monotonic()
+    settings = replace(load_cluster(path).run, steps=last)
+    check(launch(3, *one_process_flags(settings), "--islands", "0,1,2",
+                 "--island-schedule", schedule_of(rounds, ("n1", "n2", "n3")),
+                 "--run-dir", str(out)))
+    print(f"the replay: {time.monotonic() - started:.1f} s")
+    return out
+
+
 def test_an_island_joins_and_one_leaves_over_sshd_and_the_replay_ends_equal(
         box: netns.NetnsCluster, tmp_path: Path) -> None:
     path = box.write_cluster_toml(sys.executable, run=RUN, order=("n1", "n2"), master="n1",
@@ -82,22 +121,8 @@ def test_an_island_joins_and_one_leaves_over_sshd_and_the_replay_ends_equal(
         run = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, text=True,
                                cwd=netns.REPO, env=env)
     try:
-        _wait("the run's first round", lambda: any(
-            _rounds(d) for d in set(runs.glob("*/")) - before), run)
-        (run_dir,) = [d for d in set(runs.glob("*/")) - before if _rounds(d)]
-        # cluster.toml gets a third host while the run trains; it joins as an island
-        box.write_cluster_toml(sys.executable, run=RUN, order=("n1", "n2", "n3"), master="n1",
-                               host_lines=SLOW)
-        joined = netns.corral(box, "join", "n3", timeout=WAIT_S)
-        assert joined.returncode == 0, joined.stdout + joined.stderr
-        _wait("n3 joined", lambda: any(e["change"] == "joined" for e in _changes(run_dir)), run)
-        member = _changes(run_dir)[0]["members"][-1]
-        left = netns.corral(box, "leave", "n2", timeout=WAIT_S)
-        assert left.returncode == 0, left.stdout + left.stderr
-        _wait("n2 left", lambda: any(e.get("cause") == "asked" for e in _changes(run_dir)), run)
-        _wait("a round of n1 and n3", lambda: _rounds(run_dir)[-1]["island_hosts"]
-              == ["n1", "n3"], run)
-        stopped = netns.corral(box, "stop", timeout=WAIT_S)
+        run_dir, member, asked = _join_then_leave(box, run, runs, before)
+        stopped = netns.corral(box, "stop", timeout=WAIT_S)  # at the round's end
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         run.wait(timeout=WAIT_S)
     finally:
@@ -105,7 +130,8 @@ def test_an_island_joins_and_one_leaves_over_sshd_and_the_replay_ends_equal(
             netns.corral(box, "stop", "--grace", "3", timeout=60)
             run.kill()
             run.wait()
-    output = log.read_text()
+    output = " ".join(log.read_text().split())
+    assert "rank 0 lets it in at a round's end" in output, output[-4000:]
     rounds = _rounds(run_dir)
     # Every global batch once, in order, whatever the islands; stopped at a round's end.
     assert [r["first_step"] for r in rounds] == [1] + [r["step"] + 1 for r in rounds[:-1]]
@@ -124,9 +150,8 @@ def test_an_island_joins_and_one_leaves_over_sshd_and_the_replay_ends_equal(
     assert record["hosts"] == ["n1", "n3"] and record["left_hosts"] == ["n2"], record
     assert "no process left on any host" in record["cleanup"], record
     assert box.processes_left() == {}
-    replay = tmp_path / "replay"
-    settings = replace(load_cluster(path).run, steps=last)
-    check(launch(3, *one_process_flags(settings), "--islands", "0,1,2",
-                 "--island-schedule", schedule_of(rounds, ("n1", "n2", "n3")),
-                 "--run-dir", str(replay)))
+    joined_at = next(e["t"] for e in _changes(run_dir) if e["change"] == "joined")
+    print(f"lowcomm join over sshd: `corral join` to the round that let n3 in "
+          f"{joined_at - asked:.1f} s; {last} steps, {len(rounds)} rounds")
+    replay = _replayed(path, rounds, last, tmp_path / "replay")
     assert max_rel_diff(final_params(run_dir), final_params(replay)) <= 1e-6
