@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,14 @@ from remote.config.read import load_cluster
 try:
     import netns
     from runkit import one_process_flags
+    from test_membership_join_sshd import _events, _wait  # the run's files, read as they grow
 except ImportError:  # collected as a package module
     from tests.remote import netns  # type: ignore[no-redef]
     from tests.remote.runkit import one_process_flags  # type: ignore[no-redef]
+    from tests.remote.test_membership_join_sshd import (  # type: ignore[no-redef]
+        _events,
+        _wait,
+    )
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))  # its helpers
 from membership_runs import pid_of, schedule_of
 from trainer_runs import check, final_params, launch, max_rel_diff
@@ -46,22 +50,8 @@ SLOW = {name: "slowdown = 40.0\n" for name in ("n1", "n2", "n3")}
 """Steps slow enough (an emulated slowdown, which changes no number) that few are trained while
 the joiner starts: the replay trains as many."""
 WAIT_S = 300.0
-
-
-def _events(run_dir: Path, member: int) -> list[dict[str, Any]]:
-    path = run_dir / "metrics" / f"rank-{member}.jsonl"
-    if not path.exists():
-        return []
-    whole = path.read_text().split("\n")[:-1]  # after the last newline: a line being written
-    return [json.loads(line) for line in whole if line.strip()]
-
-
-def _wait(what: str, condition: Callable[[], bool], run: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert run.poll() is None, f"{what}: `corral run` ended first"
-        assert time.monotonic() < deadline, f"{what}: not within {WAIT_S} s"
-        time.sleep(0.2)  # polling the run's files for a condition, with a deadline
+"""The longest a corral command (the join: its check, push and launch) or the run's end may
+take."""
 
 
 def _changes(run_dir: Path) -> list[dict[str, Any]]:
