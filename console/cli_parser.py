@@ -99,6 +99,22 @@ def add_init_parser(command: AddCommand) -> None:
                       "--hosts names them")
 
 
+MEMBERSHIP_COMMANDS = (
+    ("leave", "Take a host out of a running run at its next step boundary: its share goes "
+     "to the others, nothing is redone, its processes end cleanly (corral's own training "
+     "loop; not the master's host). With `exchange = \"local\"`: at the end of the round "
+     "under way, its change in the round's average.",
+     "a host of the run (cluster.toml's name)"),
+    ("join", "Bring a host of cluster.toml into a running run (one not in it, or one that "
+     "left): the pre-flight check and the mesh probe with the run's hosts, the push, then "
+     "its ranks are let in at a step boundary with the run's state (corral's own training "
+     "loop, `[run] live_membership = true`). With `exchange = \"local\"`: at a round's end, "
+     "as a new island with the anchor and the outer momentum.",
+     "a host of cluster.toml, not in the run"),
+)
+"""``corral leave`` and ``corral join``: the name, the help and HOST's help of each."""
+
+
 def add_run_parsers(command: AddCommand) -> None:
     """``corral run``, ``stop``, ``leave``, ``join``, ``status`` and ``attach``: a run's
     life."""
@@ -137,14 +153,7 @@ def add_run_parsers(command: AddCommand) -> None:
                       help="seconds between TERM and KILL (default: 10); a "
                            "low-communication run gets twice its last round's time more, "
                            "at most 600 s (docs/lowcomm.md)")
-    for name, about, which in (
-        ("leave", "Take a host out of a running run at its next step boundary: its share goes "
-         "to the others, nothing is redone, its processes end cleanly (corral's own training "
-         "loop; not the master's host).", "a host of the run (cluster.toml's name)"),
-        ("join", "Bring a host of cluster.toml into a running run (one not in it, or one that "
-         "left): the pre-flight check and the mesh probe with the run's hosts, the push, then "
-         "its ranks are let in at a step boundary with the run's state (corral's own training "
-         "loop, `[run] live_membership = true`).", "a host of cluster.toml, not in the run")):
+    for name, about, which in MEMBERSHIP_COMMANDS:
         member = command(name, about)
         member.add_argument("host", metavar="HOST", help=which)
         member.add_argument("--run", dest="run_id", metavar="RUN",

@@ -28,6 +28,7 @@ from console.effects import (
 from console.formatting import stop_report_text
 from profiles.user_errors import CorralError
 from remote.api import CheckReport, RunHandle, StopReport
+from trainer.membership.contract import ChangeMoment, change_moment
 
 if TYPE_CHECKING:
     from console.session import Session
@@ -101,9 +102,10 @@ class RunControls:
                                                                                       host))]
 
     def _confirm_leave(self, run_id: str, host: str) -> Effects:
+        moment = self._moment()
         return [Confirm(title="Take a host out", yes="Leave",
-                        question=f"Take {host} out of run {run_id} at its next step "
-                        "boundary? Its share goes to the other hosts; nothing is redone.",
+                        question=f"Take {host} out of run {run_id} at {moment.leave_at}? "
+                        f"{moment.leaver}",
                         then=lambda: self._confirmed("leaving", lambda: self._take_out(
                             run_id, host)))]
 
@@ -116,7 +118,7 @@ class RunControls:
             return self.show_error(exc, title="Cannot take the host out")
         finally:
             self.busy = ""
-        return [Notice(message=f"{host} leaves run {run_id} at its next step boundary.",
+        return [Notice(message=f"{host} leaves run {run_id} at {self._moment().leave_at}.",
                        title="Leave asked")]
 
     def join_host(self) -> Effects:
@@ -142,9 +144,10 @@ class RunControls:
                            then=lambda host: self._confirm_join(run_id, host))]
 
     def _confirm_join(self, run_id: str, host: str) -> Effects:
+        moment = self._moment()
         return [Confirm(title="Bring a host in", yes="Join",
                         question=f"Check {host}, push to it and let it into run {run_id} at "
-                        "a step boundary? It receives the run's state; the others go on.",
+                        f"{moment.join_at}? {moment.joiner}",
                         then=lambda: self._confirmed("joining", lambda: self._bring_in(
                             run_id, host)))]
 
@@ -157,8 +160,13 @@ class RunControls:
             return self.show_error(exc, title="Cannot bring the host in")
         finally:
             self.busy = ""
-        return [Notice(message=f"{host} started in {took:.1f} s: it joins run {run_id} at a "
-                       "step boundary.", title="Join started")]
+        return [Notice(message=f"{host} started in {took:.1f} s: it joins run {run_id} at "
+                       f"{self._moment().join_at}.", title="Join started")]
+
+    def _moment(self) -> ChangeMoment:
+        """When a leave or a join takes effect in the run (cluster.toml's ``exchange``, as
+        the stop's wait reads it)."""
+        return change_moment(self.session.config.run.exchange)
 
     def restart(self) -> Effects:
         if refused := self.refuse_if_read_only("restart the run") or self._refuse_if_busy():

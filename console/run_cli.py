@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from console.session import Session
 from profiles.user_errors import UsageError
+from trainer.membership.contract import change_moment
 
 if TYPE_CHECKING:
     from remote.api import CheckReport, RunHandle
@@ -221,8 +222,9 @@ async def cmd_leave(args: argparse.Namespace, console: Console) -> int:
     async with Session(args.config) as session:
         run_id = session.unnamed_run(live=True) if args.run_id is None else args.run_id
         await leave_host(session.config, run_id, args.host)
-    console.print(f"run {run_id}: {escape(args.host)} leaves at its next step boundary "
-                  "(`corral attach` shows it go)")
+        moment = change_moment(session.config.run.exchange)
+    console.print(f"run {run_id}: {escape(args.host)} leaves at {moment.leave_at} "
+                  f"(`corral attach` shows it go). {moment.leaver}")
     return 0
 
 
@@ -234,9 +236,10 @@ async def cmd_join(args: argparse.Namespace, console: Console) -> int:
     async with Session(args.config) as session:
         run_id = session.unnamed_run(live=True) if args.run_id is None else args.run_id
         took = await join_host(session.config, run_id, args.host)
+        moment = change_moment(session.config.run.exchange)
     console.print(f"run {run_id}: {escape(args.host)} checked, pushed and started in "
-                  f"{took:.1f} s; rank 0 lets it in at a step boundary (the run's follower "
-                  "shows it joining, then its ranks)")
+                  f"{took:.1f} s; rank 0 lets it in at {moment.join_at} (the run's follower "
+                  f"shows it joining, then its ranks). {moment.joiner}")
     return 0
 
 

@@ -25,7 +25,7 @@ from remote.records.runs import RunInfo
 from remote.run.lifecycle import JoinEnded, JoinLaunched, MembershipSeen
 from remote.run.record import RecordMembers
 from trainer.events import MembershipEvent
-from trainer.membership.contract import LOSS_DETECT_S
+from trainer.membership.contract import LOSS_DETECT_S, change_moment
 
 HOT_PATH_WAIT_S = LOSS_DETECT_S + 15.0
 """After a host's failure, how long the follower waits for the survivors' ``membership``
@@ -111,7 +111,7 @@ def join_launched(config: ClusterConfig, left: frozenset[str], joining: frozense
                   t: float) -> MembersDecision:
     """``corral join`` started ``launched.host``: it counts in the run (``run.json`` lists it,
     a stop reaches it, it is no longer a host that left), ``joining`` until rank 0 lets it in
-    at a step boundary, and it is followed like any host."""
+    at a step boundary (a round's end in a lowcomm run), and it is followed like any host."""
     host = launched.host
     known = {h.name for h in config.hosts}
     sections = (*cluster_hosts, *((launched.section,) if launched.section else ()))
@@ -124,13 +124,13 @@ def join_launched(config: ClusterConfig, left: frozenset[str], joining: frozense
         return MembersDecision([line], config, left, [ForgetJoin(host)], joining)
     config = replace(config, hosts=(*config.hosts, *added))
     left = left - {host}
+    join_at = change_moment(config.run.exchange).join_at  # a round's end in a lowcomm run
     said: list[RunEvent] = [
-        HostStatus(t=t, host=host, state="joining",
-                   detail="launched; let in at a step boundary"),
+        HostStatus(t=t, host=host, state="joining", detail=f"launched; let in at {join_at}"),
         LogLine(t=t, host="*", rank=None, text=(
             f"{host} is joining: its launcher started (pgid {launched.pgid}) "
             f"{max(0.0, t - launched.asked):.1f} s after `corral join`; rank 0 lets it in "
-            "at a step boundary"))]
+            f"at {join_at}"))]
     record = RecordMembers(hosts=tuple(h.name for h in config.hosts), left=tuple(sorted(left)))
     return MembersDecision(said, config, left, [record, TailJoiner(host)], joining | {host})
 

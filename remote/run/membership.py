@@ -10,7 +10,9 @@ asked and writes the file; it stops nothing.
 What cannot leave is refused with what to do instead, before any host is touched: a host not
 in the run, the master's host (rank 0 serves the rendezvous and the membership store there),
 a run that has ended, and a run without live membership (a script run as is, whose lost host
-restarts the run from the script's own checkpoint, or the low-communication mode).
+restarts the run from the script's own checkpoint, or the low-communication mode with
+``outer_overlap``). A low-communication run without it takes the leave at the end of the round
+under way (``trainer.membership.contract.change_moment``).
 """
 
 from __future__ import annotations

@@ -170,16 +170,17 @@ def test_r_on_a_script_run_says_the_script_resumes_from_its_own_snapshot(
     assert isinstance(confirm, Confirm) and "newest checkpoint" in confirm.question
 
 
-def _lab(tmp_path: Path, *more: str) -> tuple[RunControls, Session]:
+def _lab(tmp_path: Path, *more: str, run: RunSection | None = None
+         ) -> tuple[RunControls, Session]:
     """Controls over a fake run of alpha (the master), beta and gamma; cluster.toml has them
-    and ``more`` hosts."""
+    and ``more`` hosts, and ``run`` (default: the defaults)."""
     controller = FakeController(script_options={"hold_at": 10})
     controls, session = _controls(controller)
     hosts = tuple(HostSection(name=n, address="local", python="python3")
                   for n in (*(h.name for h in controller.hosts), *more))
     session._config = ClusterConfig(path=tmp_path / "cluster.toml",
                                     cluster=ClusterSection(name="lab", master="alpha"),
-                                    hosts=hosts, run=RunSection())
+                                    hosts=hosts, run=run or RunSection())
     return controls, session
 
 
@@ -243,3 +244,17 @@ async def test_join_offers_the_hosts_not_in_the_run_then_confirms_then_asks_the_
     assert asked == [("fake-1", "delta")]
     assert "delta started in 3.2 s: it joins run fake-1 at a step boundary." in screen.notices()
     assert RunControls(session, read_only=True).join_host()[0].title == READ_ONLY  # type: ignore[union-attr]
+
+
+async def test_leave_and_join_on_a_low_communication_run_say_a_rounds_end(
+        tmp_path: Path) -> None:
+    controls, session = _lab(tmp_path, "delta", run=RunSection(exchange="local"))
+    screen = Headless()
+    await _live_with_gamma_left(screen, controls, session)
+    [leave] = next(o for o in controls.leave_host() if isinstance(o, ChooseHost)).then("beta")
+    [join] = next(o for o in controls.join_host() if isinstance(o, ChooseHost)).then("delta")
+    assert isinstance(leave, Confirm) and isinstance(join, Confirm)
+    assert leave.question == ("Take beta out of run fake-1 at the end of the round under way? "
+                              "It finishes the round; its change is in the round's average.")
+    assert join.question.startswith("Check delta, push to it and let it into run fake-1 at a "
+                                     "round's end (an outer step)? It becomes a new island")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,11 @@ from console.cli import main
 from remote.checks.plan import HostPlan
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
 from remote.config.read import load_cluster
+from remote.events import HostStatus, LogLine
 from remote.hosts.push import CodeBundle
 from remote.records.runs import RunInfo, local_run_dir
 from remote.run import tail_script
+from remote.run.decide_members import join_launched
 from remote.run.join import (
     JoinRecord,
     forget_join_record,
@@ -31,6 +34,7 @@ from remote.run.join import (
     write_join_record,
 )
 from remote.run.launch import torchrun_command
+from remote.run.lifecycle import JoinLaunched
 from remote.run.stream import tailer_paths
 from tests.remote.test_membership_leave import _cluster  # the same cluster and run record
 from trainer.membership.contract import (
@@ -167,3 +171,16 @@ async def test_a_timed_join_reads_the_event_that_let_the_host_in_from_the_local_
     figures = await join.join_and_time(config, info, "c", timeout_s=5)
     assert (figures.first_step_s, figures.seconds_to_step, figures.state_bytes) == (
         12.5, 4.0, 1234)
+
+
+@pytest.mark.parametrize(("run", "at"), [
+    ("", "at a step boundary"), ('exchange = "local"\n', "at a round's end (an outer step)")])
+def test_a_joiner_is_said_to_be_let_in_where_the_runs_mode_admits_it(
+        tmp_path: Path, run: str, at: str) -> None:
+    config = load_cluster(_cluster(tmp_path, RUNNING, run=run))
+    ab = replace(config, hosts=config.hosts[:2])  # the run's hosts; c joins
+    said = join_launched(ab, frozenset(), frozenset(), config.hosts,
+                         JoinLaunched(host="c", pgid=7, asked=1.0), t=3.0).events
+    assert [e.detail for e in said if isinstance(e, HostStatus)] == [f"launched; let in {at}"]
+    [line] = [e.text for e in said if isinstance(e, LogLine)]
+    assert line.endswith(f"2.0 s after `corral join`; rank 0 lets it in {at}"), line

@@ -21,12 +21,12 @@ RUNNING = {"run_id": "m-1", "cluster": "m", "state": "running", "started": 1.0,
            "hosts": ["a", "b"], "membership_port": 31000}
 
 
-def _cluster(tmp_path: Path, record: dict[str, object]) -> Path:
+def _cluster(tmp_path: Path, record: dict[str, object], run: str = "") -> Path:
     hosts = "".join(f'[[hosts]]\nname = "{h}"\naddress = "local"\npython = "{sys.executable}"\n'
                     f'workdir = "{tmp_path}/work-{h}"\n\n' for h in ("a", "b", "c"))
     path = tmp_path / "cluster.toml"
     path.write_text(f'[cluster]\nname = "m"\nmaster = "a"\nrun_root = "{tmp_path}/runs"\n\n'
-                    f'{hosts}[run]\nsteps = 2\n', encoding="utf-8")
+                    f'{hosts}[run]\nsteps = 2\n{run}', encoding="utf-8")
     run_dir = tmp_path / "runs" / "m-1"
     run_dir.mkdir(parents=True)
     (run_dir / "run.json").write_text(json.dumps(record), encoding="utf-8")
@@ -45,6 +45,16 @@ def test_leave_writes_the_request_on_the_host_in_the_run_directory(
     assert "b leaves at its next step boundary" in capsys.readouterr().out
     assert _request(path, "b").read_text() == "asked\n"
     assert not _request(path, "b").with_name("leave-b.tmp").exists()  # renamed, not left
+
+
+def test_a_low_communication_runs_host_is_said_to_leave_at_the_rounds_end(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _cluster(tmp_path, RUNNING, run='exchange = "local"\n')
+    assert main(["-c", str(path), "leave", "b"]) == 0
+    said = capsys.readouterr().out
+    assert "b leaves at the end of the round under way" in said, said
+    assert "its change is in the round's average" in said, said
+    assert _request(path, "b").read_text() == "asked\n"  # the same request: the ranks time it
 
 
 @pytest.mark.parametrize(("host", "record", "said"), [

@@ -161,3 +161,16 @@ def pid_of(events: list[dict[str, Any]]) -> list[int]:
     """The pid of each ``start`` event (one per process that started as this member)."""
     return [e["pid"] for e in events if e["event"] == "start"]
 
+
+
+def schedule_of(rounds: list[dict[str, Any]], hosts: Sequence[str]) -> str:
+    """The ``--island-schedule`` of a live run's ``round`` events: an entry where the islands
+    change, island ``i`` being ``hosts[i]`` (the replay runs them all from the start)."""
+    entries, last = [], ""
+    for event in rounds:
+        islands = ",".join(("~" if h in event["dropped"] else "") + str(hosts.index(h))
+                           for h in event["island_hosts"])
+        if islands != last:
+            entries.append(f"{event['first_step'] - 1}:{islands}")
+            last = islands
+    return ";".join(entries)

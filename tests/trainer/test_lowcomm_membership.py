@@ -6,10 +6,9 @@ run given the same islands per round from the start (``--island-schedule``, the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-from membership_runs import live_run, pid_of
+from membership_runs import live_run, pid_of, schedule_of
 from trainer_runs import check, final_params, launch, max_rel_diff
 
 pytestmark = pytest.mark.slow
@@ -22,18 +21,6 @@ SLOW = ("--slowdown", "6")
 """Rounds long enough (an emulated slowdown, which changes no number) for changes mid-run."""
 HOSTS = ("h0", "h1", "h2", "h3")
 """The live run's hosts; the replay's islands 0..3 are these, in this order."""
-
-
-def schedule_of(rounds: list[dict[str, Any]]) -> str:
-    """The ``--island-schedule`` of a live run's rounds: an entry where the islands change."""
-    entries, last = [], ""
-    for event in rounds:
-        islands = ",".join(("~" if h in event["dropped"] else "") + str(HOSTS.index(h))
-                           for h in event["island_hosts"])
-        if islands != last:
-            entries.append(f"{event['first_step'] - 1}:{islands}")
-            last = islands
-    return ";".join(entries)
 
 
 def test_an_island_joins_leaves_and_is_lost_and_the_replay_ends_equal(tmp_path: Path) -> None:
@@ -61,7 +48,7 @@ def test_an_island_joins_leaves_and_is_lost_and_the_replay_ends_equal(tmp_path: 
         for member in (0, 3):  # the survivors ran on in their first processes
             assert len(pid_of(run.events(member))) == 1
         assert pid_of(run.events(0)) == [run.ranks[0].pid]
-        schedule = schedule_of(rounds)
+        schedule = schedule_of(rounds, HOSTS)
     replay = tmp_path / "replay"
     check(launch(4, *FLAGS, "--islands", "0,1,2,3", "--island-schedule", schedule,
                  "--run-dir", str(replay)))

@@ -10,6 +10,7 @@ a live rank. Every change of membership is reported by rank 0 as one ``Membershi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 JOIN_ENV = "CORRAL_JOIN"
@@ -37,3 +38,33 @@ MembershipChange = Literal["joined", "left", "refused"]
 
 LOSS_DETECT_S = 5.0
 """The longest the surviving ranks take to notice a host that stopped answering."""
+
+
+@dataclass(frozen=True)
+class ChangeMoment:
+    """When a planned leave or a join takes effect in a run, and what it carries, as every
+    front end says it (``corral leave``/``join``, the console's keys, the follower's
+    ``joining``): at a step boundary in exact mode, at an outer step (a round's end) with
+    ``exchange = "local"``, where islands join and leave (trainer/lowcomm/islands.py)."""
+
+    leave_at: str
+    """Where a planned leave takes effect (after "leaves at")."""
+    join_at: str
+    """Where rank 0 lets a joiner in (after "lets it in at")."""
+    leaver: str
+    """What a planned leave does to the run, a sentence."""
+    joiner: str
+    """What a joiner receives, a sentence."""
+
+
+def change_moment(exchange: str) -> ChangeMoment:
+    """The ``ChangeMoment`` of a run whose ``[run] exchange`` is ``exchange``."""
+    if exchange == "local":
+        return ChangeMoment(
+            leave_at="the end of the round under way", join_at="a round's end (an outer step)",
+            leaver="It finishes the round; its change is in the round's average.",
+            joiner="It becomes a new island with the anchor and the outer momentum; "
+                   "the others go on.")
+    return ChangeMoment(leave_at="its next step boundary", join_at="a step boundary",
+                        leaver="Its share goes to the other hosts; nothing is redone.",
+                        joiner="It receives the run's state; the others go on.")
