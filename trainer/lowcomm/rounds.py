@@ -267,7 +267,9 @@ class LocalTrainer(IslandChanges):
             exchange_s=min(t.exchange_s for t in leaders), exchanged_bytes=sent,
             bytes_per_sample=sent / samples, round_steps=self.round_steps or 0,
             compression=config.outer_compression, overlap=config.outer_overlap,
-            in_flight_s=min(t.in_flight_s for t in leaders), island_hosts=hosts,
+            in_flight_s=min(t.in_flight_s for t in leaders),
+            island_exchange_s=tuple(round(t.exchange_s, 6) for t in leaders),
+            inner_cpu_s=tuple(round(t.inner_cpu_s, 6) for t in leaders), island_hosts=hosts,
             dropped=self.dropped))
         print0(f"step {run.step}/{run.total_steps} loss {global_loss_of(losses):.4f} "
                f"{samples / round_s:.1f} samples/s (approximate) round "
