@@ -7,11 +7,15 @@ or with ``--shaped-workload lm`` the LM of ``--lm-shape``) several ways, every w
 round, rounds interleaved (order reversed every other round): each host alone (its solo
 throughput), the three hosts exact (the balancer benches n3), and the three hosts local once
 per ``--shaped-settings`` setting (``outer_compression[+overlap]``; each host an island, the
-round length chosen by the run). Reported: medians over rounds of samples/s after the warm-up
-(exact: the global batch over the median step time past the balancer's first decision; local:
-the samples of the rounds after the first over their seconds), each local setting against the
-sum of the solo throughputs (goal >= 0.9x) and against exact, and its exposed exchange's share
-of those rounds (goal <= 5 %).
+round length chosen by the run). Every run is judged over its steady window of wall time
+(bench/lowcomm_window.py: exact and solo from the balancer's settling, local after the first
+round), with each host's cores in that window and the share of CFS periods its quota ran out in
+(``--host-cpu``: read from the hosts' cgroups every ``SAMPLE_S``), so a host that never reached
+its quota shows as such; a local run's islands each say their compute, exchange, wait for a
+slower island and other. Reported per round and as medians: each local setting against the sum
+of the same round's solo throughputs (goal >= 0.9x), against exact, against what the solos
+would give with the cores each host got in the local run, and its exposed exchange's share of
+the window (goal <= 5 %).
 
 The hosts share this machine's cores: three ranks on fewer than three cores cannot reach the
 sum of what each does alone, and the output says how many cores there were. ``--host-cpu
