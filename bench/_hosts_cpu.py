@@ -169,3 +169,66 @@ def between(a: Reading, b: Reading) -> dict[str, float]:
     hosts = (b.hosts_s - a.hosts_s if a.hosts_s is not None and b.hosts_s is not None
              else float("nan"))
     return {"wall": b.t - a.t, "busy": busy, "hosts cpu": hosts}
+
+
+@dataclass(frozen=True)
+class HostCpuReading:
+    """Each host's CPU clocks at one moment (hosts in the box's order)."""
+
+    t: float
+    """``time.time()``: the clock of the runs' events, so a run's window can be cut from it."""
+    used_s: tuple[float, ...]
+    """CPU seconds of everything on the host so far (its sshd and all it starts)."""
+    periods: tuple[int, ...]
+    """CFS periods the host ran in so far (its quota's ``nr_periods``; 0 without a quota)."""
+    throttled: tuple[int, ...]
+    """Of those, the periods its quota ran out in (``nr_throttled``)."""
+
+
+class HostsCpuEach:
+    """Each host's CPU seconds and its quota's throttling, for ``HostsCpuLimit``'s hosts:
+    cgroup v2 reads the limit's own cgroups (``cpu.stat``: ``usage_usec``, ``nr_periods``,
+    ``nr_throttled``); v1 counts CPU in a cpuacct cgroup per host made here (v1's cpu.stat
+    has the throttling only). Not with ``HostsCpu``, which holds every sshd in one cpuacct
+    cgroup. Removed by ``close``."""
+
+    def __init__(self, box: netns.NetnsCluster, limit: HostsCpuLimit) -> None:
+        self.limit = limit
+        self.parent: Path | None = None
+        self.counters = list(limit.children)
+        if not limit.v2:
+            self.parent = Path(f"/sys/fs/cgroup/cpuacct/corral-each-{os.getpid()}")
+            self.counters = []
+            try:
+                self.parent.mkdir()
+                for node in box.nodes:
+                    assert node.sshd is not None
+                    child = self.parent / node.name
+                    child.mkdir()
+                    self.counters.append(child)
+                    (child / "cgroup.procs").write_text(f"{node.sshd.pid}\n")
+            except OSError:
+                self.close()
+                raise
+
+    def read(self) -> HostCpuReading:
+        stats = [_stat(path / "cpu.stat") for path in self.limit.children]
+        if self.parent is None:
+            used = tuple(s.get("usage_usec", 0) / 1e6 for s in stats)
+        else:
+            used = tuple(int((path / "cpuacct.usage").read_text()) / 1e9
+                         for path in self.counters)
+        return HostCpuReading(t=time.time(), used_s=used,
+                              periods=tuple(s.get("nr_periods", 0) for s in stats),
+                              throttled=tuple(s.get("nr_throttled", 0) for s in stats))
+
+    def close(self) -> None:
+        """Remove the per-host cpuacct cgroups (v1) once the box's processes have left them."""
+        if self.parent is not None:
+            remove_when_empty([*self.counters, self.parent])
+
+
+def _stat(path: Path) -> dict[str, int]:
+    """A cgroup's ``cpu.stat`` as numbers by name."""
+    return {key: int(value) for key, value in
+            (line.split() for line in path.read_text().splitlines() if line.strip())}

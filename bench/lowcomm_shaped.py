@@ -7,11 +7,15 @@ or with ``--shaped-workload lm`` the LM of ``--lm-shape``) several ways, every w
 round, rounds interleaved (order reversed every other round): each host alone (its solo
 throughput), the three hosts exact (the balancer benches n3), and the three hosts local once
 per ``--shaped-settings`` setting (``outer_compression[+overlap]``; each host an island, the
-round length chosen by the run). Reported: medians over rounds of samples/s after the warm-up
-(exact: the global batch over the median step time past the balancer's first decision; local:
-the samples of the rounds after the first over their seconds), each local setting against the
-sum of the solo throughputs (goal >= 0.9x) and against exact, and its exposed exchange's share
-of those rounds (goal <= 5 %).
+round length chosen by the run). Every run is judged over its steady window of wall time
+(bench/lowcomm_window.py: exact and solo from the balancer's settling, local after the first
+round), with each host's cores in that window and the share of CFS periods its quota ran out in
+(``--host-cpu``: read from the hosts' cgroups every ``SAMPLE_S``), so a host that never reached
+its quota shows as such; a local run's islands each say their compute, exchange, wait for a
+slower island and other. Reported per round and as medians: each local setting against the sum
+of the same round's solo throughputs (goal >= 0.9x), against exact, against what the solos
+would give with the cores each host got in the local run, and its exposed exchange's share of
+the window (goal <= 5 %).
 
 The hosts share this machine's cores: three ranks on fewer than three cores cannot reach the
 sum of what each does alone, and the output says how many cores there were. ``--host-cpu
@@ -21,13 +25,27 @@ CORES`` gives every host a CPU share of its own instead (bench/many_hosts.py's c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench._hosts_cpu import HostCpuReading, HostsCpuEach
+from bench.lowcomm_window import (
+    IslandShare,
+    chosen_rounds,
+    host_cores,
+    island_shares,
+    of_kind,
+    steady_window,
+)
 
 RUN = ('{workload}\nsteps = {steps}\ncheckpoint_every = 100000\npolicy = "dynamic"\n'
        'seed = 5\n{extra}')
@@ -35,10 +53,57 @@ CNN = 'model = "simple_cnn"\ndataset = "synthetic_image"\nsamples = 4096\nglobal
 LM = ('task = "causal_lm"\nglobal_batch = 8\noptimizer = "adamw"\nlr = 0.002\n'
       'task_options = {{ model = "{model}", data = "{data}", seq_len = 64, lora_r = 0 }}')
 SOLO_SHARE = 3
-"""The solo and exact runs take 1/SOLO_SHARE and 1/2 of the local runs' steps: their
-throughput is the median step after the warm-up, which needs fewer steps than rounds do."""
-WARMUP_STEPS = 12
-"""Exact: steps before the balancer's first decision (at step 10) and its settling."""
+"""The solo runs take 1/SOLO_SHARE of the local runs' global steps (each host alone trains
+about what it trains as one of the three islands), exact runs half."""
+SAMPLE_S = 0.5
+"""How often each host's CPU clocks are read while a run goes on."""
+
+
+class Sampler:
+    """Each host's CPU clocks every ``SAMPLE_S`` while a run goes on, in a thread of its own
+    (nothing read without ``--host-cpu``: the hosts then have no cgroups of their own)."""
+
+    def __init__(self, each: HostsCpuEach | None) -> None:
+        self.each = each
+
+    @contextlib.contextmanager
+    def during(self) -> Iterator[list[HostCpuReading]]:
+        readings: list[HostCpuReading] = []
+        each = self.each
+        if each is None:
+            yield readings
+            return
+        stop = threading.Event()
+
+        def sample() -> None:
+            readings.append(each.read())
+            while not stop.wait(SAMPLE_S):  # a period between readings, not a sync
+                readings.append(each.read())
+
+        thread = threading.Thread(target=sample, name="host-cpu", daemon=True)
+        thread.start()
+        try:
+            yield readings
+        finally:
+            stop.set()
+            thread.join()
+            readings.append(each.read())
+
+
+@dataclass(frozen=True)
+class WayRun:
+    """One run of one way, over its steady window (bench/lowcomm_window.py)."""
+
+    rate: float
+    """Samples per second of wall time."""
+    cores: dict[str, float]
+    """Each host's cores over the window (its sshd and all it started), by host."""
+    throttled: dict[str, float]
+    """Each host's share of CFS periods its quota ran out in, by host."""
+    exposed: float = 0.0
+    """Local: the exposed exchange over the window (the least island's ``exchange_s``)."""
+    islands: tuple[IslandShare, ...] = ()
+    note: str = ""
 
 
 def _events(run_dir: Path) -> list[dict[str, Any]]:
@@ -46,37 +111,35 @@ def _events(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def samples_per_s(run_dir: Path) -> tuple[float, float, str]:
-    """The run's steady throughput, its exposed exchange's share of the rounds (0 for exact)
-    and a note (who sat out, or the round length)."""
-    events = _events(run_dir)
-    batch = next(e for e in events if e["event"] == "start")["global_batch"]
-    rounds = [e for e in events if e["event"] == "round"]
-    if rounds:  # local: the rounds after the first (which chooses the round length)
-        later = rounds[1:] or rounds
-        samples = sum(sum(r["inner_steps"]) for r in later) * batch
-        seconds = sum(r["round_s"] for r in later)
-        exposed = sum(r["exchange_s"] for r in later) / seconds
-        sent = sum(r["exchanged_bytes"] for r in later)
-        chosen = [r["round_steps"] for r in rounds[:-1]] or [rounds[-1]["round_steps"]]
-        note = (f"H={'/'.join(map(str, dict.fromkeys(chosen)))}, {len(rounds)} rounds, "
-                f"{sent / samples:,.0f} B/sample")
-        return samples / seconds, exposed, note
-    steps = [e for e in events if e["event"] == "step" and e["step"] > WARMUP_STEPS]
-    last = [e for e in events if e["event"] == "rebalance"]
-    split = last[-1]["split"] if last else None
-    return batch / statistics.median(e["step_s"] for e in steps), 0.0, f"split {split}"
+def way_run(events: list[dict[str, Any]], readings: list[HostCpuReading], names: list[str],
+            hosts: list[str]) -> WayRun:
+    """What one run of ``hosts`` gave (``names``: every host of the box, the readings'
+    order)."""
+    window = steady_window(events)
+    cores, throttled = host_cores(readings, window)
+    keep = [names.index(h) for h in hosts]
+    by_host = {names[i]: cores[i] for i in keep} if cores else {}
+    throttled_by = {names[i]: throttled[i] for i in keep} if throttled else {}
+    if of_kind(events, "round"):
+        islands = island_shares(events, window)
+        return WayRun(rate=window.rate, cores=by_host, throttled=throttled_by,
+                      exposed=islands[0].exchange if islands else 0.0, islands=tuple(islands),
+                      note=chosen_rounds(events))
+    last = of_kind(events, "rebalance")
+    return WayRun(rate=window.rate, cores=by_host, throttled=throttled_by,
+                  note=f"split {last[-1]['split'] if last else None}")
 
 
-def _run(netns: Any, box: Any, root: Path, *, hosts: list[str], run: str
-         ) -> tuple[float, float, str]:
+def _run(netns: Any, box: Any, root: Path, sampler: Sampler, *, hosts: list[str], run: str
+         ) -> WayRun:
     before = set((root / "runs").glob("*"))
     box.write_cluster_toml(sys.executable, run=run, order=hosts)
-    done = netns.corral(box, "run", timeout=1800)
+    with sampler.during() as readings:
+        done = netns.corral(box, "run", timeout=1800)
     if done.returncode != 0:
         raise SystemExit(f"corral run on {hosts} failed:\n{(done.stdout + done.stderr)[-3000:]}")
     run_dir = next(p for p in (root / "runs").glob("*") if p not in before)
-    return samples_per_s(run_dir)
+    return way_run(_events(run_dir), readings, [n.name for n in box.nodes], hosts)
 
 
 def _way_run(way: str, args: Any, workload: str) -> tuple[list[str], str]:
@@ -121,7 +184,7 @@ def shaped_main(args: Any) -> int:
     host_cpu = args.host_cpu
     ways = ["n1 alone", "n2 alone", "n3 alone", "exact",
             *(f"local {s}" for s in args.shaped_settings.split(","))]
-    found: dict[str, list[tuple[float, float]]] = {way: [] for way in ways}
+    found: dict[str, list[WayRun]] = {way: [] for way in ways}
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         workload, words = _workload(args, root)
@@ -129,38 +192,67 @@ def shaped_main(args: Any) -> int:
         print(f"{os.cpu_count()} cores, {share}; n3's link: {shaped_as(WIFI)}; n1, n2: "
               f"{shaped_as(GIGABIT)}; {words}, {args.steps} steps (local)", flush=True)
         box = netns.build(root, hosts=3)
-        limit = None
+        limit = each = None
         try:
             for index, link in enumerate((GIGABIT, GIGABIT, WIFI)):
                 shape(box, index, link)
             if host_cpu:
                 limit = HostsCpuLimit(box, host_cpu)
+                each = HostsCpuEach(box, limit)
+            sampler = Sampler(each)
             for round_index in range(args.rounds):
                 order = ways if round_index % 2 == 0 else list(reversed(ways))
                 for way in order:
                     hosts, run = _way_run(way, args, workload)
-                    value, exposed, note = _run(netns, box, root, hosts=hosts, run=run)
-                    found[way].append((value, exposed))
-                    print(f"round {round_index + 1}: {way:<18} {value:8.1f} samples/s, "
-                          f"exposed {exposed:.1%}  ({note}; load {os.getloadavg()[0]:.1f})",
-                          flush=True)
+                    found[way].append(_run(netns, box, root, sampler, hosts=hosts, run=run))
+                    _say(round_index, way, found[way][-1])
         finally:
             box.close()
-            if limit is not None:
-                limit.close()
+            for cgroups in (each, limit):
+                if cgroups is not None:
+                    cgroups.close()
     _summary(found, args.rounds)
     return 0
 
 
-def _summary(found: dict[str, list[tuple[float, float]]], rounds: int) -> None:
-    """Medians over rounds, and every local setting against the solo sum and exact."""
-    median = {way: statistics.median(v for v, _ in runs) for way, runs in found.items()}
-    solo = sum(median[f"n{i} alone"] for i in (1, 2, 3))
+def _say(round_index: int, way: str, run: WayRun) -> None:
+    """One run's line: its throughput, each host's cores (and throttled periods), and a local
+    run's islands."""
+    cores = ", ".join(f"{h} {c:.2f} ({run.throttled.get(h, 0.0):.0%} thr.)"
+                      for h, c in run.cores.items())
+    print(f"round {round_index + 1}: {way:<18} {run.rate:8.1f} samples/s  cores: "
+          f"{cores or 'not counted'}  ({run.note}; load {os.getloadavg()[0]:.1f})", flush=True)
+    for i, island in enumerate(run.islands):
+        print(f"    island {i}: compute {island.compute:.1%} at {island.speed:.1f} samples/s "
+              f"({island.cores:.2f} cores), exchange {island.exchange:.1%}, wait "
+              f"{island.wait:.1%}, other {island.other:.1%}", flush=True)
+
+
+def _summary(found: dict[str, list[WayRun]], rounds: int) -> None:
+    """Per round (the ways back to back) and as medians: every local setting against the
+    solo sum and exact, and against what the solos would give with the cores each host got
+    in the local run (a host's solo samples per core times its local cores)."""
+    median = {way: statistics.median(r.rate for r in runs) for way, runs in found.items()}
+    solos = [found[f"n{i} alone"] for i in (1, 2, 3)]
     print(f"medians over {rounds} rounds: " + ", ".join(f"{w} {v:.1f}" for w, v in median.items()))
+    solo = sum(median[f"n{i} alone"] for i in (1, 2, 3))
     print(f"sum of solo {solo:.1f} samples/s; exact / sum of solo {median['exact'] / solo:.2f}")
     for way, runs in found.items():
-        if way.startswith("local"):
-            exposed = statistics.median(e for _, e in runs)
-            print(f"{way}: / sum of solo {median[way] / solo:.2f} (goal >= 0.9), / exact "
-                  f"{median[way] / median['exact']:.2f}, exposed exchange {exposed:.1%} of the "
-                  f"rounds (goal <= 5 %)")
+        if not way.startswith("local"):
+            continue
+        plain, at_cores = [], []
+        for r, run in enumerate(runs):
+            plain.append(run.rate / sum(s[r].rate for s in solos))
+            if run.cores and all(s[r].cores for s in solos):
+                would = sum(s[r].rate / s[r].cores[h] * run.cores[h]
+                            for s, h in zip(solos, ("n1", "n2", "n3"), strict=True))
+                at_cores.append(run.rate / would)
+        exposed = statistics.median(run.exposed for run in runs)
+        words = ", ".join(f"{v:.2f}" for v in plain)
+        print(f"{way}: / sum of solo {statistics.median(plain):.2f} per round [{words}] "
+              f"(goal >= 0.9), / exact {median[way] / median['exact']:.2f}, exposed exchange "
+              f"{exposed:.1%} of the window (goal <= 5 %)")
+        if at_cores:
+            words = ", ".join(f"{v:.2f}" for v in at_cores)
+            print(f"{way}: / the solos at the cores each host got in it "
+                  f"{statistics.median(at_cores):.2f} per round [{words}]")

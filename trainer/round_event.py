@@ -45,6 +45,12 @@ class RoundEvent:
     in_flight_s: float = 0.0
     """``outer_overlap``: the exchange applied this round, from its start (the round before's
     end) until seen complete (noted between inner steps; the shortest of the island leaders')."""
+    island_exchange_s: tuple[float, ...] = ()
+    """Each island leader's exposed exchange, in island order (``exchange_s`` is the least):
+    an island's excess over the least is its wait at the round's end for a slower island."""
+    inner_cpu_s: tuple[float, ...] = ()
+    """Each island leader's process CPU seconds in its inner steps (all its threads): over
+    ``inner_s``, the cores it got (below its host's share: a busy machine held it back)."""
     island_hosts: tuple[str, ...] = ()
     """Live membership (islands are hosts): each island's host, in island order: the islands
     of this round, as joins and leaves changed them; empty without live membership."""

@@ -15,6 +15,7 @@ from trainer.lowcomm.plan import (
     inner_steps,
     island_split,
     islands_of,
+    next_round_steps,
     plan_round,
     round_steps_for,
 )
@@ -74,6 +75,22 @@ def test_an_overlapped_run_counts_only_what_is_left_exposed_in_its_round_length(
     assert longer == 57 and 0.3 / (longer * step_s + 0.3) <= fraction
     assert 0.3 / ((longer - 1) * step_s + 0.3) > fraction
     assert exposed_round_steps(hidden, 0.01, step_s, fraction) == hidden
+
+
+def test_a_waited_run_lengthens_its_round_when_its_exchange_grows_past_the_rule() -> None:
+    # The first round's exchange, 0.6 s behind inner steps of 0.25 s: H=46 keeps it at 5 %.
+    step_s, fraction = 0.25, 0.05
+    first = next_round_steps(None, 0.6, step_s, fraction, overlap=False)
+    assert first == round_steps_for(0.6, step_s, fraction) == 46
+    # A later round's exchange took 0.9 s (a busier link or host): 7.3 % at H=46. The next
+    # round is made just long enough to hold it to 5 % again...
+    later = next_round_steps(first, 0.9, step_s, fraction, overlap=False)
+    assert later == 69
+    assert 0.9 / (later * step_s + 0.9) <= fraction < 0.9 / ((later - 1) * step_s + 0.9)
+    # ...and a quicker exchange afterwards never shortens it.
+    assert next_round_steps(later, 0.1, step_s, fraction, overlap=False) == later
+    # Overlapped, the first choice counts what the next round leaves exposed, as before.
+    assert next_round_steps(None, 2.0, 0.1, fraction, overlap=True) == 20
 
 
 def test_the_exchange_is_predicted_from_each_islands_link() -> None:

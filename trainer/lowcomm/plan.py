@@ -122,6 +122,19 @@ def exposed_round_steps(round_steps: int, exposed_s: float, step_s: float, fract
     return max(round_steps, round_steps_for(exposed_s, step_s, fraction))
 
 
+def next_round_steps(current: int | None, exchange_s: float, step_s: float, fraction: float,
+                     overlap: bool) -> int:
+    """The round length a run that chooses it (``round_steps`` not given) plans after a round
+    whose exposed exchange took ``exchange_s``: after the first round (``current`` None)
+    ``chosen_round_steps``; after a later one, waited for or overlapped, the round made longer
+    where that exchange passed ``fraction`` of it (``exposed_round_steps``), so that a slower
+    link or a busier host than the first round saw keeps the exchange within the rule for the
+    whole run; never shorter (fewer, longer rounds cost quality only when needed)."""
+    if current is None:
+        return chosen_round_steps(exchange_s, step_s, fraction, overlap)
+    return exposed_round_steps(current, exchange_s, step_s, fraction)
+
+
 def exchange_seconds(parameter_bytes: int, link_mbit: Sequence[float]) -> float:
     """Predicted seconds of one round's exchange: a ring all-reduce of the parameter change
     (2(n-1)/n of its bytes through each island's link) over the slowest island link.

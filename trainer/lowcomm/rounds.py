@@ -33,10 +33,9 @@ from trainer.lowcomm.outer import IslandGroups, OuterStep
 from trainer.lowcomm.plan import (
     FIRST_ROUND_STEPS,
     RoundPlan,
-    chosen_round_steps,
-    exposed_round_steps,
     island_split,
     islands_of,
+    next_round_steps,
     plan_round,
 )
 from trainer.lowcomm.saving import RoundSaver
@@ -237,13 +236,10 @@ class LocalTrainer(IslandChanges):
         steps_per_island = sum(plan.steps) / len(plan.steps)
         step_s = max(t.inner_s for t in leaders) / max(steps_per_island, 1)
         exchange_s = min(t.exchange_s for t in leaders)
-        fraction, overlap = self.config.round_exchange, self.config.outer_overlap
-        if self.round_steps is None:  # the first round, whose exchange was waited for
-            self.round_steps = chosen_round_steps(exchange_s, step_s, fraction, overlap)
-        elif self.config.round_steps is None and overlap:
-            # Hidden behind the next round, the exchange still leaves its own work exposed.
-            self.round_steps = exposed_round_steps(self.round_steps, exchange_s, step_s,
-                                                   fraction)
+        if self.config.round_steps is None:  # chosen after the first round, then held
+            self.round_steps = next_round_steps(self.round_steps, exchange_s, step_s,
+                                                self.config.round_exchange,
+                                                self.config.outer_overlap)
 
     def _report(self, plan: RoundPlan, mine: RoundTally, tallies: list[RoundTally],
                 round_s: float, hosts: tuple[str, ...]) -> None:
@@ -267,7 +263,9 @@ class LocalTrainer(IslandChanges):
             exchange_s=min(t.exchange_s for t in leaders), exchanged_bytes=sent,
             bytes_per_sample=sent / samples, round_steps=self.round_steps or 0,
             compression=config.outer_compression, overlap=config.outer_overlap,
-            in_flight_s=min(t.in_flight_s for t in leaders), island_hosts=hosts,
+            in_flight_s=min(t.in_flight_s for t in leaders),
+            island_exchange_s=tuple(round(t.exchange_s, 6) for t in leaders),
+            inner_cpu_s=tuple(round(t.inner_cpu_s, 6) for t in leaders), island_hosts=hosts,
             dropped=self.dropped))
         print0(f"step {run.step}/{run.total_steps} loss {global_loss_of(losses):.4f} "
                f"{samples / round_s:.1f} samples/s (approximate) round "
