@@ -21,7 +21,9 @@ import pytest
 from remote.checks.host_basics import judge_python
 from remote.checks.host_facts import HostFacts
 from remote.config.cluster import HostSection
+from remote.events import CheckTiming
 from remote.hosts.interpreter import TORCH_PROBE_PY
+from remote.run.start import timing_line
 
 REPO = Path(__file__).resolve().parents[2]
 REFUSES = "raise RuntimeError('torch was imported')\n"
@@ -159,3 +161,19 @@ def test_the_check_says_the_same_whichever_way_the_probe_knew(tmp_path: Path) ->
         judged.append(([(i.name, i.ok, i.detail) for i in facts.items if i.name != "python"],
                        facts.gpus, facts.gpu_names, facts.bf16))
     assert judged[0] == judged[1]
+
+
+def test_the_check_keeps_how_long_the_torch_probe_took_and_the_run_logs_it() -> None:
+    host = HostSection(name="gpubox", address="local", gpus="auto")
+    facts = HostFacts()
+    found = {"python": "3.12.3", "executable": "/usr/bin/python3", "torch": "2.11.0",
+             "torch_full": "2.11.0+cu130", "cuda": True, "gpus": 1, "cuda_version": "13.0",
+             "gpu_names": ["NVIDIA H200"], "bf16": [True], "how": "nvml", "seconds": 0.071}
+    judge_python(host, json.dumps(found), 0, facts)
+    assert facts.timings == [CheckTiming(host="gpubox", name="torch", seconds=0.071,
+                                         how="nvml")]
+    line = timing_line("check", 0.5, [CheckTiming(host="gpubox", name="probe", seconds=0.25),
+                                      *facts.timings,
+                                      CheckTiming(host="*", name="mesh", seconds=0.125)])
+    assert line == ("corral: check took 0.50 s: gpubox probe 0.25 s, gpubox torch 0.07 s "
+                    "(nvml), * mesh 0.12 s")
