@@ -162,10 +162,7 @@ async def _probe_host(
     facts.address = run_address(section_text(sections, "interface"), section_text(
         sections, "links"), is_master=host.name == config.master_name, interface=host.interface)
     if after is not None:
-        began = time.monotonic()
-        await after(transport, facts)
-        facts.timings.append(CheckTiming(host=host.name, name="push",
-                                         seconds=time.monotonic() - began))
+        await _timed(after, transport, facts)
     facts.items.append(judge_platform(
         host.name, section_text(sections, "platform"), address=facts.address,
         ssh_address=node_address(config, host, master_addr)))
@@ -184,6 +181,14 @@ async def _probe_host(
                      section_text(sections, "ps"), facts)
     judge_interface(host, config, master_addr, sections, facts)
     return facts
+
+
+async def _timed(after: AfterProbe, transport: Transport, facts: HostFacts) -> None:
+    """``after`` (``corral check``'s push), its time kept as the host's ``push``."""
+    began = time.monotonic()
+    await after(transport, facts)
+    facts.timings.append(CheckTiming(host=transport.host.name, name="push",
+                                     seconds=time.monotonic() - began))
 
 
 async def _probe_with_port_test(

@@ -80,20 +80,20 @@ def nvmlShutdown() -> None:
     calls["shutdown"] += 1
 
 
-def nvmlSystemGetDriverVersion() -> str:
+def _system(key: str) -> Any:
     _initialised()
-    driver = _spec.get("driver", UNSUPPORTED)
-    if driver == UNSUPPORTED:
+    value = _spec.get(key, UNSUPPORTED)
+    if value == UNSUPPORTED:
         raise NVMLError_NotSupported()
-    return str(driver)
+    return value
+
+
+def nvmlSystemGetDriverVersion() -> str:
+    return str(_system("driver"))
 
 
 def nvmlSystemGetCudaDriverVersion_v2() -> int:
-    _initialised()
-    version = _spec.get("cuda_driver", UNSUPPORTED)
-    if version == UNSUPPORTED:
-        raise NVMLError_NotSupported()
-    return int(version)
+    return int(_system("cuda_driver"))
 
 
 def nvmlDeviceGetCount() -> int:
