@@ -80,6 +80,23 @@ def last_json(text: str) -> dict[str, Any] | None:
     return None
 
 
-TORCH_PROBE_PY = Path(__file__).with_name("torch_probe.py").read_text(encoding="utf-8")
+PROBE_PYTHON = (3, 7)
+"""The oldest Python the torch probe's own code runs on (an older one is only named)."""
+
+
+def _gated(source: str) -> str:
+    """``source`` run where Python is ``PROBE_PYTHON`` or newer; an older one (which could not
+    compile it) still says its version, so that the check names the fix."""
+    oldest = ".".join(map(str, PROBE_PYTHON))
+    too_old = {"torch_error": f"not asked: Python older than {oldest}"}
+    return ("import json, platform, sys\n"
+            f"if sys.version_info < {PROBE_PYTHON}:\n"
+            "    print(json.dumps(dict(python=platform.python_version(), "
+            f"executable=sys.executable, **{too_old!r})))\n"
+            "else:\n"
+            f"    exec(compile({source!a}, 'torch_probe.py', 'exec'))\n")
+
+
+TORCH_PROBE_PY = _gated(Path(__file__).with_name("torch_probe.py").read_text(encoding="utf-8"))
 """The probe asking a host its Python, its torch and the GPUs torch sees there, as ``python -c``
 code (``remote/hosts/torch_probe.py`` says what it prints and when it imports torch)."""

@@ -177,3 +177,13 @@ def test_the_check_keeps_how_long_the_torch_probe_took_and_the_run_logs_it() -> 
                                       CheckTiming(host="*", name="mesh", seconds=0.125)])
     assert line == ("corral: check took 0.50 s: gpubox probe 0.25 s, gpubox torch 0.07 s "
                     "(nvml), * mesh 0.12 s")
+
+
+def test_a_python_too_old_for_the_probe_still_says_its_version(tmp_path: Path) -> None:
+    """Python 3.6 cannot compile the probe: the gate before it answers with the version alone,
+    and the check asks for a newer Python (here this interpreter says it is 3.6)."""
+    dev, site = _host(tmp_path, cuda="13.0")
+    (site / "sitecustomize.py").write_text("import sys\nsys.version_info = (3, 6, 15)\n")
+    found = _probe(dev, site)
+    assert found["torch_error"] == "not asked: Python older than 3.7"
+    assert set(found) == {"python", "executable", "torch_error"}
