@@ -22,7 +22,10 @@ Time from command to first step, by phase:
   ranks up (-> the script runs: the rank's interpreter, torch's and corral's imports, the
   process group), script (-> its first step), delivery (-> the follower has the first step
   event). The two launcher marks are the wall times of torchrun's own INFO lines (corral
-  launches it with ``LOGLEVEL=INFO``), on this machine's clock as the hosts are local.
+  launches it with ``LOGLEVEL=INFO``), on this machine's clock as the hosts are local. The
+  run's own lines timing each part of its check and push are printed as they come (each
+  host's probe and its torch probe, the mesh, each host's push): ``bench/check_phase.py``
+  measures those two phases alone.
 
 On a busy machine the two launchers' whole runs differ by more than the hooks can cost, so
 the hooks are also measured alone (``--hook-blocks``): in this process (one rank, gloo), a
@@ -92,6 +95,8 @@ RESULT = re.compile(r"SCRIPT began=([\d.]+) first=([\d.]+) rate=([\d.]+)")
 TORCHRUN_MARK = re.compile(r"I(\d{4}) (\d\d:\d\d:\d\d\.\d+) .*\] \[default\] "
                            r"(Rendezvous'ing|Rendezvous complete)")
 """torchrun's INFO lines as a launcher starts its rendezvous and as it completes (glog time)."""
+TIMING_LINE = re.compile(r"corral: (check|push) took ")
+"""The run's log lines that time the check's and the push's parts (``remote.run.start``)."""
 SIDES = ("bare", "bare per host", "corral")
 """``torchrun --standalone`` (one launcher), one torchrun launcher per host as corral starts
 them but without corral (``bare_hosts``), and ``corral run``."""
@@ -175,6 +180,8 @@ async def corral(config: ClusterConfig) -> dict[str, float]:
             elif isinstance(event, LogLine):
                 found = found or RESULT.search(event.text)
                 torchrun_mark(event.text, marks)
+                if TIMING_LINE.match(event.text):  # where the check and push's time went
+                    print(f"  {event.text}", flush=True)
     finally:
         await controller.aclose()
     if found is None or "step" not in marks:

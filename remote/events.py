@@ -145,6 +145,23 @@ class LaunchPreview:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CheckTiming:
+    """How long one part of the pre-flight check took: where the time before a launch goes
+    (the run's log says each, ``bench/check_phase.py`` prints them)."""
+
+    host: str
+    """The host it ran on; ``*`` for a part of the whole cluster."""
+    name: str
+    """``code bundle`` (the code tree hashed here), ``probe`` (the host's one probe command, as
+    the master waited for it), ``torch`` (its torch probe, timed on the host), ``mesh``,
+    ``membership port``, ``push`` (the code and what needs it there: a task's import, the data
+    rows; ``corral check`` pushes as each probe ends)."""
+    seconds: float
+    how: str = ""
+    """For ``torch``: how the probe knew the GPUs (``version.py``, ``nvml``, ``import``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class CheckReport:
     """Every pre-flight check of a cluster."""
 
@@ -161,6 +178,9 @@ class CheckReport:
     """Per host, ``(host, line)``: what it would do under each exchange mode (exact, local,
     sit out) with the predicted throughput (trainer/lowcomm/modes.py); empty unless the run is
     ``exchange = "local"`` or a host would sit out of the exact exchange."""
+    timings: tuple[CheckTiming, ...] = ()
+    """How long each part took: in a run, the code bundle, then each host's probe and torch
+    probe, each cluster-wide part in the order they ended, then each host's push."""
 
     @property
     def ok(self) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from remote.checks.host_facts import HostFacts
 from remote.checks.torch_versions import torch_release_item
 from remote.config.cluster import ClusterConfig, HostSection
-from remote.events import CheckItem
+from remote.events import CheckItem, CheckTiming
 from remote.hosts.interpreter import last_json, python_label
 from remote.hosts.netif import parse_interface
 from remote.hosts.sections import MISSING, section_text
@@ -42,6 +42,9 @@ def judge_python(host: HostSection, text: str, status: int, facts: HostFacts) ->
                                  fix if host.python is not None
                                  else f"run `corral setup {host.name}`, or {fix}"))
         return
+    if isinstance(seconds := found.get("seconds"), (int, float)):  # an older probe: none
+        facts.timings.append(CheckTiming(host=host.name, name="torch", seconds=float(seconds),
+                                         how=str(found.get("how", ""))))
     version = str(found.get("python", "?"))
     parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
     facts.python_ok = parts >= MIN_PYTHON

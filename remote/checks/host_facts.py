@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from remote.checks.estimate_facts import EstimateProbe
-from remote.events import CheckItem
+from remote.events import CheckItem, CheckTiming
 from remote.hosts import cpu_placement
 
 
@@ -15,6 +15,8 @@ class HostFacts:
     """What the probes found on one reachable host."""
 
     items: list[CheckItem] = field(default_factory=list)
+    timings: list[CheckTiming] = field(default_factory=list)
+    """How long its probe took (the master's wait) and its torch probe (on the host)."""
     torch: str | None = None
     """torch's version without the local build tag, when torch imports."""
     python_ok: bool = False

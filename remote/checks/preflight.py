@@ -11,6 +11,7 @@ Each failure carries a hint with the exact fix.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 from profiles.user_errors import CorralError
@@ -55,7 +56,7 @@ from remote.checks.torch_versions import judge_precision, torch_item
 from remote.checks.trackers import tracker_items
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.config.task_code import UserCode, user_code
-from remote.events import CheckItem, CheckReport
+from remote.events import CheckItem, CheckReport, CheckTiming
 from remote.hosts import cpu_placement
 from remote.hosts.interpreter import TORCH_PROBE_PY, python_c
 from remote.hosts.netif import interface_script, run_address
@@ -63,6 +64,7 @@ from remote.hosts.pool import HostPool
 from remote.hosts.push import present_command
 from remote.hosts.sections import MISSING, section_text, sectioned_script, split_sections
 from remote.hosts.transport import HostKeyNotTrusted, Transport, shell_path
+from trainer.balance.links import PairLink
 
 PROBE_TIMEOUT_S = 120.0
 """Seconds allowed for the Python probe (importing torch can take a while on a cold disk)."""
@@ -129,6 +131,7 @@ async def _probe_host(
     facts = HostFacts()
     facts.items.append(item(host, "reachable", True,
                              "this machine" if host.is_local else "connected"))
+    began = time.monotonic()
     try:
         done = await transport.run(
             probe_script(host, config, master_addr, user, port, code_digest),
@@ -139,6 +142,8 @@ async def _probe_host(
                                  f"run the check again; if it persists, log in to {host.name} "
                                  "and run its python by hand"))
         return facts
+    facts.timings.append(CheckTiming(host=host.name, name="probe",
+                                     seconds=time.monotonic() - began))
     if native_windows(done.stdout + done.stderr):  # cmd or PowerShell: no probe ran
         facts.items.append(windows_item(host.name))
         return facts
@@ -157,7 +162,7 @@ async def _probe_host(
     facts.address = run_address(section_text(sections, "interface"), section_text(
         sections, "links"), is_master=host.name == config.master_name, interface=host.interface)
     if after is not None:
-        await after(transport, facts)
+        await _timed(after, transport, facts)
     facts.items.append(judge_platform(
         host.name, section_text(sections, "platform"), address=facts.address,
         ssh_address=node_address(config, host, master_addr)))
@@ -176,6 +181,14 @@ async def _probe_host(
                      section_text(sections, "ps"), facts)
     judge_interface(host, config, master_addr, sections, facts)
     return facts
+
+
+async def _timed(after: AfterProbe, transport: Transport, facts: HostFacts) -> None:
+    """``after`` (``corral check``'s push), its time kept as the host's ``push``."""
+    began = time.monotonic()
+    await after(transport, facts)
+    facts.timings.append(CheckTiming(host=transport.host.name, name="push",
+                                     seconds=time.monotonic() - began))
 
 
 async def _probe_with_port_test(
@@ -259,17 +272,9 @@ async def check_and_plan(
         else:
             error = result if result is not None else RuntimeError("no result")
             items.append(_unreachable_item(host, error))
-    testable = {name for name, host_facts in facts.items() if host_facts.python_ok}
-    membership_port = None
-    if config.master_name in testable:
-        items.extend(item for item in rendezvous if item.host in testable)
-        if port is not None and wants_membership_port(config):
-            membership, membership_port = await check_membership_port(config, pool,
-                                                                      master_addr, port)
-            items.extend(item for item in membership if item.host in testable)
-    mesh, measured = await mesh_check(config, pool, facts, master_addr)
-    items.extend(mesh)
-    links = measured.links if measured is not None else ()
+    timings = [timing for host_facts in facts.values() for timing in host_facts.timings]
+    membership_port, links = await _cluster_wide(config, pool, facts, master_addr,
+                                                 (rendezvous, port), items, timings)
     same_torch = torch_item(facts)
     if same_torch is not None:
         items.append(same_torch)
@@ -288,4 +293,37 @@ async def check_and_plan(
     probes = {name: f.estimate for name, f in facts.items()}
     estimate = cluster_estimate(config, nprocs, probes, found.interfaces, links)
     modes = cluster_modes(config, nprocs, probes, found.interfaces, links)
-    return CheckReport(items=tuple(items), estimate=estimate, links=links, modes=modes), found
+    return CheckReport(items=tuple(items), estimate=estimate, links=links, modes=modes,
+                       timings=tuple(timings)), found
+
+
+async def _cluster_wide(
+    config: ClusterConfig, pool: HostPool, facts: dict[str, HostFacts], master_addr: str,
+    tested: tuple[list[CheckItem], int | None], items: list[CheckItem],
+    timings: list[CheckTiming],
+) -> tuple[int | None, tuple[PairLink, ...]]:
+    """The check's parts over the whole cluster, once every probe is in: the rendezvous port's
+    items (``tested``: with the port found) and the membership port's, for the hosts whose
+    Python works, and the full mesh; their items added to ``items``, their times to
+    ``timings``. The membership port (None: not wanted or not found) and the links measured."""
+    rendezvous, port = tested
+    testable = {name for name, host_facts in facts.items() if host_facts.python_ok}
+    membership_port = None
+    if config.master_name in testable:
+        items.extend(item for item in rendezvous if item.host in testable)
+        if port is not None and wants_membership_port(config):
+            began = time.monotonic()
+            membership, membership_port = await check_membership_port(config, pool,
+                                                                      master_addr, port)
+            timings.append(_cluster_timing("membership port", began))
+            items.extend(item for item in membership if item.host in testable)
+    began = time.monotonic()
+    mesh, measured = await mesh_check(config, pool, facts, master_addr)
+    timings.append(_cluster_timing("mesh", began))
+    items.extend(mesh)
+    return membership_port, measured.links if measured is not None else ()
+
+
+def _cluster_timing(name: str, began: float) -> CheckTiming:
+    """A cluster-wide part of the check, from ``began`` (``time.monotonic()``) to now."""
+    return CheckTiming(host="*", name=name, seconds=time.monotonic() - began)

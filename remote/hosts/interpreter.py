@@ -16,6 +16,7 @@ import contextlib
 import json
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 from remote.config.cluster import HostSection
@@ -79,37 +80,23 @@ def last_json(text: str) -> dict[str, Any] | None:
     return None
 
 
-# One JSON object: the interpreter's and torch's versions and what CUDA torch sees. torch is
-# imported only where a GPU device node exists (importing it takes seconds): NVIDIA's, AMD's,
-# or WSL2's /dev/dxg, through which torch reaches the GPU with the driver in /usr/lib/wsl/lib.
-TORCH_PROBE_PY = """\
-import importlib.util, json, os, platform, sys
-out = {"python": platform.python_version(), "executable": sys.executable}
-spec = importlib.util.find_spec("torch")
-version = None
-if spec is not None and spec.origin:
-    try:
-        with open(os.path.join(os.path.dirname(spec.origin), "version.py")) as f:
-            for line in f:
-                if line.startswith("__version__"):
-                    version = line.split("=", 1)[1].strip().strip(chr(34) + chr(39))
-    except OSError:
-        pass
-gpu_nodes = any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg"))
-try:
-    if spec is None:
-        raise ImportError("No module named 'torch'")
-    if version is None or gpu_nodes:
-        import torch
-        version = torch.__version__
-        cuda = bool(torch.cuda.is_available())
-        gpus = torch.cuda.device_count() if cuda else 0
-        out.update(cuda=cuda, gpus=gpus, cuda_version=torch.version.cuda,
-                   gpu_names=[torch.cuda.get_device_name(i) for i in range(gpus)])
-        try: out["bf16"] = [torch.cuda.get_device_capability(i)[0] >= 8 for i in range(gpus)]
-        except Exception: pass  # no answer (an old or fake torch): nothing to check
-    out.update(torch=version.split("+")[0], torch_full=version)
-except Exception as exc:
-    out["torch_error"] = type(exc).__name__ + ": " + str(exc)
-print(json.dumps(out))
-"""
+PROBE_PYTHON = (3, 7)
+"""The oldest Python the torch probe's own code runs on (an older one is only named)."""
+
+
+def _gated(source: str) -> str:
+    """``source`` run where Python is ``PROBE_PYTHON`` or newer; an older one (which could not
+    compile it) still says its version, so that the check names the fix."""
+    oldest = ".".join(map(str, PROBE_PYTHON))
+    too_old = {"torch_error": f"not asked: Python older than {oldest}"}
+    return ("import json, platform, sys\n"
+            f"if sys.version_info < {PROBE_PYTHON}:\n"
+            "    print(json.dumps(dict(python=platform.python_version(), "
+            f"executable=sys.executable, **{too_old!r})))\n"
+            "else:\n"
+            f"    exec(compile({source!a}, 'torch_probe.py', 'exec'))\n")
+
+
+TORCH_PROBE_PY = _gated(Path(__file__).with_name("torch_probe.py").read_text(encoding="utf-8"))
+"""The probe asking a host its Python, its torch and the GPUs torch sees there, as ``python -c``
+code (``remote/hosts/torch_probe.py`` says what it prints and when it imports torch)."""

@@ -22,7 +22,15 @@ from remote.checks.script_imports import DATA_CHECK, LEFT_OUT_CHECK, SCRIPT_KEYS
 from remote.checks.task_import import push_and_check_code
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.config.task_code import UserCode, user_code
-from remote.events import CheckItem, CheckReport, HostState, HostStatus, LogLine, RunEvent
+from remote.events import (
+    CheckItem,
+    CheckReport,
+    CheckTiming,
+    HostState,
+    HostStatus,
+    LogLine,
+    RunEvent,
+)
 from remote.hosts.pool import HostPool
 from remote.hosts.push import CodeBundle, build_bundle
 from remote.hosts.transport import Transport
@@ -100,6 +108,7 @@ async def run_check(launch: Launch) -> AsyncGenerator[RunEvent, None]:
     Every host is asked what the launch needs once: the check's probes also find each host's
     GPU count, interface and a free rendezvous port, and whether the code tree is there."""
     config = launch.config
+    began = time.monotonic()
     for event in launch.each_host("checking"):
         yield event
     try:
@@ -110,18 +119,30 @@ async def run_check(launch: Launch) -> AsyncGenerator[RunEvent, None]:
         user = launch.user = user_code(config.run, config.path.parent)
     except CorralError as exc:
         raise LaunchFailed(f"{config.path}: [run] task: {exc.message}") from None
+    bundling = time.monotonic()
     try:
         code = launch.code = await asyncio.to_thread(
             build_bundle, user_folder=user.folder if user is not None else None,
             with_data=config.run.script is None)  # a script's data: the data sync
     except CorralError as exc:  # over the size budget: named before any host is touched
         raise LaunchFailed(exc.message) from None
+    bundled = CheckTiming(host="*", name="code bundle", seconds=time.monotonic() - bundling)
     report, launch.facts = await check_and_plan(config, launch.pool, user=user,
                                                 code_digest=code.digest)
-    launch.report = report
+    report = launch.report = replace(report, timings=(bundled, *report.timings))
+    yield LogLine(t=time.time(), host="*", rank=None,
+                  text=timing_line("check", time.monotonic() - began, report.timings))
     _refuse_failed(report)
     for line in warning_lines(report.items):
         yield LogLine(t=time.time(), host="*", rank=None, text=line)
+
+
+def timing_line(phase: str, seconds: float, timings: Sequence[CheckTiming]) -> str:
+    """How long ``phase`` took and each of its parts, as the run logs it (where the time
+    before a launch goes, issue 58)."""
+    parts = [f"{t.host} {t.name} {t.seconds:.2f} s" + (f" ({t.how})" if t.how else "")
+             for t in timings]
+    return f"corral: {phase} took {seconds:.2f} s" + (": " + ", ".join(parts) if parts else "")
 
 
 def warning_lines(items: Sequence[CheckItem]) -> list[str]:
@@ -151,9 +172,19 @@ async def push_code_to_hosts(launch: Launch) -> AsyncGenerator[RunEvent, None]:
     assert code is not None and facts is not None and report is not None
     for event in launch.each_host("pushing"):
         yield event
-    results = await launch.pool.gather(lambda transport: push_and_check_code(
-        transport, launch.config, code, facts.code_present.get(transport.host.name),
-        launch.user))
+    began = time.monotonic()
+    timings: list[CheckTiming] = []
+
+    async def push_one(transport: Transport) -> tuple[bool | CorralError, list[CheckItem]]:
+        started = time.monotonic()
+        pushed = await push_and_check_code(transport, launch.config, code,
+                                           facts.code_present.get(transport.host.name),
+                                           launch.user)
+        timings.append(CheckTiming(host=transport.host.name, name="push",
+                                   seconds=time.monotonic() - started))
+        return pushed
+
+    results = await launch.pool.gather(push_one)
     pushed: dict[str, bool | BaseException] = {}
     code_items: list[CheckItem] = []
     for name in launch.hosts:
@@ -163,6 +194,7 @@ async def push_code_to_hosts(launch: Launch) -> AsyncGenerator[RunEvent, None]:
         else:
             pushed[name], items = result
             code_items += items
+    report = launch.report = replace(report, timings=(*report.timings, *timings))
     if errors := _errors(pushed):
         for name, error in errors.items():
             yield HostStatus(t=time.time(), host=name, state="failed", detail=str(error))
@@ -177,6 +209,8 @@ async def push_code_to_hosts(launch: Launch) -> AsyncGenerator[RunEvent, None]:
              else "already on every host, nothing sent")
     yield LogLine(t=time.time(), host="*", rank=None,
                   text=f"code {code.digest[:12]}: {where} ({code.files} files)")
+    yield LogLine(t=time.time(), host="*", rank=None,
+                  text=timing_line("push", time.monotonic() - began, timings))
     async for data_event in sync_run_data(launch.pool, launch.config, launch.run_dir,
                                           launch.user):
         yield data_event

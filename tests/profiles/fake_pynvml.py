@@ -2,10 +2,13 @@
 
 Installed as ``pynvml`` in ``sys.modules`` and configured with ``configure(spec)``. The spec:
 
-    {"driver": "550.54.15", "init_error": false,
+    {"driver": "550.54.15", "cuda_driver": 12040, "init_error": false,
      "gpus": [{"name": ..., "uuid": ..., "total": ..., "free": ..., "used": ...,
                "cc": [9, 0], "util": 35, "power_mw": 312000, "name_bytes": false,
-               "bus_id": "00000000:17:00.0", "cpu_affinity": [0, 1, 2]}]}
+               "bus_id": "00000000:17:00.0", "cpu_affinity": [0, 1, 2],
+               "mig": [0, 0], "minor": 0}]}
+
+``minor`` (the GPU's device node ``nvidia<minor>``) defaults to the GPU's index.
 
 A GPU field set to "unsupported" raises NVMLError_NotSupported, as NVML does for fields a
 GPU lacks.
@@ -77,12 +80,20 @@ def nvmlShutdown() -> None:
     calls["shutdown"] += 1
 
 
-def nvmlSystemGetDriverVersion() -> str:
+def _system(key: str) -> Any:
     _initialised()
-    driver = _spec.get("driver", UNSUPPORTED)
-    if driver == UNSUPPORTED:
+    value = _spec.get(key, UNSUPPORTED)
+    if value == UNSUPPORTED:
         raise NVMLError_NotSupported()
-    return str(driver)
+    return value
+
+
+def nvmlSystemGetDriverVersion() -> str:
+    return str(_system("driver"))
+
+
+def nvmlSystemGetCudaDriverVersion_v2() -> int:
+    return int(_system("cuda_driver"))
 
 
 def nvmlDeviceGetCount() -> int:
@@ -109,6 +120,15 @@ def nvmlDeviceGetHandleByUUID(uuid: str | bytes) -> int:
 def nvmlDeviceGetName(handle: int) -> str | bytes:
     name = _field(handle, "name")
     return name.encode() if _gpu(handle).get("name_bytes") else name
+
+
+def nvmlDeviceGetMigMode(handle: int) -> tuple[int, int]:
+    current, pending = _field(handle, "mig")
+    return current, pending
+
+
+def nvmlDeviceGetMinorNumber(handle: int) -> int:
+    return int(_gpu(handle).get("minor", handle))
 
 
 def nvmlDeviceGetMemoryInfo(handle: int) -> SimpleNamespace:

@@ -156,6 +156,14 @@ async def test_a_healthy_local_cluster_passes_every_check(tmp_path: Path) -> Non
     assert find(report, "a", "interface").detail.startswith("lo (holds 127.0.0.1)")
     assert find(report, "b", "interface").detail.startswith("lo (routes to 127.0.0.1)")
     assert "reaches 127.0.0.1:" in find(report, "b", "rendezvous-port").detail
+    # Where the check's time went (issue 58): each host's probe, its torch probe inside it
+    # (torch never imported without a GPU device node), the full mesh.
+    timed = {(t.host, t.name): t for t in report.timings}
+    for host in ("a", "b"):
+        assert 0 < timed[host, "torch"].seconds < timed[host, "probe"].seconds
+        if not Path("/dev/nvidiactl").exists():
+            assert timed[host, "torch"].how == "version.py"
+    assert ("*", "mesh") in timed
     assert [i.host for i in report.items] == sorted(
         (i.host for i in report.items), key=lambda h: {"a": 0, "b": 1, "*": 2}[h])
 

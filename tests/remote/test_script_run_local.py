@@ -238,6 +238,12 @@ async def test_a_script_crashing_on_one_rank_ends_the_run_naming_it(tmp_path: Pa
         f"run {run_id}: failed (first failure: h1 rank 1): {final.detail.splitlines()[0]}"]
     for left_out in ("Traceback", "ChildFailedError", "Connection closed", "File \""):
         assert not [line for line in printed if left_out in line], (left_out, printed)
+    # Where the time before the launch went (issue 58): the check's parts, the push's.
+    timed = [e.text for e in events if isinstance(e, LogLine) and " took " in e.text]
+    assert [line.split(" took ")[0] for line in timed] == ["corral: check", "corral: push"]
+    for part in ("* code bundle", "h0 probe", "h1 torch", "* mesh"):
+        assert f"{part} " in timed[0], timed
+    assert "h1 push " in timed[1], timed
 
 
 FOREVER = """\
