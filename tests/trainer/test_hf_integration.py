@@ -127,9 +127,11 @@ def test_without_corral_the_opt_in_changes_nothing(lm: TinyLM, tmp_path: Path) -
     opt_in = [line for line in text.splitlines() if "corral opt-in" in line]
     assert len(opt_in) == 2
     plain.write_text("\n".join(line for line in text.splitlines() if line not in opt_in) + "\n")
-    # Two ranks: a multi-rank DDP run outside corral, as the example's own users start it.
+    # Two ranks: a multi-rank DDP run outside corral, as the example's own users start it
+    # (under torch's agent). The plain script has no opt-in to see its launcher: its ranks,
+    # given torchrun's environment by the spawner, are the reference.
     check(torchrun(SCRIPTS / "hf_trainer.py", 2, hf_args(lm, tmp_path / "with", 2), agent=True))
-    check(torchrun(plain, 2, hf_args(lm, tmp_path / "without", 2), agent=True))
+    check(torchrun(plain, 2, hf_args(lm, tmp_path / "without", 2)))
     with_opt_in, without = adapter(tmp_path / "with"), adapter(tmp_path / "without")
     assert all(torch.equal(with_opt_in[k], without[k]) for k in without)
     assert not (tmp_path / "with" / "metrics").exists()
