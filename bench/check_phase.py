@@ -100,7 +100,8 @@ def _run_arm(tree: Path, folder: Path, hosts: int) -> dict[str, Any]:
     words = [sys.executable, str(Path(__file__).resolve()), "--inner", "--tree", str(tree),
              "--folder", str(folder), "--hosts", str(hosts)]
     done = subprocess.run(words, cwd=tree, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(tree)})
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              [str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])})
     if done.returncode != 0:
         raise SystemExit(f"{tree}: exit {done.returncode}\n{done.stdout[-2000:]}"
                          f"{done.stderr[-2000:]}")
