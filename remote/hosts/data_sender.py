@@ -9,7 +9,8 @@ connection to the host (the same ``[ssh]`` settings, keys and known_hosts as the
 and streams the files from disk: hosts then run on separate cores, and each sender's memory
 stays bounded by a chunk as the master's does. Where OpenSSH's client can reach the host with
 corral's settings (``remote.hosts.data_openssh``), the master feeds it through ``ssh``
-instead, as ``rsync -a`` does: half the CPU of asyncssh's stream, and no interpreter to start.
+instead, as ``rsync -a`` does: half the CPU of asyncssh's stream, and no interpreter to start;
+its files moved into ``ssh``'s pipe by the kernel from a thread (``pump``), off the loop.
 
 The master hands the sender its job (``SendJob``, pickled, length first) on its standard
 input and keeps that input open: a sender whose input ends (the master gone, however it
