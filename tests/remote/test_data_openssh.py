@@ -1,17 +1,22 @@
 """A host's data stream through OpenSSH's ``ssh`` (``remote.hosts.data_openssh``): only where
 it carries corral's settings whole (its known_hosts file alone, strict, never a prompt, no
 proxy); the host's ``env`` values on the stream's input, never on its command line; a stream
-``ssh`` could not open goes through asyncssh instead; a host slow to finish is a timeout.
+``ssh`` could not open goes through asyncssh instead; a host slow to finish is a timeout. The
+pump that writes the stream into ``ssh``'s pipe: every byte in order, spliced or not; a file
+changed meanwhile refused before its last bytes; interrupted, nothing left running.
 (Through a real sshd: test_data_travels_sshd.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -223,3 +228,37 @@ def test_a_file_that_changes_while_pumped_is_refused_before_its_last_bytes_leave
     body = got[len(b"E\n" + b'{"files": 1}\n'):]
     assert contents[0].startswith(body) and len(body) <= size - data_sender.TAIL_BYTES
     assert tally.sent_files == 0
+
+
+async def test_an_interrupted_stream_through_ssh_leaves_no_process_and_no_pump_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_ssh(tmp_path, monkeypatch, status=f"echo $$ > {tmp_path / 'pid'}; exec sleep 60")
+    source = tmp_path / "large.bin"
+    source.write_bytes(os.urandom(4 * data_sender.PIPE_BYTES))  # more than the pipe holds
+    job = replace(_job(tmp_path, {}), files=(DataFile(
+        rel="large.bin", source=source, size=source.stat().st_size,
+        mtime_ns=source.stat().st_mtime_ns, sha256=None),))
+    ended = threading.Event()
+    real_pump = data_sender.pump
+
+    def pump(*args: Any, **kwargs: Any) -> None:
+        try:
+            real_pump(*args, **kwargs)
+        finally:
+            ended.set()
+
+    monkeypatch.setattr(data_sender, "pump", pump)
+    tally = DataProgress(host="gpu7")
+    sending = asyncio.ensure_future(send(SshTransport(job.host, None), job,  # type: ignore[arg-type]
+                                         tally))
+    deadline = time.monotonic() + 10.0
+    while not (tmp_path / "pid").exists() or tally.sent_bytes == 0:  # the pump is blocked
+        assert time.monotonic() < deadline and not sending.done()
+        await asyncio.sleep(0.02)
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+    with pytest.raises(ProcessLookupError):  # ssh (here: its stand-in) killed and reaped
+        os.kill(int((tmp_path / "pid").read_text()), 0)
+    assert await asyncio.to_thread(ended.wait, 10.0)  # its pipe closed: the pump's write ended
+    assert tally.sent_bytes < source.stat().st_size
