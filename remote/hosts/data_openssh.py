@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import asyncssh
@@ -88,11 +88,12 @@ def openssh_hosts(hosts: Iterable[HostSection], ssh: SshSection) -> frozenset[st
     return frozenset(h.name for h in hosts if openssh_argv(h, ssh, "true") is not None)
 
 
-async def run_openssh(host: str, argv: list[str], command: str, feed: AsyncIterator[bytes], *,
+async def run_openssh(host: str, argv: list[str], command: str, pump: Callable[[int], None], *,
                       timeout: float) -> CompletedCommand | None:
-    """Run ``argv`` (``openssh_argv``'s, for ``command``) with ``feed``'s chunks as the host
-    command's standard input (``run_process``); None: ``ssh`` could not open the stream."""
-    done = await run_process(argv, host, command, timeout, feed=feed)
+    """Run ``argv`` (``openssh_argv``'s, for ``command``) with what ``pump`` writes into its
+    pipe as the host command's standard input (``run_process``); None: ``ssh`` could not open
+    the stream."""
+    done = await run_process(argv, host, command, timeout, pump=pump)
     if done.exit_status == OWN_FAILURE and not done.stdout.strip():
         return None
     return done

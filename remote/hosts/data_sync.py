@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 
 from remote.config.cluster import HostSection, SshSection
-from remote.hosts.data_sender import DataSyncError, SendJob, send
+from remote.hosts.data_sender import PIPE_BYTES, DataSyncError, SendJob, send
 from remote.hosts.data_tree import CHUNK_BYTES, DataFile, DataSet
 from remote.hosts.interpreter import last_json, python_word
 from remote.hosts.push_tree import mib
@@ -147,9 +147,15 @@ after each sync that sent files (the only time the cache grows). ``runs`` holds 
 directories, each host's link list ``hosts/<host>.data`` beside its exit file
 ``hosts/<host>.exit`` (written when the launcher ends)."""
 
-RECEIVE_PY = ("import hashlib, json, os, sys, tempfile, time\n" + WRITE_LINKS_PY + PRUNE_PY
+RECEIVE_PY = ("import fcntl, hashlib, json, os, sys, tempfile, time\n" + WRITE_LINKS_PY + PRUNE_PY
               + f"""
+if sys.platform.startswith("linux"):  # a 1 MiB pipe from sshd: fewer reads, fewer wake-ups
+    try:
+        fcntl.fcntl(0, getattr(fcntl, "F_SETPIPE_SZ", 1031), {PIPE_BYTES})
+    except OSError:  # not a pipe, or larger than this system allows
+        pass
 src = sys.stdin.buffer
+buf = memoryview(bytearray({CHUNK_BYTES}))  # one buffer, read into, for every chunk
 head = json.loads(src.readline())
 cache = os.path.expanduser(head["cache"])
 os.makedirs(cache, exist_ok=True)
@@ -167,12 +173,12 @@ for sha, size in head["files"]:
         digest, left = hashlib.sha256(), size
         with os.fdopen(fd, "wb") as out:
             while left:
-                chunk = src.read(min(left, {CHUNK_BYTES}))
-                if not chunk:
+                count = src.readinto(buf[:min(left, {CHUNK_BYTES})])
+                if not count:
                     sys.exit("corral: the data stream ended before " + sha)
-                digest.update(chunk)
-                out.write(chunk)
-                left -= len(chunk)
+                digest.update(buf[:count])
+                out.write(buf[:count])
+                left -= count
         if sha is not None and digest.hexdigest() != sha:
             sys.exit("corral: data file " + sha + " arrived changed")
         os.chmod(tmp, 0o444)

@@ -14,7 +14,7 @@ import contextlib
 import os
 import shlex
 import signal
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -151,38 +151,68 @@ def _short(command: str, limit: int = 160) -> str:
 
 
 async def run_process(argv: list[str], host: str, command: str, timeout: float, *,
-                      input: bytes | None = None, feed: AsyncIterator[bytes] | None = None
-                      ) -> CompletedCommand:
+                      input: bytes | None = None, feed: AsyncIterator[bytes] | None = None,
+                      pump: Callable[[int], None] | None = None) -> CompletedCommand:
     """Run ``argv`` on this machine, in a process group of its own, with ``input`` whole and then
-    ``feed``'s chunks (each written when the pipe has room) as its standard input, its output
-    read as it comes (a full pipe never stalls it). ``command`` (what runs on ``host``) names
-    it in a timeout; ``timeout`` counts from the end of the input. Killed with its group when
-    interrupted or late (``LocalTransport``'s commands; a data stream through ``ssh``)."""
+    ``feed``'s chunks (each written when the pipe has room), or what ``pump`` writes into the
+    pipe it is given (in a thread, off the loop: ``data_sender.pump``), as its standard input,
+    its output read as it comes (a full pipe never stalls it). ``command`` (what runs on
+    ``host``) names it in a timeout; ``timeout`` counts from the end of the input. Killed with
+    its group when interrupted or late (``LocalTransport``'s commands; a stream through ``ssh``)."""
     fed = input is not None or feed is not None
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.PIPE if fed else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    reading, writing = os.pipe() if pump is not None else (None, None)
+    stdin = asyncio.subprocess.PIPE if fed else asyncio.subprocess.DEVNULL
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=reading if reading is not None else stdin,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    except BaseException:
+        _close(writing)
+        raise
+    finally:
+        _close(reading)  # the child's now: its end alone keeps the pipe open
     assert proc.stdout is not None and proc.stderr is not None
     out, err = asyncio.ensure_future(proc.stdout.read()), asyncio.ensure_future(proc.stderr.read())
     try:
         if feed is not None:  # the timeout counts from the feed's end
             await _write_input(proc, input, feed)
-        writing = _write_input(proc, input, None)  # without a feed: all of it, here
+        if pump is not None and writing is not None:
+            await _pumped(pump, writing)
+        writing_input = _write_input(proc, input, None)  # without a feed: all of it, here
         said, errors, *_ = await asyncio.wait_for(  # a whole input within the timeout
-            asyncio.gather(out, err, proc.wait(), writing), timeout)
+            asyncio.gather(out, err, proc.wait(), writing_input), timeout)
     except (asyncio.TimeoutError, asyncio.CancelledError, Exception) as exc:
         await killed_and_reaped(proc)
         if not isinstance(exc, asyncio.TimeoutError):
             raise
-        after = " of its last byte" if feed is not None else ""
+        after = " of its last byte" if feed is not None or pump is not None else ""
         raise RemoteTimeout(f"on {host}: `{_short(command)}` did not finish within "
                             f"{timeout:g} s{after}") from None
     finally:
-        for reading in (out, err):
-            reading.cancel()
+        for reading_output in (out, err):
+            reading_output.cancel()
     return CompletedCommand(
         command=command, exit_status=proc.returncode if proc.returncode is not None else -1,
         stdout=said.decode(errors="replace"), stderr=errors.decode(errors="replace"))
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
+
+
+async def _pumped(pump: Callable[[int], None], pipe: int) -> None:
+    """``pump(pipe)`` in a thread that owns the pipe and closes it after. Interrupted, the
+    caller kills the process: its end closes, and the pump's next write fails and ends it. A
+    process that stops reading is not an error here (its status says)."""
+    def run() -> None:
+        try:
+            with contextlib.suppress(BrokenPipeError):
+                pump(pipe)
+        finally:
+            os.close(pipe)
+
+    await asyncio.to_thread(run)
 
 
 async def _write_input(proc: asyncio.subprocess.Process, input: bytes | None,

@@ -1,22 +1,29 @@
 """A host's data stream through OpenSSH's ``ssh`` (``remote.hosts.data_openssh``): only where
 it carries corral's settings whole (its known_hosts file alone, strict, never a prompt, no
 proxy); the host's ``env`` values on the stream's input, never on its command line; a stream
-``ssh`` could not open goes through asyncssh instead; a host slow to finish is a timeout.
+``ssh`` could not open goes through asyncssh instead; a host slow to finish is a timeout. The
+pump that writes the stream into ``ssh``'s pipe: every byte in order, spliced or not; a file
+changed meanwhile refused before its last bytes; interrupted, nothing left running.
 (Through a real sshd: test_data_travels_sshd.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import stat
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from remote.config.cluster import HostSection, SshSection
 from remote.hosts import data_openssh, data_sender
 from remote.hosts.data_openssh import openssh_argv, openssh_hosts
-from remote.hosts.data_sender import SendJob, send
+from remote.hosts.data_sender import DataSyncError, SendJob, send
 from remote.hosts.data_sync import DataProgress
 from remote.hosts.data_tree import DataFile
 from remote.hosts.ssh import CIPHERS, SshTransport
@@ -121,9 +128,9 @@ async def test_the_stream_goes_through_ssh_with_the_hosts_env_on_its_input(
     seen: list[list[str]] = []
     real = data_openssh.run_openssh
 
-    async def watched(host, argv, command, feed, *, timeout):  # type: ignore[no-untyped-def]
+    async def watched(host, argv, command, pump, *, timeout):  # type: ignore[no-untyped-def]
         seen.append(argv)
-        return await real(host, argv, command, feed, timeout=timeout)
+        return await real(host, argv, command, pump, timeout=timeout)
 
     monkeypatch.setattr(data_sender, "run_openssh", watched)
     job = _job(tmp_path, {"HF_TOKEN": "s3cret"})
@@ -160,3 +167,98 @@ async def test_a_host_that_does_not_finish_after_the_last_byte_is_a_timeout(
         await send(SshTransport(job.host, None), job,  # type: ignore[arg-type]
                    DataProgress(host="gpu7"))
     assert str(late.value).startswith("on gpu7: ") and "0.5 s of its last byte" in str(late.value)
+
+
+
+def _pumped(tmp_path: Path, sizes: list[int], *, tamper: bool = False
+            ) -> tuple[bytes, list[bytes], DataSyncError | None, DataProgress]:
+    """``pump`` into a real pipe drained by a thread here: what came out of it, the files'
+    bytes, the error it raised and its tally. ``tamper``: a file's time changes under the pump
+    once its first bytes have moved (a writer)."""
+    files, contents = [], []
+    for i, size in enumerate(sizes):
+        path = tmp_path / f"f{i}.bin"
+        path.write_bytes(os.urandom(size))
+        contents.append(path.read_bytes())
+        files.append(DataFile(rel=path.name, source=path, size=size,
+                              mtime_ns=path.stat().st_mtime_ns, sha256=None))
+    reading, writing = os.pipe()
+    got: list[bytes] = []
+    drain = threading.Thread(target=lambda: got.extend(iter(lambda: os.read(reading, 1 << 16),
+                                                            b"")))
+    drain.start()
+    tally, error, real_move = DataProgress(host="gpu7"), None, data_sender._move
+
+    def move(source: int, out: int, offset: int, count: int) -> int:
+        moved = real_move(source, out, offset, count)
+        if tamper:
+            os.utime(source, ns=(1, 1))
+        return moved
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(data_sender, "_move", move)
+            data_sender.pump(writing, {"files": len(files)}, tuple(files), tally, first=b"E\n")
+    except DataSyncError as exc:
+        error = exc
+    finally:
+        os.close(writing)
+        drain.join()
+        os.close(reading)
+    return b"".join(got), contents, error, tally
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["spliced", "read-and-written"])
+def test_the_pump_sends_the_head_and_every_byte_of_every_file_in_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, splice: bool) -> None:
+    if not splice:  # a system without os.splice: every byte read and written here
+        monkeypatch.delattr(os, "splice", raising=False)
+    sizes = [0, 10, data_sender.TAIL_BYTES, 3 * data_sender.CHUNK_BYTES + 12345]
+    got, contents, error, tally = _pumped(tmp_path, sizes)
+    assert error is None
+    assert got == b"E\n" + b'{"files": 4}\n' + b"".join(contents)
+    assert (tally.sent_bytes, tally.sent_files) == (sum(sizes), 4)
+
+
+def test_a_file_that_changes_while_pumped_is_refused_before_its_last_bytes_leave(
+        tmp_path: Path) -> None:
+    size = 2 * data_sender.CHUNK_BYTES
+    got, contents, error, tally = _pumped(tmp_path, [size], tamper=True)
+    assert error is not None and "changed while it was being sent" in str(error)
+    body = got[len(b"E\n" + b'{"files": 1}\n'):]
+    assert contents[0].startswith(body) and len(body) <= size - data_sender.TAIL_BYTES
+    assert tally.sent_files == 0
+
+
+async def test_an_interrupted_stream_through_ssh_leaves_no_process_and_no_pump_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_ssh(tmp_path, monkeypatch, status=f"echo $$ > {tmp_path / 'pid'}; exec sleep 60")
+    source = tmp_path / "large.bin"
+    source.write_bytes(os.urandom(4 * data_sender.PIPE_BYTES))  # more than the pipe holds
+    job = replace(_job(tmp_path, {}), files=(DataFile(
+        rel="large.bin", source=source, size=source.stat().st_size,
+        mtime_ns=source.stat().st_mtime_ns, sha256=None),))
+    ended = threading.Event()
+    real_pump = data_sender.pump
+
+    def pump(*args: Any, **kwargs: Any) -> None:
+        try:
+            real_pump(*args, **kwargs)
+        finally:
+            ended.set()
+
+    monkeypatch.setattr(data_sender, "pump", pump)
+    tally = DataProgress(host="gpu7")
+    sending = asyncio.ensure_future(send(SshTransport(job.host, None), job,  # type: ignore[arg-type]
+                                         tally))
+    deadline = time.monotonic() + 10.0
+    while not (tmp_path / "pid").exists() or tally.sent_bytes == 0:  # the pump is blocked
+        assert time.monotonic() < deadline and not sending.done()
+        await asyncio.sleep(0.02)
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+    with pytest.raises(ProcessLookupError):  # ssh (here: its stand-in) killed and reaped
+        os.kill(int((tmp_path / "pid").read_text()), 0)
+    assert await asyncio.to_thread(ended.wait, 10.0)  # its pipe closed: the pump's write ended
+    assert tally.sent_bytes < source.stat().st_size
