@@ -144,7 +144,8 @@ def add_run_parsers(command: AddCommand) -> None:
         ("join", "Bring a host of cluster.toml into a running run (one not in it, or one that "
          "left): the pre-flight check and the mesh probe with the run's hosts, the push, then "
          "its ranks are let in at a step boundary with the run's state (corral's own training "
-         "loop, `[run] live_membership = true`).", "a host of cluster.toml, not in the run")):
+         "loop with live membership: `[run] on_host_loss = \"continue\"` or `live_membership = "
+         "true`).", "a host of cluster.toml, not in the run")):
         member = command(name, about)
         member.add_argument("host", metavar="HOST", help=which)
         member.add_argument("--run", dest="run_id", metavar="RUN",
