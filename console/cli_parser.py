@@ -140,7 +140,8 @@ def add_run_parsers(command: AddCommand) -> None:
     for name, about, which in (
         ("leave", "Take a host out of a running run at its next step boundary: its share goes "
          "to the others, nothing is redone, its processes end cleanly (corral's own training "
-         "loop; not the master's host).", "a host of the run (cluster.toml's name)"),
+         "loop with live membership, as for join; not the master's host).",
+         "a host of the run (cluster.toml's name)"),
         ("join", "Bring a host of cluster.toml into a running run (one not in it, or one that "
          "left): the pre-flight check and the mesh probe with the run's hosts, the push, then "
          "its ranks are let in at a step boundary with the run's state (corral's own training "
