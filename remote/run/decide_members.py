@@ -165,7 +165,7 @@ def hot_path_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | N
 def host_loss_line(config: ClusterConfig, membership_port: int | None) -> str:
     """Which path a lost host will take in a run launched with ``membership_port``, as the
     run's start line says it (``hot_path_refusal`` decides it for each loss)."""
-    run, master = config.run, config.cluster.master
+    run, master = config.run, config.master_name
     if run.on_host_loss != "continue":
         return f'a lost host fails the run (on_host_loss = "{run.on_host_loss}")'
     if membership_port:
