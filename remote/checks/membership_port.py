@@ -24,15 +24,29 @@ PORT_TRIES = 2
 """Random ports tried before the master is let pick any free one."""
 
 
+def membership_refusal(config: ClusterConfig) -> str | None:
+    """Why the run's ranks get no membership port, as a log line's reason (None: they get
+    one). The one place that decides it: ``[run] live_membership`` when written, else on
+    exactly with ``on_host_loss = "continue"`` (its hot path: a lost host is left behind by the
+    survivors instead of a restart); never for a script run as is (it restarts from its own
+    checkpoint on a change of hosts) nor with ``outer_overlap`` (an exchange still under way
+    crosses every round's end). Without the port, ``corral leave`` and ``join`` refuse the run
+    and a lost host takes the restart at once instead of waiting for the survivors."""
+    run = config.run
+    if run.script is not None:
+        return "a script run as is restarts from its own checkpoint"
+    if run.exchange != "exact" and run.outer_overlap:
+        return "`outer_overlap = true`: an exchange under way crosses every round's end"
+    if run.live_membership is False:
+        return "`[run] live_membership = false`"
+    if run.live_membership is None and run.on_host_loss != "continue":
+        return f'`[run] on_host_loss = "{run.on_host_loss}"` without `live_membership = true`'
+    return None
+
+
 def wants_membership_port(config: ClusterConfig) -> bool:
-    """Whether the run's ranks get a membership port: ``[run] live_membership`` asked for it,
-    for corral's own loop (a ``task``, exact or ``exchange = "local"``, whose islands change at
-    a round's end), not a script run as is (it restarts from its own checkpoint on a change of
-    hosts) nor ``outer_overlap`` (an exchange still under way crosses every round's end:
-    without the port, ``corral leave`` refuses it and a lost host takes the restart at once
-    instead of waiting for the survivors)."""
-    return (config.run.live_membership and config.run.script is None
-            and (config.run.exchange == "exact" or not config.run.outer_overlap))
+    """Whether the run's ranks get a membership port (``membership_refusal`` says why not)."""
+    return membership_refusal(config) is None
 
 
 def _candidate(avoid: int | None) -> int:
@@ -65,9 +79,11 @@ async def check_membership_port(config: ClusterConfig, pool: HostPool, master_ad
                 for h in workers))
         finally:
             await listener.close()
+        lost = (", and a lost host left behind without a restart"
+                if config.run.on_host_loss == "continue" else "")
         held = CheckItem(host=master.name, name=MEMBERSHIP_CHECK, ok=True,
                          detail=f"port {opened} free on {master.name} (for live joins and "
-                         "leaves)")
+                         f"leaves{lost})")
         return [held, *(r for r in replies if r is not None)], opened
     return [CheckItem(host=master.name, name=MEMBERSHIP_CHECK, ok=False,
                       detail=f"no free port on {master.name} for live joins and leaves",

@@ -193,16 +193,18 @@ class RunSection(RunSettings):
     times. The data order and random state continue exactly, so the result is the same."""
     on_host_loss: rules.HostLoss = "stop"
     """A host lost during the run (unreachable past ``[ssh] lost_after``, or its ranks failing
-    two attempts in a row under ``max_restarts``): ``stop`` fails the run; ``continue`` drops
-    the host and restarts from the newest checkpoint on the others,
-    the same global batch re-split among them (the result is the same, only slower)."""
-    live_membership: bool = False
+    two attempts in a row under ``max_restarts``): ``stop`` fails the run; ``continue`` goes on
+    without it, the same global batch re-split among the others (the result is the same, only
+    slower): a ``task`` run's survivors leave it behind in their own processes (live
+    membership, below), else the run restarts on the others from its newest checkpoint."""
+    live_membership: bool | None = None
     """Hosts join and leave the running run at step boundaries, in the same processes and with
-    the same result (``corral leave``, the console's ``e``); with ``on_host_loss = "continue"``
-    a host whose ranks die is left behind by the survivors instead of a restart. corral's own
-    loop only (not a script run as is); with ``exchange = "local"`` islands join and leave at a
-    round's end (not with ``outer_overlap``). Off: every change of hosts is a restart
-    (docs/reliability.md, "Live membership": what it covers yet)."""
+    the same result (``corral leave``, ``corral join``, the console's ``e`` and ``j``), and a
+    host lost under ``on_host_loss = "continue"`` is left behind by the survivors instead of a
+    restart. Not set: on exactly with ``on_host_loss = "continue"``; ``false`` keeps today's
+    restart from the newest checkpoint (the way out); ``true`` also with ``on_host_loss =
+    "stop"``. corral's own loop only: a script run as is, and ``exchange = "local"`` with
+    ``outer_overlap``, restart whatever it says (docs/reliability.md, "Live membership")."""
     hang_limit: float = field(default=300.0, metadata=key(at_least=0.0, at_most=10**7))
     """Seconds without a step after which corral stops the run, naming the rank that holds
     the others up (0 = wait for torch's own timeout)."""

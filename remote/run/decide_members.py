@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from remote.checks.membership_port import membership_refusal
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.events import HostStatus, LogLine, RunEvent
 from remote.records.runs import RunInfo
@@ -154,10 +155,24 @@ def hot_path_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | N
     if config.run.on_host_loss != "continue":
         return f'[run] on_host_loss = "{config.run.on_host_loss}"'
     if not info.membership_port:
-        return "the run has no live membership (a script run as is, or launched before it)"
+        return ("the run has no live membership: "
+                + (membership_refusal(config) or "it was launched before corral had it"))
     if host == config.cluster.master:
         return f"{host} is the master's host (rank 0 holds the rendezvous and the store)"
     return None
+
+
+def host_loss_line(config: ClusterConfig, membership_port: int | None) -> str:
+    """Which path a lost host will take in a run launched with ``membership_port``, as the
+    run's start line says it (``hot_path_refusal`` decides it for each loss)."""
+    run, master = config.run, config.master_name
+    if run.on_host_loss != "continue":
+        return f'a lost host fails the run (on_host_loss = "{run.on_host_loss}")'
+    if membership_port:
+        return (f"a lost host other than {master} is left behind by the others in their own "
+                "processes (live membership; `live_membership = false`: a restart instead)")
+    return (f"a lost host other than {master} is dropped and the run restarts on the others "
+            f"from its newest checkpoint ({membership_refusal(config) or 'no membership port'})")
 
 
 def left_detail(event: MembershipEvent) -> str:

@@ -38,6 +38,7 @@ from remote.records.collected import CollectedCopy
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.run.carry import carry_master_files
 from remote.run.data_push import sync_run_data
+from remote.run.decide_members import host_loss_line
 from remote.run.launch import LaunchPlan, launch_host
 from remote.run.lifecycle import LaunchFailed
 from remote.run.stream import catch_up, remote_sizes
@@ -295,4 +296,5 @@ async def start_hosts(launch: Launch, *, resume: bool, policy: str | None,
     yield LogLine(t=time.time(), host="*", rank=None,
                   text=f"launched run {info.run_id}: rendezvous "
                   f"{launch.master_addr}:{launch.port}, "
-                  + ", ".join(f"{h} pgid {p}" for h, p in pgids.items()))
+                  + ", ".join(f"{h} pgid {p}" for h, p in pgids.items())
+                  + f"; {host_loss_line(config, launch.membership_port)}")

@@ -1,7 +1,9 @@
 """``on_host_loss = "continue"`` with a benched host: h2 sits out of the gradient exchange
 (60x slower on a model whose exchange outweighs its compute), then its SSH server and sessions
 go away for good. The run drops h2, re-splits the global batch over h0 and h1 from the newest
-checkpoint and completes there (three sshd hosts on this machine)."""
+checkpoint and completes there (three sshd hosts on this machine). This is the restart path,
+asked for with ``live_membership = false`` (``on_host_loss = "continue"`` alone takes the hot
+path: tests/remote/test_recovery_sshd.py)."""
 
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ async def test_a_benched_host_lost_for_good_is_dropped_and_the_run_completes(
     run = RunSection(task="tasks/curve.py:build", task_options={"hidden": 2880, "samples": 2048},
                      global_batch=24, split=(8, 8, 8), policy="dynamic", rebalance_every=5,
                      steps=STEPS, lr=0.0005, seed=3, checkpoint_every=10,
-                     on_host_loss="continue")
+                     on_host_loss="continue", live_membership=False)
     hosts = [cluster.host("h0"), cluster.host("h1"), cluster.host("h2", slowdown=60.0)]
     config = cluster.config(hosts=hosts, run=run, ssh=cluster.ssh_section(lost_after=2.0))
     daemon = cluster.hosts[2]

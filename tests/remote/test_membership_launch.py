@@ -1,6 +1,8 @@
-"""Live membership at launch: a ``task`` run with ``[run] live_membership = true`` gives its
-ranks the run's membership port, a joiner's also the generation it joins; a run without it, and
-a script run as is, get neither (they keep today's restart path)."""
+"""Live membership at launch: a ``task`` run with live membership (``on_host_loss =
+"continue"``, or ``[run] live_membership = true``) gives its ranks the run's membership port, a
+joiner's also the generation it joins; a run without it (``live_membership = false``, or
+neither), a script run as is and ``outer_overlap`` get neither (they keep today's restart
+path), and the start line says which path a lost host takes."""
 
 from __future__ import annotations
 
@@ -8,9 +10,13 @@ import shlex
 from dataclasses import replace
 from pathlib import Path
 
-from remote.checks.membership_port import wants_membership_port
+import pytest
+
+from remote.checks.membership_port import membership_refusal, wants_membership_port
 from remote.checks.plan import LaunchFacts, plan_cluster
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
+from remote.config.read import parse_cluster
+from remote.run.decide_members import host_loss_line
 from remote.run.launch import LaunchPlan, launcher_command
 from trainer.membership.contract import JOIN_ENV, MEMBERSHIP_PORT_ENV
 
@@ -39,7 +45,7 @@ def _envs(config: ClusterConfig, **plan: object) -> dict[str, dict[str, str]]:
 
 
 def test_every_rank_of_a_task_run_gets_the_membership_port_and_no_join(tmp_path: Path) -> None:
-    assert not wants_membership_port(_config(tmp_path))  # off unless asked for
+    assert not wants_membership_port(_config(tmp_path))  # the defaults: on_host_loss = "stop"
     config = _config(tmp_path, live_membership=True)
     assert wants_membership_port(config)
     for env in _envs(config, membership_port=31234).values():
@@ -63,3 +69,42 @@ def test_a_script_run_as_is_gets_no_membership_port(tmp_path: Path) -> None:
     assert not wants_membership_port(overlapped)  # an exchange under way crosses the end
     for env in _envs(config).values():  # no port planned: none set
         assert MEMBERSHIP_PORT_ENV not in env
+
+
+HEAD = ('[cluster]\nname = "m"\n\n[[hosts]]\nname = "a"\naddress = "local"\n\n'
+        '[[hosts]]\nname = "b"\naddress = "local"\n\n[run]\nsteps = 2\n')
+
+
+@pytest.mark.parametrize(("run", "port", "why"), [
+    ("", False, 'on_host_loss = "stop"` without `live_membership = true'),
+    ('on_host_loss = "continue"', True, None),  # the hot path by default
+    ('on_host_loss = "continue"\nlive_membership = false', False,
+     "live_membership = false"),  # the way out: the restart
+    ("live_membership = true", True, None),  # leave and join without the hot path
+    ('on_host_loss = "stop"\nlive_membership = false', False, "live_membership = false"),
+    ('on_host_loss = "continue"\nexchange = "local"\nround_steps = 4', True, None),
+    ('on_host_loss = "continue"\nexchange = "local"\nround_steps = 4\nouter_overlap = true',
+     False, "outer_overlap = true"),
+    ('on_host_loss = "continue"\nlive_membership = true\nexchange = "local"\n'
+     "round_steps = 4\nouter_overlap = true", False, "outer_overlap = true"),
+    ('on_host_loss = "continue"\nscript = "train.py"', False, "a script run as is"),
+    ('on_host_loss = "continue"\nlive_membership = true\nscript = "train.py"', False,
+     "a script run as is"),
+])
+def test_a_run_has_a_membership_port_as_cluster_toml_derives_it(
+        tmp_path: Path, run: str, port: bool, why: str | None) -> None:
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    config = parse_cluster(HEAD + run + "\n", path=tmp_path / "cluster.toml")
+    assert wants_membership_port(config) is port
+    refusal = membership_refusal(config)
+    assert (refusal is None) if why is None else (why in (refusal or "")), refusal
+    # The start line names the path a lost host takes, from the port the launch got.
+    line = host_loss_line(config, 31000 if port else None)
+    if 'on_host_loss = "continue"' not in run:
+        assert line == 'a lost host fails the run (on_host_loss = "stop")'
+    elif port:
+        assert line.startswith("a lost host other than a is left behind by the others in "
+                               "their own processes")
+    else:
+        assert line.startswith("a lost host other than a is dropped and the run restarts")
+        assert refusal is not None and refusal in line

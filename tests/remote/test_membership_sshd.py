@@ -1,6 +1,7 @@
 """Live membership over real SSH (issue 61), on sshd hosts that each see their own run root
-(a private tmpfs per daemon): the pre-flight check tests a membership port besides the
-rendezvous port, reachable from every worker; ``corral leave h1`` writes the leave request on
+(a private tmpfs per daemon): the pre-flight check of an ``on_host_loss = "continue"`` run
+(live membership by default) tests a membership port besides the rendezvous port, reachable
+from every worker; ``corral leave h1`` writes the leave request on
 h1 alone, in its run directory, where its ranks read it."""
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ async def test_the_check_tests_a_membership_port_and_leave_writes_on_that_host_a
     run_root = tmp_path / "ssh" / "runs"  # the cluster's run_root (see conftest)
     run_root.mkdir(parents=True)
     cluster = sshd_cluster(3, prefix=lambda i: _own_run_root(run_root))
-    config = cluster.config(run=replace(tiny_run(steps=2), live_membership=True))
+    # on_host_loss = "continue" alone: live membership by default (``live_membership`` not set)
+    config = cluster.config(run=replace(tiny_run(steps=2), on_host_loss="continue"))
     controller = SshRunController(config)
     try:
         report = await controller.check()
@@ -56,6 +58,7 @@ async def test_the_check_tests_a_membership_port_and_leave_writes_on_that_host_a
     held = items[("h0", RENDEZVOUS_CHECK)].detail.split()[1]
     port = membership[0].detail.split()[1]
     assert port != held and all(f":{port}" in i.detail for i in membership[1:])
+    assert "a lost host left behind without a restart" in membership[0].detail
 
     write_run_info(config, RunInfo(run_id=RUN_ID, cluster="t", state="running", started=1.0,
                                    hosts=("h0", "h1", "h2"), membership_port=int(port)))

@@ -153,8 +153,10 @@ def test_resume_after_a_death_mid_round_equals_the_uninterrupted_run(straight: P
 
 
 def test_a_run_that_lost_a_host_goes_on_with_fewer_islands(tmp_path: Path) -> None:
-    # on_host_loss = "continue": the run restarts on the hosts left, from the last round-end
-    # checkpoint of three islands, as two; the same resume twice gives the same result.
+    # on_host_loss = "continue" on the restart path (`live_membership = false`, `outer_overlap`;
+    # live islands: test_lowcomm_membership.py): the run restarts on the hosts left, from the
+    # last round-end checkpoint of three islands, as two; the same resume twice gives the same
+    # result.
     flags = (*LOCAL, "--steps", "24", "--checkpoint-every", "8")
     first = tmp_path / "first"
     check(launch(3, *flags, "--islands", "0,1,2", "--run-dir", str(first)))
