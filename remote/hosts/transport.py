@@ -20,6 +20,7 @@ from typing import Protocol
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import HostSection
+from remote.hosts.waits import within
 
 STDERR_TAIL_CHARS = 600
 """How much of a failed command's stderr an error message quotes."""
@@ -168,7 +169,7 @@ async def run_process(argv: list[str], host: str, command: str, timeout: float, 
         if feed is not None:  # the timeout counts from the feed's end
             await _write_input(proc, input, feed)
         writing = _write_input(proc, input, None)  # without a feed: all of it, here
-        said, errors, *_ = await asyncio.wait_for(  # a whole input within the timeout
+        said, errors, *_ = await within(  # a whole input within the timeout
             asyncio.gather(out, err, proc.wait(), writing), timeout)
     except (asyncio.TimeoutError, asyncio.CancelledError, Exception) as exc:
         await killed_and_reaped(proc)
@@ -279,8 +280,13 @@ class Transport(Protocol):
         exit when its stdin reaches end of file."""
         ...
 
+    async def settle(self) -> int:
+        """Wait until every command given up on (interrupted, timed out) has ended; how many
+        of them the host never confirmed ended."""
+        ...
+
     async def close(self) -> None:
-        """Release the connection (idempotent)."""
+        """Release the connection (idempotent) once every command given up on has ended."""
         ...
 
 
@@ -361,9 +367,14 @@ class LocalTransport(CommandRunner):
             with contextlib.suppress(Exception):
                 proc.stdin.close()
             try:
-                await asyncio.wait_for(asyncio.shield(proc.wait()), 5.0)
+                await within(asyncio.shield(proc.wait()), 5.0)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 await killed_and_reaped(proc)
+
+    async def settle(self) -> int:
+        """Nothing to wait for: a command given up on here is killed and reaped at once
+        (``run_process``)."""
+        return 0
 
     async def close(self) -> None:
         """Nothing to release for the local machine."""
