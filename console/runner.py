@@ -17,6 +17,8 @@ thread blocked in a read never does.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import gc
 import os
 import sys
 import threading
@@ -26,6 +28,12 @@ from typing import Any
 
 TEARDOWN_S = 10.0
 """How long the tasks and threads a finished command left may take to end."""
+
+# The interpreter's own end: its garbage collections over every object corral's imports made
+# (asyncssh, rich, the checks, the run loop) took 0.8-2 s of a Ctrl-C's 5 s on the
+# loaded 2-core VM (0.2-0.4 s once frozen: BENCHMARKS.md). Frozen at exit, after every other
+# exit handler registered later has run; nothing of corral needs a finalizer of a cycle there.
+atexit.register(gc.freeze)
 
 
 def run_command(command: Coroutine[Any, Any, int]) -> int:

@@ -58,12 +58,13 @@ from remote.config.cluster import ClusterConfig, HostSection
 from remote.config.task_code import UserCode, user_code
 from remote.events import CheckItem, CheckReport, CheckTiming
 from remote.hosts import cpu_placement
+from remote.hosts.command_errors import HostKeyNotTrusted
 from remote.hosts.interpreter import TORCH_PROBE_PY, python_c
 from remote.hosts.netif import interface_script, run_address
 from remote.hosts.pool import HostPool
 from remote.hosts.push import present_command
 from remote.hosts.sections import MISSING, section_text, sectioned_script, split_sections
-from remote.hosts.transport import HostKeyNotTrusted, Transport, shell_path
+from remote.hosts.transport import Transport, shell_path
 from trainer.balance.links import PairLink
 
 PROBE_TIMEOUT_S = 120.0

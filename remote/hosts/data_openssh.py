@@ -32,8 +32,9 @@ from pathlib import Path
 import asyncssh
 
 from remote.config.cluster import HostSection, SshSection
+from remote.hosts.command_errors import CompletedCommand
 from remote.hosts.ssh import CIPHERS
-from remote.hosts.transport import CompletedCommand, run_process
+from remote.hosts.transport import run_process
 
 CLIENT: str | None = "ssh"
 """OpenSSH's client, looked up on the PATH (None: never used; the bench's asyncssh arm)."""

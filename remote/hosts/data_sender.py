@@ -39,9 +39,10 @@ from typing import Any, BinaryIO, Protocol
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import HostSection, SshSection
+from remote.hosts.command_errors import CompletedCommand
 from remote.hosts.data_openssh import openssh_argv, run_openssh
 from remote.hosts.data_tree import CHUNK_BYTES, DataFile
-from remote.hosts.transport import CompletedCommand, Transport, with_host_env
+from remote.hosts.transport import Transport, with_host_env
 
 SENDER_MIN_BYTES = 64 << 20
 """A host that lacks fewer bytes than this is fed from the master's own process: a sender

@@ -73,6 +73,14 @@ class HostPool:
         results = await asyncio.gather(*(one(n) for n in names), return_exceptions=True)
         return dict(zip(names, results, strict=True))
 
+    async def settle(self) -> dict[str, int]:
+        """Per host connected, once every command given up on there has ended
+        (``Transport.settle``), how many of them it never confirmed ended."""
+        names = list(self._transports)
+        counts = await asyncio.gather(*(self._transports[n].settle() for n in names),
+                                      return_exceptions=True)
+        return {n: c if isinstance(c, int) else 1 for n, c in zip(names, counts, strict=True)}
+
     async def aclose(self) -> None:
         """Close every connection (background commands on the hosts keep running)."""
         transports, self._transports = list(self._transports.values()), {}

@@ -22,6 +22,14 @@ from asyncssh.packet import String
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig, HostSection, SshSection
+from remote.hosts.command_errors import (
+    CompletedCommand,
+    HostKeyChanged,
+    HostKeyNotTrusted,
+    HostUnreachable,
+    RemoteTimeout,
+    short_command,
+)
 from remote.hosts.known_hosts import (
     host_pattern,
     parse_known_hosts,
@@ -29,16 +37,8 @@ from remote.hosts.known_hosts import (
     replace_host_key,
 )
 from remote.hosts.own_group import in_own_group
-from remote.hosts.transport import (
-    CommandRunner,
-    CompletedCommand,
-    HostKeyChanged,
-    HostKeyNotTrusted,
-    HostUnreachable,
-    RemoteTimeout,
-    _short,
-    with_host_env,
-)
+from remote.hosts.transport import CommandRunner, with_host_env
+from remote.hosts.waits import within
 
 _insecure_warned = False
 _skipped_warned: set[str] = set()
@@ -125,7 +125,7 @@ async def fetch_host_key(host: HostSection, ssh: SshSection) -> asyncssh.SSHKey:
     """The key the host presents in the SSH handshake (not verified)."""
     name, port = resolve_endpoint(host, ssh)
     try:
-        key = await asyncio.wait_for(
+        key = await within(
             asyncssh.get_server_host_key(name, port, config=_config_paths(ssh)),
             ssh.connect_timeout,
         )
@@ -147,9 +147,10 @@ async def connect(host: HostSection, ssh: SshSection) -> asyncssh.SSHClientConne
     """An authenticated connection to ``host``; raises HostUnreachable / HostKeyNotTrusted."""
     options = connect_options(host, ssh)
     try:
-        return _without_ignore_packets(await asyncio.wait_for(
-            asyncssh.connect(host.address, **options), ssh.connect_timeout + 2.0
-        ))
+        # A cancel as the connection opens is not lost, and the connection is closed again.
+        return _without_ignore_packets(await within(
+            asyncssh.connect(host.address, **options), ssh.connect_timeout + 2.0,
+            discard=lambda conn: conn.close()))
     except asyncssh.HostKeyNotVerifiable as exc:
         fingerprint: str | None = None
         with contextlib.suppress(CorralError):
@@ -197,6 +198,10 @@ class SshTransport(CommandRunner):
     def __init__(self, host: HostSection, conn: asyncssh.SSHClientConnection) -> None:
         self.host = host
         self._conn = conn
+        self._ending: set[asyncio.Future[bool]] = set()
+        """The commands given up on that are being ended (``_end_unless_done``)."""
+        self.unconfirmed = 0
+        """How many commands given up on the host never confirmed ended (``_ended``)."""
 
     def _wrapped(self, command: str, *, reads_channel: bool) -> str:
         """``command`` in its own process group, ended when the channel closes."""
@@ -208,10 +213,10 @@ class SshTransport(CommandRunner):
         """Run ``sent`` with ``input`` (whole) or ``feed`` (chunk by chunk, each written when
         the channel has room: one chunk in flight) as its standard input; ``keep_open``:
         ``input`` is written without an end of file (the wrapper's watcher reads on)."""
-        process: asyncssh.SSHClientProcess[bytes] | None = None
+        whole = input if feed is None and not keep_open else None
+        opening = self._start(sent, input=whole, encoding=None)
         try:
-            whole = input if feed is None and not keep_open else None
-            process = await self._conn.create_process(sent, input=whole, encoding=None)
+            process = await asyncio.shield(opening)
             if keep_open and input:
                 process.stdin.write(input)
             if feed is not None:
@@ -221,18 +226,16 @@ class SshTransport(CommandRunner):
                         process.stdin.write(chunk)
                         await process.stdin.drain()
                     process.stdin.write_eof()
-            result = await asyncio.wait_for(process.wait(check=False), timeout)
+            result = await within(process.wait(check=False), timeout)
         except asyncio.TimeoutError:
             raise RemoteTimeout(
-                f"on {self.host.name}: `{_short(command)}` did not finish within {timeout:g} s"
+                f"on {self.host.name}: `{short_command(command)}` did not finish within "
+                f"{timeout:g} s"
             ) from None
         except (asyncssh.Error, OSError) as exc:
             raise ConnectionLost(f"connection to {self.host.name} lost: {_cause(exc)}") from None
         finally:
-            # Interrupted or timed out: the host's shell sees the end of its input (a command
-            # waiting for its ``env`` values gives up, never runs; the wrapper ends its group).
-            if process is not None and process.exit_status is None:
-                await _end(process)
+            self._end_unless_done(opening)
         status = result.exit_status if result.exit_status is not None else -1
         return CompletedCommand(command=command, exit_status=status,
                                 stdout=_text(result.stdout), stderr=_text(result.stderr))
@@ -241,40 +244,87 @@ class SshTransport(CommandRunner):
         """Yield ``command``'s stdout lines; see ``Transport.stream``."""
         sent, env_input = with_host_env(
             self.host.env, self._wrapped(command, reads_channel=True), None)
+        opening = self._start(sent, encoding="utf-8", errors="replace")
         try:
-            proc = await self._conn.create_process(sent, encoding="utf-8", errors="replace")
+            proc = await asyncio.shield(opening)
             if env_input:
                 proc.stdin.write(env_input.decode())
-        except (asyncssh.Error, OSError) as exc:
-            raise ConnectionLost(f"connection to {self.host.name} lost: {_cause(exc)}") from None
-        try:
             async for line in proc.stdout:
                 yield line.rstrip("\n")
         except (asyncssh.Error, OSError) as exc:
             raise ConnectionLost(f"connection to {self.host.name} lost: {_cause(exc)}") from None
         finally:
-            await _end(proc)
+            self._end_unless_done(opening)
+
+    def _start(self, sent: str, **options: Any) -> asyncio.Future[Any]:
+        """The opening of ``sent``'s channel, tracked from its first moment: a caller that is
+        cancelled while it opens (or later) hands it to ``_end_unless_done``, so the command
+        it may have started on the host is ended all the same, never left unseen."""
+        return asyncio.ensure_future(self._conn.create_process(sent, **options))
+
+    def _end_unless_done(self, opening: asyncio.Future[Any]) -> None:
+        """End the command ``opening`` started unless it ran to its end: in the background,
+        so that a Ctrl-C's stop goes on meanwhile; ``settle`` and ``close`` wait for it."""
+        if opening.done() and (opening.cancelled() or opening.exception() is not None
+                               or opening.result().exit_status is not None):
+            return  # no channel, or a command that ended by itself
+        ending = asyncio.ensure_future(_ended(opening))
+        self._ending.add(ending)
+        ending.add_done_callback(self._ended_one)
+
+    def _ended_one(self, ending: asyncio.Future[bool]) -> None:
+        self._ending.discard(ending)
+        if ending.cancelled() or ending.exception() is not None or not ending.result():
+            self.unconfirmed += 1
+
+    async def settle(self) -> int:
+        """Wait until every command given up on has ended (``_ended``: ``END_WAIT_S`` at most
+        each); how many of them the host never confirmed ended."""
+        while self._ending:
+            await asyncio.wait(set(self._ending))
+        return self.unconfirmed
 
     async def close(self) -> None:
-        """Close the connection (commands started in the background keep running)."""
+        """Close the connection once every command given up on has ended (commands started
+        in the background, the launchers, keep running)."""
+        with contextlib.suppress(Exception):
+            await self.settle()
         self._conn.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._conn.wait_closed(), 5.0)
+            await within(self._conn.wait_closed(), 5.0)
 
 
 END_WAIT_S = 2.0
 """How long a command given up on (interrupted, timed out, its stream closed) is waited for
-after the end of its input, before its channel is closed regardless."""
+after the end of its input, and again after its channel is closed, before it counts as not
+confirmed ended."""
 
 
-async def _end(process: asyncssh.SSHClientProcess[Any]) -> None:
-    """End a command corral no longer waits for: the end of its input makes the host-side
-    wrapper (``remote.hosts.own_group``) KILL its group; waiting for the channel to close
-    (bounded) means that corral, interrupted, exits only once the host has done so."""
-    with contextlib.suppress(Exception):
-        process.stdin.write_eof()
-        await asyncio.wait_for(process.wait_closed(), END_WAIT_S)
-    process.close()
+async def _ended(opening: asyncio.Future[Any]) -> bool:
+    """End the command ``opening`` started (or starts: an open under way is waited for,
+    ``END_WAIT_S`` at most) and whether the host confirmed it ended.
+
+    The end of its input makes the host-side wrapper (``remote.hosts.own_group``) KILL its
+    group, and a command fed by corral reads to its end; sshd closes the channel only once
+    the command has exited, so a closed channel is the host's word that it is gone."""
+    done, _ = await asyncio.wait({opening}, timeout=END_WAIT_S)
+    if not done:
+        opening.cancel()
+        return False
+    if opening.cancelled() or opening.exception() is not None:
+        return True  # no channel: nothing started
+    process = opening.result()
+    try:
+        with contextlib.suppress(Exception):
+            process.stdin.write_eof()
+        for _ in range(2):  # the end of its input, then its channel closed as well
+            with contextlib.suppress(asyncio.TimeoutError):
+                await within(process.wait_closed(), END_WAIT_S)
+                return True
+            process.close()
+        return False
+    finally:
+        process.close()
 
 
 def _text(data: object) -> str:

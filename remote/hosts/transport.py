@@ -15,101 +15,16 @@ import os
 import shlex
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
-from profiles.user_errors import CorralError
 from remote.config.cluster import HostSection
-
-STDERR_TAIL_CHARS = 600
-"""How much of a failed command's stderr an error message quotes."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class CompletedCommand:
-    """A command that ran to its end on a host."""
-
-    command: str
-    """The command line as sent to the host's shell."""
-    exit_status: int
-    """Its exit status (negative or 255 when killed by a signal or the connection died)."""
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        """True for exit status 0."""
-        return self.exit_status == 0
-
-
-class RemoteCommandError(CorralError):
-    """A command run with ``check=True`` exited non-zero."""
-
-    title = "remote command failed"
-
-    def __init__(self, host: str, done: CompletedCommand) -> None:
-        tail = done.stderr.strip()[-STDERR_TAIL_CHARS:] or done.stdout.strip()[-STDERR_TAIL_CHARS:]
-        super().__init__(
-            f"on {host}: `{_short(done.command)}` exited with status {done.exit_status}"
-            + (f":\n{tail}" if tail else "")
-        )
-        self.host = host
-        self.completed = done
-
-
-class RemoteTimeout(CorralError):
-    """A command did not finish within its timeout."""
-
-    title = "remote command timed out"
-
-
-class HostUnreachable(CorralError):
-    """Connecting to a host failed or timed out."""
-
-    title = "host unreachable"
-
-    def __init__(self, host: str, address: str, port: int | None, cause: str) -> None:
-        where = f"{address}:{port}" if port else address
-        super().__init__(
-            f"cannot reach host {host!r} at {where}: {cause}. Check that the machine is up, "
-            f"that sshd listens there, and the address/port in cluster.toml (or ~/.ssh/config)."
-        )
-        self.host = host
-
-
-class HostKeyNotTrusted(CorralError):
-    """The host presented a key that is not in known_hosts (or differs from it)."""
-
-    title = "host key not trusted"
-
-    def __init__(self, host: str, address: str, fingerprint: str | None, cause: str,
-                 known_hosts: str = "~/.ssh/known_hosts") -> None:
-        seen = f" It presented the key {fingerprint}." if fingerprint else ""
-        super().__init__(
-            f"the host key of {host!r} ({address}) is not trusted: {cause.rstrip('.')}.{seen} "
-            f"If that is the right key, trust it with `corral trust {host}` (which adds it to "
-            f"{known_hosts})."
-        )
-        self.host = host
-        self.fingerprint = fingerprint
-
-
-class HostKeyChanged(HostKeyNotTrusted):
-    """The host presented a key other than the one known_hosts records for it."""
-
-    title = "HOST KEY CHANGED"
-
-    def __init__(self, host: str, address: str, recorded: list[str], presented: str,
-                 known_hosts: str) -> None:
-        CorralError.__init__(
-            self,
-            f"the host key of {host!r} ({address}) has CHANGED: {known_hosts} records "
-            f"{', '.join(recorded)}, the host now presents {presented}. Someone may be "
-            "intercepting the connection (or the host was reinstalled and got a new key). "
-            f"Connections to it are refused. Only if you know why it changed: `corral trust "
-            f"{host}` shows the new key and replaces the old one.")
-        self.host = host
-        self.fingerprint = presented
+from remote.hosts.command_errors import (
+    CompletedCommand,
+    RemoteCommandError,
+    RemoteTimeout,
+    short_command,
+)
+from remote.hosts.waits import within
 
 
 def _kill_group(pid: int) -> None:
@@ -146,10 +61,6 @@ async def killed_and_reaped(proc: asyncio.subprocess.Process) -> None:
         raise asyncio.CancelledError
 
 
-def _short(command: str, limit: int = 160) -> str:
-    return command if len(command) <= limit else command[: limit - 3] + "..."
-
-
 async def run_process(argv: list[str], host: str, command: str, timeout: float, *,
                       input: bytes | None = None, feed: AsyncIterator[bytes] | None = None,
                       pump: Callable[[int], None] | None = None) -> CompletedCommand:
@@ -179,14 +90,14 @@ async def run_process(argv: list[str], host: str, command: str, timeout: float, 
         if pump is not None and writing is not None:
             await _pumped(pump, writing)
         writing_input = _write_input(proc, input, None)  # without a feed: all of it, here
-        said, errors, *_ = await asyncio.wait_for(  # a whole input within the timeout
+        said, errors, *_ = await within(  # a whole input within the timeout
             asyncio.gather(out, err, proc.wait(), writing_input), timeout)
     except (asyncio.TimeoutError, asyncio.CancelledError, Exception) as exc:
         await killed_and_reaped(proc)
         if not isinstance(exc, asyncio.TimeoutError):
             raise
         after = " of its last byte" if feed is not None or pump is not None else ""
-        raise RemoteTimeout(f"on {host}: `{_short(command)}` did not finish within "
+        raise RemoteTimeout(f"on {host}: `{short_command(command)}` did not finish within "
                             f"{timeout:g} s{after}") from None
     finally:
         for reading_output in (out, err):
@@ -309,8 +220,13 @@ class Transport(Protocol):
         exit when its stdin reaches end of file."""
         ...
 
+    async def settle(self) -> int:
+        """Wait until every command given up on (interrupted, timed out) has ended; how many
+        of them the host never confirmed ended."""
+        ...
+
     async def close(self) -> None:
-        """Release the connection (idempotent)."""
+        """Release the connection (idempotent) once every command given up on has ended."""
         ...
 
 
@@ -391,9 +307,14 @@ class LocalTransport(CommandRunner):
             with contextlib.suppress(Exception):
                 proc.stdin.close()
             try:
-                await asyncio.wait_for(asyncio.shield(proc.wait()), 5.0)
+                await within(asyncio.shield(proc.wait()), 5.0)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 await killed_and_reaped(proc)
+
+    async def settle(self) -> int:
+        """Nothing to wait for: a command given up on here is killed and reaped at once
+        (``run_process``)."""
+        return 0
 
     async def close(self) -> None:
         """Nothing to release for the local machine."""

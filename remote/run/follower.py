@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig, HostSection
@@ -182,7 +182,7 @@ class RunFollower:
                 self.trackers.close(None)
 
     @staticmethod
-    async def _merged(tails: MergedTails) -> AsyncIterator[TailItem | TailFailed]:
+    async def _merged(tails: MergedTails) -> AsyncGenerator[TailItem | TailFailed, None]:
         async with contextlib.aclosing(tails.items()) as items:
             async for item in items:
                 yield item

@@ -306,7 +306,8 @@ class SshRunHandle:
 
     async def stop(self, *, grace_s: float = 10.0) -> StopReport:
         """TERM every host's process group, KILL after ``grace_s`` (longer for a
-        low-communication run: ``stop_wait``), verify nothing is left.
+        low-communication run: ``stop_wait``), verify nothing is left; before any launcher
+        started, end what the check and the push started (``_launched_nothing``).
 
         A run that already ended (completed, failed, stopped) keeps its recorded outcome; what
         the stop found goes to the record's ``cleanup``."""
@@ -321,15 +322,28 @@ class SshRunHandle:
         known = {h.name for h in self._cluster_config.hosts}
         hosts = sorted(h for h in {*record.hosts, *record.suspect_hosts, *record.left_hosts}
                        if h in known)
-        grace_s, _ = stop_wait(self._cluster_config, self.run_id, grace_s)
-        report = await self._stop_hosts(grace_s=grace_s, hosts=hosts,
-                                        pool=self._added_pool or self._cluster_pool)
+        if self._launched_nothing():
+            report = StopReport(run_id=self.run_id, remaining=await self._pool.settle())
+        else:
+            grace_s, _ = stop_wait(self._cluster_config, self.run_id, grace_s)
+            report = await self._stop_hosts(grace_s=grace_s, hosts=hosts,
+                                            pool=self._added_pool or self._cluster_pool)
         await self._carry_out(RecordCleanup(report))
         if outcome in FINAL_RUN_STATES:
             report = replace(report, outcome=RunOutcome(outcome))
         if self._follower is None and report.clean and outcome not in FINAL_RUN_STATES:
             await self._carry_out(RecordState(RunOutcome.STOPPED.value))
         return report
+
+    def _launched_nothing(self) -> bool:
+        """Whether no launcher of this run was ever started: this process launches it and
+        its first attempt is still checking or pushing. Nothing of the run trains then, so a
+        stop has no grace to give and no process group to signal: what the check and the
+        push started on the hosts is ended by its channel (``Transport.settle`` waits until
+        each host confirmed it, ``END_WAIT_S`` at most) and the stop reports the commands a
+        host never confirmed ended."""
+        return (self._launch and self._state.restarts == 0 and not self._info.pgids
+                and self._state.phase in (Phase.CHECKING, Phase.PUSHING))
 
     async def _stop_hosts(self, *, grace_s: float, hosts: list[str] | None = None,
                           pool: HostPool | None = None) -> StopReport:

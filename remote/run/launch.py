@@ -27,10 +27,11 @@ from remote.checks.plan import HostPlan
 from remote.checks.run_root import free_kib_command
 from remote.config.cluster import ClusterConfig, HostSection, RunSection
 from remote.config.task_code import USER_CODE_DIR, UserCode, option_pairs
+from remote.hosts.command_errors import RemoteCommandError
 from remote.hosts.container import inner_python, launcher_words, remove_command
 from remote.hosts.interpreter import python_word
 from remote.hosts.push import code_dir
-from remote.hosts.transport import RemoteCommandError, Transport, env_prefix, shell_path
+from remote.hosts.transport import Transport, env_prefix, shell_path
 from remote.records.disk_full import disk_full
 from remote.run.tail_script import JOIN_MARK
 from trainer.integrations.contract import RUN_DIR_ENV, ScriptSettings

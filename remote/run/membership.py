@@ -22,8 +22,9 @@ import posixpath
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
 from remote.events import FINAL_RUN_STATES
+from remote.hosts.command_errors import RemoteCommandError
 from remote.hosts.pool import HostPool
-from remote.hosts.transport import RemoteCommandError, shell_path
+from remote.hosts.transport import shell_path
 from remote.records.runs import RunInfo, run_dir_for
 from trainer.run_layout import RunLayout
 

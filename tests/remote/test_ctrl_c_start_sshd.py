@@ -60,9 +60,7 @@ def _wait_for(check: object, deadline_s: float) -> bool:
     return False
 
 
-# `run` too once its stop in the checking phase is bounded: 1 of 25 ended 8.8 s after Ctrl-C
-# ("interrupted before run ... was running: stopping it", issue 59).
-@pytest.mark.parametrize("command", ["check"])
+@pytest.mark.parametrize("command", ["check", "run"])
 def test_ctrl_c_while_a_hosts_python_is_slow_ends_quickly_with_nothing_left(
         sshd_cluster, tmp_path: Path, command: str) -> None:
     cluster: SshdCluster = sshd_cluster(2)
@@ -90,8 +88,9 @@ def test_ctrl_c_while_a_hosts_python_is_slow_ends_quickly_with_nothing_left(
         took = time.monotonic() - began
         assert took < END_WITHIN_S, (took, said)
         assert "Traceback" not in said, said
-        # No probe lives on after corral: a host's command ends with its SSH session, which
-        # the daemon closes a moment after corral's end (a wrapper was seen in that moment).
+        # No probe lives on after corral: corral closes a host's connection once the host
+        # confirmed each command it gave up on gone, or after 4 s of asking; on a machine
+        # this loaded the host may finish a moment after that.
         _wait_for(lambda: _ours(tmp_path) == [], END_WITHIN_S)
         assert _ours(tmp_path) == [], _ours(tmp_path)
     finally:

@@ -22,12 +22,12 @@ import pytest
 
 from remote.config.cluster import HostSection, SshSection
 from remote.hosts import data_openssh, data_sender
+from remote.hosts.command_errors import CompletedCommand, RemoteTimeout
 from remote.hosts.data_openssh import openssh_argv, openssh_hosts
 from remote.hosts.data_sender import DataSyncError, SendJob, send
 from remote.hosts.data_sync import DataProgress
 from remote.hosts.data_tree import DataFile
 from remote.hosts.ssh import CIPHERS, SshTransport
-from remote.hosts.transport import CompletedCommand, RemoteTimeout
 
 FAKE_SSH = """#!/bin/sh
 # ssh as far as this test needs: the options skipped, the command after -- run here.

@@ -22,11 +22,11 @@ import pytest
 
 from remote.config.cluster import HostSection, SshSection
 from remote.hosts import data_sender
+from remote.hosts.command_errors import CompletedCommand
 from remote.hosts.data_sender import DataSyncError, SendJob, send
 from remote.hosts.data_sync import DataProgress
 from remote.hosts.data_tree import DataFile
 from remote.hosts.ssh import SshTransport
-from remote.hosts.transport import CompletedCommand
 
 DEADLINE_S = 30.0
 

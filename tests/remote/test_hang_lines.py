@@ -9,7 +9,7 @@ from typing import Any
 
 from profiles.user_errors import CorralError
 from remote.events import RankEvent
-from remote.hosts.transport import CompletedCommand
+from remote.hosts.command_errors import CompletedCommand
 from remote.run.hang import HangGuard
 from trainer.events import StartEvent, StepEvent
 

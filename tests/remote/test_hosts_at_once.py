@@ -18,9 +18,9 @@ from remote.checks.plan import LaunchFacts, plan_cluster
 from remote.checks.preflight import check_cluster
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection, SshSection
 from remote.hosts import pool as pool_module
+from remote.hosts.command_errors import CompletedCommand
 from remote.hosts.pool import HostPool
 from remote.hosts.push import CodeBundle
-from remote.hosts.transport import CompletedCommand
 from remote.records.runs import RunInfo
 from remote.run.start import Launch, start_hosts
 from remote.run.stop import stop_run

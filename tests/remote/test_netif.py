@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from remote.config.cluster import HostSection
+from remote.hosts.command_errors import CompletedCommand
 from remote.hosts.netif import (
     is_ip_literal,
     parse_addr_show,
@@ -17,7 +18,6 @@ from remote.hosts.netif import (
     parse_route_get,
     select_interface,
 )
-from remote.hosts.transport import CompletedCommand
 
 # Captured on hosts: a worker in a network namespace on a bridge, a host with a default route,
 # and the master asking for a route to its own address (the kernel says "local ... dev lo").

@@ -5,22 +5,23 @@ from __future__ import annotations
 import asyncio
 import shlex
 import socket
+import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from remote.hosts.pool import HostPool
-from remote.hosts.ssh import trust_host
-from remote.hosts.transport import (
+from remote.hosts.command_errors import (
     HostKeyChanged,
     HostKeyNotTrusted,
     HostUnreachable,
-    LocalTransport,
     RemoteCommandError,
     RemoteTimeout,
 )
+from remote.hosts.pool import HostPool
+from remote.hosts.ssh import trust_host
+from remote.hosts.transport import LocalTransport
 
 pytestmark = pytest.mark.sshd
 
@@ -153,3 +154,42 @@ async def test_local_transport_runs_the_same_command_lines(tmp_path: Path) -> No
         await transport.run("sleep 30", timeout=0.3)
     lines = [line async for line in transport.stream("printf 'one\\ntwo\\n'")]
     assert lines == ["one", "two"]
+
+
+def _running(marker: str) -> list[str]:
+    """This machine's processes whose command line names ``marker``, but for the daemons."""
+    out = subprocess.run(["pgrep", "-af", marker], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "sshd" not in line and "pgrep" not in line]
+
+
+@pytest.mark.parametrize("moment", ["opening", "running"])
+async def test_a_command_given_up_on_is_gone_once_its_connection_is_closed(
+        sshd_cluster, tmp_path: Path, moment: str) -> None:
+    """What corral started on a host never outlives corral (issue 59): a command interrupted
+    while its channel opens (the host runs it before corral hears the open's answer) or while
+    it runs, on a host with an ``env``, has ended on the host once the pool is closed."""
+    cluster = sshd_cluster(1)
+    pool = HostPool(cluster.config(hosts=[cluster.host("h0", env={"CORRAL_T": "1"})]))
+    marker = str(tmp_path / "given-up")
+    try:
+        transport = await pool.get("h0")
+        if moment == "opening":  # the open's answer comes late: the cancel lands before it
+            conn = transport._conn  # type: ignore[attr-defined]
+            opened = conn.create_process
+
+            async def late(*args: object, **kwargs: object) -> object:
+                process = await opened(*args, **kwargs)
+                await asyncio.sleep(1.0)
+                return process
+
+            conn.create_process = late
+        task = asyncio.ensure_future(transport.run(f"sleep 300 # {marker}", timeout=600))
+        deadline = time.monotonic() + 30
+        while not _running(marker) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await pool.aclose()
+    assert _running(marker) == []
