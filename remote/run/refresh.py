@@ -121,9 +121,11 @@ async def refresh_run(config: ClusterConfig, pool: HostPool, info: RunInfo
     every host asked answered (a run with an outcome and no suspect host asks none)."""
     final = info.state in FINAL_RUN_STATES
     # A live run's own hosts tell its state; suspect hosts (a dropped host of a live run,
-    # a cut-off one of an ended run) only what is left there.
+    # a cut-off one of an ended run) and the hosts a live run left behind (a lost host's
+    # blocked ranks stay until their connections close) only what is left there.
     hosts = [] if final else list(info.hosts)
-    suspects = [h for h in info.suspect_hosts if h not in hosts]
+    maybe_left = info.suspect_hosts if final else (*info.suspect_hosts, *info.left_hosts)
+    suspects = sorted({h for h in maybe_left if h not in hosts})
     if not hosts and not suspects:
         return info, True
     found = await pool.gather(lambda t: _probe(config, t, info), hosts + suspects)
@@ -139,9 +141,10 @@ async def refresh_run(config: ClusterConfig, pool: HostPool, info: RunInfo
 
 
 async def live_processes(config: ClusterConfig, pool: HostPool, info: RunInfo) -> dict[str, int]:
-    """Per host of ``info`` (its hosts and suspect hosts) that answered: how many processes of
-    the run still run there, only hosts with some (an unreachable host adds nothing)."""
-    hosts = sorted(set(info.hosts) | set(info.suspect_hosts))
+    """Per host of ``info`` (its hosts, suspect hosts and the hosts it left behind) that
+    answered: how many processes of the run still run there, only hosts with some (an
+    unreachable host adds nothing)."""
+    hosts = sorted(set(info.hosts) | set(info.suspect_hosts) | set(info.left_hosts))
     known = {h.name for h in config.hosts}  # a host since removed from cluster.toml: unknown
     found = await pool.gather(
         lambda t: count_run_processes(t, info.run_id), [h for h in hosts if h in known])

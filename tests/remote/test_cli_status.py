@@ -79,6 +79,29 @@ def test_status_keeps_the_record_with_a_note_when_a_host_is_unreachable(
     assert read_run_info(load_cluster(path), "st-2").state == "running"
 
 
+def test_status_asks_a_host_a_live_run_left_behind_for_what_is_left_there(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # "two" was lost and left behind on the hot path: its blocked ranks may still run there,
+    # so status asks it (unreachable here), as it asks a dropped host.
+    path = _write_config(tmp_path, "local", extra=f"""
+[[hosts]]
+name = "two"
+address = "127.0.0.1"
+port = {_closed_port()}
+python = "{sys.executable}"
+gpus = 0
+nproc = 1
+""")
+    config = load_cluster(path)
+    write_run_info(config, RunInfo(run_id="st-5", cluster="st", state="running",
+                                   started=time.time(), hosts=("one",), left_hosts=("two",),
+                                   config_path=str(path)))
+    assert cli.main(["-c", str(path), "status"]) == 0
+    out = capsys.readouterr().out.replace("\n", " ")
+    assert "the hosts of st-5 could not be reached" in out
+    assert read_run_info(config, "st-5").suspect_hosts == ("two",)
+
+
 def test_a_detached_run_nobody_followed_gets_its_end_time_and_a_consistent_report(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 59: its report said "no outcome recorded yet" beside "completed"."""
