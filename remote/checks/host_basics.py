@@ -49,7 +49,9 @@ def judge_python(host: HostSection, text: str, status: int, facts: HostFacts) ->
     parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
     facts.python_ok = parts >= MIN_PYTHON
     need = ".".join(map(str, MIN_PYTHON))
-    executable = found.get("executable") or python_label(host)
+    if found.get("executable"):
+        facts.executable = str(found["executable"])
+    executable = facts.executable or python_label(host)
     facts.items.append(item(
         host, "python", facts.python_ok, f"{version} ({executable})",
         "" if facts.python_ok else

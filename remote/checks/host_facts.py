@@ -20,6 +20,8 @@ class HostFacts:
     torch: str | None = None
     """torch's version without the local build tag, when torch imports."""
     python_ok: bool = False
+    executable: str | None = None
+    """The interpreter the probe ran (its ``sys.executable``), when it said."""
     gpus: int | None = None
     """GPUs torch can use (0 on a host without GPU devices), when torch imports."""
     gpu_names: list[str] = field(default_factory=list)

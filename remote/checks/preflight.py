@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from profiles.user_errors import CorralError
 from remote.checks import run_root
@@ -171,8 +172,11 @@ async def _probe_host(
     facts.items += boxed
     if starts:  # else the probes inside it did not run: the container's item says why
         judge_python(host, *sections.get("python", (done.stderr, 1)), facts)
-        facts.items += judge_packages(host, config, *sections.get("packages", MISSING))
-        facts.items += judge_imports(host, config, user, *sections.get("imports", MISSING))
+        # A fix names the interpreter the probe ran, not "its venv if set up, else ...".
+        ran = (replace(host, python=facts.executable)
+               if host.python is None and host.container is None and facts.executable else host)
+        facts.items += judge_packages(ran, config, *sections.get("packages", MISSING))
+        facts.items += judge_imports(ran, config, user, *sections.get("imports", MISSING))
         facts.items = container_hints(host, facts.items)
     judge_precision(host, config.run.precision, facts)
     judge_disk(host, section_text(sections, "disk"), facts)

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -268,3 +269,17 @@ async def test_auto_port_falls_back_to_any_free_port_when_the_first_try_is_taken
     assert facts.port is not None and facts.port != port
     assert f"port {facts.port} free on a (auto)" == find(report, "a", "rendezvous-port").detail
     assert f"reaches 127.0.0.1:{facts.port}" == find(report, "b", "rendezvous-port").detail
+
+
+
+async def test_a_missing_imports_fix_names_the_interpreter_the_probe_ran(tmp_path: Path) -> None:
+    # A host without `python` runs its set-up venv if there is one, else the default: the fix
+    # is a command to paste, so it names the one the probe ran, not both.
+    (tmp_path / "train.py").write_text("import corral_surely_absent_package\n")
+    config = write_cluster(tmp_path, local_host("a").replace("{tmp}", str(tmp_path)))
+    config = replace(config, run=replace(config.run, script=str(tmp_path / "train.py")))
+    report = await run_check(config)
+    imports = find(report, "a", "imports")
+    assert not imports.ok and "corral_surely_absent_package" in imports.detail
+    assert f"on a: {sys.executable} -m pip install corral" in imports.hint
+    assert "if set up" not in imports.hint + imports.detail

@@ -1,6 +1,7 @@
 """A script without corral's opt-in, started by ``script_main`` as torchrun starts it, gets a step
 event per optimizer step from torch's global hooks: every step counted, its samples the DDP
-module's input (accumulation counts every micro-batch), its loss left unread; a script that
+module's input (accumulation counts every micro-batch; a call by keyword alone too), its first
+step timed from its first forward, its loss left unread; a script that
 took no step ends with step 0; one that exits after printing its traceback (hydra) names its
 exception; its resources are sampled; an emulated slowdown makes that rank's compute slower.
 The ranks get torchrun's environment from the tests' spawner (``SPAWN_RANKS``: the agent is
@@ -25,7 +26,7 @@ from trainer.integrations.contract import RUN_DIR_ENV, SLOWDOWN_ENV
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 PLAIN_DDP = """\
-import logging, sys
+import logging, sys, time
 import torch, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -34,10 +35,13 @@ dist.init_process_group("gloo")
 model = DDP(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)))
 opt = torch.optim.SGD(model.parameters(), lr=0.01)
 steps, micro = int(sys.argv[1]), int(sys.argv[2])
+dist.barrier()
+time.sleep(float(sys.argv[3]) if len(sys.argv) > 3 else 0)  # its own start-up: no step's time
 for step in range(steps):
-    for _ in range(micro):
+    for i in range(micro):
         x = torch.randn(5, 4)
-        model(x).pow(2).mean().backward()
+        out = model(input=x) if i == 0 else model(x)  # by keyword alone, as HF's Trainer calls
+        out.pow(2).mean().backward()
     opt.step()
     opt.zero_grad()
     with torch.no_grad():
@@ -75,8 +79,12 @@ def events_of(run_dir: Path, rank: int) -> list[object]:
     return [parse_event(line) for line in lines]
 
 
+STARTUP_S = 3.0
+"""The script's own start-up before its first forward (data and model loading, say)."""
+
+
 def test_every_optimizer_step_of_a_plain_ddp_script_is_an_event(tmp_path: Path) -> None:
-    done, run_dir = run_plain(tmp_path, PLAIN_DDP, ["12", "2"])
+    done, run_dir = run_plain(tmp_path, PLAIN_DDP, ["12", "2", str(STARTUP_S)])
     assert done.returncode == 0, done.stderr
     assert RUN_DIR_ENV  # the run directory reached the ranks through script_main
     for rank in (0, 1):
@@ -84,9 +92,12 @@ def test_every_optimizer_step_of_a_plain_ddp_script_is_an_event(tmp_path: Path) 
         assert isinstance(events[0], StartEvent) and events[0].task == "script"
         steps = [e for e in events if isinstance(e, StepEvent)]
         assert [e.step for e in steps] == list(range(1, 13))
-        # two micro-batches of 5 per step; the no_grad pass is not counted
+        # two micro-batches of 5 per step, the first step's first called by keyword alone;
+        # the no_grad pass is not counted
         assert {e.local_batch for e in steps} == {10}
         assert all(e.loss is None and e.step_s > 0 for e in steps)
+        # the first step's time runs from its first forward: the start-up is not in it
+        assert steps[0].step_s < STARTUP_S
         end = events[-1]
         assert isinstance(end, EndEvent) and end.status == "completed" and end.step == 12
 

@@ -5,8 +5,12 @@ torch's global optimizer-step hooks see every optimizer of the process, so a pla
 steps are counted and timed with no line of it changed; the samples of a step are the first
 dimension of what the script's ``DistributedDataParallel`` module was called on (summed over
 the forward passes with gradients between two steps: accumulation counts every micro-batch),
-found by a global module hook that is removed once that module is known, or after the first
-step when the script has none (its samples are then unknown: 0). The loss is the script's own
+found by global module hooks that are removed once that module is known, or after the first
+step when the script has none (its samples are then unknown: 0). The first call is counted
+after its forward, where a call with keyword arguments alone (``model(**batch)``, as HF's
+``Trainer`` makes it) shows them: a global pre-hook sees positional arguments only. The first
+step's time runs from the first forward with gradients, not from the rank's start: the
+script's imports, data and model loading are no step's. The loss is the script's own
 and is not read (reading it would wait for the device): a plain script's step events carry
 ``loss`` None.
 
@@ -39,7 +43,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.nn.modules.module import register_module_forward_pre_hook
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.optimizer import (
     register_optimizer_step_post_hook,
@@ -80,6 +84,8 @@ class PlainEvents:
         self._samples = 0
         self._work = WorkTimer(cpu=device.type == "cpu")
         self._last_end = time.perf_counter()
+        self._clock_started = False
+        """The first step's clock runs from the first forward with gradients."""
         self._compute_s = 0.0
         self._ddp_hook: Any = None
         self._busy = False
@@ -91,17 +97,29 @@ class PlainEvents:
         """The TERM handler before ours, or the script's own once it sets one."""
         self._hooks = [register_optimizer_step_pre_hook(self._step_begins),
                        register_optimizer_step_post_hook(self._stepped),
-                       register_module_forward_pre_hook(self._any_forward)]
+                       register_module_forward_pre_hook(self._any_forward),
+                       register_module_forward_hook(self._any_forwarded, with_kwargs=True)]
         self._work.start()
 
     # ---------------------------------------------------------------- the hooks
     def _any_forward(self, module: Any, args: Any) -> None:
-        """Every module's forward until the DDP module is found: watch that one alone."""
+        """Every module's forward until the DDP module's first: the first step's clock
+        starts at the first one with gradients (the script's start-up is no step's)."""
+        if not self._clock_started and torch.is_grad_enabled():
+            self._clock_started = True
+            self._last_end = time.perf_counter()
+            self._work.start()
+        if isinstance(module, DistributedDataParallel):
+            self._hooks[2].remove()
+
+    def _any_forwarded(self, module: Any, args: Any, kwargs: Any, output: Any) -> None:
+        """After every module's forward until the DDP module is found: watch that one alone,
+        and count this first call (its keyword arguments are seen here, not before)."""
         if isinstance(module, DistributedDataParallel):
             self._ddp_hook = module.register_forward_pre_hook(self._ddp_forward,
                                                               with_kwargs=True)
-            self._hooks[2].remove()
-            self._ddp_forward(module, args, {})
+            self._hooks[3].remove()
+            self._ddp_forward(module, args, kwargs)
 
     def _ddp_forward(self, module: Any, args: Any, kwargs: Any) -> None:
         """The DDP module is called on a batch: count its samples (training passes only)."""
@@ -138,7 +156,8 @@ class PlainEvents:
         now = time.perf_counter()
         self.steps += 1
         if self.steps == 1:
-            self._hooks[2].remove()  # no DDP module met before the first step: none to watch
+            for finder in self._hooks[2:]:  # no DDP module met before the first step
+                finder.remove()
             self._start()
         # the event is built at the flush: a tuple here is a fraction of its cost
         self._pending.append((time.time(), self.steps, self._samples, self._compute_s,
