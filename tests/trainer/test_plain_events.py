@@ -37,6 +37,8 @@ opt = torch.optim.SGD(model.parameters(), lr=0.01)
 steps, micro = int(sys.argv[1]), int(sys.argv[2])
 dist.barrier()
 time.sleep(float(sys.argv[3]) if len(sys.argv) > 3 else 0)  # its own start-up: no step's time
+with torch.no_grad():
+    model(torch.randn(3, 4))  # an evaluation before training (nanoGPT's step 0): no step's either
 for step in range(steps):
     for i in range(micro):
         x = torch.randn(5, 4)

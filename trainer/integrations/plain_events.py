@@ -84,8 +84,6 @@ class PlainEvents:
         self._samples = 0
         self._work = WorkTimer(cpu=device.type == "cpu")
         self._last_end = time.perf_counter()
-        self._clock_started = False
-        """The first step's clock runs from the first forward with gradients."""
         self._compute_s = 0.0
         self._ddp_hook: Any = None
         self._busy = False
@@ -103,13 +101,12 @@ class PlainEvents:
 
     # ---------------------------------------------------------------- the hooks
     def _any_forward(self, module: Any, args: Any) -> None:
-        """Every module's forward until the DDP module's first: the first step's clock
-        starts at the first one with gradients (the script's start-up is no step's)."""
-        if not self._clock_started and torch.is_grad_enabled():
-            self._clock_started = True
+        """Every module's forward until the first with gradients, where the first step's
+        clock starts (the script's start-up is no step's; an evaluation before training, under
+        ``no_grad``, neither)."""
+        if torch.is_grad_enabled():
             self._last_end = time.perf_counter()
             self._work.start()
-        if isinstance(module, DistributedDataParallel):
             self._hooks[2].remove()
 
     def _any_forwarded(self, module: Any, args: Any, kwargs: Any, output: Any) -> None:
