@@ -172,9 +172,7 @@ async def _probe_host(
     facts.items += boxed
     if starts:  # else the probes inside it did not run: the container's item says why
         judge_python(host, *sections.get("python", (done.stderr, 1)), facts)
-        # A fix names the interpreter the probe ran, not "its venv if set up, else ...".
-        ran = (replace(host, python=facts.executable)
-               if host.python is None and host.container is None and facts.executable else host)
+        ran = _as_probed(host, facts)
         facts.items += judge_packages(ran, config, *sections.get("packages", MISSING))
         facts.items += judge_imports(ran, config, user, *sections.get("imports", MISSING))
         facts.items = container_hints(host, facts.items)
@@ -186,6 +184,14 @@ async def _probe_host(
                      section_text(sections, "ps"), facts)
     judge_interface(host, config, master_addr, sections, facts)
     return facts
+
+
+def _as_probed(host: HostSection, facts: HostFacts) -> HostSection:
+    """``host`` naming the interpreter its probe ran, where cluster.toml names none: a fix
+    then names that one, not "its venv if set up, else ..."."""
+    if host.python is None and host.container is None and facts.executable:
+        return replace(host, python=facts.executable)
+    return host
 
 
 async def _timed(after: AfterProbe, transport: Transport, facts: HostFacts) -> None:
