@@ -69,10 +69,18 @@ def test_ctrl_c_while_a_hosts_python_is_slow_ends_quickly_with_nothing_left(
     first_python = text.index(f'python = "{sys.executable}"')  # h0's
     path.write_text(text[:first_python] + f'python = "{_slow_python(tmp_path)}"'
                     + text[first_python + len(f'python = "{sys.executable}"'):])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "console", "-c", str(path), command],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=path.parent,
-        env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(ROOT)}, start_new_session=True)
+    # corral as a terminal's foreground job has Ctrl-C, however this test was started: a suite
+    # run as a background job of a non-interactive shell ignores SIGINT, and an ignored SIGINT
+    # stays ignored across exec (`corral check` then never saw it; `corral run` sets its own).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "console", "-c", str(path), command],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=path.parent,
+            env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(ROOT)},
+            start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         assert _wait_for(lambda: any("slow-python" in line
                                      for line in _ours(tmp_path, proc.pid)), SEEN_WITHIN_S), \
