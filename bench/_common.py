@@ -280,6 +280,20 @@ def baseline_tree(parser: argparse.ArgumentParser, value: Path | None) -> Path |
     return value.resolve()
 
 
+def commit_tree(commit: str, into: Path) -> Path:
+    """``commit``'s files exported into the new folder ``into`` (``git archive``, no shell):
+    the code a ``--before COMMIT`` arm runs."""
+    into.mkdir()
+    archive = subprocess.Popen(["git", "-C", str(REPO), "archive", commit],
+                               stdout=subprocess.PIPE)
+    assert archive.stdout is not None
+    subprocess.run(["tar", "-x", "-C", str(into)], stdin=archive.stdout, check=True)
+    archive.stdout.close()
+    if archive.wait() != 0:
+        raise SystemExit(f"git archive {commit}: exit {archive.returncode}")
+    return into
+
+
 BASELINE_HELP = "another checkout (e.g. a git worktree of an older commit) whose trainer "
 """Start of the ``--baseline`` help text; each benchmark says what the baseline runs."""
 

@@ -110,13 +110,11 @@ def _run_arm(tree: Path, folder: Path, hosts: int) -> dict[str, Any]:
 
 def _before_tree(before: str, root: Path) -> Path:
     """The tree of ``--before``: a folder as it is, else that commit's ``git archive``."""
+    from _common import commit_tree  # here: the measuring arms import their own tree's code
+
     if Path(before).is_dir():
         return Path(before).resolve()
-    tree = root / "before"
-    tree.mkdir()
-    subprocess.run(f"git -C {REPO} archive {before} | tar -x -C {tree}", shell=True,
-                   check=True)
-    return tree
+    return commit_tree(before, root / "before")
 
 
 def _report(runs: dict[str, list[dict[str, Any]]]) -> None:

@@ -247,9 +247,9 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="corral-data-bench-"))
     corral = [*CORRAL_ARMS] + ([f"corral@{args.before}"] if args.before else [])
     if args.before:
-        (root / "before").mkdir()
-        subprocess.run(f"git -C {REPO} archive {args.before} | tar -x -C {root / 'before'}",
-                       shell=True, check=True)
+        from _common import commit_tree
+
+        commit_tree(args.before, root / "before")
     box = netns.build(root, hosts=3)
     try:
         for i in range(len(box.nodes)):
