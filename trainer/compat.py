@@ -121,6 +121,19 @@ def set_tf32(enabled: bool) -> None:
         cudnn.rnn.fp32_precision = value
 
 
+def use_deterministic_convolutions() -> None:
+    """cuDNN's deterministic convolution algorithms only, chosen without timing them
+    (``torch.backends.cudnn.deterministic``, ``benchmark`` off). Its default algorithms may add
+    a weight gradient's parts in any order, so two runs of one seed differ in the last bits;
+    a quantised exchange (trainer/lowcomm/compress.py) can turn such a bit into a whole code
+    step, so the local exchange asks for these on a GPU."""
+    import torch
+
+    cudnn = _any(torch.backends.cudnn)
+    cudnn.deterministic = True
+    cudnn.benchmark = False
+
+
 def tf32_enabled() -> bool:
     """May float32 matmuls or cuDNN convolutions use TensorFloat-32 now (torch's own flags)?"""
     import torch

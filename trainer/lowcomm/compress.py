@@ -52,7 +52,11 @@ def quantise(values: torch.Tensor, bits: int, block: int = BLOCK) -> Quantised:
     padded = torch.zeros(-(-numel // block) * block, dtype=torch.float32, device=values.device)
     padded[:numel] = values
     blocks = padded.view(-1, block)
-    steps = blocks.abs().amax(dim=1) / top
+    largest = blocks.abs().amax(dim=1)
+    # A tensor divisor: CUDA divides by a number as a multiply by its reciprocal, a bit off
+    # the CPU's quotient; tensor by tensor, both divide exactly, so every device sends the
+    # same steps and codes.
+    steps = largest / torch.full_like(largest, top)
     safe = torch.where(steps > 0, steps, torch.ones_like(steps))
     codes = (blocks / safe[:, None]).round().clamp_(-top, top).to(torch.int16) + top
     flat = codes.view(-1).to(torch.uint8)

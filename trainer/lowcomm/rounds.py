@@ -24,6 +24,7 @@ import torch.distributed as dist
 from profiles.user_errors import UsageError
 from trainer.balance.solve import equal_split
 from trainer.checkpoint.checkpointer import restore, resume, write_final
+from trainer.compat import set_tf32, tf32_enabled, use_deterministic_convolutions
 from trainer.dist import RankInfo, on_any_rank, print0
 from trainer.evaluate import Evaluator, held_out
 from trainer.event_log import EventWriter
@@ -59,6 +60,15 @@ from trainer.stopping import StopSignals, check_finite_loss
 from trainer.tasks import Task, trainable_parameters
 from trainer.tasks.loader import task_label
 
+
+def _set_arithmetic(config: TrainConfig, device: torch.device) -> None:
+    """fp32 is IEEE float32 (torch's default lets cuDNN use TF32 even in fp32), and on a GPU
+    one seed gives the same bits (a last bit flipped can flip a quantised code)."""
+    set_tf32(config.precision == "tf32")
+    if device.type == "cuda":
+        use_deterministic_convolutions()
+
+
 APPROXIMATE = "approximate: --exchange local (islands average their changes every round)"
 """The start event's ``exact_note`` of a local run."""
 
@@ -92,6 +102,7 @@ class LocalTrainer(IslandChanges):
         self.config, self.task, self.order, self.run = config, task, order, run
         self.rank, self.world, self.device, self.events = info.rank, info.world_size, device, events
         self.stop = stop
+        _set_arithmetic(config, device)
         self.model = task.model.to(device).train()
         self.parameters = trainable_parameters(task)
         if not self.parameters:
@@ -153,7 +164,7 @@ class LocalTrainer(IslandChanges):
             total_steps=run.total_steps, steps_per_epoch=self.order.steps_per_epoch,
             slowdown=self.inner.slowdown.factor_at(run.step + 1),
             resumed_from=resumed_from, task=config.task, precision=config.precision,
-            exact=False, exact_note=APPROXIMATE, exchange="local")
+            exact=False, exact_note=APPROXIMATE, exchange="local", tf32=tf32_enabled())
         islands = " | ".join(",".join(map(str, r)) for r in self.groups.islands)
         print0(f"corral trainer: APPROXIMATE run (--exchange local): {self.world} ranks "
                f"({backend}) in {len(self.groups.islands)} islands [{islands}], {model} on "
