@@ -7,6 +7,7 @@ from trainer_runs import trainer_main
 
 from trainer.lowcomm.plan import (
     MAX_ROUND_STEPS,
+    PLANNED_SHARE,
     RoundPlan,
     bytes_per_sample,
     chosen_round_steps,
@@ -54,39 +55,47 @@ def test_the_round_is_long_enough_for_the_exchange_to_be_a_small_fraction() -> N
 
 
 def test_an_overlapped_run_counts_only_what_is_left_exposed_in_its_round_length() -> None:
-    # The first round's exchange, waited for: 2 s, behind inner steps of 0.1 s, at most 5 %.
+    # The first round's exchange, waited for: 2 s, behind inner steps of 0.1 s, at most 5 %:
+    # the run plans for 4 % (PLANNED_SHARE of it), so that a round's noise stays within 5 %.
     exchange_s, step_s, fraction = 2.0, 0.1, 0.05
+    planned = fraction * PLANNED_SHARE
+    assert planned == pytest.approx(0.04)
     waited = chosen_round_steps(exchange_s, step_s, fraction, overlap=False)
     hidden = chosen_round_steps(exchange_s, step_s, fraction, overlap=True)
-    assert waited == round_steps_for(exchange_s, step_s, fraction) == 380
-    # Overlapped, the next round's inner steps carry the exchange: what is left exposed,
-    # max(0, 2 s - H x 0.1 s), is within 5 % of the inner steps at H=20, not at 19.
-    assert hidden == 20
+    assert waited == round_steps_for(exchange_s, step_s, planned) == 480
 
     def exposed_share(h: int) -> float:
         return max(0.0, exchange_s - h * step_s) / (h * step_s)
 
-    assert exposed_share(hidden) <= fraction < exposed_share(hidden - 1)
+    # Overlapped, the next round's inner steps carry the exchange: what is left exposed,
+    # max(0, 2 s - H x 0.1 s), is within 4 % of the inner steps at H=20, not at 19.
+    assert hidden == 20
+    assert exposed_share(hidden) <= planned < exposed_share(hidden - 1)
     # Waited for, the same exchange at H=20 would be half the round.
     assert exchange_s / (hidden * step_s + exchange_s) == pytest.approx(0.5)
     # After an overlapped round, what stayed exposed (quantising, the outer step, a wait) is
-    # held to the same 5 %: 0.3 s exposed behind 0.1 s steps needs 57 steps, never fewer.
+    # held to the same rule: 0.3 s exposed is 13 % of H=20, so the round is planned for 4 %
+    # again: 72 steps, never fewer.
     longer = exposed_round_steps(hidden, 0.3, step_s, fraction)
-    assert longer == 57 and 0.3 / (longer * step_s + 0.3) <= fraction
-    assert 0.3 / ((longer - 1) * step_s + 0.3) > fraction
+    assert longer == 72 and 0.3 / (longer * step_s + 0.3) <= planned
+    assert 0.3 / ((longer - 1) * step_s + 0.3) > planned
     assert exposed_round_steps(hidden, 0.01, step_s, fraction) == hidden
 
 
 def test_a_waited_run_lengthens_its_round_when_its_exchange_grows_past_the_rule() -> None:
-    # The first round's exchange, 0.6 s behind inner steps of 0.25 s: H=46 keeps it at 5 %.
+    # The first round's exchange, 0.6 s behind inner steps of 0.25 s: H=58 plans it at 4 %.
     step_s, fraction = 0.25, 0.05
     first = next_round_steps(None, 0.6, step_s, fraction, overlap=False)
-    assert first == round_steps_for(0.6, step_s, fraction) == 46
-    # A later round's exchange took 0.9 s (a busier link or host): 7.3 % at H=46. The next
-    # round is made just long enough to hold it to 5 % again...
+    assert first == round_steps_for(0.6, step_s, fraction * PLANNED_SHARE) == 58
+    # A round whose exchange took 0.7 s is 4.6 % at H=58: within the 5 %, the round is kept.
+    assert next_round_steps(first, 0.7, step_s, fraction, overlap=False) == first
+    # A later round's exchange took 0.9 s (a busier link or host): 5.8 % at H=58. The next
+    # round is made long enough to plan it at 4 % again...
     later = next_round_steps(first, 0.9, step_s, fraction, overlap=False)
-    assert later == 69
-    assert 0.9 / (later * step_s + 0.9) <= fraction < 0.9 / ((later - 1) * step_s + 0.9)
+    assert 0.9 / (first * step_s + 0.9) > fraction
+    assert later == 87
+    planned = fraction * PLANNED_SHARE
+    assert 0.9 / (later * step_s + 0.9) <= planned < 0.9 / ((later - 1) * step_s + 0.9)
     # ...and a quicker exchange afterwards never shortens it.
     assert next_round_steps(later, 0.1, step_s, fraction, overlap=False) == later
     # Overlapped, the first choice counts what the next round leaves exposed, as before.

@@ -24,6 +24,11 @@ FIRST_ROUND_STEPS = 4
 """Inner steps per island of the first round when ``round_steps`` is chosen by the run."""
 MAX_ROUND_STEPS = 500
 """The longest round ``round_steps_for`` chooses, in inner steps per island."""
+PLANNED_SHARE = 0.8
+"""A round length the run chooses is planned for this share of ``round_exchange``, the most a
+round's exchange may take: a round's steps and exchange vary from one round to the next (a busier
+link or host; the first round's steps also carry the start-up), and a round planned at the limit
+itself would pass it about every other round."""
 
 
 def islands_of(ids: Sequence[int | str]) -> tuple[tuple[int, ...], ...]:
@@ -109,17 +114,21 @@ def chosen_round_steps(exchange_s: float, step_s: float, fraction: float, overla
     to hide it behind). Without overlap the whole exchange is exposed, so the round is made
     long enough that it is at most ``fraction`` of it (``round_steps_for``); with overlap
     only what the next round's inner steps leave exposed counts (``hidden_round_steps``),
-    so a round is about ``(1 - fraction) / fraction`` times shorter for the same link."""
+    so a round is about ``(1 - fraction) / fraction`` times shorter for the same link. Both
+    plan for ``PLANNED_SHARE`` of ``fraction``, so that a round's noise stays within it."""
     rule = hidden_round_steps if overlap else round_steps_for
-    return rule(exchange_s, step_s, fraction)
+    return rule(exchange_s, step_s, fraction * PLANNED_SHARE)
 
 
 def exposed_round_steps(round_steps: int, exposed_s: float, step_s: float, fraction: float
                         ) -> int:
-    """``outer_overlap``, after an overlapped round: the round length, made longer where what
-    stayed exposed (quantising, the outer step, any wait for the exchange) took more than
-    ``fraction`` of the round (``round_steps_for`` of the exposed part; never shorter)."""
-    return max(round_steps, round_steps_for(exposed_s, step_s, fraction))
+    """After a later round, waited for or overlapped: the round length, made longer where what
+    stayed exposed (the exchange, quantising, the outer step, any wait) took more than
+    ``fraction`` of the round, to ``PLANNED_SHARE`` of it (``round_steps_for`` of the exposed
+    part); kept where it stayed within ``fraction``, never shorter."""
+    if round_steps_for(exposed_s, step_s, fraction) <= round_steps:
+        return round_steps
+    return round_steps_for(exposed_s, step_s, fraction * PLANNED_SHARE)
 
 
 def next_round_steps(current: int | None, exchange_s: float, step_s: float, fraction: float,

@@ -188,7 +188,8 @@ class RunSettings:
     at most ``round_exchange`` of a round."""
     round_exchange: float = field(default=0.05, metadata=setting(EXCHANGE, above=0))
     """``local`` with ``round_steps`` not set: the largest fraction of a round its exchange
-    may take (the round is made long enough); below 1."""
+    may take (the round is made long enough, planned for 80 % of it so that a round's noise
+    stays within it); below 1."""
     outer_lr: float = field(default=0.7, metadata=setting(EXCHANGE, above=0))
     """``local``: learning rate of the outer step on the averaged parameter change; at most
     10 (``OUTER_LR_MAX``)."""
