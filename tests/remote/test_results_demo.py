@@ -30,16 +30,23 @@ except ImportError:  # collected as a package
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 REPO = Path(__file__).resolve().parents[2]
-STEPS = 120
-"""Long enough that the steps after the balancer settled, not the equal-split start both runs
-share, set the whole-run figures the report compares."""
+STEPS, REBALANCE_EVERY = 60, 5
+"""Steps of each run, and the dynamic run's steps between decisions: the balancer settles in
+the first third of the run (its fourth decision), so the steps after it, not the equal-split
+start both runs share, set the whole-run figures the report compares. Half the cluster.toml's
+10 between decisions: the same share of the run settled in half its steps (BENCHMARKS.md
+"CI's time, round 5")."""
 
 
-def demo_toml(root: Path, steps: int) -> Path:
-    """The repository's cluster.toml, ``steps`` long, with its runs under ``root``."""
+def demo_toml(root: Path, steps: int, rebalance_every: int | None = None) -> Path:
+    """The repository's cluster.toml, ``steps`` long (and deciding every ``rebalance_every``
+    steps, if given), with its runs under ``root``."""
     text = (REPO / "cluster.toml").read_text(encoding="utf-8")
     text = re.sub(r'(?m)^run_root = .*$', f'run_root = "{root / "runs"}"', text)
     text = re.sub(r"(?m)^steps = \d+", f"steps = {steps}", text)
+    if rebalance_every is not None:
+        text = re.sub(r"(?m)^rebalance_every = \d+", f"rebalance_every = {rebalance_every}",
+                      text)
     text = re.sub(r"(?m)^samples = \d+", "samples = 1920", text)
     text = re.sub(r'(?m)^address = "local"(.*)$',
                   rf'address = "local"\1\npython = "{sys.executable}"', text)
@@ -64,7 +71,7 @@ async def _run(path: Path, policy: str) -> str:
 @pytest.fixture(scope="module")
 def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, str]]:
     root = tmp_path_factory.mktemp("demo")
-    path = demo_toml(root, STEPS)
+    path = demo_toml(root, STEPS, REBALANCE_EVERY)
     static = asyncio.run(_run(path, "static"))
     dynamic = asyncio.run(_run(path, "dynamic"))
     yield path, static, dynamic

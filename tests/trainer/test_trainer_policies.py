@@ -14,12 +14,12 @@ from profiles.host import cpu_model
 from profiles.profile import Profile, utc_now_iso
 from profiles.store import save_profile
 
-# serial: the splits follow measured speeds (tests/tiers.py)
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = pytest.mark.slow
 
 COMMON = ("--samples", "1024", "--global-batch", "64", "--threads", "1")
 
 
+@pytest.mark.serial  # the split follows the speeds a warm-up measured (tests/tiers.py)
 def test_proportional_split_follows_warmup_capacity(tmp_path: Path) -> None:
     check(launch(2, *COMMON, "--policy", "proportional", "--slowdown", "1,4", "--steps", "6",
                  "--run-dir", str(tmp_path)))
@@ -33,6 +33,7 @@ def test_proportional_split_follows_warmup_capacity(tmp_path: Path) -> None:
     assert {e["local_batch"] for e in of_kind(events(tmp_path, 1), "step")} == {split[1]}
 
 
+@pytest.mark.serial  # the moves follow measured speeds (tests/tiers.py)
 def test_dynamic_moves_samples_to_the_fast_rank_on_every_rank_at_once(tmp_path: Path) -> None:
     check(launch(2, *COMMON, "--policy", "dynamic", "--split", "16,48", "--slowdown", "1,3",
                  "--rebalance-every", "5", "--steps", "30", "--run-dir", str(tmp_path)))
@@ -53,6 +54,8 @@ def test_dynamic_moves_samples_to_the_fast_rank_on_every_rank_at_once(tmp_path: 
 
 
 def test_a_profile_memory_cap_sets_the_micro_batch_not_the_share(tmp_path: Path) -> None:
+    # Not serial: the capacities, the split and the passes are the stored profiles', whatever
+    # speeds the machine gives the ranks.
     # Rank 0 is three times faster, but its profile says only 8 samples fit in memory: far
     # below its speed-fair share of 48 (3:1 of 64). It gets the 48 anyway, in passes of 8.
     for slowdown, per_sample in ((1.0, 0.001), (3.0, 0.003)):
@@ -83,6 +86,7 @@ def test_a_profile_memory_cap_sets_the_micro_batch_not_the_share(tmp_path: Path)
     assert len(of_kind(events(tmp_path / "run", 1), "step")) == 2
 
 
+@pytest.mark.serial  # judged by measured step times (tests/tiers.py)
 def test_slowdown_changes_at_the_scheduled_step(tmp_path: Path) -> None:
     check(launch(2, *COMMON, "--slowdown-at", "9:1:4", "--steps", "16",
                  "--resources-every", "0.1", "--run-dir", str(tmp_path)))
