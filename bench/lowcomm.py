@@ -332,7 +332,7 @@ def exposed_share(runs: list[dict[str, Any]]) -> float:
 def plot(workload: str, modes: list[str], results: dict[tuple[str, str], list[Any]],
          params: int, folder: Path) -> None:
     """Held-out loss against samples and against wall time, every mode (first round), and the
-    final loss's gap to exact against bytes per sample (a line per setting across H)."""
+    final loss's gap to exact against bytes per sample (a line per outer step)."""
     try:
         import matplotlib
 
@@ -348,15 +348,19 @@ def plot(workload: str, modes: list[str], results: dict[tuple[str, str], list[An
         by_step.plot([s for s, _, _ in evals], [v for _, _, v in evals], marker=".", label=mode)
         by_time.plot([t for _, t, _ in evals], [v for _, _, v in evals], marker=".", label=mode)
     exact_loss = statistics.median(r["evals"][-1][2] for r in results[(workload, "exact")])
-    lines: dict[str, list[tuple[float, float]]] = {}  # setting[@outer] -> (bytes, gap %) by H
+    lines: dict[str, list[tuple[float, float, str]]] = {}  # outer step -> (bytes, gap %, mode)
     for mode in modes[1:] if modes[0] == "exact" else modes:
         runs = results[(workload, mode)]
         gap = statistics.median(r["evals"][-1][2] for r in runs) / exact_loss - 1
-        lines.setdefault(mode.partition("/")[2], []).append(
-            (bytes_per_sample(mode, runs[0], params), 100 * gap))
-    for setting, points in lines.items():
+        setting, _, outer = mode.partition("@")
+        lines.setdefault(f"outer {outer or 'default'}", []).append(
+            (bytes_per_sample(mode, runs[0], params), 100 * gap, setting))
+    for outer, points in lines.items():  # one line per outer step, its settings by bytes
         points.sort()
-        by_bytes.plot([b for b, _ in points], [g for _, g in points], marker="o", label=setting)
+        by_bytes.plot([b for b, _, _ in points], [g for _, g, _ in points], marker="o",
+                      label=outer)
+        for sent, gap, setting in points:
+            by_bytes.annotate(setting, (sent, gap), fontsize=7)
     by_bytes.axhline(3, color="grey", linestyle=":")  # the goal: within 3 % of exact
     by_bytes.set_xscale("log")
     by_bytes.set_xlabel("bytes per sample (each island sends)")
