@@ -14,7 +14,8 @@ loss against the exact run's (median over rounds; goal within 3 %), bytes exchan
 fewer), wall throughput, and plots of held-out loss against samples and against wall time
 (PNG, needs matplotlib). ``--lm-shape 192,576,4`` raises the LM to 2.0M parameters (one float32
 exchange over 50 Mbit/s then takes seconds); ``--settings`` picks the outer_compression[+overlap]
-settings run at every H; ``--recorded DIR`` reports and plots the runs a stopped bench left.
+settings run at every H; ``--outer`` runs them all again at each other outer step (outer_lr,
+outer_momentum); ``--recorded DIR`` reports and plots the runs a stopped bench left.
 
 Part 2, shaped links (``--shaped``, bench/lowcomm_shaped.py): network-namespace hosts (one
 behind 50 Mbit/s Wi-Fi, the others on 1 Gbit/s): throughput of exact (which benches the slow
@@ -100,15 +101,43 @@ def local_flags(flags: list[str], batch: int, inner_batch: str) -> tuple[list[st
 
 
 def mode_flags(mode: str) -> list[str]:
-    """A mode's trainer flags: ``exact``, or ``H<steps>/<compression>[+overlap]`` (e.g.
-    ``H64/int8+overlap``) for a local run."""
+    """A mode's trainer flags: ``exact``, or ``H<steps>/<compression>[+overlap][@LR,MOMENTUM]``
+    (e.g. ``H64/int8+overlap``, ``H64/int4@1.0,0.0``) for a local run; ``@`` names its outer
+    step (the trainer's default without it)."""
     if mode == "exact":
         return []
+    mode, _, outer = mode.partition("@")
     rounds, _, setting = mode.partition("/")
     compression, _, overlap = (setting or "none").partition("+")
+    outer_flags: list[str] = []
+    if outer:
+        lr, momentum = outer.split(",")
+        outer_flags = ["--outer-lr", lr, "--outer-momentum", momentum]
     return ["--exchange", "local", "--round-steps", rounds[1:],
             "--islands", ",".join(map(str, range(NPROC))), "--outer-compression", compression,
-            *(["--outer-overlap"] if overlap else [])]
+            *(["--outer-overlap"] if overlap else []), *outer_flags]
+
+
+def outer_steps(text: str) -> str:
+    """``--outer``: space-separated ``LR,MOMENTUM`` pairs, checked before anything runs."""
+    for pair in text.split():
+        try:
+            lr, momentum = (float(v) for v in pair.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{pair!r} is not LR,MOMENTUM (e.g. 1.0,0.0)") from None
+        if not (lr > 0 and 0 <= momentum < 1):
+            raise argparse.ArgumentTypeError(
+                f"{pair!r}: the outer lr must be > 0 and its momentum in [0, 1)")
+    return text
+
+
+def local_modes(h: str, settings: str, outer: str | None) -> list[str]:
+    """Every local mode: each setting at each H, under each ``--outer`` step if given (the
+    trainer's default outer step, unlabelled, if not)."""
+    steps = [f"@{pair}" for pair in outer.split()] if outer else [""]
+    return [f"H{rounds}/{setting}{step}" for step in steps for rounds in h.split(",")
+            for setting in settings.split(",")]
 
 
 def run_once(flags: list[str], mode: str, run_dir: Path) -> dict[str, Any]:
@@ -176,6 +205,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--h", default="8,32,64", help="round lengths to compare (inner steps)")
     p.add_argument("--settings", default="none,int8,int4,none+overlap,int8+overlap,int4+overlap",
                    help="local runs' outer_compression[+overlap] settings, each at every H")
+    p.add_argument("--outer", type=outer_steps, default=None, metavar="'LR,MOMENTUM ...'",
+                   help="local runs' outer steps, space-separated outer_lr,outer_momentum pairs "
+                        "(e.g. '1.0,0.0 0.7,0.5'), each at every H and setting, labelled "
+                        "H64/int4@1.0,0.0 (default: the trainer's outer step, unlabelled)")
     p.add_argument("--inner-batch", choices=("share", "global"), default="share",
                    help="a local island's inner batch: its share of the exact run's (default) "
                         "or all of it")
@@ -210,8 +243,7 @@ def main() -> int:
         from bench.lowcomm_shaped import shaped_main
 
         return shaped_main(args)
-    modes = ["exact", *(f"H{h}/{setting}" for h in args.h.split(",")
-                        for setting in args.settings.split(","))]
+    modes = ["exact", *local_modes(args.h, args.settings, args.outer)]
     scratch = Path(tempfile.mkdtemp(prefix="corral-lowcomm-"))
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     params: dict[str, int] = {}
@@ -233,8 +265,18 @@ def main() -> int:
                 results.setdefault((label, mode), []).append(result)
                 params.setdefault(label, parameter_count(run_dir))
         report(label, modes, results, params[label])
-        plot(label, modes, results, args.plots)
+        plot(label, modes, results, params[label], args.plots)
     return 0
+
+
+def folder_mode(name: str) -> tuple[str, str]:
+    """A run folder's workload label and mode (``main`` names it LABEL-MODE-ROUND, the mode's
+    ``/`` a ``-``): ``lm-192-576-4-H64-int4@1.0,0.0-0`` is ``lm-192-576-4``'s
+    ``H64/int4@1.0,0.0``."""
+    if "-exact-" in name:
+        return name.partition("-exact-")[0], "exact"
+    label, _, rest = name.partition("-H")
+    return label, "H" + rest.rsplit("-", 1)[0].replace("-", "/", 1)
 
 
 def recorded(scratch: Path, plots: Path) -> int:
@@ -244,11 +286,7 @@ def recorded(scratch: Path, plots: Path) -> int:
     for run_dir in sorted(scratch.iterdir()):
         if not (run_dir / "final").is_dir():
             continue  # unfinished, or not a run
-        label, _, rest = run_dir.name.partition("-exact-" if "-exact-" in run_dir.name
-                                                else "-H")
-        mode = "exact" if "-exact-" in run_dir.name else "H" + rest.rsplit("-", 1)[0]
-        if mode != "exact":  # the folder's H32-int4+overlap is the mode's H32/int4+overlap
-            mode = mode.replace("-", "/", 1)
+        label, mode = folder_mode(run_dir.name)
         results.setdefault((label, mode), []).append(read_run(run_dir))
         labels.setdefault(label, [])
         if mode not in labels[label]:
@@ -258,7 +296,7 @@ def recorded(scratch: Path, plots: Path) -> int:
         params = parameter_count(next(d for d in scratch.iterdir()
                                       if d.name.startswith(f"{label}-exact-")))
         report(label, modes, results, params)
-        plot(label, modes, results, plots)
+        plot(label, modes, results, params, plots)
     return 0
 
 
@@ -292,8 +330,9 @@ def exposed_share(runs: list[dict[str, Any]]) -> float:
 
 
 def plot(workload: str, modes: list[str], results: dict[tuple[str, str], list[Any]],
-         folder: Path) -> None:
-    """Held-out loss against samples and against wall time, every mode (first round)."""
+         params: int, folder: Path) -> None:
+    """Held-out loss against samples and against wall time, every mode (first round), and the
+    final loss's gap to exact against bytes per sample (a line per outer step)."""
     try:
         import matplotlib
 
@@ -303,11 +342,30 @@ def plot(workload: str, modes: list[str], results: dict[tuple[str, str], list[An
         print("(no plots: matplotlib is not installed)")
         return
     folder.mkdir(parents=True, exist_ok=True)
-    fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (by_step, by_time, by_bytes) = plt.subplots(1, 3, figsize=(15, 4))
     for mode in modes:
         evals = results[(workload, mode)][0]["evals"]
         by_step.plot([s for s, _, _ in evals], [v for _, _, v in evals], marker=".", label=mode)
         by_time.plot([t for _, t, _ in evals], [v for _, _, v in evals], marker=".", label=mode)
+    exact_loss = statistics.median(r["evals"][-1][2] for r in results[(workload, "exact")])
+    lines: dict[str, list[tuple[float, float, str]]] = {}  # outer step -> (bytes, gap %, mode)
+    for mode in modes[1:] if modes[0] == "exact" else modes:
+        runs = results[(workload, mode)]
+        gap = statistics.median(r["evals"][-1][2] for r in runs) / exact_loss - 1
+        setting, _, outer = mode.partition("@")
+        lines.setdefault(f"outer {outer or 'default'}", []).append(
+            (bytes_per_sample(mode, runs[0], params), 100 * gap, setting))
+    for outer, points in lines.items():  # one line per outer step, its settings by bytes
+        points.sort()
+        by_bytes.plot([b for b, _, _ in points], [g for _, g, _ in points], marker="o",
+                      label=outer)
+        for sent, gap, setting in points:
+            by_bytes.annotate(setting, (sent, gap), fontsize=7)
+    by_bytes.axhline(3, color="grey", linestyle=":")  # the goal: within 3 % of exact
+    by_bytes.set_xscale("log")
+    by_bytes.set_xlabel("bytes per sample (each island sends)")
+    by_bytes.set_ylabel("final eval loss vs exact (%)")
+    by_bytes.legend()
     by_step.set_xlabel("samples")
     by_time.set_xlabel("wall seconds (unshaped loopback)")
     for ax in (by_step, by_time):
@@ -318,7 +376,6 @@ def plot(workload: str, modes: list[str], results: dict[tuple[str, str], list[An
     out = folder / f"lowcomm-{workload}.png"
     fig.savefig(out, dpi=90)
     print(f"plot: {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
-
 
 if __name__ == "__main__":
     sys.exit(main())

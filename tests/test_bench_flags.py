@@ -4,6 +4,7 @@ model (bench/oracle.py --task causal_lm)."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,37 @@ def test_the_lowcomm_bench_runs_each_setting_it_names(tmp_path: Path) -> None:
     plain = parse_config([*flags, *mode_flags("H8/none")])
     assert (plain.outer_compression, plain.outer_overlap) == ("none", False)
     assert mode_flags("exact") == []
+
+
+def test_the_lowcomm_bench_runs_every_setting_at_each_outer_step_it_names(tmp_path: Path) -> None:
+    """``--outer '1.0,0.0 0.7,0.5'``: each setting at each H again under each outer step,
+    labelled with it; without it, the trainer's default outer step, unlabelled."""
+    from bench.lowcomm import (
+        folder_mode,
+        local_modes,
+        mode_flags,
+        outer_steps,
+        parser,
+        workload_flags,
+    )
+
+    flags, _ = workload_flags("cnn", tmp_path, quick=True)
+    default = parse_config([*flags, *mode_flags("H64/int4")])
+    averaging = parse_config([*flags, *mode_flags("H64/int4+overlap@1.0,0.0")])
+    assert (averaging.outer_lr, averaging.outer_momentum) == (1.0, 0.0)
+    assert (averaging.outer_compression, averaging.outer_overlap) == ("int4", True)
+    assert (default.outer_lr, default.outer_momentum) != (1.0, 0.0)
+    assert local_modes("8,64", "none", None) == ["H8/none", "H64/none"]
+    assert local_modes("64", "none,int4", "1.0,0.0 0.7,0.5") == [
+        "H64/none@1.0,0.0", "H64/int4@1.0,0.0", "H64/none@0.7,0.5", "H64/int4@0.7,0.5"]
+    assert parser().parse_args(["--outer", "1.0,0.0 0.7,0.5"]).outer == "1.0,0.0 0.7,0.5"
+    # --recorded reads the mode back from the folder main() ran it in.
+    for label, mode in (("lm-192-576-4", "H64/int4+overlap@1.0,0.0"), ("cnn", "H8/none"),
+                        ("lm", "exact")):
+        assert folder_mode(f"{label}-{mode.replace('/', '-')}-2") == (label, mode)
+    for bad in ("1.0", "1.0,x", "0,0.5", "0.7,1.0"):  # named before anything runs
+        with pytest.raises(argparse.ArgumentTypeError, match=bad.replace(".", r"\.")):
+            outer_steps(bad)
 
 
 def test_the_step_gap_bench_charges_each_device_gap_to_where_the_host_was() -> None:
