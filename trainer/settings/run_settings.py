@@ -193,9 +193,10 @@ class RunSettings:
     outer_lr: float = field(default=0.7, metadata=setting(EXCHANGE, above=0))
     """``local``: learning rate of the outer step on the averaged parameter change; at most
     10 (``OUTER_LR_MAX``)."""
-    outer_momentum: float = field(default=0.9, metadata=setting(EXCHANGE, at_least=0))
+    outer_momentum: float = field(default=0.5, metadata=setting(EXCHANGE, at_least=0))
     """``local``: Nesterov momentum of the outer step (0 = plain averaging, scaled by
-    ``outer_lr``); below 1."""
+    ``outer_lr``); below 1. 0.5, not DiLoCo's 0.9, which overshot on runs of a dozen rounds
+    (docs/lowcomm.md "What it costs in quality")."""
     outer_compression: OuterCompression = field(default="int8", metadata=setting(EXCHANGE))
     """``local``: what the islands send each round: ``none`` (float32 changes, one
     all-reduce), ``int8`` or ``int4`` (8 or 4 bits a value with one scale per 256 values and
