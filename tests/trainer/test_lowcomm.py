@@ -23,6 +23,7 @@ from trainer_runs import (
     REPO,
     SPAWN_RANKS,
     check,
+    cut_back_to,
     events,
     final_params,
     launch,
@@ -193,11 +194,7 @@ def test_resume_from_a_round_end_checkpoint_continues_exactly(tmp_path: Path) ->
     # A copy of the same run (the same seed gives the same run: the first test here), cut
     # back to its step-8 checkpoint as if it had died after step 8.
     shutil.copytree(straight, cut)
-    for later in ("step-00000016.pt", "step-00000024.pt"):
-        (cut / "checkpoints" / later).unlink()
-        for extra in (cut / "checkpoints").glob(f"{later}.*"):
-            extra.unlink()
-    shutil.rmtree(cut / "final")
+    cut_back_to(cut, 8)
     check(launch(2, *flags, "--resume", "--run-dir", str(cut)))
     assert max_rel_diff(final_params(straight), final_params(cut)) <= 1e-6
 
@@ -221,10 +218,7 @@ def test_compressed_overlapped_rounds_are_deterministic_and_resume_exactly(strai
     assert int8["compression"] == "int8" and not int8["overlap"]
     assert 1.9 < int8["exchanged_bytes"] / rounds[0]["exchanged_bytes"] < 2.0
     # Cut back to the step-8 checkpoint (as if it had died mid-round after it) and resumed.
-    for later in ("step-00000016.pt", "step-00000024.pt"):
-        for path in (second / "checkpoints").glob(f"{later}*"):
-            path.unlink()
-    shutil.rmtree(second / "final")
+    cut_back_to(second, 8)
     check(launch(3, *flags, "--resume", "--run-dir", str(second)))
     assert [s["step"] for s in of_kind(events(second, 0), "start")][-1] == 8
     assert max_rel_diff(final_params(first), final_params(second)) == 0.0

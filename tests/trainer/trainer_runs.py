@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -188,3 +189,14 @@ def trainer_main(argv: list[str], monkeypatch: Any) -> int:
         return trainer.__main__.main(argv)
     except SystemExit as exited:  # argparse's own usage error
         return int(exited.code or 0)
+
+
+def cut_back_to(run_dir: Path, step: int) -> None:
+    """``run_dir`` as if its run had died after step ``step``'s checkpoint: every later
+    checkpoint (with the files beside it) and the final model gone."""
+    for path in (run_dir / "checkpoints").glob("step-*.pt*"):
+        if int(path.name.split(".")[0].removeprefix("step-")) > step:
+            path.unlink()
+    final = run_dir / "final"
+    if final.exists():
+        shutil.rmtree(final)
