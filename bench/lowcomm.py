@@ -347,6 +347,22 @@ def plot(workload: str, modes: list[str], results: dict[tuple[str, str], list[An
         evals = results[(workload, mode)][0]["evals"]
         by_step.plot([s for s, _, _ in evals], [v for _, _, v in evals], marker=".", label=mode)
         by_time.plot([t for _, t, _ in evals], [v for _, _, v in evals], marker=".", label=mode)
+    plot_gaps(by_bytes, workload, modes, results, params)
+    by_step.set_xlabel("samples")
+    by_time.set_xlabel("wall seconds (unshaped loopback)")
+    for ax in (by_step, by_time):
+        ax.set_ylabel("held-out loss")
+        ax.legend()
+    fig.suptitle(f"{workload}: exact vs local (approximate)")
+    fig.tight_layout()
+    out = folder / f"lowcomm-{workload}.png"
+    fig.savefig(out, dpi=90)
+    print(f"plot: {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
+
+
+def plot_gaps(by_bytes: Any, workload: str, modes: list[str],
+              results: dict[tuple[str, str], list[Any]], params: int) -> None:
+    """The final loss's gap to exact against bytes per sample, a line per outer step."""
     exact_loss = statistics.median(r["evals"][-1][2] for r in results[(workload, "exact")])
     lines: dict[str, list[tuple[float, float, str]]] = {}  # outer step -> (bytes, gap %, mode)
     for mode in modes[1:] if modes[0] == "exact" else modes:
@@ -366,16 +382,7 @@ def plot(workload: str, modes: list[str], results: dict[tuple[str, str], list[An
     by_bytes.set_xlabel("bytes per sample (each island sends)")
     by_bytes.set_ylabel("final eval loss vs exact (%)")
     by_bytes.legend()
-    by_step.set_xlabel("samples")
-    by_time.set_xlabel("wall seconds (unshaped loopback)")
-    for ax in (by_step, by_time):
-        ax.set_ylabel("held-out loss")
-        ax.legend()
-    fig.suptitle(f"{workload}: exact vs local (approximate)")
-    fig.tight_layout()
-    out = folder / f"lowcomm-{workload}.png"
-    fig.savefig(out, dpi=90)
-    print(f"plot: {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
+
 
 if __name__ == "__main__":
     sys.exit(main())
