@@ -39,6 +39,14 @@ def _pids(path: Path, count: int) -> list[int]:
     raise AssertionError(f"the command never wrote {count} pids to {path}")
 
 
+def _session(pid: int) -> int | None:
+    """The session ``pid`` is in, or None once it is gone."""
+    try:
+        return os.getsid(pid)
+    except ProcessLookupError:
+        return None
+
+
 @pytest.mark.parametrize("shell", ["sh", "bash"])
 def test_output_and_status_pass_through(shell: str) -> None:
     proc = _start("echo out; echo err >&2; exit 7", shell=shell)
@@ -74,6 +82,12 @@ def test_what_the_command_starts_in_a_session_of_its_own_lives_on(tmp_path: Path
     proc = _start(f"setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $! > {pids}; sleep 300")
     (launcher,) = _pids(pids, 1)
     try:
+        # $! is the forked shell before it runs setsid(1): until setsid has made it a session's
+        # leader it is still in the wrapped group, and the channel's end rightly KILLs it.
+        deadline = time.monotonic() + DEADLINE_S
+        while _session(launcher) != launcher and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _session(launcher) == launcher
         proc.stdin.close()  # type: ignore[union-attr]
         assert proc.wait(timeout=DEADLINE_S) == 137
         assert alive(launcher)
