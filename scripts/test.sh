@@ -13,8 +13,9 @@
 # a module's tests on one worker (no fast test is serial; on two cores two workers beat one
 # and three, BENCHMARKS.md "The edit-test loop on two workers, and a throughput verdict CI's
 # machine missed"), the type check beside them.
-# Beside the parallel phase, at the lowest CPU priority (scripts/beside_tests.sh), the type
-# check and the torch matrix: the fast tests of the code that runs on torch and the tests marked
+# Beside the parallel phase, at the lowest CPU priority (scripts/lowest.sh: only the CPU the
+# tests leave idle, where the machine allows it; scripts/beside_tests.sh), the type check and the
+# torch matrix: the fast tests of the code that runs on torch and the tests marked
 # torch_matrix (exactness, resume, micro-batches; tests/tiers.py: TORCH_MATRIX_PATHS) on the
 # floor and the newest torch corral admits, each in a virtual environment of its own that
 # scripts/torch_matrix.sh builds once (about 4.5 GB each) and reuses. CORRAL_TORCH_MATRIX=off
@@ -48,9 +49,13 @@ packages_ready() {  # the system packages' installation ended: its output, and i
 }
 end_beside() {
     for pid in $builds_pid $beside_pid; do kill -- "-$pid" 2>/dev/null || true; done
+    for pid in $builds_pid $beside_pid; do wait "$pid" 2>/dev/null || true; done
+    bash scripts/lowest.sh remove "$idle_group"
     packages_ready || true
     rm -f "$builds_log" "$beside_log" "$packages_log"
 }
+# The CPU group what runs beside the tests runs in (scripts/lowest.sh), removed at the end.
+idle_group=$(bash scripts/lowest.sh make)
 trap end_beside EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -69,7 +74,8 @@ fi
 # will be) made from (scripts/python.sh). They run in a session of their own, ended with this
 # script however this ends; scripts/beside_tests.sh waits for them.
 if ! $fast && [ "${CORRAL_TORCH_MATRIX:-on}" != off ]; then
-    PY=${PYTHON:-python3} setsid -w nice -n 19 bash scripts/torch_matrix.sh --build > "$builds_log" 2>&1 &
+    PY=${PYTHON:-python3} setsid -w bash scripts/lowest.sh run "$idle_group" \
+        bash scripts/torch_matrix.sh --build > "$builds_log" 2>&1 &
     builds_pid=$!
 fi
 # Each part's wall seconds, said at the end (the last lines are what a CI log shows first).
@@ -87,7 +93,7 @@ lint() {  # the style, and the import contracts (pyproject.toml: [tool.importlin
     "$PY" -c "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports())"
 }
 if $fast; then  # the type check beside the tests, at the lowest CPU priority
-    setsid -w nice -n 19 "$PY" -m mypy > "$beside_log" 2>&1 &
+    setsid -w bash scripts/lowest.sh run "$idle_group" "$PY" -m mypy > "$beside_log" 2>&1 &
     beside_pid=$!
     lint
     packages_ready
@@ -99,13 +105,14 @@ if $fast; then  # the type check beside the tests, at the lowest CPU priority
     cat "$beside_log"
     exit $failed
 fi
-# Beside the parallel phase, at the lowest CPU priority (nice 19: it takes only what the tests
-# leave idle), scripts/beside_tests.sh runs the type check and the torch matrix, once the
+# Beside the parallel phase, at the lowest CPU priority (scripts/lowest.sh: it takes only what
+# the tests leave idle), scripts/beside_tests.sh runs the type check and the torch matrix, once the
 # matrix's environments are built (the builds above; scripts/torch_matrix.sh waits on their
 # lock). It starts before the lint, in a session of its own ended with this script however
 # this ends. The serial phase starts once it has ended: beside the serial tests it would
 # unsettle their verdicts on measured speed (a throughput comparison failed beside it).
-PY="$PY" setsid -w nice -n 19 bash scripts/beside_tests.sh "$@" > "$beside_log" 2>&1 &
+PY="$PY" setsid -w bash scripts/lowest.sh run "$idle_group" \
+    bash scripts/beside_tests.sh "$@" > "$beside_log" 2>&1 &
 beside_pid=$!
 lint
 packages_ready
