@@ -3,8 +3,9 @@
 ``sshd_cluster(n)`` starts ``n`` sshd processes (``/usr/sbin/sshd -D -e``) with generated host
 keys, a generated client key in ``authorized_keys`` and a known_hosts file that trusts them, and
 returns what a test needs to write a cluster for them. Nothing depends on ``$HOME``: the client
-key, known_hosts and ssh config paths are passed through the cluster config. The daemons are
-killed when the test ends. Tests using it skip when sshd or ssh-keygen is missing.
+key, known_hosts and ssh config paths are passed through the cluster config, and a command over
+them does not source the user's ``~/.bashrc`` (``SetEnv SHLVL=1``). The daemons are killed when
+the test ends. Tests using it skip when sshd or ssh-keygen is missing.
 """
 
 from __future__ import annotations
@@ -131,7 +132,12 @@ def _sshd_config(root: Path, port: int, host_key: Path, authorized: Path) -> Pat
         f"PidFile {root / f'sshd.{port}.pid'}", f"AuthorizedKeysFile {authorized}",
         "PermitRootLogin yes", "StrictModes no", "UsePAM no", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "LogLevel ERROR",
-        "MaxStartups 100", "MaxSessions 100", "ClientAliveInterval 0", "",
+        "MaxStartups 100", "MaxSessions 100", "ClientAliveInterval 0",
+        # bash sources ~/.bashrc for a command sshd runs only as a top-level shell (its level,
+        # SHLVL + 1, below 2): at 1 it does not, so a development machine's bashrc (pyenv's
+        # init there: ~100 processes, ~0.14 CPU-s a command) is no test's cost. corral's
+        # commands name their interpreter and need nothing of it.
+        "SetEnv SHLVL=1", "",
     ]))
     return path
 

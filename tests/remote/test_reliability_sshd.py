@@ -1,6 +1,7 @@
 """Reliability over real sshd hosts: a stranger holding the run's old process-group id is never
 signalled, attaching changes nothing, run ids are matched whole, ``--resume`` picks a run it can
-continue, and a diverged run says so."""
+continue, a diverged run says so, and ``stop`` (on the handle, or from another controller as
+``corral stop RUN`` would) leaves nothing of the run on any host."""
 
 from __future__ import annotations
 
@@ -67,7 +68,9 @@ async def follow(handle) -> list[RunEvent]:
 async def test_a_diverged_run_fails_naming_it_and_its_stop_never_signals_a_stranger(
     sshd_cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cluster = sshd_cluster(2)
+    # One host: the divergence, the stranger holding h0's recorded group id and the stops of
+    # the finished run are one host's matter (each stop reaches every host of the run).
+    cluster = sshd_cluster(1)
     config = cluster.config(run=replace(tiny_run(steps=50), lr=1e9, checkpoint_every=1))
     controller = SshRunController(config)
     try:
@@ -151,7 +154,9 @@ async def test_resume_picks_the_newest_run_with_a_checkpoint(sshd_cluster) -> No
 async def test_two_runs_started_at_once_do_not_run_side_by_side_and_ids_match_whole(
     sshd_cluster
 ) -> None:
-    cluster = sshd_cluster(1)
+    """Also ``stop`` from another controller than the follower's, as ``corral stop RUN`` would
+    from another process: TERM, grace, KILL, and nothing of the run left on either host."""
+    cluster = sshd_cluster(2)
     config = cluster.config(run=tiny_run(steps=100000))
     first, second = (SshRunController(config) for _ in range(2))
     try:
@@ -185,10 +190,15 @@ async def test_two_runs_started_at_once_do_not_run_side_by_side_and_ids_match_wh
         found = subprocess.run(["pgrep", "-f", run_pattern(suffix)], capture_output=True)
         assert found.stdout == b""
         assert run_processes(running.run_id), "the live run was touched"
-        # A unique start of the id is that run.
-        prefix = await first.attach(running.run_id[:-2])
+        # A unique start of the id is that run; the controller that did not start it stops it.
+        stopper = (first, second)[1 - handles.index(running)]
+        prefix = await stopper.attach(running.run_id[:-2])
         assert prefix.run_id == running.run_id
-        assert (await prefix.stop(grace_s=5)).clean
+        assert len(run_processes(running.run_id)) >= 4  # 2 launchers + 2 ranks at least
+        report = await prefix.stop(grace_s=10)
+        assert report.clean, report
+        assert report.remaining == {"h0": 0, "h1": 0}
+        assert run_processes(running.run_id) == []
         final = [e async for e in bounded(events)][-1]
         assert isinstance(final, RunStatus) and final.state == "stopped"
     finally:
@@ -323,9 +333,12 @@ async def test_a_lost_ssh_connection_is_reconnected_and_the_run_goes_on(sshd_clu
                             and "reconnected" in e.detail for e in events[back_at:])):
                 break  # h1's steps flow again after the reconnection
         assert not any(isinstance(e, RunStatus) and e.state == "failed" for e in events)
-        assert (await handle.stop(grace_s=5)).clean
+        # A stop on the handle ends the stream as stopped, with nothing of the run left.
+        report = await handle.stop(grace_s=5)
+        assert report.clean, report
         final = [e async for e in stream][-1]
         assert isinstance(final, RunStatus) and final.state == "stopped", final
+        assert run_processes(handle.run_id) == []
     finally:
         await controller.aclose()
         if restarted is not None:

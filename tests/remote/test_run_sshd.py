@@ -1,7 +1,9 @@
-"""Whole runs over real sshd daemons: to the end, and a rank killed with SIGKILL."""
+"""Whole runs over real sshd daemons: to the end (and its final weights fetched back), a rank
+killed with SIGKILL, a host dropped."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -20,8 +22,10 @@ except ImportError:  # collected as a package
     )
 
 from remote.api import RankEvent, RunStatus
-from remote.records.runs import list_runs
+from remote.hosts.pool import HostPool
+from remote.records.runs import RunInfo, list_runs, local_run_dir
 from remote.run.controller import SshRunController
+from remote.run.fetch import fetch_results
 from trainer.events import EndEvent, StartEvent, StepEvent
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
@@ -49,6 +53,25 @@ async def test_a_two_host_run_trains_to_the_end(sshd_cluster) -> None:
         assert copied == written
     assert run_processes(run_id) == []
     assert [r.state for r in list_runs(config) if r.run_id == run_id] == ["completed"]
+    # `corral fetch` of this real run (tests/remote/test_fetch_sshd.py has its other cases):
+    # rank 0's host wrote RUN_DIR/final/, and it comes back with matching sha256 and loads.
+    import torch
+
+    info = RunInfo(run_id=run_id, cluster="t", state="completed", started=0.0,
+                   hosts=("h0", "h1"))
+    pool = HostPool(config)
+    try:
+        result = await fetch_results(config, pool, info)
+    finally:
+        await pool.aclose()
+    final_dir = local_run_dir(config, run_id) / "final"
+    written = sorted(p.relative_to(final_dir) for p in final_dir.rglob("*") if p.is_file())
+    assert written and result.host == "h0" and result.files == len(written)
+    fetched = local_run_dir(config, run_id) / "fetched" / "final"
+    for rel in written:
+        assert hashlib.sha256((fetched / rel).read_bytes()).digest() == hashlib.sha256(
+            (final_dir / rel).read_bytes()).digest()
+    assert torch.load(fetched / written[0], map_location="cpu")  # the weights load
 
 
 async def test_a_killed_rank_ends_the_run_naming_it_and_leaves_nothing(sshd_cluster) -> None:

@@ -37,6 +37,11 @@ async def test_commands_run_over_ssh_and_values_stay_quoted(sshd_cluster, tmp_pa
         done = await transport.run(f"printf %s {shlex.quote(nasty)}", timeout=10)
         assert done.ok and done.stdout == nasty
         assert not canary.exists()
+        # The test daemons' shells are not top-level to bash (conftest.py: SetEnv SHLVL=1), so
+        # no command pays for the user's ~/.bashrc: bash runs at level 2 and hands the command
+        # it execs a level of 1 (a top-level bash, which sources the bashrc, hands it 0).
+        done = await transport.run("echo $SHLVL", timeout=10)
+        assert int(done.stdout) >= 1, done.stdout
         done = await transport.run("cat", input=b"through stdin", timeout=10)
         assert done.stdout == "through stdin"
         failed = await transport.run("echo oops >&2; exit 3", timeout=10)
