@@ -38,6 +38,7 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -62,6 +63,14 @@ from trainer.step.slowdown import WorkTimer, emulate_slowdown, emulates
 
 FLUSH_EVERY_S = 1.0
 """Buffered step events are written at most this often (and at the end)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a script ended, known before its rank's exit handlers run."""
+
+    error: str | None
+    """Its failure (the exception, the exit status), None when it completed."""
 
 
 class PlainEvents:
@@ -90,6 +99,9 @@ class PlainEvents:
         """A hook is writing: a TERM arriving then is handled when it is done."""
         self._deferred: int | None = None
         """The signal that arrived while ``_busy``."""
+        self._outcome: Outcome | None = None
+        """How the script ended, once it has (its rank's exit handlers run after that)."""
+        self._ended = False
         self._on_term = self._term  # one bound method, to know it again in getsignal
         self._theirs: Any = signal.signal(signal.SIGTERM, self._on_term)
         """The TERM handler before ours, or the script's own once it sets one."""
@@ -176,6 +188,8 @@ class PlainEvents:
             self._deferred = signum
             return
         self._deferred = None
+        if self._outcome is not None:  # the script had ended: that is the rank's end
+            self.end(self._outcome.error)
         if callable(self._theirs):
             self._flush(time.perf_counter())
             self._theirs(signum, frame)
@@ -221,8 +235,19 @@ class PlainEvents:
             exact_note="the script runs as is: its own data and loss" + (
                 f"; {note}" if note else "")))
 
+    def ending(self, error: str | None) -> None:
+        """The script has ended, completed (``error`` None) or failed with ``error``; its
+        exit handlers run before ``end`` writes it. A TERM in between (its launcher stops it
+        because a peer rank that failed as it did exited first) writes this end, not an
+        ``interrupted`` one: the rank's own failure is not lost to whichever exits first."""
+        self._outcome = Outcome(error)
+
     def end(self, error: str | None, status: EndStatus = "failed") -> None:
-        """The end event: completed (``error`` None), else ``status`` with ``error``."""
+        """The end event, written once: completed (``error`` None), else ``status`` with
+        ``error``."""
+        if self._ended:
+            return
+        self._ended = True
         self._remove_hooks()
         if ScriptRun.made:
             return
