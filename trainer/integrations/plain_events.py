@@ -20,9 +20,11 @@ no device synchronisation and no file write of their own: step events are buffer
 written together at most every ``FLUSH_EVERY_S`` (the first at once), and at once when the
 rank is stopped: a TERM (``corral stop``, ``x``: torchrun passes it on to every rank) writes
 what is pending and an ``interrupted`` end, then ends the rank of that signal as it would have
-ended without corral, so the report's step count is exact. A script that sets its own TERM
-handler keeps it: the pending steps are written before it runs (its rank ends later through
-its own exit, which writes the end). A rank with an emulated
+ended without corral, so the report's step count is exact; a TERM that comes once the script
+has ended (in its exit handlers: torchrun stops the rest of a group when one rank failed
+first) writes the script's own end, so a rank that failed says so whichever rank exits first.
+A script that sets its own TERM handler keeps it: the pending steps are written before it runs
+(its rank ends later through its own exit, which writes the end). A rank with an emulated
 slowdown (``[run] slowdown``) sleeps before each optimizer step as ``trainer.step.slowdown``
 does in corral's loop: its work since the last step, scaled by the factor. Its resources
 (CPU, memory, GPU) are sampled as corral's own ranks' are (``trainer.resources``), polled after
