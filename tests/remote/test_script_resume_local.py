@@ -80,6 +80,16 @@ def _config(tmp_path: Path, script: Path) -> ClusterConfig:
         hosts=hosts, run=RunSection(script=str(script)))
 
 
+def in_host_order(run_dir: Path, events: list[object]) -> None:
+    """Rank r ran on host r although torch numbered the master, the second host, first."""
+    log = (run_dir / "logs" / "h0" / "launcher.log").read_text()
+    assert re.search(r"global_ranks=\[1\]", log), log[-2000:]  # the premise
+    starts = {e.event.rank: e.event for e in events
+              if isinstance(e, RankEvent) and isinstance(e.event, StartEvent)}
+    # each host's emulated slowdown reaches only its own rank
+    assert {r: s.slowdown for r, s in starts.items()} == dict(enumerate(SLOWDOWNS)), starts
+
+
 def _snapshot_step(cwd: Path) -> int:
     try:
         return int(json.loads((cwd / "out" / "ckpt.json").read_text())["step"])
@@ -112,13 +122,7 @@ async def test_a_stopped_script_resumes_from_its_own_snapshot(tmp_path: Path) ->
         await controller.aclose()
     final = events[-1]
     assert isinstance(final, RunStatus) and final.state == "completed", final
-    # The premise of the host order: torch numbered the first host second.
-    log = (tmp_path / "runs" / first.run_id / "logs" / "h0" / "launcher.log").read_text()
-    assert re.search(r"global_ranks=\[1\]", log), log[-2000:]
-    starts_of = {e.event.rank: e.event for e in events
-                 if isinstance(e, RankEvent) and isinstance(e.event, StartEvent)}
-    # each host's emulated slowdown reaches only its own rank: rank r ran on host r
-    assert {r: s.slowdown for r, s in starts_of.items()} == dict(enumerate(SLOWDOWNS))
+    in_host_order(tmp_path / "runs" / first.run_id, events)
     for rank, host in enumerate(("h0", "h1")):  # each host's ranks ran again in its own
         here = Path(RunLayout(tmp_path / "runs" / first.run_id).script_cwd(host))  # directory
         starts = [line.split() for line in (here / "starts.log").read_text().splitlines()]

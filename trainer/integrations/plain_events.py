@@ -68,7 +68,7 @@ FLUSH_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ScriptEnding:
     """How a script ended, known before its rank's exit handlers run."""
 
     error: str | None
@@ -101,7 +101,7 @@ class PlainEvents:
         """A hook is writing: a TERM arriving then is handled when it is done."""
         self._deferred: int | None = None
         """The signal that arrived while ``_busy``."""
-        self._outcome: Outcome | None = None
+        self._outcome: ScriptEnding | None = None
         """How the script ended, once it has (its rank's exit handlers run after that)."""
         self._ended = False
         self._on_term = self._term  # one bound method, to know it again in getsignal
@@ -242,7 +242,7 @@ class PlainEvents:
         exit handlers run before ``end`` writes it. A TERM in between (its launcher stops it
         because a peer rank that failed as it did exited first) writes this end, not an
         ``interrupted`` one: the rank's own failure is not lost to whichever exits first."""
-        self._outcome = Outcome(error)
+        self._outcome = ScriptEnding(error)
 
     def end(self, error: str | None, status: EndStatus = "failed") -> None:
         """The end event, written once: completed (``error`` None), else ``status`` with
