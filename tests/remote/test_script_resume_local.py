@@ -64,14 +64,30 @@ dist.destroy_process_group()
 """
 
 
+SLOWDOWNS = (1.0, 2.0)
+"""The two hosts' emulated speeds: each reaches only its own host's rank."""
+
+
 def _config(tmp_path: Path, script: Path) -> ClusterConfig:
     hosts = tuple(HostSection(name=f"h{i}", address="local", python=sys.executable,
-                              workdir=str(tmp_path / "work"), gpus=0, nproc=1, threads=1)
-                  for i in range(2))
+                              workdir=str(tmp_path / "work"), gpus=0, nproc=1, threads=1,
+                              slowdown=slowdown) for i, slowdown in enumerate(SLOWDOWNS))
+    # The master (node 0 of torch's static rendezvous: it serves the store) is the second
+    # host: torch numbers it first, corral's ranks still follow the host order.
     return ClusterConfig(
         path=tmp_path / "cluster.toml",
-        cluster=ClusterSection(name="snap", master="h0", run_root=str(tmp_path / "runs")),
+        cluster=ClusterSection(name="snap", master="h1", run_root=str(tmp_path / "runs")),
         hosts=hosts, run=RunSection(script=str(script)))
+
+
+def in_host_order(run_dir: Path, events: list[object]) -> None:
+    """Rank r ran on host r although torch numbered the master, the second host, first."""
+    log = (run_dir / "logs" / "h0" / "launcher.log").read_text()
+    assert re.search(r"global_ranks=\[1\]", log), log[-2000:]  # the premise
+    starts = {e.event.rank: e.event for e in events
+              if isinstance(e, RankEvent) and isinstance(e.event, StartEvent)}
+    # each host's emulated slowdown reaches only its own rank
+    assert {r: s.slowdown for r, s in starts.items()} == dict(enumerate(SLOWDOWNS)), starts
 
 
 def _snapshot_step(cwd: Path) -> int:
@@ -106,6 +122,7 @@ async def test_a_stopped_script_resumes_from_its_own_snapshot(tmp_path: Path) ->
         await controller.aclose()
     final = events[-1]
     assert isinstance(final, RunStatus) and final.state == "completed", final
+    in_host_order(tmp_path / "runs" / first.run_id, events)
     for rank, host in enumerate(("h0", "h1")):  # each host's ranks ran again in its own
         here = Path(RunLayout(tmp_path / "runs" / first.run_id).script_cwd(host))  # directory
         starts = [line.split() for line in (here / "starts.log").read_text().splitlines()]

@@ -1,5 +1,5 @@
 """A repository's script runs under corral as ``torchrun`` runs it from the repository's root, on
-three local hosts: its own ``trainer.py`` and ``profiles/`` are what it imports (corral's
+two local hosts: its own ``trainer.py`` and ``profiles/`` are what it imports (corral's
 packages step aside, its opt-in stays importable as ``corral.ddp``), it reads
 ``configurator.py``, ``config/x.py`` and ``data/`` by relative path and writes ``out/ckpt.pt``
 into each host's own working directory of the run, the shared code cache left byte for byte as
@@ -9,9 +9,9 @@ unconditional missing one does, naming its distribution.
 
 The own-modules, relative-paths and optional-imports tests judge one run of one repository
 (``root_run``): each is a fact of a script at the repository's root, and a run costs some
-40 CPU-seconds of start-up. The ``src/`` and subfolder layouts run on two hosts, the master and
-one other: what they prove is per host, and two hosts already run in two working
-directories from one shared code cache."""
+40 CPU-seconds of start-up. Every run here is on two hosts, the master and one other: what
+they prove is per host, and two hosts already run in two working directories from one shared
+code cache (a third cost each run a launcher and a rank, some 7 CPU-seconds)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ except ImportError:  # collected as a package
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
-HOSTS = 3
+HOSTS = 2
+"""The master and one other host."""
 
 TRAIN_LOOP = """\
 import torch
@@ -172,7 +173,7 @@ async def _completed_then_collected(cfg: ClusterConfig) -> tuple[str, list[objec
 @pytest.fixture(scope="module")
 def root_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         tuple[Path, Path, str, list[object]]]:
-    """(its tmp folder, the repository, run id, events) of one run of ``ROOT_REPO`` on three
+    """(its tmp folder, the repository, run id, events) of one run of ``ROOT_REPO`` on two
     hosts, shared by the tests of a script at the repository's root."""
     tmp = tmp_path_factory.mktemp("root")
     repo = tmp / "repo"
@@ -220,8 +221,8 @@ SRC_LAYOUT = {
 async def test_a_src_layout_whose_script_extends_sys_path(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     write(repo, SRC_LAYOUT)
-    run_id, _ = await completed(local_config(repo, tmp_path, "scripts/train.py", hosts=2))
-    for host, facts in seen(tmp_path, run_id, hosts=2).items():
+    run_id, _ = await completed(local_config(repo, tmp_path, "scripts/train.py"))
+    for host, facts in seen(tmp_path, run_id).items():
         assert facts == {"name": "utils of the repo", "host": host}
 
 
@@ -237,7 +238,7 @@ async def test_optional_imports_never_block_and_an_unconditional_missing_one_doe
     # starts, so two hosts show "each host" at the cost of checks alone
     repo = tmp_path / "repo"
     write(repo, {**ROOT_REPO, "train.py": "import hydra\n" + ROOT_SCRIPT})
-    cfg = local_config(repo, tmp_path, "train.py", hosts=2)
+    cfg = local_config(repo, tmp_path, "train.py")
     run_id, events = await run_to_end(cfg)
     final = events[-1]
     assert isinstance(final, RunStatus) and final.state == "failed", final
@@ -266,10 +267,10 @@ async def test_a_script_launched_from_a_subfolder_that_reaches_its_parent(
         "sub/loop.py": TRAIN_LOOP, "pkg/__init__.py": "NAME = 'pkg of the repo'\n",
         "data/rows.txt": "x y\n"})
     monkeypatch.chdir(repo / "sub")
-    plain = replace(local_config(repo, tmp_path, "sub/train.py", hosts=2), run=RunSection())
+    plain = replace(local_config(repo, tmp_path, "sub/train.py"), run=RunSection())
     cfg = with_script(plain, Path("train.py"), [], code=Path(".."))
     assert cfg.launch_dir == "sub" and cfg.run.code == str(repo.resolve())
     run_id, _ = await completed(cfg)
-    for host, facts in seen(tmp_path, run_id, hosts=2).items():
+    for host, facts in seen(tmp_path, run_id).items():
         assert facts == {"name": "pkg of the repo", "rows": ["x", "y"], "host": host}
     cache_as_pushed(repo, tmp_path / "work")

@@ -120,7 +120,7 @@ def test_a_script_that_never_steps_ends_at_step_0(tmp_path: Path) -> None:
 
 
 HYDRA_SHAPED = """\
-import os, sys, traceback
+import atexit, os, sys, time, traceback
 import torch, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -130,6 +130,8 @@ def main():
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     model(torch.randn(5, 4)).sum().backward()
     opt.step()
+    if dist.get_rank() == 1:  # an exit handler that outlasts rank 0's whole exit (an upload)
+        atexit.register(time.sleep, 120)
     with open(os.path.join("data", "input.txt")) as handle:
         handle.read()
 
@@ -145,7 +147,9 @@ except Exception:
 
 def test_a_script_exiting_after_its_traceback_ends_naming_the_exception(tmp_path: Path) -> None:
     """hydra prints a hint after the traceback and exits 1: the end event names the exception
-    the traceback ends with, not the exit status alone nor the hint."""
+    the traceback ends with, not the exit status alone nor the hint. Rank 1 is still in its
+    exit handlers when rank 0 has exited, so its launcher stops it there (as torchrun stops
+    the rest of a failed group): it failed all the same, and its end says so."""
     done, run_dir = run_plain(tmp_path, HYDRA_SHAPED, [])
     assert done.returncode != 0
     assert "HYDRA_FULL_ERROR=1 for a complete stack trace." in done.stderr  # the hint came

@@ -20,9 +20,11 @@ no device synchronisation and no file write of their own: step events are buffer
 written together at most every ``FLUSH_EVERY_S`` (the first at once), and at once when the
 rank is stopped: a TERM (``corral stop``, ``x``: torchrun passes it on to every rank) writes
 what is pending and an ``interrupted`` end, then ends the rank of that signal as it would have
-ended without corral, so the report's step count is exact. A script that sets its own TERM
-handler keeps it: the pending steps are written before it runs (its rank ends later through
-its own exit, which writes the end). A rank with an emulated
+ended without corral, so the report's step count is exact; a TERM that comes once the script
+has ended (in its exit handlers: torchrun stops the rest of a group when one rank failed
+first) writes the script's own end, so a rank that failed says so whichever rank exits first.
+A script that sets its own TERM handler keeps it: the pending steps are written before it runs
+(its rank ends later through its own exit, which writes the end). A rank with an emulated
 slowdown (``[run] slowdown``) sleeps before each optimizer step as ``trainer.step.slowdown``
 does in corral's loop: its work since the last step, scaled by the factor. Its resources
 (CPU, memory, GPU) are sampled as corral's own ranks' are (``trainer.resources``), polled after
@@ -38,6 +40,7 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -62,6 +65,14 @@ from trainer.step.slowdown import WorkTimer, emulate_slowdown, emulates
 
 FLUSH_EVERY_S = 1.0
 """Buffered step events are written at most this often (and at the end)."""
+
+
+@dataclass(frozen=True)
+class ScriptEnding:
+    """How a script ended, known before its rank's exit handlers run."""
+
+    error: str | None
+    """Its failure (the exception, the exit status), None when it completed."""
 
 
 class PlainEvents:
@@ -90,6 +101,9 @@ class PlainEvents:
         """A hook is writing: a TERM arriving then is handled when it is done."""
         self._deferred: int | None = None
         """The signal that arrived while ``_busy``."""
+        self._outcome: ScriptEnding | None = None
+        """How the script ended, once it has (its rank's exit handlers run after that)."""
+        self._ended = False
         self._on_term = self._term  # one bound method, to know it again in getsignal
         self._theirs: Any = signal.signal(signal.SIGTERM, self._on_term)
         """The TERM handler before ours, or the script's own once it sets one."""
@@ -176,6 +190,8 @@ class PlainEvents:
             self._deferred = signum
             return
         self._deferred = None
+        if self._outcome is not None:  # the script had ended: that is the rank's end
+            self.end(self._outcome.error)
         if callable(self._theirs):
             self._flush(time.perf_counter())
             self._theirs(signum, frame)
@@ -221,8 +237,19 @@ class PlainEvents:
             exact_note="the script runs as is: its own data and loss" + (
                 f"; {note}" if note else "")))
 
+    def ending(self, error: str | None) -> None:
+        """The script has ended, completed (``error`` None) or failed with ``error``; its
+        exit handlers run before ``end`` writes it. A TERM in between (its launcher stops it
+        because a peer rank that failed as it did exited first) writes this end, not an
+        ``interrupted`` one: the rank's own failure is not lost to whichever exits first."""
+        self._outcome = ScriptEnding(error)
+
     def end(self, error: str | None, status: EndStatus = "failed") -> None:
-        """The end event: completed (``error`` None), else ``status`` with ``error``."""
+        """The end event, written once: completed (``error`` None), else ``status`` with
+        ``error``."""
+        if self._ended:
+            return
+        self._ended = True
         self._remove_hooks()
         if ScriptRun.made:
             return

@@ -139,13 +139,13 @@ def _exit(code: object, events: PlainEvents | None = None,
     else:
         print(code, file=sys.stderr)
         status = 1
+    why = None if status == 0 else f"exited with status {status}"
+    if why is not None and handling is not None and not isinstance(handling, SystemExit):
+        why = f"{exception_line(handling)} ({why})"
+    if events is not None:  # decided now: the launcher may stop the rank in its exit handlers
+        events.ending(why)
     atexit._run_exitfuncs()
-    if events is not None and status == 0:
-        events.end(None)
-    elif events is not None:
-        why = f"exited with status {status}"
-        if handling is not None and not isinstance(handling, SystemExit):
-            why = f"{exception_line(handling)} ({why})"
+    if events is not None:
         events.end(why)
     destroy_process_group()
     sys.stdout.flush()
