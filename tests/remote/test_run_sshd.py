@@ -23,7 +23,7 @@ except ImportError:  # collected as a package
 
 from remote.api import RankEvent, RunStatus
 from remote.hosts.pool import HostPool
-from remote.records.runs import RunInfo, list_runs, local_run_dir
+from remote.records.runs import list_runs, local_run_dir, read_run_info
 from remote.run.controller import SshRunController
 from remote.run.fetch import fetch_results
 from trainer.events import EndEvent, StartEvent, StepEvent
@@ -57,11 +57,9 @@ async def test_a_two_host_run_trains_to_the_end(sshd_cluster) -> None:
     # rank 0's host wrote RUN_DIR/final/, and it comes back with matching sha256 and loads.
     import torch
 
-    info = RunInfo(run_id=run_id, cluster="t", state="completed", started=0.0,
-                   hosts=("h0", "h1"))
     pool = HostPool(config)
     try:
-        result = await fetch_results(config, pool, info)
+        result = await fetch_results(config, pool, read_run_info(config, run_id))
     finally:
         await pool.aclose()
     final_dir = local_run_dir(config, run_id) / "final"

@@ -18,6 +18,7 @@ import torch
 from warm_spawner import run_warm
 
 from trainer.integrations.user_modules import CORRAL_PACKAGES, HELPERS
+from trainer.run_layout import CHECKPOINT_NAME, RunLayout
 from trainer.settings.train_config import TASK_PACKAGES, requirement_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -194,9 +195,10 @@ def trainer_main(argv: list[str], monkeypatch: Any) -> int:
 def cut_back_to(run_dir: Path, step: int) -> None:
     """``run_dir`` as if its run had died after step ``step``'s checkpoint: every later
     checkpoint (with the files beside it) and the final model gone."""
-    for path in (run_dir / "checkpoints").glob("step-*.pt*"):
-        if int(path.name.split(".")[0].removeprefix("step-")) > step:
-            path.unlink()
-    final = run_dir / "final"
-    if final.exists():
-        shutil.rmtree(final)
+    checkpoints = run_dir / RunLayout.CHECKPOINTS
+    for path in list(checkpoints.iterdir()):
+        found = CHECKPOINT_NAME.match(path.name)
+        if found and int(found[1]) > step:
+            for beside in checkpoints.glob(f"{path.name}*"):  # the checkpoint, what is beside it
+                beside.unlink()
+    shutil.rmtree(run_dir / RunLayout.FINAL, ignore_errors=True)
