@@ -164,7 +164,10 @@ def _sshd_config(root: Path, node: Node, host_key: Path, authorized: Path) -> Pa
         f"AuthorizedKeysFile {authorized}\nPidFile {root}/sshd-{node.name}.pid\n"
         "StrictModes no\nUsePAM no\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
-        "MaxStartups 64\nMaxSessions 64\nLogLevel INFO\n", encoding="utf-8")
+        "MaxStartups 64\nMaxSessions 64\nLogLevel INFO\n"
+        # No command corral sends sources the user's ~/.bashrc (as tests/remote/conftest.py's
+        # daemons: a development machine's pyenv init there is ~100 processes a command).
+        "SetEnv SHLVL=1\n", encoding="utf-8")
     return path
 
 
