@@ -20,15 +20,16 @@ import pytest
 import remote.run.handle
 from profiles.user_errors import CorralError
 from remote.api import HostStatus, LogLine, RankEvent, RunEvent, RunStatus
+from remote.config.cluster import HostSection
 from remote.records.runs import RunInfo, read_run_info, write_run_info
 from remote.run.controller import SshRunController
 from trainer.events import StartEvent, StepEvent
 
 try:
-    from conftest import SSHD
+    from conftest import SSHD, SshdCluster
     from runkit import bounded, cut_ssh, run_processes, tiny_run, until_first_step
 except ImportError:  # collected as a package
-    from tests.remote.conftest import SSHD  # type: ignore[no-redef]
+    from tests.remote.conftest import SSHD, SshdCluster  # type: ignore[no-redef]
     from tests.remote.runkit import (  # type: ignore[no-redef]
         bounded,
         cut_ssh,
@@ -40,6 +41,16 @@ except ImportError:  # collected as a package
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 
 NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
+SLOWDOWN = 10.0
+"""Hosts of a run that trains until the test ends it emulate a device this many times slower
+(trainer/step/slowdown.py: a sleep after each step's compute): its ranks sleep most of the
+seconds the test spends cutting, reconnecting and stopping instead of each taking a core.
+No assertion there depends on the speed, and emulation changes no number the run computes."""
+
+
+def slow_hosts(cluster: SshdCluster) -> list[HostSection]:
+    """Every daemon of ``cluster`` as a host at ``SLOWDOWN``."""
+    return [cluster.host(daemon.name, slowdown=SLOWDOWN) for daemon in cluster.hosts]
 
 
 def stranger_with_pid(pid: int) -> subprocess.Popen[bytes]:
@@ -214,7 +225,8 @@ async def test_status_finds_what_a_cut_off_host_left_running_and_keeps_the_outco
 
     cluster = sshd_cluster(1)
     # Lost for good after 2 s without a connection (the run then fails without the host).
-    config = cluster.config(run=tiny_run(steps=100000), ssh=cluster.ssh_section(lost_after=2.0))
+    config = cluster.config(hosts=slow_hosts(cluster), run=tiny_run(steps=100000),
+                            ssh=cluster.ssh_section(lost_after=2.0))
     daemon = cluster.hosts[0]
     controller = SshRunController(config)
     restarted: subprocess.Popen[bytes] | None = None
@@ -302,9 +314,12 @@ async def test_a_stopped_rank_is_named_and_the_run_stopped_after_the_hang_limit(
 
 
 async def test_a_lost_ssh_connection_is_reconnected_and_the_run_goes_on(sshd_cluster) -> None:
-    cluster = sshd_cluster(2)
-    config = cluster.config(run=tiny_run(steps=100000), ssh=cluster.ssh_section(lost_after=60))
-    daemon = cluster.hosts[1]
+    # One host: the follower keeps one tail per host, the same for every host, and the ranks
+    # never talk over SSH, so a second host would only watch h0's tail be cut and re-opened.
+    cluster = sshd_cluster(1)
+    config = cluster.config(hosts=slow_hosts(cluster), run=tiny_run(steps=100000),
+                            ssh=cluster.ssh_section(lost_after=60))
+    daemon = cluster.hosts[0]
     controller = SshRunController(config)
     restarted: subprocess.Popen[bytes] | None = None
     events: list[RunEvent] = []
@@ -318,7 +333,7 @@ async def test_a_lost_ssh_connection_is_reconnected_and_the_run_goes_on(sshd_clu
         cut_ssh(daemon)
         async for event in stream:  # the follower notices and says it is reconnecting
             events.append(event)
-            if isinstance(event, HostStatus) and event.host == "h1" and "reconnecting" in \
+            if isinstance(event, HostStatus) and event.host == "h0" and "reconnecting" in \
                     event.detail:
                 break
         restarted = subprocess.Popen(
@@ -327,11 +342,11 @@ async def test_a_lost_ssh_connection_is_reconnected_and_the_run_goes_on(sshd_clu
         back_at = len(events)
         async for event in stream:
             events.append(event)
-            if (isinstance(event, RankEvent) and event.host == "h1"
+            if (isinstance(event, RankEvent) and event.host == "h0"
                     and isinstance(event.event, StepEvent)
                     and any(isinstance(e, HostStatus) and e.state == "running"
                             and "reconnected" in e.detail for e in events[back_at:])):
-                break  # h1's steps flow again after the reconnection
+                break  # h0's steps flow again after the reconnection
         assert not any(isinstance(e, RunStatus) and e.state == "failed" for e in events)
         # A stop on the handle ends the stream as stopped, with nothing of the run left.
         report = await handle.stop(grace_s=5)
@@ -346,5 +361,5 @@ async def test_a_lost_ssh_connection_is_reconnected_and_the_run_goes_on(sshd_clu
             restarted.wait()
     # No step event was lost or shown twice across the reconnection.
     steps = [e.event.step for e in events if isinstance(e, RankEvent)
-             and isinstance(e.event, StepEvent) and e.event.rank == 1]
+             and isinstance(e.event, StepEvent) and e.event.rank == 0]
     assert steps == list(range(steps[0], steps[0] + len(steps))), steps

@@ -1,4 +1,10 @@
-"""Restart = stop + start(resume=True): same run id and directory, from the newest checkpoint."""
+"""Restart = stop + start(resume=True): same run id and directory, from the newest checkpoint.
+
+On one host: what is asserted (the id kept, the resumed start from the checkpoint, the stream
+showing the new launch only, the stale state refreshed) is per run. Every rank of a multi-host
+run resuming from rank 0's checkpoint is test_netns_fresh.py's resume (two hosts over SSH, the
+master second) and, for a script, test_script_resume_local.py's; a second host here cost each
+of the two launches a launcher and a rank, some 6 CPU-seconds each."""
 
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ def _local_cluster(root: Path) -> ClusterConfig:
     hosts = tuple(
         HostSection(name=name, address="local", python=sys.executable,
                     workdir=str(root / "work"), gpus=0, nproc=1, threads=1)
-        for name in ("one", "two"))
+        for name in ("one",))
     return ClusterConfig(
         path=root / "cluster.toml",
         cluster=ClusterSection(name="resume", master="one", run_root=str(root / "runs")),
@@ -65,7 +71,7 @@ async def test_resume_relaunches_the_newest_run_from_its_checkpoint(tmp_path: Pa
         await controller.aclose()
     starts = [e.event for e in after if isinstance(e, RankEvent)
               and isinstance(e.event, StartEvent)]
-    assert len(starts) == 2
+    assert len(starts) == len(config.hosts)
     assert all(s.step >= saved and s.resumed_from for s in starts)
     # The resumed stream shows the new launch only, not the history before it.
     steps = [e.event.step for e in after if isinstance(e, RankEvent)

@@ -1,10 +1,14 @@
-"""A plain script resumed as under torchrun: stopped mid-run, ``corral run --resume RUN`` (the
-console's ``r``: the same ``start(resume=...)``) runs its ranks again in that run's working
-directories, so the script finds the snapshot it saved there and goes on from it, on every host
-(what only rank 0 saved is copied to the hosts that lack it first, as nanoGPT's resume needs),
-and the log names what was copied; a run id
-that is empty (an unset ``$RUN``) is refused, never taken for a fresh start; the report counts
-both attempts' steps."""
+"""A plain script resumed as under torchrun: shown running on every host, stopped mid-run
+(clean, nothing of it left), ``corral run --resume RUN`` (the console's ``r``: the same
+``start(resume=...)``) runs its ranks again in that run's working directories, so the script
+finds the snapshot it saved there and goes on from it, on every host (what only rank 0 saved is
+copied to the hosts that lack it first, as nanoGPT's resume needs), and the log names what was
+copied; a run id that is empty (an unset ``$RUN``) is refused, never taken for a fresh start;
+the report counts both attempts' steps.
+
+The stop is that of any running script (each host shown running, its ranks found by the run
+directory, a clean stop, the run stopped, nothing left): this run's first launch proves it, as
+a launch of its own would on the same two hosts, at the cost of a launcher and a rank each."""
 
 from __future__ import annotations
 
@@ -16,7 +20,16 @@ from pathlib import Path
 import pytest
 
 from profiles.user_errors import UsageError
-from remote.api import LogLine, RankEvent, RunStatus, load_history, local_run_dir, summarize
+from remote.api import (
+    HostStatus,
+    LogLine,
+    RankEvent,
+    RunHandle,
+    RunStatus,
+    load_history,
+    local_run_dir,
+    summarize,
+)
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
 from remote.run.controller import SshRunController
 from remote.run.resume import run_to_resume
@@ -97,7 +110,43 @@ def _snapshot_step(cwd: Path) -> int:
         return 0
 
 
-async def test_a_stopped_script_resumes_from_its_own_snapshot(tmp_path: Path) -> None:
+async def _stopped_mid_run(first: RunHandle, cwd: Path) -> int:
+    """Read ``first``'s events until every host shows running and rank 0 (h0) saved step 3,
+    stop it, read its stream to the end: the step its snapshot holds. A running script's stop:
+    its ranks found by the run directory, the stop clean, the run stopped, nothing left."""
+    events = first.events()
+    running: set[str] = set()
+    async for event in bounded(events):
+        if isinstance(event, HostStatus) and event.state == "running":
+            running.add(event.host)
+        if running == {"h0", "h1"} and _snapshot_step(cwd) >= 3:
+            break
+    assert run_processes(first.run_id)  # its ranks carry the run dir: stop finds them
+    assert (await first.stop(grace_s=20)).clean
+    final = [e async for e in bounded(events)][-1]
+    assert isinstance(final, RunStatus) and final.state == "stopped", final
+    assert run_processes(first.run_id) == []
+    return _snapshot_step(cwd)
+
+
+def _report_counts_both_attempts(config: ClusterConfig, run_id: str) -> None:
+    """The report counts every attempt's steps (each numbered from 1 by the script's
+    optimizer) and the time lost between them."""
+    history = load_history(local_run_dir(config, run_id))
+    tops: dict[int, list[int]] = {}  # per rank: the furthest step of each of its attempts
+    for line in history.lines:
+        if isinstance(line.event, StartEvent):
+            tops.setdefault(line.event.rank, []).append(0)
+        elif isinstance(line.event, StepEvent):
+            tops[line.event.rank][-1] = max(tops[line.event.rank][-1], line.event.step)
+    counts = [max(attempt) for attempt in zip(*tops.values(), strict=True)]
+    summary, _ = summarize(history)
+    assert summary.restarts == 1 and summary.lost_s > 0
+    assert len(counts) == 2 and summary.steps_done == sum(counts) >= STEPS, (summary, counts)
+
+
+async def test_a_script_shown_running_stops_clean_and_resumes_from_its_own_snapshot(
+        tmp_path: Path) -> None:
     (tmp_path / "user").mkdir()
     (tmp_path / "user" / "train.py").write_text(SNAPSHOTTING)
     config = _config(tmp_path, tmp_path / "user" / "train.py")
@@ -107,11 +156,7 @@ async def test_a_stopped_script_resumes_from_its_own_snapshot(tmp_path: Path) ->
             await controller.start(resume="")
         first = await controller.start()
         cwd = Path(RunLayout(tmp_path / "runs" / first.run_id).script_cwd("h0"))
-        async for event in bounded(first.events()):
-            if isinstance(event, RankEvent) and _snapshot_step(cwd) >= 3:
-                break
-        assert (await first.stop(grace_s=20)).clean
-        stopped_at = _snapshot_step(cwd)
+        stopped_at = await _stopped_mid_run(first, cwd)
         assert 3 <= stopped_at < STEPS
         second = await controller.start(resume=first.run_id)
         assert second.run_id == first.run_id
@@ -139,16 +184,4 @@ async def test_a_stopped_script_resumes_from_its_own_snapshot(tmp_path: Path) ->
              and isinstance(e.event, StepEvent) and e.event.rank == 0]
     assert steps and len(steps) <= STEPS - stopped_at + 1, steps  # from the snapshot on
     assert run_processes(first.run_id) == []
-    # the report counts every attempt's steps (each numbered from 1 by the script's
-    # optimizer) and the time lost between them
-    history = load_history(local_run_dir(config, first.run_id))
-    tops: dict[int, list[int]] = {}  # per rank: the furthest step of each of its attempts
-    for line in history.lines:
-        if isinstance(line.event, StartEvent):
-            tops.setdefault(line.event.rank, []).append(0)
-        elif isinstance(line.event, StepEvent):
-            tops[line.event.rank][-1] = max(tops[line.event.rank][-1], line.event.step)
-    counts = [max(attempt) for attempt in zip(*tops.values(), strict=True)]
-    summary, _ = summarize(history)
-    assert summary.restarts == 1 and summary.lost_s > 0
-    assert len(counts) == 2 and summary.steps_done == sum(counts) >= STEPS, (summary, counts)
+    _report_counts_both_attempts(config, first.run_id)

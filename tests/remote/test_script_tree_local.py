@@ -3,13 +3,16 @@ two local hosts: its own ``trainer.py`` and ``profiles/`` are what it imports (c
 packages step aside, its opt-in stays importable as ``corral.ddp``), it reads
 ``configurator.py``, ``config/x.py`` and ``data/`` by relative path and writes ``out/ckpt.pt``
 into each host's own working directory of the run, the shared code cache left byte for byte as
-pushed; a ``src/`` layout whose script puts ``src/`` on ``sys.path`` runs too (here and over
-sshd in ``test_script_tree_sshd.py``); optional imports of three kinds never block, an
-unconditional missing one does, naming its distribution.
+pushed; a script launched from a subfolder reaches its parent, and a ``src/`` layout whose
+script puts ``src/`` on ``sys.path`` runs too (here, in that script's run, and over sshd in
+``test_script_tree_sshd.py``); optional imports of three kinds never block, an unconditional
+missing one does, naming its distribution.
 
 The own-modules, relative-paths and optional-imports tests judge one run of one repository
 (``root_run``): each is a fact of a script at the repository's root, and a run costs some
-40 CPU-seconds of start-up. Every run here is on two hosts, the master and one other: what
+40 CPU-seconds of start-up; for the same reason the subfolder script's run also carries the
+``src/`` packages (what it imports through ``..`` and through ``__file__`` are separate
+modules, each asserted). Every run here is on two hosts, the master and one other: what
 they prove is per host, and two hosts already run in two working directories from one shared
 code cache (a third cost each run a launcher and a rank, some 7 CPU-seconds)."""
 
@@ -216,14 +219,9 @@ SRC_LAYOUT = {
     "src/training/loop.py": TRAIN_LOOP,
     "src/utils/__init__.py": "NAME = 'utils of the repo'\n",
 }
-
-
-async def test_a_src_layout_whose_script_extends_sys_path(tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    write(repo, SRC_LAYOUT)
-    run_id, _ = await completed(local_config(repo, tmp_path, "scripts/train.py"))
-    for host, facts in seen(tmp_path, run_id).items():
-        assert facts == {"name": "utils of the repo", "host": host}
+"""A ``src/`` layout whose entry script in ``scripts/`` puts ``src/`` on ``sys.path``: run
+whole over sshd (``test_script_tree_sshd.py``); its ``src/`` packages travel here in the
+subfolder script's run."""
 
 
 async def test_optional_imports_never_block_and_an_unconditional_missing_one_does(
@@ -251,26 +249,39 @@ async def test_optional_imports_never_block_and_an_unconditional_missing_one_doe
     assert not (tmp_path / "runs" / run_id / "cwd").exists()  # nothing started
 
 
-async def test_a_script_launched_from_a_subfolder_that_reaches_its_parent(
+SUBFOLDER_SCRIPT = (
+    "import json, os, sys\nfrom pathlib import Path\nsys.path.insert(0, '..')\n"
+    "sys.path.append(str(Path(__file__).resolve().parent.parent / 'src'))\n"
+    "from pkg import NAME\nfrom loop import train\n"
+    "from training.loop import train as src_train\nfrom utils import NAME as SRC_NAME\n"
+    "train()\nrows = Path('../data/rows.txt').read_text().split()\n"
+    "Path('../out').mkdir(exist_ok=True)\n"
+    "Path('../out/seen.json').write_text(json.dumps({'name': NAME, 'src': SRC_NAME, "
+    "'src_loop': src_train.__module__, 'rows': rows, 'host': os.environ['CORRAL_HOST']}))\n")
+"""A script in ``sub/`` that reaches its parent by relative path (``..`` on ``sys.path``,
+``../data``) and, as a ``src/`` layout's script does, puts the repository's ``src/`` on
+``sys.path`` by its own ``__file__``."""
+
+
+async def test_a_script_in_a_subfolder_reaching_its_parent_and_a_src_layout_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``corral run --script train.py --code ..`` from ``repo/sub``: the repository travels and
     each rank runs from its copy of ``sub``, so ``..`` on ``sys.path`` and ``../data`` resolve as
-    under ``torchrun train.py`` started in ``sub``."""
+    under ``torchrun train.py`` started in ``sub``. The repository also has ``SRC_LAYOUT``'s
+    ``src/`` packages, which the script reaches through ``__file__``: the import scan takes
+    ``src/training`` and ``src/utils`` for the user's own and every rank imports them from its
+    copy. One run proves both: each run costs a launcher and a rank on each host."""
     repo = tmp_path / "repo"
-    write(repo, {"sub/train.py": (
-        "import json, os, sys\nfrom pathlib import Path\nsys.path.insert(0, '..')\n"
-        "from pkg import NAME\nfrom loop import train\ntrain()\n"
-        "rows = Path('../data/rows.txt').read_text().split()\n"
-        "Path('../out').mkdir(exist_ok=True)\n"
-        "Path('../out/seen.json').write_text(json.dumps({'name': NAME, 'rows': rows, "
-        "'host': os.environ['CORRAL_HOST']}))\n"),
-        "sub/loop.py": TRAIN_LOOP, "pkg/__init__.py": "NAME = 'pkg of the repo'\n",
-        "data/rows.txt": "x y\n"})
+    src = {rel: text for rel, text in SRC_LAYOUT.items() if rel.startswith("src/")}
+    write(repo, {"sub/train.py": SUBFOLDER_SCRIPT, "sub/loop.py": TRAIN_LOOP,
+                 "pkg/__init__.py": "NAME = 'pkg of the repo'\n", "data/rows.txt": "x y\n",
+                 **src})
     monkeypatch.chdir(repo / "sub")
     plain = replace(local_config(repo, tmp_path, "sub/train.py"), run=RunSection())
     cfg = with_script(plain, Path("train.py"), [], code=Path(".."))
     assert cfg.launch_dir == "sub" and cfg.run.code == str(repo.resolve())
     run_id, _ = await completed(cfg)
     for host, facts in seen(tmp_path, run_id).items():
-        assert facts == {"name": "pkg of the repo", "rows": ["x", "y"], "host": host}
+        assert facts == {"name": "pkg of the repo", "src": "utils of the repo",
+                         "src_loop": "training.loop", "rows": ["x", "y"], "host": host}
     cache_as_pushed(repo, tmp_path / "work")

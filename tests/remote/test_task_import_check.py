@@ -82,19 +82,6 @@ GOOD_ROWS = ('{"prompt": "Q: red", "completion": " blue"}\n'
              '{"role": "assistant", "content": "hello"}]}\n')
 
 
-async def test_a_bad_data_row_is_named_by_file_and_line_before_anything_starts(
-        tmp_path: Path) -> None:
-    # One bad row: which rows are bad, and the words for each, are the reader's own, tested
-    # without a check in tests/trainer/test_causal_lm_task.py and test_lm_chat.py.
-    data, held_out = tmp_path / "train.jsonl", tmp_path / "held-out.jsonl"
-    data.write_text(GOOD_ROWS, encoding="utf-8")
-    held_out.write_text(GOOD_ROWS + "\n{not json\n", encoding="utf-8")  # line 4
-    item = await _check_item(_causal_lm_cluster(tmp_path, data, held_out), "data")
-    assert (item.host, item.ok) == ("a", False)
-    assert item.detail.startswith(f"[run] eval_data: {held_out}:4: not a JSON object")
-    assert item.hint == f"fix {held_out} on a (the ranks would stop at it)"
-
-
 async def test_good_data_files_pass_and_an_empty_one_is_named(tmp_path: Path) -> None:
     data, held_out = tmp_path / "train.jsonl", tmp_path / "held-out.txt"
     data.write_text(GOOD_ROWS, encoding="utf-8")
@@ -107,17 +94,24 @@ async def test_good_data_files_pass_and_an_empty_one_is_named(tmp_path: Path) ->
     assert item.detail == f"[run] task_options.data: data file {data} is empty"
 
 
-async def test_a_run_with_a_bad_data_row_stops_at_the_check_and_launches_nothing(
+async def test_a_bad_data_row_is_named_by_file_and_line_and_the_run_launches_nothing(
         tmp_path: Path) -> None:
-    data, held_out = tmp_path / "train.jsonl", tmp_path / "held-out.txt"
-    data.write_text(GOOD_ROWS + '{"prompt": "Q: red", "completion": 7}\n', encoding="utf-8")
-    held_out.write_text("a document\n", encoding="utf-8")
+    """A run's pre-flight check names the bad row (file, line, the reader's words, the hint)
+    and the run stops there: the check a run makes is ``corral check``'s, so one run proves
+    both. One bad row: which rows are bad, and the words for each, are the reader's own, tested
+    without a check in tests/trainer/test_causal_lm_task.py and test_lm_chat.py."""
+    data, held_out = tmp_path / "train.jsonl", tmp_path / "held-out.jsonl"
+    data.write_text(GOOD_ROWS, encoding="utf-8")
+    held_out.write_text(GOOD_ROWS + "\n{not json\n", encoding="utf-8")  # line 4
     run_id, events = await run_to_end(load_cluster(_causal_lm_cluster(tmp_path, data, held_out)))
     final = events[-1]
     assert isinstance(final, RunStatus) and final.state == "failed", final
     assert final.detail.startswith("pre-flight check failed: a:data")
     assert final.report is not None
     shown = [i for i in final.report.failures() if i.name == "data"]
-    assert [i.detail.split(": ")[1] for i in shown] == [f"{data}:3"]
+    assert [(i.host, i.ok) for i in shown] == [("a", False)]
+    assert [i.detail.split(": ")[1] for i in shown] == [f"{held_out}:4"]
+    assert shown[0].detail.startswith(f"[run] eval_data: {held_out}:4: not a JSON object")
+    assert shown[0].hint == f"fix {held_out} on a (the ranks would stop at it)"
     assert not (tmp_path / "runs" / run_id / "metrics").exists()  # no rank started
     assert run_processes(run_id) == []

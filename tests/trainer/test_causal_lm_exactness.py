@@ -4,12 +4,21 @@ straight run; final/ loads with peft alone."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from lm_fixtures import TinyLM, lm_flags, make_tiny_lm
-from trainer_runs import check, events, final_params, launch, max_rel_diff, of_kind
+from trainer_runs import (
+    check,
+    cut_back_to,
+    events,
+    final_params,
+    launch,
+    max_rel_diff,
+    of_kind,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -55,9 +64,12 @@ def test_padded_pairs_any_split_gives_the_same_lora_weights(lm: TinyLM, tmp_path
 def test_stop_at_10_and_resume_to_20_equals_20_straight(lm: TinyLM, tmp_path: Path) -> None:
     # The optimizer state is restored too; micro-batches and clipping stay on across the stop.
     flags = [*lm_flags(lm, optimizer="adamw"), "--micro-batch", "3", "--clip-grad", "0.05"]
-    straight = _run(tmp_path / "straight", "5,3", *flags, "--steps", "20")
+    straight = _run(tmp_path / "straight", "5,3", *flags, "--steps", "20",
+                    "--checkpoint-every", "10")
+    # A copy of the straight run, cut back to its step-10 checkpoint as if it had stopped there.
     resumed_dir = tmp_path / "resumed"
-    _run(resumed_dir, "5,3", *flags, "--steps", "10")
+    shutil.copytree(tmp_path / "straight", resumed_dir)
+    cut_back_to(resumed_dir, 10)
     resumed = _run(resumed_dir, "5,3", *flags, "--steps", "20", "--resume")
     assert [s["step"] for s in of_kind(events(resumed_dir, 0), "start")] == [0, 10]
     assert max_rel_diff(straight, resumed) <= 1e-6

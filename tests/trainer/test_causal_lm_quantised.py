@@ -1,16 +1,25 @@
 """causal_lm on a quantised base (real bitsandbytes on CPU): 4-bit NF4 and 8-bit, with
-gradient checkpointing, micro-batches and LoRA. An uneven split, stopped and resumed, gives the
-adapter of one process straight through, and final/ is an adapter plain PEFT loads onto the
-quantised base."""
+gradient checkpointing, micro-batches and LoRA. One process's run, stopped halfway and resumed
+on an uneven split, ends at the adapter of the same process straight through, and final/ is an
+adapter plain PEFT loads onto the quantised base."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from lm_fixtures import TinyLM, lm_flags, make_tiny_lm
-from trainer_runs import check, events, final_params, launch, max_rel_diff, of_kind
+from trainer_runs import (
+    check,
+    cut_back_to,
+    events,
+    final_params,
+    launch,
+    max_rel_diff,
+    of_kind,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -49,18 +58,23 @@ def test_quantised_lora_with_checkpointing_is_exact_over_splits_and_resumes(
     flags = (*lm_flags(lm, data=lm.pairs, packing=False, seq_len=64,
                        extra=(f"{option}=true", "gradient_checkpointing=true")),
              "--micro-batch", "2")
-    one = _run(tmp_path / "one", "8", *flags, "--steps", str(STEPS))
+    # One process straight through, with a checkpoint halfway for the resumed run below.
+    one = _run(tmp_path / "one", "8", *flags, "--steps", str(STEPS),
+               "--checkpoint-every", str(STEPS // 2))
     assert one and all("lora_" in name for name in one)  # only the adapters: no 4-bit state
     losses = [e["global_loss"] for e in of_kind(events(tmp_path / "one", 0), "step")]
     assert losses[-1] < losses[0]
 
-    # An uneven split, stopped halfway and resumed (SGD with momentum: its buffers are
-    # restored too), ends at the adapter of one process straight through. Both dequantise the
-    # weights and compute in fp32 in training mode (docs/trainer.md). An 8-bit base left in
-    # eval mode takes bitsandbytes' int8 inference path instead, whose result depends on which
-    # samples share a pass (9.3e-4 after these steps).
+    # A copy of that run, cut back to its halfway checkpoint as if it had stopped there and
+    # resumed on an uneven split (SGD with momentum: its buffers are restored too), ends at
+    # the adapter of one process straight through: the restore, and the split's exactness
+    # over the second half. Both dequantise the weights and compute in fp32 in training mode
+    # (docs/trainer.md). An 8-bit base left in eval mode takes bitsandbytes' int8 inference
+    # path instead, whose result depends on which samples share a pass (9.3e-4 after six
+    # steps on an uneven split).
     resumed_dir = tmp_path / "resumed"
-    _run(resumed_dir, "5,2,1", *flags, "--steps", str(STEPS // 2))
+    shutil.copytree(tmp_path / "one", resumed_dir)
+    cut_back_to(resumed_dir, STEPS // 2)
     resumed = _run(resumed_dir, "5,2,1", *flags, "--steps", str(STEPS), "--resume")
     assert [s["step"] for s in of_kind(events(resumed_dir, 0), "start")] == [0, STEPS // 2]
     assert max_rel_diff(one, resumed) <= 1e-5

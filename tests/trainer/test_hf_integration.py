@@ -70,11 +70,12 @@ def adapter(out: Path) -> dict[str, torch.Tensor]:
     return load_file(str(out / "final" / "adapter_model.safetensors"))
 
 
-def split_run(lm: TinyLM, root: Path, script: str, split: str) -> tuple[Path, Path]:
+def split_run(lm: TinyLM, root: Path, script: str, split: str, *extra: str
+              ) -> tuple[Path, Path]:
     """``script`` under corral's environment with ``split``: (run dir, output dir)."""
     nproc = len(split.split(","))
     run_dir, out = root / f"run-{split}", root / f"out-{split}"
-    check(torchrun(SCRIPTS / script, nproc, hf_args(lm, out, nproc), split=split,
+    check(torchrun(SCRIPTS / script, nproc, [*hf_args(lm, out, nproc), *extra], split=split,
                    run_dir=run_dir))
     return run_dir, out
 
@@ -82,8 +83,10 @@ def split_run(lm: TinyLM, root: Path, script: str, split: str) -> tuple[Path, Pa
 @pytest.fixture(scope="module")
 def hf_runs(lm: TinyLM, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     root = tmp_path_factory.mktemp("hf-runs")
-    return {split: split_run(lm, root, "hf_trainer.py", split)
-            for split in (str(GLOBAL_BATCH), "6,2,1")}  # TRL's test takes 1,2,6
+    # The uneven split (TRL's test takes 1,2,6) also saves at step 2 (and at its end, step 3):
+    # the restart test resumes a copy of it from there. Saving changes no weight.
+    return {str(GLOBAL_BATCH): split_run(lm, root, "hf_trainer.py", str(GLOBAL_BATCH)),
+            "6,2,1": split_run(lm, root, "hf_trainer.py", "6,2,1", "--save-steps", "2")}
 
 
 @pytest.mark.slow
@@ -193,26 +196,28 @@ def test_dynamic_policy_moves_samples_off_a_slow_rank_and_stays_exact(tmp_path: 
 @pytest.mark.slow
 def test_a_restarted_hf_script_resumes_from_its_checkpoint_as_if_never_stopped(
         lm: TinyLM, hf_runs: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
-    def run(steps: int) -> str:
-        args = [*hf_args(lm, tmp_path / "stopped", 3, steps=steps), "--save-steps", "2"]
-        proc = torchrun(SCRIPTS / "hf_trainer.py", 3, args, split="6,2,1",
-                        run_dir=tmp_path / "run-stopped")
-        check(proc)
-        return proc.stderr
-
-    run(2)  # leaves checkpoint-2
-    # And a newer checkpoint as a rank stopped while saving leaves it: its file cut short, its
-    # mark missing. get_last_checkpoint picks it; the opt-in resumes from checkpoint-2.
-    saved, cut = tmp_path / "stopped" / "checkpoint-2", tmp_path / "stopped" / "checkpoint-3"
-    shutil.copytree(saved, cut)
+    # A copy of the straight 6,2,1 run (its run dir and output) as a run stopped after step 3
+    # leaves it: its final adapter not written, and its newest checkpoint as a rank stopped
+    # while saving leaves it: its file cut short, its mark missing. get_last_checkpoint picks
+    # that one; the opt-in resumes from checkpoint-2.
+    run_dir, out = tmp_path / "run-stopped", tmp_path / "stopped"
+    shutil.copytree(hf_runs["6,2,1"][0], run_dir)
+    shutil.copytree(hf_runs["6,2,1"][1], out)
+    shutil.rmtree(out / "final")
+    saved, cut = out / "checkpoint-2", out / "checkpoint-3"
+    assert (cut / ".corral-saved-rank-2").exists()  # the straight run finished saving it
     rng_file = cut / "rng_state_2.pth"
     rng_file.write_bytes(rng_file.read_bytes()[:100])
-    (cut / ".corral-saved-rank-2").unlink(missing_ok=True)
-    said = run(3)  # the restart: resumes from it, to the 3 steps the straight 6,2,1 run took
-    assert f"{cut} was not saved by every rank" in said and f"resuming from {saved}" in said
+    (cut / ".corral-saved-rank-2").unlink()
+    # The restart: resumes, to the 3 steps the straight 6,2,1 run took.
+    args = [*hf_args(lm, out, 3, steps=3), "--save-steps", "2"]
+    proc = torchrun(SCRIPTS / "hf_trainer.py", 3, args, split="6,2,1", run_dir=run_dir)
+    check(proc)
+    assert f"{cut} was not saved by every rank" in proc.stderr
+    assert f"resuming from {saved}" in proc.stderr
     straight = adapter(hf_runs["6,2,1"][1])
-    assert max_rel_diff(straight, adapter(tmp_path / "stopped")) <= 1e-5
-    lines = (tmp_path / "run-stopped" / "metrics" / "rank-0.jsonl").read_text().splitlines()
+    assert max_rel_diff(straight, adapter(out)) <= 1e-5
+    lines = (run_dir / "metrics" / "rank-0.jsonl").read_text().splitlines()
     starts = [e for e in map(parse_event, lines) if isinstance(e, StartEvent)]
     assert [s.step for s in starts] == [0, 2]
-    assert starts[1].resumed_from == str(tmp_path / "stopped" / "checkpoint-2")
+    assert starts[1].resumed_from == str(saved)

@@ -48,7 +48,8 @@ TWO_ISLANDS = (*LOCAL, "--islands", "0,1,1", "--steps", "24", "--checkpoint-ever
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``TWO_ISLANDS`` straight through, launched once for the module: the same-seed test's
-    first run and the uninterrupted run a death mid-round resumes to (tests only read it)."""
+    first run, the uninterrupted run a death mid-round and a cut-back copy resume to (tests
+    only read it; the copy is cut in the test's own directory)."""
     run_dir = tmp_path_factory.mktemp("lowcomm") / "straight"
     check(launch(3, *TWO_ISLANDS, "--run-dir", str(run_dir)))
     return run_dir
@@ -187,15 +188,16 @@ def _wait_for(condition, proc: subprocess.Popen[str], limit: float = 180) -> Non
         time.sleep(0.1)
 
 
-def test_resume_from_a_round_end_checkpoint_continues_exactly(tmp_path: Path) -> None:
-    straight, cut = tmp_path / "straight", tmp_path / "cut"
-    flags = (*LOCAL, "--islands", "0,1", "--steps", "24", "--checkpoint-every", "8")
-    check(launch(2, *flags, "--run-dir", str(straight)))
-    # A copy of the same run (the same seed gives the same run: the first test here), cut
-    # back to its step-8 checkpoint as if it had died after step 8.
+def test_resume_from_a_round_end_checkpoint_continues_exactly(straight: Path,
+                                                             tmp_path: Path) -> None:
+    # A copy of the module's straight run (the same seed gives the same run: the first test
+    # here), cut back to its step-8 checkpoint, the first round's end, as if it had died after
+    # step 8: only the resume is launched, the uninterrupted run is the fixture's.
+    cut = tmp_path / "cut"
     shutil.copytree(straight, cut)
     cut_back_to(cut, 8)
-    check(launch(2, *flags, "--resume", "--run-dir", str(cut)))
+    check(launch(3, *TWO_ISLANDS, "--resume", "--run-dir", str(cut)))
+    assert [s["step"] for s in of_kind(events(cut, 0), "start")][-1] == 8
     assert max_rel_diff(final_params(straight), final_params(cut)) <= 1e-6
 
 

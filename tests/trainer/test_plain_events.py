@@ -112,7 +112,8 @@ print("need 2 GPUs, exiting", flush=True)
 
 
 def test_a_script_that_never_steps_ends_at_step_0(tmp_path: Path) -> None:
-    done, run_dir = run_plain(tmp_path, NO_STEP, [])
+    # One rank: only rank 0's events are read, and a rank's end is its own (no peer in it).
+    done, run_dir = run_plain(tmp_path, NO_STEP, [], nproc=1)
     assert done.returncode == 0, done.stderr
     events = events_of(run_dir, 0)
     assert not [e for e in events if isinstance(e, StepEvent)]
@@ -160,39 +161,6 @@ def test_a_script_exiting_after_its_traceback_ends_naming_the_exception(tmp_path
                              "'data/input.txt' (exited with status 1)")
 
 
-FOR_SECONDS = """\
-import sys, time
-import torch, torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
-
-dist.init_process_group("gloo")
-model = DDP(torch.nn.Linear(4, 1))
-opt = torch.optim.SGD(model.parameters(), lr=0.01)
-until = time.monotonic() + float(sys.argv[1])
-go = torch.ones(1)
-while True:
-    # rank 0's clock decides for every rank: each takes the same steps (a rank that left on
-    # its own clock would close the connection under another's all-reduce)
-    go[0] = float(time.monotonic() < until)
-    dist.broadcast(go, 0)
-    if not go.item():
-        break
-    model(torch.randn(5, 4)).sum().backward()
-    opt.step()
-    opt.zero_grad()
-    time.sleep(0.01)
-"""
-
-
-def test_a_plain_scripts_ranks_report_their_resources(tmp_path: Path) -> None:
-    """Sampled as corral's own ranks' are (every ``resources_every``, 2 s by default)."""
-    done, run_dir = run_plain(tmp_path, FOR_SECONDS, ["5"])
-    assert done.returncode == 0, done.stderr
-    for rank in (0, 1):
-        samples = [e for e in events_of(run_dir, rank) if isinstance(e, ResourceEvent)]
-        assert samples and all(e.rss_bytes and e.rss_bytes > 0 for e in samples)
-
-
 UNTIL_STOPPED = """\
 import os, signal, sys, time
 import torch, torch.distributed as dist
@@ -220,18 +188,34 @@ while True:
 """
 
 
-def stop_after_20_steps(tmp_path: Path, args: list[str]) -> tuple[int, str]:
+def sampled(run_dir: Path, rank: int) -> bool:
+    """Whether rank ``rank`` has written a resources event (each line is flushed as written;
+    one being written has no newline yet)."""
+    path = events_path(run_dir, rank)
+    lines = path.read_text().split("\n")[:-1] if path.exists() else []
+    return any(isinstance(parse_event(line), ResourceEvent) for line in lines)
+
+
+def stop_after_20_steps(tmp_path: Path, args: list[str], resources: bool = False
+                        ) -> tuple[int, str]:
     """Run UNTIL_STOPPED, TERM its torchrun (what ``corral stop`` and ``x`` send; torchrun
-    passes it on to every rank) after 20 steps: its exit status and stderr."""
+    passes it on to every rank) after 20 steps (``resources``: and once every rank has written
+    a resources sample, the first two seconds after its first step): its exit status and
+    stderr."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc-per-node=2", *script_main(tmp_path, UNTIL_STOPPED, args)]
     launcher = subprocess.Popen(command, cwd=tmp_path, env=plain_env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def ready() -> bool:
+        return (tmp_path / "stepped").exists() and (
+            not resources or all(sampled(tmp_path / "run", r) for r in (0, 1)))
+
     try:
         deadline = time.monotonic() + 120
-        while not (tmp_path / "stepped").exists():
+        while not ready():
             assert launcher.poll() is None, launcher.communicate()[1]
-            assert time.monotonic() < deadline, "no 20 steps within 120 s"
+            assert time.monotonic() < deadline, "no 20 steps (and samples) within 120 s"
             time.sleep(0.05)
         launcher.send_signal(signal.SIGTERM)
         stderr = launcher.communicate(timeout=90)[1]
@@ -251,14 +235,19 @@ def steps_taken(run_dir: Path, rank: int, stderr: str) -> list[object]:
     return events
 
 
-def test_a_stopped_plain_script_writes_every_step_it_took(tmp_path: Path) -> None:
+def test_a_stopped_plain_script_writes_every_step_it_took_and_its_resources(
+        tmp_path: Path) -> None:
     """Each rank writes the steps it had not written yet and an end at its last step, then
-    ends of the signal as it would without corral."""
-    status, stderr = stop_after_20_steps(tmp_path, [])
+    ends of the signal as it would without corral. Its resources are sampled as corral's own
+    ranks' are (every ``resources_every``, 2 s by default): the run is stopped once each rank
+    has a sample, and every sample holds the rank's memory."""
+    status, stderr = stop_after_20_steps(tmp_path, [], resources=True)
     assert status != 0
     ends = []
     for rank in (0, 1):
         events = steps_taken(tmp_path / "run", rank, stderr)
+        samples = [e for e in events if isinstance(e, ResourceEvent)]
+        assert samples and all(e.rss_bytes and e.rss_bytes > 0 for e in samples)
         steps = [e.step for e in events if isinstance(e, StepEvent)]
         end = events[-1]
         assert isinstance(end, EndEvent) and end.step == steps[-1], (end, stderr)
