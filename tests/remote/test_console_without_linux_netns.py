@@ -2,7 +2,11 @@
 ``/proc``, no ``ip``, no ``setsid`` where corral itself runs. ``corral check``, ``run
 --detach``, ``attach --headless``, ``stop`` and ``report`` still work when the console machine
 is not a training host: each runs in a mount namespace of its own whose ``/proc`` is an empty
-tmpfs, with a PATH that holds no program at all, against the namespace hosts over SSH."""
+tmpfs, with a PATH that holds no program at all, against the namespace hosts over SSH.
+
+Two hosts (a master and a worker, so the check's mesh and the run span hosts over SSH), each
+emulating a device 4 times slower: the run trains until the test stops it, and its ranks then
+mostly sleep (trainer/step/slowdown.py) instead of computing while the console attaches."""
 
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ pytestmark = [pytest.mark.netns, pytest.mark.sshd, pytest.mark.slow]
 
 RUN = ('model = "simple_cnn"\ndataset = "synthetic_image"\nsamples = 480\nglobal_batch = 24\n'
        'steps = 400\npolicy = "static"\ncheckpoint_every = 1000\n')
+HOSTS = ("n1", "n2")
+SLOW = {name: "slowdown = 4.0\n" for name in HOSTS}
 # /proc hidden, then corral started with a PATH where nothing is found.
 BARE = 'mount -t tmpfs none /proc && PATH=/nonexistent exec "$0" "$@"'
 
@@ -48,7 +54,7 @@ def test_check_run_attach_stop_report_without_proc_ip_or_setsid(
                            capture_output=True, text=True, env=env, timeout=60)
     assert world.stdout.split() == ["False", "None", "None"], world.stdout + world.stderr
 
-    box.write_cluster_toml(sys.executable, run=RUN)
+    box.write_cluster_toml(sys.executable, run=RUN, order=HOSTS, host_lines=SLOW)
     checked = corral(box, "check")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     started = corral(box, "run", "--detach")

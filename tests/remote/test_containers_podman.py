@@ -85,15 +85,22 @@ def _remove_leftovers(env: dict[str, str]) -> None:
                        env={**os.environ, **env}, capture_output=True, timeout=120)
 
 
-def _cluster(root: Path, env: dict[str, str], *, boxed: bool, **run: object) -> ClusterConfig:
-    """h0, h1, h2 on this machine; with ``boxed``, h1 runs in a podman container."""
+def _cluster(root: Path, env: dict[str, str], *, boxed: bool, count: int = 3,
+             slowdown: float = 1.0, **run: object) -> ClusterConfig:
+    """h0, h1 (and h2 when ``count`` is 3) on this machine; with ``boxed``, h1 runs in a
+    podman container. Two hosts, the container's and a bare one, are enough for what a run
+    shows here (the container host's rank beside a bare one's): each host more is one launch
+    more, and another on every restart. A ``slowdown`` makes the ranks of a run the test
+    stops sleep through most of each step instead of computing."""
     box = ContainerSection(rootfs="/", engine="podman") if boxed else None
     hosts = tuple(HostSection(name=f"h{i}", address="local", python=sys.executable,
                               workdir=str(root / "work"), gpus=0, nproc=1, threads=1,
-                              env=env if i == 1 else {}, container=box if i == 1 else None)
-                  for i in range(3))
+                              slowdown=slowdown, env=env if i == 1 else {},
+                              container=box if i == 1 else None)
+                  for i in range(count))
     settings = replace(tiny_run(steps=STEPS), checkpoint_every=10, policy="static",
-                       split=(3, 3, 2), **run)  # type: ignore[arg-type]
+                       split=(3, 3, 2) if count == 3 else (4, 4),
+                       **run)  # type: ignore[arg-type]
     return ClusterConfig(path=root / "cluster.toml",
                          cluster=ClusterSection(name=CLUSTER, run_root=str(root / "runs")),
                          hosts=hosts, run=settings)
@@ -149,7 +156,7 @@ async def test_a_container_host_trains_like_a_bare_one_and_resumes_a_killed_rank
     # One run with h1 in a container, its rank killed there after a checkpoint: it restarts
     # and ends with the parameters of one process on this machine, as a bare host's run does
     # (the first attempt trained in the container too).
-    boxed = _cluster(tmp_path / "boxed", podman, boxed=True, max_restarts=1)
+    boxed = _cluster(tmp_path / "boxed", podman, boxed=True, count=2, max_restarts=1)
     killed_id, killed_events = await _run(boxed, podman, kill_h1=True)
     assert isinstance(killed_events[-1], RunStatus), killed_events[-1]
     assert killed_events[-1].state == "completed", killed_events[-1]
@@ -165,7 +172,7 @@ async def test_a_container_host_trains_like_a_bare_one_and_resumes_a_killed_rank
 async def test_stop_mid_run_leaves_no_container_and_no_process(
     tmp_path: Path, podman: dict[str, str]
 ) -> None:
-    config = _cluster(tmp_path, podman, boxed=True, steps=100000)
+    config = _cluster(tmp_path, podman, boxed=True, count=2, slowdown=10.0, steps=100000)
     controller = SshRunController(config)
     try:
         handle = await controller.start()
@@ -197,7 +204,7 @@ async def test_a_stop_during_a_hung_container_start_kills_it_within_the_grace(
     (bin_dir / "podman").write_text(HUNG_START.format(pid=hung, podman=shutil.which("podman")))
     (bin_dir / "podman").chmod(0o755)
     env = {**podman, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    config = _cluster(tmp_path, env, boxed=True, steps=100000)
+    config = _cluster(tmp_path, env, boxed=True, count=2, steps=100000)
     controller = SshRunController(config)
     grace_s = 3.0
     pid = 0

@@ -1,7 +1,8 @@
 """A run over a shaped lossy link: n3 on 50 Mbit/s Wi-Fi (5 ± 2 ms, 1 % loss each way; where
 the kernel has no netem, the rate and the loss only: ``netns_links.shaped_as``) trains to exactly
-the same losses as the same run's three ranks on this machine's loopback (no link, no SSH), and
-the hang guard raises no alarm."""
+the same losses as the same run's ranks on this machine's loopback (no link, no SSH), and the
+hang guard raises no alarm. Two hosts, n1 (the master) and n3: every exchange then crosses the
+lossy link, and each host costs a launcher and a rank (a third would add only unshaped links)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ pytestmark = [pytest.mark.netns, pytest.mark.sshd, pytest.mark.slow]
 # costs a step of this size; the alarm that must not come would need that long a stall.
 RUN = ('model = "simple_cnn"\ndataset = "synthetic_image"\nsamples = 480\nglobal_batch = 24\n'
        'steps = 12\npolicy = "static"\ncheckpoint_every = 100\nhang_limit = 60\n')
+HOSTS = ("n1", "n3")
+"""The master, then the host behind the lossy link (``box.nodes[2]``, shaped below)."""
 
 
 def losses(run_dir: Path) -> list[float]:
@@ -52,13 +55,14 @@ def runs(root: Path) -> set[Path]:
 def test_a_run_over_lossy_wifi_completes_exactly_with_no_hang_alarm(
     box: netns.NetnsCluster,
 ) -> None:
-    box.write_cluster_toml(sys.executable, run=RUN)
-    # The same run (static: an equal split) on three local ranks, gloo over loopback.
+    box.write_cluster_toml(sys.executable, run=RUN, order=HOSTS)
+    # The same run (static: an equal split) on as many local ranks, gloo over loopback.
     local = box.root / "local"
     run = load_cluster(box.root / "cluster.toml").run
-    check(launch(3, *one_process_flags(run), "--run-dir", str(local)))
+    check(launch(len(HOSTS), *one_process_flags(run), "--run-dir", str(local)))
     expected = losses(local)
     assert len(expected) == 12
+    assert box.nodes[2].name == HOSTS[-1]  # the node shaped here is in the run
     netns_links.shape(box, 2, netns_links.WIFI)
     try:
         before = runs(box.root)

@@ -1,10 +1,13 @@
 """Mixed clusters, right by default, on hosts in network namespaces (over SSH).
 
-- Host order: cluster.toml lists n3, n1 with n1 the master, while torch's static rendezvous
-  numbers the master's node 0 (n1, n3). The split, given in host order, must still land on the
-  hosts it names, and the checkpoints where a resume looks (rank 0 on n3, not on the master).
-  Two hosts: the order is the point, and every host costs each of its two launches a launcher
-  and a rank.
+- corral setup on a host that has only Python: the bare host fails the check, setup makes it
+  ready (the user's lines, then torch), a second setup changes nothing, and the run trains on it.
+- Host order: cluster.toml lists n2, n1 with n1 the master, while torch's static rendezvous
+  numbers the master's node 0 (n1, n2). The split, given in host order, must still land on the
+  hosts it names, and the checkpoints where a resume looks (rank 0 on n2, not on the master).
+One cluster proves both: its first run is the set-up host's run and the ordered run at once (a
+module fixture makes it), so only the resume launches again. Two hosts: the order is the point,
+and every host costs each launch a launcher and a rank.
 Skips unless running as root with ``ip netns``, sshd and ssh-keygen.
 """
 
@@ -25,12 +28,17 @@ except ImportError:  # collected as a package module
 
 pytestmark = [pytest.mark.netns, pytest.mark.sshd, pytest.mark.slow]
 
-ORDER = ("n3", "n1")
-"""cluster.toml's host order; torch orders the nodes n1 (the master), n3."""
+ORDER = ("n2", "n1")
+"""cluster.toml's host order; torch orders the nodes n1 (the master), n2."""
 MASTER = "n1"
-SLOWDOWN = {"n3": 1.0, "n1": 1.25}
+SLOWDOWN = {"n2": 1.0, "n1": 1.25}
 """Each host's own slowdown: a rank's start event names the host whose command started it."""
 SPLIT = (16, 8)
+BARE_HOST = ('env = { PATH = "/usr/bin:/bin:/usr/sbin:/sbin", '
+             'PIP_INDEX_URL = "file:///opt/pypi/simple" }\ntorch_index = ""\n')
+"""A host whose ``python3`` is the system's bare interpreter (no torch). The namespaces reach no
+index on the network: pip uses the machine's local index and wheels (its /etc/pip.conf), not
+PyTorch's index."""
 
 
 corral = netns.corral
@@ -46,32 +54,81 @@ def _events(run_dir: Path, kind: str) -> list[dict[str, Any]]:
     return found
 
 
-def _write(box: netns.NetnsCluster, steps: int) -> None:
+def _write(box: netns.NetnsCluster, steps: int, failing: str = "") -> None:
+    """n1 with corral's interpreter; n2 with none named (python3 on its PATH has no torch) and
+    setup lines: one that leaves a marker, then ``failing`` where given."""
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("needs the system's /usr/bin/python3 as the bare interpreter")
+    marker = box.root / "n2 prepared"
+    setup = (f'setup = ["echo prepared \\"$(hostname)\\" > \'{marker}\'"'
+             + (f', "{failing}"' if failing else "") + "]\n")
     run = ('model = "simple_cnn"\ndataset = "synthetic_image"\nsamples = 480\n'
            f'global_batch = 24\nsteps = {steps}\npolicy = "static"\ncheckpoint_every = 3\n'
            f"split = [{', '.join(map(str, SPLIT))}]\n")
-    box.write_cluster_toml(sys.executable, run=run, order=ORDER,
-                           host_lines={n: f"slowdown = {s}\n" for n, s in SLOWDOWN.items()},
-                           master=MASTER)
+    lines = {"n1": f'python = "{sys.executable}"\n', "n2": BARE_HOST + setup}
+    box.write_cluster_toml(None, run=run, order=ORDER, master=MASTER, host_lines={
+        n: lines[n] + f"slowdown = {s}\n" for n, s in SLOWDOWN.items()})
+
+
+@pytest.fixture(scope="module")
+def first(box: netns.NetnsCluster) -> dict[str, Any]:
+    """The bare host checked, set up, set up again, then the cluster's first run (6 steps)."""
+    _write(box, steps=6)
+    done = {"check": corral(box, "check", timeout=300),
+            "setup": corral(box, "setup", "n2", timeout=1200),
+            "again": corral(box, "setup", timeout=600),  # every host
+            "run": corral(box, "run", timeout=600)}
+    done["runs"] = [p for p in (box.root / "runs").iterdir() if (p / "run.json").is_file()]
+    done["processes_left"] = box.processes_left()
+    return done
+
+
+def test_setup_makes_a_bare_host_ready_to_run_and_a_second_setup_changes_nothing(
+    box: netns.NetnsCluster, first: dict[str, Any],
+) -> None:
+    work = box.root / "work-n2"
+    # The premise: the bare host fails the check for want of torch.
+    check = first["check"]
+    assert check.returncode == 1 and "torch" in check.stdout and "corral setup n2" in check.stdout
+
+    done = first["setup"]
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "n2: $ echo prepared" in output  # the user's line, shown before it ran
+    assert (box.root / "n2 prepared").read_text().startswith("prepared")
+    assert "n2: $ pip install torch==" in output and "+cpu" in output
+    assert "n2: ok torch 2.13.0+cpu (CPU build)" in output
+    assert (work / "setup.log").read_text().count("$ ") >= 3  # every step logged on the host
+    assert (work / "venv" / "bin" / "python").exists()
+
+    again = first["again"]  # none has anything to change
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "n2: ok nothing to change" in again.stdout
+    assert "n1: ok nothing to change: it runs python = " in again.stdout  # the user's python
+    assert "nothing to change: every host was set up already" in again.stdout
+    assert "$ " not in again.stdout  # no step ran
+
+    run = first["run"]
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    assert "completed" in run.stdout
+    # n2's ranks ran in the environment setup made.
+    assert first["processes_left"] == {}
 
 
 def test_the_split_lands_on_the_named_hosts_whatever_torchs_node_order(
-    box: netns.NetnsCluster,
+    box: netns.NetnsCluster, first: dict[str, Any],
 ) -> None:
-    _write(box, steps=6)
-    done = corral(box, "run", timeout=420)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-4000:]
-    runs = [p for p in (box.root / "runs").iterdir() if (p / "run.json").is_file()]
-    assert len(runs) == 1
-    run_dir = runs[0]
+    done = first["run"]
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert len(first["runs"]) == 1
+    run_dir = first["runs"][0]
 
-    # The premise: torch numbered the nodes differently from cluster.toml (n3 second, not first).
+    # The premise: torch numbered the nodes differently from cluster.toml (n2 second, not first).
     torch_ranks = {}
     for name in ORDER:
         log = (run_dir / "logs" / name / "launcher.log").read_text()
         torch_ranks[name] = re.search(r"global_ranks=\[([\d, ]*)\]", log).group(1)  # type: ignore[union-attr]
-    assert torch_ranks == {"n1": "0", "n3": "1"}
+    assert torch_ranks == {"n1": "0", "n2": "1"}
 
     # Each rank's start event: the host that started it (its slowdown) and its share.
     host_of_slowdown = {s: n for n, s in SLOWDOWN.items()}
@@ -84,11 +141,11 @@ def test_the_split_lands_on_the_named_hosts_whatever_torchs_node_order(
         assert event["local_batch"] == SPLIT[event["rank"]]
 
     # Rank 0 runs on the first host (not the master) and writes the checkpoints.
-    assert host_of_slowdown[starts[0]["slowdown"]] == "n3"
+    assert host_of_slowdown[starts[0]["slowdown"]] == "n2"
     checkpoints = [e for e in _events(run_dir, "checkpoint")]
     assert [e["step"] for e in checkpoints] == [3, 6] and {e["rank"] for e in checkpoints} == {0}
     assert all(Path(e["path"]).is_file() for e in checkpoints)
-    assert box.processes_left() == {}
+    assert first["processes_left"] == {}
 
     # A resume (with more steps) finds them: it continues from step 6, split unchanged.
     _write(box, steps=9)
@@ -105,65 +162,10 @@ def test_the_split_lands_on_the_named_hosts_whatever_torchs_node_order(
     assert box.processes_left() == {}
 
 
-# -- corral setup on a host that has only Python -----------------------------------------------
-
-BARE_HOST = ('env = { PATH = "/usr/bin:/bin:/usr/sbin:/sbin", '
-             'PIP_INDEX_URL = "file:///opt/pypi/simple" }\ntorch_index = ""\n')
-"""A host whose ``python3`` is the system's bare interpreter (no torch). The namespaces reach no
-index on the network: pip uses the machine's local index and wheels (its /etc/pip.conf), not
-PyTorch's index."""
-SETUP_RUN = ('model = "simple_cnn"\ndataset = "synthetic_image"\nsamples = 240\n'
-             'global_batch = 12\nsteps = 4\npolicy = "static"\ncheckpoint_every = 100\n')
-
-
-def _write_bare(box: netns.NetnsCluster, marker: Path, failing: str = "") -> None:
-    """n1 with corral's interpreter; n2 with none named (python3 on its PATH has no torch)."""
-    if not Path("/usr/bin/python3").exists():
-        pytest.skip("needs the system's /usr/bin/python3 as the bare interpreter")
-    box.write_cluster_toml(None, run=SETUP_RUN, order=("n1", "n2"), host_lines={
-        "n1": f'python = "{sys.executable}"\n',
-        "n2": BARE_HOST + f'setup = ["echo prepared \\"$(hostname)\\" > \'{marker}\'"'
-              + (f', "{failing}"' if failing else "") + "]\n"})
-
-
-def test_setup_makes_a_bare_host_ready_to_run_and_a_second_setup_changes_nothing(
-    box: netns.NetnsCluster,
-) -> None:
-    marker = box.root / "n2 prepared"
-    _write_bare(box, marker)
-    work = box.root / "work-n2"
-    # The premise: the bare host fails the check for want of torch.
-    check = corral(box, "check", timeout=300)
-    assert check.returncode == 1 and "torch" in check.stdout and "corral setup n2" in check.stdout
-
-    done = corral(box, "setup", "n2", timeout=1200)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-4000:]
-    assert "n2: $ echo prepared" in output  # the user's line, shown before it ran
-    assert marker.read_text().startswith("prepared")
-    assert "n2: $ pip install torch==" in output and "+cpu" in output
-    assert "n2: ok torch 2.13.0+cpu (CPU build)" in output
-    assert (work / "setup.log").read_text().count("$ ") >= 3  # every step logged on the host
-    assert (work / "venv" / "bin" / "python").exists()
-
-    again = corral(box, "setup", timeout=600)  # every host: none has anything to change
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "n2: ok nothing to change" in again.stdout
-    assert "n1: ok nothing to change: it runs python = " in again.stdout  # the user's python
-    assert "nothing to change: every host was set up already" in again.stdout
-    assert "$ " not in again.stdout  # no step ran
-
-    run = corral(box, "run", timeout=600)
-    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
-    assert "completed" in run.stdout
-    # n2's ranks ran in the environment setup made.
-    assert box.processes_left() == {}
-
-
 def test_a_failing_setup_line_is_named_with_its_host_and_number(
     box: netns.NetnsCluster,
 ) -> None:
-    _write_bare(box, box.root / "marker2", failing="exit 3")
+    _write(box, steps=9, failing="exit 3")
     (box.root / "work-n2" / "venv" / "corral-setup.json").unlink(missing_ok=True)
     done = corral(box, "setup", "n2", timeout=600)
     assert done.returncode == 1
