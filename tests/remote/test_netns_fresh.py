@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,28 +72,45 @@ def _write(box: netns.NetnsCluster, steps: int, failing: str = "") -> None:
         n: lines[n] + f"slowdown = {s}\n" for n, s in SLOWDOWN.items()})
 
 
+@dataclass(frozen=True)
+class FirstRun:
+    """What the module's fixture did on the fresh cluster, in order."""
+
+    check: subprocess.CompletedProcess[str]
+    """``corral check`` before any setup (the bare host fails it)."""
+    setup: subprocess.CompletedProcess[str]
+    """``corral setup n2``."""
+    again: subprocess.CompletedProcess[str]
+    """``corral setup`` of every host, a second time."""
+    run: subprocess.CompletedProcess[str]
+    """``corral run`` of 6 steps."""
+    run_dirs: list[Path]
+    """The run directories the run left (one)."""
+    processes_left: dict[str, list[int]]
+    """What the run left running on the hosts (``box.processes_left()``)."""
+
+
 @pytest.fixture(scope="module")
-def first(box: netns.NetnsCluster) -> dict[str, Any]:
+def first(box: netns.NetnsCluster) -> FirstRun:
     """The bare host checked, set up, set up again, then the cluster's first run (6 steps)."""
     _write(box, steps=6)
-    done = {"check": corral(box, "check", timeout=300),
-            "setup": corral(box, "setup", "n2", timeout=1200),
-            "again": corral(box, "setup", timeout=600),  # every host
-            "run": corral(box, "run", timeout=600)}
-    done["runs"] = [p for p in (box.root / "runs").iterdir() if (p / "run.json").is_file()]
-    done["processes_left"] = box.processes_left()
-    return done
+    check = corral(box, "check", timeout=300)
+    setup = corral(box, "setup", "n2", timeout=1200)
+    again = corral(box, "setup", timeout=600)  # every host
+    run = corral(box, "run", timeout=600)
+    run_dirs = [p for p in (box.root / "runs").iterdir() if (p / "run.json").is_file()]
+    return FirstRun(check, setup, again, run, run_dirs, box.processes_left())
 
 
 def test_setup_makes_a_bare_host_ready_to_run_and_a_second_setup_changes_nothing(
-    box: netns.NetnsCluster, first: dict[str, Any],
+    box: netns.NetnsCluster, first: FirstRun,
 ) -> None:
     work = box.root / "work-n2"
     # The premise: the bare host fails the check for want of torch.
-    check = first["check"]
+    check = first.check
     assert check.returncode == 1 and "torch" in check.stdout and "corral setup n2" in check.stdout
 
-    done = first["setup"]
+    done = first.setup
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert "n2: $ echo prepared" in output  # the user's line, shown before it ran
@@ -101,27 +120,27 @@ def test_setup_makes_a_bare_host_ready_to_run_and_a_second_setup_changes_nothing
     assert (work / "setup.log").read_text().count("$ ") >= 3  # every step logged on the host
     assert (work / "venv" / "bin" / "python").exists()
 
-    again = first["again"]  # none has anything to change
+    again = first.again  # none has anything to change
     assert again.returncode == 0, again.stdout + again.stderr
     assert "n2: ok nothing to change" in again.stdout
     assert "n1: ok nothing to change: it runs python = " in again.stdout  # the user's python
     assert "nothing to change: every host was set up already" in again.stdout
     assert "$ " not in again.stdout  # no step ran
 
-    run = first["run"]
+    run = first.run
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     assert "completed" in run.stdout
     # n2's ranks ran in the environment setup made.
-    assert first["processes_left"] == {}
+    assert first.processes_left == {}
 
 
 def test_the_split_lands_on_the_named_hosts_whatever_torchs_node_order(
-    box: netns.NetnsCluster, first: dict[str, Any],
+    box: netns.NetnsCluster, first: FirstRun,
 ) -> None:
-    done = first["run"]
+    done = first.run
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    assert len(first["runs"]) == 1
-    run_dir = first["runs"][0]
+    assert len(first.run_dirs) == 1
+    run_dir = first.run_dirs[0]
 
     # The premise: torch numbered the nodes differently from cluster.toml (n2 second, not first).
     torch_ranks = {}
@@ -145,7 +164,7 @@ def test_the_split_lands_on_the_named_hosts_whatever_torchs_node_order(
     checkpoints = [e for e in _events(run_dir, "checkpoint")]
     assert [e["step"] for e in checkpoints] == [3, 6] and {e["rank"] for e in checkpoints} == {0}
     assert all(Path(e["path"]).is_file() for e in checkpoints)
-    assert first["processes_left"] == {}
+    assert first.processes_left == {}
 
     # A resume (with more steps) finds them: it continues from step 6, split unchanged.
     _write(box, steps=9)
