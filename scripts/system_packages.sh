@@ -10,25 +10,28 @@
 set -euo pipefail
 [ "$(id -u)" = 0 ] || exit 0
 export DEBIAN_FRONTEND=noninteractive
+# A fresh machine's own apt (unattended upgrades at boot, another test run's install) may hold
+# dpkg's lock: wait for it, up to 10 minutes, rather than fail.
+apt_get() { apt-get -o DPkg::Lock::Timeout=600 "$@"; }
 if ! [ -x /usr/sbin/sshd ] || ! command -v ip >/dev/null \
         || ! { ldconfig -p | grep libtcmalloc_minimal >/dev/null; } \
         || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
     echo "corral: installing openssh-server, iproute2, tcmalloc and python3-venv" >&2
-    apt-get update -q >/dev/null
-    apt-get install -y -q --no-install-recommends openssh-server openssh-client iproute2 \
+    apt_get update -q >/dev/null
+    apt_get install -y -q --no-install-recommends openssh-server openssh-client iproute2 \
         libtcmalloc-minimal4 python3-venv >/dev/null
 fi
 if command -v apt-get >/dev/null && ! command -v podman >/dev/null; then
     echo "corral: installing podman and runc (the container tests)" >&2
-    apt-get install -y -q --no-install-recommends podman runc >/dev/null 2>&1 \
-        || { apt-get update -q >/dev/null \
-             && apt-get install -y -q --no-install-recommends podman runc >/dev/null; } \
+    apt_get install -y -q --no-install-recommends podman runc >/dev/null 2>&1 \
+        || { apt_get update -q >/dev/null \
+             && apt_get install -y -q --no-install-recommends podman runc >/dev/null; } \
         || echo "corral: podman could not be installed; the container tests will skip" >&2
 fi
 if command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then
     echo "corral: installing chromium (the browser view's test)" >&2
-    apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
-        || { apt-get update -q >/dev/null \
-             && apt-get install -y -q --no-install-recommends chromium >/dev/null; } \
+    apt_get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+        || { apt_get update -q >/dev/null \
+             && apt_get install -y -q --no-install-recommends chromium >/dev/null; } \
         || echo "corral: chromium could not be installed; the browser test will skip" >&2
 fi

@@ -4,8 +4,12 @@ a diverged loss, which stops every rank together before anything is written."""
 from __future__ import annotations
 
 import math
+import os
+import select
 import signal
+import threading
 import time
+from collections.abc import Sequence
 from types import FrameType
 
 from profiles.user_errors import CorralError
@@ -34,27 +38,71 @@ def check_finite_loss(global_loss_sum: float, run: RunProgress) -> None:
         + ". Lower [run] lr (or check the data) and start again, or resume from that checkpoint")
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def abandons(arrivals: Sequence[float], window_s: float) -> bool:
+    """Whether stop signals that reached the process at these times (ascending, monotonic
+    seconds) hold a second request: one later than ``window_s`` after the first."""
+    return len(arrivals) > 1 and arrivals[-1] - arrivals[0] > window_s
+
+
 class StopSignals:
     """SIGINT/SIGTERM: the first asks every rank to stop after the current step (agreed through
-    the per-step all-gather); another one later than ``ABANDON_AFTER_S`` abandons the step.
+    the per-step all-gather); another one arriving later than ``ABANDON_AFTER_S`` after the first
+    abandons the step.
 
     Repeats within that window are the same request arriving twice: a process-group kill
     reaches the rank directly and again through torchrun, and Ctrl-C reaches both as well.
+    The window is counted from when each signal *arrives*, not from when Python handles it:
+    Python runs handlers between the main thread's bytecodes, so a rank waiting in a collective
+    handles a signal only when the collective returns, which on a long step is seconds later.
+    The interpreter writes each signal's number to a wakeup pipe at arrival; a thread stamps
+    the bytes it reads there, and the handler reads what the thread has not yet read, under one
+    lock (reentrant: a handler can run inside another).
     """
 
     ABANDON_AFTER_S = 2.0
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self._first_at = 0.0
+        self._arrivals: list[float] = []  # when each stop signal arrived, ascending
+        self._lock = threading.RLock()
+        self._wakeup_fd = -1
 
     def install(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        """From the main thread: the handlers, the wakeup pipe and the thread that stamps it."""
+        self._wakeup_fd, write_fd = os.pipe()
+        os.set_blocking(self._wakeup_fd, False)
+        os.set_blocking(write_fd, False)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        threading.Thread(target=self._stamp_arrivals, name="corral-stop-signals",
+                         daemon=True).start()
+        for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
 
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
+    def _stamp_arrivals(self) -> None:
+        while True:
+            select.select([self._wakeup_fd], [], [])
+            with self._lock:
+                self._read_arrivals()
+
+    def _read_arrivals(self) -> None:
+        """Stamp the signals waiting in the wakeup pipe (the caller holds the lock)."""
+        try:
+            numbers = os.read(self._wakeup_fd, 512)
+        except BlockingIOError:
+            return
         now = time.monotonic()
+        self._arrivals += [now for number in numbers if number in STOP_SIGNALS]
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._wakeup_fd >= 0:
+            with self._lock:
+                self._read_arrivals()
+        if not self._arrivals:  # installed without the pipe: handled is when it arrived
+            self._arrivals.append(time.monotonic())
         if self.signum is None:
-            self.signum, self._first_at = signum, now
-        elif now - self._first_at > self.ABANDON_AFTER_S:
+            self.signum = signum
+        if abandons(self._arrivals, self.ABANDON_AFTER_S):
             raise Interrupted(f"abandoned the step on a second {signal.Signals(signum).name}")

@@ -48,11 +48,7 @@ island as fast as the others (static shares: the replay's inner steps are the li
 with error feedback (the default)."""
 SLOW = {name: "slowdown = 25.0\n" for name in ("n1", "n2", "n3")}
 """Steps slow enough (an emulated slowdown, which changes no number) that few are trained while
-the joiner starts: the replay trains as many. And under 2 s: a rank counts a stop's second
-SIGTERM (torchrun passing on the one the rank also got directly) from when Python handles it,
-after the collective the rank was blocked in, so a step longer than
-``trainer.stopping.StopSignals.ABANDON_AFTER_S`` can turn that repeat into an abandoned step
-(at 40, steps of 2.1-2.2 s on a slow day did, and the joiner's rank then failed)."""
+the joiner starts: the replay trains as many."""
 WAIT_S = 300.0
 """The longest a corral command (the join: its check, push and launch) or the run's end may
 take."""

@@ -1,0 +1,78 @@
+"""A stop's signals are told apart by when they arrive, not when the rank handles them: the
+repeat torchrun passes on is the same request even when the rank handles it seconds later,
+after a collective returns; a second request is still a second request."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from trainer_runs import REPO
+
+from trainer.stopping import abandons
+
+
+@pytest.mark.parametrize(("arrivals", "abandoned"), [
+    ([], False),
+    ([0.0], False),
+    ([0.0, 0.01], False),            # a process-group kill and torchrun's repeat
+    ([0.0, 0.01, 1.9], False),       # within the window, however many
+    ([0.0, 2.1], True),              # a second request
+    ([0.0, 0.01, 2.5], True),
+])
+def test_a_second_request_is_one_later_than_the_window(arrivals: list[float],
+                                                        abandoned: bool) -> None:
+    assert abandons(arrivals, 2.0) is abandoned
+
+
+# A rank's life in little: the first TERM handled at once, then a wait that, like a
+# collective, keeps Python's handlers from running (torch's future: its wait releases the
+# interpreter and does not look at signals) while another TERM arrives at REPEAT_AT seconds.
+BLOCKED_RANK = textwrap.dedent("""
+    import os, signal, sys, threading, time
+    import torch
+    from trainer.stopping import Interrupted, StopSignals
+    repeat_at, window, blocked_for = (float(a) for a in sys.argv[1:])
+    stop = StopSignals()
+    stop.ABANDON_AFTER_S = window
+    stop.install()
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert stop.signum == signal.SIGTERM, "the first TERM is handled at once"
+    collective = torch.futures.Future()
+    threading.Timer(repeat_at, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    threading.Timer(blocked_for, collective.set_result, (None,)).start()
+    started = time.monotonic()
+    try:
+        collective.wait()
+        time.sleep(0.2)  # a handler not run by now was never going to run
+        print("stopped after the step")
+    except Interrupted as exc:
+        print(exc)
+    print(f"blocked {time.monotonic() - started:.1f} s")
+""")
+
+
+def blocked_rank(repeat_at: float, window: float, blocked_for: float) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", BLOCKED_RANK, str(repeat_at), str(window), str(blocked_for)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_repeat_handled_after_a_long_collective_is_the_same_request() -> None:
+    # The repeat arrives 0.05 s after the first and is handled 3 s after it, past the 1-s
+    # window: counted from its handling it would abandon the step. The second case's TERM
+    # arrives 1.5 s after the first: a second request, which abandons the step once the wait
+    # returns. Both ranks run side by side.
+    repeat = blocked_rank(repeat_at=0.05, window=1.0, blocked_for=3.0)
+    second = blocked_rank(repeat_at=1.5, window=1.0, blocked_for=3.0)
+    repeat_out, repeat_err = repeat.communicate(timeout=120)
+    second_out, second_err = second.communicate(timeout=120)
+    assert repeat.returncode == 0, repeat_err
+    assert second.returncode == 0, second_err
+    assert repeat_out.splitlines()[0] == "stopped after the step", repeat_out
+    assert second_out.splitlines()[0] == "abandoned the step on a second SIGTERM", second_out
+    # Each was held in its wait the whole time: what was told apart was the arrival.
+    for out in (repeat_out, second_out):
+        assert float(out.splitlines()[1].split()[1]) >= 2.9, out
