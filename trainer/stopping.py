@@ -3,6 +3,7 @@ a diverged loss, which stops every rank together before anything is written."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import select
@@ -78,8 +79,16 @@ class StopSignals:
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
         threading.Thread(target=self._stamp_arrivals, name="corral-stop-signals",
                          daemon=True).start()
+        # A forked child (a task's data worker) inherits the handler and the pipe, and the
+        # signals that reach it are not this rank's: it stops writing to the pipe.
+        os.register_at_fork(after_in_child=self._leave_pipe)
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
+
+    def _leave_pipe(self) -> None:
+        self._wakeup_fd = -1
+        with contextlib.suppress(ValueError):  # forked from a thread other than the main one
+            signal.set_wakeup_fd(-1)
 
     def _stamp_arrivals(self) -> None:
         while True:

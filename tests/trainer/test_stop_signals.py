@@ -34,12 +34,18 @@ BLOCKED_RANK = textwrap.dedent("""
     import os, signal, sys, threading, time
     import torch
     from trainer.stopping import Interrupted, StopSignals
-    repeat_at, window, blocked_for = (float(a) for a in sys.argv[1:])
+    repeat_at, window, blocked_for, worker_term_at = (float(a) for a in sys.argv[1:])
     stop = StopSignals()
     stop.ABANDON_AFTER_S = window
     stop.install()
     os.kill(os.getpid(), signal.SIGTERM)
     assert stop.signum == signal.SIGTERM, "the first TERM is handled at once"
+    if worker_term_at >= 0:  # a forked data worker, waiting in C when a TERM reaches it
+        worker = os.fork()
+        if worker == 0:
+            threading.Timer(worker_term_at + 0.5, os._exit, (0,)).start()
+            torch.futures.Future().wait()
+        threading.Timer(worker_term_at, os.kill, (worker, signal.SIGTERM)).start()
     collective = torch.futures.Future()
     threading.Timer(repeat_at, os.kill, (os.getpid(), signal.SIGTERM)).start()
     threading.Timer(blocked_for, collective.set_result, (None,)).start()
@@ -54,18 +60,20 @@ BLOCKED_RANK = textwrap.dedent("""
 """)
 
 
-def blocked_rank(repeat_at: float, window: float, blocked_for: float) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", BLOCKED_RANK, str(repeat_at), str(window), str(blocked_for)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def blocked_rank(repeat_at: float, window: float, blocked_for: float,
+                 worker_term_at: float = -1.0) -> subprocess.Popen[str]:
+    args = (repeat_at, window, blocked_for, worker_term_at)
+    return subprocess.Popen([sys.executable, "-c", BLOCKED_RANK, *map(str, args)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_a_repeat_handled_after_a_long_collective_is_the_same_request() -> None:
     # The repeat arrives 0.05 s after the first and is handled 3 s after it, past the 1-s
-    # window: counted from its handling it would abandon the step. The second case's TERM
-    # arrives 1.5 s after the first: a second request, which abandons the step once the wait
-    # returns. Both ranks run side by side.
-    repeat = blocked_rank(repeat_at=0.05, window=1.0, blocked_for=3.0)
+    # window: counted from its handling it would abandon the step. A forked worker's TERM at
+    # 1.5 s is the worker's, not the rank's. The second case's TERM arrives 1.5 s after the
+    # first: a second request, which abandons the step once the wait returns. Both ranks run
+    # side by side.
+    repeat = blocked_rank(repeat_at=0.05, window=1.0, blocked_for=3.0, worker_term_at=1.5)
     second = blocked_rank(repeat_at=1.5, window=1.0, blocked_for=3.0)
     repeat_out, repeat_err = repeat.communicate(timeout=120)
     second_out, second_err = second.communicate(timeout=120)
