@@ -106,11 +106,11 @@ class StopSignals:
         self._arrivals += [now for number in numbers if number in STOP_SIGNALS]
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self._wakeup_fd >= 0:
+        if self._wakeup_fd < 0:  # no pipe (a forked child): handled is when it arrived
+            self._arrivals.append(time.monotonic())
+        else:
             with self._lock:
                 self._read_arrivals()
-        if not self._arrivals:  # installed without the pipe: handled is when it arrived
-            self._arrivals.append(time.monotonic())
         if self.signum is None:
             self.signum = signum
         if abandons(self._arrivals, self.ABANDON_AFTER_S):
