@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What scripts/test.sh runs beside its parallel phase, at the lowest CPU priority: the type
+# What scripts/test.sh runs beside its parallel and serial phases, at the lowest CPU priority: the type
 # check (mypy) and, unless CORRAL_TORCH_MATRIX=off, the torch matrix: once its environments are
 # built (scripts/torch_matrix.sh waits for the builds scripts/test.sh started, or builds what
 # is missing: mostly downloading and unpacking, so the type check runs meanwhile), the fast

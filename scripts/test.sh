@@ -4,18 +4,19 @@
 # podman and runc when running as root), then lint, types, layering and the test suite.
 #   --fast   the fast tier only: no test marked slow (sshd, netns, torchrun ranks, large
 #            models; tests/tiers.py says which). Any other argument goes to every pytest run.
-# The full suite runs in two parts: the tests one more at a time than the machine has cores
+# The full suite runs in three parts: the tests one more at a time than the machine has cores
 # (pytest-xdist: slow tests wait on processes and limits as well as compute, and on two cores a
 # third worker fills those waits, BENCHMARKS.md "The full suite from a clean clone (issue 39)";
 # a module's tests share a worker, so a module-scoped fixture such as a shared training run runs
 # once; the longest modules are handed out first, tests/tiers.py: heaviest_first), then those
-# marked serial with nothing beside them (tests/tiers.py). --fast runs its tests two at a time,
+# marked serial one at a time, and last those marked alone, with nothing beside them
+# (tests/tiers.py). --fast runs its tests two at a time,
 # a module's tests on one worker (no fast test is serial; on two cores two workers beat one
 # and three, BENCHMARKS.md "The edit-test loop on two workers, and a throughput verdict CI's
 # machine missed"), the type check beside them.
-# Beside the parallel phase, at the lowest CPU priority (scripts/lowest.sh: only the CPU the
-# tests leave idle, where the machine allows it; scripts/beside_tests.sh), the type check and the
-# torch matrix: the fast tests of the code that runs on torch and the tests marked
+# Beside the parallel and serial phases, at the lowest CPU priority (scripts/lowest.sh: only the
+# CPU the tests leave idle, where the machine allows it; scripts/beside_tests.sh), the type check
+# and the torch matrix: the fast tests of the code that runs on torch and the tests marked
 # torch_matrix (exactness, resume, micro-batches; tests/tiers.py: TORCH_MATRIX_PATHS) on the
 # floor and the newest torch corral admits, each in a virtual environment of its own that
 # scripts/torch_matrix.sh builds once (about 4.5 GB each) and reuses. CORRAL_TORCH_MATRIX=off
@@ -109,8 +110,9 @@ fi
 # the tests leave idle), scripts/beside_tests.sh runs the type check and the torch matrix, once the
 # matrix's environments are built (the builds above; scripts/torch_matrix.sh waits on their
 # lock). It starts before the lint, in a session of its own ended with this script however
-# this ends. The serial phase starts once it has ended: beside the serial tests it would
-# unsettle their verdicts on measured speed (a throughput comparison failed beside it).
+# this ends. It goes on beside the serial tests, which use about one core of two (they wait on
+# emulated slow devices), but not beside those marked alone: those run once it has ended
+# (tests/tiers.py says which, and why).
 PY="$PY" setsid -w bash scripts/lowest.sh run "$idle_group" \
     bash scripts/beside_tests.sh "$@" > "$beside_log" 2>&1 &
 beside_pid=$!
@@ -124,7 +126,20 @@ workers=$((cores + 1))
 echo "corral: the parallel phase, $workers workers on $cores cores"
 phase "$PY" -n "$workers" --dist loadscope --no-loadscope-reorder -m "not serial" "$@" || failed=1
 part_done "parallel phase"
-echo "corral: the type check and the torch matrix (they ran beside the parallel phase)"
+# The tests marked serial, one at a time. Unless the arguments name tests, only the files that
+# mark some test serial or alone are collected (collecting the whole suite again takes seconds).
+serial_files=()
+names_tests=false
+for arg in "$@"; do
+    case "$arg" in -*) ;; *) names_tests=true ;; esac
+done
+if ! $names_tests; then
+    mapfile -t serial_files < <(grep -rlE --include='test_*.py' 'pytest\.mark\.(serial|alone)' tests \
+                                | sort)
+fi
+phase "$PY" -m "serial and not alone" "$@" "${serial_files[@]}" || failed=1
+part_done "serial phase"
+echo "corral: the type check and the torch matrix (they ran beside the tests)"
 wait "$beside_pid" || failed=1
 beside_pid=
 if [ -n "$builds_pid" ]; then
@@ -133,17 +148,8 @@ if [ -n "$builds_pid" ]; then
 fi
 part_done "the wait for the type check and the torch matrix"
 cat "$builds_log" "$beside_log"
-# The tests marked serial, alone. Unless the arguments name tests, only the files that mark
-# some test serial are collected (collecting the whole suite again takes seconds).
-serial_files=()
-names_tests=false
-for arg in "$@"; do
-    case "$arg" in -*) ;; *) names_tests=true ;; esac
-done
-if ! $names_tests; then
-    mapfile -t serial_files < <(grep -rl --include='test_*.py' 'pytest.mark.serial' tests | sort)
-fi
-phase "$PY" -m serial "$@" "${serial_files[@]}" || failed=1
-part_done "serial phase"
+# Those marked alone, with nothing beside them.
+phase "$PY" -m alone "$@" "${serial_files[@]}" || failed=1
+part_done "the tests marked alone"
 echo "corral: the whole run took $SECONDS s (${took#, })"
 exit $failed

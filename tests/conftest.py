@@ -18,7 +18,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         markers = tier_markers(Path(str(item.fspath)).name, getattr(item, "fixturenames", ()),
                                gpu=item.get_closest_marker("gpu") is not None,
-                               serial=item.get_closest_marker("serial") is not None)
+                               serial=item.get_closest_marker("serial") is not None,
+                               alone=item.get_closest_marker("alone") is not None)
         for marker in markers:
             if item.get_closest_marker(marker) is None:
                 item.add_marker(marker)

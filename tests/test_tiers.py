@@ -25,6 +25,8 @@ def test_sshd_and_netns_files_and_fixtures_and_gpu_tests_are_slow() -> None:
     assert set(tier_markers("test_x.py", ["box"], gpu=False)) == netns
     assert tier_markers("test_trainer_devices.py", [], gpu=True) == ["slow"]
     assert tier_markers("test_placement.py", [], gpu=False, serial=True) == ["slow"]
+    # alone: serial too, so it is in no parallel run, and slow like every serial test
+    assert tier_markers("test_results_demo.py", [], gpu=False, alone=True) == ["serial", "slow"]
     assert tier_markers("test_trainer_resume.py", [], gpu=False) == ["torch_matrix"]
 
 

@@ -11,12 +11,18 @@ fails, naming the command
 (``slow_tier_command``): the fast tier stays fast by construction, not by review.
 
 ``scripts/test.sh`` runs the tests one more at a time than the machine has cores (pytest-xdist:
-three on two cores), except those marked ``serial`` by hand, which run afterwards with nothing
-beside them: every test whose verdict rests on measured speed (throughput comparisons, balancer
-moves, step times judged). Tests of wall-clock limits (a hang limit, a lost host, a link cut past a
-silence limit) run in that phase too: their limits and run lengths leave room for the tests beside
-them (each passed twice beside two heavy test files, BENCHMARKS.md "The full suite from a clean
-clone (issue 39)").
+three on two cores), except those marked ``serial`` by hand, which run afterwards one at a time:
+every test whose verdict rests on measured speed (throughput comparisons, balancer moves, step
+times judged). The type check and the torch matrix finish beside them in the idle CPU group
+(``scripts/lowest.sh``: a waking test process takes its core back at once), except beside those
+marked ``alone``, which run last, with nothing at all beside them: a verdict that compares
+throughput across runs (the idle work may end between them) or a rank pinned to its core against
+the emulated speed of another (the idle work shares the machine's caches with it; it moved such a
+ratio from at least 1.5 to 1.37, BENCHMARKS.md "CI's time, round 6: what runs beside the
+tests"). Tests of wall-clock limits (a hang limit, a lost host, a link cut past a silence limit)
+run in the parallel phase: their limits and run lengths leave room for the tests beside them
+(each passed twice beside two heavy test files, BENCHMARKS.md "The full suite from a clean clone
+(issue 39)").
 Netns tests run in parallel like the rest: each box has
 namespaces, a bridge and veths named after its process and nothing in the root namespace, so
 two boxes never meet. A serial test is in the slow tier, so ``--fast`` is one parallel run
@@ -53,11 +59,12 @@ import torch; the bench flags train small models."""
 
 
 def tier_markers(file_name: str, fixtures: Collection[str], *, gpu: bool,
-                 serial: bool = False) -> list[str]:
-    """The markers a test gets from its file's name, the fixtures it uses and its gpu and
-    serial marks (a serial test is slow: the fast tier runs in parallel throughout), and
-    ``torch_matrix`` for the files of ``TORCH_MATRIX_FILES``."""
-    markers = []
+                 serial: bool = False, alone: bool = False) -> list[str]:
+    """The markers a test gets from its file's name, the fixtures it uses and its gpu, serial
+    and alone marks (an alone test is serial; a serial test is slow: the fast tier runs in
+    parallel throughout), and ``torch_matrix`` for the files of ``TORCH_MATRIX_FILES``."""
+    markers = ["serial"] if alone else []
+    serial = serial or alone
     if file_name.endswith("_sshd.py") or SSHD_FIXTURES & set(fixtures):
         markers.append("sshd")
     if "netns" in file_name or NETNS_FIXTURES & set(fixtures):

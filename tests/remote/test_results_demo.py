@@ -26,8 +26,9 @@ try:
 except ImportError:  # collected as a package
     from tests.remote.runkit import bounded  # type: ignore[no-redef]
 
-# serial: the dynamic run's throughput is compared with the static one's (tests/tiers.py)
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+# alone: the dynamic run's throughput is compared with the static one's, run before it
+# (tests/tiers.py)
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS, REBALANCE_EVERY = 60, 5

@@ -100,7 +100,9 @@ def test_the_outer_step_weights_islands_by_their_samples(tmp_path: Path) -> None
     assert result["bytes"] == 4 * 4  # 2(n-1)/n of 4 float32 for 2 islands
 
 
-@pytest.mark.serial  # the inner steps follow measured speeds (tests/tiers.py)
+# alone: the inner steps follow measured speeds, and each island's rank is pinned to its core
+# (tests/tiers.py)
+@pytest.mark.alone
 def test_a_twice_as_fast_island_trains_twice_the_samples(tmp_path: Path) -> None:
     # Dynamic: the inner steps follow the measured speeds (rank 1 emulates a 2x slower device).
     # Started as a process of its own, not from the warm spawner: from it, in the serial phase
