@@ -46,6 +46,11 @@ MOST_WARM = 2
 """How many warm processes a test worker keeps (the least recently used one goes first)."""
 VOLATILE = ("PYTEST_CURRENT_TEST",)
 """Variables that change from test to test and that no import reads."""
+CORRALS_OWN = "CORRAL_"
+"""The prefix of corral's own variables (a launch's split, run directory, profiles): only
+corral reads them, and nothing of corral is imported before the fork, so launches that differ
+in them share a warm process (the HF module's runs differ in their split alone, and made a
+warm process of 11 CPU-s each)."""
 
 
 def _become_leader(request: dict[str, object]) -> None:
@@ -144,7 +149,8 @@ _warm: dict[tuple[object, ...], WarmProcess] = {}
 def run_warm(argv: list[str], preload: list[str], cwd: Path, env: dict[str, str],
              timeout: float) -> subprocess.CompletedProcess[str]:
     """``argv`` launched from this worker's warm process for ``preload`` and ``env``."""
-    key = (tuple(preload), tuple(sorted((k, v) for k, v in env.items() if k not in VOLATILE)))
+    key = (tuple(preload), tuple(sorted((k, v) for k, v in env.items()
+                                        if k not in VOLATILE and not k.startswith(CORRALS_OWN))))
     warm = _warm.pop(key, None)
     if warm is None or warm.proc.poll() is not None:
         warm = WarmProcess(preload, env)
