@@ -63,7 +63,8 @@ import json, os, sys, time
 from pathlib import Path
 Path(sys.argv[1]).write_text(json.dumps({
     "cwd": os.getcwd(), "says": os.environ.get("WARM_SAYS"), "session": os.getsid(0),
-    "leader": os.getppid(), "pid": os.getpid()}))
+    "leader": os.getppid(), "pid": os.getpid(), "split": os.environ.get("CORRAL_SPLIT"),
+    "spawner": int(Path(f"/proc/{os.getppid()}/stat").read_text().split(")")[-1].split()[1])}))
 if sys.argv[2:] == ["hang"]:
     time.sleep(600)
 """
@@ -96,6 +97,24 @@ def test_warm_launches_take_their_own_directory_environment_and_session(
                         timeout=120)
     assert lone.returncode == 2, lone
     assert "python -m trainer: error: argument --split" in lone.stderr, lone
+
+
+@pytest.mark.slow
+def test_launches_differing_in_corrals_own_variables_share_a_warm_process(
+        tmp_path: Path) -> None:
+    script, said = tmp_path / "rank_where.py", tmp_path / "said.json"
+    script.write_text(RANK_WHERE)
+    seen = []
+    for split, says in (("6,2,1", "one"), ("9", "one"), ("9", "two")):
+        check(run_warm(["1", str(script), str(said)], [], cwd=tmp_path,
+                       env={**rank_env(), "CORRAL_SPLIT": split, "WARM_SAYS": says},
+                       timeout=120))
+        seen.append(json.loads(said.read_text()))
+    # Each launch sees its own values; a corral variable alone does not choose the process
+    # (no import before the fork reads it), any other variable does.
+    assert [(w["split"], w["says"]) for w in seen] == [("6,2,1", "one"), ("9", "one"),
+                                                       ("9", "two")]
+    assert seen[0]["spawner"] == seen[1]["spawner"] != seen[2]["spawner"]
 
 
 @pytest.mark.slow

@@ -13,10 +13,10 @@ runs ``spawn_ranks.main`` (it forks the ranks, with what it imports already ther
 lone rank, runs ``python -m trainer`` as that process would. Every process ends as it would
 have under ``spawn_ranks.py``: through the interpreter's own exit.
 
-The environment the imports saw is the launch's: one warm process per environment (less
-``PYTEST_CURRENT_TEST``) and set of libraries, so that what torch reads at import (OpenMP's
-thread count, a preloaded allocator) is what the launch asks for. Nothing of corral is imported
-before a fork, as in ``spawn_ranks.py``.
+The environment the imports saw is the launch's: one warm process per set of libraries and
+environment (less what no import reads: ``ignored_by_imports``), so that what torch reads at
+import (OpenMP's thread count, a preloaded allocator) is what the launch asks for. Nothing of
+corral is imported before a fork, as in ``spawn_ranks.py``.
 
 ``python warm_spawner.py [M1,M2]``: serve launches read from stdin as JSON lines
 ``{"argv", "cwd", "env", "out", "err"}``, answering ``{"pid"}`` once the leader is forked and
@@ -44,13 +44,15 @@ LONE = ("-m", "trainer")
 """A lone rank's command after the interpreter: ``python -m trainer ARGS``."""
 MOST_WARM = 2
 """How many warm processes a test worker keeps (the least recently used one goes first)."""
-VOLATILE = ("PYTEST_CURRENT_TEST",)
-"""Variables that change from test to test and that no import reads."""
-CORRALS_OWN = "CORRAL_"
-"""The prefix of corral's own variables (a launch's split, run directory, profiles): only
-corral reads them, and nothing of corral is imported before the fork, so launches that differ
-in them share a warm process (the HF module's runs differ in their split alone, and made a
-warm process of 11 CPU-s each)."""
+
+
+def ignored_by_imports(name: str) -> bool:
+    """Whether no import before the fork reads the variable ``name``, so that launches that
+    differ in it share a warm process: pytest's name of the running test, and corral's own
+    variables (a launch's split, run directory, profiles), since nothing of corral is imported
+    before the fork (the HF module's runs differ in their split alone, and made a warm process
+    of 11 CPU-s each)."""
+    return name == "PYTEST_CURRENT_TEST" or name.startswith("CORRAL_")
 
 
 def _become_leader(request: dict[str, object]) -> None:
@@ -149,8 +151,8 @@ _warm: dict[tuple[object, ...], WarmProcess] = {}
 def run_warm(argv: list[str], preload: list[str], cwd: Path, env: dict[str, str],
              timeout: float) -> subprocess.CompletedProcess[str]:
     """``argv`` launched from this worker's warm process for ``preload`` and ``env``."""
-    key = (tuple(preload), tuple(sorted((k, v) for k, v in env.items()
-                                        if k not in VOLATILE and not k.startswith(CORRALS_OWN))))
+    key = (tuple(preload),
+           tuple(sorted((k, v) for k, v in env.items() if not ignored_by_imports(k))))
     warm = _warm.pop(key, None)
     if warm is None or warm.proc.poll() is not None:
         warm = WarmProcess(preload, env)
