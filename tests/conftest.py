@@ -1,6 +1,6 @@
 """The test tiers (``tiers.py``): slow-tier markers from files and fixtures, the modules with
 the most slow tests run first, and a guard that fails a fast-tier test starting torchrun, sshd
-or a network namespace."""
+or a network namespace. Collection runs with the cyclic garbage collector paused."""
 
 from __future__ import annotations
 
@@ -12,6 +12,16 @@ from typing import Any
 import pytest
 import tiers
 from tiers import heaviest_first, slow_tier_command, tier_markers
+
+from trainer.gc_pause import collector_paused
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_collection() -> Iterator[None]:
+    """Collect with the cyclic collector paused, as corral's processes import: the test modules
+    import torch, transformers and the rest here (trainer.gc_pause)."""
+    with collector_paused():
+        yield
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

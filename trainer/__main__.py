@@ -12,6 +12,7 @@ import os
 import sys
 
 from profiles.user_errors import CorralError
+from trainer.gc_pause import collector_paused
 from trainer.launcher_death import die_with_launcher
 from trainer.settings.train_config import parse_config
 
@@ -21,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     die_with_launcher()  # no rank trains on once the launcher that started it is gone
     try:
         config = parse_config(argv)
-        from trainer.train import train  # torch loads only once the flags are known good
+        with collector_paused():  # torch loads only once the flags are known good
+            from trainer.train import train
 
         return train(config)
     except CorralError as exc:

@@ -18,15 +18,19 @@ from __future__ import annotations
 import os
 import sys
 
+from trainer.gc_pause import collector_paused
 from trainer.launch_contract import LAUNCHER_PID_ENV, STOP_WAIT_LIMIT_S
 from trainer.membership.contract import MEMBERSHIP_PORT_ENV
 
 
 def main() -> int:
     """Run torchrun with this process's arguments; its exit status."""
-    from torch.distributed.elastic.agent.server.local_elastic_agent import LocalElasticAgent
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.run import main as torchrun
+    with collector_paused():
+        from torch.distributed.elastic.agent.server.local_elastic_agent import (
+            LocalElasticAgent,
+        )
+        from torch.distributed.elastic.multiprocessing.api import SignalException
+        from torch.distributed.run import main as torchrun
 
     _wait_longer_when_stopped(LocalElasticAgent)
     if os.environ.get(MEMBERSHIP_PORT_ENV):

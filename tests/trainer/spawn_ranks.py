@@ -142,10 +142,16 @@ def import_before_fork(preload: list[str]) -> None:
     """torch, imported with the environment the ranks share (OpenMP reads its thread count when
     it loads), then ``ALWAYS_PRELOADED`` and ``preload``; the forks share their pages."""
     os.environ.update(shared_env())
+    # With the collector paused, then what was imported frozen, as the trainer's entry points
+    # import (trainer.gc_pause, not imported here: nothing of the trainer is, before a fork);
+    # the forks' reference counting then copies fewer of those pages too.
+    gc.disable()
     import torch
     imported = (*ALWAYS_PRELOADED, *preload)
     for name in imported:
         importlib.import_module(name)
+    gc.freeze()
+    gc.enable()
     if torch.cuda.is_initialized():  # a rank could not use it: CUDA does not survive a fork
         sys.exit(f"spawn_ranks.py: importing {', '.join(imported)} initialised CUDA")
 
@@ -163,7 +169,6 @@ def main(argv: list[str]) -> int:
     for sig in PASSED_ON:
         signal.signal(sig, lambda signum, _frame: stop(ranks, signum))
     import_before_fork(preload)
-    gc.freeze()  # the forks' reference counting then copies fewer of those pages
     for rank in range(world):
         env = worker_env(rank, world, port)
         sys.stdout.flush()

@@ -28,16 +28,16 @@ import os
 import runpy
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from trainer.dist import destroy_process_group, rank_info
-from trainer.integrations import rank_setup
+from trainer.gc_pause import collector_paused
 from trainer.integrations.contract import RUN_DIR_ENV, ScriptSettings
-from trainer.integrations.plain_events import PlainEvents
-from trainer.integrations.start_watch import StartWatch
 from trainer.integrations.user_modules import step_aside
 from trainer.launcher_death import die_with_launcher
 from trainer.placement import parse_cpulist, place_rank
+
+if TYPE_CHECKING:
+    from trainer.integrations.plain_events import PlainEvents
 
 USAGE = ("usage: python -m trainer.integrations.script_main --run-dir DIR [--cwd DIR] "
          "[--cores LIST | --no-pin-cores] SCRIPT [ARG ...]")
@@ -110,6 +110,11 @@ def _join(script: str) -> PlainEvents | None:
     assert settings is not None  # CORRAL_RUN_DIR was just set
     if "WORLD_SIZE" not in os.environ:  # not under a launcher: the script as is
         return None
+    with collector_paused():  # torch and corral's rank set-up load here
+        from trainer.dist import rank_info
+        from trainer.integrations import rank_setup
+        from trainer.integrations.plain_events import PlainEvents
+        from trainer.integrations.start_watch import StartWatch
     info = rank_info()
     if settings.hang_limit > 0:  # from before the process group: a rank may never join
         StartWatch(settings.hang_limit, info.rank, info.world_size)
@@ -147,7 +152,10 @@ def _exit(code: object, events: PlainEvents | None = None,
     atexit._run_exitfuncs()
     if events is not None:
         events.end(why)
-    destroy_process_group()
+    if "torch" in sys.modules:  # else no process group can exist, and torch need not load
+        from trainer.dist import destroy_process_group
+
+        destroy_process_group()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
