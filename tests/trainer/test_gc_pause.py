@@ -15,6 +15,8 @@ import pytest
 
 import trainer.__main__ as rank_entry
 import trainer.launcher as launcher_entry
+from trainer.launch_contract import LAUNCHER_PID_ENV
+from trainer.membership.contract import MEMBERSHIP_PORT_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,7 +88,10 @@ def test_the_launcher_and_a_rank_import_torch_inside_the_pause(
     monkeypatch.setattr(launcher_entry, "collector_paused", lambda: _recorded(entered, "launcher"))
     monkeypatch.setattr(torch.distributed.run, "main", lambda: entered.append("torchrun"))
     monkeypatch.setattr(launcher_entry, "_wait_longer_when_stopped", lambda agent: None)
-    monkeypatch.delenv("CORRAL_MEMBERSHIP_PORT", raising=False)
+    monkeypatch.delenv(MEMBERSHIP_PORT_ENV, raising=False)
+    # The launcher puts its pid where its ranks look for it: this process's, undone afterwards
+    # (a later test's rank in this process would take it for its launcher's, and end).
+    monkeypatch.setenv(LAUNCHER_PID_ENV, "")
     assert launcher_entry.main() == 0
     # A rank: the trainer (and with it torch) is imported inside the pause once the flags are
     # known good, then trains (here, a stand-in).
