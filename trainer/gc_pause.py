@@ -2,9 +2,9 @@
 
 Importing torch (and ``torch._dynamo``, which every torch optimizer imports at its first step)
 makes hundreds of thousands of objects that live as long as the process. The collector runs
-after every 700 new container objects and walks the younger ones each time, and every tenth
-of those runs walks the older generation too, so while the imports run it traverses the same
-module objects again and again while finding almost no garbage. corral's launcher and ranks
+after every 700 new container objects, walks the middle generation as well every tenth time and
+all of them more rarely still, so while the imports run it traverses the same module objects
+again and again and finds almost no garbage. corral's launcher and ranks
 make their imports with it paused (``collector_paused``), then freeze what the imports made:
 ``gc.freeze`` moves it out of the collector's generations, so later collections (in the
 training loop too) do not walk it either. BENCHMARKS.md "A process's start with the collector
