@@ -28,10 +28,16 @@ frozen_before = gc.get_freeze_count()
 if sys.argv[1] == "paused":
     from trainer.gc_pause import collector_paused
     with collector_paused():
+        before_import = len(starts)  # importing gc_pause itself may have run one
         import torch
+        during_import = len(starts) - before_import
 else:
+    before_import = len(starts)
     import torch
-print(json.dumps({"collections": len(starts), "frozen": gc.get_freeze_count() - frozen_before,
+    during_import = len(starts) - before_import
+# Counted before anything else allocates: once the collector is on again, Python 3.12's may run
+# at the next allocation, for what was allocated while it was paused.
+print(json.dumps({"collections": during_import, "frozen": gc.get_freeze_count() - frozen_before,
                   "collector_on": gc.isenabled()}))
 """
 
