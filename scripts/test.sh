@@ -60,11 +60,16 @@ idle_group=$(bash scripts/lowest.sh make)
 trap end_beside EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+# The interpreter the project's .venv is made from, where the bootstrap below makes it: the
+# distribution's python3 of python3's version where there is one (scripts/tests_python.sh says
+# when, and why: the same tests take less CPU on it).
+venv_python=${CORRAL_VENV_PYTHON:-}
+[ -n "${PYTHON:-}$venv_python" ] || venv_python=$(bash scripts/tests_python.sh)
 # The system packages the tests need (scripts/system_packages.sh: as root, with apt), installed
-# beside the bootstrap below, which needs none of them unless python3 lacks its venv module;
-# the tests wait for them. apt is never interrupted: in a session of its own, out of reach of a
-# Ctrl-C, and waited for however this script ends.
-if python3 -c 'import ensurepip' >/dev/null 2>&1; then
+# beside the bootstrap below, which needs none of them unless that interpreter lacks its venv
+# module; the tests wait for them. apt is never interrupted: in a session of its own, out of
+# reach of a Ctrl-C, and waited for however this script ends.
+if "${venv_python:-python3}" -c 'import ensurepip' >/dev/null 2>&1; then
     setsid -w bash scripts/system_packages.sh > "$packages_log" 2>&1 &
     packages_pid=$!
 else
@@ -72,10 +77,10 @@ else
 fi
 # The torch matrix's environments are built from the start, at the lowest CPU priority, while
 # the bootstrap below keeps one core busy: with the interpreter the main environment is (or
-# will be) made from (scripts/python.sh). They run in a session of their own, ended with this
+# will be) made from (above, and scripts/python.sh). They run in a session of their own, ended with this
 # script however this ends; scripts/beside_tests.sh waits for them.
 if ! $fast && [ "${CORRAL_TORCH_MATRIX:-on}" != off ]; then
-    PY=${PYTHON:-python3} setsid -w bash scripts/lowest.sh run "$idle_group" \
+    PY=${PYTHON:-${venv_python:-python3}} setsid -w bash scripts/lowest.sh run "$idle_group" \
         bash scripts/torch_matrix.sh --build > "$builds_log" 2>&1 &
     builds_pid=$!
 fi
@@ -86,7 +91,7 @@ part_done() {  # part_done NAME: the seconds since the previous part ended go to
     took="$took, $1 $((SECONDS - mark)) s"
     mark=$SECONDS
 }
-bash scripts/bootstrap.sh --dev --llm
+CORRAL_VENV_PYTHON=$venv_python bash scripts/bootstrap.sh --dev --llm
 part_done "bootstrap"
 . scripts/python.sh
 lint() {  # the style, and the import contracts (pyproject.toml: [tool.importlinter])
