@@ -93,9 +93,12 @@ def test_slowdown_changes_at_the_scheduled_step(tmp_path: Path) -> None:
     resources = of_kind(events(tmp_path, 1), "resources")
     assert resources and all(r["rss_bytes"] > 0 for r in resources)
     # Rank 1's compute time relative to rank 0's in the same step (same batch, same moment,
-    # so machine noise cancels): about 1 before step 9, about 4 from step 9 on.
+    # so machine noise cancels): about 1 before step 9, and about 4 times that from step 9 on.
+    # Judged against the run's own ratio before the change: with other work beside the test,
+    # one rank's own time per step can run a steady 1.5 times the other's for a whole run
+    # (0.66 before and 2.78 after, where the two ranks alone give 1.00 and 4.01).
     ratios = [b["compute_s"] / a["compute_s"] for a, b in
               zip(of_kind(events(tmp_path, 0), "step"), of_kind(events(tmp_path, 1), "step"),
                   strict=True)]
-    assert statistics.median(ratios[1:8]) < 2.0
-    assert statistics.median(ratios[8:]) > 2.5
+    before, after = statistics.median(ratios[1:8]), statistics.median(ratios[8:])
+    assert before < 2.0 and after / before > 2.5, (before, after)
