@@ -77,8 +77,8 @@ else
 fi
 # The torch matrix's environments are built from the start, at the lowest CPU priority, while
 # the bootstrap below keeps one core busy: with the interpreter the main environment is (or
-# will be) made from (above, and scripts/python.sh). They run in a session of their own, ended with this
-# script however this ends; scripts/beside_tests.sh waits for them.
+# will be) made from (above, and scripts/python.sh). They run in a session of their own, ended
+# with this script however this ends; scripts/beside_tests.sh waits for them.
 if ! $fast && [ "${CORRAL_TORCH_MATRIX:-on}" != off ]; then
     PY=${PYTHON:-${venv_python:-python3}} setsid -w bash scripts/lowest.sh run "$idle_group" \
         bash scripts/torch_matrix.sh --build > "$builds_log" 2>&1 &
