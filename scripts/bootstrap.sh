@@ -9,10 +9,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/python.sh
 # An installed torch outside the range corral admits (trainer/compat.py) is replaced likewise.
+# pip would compile its modules to bytecode one after another; they are compiled (corral's
+# processes import a large part of torch, several at once), beside the install of the rest
+# below, which keeps one core busy (BENCHMARKS.md "CI's time, round 12").
+compiling=
+trap '[ -z "$compiling" ] || kill "$compiling" 2>/dev/null || true' EXIT
 if ! "$PY" -c 'import sys, torch; from trainer.compat import torch_admitted
 sys.exit(0 if torch_admitted(torch.__version__) else 1)' >/dev/null 2>&1; then
     echo "corral: installing torch==2.13.0" >&2
-    "$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
+    "$PY" -m pip install -q --disable-pip-version-check --no-compile "torch==2.13.0"
+    torch_dir=$("$PY" -c 'import importlib.util as u
+print(u.find_spec("torch").submodule_search_locations[0])')
+    # A few of torch's files are templates, not Python: compileall fails on them, as pip does.
+    "$PY" -m compileall -q "$torch_dir" >/dev/null 2>&1 &
+    compiling=$!
 fi
 extras=()
 for arg in "$@"; do
@@ -28,12 +38,15 @@ for arg in "$@"; do
 done
 spec="."
 if [ ${#extras[@]} -gt 0 ]; then spec=".[$(IFS=,; echo "${extras[*]}")]"; fi
-# pip compiles every module it installs to bytecode. torch, above, is compiled so: corral's
-# processes import a large part of it, several at once. Of the rest (transformers, mlflow, the
-# test tools: tens of thousands of modules) a run imports a small part: where Python writes
-# bytecode itself (PYTHONDONTWRITEBYTECODE unset, as scripts/test.sh has it) those are compiled
-# when first imported instead, and the install takes half the CPU (BENCHMARKS.md "Ranks
-# without torchrun's agent, one run where three were random, and what pip's bytecode costs").
+# Of the rest (transformers, mlflow, the test tools: tens of thousands of modules) a run imports a
+# small part: where Python writes bytecode itself (PYTHONDONTWRITEBYTECODE unset, as
+# scripts/test.sh has it) those are compiled when first imported instead, and the install takes
+# half the CPU (BENCHMARKS.md "Ranks without torchrun's agent, one run where three were random,
+# and what pip's bytecode costs").
 lazily=()
 [ -n "${PYTHONDONTWRITEBYTECODE:-}" ] || lazily=(--no-compile)
 "$PY" -m pip install -q --disable-pip-version-check "${lazily[@]}" -e "$spec"
+if [ -n "$compiling" ]; then
+    wait "$compiling" || true
+    compiling=
+fi
