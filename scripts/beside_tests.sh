@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# What scripts/test.sh runs beside its parallel and serial phases, at the lowest CPU priority: the type
-# check (mypy) and, unless CORRAL_TORCH_MATRIX=off, the torch matrix: once its environments are
-# built (scripts/torch_matrix.sh waits for the builds scripts/test.sh started, or builds what
-# is missing: mostly downloading and unpacking, so the type check runs meanwhile), the fast
-# tests of the code that runs on torch and those marked torch_matrix (tests/tiers.py:
-# TORCH_MATRIX_PATHS), two at a time, on each torch release the matrix provides (the floor and
-# the newest corral admits), the releases side by side.
+# What scripts/test.sh runs beside its parallel and serial phases, at the lowest CPU priority: the
+# type check (mypy) and, unless CORRAL_TORCH_MATRIX=off, the torch matrix: once its environments
+# are built (scripts/torch_matrix.sh waits for the builds scripts/test.sh started, or builds what
+# is missing: mostly downloading and unpacking, so the type check runs meanwhile), the fast tests
+# of the code that runs on torch and those marked torch_matrix (tests/tiers.py:
+# TORCH_MATRIX_PATHS), two at a time, on each torch release the matrix provides (the floor and the
+# newest corral admits), the releases side by side.
 # PY names the main environment's python; arguments go to every pytest run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +35,8 @@ for matrix_py in $matrix; do
     log=$(mktemp)
     matrix_logs+=("$log")
     {
-        echo "corral: the torch matrix on $("$matrix_py" -c 'import torch; print(torch.__version__)')"
+        release=$("$matrix_py" -c 'import torch; print(torch.__version__)')
+        echo "corral: the torch matrix on $release"
         phase "$matrix_py" -n 2 --dist loadscope --no-loadscope-reorder \
             -m "not slow or torch_matrix" "$@" "${matrix_paths[@]}"
     } > "$log" 2>&1 &

@@ -31,7 +31,8 @@ for arg in "$@"; do
         # the trackers, the browser view; aim installs only on Python <= 3.12 and its tests
         # skip elsewhere).
         --dev) extras+=(dev tensorboard plot mlflow aim notify serve) ;;
-        # --llm: transformers + peft, and what a Trainer / TRL script needs (accelerate, trl, datasets).
+        # --llm: transformers + peft, and what a Trainer / TRL script needs (accelerate, trl,
+        # datasets).
         --llm) extras+=(llm hf) ;;
         *) echo "usage: scripts/bootstrap.sh [--dev] [--llm]" >&2; exit 2 ;;
     esac

@@ -139,8 +139,8 @@ for arg in "$@"; do
     case "$arg" in -*) ;; *) names_tests=true ;; esac
 done
 if ! $names_tests; then
-    mapfile -t serial_files < <(grep -rlE --include='test_*.py' 'pytest\.mark\.(serial|alone)' tests \
-                                | sort)
+    mapfile -t serial_files < <(grep -rlE --include='test_*.py' 'pytest\.mark\.(serial|alone)' \
+                                tests | sort)
 fi
 phase "$PY" -m "serial and not alone" "$@" "${serial_files[@]}" || failed=1
 part_done "serial phase"
