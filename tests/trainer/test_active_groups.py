@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from trainer_runs import start_group
 
 from trainer.step.exchange import MAX_GROUPS, ActiveSet, group_backend
 from trainer.step.flat_collectives import ALONE
@@ -49,7 +49,7 @@ def _rank(rank: int, store: str, out: str) -> None:
 @pytest.mark.slow  # four processes in a gloo group
 def test_groups_are_bounded_timed_and_still_work(tmp_path: Path,
                                                  capfd: pytest.CaptureFixture[str]) -> None:
-    mp.spawn(_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD, join=True)
+    start_group(_rank, (str(tmp_path / "store"), str(tmp_path)), WORLD)
     results = [torch.load(tmp_path / f"rank-{r}.pt") for r in range(WORLD)]
     for rank, result in enumerate(results):
         assert max(result["kept"]) == MAX_GROUPS  # the oldest destroyed beyond

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
+from trainer_runs import start_group
 
 from trainer.step.flat_collectives import BufferSync, all_reduce_mean
 
@@ -49,7 +49,7 @@ def _rank(rank: int, store: str, out: str) -> None:
 
 @pytest.mark.slow  # two processes in a gloo group
 def test_changed_buffers_become_rank_0s_and_constant_ones_cost_nothing(tmp_path: Path) -> None:
-    mp.spawn(_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    start_group(_rank, (str(tmp_path / "store"), str(tmp_path)), 2)
     results = [torch.load(tmp_path / f"rank-{r}.pt") for r in (0, 1)]
     for result in results:
         assert result["before"] == (False, False)
@@ -87,8 +87,7 @@ def _alone_in_its_set(rank: int, store: str, out: str) -> None:
 
 @pytest.mark.slow  # three processes in a gloo group
 def test_a_rank_alone_in_its_active_set_exchanges_nothing(tmp_path: Path) -> None:
-    mp.spawn(_alone_in_its_set, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=3,
-             join=True)
+    start_group(_alone_in_its_set, (str(tmp_path / "store"), str(tmp_path)), 3)
     result = torch.load(tmp_path / "alone.pt")
     assert result["calls"] == []  # no gradient all-reduce, no buffer broadcast
     for own, after in zip(result["own"], result["after"], strict=True):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from trainer_runs import start_group
 
 from trainer.dist import on_any_rank
 from trainer.step.slowdown import emulates
@@ -29,7 +29,7 @@ def _rank(rank: int, store: str, out: str, factors: tuple[float, float]) -> None
 @pytest.mark.parametrize(("factors", "expected"), [((1.0, 2.0), "True"), ((1.0, 1.0), "False")])
 def test_every_rank_knows_whether_any_rank_emulates(
         tmp_path: Path, factors: tuple[float, float], expected: str) -> None:
-    mp.spawn(_rank, args=(str(tmp_path / "store"), str(tmp_path), factors), nprocs=2, join=True)
+    start_group(_rank, (str(tmp_path / "store"), str(tmp_path), factors), 2)
     seen = [(tmp_path / f"rank-{r}").read_text().split() for r in (0, 1)]
     assert [own for own, _ in seen] == [str(f != 1.0) for f in factors]  # each knows its own
     assert [told for _, told in seen] == [expected, expected]

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import ast
 import json
+import multiprocessing
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import tiers
 import torch
+import torch.multiprocessing
 from warm_spawner import run_warm
 
 from trainer.integrations.user_modules import CORRAL_PACKAGES, HELPERS
@@ -141,6 +144,38 @@ def launch(nproc: int, *flags: str, timeout: float = 240, threads: int | None = 
     ``run_launcher``)."""
     return run_launcher(launch_cmd(nproc, *flags, threads=threads, agent=False), env=rank_env(),
                         timeout=timeout, warm=warm)
+
+
+FORK_SERVER_IMPORTS = ["torch", "pytest"]
+"""What this test worker's fork server imports once, before it forks any rank."""
+
+
+def start_group(rank_fn: Callable[..., None], args: tuple[Any, ...], nprocs: int) -> list[str]:
+    """``rank_fn(rank, *args)`` on ``nprocs`` processes, joined, as ``torch.multiprocessing.spawn``
+    runs it, but forked from this test worker's fork server: it imports torch once, where each
+    spawned process imported it again (3-5 CPU-s a rank on the test machine). As when spawned,
+    each rank gets ``rank_fn`` and ``args`` pickled, and this process's directory; its
+    environment is the fork server's (this worker's when the server started). What each rank
+    printed, in rank order, is returned and printed here, as a spawned rank's output was."""
+    multiprocessing.set_forkserver_preload(FORK_SERVER_IMPORTS)
+    with tempfile.TemporaryDirectory() as folder:
+        outputs = [Path(folder) / f"rank-{rank}.out" for rank in range(nprocs)]
+        try:
+            torch.multiprocessing.start_processes(
+                _printing_to, args=(folder, rank_fn, *args), nprocs=nprocs, join=True,
+                start_method="forkserver")
+        finally:
+            printed = [path.read_text() if path.exists() else "" for path in outputs]
+            print("".join(printed), end="", flush=True)
+    return printed
+
+
+def _printing_to(rank: int, folder: str, rank_fn: Callable[..., None], *args: Any) -> None:
+    """In a rank of ``start_group``: its output into its file in ``folder``, then ``rank_fn``."""
+    with open(Path(folder) / f"rank-{rank}.out", "w") as output:
+        os.dup2(output.fileno(), 1)
+        os.dup2(output.fileno(), 2)
+    rank_fn(rank, *args)
 
 
 def events(run_dir: Path, rank: int) -> list[dict[str, Any]]:
