@@ -150,13 +150,13 @@ FORK_SERVER_IMPORTS = ["torch", "pytest"]
 """What this test worker's fork server imports once, before it forks any rank."""
 
 
-def start_group(rank_fn: Callable[..., None], args: tuple[Any, ...], nprocs: int) -> list[str]:
+def start_group(rank_fn: Callable[..., None], args: tuple[Any, ...], nprocs: int) -> None:
     """``rank_fn(rank, *args)`` on ``nprocs`` processes, joined, as ``torch.multiprocessing.spawn``
     runs it, but forked from this test worker's fork server: it imports torch once, where each
     spawned process imported it again (3-5 CPU-s a rank on the test machine). As when spawned,
     each rank gets ``rank_fn`` and ``args`` pickled, and this process's directory; its
-    environment is the fork server's (this worker's when the server started). What each rank
-    printed, in rank order, is returned and printed here, as a spawned rank's output was."""
+    environment is the fork server's (this worker's when the server started). What the ranks
+    printed is printed here, in rank order, as a spawned rank's output was."""
     multiprocessing.set_forkserver_preload(FORK_SERVER_IMPORTS)
     with tempfile.TemporaryDirectory() as folder:
         outputs = [Path(folder) / f"rank-{rank}.out" for rank in range(nprocs)]
@@ -165,9 +165,8 @@ def start_group(rank_fn: Callable[..., None], args: tuple[Any, ...], nprocs: int
                 _printing_to, args=(folder, rank_fn, *args), nprocs=nprocs, join=True,
                 start_method="forkserver")
         finally:
-            printed = [path.read_text() if path.exists() else "" for path in outputs]
+            printed = [path.read_text() for path in outputs if path.exists()]
             print("".join(printed), end="", flush=True)
-    return printed
 
 
 def _printing_to(rank: int, folder: str, rank_fn: Callable[..., None], *args: Any) -> None:
