@@ -31,12 +31,10 @@ unset PYTHONDONTWRITEBYTECODE
 # The type check's cache: one for every checkout on the machine (a fresh clone, CI's, a second
 # worktree), unless MYPY_CACHE_DIR names another. mypy checks each cached module against its
 # source file (size, time, and the hash where the time differs), so another checkout's entries
-# are reused where the files are the same: a clean clone's check took 2.8 s with the cache filled
-# and 68 s without (BENCHMARKS.md "CI's time, round 14"). Where that folder cannot be made (no
-# writable home) the checkout's own .mypy_cache, as mypy has it by default: mypy fails outright
-# on a cache it cannot write.
+# are reused where the files are the same (BENCHMARKS.md "CI's time, round 14"). Where that
+# folder cannot be made (no home, or none writable) the checkout's own .mypy_cache, as mypy has
+# it by default: mypy fails outright on a cache it cannot write.
 export MYPY_CACHE_DIR=${MYPY_CACHE_DIR:-${HOME:+$HOME/.cache/corral/mypy}}
-: "${MYPY_CACHE_DIR:=.mypy_cache}"
 { mkdir -p "$MYPY_CACHE_DIR" && [ -w "$MYPY_CACHE_DIR" ]; } 2>/dev/null || MYPY_CACHE_DIR=.mypy_cache
 fast=false
 if [ "${1:-}" = --fast ]; then
