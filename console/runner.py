@@ -31,7 +31,8 @@ TEARDOWN_S = 10.0
 
 # The interpreter's own end: its garbage collections over every object corral's imports made
 # (asyncssh, rich, the checks, the run loop) took 0.8-2 s of a Ctrl-C's 5 s on the
-# loaded 2-core VM (0.2-0.4 s once frozen: BENCHMARKS.md). Frozen at exit, after every other
+# loaded 2-core VM (0.2-0.4 s once frozen: docs/benchmarks/ci-time.md). Frozen at exit, after every
+# other
 # exit handler registered later has run; nothing of corral needs a finalizer of a cycle there.
 atexit.register(gc.freeze)
 

@@ -27,7 +27,7 @@ read -ra matrix_paths <<< "$("$PY" -c 'import sys; sys.path.insert(0, "tests")
 from tiers import TORCH_MATRIX_PATHS; print(*TORCH_MATRIX_PATHS)')"
 # After the type check, as before, the releases' runs side by side, each in its own log, said
 # in order: each ends on its longest modules with one of its two workers idle, and the other
-# release's fill that (BENCHMARKS.md "CI's time, round 12").
+# release's fill that (docs/benchmarks/ci-time.md "CI's time, round 12").
 matrix_logs=()
 matrix_pids=()
 trap 'rm -f "$types_log" "${matrix_logs[@]}"' EXIT

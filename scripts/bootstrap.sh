@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # An installed torch outside the range corral admits (trainer/compat.py) is replaced likewise.
 # pip would compile its modules to bytecode one after another; they are compiled (corral's
 # processes import a large part of torch, several at once), beside the install of the rest
-# below, which keeps one core busy (BENCHMARKS.md "CI's time, round 12").
+# below, which keeps one core busy (docs/benchmarks/ci-time.md "CI's time, round 12").
 compiling=
 trap '[ -z "$compiling" ] || kill "$compiling" 2>/dev/null || true' EXIT
 if ! "$PY" -c 'import sys, torch; from trainer.compat import torch_admitted
@@ -42,7 +42,7 @@ if [ ${#extras[@]} -gt 0 ]; then spec=".[$(IFS=,; echo "${extras[*]}")]"; fi
 # Of the rest (transformers, mlflow, the test tools: tens of thousands of modules) a run imports a
 # small part: where Python writes bytecode itself (PYTHONDONTWRITEBYTECODE unset, as
 # scripts/test.sh has it) those are compiled when first imported instead, and the install takes
-# half the CPU (BENCHMARKS.md "Ranks without torchrun's agent, one run where three were random,
+# half the CPU (docs/benchmarks/ci-time.md "Ranks without torchrun's agent, one run where three were random,
 # and what pip's bytecode costs").
 lazily=()
 [ -n "${PYTHONDONTWRITEBYTECODE:-}" ] || lazily=(--no-compile)

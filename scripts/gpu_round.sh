@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU round (BENCHMARKS.md "GPU"), on a machine with CUDA, from the repository root:
+# The GPU round (docs/benchmarks/gpu.md "GPU"), on a machine with CUDA, from the repository root:
 #   bash scripts/gpu_round.sh OUT_DIR [--quick]
 # The gpu-marked tests (by the files that hold them, so a machine without Textual need not
 # collect the console's), the step-gap profile in bf16 and fp32 (bench/gpu_step_gap.py), then

@@ -10,7 +10,7 @@
 # the CPU whatever its processes' nice, and what runs beside the tests runs in a session of its
 # own (setsid), as do the launchers and SSH sessions its tests start. So a niced matrix took as
 # much CPU as the tests' own session, and more than its share, stretching the parallel phase
-# (BENCHMARKS.md "CI's time, round 6: what runs beside the tests"). Where this script may make
+# (docs/benchmarks/ci-time.md "CI's time, round 6: what runs beside the tests"). Where this script may make
 # a cgroup-v1 CPU group (as root, with the cpu controller mounted), the group is marked idle
 # (cpu.idle; the least weight, cpu.shares 2, on kernels without it): every process in it, and
 # every process those start, in whatever session, runs only on CPU nothing else wants.

@@ -21,7 +21,7 @@ else
             exit 1
         fi
         # The venv module brings the pip of the interpreter's release (Debian 12's: 23.0.1); a
-        # current one installs corral and its extras in half the time (BENCHMARKS.md "CI's
+        # current one installs corral and its extras in half the time (docs/benchmarks/ci-time.md "CI's
         # time, round 12"). Offline, the one it brought does.
         .venv/bin/python -m pip install -q --disable-pip-version-check "pip>=25" \
             || echo "corral: pip could not be upgraded in .venv; installing with its own" >&2

@@ -6,13 +6,13 @@
 #            models; tests/tiers.py says which). Any other argument goes to every pytest run.
 # The full suite runs in three parts: the tests one more at a time than the machine has cores
 # (pytest-xdist: slow tests wait on processes and limits as well as compute, and on two cores a
-# third worker fills those waits, BENCHMARKS.md "The full suite from a clean clone (issue 39)";
+# third worker fills those waits, docs/benchmarks/ci-time.md "The full suite from a clean clone (issue 39)";
 # a module's tests share a worker, so a module-scoped fixture such as a shared training run runs
 # once; the longest modules are handed out first, tests/tiers.py: heaviest_first), then those
 # marked serial one at a time, and last those marked alone, with nothing beside them
 # (tests/tiers.py). --fast runs its tests two at a time,
 # a module's tests on one worker (no fast test is serial; on two cores two workers beat one
-# and three, BENCHMARKS.md "The edit-test loop on two workers, and a throughput verdict CI's
+# and three, docs/benchmarks/ci-time.md "The edit-test loop on two workers, and a throughput verdict CI's
 # machine missed"), the type check beside them.
 # Beside the parallel and serial phases, at the lowest CPU priority (scripts/lowest.sh: only the
 # CPU the tests leave idle, where the machine allows it; scripts/beside_tests.sh), the type check
@@ -25,13 +25,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Python caches corral's compiled modules (and pytest its rewritten test modules) in
 # __pycache__, which git ignores: with PYTHONDONTWRITEBYTECODE set, every rank, worker and
-# console process the suite starts compiled them from source again (BENCHMARKS.md "Compiled
+# console process the suite starts compiled them from source again (docs/benchmarks/ci-time.md "Compiled
 # once, references on every core").
 unset PYTHONDONTWRITEBYTECODE
 # The type check's cache: one for every checkout on the machine (a fresh clone, CI's, a second
 # worktree), unless MYPY_CACHE_DIR names another. mypy checks each cached module against its
 # source file (size, time, and the hash where the time differs), so another checkout's entries
-# are reused where the files are the same (BENCHMARKS.md "CI's time, round 14"). Where that
+# are reused where the files are the same (docs/benchmarks/ci-time.md "CI's time, round 14"). Where that
 # folder cannot be made (no home, or none writable) the checkout's own .mypy_cache, as mypy has
 # it by default: mypy fails outright on a cache it cannot write.
 export MYPY_CACHE_DIR=${MYPY_CACHE_DIR:-${HOME:+$HOME/.cache/corral/mypy}}

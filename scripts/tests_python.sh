@@ -5,7 +5,7 @@
 # own (a CUDA build the tests should use); else python3. A version manager's interpreter
 # (pyenv's, say) is built by default without profile-guided optimisation and runs from a shared
 # libpython; a distribution's is optimised and linked whole. The same tests took 10–13 % less
-# CPU on Debian's (BENCHMARKS.md "CI's time, round 11"), and the suite is CPU-bound on two cores.
+# CPU on Debian's (docs/benchmarks/ci-time.md "CI's time, round 11"), and the suite is CPU-bound on two cores.
 set -euo pipefail
 distribution=/usr/bin/python3
 minor='import sys; print("%d.%d" % sys.version_info[:2])'

@@ -16,7 +16,7 @@
 # installed too; triton (the GPU kernel compiler, unused on the CPU) is left out. The installer
 # is uv (pinned below; put in a small environment of its own beside the matrix's the first
 # time, its cache there too): it installs the 4.5 GB of wheels for under half the CPU pip takes,
-# and leaves torch's modules to be compiled when first imported (BENCHMARKS.md "The torch
+# and leaves torch's modules to be compiled when first imported (docs/benchmarks/ci-time.md "The torch
 # matrix built by uv"). Where uv cannot be had, pip builds them as before. Both run without
 # the machine's installer configuration: a machine-wide cap on torch releases would otherwise
 # refuse the newest.

@@ -18,10 +18,12 @@ times judged). The type check and the torch matrix finish beside them in the idl
 marked ``alone``, which run last, with nothing at all beside them: a verdict that compares
 throughput across runs (the idle work may end between them) or a rank pinned to its core against
 the emulated speed of another (the idle work shares the machine's caches with it; it moved such a
-ratio from at least 1.5 to 1.37, BENCHMARKS.md "CI's time, round 6: what runs beside the
+ratio from at least 1.5 to 1.37, docs/benchmarks/ci-time.md "CI's time, round 6: what runs beside
+the
 tests"). Tests of wall-clock limits (a hang limit, a lost host, a link cut past a silence limit)
 run in the parallel phase: their limits and run lengths leave room for the tests beside them
-(each passed twice beside two heavy test files, BENCHMARKS.md "The full suite from a clean clone
+(each passed twice beside two heavy test files, docs/benchmarks/ci-time.md "The full suite from a
+clean clone
 (issue 39)").
 Netns tests run in parallel like the rest: each box has
 namespaces, a bridge and veths named after its process and nothing in the root namespace, so
@@ -117,7 +119,8 @@ LONGEST_MODULES = ("test_quickstart.py", "test_script_ranks_local.py",
                    "test_hf_integration.py", "test_causal_lm_exactness.py",
                    "test_tracking_demo.py", "test_script_run_local.py", "test_lowcomm.py",
                    "test_netns_fresh.py", "test_containers_podman.py")
-"""The test files that take longest (over 1.5 minutes each in ``--durations``, BENCHMARKS.md
+"""The test files that take longest (over 1.5 minutes each in ``--durations``,
+docs/benchmarks/ci-time.md
 "The full suite from a clean clone"): handed out first, longest first."""
 
 

@@ -7,7 +7,8 @@ all of them more rarely still, so while the imports run it traverses the same mo
 again and again and finds almost no garbage. corral's launcher and ranks
 make their imports with it paused (``collector_paused``), then freeze what the imports made:
 ``gc.freeze`` moves it out of the collector's generations, so later collections (in the
-training loop too) do not walk it either. BENCHMARKS.md "A process's start with the collector
+training loop too) do not walk it either. docs/benchmarks/ci-time.md "A process's start with the
+collector
 paused" has the figures (``bench/start_imports.py``).
 """
 

@@ -1,7 +1,8 @@
 """``corral setup``'s allocator step: give a host tcmalloc when its CPU ranks would use one.
 
 CPU ranks run much faster with tcmalloc (or jemalloc) preloaded than with glibc's allocator
-(see BENCHMARKS.md, "CPU rank"). A host whose ``allocator`` is ``auto`` or ``tcmalloc`` and
+(see docs/benchmarks/balance.md, "CPU rank"). A host whose ``allocator`` is ``auto`` or
+``tcmalloc`` and
 has neither library gets tcmalloc from its package manager — as root, or through ``sudo``
 that asks no password. Anything else (no root, no known package manager, a failing install) is
 reported in one line and is not a failure: the ranks then use glibc, tuned.

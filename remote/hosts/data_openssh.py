@@ -3,7 +3,8 @@ settings whole.
 
 asyncssh frames and encrypts every 32 KiB packet in Python: a stream of 512 MiB cost its
 process 1.2–1.3 s of CPU on the 2-core VM, OpenSSH's ``ssh`` 0.7 s for the same stream, same
-cipher, its handshake included (BENCHMARKS.md). ``rsync -a`` runs one ``ssh`` per host; so does
+cipher, its handshake included (docs/benchmarks/data.md). ``rsync -a`` runs one ``ssh`` per host;
+so does
 the data sync for a host that lacks much (``data_sender.SENDER_MIN_BYTES``), when ``ssh`` can
 reach it exactly as corral's own connection does:
 

@@ -50,7 +50,8 @@ costs an interpreter start, asyncssh's import and an SSH handshake (about half a
 MASTER_FEEDS = 1
 """Of the hosts that lack ``SENDER_MIN_BYTES`` or more, how many (the first) the master's own
 process feeds, the rest a sender process each: the master's process is a core's worth of
-sending as well, and a sender's interpreter with asyncssh holds ~45 MiB (BENCHMARKS.md): three
+sending as well, and a sender's interpreter with asyncssh holds ~45 MiB (docs/benchmarks/data.md):
+three
 such hosts cost two senders, not three."""
 REPORT_EVERY_S = 0.25
 """How often a sender reports what it has sent (the master's progress lines read it)."""
@@ -128,7 +129,8 @@ def pump(out: int, head: Mapping[str, object], files: tuple[DataFile, ...], tall
     it in a thread): each file but its last ``TAIL_BYTES`` moved from the page cache into the
     pipe by the kernel (``os.splice``: no copy into this process, none of its CPU per byte,
     where ``feed`` read and wrote every chunk through the event loop: as much CPU as the three
-    ``ssh`` it fed, BENCHMARKS.md), then the tail, read once the file is checked unchanged."""
+    ``ssh`` it fed, docs/benchmarks/data.md), then the tail, read once the file is checked
+    unchanged."""
     if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux; a larger pipe where the system allows one
         with contextlib.suppress(OSError):
             fcntl.fcntl(out, fcntl.F_SETPIPE_SZ, PIPE_BYTES)

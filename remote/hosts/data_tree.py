@@ -10,7 +10,7 @@ Hashing gigabytes on every launch would cost more than sending nothing: ``HashCa
 each file's sha256 under its path, size and modification time, so an unchanged file is
 hashed once. A file this machine has not hashed yet (new, or changed) is not hashed before it
 is sent: a separate pass over the data first would cost a read of every byte before the first
-one leaves (1.2 s per GiB on an idle core of the 2-core VM, BENCHMARKS.md). The host that
+one leaves (1.2 s per GiB on an idle core of the 2-core VM, docs/benchmarks/data.md). The host that
 receives it hashes its bytes as they arrive (it must, to check them), names it by that digest
 and reports it, and this machine learns it into its cache (``remote.hosts.data_sync``). Only a
 new file as large as one a host already caches is hashed here first (``hash_alike``): it may

@@ -86,7 +86,8 @@ CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly130
            "aes256-ctr", "aes192-ctr", "aes128-ctr")
 """asyncssh's ciphers, AES-GCM first: asyncssh encrypts in Python's calls into OpenSSL, one
 per packet, and AES-GCM (one call) streams a data sync about twice as fast as its default,
-ChaCha20-Poly1305 (113 against 50 MiB/s over loopback sshd on the 2-core VM, BENCHMARKS.md).
+ChaCha20-Poly1305 (113 against 50 MiB/s over loopback sshd on the 2-core VM,
+docs/benchmarks/data.md).
 No CBC mode: the per-packet ``SSH_MSG_IGNORE`` is then useless (``_without_ignore_packets``)."""
 
 _EMPTY_IGNORE = (String(b""),)
@@ -179,7 +180,8 @@ def _without_ignore_packets(conn: asyncssh.SSHClientConnection
     encrypting: a countermeasure for CBC mode's predictable IV (RFC 4251, 9.3.1), which no
     cipher of ``CIPHERS`` uses. It doubled the packets of a data stream: one more encryption,
     ``os.urandom`` and ``send`` call per 32 KiB, 18 % of the sending process's CPU
-    (BENCHMARKS.md). asyncssh sends it through the connection's own ``send_packet``, so this
+    (docs/benchmarks/data.md). asyncssh sends it through the connection's own ``send_packet``, so
+    this
     connection's (and only this one's) drops it; every other packet passes unchanged."""
     send_packet = conn.send_packet
 

@@ -35,7 +35,8 @@ STEPS, REBALANCE_EVERY = 60, 5
 """Steps of each run, and the dynamic run's steps between decisions: the balancer settles in
 the first third of the run (its fourth decision), so the steps after it, not the equal-split
 start both runs share, set the whole-run figures the report compares. Half the cluster.toml's
-10 between decisions: the same share of the run settled in half its steps (BENCHMARKS.md
+10 between decisions: the same share of the run settled in half its steps
+(docs/benchmarks/ci-time.md
 "CI's time, round 5")."""
 
 

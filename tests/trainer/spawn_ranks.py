@@ -11,17 +11,20 @@ first failed rank's, else 0. A SIGTERM or SIGINT to this process is passed on to
 
 torchrun's agent is a process that imports torch, hosts the rendezvous and polls its workers: a
 second and a half of CPU for every launch, which proves nothing about what the trainer computes
-(BENCHMARKS.md "Ranks without torchrun's agent, one run where three were random, and what pip's
+(docs/benchmarks/ci-time.md "Ranks without torchrun's agent, one run where three were random, and
+what pip's
 bytecode costs"). Nor does importing torch once per rank: this process imports it once, with
 the environment the ranks share, and forks the ranks from there; each then takes its own
 environment, signal handlers, ``sys.argv`` and ``sys.path[0]`` as ``python -m MODULE`` (or
 ``python SCRIPT``) would have them, runs the module as ``__main__`` and ends as that process
-would (BENCHMARKS.md "Ranks forked after one import of torch (issue 39)"). Nothing of the
+would (docs/benchmarks/ci-time.md "Ranks forked after one import of torch (issue 39)"). Nothing of
+the
 trainer is imported before the fork, so whatever it reads from its environment at import it
 reads as a rank. ``torch._dynamo``, which torch imports when a rank makes its optimizer, is
 imported here too, and so are the third-party libraries ``--preload`` names (the ``causal_lm``
 task's transformers and peft, a script's own imports): 2.4 and ten seconds of CPU a rank on
-the test machine (BENCHMARKS.md "Libraries imported once for all ranks (issue 39)"); none of
+the test machine (docs/benchmarks/ci-time.md "Libraries imported once for all ranks (issue 39)");
+none of
 them reads a rank's place in the world at import. The tests whose subject involves the agent
 (a stop that reaches the ranks through it, core placement, a script run outside corral, and
 every run corral itself launches) keep torchrun.

@@ -37,7 +37,8 @@ stays out: tests/remote/test_benched_host_local.py benches it there."""
 LIFTED = 25
 START = "160,160,64"
 """The split the run starts from: the slow rank with half an equal share, so that the steps
-before the first decision, which wait on it, take half as long (BENCHMARKS.md "CI's time, round
+before the first decision, which wait on it, take half as long (docs/benchmarks/ci-time.md "CI's
+time, round
 5"); at 60x its 64 samples still cost some 40 times the others' compute."""
 
 

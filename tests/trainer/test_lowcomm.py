@@ -106,7 +106,8 @@ def test_the_outer_step_weights_islands_by_their_samples(tmp_path: Path) -> None
 def test_a_twice_as_fast_island_trains_twice_the_samples(tmp_path: Path) -> None:
     # Dynamic: the inner steps follow the measured speeds (rank 1 emulates a 2x slower device).
     # Started as a process of its own, not from the warm spawner: from it, in the serial phase
-    # of two clean-clone runs, the emulated 2x measured 1.37-1.46 (BENCHMARKS.md "One warm
+    # of two clean-clone runs, the emulated 2x measured 1.37-1.46 (docs/benchmarks/ci-time.md "One
+    # warm
     # spawner per test worker, and the suite after it (issue 39)").
     # Eight rounds of 12 inner steps: the median below is judged over eight rounds, so two
     # rounds disturbed on a shared machine do not decide it (a clean-clone run's had five, two
@@ -127,7 +128,7 @@ def test_a_twice_as_fast_island_trains_twice_the_samples(tmp_path: Path) -> None
     # share out are whole, so a speed ratio of 1.7 already gives 7:5 where 1.8 gives 8:4. The
     # emulation doubles rank 1's own time on its own core, and a run's two cores are not always
     # equal: four runs alone on the quiet 2-core VM measured medians of 1.70, 2.30, 3.01 and
-    # 2.16, each steady over its rounds (BENCHMARKS.md "The suite on a faster day").
+    # 2.16, each steady over its rounds (docs/benchmarks/ci-time.md "The suite on a faster day").
     fast, slow = rounds[-1]["inner_steps"]
     ratios = [(n0 / s0) / (n1 / s1) for (n0, n1), (s0, s1)
               in ((r["inner_steps"], r["inner_s"]) for r in rounds)]

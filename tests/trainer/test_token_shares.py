@@ -105,7 +105,8 @@ def test_dynamic_token_shares_follow_the_speeds_and_equal_one_process(
     # (tokens per compute second), within SETTLED_TOLERANCE. That is the throughput at stake;
     # the equal split it starts from costs 2 times. The balancer stops moving once the gain it
     # predicts is inside its dead-band (its threshold plus the noise it measures), which widens
-    # on a busy machine (what CI's machine and this VM left: BENCHMARKS.md "The edit-test loop
+    # on a busy machine (what CI's machine and this VM left: docs/benchmarks/ci-time.md "The
+    # edit-test loop
     # on two workers, and a throughput verdict CI's machine missed").
     settled = [steps[r][SETTLED:] for r in range(3)]
     tokens = [sum(e["tokens"] for e in settled[r]) for r in range(3)]

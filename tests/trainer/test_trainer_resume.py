@@ -57,7 +57,8 @@ def test_stop_at_10_and_resume_to_20_equals_20_uninterrupted(tmp_path: Path) -> 
 def test_resume_refuses_a_checkpoint_of_another_run(tmp_path: Path) -> None:
     check(launch(1, *COMMON[:-2], "--split", "32", "--steps", "2", "--run-dir", str(tmp_path)))
     # The refusing rank as a process of its own: forked from the warm spawner on torch 2.6.0 it
-    # hung now and then in destroy_process_group on this error path (BENCHMARKS.md "CI's time,
+    # hung now and then in destroy_process_group on this error path (docs/benchmarks/ci-time.md
+    # "CI's time,
     # round 9"), which a rank torchrun starts does not do.
     proc = launch(1, "--samples", "256", "--global-batch", "16", "--steps", "4", "--resume",
                   "--run-dir", str(tmp_path), warm=False)

@@ -47,7 +47,8 @@ def trainer_args(*flags: str, threads: int | None = 1) -> list[str]:
     """``-m trainer`` with ``flags``, and ``threads`` per rank: one (the test machine is small
     and shared), or None for the trainer's own default, a thread per core: a serial test's
     one-process reference, which has the machine to itself (on two cores its parameters were
-    those of one thread to the bit, in less time: BENCHMARKS.md "Compiled once, references on
+    those of one thread to the bit, in less time: docs/benchmarks/ci-time.md "Compiled once,
+    references on
     every core")."""
     per_rank = [] if threads is None else ["--threads", str(threads)]
     return ["-m", "trainer", *per_rank, "--resources-every", "0", *flags]

@@ -5,7 +5,7 @@ libraries already (a test helper).
 ``spawn_ranks.py`` imports torch once per launch and forks the ranks from there; a test file
 launches ranks a dozen times, and those imports were most of a short launch's CPU (5 of 6
 CPU-s for three ranks and ten steps of the image task on the test machine; 9 of 10 for the
-``causal_lm`` task, whose transformers and peft come on top: BENCHMARKS.md "One warm
+``causal_lm`` task, whose transformers and peft come on top: docs/benchmarks/ci-time.md "One warm
 spawner per test worker, and the suite after it (issue 39)"). Here the imports happen once per
 test worker: ``serve`` imports what ``spawn_ranks.main`` would, then, for each launch, forks a
 leader that takes the launch's session, working directory, environment and output files and

@@ -126,7 +126,7 @@ def alone_in_island(parameters: Sequence[nn.Parameter], units: float) -> float:
     """An island of one rank: its gradients are already the island's sum, so they stay where
     backward left them instead of a round trip through ``flat_grads``' flat copy (two copies
     of the model every inner step: 0.87-0.95x the CPU per inner step of the 2M-parameter LM
-    without it; BENCHMARKS.md "Low-communication throughput"). What the copy gives back
+    without it; docs/benchmarks/ci-time.md "Low-communication throughput"). What the copy gives back
     is kept bit for bit for float32 (and narrower) parameters: a parameter without a gradient
     gets zeros (the optimizer then steps it, as after the copy), and the units pass through
     float32. Returns the units."""

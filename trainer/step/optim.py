@@ -186,6 +186,7 @@ class OptimizerStep:
 def warm_up(config: TrainConfig) -> None:
     """What a joiner does before it asks in, so that the run does not wait for it at the
     boundary that admits it: the first making of an optimizer imports ``torch._dynamo``
-    (5-8 s of the run's time on a loaded 2-core machine, BENCHMARKS.md "Live membership round
+    (5-8 s of the run's time on a loaded 2-core machine, docs/benchmarks/membership.md "Live
+    membership round
     2"); made here once, over a throwaway parameter, the joiner's own is made in milliseconds."""
     make_optimizer(config, [nn.Parameter(torch.zeros(1))])

@@ -13,7 +13,7 @@ the device, not the host) before it uses the batch; the batch's tensors are then
 by the step's stream (``record_stream``) so the allocator does not hand their memory back to the
 copy stream early. On a CPU rank the worker competes with the step for the
 rank's own cores (and the GIL); ``auto`` therefore prefetches on CUDA only — the CPU
-measurement is in BENCHMARKS.md ("Batch prefetch on a CPU rank").
+measurement is in docs/benchmarks/balance.md ("Batch prefetch on a CPU rank").
 """
 
 from __future__ import annotations
