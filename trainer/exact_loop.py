@@ -327,6 +327,7 @@ class Trainer(MembershipSteps):
             tokens=tokens[self.rank] if tokens is not None else None)
         if self.balancer is not None:
             self._observe(self.balancer, done)
+            self.balancer.observe_step(run.split, step_s)  # what every decision is judged by
         if self.rank == 0 and (run.step % 10 == 0 or run.step == run.total_steps):
             print0(f"step {run.step}/{run.total_steps} loss {global_loss_of(losses):.4f} "
                    f"{config.global_batch / step_s:.1f} samples/s split {_csv(run.split)}")

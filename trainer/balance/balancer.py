@@ -57,6 +57,7 @@ from trainer.balance.solve import (
     round_split,
     validate_split,
 )
+from trainer.balance.verdict import DecisionJudge
 
 __all__ = ["Balancer", "BalancerConfig", "Decision", "LinearFit", "equal_split", "min_max_split",
            "proportional_split", "round_split", "validate_split"]
@@ -91,6 +92,7 @@ class Balancer:
         self._wants_back = False
         self._settling = SETTLE_STEPS
         self._exchange = ExchangeTimes(links=config.link_mbit)
+        self._judge = DecisionJudge(config.rebalance_every)
 
     @property
     def split(self) -> tuple[int, ...]:
@@ -142,6 +144,11 @@ class Balancer:
         if times:
             self._exchange.add(tuple(r for r, b in enumerate(split) if b > 0), min(times))
 
+    def observe_step(self, split: Sequence[int], step_s: float) -> None:
+        """Record one step's wall seconds under ``split`` (rank 0's, which waits for every
+        rank): the measurement every decision is judged by (trainer/balance/verdict.py)."""
+        self._judge.observe(split, step_s)
+
     def capacities(self) -> tuple[float | None, ...]:
         """Per-rank samples/s at the most recently measured batch (None where unknown).
 
@@ -165,6 +172,11 @@ class Balancer:
         notes = self._fold_windows(now, anchors)
         if cfg.policy != "dynamic":
             return None
+        if notes:  # a rank changed speed: the splits measured before say nothing now
+            self._judge.forget()
+        undone = self._judged(step, now)
+        if undone is not None:
+            return undone
         micro = [self._micro(r) for r in range(cfg.world_size)]
         costs = pass_costs(self._ranks, now, anchors, micro)
         if costs is None:
@@ -177,6 +189,7 @@ class Balancer:
             return None
         switched = self._switch_active(costs, old, times, (step, notes))
         if switched is not None:
+            self._judge.start_trial(step, old, switched.split, switched.predicted_gain)
             return switched
         target = self._target(costs)
         delta = [t - o for t, o in zip(target, old, strict=True)]
@@ -197,13 +210,28 @@ class Balancer:
             self._wants_back = gain_of(target) > dead_band
             return None
         move = self._paying_step(old, target, damping, gain_of, dead_band)
-        if move is None:
+        if move is None or self._judge.refuses(old, move[0], now):
             return None
         new, gain, self._damping = move
+        self._judge.start_trial(step, old, new, gain)
         self._last_move = tuple(n - o for n, o in zip(new, old, strict=True))
         self._split = new
         return Decision(previous=old, split=new, predicted_gain=gain, times=times,
                         reason=move_reason(step, times, (old, new, target), notes, costs))
+
+    def _judged(self, step: int, now: int) -> Decision | None:
+        """The decision the measurements make (trainer/balance/verdict.py): the last move
+        undone, or a return to a faster split measured recently; None when they agree."""
+        old = self._split
+        verdict = self._judge.judge(old, self._dead_band(old), now)
+        if verdict is None:
+            return None
+        self._split = verdict.split
+        self._damping, self._last_move, self._wants_back = FIRST_MOVE, None, False
+        times = tuple(measured_seconds(self._ranks[r], b, self._micro(r)) or 0.0
+                      for r, b in enumerate(old))
+        return Decision(previous=old, split=verdict.split, predicted_gain=verdict.measured_gain,
+                        times=times, reason=f"step {step}: {verdict.reason}")
 
     def _paying_step(self, old: tuple[int, ...], target: tuple[int, ...], damping: float,
                      gain_of: Callable[[tuple[int, ...]], float], dead_band: float,
@@ -231,6 +259,8 @@ class Balancer:
         current = plan_of(old, costs, self._exchange)
         best = best_plan(costs, cfg.global_batch, cfg.max_batch, self._exchange, current.active)
         if best is None or best.active == current.active or current.total_s <= 0:
+            return None
+        if self._judge.refuses(old, best.split, self._decisions):
             return None
         gain = 1 - best.total_s / current.total_s
         if gain <= self._dead_band(old):
@@ -326,6 +356,7 @@ class Balancer:
             "settling": self._settling,
             "ranks": [r.to_state() for r in self._ranks],
             "exchange": self._exchange.to_state(),
+            "verdict": self._judge.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -349,3 +380,4 @@ class Balancer:
         self._settling = int(state.get("settling", 0))
         self._ranks = [RankTimes.from_state(raw) for raw in ranks]
         self._exchange = ExchangeTimes.from_state(state.get("exchange"), self.config.link_mbit)
+        self._judge.load_state_dict(state.get("verdict"))  # absent in older checkpoints
