@@ -1,8 +1,10 @@
 """The generations driver: a membership change's skeleton, held once for every loop.
 
 A loop (the exact loop, the low-communication loop) hands its collectives to the driver and
-implements only what is its own (``GenerationLoop``): re-form its parts on a new group, give
-its training state, load one. The driver does the rest, the same for every loop:
+implements only what is its own (``GenerationLoop``): take its place in a new generation and
+re-form its parts on the new group, give its training state, load one. The driver does the
+rest, the same for every loop (the shape of torchft's ``Manager``: the loop as written, the
+group and the state behind callbacks):
 
 - a loss (a collective failed): is it a lost member's doing (else the error is this rank's own
   and raised) → the survivors' plan from rank 0 → this rank leaves (not in the plan) or the
@@ -44,9 +46,9 @@ class GenerationLoop(Protocol):
 
     def take_place(self, plan: NextGeneration, rank: int) -> None:
         """Before ``plan``'s group forms (no collective): this rank's place (``rank``) in it
-        and every
-        setting that depends on it (``plan.kept``: each new rank's rank before, None for a
-        joiner), the old group's parts let go. A forming that fails is retried from here."""
+        and every setting that depends on it (``plan.kept``: each new rank's rank before, None
+        for a joiner), the old group's parts let go. A forming that fails is retried from
+        here, so every attempt's place is the one the next plan is made from."""
 
     def reform(self) -> None:
         """Once the new group formed: the parts made on it (collective)."""
@@ -78,9 +80,8 @@ class Generations:
         self.backend, self.device, self.global_batch = backend, device, global_batch
         self.abort_on_loss = abort_on_loss
 
-    @property
-    def live(self) -> bool:
-        return True
+    live = True
+    """Whether the group can change (``FixedGroup``: False)."""
 
     @property
     def generation(self) -> Generation | None:
