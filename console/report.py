@@ -24,7 +24,7 @@ from console.formatting import (
 from console.termplot import Line, chart, legend
 from figures import FIXED_COST_DOMINATES, Metric, RunSeries
 from remote.api import FINAL_RUN_STATES, RunSummary
-from trainer.round_event import exchange_text
+from trainer.events import exchange_text
 
 LOSS_STYLE, EVAL_STYLE, RATE_STYLE, IDEAL_STYLE = "cyan", "magenta", "green", "yellow"
 

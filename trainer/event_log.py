@@ -1,5 +1,5 @@
 """A rank's event log: where it is (``events_path``) and its one writer (``EventWriter``): one
-JSON line per event (``trainer/events.py``), flushed as written, a full disk named.
+JSON line per event (``trainer/events/``), flushed as written, a full disk named.
 """
 
 from __future__ import annotations

@@ -27,32 +27,29 @@ import torch.distributed as dist
 
 from profiles.user_errors import UsageError
 from trainer.balance.balancer import Balancer
-from trainer.balance.config import rank0_config
+from trainer.balance.fit import RankTimes
 from trainer.balance.passes import passes
-from trainer.checkpoint.checkpointer import Checkpointer, restore, resume, write_final
-from trainer.compat import set_tf32, tf32_enabled, wrap_ddp
-from trainer.dist import RankInfo, broadcast_ints, device_name, on_any_rank, print0
-from trainer.evaluate import Evaluator, held_out
+from trainer.checkpoint.checkpointer import restore, resume, write_final
+from trainer.compat import set_tf32, tf32_enabled
+from trainer.dist import RankInfo, broadcast_ints, device_name, print0
 from trainer.event_log import EventWriter
 from trainer.events import CapacityEvent, SamplesEvent
+from trainer.exact_parts import GroupParts, LoopParts, RankPlace, build_parts, joiner_capacity
+from trainer.membership.generations import generations_for
 from trainer.membership.members import Membership
-from trainer.membership.steps import MembershipSteps, joiner_capacity
+from trainer.membership.plan import NextGeneration, balancer_state_for
 from trainer.placement import Placement, placement_fields
 from trainer.resources import ResourceReporter
 from trainer.settings.syncbatch import check_syncbatch_passes
 from trainer.settings.train_config import TrainConfig
-from trainer.step.accumulate import ShareRunner
 from trainer.step.batch_order import GlobalBatchOrder, share_seconds
 from trainer.step.batches import collated
 from trainer.step.capacity import initial_split
-from trainer.step.clock import make_clock
-from trainer.step.exchange import ActiveSteps
-from trainer.step.flat_collectives import BufferSync
 from trainer.step.optim import OptimizerStep, make_optimizer
 from trainer.step.prefetch import BatchPrefetcher, prefetch_wanted
-from trainer.step.slowdown import SlowdownSchedule, emulates
+from trainer.step.slowdown import SlowdownSchedule
 from trainer.step.step_records import RunProgress, StepDone, TimedStep
-from trainer.step.tally import ComputeTime, TallyExchange, timed_steps
+from trainer.step.tally import ComputeTime, timed_steps
 from trainer.step_report import (
     LossTally,
     OptimizerFacts,
@@ -66,25 +63,28 @@ from trainer.tasks import Task, trainable_parameters
 from trainer.tasks.loader import task_label
 
 
-class Trainer(MembershipSteps):
-    """The exact loop: steps 3 to 6 for one rank, after it joined the process group (and,
-    with live membership, the generations: ``MembershipSteps``)."""
+class Trainer:
+    """The exact loop: steps 3 to 6 for one rank, after it joined the process group. With live
+    membership its generations are driven by ``Generations`` (trainer/membership/), which calls
+    back ``take_place``, ``reform``, ``training_state`` and ``load_training_state``; without
+    it by ``FixedGroup``."""
 
     def __init__(self, config: TrainConfig, info: RankInfo, device: torch.device, backend: str,
                  task: Task, order: GlobalBatchOrder, events: EventWriter, stop: StopSignals,
                  run: RunProgress, placement: Placement | None = None,
                  membership: Membership | None = None) -> None:
-        self.config, self.task, self.order, self.run = config, task, order, run
-        self.placement, self.backend, self.membership = placement, backend, membership
-        # A membership change moves this rank (``_regenerate`` sets the prefetcher's rank): a
+        self.task, self.order, self.run, self.placement = task, order, run, placement
+        self.group = generations_for(membership, self, events, run, backend=backend,
+                                     device=device, global_batch=config.global_batch,
+                                     abort_on_loss=True)
+        # A membership change moves this rank (``take_place`` sets the prefetcher's rank): a
         # batch read ahead for the old place is stale and made again.
         self.prefetcher = (BatchPrefetcher(task, order, info.rank, device)
                            if prefetch_wanted(config.prefetch, device)
                            else None)
-        self.rank, self.world, self.device = info.rank, info.world_size, device
+        rank, world, self.device = info.rank, info.world_size, device
         self.events, self.stop = events, stop
-        self.slowdown = SlowdownSchedule(config.slowdown_for(self.rank), config.slowdown_at,
-                                         self.rank)
+        slowdown = SlowdownSchedule(config.slowdown_for(rank), config.slowdown_at, rank)
         self.host, self.device_name = socket.gethostname(), device_name(device)
 
         # -- 3. Model and optimizer, identical on every rank; maybe resume -------------------
@@ -97,96 +97,116 @@ class Trainer(MembershipSteps):
             raise UsageError(f"the {config.task} task has no parameter to train")
         self.optimizer = make_optimizer(config, self.parameters)
         self.optim_step = OptimizerStep(config, self.optimizer, self.parameters, device,
-                                        self.world, run.total_steps)
+                                        world, run.total_steps)
         resumed_split, balancer_state, resumed_from = restore(
-            resume(config, rank=self.rank, device=device), model=self.model,
+            resume(config, rank=rank, device=device), model=self.model,
             optimizer=self.optimizer, load_training=self.optim_step.load_state_dict, run=run,
-            world=self.world, policy=config.policy)
+            world=world, policy=config.policy)
 
         # -- 4. The first split: given, equal, or from capacities (profiles or a warm-up) ----
         # A joiner takes the split of the generation that admits it (no collective here: the
         # others are already training).
-        first_split = joiner_capacity(config, self.world, membership.joining.split) if (
-            membership is not None and membership.joining is not None) else initial_split(
-            config, world_size=self.world, rank=self.rank, model=self.model, loss=task.loss,
+        joining = self.group.joining
+        first_split = joiner_capacity(config, world, joining.split) if (
+            joining is not None) else initial_split(
+            config, world_size=world, rank=rank, model=self.model, loss=task.loss,
             batch_of=lambda n: collated(task, range(min(n, len(task.train_data))), device),
-            device=device, slowdown=self.slowdown.factor_at(run.step + 1), host=self.host,
+            device=device, slowdown=slowdown.factor_at(run.step + 1), host=self.host,
             device_name=self.device_name, resumed_split=resumed_split)
-        run.split, self.micro_batch = first_split.split, first_split.micro_batch
-        self.max_batch = first_split.max_batch
-        check_syncbatch_passes(config.resolved_norm, self.micro_batch, run.split)
+        run.split = first_split.split
+        self.place = RankPlace(rank=rank, world=world, config=config,
+                               micro_batch=first_split.micro_batch,
+                               max_batch=first_split.max_batch, slowdown=slowdown)
+        check_syncbatch_passes(config.resolved_norm, self.place.micro_batch, run.split)
         self._announce(backend, first_split, resumed_from)
-        if membership is not None:  # each forming collects only what came after (steps.py)
+        if self.group.live:  # each forming collects only what came after (``take_place``)
             gc.freeze()
-        self._form_parts(balancer_state)
-        if membership is not None and membership.joining is not None:
-            self._take_state(membership.joining, time.monotonic())  # a joiner: the state
+        self._carried_balancer: dict[str, Any] | None = balancer_state
+        """The balancer's state for the next parts made, in their numbering (rank 0; kept
+        while a generation forms, and when the forming fails and is retried)."""
+        self.parts: GroupParts | None = None
+        self.reform()
+        self.group.admitted()  # a joiner: the state
 
-    def _form_parts(self, balancer_state: dict[str, Any] | None) -> None:
-        """What depends on the group and this rank's place in it (again at each membership
-        generation): DDP, the tally, the active set, the balancer, the runner, the evaluator,
-        the checkpointer."""
-        config, task, device, events = self.config, self.task, self.device, self.events
-        self._wrap_model(config, device)
-        self.active = self._active_steps()
-        self.balancer = self._balancer(self.max_batch, balancer_state)
-        self.runner = ShareRunner(ddp=self.ddp, model=self.model, task=task, order=self.order,
-                                  parameters=self.parameters, rank=self.rank, world=self.world,
-                                  device=device, precision=config.precision, clock=self.clock,
-                                  tallies=self.tallies,
-                                  scale_loss=self.optim_step.scale_loss,
-                                  prefetched=self._prefetcher_batch(), active=self.active.set)
-        self.evaluator = Evaluator(
-            task=task, data=held_out(task, config.eval_samples, config.task),
-            every=config.eval_every, model=self.ddp, rank=self.rank, device=device,
-            precision=config.precision, micro_batch=self.micro_batch, events=events,
-        ) if config.eval_every else None
-        self.checkpointer = Checkpointer(
-            config, rank=self.rank, world=self.world, events=events, model=self.model,
-            optimizer=self.optimizer, balancer=self.balancer, training=self.optim_step.state_dict)
+    # -- this rank's place, one value (``RankPlace``) ---------------------------------------
+    @property
+    def config(self) -> TrainConfig:
+        return self.place.config
 
-    def _wrap_model(self, config: TrainConfig, device: torch.device) -> None:
-        """DDP (its mean over ranks made exact by divide_by_global_units), the buffer sync (after
-        a step that changed one, not at every forward), the tally exchange and the clock."""
-        self.ddp = wrap_ddp(self.model, device)
-        self.buffer_sync = BufferSync(self.model, device)
-        # The step's tally: one device tensor, gathered once per step (trainer/step/tally.py);
-        # a CPU rank's clock hook starts it inside the last backward (EarlyTally).
-        self.tallies = TallyExchange(device, self.world,
-                                     stop_requested=lambda: self.stop.signum is not None,
-                                     buffers_changed=self.buffer_sync.changed,
-                                     membership=(self.membership.flags
-                                                 if self.membership else None))
-        self.clock = make_clock(device, emulated_run=on_any_rank(
-            emulates(config.slowdown, config.slowdown_at), device))
-        self.ddp.register_comm_hook(None, self.clock.hook)  # times the local backward
+    @property
+    def rank(self) -> int:
+        return self.place.rank
 
-    def _active_steps(self) -> ActiveSteps:
-        """Who takes part in the gradient exchange (trainer/step/exchange.py)."""
-        return ActiveSteps(
-            self.config, rank=self.rank, world=self.world, device=self.device, task=self.task,
-            parameters=self.parameters, optim_step=self.optim_step,
-            micro_batch=self.micro_batch[self.rank],
-            slowdown=lambda: self.slowdown.factor_at(self.run.step),
-            make_group=self.membership.make_group if self.membership else None,
-        ).start(self.run.split)
+    @property
+    def world(self) -> int:
+        return self.place.world
+
+    @property
+    def split(self) -> tuple[int, ...]:
+        """Each rank's share of the global batch now."""
+        return self.run.split
+
+    @property
+    def built(self) -> GroupParts:
+        """What this generation built on its group (made whole by ``reform``)."""
+        assert self.parts is not None, "the group's parts are made in __init__ and reform"
+        return self.parts
+
+    # -- what the generations driver calls (trainer/membership/generations.py) -------------
+    def take_place(self, plan: NextGeneration, rank: int) -> None:
+        """This rank's place (``rank``) in ``plan``'s generation, before its group forms: the old
+        group's parts let go (DDP's hooks on the parameters with them), the gradients of an
+        interrupted step dropped, the balancer's state renumbered (rank 0 keeps rank 0's
+        place: the master's host cannot leave)."""
+        run, balancer = self.run, self.parts.balancer if self.parts is not None else None
+        carried = self._carried_balancer if self._carried_balancer is not None else (
+            None if balancer is None else balancer.state_dict())
+        self._carried_balancer = None if carried is None else balancer_state_for(
+            carried, plan.kept, plan.split, RankTimes().to_state())
+        # Only what was made since the last forming is scanned (``gc.freeze``): a full
+        # collection holds the interpreter, and with it this rank's heartbeat, for seconds
+        # on a loaded machine.
+        self.parts = None
+        gc.collect()
+        gc.freeze()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.place = self.place.moved(plan, rank)
+        if self.prefetcher is not None:
+            self.prefetcher.rank = self.rank
+        self.optim_step.world = self.world
+        run.split, run.last_timed = plan.split, None
+
+    def reform(self) -> None:
+        """What depends on the group and this rank's place in it, made whole (at the start
+        and at each membership generation): DDP, the tally, the active set, the balancer, the
+        runner, the evaluator, the checkpointer."""
+        loop = LoopParts(task=self.task, order=self.order, model=self.model,
+                         parameters=self.parameters, optim_step=self.optim_step,
+                         device=self.device, events=self.events, run=self.run,
+                         stop_requested=lambda: self.stop.signum is not None,
+                         prefetched=self._prefetcher_batch())
+        self.parts = build_parts(loop, self.place, self._carried_balancer, self.group.flags,
+                                 self.group.make_group)
+        self._carried_balancer = None
+
+    def training_state(self) -> dict[str, Any]:
+        """The checkpointer's state of this rank (parameters, optimizer, positions, RNG)."""
+        return self.built.checkpointer.state(self.run)
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Another rank's ``training_state``, loaded as a resume loads a checkpoint (this
+        rank's newest checkpoint stays its own)."""
+        run = self.run
+        kept_checkpoint = run.checkpoint, run.checkpoint_step
+        restore(("", state), model=self.model, optimizer=self.optimizer,
+                load_training=self.optim_step.load_state_dict, run=run, world=self.world,
+                policy=self.config.policy)
+        run.checkpoint, run.checkpoint_step = kept_checkpoint
 
     def _prefetcher_batch(self) -> Callable[[int, Sequence[int]], Any] | None:
         prefetcher, run = self.prefetcher, self.run
         return (None if prefetcher is None
                 else lambda step, split: prefetcher.batch(step, split, run.total_steps))
-
-    def _balancer(self, max_batch: tuple[int | None, ...],
-                  saved: dict[str, Any] | None) -> Balancer | None:
-        """Rank 0's balancer. Memory caps learnt from stored profiles bind every later split."""
-        if self.rank != 0:
-            return None
-        links = self.active.set.link_mbit
-        balancer = Balancer(rank0_config(self.config, self.world, max_batch, self.micro_batch,
-                                         links if any(links) else None), self.run.split)
-        if saved is not None:
-            balancer.load_state_dict(saved)
-        return balancer
 
     def _announce(self, backend: str, first_split: Any, resumed_from: str | None) -> None:
         config, run = self.config, self.run
@@ -197,9 +217,9 @@ class Trainer(MembershipSteps):
             model=model, dataset=dataset, global_batch=config.global_batch, split=run.split,
             policy=config.policy, step=run.step, total_steps=run.total_steps,
             steps_per_epoch=self.order.steps_per_epoch,
-            slowdown=self.slowdown.factor_at(run.step + 1), resumed_from=resumed_from,
+            slowdown=self.place.slowdown.factor_at(run.step + 1), resumed_from=resumed_from,
             task=config.task, precision=config.precision, tf32=tf32_enabled(),
-            micro_batch=self.micro_batch[self.rank], **placement_fields(self.placement))
+            micro_batch=self.place.micro_batch[self.rank], **placement_fields(self.placement))
         if self.rank == 0:
             self.events.emit(CapacityEvent(
                 t=time.time(), rank=0, source=first_split.source,
@@ -216,31 +236,29 @@ class Trainer(MembershipSteps):
         resources = ResourceReporter(str(self.device), self.config.resources_every, self.rank,
                                      self.events)
         last_end = time.perf_counter()
-        if self.membership is not None:
-            self.membership.arm()
+        self.group.arm()
         while run.step < run.total_steps and not run.stopping:
-            done = self._step(run.step + 1)
+            done = self.group.step(partial(self.train_step, run.step + 1), run.step + 1)
             if done is None:  # a member was lost: the step is redone in the next generation
                 if run.left:
                     return
                 continue
             now = time.perf_counter()
             step_s, last_end = now - last_end, now
-            if not self._guarded(partial(self._after_step, done, step_s, resources)):
+            if not self.group.guarded(partial(self._after_step, done, step_s, resources)):
                 if run.left:  # a member was lost after the step: it stands, the rest is not
                     return   # done (evaluation, checkpoint: at their next due step)
                 continue
-            if self.membership is not None:
-                self.membership.report(self.events)
-                if not self._boundary(done):
-                    return  # this rank's host left the run: nothing more to write
+            if not self.group.boundary(done.tallies):
+                return  # this rank's host left the run: nothing more to write
 
         # -- 6. Final checkpoint (also when stopped: the last step is complete) -------------
         resources.stop()
         if self.prefetcher is not None:
             self.prefetcher.close()
-        self.active.exact_now(run.split)  # the last checkpoint and the final result
-        self.checkpointer.save(run, last_step=True)
+        parts = self.built
+        parts.active.exact_now(run.split)  # the last checkpoint and the final result
+        parts.checkpointer.save(run, last_step=True)
         if self.rank == 0 and run.step == run.total_steps:
             final = write_final(self.task, self.model, self.config.run_dir)
             print0(f"corral trainer: the trained result is in {final}")
@@ -257,8 +275,9 @@ class Trainer(MembershipSteps):
         resources.poll()
         self._evaluate()
         self._rebalance()
-        self.active.exact_now(run.split, due=self.checkpointer.due(run))
-        self.checkpointer.save(run)
+        parts = self.built
+        parts.active.exact_now(run.split, due=parts.checkpointer.due(run))
+        parts.checkpointer.save(run)
 
     def _samples(self, step: int) -> None:
         """Rank 0: the task's generations from held-out prompts, as a ``samples`` event."""
@@ -275,38 +294,38 @@ class Trainer(MembershipSteps):
         the stop flag, ``last_timed``); returns what it measured: every rank's tally of it,
         what the optimizer did, this rank's compute time. The host waits for the device once:
         at ``pending.read()``."""
-        run, split = self.run, self.run.split
+        run, split, parts = self.run, self.run.split, self.built
         before = run.last_timed  # the step before, as this step's tally reports it
         # Forward + backward on the SUMMED loss of this rank's share, in micro-batch passes;
         # DDP all-reduces inside the last backward (trainer/step/accumulate.py, clock.py); a
         # benched rank (share 0) runs none and leaves the exchange (trainer/step/exchange.py).
         carried_exchange_s = before.exchange_s if before is not None else 0.0
-        share = self.runner.run(step, split, self.micro_batch[self.rank],
-                                self.slowdown.factor_at(step), carried_exchange_s)
+        share = parts.runner.run(step, split, self.place.micro_batch[self.rank],
+                                self.place.slowdown.factor_at(step), carried_exchange_s)
         # One small all-gather of every rank's tally (one tensor): a CPU rank's clock hook
         # started it inside the last backward (EarlyTally); other ranks start it here, with
         # the time their clock gives without waiting (a GPU's: the step before's) or, benched,
         # their probe's.
         pending = share.gather
         if pending is None:
-            carried = (self.clock.tally_time(step, before.compute if before else None)
+            carried = (parts.clock.tally_time(step, before.compute if before else None)
                        if share.probed_s is None else ComputeTime(step, share.probed_s))
-            pending = self.tallies.start(share.loss_sum, share.units, carried,
+            pending = parts.tallies.start(share.loss_sum, share.units, carried,
                                          carried_exchange_s)
         # The gradient divided by the step's GLOBAL count of loss units (a device tensor), then
         # the optimizer step (skipped by a benched rank): queued before the host waits, so the
         # device keeps busy.
-        outcome = self.active.optimizer_step(step, split, pending.global_units())
+        outcome = parts.active.optimizer_step(step, split, pending.global_units())
         tallies = pending.read()
         if any(t.buffers_changed > 0 for t in tallies):  # an active rank's buffers everywhere
-            self.active.sync_buffers(split, self.buffer_sync)
+            parts.active.sync_buffers(split, parts.buffer_sync)
         run.step = step
         run.stopping = any(t.stop > 0 for t in tallies)
         # Every rank holds the same tallies, so a non-finite loss stops every rank here,
         # before the step is reported or checkpointed.
         check_finite_loss(sum(t.loss_sum for t in tallies), run)
         # This rank's compute time of this step: a GPU's events completed with the tally read.
-        own_time = self.clock.times(step)
+        own_time = parts.clock.times(step)
         run.last_timed = TimedStep(step, tuple(split), own_time, share.exchanged_s)
         return StepDone(tallies, outcome, own_time.seconds, before)
 
@@ -323,11 +342,11 @@ class Trainer(MembershipSteps):
             compute_s=done.compute_s,
             optimizer=OptimizerFacts(lr=outcome.lr, grad_norm=outcome.grad_norm,
                                      scaler_skipped=outcome.skipped, loss_scale=outcome.scale),
-            passes=passes(share, self.micro_batch[self.rank]),
+            passes=passes(share, self.place.micro_batch[self.rank]),
             tokens=tokens[self.rank] if tokens is not None else None)
-        if self.balancer is not None:
-            self._observe(self.balancer, done)
-            self.balancer.observe_step(run.split, step_s)  # what every decision is judged by
+        if self.built.balancer is not None:
+            self._observe(self.built.balancer, done)
+            self.built.balancer.observe_step(run.split, step_s)  # every decision's judge
         if self.rank == 0 and (run.step % 10 == 0 or run.step == run.total_steps):
             print0(f"step {run.step}/{run.total_steps} loss {global_loss_of(losses):.4f} "
                    f"{config.global_batch / step_s:.1f} samples/s split {_csv(run.split)}")
@@ -349,8 +368,9 @@ class Trainer(MembershipSteps):
     def _evaluate(self) -> None:
         """The held-out set, when due (every rank at the same steps: it is collective)."""
         run = self.run
-        if self.evaluator is not None and self.evaluator.due(run.step, run.total_steps):
-            self.evaluator.run(run.step, run.split)
+        evaluator = self.built.evaluator
+        if evaluator is not None and evaluator.due(run.step, run.total_steps):
+            evaluator.run(run.step, run.split)
 
     def _rebalance(self) -> None:
         """Dynamic policy: rank 0 decides, every rank switches at the next step together."""
@@ -358,14 +378,15 @@ class Trainer(MembershipSteps):
         if (config.policy != "dynamic" or run.step % config.rebalance_every != 0
                 or run.step >= run.total_steps or run.stopping):
             return
-        decision = self.balancer.decide(run.step) if self.balancer is not None else None
+        balancer = self.built.balancer
+        decision = balancer.decide(run.step) if balancer is not None else None
         new = broadcast_ints(decision.split if decision else run.split, self.device)
         if decision is not None and new != run.split:
             report_rebalance(self.events, decision, step=run.step + 1,
                              previous=decision.previous, split=new, policy=config.policy)
             print0(f"rebalance at step {run.step + 1}: {_csv(run.split)} -> {_csv(new)} "
                    f"({decision.reason})")
-        self.active.switch(run.split, new)  # a rejoining rank gets the state first
+        self.built.active.switch(run.split, new)  # a rejoining rank gets the state first
         run.split = new
 
 

@@ -77,7 +77,7 @@ class Sample:
 
 @dataclass(frozen=True, kw_only=True)
 class GenerationRow:
-    """One change of the run's membership (a ``membership`` event, trainer/events.py)."""
+    """One change of the run's membership (a ``membership`` event, trainer/events/membership.py)."""
 
     generation: int
     step: int
@@ -157,7 +157,7 @@ class RunSummary:
 
 @dataclass(frozen=True, kw_only=True)
 class RoundFacts:
-    """A local run's newest round (trainer/round_event.py)."""
+    """A local run's newest round (trainer/events/round.py)."""
 
     bytes_per_sample: float
     """Bytes each island leader sent per sample trained."""

@@ -35,9 +35,8 @@ from remote.hosts import container
 from remote.hosts.pool import HostPool
 from remote.hosts.transport import Transport, shell_path
 from remote.records.runs import local_run_dir
-from trainer.events import EventFormatError, parse_event
+from trainer.events import EventFormatError, RoundEvent, parse_event
 from trainer.launch_contract import STOP_WAIT_LIMIT_S
-from trainer.round_event import RoundEvent
 from trainer.run_layout import IN_RUN_DIR, RunLayout
 
 logger = logging.getLogger(__name__)

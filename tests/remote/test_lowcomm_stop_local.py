@@ -14,7 +14,7 @@ import pytest
 from remote.api import RankEvent, RunStatus, stop_wait
 from remote.config.cluster import ClusterConfig
 from remote.run.controller import SshRunController
-from trainer.round_event import RoundEvent
+from trainer.events import RoundEvent
 from trainer.run_layout import RunLayout
 
 try:

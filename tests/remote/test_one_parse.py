@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-import trainer.events as events_module
 from remote.config.cluster import HostSection
 from remote.hosts.transport import LocalTransport
 from remote.records import tracker_process, tracking
@@ -24,6 +23,7 @@ from remote.records.tensorboard import BoardWriter, available, board_dir
 from remote.records.tracker_sinks import TrackerStart
 from remote.run.stream import tail_host
 from trainer.events import TrainerEvent, event_to_json
+from trainer.events import codec as events_module
 
 try:
     from recorded import synthetic_run

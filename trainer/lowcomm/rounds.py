@@ -29,7 +29,13 @@ from trainer.dist import RankInfo, on_any_rank, print0
 from trainer.evaluate import Evaluator, held_out
 from trainer.event_log import EventWriter
 from trainer.events import RoundEvent
-from trainer.lowcomm.islands import IslandChanges, member_islands
+from trainer.lowcomm.islands import (
+    carried_speeds,
+    finish_round,
+    load_outer_state,
+    outer_state,
+    speeds_after,
+)
 from trainer.lowcomm.outer import IslandGroups, OuterStep
 from trainer.lowcomm.plan import (
     FIRST_ROUND_STEPS,
@@ -42,12 +48,14 @@ from trainer.lowcomm.plan import (
 from trainer.lowcomm.saving import RoundSaver
 from trainer.lowcomm.schedule import islands_at, parse_schedule
 from trainer.lowcomm.steps import InnerSteps, RoundTally
+from trainer.membership.generations import generations_for
 from trainer.membership.members import Membership
+from trainer.membership.plan import NextGeneration, config_for
 from trainer.placement import Placement
 from trainer.settings.train_config import TrainConfig
 from trainer.step.batch_order import GlobalBatchOrder
 from trainer.step.optim import OptimizerStep, make_optimizer
-from trainer.step.slowdown import emulates
+from trainer.step.slowdown import SlowdownSchedule, emulates
 from trainer.step.step_records import RunProgress
 from trainer.step_report import (
     LossTally,
@@ -83,21 +91,32 @@ def island_ids(config: TrainConfig, world: int) -> list[Any]:
     return gathered
 
 
-class LocalTrainer(IslandChanges):
-    """One rank of a local-exchange run, after it joined the process group (islands joining
-    and leaving with live membership: ``IslandChanges``, trainer/lowcomm/islands.py)."""
+def _check_live(config: TrainConfig) -> None:
+    """Live membership takes islands as hosts and an exchange finished at each round's end."""
+    if config.islands or config.island_schedule or config.outer_overlap:
+        raise UsageError("live membership in a low-communication run takes islands as "
+                         "hosts and an exchange finished at each round's end: leave out "
+                         "--islands, --island-schedule and --outer-overlap")
+
+
+class LocalTrainer:
+    """One rank of a local-exchange run, after it joined the process group. With live
+    membership (islands are hosts) its generations are driven by ``Generations``
+    (trainer/membership/), which calls back ``take_place``, ``reform``, ``training_state`` and
+    ``load_training_state`` (trainer/lowcomm/islands.py); without it by ``FixedGroup``."""
 
     def __init__(self, config: TrainConfig, info: RankInfo, device: torch.device, backend: str,
                  task: Task, order: GlobalBatchOrder, events: EventWriter, stop: StopSignals,
                  run: RunProgress, placement: Placement | None = None,
                  membership: Membership | None = None) -> None:
         """``placement``: where this rank runs (applied before; the exact loop's signature)."""
-        self.membership, self.backend = membership, backend
-        if membership is not None and (config.islands or config.island_schedule
-                                       or config.outer_overlap):
-            raise UsageError("live membership in a low-communication run takes islands as "
-                             "hosts and an exchange finished at each round's end: leave out "
-                             "--islands, --island-schedule and --outer-overlap")
+        self.group = generations_for(membership, self, events, run, backend=backend,
+                                     device=device, global_batch=config.global_batch,
+                                     abort_on_loss=False)
+        self.dropped: tuple[str, ...] = ()  # hosts lost in the round under way: out of it
+        self.carried_speeds: dict[str, float] | None = None  # by host, while a generation forms
+        if self.group.live:
+            _check_live(config)
         self.schedule = parse_schedule(config.island_schedule or "")
         self.config, self.task, self.order, self.run = config, task, order, run
         self.rank, self.world, self.device, self.events = info.rank, info.world_size, device, events
@@ -142,16 +161,54 @@ class LocalTrainer(IslandChanges):
             every=config.eval_every, model=self.model, rank=self.rank, device=device,
             precision=config.precision, micro_batch=(None,), events=events,
         ) if config.eval_every else None
-        if membership is not None and membership.joining is not None:
-            self.take_state(membership.joining, time.monotonic())  # a joiner: the outer state
+        self.group.admitted()  # a joiner: the outer state
         self._announce(backend, resumed[0] if resumed else None)
 
     def make_groups(self) -> IslandGroups:
         """The islands' groups (collective): ``--islands``, else each host's ranks (with live
         membership, the generation's hosts)."""
-        islands = (member_islands(self.membership) if self.membership is not None
+        generation = self.group.generation
+        islands = (islands_of(list(generation.hosts)) if generation is not None
                    else islands_of(island_ids(self.config, self.world)))
-        return IslandGroups(islands, self.rank)
+        groups = IslandGroups(islands, self.rank)
+        self.island_hosts = (tuple(generation.hosts[ranks[0]] for ranks in groups.islands)
+                             if generation is not None else ())
+        """Each island's host (islands are hosts with live membership); empty without it."""
+        return groups
+
+    # -- what the generations driver calls (trainer/membership/generations.py) -------------
+    def take_place(self, plan: NextGeneration, rank: int) -> None:
+        """This rank's place (``rank``) in ``plan``'s generation, before its group forms; the
+        islands' speeds by host kept (a forming retried keeps what the first one found)."""
+        if self.carried_speeds is None:
+            self.carried_speeds = carried_speeds(self.island_hosts, self.speeds)
+        self.rank, self.world = rank, len(plan.generation.members)
+        self.config = config_for(self.config, plan.kept, plan.split)
+        self.split = plan.split
+        self.inner.slowdown = SlowdownSchedule(self.config.slowdown_for(rank), (), rank)
+
+    def reform(self) -> None:
+        """The islands made on the new group (kept islands keep their speed, inner optimizer
+        and residual; a joiner's island the others' mean speed), and every part that holds
+        their groups takes them (collective: the groups, then whether some rank emulates a
+        slowdown)."""
+        groups = self.make_groups()
+        self.groups = self.inner.groups = self.saver.groups = groups
+        self.inner.shares = island_split(self.split, groups.ranks, self.config.global_batch)
+        self.inner.emulated = on_any_rank(
+            emulates(self.config.slowdown, self.config.slowdown_at), self.device)
+        self.outer.regroup(groups)
+        assert self.carried_speeds is not None
+        self.speeds = speeds_after(self.carried_speeds, self.island_hosts)
+        self.carried_speeds = None
+
+    def training_state(self) -> dict[str, Any]:
+        """The outer state (``outer_state``, trainer/lowcomm/islands.py)."""
+        return outer_state(self.outer, self.run.step, self.speeds, self.round_steps)
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.run.step, self.speeds, self.round_steps = load_outer_state(
+            self.outer, state, self.device)
 
     def _announce(self, backend: str, resumed_from: str | None) -> None:
         config, run = self.config, self.run
@@ -173,15 +230,14 @@ class LocalTrainer(IslandChanges):
     def fit(self) -> None:
         """Rounds until the run's last step or a stop request, then the final result."""
         run = self.run
-        if self.membership is not None:
-            self.membership.arm()
+        self.group.arm()
         while run.step < run.total_steps and not run.stopping:
             before = run.step
             active, dropped = islands_at(self.schedule, run.step, len(self.groups.islands))
             plan = plan_round(run.step, run.total_steps, self.round_steps or FIRST_ROUND_STEPS,
                               [s if i in active else 0.0 for i, s in enumerate(self.speeds)],
                               len(active))
-            hosts = self.island_hosts()
+            hosts = self.island_hosts
             started = time.perf_counter()
             pending = self.outer.pending
             mine = self.inner.run_round(plan, pending.poll if pending else lambda: None)
@@ -190,11 +246,13 @@ class LocalTrainer(IslandChanges):
             silent = self.groups.index not in active or self.groups.index in dropped
             weights = [0 if i in dropped else n * self.config.global_batch
                        for i, n in enumerate(plan.steps)]
-            tallies = self.finish_round(plan, mine, weights, partial(
-                self._exchange, mine, silent=silent,
-                # The run's last round waits for its exchange, and so does the first when the
-                # run chooses the round length: its exchange, whole, is the measurement.
-                final=plan.last_step == run.total_steps or self.round_steps is None))
+            tallies, self.dropped = finish_round(
+                self.group, self.outer, plan, mine, weights, partial(
+                    self._exchange, mine, silent=silent,
+                    # The run's last round waits for its exchange, and so does the first when
+                    # the run chooses the round length: its exchange, whole, is the measurement.
+                    final=plan.last_step == run.total_steps or self.round_steps is None),
+                self._gather, hosts, lambda: self.island_hosts)
             if tallies is None:
                 return  # this rank's host was cut off: the others went on without it
             run.step = plan.last_step
@@ -202,9 +260,9 @@ class LocalTrainer(IslandChanges):
             check_finite_loss(sum(t.loss_sum for t in tallies), run)
             self._learn(plan, tallies)
             self._report(plan, mine, tallies, time.perf_counter() - started, hosts)
-            if not self.between_rounds(partial(self._after_round, before)):
+            if not self.group.guarded(partial(self._after_round, before)):
                 return  # this rank's host was cut off: the others went on without it
-            if not self.at_boundary(tallies):
+            if not self.group.boundary(tallies):
                 return  # this rank's host left at the round's end: nothing more to write
         self.saver.save(run, run.step - 1, self.speeds, self.round_steps, last=True)
         if self.rank == 0 and run.step == run.total_steps:

@@ -5,13 +5,13 @@ console) writes ``RunLayout.leave_request(HOST)`` in that host's run directory, 
 ranks read it at the next step boundary. A join is a launch of the new host's ranks with
 ``JOIN_ENV`` set: they wait to be let in at a step boundary and receive the training state from
 a live rank. Every change of membership is reported by rank 0 as one ``MembershipEvent``
-(``trainer.events``). Pushed with the trainer, so this module imports nothing.
+(``trainer.events``, with its ``LeaveCause`` and ``MembershipChange``). Pushed with the
+trainer, so this module imports nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 JOIN_ENV = "CORRAL_JOIN"
 """Set on a joining host's ranks: the run's membership generation they were launched against
@@ -27,14 +27,6 @@ its own host; without this variable a rank reaches the store at ``MASTER_ADDR``.
 JOINED_LINE = "corral: joined the run as member {member}"
 """What a joiner's rank prints once admitted: the member id its events file is named by.
 The host's tailer (``remote/run/tail_script.py``) takes the rank as the host's from it."""
-
-LeaveCause = Literal["asked", "ranks_died", "unreachable"]
-"""Why a host left: ``asked`` (``corral leave`` or the console), ``ranks_died`` (its ranks
-exited or were killed), ``unreachable`` (its traffic stopped: no answer within the limit)."""
-
-MembershipChange = Literal["joined", "left", "refused"]
-"""What happened to a host at a generation: it came in, it went out, or its join was refused
-(the run untouched)."""
 
 LOSS_DETECT_S = 5.0
 """The longest the surviving ranks take to notice a host that stopped answering."""

@@ -28,14 +28,13 @@ from profiles.user_errors import CorralError
 from trainer.checkpoint.checkpointer import run_identity
 from trainer.dist import RankInfo, init_process_group
 from trainer.event_log import EventWriter, events_path
-from trainer.events import MembershipEvent
+from trainer.events import LeaveCause, MembershipEvent
 from trainer.launch_contract import HOST_ENV
 from trainer.membership.contract import (
     JOIN_ENV,
     JOINED_LINE,
     MEMBERSHIP_ADDR_ENV,
     MEMBERSHIP_PORT_ENV,
-    LeaveCause,
 )
 from trainer.membership.plan import Generation, NextGeneration, config_for, resplit
 from trainer.membership.store import Gone, MemberLost, MembershipStore

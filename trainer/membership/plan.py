@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import TypeVar
 
-from trainer.membership.contract import LeaveCause, MembershipChange
+from trainer.events import LeaveCause, MembershipChange
 from trainer.settings.train_config import TrainConfig
 
 T = TypeVar("T")

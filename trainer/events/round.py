@@ -1,5 +1,4 @@
-"""The ``round`` event of ``--exchange local``: one of trainer/events.py's kinds
-(docs/events.md)."""
+"""The ``round`` event of ``--exchange local`` (docs/events.md, docs/lowcomm.md)."""
 
 from __future__ import annotations
 

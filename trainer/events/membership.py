@@ -1,11 +1,18 @@
-"""The ``membership`` event: one of trainer/events.py's kinds (docs/events.md)."""
+"""The ``membership`` event: the run's hosts changed and training went on in the same
+processes (``trainer.membership``, docs/events.md)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from trainer.membership.contract import LeaveCause, MembershipChange
+LeaveCause = Literal["asked", "ranks_died", "unreachable"]
+"""Why a host left: ``asked`` (``corral leave`` or the console), ``ranks_died`` (its ranks
+exited or were killed), ``unreachable`` (its traffic stopped: no answer within the limit)."""
+
+MembershipChange = Literal["joined", "left", "refused"]
+"""What happened to a host at a generation: it came in, it went out, or its join was refused
+(the run untouched)."""
 
 
 @dataclass(frozen=True, kw_only=True)
