@@ -26,6 +26,7 @@ from console.results_cli import RESULTS_COMMANDS
 from console.run_cli import DETACHED_EXIT, RUN_COMMANDS, cmd_attach
 from console.runner import run_command
 from console.session import Session
+from console.terminal import ascii_fallbacks, keys_from_terminal
 from profiles.user_errors import CorralError, UsageError
 
 # ---- commands ----------------------------------------------------------------------------------
@@ -45,6 +46,7 @@ def cmd_console(args: argparse.Namespace, console: Console) -> int:
     if getattr(args, "port", None) is not None or getattr(args, "controls", False):
         raise UsageError("--port and --controls go with --serve: corral console --serve "
                          "[--port N] [--controls]")
+    keys_from_terminal()  # never piped bytes taken for keys; none at all: refused
     return run_console(args.config, attach_run=getattr(args, "run_id", None))
 
 
@@ -228,6 +230,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``corral`` console script and ``python -m console``."""
+    ascii_fallbacks()  # any locale: what its encoding cannot show, in ASCII, never a traceback
     args = _parse(argv)
     # soft_wrap: long lines (commands to copy, run ids) are left to the terminal to wrap.
     console = Console(highlight=False, soft_wrap=True)
