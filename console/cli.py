@@ -26,7 +26,7 @@ from console.results_cli import RESULTS_COMMANDS
 from console.run_cli import DETACHED_EXIT, RUN_COMMANDS, cmd_attach
 from console.runner import run_command
 from console.session import Session
-from console.terminal import ascii_fallbacks, keys_from_terminal
+from console.terminal import ascii_fallbacks
 from profiles.user_errors import CorralError, UsageError
 
 # ---- commands ----------------------------------------------------------------------------------
@@ -46,7 +46,6 @@ def cmd_console(args: argparse.Namespace, console: Console) -> int:
     if getattr(args, "port", None) is not None or getattr(args, "controls", False):
         raise UsageError("--port and --controls go with --serve: corral console --serve "
                          "[--port N] [--controls]")
-    keys_from_terminal()  # never piped bytes taken for keys; none at all: refused
     return run_console(args.config, attach_run=getattr(args, "run_id", None))
 
 
