@@ -237,7 +237,9 @@ def worker_account() -> Iterator[Callable[[str], str]]:
         if os.geteuid() != 0 or shutil.which("useradd") is None or shell is None:
             pytest.skip(f"a {kind} account needs root, useradd and {ACCOUNT_SHELLS[kind]} "
                         "(scripts/system_packages.sh installs it)")
-        name = f"corral-{kind}"
+        # One account per pytest-xdist worker: a worker's teardown never removes another's.
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+        name = f"corral-{kind}" + (f"-{worker}" if worker else "")
         if subprocess.run(["id", name], capture_output=True).returncode != 0:
             # "*": no password, yet not locked ("!"): sshd without PAM refuses a locked one.
             subprocess.run(["useradd", "-m", "-p", "*", "-s", shell, name], check=True)
