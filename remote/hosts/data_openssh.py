@@ -19,8 +19,8 @@ shell: ``login_shell``), the host's ``env``
 values on its standard input (``with_host_env``), never on a command line. ``ssh`` runs as a
 ``local`` host's commands do (``transport.run_process``): interrupted, it is killed, and the
 closed connection ends the host's receiver, which removes its partial file. A stream that
-``ssh`` could not open (its own exit status, 255, with no answer from the receiver) returns
-None: the caller sends through asyncssh instead, whose errors name the fix in corral's words.
+``ssh`` could not open (no frame line: ``login_shell``; or its own exit status, 255, with no
+answer from the receiver) returns None: the caller sends through asyncssh instead, whose errors name the fix in corral's words.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ async def run_openssh(host: str, argv: list[str], command: str, pump: Callable[[
     the stream."""
     done = await run_process(argv, host, command, timeout, pump=pump)
     stdout, before = unframed(done.stdout.encode())
-    if before is None:  # ssh failed, or the login shell ran no sh: asyncssh's errors say
-        return None
+    if before is None or (done.exit_status == OWN_FAILURE and not stdout.strip()):
+        return None  # ssh failed, or the login shell ran no sh: asyncssh's errors say which
     return dataclasses.replace(done, stdout=stdout.decode(),
                                stderr=unframed(done.stderr.encode())[0].decode())
