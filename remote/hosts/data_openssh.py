@@ -20,7 +20,8 @@ values on its standard input (``with_host_env``), never on a command line. ``ssh
 ``local`` host's commands do (``transport.run_process``): interrupted, it is killed, and the
 closed connection ends the host's receiver, which removes its partial file. A stream that
 ``ssh`` could not open (no frame line: ``login_shell``; or its own exit status, 255, with no
-answer from the receiver) returns None: the caller sends through asyncssh instead, whose errors name the fix in corral's words.
+answer from the receiver) returns None: the caller sends through asyncssh instead, whose errors
+name the fix in corral's words.
 """
 
 from __future__ import annotations
