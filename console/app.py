@@ -28,6 +28,7 @@ from console.controls import RunControls
 from console.formatting import stop_report_text
 from console.past_runs import PastRuns
 from console.session import Session
+from console.terminal import keys_from_terminal
 from console.widgets.header import RunHeader
 from console.widgets.layout import run_panels, sync_run_panels
 from console.widgets.logs import LogsPanel
@@ -362,14 +363,19 @@ def build_app(
 
 def run_console(
     config_path: Path, *, attach_run: str | None = None, controller: RunController | None = None,
-    read_only: bool = False,
+    read_only: bool = False, terminal: bool = True,
 ) -> int:
     """Open the console on ``config_path`` (attached to ``attach_run`` if given); exit code.
 
+    ``terminal``: its keys come from the terminal (``console.terminal.keys_from_terminal``:
+    a pipe on standard input is never read as keys; no terminal at all is refused), not from
+    a browser tab's pipe (``corral console --served``).
     Config and connection errors print one line (``corral: title: message``) and return the
     error's exit code; nothing raises a traceback at the operator.
     """
     try:
+        if terminal:
+            keys_from_terminal()
         app = build_app(config_path, attach_run=attach_run, controller=controller,
                         read_only=read_only)
     except CorralError as exc:

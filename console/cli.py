@@ -26,6 +26,7 @@ from console.results_cli import RESULTS_COMMANDS
 from console.run_cli import DETACHED_EXIT, RUN_COMMANDS, cmd_attach
 from console.runner import run_command
 from console.session import Session
+from console.terminal import ascii_fallbacks
 from profiles.user_errors import CorralError, UsageError
 
 # ---- commands ----------------------------------------------------------------------------------
@@ -228,6 +229,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``corral`` console script and ``python -m console``."""
+    ascii_fallbacks()  # any locale: what its encoding cannot show, in ASCII, never a traceback
     args = _parse(argv)
     # soft_wrap: long lines (commands to copy, run ids) are left to the terminal to wrap.
     console = Console(highlight=False, soft_wrap=True)

@@ -259,4 +259,5 @@ def run_served(config_path: Path, role: Role) -> int:
         print(f"corral: {exc.title}: {exc.message}", file=sys.stderr)
         return exc.exit_code
     return run_console(config_path, attach_run=live[0] if live else None,
-                       controller=open_controller(config), read_only=role != "control")
+                       controller=open_controller(config), read_only=role != "control",
+                       terminal=False)  # its keys come from the browser, through the pipe

@@ -335,7 +335,7 @@ async def setup_cluster(config: ClusterConfig, names: Sequence[str],
 async def trust_host(config: ClusterConfig, host_name: str,
                      confirm: Callable[[str], bool]) -> str:
     """Record a host's SSH key as trusted once ``confirm`` says yes (``corral trust``)."""
-    from remote.hosts.ssh import trust_host as trust_over_ssh
+    from remote.hosts.trust import trust_host as trust_over_ssh
 
     return await trust_over_ssh(config, host_name, confirm)
 

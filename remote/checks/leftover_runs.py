@@ -77,9 +77,16 @@ LEFTOVER_PROBE = (
 none) and its arguments."""
 
 
-def judge_leftovers(host: HostSection, config: ClusterConfig, home: str, ps_output: str,
-                     facts: HostFacts) -> None:
-    """The host's ``leftovers`` item, from ``LEFTOVER_PROBE``'s output."""
+def judge_leftovers(host: HostSection, config: ClusterConfig, home: str,
+                     ps_output: str | None, facts: HostFacts) -> None:
+    """The host's ``leftovers`` item, from ``LEFTOVER_PROBE``'s output (None: the probe did
+    not report, so nothing was looked at: never ``ok``)."""
+    if ps_output is None:
+        facts.items.append(CheckItem(
+            host=host.name, name="leftovers", ok=False,
+            detail="could not list the host's processes: the probe did not report",
+            hint="run the check again; the host's other items say what failed"))
+        return
     run_root = config.cluster.run_root
     if run_root == "~" or run_root.startswith("~/"):
         run_root = home.strip() + run_root[1:]

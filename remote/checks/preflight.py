@@ -59,8 +59,9 @@ from remote.config.cluster import ClusterConfig, HostSection
 from remote.config.task_code import UserCode, user_code
 from remote.events import CheckItem, CheckReport, CheckTiming
 from remote.hosts import cpu_placement
-from remote.hosts.command_errors import HostKeyNotTrusted
+from remote.hosts.command_errors import CompletedCommand, HostKeyNotTrusted
 from remote.hosts.interpreter import TORCH_PROBE_PY, python_c
+from remote.hosts.login_shell import BANNER_HINT, LoginShellRefused, banner_warning
 from remote.hosts.netif import interface_script, run_address
 from remote.hosts.pool import HostPool
 from remote.hosts.push import present_command
@@ -134,16 +135,12 @@ async def _probe_host(
     facts.items.append(item(host, "reachable", True,
                              "this machine" if host.is_local else "connected"))
     began = time.monotonic()
-    try:
-        done = await transport.run(
-            probe_script(host, config, master_addr, user, port, code_digest),
-            timeout=PROBE_TIMEOUT_S)
-    except CorralError as exc:
-        # A hung interpreter or disk: the probes as a whole fail, the host stays reachable.
-        facts.items.append(item(host, "python", False, exc.message,
-                                 f"run the check again; if it persists, log in to {host.name} "
-                                 "and run its python by hand"))
+    done = await _probe(transport, probe_script(host, config, master_addr, user, port,
+                                                code_digest))
+    if isinstance(done, CheckItem):
+        facts.items.append(done)
         return facts
+    facts.items += shell_items(transport)
     facts.timings.append(CheckTiming(host=host.name, name="probe",
                                      seconds=time.monotonic() - began))
     if native_windows(done.stdout + done.stderr):  # cmd or PowerShell: no probe ran
@@ -181,9 +178,32 @@ async def _probe_host(
     facts.items.append(run_root.judge(host.name, config.cluster.run_root,
                                       section_text(sections, "run-root")))
     judge_leftovers(host, config, section_text(sections, "home"),
-                     section_text(sections, "ps"), facts)
+                     sections["ps"][0] if "ps" in sections else None, facts)
     judge_interface(host, config, master_addr, sections, facts)
     return facts
+
+
+async def _probe(transport: Transport, script: str) -> CompletedCommand | CheckItem:
+    """The probe command's answer, or the item that says why there is none."""
+    host = transport.host
+    try:
+        return await transport.run(script, timeout=PROBE_TIMEOUT_S)
+    except LoginShellRefused as exc:  # the account's shell: no probe ran, nothing is judged
+        return item(host, "shell", False, exc.detail, exc.hint)
+    except CorralError as exc:
+        # A hung interpreter or disk: the probes as a whole fail, the host stays reachable.
+        return item(host, "python", False, exc.message,
+                    f"run the check again; if it persists, log in to {host.name} "
+                    "and run its python by hand")
+
+
+def shell_items(transport: Transport) -> list[CheckItem]:
+    """A warning naming the banner the account's login shell printed before a command (once
+    per host: the transport keeps the first), with the fix; none without one."""
+    banner = getattr(transport, "banner", None)
+    if not banner:
+        return []
+    return [item(transport.host, "shell", True, banner_warning(banner), BANNER_HINT)]
 
 
 def _as_probed(host: HostSection, facts: HostFacts) -> HostSection:

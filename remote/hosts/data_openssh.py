@@ -15,16 +15,19 @@ reach it exactly as corral's own connection does:
 - the same config file, user, port, identity and ciphers (``ssh.CIPHERS``), the same connect
   timeout and keepalives; paths ``ssh -o`` takes as they are (no space, quote or ``%``).
 
-What reaches the host is what asyncssh would send: the same command line, the host's ``env``
+What reaches the host is what asyncssh would send: the same command line (framed for any login
+shell: ``login_shell``), the host's ``env``
 values on its standard input (``with_host_env``), never on a command line. ``ssh`` runs as a
 ``local`` host's commands do (``transport.run_process``): interrupted, it is killed, and the
 closed connection ends the host's receiver, which removes its partial file. A stream that
-``ssh`` could not open (its own exit status, 255, with no answer from the receiver) returns
-None: the caller sends through asyncssh instead, whose errors name the fix in corral's words.
+``ssh`` could not open (no frame line: ``login_shell``; or its own exit status, 255, with no
+answer from the receiver) returns None: the caller sends through asyncssh instead, whose errors
+name the fix in corral's words.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from collections.abc import Callable, Iterable
@@ -34,6 +37,7 @@ import asyncssh
 
 from remote.config.cluster import HostSection, SshSection
 from remote.hosts.command_errors import CompletedCommand
+from remote.hosts.login_shell import framed, unframed
 from remote.hosts.ssh import CIPHERS
 from remote.hosts.transport import run_process
 
@@ -82,7 +86,7 @@ def openssh_argv(host: HostSection, ssh: SshSection, command: str) -> list[str] 
         argv += ["-l", host.user]
     if identity is not None:
         argv += ["-i", str(identity)]
-    return [*argv, "--", host.address, command]
+    return [*argv, "--", host.address, framed(command)]
 
 
 def openssh_hosts(hosts: Iterable[HostSection], ssh: SshSection) -> frozenset[str]:
@@ -96,6 +100,8 @@ async def run_openssh(host: str, argv: list[str], command: str, pump: Callable[[
     pipe as the host command's standard input (``run_process``); None: ``ssh`` could not open
     the stream."""
     done = await run_process(argv, host, command, timeout, pump=pump)
-    if done.exit_status == OWN_FAILURE and not done.stdout.strip():
-        return None
-    return done
+    stdout, before = unframed(done.stdout.encode())
+    if before is None or (done.exit_status == OWN_FAILURE and not stdout.strip()):
+        return None  # ssh failed, or the login shell ran no sh: asyncssh's errors say which
+    return dataclasses.replace(done, stdout=stdout.decode(),
+                               stderr=unframed(done.stderr.encode())[0].decode())

@@ -4,7 +4,8 @@ Closing an SSH channel (what a Ctrl-C'd, killed or timed-out corral leaves behin
 end what runs at the other end: sshd only closes the command's pipes, and a command that
 neither reads its standard input nor writes yet (a probe whose Python is slow to start) lives
 on for as long as it likes. So every command corral runs over SSH without input of its own
-goes through this wrapper, a few lines of POSIX sh run by the host's login shell:
+goes through this wrapper, a few lines of POSIX sh (run by ``sh`` whatever the login shell:
+``remote.hosts.login_shell``):
 
 - the command runs in a process group of its own (``setsid`` where the host has it), so the
   wrapper can end it together with whatever it started, and nothing else;

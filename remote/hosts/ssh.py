@@ -5,6 +5,7 @@ IdentityFile, ProxyJump), the ssh agent and the known_hosts file (``[ssh] known_
 Host keys are always verified unless ``[ssh] known_hosts = "insecure"``; an unknown or changed
 key is refused with its fingerprint and the command that trusts it. Connect and keepalive
 timeouts come from ``[ssh]``, so an unreachable host fails within the connect timeout.
+``corral trust`` is ``remote.hosts.trust``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from asyncssh.constants import MSG_IGNORE
 from asyncssh.packet import String
 
 from profiles.user_errors import CorralError
-from remote.config.cluster import ClusterConfig, HostSection, SshSection
+from remote.config.cluster import HostSection, SshSection
 from remote.hosts.command_errors import (
     CompletedCommand,
     HostKeyChanged,
@@ -30,11 +31,15 @@ from remote.hosts.command_errors import (
     RemoteTimeout,
     short_command,
 )
-from remote.hosts.known_hosts import (
-    host_pattern,
-    parse_known_hosts,
-    recorded_keys,
-    replace_host_key,
+from remote.hosts.known_hosts import host_pattern, parse_known_hosts, recorded_keys
+from remote.hosts.login_shell import (
+    FRAME,
+    SHELL_QUESTION,
+    LoginShellRefused,
+    first_line,
+    framed,
+    refused,
+    unframed,
 )
 from remote.hosts.own_group import in_own_group
 from remote.hosts.transport import CommandRunner, with_host_env
@@ -204,6 +209,9 @@ class SshTransport(CommandRunner):
         """The commands given up on that are being ended (``_end_unless_done``)."""
         self.unconfirmed = 0
         """How many commands given up on the host never confirmed ended (``_ended``)."""
+        self.banner: str | None = None
+        """The first line the account's login shell printed on stdout before a command
+        (``login_shell``), once one did; None: none seen."""
 
     def _wrapped(self, command: str, *, reads_channel: bool) -> str:
         """``command`` in its own process group, ended when the channel closes."""
@@ -239,8 +247,28 @@ class SshTransport(CommandRunner):
         finally:
             self._end_unless_done(opening)
         status = result.exit_status if result.exit_status is not None else -1
+        stdout, before = unframed(_bytes(result.stdout))
+        stderr = unframed(_bytes(result.stderr))[0]
+        if before is None:
+            raise await self._refused(stdout + stderr)
+        self._saw(before)
         return CompletedCommand(command=command, exit_status=status,
-                                stdout=_text(result.stdout), stderr=_text(result.stderr))
+                                stdout=_text(stdout), stderr=_text(stderr))
+
+    def _saw(self, before: bytes | str) -> None:
+        """Keep the first banner the login shell printed before a command's frame."""
+        if self.banner is None and (line := first_line(before)):
+            self.banner = line
+
+    async def _refused(self, said: bytes | str) -> LoginShellRefused:
+        """The error for a login shell that did not run ``exec sh -c``, naming that shell as
+        its ``$SHELL`` says (asked unframed: the one command any shell's ``-c`` runs)."""
+        shell = ""
+        with contextlib.suppress(asyncssh.Error, OSError, asyncio.TimeoutError):
+            answer = await within(self._conn.run(SHELL_QUESTION, check=False), 10.0)
+            lines = _text(answer.stdout).strip().splitlines()
+            shell = lines[-1].strip() if lines else ""
+        return refused(self.host.name, self.host.user, shell, first_line(said))
 
     async def stream(self, command: str) -> AsyncIterator[str]:
         """Yield ``command``'s stdout lines; see ``Transport.stream``."""
@@ -251,8 +279,17 @@ class SshTransport(CommandRunner):
             proc = await asyncio.shield(opening)
             if env_input:
                 proc.stdin.write(env_input.decode())
+            before: list[str] | None = []
             async for line in proc.stdout:
-                yield line.rstrip("\n")
+                if before is None:
+                    yield line.rstrip("\n")
+                elif line.rstrip("\n") == FRAME:  # what the login shell printed ends here
+                    self._saw("".join(before))
+                    before = None
+                else:
+                    before.append(line)
+            if before is not None:
+                raise await self._refused("".join(before))
         except (asyncssh.Error, OSError) as exc:
             raise ConnectionLost(f"connection to {self.host.name} lost: {_cause(exc)}") from None
         finally:
@@ -262,7 +299,7 @@ class SshTransport(CommandRunner):
         """The opening of ``sent``'s channel, tracked from its first moment: a caller that is
         cancelled while it opens (or later) hands it to ``_end_unless_done``, so the command
         it may have started on the host is ended all the same, never left unseen."""
-        return asyncio.ensure_future(self._conn.create_process(sent, **options))
+        return asyncio.ensure_future(self._conn.create_process(framed(sent), **options))
 
     def _end_unless_done(self, opening: asyncio.Future[Any]) -> None:
         """End the command ``opening`` started unless it ran to its end: in the background,
@@ -329,44 +366,15 @@ async def _ended(opening: asyncio.Future[Any]) -> bool:
         process.close()
 
 
+def _bytes(data: object) -> bytes:
+    if data is None:
+        return b""
+    return data if isinstance(data, bytes) else str(data).encode()
+
+
 def _text(data: object) -> str:
     if data is None:
         return ""
     if isinstance(data, bytes):
         return data.decode(errors="replace")
     return str(data)
-
-
-async def trust_host(config: ClusterConfig, host_name: str,
-                     confirm: Callable[[str], bool]) -> str:
-    """Fetch ``host_name``'s key, show it through ``confirm`` and, if confirmed, make it the
-    host's one key in the known_hosts file (replacing a changed one); a line saying what was
-    done.
-
-    The question names the key's SHA256 fingerprint, so the user can compare it with the one
-    the host's administrator publishes (``ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub``),
-    and, for a changed key, the fingerprint it replaces.
-    """
-    host = next((h for h in config.hosts if h.name == host_name), None)
-    if host is None:
-        names = ", ".join(h.name for h in config.hosts)
-        raise CorralError(f"no host named {host_name!r} in {config.path} (hosts: {names})")
-    if host.is_local:
-        return f"{host_name} is the local machine: no host key is involved"
-    path = Path(config.ssh.known_hosts_file).expanduser()
-    key = await fetch_host_key(host, config.ssh)
-    name, port = resolve_endpoint(host, config.ssh)
-    pattern = host_pattern(name, port)
-    fingerprint = key.get_fingerprint("sha256")
-    recorded = [k.get_fingerprint("sha256") for k in recorded_keys(path, name, port)]
-    if recorded == [fingerprint]:
-        return f"{host_name} ({pattern}): key {fingerprint} is already trusted in {path}"
-    question = f"{host_name} ({pattern}) presents the {key.get_algorithm()} key {fingerprint}."
-    if recorded:
-        question += (f"\nWARNING: {path} records a DIFFERENT key for it: {', '.join(recorded)}."
-                     " Replace it only if you know why the host's key changed.")
-    if not confirm(question + "\nTrust this key?"):
-        return f"nothing changed: {path} still records {', '.join(recorded) or 'no key'}"
-    replaced = replace_host_key(path, name, port, key)
-    what = f"replaced {replaced} old line(s) in" if replaced else "added to"
-    return f"trusted {host_name} ({pattern}): key {fingerprint}, {what} {path}"

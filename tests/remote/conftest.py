@@ -4,8 +4,12 @@
 keys, a generated client key in ``authorized_keys`` and a known_hosts file that trusts them, and
 returns what a test needs to write a cluster for them. Nothing depends on ``$HOME``: the client
 key, known_hosts and ssh config paths are passed through the cluster config, and a command over
-them does not source the user's ``~/.bashrc`` (``SetEnv SHLVL=1``). The daemons are killed when
-the test ends. Tests using it skip when sshd or ssh-keygen is missing.
+them as root does not source root's ``~/.bashrc`` (``SetEnv SHLVL=1`` for root alone). The daemons
+are killed when the test ends. Tests using it skip when sshd or ssh-keygen is missing.
+
+``worker_account(kind)`` makes a Unix account as users have them (a bash whose ``~/.bashrc``
+prints a notice, fish, zsh, dash, tcsh as the login shell) that the same daemons let in with the
+same client key: ``cluster.host(name, user=account, ...)``.
 """
 
 from __future__ import annotations
@@ -104,6 +108,15 @@ class SshdCluster:
         values.update(overrides)
         return HostSection(**values)  # type: ignore[arg-type]
 
+    def admit(self, account: str) -> None:
+        """Let ``account`` (a ``worker_account``) in with this cluster's client key."""
+        ssh_dir = Path(os.path.expanduser(f"~{account}")) / ".ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        keys = ssh_dir / "authorized_keys"
+        keys.write_text((self.root / "client_key.pub").read_text())
+        for path in (ssh_dir, keys):
+            shutil.chown(path, account, account)
+
     def ssh_section(self, **overrides: object) -> SshSection:
         """``[ssh]`` pointing at this cluster's known_hosts and ssh config."""
         values: dict[str, object] = dict(
@@ -129,15 +142,19 @@ def _sshd_config(root: Path, port: int, host_key: Path, authorized: Path) -> Pat
     path = root / f"sshd_config.{port}"
     path.write_text("\n".join([
         f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}",
-        f"PidFile {root / f'sshd.{port}.pid'}", f"AuthorizedKeysFile {authorized}",
+        # The second file: a ``worker_account``'s own (sshd reads it as that user).
+        f"PidFile {root / f'sshd.{port}.pid'}",
+        f"AuthorizedKeysFile {authorized} .ssh/authorized_keys",
         "PermitRootLogin yes", "StrictModes no", "UsePAM no", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "LogLevel ERROR",
         "MaxStartups 100", "MaxSessions 100", "ClientAliveInterval 0",
         # bash sources ~/.bashrc for a command sshd runs only as a top-level shell (its level,
-        # SHLVL + 1, below 2): at 1 it does not, so a development machine's bashrc (pyenv's
-        # init there: ~100 processes, ~0.14 CPU-s a command) is no test's cost. corral's
-        # commands name their interpreter and need nothing of it.
-        "SetEnv SHLVL=1", "",
+        # SHLVL + 1, below 2): at 1 it does not, so for root, the account of most tests, a
+        # development machine's bashrc (pyenv's init there: ~100 processes, ~0.14 CPU-s a
+        # command) is no test's cost. Every other account (``worker_account``) gets its login
+        # shell as sshd gives it, start-up files and all: those tests are where corral meets
+        # them (tests/remote/test_accounts_sshd.py).
+        "Match User root", "    SetEnv SHLVL=1", "",
     ]))
     return path
 
@@ -195,6 +212,48 @@ def sshd_cluster(tmp_path: Path) -> Iterator[Callable[..., SshdCluster]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+BANNER_BASHRC = (
+    "# A login notice, as cluster admins put it before the interactive-only guard.\n"
+    'echo "Welcome to node-7 (GPU cluster) -- jobs over 24h are killed"\n'
+    'printf "\\033[33mquota: 81%% used\\033[0m\\n"\n')
+"""What the ``banner`` account's ``~/.bashrc`` starts with (shared/field/hosts/banner.bashrc)."""
+ACCOUNT_SHELLS = {"banner": "bash", "fish": "fish", "zsh": "zsh", "dash": "dash",
+                  "tcsh": "tcsh"}
+"""Each kind of ``worker_account`` and its login shell."""
+
+
+@pytest.fixture(scope="session")
+def worker_account() -> Iterator[Callable[[str], str]]:
+    """Factory: ``worker_account(kind)`` → the name of a Unix account whose login shell is
+    ``ACCOUNT_SHELLS[kind]`` (``banner``: bash, its ``~/.bashrc`` printing a notice first),
+    made for the session and removed after it. Skips unless root with ``useradd`` and that
+    shell."""
+    made: list[str] = []
+
+    def make(kind: str) -> str:
+        shell = shutil.which(ACCOUNT_SHELLS[kind])
+        if os.geteuid() != 0 or shutil.which("useradd") is None or shell is None:
+            pytest.skip(f"a {kind} account needs root, useradd and {ACCOUNT_SHELLS[kind]} "
+                        "(scripts/system_packages.sh installs it)")
+        # One account per pytest-xdist worker: a worker's teardown never removes another's.
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+        name = f"corral-{kind}" + (f"-{worker}" if worker else "")
+        if subprocess.run(["id", name], capture_output=True).returncode != 0:
+            # "*": no password, yet not locked ("!"): sshd without PAM refuses a locked one.
+            subprocess.run(["useradd", "-m", "-p", "*", "-s", shell, name], check=True)
+            made.append(name)
+        home = Path(os.path.expanduser(f"~{name}"))
+        if kind == "banner":
+            skel = Path("/etc/skel/.bashrc")
+            stock = skel.read_text() if skel.is_file() else ""
+            (home / ".bashrc").write_text(BANNER_BASHRC + stock)
+        return name
+
+    yield make
+    for name in made:
+        subprocess.run(["userdel", "-r", "-f", name], capture_output=True)
 
 
 @pytest.fixture(scope="module")

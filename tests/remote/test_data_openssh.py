@@ -27,6 +27,7 @@ from remote.hosts.data_openssh import openssh_argv, openssh_hosts
 from remote.hosts.data_sender import DataSyncError, SendJob, send
 from remote.hosts.data_sync import DataProgress
 from remote.hosts.data_tree import DataFile
+from remote.hosts.login_shell import framed
 from remote.hosts.ssh import CIPHERS, SshTransport
 
 FAKE_SSH = """#!/bin/sh
@@ -71,7 +72,8 @@ def test_ssh_gets_corrals_host_keys_ciphers_and_endpoint_and_nothing_else(
     assert argv[argv.index("-F") + 1] == "/dev/null"  # no config file: none read
     assert argv[argv.index("-p") + 1] == "2222" and argv[argv.index("-l") + 1] == "ml"
     assert argv[argv.index("-i") + 1] == str(tmp_path / "id_ed25519")
-    assert argv[-3:] == ["--", "10.0.0.7", "python -S -c 'receive'"]
+    # Run by sh whatever the account's login shell, its output framed (login_shell.py).
+    assert argv[-3:] == ["--", "10.0.0.7", framed("python -S -c 'receive'")]
 
 
 def test_ssh_is_not_used_where_it_would_not_carry_corrals_settings(

@@ -20,8 +20,8 @@ from remote.hosts.command_errors import (
     RemoteTimeout,
 )
 from remote.hosts.pool import HostPool
-from remote.hosts.ssh import trust_host
 from remote.hosts.transport import LocalTransport
+from remote.hosts.trust import trust_host
 
 pytestmark = pytest.mark.sshd
 
