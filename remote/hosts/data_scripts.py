@@ -16,6 +16,7 @@ at most: a small data set is re-hashed whole at every run, a large one a random 
 
 from __future__ import annotations
 
+from remote.hosts.data_errors import ERRORS_PY
 from remote.hosts.data_sender import PIPE_BYTES
 from remote.hosts.data_tree import CHUNK_BYTES
 
@@ -125,7 +126,7 @@ def write_links(cache, links, manifest):
 ``sha:<sha256>`` targets made the cached file's path. No ``tempfile``: the probe imports as
 little as it can (each module is interpreter start-up on every host, every run)."""
 
-PROBE_PY = "import json, os, sys\n" + VERIFY_PY + WRITE_LINKS_PY + f"""
+PROBE_PY = "import json, os, sys\n" + ERRORS_PY + VERIFY_PY + WRITE_LINKS_PY + f"""
 ask = json.loads(sys.stdin.readline())
 cache = os.path.expanduser(ask["cache"])
 shared = ask["local"]
@@ -212,8 +213,8 @@ after each sync that sent files (the only time the cache grows). ``runs`` holds 
 directories, each host's link list ``hosts/<host>.data`` beside its exit file
 ``hosts/<host>.exit`` (written when the launcher ends)."""
 
-RECEIVE_PY = ("import fcntl, hashlib, json, os, sys, tempfile, time\n" + VERIFY_PY + WRITE_LINKS_PY
-              + PRUNE_PY
+RECEIVE_PY = ("import fcntl, hashlib, json, os, sys, tempfile, time\n" + ERRORS_PY + VERIFY_PY
+              + WRITE_LINKS_PY + PRUNE_PY
               + f"""
 if sys.platform.startswith("linux"):  # a 1 MiB pipe from sshd: fewer reads, fewer wake-ups
     try:

@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 
 from remote.config.cluster import HostSection, SshSection
+from remote.hosts.data_errors import host_error
 from remote.hosts.data_scripts import PROBE_PY, RECEIVE_PY
 from remote.hosts.data_scripts import STAMP_NS as STAMP_NS
 from remote.hosts.data_sender import DataSyncError, SendJob, send
@@ -141,8 +142,8 @@ async def probe(transport: Transport, data: DataSet, marker: tuple[str, str] | N
                                input=(json.dumps(ask) + "\n").encode())
     answer = last_json(done.stdout)
     if answer is None:
-        raise DataSyncError(f"{transport.host.name}: the data probe gave no answer: "
-                            f"{done.stderr.strip()[-300:]}")
+        raise DataSyncError(f"{transport.host.name}: the data probe failed: " + host_error(
+            transport.host.name, done.stderr, cache_dir(transport.host.workdir)))
     return HostData(have=frozenset(answer["have"]), shared=bool(answer["shared"]),
                     free=int(answer["free"]), missing=tuple(answer["missing"]),
                     linked=bool(answer["linked"]),
@@ -220,8 +221,8 @@ async def sync_host(transport: Transport, data: DataSet, found: HostData, manife
                   head=head, files=tuple(missing), timeout=SYNC_TIMEOUT_S)
     done = await send(transport, job, progress)
     if not done.ok:
-        raise DataSyncError(f"data sync to {transport.host.name} failed: "
-                            f"{(done.stderr.strip() or done.stdout.strip())[-300:]}")
+        raise DataSyncError(f"data sync to {transport.host.name} failed: " + host_error(
+            transport.host.name, done.stderr or done.stdout, cache_dir(transport.host.workdir)))
     _learn(data, missing, done.stdout)
     progress.done = True
     return progress

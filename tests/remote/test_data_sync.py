@@ -307,7 +307,8 @@ async def test_the_data_cache_keeps_running_and_recent_runs_files_and_prunes_the
     # Pruned as r5's files landed: kept are the running runs' (r1, r4, and r5 itself, not
     # finished then) and the most recent finished one's (r3); r2's files are gone. The
     # running runs' links still resolve.
-    assert {p.name for p in cache.glob("[!.]*")} == sent["r1"] | sent["r3"] | sent["r4"] | sent["r5"]
+    kept = sent["r1"] | sent["r3"] | sent["r4"] | sent["r5"]
+    assert {p.name for p in cache.glob("[!.]*")} == kept
     assert not sent["r2"] & {p.name for p in cache.glob("[!.]*")}
     for line in (tmp_path / "runs" / "r1" / "hosts" / "b.data").read_text().splitlines():
         assert Path(line.split("\t")[0]).exists()
