@@ -19,6 +19,7 @@ from remote.hosts.pool import HostPool
 from remote.hosts.push import build_bundle
 from remote.records.runs import new_run_id, run_dir_for
 from remote.run.launch import LaunchPlan, host_command
+from remote.run.leftovers import end_finished_leftovers
 from trainer.balance.balancer import equal_split
 
 
@@ -92,6 +93,7 @@ async def check_with_preview(config: ClusterConfig, pool: HostPool) -> CheckRepo
         report, facts = await check_and_plan(config, pool, user=user, code_digest=code.digest,
                                              after_probe=push_then_import(config, code, {},
                                                                           user))
+    report = await end_finished_leftovers(config, pool, report, facts.leftovers)
     report = replace(report, items=_sorted(config, [
         *report.items, *await data_room_items(config, pool, user)]))
     setting = config.cluster.rendezvous_port

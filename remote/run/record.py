@@ -68,6 +68,10 @@ class RecordMembers:
 
     hosts: tuple[str, ...]
     left: tuple[str, ...]
+    cut_off: tuple[str, ...] = ()
+    """Hosts that left unreachable: what runs there cannot be confirmed ended (suspects)."""
+    cleanup: str = ""
+    """What the record's ``cleanup`` says of them (empty: unchanged)."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,9 @@ class RunRecord:
             self.forget()
         elif isinstance(change, RecordMembers):
             self.change(hosts=change.hosts, left_hosts=change.left)
+            if change.cut_off:  # followed until clean: status, check and run finish them
+                suspects = set(self.recorded().suspect_hosts) | set(change.cut_off)
+                self.change(suspect_hosts=tuple(sorted(suspects)), cleanup=change.cleanup)
         else:
             self.ask_stop()
 
