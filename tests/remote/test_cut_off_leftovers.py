@@ -127,3 +127,27 @@ def test_corral_runs_end_names_the_host_cut_off_and_that_corral_finishes_it() ->
     assert cut_off_lines(model) == [
         "h2 was cut off (left at step 60 (unreachable)): its ranks end by themselves; corral "
         "will finish what is left there when h2 is back (corral status, check or run)"]
+
+
+def test_corral_stop_of_a_finished_run_says_which_leftovers_it_ended(
+        tmp_path: Path, stand_ins: dict[str, subprocess.Popen[bytes]],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from console.cli import main
+
+    config = _config(tmp_path)
+    toml = tmp_path / "cluster.toml"
+    toml.write_text(f'[cluster]\nname = "c"\nrun_root = "{tmp_path / "runs"}"\n[[hosts]]\n'
+                    f'name = "m"\naddress = "local"\npython = "{sys.executable}"\n'
+                    f'workdir = "{tmp_path / "work"}"\n')
+    write_run_info(config, RunInfo(run_id="c-1", cluster="c", started=1.0, hosts=("m",),
+                                   state="completed", suspect_hosts=("m",),
+                                   config_path=str(toml)))
+    stand_ins["c-2"].kill()
+    assert main(["stop", "c-1", "--grace", "1", "-c", str(toml)]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert ("run c-1 had already completed; its leftovers were ended: 1 process(es) on m; no "
+            "process of it is left on any host") in said
+    assert stand_ins["c-1"].wait(timeout=30) != 0
+    assert main(["stop", "c-1", "-c", str(toml)]) == 0  # nothing left: nothing ended
+    assert "had already completed: nothing to stop" in " ".join(capsys.readouterr().out.split())
+    assert read_run_info(config, "c-1").state == "completed"
