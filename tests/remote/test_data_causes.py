@@ -53,6 +53,7 @@ async def _send(host: LocalTransport, data: DataSet, tmp_path: Path) -> str:
     return said
 
 
+@pytest.mark.slow  # a mount namespace (unshare): the slow tier's (tests/tiers.py)
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
                     reason="needs root and unshare (a tmpfs in a mount namespace)")
 async def test_a_host_disk_filling_mid_file_is_named_disk_full(tmp_path: Path) -> None:
