@@ -47,6 +47,8 @@ from remote.hosts.transport import Transport
 
 FREE_MARGIN_BYTES = 1 << 30
 """Free disk a host keeps after its data arrives (checkpoints and logs need room too)."""
+PROBE_HASH_BYTES_PER_S = 50 << 20
+"""The slowest hashing a probe's timeout allows for (a loaded host's disk and CPU)."""
 SYNC_TIMEOUT_S = 300.0
 """How long a host may take to finish after the last byte was sent (its last hash check)."""
 KEEP_RUNS = 3
@@ -138,7 +140,10 @@ async def probe(transport: Transport, data: DataSet, marker: tuple[str, str] | N
            "manifest": manifest,
            "links": {"cached": [] if data.new() else link_lines(data, False),
                      "shared": link_lines(data, True)}}
-    done = await transport.run(_python(transport.host, PROBE_PY), timeout=120.0,
+    # A cached file whose record changed is hashed whole before it counts (data_scripts):
+    # the first probe after the cache existed without records may hash all of it.
+    hashing_s = sum(f.size for f in data.unique().values()) / PROBE_HASH_BYTES_PER_S
+    done = await transport.run(_python(transport.host, PROBE_PY), timeout=120.0 + hashing_s,
                                input=(json.dumps(ask) + "\n").encode())
     answer = last_json(done.stdout)
     if answer is None:
