@@ -51,7 +51,8 @@ def host_error(host: str, said: str, where: str) -> str:
 
 def _sentence(host: str, found: dict[str, object], where: str) -> str:
     number, kind, text = found.get("errno"), str(found.get("type")), str(found.get("text"))
-    path = found.get("path") if isinstance(found.get("path"), str) else where
+    named = found.get("path")
+    path = named if isinstance(named, str) else where
     if number in FULL_ERRNOS:
         return (f"{disk_full_on(host, path)}: the data did not fit; free space there, or leave "
                 "some data out with a line in .corralignore")
