@@ -233,8 +233,10 @@ class RunRecord:
             return False
 
     def suspects(self, hosts: set[str]) -> None:
-        """``hosts`` where processes of the run may be left (see ``RunInfo.suspect_hosts``)."""
-        self.change(suspect_hosts=tuple(sorted(hosts)))
+        """``hosts`` where processes of the run may be left (see ``RunInfo.suspect_hosts``),
+        added to those recorded already (a host cut off earlier stays until found clean)."""
+        recorded = set(self.recorded().suspect_hosts)
+        self.change(suspect_hosts=tuple(sorted(recorded | hosts)))
 
     def cleanup(self, report: StopReport) -> None:
         """What a stop found (``cleanup``), leaving the run's outcome (``state``) alone."""
