@@ -66,7 +66,9 @@ async def end_finished_leftovers(config: ClusterConfig, pool: HostPool, report: 
     items = list(report.items)
     for host, run_ids in leftovers.items():
         finished = [info for run_id in run_ids if (info := finished_run(config, run_id))]
-        if not finished:
+        at = next((i for i, it in enumerate(items)
+                   if it.host == host and it.name == "leftovers"), None)
+        if not finished or at is None:
             continue
         ended, kept = [], [r for r in run_ids if r not in {i.run_id for i in finished}]
         for info in finished:
@@ -75,7 +77,6 @@ async def end_finished_leftovers(config: ClusterConfig, pool: HostPool, report: 
                 ended.append(f"{count} process(es) of finished run {info.run_id}")
             else:
                 kept.append(info.run_id)
-        at = next(i for i, it in enumerate(items) if it.host == host and it.name == "leftovers")
         note = "ended " + ", ".join(ended) + " (its own, by run id)" if ended else ""
         if kept:
             detail = items[at].detail + (f"; {note}" if note else "")
