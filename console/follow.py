@@ -233,4 +233,15 @@ async def follow_run(
             emit([progress_text(model)])
         if model.ranks:
             console.print(rank_table(model))
+    if early is None:
+        emit(cut_off_lines(model))
     return early if early is not None else exit_code(model)
+
+
+def cut_off_lines(model: RunModel) -> list[str]:
+    """At a run's end, one line per host it left behind cut off (``left ... (unreachable)``):
+    what ran there could not be confirmed ended, and corral finishes it when it is back."""
+    return [f"{host} was cut off ({info.detail}): its ranks end by themselves; corral will "
+            f"finish what is left there when {host} is back (corral status, check or run)"
+            for host, info in model.hosts.items()
+            if info.state == "left" and info.detail.endswith("(unreachable)")]

@@ -264,6 +264,8 @@ def one_run(summary: RunSummary, series: RunSeries | None = None, *,
     happened = what_happened(summary)
     if happened is not None:
         parts.append(happened)
+    if summary.outcome.cleanup:  # a host cut off: what ran there is not confirmed ended
+        parts.append(Text(f"Cleanup: {summary.outcome.cleanup}", style="yellow"))
     parts.append(facts(summary))
     if summary.ranks:
         parts.append(ranks_table(summary))

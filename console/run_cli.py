@@ -199,8 +199,11 @@ async def cmd_stop(args: argparse.Namespace, console: Console) -> int:
             console.print(f"run {run_id}: {waiting}")
         report = await handle.stop(grace_s=args.grace)
     if report.clean:
-        done = (f"had already {report.outcome.value}: nothing to stop" if report.outcome
-                else "stopped")
+        ended = ", ".join(f"{n} process(es) on {escape(h)}"
+                          for h, n in sorted(report.ended.items()))
+        done = ("stopped" if not report.outcome else
+                f"had already {report.outcome.value}; its leftovers were ended: {ended}" if ended
+                else f"had already {report.outcome.value}: nothing to stop")
         console.print(f"run {run_id} {done}; no process of it is left on any host")
         return 0
     for host, count in sorted(report.remaining.items()):

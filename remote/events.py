@@ -241,6 +241,9 @@ class StopReport:
     outcome: RunOutcome | None = None
     """The outcome the run had reached before this stop: then the stop only looked for
     leftovers. None when the stop ended it."""
+    ended: dict[str, int] = field(default_factory=dict)
+    """With ``outcome``: per host, the run's leftover processes this stop found and ended
+    (a host cut off when the run ended); empty when there were none."""
 
     @property
     def clean(self) -> bool:

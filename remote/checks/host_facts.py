@@ -34,6 +34,8 @@ class HostFacts:
     """The output of this worker's side of the rendezvous-port test, when it ran."""
     code_present: bool | None = None
     """Whether the code tree asked about is on the host (None: not asked)."""
+    leftover_runs: tuple[str, ...] = ()
+    """The run ids whose processes the leftovers probe found there."""
     engine_down: bool = False
     """Its container engine hung or has no daemon: nothing runs there (one row says so)."""
     cpu: cpu_placement.HostCpuFacts | None = None

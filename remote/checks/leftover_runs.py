@@ -91,6 +91,7 @@ def judge_leftovers(host: HostSection, config: ClusterConfig, home: str,
     if run_root == "~" or run_root.startswith("~/"):
         run_root = home.strip() + run_root[1:]
     runs = _leftovers(ps_output, run_root)
+    facts.leftover_runs = tuple(sorted(runs))
     count = sum(len(pids) for pids in runs.values())
     named, hint = leftovers_line(config, list(runs))
     detail = "none" if not runs else f"{count} process(es) of run(s) {named}"

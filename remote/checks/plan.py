@@ -72,6 +72,8 @@ class LaunchFacts:
     """Each direction between two hosts as the full-mesh check found and measured it."""
     code_present: Mapping[str, bool | None] = field(default_factory=dict)
     """Per host, whether the code tree asked about is there already (None: not asked)."""
+    leftovers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per host with leftover processes, the run ids they belong to (``leftovers`` item)."""
 
 
 def nproc_for(host: HostSection, gpus: int | None) -> int:

@@ -320,7 +320,9 @@ async def check_and_plan(
                         port=port, membership_port=membership_port, cpu=cpu,
                         bf16={name: tuple(f.bf16) for name, f in facts.items() if f.bf16},
                         links=links,
-                        code_present={name: f.code_present for name, f in facts.items()})
+                        code_present={name: f.code_present for name, f in facts.items()},
+                        leftovers={name: f.leftover_runs for name, f in facts.items()
+                                   if f.leftover_runs})
     probes = {name: f.estimate for name, f in facts.items()}
     estimate = cluster_estimate(config, nprocs, probes, found.interfaces, links)
     modes = cluster_modes(config, nprocs, probes, found.interfaces, links)

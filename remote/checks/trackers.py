@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 
+from profiles.user_errors import UsageError
+from remote.checks.notify_urls import masked_list, resolved, url_problems
 from remote.config.cluster import ClusterConfig
 from remote.events import CheckItem
 from remote.records.tracker_packages import MISSING, installed
@@ -39,11 +41,23 @@ def serve_items() -> list[CheckItem]:
 
 
 def notify_items(config: ClusterConfig) -> list[CheckItem]:
-    """With ``[notify] urls``: apprise is importable here (the ``notify`` extra)."""
+    """With ``[notify] urls``: apprise is importable here (the ``notify`` extra), every
+    ``${NAME}`` is set, and apprise itself reads every URL (what ``corral run`` refuses)."""
     if not config.notify.urls:
         return []
-    ok = importlib.util.find_spec("apprise") is not None
-    return [CheckItem(host="*", name="notify", ok=ok,
-                      detail="this machine: apprise" if ok else "this machine: no apprise package",
-                      hint="" if ok else "[notify] urls need apprise: pip install "
-                                         "'corral[notify]' (or leave [notify] urls out)")]
+    if importlib.util.find_spec("apprise") is None:
+        return [CheckItem(host="*", name="notify", ok=False,
+                          detail="this machine: no apprise package",
+                          hint="[notify] urls need apprise: pip install 'corral[notify]' (or "
+                               "leave [notify] urls out)")]
+    import apprise
+
+    try:
+        problems = url_problems(apprise, config.notify.urls, resolved(config.notify.urls))
+    except UsageError as exc:
+        problems = [exc.message]
+    if problems:
+        return [CheckItem(host="*", name="notify", ok=False, detail="; ".join(problems),
+                          hint="fix [notify] urls (corral run refuses them as they are)")]
+    return [CheckItem(host="*", name="notify", ok=True,
+                      detail=f"this machine: apprise reads {masked_list(config.notify.urls)}")]

@@ -22,7 +22,9 @@ Each host keeps its data files by content, ``<workdir>/data/<sha256>``, read-onl
 
 A cached file is made read-only and stamped with a fixed modification time: a rank that
 writes through its link (as root, which read-only does not stop) changes that time, and the
-file no longer counts as cached: it is sent again, never used changed.
+file no longer counts as cached: it is sent again, never used changed. Nor is a file whose
+record (size, mtime, ctime, inode) changed since the receiver kept it, unless its hash is still
+its name (``remote.hosts.data_scripts``: what is checked, and the sampled re-hash).
 """
 
 from __future__ import annotations
@@ -34,16 +36,19 @@ import time
 from dataclasses import dataclass, field
 
 from remote.config.cluster import HostSection, SshSection
-from remote.hosts.data_sender import PIPE_BYTES, DataSyncError, SendJob, send
-from remote.hosts.data_tree import CHUNK_BYTES, DataFile, DataSet
+from remote.hosts.data_errors import host_error
+from remote.hosts.data_scripts import PROBE_PY, RECEIVE_PY
+from remote.hosts.data_scripts import STAMP_NS as STAMP_NS
+from remote.hosts.data_sender import DataSyncError, SendJob, send
+from remote.hosts.data_tree import DataFile, DataSet
 from remote.hosts.interpreter import last_json, python_word
 from remote.hosts.push_tree import mib
 from remote.hosts.transport import Transport
 
-STAMP_NS = 86_400 * 10**9
-"""The modification time of every cached file (1970-01-02): a write through a link changes it."""
 FREE_MARGIN_BYTES = 1 << 30
 """Free disk a host keeps after its data arrives (checkpoints and logs need room too)."""
+PROBE_HASH_BYTES_PER_S = 50 << 20
+"""The slowest hashing a probe's timeout allows for (a loaded host's disk and CPU)."""
 SYNC_TIMEOUT_S = 300.0
 """How long a host may take to finish after the last byte was sent (its last hash check)."""
 KEEP_RUNS = 3
@@ -51,149 +56,6 @@ KEEP_RUNS = 3
 KEEP_UNUSED_S = 86_400.0
 """...and every file a probe or a sync used within this many seconds (its ctime, renewed by
 each use): a file another sync found cached minutes ago stays, whatever run it is for."""
-
-WRITE_LINKS_PY = """
-def write_links(cache, links, manifest):
-    lines = "".join((os.path.join(cache, t[4:]) if t.startswith("sha:") else t) + "\\t" + r
-                    + "\\n" for t, r in links)
-    manifest = os.path.expanduser(manifest)
-    os.makedirs(os.path.dirname(manifest), mode=0o700, exist_ok=True)
-    tmp = os.path.join(os.path.dirname(manifest), ".data-" + os.urandom(8).hex())
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
-        out.write(lines)
-    os.replace(tmp, manifest)
-"""
-"""The host's link list written whole (a temporary file renamed): ``target<TAB>path`` lines,
-``sha:<sha256>`` targets made the cached file's path. No ``tempfile``: the probe imports as
-little as it can (each module is interpreter start-up on every host, every run)."""
-
-PROBE_PY = "import json, os, sys\n" + WRITE_LINKS_PY + f"""
-ask = json.loads(sys.stdin.readline())
-cache = os.path.expanduser(ask["cache"])
-shared = ask["local"]
-if ask["marker"] and not shared:
-    try:
-        with open(ask["marker"][0]) as f:
-            shared = f.read() == ask["marker"][1]
-    except OSError:
-        pass
-have = []
-for sha, size in ask["files"]:
-    try:
-        info = os.stat(os.path.join(cache, sha))
-    except OSError:
-        continue
-    if info.st_size == size and info.st_mtime_ns == {STAMP_NS} and not info.st_mode & 0o222:
-        have.append(sha)
-        try:  # marked used (its ctime): a prune beside this run's sync keeps it
-            os.chmod(os.path.join(cache, sha), 0o444)
-        except OSError:
-            pass
-alike = []
-for name in os.listdir(cache) if ask["sizes"] and not shared and os.path.isdir(cache) else []:
-    try:  # a cached file the size of one not hashed yet: maybe that file, touched
-        info = os.stat(os.path.join(cache, name))
-    except OSError:
-        continue
-    if (len(name) == 64 and name not in have and info.st_size in ask["sizes"]
-            and info.st_mtime_ns == {STAMP_NS} and not info.st_mode & 0o222):
-        alike.append([name, info.st_size])
-probe = cache
-while not os.path.isdir(probe):
-    probe = os.path.dirname(probe) or "/"
-missing = [p for p in ask["paths"] if not os.path.exists(os.path.expanduser(p))]
-linked = bool(ask["manifest"]) and (shared or not ask["sizes"] and len(have) == len(ask["files"]))
-if linked:  # nothing to send: the run's links now, and no second command
-    write_links(cache, ask["links"]["shared" if shared else "cached"], ask["manifest"])
-disk = os.statvfs(probe)
-print(json.dumps({{"have": have, "alike": alike, "shared": shared, "missing": missing,
-                  "free": disk.f_bavail * disk.f_frsize, "linked": linked}}))
-"""
-
-PRUNE_PY = """
-def prune(cache, runs, keep_runs, keep_unused_s):
-    keep, finished = set(), []
-    for run in os.listdir(runs) if os.path.isdir(runs) else []:
-        hosts = os.path.join(runs, run, "hosts")
-        for name in os.listdir(hosts) if os.path.isdir(hosts) else []:
-            if not name.endswith(".data"):
-                continue
-            try:
-                path = os.path.join(hosts, name)
-                with open(path) as f:
-                    used = {os.path.basename(t) for t, _, r in
-                            (line.partition("\\t") for line in f)
-                            if os.path.dirname(t) == cache}
-                when = os.stat(path).st_mtime
-            except OSError:
-                continue
-            if os.path.exists(path[:-len(".data")] + ".exit"):
-                finished.append((when, used))
-            else:  # running, or never finished: its links are never broken
-                keep |= used
-    for _, used in sorted(finished, key=lambda one: -one[0])[:keep_runs]:
-        keep |= used
-    for name in os.listdir(cache):
-        path = os.path.join(cache, name)
-        try:
-            if (len(name) == 64 and name not in keep
-                    and time.time() - os.stat(path).st_ctime > keep_unused_s):
-                os.unlink(path)
-        except OSError:
-            pass
-"""
-"""Remove from a host's data cache what no run needs (``KEEP_RUNS``, ``KEEP_UNUSED_S``): run
-after each sync that sent files (the only time the cache grows). ``runs`` holds the run
-directories, each host's link list ``hosts/<host>.data`` beside its exit file
-``hosts/<host>.exit`` (written when the launcher ends)."""
-
-RECEIVE_PY = ("import fcntl, hashlib, json, os, sys, tempfile, time\n" + WRITE_LINKS_PY + PRUNE_PY
-              + f"""
-if sys.platform.startswith("linux"):  # a 1 MiB pipe from sshd: fewer reads, fewer wake-ups
-    try:
-        fcntl.fcntl(0, getattr(fcntl, "F_SETPIPE_SZ", 1031), {PIPE_BYTES})
-    except OSError:  # not a pipe, or larger than this system allows
-        pass
-src = sys.stdin.buffer
-buf = memoryview(bytearray({CHUNK_BYTES}))  # one buffer, read into, for every chunk
-head = json.loads(src.readline())
-cache = os.path.expanduser(head["cache"])
-os.makedirs(cache, exist_ok=True)
-for name in os.listdir(cache):  # what a killed sync left: never used, removed once old
-    path = os.path.join(cache, name)
-    try:
-        if name.startswith(".part-") and time.time() - os.stat(path).st_mtime > 3600:
-            os.unlink(path)
-    except OSError:
-        pass
-got = []
-for sha, size in head["files"]:
-    fd, tmp = tempfile.mkstemp(dir=cache, prefix=".part-")
-    try:
-        digest, left = hashlib.sha256(), size
-        with os.fdopen(fd, "wb") as out:
-            while left:
-                count = src.readinto(buf[:min(left, {CHUNK_BYTES})])
-                if not count:
-                    sys.exit("corral: the data stream ended before " + sha)
-                digest.update(buf[:count])
-                out.write(buf[:count])
-                left -= count
-        if sha is not None and digest.hexdigest() != sha:
-            sys.exit("corral: data file " + sha + " arrived changed")
-        os.chmod(tmp, 0o444)
-        os.utime(tmp, ns=({STAMP_NS}, {STAMP_NS}))
-        os.replace(tmp, os.path.join(cache, digest.hexdigest()))
-        got.append(digest.hexdigest())
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-links = [["sha:" + got[int(t[4:])] if t.startswith("new:") else t, r] for t, r in head["links"]]
-write_links(cache, links, head["manifest"])
-prune(cache, os.path.expanduser(head["runs"]), *head["keep"])
-print(json.dumps({{"got": got}}))
-""")
-
 
 def _python(host: HostSection, code: str) -> str:
     """``python -S -c CODE``: the standard library alone (no site packages to scan: a sync
@@ -278,12 +140,15 @@ async def probe(transport: Transport, data: DataSet, marker: tuple[str, str] | N
            "manifest": manifest,
            "links": {"cached": [] if data.new() else link_lines(data, False),
                      "shared": link_lines(data, True)}}
-    done = await transport.run(_python(transport.host, PROBE_PY), timeout=120.0,
+    # A cached file whose record changed is hashed whole before it counts (data_scripts):
+    # the first probe after the cache existed without records may hash all of it.
+    hashing_s = sum(f.size for f in data.unique().values()) / PROBE_HASH_BYTES_PER_S
+    done = await transport.run(_python(transport.host, PROBE_PY), timeout=120.0 + hashing_s,
                                input=(json.dumps(ask) + "\n").encode())
     answer = last_json(done.stdout)
     if answer is None:
-        raise DataSyncError(f"{transport.host.name}: the data probe gave no answer: "
-                            f"{done.stderr.strip()[-300:]}")
+        raise DataSyncError(f"{transport.host.name}: the data probe failed: " + host_error(
+            transport.host.name, done.stderr, cache_dir(transport.host.workdir)))
     return HostData(have=frozenset(answer["have"]), shared=bool(answer["shared"]),
                     free=int(answer["free"]), missing=tuple(answer["missing"]),
                     linked=bool(answer["linked"]),
@@ -361,8 +226,8 @@ async def sync_host(transport: Transport, data: DataSet, found: HostData, manife
                   head=head, files=tuple(missing), timeout=SYNC_TIMEOUT_S)
     done = await send(transport, job, progress)
     if not done.ok:
-        raise DataSyncError(f"data sync to {transport.host.name} failed: "
-                            f"{(done.stderr.strip() or done.stdout.strip())[-300:]}")
+        raise DataSyncError(f"data sync to {transport.host.name} failed: " + host_error(
+            transport.host.name, done.stderr or done.stdout, cache_dir(transport.host.workdir)))
     _learn(data, missing, done.stdout)
     progress.done = True
     return progress

@@ -124,6 +124,13 @@ def _safe(rel: str) -> None:
         raise UsageError(f"data file {rel!r} has a tab or a newline in its name; rename it, or "
                          "leave it out with a line in .corralignore",
                          title="a data file cannot be sent")
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:  # bytes the file system had that are no UTF-8 (surrogates)
+        shown = rel.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+        raise UsageError(f"data file {shown} has a name that is not UTF-8, which the hosts' "
+                         "link lists cannot hold: rename it, or leave it out with a line in "
+                         ".corralignore", title="a data file cannot be sent") from None
 
 
 class HashCache:
@@ -197,11 +204,16 @@ def data_set(folder: Path, sources: dict[str, Path], links: dict[str, str],
         size, mtime_ns = _stamp(path)
         files.append(DataFile(rel=rel, source=path, size=size, mtime_ns=mtime_ns,
                               sha256=cache.known(path, size, mtime_ns)))
-    outside = tuple(OutsideLink(rel=rel, target=str((folder / rel).resolve()))
-                    for rel, _ in sorted(links.items()) if rel not in sources)
-    for link in outside:
-        _safe(link.rel)
-    return DataSet(folder=folder, files=tuple(files), links=outside, host_paths=host_paths,
+    outside = []
+    for rel, _ in sorted(links.items()):
+        try:
+            target = (folder / rel).resolve()
+        except (OSError, RuntimeError):  # a loop of links: left out, as the push says
+            continue
+        if rel not in sources:
+            _safe(rel)
+            outside.append(OutsideLink(rel=rel, target=str(target)))
+    return DataSet(folder=folder, files=tuple(files), links=tuple(outside), host_paths=host_paths,
                    hashes=cache)
 
 

@@ -65,6 +65,9 @@ class Outcome:
     ended_at_step: int = 0
     last_lines: list[str] = field(default_factory=list)
     """The first failing rank's last output lines (its traceback, what it printed after)."""
+    cleanup: str = ""
+    """What is known of the run's processes left on its hosts (``RunInfo.cleanup``) while a
+    host may still hold some (``suspect_hosts``), or empty."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,9 +190,10 @@ def _outcome(history: RunHistory, steps_done: int) -> Outcome:
                  "failed" if "failed" in last.values() else "stopped")
     failed = next((line for line in history.lines if isinstance(line.event, EndEvent)
                    and line.event.status == "failed"), None)
+    cleanup = history.info.cleanup if history.info.suspect_hosts else ""
     if failed is None or not isinstance(failed.event, EndEvent):
-        return Outcome(state=state, detail=detail, ended_at_step=steps_done)
-    return Outcome(state=state, detail=detail, failed_rank=failed.rank,
+        return Outcome(state=state, detail=detail, ended_at_step=steps_done, cleanup=cleanup)
+    return Outcome(state=state, detail=detail, cleanup=cleanup, failed_rank=failed.rank,
                    failed_host=failed.host, error=failed.event.error,
                    ended_at_step=steps_done,
                    last_lines=rank_tail(history.run_dir, failed.host, failed.rank))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import shutil
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,27 @@ def available() -> bool:
     return True
 
 
+def _quiet_writer_threads() -> None:
+    """Keep tensorboard's writer thread from printing its error: the thread keeps it and the
+    next ``add_event``, ``flush`` or ``close`` raises it again, where the records' write
+    errors are caught and said in corral's words (a read-only or full run copy). Printed by
+    the thread too, its 27-line traceback came before that sentence. Other threads' errors
+    reach the hook that was there."""
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    previous = threading.excepthook
+    if getattr(previous, "corral_quiet", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not (isinstance(args.thread, _AsyncWriterThread)
+                and isinstance(args.exc_value, Exception)):
+            previous(args)
+
+    hook.corral_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
 def board_dir(run_dir: Path) -> Path:
     """Where a run's TensorBoard files go."""
     return run_dir / BOARD_DIR
@@ -75,6 +97,7 @@ class BoardWriter(StepFeed):
         self._value = summary_pb2.Summary.Value
         self.directory = directory
         private_dir(directory)  # inside the 0700 run directory; private itself too
+        _quiet_writer_threads()
         self._writer = EventFileWriter(str(directory), max_queue_size=1000, flush_secs=FLUSH_S)
         self.points = 0
         """Scalar points written so far."""

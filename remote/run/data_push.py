@@ -17,21 +17,19 @@ import time
 from collections.abc import AsyncGenerator
 
 from profiles.user_errors import CorralError
+from remote.checks.data_room import data_room, run_data
 from remote.config.cluster import ClusterConfig
 from remote.config.task_code import UserCode
 from remote.events import LogLine, RunEvent
-from remote.hosts.data_marker import Marker
 from remote.hosts.data_openssh import openssh_hosts
 from remote.hosts.data_sender import fed_by_senders
 from remote.hosts.data_sync import (
     DataProgress,
     HostData,
-    plan_problem,
-    probe,
     sync_host,
     to_send,
 )
-from remote.hosts.data_tree import DataSet, collect, hash_alike
+from remote.hosts.data_tree import DataSet, hash_alike
 from remote.hosts.pool import HostPool
 from remote.run.lifecycle import LaunchFailed
 from trainer.run_layout import RunLayout
@@ -40,36 +38,16 @@ PROGRESS_EVERY_S = 1.0
 """How often a host still receiving data gets a progress line."""
 
 
-def run_data(config: ClusterConfig, user: UserCode | None) -> DataSet | None:
-    """The script run's ``DataSet`` (hashed); None for a task run or one with no data.
-    ``user`` is the launch's user code (``user_code``, located once per launch)."""
-    if config.run.script is None or config.run.data is False:
-        return None
-    assert user is not None
-    data = collect(user.folder, config.run.data, config.path.parent)
-    return data if data.files or data.links or data.host_paths else None
-
-
 def _line(text: str) -> LogLine:
     return LogLine(t=time.time(), host="*", rank=None, text=text)
 
 
 async def _probe_all(pool: HostPool, data: DataSet, layout: RunLayout) -> dict[str, HostData]:
-    """Every host's answer; ``LaunchFailed`` naming each host that cannot take the data."""
-    with Marker(data.folder) as marker:
-        answers = await pool.gather(lambda t: probe(
-            t, data, marker.pair(), layout.host_file(t.host.name, "data")))
-    found: dict[str, HostData] = {}
-    problems = []
-    for name, answer in answers.items():
-        if isinstance(answer, BaseException):
-            problems.append(f"{name}: {answer}")
-        elif (problem := plan_problem(name, data, answer)) is not None:
-            problems.append(problem)
-        else:
-            found[name] = answer
+    """Every host's answer; ``LaunchFailed`` naming each host that cannot take the data (the
+    check's own decision, ``remote.checks.data_room``)."""
+    found, problems = await data_room(pool, data, lambda name: layout.host_file(name, "data"))
     if problems:
-        raise LaunchFailed("data cannot travel: " + "; ".join(problems))
+        raise LaunchFailed("data cannot travel: " + "; ".join(problems.values()))
     return found
 
 

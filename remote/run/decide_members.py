@@ -27,6 +27,7 @@ from remote.run.lifecycle import JoinEnded, JoinLaunched, MembershipSeen
 from remote.run.record import RecordMembers
 from trainer.events import MembershipEvent
 from trainer.membership.contract import LOSS_DETECT_S, change_moment
+from trainer.membership.reach import CUT_OFF_S
 
 HOT_PATH_WAIT_S = LOSS_DETECT_S + 15.0
 """After a host's failure, how long the follower waits for the survivors' ``membership``
@@ -212,5 +213,18 @@ def members_changed(config: ClusterConfig, left: frozenset[str],
         f"generation {event.generation}: {', '.join(event.hosts)} {event.change} at step "
         f"{event.step}{took}{redone}; {event.world_size} rank(s) train on")))
     config = replace(config, hosts=kept, run=replace(config.run, split=None))
-    record = RecordMembers(hosts=tuple(h.name for h in kept), left=tuple(sorted(left)))
+    cut = tuple(sorted(hosts)) if event.change == "left" and event.cause == "unreachable" else ()
+    cleanup = cut_off_line(cut, event.step) if cut else ""
+    if cut:
+        said.append(LogLine(t=t, host="*", rank=None, text=f"corral: {cleanup}"))
+    record = RecordMembers(hosts=tuple(h.name for h in kept), left=tuple(sorted(left)),
+                           cut_off=cut, cleanup=cleanup)
     return MembersDecision(said, config, left, [record, changed])
+
+
+def cut_off_line(hosts: tuple[str, ...], step: int) -> str:
+    """What the run says, and records as its ``cleanup``, of ``hosts`` cut off at ``step``."""
+    named = ", ".join(hosts)
+    return (f"{named} cut off at step {step}: its ranks end by themselves within "
+            f"{CUT_OFF_S:g} s of the cut; corral will finish what is left there when {named} "
+            "is back (corral status, check or run)")

@@ -60,6 +60,7 @@ from remote.run.record import (
     RecordState,
     RunRecord,
 )
+from remote.run.refresh import live_processes
 from remote.run.start import Launch, push_code_to_hosts, run_check, start_hosts
 from remote.run.stop import stop_run, stop_wait
 
@@ -322,6 +323,10 @@ class SshRunHandle:
         known = {h.name for h in self._cluster_config.hosts}
         hosts = sorted(h for h in {*record.hosts, *record.suspect_hosts, *record.left_hosts}
                        if h in known)
+        found: dict[str, int] = {}  # a finished run's leftovers: counted, to say what ended
+        if outcome in FINAL_RUN_STATES:
+            found = await live_processes(self._cluster_config,
+                                         self._added_pool or self._cluster_pool, record)
         if self._launched_nothing():
             report = StopReport(run_id=self.run_id, remaining=await self._pool.settle())
         else:
@@ -330,7 +335,9 @@ class SshRunHandle:
                                             pool=self._added_pool or self._cluster_pool)
         await self._carry_out(RecordCleanup(report))
         if outcome in FINAL_RUN_STATES:
-            report = replace(report, outcome=RunOutcome(outcome))
+            report = replace(report, outcome=RunOutcome(outcome), ended={
+                h: n - report.remaining.get(h, 0) for h, n in found.items()
+                if h not in report.unreachable and n > report.remaining.get(h, 0)})
         if self._follower is None and report.clean and outcome not in FINAL_RUN_STATES:
             await self._carry_out(RecordState(RunOutcome.STOPPED.value))
         return report

@@ -15,8 +15,6 @@ notice is sent: run.json, the logs and every command line hold the URL as writte
 
 from __future__ import annotations
 
-import os
-import re
 import sys
 import threading
 import time
@@ -26,6 +24,7 @@ from typing import Any
 
 from figures import RunFigures
 from profiles.user_errors import UsageError
+from remote.checks.notify_urls import masked_list, resolved, url_problems
 from remote.config.cluster import ClusterConfig
 from remote.config.exports import NotifySection
 from remote.events import FINAL_RUN_STATES, LogLine, RankEvent, RunEvent, RunStatus
@@ -35,8 +34,6 @@ from remote.run.handle import SshRunHandle
 from remote.run.hang import NO_FIRST_STEP
 from trainer.events import CheckpointEvent, MembershipEvent, RebalanceEvent, StepEvent
 
-SECRET = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-"""``${NAME}`` in a URL: the environment variable ``NAME`` of this machine."""
 SLOW_WINDOW = 5
 """Steps whose median is the cluster's current samples/s (one slow step is not a fall)."""
 
@@ -54,15 +51,7 @@ class RunNotice:
 def secret_urls(section: NotifySection) -> list[str]:
     """The URLs with every ``${NAME}`` filled from the environment; a UsageError names the
     first variable that is not set."""
-    urls = []
-    for url in section.urls:
-        for name in SECRET.findall(url):
-            if name not in os.environ:
-                raise UsageError(f"[notify] urls names ${{{name}}}, which is not set in this "
-                                 f"machine's environment: export {name} before corral runs",
-                                 title="notify secret missing")
-        urls.append(SECRET.sub(lambda m: os.environ[m.group(1)], url))
-    return urls
+    return resolved(section.urls)
 
 
 def load_apprise() -> Any:
@@ -201,6 +190,9 @@ class NoticeSender:
         self.section = section
         self.urls = secret_urls(section)  # a missing secret: said before the run starts
         self.apprise: Any = load_apprise() if self.urls else None
+        problems = url_problems(self.apprise, section.urls, self.urls) if self.urls else []
+        if problems:  # said before the run starts, not at its first notice hours later
+            raise UsageError("; ".join(problems), title="notify URL invalid")
         self.threads: list[threading.Thread] = []
         self.warnings: list[str] = []
         self.warned = False
@@ -228,7 +220,7 @@ class NoticeSender:
             problem = f"it took over {self.section.timeout_s:g} s"
         if problem is not None:
             self._warn(f"[notify] the {notice.event} notice was not sent: {problem} (urls as "
-                       f"written: {', '.join(self.section.urls)})")
+                       f"written: {masked_list(self.section.urls)})")
 
     def _warn(self, line: str) -> None:
         with self.lock:
@@ -249,7 +241,7 @@ class NoticeSender:
             thread.join(max(0.0, deadline - time.monotonic()))
         if any(t.is_alive() for t in self.threads):
             self._warn(f"[notify] a receiver did not answer within {self.section.timeout_s:g} "
-                       f"s (urls as written: {', '.join(self.section.urls)})")
+                       f"s (urls as written: {masked_list(self.section.urls)})")
 
 
 async def notified(stream: AsyncIterator[RunEvent], rules: NoticeRules,

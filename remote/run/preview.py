@@ -8,6 +8,7 @@ import asyncio
 import shlex
 from dataclasses import replace
 
+from remote.checks.data_room import data_room_items
 from remote.checks.plan import ClusterPlan, LaunchFacts, PlanError, master_address, plan_cluster
 from remote.checks.preflight import check_and_plan
 from remote.checks.task_import import data_files, push_then_import
@@ -18,6 +19,7 @@ from remote.hosts.pool import HostPool
 from remote.hosts.push import build_bundle
 from remote.records.runs import new_run_id, run_dir_for
 from remote.run.launch import LaunchPlan, host_command
+from remote.run.leftovers import end_finished_leftovers
 from trainer.balance.balancer import equal_split
 
 
@@ -71,6 +73,12 @@ def preview(config: ClusterConfig, facts: LaunchFacts, port: int, code_digest: s
                          else shlex.join([script, *config.run.args]))
 
 
+def _sorted(config: ClusterConfig, items: list[CheckItem]) -> tuple[CheckItem, ...]:
+    """The report's order: each host's items together, the cluster-wide ones last."""
+    order = {h.name: i for i, h in enumerate(config.hosts)}
+    return tuple(sorted(items, key=lambda it: order.get(it.host, len(order))))
+
+
 async def check_with_preview(config: ClusterConfig, pool: HostPool) -> CheckReport:
     """The pre-flight check and, when it passed, the launch it would lead to. With a user task
     the check pushes the code (content-addressed: the run reuses it) and imports the task file
@@ -85,6 +93,9 @@ async def check_with_preview(config: ClusterConfig, pool: HostPool) -> CheckRepo
         report, facts = await check_and_plan(config, pool, user=user, code_digest=code.digest,
                                              after_probe=push_then_import(config, code, {},
                                                                           user))
+    report = await end_finished_leftovers(config, pool, report, facts.leftovers)
+    report = replace(report, items=_sorted(config, [
+        *report.items, *await data_room_items(config, pool, user)]))
     setting = config.cluster.rendezvous_port
     port = facts.port if setting == "auto" else int(setting)
     if not report.ok or port is None:

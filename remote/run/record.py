@@ -68,6 +68,10 @@ class RecordMembers:
 
     hosts: tuple[str, ...]
     left: tuple[str, ...]
+    cut_off: tuple[str, ...] = ()
+    """Hosts that left unreachable: what runs there cannot be confirmed ended (suspects)."""
+    cleanup: str = ""
+    """What the record's ``cleanup`` says of them (empty: unchanged)."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,9 @@ class RunRecord:
             self.forget()
         elif isinstance(change, RecordMembers):
             self.change(hosts=change.hosts, left_hosts=change.left)
+            if change.cut_off:  # followed until clean: status, check and run finish them
+                suspects = set(self.recorded().suspect_hosts) | set(change.cut_off)
+                self.change(suspect_hosts=tuple(sorted(suspects)), cleanup=change.cleanup)
         else:
             self.ask_stop()
 
@@ -226,8 +233,10 @@ class RunRecord:
             return False
 
     def suspects(self, hosts: set[str]) -> None:
-        """``hosts`` where processes of the run may be left (see ``RunInfo.suspect_hosts``)."""
-        self.change(suspect_hosts=tuple(sorted(hosts)))
+        """``hosts`` where processes of the run may be left (see ``RunInfo.suspect_hosts``),
+        added to those recorded already (a host cut off earlier stays until found clean)."""
+        recorded = set(self.recorded().suspect_hosts)
+        self.change(suspect_hosts=tuple(sorted(recorded | hosts)))
 
     def cleanup(self, report: StopReport) -> None:
         """What a stop found (``cleanup``), leaving the run's outcome (``state``) alone."""

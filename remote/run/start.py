@@ -40,6 +40,7 @@ from remote.run.carry import carry_master_files
 from remote.run.data_push import sync_run_data
 from remote.run.decide_members import host_loss_line
 from remote.run.launch import LaunchPlan, launch_host
+from remote.run.leftovers import end_finished_leftovers
 from remote.run.lifecycle import LaunchFailed
 from remote.run.stream import catch_up, remote_sizes
 
@@ -130,9 +131,13 @@ async def run_check(launch: Launch) -> AsyncGenerator[RunEvent, None]:
     bundled = CheckTiming(host="*", name="code bundle", seconds=time.monotonic() - bundling)
     report, launch.facts = await check_and_plan(config, launch.pool, user=user,
                                                 code_digest=code.digest)
+    report = await end_finished_leftovers(config, launch.pool, report, launch.facts.leftovers)
     report = launch.report = replace(report, timings=(bundled, *report.timings))
     yield LogLine(t=time.time(), host="*", rank=None,
                   text=timing_line("check", time.monotonic() - began, report.timings))
+    for item in report.items:  # a finished run's leftovers, ended: said
+        if item.name == "leftovers" and item.detail.startswith("ended "):
+            yield LogLine(t=time.time(), host=item.host, rank=None, text=f"corral: {item.detail}")
     _refuse_failed(report)
     for line in warning_lines(report.items):
         yield LogLine(t=time.time(), host="*", rank=None, text=line)

@@ -301,13 +301,58 @@ async def test_the_data_cache_keeps_running_and_recent_runs_files_and_prunes_the
     await run("r3", finished=True)
     await run("r4", finished=False)
     # Every file was used within KEEP_UNUSED_S (a day): nothing is removed yet.
-    assert {p.name for p in cache.iterdir()} == set().union(*sent.values())
+    assert {p.name for p in cache.glob("[!.]*")} == set().union(*sent.values())
     monkeypatch.setattr(data_sync, "KEEP_UNUSED_S", 0.0)
     await run("r5", finished=True)
     # Pruned as r5's files landed: kept are the running runs' (r1, r4, and r5 itself, not
     # finished then) and the most recent finished one's (r3); r2's files are gone. The
     # running runs' links still resolve.
-    assert {p.name for p in cache.iterdir()} == sent["r1"] | sent["r3"] | sent["r4"] | sent["r5"]
-    assert not sent["r2"] & {p.name for p in cache.iterdir()}
+    kept = sent["r1"] | sent["r3"] | sent["r4"] | sent["r5"]
+    assert {p.name for p in cache.glob("[!.]*")} == kept
+    assert not sent["r2"] & {p.name for p in cache.glob("[!.]*")}
     for line in (tmp_path / "runs" / "r1" / "hosts" / "b.data").read_text().splitlines():
         assert Path(line.split("\t")[0]).exists()
+
+
+def _rewrite_keeping_mtime(path: Path, content: bytes) -> None:
+    """What a user or a rank as root can do: new bytes, the stamp and mode put back."""
+    os.chmod(path, 0o644)
+    path.write_bytes(content)
+    os.chmod(path, 0o444)
+    os.utime(path, ns=(STAMP_NS, STAMP_NS))
+
+
+async def test_a_cached_file_rewritten_with_its_mtime_restored_is_sent_again(
+        tmp_path: Path) -> None:
+    repo = _repo(tmp_path, files=3)
+    host = _host(tmp_path)
+    await _sync(host, _data(repo, tmp_path), tmp_path)
+    data = _data(repo, tmp_path)
+    victim = Path(cache_dir(host.host.workdir)) / str(data.files[1].sha256)
+    _rewrite_keeping_mtime(victim, os.urandom(4096))  # same size, same mtime, same mode
+    found = await probe(host, data, None)
+    assert victim.name not in found.have and len(found.have) == 2
+    again = await _sync(host, data, tmp_path)
+    assert (again.sent_files, again.cached_files) == (1, 2)
+    assert hashlib.sha256(victim.read_bytes()).hexdigest() == victim.name
+
+
+async def test_a_rewrite_whose_record_was_forged_too_is_caught_by_the_sampled_rehash(
+        tmp_path: Path) -> None:
+    import json
+
+    repo = _repo(tmp_path, files=3)
+    host = _host(tmp_path)
+    await _sync(host, _data(repo, tmp_path), tmp_path)
+    data = _data(repo, tmp_path)
+    cache = Path(cache_dir(host.host.workdir))
+    victim = cache / str(data.files[0].sha256)
+    _rewrite_keeping_mtime(victim, os.urandom(4096))
+    index = json.loads((cache / ".verified").read_text())
+    info = victim.stat()  # as if the ctime had been put back (a clock set back)
+    index[victim.name] = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino,
+                          info.st_dev]
+    (cache / ".verified").write_text(json.dumps(index))
+    found = await probe(host, data, None)  # 12 KiB: all of it under the sample's budget
+    assert victim.name not in found.have and not victim.exists()
+    assert (await _sync(host, data, tmp_path)).sent_files == 1

@@ -68,7 +68,7 @@ def test_a_failed_run_says_where_it_stopped_and_why(
     assert outcome == {"state": "failed", "detail": "slow rank 1 failed: exit 1",
                        "failed_rank": 1, "failed_host": "slow",
                        "error": "RuntimeError: CUDA out of memory", "ended_at_step": 12,
-                       "last_lines": []}
+                       "last_lines": [], "cleanup": ""}
 
 
 def test_an_interrupted_run_is_reported_as_stopped_with_its_last_step(
@@ -264,3 +264,16 @@ def test_the_report_lists_each_generation_of_a_run_whose_hosts_changed(
     flat = " ".join(out.split())
     assert code == 0 and "membership (live joins and leaves)" in flat
     assert "ranks_died" in flat and "4.5 s" in flat and "torch 2.1 on slow" in flat
+
+
+def test_a_host_cut_off_is_named_in_the_report_until_it_is_clean(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _cluster(tmp_path)
+    said = ("slow cut off at step 8: its ranks end by themselves within 30 s of the cut; "
+            "corral will finish what is left there when slow is back")
+    write_recorded(tmp_path / "runs" / "rep-k", dataclasses.replace(
+        info("rep-k", "completed"), suspect_hosts=("slow",), cleanup=said),
+        synthetic_run(steps=12))
+    code, out = _report(capsys, path, "rep-k")
+    assert code == 0 and f"Cleanup: {said}" in " ".join(out.split())
+    assert _json(capsys, path, "rep-k")["runs"][0]["outcome"]["cleanup"] == said

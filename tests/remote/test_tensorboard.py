@@ -164,3 +164,34 @@ def test_sigterm_to_corral_tensorboard_leaves_nothing_on_its_port(tmp_path: Path
         with contextlib.suppress(ProcessLookupError):
             os.killpg(corral.pid, signal.SIGKILL)  # only what this test started
         corral.wait()
+
+
+def test_a_writer_thread_that_fails_prints_nothing_its_error_is_raised_where_records_catch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    import threading
+
+    pytest.importorskip("tensorboard")
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    printed: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: printed.append(args.exc_value))
+    directory = tmp_path / "tensorboard"
+    board = tensorboard.BoardWriter(directory)
+    board.on_step(1, 1.0, [("loss/global", 1.0)])
+    board.flush()
+    shutil.rmtree(directory)
+    directory.write_text("the run copy can no longer be written")  # its next write fails
+    board.on_step(2, 2.0, [("loss/global", 2.0)])
+    with pytest.raises(OSError):  # where the follower catches the records' write errors
+        board.flush()
+    for thread in threading.enumerate():
+        if isinstance(thread, _AsyncWriterThread):
+            thread.join(timeout=30)
+    with contextlib.suppress(OSError):  # said once already
+        board.close()
+    assert printed == []
+    thread = threading.Thread(target=lambda: 1 / 0)  # other threads' errors still reach it
+    thread.start()
+    thread.join()
+    assert len(printed) == 1 and isinstance(printed[0], ZeroDivisionError)

@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from trainer.membership.abort import abort_groups, open_sockets
 from trainer.membership.liveness import Liveness, own_address
+from trainer.membership.reach import Reach, watch_reach
 from trainer.membership.watch import HEARTBEAT_S, Watch
 
 STORE_TIMEOUT = datetime.timedelta(minutes=30)
@@ -57,6 +58,9 @@ class MembershipStore:
         self._before = open_sockets()
         """Sockets open before any group: never aborted (trainer/membership/abort.py)."""
         self._beating = threading.Event()
+        self.reach = Reach()
+        """When the store last answered this rank's heartbeat (``watch_reach`` ends a rank
+        cut off from it)."""
         self.backend = "gloo"
         self.watch: Watch | None = None
         """This rank's watch on the others (from ``start_heartbeat``)."""
@@ -160,6 +164,9 @@ class MembershipStore:
             member, lambda: abort_groups(self.backend, self.port, self._before), armed=armed,
             closed=liveness.closed if liveness is not None else lambda m: False)
 
+        reach = self.reach  # each answer heard: a rank cut off from the run ends (reach.py)
+        reach.heard()
+
         def beat() -> None:
             while not self._beating.is_set():
                 try:
@@ -170,12 +177,15 @@ class MembershipStore:
                                    for m in watch.watched()})
                 except RuntimeError:  # the store is gone: the run is over
                     return
+                reach.heard()
                 self._beating.wait(HEARTBEAT_S)
 
         threading.Thread(target=beat, name="corral-heartbeat", daemon=True).start()
+        watch_reach(reach, f"{self.addr}:{self.port}")
 
     def stop_heartbeat(self) -> None:
         self._beating.set()
+        self.reach.stop()
 
     def gone(self, member: int, answered: str) -> Gone | None:
         """How ``member`` is gone, or None: waits until it has written ``answered`` (None),

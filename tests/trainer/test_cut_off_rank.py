@@ -1,0 +1,123 @@
+"""A rank cut off from its run ends by itself (issue 81, item 1; trainer/membership/reach.py):
+the watchdog's logic without a process, then a live run on network-namespace hosts whose third
+host's traffic is DROPped mid-run: the survivors go on, and the cut-off rank, which hears
+nothing (no connection closes), ends within ``CUT_OFF_S`` of the store's last answer, saying
+why, instead of waiting out the group's 30-minute timeout."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from trainer.membership.reach import CUT_OFF_EXIT, CUT_OFF_S, STARVED_S, TICK_S, Reach, watch_reach
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_store_silent_for_the_limit_cuts_the_rank_off_and_an_answer_keeps_it() -> None:
+    clock = Clock()
+    reach = Reach(limit_s=30.0, clock=clock)
+    for _ in range(29):  # the watchdog looks each second; the store answered at 1000
+        clock.now += 1.0
+        assert not reach.cut_off()
+    clock.now += 1.0
+    assert reach.cut_off()
+    reach.heard()  # an answer: a fresh window
+    clock.now += 1.0
+    assert not reach.cut_off()
+    reach.stop()  # left, or done with the store: never cut off
+    clock.now += 100.0
+    assert not reach.cut_off()
+
+
+def test_a_watchdog_kept_from_running_is_not_a_cut() -> None:
+    clock = Clock()
+    reach = Reach(limit_s=30.0, clock=clock)
+    clock.now += STARVED_S + 40.0  # the main thread held the interpreter: nobody ran
+    assert not reach.cut_off()
+    for _ in range(29):  # from then on it looks each second
+        clock.now += 1.0
+        assert not reach.cut_off()
+    clock.now += 1.0
+    assert reach.cut_off()
+
+
+def test_the_watchdog_thread_ends_a_cut_off_rank_once() -> None:
+    ended: list[tuple[str, float]] = []
+    done = threading.Event()
+    reach = Reach(limit_s=0.0)
+
+    def end(where: str, limit: float) -> None:
+        ended.append((where, limit))
+        done.set()
+
+    watch_reach(reach, "10.0.0.1:29400", end)
+    assert done.wait(timeout=30 * TICK_S)
+    assert ended == [("10.0.0.1:29400", 0.0)]
+
+
+try:
+    import netns
+except ImportError:  # collected as a package module
+    from tests.remote import netns
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Iterator[netns.NetnsCluster]:
+    reason = netns.unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    (tmp_path / "box").mkdir()
+    cluster = netns.build(tmp_path / "box", hosts=3)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_a_rank_whose_host_is_cut_off_mid_run_ends_by_itself_within_the_bound(
+        tmp_path: Path, box: netns.NetnsCluster) -> None:
+    from membership_runs import Place, live_run
+
+    n1, n2, n3 = box.nodes
+    places = {"h0": Place(n1.netns, n1.ifname), "h1": Place(n2.netns, n2.ifname),
+              "h2": Place(n3.netns, n3.ifname)}
+    flags = ("--samples", "256", "--global-batch", "24", "--steps", "5000", "--seed", "7",
+             "--lr", "0.02", "--checkpoint-every", "0", "--slowdown", "3")
+    with live_run(tmp_path / "live", flags, ("h0", "h1", "h2"), places,
+                  master_addr=n1.address) as run:
+        run.wait_for("three steps", lambda: run.steps_done() >= 3)
+        cut = run.ranks[2]
+        run.killed.append(cut)  # it is expected to end: not a failure of the run
+        dropped_at = time.monotonic()
+        try:
+            for chain in ("INPUT", "OUTPUT"):
+                subprocess.run(["ip", "netns", "exec", n3.netns, "iptables", "-A", chain,
+                                "-j", "DROP"], check=True)
+            run.wait_for("h2 left", lambda: any(
+                e["change"] == "left" and e["hosts"] == ["h2"] for e in run.membership()))
+            going_on = run.steps_done()
+            code = cut.wait(timeout=CUT_OFF_S + 60)
+            ended_after = time.monotonic() - dropped_at
+        finally:
+            subprocess.run(["ip", "netns", "exec", n3.netns, "iptables", "-F"], check=True)
+        assert code == CUT_OFF_EXIT, run.output()
+        said = (run.run_dir / "out-2.log").read_text(errors="replace")
+        assert "this host is cut off from the run; its rank ends" in said
+        print(f"DROP to the cut-off rank's end: {ended_after:.1f} s (bound {CUT_OFF_S:g} s "
+              f"after the store's last answer)")
+        assert ended_after <= 60.0
+        run.wait_for("the survivors step on", lambda: run.steps_done() > going_on + 1)
