@@ -27,6 +27,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 RANK_PREFIX = re.compile(r"\[rank(\d+)\+(\d+)\]:")
 """torchrun's prefix of a rank's teed line (``trainer.launch_contract.log_line_prefix``),
@@ -197,10 +200,10 @@ class RankScreen:
         return [ShownLine(rank, text, bar=True, replaces=replaces)]
 
 
-def settle(shown: Iterable[tuple[ShownLine, object]]) -> list[tuple[ShownLine, object]]:
+def settle(shown: Iterable[tuple[ShownLine, T]]) -> list[tuple[ShownLine, T]]:
     """Shown lines, each with what the caller keeps beside it (a line number), with every
     bar at its last state: a line that ``replaces`` takes the place of its rank's newest bar."""
-    out: list[tuple[ShownLine, object]] = []
+    out: list[tuple[ShownLine, T]] = []
     bars: dict[int | None, int] = {}
     for line, extra in shown:
         if line.replaces and line.rank in bars:
@@ -228,22 +231,22 @@ def ranks_label(ranks: Sequence[int]) -> str:
 
 
 @dataclass(frozen=True)
-class FoldedLine:
+class FoldedLine(Generic[T]):
     """A line of ``fold_ranks``: the first ``item`` with its text, the ranks that said it."""
 
-    item: object
+    item: T
     ranks: tuple[int, ...]
 
 
-def fold_ranks(items: Sequence[object], key: Sequence[tuple[int | None, str]]
-               ) -> list[FoldedLine]:
+def fold_ranks(items: Sequence[T], key: Sequence[tuple[int | None, str]]
+               ) -> list[FoldedLine[T]]:
     """``items`` with identical lines of different ranks as one, where the first was.
 
     ``key[i]``: item i's (rank, plain text). The n-th time rank r says a text is the same line
     as the n-th time another rank says it; a launcher's line (rank None), a blank line and a
     bar's state are never folded.
     """
-    out: list[FoldedLine] = []
+    out: list[FoldedLine[T]] = []
     said: dict[tuple[int, str], int] = {}
     place: dict[tuple[str, int], int] = {}
     for item, (rank, text) in zip(items, key, strict=True):

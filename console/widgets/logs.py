@@ -29,7 +29,7 @@ from console.model.run import LOG_LINES, RunModel
 from console.widgets.lines_view import LinesView
 from console.widgets.log_search import LogSearch, LogSource
 from profiles.user_errors import CorralError
-from remote.api import RunLogLine, compile_search
+from remote.api import RunLogLine, compile_search, plain
 
 LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "red"}
 SOURCE_STYLE = "bold cyan"
@@ -40,7 +40,10 @@ def log_row(entry: LogEntry) -> Text:
     text = Text(entry.source, style=SOURCE_STYLE if entry.level == "info" else
                 LEVEL_STYLES[entry.level])
     text.append(" ")
-    text.append(entry.text, style=LEVEL_STYLES.get(entry.level, ""))
+    if "\x1b" in entry.text:  # the rank's own colours (every other control code is gone)
+        text.append_text(Text.from_ansi(entry.text, style=LEVEL_STYLES.get(entry.level, "")))
+    else:
+        text.append(entry.text, style=LEVEL_STYLES.get(entry.level, ""))
     return text
 
 
@@ -65,7 +68,7 @@ def wrapped_rows(row: Text, width: int) -> list[Text]:
 
 def matches(entry: LogEntry, pattern: re.Pattern[str] | None) -> bool:
     """The regex found in the whole prefixed line (None: every line)."""
-    return pattern is None or pattern.search(entry.line) is not None
+    return pattern is None or pattern.search(plain(entry.line)) is not None
 
 
 def typed_pattern(text: str) -> re.Pattern[str] | None:
@@ -112,13 +115,19 @@ class LogsPanel(Vertical):
         self._rows_width = 0
         """The width ``rows`` were wrapped to (0: not yet)."""
         self._seen = 0
+        self._edited = 0
+        """The model's ``logs_edited`` when the buffer was last shown."""
+        self._row_cache: dict[int, tuple[LogEntry, list[Text]]] = {}
+        """id(entry) -> the entry and its rows at ``_rows_width``: a buffer shown anew (a
+        bar's new state) wraps only the entries that changed."""
         self.border_title = self._title()
         self._subtitle_shown = ""
 
     def compose(self) -> ComposeResult:
         yield LinesView(row_count=lambda: len(self.rows),
                         row_text=lambda i, w: self.rows[i], follow=True,
-                        signature=lambda: (self._seen, self.pattern, self.show_noise,
+                        signature=lambda: (self._seen, self._edited, self.pattern,
+                                           self.show_noise,
                                            self._rows_width, id(self.search),
                                            self.search and self.search.focus),
                         id="log-lines")
@@ -152,16 +161,28 @@ class LogsPanel(Vertical):
     def _rewrap(self) -> None:
         """Wrap every shown entry (or searched line) anew (after a resize, a filter change, a
         trim or a search)."""
-        self._rows_width = self._wrap_width()
+        width = self._wrap_width()
+        if width != self._rows_width:
+            self._row_cache.clear()
+        self._rows_width = width
         if self.search is None:
-            self.rows = [r for e in self.shown
-                         for r in wrapped_rows(log_row(e), self._rows_width)]
+            cache, self._row_cache = self._row_cache, {}
+            self.rows = [r for e in self.shown for r in self._entry_rows(e, cache)]
             return
         self.rows, self._row_starts = [], []
         for index in range(len(self.search.lines)):
             self._row_starts.append(len(self.rows))
             self.rows.extend(wrapped_rows(self.search.row(index), self._rows_width))
         self._row_starts.append(len(self.rows))
+
+    def _entry_rows(self, entry: LogEntry,
+                    cache: dict[int, tuple[LogEntry, list[Text]]]) -> list[Text]:
+        """``entry``'s rows, from ``cache`` when it was wrapped before (kept for next time)."""
+        found = cache.get(id(entry))
+        rows = (found[1] if found is not None and found[0] is entry
+                else wrapped_rows(log_row(entry), self._rows_width))
+        self._row_cache[id(entry)] = (entry, rows)
+        return rows
 
     def on_resize(self) -> None:
         if self._wrap_width() != self._rows_width:
@@ -206,7 +227,7 @@ class LogsPanel(Vertical):
         self.search = None
         self.hidden = 0
         self.shown = self._take(self.model.logs)
-        self._seen = self.model.logs_total
+        self._seen, self._edited = self.model.logs_total, self.model.logs_edited
         self._rewrap()
         self._update_subtitle()
 
@@ -325,6 +346,10 @@ class LogsPanel(Vertical):
         """Take in the lines added since the last sync (a search shows what it read)."""
         if self.search is not None:
             return
+        if self._edited != self.model.logs_edited:  # a kept line changed: show them anew
+            self._refilter()
+            self.query_one(LinesView).sync()
+            return
         added = min(self.model.logs_total - self._seen, len(self.model.logs))
         self._seen = self.model.logs_total
         if added > 0:
@@ -337,7 +362,7 @@ class LogsPanel(Vertical):
                 self._rewrap()
             else:
                 for entry in kept:
-                    self.rows.extend(wrapped_rows(log_row(entry), self._rows_width))
+                    self.rows.extend(self._entry_rows(entry, {}))
         self._update_subtitle()
         self.query_one(LinesView).sync()
 
