@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import ClassVar
 
 from rich.text import Text
@@ -27,6 +27,7 @@ from textual.widgets import Input
 from console.model.records import LogEntry
 from console.model.run import LOG_LINES, RunModel
 from console.widgets.lines_view import LinesView
+from console.widgets.log_rows import LazyRows, wrapped_rows
 from console.widgets.log_search import LogSearch, LogSource
 from profiles.user_errors import CorralError
 from remote.api import RunLogLine, compile_search, plain
@@ -45,25 +46,6 @@ def log_row(entry: LogEntry) -> Text:
     else:
         text.append(entry.text, style=LEVEL_STYLES.get(entry.level, ""))
     return text
-
-
-CONTINUATION_INDENT = 2
-"""Cells a wrapped line's continuation rows are indented by."""
-
-
-def wrapped_rows(row: Text, width: int) -> list[Text]:
-    """``row`` as screen rows of at most ``width`` cells, the continuation rows indented."""
-    if row.cell_len <= width or width <= 2 * CONTINUATION_INDENT:
-        return [row]
-    rows = [row[:width]]
-    rest = row[width:]
-    step = width - CONTINUATION_INDENT
-    while rest.cell_len > 0:
-        piece = Text(" " * CONTINUATION_INDENT)
-        piece.append_text(rest[:step])
-        rows.append(piece)
-        rest = rest[step:]
-    return rows
 
 
 def matches(entry: LogEntry, pattern: re.Pattern[str] | None) -> bool:
@@ -110,16 +92,15 @@ class LogsPanel(Vertical):
         """The entries that pass the filter (and are not hidden noise), oldest first."""
         self.hidden = 0
         """Noise lines that pass the filter but are hidden (the title counts them)."""
-        self.rows: list[Text] = []
-        """``shown`` wrapped to the panel's width: the screen rows, oldest first."""
+        self._lazy = LazyRows(log_row)
+        self.rows: Sequence[Text] = self._lazy
+        """``shown`` wrapped to the panel's width: the screen rows, oldest first (built as
+        they are drawn; a search's rows are a list)."""
         self._rows_width = 0
         """The width ``rows`` were wrapped to (0: not yet)."""
         self._seen = 0
         self._edited = 0
         """The model's ``logs_edited`` when the buffer was last shown."""
-        self._row_cache: dict[int, tuple[LogEntry, list[Text]]] = {}
-        """id(entry) -> the entry and its rows at ``_rows_width``: a buffer shown anew (a
-        bar's new state) wraps only the entries that changed."""
         self.border_title = self._title()
         self._subtitle_shown = ""
 
@@ -161,28 +142,18 @@ class LogsPanel(Vertical):
     def _rewrap(self) -> None:
         """Wrap every shown entry (or searched line) anew (after a resize, a filter change, a
         trim or a search)."""
-        width = self._wrap_width()
-        if width != self._rows_width:
-            self._row_cache.clear()
-        self._rows_width = width
+        self._rows_width = self._wrap_width()
         if self.search is None:
-            cache, self._row_cache = self._row_cache, {}
-            self.rows = [r for e in self.shown for r in self._entry_rows(e, cache)]
+            self._lazy.reset(self.shown, self._rows_width)
+            self.rows = self._lazy
             return
-        self.rows, self._row_starts = [], []
+        rows: list[Text] = []
+        self._row_starts = []
         for index in range(len(self.search.lines)):
-            self._row_starts.append(len(self.rows))
-            self.rows.extend(wrapped_rows(self.search.row(index), self._rows_width))
-        self._row_starts.append(len(self.rows))
-
-    def _entry_rows(self, entry: LogEntry,
-                    cache: dict[int, tuple[LogEntry, list[Text]]]) -> list[Text]:
-        """``entry``'s rows, from ``cache`` when it was wrapped before (kept for next time)."""
-        found = cache.get(id(entry))
-        rows = (found[1] if found is not None and found[0] is entry
-                else wrapped_rows(log_row(entry), self._rows_width))
-        self._row_cache[id(entry)] = (entry, rows)
-        return rows
+            self._row_starts.append(len(rows))
+            rows.extend(wrapped_rows(self.search.row(index), self._rows_width))
+        self._row_starts.append(len(rows))
+        self.rows = rows
 
     def on_resize(self) -> None:
         if self._wrap_width() != self._rows_width:
@@ -311,11 +282,14 @@ class LogsPanel(Vertical):
         search = self.search
         if search is None or search.line is None:
             return
+        rows = self.rows
+        if not isinstance(rows, list):  # no search's rows
+            return
         before = search.line
         search.step(forward)
         for line in (before, search.line):  # only their rows change: same text, same wrap
             start, end = self._row_starts[line], self._row_starts[line + 1]
-            self.rows[start:end] = wrapped_rows(search.row(line), self._rows_width)
+            rows[start:end] = wrapped_rows(search.row(line), self._rows_width)
         self._update_subtitle()
         self.query_one(LinesView).sync()
         self._scroll_to_focus()
@@ -361,8 +335,7 @@ class LogsPanel(Vertical):
             elif self._wrap_width() != self._rows_width:
                 self._rewrap()
             else:
-                for entry in kept:
-                    self.rows.extend(self._entry_rows(entry, {}))
+                self._lazy.extend(kept)
         self._update_subtitle()
         self.query_one(LinesView).sync()
 

@@ -179,3 +179,29 @@ def test_corral_logs_and_the_report_show_the_settled_lines(
                       '[[hosts]]\nname = "slow"\naddress = "local"\n', encoding="utf-8")
     assert cli.main(["-c", str(config), "logs", "rep-bars", "--host", "fast"]) == 0
     assert capsys.readouterr().out.splitlines() == settled
+
+
+def bars_run(run_id: str, **options: object) -> list[object]:
+    """The scripted run with the field's bars and codes in front of it."""
+    from tests.fake_runs import scripted_run
+
+    return [*log_lines(), *scripted_run(run_id, **options)]
+
+
+async def test_the_log_panel_draws_one_bar_per_rank_and_no_control_code() -> None:
+    from console_helpers import make_app, screen_text, settle, wait_for
+
+    from console.widgets.logs import LogsPanel
+    from tests.fake_runs import FakeController
+
+    app = make_app(FakeController(script=bars_run))
+    async with app.run_test(size=(200, 60)) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.session.model.state == "completed")
+        await settle(pilot)
+        rows = [row.plain for row in app.query_one(LogsPanel).rows]
+        assert sum("%|" in row for row in rows) == 6  # six bars, each at its last state
+        assert sum("ranks 0–2 loading the next epoch" in row for row in rows) == 2
+        assert not any("\x1b" in row or "[rank" in row for row in rows)
+        assert "h:0 rank 0: col1    col2" in rows  # the tab expanded
+        assert "│" in screen_text(app)  # the panels still drawn: no clear screen reached them
