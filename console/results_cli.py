@@ -81,8 +81,8 @@ def add_logs_parser(command: Callable[[str, str], argparse.ArgumentParser]) -> N
                       help="only this host's lines (repeatable)")
     logs.add_argument("--grep", metavar="RE",
                       help="only the lines matching this Python regular expression (searched "
-                           "in `host:rank text`; case-sensitive, (?i) makes it not); exit 1 "
-                           "when none matches")
+                           "in `host:rank text`; case-sensitive, (?i) makes it not); none "
+                           "matching: says 'no match' and what it searched, exit 1")
     logs.add_argument("--failure", action="store_true",
                       help="start at the first traceback or failed worker (exit 1 if none)")
     logs.add_argument("--follow-command", action="store_true",
