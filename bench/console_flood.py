@@ -1,7 +1,8 @@
 """The console under a flood of rank output, side by side with a quiet run.
 
 ``RANKS`` ranks each print ``RATE`` lines a second (the field's ``log_flood.py``: 3 × 3,000),
-in bursts every 50 ms as a tailer hands them over, into the headless console (Textual's
+in bursts every 50 ms as a tailer hands them over, each through the follower's
+``RankScreen`` (torchrun's prefix off, control codes out), into the headless console (Textual's
 ``run_test``, the logs panel on screen and following). Measured per run: the console's CPU
 (process time over wall time; the synthetic source's own cost measured apart and taken off)
 and the log panel's lag: every 0.25 s, how far the newest line the panel shows is behind the
@@ -29,6 +30,7 @@ from console.model.run import RunModel
 from console.session import Session
 from console.widgets.logs import LogsPanel
 from remote.api import LogLine, RunEvent, RunStatus
+from remote.terminal_text import RankScreen
 from tests.fake_runs import FakeController, FakeRun
 
 CPU_TARGET = 0.15
@@ -42,10 +44,14 @@ class FloodRun(FakeRun):
     """``ranks`` ranks printing ``rate`` lines a second each for ``duration`` s, due on a
     fixed schedule; each line's ``t`` is when it was due (lag = now - the newest shown t)."""
 
-    def __init__(self, run_id: str, *, ranks: int, rate: float, duration: float) -> None:
+    def __init__(self, run_id: str, *, ranks: int, rate: float, duration: float,
+                 alone: bool = False) -> None:
         super().__init__(run_id, (), hosts=[f"h{r}" for r in range(ranks)])
         self.ranks, self.rate, self.duration = ranks, rate, duration
         self.sent = 0
+        self.screens = None if alone else [RankScreen() for _ in range(ranks)]
+        """Each host's follower turning launcher-log lines into shown lines (counted as the
+        console's work: it runs in the console's process); None: the source alone."""
 
     async def events(self) -> AsyncIterator[RunEvent]:
         yield RunStatus(t=time.time(), run_id=self.run_id, state="running")
@@ -58,10 +64,15 @@ class FloodRun(FakeRun):
             for _ in range(lines):
                 n += 1
                 for r in range(self.ranks):
-                    yield LogLine(t=due, host=f"h{r}", rank=r, text=(
-                        f"rank {r} line {n} t={due - start:.2f} some padding text to look "
-                        "like a log line"))
-                    self.sent += 1
+                    raw = (f"[rank0+{r}]:rank {r} line {n} t={due - start:.2f} some padding "
+                           "text to look like a log line")
+                    if self.screens is None:  # the source alone: no follower's work
+                        self.sent += 1
+                        continue
+                    for shown in self.screens[r].feed(raw):  # the follower's, in-process
+                        yield LogLine(t=due, host=f"h{r}", rank=shown.rank, text=shown.text,
+                                      bar=shown.bar, replaces=shown.replaces)
+                        self.sent += 1
         yield RunStatus(t=time.time(), run_id=self.run_id, state="completed")
         self.finished = True
 
@@ -81,7 +92,7 @@ class FloodController(FakeController):
 
 async def source_cpu(ranks: int, rate: float, duration: float) -> float:
     """CPU seconds the synthetic stream costs alone (drained, nothing applied or drawn)."""
-    run = FloodRun("alone", ranks=ranks, rate=rate, duration=duration)
+    run = FloodRun("alone", ranks=ranks, rate=rate, duration=duration, alone=True)
     cpu0 = time.process_time()
     async for _ in run.events():
         pass

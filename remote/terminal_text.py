@@ -71,6 +71,14 @@ def split_ranks(line: str) -> list[tuple[int | None, str, bool]]:
     own text before any prefix (left out when empty and a prefix follows). ``ended``: the
     piece ends the line (only the last one); the others were read before their line ended.
     """
+    if "[rank" not in line:
+        return [(None, line, True)]
+    if line.find("[rank", 1) < 0:  # the usual line: one prefix, at its start (or none)
+        match = RANK_PREFIX.match(line) or OLD_RANK_PREFIX.match(line)
+        if match is None:
+            return [(None, line, True)]
+        rank = int(match.group(1)) + (int(match.group(2)) if match.re.groups == 2 else 0)
+        return [(rank, line[match.end():], True)]
     pieces: list[tuple[int | None, str, bool]] = []
     matches = list(RANK_PREFIX.finditer(line)) or list(OLD_RANK_PREFIX.finditer(line))
     if not matches or matches[0].start() > 0:
@@ -186,7 +194,7 @@ class RankScreen:
 
     def _complete(self, rank: int | None, raw: str) -> list[ShownLine]:
         text = screen_text(raw)
-        if not plain(text).strip():
+        if not text.strip() or not plain(text).strip():
             self._blanks[rank] = self._blanks.get(rank, 0) + 1
             return []
         key = bar_key(text)

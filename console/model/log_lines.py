@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from remote.api import LogLine, bar_key, ranks_label
+from remote.api import LogLine, ranks_label
 
 FOLD_WINDOW = 5000
 """Lines back within which identical lines of other ranks fold into one entry (the buffer's
@@ -45,7 +45,7 @@ class LogPlaces:
                 return Placed(where, own)
             self._bars[(line.host, line.rank)] = total
             return Placed(None, own)
-        if line.rank is None or not line.text.strip() or bar_key(line.text) is not None:
+        if line.rank is None or not line.text.strip():
             return Placed(None, own)
         if len(self._folded) > 2 * FOLD_WINDOW:
             self._forget(oldest)

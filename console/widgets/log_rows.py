@@ -42,7 +42,9 @@ def wrapped_rows(row: Text, width: int) -> list[Text]:
 def row_count(line: str, width: int) -> int:
     """How many rows ``wrapped_rows`` makes of a row whose text is ``line`` (no colours):
     it cuts by characters once the cells exceed the width."""
-    if width <= 2 * CONTINUATION_INDENT or cell_len(line) <= width:
+    if width <= 2 * CONTINUATION_INDENT:
+        return 1
+    if (len(line) if line.isascii() else cell_len(line)) <= width:
         return 1
     rest = len(line) - width
     step = width - CONTINUATION_INDENT
