@@ -73,6 +73,8 @@ NOISE_FAMILIES = (TORCH_INFO, TORCHRUN_KNOWN_WARNINGS, C10_KNOWN_WARNINGS, LIBRA
 
 def is_noise(text: str) -> bool:
     """Whether a rank's or launcher's output line (its rank prefix removed) is noise."""
-    if FAILURE_MARKS.search(text):
+    # The families first: each is anchored and fails at once on a rank's own line, where the
+    # failure marks are searched through the whole line (a flood's lines are all rank lines).
+    if not any(family.search(text) for family in NOISE_FAMILIES):
         return False
-    return any(family.search(text) for family in NOISE_FAMILIES)
+    return not FAILURE_MARKS.search(text)

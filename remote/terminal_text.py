@@ -121,8 +121,10 @@ def screen_text(raw: str) -> str:
     """``raw`` (one line, no newline) as a terminal leaves it: after its last ``\\r`` (the
     latest state of what the line redrew; a trailing ``\\r`` redraws nothing), colours kept,
     tabs expanded, every other control sequence removed."""
-    states = [part for part in raw.split("\r") if part]
-    text = states[-1] if states else ""
+    text = raw
+    if "\r" in raw:
+        states = [part for part in raw.split("\r") if part]
+        text = states[-1] if states else ""
     text = CONTROL.sub(_keep_sgr, text) if _NEEDS_CLEANING.search(text) else text
     return _expand_tabs(text) if "\t" in text else text
 
