@@ -117,6 +117,12 @@ def event_lines(event: RunEvent, fold: TracebackFold | None = None) -> list[str]
     return [status_line(event)]
 
 
+def shown_text(line: str) -> Text:
+    """A printed line: a rank's colours show where the console can show them (rich drops
+    them on a pipe, a file or under NO_COLOR); every other control code was removed upstream."""
+    return Text.from_ansi(line) if "\x1b" in line else Text(line)
+
+
 class BarHold:
     """A printed stream shows a progress bar once per stretch, at its newest state: a rank's
     bar state waits (``take``) until another line of that rank, or the end (``rest``)."""
@@ -217,17 +223,11 @@ async def follow_run(
     """
     console = console or Console()
     model = model or RunModel.of_run(handle.run_id)
-    ticker = ProgressTicker()
-    fold = TracebackFold()
-
-    bars = BarHold()
+    ticker, fold, bars = ProgressTicker(), TracebackFold(), BarHold()
 
     def emit(lines: list[str]) -> None:
-        # A rank's colours show where the console can show them (rich drops them on a pipe,
-        # a file or under NO_COLOR); every other control code was removed upstream.
         for line in lines:
-            console.print(Text.from_ansi(line) if "\x1b" in line else Text(line),
-                          soft_wrap=True)
+            console.print(shown_text(line), soft_wrap=True)
 
     async def consume(live: Live | None) -> int | None:
         events = handle.events()
