@@ -17,7 +17,7 @@ at once, under its ``[rankN+M]:`` prefix, with the next read's prefix glued afte
   a bar's states marked so that each replaces the one before, the blank lines a bar's ``\\r``
   leaves behind dropped;
 - ``settle``: a whole log's shown lines with each bar at its last state (what a file shows);
-- ``fold_ranks``: identical lines of several ranks as one (``ranks 0-7: ...``).
+- ``fold_ranks``: identical lines of several ranks as one (shown as ``ranks 0–7 text``).
 
 Pure: no file, no clock, no terminal.
 """
@@ -157,13 +157,17 @@ class ShownLine:
     """It replaces this rank's newest bar state (an earlier state of the same bar)."""
 
 
-BAR_COUNT = re.compile(r"(\d+)(?:/\S+)?(?:it)? ?\[|(\d+)/\S+\s*$")
-"""A bar state's count (``20/40 [`` or ``120it [``): a bar whose count goes back is a new one."""
+BAR_COUNT = re.compile(r"(\d+)(?:/(\S+))?(?:it)? ?\[|(\d+)/(\S+)\s*$")
+"""A bar state's count and total (``20/40 [``, ``120it [``): a bar whose count goes back, or
+whose total differs, is another bar (Hugging Face's evaluation bar inside its training bar:
+both without a description)."""
 
 
-def _bar_count(text: str) -> int:
+def _bar_count(text: str) -> tuple[int, str]:
     found = BAR_COUNT.search(plain(text))
-    return int(found.group(1) or found.group(2)) if found else 0
+    if found is None:
+        return 0, ""
+    return int(found.group(1) or found.group(3)), found.group(2) or found.group(4) or ""
 
 
 @dataclass
@@ -181,7 +185,7 @@ class RankScreen:
 
     _fragment: dict[int | None, str] = field(default_factory=dict)
     _blanks: dict[int | None, int] = field(default_factory=dict)
-    _bar: dict[int | None, tuple[str, int]] = field(default_factory=dict)
+    _bar: dict[int | None, tuple[str, int, str]] = field(default_factory=dict)
 
     def feed(self, line: str) -> list[ShownLine]:
         """The shown lines one launcher-log line (without its newline) completes."""
@@ -204,9 +208,9 @@ class RankScreen:
             blanks = [ShownLine(rank, "") for _ in range(self._blanks.pop(rank, 0))]
             return [*blanks, ShownLine(rank, text)]
         self._blanks.pop(rank, None)
-        count, before = _bar_count(text), self._bar.get(rank)
-        replaces = before is not None and before[0] == key and before[1] <= count
-        self._bar[rank] = (key, count)
+        (count, total), before = _bar_count(text), self._bar.get(rank)
+        replaces = before is not None and before[::2] == (key, total) and before[1] <= count
+        self._bar[rank] = (key, count, total)
         return [ShownLine(rank, text, bar=True, replaces=replaces)]
 
 

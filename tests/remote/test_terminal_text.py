@@ -116,6 +116,16 @@ def test_a_new_bar_with_the_same_description_is_a_new_line() -> None:
     assert shown(log) == [(0, bar(40, 0)), (0, bar(12, 0))]
 
 
+def test_an_evaluation_bar_inside_a_training_bar_is_its_own_line() -> None:
+    train = " {n:2d}%|█         | {n}/100 [00:05<00:45, 2.00it/s]"
+    evaluation = " {p:3d}%|█         | {n}/8 [00:01<00:00, 8.00it/s]"
+    log = [f"[rank0+0]:{train.format(n=n)}" for n in (49, 50)]
+    log += [f"[rank0+0]:{evaluation.format(p=n * 100 // 8, n=n)}" for n in range(9)]
+    log += [f"[rank0+0]:{train.format(n=n)}" for n in (51, 52)]
+    assert shown(log) == [(0, train.format(n=50)), (0, evaluation.format(p=100, n=8)),
+                          (0, train.format(n=52))]
+
+
 def test_a_plain_line_keeps_its_place_under_an_updating_bar() -> None:
     screen = RankScreen()
     out = [*screen.feed(f"[rank0+0]:{bar(1, 0)}"), *screen.feed("[rank0+0]:eval loss 0.2"),
