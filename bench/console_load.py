@@ -3,7 +3,8 @@
 Measures the console process's CPU time (target < 25 % of one core) and the time from a key
 press to its action running (target < 100 ms, median and max) while the events pour in.
 The synthetic source runs in the same process, so its own cost is measured separately (the
-same stream drained with no console) and reported next to the total.
+same stream drained with no console) and reported next to the total. A flood of rank output
+(3 ranks × 3,000 lines a second beside 20) is ``bench/console_flood.py``'s.
 
     python bench/console_load.py            # 256 ranks, 10 events/s each, 30 s
     python bench/console_load.py --quick    # 5 s

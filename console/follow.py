@@ -117,6 +117,37 @@ def event_lines(event: RunEvent, fold: TracebackFold | None = None) -> list[str]
     return [status_line(event)]
 
 
+def shown_text(line: str) -> Text:
+    """A printed line: a rank's colours show where the console can show them (rich drops
+    them on a pipe, a file or under NO_COLOR); every other control code was removed upstream."""
+    return Text.from_ansi(line) if "\x1b" in line else Text(line)
+
+
+class BarHold:
+    """A printed stream shows a progress bar once per stretch, at its newest state: a rank's
+    bar state waits (``take``) until another line of that rank, or the end (``rest``)."""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, int | None], list[str]] = {}
+
+    def take(self, event: RunEvent, lines: list[str]) -> list[str]:
+        """What to print now for ``event`` (whose own lines are ``lines``)."""
+        if not isinstance(event, LogLine) or not lines:
+            return lines
+        key = (event.host, event.rank)
+        if event.bar:
+            held = [] if event.replaces else self._held.pop(key, [])
+            self._held[key] = lines
+            return held
+        return [*self._held.pop(key, []), *lines]
+
+    def rest(self) -> list[str]:
+        """Every bar state still held (the stream ended)."""
+        held = [line for lines in self._held.values() for line in lines]
+        self._held.clear()
+        return held
+
+
 def status_line(event: RunStatus) -> str:
     """``run R: failed (first failure: HOST rank N): detail`` on one line: the detail's first
     line names the failure and the error's last line; the failed rank's last output lines
@@ -192,12 +223,11 @@ async def follow_run(
     """
     console = console or Console()
     model = model or RunModel.of_run(handle.run_id)
-    ticker = ProgressTicker()
-    fold = TracebackFold()
+    ticker, fold, bars = ProgressTicker(), TracebackFold(), BarHold()
 
     def emit(lines: list[str]) -> None:
         for line in lines:
-            console.print(Text(line), soft_wrap=True)
+            console.print(shown_text(line), soft_wrap=True)
 
     async def consume(live: Live | None) -> int | None:
         events = handle.events()
@@ -205,7 +235,7 @@ async def follow_run(
             async for event in events:
                 report = model.check_report
                 model.apply(event)
-                emit(event_lines(event, fold))
+                emit(bars.take(event, event_lines(event, fold)))
                 if model.check_report is not report and model.check_report is not None:
                     console.print(check_table(model.check_report))
                 if live is not None:
@@ -217,6 +247,7 @@ async def follow_run(
                 if not model.live:
                     break
         finally:
+            emit(bars.rest())
             # Leaving early (detach, Ctrl-C): let the stream release its channels now.
             close = getattr(events, "aclose", None)
             if close is not None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from console.session import Session
 from console.tracking_cli import add_tracking_parsers, cmd_aim, cmd_mlflow
@@ -80,8 +81,8 @@ def add_logs_parser(command: Callable[[str, str], argparse.ArgumentParser]) -> N
                       help="only this host's lines (repeatable)")
     logs.add_argument("--grep", metavar="RE",
                       help="only the lines matching this Python regular expression (searched "
-                           "in `host:rank text`; case-sensitive, (?i) makes it not); exit 1 "
-                           "when none matches")
+                           "in `host:rank text`; case-sensitive, (?i) makes it not); none "
+                           "matching: says 'no match' and what it searched, exit 1")
     logs.add_argument("--failure", action="store_true",
                       help="start at the first traceback or failed worker (exit 1 if none)")
     logs.add_argument("--follow-command", action="store_true",
@@ -246,14 +247,32 @@ async def cmd_logs(args: argparse.Namespace, console: Console) -> int:
         console.print(f"no log lines of run {info.label} on {', '.join(hosts)} copied here "
                       "(yet)", markup=False, highlight=False, style="yellow")
         return 1
+    searched = len(lines)
     if args.failure:
         start = first_failure(lines)
         lines = lines[start:] if start is not None else []
     shown = ([lines[i] for i in search_lines(lines, pattern)] if pattern is not None
              else lines)
     for line in shown:
-        console.print(line.line, markup=False, highlight=False, soft_wrap=True)
-    return 0 if shown or (pattern is None and not args.failure) else 1
+        # The ranks' colours where this terminal shows them (rich drops them on a pipe, a
+        # file or under NO_COLOR); every other control code is gone (remote.terminal_text).
+        console.print(Text(f"{line.source} ").append_text(Text.from_ansi(line.text)),
+                      highlight=False, soft_wrap=True)
+    if shown or (pattern is None and not args.failure):
+        return 0
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        no_match(args, info.label, hosts, searched), markup=False, style="yellow")
+    return 1
+
+
+def no_match(args: argparse.Namespace, label: str, hosts: list[str], searched: int) -> str:
+    """Why ``corral logs`` printed nothing: what it searched, for what."""
+    where = f"{searched} lines of run {label} on {', '.join(hosts)} (this machine's copy)"
+    if args.failure and args.grep is None:
+        return f"no match: no traceback or failed worker in the {where}"
+    after = " after the first traceback or failed worker" if args.failure else ""
+    return (f"no match: --grep {args.grep!r} matched none of the {where}{after}, searched as "
+            "`host:rank text` (case-sensitive; (?i) makes it not)")
 
 
 RESULTS_COMMANDS: dict[str, Callable[[argparse.Namespace, Console],

@@ -68,6 +68,7 @@ from remote.records.summary import (
 )
 from remote.records.tensorboard import board_command, board_label, convert_run
 from remote.records.tracking import TrackerConversion, convert_tracker
+from remote.terminal_text import bar_key, plain, ranks_label
 from trainer.balance.estimate import HostVerdict
 from trainer.balance.links import PairLink, pair_throughput
 
@@ -108,6 +109,7 @@ __all__ = [
     "StopReport",
     "TrackerConversion",
     "bad_records",
+    "bar_key",
     "board_command",
     "board_label",
     "compile_search",
@@ -129,7 +131,9 @@ __all__ = [
     "local_run_dir",
     "open_controller",
     "pair_throughput",
+    "plain",
     "profile_cluster",
+    "ranks_label",
     "refresh_runs",
     "refresh_unfollowed",
     "run_log_lines",

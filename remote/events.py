@@ -16,6 +16,7 @@ from enum import Enum
 from typing import Literal, Protocol
 
 from remote.log_noise import is_noise
+from remote.terminal_text import plain
 from trainer.balance.estimate import HostVerdict
 from trainer.balance.links import PairLink
 from trainer.events import TrainerEvent
@@ -73,12 +74,23 @@ class LogLine:
     host: str
     rank: int | None
     text: str
+    """As a terminal shows it (``remote.terminal_text.screen_text``): colours (SGR) kept,
+    every other control sequence removed; ``plain`` is the text without colours."""
+    bar: bool = False
+    """A progress bar's state."""
+    replaces: bool = False
+    """It replaces the newest bar state of the same host and rank (the bar's earlier state)."""
+
+    @property
+    def plain(self) -> str:
+        """The text without its colours (a pipe, a file, a notice)."""
+        return plain(self.text)
 
     @property
     def noise(self) -> bool:
         """torch's routine INFO line or a known warning (``remote.log_noise``): kept in the
         log files, hidden by the front ends unless asked for."""
-        return is_noise(self.text)
+        return is_noise(self.plain)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -69,10 +69,14 @@ of another category (``UserWarning``), is not in this family."""
 NOISE_FAMILIES = (TORCH_INFO, TORCHRUN_KNOWN_WARNINGS, C10_KNOWN_WARNINGS, LIBRARY_NOTICES,
                   PYTHON_DEPRECATIONS)
 """Every family of noise lines, each documented above."""
+ANY_FAMILY = re.compile("|".join(f"(?:{family.pattern})" for family in NOISE_FAMILIES))
+"""The families as one pattern: one search per line (a flood's lines are rank lines)."""
 
 
 def is_noise(text: str) -> bool:
     """Whether a rank's or launcher's output line (its rank prefix removed) is noise."""
-    if FAILURE_MARKS.search(text):
+    # The families first: each is anchored and fails at once on a rank's own line, where the
+    # failure marks are searched through the whole line (a flood's lines are all rank lines).
+    if not ANY_FAMILY.search(text):
         return False
-    return any(family.search(text) for family in NOISE_FAMILIES)
+    return not FAILURE_MARKS.search(text)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -157,6 +158,13 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return str(torch.cuda.get_device_name(device))
     return host.cpu_model() or "unknown CPU"
+
+
+def warn(*args: object) -> None:
+    """print() on stderr on every rank: a rank's own warning or error. Each rank's voice
+    reaches the run's log (the console and ``corral logs`` fold the same line of several
+    ranks into one), where ``print0`` speaks for the run once."""
+    print(*args, file=sys.stderr, flush=True)
 
 
 def print0(*args: object, rank: int | None = None) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from trainer.dist import print0
+from trainer.dist import warn
 from trainer.event_log import EventWriter
 from trainer.events import ResourceEvent
 
@@ -37,7 +37,7 @@ class ResourceReporter:
             self._sampler = ResourceSampler(device, interval_s=interval_s)
             self._sampler.start()
         except Exception as exc:  # reporting is optional: never stop training for it
-            print0(f"corral trainer: resource sampling disabled ({exc})", rank=rank)
+            warn(f"corral trainer: rank {rank}: resource sampling disabled ({exc})")
             self._sampler = None
 
     def poll(self) -> None:
@@ -47,7 +47,7 @@ class ResourceReporter:
         try:
             sample = self._sampler.poll()
         except Exception as exc:
-            print0(f"corral trainer: resource sampling stopped ({exc})", rank=self._rank)
+            warn(f"corral trainer: rank {self._rank}: resource sampling stopped ({exc})")
             self.stop()
             return
         if sample is not None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import sys
 import time
 from dataclasses import replace
 
@@ -27,6 +26,7 @@ from trainer.dist import (
     choose_device,
     destroy_process_group,
     rank_info,
+    warn,
 )
 from trainer.evaluate import held_out
 from trainer.events import EndEvent, EndStatus
@@ -99,6 +99,6 @@ def train(config: TrainConfig) -> int:
                              error=error))
         events.close()
         destroy_process_group()
-    if error and info.rank == 0:
-        print(f"corral trainer: {error}", file=sys.stderr, flush=True)
+    if error:  # every rank's own: a failure on rank 2 is said by rank 2
+        warn(f"corral trainer: {error}")
     return code

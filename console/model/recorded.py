@@ -22,8 +22,8 @@ def model_from_history(history: RunHistory, outcome: Outcome, *, cluster_name: s
         model.apply(RankEvent(host=line.host, event=line.event))
         last_t = max(last_t, line.t)
     for host, tail in history.launcher_tails.items():
-        for text in tail:
-            model.apply(LogLine(t=last_t, host=host, rank=None, text=text))
+        for rank, text in tail:
+            model.apply(LogLine(t=last_t, host=host, rank=rank, text=text))
     if outcome.state in FINAL_RUN_STATES:
         model.apply(RunStatus(t=last_t, run_id=info.run_id, state=outcome.state,  # type: ignore[arg-type]
                               detail=outcome.detail or outcome.error or "",

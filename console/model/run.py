@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from console.model.log_lines import LogPlaces
 from console.model.records import HostInfo, LogEntry, RankRow, RowView, ThroughputPoint
 from console.model.rows import DEAD_HOST_STATES, panel_rows
 from figures import Move, RunFigures, efficiency_of, ideal_of
@@ -58,6 +59,10 @@ class RunModel:
         self.logs: deque[LogEntry] = deque(maxlen=LOG_LINES)
         self.logs_total = 0
         """Log lines ever added (a widget compares it with what it has shown)."""
+        self.logs_edited = 0
+        """Kept lines changed in place (a bar's new state, a line another rank said too): a
+        widget that sees it move shows the buffer anew."""
+        self._log_places = LogPlaces()
         self.version = 0
         """Bumped on every change: the panels redraw only when it moved."""
         self._config_total_steps = total_steps
@@ -132,6 +137,20 @@ class RunModel:
         self.logs_total += 1
         self.version += 1
 
+    def _add_output(self, event: LogLine) -> None:
+        """A rank's or launcher's line: appended, or in place of the entry it updates (its
+        bar's earlier state; the same line of another rank: the entry then names them all)."""
+        placed = self._log_places.place(event, self.logs_total)
+        start = self.logs_total - len(self.logs)
+        if placed.index is None or placed.index < start:
+            self.add_log(placed.source, event.text, t=event.t, noise=event.noise)
+            return
+        entry = self.logs[placed.index - start]
+        text = event.text if event.bar else entry.text
+        self.logs[placed.index - start] = LogEntry(t=entry.t, source=placed.source, text=text,
+                                                   noise=event.noise)
+        self.logs_edited += 1
+
     # ---------------------------------------------------------------- events
     def apply_all(self, events: Iterable[RunEvent]) -> None:
         """Apply several events in order."""
@@ -143,8 +162,7 @@ class RunModel:
         if isinstance(event, RankEvent):
             self._apply_rank_event(event)
         elif isinstance(event, LogLine):
-            where = "launcher" if event.rank is None else str(event.rank)
-            self.add_log(f"{event.host}:{where}", event.text, t=event.t, noise=event.noise)
+            self._add_output(event)
         elif isinstance(event, HostStatus):
             self._apply_host_status(event)
         elif isinstance(event, RunStatus):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import ClassVar
 
 from rich.text import Text
@@ -27,9 +27,10 @@ from textual.widgets import Input
 from console.model.records import LogEntry
 from console.model.run import LOG_LINES, RunModel
 from console.widgets.lines_view import LinesView
+from console.widgets.log_rows import LazyRows, wrapped_rows
 from console.widgets.log_search import LogSearch, LogSource
 from profiles.user_errors import CorralError
-from remote.api import RunLogLine, compile_search
+from remote.api import RunLogLine, compile_search, plain
 
 LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "red"}
 SOURCE_STYLE = "bold cyan"
@@ -40,32 +41,16 @@ def log_row(entry: LogEntry) -> Text:
     text = Text(entry.source, style=SOURCE_STYLE if entry.level == "info" else
                 LEVEL_STYLES[entry.level])
     text.append(" ")
-    text.append(entry.text, style=LEVEL_STYLES.get(entry.level, ""))
+    if "\x1b" in entry.text:  # the rank's own colours (every other control code is gone)
+        text.append_text(Text.from_ansi(entry.text, style=LEVEL_STYLES.get(entry.level, "")))
+    else:
+        text.append(entry.text, style=LEVEL_STYLES.get(entry.level, ""))
     return text
-
-
-CONTINUATION_INDENT = 2
-"""Cells a wrapped line's continuation rows are indented by."""
-
-
-def wrapped_rows(row: Text, width: int) -> list[Text]:
-    """``row`` as screen rows of at most ``width`` cells, the continuation rows indented."""
-    if row.cell_len <= width or width <= 2 * CONTINUATION_INDENT:
-        return [row]
-    rows = [row[:width]]
-    rest = row[width:]
-    step = width - CONTINUATION_INDENT
-    while rest.cell_len > 0:
-        piece = Text(" " * CONTINUATION_INDENT)
-        piece.append_text(rest[:step])
-        rows.append(piece)
-        rest = rest[step:]
-    return rows
 
 
 def matches(entry: LogEntry, pattern: re.Pattern[str] | None) -> bool:
     """The regex found in the whole prefixed line (None: every line)."""
-    return pattern is None or pattern.search(entry.line) is not None
+    return pattern is None or pattern.search(plain(entry.line)) is not None
 
 
 def typed_pattern(text: str) -> re.Pattern[str] | None:
@@ -107,18 +92,23 @@ class LogsPanel(Vertical):
         """The entries that pass the filter (and are not hidden noise), oldest first."""
         self.hidden = 0
         """Noise lines that pass the filter but are hidden (the title counts them)."""
-        self.rows: list[Text] = []
-        """``shown`` wrapped to the panel's width: the screen rows, oldest first."""
+        self._lazy = LazyRows(log_row)
+        self.rows: Sequence[Text] = self._lazy
+        """``shown`` wrapped to the panel's width: the screen rows, oldest first (built as
+        they are drawn; a search's rows are a list)."""
         self._rows_width = 0
         """The width ``rows`` were wrapped to (0: not yet)."""
         self._seen = 0
+        self._edited = 0
+        """The model's ``logs_edited`` when the buffer was last shown."""
         self.border_title = self._title()
         self._subtitle_shown = ""
 
     def compose(self) -> ComposeResult:
         yield LinesView(row_count=lambda: len(self.rows),
                         row_text=lambda i, w: self.rows[i], follow=True,
-                        signature=lambda: (self._seen, self.pattern, self.show_noise,
+                        signature=lambda: (self._seen, self._edited, self.pattern,
+                                           self.show_noise,
                                            self._rows_width, id(self.search),
                                            self.search and self.search.focus),
                         id="log-lines")
@@ -154,14 +144,16 @@ class LogsPanel(Vertical):
         trim or a search)."""
         self._rows_width = self._wrap_width()
         if self.search is None:
-            self.rows = [r for e in self.shown
-                         for r in wrapped_rows(log_row(e), self._rows_width)]
+            self._lazy.reset(self.shown, self._rows_width)
+            self.rows = self._lazy
             return
-        self.rows, self._row_starts = [], []
+        rows: list[Text] = []
+        self._row_starts = []
         for index in range(len(self.search.lines)):
-            self._row_starts.append(len(self.rows))
-            self.rows.extend(wrapped_rows(self.search.row(index), self._rows_width))
-        self._row_starts.append(len(self.rows))
+            self._row_starts.append(len(rows))
+            rows.extend(wrapped_rows(self.search.row(index), self._rows_width))
+        self._row_starts.append(len(rows))
+        self.rows = rows
 
     def on_resize(self) -> None:
         if self._wrap_width() != self._rows_width:
@@ -206,7 +198,7 @@ class LogsPanel(Vertical):
         self.search = None
         self.hidden = 0
         self.shown = self._take(self.model.logs)
-        self._seen = self.model.logs_total
+        self._seen, self._edited = self.model.logs_total, self.model.logs_edited
         self._rewrap()
         self._update_subtitle()
 
@@ -290,11 +282,14 @@ class LogsPanel(Vertical):
         search = self.search
         if search is None or search.line is None:
             return
+        rows = self.rows
+        if not isinstance(rows, list):  # no search's rows
+            return
         before = search.line
         search.step(forward)
         for line in (before, search.line):  # only their rows change: same text, same wrap
             start, end = self._row_starts[line], self._row_starts[line + 1]
-            self.rows[start:end] = wrapped_rows(search.row(line), self._rows_width)
+            rows[start:end] = wrapped_rows(search.row(line), self._rows_width)
         self._update_subtitle()
         self.query_one(LinesView).sync()
         self._scroll_to_focus()
@@ -325,6 +320,10 @@ class LogsPanel(Vertical):
         """Take in the lines added since the last sync (a search shows what it read)."""
         if self.search is not None:
             return
+        if self._edited != self.model.logs_edited:  # a kept line changed: show them anew
+            self._refilter()
+            self.query_one(LinesView).sync()
+            return
         added = min(self.model.logs_total - self._seen, len(self.model.logs))
         self._seen = self.model.logs_total
         if added > 0:
@@ -336,8 +335,7 @@ class LogsPanel(Vertical):
             elif self._wrap_width() != self._rows_width:
                 self._rewrap()
             else:
-                for entry in kept:
-                    self.rows.extend(wrapped_rows(log_row(entry), self._rows_width))
+                self._lazy.extend(kept)
         self._update_subtitle()
         self.query_one(LinesView).sync()
 

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from remote.log_noise import is_noise
+from remote.records.log_search import host_log_lines, host_log_path
 from remote.records.runs import RunInfo, read_run_info_at
+from remote.terminal_text import plain
 from trainer.events import EventFormatError, StartEvent, TrainerEvent, parse_event
-from trainer.launch_contract import LOG_LINE_PREFIX, line_rank
 from trainer.run_layout import EVENTS_NAME, RunLayout
 
 RANK_LINES_KEPT = 12
@@ -50,8 +51,9 @@ class RunHistory:
     """Every event line of every rank, ordered by time (then rank)."""
     bad_lines: int = 0
     """Lines that were not valid events (a torn last line of a killed rank, for example)."""
-    launcher_tails: dict[str, list[str]] = field(default_factory=dict)
-    """Per host: the last lines of its launcher log (what a failed host said)."""
+    launcher_tails: dict[str, list[tuple[int | None, str]]] = field(default_factory=dict)
+    """Per host: the last lines of its launcher log (what a failed host said), each with the
+    rank that printed it (None: the launcher)."""
 
 
 def rank_files(run_dir: Path) -> dict[int, tuple[str, Path]]:
@@ -135,36 +137,28 @@ def recorded_starts(run_dir: Path) -> list[Recorded]:
     return [newest[rank] for rank in sorted(newest)]
 
 
-def launcher_tails(run_dir: Path, hosts: tuple[str, ...], keep: int = 5) -> dict[str, list[str]]:
-    """The last ``keep`` non-empty lines of each host's copied launcher log."""
-    tails: dict[str, list[str]] = {}
+def launcher_tails(run_dir: Path, hosts: tuple[str, ...],
+                   keep: int = 5) -> dict[str, list[tuple[int | None, str]]]:
+    """The last ``keep`` non-empty lines of each host's copied launcher log, as shown
+    (``host_log_lines``), each with the rank that printed it (None: the launcher's own)."""
+    tails: dict[str, list[tuple[int | None, str]]] = {}
     for host in hosts:
-        path = Path(RunLayout(RunLayout(run_dir).collected(host)).launcher_log(host))
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        tails[host] = [line for line in text.splitlines() if line.strip()][-keep:]
+        if host_log_path(run_dir, host).is_file():
+            tails[host] = [(line.rank, line.text) for line in host_log_lines(run_dir, host)
+                           if line.text.strip()][-keep:]
     return tails
 
 
 def rank_tail(run_dir: Path, host: str, rank: int, keep: int = RANK_LINES_KEPT) -> list[str]:
     """The last ``keep`` lines rank ``rank`` printed, from ``host``'s copied launcher log (which
-    tees its ranks' output, each line under its rank's prefix): torch's chatter left out, as
-    the follower leaves it out of a failure's explanation."""
-    path = Path(RunLayout(RunLayout(run_dir).collected(host)).launcher_log(host))
+    tees its ranks' output, each line under its rank's prefix), as shown without colours (a
+    bar at its last state): torch's chatter left out, as the follower leaves it out of a
+    failure's explanation."""
     said: deque[str] = deque(maxlen=keep)
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            for text in handle:
-                match = LOG_LINE_PREFIX.match(text)
-                if match is None or line_rank(match) != rank:
-                    continue
-                body = text[match.end():].rstrip()
-                if body.strip() and not is_noise(body):
-                    said.append(body)
-    except OSError:
-        return []
+    for line in host_log_lines(run_dir, host):
+        text = plain(line.text).rstrip()
+        if line.rank == rank and text.strip() and not is_noise(text):
+            said.append(text)
     return list(said)
 
 

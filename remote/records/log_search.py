@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from profiles.user_errors import UsageError
-from trainer.launch_contract import LOG_LINE_PREFIX, line_rank
+from remote.terminal_text import RankScreen, ShownLine, fold_ranks, plain, ranks_label, settle
 from trainer.run_layout import RunLayout
 
 FIRST_FAILURE = re.compile(r"Traceback \(most recent call last\):|\bfailed \(exitcode|"
@@ -26,26 +26,31 @@ failed (``failed (exitcode: 1)``, its ``ChildFailedError`` report)."""
 
 @dataclass(frozen=True)
 class RunLogLine:
-    """One line of a host's launcher log in the run's copy."""
+    """One line of a host's launcher log in the run's copy, as a terminal shows it
+    (``remote.terminal_text``: a bar at its last state, colours kept, other controls gone)."""
 
     host: str
     """The ``[[hosts]]`` name whose launcher log holds the line."""
     rank: int | None
     """The global rank that printed it; None for the launcher's own line (torchrun)."""
     number: int
-    """Its line number in the host's launcher log (1 for the first line)."""
+    """The line number in the host's launcher log where it ends (1 for the first line)."""
     text: str
-    """The line without its rank prefix."""
+    """The line without its rank prefix (colours as SGR codes: ``plain`` strips them)."""
+    ranks: tuple[int, ...] = ()
+    """Every rank that printed this same line, when more than one did (``run_log_lines``)."""
 
     @property
     def source(self) -> str:
-        """``host:rank`` or ``host:launcher``, as the console's log panel names a line."""
+        """``host:rank``, ``host:launcher`` or ``ranks 0–7`` (the console's log panel's)."""
+        if len(self.ranks) > 1:
+            return ranks_label(self.ranks)
         return f"{self.host}:{'launcher' if self.rank is None else self.rank}"
 
     @property
     def line(self) -> str:
-        """The line as the log panel shows it: its source, then its text."""
-        return f"{self.source} {self.text}"
+        """The line as the log panel shows it: its source, then its text (no colours)."""
+        return f"{self.source} {plain(self.text)}"
 
 
 def compile_search(pattern: str, *, what: str = "--grep") -> re.Pattern[str]:
@@ -64,25 +69,28 @@ def host_log_path(run_dir: Path, host: str) -> Path:
 
 
 def host_log_lines(run_dir: Path, host: str) -> Iterator[RunLogLine]:
-    """Every line of ``host``'s copied launcher log, in order (none when nothing was copied)."""
+    """Every line of ``host``'s copied launcher log as shown, in order (none when nothing
+    was copied): torchrun's prefixes split off wherever they stand, each bar at its last
+    state."""
     path = host_log_path(run_dir, host)
     if not path.is_file():
         return
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    screen = RankScreen()
+    shown: list[tuple[ShownLine, int]] = []
+    with open(path, encoding="utf-8", errors="replace", newline="\n") as handle:
         for number, raw in enumerate(handle, start=1):
-            text = raw.rstrip("\n")
-            match = LOG_LINE_PREFIX.match(text)
-            if match is None:
-                yield RunLogLine(host=host, rank=None, number=number, text=text)
-            else:
-                yield RunLogLine(host=host, rank=line_rank(match), number=number,
-                                 text=text[match.end():])
+            shown.extend((line, number) for line in screen.feed(raw.rstrip("\n")))
+    for line, number in settle(shown):
+        yield RunLogLine(host=host, rank=line.rank, number=number, text=line.text)
 
 
 def run_log_lines(run_dir: Path, hosts: Sequence[str]) -> list[RunLogLine]:
     """Every host's lines, host after host in the order of ``hosts`` (the launcher logs hold
-    no times, so lines of different hosts are not interleaved)."""
-    return [line for host in hosts for line in host_log_lines(run_dir, host)]
+    no times, so lines of different hosts are not interleaved), a line several ranks printed
+    alike once, where the first was (``RunLogLine.ranks``)."""
+    lines = [line for host in hosts for line in host_log_lines(run_dir, host)]
+    folded = fold_ranks(lines, [(line.rank, plain(line.text)) for line in lines])
+    return [replace(f.item, ranks=f.ranks) if len(f.ranks) > 1 else f.item for f in folded]
 
 
 def search_lines(lines: Sequence[RunLogLine], pattern: re.Pattern[str]) -> list[int]:

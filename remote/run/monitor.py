@@ -77,6 +77,8 @@ class RunMonitor:
     stopped_hosts: set[str] = field(default_factory=set)
     """Hosts whose launcher ended because ``corral stop`` stopped it."""
     _rank_logs: dict[int, deque[str]] = field(default_factory=dict)
+    _bars: dict[int, str] = field(default_factory=dict)
+    """Rank -> its newest progress bar state (kept once, at its last state)."""
     _host_logs: dict[str, deque[str]] = field(default_factory=dict)
     _root_rank: dict[str, int] = field(default_factory=dict)
     _root_exit: dict[str, int] = field(default_factory=dict)
@@ -182,20 +184,26 @@ class RunMonitor:
     def _log_line(self, item: LogLine) -> None:
         if item.noise:  # a failure is explained by the lines around it, not torch's chatter
             return
+        text = item.plain  # a failure's explanation reaches notices and files: no colour
         if item.rank is not None:
-            self._rank_logs.setdefault(item.rank, deque(maxlen=LOG_LINES_KEPT)).append(item.text)
-            if (held := HELD_UP_LINE.search(item.text.strip())):
+            said = self._rank_logs.setdefault(item.rank, deque(maxlen=LOG_LINES_KEPT))
+            if item.replaces and self._bars.get(item.rank) in said:
+                said.remove(self._bars[item.rank])  # a bar counts once, at its last state
+            if item.bar:
+                self._bars[item.rank] = text
+            said.append(text)
+            if (held := HELD_UP_LINE.search(text.strip())):
                 self._held_up_by[item.rank] = tuple(map(int, held.group(1).split(", ")))
             return
-        self._host_logs.setdefault(item.host, deque(maxlen=LOG_LINES_KEPT)).append(item.text)
-        match = ROOT_CAUSE_RANK.match(item.text)
+        self._host_logs.setdefault(item.host, deque(maxlen=LOG_LINES_KEPT)).append(text)
+        match = ROOT_CAUSE_RANK.match(text)
         if match and item.host not in self._root_rank:
             # torch's rank follows its node order; the host's own ranks (in host order) are
             # the ones its events and logs carry: take the one at that local rank.
             mine = sorted(r for r, h in self.rank_host.items() if h == item.host)
             local = int(match.group(2))
             self._root_rank[item.host] = mine[local] if local < len(mine) else int(match.group(1))
-        match = ROOT_CAUSE_EXIT.match(item.text)
+        match = ROOT_CAUSE_EXIT.match(text)
         if match and item.host not in self._root_exit:
             self._root_exit[item.host] = int(match.group(1))
 

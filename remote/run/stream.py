@@ -29,8 +29,8 @@ from remote.hosts.interpreter import python_word
 from remote.hosts.ssh import ConnectionLost
 from remote.hosts.transport import Transport, shell_path
 from remote.records.collected import CollectedCopy
+from remote.terminal_text import RankScreen
 from trainer.events import EventFormatError, parse_event
-from trainer.launch_contract import LOG_LINE_PREFIX, line_rank
 from trainer.run_layout import IN_RUN_DIR, HostFile
 
 SILENCE_LIMIT_S = 20.0
@@ -99,18 +99,18 @@ def tail_command(host_python: str, run_dir: str, host: str, offsets: dict[str, i
             "echo 'corral: no python to follow the run with' >&2; exit 127")
 
 
-def _line_event(host: str, path: str, text: str) -> RunEvent | None:
+def _line_events(host: str, path: str, text: str, screen: RankScreen) -> list[RunEvent]:
+    """The events of one line of ``host``'s ``path``: a rank's event, or the launcher log's
+    lines as a terminal would show them (``screen``: the host's, ``remote.terminal_text``)."""
     now = time.time()
     if path.startswith(f"{IN_RUN_DIR.METRICS}/"):
         try:
             event = parse_event(text)
         except EventFormatError as exc:
-            return LogLine(t=now, host=host, rank=None, text=f"{path}: {exc}")
-        return RankEvent(host=host, event=event) if event is not None else None
-    match = LOG_LINE_PREFIX.match(text)
-    body = text[match.end():] if match else text
-    rank = line_rank(match) if match else None
-    return LogLine(t=now, host=host, rank=rank, text=body)
+            return [LogLine(t=now, host=host, rank=None, text=f"{path}: {exc}")]
+        return [RankEvent(host=host, event=event)] if event is not None else []
+    return [LogLine(t=now, host=host, rank=line.rank, text=line.text, bar=line.bar,
+                    replaces=line.replaces) for line in screen.feed(text)]
 
 
 async def tail_host(
@@ -129,6 +129,7 @@ async def tail_host(
     # A batch is copied and its offsets saved before any of it is shown: whatever a follower
     # showed is in the copy, so a later attach never shows it twice.
     batch: list[TailItem] = []
+    screen = RankScreen()
     try:
         while True:
             try:
@@ -146,11 +147,10 @@ async def tail_host(
                 path, offset, text = [*rest.split("\t", 2), "", ""][:3]
                 if not offset.isdigit():
                     continue
-                event = _line_event(host.name, path, text)
-                copy.append(path, text, int(offset),
-                            event.event if isinstance(event, RankEvent) else None)
-                if event is not None:
-                    batch.append(event)
+                events = _line_events(host.name, path, text, screen)
+                copy.append(path, text, int(offset), events[0].event
+                            if events and isinstance(events[0], RankEvent) else None)
+                batch.extend(events)
             elif kind == "O" and rest.strip().isdigit():
                 batch.append(RankOwned(host=host.name, rank=int(rest)))
             elif kind in ("F", "X"):

@@ -114,7 +114,12 @@ def test_corral_logs_greps_one_host_or_all(
     code, out = _logs(capsys, path, "--failure")  # the newest run by default
     assert code == 0
     assert out.splitlines()[0] == "slow:1 Traceback (most recent call last):"
-    assert _logs(capsys, path, "rep-f", "--grep", "nowhere") == (1, "")
+    code, out = _logs(capsys, path, "rep-f", "--grep", "nowhere")
+    assert code == 1 and out.startswith("no match: --grep 'nowhere' matched none of the 8 "
+                                        "lines of run rep-f on fast, slow")
+    assert "host:rank text" in out  # what was searched
+    code, out = _logs(capsys, path, "rep-f", "--host", "fast", "--failure")
+    assert code == 1 and "no match: no traceback or failed worker in the 3 lines" in out
     host_log_path(tmp_path / "runs" / "rep-f", "slow").unlink()
     code, out = _logs(capsys, path, "rep-f", "--host", "slow")
     assert code == 1 and "no log lines of run rep-f on slow copied here (yet)" in out

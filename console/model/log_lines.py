@@ -1,0 +1,67 @@
+"""Where a rank's output line goes in the console's log buffer: a progress bar's new state
+takes the place of its earlier one, and a line several ranks printed alike is one entry
+(``ranks 0–7 text``), as ``corral logs`` folds them (``remote.terminal_text.fold_ranks``).
+
+Headless: positions only, counted from the run's first line (``RunModel.logs_total``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from remote.api import LogLine, ranks_label
+
+FOLD_WINDOW = 5000
+"""Lines back within which identical lines of other ranks fold into one entry (the buffer's
+size: a line no longer kept starts a new entry)."""
+
+
+@dataclass
+class Placed:
+    """What to do with a line: append it (``index`` None) or replace entry ``index`` (a
+    position counted from the run's first line) with ``source`` and the line's text."""
+
+    index: int | None
+    source: str
+
+
+@dataclass
+class LogPlaces:
+    """The bookkeeping behind ``place``: each rank's newest bar entry, and for identical
+    lines the entry the n-th of them went to and the ranks it holds."""
+
+    _bars: dict[tuple[str, int | None], int] = field(default_factory=dict)
+    _said: dict[tuple[int, str], int] = field(default_factory=dict)
+    _folded: dict[tuple[str, int], tuple[int, tuple[int, ...]]] = field(default_factory=dict)
+
+    def place(self, line: LogLine, total: int) -> Placed:
+        """Where ``line`` goes when ``total`` lines were added before it (its index if
+        appended)."""
+        own = f"{line.host}:{'launcher' if line.rank is None else line.rank}"
+        oldest = total - FOLD_WINDOW
+        if line.bar:
+            where = self._bars.get((line.host, line.rank))
+            if line.replaces and where is not None and where >= oldest:
+                return Placed(where, own)
+            self._bars[(line.host, line.rank)] = total
+            return Placed(None, own)
+        if line.rank is None or not line.text.strip():
+            return Placed(None, own)
+        if len(self._folded) > 2 * FOLD_WINDOW:
+            self._forget(oldest)
+        nth = self._said.get((line.rank, line.text), 0)
+        self._said[(line.rank, line.text)] = nth + 1
+        found = self._folded.get((line.text, nth))
+        if found is not None and found[0] >= oldest and line.rank not in found[1]:
+            where, ranks = found
+            ranks = (*ranks, line.rank)
+            self._folded[(line.text, nth)] = (where, ranks)
+            return Placed(where, ranks_label(ranks))
+        self._folded[(line.text, nth)] = (total, (line.rank,))
+        return Placed(None, own)
+
+    def _forget(self, oldest: int) -> None:
+        """Drop what refers to entries no longer kept (a long run's memory stays bounded)."""
+        self._folded = {k: v for k, v in self._folded.items() if v[0] >= oldest}
+        texts = {text for text, _ in self._folded}
+        self._said = {k: v for k, v in self._said.items() if k[1] in texts}
