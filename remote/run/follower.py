@@ -46,7 +46,7 @@ from remote.run.lifecycle import (
 )
 from remote.run.monitor import RunMonitor
 from remote.run.reconnect import resilient_tail
-from remote.run.run_written import RunWritten, explain_written, local_cwds
+from remote.run.run_written import RunWritten
 from remote.run.stream import LauncherExit, MergedTails, RankOwned, TailFailed, TailItem
 from trainer.events import MembershipEvent, StartEvent
 
@@ -76,10 +76,9 @@ def missing_file_explainer(config: ClusterConfig, user: UserCode | None = None,
                            written: RunWritten | None = None
                            ) -> Callable[[str], str | None] | None:
     """For a script run: what explains a failure's ``FileNotFoundError``: a file another
-    host's rank of this run wrote (``written``: ``explain_written``), else one the launch
-    folder holds and did not send (``explain_missing``); None for a task run. ``user``: the
-    launch's user code, located once per launch (``Launch.user``); an attached run, launched
-    elsewhere, locates its own."""
+    host's rank of this run wrote (``written``), else one the launch folder holds and did not
+    send (``explain_missing``); None for a task run. ``user``: the launch's user code, located
+    once per launch (``Launch.user``); an attached run, launched elsewhere, locates its own."""
     if config.run.script is None:
         return None
     if user is None:
@@ -87,7 +86,7 @@ def missing_file_explainer(config: ClusterConfig, user: UserCode | None = None,
     folder, data = (user.folder, config.run.data) if user is not None else (None, False)
 
     def explain(text: str) -> str | None:
-        found = explain_written(*written, text) if written is not None else None
+        found = written.explain(text) if written is not None else None
         if found is None and folder is not None:
             found = explain_missing(folder, data, text)
         return found
@@ -111,7 +110,9 @@ class RunFollower:
         self.run_id = info.run_id
         self.run_dir = run_dir_for(config, info.run_id)
         self.launching = launching
-        written = (local_cwds(config, self.run_dir), info.started, self._ranks_of)
+        self.written = (RunWritten(config, self.run_dir, info.started, self._ranks_of)
+                        if config.run.script is not None else None)
+        written = self.written
         self.monitor = RunMonitor(run_id=info.run_id, hosts=info.hosts, stop=stop,
                                   run_dir=self.run_dir,
                                   explain=missing_file_explainer(config, user, written))
@@ -177,6 +178,8 @@ class RunFollower:
                             yield signal
             finally:
                 self.hang.close()
+                if self.written is not None:
+                    self.written.close()
                 for copy in copies.values():
                     copy.close()
                 if board is not None:
@@ -301,6 +304,8 @@ class RunFollower:
         for event in self.monitor.observe(item):
             if isinstance(event, RankEvent):
                 self.hang.observe(event, now)
+            elif isinstance(event, LogLine) and event.rank is not None and self.written is not None:
+                self.written.heard(self.pool, event.text)  # a path it may not find
             if (isinstance(event, RankEvent) and isinstance(event.event, StartEvent)
                     and event.host not in self.running_hosts):
                 self.running_hosts.add(event.host)

@@ -6,13 +6,18 @@ send the launch folder's copy."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
 from remote.events import RankEvent
+from remote.hosts.command_errors import CompletedCommand
 from remote.run.hang import SCRIPT_GRACE_S, HangWatch
-from remote.run.run_written import IDIOMS, explain_written
+from remote.run.run_written import IDIOMS, RunWritten
 from trainer.events import StartEvent, StepEvent
 
 
@@ -59,17 +64,24 @@ def test_the_scripts_own_word_is_awaited_before_corral_stops_it() -> None:
     assert SCRIPT_GRACE_S >= 10.0
 
 
+TEXT = ("h1 rank 1 failed: FileNotFoundError: [Errno 2] No such file or directory: "
+        "'ckpt/best.pt'")
+
+
+def _written(tmp_path: Path, since: float, *addresses: str) -> RunWritten:
+    hosts = tuple(HostSection(name=f"h{i}", address=a) for i, a in enumerate(addresses))
+    config = ClusterConfig(path=tmp_path / "cluster.toml",
+                           cluster=ClusterSection(name="t", master="h0"), hosts=hosts)
+    return RunWritten(config, str(tmp_path / "run"), since, lambda host: [int(host[1:])])
+
+
 def test_a_file_rank_0_wrote_is_named_with_its_writer_not_sent_from_home(
         tmp_path: Path) -> None:
-    cwds = {h: tmp_path / h for h in ("h0", "h1", "h2")}
-    for cwd in cwds.values():
-        cwd.mkdir()
-    since = time.time() - 5
-    (cwds["h0"] / "ckpt").mkdir()
-    (cwds["h0"] / "ckpt" / "best.pt").write_bytes(b"new")
-    text = ("h1 rank 1 failed: FileNotFoundError: [Errno 2] No such file or directory: "
-            "'ckpt/best.pt'")
-    said = explain_written(cwds, since, lambda host: [int(host[1:])], text)
+    written = _written(tmp_path, time.time() - 5, "local", "local", "local")
+    cwd = tmp_path / "run" / "cwd" / "h0"
+    (cwd / "ckpt").mkdir(parents=True)
+    (cwd / "ckpt" / "best.pt").write_bytes(b"new")
+    said = written.explain(TEXT)
     assert said is not None and said.startswith(
         "ckpt/best.pt was written by this run on h0 (rank 0, at "), said
     assert IDIOMS in said and "broadcast" in said and "LOCAL_RANK == 0" in said
@@ -78,10 +90,45 @@ def test_a_file_rank_0_wrote_is_named_with_its_writer_not_sent_from_home(
 
 def test_a_file_older_than_the_run_is_not_the_runs(tmp_path: Path) -> None:
     """The launch folder's own copy (pushed, or left home) is for the missing-file hint."""
-    (tmp_path / "h0" / "ckpt").mkdir(parents=True)
-    old = tmp_path / "h0" / "ckpt" / "best.pt"
+    written = _written(tmp_path, time.time() - 60, "local")
+    old = tmp_path / "run" / "cwd" / "h0" / "ckpt" / "best.pt"
+    old.parent.mkdir(parents=True)
     old.write_bytes(b"old")
     os.utime(old, (time.time() - 3600, time.time() - 3600))
-    text = "FileNotFoundError: [Errno 2] No such file or directory: 'ckpt/best.pt'"
-    assert explain_written({"h0": tmp_path / "h0"}, time.time() - 60, lambda h: [0],
-                           text) is None
+    assert written.explain(TEXT) is None
+
+
+class _Transport:
+    def __init__(self, name: str, answer: str) -> None:
+        self.host = type("Host", (), {"name": name})()
+        self.answer = answer
+        self.commands: list[str] = []
+
+    async def run(self, command: str, **_: Any) -> CompletedCommand:
+        self.commands.append(command)
+        return CompletedCommand(command=command, exit_status=0, stdout=self.answer, stderr="")
+
+
+class _Pool:
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.transports = {h: _Transport(h, a) for h, a in answers.items()}
+
+    async def gather(self, fn: Callable[[Any], Awaitable[Any]],
+                     hosts: list[str]) -> dict[str, Any]:
+        return {h: await fn(self.transports[h]) for h in hosts}
+
+
+async def test_a_remote_host_is_asked_as_soon_as_a_rank_names_the_path(tmp_path: Path) -> None:
+    """Its working directory is not on this machine: the rank's output line naming the path
+    has the hosts asked (once), and the failure's words then name the writer."""
+    now = time.time()
+    written = _written(tmp_path, now - 30, "gpu0", "gpu1")
+    pool = _Pool({"h0": f"{int(now)}\n", "h1": ""})
+    written.heard(pool, "FileNotFoundError: [Errno 2] No such file or directory: 'ckpt/best.pt'")
+    written.heard(pool, "FileNotFoundError: [Errno 2] No such file or directory: 'ckpt/best.pt'")
+    await asyncio.gather(*written._asked.values())
+    assert len(written._asked) == 1
+    asked = pool.transports["h0"].commands
+    assert asked == [f"stat -c %Y {tmp_path}/run/cwd/h0/ckpt/best.pt 2>/dev/null || true"]
+    said = written.explain(TEXT)
+    assert said is not None and said.startswith("ckpt/best.pt was written by this run on h0")
