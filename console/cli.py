@@ -128,6 +128,11 @@ def cmd_init(args: argparse.Namespace, console: Console) -> int:
     from remote.api import demo_toml, hosts_toml, script_toml, write_new
 
     aliases = [a.strip() for a in args.hosts.split(",")] if args.hosts is not None else None
+    if args.local is not None:
+        if args.local < 1 or aliases is not None:
+            raise UsageError("--local takes a number of hosts, 1 or more, without --hosts "
+                             "(or name them: --hosts local,local,gpu1)", title="bad --local")
+        aliases = ["local"] * args.local
     if args.script is not None:
         script = _script_from(args.script, args.config)
         text = script_toml(script, aliases)

@@ -93,6 +93,9 @@ def add_init_parser(command: AddCommand) -> None:
     init.add_argument("--hosts", metavar="ALIAS,...",
                       help="ssh_config aliases, one [[hosts]] entry each (GPUs and ranks are "
                       "left to detection)")
+    init.add_argument("--local", metavar="N", type=int,
+                      help="N hosts on this machine (address = \"local\"), its cores shared "
+                      "by their ranks (threads set); the same as --hosts local,local,...")
     init.add_argument("--script", metavar="FILE", type=Path,
                       help="a [run] for your own training script, run as is (a path from this "
                       "folder): no key of corral's own tasks; this machine as the host unless "

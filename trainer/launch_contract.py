@@ -58,7 +58,7 @@ while it was busy on its own: the rank that held the others up."""
 WAITING_STATUS = 4
 """The exit status of a rank ended as stuck at its start while it waited in a collective for
 other ranks: a consequence, ranked below the rank it waited for (``remote.run.failures``)."""
-HELD_UP_BY = "corral: start held up by ranks "
+HELD_UP_BY = "corral: held up by ranks "
 """What a waiting stuck rank prints before it exits, then the ranks it waited for (comma
 separated): the follower blames them, whichever of the ranks exits first."""
 HELD_UP_LINE = re.compile(re.escape(HELD_UP_BY) + r"(\d+(?:, \d+)*)$")

@@ -11,6 +11,7 @@ corral's own tasks, so the run warns of none. ``write_new`` never overwrites a f
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -144,6 +145,15 @@ address = "local"
 # gpus = "auto"               # every GPU torch sees here, or a count (0 = CPU only)
 # nproc = 2                   # ranks here (default: the GPU count, 1 on CPU)
 """
+LOCAL_ENTRY = """\
+[[hosts]]
+name = {name}
+address = "local"             # this machine, no SSH
+# gpus = "auto"               # every GPU torch sees here, or a count (0 = CPU only)
+nproc = 1                     # ranks of this host
+threads = {threads}{pad}# per rank: {cores} core(s) here shared by {ranks}
+"""
+"""One of several ``local`` hosts: the machine's cores are shared by every rank of them."""
 SCRIPT_RUN = """
 [run]
 script = {script}{pad}# run as is (a path from this file's folder)
@@ -190,11 +200,18 @@ def _alias_entries(aliases: Sequence[str]) -> str:
         raise UsageError(f"--hosts takes ssh_config aliases separated by commas, like "
                          f"gpu1,laptop; not {', '.join(map(repr, bad)) or 'nothing'}",
                          title="bad --hosts")
-    names = [host_name_for(a) for a in aliases]
+    locals_ = aliases.count("local")
+    names = [f"local{aliases[:i].count('local')}" if a == "local" and locals_ > 1
+             else host_name_for(a) for i, a in enumerate(aliases)]
     if len(set(names)) != len(names):
         raise UsageError(f"--hosts {','.join(aliases)} names a host twice", title="bad --hosts")
-    return "\n".join(ALIAS_HOST.format(name=_toml_string(n), address=_toml_string(a))
-                     for n, a in zip(names, aliases, strict=True))
+    cores = len(os.sched_getaffinity(0))
+    threads = str(max(1, cores // max(locals_, 1)))
+    return "\n".join(
+        LOCAL_ENTRY.format(name=_toml_string(n), threads=threads, pad=" " * (20 - len(threads)),
+                           cores=cores, ranks=f"{locals_} local rank(s)")
+        if a == "local" else ALIAS_HOST.format(name=_toml_string(n), address=_toml_string(a))
+        for n, a in zip(names, aliases, strict=True))
 
 
 def hosts_toml(aliases: Sequence[str]) -> str:

@@ -4,7 +4,11 @@ The trainer places its own ranks within a host (``trainer.placement``); what onl
 plan can know is which hosts of cluster.toml are one machine (several ``local`` hosts, network
 namespaces, sshd ports on one box): those share the machine's cores out between them first, so
 their ranks never land on the same core while another idles. A machine is told by its kernel's
-boot id, which every process on it shares (namespaces and containers too).
+boot id, which every process on it shares (namespaces and containers too). When such hosts
+have more ranks than the machine has cores (three ``local`` hosts on two cores), nothing is
+pinned and each rank gets the machine's cores ÷ its ranks threads (at least 1), as torchrun's
+``OMP_NUM_THREADS=1`` would, unless the host's ``threads`` says otherwise: never 3 ranks of 2
+threads on 2 cores.
 
 One probe section per host (``PROBE_SECTION``) gathers what this needs: the boot id, the cores
 the host's processes may use, and the allocator libraries present. ``corral check`` reports the
@@ -88,6 +92,9 @@ class HostCpuPlan:
     """Trainer flags: ``--cores LIST`` for a share of a machine, ``--no-pin-cores``."""
     cores: str
     """Where its ranks run, in words (for ``corral check``)."""
+    threads: int | None = None
+    """Threads per rank the machine's sharing decides (None: the rank's own share of cores
+    decides, or the host's ``threads``)."""
 
 
 def _is_cpu_host(host: HostSection, gpus: int | None) -> bool:
@@ -100,6 +107,8 @@ class _Share:
     """The host's part of the machine (None: more ranks than cores there, nothing pinned)."""
     why: str
     """The machine's sharing, in words."""
+    threads: int = 1
+    """Threads per rank: the machine's cores ÷ its ranks (at least 1)."""
 
 
 def _machine_shares(config: ClusterConfig, facts: Mapping[str, HostCpuFacts],
@@ -127,7 +136,7 @@ def _machine_shares(config: ClusterConfig, facts: Mapping[str, HostCpuFacts],
         for host, count in zip(members, ranks, strict=True):
             mine = (None if per_rank is None else frozenset(
                 c for share in per_rank[rank_offset:rank_offset + count] for c in share))
-            shares[host.name] = _Share(mine, why)
+            shares[host.name] = _Share(mine, why, max(1, len(cpus) // sum(ranks)))
             rank_offset += count
     return shares
 
@@ -139,7 +148,8 @@ def _cores_text(host: HostSection, nproc: int, cpus: frozenset[int] | None,
     if gpu_host:
         return "each GPU rank's data work on the cores near its GPU (NVML or /sys, at start)"
     if share is not None and share.cores is None:
-        return f"not pinned: {share.why}"
+        threads = host.threads or share.threads
+        return f"not pinned: {share.why}, {threads} thread(s) per rank"
     if cpus is None:
         return "split between its ranks at start"
     per_rank = split_cores(cpus, nproc)
@@ -173,9 +183,12 @@ def host_plans(config: ClusterConfig, facts: Mapping[str, HostCpuFacts],
             flags += ["--cores", format_cpulist(cpus)] if cpus else ["--no-pin-cores"]
         if not host.pin_cores:
             flags.append("--no-pin-cores")
+        threads = (share.threads if share is not None and share.cores is None
+                   and host.threads is None else None)
         text = _cores_text(host, nprocs.get(host.name, 1), cpus,
                            not _is_cpu_host(host, gpus.get(host.name)), share)
-        plans[host.name] = HostCpuPlan(allocator=choice, env=env, flags=tuple(flags), cores=text)
+        plans[host.name] = HostCpuPlan(allocator=choice, env=env, flags=tuple(flags), cores=text,
+                                       threads=threads)
     return plans
 
 

@@ -46,6 +46,7 @@ from remote.run.lifecycle import (
 )
 from remote.run.monitor import RunMonitor
 from remote.run.reconnect import resilient_tail
+from remote.run.run_written import RunWritten
 from remote.run.stream import LauncherExit, MergedTails, RankOwned, TailFailed, TailItem
 from trainer.events import MembershipEvent, StartEvent
 
@@ -71,20 +72,26 @@ async def _ticker(every: float = 0.5) -> AsyncIterator[TailItem]:
         yield _Tick()  # type: ignore[misc]
 
 
-def missing_file_explainer(config: ClusterConfig, user: UserCode | None = None
+def missing_file_explainer(config: ClusterConfig, user: UserCode | None = None,
+                           written: RunWritten | None = None
                            ) -> Callable[[str], str | None] | None:
-    """For a script run: what explains a failure's ``FileNotFoundError`` on a file the launch
-    folder holds (``explain_missing``); None for a task run. ``user``: the launch's user code,
-    located once per launch (``Launch.user``); an attached run, launched elsewhere, locates
-    its own."""
+    """For a script run: what explains a failure's ``FileNotFoundError``: a file another
+    host's rank of this run wrote (``written``), else one the launch folder holds and did not
+    send (``explain_missing``); None for a task run. ``user``: the launch's user code, located
+    once per launch (``Launch.user``); an attached run, launched elsewhere, locates its own."""
     if config.run.script is None:
         return None
     if user is None:
         user = user_code(config.run, config.path.parent)
-    if user is None:
-        return None
-    folder, data = user.folder, config.run.data
-    return lambda text: explain_missing(folder, data, text)
+    folder, data = (user.folder, config.run.data) if user is not None else (None, False)
+
+    def explain(text: str) -> str | None:
+        found = written.explain(text) if written is not None else None
+        if found is None and folder is not None:
+            found = explain_missing(folder, data, text)
+        return found
+
+    return explain
 
 
 class RunFollower:
@@ -103,9 +110,12 @@ class RunFollower:
         self.run_id = info.run_id
         self.run_dir = run_dir_for(config, info.run_id)
         self.launching = launching
+        self.written = (RunWritten(config, self.run_dir, info.started, self._ranks_of)
+                        if config.run.script is not None else None)
+        written = self.written
         self.monitor = RunMonitor(run_id=info.run_id, hosts=info.hosts, stop=stop,
                                   run_dir=self.run_dir,
-                                  explain=missing_file_explainer(config, user))
+                                  explain=missing_file_explainer(config, user, written))
         self.hang = HangGuard(pool, config.run.hang_factor, config.run.hang_limit)
         self.failed_at: float | None = None
         self.cause_settled = False
@@ -168,6 +178,8 @@ class RunFollower:
                             yield signal
             finally:
                 self.hang.close()
+                if self.written is not None:
+                    self.written.close()
                 for copy in copies.values():
                     copy.close()
                 if board is not None:
@@ -186,6 +198,10 @@ class RunFollower:
         async with contextlib.aclosing(tails.items()) as items:
             async for item in items:
                 yield item
+
+    def _ranks_of(self, host: str) -> list[int]:
+        """The ranks of ``host`` known so far."""
+        return sorted(r for r, h in self.monitor.rank_host.items() if h == host)
 
     def _joins(self, item: TailItem | TailFailed) -> list[JoinLaunched | JoinEnded]:
         """What ``corral join`` did since the last look (its new join records), and a
@@ -288,6 +304,8 @@ class RunFollower:
         for event in self.monitor.observe(item):
             if isinstance(event, RankEvent):
                 self.hang.observe(event, now)
+            elif isinstance(event, LogLine) and event.rank is not None and self.written is not None:
+                self.written.heard(self.pool, event.text)  # a path it may not find
             if (isinstance(event, RankEvent) and isinstance(event.event, StartEvent)
                     and event.host not in self.running_hosts):
                 self.running_hosts.add(event.host)

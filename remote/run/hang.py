@@ -7,7 +7,11 @@ step events: once no step has come from a rank for ``hang_factor`` times its usu
 process is in (``/proc/PID/stat``: stopped, in uninterruptible I/O, gone, busy or waiting) to
 name the one that holds the others up. After ``hang_limit`` seconds without a step it stops
 the run naming that rank. A rank that started but never took a first step (stuck in its first
-collective) is silent once ``hang_limit`` passes after its start event.
+collective) is silent once ``hang_limit`` passes after its start event. A start event's
+``total_steps`` of 0 is unknown (a plain script's): no step is taken for the last one. A script's
+ranks watch themselves too (``trainer.integrations.start_watch``: they name the ranks waiting in
+a collective and the one elsewhere, from inside), so for them corral's own stop waits
+``SCRIPT_GRACE_S`` longer, for their word.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ NO_FIRST_STEP = "no first step"
 """How a hang's reason begins when a rank never took its first step (the notifier's "stuck"
 notice reads it: ``remote/run/notify.py``)."""
 """Never call a rank silent sooner (a checkpoint or a rebalance makes one step slower)."""
+SCRIPT_GRACE_S = 15.0
+"""Seconds past ``hang_limit`` that a script's ranks have to name the hang themselves (their
+watch gathers positions for 5 s, then the waiting ranks exit 5 s later)."""
 STEP_TIMES_KEPT = 20
 STATE_WORDS = {"T": "stopped (SIGSTOP)", "t": "stopped by a debugger",
                "D": "blocked in uninterruptible I/O", "Z": "dead (a zombie)",
@@ -61,6 +68,9 @@ class HangWatch:
     _last: dict[int, float] = field(default_factory=dict)
     _step_s: dict[int, deque[float]] = field(default_factory=dict)
     _total: int | None = None
+    """The run's total steps; None while unknown (a plain script's start says 0)."""
+    script: bool = False
+    """The ranks run a script (its start event's ``task``): they watch themselves too."""
 
     def heard_again(self, host: str, now: float) -> None:
         """``host`` is reachable again: its ranks' silence counts from ``now``."""
@@ -79,7 +89,8 @@ class HangWatch:
         event = item.event
         if isinstance(event, StartEvent):
             self.pids[event.rank] = (item.host, event.pid)
-            self._total = event.total_steps
+            self._total = event.total_steps or None
+            self.script = event.task == "script"
             # Started, no step yet: silent once ``limit_s`` passes without a first step (a
             # rank stuck in its first collective holds every rank until torch's timeout).
             self._last[event.rank] = now
@@ -206,7 +217,8 @@ class HangGuard:
                 self._states = self._probe.result()
                 lines.append(describe(self._states, self.watch.pids))
         limit = self.watch.limit_s
-        if not limit or silence.seconds < limit or not self._said_states:
+        grace = SCRIPT_GRACE_S if self.watch.script else 0.0
+        if not limit or silence.seconds < limit + grace or not self._said_states:
             return lines, None  # (the states are in before a rank is blamed)
         rank = culprit(self._states) if self._states else silence.ranks[0]
         if self._states.get(rank, "?") == "?":

@@ -98,7 +98,8 @@ def trainer_flags(run: RunSection, place: HostPlan, plan: LaunchPlan) -> list[st
     micro = host.micro_batch if host.micro_batch is not None else run.micro_batch
     del values["backend"]  # the plan decides it, for every host alike; written by the device
     values.update(policy=plan.policy or run.policy, backend=plan.backend, device=place.device,
-                  slowdown=(host.slowdown,), threads=host.threads, link_mbit=place.link_mbit,
+                  slowdown=(host.slowdown,), threads=_threads(place),
+                  link_mbit=place.link_mbit,
                   micro_batch=None if micro is None else (micro,),
                   task_options=option_pairs(run.task_options), resume=plan.resume)
     if run.precision == "auto":  # decided per host by the plan (remote.checks.plan)
@@ -147,10 +148,19 @@ def torchrun_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
     if config.run.script is not None:
         env.update(script_settings(config.run, place, plan).to_env())
         env.pop(RUN_DIR_ENV)  # from --run-dir (trainer.integrations.script_main)
-        if host.threads is not None:  # the trainer's --threads, as torch and OpenMP read it
-            env.setdefault("OMP_NUM_THREADS", str(host.threads))
+        threads = _threads(place)
+        if threads is not None:  # the trainer's --threads, as torch and OpenMP read it
+            env.setdefault("OMP_NUM_THREADS", str(threads))
     return (f"{_script_cwd(config, plan, host)}{env_prefix(env)}PYTHONPATH={code} "
             f"{_interpreter(host)} {words} {_entry_words(config, plan, place, tree)}")
+
+
+def _threads(place: HostPlan) -> int | None:
+    """Threads per rank: the host's ``threads``, else what its machine's sharing decides
+    (``remote.hosts.cpu_placement``), else None (each rank's share of cores decides)."""
+    if place.host.threads is not None:
+        return place.host.threads
+    return place.cpu.threads if place.cpu is not None else None
 
 
 def _rendezvous_words(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -> list[str]:

@@ -266,15 +266,18 @@ class RunMonitor:
                            else f"launcher status {item.status}")]
 
     def _blame_holders(self, waiter: int, t: float, raised: str | None) -> None:
-        """A rank stuck at its start waiting for others (``WAITING_STATUS``) named the ranks
-        that held it up: each is a cause, whether it exits first, later (a busy rank), or
-        never by itself (its main thread holds the GIL: the run's stop ends it)."""
+        """A rank stuck at its start or between two steps, waiting for others
+        (``WAITING_STATUS``), named the ranks that held it up: each is a cause, whether it
+        exits first, later (a busy rank), or never by itself (its main thread holds the GIL:
+        the run's stop ends it)."""
+        what = ("every other rank's start" if not raised or "no first step" in raised
+                else "every other rank")
         for rank in self._held_up_by.get(waiter, ()):
             host = self.rank_host.get(rank)
             if host is not None:
                 self.failures.append(Failure(
                     host=host, rank=rank, t=t, severity=Severity.RANK_DIED,
-                    why=f"held up every other rank's start: {raised or 'no first step'}"))
+                    why=f"held up {what}: {raised or 'no first step'}"))
 
     def _host_finished(self, host: str) -> bool:
         """Every known rank of ``host`` wrote a completed ``end`` event."""
@@ -369,7 +372,9 @@ class RunMonitor:
     def _nothing_trained_detail(self) -> str:
         """``trained 0 steps: ...`` and the last lines each rank printed."""
         lines = [f"{TRAINED_NOTHING}: {len(self.ended)} rank(s) ended without one optimizer "
-                 "step; the last lines each printed:"]
+                 "step corral could see in the rank's own process, so the steps, samples and "
+                 "rates are unknown (a script that exits before training, evaluates only, or "
+                 "trains in processes it starts itself); the last lines each printed:"]
         for rank in sorted(self.ended):
             host = self.rank_host.get(rank, "?")
             said = list(self._rank_logs.get(rank, ()))[-LAST_LINES_SHOWN:] or ["(nothing)"]

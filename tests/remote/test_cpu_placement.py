@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from remote.checks.plan import LaunchFacts, plan_cluster
-from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
+from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
+from remote.config.task_code import user_code
 from remote.hosts.cpu_placement import (
     PROBE_SECTION,
     HostCpuFacts,
@@ -69,7 +70,33 @@ def test_more_ranks_than_cores_on_a_machine_pin_nothing() -> None:
     two_cores = {h: facts("m", "0-1") for h in "abc"}
     plans = host_plans(config, two_cores, {"a": 1, "b": 1, "c": 1}, {})
     assert all(p.flags == ("--no-pin-cores",) for p in plans.values())
-    assert plans["a"].cores == "not pinned: 3 ranks of 3 hosts on one machine with 2 core(s)"
+    assert plans["a"].cores == ("not pinned: 3 ranks of 3 hosts on one machine with 2 core(s), "
+                                "1 thread(s) per rank")
+
+
+def test_ranks_sharing_a_machine_share_its_threads_too(tmp_path: Path) -> None:
+    """Three ranks on two cores, no ``threads`` key: one thread each (2 ÷ 3, at least 1), in
+    the script's OMP_NUM_THREADS and the trainer's --threads; a host's own key wins."""
+    config = cluster(cpu_host("a"), cpu_host("b"), cpu_host("c", threads=2))
+    two_cores = {h: facts("m", "0-1") for h in "abc"}
+    plans = host_plans(config, two_cores, {"a": 1, "b": 1, "c": 1}, {})
+    assert [plans[h].threads for h in "abc"] == [1, 1, None]
+    launch_facts = LaunchFacts(gpus={}, interfaces={}, port=None, cpu=two_cores)
+    plan = LaunchPlan(run_id="r", run_dir="/tmp/r", code_digest="d", master_addr="127.0.0.1",
+                      port=1234, nnodes=3, user=None)
+    places = plan_cluster(config, launch_facts, "127.0.0.1").hosts
+    words = shlex.split(launcher_command(config, plan, places[0]).split("; s=$?")[0])
+    assert words[words.index("--threads") + 1] == "1"
+    last = shlex.split(launcher_command(config, plan, places[2]).split("; s=$?")[0])
+    assert last[last.index("--threads") + 1] == "2"
+    (tmp_path / "train.py").write_text("print('training')\n")
+    script = ClusterConfig(path=tmp_path / "cluster.toml", cluster=config.cluster,
+                           hosts=config.hosts, run=RunSection(script="train.py"))
+    with_script = LaunchPlan(run_id="r", run_dir="/tmp/r", code_digest="d",
+                             master_addr="127.0.0.1", port=1234, nnodes=3,
+                             user=user_code(script.run, tmp_path))
+    words = shlex.split(launcher_command(script, with_script, places[1]).split("; s=$?")[0])
+    assert "OMP_NUM_THREADS=1" in words
 
 
 def test_cluster_toml_settings_win() -> None:

@@ -128,3 +128,27 @@ def test_init_and_run_name_a_missing_script_as_the_option_not_as_run_script(
         assert ("not a file" if args[-1] == "folder" else "no such file") in done.stderr
         if args[0] == "init":
             assert not (tmp_path / "cluster.toml").exists()  # nothing written
+
+
+@pytest.mark.parametrize("how", [("--hosts", "local,local,local"), ("--local", "3")])
+def test_init_with_three_local_hosts_shares_this_machines_cores_out(
+    tmp_path: Path, corral_in: Callable[..., Done], how: tuple[str, str]
+) -> None:
+    """Three ranks on one machine: each gets the machine's cores ÷ 3 threads (at least 1),
+    as torchrun's OMP_NUM_THREADS=1 would, never one thread per core each."""
+    import os
+
+    (tmp_path / "train.py").write_text("print('training')\n", encoding="utf-8")
+    done = corral_in("init", "--script", "train.py", *how)
+    assert done.returncode == 0, done.stderr
+    config = load_cluster(tmp_path / "cluster.toml")
+    assert [(h.name, h.address) for h in config.hosts] == [
+        ("local0", "local"), ("local1", "local"), ("local2", "local")]
+    cores = len(os.sched_getaffinity(0))
+    assert {h.threads for h in config.hosts} == {max(1, cores // 3)}
+    assert config.run.script == "train.py"
+
+
+def test_init_local_takes_a_positive_count(corral_in: Callable[..., Done]) -> None:
+    done = corral_in("init", "--local", "0")
+    assert done.returncode == 2 and "--local takes a number" in done.stderr + done.stdout

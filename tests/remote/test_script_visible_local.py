@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from console.follow import TRAINED_NOTHING_EXIT, event_lines, exit_code
+from console.follow import event_lines, exit_code
 from console.log_fold import TracebackFold
 from console.model.run import RunModel
 from remote.api import RankEvent, RunStatus, load_history, local_run_dir, summarize
@@ -136,7 +136,7 @@ async def test_a_script_that_exits_before_training_trained_nothing(tmp_path: Pat
     assert isinstance(final, RunStatus) and final.state == "completed", final
     assert final.detail.startswith("trained 0 steps"), final.detail
     printed, model = followed(events)
-    assert exit_code(model) == TRAINED_NOTHING_EXIT
+    assert exit_code(model) == 0  # the scripts' own status, as under torchrun
     status = [line for line in printed if line.startswith(f"run {run_id}: completed")]
     for rank in range(len(TWO_HOSTS)):  # each rank's last lines, in what `corral run` shows
         assert f"rank {rank}] Unable to locate sufficient 2 gpus on rank {rank}" in status[-1]

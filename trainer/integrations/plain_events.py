@@ -3,10 +3,11 @@ a start at its first optimizer step, a step event per optimizer step, an end whe
 
 torch's global optimizer-step hooks see every optimizer of the process, so a plain script's
 steps are counted and timed with no line of it changed; the samples of a step are the first
-dimension of what the script's ``DistributedDataParallel`` module was called on (summed over
-the forward passes with gradients between two steps: accumulation counts every micro-batch),
-found by global module hooks that are removed once that module is known, or after the first
-step when the script has none (its samples are then unknown: 0). The first call is counted
+dimension of what the script's model was called on (summed over the forward passes with
+gradients between two steps: accumulation counts every micro-batch). The model is the outermost
+module of the first forward with gradients: a ``DistributedDataParallel`` or FSDP module (FSDP1's
+wrapper, FSDP2's ``fully_shard`` root) or a bare module alike, found by global module hooks that
+are removed once it is known. The first call is counted
 after its forward, where a call with keyword arguments alone (``model(**batch)``, as HF's
 ``Trainer`` makes it) shows them: a global pre-hook sees positional arguments only. The first
 step's time runs from the first forward with gradients, not from the rank's start: the
@@ -30,14 +31,23 @@ does in corral's loop: its work since the last step, scaled by the factor. Its r
 (CPU, memory, GPU) are sampled as corral's own ranks' are (``trainer.resources``), polled after
 each step without waiting.
 
+Pending step events are also written by a timer ``FLUSH_EVERY_S`` after a step: a rank that
+blocks after its steps (a collective no peer joins) has written every step it took, so the hang
+watch and the report count them. The end event needs no process group: a script that left its
+group (``destroy_process_group()``) before any step still ends as it did. A script that starts
+processes of its own (``torch.multiprocessing.spawn``) trains in them, out of these hooks' sight:
+a rank that took no step itself says so, once, naming how many it started.
+
 A script with the opt-in (``ScriptRun``) writes its own events, and these write nothing.
 """
 
 from __future__ import annotations
 
+import multiprocessing.process
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -82,6 +92,8 @@ class PlainEvents:
     def __init__(self, settings: ScriptSettings, device: torch.device, script: str) -> None:
         self.settings, self.device, self.script = settings, device, script
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.backend = str(dist.get_backend())
+        """The group's backend, kept: the script may leave its group before the start event."""
         self.steps = 0
         self.factor = settings.slowdown_of(self.rank)
         # every rank asks at the same point (one collective), before the script runs
@@ -96,7 +108,15 @@ class PlainEvents:
         self._work = WorkTimer(cpu=device.type == "cpu")
         self._last_end = time.perf_counter()
         self._compute_s = 0.0
-        self._ddp_hook: Any = None
+        self._model: Any = None
+        """The outermost module of the first forward with gradients: the script's model."""
+        self._model_hook: Any = None
+        self._lock = threading.RLock()
+        """Held while pending steps change or are written (the main thread and the timer)."""
+        self._timer: threading.Timer | None = None
+        self.spawned = 0
+        """Processes the script started itself (its DataLoader workers included)."""
+        _count_spawned(self)
         self._busy = False
         """A hook is writing: a TERM arriving then is handled when it is done."""
         self._deferred: int | None = None
@@ -117,23 +137,27 @@ class PlainEvents:
     def _any_forward(self, module: Any, args: Any) -> None:
         """Every module's forward until the first with gradients, where the first step's
         clock starts (the script's start-up is no step's; an evaluation before training, under
-        ``no_grad``, neither)."""
+        ``no_grad``, neither). Pre-hooks run outermost first: this module is the model (a DDP
+        or FSDP wrapper, or the bare module)."""
         if torch.is_grad_enabled():
             self._last_end = time.perf_counter()
             self._work.start()
+            self._model = module
             self._hooks[2].remove()
 
     def _any_forwarded(self, module: Any, args: Any, kwargs: Any, output: Any) -> None:
-        """After every module's forward until the DDP module is found: watch that one alone,
-        and count this first call (its keyword arguments are seen here, not before)."""
-        if isinstance(module, DistributedDataParallel):
-            self._ddp_hook = module.register_forward_pre_hook(self._ddp_forward,
-                                                              with_kwargs=True)
+        """After every module's forward until the model's: watch that one alone, and count
+        this first call (its keyword arguments are seen here, not before). A DDP module met
+        first is the model even so (it is the outermost wherever it is used)."""
+        if isinstance(module, DistributedDataParallel) or (
+                module is self._model and self._model is not None):
+            self._model_hook = module.register_forward_pre_hook(self._model_forward,
+                                                                with_kwargs=True)
             self._hooks[3].remove()
-            self._ddp_forward(module, args, kwargs)
+            self._model_forward(module, args, kwargs)
 
-    def _ddp_forward(self, module: Any, args: Any, kwargs: Any) -> None:
-        """The DDP module is called on a batch: count its samples (training passes only)."""
+    def _model_forward(self, module: Any, args: Any, kwargs: Any) -> None:
+        """The model is called on a batch: count its samples (training passes only)."""
         if not torch.is_grad_enabled():
             return
         for value in (*args, *kwargs.values()):
@@ -167,15 +191,20 @@ class PlainEvents:
         now = time.perf_counter()
         self.steps += 1
         if self.steps == 1:
-            for finder in self._hooks[2:]:  # no DDP module met before the first step
+            for finder in self._hooks[2:]:  # no forward with gradients before the first step
                 finder.remove()
             self._start()
-        # the event is built at the flush: a tuple here is a fraction of its cost
-        self._pending.append((time.time(), self.steps, self._samples, self._compute_s,
-                              now - self._last_end))
+        with self._lock:
+            # the event is built at the flush: a tuple here is a fraction of its cost
+            self._pending.append((time.time(), self.steps, self._samples, self._compute_s,
+                                  now - self._last_end))
+            if self.steps == 1 or now - self._flushed >= FLUSH_EVERY_S:
+                self._flush(now)
+            elif self._timer is None:  # written soon even if the rank blocks from here on
+                self._timer = threading.Timer(FLUSH_EVERY_S, self._flush_later)
+                self._timer.daemon = True
+                self._timer.start()
         self._samples, self._last_end = 0, now
-        if self.steps == 1 or now - self._flushed >= FLUSH_EVERY_S:
-            self._flush(now)
         if self._resources is not None:
             self._resources.poll()  # never blocks: a sample only when the sampler has one
         theirs = signal.getsignal(signal.SIGTERM)
@@ -204,15 +233,24 @@ class PlainEvents:
 
     # ---------------------------------------------------------------- writing
     def _flush(self, now: float) -> None:
-        if self._writer is not None and self._pending:
-            self._writer.emit_all([
-                StepEvent(t=t, rank=self.rank, step=step, epoch=0, local_batch=samples,
-                          loss=None, compute_s=compute_s, step_s=step_s)
-                for t, step, samples, compute_s, step_s in self._pending])
-        self._pending, self._flushed = [], now
+        with self._lock:
+            if self._writer is not None and self._pending:
+                self._writer.emit_all([
+                    StepEvent(t=t, rank=self.rank, step=step, epoch=0, local_batch=samples,
+                              loss=None, compute_s=compute_s, step_s=step_s)
+                    for t, step, samples, compute_s, step_s in self._pending])
+            self._pending, self._flushed = [], now
+
+    def _flush_later(self) -> None:
+        """The timer's flush: the steps pending since the last write."""
+        with self._lock:
+            self._timer = None
+            self._flush(time.perf_counter())
 
     def _remove_hooks(self) -> None:
-        for hook in (*self._hooks, self._ddp_hook):
+        if self._timer is not None:
+            self._timer.cancel()
+        for hook in (*self._hooks, self._model_hook):
             if hook is not None:
                 hook.remove()
         if (signal.getsignal(signal.SIGTERM) is self._on_term
@@ -230,7 +268,7 @@ class PlainEvents:
             t=time.time(), rank=self.rank, world_size=self.world,
             local_rank=int(os.environ.get("LOCAL_RANK", "0")), host=socket.gethostname(),
             pid=os.getpid(), device=str(self.device), device_name=device_name(self.device),
-            backend=dist.get_backend(), model=os.path.basename(self.script), dataset="",
+            backend=self.backend, model=os.path.basename(self.script), dataset="",
             global_batch=0, split=(), policy="", step=0, total_steps=0, steps_per_epoch=0,
             threads=torch.get_num_threads(), slowdown=self.factor,
             task="script", exact=False,
@@ -253,6 +291,11 @@ class PlainEvents:
         self._remove_hooks()
         if ScriptRun.made:
             return
+        if self.steps == 0 and self.spawned:
+            print(f"corral: rank {self.rank} took no optimizer step itself; the script started "
+                  f"{self.spawned} process(es) of its own (torch.multiprocessing): steps taken "
+                  "there are not seen, so their count, samples and rates are unknown",
+                  file=sys.stderr, flush=True)
         if self._writer is None:
             self._start()
         assert self._writer is not None
@@ -261,3 +304,15 @@ class PlainEvents:
                                    status="completed" if error is None else status,
                                    error=error))
         self._writer.close()
+
+
+def _count_spawned(events: PlainEvents) -> None:
+    """Count the processes this rank's script starts (``multiprocessing``, which
+    ``torch.multiprocessing.spawn`` uses) in ``events.spawned``."""
+    original = multiprocessing.process.BaseProcess.start
+
+    def start_counted(process: multiprocessing.process.BaseProcess) -> None:
+        events.spawned += 1
+        original(process)
+
+    setattr(multiprocessing.process.BaseProcess, "start", start_counted)  # noqa: B010

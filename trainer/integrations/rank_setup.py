@@ -9,7 +9,10 @@
   (``CORRAL_BACKEND``). A script's own ``init_process_group`` then keeps that group (it would
   otherwise raise "initialize the default process group twice"), and accelerate, which makes a
   group only when none exists, uses it: a GPU rank cannot pick nccl while a CPU rank picks gloo
-  and wait for it for ever;
+  and wait for it for ever. The script's own ``timeout`` is the group's, as under torchrun
+  (``init_process_group(timeout=...)``, accelerate's ``InitProcessGroupKwargs``): a fail-fast
+  timeout fails fast; one longer than ``[run] hang_limit`` is said once, with that setting,
+  before training (corral's watch would stop a silent rank before it);
 - the rank's device: a CUDA rank's current device is its local GPU; a CPU rank sets
   ``ACCELERATE_USE_CPU`` (what the Hugging Face stack reads for ``use_cpu``);
 - a precision the rank can do: a script's ``TrainingArguments`` (TRL's configs are subclasses)
@@ -21,6 +24,7 @@
 
 from __future__ import annotations
 
+import datetime
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -51,7 +55,7 @@ def join(settings: ScriptSettings) -> torch.device:
     device = rank_device(settings.device, info.local_rank)
     backend = settings.backend or choose_backend("auto", device)
     init_process_group(backend, device, info)
-    _keep_the_group()
+    _keep_the_group(settings.hang_limit)
     after_import(TRAINING_ARGS_MODULE, lambda module: fit_precision(module, device))
     return device
 
@@ -71,14 +75,18 @@ def precision_note() -> str:
     return "; ".join(_notes)
 
 
-def _keep_the_group() -> None:
-    """Make the script's ``init_process_group`` keep the group corral made."""
+def _keep_the_group(hang_limit: float) -> None:
+    """Make the script's ``init_process_group`` keep the group corral made, with the
+    script's timeout."""
     original = dist.init_process_group
 
     def init_process_group_kept(backend: Any = None, *args: Any, **kwargs: Any) -> None:
         if not dist.is_initialized():  # the script left corral's group and makes its own
             original(backend, *args, **kwargs)
             return
+        timeout = kwargs.get("timeout", args[1] if len(args) > 1 else None)
+        if isinstance(timeout, datetime.timedelta):
+            take_timeout(timeout, hang_limit)
         asked = kwargs.get("backend", backend)
         made = dist.get_backend()
         if asked and str(asked) != made and "backend" not in _said:
@@ -87,6 +95,24 @@ def _keep_the_group() -> None:
 
     setattr(dist, "init_process_group", init_process_group_kept)  # noqa: B010
     setattr(dist.distributed_c10d, "init_process_group", init_process_group_kept)  # noqa: B010
+
+
+def take_timeout(timeout: datetime.timedelta, hang_limit: float) -> None:
+    """The group's collectives time out after ``timeout``, as the script asked; one line when
+    ``[run] hang_limit`` (seconds, 0 for none) would stop a silent rank before it."""
+    try:
+        dist.distributed_c10d._set_pg_timeout(timeout)
+    except (AttributeError, RuntimeError, ValueError) as error:  # an older torch, a backend
+        _say("timeout", f"corral: the script's process-group timeout {timeout} could not be "
+                        f"set ({error}); the group keeps its own")
+        return
+    seconds = timeout.total_seconds()
+    if hang_limit and seconds > hang_limit and "timeout" not in _said:
+        _say("timeout", f"corral: the script's process-group timeout ({seconds:g} s) is longer "
+                        f"than [run] hang_limit ({hang_limit:g} s): a rank that makes no step "
+                        f"for {hang_limit:g} s while another waits for it stops the run first; "
+                        f"raise [run] hang_limit to at least {seconds:g} to wait as the script "
+                        "asks")
 
 
 def _say(topic: str, line: str) -> None:

@@ -65,6 +65,7 @@ def _place(words: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the script named in ``argv`` (default ``sys.argv[1:]``) in this process."""
     die_with_launcher()  # no rank trains on once the launcher that started it is gone
+    whole_lines()
     words = list(sys.argv[1:] if argv is None else argv)
     if len(words) < 3 or words[0] != "--run-dir":
         raise SystemExit(USAGE)
@@ -91,6 +92,23 @@ def main(argv: Sequence[str] | None = None) -> None:
             events.end(exception_line(exc))
         raise
     _exit(None, events)
+
+
+def whole_lines() -> None:
+    """Each line a rank or a process its script starts prints reaches the log in one write.
+
+    The launch asks for unbuffered output (``PYTHONUNBUFFERED``: a rank's lines show as they
+    are printed), under which ``print`` writes a line's text and its newline apart: the lines
+    of two processes sharing the rank's output (``mp.spawn``'s workers) then glue together.
+    The rank's own streams become line-buffered (a line is written whole, at once), and the
+    processes its script starts get Python's default buffering, as under plain torchrun
+    (their ``print(..., flush=True)`` is one write)."""
+    if os.environ.pop("PYTHONUNBUFFERED", None) is None:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(line_buffering=True, write_through=False)
 
 
 def exception_line(exc: BaseException) -> str:
