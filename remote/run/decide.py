@@ -34,9 +34,9 @@ from remote.events import (
     StopReport,
 )
 from remote.records.runs import RunInfo, describe_stop
+from remote.run.deadlines import DONE_GRACE_S, LAUNCH_STOP_GRACE_S, STOP_GRACE_ON_FAILURE_S
 from remote.run.decide_members import MembersAction, members_signal
 from remote.run.failures import Cause, HostLost
-from remote.run.follower import DONE_GRACE_S
 from remote.run.lifecycle import (
     NEXT_PHASE,
     AttemptEnded,
@@ -56,7 +56,7 @@ from remote.run.lifecycle import (
     TailsOpen,
     check_move,
 )
-from remote.run.record import (
+from remote.run.record_changes import (
     AskStop,
     RecordChange,
     RecordLaunched,
@@ -64,7 +64,6 @@ from remote.run.record import (
     RecordSuspects,
     suspects_after,
 )
-from remote.run.stop import LAUNCH_STOP_GRACE_S, STOP_GRACE_ON_FAILURE_S
 
 REPEATED_FAILURES = 2
 """With ``on_host_loss = "continue"``, a host whose ranks failed this many attempts in a row is

@@ -19,19 +19,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from remote.checks.membership_port import membership_refusal
 from remote.config.cluster import ClusterConfig, HostSection
+from remote.config.live_membership import membership_refusal
 from remote.events import HostStatus, LogLine, RunEvent
 from remote.records.runs import RunInfo
 from remote.run.lifecycle import JoinEnded, JoinLaunched, MembershipSeen
-from remote.run.record import RecordMembers
+from remote.run.record_changes import RecordMembers
 from trainer.events import MembershipEvent
-from trainer.membership.contract import LOSS_DETECT_S, change_moment
-
-HOT_PATH_WAIT_S = LOSS_DETECT_S + 15.0
-"""After a host's failure, how long the follower waits for the survivors' ``membership``
-event (their loss detection, the step they redo, and its report) before the run falls back to
-a restart."""
+from trainer.membership.contract import change_moment
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.records.scalars import feed_copies
 from remote.records.tensorboard import live_writer
 from remote.records.tracking import Trackers, live_trackers
-from remote.run.decide_members import HOT_PATH_WAIT_S, hot_path_refusal
+from remote.run.deadlines import DONE_GRACE_S, FAILURE_SETTLE_S, HOT_PATH_WAIT_S
+from remote.run.decide_members import hot_path_refusal
 from remote.run.failures import HostLost
 from remote.run.hang import HangGuard
 from remote.run.join import read_join_records
@@ -48,14 +49,6 @@ from remote.run.monitor import RunMonitor
 from remote.run.reconnect import resilient_tail
 from remote.run.stream import LauncherExit, MergedTails, RankOwned, TailFailed, TailItem
 from trainer.events import MembershipEvent, StartEvent
-
-FAILURE_SETTLE_S = 10.0
-"""After the first failure, wait at most this long for the report that names its cause before
-stopping the other hosts (a peer's error often arrives before the killed rank's launcher
-reports it); ``RunMonitor.cause_settled`` usually ends the wait much earlier."""
-DONE_GRACE_S = 60.0
-"""Seconds after every rank's completed ``end`` event before processes that have not exited are
-ended (the run still completed): time for a script to save its model after training."""
 
 FollowItem = (RunEvent | TailsOpen | CauseSettled | RanksLinger | AttemptEnded | MembershipSeen
               | JoinLaunched | JoinEnded)

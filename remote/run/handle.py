@@ -52,13 +52,13 @@ from remote.run.lifecycle import (
     StopFound,
     StopRequest,
 )
-from remote.run.record import (
+from remote.run.record import RunRecord
+from remote.run.record_changes import (
     RecordChange,
     RecordCleanup,
     RecordDetached,
     RecordForgotten,
     RecordState,
-    RunRecord,
 )
 from remote.run.start import Launch, push_code_to_hosts, run_check, start_hosts
 from remote.run.stop import stop_run, stop_wait

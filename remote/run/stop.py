@@ -42,13 +42,6 @@ from trainer.run_layout import IN_RUN_DIR, RunLayout
 
 logger = logging.getLogger(__name__)
 
-STOP_GRACE_ON_FAILURE_S = 5.0
-"""Seconds between TERM and KILL when the hosts are stopped after a failure, or a
-completed run's lingering processes are ended, or a failed attempt is swept for straggler
-ranks."""
-LAUNCH_STOP_GRACE_S = 2.0
-"""Seconds between TERM and KILL when a launch that failed (or was stopped before it ran) is
-cleaned up: its ranks have not trained anything worth saving."""
 KILL_WAIT_S = 5
 """Seconds allowed for processes to vanish after KILL."""
 

@@ -13,6 +13,7 @@ from remote.events import HostStatus, LogLine, RunEvent, RunStatus, StopReport
 from remote.records.runs import RunInfo
 from remote.run import decide as act
 from remote.run import lifecycle as sig
+from remote.run.deadlines import LAUNCH_STOP_GRACE_S, STOP_GRACE_ON_FAILURE_S
 from remote.run.decide import (
     Action,
     LoopState,
@@ -34,8 +35,13 @@ from remote.run.lifecycle import (
     RunOutcome,
     StopCause,
 )
-from remote.run.record import AskStop, RecordLaunched, RecordMembers, RecordState, RecordSuspects
-from remote.run.stop import LAUNCH_STOP_GRACE_S, STOP_GRACE_ON_FAILURE_S
+from remote.run.record_changes import (
+    AskStop,
+    RecordLaunched,
+    RecordMembers,
+    RecordState,
+    RecordSuspects,
+)
 from trainer.events import MembershipEvent
 
 RUN = "rep-20260101-000001-aaaaaa"

@@ -13,9 +13,9 @@ import pytest
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
 from remote.events import RunOutcome
 from remote.records.runs import RunInfo
-from remote.run.decide_members import HOT_PATH_WAIT_S
+from remote.run.deadlines import FAILURE_SETTLE_S, HOT_PATH_WAIT_S
 from remote.run.failures import HostLost
-from remote.run.follower import FAILURE_SETTLE_S, RunFollower
+from remote.run.follower import RunFollower
 from remote.run.lifecycle import StopRequest
 from remote.run.monitor import RunMonitor
 
