@@ -26,7 +26,6 @@ from dataclasses import dataclass, field, replace
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.events import (
     FINAL_RUN_STATES,
-    HostStatus,
     LogLine,
     RunEvent,
     RunState,
@@ -36,11 +35,12 @@ from remote.events import (
 from remote.records.runs import RunInfo, describe_stop
 from remote.run.deadlines import DONE_GRACE_S, LAUNCH_STOP_GRACE_S, STOP_GRACE_ON_FAILURE_S
 from remote.run.decide_members import MembersAction, members_signal
-from remote.run.failures import Cause, HostLost
+from remote.run.decide_waits import DeclareHung, Lingered, Settled, Waits, waited
+from remote.run.failures import HostLost
+from remote.run.follow_facts import FACTS, Fact
 from remote.run.lifecycle import (
     NEXT_PHASE,
     AttemptEnded,
-    CauseSettled,
     Finding,
     Heard,
     JoinEnded,
@@ -49,7 +49,6 @@ from remote.run.lifecycle import (
     MembershipSeen,
     Phase,
     PhaseDone,
-    RanksLinger,
     RunOutcome,
     StopAsked,
     StopCause,
@@ -64,10 +63,15 @@ from remote.run.record_changes import (
     RecordSuspects,
     suspects_after,
 )
-
-REPEATED_FAILURES = 2
-"""With ``on_host_loss = "continue"``, a host whose ranks failed this many attempts in a row is
-dropped like a lost one (a restart on the same hosts would fail again)."""
+from remote.run.restart_policy import (
+    REPEATED_FAILURES,
+    can_go_on_without,
+    count_failure,
+    dropped_note,
+    dropped_statuses,
+    restart_note,
+    restart_refusal,
+)
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,8 @@ class LoopState:
     """Every host of cluster.toml (where a joiner's section comes from)."""
     joining: frozenset[str] = frozenset()
     """Hosts ``corral join`` launched that rank 0 has not let in yet (in ``config``)."""
+    waits: Waits = field(default_factory=Waits)
+    """The deadlines of the attempt followed (``remote/run/decide_waits.py``)."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +163,7 @@ class CloseTrackers:
 
 
 Action = StopHosts | AwaitStop | Unlock | RecordChange | MarkStop | DropHosts | LingerEnded \
-    | CloseTrackers | MembersAction
+    | CloseTrackers | MembersAction | DeclareHung
 """Everything ``decide`` asks the handle to do, in order, before its events are said."""
 
 
@@ -190,15 +196,15 @@ def decide(state: LoopState, signal: Heard, t: float) -> RunDecision:
         return replace(ended, actions=[*stops, Unlock(), *ended.actions])
     if isinstance(signal, PhaseDone):
         return _phase_done(state, signal, t)
-    if isinstance(signal, TailsOpen):
-        return move(state, Phase.RUNNING, t)
+    if isinstance(signal, TailsOpen):  # a new attempt followed: its own deadlines
+        return move(replace(state, waits=Waits()), Phase.RUNNING, t)
+    if isinstance(signal, FACTS):
+        return _fact(state, signal)
     if isinstance(signal, (MembershipSeen, JoinLaunched, JoinEnded)):
         seen = members_signal(state.config, state.left, state.joining, state.cluster_hosts,
                               signal, t)
         return RunDecision(seen.events, replace(state, config=seen.config, left=seen.left,
                                                 joining=seen.joining), [*seen.actions])
-    if isinstance(signal, (CauseSettled, RanksLinger)):
-        return _stop_meanwhile(state, signal, t)
     if isinstance(signal, AttemptEnded):
         if state.stop_in_flight:
             return RunDecision([], replace(state, ended=signal), [AwaitStop()])
@@ -226,15 +232,28 @@ def _phase_done(state: LoopState, done: PhaseDone, t: float) -> RunDecision:
     return move(state, NEXT_PHASE[state.phase], t)
 
 
-def _stop_meanwhile(state: LoopState, signal: CauseSettled | RanksLinger,
-                    t: float) -> RunDecision:
+def _fact(state: LoopState, fact: Fact) -> RunDecision:
+    """What the follower saw, at ``fact.t``: a deadline of the waits may pass."""
+    now = waited(state.waits, fact, launching=state.launching, run_id=state.run_id)
+    state = replace(state, waits=now.waits)
+    said: list[RunEvent] = [LogLine(t=fact.t, host="*", rank=None, text=line)
+                            for line in now.lines]
+    if isinstance(now.passed, DeclareHung):
+        return RunDecision(said, state, [now.passed])
+    if now.passed is None:
+        return RunDecision(said, state, [])
+    stopping = _stop_meanwhile(state, now.passed, fact.t)
+    return replace(stopping, events=[*said, *stopping.events])
+
+
+def _stop_meanwhile(state: LoopState, signal: Settled | Lingered, t: float) -> RunDecision:
     """Stop the hosts still running in the background while the follower reads on: the
     other hosts after a failure, or processes lingering after every rank finished."""
     if not state.launching:
         return RunDecision([], state, [])  # following changes nothing on the hosts
     stop = StopHosts(grace_s=STOP_GRACE_ON_FAILURE_S, hosts=signal.left, meanwhile=True)
     state = replace(state, stop_in_flight=True)
-    if isinstance(signal, RanksLinger):
+    if isinstance(signal, Lingered):
         line = LogLine(t=t, host="*", rank=None, text=(
             f"every rank finished {DONE_GRACE_S:.0f} s ago but processes on "
             f"{', '.join(signal.left)} have not exited; ending them (the run completed)"))
@@ -324,73 +343,3 @@ def end(state: LoopState, outcome: RunOutcome, detail: str, t: float,
                        **extra)  # type: ignore[arg-type]
     return RunDecision([status], replace(state, phase=Phase.ENDED),
                        [RecordState(outcome.value, detail)])
-
-
-def count_failure(streaks: dict[str, int], final: Finding) -> tuple[dict[str, int], str | None]:
-    """The per-host streaks of failures in a row with ``final`` added (an attempt that failed
-    on another host, or did not fail, ends a host's streak), and the host whose streak reached
-    ``REPEATED_FAILURES`` (else None)."""
-    host = final.failed_host if final.outcome is RunOutcome.FAILED else None
-    if host is None:
-        return {}, None
-    count = streaks.get(host, 0) + 1
-    return {host: count}, (host if count >= REPEATED_FAILURES else None)
-
-
-def restart_refusal(final: Finding, restarts: int, limit: int, *, wanted: bool,
-                    stop_clean: bool) -> str | None:
-    """Why the run ends with ``final`` instead of restarting: "" when there is nothing to say
-    (it did not fail, restarts are off, this follower did not launch it or was asked to
-    stop), a reason otherwise; None to restart.
-
-    A diverged run is not restarted (it would diverge again from the same checkpoint), nor one
-    that ran out of disk (the disk is still full) or that this machine could not record, nor one
-    whose failed attempt may have left processes (they could join the new one)."""
-    if final.outcome is not RunOutcome.FAILED or not wanted or not limit:
-        return ""
-    if restarts >= limit:
-        return f"no restart left: [run] max_restarts = {limit}"
-    if final.cause is Cause.DIVERGED:
-        return "not restarted: a diverged run would diverge again from the same checkpoint"
-    if final.cause is Cause.DISK_FULL:
-        return "not restarted: the disk is still full"
-    if final.cause is Cause.LOCAL_WRITE:
-        return "not restarted: this machine cannot record it"
-    if not stop_clean:
-        return "not restarted: processes of the failed attempt may be left"
-    return None
-
-
-def can_go_on_without(config: ClusterConfig, final: Finding, lost: dict[str, HostLost], *,
-                      stop_clean: bool) -> bool:
-    """``on_host_loss = "continue"``, the attempt failed on a lost host (or one that failed
-    ``REPEATED_FAILURES`` attempts in a row), and the run can go on without the lost hosts (the
-    master, which holds the rendezvous, is not one of them, and one host is left at least)."""
-    return (config.run.on_host_loss == "continue" and final.outcome is RunOutcome.FAILED
-            and final.failed_host in lost and config.cluster.master not in lost and stop_clean
-            and len(lost) < len(config.hosts))
-
-
-def restart_note(final: Finding, restart: int, limit: int) -> str:
-    """What restart number ``restart`` (of ``limit``) after ``final`` says."""
-    cause = final.detail.split("\n", 1)[0]
-    return (f"restart {restart} of {limit} after: {cause}; resuming from the newest "
-            "checkpoint")
-
-
-def dropped_note(detail: str, lost: dict[str, HostLost], remaining: list[str],
-                 global_batch: int) -> str:
-    """What going on on ``remaining`` without the ``lost`` hosts says (``detail``: how the
-    attempt failed)."""
-    return (f"dropped {', '.join(sorted(lost))} from the run ({detail.splitlines()[0]}); "
-            f"continuing on {', '.join(remaining)} from the newest checkpoint, the global "
-            f"batch of {global_batch} re-split among them (`corral run --resume` later brings "
-            "the host back)")
-
-
-def dropped_statuses(lost: dict[str, HostLost], now: float) -> list[HostStatus]:
-    """Each dropped host's ``failed`` status at ``now``: why it was lost, and its last step."""
-    return [HostStatus(t=now, host=h, state="failed",
-                       detail=f"dropped from the run: {gone.reason}"
-                       + (f" (last step {gone.step})" if gone.step is not None else ""))
-            for h, gone in sorted(lost.items())]

@@ -39,6 +39,7 @@ from remote.run.decide import (
     decide,
 )
 from remote.run.decide_members import ForgetJoin, MembersChanged, StopJoiner, TailJoiner
+from remote.run.decide_waits import DeclareHung
 from remote.run.follower import RunFollower
 from remote.run.join import JOIN_STOP_GRACE_S, forget_join_record
 from remote.run.lifecycle import (
@@ -274,6 +275,9 @@ class SshRunHandle:
                                    pool=self._reach(action.host))
         elif isinstance(action, ForgetJoin):
             forget_join_record(local_run_dir(self._cluster_config, self.run_id), action.host)
+        elif isinstance(action, DeclareHung):
+            if self._follower is not None:
+                self._follower.declare_hung(action.hung)
         elif isinstance(action, LingerEnded):
             assert self._follower is not None
             self._follower.lingering_ended(action.waited_s)  # the run completed all the same
