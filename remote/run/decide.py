@@ -28,13 +28,24 @@ from remote.events import (
     FINAL_RUN_STATES,
     LogLine,
     RunEvent,
-    RunState,
     RunStatus,
     StopReport,
 )
 from remote.records.runs import RunInfo, describe_stop
+from remote.run.actions import (
+    Action,
+    AwaitStop,
+    CloseTrackers,
+    DropHosts,
+    EndCommands,
+    LingerEnded,
+    MarkStop,
+    StopHosts,
+    Unlock,
+    UnlockAbandoned,
+)
 from remote.run.deadlines import DONE_GRACE_S, LAUNCH_STOP_GRACE_S, STOP_GRACE_ON_FAILURE_S
-from remote.run.decide_members import MembersAction, members_signal
+from remote.run.decide_members import members_signal
 from remote.run.decide_waits import DeclareHung, Lingered, Settled, Waits, waited
 from remote.run.failures import HostLost
 from remote.run.follow_facts import FACTS, Fact
@@ -52,12 +63,14 @@ from remote.run.lifecycle import (
     RunOutcome,
     StopAsked,
     StopCause,
+    StopMade,
     TailsOpen,
     check_move,
 )
 from remote.run.record_changes import (
     AskStop,
-    RecordChange,
+    RecordCleanup,
+    RecordDropped,
     RecordLaunched,
     RecordState,
     RecordSuspects,
@@ -106,65 +119,8 @@ class LoopState:
     """Hosts ``corral join`` launched that rank 0 has not let in yet (in ``config``)."""
     waits: Waits = field(default_factory=Waits)
     """The deadlines of the attempt followed (``remote/run/decide_waits.py``)."""
-
-
-@dataclass(frozen=True)
-class StopHosts:
-    """Stop the run's processes (TERM, ``grace_s``, KILL, verified)."""
-
-    grace_s: float
-    hosts: tuple[str, ...] | None = None
-    """None: every host of the run."""
-    meanwhile: bool = False
-    """In the background while the follower reads on (``AwaitStop`` reads what it found)."""
-    report_back: bool = False
-    """What it found comes back as ``StopFound(swept=True)`` (the straggler sweep)."""
-
-
-@dataclass(frozen=True)
-class AwaitStop:
-    """Wait for the stop made meanwhile; what it found comes back as ``StopFound``."""
-
-
-@dataclass(frozen=True)
-class Unlock:
-    """Release the launch lock if this handle holds it (the launch is over)."""
-
-
-@dataclass(frozen=True)
-class MarkStop:
-    """Tell the run's ``StopRequest`` (the follower and its monitor ask it): the run is being
-    stopped for ``cause``, or (None) a restart begins and only a stop asked for stays."""
-
-    cause: StopCause | None
-
-
-@dataclass(frozen=True)
-class DropHosts:
-    """Go on without ``lost``: the run's pool is the new config's, and ``run.json`` lists the
-    hosts left and keeps the dropped ones as suspect hosts (their processes were cut off)."""
-
-    lost: frozenset[str]
-
-
-@dataclass(frozen=True)
-class LingerEnded:
-    """Tell the follower the lingering processes are being ended (the run completed)."""
-
-    waited_s: float
-
-
-@dataclass(frozen=True)
-class CloseTrackers:
-    """Close the follower's trackers with the attempt's final ``state`` (their lines are
-    said before the decision's own events)."""
-
-    state: RunState
-
-
-Action = StopHosts | AwaitStop | Unlock | RecordChange | MarkStop | DropHosts | LingerEnded \
-    | CloseTrackers | MembersAction | DeclareHung
-"""Everything ``decide`` asks the handle to do, in order, before its events are said."""
+    asked: StopAsked | None = None
+    """The user's stop under way (its ``StopMade`` is recorded from it)."""
 
 
 @dataclass(frozen=True)
@@ -180,11 +136,9 @@ def decide(state: LoopState, signal: Heard, t: float) -> RunDecision:
     """The one place that moves the run: its events, next state and actions for ``signal``,
     heard at ``t``."""
     if isinstance(signal, StopAsked):
-        asked = replace(state, stops=state.stops | {StopCause.REQUESTED})
-        marked: list[Action] = [MarkStop(StopCause.REQUESTED)]
-        if signal.recorded in FINAL_RUN_STATES:
-            return RunDecision([], asked, marked)
-        return RunDecision([], asked, [*marked, RecordState(Phase.STOPPING.shown), AskStop()])
+        return _stop_asked(state, signal)
+    if isinstance(signal, StopMade):
+        return _stop_made(state, signal)
     if isinstance(signal, LaunchFailed):
         # A failed launch leaves nothing behind; the lock goes before the final status (its
         # reader stops reading there).
@@ -216,6 +170,45 @@ def decide(state: LoopState, signal: Heard, t: float) -> RunDecision:
     assert state.ended is not None, "a stop's report without an attempt's end"
     found = None if signal.report is None else (signal.report, signal.swept)
     return _settle(replace(state, ended=None, stop_in_flight=False), state.ended, found, t)
+
+
+def _stop_asked(state: LoopState, asked: StopAsked) -> RunDecision:
+    """The user's stop: marked (the loop and the monitor ask it) and recorded as ``stopping``
+    while the run is not over; told to the corral launching it when that is another process
+    (``AskStop``: its launch ends between steps), whose lock goes too; then every host of the
+    run is stopped, or before any launcher started, the check's and push's commands ended."""
+    state = replace(state, stops=state.stops | {StopCause.REQUESTED}, asked=asked)
+    actions: list[Action] = [MarkStop(StopCause.REQUESTED)]
+    if asked.recorded not in FINAL_RUN_STATES:
+        actions.append(RecordState(Phase.STOPPING.shown))
+        if not state.launching:
+            actions.append(AskStop())
+    if not state.launching:
+        actions.append(UnlockAbandoned())
+    if launched_nothing(state):
+        return RunDecision([], state, [*actions, EndCommands()])
+    stop = StopHosts(grace_s=asked.grace_s, hosts=asked.hosts, asked=True)
+    return RunDecision([], state, [*actions, stop])
+
+
+def _stop_made(state: LoopState, made: StopMade) -> RunDecision:
+    """What the user's stop found goes to the record's ``cleanup``; a run no loop of this
+    process follows, stopped clean, is recorded ``stopped`` (one that ended keeps its outcome)."""
+    asked = state.asked
+    actions: list[Action] = [RecordCleanup(made.report)]
+    if (asked is not None and not asked.following and made.report.clean
+            and asked.recorded not in FINAL_RUN_STATES):
+        actions.append(RecordState(RunOutcome.STOPPED.value))
+    return RunDecision([], replace(state, asked=None), actions)
+
+
+def launched_nothing(state: LoopState) -> bool:
+    """Whether no launcher of this run was ever started: this process launches it, its first
+    attempt is still checking or pushing, and no earlier launch of it (a resumed run) started
+    one. Nothing of the run trains then: a stop has no grace to give and no process group to
+    signal."""
+    return (state.launching and state.restarts == 0 and not state.followed.pgids
+            and state.phase in (Phase.CHECKING, Phase.PUSHING))
 
 
 def _phase_done(state: LoopState, done: PhaseDone, t: float) -> RunDecision:
@@ -313,7 +306,9 @@ def _end_or_restart(state: LoopState, final: Finding, lost: dict[str, HostLost],
         said: list[RunEvent] = [*dropped_statuses(lost, t),
                                 LogLine(t=t, host="*", rank=None, text=note)]
         return RunDecision([*said, *moved.events], moved.state,
-                           [DropHosts(frozenset(lost)), *moved.actions])
+                           [DropHosts(frozenset(lost)),
+                            RecordDropped(tuple(h.name for h in remaining), frozenset(lost)),
+                            *moved.actions])
     limit = config.run.max_restarts
     why = restart_refusal(final, state.restarts, limit, wanted=wanted, stop_clean=stop_clean)
     if why is not None:

@@ -26,18 +26,19 @@ from remote.hosts.pool import HostPool
 from remote.records.history import recorded_starts
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.run import launch_lock
-from remote.run.decide import (
+from remote.run.actions import (
     Action,
     AwaitStop,
     CloseTrackers,
     DropHosts,
+    EndCommands,
     LingerEnded,
-    LoopState,
     MarkStop,
     StopHosts,
     Unlock,
-    decide,
+    UnlockAbandoned,
 )
+from remote.run.decide import LoopState, decide
 from remote.run.decide_members import ForgetJoin, MembersChanged, StopJoiner, TailJoiner
 from remote.run.decide_waits import DeclareHung
 from remote.run.follower import RunFollower
@@ -50,13 +51,14 @@ from remote.run.lifecycle import (
     RunOutcome,
     Signal,
     StopAsked,
+    StopCause,
     StopFound,
+    StopMade,
     StopRequest,
 )
 from remote.run.record import RunRecord
 from remote.run.record_changes import (
     RecordChange,
-    RecordCleanup,
     RecordDetached,
     RecordForgotten,
     RecordState,
@@ -107,6 +109,8 @@ class SshRunHandle:
         self._added_pool: HostPool | None = None
         """Reaches the hosts cluster.toml got while the run trains (``_reach``), and the rest."""
         self._retired: list[HostPool] = []
+        self._asked_report = StopReport(run_id=info.run_id)
+        """What the user's newest stop found (``stop`` returns it)."""
 
     @property
     def config(self) -> ClusterConfig:
@@ -166,7 +170,7 @@ class SshRunHandle:
             self._state = decision.state
             for action in decision.actions:
                 for item in await self._carry_out(action):
-                    if isinstance(item, StopFound):
+                    if isinstance(item, (StopFound, StopMade)):
                         heard.append(item)
                     else:
                         yield item
@@ -225,7 +229,8 @@ class SshRunHandle:
         async with contextlib.aclosing(steps):
             async for event in steps:
                 yield event
-                if self._record.stop_was_asked():  # `corral stop` from another process
+                # This process's stop (``MarkStop``), or `corral stop` from another one.
+                if self._stop.by(StopCause.REQUESTED) or self._record.stop_was_asked():
                     raise LaunchFailed("stopped by `corral stop` before it ran", stopped=True)
 
     async def _follow(self) -> AsyncIterator[RunEvent | Signal]:
@@ -236,9 +241,12 @@ class SshRunHandle:
         async for item in self._follower.events():
             yield item
 
-    async def _carry_out(self, action: Action) -> list[RunEvent | StopFound]:
+    async def _carry_out(self, action: Action) -> list[RunEvent | StopFound | StopMade]:
         """The one place that does what ``decide`` asked: the events it says (the trackers'
         last lines) or what a stop found, for the loop to decide on next."""
+        if isinstance(action, EndCommands) or (isinstance(action, StopHosts) and action.asked):
+            self._asked_report = await self._user_stop(action)
+            return [StopMade(self._asked_report)]
         if isinstance(action, StopHosts):
             hosts = list(action.hosts) if action.hosts is not None else None
             stopping = self._stop_hosts(grace_s=action.grace_s, hosts=hosts)
@@ -254,16 +262,18 @@ class SshRunHandle:
             if self._attempt is not None:
                 self._user, self._attempt = self._attempt.user, None
                 await launch_lock.release(self._pool, self.config, self.run_id)
-                self._info = self._record.recorded()
+        elif isinstance(action, UnlockAbandoned):
+            await launch_lock.release(self._cluster_pool, self.config, self.run_id)
         elif isinstance(action, RecordChange):
             self._record.apply(action)
+            self._info = self._record.info
         elif isinstance(action, MarkStop):
             if action.cause is None:
                 self._stop.next_attempt()
             else:
                 self._stop.request(action.cause)
-        elif isinstance(action, DropHosts):
-            self._drop_hosts(action.lost)
+        elif isinstance(action, DropHosts):  # ``decide`` dropped them from its config
+            self._pool = HostPool(self.config)
         elif isinstance(action, MembersChanged):
             if self._follower is not None:
                 self._follower.members_changed(action.left, action.joined)
@@ -298,56 +308,40 @@ class SshRunHandle:
             self._added_pool = HostPool(self._cluster_config)
         return self._added_pool if self._added_pool is not None else self._cluster_pool
 
-    def _drop_hosts(self, lost: frozenset[str]) -> None:
-        """The run's pool without ``lost`` (``decide`` dropped them from its config); the
-        dropped hosts stay in the record as suspect hosts: their processes may be left (cut
-        off, not stopped), and ``status`` and ``stop`` must still reach them there."""
-        self._pool = HostPool(self.config)
-        suspects = tuple(sorted(set(self._info.suspect_hosts) | lost))
-        self._record.change(hosts=tuple(h.name for h in self.config.hosts),
-                            suspect_hosts=suspects)
-        self._info = self._record.info
-
     async def stop(self, *, grace_s: float = 10.0) -> StopReport:
         """TERM every host's process group, KILL after ``grace_s`` (longer for a
         low-communication run: ``stop_wait``), verify nothing is left; before any launcher
-        started, end what the check and the push started (``_launched_nothing``).
+        started, end what the check and the push started (``decide``'s ``launched_nothing``).
 
         A run that already ended (completed, failed, stopped) keeps its recorded outcome; what
-        the stop found goes to the record's ``cleanup``."""
-        outcome = self._record.recorded().state
-        async for _ in self._heard(StopAsked(recorded=outcome)):
-            pass  # a stop asked says nothing by itself: the follower reports how it ended
-        if not self._launch:  # a launch lock this run holds (its corral died) goes too
-            await launch_lock.release(self._cluster_pool, self.config, self.run_id)
+        the stop found goes to the record's ``cleanup``. The stop is a signal (``StopAsked``)
+        that ``decide`` answers with actions, like the follower's."""
+        record = self._record.recorded()
         # Every host of the run, the dropped ones too (recorded as suspect hosts); the
         # controller's pool reaches them, this handle's only the hosts still in the run.
-        record = self._record.recorded()
         known = {h.name for h in self._cluster_config.hosts}
-        hosts = sorted(h for h in {*record.hosts, *record.suspect_hosts, *record.left_hosts}
-                       if h in known)
-        if self._launched_nothing():
-            report = StopReport(run_id=self.run_id, remaining=await self._pool.settle())
-        else:
-            grace_s, _ = stop_wait(self._cluster_config, self.run_id, grace_s)
-            report = await self._stop_hosts(grace_s=grace_s, hosts=hosts,
-                                            pool=self._added_pool or self._cluster_pool)
-        await self._carry_out(RecordCleanup(report))
-        if outcome in FINAL_RUN_STATES:
-            report = replace(report, outcome=RunOutcome(outcome))
-        if self._follower is None and report.clean and outcome not in FINAL_RUN_STATES:
-            await self._carry_out(RecordState(RunOutcome.STOPPED.value))
+        hosts = tuple(sorted(h for h in {*record.hosts, *record.suspect_hosts,
+                                         *record.left_hosts} if h in known))
+        grace_s, _ = stop_wait(self._cluster_config, self.run_id, grace_s)
+        asked = StopAsked(recorded=record.state, hosts=hosts, grace_s=grace_s,
+                          following=self._follower is not None)
+        self._asked_report = StopReport(run_id=self.run_id)
+        async for _ in self._heard(asked):
+            pass  # a stop asked says nothing by itself: the follower reports how it ended
+        report = self._asked_report
+        if record.state in FINAL_RUN_STATES:
+            report = replace(report, outcome=RunOutcome(record.state))
         return report
 
-    def _launched_nothing(self) -> bool:
-        """Whether no launcher of this run was ever started: this process launches it and
-        its first attempt is still checking or pushing. Nothing of the run trains then, so a
-        stop has no grace to give and no process group to signal: what the check and the
-        push started on the hosts is ended by its channel (``Transport.settle`` waits until
-        each host confirmed it, ``END_WAIT_S`` at most) and the stop reports the commands a
-        host never confirmed ended."""
-        return (self._launch and self._state.restarts == 0 and not self._info.pgids
-                and self._state.phase in (Phase.CHECKING, Phase.PUSHING))
+    async def _user_stop(self, action: StopHosts | EndCommands) -> StopReport:
+        """The user's stop on the hosts: the whole one, or before any launcher started, the
+        end of what the check and the push started (``Transport.settle`` waits until each
+        host confirmed it, ``END_WAIT_S`` at most; the commands a host never confirmed ended
+        are reported)."""
+        if isinstance(action, EndCommands):
+            return StopReport(run_id=self.run_id, remaining=await self._pool.settle())
+        return await self._stop_hosts(grace_s=action.grace_s, hosts=list(action.hosts or ()),
+                                      pool=self._added_pool or self._cluster_pool)
 
     async def _stop_hosts(self, *, grace_s: float, hosts: list[str] | None = None,
                           pool: HostPool | None = None) -> StopReport:

@@ -234,11 +234,26 @@ class StopFound:
 
 @dataclass(frozen=True)
 class StopAsked:
-    """The user asked this process to stop the run (``stop``: the stop key, Ctrl-C)."""
+    """The user asked this process to stop the run (``stop``: ``corral stop``, the stop key,
+    Ctrl-C)."""
 
     recorded: str
     """The state ``run.json`` holds now: a run that ended keeps its outcome."""
+    hosts: tuple[str, ...] = ()
+    """Every host of the run, the dropped and the left ones too (all may hold processes)."""
+    grace_s: float = 10.0
+    """Seconds between TERM and KILL (a low-communication run's round included: ``stop_wait``)."""
+    following: bool = False
+    """A loop of this process follows the run: its end records the outcome."""
 
 
-Heard = Signal | StopFound | StopAsked
+@dataclass(frozen=True)
+class StopMade:
+    """What the user's stop found on the hosts (or, before any launcher started, the hosts'
+    word on the check's and push's commands)."""
+
+    report: StopReport
+
+
+Heard = Signal | StopFound | StopAsked | StopMade
 """Every signal ``remote.run.decide.decide`` takes: a phase's, and the loop's own."""

@@ -36,6 +36,7 @@ from remote.run.record_changes import (
     RecordChange,
     RecordCleanup,
     RecordDetached,
+    RecordDropped,
     RecordForgotten,
     RecordLaunched,
     RecordMembers,
@@ -116,6 +117,9 @@ class RunRecord:
             self.forget()
         elif isinstance(change, RecordMembers):
             self.change(hosts=change.hosts, left_hosts=change.left)
+        elif isinstance(change, RecordDropped):
+            suspects = set(self.recorded().suspect_hosts) | change.dropped
+            self.change(hosts=change.hosts, suspect_hosts=tuple(sorted(suspects)))
         else:
             self.ask_stop()
 

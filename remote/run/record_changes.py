@@ -39,6 +39,15 @@ class RecordMembers:
 
 
 @dataclass(frozen=True)
+class RecordDropped:
+    """Write the hosts the run goes on with, and keep the ``dropped`` ones as suspect hosts
+    (their processes were cut off, not stopped: ``status`` and ``stop`` must reach them)."""
+
+    hosts: tuple[str, ...]
+    dropped: frozenset[str]
+
+
+@dataclass(frozen=True)
 class AskStop:
     """Leave the ``STOP_ASKED`` mark for a launch under way."""
 
@@ -61,7 +70,7 @@ class RecordForgotten:
 
 
 RecordChange = (RecordState | RecordLaunched | RecordSuspects | AskStop | RecordCleanup
-                | RecordDetached | RecordForgotten | RecordMembers)
+                | RecordDetached | RecordForgotten | RecordMembers | RecordDropped)
 """A change of the record, asked for by ``remote.run.decide`` or the handle's own stop, detach
 or refused launch; the handle carries each out in one place (``RunRecord.apply``)."""
 

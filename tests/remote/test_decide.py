@@ -11,7 +11,7 @@ import pytest
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection, SshSection
 from remote.events import HostStatus, LogLine, RunEvent, RunStatus, StopReport
 from remote.records.runs import RunInfo
-from remote.run import decide as act
+from remote.run import actions as act
 from remote.run import follow_facts as ff
 from remote.run import lifecycle as sig
 from remote.run.deadlines import (
@@ -38,6 +38,8 @@ from remote.run.lifecycle import (
 )
 from remote.run.record_changes import (
     AskStop,
+    RecordCleanup,
+    RecordDropped,
     RecordLaunched,
     RecordState,
     RecordSuspects,
@@ -305,7 +307,8 @@ def test_a_lost_host_is_dropped_and_the_batch_re_split() -> None:
                                              swept=True))
     assert [h.name for h in state.config.hosts] == ["h0", "h1"]
     assert state.config.run.split is None and state.restarts == 0
-    assert act.DropHosts(frozenset({"h2"})) in actions
+    assert act.DropHosts(frozenset({"h2"})) in actions  # its connections; its record:
+    assert RecordDropped(("h0", "h1"), frozenset({"h2"})) in actions
     dropped = [e for e in events if isinstance(e, HostStatus)]
     assert dropped == [HostStatus(t=T, host="h2", state="failed",
                                   detail="dropped from the run: unreachable (last step 7)")]
@@ -321,16 +324,51 @@ def test_a_host_failing_twice_in_a_row_is_dropped_like_a_lost_one() -> None:
     assert act.DropHosts(frozenset({"h1"})) in actions and state.restarts == 1
 
 
+HOSTS = ("h0", "h1", "h2")
+WHOLE = act.StopHosts(grace_s=10.0, hosts=HOSTS, asked=True)
+
+
+@pytest.mark.parametrize(("launching", "phase", "restarts", "recorded", "then"), [
+    pytest.param(True, Phase.RUNNING, 3, "running",
+                 [RecordState("stopping"), WHOLE], id="the launching process, running"),
+    pytest.param(True, Phase.CHECKING, 0, "checking",
+                 [RecordState("stopping"), act.EndCommands()], id="no launcher started yet"),
+    pytest.param(True, Phase.PUSHING, 0, "pushing",
+                 [RecordState("stopping"), act.EndCommands()], id="pushing"),
+    pytest.param(True, Phase.LAUNCHING, 0, "launching",
+                 [RecordState("stopping"), WHOLE], id="a launch began: the whole stop"),
+    pytest.param(True, Phase.CHECKING, 1, "launching",
+                 [RecordState("stopping"), WHOLE], id="a restart's check: an attempt ran"),
+    pytest.param(False, Phase.RUNNING, 0, "running",
+                 [RecordState("stopping"), AskStop(), act.UnlockAbandoned(), WHOLE],
+                 id="another process launched it: told, its lock released"),
+    pytest.param(False, Phase.RUNNING, 0, "completed", [act.UnlockAbandoned(), WHOLE],
+                 id="an ended run keeps its outcome"),
+])
+def test_a_user_s_stop_is_a_signal_answered_with_actions(
+        launching: bool, phase: Phase, restarts: int, recorded: str,
+        then: list[Action]) -> None:
+    asked = sig.StopAsked(recorded=recorded, hosts=HOSTS, grace_s=10.0)
+    state = replace(_state(launching=launching), phase=phase, restarts=restarts)
+    _, state, actions = _fold(state, asked)
+    assert actions == [act.MarkStop(StopCause.REQUESTED), *then]
+    assert state.stops == {StopCause.REQUESTED} and state.asked == asked
+    found = StopReport(run_id=RUN, remaining={"h0": 0})
+    _, state, actions = _fold(state, sig.StopMade(found))  # no loop follows it here
+    stopped = [RecordState("stopped")] if recorded not in ("completed",) else []
+    assert actions == [RecordCleanup(found), *stopped] and state.asked is None
+
+
 def test_a_stop_asked_is_recorded_and_never_restarted() -> None:
-    _, state, actions = _fold(_state(restarts=3), sig.StopAsked(recorded="running"))
-    assert state.stops == {StopCause.REQUESTED}
-    assert actions == [act.MarkStop(StopCause.REQUESTED), RecordState("stopping"), AskStop()]
+    asked = sig.StopAsked(recorded="running", hosts=HOSTS, following=True)
+    _, state, _ = _fold(_state(restarts=3), asked)
+    _, _, actions = _fold(state, sig.StopMade(StopReport(run_id=RUN, remaining={"h0": 0})))
+    assert RecordState("stopped") not in actions  # the loop that follows it records the end
     events, state, actions = _fold(state, sig.AttemptEnded(final=FAILED, lost={}),
                                    sig.StopFound(StopReport(run_id=RUN), swept=True))
     assert _ended(events).state == "failed" and _ended(events).detail == FAILED.detail
-    _, state, actions = _fold(_state(), sig.StopAsked(recorded="completed"))
-    assert actions == [act.MarkStop(StopCause.REQUESTED)]  # its outcome stays
-    assert state.stops == {StopCause.REQUESTED}
+    _, _, actions = _fold(state, sig.StopMade(StopReport(run_id=RUN, remaining={"h0": 2})))
+    assert actions == [RecordCleanup(StopReport(run_id=RUN, remaining={"h0": 2}))]
 
 
 def test_the_decision_does_no_io() -> None:
