@@ -138,13 +138,15 @@ def stop_script(run_dir: str, host_name: str, run_id: str, grace_s: float,
     """The shell script that stops one host's part of the run and prints what is left
     (``host``: its section, for a host with a container: the run's containers go too)."""
     # Tells the tailers that this launcher ends because it was stopped, not by a failure
-    # (only while it has not ended by itself: a finished run keeps its outcome).
+    # (only while it has not ended by itself: a finished run keeps its outcome), and the
+    # launcher the grace it gives its ranks before it KILLs them itself (``trainer.launcher``):
+    # the KILL comes even if this script is cut off (its channel lost, corral ended).
     stopped_file = shlex.quote(IN_RUN_DIR.host_file(host_name, "stopped"))
     ticks = max(round(grace_s * 10), 0)  # tenths of a second
     return (
         f"pat={shlex.quote(run_pattern(run_id))}; "
         + owned_group_function(run_dir, host_name)
-        + f'[ -n "$pg" ] && : > {stopped_file}; '
+        + f'[ -n "$pg" ] && echo {grace_s:g} > {stopped_file}; '
         # The group as found now, its leader the run's launcher: its members stay the run's
         # own for the seconds of this stop even once the leader is gone (an id is not reused
         # while a group holds it). In a container, the leader (the host's shell) ends as
@@ -155,6 +157,7 @@ def stop_script(run_dir: str, host_name: str, run_id: str, grace_s: float,
         + _term(host, run_id) +
         f"i=0; while alive && [ $i -lt {ticks} ]; do sleep 0.1; i=$((i + 1)); done; "
         '[ -n "$g" ] && kill -s KILL -- "-$g" 2>/dev/null; '
+        + KILL_RANK_GROUPS +
         'pkill -KILL -f "$pat" 2>/dev/null; '
         "i=0; while alive && "
         f"[ $i -lt {KILL_WAIT_S * 10} ]; do sleep 0.1; i=$((i + 1)); done; "
@@ -164,16 +167,31 @@ def stop_script(run_dir: str, host_name: str, run_id: str, grace_s: float,
     )
 
 
+def stop_bound(grace_s: float, host: HostSection | None = None) -> float:
+    """The longest a stop of one host takes, in seconds, once it is reached: ``grace_s``, the
+    ``KILL_WAIT_S`` after KILL, a host's container engine's limits (``container.ENGINE_LIMIT_S``,
+    three calls), and 30 s for the command itself; past it the host counts as unreachable and
+    the stop ends all the same. Hosts are stopped in parallel."""
+    engine = 3 * container.ENGINE_LIMIT_S if host is not None and host.container else 0.0
+    return grace_s + KILL_WAIT_S + engine + 30.0
+
+
 async def stop_host(transport: Transport, run_dir: str, run_id: str, grace_s: float) -> int:
     """Stop the run on ``transport``'s host; return how many of its processes remain."""
     script = stop_script(run_dir, transport.host.name, run_id, grace_s, transport.host)
-    done = await transport.run(script, timeout=grace_s + KILL_WAIT_S
-                               + 3 * container.ENGINE_LIMIT_S + 30.0)
+    done = await transport.run(script, timeout=stop_bound(grace_s, transport.host))
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("remaining "):
             return counted(transport.host.name, line.split()[1])
     raise RuntimeError(f"stop on {transport.host.name} printed no count: {done.stderr[-300:]}")
 
+
+KILL_RANK_GROUPS = ('for p in $(pgrep -f "$pat"); do '
+                    '[ "$(ps -o pgid= -p "$p" 2>/dev/null | tr -d " ")" = "$p" ] '
+                    '&& kill -s KILL -- "-$p" 2>/dev/null; done; ')
+"""Shell: KILL the whole process group of every process of the run that leads one (torchrun
+starts each rank as a session of its own): what a rank started (a tool it runs, a server it
+spawned) goes with it, though its command line names no run."""
 
 GROUP_MEMBERS = ('members() { [ -z "$g" ] || ps -o pid=,stat= -s "$g" 2>/dev/null '
                  "| awk '$2 !~ /^Z/ { print $1 }'; }; ")
