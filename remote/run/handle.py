@@ -64,7 +64,7 @@ from remote.run.record_changes import (
     RecordState,
 )
 from remote.run.start import Launch, push_code_to_hosts, run_check, start_hosts
-from remote.run.stop import stop_run, stop_wait
+from remote.run.stop import stop_run, stop_wait_on_hosts
 
 
 class SshRunHandle:
@@ -308,10 +308,18 @@ class SshRunHandle:
             self._added_pool = HostPool(self._cluster_config)
         return self._added_pool if self._added_pool is not None else self._cluster_pool
 
-    async def stop(self, *, grace_s: float = 10.0) -> StopReport:
+    async def stop_wait(self, grace_s: float) -> tuple[float, str]:
+        """How long a stop asked with ``grace_s`` waits before it KILLs (longer for a
+        low-communication run: its round ends first, read from the master's host when this
+        machine has no copy of it), and the line that says so ("" if none)."""
+        return await stop_wait_on_hosts(self._cluster_config, self._cluster_pool, self.run_id,
+                                        grace_s)
+
+    async def stop(self, *, grace_s: float = 10.0, wait_s: float | None = None) -> StopReport:
         """TERM every host's process group, KILL after ``grace_s`` (longer for a
-        low-communication run: ``stop_wait``), verify nothing is left; before any launcher
-        started, end what the check and the push started (``decide``'s ``launched_nothing``).
+        low-communication run: ``stop_wait``; ``wait_s``: what it said already), verify
+        nothing is left; before any launcher started, end what the check and the push started
+        (``decide``'s ``launched_nothing``).
 
         A run that already ended (completed, failed, stopped) keeps its recorded outcome; what
         the stop found goes to the record's ``cleanup``. The stop is a signal (``StopAsked``)
@@ -322,7 +330,7 @@ class SshRunHandle:
         known = {h.name for h in self._cluster_config.hosts}
         hosts = tuple(sorted(h for h in {*record.hosts, *record.suspect_hosts,
                                          *record.left_hosts} if h in known))
-        grace_s, _ = stop_wait(self._cluster_config, self.run_id, grace_s)
+        grace_s = wait_s if wait_s is not None else (await self.stop_wait(grace_s))[0]
         asked = StopAsked(recorded=record.state, hosts=hosts, grace_s=grace_s,
                           following=self._follower is not None)
         self._asked_report = StopReport(run_id=self.run_id)

@@ -34,7 +34,7 @@ from remote.events import StopReport
 from remote.hosts import container
 from remote.hosts.pool import HostPool
 from remote.hosts.transport import Transport, shell_path
-from remote.records.runs import local_run_dir
+from remote.records.runs import local_run_dir, run_dir_for
 from trainer.events import EventFormatError, parse_event
 from trainer.launch_contract import STOP_WAIT_LIMIT_S
 from trainer.round_event import RoundEvent
@@ -50,26 +50,24 @@ TAIL_READ_BYTES = 256 * 1024
 """How much of the end of rank 0's copied events ``round_grace`` reads for the newest round."""
 
 
-def round_grace(local_dir: Path, grace_s: float) -> tuple[float, str]:
+def newest_round(lines: list[str]) -> RoundEvent | None:
+    """The newest ``round`` event among rank 0's event ``lines`` (a torn line is skipped)."""
+    newest: RoundEvent | None = None
+    for line in lines:
+        try:
+            event = parse_event(line)
+        except EventFormatError:  # a torn first line of the tail read, say
+            continue
+        if isinstance(event, RoundEvent) and (newest is None or event.t > newest.t):
+            newest = event
+    return newest
+
+
+def round_wait(newest: RoundEvent | None, grace_s: float) -> tuple[float, str]:
     """The grace of a stop of a low-communication run (``exchange = "local"``), whose ranks
     stop at the end of the round under way (islands do not talk mid-round): twice the newest
-    round's time (rank 0's ``round`` events in this machine's copy) beyond ``grace_s``, at most
-    ``STOP_WAIT_LIMIT_S``; and the line that says so ("" when ``grace_s`` is enough)."""
-    newest: RoundEvent | None = None
-    for events in Path(local_dir).glob(f"{RunLayout.COLLECTED}/*/{IN_RUN_DIR.events(0)}"):
-        try:
-            with open(events, "rb") as handle:
-                handle.seek(max(handle.seek(0, 2) - TAIL_READ_BYTES, 0))
-                lines = handle.read().decode("utf-8", "replace").splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            try:
-                event = parse_event(line)
-            except EventFormatError:  # a torn first line of the tail read, say
-                continue
-            if isinstance(event, RoundEvent) and (newest is None or event.t > newest.t):
-                newest = event
+    round's time beyond ``grace_s``, at most ``STOP_WAIT_LIMIT_S``; and the line that says so
+    ("" when ``grace_s`` is enough: no round seen yet)."""
     if newest is None:
         return grace_s, ""
     wait = min(grace_s + 2 * newest.round_s, max(grace_s, STOP_WAIT_LIMIT_S))
@@ -78,12 +76,44 @@ def round_grace(local_dir: Path, grace_s: float) -> tuple[float, str]:
                   f"to {wait:.0f} s before they are killed")
 
 
+def round_grace(local_dir: Path, grace_s: float) -> tuple[float, str]:
+    """``round_wait`` from rank 0's ``round`` events in this machine's copy of the run."""
+    lines: list[str] = []
+    for events in Path(local_dir).glob(f"{RunLayout.COLLECTED}/*/{IN_RUN_DIR.events(0)}"):
+        try:
+            with open(events, "rb") as handle:
+                handle.seek(max(handle.seek(0, 2) - TAIL_READ_BYTES, 0))
+                lines += handle.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            continue
+    return round_wait(newest_round(lines), grace_s)
+
+
 def stop_wait(config: ClusterConfig, run_id: str, grace_s: float) -> tuple[float, str]:
     """The grace a stop of ``run_id`` gives its ranks when ``grace_s`` was asked for, and the
     line that says why when it is longer (``round_grace``: a low-communication run)."""
     if config.run.exchange != "local":
         return grace_s, ""
     return round_grace(local_run_dir(config, run_id), grace_s)
+
+
+async def stop_wait_on_hosts(config: ClusterConfig, pool: HostPool, run_id: str,
+                             grace_s: float) -> tuple[float, str]:
+    """``stop_wait``; for a low-communication run this machine has no round of (a run
+    launched with ``--detach``, never followed since), rank 0's newest round as the master's
+    host holds it: a detached run's stop finishes the round under way and checkpoints too."""
+    wait, said = stop_wait(config, run_id, grace_s)
+    if said or config.run.exchange != "local":
+        return wait, said
+    events = f"{run_dir_for(config, run_id)}/{IN_RUN_DIR.events(0)}"
+    try:
+        transport = await pool.get(config.master_name)
+        done = await transport.run(f"tail -c {TAIL_READ_BYTES} {shell_path(events)} "
+                                   "2>/dev/null || true", timeout=30.0)
+    except (CorralError, OSError, asyncio.TimeoutError) as exc:  # the stop says it too
+        logger.warning("could not read the newest round of %s: %s", run_id, exc)
+        return wait, said
+    return round_wait(newest_round(done.stdout.splitlines()), grace_s)
 
 
 def run_pattern(run_id: str) -> str:
