@@ -6,10 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from remote.events import RunState
-from remote.run.decide_members import MembersAction
 from remote.run.decide_waits import DeclareHung
 from remote.run.lifecycle import StopCause
-from remote.run.record_changes import RecordChange
+from remote.run.record_changes import RecordChange, RecordMembers
 
 
 @dataclass(frozen=True)
@@ -80,6 +79,43 @@ class CloseTrackers:
     said before the decision's own events)."""
 
     state: RunState
+
+
+
+
+
+@dataclass(frozen=True)
+class MembersChanged:
+    """Tell the follower: ``left`` hosts left the run live (their launchers' ends and their
+    tails' losses are no failures), ``joined`` hosts are in it."""
+
+    left: frozenset[str]
+    joined: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class TailJoiner:
+    """Follow ``host``, which ``corral join`` launched: its tail joins the run's, and its
+    launcher's end before rank 0 lets it in is a failed join (``JoinEnded``), not the run's."""
+
+    host: str
+
+
+@dataclass(frozen=True)
+class ForgetJoin:
+    """The join of ``host`` is settled (let in, refused or failed): its join record goes."""
+
+    host: str
+
+
+@dataclass(frozen=True)
+class StopJoiner:
+    """Stop what runs of ``host``'s join (the run ended before rank 0 let it in)."""
+
+    host: str
+
+
+MembersAction = RecordMembers | MembersChanged | TailJoiner | ForgetJoin | StopJoiner
 
 
 Action = StopHosts | AwaitStop | Unlock | RecordChange | MarkStop | DropHosts | LingerEnded \

@@ -1,13 +1,17 @@
 """What the run does next: ``decide(state, signal, t) -> RunDecision``, with no I/O.
 
-The lifecycle loop (``SshRunHandle.events``) hears a signal: what a phase or the follower
-reported (its hang guard and lost-host timer included), what a stop the loop made found
-(``StopFound``), or the user's stop (``StopAsked``). ``decide`` turns the ``LoopState`` and the
-signal into the events front ends see, the next state, and ``Action`` records the handle
-carries out in one place (``SshRunHandle._carry_out``): stop hosts, unlock, every write of
-``run.json``, drop hosts, tell the follower. It awaits nothing, opens no file and reads no clock
-(``t``: when the signal was heard), so a decision is a row of a table
-(``tests/remote/test_decide.py``). A new signal or action is a case here (and in ``_carry_out``).
+The lifecycle loop (``SshRunHandle.events``) hears a signal: what a phase reported, the
+follower's facts with their times (``remote/run/follow_facts.py``; the deadlines that follow
+from them live in ``LoopState.waits``: ``remote/run/decide_waits.py``), what a stop the loop made
+found (``StopFound``), or the user's stop (``StopAsked``, then what it found: ``StopMade``).
+``decide`` turns the ``LoopState`` and the signal into the events front ends see, the next state,
+and ``Action`` records (``remote/run/actions.py``) the handle carries out in one place
+(``SshRunHandle._carry_out``): stop hosts, unlock, every write of ``run.json`` (a
+``RecordChange``), drop hosts, tell the follower. It awaits nothing, opens no file and reads no
+clock (``t``: when the signal was heard; a fact's own time for a fact), and imports nothing
+that does (a forbidden import contract in ``pyproject.toml``), so a decision is a row of a
+table (``tests/remote/test_decide.py``). A new signal or action is a case here (and in
+``_carry_out``).
 
 An attempt's end is decided in two steps when the loop made a stop during it (the other hosts
 after a failure, lingering processes) or sweeps for straggler ranks of a failed attempt whose
@@ -21,9 +25,8 @@ lost (``on_host_loss = "continue"``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
-from remote.config.cluster import ClusterConfig, HostSection
 from remote.events import (
     FINAL_RUN_STATES,
     LogLine,
@@ -67,6 +70,7 @@ from remote.run.lifecycle import (
     TailsOpen,
     check_move,
 )
+from remote.run.loop_state import LoopState, RunDecision
 from remote.run.record_changes import (
     AskStop,
     RecordCleanup,
@@ -85,51 +89,6 @@ from remote.run.restart_policy import (
     restart_note,
     restart_refusal,
 )
-
-
-@dataclass(frozen=True)
-class LoopState:
-    """What the loop knows between signals."""
-
-    run_id: str
-    phase: Phase
-    launching: bool
-    """This process launched the run (following one changes nothing on the hosts)."""
-    config: ClusterConfig
-    """The run's cluster, less the hosts dropped with ``on_host_loss``."""
-    followed: RunInfo
-    """The record as it was when this process began to follow the run."""
-    resume: bool = False
-    """The next launch resumes from the newest checkpoint (a restart always does)."""
-    restarts: int = 0
-    streaks: dict[str, int] = field(default_factory=dict)
-    """Per host, its attempts failed in a row (``count_failure``)."""
-    stops: frozenset[StopCause] = frozenset()
-    """Why the loop is stopping the run (the handle's ``StopRequest`` is told: ``MarkStop``;
-    its monitor adds what it sees there)."""
-    stop_in_flight: bool = False
-    """A stop started during the attempt runs on (``StopHosts.meanwhile``)."""
-    ended: AttemptEnded | None = None
-    """The attempt's end, while the loop waits for what its stop found."""
-    left: frozenset[str] = frozenset()
-    """Hosts that left the run live (``membership`` events): not in ``config`` any more."""
-    cluster_hosts: tuple[HostSection, ...] = ()
-    """Every host of cluster.toml (where a joiner's section comes from)."""
-    joining: frozenset[str] = frozenset()
-    """Hosts ``corral join`` launched that rank 0 has not let in yet (in ``config``)."""
-    waits: Waits = field(default_factory=Waits)
-    """The deadlines of the attempt followed (``remote/run/decide_waits.py``)."""
-    asked: StopAsked | None = None
-    """The user's stop under way (its ``StopMade`` is recorded from it)."""
-
-
-@dataclass(frozen=True)
-class RunDecision:
-    """What a signal leads to."""
-
-    events: list[RunEvent]
-    state: LoopState
-    actions: list[Action]
 
 
 def decide(state: LoopState, signal: Heard, t: float) -> RunDecision:
@@ -155,10 +114,7 @@ def decide(state: LoopState, signal: Heard, t: float) -> RunDecision:
     if isinstance(signal, FACTS):
         return _fact(state, signal)
     if isinstance(signal, (MembershipSeen, JoinLaunched, JoinEnded)):
-        seen = members_signal(state.config, state.left, state.joining, state.cluster_hosts,
-                              signal, t)
-        return RunDecision(seen.events, replace(state, config=seen.config, left=seen.left,
-                                                joining=seen.joining), [*seen.actions])
+        return members_signal(state, signal, t)
     if isinstance(signal, AttemptEnded):
         if state.stop_in_flight:
             return RunDecision([], replace(state, ended=signal), [AwaitStop()])

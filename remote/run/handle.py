@@ -6,8 +6,9 @@ follower of a running attempt) and hands what the phase reported to ``_heard``: 
 ``_carry_out`` alone does it: every stop of the run's processes (what a failed launch may have
 started, the other hosts after a failure, the processes that linger after every rank
 finished, a failed attempt's stragglers), the lock's release, every write of ``run.json``, the
-hosts dropped. A user's ``stop`` is a signal like the follower's (``StopAsked``), then a stop of
-every host of the run (``StopCause.REQUESTED``).
+hosts dropped. A user's ``stop`` is a signal like the follower's (``StopAsked``), which
+``decide`` answers with the stop of every host of the run (``StopCause.REQUESTED``) and, once
+it is made (``StopMade``), the record's cleanup.
 """
 
 from __future__ import annotations
@@ -32,14 +33,17 @@ from remote.run.actions import (
     CloseTrackers,
     DropHosts,
     EndCommands,
+    ForgetJoin,
     LingerEnded,
     MarkStop,
+    MembersChanged,
     StopHosts,
+    StopJoiner,
+    TailJoiner,
     Unlock,
     UnlockAbandoned,
 )
 from remote.run.decide import LoopState, decide
-from remote.run.decide_members import ForgetJoin, MembersChanged, StopJoiner, TailJoiner
 from remote.run.decide_waits import DeclareHung
 from remote.run.follower import RunFollower
 from remote.run.join import JOIN_STOP_GRACE_S, forget_join_record

@@ -9,14 +9,9 @@ import pytest
 
 from remote.events import HostStatus, LogLine
 from remote.run import lifecycle as sig
+from remote.run.actions import ForgetJoin, MembersChanged, StopJoiner, TailJoiner
 from remote.run.decide import LoopState
-from remote.run.decide_members import (
-    ForgetJoin,
-    MembersChanged,
-    StopJoiner,
-    TailJoiner,
-    hot_path_refusal,
-)
+from remote.run.decide_members import hot_path_refusal
 from remote.run.lifecycle import Heard, Phase
 from remote.run.record_changes import RecordMembers
 from trainer.events import MembershipEvent
