@@ -359,6 +359,14 @@ def test_a_user_s_stop_is_a_signal_answered_with_actions(
     assert actions == [RecordCleanup(found), *stopped] and state.asked is None
 
 
+def test_a_resumed_run_s_stop_while_checking_is_the_whole_one() -> None:
+    """Its earlier launch's processes may be on the hosts (a cut-off host's, say)."""
+    resumed = replace(_info("running"), pgids={"h0": 4242})
+    state = replace(_state(followed=resumed), phase=Phase.CHECKING)
+    actions = decide(state, sig.StopAsked(recorded="checking", hosts=HOSTS), T).actions
+    assert actions[-1] == WHOLE
+
+
 def test_a_stop_asked_is_recorded_and_never_restarted() -> None:
     asked = sig.StopAsked(recorded="running", hosts=HOSTS, following=True)
     _, state, _ = _fold(_state(restarts=3), asked)
