@@ -192,12 +192,10 @@ async def cmd_stop(args: argparse.Namespace, console: Console) -> int:
         handle = await session.controller.attach(run_id)
         _say_resolved(console, session, run_id, handle.run_id)
         run_id = handle.run_id
-        from remote.api import stop_wait
-
-        _, waiting = stop_wait(session.config, run_id, args.grace)
+        wait_s, waiting = await handle.stop_wait(args.grace)
         if waiting:
             console.print(f"run {run_id}: {waiting}")
-        report = await handle.stop(grace_s=args.grace)
+        report = await handle.stop(grace_s=args.grace, wait_s=wait_s)
     if report.clean:
         ended = ", ".join(f"{n} process(es) on {escape(h)}"
                           for h, n in sorted(report.ended.items()))

@@ -279,8 +279,14 @@ class RunHandle(Protocol):
         """
         ...
 
-    async def stop(self, *, grace_s: float = 10.0) -> StopReport:
-        """TERM every host's process group, KILL after ``grace_s``, verify nothing is left."""
+    async def stop(self, *, grace_s: float = 10.0, wait_s: float | None = None) -> StopReport:
+        """TERM every host's process group, KILL after ``grace_s`` (``wait_s``: the wait
+        ``stop_wait`` gave, when asked first), verify nothing is left."""
+        ...
+
+    async def stop_wait(self, grace_s: float) -> tuple[float, str]:
+        """How long a stop asked with ``grace_s`` waits before it KILLs (a low-communication
+        run's round ends first) and the line that says so ("" if none)."""
         ...
 
 

@@ -28,7 +28,7 @@ from remote.checks.estimate_facts import cluster_estimate, estimate_probe, parse
 from remote.checks.host_basics import item, judge_disk, judge_interface, judge_python
 from remote.checks.host_facts import HostFacts
 from remote.checks.leftover_runs import LEFTOVER_PROBE, judge_leftovers
-from remote.checks.membership_port import check_membership_port, wants_membership_port
+from remote.checks.membership_port import check_membership_port
 from remote.checks.mesh_verdict import mesh_check
 from remote.checks.mode_facts import cluster_modes
 from remote.checks.plan import LaunchFacts, master_address, node_address, nproc_for
@@ -56,6 +56,7 @@ from remote.checks.task_packages import judge_packages, packages_probe
 from remote.checks.torch_versions import judge_precision, torch_item
 from remote.checks.trackers import tracker_items
 from remote.config.cluster import ClusterConfig, HostSection
+from remote.config.live_membership import wants_membership_port
 from remote.config.task_code import UserCode, user_code
 from remote.events import CheckItem, CheckReport, CheckTiming
 from remote.hosts import cpu_placement

@@ -1,13 +1,17 @@
 """What the run does next: ``decide(state, signal, t) -> RunDecision``, with no I/O.
 
-The lifecycle loop (``SshRunHandle.events``) hears a signal: what a phase or the follower
-reported (its hang guard and lost-host timer included), what a stop the loop made found
-(``StopFound``), or the user's stop (``StopAsked``). ``decide`` turns the ``LoopState`` and the
-signal into the events front ends see, the next state, and ``Action`` records the handle
-carries out in one place (``SshRunHandle._carry_out``): stop hosts, unlock, every write of
-``run.json``, drop hosts, tell the follower. It awaits nothing, opens no file and reads no clock
-(``t``: when the signal was heard), so a decision is a row of a table
-(``tests/remote/test_decide.py``). A new signal or action is a case here (and in ``_carry_out``).
+The lifecycle loop (``SshRunHandle.events``) hears a signal: what a phase reported, the
+follower's facts with their times (``remote/run/follow_facts.py``; the deadlines that follow
+from them live in ``LoopState.waits``: ``remote/run/decide_waits.py``), what a stop the loop made
+found (``StopFound``), or the user's stop (``StopAsked``, then what it found: ``StopMade``).
+``decide`` turns the ``LoopState`` and the signal into the events front ends see, the next state,
+and ``Action`` records (``remote/run/actions.py``) the handle carries out in one place
+(``SshRunHandle._carry_out``): stop hosts, unlock, every write of ``run.json`` (a
+``RecordChange``), drop hosts, tell the follower. It awaits nothing, opens no file and reads no
+clock (``t``: when the signal was heard; a fact's own time for a fact), and imports nothing
+that does (a forbidden import contract in ``pyproject.toml``), so a decision is a row of a
+table (``tests/remote/test_decide.py``). A new signal or action is a case here (and in
+``_carry_out``).
 
 An attempt's end is decided in two steps when the loop made a stop during it (the other hosts
 after a failure, lingering processes) or sweeps for straggler ranks of a failed attempt whose
@@ -21,26 +25,36 @@ lost (``on_host_loss = "continue"``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
-from remote.config.cluster import ClusterConfig, HostSection
 from remote.events import (
     FINAL_RUN_STATES,
-    HostStatus,
     LogLine,
     RunEvent,
-    RunState,
     RunStatus,
     StopReport,
 )
 from remote.records.runs import RunInfo, describe_stop
-from remote.run.decide_members import MembersAction, members_signal
-from remote.run.failures import Cause, HostLost
-from remote.run.follower import DONE_GRACE_S
+from remote.run.actions import (
+    Action,
+    AwaitStop,
+    CloseTrackers,
+    DropHosts,
+    EndCommands,
+    LingerEnded,
+    MarkStop,
+    StopHosts,
+    Unlock,
+    UnlockAbandoned,
+)
+from remote.run.deadlines import DONE_GRACE_S, LAUNCH_STOP_GRACE_S, STOP_GRACE_ON_FAILURE_S
+from remote.run.decide_members import members_signal
+from remote.run.decide_waits import DeclareHung, Lingered, Settled, Waits, waited
+from remote.run.failures import HostLost
+from remote.run.follow_facts import FACTS, Fact
 from remote.run.lifecycle import (
     NEXT_PHASE,
     AttemptEnded,
-    CauseSettled,
     Finding,
     Heard,
     JoinEnded,
@@ -49,137 +63,41 @@ from remote.run.lifecycle import (
     MembershipSeen,
     Phase,
     PhaseDone,
-    RanksLinger,
     RunOutcome,
     StopAsked,
     StopCause,
+    StopMade,
     TailsOpen,
     check_move,
 )
-from remote.run.record import (
+from remote.run.loop_state import LoopState, RunDecision
+from remote.run.record_changes import (
     AskStop,
-    RecordChange,
+    RecordCleanup,
+    RecordDropped,
     RecordLaunched,
     RecordState,
     RecordSuspects,
     suspects_after,
 )
-from remote.run.stop import LAUNCH_STOP_GRACE_S, STOP_GRACE_ON_FAILURE_S
-
-REPEATED_FAILURES = 2
-"""With ``on_host_loss = "continue"``, a host whose ranks failed this many attempts in a row is
-dropped like a lost one (a restart on the same hosts would fail again)."""
-
-
-@dataclass(frozen=True)
-class LoopState:
-    """What the loop knows between signals."""
-
-    run_id: str
-    phase: Phase
-    launching: bool
-    """This process launched the run (following one changes nothing on the hosts)."""
-    config: ClusterConfig
-    """The run's cluster, less the hosts dropped with ``on_host_loss``."""
-    followed: RunInfo
-    """The record as it was when this process began to follow the run."""
-    resume: bool = False
-    """The next launch resumes from the newest checkpoint (a restart always does)."""
-    restarts: int = 0
-    streaks: dict[str, int] = field(default_factory=dict)
-    """Per host, its attempts failed in a row (``count_failure``)."""
-    stops: frozenset[StopCause] = frozenset()
-    """Why the loop is stopping the run (the handle's ``StopRequest`` is told: ``MarkStop``;
-    its monitor adds what it sees there)."""
-    stop_in_flight: bool = False
-    """A stop started during the attempt runs on (``StopHosts.meanwhile``)."""
-    ended: AttemptEnded | None = None
-    """The attempt's end, while the loop waits for what its stop found."""
-    left: frozenset[str] = frozenset()
-    """Hosts that left the run live (``membership`` events): not in ``config`` any more."""
-    cluster_hosts: tuple[HostSection, ...] = ()
-    """Every host of cluster.toml (where a joiner's section comes from)."""
-    joining: frozenset[str] = frozenset()
-    """Hosts ``corral join`` launched that rank 0 has not let in yet (in ``config``)."""
-
-
-@dataclass(frozen=True)
-class StopHosts:
-    """Stop the run's processes (TERM, ``grace_s``, KILL, verified)."""
-
-    grace_s: float
-    hosts: tuple[str, ...] | None = None
-    """None: every host of the run."""
-    meanwhile: bool = False
-    """In the background while the follower reads on (``AwaitStop`` reads what it found)."""
-    report_back: bool = False
-    """What it found comes back as ``StopFound(swept=True)`` (the straggler sweep)."""
-
-
-@dataclass(frozen=True)
-class AwaitStop:
-    """Wait for the stop made meanwhile; what it found comes back as ``StopFound``."""
-
-
-@dataclass(frozen=True)
-class Unlock:
-    """Release the launch lock if this handle holds it (the launch is over)."""
-
-
-@dataclass(frozen=True)
-class MarkStop:
-    """Tell the run's ``StopRequest`` (the follower and its monitor ask it): the run is being
-    stopped for ``cause``, or (None) a restart begins and only a stop asked for stays."""
-
-    cause: StopCause | None
-
-
-@dataclass(frozen=True)
-class DropHosts:
-    """Go on without ``lost``: the run's pool is the new config's, and ``run.json`` lists the
-    hosts left and keeps the dropped ones as suspect hosts (their processes were cut off)."""
-
-    lost: frozenset[str]
-
-
-@dataclass(frozen=True)
-class LingerEnded:
-    """Tell the follower the lingering processes are being ended (the run completed)."""
-
-    waited_s: float
-
-
-@dataclass(frozen=True)
-class CloseTrackers:
-    """Close the follower's trackers with the attempt's final ``state`` (their lines are
-    said before the decision's own events)."""
-
-    state: RunState
-
-
-Action = StopHosts | AwaitStop | Unlock | RecordChange | MarkStop | DropHosts | LingerEnded \
-    | CloseTrackers | MembersAction
-"""Everything ``decide`` asks the handle to do, in order, before its events are said."""
-
-
-@dataclass(frozen=True)
-class RunDecision:
-    """What a signal leads to."""
-
-    events: list[RunEvent]
-    state: LoopState
-    actions: list[Action]
+from remote.run.restart_policy import (
+    REPEATED_FAILURES,
+    can_go_on_without,
+    count_failure,
+    dropped_note,
+    dropped_statuses,
+    restart_note,
+    restart_refusal,
+)
 
 
 def decide(state: LoopState, signal: Heard, t: float) -> RunDecision:
     """The one place that moves the run: its events, next state and actions for ``signal``,
     heard at ``t``."""
     if isinstance(signal, StopAsked):
-        asked = replace(state, stops=state.stops | {StopCause.REQUESTED})
-        marked: list[Action] = [MarkStop(StopCause.REQUESTED)]
-        if signal.recorded in FINAL_RUN_STATES:
-            return RunDecision([], asked, marked)
-        return RunDecision([], asked, [*marked, RecordState(Phase.STOPPING.shown), AskStop()])
+        return _stop_asked(state, signal)
+    if isinstance(signal, StopMade):
+        return _stop_made(state, signal)
     if isinstance(signal, LaunchFailed):
         # A failed launch leaves nothing behind; the lock goes before the final status (its
         # reader stops reading there).
@@ -191,15 +109,12 @@ def decide(state: LoopState, signal: Heard, t: float) -> RunDecision:
         return replace(ended, actions=[*stops, Unlock(), *ended.actions])
     if isinstance(signal, PhaseDone):
         return _phase_done(state, signal, t)
-    if isinstance(signal, TailsOpen):
-        return move(state, Phase.RUNNING, t)
+    if isinstance(signal, TailsOpen):  # a new attempt followed: its own deadlines
+        return move(replace(state, waits=Waits()), Phase.RUNNING, t)
+    if isinstance(signal, FACTS):
+        return _fact(state, signal)
     if isinstance(signal, (MembershipSeen, JoinLaunched, JoinEnded)):
-        seen = members_signal(state.config, state.left, state.joining, state.cluster_hosts,
-                              signal, t)
-        return RunDecision(seen.events, replace(state, config=seen.config, left=seen.left,
-                                                joining=seen.joining), [*seen.actions])
-    if isinstance(signal, (CauseSettled, RanksLinger)):
-        return _stop_meanwhile(state, signal, t)
+        return members_signal(state, signal, t)
     if isinstance(signal, AttemptEnded):
         if state.stop_in_flight:
             return RunDecision([], replace(state, ended=signal), [AwaitStop()])
@@ -211,6 +126,45 @@ def decide(state: LoopState, signal: Heard, t: float) -> RunDecision:
     assert state.ended is not None, "a stop's report without an attempt's end"
     found = None if signal.report is None else (signal.report, signal.swept)
     return _settle(replace(state, ended=None, stop_in_flight=False), state.ended, found, t)
+
+
+def _stop_asked(state: LoopState, asked: StopAsked) -> RunDecision:
+    """The user's stop: marked (the loop and the monitor ask it) and recorded as ``stopping``
+    while the run is not over; told to the corral launching it when that is another process
+    (``AskStop``: its launch ends between steps), whose lock goes too; then every host of the
+    run is stopped, or before any launcher started, the check's and push's commands ended."""
+    state = replace(state, stops=state.stops | {StopCause.REQUESTED}, asked=asked)
+    actions: list[Action] = [MarkStop(StopCause.REQUESTED)]
+    if asked.recorded not in FINAL_RUN_STATES:
+        actions.append(RecordState(Phase.STOPPING.shown))
+        if not state.launching:
+            actions.append(AskStop())
+    if not state.launching:
+        actions.append(UnlockAbandoned())
+    if launched_nothing(state):
+        return RunDecision([], state, [*actions, EndCommands()])
+    stop = StopHosts(grace_s=asked.grace_s, hosts=asked.hosts, asked=True)
+    return RunDecision([], state, [*actions, stop])
+
+
+def _stop_made(state: LoopState, made: StopMade) -> RunDecision:
+    """What the user's stop found goes to the record's ``cleanup``; a run no loop of this
+    process follows, stopped clean, is recorded ``stopped`` (one that ended keeps its outcome)."""
+    asked = state.asked
+    actions: list[Action] = [RecordCleanup(made.report)]
+    if (asked is not None and not asked.following and made.report.clean
+            and asked.recorded not in FINAL_RUN_STATES):
+        actions.append(RecordState(RunOutcome.STOPPED.value))
+    return RunDecision([], replace(state, asked=None), actions)
+
+
+def launched_nothing(state: LoopState) -> bool:
+    """Whether no launcher of this run was ever started: this process launches it, its first
+    attempt is still checking or pushing, and no earlier launch of it (a resumed run) started
+    one. Nothing of the run trains then: a stop has no grace to give and no process group to
+    signal."""
+    return (state.launching and state.restarts == 0 and not state.followed.pgids
+            and state.phase in (Phase.CHECKING, Phase.PUSHING))
 
 
 def _phase_done(state: LoopState, done: PhaseDone, t: float) -> RunDecision:
@@ -227,15 +181,28 @@ def _phase_done(state: LoopState, done: PhaseDone, t: float) -> RunDecision:
     return move(state, NEXT_PHASE[state.phase], t)
 
 
-def _stop_meanwhile(state: LoopState, signal: CauseSettled | RanksLinger,
-                    t: float) -> RunDecision:
+def _fact(state: LoopState, fact: Fact) -> RunDecision:
+    """What the follower saw, at ``fact.t``: a deadline of the waits may pass."""
+    now = waited(state.waits, fact, launching=state.launching, run_id=state.run_id)
+    state = replace(state, waits=now.waits)
+    said: list[RunEvent] = [LogLine(t=fact.t, host="*", rank=None, text=line)
+                            for line in now.lines]
+    if isinstance(now.passed, DeclareHung):
+        return RunDecision(said, state, [now.passed])
+    if now.passed is None:
+        return RunDecision(said, state, [])
+    stopping = _stop_meanwhile(state, now.passed, fact.t)
+    return replace(stopping, events=[*said, *stopping.events])
+
+
+def _stop_meanwhile(state: LoopState, signal: Settled | Lingered, t: float) -> RunDecision:
     """Stop the hosts still running in the background while the follower reads on: the
     other hosts after a failure, or processes lingering after every rank finished."""
     if not state.launching:
         return RunDecision([], state, [])  # following changes nothing on the hosts
     stop = StopHosts(grace_s=STOP_GRACE_ON_FAILURE_S, hosts=signal.left, meanwhile=True)
     state = replace(state, stop_in_flight=True)
-    if isinstance(signal, RanksLinger):
+    if isinstance(signal, Lingered):
         line = LogLine(t=t, host="*", rank=None, text=(
             f"every rank finished {DONE_GRACE_S:.0f} s ago but processes on "
             f"{', '.join(signal.left)} have not exited; ending them (the run completed)"))
@@ -295,7 +262,9 @@ def _end_or_restart(state: LoopState, final: Finding, lost: dict[str, HostLost],
         said: list[RunEvent] = [*dropped_statuses(lost, t),
                                 LogLine(t=t, host="*", rank=None, text=note)]
         return RunDecision([*said, *moved.events], moved.state,
-                           [DropHosts(frozenset(lost)), *moved.actions])
+                           [DropHosts(frozenset(lost)),
+                            RecordDropped(tuple(h.name for h in remaining), frozenset(lost)),
+                            *moved.actions])
     limit = config.run.max_restarts
     why = restart_refusal(final, state.restarts, limit, wanted=wanted, stop_clean=stop_clean)
     if why is not None:
@@ -325,73 +294,3 @@ def end(state: LoopState, outcome: RunOutcome, detail: str, t: float,
                        **extra)  # type: ignore[arg-type]
     return RunDecision([status], replace(state, phase=Phase.ENDED),
                        [RecordState(outcome.value, detail)])
-
-
-def count_failure(streaks: dict[str, int], final: Finding) -> tuple[dict[str, int], str | None]:
-    """The per-host streaks of failures in a row with ``final`` added (an attempt that failed
-    on another host, or did not fail, ends a host's streak), and the host whose streak reached
-    ``REPEATED_FAILURES`` (else None)."""
-    host = final.failed_host if final.outcome is RunOutcome.FAILED else None
-    if host is None:
-        return {}, None
-    count = streaks.get(host, 0) + 1
-    return {host: count}, (host if count >= REPEATED_FAILURES else None)
-
-
-def restart_refusal(final: Finding, restarts: int, limit: int, *, wanted: bool,
-                    stop_clean: bool) -> str | None:
-    """Why the run ends with ``final`` instead of restarting: "" when there is nothing to say
-    (it did not fail, restarts are off, this follower did not launch it or was asked to
-    stop), a reason otherwise; None to restart.
-
-    A diverged run is not restarted (it would diverge again from the same checkpoint), nor one
-    that ran out of disk (the disk is still full) or that this machine could not record, nor one
-    whose failed attempt may have left processes (they could join the new one)."""
-    if final.outcome is not RunOutcome.FAILED or not wanted or not limit:
-        return ""
-    if restarts >= limit:
-        return f"no restart left: [run] max_restarts = {limit}"
-    if final.cause is Cause.DIVERGED:
-        return "not restarted: a diverged run would diverge again from the same checkpoint"
-    if final.cause is Cause.DISK_FULL:
-        return "not restarted: the disk is still full"
-    if final.cause is Cause.LOCAL_WRITE:
-        return "not restarted: this machine cannot record it"
-    if not stop_clean:
-        return "not restarted: processes of the failed attempt may be left"
-    return None
-
-
-def can_go_on_without(config: ClusterConfig, final: Finding, lost: dict[str, HostLost], *,
-                      stop_clean: bool) -> bool:
-    """``on_host_loss = "continue"``, the attempt failed on a lost host (or one that failed
-    ``REPEATED_FAILURES`` attempts in a row), and the run can go on without the lost hosts (the
-    master, which holds the rendezvous, is not one of them, and one host is left at least)."""
-    return (config.run.on_host_loss == "continue" and final.outcome is RunOutcome.FAILED
-            and final.failed_host in lost and config.cluster.master not in lost and stop_clean
-            and len(lost) < len(config.hosts))
-
-
-def restart_note(final: Finding, restart: int, limit: int) -> str:
-    """What restart number ``restart`` (of ``limit``) after ``final`` says."""
-    cause = final.detail.split("\n", 1)[0]
-    return (f"restart {restart} of {limit} after: {cause}; resuming from the newest "
-            "checkpoint")
-
-
-def dropped_note(detail: str, lost: dict[str, HostLost], remaining: list[str],
-                 global_batch: int) -> str:
-    """What going on on ``remaining`` without the ``lost`` hosts says (``detail``: how the
-    attempt failed)."""
-    return (f"dropped {', '.join(sorted(lost))} from the run ({detail.splitlines()[0]}); "
-            f"continuing on {', '.join(remaining)} from the newest checkpoint, the global "
-            f"batch of {global_batch} re-split among them (`corral run --resume` later brings "
-            "the host back)")
-
-
-def dropped_statuses(lost: dict[str, HostLost], now: float) -> list[HostStatus]:
-    """Each dropped host's ``failed`` status at ``now``: why it was lost, and its last step."""
-    return [HostStatus(t=now, host=h, state="failed",
-                       detail=f"dropped from the run: {gone.reason}"
-                       + (f" (last step {gone.step})" if gone.step is not None else ""))
-            for h, gone in sorted(lost.items())]

@@ -17,115 +17,61 @@ checkpoint (the line it logs names why).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from remote.checks.membership_port import membership_refusal
-from remote.config.cluster import ClusterConfig, HostSection
+from remote.config.cluster import ClusterConfig
+from remote.config.live_membership import membership_refusal
 from remote.events import HostStatus, LogLine, RunEvent
 from remote.records.runs import RunInfo
+from remote.run.actions import Action, ForgetJoin, MembersChanged, StopJoiner, TailJoiner
 from remote.run.lifecycle import JoinEnded, JoinLaunched, MembershipSeen
-from remote.run.record import RecordMembers
+from remote.run.loop_state import LoopState, RunDecision
+from remote.run.record_changes import RecordMembers
 from trainer.events import MembershipEvent
-from trainer.membership.contract import LOSS_DETECT_S, change_moment
+from trainer.membership.contract import change_moment
 from trainer.membership.reach import CUT_OFF_S
 
-HOT_PATH_WAIT_S = LOSS_DETECT_S + 15.0
-"""After a host's failure, how long the follower waits for the survivors' ``membership``
-event (their loss detection, the step they redo, and its report) before the run falls back to
-a restart."""
 
-
-@dataclass(frozen=True)
-class MembersChanged:
-    """Tell the follower: ``left`` hosts left the run live (their launchers' ends and their
-    tails' losses are no failures), ``joined`` hosts are in it."""
-
-    left: frozenset[str]
-    joined: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class TailJoiner:
-    """Follow ``host``, which ``corral join`` launched: its tail joins the run's, and its
-    launcher's end before rank 0 lets it in is a failed join (``JoinEnded``), not the run's."""
-
-    host: str
-
-
-@dataclass(frozen=True)
-class ForgetJoin:
-    """The join of ``host`` is settled (let in, refused or failed): its join record goes."""
-
-    host: str
-
-
-@dataclass(frozen=True)
-class StopJoiner:
-    """Stop what runs of ``host``'s join (the run ended before rank 0 let it in)."""
-
-    host: str
-
-
-MembersAction = RecordMembers | MembersChanged | TailJoiner | ForgetJoin | StopJoiner
-
-
-@dataclass(frozen=True)
-class MembersDecision:
-    """What ``members_changed`` decided: the events said, the run's hosts now (as a config),
-    the hosts that left, and the actions (the record, the follower)."""
-
-    events: list[RunEvent]
-    config: ClusterConfig
-    left: frozenset[str]
-    actions: list[MembersAction]
-    joining: frozenset[str] = frozenset()
-    """Hosts ``corral join`` launched that rank 0 has not let in yet."""
-
-
-def members_signal(config: ClusterConfig, left: frozenset[str], joining: frozenset[str],
-                   cluster_hosts: tuple[HostSection, ...],
-                   signal: MembershipSeen | JoinLaunched | JoinEnded, t: float,
-                   ) -> MembersDecision:
+def members_signal(state: LoopState, signal: MembershipSeen | JoinLaunched | JoinEnded,
+                   t: float) -> RunDecision:
     """``decide``'s case for a change of membership: rank 0's event, a join launched by
     ``corral join``, a joiner's launcher that ended before it was let in."""
     if isinstance(signal, JoinLaunched):
-        return join_launched(config, left, joining, cluster_hosts, signal, t)
+        return join_launched(state, signal, t)
     if isinstance(signal, JoinEnded):
-        if signal.host not in joining:  # let in, or its failure said already
-            return MembersDecision([], config, left, [], joining)
-        failed = join_failed(config, left, joining, signal.host, signal.detail, t)
-        stop = [StopJoiner(signal.host)] if signal.running else []
+        if signal.host not in state.joining:  # let in, or its failure said already
+            return RunDecision([], state, [])
+        failed = join_failed(state, signal.host, signal.detail, t)
+        stop: list[Action] = [StopJoiner(signal.host)] if signal.running else []
         return replace(failed, actions=[*stop, *failed.actions])
     event = signal.event
-    if event.change == "refused" and (hosts := [h for h in event.hosts if h in joining]):
-        failed = join_failed(config, left, joining, hosts[0],
+    if event.change == "refused" and (hosts := [h for h in event.hosts if h in state.joining]):
+        failed = join_failed(state, hosts[0],
                              f"refused by rank 0: {event.reason or 'no reason given'}", t)
-        return replace(failed, events=members_changed(config, left, cluster_hosts, signal,
-                                                      t).events + failed.events)
-    seen = members_changed(config, left, cluster_hosts, signal, t)
+        return replace(failed, events=members_changed(state, signal, t).events + failed.events)
+    seen = members_changed(state, signal, t)
+    joining = state.joining
     settled = frozenset(event.hosts) & joining if event.change == "joined" else frozenset()
-    return replace(seen, joining=joining - settled,
-                   actions=[*seen.actions, *(ForgetJoin(h) for h in sorted(settled))])
+    return RunDecision(seen.events, replace(seen.state, joining=joining - settled),
+                       [*seen.actions, *(ForgetJoin(h) for h in sorted(settled))])
 
 
-def join_launched(config: ClusterConfig, left: frozenset[str], joining: frozenset[str],
-                  cluster_hosts: tuple[HostSection, ...], launched: JoinLaunched,
-                  t: float) -> MembersDecision:
+def join_launched(state: LoopState, launched: JoinLaunched, t: float) -> RunDecision:
     """``corral join`` started ``launched.host``: it counts in the run (``run.json`` lists it,
     a stop reaches it, it is no longer a host that left), ``joining`` until rank 0 lets it in
     at a step boundary (a round's end in a lowcomm run), and it is followed like any host."""
-    host = launched.host
+    host, config = launched.host, state.config
     known = {h.name for h in config.hosts}
-    sections = (*cluster_hosts, *((launched.section,) if launched.section else ()))
+    sections = (*state.cluster_hosts, *((launched.section,) if launched.section else ()))
     added = tuple(h for h in sections if h.name == host and h.name not in known)[:1]
-    if host in known and host not in joining:  # in the run already: an old record
-        return MembersDecision([], config, left, [ForgetJoin(host)], joining)
+    if host in known and host not in state.joining:  # in the run already: an old record
+        return RunDecision([], state, [ForgetJoin(host)])
     if not added and host not in known:  # cluster.toml has no such host (any more)
         line = LogLine(t=t, host="*", rank=None, text=(
             f"a join record names {host}, which cluster.toml does not: not followed"))
-        return MembersDecision([line], config, left, [ForgetJoin(host)], joining)
+        return RunDecision([line], state, [ForgetJoin(host)])
     config = replace(config, hosts=(*config.hosts, *added))
-    left = left - {host}
+    left = state.left - {host}
     join_at = change_moment(config.run.exchange).join_at  # a round's end in a lowcomm run
     said: list[RunEvent] = [
         HostStatus(t=t, host=host, state="joining", detail=f"launched; let in at {join_at}"),
@@ -134,20 +80,23 @@ def join_launched(config: ClusterConfig, left: frozenset[str], joining: frozense
             f"{max(0.0, t - launched.asked):.1f} s after `corral join`; rank 0 lets it in "
             f"at {join_at}"))]
     record = RecordMembers(hosts=tuple(h.name for h in config.hosts), left=tuple(sorted(left)))
-    return MembersDecision(said, config, left, [record, TailJoiner(host)], joining | {host})
+    return RunDecision(said, replace(state, config=config, left=left,
+                                     joining=state.joining | {host}),
+                       [record, TailJoiner(host)])
 
 
-def join_failed(config: ClusterConfig, left: frozenset[str], joining: frozenset[str],
-                host: str, why: str, t: float) -> MembersDecision:
+def join_failed(state: LoopState, host: str, why: str, t: float) -> RunDecision:
     """The join of ``host`` failed (``why``): it is taken out of the run's hosts again and
     the run goes on as it was."""
-    config = replace(config, hosts=tuple(h for h in config.hosts if h.name != host))
+    config = replace(state.config, hosts=tuple(h for h in state.config.hosts if h.name != host))
     said: list[RunEvent] = [
         HostStatus(t=t, host=host, state="failed", detail=f"join failed: {why}"),
         LogLine(t=t, host="*", rank=None,
                 text=f"join of {host} failed: {why}; the run goes on unchanged")]
-    record = RecordMembers(hosts=tuple(h.name for h in config.hosts), left=tuple(sorted(left)))
-    return MembersDecision(said, config, left, [record, ForgetJoin(host)], joining - {host})
+    record = RecordMembers(hosts=tuple(h.name for h in config.hosts),
+                           left=tuple(sorted(state.left)))
+    return RunDecision(said, replace(state, config=config, joining=state.joining - {host}),
+                       [record, ForgetJoin(host)])
 
 
 def hot_path_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | None:
@@ -181,19 +130,18 @@ def left_detail(event: MembershipEvent) -> str:
     return f"left at step {event.step} ({event.cause or 'asked'})"
 
 
-def members_changed(config: ClusterConfig, left: frozenset[str],
-                    cluster_hosts: tuple[HostSection, ...], seen: MembershipSeen,
-                    t: float) -> MembersDecision:
-    """The run's hosts after ``seen`` (``config``: the hosts in the run before it, ``left``:
-    those that left before, ``cluster_hosts``: every host of cluster.toml)."""
-    event = seen.event
+def members_changed(state: LoopState, seen: MembershipSeen, t: float) -> RunDecision:
+    """The run's hosts after ``seen`` (``state.config``: the hosts in the run before it,
+    ``state.left``: those that left before, ``state.cluster_hosts``: every host of
+    cluster.toml)."""
+    config, left, event = state.config, state.left, seen.event
     hosts = frozenset(event.hosts)
     if event.change == "refused":
         why = event.reason or "no reason given"
         line = LogLine(t=t, host="*", rank=None,
                        text=f"join of {', '.join(event.hosts)} refused: {why}; the run "
                        "goes on unchanged")
-        return MembersDecision([line], config, left, [])
+        return RunDecision([line], state, [])
     if event.change == "left":
         kept = tuple(h for h in config.hosts if h.name not in hosts)
         left = left | hosts
@@ -202,7 +150,7 @@ def members_changed(config: ClusterConfig, left: frozenset[str],
         changed = MembersChanged(left=hosts)
     else:
         known = {h.name for h in config.hosts}
-        added = [h for h in cluster_hosts if h.name in hosts and h.name not in known]
+        added = [h for h in state.cluster_hosts if h.name in hosts and h.name not in known]
         kept, left = (*config.hosts, *added), left - hosts
         said = [HostStatus(t=t, host=h, state="running", detail=f"joined at step {event.step}")
                 for h in event.hosts]
@@ -219,7 +167,7 @@ def members_changed(config: ClusterConfig, left: frozenset[str],
         said.append(LogLine(t=t, host="*", rank=None, text=f"corral: {cleanup}"))
     record = RecordMembers(hosts=tuple(h.name for h in kept), left=tuple(sorted(left)),
                            cut_off=cut, cleanup=cleanup)
-    return MembersDecision(said, config, left, [record, changed])
+    return RunDecision(said, replace(state, config=config, left=left), [record, changed])
 
 
 def cut_off_line(hosts: tuple[str, ...], step: int) -> str:

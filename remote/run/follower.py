@@ -2,13 +2,15 @@
 
 ``RunFollower`` is the ``running`` phase of one attempt of ``SshRunHandle.events``: it opens a
 tail per host, feeds every item to the ``RunMonitor`` (and the hang guard), and reports to the
-lifecycle loop what it sees: ``TailsOpen``, ``CauseSettled`` once a failure's cause is known
-(the loop then moves to ``stopping`` and stops the other hosts), ``RanksLinger`` when every
-rank finished but processes stay (the loop ends them, and says so: ``lingering_ended``), and
-finally ``AttemptEnded``: how the attempt ended as the monitor found it and which hosts were
-lost. It starts no stop of its own: the loop decides every one (``remote/run/decide.py``)
-and makes it (``SshRunHandle._stop_hosts``), and closes its trackers with the outcome it
-decided (``close_trackers``).
+lifecycle loop what it sees: ``TailsOpen``, then facts with the time they were seen
+(``remote/run/follow_facts.py``: a host failed, the cause is known, a rank is silent past the
+hang limit, every rank finished, and a ``Tick`` as time passes), and finally ``AttemptEnded``:
+how the attempt ended as the monitor found it and which hosts were lost. It decides nothing on
+the clock: the loop's ``decide`` keeps the deadlines (when a failure's cause is settled, the
+hot path's wait, a hang declared: ``declare_hung``, lingering processes: ``lingering_ended``).
+It starts no stop of its own: the loop decides every one (``remote/run/decide.py``) and makes
+it (``SshRunHandle._stop_hosts``), and closes its trackers with the outcome it decided
+(``close_trackers``).
 """
 
 from __future__ import annotations
@@ -30,17 +32,24 @@ from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.records.scalars import feed_copies
 from remote.records.tensorboard import live_writer
 from remote.records.tracking import Trackers, live_trackers
-from remote.run.decide_members import HOT_PATH_WAIT_S, hot_path_refusal
-from remote.run.failures import HostLost
+from remote.run.decide_members import hot_path_refusal
+from remote.run.failures import Failure, HostLost
+from remote.run.follow_facts import (
+    AllRanksDone,
+    CauseKnown,
+    Fact,
+    FailureGone,
+    FailureSeen,
+    HangSeen,
+    Tick,
+)
 from remote.run.hang import HangGuard
 from remote.run.join import read_join_records
 from remote.run.lifecycle import (
     AttemptEnded,
-    CauseSettled,
     JoinEnded,
     JoinLaunched,
     MembershipSeen,
-    RanksLinger,
     StopRequest,
     TailsOpen,
 )
@@ -50,16 +59,8 @@ from remote.run.run_written import RunWritten
 from remote.run.stream import LauncherExit, MergedTails, RankOwned, TailFailed, TailItem
 from trainer.events import MembershipEvent, StartEvent
 
-FAILURE_SETTLE_S = 10.0
-"""After the first failure, wait at most this long for the report that names its cause before
-stopping the other hosts (a peer's error often arrives before the killed rank's launcher
-reports it); ``RunMonitor.cause_settled`` usually ends the wait much earlier."""
-DONE_GRACE_S = 60.0
-"""Seconds after every rank's completed ``end`` event before processes that have not exited are
-ended (the run still completed): time for a script to save its model after training."""
-
-FollowItem = (RunEvent | TailsOpen | CauseSettled | RanksLinger | AttemptEnded | MembershipSeen
-              | JoinLaunched | JoinEnded)
+FollowItem = (RunEvent | TailsOpen | Fact | AttemptEnded | MembershipSeen | JoinLaunched
+              | JoinEnded)
 
 
 class _Tick:
@@ -117,15 +118,13 @@ class RunFollower:
                                   run_dir=self.run_dir,
                                   explain=missing_file_explainer(config, user, written))
         self.hang = HangGuard(pool, config.run.hang_factor, config.run.hang_limit)
-        self.failed_at: float | None = None
-        self.cause_settled = False
         self.running_hosts: set[str] = set()
-        self.done_since: float | None = None
-        """When (monotonic) every rank had written a completed ``end`` event."""
-        self.linger_reported = False
-        """``RanksLinger`` was said (once an attempt)."""
-        self.hot_path_said = False
-        """The wait for the survivors' live leave was said (once a failure)."""
+        self.failing_said: set[str] = set()
+        """The failing hosts reported (``FailureSeen``)."""
+        self.cause_said = False
+        """``CauseKnown`` was reported (once a failure)."""
+        self.done_said = False
+        """``AllRanksDone`` was reported (once an attempt)."""
         self.trackers: Trackers | None = None
         """The run's trackers while this attempt is followed (closed by ``close_trackers``)."""
         self.record_error = record_error
@@ -174,8 +173,8 @@ class RunFollower:
                                 yield JoinEnded(host=host, running=True, detail=(
                                     "the run ended before rank 0 let it in"))
                             break
-                        for signal in self._after_failure():
-                            yield signal
+                        for fact in self.facts(item):
+                            yield fact
             finally:
                 self.hang.close()
                 if self.written is not None:
@@ -261,7 +260,7 @@ class RunFollower:
 
     def _local_writes(self, copies: Iterable[CollectedCopy]) -> None:
         """This machine failing to write the run's copy, TensorBoard or record ends the run
-        (the loop stops the hosts on ``CauseSettled``), never a host called lost for it."""
+        (the loop stops the hosts once its cause is settled), never a host called lost for it."""
         for error in [*(c.write_error for c in copies), self.record_error()]:
             if error is not None and self.launching:
                 self.monitor.local_write_failed(error)
@@ -313,79 +312,49 @@ class RunFollower:
             events.append(event)
         return events
 
-    def _lingering(self) -> list[FollowItem]:
-        """Every rank done but some process still running after ``DONE_GRACE_S`` (a script's
-        own teardown hanging, as Hugging Face scripts may on gloo): said to the loop, once."""
-        monitor = self.monitor
-        if self.linger_reported or monitor.failing or not monitor.all_completed:
-            return []
-        now = time.monotonic()
-        self.done_since = self.done_since if self.done_since is not None else now
-        if now - self.done_since < DONE_GRACE_S:
-            return []
-        self.linger_reported = True
-        left = tuple(h for h in self.info.hosts if h not in monitor.exited)
-        return [RanksLinger(left=left, waited_s=now - self.done_since)]
-
     def members_changed(self, left: frozenset[str], joined: frozenset[str]) -> None:
         """Hosts left the run live, or joined it (``MembersChanged``): the monitor and the
         hang guard forget the ones that left; a failure of theirs being waited on is none."""
         self.monitor.members_changed(left, joined)
         self.joining -= joined
         self.hang.watch.forget(left)
-        if not self.monitor.failing:
-            self.failed_at, self.hot_path_said = None, False
-
-    def _settle_wait(self) -> float:
-        """How long after the first failure its cause is waited for: with the hot path open
-        to every failing host (``hot_path_refusal``), the survivors' ``membership`` event is
-        waited for (``HOT_PATH_WAIT_S``) and the lost-host timer restarts nothing sooner."""
-        hosts = {f.host for f in self.monitor.failures}
-        if self.launching and hosts and all(
-                hot_path_refusal(self.config, self.info, h) is None for h in hosts):
-            return HOT_PATH_WAIT_S
-        return FAILURE_SETTLE_S
 
     def lingering_ended(self, waited_s: float) -> None:
         """The loop ends the processes that linger ``waited_s`` after every rank finished: the
         run completed, their exits say nothing more."""
         self.monitor.end_lingering(waited_s)
 
-    def _after_failure(self) -> list[FollowItem]:
-        """Hangs named; after a failure, once its cause is known, ``CauseSettled`` (once)."""
-        monitor = self.monitor
-        if (lingering := self._lingering()):
-            return lingering
+    def declare_hung(self, hung: Failure) -> None:
+        """The loop declared ``hung`` (a ``HangSeen``): a failure of the attempt."""
+        self.monitor.declare_hung(hung)
+
+    def facts(self, item: object) -> list[FollowItem]:
+        """What changed with ``item``, as facts stamped now; a ``Tick`` after any of them and
+        on the clock's ticks (the loop's deadlines pass on it). The hang guard's lines too."""
+        monitor, t = self.monitor, time.time()
         lines, hung = self.hang.check(time.monotonic())
-        events: list[FollowItem] = [LogLine(t=time.time(), host="*", rank=None, text=line)
-                                    for line in lines]
-        if hung is not None and not monitor.failing and self.launching:
-            monitor.declare_hung(hung)
-        if monitor.failing and self.failed_at is None:
-            self.failed_at = time.monotonic()
-            if not self.launching:
-                events.append(LogLine(t=time.time(), host="*", rank=None, text=(
-                    "a rank failed; following changes nothing on the hosts: the "
-                    "process that launched the run stops the rest, or end it with "
-                    f"`corral stop {self.run_id}`")))
-        wait = self._settle_wait() if self.failed_at is not None else FAILURE_SETTLE_S
-        hot = wait == HOT_PATH_WAIT_S
-        if hot and not self.hot_path_said:
-            self.hot_path_said = True
-            events.append(LogLine(t=time.time(), host="*", rank=None, text=(
-                f"{monitor.first_failure().host} failed; waiting up to "  # type: ignore[union-attr]
-                f"{HOT_PATH_WAIT_S:.0f} s for the other hosts to go on without it")))
-        if (self.failed_at is not None and not self.cause_settled
-                and ((monitor.cause_settled() and not hot)
-                     or time.monotonic() - self.failed_at >= wait)):
-            self.cause_settled = True
-            if hot:
-                events.append(LogLine(t=time.time(), host="*", rank=None, text=(
-                    f"the other hosts did not go on within {HOT_PATH_WAIT_S:.0f} s: the live "
-                    "leave was not taken; falling back to stopping the run (on_host_loss)")))
-            left = tuple(h for h in self.info.hosts if h not in monitor.exited)
-            events.append(CauseSettled(cause=monitor.first_failure(), left=left))
-        return events
+        facts: list[FollowItem] = [LogLine(t=t, host="*", rank=None, text=line)
+                                   for line in lines]
+        if hung is not None and not monitor.failing:
+            facts.append(HangSeen(hung, t))
+        failing = {f.host for f in monitor.failures}
+        for host in sorted(failing - self.failing_said):
+            hot = self.launching and hot_path_refusal(self.config, self.info, host) is None
+            facts.append(FailureSeen(host, t, hot_path=hot))
+        if self.failing_said and not failing:
+            facts.append(FailureGone(t))
+            self.cause_said = False
+        self.failing_said = failing
+        if failing and not self.cause_said and monitor.cause_settled():
+            self.cause_said = True
+            facts.append(CauseKnown(t))
+        if not failing and not self.done_said and monitor.all_completed:
+            self.done_said = True
+            facts.append(AllRanksDone(t))
+        if facts or isinstance(item, _Tick):
+            running = tuple(h for h in self.info.hosts if h not in monitor.exited)
+            facts.append(Tick(t, running=running, cause=monitor.first_failure()))
+        return facts
 
     def _ended(self) -> AttemptEnded:
         """How the attempt ended as this follower saw it."""

@@ -6,8 +6,9 @@ follower of a running attempt) and hands what the phase reported to ``_heard``: 
 ``_carry_out`` alone does it: every stop of the run's processes (what a failed launch may have
 started, the other hosts after a failure, the processes that linger after every rank
 finished, a failed attempt's stragglers), the lock's release, every write of ``run.json``, the
-hosts dropped. A user's ``stop`` is a signal like the follower's (``StopAsked``), then a stop of
-every host of the run (``StopCause.REQUESTED``).
+hosts dropped. A user's ``stop`` is a signal like the follower's (``StopAsked``), which
+``decide`` answers with the stop of every host of the run (``StopCause.REQUESTED``) and, once
+it is made (``StopMade``), the record's cleanup.
 """
 
 from __future__ import annotations
@@ -26,19 +27,24 @@ from remote.hosts.pool import HostPool
 from remote.records.history import recorded_starts
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.run import launch_lock
-from remote.run.decide import (
+from remote.run.actions import (
     Action,
     AwaitStop,
     CloseTrackers,
     DropHosts,
+    EndCommands,
+    ForgetJoin,
     LingerEnded,
-    LoopState,
     MarkStop,
+    MembersChanged,
     StopHosts,
+    StopJoiner,
+    TailJoiner,
     Unlock,
-    decide,
+    UnlockAbandoned,
 )
-from remote.run.decide_members import ForgetJoin, MembersChanged, StopJoiner, TailJoiner
+from remote.run.decide import LoopState, decide
+from remote.run.decide_waits import DeclareHung
 from remote.run.follower import RunFollower
 from remote.run.join import JOIN_STOP_GRACE_S, forget_join_record
 from remote.run.lifecycle import (
@@ -49,20 +55,21 @@ from remote.run.lifecycle import (
     RunOutcome,
     Signal,
     StopAsked,
+    StopCause,
     StopFound,
+    StopMade,
     StopRequest,
 )
-from remote.run.record import (
+from remote.run.record import RunRecord
+from remote.run.record_changes import (
     RecordChange,
-    RecordCleanup,
     RecordDetached,
     RecordForgotten,
     RecordState,
-    RunRecord,
 )
 from remote.run.refresh import live_processes
 from remote.run.start import Launch, push_code_to_hosts, run_check, start_hosts
-from remote.run.stop import stop_run, stop_wait
+from remote.run.stop import stop_run, stop_wait_on_hosts
 
 
 class SshRunHandle:
@@ -107,6 +114,8 @@ class SshRunHandle:
         self._added_pool: HostPool | None = None
         """Reaches the hosts cluster.toml got while the run trains (``_reach``), and the rest."""
         self._retired: list[HostPool] = []
+        self._asked_report = StopReport(run_id=info.run_id)
+        """What the user's newest stop found (``stop`` returns it)."""
 
     @property
     def config(self) -> ClusterConfig:
@@ -166,7 +175,7 @@ class SshRunHandle:
             self._state = decision.state
             for action in decision.actions:
                 for item in await self._carry_out(action):
-                    if isinstance(item, StopFound):
+                    if isinstance(item, (StopFound, StopMade)):
                         heard.append(item)
                     else:
                         yield item
@@ -225,7 +234,8 @@ class SshRunHandle:
         async with contextlib.aclosing(steps):
             async for event in steps:
                 yield event
-                if self._record.stop_was_asked():  # `corral stop` from another process
+                # This process's stop (``MarkStop``), or `corral stop` from another one.
+                if self._stop.by(StopCause.REQUESTED) or self._record.stop_was_asked():
                     raise LaunchFailed("stopped by `corral stop` before it ran", stopped=True)
 
     async def _follow(self) -> AsyncIterator[RunEvent | Signal]:
@@ -236,9 +246,12 @@ class SshRunHandle:
         async for item in self._follower.events():
             yield item
 
-    async def _carry_out(self, action: Action) -> list[RunEvent | StopFound]:
+    async def _carry_out(self, action: Action) -> list[RunEvent | StopFound | StopMade]:
         """The one place that does what ``decide`` asked: the events it says (the trackers'
         last lines) or what a stop found, for the loop to decide on next."""
+        if isinstance(action, EndCommands) or (isinstance(action, StopHosts) and action.asked):
+            self._asked_report = await self._user_stop(action)
+            return [StopMade(self._asked_report)]
         if isinstance(action, StopHosts):
             hosts = list(action.hosts) if action.hosts is not None else None
             stopping = self._stop_hosts(grace_s=action.grace_s, hosts=hosts)
@@ -254,16 +267,18 @@ class SshRunHandle:
             if self._attempt is not None:
                 self._user, self._attempt = self._attempt.user, None
                 await launch_lock.release(self._pool, self.config, self.run_id)
-                self._info = self._record.recorded()
+        elif isinstance(action, UnlockAbandoned):
+            await launch_lock.release(self._cluster_pool, self.config, self.run_id)
         elif isinstance(action, RecordChange):
             self._record.apply(action)
+            self._info = self._record.info
         elif isinstance(action, MarkStop):
             if action.cause is None:
                 self._stop.next_attempt()
             else:
                 self._stop.request(action.cause)
-        elif isinstance(action, DropHosts):
-            self._drop_hosts(action.lost)
+        elif isinstance(action, DropHosts):  # ``decide`` dropped them from its config
+            self._pool = HostPool(self.config)
         elif isinstance(action, MembersChanged):
             if self._follower is not None:
                 self._follower.members_changed(action.left, action.joined)
@@ -275,6 +290,9 @@ class SshRunHandle:
                                    pool=self._reach(action.host))
         elif isinstance(action, ForgetJoin):
             forget_join_record(local_run_dir(self._cluster_config, self.run_id), action.host)
+        elif isinstance(action, DeclareHung):
+            if self._follower is not None:
+                self._follower.declare_hung(action.hung)
         elif isinstance(action, LingerEnded):
             assert self._follower is not None
             self._follower.lingering_ended(action.waited_s)  # the run completed all the same
@@ -295,62 +313,54 @@ class SshRunHandle:
             self._added_pool = HostPool(self._cluster_config)
         return self._added_pool if self._added_pool is not None else self._cluster_pool
 
-    def _drop_hosts(self, lost: frozenset[str]) -> None:
-        """The run's pool without ``lost`` (``decide`` dropped them from its config); the
-        dropped hosts stay in the record as suspect hosts: their processes may be left (cut
-        off, not stopped), and ``status`` and ``stop`` must still reach them there."""
-        self._pool = HostPool(self.config)
-        suspects = tuple(sorted(set(self._info.suspect_hosts) | lost))
-        self._record.change(hosts=tuple(h.name for h in self.config.hosts),
-                            suspect_hosts=suspects)
-        self._info = self._record.info
+    async def stop_wait(self, grace_s: float) -> tuple[float, str]:
+        """How long a stop asked with ``grace_s`` waits before it KILLs (longer for a
+        low-communication run: its round ends first, read from the master's host when this
+        machine has no copy of it), and the line that says so ("" if none)."""
+        return await stop_wait_on_hosts(self._cluster_config, self._cluster_pool, self.run_id,
+                                        grace_s)
 
-    async def stop(self, *, grace_s: float = 10.0) -> StopReport:
+    async def stop(self, *, grace_s: float = 10.0, wait_s: float | None = None) -> StopReport:
         """TERM every host's process group, KILL after ``grace_s`` (longer for a
-        low-communication run: ``stop_wait``), verify nothing is left; before any launcher
-        started, end what the check and the push started (``_launched_nothing``).
+        low-communication run: ``stop_wait``; ``wait_s``: what it said already), verify
+        nothing is left; before any launcher started, end what the check and the push started
+        (``decide``'s ``launched_nothing``).
 
         A run that already ended (completed, failed, stopped) keeps its recorded outcome; what
-        the stop found goes to the record's ``cleanup``."""
-        outcome = self._record.recorded().state
-        async for _ in self._heard(StopAsked(recorded=outcome)):
-            pass  # a stop asked says nothing by itself: the follower reports how it ended
-        if not self._launch:  # a launch lock this run holds (its corral died) goes too
-            await launch_lock.release(self._cluster_pool, self.config, self.run_id)
+        the stop found goes to the record's ``cleanup``. The stop is a signal (``StopAsked``)
+        that ``decide`` answers with actions, like the follower's."""
+        record = self._record.recorded()
         # Every host of the run, the dropped ones too (recorded as suspect hosts); the
         # controller's pool reaches them, this handle's only the hosts still in the run.
-        record = self._record.recorded()
         known = {h.name for h in self._cluster_config.hosts}
-        hosts = sorted(h for h in {*record.hosts, *record.suspect_hosts, *record.left_hosts}
-                       if h in known)
+        hosts = tuple(sorted(h for h in {*record.hosts, *record.suspect_hosts,
+                                         *record.left_hosts} if h in known))
         found: dict[str, int] = {}  # a finished run's leftovers: counted, to say what ended
-        if outcome in FINAL_RUN_STATES:
+        if record.state in FINAL_RUN_STATES:
             found = await live_processes(self._cluster_config,
                                          self._added_pool or self._cluster_pool, record)
-        if self._launched_nothing():
-            report = StopReport(run_id=self.run_id, remaining=await self._pool.settle())
-        else:
-            grace_s, _ = stop_wait(self._cluster_config, self.run_id, grace_s)
-            report = await self._stop_hosts(grace_s=grace_s, hosts=hosts,
-                                            pool=self._added_pool or self._cluster_pool)
-        await self._carry_out(RecordCleanup(report))
-        if outcome in FINAL_RUN_STATES:
-            report = replace(report, outcome=RunOutcome(outcome), ended={
+        grace_s = wait_s if wait_s is not None else (await self.stop_wait(grace_s))[0]
+        asked = StopAsked(recorded=record.state, hosts=hosts, grace_s=grace_s,
+                          following=self._follower is not None)
+        self._asked_report = StopReport(run_id=self.run_id)
+        async for _ in self._heard(asked):
+            pass  # a stop asked says nothing by itself: the follower reports how it ended
+        report = self._asked_report
+        if record.state in FINAL_RUN_STATES:
+            report = replace(report, outcome=RunOutcome(record.state), ended={
                 h: n - report.remaining.get(h, 0) for h, n in found.items()
                 if h not in report.unreachable and n > report.remaining.get(h, 0)})
-        if self._follower is None and report.clean and outcome not in FINAL_RUN_STATES:
-            await self._carry_out(RecordState(RunOutcome.STOPPED.value))
         return report
 
-    def _launched_nothing(self) -> bool:
-        """Whether no launcher of this run was ever started: this process launches it and
-        its first attempt is still checking or pushing. Nothing of the run trains then, so a
-        stop has no grace to give and no process group to signal: what the check and the
-        push started on the hosts is ended by its channel (``Transport.settle`` waits until
-        each host confirmed it, ``END_WAIT_S`` at most) and the stop reports the commands a
-        host never confirmed ended."""
-        return (self._launch and self._state.restarts == 0 and not self._info.pgids
-                and self._state.phase in (Phase.CHECKING, Phase.PUSHING))
+    async def _user_stop(self, action: StopHosts | EndCommands) -> StopReport:
+        """The user's stop on the hosts: the whole one, or before any launcher started, the
+        end of what the check and the push started (``Transport.settle`` waits until each
+        host confirmed it, ``END_WAIT_S`` at most; the commands a host never confirmed ended
+        are reported)."""
+        if isinstance(action, EndCommands):
+            return StopReport(run_id=self.run_id, remaining=await self._pool.settle())
+        return await self._stop_hosts(grace_s=action.grace_s, hosts=list(action.hosts or ()),
+                                      pool=self._added_pool or self._cluster_pool)
 
     async def _stop_hosts(self, *, grace_s: float, hosts: list[str] | None = None,
                           pool: HostPool | None = None) -> StopReport:

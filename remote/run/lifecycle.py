@@ -21,7 +21,8 @@ from enum import Enum
 
 from remote.config.cluster import HostSection
 from remote.events import CheckReport, RunOutcome, RunState, StopReport
-from remote.run.failures import Cause, Failure, HostLost
+from remote.run.failures import Cause, HostLost
+from remote.run.follow_facts import Fact
 from trainer.events import MembershipEvent
 
 
@@ -152,15 +153,6 @@ class TailsOpen:
 
 
 @dataclass(frozen=True)
-class CauseSettled:
-    """Something failed and waiting longer would not change its named cause."""
-
-    cause: Failure | None
-    left: tuple[str, ...]
-    """Hosts whose launcher has not ended yet."""
-
-
-@dataclass(frozen=True)
 class Finding:
     """How an attempt ended, as its monitor found it: the lifecycle alone turns it into the
     run's final state (``remote.run.decide``)."""
@@ -177,15 +169,6 @@ class Finding:
     def state(self) -> RunState:
         """The final ``RunState`` this finding ends the run in."""
         return self.outcome.value
-
-
-@dataclass(frozen=True)
-class RanksLinger:
-    """Every rank finished, but processes on ``left`` are still running ``waited_s`` seconds
-    later (a script's own teardown hanging)."""
-
-    left: tuple[str, ...]
-    waited_s: float
 
 
 @dataclass(frozen=True)
@@ -234,9 +217,10 @@ class JoinEnded:
     """Its processes may still run (the run ended before it was let in): they are stopped."""
 
 
-Signal = (PhaseDone | LaunchFailed | TailsOpen | CauseSettled | RanksLinger | AttemptEnded
-          | MembershipSeen | JoinLaunched | JoinEnded)
-"""What a phase reports to the lifecycle loop, which alone decides the next phase."""
+Signal = (PhaseDone | LaunchFailed | TailsOpen | Fact | AttemptEnded | MembershipSeen
+          | JoinLaunched | JoinEnded)
+"""What a phase reports to the lifecycle loop, which alone decides the next phase (the
+follower's facts, ``remote/run/follow_facts.py``, among them)."""
 
 
 @dataclass(frozen=True)
@@ -250,11 +234,26 @@ class StopFound:
 
 @dataclass(frozen=True)
 class StopAsked:
-    """The user asked this process to stop the run (``stop``: the stop key, Ctrl-C)."""
+    """The user asked this process to stop the run (``stop``: ``corral stop``, the stop key,
+    Ctrl-C)."""
 
     recorded: str
     """The state ``run.json`` holds now: a run that ended keeps its outcome."""
+    hosts: tuple[str, ...] = ()
+    """Every host of the run, the dropped and the left ones too (all may hold processes)."""
+    grace_s: float = 10.0
+    """Seconds between TERM and KILL (a low-communication run's round included: ``stop_wait``)."""
+    following: bool = False
+    """A loop of this process follows the run: its end records the outcome."""
 
 
-Heard = Signal | StopFound | StopAsked
+@dataclass(frozen=True)
+class StopMade:
+    """What the user's stop found on the hosts (or, before any launcher started, the hosts'
+    word on the check's and push's commands)."""
+
+    report: StopReport
+
+
+Heard = Signal | StopFound | StopAsked | StopMade
 """Every signal ``remote.run.decide.decide`` takes: a phase's, and the loop's own."""

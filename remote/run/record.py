@@ -17,12 +17,12 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
-from remote.events import FINAL_RUN_STATES, RunState, StopReport
+from remote.events import FINAL_RUN_STATES, StopReport
 from remote.records.owner import this_owner
 from remote.records.runs import (
     FOLLOWING_LOST,
@@ -32,74 +32,24 @@ from remote.records.runs import (
     read_run_info,
     write_run_info,
 )
+from remote.run.record_changes import (
+    RecordChange,
+    RecordCleanup,
+    RecordDetached,
+    RecordDropped,
+    RecordForgotten,
+    RecordLaunched,
+    RecordMembers,
+    RecordState,
+    RecordSuspects,
+    suspects_after,
+)
 
 STOP_ASKED = ".stop-asked"
 """A file in the run's local directory: a ``corral stop`` (of another process) asked the run
 to stop. The corral launching it reads it between steps of its check, push and launch, ends
 the launch and stops what started (a state in ``run.json`` would be overwritten by its moves).
 """
-
-
-@dataclass(frozen=True)
-class RecordState:
-    """Write the run's state and the first line of ``detail`` in ``run.json``."""
-
-    state: RunState
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class RecordLaunched:
-    """Write the launch's facts in ``run.json`` (every host's launcher started)."""
-
-    facts: dict[str, object]
-
-
-@dataclass(frozen=True)
-class RecordSuspects:
-    """Write the hosts where processes of the run may be left."""
-
-    hosts: frozenset[str]
-
-
-@dataclass(frozen=True)
-class RecordMembers:
-    """Write the hosts in the run now and those that left it live (a ``membership`` event)."""
-
-    hosts: tuple[str, ...]
-    left: tuple[str, ...]
-    cut_off: tuple[str, ...] = ()
-    """Hosts that left unreachable: what runs there cannot be confirmed ended (suspects)."""
-    cleanup: str = ""
-    """What the record's ``cleanup`` says of them (empty: unchanged)."""
-
-
-@dataclass(frozen=True)
-class AskStop:
-    """Leave the ``STOP_ASKED`` mark for a launch under way."""
-
-
-@dataclass(frozen=True)
-class RecordCleanup:
-    """Write what a stop found (``RunRecord.cleanup``), the outcome left alone."""
-
-    report: StopReport
-
-
-@dataclass(frozen=True)
-class RecordDetached:
-    """This process stops following the run on purpose (``RunRecord.detached``)."""
-
-
-@dataclass(frozen=True)
-class RecordForgotten:
-    """A launch refused before it touched a host leaves no record (``RunRecord.forget``)."""
-
-
-RecordChange = (RecordState | RecordLaunched | RecordSuspects | AskStop | RecordCleanup
-                | RecordDetached | RecordForgotten | RecordMembers)
-"""A change of the record, asked for by ``remote.run.decide`` or the handle's own stop, detach
-or refused launch; the handle carries each out in one place (``RunRecord.apply``)."""
 
 
 class RunRecord:
@@ -170,6 +120,9 @@ class RunRecord:
             if change.cut_off:  # followed until clean: status, check and run finish them
                 suspects = set(self.recorded().suspect_hosts) | set(change.cut_off)
                 self.change(suspect_hosts=tuple(sorted(suspects)), cleanup=change.cleanup)
+        elif isinstance(change, RecordDropped):
+            suspects = set(self.recorded().suspect_hosts) | change.dropped
+            self.change(hosts=change.hosts, suspect_hosts=tuple(sorted(suspects)))
         else:
             self.ask_stop()
 
@@ -256,14 +209,6 @@ class RunRecord:
             return read_run_info(self._config, self.info.run_id)
         except CorralError:
             return self.info
-
-
-def suspects_after(before: set[str], report: StopReport) -> set[str]:
-    """The hosts where processes of a run may be left after a stop that found ``report``:
-    those suspected ``before`` that the stop did not look at, the ones it could not reach, and
-    the ones where it left processes (one formula for the loop and ``corral stop``)."""
-    return ({h for h in before if h not in report.remaining} | set(report.unreachable)
-            | {h for h, n in report.remaining.items() if n})
 
 
 def recorded_refresh(config: ClusterConfig, before: RunInfo, after: RunInfo) -> None:

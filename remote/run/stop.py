@@ -34,20 +34,13 @@ from remote.events import StopReport
 from remote.hosts import container
 from remote.hosts.pool import HostPool
 from remote.hosts.transport import Transport, shell_path
-from remote.records.runs import local_run_dir
+from remote.records.runs import local_run_dir, run_dir_for
 from trainer.events import EventFormatError, RoundEvent, parse_event
 from trainer.launch_contract import STOP_WAIT_LIMIT_S
 from trainer.run_layout import IN_RUN_DIR, RunLayout
 
 logger = logging.getLogger(__name__)
 
-STOP_GRACE_ON_FAILURE_S = 5.0
-"""Seconds between TERM and KILL when the hosts are stopped after a failure, or a
-completed run's lingering processes are ended, or a failed attempt is swept for straggler
-ranks."""
-LAUNCH_STOP_GRACE_S = 2.0
-"""Seconds between TERM and KILL when a launch that failed (or was stopped before it ran) is
-cleaned up: its ranks have not trained anything worth saving."""
 KILL_WAIT_S = 5
 """Seconds allowed for processes to vanish after KILL."""
 
@@ -56,26 +49,24 @@ TAIL_READ_BYTES = 256 * 1024
 """How much of the end of rank 0's copied events ``round_grace`` reads for the newest round."""
 
 
-def round_grace(local_dir: Path, grace_s: float) -> tuple[float, str]:
+def newest_round(lines: list[str]) -> RoundEvent | None:
+    """The newest ``round`` event among rank 0's event ``lines`` (a torn line is skipped)."""
+    newest: RoundEvent | None = None
+    for line in lines:
+        try:
+            event = parse_event(line)
+        except EventFormatError:  # a torn first line of the tail read, say
+            continue
+        if isinstance(event, RoundEvent) and (newest is None or event.t > newest.t):
+            newest = event
+    return newest
+
+
+def round_wait(newest: RoundEvent | None, grace_s: float) -> tuple[float, str]:
     """The grace of a stop of a low-communication run (``exchange = "local"``), whose ranks
     stop at the end of the round under way (islands do not talk mid-round): twice the newest
-    round's time (rank 0's ``round`` events in this machine's copy) beyond ``grace_s``, at most
-    ``STOP_WAIT_LIMIT_S``; and the line that says so ("" when ``grace_s`` is enough)."""
-    newest: RoundEvent | None = None
-    for events in Path(local_dir).glob(f"{RunLayout.COLLECTED}/*/{IN_RUN_DIR.events(0)}"):
-        try:
-            with open(events, "rb") as handle:
-                handle.seek(max(handle.seek(0, 2) - TAIL_READ_BYTES, 0))
-                lines = handle.read().decode("utf-8", "replace").splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            try:
-                event = parse_event(line)
-            except EventFormatError:  # a torn first line of the tail read, say
-                continue
-            if isinstance(event, RoundEvent) and (newest is None or event.t > newest.t):
-                newest = event
+    round's time beyond ``grace_s``, at most ``STOP_WAIT_LIMIT_S``; and the line that says so
+    ("" when ``grace_s`` is enough: no round seen yet)."""
     if newest is None:
         return grace_s, ""
     wait = min(grace_s + 2 * newest.round_s, max(grace_s, STOP_WAIT_LIMIT_S))
@@ -84,12 +75,44 @@ def round_grace(local_dir: Path, grace_s: float) -> tuple[float, str]:
                   f"to {wait:.0f} s before they are killed")
 
 
+def round_grace(local_dir: Path, grace_s: float) -> tuple[float, str]:
+    """``round_wait`` from rank 0's ``round`` events in this machine's copy of the run."""
+    lines: list[str] = []
+    for events in Path(local_dir).glob(f"{RunLayout.COLLECTED}/*/{IN_RUN_DIR.events(0)}"):
+        try:
+            with open(events, "rb") as handle:
+                handle.seek(max(handle.seek(0, 2) - TAIL_READ_BYTES, 0))
+                lines += handle.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            continue
+    return round_wait(newest_round(lines), grace_s)
+
+
 def stop_wait(config: ClusterConfig, run_id: str, grace_s: float) -> tuple[float, str]:
     """The grace a stop of ``run_id`` gives its ranks when ``grace_s`` was asked for, and the
     line that says why when it is longer (``round_grace``: a low-communication run)."""
     if config.run.exchange != "local":
         return grace_s, ""
     return round_grace(local_run_dir(config, run_id), grace_s)
+
+
+async def stop_wait_on_hosts(config: ClusterConfig, pool: HostPool, run_id: str,
+                             grace_s: float) -> tuple[float, str]:
+    """``stop_wait``; for a low-communication run this machine has no round of (a run
+    launched with ``--detach``, never followed since), rank 0's newest round as the master's
+    host holds it: a detached run's stop finishes the round under way and checkpoints too."""
+    wait, said = stop_wait(config, run_id, grace_s)
+    if said or config.run.exchange != "local":
+        return wait, said
+    events = f"{run_dir_for(config, run_id)}/{IN_RUN_DIR.events(0)}"
+    try:
+        transport = await pool.get(config.master_name)
+        done = await transport.run(f"tail -c {TAIL_READ_BYTES} {shell_path(events)} "
+                                   "2>/dev/null || true", timeout=30.0)
+    except (CorralError, OSError, asyncio.TimeoutError) as exc:  # the stop says it too
+        logger.warning("could not read the newest round of %s: %s", run_id, exc)
+        return wait, said
+    return round_wait(newest_round(done.stdout.splitlines()), grace_s)
 
 
 def run_pattern(run_id: str) -> str:
@@ -144,13 +167,15 @@ def stop_script(run_dir: str, host_name: str, run_id: str, grace_s: float,
     """The shell script that stops one host's part of the run and prints what is left
     (``host``: its section, for a host with a container: the run's containers go too)."""
     # Tells the tailers that this launcher ends because it was stopped, not by a failure
-    # (only while it has not ended by itself: a finished run keeps its outcome).
+    # (only while it has not ended by itself: a finished run keeps its outcome), and the
+    # launcher the grace it gives its ranks before it KILLs them itself (``trainer.launcher``):
+    # the KILL comes even if this script is cut off (its channel lost, corral ended).
     stopped_file = shlex.quote(IN_RUN_DIR.host_file(host_name, "stopped"))
     ticks = max(round(grace_s * 10), 0)  # tenths of a second
     return (
         f"pat={shlex.quote(run_pattern(run_id))}; "
         + owned_group_function(run_dir, host_name)
-        + f'[ -n "$pg" ] && : > {stopped_file}; '
+        + f'[ -n "$pg" ] && echo {grace_s:g} > {stopped_file}; '
         # The group as found now, its leader the run's launcher: its members stay the run's
         # own for the seconds of this stop even once the leader is gone (an id is not reused
         # while a group holds it). In a container, the leader (the host's shell) ends as
@@ -161,6 +186,7 @@ def stop_script(run_dir: str, host_name: str, run_id: str, grace_s: float,
         + _term(host, run_id) +
         f"i=0; while alive && [ $i -lt {ticks} ]; do sleep 0.1; i=$((i + 1)); done; "
         '[ -n "$g" ] && kill -s KILL -- "-$g" 2>/dev/null; '
+        + KILL_RANK_GROUPS +
         'pkill -KILL -f "$pat" 2>/dev/null; '
         "i=0; while alive && "
         f"[ $i -lt {KILL_WAIT_S * 10} ]; do sleep 0.1; i=$((i + 1)); done; "
@@ -170,16 +196,31 @@ def stop_script(run_dir: str, host_name: str, run_id: str, grace_s: float,
     )
 
 
+def stop_bound(grace_s: float, host: HostSection | None = None) -> float:
+    """The longest a stop of one host takes, in seconds, once it is reached: ``grace_s``, the
+    ``KILL_WAIT_S`` after KILL, a host's container engine's limits (``container.ENGINE_LIMIT_S``,
+    three calls), and 30 s for the command itself; past it the host counts as unreachable and
+    the stop ends all the same. Hosts are stopped in parallel."""
+    engine = 3 * container.ENGINE_LIMIT_S if host is not None and host.container else 0.0
+    return grace_s + KILL_WAIT_S + engine + 30.0
+
+
 async def stop_host(transport: Transport, run_dir: str, run_id: str, grace_s: float) -> int:
     """Stop the run on ``transport``'s host; return how many of its processes remain."""
     script = stop_script(run_dir, transport.host.name, run_id, grace_s, transport.host)
-    done = await transport.run(script, timeout=grace_s + KILL_WAIT_S
-                               + 3 * container.ENGINE_LIMIT_S + 30.0)
+    done = await transport.run(script, timeout=stop_bound(grace_s, transport.host))
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("remaining "):
             return counted(transport.host.name, line.split()[1])
     raise RuntimeError(f"stop on {transport.host.name} printed no count: {done.stderr[-300:]}")
 
+
+KILL_RANK_GROUPS = ('for p in $(pgrep -f "$pat"); do '
+                    '[ "$(ps -o pgid= -p "$p" 2>/dev/null | tr -d " ")" = "$p" ] '
+                    '&& kill -s KILL -- "-$p" 2>/dev/null; done; ')
+"""Shell: KILL the whole process group of every process of the run that leads one (torchrun
+starts each rank as a session of its own): what a rank started (a tool it runs, a server it
+spawned) goes with it, though its command line names no run."""
 
 GROUP_MEMBERS = ('members() { [ -z "$g" ] || ps -o pid=,stat= -s "$g" 2>/dev/null '
                  "| awk '$2 !~ /^Z/ { print $1 }'; }; ")

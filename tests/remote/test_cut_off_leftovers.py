@@ -22,7 +22,8 @@ from remote.hosts.pool import HostPool
 from remote.records.runs import RunInfo, read_run_info, run_dir_for, write_run_info
 from remote.run.decide_members import members_changed
 from remote.run.leftovers import end_finished_leftovers
-from remote.run.lifecycle import MembershipSeen
+from remote.run.lifecycle import MembershipSeen, Phase
+from remote.run.loop_state import LoopState
 from remote.run.record import RecordMembers, RunRecord
 from trainer.events import MembershipEvent
 from trainer.launch_contract import RUN_ID_ENV
@@ -44,7 +45,9 @@ def test_a_host_cut_off_is_said_and_recorded_as_one_to_finish(tmp_path: Path) ->
                                    hosts=("h0", "h1", "h2"), state="running"))
     seen = MembershipSeen(MembershipEvent(t=5.0, rank=0, generation=1, step=60, change="left",
                                           hosts=("h2",), cause="unreachable", world_size=2))
-    decision = members_changed(config, frozenset(), config.hosts, seen, 5.0)
+    state = LoopState(run_id="c-1", phase=Phase.RUNNING, launching=True, config=config,
+                      followed=read_run_info(config, "c-1"), cluster_hosts=config.hosts)
+    decision = members_changed(state, seen, 5.0)
     record = next(a for a in decision.actions if isinstance(a, RecordMembers))
     assert record.cut_off == ("h2",)
     said = " ".join(getattr(e, "text", "") for e in decision.events)
@@ -56,7 +59,7 @@ def test_a_host_cut_off_is_said_and_recorded_as_one_to_finish(tmp_path: Path) ->
     assert info.state == "completed" and info.left_hosts == ("h2",)
     assert info.suspect_hosts == ("h2",) and "h2 cut off at step 60" in info.cleanup
     asked = replace(seen, event=replace(seen.event, cause="asked"))
-    calm = members_changed(config, frozenset(), config.hosts, asked, 5.0)
+    calm = members_changed(state, asked, 5.0)
     assert next(a for a in calm.actions if isinstance(a, RecordMembers)).cut_off == ()
 
 

@@ -11,22 +11,24 @@ import pytest
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection, SshSection
 from remote.events import HostStatus, LogLine, RunEvent, RunStatus, StopReport
 from remote.records.runs import RunInfo
-from remote.run import decide as act
+from remote.run import actions as act
+from remote.run import follow_facts as ff
 from remote.run import lifecycle as sig
+from remote.run.deadlines import (
+    DONE_GRACE_S,
+    FAILURE_SETTLE_S,
+    HOT_PATH_WAIT_S,
+    LAUNCH_STOP_GRACE_S,
+    STOP_GRACE_ON_FAILURE_S,
+)
 from remote.run.decide import (
     Action,
     LoopState,
     decide,
     kept_outcome,
 )
-from remote.run.decide_members import (
-    ForgetJoin,
-    MembersChanged,
-    StopJoiner,
-    TailJoiner,
-    hot_path_refusal,
-)
-from remote.run.failures import Cause, HostLost
+from remote.run.decide_waits import DeclareHung, Waits
+from remote.run.failures import Cause, Failure, HostLost, Severity
 from remote.run.lifecycle import (
     Finding,
     Heard,
@@ -34,9 +36,14 @@ from remote.run.lifecycle import (
     RunOutcome,
     StopCause,
 )
-from remote.run.record import AskStop, RecordLaunched, RecordMembers, RecordState, RecordSuspects
-from remote.run.stop import LAUNCH_STOP_GRACE_S, STOP_GRACE_ON_FAILURE_S
-from trainer.events import MembershipEvent
+from remote.run.record_changes import (
+    AskStop,
+    RecordCleanup,
+    RecordDropped,
+    RecordLaunched,
+    RecordState,
+    RecordSuspects,
+)
 
 RUN = "rep-20260101-000001-aaaaaa"
 T = 1234.5
@@ -161,39 +168,105 @@ def test_a_stop_that_left_processes_says_so_in_the_outcome() -> None:
 
 
 def test_the_loop_decides_every_stop_of_an_attempt() -> None:
-    events, state, actions = _fold(_state(), sig.RanksLinger(left=("h1",), waited_s=61.0))
-    assert isinstance(events[0], LogLine)
-    assert "processes on h1 have not exited; ending them" in events[0].text
-    assert actions == [act.LingerEnded(61.0), act.StopHosts(grace_s=STOP_GRACE_ON_FAILURE_S,
-                                                    hosts=("h1",), meanwhile=True)]
-    assert not state.stops and state.stop_in_flight  # the run still completed
-
-    events, state, actions = _fold(_state(), sig.CauseSettled(cause=None, left=("h1",)))
-    assert _ended(events).state == "stopping" and state.phase is Phase.STOPPING
-    assert state.stops == {StopCause.FAILURE}
-    assert actions[0] == act.MarkStop(StopCause.FAILURE)  # before the stop starts
-    assert _stops(actions) == [act.StopHosts(grace_s=STOP_GRACE_ON_FAILURE_S, hosts=("h1",),
-                                         meanwhile=True)]
-
     # Launchers that all ended by themselves: the straggler sweep, then the end.
     events, _, actions = _fold(_state(), sig.AttemptEnded(final=FAILED, lost={}),
                                sig.StopFound(StopReport(run_id=RUN), swept=True))
     assert _ended(events).state == "failed" and _stops(actions) == [SWEEP]
 
     failed = sig.LaunchFailed("launch failed on h1: refused", failed_host="h1",
-                          may_have_started=True)
+                              may_have_started=True)
     events, state, actions = _fold(_state(phase=Phase.LAUNCHING), failed)
     assert _ended(events).state == "failed" and state.phase is Phase.ENDED
     # The lock goes before the final status is recorded (its reader stops reading there).
     assert actions == [act.StopHosts(grace_s=LAUNCH_STOP_GRACE_S), act.Unlock(),
                        RecordState("failed", failed.detail)]
 
-    following = _state(launching=False)  # following changes nothing on the hosts
-    for signal in (sig.RanksLinger(left=("h1",), waited_s=61.0), sig.CauseSettled(cause=None,
-                                                                           left=("h1",))):
-        assert decide(following, signal, T).events == []
-        assert decide(following, signal, T).actions == []
-    assert not _stops(_fold(following, sig.AttemptEnded(final=FAILED, lost={}))[2])
+
+def _tick(after_s: float) -> ff.Tick:
+    return ff.Tick(T + after_s, running=("h0", "h2"), cause=None)
+
+
+SEEN, HOT_SEEN = ff.FailureSeen("h1", T, hot_path=False), ff.FailureSeen("h1", T, hot_path=True)
+SETTLE = act.StopHosts(grace_s=STOP_GRACE_ON_FAILURE_S, hosts=("h0", "h2"), meanwhile=True)
+
+
+@pytest.mark.parametrize(("facts", "stops_at", "said"), [
+    pytest.param([SEEN, ff.CauseKnown(T + 1), _tick(1)], 2, "", id="settle: the cause known"),
+    pytest.param([SEEN, _tick(FAILURE_SETTLE_S - 0.5), _tick(FAILURE_SETTLE_S)], 2, "",
+                 id="settle: its wait passed"),
+    pytest.param([HOT_SEEN, ff.CauseKnown(T + 1), _tick(1), _tick(HOT_PATH_WAIT_S - 0.5),
+                  _tick(HOT_PATH_WAIT_S)], 4, "did not go on within 20 s: the live leave was "
+                 "not taken; falling back", id="hot path: waited, then the fallback"),
+    pytest.param([HOT_SEEN, ff.FailureGone(T + 5), _tick(HOT_PATH_WAIT_S + 1)], None,
+                 "h1 failed; waiting up to 20 s for the other hosts", id="hot path: taken"),
+    pytest.param([HOT_SEEN, ff.FailureSeen("h0", T + 1, hot_path=False),
+                  ff.CauseKnown(T + 1), _tick(1)], 3, "", id="hot path: closed by the master"),
+    pytest.param([ff.AllRanksDone(T), _tick(DONE_GRACE_S - 0.5), _tick(DONE_GRACE_S)], 2,
+                 "every rank finished 60 s ago but processes on h0, h2 have not exited",
+                 id="linger"),
+    pytest.param([ff.AllRanksDone(T), _tick(DONE_GRACE_S), ff.AllRanksDone(T + 70),
+                  _tick(DONE_GRACE_S + 70)], 1, "", id="linger: ended once"),
+])
+def test_the_loop_keeps_the_follower_s_deadlines(facts: list[ff.Fact], stops_at: int | None,
+                                                 said: str) -> None:
+    """The follower reports what it saw and when; the loop says when waiting ends: a
+    failure's cause settled, the hot path's wait and its fallback, lingering processes."""
+    for launching in (True, False):
+        state, stopped, lines = _state(launching=launching), [], []
+        for i, fact in enumerate(facts):
+            decision = decide(state, fact, T - 100)  # the fact's own time counts
+            state = decision.state
+            stopped += [(i, a) for a in decision.actions if isinstance(a, act.StopHosts)]
+            lines += [e.text for e in decision.events if isinstance(e, LogLine)]
+            assert all(e.t == fact.t for e in decision.events)
+        if not launching:  # following changes nothing on the hosts
+            assert stopped == [] and not state.stops
+            continue
+        assert stopped == ([] if stops_at is None else [(stops_at, SETTLE)])
+        assert not said or any(said in line for line in lines), lines
+        lingered = isinstance(facts[0], ff.AllRanksDone)  # the run still completed
+        assert (state.phase is Phase.STOPPING) is (stops_at is not None and not lingered)
+
+
+def test_the_stop_of_a_failure_and_of_lingering_processes() -> None:
+    facts: list[Heard] = [SEEN, ff.CauseKnown(T), _tick(0)]
+    events, state, actions = _fold(_state(), *facts)
+    assert _ended(events).state == "stopping" and state.phase is Phase.STOPPING
+    assert actions[0] == act.MarkStop(StopCause.FAILURE)  # before the stop starts
+    assert _stops(actions) == [SETTLE] and state.stop_in_flight
+    events, state, actions = _fold(_state(), ff.AllRanksDone(T - 61), _tick(0))
+    assert "processes on h0, h2 have not exited; ending them" in events[0].text  # type: ignore[union-attr]
+    assert actions == [act.LingerEnded(61.0), SETTLE]
+    assert not state.stops and state.stop_in_flight  # the run still completed
+    _, following, _ = _fold(_state(launching=False), SEEN)
+    assert "`corral stop rep-20260101-000001-aaaaaa`" in decide(
+        _state(launching=False), SEEN, T).events[0].text  # type: ignore[union-attr]
+    assert following.waits.failed_at == T
+
+
+HUNG = Failure(host="h1", rank=1, t=T, severity=Severity.RANK_DIED, why="hung: no step")
+
+
+@pytest.mark.parametrize(("launching", "before", "declared"), [
+    (True, [], True),
+    (True, [ff.HangSeen(HUNG, T - 1)], False),  # declared once
+    (True, [SEEN], False),  # a failure is waited on already: its cause comes first
+    (False, [], False),  # only the launching process declares a hang
+])
+def test_a_hang_is_declared_once_by_the_launching_process(launching: bool, before: list[Heard],
+                                                          declared: bool) -> None:
+    state = _fold(_state(launching=launching), *before)[1] if before else _state(
+        launching=launching)
+    actions = decide(state, ff.HangSeen(HUNG, T), T).actions
+    assert (actions == [DeclareHung(HUNG)]) is declared
+    assert declared or actions == []
+
+
+def test_a_new_attempt_has_deadlines_of_its_own() -> None:
+    _, state, _ = _fold(_state(), SEEN, ff.AllRanksDone(T))
+    assert state.waits.failed_at == T
+    _, state, _ = _fold(replace(state, phase=Phase.LAUNCHING), sig.TailsOpen())
+    assert state.waits == Waits()
 
 
 def test_a_launch_moves_through_its_phases_and_records_its_facts() -> None:
@@ -234,7 +307,8 @@ def test_a_lost_host_is_dropped_and_the_batch_re_split() -> None:
                                              swept=True))
     assert [h.name for h in state.config.hosts] == ["h0", "h1"]
     assert state.config.run.split is None and state.restarts == 0
-    assert act.DropHosts(frozenset({"h2"})) in actions
+    assert act.DropHosts(frozenset({"h2"})) in actions  # its connections; its record:
+    assert RecordDropped(("h0", "h1"), frozenset({"h2"})) in actions
     dropped = [e for e in events if isinstance(e, HostStatus)]
     assert dropped == [HostStatus(t=T, host="h2", state="failed",
                                   detail="dropped from the run: unreachable (last step 7)")]
@@ -250,16 +324,59 @@ def test_a_host_failing_twice_in_a_row_is_dropped_like_a_lost_one() -> None:
     assert act.DropHosts(frozenset({"h1"})) in actions and state.restarts == 1
 
 
+HOSTS = ("h0", "h1", "h2")
+WHOLE = act.StopHosts(grace_s=10.0, hosts=HOSTS, asked=True)
+
+
+@pytest.mark.parametrize(("launching", "phase", "restarts", "recorded", "then"), [
+    pytest.param(True, Phase.RUNNING, 3, "running",
+                 [RecordState("stopping"), WHOLE], id="the launching process, running"),
+    pytest.param(True, Phase.CHECKING, 0, "checking",
+                 [RecordState("stopping"), act.EndCommands()], id="no launcher started yet"),
+    pytest.param(True, Phase.PUSHING, 0, "pushing",
+                 [RecordState("stopping"), act.EndCommands()], id="pushing"),
+    pytest.param(True, Phase.LAUNCHING, 0, "launching",
+                 [RecordState("stopping"), WHOLE], id="a launch began: the whole stop"),
+    pytest.param(True, Phase.CHECKING, 1, "launching",
+                 [RecordState("stopping"), WHOLE], id="a restart's check: an attempt ran"),
+    pytest.param(False, Phase.RUNNING, 0, "running",
+                 [RecordState("stopping"), AskStop(), act.UnlockAbandoned(), WHOLE],
+                 id="another process launched it: told, its lock released"),
+    pytest.param(False, Phase.RUNNING, 0, "completed", [act.UnlockAbandoned(), WHOLE],
+                 id="an ended run keeps its outcome"),
+])
+def test_a_user_s_stop_is_a_signal_answered_with_actions(
+        launching: bool, phase: Phase, restarts: int, recorded: str,
+        then: list[Action]) -> None:
+    asked = sig.StopAsked(recorded=recorded, hosts=HOSTS, grace_s=10.0)
+    state = replace(_state(launching=launching), phase=phase, restarts=restarts)
+    _, state, actions = _fold(state, asked)
+    assert actions == [act.MarkStop(StopCause.REQUESTED), *then]
+    assert state.stops == {StopCause.REQUESTED} and state.asked == asked
+    found = StopReport(run_id=RUN, remaining={"h0": 0})
+    _, state, actions = _fold(state, sig.StopMade(found))  # no loop follows it here
+    stopped = [RecordState("stopped")] if recorded not in ("completed",) else []
+    assert actions == [RecordCleanup(found), *stopped] and state.asked is None
+
+
+def test_a_resumed_run_s_stop_while_checking_is_the_whole_one() -> None:
+    """Its earlier launch's processes may be on the hosts (a cut-off host's, say)."""
+    resumed = replace(_info("running"), pgids={"h0": 4242})
+    state = replace(_state(followed=resumed), phase=Phase.CHECKING)
+    actions = decide(state, sig.StopAsked(recorded="checking", hosts=HOSTS), T).actions
+    assert actions[-1] == WHOLE
+
+
 def test_a_stop_asked_is_recorded_and_never_restarted() -> None:
-    _, state, actions = _fold(_state(restarts=3), sig.StopAsked(recorded="running"))
-    assert state.stops == {StopCause.REQUESTED}
-    assert actions == [act.MarkStop(StopCause.REQUESTED), RecordState("stopping"), AskStop()]
+    asked = sig.StopAsked(recorded="running", hosts=HOSTS, following=True)
+    _, state, _ = _fold(_state(restarts=3), asked)
+    _, _, actions = _fold(state, sig.StopMade(StopReport(run_id=RUN, remaining={"h0": 0})))
+    assert RecordState("stopped") not in actions  # the loop that follows it records the end
     events, state, actions = _fold(state, sig.AttemptEnded(final=FAILED, lost={}),
                                    sig.StopFound(StopReport(run_id=RUN), swept=True))
     assert _ended(events).state == "failed" and _ended(events).detail == FAILED.detail
-    _, state, actions = _fold(_state(), sig.StopAsked(recorded="completed"))
-    assert actions == [act.MarkStop(StopCause.REQUESTED)]  # its outcome stays
-    assert state.stops == {StopCause.REQUESTED}
+    _, _, actions = _fold(state, sig.StopMade(StopReport(run_id=RUN, remaining={"h0": 2})))
+    assert actions == [RecordCleanup(StopReport(run_id=RUN, remaining={"h0": 2}))]
 
 
 def test_the_decision_does_no_io() -> None:
@@ -280,120 +397,3 @@ def test_the_decision_does_no_io() -> None:
     called = {n.func.id for n in ast.walk(tree)
               if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
     assert "open" not in called
-
-
-def _membership(change: str, hosts: tuple[str, ...], *, step: int = 7,
-                cause: str | None = None, generation: int = 1,
-                world_size: int = 2) -> sig.MembershipSeen:
-    return sig.MembershipSeen(MembershipEvent(
-        t=T, rank=0, generation=generation, step=step, change=change,  # type: ignore[arg-type]
-        hosts=hosts, cause=cause, world_size=world_size, seconds_to_step=1.5,
-        reason="wrong torch" if change == "refused" else None))
-
-
-def _names(state: LoopState) -> tuple[str, ...]:
-    return tuple(h.name for h in state.config.hosts)
-
-
-@pytest.mark.parametrize(("before_left", "seen", "hosts", "left", "status", "detail"), [
-    ((), _membership("left", ("h2",), cause="asked"), ("h0", "h1"), ("h2",), "left",
-     "left at step 7 (asked)"),
-    ((), _membership("left", ("h1",), cause="ranks_died"), ("h0", "h2"), ("h1",), "left",
-     "left at step 7 (ranks_died)"),
-    (("h2",), _membership("joined", ("h2",), step=12, generation=2, world_size=3),
-     ("h0", "h1", "h2"), (), "running", "joined at step 12"),
-])
-def test_a_membership_change_is_said_recorded_and_told_to_the_follower_without_a_restart(
-        before_left: tuple[str, ...], seen: sig.MembershipSeen, hosts: tuple[str, ...],
-        left: tuple[str, ...], status: str, detail: str) -> None:
-    state = _state(on_host_loss="continue")
-    state = replace(state, cluster_hosts=state.config.hosts, left=frozenset(before_left),
-                    config=replace(state.config, hosts=tuple(
-                        h for h in state.config.hosts if h.name not in before_left)))
-    events, after, actions = _fold(state, seen)
-    assert after.phase is Phase.RUNNING and _names(after) == hosts  # no stop, no restart
-    assert after.left == frozenset(left)
-    changed = frozenset(seen.event.hosts)
-    assert actions == [RecordMembers(hosts=hosts, left=left),
-                       MembersChanged(left=changed if status == "left" else frozenset(),
-                                          joined=frozenset() if status == "left" else changed)]
-    assert events[0] == HostStatus(t=T, host=seen.event.hosts[0], state=status,  # type: ignore[arg-type]
-                                   detail=detail)
-    assert isinstance(events[1], LogLine) and f"generation {seen.event.generation}" in \
-        events[1].text and "1.5 s" in events[1].text
-
-
-def test_a_refused_join_leaves_the_run_untouched_and_names_why() -> None:
-    state = _state(on_host_loss="continue")
-    events, after, actions = _fold(state, _membership("refused", ("h2",)))
-    assert after == state and actions == []
-    assert [e.text for e in events if isinstance(e, LogLine)] == [
-        "join of h2 refused: wrong torch; the run goes on unchanged"]
-
-
-@pytest.mark.parametrize(("on_host_loss", "port", "host", "why"), [
-    ("continue", 31000, "h1", None),
-    ("continue", 31000, "h0", "h0 is the master's host"),
-    ("continue", 0, "h1", "no live membership"),
-    ("stop", 31000, "h1", 'on_host_loss = "stop"'),
-])
-def test_the_hot_path_is_taken_where_it_can_be_and_the_fallback_names_why(
-        on_host_loss: str, port: int, host: str, why: str | None) -> None:
-    state = _state(on_host_loss=on_host_loss)
-    info = replace(_info("running"), membership_port=port)
-    refusal = hot_path_refusal(state.config, info, host)
-    assert refusal is None if why is None else why in (refusal or "")
-
-
-def _two_and_a_joiner() -> LoopState:
-    """h0 and h1 train; h2 (of cluster.toml) is not in the run: it left at step 3."""
-    state = _state(on_host_loss="continue")
-    return replace(state, cluster_hosts=state.config.hosts, left=frozenset({"h2"}),
-                   config=replace(state.config, hosts=state.config.hosts[:2]))
-
-
-LAUNCHED = sig.JoinLaunched(host="h2", pgid=4242, asked=T - 20.0)
-
-
-@pytest.mark.parametrize(("after_launch", "hosts", "status", "said", "forgotten"), [
-    ((), ("h0", "h1", "h2"), "joining", "launcher started (pgid 4242) 20.0 s after", ()),
-    ((_membership("joined", ("h2",), generation=2, world_size=3),),
-     ("h0", "h1", "h2"), "running", "h2 joined at step 7", ("h2",)),
-    ((sig.JoinEnded(host="h2", detail="its launcher ended with status 1"),), ("h0", "h1"),
-     "failed", "join of h2 failed: its launcher ended with status 1", ("h2",)),
-    ((_membership("refused", ("h2",)),),
-     ("h0", "h1"), "failed", "join of h2 failed: refused by rank 0: wrong torch", ("h2",)),
-    # the launcher's end after rank 0 let it in is no failed join: nothing said or done
-    ((_membership("joined", ("h2",)), sig.JoinEnded(host="h2", detail="status 0")),
-     ("h0", "h1", "h2"), "running", "h2 joined at step 7", ("h2",)),
-])
-def test_a_join_is_counted_followed_then_let_in_or_taken_out_again(
-        after_launch: tuple[Heard, ...], hosts: tuple[str, ...], status: str, said: str,
-        forgotten: tuple[str, ...]) -> None:
-    events, after, actions = _fold(_two_and_a_joiner(), LAUNCHED, *after_launch)
-    assert after.phase is Phase.RUNNING and _names(after) == hosts  # no stop, no restart
-    assert (after.left, after.joining) == (frozenset(), {"h2"} if status == "joining" else set())
-    # counted in the run at once (a stop reaches it, it is no host that left), then settled
-    records = [a for a in actions if isinstance(a, RecordMembers)]
-    assert records[0] == RecordMembers(hosts=("h0", "h1", "h2"), left=())
-    assert records[-1] == RecordMembers(hosts=hosts, left=())
-    assert TailJoiner("h2") in actions and not _stops(actions)
-    assert [a.host for a in actions if isinstance(a, ForgetJoin)] == list(forgotten)
-    states = [e.state for e in events if isinstance(e, HostStatus)]
-    assert (states[0], states[-1]) == ("joining", status)
-    assert any(said in e.text for e in events if isinstance(e, LogLine))
-
-
-def test_a_join_record_of_a_host_in_the_run_is_only_forgotten() -> None:
-    state = _state(on_host_loss="continue")
-    events, after, actions = _fold(state, LAUNCHED)
-    assert events == [] and after == state and actions == [ForgetJoin("h2")]
-
-
-def test_a_joiner_the_run_ended_without_is_stopped_and_taken_out() -> None:
-    ended = sig.JoinEnded("h2", detail="the run ended before rank 0 let it in", running=True)
-    events, after, actions = _fold(_two_and_a_joiner(), LAUNCHED, ended)
-    assert _names(after) == ("h0", "h1") and after.joining == frozenset()
-    assert actions[-3:] == [StopJoiner("h2"), RecordMembers(hosts=("h0", "h1"), left=()),
-                            ForgetJoin("h2")]
-    assert "join of h2 failed: the run ended before rank 0 let it in" in events[-1].text  # type: ignore[union-attr]

@@ -12,10 +12,10 @@ import pytest
 from remote.api import HostStatus, RunStatus
 from remote.records.collected import CollectedCopy
 from remote.run.controller import SshRunController
-from remote.run.decide import restart_refusal
 from remote.run.failures import Cause
 from remote.run.lifecycle import RunOutcome
 from remote.run.monitor import RunMonitor
+from remote.run.restart_policy import restart_refusal
 
 try:
     import runkit

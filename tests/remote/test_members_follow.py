@@ -1,8 +1,8 @@
 """A host that left the run live is no failure of it (issue 61): its ranks' failed ends, its
 launcher's exit and its tail's loss are forgotten once the survivors' ``membership`` event is
 heard, and the run still completes on the others; with the hot path open the follower waits
-for that event (``HOT_PATH_WAIT_S``) instead of calling the run failed after
-``FAILURE_SETTLE_S`` (no processes: the monitor and the follower's settle wait alone)."""
+for that event instead of calling the run failed (no processes: the monitor and the facts the
+follower reports, whose deadlines the loop keeps: tests/remote/test_decide.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
 from remote.events import RunOutcome
 from remote.records.runs import RunInfo
-from remote.run.decide_members import HOT_PATH_WAIT_S
 from remote.run.failures import HostLost
-from remote.run.follower import FAILURE_SETTLE_S, RunFollower
+from remote.run.follow_facts import FailureGone, FailureSeen, Tick
+from remote.run.follower import RunFollower
 from remote.run.lifecycle import StopRequest
 from remote.run.monitor import RunMonitor
 
@@ -61,21 +61,26 @@ def _follower(tmp_path: Path, *, on_host_loss: str, port: int) -> RunFollower:
     return RunFollower(config, None, info, launching=True, stop=StopRequest())  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("on_host_loss", "port", "failed", "wait"), [
-    ("continue", 31000, "b", HOT_PATH_WAIT_S),  # the survivors take b out themselves
-    ("continue", 31000, "a", FAILURE_SETTLE_S),  # the master's host: the restart path
-    ("continue", 0, "b", FAILURE_SETTLE_S),  # no membership port (a script run)
-    ("stop", 31000, "b", FAILURE_SETTLE_S),
+@pytest.mark.parametrize(("on_host_loss", "port", "failed", "hot"), [
+    ("continue", 31000, "b", True),  # the survivors take b out themselves
+    ("continue", 31000, "a", False),  # the master's host: the restart path
+    ("continue", 0, "b", False),  # no membership port (a script run)
+    ("stop", 31000, "b", False),
 ])
-def test_the_follower_waits_for_the_survivors_only_where_the_hot_path_is_open(
-        tmp_path: Path, on_host_loss: str, port: int, failed: str, wait: float) -> None:
+def test_the_follower_reports_a_failure_with_whether_the_hot_path_is_open(
+        tmp_path: Path, on_host_loss: str, port: int, failed: str, hot: bool) -> None:
+    """It reports, the loop waits (``HOT_PATH_WAIT_S`` for a hot one: test_decide.py)."""
     follower = _follower(tmp_path, on_host_loss=on_host_loss, port=port)
     rank = 0 if failed == "a" else 1
     follower.monitor.observe(_start(failed, rank))
     follower.monitor.observe(_end(failed, rank, "failed", error="killed"))
-    assert follower._settle_wait() == wait
+    facts = follower.facts(None)
+    seen = [f for f in facts if isinstance(f, FailureSeen)]
+    assert [(f.host, f.hot_path) for f in seen] == [(failed, hot)]
+    assert isinstance(facts[-1], Tick) and facts[-1].t == seen[0].t
+    assert not [f for f in follower.facts(None) if isinstance(f, FailureSeen)]  # said once
     follower.members_changed(frozenset({failed}), frozenset())
-    assert follower.failed_at is None and not follower.monitor.failing
+    assert [type(f) for f in follower.facts(None)] == [FailureGone, Tick]
 
 
 def test_a_join_record_is_heard_once_and_a_joiners_end_before_it_is_let_in_is_no_failure(

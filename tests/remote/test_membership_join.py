@@ -34,7 +34,8 @@ from remote.run.join import (
     write_join_record,
 )
 from remote.run.launch import torchrun_command
-from remote.run.lifecycle import JoinLaunched
+from remote.run.lifecycle import JoinLaunched, Phase
+from remote.run.loop_state import LoopState
 from remote.run.stream import tailer_paths
 from tests.remote.test_membership_leave import _cluster  # the same cluster and run record
 from trainer.membership.contract import (
@@ -179,8 +180,10 @@ def test_a_joiner_is_said_to_be_let_in_where_the_runs_mode_admits_it(
         tmp_path: Path, run: str, at: str) -> None:
     config = load_cluster(_cluster(tmp_path, RUNNING, run=run))
     ab = replace(config, hosts=config.hosts[:2])  # the run's hosts; c joins
-    said = join_launched(ab, frozenset(), frozenset(), config.hosts,
-                         JoinLaunched(host="c", pgid=7, asked=1.0), t=3.0).events
+    state = LoopState(run_id="r", phase=Phase.RUNNING, launching=True, config=ab,
+                      followed=RunInfo(run_id="r", cluster="c", state="running", started=1.0,
+                                       hosts=("a", "b")), cluster_hosts=config.hosts)
+    said = join_launched(state, JoinLaunched(host="c", pgid=7, asked=1.0), t=3.0).events
     assert [e.detail for e in said if isinstance(e, HostStatus)] == [f"launched; let in {at}"]
     [line] = [e.text for e in said if isinstance(e, LogLine)]
     assert line.endswith(f"2.0 s after `corral join`; rank 0 lets it in {at}"), line

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from remote.checks.membership_port import membership_refusal, wants_membership_port
 from remote.checks.plan import LaunchFacts, plan_cluster
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
+from remote.config.live_membership import membership_refusal, wants_membership_port
 from remote.config.read import parse_cluster
 from remote.run.decide_members import host_loss_line
 from remote.run.launch import LaunchPlan, launcher_command

@@ -167,8 +167,8 @@ async def test_a_host_lost_for_good_is_left_behind_and_the_run_completes_in_the_
 
 
 def test_a_host_failing_attempts_in_a_row_counts_as_lost() -> None:
-    from remote.run.decide import REPEATED_FAILURES, count_failure
     from remote.run.lifecycle import Finding, RunOutcome
+    from remote.run.restart_policy import REPEATED_FAILURES, count_failure
 
     def failed(host: str | None) -> Finding:
         return Finding(RunOutcome.FAILED, detail="x", failed_host=host)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from remote.api import LogLine, RankEvent
-from remote.run.decide import restart_note, restart_refusal
 from remote.run.failures import Cause
 from remote.run.lifecycle import Finding, StopCause
 from remote.run.monitor import RunMonitor
+from remote.run.restart_policy import restart_note, restart_refusal
 from remote.run.stream import LauncherExit, RankOwned
 from trainer.events import EndEvent, StartEvent
 

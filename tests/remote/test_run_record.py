@@ -25,7 +25,8 @@ from remote.run.lifecycle import (
     StopAsked,
     TailsOpen,
 )
-from remote.run.record import RecordChange, RecordState, RunRecord
+from remote.run.record import RunRecord
+from remote.run.record_changes import RecordChange, RecordState
 from trainer.events import MembershipEvent
 from trainer.run_layout import RunLayout
 

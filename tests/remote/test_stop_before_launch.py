@@ -16,9 +16,8 @@ import pytest
 import remote.run.handle as handle_module
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
 from remote.events import StopReport
-from remote.records.runs import read_run_info
+from remote.records.runs import read_run_info, write_run_info
 from remote.run.controller import SshRunController
-from remote.run.lifecycle import Phase
 
 
 def _config(tmp_path: Path) -> ClusterConfig:
@@ -30,11 +29,11 @@ def _config(tmp_path: Path) -> ClusterConfig:
                          hosts=(host,))
 
 
-@pytest.mark.parametrize(("phase", "scripted"), [
-    (Phase.CHECKING, False), (Phase.PUSHING, False),
-    (Phase.LAUNCHING, True), (Phase.RUNNING, True)])
-async def test_a_stop_runs_the_stop_script_only_once_a_launch_began(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, phase: Phase, scripted: bool) -> None:
+async def test_a_stop_while_checking_runs_no_stop_script(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which phase gets which stop is a table of ``decide`` (tests/remote/test_decide.py:
+    ``test_a_user_s_stop_is_a_signal_answered_with_actions``); here the handle carries the
+    stop out where a Ctrl-C finds a run just started, and records it ``stopped``."""
     config = _config(tmp_path)
     stopped: list[dict[str, Any]] = []
 
@@ -45,32 +44,34 @@ async def test_a_stop_runs_the_stop_script_only_once_a_launch_began(
     monkeypatch.setattr(handle_module, "stop_run", stop_run)
     controller = SshRunController(config)
     try:
-        handle = await controller.start()
-        handle._state = replace(handle._state, phase=phase)  # where the Ctrl-C found the run
+        handle = await controller.start()  # checking: no launcher started yet
         report = await handle.stop()
     finally:
         await controller.aclose()
-    assert report.clean
-    assert [kw["grace_s"] for kw in stopped] == ([10.0] if scripted else [])
-    assert read_run_info(config, handle.run_id).state == "stopped"
+    assert report.clean and stopped == []
+    info = read_run_info(config, handle.run_id)
+    assert info.state == "stopped" and info.cleanup  # what the stop found, recorded
 
 
-async def test_a_restart_s_check_is_stopped_whole(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """A later attempt's check may find an earlier attempt's ranks on a cut-off host."""
+async def test_a_stop_of_a_run_another_process_follows_is_the_whole_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = _config(tmp_path)
-    stopped: list[str] = []
+    stopped: list[dict[str, Any]] = []
 
     async def stop_run(*args: Any, **kwargs: Any) -> StopReport:
-        stopped.append(args[2])
+        stopped.append(kwargs)
         return StopReport(run_id=args[2], remaining={"m": 0})
 
     monkeypatch.setattr(handle_module, "stop_run", stop_run)
     controller = SshRunController(config)
     try:
-        handle = await controller.start()
-        handle._state = replace(handle._state, restarts=1)
-        await handle.stop()
+        started = await controller.start()
+        record = read_run_info(config, started.run_id)
+        write_run_info(config, replace(record, state="running", pgids={"m": 4242}))
+        handle = await controller.attach(started.run_id)  # as `corral stop RUN` does
+        report = await handle.stop()
     finally:
         await controller.aclose()
-    assert stopped == [handle.run_id]
+    assert report.clean
+    assert [(kw["grace_s"], kw["hosts"]) for kw in stopped] == [(10.0, ["m"])]
+    assert read_run_info(config, handle.run_id).state == "stopped"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from trainer_runs import REPO
@@ -85,3 +86,26 @@ def test_a_repeat_handled_after_a_long_collective_is_the_same_request() -> None:
     # Each was held in its wait the whole time: what was told apart was the arrival.
     for out in (repeat_out, second_out):
         assert float(out.splitlines()[1].split()[1]) >= 2.9, out
+
+
+@pytest.mark.parametrize(("written", "waits"), [
+    ("2\n", 2.0),  # the grace `corral stop` gave: the launcher KILLs its ranks then
+    ("0.5\n", 0.5),
+    (None, 600.0),  # a TERM from elsewhere: a local-mode round may end first
+    ("garbled", 600.0),
+    ("99999\n", 600.0),  # never beyond the stop's limit
+])
+def test_a_stopped_launcher_waits_the_grace_the_stop_wrote(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: str | None,
+        waits: float) -> None:
+    from trainer.launch_contract import HOST_ENV, STOP_WAIT_LIMIT_S
+    from trainer.launcher import stop_grace
+    from trainer.run_layout import IN_RUN_DIR
+
+    monkeypatch.chdir(tmp_path)  # the launcher runs in the run directory
+    monkeypatch.setenv(HOST_ENV, "h1")
+    if written is not None:
+        stopped = tmp_path / IN_RUN_DIR.host_file("h1", "stopped")
+        stopped.parent.mkdir(parents=True)
+        stopped.write_text(written)
+    assert stop_grace() == min(waits, STOP_WAIT_LIMIT_S)
