@@ -130,6 +130,8 @@ class RunFigures:
             self.rebalances = [r for r in self.rebalances if r.step < event.step] + [event]
         elif isinstance(event, MembershipEvent):
             self.generations.append(event)
+            if event.change != "refused":  # a step is complete once the ranks in it reported
+                self.world_size = event.world_size
         elif isinstance(event, EvalEvent) and event.rank == 0:
             for name, value in event.all_metrics().items():
                 self._evals.setdefault(name, {})[event.step] = value

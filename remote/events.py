@@ -221,6 +221,9 @@ class RunStatus:
     them."""
     estimate: tuple[HostVerdict, ...] = ()
     """With ``links``: the check's estimate per host (``CheckReport.estimate``)."""
+    wall_s: float | None = None
+    """On a final status: the run's wall time as its record holds it (``RunInfo.wall_s``,
+    what ``corral report`` says); None where the record has none."""
 
 
 RunEvent = RankEvent | HostStatus | LogLine | RunStatus

@@ -93,6 +93,8 @@ class RunModel:
         self.started_t: float | None = None
         """Time of the run's first event (an attached run counts from its real start)."""
         self.finished_t: float | None = None
+        self.recorded_wall_s: float | None = None
+        """The ended run's wall time as its record holds it (the final status says it)."""
         self.hosts: dict[str, HostInfo] = {name: HostInfo() for name in self.host_order}
         self.ranks: dict[int, RankRow] = {}
         self.world_size: int | None = None
@@ -174,7 +176,7 @@ class RunModel:
         if event.links:
             self.links, self.estimate = event.links, event.estimate
         if event.state in FINAL_RUN_STATES:
-            self.finished_t = event.t
+            self.finished_t, self.recorded_wall_s = event.t, event.wall_s
             self._show_run_averages()
         if event.state == "failed":
             self.failed_host, self.failed_rank = event.failed_host, event.failed_rank
@@ -342,13 +344,16 @@ class RunModel:
         return max(0, self.total_steps - s1) * (t1 - t0) / (s1 - s0)
 
     def elapsed_s(self, now: float) -> float | None:
-        """Seconds since the run started; once it ended, the run's wall time (the report's)."""
+        """Seconds since the run started (its first status or trainer event, whichever is
+        older: a seat opened on a running run counts from the record's first line); once it
+        ended, the run's wall time (the report's: the record's, else first event to last)."""
         if self.finished:
-            return self.figures.wall_s
-        if self.started_t is None:
+            return self.recorded_wall_s or self.figures.wall_s
+        starts = [t for t in (self.started_t, self.figures.first_t) if t is not None]
+        if not starts:
             return None
         end = self.finished_t if self.finished_t is not None else now
-        return max(0.0, end - self.started_t)
+        return max(0.0, end - min(starts))
 
     def sorted_ranks(self) -> list[RankRow]:
         """Every rank known, in rank order."""

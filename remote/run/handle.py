@@ -23,7 +23,7 @@ from remote.config.cluster import ClusterConfig
 from remote.config.task_code import UserCode
 from remote.events import FINAL_RUN_STATES, LogLine, RankEvent, RunEvent, RunStatus, StopReport
 from remote.hosts.pool import HostPool
-from remote.records.history import recorded_starts
+from remote.records.replay import RecordReplay
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.run import launch_lock
 from remote.run.decide import (
@@ -106,6 +106,9 @@ class SshRunHandle:
         self._added_pool: HostPool | None = None
         """Reaches the hosts cluster.toml got while the run trains (``_reach``), and the rest."""
         self._retired: list[HostPool] = []
+        self._replay = RecordReplay(local_run_dir(config, info.run_id))
+        """The run's record on this machine, replayed to the seat before anything live: every
+        attempt's and generation's events (a resumed or attached run's whole history)."""
 
     @property
     def config(self) -> ClusterConfig:
@@ -126,6 +129,8 @@ class SshRunHandle:
         relaunched from its newest checkpoint, up to that many times (each restart a
         ``launching`` status and a log line); ``on_host_loss`` may drop a host first."""
         try:
+            for line in self._replay.take():  # the record so far (none for a new run)
+                yield RankEvent(host=line.host, event=line.event)
             if self._launch:
                 await self._carry_out(RecordState(self._state.phase.shown))
                 yield RunStatus(t=time.time(), run_id=self.run_id,
@@ -134,11 +139,8 @@ class SshRunHandle:
                 # It ended before it started a host: nothing to follow, its outcome at once.
                 yield RunStatus(t=time.time(), run_id=self.run_id,
                                 state=self._info.state,  # type: ignore[arg-type]
-                                detail=self._info.detail)
+                                detail=self._info.detail, wall_s=self._info.wall_s)
                 return
-            else:  # the copy's start events are behind its offsets: say what they recorded
-                for line in recorded_starts(local_run_dir(self._cluster_config, self.run_id)):
-                    yield RankEvent(host=line.host, event=line.event)
             while self._state.phase is not Phase.ENDED:
                 async for item in self._act(self._state.phase):
                     if isinstance(item, RunEvent):
@@ -170,6 +172,9 @@ class SshRunHandle:
                     else:
                         yield item
             for event in decision.events:
+                if isinstance(event, RunStatus) and event.state in FINAL_RUN_STATES:
+                    # The wall time its record now holds: every seat's header says the report's.
+                    event = replace(event, wall_s=self._record.recorded().wall_s)
                 yield event
 
     async def _act(self, phase: Phase) -> AsyncIterator[RunEvent | Signal]:
@@ -231,7 +236,7 @@ class SshRunHandle:
         self._follower = RunFollower(self.config, self._pool, self._info,
                                      launching=self._launch, stop=self._stop,
                                      record_error=lambda: self._record.write_error,
-                                     user=self._user)
+                                     user=self._user, replay=self._replay)
         async for item in self._follower.events():
             yield item
 
