@@ -10,6 +10,7 @@ removing or renaming one bumps ``SCHEMA_VERSION``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, get_args
@@ -330,6 +331,12 @@ def event_to_json(event: TrainerEvent) -> str:
     return json.dumps(event_to_dict(event), separators=(",", ":"), allow_nan=False)
 
 
+@functools.cache
+def _field_names(cls: type) -> frozenset[str]:
+    """An event class's field names (read once: a seat's replay parses a whole record)."""
+    return frozenset(field.name for field in dataclasses.fields(cls))
+
+
 def event_from_dict(obj: dict[str, Any]) -> TrainerEvent | None:
     """Build the event for a decoded JSON object; None for a kind this reader does not know.
 
@@ -339,11 +346,9 @@ def event_from_dict(obj: dict[str, Any]) -> TrainerEvent | None:
     cls = EVENT_TYPES.get(str(obj.get("event")))
     if cls is None:
         return None
-    values: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):
-        if field.name in obj:
-            value = obj[field.name]
-            values[field.name] = tuple(value) if isinstance(value, list) else value
+    names = _field_names(cls)
+    values = {name: tuple(value) if isinstance(value, list) else value
+              for name, value in obj.items() if name in names}
     try:
         event: TrainerEvent = cls(**values)
         return event
