@@ -10,7 +10,6 @@ removing or renaming one bumps ``SCHEMA_VERSION``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, get_args
@@ -312,6 +311,9 @@ TrainerEvent = (
 
 EVENT_TYPES: dict[str, type[Any]] = {cls.kind: cls for cls in get_args(TrainerEvent)}
 """Each kind's dataclass, by its ``event`` name (from ``TrainerEvent``: a kind is listed once)."""
+_FIELD_NAMES = {kind: frozenset(f.name for f in dataclasses.fields(cls))
+                for kind, cls in EVENT_TYPES.items()}
+"""Each kind's field names, read once (a seat's replay parses a whole record)."""
 
 
 class EventFormatError(CorralError):
@@ -331,12 +333,6 @@ def event_to_json(event: TrainerEvent) -> str:
     return json.dumps(event_to_dict(event), separators=(",", ":"), allow_nan=False)
 
 
-@functools.cache
-def _field_names(cls: type) -> frozenset[str]:
-    """An event class's field names (read once: a seat's replay parses a whole record)."""
-    return frozenset(field.name for field in dataclasses.fields(cls))
-
-
 def event_from_dict(obj: dict[str, Any]) -> TrainerEvent | None:
     """Build the event for a decoded JSON object; None for a kind this reader does not know.
 
@@ -346,7 +342,7 @@ def event_from_dict(obj: dict[str, Any]) -> TrainerEvent | None:
     cls = EVENT_TYPES.get(str(obj.get("event")))
     if cls is None:
         return None
-    names = _field_names(cls)
+    names = _FIELD_NAMES[cls.kind]
     values = {name: tuple(value) if isinstance(value, list) else value
               for name, value in obj.items() if name in names}
     try:

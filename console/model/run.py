@@ -117,6 +117,7 @@ class RunModel(RunPace):
         self._step_times: deque[tuple[int, float]] = deque(maxlen=ETA_WINDOW)
         self._row_views_cache: tuple[int, list[RowView]] | None = None
         self._ranks_cache: list[RankRow] | None = None
+        self._in_run_cache: tuple[int, list[RankRow]] | None = None
         self.figures = RunFigures()
         """The run's figures, reduced from its events: what the panels show once it ended."""
         self._moves_cache: tuple[int, list[Move]] = (-1, [])
@@ -330,6 +331,15 @@ class RunModel(RunPace):
         if self._ranks_cache is None or len(self._ranks_cache) != len(self.ranks):
             self._ranks_cache = [row for _, row in sorted(self.ranks.items())]
         return self._ranks_cache
+
+    def ranks_in_run(self) -> list[RankRow]:
+        """The ranks in the run now, in rank order: every rank known less those that left (a
+        host that left, or the old rank of one that joined again)."""
+        if self._in_run_cache is None or self._in_run_cache[0] != self.version:
+            rows = [row for row in self.sorted_ranks() if row.end_status != "left"
+                    and self.hosts.get(row.host, HostInfo()).state != "left"]
+            self._in_run_cache = (self.version, rows)
+        return self._in_run_cache[1]
 
     @property
     def shares_tokens(self) -> bool:

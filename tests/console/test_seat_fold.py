@@ -187,3 +187,58 @@ def test_a_seat_opened_mid_run_shows_the_reports_figures_then_and_at_the_end(
         assert_same(model, record.report())  # at the end
     finally:
         record.close()
+
+
+def _fed(model: RunModel, lines: Sequence[Line]) -> None:
+    for host, event in lines:
+        model.apply(RankEvent(host=host, event=event))
+
+
+def test_a_leave_and_a_join_are_decisions_and_one_row_per_host() -> None:
+    lines = sorted(membership_run(), key=lambda hl: hl[1].t)
+    model = RunModel(cluster_name="lab", hosts=["a", "b", "c"], policy="dynamic")
+    model.reset_run("m-1")
+    _fed(model, [hl for hl in lines if hl[1].t <= T0 + 12])  # after the leave
+    change = model.changes[-1]
+    assert isinstance(change, MembershipEvent) and (change.generation, change.cause) == (
+        1, "asked")
+    assert model.split == (11, 5)  # the trainer's split without c, not c's share kept
+    rows = {view.host: view for view in model.rank_and_host_rows()}
+    assert (rows["c"].status, rows["c"].reason) == ("left", "left at step 8 (asked)")
+    assert model.efficiency is not None  # a step is complete with the ranks in it
+    _fed(model, [hl for hl in lines if hl[1].t > T0 + 12])  # c joins again, as member 3
+    views = model.rank_and_host_rows()
+    assert [(v.host, v.rank_row.rank if v.rank_row else None) for v in views] == [
+        ("a", 0), ("b", 1), ("c", 3)]
+    assert views[2].reason == "joined at step 14"
+    assert [type(c).__name__ for c in model.changes] == [
+        "Move", "MembershipEvent", "MembershipEvent"]
+    assert [model.member(i) for i in range(3)] == [0, 1, 3]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)])
+async def test_the_hosts_panel_never_cuts_the_step_a_host_left_at(size: tuple[int, int]) -> None:
+    from console_helpers import make_app, screen_text, settle
+
+    from tests.fake_runs import FakeController, FakeHost
+
+    app = make_app(FakeController(hosts=[FakeHost(name=n) for n in "abc"]))
+    lines = sorted(membership_run(), key=lambda hl: hl[1].t)
+    async with app.run_test(size=size) as pilot:
+        model = app.session.model
+        model.reset_run("m-1")
+        model.apply(RunStatus(t=T0, run_id="m-1", state="running"))
+        _fed(model, [hl for hl in lines if hl[1].t <= T0 + 12])
+        await settle(pilot)
+        text = screen_text(app)
+        assert "left at step 8 (asked)" in text or "left @8" in text  # never "left at st"
+        assert "2 hosts · 2 ranks · 1 left" in text
+        assert "gen 1  c left (asked)" in text or "gen1 −c asked" in text
+        _fed(model, [hl for hl in lines if hl[1].t > T0 + 12])
+        await settle(pilot)
+        text = screen_text(app)
+        assert "3 hosts · 3 ranks" in text
+        assert "gen 2  c joined" in text or "gen2 +c" in text
+        assert "c:3" in text or size[0] < 120  # the balancer's rows: 80×24 shows two
+        assert "joined at step 14" in text or "joined @14" in text
+        assert "c:2" not in text  # the rank c had before it left: gone from every panel
