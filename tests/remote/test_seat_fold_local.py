@@ -1,12 +1,16 @@
 """Every seat folds the run's whole record, then the live tail (real torchrun ranks on two
 ``local`` hosts): a second seat attached mid-run (what ``corral attach`` and a ``--serve`` tab
-open) and the console's seat after ``r`` (a resumed launch of the same run) end on the figures
+open), the console's seat after ``r`` (a resumed launch of the same run) and the launching
+seat after a ``max_restarts`` relaunch (the lines the ranks wrote as they were stopped,
+copied before the relaunch, replayed then) end on the figures
 ``corral report`` reads from the record — the balancer's moves, the restarts and time lost,
 the mean, ideal and efficiency, the steps and the wall time."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +24,7 @@ from remote.records.runs import local_run_dir
 from remote.records.summary import RunSummary, summarize
 from remote.run.controller import SshRunController
 from tests.remote.runkit import bounded, local_cluster, tiny_run
-from trainer.events import StepEvent
+from trainer.events import StartEvent, StepEvent
 
 pytestmark = pytest.mark.slow
 
@@ -103,4 +107,28 @@ async def test_the_console_after_r_shows_the_whole_run_not_the_new_attempt(
         await controller.aclose()
     summary = _report(config, handle.run_id)
     assert summary.outcome.state == "completed" and summary.restarts == 1
+    _assert_same(model, summary)
+
+
+async def test_the_launching_seat_after_a_max_restarts_relaunch_shows_the_whole_run(
+        tmp_path: Path) -> None:
+    config = _config(tmp_path, steps=30)
+    config = replace(config, run=replace(config.run, max_restarts=1))
+    controller = SshRunController(config)
+    model, pids, killed = RunModel.of_run(""), {}, False
+    try:
+        handle = await controller.start()
+        model.reset_run(handle.run_id)
+        async for event in bounded(handle.events()):
+            model.apply(event)
+            inner = event.event if isinstance(event, RankEvent) else None
+            if isinstance(inner, StartEvent):
+                pids[inner.rank] = inner.pid
+            if not killed and _step_of(event) >= 12:  # beta's rank dies: a relaunch
+                os.kill(pids[1], signal.SIGKILL)
+                killed = True
+    finally:
+        await controller.aclose()
+    summary = _report(config, handle.run_id)
+    assert killed and summary.outcome.state == "completed" and summary.restarts == 1
     _assert_same(model, summary)
