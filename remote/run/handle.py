@@ -23,6 +23,7 @@ from remote.config.cluster import ClusterConfig
 from remote.config.task_code import UserCode
 from remote.events import FINAL_RUN_STATES, LogLine, RankEvent, RunEvent, RunStatus, StopReport
 from remote.hosts.pool import HostPool
+from remote.records.mesh import keep_mesh, kept_mesh
 from remote.records.replay import RecordReplay
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.run import launch_lock
@@ -106,6 +107,8 @@ class SshRunHandle:
         self._added_pool: HostPool | None = None
         """Reaches the hosts cluster.toml got while the run trains (``_reach``), and the rest."""
         self._retired: list[HostPool] = []
+        self._mesh_told = False
+        """A seat opened on a running run was told the check's links (``_said``)."""
         self._replay = RecordReplay(local_run_dir(config, info.run_id))
         """The run's record on this machine, replayed to the seat before anything live: every
         attempt's and generation's events (a resumed or attached run's whole history)."""
@@ -144,10 +147,10 @@ class SshRunHandle:
             while self._state.phase is not Phase.ENDED:
                 async for item in self._act(self._state.phase):
                     if isinstance(item, RunEvent):
-                        yield item
+                        yield self._said(item)
                     else:
                         async for event in self._heard(item):
-                            yield event
+                            yield self._said(event)
         finally:
             if self._state.phase is not Phase.ENDED:  # a detach: the run trains on, unfollowed
                 await self._carry_out(RecordDetached())
@@ -157,6 +160,21 @@ class SshRunHandle:
             for added in (*self._retired, self._added_pool):
                 if added is not None:
                     await added.aclose()
+
+    def _said(self, event: RunEvent) -> RunEvent:
+        """``event`` as the seat gets it: the check's links kept with the record when this
+        process launched the run, told with the first status of a seat opened later."""
+        if not isinstance(event, RunStatus):
+            return event
+        local_dir = local_run_dir(self._cluster_config, self.run_id)
+        if self._launch and event.links:
+            keep_mesh(local_dir, event.links, event.estimate)
+        elif not self._launch and not self._mesh_told:
+            self._mesh_told = True
+            links, estimate = kept_mesh(local_dir)
+            if links and not event.links:
+                return replace(event, links=links, estimate=estimate)
+        return event
 
     async def _heard(self, signal: Heard) -> AsyncIterator[RunEvent]:
         """Decide on ``signal`` and carry out what was decided; an action whose result is a

@@ -89,6 +89,8 @@ async def test_a_seat_attached_mid_run_ends_on_the_reports_figures(tmp_path: Pat
     assert summary.outcome.state == "completed" and summary.moves
     _assert_same(seat, summary)
     _assert_same(launching, summary)
+    assert launching.links and (seat.links, seat.estimate) == (launching.links,
+                                                                 launching.estimate)
 
 
 async def test_the_console_after_r_shows_the_whole_run_not_the_new_attempt(
