@@ -53,6 +53,9 @@ class RankEvent:
 
     host: str
     event: TrainerEvent
+    replayed: bool = False
+    """From the run's record, replayed to a seat that opened on the run before its live tail
+    (``remote.records.replay``): already said, never a notice again."""
 
 
 @dataclass(frozen=True, kw_only=True)

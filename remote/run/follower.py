@@ -145,7 +145,7 @@ class RunFollower:
         sources: list[tuple[str, AsyncIterator[TailItem]]] = [("", _ticker())]
         try:
             for kept in self.replay.take({h: c.saved for h, c in copies.items()}):
-                yield RankEvent(host=kept.host, event=kept.event)
+                yield RankEvent(host=kept.host, event=kept.event, replayed=True)
             try:
                 async for event in self._open_tails(copies, sources):
                     yield event

@@ -133,7 +133,7 @@ class SshRunHandle:
         ``launching`` status and a log line); ``on_host_loss`` may drop a host first."""
         try:
             for line in self._replay.take():  # the record so far (none for a new run)
-                yield RankEvent(host=line.host, event=line.event)
+                yield RankEvent(host=line.host, event=line.event, replayed=True)
             if self._launch:
                 await self._carry_out(RecordState(self._state.phase.shown))
                 yield RunStatus(t=time.time(), run_id=self.run_id,
