@@ -14,6 +14,8 @@ figures are the run's reducer's, so the last progress line and the final table s
 
 from __future__ import annotations
 
+import time
+
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
@@ -168,6 +170,9 @@ def rank_event_lines(wrapped: RankEvent) -> list[str]:
     return []
 
 
+LIVE_EVERY_S = 0.1
+"""With a terminal: the live block is redrawn at most this often (Rich shows it 4 times a
+second)."""
 PROGRESS_EVERY_S = 30.0
 """Without a terminal, a run of unknown length (a plain script's): seconds of the run's time
 (its events') between two progress lines."""
@@ -214,8 +219,7 @@ async def follow_run(
     """Print ``handle``'s events until the run ends; 0 only if it completed.
 
     ``until_running``: return as soon as the run is running (``corral run --detach``), 0 then.
-    ``model``: the run model to update (a caller that cancels the follower reads it afterwards).
-    """
+    ``model``: the run model to update (a caller that cancels the follower reads it afterwards)."""
     console = console or Console()
     model = model or RunModel.of_run(handle.run_id)
     ticker, fold, bars = ProgressTicker(), TracebackFold(), BarHold()
@@ -226,6 +230,7 @@ async def follow_run(
 
     async def consume(live: Live | None) -> int | None:
         events = handle.events()
+        drawn = 0.0
         try:
             async for event in events:
                 report = model.check_report
@@ -233,8 +238,10 @@ async def follow_run(
                 emit(bars.take(event, event_lines(event, fold)))
                 if model.check_report is not report and model.check_report is not None:
                     console.print(check_table(model.check_report))
-                if live is not None:
-                    live.update(live_block(model))
+                if live is not None:  # a seat's replay of the record: no table per event
+                    if (now := time.monotonic()) - drawn >= LIVE_EVERY_S or not model.live:
+                        live.update(live_block(model))
+                        drawn = now
                 elif isinstance(event, RankEvent) and ticker.due(model):
                     emit([progress_text(model)])
                 if until_running and model.state == "running":

@@ -68,6 +68,9 @@ class RunFigures:
         self.generations: list[MembershipEvent] = []
         """Each change of the run's membership (rank 0's ``membership`` events), in order of
         generation (a refused join keeps the generation it was refused at)."""
+        self.members: tuple[int, ...] = ()
+        """The newest generation's ranks (event ranks, in its rank order); empty before any
+        change of membership (the launch's ranks, 0 to ``world_size`` - 1)."""
         self._evals: dict[str, dict[int, float]] = {}
         self._global_batch: int | None = None
         self._cluster_samples = 0
@@ -130,6 +133,8 @@ class RunFigures:
             self.rebalances = [r for r in self.rebalances if r.step < event.step] + [event]
         elif isinstance(event, MembershipEvent):
             self.generations.append(event)
+            if event.change != "refused":  # a step is complete once the ranks in it reported
+                self.world_size, self.members = event.world_size, event.members
         elif isinstance(event, EvalEvent) and event.rank == 0:
             for name, value in event.all_metrics().items():
                 self._evals.setdefault(name, {})[event.step] = value
@@ -315,6 +320,14 @@ class RunFigures:
         if before <= 0 or any(row is None or not self.complete(row) for row in window):
             return None
         return 1.0 - statistics.fmean(row.max_compute_s for row in window if row) / before
+
+    def changes(self) -> list[Move | MembershipEvent]:
+        """Every decision that changed the run, in the order they took effect: the balancer's
+        moves (from their step) and each leave, join or lost host (from the step after the
+        ``step`` done before it; a refused join changed nothing)."""
+        members = [g for g in self.generations if g.change != "refused"]
+        return sorted([*self.moves(), *members],
+                      key=lambda d: d.step if isinstance(d, Move) else d.step + 1)
 
     def moves(self) -> list[Move]:
         """Every balancer decision (a redone one once), with its measured gain when known."""

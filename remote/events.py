@@ -54,6 +54,9 @@ class RankEvent:
 
     host: str
     event: TrainerEvent
+    replayed: bool = False
+    """From the run's record, replayed to a seat that opened on the run before its live tail
+    (``remote.records.replay``): already said, never a notice again."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,6 +236,9 @@ class RunStatus:
     them."""
     estimate: tuple[HostVerdict, ...] = ()
     """With ``links``: the check's estimate per host (``CheckReport.estimate``)."""
+    wall_s: float | None = None
+    """On a final status: the run's wall time as its record holds it (``RunInfo.wall_s``,
+    what ``corral report`` says); None where the record has none."""
 
 
 RunEvent = RankEvent | HostStatus | LogLine | RunStatus

@@ -211,11 +211,13 @@ class Trainer:
     def _announce(self, backend: str, first_split: Any, resumed_from: str | None) -> None:
         config, run = self.config, self.run
         model, dataset = task_label(config)
+        joining = self.group.joining
         report_start(
             self.events, rank=self.rank, world=self.world, host=self.host,
             device=str(self.device), device_name=self.device_name, backend=backend,
             model=model, dataset=dataset, global_batch=config.global_batch, split=run.split,
-            policy=config.policy, step=run.step, total_steps=run.total_steps,
+            policy=config.policy, total_steps=run.total_steps,  # a joiner: the steps done
+            step=joining.step if joining is not None else run.step,  # when it was let in
             steps_per_epoch=self.order.steps_per_epoch,
             slowdown=self.place.slowdown.factor_at(run.step + 1), resumed_from=resumed_from,
             task=config.task, precision=config.precision, tf32=tf32_enabled(),

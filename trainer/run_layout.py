@@ -66,6 +66,9 @@ class RunLayout:
     TRACKERS = "trackers"
     """This machine only: per experiment tracker, ``<tracker>.json``, the tracker's run this
     run is logged to and the last step logged there."""
+    CHECKED_MESH = "mesh.json"
+    """This machine only: the run's check's measured links and estimate (what every seat's
+    network view draws; ``remote.records.mesh``)."""
     COPY_OFFSETS = "offsets.json"
     """In each ``collected/<host>/``: the byte offset reached in each of the host's files."""
     COPY_LOCK = ".lock"

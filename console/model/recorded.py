@@ -27,7 +27,8 @@ def model_from_history(history: RunHistory, outcome: Outcome, *, cluster_name: s
     if outcome.state in FINAL_RUN_STATES:
         model.apply(RunStatus(t=last_t, run_id=info.run_id, state=outcome.state,  # type: ignore[arg-type]
                               detail=outcome.detail or outcome.error or "",
-                              failed_host=outcome.failed_host, failed_rank=outcome.failed_rank))
+                              failed_host=outcome.failed_host, failed_rank=outcome.failed_rank,
+                              wall_s=info.wall_s))
     else:
         model.state = outcome.state
     return model

@@ -58,8 +58,9 @@ def rank_view(model: RunFacts, row: RankRow, threshold: float | None) -> RowView
             status = "starting"
         return RowView(host=row.host, rank_row=row, status=status, stale=False, reason="")
     straggler = threshold is not None and row.compute_s > threshold
+    joined = host.detail if host.detail.startswith("joined") else ""  # the run's history
     return RowView(host=row.host, rank_row=row, status="straggler" if straggler else "running",
-                   stale=False, reason="")
+                   stale=False, reason=joined)
 
 
 def straggler_threshold(ranks: Sequence[RankRow]) -> float | None:
@@ -72,7 +73,10 @@ def straggler_threshold(ranks: Sequence[RankRow]) -> float | None:
 
 def panel_rows(model: RunFacts, ranks: Sequence[RankRow],
                host_order: Sequence[str]) -> list[RowView]:
-    """Every rank in rank order (``ranks``), then the hosts of ``host_order`` with no rank."""
+    """Every rank in rank order (``ranks``), then the hosts of ``host_order`` with no rank; a
+    host that left and joined again shows once, as its rank now."""
+    newest = {row.host: row.rank for row in ranks}  # in rank order: a rejoined host's new id
+    ranks = [row for row in ranks if newest[row.host] == row.rank or row.end_status != "left"]
     threshold = straggler_threshold(ranks)
     views = [rank_view(model, row, threshold) for row in ranks]
     with_ranks = {row.host for row in ranks}

@@ -19,15 +19,17 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from console.model.log_lines import LogPlaces
+from console.model.pace import RunPace
 from console.model.records import HostInfo, LogEntry, RankRow, RowView, ThroughputPoint
 from console.model.rows import DEAD_HOST_STATES, panel_rows
-from figures import Move, RunFigures, efficiency_of, ideal_of
+from figures import Move, RunFigures
 from remote.api import FINAL_RUN_STATES, HostStatus, LogLine, RankEvent, RunStatus
 from trainer.events import (
     CapacityEvent,
     CheckpointEvent,
     EndEvent,
     EvalEvent,
+    MembershipEvent,
     RebalanceEvent,
     ResourceEvent,
     StartEvent,
@@ -45,7 +47,7 @@ ETA_WINDOW = 20
 """Recent steps whose pace gives the ETA."""
 
 
-class RunModel:
+class RunModel(RunPace):
     """The console's view of one cluster and its current run, updated by ``apply``."""
 
     def __init__(
@@ -98,6 +100,8 @@ class RunModel:
         self.started_t: float | None = None
         """Time of the run's first event (an attached run counts from its real start)."""
         self.finished_t: float | None = None
+        self.recorded_wall_s: float | None = None
+        """The ended run's wall time as its record holds it (the final status says it)."""
         self.hosts: dict[str, HostInfo] = {name: HostInfo() for name in self.host_order}
         self.ranks: dict[int, RankRow] = {}
         self.world_size: int | None = None
@@ -118,17 +122,17 @@ class RunModel:
         self._step_times: deque[tuple[int, float]] = deque(maxlen=ETA_WINDOW)
         self._row_views_cache: tuple[int, list[RowView]] | None = None
         self._ranks_cache: list[RankRow] | None = None
+        self._in_run_cache: tuple[int, list[RankRow]] | None = None
         self.figures = RunFigures()
         """The run's figures, reduced from its events: what the panels show once it ended."""
         self._moves_cache: tuple[int, list[Move]] = (-1, [])
+        self._changes_cache: tuple[int, list[Move | MembershipEvent]] = (-1, [])
+        self._split_after: int | None = None
+        """After a change of membership: the split is read from the first later step every
+        member reported (the trainer's new split; no rebalance event says it)."""
         if run_id is not None:
             self.add_log("corral", f"following run {run_id}", t=t or 0.0)
         self.version += 1
-
-    @property
-    def live(self) -> bool:
-        """A run is in progress (not idle and not in a final state)."""
-        return self.run_id is not None and self.state not in FINAL_RUN_STATES
 
     def add_log(self, source: str, text: str, *, t: float, level: str = "info",
                 noise: bool = False) -> None:
@@ -192,7 +196,7 @@ class RunModel:
         if event.links:
             self.links, self.estimate = event.links, event.estimate
         if event.state in FINAL_RUN_STATES:
-            self.finished_t = event.t
+            self.finished_t, self.recorded_wall_s = event.t, event.wall_s
             self._show_run_averages()
         if event.state == "failed":
             self.failed_host, self.failed_rank = event.failed_host, event.failed_rank
@@ -223,16 +227,24 @@ class RunModel:
         return start is not None and start.plain_script
 
     @property
-    def finished(self) -> bool:
-        """The run has ended and has steps: figures are whole-run averages and totals."""
-        return self.state in FINAL_RUN_STATES and self.figures.has_steps
-
-    @property
     def decisions(self) -> list[Move]:
         """The balancer's decisions, oldest first, each with its measured gain once known."""
         if self._moves_cache[0] != self.figures.version:
             self._moves_cache = (self.figures.version, self.figures.moves())
         return self._moves_cache[1]
+
+    @property
+    def changes(self) -> list[Move | MembershipEvent]:
+        """Every decision that changed the run: the balancer's moves and each leave, join or
+        lost host, in the order they took effect (``RunFigures.changes``)."""
+        if self._changes_cache[0] != self.figures.version:
+            self._changes_cache = (self.figures.version, self.figures.changes())
+        return self._changes_cache[1]
+
+    def member(self, index: int) -> int:
+        """The event rank of the run's rank ``index`` now (a joiner's is a new id)."""
+        members = self.figures.members
+        return members[index] if index < len(members) else index
 
     def _row(self, rank: int, host: str) -> RankRow:
         row = self.ranks.get(rank)
@@ -267,6 +279,8 @@ class RunModel:
             self.split, self.policy = event.split, event.policy
             if event.compute_s is not None:
                 self.active_change = event
+        elif isinstance(event, MembershipEvent):
+            self._apply_membership(event)
         elif isinstance(event, CapacityEvent):
             self.capacity, self.capacity_source = event.samples_per_s, event.source
         elif isinstance(event, EvalEvent):
@@ -283,6 +297,18 @@ class RunModel:
             if event.status == "failed":
                 self.add_log(f"{wrapped.host}:{event.rank}", f"failed: {event.error or '?'}",
                              t=event.t, level="error")
+
+    def _apply_membership(self, event: MembershipEvent) -> None:
+        """Hosts left or joined (rank 0's event, in the record: every seat sees it)."""
+        if event.change == "refused":
+            return
+        for host in event.hosts:
+            if host not in self.hosts:
+                self.host_order.append(host)
+            state = "left" if event.change == "left" else "running"
+            self.hosts[host] = HostInfo(state=state, detail=event.host_detail())
+        self.world_size, self._split_after = event.world_size, event.step
+        self._row_views_cache = None
 
     def _apply_start(self, row: RankRow, event: StartEvent) -> None:
         row.device = "CPU" if event.device == "cpu" else event.device_name
@@ -305,6 +331,12 @@ class RunModel:
         step_row = self.figures.rows[event.step]  # the reducer has the event already
         row.samples_per_s = step_row.cells[event.rank].samples_per_s
         row.history.append(row.samples_per_s or 0.0)
+        after = self._split_after
+        members = self.figures.members
+        if after is not None and event.step > after and all(m in step_row.cells
+                                                            for m in members):
+            self.split = tuple(step_row.cells[m].local_batch for m in members)
+            self._split_after = None
         if event.rank != 0:
             return
         # Rank 0 speaks for the cluster: progress, loss, ETA (throughput: once settled).
@@ -312,67 +344,20 @@ class RunModel:
         self.loss = step_row.loss
         self._step_times.append((event.step, event.t))
 
-    # ---------------------------------------------------------------- derived values
-    @property
-    def ideal_samples_per_s(self) -> float | None:
-        """Σ of every rank's solo rate: the throughput with no waiting at all (over the whole
-        run once it has ended, else at the newest step every rank reported)."""
-        return self.figures.ideal_samples_per_s if self.finished else self._live_ideal()
-
-    def _live_ideal(self) -> float | None:
-        row = self.figures.latest_complete_row()
-        if row is not None:
-            return row.ideal_samples_per_s
-        return ideal_of(list(self.capacity))  # before any step: the run's estimate
-
-    @property
-    def samples_per_s(self) -> float | None:
-        """The cluster's latest measured throughput (its mean once the run has ended)."""
-        if self.finished:
-            return self.figures.mean_samples_per_s
-        return self.history[-1].samples_per_s if self.history else None
-
-    @property
-    def efficiency(self) -> float | None:
-        """Measured throughput / ideal (1.0 = every rank busy all the time): over the whole
-        run once it has ended, else of one step, the newest every rank reported (its measured
-        throughput against its own ideal, never one step's against another's)."""
-        if self.finished:
-            return self.figures.efficiency
-        row = self.figures.latest_complete_row()
-        return efficiency_of(row.samples_per_s, row.ideal_samples_per_s) if row else None
-
-    @property
-    def progress(self) -> float | None:
-        """Fraction of the run's steps done."""
-        if not self.total_steps:
-            return None
-        return max(0.0, min(1.0, self.step / self.total_steps))
-
-    @property
-    def eta_s(self) -> float | None:
-        """Seconds left at the pace of the recent steps (from event times, not the clock)."""
-        if not self.total_steps or len(self._step_times) < 2 or not self.live:
-            return None
-        (s0, t0), (s1, t1) = self._step_times[0], self._step_times[-1]
-        if s1 <= s0 or t1 <= t0:
-            return None
-        return max(0, self.total_steps - s1) * (t1 - t0) / (s1 - s0)
-
-    def elapsed_s(self, now: float) -> float | None:
-        """Seconds since the run started; once it ended, the run's wall time (the report's)."""
-        if self.finished:
-            return self.figures.wall_s
-        if self.started_t is None:
-            return None
-        end = self.finished_t if self.finished_t is not None else now
-        return max(0.0, end - self.started_t)
-
     def sorted_ranks(self) -> list[RankRow]:
         """Every rank known, in rank order."""
         if self._ranks_cache is None or len(self._ranks_cache) != len(self.ranks):
             self._ranks_cache = [row for _, row in sorted(self.ranks.items())]
         return self._ranks_cache
+
+    def ranks_in_run(self) -> list[RankRow]:
+        """The ranks in the run now, in rank order: every rank known less those that left (a
+        host that left, or the old rank of one that joined again)."""
+        if self._in_run_cache is None or self._in_run_cache[0] != self.version:
+            rows = [row for row in self.sorted_ranks() if row.end_status != "left"
+                    and self.hosts.get(row.host, HostInfo()).state != "left"]
+            self._in_run_cache = (self.version, rows)
+        return self._in_run_cache[1]
 
     @property
     def shares_tokens(self) -> bool:

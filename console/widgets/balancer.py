@@ -1,4 +1,5 @@
-"""Balancer panel: the current split as a bar per rank, the policy, and the decision log."""
+"""Balancer panel: the current split as a bar per rank, the policy, and the decision log (the
+balancer's moves and each leave, join or lost host)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from console.formatting import OPT_IN_HINT, bar, cells, fmt_percent
 from console.model.run import RunModel
 from console.widgets.lines_view import LinesView
 from figures import Move
+from trainer.events import MembershipEvent
 
 SHARE_STYLE = "cyan"
 
@@ -45,8 +47,9 @@ def split_row(model: RunModel, index: int, width: int) -> Text:
     """``beta:1 ██████▌    24``: rank ``index``'s share of the global batch, labelled with
     the host of that rank (``rank 2`` while that rank has not reported yet)."""
     share = model.split[index]
-    known = model.ranks.get(index)  # by rank, not by position among the ranks reported so far
-    label = f"{known.host}:{index}" if known is not None else f"rank {index}"
+    rank = model.member(index)  # the event rank, as every panel numbers it (a joiner: new id)
+    known = model.ranks.get(rank)  # by rank, not by position among the ranks reported so far
+    label = f"{known.host}:{rank}" if known is not None else f"rank {rank}"
     total = sum(model.split) or 1
     bar_width = max(4, width - 12 - 5 - 2)
     return cells((label, 12, "left"),
@@ -85,6 +88,27 @@ def decision_row(decision: Move, width: int = 100) -> Text:
     return text
 
 
+def change_row(change: Move | MembershipEvent, width: int = 100) -> Text:
+    """A balancer move (``decision_row``), or a change of the run's hosts: ``step 198  gen 1
+    c left (asked)  next step in 0.5 s``; narrow: ``198: gen1 −c asked 0.5s``."""
+    if isinstance(change, Move):
+        return decision_row(change, width)
+    sign = {"left": "−", "joined": "+"}.get(change.change, "")
+    took = change.seconds_to_step
+    if width < 60:
+        text = Text(f"{change.step + 1}: ", style="bold")
+        text.append(f"gen{change.generation} {sign}{','.join(change.hosts)}", style="magenta")
+        text.append(f" {change.cause}" if change.cause else "")
+        return text.append("" if took is None else f" {took:.1f}s")
+    text = Text(f"step {change.step + 1:<5}", style="bold")
+    text.append(f"gen {change.generation}  {', '.join(change.hosts)} {change.change}",
+                style="magenta")
+    text.append(f" ({change.cause})" if change.cause else "")
+    text.append(f"  {change.world_size} ranks")
+    text.append("" if took is None else f"  next step in {took:.1f} s", style="grey50")
+    return text
+
+
 class BalancerPanel(Vertical):
     """How the global batch is split now and every change the balancer made."""
 
@@ -101,13 +125,14 @@ class BalancerPanel(Vertical):
                         row_text=lambda i, w: split_row(self.model, i, w),
                         signature=lambda: (tuple(self.model.split), len(self.model.ranks)),
                         id="split")
-        yield LinesView(row_count=lambda: len(self.model.decisions),
-                        row_text=lambda i, w: decision_row(self.model.decisions[i], w),
+        yield LinesView(row_count=lambda: len(self.model.changes),
+                        row_text=lambda i, w: change_row(self.model.changes[i], w),
                         follow=True, signature=self._decisions_signature, id="decisions")
 
     def _decisions_signature(self) -> object:
-        decisions = self.model.decisions
-        return len(decisions), sum(d.measured_gain is not None for d in decisions)
+        changes = self.model.changes
+        return len(changes), sum(isinstance(d, Move) and d.measured_gain is not None
+                                 for d in changes)
 
     def sync(self) -> None:
         """Redraw from the model."""
@@ -115,7 +140,7 @@ class BalancerPanel(Vertical):
         if line.plain != self._policy_shown:  # an update re-lays out the screen: only on change
             self._policy_shown = line.plain
             self.query_one("#policy", Static).update(line)
-        count = len(self.model.decisions)
+        count = len(self.model.changes)
         subtitle = f"{count} decision{'s' if count != 1 else ''}"
         if subtitle != self._subtitle_shown:  # setting it repaints the whole panel
             self._subtitle_shown = self.border_subtitle = subtitle

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -102,12 +103,36 @@ def render_row(view: RowView, width: int, tokens: bool = False) -> Text:
     text = cells(*((values.get(c.title, ""), c.width, c.justify) for c in columns))
     if view.stale:
         text.stylize(STALE_STYLE)
-    status = Text(view.status, style=STATUS_STYLES.get(view.status, ""))
-    if view.reason:
-        status.append(f": {view.reason}", style=STALE_STYLE if view.stale else "")
+    words = status_words(view.status, view.reason, width - text.cell_len - 1)
+    said = len(view.status) if words.startswith(view.status) else len(words)
+    status = Text(words[:said], style=STATUS_STYLES.get(view.status, ""))
+    status.append(words[said:], style=STALE_STYLE if view.stale else "")
     text.append(" ")
     text.append_text(status)
     return text
+
+
+STEP_WORDS = re.compile(r" at step (\d+)")
+
+
+def status_words(status: str, reason: str, room: int) -> str:
+    """The status cell in ``room`` cells, by rule, never a step number cut: ``left at step
+    197 (asked)`` (a reason that begins with its status says it once), else ``left @197
+    (asked)``, else ``left @197``, else the reason's step alone (``joined @461``), else cut
+    with ``…`` before any number it would cut (the logs panel holds it whole)."""
+    if not reason:
+        return status
+    full = reason if reason.split(" ", 1)[0] == status else f"{status}: {reason}"
+    short = STEP_WORDS.sub(r" @\1", full)
+    alone = STEP_WORDS.sub(r" @\1", reason).split(" (", 1)[0] if STEP_WORDS.search(
+        reason) else full
+    for words in (full, short, short.split(" (", 1)[0], alone):
+        if len(words) <= room:
+            return words
+    cut = full[:max(room - 1, len(status))]
+    if full[len(cut):len(cut) + 1].isdigit():  # never half a number: drop it whole
+        cut = cut.rstrip("0123456789@")
+    return cut.rstrip() + "…"
 
 
 def render_header(width: int, tokens: bool = False) -> Text:
@@ -134,9 +159,10 @@ class HostsPanel(LinesView):
 
     def sync(self) -> None:
         views = self.model.rank_and_host_rows()
-        ranks = sum(1 for view in views if view.rank_row is not None)
-        hosts = len({view.host for view in views})
-        subtitle = f"{hosts} hosts · {ranks} ranks" + (
+        now = [view for view in views if view.status != "left"]  # the hosts in the run now
+        ranks = sum(1 for view in now if view.rank_row is not None)
+        hosts, left = len({view.host for view in now}), len(views) - len(now)
+        subtitle = f"{hosts} hosts · {ranks} ranks" + (f" · {left} left" if left else "") + (
             " · run averages" if self.model.finished else "")
         if subtitle != self._subtitle_shown:  # setting it repaints the whole panel
             self._subtitle_shown = self.border_subtitle = subtitle

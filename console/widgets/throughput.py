@@ -104,7 +104,7 @@ class ThroughputChart(LinesView):
 
 def spark_row(model: RunModel, index: int, width: int) -> Text:
     """``beta:1 ▂▃▅▆▇ 48.2``: one rank's recent samples/s."""
-    row = model.sorted_ranks()[index]
+    row = model.ranks_in_run()[index]  # a rank that left is no longer part of the pace
     label = f"{row.host}:{row.rank}"
     spark_width = max(4, width - 12 - 8)
     return cells((label, 12, "left"), (Text(sparkline(row.history, spark_width),
@@ -122,7 +122,7 @@ class ThroughputPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield ThroughputChart(self.model, id="throughput-chart")
-        yield LinesView(row_count=lambda: len(self.model.ranks),
+        yield LinesView(row_count=lambda: len(self.model.ranks_in_run()),
                         row_text=lambda i, w: spark_row(self.model, i, w), id="rank-sparks")
 
     def sync(self) -> None:

@@ -28,6 +28,9 @@ class CollectedCopy:
         self.root = Path(RunLayout(local_run_dir).collected(host))
         self.offsets: dict[str, int] = {}
         self._sizes: dict[str, int] = {}
+        self.saved: dict[str, int] = {}
+        """Per copied file: its bytes the saved offsets account for (what a follower showed;
+        a seat's replay of the record reads up to them, ``remote.records.replay``)."""
         self._files: dict[str, IO[bytes]] = {}
         self.on_line: Callable[[str, str, TrainerEvent | None], None] | None = None
         """Called with ``(path, text, typed event or None)`` for each line this copy appends
@@ -60,6 +63,7 @@ class CollectedCopy:
             saved = json.loads(offsets_file.read_text(encoding="utf-8"))["files"]
         for path, (offset, size) in saved.items():
             self.offsets[path], self._sizes[path] = int(offset), int(size)
+        self.saved = dict(self._sizes)
         if not self.writer:
             return
         # Cut every copied file back to what the saved offsets account for.
@@ -118,6 +122,7 @@ class CollectedCopy:
             files = {p: [self.offsets[p], self._sizes.get(p, 0)] for p in self.offsets}
             write_private(tmp, json.dumps({"files": files}))
             os.replace(tmp, self.root / RunLayout.COPY_OFFSETS)
+            self.saved = {p: size for p, (_, size) in files.items()}
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)

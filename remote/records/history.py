@@ -19,7 +19,7 @@ from remote.log_noise import is_noise
 from remote.records.log_search import host_log_lines, host_log_path
 from remote.records.runs import RunInfo, read_run_info_at
 from remote.terminal_text import plain
-from trainer.events import EventFormatError, StartEvent, TrainerEvent, parse_event
+from trainer.events import EventFormatError, TrainerEvent, parse_event
 from trainer.run_layout import EVENTS_NAME, RunLayout
 
 RANK_LINES_KEPT = 12
@@ -121,20 +121,6 @@ def read_lines(run_dir: Path) -> tuple[list[Recorded], int]:
                     lines.append(Recorded(host=host, rank=rank, event=event))
     lines.sort(key=lambda r: (r.t, r.rank))
     return lines, bad
-
-
-def recorded_starts(run_dir: Path) -> list[Recorded]:
-    """Each rank's newest ``start`` event in the run's copy (its device, precision and
-    backend: what a follower that attaches later shows in its rank table)."""
-    newest: dict[int, Recorded] = {}
-    for rank, (host, path) in sorted(rank_files(run_dir).items()):
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            # Only start lines are parsed: a long run's copy holds many step lines.
-            starts = [parse_line(host, rank, text) for text in handle if '"start"' in text]
-        for line in starts:
-            if line is not None and isinstance(line.event, StartEvent):
-                newest[rank] = line
-    return [newest[rank] for rank in sorted(newest)]
 
 
 def launcher_tails(run_dir: Path, hosts: tuple[str, ...],

@@ -82,6 +82,12 @@ class RunInfo:
         """The name when there is one, else the run id: what headers and reports show."""
         return self.name or self.run_id
 
+    @property
+    def wall_s(self) -> float | None:
+        """Seconds from the first launch to the recorded outcome (None while it has none):
+        the run's wall time as ``corral report`` and every console seat say it."""
+        return self.ended - self.started if self.ended > self.started else None
+
 
 def run_id_prefix(cluster_name: str) -> str:
     """How every run id of ``cluster_name`` starts: its name in safe characters and a dash."""

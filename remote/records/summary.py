@@ -16,7 +16,7 @@ from figures.metrics import Metric, Move, percentile
 from figures.reducer import RunFigures
 from figures.series import RunSeries
 from remote.records.history import RunHistory, rank_tail
-from remote.records.runs import RunInfo, unfollowed
+from remote.records.runs import unfollowed
 from trainer.events import EndEvent
 
 __all__ = ["SCHEMA_VERSION", "Metric", "Move", "Outcome", "RankSummary", "RunSummary",
@@ -230,7 +230,7 @@ def summary_of(history: RunHistory, figures: RunFigures) -> RunSummary:
         policy=start.policy if start else None,
         global_batch=start.global_batch if start else None,
         total_steps=start.total_steps if start else None, steps_done=figures.steps_done,
-        wall_s=recorded_wall_s(info) or figures.wall_s,
+        wall_s=info.wall_s or figures.wall_s,
         mean_samples_per_s=figures.mean_samples_per_s,
         p50_samples_per_s=percentile(rates, 50), p95_samples_per_s=percentile(rates, 95),
         ideal_samples_per_s=figures.ideal_samples_per_s, efficiency=figures.efficiency,
@@ -259,11 +259,6 @@ def _round_facts(figures: RunFigures) -> RoundFacts | None:
                       round_s=last.round_s, exchange_s=last.exchange_s,
                       compression=last.compression, overlap=last.overlap,
                       islands=last.islands_text())
-
-
-def recorded_wall_s(info: RunInfo) -> float | None:
-    """From the first launch to the recorded outcome (None while the run has none)."""
-    return info.ended - info.started if info.ended > info.started else None
 
 
 def summary_to_json(summary: RunSummary) -> dict[str, Any]:

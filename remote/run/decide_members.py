@@ -127,7 +127,7 @@ def host_loss_line(config: ClusterConfig, membership_port: int | None) -> str:
 
 def left_detail(event: MembershipEvent) -> str:
     """How the hosts table shows a host that left: ``left at step N (why)``."""
-    return f"left at step {event.step} ({event.cause or 'asked'})"
+    return event.host_detail()
 
 
 def members_changed(state: LoopState, seen: MembershipSeen, t: float) -> RunDecision:
@@ -152,7 +152,7 @@ def members_changed(state: LoopState, seen: MembershipSeen, t: float) -> RunDeci
         known = {h.name for h in config.hosts}
         added = [h for h in state.cluster_hosts if h.name in hosts and h.name not in known]
         kept, left = (*config.hosts, *added), left - hosts
-        said = [HostStatus(t=t, host=h, state="running", detail=f"joined at step {event.step}")
+        said = [HostStatus(t=t, host=h, state="running", detail=event.host_detail())
                 for h in event.hosts]
         changed = MembersChanged(left=frozenset(), joined=hosts)
     took = (f" in {event.seconds_to_step:.1f} s" if event.seconds_to_step is not None else "")

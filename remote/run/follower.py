@@ -28,6 +28,7 @@ from remote.events import HostStatus, LogLine, RankEvent, RunEvent
 from remote.hosts.missing_file import explain_missing
 from remote.hosts.pool import HostPool
 from remote.records.collected import CollectedCopy
+from remote.records.replay import RecordReplay
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.records.scalars import feed_copies
 from remote.records.tensorboard import live_writer
@@ -104,7 +105,7 @@ class RunFollower:
     def __init__(self, config: ClusterConfig, pool: HostPool, info: RunInfo, *,
                  launching: bool, stop: StopRequest,
                  record_error: Callable[[], str | None] = lambda: None,
-                 user: UserCode | None = None) -> None:
+                 user: UserCode | None = None, replay: RecordReplay | None = None) -> None:
         self.config = config
         self.pool = pool
         self.info = info
@@ -137,6 +138,9 @@ class RunFollower:
         """Hosts ``corral join`` launched, followed, not let in yet (``add_joiner``)."""
         self.joins_seen: set[tuple[str, int]] = set()
         """The join records already reported (host, launcher's process group)."""
+        self.replay = replay if replay is not None else RecordReplay(self.local_dir)
+        """The run's record as the handle replayed it: this attempt first yields what its
+        copies hold beyond it (``RecordReplay.take``), then the tails go on from there."""
 
     async def events(self) -> AsyncIterator[FollowItem]:
         """Every event of this attempt and what the lifecycle loop acts on, ending with
@@ -149,6 +153,8 @@ class RunFollower:
         feed_copies(copies.values(), [w for w in (board, *trackers.writers) if w is not None])
         sources: list[tuple[str, AsyncIterator[TailItem]]] = [("", _ticker())]
         try:
+            for kept in self.replay.take({h: c.saved for h, c in copies.items()}):
+                yield RankEvent(host=kept.host, event=kept.event, replayed=True)
             try:
                 async for event in self._open_tails(copies, sources):
                     yield event
@@ -179,8 +185,9 @@ class RunFollower:
                 self.hang.close()
                 if self.written is not None:
                     self.written.close()
-                for copy in copies.values():
+                for host, copy in self.copies.items():
                     copy.close()
+                    self.replay.shown(host, copy.saved)
                 if board is not None:
                     try:
                         board.close()

@@ -24,7 +24,8 @@ from remote.config.cluster import ClusterConfig
 from remote.config.task_code import UserCode
 from remote.events import FINAL_RUN_STATES, LogLine, RankEvent, RunEvent, RunStatus, StopReport
 from remote.hosts.pool import HostPool
-from remote.records.history import recorded_starts
+from remote.records.mesh import keep_mesh, kept_mesh
+from remote.records.replay import RecordReplay
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.run import launch_lock
 from remote.run.actions import (
@@ -116,6 +117,11 @@ class SshRunHandle:
         self._retired: list[HostPool] = []
         self._asked_report = StopReport(run_id=info.run_id)
         """What the user's newest stop found (``stop`` returns it)."""
+        self._mesh_told = False
+        """A seat opened on a running run was told the check's links (``_said``)."""
+        self._replay = RecordReplay(local_run_dir(config, info.run_id))
+        """The run's record on this machine, replayed to the seat before anything live: every
+        attempt's and generation's events (a resumed or attached run's whole history)."""
 
     @property
     def config(self) -> ClusterConfig:
@@ -136,6 +142,8 @@ class SshRunHandle:
         relaunched from its newest checkpoint, up to that many times (each restart a
         ``launching`` status and a log line); ``on_host_loss`` may drop a host first."""
         try:
+            for line in self._replay.take():  # the record so far (none for a new run)
+                yield RankEvent(host=line.host, event=line.event, replayed=True)
             if self._launch:
                 await self._carry_out(RecordState(self._state.phase.shown))
                 yield RunStatus(t=time.time(), run_id=self.run_id,
@@ -144,18 +152,15 @@ class SshRunHandle:
                 # It ended before it started a host: nothing to follow, its outcome at once.
                 yield RunStatus(t=time.time(), run_id=self.run_id,
                                 state=self._info.state,  # type: ignore[arg-type]
-                                detail=self._info.detail)
+                                detail=self._info.detail, wall_s=self._info.wall_s)
                 return
-            else:  # the copy's start events are behind its offsets: say what they recorded
-                for line in recorded_starts(local_run_dir(self._cluster_config, self.run_id)):
-                    yield RankEvent(host=line.host, event=line.event)
             while self._state.phase is not Phase.ENDED:
                 async for item in self._act(self._state.phase):
                     if isinstance(item, RunEvent):
-                        yield item
+                        yield self._said(item)
                     else:
                         async for event in self._heard(item):
-                            yield event
+                            yield self._said(event)
         finally:
             if self._state.phase is not Phase.ENDED:  # a detach: the run trains on, unfollowed
                 await self._carry_out(RecordDetached())
@@ -165,6 +170,21 @@ class SshRunHandle:
             for added in (*self._retired, self._added_pool):
                 if added is not None:
                     await added.aclose()
+
+    def _said(self, event: RunEvent) -> RunEvent:
+        """``event`` as the seat gets it: the check's links kept with the record when this
+        process launched the run, told with the first status of a seat opened later."""
+        if not isinstance(event, RunStatus):
+            return event
+        local_dir = local_run_dir(self._cluster_config, self.run_id)
+        if self._launch and event.links:
+            keep_mesh(local_dir, event.links, event.estimate)
+        elif not self._launch and not self._mesh_told:
+            self._mesh_told = True
+            links, estimate = kept_mesh(local_dir)
+            if links and not event.links:
+                return replace(event, links=links, estimate=estimate)
+        return event
 
     async def _heard(self, signal: Heard) -> AsyncIterator[RunEvent]:
         """Decide on ``signal`` and carry out what was decided; an action whose result is a
@@ -180,6 +200,9 @@ class SshRunHandle:
                     else:
                         yield item
             for event in decision.events:
+                if isinstance(event, RunStatus) and event.state in FINAL_RUN_STATES:
+                    # The wall time its record now holds: every seat's header says the report's.
+                    event = replace(event, wall_s=self._record.recorded().wall_s)
                 yield event
 
     async def _act(self, phase: Phase) -> AsyncIterator[RunEvent | Signal]:
@@ -242,7 +265,7 @@ class SshRunHandle:
         self._follower = RunFollower(self.config, self._pool, self._info,
                                      launching=self._launch, stop=self._stop,
                                      record_error=lambda: self._record.write_error,
-                                     user=self._user)
+                                     user=self._user, replay=self._replay)
         async for item in self._follower.events():
             yield item
 

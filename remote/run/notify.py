@@ -93,6 +93,8 @@ class NoticeRules:
             return []
         self.hosts[event.event.rank] = event.host
         self.figures.observe(event.event, event.host)
+        if event.replayed:  # the record, replayed to a seat: its notices went when it happened
+            return []
         if isinstance(event.event, CheckpointEvent):
             return [RunNotice(event="checkpoint", title=f"{self.run}: checkpoint",
                               body=f"step {event.event.step} saved at {event.event.path}")]

@@ -131,7 +131,10 @@ class RunRecord:
         if self._outcome_kept:
             return
         line = detail.split("\n", 1)[0]
-        ended = time.time() if state in FINAL_RUN_STATES else self.info.ended
+        ended = self.info.ended
+        if state in FINAL_RUN_STATES:  # a second follower keeps the first outcome's time
+            first = self.recorded()
+            ended = first.ended if first.state in FINAL_RUN_STATES and first.ended else time.time()
         self.change(state=state, detail=line or self.info.detail, ended=ended)
 
     def launched(self, **facts: Any) -> None:

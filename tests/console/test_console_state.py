@@ -31,9 +31,9 @@ def played(**options: object) -> RunModel:
 
 
 def start(rank: int, host: str, *, split: tuple[int, ...] = (30, 30), device: str = "cpu",
-          name: str = "Xeon") -> RankEvent:
+          name: str = "Xeon", t: float = 10.0) -> RankEvent:
     return RankEvent(host=host, event=StartEvent(
-        t=10.0, rank=rank, world_size=len(split), local_rank=0, host=host, pid=1, device=device,
+        t=t, rank=rank, world_size=len(split), local_rank=0, host=host, pid=1, device=device,
         device_name=name, backend="gloo", model="m", dataset="d", global_batch=sum(split),
         split=split, policy="dynamic", step=0, total_steps=100, steps_per_epoch=50,
         threads=1, slowdown=1.0))
@@ -132,7 +132,7 @@ def test_progress_eta_loss_and_elapsed_come_from_event_times() -> None:
     m = model(("alpha",))
     m.reset_run("r1")
     m.apply(RunStatus(t=100.0, run_id="r1", state="running"))
-    m.apply(start(0, "alpha", split=(60,)))
+    m.apply(start(0, "alpha", split=(60,), t=100.0))
     for n in range(1, 11):
         m.apply(step(0, "alpha", n, batch=60, compute=0.4, step_s=0.5, t=100.0 + 0.5 * n))
     assert m.step == 10
@@ -204,3 +204,12 @@ def test_scripted_runs_with_several_ranks_per_host() -> None:
     assert [(r.host, r.rank_row.rank if r.rank_row else None) for r in m.rank_and_host_rows()] == [
         ("big", 0), ("big", 1), ("small", 2)]
     assert sum(m.split) == 60
+
+
+def test_a_seat_opened_late_counts_the_elapsed_time_from_the_records_first_line() -> None:
+    m = model(("alpha",))
+    m.reset_run("r1", t=500.0)
+    m.apply(start(0, "alpha", split=(60,), t=100.0))  # the record, replayed
+    m.apply(step(0, "alpha", 1, batch=60, compute=0.4, step_s=0.5, t=101.0))
+    m.apply(RunStatus(t=500.0, run_id="r1", state="running"))  # the seat opens now
+    assert m.elapsed_s(now=560.0) == pytest.approx(460.0)

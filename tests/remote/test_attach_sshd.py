@@ -1,4 +1,5 @@
-"""``attach``: a follower killed mid-run, a new one continues without duplicates or gaps."""
+"""``attach``: a follower killed mid-run, a new one replays the record and continues, without
+duplicates or gaps."""
 
 from __future__ import annotations
 
@@ -120,8 +121,8 @@ async def test_attach_continues_where_the_killed_follower_stopped(sshd_cluster) 
 
     final = received[-1]
     assert isinstance(final, RunStatus) and final.state == "completed", final
-    # The start events are behind the copy's offsets: attach says what they recorded (the
-    # rank table's device), once per rank, before anything new.
+    # The seat replays the record first: each rank's start (the rank table's device), once,
+    # before anything new.
     starts = [e.event for e in received if isinstance(e, RankEvent)
               and isinstance(e.event, StartEvent)]
     assert sorted(start.rank for start in starts) == [0, 1], starts
@@ -137,8 +138,9 @@ async def test_attach_continues_where_the_killed_follower_stopped(sshd_cluster) 
         # Everything the killed follower showed is in this machine's copy.
         assert before[: len(shown[rank])] == shown[rank]
         assert after, "the run was still going when attached"
-        # Continues right after the last step held: no duplicate, no gap, to the end.
-        assert before + after == list(range(1, 41)), (rank, before, after)
+        # The record first (what the copy held), then the tail right after the last step
+        # held: every step once, from the run's first, no duplicate, no gap, to the end.
+        assert after[:len(before)] == before and after == list(range(1, 41)), (rank, after)
         written = (run_dir / "metrics" / f"rank-{rank}.jsonl").read_bytes()
         assert (run_dir / "collected" / host / "metrics" / f"rank-{rank}.jsonl").read_bytes() \
             == written

@@ -42,6 +42,8 @@ def test_a_join_a_leave_a_kill_and_refusals_end_with_one_process_parameters(
         joined = [e for e in changes() if e["change"] == "joined"]
         assert [e["hosts"] for e in joined] == [["h3"]]
         assert joined[0]["state_bytes"] > 0 and joined[0]["members"][-1] == 3
+        start = run.events(3)[0]  # the joiner's start says the step it joined at
+        assert start["event"] == "start" and start["step"] == joined[0]["step"] > 0
         lost = by[("left", "ranks_died", ("h2",))]
         assert lost["redone_steps"] == 1 and 2 not in lost["members"]
         assert "connections closed" in lost["reason"]  # known at once, not after STALE_S

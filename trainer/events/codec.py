@@ -34,6 +34,9 @@ TrainerEvent = (
 
 EVENT_TYPES: dict[str, type[Any]] = {cls.kind: cls for cls in get_args(TrainerEvent)}
 """Each kind's dataclass, by its ``event`` name (from ``TrainerEvent``: a kind is listed once)."""
+_FIELD_NAMES = {kind: frozenset(f.name for f in dataclasses.fields(cls))
+                for kind, cls in EVENT_TYPES.items()}
+"""Each kind's field names, read once (a seat's replay parses a whole record)."""
 
 
 class EventFormatError(CorralError):
@@ -62,11 +65,9 @@ def event_from_dict(obj: dict[str, Any]) -> TrainerEvent | None:
     cls = EVENT_TYPES.get(str(obj.get("event")))
     if cls is None:
         return None
-    values: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):
-        if field.name in obj:
-            value = obj[field.name]
-            values[field.name] = tuple(value) if isinstance(value, list) else value
+    names = _FIELD_NAMES[cls.kind]
+    values = {name: tuple(value) if isinstance(value, list) else value
+              for name, value in obj.items() if name in names}
     try:
         event: TrainerEvent = cls(**values)
         return event

@@ -47,3 +47,12 @@ class MembershipEvent:
     seconds_to_step: float | None = None
     """From the trigger (the request, the loss seen) to the new generation's first completed
     step; None until that step (rank 0 writes the event after it)."""
+
+    def host_detail(self) -> str:
+        """How a host's status says this change: ``left at step N (why)``, ``joined at step
+        N`` or ``join refused: why`` (N: the steps done before it)."""
+        if self.change == "left":
+            return f"left at step {self.step} ({self.cause or 'asked'})"
+        if self.change == "joined":
+            return f"joined at step {self.step}"
+        return f"join refused: {self.reason or 'no reason given'}"
