@@ -266,8 +266,7 @@ async def follow_run(
             emit([progress_text(model)])
         if model.ranks:
             console.print(rank_table(model))
-    if early is None:
-        emit(cut_off_lines(model))
+    emit(cut_off_lines(model) if early is None else [])
     return early if early is not None else exit_code(model)
 
 
