@@ -254,7 +254,7 @@ class Trainer(MembershipSteps):
         ``_guarded``)."""
         run = self.run
         self._report(done, step_s=step_s)
-        resources.poll()
+        resources.poll(self.rank)  # a membership change may have moved this rank
         self._evaluate()
         self._rebalance()
         self.active.exact_now(run.split, due=self.checkpointer.due(run))

@@ -1,0 +1,52 @@
+"""Any host but the master's can leave a live run (issue 78): the first after the master, one
+in the middle, the last. Every survivor's rank, events and resource sampler follow the new
+generation (a rank whose place moved down used to die 2-4 steps later writing a ``resources``
+event under its old rank), and the one membership event says the leaver left as asked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from membership_runs import live_run, pid_of
+from trainer_runs import check, final_params, launch, max_rel_diff
+
+pytestmark = pytest.mark.slow
+
+STEPS = 30
+FLAGS = ("--samples", "256", "--global-batch", "24", "--steps", str(STEPS), "--seed", "3",
+         "--lr", "0.02", "--momentum", "0.9", "--checkpoint-every", "0")
+LIVE = ("--slowdown", "3", "--resources-every", "0.05")
+"""Steps long enough for a leave mid-run (an emulated slowdown changes no number), and a
+resource sample at nearly every step: the events that used to carry a survivor's old rank."""
+
+
+@pytest.mark.parametrize(("hosts", "leaver"), [
+    (("h0", "h1", "h2"), "h1"),        # the first after the master (of three: the middle)
+    (("h0", "h1", "h2", "h3"), "h2"),  # in the middle: a survivor after it moves down
+    (("h0", "h1", "h2"), "h2"),        # the last
+], ids=["first-after-master", "middle-of-four", "last"])
+def test_a_host_leaves_from_any_place_and_the_survivors_run_on_exactly(
+        hosts: tuple[str, ...], leaver: str, tmp_path: Path) -> None:
+    alone = tmp_path / "alone"
+    check(launch(1, *FLAGS, "--run-dir", str(alone)))
+    gone = hosts.index(leaver)
+    with live_run(tmp_path / "live", (*FLAGS, *LIVE), hosts) as run:
+        run.wait_for("step 5", lambda: run.steps_done() >= 5)
+        run.ask_leave(leaver)
+        run.wait_for(f"{leaver} left", lambda: bool(run.membership()))
+        run.finish()  # every rank exits 0: the leaver and each survivor after it
+        changes = [(e["change"], e.get("cause"), e["hosts"]) for e in run.membership()]
+        assert changes == [("left", "asked", [leaver])]
+        survivors = [m for m in range(len(hosts)) if m != gone]
+        assert run.membership()[0]["members"] == survivors
+        assert run.events(gone)[-1]["status"] == "left"
+        for member in survivors:
+            events = run.events(member)
+            assert pid_of(events) == [run.ranks[member].pid]  # its first process throughout
+            assert [e["step"] for e in events if e["event"] == "step"] == list(
+                range(1, STEPS + 1))
+            # Every event of this member's file carries its member id, samples too.
+            assert {e["rank"] for e in events} == {member}
+            assert any(e["event"] == "resources" for e in events)
+        assert max_rel_diff(final_params(alone), final_params(run.run_dir)) <= 1e-6
