@@ -25,7 +25,8 @@ from remote.events import FINAL_RUN_STATES
 from remote.hosts.command_errors import RemoteCommandError
 from remote.hosts.pool import HostPool
 from remote.hosts.transport import shell_path
-from remote.records.runs import RunInfo, run_dir_for
+from remote.records.runs import RunInfo, run_dir_for, unfollowed
+from remote.run.record import RecordMembers, RunRecord
 from trainer.run_layout import RunLayout
 
 
@@ -91,4 +92,16 @@ async def request_leave(config: ClusterConfig, pool: HostPool, info: RunInfo,
         await transport.run(leave_command(run_dir, host), check=True, timeout=30.0)
     except RemoteCommandError as exc:
         raise MembershipRefused(f"could not write the leave request on {host}: {exc}") from None
+    if unfollowed(info):  # no follower hears the ranks' event: this command records the change
+        record_unfollowed(config, info, hosts=tuple(h for h in info.hosts if h != host),
+                          left={*info.left_hosts, host})
     return RunLayout(run_dir).leave_request(host)
+
+
+def record_unfollowed(config: ClusterConfig, info: RunInfo, *, hosts: tuple[str, ...],
+                      left: set[str]) -> None:
+    """``corral leave`` / ``join`` of a run nobody follows (``--detach``): the hosts in it now
+    and those that left, written through the record's one writer as a follower would write
+    them at the ranks' event (``RecordMembers``), so the next command sees the change (a leaver
+    stays in ``left_hosts``: a stop still reaches its processes while they wind down)."""
+    RunRecord(config, info).apply(RecordMembers(hosts=hosts, left=tuple(sorted(left))))
