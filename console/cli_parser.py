@@ -108,9 +108,9 @@ MEMBERSHIP_COMMANDS = (
     ("join", "Bring a host of cluster.toml into a running run (one not in it, or one that "
      "left): the pre-flight check and the mesh probe with the run's hosts, the push, then "
      "its ranks are let in at a step boundary with the run's state (corral's own training "
-     "loop with live membership: `[run] on_host_loss = \"continue\"` or `live_membership = "
-     "true`). With `exchange = \"local\"`: at a round's end, as a new island with the "
-     "anchor and the outer momentum.",
+     "loop: live membership is on unless `[run] live_membership = false`). With "
+     "`exchange = \"local\"`: at a round's end, as a new island with the anchor and the "
+     "outer momentum.",
      "a host of cluster.toml, not in the run"),
 )
 """``corral leave`` and ``corral join``: the name, the help and HOST's help of each."""

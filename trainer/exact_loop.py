@@ -118,6 +118,9 @@ class Trainer(MembershipSteps):
         self._announce(backend, first_split, resumed_from)
         if membership is not None:  # each forming collects only what came after (steps.py)
             gc.freeze()
+            if config.policy == "static" and membership.joining is None:  # a host back: these
+                membership.written = tuple(zip(membership.generation.hosts, run.split,
+                                               strict=True))
         self._form_parts(balancer_state)
         if membership is not None and membership.joining is not None:
             self._take_state(membership.joining, time.monotonic())  # a joiner: the state

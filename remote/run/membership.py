@@ -51,8 +51,8 @@ def shared_refusal(config: ClusterConfig, info: RunInfo, host: str,
 def no_live_membership(run: str, what: str) -> str:
     """The refusal of a run without live membership; ``what``: how to get the change."""
     return (f"run {run} has no live membership (launched with `[run] live_membership = "
-            f"false`, or without it and without `on_host_loss = \"continue\"`, a script run as "
-            f"is, or `outer_overlap = true`): `corral stop` it and `corral run --resume` {what}")
+            f"false`, `outer_overlap = true`, or before corral had it on by default): `corral "
+            f"stop` it and `corral run --resume` {what}")
 
 
 def leave_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | None:

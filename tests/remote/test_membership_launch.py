@@ -1,8 +1,8 @@
-"""Live membership at launch: a ``task`` run with live membership (``on_host_loss =
-"continue"``, or ``[run] live_membership = true``) gives its ranks the run's membership port, a
-joiner's also the generation it joins; a run without it (``live_membership = false``, or
-neither), a script run as is and ``outer_overlap`` get neither (they keep today's restart
-path), and the start line says which path a lost host takes."""
+"""Live membership at launch: a ``task`` run has live membership by default (nothing written;
+issue 78) and gives its ranks the run's membership port, a joiner's also the generation it
+joins; a run with ``live_membership = false``, a script run as is and ``outer_overlap`` get
+neither (they keep today's restart path), and the start line says which path a lost host
+takes."""
 
 from __future__ import annotations
 
@@ -45,9 +45,9 @@ def _envs(config: ClusterConfig, **plan: object) -> dict[str, dict[str, str]]:
 
 
 def test_every_rank_of_a_task_run_gets_the_membership_port_and_no_join(tmp_path: Path) -> None:
-    assert not wants_membership_port(_config(tmp_path))  # the defaults: on_host_loss = "stop"
-    config = _config(tmp_path, live_membership=True)
+    config = _config(tmp_path)  # the defaults: on, with on_host_loss = "stop"
     assert wants_membership_port(config)
+    assert not wants_membership_port(_config(tmp_path, live_membership=False))
     for env in _envs(config, membership_port=31234).values():
         assert env[MEMBERSHIP_PORT_ENV] == "31234"
         assert JOIN_ENV not in env
@@ -76,7 +76,8 @@ HEAD = ('[cluster]\nname = "m"\n\n[[hosts]]\nname = "a"\naddress = "local"\n\n'
 
 
 @pytest.mark.parametrize(("run", "port", "why"), [
-    ("", False, 'on_host_loss = "stop"` without `live_membership = true'),
+    ("", True, None),  # on by default: leave and join; a lost host fails the run
+    ("live_membership = false", False, "live_membership = false"),
     ('on_host_loss = "continue"', True, None),  # the hot path by default
     ('on_host_loss = "continue"\nlive_membership = false', False,
      "live_membership = false"),  # the way out: the restart

@@ -50,3 +50,29 @@ def test_a_host_leaves_from_any_place_and_the_survivors_run_on_exactly(
             assert {e["rank"] for e in events} == {member}
             assert any(e["event"] == "resources" for e in events)
         assert max_rel_diff(final_params(alone), final_params(run.run_dir)) <= 1e-6
+
+
+def test_a_static_split_is_back_to_its_written_shares_when_the_host_rejoins(
+        tmp_path: Path) -> None:
+    # Before: the rejoined host kept the joiner's first share of 1 for good (split 14/15/1).
+    steps = ("--steps", "60")  # after FLAGS' own: time for the joiner's start
+    alone = tmp_path / "alone"
+    check(launch(1, *FLAGS, *steps, "--run-dir", str(alone)))
+    flags = (*FLAGS, *steps, *LIVE, "--slowdown", "12", "--policy", "static",
+             "--split", "6,10,8")
+    with live_run(tmp_path / "live", flags, ("h0", "h1", "h2")) as run:
+        run.wait_for("step 3", lambda: run.steps_done() >= 3)
+        run.ask_leave("h1")
+        run.wait_for("h1 left", lambda: bool(run.membership()))
+        run.join("h1")
+        run.wait_for("h1 back", lambda: len(run.membership()) == 2)
+        run.finish()
+        back = run.membership()[1]
+        assert (back["change"], back["hosts"]) == ("joined", ["h1"])
+        member = back["members"][-1]  # a new member id, on the host that left
+        shares = {e["local_batch"] for e in run.events(member) if e["event"] == "step"}
+        assert shares == {10}  # its written share from its first step on
+        after = [e["local_batch"] for e in run.events(0)
+                 if e["event"] == "step" and e["step"] > back["step"]]
+        assert set(after) == {6}
+        assert max_rel_diff(final_params(alone), final_params(run.run_dir)) <= 1e-6

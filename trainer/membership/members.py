@@ -37,7 +37,7 @@ from trainer.membership.contract import (
     MEMBERSHIP_PORT_ENV,
     LeaveCause,
 )
-from trainer.membership.plan import Generation, NextGeneration, config_for, resplit
+from trainer.membership.plan import Generation, NextGeneration, config_for, resplit, written_split
 from trainer.membership.store import Gone, MemberLost, MembershipStore
 from trainer.membership.watch import STALE_S
 from trainer.run_layout import RunLayout
@@ -124,6 +124,8 @@ class Membership:
         """Rank 0: the member id the next joiner gets (ids are never reused)."""
         self.groups_made = 0
         """Active sets' groups made in this generation (every rank makes the same ones)."""
+        self.written: tuple[tuple[str, int], ...] | None = None
+        """Rank 0, static split: the launch's (host, share) by rank (``written_split``)."""
 
     @property
     def rank(self) -> int:
@@ -222,10 +224,14 @@ class Membership:
         if not admitted:
             return None
         kept = (*range(len(gen.members)), *(None for _ in admitted))
+        hosts = gen.hosts + tuple(h for _, h, _ in admitted)
+        shares = resplit(split, kept, global_batch, JOINER_FIRST_SHARE)
+        if self.written is not None:  # a static split: a host back gets its written share
+            shares = written_split(self.written, hosts, global_batch, shares)
         plan = NextGeneration(
             generation=Generation(gen.number + 1, gen.members + tuple(m for *_, m in admitted),
-                                  gen.hosts + tuple(h for _, h, _ in admitted)),
-            step=step, split=resplit(split, kept, global_batch, JOINER_FIRST_SHARE), kept=kept,
+                                  hosts),
+            step=step, split=shares, kept=kept,
             change="joined", hosts=tuple(h for _, h, _ in admitted), state_from=0)
         self.store.set(key, plan.to_json())  # before the joiners read where it is
         for ticket, _, member in admitted:
