@@ -18,7 +18,7 @@ from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, Ru
 from remote.config.read import parse_cluster
 from remote.run.decide_members import host_loss_line
 from remote.run.launch import LaunchPlan, launcher_command
-from trainer.membership.contract import JOIN_ENV, MEMBERSHIP_PORT_ENV
+from trainer.membership.contract import HOST_LOSS_ENV, JOIN_ENV, MEMBERSHIP_PORT_ENV
 
 
 def _config(tmp_path: Path, **run: object) -> ClusterConfig:
@@ -50,7 +50,11 @@ def test_every_rank_of_a_task_run_gets_the_membership_port_and_no_join(tmp_path:
     assert not wants_membership_port(_config(tmp_path, live_membership=False))
     for env in _envs(config, membership_port=31234).values():
         assert env[MEMBERSHIP_PORT_ENV] == "31234"
+        assert env[HOST_LOSS_ENV] == "stop"  # planned changes live; a loss fails the run
         assert JOIN_ENV not in env
+    going_on = _config(tmp_path, on_host_loss="continue")
+    assert {e[HOST_LOSS_ENV] for e in _envs(going_on, membership_port=1).values()} == {
+        "continue"}
 
 
 def test_a_joiner_is_launched_with_the_generation_it_joins(tmp_path: Path) -> None:
