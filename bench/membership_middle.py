@@ -42,22 +42,23 @@ LEAVER = "medium"
 
 
 def demo_flags(run_root: Path) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """The demo's hosts, its ``[run]`` as trainer flags, and each host's slowdown as one flag."""
+    """The demo's hosts, its ``[run]`` as trainer flags, and its per-rank flags (the split and
+    each host's slowdown: the one-process reference has neither)."""
     config = parse_cluster(demo_toml(), path=run_root / "cluster.toml")
     run = config.run
     flags = ("--model", str(run.model), "--dataset", str(run.dataset), "--samples",
              str(run.samples), "--global-batch", str(run.global_batch), "--policy", run.policy,
              "--rebalance-every", str(run.rebalance_every), "--steps", str(run.steps),
              "--lr", str(run.lr), "--optimizer", run.optimizer, "--seed", str(run.seed),
-             "--checkpoint-every", str(run.checkpoint_every),
-             "--split", ",".join(str(s) for s in run.split or ()))
-    slowdown = ("--slowdown", ",".join(str(h.slowdown) for h in config.hosts))
-    return tuple(h.name for h in config.hosts), flags, slowdown
+             "--checkpoint-every", str(run.checkpoint_every))
+    per_rank = ("--split", ",".join(str(s) for s in run.split or ()),
+                "--slowdown", ",".join(str(h.slowdown) for h in config.hosts))
+    return tuple(h.name for h in config.hosts), flags, per_rank
 
 
 def one_round(root: Path, leave_at: int, alone: Path) -> dict[str, Any]:
-    hosts, flags, slowdown = demo_flags(root)
-    with live_run(root / "live", (*flags, *slowdown), hosts) as run:
+    hosts, flags, per_rank = demo_flags(root)
+    with live_run(root / "live", (*flags, *per_rank), hosts) as run:
         run.wait_for(f"step {leave_at}", lambda: run.steps_done() >= leave_at, timeout=600)
         before = [e for e in run.events(0) if e["event"] == "step"]
         asked = time.time()

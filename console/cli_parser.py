@@ -159,6 +159,11 @@ def add_run_parsers(command: AddCommand) -> None:
         member.add_argument("host", metavar="HOST", help=which)
         member.add_argument("--run", dest="run_id", metavar="RUN",
                             help="run id (default: the newest run that is still running)")
+        if name == "leave":
+            member.add_argument("--restart", action="store_true",
+                                help="a run without live membership (a script run as is): stop "
+                                "it and launch it again on the other hosts from its newest "
+                                "checkpoint (the script's own), today's restart path")
     command("status", "List the runs of this cluster and their state.")
     attach = command("attach", "Reconnect to a live run: in the console, or with --headless "
                      "in this terminal (Ctrl-C detaches again).")

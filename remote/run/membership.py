@@ -67,8 +67,28 @@ def leave_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | None
         return (f"{host} is not in run {run} (its hosts now: {', '.join(info.hosts)})"
                 + ("; it left already" if host in info.left_hosts else ""))
     if not info.membership_port:
-        return no_live_membership(run, "without the host")
+        return restart_path(config, run, host)
     return None
+
+
+def restart_path(config: ClusterConfig, run: str, host: str) -> str:
+    """What taking ``host`` out of a run without live membership means, and how to ask it."""
+    what = ("a script run as is: the script owns its loop" if config.run.script is not None
+            else "launched with `[run] live_membership = false` or without it")
+    return (f"run {run} has no live membership ({what}), so {host} cannot leave it live. "
+            f"Taking it out is a restart: the run is stopped on every host and launched again "
+            f"on the others from its newest checkpoint (a script's own; the steps since it "
+            f"run again). `corral leave {host} --restart` does that")
+
+
+def restart_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | None:
+    """Why ``corral leave HOST --restart`` cannot take ``host`` out of ``info`` (None: it
+    can): what refuses any leave, and a run with live membership (a leave needs no restart)."""
+    if info.membership_port:
+        return (f"run {info.label} has live membership: `corral leave {host}` takes {host} "
+                "out at its next step boundary, without a restart")
+    why = leave_refusal(config, info, host)
+    return None if why == restart_path(config, info.label, host) else why
 
 
 def leave_command(run_dir: str, host: str) -> str:
