@@ -106,7 +106,9 @@ def test_a_run_has_a_membership_port_as_cluster_toml_derives_it(
     # The start line names the path a lost host takes, from the port the launch got.
     line = host_loss_line(config, 31000 if port else None)
     if 'on_host_loss = "continue"' not in run:
-        assert line == 'a lost host fails the run (on_host_loss = "stop")'
+        said = 'a lost host fails the run (on_host_loss = "stop")'
+        assert line == (said + "; hosts leave and join live (`corral leave`, `corral join`)"
+                        if port else said)
     elif port:
         assert line.startswith("a lost host other than a is left behind by the others in "
                                "their own processes")
