@@ -111,9 +111,9 @@ MEMBERSHIP_COMMANDS = (
     ("join", "Bring a host of cluster.toml into a running run (one not in it, or one that "
      "left): the pre-flight check and the mesh probe with the run's hosts, the push, then "
      "its ranks are let in at a step boundary with the run's state (corral's own training "
-     "loop with live membership: `[run] on_host_loss = \"continue\"` or `live_membership = "
-     "true`). With `exchange = \"local\"`: at a round's end, as a new island with the "
-     "anchor and the outer momentum.",
+     "loop: live membership is on unless `[run] live_membership = false`). With "
+     "`exchange = \"local\"`: at a round's end, as a new island with the anchor and the "
+     "outer momentum.",
      "a host of cluster.toml, not in the run"),
 )
 """``corral leave`` and ``corral join``: the name, the help and HOST's help of each."""
@@ -162,6 +162,11 @@ def add_run_parsers(command: AddCommand) -> None:
         member.add_argument("host", metavar="HOST", help=which)
         member.add_argument("--run", dest="run_id", metavar="RUN",
                             help="run id (default: the newest run that is still running)")
+        if name == "leave":
+            member.add_argument("--restart", action="store_true",
+                                help="a run without live membership (a script run as is): stop "
+                                "it and launch it again on the other hosts from its newest "
+                                "checkpoint (the script's own), today's restart path")
     command("status", "List the runs of this cluster and their state.")
     attach = command("attach", "Reconnect to a live run: in the console, or with --headless "
                      "in this terminal (Ctrl-C detaches again).")

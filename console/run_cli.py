@@ -220,6 +220,8 @@ async def cmd_leave(args: argparse.Namespace, console: Console) -> int:
     ``CorralError`` that names why."""
     from remote.api import leave_host
 
+    if args.restart:
+        return await leave_by_restart(args, console)
     async with Session(args.config) as session:
         run_id = session.unnamed_run(live=True) if args.run_id is None else args.run_id
         await leave_host(session.config, run_id, args.host)
@@ -227,6 +229,31 @@ async def cmd_leave(args: argparse.Namespace, console: Console) -> int:
     console.print(f"run {run_id}: {escape(args.host)} leaves at {moment.leave_at} "
                   f"(`corral attach` shows it go). {moment.leaver}")
     return 0
+
+
+async def leave_by_restart(args: argparse.Namespace, console: Console) -> int:
+    """``corral leave HOST --restart``: a run without live membership stopped on every host
+    and launched again (``--resume``) on the others, followed until it runs."""
+    from remote.api import leave_by_restart as plan_restart
+
+    async with Session(args.config) as session:
+        given = session.unnamed_run(live=True) if args.run_id is None else args.run_id
+        run_id, others = plan_restart(session.config, given, args.host)
+        console.print(f"run {run_id}: stopping it on every host, then launching it again "
+                      f"without {escape(args.host)} from its newest checkpoint")
+        report = await (await session.controller.attach(run_id)).stop()
+    if not report.clean:
+        console.print(f"[red]run {run_id} did not stop cleanly ({report}): not relaunched[/]")
+        return 1
+    with FirstInterrupt() as interrupt:
+        async with Session(args.config, config=others) as session:
+            handle = await session.controller.start(resume=run_id)
+            code = await follow_detachable(session, handle, console, interrupt,
+                                           until_running=True, launching=True)
+    if code == 0:
+        console.print(f"run {run_id} runs again on {', '.join(h.name for h in others.hosts)}. "
+                      f"Follow it with `corral attach {run_id}`.")
+    return code
 
 
 async def cmd_join(args: argparse.Namespace, console: Console) -> int:

@@ -260,6 +260,22 @@ async def leave_host(config: ClusterConfig, run_id: str, host: str) -> str:
         await pool.aclose()
 
 
+def leave_by_restart(config: ClusterConfig, run_id: str, host: str) -> tuple[str, ClusterConfig]:
+    """``corral leave HOST --restart`` on a run without live membership (a script run as is):
+    the run's id and the cluster it is launched again on (the run's hosts less ``host``, in
+    cluster.toml's order, its written split dropped); ``MembershipRefused`` when ``host``
+    cannot be taken out so. The caller stops the run and launches it with ``--resume`` there."""
+    from dataclasses import replace
+
+    from remote.run.membership import MembershipRefused, restart_refusal
+
+    info = read_run_info(config, resolve_run_id(config, run_id))
+    if (why := restart_refusal(config, info, host)) is not None:
+        raise MembershipRefused(why)
+    others = tuple(h for h in config.hosts if h.name in info.hosts and h.name != host)
+    return info.run_id, replace(config, hosts=others, run=replace(config.run, split=None))
+
+
 async def join_host(config: ClusterConfig, run_id: str, host: str) -> float:
     """``corral join``: bring ``host`` (a host of cluster.toml not in the run ``run_id``, or
     one that left) into the running run: check it with the run's hosts, push, start its

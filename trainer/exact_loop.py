@@ -121,6 +121,10 @@ class Trainer:
         self._announce(backend, first_split, resumed_from)
         if self.group.live:  # each forming collects only what came after (``take_place``)
             gc.freeze()
+            if (config.policy == "static" and membership is not None
+                    and membership.joining is None):  # a host back gets these shares again
+                membership.written = tuple(zip(membership.generation.hosts, run.split,
+                                               strict=True))
         self._carried_balancer: dict[str, Any] | None = balancer_state
         """The balancer's state for the next parts made, in their numbering (rank 0; kept
         while a generation forms, and when the forming fails and is retried)."""
@@ -274,7 +278,7 @@ class Trainer:
         ``_guarded``)."""
         run = self.run
         self._report(done, step_s=step_s)
-        resources.poll()
+        resources.poll(self.rank)  # a membership change may have moved this rank
         self._evaluate()
         self._rebalance()
         parts = self.built

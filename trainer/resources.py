@@ -40,8 +40,12 @@ class ResourceReporter:
             warn(f"corral trainer: rank {rank}: resource sampling disabled ({exc})")
             self._sampler = None
 
-    def poll(self) -> None:
-        """Emit the newest sample, if one arrived since the last poll."""
+    def poll(self, rank: int | None = None) -> None:
+        """Emit the newest sample, if one arrived since the last poll, as ``rank``'s: this
+        rank's place now (live membership moves a rank when a host before it leaves); None:
+        the rank it started with."""
+        if rank is not None:
+            self._rank = rank
         if self._sampler is None:
             return
         try:

@@ -197,14 +197,14 @@ class RunSection(RunSettings):
     without it, the same global batch re-split among the others (the result is the same, only
     slower): a ``task`` run's survivors leave it behind in their own processes (live
     membership, below), else the run restarts on the others from its newest checkpoint."""
-    live_membership: bool | None = None
+    live_membership: bool = True
     """Hosts join and leave the running run at step boundaries, in the same processes and with
     the same result (``corral leave``, ``corral join``, the console's ``e`` and ``j``), and a
     host lost under ``on_host_loss = "continue"`` is left behind by the survivors instead of a
-    restart. Not set: on exactly with ``on_host_loss = "continue"``; ``false`` keeps today's
-    restart from the newest checkpoint (the way out); ``true`` also with ``on_host_loss =
-    "stop"``. corral's own loop only: a script run as is, and ``exchange = "local"`` with
-    ``outer_overlap``, restart whatever it says (docs/reliability.md, "Live membership")."""
+    restart. On by default, with nothing written; ``false`` is the way out (a leave or join is
+    refused, a lost host restarts the run from its newest checkpoint). corral's own loop only:
+    a script run as is, and ``exchange = "local"`` with ``outer_overlap``, restart whatever it
+    says (docs/reliability.md, "Live membership")."""
     hang_limit: float = field(default=300.0, metadata=key(at_least=0.0, at_most=10**7))
     """Seconds without a step after which corral stops the run, naming the rank that holds
     the others up (0 = wait for torch's own timeout)."""

@@ -9,21 +9,20 @@ from remote.config.cluster import ClusterConfig
 
 def membership_refusal(config: ClusterConfig) -> str | None:
     """Why the run's ranks get no membership port, as a log line's reason (None: they get
-    one). The one place that decides it: ``[run] live_membership`` when written, else on
-    exactly with ``on_host_loss = "continue"`` (its hot path: a lost host is left behind by the
-    survivors instead of a restart); never for a script run as is (it restarts from its own
-    checkpoint on a change of hosts) nor with ``outer_overlap`` (an exchange still under way
-    crosses every round's end). Without the port, ``corral leave`` and ``join`` refuse the run
-    and a lost host takes the restart at once instead of waiting for the survivors."""
+    one). The one place that decides it: every run of corral's own loop has it unless ``[run]
+    live_membership = false`` (with ``on_host_loss = "continue"``, its hot path: a lost host is
+    left behind by the survivors instead of a restart); never for a script run as is (it
+    restarts from its own checkpoint on a change of hosts) nor with ``outer_overlap`` (an
+    exchange still under way crosses every round's end). Without the port, ``corral leave``
+    and ``join`` refuse the run and a lost host takes the restart at once instead of waiting
+    for the survivors."""
     run = config.run
     if run.script is not None:
         return "a script run as is restarts from its own checkpoint"
     if run.exchange != "exact" and run.outer_overlap:
         return "`outer_overlap = true`: an exchange under way crosses every round's end"
-    if run.live_membership is False:
+    if not run.live_membership:
         return "`[run] live_membership = false`"
-    if run.live_membership is None and run.on_host_loss != "continue":
-        return f'`[run] on_host_loss = "{run.on_host_loss}"` without `live_membership = true`'
     return None
 
 

@@ -117,7 +117,9 @@ def host_loss_line(config: ClusterConfig, membership_port: int | None) -> str:
     run's start line says it (``hot_path_refusal`` decides it for each loss)."""
     run, master = config.run, config.master_name
     if run.on_host_loss != "continue":
-        return f'a lost host fails the run (on_host_loss = "{run.on_host_loss}")'
+        live = "; hosts leave and join live (`corral leave`, `corral join`)"
+        return (f'a lost host fails the run (on_host_loss = "{run.on_host_loss}")'
+                + (live if membership_port else ""))
     if membership_port:
         return (f"a lost host other than {master} is left behind by the others in their own "
                 "processes (live membership; `live_membership = false`: a restart instead)")

@@ -5,10 +5,11 @@ push, the launch) and then writes a *join record* in the run's local directory
 (``joins/<host>.json``, written whole: temp and rename). The process that follows the run
 (``corral run``, the console, ``corral attach``) reads new join records as it follows
 (``remote/run/follower.py``), and its loop decides what one means (``decide_members.py``:
-the host counted in the run, ``joining``, its tail opened). This keeps every write of
-``run.json`` with the follower (its one writer, ``remote/run/record.py``) and every tail in
-the one merged stream, and it needs no channel between two corral processes besides a file
-both already own; a run followed by nobody picks the record up when it is attached.
+the host counted in the run, ``joining``, its tail opened). This keeps every tail in the one
+merged stream, and it needs no channel between two corral processes besides a file both
+already own. A run followed by nobody (``--detach``) has no follower to count the joiner in:
+the command writes that change itself, through the record's one writer (``RunRecord``,
+``record_unfollowed``), and the record is taken up when the run is attached.
 
 The joiner's ranks run under a torchrun of their own on the host (``--standalone``, not the
 run's rendezvous: its agents would restart their workers for a new node) with
@@ -44,11 +45,16 @@ from remote.config.task_code import UserCode, user_code
 from remote.events import CheckItem
 from remote.hosts.pool import HostPool
 from remote.hosts.push import CodeBundle, build_bundle
-from remote.records.runs import RunInfo, local_run_dir, run_dir_for
+from remote.records.runs import RunInfo, local_run_dir, run_dir_for, unfollowed
 from remote.run.data_push import sync_run_data
 from remote.run.launch import LaunchPlan, launch_host
 from remote.run.lifecycle import LaunchFailed
-from remote.run.membership import MembershipRefused, no_live_membership, shared_refusal
+from remote.run.membership import (
+    MembershipRefused,
+    no_live_membership,
+    record_unfollowed,
+    shared_refusal,
+)
 from remote.run.stop import stop_run
 from trainer.run_layout import IN_RUN_DIR, RunLayout
 
@@ -273,4 +279,7 @@ async def request_join(config: ClusterConfig, info: RunInfo, host: str) -> JoinR
         await joiner_pool.aclose()
     record = JoinRecord(host=host, pgid=pgid, asked=asked)
     write_join_record(local_run_dir(config, info.run_id), record)
+    if unfollowed(info):  # counted in the run now, as a follower counts a launched joiner
+        record_unfollowed(config, info, hosts=(*info.hosts, host),
+                          left=set(info.left_hosts) - {host})
     return record

@@ -42,7 +42,12 @@ from trainer.launch_contract import (
     RUN_ID_ENV,
     log_line_prefix,
 )
-from trainer.membership.contract import JOIN_ENV, MEMBERSHIP_ADDR_ENV, MEMBERSHIP_PORT_ENV
+from trainer.membership.contract import (
+    HOST_LOSS_ENV,
+    JOIN_ENV,
+    MEMBERSHIP_ADDR_ENV,
+    MEMBERSHIP_PORT_ENV,
+)
 from trainer.run_layout import IN_RUN_DIR, RunLayout
 from trainer.settings.flags import flag_words
 from trainer.settings.run_settings import Policy, RunSettings
@@ -131,8 +136,9 @@ def torchrun_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
                 # INFO makes torchrun log the rendezvous result (``global_ranks=[...]``),
                 # which tells the tailer which ranks run on this host.
                 "LOGLEVEL": "INFO", RANK_BASE_ENV: str(place.first_rank)})
-    if plan.membership_port is not None:
-        env[MEMBERSHIP_PORT_ENV] = str(plan.membership_port)
+    if plan.membership_port is not None:  # planned changes live; a loss as the run says
+        env.update({MEMBERSHIP_PORT_ENV: str(plan.membership_port),
+                    HOST_LOSS_ENV: config.run.on_host_loss})
     if plan.join_generation is not None:  # the run's store is on the master, not here
         env.update({JOIN_ENV: str(plan.join_generation), MEMBERSHIP_ADDR_ENV: plan.master_addr})
     if place.visible_devices is not None:

@@ -25,7 +25,8 @@ from remote.events import FINAL_RUN_STATES
 from remote.hosts.command_errors import RemoteCommandError
 from remote.hosts.pool import HostPool
 from remote.hosts.transport import shell_path
-from remote.records.runs import RunInfo, run_dir_for
+from remote.records.runs import RunInfo, run_dir_for, unfollowed
+from remote.run.record import RecordMembers, RunRecord
 from trainer.run_layout import RunLayout
 
 
@@ -50,8 +51,8 @@ def shared_refusal(config: ClusterConfig, info: RunInfo, host: str,
 def no_live_membership(run: str, what: str) -> str:
     """The refusal of a run without live membership; ``what``: how to get the change."""
     return (f"run {run} has no live membership (launched with `[run] live_membership = "
-            f"false`, or without it and without `on_host_loss = \"continue\"`, a script run as "
-            f"is, or `outer_overlap = true`): `corral stop` it and `corral run --resume` {what}")
+            f"false`, `outer_overlap = true`, or before corral had it on by default): `corral "
+            f"stop` it and `corral run --resume` {what}")
 
 
 def leave_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | None:
@@ -66,8 +67,28 @@ def leave_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | None
         return (f"{host} is not in run {run} (its hosts now: {', '.join(info.hosts)})"
                 + ("; it left already" if host in info.left_hosts else ""))
     if not info.membership_port:
-        return no_live_membership(run, "without the host")
+        return restart_path(config, run, host)
     return None
+
+
+def restart_path(config: ClusterConfig, run: str, host: str) -> str:
+    """What taking ``host`` out of a run without live membership means, and how to ask it."""
+    what = ("a script run as is: the script owns its loop" if config.run.script is not None
+            else "launched with `[run] live_membership = false` or without it")
+    return (f"run {run} has no live membership ({what}), so {host} cannot leave it live. "
+            f"Taking it out is a restart: the run is stopped on every host and launched again "
+            f"on the others from its newest checkpoint (a script's own; the steps since it "
+            f"run again). `corral leave {host} --restart` does that")
+
+
+def restart_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | None:
+    """Why ``corral leave HOST --restart`` cannot take ``host`` out of ``info`` (None: it
+    can): what refuses any leave, and a run with live membership (a leave needs no restart)."""
+    if info.membership_port:
+        return (f"run {info.label} has live membership: `corral leave {host}` takes {host} "
+                "out at its next step boundary, without a restart")
+    why = leave_refusal(config, info, host)
+    return None if why == restart_path(config, info.label, host) else why
 
 
 def leave_command(run_dir: str, host: str) -> str:
@@ -91,4 +112,16 @@ async def request_leave(config: ClusterConfig, pool: HostPool, info: RunInfo,
         await transport.run(leave_command(run_dir, host), check=True, timeout=30.0)
     except RemoteCommandError as exc:
         raise MembershipRefused(f"could not write the leave request on {host}: {exc}") from None
+    if unfollowed(info):  # no follower hears the ranks' event: this command records the change
+        record_unfollowed(config, info, hosts=tuple(h for h in info.hosts if h != host),
+                          left={*info.left_hosts, host})
     return RunLayout(run_dir).leave_request(host)
+
+
+def record_unfollowed(config: ClusterConfig, info: RunInfo, *, hosts: tuple[str, ...],
+                      left: set[str]) -> None:
+    """``corral leave`` / ``join`` of a run nobody follows (``--detach``): the hosts in it now
+    and those that left, written through the record's one writer as a follower would write
+    them at the ranks' event (``RecordMembers``), so the next command sees the change (a leaver
+    stays in ``left_hosts``: a stop still reaches its processes while they wind down)."""
+    RunRecord(config, info).apply(RecordMembers(hosts=hosts, left=tuple(sorted(left))))

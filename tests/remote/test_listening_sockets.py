@@ -1,11 +1,14 @@
 """What a run opens on the network, as ``ss -ltnp`` sees it while it trains (loopback hosts):
-the master's launcher listens on every interface at the rendezvous port corral chose, and only
-there (torch's static rendezvous: its store is the ranks' store too); each rank listens on its
+the master's launcher listens on every interface at the rendezvous port corral chose (torch's
+static rendezvous: its store is the ranks' store too) and rank 0 at the membership port the
+check tested (the store of live joins and leaves, on by default), and only there; each rank
+listens on its
 cluster interface's address only (Gloo, ``GLOO_SOCKET_IFNAME``); nothing once the run is
 stopped. docs/security.md."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -60,9 +63,10 @@ def test_a_run_listens_only_on_its_rendezvous_port_and_not_after_a_stop(tmp_path
         _corral(path, "stop", run_id)
     everywhere = sorted(a.rsplit(":", 1)[1] for a in listening
                         if a.rsplit(":", 1)[0] in ("*", "0.0.0.0", "[::]"))
-    assert everywhere == [port], listening
+    record = json.loads((tmp_path / "runs" / run_id / "run.json").read_text())
+    assert everywhere == sorted([port, str(record["membership_port"])]), listening
     ranks = [a for a in listening if a.startswith("127.0.0.1:")]  # the interface: lo here
-    assert len(ranks) == 2 and len(listening) == 3, listening
+    assert len(ranks) == 2 and len(listening) == 4, listening
     assert _listeners(run_id) == []
     # A normal stop is no error: the launchers' logs hold no traceback.
     for name in ("a", "b"):

@@ -1,8 +1,8 @@
-"""Live membership at launch: a ``task`` run with live membership (``on_host_loss =
-"continue"``, or ``[run] live_membership = true``) gives its ranks the run's membership port, a
-joiner's also the generation it joins; a run without it (``live_membership = false``, or
-neither), a script run as is and ``outer_overlap`` get neither (they keep today's restart
-path), and the start line says which path a lost host takes."""
+"""Live membership at launch: a ``task`` run has live membership by default (nothing written;
+issue 78) and gives its ranks the run's membership port, a joiner's also the generation it
+joins; a run with ``live_membership = false``, a script run as is and ``outer_overlap`` get
+neither (they keep today's restart path), and the start line says which path a lost host
+takes."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from remote.config.live_membership import membership_refusal, wants_membership_p
 from remote.config.read import parse_cluster
 from remote.run.decide_members import host_loss_line
 from remote.run.launch import LaunchPlan, launcher_command
-from trainer.membership.contract import JOIN_ENV, MEMBERSHIP_PORT_ENV
+from trainer.membership.contract import HOST_LOSS_ENV, JOIN_ENV, MEMBERSHIP_PORT_ENV
 
 
 def _config(tmp_path: Path, **run: object) -> ClusterConfig:
@@ -45,12 +45,16 @@ def _envs(config: ClusterConfig, **plan: object) -> dict[str, dict[str, str]]:
 
 
 def test_every_rank_of_a_task_run_gets_the_membership_port_and_no_join(tmp_path: Path) -> None:
-    assert not wants_membership_port(_config(tmp_path))  # the defaults: on_host_loss = "stop"
-    config = _config(tmp_path, live_membership=True)
+    config = _config(tmp_path)  # the defaults: on, with on_host_loss = "stop"
     assert wants_membership_port(config)
+    assert not wants_membership_port(_config(tmp_path, live_membership=False))
     for env in _envs(config, membership_port=31234).values():
         assert env[MEMBERSHIP_PORT_ENV] == "31234"
+        assert env[HOST_LOSS_ENV] == "stop"  # planned changes live; a loss fails the run
         assert JOIN_ENV not in env
+    going_on = _config(tmp_path, on_host_loss="continue")
+    assert {e[HOST_LOSS_ENV] for e in _envs(going_on, membership_port=1).values()} == {
+        "continue"}
 
 
 def test_a_joiner_is_launched_with_the_generation_it_joins(tmp_path: Path) -> None:
@@ -76,7 +80,8 @@ HEAD = ('[cluster]\nname = "m"\n\n[[hosts]]\nname = "a"\naddress = "local"\n\n'
 
 
 @pytest.mark.parametrize(("run", "port", "why"), [
-    ("", False, 'on_host_loss = "stop"` without `live_membership = true'),
+    ("", True, None),  # on by default: leave and join; a lost host fails the run
+    ("live_membership = false", False, "live_membership = false"),
     ('on_host_loss = "continue"', True, None),  # the hot path by default
     ('on_host_loss = "continue"\nlive_membership = false', False,
      "live_membership = false"),  # the way out: the restart
@@ -101,7 +106,9 @@ def test_a_run_has_a_membership_port_as_cluster_toml_derives_it(
     # The start line names the path a lost host takes, from the port the launch got.
     line = host_loss_line(config, 31000 if port else None)
     if 'on_host_loss = "continue"' not in run:
-        assert line == 'a lost host fails the run (on_host_loss = "stop")'
+        said = 'a lost host fails the run (on_host_loss = "stop")'
+        assert line == (said + "; hosts leave and join live (`corral leave`, `corral join`)"
+                        if port else said)
     elif port:
         assert line.startswith("a lost host other than a is left behind by the others in "
                                "their own processes")

@@ -10,6 +10,7 @@ from trainer.membership.plan import (
     balancer_state_for,
     config_for,
     resplit,
+    written_split,
 )
 from trainer.settings.train_config import TrainConfig
 
@@ -22,6 +23,16 @@ def test_a_leavers_share_goes_to_the_others_in_proportion_and_every_sample_has_a
 
 def test_a_joiner_starts_with_a_small_share_taken_from_the_largest() -> None:
     assert resplit((20, 12), (0, 1, None), 32, joiner_share=1) == (19, 12, 1)
+
+
+def test_a_static_split_returns_to_its_written_shares_when_a_host_is_back() -> None:
+    written = (("a", 10), ("b", 12), ("c", 8), ("c", 2))  # c runs two ranks
+    fallback = (1, 1, 1, 1)
+    assert written_split(written, ("a", "c", "c", "b"), 32, fallback) == (10, 8, 2, 12)
+    # b still away: its 12 spread over the others in proportion to their written shares
+    assert written_split(written, ("a", "c", "c"), 32, (1, 1, 1)) == (16, 13, 3)
+    # a host never launched with the run has no written share: the joiner's small start
+    assert written_split(written, ("a", "b", "c", "c", "d"), 32, (9,) * 5) == (9,) * 5
 
 
 def test_the_next_generation_reads_back_as_written() -> None:

@@ -11,6 +11,7 @@ trainer, so this module imports nothing.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 JOIN_ENV = "CORRAL_JOIN"
@@ -24,6 +25,11 @@ MEMBERSHIP_ADDR_ENV = "CORRAL_MEMBERSHIP_ADDR"
 """On a joiner's ranks (``corral join``): the master's address, where the run's store listens.
 A joiner runs under a torchrun of its own (not the run's rendezvous), whose ``MASTER_ADDR`` is
 its own host; without this variable a rank reaches the store at ``MASTER_ADDR``."""
+HOST_LOSS_ENV = "CORRAL_ON_HOST_LOSS"
+"""``[run] on_host_loss`` as the ranks are told it. ``stop``: a member lost unplanned fails the
+survivors' ranks too, as without live membership (the run then fails, or restarts under
+``max_restarts``), while planned leaves and joins stay live; ``continue`` or absent: the
+survivors leave the lost host behind in their own processes."""
 JOINED_LINE = "corral: joined the run as member {member}"
 """What a joiner's rank prints once admitted: the member id its events file is named by.
 The host's tailer (``remote/run/tail_script.py``) takes the rank as the host's from it."""
@@ -60,3 +66,8 @@ def change_moment(exchange: str) -> ChangeMoment:
     return ChangeMoment(leave_at="its next step boundary", join_at="a step boundary",
                         leaver="Its share goes to the other hosts; nothing is redone.",
                         joiner="It receives the run's state; the others go on.")
+
+
+def survives_loss() -> bool:
+    """Whether this rank's run goes on without a member lost unplanned (``HOST_LOSS_ENV``)."""
+    return os.environ.get(HOST_LOSS_ENV, "continue") != "stop"

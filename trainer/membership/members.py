@@ -35,8 +35,9 @@ from trainer.membership.contract import (
     JOINED_LINE,
     MEMBERSHIP_ADDR_ENV,
     MEMBERSHIP_PORT_ENV,
+    survives_loss,
 )
-from trainer.membership.plan import Generation, NextGeneration, config_for, resplit
+from trainer.membership.plan import Generation, NextGeneration, config_for, resplit, written_split
 from trainer.membership.store import Gone, MemberLost, MembershipStore
 from trainer.membership.watch import STALE_S
 from trainer.run_layout import RunLayout
@@ -123,6 +124,8 @@ class Membership:
         """Rank 0: the member id the next joiner gets (ids are never reused)."""
         self.groups_made = 0
         """Active sets' groups made in this generation (every rank makes the same ones)."""
+        self.written: tuple[tuple[str, int], ...] | None = None
+        """Rank 0, static split: the launch's (host, share) by rank (``written_split``)."""
 
     @property
     def rank(self) -> int:
@@ -221,10 +224,13 @@ class Membership:
         if not admitted:
             return None
         kept = (*range(len(gen.members)), *(None for _ in admitted))
+        hosts = gen.hosts + tuple(h for _, h, _ in admitted)
+        shares = written_split(self.written, hosts, global_batch,  # static: a host back too
+                               resplit(split, kept, global_batch, JOINER_FIRST_SHARE))
         plan = NextGeneration(
             generation=Generation(gen.number + 1, gen.members + tuple(m for *_, m in admitted),
-                                  gen.hosts + tuple(h for _, h, _ in admitted)),
-            step=step, split=resplit(split, kept, global_batch, JOINER_FIRST_SHARE), kept=kept,
+                                  hosts),
+            step=step, split=shares, kept=kept,
             change="joined", hosts=tuple(h for _, h, _ in admitted), state_from=0)
         self.store.set(key, plan.to_json())  # before the joiners read where it is
         for ticket, _, member in admitted:
@@ -279,13 +285,13 @@ class Membership:
         self.store.stop_heartbeat()
 
     def is_loss(self, exc: BaseException) -> bool:
-        """Whether ``exc`` is a lost member's doing: a collective failed on a closed or reset
-        connection or a timeout (gloo's words), this rank's watch aborted the generation, or a
-        member was lost while it formed. Anything else is this rank's own failure: the
-        survivors would wait for an answer that never comes."""
+        """Whether ``exc`` is a lost member's doing (a collective failed on a closed or reset
+        connection or a timeout, the watch aborted the generation, a member lost while it
+        formed) that the run survives (not ``on_host_loss = "stop"``); else this rank fails."""
         watch, text = self.store.watch, str(exc).lower()
-        return (isinstance(exc, MemberLost) or (watch is not None and watch.tripped_at is not None)
-                or any(word in text for word in LOSS_WORDS))
+        tripped = watch is not None and watch.tripped_at is not None
+        return survives_loss() and (isinstance(exc, MemberLost) or tripped
+                                    or any(word in text for word in LOSS_WORDS))
 
     def unfinished(self, plan: NextGeneration, events: EventWriter) -> None:
         """Rank 0: ``plan``'s generation did not form (a member was lost meanwhile): its

@@ -108,6 +108,29 @@ def resplit(split: Sequence[int], kept: Sequence[int | None], global_batch: int,
     return tuple(o + e for o, e in zip(own, extra, strict=True))
 
 
+def written_split(written: Sequence[tuple[str, int]] | None, hosts: Sequence[str],
+                  global_batch: int, fallback: tuple[int, ...]) -> tuple[int, ...]:
+    """A static split's shares for a generation whose ranks are on ``hosts`` (rank order):
+    each rank the share written for the same rank of its host at launch (``written``: the
+    launch's (host, share) by launch rank), the shares of the hosts away spread over the others
+    in proportion to theirs (largest remainder): all hosts back, the written split exactly.
+    ``fallback`` when a rank has no written share (its host was not launched with the run)
+    or the split is not static (``written`` None)."""
+    if written is None:
+        return fallback
+    by_host: dict[str, list[int]] = {}
+    for host, share in written:
+        by_host.setdefault(host, []).append(share)
+    taken: dict[str, int] = {}
+    shares = []
+    for host in hosts:
+        index = taken[host] = taken.get(host, -1) + 1
+        if index >= len(by_host.get(host, ())):
+            return fallback
+        shares.append(by_host[host][index])
+    return resplit(shares, range(len(shares)), global_batch)
+
+
 def remap_ranks(values: Sequence[T], kept: Sequence[int | None], fresh: T) -> tuple[T, ...]:
     """A per-rank list for the new generation: a kept rank's own value, ``fresh`` for a
     joiner."""

@@ -1,0 +1,35 @@
+"""The console's leave key on a script run as is (issue 78): it has no live membership, so the
+dialog says what taking a host out means (a restart from the script's own newest checkpoint)
+and how to ask for it, and asks the remote layer nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from console.effects import ChooseHost
+from remote.config.cluster import ClusterConfig, RunSection
+from tests.console.test_console_controls import Headless, _lab, _live_with_gamma_left
+
+
+async def test_a_script_runs_leave_dialog_says_it_is_a_restart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "train.py").write_text("print('hi')\n", encoding="utf-8")
+    controls, session = _lab(tmp_path, run=RunSection(script="train.py"))
+    asked: list[str] = []
+
+    async def leave_host(config: ClusterConfig, run_id: str, host: str) -> str:
+        asked.append(host)
+        return ""
+
+    monkeypatch.setattr("remote.api.leave_host", leave_host)
+    screen = Headless()
+    await _live_with_gamma_left(screen, controls, session)
+    screen.render(controls.leave_host())
+    choice = next(o for o in screen.shown if isinstance(o, ChooseHost))
+    screen.render(choice.then("beta"))
+    [said] = [n for n in screen.notices() if "script" in n]
+    assert "beta cannot leave it live" in said and "newest checkpoint" in said
+    assert "`corral leave beta --restart`" in said
+    assert asked == [] and controls.busy == ""
