@@ -80,8 +80,7 @@ class Trainer:
         # A membership change moves this rank (``take_place`` sets the prefetcher's rank): a
         # batch read ahead for the old place is stale and made again.
         self.prefetcher = (BatchPrefetcher(task, order, info.rank, device)
-                           if prefetch_wanted(config.prefetch, device)
-                           else None)
+                           if prefetch_wanted(config.prefetch, device) else None)
         rank, world, self.device = info.rank, info.world_size, device
         self.events, self.stop = events, stop
         slowdown = SlowdownSchedule(config.slowdown_for(rank), config.slowdown_at, rank)
@@ -121,10 +120,8 @@ class Trainer:
         self._announce(backend, first_split, resumed_from)
         if self.group.live:  # each forming collects only what came after (``take_place``)
             gc.freeze()
-            if (config.policy == "static" and membership is not None
-                    and membership.joining is None):  # a host back gets these shares again
-                membership.written = tuple(zip(membership.generation.hosts, run.split,
-                                               strict=True))
+            if config.policy == "static":  # a host back gets its written share again
+                self.group.keep_written(run.split)
         self._carried_balancer: dict[str, Any] | None = balancer_state
         """The balancer's state for the next parts made, in their numbering (rank 0; kept
         while a generation forms, and when the forming fails and is retried)."""

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from remote.checks.membership_port import membership_refusal
 from remote.config.init import demo_toml
+from remote.config.live_membership import membership_refusal
 from remote.config.read import parse_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
