@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.lowcomm import lm_shape
+from bench.lowcomm_workloads import lm_shape
 from trainer.lowcomm.compress import ErrorFeedback, gathered_sum, payload_of
 from trainer.lowcomm.outer import flat_grads, unflatten_grads
 from trainer.lowcomm.steps import alone_in_island

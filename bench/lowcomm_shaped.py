@@ -160,7 +160,7 @@ def _workload(args: Any, scratch: Path) -> tuple[str, str]:
     """The ``[run]`` lines of the workload and its words."""
     if args.shaped_workload == "cnn":
         return CNN, "simple_cnn, B=48"
-    from bench.lowcomm import workload_flags
+    from bench.lowcomm_workloads import workload_flags
 
     flags, _ = workload_flags("lm", scratch, False, args.lm_shape)
     options = dict(flags[i + 1].split("=", 1) for i, f in enumerate(flags)

@@ -1,4 +1,4 @@
-"""No import circles between the files of corral's four packages.
+"""No import circles between the files of corral's five packages and its benches.
 
 The graph has one edge per import statement anywhere in a file: at the top, inside a function
 (a lazy import only defers the circle to the first call) and under ``TYPE_CHECKING`` (a circle
@@ -14,7 +14,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("console", "remote", "figures", "trainer", "profiles")
+PACKAGES = ("console", "remote", "figures", "trainer", "profiles", "bench")
 
 
 def _modules() -> dict[str, Path]:
