@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - 3.10
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("console", "remote", "figures", "trainer", "profiles")
-"""The four packages: the type-name rule holds across them."""
+"""The five packages: the type-name rule holds across them."""
 HOUSE = (*PACKAGES, "bench", "tests")
 """Where the size rules hold: the packages, the benches and the tests."""
 MODULE_LINES_LIMIT = 400
@@ -69,10 +75,11 @@ def test_each_public_type_name_has_one_meaning_across_the_packages() -> None:
 
 
 def test_docs_name_every_module_and_no_module_that_is_gone() -> None:
-    """docs/architecture.md (and docs/remote.md, which it points to for remote's modules) tell
-    a newcomer where each kind of code is: every module is named there, as `name.py`, and every
-    module named there exists."""
-    docs = "".join((REPO / "docs" / name).read_text() for name in ("architecture.md", "remote.md"))
+    """docs/architecture.md and the pages it points to for the modules (docs/modules.md,
+    docs/remote.md) tell a newcomer where each kind of code is: every module is named there, as
+    `name.py`, and every module named there exists."""
+    docs = "".join((REPO / "docs" / name).read_text()
+                   for name in ("architecture.md", "modules.md", "remote.md"))
     modules = [p for p in _modules() if p.name != "__init__.py"]
     unnamed = [str(p.relative_to(REPO)) for p in modules if f"{p.name}`" not in docs]
     assert unnamed == []
@@ -80,3 +87,16 @@ def test_docs_name_every_module_and_no_module_that_is_gone() -> None:
                   for p in (REPO / folder).rglob("*.py")}
     named = {name.rsplit("/", 1)[-1] for name in re.findall(r"`([\w/]+\.py)`", docs)}
     assert named - everywhere == set()
+
+
+def test_the_architecture_page_counts_the_packages_and_layers_the_contracts_hold() -> None:
+    """docs/architecture.md's opening sentence and its layer diagram say what pyproject.toml's
+    top contract holds: as many packages as layers, in the contract's order."""
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]
+    top = next(c for c in contracts["contracts"] if c["type"] == "layers"
+               and "containers" not in c and set(c["layers"]) == set(PACKAGES))
+    words = {3: "three", 4: "four", 5: "five", 6: "six"}
+    page = (REPO / "docs" / "architecture.md").read_text()
+    n = words[len(top["layers"])]
+    assert f"corral is {n} packages in {n} layers" in page
+    assert " -> ".join(top["layers"]) in page
