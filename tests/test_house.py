@@ -28,6 +28,54 @@ def _modules(packages: tuple[str, ...] = PACKAGES) -> list[Path]:
     return sorted(p for package in packages for p in (REPO / package).rglob("*.py"))
 
 
+LONG_MODULES_FROM = 350
+"""From this many lines, a module is split where its meaning divides, or named in
+``ONE_THING`` with the reason it is one thing (a line count is a smell, not a rule to shave
+code under: docs/architecture.md "Sizes")."""
+ONE_THING = {
+    "trainer/membership/members.py": "one rank's side of a membership change, agreed in one "
+                                     "store protocol: its flags, rank 0's plan, the admission",
+    "trainer/exact_loop.py": "the exact loop, read top to bottom as train.py's steps 3 to 6",
+    "trainer/lowcomm/rounds.py": "the low-communication loop, read top to bottom like the "
+                                 "exact one",
+    "trainer/balance/balancer.py": "rank 0's balancer: its measurements and its decisions over "
+                                   "one state",
+    "remote/run/handle.py": "one run's lifecycle loop and the one place its actions are "
+                           "carried out",
+    "remote/run/follower.py": "the running phase of one attempt: the merged tails and the facts "
+                             "they give",
+    "remote/run/monitor.py": "how an attempt ends, decided from every host's report",
+    "remote/api.py": "the face of remote/: re-exports and thin entry points only",
+    "remote/records/runs.py": "run ids, run.json and the local registry: one record's format",
+    "remote/hosts/ssh.py": "the asyncssh transport: one verified connection per host",
+    "remote/checks/preflight.py": "one probe command per host and the judging of its answer",
+    "console/app.py": "the Textual app: its bindings and their routing, nothing else",
+    "console/model/run.py": "the run model: the one reducer of a run's stream",
+    "console/controls.py": "the console's run controls, each a call to remote as work",
+    "console/widgets/logs.py": "the logs panel: its buffer, filter and search",
+    "bench/membership.py": "one benchmark: live membership against the restart path",
+    "bench/lowcomm.py": "one benchmark: the low-communication mode against exact",
+    "tests/remote/test_decide.py": "the decider's rows, one table per signal family",
+    "tests/remote/test_config_cluster.py": "cluster.toml's sections, one test per rule",
+    "tests/remote/test_reliability_sshd.py": "one module-scoped set of sshd hosts, faults "
+                                            "checked many ways",
+    "tests/remote/test_data_sync.py": "the data sync's cases over one local host set",
+    "tests/trainer/test_balancer.py": "the balancer's policies against simulated clusters",
+}
+"""Modules of ``LONG_MODULES_FROM`` lines or more that are one thing, each with why."""
+
+
+def test_a_long_module_is_split_or_named_as_one_thing() -> None:
+    long = {str(p.relative_to(REPO)) for p in _modules(HOUSE)
+            if len(p.read_text().splitlines()) >= LONG_MODULES_FROM}
+    assert long - ONE_THING.keys() == set(), "split these where their meaning divides, or " \
+        "name them in ONE_THING with the reason each is one thing"
+    # An entry whose module shrank well below the mark (or is gone) leaves the list.
+    stale = {name for name in ONE_THING if not (REPO / name).is_file()
+             or len((REPO / name).read_text().splitlines()) < LONG_MODULES_FROM - 50}
+    assert stale == set()
+
+
 def test_every_module_is_under_400_lines() -> None:
     long = {str(p.relative_to(REPO)): n for p in _modules(HOUSE)
             if (n := len(p.read_text().splitlines())) >= MODULE_LINES_LIMIT}
