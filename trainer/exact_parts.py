@@ -144,12 +144,24 @@ def build_parts(loop: LoopParts, place: RankPlace, balancer_state: dict[str, Any
                       checkpointer=checkpointer)
 
 
-def _same_start(model: torch.nn.Module) -> torch.nn.Module:
+class Unshared(torch.nn.Module):
+    """DDP's face without DDP (sharded state): called as the model, the model on
+    ``.module`` (a task's loss may read it there: trainer/tasks/__init__.py)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+
+def _same_start(model: torch.nn.Module) -> Unshared:
     """``model`` with rank 0's parameters and buffers on every rank, as DDP's wrapping leaves
-    it (collective over the world); returned as the module the passes run."""
+    it (collective over the world), in DDP's face."""
     if dist.get_world_size() > 1:
         broadcast_buffers([*model.parameters(), *model.buffers()], src=0)
-    return model
+    return Unshared(model)
 
 
 def _balancer(place: RankPlace, active: ActiveSteps, split: Sequence[int],

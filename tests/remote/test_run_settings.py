@@ -7,7 +7,7 @@ its launch flag all come from that field. A rule relating settings
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,9 @@ def test_every_shared_run_key_arrives_at_the_trainer_as_written() -> None:
     sharded = parse_cluster(CLUSTER + '[run]\nshard_state = "gradients"\n',
                             path=Path("cluster.toml")).run
     assert parse_config(trainer_flags(sharded, HOST, PLAN)).shard_state == "gradients"
+    # A host's state budget reaches its ranks (each gathers every rank's at start).
+    budgeted = replace(HOST, host=replace(HOST.host, state_budget=6.5))
+    assert parse_config(trainer_flags(sharded, budgeted, PLAN)).state_budget == (6.5,)
 
 
 @dataclass(frozen=True, kw_only=True)

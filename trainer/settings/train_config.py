@@ -180,9 +180,9 @@ class TrainConfig(RunSettings):
     state_budget: tuple[float, ...] | None = field(default=None,
                                                    metadata=setting(MEMORY, above=0,
                                                                     metavar="GIB,GIB,..."))
-    """``shard_state``: each rank's memory budget for training state in GiB, one per rank
-    (or one for every rank), instead of the measured free memory; only their ratio sizes
-    the slices."""
+    """``shard_state``: the memory budget for training state in GiB, one for every rank of
+    this command (a host's) or one per rank, instead of the measured free memory; only the
+    ranks' ratio sizes their slices."""
 
     link_mbit: float | None = field(default=None, metadata=setting(EXCHANGE, at_least=0))
     """This host's link in Mbit/s as corral's pre-flight check measured it (``corral run``

@@ -179,19 +179,16 @@ def _views(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> Iterator[torch.T
 def make_shards(config: TrainConfig, parameters: Sequence[nn.Parameter], *, rank: int,
                 world: int, device: torch.device, live: bool = False) -> ShardedState | None:
     """The sharded state ``config.shard_state`` asks for (None: ``replicate``), sliced by every
-    rank's budget: ``state_budget`` when given, else measured here and gathered (collective
-    over the world). UsageError with live membership (``live``): not yet."""
+    rank's budget: ``state_budget`` when given, else measured here; gathered (collective over
+    the world). UsageError with live membership (``live``): not yet."""
     if config.shard_state == "replicate":
         return None
     if live:
         raise UsageError(f"--shard-state {config.shard_state} does not work with live "
                          "membership yet: use --shard-state replicate")
-    given = config.state_budget
-    if given is not None:
-        budgets = [given[0] * GIB] * world if len(given) == 1 else [b * GIB for b in given]
-    else:
-        rows = all_gather_floats([measured_budget(device)], device) if world > 1 else [
-            [measured_budget(device)]]
-        budgets = [row[0] for row in rows]
+    given = config.state_budget  # one for this command's ranks (a host's), or one per rank
+    own = (measured_budget(device) if given is None
+           else (given[0] if len(given) == 1 else given[rank]) * GIB)
+    budgets = [row[0] for row in all_gather_floats([own], device)] if world > 1 else [own]
     return ShardedState(parameters, rank=rank, world=world, budgets=budgets,
                         stage=config.shard_state)
