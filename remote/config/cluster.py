@@ -207,8 +207,9 @@ class RunSection(RunSettings):
     host lost under ``on_host_loss = "continue"`` is left behind by the survivors instead of a
     restart. Not set: on exactly with ``on_host_loss = "continue"``; ``false`` keeps today's
     restart from the newest checkpoint (the way out); ``true`` also with ``on_host_loss =
-    "stop"``. corral's own loop only: a script run as is, and ``exchange = "local"`` with
-    ``outer_overlap``, restart whatever it says (docs/reliability.md, "Live membership")."""
+    "stop"``. corral's own loop only: a script run as is, ``exchange = "local"`` with
+    ``outer_overlap``, and a sharded ``shard_state``, restart whatever it says
+    (docs/reliability.md, "Live membership")."""
     hang_limit: float = field(default=300.0, metadata=key(at_least=0.0, at_most=10**7))
     """Seconds without a step after which corral stops the run, naming the rank that holds
     the others up (0 = wait for torch's own timeout)."""
