@@ -143,7 +143,7 @@ class ShardedState:
             else:
                 for owner, (lo, hi) in enumerate(self.bounds):
                     if hi > lo:
-                        dist.reduce(self.grad[lo:hi], dst=owner)
+                        _reduce(self.grad[lo:hi], owner)
         lo, hi = self.bounds[self.rank]
         self.master.grad = self.grad[lo:hi]
         self.master.grad.div_(self.world)
@@ -167,6 +167,18 @@ class ShardedState:
                     dist.broadcast(self.flat[lo:hi], src=owner)
         self.grad.zero_()
         self.attach_grads()
+
+
+def _reduce(tensor: torch.Tensor, owner: int) -> None:
+    """``dist.reduce`` of ``tensor`` to rank ``owner``; a CUDA tensor in a gloo world (a GPU
+    rank beside CPU ranks) goes through host memory, as gloo reduces CPU tensors only."""
+    if tensor.device.type == "cpu" or dist.get_backend() == "nccl":
+        dist.reduce(tensor, dst=owner)
+        return
+    staged = tensor.cpu()
+    dist.reduce(staged, dst=owner)
+    if dist.get_rank() == owner:
+        tensor.copy_(staged)
 
 
 def _views(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
