@@ -137,6 +137,76 @@ def test_sharded_steps_give_the_replicated_parameters_with_budgets_1_2_4_and_a_b
     assert sum(r["owned"] for r in results) == total
 
 
+SCALED = TrainConfig(optimizer="adamw", lr=0.01, precision="fp16")
+OVERFLOW = (2, 2)
+"""(step, rank): a gradient element of rank 0's slice made infinite on that rank."""
+
+
+def _overflow(step: int, rank: int, params: list[nn.Parameter]) -> None:
+    grad = params[0].grad
+    if (step, rank) == OVERFLOW and grad is not None:
+        grad.view(-1)[0] += float("inf")
+
+
+def _scaled_rank(rank: int, store: str, out: str) -> None:
+    world = len(SPLIT)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    model = _model()
+    params = list(model.parameters())
+    shards = ShardedState(params, rank=rank, world=world, budgets=BUDGETS, stage="gradients")
+    step = OptimizerStep(SCALED, make_optimizer(SCALED, [shards.master]), params,
+                         torch.device("cpu"), world, STEPS, shards=shards)
+    start, skipped = sum(SPLIT[:rank]), []
+    for s in range(1, STEPS + 1):
+        rows = _batch(s)[start:start + SPLIT[rank]]
+        if len(rows):
+            step.scale_loss(model(rows).pow(2).sum()).backward()
+        _overflow(s, rank, params)
+        shards.reduce_gradients()
+        skipped.append(step.step(s, float(sum(SPLIT))).skipped)
+    torch.save({"params": [p.detach().clone() for p in params], "skipped": skipped},
+               f"{out}/rank-{rank}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _scaled_replicated() -> tuple[list[torch.Tensor], list[bool]]:
+    model, world = _model(), len(SPLIT)
+    params = list(model.parameters())
+    step = OptimizerStep(SCALED, make_optimizer(SCALED, params), params, torch.device("cpu"),
+                         world, STEPS)
+    skipped = []
+    for s in range(1, STEPS + 1):
+        grads = []
+        for rank in range(world):
+            start = sum(SPLIT[:rank])
+            model.zero_grad(set_to_none=True)
+            rows = _batch(s)[start:start + SPLIT[rank]]
+            if len(rows):
+                step.scale_loss(model(rows).pow(2).sum()).backward()
+            _overflow(s, rank, params)
+            grads.append([p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+                          for p in params])
+        for p, parts in zip(params, zip(*grads, strict=True), strict=True):
+            p.grad = (parts[0] + parts[2]) / world
+        skipped.append(step.step(s, float(sum(SPLIT))).skipped)
+    return [p.detach().clone() for p in params], skipped
+
+
+@pytest.mark.slow  # three processes in a gloo group
+def test_an_overflow_in_one_owner_s_slice_skips_the_step_on_every_rank(tmp_path: Path) -> None:
+    # fp16's scaler (on the CPU here): the inf lands in rank 0's slice only; every rank must
+    # skip the step and lower the scale, as one process does.
+    start_group(_scaled_rank, (str(tmp_path / "store"), str(tmp_path)), len(SPLIT))
+    expected, skipped = _scaled_replicated()
+    assert skipped == [False, True, False, False]
+    for rank in range(len(SPLIT)):
+        result = torch.load(tmp_path / f"rank-{rank}.pt")
+        assert result["skipped"] == skipped, rank
+        for got, want in zip(result["params"], expected, strict=True):
+            assert (got - want).abs().max().item() <= 1e-6 * want.abs().max().item()
+
+
 COMMON = ("--model", "simple_cnn", "--dataset", "synthetic_image", "--samples", "256",
           "--global-batch", "16", "--steps", "6", "--seed", "3", "--lr", "0.05",
           "--momentum", "0.9", "--clip-grad", "1.0", "--checkpoint-every", "3")

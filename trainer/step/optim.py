@@ -147,6 +147,8 @@ class OptimizerStep:
         elif config.precision == "fp16":  # its overflow flag all-reduced over the world
             from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
             self.scaler = ShardedGradScaler(device.type)
+            # A benched rank scales no loss but steps its slice: its scale made now.
+            self.scaler.scale(torch.zeros((), device=device))
         self._scale: LateFloat | None = None
         """The fp16 scale after the last step (complete when the next step reads it)."""
 
