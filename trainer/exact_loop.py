@@ -45,7 +45,7 @@ from trainer.settings.train_config import TrainConfig
 from trainer.step.batch_order import GlobalBatchOrder, share_seconds
 from trainer.step.batches import collated
 from trainer.step.capacity import initial_split
-from trainer.step.optim import OptimizerStep, make_optimizer
+from trainer.step.optim import optimizer_step
 from trainer.step.prefetch import BatchPrefetcher, prefetch_wanted
 from trainer.step.slowdown import SlowdownSchedule
 from trainer.step.step_records import RunProgress, StepDone, TimedStep
@@ -94,9 +94,10 @@ class Trainer:
         self.parameters = trainable_parameters(task)
         if not self.parameters:
             raise UsageError(f"the {config.task} task has no parameter to train")
-        self.optimizer = make_optimizer(config, self.parameters)
-        self.optim_step = OptimizerStep(config, self.optimizer, self.parameters, device,
-                                        world, run.total_steps)
+        self.optim_step = optimizer_step(config, self.parameters, rank=rank, world=world,
+                                         device=device, total_steps=run.total_steps,
+                                         live=membership is not None)
+        self.optimizer = self.optim_step.saved  # sharded: the slices seen whole
         resumed_split, balancer_state, resumed_from = restore(
             resume(config, rank=rank, device=device), model=self.model,
             optimizer=self.optimizer, load_training=self.optim_step.load_state_dict, run=run,
@@ -120,8 +121,7 @@ class Trainer:
         self._announce(backend, first_split, resumed_from)
         if self.group.live:  # each forming collects only what came after (``take_place``)
             gc.freeze()
-            if config.policy == "static":  # a host back gets its written share again
-                self.group.keep_written(run.split)
+            self.group.keep_written(config.policy, run.split)  # a host back: its share
         self._carried_balancer: dict[str, Any] | None = balancer_state
         """The balancer's state for the next parts made, in their numbering (rank 0; kept
         while a generation forms, and when the forming fails and is retried)."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from trainer.balance.balancer import Balancer
 from trainer.balance.config import rank0_config
@@ -28,7 +29,7 @@ from trainer.step.batch_order import GlobalBatchOrder
 from trainer.step.capacity import Capacity
 from trainer.step.clock import StepClock, make_clock
 from trainer.step.exchange import ActiveSteps
-from trainer.step.flat_collectives import BufferSync
+from trainer.step.flat_collectives import BufferSync, broadcast_buffers
 from trainer.step.optim import OptimizerStep
 from trainer.step.slowdown import SlowdownSchedule, emulates
 from trainer.step.step_records import RunProgress
@@ -105,14 +106,18 @@ def build_parts(loop: LoopParts, place: RankPlace, balancer_state: dict[str, Any
     set, the balancer (``balancer_state`` loaded), the runner, the evaluator, the checkpointer.
     ``flags``/``make_group``: live membership's (``Generations``), None without it."""
     config, device, rank, world = place.config, loop.device, place.rank, place.world
-    ddp = wrap_ddp(loop.model, device)
+    shards = loop.optim_step.shards
+    # Sharded state runs its own exchange (trainer/step/shards.py): DDP's buckets, a second
+    # copy of every gradient, would cost the memory sharding saves.
+    ddp: Any = wrap_ddp(loop.model, device) if shards is None else _same_start(loop.model)
     buffer_sync = BufferSync(loop.model, device)
     # A CPU rank's clock hook starts the tally inside the last backward (EarlyTally).
     tallies = TallyExchange(device, world, stop_requested=loop.stop_requested,
                             buffers_changed=buffer_sync.changed, membership=flags)
     clock = make_clock(device, emulated_run=on_any_rank(
         emulates(config.slowdown, config.slowdown_at), device))
-    ddp.register_comm_hook(None, clock.hook)  # times the local backward
+    if shards is None:
+        ddp.register_comm_hook(None, clock.hook)  # times the local backward
     active = ActiveSteps(
         config, rank=rank, world=world, device=device, task=loop.task,
         parameters=loop.parameters, optim_step=loop.optim_step,
@@ -124,7 +129,7 @@ def build_parts(loop: LoopParts, place: RankPlace, balancer_state: dict[str, Any
                          parameters=loop.parameters, rank=rank, world=world, device=device,
                          precision=config.precision, clock=clock, tallies=tallies,
                          scale_loss=loop.optim_step.scale_loss, prefetched=loop.prefetched,
-                         active=active.set)
+                         active=active.set, shards=shards)
     evaluator = Evaluator(
         task=loop.task, data=held_out(loop.task, config.eval_samples, config.task),
         every=config.eval_every, model=ddp, rank=rank, device=device,
@@ -132,11 +137,31 @@ def build_parts(loop: LoopParts, place: RankPlace, balancer_state: dict[str, Any
     ) if config.eval_every else None
     checkpointer = Checkpointer(
         config, rank=rank, world=world, events=loop.events, model=loop.model,
-        optimizer=loop.optim_step.optimizer, balancer=balancer,
+        optimizer=loop.optim_step.saved, balancer=balancer,
         training=loop.optim_step.state_dict)
     return GroupParts(ddp=ddp, buffer_sync=buffer_sync, tallies=tallies, clock=clock,
                       active=active, balancer=balancer, runner=runner, evaluator=evaluator,
                       checkpointer=checkpointer)
+
+
+class Unshared(torch.nn.Module):
+    """DDP's face without DDP (sharded state): called as the model, the model on
+    ``.module`` (a task's loss may read it there: trainer/tasks/__init__.py)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+
+def _same_start(model: torch.nn.Module) -> Unshared:
+    """``model`` with rank 0's parameters and buffers on every rank, as DDP's wrapping leaves
+    it (collective over the world), in DDP's face."""
+    if dist.get_world_size() > 1:
+        broadcast_buffers([*model.parameters(), *model.buffers()], src=0)
+    return Unshared(model)
 
 
 def _balancer(place: RankPlace, active: ActiveSteps, split: Sequence[int],

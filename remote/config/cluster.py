@@ -119,6 +119,10 @@ class HostSection:
     the host's own pip configuration."""
     micro_batch: int | None = field(default=None, metadata=key(at_least=1, at_most=MAX_COUNT))
     """Largest forward/backward pass of this host's ranks; default ``[run] micro_batch``."""
+    state_budget: float | None = field(default=None, metadata=key(above=0.0, at_most=1e6))
+    """``[run] shard_state``: memory in GiB each of this host's ranks may give to its slice of
+    the training state; default measured (a GPU's free memory, a CPU rank's share of the
+    host's available memory). Only the ranks' ratio sizes their slices."""
     node_selector: dict[str, str] = field(default_factory=dict)
     """``corral export k8s``: node labels the host's pods must run on (e.g. the GPU product
     label ``nvidia.com/gpu.product``); hosts with different selectors are different kinds."""
@@ -203,8 +207,8 @@ class RunSection(RunSettings):
     host lost under ``on_host_loss = "continue"`` is left behind by the survivors instead of a
     restart. On by default, with nothing written; ``false`` is the way out (a leave or join is
     refused, a lost host restarts the run from its newest checkpoint). corral's own loop only:
-    a script run as is, and ``exchange = "local"`` with ``outer_overlap``, restart whatever it
-    says (docs/reliability.md, "Live membership")."""
+    a script run as is, ``exchange = "local"`` with ``outer_overlap``, and a sharded
+    ``shard_state``, restart whatever it says (docs/reliability.md, "Live membership")."""
     hang_limit: float = field(default=300.0, metadata=key(at_least=0.0, at_most=10**7))
     """Seconds without a step after which corral stops the run, naming the rank that holds
     the others up (0 = wait for torch's own timeout)."""

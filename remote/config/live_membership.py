@@ -13,14 +13,18 @@ def membership_refusal(config: ClusterConfig) -> str | None:
     live_membership = false`` (with ``on_host_loss = "continue"``, its hot path: a lost host is
     left behind by the survivors instead of a restart); never for a script run as is (it
     restarts from its own checkpoint on a change of hosts) nor with ``outer_overlap`` (an
-    exchange still under way crosses every round's end). Without the port, ``corral leave``
-    and ``join`` refuse the run and a lost host takes the restart at once instead of waiting
-    for the survivors."""
+    exchange still under way crosses every round's end) nor with ``shard_state`` sharded (a
+    slice is not moved live; the restart's resume re-slices the checkpoint's state). Without
+    the port, ``corral leave`` and ``join`` refuse the run and a lost host takes the restart at
+    once instead of waiting for the survivors."""
     run = config.run
     if run.script is not None:
         return "a script run as is restarts from its own checkpoint"
     if run.exchange != "exact" and run.outer_overlap:
         return "`outer_overlap = true`: an exchange under way crosses every round's end"
+    if run.shard_state != "replicate":  # a restart resumes it re-sliced for the survivors
+        return (f'`shard_state = "{run.shard_state}"`: a leaving host\'s slice of the state '
+                "is not moved live yet")
     if not run.live_membership:
         return "`[run] live_membership = false`"
     return None

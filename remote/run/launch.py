@@ -106,6 +106,7 @@ def trainer_flags(run: RunSection, place: HostPlan, plan: LaunchPlan) -> list[st
                   slowdown=(host.slowdown,), threads=_threads(place),
                   link_mbit=place.link_mbit,
                   micro_batch=None if micro is None else (micro,),
+                  state_budget=None if host.state_budget is None else (host.state_budget,),
                   task_options=option_pairs(run.task_options), resume=plan.resume)
     if run.precision == "auto":  # decided per host by the plan (remote.checks.plan)
         values["precision"] = place.precision

@@ -95,6 +95,8 @@ HEAD = ('[cluster]\nname = "m"\n\n[[hosts]]\nname = "a"\naddress = "local"\n\n'
     ('on_host_loss = "continue"\nscript = "train.py"', False, "a script run as is"),
     ('on_host_loss = "continue"\nlive_membership = true\nscript = "train.py"', False,
      "a script run as is"),
+    ('on_host_loss = "continue"\nshard_state = "optimizer"', False,
+     'shard_state = "optimizer"'),  # the restart resumes the state re-sliced
 ])
 def test_a_run_has_a_membership_port_as_cluster_toml_derives_it(
         tmp_path: Path, run: str, port: bool, why: str | None) -> None:

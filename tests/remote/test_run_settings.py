@@ -7,7 +7,7 @@ its launch flag all come from that field. A rule relating settings
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,8 @@ below; ``split`` and ``proportional`` exclude each other, ``steps`` and ``epochs
 
 def test_every_shared_run_key_arrives_at_the_trainer_as_written() -> None:
     run = parse_cluster(CLUSTER + EVERY_KEY_CHANGED, path=Path("cluster.toml")).run
-    written = {f.name for f in fields(RunSettings)} - {"epochs", "split"}
+    # shard_state: with exchange = "local" (written above) refused, so written below.
+    written = {f.name for f in fields(RunSettings)} - {"epochs", "split", "shard_state"}
     defaults = RunSettings()
     assert all(getattr(run, n) != getattr(defaults, n) for n in written)
     config = parse_config(trainer_flags(run, HOST, PLAN))
@@ -96,6 +97,12 @@ def test_every_shared_run_key_arrives_at_the_trainer_as_written() -> None:
     assert parse_config(trainer_flags(with_split, HOST, PLAN)).split == (40,)
     by_epochs = parse_cluster(CLUSTER + "[run]\nepochs = 2\n", path=Path("cluster.toml")).run
     assert parse_config(trainer_flags(by_epochs, HOST, PLAN)).epochs == 2
+    sharded = parse_cluster(CLUSTER + '[run]\nshard_state = "gradients"\n',
+                            path=Path("cluster.toml")).run
+    assert parse_config(trainer_flags(sharded, HOST, PLAN)).shard_state == "gradients"
+    # A host's state budget reaches its ranks (each gathers every rank's at start).
+    budgeted = replace(HOST, host=replace(HOST.host, state_budget=6.5))
+    assert parse_config(trainer_flags(sharded, budgeted, PLAN)).state_budget == (6.5,)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -246,6 +253,12 @@ micro_batch = 4; exchange = "local"
 pass; leave --micro-batch out, or lower --global-batch
 [run] micro_batch: is not supported with exchange = "local" yet: each island runs its share in \
 one pass; leave micro_batch out, or lower global_batch
+
+shard_state = "optimizer"; exchange = "local"
+--shard-state is not supported with --exchange local: each island keeps a whole replica; use \
+--shard-state replicate or --exchange exact
+[run] shard_state: is not supported with exchange = "local": each island keeps a whole \
+replica; use shard_state = "replicate" or exchange = "exact"
 """
 """Per relation: the ``[run]`` values (``;`` between keys), the trainer's message for the
 same flags, cluster.toml's message."""

@@ -34,7 +34,7 @@ EVERY_FIELD_CHANGED = {
     "round_exchange": 0.1, "outer_lr": 0.5, "outer_momentum": 0.8, "islands": (0, 1),
     "island_schedule": "0:0;4:0,~1",
     "outer_compression": "int4", "outer_overlap": True,
-    "link_mbit": 72.5,
+    "link_mbit": 72.5, "state_budget": (1.5, 6.0),
 }
 """A value other than the default for every field (``epochs``: below, it excludes ``steps``)."""
 
@@ -43,13 +43,16 @@ def test_every_field_round_trips_through_its_launch_flags(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CORRAL_SLOWDOWN", raising=False)
     defaults = TrainConfig()
-    changed = {f.name for f in fields(TrainConfig)} - {"epochs"}
+    # epochs excludes steps, shard_state exchange = "local": each round-trips below.
+    changed = {f.name for f in fields(TrainConfig)} - {"epochs", "shard_state"}
     assert set(EVERY_FIELD_CHANGED) == changed, "give the new field a value here"
     config = TrainConfig(**EVERY_FIELD_CHANGED)  # type: ignore[arg-type]
     assert all(getattr(config, n) != getattr(defaults, n) for n in changed)
     assert parse_config(flags.config_flags(config)) == config
     by_epochs = replace(defaults, epochs=3, resume=True)
     assert parse_config(flags.config_flags(by_epochs)) == by_epochs
+    sharded = replace(defaults, shard_state="gradients")
+    assert parse_config(flags.config_flags(sharded)) == sharded
     assert parse_config(flags.config_flags(defaults)) == defaults
     dashed = replace(defaults, data_dir="-data", run_dir="--run", micro_batch=(None,))
     assert parse_config(flags.config_flags(dashed)) == dashed  # values that look like flags

@@ -33,6 +33,7 @@ from trainer.event_log import EventWriter
 from trainer.events import CheckpointEvent
 from trainer.run_layout import RunLayout
 from trainer.settings.train_config import TrainConfig, split_task_spec
+from trainer.step.shard_saving import ShardedOptimizer
 from trainer.step.step_records import RunProgress
 from trainer.tasks import Task
 from trainer.tasks.loader import task_options
@@ -77,12 +78,14 @@ class Checkpointer:
     """Rank 0 saves every ``--checkpoint-every`` steps and after the last step."""
 
     def __init__(self, config: TrainConfig, *, rank: int, world: int, events: EventWriter,
-                 model: nn.Module, optimizer: torch.optim.Optimizer,
+                 model: nn.Module, optimizer: torch.optim.Optimizer | ShardedOptimizer,
                  balancer: Balancer | None,
                  training: Callable[[], dict[str, Any]] | None = None) -> None:
         self.config, self.rank, self.world, self.events = config, rank, world, events
         self.model, self.optimizer, self.balancer = model, optimizer, balancer
         self.training = training
+        self.saved_step: int | None = None
+        """Sharded state: the step of the last checkpoint every rank took part in."""
 
     def due(self, run: RunProgress, *, last_step: bool = False) -> bool:
         """Whether ``save`` writes a checkpoint of ``run.step`` (the same answer on every rank
@@ -93,26 +96,39 @@ class Checkpointer:
         return last_step or bool(every and run.step % every == 0)
 
     def save(self, run: RunProgress, *, last_step: bool = False) -> None:
-        """Write a checkpoint of ``run.step`` if one is due (rank 0 only)."""
+        """Write a checkpoint of ``run.step`` if one is due (rank 0 only). Under sharded state
+        every rank takes part (collective): the optimizer state is gathered whole to rank 0."""
+        if isinstance(self.optimizer, ShardedOptimizer):
+            if self.saved_step == run.step or not self.due(run, last_step=last_step):
+                return  # ``saved_step``: the same answer on every rank
+            self.saved_step = run.step
+            whole = self.optimizer.gathered()
+            if self.rank == 0:
+                self._write(run, whole)
+            return
         if self.rank == 0 and self.due(run, last_step=last_step):
             self._write(run)
 
-    def state(self, run: RunProgress) -> dict[str, Any]:
+    def state(self, run: RunProgress, optimizer: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
         """Everything an exact restart needs after ``run.step`` (a checkpoint's content; a
-        joiner receives the same, trainer/membership/state.py)."""
+        joiner receives the same, trainer/membership/state.py); ``optimizer``: the
+        optimizer's state when gathered (sharded), else this rank's."""
         config = self.config
         return {
             "step": run.step, "samples_seen": run.step * config.global_batch,
-            "model": model_state(self.model), "optimizer": self.optimizer.state_dict(),
+            "model": model_state(self.model),
+            "optimizer": optimizer if optimizer is not None else self.optimizer.state_dict(),
             "split": list(run.split), "policy": config.policy, "world_size": self.world,
             "balancer": self.balancer.state_dict() if self.balancer is not None else None,
             "rng": rng_state(), "run": run_identity(config),
             "training": self.training() if self.training is not None else None,
         }
 
-    def _write(self, run: RunProgress) -> None:
+    def _write(self, run: RunProgress, optimizer: dict[str, Any] | None = None) -> None:
         config = self.config
-        path = save_checkpoint(config.run_dir, self.state(run), keep=config.keep_checkpoints)
+        path = save_checkpoint(config.run_dir, self.state(run, optimizer),
+                               keep=config.keep_checkpoints)
         run.checkpoint, run.checkpoint_step = str(path), run.step
         self.events.emit(CheckpointEvent(t=time.time(), rank=0, step=run.step, path=str(path)))
 
@@ -141,7 +157,7 @@ def resume(config: TrainConfig, *, rank: int,
 
 
 def restore(resumed: tuple[str, dict[str, Any]] | None, *, model: nn.Module,
-            optimizer: torch.optim.Optimizer,
+            optimizer: torch.optim.Optimizer | ShardedOptimizer,
             load_training: Callable[[dict[str, Any] | None], None], run: RunProgress, world: int,
             policy: str) -> tuple[tuple[int, ...] | None, dict[str, Any] | None, str | None]:
     """Load a resumed checkpoint (``resume``'s answer) into the model, the optimizer, the

@@ -111,11 +111,11 @@ class Generations:
         if self.membership.joining is not None:
             self._take_state(self.membership.joining, time.monotonic())
 
-    def keep_written(self, split: Sequence[int]) -> None:
+    def keep_written(self, policy: str, split: Sequence[int]) -> None:
         """A static split at the launch: each host's written share, given back to a host that
         leaves and joins again (``written_split``); a joiner's split is no launch's."""
         membership = self.membership
-        if membership.joining is None:
+        if policy == "static" and membership.joining is None:
             membership.written = tuple(zip(membership.generation.hosts, split, strict=True))
 
     # -- the skeleton -------------------------------------------------------------------------
@@ -234,7 +234,7 @@ class FixedGroup:
     def admitted(self) -> None:
         """No joiner."""
 
-    def keep_written(self, split: Sequence[int]) -> None:
+    def keep_written(self, policy: str, split: Sequence[int]) -> None:
         """No host leaves or joins again."""
 
     def step(self, work: Callable[[], T], step: int) -> T | None:

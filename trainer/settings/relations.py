@@ -238,3 +238,12 @@ def _micro_batch_local(v: Mapping[str, Any], n: Naming) -> str:
                 f"its share in one pass; leave {n.name('micro_batch')} out, or lower "
                 f"{n.name('global_batch')}")
     return ""
+
+
+@relation("shard_state", "exchange")
+def _shard_state_local(v: Mapping[str, Any], n: Naming) -> str:
+    if v["shard_state"] != "replicate" and v["exchange"] == "local":
+        return (f"is not supported with {n.set('exchange', 'local')}: each island keeps a "
+                f"whole replica; use {n.set('shard_state', 'replicate')} or "
+                f"{n.set('exchange', 'exact')}")
+    return ""

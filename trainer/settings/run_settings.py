@@ -28,6 +28,7 @@ Precision = Literal["fp32", "bf16", "fp16", "tf32", "auto"]
 LrSchedule = Literal["constant", "cosine", "linear"]
 Exchange = Literal["exact", "local"]
 OuterCompression = Literal["none", "int8", "int4"]
+ShardState = Literal["replicate", "optimizer", "gradients"]
 
 MODELS: tuple[Model, ...] = get_args(Model)
 DATASETS: tuple[DatasetName, ...] = get_args(DatasetName)
@@ -154,6 +155,14 @@ class RunSettings:
     fast on GPUs of compute capability 8.0+ (Ampere on) but not split-exact beyond about 1e-4,
     and plain fp32 on the CPU and older GPUs (which lack it); ``auto`` decides per host: bf16
     on GPUs that support it, fp16 on older GPUs, fp32 on the CPU."""
+    shard_state: ShardState = field(default="replicate", metadata=setting(MEMORY))
+    """Training state held per rank (exact exchange): ``replicate`` = every rank holds all of
+    it (DDP); ``optimizer`` (ZeRO stage 1) = the optimizer's state is split across the ranks in
+    contiguous slices of the flattened parameters sized by each rank's memory budget (a GPU's
+    free memory, a CPU rank's share of its host's available memory, or ``state_budget``), each
+    rank updating its slice; ``gradients`` (stage 2) = the same, and each rank reduces only its
+    slice of the gradient. Parameters stay replicated; any split of the batch and of the state
+    gives one process's parameters (docs/trainer.md "Sharded state")."""
     lr_schedule: LrSchedule = field(default="constant", metadata=setting(SCHEDULE))
     """How the learning rate goes from ``lr`` to ``min_lr`` after the warm-up."""
     warmup_steps: int = field(default=0, metadata=setting(SCHEDULE, at_least=0))

@@ -177,6 +177,12 @@ class TrainConfig(RunSettings):
     """Largest forward/backward pass per rank: a larger share runs as several passes with
     gradient accumulation (one all-reduce per step). One value for every rank or one per rank
     (``-`` = no limit); a stored profile's memory cap lowers it further."""
+    state_budget: tuple[float, ...] | None = field(default=None,
+                                                   metadata=setting(MEMORY, above=0,
+                                                                    metavar="GIB,GIB,..."))
+    """``shard_state``: the memory budget for training state in GiB, one for every rank of
+    this command (a host's) or one per rank, instead of the measured free memory; only the
+    ranks' ratio sizes their slices."""
 
     link_mbit: float | None = field(default=None, metadata=setting(EXCHANGE, at_least=0))
     """This host's link in Mbit/s as corral's pre-flight check measured it (``corral run``
@@ -261,6 +267,10 @@ def check_world(config: TrainConfig, world_size: int) -> None:
             if cap is not None and share > cap:
                 raise UsageError(f"--split {_csv(config.split)}: rank {rank}'s share {share} "
                                  f"exceeds its --max-batch {cap}")
+    if config.state_budget is not None and len(config.state_budget) not in (1, world_size):
+        raise UsageError(f"--state-budget {_csv(config.state_budget)} has "
+                         f"{len(config.state_budget)} entries: give one (for every rank) or "
+                         f"{world_size} (one per rank)")
     if config.islands is not None and len(config.islands) != world_size:
         raise UsageError(f"--islands {_csv(config.islands)} has {len(config.islands)} entries "
                          f"for {world_size} ranks: give one per rank")

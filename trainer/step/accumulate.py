@@ -46,6 +46,7 @@ from trainer.step.batches import collated
 from trainer.step.clock import EarlyTally, StepClock
 from trainer.step.exchange import ActiveSet
 from trainer.step.flat_collectives import all_reduce_mean
+from trainer.step.shards import ShardedState
 from trainer.step.tally import PendingTallies, TallyExchange
 from trainer.tasks import Task
 
@@ -89,8 +90,12 @@ class ShareRunner:
                  world: int, device: torch.device, precision: str, clock: StepClock,
                  tallies: TallyExchange, scale_loss: Callable[[torch.Tensor], torch.Tensor],
                  prefetched: Callable[[int, Sequence[int]], Any] | None = None,
-                 active: ActiveSet | None = None) -> None:
+                 active: ActiveSet | None = None, shards: ShardedState | None = None
+                 ) -> None:
         self.ddp, self.model, self.task, self.order = ddp, model, task, order
+        self.shards = shards
+        """The sharded state whose exchange every rank runs after its passes (None:
+        replicated, DDP's or the explicit all-reduce)."""
         self.parameters, self.rank, self.world, self.device = parameters, rank, world, device
         self.precision, self.clock, self.scale_loss = precision, clock, scale_loss
         early = EarlyTally(tallies)
@@ -116,7 +121,9 @@ class ShareRunner:
         indices = self.order.local_indices(step, split, self.rank).tolist()
         # Some rank runs no backward: all-reduce explicitly (above). Alone in the world, no
         # all-reduce at all: DDP's reducer would still run one over a group of one.
-        explicit = 0 in self.order.counts(step, split) or self.world == 1
+        # Sharded state (trainer/step/shards.py): always its own exchange, every rank.
+        shards = self.shards
+        explicit = 0 in self.order.counts(step, split) or self.world == 1 or shards is not None
         slices = micro_slices(indices, micro)
         self.clock.start(slowdown)
         totals = _Totals(self.device)
@@ -140,7 +147,9 @@ class ShareRunner:
         probed_s = None
         if self.active is not None and self.active.benched(split):
             probed_s = _probed(self.active)
-        elif explicit:
+        if shards is not None:
+            shards.reduce_gradients()
+        elif probed_s is None and explicit:
             all_reduce_mean(self.parameters, self.world,
                             self.active.group(split) if self.active is not None else None)
         # The exchange's wall seconds after this rank's compute, where the clock can see its
@@ -153,8 +162,9 @@ class ShareRunner:
                            gather=gather)
 
     def _sync_if(self, sync: bool) -> contextlib.AbstractContextManager[Any]:
-        no_sync: Callable[[], contextlib.AbstractContextManager[Any]] = self.ddp.no_sync  # type: ignore[assignment]
-        return contextlib.nullcontext() if sync else no_sync()
+        no_sync: Callable[[], contextlib.AbstractContextManager[Any]] | None = getattr(
+            self.ddp, "no_sync", None)  # None: the bare model of a sharded run
+        return contextlib.nullcontext() if sync or no_sync is None else no_sync()
 
 
 class _Totals:

@@ -171,12 +171,19 @@ class Replica:
     def __init__(self, model: nn.Module, parameters: list[nn.Parameter],
                  optimizer: torch.optim.Optimizer,
                  training_state: Callable[[], dict[str, Any]],
-                 load_training_state: Callable[[dict[str, Any] | None], None]) -> None:
+                 load_training_state: Callable[[dict[str, Any] | None], None],
+                 sharded: bool = False) -> None:
         self.model, self.parameters, self.optimizer = model, parameters, optimizer
+        self.sharded = sharded
         self.training_state, self.load_training_state = training_state, load_training_state
 
     def copy_from(self, source: int) -> None:
-        """Rank ``source``'s state on every rank (collective over the world)."""
+        """Rank ``source``'s state on every rank (collective over the world). Under
+        ``shard_state`` every rank steps its slice every step, benched or not, and the
+        parameters are gathered everywhere: only the buffers can be behind."""
+        if self.sharded:
+            broadcast_buffers(list(self.model.buffers()), src=source)
+            return
         # The trained parameters only: frozen ones (a LoRA's base model) never change.
         broadcast_buffers([*self.parameters, *self.model.buffers()], src=source)
         # The optimizer state's layout differs on a rank that never stepped (lazy state), so it
@@ -269,7 +276,8 @@ class ActiveSteps:
         self.set = ActiveSet(rank=rank, world=world, device=device, link_mbit=config.link_mbit,
                              make_group=make_group)
         self.replica = Replica(task.model, parameters, optim_step.optimizer,
-                               optim_step.state_dict, optim_step.load_state_dict)
+                               optim_step.state_dict, optim_step.load_state_dict,
+                               sharded=optim_step.shards is not None)
         self.optim_step = optim_step
         self._every = config.rebalance_every
         # Probes only serve the dynamic policy: no other one changes a split.
@@ -304,8 +312,9 @@ class ActiveSteps:
     def optimizer_step(self, step: int, split: Sequence[int],
                        global_units: float | torch.Tensor) -> StepOutcome:
         """The optimizer step; a benched rank skips it (its replica is brought up to date when
-        it is needed) and reports the step's learning rate."""
-        if self.set.benched(split):
+        it is needed) and reports the step's learning rate, unless the state is sharded: then
+        it steps its slice as every rank does."""
+        if self.set.benched(split) and self.optim_step.shards is None:
             return StepOutcome(lr=self.optim_step.schedule.lr_at(step), norm=None, scaled=None)
         return self.optim_step.step(step, global_units)
 

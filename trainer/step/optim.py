@@ -23,6 +23,8 @@ import torch
 from torch import nn
 
 from trainer.settings.train_config import TrainConfig
+from trainer.step.shard_saving import ShardedOptimizer
+from trainer.step.shards import ShardedState, make_shards
 from trainer.step.tally import divide_by_global_units
 
 
@@ -122,17 +124,31 @@ class StepOutcome:
 
 
 class OptimizerStep:
-    """Division by the global units, unscale, clip, learning rate, optimizer step, zero."""
+    """Division by the global units, unscale, clip, learning rate, optimizer step, zero.
+
+    With ``shards`` (``shard_state``, trainer/step/shards.py) the optimizer steps this rank's
+    slice only: the gradient is that slice's, the norm and the scaler's overflow are the whole
+    gradient's (one all-reduce each), and the updated slices are gathered to every rank."""
 
     def __init__(self, config: TrainConfig, optimizer: torch.optim.Optimizer,
                  parameters: list[nn.Parameter], device: torch.device, world: int,
-                 total_steps: int) -> None:
+                 total_steps: int, shards: ShardedState | None = None) -> None:
         self.optimizer, self.parameters, self.world = optimizer, parameters, world
+        self.shards = shards
+        self.saved: torch.optim.Optimizer | ShardedOptimizer = (
+            optimizer if shards is None else ShardedOptimizer(shards, optimizer))
+        """What checkpoints save and load: the optimizer, or its slices seen whole."""
         self.clip = config.clip_grad
         self.schedule = LRSchedule(kind=config.lr_schedule, lr=config.lr, min_lr=config.min_lr,
                                    warmup_steps=config.warmup_steps, total_steps=total_steps)
-        self.scaler = (torch.amp.GradScaler(device.type) if config.precision == "fp16"
-                       else None)
+        self.scaler: torch.amp.GradScaler | None = None
+        if config.precision == "fp16" and shards is None:
+            self.scaler = torch.amp.GradScaler(device.type)
+        elif config.precision == "fp16":  # its overflow flag all-reduced over the world
+            from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+            self.scaler = ShardedGradScaler(device.type)
+            # A benched rank scales no loss but steps its slice: its scale made now.
+            self.scaler.scale(torch.zeros((), device=device))
         self._scale: LateFloat | None = None
         """The fp16 scale after the last step (complete when the next step reads it)."""
 
@@ -143,12 +159,15 @@ class OptimizerStep:
     def step(self, step: int, global_units: float | torch.Tensor) -> StepOutcome:
         """Turn the all-reduced gradient into step ``step``'s update (``global_units`` may be
         a device tensor: nothing here waits for the device, fp16 aside)."""
-        divide_by_global_units(self.parameters, self.world, global_units)
+        shards = self.shards
+        divide_by_global_units(self.parameters if shards is None else [shards.master],
+                               self.world, global_units)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         norm = None
         if self.clip is not None:
-            norm = LateFloat(torch.nn.utils.clip_grad_norm_(self.parameters, self.clip))
+            norm = LateFloat(torch.nn.utils.clip_grad_norm_(self.parameters, self.clip)
+                             if shards is None else _clip_slice(shards, self.clip))
         lr = self.schedule.lr_at(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -157,7 +176,10 @@ class OptimizerStep:
             scaled = self._scaler_step()
         else:
             self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if shards is not None:
+            shards.gather()  # every rank's updated slice everywhere; the gradient zeroed
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
         return StepOutcome(lr=lr, norm=norm, scaled=scaled)
 
     def _scaler_step(self) -> tuple[float, LateFloat]:
@@ -181,6 +203,27 @@ class OptimizerStep:
         if state and state.get("scaler") is not None and self.scaler is not None:
             self.scaler.load_state_dict(state["scaler"])
             self._scale = None
+
+
+def optimizer_step(config: TrainConfig, parameters: list[nn.Parameter], *, rank: int,
+                   world: int, device: torch.device, total_steps: int,
+                   live: bool = False) -> OptimizerStep:
+    """The optimizer and its step, over every parameter or, under ``shard_state``, over this
+    rank's slice (trainer/step/shards.py; collective then: the budgets are gathered)."""
+    shards = make_shards(config, parameters, rank=rank, world=world, device=device, live=live)
+    optimizer = make_optimizer(config, parameters if shards is None else [shards.master])
+    return OptimizerStep(config, optimizer, parameters, device, world, total_steps,
+                         shards=shards)
+
+
+def _clip_slice(shards: ShardedState, max_norm: float) -> torch.Tensor:
+    """``clip_grad_norm_``'s arithmetic on this rank's slice, with the whole gradient's norm
+    (one all-reduce); returns that norm."""
+    total = shards.global_norm()
+    grad = shards.master.grad
+    assert grad is not None
+    grad.mul_(torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return total
 
 
 def warm_up(config: TrainConfig) -> None:
