@@ -11,9 +11,15 @@ from typing import Any
 
 import pytest
 import tiers
+from hypothesis import settings
 from tiers import heaviest_first, slow_tier_command, tier_markers
 
 from trainer.gc_pause import collector_paused
+
+# Property tests judge results, never speed: hypothesis's default 200 ms deadline per example
+# fails them on a loaded machine (the suite runs three workers on two cores).
+settings.register_profile("corral", deadline=None)
+settings.load_profile("corral")
 
 
 @pytest.hookimpl(hookwrapper=True)
