@@ -180,8 +180,12 @@ async def test_a_script_shown_running_stops_clean_and_resumes_from_its_own_snaps
     assert len(carried) == 1 and "from h0" in carried[0], carried
     assert re.search(r"out/ckpt\.json \(0\.0 MiB\) to h1\b", carried[0]), carried
     assert "starts.log" not in carried[0]
-    steps = [e.event.step for e in events if isinstance(e, RankEvent)
+    # The stream replays the record first (every seat folds the whole run), then goes live.
+    replayed = [e.event.step for e in events if isinstance(e, RankEvent) and e.replayed
+                and isinstance(e.event, StepEvent) and e.event.rank == 0]
+    steps = [e.event.step for e in events if isinstance(e, RankEvent) and not e.replayed
              and isinstance(e.event, StepEvent) and e.event.rank == 0]
+    assert replayed and max(replayed) <= stopped_at + 1, replayed  # the attempt before
     assert steps and len(steps) <= STEPS - stopped_at + 1, steps  # from the snapshot on
     assert run_processes(first.run_id) == []
     _report_counts_both_attempts(config, first.run_id)
