@@ -321,6 +321,11 @@ for sha, size, *recipe in head["files"]:
             for source, at, length in recipe[0] if recipe and recipe[0] else [[None, 0, size]]:
                 copy_piece(src, cache, source, at, length, digest, out, buf)
         if sha is not None and digest.hexdigest() != sha:
+            if recipe and recipe[0]:  # a cached file lent wrong bytes: hashed, dropped if so
+                lent, index = {{p[0] for p in recipe[0] if p[0]}}, read_index(cache)
+                for name in lent - verified(cache, lent, {{}}):
+                    drop(cache, name, index)
+                record(cache, [], index)
             sys.exit("corral: data file " + sha + " arrived changed")
         os.chmod(tmp, 0o444)
         os.utime(tmp, ns=({STAMP_NS}, {STAMP_NS}))

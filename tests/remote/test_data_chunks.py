@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
+import json
 import os
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ from remote.config.cluster import HostSection
 from remote.hosts import data_chunks, data_sync
 from remote.hosts.data_chunks import Chunked, chunk_file, recipe
 from remote.hosts.data_scripts import ASSEMBLE_PY
-from remote.hosts.data_sync import DataProgress, cache_dir, probe, sync_host
+from remote.hosts.data_sender import DataSyncError
+from remote.hosts.data_sync import STAMP_NS, DataProgress, cache_dir, probe, sync_host
 from remote.hosts.data_tree import CHUNK_BYTES, DataSet, HashCache, collect
 from remote.hosts.transport import LocalTransport
 
@@ -149,3 +151,35 @@ async def test_without_pyfastcdc_a_changed_shard_is_sent_whole(
     data = collect(repo, True, repo, HashCache(tmp_path / "hashes.json"))
     assert (await _sync(host, data, tmp_path)).sent_bytes == 10 * MiB
     assert not (Path(cache_dir(host.host.workdir)) / ".chunks").exists()
+
+
+async def test_a_cached_file_that_lends_wrong_bytes_is_dropped_never_used(
+        tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    shard = repo / "data" / "shard.bin"
+    old = os.urandom(20 * MiB)  # over the probe's re-hash budget: trusted by its record
+    shard.write_bytes(old)
+    host = _host(tmp_path)
+    await _sync(host, collect(repo, True, repo, HashCache(tmp_path / "hashes.json")), tmp_path)
+    cache = Path(cache_dir(host.host.workdir))
+    victim = cache / hashlib.sha256(old).hexdigest()
+    os.chmod(victim, 0o644)  # rewritten, its mtime put back and its record forged
+    victim.write_bytes(os.urandom(20 * MiB))
+    os.chmod(victim, 0o444)
+    os.utime(victim, ns=(STAMP_NS, STAMP_NS))
+    index = json.loads((cache / ".verified").read_text())
+    info = victim.stat()
+    index[victim.name] = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino,
+                          info.st_dev]
+    (cache / ".verified").write_text(json.dumps(index))
+    new = _rewrite(old, 7 * MiB, 5 * MiB)
+    shard.write_bytes(new)
+    with pytest.raises(DataSyncError, match="arrived changed"):
+        await _sync(host, collect(repo, True, repo, HashCache(tmp_path / "hashes.json")),
+                    tmp_path)
+    assert not victim.exists()
+    again = await _sync(host, collect(repo, True, repo, HashCache(tmp_path / "hashes.json")),
+                        tmp_path)
+    assert again.sent_bytes == 20 * MiB
+    assert (cache / hashlib.sha256(new).hexdigest()).read_bytes() == new
