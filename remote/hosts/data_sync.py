@@ -10,7 +10,9 @@ Each host keeps its data files by content, ``<workdir>/data/<sha256>``, read-onl
    address), its free disk, and whether the paths it must already have are there;
 2. refuses, before a byte is sent, what the host cannot take (``plan_problem``);
 3. streams the missing files from disk (``CHUNK_BYTES`` at a time: the master's memory does
-   not grow with the data) into ``RECEIVE_PY``, which writes each under a temporary name,
+   not grow with the data; of a large file whose chunks the host's cache holds, from any
+   file, only the chunks it lacks: ``remote.hosts.data_chunks``) into ``RECEIVE_PY``, which
+   writes each under a temporary name,
    checks its sha256 (or, for a file not hashed here, names it by the sha256 of what arrived,
    which this machine then learns) and only then renames it into the cache: a sync killed
    mid-file leaves a partial file nobody uses, and the next one sends that file again;
@@ -252,7 +254,11 @@ async def sync_host(transport: Transport, data: DataSet, found: HostData, manife
             transport.host.name, done.stderr or done.stdout, cache_dir(transport.host.workdir)))
     _learn(data, missing, done.stdout)
     if cutting is not None and not recipes:
-        await _keep_chunk_lists(transport, await cutting)
+        try:
+            cut = await cutting
+        except OSError:  # a file unreadable or gone since it was sent: no chunk list kept
+            cut = {}
+        await _keep_chunk_lists(transport, cut)
     progress.done = True
     return progress
 
@@ -314,4 +320,6 @@ async def _by_chunks(transport: Transport, missing: list[DataFile], cut: dict[in
 
 async def _keep_chunk_lists(transport: Transport, cut: dict[int, Chunked]) -> None:
     """The host keeps the chunk lists of the large files it was sent whole."""
+    if not cut:
+        return
     await _ask_chunks(transport, {"sidecars": {c.sha256: sidecar(c) for c in cut.values()}})

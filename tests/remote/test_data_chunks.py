@@ -3,6 +3,7 @@ file from its new chunks and the chunks its cache already holds, and checks the 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.util
 import io
@@ -18,9 +19,9 @@ from remote.config.cluster import HostSection
 from remote.hosts import data_chunks, data_sync
 from remote.hosts.data_chunks import Chunked, chunk_file, recipe
 from remote.hosts.data_scripts import ASSEMBLE_PY
-from remote.hosts.data_sender import DataSyncError
+from remote.hosts.data_sender import DataSyncError, _Counts, feed, pump
 from remote.hosts.data_sync import STAMP_NS, DataProgress, cache_dir, probe, sync_host
-from remote.hosts.data_tree import CHUNK_BYTES, DataSet, HashCache, collect
+from remote.hosts.data_tree import CHUNK_BYTES, DataFile, DataSet, HashCache, collect
 from remote.hosts.transport import LocalTransport
 
 pytest.importorskip("pyfastcdc")
@@ -183,3 +184,27 @@ async def test_a_cached_file_that_lends_wrong_bytes_is_dropped_never_used(
                         tmp_path)
     assert again.sent_bytes == 20 * MiB
     assert (cache / hashlib.sha256(new).hexdigest()).read_bytes() == new
+
+
+def test_a_stream_carries_only_a_recipes_new_chunks(tmp_path: Path) -> None:
+    # Both ways a host is fed (the event loop's ``feed``, ``ssh``'s ``pump``) carry a
+    # recipe's spans alone, in order, counted as sent.
+    path = tmp_path / "f"
+    data = os.urandom(300_000)
+    path.write_bytes(data)
+    info = path.stat()
+    file = DataFile(rel="f", source=path, size=info.st_size, mtime_ns=info.st_mtime_ns,
+                    sha256=None, spans=((1000, 5000), (200_000, 70_000)))
+    want = data[1000:6000] + data[200_000:270_000]
+    tally = _Counts()
+    read, write = os.pipe()
+    pump(write, {}, (file,), tally)
+    os.close(write)
+    with os.fdopen(read, "rb") as got:
+        assert got.read() == b"{}\n" + want
+    assert (tally.sent_bytes, tally.sent_files) == (len(want), 1)
+
+    async def fed() -> bytes:
+        return b"".join([chunk async for chunk in feed({}, (file,), _Counts())])
+
+    assert asyncio.run(fed()) == b"{}\n" + want
