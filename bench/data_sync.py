@@ -6,7 +6,11 @@ once, interleaved round by round:
 1. **first sync**: empty host caches (and, for corral, an empty hash cache on the master: its
    time includes hashing every file);
 2. **unchanged re-sync**: the same folder again;
-3. **one changed file**: one file of the folder rewritten (new bytes, same size), then a sync.
+3. **one changed file**: one file of the folder rewritten (new bytes, same size), then a sync;
+4. **changed region**: one ``--region`` MiB region rewritten in the middle of a ``--shard``
+   MiB shard (``data/big.bin``, beside the others), then a sync: corral sends the region's
+   content-defined chunks (``remote.hosts.data_chunks``), rsync its delta. The MiB sent per
+   host is printed for both (rsync's ``--stats``).
 
 corral's arms are ``remote.hosts.data_sync`` as ``corral run`` drives it
 (``remote.run.data_push``: probe, the new files as large as a cached one hashed, then the
@@ -56,7 +60,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.remote import netns, netns_links  # noqa: E402
 
-STEPS = ("first", "unchanged", "changed")
+STEPS = ("first", "unchanged", "changed", "region")
 T = TypeVar("T")
 CORRAL_ARMS = ("corral", "corral-asyncssh")
 """``corral``: every host that lacks much fed through OpenSSH's ``ssh``; ``corral-asyncssh``:
@@ -121,12 +125,17 @@ def _rsync_step(box: dict[str, str], folder: Path) -> dict[str, float]:
     ssh = (f"ssh -i {box['key']} -o UserKnownHostsFile={box['known']} "
            "-o StrictHostKeyChecking=yes -o BatchMode=yes")
     started, cpu = time.perf_counter(), _cpu()
-    procs = [subprocess.Popen(["rsync", "-a", "-e", ssh, f"{folder}/",
-                               f"root@{address}:{box['root']}/rsync-{address}/"])
+    procs = [subprocess.Popen(["rsync", "-a", "--stats", "-e", ssh, f"{folder}/",
+                               f"root@{address}:{box['root']}/rsync-{address}/"],
+                              stdout=subprocess.PIPE, text=True)
              for address in box["addresses"].split(",")]
-    if any(p.wait() != 0 for p in procs):
+    said = [p.communicate()[0] for p in procs]
+    if any(p.returncode != 0 for p in procs):
         raise SystemExit("rsync failed")
-    return {"seconds": time.perf_counter() - started, "cpu_s": _cpu() - cpu}
+    seconds = time.perf_counter() - started
+    sent = sum(int(line.split(":")[1].split()[0].replace(",", "")) for out in said
+               for line in out.splitlines() if line.startswith("Total bytes sent:"))
+    return {"seconds": seconds, "cpu_s": _cpu() - cpu, "sent_mib": sent / 2**20}
 
 
 def _inner(args: argparse.Namespace) -> None:
@@ -138,10 +147,13 @@ def _inner(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
-def _make_folder(folder: Path, files: int, size_mib: int) -> None:
+def _make_folder(folder: Path, files: int, size_mib: int, shard_mib: int) -> None:
     each = size_mib * 2**20 // files
     (folder / "data").mkdir(parents=True)
     (folder / "train.py").write_text("print('hi')\n")
+    with (folder / "data" / "big.bin").open("wb") as out:
+        for _ in range(shard_mib):
+            out.write(os.urandom(2**20))
     for i in range(files):
         with (folder / "data" / f"shard-{i:04}.bin").open("wb") as out:
             out.write(os.urandom(each))
@@ -181,7 +193,7 @@ def _clear(box: netns.NetnsCluster, root: Path, arms: list[str]) -> None:
 
 
 def _round(box: netns.NetnsCluster, root: Path, folder: Path, spec: dict[str, str],
-           order: list[str]) -> dict[str, dict[str, dict]]:
+           order: list[str], region: int) -> dict[str, dict[str, dict]]:
     found: dict[str, dict[str, dict]] = {arm: {} for arm in order}
     _clear(box, root, [arm for arm in order if arm != "rsync"])
     for step in STEPS:
@@ -189,6 +201,10 @@ def _round(box: netns.NetnsCluster, root: Path, folder: Path, spec: dict[str, st
             target = folder / "data" / "shard-0007.bin"
             size = target.stat().st_size
             target.write_bytes(os.urandom(size))
+        if step == "region":  # the middle of the large shard rewritten, in place
+            with (folder / "data" / "big.bin").open("r+b") as shard:
+                shard.seek(shard.seek(0, os.SEEK_END) // 2 - region // 2)
+                shard.write(os.urandom(region))
         for arm in order:
             before = _host_cpu(box)
             found[arm][step] = _arm(box, arm, root, folder, spec)
@@ -229,6 +245,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024, help="MiB in all (default 1024)")
     parser.add_argument("--files", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--shard", type=int, default=50,
+                        help="MiB of the shard whose region changes (default 50)")
+    parser.add_argument("--region", type=int, default=5,
+                        help="MiB of that shard rewritten (default 5)")
     parser.add_argument("--plain-shell", action="store_true",
                         help="hosts whose ~/.bashrc is empty (a plain login shell start)")
     parser.add_argument("--before", metavar="COMMIT",
@@ -257,7 +277,7 @@ def main() -> None:
         if args.plain_shell:
             _plain_shell(box, root)
         folder = root / "repo"
-        _make_folder(folder, args.files, args.size)
+        _make_folder(folder, args.files, args.size, args.shard)
         _clusters(box, root, corral)
         spec = {"key": str(box.client_key), "known": str(box.known_hosts), "root": str(root),
                 "addresses": ",".join(n.address for n in box.nodes)}
@@ -265,7 +285,7 @@ def main() -> None:
         rounds = []
         for i in range(args.rounds):  # interleaved, the first arm rotating
             order = arms[i % len(arms):] + arms[:i % len(arms)]
-            rounds.append(_round(box, root, folder, spec, order))
+            rounds.append(_round(box, root, folder, spec, order, args.region << 20))
             print(json.dumps({"round": i, **rounds[-1]}), flush=True)
         _summary(rounds, args, netns_links.shaped_as(netns_links.GIGABIT), corral)
     finally:
@@ -276,8 +296,8 @@ def main() -> None:
 def _summary(rounds: list[dict[str, dict[str, dict]]], args: argparse.Namespace,
              link: str, corral: list[str]) -> None:
     shell = "an empty ~/.bashrc" if args.plain_shell else "this machine's ~/.bashrc"
-    print(f"\n{args.size} MiB in {args.files} files to 3 namespace hosts, each link {link}, "
-          f"{shell}; medians of {len(rounds)} rounds")
+    print(f"\n{args.size} MiB in {args.files} files and a {args.shard} MiB shard to 3 namespace "
+          f"hosts, each link {link}, {shell}; medians of {len(rounds)} rounds")
     for step in STEPS:
         rsync = statistics.median(r["rsync"][step]["seconds"] for r in rounds)
         line = f"{step:>10}: rsync -a {rsync:6.2f} s"
@@ -285,6 +305,14 @@ def _summary(rounds: list[dict[str, dict[str, dict]]], args: argparse.Namespace,
             took = statistics.median(r[arm][step]["seconds"] for r in rounds)
             line += f"   {arm} {took:6.2f} s ({took / rsync:4.2f} x)"
         print(line)
+    sent = {arm: statistics.median(r[arm]["region"]["sent_mib"] for r in rounds) / 3
+            for arm in (*corral, "rsync")}
+    print(f"changed region ({args.region} MiB of a {args.shard} MiB shard), MiB sent per host: "
+          + ", ".join(f"{arm} {mib:.2f}" for arm, mib in sent.items()))
+    for step in STEPS:  # a loaded machine: the spread says as much as the median
+        print(f"{step:>10}, seconds min-max: " + ", ".join(
+            f"{arm} {min(r[arm][step]['seconds'] for r in rounds):.2f}-"
+            f"{max(r[arm][step]['seconds'] for r in rounds):.2f}" for arm in (*corral, "rsync")))
     cpu = {arm: statistics.median(r[arm]["first"]["cpu_s"] for r in rounds)
            for arm in (*corral, "rsync")}
     print("first sync, CPU seconds on this side (the hosts' sshd and receivers not counted): "

@@ -28,9 +28,9 @@ extras=()
 for arg in "$@"; do
     case "$arg" in
         # --dev: the test tools and every local extra the tests exercise (TensorBoard, plots,
-        # the trackers, the browser view; aim installs only on Python <= 3.12 and its tests
-        # skip elsewhere).
-        --dev) extras+=(dev tensorboard plot mlflow aim notify serve) ;;
+        # the trackers, the browser view, the data sync's chunks; aim installs only on
+        # Python <= 3.12 and its tests skip elsewhere).
+        --dev) extras+=(dev tensorboard plot mlflow aim notify serve data) ;;
         # --llm: transformers + peft, and what a Trainer / TRL script needs (accelerate, trl,
         # datasets).
         --llm) extras+=(llm hf) ;;

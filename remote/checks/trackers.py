@@ -27,7 +27,18 @@ def tracker_items(config: ClusterConfig) -> list[CheckItem]:
                           f"this machine: no {name} package",
                           hint="" if installed(name) else MISSING[name])
                 for name, where in wanted.items() if where]
-    return [*trackers, *notify_items(config), *serve_items()]
+    return [*trackers, *notify_items(config), *serve_items(), *chunk_items()]
+
+
+def chunk_items() -> list[CheckItem]:
+    """Without pyfastcdc or blake3 (the ``data`` extra): an item naming what is missing, never
+    a failure (the data sync then sends a changed file whole, not its changed chunks)."""
+    lacking = [name for name in ("pyfastcdc", "blake3") if importlib.util.find_spec(name) is None]
+    if not lacking:
+        return []
+    return [CheckItem(host="*", name="data-chunks", ok=True,
+                      detail=f"this machine: no {' or '.join(lacking)}, so a changed data file "
+                             "is sent whole, not its changed chunks: pip install 'corral[data]'")]
 
 
 def serve_items() -> list[CheckItem]:

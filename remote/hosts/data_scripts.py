@@ -172,8 +172,11 @@ linked = bool(ask["manifest"]) and (shared or not ask["sizes"] and len(have) == 
 if linked:  # nothing to send: the run's links now, and no second command
     write_links(cache, ask["links"]["shared" if shared else "cached"], ask["manifest"])
 disk = os.statvfs(probe)
+side = os.path.join(cache, ".chunks")
+chunked = not shared and os.path.isdir(side) and bool(os.listdir(side))
 print(json.dumps({{"have": have, "alike": alike, "shared": shared, "missing": missing,
-                  "free": disk.f_bavail * disk.f_frsize, "linked": linked}}))
+                  "free": disk.f_bavail * disk.f_frsize, "linked": linked,
+                  "chunked": chunked}}))
 """
 
 PRUNE_PY = """
@@ -207,14 +210,90 @@ def prune(cache, runs, keep_runs, keep_unused_s):
                 os.unlink(path)
         except OSError:
             pass
+    side = os.path.join(cache, ".chunks")
+    for name in os.listdir(side) if os.path.isdir(side) else []:
+        if not os.path.exists(os.path.join(cache, name)):  # its file pruned: so is its list
+            try:
+                os.unlink(os.path.join(side, name))
+            except OSError:
+                pass
 """
 """Remove from a host's data cache what no run needs (``KEEP_RUNS``, ``KEEP_UNUSED_S``): run
 after each sync that sent files (the only time the cache grows). ``runs`` holds the run
 directories, each host's link list ``hosts/<host>.data`` beside its exit file
 ``hosts/<host>.exit`` (written when the launcher ends)."""
 
+ASSEMBLE_PY = f"""
+def copy_piece(src, cache, source, at, length, digest, out, buf):
+    # A piece of a file: the stream's next bytes (source None), or bytes of a cached file.
+    where = src if source is None else open(os.path.join(cache, source), "rb")
+    try:
+        if source is not None:
+            where.seek(at)
+        while length:
+            count = where.readinto(buf[:min(length, {CHUNK_BYTES})])
+            if not count:
+                sys.exit("corral: the data stream ended early" if source is None
+                         else "corral: cached data file " + source + " is shorter than listed")
+            digest.update(buf[:count])
+            out.write(buf[:count])
+            length -= count
+    finally:
+        if source is not None:
+            where.close()
+"""
+"""A file built from its recipe's pieces (``remote.hosts.data_chunks.recipe``): each piece
+hashed as it is written; the whole is then checked against the file's sha256."""
+
+SIDECARS_PY = """
+def write_sidecars(cache, sidecars):
+    side = os.path.join(cache, ".chunks")
+    for sha, chunks in sidecars.items():
+        if len(sha) != 64 or not os.path.exists(os.path.join(cache, sha)):
+            continue
+        try:
+            os.makedirs(side, exist_ok=True)
+            tmp = os.path.join(side, ".part-" + os.urandom(8).hex())
+            with open(tmp, "w") as out:
+                json.dump(chunks, out)
+            os.replace(tmp, os.path.join(side, sha))
+        except OSError:  # a full disk: that file's chunks are not found, it is sent whole
+            pass
+
+
+def find_chunks(cache, wanted):
+    found, index, side = {}, read_index(cache), os.path.join(cache, ".chunks")
+    for name in os.listdir(side) if os.path.isdir(side) else []:
+        try:  # only a cached file whose record is unchanged (VERIFY_PY) lends its bytes
+            if index.get(name) != stamp(os.stat(os.path.join(cache, name))):
+                continue
+            with open(os.path.join(side, name)) as f:
+                chunks = json.load(f)
+        except (OSError, ValueError):
+            continue
+        at = 0
+        for ident, length in chunks:
+            if ident in wanted and ident not in found:
+                found[ident] = [name, at]
+            at += length
+        if len(found) == len(wanted):
+            break
+    return found
+"""
+"""Each cached file's chunk list (``.chunks/<sha256>``: ``[id, length]``, in file order)
+written, and the chunks a host holds found in them (id → ``[sha256, offset]``)."""
+
+CHUNKS_PY = ("import json, os, sys\n" + VERIFY_PY + SIDECARS_PY + """
+ask = json.loads(sys.stdin.readline())
+cache = os.path.expanduser(ask["cache"])
+write_sidecars(cache, ask["sidecars"])
+print(json.dumps({"found": find_chunks(cache, set(ask["ids"])) if ask["ids"] else {}}))
+""")
+"""Asked with the chunk ids of the files a sync will send, a host answers where its cache
+holds them; given chunk lists of files it received whole, it keeps them."""
+
 RECEIVE_PY = ("import fcntl, hashlib, json, os, sys, tempfile, time\n" + ERRORS_PY + VERIFY_PY
-              + WRITE_LINKS_PY + PRUNE_PY
+              + WRITE_LINKS_PY + PRUNE_PY + ASSEMBLE_PY + SIDECARS_PY
               + f"""
 if sys.platform.startswith("linux"):  # a 1 MiB pipe from sshd: fewer reads, fewer wake-ups
     try:
@@ -234,19 +313,19 @@ for name in os.listdir(cache):  # what a killed sync left: never used, removed o
     except OSError:
         pass
 got = []
-for sha, size in head["files"]:
+for sha, size, *recipe in head["files"]:
     fd, tmp = tempfile.mkstemp(dir=cache, prefix=".part-")
     try:
-        digest, left = hashlib.sha256(), size
+        digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as out:
-            while left:
-                count = src.readinto(buf[:min(left, {CHUNK_BYTES})])
-                if not count:
-                    sys.exit("corral: the data stream ended before " + sha)
-                digest.update(buf[:count])
-                out.write(buf[:count])
-                left -= count
+            for source, at, length in recipe[0] if recipe and recipe[0] else [[None, 0, size]]:
+                copy_piece(src, cache, source, at, length, digest, out, buf)
         if sha is not None and digest.hexdigest() != sha:
+            if recipe and recipe[0]:  # a cached file lent wrong bytes: hashed, dropped if so
+                lent, index = {{p[0] for p in recipe[0] if p[0]}}, read_index(cache)
+                for name in lent - verified(cache, lent, {{}}):
+                    drop(cache, name, index)
+                record(cache, [], index)
             sys.exit("corral: data file " + sha + " arrived changed")
         os.chmod(tmp, 0o444)
         os.utime(tmp, ns=({STAMP_NS}, {STAMP_NS}))
@@ -256,6 +335,7 @@ for sha, size in head["files"]:
         if os.path.exists(tmp):
             os.unlink(tmp)
 record(cache, got, read_index(cache))  # what the probes compare (VERIFY_PY)
+write_sidecars(cache, head.get("sidecars", {{}}))
 links = [["sha:" + got[int(t[4:])] if t.startswith("new:") else t, r] for t, r in head["links"]]
 write_links(cache, links, head["manifest"])
 prune(cache, os.path.expanduser(head["runs"]), *head["keep"])

@@ -100,18 +100,20 @@ async def feed(head: Mapping[str, object], files: tuple[DataFile, ...] | list[Da
     for file in files:
         with file.source.open("rb") as source:
             _unchanged(file, source)
-            left = file.size
-            while left:  # exactly the size listed: a file growing meanwhile is refused
-                size = min(left, CHUNK_BYTES)
-                chunk = source.read(size) if blocking else await asyncio.to_thread(
-                    source.read, size)
-                if not chunk:
-                    raise DataSyncError(f"{file.source} shrank while it was being sent")
-                left -= len(chunk)
-                tally.sent_bytes += len(chunk)
-                if not left:  # before its last byte leaves: the host keeps none of it else
-                    _unchanged(file, source)
-                yield chunk
+            left = file.sent_size
+            for offset, length in file.sent_spans():
+                source.seek(offset)
+                while length:  # exactly the size listed: a file growing meanwhile is refused
+                    size = min(length, CHUNK_BYTES)
+                    chunk = source.read(size) if blocking else await asyncio.to_thread(
+                        source.read, size)
+                    if not chunk:
+                        raise DataSyncError(f"{file.source} shrank while it was being sent")
+                    left, length = left - len(chunk), length - len(chunk)
+                    tally.sent_bytes += len(chunk)
+                    if not left:  # before its last byte leaves: the host keeps none of it else
+                        _unchanged(file, source)
+                    yield chunk
         tally.sent_files += 1
 
 
@@ -136,6 +138,9 @@ def pump(out: int, head: Mapping[str, object], files: tuple[DataFile, ...], tall
             fcntl.fcntl(out, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     _write_all(out, first + (json.dumps(head) + "\n").encode())
     for file in files:
+        if file.spans is not None:  # a recipe's chunks: few, scattered, read and written
+            _pump_spans(out, file, tally)
+            continue
         with file.source.open("rb", buffering=0) as source:
             _unchanged(file, source)
             done, bulk = 0, max(file.size - TAIL_BYTES, 0)
@@ -152,6 +157,22 @@ def pump(out: int, head: Mapping[str, object], files: tuple[DataFile, ...], tall
             _write_all(out, tail)
             tally.sent_bytes += len(tail)
         tally.sent_files += 1
+
+
+def _pump_spans(out: int, file: DataFile, tally: Tally) -> None:
+    """The spans of ``file`` the stream carries, checked unchanged before the last leaves."""
+    with file.source.open("rb", buffering=0) as source:
+        _unchanged(file, source)
+        for offset, length in file.sent_spans():
+            for at in range(offset, offset + length, CHUNK_BYTES):
+                chunk = os.pread(source.fileno(), min(CHUNK_BYTES, offset + length - at), at)
+                if len(chunk) != min(CHUNK_BYTES, offset + length - at):
+                    raise DataSyncError(f"{file.source} shrank while it was being sent")
+                if at + len(chunk) == offset + length and (offset, length) == file.sent_spans()[-1]:
+                    _unchanged(file, source)
+                _write_all(out, chunk)
+                tally.sent_bytes += len(chunk)
+    tally.sent_files += 1
 
 
 def _move(source: int, out: int, offset: int, count: int) -> int:
@@ -199,7 +220,7 @@ async def send(transport: Transport, job: SendJob, tally: Tally) -> CompletedCom
     lacks ``SENDER_MIN_BYTES`` or more (``job.ssh`` given) through ``ssh`` where it can reach
     the host with corral's settings, else from a sender process of its own; from this
     process otherwise."""
-    size = sum(f.size for f in job.files)
+    size = sum(f.sent_size for f in job.files)
     if job.ssh is None or transport.host.is_local or size < SENDER_MIN_BYTES:
         return await transport.run_fed(job.command, feed(job.head, job.files, tally),
                                        timeout=job.timeout)

@@ -10,7 +10,9 @@ Each host keeps its data files by content, ``<workdir>/data/<sha256>``, read-onl
    address), its free disk, and whether the paths it must already have are there;
 2. refuses, before a byte is sent, what the host cannot take (``plan_problem``);
 3. streams the missing files from disk (``CHUNK_BYTES`` at a time: the master's memory does
-   not grow with the data) into ``RECEIVE_PY``, which writes each under a temporary name,
+   not grow with the data; of a large file whose chunks the host's cache holds, from any
+   file, only the chunks it lacks: ``remote.hosts.data_chunks``) into ``RECEIVE_PY``, which
+   writes each under a temporary name,
    checks its sha256 (or, for a file not hashed here, names it by the sha256 of what arrived,
    which this machine then learns) and only then renames it into the cache: a sync killed
    mid-file leaves a partial file nobody uses, and the next one sends that file again;
@@ -29,15 +31,17 @@ its name (``remote.hosts.data_scripts``: what is checked, and the sampled re-has
 
 from __future__ import annotations
 
+import asyncio
 import json
 import posixpath
 import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from remote.config.cluster import HostSection, SshSection
+from remote.hosts.data_chunks import CHUNKED_MIN_BYTES, Chunked, chunker, chunks_of, recipe, sidecar
 from remote.hosts.data_errors import host_error
-from remote.hosts.data_scripts import PROBE_PY, RECEIVE_PY
+from remote.hosts.data_scripts import CHUNKS_PY, PROBE_PY, RECEIVE_PY
 from remote.hosts.data_scripts import STAMP_NS as STAMP_NS
 from remote.hosts.data_sender import DataSyncError, SendJob, send
 from remote.hosts.data_tree import DataFile, DataSet
@@ -119,6 +123,8 @@ class HostData:
     """It needs nothing sent and wrote the run's link list already."""
     alike: frozenset[tuple[str, int]] = frozenset()
     """Cached files (sha256, size) the size of a file this machine has not hashed yet."""
+    chunked: bool = False
+    """Its cache keeps chunk lists (``data_chunks``): a large file is sent as its new chunks."""
 
     def cached(self) -> frozenset[str]:
         """Every sha256 its cache holds of those asked about."""
@@ -152,7 +158,8 @@ async def probe(transport: Transport, data: DataSet, marker: tuple[str, str] | N
     return HostData(have=frozenset(answer["have"]), shared=bool(answer["shared"]),
                     free=int(answer["free"]), missing=tuple(answer["missing"]),
                     linked=bool(answer["linked"]),
-                    alike=frozenset((str(sha), int(size)) for sha, size in answer["alike"]))
+                    alike=frozenset((str(sha), int(size)) for sha, size in answer["alike"]),
+                    chunked=bool(answer.get("chunked")))
 
 
 def plan_problem(host: str, data: DataSet, found: HostData) -> str | None:
@@ -210,7 +217,16 @@ async def sync_host(transport: Transport, data: DataSet, found: HostData, manife
     ``[ssh]``), a host that lacks much is fed from a sender process of its own
     (``remote.hosts.data_sender``)."""
     missing = to_send(data, found)
-    progress.total_files, progress.total_bytes = len(missing), sum(f.size for f in missing)
+    large = [f for f in missing if f.size >= CHUNKED_MIN_BYTES] if chunker() else []
+    # A host whose cache keeps chunk lists is sent a large file's new chunks (cut here
+    # first); a host without (a first sync) is sent it whole, its chunk list cut meanwhile.
+    cutting = asyncio.ensure_future(_cut(large)) if large and not found.shared else None
+    recipes: dict[int, tuple[Chunked, list[list[object]]]] = {}
+    sent = missing
+    if cutting is not None and found.chunked:
+        recipes, sent = await _by_chunks(transport, missing, await cutting)
+    progress.total_files = len(missing)
+    progress.total_bytes = sum(f.sent_size for f in sent)
     progress.cached_files = 0 if found.shared else len(data.unique()) - sum(
         f.sha256 is not None for f in missing)
     progress.shared, progress.started = found.shared, time.monotonic()
@@ -218,17 +234,31 @@ async def sync_host(transport: Transport, data: DataSet, found: HostData, manife
         progress.done = True
         return progress
     head = {"cache": cache_dir(transport.host.workdir),
-            "files": [[f.sha256, f.size] for f in missing], "manifest": manifest,
+            "files": [[f.sha256, f.size] if id(f) not in recipes else
+                      [recipes[id(f)][0].sha256, f.size, recipes[id(f)][1]] for f in missing],
+            "sidecars": {c.sha256: sidecar(c) for c, _ in recipes.values()},
+            "manifest": manifest,
             "runs": posixpath.dirname(posixpath.dirname(posixpath.dirname(manifest))),
             "keep": [KEEP_RUNS, KEEP_UNUSED_S],
             "links": link_lines(data, found.shared, missing)}
     job = SendJob(host=transport.host, ssh=ssh, command=_python(transport.host, RECEIVE_PY),
-                  head=head, files=tuple(missing), timeout=SYNC_TIMEOUT_S)
-    done = await send(transport, job, progress)
+                  head=head, files=tuple(sent), timeout=SYNC_TIMEOUT_S)
+    try:
+        done = await send(transport, job, progress)
+    except BaseException:
+        if cutting is not None:
+            cutting.cancel()
+        raise
     if not done.ok:
         raise DataSyncError(f"data sync to {transport.host.name} failed: " + host_error(
             transport.host.name, done.stderr or done.stdout, cache_dir(transport.host.workdir)))
     _learn(data, missing, done.stdout)
+    if cutting is not None and not recipes:
+        try:
+            cut = await cutting
+        except OSError:  # a file unreadable or gone since it was sent: no chunk list kept
+            cut = {}
+        await _keep_chunk_lists(transport, cut)
     progress.done = True
     return progress
 
@@ -245,3 +275,51 @@ def _learn(data: DataSet, sent: list[DataFile], said: str) -> None:
         if file.sha256 is None:
             data.hashes.learn(file, str(sha))
     data.hashes.save()
+
+
+async def _cut(files: list[DataFile]) -> dict[int, Chunked]:
+    """Each of ``files`` cut into chunks (``data_chunks.chunks_of``, in a thread), by ``id``."""
+    return {id(f): await asyncio.to_thread(chunks_of, f.source, f.size, f.mtime_ns)
+            for f in files}
+
+
+async def _ask_chunks(transport: Transport, ask: dict[str, object]) -> dict[str, object]:
+    """``CHUNKS_PY`` run on the host with ``ask``: chunk lists kept, chunks found."""
+    ask = {"cache": cache_dir(transport.host.workdir), "ids": [], "sidecars": {}, **ask}
+    done = await transport.run(_python(transport.host, CHUNKS_PY), timeout=120.0,
+                               input=(json.dumps(ask) + "\n").encode())
+    answer = last_json(done.stdout)
+    if answer is None:
+        raise DataSyncError(f"{transport.host.name}: the data chunk query failed: " + host_error(
+            transport.host.name, done.stderr, cache_dir(transport.host.workdir)))
+    return answer
+
+
+async def _by_chunks(transport: Transport, missing: list[DataFile], cut: dict[int, Chunked]
+                     ) -> tuple[dict[int, tuple[Chunked, list[list[object]]]], list[DataFile]]:
+    """Where the host holds the chunks of the large files it lacks: each such file's recipe
+    (by ``id`` of its ``DataFile``) and the files as the stream carries them (a recipe's
+    file: its new chunks alone)."""
+    ids = sorted({ident for chunked in cut.values() for ident, _ in chunked.chunks})
+    answer = await _ask_chunks(transport, {"ids": ids})
+    said = answer.get("found")
+    found = {str(k): (str(v[0]), int(v[1])) for k, v in said.items()} if isinstance(
+        said, dict) else {}
+    recipes: dict[int, tuple[Chunked, list[list[object]]]] = {}
+    sent = []
+    for file in missing:
+        chunked = cut.get(id(file))
+        if chunked is None:
+            sent.append(file)
+            continue
+        pieces, spans = recipe(chunked, found)
+        recipes[id(file)] = (chunked, pieces)
+        sent.append(replace(file, spans=spans))
+    return recipes, sent
+
+
+async def _keep_chunk_lists(transport: Transport, cut: dict[int, Chunked]) -> None:
+    """The host keeps the chunk lists of the large files it was sent whole."""
+    if not cut:
+        return
+    await _ask_chunks(transport, {"sidecars": {c.sha256: sidecar(c) for c in cut.values()}})

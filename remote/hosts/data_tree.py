@@ -56,6 +56,18 @@ class DataFile:
     sha256: str | None
     """None: this machine has not hashed it yet; the host that receives it names it by the
     digest of the bytes it got, and this machine learns it (``HashCache.learn``)."""
+    spans: tuple[tuple[int, int], ...] | None = None
+    """``(offset, length)`` of the bytes the stream carries (``data_chunks.recipe``: the
+    host has the rest); None: the whole file."""
+
+    @property
+    def sent_size(self) -> int:
+        """Bytes of it the stream carries."""
+        return self.size if self.spans is None else sum(length for _, length in self.spans)
+
+    def sent_spans(self) -> tuple[tuple[int, int], ...]:
+        """``spans``, or the whole file as one."""
+        return ((0, self.size),) if self.spans is None else self.spans
 
 
 @dataclass(frozen=True, kw_only=True)
