@@ -281,8 +281,9 @@ def _script_cwd(config: ClusterConfig, plan: LaunchPlan, host: HostSection) -> s
     # The data sync's link list (target<TAB>path a line, remote.hosts.data_sync): each path of
     # the working directory linked to its cached, read-only file (or the file in place), or
     # copied where the script may write it again (remote.run.seed_cwd).
+    keep = (layout.path("kept") + f"/{host.name}") if plan.resume or plan.restart else ""
     data = seed_words(_interpreter(host), layout.host_file(host.name, "data"),
-                      layout.script_cwd(host.name), layout.host_file(host.name, "seeded"))
+                      layout.script_cwd(host.name), layout.host_file(host.name, "seeded"), keep)
     return f"mkdir -p {cwd} && cp -R {pushed}/. {cwd}/ && {data} && "
 
 

@@ -13,7 +13,11 @@ this machine's files). ``seed_words`` is the shell that puts them there before t
   replaced: a ``--resume`` loads what the run wrote, not the launch folder's older copy;
 - what corral copied is recorded (``hosts/<host>.seeded``: per path, size and modification time
   of the copy); a copy unwritten since counts as corral's, which ``remote.run.carry`` replaces
-  with rank 0's newer file before a relaunch, so no host loads a stale checkpoint on resume.
+  with rank 0's newer file before a relaunch, so no host loads a stale checkpoint on resume;
+- on a relaunch (``--resume``, ``r``, a ``max_restarts`` restart), the newest checkpoint file
+  the attempt before left (``*.pt``, ``*.pth``, ``*.ckpt``, ``*.safetensors``) is kept whole
+  under ``<run>/kept/<host>/attempt-<time>/`` and a copy put in its place: a script relaunched
+  with its first arguments (nanoGPT without ``--init_from=resume``) overwrites the copy only.
 """
 
 from __future__ import annotations
@@ -25,10 +29,9 @@ from remote.hosts.push_ignore import OUTPUT_PATTERNS
 from remote.hosts.transport import shell_path
 
 SEED_PY = """
-import fnmatch, json, os, shutil, sys
+import fnmatch, json, os, shutil, sys, time
 links, cwd, where, patterns = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-if not os.path.isfile(links):
-    sys.exit(0)
+keep = sys.argv[5] if len(sys.argv) > 5 else ""
 try:
     with open(where) as f:
         record = json.load(f)
@@ -42,8 +45,10 @@ def copied(rel):
         if not p.endswith("/") and fnmatch.fnmatchcase(parts[-1], p):
             return True
     return False
-with open(links, encoding="utf-8") as f:
-    lines = [line.rstrip("\\n").split("\\t", 1) for line in f if "\\t" in line]
+lines = []
+if os.path.isfile(links):  # none: no data to link, a checkpoint still kept
+    with open(links, encoding="utf-8") as f:
+        lines = [line.rstrip("\\n").split("\\t", 1) for line in f if "\\t" in line]
 for target, rel in lines:
     path = os.path.join(cwd, rel)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -66,16 +71,32 @@ for target, rel in lines:
         os.symlink(target, part)
         os.replace(part, path)
         record.pop(rel, None)
+KEEP = ("*.pt", "*.pth", "*.ckpt", "*.safetensors")
+if keep:  # a relaunch: the attempt before's newest checkpoint kept beside the one to come
+    mine = [os.path.join(d, n) for d, _, names in os.walk(cwd) for n in names
+            if any(fnmatch.fnmatchcase(n, p) for p in KEEP)]
+    mine = [p for p in mine if os.path.isfile(p) and not os.path.islink(p)]
+    if mine:
+        newest = max(mine, key=os.path.getmtime)
+        rel = os.path.relpath(newest, cwd)
+        dest = os.path.join(keep, time.strftime("attempt-%Y%m%d-%H%M%S"), rel)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        os.replace(newest, dest)  # the original kept whole; the script gets a copy to write
+        shutil.copy2(dest, newest)
+        print(f"kept the attempt before's newest checkpoint {rel} as {dest}", flush=True)
 with open(where + ".corral-part", "w") as out:
     json.dump(record, out)
 os.replace(where + ".corral-part", where)
 """
-"""Run on a host with ``python -S``: argv links file, working directory, record, patterns."""
+"""Run on a host with ``python -S``: argv links file, working directory, record, patterns,
+and on a relaunch the folder where the attempt before's newest checkpoint is kept."""
 
 
-def seed_words(python: str, links: str, cwd: str, record: str) -> str:
+def seed_words(python: str, links: str, cwd: str, record: str, keep: str = "") -> str:
     """Shell: ``python`` (a quoted word) seeding ``cwd`` from the link list ``links``,
-    recording its copies in ``record`` (paths in shell syntax: ``~`` expands)."""
-    return " ".join([python, "-S", "-c", shlex.quote(SEED_PY), shell_path(links),
-                     shell_path(cwd), shell_path(record),
-                     shlex.quote(json.dumps(list(OUTPUT_PATTERNS)))])
+    recording its copies in ``record`` (paths in shell syntax: ``~`` expands); ``keep``: a
+    relaunch's folder for the attempt before's newest checkpoint (moved there whole, a copy
+    left in its place for the script to load or write)."""
+    words = [python, "-S", "-c", shlex.quote(SEED_PY), shell_path(links), shell_path(cwd),
+             shell_path(record), shlex.quote(json.dumps(list(OUTPUT_PATTERNS)))]
+    return " ".join(words + ([shell_path(keep)] if keep else []))
