@@ -39,7 +39,14 @@ def run_session(args: argparse.Namespace) -> Session:
         if words:
             raise UsageError(f"{' '.join(words)!r}: arguments after -- are a script's; name "
                              "it with --script FILE", title="bad options")
-        return Session(args.config)
+        resume = getattr(args, "resume", False)
+        if resume is False:
+            return Session(args.config)
+        from remote.api import with_recorded_script
+
+        plain = Session(args.config).config  # a resumed script run: its script and arguments
+        return Session(args.config, config=with_recorded_script(
+            plain, resume if isinstance(resume, str) else None))
     from remote.api import with_script
 
     return Session(args.config,

@@ -68,6 +68,7 @@ from remote.records.summary import (
 )
 from remote.records.tensorboard import board_command, board_label, convert_run
 from remote.records.tracking import TrackerConversion, convert_tracker
+from remote.run.script_record import with_recorded_script
 from remote.terminal_text import bar_key, plain, ranks_label
 from trainer.balance.estimate import HostVerdict
 from trainer.balance.links import PairLink, pair_throughput
@@ -146,6 +147,7 @@ __all__ = [
     "summary_to_json",
     "trained_nothing",
     "trust_host",
+    "with_recorded_script",
     "with_script",
     "write_kubernetes",
     "write_new",

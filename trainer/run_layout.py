@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 HostFile = Literal["pgid", "leader", "exit", "stopped", "ranks", "planned", "data",
-                   "carry", "carried"]
+                   "carry", "carried", "seeded"]
 """The launcher's bookkeeping files of one host, ``hosts/<host>.<kind>``: the process-group id
 (``pgid``) and its leader's start time (``leader``) written at launch, the launcher's exit
 status (``exit``), the mark of ``corral stop`` (``stopped``), the host's ranks as torchrun
@@ -28,7 +28,8 @@ assigned them (``ranks``) and as the launch planned them (``planned``), and the 
 its working directory (``data``: one ``target<TAB>path`` a line, written by the data sync), and
 what a script's relaunch copied into it from rank 0's host (``carry``: the data sync's link
 list of those files; ``carried``: per path, the copy's sha256, size and modification time;
-``remote/run/carry.py``)."""
+``remote/run/carry.py``), and what the launch copied into it from the launch folder
+(``seeded``: per path, the copy's size and modification time; ``remote/run/seed_cwd.py``)."""
 
 EVENTS_NAME = re.compile(r"^rank-(\d+)\.jsonl$")
 """An event file's name inside ``metrics/``; group 1 is the rank."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 
 from profiles.user_errors import CorralError
 from remote.checks.script_imports import DATA_CHECK
@@ -20,17 +21,21 @@ from remote.config.task_code import UserCode
 from remote.events import CheckItem
 from remote.hosts.data_marker import Marker
 from remote.hosts.data_sync import HostData, plan_problem, probe, to_send
-from remote.hosts.data_tree import DataSet, collect
+from remote.hosts.data_tree import DataSet, absolute_args, arg_problem, collect
 from remote.hosts.pool import HostPool
 from remote.hosts.push_tree import mib
 
 
 def run_data(config: ClusterConfig, user: UserCode | None) -> DataSet | None:
     """The script run's ``DataSet``; None for a task run or one with no data. ``user`` is the
-    run's user code (``user_code``). A ``CorralError`` names a ``[run] data`` path at fault."""
+    run's user code (``user_code``); the script's absolute-path arguments are paths every host
+    must have (``absolute_args``). A ``CorralError`` names a ``[run] data`` path at fault."""
     if config.run.script is None or config.run.data is False or user is None:
         return None
     data = collect(user.folder, config.run.data, config.path.parent)
+    args = absolute_args(config.run.args)
+    data = replace(data, host_paths=tuple(dict.fromkeys(data.host_paths + args)),
+                   arg_paths=args)
     return data if data.files or data.links or data.host_paths else None
 
 
@@ -47,7 +52,8 @@ async def data_room(pool: HostPool, data: DataSet, manifest: Callable[[str], str
     for name, answer in answers.items():
         if isinstance(answer, BaseException):
             problems[name] = f"{name}: {answer}"
-        elif (problem := plan_problem(name, data, answer)) is not None:
+        elif (problem := arg_problem(name, data, answer.missing)
+              or plan_problem(name, data, answer)) is not None:
             problems[name] = problem
         else:
             found[name] = answer

@@ -24,7 +24,7 @@ from remote.config.task_code import UserCode
 from remote.events import CheckItem
 from remote.hosts.data_tree import data_line
 from remote.hosts.interpreter import last_json, python_c, python_label
-from remote.hosts.push_tree import budget_problem, left_out_line, walk_tree
+from remote.hosts.push_tree import budget_problem, home_line, left_out_line, walk_tree
 
 if TYPE_CHECKING:
     from remote.config.cluster import ClusterConfig, HostSection
@@ -157,6 +157,10 @@ def left_out_items(config: ClusterConfig, code: UserCode | None) -> list[CheckIt
             host="*", name=LEFT_OUT_CHECK, ok=True, detail=f"warning: {line}",
             hint="a link out of the folder is linked as is on hosts that have its target "
                  "(named before launch on the others); name it in [run] data to send it"))
+    if (line := home_line(tree)) is not None:
+        items.append(CheckItem(host="*", name=DATA_CHECK, ok=True, detail=line,
+                               hint="a rank that reads it fails; a line !PATH at the end of "
+                                    ".corralignore sends it"))
     if config.run.script is not None and (
             line := data_line(code.folder, config.run.data, config.path.parent)) is not None:
         items.append(CheckItem(host="*", name=DATA_CHECK, ok=True, detail=line,

@@ -91,7 +91,10 @@ class DataSet:
     files: tuple[DataFile, ...] = ()
     links: tuple[OutsideLink, ...] = ()
     host_paths: tuple[str, ...] = ()
-    """``[run] data`` paths outside the folder: every host must have them already."""
+    """``[run] data`` paths outside the folder, and the script's arguments that are absolute
+    paths on this machine (``arg_paths``): every host must have them already."""
+    arg_paths: tuple[str, ...] = ()
+    """The script's arguments (or ``--flag=`` values) that are absolute paths existing here."""
     hashes: HashCache | None = field(default=None, compare=False)
     """Where this machine keeps the digests (the hosts' digests of new files learned in)."""
 
@@ -281,6 +284,37 @@ def collect(folder: Path, data: bool | tuple[str, ...], base: Path,
     links = {rel: why for rel, why in tree.left_out.items() if (folder / rel).is_symlink()
              and not any(rel == n or rel.startswith(n + "/") for n in inside_named)}
     return data_set(folder, sources, links, tuple(host_paths), cache)
+
+
+def absolute_args(args: tuple[str, ...]) -> tuple[str, ...]:
+    """The arguments (or the values of ``--flag=value``) that are absolute paths existing on
+    this machine: the script reads them there, so every host must have them too."""
+    found = []
+    for arg in args:
+        value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
+        if os.path.isabs(value) and os.path.exists(value):
+            found.append(os.path.normpath(value))
+    return tuple(dict.fromkeys(found))
+
+
+def arg_problem(host: str, data: DataSet, missing: tuple[str, ...]) -> str | None:
+    """Why ``host`` cannot run the script: an absolute path among its arguments that exists on
+    this machine and not on ``host`` (``missing``: the paths it lacks), with the fix."""
+    lacking = [path for path in data.arg_paths if path in missing]
+    if not lacking:
+        return None
+    root = data.folder.resolve()
+    said = []
+    for path in lacking:
+        if Path(path).is_relative_to(root):
+            rel = Path(path).relative_to(root).as_posix()
+            said.append(f"the argument {path} is in the launch folder, which {host} receives "
+                        f"in its own working directory: pass it relative ({rel})")
+        else:
+            said.append(f"the argument {path} exists on this machine but not on {host}: put "
+                        f"it there at the same path, or move it into the launch folder and "
+                        f"pass it by a relative path (it is then sent)")
+    return "; ".join(said)
 
 
 def data_line(folder: Path, data: bool | tuple[str, ...], base: Path) -> str | None:

@@ -1,13 +1,14 @@
-"""What of a user's folder travels, and how: code, data, or nothing (outputs and junk).
+"""What of a user's folder travels, and how: code, data, or nothing.
 
-A script's folder holds three kinds of things. Its code goes with the trainer in the pushed
-tree. Its data (``DATA_PATTERNS``: ``data/``, ``datasets/``, prepared arrays and shards,
-corpora, tokenizer files) is what the script reads: it travels by the data sync
-(``remote.hosts.data_sync``), even when the repository's ``.gitignore`` hides it (every
-repository that prepares data gitignores it). What earlier runs wrote there (logs,
-checkpoints, TensorBoard and MLflow directories, a venv, caches: ``DEFAULT_IGNORE``) stays
-home. A ``.corralignore`` file in the folder has the last word, one pattern a line,
-gitignore-like:
+A rank sees what it would see under torchrun on a shared disk: every file of the launch folder
+travels, whatever its name, extension or ``.gitignore`` status, except what cannot matter to a
+run (``DEFAULT_IGNORE``: version-control metadata, virtual environments, bytecode, tool caches).
+Its code goes with the trainer in the pushed tree. Its data goes by the data sync
+(``remote.hosts.data_sync``, content-addressed, sent once per host): ``DATA_PATTERNS``
+(``data/``, prepared arrays and shards, corpora, tokenizer files), ``OUTPUT_PATTERNS``
+(checkpoints, weights, logs), what the folder's ``.gitignore`` leaves out (prepared shards in a
+folder of any name), and any file larger than ``remote.hosts.push_tree.CODE_FILE_BYTES``.
+A ``.corralignore`` file in the folder has the last word, one pattern a line, gitignore-like:
 
 - a blank line or one starting with ``#`` is nothing;
 - a pattern without ``/`` (``*.log``, ``wandb``) matches a file or directory of that name at
@@ -15,14 +16,12 @@ gitignore-like:
   folder (a leading ``/`` only anchors it there);
 - a trailing ``/`` matches directories only; ``*``, ``?`` and ``[...]`` are shell wildcards
   (``*`` does not cross a ``/``);
-- a leading ``!`` pushes again what an earlier pattern (a default too) left out: the last
-  pattern matching a path decides, and a directory left out leaves out all it holds.
-
-The folder's own ``.gitignore`` (its top-level one) counts too for code (what git leaves out
-is not pushed), never for data; ``.corralignore`` counts for both.
+- a plain pattern leaves out (what stays home is listed before launch); a leading ``!`` sends
+  again what an earlier pattern (a default too) left out: the last pattern matching a path
+  decides, and a directory left out leaves out all it holds.
 
 A directory holding ``__init__.py`` is a Python package of the user's: the defaults never
-leave it out (a ``data`` package is code), only ``.gitignore``/``.corralignore`` can.
+leave it out (a ``data`` package is code), only ``.corralignore`` can.
 Symbolic links, special files and the size budget are ``remote.hosts.push_tree``'s.
 """
 
@@ -39,16 +38,25 @@ GIT_IGNORE_FILE = ".gitignore"
 """git's file, in the pushed folder, read before ``IGNORE_FILE``."""
 
 DEFAULT_IGNORE = (
-    ".*",  # hidden entries: .git, .venv, .corralignore itself, editor state
-    "__pycache__/", "*.pyc",
-    "venv/", "env/", "*.egg-info/",
-    "*.log", "logs/", "nohup.out",
-    "checkpoints/", "checkpoint-*/", "runs/", "wandb/", "mlruns/", "lightning_logs/",
-    "output/", "outputs/", "out/", "out-*/", "out_*/",
-    "*.pt", "*.pth", "*.ckpt", "*.safetensors",
+    ".git/", ".hg/", ".svn/", ".jj/",  # version-control metadata
+    ".venv/", "venv/", "*.egg-info/",  # virtual environments (any other: its pyvenv.cfg)
+    "__pycache__/", "*.pyc", "*.pyo",  # bytecode
+    ".mypy_cache/", ".pytest_cache/", ".ruff_cache/", ".tox/", ".nox/", ".ipynb_checkpoints/",
+    ".idea/", ".vscode/", ".DS_Store",  # tool caches and editor state
+    ".launch-lock-*/",  # corral's own lock, where the run root lies in the folder
 )
-"""Outputs and junk, left out of every user folder (docs/scripts.md lists them); ``!name`` in
-``.corralignore`` sends one again."""
+"""What cannot matter to a run, left out of every user folder (docs/scripts.md lists them):
+everything else travels, as torchrun on a shared disk shows a script every file of its folder;
+``!name`` in ``.corralignore`` sends one again."""
+
+OUTPUT_PATTERNS = (
+    "checkpoints/", "checkpoint-*/", "runs/", "wandb/", "mlruns/", "lightning_logs/",
+    "output/", "outputs/", "out/", "out-*/", "out_*/", "logs/",
+    "*.pt", "*.pth", "*.ckpt", "*.safetensors", "*.log", "nohup.out",
+)
+"""What earlier runs wrote (checkpoints, weights, logs): it travels as data (large, and
+sent once per host by the data sync), and a run's working directory gets a copy, never a link
+(``COPIED_PATTERNS``), so the script may write it again."""
 
 DATA_PATTERNS = (
     "data/", "datasets/",
@@ -136,11 +144,11 @@ class FolderRules:
     ``.corralignore``."""
 
     junk: list[IgnorePattern]
-    """``DEFAULT_IGNORE``: outputs and junk."""
+    """``DEFAULT_IGNORE``: what cannot matter to a run."""
     data: list[IgnorePattern]
-    """``DATA_PATTERNS``."""
+    """``DATA_PATTERNS`` and ``OUTPUT_PATTERNS``."""
     git: list[IgnorePattern]
-    """The folder's ``.gitignore``: counts for code only."""
+    """The folder's ``.gitignore``: what it leaves out travels as data."""
     own: list[IgnorePattern]
     """The folder's ``.corralignore``: the last word."""
 
@@ -150,34 +158,49 @@ class FolderRules:
         folder above it is data; ``is_package``: a directory holding ``__init__.py``, which the
         defaults never leave out nor call data (a ``data`` package is code)."""
         data = in_data or (not is_package and _ignored(self.data, rel, is_dir))
-        if not is_package and _ignored(self.junk, rel, is_dir):
-            left_out = True
-        else:
-            left_out = not data and _ignored(self.git, rel, is_dir)
+        left_out = not is_package and _ignored(self.junk, rel, is_dir)
         last = _last_word(self.own, rel, is_dir)
         if last if last is not None else left_out:
             return None
-        return "data" if data else "code"
+        # What git leaves out still travels (torchrun shows it to the script): as data, so a
+        # large prepared shard in a gitignored folder of any name is sent once per host.
+        return "data" if data or _ignored(self.git, rel, is_dir) else "code"
+
+
+    def own_says(self, rel: PurePosixPath, is_dir: bool) -> bool | None:
+        """``.corralignore``'s last word on ``rel``: True leaves out, False sends, None: none."""
+        return _last_word(self.own, rel, is_dir)
+
+    def own_keeps_home(self, rel: PurePosixPath, is_dir: bool) -> bool:
+        """Whether ``.corralignore`` (not a default) keeps ``rel`` home."""
+        return self.own_says(rel, is_dir) is True
 
 
 def folder_rules(folder: Path) -> FolderRules:
     """The rules of ``folder`` (its ignore files read once)."""
-    return FolderRules(junk=_parsed(list(DEFAULT_IGNORE)), data=_parsed(list(DATA_PATTERNS)),
+    return FolderRules(junk=_parsed(list(DEFAULT_IGNORE)),
+                       data=_parsed(list(DATA_PATTERNS + OUTPUT_PATTERNS)),
                        git=_file_patterns(folder, GIT_IGNORE_FILE),
                        own=_file_patterns(folder, IGNORE_FILE))
 
 
-def rule_for(rules: FolderRules, rel: PurePosixPath, is_dir: bool) -> str | None:
-    """The pattern that leaves ``rel`` out, as written, with the file it is in
-    (``*.bin (.gitignore)``); None when none does."""
-    named = ((IGNORE_FILE, rules.own), ("corral's defaults", rules.junk),
-             (GIT_IGNORE_FILE, rules.git))
+def rules_for(rules: FolderRules, rel: PurePosixPath, is_dir: bool) -> list[str]:
+    """Every pattern that leaves ``rel`` out, as written, with the file it is in
+    (``tokens/ (.corralignore)``); empty when none does (or a later ``!`` line sends it)."""
+    named = ((IGNORE_FILE, rules.own), ("corral's defaults", rules.junk))
+    found: list[str] = []
     for name, patterns in named:
         for pattern in reversed(patterns):
             if pattern.matches(rel, is_dir):
                 if pattern.negated:
-                    break  # sent again by this file: an earlier file's pattern decides
+                    return found  # sent again by this file: earlier patterns do not decide
                 anchor = "/" if pattern.anchored else ""
                 trail = "/" if pattern.directories_only else ""
-                return f"{anchor}{pattern.glob}{trail} ({name})"
-    return None
+                found.append(f"{anchor}{pattern.glob}{trail} ({name})")
+    return found
+
+
+def rule_for(rules: FolderRules, rel: PurePosixPath, is_dir: bool) -> str | None:
+    """The last pattern that leaves ``rel`` out (``rules_for``'s first); None when none does."""
+    found = rules_for(rules, rel, is_dir)
+    return found[0] if found else None

@@ -16,6 +16,7 @@ size budget; never what the user did not mean to send.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from dataclasses import dataclass, field
@@ -34,6 +35,12 @@ MAX_FILES = 20_000
 from by mistake is named at once, not walked for minutes)."""
 NAMED_AT_MOST = 8
 """The largest files a budget problem names one by one."""
+CODE_FILE_BYTES = 2**20
+"""A file larger than this (1 MiB) travels by the data sync whatever its name (weights, a
+shard): content-addressed, sent once per host, never copied into every pushed tree."""
+VENV_MARKERS = ("pyvenv.cfg", "conda-meta")
+"""What makes a directory a virtual environment whatever its name (left out: it cannot
+matter to a run on another machine)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +56,8 @@ class PushTree:
     """Relative POSIX path → its relative target, for every link pushed as a link."""
     left_out: dict[str, str] = field(default_factory=dict)
     """Relative POSIX path → why it is not pushed (a link out of the folder, a FIFO...)."""
+    home: dict[str, int] = field(default_factory=dict)
+    """Relative POSIX path → bytes under it, for every entry ``.corralignore`` keeps home."""
     truncated: bool = False
     """The walk stopped at ``MAX_FILES`` files."""
 
@@ -95,12 +104,41 @@ def _code_cache(directory: Path) -> bool:
         return False
 
 
+def _run_dir(directory: Path) -> bool:
+    """Whether ``directory`` is a run's (its ``run.json`` names it by its ``run_id``)."""
+    try:
+        with (directory / "run.json").open() as record:
+            return bool(json.load(record).get("run_id") == directory.name)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _corral_own(directory: Path) -> bool:
+    """Whether ``directory`` is corral's own, never the script's: a folder of pushed trees, a
+    host's workdir (its ``code`` such a folder), or a run directory, as when the run root or a
+    ``local`` host's workdir lies in the launch folder."""
+    return _code_cache(directory) or _code_cache(directory / "code") or _run_dir(directory)
+
+
 def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
         if test(mode):
             return name
     return "not a regular file"
+
+
+def _venv(path: Path) -> bool:
+    return any((path / marker).exists() for marker in VENV_MARKERS)
+
+
+def bytes_under(path: Path) -> int:
+    """Bytes of the regular files at or under ``path`` (links not followed)."""
+    if not path.is_dir() or path.is_symlink():
+        return path.lstat().st_size if path.is_file() and not path.is_symlink() else 0
+    return sum(os.lstat(os.path.join(d, n)).st_size for d, _, names in os.walk(path)
+               for n in names if os.path.isfile(os.path.join(d, n))
+               and not os.path.islink(os.path.join(d, n)))
 
 
 def walk_tree(folder: Path) -> PushTree:
@@ -117,7 +155,13 @@ def walk_tree(folder: Path) -> PushTree:
             is_package = is_dir and (path / "__init__.py").is_file()
             kind = rules.kind(rel, is_dir, is_package=is_package, in_data=in_data)
             if kind is None:
+                if rules.own_keeps_home(rel, is_dir):
+                    tree.home[str(rel)] = bytes_under(path)
                 continue
+            if is_dir and _venv(path) and rules.own_says(rel, is_dir) is None:
+                continue
+            if kind == "code" and stat.S_ISREG(info.st_mode) and info.st_size > CODE_FILE_BYTES:
+                kind = "data"
             if stat.S_ISLNK(info.st_mode):
                 target = _inside_target(folder, path)
                 if target is None:
@@ -125,7 +169,7 @@ def walk_tree(folder: Path) -> PushTree:
                 else:
                     tree.links[str(rel)] = target
             elif is_dir:
-                if not _code_cache(path):
+                if not _corral_own(path):
                     pending.append((path, kind == "data"))
             elif stat.S_ISREG(info.st_mode):
                 (tree.data if kind == "data" else tree.files)[str(rel)] = info.st_size
@@ -134,7 +178,7 @@ def walk_tree(folder: Path) -> PushTree:
     return PushTree(files=dict(sorted(tree.files.items())), data=dict(sorted(tree.data.items())),
                     links=dict(sorted(tree.links.items())),
                     left_out=dict(sorted(tree.left_out.items())),
-                    truncated=len(tree.files) > MAX_FILES)
+                    home=dict(sorted(tree.home.items())), truncated=len(tree.files) > MAX_FILES)
 
 
 def mib(size: int) -> str:
@@ -156,6 +200,16 @@ def budget_problem(folder: Path, tree: PushTree, budget: int = PUSH_BUDGET_BYTES
             f"code that travels to every host: {named}. Leave data and outputs out (a line "
             f"such as {largest[0][0]} or its folder in {folder / IGNORE_FILE}), and put them "
             "on the hosts where the script reads them by path")
+
+
+def home_line(tree: PushTree) -> str | None:
+    """One line naming what ``.corralignore`` keeps home, with sizes, largest first."""
+    if not tree.home:
+        return None
+    largest = sorted(tree.home.items(), key=lambda item: (-item[1], item[0]))
+    shown = ", ".join(f"{rel} ({mib(size)})" for rel, size in largest[:NAMED_AT_MOST])
+    more = f" and {len(largest) - NAMED_AT_MOST} more" if len(largest) > NAMED_AT_MOST else ""
+    return f"stays home ({IGNORE_FILE}): {shown}{more}"
 
 
 def left_out_line(tree: PushTree) -> str | None:

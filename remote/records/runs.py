@@ -76,6 +76,9 @@ class RunInfo:
     """The corral process launching or following it (``remote.records.owner``): a record left
     in a launch state by a corral that is gone is recorded failed by the next command that
     reads it, and once its hosts started, ``FOLLOWING_LOST`` (``corral attach`` adopts it)."""
+    script: list[str] | None = None
+    """A script run's ``[script, code folder, launch_dir, *args]`` as launched (``--resume``
+    without ``--script`` runs it again); None for a task run."""
 
     @property
     def label(self) -> str:

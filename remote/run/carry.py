@@ -68,10 +68,18 @@ try:
         record = json.load(f)
 except (OSError, ValueError):
     record = {}
+try:  # the launch's own copies of the launch folder's files (remote.run.seed_cwd), unwritten
+    with open(where[:-len(".carried")] + ".seeded") as f:
+        for rel, stamp in json.load(f).items():
+            record.setdefault(rel, [""] + stamp)
+except (OSError, ValueError):
+    pass
 """
 """The start of both host programs: the request, and the host's record of what earlier
 relaunches copied into its working directory (``hosts/<host>.carried``: per path, the sha256
-copied and the size and modification time the copy had)."""
+copied and the size and modification time the copy had), and what the launch copied there from
+the launch folder (``hosts/<host>.seeded``, ``remote.run.seed_cwd``: replaced by rank 0's file
+like an earlier relaunch's copy)."""
 
 LACKS_PY = RECORD_PY + """
 def lacks(rel, sha):

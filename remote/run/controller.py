@@ -30,6 +30,7 @@ from remote.run.handle import SshRunHandle
 from remote.run.notify import NotifyingHandle
 from remote.run.record import RunRecord
 from remote.run.resume import refuse_live, run_to_resume
+from remote.run.script_record import script_words
 from trainer.settings.run_settings import POLICIES
 
 
@@ -63,7 +64,8 @@ class SshRunController:
                            cluster=self.config.cluster.name, state="checking",
                            started=time.time(), hosts=hosts, owner=this_owner(),
                            config_path=str(self.config.path.resolve()),
-                           name=name or self.config.run.name or "")
+                           name=name or self.config.run.name or "",
+                           script=script_words(self.config))
             return NotifyingHandle(self.config, self.pool, info, launch=True, policy=policy,
                                 record=RunRecord.new(self.config, info))
         named = resume if isinstance(resume, str) else None

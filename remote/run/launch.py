@@ -33,6 +33,7 @@ from remote.hosts.interpreter import python_word
 from remote.hosts.push import code_dir
 from remote.hosts.transport import Transport, env_prefix, shell_path
 from remote.records.disk_full import disk_full
+from remote.run.seed_cwd import seed_words
 from remote.run.tail_script import JOIN_MARK
 from trainer.integrations.contract import RUN_DIR_ENV, ScriptSettings
 from trainer.launch_contract import (
@@ -279,11 +280,11 @@ def _script_cwd(config: ClusterConfig, plan: LaunchPlan, host: HostSection) -> s
     cwd = shell_path(layout.script_cwd(host.name))
     pushed = shell_path(f"{code_dir(host.workdir, plan.code_digest)}/{USER_CODE_DIR}")
     # The data sync's link list (target<TAB>path a line, remote.hosts.data_sync): each path of
-    # the working directory linked to its cached, read-only file (or the file in place).
-    links = shell_path(layout.host_file(host.name, "data"))
-    data = (f"{{ [ ! -f {links} ] || {{ c={cwd}; tab=$(printf '\\t'); "
-            f'while IFS="$tab" read -r t r; do mkdir -p "$(dirname -- "$c/$r")" && '
-            f'ln -sfn -- "$t" "$c/$r" || exit 1; done < {links}; }}; }}')
+    # the working directory linked to its cached, read-only file (or the file in place), or
+    # copied where the script may write it again (remote.run.seed_cwd).
+    keep = (layout.path("kept") + f"/{host.name}") if plan.resume or plan.restart else ""
+    data = seed_words(_interpreter(host), layout.host_file(host.name, "data"),
+                      layout.script_cwd(host.name), layout.host_file(host.name, "seeded"), keep)
     return f"mkdir -p {cwd} && cp -R {pushed}/. {cwd}/ && {data} && "
 
 

@@ -14,6 +14,7 @@ same client key: ``cluster.host(name, user=account, ...)``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -162,6 +163,14 @@ def _sshd_config(root: Path, port: int, host_key: Path, authorized: Path) -> Pat
 @pytest.fixture
 def sshd_cluster(tmp_path: Path) -> Iterator[Callable[..., SshdCluster]]:
     """Factory: ``sshd_cluster(n, trusted=True)`` starts ``n`` daemons named h0, h1, ..."""
+    with sshd_factory(tmp_path) as start:
+        yield start
+
+
+@contextlib.contextmanager
+def sshd_factory(tmp_path: Path) -> Iterator[Callable[..., SshdCluster]]:
+    """``sshd_cluster``'s factory for a fixture of any scope (a module's table of runs):
+    the daemons it started are stopped on exit."""
     if not os.path.exists(SSHD) or shutil.which("ssh-keygen") is None:
         pytest.skip("OpenSSH sshd is not installed (apt-get install openssh-server)")
     started: list[subprocess.Popen[bytes]] = []
@@ -202,7 +211,13 @@ def sshd_cluster(tmp_path: Path) -> Iterator[Callable[..., SshdCluster]]:
         known.write_text("".join(lines) if trusted else "")
         return cluster
 
-    yield start
+    try:
+        yield start
+    finally:
+        _stop_daemons(started)
+
+
+def _stop_daemons(started: list[subprocess.Popen[bytes]]) -> None:
     for proc in started:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

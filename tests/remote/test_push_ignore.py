@@ -1,5 +1,6 @@
-"""A pushed script folder carries its code; its data travels by the data sync; the logs,
-checkpoints and caches beside it stay home."""
+"""A pushed script folder carries its code; everything else of it travels by the data sync
+(data, checkpoints, weights, gitignored shards, large files); version control, virtual
+environments, bytecode, tool caches and what .corralignore says stay home."""
 
 from __future__ import annotations
 
@@ -21,45 +22,61 @@ def _pushed(folder: Path) -> list[str]:
     return [rel.removeprefix(f"{USER_CODE_DIR}/") for rel, _ in folder_files(folder, USER_CODE_DIR)]
 
 
-def test_a_folder_with_logs_and_an_ignored_directory_pushes_only_the_code(tmp_path: Path) -> None:
+def test_every_file_travels_but_vcs_venvs_bytecode_caches_and_corralignore(
+        tmp_path: Path) -> None:
+    # torchrun on a shared disk shows the script every file: so does corral, code or data.
     for rel in ("train.py", "lib/model.py", "lib/__init__.py", "configs/small.yaml",
                 "train.log", "lib/debug.log", "scratch/big.bin", "scratch/notes.py",
                 "checkpoints/step-10.pt", "out/checkpoint-5/model.safetensors",
                 "wandb/run-1/files.txt", "__pycache__/train.cpython-312.pyc",
                 ".git/HEAD", ".venv/bin/python", "venv/lib/site.py", "data/train.jsonl",
+                "myenv/pyvenv.cfg", "myenv/lib/x.py", ".pytest_cache/v", ".env",
                 "experiments/a.py", "experiments/b.py"):
         _write(tmp_path, rel)
     _write(tmp_path, IGNORE_FILE, "# our own\nscratch/\n/experiments/b.py\n\n")
-    assert _pushed(tmp_path) == ["configs/small.yaml", "experiments/a.py", "lib/__init__.py",
-                                 "lib/model.py", "train.py"]
+    tree = walk_tree(tmp_path)
+    assert _pushed(tmp_path) == [".corralignore", ".env", "configs/small.yaml",
+                                 "experiments/a.py", "lib/__init__.py", "lib/model.py",
+                                 "train.py"]
+    assert list(tree.data) == ["checkpoints/step-10.pt", "data/train.jsonl", "lib/debug.log",
+                               "out/checkpoint-5/model.safetensors", "train.log",
+                               "wandb/run-1/files.txt"]
+    assert tree.home == {"experiments/b.py": 2, "scratch": 4}  # listed with sizes
 
 
 def test_corralignore_can_push_a_default_again_and_packages_stay_code(tmp_path: Path) -> None:
     for rel in ("train.py", "data/__init__.py", "data/loaders.py", "datasets/tiny.csv",
-                "outputs/keep.txt", "run.log"):
+                "outputs/keep.txt", "run.log", ".git/HEAD"):
         _write(tmp_path, rel)
     assert _pushed(tmp_path) == ["data/__init__.py", "data/loaders.py", "train.py"]
-    assert list(walk_tree(tmp_path).data) == ["datasets/tiny.csv"]  # data, not code
-    _write(tmp_path, IGNORE_FILE, "!outputs/\n*.py\n!train.py\ndatasets/\n")
-    assert _pushed(tmp_path) == ["train.py"]
+    assert list(walk_tree(tmp_path).data) == ["datasets/tiny.csv", "outputs/keep.txt",
+                                              "run.log"]  # data, not code
+    _write(tmp_path, IGNORE_FILE, "!.git/\n*.py\n!train.py\ndatasets/\n*.log\n")
+    assert _pushed(tmp_path) == [".corralignore", ".git/HEAD", "train.py"]
     assert list(walk_tree(tmp_path).data) == ["outputs/keep.txt"]  # .corralignore: last word
 
 
-def test_mingpt_and_nanogpt_data_travel_as_data_without_a_corralignore(tmp_path: Path) -> None:
-    # minGPT-ddp reads data/input.txt; nanoGPT's prepare.py writes train.bin and meta.pkl,
-    # which its .gitignore hides (*.bin, *.pkl): data all the same.
+def test_gitignored_shards_of_any_folder_name_and_large_files_travel_as_data(
+        tmp_path: Path) -> None:
+    # nanoGPT's prepare.py writes train.bin and meta.pkl, which its .gitignore hides;
+    # build-nanogpt's edu_fineweb10B/ and a tokens/ folder are gitignored under other names.
     for rel in ("train.py", "data/input.txt", "data/shakespeare_char/prepare.py",
                 "data/shakespeare_char/train.bin", "data/shakespeare_char/meta.pkl",
                 "shards/part-0.npy", "tokenizer.json", "out-shakespeare/ckpt.pt",
-                "wandb/run-1/files.txt", "data/.cache/x.txt", "build/cache.bin"):
+                "tokens/part-0", "edu_fineweb10B/edufineweb_train_000001",
+                "model/config.json", "model/model.safetensors", "build/cache.bin"):
         _write(tmp_path, rel)
-    _write(tmp_path, GIT_IGNORE_FILE, "*.bin\n*.pkl\nbuild/\n")
+    with (tmp_path / "weights.onnx").open("wb") as sparse:  # large: by the data sync
+        sparse.truncate(2 * 2**20)
+    _write(tmp_path, GIT_IGNORE_FILE, "*.bin\n*.pkl\nbuild/\ntokens/\nedu_fineweb10B/\n")
     tree = walk_tree(tmp_path)
-    assert list(tree.files) == ["train.py"]
-    assert list(tree.data) == ["data/input.txt", "data/shakespeare_char/meta.pkl",
-                               "data/shakespeare_char/prepare.py",
-                               "data/shakespeare_char/train.bin", "shards/part-0.npy",
-                               "tokenizer.json"]
+    assert list(tree.files) == [GIT_IGNORE_FILE, "model/config.json", "train.py"]
+    assert list(tree.data) == [
+        "build/cache.bin", "data/input.txt", "data/shakespeare_char/meta.pkl",
+        "data/shakespeare_char/prepare.py", "data/shakespeare_char/train.bin",
+        "edu_fineweb10B/edufineweb_train_000001", "model/model.safetensors",
+        "out-shakespeare/ckpt.pt", "shards/part-0.npy", "tokenizer.json", "tokens/part-0",
+        "weights.onnx"]
 
 
 def test_what_is_left_out_does_not_change_the_digest(tmp_path: Path) -> None:
