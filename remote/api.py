@@ -42,11 +42,11 @@ from remote.events import (
     trained_nothing,
 )
 from remote.k8s.formats import K8S_FORMATS, K8sFormat
+from remote.records.culprit import collateral_sources, culprit_line
 from remote.records.history import RunHistory, load_history
 from remote.records.log_search import (
     RunLogLine,
     compile_search,
-    first_failure,
     run_log_lines,
     search_lines,
 )
@@ -112,15 +112,16 @@ __all__ = [
     "bar_key",
     "board_command",
     "board_label",
+    "collateral_sources",
     "compile_search",
     "convert_run",
     "convert_tracker",
+    "culprit_line",
     "demo_toml",
     "export_kubernetes",
     "fetch_outputs",
     "fetch_results",
     "find_runs",
-    "first_failure",
     "follow_log_command",
     "hosts_toml",
     "is_script_run",
