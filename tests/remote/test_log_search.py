@@ -163,3 +163,17 @@ def test_corral_logs_failure_opens_the_culprit_and_names_the_collateral(
     assert "fast:0" not in captured.out  # the victim's error is not the story's start
     assert captured.err.strip() == (
         "first failure: slow:1 line 2; collateral (they followed from it): fast:0")
+
+
+def test_the_report_names_the_recorded_culprit_and_the_victims_as_collateral(
+        cluster: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = cluster.parent / "runs" / "rep-f"  # fast rank 0 killed: it logged nothing, no end
+    write_recorded(run_dir, info("rep-f", "failed",
+                                 detail="fast rank 0 was killed (SIGKILL, status 137)"),
+                   synthetic_run(steps=4, end="failed", error="Connection closed by peer"))
+    code = cli.main(["-c", str(cluster), "report", "rep-f"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 0
+    assert "First failure: rank 0 on fast: fast rank 0 was killed (SIGKILL, status 137)" in out
+    assert ("Collateral (they followed from it): rank 1 on slow: Connection closed by peer"
+            in out)
