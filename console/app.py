@@ -59,14 +59,13 @@ class ConsoleApp(App[int]):
     TITLE = "corral"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (150, "-wide")]  # noqa: RUF012
     VERTICAL_BREAKPOINTS = [(0, "-short"), (40, "-tall")]  # noqa: RUF012
-    # Help and Quit first: a footer narrower than every key still shows them.
+    # Help and Quit first: a footer narrower than every key still shows them; the keys of
+    # a live run's membership and of a failure last (a 200-column footer shows them all).
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
         Binding("s", "start", "Start"),
         Binding("x", "stop", "Stop"),
-        Binding("e", "leave_host", "Leave host", show=False),
-        Binding("j", "join_host", "Join host", show=False),
         Binding("r", "restart", "Restart"),
         Binding("c", "check", "Check"),
         Binding("h", "runs", "Runs"),
@@ -74,11 +73,13 @@ class ConsoleApp(App[int]):
         Binding("p", "cycle_policy", "Policy"),
         Binding("l", "focus_logs", "Logs"),
         Binding("slash", "filter_logs", "Search", key_display="/"),
-        Binding("t", "first_failure", "Traceback", show=False),
-        Binding("y", "copy_follow", "Copy tail -F", show=False),
-        Binding("m", "network", "Network", show=False),
         Binding("z", "zoom_logs", "Zoom logs"),
         Binding("v", "toggle_noise", "Noise"),
+        Binding("e", "leave_host", "Leave"),
+        Binding("j", "join_host", "Join"),
+        Binding("t", "first_failure", "Traceback"),
+        Binding("y", "copy_follow", "Copy tail"),
+        Binding("m", "network", "Network"),
     ]
 
     def __init__(self, session: Session, *, attach_run: str | None = None,
@@ -317,6 +318,10 @@ class ConsoleApp(App[int]):
         yield SystemCommand("Stop run", "Stop the live run on every host (x)", self.action_stop)
         yield SystemCommand("Restart from checkpoint", "Stop, then resume from the newest "
                             "checkpoint (r)", self.action_restart)
+        yield SystemCommand("Leave host", "Take a host out of the live run (e)",
+                            self.action_leave_host)
+        yield SystemCommand("Join host", "Bring a host into the live run (j)",
+                            self.action_join_host)
         yield SystemCommand("Pre-flight check", "Check every host (c)", self.action_check)
         yield SystemCommand("Cycle policy", "Next balancing policy for the next start (p)",
                             self.action_cycle_policy)
@@ -327,8 +332,8 @@ class ConsoleApp(App[int]):
                             self.action_focus_logs)
         yield SystemCommand("Search logs", "Filter the logs by a regex; Enter searches every "
                             "line on disk, n/N step (/)", self.action_filter_logs)
-        yield SystemCommand("First traceback", "Every line of the run, the first traceback or "
-                            "failed worker in view (t)", self.action_first_failure)
+        yield SystemCommand("Traceback", "Every line of the run, the culprit's failure in "
+                            "view, the collateral ones named (t)", self.action_first_failure)
         yield SystemCommand("Copy tail -F", "Copy the ssh command that follows a host's log "
                             "(y)", self.action_copy_follow)
         yield SystemCommand("Zoom logs", "The logs on the whole screen, and back (z)",

@@ -85,6 +85,12 @@ class RunControls:
             return refused
         if handle is None or not model.live:
             return [Notice(message="No live run to take a host out of.", severity="warning")]
+        if self.session.config.run.script is not None:  # no live membership: said before
+            return [Notice(title="A script run restarts", severity="warning", message=(  # a pick
+                f"Run {handle.run_id} runs a script as is, so no host can leave it live: "
+                "taking one out stops the run on every host and launches it again on the "
+                "others from the script's own newest checkpoint (the steps since it run "
+                "again). `corral leave HOST --restart` does that."))]
         try:
             master = self.session.config.cluster.master
         except CorralError as exc:  # no readable cluster.toml: its fix, no traceback
@@ -102,12 +108,6 @@ class RunControls:
                                                                                       host))]
 
     def _confirm_leave(self, run_id: str, host: str) -> Effects:
-        if self.session.config.run.script is not None:  # no live membership: a restart
-            return [Notice(title="A script run restarts", severity="warning", message=(
-                f"Run {run_id} runs a script as is, so {host} cannot leave it live: taking it "
-                "out stops the run on every host and launches it again on the others from the "
-                f"script's own newest checkpoint (the steps since it run again). `corral leave "
-                f"{host} --restart` does that."))]
         moment = self._moment()
         return [Confirm(title="Take a host out", yes="Leave",
                         question=f"Take {host} out of run {run_id} at {moment.leave_at}? "

@@ -73,6 +73,8 @@ def what_happened(summary: RunSummary) -> Text | None:
         text.append(f"\nIts last lines ({outcome.failed_host} rank {outcome.failed_rank}):",
                     style="bold")
         text.append("".join(f"\n  {line}" for line in outcome.last_lines), style="dim")
+    if outcome.collateral:
+        text.append("\nCollateral (they followed from it): " + "; ".join(outcome.collateral))
     if outcome.detail:
         text.append(f"\nRecorded: {outcome.detail}")
     return text

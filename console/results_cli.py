@@ -20,7 +20,7 @@ from rich.text import Text
 
 from console.session import Session
 from console.tracking_cli import add_tracking_parsers, cmd_aim, cmd_mlflow
-from profiles.user_errors import UsageError
+from profiles.user_errors import CorralError, UsageError
 
 JSON_SCHEMA_DOC = "docs/report.md"
 
@@ -221,8 +221,9 @@ async def cmd_fetch(args: argparse.Namespace, console: Console) -> int:
 async def cmd_logs(args: argparse.Namespace, console: Console) -> int:
     """Print a run's log lines (or the matching ones, or the commands that follow them)."""
     from remote.api import (
+        collateral_sources,
         compile_search,
-        first_failure,
+        culprit_line,
         follow_log_command,
         local_run_dir,
         run_log_lines,
@@ -249,8 +250,14 @@ async def cmd_logs(args: argparse.Namespace, console: Console) -> int:
         return 1
     searched = len(lines)
     if args.failure:
-        start = first_failure(lines)
+        start = culprit_line(lines, *_culprit(session, info.run_id))
+        collateral = collateral_sources(lines, start)
         lines = lines[start:] if start is not None else []
+        if start is not None and not pattern:
+            Console(stderr=True, highlight=False, soft_wrap=True).print(
+                f"first failure: {lines[0].source} line {lines[0].number}"
+                + (f"; collateral (they followed from it): {', '.join(collateral)}"
+                   if collateral else ""), markup=False, style="yellow")
     shown = ([lines[i] for i in search_lines(lines, pattern)] if pattern is not None
              else lines)
     for line in shown:
@@ -263,6 +270,16 @@ async def cmd_logs(args: argparse.Namespace, console: Console) -> int:
     Console(stderr=True, highlight=False, soft_wrap=True).print(
         no_match(args, info.label, hosts, searched), markup=False, style="yellow")
     return 1
+
+
+def _culprit(session: Session, run_id: str) -> tuple[str | None, int | None]:
+    """The host and rank the run recorded as failing first for a reason of its own
+    (``remote.run.monitor``); (None, None) when it recorded none."""
+    try:
+        outcome = session.summary(run_id)[1].outcome
+    except (CorralError, OSError, ValueError):  # no records here: the logs alone decide
+        return None, None
+    return outcome.failed_host, outcome.failed_rank
 
 
 def no_match(args: argparse.Namespace, label: str, hosts: list[str], searched: int) -> str:

@@ -4,9 +4,8 @@ one module of remote that console/ imports.
 It re-exports what a front end reads — the records of a run's stream and reports
 (``remote.events``), the readers of recorded runs (``remote.records``), cluster.toml's loader —
 and offers thin entry points to everything that reaches the hosts. Those import their layer
-when called, so a front end that only reads recorded runs never loads SSH. Nothing here
-formats text: a front end renders what it gets. An import-linter contract
-(``pyproject.toml``) keeps console/ on these two faces, and remote's inner layers below them.
+when called, so a front end that only reads recorded runs never loads SSH. Nothing here formats
+text. An import-linter contract keeps console/ on these two faces, and remote's layers below.
 """
 
 from __future__ import annotations
@@ -42,11 +41,11 @@ from remote.events import (
     trained_nothing,
 )
 from remote.k8s.formats import K8S_FORMATS, K8sFormat
+from remote.records.culprit import collateral_sources, culprit_line
 from remote.records.history import RunHistory, load_history
 from remote.records.log_search import (
     RunLogLine,
     compile_search,
-    first_failure,
     run_log_lines,
     search_lines,
 )
@@ -113,15 +112,16 @@ __all__ = [
     "bar_key",
     "board_command",
     "board_label",
+    "collateral_sources",
     "compile_search",
     "convert_run",
     "convert_tracker",
+    "culprit_line",
     "demo_toml",
     "export_kubernetes",
     "fetch_outputs",
     "fetch_results",
     "find_runs",
-    "first_failure",
     "follow_log_command",
     "hosts_toml",
     "is_script_run",

@@ -48,6 +48,8 @@ ONE_THING = {
     "remote/api.py": "the face of remote/: re-exports and thin entry points only",
     "remote/records/runs.py": "run ids, run.json and the local registry: one record's format",
     "remote/hosts/ssh.py": "the asyncssh transport: one verified connection per host",
+    "remote/hosts/data_sender.py": "one host's data stream, whole files or a recipe's chunks, "
+                                   "from its own sender process",
     "remote/checks/preflight.py": "one probe command per host and the judging of its answer",
     "console/app.py": "the Textual app: its bindings and their routing, nothing else",
     "console/model/run.py": "the run model: the one reducer of a run's stream",

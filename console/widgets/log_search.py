@@ -16,7 +16,7 @@ from typing import Protocol
 
 from rich.text import Text
 
-from remote.api import RunLogLine, first_failure, search_lines
+from remote.api import RunLogLine, collateral_sources, culprit_line, search_lines
 
 MATCH_STYLE = "bold black on yellow"
 FOCUS_STYLE = "reverse"
@@ -51,11 +51,18 @@ class LogSearch:
         found = search_lines(lines, pattern)
         return cls(lines, pattern, found, 0 if found else None)
 
+    collateral: list[str] = field(default_factory=list)
+    """The first-failure jump's sources whose errors follow from the culprit's."""
+
     @classmethod
-    def failure(cls, lines: Sequence[RunLogLine]) -> LogSearch:
-        """The first line of a traceback or failed worker in focus (none: no focus)."""
-        first = first_failure(lines)
-        return cls(lines, None, [] if first is None else [first], None if first is None else 0)
+    def failure(cls, lines: Sequence[RunLogLine], host: str | None = None,
+                rank: int | None = None) -> LogSearch:
+        """The culprit's first line of failure in focus (``remote.records.culprit``: rank
+        ``rank`` on ``host`` as the run recorded it; none: no focus), the others' errors
+        labelled collateral."""
+        first = culprit_line(lines, host, rank)
+        return cls(lines, None, [] if first is None else [first], None if first is None else 0,
+                   collateral_sources(lines, first))
 
     @property
     def line(self) -> int | None:
@@ -73,7 +80,8 @@ class LogSearch:
             return "no match" if self.pattern is not None else "no traceback or failed worker"
         if self.pattern is None:
             line = self.lines[self.matches[0]]
-            return f"first failure: {line.source} line {line.number}"
+            also = (f" · collateral: {', '.join(self.collateral)}" if self.collateral else "")
+            return f"first failure: {line.source} line {line.number}{also}"
         return f"match {self.focus + 1}/{len(self.matches)}"
 
     def row(self, index: int) -> Text:

@@ -238,8 +238,11 @@ class LogsPanel(Vertical):
         self._read_lines(lambda lines: LogSearch.find(lines, regex))
 
     def jump_to_failure(self) -> None:
-        """Show every line of the run with the first traceback or failed worker in view."""
-        self._read_lines(LogSearch.failure)
+        """Show every line of the run with the culprit's first traceback or failed worker in
+        view (``remote.records.culprit``), the others' errors labelled collateral."""
+        model = self.model
+        self._read_lines(lambda lines: LogSearch.failure(lines, model.failed_host,
+                                                         model.failed_rank))
 
     def _read_lines(self, make: Callable[[list[RunLogLine]], LogSearch]) -> None:
         run_id = self.model.run_id

@@ -99,6 +99,9 @@ class NotifySection:
     """``slow``: the cluster's samples/s fell by more than this percentage of its best ..."""
     slow_minutes: float = field(default=5.0, metadata=key(above=0.0, at_most=1440.0))
     """... and stayed there for this many minutes."""
+    bench_minutes: float = field(default=10.0, metadata=key(above=0.0, at_most=1440.0))
+    """``benched``/``rejoined``: at most one such notice per host in this many minutes (a
+    host the balancer benches and re-probes flaps seconds apart)."""
     timeout_s: float = field(default=10.0, metadata=key(above=0.0, at_most=300.0))
     """Longest a notice may take to send; a slower or failing receiver is named once in the
     run's log and never holds the run up."""

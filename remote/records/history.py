@@ -16,15 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from remote.log_noise import is_noise
+from remote.records.culprit import fold_frames
 from remote.records.log_search import host_log_lines, host_log_path
 from remote.records.runs import RunInfo, read_run_info_at
 from remote.terminal_text import plain
 from trainer.events import EventFormatError, TrainerEvent, parse_event
 from trainer.run_layout import EVENTS_NAME, RunLayout
 
-RANK_LINES_KEPT = 12
+RANK_LINES_KEPT = 20
 """A failed rank's last output lines that explain its failure (the run's status line, ``corral
-report``)."""
+report``, the ``failed`` notice), runpy's and corral's own frames folded
+(``remote.records.culprit.fold_frames``)."""
+LINES_READ = RANK_LINES_KEPT * 3
+"""Lines read back to fill ``RANK_LINES_KEPT`` once the frames are folded."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,12 +144,12 @@ def rank_tail(run_dir: Path, host: str, rank: int, keep: int = RANK_LINES_KEPT) 
     tees its ranks' output, each line under its rank's prefix), as shown without colours (a
     bar at its last state): torch's chatter left out, as the follower leaves it out of a
     failure's explanation."""
-    said: deque[str] = deque(maxlen=keep)
+    said: deque[str] = deque(maxlen=max(keep, LINES_READ))
     for line in host_log_lines(run_dir, host):
         text = plain(line.text).rstrip()
         if line.rank == rank and text.strip() and not is_noise(text):
             said.append(text)
-    return list(said)
+    return fold_frames(list(said))[-keep:]
 
 
 def load_history(run_dir: Path) -> RunHistory:

@@ -3,8 +3,9 @@
 The console's log panel keeps only its newest lines; what every rank and launcher printed is in
 the run's local copy, one launcher log per host (``collected/<host>/logs/<host>/launcher.log``,
 each rank's line prefixed with its rank as ``trainer.launch_contract`` makes it). This module
-reads those files back as typed lines, searches them, and finds the first traceback or failed
-worker; ``corral logs`` and the console's search (``/``, ``n``/``N``, ``t``) both call it.
+reads those files back as typed lines and searches them; ``corral logs`` and the console's
+search (``/``, ``n``/``N``) both call it (``remote.records.culprit`` finds where the failure
+that caused the others starts: ``t``, ``--failure``).
 """
 
 from __future__ import annotations
@@ -87,9 +88,12 @@ def host_log_lines(run_dir: Path, host: str) -> Iterator[RunLogLine]:
 def run_log_lines(run_dir: Path, hosts: Sequence[str]) -> list[RunLogLine]:
     """Every host's lines, host after host in the order of ``hosts`` (the launcher logs hold
     no times, so lines of different hosts are not interleaved), a line several ranks printed
-    alike once, where the first was (``RunLogLine.ranks``)."""
+    alike once, where the first was (``RunLogLine.ranks``) — but never a traceback's first
+    line or a failed-worker line: each rank's failure starts where it did
+    (``remote.records.culprit`` reads it there)."""
     lines = [line for host in hosts for line in host_log_lines(run_dir, host)]
-    folded = fold_ranks(lines, [(line.rank, plain(line.text)) for line in lines])
+    folded = fold_ranks(lines, [(None if FIRST_FAILURE.search(line.text) else line.rank,
+                                 plain(line.text)) for line in lines])
     return [replace(f.item, ranks=f.ranks) if len(f.ranks) > 1 else f.item for f in folded]
 
 
@@ -97,7 +101,3 @@ def search_lines(lines: Sequence[RunLogLine], pattern: re.Pattern[str]) -> list[
     """The indexes in ``lines`` of the lines whose shown form (``RunLogLine.line``) matches."""
     return [i for i, line in enumerate(lines) if pattern.search(line.line)]
 
-
-def first_failure(lines: Sequence[RunLogLine]) -> int | None:
-    """The index of the first line that starts a traceback or names a failed worker."""
-    return next((i for i, line in enumerate(lines) if FIRST_FAILURE.search(line.text)), None)

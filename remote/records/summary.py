@@ -9,6 +9,7 @@ fields, never from the clock, so a report of an old run reads the same every tim
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,9 @@ from figures.series import RunSeries
 from remote.records.history import RunHistory, rank_tail
 from remote.records.runs import unfollowed
 from trainer.events import EndEvent
+
+RECORDED_CULPRIT = re.compile(r"^(?P<host>\S+) rank (?P<rank>\d+)\b")
+"""How a failed run's recorded detail starts when the follower named the culprit rank."""
 
 __all__ = ["SCHEMA_VERSION", "Metric", "Move", "Outcome", "RankSummary", "RunSummary",
            "summarize", "summary_to_json"]
@@ -65,6 +69,9 @@ class Outcome:
     ended_at_step: int = 0
     last_lines: list[str] = field(default_factory=list)
     """The first failing rank's last output lines (its traceback, what it printed after)."""
+    collateral: list[str] = field(default_factory=list)
+    """``rank N on HOST: error`` of every other rank that ended failed: consequences of the
+    culprit's failure (a peer's connection closed, a timeout)."""
     cleanup: str = ""
     """What is known of the run's processes left on its hosts (``RunInfo.cleanup``) while a
     host may still hold some (``suspect_hosts``), or empty."""
@@ -188,15 +195,32 @@ def _outcome(history: RunHistory, steps_done: int) -> Outcome:
         last = {e.rank: e.status for e in ends}
         state = ("completed" if all(s == "completed" for s in last.values()) else
                  "failed" if "failed" in last.values() else "stopped")
-    failed = next((line for line in history.lines if isinstance(line.event, EndEvent)
-                   and line.event.status == "failed"), None)
+    failures = [line for line in history.lines if isinstance(line.event, EndEvent)
+                and line.event.status == "failed"]
     cleanup = history.info.cleanup if history.info.suspect_hosts else ""
-    if failed is None or not isinstance(failed.event, EndEvent):
+    culprit = _recorded_culprit(history) if state == "failed" else None
+    if culprit is None and failures:
+        culprit = (failures[0].host, failures[0].rank)
+    if culprit is None:
         return Outcome(state=state, detail=detail, ended_at_step=steps_done, cleanup=cleanup)
-    return Outcome(state=state, detail=detail, cleanup=cleanup, failed_rank=failed.rank,
-                   failed_host=failed.host, error=failed.event.error,
-                   ended_at_step=steps_done,
-                   last_lines=rank_tail(history.run_dir, failed.host, failed.rank))
+    host, rank = culprit
+    own = next((line.event for line in failures if (line.host, line.rank) == culprit), None)
+    error = own.error if isinstance(own, EndEvent) else detail.split("\n")[0] or None
+    return Outcome(state=state, detail=detail, cleanup=cleanup, failed_rank=rank,
+                   failed_host=host, error=error, ended_at_step=steps_done,
+                   last_lines=rank_tail(history.run_dir, host, rank),
+                   collateral=[f"rank {line.rank} on {line.host}: {line.event.error or '?'}"
+                               for line in failures if (line.host, line.rank) != culprit
+                               and isinstance(line.event, EndEvent)])
+
+
+def _recorded_culprit(history: RunHistory) -> tuple[str, int] | None:
+    """The host and rank the follower recorded as failing first for a reason of its own
+    (``remote.run.monitor`` writes its detail as ``HOST rank N ...``), when it named one."""
+    found = RECORDED_CULPRIT.match(history.info.detail)
+    if found is None or found["host"] not in (*history.info.hosts, *history.info.left_hosts):
+        return None
+    return found["host"], int(found["rank"])
 
 
 def _rank_summaries(figures: RunFigures) -> list[RankSummary]:

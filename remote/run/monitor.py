@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from remote.events import TRAINED_NOTHING, HostStatus, LogLine, RankEvent, RunEvent
+from remote.records.culprit import fold_frames
 from remote.records.disk_full import LOCAL
-from remote.records.history import RANK_LINES_KEPT
+from remote.records.history import LINES_READ, RANK_LINES_KEPT
 from remote.run.failures import Cause, Failure, HostLost, Severity
 from remote.run.lifecycle import Finding, RunOutcome, StopCause, StopRequest
 from remote.run.stream import LauncherExit, RankOwned, TailItem
@@ -28,8 +29,9 @@ from trainer.disk_full import disk_full_on
 from trainer.events import EndEvent, StartEvent, StepEvent
 from trainer.launch_contract import HELD_UP_LINE, WAITING_STATUS
 
-LOG_LINES_KEPT = RANK_LINES_KEPT
-"""Log lines per rank and per host kept to explain a failure (as many as the report lists)."""
+LOG_LINES_KEPT = LINES_READ
+"""Log lines per rank and per host kept to explain a failure (``RANK_LINES_KEPT`` of them
+shown once runpy's and corral's frames are folded, as the report lists)."""
 LAST_LINES_SHOWN = 3
 """Lines per rank quoted when a run trained nothing."""
 ROOT_CAUSE_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)")
@@ -390,6 +392,7 @@ class RunMonitor:
 
     def _last_lines(self, failure: Failure) -> list[str]:
         if failure.rank is not None and self._rank_logs.get(failure.rank):
-            return [f"[{failure.host} rank {failure.rank}] {line}"
-                    for line in self._rank_logs[failure.rank]]
-        return [f"[{failure.host}] {line}" for line in self._host_logs.get(failure.host, ())]
+            said = fold_frames(list(self._rank_logs[failure.rank]))[-RANK_LINES_KEPT:]
+            return [f"[{failure.host} rank {failure.rank}] {line}" for line in said]
+        said = fold_frames(list(self._host_logs.get(failure.host, ())))[-RANK_LINES_KEPT:]
+        return [f"[{failure.host}] {line}" for line in said]

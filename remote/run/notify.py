@@ -36,6 +36,11 @@ from trainer.events import CheckpointEvent, MembershipEvent, RebalanceEvent, Ste
 
 SLOW_WINDOW = 5
 """Steps whose median is the cluster's current samples/s (one slow step is not a fall)."""
+LEVELS = {"failed": "failure", "stuck": "failure", "slow": "warning", "benched": "warning",
+          "left": "warning", "finished": "success"}
+"""Each event's apprise notify type (a receiver's colour or priority); any other: ``info``."""
+DAMPED = ("benched", "rejoined")
+"""Events told at most once per host per ``[notify] bench_minutes``."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +51,11 @@ class RunNotice:
     """Which of ``NOTIFY_EVENTS`` it is."""
     title: str
     body: str
+
+    @property
+    def level(self) -> str:
+        """Its apprise notify type: ``failure``, ``warning``, ``success`` or ``info``."""
+        return LEVELS.get(self.event, "info")
 
 
 def secret_urls(section: NotifySection) -> list[str]:
@@ -80,6 +90,10 @@ class NoticeRules:
         self.slow_since: float | None = None
         self.told_slow = False
         self.ended = False
+        self.bench_told: dict[str, float] = {}
+        """When each host's last benched/rejoined notice went (event time, s)."""
+        self.checkpoint: CheckpointEvent | None = None
+        """The newest checkpoint saved (``stopped`` names it)."""
 
     def observe(self, event: RunEvent) -> list[RunNotice]:
         """The notices ``event`` makes (most make none)."""
@@ -96,6 +110,7 @@ class NoticeRules:
         if event.replayed:  # the record, replayed to a seat: its notices went when it happened
             return []
         if isinstance(event.event, CheckpointEvent):
+            self.checkpoint = event.event
             return [RunNotice(event="checkpoint", title=f"{self.run}: checkpoint",
                               body=f"step {event.event.step} saved at {event.event.path}")]
         if isinstance(event.event, RebalanceEvent):
@@ -121,7 +136,7 @@ class NoticeRules:
             return [RunNotice(event="finished", title=f"{self.run} finished", body=body)]
         if status.state == "stopped":
             return [RunNotice(event="stopped", title=f"{self.run} stopped",
-                              body=status.detail or "stopped")]
+                              body=self._stopped_body(status.detail))]
         where = " ".join(part for part in (
             f"host {status.failed_host}" if status.failed_host else "",
             f"rank {status.failed_rank}" if status.failed_rank is not None else "") if part)
@@ -130,18 +145,40 @@ class NoticeRules:
         return [RunNotice(event="stuck" if stuck else "failed", title=title,
                           body=status.detail or "failed")]
 
+    def _stopped_body(self, detail: str) -> str:
+        """``stopped``: why, at which step, the newest checkpoint and how long it ran."""
+        saved = self.checkpoint
+        wall = self.figures.wall_s
+        return "; ".join(part for part in (
+            detail or "stopped", f"at step {self.figures.steps_done}",
+            f"newest checkpoint step {saved.step} ({saved.path})" if saved is not None
+            else "no checkpoint saved",
+            f"after {wall / 60:.1f} min" if wall is not None else "") if part)
+
+    def _damped(self, host: str, t: float) -> bool:
+        """True when ``host`` had a benched/rejoined notice within ``bench_minutes``."""
+        told = self.bench_told.get(host)
+        if told is not None and t - told < self.section.bench_minutes * 60:
+            return True
+        self.bench_told[host] = t
+        return False
+
     def _membership(self, move: RebalanceEvent) -> list[RunNotice]:
+        return [n for host, n in self._moves(move)
+                if n.event not in self.section.events or not self._damped(host, move.t)]
+
+    def _moves(self, move: RebalanceEvent) -> list[tuple[str, RunNotice]]:
         out = []
         for rank, (before, after) in enumerate(zip(move.previous, move.split, strict=False)):
             host = self.hosts.get(rank, "?")
             if before > 0 and after == 0:
-                out.append(RunNotice(event="benched", title=f"{self.run}: {host} sits out",
-                                     body=f"rank {rank} on {host} from step {move.step}: "
-                                          f"{move.reason}"))
+                out.append((host, RunNotice(
+                    event="benched", title=f"{self.run}: {host} sits out",
+                    body=f"rank {rank} on {host} from step {move.step}: {move.reason}")))
             elif before == 0 and after > 0:
-                out.append(RunNotice(event="rejoined", title=f"{self.run}: {host} rejoined",
-                                     body=f"rank {rank} on {host} from step {move.step}: "
-                                          f"{move.reason}"))
+                out.append((host, RunNotice(
+                    event="rejoined", title=f"{self.run}: {host} rejoined",
+                    body=f"rank {rank} on {host} from step {move.step}: {move.reason}")))
         return out
 
     def _generation(self, change: MembershipEvent) -> RunNotice:
@@ -213,16 +250,25 @@ class NoticeSender:
         self.threads = [t for t in self.threads if t.is_alive()] + [thread]
 
     def _deliver(self, notice: RunNotice, began: float) -> None:
+        failed = [(written, problem) for written, url in zip(self.section.urls, self.urls,
+                                                              strict=True)
+                  if (problem := self._deliver_one(url, notice)) is not None]
+        if failed:  # each URL sent alone: the one that failed is named, not every one
+            self._warn(f"[notify] the {notice.event} notice was not sent to "
+                       f"{masked_list([w for w, _ in failed])}: {failed[0][1]}")
+        elif time.monotonic() - began > self.section.timeout_s:
+            self._warn(f"[notify] the {notice.event} notice took over "
+                       f"{self.section.timeout_s:g} s (urls as written: "
+                       f"{masked_list(self.section.urls)})")
+
+    def _deliver_one(self, url: str, notice: RunNotice) -> str | None:
+        """Why ``notice`` did not reach ``url``; None when it did."""
         try:
-            sent = self.apprise.Apprise(self.urls).notify(body=notice.body, title=notice.title)
-            problem = None if sent else "a receiver refused it or could not be reached"
+            sent = self.apprise.Apprise([url]).notify(body=notice.body, title=notice.title,
+                                                      notify_type=notice.level)
         except Exception as exc:  # a notifier's fault is never the run's
-            problem = f"{type(exc).__name__}"
-        if problem is None and time.monotonic() - began > self.section.timeout_s:
-            problem = f"it took over {self.section.timeout_s:g} s"
-        if problem is not None:
-            self._warn(f"[notify] the {notice.event} notice was not sent: {problem} (urls as "
-                       f"written: {masked_list(self.section.urls)})")
+            return f"{type(exc).__name__}"
+        return None if sent else "the receiver refused it or could not be reached"
 
     def _warn(self, line: str) -> None:
         with self.lock:

@@ -247,7 +247,7 @@ async def test_help_and_command_palette_offer_the_actions() -> None:
                       if c.title == "Policy: static")
         policy.callback()
     for title in ("Start run", "Stop run", "Restart from checkpoint", "Pre-flight check",
-                  "Focus logs", "Search logs", "First traceback", "Copy tail -F", "Help",
+                  "Focus logs", "Search logs", "Traceback", "Copy tail -F", "Help",
                   "Quit"):
         assert title in titles
     assert app.session.model.next_policy == "static"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from console.effects import ChooseHost
+from console.effects import ChooseHost, Confirm
 from remote.config.cluster import ClusterConfig, RunSection
 from tests.console.test_console_controls import Headless, _lab, _live_with_gamma_left
 
@@ -27,9 +27,8 @@ async def test_a_script_runs_leave_dialog_says_it_is_a_restart(
     screen = Headless()
     await _live_with_gamma_left(screen, controls, session)
     screen.render(controls.leave_host())
-    choice = next(o for o in screen.shown if isinstance(o, ChooseHost))
-    screen.render(choice.then("beta"))
+    assert not [o for o in screen.shown if isinstance(o, ChooseHost | Confirm)]  # said first
     [said] = [n for n in screen.notices() if "script" in n]
-    assert "beta cannot leave it live" in said and "newest checkpoint" in said
-    assert "`corral leave beta --restart`" in said
+    assert "no host can leave it live" in said and "newest checkpoint" in said
+    assert "`corral leave HOST --restart`" in said
     assert asked == [] and controls.busy == ""

@@ -110,3 +110,21 @@ def test_every_key_of_the_console_and_the_logs_is_in_the_help() -> None:
         key = getattr(binding, "key_display", None) or binding.key  # type: ignore[union-attr]
         if key != "escape":
             assert key in keys, f"{key} is not in the help screen"
+
+
+async def test_t_opens_the_culprit_not_rank_0s_collateral_error(tmp_path: Path) -> None:
+    config = _failed_run(tmp_path)
+    victim = host_log_path(local_run_dir(config, "rep-2-failed"), "fast")
+    victim.write_text(victim.read_text(encoding="utf-8") + "".join(
+        f"[rank0]:{line}\n" for line in (
+            "Traceback (most recent call last):",
+            "RuntimeError: [gloo/transport/tcp/pair.cc:534] Connection closed by peer")),
+        encoding="utf-8")
+    app = make_app(FakeController(), config=config)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("h", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, PastRunScreen))
+        logs = app.screen.query_one(LogsPanel)
+        await pilot.press("t")  # the record names slow rank 1; fast:0 comes first in host order
+        await wait_for(pilot, lambda: logs.search is not None)
+        assert "first failure: slow:1 line 2 · collateral: fast:0" in str(logs.border_subtitle)

@@ -29,7 +29,7 @@ except ImportError:  # collected as a package
         _start,
     )
 
-from remote.records.history import load_history
+from remote.records.history import RANK_LINES_KEPT, load_history
 from remote.run.monitor import RunMonitor
 
 ERROR = "FileNotFoundError: [Errno 2] No such file or directory: 'data/input.txt'"
@@ -90,7 +90,7 @@ def test_the_report_names_the_exception_and_lists_the_ranks_last_lines(
     outcome = summarize(load_history(run_dir))[0].outcome
     assert outcome.error == error
     shown = [line for line in HYDRA_OUTPUT if line.strip()]
-    assert outcome.last_lines == ([f"step {n}" for n in range(20)] + shown)[-12:]
+    assert outcome.last_lines == ([f"step {n}" for n in range(20)] + shown)[-RANK_LINES_KEPT:]
     code, out = _report(capsys, path, "rep-h")
     assert code == 0
     assert f"rank 1 on slow: {ERROR}" in out

@@ -10,18 +10,18 @@ import pytest
 import console.cli as cli
 from profiles.user_errors import UsageError
 from remote.api import follow_log_command, load_cluster
+from remote.records.culprit import culprit_line
 from remote.records.log_search import (
     compile_search,
-    first_failure,
     host_log_path,
     run_log_lines,
     search_lines,
 )
 
 try:
-    from recorded import info, write_recorded
+    from recorded import info, synthetic_run, write_recorded
 except ImportError:  # collected as a package
-    from tests.remote.recorded import info, write_recorded  # type: ignore[no-redef]
+    from tests.remote.recorded import info, synthetic_run, write_recorded  # type: ignore[no-redef]
 
 FAST_LOG = """[W1127 03:00:00.1 1 torch/distributed/run.py:1] OMP_NUM_THREADS
 [rank0]:step 1 loss 2.0
@@ -66,9 +66,9 @@ def test_a_regex_matches_over_all_ranks_and_the_source(tmp_path: Path) -> None:
 
 def test_the_first_failure_is_the_traceback_not_the_worker_report(tmp_path: Path) -> None:
     lines = run_log_lines(_run(tmp_path), ["fast", "slow"])
-    assert first_failure(lines) == 4
-    assert first_failure(lines[5:]) == 2  # torchrun's "failed (exitcode: 1)"
-    assert first_failure(lines[:4]) is None
+    assert culprit_line(lines) == 4
+    assert culprit_line(lines[5:]) == 2  # torchrun's "failed (exitcode: 1)"
+    assert culprit_line(lines[:4]) is None
 
 
 def test_a_bad_regex_is_a_usage_error_naming_it() -> None:
@@ -146,3 +146,34 @@ def test_the_follow_command_is_ssh_tail_quoted(
     config = load_cluster(cluster)
     with pytest.raises(UsageError, match="no host 'gamma'"):
         follow_log_command(config, "rep-f", "gamma")
+
+
+def test_corral_logs_failure_opens_the_culprit_and_names_the_collateral(
+        cluster: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = cluster.parent / "runs" / "rep-f"
+    write_recorded(run_dir, info("rep-f", "failed"),
+                   synthetic_run(steps=4, end="failed", error="CUDA out of memory"))
+    path = host_log_path(run_dir, "fast")  # rank 0 failed after slow rank 1, in host order first
+    path.write_text(FAST_LOG + "[rank0]:Traceback (most recent call last):\n[rank0]:RuntimeError:"
+                    " [gloo/transport/tcp/pair.cc:534] Connection closed by peer\n",
+                    encoding="utf-8")
+    cli.main(["-c", str(cluster), "logs", "rep-f", "--failure"])
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0] == "slow:1 Traceback (most recent call last):"
+    assert "fast:0" not in captured.out  # the victim's error is not the story's start
+    assert captured.err.strip() == (
+        "first failure: slow:1 line 2; collateral (they followed from it): fast:0")
+
+
+def test_the_report_names_the_recorded_culprit_and_the_victims_as_collateral(
+        cluster: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = cluster.parent / "runs" / "rep-f"  # fast rank 0 killed: it logged nothing, no end
+    write_recorded(run_dir, info("rep-f", "failed",
+                                 detail="fast rank 0 was killed (SIGKILL, status 137)"),
+                   synthetic_run(steps=4, end="failed", error="Connection closed by peer"))
+    code = cli.main(["-c", str(cluster), "report", "rep-f"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 0
+    assert "First failure: rank 0 on fast: fast rank 0 was killed (SIGKILL, status 137)" in out
+    assert ("Collateral (they followed from it): rank 1 on slow: Connection closed by peer"
+            in out)

@@ -19,7 +19,7 @@ from profiles.user_errors import UsageError
 from remote.config.exports import NotifySection
 from remote.config.read import load_cluster
 from remote.events import LogLine, RankEvent, RunEvent, RunStatus
-from remote.run.notify import NoticeRules, NoticeSender, notified, send_test
+from remote.run.notify import NoticeRules, NoticeSender, RunNotice, notified, send_test
 from trainer.events import (
     CheckpointEvent,
     MembershipEvent,
@@ -161,7 +161,7 @@ def test_a_receiver_that_never_answers_delays_no_event() -> None:
 
 
 def test_benched_rejoined_and_checkpoint_name_the_host() -> None:
-    section = NotifySection(events=("benched", "rejoined", "checkpoint"))
+    section = NotifySection(events=("benched", "rejoined", "checkpoint"), bench_minutes=0.001)
     rules = NoticeRules(section, "r1")
     for event in training(2):
         assert rules.observe(event) == []
@@ -271,3 +271,57 @@ def test_corral_check_names_apprise_when_notify_has_urls(tmp_path: Path,
                         lambda name, *a: None if name == "apprise" else real(name, *a))
     (missing,) = tracker_items(load_cluster(toml))
     assert not missing.ok and "corral[notify]" in missing.hint
+
+
+def test_each_notice_has_the_apprise_type_of_its_event(receiver: Receiver) -> None:
+    failed = RunStatus(t=20.0, run_id="r1", state="failed", failed_host="beta", failed_rank=1,
+                       detail="beta rank 1: ValueError")
+    section = NotifySection(urls=(receiver.url,), events=("failed", "started"))
+    asyncio.run(follow([*training(3), failed], section))
+    receiver.wait_for(2, within_s=30.0)
+    assert sorted(body["type"] for body in receiver.bodies) == ["failure", "info"]
+    done = RunStatus(t=40.0, run_id="r1", state="completed")
+    rules = NoticeRules(NotifySection(events=("finished",)), "r1")
+    notices = [n for e in [*training(3), done] for n in rules.observe(e)]
+    assert [n.level for n in notices] == ["success"]
+
+
+def test_benched_and_rejoined_are_told_once_per_host_per_bench_minutes() -> None:
+    rules = NoticeRules(NotifySection(events=("benched", "rejoined"), bench_minutes=1.0), "r1")
+    for event in training(2):
+        rules.observe(event)
+    told = []
+    for n, t in enumerate((13.0, 16.0, 19.0, 80.0)):  # flapping 3 s apart, then a minute on
+        split = (60, 0) if n % 2 == 0 else (40, 20)
+        previous = (40, 20) if n % 2 == 0 else (60, 0)
+        told += rules.observe(RankEvent(host="alpha", event=RebalanceEvent(
+            t=t, rank=0, step=3 + n, previous=previous, split=split, reason="probe",
+            predicted_gain=0.1, times=(0.5, 0.5), policy="dynamic")))
+    assert [(n.event, "beta" in n.title) for n in told] == [("benched", True),
+                                                            ("rejoined", True)]
+
+
+def test_one_bad_url_among_good_ones_is_named_alone(receiver: Receiver) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    bad = f"json://127.0.0.1:{closed.getsockname()[1]}/"  # bound, never listening: refused
+    section = NotifySection(urls=(receiver.url, bad), timeout_s=30.0)
+    sender = NoticeSender(section)
+    sender.send(RunNotice(event="failed", title="r1 failed", body="beta rank 1"))
+    sender.drain()
+    closed.close()
+    (warning,) = sender.take_warnings()
+    assert f"not sent to {bad}" in warning and receiver.url not in warning
+    assert len(receiver.bodies) == 1  # the good one got it
+
+
+def test_stopped_names_the_step_the_newest_checkpoint_and_the_duration() -> None:
+    rules = NoticeRules(NotifySection(events=("stopped",)), "r1")
+    events = [*training(4), RankEvent(host="alpha", event=CheckpointEvent(
+        t=14.0, rank=0, step=4, path="checkpoints/step-4.pt"))]
+    for event in events:
+        rules.observe(event)
+    (notice,) = rules.observe(RunStatus(t=30.0, run_id="r1", state="stopped",
+                                        detail="stopped by corral stop"))
+    assert notice.body.startswith("stopped by corral stop; at step 4; newest checkpoint step 4 "
+                                  "(checkpoints/step-4.pt); after ")

@@ -68,7 +68,7 @@ def test_a_failed_run_says_where_it_stopped_and_why(
     assert outcome == {"state": "failed", "detail": "slow rank 1 failed: exit 1",
                        "failed_rank": 1, "failed_host": "slow",
                        "error": "RuntimeError: CUDA out of memory", "ended_at_step": 12,
-                       "last_lines": [], "cleanup": ""}
+                       "last_lines": [], "collateral": [], "cleanup": ""}
 
 
 def test_an_interrupted_run_is_reported_as_stopped_with_its_last_step(
