@@ -103,7 +103,11 @@ def test_a_failed_run_exits_1(controller: FakeController) -> None:
 
 
 def test_run_detach_returns_once_running(controller: FakeController,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+                                         capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # --resume reads the file for a recorded script run's script (none here: corral's loop)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "other.toml").write_text((ROOT / "cluster.toml").read_text())
     assert cli.main(["-c", "other.toml", "run", "--detach", "--resume"]) == 0
     out = capsys.readouterr().out
     assert "corral attach fake-1" in out and "completed" not in out
