@@ -27,6 +27,12 @@ def membership_refusal(config: ClusterConfig) -> str | None:
                 "is not moved live yet")
     if not run.live_membership:
         return "`[run] live_membership = false`"
+    first = config.hosts[0].name if config.hosts else None
+    if first is not None and config.cluster.master not in (None, first):
+        # Launch rank 0 serves the membership store and runs on the first host; the ranks
+        # look for the store on the master's address.
+        return (f"`[cluster] master = \"{config.cluster.master}\"` is not the first host "
+                f"({first}): put the master first in cluster.toml for live joins and leaves")
     return None
 
 

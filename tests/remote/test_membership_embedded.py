@@ -36,6 +36,18 @@ def test_the_demo_cluster_toml_has_live_membership_with_nothing_written(
     assert membership_refusal(off) == "`[run] live_membership = false`"  # the way out
 
 
+def test_a_master_that_is_not_the_first_host_gets_no_membership_and_says_why(
+        tmp_path: Path) -> None:
+    # Launch rank 0 serves the membership store on the first host; the ranks look for it on
+    # the master's address: a run whose master is elsewhere would wait for a store never there.
+    text = ('[cluster]\nname = "s"\nmaster = "b"\n[[hosts]]\nname = "a"\naddress = "local"\n'
+            '[[hosts]]\nname = "b"\naddress = "local"\n')
+    refusal = membership_refusal(parse_cluster(text, path=tmp_path / "cluster.toml"))
+    assert refusal is not None and "is not the first host (a)" in refusal
+    first = text.replace('master = "b"', 'master = "a"')
+    assert membership_refusal(parse_cluster(first, path=tmp_path / "cluster.toml")) is None
+
+
 def _corral(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "console", "-c", str(path), *args],
                           capture_output=True, text=True, timeout=WAIT_S, cwd=path.parent,

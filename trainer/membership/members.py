@@ -275,8 +275,9 @@ class Membership:
         self.pending, self.joining = Pending(plan, seen, state_bytes), None
 
     def arm(self) -> None:
-        """From this rank's first step on, a member that goes silent is lost (``Watch``)."""
-        if self.store.watch is not None:
+        """From this rank's first step on, a member that goes silent is lost (``Watch``) where
+        the run survives a loss; under ``on_host_loss = "stop"`` gloo and the follower judge."""
+        if self.store.watch is not None and survives_loss():
             self.store.watch.arm()
 
     def leave(self) -> None:

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from trainer.membership.abort import abort_groups, open_sockets
+from trainer.membership.contract import survives_loss
 from trainer.membership.liveness import Liveness, own_address
 from trainer.membership.reach import Reach, watch_reach
 from trainer.membership.watch import HEARTBEAT_S, Watch
@@ -181,7 +182,8 @@ class MembershipStore:
                 self._beating.wait(HEARTBEAT_S)
 
         threading.Thread(target=beat, name="corral-heartbeat", daemon=True).start()
-        watch_reach(reach, f"{self.addr}:{self.port}")
+        if survives_loss():  # under "stop" a rank cut off waits as without membership
+            watch_reach(reach, f"{self.addr}:{self.port}")
 
     def stop_heartbeat(self) -> None:
         self._beating.set()
