@@ -9,7 +9,6 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,19 +70,6 @@ try:
     import netns
 except ImportError:  # collected as a package module
     from tests.remote import netns
-
-
-@pytest.fixture
-def box(tmp_path: Path) -> Iterator[netns.NetnsCluster]:
-    reason = netns.unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    (tmp_path / "box").mkdir()
-    cluster = netns.build(tmp_path / "box", hosts=3)
-    try:
-        yield cluster
-    finally:
-        cluster.close()
 
 
 @pytest.mark.netns

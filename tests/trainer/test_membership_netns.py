@@ -12,7 +12,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,19 +44,6 @@ def flags(steps: int) -> tuple[str, ...]:
 
 SLOW = ("--slowdown", "3")
 """Steps long enough (an emulated slowdown, which changes no number) for changes mid-run."""
-
-
-@pytest.fixture
-def box(tmp_path: Path) -> Iterator[netns.NetnsCluster]:
-    reason = netns.unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    (tmp_path / "box").mkdir()
-    cluster = netns.build(tmp_path / "box", hosts=3)
-    try:
-        yield cluster
-    finally:
-        cluster.close()
 
 
 def stop_when_forming(run: LiveRun, node: netns.Node, proc: subprocess.Popen[bytes],
