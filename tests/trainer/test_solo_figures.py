@@ -90,3 +90,24 @@ def test_the_probe_leaves_the_model_and_the_random_streams_as_they_were(alone: N
 def test_the_solo_batch_is_the_micro_batch_within_the_global_batch(
         global_batch: int, micro: int | None, batch: int) -> None:
     assert solo_batch(global_batch, micro) == batch
+
+
+class _Recorder(nn.Module):
+    """A linear layer that records whether autocast was on in each forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(8, 4)
+        self.autocast: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.autocast.append(torch.is_autocast_enabled("cpu"))
+        return self.linear(x)
+
+
+@pytest.mark.parametrize(("precision", "on"), [("bf16", True), ("fp32", False)])
+def test_the_probe_runs_in_the_runs_precision(alone: None, precision: str, on: bool) -> None:
+    model = _Recorder()
+    _figures(model, replace(TrainConfig(), global_batch=32, capacity_passes=1,
+                            precision=precision))  # type: ignore[arg-type]
+    assert model.autocast and set(model.autocast) == {on}

@@ -19,6 +19,7 @@ from torch import nn
 from profiles.solo import SOLO_SOURCES, Solo, solo_rate
 from trainer.dist import all_gather_floats, on_any_rank
 from trainer.settings.train_config import TrainConfig
+from trainer.step.amp import autocast
 from trainer.step.capacity import (
     BatchOf,
     Capacity,
@@ -70,7 +71,9 @@ def solo_figures(
     def probe() -> float:
         # The training's random streams as they were (dropout draws in the timed passes):
         # a run with a probe trains exactly as one without.
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        # In the run's arithmetic (its autocast; TF32 is already set for the run).
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+                autocast(config.precision, device):
             try:
                 return warmup_rate(model, loss, batch_of(batch), device,
                                    config.capacity_passes, slowdown, emulated_run)
