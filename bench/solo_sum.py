@@ -18,10 +18,12 @@ exchange costs). A host behind a shaped link needs network-namespace hosts with 
 
 The hosts share this machine's cores: ranks that together want more cores than there are, or a
 machine loaded by other work (the load average is printed before and after), cannot reach the
-sum of what each does alone; Σ solo is measured with one rank on the machine.
+sum of what each does alone; Σ solo is measured with one rank on the machine. ``--scale S``
+multiplies every slowdown by S (as bench/mixed_cluster.py does): each rank then sleeps most of
+its emulated time, so the emulated speeds, not the shared cores, set the pace.
 
     python bench/solo_sum.py [--scenarios pair,three,slow] [--global-batch 64] [--rounds 2]
-                             [--steps 60] [--skip 20]
+                             [--steps 60] [--skip 20] [--scale 1]
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ class Round:
     cluster: float
     own: SoloBaseline
     split: str
+    compute_share: float | None
+    """The cluster run's compute share (figures/metrics.py: measured / Σ ranks' own rates)."""
+    outside: float | None
+    """The cluster run's outside-compute fraction: exchange, optimizer, per-step work."""
 
     @property
     def of_sum(self) -> float:
@@ -68,8 +74,8 @@ class Round:
         return self.cluster / max(self.solo)
 
 
-def own_baseline(run: RunResult) -> SoloBaseline:
-    """The run's own % of Σ solo and × fastest (figures/solo.py), each rank its own host."""
+def run_figures(run: RunResult) -> RunFigures:
+    """Every rank's events of ``run`` reduced (each rank its own host)."""
     figures = RunFigures()
     for rank in range(run.start.world_size):
         with open(events_path(run.run_dir, rank), encoding="utf-8") as f:
@@ -77,7 +83,7 @@ def own_baseline(run: RunResult) -> SoloBaseline:
                 event = parse_event(line)
                 if event is not None:
                     figures.observe(event, f"h{rank}")
-    return run_baseline(figures, live=False)
+    return figures
 
 
 def one_round(name: str, slowdowns: tuple[float, ...], args: argparse.Namespace, root: Path,
@@ -90,8 +96,10 @@ def one_round(name: str, slowdowns: tuple[float, ...], args: argparse.Namespace,
                       global_batch=args.global_batch, steps=args.steps, policy="dynamic",
                       slowdown=list(slowdowns))
     split = csv(run.start.split) + (f" → {csv(run.final_split)}" if run.rebalances else "")
-    return Round(solo=solo, cluster=run.throughput(args.skip), own=own_baseline(run),
-                 split=split)
+    figures = run_figures(run)
+    return Round(solo=solo, cluster=run.throughput(args.skip),
+                 own=run_baseline(figures, live=False), split=split,
+                 compute_share=figures.efficiency, outside=figures.outside_compute_fraction)
 
 
 def _spread(values: list[float], digits: int = 1) -> str:
@@ -108,7 +116,8 @@ def report(name: str, slowdowns: tuple[float, ...], rounds: list[Round]) -> list
         and b.x_fastest is not None else f"unknown ({b.sources})" for b in own)
     return [name, csv(slowdowns), "; ".join(solos), _spread([sum(r.solo) for r in rounds]),
             _spread([r.cluster for r in rounds]), _spread([r.of_sum for r in rounds], 3),
-            _spread([r.x_fastest for r in rounds], 2), own_text, rounds[-1].split]
+            _spread([r.x_fastest for r in rounds], 2), own_text, rounds[-1].split,
+            " / ".join(f"{r.compute_share or 0:.2f}, {r.outside or 0:.2f}" for r in rounds)]
 
 
 def verdicts(results: dict[str, list[Round]]) -> list[str]:
@@ -135,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--skip", type=int, default=20,
                         help="steps not measured (the balancer settles first)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply every slowdown by this (>= 1: fewer cores than ranks)")
     parser.add_argument("--run-root", type=Path, help="keep run directories here")
     args = parser.parse_args(argv)
     names = [s for s in args.scenarios.split(",") if s]
@@ -144,25 +155,29 @@ def main(argv: list[str] | None = None) -> int:
                      f"{', '.join(SCENARIOS)}")
     if args.skip >= args.steps:
         parser.error("--skip must be below --steps")
+    if args.scale < 1.0:
+        parser.error("--scale must be at least 1")
+    scenarios = {name: tuple(s * args.scale for s in SCENARIOS[name]) for name in names}
     with tempfile.TemporaryDirectory(prefix="corral-solo-sum-") as tmp:
         root = args.run_root or Path(tmp)
         os.environ["CORRAL_PROFILE_DIR"] = str(root / "profiles")  # probes of this bench only
         load = os.getloadavg()
-        print(f"solo_sum: B={args.global_batch}, {args.rounds} round(s), steps "
-              f"{args.skip + 1}..{args.steps}, {os.cpu_count()} cores, load "
+        print(f"solo_sum: B={args.global_batch}, scale {args.scale:g}, {args.rounds} round(s), "
+              f"steps {args.skip + 1}..{args.steps}, {os.cpu_count()} cores, load "
               f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}", flush=True)
         results: dict[str, list[Round]] = {name: [] for name in names}
         for n in range(1, args.rounds + 1):
             order = names[(n - 1) % len(names):] + names[:(n - 1) % len(names)]
             for name in order:
-                results[name].append(one_round(name, SCENARIOS[name], args, root, n))
+                results[name].append(one_round(name, scenarios[name], args, root, n))
         load = os.getloadavg()
     print(f"\nload after: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; medians over "
           f"{args.rounds} round(s) (min-max)\n")
     print(markdown_table(["scenario", "slowdowns", "each host alone, samples/s", "Σ solo",
                           "cluster", "% of Σ solo", "× fastest",
-                          "the run's own (of Σ, × fastest; per round)", "split (last round)"],
-                         [report(name, SCENARIOS[name], rounds)
+                          "the run's own (of Σ, × fastest; per round)", "split (last round)",
+                          "compute share, outside compute (per round)"],
+                         [report(name, scenarios[name], rounds)
                           for name, rounds in results.items()]))
     print()
     print("\n".join(verdicts(results)))
