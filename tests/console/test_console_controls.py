@@ -128,10 +128,10 @@ async def test_errors_and_check_reports_are_shown_not_raised() -> None:
     assert controls.last_check is failing and controls.busy == ""
 
 
-async def test_quit_while_live_leaves_the_run_running_and_says_how_to_reattach() -> None:
+async def test_quit_while_live_detaches_and_says_how_to_reattach() -> None:
     controller = FakeController(script_options={"hold_at": 10})
     controls, session = _controls(controller)
-    screen = Headless(answers=["leave"])
+    screen = Headless(answers=["detach"])
     screen.render(controls.start())
     await screen.until(lambda: session.model.step == 9)
     screen.render(controls.quit())
