@@ -1,7 +1,7 @@
 """A run's ``run.json`` as its lifecycle writes it: the one writer of a run's record.
 
 Every change to a recorded run goes through a ``RunRecord``: the loop's moves (its state and
-detail, as ``remote/run/decide.py`` asks and ``SshRunHandle._carry_out`` writes), the launch's
+detail, as ``remote/run/decide.py`` asks and ``SshRunHandle._perform`` writes), the launch's
 facts (master, port, process groups), the hosts a run goes on without, what a stop or a
 follower found left on the hosts, and what ``corral status`` learns on the hosts
 (``recorded_refresh``). ``remote/records/runs.py`` only reads and writes the file; deciding

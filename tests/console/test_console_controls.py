@@ -46,7 +46,7 @@ class Headless:
     def render(self, effects: Effects) -> None:
         for effect in effects:
             if isinstance(effect, Work):
-                self.tasks.append(asyncio.ensure_future(self._carry_out(effect)))
+                self.tasks.append(asyncio.ensure_future(self._perform(effect)))
                 continue
             self.shown.append(effect)
             if isinstance(effect, Confirm) and self.answers.pop(0) == "yes":
@@ -54,7 +54,7 @@ class Headless:
             elif isinstance(effect, AskQuit):
                 self.render(effect.then(self.answers.pop(0)))
 
-    async def _carry_out(self, work: Work) -> None:
+    async def _perform(self, work: Work) -> None:
         self.render(await work.work)
 
     async def until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -65,7 +65,7 @@ def _loop(config: ClusterConfig, phase: Phase, info: RunInfo) -> LoopState:
 
 
 def _recorded(record: RunRecord, decision: RunDecision) -> RunStatus:
-    """``decision``'s changes of the record made (as the handle's ``_carry_out`` does); its
+    """``decision``'s changes of the record made (as the handle's ``_perform`` does); its
     status."""
     for action in decision.actions:
         assert isinstance(action, RecordState)
