@@ -33,6 +33,8 @@ from remote.records.runs import (
     write_run_info,
 )
 from remote.run.record_changes import (
+    ClearStopMark,
+    RecordAdopted,
     RecordChange,
     RecordCleanup,
     RecordDetached,
@@ -115,6 +117,10 @@ class RunRecord:
             self.detached()
         elif isinstance(change, RecordForgotten):
             self.forget()
+        elif isinstance(change, RecordAdopted):
+            self.adopt()
+        elif isinstance(change, ClearStopMark):
+            self.clear_stop()
         elif isinstance(change, RecordMembers):
             self.change(hosts=change.hosts, left_hosts=change.left)
             if change.cut_off:  # followed until clean: status, check and run finish them
