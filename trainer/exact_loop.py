@@ -312,7 +312,7 @@ class Trainer:
         pending = share.gather
         if pending is None:
             reported = (parts.clock.tally_time(step, before.compute if before else None)
-                       if share.probed_s is None else ComputeTime(step, share.probed_s))
+                        if share.probed_s is None else ComputeTime(step, share.probed_s))
             pending = parts.tallies.start(share.loss_sum, share.units, reported,
                                          reported_exchange_s)
         # The gradient divided by the step's GLOBAL count of loss units (a device tensor), then
