@@ -162,7 +162,7 @@ class ConsoleApp(App[int]):
             self.notify(effect.message, title=effect.title, severity=effect.severity,
                         markup=False, **extra)
         elif isinstance(effect, shown.Work):
-            self.run_worker(self._carry_out(effect), group=effect.group,
+            self.run_worker(self._perform(effect), group=effect.group,
                             exclusive=effect.exclusive, exit_on_error=False)
         elif isinstance(effect, shown.Confirm):
             then = effect.then
@@ -204,7 +204,7 @@ class ConsoleApp(App[int]):
         elif isinstance(effect, shown.Exit):
             self.exit(0)
 
-    async def _carry_out(self, work: shown.Work) -> None:
+    async def _perform(self, work: shown.Work) -> None:
         self.render_effects(await work.work)
 
     def _show_runs(self, effect: shown.ShowRuns) -> None:

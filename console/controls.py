@@ -200,18 +200,19 @@ class RunControls:
 
     def quit(self) -> Effects:
         handle = self.session.handle
-        # A read-only view leaves: the question it would ask offers to stop the run.
+        # A read-only view just closes: the question it would ask offers to stop the run.
         if self.session.model.live and handle is not None and not self.read_only:
             return [AskQuit(run_id=handle.run_id, then=self.quit_answer)]
-        return self._run("", self._leave())
+        return self._run("", self._close())
 
     def quit_answer(self, choice: object) -> Effects:
-        """What the quit question's ``choice`` does: ``leave`` the run going, or ``stop`` it."""
+        """What the quit question's ``choice`` does: ``detach`` (the run goes on), or ``stop``
+        it."""
         handle = self.session.handle
-        if choice == "leave" and handle is not None:
-            self.exit_note = (f"Run {handle.run_id} left running; reattach with "
+        if choice == "detach" and handle is not None:
+            self.exit_note = (f"Run {handle.run_id} goes on, detached; reattach with "
                               f"`corral attach {handle.run_id}`.")
-            return self._run("", self._leave())
+            return self._run("", self._close())
         if choice == "stop":
             return self._refuse_if_busy() or self._run("stopping", self._stop(then_quit=True))
         return []
@@ -277,7 +278,7 @@ class RunControls:
         if then_quit:
             if report is not None:
                 self.exit_note = stop_report_text(report).plain
-            return shown + self._run("", self._leave())
+            return shown + self._run("", self._close())
         return shown
 
     async def _stop_live_run(self) -> tuple[StopReport | None, Effects]:
@@ -319,7 +320,7 @@ class RunControls:
         self.last_check = report
         return [ShowCheck(report=report)]
 
-    async def _leave(self) -> Effects:
+    async def _close(self) -> Effects:
         try:
             await self.session.aclose()
         except Exception as exc:  # closing must never keep the operator in

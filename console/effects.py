@@ -43,7 +43,8 @@ class Confirm:
 
 @dataclass(frozen=True, kw_only=True)
 class AskQuit:
-    """Quitting while a run is live: leave it running or stop it; ``then`` gets the choice."""
+    """Quitting while a run is live: detach (the run goes on) or stop it; ``then`` gets the
+    choice."""
 
     run_id: str
     then: Callable[[object], Effects]

@@ -48,6 +48,10 @@ beside_log=$(mktemp)
 beside_pid=
 packages_log=$(mktemp)
 packages_pid=
+# Every pytest session (the phases, the torch matrix) adds its launches here and the total is
+# judged against the suite's budget (tests/launch_count.py, docs/testing.md "Launches").
+CORRAL_LAUNCH_TALLY=$(mktemp)
+export CORRAL_LAUNCH_TALLY
 packages_ready() {  # the system packages' installation ended: its output, and its status
     [ -n "$packages_pid" ] || return 0
     local status=0
@@ -61,7 +65,7 @@ end_beside() {
     for pid in $builds_pid $beside_pid; do wait "$pid" 2>/dev/null || true; done
     bash scripts/lowest.sh remove "$idle_group"
     packages_ready || true
-    rm -f "$builds_log" "$beside_log" "$packages_log"
+    rm -f "$builds_log" "$beside_log" "$packages_log" "$CORRAL_LAUNCH_TALLY"
 }
 # The CPU group what runs beside the tests runs in (scripts/lowest.sh), removed at the end.
 idle_group=$(bash scripts/lowest.sh make)

@@ -302,19 +302,19 @@ class Trainer:
         # Forward + backward on the SUMMED loss of this rank's share, in micro-batch passes;
         # DDP all-reduces inside the last backward (trainer/step/accumulate.py, clock.py); a
         # benched rank (share 0) runs none and leaves the exchange (trainer/step/exchange.py).
-        carried_exchange_s = before.exchange_s if before is not None else 0.0
+        reported_exchange_s = before.exchange_s if before is not None else 0.0
         share = parts.runner.run(step, split, self.place.micro_batch[self.rank],
-                                self.place.slowdown.factor_at(step), carried_exchange_s)
+                                self.place.slowdown.factor_at(step), reported_exchange_s)
         # One small all-gather of every rank's tally (one tensor): a CPU rank's clock hook
         # started it inside the last backward (EarlyTally); other ranks start it here, with
         # the time their clock gives without waiting (a GPU's: the step before's) or, benched,
         # their probe's.
         pending = share.gather
         if pending is None:
-            carried = (parts.clock.tally_time(step, before.compute if before else None)
-                       if share.probed_s is None else ComputeTime(step, share.probed_s))
-            pending = parts.tallies.start(share.loss_sum, share.units, carried,
-                                         carried_exchange_s)
+            reported = (parts.clock.tally_time(step, before.compute if before else None)
+                        if share.probed_s is None else ComputeTime(step, share.probed_s))
+            pending = parts.tallies.start(share.loss_sum, share.units, reported,
+                                         reported_exchange_s)
         # The gradient divided by the step's GLOBAL count of loss units (a device tensor), then
         # the optimizer step (skipped by a benched rank): queued before the host waits, so the
         # device keeps busy.

@@ -29,6 +29,7 @@ from remote.records.runs import (
 from remote.run.handle import SshRunHandle
 from remote.run.notify import NotifyingHandle
 from remote.run.record import RunRecord
+from remote.run.record_changes import ClearStopMark, RecordAdopted
 from remote.run.resume import refuse_live, run_to_resume
 from remote.run.script_record import script_words
 from trainer.settings.run_settings import POLICIES
@@ -78,7 +79,7 @@ class SshRunController:
                        config_path=str(self.config.path.resolve()), name=name or previous.name)
         # Held: the earlier run's record changes only once this launch starts a host.
         record = RunRecord(self.config, info, held=True)
-        record.clear_stop()
+        record.apply(ClearStopMark())
         return NotifyingHandle(self.config, self.pool, info, launch=True, resume=True,
                             policy=policy, record=record)
 
@@ -87,7 +88,7 @@ class SshRunController:
         event this machine's copy holds. Following changes nothing on the hosts."""
         info = read_run_info(self.config, resolve_run_id(self.config, run_id))
         record = RunRecord(self.config, info, outcome_kept=info.state in FINAL_RUN_STATES)
-        record.adopt()  # its follower was lost: this one records how it ends
+        record.apply(RecordAdopted())  # its follower was lost: this one records how it ends
         return NotifyingHandle(self.config, self.pool, record.info, launch=False, record=record)
 
     async def aclose(self) -> None:
