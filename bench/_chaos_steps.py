@@ -148,8 +148,10 @@ def one_fault(run: ChaosRun, fault: Fault, members: set[str], report: Report,
 
 
 def run_chaos(box: netns.NetnsCluster, plan: Sequence[Fault], *, log: Path, scratch: Path,
-              seed: int, replay_at_stops: bool, progress: Callable[[Outcome], None]) -> Report:
-    """``plan`` injected into one run on ``box``, then a last stop and its checks."""
+              seed: int, replay_at_stops: bool, progress: Callable[[Outcome], None],
+              budget_s: float | None = None) -> Report:
+    """``plan`` injected into one run on ``box``, then a last stop and its checks; with
+    ``budget_s``, no fault starts after that many seconds (the rest of the plan is left out)."""
     report = Report(seed)
     started = time.monotonic()
     run = ChaosRun(box, log)
@@ -158,6 +160,8 @@ def run_chaos(box: netns.NetnsCluster, plan: Sequence[Fault], *, log: Path, scra
         run.start()
         members = {MASTER, *WORKERS}
         for fault in plan:
+            if budget_s is not None and time.monotonic() - started > budget_s:
+                break
             outcome, members = one_fault(run, fault, members, report, scratch, replay_at_stops)
             report.outcomes.append(outcome)
             progress(outcome)

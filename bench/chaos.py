@@ -20,7 +20,8 @@ started, a planned ``corral leave``, a ``corral join``, a ``corral stop`` then `
 The hosts' files live on a tmpfs of their own (``FS_SIZE``), so a disk filled is that tmpfs,
 never the machine's. Needs root, iproute2, iptables and OpenSSH's sshd (as the netns tests).
 
-    python bench/chaos.py --seed S --faults N [--json PATH] [--log PATH] [--replay-at-stops]
+    python bench/chaos.py --seed S --faults N [--budget-s S] [--json PATH] [--log PATH]
+                          [--replay-at-stops]
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None, progress: Callable[[Outcome], None] | No
                         "chaos-SEED.log in the temp folder)")
     parser.add_argument("--replay-at-stops", action="store_true",
                         help="compare against the replay at every stop, not only the last")
+    parser.add_argument("--budget-s", type=float, help="start no fault after this many "
+                        "seconds (then the last stop and its checks)")
     args = parser.parse_args(argv)
     # A TERM (a timeout, a kill of the bench) unwinds as an exception does: the run stopped,
     # the namespaces deleted, the tmpfs unmounted.
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None, progress: Callable[[Outcome], None] | No
     with tempfile.TemporaryDirectory(prefix="chaos-") as scratch, \
             box_on_tmpfs(Path(scratch) / "box") as box:
         report = run_chaos(box, plan, log=log, scratch=Path(scratch), seed=args.seed,
-                           replay_at_stops=args.replay_at_stops,
+                           replay_at_stops=args.replay_at_stops, budget_s=args.budget_s,
                            progress=progress or (lambda o: print(o.line(), flush=True)))
     print(summary(report))
     print(f"log: {log}")
