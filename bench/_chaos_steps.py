@@ -114,37 +114,57 @@ def ended_checks(run: ChaosRun, report: Report, scratch: Path, *, replay: bool) 
     return broken
 
 
+def resume_ended(run: ChaosRun, outcome: Outcome, report: Report, scratch: Path) -> None:
+    """The run ended by itself: its cause named, nothing left, ``corral check`` passes; then
+    ``corral run --resume``."""
+    outcome.ended = True
+    record = run.record()
+    joint = "" if not outcome.what or outcome.what.endswith(", ") else "; "
+    outcome.what += f"{joint}the run ended {record.get('state')}: {record.get('detail')}"
+    outcome.broken += named_cause(record)
+    outcome.broken += ended_checks(run, report, scratch, replay=False)
+    resume(run)
+
+
 def one_fault(run: ChaosRun, fault: Fault, members: set[str], report: Report,
               scratch: Path, replay: bool) -> tuple[Outcome, set[str]]:
     """Inject ``fault`` ``fault.after_steps`` steps from now, follow it, check; the outcome and
-    the hosts in the run after it."""
-    at = run.wait_steps(fault.after_steps)
-    outcome = Outcome(fault.label(), fault.kind, at)
-    started, seen = time.monotonic(), len(changes(run.run_dir))
+    the hosts in the run after it. A run that ended since the last fault settled (a late effect
+    of it: a full disk's records) is checked and resumed first."""
+    outcome = Outcome(fault.label(), fault.kind, run.step())
+    started = time.monotonic()
     try:
-        if fault.kind == "stop_resume":
-            outcome.what = stop(run)
-            outcome.broken += ended_checks(run, report, scratch, replay=replay)
-            resume(run)
+        run.wait_steps(fault.after_steps)
+        if run.ended():
+            outcome.what = "before it, "
+            resume_ended(run, outcome, report, scratch)
             members = {MASTER, *WORKERS}
-        else:
-            outcome.what = INJECT[fault.kind](run, fault, seen)
-            members = members_after(members, changes(run.run_dir)[seen:])
-            if run.ended():
-                outcome.ended = True
-                record = run.record()
-                outcome.what += f"; ended {record.get('state')}: {record.get('detail')}"
-                outcome.broken += named_cause(record)
-                outcome.broken += ended_checks(run, report, scratch, replay=False)
-                resume(run)
-                members = {MASTER, *WORKERS}
-            else:
-                outcome.broken += went_on(at, run.wait_steps(2, since=at))
+            run.wait_steps(fault.after_steps)
+        outcome.at_step = run.step()
+        members = _inject(run, fault, outcome, members, report, scratch, replay)
         outcome.broken += live_checks(run, members)
     except Broken as exc:
         outcome.broken.append(str(exc))
     outcome.seconds = time.monotonic() - started
     return outcome, members
+
+
+def _inject(run: ChaosRun, fault: Fault, outcome: Outcome, members: set[str], report: Report,
+            scratch: Path, replay: bool) -> set[str]:
+    """``fault`` injected and followed to its effect; the hosts in the run after it."""
+    at, seen = outcome.at_step, len(changes(run.run_dir))
+    if fault.kind == "stop_resume":
+        outcome.what += stop(run)
+        outcome.broken += ended_checks(run, report, scratch, replay=replay)
+        resume(run)
+        return {MASTER, *WORKERS}
+    outcome.what += INJECT[fault.kind](run, fault, seen)
+    members = members_after(members, changes(run.run_dir)[seen:])
+    if run.ended():
+        resume_ended(run, outcome, report, scratch)
+        return {MASTER, *WORKERS}
+    outcome.broken += went_on(at, run.wait_steps(2, since=at))
+    return members
 
 
 def run_chaos(box: netns.NetnsCluster, plan: Sequence[Fault], *, log: Path, scratch: Path,
