@@ -142,7 +142,12 @@ def one_fault(run: ChaosRun, fault: Fault, members: set[str], report: Report,
             run.wait_steps(fault.after_steps)
         outcome.at_step = run.step()
         members = _inject(run, fault, outcome, members, report, scratch, replay)
-        outcome.broken += live_checks(run, members)
+        broken = live_checks(run, members)
+        if broken and run.ended():  # it ended meanwhile: an ended run's invariants apply
+            resume_ended(run, outcome, report, scratch)
+            members = {MASTER, *WORKERS}
+            broken = live_checks(run, members)
+        outcome.broken += broken
     except Broken as exc:
         outcome.broken.append(str(exc))
     outcome.seconds = time.monotonic() - started
