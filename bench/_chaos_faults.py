@@ -144,11 +144,21 @@ def stop(run: ChaosRun) -> str:
     return f"stopped at step {run.step()}"
 
 
-def resume(run: ChaosRun) -> None:
-    """``corral run --resume RUN`` as the follower; returns once the run steps again."""
+def resume(run: ChaosRun) -> str:
+    """``corral run --resume RUN`` as the follower; returns once the run steps again. A run
+    that ended before its first checkpoint has none to resume from (corral says so): a new run
+    is started instead, and said ("" otherwise)."""
     at = run.step()
     run.follow("run", "--resume", run.run_id)
-    run.wait("the resumed run", lambda: run.step() > at, WAIT_S)
+    follower = run.follower
+    assert follower is not None
+    run.wait("the resumed run", lambda: run.step() > at or follower.poll() is not None, WAIT_S)
+    if run.step() > at:
+        return ""
+    if "nothing to resume" in run.log.read_text(errors="replace")[-3000:]:
+        run.start()
+        return f"; no checkpoint to resume from: a new run {run.run_id} started"
+    raise Broken(f"`corral run --resume` ended (exit {follower.returncode}) before a step")
 
 
 INJECT: dict[str, Callable[[ChaosRun, Fault, int], str]] = {

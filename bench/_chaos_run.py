@@ -32,10 +32,11 @@ WORKERS = ("n2", "n3")
 STEPS = 1_000_000
 """More steps than any chaos run trains: it ends only by its last stop."""
 RUN = ('samples = 256\nglobal_batch = 32\nseed = 7\nlr = 0.02\nmomentum = 0.9\n'
-       f'steps = {STEPS}\ncheckpoint_every = 0\npolicy = "static"\n'
+       f'steps = {STEPS}\ncheckpoint_every = 50\npolicy = "static"\n'
        'on_host_loss = "continue"\n')
 """A live-membership run whose parameters do not depend on its hosts (the same global batch,
-a constant learning rate): the replay is one process of as many steps."""
+a constant learning rate): the replay is one process of as many steps. A checkpoint every 50
+steps: a run that failed is resumed from one (a stop writes its own)."""
 SLOWDOWN = 8.0
 """An emulated slowdown (it changes no number): steps of a few tenths of a second, so that a
 fault lands mid-run and the replay is short."""

@@ -123,7 +123,7 @@ def resume_ended(run: ChaosRun, outcome: Outcome, report: Report, scratch: Path)
     outcome.what += f"{joint}the run ended {record.get('state')}: {record.get('detail')}"
     outcome.broken += named_cause(record)
     outcome.broken += ended_checks(run, report, scratch, replay=False)
-    resume(run)
+    outcome.what += resume(run)
 
 
 def one_fault(run: ChaosRun, fault: Fault, members: set[str], report: Report,
@@ -161,7 +161,7 @@ def _inject(run: ChaosRun, fault: Fault, outcome: Outcome, members: set[str], re
     if fault.kind == "stop_resume":
         outcome.what += stop(run)
         outcome.broken += ended_checks(run, report, scratch, replay=replay)
-        resume(run)
+        outcome.what += resume(run)
         return {MASTER, *WORKERS}
     outcome.what += INJECT[fault.kind](run, fault, seen)
     members = members_after(members, changes(run.run_dir)[seen:])
