@@ -159,11 +159,11 @@ def _inject(run: ChaosRun, fault: Fault, outcome: Outcome, members: set[str], re
     """``fault`` injected and followed to its effect; the hosts in the run after it."""
     at, seen = outcome.at_step, len(changes(run.run_dir))
     if fault.kind == "stop_resume":
-        outcome.what += stop(run)
+        outcome.what += ("; " if outcome.what else "") + stop(run)
         outcome.broken += ended_checks(run, report, scratch, replay=replay)
         outcome.what += resume(run)
         return {MASTER, *WORKERS}
-    outcome.what += INJECT[fault.kind](run, fault, seen)
+    outcome.what += ("; " if outcome.what else "") + INJECT[fault.kind](run, fault, seen)
     members = members_after(members, changes(run.run_dir)[seen:])
     if run.ended():
         resume_ended(run, outcome, report, scratch)
