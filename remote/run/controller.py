@@ -75,7 +75,9 @@ class SshRunController:
         if named is None:
             for newer in newer_unfinished_runs(self.config, previous):
                 await refuse_live(self.config, self.pool, newer, instead_of=previous)
-        info = replace(previous, state="checking", hosts=hosts, owner=this_owner(),
+        # Relaunched on every host: none of them has left this attempt (yet).
+        info = replace(previous, state="checking", hosts=hosts, left_hosts=(),
+                       owner=this_owner(),
                        config_path=str(self.config.path.resolve()), name=name or previous.name)
         # Held: the earlier run's record changes only once this launch starts a host.
         record = RunRecord(self.config, info, held=True)

@@ -94,9 +94,12 @@ class SshRunHandle:
         if record is None:  # following: a run that has ended keeps its recorded outcome
             record = RunRecord(config, info,
                                outcome_kept=not launch and info.state in FINAL_RUN_STATES)
+        # Followed: the hosts it records now (one that left before stays out, may join again).
+        in_run = tuple(h for h in config.hosts if launch or h.name in info.hosts)
         self._state = LoopState(run_id=info.run_id,
                                 phase=Phase.CHECKING if launch else Phase.RUNNING,
-                                launching=launch, config=config, followed=info, resume=resume,
+                                launching=launch, config=replace(config, hosts=in_run),
+                                followed=info, resume=resume,
                                 cluster_hosts=config.hosts, left=frozenset(info.left_hosts))
         """What the loop knows between signals: only ``_heard`` replaces it."""
         self._record = record
@@ -376,10 +379,9 @@ class SshRunHandle:
         return report
 
     async def _user_stop(self, action: StopHosts | EndCommands) -> StopReport:
-        """The user's stop on the hosts: the whole one, or before any launcher started, the
-        end of what the check and the push started (``Transport.settle`` waits until each
-        host confirmed it, ``END_WAIT_S`` at most; the commands a host never confirmed ended
-        are reported)."""
+        """The user's stop on the hosts: the whole one, or before any launcher started, the end
+        of what the check and the push started (``Transport.settle`` waits until each host
+        confirmed it, ``END_WAIT_S`` at most; what a host never confirmed ended is reported)."""
         if isinstance(action, EndCommands):
             return StopReport(run_id=self.run_id, remaining=await self._pool.settle())
         return await self._stop_hosts(grace_s=action.grace_s, hosts=list(action.hosts or ()),
