@@ -99,6 +99,17 @@ def sit_outs(change: RebalanceEvent | None, rank_hosts: dict[int, str]) -> dict[
             for host in benched}
 
 
+def bench_figures(changes: Sequence[RebalanceEvent],
+                  rank_hosts: dict[int, str]) -> dict[str, SitOut]:
+    """Each host's figures from the newest of ``changes`` (oldest first) that benched it: a
+    later change that brings it back, or benches it again without figures (the balancer undoing
+    a move), leaves them standing; a badge shows them only while the host sits out."""
+    figures: dict[str, SitOut] = {}
+    for change in changes:
+        figures.update(sit_outs(change, rank_hosts))
+    return figures
+
+
 MISSING = {"profile": "no estimate: no stored profile (corral profile)",
            "link speed": "no estimate: its link speed is not known",
            "others": "no estimate: another host's facts are missing",
@@ -181,4 +192,4 @@ def run_topology(model: RunModel, last_check: CheckReport | None = None) -> Topo
         links, estimate = last_check.links, last_check.estimate
     rank_hosts = {rank: row.host for rank, row in model.ranks.items()}
     return topology(list(model.hosts), links, estimate, benched_hosts(model.split, rank_hosts),
-                    model.global_batch, sit_outs(model.active_change, rank_hosts))
+                    model.global_batch, bench_figures(model.active_changes, rank_hosts))

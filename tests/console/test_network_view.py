@@ -7,7 +7,8 @@ from typing import Any
 
 from console_helpers import make_app, screen_text, settle, wait_for
 
-from console.model.topology import benched_hosts, sit_outs, topology
+from console.model.run import RunModel
+from console.model.topology import benched_hosts, run_topology, sit_outs, topology
 from console.widgets.network import NetworkScreen, network_text
 from remote.api import HostVerdict, PairLink, RankEvent, RunStatus
 from tests.fake_runs import FakeController
@@ -150,3 +151,31 @@ async def test_the_open_view_follows_the_balancer() -> None:
             policy="dynamic", compute_s=(0.03, 0.02), exchange_s=(0.005, 0.006))))
         await wait_for(pilot, lambda: "● gamma" in screen_text(app), timeout=5)
         assert "in the exchange (the estimate had it sit out)" in screen_text(app)
+
+
+def _change(step: int, previous: tuple[int, ...], split: tuple[int, ...],
+            figures: bool = True) -> RankEvent:
+    return RankEvent(host="alpha", event=RebalanceEvent(
+        t=2.0 + step, rank=0, step=step, previous=previous, split=split, reason="",
+        predicted_gain=0.2, times=(0.02, 0.02, 0.02), policy="dynamic",
+        compute_s=(0.02, 0.025) if figures else None,
+        exchange_s=(0.06, 0.005) if figures else None))
+
+
+def test_a_host_benched_again_by_an_undo_keeps_the_balancers_figures() -> None:
+    """The balancer benches gamma (its figures), brings it back, then undoes that (an undo
+    carries no figures): gamma's badge is still the balancer's, whatever the check estimated
+    (on a machine with no stored profile, the estimate has no figure at all)."""
+    model = RunModel(cluster_name="lab", hosts=list(HOSTS), policy="dynamic", global_batch=60)
+    model.reset_run("lab-1")
+    no_profile = tuple(HostVerdict(host=h, missing="profile") for h in HOSTS)
+    model.apply(RunStatus(t=0.5, run_id="lab-1", state="running", links=LINKS,
+                          estimate=no_profile))
+    for rank in range(3):
+        model.apply(_start(rank))
+    for change in (_change(41, (20, 20, 20), (30, 30, 0)), _change(60, (30, 30, 0), (20, 20, 20)),
+                   _change(70, (20, 20, 20), (30, 30, 0), figures=False)):
+        model.apply(change)
+    gamma = run_topology(model).hosts[2]
+    assert gamma.sits_out and gamma.text == (
+        "sits out: its exchange costs 55.0 ms for 5.0 ms of compute saved (balancer, step 41)")

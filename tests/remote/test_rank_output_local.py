@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from remote.api import LogLine, RunStatus, local_run_dir, run_log_lines
+from remote.api import LogLine, RunStatus, culprit_line, local_run_dir, run_log_lines
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
+from remote.records.history import load_history
+from remote.records.summary import summarize
 
 try:
     from runkit import run_to_end
@@ -78,3 +80,14 @@ async def test_bars_over_real_ranks_are_one_line_each_at_their_last_state(
     assert {line.text for line in lines if line.rank == 1 and "finished" in line.text} == {
         "rank 1: epoch 0 finished"}  # its own line, not glued after a bar
     assert any("ValueError: bad batch 10 on rank 1" in line.text for line in lines)
+    # The culprit, not the victim (issue 79): rank 1 raised, ranks 0 and 2 only lost their
+    # peer. The first status that names a failed rank (the header's, the notice's) names it,
+    # and so do the record (``corral report``) and the line ``corral logs --failure`` opens.
+    naming = [e for e in events if isinstance(e, RunStatus) and e.failed_host is not None]
+    assert naming and (naming[0].failed_host, naming[0].failed_rank) == ("h1", 1), naming[:1]
+    raised = next(e for e in streamed if "ValueError: bad batch 10" in e.text)
+    print(f"culprit named {naming[0].t - raised.t:.2f} s after its error line")  # the report's
+    outcome = summarize(load_history(local_run_dir(cfg, run_id)))[0].outcome
+    assert (outcome.failed_host, outcome.failed_rank) == ("h1", 1), outcome
+    opened = culprit_line(lines, "h1", 1)
+    assert opened is not None and (lines[opened].host, lines[opened].rank) == ("h1", 1)
