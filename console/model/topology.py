@@ -13,9 +13,10 @@ draws it.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from console.model.link_probes import Probes, pair_median, probes
 from remote.api import HostVerdict, PairLink, pair_throughput
 
 if TYPE_CHECKING:
@@ -38,7 +39,19 @@ class LinkView:
     """The pair's throughput: the slower of its two directions (None: not measured both
     ways), as the balancer's link model takes it (``pair_throughput``)."""
     limiting: bool = False
-    """The slowest pair of the mesh: a ring all-reduce over every host goes at its pace."""
+    """The bottleneck of the exchange: the slowest pair (by its probes' medians) of the hosts
+    in it; a ring all-reduce over them goes at its pace. A benched host's links never are."""
+    forward: Probes | None = None
+    """``a_to_b`` over its probes."""
+    back: Probes | None = None
+    """``b_to_a`` over its probes."""
+    in_exchange: bool = True
+    """Both hosts are in the exchange (neither sits out)."""
+
+    @property
+    def median(self) -> float | None:
+        """The pair's throughput over its probes: the slower direction's median, bytes/s."""
+        return pair_median(self.forward, self.back)
 
 
 @dataclass(frozen=True)
@@ -174,14 +187,24 @@ def topology(hosts: Sequence[str], links: Sequence[PairLink],
                                                       (figures or {}).get(host))))
     one_way = {(link.source, link.target): link for link in links}
     rates = pair_throughput(links)
-    slowest = min(rates, key=lambda pair: rates[pair]) if rates else None
+    sitting = {badge.host for badge in badges if badge.sits_out}
     views = []
     for i, a in enumerate(hosts):
         for b in hosts[i + 1:]:
-            pair = (min(a, b), max(a, b))
-            views.append(LinkView(a, b, one_way.get((a, b)), one_way.get((b, a)),
-                                  rates.get(pair), limiting=pair == slowest))
-    return Topology(tuple(badges), tuple(views))
+            there, back = one_way.get((a, b)), one_way.get((b, a))
+            views.append(LinkView(a, b, there, back, rates.get((min(a, b), max(a, b))),
+                                  forward=probes(there), back=probes(back),
+                                  in_exchange=a not in sitting and b not in sitting))
+    return Topology(tuple(badges), tuple(_mark_bottleneck(views)))
+
+
+def _mark_bottleneck(views: list[LinkView]) -> list[LinkView]:
+    """``views`` with the exchange's slowest pair marked ``limiting``."""
+    measured = [v for v in views if v.in_exchange and v.median is not None]
+    if not measured:
+        return views
+    slowest = min(measured, key=lambda v: v.median or 0.0)
+    return [replace(v, limiting=True) if v is slowest else v for v in views]
 
 
 def run_topology(model: RunModel, last_check: CheckReport | None = None) -> Topology:
