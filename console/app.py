@@ -281,7 +281,8 @@ class ConsoleApp(App[int]):
         from console.widgets.network import NetworkScreen
 
         self.show_modal(NetworkScreen(lambda: run_topology(self.session.model,
-                                                           self.controls.last_check)))
+                                                           self.controls.last_check),
+                                      clock=self.session.clock))
 
     def action_focus_logs(self) -> None:
         self._logs().focus_lines()

@@ -36,6 +36,7 @@ from remote.api import (
     LogLine,
     RankEvent,
     RunStatus,
+    culprit_line,
     load_history,
     local_run_dir,
     run_log_lines,
@@ -335,3 +336,20 @@ def test_bars_over_real_ranks_are_one_line_each_at_their_last_state(crash: Crash
     assert {line.text for line in lines if line.rank == 1 and "finished" in line.text} == {
         "rank 1: epoch 0 finished"}  # its own line, not glued after a bar
     assert any("ValueError: bad batch on purpose" in line.text for line in lines)
+
+
+def test_the_culprit_not_the_victim_is_named_within_5_s(crash: Crash) -> None:
+    """Rank 1 raised, ranks 0 and 2 only lost their peer (issue 79): the first status that
+    names a failed rank (the header's, the notice's) names it within 5 s of its error line, and
+    so do the record (``corral report``) and the line ``corral logs --failure`` opens."""
+    cfg, events = crash.cfg, crash.events
+    naming = [e for e in events if isinstance(e, RunStatus) and e.failed_host is not None]
+    assert naming and (naming[0].failed_host, naming[0].failed_rank) == ("h1", 1), naming[:1]
+    raised = next(e for e in events if isinstance(e, LogLine)
+                  and "ValueError: bad batch on purpose" in e.text)
+    assert naming[0].t - raised.t <= 5.0, (naming[0].t, raised.t)
+    outcome = summarize(load_history(local_run_dir(cfg, crash.run_id)))[0].outcome
+    assert (outcome.failed_host, outcome.failed_rank) == ("h1", 1), outcome
+    lines = run_log_lines(local_run_dir(cfg, crash.run_id), [h.name for h in cfg.hosts])
+    opened = culprit_line(lines, "h1", 1)
+    assert opened is not None and (lines[opened].host, lines[opened].rank) == ("h1", 1)
