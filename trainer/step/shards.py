@@ -38,8 +38,8 @@ from torch import nn
 from profiles.user_errors import UsageError
 from trainer.dist import all_gather_floats
 from trainer.settings.train_config import TrainConfig
+from trainer.step.state_fit import GIB
 
-GIB = 1024 ** 3
 Stage = Literal["optimizer", "gradients"]
 
 
@@ -108,6 +108,7 @@ class ShardedState:
             p.data = view  # the parameter now lives in the flat vector
         self.grad = torch.zeros_like(self.flat)
         self.bounds = slice_bounds(self.flat.numel(), budgets)
+        self.budgets = tuple(budgets)
         lo, hi = self.bounds[rank]
         self.master = nn.Parameter(self.flat[lo:hi])
         """This rank's slice of the parameters, as the one parameter its optimizer steps (it
@@ -198,9 +199,17 @@ def make_shards(config: TrainConfig, parameters: Sequence[nn.Parameter], *, rank
     if live:
         raise UsageError(f"--shard-state {config.shard_state} does not work with live "
                          "membership yet: use --shard-state replicate")
-    given = config.state_budget  # one for this command's ranks (a host's), or one per rank
-    own = (measured_budget(device) if given is None
-           else (given[0] if len(given) == 1 else given[rank]) * GIB)
+    own = own_budget(config, rank, device)
     budgets = [row[0] for row in all_gather_floats([own], device)] if world > 1 else [own]
     return ShardedState(parameters, rank=rank, world=world, budgets=budgets,
                         stage=config.shard_state)
+
+
+def own_budget(config: TrainConfig, rank: int, device: torch.device) -> float:
+    """This rank's budget for training state in bytes: ``state_budget`` when given (one for
+    this command's ranks, a host's, or one per rank), else measured (``measured_budget``)."""
+    given = config.state_budget
+    if given is None:
+        return measured_budget(device)
+    return (given[0] if len(given) == 1 else given[rank]) * GIB
+
