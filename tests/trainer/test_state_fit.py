@@ -4,11 +4,14 @@ the setting to change."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
 from trainer.settings.train_config import TrainConfig
+from trainer.step import shards
 from trainer.step.optim import optimizer_step, state_fields
 from trainer.step.state_fit import (
     GIB,
@@ -81,3 +84,24 @@ def test_a_rank_reports_its_state_bytes_and_budget_replicated_or_sharded() -> No
                          device=cpu, total_steps=1)
     assert state_fields(sharded, one, 0, cpu) == {"state_bytes": 3 * 440,
                                                   "state_budget": GIB // 2}
+
+
+def test_a_cpu_rank_s_budget_is_capped_by_its_cgroup_v1_or_v2(tmp_path: Path) -> None:
+    v1 = tmp_path / "memory" / "box" / "host-a"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(f"{3 * GIB}\n")
+    (v1 / "memory.usage_in_bytes").write_text(f"{GIB}\n")
+    own = tmp_path / "cgroup"
+    own.write_text("4:memory:/box/host-a\n1:cpu:/\n0::/\n")
+    assert shards._cgroup_room(tmp_path, own) == 2 * GIB
+    v2 = tmp_path / "run" / "host-b"
+    v2.mkdir(parents=True)
+    (v2 / "memory.max").write_text(f"{GIB}\n")
+    (v2 / "memory.current").write_text(f"{GIB // 4}\n")
+    own.write_text("0::/run/host-b\n")
+    assert shards._cgroup_room(tmp_path, own) == GIB * 3 / 4
+    (v2 / "memory.max").write_text("max\n")
+    assert shards._cgroup_room(tmp_path, own) == float("inf")
+    (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
+    own.write_text("4:memory:/box/host-a\n")
+    assert shards._cgroup_room(tmp_path, own) == float("inf")
