@@ -45,7 +45,7 @@ def run(mode: str, width: int, layers: int, steps: int, small: float) -> dict[st
                 {"rank": r, "world": 3, "split": SPLIT, "steps": steps, "width": width,
                  "layers": layers, "shard_state": mode, "store": f"{folder}/store",
                  "result": f"{folder}/rank-{r}.json"} for r in range(3)]
-            codes = run_ranks(specs, list(caps), RUN_S)
+            codes = run_ranks(specs, list(caps), RUN_S, logs=Path(folder))
             results = [json.loads(Path(s["result"]).read_text()) if code == 0 else None
                        for s, code in zip(specs, codes, strict=True)]
         peaks = [cap.peak() for cap in caps]
