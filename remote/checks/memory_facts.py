@@ -23,15 +23,17 @@ from trainer.step.state_fit import GIB, gib, optimizer_copies, refusal, state_fi
 
 MEMORY_PROBE = (
     "awk '/^MemAvailable:/ {printf \"available %.0f\\n\", $2 * 1024}' /proc/meminfo 2>/dev/null; "
-    "while IFS=: read -r _ c p; do case \"$c\" in "
-    "'') f=\"/sys/fs/cgroup$p\"; [ -r \"$f/memory.max\" ] && "
-    "echo \"cgroup $(cat \"$f/memory.max\") $(cat \"$f/memory.current\")\";; "
-    "*memory*) f=\"/sys/fs/cgroup/memory$p\"; [ -r \"$f/memory.limit_in_bytes\" ] && "
-    "echo \"cgroup $(cat \"$f/memory.limit_in_bytes\") $(cat \"$f/memory.usage_in_bytes\")\";; "
+    "while IFS=: read -r _ mem_ctl mem_path; do case \"$mem_ctl\" in "
+    "'') mem_at=\"/sys/fs/cgroup$mem_path\"; [ -r \"$mem_at/memory.max\" ] && "
+    "echo \"cgroup $(cat \"$mem_at/memory.max\") $(cat \"$mem_at/memory.current\")\";; "
+    "*memory*) mem_at=\"/sys/fs/cgroup/memory$mem_path\"; "
+    "[ -r \"$mem_at/memory.limit_in_bytes\" ] && echo \"cgroup "
+    "$(cat \"$mem_at/memory.limit_in_bytes\") $(cat \"$mem_at/memory.usage_in_bytes\")\";; "
     "esac; done </proc/self/cgroup 2>/dev/null; "
     "nvidia-smi --query-gpu=memory.free --format=csv,noheader,nounits 2>/dev/null "
     "| sed 's/^/gpu_free_mib /'; true")
-"""The probe's ``memory`` section (see the module)."""
+"""The probe's ``memory`` section (see the module). Its variables are its own (``mem_*``): the
+sections share one shell, whose ``c`` and ``cpid`` belong to the rendezvous test."""
 NO_LIMIT = 1 << 60
 """cgroup v1 writes a huge number for "no limit"."""
 
