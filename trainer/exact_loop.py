@@ -45,7 +45,7 @@ from trainer.settings.train_config import TrainConfig
 from trainer.step.batch_order import GlobalBatchOrder, share_seconds
 from trainer.step.batches import collated
 from trainer.step.capacity import initial_split
-from trainer.step.optim import optimizer_step
+from trainer.step.optim import optimizer_step, state_fields
 from trainer.step.prefetch import BatchPrefetcher, prefetch_wanted
 from trainer.step.slowdown import SlowdownSchedule
 from trainer.step.step_records import RunProgress, StepDone, TimedStep
@@ -222,7 +222,8 @@ class Trainer:
             steps_per_epoch=self.order.steps_per_epoch,
             slowdown=self.place.slowdown.factor_at(run.step + 1), resumed_from=resumed_from,
             task=config.task, precision=config.precision, tf32=tf32_enabled(),
-            micro_batch=self.place.micro_batch[self.rank], **placement_fields(self.placement))
+            micro_batch=self.place.micro_batch[self.rank], **placement_fields(self.placement),
+            **state_fields(config, self.optim_step, self.rank, self.device))
         if self.rank == 0:
             self.events.emit(CapacityEvent(
                 t=time.time(), rank=0, source=first_split.source,
