@@ -40,6 +40,7 @@ from console.widgets.modals import (
     MessageScreen,
     QuitScreen,
 )
+from console.widgets.script_args import ScriptArgsScreen
 from profiles.user_errors import CorralError
 from remote.api import RunController
 from trainer.settings.run_settings import POLICIES
@@ -174,6 +175,10 @@ class ConsoleApp(App[int]):
                                                               effect.hosts)
             self.show_modal(choice, lambda answer: self.render_effects(
                 then_host(host) if (host := choice.chosen(answer)) else []))
+        elif isinstance(effect, shown.EditArgs):
+            then_args = effect.then
+            self.show_modal(ScriptArgsScreen(effect), lambda args: self.render_effects(
+                then_args(args) if args is not None else []))
         elif isinstance(effect, shown.AskQuit):
             choose = effect.then
             self.show_modal(QuitScreen(effect.run_id),

@@ -62,6 +62,22 @@ class ChooseHost:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EditArgs:
+    """A script run's arguments to edit before its relaunch (the console's ``r``): ``args``
+    as the attempt before ran them, ``offered`` the same with the script's resume idiom
+    applied (None: none recognised; ``idiom`` names it, ``note`` says what it does);
+    ``then`` gets the arguments to run with (one string each)."""
+
+    title: str
+    question: str
+    args: tuple[str, ...]
+    offered: tuple[str, ...] | None = None
+    idiom: str = ""
+    note: str = ""
+    then: Callable[[tuple[str, ...]], Effects]
+
+
+@dataclass(frozen=True, kw_only=True)
 class ShowCheck:
     """A pre-flight check report in a modal."""
 
@@ -120,6 +136,6 @@ class Exit:
     """Close the console."""
 
 
-Effect = (Notice | Confirm | AskQuit | ChooseHost | ShowCheck | ShowStop | ShowRuns
+Effect = (Notice | Confirm | AskQuit | ChooseHost | EditArgs | ShowCheck | ShowStop | ShowRuns
           | ShowReport | ShowPastRun | Work | Redraw | Exit)
 Effects = list[Effect]

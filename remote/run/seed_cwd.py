@@ -92,6 +92,16 @@ os.replace(where + ".corral-part", where)
 and on a relaunch the folder where the attempt before's newest checkpoint is kept."""
 
 
+SEED_VAR = "SEED_CWD"
+"""The shell variable ``corral run --dry-run`` names the program by (``seed_by_name``)."""
+
+
+def seed_by_name(command: str) -> str:
+    """``command`` with the program inline shown as ``"$SEED_CWD"`` (``--dry-run`` prints
+    the program once, as that variable's assignment, before the hosts' commands)."""
+    return command.replace(shlex.quote(SEED_PY), f'"${SEED_VAR}"')
+
+
 def seed_words(python: str, links: str, cwd: str, record: str, keep: str = "") -> str:
     """Shell: ``python`` (a quoted word) seeding ``cwd`` from the link list ``links``,
     recording its copies in ``record`` (paths in shell syntax: ``~`` expands); ``keep``: a
