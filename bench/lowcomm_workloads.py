@@ -1,5 +1,5 @@
 """The workloads the low-communication benches train (``bench/lowcomm.py``, its shaped part
-``bench/lowcomm_shaped.py``, ``bench/lowcomm_inner.py``): the trainer flags of each, with the
+``bench/lowcomm_shaped.py``): the trainer flags of each, with the
 same seed, data and optimizer in every mode. Apart from the benches so that each imports it
 and none imports another."""
 

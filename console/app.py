@@ -40,6 +40,7 @@ from console.widgets.modals import (
     MessageScreen,
     QuitScreen,
 )
+from console.widgets.script_args import ScriptArgsScreen
 from profiles.user_errors import CorralError
 from remote.api import RunController
 from trainer.settings.run_settings import POLICIES
@@ -162,7 +163,7 @@ class ConsoleApp(App[int]):
             self.notify(effect.message, title=effect.title, severity=effect.severity,
                         markup=False, **extra)
         elif isinstance(effect, shown.Work):
-            self.run_worker(self._carry_out(effect), group=effect.group,
+            self.run_worker(self._perform(effect), group=effect.group,
                             exclusive=effect.exclusive, exit_on_error=False)
         elif isinstance(effect, shown.Confirm):
             then = effect.then
@@ -174,6 +175,10 @@ class ConsoleApp(App[int]):
                                                               effect.hosts)
             self.show_modal(choice, lambda answer: self.render_effects(
                 then_host(host) if (host := choice.chosen(answer)) else []))
+        elif isinstance(effect, shown.EditArgs):
+            then_args = effect.then
+            self.show_modal(ScriptArgsScreen(effect), lambda args: self.render_effects(
+                then_args(args) if args is not None else []))
         elif isinstance(effect, shown.AskQuit):
             choose = effect.then
             self.show_modal(QuitScreen(effect.run_id),
@@ -204,7 +209,7 @@ class ConsoleApp(App[int]):
         elif isinstance(effect, shown.Exit):
             self.exit(0)
 
-    async def _carry_out(self, work: shown.Work) -> None:
+    async def _perform(self, work: shown.Work) -> None:
         self.render_effects(await work.work)
 
     def _show_runs(self, effect: shown.ShowRuns) -> None:
@@ -281,7 +286,8 @@ class ConsoleApp(App[int]):
         from console.widgets.network import NetworkScreen
 
         self.show_modal(NetworkScreen(lambda: run_topology(self.session.model,
-                                                           self.controls.last_check)))
+                                                           self.controls.last_check),
+                                      clock=self.session.clock))
 
     def action_focus_logs(self) -> None:
         self._logs().focus_lines()

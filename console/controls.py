@@ -26,6 +26,7 @@ from console.effects import (
     Work,
 )
 from console.formatting import stop_report_text
+from console.script_restart import edit_script_args
 from profiles.user_errors import CorralError
 from remote.api import CheckReport, RunHandle, StopReport
 from trainer.membership.contract import ChangeMoment, change_moment
@@ -177,6 +178,8 @@ class RunControls:
     def restart(self) -> Effects:
         if refused := self.refuse_if_read_only("restart the run") or self._refuse_if_busy():
             return refused
+        if (edit := edit_script_args(self)) is not None:  # a script: its arguments first
+            return edit
         handle = self.session.handle
         run = handle.run_id if handle else "the newest run"
         where = ("in its working directories, where the script finds its own snapshot"
@@ -185,6 +188,11 @@ class RunControls:
                     if self.session.model.live else f"Restart {run} {where}?")
         return [Confirm(title="Restart from checkpoint", question=question, yes="Restart",
                         then=lambda: self._confirmed("restarting", self._restart))]
+
+    def relaunch_script(self, run_id: str, args: tuple[str, ...]) -> Effects:
+        """Relaunch script run ``run_id`` with ``args`` (stopping it first when live)."""
+        return self._confirmed("restarting", lambda: self._restart(resume=run_id,
+                                                                    script_args=args))
 
     def _runs_a_script(self) -> bool:
         """Whether the cluster.toml runs a user's script (a file that cannot be read: no; the
@@ -200,18 +208,19 @@ class RunControls:
 
     def quit(self) -> Effects:
         handle = self.session.handle
-        # A read-only view leaves: the question it would ask offers to stop the run.
+        # A read-only view just closes: the question it would ask offers to stop the run.
         if self.session.model.live and handle is not None and not self.read_only:
             return [AskQuit(run_id=handle.run_id, then=self.quit_answer)]
-        return self._run("", self._leave())
+        return self._run("", self._close())
 
     def quit_answer(self, choice: object) -> Effects:
-        """What the quit question's ``choice`` does: ``leave`` the run going, or ``stop`` it."""
+        """What the quit question's ``choice`` does: ``detach`` (the run goes on), or ``stop``
+        it."""
         handle = self.session.handle
-        if choice == "leave" and handle is not None:
-            self.exit_note = (f"Run {handle.run_id} left running; reattach with "
+        if choice == "detach" and handle is not None:
+            self.exit_note = (f"Run {handle.run_id} goes on, detached; reattach with "
                               f"`corral attach {handle.run_id}`.")
-            return self._run("", self._leave())
+            return self._run("", self._close())
         if choice == "stop":
             return self._refuse_if_busy() or self._run("stopping", self._stop(then_quit=True))
         return []
@@ -224,10 +233,14 @@ class RunControls:
             self.busy = label
         return [Work(work=work, group=group, exclusive=exclusive)]
 
-    async def _start(self, *, resume: bool) -> Effects:
-        try:
-            handle = await self.session.controller.start(
-                resume=resume, policy=self.session.model.next_policy)
+    async def _start(self, *, resume: bool | str,
+                     script_args: tuple[str, ...] | None = None) -> Effects:
+        controller, policy = self.session.controller, self.session.model.next_policy
+        try:  # script_args only when edited: a controller of corral's own runs need not take it
+            handle = await (controller.start(resume=resume, policy=policy)
+                            if script_args is None else
+                            controller.start(resume=resume, policy=policy,
+                                             script_args=script_args))
         except Exception as exc:  # a CorralError shows its fix; anything else, no traceback
             return self.show_error(exc)
         finally:
@@ -277,7 +290,7 @@ class RunControls:
         if then_quit:
             if report is not None:
                 self.exit_note = stop_report_text(report).plain
-            return shown + self._run("", self._leave())
+            return shown + self._run("", self._close())
         return shown
 
     async def _stop_live_run(self) -> tuple[StopReport | None, Effects]:
@@ -301,13 +314,15 @@ class RunControls:
         return report, [Notice(message=stop_report_text(report).plain, timeout=10,
                                title="Run stopped" if not report.outcome else "Nothing to stop")]
 
-    async def _restart(self) -> Effects:
+    async def _restart(self, *, resume: bool | str = True,
+                       script_args: tuple[str, ...] | None = None) -> Effects:
         shown: Effects = []
         if self.session.model.live:
             report, shown = await self._stop_live_run()
             if report is None:
                 return shown
-        return shown + self._run("starting", self._start(resume=True))
+        return shown + self._run("starting", self._start(resume=resume,
+                                                         script_args=script_args))
 
     async def _check(self) -> Effects:
         try:
@@ -319,7 +334,7 @@ class RunControls:
         self.last_check = report
         return [ShowCheck(report=report)]
 
-    async def _leave(self) -> Effects:
+    async def _close(self) -> Effects:
         try:
             await self.session.aclose()
         except Exception as exc:  # closing must never keep the operator in

@@ -43,7 +43,8 @@ class Confirm:
 
 @dataclass(frozen=True, kw_only=True)
 class AskQuit:
-    """Quitting while a run is live: leave it running or stop it; ``then`` gets the choice."""
+    """Quitting while a run is live: detach (the run goes on) or stop it; ``then`` gets the
+    choice."""
 
     run_id: str
     then: Callable[[object], Effects]
@@ -58,6 +59,22 @@ class ChooseHost:
     question: str
     hosts: tuple[str, ...]
     then: Callable[[str], Effects]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EditArgs:
+    """A script run's arguments to edit before its relaunch (the console's ``r``): ``args``
+    as the attempt before ran them, ``offered`` the same with the script's resume idiom
+    applied (None: none recognised; ``idiom`` names it, ``note`` says what it does);
+    ``then`` gets the arguments to run with (one string each)."""
+
+    title: str
+    question: str
+    args: tuple[str, ...]
+    offered: tuple[str, ...] | None = None
+    idiom: str = ""
+    note: str = ""
+    then: Callable[[tuple[str, ...]], Effects]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,6 +136,6 @@ class Exit:
     """Close the console."""
 
 
-Effect = (Notice | Confirm | AskQuit | ChooseHost | ShowCheck | ShowStop | ShowRuns
+Effect = (Notice | Confirm | AskQuit | ChooseHost | EditArgs | ShowCheck | ShowStop | ShowRuns
           | ShowReport | ShowPastRun | Work | Redraw | Exit)
 Effects = list[Effect]

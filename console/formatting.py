@@ -76,6 +76,13 @@ def gpu_peak_text(allocated: int | None, reserved: int | None) -> str:
     return f"{fmt_bytes(allocated)}/{fmt_bytes(reserved)}"
 
 
+def state_text(state: int | None, budget: int | None) -> str:
+    """A rank's training state against its budget, ``1.2G / 4.0G`` (``—`` unknown)."""
+    if state is None:
+        return "—"
+    return fmt_bytes(state) + ("" if budget is None else f" / {fmt_bytes(budget)}")
+
+
 def fmt_percent(value: float | None, *, signed: bool = False) -> str:
     """A fraction as a percentage: ``0.873`` -> ``87%``."""
     if value is None:

@@ -4,6 +4,8 @@ exact command."""
 
 from __future__ import annotations
 
+import shlex
+
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -66,6 +68,12 @@ def plan_table(plan: LaunchPreview) -> Table:
 def plan_commands(plan: LaunchPreview) -> Text:
     """Each host's command line, whole (to copy), under its host name."""
     text = Text()
+    if plan.seed_program:
+        text.append("each host first prepares the script's working directory (its data linked "
+                    "in, what a run writes copied, a relaunch's newest checkpoint kept: "
+                    "remote/run/seed_cwd.py) with the program its command names \"$SEED_CWD\"; "
+                    "to run a command by hand, set it first:\n", style="bold")
+        text.append(f"  SEED_CWD={shlex.quote(plan.seed_program)}\n")
     for host in plan.hosts:
         text.append(f"{host.host}:\n", style="bold")
         text.append(f"  {host.command}\n")

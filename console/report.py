@@ -21,6 +21,7 @@ from console.formatting import (
     fmt_percent,
     fmt_rate,
     gpu_peak_text,
+    state_text,
 )
 from console.termplot import Line, chart, legend
 from figures import FIXED_COST_DOMINATES, Metric, RunSeries
@@ -187,15 +188,18 @@ def fixed_cost_note(outside_compute: float | None) -> str | None:
 
 def ranks_table(summary: RunSummary) -> Table:
     """Per rank: host, device, samples/s, utilisation (compute / step time), final share,
-    tokens per step when the run shares tokens, and with a GPU rank its GPU (SM) utilisation
-    and peak GPU memory (allocated / reserved)."""
+    tokens per step when the run shares tokens, with a GPU rank its GPU (SM) utilisation
+    and peak GPU memory (allocated / reserved), and the training state each held against its
+    budget when the ranks reported them."""
     table = Table(title="ranks", title_justify="left")
     tokens = any(rank.tokens_per_step is not None for rank in summary.ranks)
     gpu = any(rank.gpu_util is not None or rank.gpu_peak_reserved is not None
               for rank in summary.ranks)
+    state = any(rank.state_bytes is not None for rank in summary.ranks)
     for name in ("rank", "host", "device", "samples/s", "utilisation", "final share",
                  *(("tokens/step",) if tokens else ()),
-                 *(("GPU util", "peak GPU mem") if gpu else ())):
+                 *(("GPU util", "peak GPU mem") if gpu else ()),
+                 *(("state / budget",) if state else ())):
         table.add_column(name, justify="right" if name not in ("host", "device") else "left")
     for rank in summary.ranks:
         cells = [str(rank.rank), rank.host, rank.device, fmt_rate(rank.mean_samples_per_s),
@@ -205,6 +209,8 @@ def ranks_table(summary: RunSummary) -> Table:
         if gpu:
             cells += [fmt_percent(None if rank.gpu_util is None else rank.gpu_util / 100),
                       gpu_peak_text(rank.gpu_peak_allocated, rank.gpu_peak_reserved)]
+        if state:
+            cells.append(state_text(rank.state_bytes, rank.state_budget))
         table.add_row(*cells)
     return table
 

@@ -156,6 +156,10 @@ class RankFigures:
     """The most bytes its tensors held on its GPU (None: not a GPU rank, or never sampled)."""
     gpu_peak_reserved: int | None = None
     """The most bytes torch's allocator reserved on its GPU for it."""
+    state_bytes: int | None = None
+    """Bytes of training state it holds (its start's; None: not reported)."""
+    state_budget: int | None = None
+    """Bytes of memory it may give to training state (its start's)."""
 
     def add(self, cell: RankCell, sign: int) -> None:
         """Count ``cell`` in (sign 1) or out (sign -1, a step replaced by its redo)."""

@@ -156,6 +156,7 @@ class RunFigures:
 
     def _start(self, event: StartEvent, rank: RankFigures) -> None:
         rank.device = "cpu" if event.device == "cpu" else event.device_name
+        rank.state_bytes, rank.state_budget = event.state_bytes, event.state_budget
         self._global_batch, self.world_size = event.global_batch, event.world_size
         if self.first_start is None or (event.rank == 0 and not self._rank0_started):
             self.first_start = event

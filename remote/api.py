@@ -67,7 +67,7 @@ from remote.records.summary import (
 )
 from remote.records.tensorboard import board_command, board_label, convert_run
 from remote.records.tracking import TrackerConversion, convert_tracker
-from remote.run.script_record import with_recorded_script
+from remote.run.script_record import resume_offer, with_recorded_script
 from remote.terminal_text import bar_key, plain, ranks_label
 from trainer.balance.estimate import HostVerdict
 from trainer.balance.links import PairLink, pair_throughput
@@ -137,6 +137,7 @@ __all__ = [
     "ranks_label",
     "refresh_runs",
     "refresh_unfollowed",
+    "resume_offer",
     "run_log_lines",
     "script_argument",
     "script_toml",
@@ -155,8 +156,7 @@ __all__ = [
 
 
 def open_controller(path: str | os.PathLike[str] | ClusterConfig) -> RunController:
-    """The SSH ``RunController`` for the cluster.toml at ``path``, or for a config already
-    read (raises ``CorralError`` for a bad file)."""
+    """The SSH ``RunController`` for the cluster.toml at ``path`` or a read config (CorralError)."""
     from remote.run.controller import SshRunController
     from remote.run.controller import open_controller as open_ssh_controller
 

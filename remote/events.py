@@ -10,7 +10,7 @@ console drive it with a fake controller that implements these protocols from scr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal, Protocol
@@ -157,6 +157,10 @@ class LaunchPreview:
     script: str | None = None
     """A script run: the script (as cluster.toml names it) and its arguments, shell-quoted,
     which every rank runs with its own batch and precision (None: corral's trainer)."""
+    seed_program: str = ""
+    """The program each host's command runs as ``"$SEED_CWD"`` before its ranks start (a
+    script's working directory: data linked in, a relaunch's newest checkpoint kept;
+    ``remote/run/seed_cwd.py``), shown once rather than in every command ("": none)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -305,12 +309,14 @@ class RunController(Protocol):
         ...
 
     async def start(self, *, resume: bool | str = False, policy: str | None = None,
-                    name: str | None = None) -> RunHandle:
+                    name: str | None = None,
+                    script_args: Sequence[str] | None = None) -> RunHandle:
         """Begin a run and return its handle at once. ``resume``: relaunch an earlier run (same
         run id and directories) from its newest good checkpoint: the run it names, or with
         ``True`` the newest run of this cluster that has a checkpoint; ``policy`` overrides
         ``[run] policy`` for this start; ``name`` overrides ``[run] name`` (a resumed run keeps
-        its name unless a new one is given).
+        its name unless a new one is given); ``script_args``: a script run's arguments in
+        place of its own (recorded with the run, so a later resume runs them again).
 
         Check, push and launch then happen in the background and show as ``RunStatus`` and
         ``HostStatus`` events on the handle; a failed check ends the stream with a ``failed``

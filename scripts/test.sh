@@ -16,11 +16,11 @@
 # machine missed"), the type check beside them.
 # Beside the parallel and serial phases, at the lowest CPU priority (scripts/lowest.sh: only the
 # CPU the tests leave idle, where the machine allows it; scripts/beside_tests.sh), the type check
-# and the torch matrix: the fast tests of the code that runs on torch and the tests marked
-# torch_matrix (exactness, resume, micro-batches; tests/tiers.py: TORCH_MATRIX_PATHS) on the
-# floor and the newest torch corral admits, each in a virtual environment of its own that
-# scripts/torch_matrix.sh builds once (about 4.5 GB each) and reuses. CORRAL_TORCH_MATRIX=off
-# leaves the matrix out.
+# and the torch matrix's fast tests: those of the code that runs on torch (tests/tiers.py:
+# TORCH_MATRIX_PATHS) on the floor and the newest torch corral admits, each in a virtual
+# environment of its own that scripts/torch_matrix.sh builds once (about 4.5 GB each) and reuses;
+# after the serial phase, at the normal priority, the matrix's slow tests (marked torch_matrix:
+# exactness, resume, micro-batches). CORRAL_TORCH_MATRIX=off leaves the matrix out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Python caches corral's compiled modules (and pytest its rewritten test modules) in
@@ -48,6 +48,10 @@ beside_log=$(mktemp)
 beside_pid=
 packages_log=$(mktemp)
 packages_pid=
+# Every pytest session (the phases, the torch matrix) adds its launches here and the total is
+# judged against the suite's budget (tests/launch_count.py, docs/testing.md "Launches").
+CORRAL_LAUNCH_TALLY=$(mktemp)
+export CORRAL_LAUNCH_TALLY
 packages_ready() {  # the system packages' installation ended: its output, and its status
     [ -n "$packages_pid" ] || return 0
     local status=0
@@ -61,7 +65,7 @@ end_beside() {
     for pid in $builds_pid $beside_pid; do wait "$pid" 2>/dev/null || true; done
     bash scripts/lowest.sh remove "$idle_group"
     packages_ready || true
-    rm -f "$builds_log" "$beside_log" "$packages_log"
+    rm -f "$builds_log" "$beside_log" "$packages_log" "$CORRAL_LAUNCH_TALLY"
 }
 # The CPU group what runs beside the tests runs in (scripts/lowest.sh), removed at the end.
 idle_group=$(bash scripts/lowest.sh make)
@@ -161,6 +165,10 @@ if [ -n "$builds_pid" ]; then
 fi
 part_done "the wait for the type check and the torch matrix"
 cat "$builds_log" "$beside_log"
+# The torch matrix's slow tests (marked torch_matrix), at the normal priority: they start ranks
+# and wait on them with deadlines (scripts/matrix_tests.sh says why not beside the tests).
+PY="$PY" bash scripts/matrix_tests.sh torch_matrix "$@" || failed=1
+part_done "the torch matrix's slow tests"
 # Those marked alone, with nothing beside them.
 phase "$PY" -m alone "$@" "${serial_files[@]}" || failed=1
 part_done "the tests marked alone"

@@ -1,6 +1,7 @@
 """The test tiers (``tiers.py``): slow-tier markers from files and fixtures, the modules with
 the most slow tests run first, and a guard that fails a fast-tier test starting torchrun, sshd
-or a network namespace. Collection runs with the cyclic garbage collector paused."""
+or a network namespace; the suite's launches counted against their budget (``launch_count.py``).
+Collection runs with the cyclic garbage collector paused."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import launch_count
 import pytest
 import tiers
 from hypothesis import settings
@@ -28,6 +30,45 @@ def pytest_collection() -> Iterator[None]:
     import torch, transformers and the rest here (trainer.gc_pause)."""
     with collector_paused():
         yield
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    launch_count.install()
+    config.stash[_FROM_WORKERS] = 0
+
+
+_FROM_WORKERS = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """An xdist worker's launches, added to the controller's count."""
+    node.config.stash[_FROM_WORKERS] += node.workeroutput.get("launches", 0)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A worker hands its count to the controller; the controller (or a run without workers)
+    judges the total against the budget, failing the run above it."""
+    own = sum(launch_count.launches.values())
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["launches"] = own
+        return
+    total, line = launch_count.judged(own + session.config.stash[_FROM_WORKERS],
+                                      launch_count.tally_path())
+    if total > launch_count.LAUNCH_BUDGET:
+        line += (": over it. Fold the new runs into a scenario already launched (a module-scoped"
+                 " run serving every check about it), docs/testing.md \"Launches\"")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    session.config.stash[_LINE] = line
+
+
+_LINE = pytest.StashKey[str]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if _LINE in config.stash:
+        terminalreporter.write_line(f"corral: {config.stash[_LINE]}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -62,4 +103,5 @@ def fast_tier_starts_no_slow_process(request: pytest.FixtureRequest,
 
     monkeypatch.setattr(subprocess.Popen, "__init__", guarded)
     monkeypatch.setattr(tiers, "in_fast_test", True)  # no warm spawner: every start is seen
+    monkeypatch.setattr(launch_count, "counting", False)
     yield

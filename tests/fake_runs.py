@@ -316,8 +316,12 @@ class FakeController:
             for h in self.hosts))
 
     async def start(self, *, resume: bool | str = False, policy: str | None = None,
-                    name: str | None = None) -> FakeRun:
-        self.calls.append(("start", {"resume": resume, "policy": policy}))
+                    name: str | None = None,
+                    script_args: Sequence[str] | None = None) -> FakeRun:
+        call: dict[str, object] = {"resume": resume, "policy": policy}
+        if script_args is not None:  # asked only by a script run's relaunch (the console's r)
+            call["script_args"] = tuple(script_args)
+        self.calls.append(("start", call))
         if self.start_error is not None:
             raise self.start_error
         resumed = resume and bool(self.runs)

@@ -41,7 +41,7 @@ ONE_THING = {
     "trainer/balance/balancer.py": "rank 0's balancer: its measurements and its decisions over "
                                    "one state",
     "remote/run/handle.py": "one run's lifecycle loop and the one place its actions are "
-                           "carried out",
+                           "performed",
     "remote/run/follower.py": "the running phase of one attempt: the merged tails and the facts "
                              "they give",
     "remote/run/monitor.py": "how an attempt ends, decided from every host's report",

@@ -44,7 +44,7 @@ from trainer.settings.syncbatch import check_syncbatch_passes
 from trainer.settings.train_config import TrainConfig
 from trainer.step.batch_order import GlobalBatchOrder, share_seconds
 from trainer.step.batches import collated
-from trainer.step.optim import optimizer_step
+from trainer.step.optim import optimizer_step, state_fields
 from trainer.step.prefetch import BatchPrefetcher, prefetch_wanted
 from trainer.step.slowdown import SlowdownSchedule
 from trainer.step.solo import solo_fields, split_and_solo
@@ -222,7 +222,8 @@ class Trainer:
             steps_per_epoch=self.order.steps_per_epoch,
             slowdown=self.place.slowdown.factor_at(run.step + 1), resumed_from=resumed_from,
             task=config.task, precision=config.precision, tf32=tf32_enabled(),
-            micro_batch=self.place.micro_batch[self.rank], **placement_fields(self.placement))
+            micro_batch=self.place.micro_batch[self.rank], **placement_fields(self.placement),
+            **state_fields(config, self.optim_step, self.rank, self.device))
         if self.rank == 0:
             self.events.emit(CapacityEvent(
                 t=time.time(), rank=0, source=first_split.source,
@@ -303,19 +304,19 @@ class Trainer:
         # Forward + backward on the SUMMED loss of this rank's share, in micro-batch passes;
         # DDP all-reduces inside the last backward (trainer/step/accumulate.py, clock.py); a
         # benched rank (share 0) runs none and leaves the exchange (trainer/step/exchange.py).
-        carried_exchange_s = before.exchange_s if before is not None else 0.0
+        reported_exchange_s = before.exchange_s if before is not None else 0.0
         share = parts.runner.run(step, split, self.place.micro_batch[self.rank],
-                                self.place.slowdown.factor_at(step), carried_exchange_s)
+                                self.place.slowdown.factor_at(step), reported_exchange_s)
         # One small all-gather of every rank's tally (one tensor): a CPU rank's clock hook
         # started it inside the last backward (EarlyTally); other ranks start it here, with
         # the time their clock gives without waiting (a GPU's: the step before's) or, benched,
         # their probe's.
         pending = share.gather
         if pending is None:
-            carried = (parts.clock.tally_time(step, before.compute if before else None)
-                       if share.probed_s is None else ComputeTime(step, share.probed_s))
-            pending = parts.tallies.start(share.loss_sum, share.units, carried,
-                                         carried_exchange_s)
+            reported = (parts.clock.tally_time(step, before.compute if before else None)
+                        if share.probed_s is None else ComputeTime(step, share.probed_s))
+            pending = parts.tallies.start(share.loss_sum, share.units, reported,
+                                         reported_exchange_s)
         # The gradient divided by the step's GLOBAL count of loss units (a device tensor), then
         # the optimizer step (skipped by a benched rank): queued before the host waits, so the
         # device keeps busy.

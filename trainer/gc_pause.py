@@ -9,7 +9,10 @@ make their imports with it paused (``collector_paused``), then freeze what the i
 ``gc.freeze`` moves it out of the collector's generations, so later collections (in the
 training loop too) do not walk it either. docs/benchmarks/ci-time.md "A process's start with the
 collector
-paused" has the figures (``bench/start_imports.py``).
+paused" has the figures (``bench/start_imports.py``). On a user's run it pays too: the demo
+cluster.toml's run (three local hosts, 300 steps), five interleaved pairs on a loaded 2-core
+machine, took its hosts a median 61.1 CPU-seconds with the pause against 65.7 without (lower in
+four pairs of five), so it stays in the product.
 """
 
 from __future__ import annotations

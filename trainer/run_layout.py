@@ -20,15 +20,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 HostFile = Literal["pgid", "leader", "exit", "stopped", "ranks", "planned", "data",
-                   "carry", "carried", "seeded"]
+                   "replicas", "replicated", "seeded"]
 """The launcher's bookkeeping files of one host, ``hosts/<host>.<kind>``: the process-group id
 (``pgid``) and its leader's start time (``leader``) written at launch, the launcher's exit
 status (``exit``), the mark of ``corral stop`` (``stopped``), the host's ranks as torchrun
 assigned them (``ranks``) and as the launch planned them (``planned``), and the data links of
 its working directory (``data``: one ``target<TAB>path`` a line, written by the data sync), and
-what a script's relaunch copied into it from rank 0's host (``carry``: the data sync's link
-list of those files; ``carried``: per path, the copy's sha256, size and modification time;
-``remote/run/carry.py``), and what the launch copied into it from the launch folder
+what a script's relaunch copied into it from rank 0's host (``replicas``: the data sync's link
+list of those files; ``replicated``: per path, the copy's sha256, size and modification time;
+``remote/run/replicate.py``), and what the launch copied into it from the launch folder
 (``seeded``: per path, the copy's size and modification time; ``remote/run/seed_cwd.py``)."""
 
 EVENTS_NAME = re.compile(r"^rank-(\d+)\.jsonl$")

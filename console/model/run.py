@@ -94,9 +94,10 @@ class RunModel(RunPace):
         """Every direction between two hosts as the run's check measured them (none yet)."""
         self.estimate: tuple[HostVerdict, ...] = ()
         """The run's check's estimate per host: who pays for its exchange, who sits out."""
-        self.active_change: RebalanceEvent | None = None
-        """The balancer's newest change of active set (a rank sat out or rejoined), with its
-        cost model's figures."""
+        self.active_changes: list[RebalanceEvent] = []
+        """The balancer's changes of active set (a rank sat out or rejoined) that carry its
+        cost model's figures, oldest first: a host benched again by an undo (no figures) keeps
+        those of the change that benched it."""
         self.started_t: float | None = None
         """Time of the run's first event (an attached run counts from its real start)."""
         self.finished_t: float | None = None
@@ -278,7 +279,7 @@ class RunModel(RunPace):
         elif isinstance(event, RebalanceEvent):
             self.split, self.policy = event.split, event.policy
             if event.compute_s is not None:
-                self.active_change = event
+                self.active_changes.append(event)
         elif isinstance(event, MembershipEvent):
             self._apply_membership(event)
         elif isinstance(event, CapacityEvent):

@@ -13,9 +13,10 @@ draws it.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from console.model.link_probes import Probes, pair_median, probes
 from remote.api import HostVerdict, PairLink, pair_throughput
 
 if TYPE_CHECKING:
@@ -38,7 +39,19 @@ class LinkView:
     """The pair's throughput: the slower of its two directions (None: not measured both
     ways), as the balancer's link model takes it (``pair_throughput``)."""
     limiting: bool = False
-    """The slowest pair of the mesh: a ring all-reduce over every host goes at its pace."""
+    """The bottleneck of the exchange: the slowest pair (by its probes' medians) of the hosts
+    in it; a ring all-reduce over them goes at its pace. A benched host's links never are."""
+    forward: Probes | None = None
+    """``a_to_b`` over its probes."""
+    back: Probes | None = None
+    """``b_to_a`` over its probes."""
+    in_exchange: bool = True
+    """Both hosts are in the exchange (neither sits out)."""
+
+    @property
+    def median(self) -> float | None:
+        """The pair's throughput over its probes: the slower direction's median, bytes/s."""
+        return pair_median(self.forward, self.back)
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,17 @@ def sit_outs(change: RebalanceEvent | None, rank_hosts: dict[int, str]) -> dict[
                          compute_s=change.compute_s[1] - change.compute_s[0],
                          with_hosts=tuple(h for h in benched if h != host))
             for host in benched}
+
+
+def bench_figures(changes: Sequence[RebalanceEvent],
+                  rank_hosts: dict[int, str]) -> dict[str, SitOut]:
+    """Each host's figures from the newest of ``changes`` (oldest first) that benched it: a
+    later change that brings it back, or benches it again without figures (the balancer undoing
+    a move), leaves them standing; a badge shows them only while the host sits out."""
+    figures: dict[str, SitOut] = {}
+    for change in changes:
+        figures.update(sit_outs(change, rank_hosts))
+    return figures
 
 
 MISSING = {"profile": "no estimate: no stored profile (corral profile)",
@@ -163,14 +187,24 @@ def topology(hosts: Sequence[str], links: Sequence[PairLink],
                                                       (figures or {}).get(host))))
     one_way = {(link.source, link.target): link for link in links}
     rates = pair_throughput(links)
-    slowest = min(rates, key=lambda pair: rates[pair]) if rates else None
+    sitting = {badge.host for badge in badges if badge.sits_out}
     views = []
     for i, a in enumerate(hosts):
         for b in hosts[i + 1:]:
-            pair = (min(a, b), max(a, b))
-            views.append(LinkView(a, b, one_way.get((a, b)), one_way.get((b, a)),
-                                  rates.get(pair), limiting=pair == slowest))
-    return Topology(tuple(badges), tuple(views))
+            there, back = one_way.get((a, b)), one_way.get((b, a))
+            views.append(LinkView(a, b, there, back, rates.get((min(a, b), max(a, b))),
+                                  forward=probes(there), back=probes(back),
+                                  in_exchange=a not in sitting and b not in sitting))
+    return Topology(tuple(badges), tuple(_mark_bottleneck(views)))
+
+
+def _mark_bottleneck(views: list[LinkView]) -> list[LinkView]:
+    """``views`` with the exchange's slowest pair marked ``limiting``."""
+    measured = [v for v in views if v.in_exchange and v.median is not None]
+    if not measured:
+        return views
+    slowest = min(measured, key=lambda v: v.median or 0.0)
+    return [replace(v, limiting=True) if v is slowest else v for v in views]
 
 
 def run_topology(model: RunModel, last_check: CheckReport | None = None) -> Topology:
@@ -181,4 +215,4 @@ def run_topology(model: RunModel, last_check: CheckReport | None = None) -> Topo
         links, estimate = last_check.links, last_check.estimate
     rank_hosts = {rank: row.host for rank, row in model.ranks.items()}
     return topology(list(model.hosts), links, estimate, benched_hosts(model.split, rank_hosts),
-                    model.global_batch, sit_outs(model.active_change, rank_hosts))
+                    model.global_batch, bench_figures(model.active_changes, rank_hosts))

@@ -13,10 +13,16 @@ from textual.widgets import Static
 from console.formatting import OPT_IN_HINT, bar, cells, fmt_percent
 from console.model.run import RunModel
 from console.widgets.lines_view import LinesView
+from console.widgets.packing import label_cells, line_count, packed_line, per_line
 from figures import Move
 from trainer.events import MembershipEvent
 
 SHARE_STYLE = "cyan"
+BAR_LEAST = 4
+"""A share's bar needs this many cells; in less, the share is shown without it."""
+DECISIONS_LEAST = (1, 3)
+"""Lines the decision list keeps on a short panel, and from ``TALL_FROM`` lines on."""
+TALL_FROM = 10
 
 
 def policy_line(model: RunModel) -> Text:
@@ -45,16 +51,32 @@ def policy_line(model: RunModel) -> Text:
 
 def split_row(model: RunModel, index: int, width: int) -> Text:
     """``beta:1 ██████▌    24``: rank ``index``'s share of the global batch, labelled with
-    the host of that rank (``rank 2`` while that rank has not reported yet)."""
+    the host of that rank (``rank 2`` while that rank has not reported yet); in a narrow cell
+    (compact rows) the bar goes and the label and share stay."""
     share = model.split[index]
+    total = sum(model.split) or 1
+    label = label_cells([split_label(model, i) for i in range(len(model.split))])
+    share_cells = len(str(total))
+    bar_width = width - label - share_cells - 2
+    if bar_width < BAR_LEAST:
+        return cells((split_label(model, index), label, "left"),
+                     (str(share), max(share_cells, width - label - 1), "right"))
+    return cells((split_label(model, index), label, "left"),
+                 (Text(bar(share / total, bar_width), style=SHARE_STYLE), bar_width, "left"),
+                 (str(share), share_cells, "right"))
+
+
+def split_label(model: RunModel, index: int) -> str:
+    """``beta:1``: the host and event rank of the split's ``index``-th share."""
     rank = model.member(index)  # the event rank, as every panel numbers it (a joiner: new id)
     known = model.ranks.get(rank)  # by rank, not by position among the ranks reported so far
-    label = f"{known.host}:{rank}" if known is not None else f"rank {rank}"
-    total = sum(model.split) or 1
-    bar_width = max(4, width - 12 - 5 - 2)
-    return cells((label, 12, "left"),
-                 (Text(bar(share / total, bar_width), style=SHARE_STYLE), bar_width, "left"),
-                 (str(share), 5, "right"))
+    return f"{known.host}:{rank}" if known is not None else f"rank {rank}"
+
+
+def split_least(model: RunModel) -> int:
+    """The fewest cells a share reads in, compact: its label, a space, the share."""
+    labels = [split_label(model, i) for i in range(len(model.split))]
+    return label_cells(labels) + 1 + len(str(sum(model.split) or 1))
 
 
 def split_text(split: Sequence[int]) -> str:
@@ -110,7 +132,8 @@ def change_row(change: Move | MembershipEvent, width: int = 100) -> Text:
 
 
 class BalancerPanel(Vertical):
-    """How the global batch is split now and every change the balancer made."""
+    """How the global batch is split now (several shares to a line when one a line would not
+    fit: every rank stays in view) and every change the balancer made."""
 
     def __init__(self, model: RunModel, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -118,24 +141,50 @@ class BalancerPanel(Vertical):
         self.border_title = "Balancer"
         self._policy_shown = ""
         self._subtitle_shown = ""
+        self._per_line = 1
+        self._split_height = -1
 
     def compose(self) -> ComposeResult:
         yield Static(policy_line(self.model), id="policy")
-        yield LinesView(row_count=lambda: len(self.model.split),
-                        row_text=lambda i, w: split_row(self.model, i, w),
-                        signature=lambda: (tuple(self.model.split), len(self.model.ranks)),
+        yield LinesView(row_count=lambda: line_count(len(self.model.split), self._per_line),
+                        row_text=self._split_line,
+                        signature=lambda: (tuple(self.model.split), len(self.model.ranks),
+                                           self._per_line),
                         id="split")
         yield LinesView(row_count=lambda: len(self.model.changes),
                         row_text=lambda i, w: change_row(self.model.changes[i], w),
                         follow=True, signature=self._decisions_signature, id="decisions")
+
+    def _split_line(self, index: int, width: int) -> Text:
+        return packed_line(index, self._per_line, len(self.model.split), width,
+                           lambda i, w: split_row(self.model, i, w))
 
     def _decisions_signature(self) -> object:
         changes = self.model.changes
         return len(changes), sum(isinstance(d, Move) and d.measured_gain is not None
                                  for d in changes)
 
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        """Shares per line and the split's height for the panel's size and ranks: what the
+        policy line and the decisions' fewest lines leave."""
+        size = self.content_size
+        if size.height <= 0:
+            return
+        count = len(self.model.split)
+        least = DECISIONS_LEAST[size.height >= TALL_FROM]
+        room = max(1, size.height - 1 - least)
+        self._per_line = per_line(count, room, size.width, split_least(self.model))
+        height = min(room, line_count(count, self._per_line))
+        if height != self._split_height:  # a change re-lays out the screen: only on change
+            self._split_height = height
+            self.query_one("#split", LinesView).styles.height = height
+
     def sync(self) -> None:
         """Redraw from the model."""
+        self._fit()
         line = policy_line(self.model)
         if line.plain != self._policy_shown:  # an update re-lays out the screen: only on change
             self._policy_shown = line.plain

@@ -61,6 +61,12 @@ class LinesView(ScrollView):
             self.scroll_end(animate=False, immediate=True, x_axis=False)
         self._repaint_changed()
 
+    def on_resize(self) -> None:
+        """A following view that got shorter (a panel gave its lines to compact rows above
+        it) keeps its newest row in view."""
+        if self.follow:
+            self.call_after_refresh(self.scroll_end, animate=False, x_axis=False)
+
     def _repaint_changed(self) -> None:
         """Repaint only the screen lines whose text changed since the last sync.
 

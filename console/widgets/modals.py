@@ -87,20 +87,20 @@ class ConfirmScreen(_Dialog):
 
 
 class QuitScreen(_Dialog):
-    """Quitting with a live run: leave it running, stop it, or cancel."""
+    """Quitting with a live run: detach (the run goes on), stop it, or cancel."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("l", "choose('leave')", "Leave running"),
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("d", "choose('detach')", "Detach"),
                 Binding("s", "choose('stop')", "Stop run")]
 
     def __init__(self, run_id: str) -> None:
         super().__init__(
             "Quit with a live run",
-            f"Run {run_id} is still live.\n\n[l] Leave it running: reattach later with "
+            f"Run {run_id} is still live.\n\n[d] Detach: the run goes on; reattach later with "
             f"`corral attach {run_id}`.\n[s] Stop it on every host, then quit.\n"
             "Esc: Cancel   Enter: the highlighted button (Cancel until you move with Tab "
             "or the arrows)",
             [("cancel", "Cancel (Esc)", "default"), ("stop", "Stop run (s)", "error"),
-             ("leave", "Leave running (l)", "primary")],
+             ("detach", "Detach (d)", "primary")],
         )
 
     def action_choose(self, choice: str) -> None:
@@ -185,7 +185,7 @@ HELP_TEXT = """\
   o       the current run's report (averages, moves, charts)
   ctrl+p  command palette with the same actions
   ?       this help
-  q       quit; with a live run: leave it running or stop it
+  q       quit; with a live run: detach (it goes on) or stop it
           (in a read-only view, corral console --serve: close it,
           the run goes on; there s x e j r c p answer "read-only view")
 

@@ -12,11 +12,16 @@ from console.formatting import cells, fmt_percent, fmt_rate, sparkline
 from console.model.records import ThroughputPoint
 from console.model.run import RunModel
 from console.widgets.lines_view import LinesView
+from console.widgets.packing import label_cells, line_count, packed_line, per_line
 
 MEASURED_STYLE = "green"
 IDEAL_STYLE = "yellow"
 CHANGE_STYLE = "magenta"
 """The mark of a change of the run's hosts (a live join or leave) above its first step."""
+SPARK_LEAST, RATE_CELLS = 4, 5
+"""A rank's row: its sparkline's fewest cells, its rate's cells."""
+CHART_HALF_FROM = 10
+"""Panel lines from which the chart keeps half the panel (below: its summary and one row)."""
 _EIGHTHS = " ▁▂▃▄▅▆▇█"
 """A cell filled from the bottom, by eighths (0: empty, 8: full)."""
 
@@ -106,28 +111,66 @@ class ThroughputChart(LinesView):
 
 def spark_row(model: RunModel, index: int, width: int) -> Text:
     """``beta:1 ▂▃▅▆▇ 48.2``: one rank's recent samples/s."""
-    row = model.ranks_in_run()[index]  # a rank that left is no longer part of the pace
-    label = f"{row.host}:{row.rank}"
-    spark_width = max(4, width - 12 - 8)
-    return cells((label, 12, "left"), (Text(sparkline(row.history, spark_width),
-                                           style=MEASURED_STYLE), spark_width, "left"),
-                 (fmt_rate(row.samples_per_s), 6, "right"))
+    ranks = model.ranks_in_run()  # a rank that left is no longer part of the pace
+    row = ranks[index]
+    label = label_cells([f"{r.host}:{r.rank}" for r in ranks])
+    spark_width = max(SPARK_LEAST, width - label - RATE_CELLS - 2)
+    return cells((f"{row.host}:{row.rank}", label, "left"),
+                 (Text(sparkline(row.history, spark_width), style=MEASURED_STYLE), spark_width,
+                  "left"), (fmt_rate(row.samples_per_s), RATE_CELLS, "right"))
+
+
+def spark_least(model: RunModel) -> int:
+    """The fewest cells a rank's sparkline row reads in: its label, a short spark, its rate."""
+    labels = [f"{r.host}:{r.rank}" for r in model.ranks_in_run()]
+    return label_cells(labels) + SPARK_LEAST + RATE_CELLS + 2
+
+
+def spark_lines(inner: int) -> int:
+    """Lines the sparklines may take of a panel ``inner`` lines high: all but the chart's
+    least (its summary line and a row of bars; on a tall panel, half)."""
+    return max(1, inner - (2 if inner < CHART_HALF_FROM else inner // 2))
 
 
 class ThroughputPanel(Vertical):
-    """Cluster throughput with its ideal and compute share, and every rank's sparkline."""
+    """Cluster throughput with its ideal and compute share, and every rank's sparkline
+    (several to a line when one a line would not fit: every rank stays in view)."""
 
     def __init__(self, model: RunModel, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.model = model
         self.border_title = "Throughput"
+        self._per_line = 1
+        self._spark_height = -1
 
     def compose(self) -> ComposeResult:
         yield ThroughputChart(self.model, id="throughput-chart")
-        yield LinesView(row_count=lambda: len(self.model.ranks_in_run()),
-                        row_text=lambda i, w: spark_row(self.model, i, w), id="rank-sparks")
+        yield LinesView(row_count=lambda: line_count(len(self.model.ranks_in_run()),
+                                                     self._per_line),
+                        row_text=self._spark_line, id="rank-sparks")
+
+    def _spark_line(self, index: int, width: int) -> Text:
+        return packed_line(index, self._per_line, len(self.model.ranks_in_run()), width,
+                           lambda i, w: spark_row(self.model, i, w))
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        """Ranks per line and the sparklines' height for the panel's size and ranks."""
+        size = self.content_size
+        if size.height <= 0:
+            return
+        count = len(self.model.ranks_in_run())
+        room = spark_lines(size.height)
+        self._per_line = per_line(count, room, size.width, spark_least(self.model))
+        height = min(room, line_count(count, self._per_line))
+        if height != self._spark_height:  # a change re-lays out the screen: only on change
+            self._spark_height = height
+            self.query_one("#rank-sparks", LinesView).styles.height = height
 
     def sync(self) -> None:
         """Redraw from the model."""
+        self._fit()
         self.query_one(ThroughputChart).sync()
         self.query_one("#rank-sparks", LinesView).sync()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from remote.checks.estimate_facts import EstimateProbe
+from remote.checks.memory_facts import MemoryProbe
 from remote.events import CheckItem, CheckTiming
 from remote.hosts import cpu_placement
 
@@ -42,3 +43,5 @@ class HostFacts:
     """Boot id, usable cores and allocator libraries, when the probe ran."""
     estimate: EstimateProbe = field(default_factory=EstimateProbe)
     """The host's name, link speeds and stored profiles of the run's model."""
+    memory: MemoryProbe = field(default_factory=MemoryProbe)
+    """What memory the host can give (available RAM, each GPU's free memory)."""

@@ -12,7 +12,8 @@ collective. So, before anything starts:
 3. the same program measures each reachable pair: in round k host i sends to host i+k (each
    host sends to one peer and receives from another, as in a ring all-reduce) a few one-byte
    round trips, then up to ``MEASURE_BYTES`` for at most ``round_s`` seconds; the receiver
-   times their arrival and answers with what it counted.
+   times their arrival, each ``PROBE_BYTES`` slice too (the probes the network view takes a
+   median and spread over), and answers with what it counted.
 
 The listeners end when corral closes their input (always, in a ``finally``), or at their own
 deadline: nothing is left listening. What was found is one ``PairLink`` per direction
@@ -32,7 +33,7 @@ from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig, HostSection
 from remote.hosts.interpreter import last_json, python_c
 from remote.hosts.pool import HostPool
-from trainer.balance.links import PairLink
+from trainer.balance.links import PROBE_BYTES, PairLink
 
 CONNECT_S = 3.0
 """Seconds one connection attempt may take before the pair counts as blocked (a firewall
@@ -50,12 +51,14 @@ PINGS = 5
 LISTENER_START_S = 60.0
 """Seconds allowed for a listener's interpreter to start and report its port."""
 
-# argv: address, seconds. Prints {"port"} (or {"error"}) at once, then serves until its stdin
-# closes or its deadline. A connection that starts with "m" is measured: "p" bytes are echoed,
-# then after "d" everything up to EOF is counted and timed, and {"bytes", "seconds"} answered.
+# argv: address, seconds, probe bytes. Prints {"port"} (or {"error"}) at once, then serves until
+# its stdin closes or its deadline. A connection that starts with "m" is measured: "p" bytes are
+# echoed, then after "d" everything up to EOF is counted and timed, and {"bytes", "seconds",
+# "probes"} answered (probes: bytes/s of each slice of probe bytes after the first).
 LISTEN_PY = """\
 import json, os, select, socket, sys, threading, time
 addr, deadline = sys.argv[1], time.time() + float(sys.argv[2])
+probe = int(sys.argv[3])
 try:
     s = socket.create_server((addr, 0), family=socket.AF_INET6 if ":" in addr else socket.AF_INET)
 except OSError as exc:
@@ -85,13 +88,18 @@ def serve(c):
         while c.recv(1) == b"p":
             c.sendall(b"p")
         got, start, buf = 0, time.perf_counter(), bytearray(1 << 16)
+        marks = [(start, 0)]
         while True:
             n = c.recv_into(buf)
             if not n:
                 break
             got += n
+            if got - marks[-1][1] >= probe:
+                marks.append((time.perf_counter(), got))
         seconds = time.perf_counter() - start
-        c.sendall((json.dumps({"bytes": got, "seconds": seconds}) + "\\n").encode())
+        probes = [(b - a) / (u - t) for (t, a), (u, b) in zip(marks[1:], marks[2:]) if u > t]
+        c.sendall((json.dumps({"bytes": got, "seconds": seconds, "probes": probes})
+                   + "\\n").encode())
 while time.time() < deadline:
     ready = select.select([s, 0], [], [], min(0.5, max(0.0, deadline - time.time())))[0]
     if 0 in ready and not os.read(0, 1):
@@ -138,7 +146,7 @@ def gauge(c):
         c.sendall(chunk)
         sent += len(chunk)
     c.shutdown(socket.SHUT_WR)
-    return dict(json.loads(c.makefile().readline()), rtt_s=statistics.median(rtts))
+    return dict(json.loads(c.makefile().readline()), rtt_s=statistics.median(rtts), rtts=rtts)
 for name, addr, port in peers if measure else []:
     if out[name]["ok"]:
         try:
@@ -208,7 +216,8 @@ class _Listeners:
             transport = await self._pool.get(host.name)
         except CorralError as exc:
             return exc.message
-        lines = transport.stream(python_c(host, LISTEN_PY, address, f"{seconds:.1f}"))
+        lines = transport.stream(python_c(host, LISTEN_PY, address, f"{seconds:.1f}",
+                                          str(PROBE_BYTES)))
         self._streams.append(lines)
         reader = asyncio.ensure_future(_first_line(lines))
         try:
@@ -239,9 +248,16 @@ class _Listeners:
         self._streams.clear()
 
 
+def _numbers(found: object) -> tuple[float, ...]:
+    """A reply's list of probes (nothing from an older listener or a bad reply)."""
+    if not isinstance(found, list):
+        return ()
+    return tuple(float(x) for x in found if isinstance(x, (int, float)) and x > 0)
+
+
 def _links_from(source: str, reply: Mapping[str, object],
                 targets: Mapping[str, tuple[str, int]]) -> list[PairLink]:
-    links = []
+    links, now = [], time.time()
     for target, (address, port) in targets.items():
         got = reply.get(target)
         found: dict[str, object] = got if isinstance(got, dict) else {
@@ -253,7 +269,8 @@ def _links_from(source: str, reply: Mapping[str, object],
         links.append(PairLink(source=source, target=target, address=address, port=port,
                               reached=bool(found.get("ok")), error=str(found.get("error", "")),
                               rtt_s=float(rtt) if isinstance(rtt, (int, float)) else None,
-                              bytes_per_s=rate))
+                              bytes_per_s=rate, rate_probes=_numbers(found.get("probes")),
+                              rtt_probes=_numbers(found.get("rtts")), measured_t=now))
     return links
 
 

@@ -24,11 +24,17 @@ from remote.checks.container_check import (
     engine_down,
     judge_container,
 )
-from remote.checks.estimate_facts import cluster_estimate, estimate_probe, parse_estimate_probe
+from remote.checks.estimate_facts import (
+    cluster_estimate,
+    cluster_speeds,
+    estimate_probe,
+    parse_estimate_probe,
+)
 from remote.checks.host_basics import item, judge_disk, judge_interface, judge_python
 from remote.checks.host_facts import HostFacts
 from remote.checks.leftover_runs import LEFTOVER_PROBE, judge_leftovers
 from remote.checks.membership_port import check_membership_port
+from remote.checks.memory_facts import MEMORY_PROBE, memory_items, parse_memory_probe
 from remote.checks.mesh_verdict import mesh_check
 from remote.checks.mode_facts import cluster_modes
 from remote.checks.plan import LaunchFacts, master_address, node_address, nproc_for
@@ -97,6 +103,7 @@ def probe_script(host: HostSection, config: ClusterConfig, master_addr: str,
         "interface": f"{interface_script(master_addr, is_master=is_master)} 2>&1",
         "cpu": cpu_placement.PROBE_SECTION,
         "estimate": estimate_probe(config.run.model),
+        "memory": MEMORY_PROBE,
         "platform": PLATFORM_PROBE,
     }
     boxed = container_parts(host)
@@ -159,6 +166,7 @@ async def _probe_host(
     if "cpu" in sections:
         facts.cpu = cpu_placement.parse_probe(sections["cpu"][0])
     facts.estimate = parse_estimate_probe(section_text(sections, "estimate"))
+    facts.memory = parse_memory_probe(section_text(sections, "memory"))
     facts.address = run_address(section_text(sections, "interface"), section_text(
         sections, "links"), is_master=host.name == config.master_name, interface=host.interface)
     if after is not None:
@@ -314,6 +322,9 @@ async def check_and_plan(
     gpus = {name: f.gpus for name, f in facts.items()}
     nprocs = {h.name: nproc_for(h, gpus.get(h.name)) for h in config.hosts}
     items.extend(cpu_placement.check_items(config, cpu, nprocs, gpus))
+    probes = {name: f.estimate for name, f in facts.items()}
+    items.extend(memory_items(config, nprocs, gpus, {n: f.memory for n, f in facts.items()},
+                              cluster_speeds(config, nprocs, probes, {}, links)[1]))
     # Stable: each host's items keep their order, the cluster-wide ones ("*") come last.
     order = {h.name: i for i, h in enumerate(config.hosts)}
     items.sort(key=lambda it: order.get(it.host, len(order)))
@@ -324,7 +335,6 @@ async def check_and_plan(
                         code_present={name: f.code_present for name, f in facts.items()},
                         leftovers={name: f.leftover_runs for name, f in facts.items()
                                    if f.leftover_runs})
-    probes = {name: f.estimate for name, f in facts.items()}
     estimate = cluster_estimate(config, nprocs, probes, found.interfaces, links)
     modes = cluster_modes(config, nprocs, probes, found.interfaces, links)
     return CheckReport(items=tuple(items), estimate=estimate, links=links, modes=modes,

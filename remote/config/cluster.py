@@ -120,9 +120,11 @@ class HostSection:
     micro_batch: int | None = field(default=None, metadata=key(at_least=1, at_most=MAX_COUNT))
     """Largest forward/backward pass of this host's ranks; default ``[run] micro_batch``."""
     state_budget: float | None = field(default=None, metadata=key(above=0.0, at_most=1e6))
-    """``[run] shard_state``: memory in GiB each of this host's ranks may give to its slice of
-    the training state; default measured (a GPU's free memory, a CPU rank's share of the
-    host's available memory). Only the ranks' ratio sizes their slices."""
+    """Memory in GiB each of this host's ranks may give to training state; default measured
+    (a GPU's free memory, a CPU rank's share of the host's available memory, within its
+    cgroup's limit). ``[run] shard_state`` sizes each rank's slice by the ranks' ratio, and
+    ``corral check`` refuses a run whose state exceeds a rank's budget (docs/trainer.md
+    "Sharded state")."""
     node_selector: dict[str, str] = field(default_factory=dict)
     """``corral export k8s``: node labels the host's pods must run on (e.g. the GPU product
     label ``nvidia.com/gpu.product``); hosts with different selectors are different kinds."""

@@ -53,6 +53,10 @@ class RankSummary:
     """The most bytes its tensors held on its GPU (None on CPU)."""
     gpu_peak_reserved: int | None = None
     """The most bytes torch's caching allocator reserved on its GPU for it."""
+    state_bytes: int | None = None
+    """Bytes of training state it held: parameters, gradients, its optimizer state."""
+    state_budget: int | None = None
+    """Bytes of memory it could give to training state."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,7 +237,8 @@ def _rank_summaries(figures: RunFigures) -> list[RankSummary]:
                         utilisation=rank.utilisation, final_share=figures.final_share(rank.rank),
                         tokens_per_step=rank.mean_tokens_per_step, gpu_util=rank.gpu_util,
                         gpu_peak_allocated=rank.gpu_peak_allocated,
-                        gpu_peak_reserved=rank.gpu_peak_reserved)
+                        gpu_peak_reserved=rank.gpu_peak_reserved,
+                        state_bytes=rank.state_bytes, state_budget=rank.state_budget)
             for _, rank in sorted(figures.ranks.items())]
 
 

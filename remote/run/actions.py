@@ -1,5 +1,5 @@
 """What ``decide`` (``remote/run/decide.py``) asks the run's handle to do, as records: each
-action does one thing, and ``SshRunHandle._carry_out`` alone carries it out."""
+action does one thing, and ``SshRunHandle._perform`` alone carries it out."""
 
 from __future__ import annotations
 

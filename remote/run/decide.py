@@ -6,12 +6,12 @@ from them live in ``LoopState.waits``: ``remote/run/decide_waits.py``), what a s
 found (``StopFound``), or the user's stop (``StopAsked``, then what it found: ``StopMade``).
 ``decide`` turns the ``LoopState`` and the signal into the events front ends see, the next state,
 and ``Action`` records (``remote/run/actions.py``) the handle carries out in one place
-(``SshRunHandle._carry_out``): stop hosts, unlock, every write of ``run.json`` (a
+(``SshRunHandle._perform``): stop hosts, unlock, every write of ``run.json`` (a
 ``RecordChange``), drop hosts, tell the follower. It awaits nothing, opens no file and reads no
 clock (``t``: when the signal was heard; a fact's own time for a fact), and imports nothing
 that does (a forbidden import contract in ``pyproject.toml``), so a decision is a row of a
 table (``tests/remote/test_decide.py``). A new signal or action is a case here (and in
-``_carry_out``).
+``_perform``).
 
 An attempt's end is decided in two steps when the loop made a stop during it (the other hosts
 after a failure, lingering processes) or sweeps for straggler ranks of a failed attempt whose

@@ -22,6 +22,7 @@ from dataclasses import replace
 from remote.config.cluster import ClusterConfig
 from remote.config.live_membership import membership_refusal
 from remote.events import HostStatus, LogLine, RunEvent
+from remote.records.disk_full import LOCAL
 from remote.records.runs import RunInfo
 from remote.run.actions import Action, ForgetJoin, MembersChanged, StopJoiner, TailJoiner
 from remote.run.lifecycle import JoinEnded, JoinLaunched, MembershipSeen
@@ -109,6 +110,8 @@ def hot_path_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | N
                 + (membership_refusal(config) or "it was launched before corral had it"))
     if host == config.cluster.master:
         return f"{host} is the master's host (rank 0 holds the rendezvous and the store)"
+    if host == LOCAL:  # its records could not be written: no host the others can leave
+        return "the failure is this machine's own, not a host's"
     return None
 
 

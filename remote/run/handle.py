@@ -3,7 +3,7 @@
 The loop (``events``) does each phase's work (``_act``: the check, the push, the launch, the
 follower of a running attempt) and hands what the phase reported to ``_heard``: the pure
 ``decide`` (``remote/run/decide.py``) alone moves the run and says what to do, and
-``_carry_out`` alone does it: every stop of the run's processes (what a failed launch may have
+``_perform`` alone does it: every stop of the run's processes (what a failed launch may have
 started, the other hosts after a failure, the processes that linger after every rank
 finished, a failed attempt's stragglers), the lock's release, every write of ``run.json``, the
 hosts dropped. A user's ``stop`` is a signal like the follower's (``StopAsked``), which
@@ -94,13 +94,16 @@ class SshRunHandle:
         if record is None:  # following: a run that has ended keeps its recorded outcome
             record = RunRecord(config, info,
                                outcome_kept=not launch and info.state in FINAL_RUN_STATES)
+        # Followed: the hosts it records now (one that left before stays out, may join again).
+        in_run = tuple(h for h in config.hosts if launch or h.name in info.hosts)
         self._state = LoopState(run_id=info.run_id,
                                 phase=Phase.CHECKING if launch else Phase.RUNNING,
-                                launching=launch, config=config, followed=info, resume=resume,
+                                launching=launch, config=replace(config, hosts=in_run),
+                                followed=info, resume=resume,
                                 cluster_hosts=config.hosts, left=frozenset(info.left_hosts))
         """What the loop knows between signals: only ``_heard`` replaces it."""
         self._record = record
-        """The run's ``run.json``: what ``decide`` asks is written by ``_carry_out`` alone;
+        """The run's ``run.json``: what ``decide`` asks is written by ``_perform`` alone;
         besides, ``stop`` records its cleanup, a detach gives up the ownership, and a launch
         refused by the lock forgets the record (``_launch_phase``)."""
         self._attempt: Launch | None = None
@@ -145,7 +148,7 @@ class SshRunHandle:
             for line in self._replay.take():  # the record so far (none for a new run)
                 yield RankEvent(host=line.host, event=line.event, replayed=True)
             if self._launch:
-                await self._carry_out(RecordState(self._state.phase.shown))
+                await self._perform(RecordState(self._state.phase.shown))
                 yield RunStatus(t=time.time(), run_id=self.run_id,
                                 state=self._state.phase.shown)
             elif self._info.state in FINAL_RUN_STATES and not self._info.pgids:
@@ -163,8 +166,8 @@ class SshRunHandle:
                             yield self._said(event)
         finally:
             if self._state.phase is not Phase.ENDED:  # a detach: the run trains on, unfollowed
-                await self._carry_out(RecordDetached())
-            await self._carry_out(Unlock())
+                await self._perform(RecordDetached())
+            await self._perform(Unlock())
             if self._pool is not self._cluster_pool:
                 await self._pool.aclose()
             for added in (*self._retired, self._added_pool):
@@ -187,14 +190,14 @@ class SshRunHandle:
         return event
 
     async def _heard(self, signal: Heard) -> AsyncIterator[RunEvent]:
-        """Decide on ``signal`` and carry out what was decided; an action whose result is a
+        """Decide on ``signal`` and perform what was decided; an action whose result is a
         signal of its own (what a stop found) is decided on next."""
         heard: list[Heard] = [signal]
         while heard:
             decision = decide(self._state, heard.pop(0), time.time())
             self._state = decision.state
             for action in decision.actions:
-                for item in await self._carry_out(action):
+                for item in await self._perform(action):
                     if isinstance(item, (StopFound, StopMade)):
                         heard.append(item)
                     else:
@@ -239,7 +242,7 @@ class SshRunHandle:
                     yield LogLine(t=time.time(), host="*", rank=None, text=took_over)
             except launch_lock.LaunchLocked as exc:
                 # Another launch holds the lock: this one ran nothing and records nothing.
-                await self._carry_out(RecordForgotten())
+                await self._perform(RecordForgotten())
                 raise LaunchFailed(f"{exc.title}: {exc}") from None
             except launch_lock.LockNotMade as exc:
                 raise LaunchFailed(f"{exc.title}: {exc}") from None
@@ -269,7 +272,7 @@ class SshRunHandle:
         async for item in self._follower.events():
             yield item
 
-    async def _carry_out(self, action: Action) -> list[RunEvent | StopFound | StopMade]:
+    async def _perform(self, action: Action) -> list[RunEvent | StopFound | StopMade]:
         """The one place that does what ``decide`` asked: the events it says (the trackers'
         last lines) or what a stop found, for the loop to decide on next."""
         if isinstance(action, EndCommands) or (isinstance(action, StopHosts) and action.asked):
@@ -376,10 +379,9 @@ class SshRunHandle:
         return report
 
     async def _user_stop(self, action: StopHosts | EndCommands) -> StopReport:
-        """The user's stop on the hosts: the whole one, or before any launcher started, the
-        end of what the check and the push started (``Transport.settle`` waits until each
-        host confirmed it, ``END_WAIT_S`` at most; the commands a host never confirmed ended
-        are reported)."""
+        """The user's stop on the hosts: the whole one, or before any launcher started, the end
+        of what the check and the push started (``Transport.settle`` waits until each host
+        confirmed it, ``END_WAIT_S`` at most; what a host never confirmed ended is reported)."""
         if isinstance(action, EndCommands):
             return StopReport(run_id=self.run_id, remaining=await self._pool.settle())
         return await self._stop_hosts(grace_s=action.grace_s, hosts=list(action.hosts or ()),

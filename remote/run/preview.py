@@ -20,6 +20,7 @@ from remote.hosts.push import build_bundle
 from remote.records.runs import new_run_id, run_dir_for
 from remote.run.launch import LaunchPlan, host_command
 from remote.run.leftovers import end_finished_leftovers
+from remote.run.seed_cwd import SEED_PY, SEED_VAR, seed_by_name
 from trainer.balance.balancer import equal_split
 
 
@@ -64,13 +65,15 @@ def preview(config: ClusterConfig, facts: LaunchFacts, port: int, code_digest: s
         visible_devices=place.visible_devices, interface=place.interface,
         precision=place.precision,
         shares=tuple(shares[r] for r in place.ranks) if shares else None,
-        command=host_command(config, launch, place),
+        command=seed_by_name(host_command(config, launch, place)),
         env_names=tuple(sorted(place.host.env))) for place in plan.hosts)
     return LaunchPreview(run_id=run_id, backend=plan.backend, world_size=plan.world_size,
                          rendezvous=f"{master_addr}:{port}", hosts=hosts,
                          firewall=firewall_lines(config, master_addr, port),
                          script=None if script is None
-                         else shlex.join([script, *config.run.args]))
+                         else shlex.join([script, *config.run.args]),
+                         seed_program=SEED_PY if any(f"${SEED_VAR}" in h.command
+                                                     for h in hosts) else "")
 
 
 def _sorted(config: ClusterConfig, items: list[CheckItem]) -> tuple[CheckItem, ...]:

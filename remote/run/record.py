@@ -1,7 +1,7 @@
 """A run's ``run.json`` as its lifecycle writes it: the one writer of a run's record.
 
 Every change to a recorded run goes through a ``RunRecord``: the loop's moves (its state and
-detail, as ``remote/run/decide.py`` asks and ``SshRunHandle._carry_out`` writes), the launch's
+detail, as ``remote/run/decide.py`` asks and ``SshRunHandle._perform`` writes), the launch's
 facts (master, port, process groups), the hosts a run goes on without, what a stop or a
 follower found left on the hosts, and what ``corral status`` learns on the hosts
 (``recorded_refresh``). ``remote/records/runs.py`` only reads and writes the file; deciding
@@ -33,6 +33,8 @@ from remote.records.runs import (
     write_run_info,
 )
 from remote.run.record_changes import (
+    ClearStopMark,
+    RecordAdopted,
     RecordChange,
     RecordCleanup,
     RecordDetached,
@@ -115,6 +117,10 @@ class RunRecord:
             self.detached()
         elif isinstance(change, RecordForgotten):
             self.forget()
+        elif isinstance(change, RecordAdopted):
+            self.adopt()
+        elif isinstance(change, ClearStopMark):
+            self.clear_stop()
         elif isinstance(change, RecordMembers):
             self.change(hosts=change.hosts, left_hosts=change.left)
             if change.cut_off:  # followed until clean: status, check and run finish them

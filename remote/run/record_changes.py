@@ -69,14 +69,28 @@ class RecordDetached:
 
 
 @dataclass(frozen=True)
+class RecordAdopted:
+    """This process follows the run from now on (``corral attach``): it owns the record if its
+    follower was lost (``RunRecord.adopt``)."""
+
+
+@dataclass(frozen=True)
+class ClearStopMark:
+    """A new launch of the run (``--resume``): an earlier stop's ``STOP_ASKED`` mark is done
+    (``RunRecord.clear_stop``)."""
+
+
+@dataclass(frozen=True)
 class RecordForgotten:
     """A launch refused before it touched a host leaves no record (``RunRecord.forget``)."""
 
 
 RecordChange = (RecordState | RecordLaunched | RecordSuspects | AskStop | RecordCleanup
-                | RecordDetached | RecordForgotten | RecordMembers | RecordDropped)
-"""A change of the record, asked for by ``remote.run.decide`` or the handle's own stop, detach
-or refused launch; the handle carries each out in one place (``RunRecord.apply``)."""
+                | RecordDetached | RecordForgotten | RecordMembers | RecordDropped
+                | RecordAdopted | ClearStopMark)
+"""A change of the record, asked for by ``remote.run.decide``, the handle's own stop, detach
+or refused launch, or the controller's attach and resume; each is made in one place
+(``RunRecord.apply``)."""
 
 
 def suspects_after(before: set[str], report: StopReport) -> set[str]:

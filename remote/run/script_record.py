@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from profiles.user_errors import UsageError
 from remote.config.cluster import ClusterConfig
-from remote.records.runs import list_runs, read_run_info, resolve_run_id
+from remote.config.resume_idiom import ResumeIdiom, script_resume_idiom
+from remote.records.runs import RunInfo, list_runs, read_run_info, resolve_run_id
 
 
 def script_words(config: ClusterConfig) -> list[str] | None:
@@ -40,3 +42,36 @@ def with_recorded_script(config: ClusterConfig, named: str | None) -> ClusterCon
     script, code, launch, *args = words
     return replace(config, run=replace(config.run, script=script, args=tuple(args),
                                        code=code or None), launch_dir=launch)
+
+
+def with_args(config: ClusterConfig, args: Sequence[str]) -> ClusterConfig:
+    """``config`` running its script with ``args`` (one string each) in place of its own
+    (``UsageError`` when it runs no script: a task takes no script arguments)."""
+    if config.run.script is None:
+        raise UsageError("script arguments were given for a run of corral's own loop, which "
+                         "takes none: give them to a script run", title="bad arguments")
+    return replace(config, run=replace(config.run, args=tuple(str(a) for a in args)))
+
+
+@dataclass(frozen=True)
+class ScriptResume:
+    """What a relaunch of a script run would run: its ``script`` (a path on this machine), the
+    ``args`` the attempt before ran with, and the script's resume ``idiom`` when recognised."""
+
+    script: str
+    args: tuple[str, ...]
+    idiom: ResumeIdiom | None
+
+
+def resume_offer(config: ClusterConfig, info: RunInfo | None, *,
+                 newest_checkpoint: str | None = None) -> ScriptResume | None:
+    """The script run ``info`` ran, from its record (else ``config``'s ``[run] script``), with
+    its arguments and resume idiom; None for a run of corral's own loop."""
+    if info is not None and info.script:
+        script, _, _, *args = info.script
+    elif config.run.script is not None:
+        script, args = str(config.path.parent / config.run.script), list(config.run.args)
+    else:
+        return None
+    return ScriptResume(script, tuple(args), script_resume_idiom(
+        script, args, newest_checkpoint=newest_checkpoint))

@@ -9,10 +9,10 @@ this machine's files). ``seed_words`` is the shell that puts them there before t
   read-only cached file would fail; through a link to the launch folder it would change the
   user's own file);
 - a regular file already in the working directory that corral did not put there unwritten
-  (rank 0's checkpoint of the attempt before, a file ``remote.run.carry`` copied) is never
+  (rank 0's checkpoint of the attempt before, a file ``remote.run.replicate`` copied) is never
   replaced: a ``--resume`` loads what the run wrote, not the launch folder's older copy;
 - what corral copied is recorded (``hosts/<host>.seeded``: per path, size and modification time
-  of the copy); a copy unwritten since counts as corral's, which ``remote.run.carry`` replaces
+  of the copy); a copy unwritten since counts as corral's, which ``remote.run.replicate`` replaces
   with rank 0's newer file before a relaunch, so no host loads a stale checkpoint on resume;
 - on a relaunch (``--resume``, ``r``, a ``max_restarts`` restart), the newest checkpoint file
   the attempt before left (``*.pt``, ``*.pth``, ``*.ckpt``, ``*.safetensors``) is kept whole
@@ -55,7 +55,7 @@ for target, rel in lines:
     if os.path.isfile(path) and not os.path.islink(path):
         info = os.stat(path)
         if record.get(rel) != [info.st_size, info.st_mtime_ns]:
-            continue  # written by the run (or carried from rank 0's host): never replaced
+            continue  # written by the run (or replicated from rank 0's host): never replaced
     part = path + ".corral-part"
     if os.path.lexists(part):
         os.unlink(part)
@@ -90,6 +90,16 @@ os.replace(where + ".corral-part", where)
 """
 """Run on a host with ``python -S``: argv links file, working directory, record, patterns,
 and on a relaunch the folder where the attempt before's newest checkpoint is kept."""
+
+
+SEED_VAR = "SEED_CWD"
+"""The shell variable ``corral run --dry-run`` names the program by (``seed_by_name``)."""
+
+
+def seed_by_name(command: str) -> str:
+    """``command`` with the program inline shown as ``"$SEED_CWD"`` (``--dry-run`` prints
+    the program once, as that variable's assignment, before the hosts' commands)."""
+    return command.replace(shlex.quote(SEED_PY), f'"${SEED_VAR}"')
 
 
 def seed_words(python: str, links: str, cwd: str, record: str, keep: str = "") -> str:

@@ -36,12 +36,12 @@ from remote.hosts.push import CodeBundle, build_bundle
 from remote.hosts.transport import Transport
 from remote.records.collected import CollectedCopy
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
-from remote.run.carry import carry_master_files
 from remote.run.data_push import sync_run_data
 from remote.run.decide_members import host_loss_line
 from remote.run.launch import LaunchPlan, launch_host
 from remote.run.leftovers import end_finished_leftovers
 from remote.run.lifecycle import LaunchFailed
+from remote.run.replicate import replicate_master_files
 from remote.run.stream import catch_up, remote_sizes
 
 
@@ -266,7 +266,7 @@ async def start_hosts(launch: Launch, *, resume: bool, policy: str | None,
         await _follow_on(launch)
     if config.run.script is not None and (resume or restart > 0):
         # the same working directories again: what only rank 0 saved reaches every host
-        async for line in carry_master_files(config, pool, info, launch.hosts):
+        async for line in replicate_master_files(config, pool, info, launch.hosts):
             yield line
     plan = LaunchPlan(run_id=info.run_id, run_dir=launch.run_dir, code_digest=launch.code.digest,
                       master_addr=launch.master_addr, port=launch.port,

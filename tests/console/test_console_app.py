@@ -99,7 +99,7 @@ async def test_quit_with_a_live_run_asks_and_can_leave_it_running() -> None:
         assert app.is_running
         await pilot.press("q")
         await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen))
-        await pilot.press("l")
+        await pilot.press("d")
         await wait_for(pilot, lambda: not app.is_running)
     assert controller.runs[0].stop_calls == 0 and controller.closed
     assert "corral attach fake-1" in app.controls.exit_note

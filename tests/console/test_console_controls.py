@@ -46,7 +46,7 @@ class Headless:
     def render(self, effects: Effects) -> None:
         for effect in effects:
             if isinstance(effect, Work):
-                self.tasks.append(asyncio.ensure_future(self._carry_out(effect)))
+                self.tasks.append(asyncio.ensure_future(self._perform(effect)))
                 continue
             self.shown.append(effect)
             if isinstance(effect, Confirm) and self.answers.pop(0) == "yes":
@@ -54,7 +54,7 @@ class Headless:
             elif isinstance(effect, AskQuit):
                 self.render(effect.then(self.answers.pop(0)))
 
-    async def _carry_out(self, work: Work) -> None:
+    async def _perform(self, work: Work) -> None:
         self.render(await work.work)
 
     async def until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -128,10 +128,10 @@ async def test_errors_and_check_reports_are_shown_not_raised() -> None:
     assert controls.last_check is failing and controls.busy == ""
 
 
-async def test_quit_while_live_leaves_the_run_running_and_says_how_to_reattach() -> None:
+async def test_quit_while_live_detaches_and_says_how_to_reattach() -> None:
     controller = FakeController(script_options={"hold_at": 10})
     controls, session = _controls(controller)
-    screen = Headless(answers=["leave"])
+    screen = Headless(answers=["detach"])
     screen.render(controls.start())
     await screen.until(lambda: session.model.step == 9)
     screen.render(controls.quit())

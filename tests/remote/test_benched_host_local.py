@@ -55,7 +55,9 @@ def _alive(run_dir: Path, host: str) -> bool:
 
 
 async def test_a_benched_host_stays_alive_and_is_stopped_and_verified_like_the_others(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As on CI's clean machine: no stored profile (profiles/store.py), whatever this one holds.
+    monkeypatch.setenv("CORRAL_PROFILE_DIR", str(tmp_path / "no-profiles"))
     config = _config(tmp_path)
     controller = SshRunController(config)
     events: list[RunEvent] = []

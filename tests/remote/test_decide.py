@@ -381,7 +381,7 @@ def test_a_stop_asked_is_recorded_and_never_restarted() -> None:
 
 def test_the_decision_does_no_io() -> None:
     """No await, no clock, no file, no process in ``decide``'s module (its times come with
-    the signal, its I/O is the handle's ``_carry_out``)."""
+    the signal, its I/O is the handle's ``_perform``)."""
     import ast
     import inspect
 

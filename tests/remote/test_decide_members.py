@@ -82,6 +82,8 @@ def test_a_refused_join_leaves_the_run_untouched_and_names_why() -> None:
     ("continue", 31000, "h0", "h0 is the master's host"),
     ("continue", 0, "h1", "no live membership"),
     ("stop", 31000, "h1", 'on_host_loss = "stop"'),
+    # this machine's records unwritable (a full disk): no host the others could go on without
+    ("continue", 31000, "this machine", "this machine's own"),
 ])
 def test_the_hot_path_is_taken_where_it_can_be_and_the_fallback_names_why(
         on_host_loss: str, port: int, host: str, why: str | None) -> None:

@@ -2,13 +2,17 @@
 gitignored folder named neither data nor datasets, a model folder's model.safetensors, a
 checkpoints/ the script resumes from and writes again, and an absolute path argument are read
 on every host; each, put in .corralignore (or on no other host), fails with an explanation
-naming what stayed home and the one change that sends it. One module-scoped table of runs:
-each run launched once, checked many ways."""
+naming what stayed home and the one change that sends it. The script is a ``src/`` layout's
+entry script in ``scripts/`` that puts ``src/`` on ``sys.path``: its own packages travel with it
+and each host runs it from its own working directory, as under ``torchrun scripts/train.py``
+from the repository's root. One module-scoped table of runs: each run launched once, checked
+many ways."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,11 +30,13 @@ try:
     from runkit import run_processes
     from test_data_travels_sshd import _private
     from test_script_run_local import run_to_end
+    from test_script_tree_local import SRC_LAYOUT
 except ImportError:  # collected as a package
     from tests.remote.conftest import sshd_factory  # type: ignore[no-redef]
     from tests.remote.runkit import run_processes  # type: ignore[no-redef]
     from tests.remote.test_data_travels_sshd import _private  # type: ignore[no-redef]
     from tests.remote.test_script_run_local import run_to_end  # type: ignore[no-redef]
+    from tests.remote.test_script_tree_local import SRC_LAYOUT  # type: ignore[no-redef]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600),
               pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare")]
@@ -53,6 +59,9 @@ os.makedirs("seen", exist_ok=True)
 Path("seen/all").write_bytes(b"|".join(seen))
 """
 EXPECTED = b"shard|weights|step-7|vocab"
+ENTRY = "scripts/train.py"
+"""The run's script: ``SCRIPT``'s reads, then ``SRC_LAYOUT``'s entry script (``src/`` put on
+``sys.path`` through ``__file__``, its packages imported, a DDP loop, ``out/seen.json``)."""
 
 
 @dataclass
@@ -76,7 +85,9 @@ def _repo(root: Path) -> Path:
                       ("model/config.json", b"{}"), ("checkpoints/last.pt", b"step-7")):
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         (repo / rel).write_bytes(data)
-    (repo / "train.py").write_text(SCRIPT)
+    for rel, text in {**SRC_LAYOUT, ENTRY: SCRIPT + SRC_LAYOUT[ENTRY]}.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(text)
     (repo / ".gitignore").write_text("tokens/\n")
     return repo
 
@@ -92,7 +103,7 @@ def _launch_all(root: Path, start: object) -> Table:
     for name, ignore in (("all", ""), ("tokens", "tokens/\n"), ("model", "*.safetensors\n"),
                          ("resume", "checkpoints/\n")):
         (repo / ".corralignore").write_text(ignore)
-        config = cluster.config(run=RunSection(script=str(repo / "train.py"), code=str(repo),
+        config = cluster.config(run=RunSection(script=str(repo / ENTRY), code=str(repo),
                                                args=(str(shared / "vocab.txt"),)), name=name)
         run_id, events = asyncio.run(run_to_end(config))
         final = events[-1]
@@ -101,7 +112,7 @@ def _launch_all(root: Path, start: object) -> Table:
                              run_dir=Path(config.cluster.run_root) / run_id,
                              left=run_processes(run_id))
     (repo / ".corralignore").write_text("")
-    config = cluster.config(run=RunSection(script=str(repo / "train.py"), code=str(repo),
+    config = cluster.config(run=RunSection(script=str(repo / ENTRY), code=str(repo),
                                            args=(str(private / "vocab.txt"),)), name="abs")
     run_id, events = asyncio.run(run_to_end(config))
     final = events[-1]
@@ -126,6 +137,15 @@ def test_every_file_a_script_reads_travels_to_a_host_without_the_folder(table: T
         assert (cwd / "seen" / "all").read_bytes() == EXPECTED
         assert (cwd / "checkpoints" / "last.pt").read_bytes() == b"step-7+1"  # a copy, written
     assert (table.repo / "checkpoints" / "last.pt").read_bytes() == b"step-7"  # never changed
+
+
+def test_a_src_layout_runs_over_sshd(table: Table) -> None:
+    done = table.runs["all"]
+    assert done.final.state == "completed", done.printed
+    assert done.left == []
+    for host in ("h0", "h1"):
+        seen = Path(RunLayout(done.run_dir).script_cwd(host), "out", "seen.json")
+        assert json.loads(seen.read_text()) == {"name": "utils of the repo", "host": host}
 
 
 def test_shards_left_home_fail_with_the_rule_and_the_fix(table: Table) -> None:

@@ -13,7 +13,15 @@ import pytest
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection
 from remote.events import RunStatus, StopReport
-from remote.records.runs import RunInfo, local_run_dir, read_run_info, run_dir_for, write_run_info
+from remote.records.owner import this_owner
+from remote.records.runs import (
+    FOLLOWING_LOST,
+    RunInfo,
+    local_run_dir,
+    read_run_info,
+    run_dir_for,
+    write_run_info,
+)
 from remote.run.controller import SshRunController
 from remote.run.decide import LoopState, RunDecision, decide, end, move
 from remote.run.lifecycle import (
@@ -25,8 +33,8 @@ from remote.run.lifecycle import (
     StopAsked,
     TailsOpen,
 )
-from remote.run.record import RunRecord
-from remote.run.record_changes import RecordChange, RecordState
+from remote.run.record import STOP_ASKED, RunRecord
+from remote.run.record_changes import ClearStopMark, RecordAdopted, RecordChange, RecordState
 from trainer.events import MembershipEvent
 from trainer.run_layout import RunLayout
 
@@ -65,7 +73,7 @@ def _loop(config: ClusterConfig, phase: Phase, info: RunInfo) -> LoopState:
 
 
 def _recorded(record: RunRecord, decision: RunDecision) -> RunStatus:
-    """``decision``'s changes of the record made (as the handle's ``_carry_out`` does); its
+    """``decision``'s changes of the record made (as the handle's ``_perform`` does); its
     status."""
     for action in decision.actions:
         assert isinstance(action, RecordState)
@@ -223,3 +231,51 @@ def test_a_live_leave_is_recorded_with_the_membership_port_the_launch_recorded(
     recorded = read_run_info(two, "c-1")
     assert (recorded.state, recorded.membership_port) == ("running", 31000)
     assert (recorded.hosts, recorded.left_hosts) == (("m",), ("w",))
+
+
+def _applied(monkeypatch: pytest.MonkeyPatch) -> list[RecordChange]:
+    """Every change made through ``RunRecord.apply`` from now on (and still made)."""
+    made: list[RecordChange] = []
+    apply = RunRecord.apply
+
+    def recorded(self: RunRecord, change: RecordChange) -> None:
+        made.append(change)
+        apply(self, change)
+
+    monkeypatch.setattr(RunRecord, "apply", recorded)
+    return made
+
+
+async def test_attach_adopts_a_lost_run_through_a_record_change(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _config(tmp_path)
+    lost = RunInfo(run_id="c-1", cluster="c", started=1.0, hosts=("m",), state="running",
+                   owner="elsewhere", detail=f"{FOLLOWING_LOST}: the corral following it ended")
+    write_run_info(config, lost)
+    made = _applied(monkeypatch)
+    controller = SshRunController(config)
+    try:
+        await controller.attach("c-1")
+    finally:
+        await controller.aclose()
+    assert made == [RecordAdopted()]
+    adopted = read_run_info(config, "c-1")
+    assert (adopted.owner, adopted.detail) == (this_owner(), "")
+
+
+async def test_a_resume_clears_the_earlier_stop_mark_through_a_record_change(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _config(tmp_path, python=str(tmp_path / "no-such-python"))  # its check fails
+    stopped = RunInfo(run_id="c-20261122-000000-aaaaaa", cluster="c", state="stopped",
+                      started=1.0, hosts=("m",))
+    _with_checkpoint(config, stopped)
+    mark = local_run_dir(config, stopped.run_id) / STOP_ASKED
+    mark.write_text("")
+    made = _applied(monkeypatch)
+    controller = SshRunController(config)
+    try:
+        handle = await controller.start(resume=stopped.run_id)
+        _ = [e async for e in handle.events()]
+    finally:
+        await controller.aclose()
+    assert made[0] == ClearStopMark() and not mark.exists()

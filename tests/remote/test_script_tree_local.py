@@ -5,7 +5,7 @@ packages step aside, its opt-in stays importable as ``corral.ddp``), it reads
 into each host's own working directory of the run, the shared code cache left byte for byte as
 pushed; a script launched from a subfolder reaches its parent, and a ``src/`` layout whose
 script puts ``src/`` on ``sys.path`` runs too (here, in that script's run, and over sshd in
-``test_script_tree_sshd.py``); optional imports of three kinds never block, an unconditional
+``test_files_travel_sshd.py``'s runs); optional imports of three kinds never block, an unconditional
 missing one does, naming its distribution.
 
 The own-modules, relative-paths and optional-imports tests judge one run of one repository
@@ -220,7 +220,7 @@ SRC_LAYOUT = {
     "src/utils/__init__.py": "NAME = 'utils of the repo'\n",
 }
 """A ``src/`` layout whose entry script in ``scripts/`` puts ``src/`` on ``sys.path``: run
-whole over sshd (``test_script_tree_sshd.py``); its ``src/`` packages travel here in the
+whole over sshd as ``test_files_travel_sshd.py``'s script; its ``src/`` packages travel here in the
 subfolder script's run."""
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from remote.hosts.push_ignore import OUTPUT_PATTERNS
-from remote.run.carry import LACKS_PY
+from remote.run.replicate import LACKS_PY
 from remote.run.seed_cwd import SEED_PY, seed_words
 
 
@@ -49,13 +49,13 @@ def test_checkpoints_are_copied_data_linked_and_what_the_run_wrote_kept(
     assert not ckpt.is_symlink() and ckpt.read_text() == "old"  # a copy: torch.save may write
     assert (cwd / "data" / "train.bin").is_symlink()
     # An unwritten copy counts as corral's: rank 0's newer checkpoint replaces it on resume.
-    assert _lacks(monkeypatch, cwd, hosts / "h1.carried", [["out/ckpt.pt", "f" * 64]],
+    assert _lacks(monkeypatch, cwd, hosts / "h1.replicated", [["out/ckpt.pt", "f" * 64]],
                   capsys) == ["out/ckpt.pt"]
     ckpt.write_text("rank 0 wrote this")
     os.utime(ckpt, ns=(1, 1))
     _seed(monkeypatch, links, cwd, record)  # a --resume: the run's own file stays
     assert ckpt.read_text() == "rank 0 wrote this"
-    assert _lacks(monkeypatch, cwd, hosts / "h1.carried", [["out/ckpt.pt", "f" * 64]],
+    assert _lacks(monkeypatch, cwd, hosts / "h1.replicated", [["out/ckpt.pt", "f" * 64]],
                   capsys) == []  # the host's own file is never replaced
 
 

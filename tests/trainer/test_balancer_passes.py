@@ -71,3 +71,28 @@ def test_micro_batches_reach_the_fair_share_under_a_memory_cap() -> None:
         if step % 5 == 0 and (decision := balancer.decide(step)) is not None:
             split = decision.split
     assert split[0] >= 44  # far beyond the cap of 8: the speed-fair share, in passes
+
+
+def test_a_move_that_benches_a_rank_carries_the_cost_models_figures(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not only a switch of active set: a move of samples that leaves a rank at 0 is a change
+    of active set too, and its event carries the compute and exchange seconds before and after
+    (the console's network view words a benched host by them, docs/events.md)."""
+    monkeypatch.setattr(Balancer, "_switch_active", lambda *args: None)  # the move's path
+    config = BalancerConfig(policy="dynamic", global_batch=64, world_size=2, rebalance_every=10,
+                            allow_zero=True, threshold=0.0)
+    balancer = Balancer(config, (32, 32))
+    split, decisions = (32, 32), []
+    for step in range(1, 301):
+        times = (0.01 + 0.001 * split[0], (3.0 + 0.01 * split[1]) if split[1] else 0.0)
+        balancer.observe(split, times)
+        if step % 10 == 0 and (decision := balancer.decide(step)) is not None:
+            split = decision.split
+            decisions.append(decision)
+    benching = [d for d in decisions if d.split[1] == 0 and d.previous[1] > 0]
+    assert benching and "sit out (share 0)" in benching[0].reason
+    before = benching[0].previous[1]  # the slow rank's time at its share, then rank 0's at 64
+    assert benching[0].compute_s == pytest.approx((3.0 + 0.01 * before, 0.01 + 0.001 * 64))
+    assert benching[0].exchange_s is not None
+    moves = [d for d in decisions if (d.split[1] > 0) == (d.previous[1] > 0)]
+    assert all(d.compute_s is None and d.exchange_s is None for d in moves)

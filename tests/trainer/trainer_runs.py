@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import launch_count
 import tiers
 import torch
 import torch.multiprocessing
@@ -158,6 +159,7 @@ def start_group(rank_fn: Callable[..., None], args: tuple[Any, ...], nprocs: int
     each rank gets ``rank_fn`` and ``args`` pickled, and this process's directory; its
     environment is the fork server's (this worker's when the server started). What the ranks
     printed is printed here, in rank order, as a spawned rank's output was."""
+    launch_count.note("process group")
     multiprocessing.set_forkserver_preload(FORK_SERVER_IMPORTS)
     with tempfile.TemporaryDirectory() as folder:
         outputs = [Path(folder) / f"rank-{rank}.out" for rank in range(nprocs)]

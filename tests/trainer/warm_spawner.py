@@ -151,6 +151,9 @@ _warm: dict[tuple[object, ...], WarmProcess] = {}
 def run_warm(argv: list[str], preload: list[str], cwd: Path, env: dict[str, str],
              timeout: float) -> subprocess.CompletedProcess[str]:
     """``argv`` launched from this worker's warm process for ``preload`` and ``env``."""
+    import launch_count  # the test worker's (tests/): this file also runs as the warm process
+
+    launch_count.note("warm spawner")
     key = (tuple(preload),
            tuple(sorted((k, v) for k, v in env.items() if not ignored_by_imports(k))))
     warm = _warm.pop(key, None)

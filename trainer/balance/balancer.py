@@ -193,10 +193,8 @@ class Balancer:
             return switched
         target = self._target(costs)
         delta = [t - o for t, o in zip(target, old, strict=True)]
-        reverses = (
-            self._last_move is not None
-            and sum(d * p for d, p in zip(delta, self._last_move, strict=True)) < 0
-        )
+        reverses = (self._last_move is not None
+                    and sum(d * p for d, p in zip(delta, self._last_move, strict=True)) < 0)
         damping = self._next_damping(reverses)
         dead_band = self._dead_band(old)
 
@@ -216,8 +214,20 @@ class Balancer:
         self._judge.start_trial(step, old, new, gain)
         self._last_move = tuple(n - o for n, o in zip(new, old, strict=True))
         self._split = new
-        return Decision(previous=old, split=new, predicted_gain=gain, times=times,
-                        reason=move_reason(step, times, (old, new, target), notes, costs))
+        why = move_reason(step, times, (old, new, target), notes, costs)
+        return Decision(previous=old, split=new, predicted_gain=gain, times=times, reason=why,
+                        **self._active_figures(old, new, costs))
+
+    def _active_figures(self, old: tuple[int, ...], new: tuple[int, ...],
+                        costs: list[PassCost]) -> dict[str, Any]:
+        """A move that gives a rank a share of 0 (or one back) changes the active set: its
+        event carries the cost model's compute and exchange seconds before and after, as a
+        switch of active set does (docs/events.md); a move of samples carries none."""
+        if [b > 0 for b in old] == [b > 0 for b in new]:
+            return {}
+        before, after = plan_of(old, costs, self._exchange), plan_of(new, costs, self._exchange)
+        return {"compute_s": (before.compute_s, after.compute_s),
+                "exchange_s": (before.exchange_s, after.exchange_s)}
 
     def _judged(self, step: int, now: int) -> Decision | None:
         """The decision the measurements make (trainer/balance/verdict.py): the last move

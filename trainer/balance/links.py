@@ -14,6 +14,9 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+PROBE_BYTES = 1 << 19
+"""Bytes of one probe of a link's throughput: the receiver times each slice this long."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class PairLink:
@@ -35,6 +38,18 @@ class PairLink:
     """Median round trip of a one-byte message over the connection (None: not measured)."""
     bytes_per_s: float | None = None
     """Throughput from ``source`` to ``target`` (None: not measured)."""
+    rate_probes: tuple[float, ...] = ()
+    """Bytes/s of each slice of the measurement as the receiver timed it (``PROBE_BYTES``
+    each, the slow start's first slice left out): what the median and spread are taken over."""
+    rtt_probes: tuple[float, ...] = ()
+    """Each one-byte round trip, seconds (``rtt_s`` is their median)."""
+    measured_t: float | None = None
+    """When the check measured it (Unix seconds; None: not known)."""
+
+    def __post_init__(self) -> None:
+        # Read back from JSON the probes are lists: as tuples the link stays hashable.
+        object.__setattr__(self, "rate_probes", tuple(self.rate_probes))
+        object.__setattr__(self, "rtt_probes", tuple(self.rtt_probes))
 
 
 def pair_links_json(links: Iterable[PairLink]) -> str:

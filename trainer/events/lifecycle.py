@@ -71,6 +71,12 @@ class StartEvent:
     empty."""
     exchange: str = "exact"
     """``exact``, or ``local``: APPROXIMATE rounds between islands (docs/lowcomm.md)."""
+    state_bytes: int | None = None
+    """Bytes of training state this rank holds: parameters, gradients and the optimizer's
+    state (under ``shard_state``, of its slice); None: not reported (corral's loop only)."""
+    state_budget: int | None = None
+    """Bytes of memory this rank may give to training state (its slice is sized by it):
+    ``state_budget``, a GPU's free memory or its share of its host's available memory."""
 
     @property
     def plain_script(self) -> bool:

@@ -178,6 +178,8 @@ class PlainEvents:
         if ScriptRun.made:  # the opt-in writes its own
             self._remove_hooks()
             return
+        if self._model is None and _inert(optimizer):
+            return  # a resume's optimizer-state set-up (torch DCP's step at lr 0): no step
         self._busy = True
         try:
             self._record()
@@ -304,6 +306,14 @@ class PlainEvents:
                                    status="completed" if error is None else status,
                                    error=error))
         self._writer.close()
+
+
+def _inert(optimizer: Any) -> bool:
+    """Whether a step of ``optimizer`` changes nothing: every group's ``lr`` is 0, as torch's
+    distributed checkpoint sets it to initialise the optimizer's state before loading it
+    (``set_optimizer_state_dict``), with zero gradients, before the script's first forward."""
+    rates = [group["lr"] for group in getattr(optimizer, "param_groups", ()) if "lr" in group]
+    return bool(rates) and all(float(rate) == 0.0 for rate in rates)
 
 
 def _count_spawned(events: PlainEvents) -> None:

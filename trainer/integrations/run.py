@@ -100,8 +100,8 @@ class ScriptRun:
         step_s, self._last_end = now - self._last_end, now
         self.step = step
         shares = self.schedule.split_at_quietly(step)
-        carried = clock.tally_time(step, self._timed)  # a GPU's: the step before's, no wait
-        mine = self._packed([loss_sum, units, carried.seconds, float(carried.step)])
+        reported = clock.tally_time(step, self._timed)  # a GPU's: the step before's, no wait
+        mine = self._packed([loss_sum, units, reported.seconds, float(reported.step)])
         rows = PendingTallies(mine, self.world).rows()  # the step's one wait
         self._timed = clock.times(step)  # read after the wait: a GPU's events are complete
         report_step(self.events, rank=self.rank, step=step, epoch=epoch,

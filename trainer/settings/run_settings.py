@@ -162,7 +162,8 @@ class RunSettings:
     free memory, a CPU rank's share of its host's available memory, or ``state_budget``), each
     rank updating its slice; ``gradients`` (stage 2) = the same, and each rank reduces only its
     slice of the gradient. Parameters stay replicated; any split of the batch and of the state
-    gives one process's parameters (docs/trainer.md "Sharded state")."""
+    gives one process's parameters. ``corral check`` shows each rank's budget against the
+    state it would hold and refuses a run that cannot fit (docs/trainer.md "Sharded state")."""
     lr_schedule: LrSchedule = field(default="constant", metadata=setting(SCHEDULE))
     """How the learning rate goes from ``lr`` to ``min_lr`` after the warm-up."""
     warmup_steps: int = field(default=0, metadata=setting(SCHEDULE, at_least=0))

@@ -22,7 +22,7 @@ rank's are broadcast, at the point where the ranks already meet. A model whose b
 change (the rotary tables of a language model) pays no collective for them.
 
 The interface, as the exact loop's ``train_step`` reads it: ``ShareRunner.run(step, split,
-micro, slowdown, carried_exchange_s)`` runs this rank's passes and leaves the all-reduced
+micro, slowdown, reported_exchange_s)`` runs this rank's passes and leaves the all-reduced
 gradient (the sum over ranks divided by the world size) in ``.grad``, and returns what it
 measured as ``ShareTotals``: the share's loss and units as device tensors (nothing in it reads
 the device), its exchange seconds, and the tally gather a CPU rank's clock started.
@@ -110,12 +110,12 @@ class ShareRunner:
         """The active set: who takes part in the exchange (None: every rank, always)."""
 
     def run(self, step: int, split: Sequence[int], micro: int | None, slowdown: float,
-            carried_exchange_s: float) -> ShareTotals:
+            reported_exchange_s: float) -> ShareTotals:
         """Run this rank's share of ``step``: forward and backward of every pass, the
         gradient all-reduce included; returns what it measured.
 
         On a CPU rank the runner's ``EarlyTally`` is armed before the last backward with
-        ``carried_exchange_s`` (the step before's exchange seconds, which this step's
+        ``reported_exchange_s`` (the step before's exchange seconds, which this step's
         tally carries), so its hook starts the tally all-gather right after the last bucket's
         all-reduce."""
         indices = self.order.local_indices(step, split, self.rank).tolist()
@@ -138,7 +138,7 @@ class ShareRunner:
                     loss_sum, units = self.task.loss(self.ddp, batch)
                 totals.add(loss_sum, units)
                 if last and self.early is not None:
-                    self.early.arm(step, *totals.now(), carried_exchange_s)
+                    self.early.arm(step, *totals.now(), reported_exchange_s)
                 self.scale_loss(loss_sum).backward()
         self.clock.passes_done(bool(slices))
         compute_end = self.clock.last_bucket_at or time.perf_counter()

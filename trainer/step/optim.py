@@ -24,7 +24,8 @@ from torch import nn
 
 from trainer.settings.train_config import TrainConfig
 from trainer.step.shard_saving import ShardedOptimizer
-from trainer.step.shards import ShardedState, make_shards
+from trainer.step.shards import ShardedState, make_shards, own_budget
+from trainer.step.state_fit import optimizer_copies
 from trainer.step.tally import divide_by_global_units
 
 
@@ -233,3 +234,20 @@ def warm_up(config: TrainConfig) -> None:
     membership round
     2"); made here once, over a throwaway parameter, the joiner's own is made in milliseconds."""
     make_optimizer(config, [nn.Parameter(torch.zeros(1))])
+
+
+def state_fields(config: TrainConfig, optim_step: OptimizerStep, rank: int,
+                 device: torch.device) -> dict[str, int | None]:
+    """``StartEvent``'s ``state_bytes`` and ``state_budget`` of this rank: the parameters and
+    gradients whole, the optimizer's state of every element or (sharded) of its slice
+    (trainer/step/state_fit.py); its budget as its slice was sized by, or measured."""
+    size = sum(p.numel() * p.element_size() for p in optim_step.parameters)
+    copies, shards = optimizer_copies(config.optimizer, config.momentum), optim_step.shards
+    if shards is None:
+        budget = own_budget(config, rank, device)
+        state = (2 + copies) * size
+    else:
+        budget = shards.budgets[shards.rank]
+        state = 2 * size + copies * shards.owned * shards.flat.element_size()
+    return {"state_bytes": int(state),
+            "state_budget": int(budget) if budget != float("inf") else None}

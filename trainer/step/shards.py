@@ -38,8 +38,8 @@ from torch import nn
 from profiles.user_errors import UsageError
 from trainer.dist import all_gather_floats
 from trainer.settings.train_config import TrainConfig
+from trainer.step.state_fit import GIB
 
-GIB = 1024 ** 3
 Stage = Literal["optimizer", "gradients"]
 
 
@@ -60,7 +60,8 @@ def slice_bounds(total: int, budgets: Sequence[float]) -> tuple[tuple[int, int],
 
 def host_available_bytes() -> float:
     """This host's memory available to a new allocation: ``MemAvailable`` of /proc/meminfo,
-    less where this process's cgroup (v2) ``memory.max`` leaves less."""
+    less where this process's memory cgroup (v2 ``memory.max``, v1 ``memory.limit_in_bytes``)
+    leaves less."""
     available = float("inf")
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
@@ -68,15 +69,37 @@ def host_available_bytes() -> float:
     return min(available, _cgroup_room())
 
 
-def _cgroup_room() -> float:
+CGROUP_FILES = {"": ("", "memory.max", "memory.current"),  # v2: the unified hierarchy
+                "memory": ("memory", "memory.limit_in_bytes", "memory.usage_in_bytes")}
+"""Per controller field of /proc/self/cgroup: the hierarchy's folder, its limit and usage."""
+
+
+def _cgroup_room(root: Path = Path("/sys/fs/cgroup"),
+                 own: Path = Path("/proc/self/cgroup")) -> float:
+    """Bytes this process's memory cgroup (``own`` names it, under ``root``) still allows
+    (inf: no limit, or none readable)."""
     try:
-        entry = Path("/proc/self/cgroup").read_text().splitlines()[0]
-        folder = Path("/sys/fs/cgroup") / entry.split("::", 1)[1].lstrip("/")
-        limit = (folder / "memory.max").read_text().strip()
-        if limit == "max":
+        entries = own.read_text().splitlines()
+    except OSError:
+        return float("inf")
+    room = float("inf")
+    for entry in entries:
+        _, controllers, path = entry.split(":", 2)
+        for controller in controllers.split(","):
+            if controller in CGROUP_FILES:
+                folder, limit_file, usage_file = CGROUP_FILES[controller]
+                room = min(room, _room(root / folder / path.lstrip("/"), limit_file,
+                                       usage_file))
+    return room
+
+
+def _room(folder: Path, limit_file: str, usage_file: str) -> float:
+    try:
+        limit = (folder / limit_file).read_text().strip()
+        if limit == "max" or int(limit) >= 1 << 60:  # v1 writes a huge number for no limit
             return float("inf")
-        return float(limit) - float((folder / "memory.current").read_text())
-    except (OSError, IndexError, ValueError):  # cgroup v1, or no limit to read
+        return float(limit) - float((folder / usage_file).read_text())
+    except (OSError, ValueError):
         return float("inf")
 
 
@@ -108,6 +131,7 @@ class ShardedState:
             p.data = view  # the parameter now lives in the flat vector
         self.grad = torch.zeros_like(self.flat)
         self.bounds = slice_bounds(self.flat.numel(), budgets)
+        self.budgets = tuple(budgets)
         lo, hi = self.bounds[rank]
         self.master = nn.Parameter(self.flat[lo:hi])
         """This rank's slice of the parameters, as the one parameter its optimizer steps (it
@@ -198,9 +222,17 @@ def make_shards(config: TrainConfig, parameters: Sequence[nn.Parameter], *, rank
     if live:
         raise UsageError(f"--shard-state {config.shard_state} does not work with live "
                          "membership yet: use --shard-state replicate")
-    given = config.state_budget  # one for this command's ranks (a host's), or one per rank
-    own = (measured_budget(device) if given is None
-           else (given[0] if len(given) == 1 else given[rank]) * GIB)
+    own = own_budget(config, rank, device)
     budgets = [row[0] for row in all_gather_floats([own], device)] if world > 1 else [own]
     return ShardedState(parameters, rank=rank, world=world, budgets=budgets,
                         stage=config.shard_state)
+
+
+def own_budget(config: TrainConfig, rank: int, device: torch.device) -> float:
+    """This rank's budget for training state in bytes: ``state_budget`` when given (one for
+    this command's ranks, a host's, or one per rank), else measured (``measured_budget``)."""
+    given = config.state_budget
+    if given is None:
+        return measured_budget(device)
+    return (given[0] if len(given) == 1 else given[rank]) * GIB
+

@@ -1,4 +1,4 @@
-"""What a script's relaunch copies from rank 0's host (``remote/run/carry.py``): bounded, with
+"""What a script's relaunch copies from rank 0's host (``remote/run/replicate.py``): bounded, with
 an error that names the largest files and the fixes; one log line naming each file, its size
 and the hosts it went to; on the host, only what it lacks or what an earlier relaunch copied
 and rank 0 wrote again since, never a file of its own."""
@@ -11,15 +11,15 @@ import sys
 from pathlib import Path
 
 from remote.hosts.interpreter import last_json
-from remote.run.carry import (
-    CARRY_LIMIT_BYTES,
+from remote.run.fetch import RemoteFile
+from remote.run.replicate import (
     COPY_PY,
     LACKS_PY,
-    Carry,
-    carry_line,
+    REPLICA_LIMIT_BYTES,
+    HostCopy,
+    copies_line,
     over_limit,
 )
-from remote.run.fetch import RemoteFile
 
 MIB = 1 << 20
 
@@ -28,16 +28,16 @@ def _file(name: str, size: int) -> RemoteFile:
     return RemoteFile(name=name, size=size, sha256=name.encode().hex())
 
 
-def test_a_carry_within_the_limit_goes_and_each_file_counts_once() -> None:
-    ckpt = _file("out/ckpt.pt", CARRY_LIMIT_BYTES // 2)
+def test_a_copy_within_the_limit_goes_and_each_file_counts_once() -> None:
+    ckpt = _file("out/ckpt.pt", REPLICA_LIMIT_BYTES // 2)
     # two hosts lack the same checkpoint: it is one file of the master's, not two
-    carries = [Carry("h1", (ckpt,)), Carry("h2", (ckpt,))]
-    assert over_limit("h0", carries) is None
+    copies = [HostCopy("h1", (ckpt,)), HostCopy("h2", (ckpt,))]
+    assert over_limit("h0", copies) is None
 
 
 def test_beyond_the_limit_nothing_starts_and_the_error_names_the_largest_files() -> None:
     files = tuple(_file(f"out/part-{i}.bin", (i + 1) * MIB) for i in range(8))
-    problem = over_limit("h0", [Carry("h1", files), Carry("h2", files[:2])], limit=20 * MIB)
+    problem = over_limit("h0", [HostCopy("h1", files), HostCopy("h2", files[:2])], limit=20 * MIB)
     assert problem is not None
     assert problem.startswith("h1, h2 lack 8 file(s) that h0 (rank 0's host) wrote")
     assert "36.0 MiB in all, more than the 20.0 MiB" in problem
@@ -48,7 +48,7 @@ def test_beyond_the_limit_nothing_starts_and_the_error_names_the_largest_files()
 
 def test_the_log_line_names_each_file_its_size_and_its_hosts() -> None:
     ckpt, log = _file("out/ckpt.pt", 3 * MIB // 2), _file("out/log.txt", 0)
-    line = carry_line("h0", [Carry("h1", (ckpt, log)), Carry("h2", (ckpt,))])
+    line = copies_line("h0", [HostCopy("h1", (ckpt, log)), HostCopy("h2", (ckpt,))])
     assert line == ("resume: copied from h0 (rank 0's host): out/ckpt.pt (1.5 MiB) to h1, h2; "
                     "out/log.txt (0.0 MiB) to h1")
 
@@ -66,7 +66,7 @@ def test_a_host_lacks_what_it_has_not_and_a_stale_copy_but_keeps_its_own(tmp_pat
     cache.mkdir()
     (cwd / "starts.log").write_text("the host's own\n")
     (cwd / "out" / "link.pt").symlink_to(tmp_path / "nowhere")
-    record = str(tmp_path / "h1.carried")
+    record = str(tmp_path / "h1.replicated")
     for sha, text in (("a" * 64, "step 300"), ("b" * 64, "step 400")):
         (cache / sha).write_text(text)
 

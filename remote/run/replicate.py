@@ -13,13 +13,13 @@ directory lacks are copied to that host:
 2. every other host says which of those paths it lacks (``LACKS_PY``): a file of its own (its
    own snapshot, a log) is never replaced; a copy an earlier relaunch made, which rank 0 has
    written again since, is (nanoGPT's ``ckpt.pt`` at a second ``--resume``);
-3. what is lacked, at most ``CARRY_LIMIT_BYTES`` in all (beyond it nothing starts and one error
+3. what is lacked, at most ``REPLICA_LIMIT_BYTES`` in all (beyond it nothing starts and one error
    names the largest files and the fix), travels through the data sync (content-addressed into
    each host's cache, sent once: ``remote.hosts.data_sync``), fetched here first when rank 0's
    host is not this machine (``remote.run.fetch.copy_listed``, verified);
 4. each host copies its files from its cache into its working directory (``COPY_PY``: a copy,
    not a link, as the script may write it again), each under a temporary name renamed into
-   place, and records what it copied (``hosts/<host>.carried``);
+   place, and records what it copied (``hosts/<host>.replicated``);
 5. the log names each file with its size and the hosts it went to.
 """
 
@@ -53,7 +53,7 @@ from remote.run.fetch import Listing, RemoteFile, copy_listed, manifest, source_
 from remote.run.lifecycle import LaunchFailed
 from trainer.run_layout import RunLayout
 
-CARRY_LIMIT_BYTES = 16 << 30
+REPLICA_LIMIT_BYTES = 16 << 30
 """The most a relaunch copies from rank 0's host to the others, all files together (a GPT-2
 medium checkpoint with AdamW's state is about 4.2 GB): beyond it, nothing starts."""
 NAMED_FILES = 5
@@ -69,14 +69,14 @@ try:
 except (OSError, ValueError):
     record = {}
 try:  # the launch's own copies of the launch folder's files (remote.run.seed_cwd), unwritten
-    with open(where[:-len(".carried")] + ".seeded") as f:
+    with open(where[:-len(".replicated")] + ".seeded") as f:
         for rel, stamp in json.load(f).items():
             record.setdefault(rel, [""] + stamp)
 except (OSError, ValueError):
     pass
 """
 """The start of both host programs: the request, and the host's record of what earlier
-relaunches copied into its working directory (``hosts/<host>.carried``: per path, the sha256
+relaunches copied into its working directory (``hosts/<host>.replicated``: per path, the sha256
 copied and the size and modification time the copy had), and what the launch copied there from
 the launch folder (``hosts/<host>.seeded``, ``remote.run.seed_cwd``: replaced by rank 0's file
 like an earlier relaunch's copy)."""
@@ -119,23 +119,24 @@ and the record updated."""
 
 
 @dataclass(frozen=True)
-class Carry:
+class HostCopy:
     """What one host gets from rank 0's host before the relaunch."""
 
     host: str
     files: tuple[RemoteFile, ...]
 
 
-def over_limit(master: str, carries: list[Carry], limit: int = CARRY_LIMIT_BYTES) -> str | None:
-    """Why the carry cannot go (None: it can): the distinct files' total above ``limit``,
+def over_limit(master: str, copies: list[HostCopy],
+               limit: int = REPLICA_LIMIT_BYTES) -> str | None:
+    """Why the copy cannot go (None: it can): the distinct files' total above ``limit``,
     with the largest named and what the user can do."""
-    distinct = {f.name: f for carry in carries for f in carry.files}
+    distinct = {f.name: f for host_copy in copies for f in host_copy.files}
     total = sum(f.size for f in distinct.values())
     if total <= limit:
         return None
     largest = sorted(distinct.values(), key=lambda f: -f.size)[:NAMED_FILES]
     named = "; ".join(f"{f.name} ({mib(f.size)})" for f in largest)
-    lacking = ", ".join(c.host for c in carries)
+    lacking = ", ".join(c.host for c in copies)
     return (f"{lacking} lack {len(distinct)} file(s) that {master} (rank 0's host) wrote in its "
             f"working directory, {mib(total)} in all, more than the {mib(limit)} a relaunch "
             f"copies: {named}. Have every host's first rank save what the ranks load at resume "
@@ -143,13 +144,13 @@ def over_limit(master: str, carries: list[Carry], limit: int = CARRY_LIMIT_BYTES
             "the files to those hosts' working directories yourself")
 
 
-def carry_line(master: str, carries: list[Carry]) -> str:
+def copies_line(master: str, copies: list[HostCopy]) -> str:
     """``resume: copied from h0 (rank 0's host): out/ckpt.pt (10.0 MiB) to h1, h2``."""
     hosts_of: dict[str, list[str]] = {}
     sizes: dict[str, int] = {}
-    for carry in carries:
-        for f in carry.files:
-            hosts_of.setdefault(f.name, []).append(carry.host)
+    for host_copy in copies:
+        for f in host_copy.files:
+            hosts_of.setdefault(f.name, []).append(host_copy.host)
             sizes[f.name] = f.size
     parts = [f"{name} ({mib(sizes[name])}) to {', '.join(hosts)}"
              for name, hosts in sorted(hosts_of.items())]
@@ -164,17 +165,17 @@ async def _on_host(transport: Transport, code: str, ask: dict[str, object]) -> s
     return done.stdout
 
 
-async def _lacking(transport: Transport, layout: RunLayout, listing: Listing) -> Carry:
+async def _lacking(transport: Transport, layout: RunLayout, listing: Listing) -> HostCopy:
     """The files of ``listing`` the host's working directory lacks (``LACKS_PY``)."""
     host = transport.host.name
     cwd = layout.script_cwd(host)
     answer = last_json(await _on_host(transport, LACKS_PY, {
-        "cwd": cwd, "record": layout.host_file(host, "carried"),
+        "cwd": cwd, "record": layout.host_file(host, "replicated"),
         "files": [[f.name, f.sha256] for f in listing.files]}))
     if answer is None:
         raise CorralError(f"{host}: no answer on its working directory {cwd}")
     lacked = set(answer["lacks"])
-    return Carry(host=host,
+    return HostCopy(host=host,
                  files=tuple(f for f in listing.files if f.name in lacked))
 
 
@@ -187,32 +188,32 @@ async def _sources(config: ClusterConfig, pool: HostPool, info: RunInfo, master:
         return Path(os.path.expanduser(cwd))
     target = local_run_dir(config, info.run_id) / RunLayout.FETCHED / master
     await copy_listed(transport, cwd, Listing(files=wanted, single=False), target,
-                      record=target / ".manifest-carry.json", progress=lambda _: None)
+                      record=target / ".manifest-copies.json", progress=lambda _: None)
     return target
 
 
 async def _deliver(transport: Transport, config: ClusterConfig, run_dir: str, root: Path,
-                   carry: Carry) -> None:
-    """Send ``carry``'s files into the host's data cache, then copy them into place."""
+                   host_copy: HostCopy) -> None:
+    """Send ``host_copy``'s files into the host's data cache, then copy them into place."""
     host = transport.host
     data = DataSet(folder=root, files=tuple(
         DataFile(rel=f.name, source=root / f.name, size=f.size,
                  mtime_ns=(root / f.name).stat().st_mtime_ns, sha256=f.sha256)
-        for f in carry.files))
+        for f in host_copy.files))
     found = await probe(transport, data, None)
     # A host on this machine would link to rank 0's files in place; it gets its own copy.
     found = replace(found, shared=False)
     if (problem := plan_problem(host.name, data, found)) is not None:
         raise CorralError(problem)
     layout = RunLayout(run_dir)
-    await sync_host(transport, data, found, layout.host_file(host.name, "carry"),
+    await sync_host(transport, data, found, layout.host_file(host.name, "replicas"),
                     DataProgress(host=host.name), config.ssh)
     await _on_host(transport, COPY_PY, {
-        "cwd": layout.script_cwd(host.name), "record": layout.host_file(host.name, "carried"),
+        "cwd": layout.script_cwd(host.name), "record": layout.host_file(host.name, "replicated"),
         "cache": cache_dir(host.workdir), "files": [[f.rel, f.sha256] for f in data.files]})
 
 
-async def carry_master_files(config: ClusterConfig, pool: HostPool, info: RunInfo,
+async def replicate_master_files(config: ClusterConfig, pool: HostPool, info: RunInfo,
                              hosts: list[str]) -> AsyncGenerator[RunEvent, None]:
     """Copy to each of ``hosts`` what rank 0's host wrote in its working directory and that
     host lacks (see the module's docstring); ``LaunchFailed`` when it cannot."""
@@ -229,20 +230,20 @@ async def carry_master_files(config: ClusterConfig, pool: HostPool, info: RunInf
     answers = await pool.gather(lambda t: _lacking(t, layout, listing), others)
     if failed := [f"{h}: {a}" for h, a in answers.items() if isinstance(a, BaseException)]:
         raise LaunchFailed("resume: cannot read the working directories: " + "; ".join(failed))
-    carries = [a for a in answers.values() if isinstance(a, Carry) and a.files]
-    if not carries:
+    copies = [a for a in answers.values() if isinstance(a, HostCopy) and a.files]
+    if not copies:
         return
-    if (problem := over_limit(master, carries)) is not None:
+    if (problem := over_limit(master, copies)) is not None:
         raise LaunchFailed(problem)
-    wanted = list({f.name: f for c in carries for f in c.files}.values())
+    wanted = list({f.name: f for c in copies for f in c.files}.values())
     try:
         root = await _sources(config, pool, info, master, cwd, wanted)
     except CorralError as exc:
         raise LaunchFailed(f"resume: cannot copy from {master}: {exc.message}") from None
-    by_host = {c.host: c for c in carries}
+    by_host = {c.host: c for c in copies}
     done = await pool.gather(lambda t: _deliver(t, config, run_dir, root,
                                                 by_host[t.host.name]), list(by_host))
     errors = [f"{h}: {e}" for h, e in done.items() if isinstance(e, BaseException)]
     if errors:
         raise LaunchFailed("resume: copying rank 0's files failed: " + "; ".join(errors))
-    yield LogLine(t=time.time(), host="*", rank=None, text=carry_line(master, carries))
+    yield LogLine(t=time.time(), host="*", rank=None, text=copies_line(master, copies))
