@@ -13,6 +13,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from console.baseline_text import baseline_facts
 from console.formatting import (
     OPT_IN_HINT,
     OUTCOME_STYLES,
@@ -99,9 +100,11 @@ def facts(summary: RunSummary) -> Table:
         ("throughput", f"mean {fmt_rate(summary.mean_samples_per_s)} samples/s · p50 "
                        f"{fmt_rate(summary.p50_samples_per_s)} · p95 "
                        f"{fmt_rate(summary.p95_samples_per_s)}"),
-        ("efficiency", f"{fmt_percent(summary.efficiency)} of the ideal "
-                       f"{fmt_rate(summary.ideal_samples_per_s)} samples/s (measured / ideal; "
-                       "the ideal: every rank's samples / compute time, added up)"),
+        *baseline_facts(summary.baseline),
+        ("compute share", f"{fmt_percent(summary.efficiency)} of the ideal "
+                          f"{fmt_rate(summary.ideal_samples_per_s)} samples/s (measured / "
+                          "ideal; the ideal: every rank's samples / compute time in this run, "
+                          "added up)"),
     ]
     why = fixed_cost_note(summary.outside_compute)
     if why is not None:
@@ -299,7 +302,9 @@ COMPARED: list[tuple[str, Callable[[RunSummary], str]]] = [
     ("p50 samples/s", lambda s: fmt_rate(s.p50_samples_per_s)),
     ("p95 samples/s", lambda s: fmt_rate(s.p95_samples_per_s)),
     ("ideal samples/s", lambda s: fmt_rate(s.ideal_samples_per_s)),
-    ("efficiency", lambda s: fmt_percent(s.efficiency)),
+    ("compute share", lambda s: fmt_percent(s.efficiency)),
+    ("% of Σ solo", lambda s: fmt_percent(s.baseline.of_sum if s.baseline else None)),
+    ("× fastest", lambda s: fmt_number(s.baseline.x_fastest if s.baseline else None)),
     ("min utilisation", lambda s: fmt_percent(min(
         (r.utilisation for r in s.ranks if r.utilisation is not None), default=None))),
     ("balancer moves", lambda s: str(len(s.moves))),

@@ -31,6 +31,7 @@ from figures.metrics import (
 )
 from trainer.events import (
     MEASURE_AFTER_STEPS,
+    CapacityEvent,
     EvalEvent,
     MembershipEvent,
     RebalanceEvent,
@@ -61,6 +62,8 @@ class RunFigures:
         self.restarts = 0
         self.lost_s = 0.0
         self.rebalances: list[RebalanceEvent] = []
+        self.capacity: CapacityEvent | None = None
+        """Rank 0's newest ``capacity`` event: the first split and each rank's solo figure."""
         self.last_round: RoundEvent | None = None
         """``exchange = "local"`` (approximate): rank 0's newest round (docs/lowcomm.md)."""
         self.samples: SamplesEvent | None = None
@@ -129,6 +132,8 @@ class RunFigures:
         elif isinstance(event, ResourceEvent):
             rank.add_resources(event.gpu_util, event.gpu_peak_allocated,
                                event.gpu_peak_reserved)
+        elif isinstance(event, CapacityEvent):
+            self.capacity = event
         elif isinstance(event, RebalanceEvent):
             self.rebalances = [r for r in self.rebalances if r.step < event.step] + [event]
         elif isinstance(event, MembershipEvent):

@@ -144,7 +144,10 @@ def _start_events(script: _Script, t: float, split: tuple[int, ...], *, start_st
         out.append(LogLine(t=t, host=h.name, rank=rank, text=f"rank {rank} ready"))
     out.append(RankEvent(host=script.rank0_host, event=CapacityEvent(
         t=t, rank=0, source="profile", samples_per_s=tuple(100.0 / s for s in script.slowdowns),
-        max_batch=tuple(None for _ in script.ranks))))
+        max_batch=tuple(None for _ in script.ranks),
+        solo_samples_per_s=tuple(100.0 / s for s in script.slowdowns),
+        solo_source=tuple("profile" for _ in script.ranks),
+        solo_batch=tuple(script.global_batch for _ in script.ranks))))
     return out
 
 

@@ -44,10 +44,10 @@ from trainer.settings.syncbatch import check_syncbatch_passes
 from trainer.settings.train_config import TrainConfig
 from trainer.step.batch_order import GlobalBatchOrder, share_seconds
 from trainer.step.batches import collated
-from trainer.step.capacity import initial_split
 from trainer.step.optim import optimizer_step, state_fields
 from trainer.step.prefetch import BatchPrefetcher, prefetch_wanted
 from trainer.step.slowdown import SlowdownSchedule
+from trainer.step.solo import solo_fields, split_and_solo
 from trainer.step.step_records import RunProgress, StepDone, TimedStep
 from trainer.step.tally import ComputeTime, timed_steps
 from trainer.step_report import (
@@ -108,7 +108,7 @@ class Trainer:
         # others are already training).
         joining = self.group.joining
         first_split = joiner_capacity(config, world, joining.split) if (
-            joining is not None) else initial_split(
+            joining is not None) else split_and_solo(
             config, world_size=world, rank=rank, model=self.model, loss=task.loss,
             batch_of=lambda n: collated(task, range(min(n, len(task.train_data))), device),
             device=device, slowdown=slowdown.factor_at(run.step + 1), host=self.host,
@@ -228,7 +228,8 @@ class Trainer:
             self.events.emit(CapacityEvent(
                 t=time.time(), rank=0, source=first_split.source,
                 samples_per_s=first_split.samples_per_s, max_batch=first_split.max_batch,
-                detail=first_split.detail, micro_batch=first_split.micro_batch))
+                detail=first_split.detail, micro_batch=first_split.micro_batch,
+                **solo_fields(first_split.solo)))
             print0(f"corral trainer: {self.world} ranks ({backend}), {model} on {dataset}, "
                    f"B={config.global_batch} split {_csv(run.split)} ({first_split.source}), "
                    f"steps {run.step}->{run.total_steps}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import deque
 
 from console.model.records import ThroughputPoint
-from figures import RunFigures, efficiency_of, ideal_of
+from figures import RunFigures, SoloBaseline, efficiency_of, ideal_of, run_baseline
 from remote.api import FINAL_RUN_STATES
 
 
@@ -60,13 +60,20 @@ class RunPace:
 
     @property
     def efficiency(self) -> float | None:
-        """Measured throughput / ideal (1.0 = every rank busy all the time): over the whole
+        """The compute share: measured throughput / ideal (1.0 = every rank busy all the
+        time, the share of a step in forward and backward when the split is even): over the whole
         run once it has ended, else of one step, the newest every rank reported (its measured
         throughput against its own ideal, never one step's against another's)."""
         if self.finished:
             return self.figures.efficiency
         row = self.figures.latest_complete_row()
         return efficiency_of(row.samples_per_s, row.ideal_samples_per_s) if row else None
+
+    @property
+    def baseline(self) -> SoloBaseline:
+        """The run against its hosts alone (% of Σ solo, × fastest host, ``figures/solo.py``):
+        the whole run's once it has ended, else the newest step every rank reported."""
+        return run_baseline(self.figures, live=not self.finished)
 
     @property
     def progress(self) -> float | None:

@@ -8,7 +8,8 @@ from collections.abc import Callable, Sequence
 from rich.text import Text
 from textual.widget import Widget
 
-from console.formatting import bar, fmt_duration, fmt_percent, fmt_rate
+from console.baseline_text import baseline_parts, low_parts
+from console.formatting import bar, fmt_duration, fmt_rate
 from console.model.run import RunModel
 from trainer.events import EvalEvent
 
@@ -36,7 +37,8 @@ def title_line(model: RunModel) -> Text:
 
 
 def live_parts(model: RunModel, now: float) -> list[str]:
-    """``step 123/400  ep 2  ETA 2m05s  loss 0.423  elapsed 1m12s``: where a run is now."""
+    """``step 123/400  ep 2  ETA 2m05s  loss 0.423  92% of Σ solo  1.41× fastest  elapsed
+    1m12s``: where a run is now."""
     total = model.total_steps
     parts = [f"step {model.step}/{total}" if total else f"step {model.step}"]
     if model.plain_script:  # no length, no loss: its steps and their pace
@@ -48,24 +50,25 @@ def live_parts(model: RunModel, now: float) -> list[str]:
     parts.append("loss —" if model.loss is None else f"loss {model.loss:.4g}")
     if model.evals:
         parts.append(eval_summary(model.evals))
+    baseline = model.baseline
+    parts += baseline_parts(baseline)
     parts.append(f"elapsed {fmt_duration(model.elapsed_s(now))}")
-    return parts
+    return parts + low_parts(baseline)
 
 
 def finished_parts(model: RunModel, now: float) -> list[str]:
-    """``300/300 steps in 1m23s  mean 812 samples/s  eff 85%  loss 0.201 (best 0.199)``:
-    the whole run's totals and averages, once it has ended."""
+    """``300/300 steps in 1m23s  mean 812 samples/s  92% of Σ solo  1.41× fastest  loss
+    0.201 (best 0.199)``: the whole run's totals and averages, once it has ended."""
     total = f"/{model.total_steps}" if model.total_steps else ""
     parts = [f"{model.step}{total} steps in {fmt_duration(model.elapsed_s(now))}",
-             f"mean {fmt_rate(model.samples_per_s)} samples/s",
-             f"eff {fmt_percent(model.efficiency)}"]
+             f"mean {fmt_rate(model.samples_per_s)} samples/s", *baseline_parts(model.baseline)]
     loss = model.figures.loss
     if loss is not None:
         parts.append(f"loss {loss.final:.4g}" + (
             f" (best {loss.best:.4g})" if loss.best_step != loss.final_step else ""))
     if model.evals:
         parts.append(eval_summary(model.evals))
-    return parts
+    return parts + low_parts(model.baseline)
 
 
 def progress_line(model: RunModel, now: float, width: int) -> Text:

@@ -196,7 +196,7 @@ HELP_TEXT = """\
                  A dead host keeps its last values, greyed.
   Throughput     cluster samples/s (bars) against the ideal
                  (line): the sum of every rank's solo capacity.
-                 Efficiency = measured / ideal. Once a run has
+                 Compute share = measured / ideal. Once a run has
                  ended: its mean, not the last step's.
   Loss           the global loss (and eval metrics) over steps.
   Balancer       the split per rank, the policy, and each

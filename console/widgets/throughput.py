@@ -27,14 +27,16 @@ _EIGHTHS = " ▁▂▃▄▅▆▇█"
 
 
 def summary_line(model: RunModel, width: int = 80) -> Text:
-    """``812 samples/s  ideal 950  efficiency 85%`` (``812/s  ideal 950/s ...`` when narrow)."""
+    """``812 samples/s  ideal 950  compute share 85%`` (``812/s  ideal 950/s  share 85%``
+    when narrow): the ideal and the share are the ranks' own (no waiting), not the hosts'
+    alone (the header's % of Σ solo)."""
     unit = " samples/s" if width >= 42 else "/s"
     text = Text("mean " if model.finished else "")  # a whole run's average, once it ended
     text.append(fmt_rate(model.samples_per_s) + unit, style=f"bold {MEASURED_STYLE}")
     text.append("  ideal ")
     text.append(fmt_rate(model.ideal_samples_per_s) + ("" if width >= 42 else "/s"),
                 style=IDEAL_STYLE)
-    text.append("  efficiency " if width >= 42 else "  eff ")
+    text.append("  compute share " if width >= 42 else "  share ")
     text.append(fmt_percent(model.efficiency), style="bold")
     return text
 
@@ -131,7 +133,7 @@ def spark_lines(inner: int) -> int:
 
 
 class ThroughputPanel(Vertical):
-    """Cluster throughput with its ideal and efficiency, and every rank's sparkline (several
+    """Cluster throughput with its ideal and compute share, and every rank's sparkline (several
     to a line when one a line would not fit: every rank stays in view)."""
 
     def __init__(self, model: RunModel, *, id: str | None = None) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from figures.metrics import Metric, Move, percentile
 from figures.reducer import RunFigures
 from figures.series import RunSeries
+from figures.solo import SoloBaseline, run_baseline
 from remote.records.history import RunHistory, rank_tail
 from remote.records.runs import unfollowed
 from trainer.events import EndEvent
@@ -167,6 +168,9 @@ class RunSummary:
     balanced."""
     generations: list[GenerationRow] = field(default_factory=list)
     """Each live join, leave or refused join, in order (empty: the hosts never changed)."""
+    baseline: SoloBaseline | None = None
+    """The run against its hosts alone: % of Σ solo, × fastest host, each host's solo
+    samples/s and where it came from (``figures/solo.py``); None for a run with no steps."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -277,6 +281,7 @@ def summary_of(history: RunHistory, figures: RunFigures) -> RunSummary:
                                 redone_steps=g.redone_steps, state_bytes=g.state_bytes,
                                 seconds_to_step=g.seconds_to_step, reason=g.reason)
                      for g in figures.generations],
+        baseline=run_baseline(figures, live=False) if figures.has_steps else None,
     )
 
 

@@ -40,8 +40,11 @@ async def test_start_runs_and_panels_show_the_runs_numbers() -> None:
     cluster_mean = sum(60 for _ in rank0) / sum(e.step_s for e in rank0)
     assert "alpha" in text and all(f"{m:.1f}" in text for m in rank_means), rank_means
     assert "89.5" not in text and "run averages" in text
-    # Throughput: the run's mean against its ideal, and the efficiency.
-    assert f"mean {cluster_mean:.0f} samples/s" in text and "efficiency 70%" in text
+    # Throughput: the run's mean against its ideal, and the compute share; the header: the
+    # run against its hosts alone (solo 100, 50 and 25 samples/s: Σ 175, fastest 100).
+    assert f"mean {cluster_mean:.0f} samples/s" in text and "compute share 70%" in text
+    assert f"{cluster_mean / 175:.0%} of Σ solo" in text
+    assert f"{cluster_mean / 100:.2f}× fastest" in text
     # Balancer: the decision with predicted and measured gain.
     assert "20/20/20 → 34/17/9" in text and "pred +55%" in text and "meas +55%" in text
     # Header: progress, state and the run's totals.

@@ -1,24 +1,30 @@
 """The console's header and ``corral report`` say the same about the same run: a recorded run
 replayed into the console's model (as the runs screen opens it) and the same run followed live
-show the report's throughput, ideal, efficiency, wall time, per-rank utilisation, loss and
-measured balancer gains, for completed, failed, evaluated and restarted runs, and for a run
-an older trainer recorded (its step events carry throughputs the readers no longer use).
+show the report's throughput, ideal, compute share, % of Σ solo and × fastest, wall time,
+per-rank utilisation, loss and measured balancer gains, for completed, failed, evaluated and
+restarted runs, and for a run an older trainer recorded (its step events carry throughputs
+the readers no longer use).
 While a run is followed, each rank's columns are its newest step's and the efficiency is one
 step's: the newest every rank reported, its throughput against its own ideal, as the report's
 per-step series has them."""
 
 from __future__ import annotations
 
+import io
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from console.formatting import fmt_duration, fmt_percent, fmt_rate
 from console.model.recorded import model_from_history
 from console.model.run import RunModel
-from console.widgets.header import finished_parts
+from console.report import facts
+from console.widgets.header import finished_parts, header_text
+from figures.solo import baseline_of
 from remote.api import RankEvent, RunStatus
 from remote.records.history import load_history
 from remote.records.summary import RunSummary, summarize
@@ -94,7 +100,12 @@ def _assert_same(model: RunModel, summary: RunSummary) -> None:
     header = "  ".join(finished_parts(model, LATER))
     assert f"in {fmt_duration(summary.wall_s)}" in header
     assert f"mean {fmt_rate(summary.mean_samples_per_s)} samples/s" in header
-    assert f"eff {fmt_percent(summary.efficiency)}" in header
+    assert "eff " not in header  # the compute share is the throughput panel's, named so
+    baseline = summary.baseline
+    assert baseline is not None and model.baseline == baseline
+    assert baseline.of_sum is not None and baseline.x_fastest is not None
+    assert f"{fmt_percent(baseline.of_sum)} of Σ solo" in header
+    assert f"{baseline.x_fastest:.2f}× fastest" in header
     assert summary.loss is not None and f"loss {summary.loss.final:.4g}" in header
 
 
@@ -122,6 +133,34 @@ def test_a_restarted_run_counts_its_redone_steps_once(tmp_path: Path) -> None:
     assert summary.lost_s == pytest.approx(30.0 + 5 * step_s)
     # The move's window (steps 6-10) was redone on the old split: it gained nothing.
     assert [m.measured_gain for m in summary.moves] == [pytest.approx(0.0)]
+
+
+def _report_text(summary: RunSummary) -> str:
+    out = Console(width=400, record=True, file=io.StringIO())
+    out.print(facts(summary))
+    return out.export_text()
+
+
+def test_the_report_sets_the_run_against_its_hosts_alone(tmp_path: Path) -> None:
+    """fast trains 1000 samples/s alone (its profile), slow 333 (a probe): the report's % of
+    Σ solo and × fastest are the run's mean samples/s against them, with where they came from;
+    a run slower than its fastest host alone says so and what would fix it."""
+    _, summary = _recorded(tmp_path, "completed")
+    text = _report_text(summary)
+    mean = summary.mean_samples_per_s
+    assert mean is not None
+    assert (f"{fmt_percent(mean / (1000 + 1000 / 3))} of Σ solo 1333 samples/s · "
+            f"{mean / 1000:.2f}× fastest host (fast) · solo: profile fast, probe slow") in text
+    assert "compute share" in text and "why low" in text
+    slower = summary_with_step_s(summary, 0.05)
+    assert "slower than fast alone (1000 samples/s): train on fast alone" in _report_text(slower)
+
+
+def summary_with_step_s(summary: RunSummary, step_s: float) -> RunSummary:
+    """``summary`` as if every step had taken ``step_s``: 16 samples / 0.05 s = 320 samples/s,
+    below the fastest host's 1000 alone."""
+    hosts = summary.baseline.hosts if summary.baseline else ()
+    return replace(summary, baseline=baseline_of(hosts, 16 / step_s))
 
 
 def _rank1_lagging(lines: list[Any]) -> list[Any]:
@@ -166,3 +205,23 @@ def test_a_followed_run_shows_one_steps_efficiency_and_each_ranks_newest_step(
             assert model.efficiency == pytest.approx(measured / ideal, rel=1e-12)
             checked += 1
     assert checked > 10
+
+
+def test_the_live_header_says_why_when_a_ratio_is_low() -> None:
+    """A run whose slow host was benched (a share of 0): the header shows the newest step's %
+    of Σ solo and × fastest, and last, why they are low."""
+    model = RunModel.of_run("bench-1")
+    t0 = 1_700_000_000.0
+    model.apply(RunStatus(t=t0, run_id="bench-1", state="running"))
+    lines = synthetic_run(steps=3, move_at=None)
+    for host, event in lines:
+        if isinstance(event, StepEvent):  # fast takes the whole batch: slow sits out
+            event = replace(event, local_batch=16 if event.rank == 0 else 0,
+                            compute_s=0.016 if event.rank == 0 else 0.0, step_s=0.02)
+        if not isinstance(event, dict):
+            model.apply(RankEvent(host=host, event=event))
+    text = header_text(model, t0 + 1.0, 200).plain
+    # 16 samples / 0.02 s = 800 samples/s, of Σ solo 1000 + 333 and of fast's 1000 alone
+    assert "60% of Σ solo  0.80× fastest" in text
+    assert "low: slow benched (no share: its exchange does not pay) — slower than fast alone" \
+           " (1000 samples/s): train on fast alone" in text

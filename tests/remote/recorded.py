@@ -14,6 +14,7 @@ from typing import Any
 
 from remote.records.runs import RunInfo
 from trainer.events import (
+    CapacityEvent,
     EndEvent,
     EvalEvent,
     RebalanceEvent,
@@ -88,6 +89,11 @@ def synthetic_run(*, steps: int, t0: float = 1_700_000_000.0, move_at: int | Non
     split = (8, 8)
     lines: list[tuple[str, TrainerEvent | dict[str, Any]]] = [
         (HOSTS[r], start(r, t0, step=first_step, total=steps)) for r in (0, 1)]
+    # Each host's solo figure: fast 1 ms a sample (its profile), slow 3 ms (a probe).
+    lines.append((HOSTS[0], CapacityEvent(
+        t=t0, rank=0, source="split", samples_per_s=(None, None), max_batch=(None, None),
+        solo_samples_per_s=(1000.0, 1000.0 / 3), solo_source=("profile", "probe"),
+        solo_batch=(16, 16))))
     t = t0
     for step in range(first_step + 1, steps + 1):
         t += 0.05

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import console.cli as cli
+from figures.solo import HostSolo, SoloBaseline
 from remote.records import summary as summary_module
 from remote.records.history import load_history
 from trainer.events import MembershipEvent, StepEvent
@@ -140,7 +141,7 @@ def test_the_json_schema_in_docs_matches_the_output(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for cls in (summary_module.RunSummary, summary_module.Outcome, summary_module.RankSummary,
                 summary_module.Move, summary_module.Metric, summary_module.Sample,
-                summary_module.GenerationRow):
+                summary_module.GenerationRow, SoloBaseline, HostSolo):
         fields = {f.name for f in dataclasses.fields(cls)}
         assert _documented(cls.__name__) == fields, cls.__name__
     path = _cluster(tmp_path)
@@ -154,6 +155,8 @@ def test_the_json_schema_in_docs_matches_the_output(
     assert set(run["ranks"][0]) == _documented("RankSummary")
     assert set(run["moves"][0]) == _documented("Move")
     assert set(run["loss"]) == _documented("Metric")
+    assert set(run["baseline"]) == _documented("SoloBaseline")
+    assert set(run["baseline"]["hosts"][0]) == _documented("HostSolo")
 
 
 def test_plot_writes_a_png_and_chart_draws_in_the_terminal(

@@ -38,7 +38,12 @@ def test_dynamic_moves_samples_to_the_fast_rank_on_every_rank_at_once(tmp_path: 
     check(launch(2, *COMMON, "--policy", "dynamic", "--split", "16,48", "--slowdown", "1,3",
                  "--rebalance-every", "5", "--steps", "30", "--run-dir", str(tmp_path)))
     r0, r1 = events(tmp_path, 0), events(tmp_path, 1)
-    assert of_kind(r0, "capacity")[0]["source"] == "split"
+    capacity = of_kind(r0, "capacity")[0]
+    assert capacity["source"] == "split"
+    # No profile: each device's solo figure is a probe, one rank at a time.
+    assert capacity["solo_source"] == ["probe", "probe"]
+    fast, slow = capacity["solo_samples_per_s"]
+    assert fast > 1.5 * slow  # rank 1 emulates a device three times slower
     rebalances = of_kind(r0, "rebalance")
     assert rebalances and rebalances[0]["step"] == 6 and rebalances[0]["previous"] == [16, 48]
     assert rebalances[0]["split"][0] > 16
@@ -77,6 +82,11 @@ def test_a_profile_memory_cap_sets_the_micro_batch_not_the_share(tmp_path: Path)
     assert capacity["source"] == "profile"
     assert capacity["samples_per_s"] == pytest.approx([1000.0, 1000.0 / 3])
     assert capacity["max_batch"] == [None, None] and capacity["micro_batch"] == [8, None]
+    # Each device alone, for the run's baselines: from the same profiles, at its micro-batch
+    # (rank 0's 8; rank 1 has none: the global batch), nothing measured.
+    assert capacity["solo_source"] == ["profile", "profile"]
+    assert capacity["solo_batch"] == [8, 64]
+    assert capacity["solo_samples_per_s"] == pytest.approx([1000.0, 1000.0 / 3])
     start = of_kind(rank0, "start")[0]
     assert start["split"] == [48, 16] and start["micro_batch"] == 8
     assert {e["passes"] for e in of_kind(rank0, "step")} == {6}

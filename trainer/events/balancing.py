@@ -23,6 +23,14 @@ class CapacityEvent:
     detail: str = ""
     micro_batch: tuple[int | None, ...] = ()
     """Per-rank largest pass: ``--micro-batch`` lowered to a stored profile's memory cap."""
+    solo_samples_per_s: tuple[float | None, ...] = ()
+    """Per rank: forward+backward samples/s of its device alone at ``solo_batch`` (None:
+    not known), the run's baselines (``figures/solo.py``); empty before they were recorded."""
+    solo_source: tuple[str, ...] = ()
+    """Per rank: where that came from: ``profile`` (stored), ``probe`` (timed, or its cache),
+    ``unknown``."""
+    solo_batch: tuple[int, ...] = ()
+    """Per rank: the batch of its solo figure: its micro-batch, else the global batch."""
 
 
 MEASURE_AFTER_STEPS = 5

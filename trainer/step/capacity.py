@@ -17,6 +17,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from profiles.profile import Profile
+from profiles.store import ProfileKey, find_profile
 from trainer.balance.balancer import equal_split, proportional_split
 from trainer.dist import all_gather_floats, on_any_rank
 from trainer.settings.train_config import TrainConfig
@@ -40,6 +42,20 @@ class Capacity:
     micro_batch: tuple[int | None, ...]
     """Per-rank largest pass: ``--micro-batch``, lowered to a stored profile's memory cap."""
     detail: str
+    solo: SoloFigures | None = None
+    """Every rank's solo figure (``trainer/step/solo.py``; None: not found, a joiner)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SoloFigures:
+    """Every rank's solo throughput alone (``profiles/solo.py``), by rank."""
+
+    samples_per_s: tuple[float | None, ...]
+    """Forward+backward samples/s of the rank's device alone (None: not known)."""
+    source: tuple[str, ...]
+    """``profile``, ``probe`` or ``unknown``."""
+    batch: tuple[int, ...]
+    """The batch each figure is at: the rank's micro-batch (the global batch without one)."""
 
 
 def initial_split(
@@ -79,7 +95,7 @@ def initial_split(
         # (one pass of at most the rank's micro-batch: the share may not fit in memory)
         passes, size = config.capacity_passes, min(share, micro[rank] or share)
         emulated_run = on_any_rank(emulates(config.slowdown, config.slowdown_at), device)
-        own = _warmup_rate(model, loss, batch_of(size), device, passes, slowdown, emulated_run)
+        own = warmup_rate(model, loss, batch_of(size), device, passes, slowdown, emulated_run)
         rates = [row[0] for row in all_gather_floats([own], device)]
         missing = [r for r, row in enumerate(rows) if row[0] <= 0]
         source = "warmup"
@@ -95,27 +111,33 @@ def _profile_capacity(
     on_gpu: bool,
 ) -> tuple[float, float, str]:
     """``(samples/s at share, max_batch or 0, reason)``; samples/s 0 when there is no profile."""
-    if config.task != "image":
-        return 0.0, 0.0, f"stored profiles cover the image models, not the {config.task} task"
-    try:
-        from profiles.store import ProfileKey, find_profile
-    except ImportError:
-        return 0.0, 0.0, "profile store unavailable"
-    try:
-        # Keyed by the run's precision; a profile made before profiles recorded one ran with
-        # torch's default (TF32 convolutions on a GPU): it stands in for an fp32 CPU run only.
-        profile, reason = find_profile(
-            ProfileKey(host=host, device_name=device_name, model=config.model,
-                       torch_version=torch.__version__, threads=torch.get_num_threads(),
-                       slowdown=slowdown),
-            precision=config.precision,
-            unlabelled_ok=config.precision == "fp32" and not on_gpu,
-        )
-    except Exception as exc:  # a broken store must not stop training: measure instead
-        return 0.0, 0.0, f"profile lookup failed: {exc}"
+    profile, reason = stored_profile(config, slowdown, host, device_name, on_gpu=on_gpu)
     if profile is None:
         return 0.0, 0.0, reason
     return profile.samples_per_s(share), float(profile.max_batch or 0), reason
+
+
+def profile_key(config: TrainConfig, slowdown: float, host: str, device_name: str) -> ProfileKey:
+    """The store's key for this rank's device under the run's conditions."""
+    return ProfileKey(host=host, device_name=device_name, model=config.model,
+                      torch_version=torch.__version__, threads=torch.get_num_threads(),
+                      slowdown=slowdown)
+
+
+def stored_profile(
+    config: TrainConfig, slowdown: float, host: str, device_name: str, *, on_gpu: bool,
+) -> tuple[Profile | None, str]:
+    """This rank's stored profile for the run (None and why when there is none)."""
+    if config.task != "image":
+        return None, f"stored profiles cover the image models, not the {config.task} task"
+    try:
+        # Keyed by the run's precision; a profile made before profiles recorded one ran with
+        # torch's default (TF32 convolutions on a GPU): it stands in for an fp32 CPU run only.
+        return find_profile(profile_key(config, slowdown, host, device_name),
+                            precision=config.precision,
+                            unlabelled_ok=config.precision == "fp32" and not on_gpu)
+    except Exception as exc:  # a broken store must not stop training: measure instead
+        return None, f"profile lookup failed: {exc}"
 
 
 def _merge_caps(
@@ -128,7 +150,7 @@ def _merge_caps(
     return tuple(out)
 
 
-def _warmup_rate(
+def warmup_rate(
     model: nn.Module, loss: LossFn, batch: Any, device: torch.device, passes: int,
     slowdown: float, emulated_run: bool,
 ) -> float:

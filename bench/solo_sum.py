@@ -1,0 +1,188 @@
+"""The cluster against its hosts alone: each host alone, then the cluster, side by side.
+
+Issue 84's baselines, measured: on this machine's CPU, "hosts" are ranks with an emulated
+slowdown (``--slowdown``, as bench/oracle.py makes its slow ranks; one thread each). For every
+scenario, in one invocation and once per round (rounds interleaved, the order rotating): each
+host alone (one rank, the whole global batch B, static) and the cluster (every host, the default
+policy, ``dynamic``, from the capacities it measures at its start). Printed per scenario, as
+medians over rounds with their spread: each host's solo samples/s, Σ solo, the cluster's, **% of
+Σ solo** and **× fastest** (against the solo runs measured here), and the run's own figures
+(``figures/solo.py``, from the solo probes the run timed at its start), so the two can be
+compared. Goals: >= 0.95 × Σ solo where the hosts are compute-bound (the 1:3 pair, three unequal
+hosts); >= 1.0 × fastest where a host's exchange does not pay (a host 16 times slower).
+
+Scenarios: ``pair`` (slowdowns 1:3, the oracle bench's pair), ``three`` (1:2:3), ``slow``
+(1:16: the slow host adds at most 1/16 of the fast one's throughput, about what its
+exchange costs). A host behind a shaped link needs network-namespace hosts with sshd
+(bench/lowcomm_shaped.py): not here.
+
+The hosts share this machine's cores: ranks that together want more cores than there are, or a
+machine loaded by other work (the load average is printed before and after), cannot reach the
+sum of what each does alone; Σ solo is measured with one rank on the machine. ``--scale S``
+multiplies every slowdown by S (as bench/mixed_cluster.py does): each rank then sleeps most of
+its emulated time, so the emulated speeds, not the shared cores, set the pace.
+
+    python bench/solo_sum.py [--scenarios pair,three,slow] [--global-batch 64] [--rounds 2]
+                             [--steps 60] [--skip 20] [--scale 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import RunResult, csv, markdown_table, run_main, run_trainer
+from figures.reducer import RunFigures
+from figures.solo import SoloBaseline, run_baseline
+from trainer.event_log import events_path
+from trainer.events import parse_event
+
+SCENARIOS: dict[str, tuple[float, ...]] = {"pair": (1.0, 3.0), "three": (1.0, 2.0, 3.0),
+                                           "slow": (1.0, 16.0)}
+GOAL_OF_SUM = 0.95
+"""Compute-bound hosts (pair, three): the cluster against Σ of the hosts alone."""
+GOAL_FASTEST = 1.0
+"""A host whose exchange does not pay (slow): the cluster against its fastest host alone."""
+
+
+@dataclass
+class Round:
+    """One round of one scenario: each host alone, then the cluster."""
+
+    solo: list[float]
+    cluster: float
+    own: SoloBaseline
+    split: str
+    compute_share: float | None
+    """The cluster run's compute share (figures/metrics.py: measured / Σ ranks' own rates)."""
+    outside: float | None
+    """The cluster run's outside-compute fraction: exchange, optimizer, per-step work."""
+
+    @property
+    def of_sum(self) -> float:
+        return self.cluster / sum(self.solo)
+
+    @property
+    def x_fastest(self) -> float:
+        return self.cluster / max(self.solo)
+
+
+def run_figures(run: RunResult) -> RunFigures:
+    """Every rank's events of ``run`` reduced (each rank its own host)."""
+    figures = RunFigures()
+    for rank in range(run.start.world_size):
+        with open(events_path(run.run_dir, rank), encoding="utf-8") as f:
+            for line in f:
+                event = parse_event(line)
+                if event is not None:
+                    figures.observe(event, f"h{rank}")
+    return figures
+
+
+def one_round(name: str, slowdowns: tuple[float, ...], args: argparse.Namespace, root: Path,
+              n: int) -> Round:
+    """Each host alone, then the cluster."""
+    solo = [run_trainer(f"{name} h{r} alone (x{s:g}) #{n}", root / f"{name}-h{r}-{n}", nproc=1,
+                        global_batch=args.global_batch, steps=args.steps, slowdown=[s]
+                        ).throughput(args.skip) for r, s in enumerate(slowdowns)]
+    run = run_trainer(f"{name} cluster #{n}", root / f"{name}-cluster-{n}", nproc=len(slowdowns),
+                      global_batch=args.global_batch, steps=args.steps, policy="dynamic",
+                      slowdown=list(slowdowns))
+    split = csv(run.start.split) + (f" → {csv(run.final_split)}" if run.rebalances else "")
+    figures = run_figures(run)
+    return Round(solo=solo, cluster=run.throughput(args.skip),
+                 own=run_baseline(figures, live=False), split=split,
+                 compute_share=figures.efficiency, outside=figures.outside_compute_fraction)
+
+
+def _spread(values: list[float], digits: int = 1) -> str:
+    med = statistics.median(values)
+    return f"{med:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def report(name: str, slowdowns: tuple[float, ...], rounds: list[Round]) -> list[str]:
+    """One table row of a scenario: medians over rounds (min-max)."""
+    solos = [_spread([r.solo[h] for r in rounds]) for h in range(len(slowdowns))]
+    own = [r.own for r in rounds]
+    own_text = " / ".join(
+        f"{b.of_sum:.2f}, {b.x_fastest:.2f}× ({b.sources})" if b.of_sum is not None
+        and b.x_fastest is not None else f"unknown ({b.sources})" for b in own)
+    return [name, csv(slowdowns), "; ".join(solos), _spread([sum(r.solo) for r in rounds]),
+            _spread([r.cluster for r in rounds]), _spread([r.of_sum for r in rounds], 3),
+            _spread([r.x_fastest for r in rounds], 2), own_text, rounds[-1].split,
+            " / ".join(f"{r.compute_share or 0:.2f}, {r.outside or 0:.2f}" for r in rounds)]
+
+
+def verdicts(results: dict[str, list[Round]]) -> list[str]:
+    """Each scenario's ratio against its goal."""
+    lines = []
+    for name, rounds in results.items():
+        if name == "slow":
+            value, goal, what = statistics.median(r.x_fastest for r in rounds), GOAL_FASTEST, \
+                "× fastest"
+        else:
+            value, goal, what = statistics.median(r.of_sum for r in rounds), GOAL_OF_SUM, \
+                "of Σ solo"
+        lines.append(f"{name}: {value:.3f} {what} (goal >= {goal}: "
+                     f"{'met' if value >= goal else 'MISSED'})")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenarios", default="pair,three,slow",
+                        help=f"comma-separated, of {', '.join(SCENARIOS)}")
+    parser.add_argument("--global-batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--skip", type=int, default=20,
+                        help="steps not measured (the balancer settles first)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply every slowdown by this (>= 1: fewer cores than ranks)")
+    parser.add_argument("--run-root", type=Path, help="keep run directories here")
+    args = parser.parse_args(argv)
+    names = [s for s in args.scenarios.split(",") if s]
+    unknown = [s for s in names if s not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}: choose of "
+                     f"{', '.join(SCENARIOS)}")
+    if args.skip >= args.steps:
+        parser.error("--skip must be below --steps")
+    if args.scale < 1.0:
+        parser.error("--scale must be at least 1")
+    scenarios = {name: tuple(s * args.scale for s in SCENARIOS[name]) for name in names}
+    with tempfile.TemporaryDirectory(prefix="corral-solo-sum-") as tmp:
+        root = args.run_root or Path(tmp)
+        os.environ["CORRAL_PROFILE_DIR"] = str(root / "profiles")  # probes of this bench only
+        load = os.getloadavg()
+        print(f"solo_sum: B={args.global_batch}, scale {args.scale:g}, {args.rounds} round(s), "
+              f"steps {args.skip + 1}..{args.steps}, {os.cpu_count()} cores, load "
+              f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}", flush=True)
+        results: dict[str, list[Round]] = {name: [] for name in names}
+        for n in range(1, args.rounds + 1):
+            order = names[(n - 1) % len(names):] + names[:(n - 1) % len(names)]
+            for name in order:
+                results[name].append(one_round(name, scenarios[name], args, root, n))
+        load = os.getloadavg()
+    print(f"\nload after: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; medians over "
+          f"{args.rounds} round(s) (min-max)\n")
+    print(markdown_table(["scenario", "slowdowns", "each host alone, samples/s", "Σ solo",
+                          "cluster", "% of Σ solo", "× fastest",
+                          "the run's own (of Σ, × fastest; per round)", "split (last round)",
+                          "compute share, outside compute (per round)"],
+                         [report(name, scenarios[name], rounds)
+                          for name, rounds in results.items()]))
+    print()
+    print("\n".join(verdicts(results)))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
