@@ -14,7 +14,7 @@ come at any time. The master's host is never taken out: its rank serves the run'
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 OUT_KINDS = ("kill_rank", "kill_launcher", "drop_link", "leave")
@@ -95,3 +95,12 @@ def kind_counts(kinds: Iterable[str]) -> dict[str, int]:
     """How often each kind of ``KINDS`` is in ``kinds`` (0 where never)."""
     listed = list(kinds)
     return {kind: listed.count(kind) for kind in KINDS}
+
+
+def moot(fault: Fault, members: Collection[str]) -> bool:
+    """Whether ``fault`` cannot be made on a run whose hosts are ``members``: a run that ended
+    by itself (a full disk) was resumed on every host, which the schedule did not foresee, so
+    the host it takes out is out already, or the one it brings back is in."""
+    if fault.kind == "join":
+        return fault.host in members
+    return fault.kind in OUT_KINDS and fault.host not in members

@@ -21,7 +21,7 @@ from bench._chaos_checks import (
     went_on,
 )
 from bench._chaos_faults import INJECT, resume, stop
-from bench._chaos_plan import Fault
+from bench._chaos_plan import Fault, moot
 from bench._chaos_run import WORKERS, Broken, ChaosRun, netns
 from trainer.run_layout import CHECKPOINT_NAME
 
@@ -42,6 +42,8 @@ class Outcome:
     at_step: int
     what: str = ""
     ended: bool = False
+    skipped: bool = False
+    """Not injected: a resume the schedule did not foresee made it moot (``moot``)."""
     broken: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -141,7 +143,12 @@ def one_fault(run: ChaosRun, fault: Fault, members: set[str], report: Report,
             members = {MASTER, *WORKERS}
             run.wait_steps(fault.after_steps)
         outcome.at_step = run.step()
-        members = _inject(run, fault, outcome, members, report, scratch, replay)
+        outcome.skipped = moot(fault, members)
+        if outcome.skipped:
+            where = "in" if fault.kind == "join" else "out of"
+            outcome.what += f"; skipped: {fault.host} is already {where} the run"
+        else:
+            members = _inject(run, fault, outcome, members, report, scratch, replay)
         broken = live_checks(run, members)
         if broken and run.ended():  # it ended meanwhile: an ended run's invariants apply
             resume_ended(run, outcome, report, scratch)

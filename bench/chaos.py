@@ -76,14 +76,16 @@ def box_on_tmpfs(root: Path) -> Iterator[netns.NetnsCluster]:
 
 def summary(report: Report) -> str:
     """The report in a few lines: seed, faults by kind, survived, broken, wall time."""
-    faults = [o for o in report.outcomes if o.kind]
+    faults = [o for o in report.outcomes if o.kind and not o.skipped]
+    skipped = sum(o.skipped for o in report.outcomes)
     by_kind = ", ".join(f"{kind} {n}" for kind, n in kind_counts(o.kind for o in faults).items()
                         if n)
     broken = [o for o in faults if o.broken]
     lines = [f"chaos seed {report.seed}: {len(faults)} fault(s) injected ({by_kind}) in "
              f"{report.wall_s:.0f} s, {report.steps} steps, {report.stops} stop(s) checked",
              f"survived: {len(faults) - len(broken)} of {len(faults)}; ended with a named "
-             f"cause (then resumed): {sum(o.ended for o in faults)}"]
+             f"cause (then resumed): {sum(o.ended for o in faults)}; skipped (moot after a "
+             f"resume): {skipped}"]
     lines += [f"BROKEN {o.label}: {b}" for o in report.outcomes for b in o.broken]
     if report.params:
         lines.append("parameters against the replay: " + ", ".join(

@@ -12,7 +12,7 @@ The ranks run corral's optimizer step (trainer/step/optim.py, AdamW) through
 ``bench/_capped_rank.py``: sharded, the owners' reduces and broadcasts; replicated, one
 all-reduce of the flat gradient after the backward (DDP's arithmetic without its overlap).
 
-    sudo .venv/bin/python bench/pooled_memory.py --small-gib 1 --width 2048 --ladder 6,9,12,16,20
+    sudo .venv/bin/python bench/pooled_memory.py --small-gib 1 --width 2048
 """
 
 from __future__ import annotations
@@ -101,8 +101,11 @@ def main() -> int:
                         help="the small host's cap; the others 2x and 4x (default 1)")
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--ladder", type=lambda t: [int(x) for x in t.split(",")],
-                        default=[6, 9, 12, 16, 20], help="layer counts tried, ascending")
+                        default=[10, 12, 13, 14, 16, 18, 20, 22, 24],
+                        help="layer counts tried, ascending")
     parser.add_argument("--steps", type=int, default=6, help="(b): steps per run")
+    parser.add_argument("--timed-layers", type=int,
+                        help="(b): the size timed (default: the rung below replicate's largest)")
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args()
     if (reason := why_not()) is not None:
@@ -116,12 +119,13 @@ def main() -> int:
     if sizes["replicate"]:
         print(f"  sharded / replicated parameters: "
               f"{sizes['gradients'] / sizes['replicate']:.2f}x")
-    both = found["replicate"]
+    fits = [n for n in args.ladder if found["replicate"] and n <= found["replicate"]["layers"]]
+    layers = args.timed_layers or (fits[-2] if len(fits) > 1 else fits[0] if fits else None)
     timed = {}
-    if both is not None:
-        print(f"(b) step time at {both['layers']} layers, {args.steps} steps", flush=True)
+    if layers is not None:
+        print(f"(b) step time at {layers} layers, {args.steps} steps", flush=True)
         for mode in ("replicate", "optimizer", "gradients"):
-            timed[mode] = run(mode, args.width, both["layers"], args.steps, args.small_gib)
+            timed[mode] = run(mode, args.width, layers, args.steps, args.small_gib)
             if timed[mode]["ok"]:
                 median, low, high = step_median(timed[mode])
                 print(f"  {mode:<10} median {median:.3f} s (min {low:.3f}, max {high:.3f})")

@@ -178,7 +178,8 @@ class RunControls:
     def restart(self) -> Effects:
         if refused := self.refuse_if_read_only("restart the run") or self._refuse_if_busy():
             return refused
-        if (edit := edit_script_args(self)) is not None:  # a script: its arguments first
+        # A script run: its arguments first, to edit (its resume idiom put in).
+        if (edit := edit_script_args(self.session, self.relaunch_script)) is not None:
             return edit
         handle = self.session.handle
         run = handle.run_id if handle else "the newest run"

@@ -10,20 +10,20 @@ nothing it wrote is silently overwritten, whatever the arguments.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from console.effects import EditArgs, Effects
 from profiles.user_errors import CorralError
 
 if TYPE_CHECKING:
-    from console.controls import RunControls
+    from console.session import Session
     from remote.api import RunInfo
 
 
-def _run_to_relaunch(controls: RunControls) -> tuple[str, RunInfo | None] | None:
+def _run_to_relaunch(session: Session) -> tuple[str, RunInfo | None] | None:
     """The run ``r`` relaunches, the one followed (else the newest recorded one), and its
     record when this machine holds it; None when no run is known."""
-    session = controls.session
     try:
         if session.handle is not None:
             run_id = session.handle.run_id
@@ -34,15 +34,16 @@ def _run_to_relaunch(controls: RunControls) -> tuple[str, RunInfo | None] | None
     return (recorded[0].run_id, recorded[0]) if recorded else None
 
 
-def edit_script_args(controls: RunControls) -> Effects | None:
-    """The dialog that edits a script run's arguments before ``r`` relaunches it; None when
-    the run to relaunch is no script's (or none is known): ``r`` then asks as for a task."""
+def edit_script_args(session: Session, relaunch: Callable[[str, tuple[str, ...]], Effects]
+                     ) -> Effects | None:
+    """The dialog that edits a script run's arguments before ``r`` relaunches it (``relaunch``
+    gets the run id and the arguments); None when the run to relaunch is no script's (or none
+    is known): ``r`` then asks as for a task."""
     from remote.api import resume_offer
 
-    session = controls.session
     if not session.has_cluster:
         return None
-    if (relaunched := _run_to_relaunch(controls)) is None:
+    if (relaunched := _run_to_relaunch(session)) is None:
         return None
     run_id, info = relaunched
     checkpoint = session.model.checkpoint if session.handle is not None else None
@@ -62,4 +63,4 @@ def edit_script_args(controls: RunControls) -> Effects | None:
                      offered=idiom.args if idiom is not None else None,
                      idiom=idiom.name if idiom is not None else "",
                      note=idiom.note if idiom is not None else "",
-                     then=lambda args: controls.relaunch_script(run_id, args))]
+                     then=lambda args: relaunch(run_id, args))]

@@ -19,7 +19,7 @@ from bench._chaos_checks import (
     record_agrees,
     went_on,
 )
-from bench._chaos_plan import ANY_TIME_KINDS, KINDS, OUT_KINDS, counts, schedule
+from bench._chaos_plan import ANY_TIME_KINDS, KINDS, OUT_KINDS, Fault, counts, moot, schedule
 
 
 def test_the_same_seed_gives_the_same_schedule_and_another_seed_another() -> None:
@@ -99,3 +99,12 @@ def test_the_hosts_in_the_run_follow_rank_0s_membership_events() -> None:
               {"change": "joined", "hosts": ["n2"]}, {"change": "left", "hosts": ["n3"]}]
     assert members_after({"n1", "n2", "n3"}, events[:1]) == {"n1", "n3"}
     assert members_after({"n1", "n2", "n3"}, events) == {"n1", "n2"}
+
+
+def test_a_fault_an_unforeseen_resume_made_moot_is_told() -> None:
+    every = {"n1", "n2", "n3"}
+    assert moot(Fault(7, "join", "n3", 3), every)
+    assert not moot(Fault(7, "join", "n3", 3), {"n1", "n2"})
+    assert moot(Fault(8, "leave", "n2", 3), {"n1", "n3"})
+    assert not moot(Fault(8, "drop_link", "n2", 3), every)
+    assert not moot(Fault(9, "stop_resume", None, 3), {"n1"})

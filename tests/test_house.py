@@ -62,6 +62,8 @@ ONE_THING = {
     "tests/remote/test_reliability_sshd.py": "one module-scoped set of sshd hosts, faults "
                                             "checked many ways",
     "tests/remote/test_data_sync.py": "the data sync's cases over one local host set",
+    "tests/remote/test_script_run_local.py": "the script front door's runs as one table, "
+                                             "each launched once and checked many ways",
     "tests/trainer/test_balancer.py": "the balancer's policies against simulated clusters",
 }
 """Modules of ``LONG_MODULES_FROM`` lines or more that are one thing, each with why."""

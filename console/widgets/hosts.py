@@ -12,6 +12,7 @@ from console.formatting import bar, cells, fmt_bytes, fmt_rate, gpu_peak_text
 from console.model.records import RowView
 from console.model.run import RunModel
 from console.widgets.lines_view import LinesView
+from console.widgets.packing import label_cells, line_count, packed_line, per_line
 
 STATUS_STYLES = {
     "idle": "grey50", "connecting": "cyan", "pushing": "cyan", "starting": "cyan",
@@ -144,20 +145,84 @@ def render_header(width: int, tokens: bool = False) -> Text:
     return text
 
 
+COMPACT_RATE, COMPACT_STATUS = Column("smp/s", 6, "right", 0), 9
+"""A compact row's samples/s column, and its status's fewest cells (``left @197`` fits)."""
+
+
+def compact_label(view: RowView) -> str:
+    """``beta:1`` (the host alone before its ranks are known)."""
+    return view.host if view.rank_row is None else f"{view.host}:{view.rank_row.rank}"
+
+
+def compact_row(view: RowView, width: int, label: int) -> Text:
+    """``host3:3   35.0 running``: a row of the compact table (several to a line)."""
+    text = cells((compact_label(view), label, "left"),
+                 (row_values(view).get("samples/s", ""), COMPACT_RATE.width, "right"))
+    if view.stale:
+        text.stylize(STALE_STYLE)
+    words = status_words(view.status, view.reason, width - text.cell_len - 1)
+    said = len(view.status) if words.startswith(view.status) else len(words)
+    text.append(" ")
+    text.append(words[:said], style=STATUS_STYLES.get(view.status, ""))
+    text.append(words[said:], style=STALE_STYLE if view.stale else "")
+    return text
+
+
+def compact_header(label: int) -> Text:
+    """The compact table's titles, over one of its items."""
+    text = cells(("rank", label, "left"), (COMPACT_RATE.title, COMPACT_RATE.width, "right"))
+    text.append(" status")
+    text.stylize("bold")
+    return text
+
+
 class HostsPanel(LinesView):
     """Every rank's host, device, batch, throughput (and tokens per step, when the run shares
-    tokens), compute share, resources and status."""
+    tokens), compute share, resources and status; where one rank a line does not fit, several
+    to a line with their host, rank, samples/s and status (compact rows)."""
 
     def __init__(self, model: RunModel, *, id: str | None = None) -> None:
-        super().__init__(row_count=lambda: len(model.rank_and_host_rows()),
-                         row_text=lambda i, w: render_row(model.rank_and_host_rows()[i], w,
-                                                          model.shares_tokens),
-                         header_text=lambda w: render_header(w, model.shares_tokens), id=id)
+        super().__init__(row_count=lambda: line_count(len(model.rank_and_host_rows()),
+                                                      self._per_line),
+                         row_text=self._row, header_text=self._header, id=id)
         self.model = model
         self.border_title = "Hosts & ranks"
         self._subtitle_shown = ""
+        self._per_line = 1
+
+    def _label_cells(self) -> int:
+        return label_cells([compact_label(view) for view in self.model.rank_and_host_rows()])
+
+    def _row(self, index: int, width: int) -> Text:
+        views = self.model.rank_and_host_rows()
+        if self._per_line == 1:
+            return render_row(views[index], width, self.model.shares_tokens)
+        label = self._label_cells()
+        return packed_line(index, self._per_line, len(views), width,
+                           lambda i, w: compact_row(views[i], w, label))
+
+    def _header(self, width: int) -> Text:
+        if self._per_line == 1:
+            return render_header(width, self.model.shares_tokens)
+        label = self._label_cells()
+        return packed_line(0, self._per_line, self._per_line, width,
+                           lambda i, w: compact_header(label))
+
+    def _fit(self) -> None:
+        """One rank a line while they fit the panel's height, else as few to a line as fit."""
+        size = self.content_size
+        count = len(self.model.rank_and_host_rows())
+        least = self._label_cells() + COMPACT_RATE.width + COMPACT_STATUS + 2
+        per = per_line(count, size.height - 1, size.width, least) if size.height > 1 else 1
+        if per != self._per_line:
+            self._per_line = per
+            self._drawn_signature = None  # every line changes
+
+    def on_resize(self) -> None:
+        self._fit()
 
     def sync(self) -> None:
+        self._fit()
         views = self.model.rank_and_host_rows()
         now = [view for view in views if view.status != "left"]  # the hosts in the run now
         ranks = sum(1 for view in now if view.rank_row is not None)

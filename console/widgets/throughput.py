@@ -133,8 +133,8 @@ def spark_lines(inner: int) -> int:
 
 
 class ThroughputPanel(Vertical):
-    """Cluster throughput with its ideal and compute share, and every rank's sparkline
-    (several to a line when one a line would not fit: every rank stays in view)."""
+    """Cluster throughput with its ideal and compute share, and every rank's sparkline (several
+    to a line when one a line would not fit: every rank stays in view)."""
 
     def __init__(self, model: RunModel, *, id: str | None = None) -> None:
         super().__init__(id=id)

@@ -7,8 +7,8 @@ A host's probe (its ``memory`` section, ``MEMORY_PROBE``) prints ``MemAvailable`
 ``memory.limit_in_bytes``) and each GPU's free memory (``nvidia-smi``). A rank's budget:
 ``state_budget`` of its host when set (GiB), else on a GPU host the free memory of its GPU,
 else its share of the host's available memory (the host's ranks share it evenly). What the run
-needs comes from the trained parameters' bytes a stored profile of the model recorded (none:
-nothing is judged).
+needs comes from the trained parameters' bytes a stored profile of the model recorded (none,
+or a task other than the image task's ``model``: nothing is judged; a script run: no row).
 """
 
 from __future__ import annotations
@@ -102,6 +102,10 @@ def memory_items(config: ClusterConfig, nprocs: Mapping[str, int],
     state does not fit; none when the budgets or the model's size are not known (and the run
     shards: one row saying so)."""
     run = config.run
+    if run.script is not None:
+        return []  # a script brings its own model, optimizer and state
+    if run.task != "image":
+        parameter_bytes = None  # the stored profiles measure run.model, not this task's model
     budgets = rank_budgets(config, nprocs, gpus, probes)
     if budgets is None or parameter_bytes is None:
         if run.shard_state == "replicate":

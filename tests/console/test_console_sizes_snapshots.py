@@ -122,7 +122,8 @@ def test_every_host_is_readable_at_each_size(snap_compare: Any, situation: str,
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 async def test_eight_hosts_show_every_rank_and_share_without_a_scrollbar(
         size: tuple[int, int]) -> None:
-    """Eight hosts at 80×24: the sparklines and shares go several to a line, none hidden."""
+    """Eight hosts at 80×24: the hosts' rows, the sparklines and the shares go several to a
+    line, none hidden."""
     hosts = [FakeHost(name=f"host{i}", slowdown=1 + i / 2) for i in range(8)]
     app = make_app(FakeController(hosts=hosts, script_options={"hold_at": 12}))
     async with app.run_test(size=size) as pilot:
@@ -130,9 +131,11 @@ async def test_eight_hosts_show_every_rank_and_share_without_a_scrollbar(
         await settle(pilot)
         model = app.session.model
         throughput, balancer = panel_text(app, "throughput"), panel_text(app, "balancer")
+        hosts = panel_text(app, "hosts")
         for rank, row in sorted(model.ranks.items()):
             assert f"{row.host}:{rank}" in throughput, throughput
             assert f"{row.host}:{rank}" in balancer, balancer
-        for view in ("#rank-sparks", "#split"):  # no row behind a scrollbar
+            assert row.host in hosts, hosts
+        for view in ("#rank-sparks", "#split", "#hosts"):  # no row behind a scrollbar
             shown = app.screen.query_one(view)
             assert shown.virtual_size.height <= shown.size.height, view

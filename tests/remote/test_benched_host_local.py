@@ -6,6 +6,7 @@ three ``local`` hosts)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -94,4 +95,7 @@ async def test_a_benched_host_stays_alive_and_is_stopped_and_verified_like_the_o
     top = run_topology(model)
     assert top.measured and len(top.links) == 3
     badge = next(b for b in top.hosts if b.host == "h2")
-    assert badge.sits_out and badge.text.startswith("sits out: ") and "balancer, step" in badge.text
+    # Benched alone, or with another host in one change that brought that one back later:
+    # the figures are those of the change that benched it, whatever the profile store holds.
+    assert badge.sits_out and re.match(r"sits out( with [\w, ]+)?: ", badge.text), badge
+    assert "(balancer, step" in badge.text, badge

@@ -105,6 +105,9 @@ def test_a_fitting_replicated_run_adds_no_row_and_unknown_facts_judge_nothing(
     unknown = items(sharded, parameter_bytes=None)
     assert unknown.ok and "not judged: the model's size" in unknown.items[0].detail
     assert "each host's free memory" in items(sharded, probes={}).items[0].detail
+    # The profiles measure the image model: another task's size is not known from them.
+    lm = items(cluster(tmp_path, run='shard_state = "gradients"\ntask = "causal_lm"\n'))
+    assert lm.ok and "not judged: the model's size" in lm.items[0].detail
 
 
 def test_ranks_sharing_a_host_s_memory_are_named_in_the_fix(tmp_path: Path) -> None:

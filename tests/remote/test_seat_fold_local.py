@@ -6,7 +6,10 @@ copied before the relaunch, replayed then) end on the figures
 ``corral report`` reads from the record — the balancer's moves, the restarts and time lost,
 the mean, ideal and efficiency, the steps and the wall time. The attached seat and the relaunch
 are one run (``relaunched``: a rank killed at step 12, the seat attached once the relaunch
-reached step 16), launched once for both tests."""
+reached step 16), launched once for both tests; the seat after ``r`` is the run of ``resumed``
+(stopped at step 12, resumed from its newest checkpoint), which also proves the resume itself:
+the same run id and directory, every rank from the checkpoint, the stream replaying the record
+then the new launch, and a stale state refreshed from the hosts."""
 
 from __future__ import annotations
 
@@ -21,12 +24,15 @@ import pytest
 from console.model.run import RunModel
 from remote.api import RankEvent, RunEvent
 from remote.config.cluster import ClusterConfig
+from remote.events import RunStatus
+from remote.hosts.pool import HostPool
 from remote.records.history import load_history
-from remote.records.runs import local_run_dir
+from remote.records.runs import RunInfo, list_runs, local_run_dir, read_run_info, write_run_info
 from remote.records.summary import RunSummary, summarize
 from remote.run.controller import SshRunController
-from tests.remote.runkit import bounded, local_cluster, tiny_run
-from trainer.events import StartEvent, StepEvent
+from remote.run.refresh import refresh_runs
+from tests.remote.runkit import bounded, local_cluster, run_processes, tiny_run
+from trainer.events import CheckpointEvent, StartEvent, StepEvent
 
 pytestmark = pytest.mark.slow
 
@@ -131,23 +137,88 @@ def test_a_seat_attached_mid_run_ends_on_the_reports_figures(relaunched: Relaunc
                                                                  launching.estimate)
 
 
-async def test_the_console_after_r_shows_the_whole_run_not_the_new_attempt(
-        tmp_path: Path) -> None:
-    config = _config(tmp_path, steps=30)
+@dataclass
+class Resumed:
+    """One run stopped at step 12 and resumed (``start(resume=True)``, as the console's ``r``)
+    to its end: the first launch's events, the resumed handle's and what its seat folded."""
+    config: ClusterConfig
+    first_id: str
+    second_id: str
+    before: list[RunEvent]
+    after: list[RunEvent]
+    seat: RunModel
+    stale_refreshed: list[str]
+    """The states ``refresh_runs`` gave once the stopped run's record said "running" (a
+    follower that died leaves such a stale state), before the resume."""
+
+
+async def _stop_then_resume(config: ClusterConfig) -> Resumed:
     controller = SshRunController(config)
+    before: list[RunEvent] = []
+    after: list[RunEvent] = []
     try:
-        handle = await controller.start()
-        async for event in bounded(handle.events()):
-            if _step_of(event) >= 12:
-                await handle.stop(grace_s=20.0)
-        resumed = await controller.start(resume=handle.run_id)
-        model = RunModel.of_run(resumed.run_id)  # the seat forgets, then replays the record
-        await _fold([], model, resumed.events())
+        first = await controller.start()
+        async for event in bounded(first.events()):
+            before.append(event)
+            if _step_of(event) >= 12 and not any(_step_of(e) >= 12 for e in before[:-1]):
+                assert (await first.stop(grace_s=20.0)).clean
+        write_run_info(config, replace(read_run_info(config, first.run_id), state="running"))
+        stale_refreshed = [r.state for r in await _refreshed(config)]
+        second = await controller.start(resume=True)
+        seat = RunModel.of_run(second.run_id)  # the seat forgets, then replays the record
+        await _fold(after, seat, second.events())
     finally:
         await controller.aclose()
-    summary = _report(config, handle.run_id)
+    return Resumed(config, first.run_id, second.run_id, before, after, seat, stale_refreshed)
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory: pytest.TempPathFactory) -> Resumed:
+    """The resumed run, launched (twice: a start and its resume) once for its tests."""
+    return asyncio.run(_stop_then_resume(_config(tmp_path_factory.mktemp("resumed"), steps=30)))
+
+
+def test_the_console_after_r_shows_the_whole_run_not_the_new_attempt(resumed: Resumed) -> None:
+    summary = _report(resumed.config, resumed.first_id)
     assert summary.outcome.state == "completed" and summary.restarts == 1
-    _assert_same(model, summary)
+    _assert_same(resumed.seat, summary)
+
+
+def test_resume_relaunches_the_newest_run_from_its_checkpoint(resumed: Resumed) -> None:
+    """Restart = stop + start(resume=True): the same run id and directory, every rank from the
+    newest checkpoint, the stream replaying the record then showing the new launch; a stale
+    state left by a follower that died is refreshed from the hosts."""
+    config, run_id = resumed.config, resumed.first_id
+    stopped = resumed.before[-1]
+    assert isinstance(stopped, RunStatus) and stopped.state == "stopped", stopped
+    saved = max(e.event.step for e in resumed.before if isinstance(e, RankEvent)
+                and isinstance(e.event, CheckpointEvent))
+    assert resumed.second_id == run_id
+    live = [e for e in resumed.after if isinstance(e, RankEvent) and not e.replayed]
+    starts = [e.event for e in live if isinstance(e.event, StartEvent)]
+    assert len(starts) == len(config.hosts)
+    assert all(s.step >= saved and s.resumed_from for s in starts)
+    # The resumed stream replays the record first (every seat folds the whole run), then shows
+    # the new launch from its checkpoint on.
+    assert any(isinstance(e, RankEvent) and e.replayed for e in resumed.after)
+    steps = [e.event.step for e in live if isinstance(e.event, StepEvent)]
+    assert steps and min(steps) > saved
+    assert [r.run_id for r in list_runs(config)] == [run_id]
+    assert run_processes(run_id) == []
+    # A follower that died leaves a stale state; the hosts tell the real one: stopped (the
+    # stop's marks) after the first launch, completed (every exit 0) after the resumed one.
+    assert resumed.stale_refreshed == ["stopped"]
+    write_run_info(config, replace(read_run_info(config, run_id), state="running"))
+    assert [r.state for r in asyncio.run(_refreshed(config))] == ["completed"]
+    assert [r.state for r in list_runs(config)] == ["completed"]
+
+
+async def _refreshed(config: ClusterConfig) -> list[RunInfo]:
+    pool = HostPool(config)
+    try:
+        return await refresh_runs(config, pool)
+    finally:
+        await pool.aclose()
 
 
 def test_the_launching_seat_after_a_max_restarts_relaunch_shows_the_whole_run(
