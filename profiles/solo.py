@@ -19,6 +19,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -42,11 +43,15 @@ class Solo:
     """A probe read back from the cache (False: measured now, or not a probe)."""
 
 
-def probe_path(key: ProfileKey, *, precision: str, batch: int, root: Path | None = None) -> Path:
-    """The cache file of a probe made under ``key`` in ``precision`` at ``batch`` samples."""
+def probe_path(key: ProfileKey, *, precision: str, batch: int, root: Path | None = None,
+               emulated: bool = False) -> Path:
+    """The cache file of a probe made under ``key`` in ``precision`` at ``batch`` samples;
+    ``emulated``: in a run that emulates slower devices, whose probes time the rank's own work
+    (trainer/step/slowdown.py), not the wall clock: kept apart."""
     base = Path(root) if root is not None else default_root()
     name = (f"{slug(key.device_name)}--torch-{slug(key.torch_version)}--t{key.threads}"
-            f"--s{key.slowdown:g}--{slug(precision)}--b{batch}.json")
+            f"--s{key.slowdown:g}--{slug(precision)}--b{batch}"
+            f"{'--emulated' if emulated else ''}.json")
     return base / "solo" / slug(key.host) / slug(key.model) / name
 
 
@@ -55,24 +60,35 @@ def _usable(rate: object) -> float | None:
         else None
 
 
-def cached_probe(path: Path) -> float | None:
-    """The samples/s a probe cached at ``path`` (None: none, or unreadable)."""
-    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
-        return _usable(json.loads(path.read_text(encoding="utf-8")).get("samples_per_s"))
+MAX_AGE_DAYS = 30.0
+"""A cached probe older than this is measured again (as a stored profile goes stale)."""
+
+
+def cached_probe(path: Path, max_age_days: float = MAX_AGE_DAYS) -> float | None:
+    """The samples/s a probe cached at ``path`` (None: none, unreadable, or stale)."""
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError, KeyError):
+        body = json.loads(path.read_text(encoding="utf-8"))
+        made = datetime.fromisoformat(str(body["created"]).replace("Z", "+00:00"))
+        made = made if made.tzinfo else made.replace(tzinfo=timezone.utc)
+        if (datetime.now(timezone.utc) - made).total_seconds() > max_age_days * 86400:
+            return None
+        return _usable(body.get("samples_per_s"))
     return None
 
 
 def solo_rate(key: ProfileKey, *, precision: str, batch: int, probe: Callable[[], float],
-              profile: Profile | None = None, root: Path | None = None) -> Solo:
+              profile: Profile | None = None, root: Path | None = None,
+              emulated: bool = False) -> Solo:
     """The device's solo samples/s at ``batch``: from ``profile`` (the stored one that fits
-    the run, None without), else the cached probe, else ``probe()`` (seconds of work: a few
-    timed passes), cached for the next run. A probe that gives no positive finite rate, or a
-    cache that cannot be written, is no error: the figure is ``unknown``, or not kept."""
+    the run, None without), else the cached probe (younger than ``MAX_AGE_DAYS``), else
+    ``probe()`` (seconds of work: a few timed passes), cached for the next run (``emulated``:
+    apart, see ``probe_path``). A probe that gives no positive finite rate, or a cache that
+    cannot be written, is no error: the figure is ``unknown``, or not kept."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     if profile is not None:
         return Solo(samples_per_s=profile.samples_per_s(batch), source="profile")
-    path = probe_path(key, precision=precision, batch=batch, root=root)
+    path = probe_path(key, precision=precision, batch=batch, root=root, emulated=emulated)
     if (kept := cached_probe(path)) is not None:
         return Solo(samples_per_s=kept, source="probe", cached=True)
     rate = _usable(probe())

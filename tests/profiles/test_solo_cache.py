@@ -82,3 +82,23 @@ def test_a_torn_cache_file_is_probed_again(tmp_path: Path) -> None:
     probe = FakeProbe(70.0)
     assert solo_rate(KEY, precision="fp32", batch=32, probe=probe, root=tmp_path).cached is False
     assert probe.calls == 1
+
+
+def test_a_stale_cached_probe_is_measured_again(tmp_path: Path) -> None:
+    path = probe_path(KEY, precision="fp32", batch=32, root=tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text('{"samples_per_s": 40.0, "created": "2020-01-01T00:00:00Z"}')
+    probe = FakeProbe(70.0)
+    solo = solo_rate(KEY, precision="fp32", batch=32, probe=probe, root=tmp_path)
+    assert (solo.samples_per_s, solo.cached, probe.calls) == (70.0, False, 1)
+
+
+def test_an_emulating_runs_probe_is_kept_apart_from_the_wall_clocks(tmp_path: Path) -> None:
+    """A run that emulates slower devices times a rank's own work, not the wall clock: its
+    probe is not what a plain run on the same device measures."""
+    probe = FakeProbe(300.0)
+    solo_rate(KEY, precision="fp32", batch=32, probe=probe, root=tmp_path, emulated=True)
+    plain = solo_rate(KEY, precision="fp32", batch=32, probe=FakeProbe(90.0), root=tmp_path)
+    again = solo_rate(KEY, precision="fp32", batch=32, probe=probe, root=tmp_path, emulated=True)
+    assert (plain.samples_per_s, plain.cached) == (90.0, False)
+    assert (again.samples_per_s, again.cached, probe.calls) == (300.0, True, 1)

@@ -84,7 +84,7 @@ def solo_figures(
 
     def figure(measure: bool) -> Solo:
         return solo_rate(key, precision=config.precision, batch=batch, profile=profile,
-                         probe=probe if measure else lambda: 0.0)
+                         probe=probe if measure else lambda: 0.0, emulated=emulated_run)
 
     known = figure(measure=False)  # the profile or the cache: no work
     needs = [row[0] > 0 for row in all_gather_floats([float(known.source == "unknown")],
