@@ -17,7 +17,7 @@ from torch import nn
 
 import trainer.step.solo as solo_module
 from trainer.settings.train_config import TrainConfig
-from trainer.step.solo import solo_batch, solo_fields, solo_figures
+from trainer.step.solo import probe_batch, solo_batch, solo_fields, solo_figures
 
 CPU = torch.device("cpu")
 
@@ -40,13 +40,13 @@ def _loss(model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]:
                                        reduction="sum"), len(y)
 
 
-def _figures(model: nn.Module, config: TrainConfig) -> Any:
+def _figures(model: nn.Module, config: TrainConfig, warmed: float | None = None) -> Any:
     def batch_of(n: int) -> Any:
         return torch.ones(n, 8), torch.zeros(n, dtype=torch.long)
 
-    return solo_figures(config, rank=0, model=model, loss=_loss, batch_of=batch_of,
-                        device=CPU, slowdown=1.0, emulated_run=False, host="box",
-                        device_name="test cpu", micro_batch=(8,))
+    return solo_figures(config, world_size=1, rank=0, model=model, loss=_loss,
+                        batch_of=batch_of, device=CPU, slowdown=1.0, emulated_run=False,
+                        host="box", device_name="test cpu", micro_batch=(8,), warmed=warmed)
 
 
 def test_a_probe_runs_once_and_the_next_run_reads_it_back(
@@ -111,3 +111,21 @@ def test_the_probe_runs_in_the_runs_precision(alone: None, precision: str, on: b
     _figures(model, replace(TrainConfig(), global_batch=32, capacity_passes=1,
                             precision=precision))  # type: ignore[arg-type]
     assert model.autocast and set(model.autocast) == {on}
+
+
+def test_a_cpu_rank_whose_warm_up_timed_the_batch_measures_nothing_more(
+        alone: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    def never(*args: Any) -> float:
+        raise AssertionError("timed again")
+
+    monkeypatch.setattr(solo_module, "warmup_rate", never)
+    figures = _figures(nn.Linear(8, 4), replace(TrainConfig(), global_batch=32), warmed=123.0)
+    assert (figures.samples_per_s, figures.source) == ((123.0,), ("probe",))
+
+
+@pytest.mark.parametrize(("micro", "world", "on_cpu", "batch"),
+                         [(None, 4, True, 16), (8, 4, True, 8), (None, 4, False, 64),
+                          (32, 4, False, 32), (None, 1, True, 64)])
+def test_a_cpu_probe_times_no_more_than_the_equal_share(
+        micro: int | None, world: int, on_cpu: bool, batch: int) -> None:
+    assert probe_batch(64, micro, world, on_cpu=on_cpu) == batch

@@ -30,7 +30,8 @@ class CapacityEvent:
     """Per rank: where that came from: ``profile`` (stored), ``probe`` (timed, or its cache),
     ``unknown``."""
     solo_batch: tuple[int, ...] = ()
-    """Per rank: the batch of its solo figure: its micro-batch, else the global batch."""
+    """Per rank: the batch of its solo figure: its micro-batch, else the global batch (a CPU's
+    probe: at most the equal share)."""
 
 
 MEASURE_AFTER_STEPS = 5

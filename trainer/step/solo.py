@@ -38,6 +38,15 @@ def solo_batch(global_batch: int, micro_batch: int | None) -> int:
     return max(1, min(global_batch, micro_batch or global_batch))
 
 
+def probe_batch(global_batch: int, micro_batch: int | None, world_size: int, *,
+                on_cpu: bool) -> int:
+    """The batch a probe times: ``solo_batch``, on a CPU no more than the equal share — the
+    capacity warm-up's batch, whose rate it reuses: a CPU's passes of the whole batch would
+    cost the run's start seconds per rank, one rank at a time."""
+    batch = solo_batch(global_batch, micro_batch)
+    return min(batch, max(1, global_batch // world_size)) if on_cpu else batch
+
+
 def split_and_solo(
     config: TrainConfig, *, world_size: int, rank: int, model: nn.Module, loss: LossFn,
     batch_of: BatchOf, device: torch.device, slowdown: float, host: str, device_name: str,
@@ -48,27 +57,33 @@ def split_and_solo(
         config, world_size=world_size, rank=rank, model=model, loss=loss, batch_of=batch_of,
         device=device, slowdown=slowdown, host=host, device_name=device_name,
         resumed_split=resumed_split)
+    warmed = capacity.samples_per_s[rank] if capacity.source == "warmup" else None
     solo = solo_figures(
-        config, rank=rank, model=model, loss=loss, batch_of=batch_of, device=device,
-        slowdown=slowdown, host=host, device_name=device_name,
+        config, world_size=world_size, rank=rank, model=model, loss=loss, batch_of=batch_of,
+        device=device, slowdown=slowdown, host=host, device_name=device_name,
         emulated_run=on_any_rank(emulates(config.slowdown, config.slowdown_at), device),
-        micro_batch=capacity.micro_batch)
+        micro_batch=capacity.micro_batch, warmed=warmed)
     return replace(capacity, solo=solo)
 
 
 def solo_figures(
-    config: TrainConfig, *, rank: int, model: nn.Module, loss: LossFn,
+    config: TrainConfig, *, world_size: int, rank: int, model: nn.Module, loss: LossFn,
     batch_of: BatchOf, device: torch.device, slowdown: float, emulated_run: bool, host: str,
-    device_name: str, micro_batch: tuple[int | None, ...],
+    device_name: str, micro_batch: tuple[int | None, ...], warmed: float | None = None,
 ) -> SoloFigures:
     """Every rank's solo figure (collective: every rank calls it). Ranks that must probe do so
-    one after the other; a rank with a profile or a cached probe measures nothing."""
-    batch = solo_batch(config.global_batch, micro_batch[rank])
+    one after the other; a rank with a profile or a cached probe measures nothing, nor does a
+    CPU rank whose capacity warm-up (``warmed``: its samples/s) timed the probe's batch."""
     profile, _ = stored_profile(config, slowdown, host, device_name,
                                 on_gpu=device.type == "cuda")
+    on_cpu = device.type == "cpu"
+    batch = (solo_batch(config.global_batch, micro_batch[rank]) if profile is not None else
+             probe_batch(config.global_batch, micro_batch[rank], world_size, on_cpu=on_cpu))
     key = profile_key(config, slowdown, host, device_name)
 
     def probe() -> float:
+        if on_cpu and warmed:  # the warm-up timed these passes already
+            return warmed
         # The training's random streams as they were (dropout draws in the timed passes):
         # a run with a probe trains exactly as one without.
         # In the run's arithmetic (its autocast; TF32 is already set for the run).
