@@ -13,8 +13,8 @@ async def test_every_key_is_in_the_footer_at_200_columns() -> None:
     app = make_app(FakeController())
     async with app.run_test(size=(200, 50)) as pilot:
         await settle(pilot)
-        # The footer lists the bindings once it has composed them (a frame or more after start).
-        await wait_for(pilot, lambda: "? Help" in screen_text(app).splitlines()[-1])
+        # The footer draws its keys once its first resize has set its padding: wait for it.
+        await wait_for(pilot, lambda: "Help" in screen_text(app).splitlines()[-1])
         footer = screen_text(app).splitlines()[-1]
     for key in ("? Help", "q Quit", "e Leave", "j Join", "t Traceback", "y Copy tail",
                 "m Network", "z Zoom", "v Noise", "/ Search"):
