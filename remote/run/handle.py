@@ -95,11 +95,11 @@ class SshRunHandle:
             record = RunRecord(config, info,
                                outcome_kept=not launch and info.state in FINAL_RUN_STATES)
         # Followed: the hosts it records now (one that left before stays out, may join again).
-        in_run = tuple(h for h in config.hosts if launch or h.name in info.hosts)
+        kept = tuple(h for h in config.hosts if h.name in info.hosts)
+        in_run = replace(config, hosts=kept) if kept and not launch else config
         self._state = LoopState(run_id=info.run_id,
                                 phase=Phase.CHECKING if launch else Phase.RUNNING,
-                                launching=launch, config=replace(config, hosts=in_run),
-                                followed=info, resume=resume,
+                                launching=launch, config=in_run, followed=info, resume=resume,
                                 cluster_hosts=config.hosts, left=frozenset(info.left_hosts))
         """What the loop knows between signals: only ``_heard`` replaces it."""
         self._record = record
