@@ -105,3 +105,13 @@ def test_a_cpu_rank_s_budget_is_capped_by_its_cgroup_v1_or_v2(tmp_path: Path) ->
     (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
     own.write_text("4:memory:/box/host-a\n")
     assert shards._cgroup_room(tmp_path, own) == float("inf")
+
+
+def test_a_measured_budget_counts_the_parameters_the_model_already_holds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shards, "measured_budget", lambda device: float(GIB))
+    cpu, config = torch.device("cpu"), TrainConfig(optimizer="adamw")
+    built = optimizer_step(config, list(nn.Linear(10, 10).parameters()), rank=0, world=1,
+                           device=cpu, total_steps=1)
+    # Measured once the model was built: its 440 bytes of parameters were already taken.
+    assert state_fields(config, built, 0, cpu)["state_budget"] == GIB + 440

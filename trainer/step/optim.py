@@ -240,7 +240,8 @@ def state_fields(config: TrainConfig, optim_step: OptimizerStep, rank: int,
                  device: torch.device) -> dict[str, int | None]:
     """``StartEvent``'s ``state_bytes`` and ``state_budget`` of this rank: the parameters and
     gradients whole, the optimizer's state of every element or (sharded) of its slice
-    (trainer/step/state_fit.py); its budget as its slice was sized by, or measured."""
+    (trainer/step/state_fit.py); its budget as its slice was sized by, or measured. A measured
+    budget is the room left once the model was built, so its parameters are added to it."""
     size = sum(p.numel() * p.element_size() for p in optim_step.parameters)
     copies, shards = optimizer_copies(config.optimizer, config.momentum), optim_step.shards
     if shards is None:
@@ -249,5 +250,7 @@ def state_fields(config: TrainConfig, optim_step: OptimizerStep, rank: int,
     else:
         budget = shards.budgets[shards.rank]
         state = 2 * size + copies * shards.owned * shards.flat.element_size()
+    if config.state_budget is None:
+        budget += size
     return {"state_bytes": int(state),
             "state_budget": int(budget) if budget != float("inf") else None}
