@@ -71,6 +71,7 @@ def test_a_resumed_run_is_launched_with_no_host_recorded_as_left(
     monkeypatch.setattr(controller_module, "run_to_resume", resumable)
     monkeypatch.setattr(controller_module, "refuse_live", nothing_live)
     monkeypatch.setattr(controller_module, "newer_unfinished_runs", lambda *_: [])
+    monkeypatch.setattr(controller_module, "with_recorded_script", lambda config, _: config)
     local_run_dir(config, RUN_ID).mkdir(parents=True)
     handle = asyncio.run(SshRunController(config).start(resume=RUN_ID))
     assert handle._info.hosts == ("h0", "h1", "h2") and handle._info.left_hosts == ()
