@@ -146,6 +146,8 @@ class JoinFigures:
     """The event's own figure: from the joiner's announcement to that step."""
     state_bytes: int
     """Training state sent to the joiner."""
+    phases: dict[str, float]
+    """The event's seconds by phase: ``check``, ``push``, ``start``, ``admission``."""
 
 
 async def join_and_time(config: ClusterConfig, info: RunInfo, host: str, *,
@@ -164,7 +166,8 @@ async def join_and_time(config: ClusterConfig, info: RunInfo, host: str, *,
                 return JoinFigures(launched_s=launched_s,
                                    first_step_s=float(line["t"]) - record.asked,
                                    seconds_to_step=line.get("seconds_to_step"),
-                                   state_bytes=int(line.get("state_bytes", 0)))
+                                   state_bytes=int(line.get("state_bytes", 0)),
+                                   phases=dict(line.get("phases") or {}))
         await asyncio.sleep(0.5)  # polling the copy a follower writes, with a deadline
     raise MembershipRefused(f"{host} was not let into run {info.label} within {timeout_s:.0f} s")
 
