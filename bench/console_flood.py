@@ -12,28 +12,39 @@ a core, ≤ 1 s behind.
 
     python bench/console_flood.py                    # 3 × 3000/s and 3 × 20/s, 20 s each
     python bench/console_flood.py --quick --repeat 3 # 5 s each, three interleaved pairs
+    python bench/console_flood.py --before HEAD~3    # the same, against that commit's code too
+
+With ``--before``, every measurement runs in a process of its own (the commit's tree exported
+with ``git archive`` to a temporary folder and put first on the path), old and new interleaved.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+CODE_ROOT = "CORRAL_BENCH_CODE"
+"""Environment variable: the tree whose code is measured (``--before``'s export); unset: this."""
+sys.path.insert(0, os.environ.get(CODE_ROOT, str(ROOT)))
 
-from console.app import ConsoleApp
-from console.model.run import RunModel
-from console.session import Session
-from console.widgets.logs import LogsPanel
-from remote.api import LogLine, RunEvent, RunStatus
-from remote.terminal_text import RankScreen
-from tests.fake_runs import FakeController, FakeRun
+from console.app import ConsoleApp  # noqa: E402
+from console.model.run import RunModel  # noqa: E402
+from console.session import Session  # noqa: E402
+from console.widgets.logs import LogsPanel  # noqa: E402
+from remote.api import LogLine, RunEvent, RunStatus  # noqa: E402
+from remote.terminal_text import RankScreen  # noqa: E402
+from tests.fake_runs import FakeController, FakeRun  # noqa: E402
 
 CPU_TARGET = 0.15
 LAG_TARGET_S = 1.0
@@ -130,25 +141,29 @@ def measure(ranks: int, rate: float, duration: float, size: tuple[int, int]) -> 
     return {**result, "console": max(0.0, result["cpu_s"] - alone) / result["wall_s"]}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ranks", type=int, default=3)
-    parser.add_argument("--rate", type=float, default=3000.0, help="lines/s per rank")
-    parser.add_argument("--quiet-rate", type=float, default=20.0, help="the quiet run's")
-    parser.add_argument("--duration", type=float, default=20.0)
-    parser.add_argument("--quick", action="store_true", help="5 s runs")
-    parser.add_argument("--repeat", type=int, default=1, help="interleaved pairs")
-    parser.add_argument("--size", default="120x40", help="terminal size, COLSxROWS")
-    args = parser.parse_args(argv)
-    duration = 5.0 if args.quick else args.duration
-    cols, rows = (int(v) for v in args.size.split("x"))
-    rates = (args.quiet_rate, args.rate)
-    runs: dict[float, list[dict[str, float]]] = {rate: [] for rate in rates}
-    for _ in range(args.repeat):  # interleaved: drift of a loaded machine hits both alike
-        for rate in rates:
-            runs[rate].append(measure(args.ranks, rate, duration, (cols, rows)))
-    print(f"### Console under a flood: {args.ranks} ranks, {duration:g} s, {cols}×{rows}, "
-          f"headless, {args.repeat} run(s) each (median; spread in brackets)\n")
+def export_tree(commit: str, into: Path) -> Path:
+    """``commit``'s tree written under ``into`` (``git archive``): the code ``--before`` runs."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit],
+                             check=True, capture_output=True).stdout
+    tree = into / commit.replace("/", "_")
+    tree.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def measure_in(tree: Path | None, ranks: int, rate: float, duration: float,
+               size: tuple[int, int]) -> dict[str, float]:
+    """One measurement in a fresh process, of ``tree``'s code (None: this checkout's)."""
+    env = {**os.environ, CODE_ROOT: str(tree or ROOT)}
+    out = subprocess.run(
+        [sys.executable, __file__, "--one", json.dumps([ranks, rate, duration, size])],
+        check=True, capture_output=True, text=True, env=env).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+def table(title: str, runs: dict[float, list[dict[str, float]]]) -> bool:
+    """Print one code's figures per rate (median, spread); whether the targets are met."""
+    print(f"{title}\n")
     print("| lines/s per rank | lines shown/s | console CPU | CPU per line | log panel behind, "
           "median | behind, max |")
     print("|---|---|---|---|---|---|")
@@ -164,8 +179,50 @@ def main(argv: list[str] | None = None) -> int:
               f"| {statistics.median(lag):.2f} s "
               f"[{min(lag):.2f}–{max(lag):.2f}] | {worst:.2f} s |")
         ok &= statistics.median(cpu) <= CPU_TARGET and worst <= LAG_TARGET_S
-    print(f"\ntargets: console ≤ {CPU_TARGET:.0%} of a core, ≤ {LAG_TARGET_S:g} s behind: "
-          f"{'met' if ok else 'NOT met'}")
+    print()
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ranks", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=3000.0, help="lines/s per rank")
+    parser.add_argument("--quiet-rate", type=float, default=20.0, help="the quiet run's")
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--quick", action="store_true", help="5 s runs")
+    parser.add_argument("--repeat", type=int, default=1, help="interleaved pairs")
+    parser.add_argument("--size", default="120x40", help="terminal size, COLSxROWS")
+    parser.add_argument("--before", metavar="COMMIT",
+                        help="measure that commit's code too, interleaved (a process each)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement, as JSON
+    args = parser.parse_args(argv)
+    if args.one:
+        ranks, rate, duration, size = json.loads(args.one)
+        print(json.dumps(measure(ranks, rate, duration, tuple(size))))
+        return 0
+    duration = 5.0 if args.quick else args.duration
+    cols, rows = (int(v) for v in args.size.split("x"))
+    rates = (args.quiet_rate, args.rate)
+    with tempfile.TemporaryDirectory(prefix="flood-before-") as tmp:
+        trees: dict[str, Path | None] = {"this checkout": None}
+        if args.before:
+            trees[args.before] = export_tree(args.before, Path(tmp))
+        runs: dict[str, dict[float, list[dict[str, float]]]] = {
+            name: {rate: [] for rate in rates} for name in trees}
+        for _ in range(args.repeat):  # interleaved: drift of a loaded machine hits all alike
+            for rate in rates:
+                for name, tree in trees.items():
+                    runs[name][rate].append(
+                        measure_in(tree, args.ranks, rate, duration, (cols, rows))
+                        if args.before else measure(args.ranks, rate, duration, (cols, rows)))
+    ok = True
+    for name in trees:
+        ok &= table(f"### Console under a flood ({name}): {args.ranks} ranks, {duration:g} s, "
+                    f"{cols}×{rows}, headless, {args.repeat} run(s) each (median; spread in "
+                    "brackets)", runs[name])
+    print(f"targets: console ≤ {CPU_TARGET:.0%} of a core, ≤ {LAG_TARGET_S:g} s behind: "
+          f"{'met' if ok else 'NOT met'} (this checkout"
+          f"{' and ' + args.before if args.before else ''})")
     return 0 if ok else 1
 
 

@@ -26,6 +26,7 @@ from console.effects import (
     Work,
 )
 from console.formatting import stop_report_text
+from console.model.burst import Burst
 from console.script_restart import edit_script_args
 from profiles.user_errors import CorralError
 from remote.api import CheckReport, RunHandle, StopReport
@@ -263,15 +264,15 @@ class RunControls:
 
     async def _follow(self, handle: RunHandle) -> Effects:
         model = self.session.model
-        applied = 0
+        burst = Burst(model)
         try:
             async for event in handle.events():
-                model.apply(event)
-                applied += 1
-                if applied % EVENTS_PER_YIELD == 0:
-                    await asyncio.sleep(0)
+                if burst.add(event) % EVENTS_PER_YIELD == 0:
+                    await asyncio.sleep(0)  # the burst is applied; the UI runs
         except Exception as exc:
             return self.show_error(exc, title="Lost the run's event stream")
+        finally:
+            burst.flush()  # what came before the stream ended or failed
         ended: Effects = [Redraw()]
         if model.state == "failed" and model.check_report is not None:
             ended.append(ShowCheck(report=model.check_report,

@@ -70,13 +70,15 @@ NOISE_FAMILIES = (TORCH_INFO, TORCHRUN_KNOWN_WARNINGS, C10_KNOWN_WARNINGS, LIBRA
                   PYTHON_DEPRECATIONS)
 """Every family of noise lines, each documented above."""
 ANY_FAMILY = re.compile("|".join(f"(?:{family.pattern})" for family in NOISE_FAMILIES))
-"""The families as one pattern: one search per line (a flood's lines are rank lines)."""
+"""The families as one pattern: one match per line (a flood's lines are rank lines). Every
+family is anchored at the line's start, so ``match`` finds what ``search`` would, without
+trying every position of a long line."""
 
 
 def is_noise(text: str) -> bool:
     """Whether a rank's or launcher's output line (its rank prefix removed) is noise."""
     # The families first: each is anchored and fails at once on a rank's own line, where the
     # failure marks are searched through the whole line (a flood's lines are all rank lines).
-    if not ANY_FAMILY.search(text):
+    if not ANY_FAMILY.match(text):
         return False
     return not FAILURE_MARKS.search(text)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
@@ -143,9 +143,8 @@ def bar_key(text: str) -> str | None:
     return match.group("key").strip() if match else None
 
 
-@dataclass(frozen=True)
-class ShownLine:
-    """One line as a seat shows it."""
+class ShownLine(NamedTuple):
+    """One line as a seat shows it (a named tuple: a flood makes thousands a second)."""
 
     rank: int | None
     """The global rank that printed it; None for the launcher's own line."""
@@ -189,6 +188,9 @@ class RankScreen:
 
     def feed(self, line: str) -> list[ShownLine]:
         """The shown lines one launcher-log line (without its newline) completes."""
+        usual = _usual_line(line)
+        if usual is not None and usual[0] not in self._fragment and usual[0] not in self._blanks:
+            return [ShownLine(*usual)]
         shown: list[ShownLine] = []
         for rank, text, ended in split_ranks(line):
             pending = self._fragment.pop(rank, "") + text
@@ -212,6 +214,23 @@ class RankScreen:
         replaces = before is not None and before[::2] == (key, total) and before[1] <= count
         self._bar[rank] = (key, count, total)
         return [ShownLine(rank, text, bar=True, replaces=replaces)]
+
+
+PLAIN_RANK_LINE = re.compile(r"\[rank(\d+)\+(\d+)\]:([^\x00-\x1f\x7f\[]*)")
+"""The usual line of a flood: one prefix at its start, then text with no control code, no
+``[`` (no other prefix, no counter bar's ``[``) and so no way to be anything but itself."""
+
+
+def _usual_line(line: str) -> tuple[int, str] | None:
+    """``(rank, text)`` of a whole rank line that needs no screen work (no control code, no
+    bar, no second prefix, not blank), or None: the general path decides."""
+    match = PLAIN_RANK_LINE.fullmatch(line)
+    if match is None or "%|" in line:
+        return None
+    text = match.group(3)
+    if not text or text.isspace():
+        return None
+    return int(match.group(1)) + int(match.group(2)), text
 
 
 def settle(shown: Iterable[tuple[ShownLine, T]]) -> list[tuple[ShownLine, T]]:

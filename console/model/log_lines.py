@@ -8,6 +8,7 @@ Headless: positions only, counted from the run's first line (``RunModel.logs_tot
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from remote.api import LogLine, ranks_label
 
@@ -16,12 +17,11 @@ FOLD_WINDOW = 5000
 size: a line no longer kept starts a new entry)."""
 
 
-@dataclass
-class Placed:
-    """What to do with a line: append it (``index`` None) or replace entry ``index`` (a
+class Placed(NamedTuple):
+    """What to do with a line: append it (``entry`` None) or replace entry ``entry`` (a
     position counted from the run's first line) with ``source`` and the line's text."""
 
-    index: int | None
+    entry: int | None
     source: str
 
 
@@ -33,31 +33,37 @@ class LogPlaces:
     _bars: dict[tuple[str, int | None], int] = field(default_factory=dict)
     _said: dict[tuple[int, str], int] = field(default_factory=dict)
     _folded: dict[tuple[str, int], tuple[int, tuple[int, ...]]] = field(default_factory=dict)
+    _labels: dict[tuple[str, int | None], str] = field(default_factory=dict)
+    """Each host's and rank's ``host:rank`` label, made once (a flood asks per line)."""
 
     def place(self, line: LogLine, total: int) -> Placed:
         """Where ``line`` goes when ``total`` lines were added before it (its index if
         appended)."""
-        own = f"{line.host}:{'launcher' if line.rank is None else line.rank}"
-        oldest = total - FOLD_WINDOW
+        host, rank, text = line.host, line.rank, line.text
+        own = self._labels.get((host, rank))
+        if own is None:
+            own = self._labels[(host, rank)] = f"{host}:{'launcher' if rank is None else rank}"
         if line.bar:
-            where = self._bars.get((line.host, line.rank))
-            if line.replaces and where is not None and where >= oldest:
+            where = self._bars.get((host, rank))
+            if line.replaces and where is not None and where >= total - FOLD_WINDOW:
                 return Placed(where, own)
-            self._bars[(line.host, line.rank)] = total
+            self._bars[(host, rank)] = total
             return Placed(None, own)
-        if line.rank is None or not line.text.strip():
+        if rank is None or not text or text.isspace():
             return Placed(None, own)
         if len(self._folded) > 2 * FOLD_WINDOW:
-            self._forget(oldest)
-        nth = self._said.get((line.rank, line.text), 0)
-        self._said[(line.rank, line.text)] = nth + 1
-        found = self._folded.get((line.text, nth))
-        if found is not None and found[0] >= oldest and line.rank not in found[1]:
+            self._forget(total - FOLD_WINDOW)
+        said = (rank, text)
+        nth = self._said.get(said, 0)
+        self._said[said] = nth + 1
+        key = (text, nth)
+        found = self._folded.get(key)
+        if found is not None and found[0] >= total - FOLD_WINDOW and rank not in found[1]:
             where, ranks = found
-            ranks = (*ranks, line.rank)
-            self._folded[(line.text, nth)] = (where, ranks)
+            ranks = (*ranks, rank)
+            self._folded[key] = (where, ranks)
             return Placed(where, ranks_label(ranks))
-        self._folded[(line.text, nth)] = (total, (line.rank,))
+        self._folded[key] = (total, (rank,))
         return Placed(None, own)
 
     def _forget(self, oldest: int) -> None:

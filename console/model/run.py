@@ -147,20 +147,29 @@ class RunModel(RunPace):
         bar's earlier state; the same line of another rank: the entry then names them all)."""
         placed = self._log_places.place(event, self.logs_total)
         start = self.logs_total - len(self.logs)
-        if placed.index is None or placed.index < start:
-            self.add_log(placed.source, event.text, t=event.t, noise=event.noise)
+        if placed.entry is None or placed.entry < start:
+            self.logs.append(LogEntry(t=event.t, source=placed.source, text=event.text,
+                                      noise=event.noise))
+            self.logs_total += 1
             return
-        entry = self.logs[placed.index - start]
+        entry = self.logs[placed.entry - start]
         text = event.text if event.bar else entry.text
-        self.logs[placed.index - start] = LogEntry(t=entry.t, source=placed.source, text=text,
+        self.logs[placed.entry - start] = LogEntry(t=entry.t, source=placed.source, text=text,
                                                    noise=event.noise)
         self.logs_edited += 1
 
     # ---------------------------------------------------------------- events
     def apply_all(self, events: Iterable[RunEvent]) -> None:
-        """Apply several events in order."""
+        """Apply several events in order (a burst of a flood: its lines added in one pass,
+        the version moved once by their count)."""
+        lines = 0
         for event in events:
-            self.apply(event)
+            if type(event) is LogLine:
+                self._add_output(event)
+                lines += 1
+            else:
+                self.apply(event)
+        self.version += lines
 
     def apply(self, event: RunEvent) -> None:
         """Absorb one event of the run's stream."""

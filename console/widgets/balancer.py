@@ -112,7 +112,8 @@ def decision_row(decision: Move, width: int = 100) -> Text:
 
 def change_row(change: Move | MembershipEvent, width: int = 100) -> Text:
     """A balancer move (``decision_row``), or a change of the run's hosts: ``step 198  gen 1
-    c left (asked)  next step in 0.5 s``; narrow: ``198: gen1 −c asked 0.5s``."""
+    c left (asked)  next step in 0.5 s``, a join with its phases instead (``check 1.2 s, push 0.4 s,
+    start 3.0 s, admission 0.8 s``); narrow: ``198: gen1 −c asked 0.5s``."""
     if isinstance(change, Move):
         return decision_row(change, width)
     sign = {"left": "−", "joined": "+"}.get(change.change, "")
@@ -127,6 +128,8 @@ def change_row(change: Move | MembershipEvent, width: int = 100) -> Text:
                 style="magenta")
     text.append(f" ({change.cause})" if change.cause else "")
     text.append(f"  {change.world_size} ranks")
+    if change.phases:  # a join: where its time went (its admission ends at the next step)
+        return text.append(f"  {change.phases_text()}", style="grey50")
     text.append("" if took is None else f"  next step in {took:.1f} s", style="grey50")
     return text
 

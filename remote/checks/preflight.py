@@ -30,6 +30,7 @@ from remote.checks.estimate_facts import (
     estimate_probe,
     parse_estimate_probe,
 )
+from remote.checks.group_timeout import group_timeout_items
 from remote.checks.host_basics import item, judge_disk, judge_interface, judge_python
 from remote.checks.host_facts import HostFacts
 from remote.checks.leftover_runs import LEFTOVER_PROBE, judge_leftovers
@@ -302,7 +303,8 @@ async def check_and_plan(
                                                             code_digest, after_probe)
     items: list[CheckItem] = [run_root.local_item(config.cluster.run_root),
                               *tracker_items(config), *script_keys_items(config),
-                              *left_out_items(config, user)]
+                              *left_out_items(config, user),
+                              *group_timeout_items(config, user)]
     facts: dict[str, HostFacts] = {}
     for host in config.hosts:
         result = results.get(host.name)

@@ -162,6 +162,7 @@ def members_changed(state: LoopState, seen: MembershipSeen, t: float) -> RunDeci
         changed = MembersChanged(left=frozenset(), joined=hosts)
     took = (f" in {event.seconds_to_step:.1f} s" if event.seconds_to_step is not None else "")
     redone = f", {event.redone_steps} step(s) redone" if event.redone_steps else ""
+    redone += f" ({event.phases_text()})" if event.phases else ""
     said.append(LogLine(t=t, host="*", rank=None, text=(
         f"generation {event.generation}: {', '.join(event.hosts)} {event.change} at step "
         f"{event.step}{took}{redone}; {event.world_size} rank(s) train on")))

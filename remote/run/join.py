@@ -146,6 +146,8 @@ class JoinFigures:
     """The event's own figure: from the joiner's announcement to that step."""
     state_bytes: int
     """Training state sent to the joiner."""
+    phases: dict[str, float]
+    """The event's seconds by phase: ``check``, ``push``, ``start``, ``admission``."""
 
 
 async def join_and_time(config: ClusterConfig, info: RunInfo, host: str, *,
@@ -164,7 +166,8 @@ async def join_and_time(config: ClusterConfig, info: RunInfo, host: str, *,
                 return JoinFigures(launched_s=launched_s,
                                    first_step_s=float(line["t"]) - record.asked,
                                    seconds_to_step=line.get("seconds_to_step"),
-                                   state_bytes=int(line.get("state_bytes", 0)))
+                                   state_bytes=int(line.get("state_bytes", 0)),
+                                   phases=dict(line.get("phases") or {}))
         await asyncio.sleep(0.5)  # polling the copy a follower writes, with a deadline
     raise MembershipRefused(f"{host} was not let into run {info.label} within {timeout_s:.0f} s")
 
@@ -246,13 +249,14 @@ async def _push(config: ClusterConfig, pool: HostPool, run_dir: str, code: CodeB
 
 
 def joiner_plan(info: RunInfo, run_dir: str, code: CodeBundle, backend: str,
-                user: UserCode | None) -> LaunchPlan:
+                user: UserCode | None, phases: dict[str, float] | None = None) -> LaunchPlan:
     """The launch of a joiner: a world of its own (one node), the run's membership port and
-    the master's address (where the store is), ``CORRAL_JOIN``."""
+    the master's address (where the store is), ``CORRAL_JOIN``, and the join's ``phases`` so
+    far (seconds by name: its ranks announce them, the ``joined`` event carries them)."""
     return LaunchPlan(run_id=info.run_id, run_dir=run_dir, code_digest=code.digest,
                       master_addr=info.master_addr, port=0, nnodes=1, user=user,
                       backend=backend, membership_port=info.membership_port,
-                      join_generation=0)
+                      join_generation=0, join_phases=json.dumps(phases or {}))
 
 
 async def request_join(config: ClusterConfig, info: RunInfo, host: str) -> JoinRecord:
@@ -263,12 +267,15 @@ async def request_join(config: ClusterConfig, info: RunInfo, host: str) -> JoinR
     if (why := join_refusal(config, info, host)) is not None:
         raise MembershipRefused(why)
     code, place, backend, user, present = await _check(config, info, host)
+    phases = {"check": round(time.time() - asked, 3)}
     alone = joiner_alone(config, host)
     run_dir = run_dir_for(config, info.run_id)
     joiner_pool = HostPool(alone)
     try:
+        pushing = time.monotonic()
         await _push(alone, joiner_pool, run_dir, code, present.get(host), user)
-        plan = joiner_plan(info, run_dir, code, backend, user)
+        phases["push"] = round(time.monotonic() - pushing, 3)
+        plan = joiner_plan(info, run_dir, code, backend, user, phases)
         try:
             pgid = await launch_host(await joiner_pool.get(host), alone, plan, place)
         except CorralError as exc:  # it may have started: nothing of it is left

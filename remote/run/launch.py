@@ -10,9 +10,9 @@ of ``/proc/<pid>/stat``, what makes a process id unique over time) to ``hosts/<h
 launcher exits by itself its exit status goes to ``<run dir>/hosts/<host>.exit``. Ranks inherit
 the variables named in ``trainer.launch_contract`` — the host's name, the run id, their first
 global rank (ranks are numbered in host order, see ``remote.checks.plan``) — and, where
-cluster.toml pins the GPUs,
-``CUDA_VISIBLE_DEVICES``; the host's planned ranks go to ``<run dir>/hosts/<host>.planned`` for
-the event tailer, which tells the ranks of hosts that share one machine apart by it.
+cluster.toml pins the GPUs, ``CUDA_VISIBLE_DEVICES``; the host's planned ranks go to ``<run
+dir>/hosts/<host>.planned`` for the event tailer, which tells the ranks of hosts that share one
+machine apart by it.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from trainer.membership.contract import (
     MEMBERSHIP_ADDR_ENV,
     MEMBERSHIP_PORT_ENV,
 )
+from trainer.membership.join_cost import JOIN_PHASES_ENV
 from trainer.run_layout import IN_RUN_DIR, RunLayout
 from trainer.settings.flags import flag_words
 from trainer.settings.run_settings import Policy, RunSettings
@@ -78,10 +79,8 @@ class LaunchPlan:
     """The run's user code, located once for the launch (``remote.config.task_code.user_code``:
     the script or task file and the folder pushed with it); None for a built-in task."""
     resume: bool = False
-    policy: str | None = None
-    """Overrides ``[run] policy`` for this launch."""
-    backend: str = "gloo"
-    """The process-group backend of every rank (``remote.checks.plan`` decides it)."""
+    policy: str | None = None  # overrides [run] policy for this launch
+    backend: str = "gloo"  # every rank's process-group backend (remote.checks.plan decides)
     restart: int = 0
     """Restarts of the run so far (``max_restarts``): a script is told (``CORRAL_RESTART``)."""
     membership_port: int | None = None
@@ -90,6 +89,8 @@ class LaunchPlan:
     join_generation: int | None = None
     """A host joining the running run (``corral join``): the membership generation its ranks
     are launched against (``CORRAL_JOIN``); None for a launch of the run."""
+    join_phases: str = ""
+    """A joiner's check and push, seconds as JSON (``trainer.membership.join_cost``)."""
 
 
 def trainer_flags(run: RunSection, place: HostPlan, plan: LaunchPlan) -> list[str]:
@@ -120,8 +121,7 @@ def launcher_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
 
 
 def torchrun_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -> str:
-    """torchrun's command line with corral's environment (inside the launcher's container on
-    a host with one).
+    """torchrun's command line with corral's environment (in the launcher's container, if any).
 
     ``place.cpu``: the host's allocator environment and core flags (``remote.hosts.cpu_placement``).
     """
@@ -142,7 +142,8 @@ def torchrun_command(config: ClusterConfig, plan: LaunchPlan, place: HostPlan) -
         env.update({MEMBERSHIP_PORT_ENV: str(plan.membership_port),
                     HOST_LOSS_ENV: config.run.on_host_loss})
     if plan.join_generation is not None:  # the run's store is on the master, not here
-        env.update({JOIN_ENV: str(plan.join_generation), MEMBERSHIP_ADDR_ENV: plan.master_addr})
+        env.update({JOIN_ENV: str(plan.join_generation), MEMBERSHIP_ADDR_ENV: plan.master_addr,
+                    JOIN_PHASES_ENV: plan.join_phases})
     if place.visible_devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = place.visible_devices
     if place.interface:
@@ -229,8 +230,7 @@ def _interpreter(host: HostSection) -> str:
 def _entry_words(config: ClusterConfig, plan: LaunchPlan, place: HostPlan, tree: str) -> str:
     """What torchrun starts, quoted: corral's trainer and its flags, or the user's script
     (relative to the host's working directory, ``_script_cwd``) and its arguments, through
-    ``trainer.integrations.script_main`` so that the rank's command line names the run
-    directory as a trainer rank's does."""
+    ``trainer.integrations.script_main`` (the rank's command line names the run directory)."""
     user = plan.user
     run_dir = shell_path(plan.run_dir)
     if config.run.script is not None:

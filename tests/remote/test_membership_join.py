@@ -168,10 +168,12 @@ async def test_a_timed_join_reads_the_event_that_let_the_host_in_from_the_local_
     events.write_text("".join(json.dumps(e) + "\n" for e in (
         {"event": "membership", "change": "refused", "hosts": ["c"], "t": 110.0},
         {"event": "membership", "change": "joined", "hosts": ["c"], "t": 112.5,
-         "seconds_to_step": 4.0, "state_bytes": 1234})))
+         "seconds_to_step": 4.0, "state_bytes": 1234,
+         "phases": {"check": 5.0, "push": 1.0, "start": 2.5, "admission": 4.0}})))
     figures = await join.join_and_time(config, info, "c", timeout_s=5)
     assert (figures.first_step_s, figures.seconds_to_step, figures.state_bytes) == (
         12.5, 4.0, 1234)
+    assert figures.phases == {"check": 5.0, "push": 1.0, "start": 2.5, "admission": 4.0}
 
 
 @pytest.mark.parametrize(("run", "at"), [

@@ -37,6 +37,7 @@ from trainer.membership.contract import (
     MEMBERSHIP_PORT_ENV,
     survives_loss,
 )
+from trainer.membership.join_cost import admitted_phases, joiner_phases
 from trainer.membership.plan import Generation, NextGeneration, config_for, resplit, written_split
 from trainer.membership.store import Gone, MemberLost, MembershipStore
 from trainer.membership.watch import STALE_S
@@ -99,8 +100,7 @@ class Pending:
     """A change made, whose event rank 0 writes after the new generation's first step."""
 
     plan: NextGeneration
-    trigger: float
-    """When it was asked for or the loss was seen (``time.monotonic``)."""
+    trigger: float  # when it was asked for or the loss was seen (time.monotonic)
     state_bytes: int = 0
 
 
@@ -109,10 +109,9 @@ class Membership:
 
     def __init__(self, store: MembershipStore, generation: Generation, member: int,
                  leave_file: str) -> None:
-        self.store, self.generation, self.member = store, generation, member
-        self.leave_file = leave_file
-        self.refused = False
-        """This rank's host asked to leave and was refused (the master's host): not again."""
+        self.store, self.generation, self.member, self.leave_file = (store, generation, member,
+                                                                     leave_file)
+        self.refused = False  # this rank's host asked to leave, refused (the master's): not again
         self.pending: Pending | None = None
         self.joining: NextGeneration | None = None
         """A joiner, until it has the state: the generation that admitted it."""
@@ -213,7 +212,7 @@ class Membership:
             joiner = json.loads(self.store.get(f"joiner/{ticket}"))
             reason = _mismatch(self.identity, joiner)
             if reason is None:
-                admitted.append((ticket, joiner["host"], self.next_member))
+                admitted.append((ticket, joiner["host"], self.next_member, joiner.get("phases")))
                 self.next_member += 1
                 continue
             self.store.set(f"admit/{ticket}", json.dumps({"refused": reason}))
@@ -224,16 +223,16 @@ class Membership:
         if not admitted:
             return None
         kept = (*range(len(gen.members)), *(None for _ in admitted))
-        hosts = gen.hosts + tuple(h for _, h, _ in admitted)
+        hosts = gen.hosts + tuple(h for _, h, *_ in admitted)
         shares = written_split(self.written, hosts, global_batch,  # static: a host back too
                                resplit(split, kept, global_batch, JOINER_FIRST_SHARE))
         plan = NextGeneration(
-            generation=Generation(gen.number + 1, gen.members + tuple(m for *_, m in admitted),
+            generation=Generation(gen.number + 1, gen.members + tuple(a[2] for a in admitted),
                                   hosts),
-            step=step, split=shares, kept=kept,
-            change="joined", hosts=tuple(h for _, h, _ in admitted), state_from=0)
+            step=step, split=shares, kept=kept, phases=admitted[0][3] or {},
+            change="joined", hosts=tuple(h for _, h, *_ in admitted), state_from=0)
         self.store.set(key, plan.to_json())  # before the joiners read where it is
-        for ticket, _, member in admitted:
+        for ticket, _, member, _ in admitted:
             self.store.set(f"admit/{ticket}", json.dumps({"member": member, "plan": key}))
         return plan
 
@@ -310,13 +309,14 @@ class Membership:
         pending, self.pending = self.pending, None
         if pending is None or self.rank != 0:
             return
-        plan = pending.plan
+        plan, took = pending.plan, round(time.monotonic() - pending.trigger, 3)
         events.emit(MembershipEvent(
             t=time.time(), rank=0, generation=plan.generation.number, step=plan.step,
             change=plan.change, hosts=plan.hosts, cause=plan.cause, reason=plan.reason,
             redone_steps=plan.redone_steps, world_size=len(plan.generation.members),
             members=plan.generation.members, state_bytes=pending.state_bytes,
-            seconds_to_step=round(time.monotonic() - pending.trigger, 3)))
+            seconds_to_step=took, phases=admitted_phases(plan.phases, took)
+            if plan.change == "joined" else {}))
 
 
 class JoinRefused(CorralError):
@@ -351,7 +351,7 @@ def join_run(config: TrainConfig, info: RankInfo
         return membership, info, config
     warm_up(config)
     ticket = store.count("joiners/next", 1)
-    store.set(f"joiner/{ticket}", json.dumps({"host": host, **identity}))
+    store.set(f"joiner/{ticket}", json.dumps({"host": host, **identity, "phases": joiner_phases()}))
     answer = json.loads(store.get(f"admit/{ticket}"))
     if "refused" in answer:
         raise JoinRefused(answer["refused"])

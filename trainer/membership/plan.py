@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TypeVar
 
 from trainer.events import LeaveCause, MembershipChange
@@ -62,6 +62,8 @@ class NextGeneration:
     state_from: int | None = None
     """The new rank that sends the training state to every other one (a joiner's, or after a
     loss that some survivors saw one step later than others); None: nobody needs it."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """A join: the joiner's phases so far (``trainer.membership.join_cost``)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -75,7 +77,7 @@ class NextGeneration:
                    step=raw["step"], split=tuple(raw["split"]), kept=tuple(raw["kept"]),
                    change=raw["change"], hosts=tuple(raw["hosts"]), cause=raw["cause"],
                    redone_steps=raw["redone_steps"], reason=raw.get("reason"),
-                   state_from=raw["state_from"])
+                   state_from=raw["state_from"], phases=raw.get("phases", {}))
 
 
 def resplit(split: Sequence[int], kept: Sequence[int | None], global_batch: int,
