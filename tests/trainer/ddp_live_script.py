@@ -28,7 +28,7 @@ def main() -> None:
     shares = Shares(len(dataset), global_batch=24, epochs=args.epochs)
     loader = shares.loader(dataset)
     model = DDP(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     for epoch in range(args.epochs):
         loader.sampler.set_epoch(epoch)
         for inputs, targets in loader:
