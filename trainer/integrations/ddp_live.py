@@ -21,11 +21,14 @@ is pointed at the new group by ``reform``. One more thing differs between ranks 
 group changes: DDP lays its gradients into buckets in construction order, then rebuilds the
 layout once from the order gradients became ready in the first backward; a joiner's module
 has the first layout while the survivors' have the second, and an all-reduce of flat buckets
-would add up different parameters' gradients. So under live membership the hook reduces no
-bucket on its own: it keeps each bucket's buffer and, at the last one, all-reduces every
-gradient in the model's own parameter order (``CanonicalReduce``), whatever the layout:
+would add up different parameters' gradients. So once a joiner is in the group the hook
+reduces no bucket on its own: it keeps each bucket's buffer and, at the last one, all-reduces
+every gradient in the model's own parameter order (``CanonicalReduce``), whatever the layout:
 exact for any mix of members, at the cost of DDP's overlap of the all-reduce with the
-backward (one all-reduce after it). Re-wrapping (building the DDP module again on the
+backward (one all-reduce after it). Before any join (a run without changes, or leaves only)
+DDP's own bucket-by-bucket all-reduce runs: the launched ranks share rank 0's rebuilt layout.
+
+Re-wrapping (building the DDP module again on the
 new group) was the other way: it needs the script's reference replaced (impossible from the
 helper) or the module's ``__init__`` run again in place, which drops the script's own hooks
 on it and the reducer's parameter hooks with the old reducer, and costs a broadcast of every
@@ -48,6 +51,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.nn.modules.module import register_module_forward_pre_hook
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -86,11 +90,17 @@ class CanonicalReduce:
     over the current default group in one all-reduce, in ``order`` (the model's parameters),
     and written back into the buffers DDP copies the gradients from."""
 
-    def __init__(self, order: Callable[[], list[nn.Parameter]]) -> None:
-        self.order = order
+    def __init__(self, order: Callable[[], list[nn.Parameter]],
+                 active: Callable[[], bool]) -> None:
+        """``active()``: whether the layouts may differ (a joiner in the group); before
+        that, DDP's own all-reduce of each bucket as it is ready (launched ranks share the
+        layout rank 0 rebuilt: DDP broadcasts it)."""
+        self.order, self.active = order, active
         self._kept: list[tuple[list[torch.Tensor], torch.Tensor]] = []
 
     def __call__(self, _: object, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+        if not self.active():
+            return allreduce_hook(None, bucket)  # type: ignore[arg-type]
         buffer = bucket.buffer()
         self._kept.append((bucket.parameters(), buffer))
         if bucket.is_last():
@@ -132,6 +142,9 @@ class LiveShares:
                                  abort_on_loss=False)
         run.flags = membership.flags
         run.events.members = membership.generation.members
+        self.mixed = membership.joining is not None
+        """Whether a joiner is (or was) in the group: its DDP bucket layout differs from the
+        launched ranks', so the gradients are reduced in the model's order from then on."""
         self.optimizer: torch.optim.Optimizer | None = None
         """The script's optimizer of the model, seen at its first step."""
         self._held: dict[str, Any] = {}
@@ -167,10 +180,12 @@ class LiveShares:
                                                     plan.split, plan.step + 1)
         self.run.moved(schedule)
         self.sampler.schedule = schedule
+        self.mixed = self.mixed or plan.change == "joined"
 
     def reduce_for(self, model: nn.Module) -> CanonicalReduce:
         """The comm hook's reduction for ``model`` (the helper's clock calls it)."""
-        return CanonicalReduce(lambda: [p for p in model.parameters() if p.requires_grad])
+        return CanonicalReduce(lambda: [p for p in model.parameters() if p.requires_grad],
+                               lambda: self.mixed)
 
     def reform(self) -> None:
         """The script's DDP module on the new group: its comm hook reduces over the current
