@@ -40,6 +40,7 @@ the three changes, both paths (first round), is written with ``--plot`` (needs m
 
     python bench/membership.py [--rounds N] [--workload cnn|lm] [--device cpu|cuda]
                                [--json PATH] [--plot PATH]
+    python bench/membership.py --ddp-script [--rounds N] [--leave-at S]  # bench/membership_ddp.py
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "trainer")]
 from membership_runs import LiveRun, live_run  # noqa: E402
 
 from bench._common import causal_lm_task, markdown_table  # noqa: E402
+from bench.membership_ddp import ddp_script_main  # noqa: E402
 from trainer.membership.contract import MEMBERSHIP_PORT_ENV  # noqa: E402
 from trainer.run_layout import RunLayout  # noqa: E402
 
@@ -361,10 +363,17 @@ def main() -> int:
     p.add_argument("--run-root", type=Path, help="keep the runs here (default: a temp dir)")
     p.add_argument("--json", type=Path, help="write every round's costs here")
     p.add_argument("--plot", type=Path, help="throughput over time through the changes (PNG)")
+    p.add_argument("--ddp-script", action="store_true", help="a user's DDP script with "
+                   "corral's helper instead: its leave and join (bench/membership_ddp.py)")
+    p.add_argument("--epochs", type=int, default=10, help="--ddp-script: 20 steps each")
+    p.add_argument("--pause", type=float, default=0.3, help="--ddp-script: seconds a step")
     args = p.parse_args()
     print(f"load before: {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="corral-membership-") as tmp:
         folder = args.run_root or Path(tmp)
+        if args.ddp_script:
+            print(ddp_script_main(args, folder))
+            return 0
         flags = training_flags(args, folder)
         costs: list[Cost] = []
         for i in range(args.rounds):

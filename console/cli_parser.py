@@ -105,13 +105,15 @@ def add_init_parser(command: AddCommand) -> None:
 MEMBERSHIP_COMMANDS = (
     ("leave", "Take a host out of a running run at its next step boundary: its share goes "
      "to the others, nothing is redone, its processes end cleanly (corral's own training "
-     "loop with live membership, as for join; not the master's host). With `exchange = "
+     "loop with live membership, or a script with the DDP helper, as for join; not the "
+     "master's host). With `exchange = "
      "\"local\"`: at the end of the round under way, its change in the round's average.",
      "a host of the run (cluster.toml's name)"),
     ("join", "Bring a host of cluster.toml into a running run (one not in it, or one that "
      "left): the pre-flight check and the mesh probe with the run's hosts, the push, then "
      "its ranks are let in at a step boundary with the run's state (corral's own training "
-     "loop: live membership is on unless `[run] live_membership = false`). With "
+     "loop: live membership is on unless `[run] live_membership = false`; a script with "
+     "the DDP helper, at the step its loop asks for next). With "
      "`exchange = \"local\"`: at a round's end, as a new island with the anchor and the "
      "outer momentum.",
      "a host of cluster.toml, not in the run"),

@@ -29,7 +29,7 @@ from console.formatting import stop_report_text
 from console.model.burst import Burst
 from console.script_restart import edit_script_args
 from profiles.user_errors import CorralError
-from remote.api import CheckReport, RunHandle, StopReport
+from remote.api import CheckReport, RunHandle, StopReport, wants_membership_port
 from trainer.membership.contract import ChangeMoment, change_moment
 
 if TYPE_CHECKING:
@@ -87,7 +87,8 @@ class RunControls:
             return refused
         if handle is None or not model.live:
             return [Notice(message="No live run to take a host out of.", severity="warning")]
-        if self.session.config.run.script is not None:  # no live membership: said before
+        config = self.session.config
+        if config.run.script is not None and not wants_membership_port(config):  # a restart
             return [Notice(title="A script run restarts", severity="warning", message=(  # a pick
                 f"Run {handle.run_id} runs a script as is, so no host can leave it live: "
                 "taking one out stops the run on every host and launches it again on the "

@@ -1,12 +1,10 @@
 """The face of remote/ for its front ends: with ``figures`` (every figure of a run), the
 one module of remote that console/ imports.
 
-It re-exports what a front end reads — the records of a run's stream and reports
-(``remote.events``), the readers of recorded runs (``remote.records``), cluster.toml's loader —
-and offers thin entry points to everything that reaches the hosts. Those import their layer
-when called, so a front end that only reads recorded runs never loads SSH. Nothing here formats
-text. An import-linter contract keeps console/ on these two faces, and remote's layers below.
-"""
+It re-exports what a front end reads (a run's stream and reports, recorded runs, cluster.toml
+and whether it has live membership) and thin entry points to what reaches the hosts, each
+importing its layer when called (reading records never loads SSH). Nothing here formats text;
+an import-linter contract keeps console/ on these two faces, and remote's layers below."""
 
 from __future__ import annotations
 
@@ -19,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 from profiles.user_errors import UsageError
 from remote.config.cluster import ClusterConfig
 from remote.config.init import demo_toml, hosts_toml, script_toml, write_new
+from remote.config.live_membership import wants_membership_port
 from remote.config.read import load_cluster
 from remote.config.task_code import script_argument
 from remote.events import (
@@ -148,6 +147,7 @@ __all__ = [
     "summary_to_json",
     "trained_nothing",
     "trust_host",
+    "wants_membership_port",
     "with_recorded_script",
     "with_script",
     "write_kubernetes",

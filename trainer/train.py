@@ -32,7 +32,8 @@ from trainer.evaluate import held_out
 from trainer.events import EndEvent, EndStatus
 from trainer.exact_loop import Trainer
 from trainer.lowcomm.rounds import LocalTrainer
-from trainer.membership.members import join_group, join_run, rank_events
+from trainer.membership.entry import join_run
+from trainer.membership.members import join_group, rank_events
 from trainer.placement import place_this_rank
 from trainer.settings.syncbatch import check_syncbatch_device
 from trainer.settings.train_config import TrainConfig, check_world

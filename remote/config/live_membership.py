@@ -4,7 +4,15 @@ and the pre-flight (``remote/checks/membership_port.py``) read the same answer."
 
 from __future__ import annotations
 
+import ast
+
+from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
+from remote.config.task_code import user_code
+
+DDP_HELPER_MODULES = ("trainer.integrations.ddp", "corral.ddp")
+"""The DDP helper's import names (docs/scripts.md): a script importing one joins and leaves
+live."""
 
 
 def membership_refusal(config: ClusterConfig) -> str | None:
@@ -16,10 +24,12 @@ def membership_refusal(config: ClusterConfig) -> str | None:
     exchange still under way crosses every round's end) nor with ``shard_state`` sharded (a
     slice is not moved live; the restart's resume re-slices the checkpoint's state). Without
     the port, ``corral leave`` and ``join`` refuse the run and a lost host takes the restart at
-    once instead of waiting for the survivors."""
+    once instead of waiting for the survivors. A script that uses the DDP helper gets the port:
+    its hosts leave and join live (a lost host still restarts it: ``hot_path_refusal``)."""
     run = config.run
-    if run.script is not None:
-        return "a script run as is restarts from its own checkpoint"
+    if run.script is not None and not uses_ddp_helper(config):
+        return ("a script run as is restarts from its own checkpoint (the DDP helper, "
+                "`trainer.integrations.ddp.Shares`, joins and leaves live)")
     if run.exchange != "exact" and run.outer_overlap:
         return "`outer_overlap = true`: an exchange under way crosses every round's end"
     if run.shard_state != "replicate":  # a restart resumes it re-sliced for the survivors
@@ -39,3 +49,20 @@ def membership_refusal(config: ClusterConfig) -> str | None:
 def wants_membership_port(config: ClusterConfig) -> bool:
     """Whether the run's ranks get a membership port (``membership_refusal`` says why not)."""
     return membership_refusal(config) is None
+
+
+def uses_ddp_helper(config: ClusterConfig) -> bool:
+    """Whether the run's script imports the DDP helper (read statically, nothing runs; a
+    script that cannot be read or parsed: no, its own check says why)."""
+    try:
+        code = user_code(config.run, config.path.parent)
+        tree = ast.parse(code.source.read_bytes()) if code is not None else None
+    except (CorralError, OSError, SyntaxError, ValueError):
+        return False
+    for node in ast.walk(tree) if tree is not None else ():
+        if isinstance(node, ast.ImportFrom) and node.module in DDP_HELPER_MODULES:
+            return True
+        if isinstance(node, ast.Import) and any(a.name in DDP_HELPER_MODULES
+                                                for a in node.names):
+            return True
+    return False

@@ -105,6 +105,9 @@ def hot_path_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | N
     and the follower waits for them): the restart path is then taken, as before."""
     if config.run.on_host_loss != "continue":
         return f'[run] on_host_loss = "{config.run.on_host_loss}"'
+    if config.run.script is not None:  # the DDP helper: its collectives fail in the script
+        return ("a script's collectives fail inside its own code, where no step can be redone: "
+                "it restarts from its own checkpoint (planned leaves and joins are live)")
     if not info.membership_port:
         return ("the run has no live membership: "
                 + (membership_refusal(config) or "it was launched before corral had it"))
@@ -123,6 +126,10 @@ def host_loss_line(config: ClusterConfig, membership_port: int | None) -> str:
         live = "; hosts leave and join live (`corral leave`, `corral join`)"
         return (f'a lost host fails the run (on_host_loss = "{run.on_host_loss}")'
                 + (live if membership_port else ""))
+    if membership_port and run.script is not None:
+        return (f"a lost host other than {master} is dropped and the script restarts on the "
+                "others from its own checkpoint; hosts leave and join live (`corral leave`, "
+                "`corral join`: the DDP helper)")
     if membership_port:
         return (f"a lost host other than {master} is left behind by the others in their own "
                 "processes (live membership; `live_membership = false`: a restart instead)")

@@ -73,7 +73,8 @@ def leave_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | None
 
 def restart_path(config: ClusterConfig, run: str, host: str) -> str:
     """What taking ``host`` out of a run without live membership means, and how to ask it."""
-    what = ("a script run as is: the script owns its loop" if config.run.script is not None
+    what = ("a script run as is: the script owns its loop; the DDP helper's scripts join and "
+            "leave live" if config.run.script is not None
             else "launched with `[run] live_membership = false` or without it")
     return (f"run {run} has no live membership ({what}), so {host} cannot leave it live. "
             f"Taking it out is a restart: the run is stopped on every host and launched again "

@@ -32,3 +32,14 @@ async def test_a_script_runs_leave_dialog_says_it_is_a_restart(
     assert "no host can leave it live" in said and "newest checkpoint" in said
     assert "`corral leave HOST --restart`" in said
     assert asked == [] and controls.busy == ""
+
+
+async def test_a_ddp_helper_scripts_leave_key_offers_the_hosts_live(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("from trainer.integrations.ddp import Shares\n",
+                                       encoding="utf-8")
+    controls, session = _lab(tmp_path, run=RunSection(script="train.py"))
+    screen = Headless()
+    await _live_with_gamma_left(screen, controls, session)
+    screen.render(controls.leave_host())
+    assert [o for o in screen.shown if isinstance(o, ChooseHost | Confirm)]  # a pick, live
+    assert not [n for n in screen.notices() if "restart" in n]

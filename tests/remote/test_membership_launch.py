@@ -16,7 +16,8 @@ from remote.checks.plan import LaunchFacts, plan_cluster
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
 from remote.config.live_membership import membership_refusal, wants_membership_port
 from remote.config.read import parse_cluster
-from remote.run.decide_members import host_loss_line
+from remote.records.runs import RunInfo
+from remote.run.decide_members import host_loss_line, hot_path_refusal
 from remote.run.launch import LaunchPlan, launcher_command
 from trainer.membership.contract import HOST_LOSS_ENV, JOIN_ENV, MEMBERSHIP_PORT_ENV
 
@@ -117,3 +118,19 @@ def test_a_run_has_a_membership_port_as_cluster_toml_derives_it(
     else:
         assert line.startswith("a lost host other than a is dropped and the run restarts")
         assert refusal is not None and refusal in line
+
+
+@pytest.mark.parametrize("imports", ["from trainer.integrations.ddp import Shares",
+                                     "import corral.ddp"])
+def test_a_script_with_the_ddp_helper_joins_and_leaves_live_and_restarts_on_a_loss(
+        tmp_path: Path, imports: str) -> None:
+    (tmp_path / "train.py").write_text(f"{imports}\nprint('hi')\n")
+    config = parse_cluster(HEAD + 'on_host_loss = "continue"\nscript = "train.py"\n',
+                           path=tmp_path / "cluster.toml")
+    assert wants_membership_port(config)  # corral leave / join take it at a step boundary
+    info = RunInfo(run_id="m-1", cluster="m", state="running", started=0.0,
+                   hosts=("a", "b"), membership_port=31000)
+    why = hot_path_refusal(config, info, "b")  # its collectives fail in the script's code
+    assert why is not None and "restarts from its own checkpoint" in why
+    line = host_loss_line(config, 31000)
+    assert "restarts on the others from its own checkpoint" in line and "corral join" in line

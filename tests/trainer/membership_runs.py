@@ -143,6 +143,28 @@ class LiveRun:
                 proc.wait()
 
 
+DDP_SCRIPT = Path(__file__).with_name("ddp_live_script.py")
+"""A user's DDP script with corral's helper (tests/trainer/test_ddp_live.py, the bench)."""
+
+
+@dataclass
+class ScriptRanks(LiveRun):
+    """A ``LiveRun`` whose ranks run the user's script through corral's ``script_main``, each
+    in its host's own working directory (``cwd/<host>``), as corral's launch starts them
+    (``script``: the DDP-helper script unless given)."""
+
+    script: Path = field(default_factory=lambda: DDP_SCRIPT)
+
+    def _start(self, env: dict[str, str], flags: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+        host = env[HOST_ENV]
+        env = {**env, "CORRAL_BACKEND": "gloo", "CORRAL_DEVICE": "cpu"}
+        with open(self.run_dir / f"out-{len(self.ranks) + len(self.joiners)}.log", "wb") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "trainer.integrations.script_main", "--run-dir",
+                 str(self.run_dir), "--cwd", str(self.run_dir / "cwd" / host), str(self.script),
+                 *self.flags, *flags], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
 @contextmanager
 def live_run(run_dir: Path, flags: Sequence[str], hosts: Sequence[str],
              places: dict[str, Place] | None = None, master_addr: str = "127.0.0.1"

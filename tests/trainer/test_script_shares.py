@@ -154,3 +154,48 @@ def test_the_ddp_helper_takes_any_epoch_numbering(monkeypatch: pytest.MonkeyPatc
         zero_based.sampler.set_epoch(epoch)
         expected.append([i for step in zero_based.sampler for i in step])
     assert orders == expected
+
+
+def test_a_joiners_sampler_draws_from_the_step_after_the_one_it_was_let_in_at() -> None:
+    # let in after step 26 of 10-step epochs: its first two passes are empty, the third
+    # starts at step 27, with its place in the new generation (rank 2 of 3)
+    order = GlobalBatchOrder(60, 6, seed=1)
+    alone = ShareSchedule(ScriptSettings(run_dir="x"), global_batch=6, world=1, rank=0)
+    asked: list[int] = []
+    sampler = RankStepSampler(order, alone, on_step=asked.append)
+
+    def admit(step: int) -> None:
+        asked.append(step)
+        if sampler.resume_at == 1:
+            sampler.schedule = alone.for_generation(3, 2, (2, 3, 1), 27)
+            sampler.resume_at = 27
+
+    sampler.on_step = admit
+    passes = [list(sampler) for _ in range(3)]
+    assert passes[0] == passes[1] == []
+    assert [len(b) for b in passes[2]] == [1, 1, 1, 1]  # steps 27..30, its share of 1
+    assert passes[2][0] == order.local_indices(27, (2, 3, 1), 2).tolist()
+    assert asked == [1, 27, 28, 29, 30, 31]  # no skipped step reported
+
+
+def test_a_leavers_sampler_hands_out_nothing_after_its_host_left() -> None:
+    order = GlobalBatchOrder(40, 4, seed=0)
+    schedule = ShareSchedule(ScriptSettings(run_dir="x"), global_batch=4, world=2, rank=1)
+    sampler = RankStepSampler(order, schedule)
+
+    def leave_at_5(step: int) -> None:
+        sampler.ended = step == 5 or sampler.ended
+
+    sampler.on_step = leave_at_5
+    assert len(list(sampler)) == 4 and list(sampler) == []
+
+
+def test_a_new_generations_schedule_cuts_the_steps_after_the_change_among_its_ranks() -> None:
+    before = ShareSchedule(ScriptSettings(run_dir="x", policy="dynamic"), global_batch=12,
+                           world=3, rank=2)
+    before.split_at(9)
+    after = before.for_generation(2, 1, (7, 5), 10)
+    assert (after.world, after.rank, after.split_at_quietly(10)) == (2, 1, (7, 5))
+    assert after.drawn == 9 and after.balancer is None  # rank 1: no balancer
+    with pytest.raises(RuntimeError, match="already drawn"):
+        after.apply(9, (6, 6))

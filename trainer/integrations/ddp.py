@@ -39,6 +39,8 @@ from torch.utils.data import DataLoader, Dataset
 from profiles.user_errors import UsageError
 from trainer.dist import on_any_rank
 from trainer.integrations.contract import ScriptSettings
+from trainer.integrations.ddp_entry import LiveEntry
+from trainer.integrations.ddp_live import LiveShares, live_note
 from trainer.integrations.run import ScriptRun
 from trainer.integrations.shares import RankStepSampler, ShareSchedule
 from trainer.step.batch_order import GlobalBatchOrder
@@ -101,22 +103,37 @@ class Shares:
                                           world=world, rank=rank)
             self.sampler = RankStepSampler(order, self.schedule)
             return
-        device = _device(settings, model)
-        self.run = ScriptRun(settings, global_batch=global_batch, device=device,
-                             batch_source="the global_batch given to Shares")
-        self.schedule = self.run.schedule
-        self.sampler = RankStepSampler(order, self.schedule, on_step=self._step_begins)
-        self.clock = make_clock(device, emulated_run=on_any_rank(
-            emulates(settings.slowdown), device))
+        self.settings, self.device = settings, _device(settings, model)
+        self.live: LiveShares | None = None
+        """With live membership (``CORRAL_MEMBERSHIP_PORT``): this rank's side of the run's
+        generations (trainer/integrations/ddp_live.py)."""
+        self._entry = LiveEntry(settings, identity={
+            "samples": dataset_size, "global_batch": global_batch, "epochs": epochs,
+            "seed": seed})
+        self.total_steps = epochs * order.steps_per_epoch
         self._loss: torch.Tensor | None = None
         """The last step's mean loss, on the device until the step is reported."""
         self._done = 0
+        self.clock = make_clock(self.device, emulated_run=on_any_rank(
+            emulates(settings.slowdown), self.device))
+        self._named = (type(getattr(model, "module", model)).__name__ if model is not None
+                       else Path(sys.argv[0]).name)
+        self._dataset = f"{dataset_size} samples"
+        if self._entry.joining:  # its place comes with the generation that lets it in
+            self.schedule = self._entry.placeholder(global_batch)
+            self.sampler = RankStepSampler(order, self.schedule, on_step=self._step_begins)
+            self._pending_model = model
+            atexit.register(self._finish)
+            return
+        self.run = ScriptRun(settings, global_batch=global_batch, device=self.device,
+                             batch_source="the global_batch given to Shares")
+        self.schedule = self.run.schedule
+        self.sampler = RankStepSampler(order, self.schedule, on_step=self._step_begins)
+        self.live = self._entry.launched(self.run, self.sampler, lambda: self._model,
+                                         self.total_steps)
         self.watch(model)
-        named = (type(getattr(model, "module", model)).__name__ if model is not None
-                 else Path(sys.argv[0]).name)
-        self.run.start(model=named, dataset=f"{dataset_size} samples", step=0,
-                       total_steps=epochs * order.steps_per_epoch,
-                       steps_per_epoch=order.steps_per_epoch)
+        self.run.start(model=self._named, dataset=self._dataset, step=0,
+                       total_steps=self.total_steps, steps_per_epoch=order.steps_per_epoch)
         atexit.register(self._finish)
 
     def loader(self, dataset: Dataset[Any], **options: Any) -> ShareLoader:
@@ -131,6 +148,12 @@ class Shares:
             return
         self._model = model
         if isinstance(model, DistributedDataParallel):
+            if self.live is not None:  # no bucket reduced alone: layouts differ after a join
+                self.clock.reduce = self.live.reduce_for(model)
+                note = live_note(model)
+                if note is not None and self.run.rank == 0:
+                    print(f"corral: {note}: a host leaving or joining breaks it; "
+                          "`corral leave --restart` instead", file=sys.stderr, flush=True)
             model.register_comm_hook(None, self.clock.hook)
 
     def share(self, step: int) -> int:
@@ -152,22 +175,48 @@ class Shares:
         return max(self.schedule.drawn, 1)
 
     def _step_begins(self, step: int) -> None:
-        """The loop asks for step ``step``: report step ``step - 1``, start the clock."""
+        """The loop asks for step ``step``: report step ``step - 1`` (with live membership,
+        then the change it asks for), start the clock. A joiner is let in at its first."""
+        if self.run is None:
+            self._admit()
+            return
         run = self.run
-        assert run is not None
         if self._loss is not None and step - 1 > self._done:
             share = self.share(step - 1)
-            run.step_done(step - 1, epoch=(step - 2) // self.sampler.order.steps_per_epoch,
-                          loss_sum=self._loss * share, units=share, clock=self.clock)
+            rows = run.step_done(step - 1,
+                                 epoch=(step - 2) // self.sampler.order.steps_per_epoch,
+                                 loss_sum=self._loss * share, units=share, clock=self.clock)
             self._done, self._loss = step - 1, None
+            if self.live is not None and not self.live.after_step(step - 1, rows):
+                return  # this rank's host left: the sampler hands out nothing more
+            self.schedule = run.schedule
         self.clock.start(run.settings.slowdown_of(run.rank))
+
+    def _admit(self) -> None:
+        """A joiner, at its first step (its model and optimizer built): wait to be let in,
+        take its place and the run's state, then draw from the step after the one it was let
+        in at."""
+        joined = self._entry.admitted(self.schedule, self.device, self.sampler,
+                                      lambda: self._model or self._pending_model,
+                                      self.total_steps)
+        self.run, self.live = joined.run, joined.live
+        self.schedule = self.run.schedule
+        self.run.start(model=self._named, dataset=self._dataset, step=joined.step,
+                       total_steps=self.total_steps,
+                       steps_per_epoch=self.sampler.order.steps_per_epoch)
+        self.live.group.admitted()  # the run's state, loaded as the model and optimizer act
+        self._done = joined.step
+        self.sampler.resume_at = joined.step + 1
+        self.clock.start(self.run.settings.slowdown_of(self.run.rank))
 
     def _finish(self) -> None:
         """At exit: the end event (``failed`` when the script is ending on an exception)."""
         if self.run is None:
             return
         failure: Any = getattr(sys, "last_value", None)
-        if failure is not None:
+        if self.live is not None and self.live.progress.left:
+            self.run.end("left")
+        elif failure is not None:
             self.run.end("failed", error=f"{type(failure).__name__}: {failure}".splitlines()[0])
         else:
             self.run.end("completed")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -51,15 +52,22 @@ class ScriptRun:
     script without it: ``plain_events``)."""
 
     def __init__(self, settings: ScriptSettings, *, global_batch: int, device: torch.device,
-                 lead: int = 2, min_share: int = 1, batch_source: str = "") -> None:
+                 lead: int = 2, min_share: int = 1, batch_source: str = "",
+                 schedule: ShareSchedule | None = None, member: int | None = None) -> None:
+        """``schedule``: a live joiner's (its generation's rank, world and split); ``member``:
+        its member id with live membership (its events file; else the rank's)."""
         self.settings, self.device = settings, device
         ScriptRun.made = True
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_initialized() else 1
-        self.schedule = ShareSchedule(settings, global_batch=global_batch, world=self.world,
-                                      rank=self.rank, lead=lead, min_share=min_share,
-                                      batch_source=batch_source)
-        self.events = EventWriter(events_path(settings.run_dir, self.rank))
+        self.schedule = schedule or ShareSchedule(
+            settings, global_batch=global_batch, world=self.world, rank=self.rank, lead=lead,
+            min_share=min_share, batch_source=batch_source)
+        self.rank, self.world = self.schedule.rank, self.schedule.world
+        self.events = EventWriter(events_path(settings.run_dir,
+                                              self.rank if member is None else member))
+        self.flags: Callable[[], tuple[float, float]] | None = None
+        """Live membership: this rank's ``(leave, joiners)`` for each step's tally."""
         self.step = 0
         self._last_end = time.perf_counter()
         self._ended = False
@@ -91,29 +99,38 @@ class ScriptRun:
             tf32=self.device.type == "cuda" and tf32_enabled())
         self._last_end = time.perf_counter()
 
+    def moved(self, schedule: ShareSchedule) -> None:
+        """Live membership: this rank's place in a new generation (``schedule``'s rank and
+        world); the step before's compute time is no longer comparable."""
+        self.schedule, self.rank, self.world = schedule, schedule.rank, schedule.world
+        self._timed = None
+
     def step_done(self, step: int, *, epoch: int, loss_sum: float | torch.Tensor,
                   units: float | torch.Tensor, clock: StepClock, lr: float | None = None,
-                  grad_norm: float | None = None) -> None:
+                  grad_norm: float | None = None) -> list[list[float]]:
         """Step ``step`` finished on this rank (``loss_sum`` and ``units`` may be device
-        tensors; ``clock`` timed its compute): gather, report, maybe rebalance (collective)."""
+        tensors; ``clock`` timed its compute): gather, report, maybe rebalance (collective).
+        Every rank's gathered row (with live membership its ``flags`` last)."""
         now = time.perf_counter()
         step_s, self._last_end = now - self._last_end, now
         self.step = step
         shares = self.schedule.split_at_quietly(step)
         reported = clock.tally_time(step, self._timed)  # a GPU's: the step before's, no wait
-        mine = self._packed([loss_sum, units, reported.seconds, float(reported.step)])
+        flags = self.flags() if self.flags is not None else ()
+        mine = self._packed([loss_sum, units, reported.seconds, float(reported.step), *flags])
         rows = PendingTallies(mine, self.world).rows()  # the step's one wait
         self._timed = clock.times(step)  # read after the wait: a GPU's events are complete
         report_step(self.events, rank=self.rank, step=step, epoch=epoch,
                     local_batch=shares[self.rank], compute_s=self._timed.seconds, step_s=step_s,
                     tallies=[LossTally(loss_sum=row[0], units=row[1]) for row in rows],
                     optimizer=OptimizerFacts(lr=lr, grad_norm=grad_norm))
-        self._resources.poll()
+        self._resources.poll(self.rank)
         if self.settings.policy != "static":
             # each rank's time with its share of the step it timed (none yet: ignored, NaN)
             timed = tuple(self.schedule.split_at_quietly(max(int(row[3]), 1))[rank]
                           for rank, row in enumerate(rows))
             self._rebalance(step, shares, [row[2] for row in rows], timed)
+        return rows
 
     def _packed(self, values: list[float | torch.Tensor]) -> torch.Tensor:
         """``values`` as one float64 tensor on this rank's device, without a wait: its device

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from profiles.user_errors import UsageError
 from trainer.balance.balancer import Balancer
@@ -114,6 +114,17 @@ class ShareSchedule:
         if split != self.split_at_quietly(first_step):
             self._changes.append((first_step, tuple(split)))
 
+    def for_generation(self, world: int, rank: int, split: tuple[int, ...],
+                       from_step: int) -> ShareSchedule:
+        """The schedule of a new membership generation (live membership): ``world`` ranks,
+        this one ``rank``, ``split`` from step ``from_step`` on (the steps before it are
+        drawn); rank 0's balancer starts again from ``split``."""
+        fresh = ShareSchedule(replace(self.settings, split=tuple(split)),
+                              global_batch=self.global_batch, world=world, rank=rank,
+                              lead=self.lead, min_share=1)
+        fresh._drawn, fresh.last_step = from_step - 1, self.last_step
+        return fresh
+
     def split_at_quietly(self, step: int) -> tuple[int, ...]:
         """The shares of step ``step`` as planned now (does not mark it drawn)."""
         return next(split for first, split in reversed(self._changes) if first <= step)
@@ -166,6 +177,11 @@ class RankStepSampler:
         self.epoch = 0
         """The 0-based epoch the next pass draws (its order, its steps)."""
         self._ordinals: dict[int, int] = {}
+        self.resume_at = 1
+        """The first step this rank draws: a joiner's, the step after the one it was let in
+        at (the passes and steps before it yield nothing)."""
+        self.ended = False
+        """This rank's host left the run: no pass yields anything more."""
 
     def set_epoch(self, epoch: int) -> None:
         """The next pass is the epoch the script numbers ``epoch``, whatever its numbering:
@@ -179,13 +195,18 @@ class RankStepSampler:
     def __iter__(self) -> Iterator[list[int]]:
         epoch, self.epoch = self.epoch, self.epoch + 1
         first = epoch * self.order.steps_per_epoch + 1
-        for step in range(first, first + self.order.steps_per_epoch):
+        end = first + self.order.steps_per_epoch
+        for step in range(first, end):
+            if self.ended or step < self.resume_at:
+                continue
             if self.on_step is not None:  # the loop asks for step s: step s - 1 is done
-                self.on_step(step)
+                self.on_step(step)  # (with live membership: a change, then this rank's place)
+            if self.ended or step < self.resume_at:
+                continue
             split = self.schedule.split_at(step)
             yield self.order.local_indices(step, split, self.schedule.rank).tolist()
-        if self.on_step is not None:
-            self.on_step(first + self.order.steps_per_epoch)
+        if self.on_step is not None and not self.ended and end > self.resume_at:
+            self.on_step(end)
 
 
 def _fits(split: tuple[int, ...], world: int, global_batch: int, min_share: int) -> bool:

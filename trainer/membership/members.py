@@ -25,25 +25,16 @@ from typing import Protocol
 import torch
 
 from profiles.user_errors import CorralError
-from trainer.checkpoint.checkpointer import run_identity
 from trainer.dist import RankInfo, init_process_group
 from trainer.event_log import EventWriter, events_path
 from trainer.events import LeaveCause, MembershipEvent
-from trainer.launch_contract import HOST_ENV
 from trainer.membership.contract import (
-    JOIN_ENV,
-    JOINED_LINE,
-    MEMBERSHIP_ADDR_ENV,
-    MEMBERSHIP_PORT_ENV,
     survives_loss,
 )
-from trainer.membership.join_cost import admitted_phases, joiner_phases
-from trainer.membership.plan import Generation, NextGeneration, config_for, resplit, written_split
+from trainer.membership.join_cost import admitted_phases
+from trainer.membership.plan import Generation, NextGeneration, resplit, written_split
 from trainer.membership.store import Gone, MemberLost, MembershipStore
 from trainer.membership.watch import STALE_S
-from trainer.run_layout import RunLayout
-from trainer.settings.train_config import TrainConfig
-from trainer.step.optim import warm_up
 
 LOSS_WORDS = ("connection", "closed", "reset by peer", "broken pipe", "timed out", "timeout")
 """What gloo's and the store's errors say when a peer is gone or was cut off."""
@@ -323,46 +314,6 @@ class JoinRefused(CorralError):
     """Rank 0 refused this joiner: its torch or its run does not match the run's."""
 
     title = "join refused"
-
-
-def join_run(config: TrainConfig, info: RankInfo
-             ) -> tuple[Membership | None, RankInfo, TrainConfig]:
-    """With ``CORRAL_MEMBERSHIP_PORT``: reach the run's store (launch rank 0 serves it). A
-    launched rank tells every rank its host (generation 0 is the launch); a joiner
-    (``JOIN_ENV``) warms up (``warm_up``), announces itself and waits to be let in at a step
-    boundary, then takes its place (rank, world, split) in the generation that admits it;
-    refused, ``JoinRefused`` names why. Without the port: ``(None, info, config)``, today's path."""
-    port = os.environ.get(MEMBERSHIP_PORT_ENV)
-    if not port:
-        return None, info, config
-    joining = JOIN_ENV in os.environ
-    address = os.environ.get(MEMBERSHIP_ADDR_ENV) or os.environ.get("MASTER_ADDR", "127.0.0.1")
-    store = MembershipStore(address, int(port),
-                            serve=info.rank == 0 and not joining)
-    host = os.environ.get(HOST_ENV) or os.uname().nodename
-    leave_file = RunLayout(config.run_dir).leave_request(host)
-    identity = {"torch": torch.__version__, "run": json.loads(json.dumps(run_identity(config)))}
-    if not joining:
-        store.set(f"host/{info.rank}", host)
-        members = tuple(range(info.world_size))
-        hosts = tuple(store.get(f"host/{m}") for m in members)
-        membership = Membership(store, Generation(0, members, hosts), info.rank, leave_file)
-        membership.identity = identity
-        return membership, info, config
-    warm_up(config)
-    ticket = store.count("joiners/next", 1)
-    store.set(f"joiner/{ticket}", json.dumps({"host": host, **identity, "phases": joiner_phases()}))
-    answer = json.loads(store.get(f"admit/{ticket}"))
-    if "refused" in answer:
-        raise JoinRefused(answer["refused"])
-    plan = NextGeneration.from_json(store.get(answer["plan"]))
-    store.joining = True  # watched and watching from its first forming (the run waits there)
-    print(JOINED_LINE.format(member=answer["member"]), flush=True)  # for the host's tailer
-    membership = Membership(store, plan.generation, answer["member"], leave_file)
-    membership.joining = plan
-    info = RankInfo(rank=membership.rank, world_size=len(plan.generation.members),
-                    local_rank=info.local_rank)
-    return membership, info, config_for(config, [None] * info.world_size, plan.split)
 
 
 def rank_events(run_dir: str, membership: Membership | None, rank: int) -> EventWriter:

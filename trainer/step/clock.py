@@ -31,6 +31,7 @@ compute seconds) and ``tally_time(step, before)`` (the time the step's tally car
 import math
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -80,6 +81,10 @@ class StepClock(ABC):
     """The host's clock sees when the gradient exchange ends, so the step's exchange seconds
     can be measured (a CPU rank's; a GPU's collectives are queued, not waited for)."""
 
+    reduce: Callable[..., torch.futures.Future[torch.Tensor]] = staticmethod(allreduce_hook)
+    """How the hook reduces a bucket: DDP's own all-reduce (mean); the DDP helper's live
+    membership puts its own here (trainer/integrations/ddp_live.py)."""
+
     def __init__(self, emulated_run: bool) -> None:
         self._emulated_run = emulated_run
         """The run emulates slower devices: this rank's time is its own work times its factor,
@@ -108,7 +113,7 @@ class StepClock(ABC):
             if self._emulating:
                 wall, own = self._real_elapsed()
                 self._emulated = emulate_slowdown(self._factor, own, wall)
-        reduced = allreduce_hook(process_group, bucket)  # type: ignore[arg-type]
+        reduced = self.reduce(process_group, bucket)
         if bucket.is_last():
             self._after_last_bucket()
         return reduced
