@@ -316,7 +316,7 @@ async def check_and_plan(
             items.append(_unreachable_item(host, error))
     timings = [timing for host_facts in facts.values() for timing in host_facts.timings]
     membership_port, links = await _cluster_wide(config, pool, facts, master_addr,
-                                                 (rendezvous, port), items, timings)
+                                                 (rendezvous, port), items, timings, user)
     same_torch = torch_item(facts)
     if same_torch is not None:
         items.append(same_torch)
@@ -346,18 +346,19 @@ async def check_and_plan(
 async def _cluster_wide(
     config: ClusterConfig, pool: HostPool, facts: dict[str, HostFacts], master_addr: str,
     tested: tuple[list[CheckItem], int | None], items: list[CheckItem],
-    timings: list[CheckTiming],
+    timings: list[CheckTiming], user: UserCode | None,
 ) -> tuple[int | None, tuple[PairLink, ...]]:
     """The check's parts over the whole cluster, once every probe is in: the rendezvous port's
     items (``tested``: with the port found) and the membership port's, for the hosts whose
     Python works, and the full mesh; their items added to ``items``, their times to
-    ``timings``. The membership port (None: not wanted or not found) and the links measured."""
+    ``timings`` (``user``: the script, located once). The membership port (None: not wanted
+    or not found) and the links measured."""
     rendezvous, port = tested
     testable = {name for name, host_facts in facts.items() if host_facts.python_ok}
     membership_port = None
     if config.master_name in testable:
         items.extend(item for item in rendezvous if item.host in testable)
-        if port is not None and wants_membership_port(config):
+        if port is not None and wants_membership_port(config, user):
             began = time.monotonic()
             membership, membership_port = await check_membership_port(config, pool,
                                                                       master_addr, port)

@@ -8,14 +8,14 @@ import ast
 
 from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
-from remote.config.task_code import user_code
+from remote.config.task_code import UserCode, user_code
 
 DDP_HELPER_MODULES = ("trainer.integrations.ddp", "corral.ddp")
 """The DDP helper's import names (docs/scripts.md): a script importing one joins and leaves
 live."""
 
 
-def membership_refusal(config: ClusterConfig) -> str | None:
+def membership_refusal(config: ClusterConfig, code: UserCode | None = None) -> str | None:
     """Why the run's ranks get no membership port, as a log line's reason (None: they get
     one). The one place that decides it: every run of corral's own loop has it unless ``[run]
     live_membership = false`` (with ``on_host_loss = "continue"``, its hot path: a lost host is
@@ -25,9 +25,10 @@ def membership_refusal(config: ClusterConfig) -> str | None:
     slice is not moved live; the restart's resume re-slices the checkpoint's state). Without
     the port, ``corral leave`` and ``join`` refuse the run and a lost host takes the restart at
     once instead of waiting for the survivors. A script that uses the DDP helper gets the port:
-    its hosts leave and join live (a lost host still restarts it: ``hot_path_refusal``)."""
+    its hosts leave and join live (a lost host still restarts it: ``hot_path_refusal``).
+    ``code``: the script as the caller located it already (else located here)."""
     run = config.run
-    if run.script is not None and not uses_ddp_helper(config):
+    if run.script is not None and not uses_ddp_helper(config, code):
         return ("a script run as is restarts from its own checkpoint (the DDP helper, "
                 "`trainer.integrations.ddp.Shares`, joins and leaves live)")
     if run.exchange != "exact" and run.outer_overlap:
@@ -46,16 +47,17 @@ def membership_refusal(config: ClusterConfig) -> str | None:
     return None
 
 
-def wants_membership_port(config: ClusterConfig) -> bool:
+def wants_membership_port(config: ClusterConfig, code: UserCode | None = None) -> bool:
     """Whether the run's ranks get a membership port (``membership_refusal`` says why not)."""
-    return membership_refusal(config) is None
+    return membership_refusal(config, code) is None
 
 
-def uses_ddp_helper(config: ClusterConfig) -> bool:
+def uses_ddp_helper(config: ClusterConfig, code: UserCode | None = None) -> bool:
     """Whether the run's script imports the DDP helper (read statically, nothing runs; a
-    script that cannot be read or parsed: no, its own check says why)."""
+    script that cannot be read or parsed: no, its own check says why). ``code``: the script
+    as the caller located it already (else located here)."""
     try:
-        code = user_code(config.run, config.path.parent)
+        code = code or user_code(config.run, config.path.parent)
         tree = ast.parse(code.source.read_bytes()) if code is not None else None
     except (CorralError, OSError, SyntaxError, ValueError):
         return False

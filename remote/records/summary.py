@@ -103,6 +103,8 @@ class GenerationRow:
     redone_steps: int
     state_bytes: int
     seconds_to_step: float | None
+    phases: dict[str, float]
+    """A join's seconds by phase (check, push, start, admission); empty otherwise."""
     reason: str | None
 
 
@@ -279,7 +281,8 @@ def summary_of(history: RunHistory, figures: RunFigures) -> RunSummary:
         generations=[GenerationRow(generation=g.generation, step=g.step, change=g.change,
                                 hosts=list(g.hosts), cause=g.cause, world_size=g.world_size,
                                 redone_steps=g.redone_steps, state_bytes=g.state_bytes,
-                                seconds_to_step=g.seconds_to_step, reason=g.reason)
+                                seconds_to_step=g.seconds_to_step, phases=dict(g.phases),
+                                reason=g.reason)
                      for g in figures.generations],
         baseline=run_baseline(figures, live=False) if figures.has_steps else None,
     )
