@@ -215,14 +215,14 @@ def main(argv: list[str] | None = None) -> int:
                     runs[name][rate].append(
                         measure_in(tree, args.ranks, rate, duration, (cols, rows))
                         if args.before else measure(args.ranks, rate, duration, (cols, rows)))
-    ok = True
+    ok = True  # the targets are this checkout's; the code before is shown beside it
     for name in trees:
-        ok &= table(f"### Console under a flood ({name}): {args.ranks} ranks, {duration:g} s, "
+        met = table(f"### Console under a flood ({name}): {args.ranks} ranks, {duration:g} s, "
                     f"{cols}×{rows}, headless, {args.repeat} run(s) each (median; spread in "
                     "brackets)", runs[name])
+        ok = met if name == "this checkout" else ok
     print(f"targets: console ≤ {CPU_TARGET:.0%} of a core, ≤ {LAG_TARGET_S:g} s behind: "
-          f"{'met' if ok else 'NOT met'} (this checkout"
-          f"{' and ' + args.before if args.before else ''})")
+          f"{'met' if ok else 'NOT met'} (this checkout)")
     return 0 if ok else 1
 
 
