@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-LAUNCH_BUDGET = 600
+LAUNCH_BUDGET = 330
 """The most launches the whole suite (``scripts/test.sh``: its phases and the torch matrix)
 may make (docs/testing.md "Launches": how it was set)."""
 TALLY_ENV = "CORRAL_LAUNCH_TALLY"

@@ -55,7 +55,7 @@ async def main():
     top = run_topology(model)
     print(json.dumps({"clean": stop.clean, "state": model.state, "split": list(model.split),
                       "rank_hosts": {r: row.host for r, row in model.ranks.items()},
-                      "limiting": [top.limiting.a, top.limiting.b],
+                      "limiting": [top.limiting.a, top.limiting.b] if top.limiting else None,
                       "slowest": [[v.a, v.b, v.median * 8 / 1e6, v.in_exchange]
                                   for v in sorted((v for v in top.links if v.median),
                                                   key=lambda v: v.median)][0],
@@ -85,7 +85,6 @@ def test_the_shaped_link_limits_and_the_host_behind_it_sits_out(
     # the pair still in it.
     a, b, mbit, in_exchange = seen["slowest"]
     assert "n3" in (a, b) and mbit < 110 and not in_exchange, seen
-    assert sorted(seen["limiting"]) == ["n1", "n2"], seen
     benched, text = seen["badges"]["n3"]
     assert benched and text.startswith("sits out: ") and "(balancer, step" in text, seen
     # The other hosts' badges say what the run's split says: a host sits out exactly when all
@@ -94,5 +93,10 @@ def test_the_shaped_link_limits_and_the_host_behind_it_sits_out(
     for rank, host in seen["rank_hosts"].items():
         shares[host] += seen["split"][int(rank)]
     assert shares["n3"] == 0 and shares["n1"] + shares["n2"] == 240, seen
+    # The bottleneck is the pair still exchanging; a loaded machine may bench n1 or n2 with n3,
+    # and then one host trains alone and nothing limits an exchange.
+    exchanging = sorted(host for host in ("n1", "n2") if shares[host])
+    assert (sorted(seen["limiting"]) if seen["limiting"] else None) == (
+        exchanging if len(exchanging) == 2 else None), seen
     for host in ("n1", "n2"):
         assert seen["badges"][host][0] == (shares[host] == 0), seen
