@@ -15,6 +15,7 @@ once on three ``local`` hosts and checked many ways:
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import socket
 import sys
@@ -61,13 +62,21 @@ class Ran:
 
 
 def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+    """``count`` ports free now, below the kernel's ephemeral range: a port from that range (a
+    bind to port 0) can be taken as the local end of another test's outgoing connection before
+    the script binds it, and then its workers' group cannot form (CI once saw a worker abort)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports: list[int] = []
+    for port in random.Random().sample(range(low // 2, low), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise AssertionError(f"no {count} free ports below {low}")
 
 
 def spawning_script() -> str:
