@@ -44,9 +44,12 @@ def insert_line(path: Path, line: bytes = LINE) -> None:
     size = path.stat().st_size
     moved = path.with_suffix(".edit")
     with path.open("rb") as src, moved.open("wb") as out:
-        out.write(src.read(size // 2))
+        # A MiB at a time: the arms' processes, forked from this one, report its peak too.
+        left = size // 2
+        while left:
+            left -= out.write(src.read(min(left, 1 << 20)))
         out.write(line)
-        shutil.copyfileobj(src, out, 16 << 20)
+        shutil.copyfileobj(src, out, 1 << 20)
     moved.replace(path)
 
 

@@ -154,9 +154,10 @@ def _make_folder(folder: Path, files: int, size_mib: int, shard_mib: int) -> Non
     with (folder / "data" / "big.bin").open("wb") as out:
         for _ in range(shard_mib):
             out.write(os.urandom(2**20))
-    for i in range(files):
-        with (folder / "data" / f"shard-{i:04}.bin").open("wb") as out:
-            out.write(os.urandom(each))
+    for i in range(files):  # a MiB at a time: the arms' processes, forked from this one,
+        with (folder / "data" / f"shard-{i:04}.bin").open("wb") as out:  # report its peak too
+            for at in range(0, each, 2**20):
+                out.write(os.urandom(min(2**20, each - at)))
 
 
 def _arm(box: netns.NetnsCluster, arm: str, root: Path, folder: Path,
