@@ -5,6 +5,8 @@
 #   bash scripts/lowest.sh run GROUP COMMAND... run COMMAND at the lowest priority, in GROUP
 #   bash scripts/lowest.sh remove GROUP [S]     remove GROUP once what ran in it has ended
 #                                               (S seconds at most, default 10)
+#   bash scripts/lowest.sh raise GROUP          give GROUP the normal weight: once the tests
+#                                               have ended, what runs there is all there is
 # `nice -n 19` alone is not the lowest priority where the kernel groups processes by session
 # (autogroup, on by default in most distributions): each session then gets an equal share of
 # the CPU whatever its processes' nice, and what runs beside the tests runs in a session of its
@@ -71,9 +73,17 @@ remove_group() {  # remove_group GROUP S: once its processes have ended (S s at 
     done
 }
 
+raise_group() {  # raise_group GROUP: no longer idle, the default weight
+    local group=$1
+    [ -n "$group" ] && [ -d "$group" ] || return 0
+    echo 0 > "$group/cpu.idle" 2>/dev/null
+    echo 1024 > "$group/cpu.shares" 2>/dev/null || true
+}
+
 case "${1:-}" in
     make) make_group ;;
+    raise) raise_group "${2:-}" ;;
     run) shift; run_lowest "$@" ;;
     remove) remove_group "${2:-}" "${3:-10}" ;;
-    *) echo "usage: scripts/lowest.sh make | run GROUP COMMAND... | remove GROUP [S]" >&2; exit 2 ;;
+    *) echo "usage: scripts/lowest.sh make | run GROUP COMMAND... | remove GROUP [S] | raise GROUP" >&2; exit 2 ;;
 esac

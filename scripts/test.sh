@@ -64,11 +64,16 @@ end_beside() {
     for pid in $builds_pid $beside_pid; do kill -- "-$pid" 2>/dev/null || true; done
     for pid in $builds_pid $beside_pid; do wait "$pid" 2>/dev/null || true; done
     bash scripts/lowest.sh remove "$idle_group"
+    bash scripts/leftovers.sh remove "$tests_group"
     packages_ready || true
     rm -f "$builds_log" "$beside_log" "$packages_log" "$CORRAL_LAUNCH_TALLY"
 }
 # The CPU group what runs beside the tests runs in (scripts/lowest.sh), removed at the end.
 idle_group=$(bash scripts/lowest.sh make)
+# The CPU group of the tests (scripts/leftovers.sh): what a phase leaves running is listed and
+# ended after it, instead of starving what runs beside them.
+tests_group=$(bash scripts/leftovers.sh make)
+bash scripts/leftovers.sh join "$tests_group" $$
 trap end_beside EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -96,6 +101,17 @@ if ! $fast && [ "${CORRAL_TORCH_MATRIX:-on}" != off ]; then
         bash scripts/torch_matrix.sh --build > "$builds_log" 2>&1 &
     builds_pid=$!
 fi
+bounded_wait() {  # bounded_wait PID DEADLINE WHAT: PID's status, or 1 once $SECONDS passes DEADLINE
+    local pid=$1 left=$(($2 - SECONDS)) status=0
+    if ! timeout "$((left > 1 ? left : 1))" tail --pid="$pid" -f /dev/null; then
+        echo "corral: $3 still running at the deadline; what the machine runs, by CPU time:"
+        ps -eo pid=,ni=,etime=,time=,args= --sort=-time | head -20 | cut -c1-200 | sed 's/^/  /'
+        kill -- "-$pid" 2>/dev/null || true
+        status=1
+    fi
+    wait "$pid" || status=$?
+    return $status
+}
 # Each part's wall seconds, said at the end (the last lines are what a CI log shows first).
 took=
 mark=$SECONDS
@@ -142,6 +158,7 @@ cores=$(nproc)
 workers=$((cores + 1))
 echo "corral: the parallel phase, $workers workers on $cores cores"
 phase "$PY" -n "$workers" --dist loadscope --no-loadscope-reorder -m "not serial" "$@" || failed=1
+bash scripts/leftovers.sh sweep "$tests_group" $$ "the parallel phase"
 part_done "parallel phase"
 # The tests marked serial, one at a time. Unless the arguments name tests, only the files that
 # mark some test serial or alone are collected (collecting the whole suite again takes seconds).
@@ -155,12 +172,18 @@ if ! $names_tests; then
                                 tests | sort)
 fi
 phase "$PY" -m "serial and not alone" "$@" "${serial_files[@]}" || failed=1
+bash scripts/leftovers.sh sweep "$tests_group" $$ "the serial phase"
 part_done "serial phase"
 echo "corral: the type check and the torch matrix (they ran beside the tests)"
-wait "$beside_pid" || failed=1
+# Nothing else runs now: what ran beside the tests gets the normal weight, and a bounded time
+# (CORRAL_BESIDE_WAIT_S, 1500 s: a fresh machine's matrix builds and tests take a fraction),
+# past which what is still running is listed and ended, and the run fails saying so.
+bash scripts/lowest.sh raise "$idle_group"
+beside_deadline=$((SECONDS + ${CORRAL_BESIDE_WAIT_S:-1500}))
+bounded_wait "$beside_pid" "$beside_deadline" "the type check or the torch matrix" || failed=1
 beside_pid=
 if [ -n "$builds_pid" ]; then
-    wait "$builds_pid" || failed=1
+    bounded_wait "$builds_pid" "$beside_deadline" "the torch matrix's builds" || failed=1
     builds_pid=
 fi
 part_done "the wait for the type check and the torch matrix"
@@ -168,9 +191,11 @@ cat "$builds_log" "$beside_log"
 # The torch matrix's slow tests (marked torch_matrix), at the normal priority: they start ranks
 # and wait on them with deadlines (scripts/matrix_tests.sh says why not beside the tests).
 PY="$PY" bash scripts/matrix_tests.sh torch_matrix "$@" || failed=1
+bash scripts/leftovers.sh sweep "$tests_group" $$ "the torch matrix's slow tests"
 part_done "the torch matrix's slow tests"
 # Those marked alone, with nothing beside them.
 phase "$PY" -m alone "$@" "${serial_files[@]}" || failed=1
+bash scripts/leftovers.sh sweep "$tests_group" $$ "the tests marked alone"
 part_done "the tests marked alone"
 echo "corral: the whole run took $SECONDS s (${took#, })"
 exit $failed

@@ -65,3 +65,10 @@ def test_the_session_it_leads_gets_the_autogroup_nice_and_a_callers_session_neve
     called = lowest("run", "", "sh", "-c", REPORT)
     assert called.splitlines()[-1] == "19"  # the command's own nice, all the same
     assert Path("/proc/self/autogroup").read_text() == mine
+
+
+def test_a_raised_group_has_the_normal_weight(group: str) -> None:
+    lowest("raise", group)
+    idle = Path(group, "cpu.idle")
+    assert (not idle.exists() or idle.read_text().strip() == "0")
+    assert Path(group, "cpu.shares").read_text().strip() == "1024"
