@@ -74,6 +74,8 @@ class LaunchFacts:
     """Per host, whether the code tree asked about is there already (None: not asked)."""
     leftovers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Per host with leftover processes, the run ids they belong to (``leftovers`` item)."""
+    torch: Mapping[str, str | None] = field(default_factory=dict)
+    """Per host, its torch release without the build tag (None: torch did not answer)."""
 
 
 def nproc_for(host: HostSection, gpus: int | None) -> int:

@@ -336,7 +336,8 @@ async def check_and_plan(
                         links=links,
                         code_present={name: f.code_present for name, f in facts.items()},
                         leftovers={name: f.leftover_runs for name, f in facts.items()
-                                   if f.leftover_runs})
+                                   if f.leftover_runs},
+                        torch={name: f.torch for name, f in facts.items()})
     estimate = cluster_estimate(config, nprocs, probes, found.interfaces, links)
     modes = cluster_modes(config, nprocs, probes, found.interfaces, links)
     return CheckReport(items=tuple(items), estimate=estimate, links=links, modes=modes,

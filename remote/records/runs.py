@@ -79,6 +79,9 @@ class RunInfo:
     script: list[str] | None = None
     """A script run's ``[script, code folder, launch_dir, *args]`` as launched (``--resume``
     without ``--script`` runs it again); None for a task run."""
+    checked: dict[str, Any] | None = None
+    """What the launch's check found that a joiner must share (``remote/run/join_match.py``:
+    torch by host, backend, precision by host); None: launched before it was recorded."""
 
     @property
     def label(self) -> str:
@@ -251,6 +254,7 @@ RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "pgids": (dict, type(None)), "code_digest": (str,), "detail": (str,), "name": (str,),
     "cleanup": (str,), "suspect_hosts": (list,), "ranks": (dict, type(None)),
     "ended": _NUMBER, "owner": (str,), "membership_port": (int,), "left_hosts": (list,),
+    "checked": (dict, type(None)),
 }
 """What each ``run.json`` field must hold (JSON types); a record that breaks one is named and
 skipped by every command (``tests/remote/test_run_record_validation.py``)."""

@@ -22,7 +22,9 @@ not a failure of the run.
 What cannot join is refused before anything is touched: a host not in cluster.toml, one in the
 run already, an ended run, a run without live membership. Then what a launch checks for the
 host (``check_and_plan``: its Python and torch against the run's hosts', the full mesh with
-them), its code and data, and its launcher: any failure names why and leaves nothing behind.
+them; then its torch, backend and precision against what the run's launch check recorded,
+``join_match.py``), its code and data, and its launcher: any failure names why and leaves
+nothing behind.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from remote.hosts.pool import HostPool
 from remote.hosts.push import CodeBundle, build_bundle
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for, unfollowed
 from remote.run.data_push import sync_run_data
+from remote.run.join_match import joiner_mismatch
 from remote.run.launch import LaunchPlan, launch_host
 from remote.run.lifecycle import LaunchFailed
 from remote.run.membership import (
@@ -229,6 +232,9 @@ async def _check(config: ClusterConfig, info: RunInfo, host: str,
         raise MembershipRefused(f"{host} cannot join: {exc}") from None
     # its ranks are numbered in a world of their own until rank 0 gives them member ids
     place = replace(next(p for p in planned.hosts if p.host.name == host), first_rank=0)
+    if (why := joiner_mismatch(info.checked, host, facts.torch.get(host), place,
+                               planned.backend)) is not None:
+        raise MembershipRefused(f"{host} cannot join: {why}")
     return code, place, planned.backend, user, dict(facts.code_present)
 
 

@@ -38,6 +38,7 @@ from remote.records.collected import CollectedCopy
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.run.data_push import sync_run_data
 from remote.run.decide_members import host_loss_line
+from remote.run.join_match import launch_checked
 from remote.run.launch import LaunchPlan, launch_host
 from remote.run.leftovers import end_finished_leftovers
 from remote.run.lifecycle import LaunchFailed
@@ -97,7 +98,9 @@ class Launch:
         return {"master_addr": self.master_addr, "port": self.port, "pgids": dict(self.pgids),
                 "membership_port": self.membership_port or 0,
                 "code_digest": self.code.digest,
-                "ranks": {name: list(place.ranks) for name, place in self.places.items()}}
+                "ranks": {name: list(place.ranks) for name, place in self.places.items()},
+                "checked": launch_checked(self.facts.torch if self.facts else {}, self.places,
+                                          self.backend)}
 
     def each_host(self, state: HostState) -> list[HostStatus]:
         now = time.time()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from trainer.balance.verdict import DecisionJudge
 from trainer.membership.plan import (
     Generation,
     NextGeneration,
@@ -55,3 +56,23 @@ def test_the_balancer_keeps_what_it_measured_of_each_kept_rank() -> None:
     carried = balancer_state_for(state, (0, 2, None), (3, 2, 1), {"fresh": True})
     assert carried["ranks"] == ["r0", "r2", {"fresh": True}]
     assert (carried["split"], carried["exchange"], carried["decisions"]) == ([3, 2, 1], None, 4)
+
+
+def test_the_balancer_never_returns_to_a_split_measured_before_a_host_left() -> None:
+    # The demo's detached run (issue 78): after medium left, the judge still held the three
+    # ranks' 32,32,32 as measured faster and returned to it two windows later: a split of
+    # three for a group of two, a collective of another size, both survivors failed.
+    before = DecisionJudge(window=4)
+    for _ in range(12):
+        before.observe((32, 32, 32), 0.49)
+    state = {"split": [32, 32, 32], "ranks": ["r0", "r1", "r2"], "exchange": None,
+             "last_move": None, "verdict": before.state_dict()}
+    carried = balancer_state_for(state, (0, 2), (96, 0), {"fresh": True})
+    after = DecisionJudge(window=4)
+    after.load_state_dict(carried["verdict"])  # type: ignore[arg-type]
+    verdicts = []
+    for decision in range(6):
+        for _ in range(4):
+            after.observe((96, 0), 0.71)
+        verdicts.append(after.judge((96, 0), 0.05, decision))
+    assert verdicts == [None] * 6, verdicts

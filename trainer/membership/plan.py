@@ -157,8 +157,11 @@ def balancer_state_for(state: dict[str, object], kept: Sequence[int | None],
                        split: tuple[int, ...], fresh_rank: dict[str, object]) -> dict[str, object]:
     """Rank 0's balancer state carried into the new generation: each kept rank keeps what was
     measured of it, a joiner starts with nothing measured (``fresh_rank``), the split is the
-    new one, and the exchange's measurements (per set of active ranks) start again."""
+    new one, and the exchange's measurements (per set of active ranks) start again, and so do
+    the decision judge's (``trainer/balance/verdict.py``: step times per split of the ranks
+    before; returning to one of those splits would give the new group a split of another
+    length, or one whose places are other hosts')."""
     ranks = state["ranks"]
     assert isinstance(ranks, list)  # one entry per rank of the generation before
     return {**state, "split": list(split), "last_move": None, "exchange": None,
-            "ranks": list(remap_ranks(ranks, kept, fresh_rank))}
+            "verdict": None, "ranks": list(remap_ranks(ranks, kept, fresh_rank))}

@@ -1,0 +1,129 @@
+"""What ``corral join HOST`` costs from the key to the joiner's first step, through the real
+command line (issue 78): ``corral init``'s demo cluster.toml (three local hosts, as it stands but
+for a long run), ``corral run --detach``; then ``--rounds`` times ``corral leave medium`` and,
+once it has left, ``corral join medium``. Per join, from the bench's clock just before the
+command (the events' clock) and the events of the run:
+
+- ``command``: until ``corral join`` returned (its check, push and the joiner's launch);
+- ``admitted``: until rank 0's ``membership`` event ``joined`` (the new generation's first step);
+- ``first step``: until the joiner's own first completed step;
+- the ``joined`` event's ``phases`` (``check``, ``push``, ``start``: the joiner's start, from its
+  launcher to its announcement; ``admission``: from the announcement to its first step).
+
+    python bench/join_cli.py [--rounds N] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO)]
+
+from remote.config.init import demo_toml  # noqa: E402
+
+WAIT_S = 600.0
+
+
+def corral(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``corral -c path ARGS`` with ``path``'s folder as HOME (the run's records there)."""
+    done = subprocess.run([sys.executable, "-m", "console", "-c", str(path), *args],
+                          capture_output=True, text=True, timeout=WAIT_S, cwd=path.parent,
+                          env={**os.environ, "HOME": str(path.parent), "COLUMNS": "200",
+                               "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    if done.returncode != 0:
+        raise SystemExit(f"corral {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    return done
+
+
+def events(run_dir: Path, member: int) -> list[dict[str, Any]]:
+    path = run_dir / "metrics" / f"rank-{member}.jsonl"
+    whole = path.read_text().split("\n")[:-1] if path.exists() else []  # last: being written
+    return [json.loads(line) for line in whole if line.strip()]
+
+
+def changes(run_dir: Path) -> list[dict[str, Any]]:
+    return [e for e in events(run_dir, 0) if e["event"] == "membership"]
+
+
+def wait(what: str, condition: Callable[[], bool], run_dir: Path) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what}: not within {WAIT_S} s")
+        if ended := [e for e in events(run_dir, 0) if e["event"] == "end"]:
+            raise SystemExit(f"{what}: the run ended first: {ended[-1]}")
+        time.sleep(0.1)  # polling the run's files, with a deadline
+
+
+def one_join(path: Path, run_dir: Path) -> dict[str, Any]:
+    """``corral leave medium``, then (once it left) ``corral join medium``, timed."""
+    before = len(changes(run_dir))
+    corral(path, "leave", "medium")
+    wait("medium left", lambda: len(changes(run_dir)) > before, run_dir)
+    t0 = time.time()
+    corral(path, "join", "medium")
+    command = time.time() - t0
+    wait("medium joined", lambda: len(changes(run_dir)) > before + 1, run_dir)
+    joined = changes(run_dir)[-1]
+    assert joined["change"] == "joined", joined
+    member = joined["members"][-1]
+    wait("its first step", lambda: any(e["event"] == "step" for e in events(run_dir, member)),
+         run_dir)
+    first = next(e for e in events(run_dir, member) if e["event"] == "step")
+    return {"command_s": command, "admitted_s": joined["t"] - t0,
+            "first_step_s": first["t"] - t0, "state_bytes": joined.get("state_bytes"),
+            "phases": joined.get("phases") or {}, "load": os.getloadavg()[0]}
+
+
+def spread(values: list[float]) -> str:
+    return (f"median {statistics.median(values):.2f} s "
+            f"(min {min(values):.2f}, max {max(values):.2f}, n={len(values)})")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--json", type=Path, help="write every join's figures here")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="join-cli-") as folder:
+        path = Path(folder) / "cluster.toml"
+        path.write_text(demo_toml().replace("steps = 300", "steps = 100000"), encoding="utf-8")
+        found = re.search(r"launched run ([^\s:]+)", corral(path, "run", "--detach").stdout)
+        assert found is not None
+        run_dir = Path(folder) / ".corral" / "runs" / found.group(1)
+        try:
+            wait("step 5", lambda: any(e["event"] == "step" and e["step"] >= 5
+                                       for e in events(run_dir, 0)), run_dir)
+            joins = [one_join(path, run_dir) for _ in range(args.rounds)]
+        finally:
+            subprocess.run([sys.executable, "-m", "console", "-c", str(path), "stop",
+                            found.group(1)], capture_output=True, timeout=WAIT_S,
+                           cwd=folder, env={**os.environ, "HOME": folder,
+                                            "PYTHONPATH": str(REPO)})
+    for name in ("command_s", "admitted_s", "first_step_s"):
+        print(f"{name}: {spread([j[name] for j in joins])}")
+    for phase in sorted({k for j in joins for k in j["phases"]}):
+        took = [j["phases"][phase] for j in joins if phase in j["phases"]]
+        print(f"phase {phase}: {spread(took)}")
+    print(f"state_bytes: {[j['state_bytes'] for j in joins]}; load: "
+          f"{[round(j['load'], 1) for j in joins]}")
+    if args.json:
+        args.json.write_text(json.dumps(joins, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""What a joiner must share with the run it joins, as the run's launch check found it.
+
+A launch records in ``run.json`` (``RunInfo.checked``) what its check learned that every rank
+of the run shares: each host's torch release, the process group's backend and each host's
+precision (``launch_checked``). ``corral join`` compares the joiner against that record
+(``joiner_mismatch``), not against what the run's hosts answer now: their running ranks use
+what was installed when they started, whatever was upgraded since. A mismatch refuses the join
+before anything is pushed or started, naming what to fix. The code digest is compared apart
+(``RunInfo.code_digest``, ``remote/run/join.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from remote.checks.plan import HostPlan
+
+UNDECIDED = ("auto", "tf32")
+"""Precisions left to each rank (its GPUs not known to the check): nothing to compare."""
+
+
+def launch_checked(torch: Mapping[str, str | None], places: Mapping[str, HostPlan],
+                   backend: str) -> dict[str, object]:
+    """What ``run.json`` keeps of the launch check for a later join: ``{"torch": {host:
+    release}, "backend": name, "precision": {host: precision}}`` (a host whose torch did not
+    answer is absent)."""
+    return {"torch": {h: v for h, v in torch.items() if v and h in places},
+            "backend": backend,
+            "precision": {name: place.precision for name, place in places.items()}}
+
+
+def _texts(value: object) -> dict[str, str]:
+    """A recorded ``{host: text}`` (anything else in a hand-edited record: nothing known)."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, str)}
+
+
+def joiner_mismatch(checked: Mapping[str, object] | None, host: str, torch: str | None,
+                    place: HostPlan, backend: str) -> str | None:
+    """Why ``host`` (its torch release, its planned place, the backend its plan chose) cannot
+    join the run whose launch check recorded ``checked`` (``launch_checked``), naming the fix;
+    None when it can, or when the run recorded nothing (launched by an older corral)."""
+    if not checked:
+        return None
+    releases = sorted(set(_texts(checked.get("torch")).values()))
+    if torch is not None and releases and torch not in releases:
+        want = releases[0]
+        return (f"{host} runs torch {torch}, but the run's ranks were launched with torch "
+                f"{', '.join(releases)}: install torch=={want} on {host} (`<python> -m pip "
+                f"install torch=={want}`), then `corral join {host}` again")
+    run_backend = checked.get("backend")
+    if isinstance(run_backend, str) and run_backend and backend != run_backend:
+        return (f"the run's ranks talk over {run_backend}, but {host}'s ranks would train on the "
+                f"{place.device} ({backend}): join a host whose ranks can use {run_backend} "
+                f"(nccl: a GPU for each rank; set {host}'s gpus in cluster.toml)")
+    precisions = set(_texts(checked.get("precision")).values()) - set(UNDECIDED)
+    if precisions and place.precision not in UNDECIDED and place.precision not in precisions:
+        return (f"{host} would compute in {place.precision}, the run's hosts in "
+                f"{', '.join(sorted(precisions))}: a joiner computes as the run does; join a "
+                f"host that can (bf16: GPUs of compute capability 8.0+), or set [run] precision "
+                f"to one {host} can do at the run's next launch")
+    return None
