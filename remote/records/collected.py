@@ -30,7 +30,9 @@ class CollectedCopy:
         self._sizes: dict[str, int] = {}
         self.saved: dict[str, int] = {}
         """Per copied file: its bytes the saved offsets account for (what a follower showed;
-        a seat's replay of the record reads up to them, ``remote.records.replay``)."""
+        a seat's replay of the record reads up to them, ``remote.records.replay``). For a
+        second follower (not the ``writer``): the bytes the lines it read make in the copy,
+        as of its last ``save`` (its next attempt's replay goes on from there)."""
         self._files: dict[str, IO[bytes]] = {}
         self.on_line: Callable[[str, str, TrainerEvent | None], None] | None = None
         """Called with ``(path, text, typed event or None)`` for each line this copy appends
@@ -87,6 +89,9 @@ class CollectedCopy:
         """Copy one received line of the host's ``path`` that ends at ``end_offset`` (``event``:
         the line's typed event when the caller parsed it already)."""
         self.offsets[path] = end_offset
+        data = (text + "\n").encode("utf-8", "replace")
+        if not self.writer:  # the size the writer's copy gets: what this follower showed
+            self._sizes[path] = self._sizes.get(path, 0) + len(data)
         if not self.writer or self.write_error is not None:
             return
         try:
@@ -95,7 +100,6 @@ class CollectedCopy:
                 target = self._safe(path)
                 private_dir(target.parent)
                 handle = self._files[path] = open_private(target)
-            data = (text + "\n").encode("utf-8", "replace")
             handle.write(data)
             self._sizes[path] = self._sizes.get(path, 0) + len(data)
             if self.on_line is not None:
@@ -112,8 +116,12 @@ class CollectedCopy:
         self.save()
 
     def save(self) -> None:
-        """Flush the copied lines, then record the offsets they reach (atomically)."""
-        if not self.writer or self.write_error is not None:
+        """Flush the copied lines, then record the offsets they reach (atomically); a second
+        follower only counts what it read (``saved``)."""
+        if not self.writer:
+            self.saved = dict(self._sizes)
+            return
+        if self.write_error is not None:
             return
         tmp = self.root / f".{RunLayout.COPY_OFFSETS}.{os.getpid()}.tmp"
         try:

@@ -46,6 +46,13 @@ class AwaitStop:
 
 
 @dataclass(frozen=True)
+class AwaitOwner:
+    """Following a run another corral launched, whose attempt ended without completing: wait
+    until its record says what that corral made of it; the record comes back as
+    ``OwnerDecided``."""
+
+
+@dataclass(frozen=True)
 class Unlock:
     """Release the launch lock if this handle holds it (the launch is over)."""
 
@@ -118,6 +125,6 @@ class StopJoiner:
 MembersAction = RecordMembers | MembersChanged | TailJoiner | ForgetJoin | StopJoiner
 
 
-Action = StopHosts | AwaitStop | Unlock | RecordChange | MarkStop | DropHosts | LingerEnded \
-    | CloseTrackers | MembersAction | DeclareHung | EndCommands | UnlockAbandoned
+Action = StopHosts | AwaitStop | AwaitOwner | Unlock | RecordChange | MarkStop | DropHosts \
+    | LingerEnded | CloseTrackers | MembersAction | DeclareHung | EndCommands | UnlockAbandoned
 """Everything ``decide`` asks the handle to do, in order, before its events are said."""

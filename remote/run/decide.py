@@ -20,7 +20,9 @@ following is read-only): ``AttemptEnded`` asks for the stop's report, ``StopFoun
 it. A stop that left processes says so in the outcome; a run that had ended before this
 process followed it keeps its recorded outcome; the hosts where processes may be left are
 recorded. Then the run ends, restarts (``[run] max_restarts``) or goes on without the hosts it
-lost (``on_host_loss = "continue"``).
+lost (``on_host_loss = "continue"``). A follower whose attempt ended without completing, where
+the corral launching the run may relaunch it, first waits for that corral's word
+(``AwaitOwner``, then ``OwnerDecided``): it follows the relaunch, or ends as recorded.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from remote.events import (
 from remote.records.runs import RunInfo, describe_stop
 from remote.run.actions import (
     Action,
+    AwaitOwner,
     AwaitStop,
     CloseTrackers,
     DropHosts,
@@ -61,6 +64,7 @@ from remote.run.lifecycle import (
     JoinLaunched,
     LaunchFailed,
     MembershipSeen,
+    OwnerDecided,
     Phase,
     PhaseDone,
     RunOutcome,
@@ -86,6 +90,7 @@ from remote.run.restart_policy import (
     count_failure,
     dropped_note,
     dropped_statuses,
+    owner_relaunched,
     restart_note,
     restart_refusal,
 )
@@ -115,6 +120,8 @@ def decide(state: LoopState, signal: Heard, t: float) -> RunDecision:
         return _fact(state, signal)
     if isinstance(signal, (MembershipSeen, JoinLaunched, JoinEnded)):
         return members_signal(state, signal, t)
+    if isinstance(signal, OwnerDecided):
+        return _owner_decided(state, signal, t)
     if isinstance(signal, AttemptEnded):
         if state.stop_in_flight:
             return RunDecision([], replace(state, ended=signal), [AwaitStop()])
@@ -122,10 +129,47 @@ def decide(state: LoopState, signal: Heard, t: float) -> RunDecision:
             # Every launcher ended by itself; make sure no straggler rank is left either.
             sweep = StopHosts(grace_s=STOP_GRACE_ON_FAILURE_S, report_back=True)
             return RunDecision([], replace(state, ended=signal), [sweep])
+        if awaits_owner(state, signal.final):
+            line = LogLine(t=t, host="*", rank=None, text=(
+                f"this attempt {signal.final.state}; waiting for the corral that launched the "
+                "run to relaunch it (`[run] max_restarts`, `on_host_loss`) or end it"))
+            return RunDecision([line], replace(state, ended=signal), [AwaitOwner()])
         return _settle(state, signal, None, t)
     assert state.ended is not None, "a stop's report without an attempt's end"
     found = None if signal.report is None else (signal.report, signal.swept)
     return _settle(replace(state, ended=None, stop_in_flight=False), state.ended, found, t)
+
+
+def awaits_owner(state: LoopState, final: Finding) -> bool:
+    """Whether this process, following a run another corral launched (its record's owner),
+    waits for that corral's word on an attempt that ended without completing: that corral
+    may relaunch the run (``max_restarts``, ``on_host_loss = "continue"``), and a seat
+    follows the new attempt, never ending on the old one."""
+    run = state.config.run
+    return (not state.launching and final.outcome is not RunOutcome.COMPLETED
+            and (run.max_restarts > 0 or run.on_host_loss == "continue")
+            and StopCause.REQUESTED not in state.stops
+            and state.followed.state not in FINAL_RUN_STATES)
+
+
+def _owner_decided(state: LoopState, decided: OwnerDecided, t: float) -> RunDecision:
+    """The owner's word on the attempt followed: a new attempt is followed (its hosts, the
+    record as it is now), else the run ends with the outcome its owner recorded (or, with no
+    owner left, as this follower found it)."""
+    ended, info = state.ended, decided.info
+    assert ended is not None, "the owner's word without an attempt's end"
+    relaunched = owner_relaunched(info, state.followed)
+    state = replace(state, ended=None, followed=info)
+    if not relaunched:
+        return _settle(state, ended, None, t)
+    known = state.cluster_hosts or state.config.hosts
+    hosts = tuple(h for h in known if h.name in info.hosts) or state.config.hosts
+    state = replace(state, config=replace(state.config, hosts=hosts),
+                    stops=state.stops & {StopCause.REQUESTED})
+    line = LogLine(t=t, host="*", rank=None, text=(
+        "the corral that launched the run relaunched it" + (f": {info.detail}"
+                                                            if info.detail else "")))
+    return RunDecision([line], state, [MarkStop(None)])
 
 
 def _stop_asked(state: LoopState, asked: StopAsked) -> RunDecision:

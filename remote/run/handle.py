@@ -3,12 +3,11 @@
 The loop (``events``) does each phase's work (``_act``: the check, the push, the launch, the
 follower of a running attempt) and hands what the phase reported to ``_heard``: the pure
 ``decide`` (``remote/run/decide.py``) alone moves the run and says what to do, and
-``_perform`` alone does it: every stop of the run's processes (what a failed launch may have
-started, the other hosts after a failure, the processes that linger after every rank
-finished, a failed attempt's stragglers), the lock's release, every write of ``run.json``, the
-hosts dropped. A user's ``stop`` is a signal like the follower's (``StopAsked``), which
-``decide`` answers with the stop of every host of the run (``StopCause.REQUESTED``) and, once
-it is made (``StopMade``), the record's cleanup.
+``_perform`` alone does it: every stop of the run's processes (after a failed launch or a
+failure, lingering ones, a failed attempt's stragglers), the lock's release, every write of
+``run.json``, the hosts dropped, a follower's wait for the launching corral's word (a relaunch
+is followed). A user's ``stop`` is a signal too (``StopAsked``), answered with the stop of
+every host of the run and, once it is made (``StopMade``), the record's cleanup.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from remote.records.runs import RunInfo, local_run_dir, run_dir_for
 from remote.run import launch_lock
 from remote.run.actions import (
     Action,
+    AwaitOwner,
     AwaitStop,
     CloseTrackers,
     DropHosts,
@@ -49,8 +49,10 @@ from remote.run.decide_waits import DeclareHung
 from remote.run.follower import RunFollower
 from remote.run.join import JOIN_STOP_GRACE_S, forget_join_record
 from remote.run.lifecycle import (
+    Answer,
     Heard,
     LaunchFailed,
+    OwnerDecided,
     Phase,
     PhaseDone,
     RunOutcome,
@@ -62,12 +64,7 @@ from remote.run.lifecycle import (
     StopRequest,
 )
 from remote.run.record import RunRecord
-from remote.run.record_changes import (
-    RecordChange,
-    RecordDetached,
-    RecordForgotten,
-    RecordState,
-)
+from remote.run.record_changes import RecordChange, RecordDetached, RecordForgotten, RecordState
 from remote.run.refresh import live_processes
 from remote.run.start import Launch, push_code_to_hosts, run_check, start_hosts
 from remote.run.stop import stop_run, stop_wait_on_hosts
@@ -198,7 +195,7 @@ class SshRunHandle:
             self._state = decision.state
             for action in decision.actions:
                 for item in await self._perform(action):
-                    if isinstance(item, (StopFound, StopMade)):
+                    if isinstance(item, Answer):
                         heard.append(item)
                     else:
                         yield item
@@ -272,7 +269,7 @@ class SshRunHandle:
         async for item in self._follower.events():
             yield item
 
-    async def _perform(self, action: Action) -> list[RunEvent | StopFound | StopMade]:
+    async def _perform(self, action: Action) -> list[RunEvent | Answer]:
         """The one place that does what ``decide`` asked: the events it says (the trackers'
         last lines) or what a stop found, for the loop to decide on next."""
         if isinstance(action, EndCommands) or (isinstance(action, StopHosts) and action.asked):
@@ -289,6 +286,9 @@ class SshRunHandle:
         if isinstance(action, AwaitStop):
             task, self._attempt_stop = self._attempt_stop, None
             return [StopFound(await task if task is not None else None, swept=False)]
+        if isinstance(action, AwaitOwner):  # its next attempt is followed with this record
+            self._info = await self._record.owner_decided(self._info)
+            return [OwnerDecided(self._info)]
         if isinstance(action, Unlock):
             if self._attempt is not None:
                 self._user, self._attempt = self._attempt.user, None

@@ -21,6 +21,7 @@ from enum import Enum
 
 from remote.config.cluster import HostSection
 from remote.events import CheckReport, RunOutcome, RunState, StopReport
+from remote.records.runs import RunInfo
 from remote.run.failures import Cause, HostLost
 from remote.run.follow_facts import Fact
 from trainer.events import MembershipEvent
@@ -233,6 +234,15 @@ class StopFound:
 
 
 @dataclass(frozen=True)
+class OwnerDecided:
+    """A run another corral launched, followed here: its record once that corral (the
+    record's owner) said what it made of the attempt that ended (``AwaitOwner``): the run
+    ended, another attempt was launched, or nobody launches it any more."""
+
+    info: RunInfo
+
+
+@dataclass(frozen=True)
 class StopAsked:
     """The user asked this process to stop the run (``stop``: ``corral stop``, the stop key,
     Ctrl-C)."""
@@ -255,5 +265,8 @@ class StopMade:
     report: StopReport
 
 
-Heard = Signal | StopFound | StopAsked | StopMade
+Answer = StopFound | StopMade | OwnerDecided
+"""What an action the loop performed answers with: a signal decided on next
+(``SshRunHandle._heard``)."""
+Heard = Signal | StopAsked | Answer
 """Every signal ``remote.run.decide.decide`` takes: a phase's, and the loop's own."""

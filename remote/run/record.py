@@ -14,6 +14,7 @@ record as it was, byte for byte, instead of recording it as failed for good.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import time
@@ -30,6 +31,7 @@ from remote.records.runs import (
     describe_stop,
     local_run_dir,
     read_run_info,
+    unfollowed,
     write_run_info,
 )
 from remote.run.record_changes import (
@@ -46,12 +48,16 @@ from remote.run.record_changes import (
     RecordSuspects,
     suspects_after,
 )
+from remote.run.restart_policy import owner_relaunched
 
 STOP_ASKED = ".stop-asked"
 """A file in the run's local directory: a ``corral stop`` (of another process) asked the run
 to stop. The corral launching it reads it between steps of its check, push and launch, ends
 the launch and stops what started (a state in ``run.json`` would be overwritten by its moves).
 """
+
+OWNER_POLL_S = 0.5
+"""How often a follower reads the record while the corral launching the run decides."""
 
 
 class RunRecord:
@@ -74,6 +80,8 @@ class RunRecord:
         self.write_error: str | None = None
         """Why ``run.json`` could not be written once the hosts were started (first time): the
         follower ends the run for it, the hosts stopped (``remote.run.follower``)."""
+        self._adopted = False
+        """This process adopted the run (``adopt``): no other corral relaunches it."""
 
     @classmethod
     def new(cls, config: ClusterConfig, info: RunInfo) -> RunRecord:
@@ -158,6 +166,7 @@ class RunRecord:
         """This process follows the run from now on (``corral attach`` of a run whose
         follower was lost): it becomes the record's owner, the ``FOLLOWING_LOST`` word goes."""
         if self.info.detail.startswith(FOLLOWING_LOST):
+            self._adopted = True
             with contextlib.suppress(OSError, CorralError):
                 self.change(owner=this_owner(), detail="")
 
@@ -209,6 +218,22 @@ class RunRecord:
         self.change(cleanup=describe_stop(report, when=time.time()),
                     suspect_hosts=tuple(sorted(suspects_after(set(info.suspect_hosts),
                                                               report))))
+
+    async def owner_decided(self, followed: RunInfo) -> RunInfo:
+        """The record once the corral that launched the run (its owner, another process)
+        said what it made of an attempt this process followed (``followed``: the record
+        then): the run ended, another attempt was launched (``owner_relaunched``), or nobody
+        launches it (no owner, its owner gone: ``unfollowed``, or this process adopted it).
+        Read every ``OWNER_POLL_S`` (that corral writes it); a record gone is ``followed``."""
+        while True:
+            try:
+                now = read_run_info(self._config, self.info.run_id)
+            except CorralError:
+                return followed
+            if (now.state in FINAL_RUN_STATES or unfollowed(now) or not now.owner
+                    or self._adopted or owner_relaunched(now, followed)):
+                return now
+            await asyncio.sleep(OWNER_POLL_S)
 
     def recorded(self) -> RunInfo:
         """The record as it is on disk now (``info`` when there is none, or while held)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from remote.config.cluster import ClusterConfig
 from remote.events import HostStatus
+from remote.records.runs import RunInfo, unfollowed
 from remote.run.failures import Cause, HostLost
 from remote.run.lifecycle import Finding, RunOutcome
 
@@ -46,6 +47,14 @@ def restart_refusal(final: Finding, restarts: int, limit: int, *, wanted: bool,
     if not stop_clean:
         return "not restarted: processes of the failed attempt may be left"
     return None
+
+
+def owner_relaunched(now: RunInfo, followed: RunInfo) -> bool:
+    """Whether the record ``now`` says that the corral launching the run (its owner) launched
+    another attempt since a follower's attempt began (``followed``: the record then): process
+    groups of a new launch, the run launching or running, and that corral still following it."""
+    return (now.state in ("launching", "running") and bool(now.pgids)
+            and now.pgids != followed.pgids and not unfollowed(now))
 
 
 def can_go_on_without(config: ClusterConfig, final: Finding, lost: dict[str, HostLost], *,

@@ -1,25 +1,37 @@
-"""``attach``: a follower killed mid-run, a new one replays the record and continues, without
-duplicates or gaps."""
+"""One two-host run over real sshd daemons, launched once (``attached``) and checked two ways:
+``attach`` (a follower killed mid-run, a new one replays the record and continues, without
+duplicates or gaps) and the run itself, trained to the end (every rank's steps, the copy
+byte for byte, the record, its final weights fetched back)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from remote.api import RankEvent, RunEvent, RunStatus
+from remote.config.read import load_cluster
+from remote.hosts.pool import HostPool
 from remote.records.collected import CollectedCopy
+from remote.records.runs import list_runs, local_run_dir, read_run_info
 from remote.run.controller import open_controller
-from trainer.events import StartEvent, StepEvent
+from remote.run.fetch import Fetched, fetch_results
+from trainer.events import EndEvent, StartEvent, StepEvent
 
 try:
+    from conftest import SshdCluster, sshd_factory
     from runkit import bounded, run_processes
 except ImportError:  # collected as a package
+    from tests.remote.conftest import SshdCluster, sshd_factory  # type: ignore[no-redef]
     from tests.remote.runkit import bounded, run_processes  # type: ignore[no-redef]
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
@@ -111,14 +123,46 @@ async def _attach(toml: Path, run_dir: Path,
     return held, received
 
 
-async def test_attach_continues_where_the_killed_follower_stopped(sshd_cluster) -> None:
-    cluster = sshd_cluster(2)
+STEPS = 40
+"""The run's steps (``_write_toml``)."""
+
+
+@dataclass
+class Attached:
+    """The run: launched by a follower killed mid-run, then followed to its end by ``attach``."""
+    toml: Path
+    run_id: str
+    run_dir: Path
+    shown: dict[int, list[int]]
+    """The steps the killed follower showed, by rank."""
+    held: dict[tuple[str, int], list[int]]
+    """The steps this machine's copy held of each (host, rank) when attached."""
+    received: list[RunEvent]
+    """Every event the attached follower received."""
+
+
+async def _launch(start: Callable[..., SshdCluster]) -> Attached:
+    cluster = start(2)
     toml = cluster.root / "cluster.toml"
     _write_toml(cluster, toml)
     run_id, shown = await _follow_then_kill(toml)
     run_dir = cluster.root / "runs" / run_id
     held, received = await _attach(toml, run_dir, run_id)
+    return Attached(toml, run_id, run_dir, shown, held, received)
 
+
+@pytest.fixture(scope="module")
+def attached(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attached]:
+    """The run, launched once for every test here."""
+    root = tmp_path_factory.mktemp("attach")
+    with contextlib.ExitStack() as stack:
+        start = stack.enter_context(sshd_factory(root))
+        yield asyncio.run(_launch(start))
+
+
+def test_attach_continues_where_the_killed_follower_stopped(attached: Attached) -> None:
+    run_id, run_dir, shown = attached.run_id, attached.run_dir, attached.shown
+    held, received = attached.held, attached.received
     final = received[-1]
     assert isinstance(final, RunStatus) and final.state == "completed", final
     # The seat replays the record first: each rank's start (the rank table's device), once,
@@ -143,8 +187,54 @@ async def test_attach_continues_where_the_killed_follower_stopped(sshd_cluster) 
         assert after, "the run was still going when attached"
         # The record first (what the copy held), then the tail right after the last step
         # held: every step once, from the run's first, no duplicate, no gap, to the end.
-        assert after[:len(before)] == before and after == list(range(1, 41)), (rank, after)
+        assert after[:len(before)] == before and after == list(range(1, STEPS + 1)), (rank,
+                                                                                    after)
         written = (run_dir / "metrics" / f"rank-{rank}.jsonl").read_bytes()
         assert (run_dir / "collected" / host / "metrics" / f"rank-{rank}.jsonl").read_bytes() \
             == written
     assert run_processes(run_id) == []
+
+
+async def _fetched(attached: Attached) -> tuple[Fetched, Path, Path]:
+    config = load_cluster(attached.toml)
+    pool = HostPool(config)
+    try:
+        result = await fetch_results(config, pool, read_run_info(config, attached.run_id))
+    finally:
+        await pool.aclose()
+    local = local_run_dir(config, attached.run_id)
+    return result, local / "final", local / "fetched" / "final"
+
+
+def test_a_two_host_run_trains_to_the_end(attached: Attached) -> None:
+    """Every rank trains every step on its own host to the end; the local copy holds every
+    event line exactly as the ranks wrote it; `corral fetch` of this real run
+    (tests/remote/test_fetch_sshd.py has its other cases) brings rank 0's host's final/ back,
+    each file's sha256 matching, the weights loading."""
+    events, run_id, run_dir = attached.received, attached.run_id, attached.run_dir
+    final = events[-1]
+    assert isinstance(final, RunStatus) and final.state == "completed", final
+    rank_events = [e for e in events if isinstance(e, RankEvent)]
+    starts = {e.event.rank: e.host for e in rank_events if isinstance(e.event, StartEvent)}
+    assert sorted(starts) == [0, 1] and sorted(starts.values()) == ["h0", "h1"]
+    ends = [e.event for e in rank_events if isinstance(e.event, EndEvent)]
+    assert sorted(e.rank for e in ends) == [0, 1]
+    assert all(e.status == "completed" and e.step == STEPS for e in ends)
+    steps = {(e.event.rank, e.event.step) for e in rank_events if isinstance(e.event, StepEvent)}
+    assert steps == {(r, s) for r in (0, 1) for s in range(1, STEPS + 1)}
+    for rank, host in starts.items():
+        written = (run_dir / "metrics" / f"rank-{rank}.jsonl").read_bytes()
+        copied = (run_dir / "collected" / host / "metrics" / f"rank-{rank}.jsonl").read_bytes()
+        assert copied == written
+    assert run_processes(run_id) == []
+    config = load_cluster(attached.toml)
+    assert [r.state for r in list_runs(config) if r.run_id == run_id] == ["completed"]
+    import torch
+
+    result, final_dir, fetched = asyncio.run(_fetched(attached))
+    written_files = sorted(p.relative_to(final_dir) for p in final_dir.rglob("*") if p.is_file())
+    assert written_files and result.host == "h0" and result.files == len(written_files)
+    for rel in written_files:
+        assert hashlib.sha256((fetched / rel).read_bytes()).digest() == hashlib.sha256(
+            (final_dir / rel).read_bytes()).digest()
+    assert torch.load(fetched / written_files[0], map_location="cpu")  # the weights load

@@ -4,7 +4,8 @@
 files (the marker is read back) and links them in place; the other host has a private view
 of the repository and of a dataset elsewhere (its own mount namespace, a tmpfs over each), so
 its data is sent into its cache: once, then nothing, then the one changed file; a link to a
-dataset it lacks is named before launch."""
+dataset it lacks is named before launch. (A file left home by ``.corralignore`` explained in the
+run's status, with the line that sends it: test_files_travel_sshd.py's ``resume`` run.)"""
 
 from __future__ import annotations
 
@@ -160,31 +161,3 @@ async def test_a_host_fed_apart_gets_every_file_whole_through_ssh_or_a_sender(
     assert len(peaks) == 1 and 10 << 10 < peaks[0] < 200 << 10  # KiB: an interpreter's worth
     assert "data on h1: 0 files sent (0.0 MiB), 50 already cached" in await _sync(config)
     assert len(fed) == 2
-
-
-async def test_a_file_the_script_could_not_open_is_explained_in_the_run_status(
-        tmp_path: Path) -> None:
-    import sys
-
-    from console.follow import status_line
-    from remote.config.cluster import ClusterSection, HostSection
-
-    repo = tmp_path / "repo"
-    (repo / "data").mkdir(parents=True)
-    (repo / "data" / "input.txt").write_text("First Citizen:\n")
-    (repo / "train.py").write_text("open('data/input.txt').read()\n")
-    (repo / ".corralignore").write_text("data/\n")
-    config = ClusterConfig(
-        path=repo / "cluster.toml",
-        cluster=ClusterSection(name="nf", master="h0", run_root=str(tmp_path / "runs")),
-        hosts=(HostSection(name="h0", address="local", python=sys.executable,
-                           workdir=str(tmp_path / "work"), gpus=0, nproc=1, threads=1),),
-        run=RunSection(script=str(repo / "train.py")))
-    run_id, events = await run_to_end(config)
-    final = events[-1]
-    assert isinstance(final, RunStatus) and final.state == "failed", final
-    assert run_processes(run_id) == []
-    printed = status_line(final)  # what `corral run` prints; the console and report keep it
-    assert "FileNotFoundError" in printed
-    assert (f"data/input.txt is in {repo} but did not travel: data was left out by data/ "
-            f"(.corralignore); the line !/data/ in {repo / '.corralignore'} sends it") in printed

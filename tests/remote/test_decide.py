@@ -109,11 +109,11 @@ def _suspects(actions: list[Action]) -> set[str]:
     # A lost host is a suspect but does not make the stop unclean (it cannot be reached).
     ({"h1": _lost("h1")}, StopReport(run_id=RUN, unreachable=("h1",)), True, {"h1"}),
     ({}, StopReport(run_id=RUN, remaining={"h0": 2, "h1": 0}), False, {"h0"}),
-    ({}, None, True, set()),
+    ({}, None, True, set()),  # following: no stop, no sweep, no restarts to wait for
 ])
 def test_what_may_be_left_of_an_attempt(lost: dict[str, HostLost], report: StopReport | None,
                                         clean: bool, suspects: set[str]) -> None:
-    state = _state(restarts=3, launching=report is not None)  # following: no stop, no sweep
+    state = _state(restarts=0 if report is None else 3, launching=report is not None)
     signals: list[Heard] = [sig.AttemptEnded(final=FAILED, lost=lost)]
     if report is not None:  # the stop made during the attempt
         state = replace(state, stop_in_flight=True)

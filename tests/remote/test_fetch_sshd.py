@@ -1,6 +1,6 @@
 """``corral fetch`` over a real sshd: the final weights come back with a matching sha256, and
 an interrupted fetch resumes where it stopped (a real run's weights fetched back and loaded:
-tests/remote/test_run_sshd.py's run to the end)."""
+tests/remote/test_attach_sshd.py's run to the end)."""
 
 from __future__ import annotations
 

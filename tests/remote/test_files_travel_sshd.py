@@ -164,10 +164,14 @@ def test_model_weights_left_home_fail_with_the_rule_and_the_fix(table: Table) ->
 
 
 def test_a_checkpoint_left_home_fails_with_the_rule_and_the_fix(table: Table) -> None:
+    """What ``corral run`` prints of the run's status (the console and the report keep it):
+    the ``FileNotFoundError``, what stayed home, the rule and the one line that sends it."""
     failed = table.runs["resume"]
     assert failed.final.state == "failed" and "FileNotFoundError" in failed.printed
-    assert ("checkpoints/last.pt is in" in failed.printed
-            and "left out by checkpoints/ (.corralignore)" in failed.printed)
+    assert failed.left == []
+    assert (f"checkpoints/last.pt is in {table.repo} but did not travel: checkpoints was left "
+            f"out by checkpoints/ (.corralignore); the line !/checkpoints/ in "
+            f"{table.repo / '.corralignore'} sends it") in failed.printed
 
 
 def test_an_absolute_path_argument_a_host_lacks_is_named_before_launch(table: Table) -> None:

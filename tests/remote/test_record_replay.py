@@ -90,3 +90,34 @@ def test_after_an_attempt_only_the_lines_copied_before_the_relaunch_are_replayed
     copy.close()
     assert [r.t for r in replay.take()] == [3.0]
     assert replay.take() == []
+
+
+def test_a_second_seat_after_a_relaunch_replays_only_what_it_did_not_show(
+        tmp_path: Path) -> None:
+    """A seat attached before a relaunch (its copy is the launching corral's, it only reads):
+    the lines it showed live are not replayed when it follows the next attempt, the lines the
+    launching corral copied before the relaunch are."""
+    writer = CollectedCopy(tmp_path, "a")
+    written = HostFile(writer, PATH0)
+    written.add(line("start", 0, 1.0, 0))
+    writer.save()
+    seat = CollectedCopy(tmp_path, "a")
+    replay = RecordReplay(tmp_path)
+    assert len(replay.take({"a": seat.saved})) == 1  # attached: the record so far
+    read = HostFile(seat, PATH0)
+    read.offset = written.offset
+    for t, step in ((2.0, 1), (3.0, 2)):  # shown live by both followers
+        written.add(line("step", 0, t, step))
+        read.add(line("step", 0, t, step))
+    writer.save()
+    seat.save()
+    replay.shown("a", seat.saved)  # the attempt ends
+    seat.close()
+    written.add(line("step", 0, 4.0, 3))  # catch_up: written as the rank was stopped
+    writer.save()
+    writer.close()
+    next_attempt = CollectedCopy(tmp_path, "a")
+    try:
+        assert [r.t for r in replay.take({"a": next_attempt.saved})] == [4.0]
+    finally:
+        next_attempt.close()

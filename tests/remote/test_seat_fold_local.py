@@ -4,12 +4,13 @@ open), the console's seat after ``r`` (a resumed launch of the same run) and the
 seat after a ``max_restarts`` relaunch (the lines the ranks wrote as they were stopped,
 copied before the relaunch, replayed then) end on the figures
 ``corral report`` reads from the record — the balancer's moves, the restarts and time lost,
-the mean, ideal and efficiency, the steps and the wall time. The attached seat and the relaunch
-are one run (``relaunched``: a rank killed at step 12, the seat attached once the relaunch
-reached step 16), launched once for both tests; the seat after ``r`` is the run of ``resumed``
-(stopped at step 12, resumed from its newest checkpoint), which also proves the resume itself:
-the same run id and directory, every rank from the checkpoint, the stream replaying the record
-then the new launch, and a stale state refreshed from the hosts."""
+the mean, ideal and efficiency, the steps and the wall time. The attached seats and the relaunch
+are one run (``relaunched``: a seat attached at step 6, a rank killed at step 12, a seat
+attached once the relaunch reached step 16), launched once for the three tests; the seat
+attached before the kill follows the relaunch live to the run's end. The seat after ``r`` is
+the run of ``resumed`` (stopped at step 12, resumed from its newest checkpoint), which also
+proves the resume itself: the same run id and directory, every rank from the checkpoint, the
+stream replaying the record then the new launch, and a stale state refreshed from the hosts."""
 
 from __future__ import annotations
 
@@ -82,12 +83,19 @@ class Relaunched:
     seen: list[RunEvent]
     """The attached seat's events."""
     killed: bool
+    early: RunModel
+    """A seat attached before the kill (at step 6): it must follow the relaunch too."""
+    early_seen: list[RunEvent]
 
 
 async def _kill_then_attach(config: ClusterConfig) -> Relaunched:
     launcher, watcher = SshRunController(config), SshRunController(config)
+    before = SshRunController(config)  # another process's seat, attached before the kill
     pids: dict[int, int] = {}
     killed: list[int] = []
+    early = RunModel.of_run("")
+    early_seen: list[RunEvent] = []
+    early_fold: asyncio.Task[None] | None = None
 
     def applied(model: RunModel, event: RunEvent) -> None:
         model.apply(event)
@@ -101,7 +109,11 @@ async def _kill_then_attach(config: ClusterConfig) -> Relaunched:
         stream = handle.events()
         async for event in bounded(stream):
             applied(launching, event)
-            if not killed and _step_of(event) >= 12:  # beta's rank dies: a relaunch
+            if early_fold is None and _step_of(event) >= 6:  # a seat attaches, then the kill
+                early = RunModel.of_run(handle.run_id)
+                early_fold = asyncio.create_task(_fold(
+                    early_seen, early, (await before.attach(handle.run_id)).events()))
+            elif not killed and _step_of(event) >= 12:  # beta's rank dies: a relaunch
                 os.kill(pids[1], signal.SIGKILL)
                 killed.append(pids[1])
             elif killed and _step_of(event) >= 16:  # the relaunch trains: a seat attaches
@@ -109,11 +121,17 @@ async def _kill_then_attach(config: ClusterConfig) -> Relaunched:
         attached = await watcher.attach(handle.run_id)
         seat = RunModel.of_run(handle.run_id)
         seen: list[RunEvent] = []
-        await asyncio.gather(_fold([], launching, stream), _fold(seen, seat, attached.events()))
+        assert early_fold is not None
+        await asyncio.gather(_fold([], launching, stream), _fold(seen, seat, attached.events()),
+                             early_fold)
     finally:
+        if early_fold is not None:
+            early_fold.cancel()
         await launcher.aclose()
         await watcher.aclose()
-    return Relaunched(config, handle.run_id, launching, seat, seen, bool(killed))
+        await before.aclose()
+    return Relaunched(config, handle.run_id, launching, seat, seen, bool(killed), early,
+                      early_seen)
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +244,22 @@ def test_the_launching_seat_after_a_max_restarts_relaunch_shows_the_whole_run(
     summary = _report(relaunched.config, relaunched.run_id)
     assert relaunched.killed and summary.outcome.state == "completed" and summary.restarts == 1
     _assert_same(relaunched.launching, summary)
+
+
+def test_a_seat_attached_before_a_relaunch_follows_the_new_attempt_to_the_end(
+        relaunched: Relaunched) -> None:
+    """A seat attached before a ``max_restarts`` relaunch (``corral attach``, a ``--serve`` tab,
+    the console) shows the new attempt live and the run's end, as the report reads it; it never
+    ends on the failed attempt, nor records the run as failed."""
+    summary = _report(relaunched.config, relaunched.run_id)
+    assert relaunched.killed and summary.outcome.state == "completed" and summary.restarts == 1
+    seen = relaunched.early_seen
+    states = [e.state for e in seen if isinstance(e, RunStatus)]
+    assert states[-1] == "completed" and "failed" not in states, states
+    live = [e for e in seen if isinstance(e, RankEvent) and not e.replayed]
+    relaunched_starts = [e.event for e in live if isinstance(e.event, StartEvent)
+                         and e.event.resumed_from]
+    assert len(relaunched_starts) == len(relaunched.config.hosts)
+    assert max(_step_of(e) for e in live) == summary.steps_done
+    _assert_same(relaunched.early, summary)
+    assert read_run_info(relaunched.config, relaunched.run_id).state == "completed"
