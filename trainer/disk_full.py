@@ -50,5 +50,7 @@ class DiskFull(CorralError):
                  host: str | None = None, fix: str = RESUME) -> None:
         """``host``: where (default: this host, by its cluster.toml name when it has one)."""
         host = host or os.environ.get(HOST_ENV) or socket.gethostname()
+        self.cause = disk_full_on(host, folder) + (f": {what}" if what else "")
+        """What happened, without the fix: ``disk full on HOST at PATH: what``."""
         super().__init__(f"{disk_full_on(host, folder)}: " + (f"{what}; " if what else "")
                          + fix)
