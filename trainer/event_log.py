@@ -1,11 +1,11 @@
 """A rank's event log: where it is (``events_path``) and its one writer (``EventWriter``): one
 JSON line per event (``trainer/events/``), flushed as written, a full disk named.
 
-A write the disk cut short leaves part of a line at the file's end; the next line then starts
-on a line of its own, so the torn part alone is unreadable, never the event written after the
-disk has room again (a ``membership`` event glued to a torn ``step`` line was lost to every
-reader). The file is written with ``os.write`` (no buffer of Python's that drops what it held
-when a flush fails), so what reached the file is known.
+A write the disk cut short leaves part of a line at the file's end (the rank ends on it, and
+what a buffer still held would go with the process); the next line written there, a resumed
+rank's first event or this writer's next, starts on a line of its own, so the torn part alone
+is unreadable, never an event after it (glued to the torn line, it was lost to every reader).
+The file is written with ``os.write``, no buffer in between, so what reached it is known.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """A rank's event written after a full disk cut a line short is whole on a line of its own:
-the torn part alone is unreadable, never the next event (a ``membership`` event glued to a
-torn ``step`` line was lost to every reader of the file; docs/reliability.md)."""
+the torn part alone is unreadable, never the next event (glued to the torn line, it was lost to
+every reader of the file: a resumed rank's first event after a rank a full disk ended;
+docs/reliability.md)."""
 
 from __future__ import annotations
 
