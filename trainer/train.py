@@ -21,7 +21,7 @@ import torch
 
 from profiles.user_errors import CorralError
 from trainer.compat import check_torch_release
-from trainer.disk_full import DiskFull
+from trainer.disk_full import DiskFull, exit_status
 from trainer.dist import (
     choose_backend,
     choose_device,
@@ -113,4 +113,4 @@ def _failed(exc: CorralError, membership: Membership | None) -> tuple[EndStatus,
     error = f"{exc.title}: {exc.message}"
     if membership is not None:
         membership.say(exc.cause if isinstance(exc, DiskFull) else error)
-    return "failed", error, exc.exit_code
+    return "failed", error, exit_status(exc)

@@ -27,7 +27,7 @@ from remote.run.lifecycle import Finding, RunOutcome, StopCause, StopRequest
 from remote.run.stream import LauncherExit, RankOwned, TailItem
 from trainer.disk_full import disk_full_on
 from trainer.events import EndEvent, StartEvent, StepEvent
-from trainer.launch_contract import HELD_UP_LINE, WAITING_STATUS
+from trainer.launch_contract import DISK_FULL_EXIT, HELD_UP_LINE, WAITING_STATUS
 
 LOG_LINES_KEPT = LINES_READ
 """Log lines per rank and per host kept to explain a failure (``RANK_LINES_KEPT`` of them
@@ -228,9 +228,10 @@ class RunMonitor:
                                    "after its ranks finished")
             return [HostStatus(t=item.t, host=item.host, state="done",
                                detail=self.after_done[-1])]
-        if item.status == DISK_FULL_STATUS:
-            self.failures.append(Failure(
-                host=item.host, rank=None, t=item.t, severity=Severity.DISK_FULL,
+        if item.status == DISK_FULL_STATUS or (code == DISK_FULL_EXIT and rank not in self.ended):
+            self.failures.append(Failure(  # a rank's words may not fit there: its status did
+                host=item.host, rank=rank if code == DISK_FULL_EXIT else None, t=item.t,
+                severity=Severity.DISK_FULL,
                 why=f"ran out of disk: {disk_full_on(item.host, self.run_dir)}; free space "
                     "there and resume the run", cause=Cause.DISK_FULL))
         elif (rank is not None and code is not None and code < 0 and rank in self.ended
