@@ -63,6 +63,7 @@ def test_a_rank_ended_by_a_full_disk_says_so_and_the_record_follows_the_ranks(
     async def go() -> tuple[list[RunEvent], str, tuple[str, ...]]:
         controller = SshRunController(config)
         seen: list[RunEvent] = []
+        handle = None
         try:
             handle = await controller.start()
             filled = left = False
@@ -81,11 +82,11 @@ def test_a_rank_ended_by_a_full_disk_says_so_and_the_record_follows_the_ranks(
                 elif left and isinstance(event.event, StepEvent) and event.event.step > after + 2:
                     break
             recorded = read_run_info(config, handle.run_id)
-            hosts_recorded = recorded.hosts if recorded else ()
-            await handle.stop(grace_s=2.0)
-            return seen, handle.run_id, tuple(hosts_recorded)
+            return seen, handle.run_id, tuple(recorded.hosts if recorded else ())
         finally:
             _in_host(cluster, FULL, f"rm -f {run_root}/fill")
+            if handle is not None:  # every way out: nothing of the run outlives the test
+                await handle.stop(grace_s=2.0)
             await controller.aclose()
 
     seen, _, recorded = asyncio.run(go())
