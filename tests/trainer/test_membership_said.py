@@ -10,7 +10,10 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
+
 from trainer.disk_full import DiskFull
+from trainer.membership.contract import HOST_LOSS_ENV
 from trainer.membership.members import Alive, Membership
 from trainer.membership.plan import Generation, NextGeneration
 
@@ -65,3 +68,12 @@ def test_a_host_lost_without_a_word_has_none_and_a_gone_store_takes_none(
                                                    tripped_at=None))))
     assert _member(store, 0, tmp_path).after_loss(40, False, (3, 3, 2), 8).said is None
     _member(FakeStore(broken=True), 2, tmp_path).say("disk full on h2 at /x")  # no error
+
+
+def test_under_on_host_loss_stop_nothing_is_sent(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # nobody goes on to say it; a store that no longer answers could hold the rank's end
+    monkeypatch.setenv(HOST_LOSS_ENV, "stop")
+    store = FakeStore()
+    _member(store, 2, tmp_path).say("disk full on h2 at /x")
+    assert store.values == {}

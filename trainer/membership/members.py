@@ -279,8 +279,12 @@ class Membership:
         """This rank ends on an error of its own (a full disk): ``words`` go to the store, where
         rank 0 puts them in the event of its host's loss (``MembershipEvent.said``), since
         nothing this rank writes on its host (its events, its launcher's log) may reach the
-        user. A store that is gone takes nothing: the loss is then said without them."""
+        user. A store that is gone takes nothing: the loss is then said without them. Under
+        ``on_host_loss = "stop"`` nobody goes on to say it (the run fails and the follower
+        names the failure), and nothing is sent."""
         key = SAID.format(member=self.member)
+        if not survives_loss():
+            return
         with contextlib.suppress(RuntimeError, OSError):
             self.store.set(key, words)
             self.store.has(key)  # a round trip: the words are in before this rank ends
