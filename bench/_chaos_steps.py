@@ -211,7 +211,12 @@ def run_chaos(box: netns.NetnsCluster, plan: Sequence[Fault], *, log: Path, scra
         last = Outcome("end: stop", "", run.step())
         ended_at = time.monotonic()
         try:
-            last.what = stop(run)
+            run.wait_steps(2)  # a late effect of the last fault (a full disk's records) first
+            if run.ended():
+                last.what = "before it, "
+                resume_ended(run, last, report, scratch)
+                last.what += "; "
+            last.what += stop(run)
             last.broken += ended_checks(run, report, scratch, replay=True)
         except Broken as exc:
             last.broken.append(str(exc))
