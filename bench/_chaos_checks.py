@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,20 @@ def members_after(members: set[str], events: Sequence[Mapping[str, Any]]) -> set
             elif event.get("change") == "joined":
                 now.add(str(host))
     return now
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The hosts in the run as rank 0's ``membership`` events have them when asked (``now``):
+    ``base`` changed by its events from the ``seen``-th on. Read at each check, not once
+    after the fault: a fault's effect may land after its own wait (a rank the full disk ended
+    is taken out, and its event written, after the disk was freed: seed 81, faults 74 to 76)."""
+
+    base: frozenset[str]
+    seen: int
+
+    def now(self, run_dir: Path) -> set[str]:
+        return members_after(set(self.base), changes(run_dir)[self.seen:])
 
 
 def went_on(before: int, after: int, *, steps: int = 2) -> list[str]:

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench._chaos_checks import (
+    Expected,
     changes,
     check_passes,
-    members_after,
     named_cause,
     no_lock,
     nothing_left,
@@ -72,14 +72,20 @@ def _held(run: ChaosRun, condition: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-def live_checks(run: ChaosRun, members: set[str]) -> list[str]:
-    """A running run's invariants: nothing of it on a host out of it (within the bound), the
-    record's hosts those in it, each running the run, and no launch lock."""
-    out = {node.name for node in run.box.nodes} - members
-    _held(run, lambda: not nothing_left(run.processes(), out), LEFTOVER_S)
-    broken = nothing_left(run.processes(), out)
-    _held(run, lambda: not record_agrees(run.record(), members, run.processes()), RECORD_S)
-    return broken + record_agrees(run.record(), members, run.processes()) + no_lock(run.run_root)
+def live_checks(run: ChaosRun, expected: Expected) -> tuple[list[str], set[str]]:
+    """A running run's invariants against the hosts in it as rank 0's events have them at
+    each look (``expected``): nothing of it on a host out of it (within the bound), the
+    record's hosts those in it, each running the run, and no launch lock. The broken ones,
+    and the hosts in the run at the last look."""
+    every = {node.name for node in run.box.nodes}
+    _held(run, lambda: not nothing_left(run.processes(), every - expected.now(run.run_dir)),
+          LEFTOVER_S)
+    broken = nothing_left(run.processes(), every - expected.now(run.run_dir))
+    _held(run, lambda: not record_agrees(run.record(), expected.now(run.run_dir),
+                                         run.processes()), RECORD_S)
+    members = expected.now(run.run_dir)
+    return (broken + record_agrees(run.record(), members, run.processes())
+            + no_lock(run.run_root), members)
 
 
 def replay_diff(run: ChaosRun, scratch: Path) -> tuple[int, float]:
@@ -147,13 +153,13 @@ def one_fault(run: ChaosRun, fault: Fault, members: set[str], report: Report,
         if outcome.skipped:
             where = "in" if fault.kind == "join" else "out of"
             outcome.what += f"; skipped: {fault.host} is already {where} the run"
+            expected = Expected(frozenset(members), len(changes(run.run_dir)))
         else:
-            members = _inject(run, fault, outcome, members, report, scratch, replay)
-        broken = live_checks(run, members)
+            expected = _inject(run, fault, outcome, members, report, scratch, replay)
+        broken, members = live_checks(run, expected)
         if broken and run.ended():  # it ended meanwhile: an ended run's invariants apply
             resume_ended(run, outcome, report, scratch)
-            members = {MASTER, *WORKERS}
-            broken = live_checks(run, members)
+            broken, members = live_checks(run, _all_in(run))
         outcome.broken += broken
     except Broken as exc:
         outcome.broken.append(str(exc))
@@ -161,22 +167,27 @@ def one_fault(run: ChaosRun, fault: Fault, members: set[str], report: Report,
     return outcome, members
 
 
+def _all_in(run: ChaosRun) -> Expected:
+    """Every host in the run (a resumed run launches on all), from rank 0's next event on."""
+    return Expected(frozenset({MASTER, *WORKERS}), len(changes(run.run_dir)))
+
+
 def _inject(run: ChaosRun, fault: Fault, outcome: Outcome, members: set[str], report: Report,
-            scratch: Path, replay: bool) -> set[str]:
-    """``fault`` injected and followed to its effect; the hosts in the run after it."""
+            scratch: Path, replay: bool) -> Expected:
+    """``fault`` injected and followed to its effect; the hosts in the run after it, as rank
+    0's events will have them (read again at each check: ``Expected``)."""
     at, seen = outcome.at_step, len(changes(run.run_dir))
     if fault.kind == "stop_resume":
         outcome.what += ("; " if outcome.what else "") + stop(run)
         outcome.broken += ended_checks(run, report, scratch, replay=replay)
         outcome.what += resume(run)
-        return {MASTER, *WORKERS}
+        return _all_in(run)
     outcome.what += ("; " if outcome.what else "") + INJECT[fault.kind](run, fault, seen)
-    members = members_after(members, changes(run.run_dir)[seen:])
     if run.ended():
         resume_ended(run, outcome, report, scratch)
-        return {MASTER, *WORKERS}
+        return _all_in(run)
     outcome.broken += went_on(at, run.wait_steps(2, since=at))
-    return members
+    return Expected(frozenset(members), seen)
 
 
 def run_chaos(box: netns.NetnsCluster, plan: Sequence[Fault], *, log: Path, scratch: Path,
@@ -200,7 +211,12 @@ def run_chaos(box: netns.NetnsCluster, plan: Sequence[Fault], *, log: Path, scra
         last = Outcome("end: stop", "", run.step())
         ended_at = time.monotonic()
         try:
-            last.what = stop(run)
+            run.wait_steps(2)  # a late effect of the last fault (a full disk's records) first
+            if run.ended():
+                last.what = "before it, "
+                resume_ended(run, last, report, scratch)
+                last.what += "; "
+            last.what += stop(run)
             last.broken += ended_checks(run, report, scratch, replay=True)
         except Broken as exc:
             last.broken.append(str(exc))

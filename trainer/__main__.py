@@ -12,6 +12,7 @@ import os
 import sys
 
 from profiles.user_errors import CorralError
+from trainer.disk_full import exit_status
 from trainer.gc_pause import collector_paused
 from trainer.launcher_death import die_with_launcher
 from trainer.settings.train_config import parse_config
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         # Every rank hits the same error and says so: the launcher ends the other ranks as soon
         # as the first one exits, so a line left to one chosen rank could be cut off unsaid.
         print(f"corral trainer: {exc.title}: {exc.message}", file=sys.stderr, flush=True)
-        return exc.exit_code
+        return exit_status(exc)  # a full disk's: its words above may not fit on that disk
 
 
 def _exit(code: int) -> None:

@@ -13,7 +13,7 @@ import os
 import socket
 
 from profiles.user_errors import CorralError
-from trainer.launch_contract import HOST_ENV
+from trainer.launch_contract import DISK_FULL_EXIT, HOST_ENV
 
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 """No space left, and a quota reached: to the user both are a full disk."""
@@ -50,5 +50,13 @@ class DiskFull(CorralError):
                  host: str | None = None, fix: str = RESUME) -> None:
         """``host``: where (default: this host, by its cluster.toml name when it has one)."""
         host = host or os.environ.get(HOST_ENV) or socket.gethostname()
+        self.cause = disk_full_on(host, folder) + (f": {what}" if what else "")
+        """What happened, without the fix: ``disk full on HOST at PATH: what``."""
         super().__init__(f"{disk_full_on(host, folder)}: " + (f"{what}; " if what else "")
                          + fix)
+
+
+def exit_status(exc: CorralError) -> int:
+    """A rank's exit status for ``exc``: ``DISK_FULL_EXIT`` for a full disk (the follower
+    names it from the status alone), else the error's own."""
+    return DISK_FULL_EXIT if isinstance(exc, DiskFull) else exc.exit_code

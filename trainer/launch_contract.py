@@ -58,6 +58,10 @@ while it was busy on its own: the rank that held the others up."""
 WAITING_STATUS = 4
 """The exit status of a rank ended as stuck at its start while it waited in a collective for
 other ranks: a consequence, ranked below the rank it waited for (``remote.run.failures``)."""
+DISK_FULL_EXIT = 28
+"""The exit status of a rank that ended on a full disk (``trainer.disk_full``; ENOSPC's number):
+its words may not fit on that disk, but torchrun's summary of its failure reaches the follower
+once there is room again, and this status in it names the cause (``remote.run.monitor``)."""
 HELD_UP_BY = "corral: held up by ranks "
 """What a waiting stuck rank prints before it exits, then the ranks it waited for (comma
 separated): the follower blames them, whichever of the ranks exits first."""

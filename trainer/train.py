@@ -21,6 +21,7 @@ import torch
 
 from profiles.user_errors import CorralError
 from trainer.compat import check_torch_release
+from trainer.disk_full import DiskFull, exit_status
 from trainer.dist import (
     choose_backend,
     choose_device,
@@ -33,7 +34,7 @@ from trainer.events import EndEvent, EndStatus
 from trainer.exact_loop import Trainer
 from trainer.lowcomm.rounds import LocalTrainer
 from trainer.membership.entry import join_run
-from trainer.membership.members import join_group, rank_events
+from trainer.membership.members import Membership, join_group, rank_events
 from trainer.placement import place_this_rank
 from trainer.settings.syncbatch import check_syncbatch_device
 from trainer.settings.train_config import TrainConfig, check_world
@@ -90,7 +91,7 @@ def train(config: TrainConfig) -> int:
     except Interrupted as exc:
         status, error, code = "interrupted", str(exc), 128 + (stop.signum or signal.SIGTERM)
     except CorralError as exc:
-        status, error, code = "failed", f"{exc.title}: {exc.message}", exc.exit_code
+        status, error, code = _failed(exc, membership)
     except Exception as exc:
         status, error, code = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0], 1
         raise
@@ -103,3 +104,13 @@ def train(config: TrainConfig) -> int:
     if error:  # every rank's own: a failure on rank 2 is said by rank 2
         warn(f"corral trainer: {error}")
     return code
+
+
+def _failed(exc: CorralError, membership: Membership | None) -> tuple[EndStatus, str, int]:
+    """This rank's own error: its end event's status, error and the exit code. With live
+    membership the others go on without its host, and rank 0 says why (``Membership.say``:
+    a full disk on this host takes everything this rank would write there)."""
+    error = f"{exc.title}: {exc.message}"
+    if membership is not None:
+        membership.say(exc.cause if isinstance(exc, DiskFull) else error)
+    return "failed", error, exit_status(exc)

@@ -173,6 +173,11 @@ def members_changed(state: LoopState, seen: MembershipSeen, t: float) -> RunDeci
     said.append(LogLine(t=t, host="*", rank=None, text=(
         f"generation {event.generation}: {', '.join(event.hosts)} {event.change} at step "
         f"{event.step}{took}{redone}; {event.world_size} rank(s) train on")))
+    if event.change == "left" and event.said:  # its ranks' own words: nothing else brings them
+        named = ", ".join(event.hosts)
+        said.append(LogLine(t=t, host="*", rank=None, text=(
+            f"corral: {named} left because its ranks ended on: {event.said}; the run goes on "
+            f"without it (`corral join {named}` once that is fixed)")))
     config = replace(config, hosts=kept, run=replace(config.run, split=None))
     cut = tuple(sorted(hosts)) if event.change == "left" and event.cause == "unreachable" else ()
     cleanup = cut_off_line(cut, event.step) if cut else ""

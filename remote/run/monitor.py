@@ -24,17 +24,17 @@ from remote.records.disk_full import LOCAL
 from remote.records.history import LINES_READ, RANK_LINES_KEPT
 from remote.run.failures import Cause, Failure, HostLost, Severity
 from remote.run.lifecycle import Finding, RunOutcome, StopCause, StopRequest
+from remote.run.root_cause import root_cause
 from remote.run.stream import LauncherExit, RankOwned, TailItem
 from trainer.disk_full import disk_full_on
 from trainer.events import EndEvent, StartEvent, StepEvent
-from trainer.launch_contract import HELD_UP_LINE, WAITING_STATUS
+from trainer.launch_contract import DISK_FULL_EXIT, HELD_UP_LINE, WAITING_STATUS
 
 LOG_LINES_KEPT = LINES_READ
 """Log lines per rank and per host kept to explain a failure (``RANK_LINES_KEPT`` of them
 shown once runpy's and corral's frames are folded, as the report lists)."""
 LAST_LINES_SHOWN = 3
 """Lines per rank quoted when a run trained nothing."""
-ROOT_CAUSE_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)")
 DISK_FULL_STATUS = "diskfull"
 """The tailer's launcher status for a launcher that failed or vanished on a full disk
 (``remote.run.tail_script``)."""
@@ -43,7 +43,6 @@ KILLED_STATUSES = {"gone": "vanished without an exit status (killed with its pro
                    "143": "was killed (SIGTERM, status 143)"}
 """Launcher statuses that say the launcher itself (or its container) was killed, as the
 tailer reports them when no rank of the host is named (``remote.run.tail_script``)."""
-ROOT_CAUSE_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
 EXIT_ONLY = re.compile(r"^failed: exited with status -?\d+$")
 """A rank's end that names only its exit status (a script that printed its traceback and
 exited later): its traceback's last line, when it printed one, says more."""
@@ -198,16 +197,15 @@ class RunMonitor:
                 self._held_up_by[item.rank] = tuple(map(int, held.group(1).split(", ")))
             return
         self._host_logs.setdefault(item.host, deque(maxlen=LOG_LINES_KEPT)).append(text)
-        match = ROOT_CAUSE_RANK.match(text)
-        if match and item.host not in self._root_rank:
+        found = root_cause(text)
+        if found.local is not None and item.host not in self._root_rank:
             # torch's rank follows its node order; the host's own ranks (in host order) are
             # the ones its events and logs carry: take the one at that local rank.
             mine = sorted(r for r, h in self.rank_host.items() if h == item.host)
-            local = int(match.group(2))
-            self._root_rank[item.host] = mine[local] if local < len(mine) else int(match.group(1))
-        match = ROOT_CAUSE_EXIT.match(text)
-        if match and item.host not in self._root_exit:
-            self._root_exit[item.host] = int(match.group(1))
+            self._root_rank[item.host] = (mine[found.local] if found.local < len(mine)
+                                          else found.local if found.rank is None else found.rank)
+        if found.exit is not None and item.host not in self._root_exit:
+            self._root_exit[item.host] = found.exit
 
     def _launcher_exit(self, item: LauncherExit) -> list[RunEvent]:
         self.exited[item.host] = item
@@ -228,9 +226,10 @@ class RunMonitor:
                                    "after its ranks finished")
             return [HostStatus(t=item.t, host=item.host, state="done",
                                detail=self.after_done[-1])]
-        if item.status == DISK_FULL_STATUS:
-            self.failures.append(Failure(
-                host=item.host, rank=None, t=item.t, severity=Severity.DISK_FULL,
+        if item.status == DISK_FULL_STATUS or (code == DISK_FULL_EXIT and rank not in self.ended):
+            self.failures.append(Failure(  # a rank's words may not fit there: its status did
+                host=item.host, rank=rank if code == DISK_FULL_EXIT else None, t=item.t,
+                severity=Severity.DISK_FULL,
                 why=f"ran out of disk: {disk_full_on(item.host, self.run_dir)}; free space "
                     "there and resume the run", cause=Cause.DISK_FULL))
         elif (rank is not None and code is not None and code < 0 and rank in self.ended

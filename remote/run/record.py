@@ -77,6 +77,9 @@ class RunRecord:
         self._hosts_started = False
         """Its launch started the hosts: a record that cannot be written no longer ends the
         loop (its ranks would train on unfollowed) but is said (``write_error``)."""
+        self._unwritten: dict[str, Any] = {}
+        """Changes a failed write left out of ``run.json`` (this machine's disk full): the next
+        write carries them, so the record never keeps hosts the ranks no longer train with."""
         self.write_error: str | None = None
         """Why ``run.json`` could not be written once the hosts were started (first time): the
         follower ends the run for it, the hosts stopped (``remote.run.follower``)."""
@@ -99,17 +102,22 @@ class RunRecord:
             current = read_run_info(self._config, self.info.run_id)
         except CorralError:
             return  # not recorded (any more): nothing to update
-        self.info = replace(current, **changes)
-        self._write()
+        self._unwritten.update(changes)  # with those a failed write left out (a full disk)
+        self.info = replace(current, **self._unwritten)
+        if self._write():
+            self._unwritten.clear()
 
-    def _write(self) -> None:
-        """``write_run_info``; once the hosts were started, a failure is kept, not raised."""
+    def _write(self) -> bool:
+        """``write_run_info``; once the hosts were started, a failure is kept, not raised.
+        Whether it was written."""
         try:
             write_run_info(self._config, self.info)
         except CorralError as exc:
             if not self._hosts_started:
                 raise
             self.write_error = self.write_error or str(exc)
+            return False
+        return True
 
     def apply(self, change: RecordChange) -> None:
         """Make ``change`` (what the loop's ``decide`` asked for)."""

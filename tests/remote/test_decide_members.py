@@ -145,3 +145,16 @@ def test_a_joiner_the_run_ended_without_is_stopped_and_taken_out() -> None:
     assert actions[-3:] == [StopJoiner("h2"), RecordMembers(hosts=("h0", "h1"), left=()),
                             ForgetJoin("h2")]
     assert "join of h2 failed: the run ended before rank 0 let it in" in events[-1].text  # type: ignore[union-attr]
+
+
+def test_a_host_whose_ranks_said_why_they_ended_is_said_with_their_words() -> None:
+    said = "disk full on h1 at /runs/r/metrics: the step event of rank 1 could not be written"
+    seen = _membership("left", ("h1",), cause="ranks_died")
+    seen = sig.MembershipSeen(replace(seen.event, said=said))
+    events, after, _ = _fold(_state(on_host_loss="continue"), seen)
+    assert _names(after) == ("h0", "h2")
+    assert events[0] == HostStatus(t=T, host="h1", state="left",
+                                   detail=f"left at step 7 (ranks_died): {said}")
+    assert [e.text for e in events if isinstance(e, LogLine)][-1] == (
+        f"corral: h1 left because its ranks ended on: {said}; the run goes on without it "
+        "(`corral join h1` once that is fixed)")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from profiles.user_errors import CorralError
 from remote.api import LogLine, RankEvent
 from remote.run.failures import Cause
 from remote.run.lifecycle import Finding, StopCause
 from remote.run.monitor import RunMonitor
 from remote.run.restart_policy import restart_note, restart_refusal
 from remote.run.stream import LauncherExit, RankOwned
+from trainer.disk_full import DiskFull, exit_status
 from trainer.events import EndEvent, StartEvent
 
 
@@ -289,3 +291,40 @@ def test_a_launcher_killed_by_a_stop_is_no_cause() -> None:
     monitor.stop.request(StopCause.REQUESTED)
     monitor.observe(_exit("a", "gone"))
     assert monitor.finding().state == "stopped"
+
+
+def test_a_rank_that_ended_on_a_full_disk_is_named_by_its_exit_status_alone() -> None:
+    # Its words and its end event went to the full disk (the chaos run, seed 81: "n1 rank 0
+    # exited with status 1 without finishing"); torchrun's summary came once there was room.
+    code = exit_status(DiskFull("/runs/r/metrics", "the step event of rank 0 could not be "
+                                "written", host="a"))
+    monitor = RunMonitor(run_id="r", hosts=("a", "b"), run_dir="/runs/r")
+    monitor.observe(_start("a", 0))
+    monitor.observe(_start("b", 1))
+    monitor.observe(_end("b", 1, "failed", t=2.0, error="Connection closed by peer"))
+    for line in ("  rank      : 0 (local_rank: 0)", f"  exitcode  : {code} (pid: 42)"):
+        monitor.observe(_log("a", line))
+    monitor.observe(_exit("a", "1", t=3.0))
+    monitor.observe(_exit("b", "1", t=3.5))
+    final = monitor.finding()
+    assert (final.state, final.failed_host, final.failed_rank) == ("failed", "a", 0)
+    assert "disk full on a at /runs/r; free space there and resume the run" in final.detail
+    assert exit_status(CorralError("not a full disk")) == 1  # any other keeps its own
+
+
+def test_a_rank_ended_by_a_full_disk_is_named_when_torchruns_summary_was_lost() -> None:
+    # The chaos run: rank 0 met the full disk; its launcher's summary at exit did not fit
+    # there, the line torchrun wrote as the rank ended did, and the peers' broken pipes came
+    # first ("n3 rank 2 failed: DistNetworkError: Broken pipe" was blamed).
+    monitor = RunMonitor(run_id="r", hosts=("a", "b"), run_dir="/runs/r")
+    monitor.observe(_start("a", 0))
+    monitor.observe(_start("b", 1))
+    monitor.observe(_end("b", 1, "failed", t=2.0, error="DistNetworkError: Broken pipe"))
+    monitor.observe(_log("a", "E1129 17:00:04.773000 24613 torch/distributed/elastic/"
+                              "multiprocessing/api.py:1002] failed (exitcode: 28) local_rank: 0 "
+                              "(pid: 25155) of binary: /usr/bin/python"))
+    monitor.observe(_exit("a", "1", t=3.0))
+    monitor.observe(_exit("b", "1", t=3.5))
+    final = monitor.finding()
+    assert (final.failed_host, final.failed_rank) == ("a", 0)
+    assert "a rank 0 ran out of disk: disk full on a at /runs/r" in final.detail

@@ -279,3 +279,31 @@ async def test_a_resume_clears_the_earlier_stop_mark_through_a_record_change(
     finally:
         await controller.aclose()
     assert made[0] == ClearStopMark() and not mark.exists()
+
+
+def test_a_change_a_full_disk_kept_out_of_the_record_is_in_its_next_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # This machine's disk full as h2 left: the record must not keep h2 in once it is written.
+    from remote.records.disk_full import LOCAL, disk_full
+    from remote.run import record as record_module
+    from remote.run.record_changes import RecordMembers
+
+    config = _config(tmp_path)
+    info = RunInfo(run_id="c-20261129-170000-abcdef", cluster="c", state="running",
+                   started=1.0, hosts=("h0", "h1", "h2"))
+    record = RunRecord.new(config, info)
+    record.launched(master_addr="127.0.0.1")
+    writes = record_module.write_run_info
+
+    def full(*_: object) -> None:
+        raise disk_full(LOCAL, str(local_run_dir(config, info.run_id)))
+
+    monkeypatch.setattr(record_module, "write_run_info", full)
+    record.apply(RecordMembers(hosts=("h0", "h1"), left=("h2",)))
+    assert read_run_info(config, info.run_id).hosts == ("h0", "h1", "h2")
+    assert record.write_error is not None and "disk full on this machine" in record.write_error
+    monkeypatch.setattr(record_module, "write_run_info", writes)  # room again
+    record.apply(RecordState("failed", "this machine could not write the run's records"))
+    written = read_run_info(config, info.run_id)
+    assert (written.state, written.hosts, written.left_hosts) == ("failed", ("h0", "h1"),
+                                                                  ("h2",))

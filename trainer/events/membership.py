@@ -34,6 +34,10 @@ class MembershipEvent:
     """Why they left (``change == "left"``)."""
     reason: str | None = None
     """One line for the user: what was seen (a refused join: what to fix)."""
+    said: str | None = None
+    """A host lost with its ranks (``ranks_died``): what its ranks said as they ended, when
+    they could say it through the run's store (their own error: ``disk full on HOST at
+    PATH: …``); None otherwise."""
     redone_steps: int = 0
     """Steps the survivors ran again: the step a lost host interrupted (nothing of it applied)."""
     world_size: int
@@ -58,10 +62,12 @@ class MembershipEvent:
         return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.phases.items())
 
     def host_detail(self) -> str:
-        """How a host's status says this change: ``left at step N (why)``, ``joined at step
-        N`` or ``join refused: why`` (N: the steps done before it)."""
+        """How a host's status says this change: ``left at step N (why)`` (and ``: what its
+        ranks said`` when they said it), ``joined at step N`` or ``join refused: why`` (N: the
+        steps done before it)."""
         if self.change == "left":
-            return f"left at step {self.step} ({self.cause or 'asked'})"
+            said = f": {self.said}" if self.said else ""
+            return f"left at step {self.step} ({self.cause or 'asked'}){said}"
         if self.change == "joined":
             return f"joined at step {self.step}"
         return f"join refused: {self.reason or 'no reason given'}"

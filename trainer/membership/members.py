@@ -44,6 +44,8 @@ GONE_WORDS: dict[Gone, str] = {
 """A lost host's event's ``reason``, by how it was found gone."""
 JOINER_FIRST_SHARE = 1
 """A joiner's share of its first step: the balancer grows it from its measured speed."""
+SAID = "said/{member}"
+"""Where a rank ending on an error of its own leaves its words for rank 0 (``Membership.say``)."""
 
 
 class BoundaryFlags(Protocol):
@@ -190,8 +192,11 @@ class Membership:
         plan = self._without(hosts, step, split, global_batch,
                              loss_cause(alive.values(), gone.values()), redone,
                              dropped=set(gone), steps={m: a.steps for m, a in alive.items()})
+        said = [self.store.get(SAID.format(member=m)) for m in sorted(gone)
+                if self.store.has(SAID.format(member=m))]
         return replace(plan, reason=GONE_WORDS["closed" if "closed" in gone.values()
-                                               else "silent"])
+                                               else "silent"],
+                       said="; ".join(dict.fromkeys(said)) or None)
 
     def _admit(self, key: str, step: int, split: Sequence[int], global_batch: int,
                events: EventWriter) -> NextGeneration | None:
@@ -270,6 +275,20 @@ class Membership:
         if self.store.watch is not None and survives_loss():
             self.store.watch.arm()
 
+    def say(self, words: str) -> None:
+        """This rank ends on an error of its own (a full disk): ``words`` go to the store, where
+        rank 0 puts them in the event of its host's loss (``MembershipEvent.said``), since
+        nothing this rank writes on its host (its events, its launcher's log) may reach the
+        user. A store that is gone takes nothing: the loss is then said without them. Under
+        ``on_host_loss = "stop"`` nobody goes on to say it (the run fails and the follower
+        names the failure), and nothing is sent."""
+        key = SAID.format(member=self.member)
+        if not survives_loss():
+            return
+        with contextlib.suppress(RuntimeError, OSError):
+            self.store.set(key, words)
+            self.store.has(key)  # a round trip: the words are in before this rank ends
+
     def leave(self) -> None:
         """This rank's host left: its request is done, its heartbeat stops."""
         _remove(self.leave_file)
@@ -292,7 +311,7 @@ class Membership:
                 t=time.time(), rank=0, generation=plan.generation.number, step=plan.step,
                 change=plan.change, hosts=plan.hosts, cause=plan.cause,
                 redone_steps=plan.redone_steps, world_size=len(plan.generation.members),
-                members=plan.generation.members,
+                members=plan.generation.members, said=plan.said,
                 reason="its generation did not form: a member was lost meanwhile"))
 
     def report(self, events: EventWriter) -> None:
@@ -305,7 +324,7 @@ class Membership:
             t=time.time(), rank=0, generation=plan.generation.number, step=plan.step,
             change=plan.change, hosts=plan.hosts, cause=plan.cause, reason=plan.reason,
             redone_steps=plan.redone_steps, world_size=len(plan.generation.members),
-            members=plan.generation.members, state_bytes=pending.state_bytes,
+            members=plan.generation.members, state_bytes=pending.state_bytes, said=plan.said,
             seconds_to_step=took, phases=admitted_phases(plan.phases, took)
             if plan.change == "joined" else {}))
 

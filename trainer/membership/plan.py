@@ -64,6 +64,9 @@ class NextGeneration:
     loss that some survivors saw one step later than others); None: nobody needs it."""
     phases: dict[str, float] = field(default_factory=dict)
     """A join: the joiner's phases so far (``trainer.membership.join_cost``)."""
+    said: str | None = None
+    """A loss: what the lost ranks said as they ended (their own error, such as a full disk),
+    posted to the store because nothing they write on their host may reach the user."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -77,7 +80,8 @@ class NextGeneration:
                    step=raw["step"], split=tuple(raw["split"]), kept=tuple(raw["kept"]),
                    change=raw["change"], hosts=tuple(raw["hosts"]), cause=raw["cause"],
                    redone_steps=raw["redone_steps"], reason=raw.get("reason"),
-                   state_from=raw["state_from"], phases=raw.get("phases", {}))
+                   state_from=raw["state_from"], phases=raw.get("phases", {}),
+                   said=raw.get("said"))
 
 
 def resplit(split: Sequence[int], kept: Sequence[int | None], global_batch: int,
