@@ -7,6 +7,7 @@ tailer end by themselves within the stated bound; once n3 is back, ``corral chec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from trainer.membership.contract import MEMBERSHIP_PORT_ENV
 from trainer.membership.reach import CUT_OFF_S
 
 try:
@@ -94,3 +96,65 @@ def test_a_host_cut_off_mid_run_ends_by_itself_and_is_followed_until_clean(
     info = json.loads(record.read_text())
     assert info["suspect_hosts"] == [], info
     assert "no process left on n3" in info["cleanup"] or "ended by corral" in info["cleanup"]
+
+
+def _membership_port(box: netns.NetnsCluster, name: str) -> str:
+    """The run's membership store port, as node ``name``'s rank was told it."""
+    for pid in _run_processes(box, name):
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"-m\0trainer\0" in cmdline:
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                (port,) = [v.split(b"=", 1)[1] for v in environ
+                           if v.startswith(MEMBERSHIP_PORT_ENV.encode() + b"=")]
+                return port.decode()
+    raise AssertionError(f"no rank of the run on {name}")
+
+
+def test_a_host_the_run_went_on_without_is_clean_once_it_reaches_the_store_again(
+        box: netns.NetnsCluster) -> None:
+    """n3's traffic DROPped until the survivors take it out, then its route to the run's
+    membership store back while its old peers' connections stay dead (as when they gave them
+    up behind the cut): its rank hears the store, so no silence ends it, and no collective of
+    its old generation ever fails (the run goes on past the bound: its end would close the
+    store). Every process of the run on n3 ends within the bound."""
+    slow = {node.name: "slowdown = 4.0\n" for node in box.nodes}
+    box.write_cluster_toml(sys.executable, run=RUN.replace(f"steps = {STEPS}", "steps = 5000"),
+                           host_lines=slow)
+    n3 = box.nodes[2]
+    iptables = ["ip", "netns", "exec", n3.netns, "iptables"]
+    before = set((box.root / "runs").glob("*/run.json"))
+    proc = netns.corral_process(box, "run")
+    lines: list[str] = []
+    dropped_at = None
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the follower's own lines say when to act
+            lines.append(line)
+            if dropped_at is None and line.startswith("step ") and "/5000" in line:
+                port = _membership_port(box, "n3")
+                for chain in ("INPUT", "OUTPUT"):
+                    subprocess.run([*iptables, "-A", chain, "-j", "DROP"], check=True)
+                dropped_at = time.monotonic()
+            elif dropped_at is not None and "n3 cut off at step" in line:
+                for chain, side in (("INPUT", "--sport"), ("OUTPUT", "--dport")):
+                    subprocess.run([*iptables, "-I", chain, "1", "-p", "tcp", side, port,
+                                    "-j", "ACCEPT"], check=True)
+                back_after = time.monotonic() - dropped_at
+                break
+        assert dropped_at is not None, "".join(lines)[-4000:]
+        deadline = dropped_at + BOUND_S + 30
+        while _run_processes(box, "n3") and time.monotonic() < deadline:
+            time.sleep(0.5)  # polling n3's processes, with a deadline
+        ended_after = time.monotonic() - dropped_at
+        assert _run_processes(box, "n3") == [], f"n3 still runs after {ended_after:.0f} s"
+        print(f"store reached again {back_after:.1f} s after the DROP; n3's last process of "
+              f"the run ended {ended_after:.1f} s after it")
+        assert ended_after <= BOUND_S
+    finally:
+        subprocess.run([*iptables, "-F"], capture_output=True)
+        for record in set((box.root / "runs").glob("*/run.json")) - before:
+            netns.corral(box, "stop", record.parent.name, "--grace", "3", timeout=180)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

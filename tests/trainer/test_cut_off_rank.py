@@ -13,7 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from trainer.membership.reach import CUT_OFF_EXIT, CUT_OFF_S, STARVED_S, TICK_S, Reach, watch_reach
+from trainer.membership.plan import Generation, NextGeneration
+from trainer.membership.reach import (
+    CUT_OFF_EXIT,
+    CUT_OFF_S,
+    DROPPED_GRACE_S,
+    STARVED_S,
+    TICK_S,
+    Dropped,
+    Reach,
+    watch_reach,
+)
+from trainer.membership.store import left_out
 
 
 class Clock:
@@ -64,6 +75,46 @@ def test_the_watchdog_thread_ends_a_cut_off_rank_once() -> None:
     watch_reach(reach, "10.0.0.1:29400", end)
     assert done.wait(timeout=30 * TICK_S)
     assert ended == [("10.0.0.1:29400", 0.0)]
+
+
+def test_a_rank_left_out_of_the_next_generation_for_the_grace_ends_and_one_in_it_never() -> None:
+    clock = Clock()
+    dropped = Dropped(clock=clock)
+    assert not dropped.seen(False)  # no plan after a loss, or one that keeps this rank
+    assert not dropped.seen(True)  # left out: the grace starts (it may leave by itself)
+    clock.now += DROPPED_GRACE_S - 0.5
+    assert not dropped.seen(True)
+    clock.now += 0.5
+    assert dropped.seen(True)
+    assert not dropped.seen(False)  # in a later generation again: a fresh start
+    clock.now += 100.0
+    assert not dropped.seen(True)
+
+
+class Plans:
+    """The store as the heartbeat reads it: rank 0's plans by key."""
+
+    def __init__(self, plans: dict[str, NextGeneration]) -> None:
+        self.plans, self.reads = plans, 0
+
+    def check(self, keys: list[str]) -> bool:
+        return all(key in self.plans for key in keys)
+
+    def get(self, key: str) -> bytes:
+        self.reads += 1
+        return self.plans[key].to_json().encode()
+
+
+def test_the_plan_after_a_loss_tells_the_members_it_left_out() -> None:
+    plan = NextGeneration(generation=Generation(4, (0, 1), ("n1", "n2")), step=20,
+                          split=(16, 16), kept=(0, 1), change="left", hosts=("n3",),
+                          cause="unreachable")
+    store = Plans({"plan/3/loss": plan})
+    read: dict[int, bool] = {}
+    assert left_out(store, 3, 2, read)
+    assert not left_out(store, 3, 1, {})
+    assert not left_out(store, 4, 2, read)  # no loss in generation 4 (yet)
+    assert left_out(store, 3, 2, read) and store.reads == 2
 
 
 try:

@@ -12,10 +12,11 @@ reports after a loss and rank 0's ``NextGeneration`` records (trainer/membership
 from __future__ import annotations
 
 import datetime
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -23,7 +24,7 @@ import torch.distributed as dist
 from trainer.membership.abort import abort_groups, open_sockets
 from trainer.membership.contract import survives_loss
 from trainer.membership.liveness import Liveness, own_address
-from trainer.membership.reach import Reach, watch_reach
+from trainer.membership.reach import Dropped, Reach, end_dropped, watch_reach
 from trainer.membership.watch import HEARTBEAT_S, Watch
 
 STORE_TIMEOUT = datetime.timedelta(minutes=30)
@@ -63,6 +64,9 @@ class MembershipStore:
         """When the store last answered this rank's heartbeat (``watch_reach`` ends a rank
         cut off from it)."""
         self.backend = "gloo"
+        self.generation = 0
+        """The generation this rank is in or forming (``form``): its heartbeat reads whether
+        the run went on without it (``left_out``)."""
         self.watch: Watch | None = None
         """This rank's watch on the others (from ``start_heartbeat``)."""
         self.joining = False
@@ -74,7 +78,7 @@ class MembershipStore:
         """Leave the current process group (if any) and join generation ``generation``'s, of
         ``members`` (this rank is member ``me``). Raises ``MemberLost`` when one of them is
         lost before all arrived (the forming is retried without it)."""
-        self.backend = backend
+        self.backend, self.generation = backend, generation
         if self.watch is None:  # the heavy start (imports, the task's data) is behind it
             self.start_heartbeat(me, armed=self.joining)
         assert self.watch is not None
@@ -167,6 +171,10 @@ class MembershipStore:
 
         reach = self.reach  # each answer heard: a rank cut off from the run ends (reach.py)
         reach.heard()
+        # A rank whose link came back after the run went on without it ends too (reach.py);
+        # the master's (it serves the store) is never left out.
+        dropped = Dropped() if liveness is None and survives_loss() else None
+        plans: dict[int, bool] = {}
 
         def beat() -> None:
             while not self._beating.is_set():
@@ -176,6 +184,9 @@ class MembershipStore:
                         _see_connections(client, liveness, watch.watched())
                     watch.observe({m: int(client.add(f"beat/{m}", 0))
                                    for m in watch.watched()})
+                    gen = self.generation
+                    if dropped is not None and dropped.seen(left_out(client, gen, member, plans)):
+                        end_dropped(gen)
                 except RuntimeError:  # the store is gone: the run is over
                     return
                 reach.heard()
@@ -209,6 +220,26 @@ class MembershipStore:
         """Abort the current generation's groups (a loss was seen here): every peer still in
         one of its collectives fails at once, not after its own watch's ``STALE_S``."""
         abort_groups(self.backend, self.port, self._before)
+
+
+class PlanReader(Protocol):
+    """What ``left_out`` reads of the store (a ``TCPStore`` client)."""
+
+    def check(self, keys: list[str], /) -> bool: ...
+    def get(self, key: str, /) -> bytes: ...
+
+
+def left_out(client: PlanReader, generation: int, member: int, plans: dict[int, bool]) -> bool:
+    """Whether rank 0's plan after a loss of ``generation`` (``plan/<generation>/loss``) leaves
+    ``member`` out: the run went on without it. ``plans``: what was read already, by
+    generation (a plan is written once)."""
+    if generation not in plans:
+        key = f"plan/{generation}/loss"
+        if not client.check([key]):
+            return False
+        members = json.loads(bytes(client.get(key)).decode())["generation"]["members"]
+        plans[generation] = member not in members
+    return plans[generation]
 
 
 def _see_connections(client: dist.TCPStore, liveness: Liveness, members: Sequence[int]) -> None:
