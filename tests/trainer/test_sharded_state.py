@@ -139,6 +139,13 @@ def test_sharded_steps_give_the_replicated_parameters_with_budgets_1_2_4_and_a_b
     assert sum(r["owned"] for r in results) == total
 
 
+def test_buckets_run_from_the_last_parameter_back_and_stay_within_the_cap() -> None:
+    # The backward produces the last parameters' gradients first; a parameter larger than the
+    # cap is a bucket of its own.
+    assert grad_buckets.bucket_runs([30, 5, 4, 2, 15, 3], 10) == [[5], [4], [3, 2], [1], [0]]
+    assert grad_buckets.bucket_runs([1, 2, 3], 100) == [[2, 1, 0]]
+
+
 class _Unused(nn.Module):
     """Two layers with an unused one between them: its bucket gets no gradient from the
     backward and goes out, zero, after it; the buckets behind it wait for it."""

@@ -5,11 +5,12 @@ model's gradient — only the parameters whole, its own slice of the reduced gra
 buckets in flight.
 
 Buckets are runs of consecutive parameters taken from the last one backwards (the backward
-produces the last layers' gradients first), each about ``BUCKET_BYTES`` (DDP's default bucket
-size); a bucket is a contiguous range of the flat parameter vector. Bucket ``b`` is reduced
-with one ``dist.reduce`` per owner whose slice it crosses, of that piece only, to that owner
-(uneven slices: per-owner collectives, gloo and NCCL alike). Collectives are matched by call
-order, so buckets go out strictly in their fixed order — a bucket ready early waits for the
+produces the last layers' gradients first), each at most ``BUCKET_BYTES`` (DDP's default bucket
+size); a bucket is a contiguous range of the flat parameter vector, copied into one buffer — or,
+when it is one parameter, that parameter's gradient itself, reduced in place. Bucket ``b`` is
+reduced with one ``dist.reduce`` per owner whose slice it crosses, of that piece only, to that
+owner (uneven slices: per-owner collectives, gloo and NCCL alike). Collectives are matched by
+call order, so buckets go out strictly in their fixed order — a bucket ready early waits for the
 ones before it, as DDP's reducer does — and a rank that runs no backward (benched) sends its
 zero buckets in the same order from ``finish``.
 
@@ -31,7 +32,8 @@ import torch.distributed as dist
 from torch import nn
 
 BUCKET_BYTES = 25 * 1024 * 1024
-"""The gradient bytes of a bucket before it is closed (DDP's ``bucket_cap_mb`` default)."""
+"""The most gradient bytes a bucket holds (DDP's ``bucket_cap_mb`` default; a larger parameter
+is a bucket of its own)."""
 IN_FLIGHT = 2
 """Buckets whose reduces may be in flight at once; beyond, the oldest is waited for (each
 holds a bucket-sized buffer)."""
@@ -39,16 +41,17 @@ holds a bucket-sized buffer)."""
 
 def bucket_runs(sizes: Sequence[int], cap: int) -> list[list[int]]:
     """Parameter indices in buckets, from the last parameter backwards: each bucket a run of
-    consecutive indices (descending) closed once it holds ``cap`` elements or more."""
+    consecutive indices (descending) of at most ``cap`` elements (a larger parameter is a
+    bucket of its own)."""
     buckets: list[list[int]] = []
     current: list[int] = []
     held = 0
     for index in reversed(range(len(sizes))):
-        current.append(index)
-        held += sizes[index]
-        if held >= cap:
+        if current and held + sizes[index] > cap:
             buckets.append(current)
             current, held = [], 0
+        current.append(index)
+        held += sizes[index]
     if current:
         buckets.append(current)
     return buckets
@@ -78,6 +81,7 @@ class GradBuckets:
         """This rank's slice of the reduced gradient (the sum over the ranks)."""
         self.armed = False
         self._ready = [0] * len(self.buckets)
+        self._seen = [False] * len(self.parameters)
         self._next = 0
         self._in_flight: collections.deque[list[tuple[Any, torch.Tensor | None, int]]] = (
             collections.deque())
@@ -92,6 +96,9 @@ class GradBuckets:
             if bucket < self._next:
                 raise RuntimeError(f"a second gradient of parameter {index} reached its bucket "
                                    "after the bucket was reduced (one backward per last pass)")
+            if self._seen[index]:
+                return  # accumulated again into .grad: the bucket counts each parameter once
+            self._seen[index] = True
             self._ready[bucket] += 1
             while (self._next < len(self.buckets)
                    and self._ready[self._next] == len(self.buckets[self._next])):
@@ -115,6 +122,7 @@ class GradBuckets:
         while self._in_flight:
             self._land(self._in_flight.popleft())
         self._ready = [0] * len(self.buckets)
+        self._seen = [False] * len(self.parameters)
         self._next = 0
         return self.slice_grad
 
@@ -124,16 +132,7 @@ class GradBuckets:
         run = self.buckets[bucket]
         lo = self.offsets[run[-1]]
         hi = self.offsets[run[0]] + self.parameters[run[0]].numel()
-        first = self.parameters[0]
-        buffer = torch.empty(hi - lo, dtype=first.dtype, device=first.device)
-        for index in run:
-            p, at = self.parameters[index], self.offsets[index] - lo
-            piece = buffer[at:at + p.numel()]
-            if p.grad is None:
-                piece.zero_()
-            else:
-                piece.copy_(p.grad.reshape(-1))
-                p.grad = None  # the full gradient is freed: its owner's slice is all we keep
+        buffer = self._buffer(run, hi - lo)
         works = []
         for owner, (own_lo, own_hi) in enumerate(self.bounds):
             a, b = max(lo, own_lo), min(hi, own_hi)
@@ -144,6 +143,29 @@ class GradBuckets:
         self._in_flight.append(works)
         if len(self._in_flight) > IN_FLIGHT:
             self._land(self._in_flight.popleft())
+
+    def _buffer(self, run: list[int], size: int) -> torch.Tensor:
+        """The bucket's gradients as one vector of ``size`` (a missing one as zeros), the
+        parameters' ``.grad`` let go: a lone parameter's own gradient, reduced in place, else
+        a copy of them."""
+        lone = self.parameters[run[0]]
+        if len(run) == 1 and lone.grad is not None and lone.grad.is_contiguous():
+            buffer = lone.grad.view(-1)
+            lone.grad = None  # freed once its reduce has landed
+            return buffer
+        first = self.parameters[0]
+        buffer = torch.empty(size, dtype=first.dtype, device=first.device)
+        at = 0
+        for index in reversed(run):  # ascending: the flat vector's order
+            p = self.parameters[index]
+            piece = buffer[at:at + p.numel()]
+            at += p.numel()
+            if p.grad is None:
+                piece.zero_()
+            else:
+                piece.copy_(p.grad.reshape(-1))
+                p.grad = None  # the full gradient is freed: its owner's slice is all we keep
+        return buffer
 
     def _land(self, works: list[tuple[Any, torch.Tensor | None, int]]) -> None:
         """Wait for one bucket's reduces; keep this rank's piece in its slice."""
