@@ -120,6 +120,8 @@ def main(spec: dict[str, Any]) -> None:
                 assert p.grad is not None
                 p.grad.div_(len(split))
         else:
+            if optim.shards is not None:
+                optim.shards.arm()  # stage 2: each bucket reduced and freed during the backward
             backward(model, rows(step, split, rank, spec["width"]))
             exchange(optim, world)
         optim.step(step, float(sum(split)))

@@ -99,8 +99,9 @@ class MemoryCap:
 
 
 def run_ranks(specs: list[dict[str, Any]], caps: list[MemoryCap | None],
-              timeout_s: float, logs: Path | None = None) -> list[int]:
-    """``python -m bench._capped_rank SPEC`` per spec, rank i in ``caps[i]`` (None: uncapped),
+              timeout_s: float, logs: Path | None = None, repo: Path = REPO) -> list[int]:
+    """``python -m bench._capped_rank SPEC`` per spec, from checkout ``repo`` (this one unless
+    given), rank i in ``caps[i]`` (None: uncapped),
     each in a session of its own, its output into ``logs/rank-i.log`` (None: this process's);
     once one fails the others (waiting on it in a collective) are ended, as they are at
     ``timeout_s``. Every rank's return code (-9: killed, by the OOM killer or here)."""
@@ -108,8 +109,8 @@ def run_ranks(specs: list[dict[str, Any]], caps: list[MemoryCap | None],
     for i, (spec, cap) in enumerate(zip(specs, caps, strict=True)):
         log = None if logs is None else (logs / f"rank-{i}.log").open("w")
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "bench._capped_rank", json.dumps(spec)], cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True,
+            [sys.executable, "-m", "bench._capped_rank", json.dumps(spec)], cwd=repo,
+            env={**os.environ, "PYTHONPATH": str(repo)}, start_new_session=True,
             stdout=log, stderr=log, preexec_fn=cap.enter if cap is not None else None))
         if log is not None:
             log.close()  # the rank holds its own copy

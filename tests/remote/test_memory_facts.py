@@ -111,9 +111,10 @@ def test_a_fitting_replicated_run_adds_no_row_and_unknown_facts_judge_nothing(
 
 
 def test_ranks_sharing_a_host_s_memory_are_named_in_the_fix(tmp_path: Path) -> None:
-    report = items(cluster(tmp_path, run='shard_state = "optimizer"\n', nproc=2), nproc=2)
+    report = items(cluster(tmp_path, run='shard_state = "gradients"\n', nproc=2),
+                   parameter_bytes=2 * P, nproc=2)
     small = next(i for i in report.items if i.host == "small")
-    # 1.5 GiB each on small: below the 2 GiB of parameters and gradients every rank holds.
+    # 1.5 GiB each on small: below the 2 GiB of parameters every rank holds.
     assert not small.ok and "fewer ranks on host 'small' (nproc)" in small.hint
 
 
@@ -125,14 +126,14 @@ async def test_a_real_check_refuses_a_run_whose_state_cannot_fit_before_it_start
     hosts = "".join(
         f'[[hosts]]\nname = "{name}"\naddress = "local"\ngpus = 0\nnproc = 1\n'
         f'workdir = "{tmp_path}/work-{name}"\nenv = {{ CORRAL_PROFILE_DIR = "{store}" }}\n'
-        f"{extra}" for name, extra in (("a", "state_budget = 2.0\n"), ("b", "")))
+        f"{extra}" for name, extra in (("a", "state_budget = 0.75\n"), ("b", "")))
     text = (f'[cluster]\nname = "t"\nmaster = "a"\nrun_root = "{tmp_path}/runs"\n{hosts}'
             '[run]\nsteps = 2\nmodel = "resnet18"\noptimizer = "adamw"\n'
-            'shard_state = "optimizer"\n')
+            'shard_state = "gradients"\n')
     report = await run_check(parse_cluster(text, path=tmp_path / "cluster.toml"))
-    # Host a gives 2 GiB; AdamW on 1 GiB of parameters needs at least 2 GiB whole on it.
+    # Host a gives 0.75 GiB; 1 GiB of parameters is held whole on every rank.
     row = next(i for i in report.items if (i.host, i.name) == ("a", "state memory"))
-    assert not row.ok and row.detail.startswith("rank 0: ") and "of 2 GiB" in row.detail
+    assert not row.ok and row.detail.startswith("rank 0: ") and "of 0.75 GiB" in row.detail
     assert "short" in row.hint and "state_budget of host 'a'" in row.hint
     assert not report.ok  # the run is refused: no plan, nothing started
     measured = next(i for i in report.items if (i.host, i.name) == ("b", "state memory"))

@@ -22,9 +22,9 @@ PARAMETER_BYTES = LAYERS * (WIDTH * WIDTH + WIDTH) * 4
 """0.44 GiB of fp32 parameters: AdamW's replicated state is 1.75 GiB (4 bytes a parameter
 byte; measured peak of one such process 2.2 GiB)."""
 CAPS = tuple(int(gib * GIB) for gib in (1.6, 3.2, 6.4))
-"""The three hosts' memory, 1:2:4: the small one holds its sharded state (the parameters and
-the gradient whole, AdamW's moments of its slice: about 2.2 bytes a parameter byte) but not
-the replicated one."""
+"""The three hosts' memory, 1:2:4: the small one holds its sharded state (stage 2: the
+parameters whole, its slice of the gradient and of AdamW's moments: about 1.4 bytes a parameter
+byte) but not the replicated one."""
 SPLIT = [4, 0, 12]
 """The middle host benched: two non-zero gradients sum the same in any order, so one process
 summing the ranks' gradients is the exchange's arithmetic."""

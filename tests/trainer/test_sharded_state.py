@@ -16,7 +16,7 @@ from trainer_runs import check, cut_back_to, final_params, launch, max_rel_diff,
 
 from profiles.user_errors import UsageError
 from trainer.settings.train_config import TrainConfig
-from trainer.step import shards
+from trainer.step import grad_buckets, shards
 from trainer.step.optim import OptimizerStep, make_optimizer
 from trainer.step.shards import ShardedState, slice_bounds
 
@@ -119,9 +119,11 @@ def _replicated() -> tuple[list[torch.Tensor], list[float | None]]:
 
 
 @pytest.mark.slow  # three processes in a gloo group
-@pytest.mark.parametrize("stage", ["optimizer", "gradients"])
 def test_sharded_steps_give_the_replicated_parameters_with_budgets_1_2_4_and_a_benched_rank(
-        tmp_path: Path, stage: str) -> None:
+        tmp_path: Path) -> None:
+    # Stage 1 here; stage 2's bucketed exchange below, its reduce after the backward in the
+    # overflow test and the trainer runs.
+    stage = "optimizer"
     start_group(_sharded_rank, (str(tmp_path / "store"), str(tmp_path), stage), len(SPLIT))
     results = [torch.load(tmp_path / f"rank-{r}.pt") for r in range(len(SPLIT))]
     expected, norms = _replicated()
@@ -135,6 +137,109 @@ def test_sharded_steps_give_the_replicated_parameters_with_budgets_1_2_4_and_a_b
         lo, hi = slice_bounds(total, BUDGETS)[rank]
         assert result["owned"] == hi - lo and result["state"] == [hi - lo, hi - lo]
     assert sum(r["owned"] for r in results) == total
+
+
+def test_buckets_run_from_the_last_parameter_back_and_stay_within_the_cap() -> None:
+    # The backward produces the last parameters' gradients first; a parameter larger than the
+    # cap is a bucket of its own.
+    assert grad_buckets.bucket_runs([30, 5, 4, 2, 15, 3], 10) == [[5], [4], [3, 2], [1], [0]]
+    assert grad_buckets.bucket_runs([1, 2, 3], 100) == [[2, 1, 0]]
+
+
+class _Unused(nn.Module):
+    """Two layers with an unused one between them: its bucket gets no gradient from the
+    backward and goes out, zero, after it; the buckets behind it wait for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.first, self.idle, self.last = nn.Linear(6, 5), nn.Linear(2, 2), nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last(torch.tanh(self.first(x)))
+
+
+BUCKETED_SPLIT = (9, 0, 0, 7)
+"""Rows per rank: ranks 1 and 2 benched (their zero buckets sent after no backward), so two
+non-zero gradients are summed (the same in any order); rank 3 in two passes."""
+BUCKETED_BUDGETS = (3.0, 1.0, 2.0, 5.0)
+BUCKET_BYTES = 40
+"""10 fp32 elements a bucket: buckets cross the slices' bounds."""
+
+
+def _bucketed_batch(step: int) -> torch.Tensor:
+    return torch.randn(sum(BUCKETED_SPLIT), 6, generator=torch.Generator().manual_seed(step))
+
+
+def _bucketed_rank(rank: int, store: str, out: str) -> None:
+    world = len(BUCKETED_SPLIT)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    grad_buckets.BUCKET_BYTES = BUCKET_BYTES
+    model = _Unused()
+    params = list(model.parameters())
+    shards = ShardedState(params, rank=rank, world=world, budgets=BUCKETED_BUDGETS,
+                          stage="gradients")
+    step = OptimizerStep(CONFIG, make_optimizer(CONFIG, [shards.master]), params,
+                         torch.device("cpu"), world, STEPS, shards=shards)
+    start, held = sum(BUCKETED_SPLIT[:rank]), []
+    for s in range(1, STEPS + 1):
+        passes = _passes(_bucketed_batch(s)[start:start + BUCKETED_SPLIT[rank]], rank)
+        for i, rows in enumerate(passes):
+            if i == len(passes) - 1:
+                shards.arm()
+            _backward(model, rows)
+        held.append(sum(p.grad.numel() for p in params if p.grad is not None))
+        shards.reduce_gradients()
+        step.step(s, float(sum(BUCKETED_SPLIT)))
+    torch.save({"params": [p.detach().clone() for p in params], "held": held,
+                "owned": shards.owned}, f"{out}/rank-{rank}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _passes(rows: torch.Tensor, rank: int) -> list[torch.Tensor]:
+    """Rank 3's share in two passes (a micro-batch of 4), the others' in one."""
+    return list(rows.split(4)) if rank == 3 else [rows] if len(rows) else []
+
+
+def _bucketed_one_process() -> list[torch.Tensor]:
+    """One process: each rank's passes accumulated as that rank accumulates them, the ranks'
+    gradients summed and divided by the world (DDP's mean), the whole AdamW state here."""
+    model, world = _Unused(), len(BUCKETED_SPLIT)
+    params = list(model.parameters())
+    step = OptimizerStep(CONFIG, make_optimizer(CONFIG, params), params, torch.device("cpu"),
+                         world, STEPS)
+    for s in range(1, STEPS + 1):
+        grads = []
+        for rank in range(world):
+            start = sum(BUCKETED_SPLIT[:rank])
+            model.zero_grad(set_to_none=True)
+            for rows in _passes(_bucketed_batch(s)[start:start + BUCKETED_SPLIT[rank]], rank):
+                _backward(model, rows)
+            grads.append([p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+                          for p in params])
+        for p, parts in zip(params, zip(*grads, strict=True), strict=True):
+            p.grad = (parts[0] + parts[3]) / world  # ranks 1 and 2 add zeros
+        step.step(s, float(sum(BUCKETED_SPLIT)))
+    return [p.detach().clone() for p in params]
+
+
+@pytest.mark.slow  # four processes in a gloo group
+def test_stage_2_reduces_each_bucket_during_the_backward_frees_it_and_stays_exact(
+        tmp_path: Path) -> None:
+    start_group(_bucketed_rank, (str(tmp_path / "store"), str(tmp_path)), len(BUCKETED_SPLIT))
+    expected = _bucketed_one_process()
+    total = sum(p.numel() for p in expected)
+    results = [torch.load(tmp_path / f"rank-{r}.pt") for r in range(len(BUCKETED_SPLIT))]
+    for rank, result in enumerate(results):
+        for got, want in zip(result["params"], expected, strict=True):
+            assert (got - want).abs().max().item() <= 1e-6 * want.abs().max().item(), rank
+        # After the backward a rank holds no full gradient but the first layer's: the last
+        # layer's bucket went out and was freed during the backward; the first layer's waits
+        # for the unused layer's bucket before it (zeros, sent after the backward).
+        assert result["held"] == [0 if BUCKETED_SPLIT[rank] == 0 else 6 * 5 + 5] * STEPS, rank
+        lo, hi = slice_bounds(total, BUCKETED_BUDGETS)[rank]
+        assert result["owned"] == hi - lo
 
 
 SCALED = TrainConfig(optimizer="adamw", lr=0.01, precision="fp16")

@@ -33,12 +33,18 @@ def test_replicated_state_is_parameters_gradients_and_the_optimizer_s_copies_per
     assert rank_state_bytes(P, 2, "replicate", [1.0, 2.0, 4.0]) == (4 * P,) * 3
 
 
-@pytest.mark.parametrize("stage", ["optimizer", "gradients"])
-def test_sharded_state_gives_each_rank_the_optimizer_slice_its_budget_sizes(stage: str) -> None:
-    states = rank_state_bytes(P, 2, stage, [1.0, 2.0, 4.0])
+def test_sharded_state_gives_each_rank_the_optimizer_slice_its_budget_sizes() -> None:
+    states = rank_state_bytes(P, 2, "optimizer", [1.0, 2.0, 4.0])
     # Parameters and the flat gradient whole (2P), AdamW's two moments of a 1/7, 2/7, 4/7 slice.
     assert states == pytest.approx([2 * P + 2 * P / 7, 2 * P + 4 * P / 7, 2 * P + 8 * P / 7])
     assert sum(s - 2 * P for s in states) == pytest.approx(2 * P)  # the optimizer state once
+
+
+def test_stage_2_holds_the_parameters_whole_and_a_slice_of_the_gradient() -> None:
+    states = rank_state_bytes(P, 2, "gradients", [1.0, 2.0, 4.0])
+    # The parameters whole (P); the gradient and AdamW's two moments of a 1/7, 2/7, 4/7 slice.
+    assert states == pytest.approx([P + 3 * P / 7, P + 6 * P / 7, P + 12 * P / 7])
+    assert sum(s - P for s in states) == pytest.approx(3 * P)  # gradient and moments once
 
 
 def test_a_model_too_big_to_replicate_on_the_small_host_fits_sharded() -> None:
@@ -54,12 +60,12 @@ def test_a_model_too_big_to_replicate_on_the_small_host_fits_sharded() -> None:
 
 
 def test_when_nothing_fits_the_refusal_says_why_and_names_the_host_s_settings() -> None:
-    tight = [("small", 1.5 * GIB), ("big", 12.0 * GIB)]
+    tight = [("small", 0.75 * GIB), ("big", 12.0 * GIB)]
     why = refusal(P, 2, "gradients", tight, shared=["small"])
     assert why is not None
     assert "rank 0 (host 'small')" in why and "short" in why
-    # 2 GiB of parameters and gradients on every rank: no shard_state helps.
-    assert "parameters and their gradients whole (2 GiB" in why
+    # 1 GiB of parameters on every rank: no shard_state helps.
+    assert "every rank holds the parameters whole (1 GiB" in why
     assert "state_budget of host 'small'" in why and "fewer ranks on host 'small'" in why
     alone = refusal(P, 2, "gradients", tight)
     assert alone is not None and "fewer ranks" not in alone  # its ranks share nothing

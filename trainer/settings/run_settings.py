@@ -160,8 +160,9 @@ class RunSettings:
     it (DDP); ``optimizer`` (ZeRO stage 1) = the optimizer's state is split across the ranks in
     contiguous slices of the flattened parameters sized by each rank's memory budget (a GPU's
     free memory, a CPU rank's share of its host's available memory, or ``state_budget``), each
-    rank updating its slice; ``gradients`` (stage 2) = the same, and each rank reduces only its
-    slice of the gradient. Parameters stay replicated; any split of the batch and of the state
+    rank updating its slice; ``gradients`` (stage 2) = the same, and the gradient too: the
+    backward reduces each bucket to its owners and frees it, so each rank holds only its slice
+    of the gradient. Parameters stay replicated; any split of the batch and of the state
     gives one process's parameters. ``corral check`` shows each rank's budget against the
     state it would hold and refuses a run that cannot fit (docs/trainer.md "Sharded state")."""
     lr_schedule: LrSchedule = field(default="constant", metadata=setting(SCHEDULE))

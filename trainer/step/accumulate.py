@@ -139,6 +139,8 @@ class ShareRunner:
                 totals.add(loss_sum, units)
                 if last and self.early is not None:
                     self.early.arm(step, *totals.now(), reported_exchange_s)
+                if shards is not None and i == len(slices) - 1:
+                    shards.arm()  # stage 2: buckets reduced and freed as this backward fills them
                 self.scale_loss(loss_sum).backward()
         self.clock.passes_done(bool(slices))
         compute_end = self.clock.last_bucket_at or time.perf_counter()

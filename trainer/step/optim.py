@@ -238,8 +238,9 @@ def warm_up(config: TrainConfig) -> None:
 
 def state_fields(config: TrainConfig, optim_step: OptimizerStep, rank: int,
                  device: torch.device) -> dict[str, int | None]:
-    """``StartEvent``'s ``state_bytes`` and ``state_budget`` of this rank: the parameters and
-    gradients whole, the optimizer's state of every element or (sharded) of its slice
+    """``StartEvent``'s ``state_bytes`` and ``state_budget`` of this rank: the parameters whole,
+    the gradients whole (stage 2: its slice), the optimizer's state of every element or
+    (sharded) of its slice
     (trainer/step/state_fit.py); its budget as its slice was sized by, or measured. A measured
     budget is the room left once the model was built, so its parameters are added to it."""
     size = sum(p.numel() * p.element_size() for p in optim_step.parameters)
@@ -247,9 +248,10 @@ def state_fields(config: TrainConfig, optim_step: OptimizerStep, rank: int,
     if shards is None:
         budget = own_budget(config, rank, device)
         state = (2 + copies) * size
-    else:
+    else:  # stage 1 the flat gradient whole, stage 2 its slice (trainer/step/state_fit.py)
         budget = shards.budgets[shards.rank]
-        state = 2 * size + copies * shards.owned * shards.flat.element_size()
+        whole, sliced = (2, copies) if shards.buckets is None else (1, 1 + copies)
+        state = whole * size + sliced * shards.owned * shards.flat.element_size()
     if config.state_budget is None:
         budget += size
     return {"state_bytes": int(state),

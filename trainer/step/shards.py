@@ -1,26 +1,30 @@
 """Sharded training state (``shard_state``): ZeRO stage 1 and 2 with each rank's slice sized by
 its memory budget, not evenly.
 
-The trained parameters are laid out as one flat fp32 vector (each parameter a view of it), and
-so are their gradients. The vector is cut into contiguous slices, one per rank in rank order,
-each in proportion to that rank's budget (``slice_bounds``): a rank owns its slice's optimizer
-state (AdamW's two moments, SGD's momentum) and updates only it; the parameters stay replicated.
-Corral's parameters are fp32 and autocast computes from them, so they are the master weights:
-there is no second copy to shard.
+The trained parameters are laid out as one flat fp32 vector (each parameter a view of it). The
+vector is cut into contiguous slices, one per rank in rank order, each in proportion to that
+rank's budget (``slice_bounds``): a rank owns its slice's optimizer state (AdamW's two moments,
+SGD's momentum) and updates only it; the parameters stay replicated. Corral's parameters are
+fp32 and autocast computes from them, so they are the master weights: there is no second copy
+to shard.
 
 A step under ``ShardedState``: every rank (a benched one too, with a zero gradient) takes part
-in the gradient exchange over the world — ``optimizer`` (stage 1): one all-reduce of the flat
-gradient, of which each rank keeps its slice; ``gradients`` (stage 2): one ``dist.reduce`` per
-owner of that owner's slice only (uneven slices: per-owner collectives, on gloo and NCCL alike).
-Each rank then steps a torch optimizer over its slice (a ``Parameter`` sharing the flat
-vector's storage: the same elementwise arithmetic one process does on each parameter), and
-each owner broadcasts its updated slice to every rank. Clipping and the fp16 scaler see the
-global gradient: its norm from the slices with one all-reduce, the scaler's overflow flag
-all-reduced (torch's ``ShardedGradScaler``).
+in the gradient exchange over the world — ``optimizer`` (stage 1): the gradients accumulate in
+one flat vector, all-reduced once, of which each rank keeps its slice; ``gradients`` (stage 2):
+during the rank's last backward each bucket of gradients is reduced to the owners of its
+elements (``dist.reduce`` per owner: uneven slices on gloo and NCCL alike) and freed, so the
+rank keeps only its slice of the gradient (trainer/step/grad_buckets.py). Each rank then steps a
+torch optimizer over its slice (a ``Parameter`` sharing the flat vector's storage: the same
+elementwise arithmetic one process does on each parameter), and each owner broadcasts its
+updated slice to every rank. Clipping and the fp16 scaler see the global gradient: its norm
+from the slices with one all-reduce, the scaler's overflow flag all-reduced (torch's
+``ShardedGradScaler``).
 
-What it costs: the optimizer state per rank falls from the whole model's to its slice's; the
-exchange is an all-reduce (stage 1) or per-owner reduces (stage 2) plus per-owner broadcasts of
-the parameters, about one more model-sized transfer a step than replication.
+What it costs: the optimizer state per rank falls from the whole model's to its slice's, and at
+stage 2 the gradient too (a rank with several passes a step still accumulates its whole
+gradient until its last pass); the exchange is an all-reduce (stage 1) or per-owner reduces
+(stage 2) plus per-owner broadcasts of the parameters, about one more model-sized transfer a
+step than replication.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from torch import nn
 from profiles.user_errors import UsageError
 from trainer.dist import all_gather_floats
 from trainer.settings.train_config import TrainConfig
+from trainer.step.grad_buckets import GradBuckets
 from trainer.step.state_fit import GIB
 
 Stage = Literal["optimizer", "gradients"]
@@ -126,16 +131,23 @@ class ShardedState:
             raise UsageError("shard_state needs the trained parameters in one floating dtype "
                              f"on one device; they are {sorted(str(k) for k in kinds)}")
         self.parameters, self.rank, self.world, self.stage = list(parameters), rank, world, stage
-        self.flat = torch.cat([p.detach().reshape(-1) for p in self.parameters])
+        first = self.parameters[0]
+        self.flat = torch.empty(sum(p.numel() for p in self.parameters), dtype=first.dtype,
+                                device=first.device)
         for p, view in zip(self.parameters, _views(self.flat, self.parameters), strict=True):
-            p.data = view  # the parameter now lives in the flat vector
-        self.grad = torch.zeros_like(self.flat)
+            view.copy_(p.detach())
+            p.data = view  # the parameter now lives in the flat vector; its old copy is freed
         self.bounds = slice_bounds(self.flat.numel(), budgets)
         self.budgets = tuple(budgets)
         lo, hi = self.bounds[rank]
         self.master = nn.Parameter(self.flat[lo:hi])
         """This rank's slice of the parameters, as the one parameter its optimizer steps (it
         shares the flat vector's storage: an update is the parameters' update)."""
+        self.buckets = (GradBuckets(self.parameters, self.bounds, rank, world)
+                        if stage == "gradients" else None)
+        """Stage 2: the gradients reduced bucket by bucket during the backward and freed
+        (trainer/step/grad_buckets.py); stage 1 keeps the flat gradient whole."""
+        self.grad = torch.zeros_like(self.flat) if self.buckets is None else self.flat[:0]
         self.attach_grads()
 
     @property
@@ -145,29 +157,41 @@ class ShardedState:
         return hi - lo
 
     def attach_grads(self) -> None:
-        """Every parameter's ``.grad`` a view of the flat gradient (zeroed), so the backward
-        accumulates into it in place; the slice's gradient likewise."""
+        """Stage 1: every parameter's ``.grad`` a view of the flat gradient (zeroed), so the
+        backward accumulates into it in place; the slice's gradient likewise. Stage 2: no
+        ``.grad`` (the backward makes each and the buckets free it)."""
+        if self.buckets is not None:
+            for p in self.parameters:
+                p.grad = None
+            self.master.grad = self.buckets.slice_grad
+            return
         for p, view in zip(self.parameters, _views(self.grad, self.parameters), strict=True):
             p.grad = view
         lo, hi = self.bounds[self.rank]
         self.master.grad = self.grad[lo:hi]
 
+    def arm(self) -> None:
+        """Call before this rank's last backward of the step: stage 2 reduces each bucket as
+        that backward fills it and frees its gradients (without it, ``reduce_gradients`` does
+        the same arithmetic after the backward, holding every gradient until then)."""
+        if self.buckets is not None:
+            self.buckets.arm()
+
     def reduce_gradients(self) -> None:
         """The step's gradient exchange: this rank's slice of the flat gradient becomes the sum
         over every rank divided by the world size (as DDP's mean; the division by the global
         unit count undoes it), other elements are left unspecified."""
+        if self.buckets is not None:
+            self.master.grad = self.buckets.finish()
+            self.master.grad.div_(self.world)
+            return
         for p, view in zip(self.parameters, _views(self.grad, self.parameters), strict=True):
             if p.grad is not None and p.grad.data_ptr() != view.data_ptr():
                 view.copy_(p.grad)  # something replaced the view: take its values
             elif p.grad is None:
                 view.zero_()
         if self.world > 1:
-            if self.stage == "optimizer":
-                dist.all_reduce(self.grad)
-            else:
-                for owner, (lo, hi) in enumerate(self.bounds):
-                    if hi > lo:
-                        _reduce(self.grad[lo:hi], owner)
+            dist.all_reduce(self.grad)
         lo, hi = self.bounds[self.rank]
         self.master.grad = self.grad[lo:hi]
         self.master.grad.div_(self.world)
@@ -189,20 +213,9 @@ class ShardedState:
             for owner, (lo, hi) in enumerate(self.bounds):
                 if hi > lo:
                     dist.broadcast(self.flat[lo:hi], src=owner)
-        self.grad.zero_()
+        if self.buckets is None:
+            self.grad.zero_()
         self.attach_grads()
-
-
-def _reduce(tensor: torch.Tensor, owner: int) -> None:
-    """``dist.reduce`` of ``tensor`` to rank ``owner``; a CUDA tensor in a gloo world (a GPU
-    rank beside CPU ranks) goes through host memory, as gloo reduces CPU tensors only."""
-    if tensor.device.type == "cpu" or dist.get_backend() == "nccl":
-        dist.reduce(tensor, dst=owner)
-        return
-    staged = tensor.cpu()
-    dist.reduce(staged, dst=owner)
-    if dist.get_rank() == owner:
-        tensor.copy_(staged)
 
 
 def _views(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:

@@ -6,9 +6,13 @@ parameters are the master weights) and the optimizer's per-element copies ``k`` 
 moments, 2; SGD: its momentum buffer, 1, or 0 without momentum):
 
 - ``replicate`` (DDP): every rank ``(2 + k)·P`` — parameters, gradients, optimizer state;
-- ``optimizer`` / ``gradients`` (ZeRO 1 / 2 as corral builds them): ``2·P + k·P·bᵣ/Σb`` — the
-  parameters and the flat gradient whole (the backward writes every element of it), the
-  optimizer state of the rank's slice, which is sized by its budget ``bᵣ``.
+- ``optimizer`` (ZeRO 1): ``2·P + k·P·bᵣ/Σb`` — the parameters and the flat gradient whole (the
+  backward writes every element of it), the optimizer state of the rank's slice, which is
+  sized by its budget ``bᵣ``;
+- ``gradients`` (ZeRO 2): ``P + (1 + k)·P·bᵣ/Σb`` — the parameters whole, the gradient and the
+  optimizer state of the rank's slice (the backward's buckets are reduced and freed as they
+  fill: a few tens of MB in flight, trainer/step/grad_buckets.py; a rank running several
+  passes a step holds its whole gradient until its last one).
 
 Activations are not counted (they depend on the micro-batch and are what a profile's memory cap
 bounds): a run refused here cannot fit; one accepted may still need a smaller micro-batch.
@@ -73,8 +77,9 @@ def rank_state_bytes(parameter_bytes: float, copies: int, shard_state: str,
     if shard_state == "replicate":
         return tuple((2 + copies) * parameter_bytes for _ in budgets)
     whole = sum(budgets)
-    return tuple(2 * parameter_bytes + copies * parameter_bytes * (b / whole if whole else 0)
-                 for b in budgets)
+    replicated, sharded = (2, copies) if shard_state == "optimizer" else (1, 1 + copies)
+    return tuple(replicated * parameter_bytes
+                 + sharded * parameter_bytes * (b / whole if whole else 0) for b in budgets)
 
 
 def state_fit(parameter_bytes: float, copies: int, shard_state: str,
@@ -107,10 +112,9 @@ def refusal(parameter_bytes: float, copies: int, shard_state: str,
     fitting = [s for s in others if state_fit(parameter_bytes, copies, s, budgets).fits]
     if fitting:
         return text + f"; shard_state = \"{fitting[0]}\" fits"
-    floor = 2 * parameter_bytes
-    if worst.budget < floor:
-        text += (f"; sharded or not, every rank holds the parameters and their gradients whole "
-                 f"({gib(floor)}: parameters are not sharded yet)")
+    if worst.budget < parameter_bytes:
+        text += (f"; sharded or not, every rank holds the parameters whole "
+                 f"({gib(parameter_bytes)}: parameters are not sharded yet)")
     fixes = [f"raise state_budget of host {worst.host!r} if it has more"]
     if worst.host in shared:
         fixes.append(f"start fewer ranks on host {worst.host!r} (nproc): its ranks share its "
