@@ -70,8 +70,8 @@ def test_an_hf_trainer_script_loses_the_middle_host_and_gains_one_live_and_ends_
     # The HF opt-in's bound (docs/scripts.md "What is exact"), not the DDP helper's 1e-6: each
     # rank's loss is its token sum / the step's tokens x processes, rounded per rank and
     # group, and 64 steps of SGD at lr 0.3 grow that rounding (measured 1.6e-6; 2.1e-6 with no
-    # change at all); a skipped or
-    # repeated sample, or a step on the wrong scale, is off by orders of magnitude more.
+    # change at all); a skipped or repeated sample, or a step on the wrong scale, is off by
+    # orders of magnitude more.
     assert diff <= 1e-5, diff
 
 

@@ -25,7 +25,9 @@ gathered). What changes there, and how:
 - A joiner: its Trainer builds its model, optimizer and scheduler alone (its own launch's group
   of one), is let in at ``on_train_begin``, takes the run's model, optimizer, scheduler and
   ``TrainerState`` counters from a member, and its epoch loop starts at the step after the one
-  it was let in at (``joined_epoch``: the Trainer's own resume position and batch skip).
+  it was let in at (``hf.py``'s ``_run_epoch``: the Trainer's own resume position and batch
+  skip). Its clock's one collective (whether any rank emulates a slowdown) runs on its own
+  group before it is let in, as the others' ran at their start.
 
 A member lost unplanned is not survived: the Trainer's collectives fail inside its own loop
 (``transformers/trainer.py``, ``_run_epoch``: ``training_step`` and the optimizer step are
