@@ -105,7 +105,8 @@ def add_init_parser(command: AddCommand) -> None:
 MEMBERSHIP_COMMANDS = (
     ("leave", "Take a host out of a running run at its next step boundary: its share goes "
      "to the others, nothing is redone, its processes end cleanly (corral's own training "
-     "loop with live membership, or a script with the DDP helper, as for join; not the "
+     "loop with live membership, or a script with the DDP helper or the HF/TRL opt-in, as "
+     "for join; not the "
      "master's host). With `exchange = "
      "\"local\"`: at the end of the round under way, its change in the round's average.",
      "a host of the run (cluster.toml's name)"),
@@ -113,7 +114,8 @@ MEMBERSHIP_COMMANDS = (
      "left): the pre-flight check and the mesh probe with the run's hosts, the push, then "
      "its ranks are let in at a step boundary with the run's state (corral's own training "
      "loop: live membership is on unless `[run] live_membership = false`; a script with "
-     "the DDP helper, at the step its loop asks for next). With "
+     "the DDP helper, at the step its loop asks for next; with the HF/TRL opt-in, at the "
+     "Trainer's step end). With "
      "`exchange = \"local\"`: at a round's end, as a new island with the anchor and the "
      "outer momentum.",
      "a host of cluster.toml, not in the run"),

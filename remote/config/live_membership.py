@@ -10,9 +10,10 @@ from profiles.user_errors import CorralError
 from remote.config.cluster import ClusterConfig
 from remote.config.task_code import UserCode, user_code
 
-DDP_HELPER_MODULES = ("trainer.integrations.ddp", "corral.ddp")
-"""The DDP helper's import names (docs/scripts.md): a script importing one joins and leaves
-live."""
+LIVE_OPT_IN_MODULES = ("trainer.integrations.ddp", "corral.ddp", "trainer.integrations.hf",
+                       "corral.hf")
+"""The import names of the DDP helper and the Hugging Face / TRL opt-in (docs/scripts.md): a
+script importing one joins and leaves live."""
 
 
 def membership_refusal(config: ClusterConfig, code: UserCode | None = None) -> str | None:
@@ -25,12 +26,13 @@ def membership_refusal(config: ClusterConfig, code: UserCode | None = None) -> s
     slice is not moved live; the restart's resume re-slices the checkpoint's state). Without
     the port, ``corral leave`` and ``join`` refuse the run and a lost host takes the restart at
     once instead of waiting for the survivors. A script that uses the DDP helper gets the port:
-    its hosts leave and join live (a lost host still restarts it: ``hot_path_refusal``).
+    its hosts leave and join live (a lost host still restarts it: ``hot_path_refusal``), and
+    so does one with the Hugging Face / TRL opt-in.
     ``code``: the script as the caller located it already (else located here)."""
     run = config.run
-    if run.script is not None and not uses_ddp_helper(config, code):
+    if run.script is not None and not uses_live_opt_in(config, code):
         return ("a script run as is restarts from its own checkpoint (the DDP helper, "
-                "`trainer.integrations.ddp.Shares`, joins and leaves live)")
+                "`trainer.integrations.ddp.Shares`, and the HF/TRL opt-in join and leave live)")
     if run.exchange != "exact" and run.outer_overlap:
         return "`outer_overlap = true`: an exchange under way crosses every round's end"
     if run.shard_state != "replicate":  # a restart resumes it re-sliced for the survivors
@@ -52,19 +54,19 @@ def wants_membership_port(config: ClusterConfig, code: UserCode | None = None) -
     return membership_refusal(config, code) is None
 
 
-def uses_ddp_helper(config: ClusterConfig, code: UserCode | None = None) -> bool:
-    """Whether the run's script imports the DDP helper (read statically, nothing runs; a
-    script that cannot be read or parsed: no, its own check says why). ``code``: the script
-    as the caller located it already (else located here)."""
+def uses_live_opt_in(config: ClusterConfig, code: UserCode | None = None) -> bool:
+    """Whether the run's script imports the DDP helper or the HF/TRL opt-in (read statically,
+    nothing runs; a script that cannot be read or parsed: no, its own check says why).
+    ``code``: the script as the caller located it already (else located here)."""
     try:
         code = code or user_code(config.run, config.path.parent)
         tree = ast.parse(code.source.read_bytes()) if code is not None else None
     except (CorralError, OSError, SyntaxError, ValueError):
         return False
     for node in ast.walk(tree) if tree is not None else ():
-        if isinstance(node, ast.ImportFrom) and node.module in DDP_HELPER_MODULES:
+        if isinstance(node, ast.ImportFrom) and node.module in LIVE_OPT_IN_MODULES:
             return True
-        if isinstance(node, ast.Import) and any(a.name in DDP_HELPER_MODULES
+        if isinstance(node, ast.Import) and any(a.name in LIVE_OPT_IN_MODULES
                                                 for a in node.names):
             return True
     return False

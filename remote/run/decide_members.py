@@ -129,7 +129,7 @@ def host_loss_line(config: ClusterConfig, membership_port: int | None) -> str:
     if membership_port and run.script is not None:
         return (f"a lost host other than {master} is dropped and the script restarts on the "
                 "others from its own checkpoint; hosts leave and join live (`corral leave`, "
-                "`corral join`: the DDP helper)")
+                "`corral join`: the DDP helper, the HF/TRL opt-in)")
     if membership_port:
         return (f"a lost host other than {master} is left behind by the others in their own "
                 "processes (live membership; `live_membership = false`: a restart instead)")

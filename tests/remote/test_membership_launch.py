@@ -121,8 +121,10 @@ def test_a_run_has_a_membership_port_as_cluster_toml_derives_it(
 
 
 @pytest.mark.parametrize("imports", ["from trainer.integrations.ddp import Shares",
-                                     "import corral.ddp"])
-def test_a_script_with_the_ddp_helper_joins_and_leaves_live_and_restarts_on_a_loss(
+                                     "import corral.ddp",
+                                     "from trainer.integrations.hf import corral",
+                                     "from corral.hf import corral"])
+def test_a_script_with_the_ddp_helper_or_hf_opt_in_joins_and_leaves_live_and_restarts_on_a_loss(
         tmp_path: Path, imports: str) -> None:
     (tmp_path / "train.py").write_text(f"{imports}\nprint('hi')\n")
     config = parse_cluster(HEAD + 'on_host_loss = "continue"\nscript = "train.py"\n',

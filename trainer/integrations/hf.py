@@ -15,6 +15,10 @@ Why a class change and not only a callback: the shares need the trainer's own da
 time); a callback sees neither. The instance's class becomes a subclass of its own class, so a
 user's ``Trainer`` subclass keeps every override.
 
+With live membership (``CORRAL_MEMBERSHIP_PORT``: the script imports this module) a host leaves
+or joins at the Trainer's step end and the others train on in their processes: ``hf_live.py``
+(what changes and how), ``hf_entry.py`` (a rank's way in).
+
 Exactness: with token-averaged loss (``average_tokens_across_devices``, the default) the Trainer
 divides each rank's summed loss by the step's token count over all ranks and multiplies by the
 number of processes, which DDP's averaging undoes: the gradient is the mean over the global
@@ -24,19 +28,20 @@ batch's tokens whatever the shares. ``exactness`` says when that does not hold.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from trainer.dist import on_any_rank
 from trainer.events import EndStatus
 from trainer.integrations.contract import ScriptSettings
-from trainer.integrations.hf_checkpoints import SavedHere, complete, mark_saved
+from trainer.integrations.hf_checkpoints import finished_checkpoint, mark_saved
+from trainer.integrations.hf_entry import HFEntry
+from trainer.integrations.hf_live import HFLive, RankRoundSampler
+from trainer.integrations.hf_loss import exactness, target_tokens
 from trainer.integrations.rank_setup import precision_note
 from trainer.integrations.run import ScriptRun
 from trainer.integrations.shares import GlobalStepSampler
@@ -44,10 +49,9 @@ from trainer.step.batch_order import GlobalBatchOrder
 from trainer.step.clock import StepClock, make_clock
 from trainer.step.slowdown import emulates
 
-TRUSTED_LOSS_MODULES = ("transformers.", "trl.")
-"""Packages whose ``compute_loss`` keeps the token average over every rank."""
-
-
+JOINED = "corral-joined"
+"""A joiner's resume point for the Trainer's batch skip (no checkpoint: the state came live;
+the Trainer finds no RNG file there and keeps its own)."""
 def corral(trainer: Any) -> Any:
     """``trainer`` with corral's shares and events when run by corral; else ``trainer`` as is."""
     settings = ScriptSettings.from_env()
@@ -63,30 +67,6 @@ def corral(trainer: Any) -> Any:
     return trainer
 
 
-def exactness(trainer: Any) -> tuple[bool, str]:
-    """``(exact, why not)``: whether any split gives the same parameters as one process."""
-    args = trainer.args
-    if getattr(trainer, "compute_loss_func", None) is not None:
-        return False, ("a compute_loss_func is set: exact only when it sums the loss and divides "
-                       "by num_items_in_batch")
-    for klass in type(trainer).__mro__:
-        if "compute_loss" in vars(klass) and klass.__name__ != "_CorralShares":
-            module = klass.__module__ + "."
-            if not module.startswith(TRUSTED_LOSS_MODULES):
-                return False, (f"{klass.__name__}.compute_loss is the script's own: corral "
-                               "cannot tell that it averages over every rank's tokens")
-            break
-    if not getattr(args, "average_tokens_across_devices", False):
-        return False, "average_tokens_across_devices is off: each rank's loss is its own mean"
-    if not getattr(trainer, "model_accepts_loss_kwargs", False):
-        return False, ("the model takes no num_items_in_batch: each rank's loss is its own "
-                       "mean")
-    if args.bf16 or args.fp16:
-        return False, (f"{'bf16' if args.bf16 else 'fp16'} autocast rounds each rank's share "
-                       "on its own: a different split gives slightly different parameters")
-    return True, ""
-
-
 class _HFRank:
     """What the opt-in keeps for one rank: its ``ScriptRun`` and the step being accumulated."""
 
@@ -94,6 +74,16 @@ class _HFRank:
         self.settings, self.trainer = settings, trainer
         self.run: ScriptRun | None = None
         self.sampler: GlobalStepSampler | None = None
+        self.entry = HFEntry(settings, identity={
+            "samples": len(trainer.train_dataset) if hasattr(trainer.train_dataset, "__len__")
+            else None, "rounds": trainer.args.gradient_accumulation_steps,
+            "seed": trainer.args.seed})
+        self.live: HFLive | None = None
+        """With live membership: this rank's side of the run's generations (``hf_live``)."""
+        self.live_sampler: RankRoundSampler | None = None
+        """The live loader's sampler, until the rank's ``HFLive`` is made."""
+        self.joined_at: int | None = None
+        """A joiner's: the step it was let in at (its epoch loop starts after it)."""
         self.clock: StepClock | None = None
         self.resumed_from: str | None = None
         # The step's sums stay on the device (tensors) until the step's one gather reads them.
@@ -114,20 +104,55 @@ class _HFRank:
             ahead = (args.dataloader_num_workers * (args.dataloader_prefetch_factor or 2)
                      if args.dataloader_num_workers else 0)
             self.run = ScriptRun(
-                self.settings, device=args.device, min_share=rounds,
+                self.settings, device=_device(args.device), min_share=rounds,
                 global_batch=args.per_device_train_batch_size * args.world_size * rounds,
                 lead=2 + math.ceil(ahead / rounds),
                 batch_source=f"per_device_train_batch_size {args.per_device_train_batch_size} x "
                              f"{args.world_size} ranks x gradient_accumulation_steps {rounds}")
         return self.run
 
+    def wants_live(self) -> bool:
+        """Whether this rank takes part in live membership (``HFEntry.wants_live``)."""
+        return self.entry.wants_live(self.trainer, say=self.run is None)
+
+    def live_loader(self, dataset: Any, collator: Any) -> DataLoader:
+        """The live loader (``HFEntry.loader``): a launched rank's on its run's schedule."""
+        schedule = None if self.entry.joining else self.build().schedule
+        loader, self.live_sampler = self.entry.loader(dataset, collator, self.trainer.args,
+                                                      schedule)
+        self.sampler = self.live_sampler
+        return loader
+
+    def go_live(self, total_steps: int) -> None:
+        """At ``on_train_begin``: a launched rank's generation 0; a joiner let in, with the
+        run's state and its place."""
+        sampler, trainer = self.live_sampler, self.trainer
+        assert sampler is not None
+        if not self.entry.joining:
+            self.live = self.entry.launched(self.build(), sampler, trainer, total_steps)
+            return
+        clock = self.new_clock()  # its collective on its own group, as the others' was
+        self.live = self.entry.admitted(sampler.schedule.global_batch,
+                                        _device(trainer.args.device), sampler, trainer,
+                                        total_steps)
+        self.run, self.joined_at, self.clock = self.live.run, self.live.progress.step, clock
+        if isinstance(trainer.model_wrapped, DistributedDataParallel):
+            clock.reduce = self.live.reduce_for(trainer.model_wrapped)
+            trainer.model_wrapped.register_comm_hook(None, clock.hook)
+
+    def new_clock(self) -> StepClock:
+        """This rank's compute clock (collective: whether any rank emulates a slowdown)."""
+        device = self.trainer.args.device
+        return make_clock(device, emulated_run=on_any_rank(emulates(self.settings.slowdown),
+                                                           device))
+
     def step_started(self, model: Any) -> None:
         """The first round of a step: start this rank's compute clock."""
         if self.clock is None:
-            device = self.trainer.args.device
-            self.clock = make_clock(device, emulated_run=on_any_rank(
-                emulates(self.settings.slowdown), device))
+            self.clock = self.new_clock()
             if isinstance(model, DistributedDataParallel):
+                if self.live is not None:  # no bucket reduced alone: layouts differ after a join
+                    self.clock.reduce = self.live.reduce_for(model)
                 model.register_comm_hook(None, self.clock.hook)
         run = self.build()
         self.clock.start(self.settings.slowdown_of(run.rank))
@@ -138,7 +163,7 @@ class _HFRank:
                    num_items_in_batch: Any) -> None:
         """One round of the step: its loss and tokens added on the device (no host read)."""
         self.returned = self.returned + returned.detach().to(torch.float64)
-        self.units = self.units + _target_tokens(self.trainer, inputs)
+        self.units = self.units + target_tokens(self.trainer, inputs)
         self.global_units = num_items_in_batch
         self.rounds += 1
 
@@ -150,7 +175,6 @@ class _CorralShares:
 
     def get_train_dataloader(self) -> DataLoader:
         corral_rank = self._corral
-        run = corral_rank.build()
         args = self.args  # type: ignore[attr-defined]
         dataset, collator = self.train_dataset, self.data_collator  # type: ignore[attr-defined]
         try:
@@ -162,6 +186,9 @@ class _CorralShares:
             dataset = self._remove_unused_columns(dataset, description="training")  # type: ignore[attr-defined]
         else:
             collator = self._get_collator_with_removed_columns(collator, description="training")  # type: ignore[attr-defined]
+        if corral_rank.wants_live():
+            return corral_rank.live_loader(dataset, collator)
+        run = corral_rank.build()
         order = GlobalBatchOrder(len(dataset), run.global_batch,
                                  args.data_seed if args.data_seed is not None else args.seed)
         corral_rank.sampler = GlobalStepSampler(order, run.schedule,
@@ -185,6 +212,22 @@ class _CorralShares:
         corral_rank.round_done(returned, units_inputs, num_items_in_batch)
         return returned
 
+    def _run_epoch(self, **kwargs: Any) -> Any:
+        """A joiner's epochs start at the step after the one it was let in at: the epochs
+        before are the others', and its own is resumed as from a checkpoint there (the
+        Trainer's own batch skip)."""
+        joined = self._corral.joined_at
+        if joined is not None:
+            per_epoch = kwargs["num_update_steps_per_epoch"]
+            first = joined // per_epoch
+            if kwargs["epoch"] < first:
+                return None
+            trained = (joined % per_epoch) * self.args.gradient_accumulation_steps  # type: ignore[attr-defined]
+            if kwargs["epoch"] == first and trained:
+                kwargs.update(epochs_trained=first, steps_trained_in_current_epoch=trained,
+                              resume_from_checkpoint=JOINED)
+        return super()._run_epoch(**kwargs)  # type: ignore[misc]
+
     def train(self, *args: Any, **kwargs: Any) -> Any:
         corral_rank = self._corral
         hf_args = corral_rank.trainer.args
@@ -196,7 +239,7 @@ class _CorralShares:
 
             resume = get_last_checkpoint(hf_args.output_dir) or resume
         if resume is None or isinstance(resume, str):
-            resume = _finished_checkpoint(resume, hf_args.process_index)
+            resume = finished_checkpoint(resume, hf_args.process_index)
             kwargs["resume_from_checkpoint"] = resume
         corral_rank.resumed_from = resume if isinstance(resume, str) else None
         try:
@@ -221,6 +264,8 @@ class _CorralEvents:
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         corral_rank = self.corral_rank
+        if corral_rank.live_sampler is not None:
+            corral_rank.go_live(state.max_steps)
         run, trainer = corral_rank.build(), corral_rank.trainer
         exact, note = exactness(trainer)
         changed = precision_note()
@@ -251,9 +296,12 @@ class _CorralEvents:
         else:  # the rank's own mean: weigh it by the rank's tokens
             loss_sum = corral_rank.returned * corral_rank.units
         lr = trainer._get_learning_rate() if trainer.lr_scheduler is not None else None
-        run.step_done(state.global_step, epoch=max(math.ceil(state.epoch) - 1, 0),
-                      loss_sum=loss_sum, units=corral_rank.units, clock=clock,
-                      lr=float(lr) if lr is not None else None)
+        rows = run.step_done(state.global_step, epoch=max(math.ceil(state.epoch) - 1, 0),
+                             loss_sum=loss_sum, units=corral_rank.units, clock=clock,
+                             lr=float(lr) if lr is not None else None)
+        live = corral_rank.live
+        if live is not None and not live.after_step(state.global_step, rows):
+            control.should_training_stop = True  # this host left: the others train on
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, Any],
                     **kwargs: Any) -> None:
@@ -269,35 +317,12 @@ class _CorralEvents:
         self.corral_rank.build().saved(state.global_step, self._checkpoint)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.corral_rank.build().end("completed", checkpoint=self._checkpoint)
+        live = self.corral_rank.live
+        left = live is not None and live.progress.left
+        self.corral_rank.build().end("left" if left else "completed", checkpoint=self._checkpoint)
 
 
-def _finished_checkpoint(asked: str | None, rank: int) -> str | None:
-    """``asked``, or the newest checkpoint before it that every rank finished saving
-    (``hf_checkpoints``), said on rank 0 when it is not ``asked``."""
-    def gather(view: SavedHere | None) -> list[SavedHere | None]:
-        if not (dist.is_available() and dist.is_initialized()):
-            return [view]
-        views: list[SavedHere | None] = [None] * dist.get_world_size()
-        dist.all_gather_object(views, view)
-        return views
-
-    chosen = complete(asked, rank, gather)
-    if chosen != asked and rank == 0:
-        print(f"corral: {asked} was not saved by every rank (one was stopped while saving it); "
-              f"resuming from {chosen or 'the start'}", file=sys.stderr, flush=True)
-    return chosen
-
-
-def _target_tokens(trainer: Any, inputs: dict[str, Any]) -> torch.Tensor | int:
-    """The loss units of one round: target tokens, counted as the Trainer counts them (a
-    tensor on the labels' device: read with the step's gather, not here)."""
-    if "shift_labels" in inputs:
-        labels = inputs["shift_labels"]
-    elif "labels" in inputs:
-        labels = inputs["labels"]
-        if getattr(trainer, "_loss_shifts_labels", True):
-            labels = labels[..., 1:]
-    else:
-        return 0
-    return labels.ne(-100).sum()
+def _device(device: torch.device) -> torch.device:
+    """The Trainer's device as corral names it (its CPU is ``cpu:0``, a name ``torch.load``'s
+    ``map_location`` and the resource sampler do not take)."""
+    return torch.device("cpu") if device.type == "cpu" else device

@@ -17,9 +17,12 @@ is taken as it is: nothing tells a finished checkpoint from a cut one there.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch.distributed as dist
 
 MARKER = ".corral-saved-rank-{rank}"
 """The file a rank leaves in a checkpoint folder once it has saved its part of it."""
@@ -82,3 +85,20 @@ def complete(asked: str | None, rank: int,
         return None
     best = max(usable)
     return asked if best == mine.asked else str(path.parent / f"checkpoint-{best}")
+
+
+def finished_checkpoint(asked: str | None, rank: int) -> str | None:
+    """``asked``, or the newest checkpoint before it that every rank finished saving
+    (``hf_checkpoints``), said on rank 0 when it is not ``asked``."""
+    def gather(view: SavedHere | None) -> list[SavedHere | None]:
+        if not (dist.is_available() and dist.is_initialized()):
+            return [view]
+        views: list[SavedHere | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(views, view)
+        return views
+
+    chosen = complete(asked, rank, gather)
+    if chosen != asked and rank == 0:
+        print(f"corral: {asked} was not saved by every rank (one was stopped while saving it); "
+              f"resuming from {chosen or 'the start'}", file=sys.stderr, flush=True)
+    return chosen
