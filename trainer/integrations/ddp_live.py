@@ -127,6 +127,19 @@ class CanonicalReduce:
             offset += view.numel()
 
 
+def script_generations(membership: Membership, loop: Any, run: ScriptRun, *, total_steps: int,
+                       backend: str) -> tuple[RunProgress, Generations]:
+    """A script opt-in's generations driver for ``loop`` (its ``GenerationLoop`` side), with the
+    run's progress: a loss never aborts the script's step (the opt-in redoes nothing itself),
+    and the run's flags and event members follow the membership."""
+    progress = RunProgress(total_steps=total_steps)
+    group = Generations(membership, loop, run.events, progress, backend=backend,
+                        device=run.device, global_batch=run.global_batch, abort_on_loss=False)
+    run.flags = membership.flags
+    run.events.members = membership.generation.members
+    return progress, group
+
+
 class LiveShares:
     """The DDP helper's side of the generations driver for one rank (``GenerationLoop``):
     ``run`` (its schedule and events), ``sampler`` (its position), ``model()`` (the DDP
@@ -136,12 +149,8 @@ class LiveShares:
                  model: Callable[[], nn.Module | None], *, total_steps: int,
                  backend: str) -> None:
         self.run, self.sampler, self.model = run, sampler, model
-        self.progress = RunProgress(total_steps=total_steps)
-        self.group = Generations(membership, self, run.events, self.progress, backend=backend,
-                                 device=run.device, global_batch=run.global_batch,
-                                 abort_on_loss=False)
-        run.flags = membership.flags
-        run.events.members = membership.generation.members
+        self.progress, self.group = script_generations(membership, self, run,
+                                                       total_steps=total_steps, backend=backend)
         self.mixed = membership.joining is not None
         """Whether a joiner is (or was) in the group: its DDP bucket layout differs from the
         launched ranks', so the gradients are reduced in the model's order from then on."""

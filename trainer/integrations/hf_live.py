@@ -45,13 +45,16 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from trainer.integrations.ddp_live import FIRST_CHANGE_STEP, CanonicalReduce, Flags
+from trainer.integrations.ddp_live import (
+    FIRST_CHANGE_STEP,
+    CanonicalReduce,
+    Flags,
+    script_generations,
+)
 from trainer.integrations.run import ScriptRun
 from trainer.integrations.shares import GlobalStepSampler
-from trainer.membership.generations import Generations
 from trainer.membership.members import Membership
 from trainer.membership.plan import NextGeneration
-from trainer.step.step_records import RunProgress
 
 
 class RankRoundSampler(GlobalStepSampler):
@@ -121,12 +124,8 @@ class HFLive:
                  trainer: Any, *, total_steps: int, backend: str) -> None:
         self.run, self.sampler, self.trainer = run, sampler, trainer
         self.rounds = sampler.rounds
-        self.progress = RunProgress(total_steps=total_steps)
-        self.group = Generations(membership, self, run.events, self.progress, backend=backend,
-                                 device=run.device, global_batch=run.global_batch,
-                                 abort_on_loss=False)
-        run.flags = membership.flags
-        run.events.members = membership.generation.members
+        self.progress, self.group = script_generations(membership, self, run,
+                                                       total_steps=total_steps, backend=backend)
         self.mixed = membership.joining is not None
         """Whether a joiner is (or was) in the group: DDP's bucket layouts differ."""
 
