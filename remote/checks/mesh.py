@@ -293,10 +293,19 @@ async def _connect_all(pool: HostPool, host: HostSection, names: Sequence[str],
     return _links_from(host.name, reply, targets)
 
 
+def _pairs(names: Sequence[str], me: str, hub: str | None) -> list[str]:
+    """The hosts of ``names`` whose pairs with ``me`` are tested (``me`` among them): every
+    one, or with a ``hub`` only the pairs it is in."""
+    if hub is None or me == hub:
+        return list(names)
+    return [name for name in names if name in (me, hub)]
+
+
 async def check_mesh(config: ClusterConfig, pool: HostPool, addresses: Mapping[str, str],
-                     *, measure: bool = True) -> MeshResult:
+                     *, measure: bool = True, hub: str | None = None) -> MeshResult:
     """Every host of ``addresses`` (name → the address its ranks use) connects to every other
-    one, and with ``measure`` times each pair; cluster.toml's host order is the ring's."""
+    one, and with ``measure`` times each pair; cluster.toml's host order is the ring's. With
+    ``hub`` (a joiner) only the pairs with it are tested: the others were at the launch."""
     started = time.monotonic()
     hosts = [h for h in config.hosts if h.name in addresses]
     listeners = _Listeners(pool)
@@ -309,8 +318,9 @@ async def check_mesh(config: ClusterConfig, pool: HostPool, addresses: Mapping[s
         errors = {h.name: port for h, port in zip(hosts, opened, strict=True)
                   if isinstance(port, str)}
         names = [h.name for h in hosts if h.name in where]
-        found = await asyncio.gather(*(_connect_all(pool, h, names, where, measure)
-                                       for h in hosts if h.name in where))
+        tested = {h.name: _pairs(names, h.name, hub) for h in hosts if h.name in where}
+        found = await asyncio.gather(*(_connect_all(pool, h, tested[h.name], where, measure)
+                                       for h in hosts if len(tested.get(h.name, ())) > 1))
     finally:
         await listeners.close()
     links = tuple(link for host_links in found for link in host_links)

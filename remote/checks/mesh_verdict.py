@@ -156,11 +156,13 @@ def mesh_items(config: ClusterConfig, result: MeshResult,
 
 
 async def mesh_check(config: ClusterConfig, pool: HostPool, facts: Mapping[str, HostFacts],
-                     master_addr: str) -> tuple[list[CheckItem], MeshResult | None]:
-    """The full-mesh check over the hosts whose Python works (none with fewer than two)."""
+                     master_addr: str, *, hub: str | None = None,
+                     ) -> tuple[list[CheckItem], MeshResult | None]:
+    """The full-mesh check over the hosts whose Python works (none with fewer than two);
+    with ``hub``, only the pairs with that host (``check_mesh``)."""
     addresses = mesh_addresses(config, facts, master_addr)
     if len(addresses) < 2:
         return [], None
-    result = await check_mesh(config, pool, addresses)
+    result = await check_mesh(config, pool, addresses, hub=hub)
     ssh = {h.name: node_address(config, h, master_addr) for h in config.hosts}
     return mesh_items(config, result, ssh, addresses), result

@@ -76,6 +76,8 @@ class LaunchFacts:
     """Per host with leftover processes, the run ids they belong to (``leftovers`` item)."""
     torch: Mapping[str, str | None] = field(default_factory=dict)
     """Per host, its torch release without the build tag (None: torch did not answer)."""
+    addresses: Mapping[str, str | None] = field(default_factory=dict)
+    """Per host, the address its ranks use as its probe found it (None: not found)."""
 
 
 def nproc_for(host: HostSection, gpus: int | None) -> int:

@@ -135,10 +135,13 @@ def probe_script(host: HostSection, config: ClusterConfig, master_addr: str,
 AfterProbe = Callable[[Transport, "HostFacts"], Awaitable[None]]
 
 
-async def _probe_host(
+async def probe_host(
     transport: Transport, config: ClusterConfig, master_addr: str, user: UserCode | None,
     port: int | None = None, code_digest: str | None = None, after: AfterProbe | None = None,
 ) -> HostFacts:
+    """One host's probes over ``transport`` and their verdicts (``port``: its side of the
+    rendezvous-port test; ``code_digest``: whether that code tree is there; ``after``: run
+    once its probe is in)."""
     host = transport.host
     facts = HostFacts()
     facts.items.append(item(host, "reachable", True,
@@ -249,7 +252,7 @@ async def _probe_with_port_test(
     opening = asyncio.ensure_future(listener.open())
     try:
         results = await pool.gather(
-            lambda t: _probe_host(t, config, master_addr, user, target, code_digest, after))
+            lambda t: probe_host(t, config, master_addr, user, target, code_digest, after))
         master_facts = results.get(master.name)
         # The master's listener runs through its engine: one that hung is not waited for.
         down = isinstance(master_facts, HostFacts) and master_facts.engine_down
@@ -272,7 +275,8 @@ async def _probe_with_port_test(
     return results, items, opened
 
 
-def _unreachable_item(host: HostSection, error: BaseException) -> CheckItem:
+def unreachable_item(host: HostSection, error: BaseException) -> CheckItem:
+    """The failed ``reachable`` item of a host corral could not log in to, with the fix."""
     if isinstance(error, HostKeyNotTrusted):
         hint = f"if the fingerprint is right: corral trust {host.name}"
     else:
@@ -313,7 +317,7 @@ async def check_and_plan(
             items.extend(result.items)
         else:
             error = result if result is not None else RuntimeError("no result")
-            items.append(_unreachable_item(host, error))
+            items.append(unreachable_item(host, error))
     timings = [timing for host_facts in facts.values() for timing in host_facts.timings]
     membership_port, links = await _cluster_wide(config, pool, facts, master_addr,
                                                  (rendezvous, port), items, timings, user)
@@ -337,7 +341,8 @@ async def check_and_plan(
                         code_present={name: f.code_present for name, f in facts.items()},
                         leftovers={name: f.leftover_runs for name, f in facts.items()
                                    if f.leftover_runs},
-                        torch={name: f.torch for name, f in facts.items()})
+                        torch={name: f.torch for name, f in facts.items()},
+                        addresses={name: f.address for name, f in facts.items()})
     estimate = cluster_estimate(config, nprocs, probes, found.interfaces, links)
     modes = cluster_modes(config, nprocs, probes, found.interfaces, links)
     return CheckReport(items=tuple(items), estimate=estimate, links=links, modes=modes,

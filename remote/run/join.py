@@ -21,8 +21,9 @@ not a failure of the run.
 
 What cannot join is refused before anything is touched: a host not in cluster.toml, one in the
 run already, an ended run, a run without live membership. Then what a launch checks for the
-host (``check_and_plan``: its Python and torch against the run's hosts', the full mesh with
-them; then its torch, backend and precision against what the run's launch check recorded,
+host (``join_check.py``: the joiner probed, its links with the run's hosts tested, the run's
+hosts taken as their launch check recorded them; ``check_and_plan`` of every host for a record
+of an older corral; then its torch, backend and precision against that record,
 ``join_match.py``), its code and data, and its launcher: any failure names why and leaves
 nothing behind.
 """
@@ -49,6 +50,7 @@ from remote.hosts.pool import HostPool
 from remote.hosts.push import CodeBundle, build_bundle
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for, unfollowed
 from remote.run.data_push import sync_run_data
+from remote.run.join_check import check_joiner
 from remote.run.join_match import joiner_mismatch
 from remote.run.launch import LaunchPlan, launch_host
 from remote.run.lifecycle import LaunchFailed
@@ -218,8 +220,11 @@ async def _check(config: ClusterConfig, info: RunInfo, host: str,
             f"the code changed since run {info.label} was launched (code {code.digest[:12]}, "
             f"the run's {info.code_digest[:12]}): a joiner must run the run's code")
     pool = HostPool(checked)
-    try:
-        report, facts = await check_and_plan(checked, pool, user=user, code_digest=code.digest)
+    try:  # the run's hosts as its launch check found them; an older record: all probed again
+        report, facts = (await check_joiner(checked, pool, info, host, user=user,
+                                            code_digest=code.digest)
+                         or await check_and_plan(checked, pool, user=user,
+                                                 code_digest=code.digest))
     finally:
         await pool.aclose()
     if failed := _failed_items(report.items, host, info.run_id):

@@ -13,20 +13,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from remote.checks.plan import HostPlan
+from remote.checks.plan import HostPlan, LaunchFacts
 
 UNDECIDED = ("auto", "tf32")
 """Precisions left to each rank (its GPUs not known to the check): nothing to compare."""
 
 
 def launch_checked(torch: Mapping[str, str | None], places: Mapping[str, HostPlan],
-                   backend: str) -> dict[str, object]:
+                   backend: str, facts: LaunchFacts | None = None) -> dict[str, object]:
     """What ``run.json`` keeps of the launch check for a later join: ``{"torch": {host:
     release}, "backend": name, "precision": {host: precision}}`` (a host whose torch did not
-    answer is absent)."""
-    return {"torch": {h: v for h, v in torch.items() if v and h in places},
-            "backend": backend,
-            "precision": {name: place.precision for name, place in places.items()}}
+    answer is absent), and from the check's ``facts`` what a join's check takes instead of
+    probing the run's hosts again (``join_check.py``): ``"address"`` (the address each host's
+    ranks use), ``"gpus"`` (GPUs found) and ``"cpu"`` (``{"boot": id, "cpus": [core]}``); none
+    of them when no address was found."""
+    checked: dict[str, object] = {
+        "torch": {h: v for h, v in torch.items() if v and h in places},
+        "backend": backend,
+        "precision": {name: place.precision for name, place in places.items()}}
+    found = {h: a for h, a in (facts.addresses if facts else {}).items() if a and h in places}
+    if facts is None or not found:
+        return checked
+    checked["address"] = found
+    checked["gpus"] = {h: n for h, n in facts.gpus.items() if h in places and n is not None}
+    checked["cpu"] = {h: {"boot": c.boot_id, "cpus": sorted(c.cpus or ())}
+                      for h, c in facts.cpu.items() if h in places}
+    return checked
 
 
 def _texts(value: object) -> dict[str, str]:

@@ -100,7 +100,7 @@ class Launch:
                 "code_digest": self.code.digest,
                 "ranks": {name: list(place.ranks) for name, place in self.places.items()},
                 "checked": launch_checked(self.facts.torch if self.facts else {}, self.places,
-                                          self.backend)}
+                                          self.backend, self.facts)}
 
     def each_host(self, state: HostState) -> list[HostStatus]:
         now = time.time()
