@@ -14,12 +14,16 @@ import pytest
 
 from console.cli import main
 from remote.checks.host_facts import HostFacts
+from remote.checks.plan import LaunchFacts
 from remote.config.cluster import ClusterConfig
 from remote.config.read import load_cluster
 from remote.hosts.command_errors import CompletedCommand
-from remote.records.runs import local_run_dir
+from remote.hosts.cpu_placement import HostCpuFacts
+from remote.records.runs import RunInfo, local_run_dir
 from remote.run.join import read_join_records
-from tests.remote.test_join_match import RECORDED
+from remote.run.join_check import recorded_addresses, recorded_facts
+from remote.run.join_match import launch_checked
+from tests.remote.test_join_match import RECORDED, _place
 from tests.remote.test_membership_join import RUNNING
 from tests.remote.test_membership_leave import _cluster
 
@@ -106,3 +110,23 @@ def test_a_join_probes_the_joiner_alone_and_tests_only_its_links(
                                       ("b", "listen"), ("c", "connect a,b"), ("c", "listen")]
     assert read_join_records(local_run_dir(load_cluster(path), "m-1")) == []
     assert not (tmp_path / "work-c").exists()  # nothing pushed
+
+
+def test_a_launch_records_what_a_join_takes_instead_of_probing_the_runs_hosts() -> None:
+    places = {h: _place(h) for h in ("a", "b")}
+    facts = LaunchFacts(gpus={"a": 2, "b": None}, interfaces={}, port=1,
+                        cpu={"a": HostCpuFacts(boot_id="x", cpus=frozenset({0, 1}))},
+                        addresses={"a": "10.0.0.1", "b": "10.0.0.2", "z": "10.0.0.9"})
+    checked = launch_checked({}, places, "gloo", facts)
+    assert checked["address"] == {"a": "10.0.0.1", "b": "10.0.0.2"}
+    info = RunInfo(run_id="m-1", cluster="m", state="running", started=1.0, hosts=("a", "b"),
+                   checked=json.loads(json.dumps(checked)))  # as run.json reads it back
+    assert recorded_addresses(info) == {"a": "10.0.0.1", "b": "10.0.0.2"}
+    gpus, cpu = recorded_facts(info)
+    assert gpus == {"a": 2} and cpu == {"a": HostCpuFacts(boot_id="x", cpus=frozenset({0, 1}))}
+    # a host joined since (its address not recorded), or an older corral's record: every
+    # host is checked again
+    assert recorded_addresses(RunInfo(run_id="m-1", cluster="m", state="running", started=1.0,
+                                      hosts=("a", "b", "c"), checked=checked)) is None
+    assert recorded_addresses(RunInfo(run_id="m-1", cluster="m", state="running", started=1.0,
+                                      hosts=("a", "b"), checked=RECORDED)) is None
