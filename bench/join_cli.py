@@ -10,12 +10,18 @@ command (the events' clock) and the events of the run:
 - the ``joined`` event's ``phases`` (``check``, ``push``, ``start``: the joiner's start, from its
   launcher to its announcement; ``admission``: from the announcement to its first step).
 
+After each join, beside the same run, a bare ``torchrun --standalone`` start of one gloo rank
+(the process group made, one barrier, the end) is timed, and the run's step time read from
+rank 0's events: the issue's goal for the joiner (``start`` + ``admission``) is at most a bare
+start + the state ÷ the link + one step (the hosts here share a machine: no link to cross).
+
     python bench/join_cli.py [--rounds N] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -87,6 +93,29 @@ def one_join(path: Path, run_dir: Path) -> dict[str, Any]:
             "phases": joined.get("phases") or {}, "load": os.getloadavg()[0]}
 
 
+BARE_RANK = ("import time\nimport torch.distributed as dist\n"
+             "dist.init_process_group('gloo')\ndist.barrier()\nprint(time.time(), flush=True)\n"
+             "dist.destroy_process_group()\n")
+
+
+def bare_start(folder: Path) -> float:
+    """Seconds from a bare ``torchrun --standalone`` start of one gloo rank to the rank past
+    its first barrier (what the joiner's ``start`` phase counts: its launcher to its group)."""
+    script = folder / "bare_rank.py"
+    script.write_text(BARE_RANK, encoding="utf-8")
+    began = time.time()
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node=1", str(script)], check=True, capture_output=True,
+                          text=True, timeout=WAIT_S, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return float(done.stdout.split()[-1]) - began
+
+
+def step_time(run_dir: Path) -> float:
+    """The median seconds between rank 0's last 20 steps."""
+    times = [e["t"] for e in events(run_dir, 0) if e["event"] == "step"][-21:]
+    return statistics.median(b - a for a, b in itertools.pairwise(times))
+
+
 def spread(values: list[float]) -> str:
     return (f"median {statistics.median(values):.2f} s "
             f"(min {min(values):.2f}, max {max(values):.2f}, n={len(values)})")
@@ -107,17 +136,28 @@ def main() -> int:
         try:
             wait("step 5", lambda: any(e["event"] == "step" and e["step"] >= 5
                                        for e in events(run_dir, 0)), run_dir)
-            joins = [one_join(path, run_dir) for _ in range(args.rounds)]
+            joins = []
+            for _ in range(args.rounds):  # a join, then a bare start beside the same run
+                joins.append(one_join(path, run_dir))
+                joins[-1]["bare_start_s"] = bare_start(Path(folder))
+                joins[-1]["step_s"] = step_time(run_dir)
         finally:
             subprocess.run([sys.executable, "-m", "console", "-c", str(path), "stop",
                             found.group(1)], capture_output=True, timeout=WAIT_S,
                            cwd=folder, env={**os.environ, "HOME": folder,
                                             "PYTHONPATH": str(REPO)})
-    for name in ("command_s", "admitted_s", "first_step_s"):
+    for name in ("command_s", "admitted_s", "first_step_s", "bare_start_s", "step_s"):
         print(f"{name}: {spread([j[name] for j in joins])}")
     for phase in sorted({k for j in joins for k in j["phases"]}):
         took = [j["phases"][phase] for j in joins if phase in j["phases"]]
         print(f"phase {phase}: {spread(took)}")
+    own = [j["phases"]["start"] + j["phases"]["admission"] for j in joins
+           if {"start", "admission"} <= set(j["phases"])]
+    goal = [j["bare_start_s"] + j["step_s"] for j in joins]
+    if own:
+        ratio = statistics.median(own) / statistics.median(goal)
+        print(f"the joiner's start to its first step: {spread(own)}; goal (a bare start + one "
+              f"step): {spread(goal)}; ratio {ratio:.2f}")
     print(f"state_bytes: {[j['state_bytes'] for j in joins]}; load: "
           f"{[round(j['load'], 1) for j in joins]}")
     if args.json:
