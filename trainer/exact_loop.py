@@ -46,6 +46,7 @@ from trainer.step.batch_order import GlobalBatchOrder, share_seconds
 from trainer.step.batches import collated
 from trainer.step.optim import optimizer_step, state_fields
 from trainer.step.prefetch import BatchPrefetcher, prefetch_wanted
+from trainer.step.slice_moves import slice_moves
 from trainer.step.slowdown import SlowdownSchedule
 from trainer.step.solo import solo_fields, split_and_solo
 from trainer.step.step_records import RunProgress, StepDone, TimedStep
@@ -96,16 +97,16 @@ class Trainer:
             raise UsageError(f"the {config.task} task has no parameter to train")
         self.optim_step = optimizer_step(config, self.parameters, rank=rank, world=world,
                                          device=device, total_steps=run.total_steps,
-                                         live=membership is not None)
+                                         joining=self.group.joining is not None)
         self.optimizer = self.optim_step.saved  # sharded: the slices seen whole
+        self.moves = slice_moves(config, self.optim_step, device, self.group)
         resumed_split, balancer_state, resumed_from = restore(
             resume(config, rank=rank, device=device), model=self.model,
             optimizer=self.optimizer, load_training=self.optim_step.load_state_dict, run=run,
             world=world, policy=config.policy)
 
         # -- 4. The first split: given, equal, or from capacities (profiles or a warm-up) ----
-        # A joiner takes the split of the generation that admits it (no collective here: the
-        # others are already training).
+        # A joiner takes its admitting generation's split (no collective: the others train).
         joining = self.group.joining
         first_split = joiner_capacity(config, world, joining.split) if (
             joining is not None) else split_and_solo(
@@ -180,7 +181,8 @@ class Trainer:
     def reform(self) -> None:
         """What depends on the group and this rank's place in it, made whole (at the start
         and at each membership generation): DDP, the tally, the active set, the balancer, the
-        runner, the evaluator, the checkpointer."""
+        runner, the evaluator, the checkpointer; a change's sharded state re-sliced."""
+        self.moves.reslice(self.rank, self.world, joining=self.group.joining is not None)
         loop = LoopParts(task=self.task, order=self.order, model=self.model,
                          parameters=self.parameters, optim_step=self.optim_step,
                          device=self.device, events=self.events, run=self.run,
@@ -197,7 +199,7 @@ class Trainer:
     def load_training_state(self, state: dict[str, Any]) -> None:
         """Another rank's ``training_state``, loaded as a resume loads a checkpoint (this
         rank's newest checkpoint stays its own)."""
-        run = self.run
+        run, state = self.run, self.moves.training_state(state)  # sharded: the whole state
         kept_checkpoint = run.checkpoint, run.checkpoint_step
         restore(("", state), model=self.model, optimizer=self.optimizer,
                 load_training=self.optim_step.load_state_dict, run=run, world=self.world,
@@ -343,8 +345,7 @@ class Trainer:
         losses = [LossTally(loss_sum=t.loss_sum, units=t.units) for t in tallies]
         report_step(
             self.events, rank=self.rank, step=run.step, epoch=self.order.epoch_of(run.step),
-            local_batch=share, tallies=losses, step_s=step_s,
-            compute_s=done.compute_s,
+            local_batch=share, tallies=losses, step_s=step_s, compute_s=done.compute_s,
             optimizer=OptimizerFacts(lr=outcome.lr, grad_norm=outcome.grad_norm,
                                      scaler_skipped=outcome.skipped, loss_scale=outcome.scale),
             passes=passes(share, self.place.micro_batch[self.rank]),
@@ -360,20 +361,18 @@ class Trainer:
         """Rank 0: every rank's compute time, paired with the split of the step it timed (a
         GPU rank's tally carries the step before's: trainer/step/tally.py)."""
         current, before = (self.run.step, tuple(self.run.split)), done.timed_before
-        tallies = done.tallies
-        for step, split, seconds in timed_steps(tallies, [current] if before is None
+        for step, split, seconds in timed_steps(done.tallies, [current] if before is None
                                                 else [current, (before.step, before.split)]):
             tokens = (self.order.rank_tokens(step, split)
                       if self.order.item_tokens is not None else None)
             balancer.observe(split, seconds if tokens is None  # per share of tokens
                              else share_seconds(seconds, tokens, split))
         if before is not None:  # the tallies carry the step before's exchange
-            balancer.observe_exchange(before.split, [t.exchange_s for t in tallies])
+            balancer.observe_exchange(before.split, [t.exchange_s for t in done.tallies])
 
     def _evaluate(self) -> None:
         """The held-out set, when due (every rank at the same steps: it is collective)."""
-        run = self.run
-        evaluator = self.built.evaluator
+        run, evaluator = self.run, self.built.evaluator
         if evaluator is not None and evaluator.due(run.step, run.total_steps):
             evaluator.run(run.step, run.split)
 

@@ -22,8 +22,9 @@ def membership_refusal(config: ClusterConfig, code: UserCode | None = None) -> s
     live_membership = false`` (with ``on_host_loss = "continue"``, its hot path: a lost host is
     left behind by the survivors instead of a restart); never for a script run as is (it
     restarts from its own checkpoint on a change of hosts) nor with ``outer_overlap`` (an
-    exchange still under way crosses every round's end) nor with ``shard_state`` sharded (a
-    slice is not moved live; the restart's resume re-slices the checkpoint's state). Without
+    exchange still under way crosses every round's end). A sharded run (``shard_state``) has it:
+    a planned leave or a join re-slices the state live, a lost host restarts it
+    (``hot_path_refusal``: its slice is lost with it). Without
     the port, ``corral leave`` and ``join`` refuse the run and a lost host takes the restart at
     once instead of waiting for the survivors. A script that uses the DDP helper gets the port:
     its hosts leave and join live (a lost host still restarts it: ``hot_path_refusal``), and
@@ -35,9 +36,6 @@ def membership_refusal(config: ClusterConfig, code: UserCode | None = None) -> s
                 "`trainer.integrations.ddp.Shares`, and the HF/TRL opt-in join and leave live)")
     if run.exchange != "exact" and run.outer_overlap:
         return "`outer_overlap = true`: an exchange under way crosses every round's end"
-    if run.shard_state != "replicate":  # a restart resumes it re-sliced for the survivors
-        return (f'`shard_state = "{run.shard_state}"`: a leaving host\'s slice of the state '
-                "is not moved live yet")
     if not run.live_membership:
         return "`[run] live_membership = false`"
     first = config.hosts[0].name if config.hosts else None

@@ -108,6 +108,10 @@ def hot_path_refusal(config: ClusterConfig, info: RunInfo, host: str) -> str | N
     if config.run.script is not None:  # the DDP helper: its collectives fail in the script
         return ("a script's collectives fail inside its own code, where no step can be redone: "
                 "it restarts from its own checkpoint (planned leaves and joins are live)")
+    if config.run.shard_state != "replicate":
+        return (f'shard_state = "{config.run.shard_state}": a lost host\'s slice of the '
+                "optimizer state is lost with it, so the run restarts from its newest "
+                "checkpoint, re-sliced (planned leaves and joins are live)")
     if not info.membership_port:
         return ("the run has no live membership: "
                 + (membership_refusal(config) or "it was launched before corral had it"))
@@ -130,6 +134,10 @@ def host_loss_line(config: ClusterConfig, membership_port: int | None) -> str:
         return (f"a lost host other than {master} is dropped and the script restarts on the "
                 "others from its own checkpoint; hosts leave and join live (`corral leave`, "
                 "`corral join`: the DDP helper, the HF/TRL opt-in)")
+    if membership_port and run.shard_state != "replicate":
+        return (f"a lost host other than {master} is dropped and the run restarts on the "
+                "others from its newest checkpoint, re-sliced (its slice of the sharded state "
+                "is lost with it); hosts leave and join live (`corral leave`, `corral join`)")
     if membership_port:
         return (f"a lost host other than {master} is left behind by the others in their own "
                 "processes (live membership; `live_membership = false`: a restart instead)")

@@ -96,8 +96,8 @@ HEAD = ('[cluster]\nname = "m"\n\n[[hosts]]\nname = "a"\naddress = "local"\n\n'
     ('on_host_loss = "continue"\nscript = "train.py"', False, "a script run as is"),
     ('on_host_loss = "continue"\nlive_membership = true\nscript = "train.py"', False,
      "a script run as is"),
-    ('on_host_loss = "continue"\nshard_state = "optimizer"', False,
-     'shard_state = "optimizer"'),  # the restart resumes the state re-sliced
+    # Sharded: a leave and a join re-slice the state live; a loss restarts (line below).
+    ('on_host_loss = "continue"\nshard_state = "optimizer"', True, None),
 ])
 def test_a_run_has_a_membership_port_as_cluster_toml_derives_it(
         tmp_path: Path, run: str, port: bool, why: str | None) -> None:
@@ -112,6 +112,13 @@ def test_a_run_has_a_membership_port_as_cluster_toml_derives_it(
         said = 'a lost host fails the run (on_host_loss = "stop")'
         assert line == (said + "; hosts leave and join live (`corral leave`, `corral join`)"
                         if port else said)
+    elif "shard_state" in run:  # its lost slice: the restart, re-sliced on resume
+        assert line.startswith("a lost host other than a is dropped and the run restarts")
+        assert "sharded state" in line and "corral leave" in line
+        info = RunInfo(run_id="r", cluster="m", state="running", started=0.0,
+                       hosts=("a", "b"), membership_port=31000)
+        assert "restarts from its newest checkpoint" in (hot_path_refusal(config, info, "b")
+                                                         or "")
     elif port:
         assert line.startswith("a lost host other than a is left behind by the others in "
                                "their own processes")

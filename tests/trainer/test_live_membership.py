@@ -22,10 +22,16 @@ PREFETCH = ("--prefetch", "on")
 ranks, and what was read ahead for the old place must not be trained on."""
 
 
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted process's run of ``FLAGS`` (one launch for the module's tests)."""
+    run_dir = tmp_path_factory.mktemp("alone")
+    check(launch(1, *FLAGS, "--run-dir", str(run_dir)))
+    return run_dir
+
+
 def test_a_join_a_leave_a_kill_and_refusals_end_with_one_process_parameters(
-        tmp_path: Path) -> None:
-    alone = tmp_path / "alone"
-    check(launch(1, *FLAGS, "--run-dir", str(alone)))
+        tmp_path: Path, alone: Path) -> None:
     with live_run(tmp_path / "live", (*FLAGS, *SLOW, *PREFETCH, "--split", "12,10,10"),
                   ("h0", "h1", "h2")) as run:
         run.join("h3")
@@ -58,4 +64,25 @@ def test_a_join_a_leave_a_kill_and_refusals_end_with_one_process_parameters(
             assert pid_of(run.events(member)) == [run.ranks[member].pid]
             steps = [e["step"] for e in run.events(member) if e["event"] == "step"]
             assert steps == list(range(1, 61))  # each step once: the lost one redone
+        assert max_rel_diff(final_params(alone), final_params(run.run_dir)) <= 1e-6
+
+
+def test_a_sharded_run_re_slices_its_state_live_on_a_join_and_a_planned_leave(
+        tmp_path: Path, alone: Path) -> None:
+    # Budgets 1:2 and a joiner's 3: each change cuts the optimizer state anew, the leaver's
+    # slice moved to the others, the joiner given one; one process's parameters at the end.
+    sharded = ("--shard-state", "gradients", "--state-budget", "1,2")
+    with live_run(tmp_path / "live", (*FLAGS, *SLOW, *sharded, "--split", "20,12"),
+                  ("h0", "h1")) as run:
+        run.join("h2", "--state-budget", "3")
+        changes = run.membership
+        run.wait_for("h2 joined", lambda: any(e["change"] == "joined" for e in changes()))
+        run.ask_leave("h1")
+        run.wait_for("h1 left", lambda: any(e.get("cause") == "asked" for e in changes()))
+        run.finish()
+        assert [(e["change"], e["hosts"]) for e in changes()] == [("joined", ["h2"]),
+                                                                  ("left", ["h1"])]
+        assert run.events(1)[-1]["status"] == "left"
+        for member in (0, 2):  # each slice's owner stepped to the end
+            assert max(e["step"] for e in run.events(member) if e["event"] == "step") == 60
         assert max_rel_diff(final_params(alone), final_params(run.run_dir)) <= 1e-6

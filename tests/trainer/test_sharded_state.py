@@ -14,7 +14,6 @@ import torch.distributed as dist
 from torch import nn
 from trainer_runs import check, cut_back_to, final_params, launch, max_rel_diff, start_group
 
-from profiles.user_errors import UsageError
 from trainer.settings.train_config import TrainConfig
 from trainer.step import grad_buckets, shards
 from trainer.step.optim import OptimizerStep, make_optimizer
@@ -45,11 +44,17 @@ def test_a_cpu_rank_s_budget_is_its_share_of_the_host_s_available_memory(
     assert 0 < shards.host_available_bytes() < float("inf")  # /proc/meminfo read
 
 
-def test_sharded_state_with_live_membership_is_refused_naming_the_fix() -> None:
-    config = TrainConfig(shard_state="optimizer")
-    with pytest.raises(UsageError, match=r"live membership.*--shard-state replicate"):
-        shards.make_shards(config, [nn.Parameter(torch.zeros(3))], rank=0, world=1,
-                           device=torch.device("cpu"), live=True)
+def test_a_joiner_holds_the_whole_vector_until_its_generation_re_slices_it() -> None:
+    # A joiner gathers no budget (the run is mid-step); the forming cuts it with the others'.
+    config = TrainConfig(shard_state="gradients", state_budget=(3.0,))
+    params = [nn.Parameter(torch.arange(6.0)), nn.Parameter(torch.arange(4.0))]
+    state = shards.make_shards(config, params, rank=3, world=4, device=torch.device("cpu"),
+                               joining=True)
+    assert state is not None and state.owned == 10 and state.own_budget == 3 * shards.GIB
+    state.reslice(3, 4, [1.0, 2.0, 4.0, 3.0])
+    assert state.bounds[3] == (7, 10) and state.master.tolist() == [1.0, 2.0, 3.0]
+    state.master.data.add_(1.0)  # the slice still updates the parameters in place
+    assert params[1].tolist() == [0.0, 2.0, 3.0, 4.0]
 
 
 def _model() -> nn.Module:

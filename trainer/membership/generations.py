@@ -82,6 +82,12 @@ class Generations:
 
     live = True
     """Whether the group can change (``FixedGroup``: False)."""
+    before_change: Callable[[], None] | None = None
+    """Called on every member of the old group, the leaver too, when a boundary decides a
+    change, while that group still stands (sharded state: the slices gathered)."""
+    after_change: Callable[[], None] | None = None
+    """Called on every member of a new generation once its training state was sent and loaded
+    (sharded state: the whole state let go)."""
 
     @property
     def generation(self) -> Generation | None:
@@ -153,10 +159,12 @@ class Generations:
                                       self.global_batch, self.events)
         if plan is None:
             return True
-        if membership.member not in plan.generation.members:
-            self._leave()
-            return False
         try:
+            if self.before_change is not None:
+                self.before_change()
+            if membership.member not in plan.generation.members:
+                self._leave()
+                return False
             self._form(plan, seen)
         except RuntimeError as exc:  # a member lost while the generation formed
             membership.unfinished(plan, self.events)
@@ -211,6 +219,8 @@ class Generations:
                                           self.membership.rank, self.device)
             if state is not None:
                 self.loop.load_training_state(state)
+        if self.after_change is not None:
+            self.after_change()
         self.membership.changed(plan, seen, sent)
 
     def _leave(self) -> None:
@@ -223,6 +233,8 @@ class FixedGroup:
     is the run's failure; there is no boundary change, no joiner, nothing in the tally."""
 
     live = False
+    before_change: Callable[[], None] | None = None
+    after_change: Callable[[], None] | None = None
     generation: Generation | None = None
     joining: NextGeneration | None = None
     flags: Callable[[], tuple[float, float]] | None = None

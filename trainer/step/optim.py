@@ -208,10 +208,11 @@ class OptimizerStep:
 
 def optimizer_step(config: TrainConfig, parameters: list[nn.Parameter], *, rank: int,
                    world: int, device: torch.device, total_steps: int,
-                   live: bool = False) -> OptimizerStep:
+                   joining: bool = False) -> OptimizerStep:
     """The optimizer and its step, over every parameter or, under ``shard_state``, over this
     rank's slice (trainer/step/shards.py; collective then: the budgets are gathered)."""
-    shards = make_shards(config, parameters, rank=rank, world=world, device=device, live=live)
+    shards = make_shards(config, parameters, rank=rank, world=world, device=device,
+                         joining=joining)
     optimizer = make_optimizer(config, parameters if shards is None else [shards.master])
     return OptimizerStep(config, optimizer, parameters, device, world, total_steps,
                          shards=shards)

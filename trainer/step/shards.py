@@ -137,6 +137,18 @@ class ShardedState:
         for p, view in zip(self.parameters, _views(self.flat, self.parameters), strict=True):
             view.copy_(p.detach())
             p.data = view  # the parameter now lives in the flat vector; its old copy is freed
+        self.buckets: GradBuckets | None = None
+        self.own_budget = float(budgets[rank])
+        """This process's budget, kept when a change of membership moves it to another rank."""
+        self.reslice(rank, world, budgets)
+
+    def reslice(self, rank: int, world: int, budgets: Sequence[float]) -> None:
+        """This rank's slice (``rank`` of ``world``) cut anew by ``budgets`` (every rank's, in
+        rank order): a change of membership. The parameters stay; the caller makes the
+        optimizer over the new ``master`` and loads its state (trainer/step/slice_moves.py)."""
+        if self.buckets is not None:
+            self.buckets.remove()  # the old cut's hooks off the parameters
+        self.rank, self.world = rank, world
         self.bounds = slice_bounds(self.flat.numel(), budgets)
         self.budgets = tuple(budgets)
         lo, hi = self.bounds[rank]
@@ -144,7 +156,7 @@ class ShardedState:
         """This rank's slice of the parameters, as the one parameter its optimizer steps (it
         shares the flat vector's storage: an update is the parameters' update)."""
         self.buckets = (GradBuckets(self.parameters, self.bounds, rank, world)
-                        if stage == "gradients" else None)
+                        if self.stage == "gradients" else None)
         """Stage 2: the gradients reduced bucket by bucket during the backward and freed
         (trainer/step/grad_buckets.py); stage 1 keeps the flat gradient whole."""
         self.grad = torch.zeros_like(self.flat) if self.buckets is None else self.flat[:0]
@@ -226,16 +238,17 @@ def _views(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> Iterator[torch.T
 
 
 def make_shards(config: TrainConfig, parameters: Sequence[nn.Parameter], *, rank: int,
-                world: int, device: torch.device, live: bool = False) -> ShardedState | None:
+                world: int, device: torch.device, joining: bool = False) -> ShardedState | None:
     """The sharded state ``config.shard_state`` asks for (None: ``replicate``), sliced by every
     rank's budget: ``state_budget`` when given, else measured here; gathered (collective over
-    the world). UsageError with live membership (``live``): not yet."""
+    the world). A joiner (``joining``) gathers nothing here, the run being mid-step: it holds
+    the whole vector until the generation that admits it re-slices (``SliceMoves``)."""
     if config.shard_state == "replicate":
         return None
-    if live:
-        raise UsageError(f"--shard-state {config.shard_state} does not work with live "
-                         "membership yet: use --shard-state replicate")
     own = own_budget(config, rank, device)
+    if joining:
+        return ShardedState(parameters, rank=0, world=1, budgets=[own],
+                            stage=config.shard_state)
     budgets = [row[0] for row in all_gather_floats([own], device)] if world > 1 else [own]
     return ShardedState(parameters, rank=rank, world=world, budgets=budgets,
                         stage=config.shard_state)
