@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # What scripts/test.sh runs beside its parallel and serial phases, at the lowest CPU priority: the
-# type check (mypy) and, unless CORRAL_TORCH_MATRIX=off, the torch matrix's fast tests: once its
-# environments are built (scripts/torch_matrix.sh waits for the builds scripts/test.sh started, or
-# builds what is missing: mostly downloading and unpacking, so the type check runs meanwhile), the
-# fast tests of the code that runs on torch (tests/tiers.py: TORCH_MATRIX_PATHS) on each torch
-# release the matrix provides, the releases side by side (scripts/matrix_tests.sh).
+# type check (mypy) and, unless CORRAL_TORCH_MATRIX=off, the wait for the torch matrix's
+# environments (scripts/torch_matrix.sh waits for the builds scripts/test.sh started, or builds
+# what is missing: mostly downloading and unpacking, so the type check runs meanwhile). The
+# matrix's tests run after the serial phase (scripts/matrix_tests.sh says why).
 # PY names the main environment's python; arguments go to every pytest run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +19,4 @@ fi
 echo "corral: the type check"
 wait "$types_pid" || failed=1
 cat "$types_log"
-# After the type check, as before, the matrix's fast tests (scripts/matrix_tests.sh; its slow
-# ones run after the serial phase, scripts/test.sh).
-PY="$PY" bash scripts/matrix_tests.sh "not slow" "$@" || failed=1
 exit $failed

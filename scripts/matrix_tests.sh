@@ -3,11 +3,10 @@
 # newest torch corral admits), the releases side by side, each in its own log, said in order:
 # the tests under tests/tiers.py's TORCH_MATRIX_PATHS that MARKS selects.
 #   PY=... bash scripts/matrix_tests.sh MARKS [PYTEST-ARGS...]
-# scripts/beside_tests.sh runs the fast ones ("not slow") beside the parallel phase, at the
-# lowest CPU priority: they start no process, so a starved one only takes longer. scripts/test.sh
-# runs the slow ones ("torch_matrix": exactness, resume, micro-batches) after the serial phase at
-# the normal priority: they start ranks and wait on them with deadlines, which an idle CPU group
-# beside a full parallel phase starves past (CI's run of stop 86: three timed out).
+# scripts/test.sh runs them all ("not slow or torch_matrix": the fast ones, and the slow ones of
+# exactness, resume and micro-batches) after the serial phase, at the normal priority: many start
+# a rank or a torch import with a deadline, which an idle CPU group beside a full parallel phase
+# starves past (CI's runs of stop 86: three slow ones timed out there, then two fast ones).
 # CORRAL_TORCH_MATRIX=off runs nothing.
 set -uo pipefail
 cd "$(dirname "$0")/.."

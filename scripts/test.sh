@@ -16,11 +16,12 @@
 # machine missed"), the type check beside them.
 # Beside the parallel and serial phases, at the lowest CPU priority (scripts/lowest.sh: only the
 # CPU the tests leave idle, where the machine allows it; scripts/beside_tests.sh), the type check
-# and the torch matrix's fast tests: those of the code that runs on torch (tests/tiers.py:
-# TORCH_MATRIX_PATHS) on the floor and the newest torch corral admits, each in a virtual
-# environment of its own that scripts/torch_matrix.sh builds once (about 4.5 GB each) and reuses;
-# after the serial phase, at the normal priority, the matrix's slow tests (marked torch_matrix:
-# exactness, resume, micro-batches). CORRAL_TORCH_MATRIX=off leaves the matrix out.
+# and the builds of the torch matrix's environments: the floor and the newest torch corral
+# admits, each in a virtual environment of its own that scripts/torch_matrix.sh builds once
+# (about 4.5 GB each) and reuses. After the serial phase, at the normal priority, the matrix's
+# tests: the fast tests of the code that runs on torch (tests/tiers.py: TORCH_MATRIX_PATHS) and
+# the slow ones marked torch_matrix (exactness, resume, micro-batches).
+# CORRAL_TORCH_MATRIX=off leaves the matrix out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Python caches corral's compiled modules (and pytest its rewritten test modules) in
@@ -140,9 +141,8 @@ if $fast; then  # the type check beside the tests, at the lowest CPU priority
     exit $failed
 fi
 # Beside the parallel phase, at the lowest CPU priority (scripts/lowest.sh: it takes only what
-# the tests leave idle), scripts/beside_tests.sh runs the type check and the torch matrix, once the
-# matrix's environments are built (the builds above; scripts/torch_matrix.sh waits on their
-# lock). It starts before the lint, in a session of its own ended with this script however
+# the tests leave idle), scripts/beside_tests.sh runs the type check and waits for the matrix's
+# environments (the builds above; scripts/torch_matrix.sh waits on their lock). It starts before the lint, in a session of its own ended with this script however
 # this ends. It goes on beside the serial tests, which use about one core of two (they wait on
 # emulated slow devices), but not beside those marked alone: those run once it has ended
 # (tests/tiers.py says which, and why).
@@ -174,25 +174,25 @@ fi
 phase "$PY" -m "serial and not alone" "$@" "${serial_files[@]}" || failed=1
 bash scripts/leftovers.sh sweep "$tests_group" $$ "the serial phase"
 part_done "serial phase"
-echo "corral: the type check and the torch matrix (they ran beside the tests)"
+echo "corral: the type check and the torch matrix's builds (they ran beside the tests)"
 # Nothing else runs now: what ran beside the tests gets the normal weight, and a bounded time
-# (CORRAL_BESIDE_WAIT_S, 1500 s: a fresh machine's matrix builds and tests take a fraction),
+# (CORRAL_BESIDE_WAIT_S, 1500 s: a fresh machine's matrix builds take a fraction),
 # past which what is still running is listed and ended, and the run fails saying so.
 bash scripts/lowest.sh raise "$idle_group"
 beside_deadline=$((SECONDS + ${CORRAL_BESIDE_WAIT_S:-1500}))
-bounded_wait "$beside_pid" "$beside_deadline" "the type check or the torch matrix" || failed=1
+bounded_wait "$beside_pid" "$beside_deadline" "the type check or the wait for the matrix's builds" || failed=1
 beside_pid=
 if [ -n "$builds_pid" ]; then
     bounded_wait "$builds_pid" "$beside_deadline" "the torch matrix's builds" || failed=1
     builds_pid=
 fi
-part_done "the wait for the type check and the torch matrix"
+part_done "the wait for the type check and the matrix's builds"
 cat "$builds_log" "$beside_log"
-# The torch matrix's slow tests (marked torch_matrix), at the normal priority: they start ranks
-# and wait on them with deadlines (scripts/matrix_tests.sh says why not beside the tests).
-PY="$PY" bash scripts/matrix_tests.sh torch_matrix "$@" || failed=1
-bash scripts/leftovers.sh sweep "$tests_group" $$ "the torch matrix's slow tests"
-part_done "the torch matrix's slow tests"
+# The torch matrix's tests, at the normal priority: many start ranks or import torch in a
+# process they wait on with a deadline (scripts/matrix_tests.sh says why not beside the tests).
+PY="$PY" bash scripts/matrix_tests.sh "not slow or torch_matrix" "$@" || failed=1
+bash scripts/leftovers.sh sweep "$tests_group" $$ "the torch matrix"
+part_done "the torch matrix"
 # Those marked alone, with nothing beside them.
 phase "$PY" -m alone "$@" "${serial_files[@]}" || failed=1
 bash scripts/leftovers.sh sweep "$tests_group" $$ "the tests marked alone"

@@ -13,18 +13,16 @@ fails, naming the command
 ``scripts/test.sh`` runs the tests one more at a time than the machine has cores (pytest-xdist:
 three on two cores), except those marked ``serial`` by hand, which run afterwards one at a time:
 every test whose verdict rests on measured speed (throughput comparisons, balancer moves, step
-times judged). The type check and the torch matrix finish beside them in the idle CPU group
-(``scripts/lowest.sh``: a waking test process takes its core back at once), except beside those
-marked ``alone``, which run last, with nothing at all beside them: a verdict that compares
+times judged). The type check and the torch matrix's builds finish beside them in the idle CPU
+group (``scripts/lowest.sh``: a waking test process takes its core back at once), except beside
+those marked ``alone``, which run last, with nothing at all beside them: a verdict that compares
 throughput across runs (the idle work may end between them) or a rank pinned to its core against
 the emulated speed of another (the idle work shares the machine's caches with it; it moved such a
 ratio from at least 1.5 to 1.37, docs/benchmarks/ci-time.md "CI's time, round 6: what runs beside
-the
-tests"). Tests of wall-clock limits (a hang limit, a lost host, a link cut past a silence limit)
-run in the parallel phase: their limits and run lengths leave room for the tests beside them
+the tests"). Tests of wall-clock limits (a hang limit, a lost host, a link cut past a silence
+limit) run in the parallel phase: their limits and run lengths leave room for the tests beside them
 (each passed twice beside two heavy test files, docs/benchmarks/ci-time.md "The full suite from a
-clean clone
-(issue 39)").
+clean clone (issue 39)").
 Netns tests run in parallel like the rest: each box has
 namespaces, a bridge and veths named after its process and nothing in the root namespace, so
 two boxes never meet. A serial test is in the slow tier, so ``--fast`` is one parallel run
