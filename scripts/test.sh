@@ -142,8 +142,8 @@ if $fast; then  # the type check beside the tests, at the lowest CPU priority
 fi
 # Beside the parallel phase, at the lowest CPU priority (scripts/lowest.sh: it takes only what
 # the tests leave idle), scripts/beside_tests.sh runs the type check and waits for the matrix's
-# environments (the builds above; scripts/torch_matrix.sh waits on their lock). It starts before the lint, in a session of its own ended with this script however
-# this ends. It goes on beside the serial tests, which use about one core of two (they wait on
+# environments (the builds above; scripts/torch_matrix.sh waits on their lock). It starts
+# before the lint, in a session of its own ended with this script however this ends. It goes on beside the serial tests, which use about one core of two (they wait on
 # emulated slow devices), but not beside those marked alone: those run once it has ended
 # (tests/tiers.py says which, and why).
 PY="$PY" setsid -w bash scripts/lowest.sh run "$idle_group" \
@@ -180,7 +180,8 @@ echo "corral: the type check and the torch matrix's builds (they ran beside the 
 # past which what is still running is listed and ended, and the run fails saying so.
 bash scripts/lowest.sh raise "$idle_group"
 beside_deadline=$((SECONDS + ${CORRAL_BESIDE_WAIT_S:-1500}))
-bounded_wait "$beside_pid" "$beside_deadline" "the type check or the wait for the matrix's builds" || failed=1
+bounded_wait "$beside_pid" "$beside_deadline" "the type check or the wait for the matrix's builds" \
+    || failed=1
 beside_pid=
 if [ -n "$builds_pid" ]; then
     bounded_wait "$builds_pid" "$beside_deadline" "the torch matrix's builds" || failed=1
