@@ -165,6 +165,20 @@ class ScriptRanks(LiveRun):
                  *self.flags, *flags], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+CUT_OFF_FLAGS = ("--samples", "256", "--global-batch", "24", "--steps", "5000", "--seed", "7",
+                 "--lr", "0.02", "--checkpoint-every", "0", "--slowdown", "3")
+"""A long three-host run, slowed: a host cut off mid-run is taken out well before its end."""
+
+
+def cut_off_run(run_dir: Path, box: Any) -> Any:
+    """``live_run`` of ``CUT_OFF_FLAGS`` on the network-namespace ``box``'s three nodes
+    (h0..h2, the master on the first), for tests that cut h2 off mid-run."""
+    n1, n2, n3 = box.nodes
+    places = {"h0": Place(n1.netns, n1.ifname), "h1": Place(n2.netns, n2.ifname),
+              "h2": Place(n3.netns, n3.ifname)}
+    return live_run(run_dir, CUT_OFF_FLAGS, ("h0", "h1", "h2"), places, master_addr=n1.address)
+
+
 @contextmanager
 def live_run(run_dir: Path, flags: Sequence[str], hosts: Sequence[str],
              places: dict[str, Place] | None = None, master_addr: str = "127.0.0.1"

@@ -34,15 +34,10 @@ def _iptables(namespace: str, *rule: str) -> None:
 @pytest.mark.slow
 def test_a_rank_the_run_went_on_without_ends_once_it_reaches_the_store_again(
         tmp_path: Path, box: netns.NetnsCluster) -> None:
-    from membership_runs import Place, live_run
+    from membership_runs import cut_off_run
 
-    n1, n2, n3 = box.nodes
-    places = {"h0": Place(n1.netns, n1.ifname), "h1": Place(n2.netns, n2.ifname),
-              "h2": Place(n3.netns, n3.ifname)}
-    flags = ("--samples", "256", "--global-batch", "24", "--steps", "5000", "--seed", "7",
-             "--lr", "0.02", "--checkpoint-every", "0", "--slowdown", "3")
-    with live_run(tmp_path / "live", flags, ("h0", "h1", "h2"), places,
-                  master_addr=n1.address) as run:
+    n3 = box.nodes[2]
+    with cut_off_run(tmp_path / "live", box) as run:
         run.wait_for("three steps", lambda: run.steps_done() >= 3)
         cut = run.ranks[2]
         run.killed.append(cut)  # it is expected to end: not a failure of the run

@@ -140,6 +140,20 @@ def script_generations(membership: Membership, loop: Any, run: ScriptRun, *, tot
     return progress, group
 
 
+def still_in(loop: Any, step: int, rows: list[list[float]]) -> bool:
+    """A script opt-in's step end (``loop``: its ``progress``, ``group``, ``run`` and ``split``):
+    step ``step`` completed with its tally gathered (``rows``, flags last); the driver is armed
+    after the first step, and from ``FIRST_CHANGE_STEP`` on the change the flags ask for is
+    made. False when this rank's host left the run."""
+    loop.progress.step = step
+    if step == 1:
+        loop.group.arm()
+        loop.group.keep_written(loop.run.settings.policy, loop.split)
+    if step < FIRST_CHANGE_STEP or step >= loop.progress.total_steps:
+        return True
+    return bool(loop.group.boundary([Flags(row[-2], row[-1]) for row in rows]))
+
+
 class LiveShares:
     """The DDP helper's side of the generations driver for one rank (``GenerationLoop``):
     ``run`` (its schedule and events), ``sampler`` (its position), ``model()`` (the DDP
@@ -169,13 +183,7 @@ class LiveShares:
     def after_step(self, step: int, rows: list[list[float]]) -> bool:
         """Step ``step`` completed and its tally was gathered (``rows``, flags last): the
         change it asks for, if any. False when this rank's host left."""
-        self.progress.step = step
-        if step == 1:
-            self.group.arm()
-            self.group.keep_written(self.run.settings.policy, self.split)
-        if step < FIRST_CHANGE_STEP or self.progress.step >= self.progress.total_steps:
-            return True
-        if self.group.boundary([Flags(row[-2], row[-1]) for row in rows]):
+        if still_in(self, step, rows):
             return True
         self.sampler.ended = True
         self._alone()

@@ -46,10 +46,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from trainer.integrations.ddp_live import (
-    FIRST_CHANGE_STEP,
     CanonicalReduce,
-    Flags,
     script_generations,
+    still_in,
 )
 from trainer.integrations.run import ScriptRun
 from trainer.integrations.shares import GlobalStepSampler
@@ -141,13 +140,7 @@ class HFLive:
     def after_step(self, step: int, rows: list[list[float]]) -> bool:
         """Step ``step`` completed and its tally was gathered (``rows``, flags last): the
         change it asks for, if any. False when this rank's host left."""
-        self.progress.step = step
-        if step == 1:
-            self.group.arm()
-            self.group.keep_written(self.run.settings.policy, self.split)
-        if step < FIRST_CHANGE_STEP or step >= self.progress.total_steps:
-            return True
-        if self.group.boundary([Flags(row[-2], row[-1]) for row in rows]):
+        if still_in(self, step, rows):
             return True
         self._alone()
         return False
