@@ -1,4 +1,4 @@
-"""One rank of a pooled-memory run (tests/trainer/test_pooled_memory.py,
+"""One rank of a pooled-memory run (tests/trainer/scenarios/test_pooled_memory.py,
 bench/pooled_memory.py): corral's optimizer step (trainer/step/optim.py) over an MLP of
 ``layers`` square ``width`` layers, replicated or sharded (``shard_state``), in a gloo group of
 its own (file store), each rank given its rows of a fixed global batch.

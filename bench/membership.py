@@ -4,7 +4,8 @@
 Each round runs two runs of the same training (simple_cnn on synthetic data, or the tiny LM with
 ``--workload lm``), interleaved, on named local hosts h0, h1, h2 (one rank each, one thread per
 rank, as tests/trainer/membership_runs.py starts them; the join goes through the trainer-level
-join, a joiner launched with ``CORRAL_JOIN``, as tests/trainer/test_live_membership.py does;
+join, a joiner launched with ``CORRAL_JOIN``, as tests/trainer/scenarios/test_live_membership.py
+does;
 ``corral join`` adds its check, push and launch over SSH before that). Both runs checkpoint
 every ``--checkpoint-every`` steps and go through the same three changes:
 

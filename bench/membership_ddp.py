@@ -3,7 +3,8 @@
 
 Each round starts tests/trainer/ddp_live_script.py (an MLP, SGD with momentum, ``--pause``
 seconds of stand-in compute a step) on named local hosts h0, h1, h2, one rank each through
-corral's ``script_main``, as tests/trainer/test_ddp_live.py does; after step ``--leave-at`` the
+corral's ``script_main``, as tests/trainer/scenarios/test_ddp_live.py does; after step
+``--leave-at`` the
 middle host h1 is asked to leave (the file ``corral leave`` writes), and once it left h3 is
 launched to join (its own launch with ``CORRAL_JOIN``; ``corral join`` adds its check, push and
 launch over SSH before that). Every figure comes from the runs' events:

@@ -4,7 +4,7 @@ one that can pays.
 Real torchrun ranks on this machine (gloo, CPU, one thread each), dynamic policy from an equal
 split, each three-rank cluster against the two fast ranks alone on the same model:
 
-(a) slowdowns 1,1,60 on the wide MLP of tests/trainer/test_active_set.py
+(a) slowdowns 1,1,60 on the wide MLP of tests/trainer/scenarios/test_active_set.py
     (examples/tasks/curve.py with hidden=2880, 8.3 M parameters: its gradient exchange
     outweighs its compute at B=24): the slow rank should sit out of the exchange, so the three
     do as well as the two (goal >= 0.97);
@@ -55,7 +55,7 @@ class Case:
 
 WIDE_TASK = ("--task", "examples/tasks/curve.py:build", "--task-option", "hidden=2880",
              "--task-option", "samples=2048", "--lr", "0.0005", "--seed", "3")
-"""The wide MLP of tests/trainer/test_active_set.py."""
+"""The wide MLP of tests/trainer/scenarios/test_active_set.py."""
 CASES = (Case("1,1,60", (1.0, 1.0, 60.0), WIDE_TASK, 24, 0.97),
          Case("1,1,3", (1.0, 1.0, 3.0), (), 96, 1.10))
 

@@ -78,7 +78,8 @@ class FirstInterrupt:
     """While active, a Ctrl-C, SIGTERM or SIGHUP sets ``fired`` and cancels ``task`` (if one
     is set) instead of raising KeyboardInterrupt somewhere unknown or ending corral mid-launch:
     each way out of ``corral run`` then stops a half-launched run or detaches from a running
-    one, and releases the launch lock, within seconds (``tests/remote/test_ways_out_sshd.py``).
+    one, and releases the launch lock, within seconds
+    (``tests/remote/scenarios/test_ways_out_sshd.py``).
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

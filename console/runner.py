@@ -3,7 +3,8 @@
 ``asyncio.run`` waits without limit for every task left when the command returns to finish
 cancelling, and for every thread of the default executor: one task that swallows its
 cancellation, or one thread blocked in a read, would keep ``corral run`` alive after it said
-"detached" (``tests/remote/test_ways_out_sshd.py``). Here the command's own result decides;
+"detached" (``tests/remote/scenarios/test_ways_out_sshd.py``). Here the command's own result
+decides;
 its leftovers get ``TEARDOWN_S`` to end, and a process whose leftovers do not end exits with
 the command's status all the same, after naming what it left behind on stderr.
 

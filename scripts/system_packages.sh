@@ -5,7 +5,7 @@
 # ranks get where a host has it; python3-venv makes the project's .venv), then podman
 # (daemonless) and runc for the container tests, where they can be had; elsewhere those tests
 # skip, saying why; then Chromium, the headless browser of the browser view's test
-# (tests/console/test_serve_browser.py); then fish, zsh, tcsh and locales (worker accounts with other
+# (tests/console/scenarios/test_serve_browser.py); then fish, zsh, tcsh and locales (worker accounts with other
 # login shells, a Latin-1 locale). Their containers.conf (runc, no default ulimits: what podman needs on
 # machines like the CI's) is written by the tests themselves. Nothing to do as another user.
 set -euo pipefail
@@ -38,7 +38,7 @@ if command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then
 fi
 if command -v apt-get >/dev/null && { ! command -v fish >/dev/null || ! command -v zsh >/dev/null \
         || ! command -v tcsh >/dev/null || ! command -v localedef >/dev/null; }; then
-    # Worker accounts with other login shells (tests/remote/test_accounts_sshd.py) and the
+    # Worker accounts with other login shells (tests/remote/scenarios/test_accounts_sshd.py) and the
     # Latin-1 locale the console's tests make with localedef.
     echo "corral: installing fish, zsh, tcsh and locales (the accounts' and locale tests)" >&2
     apt_get install -y -q --no-install-recommends fish zsh tcsh locales >/dev/null 2>&1 \

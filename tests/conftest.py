@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import launch_count
 import pytest
 import tiers
 from hypothesis import settings
-from tiers import heaviest_first, slow_tier_command, tier_markers
+from tiers import heaviest_first, misplaced, slow_tier_command, tier_markers
 
 from trainer.gc_pause import collector_paused
 
@@ -73,15 +72,21 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        markers = tier_markers(Path(str(item.fspath)).name, getattr(item, "fixturenames", ()),
+        markers = tier_markers(str(item.fspath), getattr(item, "fixturenames", ()),
                                gpu=item.get_closest_marker("gpu") is not None,
                                serial=item.get_closest_marker("serial") is not None,
                                alone=item.get_closest_marker("alone") is not None)
         for marker in markers:
             if item.get_closest_marker(marker) is None:
                 item.add_marker(marker)
-    order = heaviest_first([str(item.fspath) for item in items],
-                           [item.get_closest_marker("slow") is not None for item in items])
+    slow = [item.get_closest_marker("slow") is not None for item in items]
+    astray = misplaced([(item.nodeid, str(item.fspath), is_slow)
+                        for item, is_slow in zip(items, slow, strict=True)])
+    if astray:
+        raise pytest.UsageError(
+            f"{len(astray)} slow-tier test(s) outside a scenarios/ folder; move each to its "
+            f"area's scenarios/ (docs/testing.md \"Tiers\"): {', '.join(astray[:5])}")
+    order = heaviest_first([str(item.fspath) for item in items], slow)
     items[:] = [items[i] for i in order]
 
 

@@ -59,11 +59,11 @@ ONE_THING = {
     "bench/lowcomm.py": "one benchmark: the low-communication mode against exact",
     "tests/remote/test_decide.py": "the decider's rows, one table per signal family",
     "tests/remote/test_config_cluster.py": "cluster.toml's sections, one test per rule",
-    "tests/remote/test_reliability_sshd.py": "one module-scoped set of sshd hosts, faults "
-                                            "checked many ways",
+    "tests/remote/scenarios/test_reliability_sshd.py":
+        "one module-scoped set of sshd hosts, faults checked many ways",
     "tests/remote/test_data_sync.py": "the data sync's cases over one local host set",
-    "tests/remote/test_script_run_local.py": "the script front door's runs as one table, "
-                                             "each launched once and checked many ways",
+    "tests/remote/scenarios/test_script_run_local.py":
+        "the script front door's runs as one table, each launched once and checked many ways",
     "tests/trainer/test_balancer.py": "the balancer's policies against simulated clusters",
 }
 """Modules of ``LONG_MODULES_FROM`` lines or more that are one thing, each with why."""

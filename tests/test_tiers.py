@@ -11,6 +11,7 @@ from tiers import (
     LONGEST_MODULES,
     TORCH_MATRIX_PATHS,
     heaviest_first,
+    misplaced,
     slow_tier_command,
     tier_markers,
 )
@@ -75,3 +76,12 @@ def test_the_modules_with_the_most_slow_tests_run_first_each_in_one_piece() -> N
 def test_the_longest_modules_named_are_test_files() -> None:
     names = {p.name for p in (Path(__file__).resolve().parent).rglob("test_*.py")}
     assert [m for m in LONGEST_MODULES if m not in names] == []
+
+
+def test_the_tier_is_the_folder() -> None:
+    assert tier_markers("tests/trainer/scenarios/test_x_runs.py", [], gpu=False) == ["slow"]
+    assert tier_markers("tests/trainer/test_x.py", [], gpu=False) == []
+    tests = [("tests/remote/test_a.py::t", "tests/remote/test_a.py", True),
+             ("tests/remote/test_a.py::u", "tests/remote/test_a.py", False),
+             ("tests/remote/scenarios/test_b.py::t", "tests/remote/scenarios/test_b.py", True)]
+    assert misplaced(tests) == ["tests/remote/test_a.py::t"]

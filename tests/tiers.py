@@ -1,10 +1,10 @@
 """The two test tiers: the fast one (``scripts/test.sh --fast``) and the slow one.
 
-The slow tier is every test marked ``slow``. Tests that need a real sshd or a network namespace
-join it without a marker of their own (``tests/conftest.py`` applies ``tier_markers``): a test
-in a ``*_sshd.py`` or ``*netns*.py`` file, or one using the ``sshd_cluster`` or ``box``
-fixture, is marked ``sshd``/``netns`` and ``slow``; so is every ``gpu`` test. Tests that start
-torchrun or other process groups, or build a large model, carry ``slow`` explicitly.
+The tier is the folder: the slow tier is each area's ``scenarios/`` folder (``SCENARIOS``),
+whose every test ``tests/conftest.py`` marks ``slow``; a slow test anywhere else stops the
+collection (``misplaced``). What makes a test slow besides its folder: a ``*_sshd.py`` or
+``*netns*.py`` file, or the ``sshd_cluster`` or ``box`` fixture (marked ``sshd``/``netns`` and
+``slow``), the ``gpu``, ``serial`` and ``alone`` marks, or ``slow`` written by hand.
 
 A fast test that starts torchrun (or the trainer tests' rank spawner), sshd or a namespace
 fails, naming the command
@@ -58,22 +58,34 @@ the tests of the code that runs on torch. ``test_task_code.py`` loads task files
 import torch; the bench flags train small models."""
 
 
-def tier_markers(file_name: str, fixtures: Collection[str], *, gpu: bool,
+SCENARIOS = "scenarios"
+"""The folder of each area's slow tier (``tests/remote/scenarios``, ``tests/trainer/scenarios``,
+...): whole runs, every test in it slow. Every other test file is a unit test."""
+
+
+def tier_markers(path: str, fixtures: Collection[str], *, gpu: bool,
                  serial: bool = False, alone: bool = False) -> list[str]:
-    """The markers a test gets from its file's name, the fixtures it uses and its gpu, serial
-    and alone marks (an alone test is serial; a serial test is slow: the fast tier runs in
-    parallel throughout), and ``torch_matrix`` for the files of ``TORCH_MATRIX_FILES``."""
+    """The markers a test gets from its file's folder and name, the fixtures it uses and its
+    gpu, serial and alone marks (an alone test is serial; a serial test is slow: the fast tier
+    runs in parallel throughout), and ``torch_matrix`` for the files of ``TORCH_MATRIX_FILES``."""
     markers = ["serial"] if alone else []
     serial = serial or alone
+    file_name = Path(path).name
     if file_name.endswith("_sshd.py") or SSHD_FIXTURES & set(fixtures):
         markers.append("sshd")
     if "netns" in file_name or NETNS_FIXTURES & set(fixtures):
         markers += ["netns", "sshd"]
-    if markers or gpu or serial:
+    if markers or gpu or serial or SCENARIOS in Path(path).parts:
         markers.append("slow")
     if file_name in TORCH_MATRIX_FILES:
         markers.append("torch_matrix")
     return markers
+
+
+def misplaced(tests: Sequence[tuple[str, str, bool]]) -> list[str]:
+    """The slow tests outside a ``scenarios`` folder, from ``(node id, path, slow)`` each: the
+    tier is the folder, so a test that starts runs belongs in its area's scenarios."""
+    return [node for node, path, slow in tests if slow and SCENARIOS not in Path(path).parts]
 
 
 SPAWNER = "spawn_ranks.py"
@@ -114,7 +126,7 @@ def slow_tier_command(args: object) -> str | None:
 
 
 LONGEST_MODULES = ("test_quickstart.py", "test_script_ranks_local.py",
-                   "test_hf_integration.py", "test_causal_lm_exactness.py",
+                   "test_hf_integration_runs.py", "test_causal_lm_exactness.py",
                    "test_tracking_demo.py", "test_script_run_local.py", "test_lowcomm.py",
                    "test_netns_fresh.py", "test_containers_podman.py")
 """The test files that take longest (over 1.5 minutes each in ``--durations``,

@@ -143,17 +143,6 @@ def test_out_of_memory_is_caught_and_other_errors_are_not() -> None:
     assert found is not None and int(300 * 15 / 16 * 0.9) <= found <= int(300 * 0.9)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_real_tiny_model_on_cuda() -> None:
-    config = BenchConfig(batches=(8, 64), warmup=2, repeats=3, max_batch_limit=1 << 14)
-    profile = benchmark(tiny_step("cuda:0"), model="tiny", device="cuda:0",  # type: ignore[arg-type]
-                        config=config)
-    assert profile.device_name == torch.cuda.get_device_name(0)
-    assert profile.max_batch is not None and profile.max_batch >= 64
-    assert all(t > 0 for t in profile.step_s)
-
-
 def test_a_benchmarked_batch_that_does_not_fit_is_a_usage_error() -> None:
     def step(batch: int) -> float:
         if batch > 16:

@@ -154,7 +154,7 @@ def _sshd_config(root: Path, port: int, host_key: Path, authorized: Path) -> Pat
         # development machine's bashrc (pyenv's init there: ~100 processes, ~0.14 CPU-s a
         # command) is no test's cost. Every other account (``worker_account``) gets its login
         # shell as sshd gives it, start-up files and all: those tests are where corral meets
-        # them (tests/remote/test_accounts_sshd.py).
+        # them (tests/remote/scenarios/test_accounts_sshd.py).
         "Match User root", "    SetEnv SHLVL=1", "",
     ]))
     return path

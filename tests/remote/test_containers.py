@@ -1,6 +1,7 @@
 """``[hosts.container]`` without an engine: the section's rules, and the engine command lines
 for podman and docker from the one builder (what ``--dry-run`` shows). The real engine runs in
-tests/remote/test_containers_podman.py (podman only: docker's daemon does not run here)."""
+tests/remote/scenarios/test_containers_podman.py (podman only: docker's daemon does not run
+here)."""
 
 from __future__ import annotations
 

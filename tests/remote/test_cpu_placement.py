@@ -8,8 +8,6 @@ import shlex
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from remote.checks.plan import LaunchFacts, plan_cluster
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
 from remote.config.task_code import user_code
@@ -21,7 +19,6 @@ from remote.hosts.cpu_placement import (
     parse_probe,
 )
 from remote.run.launch import LaunchPlan, launcher_command
-from tests.remote.test_checks import find, local_host, run_check, write_cluster
 from trainer.placement import GLIBC_TUNING, find_allocators, parse_cpulist
 
 TC = "/usr/lib/libtcmalloc_minimal.so.4"
@@ -136,18 +133,3 @@ def test_check_names_a_missing_allocator_with_the_fix() -> None:
     assert 'allocator = "auto"' in alloc_a.hint and "apt-get install" in alloc_a.hint
     assert alloc_b.ok and alloc_b.detail.startswith("glibc, tuned") and "install" in alloc_b.detail
     assert cores_a.ok and cores_a.detail == "1 rank(s) on cores 0-1, 2 thread(s) each"
-
-
-@pytest.mark.slow
-async def test_corral_check_reports_allocator_and_cores(tmp_path: Path) -> None:
-    hosts = (local_host("a") + local_host("b")).replace("{tmp}", str(tmp_path))
-    report = await run_check(write_cluster(tmp_path, hosts))
-    allowed = frozenset(os.sched_getaffinity(0))
-    allocator = find(report, "a", "allocator")
-    best = next(iter(find_allocators()), None)
-    assert allocator.ok and allocator.detail.startswith(best or "glibc, tuned")
-    cores = find(report, "b", "cores")
-    if len(allowed) >= 2:  # the two local hosts share this machine's cores out
-        assert "1 rank(s) on cores" in cores.detail
-    else:
-        assert "not pinned" in cores.detail

@@ -5,15 +5,12 @@ and its link; without them it says what to do instead of guessing."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import io
 import os
 import subprocess
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pytest
 from rich.console import Console
 
 from console.tables import check_table
@@ -21,7 +18,6 @@ from profiles.host import hostname
 from profiles.profile import Profile
 from profiles.store import save_profile
 from remote.api import CheckReport
-from remote.checks import mesh_verdict
 from remote.checks.estimate_facts import (
     EstimateProbe,
     cluster_estimate,
@@ -30,10 +26,8 @@ from remote.checks.estimate_facts import (
     host_profile,
     parse_estimate_probe,
 )
-from remote.checks.mesh import check_mesh
 from remote.config.cluster import ClusterConfig
 from remote.config.read import parse_cluster
-from tests.remote.test_checks import run_check
 
 SLOWDOWNS = {"gpu-box": 1.0, "laptop": 2.0, "cpu-box": 40.0}
 """Each host's emulated slowdown (the part of a profile's key that tells them apart here)."""
@@ -145,40 +139,3 @@ def test_only_the_hosts_own_newest_profile_at_its_slowdown_and_threads_counts(
     unset = cluster(tmp_path).hosts[1]  # threads not set: the newest at any threads
     assert host_profile(unset, "resnet18", found).threads == 4  # type: ignore[union-attr]
     assert host_profile(cluster(tmp_path).hosts[2], "resnet18", found) is None
-
-
-@pytest.mark.slow
-async def test_a_real_check_over_ssh_reads_each_hosts_own_profiles_and_link(
-        tmp_path: Path, sshd_cluster: Callable[..., object],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    ssh = sshd_cluster(3)
-    names = dict(zip(("h0", "h1", "h2"), SLOWDOWNS, strict=True))
-    hosts = []
-    for daemon, name in names.items():  # each host its own store, named in its env table
-        store = tmp_path / f"store-{daemon}"
-        save_profile(profile(name), root=store)
-        hosts.append(ssh.host(daemon, slowdown=SLOWDOWNS[name],  # type: ignore[attr-defined]
-                              env={"CORRAL_PROFILE_DIR": str(store)}, link_gbit=10.0))
-    config = ssh.config(hosts=hosts)  # type: ignore[attr-defined]
-    config = dataclasses.replace(config, run=dataclasses.replace(
-        config.run, model="resnet18", global_batch=512))
-
-    # A measured link comes first (loopback's tens of Gbit/s, whatever the load): link_gbit
-    # is what decides where nothing is measured.
-    with monkeypatch.context() as unmeasured:
-        unmeasured.setattr(mesh_verdict, "check_mesh",
-                           functools.partial(check_mesh, measure=False))
-        report = await run_check(config)
-    assert [(v.host, v.pays) for v in report.estimate] == [
-        ("h0", True), ("h1", True), ("h2", False)]
-    assert "`h2`: would sit out" in table_text(report) and report.ok
-    # Without link_gbit the full-mesh check's measured links stand in (here: loopback's).
-    bare = dataclasses.replace(config, hosts=tuple(dataclasses.replace(h, link_gbit=None)
-                                                   for h in config.hosts))
-    report = await run_check(bare)
-    assert {v.missing for v in report.estimate} == {""} and len(report.links) == 6
-    # Nothing measured and the loopback shows no speed: the check names the key to set.
-    monkeypatch.setattr(mesh_verdict, "check_mesh", functools.partial(check_mesh, measure=False))
-    report = await run_check(bare)
-    assert {v.missing for v in report.estimate} == {"link speed"}
-    assert "set link_gbit in the [[hosts]] entry named 'h2'" in table_text(report)

@@ -2,7 +2,7 @@
 hydra-shaped script prints its traceback, then a hint, then exits 1. The run's status line
 (``corral run``, the console) names the exception the traceback ends with, and ``corral report``
 names it too and lists the failed rank's last lines from the copied launcher log. (The rank's
-own end event naming the exception is ``tests/trainer/test_plain_events.py``'s.)"""
+own end event naming the exception is ``tests/trainer/scenarios/test_plain_events.py``'s.)"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """``corral fetch`` of a script's run, from ``local`` hosts (this machine, through the same
-command channel an SSH host gets; tests/remote/test_fetch_sshd.py does it over sshd): rank 0's
+command channel an SSH host gets; tests/remote/scenarios/test_fetch_sshd.py does it over sshd):
+rank 0's
 working directory, or named paths in it, or every host's, verified; a PATH never reaches out
 of the run's directory, neither by ``..`` nor through a link."""
 

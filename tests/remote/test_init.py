@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -25,13 +23,6 @@ class Done(NamedTuple):
     stderr: str
 
 
-def _corral(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "console", *args], capture_output=True,
-                          text=True, timeout=300, cwd=cwd,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(cwd), "COLUMNS": "200",
-                               "PYTHONPATH": str(ROOT)})
-
-
 @pytest.fixture
 def corral_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
               capsys: pytest.CaptureFixture[str]) -> Callable[..., Done]:
@@ -51,16 +42,6 @@ def corral_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 def test_the_repositorys_cluster_toml_is_the_demo_init_writes() -> None:
     assert (ROOT / "cluster.toml").read_text(encoding="utf-8") == demo_toml()
-
-
-@pytest.mark.slow
-def test_init_in_an_empty_directory_writes_a_file_check_accepts(tmp_path: Path) -> None:
-    done = _corral(tmp_path, "init")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert (tmp_path / "cluster.toml").read_text(encoding="utf-8") == demo_toml()
-    check = _corral(tmp_path, "check")
-    assert check.returncode == 0, check.stdout + check.stderr
-    assert "all checks passed" in check.stdout
 
 
 def test_init_never_overwrites_a_file(tmp_path: Path, corral_in: Callable[..., Done]) -> None:

@@ -7,20 +7,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
-
-from remote.api import HostStatus, RunStatus
 from remote.records.collected import CollectedCopy
-from remote.run.controller import SshRunController
 from remote.run.failures import Cause
 from remote.run.lifecycle import RunOutcome
 from remote.run.monitor import RunMonitor
 from remote.run.restart_policy import restart_refusal
-
-try:
-    import runkit
-except ImportError:  # collected as a package
-    from tests.remote import runkit  # type: ignore[no-redef]
 
 
 def _unwritable(directory: Path) -> None:
@@ -61,25 +52,3 @@ def test_a_local_write_error_names_this_machine_and_is_not_restarted() -> None:
         "there) and `corral run --resume r1`")
     assert restart_refusal(final, 0, 3, wanted=True, stop_clean=True) == (
         "not restarted: this machine cannot record it")
-
-
-@pytest.mark.slow  # starts torchrun
-async def test_the_copy_vanishing_mid_run_stops_the_hosts_and_names_this_machine(
-        tmp_path: Path) -> None:
-    config = runkit.local_cluster(tmp_path, ("h",), runkit.tiny_run(steps=1_000_000))
-    controller = SshRunController(config)
-    try:
-        handle = await controller.start()
-        events = runkit.bounded(handle.events())
-        await runkit.until_first_step(events)
-        # The local host's run directory is this machine's too: only the copy goes.
-        _unwritable(tmp_path / "runs" / handle.run_id / "collected")
-        rest = [e async for e in events]
-    finally:
-        await controller.aclose()
-    final = rest[-1]
-    assert isinstance(final, RunStatus) and final.state == "failed", final
-    assert final.detail.startswith("this machine could not write the run's records at "
-                                   f"{tmp_path / 'runs' / handle.run_id / 'collected'}")
-    assert not any(isinstance(e, HostStatus) and e.state == "unreachable" for e in rest)
-    assert runkit.run_processes(handle.run_id) == []  # the host's ranks were stopped

@@ -2,7 +2,7 @@
 run directory, where the ranks read it; what cannot leave is refused with what to do instead,
 before anything is written (the master's host, a host not in the run, a run without live
 membership, a run that ended). Local hosts: the request travels through the same transport
-command as over SSH (``tests/remote/test_membership_sshd.py`` runs it on sshd hosts)."""
+command as over SSH (``tests/remote/scenarios/test_membership_sshd.py`` runs it on sshd hosts)."""
 
 from __future__ import annotations
 

@@ -7,24 +7,14 @@ import asyncio
 import json
 import stat
 import sys
-from collections.abc import Callable
 from pathlib import Path
-
-import pytest
-
-try:
-    from conftest import SshdCluster
-    from runkit import launch_local_until_exit
-except ImportError:  # collected as a package module
-    from tests.remote.conftest import SshdCluster  # type: ignore[no-redef]
-    from tests.remote.runkit import launch_local_until_exit  # type: ignore[no-redef]
 
 from remote.checks.plan import HostPlan
 from remote.config.cluster import ClusterConfig, ClusterSection, HostSection, RunSection
-from remote.hosts.pool import HostPool
 from remote.hosts.transport import LocalTransport, Transport
 from remote.records.runs import run_dir_for
 from remote.run.launch import LaunchPlan, launcher_command
+from tests.remote.runkit import launch_local_until_exit
 
 SECRET = "hf_s3cr3t 'quoted' $(not run)\nsecond line"
 ENV = {"HF_TOKEN": SECRET, "PYTHONPATH": "/extra/lib"}
@@ -46,25 +36,6 @@ def test_host_env_reaches_a_local_command_but_not_its_command_line() -> None:
     assert token == SECRET
     assert "hf_s3cr3t" not in cmdline and "HF_TOKEN" in cmdline
     assert rest == "own input"
-
-
-@pytest.mark.sshd
-def test_host_env_reaches_a_command_over_ssh_but_not_its_command_line(
-    sshd_cluster: Callable[..., SshdCluster],
-) -> None:
-    cluster = sshd_cluster(1)
-    config = cluster.config(hosts=[cluster.host("h0", env=ENV)])
-
-    async def go() -> tuple[str, str, str]:
-        pool = HostPool(config)
-        try:
-            return await _shown(await pool.get("h0"))
-        finally:
-            await pool.aclose()
-
-    cmdline, token, rest = asyncio.run(go())
-    assert token == SECRET
-    assert "hf_s3cr3t" not in cmdline and rest == "own input"
 
 
 # Stands in for python: records the token it got and every ancestor's command line.

@@ -2,7 +2,8 @@
 Llama built from a config (no download) on a dataset of token ids (no tokenizer), SGD with
 momentum and a linear schedule (so the optimizer's and the scheduler's state must travel to a
 joiner), two accumulation rounds a step. ``--pause`` stands for a real step's compute (seconds
-a step), so that hosts can leave and join while it trains (tests/trainer/test_hf_live.py)."""
+a step), so that hosts can leave and join while it trains
+(tests/trainer/scenarios/test_hf_live.py)."""
 
 import argparse
 import faulthandler

@@ -144,7 +144,8 @@ class LiveRun:
 
 
 DDP_SCRIPT = Path(__file__).with_name("ddp_live_script.py")
-"""A user's DDP script with corral's helper (tests/trainer/test_ddp_live.py, the bench)."""
+"""A user's DDP script with corral's helper (tests/trainer/scenarios/test_ddp_live.py, the
+bench)."""
 
 
 @dataclass

@@ -4,15 +4,9 @@ of one rank."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-import torch
 import torch.distributed as dist
-from trainer_runs import start_group
 
-from trainer.step.exchange import MAX_GROUPS, ActiveSet, group_backend
-from trainer.step.flat_collectives import ALONE
+from trainer.step.exchange import group_backend
 
 
 def test_an_all_cuda_set_gets_nccl_and_a_set_with_a_cpu_rank_the_world_s() -> None:
@@ -21,44 +15,3 @@ def test_an_all_cuda_set_gets_nccl_and_a_set_with_a_cpu_rank_the_world_s() -> No
     assert group_backend((0, 1), cuda_ranks, "gloo") == expected
     assert group_backend((0, 2), cuda_ranks, "gloo") == "gloo"  # a CPU rank is active
     assert group_backend((1, 2), cuda_ranks, "gloo") == "gloo"
-
-
-WORLD = 4
-SPLITS = [(4, 4, 0, 0), (4, 0, 4, 0), (0, 4, 4, 0), (4, 0, 0, 4), (0, 4, 0, 4), (0, 0, 4, 4),
-          (4, 4, 4, 0), (0, 8, 0, 0), (4, 4, 0, 0)]
-
-
-def _rank(rank: int, store: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
-    active = ActiveSet(rank=rank, world=WORLD, device=torch.device("cpu"))
-    kept, sums = [], []
-    for split in SPLITS:
-        active.prepare(split)
-        kept.append(len(active._groups))
-        group = active.group(split)
-        if split[rank] and group is not ALONE:  # the set's group works
-            value = torch.ones(1)
-            dist.all_reduce(value, group=group)
-            sums.append(int(value.item()))
-    torch.save({"kept": kept, "sums": sums, "made": dict(active.made_s),
-                "alone": active.group((0, 8, 0, 0)) is ALONE}, f"{out}/rank-{rank}.pt")
-    dist.barrier()
-    dist.destroy_process_group()
-
-
-@pytest.mark.slow  # four processes in a gloo group
-def test_groups_are_bounded_timed_and_still_work(tmp_path: Path,
-                                                 capfd: pytest.CaptureFixture[str]) -> None:
-    start_group(_rank, (str(tmp_path / "store"), str(tmp_path)), WORLD)
-    results = [torch.load(tmp_path / f"rank-{r}.pt") for r in range(WORLD)]
-    for rank, result in enumerate(results):
-        assert max(result["kept"]) == MAX_GROUPS  # the oldest destroyed beyond
-        assert result["alone"]  # a set of one rank has no group
-        members = [sum(1 for b in split if b) for split in SPLITS if split[rank]]
-        assert result["sums"] == [m for m in members if m > 1]
-        # Seven sets of two or three ranks, each timed as it was made.
-        assert len(result["made"]) == 7 and all(s >= 0 for s in result["made"].values())
-    printed = capfd.readouterr().out
-    # Rank 0 says each making: seven sets, the first made again after it was destroyed.
-    assert printed.count("corral trainer: process group of ranks ") == 8
-    assert "corral trainer: process group of ranks 0,1 (gloo) made in " in printed

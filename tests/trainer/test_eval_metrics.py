@@ -5,11 +5,9 @@ be reduced stop the run at the first evaluation with one line naming the key."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from trainer_runs import REPO, events, launch, of_kind
 
 from figures.reducer import RunFigures
 from profiles.user_errors import UsageError
@@ -57,34 +55,3 @@ def test_metrics_travel_in_the_event_and_old_events_stay_readable() -> None:
     figures.observe(old, "alpha")
     curves = figures.eval_points()
     assert curves["abs_error"] == [(5, 0.25)] and curves["loss"] == [(3, 0.5), (5, 0.5)]
-
-
-EXAMPLE = REPO / "examples" / "tasks" / "curve.py"
-FLAGS = ("--task-option", "samples=256", "--task-option", "hidden=8", "--global-batch", "32",
-         "--steps", "4", "--eval-every", "2", "--lr", "0.05")
-
-
-@pytest.mark.slow
-def test_a_task_metric_reaches_the_eval_event(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    proc = launch(2, "--task", f"{EXAMPLE}:build", *FLAGS, "--run-dir", str(run_dir))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    evals = of_kind(events(run_dir, 0), "eval")
-    assert [e["step"] for e in evals] == [2, 4]
-    assert all({"loss", "abs_error", "perplexity"} <= set(e["metrics"]) for e in evals)
-    assert "abs_error" in proc.stdout + proc.stderr  # the eval line names it too
-
-
-@pytest.mark.slow
-def test_a_sum_that_is_not_a_number_stops_the_run_at_the_first_evaluation(
-        tmp_path: Path) -> None:
-    broken = tmp_path / "broken.py"
-    broken.write_text(EXAMPLE.read_text().replace(
-        '"count": float(len(y))}', '"count": float(len(y)), "errors": error}'))
-    run_dir = tmp_path / "run"
-    proc = launch(2, "--task", f"{broken}:build", *FLAGS, "--run-dir", str(run_dir),
-                  timeout=180)
-    assert proc.returncode != 0
-    assert "'errors'" in proc.stderr and "not one number" in proc.stderr
-    steps = of_kind(events(run_dir, 0), "step")
-    assert max(e["step"] for e in steps) == 2  # it trained up to the first evaluation

@@ -27,16 +27,6 @@ from trainer.step.slowdown import (
 from trainer.tasks.image.models import build_model
 
 
-@pytest.mark.parametrize("name", ["simple_cnn", *(pytest.param(big, marks=pytest.mark.slow)
-                                                  for big in ("resnet18", "resnet50"))])
-def test_models_classify_32x32_images(name: str) -> None:
-    model = build_model(name, 10, "group" if name == "simple_cnn" else "batch")
-    out = model(torch.randn(2, 3, 32, 32))
-    assert out.shape == (2, 10)
-    out.sum().backward()
-    assert all(p.grad is not None for p in model.parameters())
-
-
 def test_norm_choice_changes_the_layers() -> None:
     def kinds(norm: str) -> set[str]:
         return {type(m).__name__ for m in build_model("resnet18", 100, norm).modules()}
