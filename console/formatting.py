@@ -125,8 +125,10 @@ def estimate_text(verdict: HostVerdict) -> str:
         gain = "alone it holds the batch" if verdict.gain == float("inf") else (
             f"{verdict.gain * 100:+.0f} % throughput")
         return f"adding {name}: {gain}"
-    return (f"{name}: would sit out — its compute saved {verdict.compute_saved_s * 1000:.1f} ms, "
+    line = (f"{name}: would sit out — its compute saved {verdict.compute_saved_s * 1000:.1f} ms, "
             f"its exchange adds {verdict.exchange_added_s * 1000:.1f} ms")
+    # Sharded, a benched host still reduces and sends its slice: only leaving it out saves that.
+    return line + (", benched too: it holds a slice of the state" if verdict.holds_slice else "")
 
 
 def stop_report_text(report: StopReport) -> Text:

@@ -333,7 +333,8 @@ class Trainer:
         check_finite_loss(sum(t.loss_sum for t in tallies), run)
         # This rank's compute time of this step: a GPU's events completed with the tally read.
         own_time = parts.clock.times(step)
-        run.last_timed = TimedStep(step, tuple(split), own_time, share.exchanged_s)
+        run.last_timed = TimedStep(step, tuple(split), own_time,
+                                   self.optim_step.exchanged_s(share.exchanged_s))
         return StepDone(tallies, outcome, own_time.seconds, before)
 
     def _report(self, done: StepDone, step_s: float) -> None:

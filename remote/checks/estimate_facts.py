@@ -142,4 +142,4 @@ def cluster_estimate(config: ClusterConfig, nprocs: Mapping[str, int],
     speeds, gradient_bytes = cluster_speeds(config, nprocs, probes, interfaces, links)
     if gradient_bytes is None:  # profiles made before the gradient size was recorded
         return tuple(HostVerdict(host=s.name, missing="profile") for s in speeds)
-    return estimate(speeds, config.run.global_batch, gradient_bytes)
+    return estimate(speeds, config.run.global_batch, gradient_bytes, config.run.shard_state)

@@ -102,6 +102,23 @@ def test_check_says_the_slow_host_will_sit_out_and_what_the_others_add(tmp_path:
     assert "FAIL" not in text  # the estimate informs; it never fails the check
 
 
+def test_a_sharded_run_s_check_keeps_the_slow_host_computing(tmp_path: Path) -> None:
+    """``[run] shard_state``: benched, the CPU box would still reduce and send its slice, so
+    the check has it compute its share; only leaving it out of the run saves its exchange."""
+    config = cluster(tmp_path)
+    sharded = dataclasses.replace(config, run=dataclasses.replace(config.run,
+                                                                  shard_state="gradients"))
+    store_profiles(tmp_path / "store")
+    found = probe_here(tmp_path / "store", net_class(tmp_path))
+    facts = ({h.name: 1 for h in config.hosts}, {h.name: found for h in config.hosts},
+             {h.name: "eth0" for h in config.hosts})
+    assert [v.pays for v in cluster_estimate(config, *facts)] == [True, True, False]
+    verdicts = cluster_estimate(sharded, *facts)
+    assert [v.pays for v in verdicts] == [True, True, True]
+    assert verdicts[2].gain < 0  # the run would be faster without it, were its memory not needed
+    assert "adding `cpu-box`: -" in table_text(CheckReport(items=(), estimate=verdicts))
+
+
 def test_without_profiles_or_a_link_speed_the_check_says_what_to_do(tmp_path: Path) -> None:
     config = cluster(tmp_path)
     net = net_class(tmp_path)

@@ -91,7 +91,7 @@ class Balancer:
         self._last_move: tuple[int, ...] | None = None
         self._wants_back = False
         self._settling = SETTLE_STEPS
-        self._exchange = ExchangeTimes(links=config.link_mbit)
+        self._exchange = ExchangeTimes(links=config.link_mbit, world=config.exchange_world)
         self._judge = DecisionJudge(config.rebalance_every)
 
     @property
@@ -278,7 +278,8 @@ class Balancer:
         self._split = best.split
         self._damping, self._last_move, self._wants_back = FIRST_MOVE, None, False
         step, notes = when
-        reason = "; ".join([*notes, active_reason(current, best) + f" at step {step}"])
+        reason = "; ".join([*notes, active_reason(current, best, cfg.sharded)
+                            + f" at step {step}"])
         return Decision(previous=old, split=best.split, predicted_gain=gain, times=times,
                         reason=reason, compute_s=(current.compute_s, best.compute_s),
                         exchange_s=(current.exchange_s, best.exchange_s))
@@ -389,5 +390,6 @@ class Balancer:
         self._wants_back = bool(state.get("wants_back", False))  # absent in older checkpoints
         self._settling = int(state.get("settling", 0))
         self._ranks = [RankTimes.from_state(raw) for raw in ranks]
-        self._exchange = ExchangeTimes.from_state(state.get("exchange"), self.config.link_mbit)
+        self._exchange = ExchangeTimes.from_state(state.get("exchange"), self.config.link_mbit,
+                                                  self.config.exchange_world)
         self._judge.load_state_dict(state.get("verdict"))  # absent in older checkpoints

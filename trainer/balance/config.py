@@ -35,6 +35,9 @@ class BalancerConfig:
     link_mbit: tuple[float, ...] | None = None
     """Each rank's link in Mbit/s (0: not known); None: none known. An active set's exchange,
     before it is measured, is predicted from its slowest link (trainer/balance/cost.py)."""
+    sharded: bool = False
+    """Sharded state (``shard_state``): every rank holds a slice and so takes part in every
+    step's exchange, benched or not; benching saves only compute (trainer/balance/cost.py)."""
     threshold: float = 0.03
     """Act only when the predicted relative reduction of the slowest rank's time exceeds this."""
     max_move: float = 0.25
@@ -94,6 +97,12 @@ class BalancerConfig:
         """The smallest local batch the balancer will give a rank."""
         return 0 if self.allow_zero else self.min_batch
 
+    @property
+    def exchange_world(self) -> int | None:
+        """Sharded state: the world, every rank of which is in every step's exchange; None:
+        the active ranks alone are (trainer/balance/cost.py, ``exchange_members``)."""
+        return self.world_size if self.sharded else None
+
 
 @dataclass(frozen=True, kw_only=True)
 class Decision:
@@ -122,10 +131,11 @@ def rank0_config(config: TrainConfig, world: int, max_batch: tuple[int | None, .
                  link_mbit: tuple[float, ...] | None = None) -> BalancerConfig:
     """The trainer's balancer settings. Memory caps learnt from stored profiles (``max_batch``)
     bind every later split; they set micro-batches, not shares. A share of 0 is allowed: a rank
-    whose samples or exchange would slow the step sits out of it (trainer/step/exchange.py)."""
+    whose samples or exchange would slow the step sits out of it (trainer/step/exchange.py);
+    under sharded state its exchange stays (``sharded``)."""
     return BalancerConfig(
         policy=config.policy, global_batch=config.global_batch, world_size=world,
         rebalance_every=config.rebalance_every, threshold=config.rebalance_threshold,
         max_batch=max_batch if any(m is not None for m in max_batch) else config.max_batch,
         micro_batch=micro_batch if any(m is not None for m in micro_batch) else None,
-        allow_zero=True, link_mbit=link_mbit)
+        allow_zero=True, link_mbit=link_mbit, sharded=config.shard_state != "replicate")

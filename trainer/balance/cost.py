@@ -14,6 +14,14 @@ pre-flight check measured the hosts' links, a set without the slow link is predi
 faster: a host behind 100 Mbit/s that slows the whole set does not make the others look slow.
 A wrong prediction is corrected by the measurements under the set it led to.
 
+Under sharded state (``shard_state``: trainer/step/shards.py) benching a rank removes none of
+its exchange: every rank holds a slice, so every rank, a benched one too, takes part in the
+gradient reduce into the slices and in the gather of the updated parameters, and steps its own
+slice (seconds ∝ the slice, i.e. its memory budget, not its share of the batch). The exchange
+of every active set is then the world's (``exchange_members``), measured from a rank's compute
+end to the end of the gather (the slice update included: trainer/step/exchange.py), and
+predicted before a run from the bytes each rank moves (``exchange_factor``).
+
 ``best_plan`` tries the active sets made of the ``k`` fastest ranks (by time per sample at an
 equal share) and those with any one rank left out, solves each one's min-max split
 (``min_max_costs``), and keeps the one with the least predicted step time.
@@ -28,6 +36,7 @@ from typing import Any, Protocol
 
 from profiles.user_errors import UsageError
 from trainer.balance.passes import PassCost, min_max_costs, per_pass
+from trainer.settings.run_settings import ShardState
 
 RECENT = 32
 """Overhead samples kept per active set (the median of them is its measured overhead)."""
@@ -46,11 +55,30 @@ def ring_factor(ranks: int) -> float:
     return 2 * (ranks - 1) / ranks
 
 
-def ring_exchange_s(gradient_bytes: float, ranks: int, link_bytes_per_s: float) -> float:
-    """Seconds of a ring all-reduce of ``gradient_bytes`` over ``ranks`` ranks whose slowest
-    link carries ``link_bytes_per_s`` (the bandwidth term alone: before a run, nothing is
+def exchange_factor(ranks: int, stage: ShardState) -> float:
+    """Bytes each rank moves in a step's exchange, relative to the gradient (the trained
+    parameters' bytes, the same in fp32): ``replicate`` the ring all-reduce, ``2(n-1)/n``;
+    ``optimizer`` (stage 1) that all-reduce plus the gather of the updated slices,
+    ``3(n-1)/n``; ``gradients`` (stage 2) a reduce into the slices plus the gather,
+    ``2(n-1)/n``."""
+    share = (ranks - 1) / ranks
+    return {"replicate": 2 * share, "optimizer": 3 * share, "gradients": 2 * share}[stage]
+
+
+def exchange_members(active: tuple[int, ...], world: int | None) -> tuple[int, ...]:
+    """The ranks that take part in the exchange of a step whose active ranks are ``active``:
+    those alone (replicated state, ``world`` None), or every rank of the ``world`` (sharded
+    state: a benched rank holds a slice, which it reduces, updates and sends)."""
+    return active if world is None else tuple(range(world))
+
+
+def ring_exchange_s(gradient_bytes: float, ranks: int, link_bytes_per_s: float,
+                    stage: ShardState = "replicate") -> float:
+    """Seconds of a step's exchange of ``gradient_bytes`` over ``ranks`` ranks whose slowest
+    link carries ``link_bytes_per_s``: the ring all-reduce, or under sharded state ``stage``'s
+    reduce and gather (``exchange_factor``; the bandwidth term alone: before a run, nothing is
     measured; once it runs, ``ExchangeTimes`` replaces this with what the steps took)."""
-    return ring_factor(ranks) * gradient_bytes / link_bytes_per_s
+    return exchange_factor(ranks, stage) * gradient_bytes / link_bytes_per_s
 
 
 class ExchangeModel(Protocol):
@@ -72,23 +100,28 @@ class ExchangeTimes:
     samples: dict[tuple[int, ...], list[float]] = field(default_factory=dict)
     links: tuple[float, ...] | None = None
     """Each rank's link (any unit; 0: not known); None: none known, every link counts equal."""
+    world: int | None = None
+    """Sharded state: the world's size, every rank of which takes part in every step's
+    exchange whatever the active set (``exchange_members``); None: replicated."""
 
     def add(self, active: tuple[int, ...], seconds: float) -> None:
         """One step's overhead under ``active``."""
-        recent = self.samples.setdefault(active, [])
+        recent = self.samples.setdefault(exchange_members(active, self.world), [])
         recent.append(max(seconds, 0.0))
         del recent[:-RECENT]
 
     def measured(self, active: tuple[int, ...]) -> float | None:
         """The median overhead under ``active`` (None until ``MIN_SAMPLES`` steps ran)."""
-        recent = self.samples.get(active, [])
+        recent = self.samples.get(exchange_members(active, self.world), [])
         return statistics.median(recent) if len(recent) >= MIN_SAMPLES else None
 
     def predict(self, active: tuple[int, ...]) -> float:
         """Measured, else ``fixed + per_ring · 2(n-1)/n``: ``fixed`` is the least overhead
         measured under one rank alone (which exchanges nothing; 0 when none ran alone), and
         ``per_ring`` comes from the most measured set of two or more ranks (none: the
-        exchange is not known, and compute decides alone)."""
+        exchange is not known, and compute decides alone). Sharded, every set's is the
+        world's."""
+        active = exchange_members(active, self.world)
         seen = self.measured(active)
         if seen is not None:
             return seen
@@ -105,7 +138,7 @@ class ExchangeTimes:
 
     def grounded(self, active: tuple[int, ...]) -> bool:
         """Measured, or every link known (see ``ExchangeModel``)."""
-        links = self.links
+        links, active = self.links, exchange_members(active, self.world)
         return (self.measured(active) is not None or len(active) <= 1
                 or (links is not None and all(links[r] > 0 for r in active)))
 
@@ -121,10 +154,10 @@ class ExchangeTimes:
         return {",".join(map(str, k)): list(v) for k, v in self.samples.items()}
 
     @classmethod
-    def from_state(cls, raw: dict[str, Any] | None,
-                   links: tuple[float, ...] | None = None) -> ExchangeTimes:
+    def from_state(cls, raw: dict[str, Any] | None, links: tuple[float, ...] | None = None,
+                   world: int | None = None) -> ExchangeTimes:
         return cls({tuple(int(r) for r in k.split(",") if r): [float(s) for s in v]
-                    for k, v in (raw or {}).items()}, links)
+                    for k, v in (raw or {}).items()}, links, world)
 
 
 @dataclass(frozen=True)
@@ -202,9 +235,9 @@ def _ranks(ranks: Sequence[int]) -> str:
     return f"rank{'s' if len(ranks) > 1 else ''} {','.join(map(str, ranks))}"
 
 
-def active_reason(old: Plan, new: Plan) -> str:
+def active_reason(old: Plan, new: Plan, sharded: bool = False) -> str:
     """The change of active set in numbers: what the ranks add to the exchange against the
-    compute they save."""
+    compute they save (``sharded``: a benched rank's exchange stays, and the reason says so)."""
     leaving = [r for r in old.active if r not in new.active]
     joining = [r for r in new.active if r not in old.active]
     exchange_ms = (old.exchange_s - new.exchange_s) * 1000
@@ -225,5 +258,8 @@ def active_reason(old: Plan, new: Plan) -> str:
         parts.append(f"{_ranks(joining)} rejoin{'' if many else 's'}: "
                      f"{-compute_ms:.1f} ms less compute for {max(0.0, -exchange_ms):.1f} ms "
                      "more exchange")
+    if sharded and leaving:
+        parts.append("they hold slices: their exchange stays" if len(leaving) > 1
+                     else "it holds a slice: its exchange stays")
     step = f"step {old.total_s * 1000:.1f} -> {new.total_s * 1000:.1f} ms predicted"
     return "; ".join([*parts, step])

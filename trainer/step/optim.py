@@ -16,6 +16,7 @@ flag every step, and the scale after its update is read when the step is reporte
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,6 +152,8 @@ class OptimizerStep:
             # A benched rank scales no loss but steps its slice: its scale made now.
             self.scaler.scale(torch.zeros((), device=device))
         self._scale: LateFloat | None = None
+        self.stepped_s = 0.0
+        """Wall seconds of the last ``step`` (sharded: the slice update and the gather)."""
         """The fp16 scale after the last step (complete when the next step reads it)."""
 
     def scale_loss(self, loss: torch.Tensor) -> torch.Tensor:
@@ -160,7 +163,7 @@ class OptimizerStep:
     def step(self, step: int, global_units: float | torch.Tensor) -> StepOutcome:
         """Turn the all-reduced gradient into step ``step``'s update (``global_units`` may be
         a device tensor: nothing here waits for the device, fp16 aside)."""
-        shards = self.shards
+        started, shards = time.perf_counter(), self.shards
         divide_by_global_units(self.parameters if shards is None else [shards.master],
                                self.world, global_units)
         if self.scaler is not None:
@@ -181,7 +184,17 @@ class OptimizerStep:
             shards.gather()  # every rank's updated slice everywhere; the gradient zeroed
         else:
             self.optimizer.zero_grad(set_to_none=True)
+        self.stepped_s = time.perf_counter() - started
         return StepOutcome(lr=lr, norm=norm, scaled=scaled)
+
+    def exchanged_s(self, reduced_s: float) -> float:
+        """The step's exchange seconds as the balancer counts them (trainer/balance/cost.py):
+        ``reduced_s``, this rank's in the gradient exchange after its compute (0: not
+        measured); sharded, plus the last ``step``'s slice update and gather of every slice,
+        which every rank pays, a benched one too (a GPU's queued work: as ``reduced_s``)."""
+        if self.shards is None or reduced_s <= 0:
+            return reduced_s
+        return reduced_s + self.stepped_s
 
     def _scaler_step(self) -> tuple[float, LateFloat]:
         """fp16: the scaler's step and update; (scale before, scale after, late)."""

@@ -82,6 +82,8 @@ def test_a_sharded_run_re_slices_its_state_live_on_a_join_and_a_planned_leave(
         run.finish()
         assert [(e["change"], e["hosts"]) for e in changes()] == [("joined", ["h2"]),
                                                                   ("left", ["h1"])]
+        # The leaver is the middle of three: its slice lay between two survivors' slices.
+        assert [e["members"] for e in changes()] == [[0, 1, 2], [0, 2]]
         assert run.events(1)[-1]["status"] == "left"
         for member in (0, 2):  # each slice's owner stepped to the end
             assert max(e["step"] for e in run.events(member) if e["event"] == "step") == 60
