@@ -315,7 +315,8 @@ async def request_join(config: ClusterConfig, info: RunInfo, host: str) -> JoinR
     finally:
         await joiner_pool.aclose()
     if checked.recorded is not None:  # before the join record: a follower writes after it
-        RunRecord(config, info).change(checked=checked.recorded)
+        with contextlib.suppress(CorralError, OSError):  # unwritten: the next join checks all
+            RunRecord(config, info).change(checked=checked.recorded)
     record = JoinRecord(host=host, pgid=pgid, asked=asked)
     write_join_record(local_run_dir(config, info.run_id), record)
     if unfollowed(info):  # counted in the run now, as a follower counts a launched joiner
