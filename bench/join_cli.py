@@ -42,11 +42,17 @@ from remote.config.init import demo_toml  # noqa: E402
 WAIT_S = 600.0
 
 
+HOST_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+"""The hosts' environment: a host reached over SSH keeps the bytecode its ranks compiled, so
+a host that joins again does not compile corral's modules anew (the demo's local hosts inherit
+this environment, where a developer's may forbid bytecode)."""
+
+
 def corral(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``corral -c path ARGS`` with ``path``'s folder as HOME (the run's records there)."""
     done = subprocess.run([sys.executable, "-m", "console", "-c", str(path), *args],
                           capture_output=True, text=True, timeout=WAIT_S, cwd=path.parent,
-                          env={**os.environ, "HOME": str(path.parent), "COLUMNS": "200",
+                          env={**HOST_ENV, "HOME": str(path.parent), "COLUMNS": "200",
                                "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
     if done.returncode != 0:
         raise SystemExit(f"corral {' '.join(args)} failed:\n{done.stdout}{done.stderr}")

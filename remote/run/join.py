@@ -51,7 +51,7 @@ from remote.hosts.push import CodeBundle, build_bundle
 from remote.records.runs import RunInfo, local_run_dir, run_dir_for, unfollowed
 from remote.run.data_push import sync_run_data
 from remote.run.join_check import check_joiner
-from remote.run.join_match import joiner_mismatch
+from remote.run.join_match import joined_checked, joiner_mismatch
 from remote.run.launch import LaunchPlan, launch_host
 from remote.run.lifecycle import LaunchFailed
 from remote.run.membership import (
@@ -60,6 +60,7 @@ from remote.run.membership import (
     record_unfollowed,
     shared_refusal,
 )
+from remote.run.record import RunRecord
 from remote.run.stop import stop_run
 from trainer.run_layout import IN_RUN_DIR, RunLayout
 
@@ -203,10 +204,24 @@ def _failed_items(items: tuple[CheckItem, ...], host: str, run_id: str) -> list[
             and not (i.name == "leftovers" and i.detail.endswith(f" {run_id}"))]
 
 
-async def _check(config: ClusterConfig, info: RunInfo, host: str,
-                 ) -> tuple[CodeBundle, HostPlan, str, UserCode | None, dict[str, bool | None]]:
-    """The pre-flight for ``host`` with the run's hosts: its bundle, its place and the
-    backend, or ``MembershipRefused`` naming what failed."""
+@dataclass(frozen=True)
+class JoinChecked:
+    """What the join's check decided for the joiner."""
+
+    code: CodeBundle
+    place: HostPlan
+    """Its ranks' place, numbered in a world of their own (``first_rank`` 0)."""
+    backend: str
+    user: UserCode | None
+    present: dict[str, bool | None]
+    """Per host, whether the code is there already."""
+    recorded: dict[str, object] | None
+    """The run's launch check record with the joiner added (``joined_checked``)."""
+
+
+async def _check(config: ClusterConfig, info: RunInfo, host: str) -> JoinChecked:
+    """The pre-flight for ``host`` with the run's hosts, or ``MembershipRefused`` naming
+    what failed."""
     checked = join_config(config, info, host)
     try:
         user = user_code(checked.run, checked.path.parent)
@@ -240,7 +255,10 @@ async def _check(config: ClusterConfig, info: RunInfo, host: str,
     if (why := joiner_mismatch(info.checked, host, facts.torch.get(host), place,
                                planned.backend)) is not None:
         raise MembershipRefused(f"{host} cannot join: {why}")
-    return code, place, planned.backend, user, dict(facts.code_present)
+    return JoinChecked(code=code, place=place, backend=planned.backend, user=user,
+                       present=dict(facts.code_present),
+                       recorded=joined_checked(info.checked, host, place, planned.backend,
+                                               facts))
 
 
 async def _push(config: ClusterConfig, pool: HostPool, run_dir: str, code: CodeBundle,
@@ -277,24 +295,28 @@ async def request_join(config: ClusterConfig, info: RunInfo, host: str) -> JoinR
     asked = time.time()
     if (why := join_refusal(config, info, host)) is not None:
         raise MembershipRefused(why)
-    code, place, backend, user, present = await _check(config, info, host)
+    checked = await _check(config, info, host)
+    code, user = checked.code, checked.user
     phases = {"check": round(time.time() - asked, 3)}
     alone = joiner_alone(config, host)
     run_dir = run_dir_for(config, info.run_id)
     joiner_pool = HostPool(alone)
     try:
         pushing = time.monotonic()
-        await _push(alone, joiner_pool, run_dir, code, present.get(host), user)
+        await _push(alone, joiner_pool, run_dir, code, checked.present.get(host), user)
         phases["push"] = round(time.monotonic() - pushing, 3)
-        plan = joiner_plan(info, run_dir, code, backend, user, phases)
+        plan = joiner_plan(info, run_dir, code, checked.backend, user, phases)
         try:
-            pgid = await launch_host(await joiner_pool.get(host), alone, plan, place)
+            pgid = await launch_host(await joiner_pool.get(host), alone, plan, checked.place)
         except CorralError as exc:  # it may have started: nothing of it is left
             await stop_run(joiner_pool, run_dir, info.run_id, grace_s=JOIN_STOP_GRACE_S,
                            hosts=[host])
             raise MembershipRefused(f"launch on {host} failed: {exc}") from None
     finally:
         await joiner_pool.aclose()
+    if checked.recorded is not None:  # before the join record: a follower writes after it
+        with contextlib.suppress(CorralError, OSError):  # unwritten: the next join checks all
+            RunRecord(config, info).change(checked=checked.recorded)
     record = JoinRecord(host=host, pgid=pgid, asked=asked)
     write_join_record(local_run_dir(config, info.run_id), record)
     if unfollowed(info):  # counted in the run now, as a follower counts a launched joiner

@@ -41,6 +41,25 @@ def launch_checked(torch: Mapping[str, str | None], places: Mapping[str, HostPla
     return checked
 
 
+def joined_checked(checked: Mapping[str, object] | None, host: str, place: HostPlan,
+                   backend: str, facts: LaunchFacts) -> dict[str, object] | None:
+    """``checked`` (a run's ``launch_checked`` record) with ``host`` added as its join check
+    found it (``facts``, its planned ``place``): its torch, precision, address, GPUs and cores
+    replace what an earlier join of it left, so the next join takes them from the record
+    instead of checking every host again. None when the run recorded nothing (an older
+    corral: nothing to compare a joiner with, nothing to add to)."""
+    if not checked:
+        return None
+    joiner = launch_checked(facts.torch, {host: place}, backend, facts)
+    merged = dict(checked)
+    for key in ("torch", "precision", "address", "gpus", "cpu"):
+        was = checked.get(key)
+        kept = {k: v for k, v in was.items() if k != host} if isinstance(was, Mapping) else {}
+        found = joiner.get(key)
+        merged[key] = {**kept, **(found if isinstance(found, Mapping) else {})}
+    return merged
+
+
 def _texts(value: object) -> dict[str, str]:
     """A recorded ``{host: text}`` (anything else in a hand-edited record: nothing known)."""
     if not isinstance(value, dict):

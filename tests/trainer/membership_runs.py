@@ -155,10 +155,12 @@ class ScriptRanks(LiveRun):
     (``script``: the DDP-helper script unless given)."""
 
     script: Path = field(default_factory=lambda: DDP_SCRIPT)
+    env: dict[str, str] = field(default_factory=dict)
+    """More of every rank's environment (``CORRAL_SLOWDOWN``, say)."""
 
     def _start(self, env: dict[str, str], flags: Sequence[str] = ()) -> subprocess.Popen[bytes]:
         host = env[HOST_ENV]
-        env = {**env, "CORRAL_BACKEND": "gloo", "CORRAL_DEVICE": "cpu"}
+        env = {**env, "CORRAL_BACKEND": "gloo", "CORRAL_DEVICE": "cpu", **self.env}
         with open(self.run_dir / f"out-{len(self.ranks) + len(self.joiners)}.log", "wb") as log:
             return subprocess.Popen(
                 [sys.executable, "-m", "trainer.integrations.script_main", "--run-dir",

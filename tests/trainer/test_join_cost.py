@@ -58,6 +58,23 @@ def test_the_joiner_announces_corral_joins_phases_and_its_own_start(
     assert set(joiner_phases()) <= {"start"}
 
 
+def test_the_joiners_start_is_cut_into_its_launcher_its_setup_and_its_warm_up(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ages = {os.getppid(): 5.0, os.getpid(): 3.5}  # the launcher's age, this rank's
+    monkeypatch.setattr("trainer.membership.join_cost.process_age", ages.get)
+    monkeypatch.delenv(JOIN_PHASES_ENV, raising=False)
+    assert joiner_phases(1.25) == {"start": 5.0, "launcher": 1.5, "setup": 2.25,
+                                   "warm_up": 1.25}
+    assert joiner_phases() == {"start": 5.0}  # no warm-up measured: the whole start only
+    event = MembershipEvent(t=0.0, rank=0, generation=1, step=3, change="joined",
+                            hosts=("gamma",), world_size=3,
+                            phases=admitted_phases({"check": 1.0, **joiner_phases(1.25)}, 0.5))
+    assert list(event.phases) == ["check", "start", "launcher", "setup", "warm_up",
+                                  "admission"]
+    assert event.phases_text() == ("check 1.0 s, start 5.0 s (launcher 1.5 s, setup 2.2 s, "
+                                   "warm_up 1.2 s), admission 0.5 s")
+
+
 def test_the_joined_event_carries_the_phases_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     store = DictStore()
     rank0 = Membership(store, Generation(0, (0, 1), ("alpha", "beta")), 0,  # type: ignore[arg-type]

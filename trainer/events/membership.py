@@ -15,6 +15,13 @@ MembershipChange = Literal["joined", "left", "refused"]
 (the run untouched)."""
 
 
+START_PARTS = ("launcher", "setup", "warm_up")
+"""A join's ``start`` cut in three, seconds on the joiner's clock: ``launcher`` (its torchrun,
+from its start to its rank's), ``setup`` (the rank from its start to its warm-up: the
+interpreter, torch's and corral's imports, the task's model and data), ``warm_up`` (an optimizer
+made once: torch's first import of ``torch._dynamo``, trainer/step/optim.py: ``warm_up``)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class MembershipEvent:
     """Rank 0: the run's membership changed at a step boundary, and training went on in the
@@ -53,13 +60,18 @@ class MembershipEvent:
     step; None until that step (rank 0 writes the event after it)."""
     phases: dict[str, float] = field(default_factory=dict)
     """A join's cost in seconds by phase, in order: ``check``, ``push`` (``corral join``, on
-    the user's machine), ``start`` (the joiner's torchrun to its announcement),
-    ``admission`` (rank 0 seeing it to the new generation's first step); empty otherwise
-    (``trainer.membership.join_cost``)."""
+    the user's machine), ``start`` (the joiner's torchrun to its announcement), its parts
+    (``START_PARTS``) where the joiner measured them, ``admission`` (rank 0 seeing it to the
+    new generation's first step); empty otherwise (``trainer.membership.join_cost``)."""
 
     def phases_text(self) -> str:
-        """``check 1.2 s, push 0.4 s, start 3.0 s, admission 0.8 s`` ('' when none)."""
-        return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.phases.items())
+        """``check 1.2 s, push 0.4 s, start 3.0 s (launcher 1.1 s, setup 1.0 s, warm_up
+        0.9 s), admission 0.8 s`` ('' when none): the parts of ``start`` in brackets."""
+        parts = ", ".join(f"{name} {self.phases[name]:.1f} s" for name in START_PARTS
+                          if name in self.phases)
+        return ", ".join(f"{name} {seconds:.1f} s" + (f" ({parts})" if name == "start" and parts
+                                                      else "")
+                         for name, seconds in self.phases.items() if name not in START_PARTS)
 
     def host_detail(self) -> str:
         """How a host's status says this change: ``left at step N (why)`` (and ``: what its

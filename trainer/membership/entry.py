@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import torch
 
@@ -62,14 +63,16 @@ def launched(store: MembershipStore, rank: int, world: int, leave_file: str,
     return membership
 
 
-def admitted(store: MembershipStore, leave_file: str, identity: dict[str, object]
-             ) -> Membership:
-    """A joiner: announce this host and ``identity`` in the store, wait until rank 0 lets it in
-    at a step boundary, and take its place in the generation that admits it
-    (``Membership.joining``). ``JoinRefused`` names why rank 0 refused it."""
+def admitted(store: MembershipStore, leave_file: str, identity: dict[str, object],
+             warm_up_s: float | None = None) -> Membership:
+    """A joiner: announce this host and ``identity`` in the store (with its phases, and its
+    warm-up's seconds among them), wait until rank 0 lets it in at a step boundary, and take
+    its place in the generation that admits it (``Membership.joining``). ``JoinRefused``
+    names why rank 0 refused it."""
     host = this_host()
     ticket = store.count("joiners/next", 1)
-    store.set(f"joiner/{ticket}", json.dumps({"host": host, **identity, "phases": joiner_phases()}))
+    store.set(f"joiner/{ticket}", json.dumps({"host": host, **identity,
+                                              "phases": joiner_phases(warm_up_s)}))
     answer = json.loads(store.get(f"admit/{ticket}"))
     if "refused" in answer:
         raise JoinRefused(answer["refused"])
@@ -96,8 +99,9 @@ def join_run(config: TrainConfig, info: RankInfo
     identity = {"torch": torch.__version__, "run": json.loads(json.dumps(run_identity(config)))}
     if not joining():
         return launched(store, info.rank, info.world_size, leave_file, identity), info, config
+    warming = time.monotonic()
     warm_up(config)
-    membership = admitted(store, leave_file, identity)
+    membership = admitted(store, leave_file, identity, time.monotonic() - warming)
     plan = membership.joining
     assert plan is not None
     info = RankInfo(rank=membership.rank, world_size=len(plan.generation.members),

@@ -15,10 +15,14 @@ import json
 import os
 import time
 
+from trainer.events.membership import START_PARTS
+
 JOIN_PHASES_ENV = "CORRAL_JOIN_PHASES"
 """On a joiner's ranks: ``corral join``'s phases, a JSON object of seconds by name."""
 PHASES = ("check", "push", "start", "admission")
 """The phases of a join, in their order (seconds each)."""
+ORDER = ("check", "push", "start", *START_PARTS, "admission")
+"""The phases and ``start``'s parts, as the ``joined`` event lists them."""
 
 
 def process_age(pid: int) -> float | None:
@@ -32,9 +36,10 @@ def process_age(pid: int) -> float | None:
         return None
 
 
-def joiner_phases() -> dict[str, float]:
+def joiner_phases(warm_up_s: float | None = None) -> dict[str, float]:
     """This joiner's phases so far: ``corral join``'s, and ``start`` (its launcher's age: the
-    rank's parent is torchrun's agent) when it can be read."""
+    rank's parent is torchrun's agent) when it can be read, with its parts (``START_PARTS``)
+    when this rank's own age can be read too and its warm-up took ``warm_up_s``."""
     try:
         given = json.loads(os.environ.get(JOIN_PHASES_ENV, "{}"))
     except ValueError:
@@ -43,10 +48,14 @@ def joiner_phases() -> dict[str, float]:
               if k in PHASES and isinstance(v, int | float)} if isinstance(given, dict) else {}
     if (age := process_age(os.getppid())) is not None:
         phases["start"] = round(age, 3)
+        if (own := process_age(os.getpid())) is not None and warm_up_s is not None:
+            phases["launcher"] = round(max(0.0, age - own), 3)
+            phases["setup"] = round(max(0.0, own - warm_up_s), 3)
+            phases["warm_up"] = round(warm_up_s, 3)
     return phases
 
 
 def admitted_phases(joiner: dict[str, float], admission_s: float) -> dict[str, float]:
-    """The ``joined`` event's phases: the joiner's, then ``admission``, in ``PHASES`` order."""
+    """The ``joined`` event's phases: the joiner's, then ``admission``, in ``ORDER``."""
     found = {**joiner, "admission": round(admission_s, 3)}
-    return {name: found[name] for name in PHASES if name in found}
+    return {name: found[name] for name in ORDER if name in found}

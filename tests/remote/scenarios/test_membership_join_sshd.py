@@ -4,7 +4,8 @@ followed by ``corral run``, takes in a third host that cluster.toml got while it
 ends it on all three hosts after one step, and its parameters are those of one uninterrupted
 process of as many steps, the first two hosts' ranks in their first processes; a host whose
 torch is not the run's (a stand-in, as the pre-flight tests fake it) is refused by the check,
-the run untouched."""
+the run untouched; the joiner's facts are recorded with the launch's, so a next join takes
+them from the record."""
 
 from __future__ import annotations
 
@@ -148,6 +149,9 @@ def test_a_third_host_joins_a_running_run_and_a_wrong_torch_is_refused(
     assert record["state"] == "stopped" and run.returncode == 1, output[-4000:]
     assert "no process left on any host" in record["cleanup"], record  # the joiner's included
     assert record["hosts"] == ["h0", "h1", "h2"] and not record.get("left_hosts")
+    # the joiner's facts recorded as the launch's: a next join checks its links alone
+    assert sorted(record["checked"]["address"]) == ["h0", "h1", "h2"], record["checked"]
+    assert record["checked"]["torch"]["h2"] == record["checked"]["torch"]["h0"]
     assert "h2 is joining" in output and "h2 joined at step" in output.replace("generation", "")
     first = min(e["t"] for e in _events(run_dir, member) if e["event"] == "step")
     print(f"join figures: `corral join` to the joiner's first step {first - asked:.1f} s, "
