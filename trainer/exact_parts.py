@@ -7,7 +7,8 @@ checkpointer). Without live membership both are made once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,9 @@ class RankPlace:
     """Each rank's share cap (None: none)."""
     slowdown: SlowdownSchedule
     """This rank's emulated slowdown."""
+    state_from: int | None = None
+    """The rank whose training state every other one takes once the parts are made
+    (``NextGeneration.state_from``; None: none, as at the launch)."""
 
     def moved(self, plan: NextGeneration, rank: int) -> RankPlace:
         """The place of rank ``rank`` in ``plan``'s generation (a kept rank's settings follow
@@ -59,7 +63,8 @@ class RankPlace:
         return RankPlace(rank=rank, world=len(plan.generation.members), config=config,
                          micro_batch=remap_ranks(self.micro_batch, plan.kept, None),
                          max_batch=remap_ranks(self.max_batch, plan.kept, None),
-                         slowdown=SlowdownSchedule(config.slowdown_for(rank), (), rank))
+                         slowdown=SlowdownSchedule(config.slowdown_for(rank), (), rank),
+                         state_from=plan.state_from)
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,8 @@ def build_parts(loop: LoopParts, place: RankPlace, balancer_state: dict[str, Any
     shards = loop.optim_step.shards
     # Sharded state runs its own exchange (trainer/step/shards.py): DDP's buckets, a second
     # copy of every gradient, would cost the memory sharding saves.
-    ddp: Any = wrap_ddp(loop.model, device) if shards is None else _same_start(loop.model)
+    with _own_state_kept(loop.model, keep=place.state_from not in (None, 0)):
+        ddp: Any = wrap_ddp(loop.model, device) if shards is None else _same_start(loop.model)
     buffer_sync = BufferSync(loop.model, device)
     # A CPU rank's clock hook starts the tally inside the last backward (EarlyTally).
     tallies = TallyExchange(device, world, stop_requested=loop.stop_requested,
@@ -154,6 +160,25 @@ class Unshared(torch.nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)
+
+
+@contextmanager
+def _own_state_kept(model: torch.nn.Module, *, keep: bool) -> Iterator[None]:
+    """With ``keep``, this rank's own parameters and buffers as they were before the block,
+    whatever it copied into them. DDP's wrapping gives every rank rank 0's; when the new
+    generation takes its training state from another rank (after a loss that rank 0 saw a
+    step earlier than a survivor that completed that step), the state sent must be that
+    rank's own, not rank 0's parameters labelled with its step (one step lost: the chaos
+    run's seed 82, ``bench/chaos.py``). Every rank keeps its own, so a forming retried after
+    this one failed starts from each rank's own state again."""
+    tensors = [*model.parameters(), *model.buffers()] if keep else []
+    own = [tensor.detach().clone() for tensor in tensors]
+    try:
+        yield
+    finally:  # a wrapping cut by a member lost midway leaves some of rank 0's copied too
+        with torch.no_grad():
+            for tensor, kept in zip(tensors, own, strict=True):
+                tensor.copy_(kept)
 
 
 def _same_start(model: torch.nn.Module) -> Unshared:
