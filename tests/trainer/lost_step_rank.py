@@ -1,6 +1,6 @@
 """A trainer rank (``python lost_step_rank.py FLAGS``, as ``python -m trainer FLAGS``) with one
 of two faults set by its environment, for tests of a loss right at a step's end
-(tests/trainer/test_membership_state_source.py):
+(tests/trainer/scenarios/test_membership_state_source.py):
 
 - ``FULL_AT`` (a step): the step event of that step meets a full disk (ENOSPC at the write, as
   on a full tmpfs), so the rank ends through corral's own path, exit status 28, right after it

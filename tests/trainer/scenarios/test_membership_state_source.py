@@ -39,7 +39,7 @@ FLAGS = ("--samples", "256", "--global-batch", "32", "--steps", "20", "--seed", 
          "--lr", "0.02", "--momentum", "0.9", "--checkpoint-every", "0")
 STEP = 6
 """The step at whose end h2 ends and rank 0 falls a step behind h1."""
-ENTRY = Path(__file__).with_name("lost_step_rank.py")
+ENTRY = Path(__file__).resolve().parents[1] / "lost_step_rank.py"
 
 
 @dataclass
