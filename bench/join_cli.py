@@ -11,9 +11,12 @@ command (the events' clock) and the events of the run:
   launcher to its announcement; ``admission``: from the announcement to its first step).
 
 After each join, beside the same run, a bare ``torchrun --standalone`` start of one gloo rank
-(the process group made, one barrier, the end) is timed, and the run's step time read from
-rank 0's events: the issue's goal for the joiner (``start`` + ``admission``) is at most a bare
-start + the state ÷ the link + one step (the hosts here share a machine: no link to cross).
+is timed to the moment it could take its first step (torch imported, the process group made,
+a CNN of the demo's size wrapped in ``DistributedDataParallel`` and its SGD optimizer made: what
+any DDP rank does before its first step, torch's ``_dynamo`` import by both included), and the
+run's step time read from rank 0's events: the issue's goal for the joiner (``start`` +
+``admission``) is at most that bare start + the state ÷ the link + one step (the hosts here
+share a machine: no link to cross).
 
     python bench/join_cli.py [--rounds N] [--json PATH]
 """
@@ -99,14 +102,27 @@ def one_join(path: Path, run_dir: Path) -> dict[str, Any]:
             "phases": joined.get("phases") or {}, "load": os.getloadavg()[0]}
 
 
-BARE_RANK = ("import time\nimport torch.distributed as dist\n"
-             "dist.init_process_group('gloo')\ndist.barrier()\nprint(time.time(), flush=True)\n"
-             "dist.destroy_process_group()\n")
+BARE_RANK = """\
+import time
+import torch
+import torch.distributed as dist
+from torch import nn
+dist.init_process_group("gloo")
+model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                      nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                      nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(),
+                      nn.Linear(128, 10))
+ddp = nn.parallel.DistributedDataParallel(model)
+optimizer = torch.optim.SGD(ddp.parameters(), lr=0.05)
+print(time.time(), flush=True)
+dist.destroy_process_group()
+"""
 
 
 def bare_start(folder: Path) -> float:
-    """Seconds from a bare ``torchrun --standalone`` start of one gloo rank to the rank past
-    its first barrier (what the joiner's ``start`` phase counts: its launcher to its group)."""
+    """Seconds from a bare ``torchrun --standalone`` start of one gloo rank to the rank ready
+    for its first step (its group, DDP module and optimizer made: what the joiner's ``start``
+    phase counts, its launcher to its announcement)."""
     script = folder / "bare_rank.py"
     script.write_text(BARE_RANK, encoding="utf-8")
     began = time.time()
