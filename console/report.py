@@ -75,7 +75,10 @@ def what_happened(summary: RunSummary) -> Text | None:
         text.append(f"\nIts last lines ({outcome.failed_host} rank {outcome.failed_rank}):",
                     style="bold")
         text.append("".join(f"\n  {line}" for line in outcome.last_lines), style="dim")
-    if outcome.collateral:
+    if outcome.collateral and outcome.failed_rank is None:  # a stop's: no failure of its own
+        text.append("\nFailed as the stop ended their peers (no failure of the run's own): "
+                    + "; ".join(outcome.collateral))
+    elif outcome.collateral:
         text.append("\nCollateral (they followed from it): " + "; ".join(outcome.collateral))
     if outcome.detail:
         text.append(f"\nRecorded: {outcome.detail}")

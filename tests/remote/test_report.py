@@ -84,6 +84,31 @@ def test_an_interrupted_run_is_reported_as_stopped_with_its_last_step(
     assert "Recorded: stopped by user" in flat
 
 
+def test_ranks_failing_as_a_stop_ends_their_peers_are_no_failure_of_the_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``corral stop`` of a script run: rank 0 took the TERM first (interrupted), rank 1's
+    collective then failed on the closed connection. On the old code: "First failure: rank 1
+    on slow: RuntimeError: Connection closed by peer" and its traceback, for a stop asked for."""
+    path = _cluster(tmp_path)
+    closed = "RuntimeError: Connection closed by peer [127.0.0.1]:51414"
+    lines = synthetic_run(steps=9, end="failed", error=closed)
+    write_recorded(tmp_path / "runs" / "rep-s", info("rep-s", "stopped",
+                                                     detail="stopped on request"), lines)
+    code, out = _report(capsys, path, "rep-s")
+    flat = " ".join(out.split())
+    assert code == 0 and "First failure" not in flat, flat
+    assert f"Failed as the stop ended their peers (no failure of the run's own): rank 1 on " \
+        f"slow: {closed}" in flat
+    outcome = _json(capsys, path, "rep-s")["runs"][0]["outcome"]
+    assert outcome["failed_rank"] is None and outcome["collateral"] == [f"rank 1 on slow: {closed}"]
+    # a rank that failed before the stop reached any: the run's own failure, named first
+    early = [(h, dataclasses.replace(e, t=e.t - 5.0) if getattr(e, "status", "") == "failed"
+              else e) for h, e in lines]
+    write_recorded(tmp_path / "runs" / "rep-e", info("rep-e", "stopped",
+                                                     detail="stopped on request"), early)
+    assert _json(capsys, path, "rep-e")["runs"][0]["outcome"]["failed_rank"] == 1
+
+
 def test_a_restarted_run_counts_each_step_once_and_the_time_lost(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _cluster(tmp_path)
