@@ -224,6 +224,7 @@ def test_banner_and_fish_accounts_take_a_live_leave_and_join_detached_and_follow
     assert logs.returncode == 0 and "\r" not in logs.stdout, logs.stdout[-2000:]
     # the joiner's lines were kept here too (on the old code: shown live, never copied)
     assert f"joined the run as member {member}" in logs.stdout, logs.stdout[-2000:]
+    assert f"medium:{member} " in logs.stdout, logs.stdout[-2000:]  # its id, not rank 0's
     # each rank in the run at the stop ended, and the stop is no failure of the run's
     for host, rank in (("fast", 0), ("slow", 2), ("medium", member)):
         last = _copied(home, run_id, host, rank)[-1]
