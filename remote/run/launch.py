@@ -218,8 +218,10 @@ def exit_file_words(host: HostSection) -> str:
     host's shell once the engine's client has returned: the run ends with nothing of it left."""
     exit_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "exit"))
     stopped_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "stopped"))
+    # On a full disk the write fails: quietly (the tailer says "disk full" itself), no .tmp left.
     return (f"; s=$?; [ -e {stopped_file} ] || "
-            f"{{ echo $s > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}; }}")
+            f"{{ {{ echo $s > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}; }} 2>/dev/null "
+            f"|| rm -f {exit_file}.tmp; }}")
 
 
 def _interpreter(host: HostSection) -> str:
