@@ -238,7 +238,7 @@ def generations_table(summary: RunSummary) -> Table:
     for name in ("gen", "step", "change", "hosts", "why", "ranks", "redone", "to step"):
         table.add_column(name, overflow="fold")
     for g in summary.generations:
-        why = g.cause or g.reason or ""
+        why = ": ".join(w for w in (g.cause, g.reason) if w)  # ranks_died: disk full on …
         took = f"{g.seconds_to_step:.1f} s" if g.seconds_to_step is not None else "—"
         table.add_row(str(g.generation), str(g.step), g.change, ", ".join(g.hosts), Text(why),
                       str(g.world_size), str(g.redone_steps), took)

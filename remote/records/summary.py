@@ -107,6 +107,8 @@ class GenerationRow:
     phases: dict[str, float]
     """A join's seconds by phase (check, push, start, admission); empty otherwise."""
     reason: str | None
+    """What was seen, in one line: a refused join's fix, or what a lost host's ranks said as
+    they ended (``disk full on HOST at PATH: …``); None where nothing was said."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -297,7 +299,7 @@ def summary_of(history: RunHistory, figures: RunFigures) -> RunSummary:
                                 hosts=list(g.hosts), cause=g.cause, world_size=g.world_size,
                                 redone_steps=g.redone_steps, state_bytes=g.state_bytes,
                                 seconds_to_step=g.seconds_to_step, phases=dict(g.phases),
-                                reason=g.reason)
+                                reason=g.reason or g.said)
                      for g in figures.generations],
         baseline=run_baseline(figures, live=False) if figures.has_steps else None,
     )

@@ -278,7 +278,9 @@ def test_the_report_lists_each_generation_of_a_run_whose_hosts_changed(
     path = _cluster(tmp_path)
     left = MembershipEvent(t=1_700_000_000.3, rank=0, generation=1, step=6, change="left",
                            hosts=("slow",), cause="ranks_died", redone_steps=1, world_size=1,
-                           members=(0,), seconds_to_step=4.5)
+                           members=(0,), seconds_to_step=4.5,
+                           said="disk full on slow at /r/metrics: the step event could not be "
+                                "written")
     refused = MembershipEvent(t=1_700_000_000.5, rank=0, generation=1, step=9,
                               change="refused", hosts=("slow",), world_size=1,
                               reason="torch 2.1 on slow, 2.4 on fast")
@@ -292,6 +294,9 @@ def test_the_report_lists_each_generation_of_a_run_whose_hosts_changed(
     flat = " ".join(out.split())
     assert code == 0 and "membership (live joins and leaves)" in flat
     assert "ranks_died" in flat and "4.5 s" in flat and "torch 2.1 on slow" in flat
+    # what the lost host's ranks said (on the old code: "ranks_died" alone)
+    assert "ranks_died: disk" in flat, flat  # the cell wraps after it
+    assert run["generations"][0]["reason"].startswith("disk full on slow at ")
 
 
 def test_a_host_cut_off_is_named_in_the_report_until_it_is_clean(
