@@ -75,7 +75,10 @@ def what_happened(summary: RunSummary) -> Text | None:
         text.append(f"\nIts last lines ({outcome.failed_host} rank {outcome.failed_rank}):",
                     style="bold")
         text.append("".join(f"\n  {line}" for line in outcome.last_lines), style="dim")
-    if outcome.collateral:
+    if outcome.collateral and outcome.failed_rank is None:  # a stop's: no failure of its own
+        text.append("\nFailed as the stop ended their peers (no failure of the run's own): "
+                    + "; ".join(outcome.collateral))
+    elif outcome.collateral:
         text.append("\nCollateral (they followed from it): " + "; ".join(outcome.collateral))
     if outcome.detail:
         text.append(f"\nRecorded: {outcome.detail}")
@@ -235,7 +238,7 @@ def generations_table(summary: RunSummary) -> Table:
     for name in ("gen", "step", "change", "hosts", "why", "ranks", "redone", "to step"):
         table.add_column(name, overflow="fold")
     for g in summary.generations:
-        why = g.cause or g.reason or ""
+        why = ": ".join(w for w in (g.cause, g.reason) if w)  # ranks_died: disk full on …
         took = f"{g.seconds_to_step:.1f} s" if g.seconds_to_step is not None else "—"
         table.add_row(str(g.generation), str(g.step), g.change, ", ".join(g.hosts), Text(why),
                       str(g.world_size), str(g.redone_steps), took)

@@ -152,10 +152,12 @@ class Session:
         await self.aclose()
 
     # ---------------------------------------------------------------- which run
-    def unnamed_run(self, *, live: bool = False) -> str:
+    def unnamed_run(self, *, live: bool = False, naming: str = "corral stop RUN",
+                    title: str = "nothing to stop") -> str:
         """The run meant when none is named: the one this session follows, else the newest
         recorded run of the cluster; with ``live``, one that has not ended. A ``UsageError``
-        saying how to name one when there is none."""
+        saying how to name one (``naming``: the command the user ran, with ``RUN``; ``title``:
+        the error's) when there is none."""
         model = self._model
         if model is not None and model.run_id is not None and (model.live or not live):
             return model.run_id
@@ -167,8 +169,8 @@ class Session:
 
         running = [r for r in self.recorded_runs() if r.state not in FINAL_RUN_STATES]
         if not running:
-            raise UsageError("no run of this cluster is running; name one: corral stop RUN "
-                             "(see `corral status`)", title="nothing to stop")
+            raise UsageError(f"no run of this cluster is running; name one: {naming} "
+                             "(see `corral status`)", title=title)
         return running[0].run_id
 
     def runs(self, wanted: Sequence[str]) -> list[RunInfo]:

@@ -97,8 +97,15 @@ def judge_imports(host: HostSection, config: ClusterConfig, user: UserCode | Non
     items = _own_items(host, user, needs)
     if not needs.packages:
         return items
-    found = (last_json(output) if status == 0 else None) or {}
     python = f"{python_label(host)} on {host.name}"
+    found = last_json(output) if status == 0 else None
+    if found is None:  # the interpreter did not run (its own row says why): nothing is known
+        items.append(CheckItem(
+            host=host.name, name="imports", ok=False,
+            detail=f"not checked: {python} did not run the scan of the script's imports "
+                   f"(status {status})",
+            hint="fix this host's python first (its row above)"))
+        return items
     required = [u for u in needs.packages if u.optional is None and not found.get(u.name)]
     optional = [u for u in needs.packages if u.optional is not None and not found.get(u.name)]
     if optional:  # no host in the detail: the run logs the same warning once for every host

@@ -20,6 +20,9 @@ FRAME = "@@corral-sh"
 """The line ``sh`` prints first on stdout and stderr; what came before is the login shell's."""
 _FRAME_LINE = (FRAME + "\n").encode()
 _SPECIAL = re.compile(r"(['\\])")
+_CONTROL = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x1f\x7f]")
+"""Terminal control sequences (an OSC such as an xterm title, a CSI such as a colour) and
+control characters: what a banner shows of them is none of its text."""
 
 
 class LoginShellRefused(CorralError):
@@ -55,17 +58,32 @@ def framed(command: str) -> str:
 
 def unframed(data: bytes) -> tuple[bytes, bytes | None]:
     """``framed`` output split: what ``sh`` wrote after the frame, and what the login shell
-    printed before it (None: no frame, ``sh`` never ran; the first part is then all of it)."""
-    if data.startswith(_FRAME_LINE):
-        return data[len(_FRAME_LINE):], b""
-    at = data.find(b"\n" + _FRAME_LINE)
+    printed before it (None: no frame, ``sh`` never ran; the first part is then all of it).
+
+    The frame may follow the login shell's output on the same line: a start-up file that
+    prints without a newline (an xterm title, ``echo -n``) leaves no line break before it."""
+    at = data.find(_FRAME_LINE)
     if at < 0:
         return data, None
-    return data[at + 1 + len(_FRAME_LINE):], data[:at + 1]
+    return data[at + len(_FRAME_LINE):], data[:at]
 
 
-SHELL_QUESTION = 'echo "$SHELL"'
-"""Asked unframed where the frame did not come: a line every login shell's ``-c`` answers."""
+def is_frame(line: str) -> bool:
+    """Whether ``line`` (one line of ``framed`` output, without its newline) ends what the
+    login shell printed: the frame, after whatever that shell printed on the same line."""
+    return line.endswith(FRAME)
+
+
+SHELL_MARK = "@@corral-shell="
+SHELL_QUESTION = f'echo "{SHELL_MARK}$SHELL"'
+"""Asked unframed where the frame did not come: a line every login shell's ``-c`` answers,
+marked so that what its start-up files printed is not taken for the shell's name."""
+
+
+def shell_answer(text: str) -> str:
+    """The login shell's name from ``SHELL_QUESTION``'s output ("" where it did not say)."""
+    at = text.rfind(SHELL_MARK)
+    return text[at + len(SHELL_MARK):].splitlines()[0].strip() if at >= 0 else ""
 
 
 def first_line(text: bytes | str) -> str:
@@ -73,7 +91,7 @@ def first_line(text: bytes | str) -> str:
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
     for line in text.splitlines():
-        shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x1f\x7f]", "", line).strip()
+        shown = _CONTROL.sub("", line).strip()
         if shown:
             return shown[:80]
     return ""
@@ -93,7 +111,7 @@ def refused(host: str, user: str | None, shell: str, said: str) -> LoginShellRef
 
 def banner_warning(shell_said: str) -> str:
     """The check's detail for a login shell that prints on stdout before every command."""
-    return (f"warning: the login shell prints before every command: {shell_said!r}; corral "
+    return (f"warning: the login shell prints before every command: '{shell_said}'; corral "
             "reads past it, but scp, rsync and sftp to this host fail")
 
 

@@ -38,7 +38,9 @@ from remote.hosts.login_shell import (
     LoginShellRefused,
     first_line,
     framed,
+    is_frame,
     refused,
+    shell_answer,
     unframed,
 )
 from remote.hosts.own_group import in_own_group
@@ -257,8 +259,8 @@ class SshTransport(CommandRunner):
 
     def _saw(self, before: bytes | str) -> None:
         """Keep the first banner the login shell printed before a command's frame."""
-        if self.banner is None and (line := first_line(before)):
-            self.banner = line
+        if self.banner is None and before:  # control codes alone: shown as such
+            self.banner = first_line(before) or ascii(_text(before)[:40])[1:-1]
 
     async def _refused(self, said: bytes | str) -> LoginShellRefused:
         """The error for a login shell that did not run ``exec sh -c``, naming that shell as
@@ -266,8 +268,7 @@ class SshTransport(CommandRunner):
         shell = ""
         with contextlib.suppress(asyncssh.Error, OSError, asyncio.TimeoutError):
             answer = await within(self._conn.run(SHELL_QUESTION, check=False), 10.0)
-            lines = _text(answer.stdout).strip().splitlines()
-            shell = lines[-1].strip() if lines else ""
+            shell = shell_answer(_text(answer.stdout))
         return refused(self.host.name, self.host.user, shell, first_line(said))
 
     async def stream(self, command: str) -> AsyncIterator[str]:
@@ -281,10 +282,11 @@ class SshTransport(CommandRunner):
                 proc.stdin.write(env_input.decode())
             before: list[str] | None = []
             async for line in proc.stdout:
+                text = line.rstrip("\n")
                 if before is None:
-                    yield line.rstrip("\n")
-                elif line.rstrip("\n") == FRAME:  # what the login shell printed ends here
-                    self._saw("".join(before))
+                    yield text
+                elif is_frame(text):  # what the login shell printed ends here
+                    self._saw("".join(before) + text[:-len(FRAME)])
                     before = None
                 else:
                     before.append(line)

@@ -76,7 +76,8 @@ class Outcome:
     """The first failing rank's last output lines (its traceback, what it printed after)."""
     collateral: list[str] = field(default_factory=list)
     """``rank N on HOST: error`` of every other rank that ended failed: consequences of the
-    culprit's failure (a peer's connection closed, a timeout)."""
+    culprit's failure (a peer's connection closed, a timeout); of a stopped run without one,
+    the ranks that failed as the stop ended their peers."""
     cleanup: str = ""
     """What is known of the run's processes left on its hosts (``RunInfo.cleanup``) while a
     host may still hold some (``suspect_hosts``), or empty."""
@@ -106,6 +107,8 @@ class GenerationRow:
     phases: dict[str, float]
     """A join's seconds by phase (check, push, start, admission); empty otherwise."""
     reason: str | None
+    """What was seen, in one line: a refused join's fix, or what a lost host's ranks said as
+    they ended (``disk full on HOST at PATH: …``); None where nothing was said."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -207,12 +210,16 @@ def _outcome(history: RunHistory, steps_done: int) -> Outcome:
                  "failed" if "failed" in last.values() else "stopped")
     failures = [line for line in history.lines if isinstance(line.event, EndEvent)
                 and line.event.status == "failed"]
+    stopping = _stopped_failures(state, ends, failures)
+    failures = [line for line in failures if line not in stopping]
     cleanup = history.info.cleanup if history.info.suspect_hosts else ""
     culprit = _recorded_culprit(history) if state == "failed" else None
     if culprit is None and failures:
         culprit = (failures[0].host, failures[0].rank)
     if culprit is None:
-        return Outcome(state=state, detail=detail, ended_at_step=steps_done, cleanup=cleanup)
+        return Outcome(state=state, detail=detail, ended_at_step=steps_done, cleanup=cleanup,
+                       collateral=[f"rank {line.rank} on {line.host}: {line.event.error or '?'}"
+                                   for line in stopping if isinstance(line.event, EndEvent)])
     host, rank = culprit
     own = next((line.event for line in failures if (line.host, line.rank) == culprit), None)
     error = own.error if isinstance(own, EndEvent) else detail.split("\n")[0] or None
@@ -222,6 +229,16 @@ def _outcome(history: RunHistory, steps_done: int) -> Outcome:
                    collateral=[f"rank {line.rank} on {line.host}: {line.event.error or '?'}"
                                for line in failures if (line.host, line.rank) != culprit
                                and isinstance(line.event, EndEvent)])
+
+
+def _stopped_failures(state: str, ends: list[EndEvent], failures: list[Any]) -> list[Any]:
+    """Of a stopped run's ``failures`` (its ranks' ``failed`` ends), those that came once the
+    stop had reached a rank (its ``interrupted`` end): a peer's collective failing as that rank
+    ended (a connection closed) followed from the stop; no failure of the run's own."""
+    stopped_at = min((e.t for e in ends if e.status == "interrupted"), default=None)
+    if state != "stopped" or stopped_at is None:
+        return []
+    return [line for line in failures if line.event.t >= stopped_at]
 
 
 def _recorded_culprit(history: RunHistory) -> tuple[str, int] | None:
@@ -282,7 +299,7 @@ def summary_of(history: RunHistory, figures: RunFigures) -> RunSummary:
                                 hosts=list(g.hosts), cause=g.cause, world_size=g.world_size,
                                 redone_steps=g.redone_steps, state_bytes=g.state_bytes,
                                 seconds_to_step=g.seconds_to_step, phases=dict(g.phases),
-                                reason=g.reason)
+                                reason=g.reason or g.said)
                      for g in figures.generations],
         baseline=run_baseline(figures, live=False) if figures.has_steps else None,
     )

@@ -244,6 +244,10 @@ class RunFollower:
         others'; until rank 0 lets it in (``members_changed``), its end is a failed join."""
         if self.tails is None or host in self.joining:
             return
+        if (before := self.copies.get(host)) is not None:  # it left and joins again: its
+            before.save()  # first copy lets go, or the new one could not write (one writer)
+            before.close()
+            self.replay.shown(host, before.saved)
         copy = self.copies[host] = CollectedCopy(self.local_dir, host)
         self.joining.add(host)
         self.running_hosts.add(host)  # "running" is said when rank 0 lets it in

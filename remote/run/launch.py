@@ -212,14 +212,14 @@ def torch_node_rank(config: ClusterConfig, place: HostPlan) -> int:
 
 
 def exit_file_words(host: HostSection) -> str:
-    """Shell, after the launcher: its exit status to ``hosts/<host>.exit``, which says the
-    launcher ended by itself, so not after `corral stop` (in a container the host's shell
-    outlives the stop, which ends torchrun only). On a host with a container this runs in the
-    host's shell once the engine's client has returned: the run ends with nothing of it left."""
+    """Shell, after the launcher: its exit status to ``hosts/<host>.exit`` (none, quietly, on a
+    full disk), which says the launcher ended by itself, so not after `corral stop` (in a
+    container the host's shell outlives the stop, which ends torchrun only). In a container,
+    this runs in the host's shell once the engine's client has returned: nothing is left."""
     exit_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "exit"))
     stopped_file = shlex.quote(IN_RUN_DIR.host_file(host.name, "stopped"))
-    return (f"; s=$?; [ -e {stopped_file} ] || "
-            f"{{ echo $s > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}; }}")
+    return (f"; s=$?; [ -e {stopped_file} ] || {{ {{ echo $s > {exit_file}.tmp && mv "
+            f"{exit_file}.tmp {exit_file}; }} 2>/dev/null || rm -f {exit_file}.tmp; }}")
 
 
 def _interpreter(host: HostSection) -> str:

@@ -24,7 +24,8 @@ The host's ranks are known once torchrun logs its rendezvous result (``global_ra
 at INFO level) into the host's launcher log: they are the ranks the launch planned for the host
 (the ``planned`` file, numbered in host order) or, for a launch without that file, the ranks
 torchrun logged; a host that joined the run live (``planned`` holds ``join``) owns the
-ranks its launcher log says were admitted (``JOINED``). They are kept in the ``ranks`` file for
+ranks its launcher log says were admitted (``JOINED``), and its ranks' lines are printed with
+their member ids from then on (``JOINER_PREFIX``). They are kept in the ``ranks`` file for
 later tailers. Hosts may share one
 machine and one run directory, so event files of other ranks are left alone. The tailer exits
 when its stdin closes (the follower went away).
@@ -45,6 +46,10 @@ HEARTBEAT_S = 2.0
 GLOBAL_RANKS = re.compile(r"\bglobal_ranks=\[([\d, ]*)\]")
 JOINED = re.compile(r"\bcorral: joined the run as member (\d+)\b")
 """A joiner's rank, once admitted (``trainer.membership.contract.JOINED_LINE``)."""
+JOINER_PREFIX = re.compile(r"\[rank(\d+)\+0\]:")
+"""A joiner's rank line prefix (a world of its own: local rank + 0), relabelled with the
+member id once that rank is admitted: ``[rank<member>+0]:``, so every seat, ``corral logs`` and
+the report name it as the run's events do (not as rank 0)."""
 JOIN_MARK = "join"
 """The ``planned`` file of a host launched by ``corral join``: its ranks are not known at
 launch (rank 0 gives each joiner the next member id), so they are the ones its launcher log
@@ -59,11 +64,13 @@ class Tailer:
         self.offsets = offsets
         self.out = out
         self.owned = set()
+        self.members = {}  # a joiner's local rank -> the member id rank 0 gave it
         self.last_beat = 0.0
 
     def run(self):
         """Print records until the launcher ends or stdin closes."""
         self.owned = set(self.read_ranks("ranks"))
+        self.recall_members()
         for rank in sorted(self.owned):
             self.out.write(f"O\t{rank}\n")
         self.out.flush()
@@ -92,6 +99,33 @@ class Tailer:
             self.drain(self.paths["events"].format(rank=rank))
         if self.offsets != before:
             self.out.write("F\n")
+
+    def admitted(self, text, member):
+        """A joiner's rank was let in as ``member``: its lines are labelled with that id."""
+        prefix = JOINER_PREFIX.search(text)
+        self.members[int(prefix.group(1)) if prefix else 0] = member
+
+    def relabel(self, text):
+        """A joiner's line with its admitted ranks' member ids in their prefixes."""
+        def member(found):
+            local = int(found.group(1))
+            return f"[rank{self.members[local]}+0]:" if local in self.members else found.group(0)
+        return JOINER_PREFIX.sub(member, text)
+
+    def recall_members(self):
+        """A joiner's admitted ranks, from the launcher log this tailer starts past."""
+        start = self.offsets.get(self.paths["launcher_log"], 0)
+        if not start or not self.joiner():
+            return
+        try:
+            with open(self.paths["launcher_log"], "rb") as f:
+                seen = f.read(start).decode("utf-8", "replace")
+        except OSError:
+            return
+        for line in seen.splitlines():
+            joined = JOINED.search(line)
+            if joined:
+                self.admitted(line, int(joined.group(1)))
 
     def joiner(self):
         try:
@@ -135,11 +169,15 @@ class Tailer:
         for raw in data[: end + 1].splitlines(True):
             pos += len(raw)
             text = raw.rstrip(b"\n").decode("utf-8", "replace")
+            joined = (JOINED.search(text) if path == self.paths["launcher_log"]
+                      and "joined the run as member" in text and self.joiner() else None)
+            if joined:
+                self.admitted(text, int(joined.group(1)))
+            if self.members and path == self.paths["launcher_log"]:
+                text = self.relabel(text)
             self.out.write(f"L\t{path}\t{pos}\t{text}\n")
-            if path == self.paths["launcher_log"] and "joined the run as member" in text:
-                joined = JOINED.search(text)
-                if joined and self.joiner():
-                    self.own({*self.owned, int(joined.group(1))})
+            if joined:
+                self.own({*self.owned, int(joined.group(1))})
             elif (path == self.paths["launcher_log"] and "global_ranks=[" in text
                     and not self.joiner()):
                 match = GLOBAL_RANKS.search(text)

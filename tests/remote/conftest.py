@@ -232,8 +232,11 @@ def _stop_daemons(started: list[subprocess.Popen[bytes]]) -> None:
 BANNER_BASHRC = (
     "# A login notice, as cluster admins put it before the interactive-only guard.\n"
     'echo "Welcome to node-7 (GPU cluster) -- jobs over 24h are killed"\n'
-    'printf "\\033[33mquota: 81%% used\\033[0m\\n"\n')
-"""What the ``banner`` account's ``~/.bashrc`` starts with (shared/field/hosts/banner.bashrc)."""
+    'printf "\\033[33mquota: 81%% used\\033[0m\\n"\n'
+    "# An xterm title, no newline after it (corral's frame follows on the same line).\n"
+    "printf '\\033]0;%s\\007' \"$HOSTNAME\"\n")
+"""What the ``banner`` account's ``~/.bashrc`` starts with (shared/field/hosts/banner.bashrc,
+after a title that leaves no newline before corral's frame)."""
 ACCOUNT_SHELLS = {"banner": "bash", "fish": "fish", "zsh": "zsh", "dash": "dash",
                   "tcsh": "tcsh"}
 """Each kind of ``worker_account`` and its login shell."""

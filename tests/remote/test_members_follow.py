@@ -109,3 +109,27 @@ def test_a_join_record_is_heard_once_and_a_joiners_end_before_it_is_let_in_is_no
     assert ended == JoinEnded(host="c", detail="its launcher ended with status 1")
     assert follower.monitor.observe(_exit("c", "1")) == [] and not follower.monitor.failing
     assert follower._joins(_exit("c", "1")) == []  # said once
+
+
+def test_a_host_that_left_and_joins_again_is_copied_here_again(tmp_path: Path) -> None:
+    """Its second launch's lines and events reach this machine's copy (on the old code the
+    first copy, still open, kept the copy's lock: the joiner's ranks were shown, never kept,
+    and `corral report` and `corral logs` lacked them)."""
+    from types import SimpleNamespace
+
+    from remote.records.collected import CollectedCopy
+
+    follower = _follower(tmp_path, on_host_loss="continue", port=31000)
+    follower.copies = {h: CollectedCopy(follower.local_dir, h) for h in ("a", "b")}
+    follower.copies["b"].append("metrics/rank-1.jsonl", '{"event": "x"}', 15)
+    added: list[str] = []
+    follower.tails = SimpleNamespace(add=lambda host, tail: added.append(host))  # type: ignore[assignment]
+    follower.members_changed(frozenset({"b"}), frozenset())  # b left live
+    follower.add_joiner("b", None)  # type: ignore[arg-type]
+    copy = follower.copies["b"]
+    assert added == ["b"] and copy.writer
+    assert copy.offsets == {"metrics/rank-1.jsonl": 15}  # it goes on where the first one was
+    copy.append("metrics/rank-3.jsonl", '{"event": "y"}', 15)
+    copy.save()
+    assert (copy.root / "metrics" / "rank-3.jsonl").read_text() == '{"event": "y"}\n'
+    copy.close()

@@ -65,3 +65,16 @@ def test_a_followed_runs_record_is_left_to_its_follower(
     assert main(["-c", str(path), "join", "c"]) == 0
     assert json.loads((tmp_path / "runs" / "m-1" / "run.json").read_text()) == \
         json.loads(before)  # the follower records the ranks' event, not the command
+
+
+@pytest.mark.parametrize("words", [["leave", "b"], ["join", "c"], ["leave", "b", "--restart"]])
+def test_with_no_run_running_leave_and_join_name_their_own_command(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], words: list[str]) -> None:
+    """On the old code they said ``name one: corral stop RUN`` (the stop's words)."""
+    path = _cluster(tmp_path, {**RUNNING, "state": "completed"})
+    assert main(["-c", str(path), *words]) == 2
+    said = " ".join(capsys.readouterr().err.split())
+    restart = " --restart" if "--restart" in words else ""
+    assert f"nothing to {words[0]}: no run of this cluster is running; name one: corral " \
+        f"{words[0]} {words[1]}{restart} --run RUN" in said, said
+    assert "corral stop" not in said and "Traceback" not in said

@@ -189,3 +189,27 @@ def test_a_joiner_is_said_to_be_let_in_where_the_runs_mode_admits_it(
     assert [e.detail for e in said if isinstance(e, HostStatus)] == [f"launched; let in {at}"]
     [line] = [e.text for e in said if isinstance(e, LogLine)]
     assert line.endswith(f"2.0 s after `corral join`; rank 0 lets it in {at}"), line
+
+
+def test_a_joiners_lines_are_labelled_with_its_member_id_once_let_in(tmp_path: Path) -> None:
+    """On the old code a joiner's every line said ``[rank0+0]:`` (its own world's rank 0):
+    ``corral logs`` and every seat showed it as ``HOST:0``, rank 0's label."""
+    run_dir = tmp_path / "j"
+    log = ["[rank0+0]:loading", "[rank0+0]:" + JOINED_LINE.format(member=3),
+           "[rank0+0]:train  10%|#| 1/10\r[rank0+0]:train  20%|##| 2/10"]
+    said = _tail(run_dir, "c", f"{tail_script.JOIN_MARK}\n", log)
+    texts = [line.split("\t", 3)[3] for line in said if line.startswith("L\t") and "[rank" in line]
+    assert texts == ["[rank0+0]:loading", "[rank3+0]:" + JOINED_LINE.format(member=3),
+                     "[rank3+0]:train  10%|#| 1/10", "[rank3+0]:train  20%|##| 2/10"]
+    # a tailer started past the line that let it in (a reconnect, a later attach) knows it
+    paths = tailer_paths("c")
+    log_path = str(run_dir / paths["launcher_log"])
+    past = (run_dir / paths["launcher_log"]).stat().st_size
+    with open(log_path, "a") as f:
+        f.write("[rank0+0]:step 2\n")
+    out = io.StringIO()
+    tailer = tail_script.Tailer({k: str(run_dir / v) for k, v in paths.items()},
+                                {log_path: past}, out)
+    tailer.recall_members()
+    tailer.drain_all()
+    assert "\t[rank3+0]:step 2" in out.getvalue()

@@ -84,6 +84,31 @@ def test_an_interrupted_run_is_reported_as_stopped_with_its_last_step(
     assert "Recorded: stopped by user" in flat
 
 
+def test_ranks_failing_as_a_stop_ends_their_peers_are_no_failure_of_the_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``corral stop`` of a script run: rank 0 took the TERM first (interrupted), rank 1's
+    collective then failed on the closed connection. On the old code: "First failure: rank 1
+    on slow: RuntimeError: Connection closed by peer" and its traceback, for a stop asked for."""
+    path = _cluster(tmp_path)
+    closed = "RuntimeError: Connection closed by peer [127.0.0.1]:51414"
+    lines = synthetic_run(steps=9, end="failed", error=closed)
+    write_recorded(tmp_path / "runs" / "rep-s", info("rep-s", "stopped",
+                                                     detail="stopped on request"), lines)
+    code, out = _report(capsys, path, "rep-s")
+    flat = " ".join(out.split())
+    assert code == 0 and "First failure" not in flat, flat
+    assert f"Failed as the stop ended their peers (no failure of the run's own): rank 1 on " \
+        f"slow: {closed}" in flat
+    outcome = _json(capsys, path, "rep-s")["runs"][0]["outcome"]
+    assert outcome["failed_rank"] is None and outcome["collateral"] == [f"rank 1 on slow: {closed}"]
+    # a rank that failed before the stop reached any: the run's own failure, named first
+    early = [(h, dataclasses.replace(e, t=e.t - 5.0) if getattr(e, "status", "") == "failed"
+              else e) for h, e in lines]
+    write_recorded(tmp_path / "runs" / "rep-e", info("rep-e", "stopped",
+                                                     detail="stopped on request"), early)
+    assert _json(capsys, path, "rep-e")["runs"][0]["outcome"]["failed_rank"] == 1
+
+
 def test_a_restarted_run_counts_each_step_once_and_the_time_lost(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _cluster(tmp_path)
@@ -253,7 +278,9 @@ def test_the_report_lists_each_generation_of_a_run_whose_hosts_changed(
     path = _cluster(tmp_path)
     left = MembershipEvent(t=1_700_000_000.3, rank=0, generation=1, step=6, change="left",
                            hosts=("slow",), cause="ranks_died", redone_steps=1, world_size=1,
-                           members=(0,), seconds_to_step=4.5)
+                           members=(0,), seconds_to_step=4.5,
+                           said="disk full on slow at /r/metrics: the step event could not be "
+                                "written")
     refused = MembershipEvent(t=1_700_000_000.5, rank=0, generation=1, step=9,
                               change="refused", hosts=("slow",), world_size=1,
                               reason="torch 2.1 on slow, 2.4 on fast")
@@ -267,6 +294,9 @@ def test_the_report_lists_each_generation_of_a_run_whose_hosts_changed(
     flat = " ".join(out.split())
     assert code == 0 and "membership (live joins and leaves)" in flat
     assert "ranks_died" in flat and "4.5 s" in flat and "torch 2.1 on slow" in flat
+    # what the lost host's ranks said (on the old code: "ranks_died" alone)
+    assert "ranks_died: disk" in flat, flat  # the cell wraps after it
+    assert run["generations"][0]["reason"].startswith("disk full on slow at ")
 
 
 def test_a_host_cut_off_is_named_in_the_report_until_it_is_clean(

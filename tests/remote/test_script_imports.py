@@ -207,3 +207,15 @@ def test_an_optional_import_missing_everywhere_is_one_warning_of_the_run(tmp_pat
     [line] = warning_lines(items)
     assert line.startswith("corral: warning: optional, not found by ") and "apex" in line
     assert line.endswith("(on a, b, c)")
+
+
+def test_an_interpreter_that_did_not_run_is_not_told_to_install_packages(
+        tmp_path: Path) -> None:
+    """On the old code a host whose ``python`` does not exist got, besides its python row,
+    "train.py imports numpy, which ... cannot find" and a ``pip install`` with that python."""
+    _write(tmp_path, {"train.py": "import numpy\n"})
+    config = _config(tmp_path)
+    (item,) = [i for i in _judged(config.hosts[0], config, "sh: 1: /nope/python: not found\n",
+                                  127) if i.name == "imports"]
+    assert not item.ok and item.detail.startswith("not checked: ") and "status 127" in item.detail
+    assert "pip" not in item.hint and "numpy" not in item.detail

@@ -199,3 +199,20 @@ def test_a_new_generations_schedule_cuts_the_steps_after_the_change_among_its_ra
     assert after.drawn == 9 and after.balancer is None  # rank 1: no balancer
     with pytest.raises(RuntimeError, match="already drawn"):
         after.apply(9, (6, 6))
+
+
+def test_a_new_generation_keeps_the_runs_least_share() -> None:
+    """The HF opt-in's least share is its accumulation rounds (one sample each). On the old
+    code a generation formed by a live leave started its balancer at a least share of 1: it
+    moved a slow rank to 1 sample over 2 rounds, and that rank's Trainer failed on an empty
+    batch (``IndexError`` in the collator) two steps after ``corral leave``."""
+    schedule = ShareSchedule(ScriptSettings(run_dir="x", policy="dynamic", rebalance_every=2),
+                             global_batch=12, world=3, rank=0, lead=1, min_share=2)
+    fresh = schedule.for_generation(2, 0, (10, 2), from_step=5)
+    shares = (10, 2)
+    for step in range(5, 40):
+        decided = fresh.decide(step, shares, [0.001, 0.05])  # rank 1 far slower a sample
+        if decided is not None:
+            shares = decided.decision.split
+            fresh.apply(decided.first_step, shares)
+    assert shares[0] > 2 and min(shares) == 2, shares  # moved as far as the least share

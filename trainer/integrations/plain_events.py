@@ -175,8 +175,8 @@ class PlainEvents:
 
     def _stepped(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         """After an optimizer step: one step event (buffered)."""
-        if ScriptRun.made:  # the opt-in writes its own
-            self._remove_hooks()
+        if ScriptRun.made:  # the opt-in writes its own; a TERM still writes its end (``end``)
+            self._remove_hooks(keep_term=True)
             return
         if self._model is None and _inert(optimizer):
             return  # a resume's optimizer-state set-up (torch DCP's step at lr 0): no step
@@ -249,13 +249,15 @@ class PlainEvents:
             self._timer = None
             self._flush(time.perf_counter())
 
-    def _remove_hooks(self) -> None:
+    def _remove_hooks(self, *, keep_term: bool = False) -> None:
+        """The hooks removed; the TERM handler too unless ``keep_term`` (the opt-in took over
+        the events, but its end is written at exit, which a TERM's default action skips)."""
         if self._timer is not None:
             self._timer.cancel()
         for hook in (*self._hooks, self._model_hook):
             if hook is not None:
                 hook.remove()
-        if (signal.getsignal(signal.SIGTERM) is self._on_term
+        if (not keep_term and signal.getsignal(signal.SIGTERM) is self._on_term
                 and threading.current_thread() is threading.main_thread()):
             signal.signal(signal.SIGTERM, self._theirs)
         if self._resources is not None:
@@ -291,7 +293,9 @@ class PlainEvents:
             return
         self._ended = True
         self._remove_hooks()
-        if ScriptRun.made:
+        if ScriptRun.made:  # the opt-in writes its own end, at exit: a TERM skips that
+            if status == "interrupted" and ScriptRun.newest is not None:
+                ScriptRun.newest.end("interrupted", error=error)
             return
         if self.steps == 0 and self.spawned:
             print(f"corral: rank {self.rank} took no optimizer step itself; the script started "

@@ -50,6 +50,10 @@ class ScriptRun:
     """Whether this process built one: the script took corral's opt-in, which writes its own
     events (``script_main`` writes a start, a step per optimizer step and an end event for a
     script without it: ``plain_events``)."""
+    newest: ClassVar[ScriptRun | None] = None
+    """The one this process built last: a TERM (``corral stop``) writes its ``interrupted``
+    end through it (``plain_events``), since the opt-in's own end runs at exit, which the
+    signal's default action skips."""
 
     def __init__(self, settings: ScriptSettings, *, global_batch: int, device: torch.device,
                  lead: int = 2, min_share: int = 1, batch_source: str = "",
@@ -57,7 +61,7 @@ class ScriptRun:
         """``schedule``: a live joiner's (its generation's rank, world and split); ``member``:
         its member id with live membership (its events file; else the rank's)."""
         self.settings, self.device = settings, device
-        ScriptRun.made = True
+        ScriptRun.made, ScriptRun.newest = True, self
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_initialized() else 1
         self.schedule = schedule or ShareSchedule(

@@ -44,7 +44,7 @@ class ShareSchedule:
     def __init__(self, settings: ScriptSettings, *, global_batch: int, world: int, rank: int,
                  lead: int = 2, min_share: int = 1, batch_source: str = "") -> None:
         self.settings, self.world, self.rank, self.lead = settings, world, rank, lead
-        self.global_batch = global_batch
+        self.global_batch, self.min_share = global_batch, min_share
         first = equal_split(global_batch, world)
         if settings.split is not None and _fits(settings.split, world, global_batch, min_share):
             first = settings.split
@@ -118,10 +118,11 @@ class ShareSchedule:
                        from_step: int) -> ShareSchedule:
         """The schedule of a new membership generation (live membership): ``world`` ranks,
         this one ``rank``, ``split`` from step ``from_step`` on (the steps before it are
-        drawn); rank 0's balancer starts again from ``split``."""
+        drawn); rank 0's balancer starts again from ``split``, with the run's least share
+        (the HF opt-in's: a sample per accumulation round, or a round gets an empty batch)."""
         fresh = ShareSchedule(replace(self.settings, split=tuple(split)),
                               global_batch=self.global_batch, world=world, rank=rank,
-                              lead=self.lead, min_share=1)
+                              lead=self.lead, min_share=self.min_share)
         fresh._drawn, fresh.last_step = from_step - 1, self.last_step
         return fresh
 

@@ -40,3 +40,24 @@ def test_a_launcher_gone_on_a_full_disk_is_reported_as_diskfull(tmp_path: Path) 
     run = mount / "run"
     assert _tail_on(run, mount, fill=True) == "X\tdiskfull"
     assert _tail_on(run, mount, fill=False) == "X\tgone"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare for a private tmpfs")
+@pytest.mark.slow  # a tmpfs in its own mount namespace (unshare)
+def test_a_launcher_ending_on_a_full_disk_writes_no_noise_and_no_partial_exit_file(
+        tmp_path: Path) -> None:
+    """On the old code the launcher's exit status write printed ``sh: echo: I/O error`` into
+    the run's output (shown as the host's line) and left an empty ``hosts/h.exit.tmp``."""
+    from remote.config.cluster import HostSection
+    from remote.run.launch import exit_file_words
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    words = exit_file_words(HostSection(name="h", address="local"))
+    script = (f"mount -t tmpfs -o size=1m tmpfs {mount} && mkdir {mount}/hosts && "
+              f"{FILL.format(run=mount)}cd {mount} && sh -c 'false{words}'; "
+              f"ls {mount}/hosts")
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.stderr == "" and done.stdout == "", done
