@@ -24,11 +24,12 @@ from tests.remote.test_membership_leave import RUNNING, _cluster
 def _fake_join_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """The join's check, push and launch, as if they went well (no process started)."""
 
-    async def checked(config: ClusterConfig, info: RunInfo, host: str) -> tuple[object, ...]:
+    async def checked(config: ClusterConfig, info: RunInfo, host: str) -> join.JoinChecked:
         place = HostPlan(host=next(h for h in config.hosts if h.name == host), node_rank=0,
                          first_rank=0, nproc=1, device="cpu", gpus=0, visible_devices="",
                          interface=None, local_addr=None)
-        return CodeBundle(digest="d" * 64, tar=b"", files=0), place, "gloo", None, {}
+        return join.JoinChecked(code=CodeBundle(digest="d" * 64, tar=b"", files=0), place=place,
+                                backend="gloo", user=None, present={}, recorded=None)
 
     async def pushed(*args: object) -> None:
         pass
