@@ -8,6 +8,8 @@ size budget; never what the user did not mean to send.
   points at the same file in every copy); one whose target lies outside it (``/etc/shadow``,
   ``~/.ssh/id_ed25519``, a dataset elsewhere) or does not exist is never followed: it is left
   out and named, so its target's bytes never leave this machine;
+- a corral cluster file (a ``.toml`` with a ``[[hosts]]`` table: every host's ``env``, secrets
+  among them) stays on this machine, left out and named: the ranks never read it;
 - anything else (a FIFO, a socket, a device) is left out and named.
 
 ``budget_problem`` names, before anything is read or sent, the files that take the folder past
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -41,6 +44,11 @@ shard): content-addressed, sent once per host, never copied into every pushed tr
 VENV_MARKERS = ("pyvenv.cfg", "conda-meta")
 """What makes a directory a virtual environment whatever its name (left out: it cannot
 matter to a run on another machine)."""
+
+
+CLUSTER_FILE_HOME = "a corral cluster file (every host's env in it): it stays on this machine"
+"""Why a cluster file is left out of every push (``cluster_file``)."""
+HOSTS_TABLE = re.compile(r"^\s*\[\[\s*hosts\s*\]\]", re.MULTILINE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +128,17 @@ def _corral_own(directory: Path) -> bool:
     return _code_cache(directory) or _code_cache(directory / "code") or _run_dir(directory)
 
 
+def cluster_file(path: Path, size: int) -> bool:
+    """Whether ``path`` (``size`` bytes) is a corral cluster file: a ``.toml`` with a
+    ``[[hosts]]`` table, read as text (one that would not parse holds the same secrets)."""
+    if path.suffix != ".toml" or size > CODE_FILE_BYTES:
+        return False
+    try:
+        return HOSTS_TABLE.search(path.read_text(encoding="utf-8", errors="replace")) is not None
+    except OSError:
+        return False
+
+
 def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
@@ -171,6 +190,8 @@ def walk_tree(folder: Path) -> PushTree:
             elif is_dir:
                 if not _corral_own(path):
                     pending.append((path, kind == "data"))
+            elif stat.S_ISREG(info.st_mode) and cluster_file(path, info.st_size):
+                tree.left_out[str(rel)] = CLUSTER_FILE_HOME
             elif stat.S_ISREG(info.st_mode):
                 (tree.data if kind == "data" else tree.files)[str(rel)] = info.st_size
             else:

@@ -71,6 +71,25 @@ def test_a_link_left_out_is_called_outside_only_when_its_target_is(tmp_path: Pat
                     "away": f"a link to {tmp_path}, outside the folder (never followed)"}
 
 
+def test_a_cluster_file_with_every_hosts_env_stays_on_this_machine(tmp_path: Path) -> None:
+    """A script run's folder holds its cluster.toml, and that file holds every host's ``env``:
+    pushed, one host's token would land on every other host's disk."""
+    train = tmp_path / "train"
+    (train / "configs").mkdir(parents=True)
+    (train / "train.py").write_text("print('hi')\n")
+    (train / "cluster.toml").write_text(
+        '[cluster]\nname = "lab"\n\n[[hosts]]\nname = "a"\naddress = "local"\n'
+        'env = { HF_TOKEN = "hf_secret" }\n')
+    (train / "configs" / "lab-2.toml").write_text('[[ hosts ]]\nname = "b"\n')  # another one
+    (train / "configs" / "model.toml").write_text('[model]\nwidth = 8\n')  # the script's own
+    members = _members(train)
+    assert "cluster.toml" not in members and "configs/lab-2.toml" not in members
+    assert {"train.py", "configs/model.toml"} <= set(members)
+    left = walk_tree(train).left_out
+    assert set(left) == {"cluster.toml", "configs/lab-2.toml"}
+    assert "stays on this machine" in left["cluster.toml"]
+
+
 def test_a_fifo_is_skipped_and_named_without_blocking(tmp_path: Path) -> None:
     (tmp_path / "train.py").write_text("print('hi')\n")
     os.mkfifo(tmp_path / "pipe")
