@@ -231,7 +231,8 @@ async def cmd_leave(args: argparse.Namespace, console: Console) -> int:
     if args.restart:
         return await leave_by_restart(args, console)
     async with Session(args.config) as session:
-        run_id = session.unnamed_run(live=True) if args.run_id is None else args.run_id
+        run_id = (session.unnamed_run(live=True, command="leave") if args.run_id is None
+                  else args.run_id)
         await leave_host(session.config, run_id, args.host)
         moment = change_moment(session.config.run.exchange)
     console.print(f"run {run_id}: {escape(args.host)} leaves at {moment.leave_at} "
@@ -245,7 +246,8 @@ async def leave_by_restart(args: argparse.Namespace, console: Console) -> int:
     from remote.api import leave_by_restart as plan_restart
 
     async with Session(args.config) as session:
-        given = session.unnamed_run(live=True) if args.run_id is None else args.run_id
+        given = (session.unnamed_run(live=True, command="leave") if args.run_id is None
+                 else args.run_id)
         run_id, others = plan_restart(session.config, given, args.host)
         console.print(f"run {run_id}: stopping it on every host, then launching it again "
                       f"without {escape(args.host)} from its newest checkpoint")
@@ -270,7 +272,8 @@ async def cmd_join(args: argparse.Namespace, console: Console) -> int:
     from remote.api import join_host
 
     async with Session(args.config) as session:
-        run_id = session.unnamed_run(live=True) if args.run_id is None else args.run_id
+        run_id = (session.unnamed_run(live=True, command="join") if args.run_id is None
+                  else args.run_id)
         took = await join_host(session.config, run_id, args.host)
         moment = change_moment(session.config.run.exchange)
     console.print(f"run {run_id}: {escape(args.host)} checked, pushed and started in "

@@ -152,10 +152,11 @@ class Session:
         await self.aclose()
 
     # ---------------------------------------------------------------- which run
-    def unnamed_run(self, *, live: bool = False) -> str:
+    def unnamed_run(self, *, live: bool = False, command: str = "stop") -> str:
         """The run meant when none is named: the one this session follows, else the newest
         recorded run of the cluster; with ``live``, one that has not ended. A ``UsageError``
-        saying how to name one when there is none."""
+        saying how to name one to ``command`` (``stop``, ``leave``, ``join``) when there is
+        none."""
         model = self._model
         if model is not None and model.run_id is not None and (model.live or not live):
             return model.run_id
@@ -166,9 +167,15 @@ class Session:
         from remote.api import FINAL_RUN_STATES
 
         running = [r for r in self.recorded_runs() if r.state not in FINAL_RUN_STATES]
-        if not running:
+        if not running and command == "stop":
             raise UsageError("no run of this cluster is running; name one: corral stop RUN "
                              "(see `corral status`)", title="nothing to stop")
+        if not running:  # a host leaves or joins a running run only
+            raise UsageError(
+                f"no run of this cluster is running: a host {command}s a running run (name "
+                f"one: corral {command} HOST --run RUN; see `corral status`); a run that has "
+                "ended trains again on the hosts you choose with `corral run --resume RUN`",
+                title=f"no run to {command}")
         return running[0].run_id
 
     def runs(self, wanted: Sequence[str]) -> list[RunInfo]:

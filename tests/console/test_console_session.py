@@ -52,6 +52,18 @@ def test_with_nothing_running_stop_asks_for_a_name(tmp_path: Path) -> None:
         Session(config=_cluster(tmp_path / "empty")).unnamed_run()
 
 
+def test_with_nothing_running_join_and_leave_say_their_own_command(tmp_path: Path) -> None:
+    """`corral join HOST` after the run ended named `corral stop RUN` and "nothing to stop"."""
+    session = Session(config=_cluster(tmp_path, "completed"))
+    for command in ("join", "leave"):
+        with pytest.raises(UsageError) as raised:
+            session.unnamed_run(live=True, command=command)
+        assert raised.value.title == f"no run to {command}"
+        said = str(raised.value)
+        assert f"corral {command} HOST --run RUN" in said and "stop" not in said
+        assert "corral run --resume RUN" in said
+
+
 async def test_the_followed_run_comes_before_the_records(tmp_path: Path) -> None:
     controller = FakeController()
     model = RunModel(cluster_name="rep", hosts=["fast", "slow"], policy="dynamic")
