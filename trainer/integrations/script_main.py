@@ -34,6 +34,7 @@ from trainer.gc_pause import collector_paused
 from trainer.integrations.contract import RUN_DIR_ENV, ScriptSettings
 from trainer.integrations.user_modules import step_aside
 from trainer.launcher_death import die_with_launcher
+from trainer.membership.contract import JOIN_ENV
 from trainer.placement import parse_cpulist, place_rank
 
 if TYPE_CHECKING:
@@ -137,6 +138,11 @@ def _join(script: str) -> PlainEvents | None:
     if settings.hang_limit > 0:  # from before the process group: a rank may never join
         StartWatch(settings.hang_limit, info.rank, info.world_size)
     device = rank_setup.join(settings)
+    if JOIN_ENV in os.environ:
+        # A joiner (an opt-in's: a plain script never joins) is rank 0 of its own launch until
+        # let in, a number the run's rank 0 holds: the opt-in writes its events under its
+        # member id once admitted; one that never is (the run ended first) writes none.
+        return None
     return PlainEvents(settings, device, script)
 
 
