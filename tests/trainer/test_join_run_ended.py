@@ -29,3 +29,4 @@ def test_a_joiner_whose_run_has_ended_is_told_so(monkeypatch: pytest.MonkeyPatch
         entry.open_store(port, serve=False)
     said = str(raised.value)
     assert f"127.0.0.1:{port}" in said and "the run ended" in said and "--resume" in said
+    assert raised.value.exit_code == 0  # no failure: its host does not mark the run failed

@@ -30,6 +30,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
+from profiles.user_errors import CorralError
 from trainer.gc_pause import collector_paused
 from trainer.integrations.contract import RUN_DIR_ENV, ScriptSettings
 from trainer.integrations.user_modules import step_aside
@@ -88,6 +89,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         runpy.run_path(os.path.abspath(script), run_name="__main__")
     except SystemExit as stop:
         _exit(stop.code, events, stop.__context__)
+    except CorralError as exc:
+        if exc.exit_code:
+            if events is not None:
+                events.end(exception_line(exc))
+            raise
+        # nothing failed (a joiner that found its run ended): said, no traceback, status 0
+        # (its host's exit status would otherwise mark a completed run failed)
+        print(f"corral: {exc.title}: {exc}", file=sys.stderr, flush=True)
+        _exit(0, events)
     except BaseException as exc:
         if events is not None:
             events.end(exception_line(exc))

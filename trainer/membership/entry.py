@@ -46,9 +46,11 @@ def this_host() -> str:
 
 
 class RunEnded(CorralError):
-    """A joiner found no run to join: the run's store does not answer."""
+    """A joiner found no run to join: the run's store does not answer. No failure: the rank
+    ends with status 0 (``exit_code``), so its host does not mark the completed run failed."""
 
     title = "nothing to join"
+    exit_code = 0
 
 
 def open_store(port: int, *, serve: bool) -> MembershipStore:
