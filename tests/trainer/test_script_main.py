@@ -56,3 +56,31 @@ def test_a_cpu_rank_takes_its_cores_before_the_script_runs(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     # pinned to the one core given, one thread per core; the script's own --cores untouched
     assert json.loads(done.stdout) == {"cores": [first], "threads": "1", "argv": ["--cores", "x"]}
+
+
+NOTHING_FAILED = """\
+from profiles.user_errors import CorralError
+
+
+class Ended(CorralError):
+    title = "nothing to join"
+    exit_code = 0
+
+
+raise Ended("the run ended before this host could be let in")
+"""
+
+
+def test_a_corral_error_that_is_no_failure_ends_the_rank_with_status_0(tmp_path: Path) -> None:
+    """A joiner whose run ended first (``RunEnded``): said in one line, no traceback, status 0
+    (a joiner's status 1 marked the run it never joined failed)."""
+    script = tmp_path / "join.py"
+    script.write_text(NOTHING_FAILED)
+    env = {k: v for k, v in os.environ.items() if k != RUN_DIR_ENV}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run([sys.executable, "-m", "trainer.integrations.script_main", "--run-dir",
+                           str(tmp_path / "run"), str(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "corral: nothing to join: the run ended before this host" in done.stderr
+    assert "Traceback" not in done.stderr

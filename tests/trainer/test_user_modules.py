@@ -43,9 +43,10 @@ print("old name works")
 """
 
 
-def _run(cwd: Path, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _run(cwd: Path, script: str, *args: str,
+         python_path: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")}
-    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONPATH"] = os.pathsep.join((str(REPO), *python_path))
     return subprocess.run(
         [sys.executable, "-m", "trainer.integrations.script_main", "--run-dir",
          str(cwd.parent / "run"), "--cwd", str(cwd), script, *args],
@@ -93,3 +94,34 @@ def test_a_namespace_trainer_package_the_script_puts_on_its_path_wins(tmp_path: 
     (repo / "trainer" / "train.py").write_text(NAMESPACE)
     done = _run(repo / "trainer", "train.py")
     assert done.returncode == 0 and "namespace trainer wins" in done.stdout, done.stderr[-2000:]
+
+
+SECOND_COPY = """\
+import sys
+
+import trainer.integrations.run as run
+from trainer.integrations.hf import corral
+
+# the very modules the rank runs (its plain-script events read ScriptRun.made), not the copy's
+assert run.__file__.startswith(sys.argv[1]), run.__file__
+assert corral.__code__.co_filename.startswith(sys.argv[1]), corral.__code__.co_filename
+print("one corral")
+"""
+
+
+def test_a_second_copy_of_corral_on_the_hosts_path_is_not_taken_for_the_users(
+        tmp_path: Path) -> None:
+    """A corral clone (or an editable install's folder) on the host's ``PYTHONPATH``, after the
+    pushed code: its ``trainer`` is corral's, not a module of the user's, so the opt-in the
+    script imports is the rank's own (taken for the user's, the opt-in's and the plain script's
+    events were both written: every step twice, a leaver's ``left`` end followed by a
+    ``completed`` one)."""
+    copy = tmp_path / "clone"
+    copy.mkdir()
+    for package in ("trainer", "profiles"):
+        (copy / package).symlink_to(REPO / package, target_is_directory=True)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "train.py").write_text(SECOND_COPY)
+    done = _run(repo, "train.py", str(REPO / "trainer"), python_path=(str(copy),))
+    assert done.returncode == 0 and "one corral" in done.stdout, done.stderr[-2000:]

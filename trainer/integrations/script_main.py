@@ -30,10 +30,12 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
+from profiles.user_errors import CorralError
 from trainer.gc_pause import collector_paused
 from trainer.integrations.contract import RUN_DIR_ENV, ScriptSettings
 from trainer.integrations.user_modules import step_aside
 from trainer.launcher_death import die_with_launcher
+from trainer.membership.contract import JOIN_ENV
 from trainer.placement import parse_cpulist, place_rank
 
 if TYPE_CHECKING:
@@ -87,6 +89,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         runpy.run_path(os.path.abspath(script), run_name="__main__")
     except SystemExit as stop:
         _exit(stop.code, events, stop.__context__)
+    except CorralError as exc:
+        if exc.exit_code:
+            if events is not None:
+                events.end(exception_line(exc))
+            raise
+        # nothing failed (a joiner that found its run ended): said, no traceback, status 0
+        # (its host's exit status would otherwise mark a completed run failed)
+        print(f"corral: {exc.title}: {exc}", file=sys.stderr, flush=True)
+        _exit(0, events)
     except BaseException as exc:
         if events is not None:
             events.end(exception_line(exc))
@@ -137,6 +148,11 @@ def _join(script: str) -> PlainEvents | None:
     if settings.hang_limit > 0:  # from before the process group: a rank may never join
         StartWatch(settings.hang_limit, info.rank, info.world_size)
     device = rank_setup.join(settings)
+    if JOIN_ENV in os.environ:
+        # A joiner (an opt-in's: a plain script never joins) is rank 0 of its own launch until
+        # let in, a number the run's rank 0 holds: the opt-in writes its events under its
+        # member id once admitted; one that never is (the run ended first) writes none.
+        return None
     return PlainEvents(settings, device, script)
 
 

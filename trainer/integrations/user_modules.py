@@ -65,7 +65,20 @@ def _user_spec(name: str, root: str) -> importlib.machinery.ModuleSpec | None:
     where = spec.origin or next(iter(spec.submodule_search_locations or []), "")
     if os.path.abspath(where).startswith((*_installed_roots(), os.path.join(root, ""))):
         return None
+    if _in_a_corral_tree(where):
+        return None
     return spec
+
+
+def _in_a_corral_tree(where: str) -> bool:
+    """Whether the module at ``where`` (a file, or a package's folder) belongs to a copy of
+    corral: a clone or an editable install's folder on the host's ``PYTHONPATH``. Taken for
+    the user's, its ``trainer`` would be a second corral beside the one the rank runs: the
+    opt-in's events and the plain script's both written, every step counted twice."""
+    top = os.path.dirname(os.path.abspath(where))
+    if os.path.basename(where) == "__init__.py":
+        top = os.path.dirname(top)
+    return os.path.isfile(os.path.join(top, "trainer", "integrations", "user_modules.py"))
 
 
 class _Existing(importlib.abc.Loader):

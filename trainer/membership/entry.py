@@ -11,6 +11,7 @@ import time
 
 import torch
 
+from profiles.user_errors import CorralError
 from trainer.checkpoint.checkpointer import run_identity
 from trainer.dist import RankInfo
 from trainer.launch_contract import HOST_ENV
@@ -23,7 +24,7 @@ from trainer.membership.contract import (
 from trainer.membership.join_cost import joiner_phases
 from trainer.membership.members import JoinRefused, Membership
 from trainer.membership.plan import Generation, NextGeneration, config_for
-from trainer.membership.store import MembershipStore
+from trainer.membership.store import JOIN_CONNECT_TIMEOUT, MembershipStore
 from trainer.run_layout import RunLayout
 from trainer.settings.train_config import TrainConfig
 from trainer.step.optim import warm_up
@@ -45,10 +46,30 @@ def this_host() -> str:
     return os.environ.get(HOST_ENV) or os.uname().nodename
 
 
+class RunEnded(CorralError):
+    """A joiner found no run to join: the run's store does not answer. No failure: the rank
+    ends with status 0 (``exit_code``), so its host does not mark the completed run failed."""
+
+    title = "nothing to join"
+    exit_code = 0
+
+
 def open_store(port: int, *, serve: bool) -> MembershipStore:
-    """The run's store: served by launch rank 0, reached at the master's address."""
+    """The run's store: served by launch rank 0, reached at the master's address. A joiner
+    that cannot reach it within ``JOIN_CONNECT_TIMEOUT`` raises ``RunEnded`` (the run ended
+    while it started: every rank ended, rank 0's store with them), rather than retrying for a
+    launched rank's ``CONNECT_TIMEOUT``."""
     address = os.environ.get(MEMBERSHIP_ADDR_ENV) or os.environ.get("MASTER_ADDR", "127.0.0.1")
-    return MembershipStore(address, port, serve=serve)
+    if not joining():
+        return MembershipStore(address, port, serve=serve)
+    try:
+        return MembershipStore(address, port, serve=False, connect=JOIN_CONNECT_TIMEOUT)
+    except (RuntimeError, OSError) as exc:
+        raise RunEnded(
+            f"the run's membership store at {address}:{port} did not answer within "
+            f"{JOIN_CONNECT_TIMEOUT.total_seconds():.0f} s: the run ended before this host "
+            "could be let in (its rank 0 serves the store and exits with the run); start a "
+            "new run (`corral run --resume` with this host) to train on it") from exc
 
 
 def launched(store: MembershipStore, rank: int, world: int, leave_file: str,

@@ -37,7 +37,10 @@ CONNECT_GROUP_TIMEOUT = datetime.timedelta(seconds=10)
 timeout while it is made (each member publishes its address and connects within milliseconds
 then; a member lost in between is not waited for longer)."""
 CONNECT_TIMEOUT = datetime.timedelta(seconds=120)
-"""How long a rank (or joiner) tries to reach the store at its start."""
+"""How long a launched rank tries to reach the store at its start (rank 0 may start later)."""
+JOIN_CONNECT_TIMEOUT = datetime.timedelta(seconds=20)
+"""How long a joiner tries: the run it joins serves its store already, so a store that does not
+answer means the run has ended (rank 0 serves it, and exits with it)."""
 
 T = TypeVar("T")
 
@@ -50,9 +53,10 @@ its machine off; or a process ended where rank 0 never saw its connection)."""
 class MembershipStore:
     """The store and the process group made from it for each generation."""
 
-    def __init__(self, addr: str, port: int, *, serve: bool) -> None:
+    def __init__(self, addr: str, port: int, *, serve: bool,
+                 connect: datetime.timedelta = CONNECT_TIMEOUT) -> None:
         self.addr, self.port = addr, port
-        self.store = dist.TCPStore(addr, port, None, serve, timeout=CONNECT_TIMEOUT,
+        self.store = dist.TCPStore(addr, port, None, serve, timeout=connect,
                                    wait_for_workers=False)
         self.store.set_timeout(STORE_TIMEOUT)
         self.liveness = Liveness(port) if serve else None
