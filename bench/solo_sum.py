@@ -1,15 +1,23 @@
-"""The cluster against its hosts alone: each host alone, then the cluster, side by side.
+"""The cluster against its hosts alone: each host alone, all alone at once, then the cluster.
 
 Issue 84's baselines, measured: on this machine's CPU, "hosts" are ranks with an emulated
 slowdown (``--slowdown``, as bench/oracle.py makes its slow ranks; one thread each). For every
-scenario, in one invocation and once per round (rounds interleaved, the order rotating): each
-host alone (one rank, the whole global batch B, static) and the cluster (every host, the default
-policy, ``dynamic``, from the capacities it measures at its start). Printed per scenario, as
-medians over rounds with their spread: each host's solo samples/s, Σ solo, the cluster's, **% of
-Σ solo** and **× fastest** (against the solo runs measured here), and the run's own figures
-(``figures/solo.py``, from the solo probes the run timed at its start), so the two can be
-compared. Goals: >= 0.95 × Σ solo where the hosts are compute-bound (the 1:3 pair, three unequal
-hosts); >= 1.0 × fastest where a host's exchange does not pay (a host 16 times slower).
+scenario, in one invocation and once per round (rounds interleaved, scenarios and arms rotating,
+the load average noted as each arm starts), three arms: **solo**, each host alone (one rank, the
+whole global batch B, static); **concurrent solo**, every host's solo loop at the same time, each
+its own launch and process group, no exchange (a faster host runs proportionally more steps, and
+each host's rate counts only the steps run while every host ran past its warm-up); and the
+**cluster** (every host, the default policy, ``dynamic``, from the capacities it measures at its
+start). Printed per scenario, as medians over rounds with their spread: each host's solo
+samples/s, Σ solo, Σ concurrent solo, the cluster's, **% of Σ solo**, split into the machine's
+co-location loss (Σ concurrent solo ÷ Σ solo: hosts that share this machine's caches, memory
+bandwidth and cores' clock slow each other, whoever trains them) and corral's own (cluster ÷ Σ
+concurrent solo), **× fastest**, and the run's own figures (``figures/solo.py``, from the solo
+probes the run timed at its start). Corral's own loss is then split by cause, over the cluster's
+steps after the warm-up (``Parts``): the hosts' rates at their shares against at B, the split's
+balance, the per-step jitter, the time outside compute. Goals: >= 0.95 × Σ solo where the hosts are
+compute-bound (the 1:3 pair, three unequal hosts); >= 1.0 × fastest where a host's exchange
+does not pay (a host 16 times slower).
 
 Scenarios: ``pair`` (slowdowns 1:3, the oracle bench's pair), ``three`` (1:2:3), ``slow``
 (1:16: the slow host adds at most 1/16 of the fast one's throughput, about what its
@@ -17,10 +25,10 @@ exchange costs). A host behind a shaped link needs network-namespace hosts with 
 (bench/lowcomm_shaped.py): not here.
 
 The hosts share this machine's cores: ranks that together want more cores than there are, or a
-machine loaded by other work (the load average is printed before and after), cannot reach the
-sum of what each does alone; Σ solo is measured with one rank on the machine. ``--scale S``
-multiplies every slowdown by S (as bench/mixed_cluster.py does): each rank then sleeps most of
-its emulated time, so the emulated speeds, not the shared cores, set the pace.
+machine loaded by other work, cannot reach the sum of what each does alone, which the
+concurrent solo arm measures. ``--scale S`` multiplies every slowdown by S (as
+bench/mixed_cluster.py does): each rank then sleeps most of its emulated time, so the emulated
+speeds, not the shared cores, set the pace.
 
     python bench/solo_sum.py [--scenarios pair,three,slow] [--global-batch 64] [--rounds 2]
                              [--steps 60] [--skip 20] [--scale 1]
@@ -64,6 +72,41 @@ GOAL_FASTEST = 1.0
 """A host whose exchange does not pay (slow): the cluster against its fastest host alone."""
 
 
+@dataclass(frozen=True)
+class Parts:
+    """The cluster's steps after the warm-up against its hosts' own rates in them, as factors
+    whose product is Σ samples / Σ step time ÷ ``ideal``: where corral's own loss went."""
+
+    ideal: float
+    """Σ over ranks of Σ samples / Σ compute seconds: the hosts' rates at their shares."""
+    balance: float
+    """Σ samples / the slowest rank's Σ compute ÷ ``ideal``: how evenly the split shares the
+    compute on average (1: every rank computes as long; a best static split comes close)."""
+    jitter: float
+    """The slowest rank's Σ compute ÷ Σ over steps of that step's slowest compute: the wait
+    for whichever rank is slowest in each step beyond the average (noise, co-location)."""
+    outside: float
+    """Σ steps' slowest compute ÷ Σ step time: the exchange, optimizer, events, step boundary."""
+
+
+def cluster_parts(ranks: list[list[StepEvent]], skip: int) -> Parts:
+    """``Parts`` of a run from every rank's step events (``ranks[r]``: rank r's, rank 0's
+    ``step_s`` the step time), over the steps after the first ``skip``. Raises
+    ``RuntimeError`` when there are none."""
+    steps = [{e.step: e for e in events if e.step > skip} for events in ranks]
+    common = sorted(set.intersection(*(set(s) for s in steps)))
+    if not common:
+        raise RuntimeError(f"cluster: no step after the first {skip} on every rank")
+    samples = sum(e[k].local_batch for e in steps for k in common)
+    computes = [sum(e[k].compute_s for k in common) for e in steps]
+    ideal = sum(sum(e[k].local_batch for k in common) / c for e, c in zip(steps, computes,
+                                                                              strict=True) if c)
+    slowest = sum(max(e[k].compute_s for e in steps) for k in common)
+    wall = sum(steps[0][k].step_s for k in common)
+    return Parts(ideal=ideal, balance=samples / max(computes) / ideal,
+                 jitter=max(computes) / slowest, outside=slowest / wall)
+
+
 ARMS = ("solo", "concurrent", "cluster")
 """A scenario's arms: each host alone, every host's solo loop at once, the cluster."""
 
@@ -78,10 +121,8 @@ class Round:
     cluster: float
     own: SoloBaseline
     split: str
-    compute_share: float | None
-    """The cluster run's compute share (figures/metrics.py: measured / Σ ranks' own rates)."""
-    outside: float | None
-    """The cluster run's outside-compute fraction: exchange, optimizer, per-step work."""
+    parts: Parts
+    """Where the cluster's time went after the warm-up: corral's own loss, by cause."""
     load: dict[str, float] = field(default_factory=dict)
     """The machine's 1-minute load average as each arm started, by arm."""
 
@@ -148,6 +189,15 @@ def overlap_rates(hosts: list[list[StepEvent]], global_batch: int, skip: int) ->
     return rates
 
 
+def rank_steps(run: RunResult) -> list[list[StepEvent]]:
+    """Every rank's step events of ``run``."""
+    ranks = []
+    for rank in range(run.start.world_size):
+        with open(events_path(run.run_dir, rank), encoding="utf-8") as f:
+            ranks.append([e for e in map(parse_event, f) if isinstance(e, StepEvent)])
+    return ranks
+
+
 def run_figures(run: RunResult) -> RunFigures:
     """Every rank's events of ``run`` reduced (each rank its own host)."""
     figures = RunFigures()
@@ -192,10 +242,9 @@ def cluster_arm(name: str, slowdowns: tuple[float, ...], args: argparse.Namespac
                       global_batch=args.global_batch, steps=args.steps, policy="dynamic",
                       slowdown=list(slowdowns))
     split = csv(run.start.split) + (f" → {csv(run.final_split)}" if run.rebalances else "")
-    figures = run_figures(run)
-    return {"cluster": run.throughput(args.skip), "own": run_baseline(figures, live=False),
-            "split": split, "compute_share": figures.efficiency,
-            "outside": figures.outside_compute_fraction}
+    return {"cluster": run.throughput(args.skip),
+            "own": run_baseline(run_figures(run), live=False), "split": split,
+            "parts": cluster_parts(rank_steps(run), args.skip)}
 
 
 def _spread(values: list[float], digits: int = 1) -> str:
@@ -215,14 +264,17 @@ def report(name: str, slowdowns: tuple[float, ...], rounds: list[Round]) -> list
             _spread([r.of_sum for r in rounds], 3), _spread([r.co_location for r in rounds], 3),
             _spread([r.corral_own for r in rounds], 3), _spread([r.x_fastest for r in rounds], 2),
             own_text, rounds[-1].split,
-            " / ".join(f"{r.compute_share or 0:.2f}, {r.outside or 0:.2f}" for r in rounds)]
+            _spread([r.parts.ideal / sum(r.concurrent) for r in rounds], 3),
+            *(_spread([getattr(r.parts, part) for r in rounds], 3)
+              for part in ("balance", "jitter", "outside"))]
 
 
 HEADER = ["scenario", "slowdowns", "each host alone, samples/s", "Σ solo", "Σ concurrent solo",
           "cluster", "% of Σ solo", "machine: Σ concurrent ÷ Σ solo",
           "corral: cluster ÷ Σ concurrent", "× fastest",
           "the run's own (of Σ, × fastest; per round)", "split (last round)",
-          "compute share, outside compute (per round)"]
+          "corral's, by cause: hosts at their shares ÷ Σ concurrent", "balance", "jitter",
+          "outside compute"]
 
 
 def verdicts(results: dict[str, list[Round]]) -> list[str]:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import pytest
 
 from bench.solo_sum import (
+    Parts,
     Round,
+    cluster_parts,
     concurrent_steps,
     load_lines,
     main,
@@ -23,7 +25,7 @@ from trainer.events import StepEvent
 def _round(solo: list[float], cluster: float, concurrent: list[float] | None = None) -> Round:
     own = SoloBaseline(cluster_samples_per_s=cluster, hosts=(), of_sum=None, x_fastest=None)
     return Round(solo=solo, concurrent=concurrent or solo, cluster=cluster, own=own,
-                 split="48,16", compute_share=0.9, outside=0.1)
+                 split="48,16", parts=Parts(ideal=cluster, balance=1.0, jitter=1.0, outside=1.0))
 
 
 def test_each_scenario_is_judged_against_its_own_goal() -> None:
@@ -64,6 +66,36 @@ def test_each_round_rotates_the_scenarios_and_the_arms() -> None:
 def test_faster_hosts_run_more_steps_together_so_all_overlap() -> None:
     assert concurrent_steps((4.0, 12.0), 40) == [120, 40]
     assert concurrent_steps((1.0, 2.0, 3.0), 50) == [150, 75, 50]
+
+
+def _rank(batch: int, computes: list[float], step_s: float = 0.0) -> list[StepEvent]:
+    return [StepEvent(t=float(k), rank=0, step=k, epoch=0, local_batch=batch, loss=None,
+                      compute_s=c, step_s=step_s) for k, c in enumerate(computes, 1)]
+
+
+def test_corrals_loss_splits_into_the_balance_the_jitter_and_the_time_outside_compute() -> None:
+    # Rank 0: 48 samples in 0.2 s, then 0.3 s (240, 160/s); rank 1: 16 in 0.1 s each (160/s).
+    # Steps of 0.4 s after a first step left out as warm-up.
+    ranks = [_rank(48, [9.0, 0.2, 0.3], step_s=0.4), _rank(16, [9.0, 0.1, 0.1])]
+    parts = cluster_parts(ranks, skip=1)
+    assert parts.ideal == pytest.approx(96 / 0.5 + 32 / 0.2)
+    assert parts.balance == pytest.approx(128 / 0.5 / parts.ideal)  # rank 0 computes longer
+    assert parts.jitter == pytest.approx(1.0)  # rank 0 is the slowest in every step
+    assert parts.outside == pytest.approx(0.5 / 0.8)
+    assert parts.balance * parts.jitter * parts.outside == pytest.approx(128 / 0.8 / parts.ideal)
+
+
+def test_a_different_slowest_rank_each_step_reads_as_jitter_not_as_imbalance() -> None:
+    ranks = [_rank(32, [0.1, 0.3, 0.1, 0.3], step_s=0.3), _rank(32, [0.3, 0.1, 0.3, 0.1])]
+    parts = cluster_parts(ranks, skip=0)
+    assert parts.balance == pytest.approx(1.0)
+    assert parts.jitter == pytest.approx(0.8 / 1.2)
+    assert parts.outside == pytest.approx(1.0)
+
+
+def test_a_cluster_without_steps_after_the_warm_up_is_named() -> None:
+    with pytest.raises(RuntimeError, match="no step after the first 5"):
+        cluster_parts([_rank(32, [0.1] * 5), _rank(32, [0.1] * 5)], skip=5)
 
 
 def _steps(start: float, step_s: float, count: int) -> list[StepEvent]:
