@@ -37,7 +37,6 @@ speeds, not the shared cores, set the pace.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import sys
@@ -59,6 +58,7 @@ from bench._common import (
     run_trainer,
     trainer_flags,
 )
+from bench._loss_split import Parts, cluster_parts, concurrent_steps, overlap_rates
 from figures.reducer import RunFigures
 from figures.solo import SoloBaseline, run_baseline
 from trainer.event_log import events_path
@@ -70,41 +70,6 @@ GOAL_OF_SUM = 0.95
 """Compute-bound hosts (pair, three): the cluster against Σ of the hosts alone."""
 GOAL_FASTEST = 1.0
 """A host whose exchange does not pay (slow): the cluster against its fastest host alone."""
-
-
-@dataclass(frozen=True)
-class Parts:
-    """The cluster's steps after the warm-up against its hosts' own rates in them, as factors
-    whose product is Σ samples / Σ step time ÷ ``ideal``: where corral's own loss went."""
-
-    ideal: float
-    """Σ over ranks of Σ samples / Σ compute seconds: the hosts' rates at their shares."""
-    balance: float
-    """Σ samples / the slowest rank's Σ compute ÷ ``ideal``: how evenly the split shares the
-    compute on average (1: every rank computes as long; a best static split comes close)."""
-    jitter: float
-    """The slowest rank's Σ compute ÷ Σ over steps of that step's slowest compute: the wait
-    for whichever rank is slowest in each step beyond the average (noise, co-location)."""
-    outside: float
-    """Σ steps' slowest compute ÷ Σ step time: the exchange, optimizer, events, step boundary."""
-
-
-def cluster_parts(ranks: list[list[StepEvent]], skip: int) -> Parts:
-    """``Parts`` of a run from every rank's step events (``ranks[r]``: rank r's, rank 0's
-    ``step_s`` the step time), over the steps after the first ``skip``. Raises
-    ``RuntimeError`` when there are none."""
-    steps = [{e.step: e for e in events if e.step > skip} for events in ranks]
-    common = sorted(set.intersection(*(set(s) for s in steps)))
-    if not common:
-        raise RuntimeError(f"cluster: no step after the first {skip} on every rank")
-    samples = sum(e[k].local_batch for e in steps for k in common)
-    computes = [sum(e[k].compute_s for k in common) for e in steps]
-    ideal = sum(sum(e[k].local_batch for k in common) / c for e, c in zip(steps, computes,
-                                                                              strict=True) if c)
-    slowest = sum(max(e[k].compute_s for e in steps) for k in common)
-    wall = sum(steps[0][k].step_s for k in common)
-    return Parts(ideal=ideal, balance=samples / max(computes) / ideal,
-                 jitter=max(computes) / slowest, outside=slowest / wall)
 
 
 ARMS = ("solo", "concurrent", "cluster")
@@ -158,35 +123,6 @@ def schedule(names: list[str], rounds: int) -> list[tuple[int, str, str]]:
             for arm in ARMS[shift % len(ARMS):] + ARMS[:shift % len(ARMS)]:
                 order.append((n, name, arm))
     return order
-
-
-def concurrent_steps(slowdowns: tuple[float, ...], steps: int) -> list[int]:
-    """Steps of each host's concurrent solo loop: the slowest host ``steps``, a faster one
-    proportionally more, so every host keeps running until the slowest has done its steps."""
-    slowest = max(slowdowns)
-    return [math.ceil(steps * slowest / s) for s in slowdowns]
-
-
-def overlap_rates(hosts: list[list[StepEvent]], global_batch: int, skip: int) -> list[float]:
-    """Each host's median samples/s (``global_batch`` / step time) over its steps that ran
-    while every host was past its first ``skip`` steps and none had finished: the rates of
-    hosts running at the same time, each ``hosts[i]`` a host's step events (``t``: the
-    step's end). Raises ``RuntimeError`` when a host has no step in that window."""
-    def warmed(steps: list[StepEvent]) -> float:
-        done = [s.t for s in steps if s.step == skip]
-        return done[0] if done else steps[0].t - steps[0].step_s
-
-    start = max(warmed(steps) for steps in hosts)
-    end = min(steps[-1].t for steps in hosts)
-    rates = []
-    for i, steps in enumerate(hosts):
-        inside = [global_batch / s.step_s for s in steps
-                  if s.step > skip and s.t - s.step_s >= start and s.t <= end and s.step_s > 0]
-        if not inside:
-            raise RuntimeError(f"concurrent solo: host {i} ran no step while every host ran "
-                               f"past its first {skip} (more --steps)")
-        rates.append(statistics.median(inside))
-    return rates
 
 
 def rank_steps(run: RunResult) -> list[list[StepEvent]]:

@@ -7,17 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.solo_sum import (
-    Parts,
-    Round,
-    cluster_parts,
-    concurrent_steps,
-    load_lines,
-    main,
-    overlap_rates,
-    schedule,
-    verdicts,
-)
+from bench._loss_split import Parts, cluster_parts, concurrent_steps, overlap_rates
+from bench.solo_sum import Round, load_lines, main, schedule, verdicts
 from figures.solo import SoloBaseline
 from trainer.events import StepEvent
 
