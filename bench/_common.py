@@ -144,6 +144,12 @@ def trainer_flags(*, global_batch: int, steps: int, run_dir: Path, policy: str =
     return flags
 
 
+def launcher(nproc: int) -> list[str]:
+    """torch's launcher on this machine for ``nproc`` ranks: the start of a run's command."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={nproc}"]
+
+
 def run_trainer(
     label: str,
     run_dir: Path,
@@ -166,8 +172,7 @@ def run_trainer(
     ``env`` is added to the environment (default: ``corral_env()``, as ``corral run`` does).
     Raises ``RuntimeError`` with the tail of the output when the run fails or times out.
     """
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={nproc}",
+    cmd = [*launcher(nproc),
            *trainer_flags(global_batch=global_batch, steps=steps, run_dir=run_dir,
                           policy=policy, slowdown=slowdown, task=task), *extra]
     print(f"  {label}: {nproc} rank(s), B={global_batch}, {steps} steps ...", flush=True)
@@ -203,6 +208,40 @@ def run_command(label: str, cmd: Sequence[str], run_dir: Path, *,
     result = read_run(label, run_dir)
     result.wall_s = wall
     return result
+
+
+def run_together(runs: Sequence[tuple[str, Sequence[str], Path]], *, env: Mapping[str, str],
+                 timeout_s: float = 900, threads: int = 1) -> list[RunResult]:
+    """Start every ``(label, command, run_dir)`` at once, each in its own process group, and
+    wait for all: runs that share the machine but exchange nothing (bench/solo_sum.py's
+    concurrent solo). A failure or timeout ends every group started here and raises
+    ``RuntimeError`` naming the run."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1", **env,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
+                                                            os.environ.get("PYTHONPATH")]))}
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for _label, cmd, run_dir in runs:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            # A file, not a pipe: a run waited on later must not block on a full pipe.
+            with open(run_dir / "output.log", "w", encoding="utf-8") as out:
+                procs.append(subprocess.Popen(
+                    list(cmd), cwd=REPO, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+                    text=True, start_new_session=True))
+        deadline = time.monotonic() + timeout_s
+        for (label, _cmd, run_dir), proc in zip(runs, procs, strict=True):
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            if proc.returncode != 0:
+                lines = (run_dir / "output.log").read_text(encoding="utf-8").splitlines()
+                tail = "\n".join(lines[-20:])
+                raise RuntimeError(f"{label}: trainer exited with {proc.returncode}\n{tail}")
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"runs started together: not done after {timeout_s:g} s") from exc
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                _end_group(proc)
+    return [read_run(label, run_dir) for label, _cmd, run_dir in runs]
 
 
 def _end_group(proc: subprocess.Popen[str]) -> None:

@@ -160,3 +160,38 @@ def test_the_judge_is_part_of_the_balancers_checkpoint() -> None:
     restored.load_state_dict(judge.state_dict())
     assert restored.judge((64, 0), 0.05, 2) == judge.judge((64, 0), 0.05, 2)
     assert restored.refuses((32, 32), (64, 0), 2) and judge.refuses((32, 32), (64, 0), 2)
+
+
+@pytest.mark.parametrize(("slowest_after", "undone"), [((0.20, 0.30), False),
+                                                        ((0.30, 0.20), True)])
+def test_a_move_is_undone_only_when_a_rank_it_gave_samples_to_is_the_slowest_after(
+        slowest_after: tuple[float, float], undone: bool) -> None:
+    judge = DecisionJudge(EVERY)
+    old, new = (46, 18), (48, 16)
+    _window(judge, old, 0.23)
+    judge.start_trial(10, old, new, predicted_gain=0.1)
+    _window(judge, new, 0.31)  # slower after the move by far more than the margin
+    verdict = judge.judge(new, margin=0.05, now=2, compute_after=slowest_after)
+    assert (verdict is not None) == undone
+
+
+def test_a_busy_machine_slowing_the_rank_a_move_relieved_does_not_undo_the_move() -> None:
+    # Issue 84's pair at load 10-13: the split moved 46,18 -> 48,16 towards the slow rank's
+    # balance, then that rank's time per sample grew 1.5x (other work on its core). The steps
+    # measured slower, but giving the slow rank its samples back would only make them slower.
+    config = BalancerConfig(policy="dynamic", global_batch=64, world_size=2,
+                            rebalance_every=EVERY, threshold=0.0)
+    balancer = Balancer(config, (46, 18))
+    split: tuple[int, ...] = (46, 18)
+    reasons: list[str] = []
+    for step in range(1, 3 * EVERY + 1):
+        slow = 0.0125 if step <= EVERY else 0.0125 * 1.5
+        compute = (0.0040 * split[0], slow * split[1])
+        balancer.observe(split, compute)
+        balancer.observe_step(split, max(compute) + 0.005)
+        if step % EVERY == 0 and (decision := balancer.decide(step)) is not None:
+            split = decision.split
+            reasons.append(decision.reason)
+    assert reasons and "rank 1 slowest" in reasons[0]
+    assert not [r for r in reasons if "undoes step" in r], reasons
+    assert split[1] < 18  # the slow rank's share went on shrinking as its speed fell

@@ -233,7 +233,8 @@ class Balancer:
         """The decision the measurements make (trainer/balance/verdict.py): the last move
         undone, or a return to a faster split measured recently; None when they agree."""
         old = self._split
-        verdict = self._judge.judge(old, self._dead_band(old), now)
+        after = [measured_seconds(self._ranks[r], b, self._micro(r)) for r, b in enumerate(old)]
+        verdict = self._judge.judge(old, self._dead_band(old), now, after)
         if verdict is None:
             return None
         self._split = verdict.split

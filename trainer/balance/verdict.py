@@ -8,7 +8,10 @@ split (issue 84). So the steps after each decision are the judge, not the model:
 - **Undo.** A decision is on trial until the steps after it have run (``AFTER_SETTLE`` left
   out: the change itself costs a group or a replica's broadcast). When their median step time
   is slower than the median of the steps before it by more than the margin, the decision is
-  undone: the split goes back.
+  undone: the split goes back — unless the rank slowest after a move of samples is one the
+  move took samples from (``move_explains``): that rank got slower by itself (seen at load
+  10–13 in issue 84's pair: 46,18 → 48,16 undone while the slow rank's time per sample grew
+  1.5×), and the balancer's model, which sees its new speed, answers that instead.
 - **Back-off.** What was undone is not proposed again for a while: a change of active set (a
   rank benched or brought back) by its active set, a move of shares by its direction. The
   wait doubles each time the same thing is undone (1, 2, 4, … windows, at most
@@ -142,9 +145,12 @@ class DecisionJudge:
         return any(until > now for key in _keys(previous, split)
                    if (until := self._refused.get(key, (0, 0))[0]))
 
-    def judge(self, current: tuple[int, ...], margin: float, now: int) -> Verdict | None:
-        """At decision ``now``: undo the decision on trial if its steps measured slower, or
-        return to a recently measured faster split; None when the measurements agree."""
+    def judge(self, current: tuple[int, ...], margin: float, now: int,
+              compute_after: Sequence[float | None] = ()) -> Verdict | None:
+        """At decision ``now``: undo the decision on trial if its steps measured slower (and
+        the move can have made them so: ``move_explains`` with ``compute_after``, each rank's
+        measured compute seconds at its share of ``current``), or return to a recently
+        measured faster split; None when the measurements agree."""
         trial, self._trial = self._trial, None
         if trial is not None and trial.split == current:
             after, noise = self.median_of(current, last=self.window)
@@ -152,7 +158,8 @@ class DecisionJudge:
                 self._trial = trial  # not measured yet: judge it next time
             else:
                 margin = max(margin, 2 * noise)
-                if after > trial.before_s * (1 + margin):
+                if (after > trial.before_s * (1 + margin)
+                        and move_explains(trial.previous, trial.split, compute_after)):
                     return self._undo(trial, after, now)
         return self._best_recent(current, margin)
 
@@ -222,6 +229,22 @@ class DecisionJudge:
             float(raw[3]), float(raw[4]))
         self._refused = {k: (int(v[0]), int(v[1])) for k, v in state["refused"].items()}
         self._slower_windows = int(state["slower_windows"])
+
+
+def move_explains(previous: Sequence[int], split: Sequence[int],
+                  compute_after: Sequence[float | None]) -> bool:
+    """Whether moving samples ``previous -> split`` can have made the steps slower: the rank
+    slowest after it (``compute_after``: each rank's compute seconds at its new share) is one
+    that gained samples. When the slowest is a rank that lost samples or kept its share, that
+    rank itself got slower (a busy machine) and going back would only add its lost samples to
+    it. A change of active set changes the exchange too: always judged by its steps (True),
+    as is a move whose ranks' times are not all known."""
+    if active_set(previous) != active_set(split) or len(compute_after) != len(split):
+        return True
+    if any(t is None for t in compute_after):
+        return True
+    slowest = max(range(len(split)), key=lambda r: compute_after[r] or 0.0)
+    return split[slowest] > previous[slowest]
 
 
 def _keys(previous: Sequence[int], split: Sequence[int]) -> list[str]:
