@@ -42,3 +42,27 @@ def test_fp32_on_cuda_gives_any_split_the_same_parameters(tmp_path: Path) -> Non
     diff = max_rel_diff(final_params(one), final_params(three))
     print(f"fp32 on CUDA, 40,16,8 vs one process after 10 steps: {diff:.2e}")
     assert diff <= 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("stage", ["optimizer", "gradients"])
+def test_sharded_state_on_cuda_gives_one_process_parameters(tmp_path: Path, stage: str) -> None:
+    """Pooled memory on the GPU (issue 85's GPU round): three gloo ranks on one GPU, the
+    optimizer state (and, at stage 2, the gradients) sliced by budgets 1:2:4 with a benched
+    rank, against one process, in fp32 with TF32 off as the replicated test above."""
+    common = ("--model", "simple_cnn", "--dataset", "synthetic_image", "--samples", "512",
+              "--global-batch", "64", "--steps", "10", "--seed", "3", "--lr", "0.05",
+              "--momentum", "0.9", "--optimizer", "adamw", "--device", "cuda",
+              "--backend", "gloo")
+    one, three = tmp_path / "one", tmp_path / "three"
+    check(launch(1, *common, "--split", "64", "--run-dir", str(one)))
+    check(launch(3, *common, "--split", "40,0,24", "--shard-state", stage,
+                 "--state-budget", "1,2,4", "--run-dir", str(three)))
+    for rank in range(3):
+        start = of_kind(events(three, rank), "start")[0]
+        assert start["device"].startswith("cuda:") and start["tf32"] is False
+    diff = max_rel_diff(final_params(one), final_params(three))
+    print(f"sharded ({stage}) on CUDA, 40,0,24, budgets 1:2:4 vs one process: {diff:.2e}")
+    assert diff <= 1e-5
