@@ -38,7 +38,7 @@ from trainer.events import RebalanceEvent
 
 RANK_COLUMNS = (
     ("host", "left"), ("rank", "right"), ("device", "left"), ("local batch", "right"),
-    ("samples/s", "right"), ("compute share", "right"), ("status", "left"),
+    ("samples/s", "right"), ("utilisation", "right"), ("status", "left"),
 )
 """The per-rank table's columns and how each is justified."""
 
@@ -62,7 +62,7 @@ def progress_text(model: RunModel) -> str:
 
 
 def rank_table(model: RunModel) -> Table:
-    """The per-rank table: host, rank, device, local batch, samples/s, compute share, status
+    """The per-rank table: host, rank, device, local batch, samples/s, utilisation, status
     (the rank's own end status once it has one, else the hosts panel's status)."""
     table = Table(title=f"run {model.run_id}", title_justify="left")
     for name, justify in RANK_COLUMNS:

@@ -178,7 +178,7 @@ def compact_header(label: int) -> Text:
 
 class HostsPanel(LinesView):
     """Every rank's host, device, batch, throughput (and tokens per step, when the run shares
-    tokens), compute share, resources and status; where one rank a line does not fit, several
+    tokens), utilisation, resources and status; where one rank a line does not fit, several
     to a line with their host, rank, samples/s and status (compact rows)."""
 
     def __init__(self, model: RunModel, *, id: str | None = None) -> None:

@@ -191,8 +191,8 @@ HELP_TEXT = """\
 
 [b]Panels[/b]
   Hosts & ranks  per rank: device, backend, local batch,
-                 samples/s, compute share (the rest of a step
-                 is waiting), GPU or CPU use and memory, status.
+                 samples/s, utilisation (compute time / step
+                 time: the rest is waiting), GPU or CPU use and memory, status.
                  A dead host keeps its last values, greyed.
   Throughput     cluster samples/s (bars) against the ideal
                  (line): the sum of every rank's solo capacity.
