@@ -37,7 +37,7 @@ from remote.hosts.pool import HostPool
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 WAIT_S = 300.0
 
 

@@ -8,8 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from lm_fixtures import CHAT_TEMPLATE, TinyLM, lm_flags
+from lm_fixtures import CHAT_TEMPLATE, TinyLM, lm_flags, make_tiny_lm
 from trainer_runs import check, events, final_params, launch, max_rel_diff, of_kind
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory: pytest.TempPathFactory) -> TinyLM:
+    return make_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
 
 
 @pytest.mark.slow
