@@ -6,6 +6,10 @@ rank ended with no end event, and the run's record showed it as still stepping."
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -55,3 +59,26 @@ def test_the_opt_in_taking_over_the_events_keeps_the_term_handler(
         assert signal.getsignal(signal.SIGTERM) == events._on_term
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_a_live_joiner_stopped_writes_the_opt_ins_interrupted_end(tmp_path: Path) -> None:
+    """A joiner writes no plain events (``script_main``), so it had no TERM handler: a joiner
+    let in and then stopped ended with its last step as its last event."""
+    ended = tmp_path / "ended"
+    child = textwrap.dedent(f"""
+        import sys, types
+        from trainer.integrations.plain_events import joiner_term
+        from trainer.integrations.run import ScriptRun
+        def end(status, error=None):
+            open({str(ended)!r}, "w").write(status + " " + error)
+        ScriptRun.newest = types.SimpleNamespace(end=end)
+        joiner_term()
+        print("ready", flush=True)
+        sys.stdin.read()
+        """)
+    proc = subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == -signal.SIGTERM  # ended of the signal, as by default
+    assert ended.read_text() == "interrupted stopped by SIGTERM"

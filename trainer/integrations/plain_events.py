@@ -85,6 +85,21 @@ class ScriptEnding:
     """Its failure (the exception, the exit status), None when it completed."""
 
 
+def joiner_term() -> None:
+    """A live joiner's TERM handler (``corral stop``): it writes no plain events
+    (``script_main``), so the opt-in's ``interrupted`` end is written here once it has one,
+    then the rank ends of the signal as Python's default would."""
+
+    def term(signum: int, frame: FrameType | None) -> None:
+        if ScriptRun.newest is not None:
+            ScriptRun.newest.end("interrupted", error=f"stopped by {signal.Signals(signum).name}")
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        os._exit(128 + signum)  # not reached unless the signal is blocked
+
+    signal.signal(signal.SIGTERM, term)
+
+
 class PlainEvents:
     """One rank's events, unless the script took corral's opt-in (create it before the
     script runs: every hook and import is in place then)."""

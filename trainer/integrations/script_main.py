@@ -151,7 +151,11 @@ def _join(script: str) -> PlainEvents | None:
     if JOIN_ENV in os.environ:
         # A joiner (an opt-in's: a plain script never joins) is rank 0 of its own launch until
         # let in, a number the run's rank 0 holds: the opt-in writes its events under its
-        # member id once admitted; one that never is (the run ended first) writes none.
+        # member id once admitted; one that never is (the run ended first) writes none. A
+        # stop still ends it with the opt-in's ``interrupted`` end.
+        from trainer.integrations.plain_events import joiner_term
+
+        joiner_term()
         return None
     return PlainEvents(settings, device, script)
 
