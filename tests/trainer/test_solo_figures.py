@@ -22,8 +22,8 @@ from trainer.step.solo import probe_batch, solo_batch, solo_fields, solo_figures
 CPU = torch.device("cpu")
 _KEPT: list[object] = []
 """The groups ``alone`` made, kept alive: on torch 2.6 the gloo group's destructor, joining its
-threads after the bf16 probe, hung a test worker (3 of 7 runs of this file here; CI's matrix
-sat 12 minutes in it). Kept, it never runs before the process ends (20 of 20 runs passed)."""
+threads after the bf16 probe, hung a test worker (2 of 7 runs of this file here; CI's matrix
+sat 12 minutes in it). Kept, it never runs before the process ends (32 of 32 runs passed)."""
 
 
 @pytest.fixture
